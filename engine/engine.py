@@ -1,0 +1,362 @@
+"""The executor: one watch task and one worker task per vertex, graph swaps without restarts.
+
+Semantics (mgmt's):
+- A vertex processes only after its watch sent the startup event, and only when every
+  predecessor has processed successfully since the vertex's own last run (timestamps). If one
+  has not, the vertex pokes it ("back-poke") and waits to be poked back.
+- A watch event marks the vertex's state unknown; a poke from upstream does not. Processing a
+  vertex whose state is known good (and that has no pending refresh) skips check_apply.
+- After a successful process the vertex pokes its successors; a real change (check_apply
+  returned False) also marks targets of `notify` edges for refresh. A failure pokes nobody: it
+  blocks the vertex's descendants and nothing else.
+- A failure is retried `meta.retry` times (-1: forever) every `meta.delay` ms; then the vertex
+  is failed until its next event, which buys it one more attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ResourceError
+from engine.graph import Edge, Graph, Key, fmt_key, key_of
+from engine.handle import Handle
+from engine.meta import sema_size
+from engine.ratelimit import TokenBucket
+from engine.resource import Resource
+
+log = logging.getLogger("engine")
+
+
+class Status(enum.Enum):
+    PENDING = "pending"  # waiting for its startup event or for its predecessors
+    RUNNING = "running"  # inside check_apply
+    OK = "ok"  # last process succeeded
+    RETRYING = "retrying"  # failed, a retry is scheduled
+    FAILED = "failed"  # failed and out of retries, until its next event
+
+
+Listener = Callable[["Vertex"], None]
+
+
+class Vertex:
+    """A running resource: its handle, its two tasks and its scheduling state."""
+
+    def __init__(self, engine: Engine, res: Resource) -> None:
+        self.engine = engine
+        self.res = res
+        self.key: Key = key_of(res)
+        self.ts = 0  # logical time of the last successful process (0 = never)
+        self.state_ok = False  # mgmt's isStateOK: no event since the last good check_apply
+        self.refresh_pending = False
+        self.status = Status.PENDING
+        self.error: BaseException | None = None
+        self.changed_last = False  # the last check_apply reported a change
+        self.last_event = time.monotonic()
+        self.watch_starts = 0  # how many times watch() was entered (proves swaps keep it)
+        self.dirty = asyncio.Event()
+        self.started = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.bucket = TokenBucket(res.meta.limit, res.meta.burst)
+        self.handle = Handle(
+            kind=res.kind,
+            name=res.name,
+            hostname=engine.hostname,
+            var_dir=engine.prefix / "var" / res.kind / res.name.replace("/", "_"),
+            on_event=self._on_event,
+            get_refresh=lambda: self.refresh_pending,
+            world=engine.world,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._initialized = False
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        return f"<Vertex {fmt_key(self.key)} {self.status.value}>"
+
+    @property
+    def name(self) -> str:
+        return fmt_key(self.key)
+
+    # lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """init() the resource and start its watch and worker tasks."""
+        if self.res.meta.hidden:
+            self.started.set()
+            self.state_ok = True
+            self._tasks = [asyncio.create_task(self._work(), name=f"work {self.name}")]
+            return
+        try:
+            await self.res.init(self.handle)
+            self._initialized = True
+        except Exception as err:
+            self._fail_permanently(err, "init")
+            return
+        self._tasks = [
+            asyncio.create_task(self._watch(), name=f"watch {self.name}"),
+            asyncio.create_task(self._work(), name=f"work {self.name}"),
+        ]
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Stop watching; with graceful, let a running check_apply finish; then cleanup."""
+        if self._stopped:
+            return
+        self._stopped = True
+        watch = self._tasks[0] if len(self._tasks) == 2 else None
+        if watch:
+            watch.cancel()
+        if graceful:
+            await self.idle.wait()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._initialized:
+            try:
+                await self.res.cleanup()
+            except Exception:
+                self.handle.logger.exception("cleanup failed")
+            await self.handle.run_cleanups()
+
+    def poke(self) -> None:
+        """Ask the worker to process (from upstream, a back-poke, or a retry)."""
+        if not self._stopped:
+            self.dirty.set()
+
+    # tasks -------------------------------------------------------------------------------
+
+    def _on_event(self) -> None:
+        self.last_event = time.monotonic()
+        self.state_ok = False
+        self.started.set()
+        self.poke()
+        self.engine.notify(self)
+
+    async def _watch(self) -> None:
+        meta = self.res.meta
+        while True:
+            self.watch_starts += 1
+            try:
+                if meta.poll > 0:
+                    await self._poll(meta.poll)
+                else:
+                    await self.res.watch()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                if not meta.rewatch:
+                    self._fail_permanently(err, "watch")
+                    return
+                self.handle.logger.warning("watch failed, restarting: %s", err)
+                await asyncio.sleep(meta.delay / 1000)
+
+    async def _poll(self, interval: int) -> None:
+        while True:
+            await self.handle.event()
+            await asyncio.sleep(interval)
+
+    async def _work(self) -> None:
+        await self.started.wait()
+        while True:
+            await self.dirty.wait()
+            self.dirty.clear()
+            await self.bucket.acquire()
+            stale = self.engine.stale_predecessors(self)
+            if stale:
+                for vertex in stale:
+                    vertex.poke()
+                self._set_status(Status.PENDING)
+                continue
+            self.idle.clear()
+            try:
+                retry_in = await self._process()
+            finally:
+                self.idle.set()
+            if retry_in is not None:
+                await asyncio.sleep(retry_in)
+                self.poke()
+
+    # processing --------------------------------------------------------------------------
+
+    async def _process(self) -> float | None:
+        """One check_apply (unless the state is known good); returns a retry delay or None."""
+        meta = self.res.meta
+        if self.state_ok and not self.refresh_pending:
+            self._succeeded(changed=False)
+            return None
+        apply = not (self.engine.noop or meta.noop)
+        self._set_status(Status.RUNNING)
+        try:
+            async with self.engine.locks(meta.sema):
+                async with asyncio.timeout(meta.timeout or None):
+                    result: Any = await self.res.check_apply(apply)
+            if not isinstance(result, bool):
+                raise ResourceError(f"check_apply returned {result!r}, expected a bool")
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            return self._failed(ResourceError(f"check_apply timed out after {meta.timeout}s"))
+        except Exception as err:
+            return self._failed(err)
+        changed = not result
+        self.refresh_pending = False
+        self.state_ok = result or apply
+        if changed:
+            for target, edge in self.engine.successors(self):
+                if edge.notify:
+                    target.refresh_pending = True
+        log.debug("%s: check_apply(apply=%s) -> %s", self.name, apply, result)
+        self._succeeded(changed)
+        return None
+
+    def _succeeded(self, changed: bool) -> None:
+        self.ts = self.engine.tick()
+        self.changed_last = changed
+        if self.status in (Status.RETRYING, Status.FAILED):
+            self.handle.logger.info("recovered")
+        self.engine.retries[self.key] = 0
+        self.error = None
+        self._set_status(Status.OK)
+        for target, _edge in self.engine.successors(self):
+            target.poke()
+
+    def _failed(self, err: BaseException) -> float | None:
+        meta = self.res.meta
+        count = self.engine.retries.get(self.key, 0) + 1
+        self.engine.retries[self.key] = count
+        self.error = err
+        if meta.retry == -1 or count <= meta.retry:
+            if self.status != Status.RETRYING:
+                left = "forever" if meta.retry == -1 else f"{meta.retry - count + 1} left"
+                self.handle.logger.warning("failed, retrying (%s): %s", left, err)
+            self._set_status(Status.RETRYING)
+            return meta.delay / 1000
+        self.handle.logger.error("failed: %s", err)
+        self._set_status(Status.FAILED)
+        return None
+
+    def _fail_permanently(self, err: BaseException, where: str) -> None:
+        self.error = err
+        self.handle.logger.error("%s failed: %s", where, err)
+        self._set_status(Status.FAILED)
+
+    def _set_status(self, status: Status) -> None:
+        if status is not self.status:
+            self.status = status
+        self.engine.notify(self)
+
+
+class Engine:
+    """Runs a Graph; `apply(graph)` starts the first graph and swaps in every later one."""
+
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        prefix: Path,
+        noop: bool = False,
+        sema: int = 0,
+        world: Any = None,
+    ) -> None:
+        self.hostname = hostname
+        self.prefix = prefix
+        self.noop = noop
+        self.world = world
+        self.graph = Graph()
+        self.vertices: dict[Key, Vertex] = {}
+        self.retries: dict[Key, int] = {}  # by kind+name: survives graph swaps
+        self._semas: dict[str, asyncio.Semaphore] = {}
+        self._global_sema = asyncio.Semaphore(sema) if sema > 0 else None
+        self._listeners: list[Listener] = []
+        self._clock = itertools.count(1)
+
+    def tick(self) -> int:
+        return next(self._clock)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener(vertex)` on every event and status change; returns an unsubscribe."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def notify(self, vertex: Vertex) -> None:
+        for listener in list(self._listeners):
+            listener(vertex)
+
+    # graph queries used by the workers ------------------------------------------------
+
+    def predecessors(self, vertex: Vertex) -> list[Vertex]:
+        preds = self.graph.pred.get(vertex.key, {})
+        return [self.vertices[k] for k in preds if k in self.vertices]
+
+    def successors(self, vertex: Vertex) -> list[tuple[Vertex, Edge]]:
+        succs = self.graph.succ.get(vertex.key, {})
+        return [(self.vertices[k], e) for k, e in succs.items() if k in self.vertices]
+
+    def stale_predecessors(self, vertex: Vertex) -> list[Vertex]:
+        """Predecessors that have not processed successfully since `vertex` last did."""
+        return [p for p in self.predecessors(vertex) if p.ts <= vertex.ts]
+
+    def blocked(self, vertex: Vertex) -> bool:
+        """Some ancestor of `vertex` is failed, so it cannot run."""
+        if vertex.key not in self.graph.pred:
+            return False
+        return any(
+            self.vertices[k].status is Status.FAILED
+            for k in self.graph.ancestors(vertex.key)
+            if k in self.vertices
+        )
+
+    @contextlib.asynccontextmanager
+    async def locks(self, names: list[str]) -> AsyncIterator[None]:
+        """Hold the global semaphore (--sema) and the named ones, in a fixed order."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._global_sema is not None:
+                await stack.enter_async_context(self._global_sema)
+            for name, size in sorted(sema_size(entry) for entry in names):
+                sem = self._semas.setdefault(name, asyncio.Semaphore(size))
+                await stack.enter_async_context(sem)
+            yield
+
+    # graph lifecycle ----------------------------------------------------------------------
+
+    async def apply(self, graph: Graph) -> None:
+        """Run `graph`: unchanged vertices keep running, removed stop, new ones start."""
+        graph.check()
+        old = self.vertices
+        kept = {k for k, v in old.items() if k in graph.vertices and v.res.cmp(graph.vertices[k])}
+        removed = [v for k, v in old.items() if k not in kept]
+        await asyncio.gather(*(v.stop(graceful=True) for v in removed))
+        vertices: dict[Key, Vertex] = {}
+        added: list[Vertex] = []
+        for key, res in graph.vertices.items():
+            if key in kept:
+                vertices[key] = old[key]
+                graph.vertices[key] = old[key].res  # the running (initialized) instance
+                if res.meta.retryreset:
+                    self.retries.pop(key, None)
+            else:
+                vertices[key] = Vertex(self, res)
+                added.append(vertices[key])
+        self.graph = graph
+        self.vertices = vertices
+        if old:
+            log.info(
+                "graph swap: %d kept, %d stopped, %d started", len(kept), len(removed), len(added)
+            )
+        await asyncio.gather(*(v.start() for v in added))
+        for vertex in vertices.values():
+            self.notify(vertex)
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Stop every vertex (graceful: running check_applies finish first)."""
+        vertices = list(self.vertices.values())
+        await asyncio.gather(*(v.stop(graceful) for v in vertices))

@@ -1,0 +1,31 @@
+"""The one error hierarchy of the project."""
+
+from __future__ import annotations
+
+
+class MgmtError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class GraphError(MgmtError):
+    """The graph is malformed: a cycle, an edge to a missing vertex, a duplicate."""
+
+
+class ValidationError(MgmtError, ValueError):
+    """A parameter is wrong. `key` names it (dotted for nested keys, e.g. `meta.retry`)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" if self.key else self.message
+
+
+class ResourceError(MgmtError):
+    """A resource failed to reach its desired state."""
+
+
+class WorldError(MgmtError):
+    """The cluster (World) could not answer."""

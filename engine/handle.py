@@ -1,0 +1,83 @@
+"""The handle: a resource's only link to the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+Cleanup = Callable[[], Awaitable[Any] | Any]
+
+log = logging.getLogger("engine")
+
+
+class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every line with `kind[name]: ` (log format: `HH:MM:SS engine: file[x]: msg`)."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        extra = dict(self.extra or {})
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return f"{extra['res_kind']}[{extra['res_name']}]: {msg}", kwargs
+
+
+class Handle:
+    """What the engine gives a resource in `init()`.
+
+    `event()` reports a change (the first call is the startup event), `refresh()` says whether a
+    notify arrived since the last successful check_apply, `on_cleanup()` registers an
+    unsubscribe callable that runs after `cleanup()`.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        name: str,
+        hostname: str,
+        var_dir: Path,
+        on_event: Callable[[], None] | None = None,
+        get_refresh: Callable[[], bool] | None = None,
+        world: Any = None,
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.hostname = hostname
+        self.world = world
+        self._var_dir = var_dir
+        self._on_event = on_event or (lambda: None)
+        self._get_refresh = get_refresh or (lambda: False)
+        self._cleanups: list[Cleanup] = []
+        self.logger = ResourceLogger(log, {"res_kind": kind, "res_name": name})
+
+    @property
+    def var_dir(self) -> Path:
+        """A private state directory for this resource (created on first use)."""
+        self._var_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self._var_dir
+
+    async def event(self) -> None:
+        """Report a change. The first call is the startup event that lets check_apply run."""
+        self._on_event()
+        await asyncio.sleep(0)
+
+    def refresh(self) -> bool:
+        """True once per notify: an upstream resource changed along a `notify` edge."""
+        return self._get_refresh()
+
+    def on_cleanup(self, fn: Cleanup) -> None:
+        """Register something to undo at cleanup (sync or async), run in reverse order."""
+        self._cleanups.append(fn)
+
+    async def run_cleanups(self) -> None:
+        """Run the registered cleanups, newest first; a failing one is logged, not raised."""
+        while self._cleanups:
+            fn = self._cleanups.pop()
+            try:
+                result = fn()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                self.logger.exception("cleanup failed")

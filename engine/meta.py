@@ -1,0 +1,66 @@
+"""Meta parameters: the engine-level settings every resource has (`meta:` in a graph file).
+
+Names and defaults are mgmt's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from engine.errors import ValidationError
+
+
+@dataclass(kw_only=True, frozen=True)
+class Meta:
+    # Run check_apply with apply=False: report, change nothing. Default false.
+    noop: bool = False
+    # Retries after a failure before the vertex is failed; -1 retries forever. Default 0.
+    retry: int = 0
+    # Reset the retry counter when the graph is swapped (mgmt's retryreset). Default false.
+    retryreset: bool = False
+    # Milliseconds to wait between retries. Default 0.
+    delay: int = 0
+    # Seconds a single check_apply may take before it is a failure; 0 = no limit. Default 0.
+    timeout: int = 0
+    # Seconds between polls instead of watching; 0 = use the resource's watch. Default 0.
+    poll: int = 0
+    # Events processed per second at most (token bucket); inf = no limit. Default inf.
+    limit: float = math.inf
+    # Events allowed in a burst above `limit`; 0 means 1 when a limit is set. Default 0.
+    burst: int = 0
+    # Named counting semaphores held during check_apply: "id" (size 1) or "id:N". Default none.
+    sema: list[str] = field(default_factory=list)
+    # Restart the watch if it fails instead of failing the vertex. Default false.
+    rewatch: bool = False
+    # Let the engine add automatic edges for this resource. Default true.
+    autoedge: bool = True
+    # Let the engine group this resource with compatible ones. Default true.
+    autogroup: bool = True
+    # Keep the vertex in the graph but never apply it. Default false.
+    hidden: bool = False
+    # Hosts allowed to collect this exported resource ("*" = all). Default all.
+    export: list[str] = field(default_factory=list)
+    # Undo the change when the resource leaves the graph. Default false.
+    reverse: bool = False
+
+    def __post_init__(self) -> None:
+        if self.retry < -1:
+            raise ValidationError(f"must be -1 (forever) or >= 0, got {self.retry}", "retry")
+        for name in ("delay", "timeout", "poll", "burst"):
+            if getattr(self, name) < 0:
+                raise ValidationError(f"must be >= 0, got {getattr(self, name)}", name)
+        if not self.limit > 0:
+            raise ValidationError(f"must be > 0 events/s (or inf), got {self.limit}", "limit")
+        for entry in self.sema:
+            sema_size(entry)
+
+
+def sema_size(entry: str) -> tuple[str, int]:
+    """Parse a semaphore id "name" or "name:N" into (name, N)."""
+    name, sep, size = entry.rpartition(":")
+    if not sep:
+        name, size = entry, "1"
+    if not name or not size.isdigit() or int(size) < 1:
+        raise ValidationError(f"expected 'id' or 'id:N' with N >= 1, got {entry!r}", "sema")
+    return name, int(size)

@@ -1,0 +1,136 @@
+"""The resource contract, the kind registry and the optional capabilities.
+
+A kind is a keyword-only dataclass subclassing `Resource`, registered under its name:
+
+    @register("file")
+    @dataclass(kw_only=True)
+    class FileRes(Resource):
+        path: str | None = None   # ...
+
+Methods, in this order in every module: `validate`, `init`, `cleanup`, `watch`, `check_apply`,
+`cmp`, then optional capabilities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+from engine.errors import ValidationError
+from engine.meta import Meta
+from engine.params import to_plain
+
+if TYPE_CHECKING:
+    from engine.handle import Handle
+
+R = TypeVar("R", bound="type[Resource]")
+
+_REGISTRY: dict[str, type[Resource]] = {}
+
+
+def register(kind: str) -> Callable[[R], R]:
+    """Class decorator: register a resource class under `kind` (refuses empty or duplicate)."""
+
+    def decorator(cls: R) -> R:
+        if not kind or not kind.strip():
+            raise ValueError("a resource kind needs a non-empty name")
+        if kind in _REGISTRY and _REGISTRY[kind] is not cls:
+            raise ValueError(f"resource kind {kind!r} is already registered")
+        cls.KIND = kind
+        _REGISTRY[kind] = cls
+        return cls
+
+    return decorator
+
+
+def lookup(kind: str) -> type[Resource] | None:
+    """The class registered for `kind`, or None."""
+    return _REGISTRY.get(kind)
+
+
+def kinds() -> list[str]:
+    """Every registered kind name, sorted."""
+    return sorted(_REGISTRY)
+
+
+@dataclass(kw_only=True, eq=False)
+class Resource:
+    """Base of every resource kind. Subclasses add their parameters as dataclass fields."""
+
+    KIND: ClassVar[str] = ""
+
+    # The resource's name, unique within its kind in a graph.
+    name: str
+    # Engine-level settings (retry, noop, poll...). Default: mgmt's defaults.
+    meta: Meta = field(default_factory=Meta)
+
+    def __post_init__(self) -> None:
+        self._handle: Handle | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.KIND
+
+    @property
+    def handle(self) -> Handle:
+        """The resource's only link to the engine, set by `init`."""
+        if self._handle is None:
+            raise RuntimeError(f"{self}: used before init()")
+        return self._handle
+
+    def __str__(self) -> str:
+        return f"{self.KIND}[{self.name}]"
+
+    def validate(self) -> None:
+        """Raise ValidationError for bad parameters. Runs before anything is applied."""
+        if not self.name:
+            raise ValidationError("must not be empty", "name")
+
+    async def init(self, handle: Handle) -> None:
+        """Called once before watch; keep the handle."""
+        self._handle = handle
+
+    async def cleanup(self) -> None:
+        """Release what init/watch acquired (callbacks from handle.on_cleanup run after this)."""
+
+    async def watch(self) -> None:
+        """Send the startup event, then one event per relevant change, until cancelled.
+
+        The default suits kinds with nothing to watch: startup event, then wait forever.
+        """
+        await self.handle.event()
+        await asyncio.Event().wait()
+
+    async def check_apply(self, apply: bool) -> bool:
+        """True if already in the desired state; False if it was not (and was fixed, if apply)."""
+        raise NotImplementedError
+
+    def cmp(self, other: Resource) -> bool:
+        """Same kind, name, params and meta: a running vertex may be kept across a swap."""
+        return type(self) is type(other) and to_plain(self) == to_plain(other)
+
+    def params(self) -> dict[str, Any]:
+        """The kind-specific parameters (without name and meta) as plain data."""
+        data = to_plain(self)
+        data.pop("name")
+        data.pop("meta")
+        return data
+
+
+@runtime_checkable
+class Refreshable(Protocol):
+    """A kind that reacts to a notify: it reads `handle.refresh()` in check_apply."""
+
+    REFRESHABLE: ClassVar[bool]
+
+
+class RefreshableMixin:
+    """Mark a kind as Refreshable."""
+
+    REFRESHABLE: ClassVar[bool] = True
+
+
+def is_refreshable(res: Resource) -> bool:
+    return getattr(res, "REFRESHABLE", False) is True

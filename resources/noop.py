@@ -1,0 +1,20 @@
+"""noop: does nothing; a placeholder vertex for ordering (and a notify sink that logs it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.resource import RefreshableMixin, Resource, register
+
+
+@register("noop")
+@dataclass(kw_only=True, eq=False)
+class NoopRes(RefreshableMixin, Resource):
+    # Free text, ignored. Default "".
+    comment: str = ""
+
+    async def check_apply(self, apply: bool) -> bool:
+        if self.handle.refresh():
+            self.handle.logger.info("received a refresh")
+        self.handle.logger.debug("nothing to do: noop")
+        return True

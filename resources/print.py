@@ -1,0 +1,23 @@
+"""print: logs a message each time it is checked (or only when refreshed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.resource import RefreshableMixin, Resource, register
+
+
+@register("print")
+@dataclass(kw_only=True, eq=False)
+class PrintRes(RefreshableMixin, Resource):
+    # The message to log. Default: the resource name.
+    msg: str | None = None
+    # Log only when a notify arrives. Default false.
+    refresh_only: bool = False
+
+    async def check_apply(self, apply: bool) -> bool:
+        if self.refresh_only and not self.handle.refresh():
+            self.handle.logger.debug("nothing to do: refresh_only and no refresh")
+            return True
+        self.handle.logger.info("msg: %s", self.name if self.msg is None else self.msg)
+        return True

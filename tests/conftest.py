@@ -1,0 +1,89 @@
+"""Shared fixtures: a real handle for driving one resource directly, without an engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import resources
+from engine.handle import Handle
+from engine.resource import Resource
+
+resources.load_all()
+
+
+class RecordingHandle(Handle):
+    """A Handle whose events are counted and awaitable, and whose refresh flag is settable."""
+
+    def __init__(self, res: Resource, var_dir: Path) -> None:
+        super().__init__(
+            kind=res.kind,
+            name=res.name,
+            hostname="testhost",
+            var_dir=var_dir,
+            on_event=self._record,
+            get_refresh=lambda: self.refresh_flag,
+        )
+        self.events = 0
+        self.refresh_flag = False
+        self._evented = asyncio.Event()
+
+    def _record(self) -> None:
+        self.events += 1
+        self._evented.set()
+
+    async def next_event(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) for the next event, then re-arm."""
+        async with asyncio.timeout(timeout):
+            await self._evented.wait()
+        self._evented.clear()
+
+    async def no_event(self, within: float = 0.2) -> bool:
+        """True if no event arrives within `within` seconds (for "no spurious event" checks)."""
+        self._evented.clear()
+        try:
+            async with asyncio.timeout(within):
+                await self._evented.wait()
+        except TimeoutError:
+            return True
+        return False
+
+
+class Running:
+    """A resource after init() with its watch() running in a task; stopped by the fixture."""
+
+    def __init__(self, res: Resource, handle: RecordingHandle) -> None:
+        self.res = res
+        self.handle = handle
+        self.task: asyncio.Task[None] | None = None
+
+
+@pytest.fixture
+async def run_resource(tmp_path: Path) -> AsyncIterator[object]:
+    """`running = await run_resource(res, watch=True)`: init, validate, optionally watch.
+
+    With watch=True it waits for the startup event. Everything is cleaned up afterwards.
+    """
+    started: list[Running] = []
+
+    async def start(res: Resource, watch: bool = True) -> Running:
+        res.validate()
+        handle = RecordingHandle(res, tmp_path / "var" / res.kind / res.name.replace("/", "_"))
+        await res.init(handle)
+        running = Running(res, handle)
+        started.append(running)
+        if watch:
+            running.task = asyncio.create_task(res.watch())
+            await handle.next_event()
+        return running
+
+    yield start
+    for running in started:
+        if running.task:
+            running.task.cancel()
+            await asyncio.gather(running.task, return_exceptions=True)
+        await running.res.cleanup()
+        await running.handle.run_cleanups()
