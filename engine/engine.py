@@ -108,8 +108,6 @@ class Vertex:
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop watching; with graceful, let a running check_apply finish; then cleanup."""
-        if self._stopped:
-            return
         self._stopped = True
         watch = self._tasks[0] if len(self._tasks) == 2 else None
         if watch:
@@ -120,6 +118,7 @@ class Vertex:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._initialized:
+            self._initialized = False  # cleanup runs once, even if stop() is called again
             try:
                 await self.res.cleanup()
             except Exception:
@@ -128,8 +127,9 @@ class Vertex:
 
     def poke(self) -> None:
         """Ask the worker to process (from upstream, a back-poke, or a retry)."""
-        if not self._stopped:
+        if not self._stopped and not self.dirty.is_set():
             self.dirty.set()
+            self.engine.notify(self)
 
     # tasks -------------------------------------------------------------------------------
 
@@ -138,7 +138,6 @@ class Vertex:
         self.state_ok = False
         self.started.set()
         self.poke()
-        self.engine.notify(self)
 
     async def _watch(self) -> None:
         meta = self.res.meta
@@ -225,9 +224,9 @@ class Vertex:
             self.handle.logger.info("recovered")
         self.engine.retries[self.key] = 0
         self.error = None
-        self._set_status(Status.OK)
         for target, _edge in self.engine.successors(self):
-            target.poke()
+            target.poke()  # before our own status: the converger sees them dirty first
+        self._set_status(Status.OK)
 
     def _failed(self, err: BaseException) -> float | None:
         meta = self.res.meta

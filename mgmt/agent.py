@@ -1,0 +1,213 @@
+"""The agent: loads the graph, runs the engine, swaps graphs, exits when asked or converged.
+
+`run(config)` is both what the CLI calls and the library API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+import resources
+from engine.engine import Engine, Status
+from engine.graph import Graph
+from engine.watcher import PathWatcher
+from mgmt import log as logsetup
+from mgmt.config import Config, ExitCode
+from mgmt.converger import Converger
+from mgmt.yamlgraph import GraphFileError, Loaded, load_file
+
+log = logging.getLogger("main")
+
+
+def load(config: Config) -> Loaded:
+    """The graph the config asks for; GraphFileError on bad input."""
+    if config.frontend == "empty" or config.file is None:
+        return Loaded(Graph("empty"))
+    loaded = load_file(config.file)
+    if loaded.exported or loaded.collect:
+        raise GraphFileError(
+            [f"{config.file}: exported (@@) resources and collect need the cluster, "
+             "which this version does not provide yet"]
+        )
+    return loaded
+
+
+async def run(config: Config) -> ExitCode:
+    """Run the agent until it converges (cron mode), is stopped, or hits --max-runtime."""
+    logsetup.setup(config.log_format, config.verbose)
+    resources.load_all()
+    try:
+        loaded = load(config)
+    except GraphFileError as err:
+        for problem in err.problems:
+            log.error("%s", problem)
+        return ExitCode.USAGE
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    prefix = Path(tempfile.mkdtemp(prefix="mgmt-")) if config.tmp_prefix else config.prefix
+    try:
+        return await Agent(config, prefix).run(loaded)
+    finally:
+        if config.tmp_prefix:
+            shutil.rmtree(prefix, ignore_errors=True)
+
+
+class Agent:
+    def __init__(self, config: Config, prefix: Path) -> None:
+        self.config = config
+        self.engine = Engine(
+            hostname=config.hostname, prefix=prefix, noop=config.noop, sema=config.sema
+        )
+        timeout = config.exit_after
+        self.converger = Converger(self.engine, timeout) if timeout >= 0 else None
+        self.stopping = asyncio.Event()
+        self.reload = asyncio.Event()
+        self.swapped = asyncio.Event()  # set after each graph swap (tests wait on it)
+        self._digest = ""
+        self._forced = False
+        self._stop_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, loaded: Loaded) -> ExitCode:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload.set)
+        try:
+            await self._apply(loaded)
+            self._start_background()
+            reason = await self._wait_for_end()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self._shutdown()
+        return self._exit_code(reason)
+
+    # lifecycle --------------------------------------------------------------------------
+
+    def _start_background(self) -> None:
+        if self.config.file is not None and not self.config.no_watch:
+            self._spawn(self._watch_graph_file(self.config.file))
+        self._spawn(self._reload_loop())
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _wait_for_end(self) -> str:
+        waiters = {asyncio.create_task(self.stopping.wait()): "signal"}
+        if self.converger:
+            waiters[asyncio.create_task(self.converger.converged.wait())] = "converged"
+        if self.config.max_runtime > 0:
+            waiters[asyncio.create_task(asyncio.sleep(self.config.max_runtime))] = "max-runtime"
+        try:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waiters:
+                task.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        return waiters[done.pop()]
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if not self.stopping.is_set():
+            log.info("%s: stopping gracefully (send SIGINT again to force)", sig.name)
+            self.stopping.set()
+        elif sig is signal.SIGINT and not self._forced:
+            log.warning("SIGINT again: stopping now")
+            self._forced = True
+            if self._stop_task:
+                self._stop_task.cancel()
+
+    async def _shutdown(self) -> None:
+        self.stopping.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stop_task = asyncio.create_task(self.engine.stop(graceful=not self._forced))
+        try:
+            await self._stop_task
+        except asyncio.CancelledError:
+            if not self._forced:
+                raise
+            await self.engine.stop(graceful=False)
+        if self.converger:
+            self.converger.close()
+
+    def _exit_code(self, reason: str) -> ExitCode:
+        vertices = self.engine.vertices.values()
+        failed = [v for v in vertices if v.status is Status.FAILED]
+        for vertex in failed:
+            log.error("%s: failed: %s", vertex.name, vertex.error)
+        if self.config.noop:
+            changes = sorted(v.name for v in vertices if v.changed_last)
+            log.info(
+                "noop: %d of %d resources would change%s",
+                len(changes), len(vertices), (": " + ", ".join(changes)) if changes else "",
+            )
+        if reason == "converged":
+            log.info("converged for %ss, exiting", self.config.exit_after)
+        elif reason == "max-runtime":
+            log.info("max runtime of %ss reached, exiting", self.config.max_runtime)
+            if self.converger and not self.converger.converged.is_set():
+                unsettled = [v.name for v in vertices if v.status is not Status.OK]
+                log.error("did not converge; not converged: %s", ", ".join(unsettled) or "-")
+                return ExitCode.FAILED
+        if failed:
+            return ExitCode.FAILED
+        return ExitCode.OK
+
+    # graphs -----------------------------------------------------------------------------
+
+    async def _apply(self, loaded: Loaded) -> None:
+        await self.engine.apply(loaded.graph)
+        if self.converger:
+            self.converger.recompute()
+        if self.config.graphviz:
+            self.config.graphviz.write_text(loaded.graph.to_dot())
+        self.swapped.set()
+
+    async def _watch_graph_file(self, path: Path) -> None:
+        self._digest = _digest(path)
+        async with PathWatcher([path]) as watcher:
+            async for _ in watcher:
+                self.reload.set()
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self.reload.wait()
+            self.reload.clear()
+            await self._reload()
+
+    async def _reload(self) -> None:
+        assert self.config.file is not None
+        digest = _digest(self.config.file)
+        if digest == self._digest:
+            log.debug("graph file unchanged, nothing to swap")
+            return
+        try:
+            loaded = load(self.config)
+        except GraphFileError as err:
+            for problem in err.problems:
+                log.error("%s", problem)
+            log.error("keeping the running graph")
+            return
+        self._digest = digest
+        for warning in loaded.warnings:
+            log.warning("%s", warning)
+        log.info("graph file changed: swapping in the new graph")
+        self.swapped.clear()
+        await self._apply(loaded)
+
+
+def _digest(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return ""

@@ -1,0 +1,89 @@
+"""The agent's configuration: one dataclass, the single source of truth for every option.
+
+Each field's metadata gives its flag and help; the CLI is generated from it, and every flag
+also reads `MGMT_<FLAG>` from the environment (e.g. MGMT_CONVERGED_TIMEOUT=5).
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0  # converged, or stopped cleanly
+    FAILED = 1  # resources failed (or did not converge within --max-runtime)
+    USAGE = 2  # bad input: graph file, flags
+
+
+def opt(help: str, **kwargs: Any) -> Any:
+    """Field metadata for a CLI option (the flag is the field name with dashes)."""
+    return {"help": help, **kwargs}
+
+
+@dataclass(kw_only=True)
+class Config:
+    # Where the graph comes from: "yaml" (a graph file) or "empty" (no local graph).
+    frontend: str = "yaml"
+    # The graph file (for the yaml front-end).
+    file: Path | None = None
+
+    hostname: str = field(
+        default_factory=socket.gethostname,
+        metadata=opt("this host's name in the cluster and in logs"),
+    )
+    prefix: Path = field(
+        default=Path("/var/lib/mgmt"),
+        metadata=opt("state directory (per-resource state, etcd data)", metavar="DIR"),
+    )
+    tmp_prefix: bool = field(
+        default=False, metadata=opt("use a fresh temporary directory as the prefix")
+    )
+    converged_timeout: int = field(
+        default=-1,
+        metadata=opt(
+            "exit once the graph has been converged for N seconds (-1: run forever)",
+            metavar="N",
+        ),
+    )
+    converger_timeout: int = field(
+        default=-1,
+        metadata=opt("mgmt's newer spelling: with --converged-exit, same as --converged-timeout"),
+    )
+    converged_exit: bool = field(
+        default=False, metadata=opt("exit when converged for --converger-timeout seconds")
+    )
+    max_runtime: int = field(
+        default=0, metadata=opt("stop after N seconds whatever the state (0: no limit)", metavar="N")
+    )
+    noop: bool = field(default=False, metadata=opt("report what would change, change nothing"))
+    sema: int = field(
+        default=0, metadata=opt("at most N check_applies at once (0: no limit)", metavar="N")
+    )
+    no_watch: bool = field(default=False, metadata=opt("do not watch the graph file for edits"))
+    graphviz: Path | None = field(
+        default=None, metadata=opt("write the graph in Graphviz dot format to FILE", metavar="FILE")
+    )
+    no_autoedges: bool = field(default=False, metadata=opt("add no automatic edges"))
+    no_autogroup: bool = field(default=False, metadata=opt("group no resources automatically"))
+    log_format: str = field(
+        default="text", metadata=opt("text (one line per event) or json", choices=["text", "json"])
+    )
+    verbose: bool = field(default=False, metadata=opt("log debug lines too"))
+
+    @property
+    def exit_after(self) -> int:
+        """Seconds converged after which to exit, or -1 (both mgmt spellings)."""
+        if self.converged_timeout >= 0:
+            return self.converged_timeout
+        if self.converged_exit and self.converger_timeout >= 0:
+            return self.converger_timeout
+        return -1
+
+
+def option_fields() -> list[Any]:
+    """The Config fields that are CLI options (those with help metadata)."""
+    return [f for f in fields(Config) if "help" in f.metadata]
