@@ -1,0 +1,73 @@
+"""A small real resource for engine tests: records every call, can fail, change or block."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.handle import Handle
+from engine.resource import RefreshableMixin, Resource, register
+
+
+@dataclass
+class ProbeState:
+    calls: list[tuple[bool, bool]] = field(default_factory=list)  # (apply, refresh) per call
+    watch_starts: int = 0
+    cleanups: int = 0
+    active: int = 0  # check_applies running right now
+    max_active: int = 0
+    failures_left: int = 0
+    gate: asyncio.Event | None = None  # check_apply waits for it when set
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+    handle: Handle | None = None
+    result: Any = None  # override the return value (e.g. a non-bool)
+
+
+STATE: dict[str, ProbeState] = {}
+
+
+def state(name: str) -> ProbeState:
+    return STATE.setdefault(name, ProbeState())
+
+
+@register("probe")
+@dataclass(kw_only=True, eq=False)
+class ProbeRes(RefreshableMixin, Resource):
+    # Return False (a change) on the first successful call. Default false.
+    change: bool = False
+    # Free value: changing it makes a different resource for graph swaps. Default "".
+    tag: str = ""
+
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        state(self.name).handle = handle
+        self._changed = False
+
+    async def cleanup(self) -> None:
+        state(self.name).cleanups += 1
+
+    async def watch(self) -> None:
+        state(self.name).watch_starts += 1
+        await super().watch()
+
+    async def check_apply(self, apply: bool) -> bool:
+        st = state(self.name)
+        st.calls.append((apply, self.handle.refresh()))
+        st.active += 1
+        st.max_active = max(st.max_active, st.active)
+        st.entered.set()
+        try:
+            if st.gate is not None:
+                await st.gate.wait()
+            if st.failures_left:
+                st.failures_left -= 1
+                raise RuntimeError(f"{self.name} failed on purpose")
+            if st.result is not None:
+                return st.result  # type: ignore[no-any-return]
+            if self.change and not self._changed:
+                self._changed = apply
+                return False
+            return True
+        finally:
+            st.active -= 1

@@ -1,0 +1,234 @@
+"""Engine semantics with real small resources (probe, and the real inotify watcher)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from engine.engine import Engine, Status
+from engine.graph import Edge
+from engine.meta import Meta
+from tests.engine.conftest import make_graph, settle
+from tests.engine.probe import state
+
+
+def ran(name: str) -> int:
+    return len(state(name).calls)
+
+
+async def test_diamond_runs_branches_in_parallel_and_join_waits(engine: Engine) -> None:
+    # a -> (b, c) -> d, plus an independent e; b and c are held until both have started.
+    graph = make_graph("abcde", [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")])
+    gate = asyncio.Event()
+    state("b").gate = gate
+    state("c").gate = gate
+    await engine.apply(graph)
+    async with asyncio.timeout(5):
+        await state("b").entered.wait()
+        await state("c").entered.wait()  # both inside check_apply at once: parallel
+        await state("e").entered.wait()  # the independent branch did not wait for anything
+    assert ran("d") == 0  # the join waits for both predecessors
+    gate.set()
+    await settle(engine)
+    assert ran("d") == 1
+    assert all(v.status is Status.OK for v in engine.vertices.values())
+
+
+async def test_failure_blocks_only_descendants(engine: Engine) -> None:
+    graph = make_graph("xyzs", [("x", "y"), ("y", "z")])
+    state("x").failures_left = 100
+    await engine.apply(graph)
+    await settle(engine)
+    assert engine.vertices[("probe", "x")].status is Status.FAILED
+    assert ran("y") == ran("z") == 0
+    assert engine.blocked(engine.vertices[("probe", "z")])
+    assert engine.vertices[("probe", "s")].status is Status.OK  # the sibling is unaffected
+
+
+async def test_retry_then_success(engine: Engine) -> None:
+    graph = make_graph("ab", [("a", "b")], a={"meta": Meta(retry=3, delay=10)})
+    state("a").failures_left = 2
+    await engine.apply(graph)
+    await settle(engine)
+    assert ran("a") == 3
+    assert engine.vertices[("probe", "a")].status is Status.OK
+    assert ran("b") == 1
+    assert engine.retries[("probe", "a")] == 0  # reset by the success
+
+
+async def test_retries_exhausted_then_a_new_event_gets_one_more_attempt(engine: Engine) -> None:
+    graph = make_graph("a", a={"meta": Meta(retry=1)})
+    state("a").failures_left = 3
+    await engine.apply(graph)
+    await settle(engine)
+    vertex = engine.vertices[("probe", "a")]
+    assert vertex.status is Status.FAILED and ran("a") == 2
+    handle = state("a").handle
+    assert handle is not None
+    await handle.event()
+    await settle(engine, lambda: ran("a") == 3 and vertex.status is Status.FAILED)
+    state("a").failures_left = 0
+    await handle.event()
+    await settle(engine, lambda: vertex.status is Status.OK)
+
+
+async def test_exception_and_non_bool_are_vertex_failures(engine: Engine) -> None:
+    graph = make_graph("ab")
+    state("a").result = "yes"
+    state("b").failures_left = 1
+    await engine.apply(graph)
+    await settle(engine)
+    a, b = engine.vertices[("probe", "a")], engine.vertices[("probe", "b")]
+    assert a.status is b.status is Status.FAILED
+    assert "expected a bool" in str(a.error)
+    assert "on purpose" in str(b.error)
+
+
+async def test_refresh_only_after_a_real_change(engine: Engine) -> None:
+    graph = make_graph("abcd", [("a", "b"), ("c", "d")], notify=True, a={"change": True})
+    await engine.apply(graph)
+    await settle(engine)
+    assert state("b").calls == [(True, True)]  # a changed: b refreshed once
+    assert state("d").calls == [(True, False)]  # c did not change: no refresh
+
+
+async def test_poke_without_event_skips_check_apply_of_good_state(engine: Engine) -> None:
+    graph = make_graph("ab", [("a", "b")])
+    await engine.apply(graph)
+    await settle(engine)
+    handle = state("a").handle
+    assert handle is not None
+    await handle.event()
+    await settle(engine, lambda: ran("a") == 2 and not engine.vertices[("probe", "b")].dirty.is_set())
+    await settle(engine)
+    assert ran("b") == 1  # poked, but its state is known good and nothing refreshed it
+
+
+async def test_noop_meta_and_engine_noop(tmp_path: Path) -> None:
+    eng = Engine(hostname="t", prefix=tmp_path, noop=True)
+    try:
+        await eng.apply(make_graph("a", a={"change": True}))
+        await settle(eng)
+        assert state("a").calls[0] == (False, False)
+    finally:
+        await eng.stop()
+
+
+async def test_noop_meta_per_resource(engine: Engine) -> None:
+    await engine.apply(make_graph("ab", a={"meta": Meta(noop=True)}))
+    await settle(engine)
+    assert state("a").calls[0][0] is False
+    assert state("b").calls[0][0] is True
+
+
+async def test_named_semaphore_limits_concurrency(engine: Engine) -> None:
+    meta = Meta(sema=["lock:2"])
+    graph = make_graph("abcd", **{n: {"meta": meta} for n in "abcd"})
+    gate = asyncio.Event()
+    for name in "abcd":
+        state(name).gate = gate
+    await engine.apply(graph)
+    await settle(engine, lambda: sum(state(n).active for n in "abcd") == 2)
+    assert sum(state(n).active for n in "abcd") == 2  # two hold the semaphore, two wait
+    gate.set()
+    await settle(engine)
+    assert all(ran(n) == 1 for n in "abcd")
+
+
+async def test_global_sema(tmp_path: Path) -> None:
+    eng = Engine(hostname="t", prefix=tmp_path, sema=1)
+    gate = asyncio.Event()
+    for name in "abc":
+        state(name).gate = gate
+    try:
+        await eng.apply(make_graph("abc"))
+        await settle(eng, lambda: sum(state(n).active for n in "abc") == 1)
+        gate.set()
+        await settle(eng)
+        assert all(ran(n) == 1 for n in "abc")
+        assert max(state(n).max_active for n in "abc") == 1
+    finally:
+        await eng.stop()
+
+
+async def test_timeout_meta_fails_a_stuck_check_apply(engine: Engine) -> None:
+    state("a").gate = asyncio.Event()  # never set
+    await engine.apply(make_graph("a", a={"meta": Meta(timeout=1)}))
+    await settle(engine)
+    vertex = engine.vertices[("probe", "a")]
+    assert vertex.status is Status.FAILED
+    assert "timed out after 1s" in str(vertex.error)
+
+
+async def test_poll_meta_replaces_watch(engine: Engine) -> None:
+    await engine.apply(make_graph("a", a={"meta": Meta(poll=1)}))
+    await settle(engine, lambda: ran("a") >= 2, timeout=10)
+    assert state("a").watch_starts == 0  # the resource's own watch never ran
+
+
+async def test_startup_event_gates_check_apply(engine: Engine) -> None:
+    from tests.engine.probe import ProbeRes
+
+    class Slow(ProbeRes):
+        async def watch(self) -> None:
+            await state(self.name).entered.wait()  # never sends the startup event
+            await super().watch()
+
+    graph = make_graph("")
+    graph.add(Slow(name="slow"))
+    await engine.apply(graph)
+    vertex = engine.vertices[("probe", "slow")]
+    assert not vertex.started.is_set()
+    assert ran("slow") == 0
+    state("slow").entered.set()
+    await settle(engine, lambda: ran("slow") == 1)
+
+
+async def test_swap_keeps_unchanged_vertices_running(engine: Engine) -> None:
+    await engine.apply(make_graph("abc", [("a", "b")]))
+    await settle(engine)
+    kept_a, kept_b = engine.vertices[("probe", "a")], engine.vertices[("probe", "b")]
+    tasks = list(kept_a._tasks)
+    # b's params change, c is removed, d is new, a is untouched.
+    new = make_graph("abd", [("a", "b"), ("a", "d")], b={"tag": "v2"})
+    await engine.apply(new)
+    await settle(engine)
+    assert engine.vertices[("probe", "a")] is kept_a
+    assert kept_a._tasks == tasks and all(not t.done() for t in tasks)
+    assert state("a").watch_starts == 1 and state("a").cleanups == 0
+    assert engine.vertices[("probe", "b")] is not kept_b  # changed: restarted
+    assert state("b").watch_starts == 2 and state("b").cleanups == 1
+    assert ("probe", "c") not in engine.vertices and state("c").cleanups == 1
+    assert ran("d") == 1
+
+
+async def test_retry_counter_survives_swap(engine: Engine) -> None:
+    state("a").failures_left = 100
+    await engine.apply(make_graph("a", a={"meta": Meta(retry=1)}))
+    await settle(engine)
+    assert engine.retries[("probe", "a")] == 2
+    await engine.apply(make_graph("ab", a={"meta": Meta(retry=1)}))
+    assert engine.retries[("probe", "a")] == 2
+
+
+async def test_graceful_stop_lets_check_apply_finish(engine: Engine) -> None:
+    gate = asyncio.Event()
+    state("a").gate = gate
+    await engine.apply(make_graph("a"))
+    async with asyncio.timeout(5):
+        await state("a").entered.wait()
+    stopper = asyncio.create_task(engine.stop(graceful=True))
+    done, _ = await asyncio.wait({stopper}, timeout=0.1)
+    assert not done  # waits for the running check_apply
+    gate.set()
+    async with asyncio.timeout(5):
+        await stopper
+    assert engine.vertices[("probe", "a")].status is Status.OK
+    assert state("a").cleanups == 1
+
+
+async def test_edges_merge_notify(engine: Engine) -> None:
+    graph = make_graph("ab")
+    graph.connect(("probe", "a"), ("probe", "b"), Edge("e1", False))
+    graph.connect(("probe", "a"), ("probe", "b"), Edge("e2", True))
+    assert graph.succ[("probe", "a")][("probe", "b")].notify

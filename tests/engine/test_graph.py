@@ -1,0 +1,67 @@
+"""The graph model, checked against networkx as an oracle."""
+
+from __future__ import annotations
+
+import networkx as nx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.errors import GraphError
+from engine.graph import Edge, Graph
+from tests.engine.conftest import make_graph
+
+edges_strategy = st.lists(
+    st.tuples(st.integers(0, 7), st.integers(0, 7)).filter(lambda e: e[0] != e[1]), max_size=20
+)
+
+
+def build(edges: list[tuple[int, int]]) -> tuple[Graph, nx.DiGraph]:
+    names = [chr(ord("a") + i) for i in range(8)]
+    graph = make_graph(names)
+    oracle = nx.DiGraph()
+    oracle.add_nodes_from(("probe", n) for n in names)
+    for src, dst in edges:
+        graph.connect(("probe", names[src]), ("probe", names[dst]), Edge())
+        oracle.add_edge(("probe", names[src]), ("probe", names[dst]))
+    return graph, oracle
+
+
+@settings(max_examples=200, deadline=None)
+@given(edges_strategy)
+def test_cycle_detection_and_order_match_networkx(edges: list[tuple[int, int]]) -> None:
+    graph, oracle = build(edges)
+    cycle = graph.find_cycle()
+    assert (cycle is None) == nx.is_directed_acyclic_graph(oracle)
+    if cycle is None:
+        order = graph.topological()
+        position = {k: i for i, k in enumerate(order)}
+        assert all(position[a] < position[b] for a, b in oracle.edges)
+        for a in oracle.nodes:
+            assert graph.ancestors(a) == nx.ancestors(oracle, a)
+    else:
+        assert cycle[0] == cycle[-1]
+        assert all(oracle.has_edge(a, b) for a, b in zip(cycle, cycle[1:], strict=False))
+        with pytest.raises(GraphError, match="cycle: probe"):
+            graph.topological()
+
+
+def test_cycle_is_named() -> None:
+    graph = make_graph("abc", [("a", "b"), ("b", "c"), ("c", "a")])
+    with pytest.raises(GraphError) as err:
+        graph.check()
+    assert "probe[a] -> probe[b] -> probe[c] -> probe[a]" in str(err.value)
+
+
+def test_duplicates_and_missing_vertices_are_errors() -> None:
+    graph = make_graph("a")
+    with pytest.raises(GraphError, match="duplicate"):
+        graph.add(next(iter(make_graph("a"))))
+    with pytest.raises(GraphError, match="missing resource probe\\[zz\\]"):
+        graph.connect(("probe", "a"), ("probe", "zz"))
+
+
+def test_dot_output() -> None:
+    graph = make_graph("ab", [("a", "b")], notify=True)
+    dot = graph.to_dot()
+    assert '"probe[a]" -> "probe[b]" [style=bold, label="notify"];' in dot
