@@ -82,7 +82,8 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, self.reload.set)
         try:
             await self._apply(loaded)
-            self._start_background()
+            await self._start_background()
+            self.swapped.set()
             reason = await self._wait_for_end()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -92,9 +93,12 @@ class Agent:
 
     # lifecycle --------------------------------------------------------------------------
 
-    def _start_background(self) -> None:
+    async def _start_background(self) -> None:
         if self.config.file is not None and not self.config.no_watch:
-            self._spawn(self._watch_graph_file(self.config.file))
+            watcher = PathWatcher([self.config.file])
+            await watcher.__aenter__()  # watching before we report ready: no edit is missed
+            self._spawn(self._watch_graph_file(watcher))
+            self.reload.set()  # catch an edit made between loading and watching
         self._spawn(self._reload_loop())
 
     def _spawn(self, coro: object) -> None:
@@ -160,23 +164,22 @@ class Agent:
                 unsettled = [v.name for v in vertices if v.status is not Status.OK]
                 log.error("did not converge; not converged: %s", ", ".join(unsettled) or "-")
                 return ExitCode.FAILED
-        if failed:
+        if failed or self._forced:
             return ExitCode.FAILED
         return ExitCode.OK
 
     # graphs -----------------------------------------------------------------------------
 
     async def _apply(self, loaded: Loaded) -> None:
+        self._digest = loaded.digest
         await self.engine.apply(loaded.graph)
         if self.converger:
             self.converger.recompute()
         if self.config.graphviz:
             self.config.graphviz.write_text(loaded.graph.to_dot())
-        self.swapped.set()
 
-    async def _watch_graph_file(self, path: Path) -> None:
-        self._digest = _digest(path)
-        async with PathWatcher([path]) as watcher:
+    async def _watch_graph_file(self, watcher: PathWatcher) -> None:
+        async with watcher:
             async for _ in watcher:
                 self.reload.set()
 
@@ -188,8 +191,7 @@ class Agent:
 
     async def _reload(self) -> None:
         assert self.config.file is not None
-        digest = _digest(self.config.file)
-        if digest == self._digest:
+        if _digest(self.config.file) == self._digest:
             log.debug("graph file unchanged, nothing to swap")
             return
         try:
@@ -199,12 +201,12 @@ class Agent:
                 log.error("%s", problem)
             log.error("keeping the running graph")
             return
-        self._digest = digest
         for warning in loaded.warnings:
             log.warning("%s", warning)
         log.info("graph file changed: swapping in the new graph")
         self.swapped.clear()
         await self._apply(loaded)
+        self.swapped.set()
 
 
 def _digest(path: Path) -> str:

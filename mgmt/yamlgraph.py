@@ -13,6 +13,7 @@ line each. Keys mgmt once had and ignores today only warn.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,8 @@ class Loaded:
     exported: list[Resource] = field(default_factory=list)
     collect: list[Collect] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # sha256 of the text parsed (to tell a real edit from a touch).
+    digest: str = ""
 
 
 def load_file(path: Path) -> Loaded:
@@ -88,7 +91,9 @@ def load_file(path: Path) -> Loaded:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as err:
         raise GraphFileError([f"{path}: cannot read: {err}"]) from err
-    return parse(text, str(path))
+    loaded = parse(text, str(path))
+    loaded.digest = hashlib.sha256(text.encode()).hexdigest()
+    return loaded
 
 
 def parse(text: str, filename: str = "<graph>") -> Loaded:

@@ -1,0 +1,5 @@
+import sys
+
+from mgmt.cli import main
+
+sys.exit(main())

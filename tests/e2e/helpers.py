@@ -1,0 +1,131 @@
+"""Run the real `mgmt` command as a subprocess and wait on real events (logs, inotify)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from engine.watcher import PathWatcher
+
+ROOT = Path(__file__).resolve().parents[2]
+MGMT = [sys.executable, "-m", "mgmt"]
+
+
+def run_mgmt(args: Sequence[str], timeout: float = 60, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run `mgmt ARGS` to completion (blocking); returns (exit code, stderr+stdout)."""
+    import subprocess
+
+    proc = subprocess.run(
+        [*MGMT, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    return proc.returncode, proc.stderr + proc.stdout
+
+
+class Daemon:
+    """A running `mgmt run ...` whose log lines are collected and awaitable."""
+
+    def __init__(self, args: Sequence[str]) -> None:
+        self.args = list(args)
+        self.lines: list[str] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self._new_line = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Daemon:
+        self.proc = await asyncio.create_subprocess_exec(
+            *MGMT,
+            *self.args,
+            cwd=ROOT,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._reader:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def _read(self) -> None:
+        assert self.proc and self.proc.stderr
+        async for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+            self._new_line.set()
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    async def wait_log(self, text: str, timeout: float = 15, count: int = 1) -> None:
+        """Wait until `text` has appeared in `count` log lines."""
+        async with asyncio.timeout(timeout):
+            while sum(text in line for line in self.lines) < count:
+                self._new_line.clear()
+                await self._new_line.wait()
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float = 30) -> int:
+        assert self.proc
+        async with asyncio.timeout(timeout):
+            code = await self.proc.wait()
+        if self._reader:
+            await self._reader
+        return code
+
+
+async def wait_path(path: Path, predicate: Callable[[Path], bool], timeout: float = 10) -> None:
+    """Wait, on inotify events (no polling), until predicate(path) holds."""
+    async with asyncio.timeout(timeout), PathWatcher([path]) as watcher:
+        if predicate(path):
+            return
+        async for _ in watcher:
+            if predicate(path):
+                return
+
+
+def has_content(content: str) -> Callable[[Path], bool]:
+    def check(path: Path) -> bool:
+        try:
+            return path.read_text() == content
+        except OSError:
+            return False
+
+    return check
+
+
+def has_mode(mode: int) -> Callable[[Path], bool]:
+    def check(path: Path) -> bool:
+        try:
+            return (path.stat().st_mode & 0o7777) == mode
+        except OSError:
+            return False
+
+    return check
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+__all__ = ["ROOT", "Daemon", "has_content", "has_mode", "pid_alive", "run_mgmt", "signal", "wait_path"]

@@ -1,0 +1,279 @@
+"""End to end: the real `mgmt` command on real files, processes and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import Daemon, has_content, has_mode, pid_alive, run_mgmt, wait_path
+
+
+def graph_file(tmp_path: Path, text: str, name: str = "graph.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).replace("TMP", str(tmp_path)))
+    return path
+
+
+HELLO = """
+graph: hello
+resources:
+  file:
+    - name: hello
+      path: TMP/out/hello
+      state: exists
+      content: "hello world\\n"
+      mode: "0644"
+"""
+
+
+def test_version_and_help() -> None:
+    code, out = run_mgmt(["--version"])
+    assert code == 0 and "mgmt 0." in out
+    code, out = run_mgmt(["run", "--help"])
+    assert code == 0 and "--converged-timeout" in out and "MGMT_" in out
+
+
+def test_usage_error_exits_2() -> None:
+    code, out = run_mgmt(["run", "yaml"])
+    assert code == 2
+    code, out = run_mgmt(["bogus"])
+    assert code == 2
+
+
+def test_cron_run_converges_and_second_run_changes_nothing(tmp_path: Path) -> None:
+    graph = graph_file(tmp_path, HELLO)
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", "yaml", str(graph)])
+    assert code == 0, out
+    assert (tmp_path / "out/hello").read_text() == "hello world\n"
+    assert "file[hello]" in out
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(graph)])
+    assert code == 0, out
+    assert "file[hello]" not in out  # nothing to do, nothing logged at info level
+
+
+def test_newer_converger_flag_spelling_and_env(tmp_path: Path) -> None:
+    graph = graph_file(tmp_path, HELLO)
+    code, out = run_mgmt(
+        ["run", "--converger-timeout", "0", "--converged-exit", "--tmp-prefix", "yaml", str(graph)]
+    )
+    assert code == 0, out
+    code, out = run_mgmt(
+        ["run", "--tmp-prefix", str(graph)], env={"MGMT_CONVERGED_TIMEOUT": "0"}
+    )
+    assert code == 0, out
+
+
+def test_noop_reports_and_changes_nothing(tmp_path: Path) -> None:
+    graph = graph_file(tmp_path, HELLO)
+    code, out = run_mgmt(["run", "--noop", "--converged-timeout=0", "--tmp-prefix", str(graph)])
+    assert code == 0, out
+    assert not (tmp_path / "out").exists()
+    assert "would" in out and "file[hello]" in out
+    assert "1 of 1 resources would change: file[hello]" in out
+
+
+def test_bad_input_exits_2_before_applying_anything(tmp_path: Path) -> None:
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: bad
+        resources:
+          file:
+            - name: good
+              path: TMP/good
+              content: "x"
+            - name: bad
+              path: TMP/bad
+              contnet: "y"
+        """,
+    )
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(graph)])
+    assert code == 2
+    assert f"{graph}:10: file[bad]: contnet: unknown key (did you mean 'content'?)" in out
+    assert not (tmp_path / "good").exists()
+
+
+def test_failing_resource_exits_1_naming_it_and_siblings_still_run(tmp_path: Path) -> None:
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: failing
+        resources:
+          exec:
+            - name: broken
+              cmd: "false"
+              meta: {retry: 1, delay: 10}
+            - name: after
+              cmd: touch TMP/after
+            - name: sibling
+              cmd: touch TMP/sibling
+        edges:
+          - {name: e, from: {kind: exec, name: broken}, to: {kind: exec, name: after}}
+        """,
+    )
+    code, out = run_mgmt(
+        ["run", "--converged-timeout=1", "--max-runtime=60", "--tmp-prefix", str(graph)]
+    )
+    assert code == 1, out
+    assert "exec[broken]: failed" in out
+    assert (tmp_path / "sibling").exists()
+    assert not (tmp_path / "after").exists()
+
+
+def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: busy
+        resources:
+          timer:
+            - name: tick
+              interval: 0.2
+        """,
+    )
+    code, out = run_mgmt(
+        ["run", "--converged-timeout=5", "--max-runtime=2", "--tmp-prefix", str(graph)]
+    )
+    assert code == 1, out
+    assert "did not converge" in out
+
+
+def test_diamond_runs_in_parallel(tmp_path: Path) -> None:
+    """b and c overlap in time; d starts after both ended; e does not wait for anything."""
+    stamp = 'date +%s.%N >> TMP/{name}.{what}'
+    resources = []
+    for name in "abcde":
+        script = f"{stamp.format(name=name, what='start')}; sleep 0.5; {stamp.format(name=name, what='end')}"
+        resources.append(f"    - name: {name}\n      shell: /bin/sh\n      cmd: \"{script}\"\n")
+    text = "graph: diamond\nresources:\n  exec:\n" + "".join(resources) + "edges:\n"
+    for src, dst in ["ab", "ac", "bd", "cd"]:
+        text += f"  - {{name: {src}{dst}, from: {{kind: exec, name: {src}}}, to: {{kind: exec, name: {dst}}}}}\n"
+    graph = graph_file(tmp_path, text)
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(graph)])
+    assert code == 0, out
+
+    def times(name: str) -> tuple[float, float]:
+        start = float((tmp_path / f"{name}.start").read_text())
+        end = float((tmp_path / f"{name}.end").read_text())
+        return start, end
+
+    a, b, c, d, e = (times(n) for n in "abcde")
+    assert b[0] >= a[1] and c[0] >= a[1]
+    assert b[0] < c[1] and c[0] < b[1]  # b and c overlap
+    assert d[0] >= max(b[1], c[1])
+    assert e[0] < a[1]  # the independent branch ran alongside a
+
+
+@pytest.mark.parametrize("drift", ["rm", "overwrite", "chmod"])
+async def test_daemon_repairs_drift(tmp_path: Path, drift: str) -> None:
+    graph = graph_file(tmp_path, HELLO)
+    target = tmp_path / "out/hello"
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await wait_path(target, has_content("hello world\n"))
+        await daemon.wait_log("file[hello]")
+        for _ in range(3):
+            if drift == "rm":
+                target.unlink()
+            elif drift == "overwrite":
+                target.write_text("tampered\n")
+            else:
+                os.chmod(target, 0o600)
+            await wait_path(target, lambda p: has_content("hello world\n")(p) and has_mode(0o644)(p))
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+async def test_daemon_swaps_graph_on_edit_and_keeps_unchanged(tmp_path: Path) -> None:
+    graph = graph_file(tmp_path, HELLO)
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await wait_path(tmp_path / "out/hello", has_content("hello world\n"))
+        text = HELLO.replace("TMP", str(tmp_path)) + textwrap.indent(
+            textwrap.dedent(
+                f"""
+                - name: second
+                  path: {tmp_path}/out/second
+                  content: "two\\n"
+                """
+            ),
+            "    ",
+        )
+        tmp = graph.with_suffix(".new")
+        tmp.write_text(text)
+        tmp.replace(graph)  # what editors do
+        await wait_path(tmp_path / "out/second", has_content("two\n"))
+        await daemon.wait_log("graph swap: 1 kept, 0 stopped, 1 started")
+        daemon.signal(signal.SIGHUP)  # unchanged file: nothing to swap
+        graph.write_text(text.replace("two", "three"))
+        await wait_path(tmp_path / "out/second", has_content("three\n"))
+        await daemon.wait_log("graph swap: 1 kept, 1 stopped, 1 started")
+        graph.write_text("graph: [broken\n")  # a bad edit keeps the running graph
+        await daemon.wait_log("keeping the running graph")
+        (tmp_path / "out/second").unlink()
+        await wait_path(tmp_path / "out/second", has_content("three\n"))
+        daemon.signal(signal.SIGINT)
+        assert await daemon.wait() == 0
+
+
+async def test_no_watch_ignores_edits_but_sighup_reloads(tmp_path: Path) -> None:
+    graph = graph_file(tmp_path, HELLO)
+    async with Daemon(["run", "--tmp-prefix", "--no-watch", str(graph)]) as daemon:
+        await wait_path(tmp_path / "out/hello", has_content("hello world\n"))
+        graph.write_text(HELLO.replace("TMP", str(tmp_path)).replace("hello world", "bye"))
+        daemon.signal(signal.SIGHUP)
+        await wait_path(tmp_path / "out/hello", has_content("bye\n"))
+        assert "graph file changed" in daemon.log
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+async def test_sigint_is_graceful_and_a_second_one_forces(tmp_path: Path) -> None:
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: slow
+        resources:
+          exec:
+            - name: slow
+              shell: /bin/sh
+              cmd: "echo $$ > TMP/pid; exec sleep 30"
+        """,
+    )
+    async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
+        await wait_path(tmp_path / "pid", lambda p: p.exists() and p.read_text().strip() != "")
+        pid = int((tmp_path / "pid").read_text())
+        daemon.signal(signal.SIGINT)
+        await daemon.wait_log("stopping gracefully")
+        assert daemon.proc is not None
+        with pytest.raises(TimeoutError):  # still waiting for the running command
+            async with asyncio.timeout(0.5):
+                await asyncio.shield(daemon.proc.wait())
+        daemon.signal(signal.SIGINT)
+        assert await daemon.wait() == 1  # forced: a check_apply was interrupted
+        assert "stopping now" in daemon.log
+    assert not pid_alive(pid)  # the command's process was killed, not orphaned
+
+
+def test_graphviz_output(tmp_path: Path) -> None:
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: dot
+        resources:
+          noop:
+            - name: a
+            - name: b
+        edges:
+          - {name: e, from: {kind: noop, name: a}, to: {kind: noop, name: b}, notify: true}
+        """,
+    )
+    dot = tmp_path / "g.dot"
+    code, out = run_mgmt(
+        ["run", "--converged-timeout=0", "--tmp-prefix", "--graphviz", str(dot), str(graph)]
+    )
+    assert code == 0, out
+    assert '"noop[a]" -> "noop[b]"' in dot.read_text()

@@ -1,0 +1,59 @@
+"""The agent in-process: graph swaps keep unchanged vertices (and their watchers) running."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from mgmt.agent import Agent, load
+from mgmt.config import Config, ExitCode
+
+GRAPH = """
+graph: swap
+resources:
+  noop:
+    - name: keep
+  print:
+    - name: change
+      msg: "{msg}"
+{extra}
+"""
+
+
+async def test_edit_swaps_in_new_graph_without_restarting_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "graph.yaml"
+    path.write_text(GRAPH.format(msg="one", extra=""))
+    config = Config(file=path, prefix=tmp_path / "prefix", hostname="t")
+    agent = Agent(config, config.prefix)
+    runner = asyncio.create_task(agent.run(load(config)))
+    async with asyncio.timeout(10):
+        await agent.swapped.wait()
+    engine = agent.engine
+    keep = engine.vertices[("noop", "keep")]
+    watch_task = keep._tasks[0]
+    old_change = engine.vertices[("print", "change")]
+
+    agent.swapped.clear()
+    path.write_text(GRAPH.format(msg="two", extra="  timer:\n    - name: new\n      interval: 60\n"))
+    async with asyncio.timeout(10):
+        await agent.swapped.wait()
+
+    assert engine.vertices[("noop", "keep")] is keep
+    assert keep._tasks[0] is watch_task and not watch_task.done()
+    assert keep.watch_starts == 1
+    assert engine.vertices[("print", "change")] is not old_change
+    assert old_change._tasks[0].done()  # the old vertex's watcher was stopped
+    assert ("timer", "new") in engine.vertices
+
+    agent.stopping.set()
+    async with asyncio.timeout(10):
+        assert await runner == ExitCode.OK
+
+
+async def test_converger_exits_after_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "graph.yaml"
+    path.write_text(GRAPH.format(msg="x", extra=""))
+    config = Config(file=path, prefix=tmp_path / "p", hostname="t", converged_timeout=0)
+    agent = Agent(config, config.prefix)
+    async with asyncio.timeout(10):
+        assert await agent.run(load(config)) == ExitCode.OK
