@@ -9,16 +9,24 @@ everything below a directory path counts too. Symlinks are never followed.
         await handle.event()          # startup event, after the watches exist
         async for _ in watcher:
             await handle.event()
+
+All watchers of a process share ONE inotify instance (the kernel allows only 128 per user by
+default) and one reader task; events are dispatched by (watched path, entry name), so ten
+thousand files in one directory cost O(1) per event, not O(N).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from types import TracebackType
 
 from asyncinotify import Event, Inotify, Mask
+
+log = logging.getLogger("engine")
 
 # Changes to a directory's entries, and to the entries themselves (reported on the directory).
 DIR_MASK = (
@@ -36,13 +44,8 @@ DIR_MASK = (
 )
 # Changes to a watched file itself.
 FILE_MASK = (
-    Mask.MODIFY
-    | Mask.ATTRIB
-    | Mask.CLOSE_WRITE
-    | Mask.DELETE_SELF
-    | Mask.MOVE_SELF
-    | Mask.DONT_FOLLOW
-)
+    Mask.MODIFY | Mask.ATTRIB | Mask.CLOSE_WRITE | Mask.DELETE_SELF | Mask.MOVE_SELF
+) | Mask.DONT_FOLLOW
 # Events after which the set of watches may have to change.
 STRUCTURAL = (
     Mask.CREATE
@@ -54,8 +57,11 @@ STRUCTURAL = (
     | Mask.IGNORED
     | Mask.Q_OVERFLOW
 )
+SELF_EVENTS = Mask.DELETE_SELF | Mask.MOVE_SELF | Mask.IGNORED
 
-ALL = "*"  # every entry of a watched directory is relevant
+ALL = "*"  # every entry of a watched directory (or every event of a watched file) matters
+
+Desired = dict[Path, tuple[Mask, frozenset[str]]]
 
 
 class PathWatcher:
@@ -64,12 +70,14 @@ class PathWatcher:
     def __init__(self, paths: Iterable[str | os.PathLike[str]], *, recurse: bool = False) -> None:
         self.paths = [Path(os.path.abspath(p)) for p in paths]
         self.recurse = recurse
-        self._inotify: Inotify | None = None
-        # watched directory or file -> names of entries that matter (ALL for every entry)
-        self._wanted: dict[Path, set[str]] = {}
+        self._hub: _Hub | None = None
+        self._registered: Desired = {}
+        self._wake = asyncio.Event()
+        self._resync = False
 
     async def __aenter__(self) -> PathWatcher:
-        self._inotify = Inotify()
+        self._hub = _Hub.get()
+        self._hub.subscribers.add(self)
         self._sync()
         return self
 
@@ -79,89 +87,189 @@ class PathWatcher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        await self.aclose()
 
-    def close(self) -> None:
-        if self._inotify is not None:
-            self._inotify.close()
-            self._inotify = None
+    async def aclose(self) -> None:
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            await hub.release(self, self._registered)
+            self._registered = {}
 
     async def __aiter__(self) -> AsyncIterator[None]:
-        """Yield once per relevant change, until cancelled."""
-        if self._inotify is None:
+        """Yield once per relevant change (bursts may coalesce), until cancelled."""
+        if self._hub is None:
             raise RuntimeError("PathWatcher used outside 'async with'")
-        inotify = self._inotify
         while True:
-            event = await inotify.get()
-            relevant = self._relevant(event)
-            if event.mask & STRUCTURAL:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._resync:
+                self._resync = False
                 self._sync()
-            if relevant:
-                yield None
+            yield None
 
-    def _relevant(self, event: Event) -> bool:
-        if event.mask & Mask.Q_OVERFLOW:
-            return True
-        if event.watch is None:
-            return False
-        names = self._wanted.get(Path(os.fsdecode(event.watch.path)))
-        if names is None:
-            return False
-        if event.mask & (Mask.DELETE_SELF | Mask.MOVE_SELF):
-            return True
-        if event.mask & Mask.IGNORED:
-            return False
-        if ALL in names:
-            return True
-        return event.name is not None and os.fsdecode(event.name) in names
+    def deliver(self, structural: bool) -> None:
+        """Called by the hub for every relevant event."""
+        self._resync = self._resync or structural
+        self._wake.set()
 
-    def _desired(self) -> dict[Path, tuple[Mask, set[str]]]:
+    def _sync(self) -> None:
+        """Register the watches that match what the paths look like now."""
+        if self._hub is None:
+            return
+        desired = self._desired()
+        self._hub.register(self, desired, self._registered)
+        self._registered = desired
+
+    def _desired(self) -> Desired:
         want: dict[Path, tuple[Mask, set[str]]] = {}
 
-        def add(path: Path, mask: Mask, names: set[str]) -> None:
-            old_mask, old_names = want.get(path, (Mask(0), set()))
-            want[path] = (old_mask | mask, old_names | names)
+        def add(path: Path, mask: Mask, name: str) -> None:
+            old_mask, names = want.get(path, (Mask(0), set()))
+            want[path] = (old_mask | mask, names | {name})
 
         for path in self.paths:
             # The deepest existing ancestor watches for the next component to appear.
             child = path
             for parent in path.parents:
                 if parent.is_dir():
-                    add(parent, DIR_MASK, {child.name})
+                    add(parent, DIR_MASK, child.name)
                     break
                 child = parent
-            if not os.path.lexists(path):
+            if path.is_symlink() or not os.path.lexists(path):
                 continue
-            if path.is_dir() and not path.is_symlink():
-                add(path, DIR_MASK, {ALL})
+            if path.is_dir():
+                add(path, DIR_MASK, ALL)
                 if self.recurse:
                     for root, dirs, _files in os.walk(path):
                         for name in dirs:
                             sub = Path(root, name)
                             if not sub.is_symlink():
-                                add(sub, DIR_MASK, {ALL})
-            elif not path.is_symlink():
-                add(path, FILE_MASK, {ALL})
-        return want
+                                add(sub, DIR_MASK, ALL)
+            else:
+                add(path, FILE_MASK, ALL)
+        return {path: (mask, frozenset(names)) for path, (mask, names) in want.items()}
 
-    def _sync(self) -> None:
-        """Add and remove watches so that they match what the paths look like now."""
-        inotify = self._inotify
-        if inotify is None:
+
+class _Hub:
+    """One inotify instance and reader task per event loop, shared by every PathWatcher."""
+
+    _by_loop: dict[asyncio.AbstractEventLoop, _Hub] = {}
+
+    @classmethod
+    def get(cls) -> _Hub:
+        loop = asyncio.get_running_loop()
+        hub = cls._by_loop.get(loop)
+        if hub is None:
+            hub = cls._by_loop[loop] = cls(loop)
+        return hub
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.inotify = Inotify()
+        self.subscribers: set[PathWatcher] = set()
+        # path -> entry name (or ALL) -> watchers; path -> watcher -> mask it needs
+        self.by_name: dict[Path, dict[str, set[PathWatcher]]] = {}
+        self.masks: dict[Path, dict[PathWatcher, Mask]] = {}
+        self.kernel_mask: dict[Path, Mask] = {}
+        self.path_wd: dict[Path, int] = {}
+        self.wd_paths: dict[int, set[Path]] = {}
+        self.reader = loop.create_task(self._read(), name="inotify reader")
+
+    def register(self, watcher: PathWatcher, desired: Desired, old: Desired) -> None:
+        self._forget(watcher, old, desired)
+        for path, (mask, names) in desired.items():
+            for name in names:
+                self.by_name.setdefault(path, {}).setdefault(name, set()).add(watcher)
+            self.masks.setdefault(path, {})[watcher] = mask
+            self._add_kernel_watch(path)
+
+    async def release(self, watcher: PathWatcher, old: Desired) -> None:
+        self._forget(watcher, old, {})
+        self.subscribers.discard(watcher)
+        if not self.subscribers:
+            self._by_loop.pop(self.loop, None)
+            self.reader.cancel()
+            await asyncio.gather(self.reader, return_exceptions=True)  # before close()
+            self.inotify.close()
+
+    def _forget(self, watcher: PathWatcher, old: Desired, keep: Desired) -> None:
+        for path, (_mask, names) in old.items():
+            for name in names - keep.get(path, (Mask(0), frozenset()))[1]:
+                watchers = self.by_name.get(path, {}).get(name)
+                if watchers is not None:
+                    watchers.discard(watcher)
+                    if not watchers:
+                        del self.by_name[path][name]
+            if path not in keep:
+                self.masks.get(path, {}).pop(watcher, None)
+                if not self.masks.get(path):
+                    self._drop_kernel_watch(path)
+
+    def _add_kernel_watch(self, path: Path) -> None:
+        mask = Mask(0)
+        for needed in self.masks[path].values():
+            mask |= needed
+        try:
+            wd = self.inotify.add_watch(path, mask).wd  # re-adding also catches a new inode
+        except OSError:
+            return  # vanished meanwhile: the parent's watch reports it
+        self.kernel_mask[path] = mask
+        old = self.path_wd.get(path)
+        if old is not None and old != wd:
+            self._unmap(old, path)
+        self.path_wd[path] = wd
+        self.wd_paths.setdefault(wd, set()).add(path)
+
+    def _drop_kernel_watch(self, path: Path) -> None:
+        self.masks.pop(path, None)
+        self.by_name.pop(path, None)
+        self.kernel_mask.pop(path, None)
+        wd = self.path_wd.pop(path, None)
+        if wd is not None:
+            self._unmap(wd, path)
+
+    def _unmap(self, wd: int, path: Path) -> None:
+        paths = self.wd_paths.get(wd)
+        if paths is None:
             return
-        want = self._desired()
-        current = {Path(os.fsdecode(w.path)): w for w in inotify.watches}
-        for path, watch in current.items():
-            if path not in want:
-                try:
-                    inotify.rm_watch(watch)
-                except OSError:
-                    pass  # already gone with its inode
-        for path, (mask, _names) in want.items():
-            if path in current and current[path].mask == mask:
-                continue
+        paths.discard(path)
+        if not paths:
+            del self.wd_paths[wd]
+            for watch in self.inotify.watches:
+                if watch.wd == wd:
+                    try:
+                        self.inotify.rm_watch(watch)
+                    except OSError:
+                        pass  # already gone with its inode
+                    break
+
+    async def _read(self) -> None:
+        async for event in self.inotify:
             try:
-                inotify.add_watch(path, mask)
-            except OSError:
-                continue  # vanished meanwhile: the parent's watch reports it
-        self._wanted = {path: names for path, (_m, names) in want.items()}
+                self._dispatch(event)
+            except Exception:
+                log.exception("inotify dispatch failed")
+
+    def _dispatch(self, event: Event) -> None:
+        structural = bool(event.mask & STRUCTURAL)
+        if event.mask & Mask.Q_OVERFLOW:
+            for watcher in list(self.subscribers):
+                watcher.deliver(True)
+            return
+        if event.watch is None:
+            return
+        wd = event.watch.wd
+        paths = list(self.wd_paths.get(wd, ()))
+        if event.mask & Mask.IGNORED:
+            for path in paths:
+                if self.path_wd.get(path) == wd:
+                    del self.path_wd[path]
+            self.wd_paths.pop(wd, None)
+        for path in paths:
+            index = self.by_name.get(path, {})
+            if event.mask & SELF_EVENTS or event.name is None:
+                targets = set().union(*index.values()) if index else set()
+            else:
+                targets = index.get(os.fsdecode(event.name), set()) | index.get(ALL, set())
+            for watcher in targets:
+                watcher.deliver(structural)

@@ -12,6 +12,7 @@ import logging
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 import resources
@@ -66,7 +67,10 @@ class Agent:
             hostname=config.hostname, prefix=prefix, noop=config.noop, sema=config.sema
         )
         timeout = config.exit_after
-        self.converger = Converger(self.engine, timeout) if timeout >= 0 else None
+        # Always tracked (logged once converged); exits the run only in cron mode.
+        self.converger = Converger(self.engine, max(timeout, 0))
+        self.exit_when_converged = timeout >= 0
+        self._started = time.monotonic()
         self.stopping = asyncio.Event()
         self.reload = asyncio.Event()
         self.swapped = asyncio.Event()  # set after each graph swap (tests wait on it)
@@ -74,6 +78,7 @@ class Agent:
         self._forced = False
         self._stop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._file_watcher: PathWatcher | None = None
 
     async def run(self, loaded: Loaded) -> ExitCode:
         loop = asyncio.get_running_loop()
@@ -97,9 +102,24 @@ class Agent:
         if self.config.file is not None and not self.config.no_watch:
             watcher = PathWatcher([self.config.file])
             await watcher.__aenter__()  # watching before we report ready: no edit is missed
+            self._file_watcher = watcher
             self._spawn(self._watch_graph_file(watcher))
             self.reload.set()  # catch an edit made between loading and watching
         self._spawn(self._reload_loop())
+        self._spawn(self._report_convergence())
+
+    async def _report_convergence(self) -> None:
+        first = True
+        while True:
+            await self.converger.converged.wait()
+            n = len(self.engine.vertices)
+            if first:
+                took = time.monotonic() - self._started
+                log.info("converged: all %d resources in the desired state (%.3fs)", n, took)
+                first = False
+            else:
+                log.debug("converged again (%d resources)", n)
+            await self.converger.diverged.wait()
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
@@ -108,7 +128,7 @@ class Agent:
 
     async def _wait_for_end(self) -> str:
         waiters = {asyncio.create_task(self.stopping.wait()): "signal"}
-        if self.converger:
+        if self.exit_when_converged:
             waiters[asyncio.create_task(self.converger.converged.wait())] = "converged"
         if self.config.max_runtime > 0:
             waiters[asyncio.create_task(asyncio.sleep(self.config.max_runtime))] = "max-runtime"
@@ -135,6 +155,8 @@ class Agent:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._file_watcher is not None:
+            await self._file_watcher.aclose()
         self._stop_task = asyncio.create_task(self.engine.stop(graceful=not self._forced))
         try:
             await self._stop_task
@@ -142,8 +164,7 @@ class Agent:
             if not self._forced:
                 raise
             await self.engine.stop(graceful=False)
-        if self.converger:
-            self.converger.close()
+        self.converger.close()
 
     def _exit_code(self, reason: str) -> ExitCode:
         vertices = self.engine.vertices.values()
@@ -160,7 +181,7 @@ class Agent:
             log.info("converged for %ss, exiting", self.config.exit_after)
         elif reason == "max-runtime":
             log.info("max runtime of %ss reached, exiting", self.config.max_runtime)
-            if self.converger and not self.converger.converged.is_set():
+            if self.exit_when_converged and not self.converger.converged.is_set():
                 unsettled = [v.name for v in vertices if v.status is not Status.OK]
                 log.error("did not converge; not converged: %s", ", ".join(unsettled) or "-")
                 return ExitCode.FAILED
@@ -173,15 +194,13 @@ class Agent:
     async def _apply(self, loaded: Loaded) -> None:
         self._digest = loaded.digest
         await self.engine.apply(loaded.graph)
-        if self.converger:
-            self.converger.recompute()
+        self.converger.recompute()
         if self.config.graphviz:
             self.config.graphviz.write_text(loaded.graph.to_dot())
 
     async def _watch_graph_file(self, watcher: PathWatcher) -> None:
-        async with watcher:
-            async for _ in watcher:
-                self.reload.set()
+        async for _ in watcher:
+            self.reload.set()
 
     async def _reload_loop(self) -> None:
         while True:

@@ -21,6 +21,8 @@ class Converger:
         self.engine = engine
         self.timeout = timeout
         self.converged = asyncio.Event()
+        self.diverged = asyncio.Event()  # the opposite of converged, to await either way
+        self.diverged.set()
         self._unsettled: set[Key] = set()
         self._failed: set[Key] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -66,6 +68,7 @@ class Converger:
                 self._timer.cancel()
                 self._timer = None
             self.converged.clear()
+            self.diverged.set()
         elif self._timer is None and not self.converged.is_set():
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.timeout, self._fire)
@@ -74,3 +77,4 @@ class Converger:
         self._timer = None
         if not self._unsettled:
             self.converged.set()
+            self.diverged.clear()

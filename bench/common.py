@@ -1,0 +1,51 @@
+"""Shared helpers for the benchmark scripts (figures are printed, never asserted)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_MGMT = ROOT / ".venv" / "bin" / "mgmt"
+MGMT = [str(VENV_MGMT)] if VENV_MGMT.exists() else [sys.executable, "-m", "mgmt"]
+
+
+def files_graph(directory: Path, count: int, name: str = "files") -> str:
+    """A graph of `count` file resources under `directory`."""
+    lines = [f"graph: {name}", "resources:", "  file:"]
+    for i in range(count):
+        lines += [
+            f"    - name: f{i}",
+            f"      path: {directory}/f{i}",
+            f'      content: "file number {i}\\n"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def timed_run(args: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall time of one whole `mgmt` process (exit code must be 0)."""
+    start = time.perf_counter()
+    subprocess.run([*MGMT, *args], check=True, capture_output=True, env={**os.environ, **(env or {})})
+    return time.perf_counter() - start
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {
+        "p50": statistics.median(ordered),
+        "p90": pick(0.90),
+        "p99": pick(0.99),
+        "max": ordered[-1],
+    }
+
+
+def fmt_ms(stats: dict[str, float]) -> str:
+    return "  ".join(f"{k}={v * 1000:.2f}ms" for k, v in stats.items())

@@ -1,0 +1,129 @@
+"""The shared inotify watcher, on the real filesystem."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from engine.watcher import PathWatcher, _Hub
+
+
+class Counter:
+    """Consumes a PathWatcher in a task; `await changed()` waits for the next event."""
+
+    def __init__(self, watcher: PathWatcher) -> None:
+        self.watcher = watcher
+        self.count = 0
+        self._event = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for _ in self.watcher:
+            self.count += 1
+            self._event.set()
+
+    async def changed(self, timeout: float = 5) -> None:
+        async with asyncio.timeout(timeout):
+            await self._event.wait()
+        self._event.clear()
+
+    async def quiet(self, within: float = 0.2) -> bool:
+        self._event.clear()
+        done, _ = await asyncio.wait({asyncio.ensure_future(self._event.wait())}, timeout=within)
+        for fut in done:
+            fut.cancel()
+        return not done
+
+
+@pytest.fixture
+async def watch(tmp_path: Path) -> AsyncIterator[object]:
+    counters: list[Counter] = []
+
+    async def start(*paths: Path, recurse: bool = False) -> Counter:
+        watcher = PathWatcher(paths, recurse=recurse)
+        await watcher.__aenter__()
+        counter = Counter(watcher)
+        counters.append(counter)
+        return counter
+
+    yield start
+    for counter in counters:
+        counter.task.cancel()
+        await asyncio.gather(counter.task, return_exceptions=True)
+        await counter.watcher.aclose()
+
+
+async def test_every_kind_of_change_is_an_event(tmp_path: Path, watch: object) -> None:
+    path = tmp_path / "f"
+    counter = await watch(path)  # type: ignore[operator]
+    path.write_text("a")
+    await counter.changed()
+    os.chmod(path, 0o600)
+    await counter.changed()
+    with path.open("a") as handle:
+        handle.write("b")
+    await counter.changed()
+    tmp = tmp_path / ".tmp"
+    tmp.write_text("c")
+    os.replace(tmp, path)  # an atomic replace
+    await counter.changed()
+    os.chmod(path, 0o644)  # the new inode is watched too
+    await counter.changed()
+    path.unlink()
+    await counter.changed()
+
+
+async def test_missing_parents_are_followed_down(tmp_path: Path, watch: object) -> None:
+    path = tmp_path / "a" / "b" / "f"
+    counter = await watch(path)  # type: ignore[operator]
+    (tmp_path / "a").mkdir()
+    await counter.changed()
+    (tmp_path / "a" / "b").mkdir()
+    await counter.changed()
+    path.write_text("x")
+    await counter.changed()
+
+
+async def test_unrelated_entries_are_not_events(tmp_path: Path, watch: object) -> None:
+    counter = await watch(tmp_path / "mine")  # type: ignore[operator]
+    (tmp_path / "other").write_text("x")
+    assert await counter.quiet()
+
+
+async def test_recurse_sees_deep_changes(tmp_path: Path, watch: object) -> None:
+    root = tmp_path / "tree"
+    (root / "sub").mkdir(parents=True)
+    counter = await watch(root, recurse=True)  # type: ignore[operator]
+    (root / "sub" / "deep").mkdir()
+    await counter.changed()
+    (root / "sub" / "deep" / "file").write_text("x")
+    await counter.changed()
+
+
+async def test_symlink_is_not_followed(tmp_path: Path, watch: object) -> None:
+    target = tmp_path / "target"
+    target.write_text("x")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    counter = await watch(link)  # type: ignore[operator]
+    target.write_text("changed")
+    assert await counter.quiet()
+
+
+async def test_one_inotify_instance_for_many_watchers(tmp_path: Path, watch: object) -> None:
+    # More watchers than the kernel's default of 128 inotify instances per user.
+    counters = [await watch(tmp_path / f"f{i}") for i in range(300)]  # type: ignore[operator]
+    assert len(_Hub._by_loop) == 1
+    (tmp_path / "f123").write_text("x")
+    await counters[123].changed()
+    assert counters[124].count == 0
+
+
+async def test_hub_closes_with_its_last_watcher(tmp_path: Path) -> None:
+    async with PathWatcher([tmp_path / "x"]):
+        assert len(_Hub._by_loop) == 1
+    assert len(_Hub._by_loop) == 0
