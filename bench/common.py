@@ -29,7 +29,9 @@ def files_graph(directory: Path, count: int, name: str = "files") -> str:
 def timed_run(args: list[str], env: dict[str, str] | None = None) -> float:
     """Wall time of one whole `mgmt` process (exit code must be 0)."""
     start = time.perf_counter()
-    subprocess.run([*MGMT, *args], check=True, capture_output=True, env={**os.environ, **(env or {})})
+    subprocess.run(
+        [*MGMT, *args], check=True, capture_output=True, env={**os.environ, **(env or {})}
+    )
     return time.perf_counter() - start
 
 

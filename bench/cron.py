@@ -36,7 +36,9 @@ def main() -> None:
             cold.append(timed_run(run))
             noop.append(timed_run(run))
         print(f"cron run of {args.count} files, {args.runs} runs each (whole process):")
-        print(f"  interpreter + CLI start (mgmt --version): median {statistics.median(startup):.3f}s")
+        print(
+            f"  interpreter + CLI start (mgmt --version): median {statistics.median(startup):.3f}s"
+        )
         for label, samples in (("cold", cold), ("no-op", noop)):
             print(
                 f"  {label:6s} median {statistics.median(samples):.3f}s  "

@@ -20,7 +20,7 @@ from pathlib import Path
 from common import MGMT, ROOT, fmt_ms, percentiles
 
 sys.path.insert(0, str(ROOT))
-from engine.watcher import PathWatcher  # noqa: E402
+from engine.watcher import PathWatcher
 
 CONTENT = "hello world\n"
 
@@ -47,8 +47,7 @@ async def measure(path: Path, count: int, drift: str) -> list[float]:
             if drift == "delete":
                 os.unlink(path)
             else:
-                with open(path, "w") as handle:
-                    handle.write("tampered\n")
+                path.write_text("tampered\n")  # noqa: ASYNC240
             await repaired(watcher, path)
             samples.append(time.perf_counter() - start)
     return samples
@@ -62,7 +61,7 @@ async def main() -> None:
     path = work / "out" / "hello"
     graph = work / "graph.yaml"
     graph.write_text(
-        f'graph: drift\nresources:\n  file:\n    - name: hello\n      path: {path}\n'
+        f"graph: drift\nresources:\n  file:\n    - name: hello\n      path: {path}\n"
         f'      content: "hello world\\n"\n'
     )
     proc = await asyncio.create_subprocess_exec(
@@ -76,7 +75,9 @@ async def main() -> None:
                         break
         for drift in ("delete", "overwrite"):
             samples = await measure(path, args.count, drift)
-            print(f"{drift:9s} x{args.count}: {fmt_ms(percentiles(samples))}  (target p50<=2ms p99<=10ms)")
+            print(
+                f"{drift:9s} x{args.count}: {fmt_ms(percentiles(samples))}  (target p50<=2ms p99<=10ms)"
+            )
     finally:
         proc.terminate()
         await proc.wait()

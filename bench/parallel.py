@@ -24,7 +24,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-parallel-"))
     try:
         lines = ["graph: diamond", "resources:", "  exec:"]
-        sleeps = {"a": args.step, "b": args.step, "c": args.step, "d": args.step, "e": 2 * args.step}
+        sleeps = {
+            "a": args.step,
+            "b": args.step,
+            "c": args.step,
+            "d": args.step,
+            "e": 2 * args.step,
+        }
         for name, secs in sleeps.items():
             script = (
                 f"date +%s.%N > {work}/{name}.start; sleep {secs}; date +%s.%N > {work}/{name}.end"
@@ -46,8 +52,12 @@ def main() -> None:
         serial = sum(sleeps.values())
         engine = max(ends) - min(starts)
         print(f"critical path {critical:.2f}s, serial sum {serial:.2f}s")
-        print(f"engine (first start -> last end): {engine:.3f}s  ratio {engine / critical:.3f}  (target <= 1.05)")
-        print(f"whole process: {wall:.3f}s  ratio {wall / critical:.3f}  (startup {min(starts) - start:.3f}s)")
+        print(
+            f"engine (first start -> last end): {engine:.3f}s  ratio {engine / critical:.3f}  (target <= 1.05)"
+        )
+        print(
+            f"whole process: {wall:.3f}s  ratio {wall / critical:.3f}  (startup {min(starts) - start:.3f}s)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -49,7 +49,7 @@ def build(
 ) -> T:
     """Build `cls` from `data`; unknown keys and wrong types raise ValidationError."""
     names = field_names(cls)
-    types_ = hints(cls)
+    types_ = hints(cls)  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key in skip:

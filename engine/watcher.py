@@ -18,6 +18,7 @@ thousand files in one directory cost O(1) per event, not O(N).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable
@@ -237,10 +238,8 @@ class _Hub:
             del self.wd_paths[wd]
             for watch in self.inotify.watches:
                 if watch.wd == wd:
-                    try:
+                    with contextlib.suppress(OSError):  # already gone with its inode
                         self.inotify.rm_watch(watch)
-                    except OSError:
-                        pass  # already gone with its inode
                     break
 
     async def _read(self) -> None:

@@ -13,7 +13,9 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import resources
 from engine.engine import Engine, Status
@@ -34,8 +36,10 @@ def load(config: Config) -> Loaded:
     loaded = load_file(config.file)
     if loaded.exported or loaded.collect:
         raise GraphFileError(
-            [f"{config.file}: exported (@@) resources and collect need the cluster, "
-             "which this version does not provide yet"]
+            [
+                f"{config.file}: exported (@@) resources and collect need the cluster, "
+                "which this version does not provide yet"
+            ]
         )
     return loaded
 
@@ -121,13 +125,15 @@ class Agent:
                 log.debug("converged again (%d resources)", n)
             await self.converger.diverged.wait()
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _wait_for_end(self) -> str:
-        waiters = {asyncio.create_task(self.stopping.wait()): "signal"}
+        waiters: dict[asyncio.Task[Any], str] = {
+            asyncio.create_task(self.stopping.wait()): "signal"
+        }
         if self.exit_when_converged:
             waiters[asyncio.create_task(self.converger.converged.wait())] = "converged"
         if self.config.max_runtime > 0:
@@ -175,7 +181,9 @@ class Agent:
             changes = sorted(v.name for v in vertices if v.changed_last)
             log.info(
                 "noop: %d of %d resources would change%s",
-                len(changes), len(vertices), (": " + ", ".join(changes)) if changes else "",
+                len(changes),
+                len(vertices),
+                (": " + ", ".join(changes)) if changes else "",
             )
         if reason == "converged":
             log.info("converged for %ss, exiting", self.config.exit_after)

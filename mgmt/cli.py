@@ -1,7 +1,7 @@
 """The `mgmt` command: parses flags into a Config and calls `agent.run(config)`.
 
-    mgmt run [flags] yaml FILE      (also: mgmt run [flags] FILE)
-    mgmt run [flags] empty
+mgmt run [flags] yaml FILE      (also: mgmt run [flags] FILE)
+mgmt run [flags] empty
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _env_default(name: str, kind: Any, default: Any) -> Any:
         return value.strip().lower() in ("1", "true", "yes", "on")
     if kind == "int":
         return int(value)
-    if kind == "Path" or kind == "Path | None":
+    if kind in {"Path", "Path | None"}:
         return Path(value)
     return value
 
@@ -59,7 +59,9 @@ def build_run_parser() -> argparse.ArgumentParser:
             continue
         conv = {"int": int, "Path": Path, "Path | None": Path}.get(str(f.type), str)
         run.add_argument(flag, type=conv, default=default, help=f.metadata["help"], **extra)
-    run.add_argument("target", nargs="+", metavar="FRONTEND", help="`yaml FILE`, `FILE`, or `empty`")
+    run.add_argument(
+        "target", nargs="+", metavar="FRONTEND", help="`yaml FILE`, `FILE`, or `empty`"
+    )
     return run
 
 

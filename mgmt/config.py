@@ -57,7 +57,8 @@ class Config:
         default=False, metadata=opt("exit when converged for --converger-timeout seconds")
     )
     max_runtime: int = field(
-        default=0, metadata=opt("stop after N seconds whatever the state (0: no limit)", metavar="N")
+        default=0,
+        metadata=opt("stop after N seconds whatever the state (0: no limit)", metavar="N"),
     )
     noop: bool = field(default=False, metadata=opt("report what would change, change nothing"))
     sema: int = field(

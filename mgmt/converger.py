@@ -48,7 +48,9 @@ class Converger:
             return True
         if vertex.status is Status.OK and not vertex.dirty.is_set():
             return True
-        return vertex.status is Status.PENDING and bool(self._failed) and self.engine.blocked(vertex)
+        return (
+            vertex.status is Status.PENDING and bool(self._failed) and self.engine.blocked(vertex)
+        )
 
     def _changed(self, vertex: Vertex) -> None:
         if self.engine.vertices.get(vertex.key) is not vertex:

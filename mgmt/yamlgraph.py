@@ -110,9 +110,7 @@ def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor) -> An
             key = _plain(key_node, constructor)
             key = str(key) if not isinstance(key, str) else key
             if key in out:
-                raise GraphFileError(
-                    [f"line {key_node.start_mark.line + 1}: {key}: duplicate key"]
-                )
+                raise GraphFileError([f"line {key_node.start_mark.line + 1}: {key}: duplicate key"])
             out[key] = _plain(value_node, constructor)
             out.lines[key] = key_node.start_mark.line + 1
             if isinstance(value_node, yaml.ScalarNode) and not value_node.style:
@@ -151,7 +149,9 @@ class _Parser:
         except yaml.YAMLError as err:
             raise GraphFileError([f"{self.filename}: YAML error: {err}"]) from err
         except GraphFileError as err:
-            raise GraphFileError([f"{self.filename}:{p.removeprefix('line ')}" for p in err.problems]) from err
+            raise GraphFileError(
+                [f"{self.filename}:{p.removeprefix('line ')}" for p in err.problems]
+            ) from err
         if not isinstance(doc, LocDict):
             raise GraphFileError([f"{self.filename}:1: the graph file must be a mapping"])
         loaded = self._document(doc)
@@ -174,7 +174,9 @@ class _Parser:
         self._keys(doc, TOP_KEYS, "top level", LEGACY[""])
         name = doc.get("graph")
         if not isinstance(name, str) or not name:
-            self.problem(doc.lines.get("graph", doc.line), "graph", "a non-empty graph name is required")
+            self.problem(
+                doc.lines.get("graph", doc.line), "graph", "a non-empty graph name is required"
+            )
         graph = Graph(name if isinstance(name, str) else "")
         loaded = Loaded(graph)
         resources = doc.get("resources")
@@ -182,7 +184,9 @@ class _Parser:
             if isinstance(resources, LocDict):
                 self._resources(resources, loaded)
             else:
-                self.problem(doc.lines["resources"], "resources", "expected a mapping of kind -> list")
+                self.problem(
+                    doc.lines["resources"], "resources", "expected a mapping of kind -> list"
+                )
         edges = doc.get("edges")
         edge_lines: dict[tuple[Key, Key], int] = {}
         if edges is not None:
@@ -210,7 +214,11 @@ class _Parser:
             if cls is None:
                 match = difflib.get_close_matches(kind, known, n=1)
                 hint = f" (did you mean '{match[0]}'?)" if match else ""
-                self.problem(line, f"resources.{kind}", f"unknown kind '{kind}'{hint}; known kinds: {', '.join(known)}")
+                self.problem(
+                    line,
+                    f"resources.{kind}",
+                    f"unknown kind '{kind}'{hint}; known kinds: {', '.join(known)}",
+                )
                 continue
             if not isinstance(items, LocList):
                 self.problem(line, f"resources.{kind}", "expected a list of resources")
@@ -237,7 +245,11 @@ class _Parser:
             return None
         name = item.get("name")
         if not isinstance(name, str) or not name:
-            self.problem(item.lines.get("name", line), f"{kind}[{index}]", "a non-empty string 'name' is required")
+            self.problem(
+                item.lines.get("name", line),
+                f"{kind}[{index}]",
+                "a non-empty string 'name' is required",
+            )
             return None
         where = f"{kind}[{name}]"
         legacy = LEGACY["*"] | LEGACY.get(kind, set())
@@ -298,7 +310,9 @@ class _Parser:
                 self.problem(line, where, f"'{key}' is required")
         notify = edge.get("notify", False)
         if not isinstance(notify, bool):
-            self.problem(edge.lines["notify"], where, f"notify: expected true or false, got {notify!r}")
+            self.problem(
+                edge.lines["notify"], where, f"notify: expected true or false, got {notify!r}"
+            )
             return
         if "from" not in edge or "to" not in edge:
             return

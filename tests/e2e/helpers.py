@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 MGMT = [sys.executable, "-m", "mgmt"]
 
 
-def run_mgmt(args: Sequence[str], timeout: float = 60, env: dict[str, str] | None = None) -> tuple[int, str]:
+def run_mgmt(
+    args: Sequence[str], timeout: float = 60, env: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Run `mgmt ARGS` to completion (blocking); returns (exit code, stderr+stdout)."""
     import subprocess
 
@@ -128,4 +130,13 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["ROOT", "Daemon", "has_content", "has_mode", "pid_alive", "run_mgmt", "signal", "wait_path"]
+__all__ = [
+    "ROOT",
+    "Daemon",
+    "has_content",
+    "has_mode",
+    "pid_alive",
+    "run_mgmt",
+    "signal",
+    "wait_path",
+]

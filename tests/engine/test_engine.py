@@ -99,7 +99,9 @@ async def test_poke_without_event_skips_check_apply_of_good_state(engine: Engine
     handle = state("a").handle
     assert handle is not None
     await handle.event()
-    await settle(engine, lambda: ran("a") == 2 and not engine.vertices[("probe", "b")].dirty.is_set())
+    await settle(
+        engine, lambda: ran("a") == 2 and not engine.vertices[("probe", "b")].dirty.is_set()
+    )
     await settle(engine)
     assert ran("b") == 1  # poked, but its state is known good and nothing refreshed it
 

@@ -34,7 +34,9 @@ async def test_edit_swaps_in_new_graph_without_restarting_unchanged(tmp_path: Pa
     old_change = engine.vertices[("print", "change")]
 
     agent.swapped.clear()
-    path.write_text(GRAPH.format(msg="two", extra="  timer:\n    - name: new\n      interval: 60\n"))
+    path.write_text(
+        GRAPH.format(msg="two", extra="  timer:\n    - name: new\n      interval: 60\n")
+    )
     async with asyncio.timeout(10):
         await agent.swapped.wait()
 

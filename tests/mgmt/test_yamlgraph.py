@@ -50,19 +50,49 @@ def test_good_graph() -> None:
     ("text", "expected"),
     [
         ("graph: g\nresources: {noop: [{name: a}\n", "g.yaml:3: YAML syntax error"),
-        ("graph: g\nresources:\n  nope:\n    - name: a\n", "g.yaml:3: resources.nope: unknown kind 'nope'"),
-        ("graph: g\nresources:\n  noop:\n    - name: a\n      coment: x\n", "g.yaml:5: noop[a]: coment: unknown key (did you mean 'comment'?)"),
-        ("graph: g\nresources:\n  timer:\n    - name: t\n      interval: soon\n", "g.yaml:5: timer[t]: interval: expected a number, got 'soon'"),
-        ("graph: g\nresources:\n  noop:\n    - name: a\n      meta:\n        retry: x\n", "g.yaml:6: noop[a]: meta.retry: expected an integer"),
-        ("graph: g\nresources:\n  noop:\n    - name: a\n    - name: a\n", "g.yaml:5: noop[a]: duplicate resource noop[a]"),
-        ("graph: g\nresources:\n  noop:\n    - name: a\nedges:\n  - from: {kind: noop, name: a}\n    to: {kind: noop, name: b}\n", "g.yaml:7: edge 0: to: no resource noop[b]"),
-        ("graph: g\nresources:\n  noop:\n    - name: a\n    - name: b\nedges:\n  - {from: {kind: noop, name: a}, to: {kind: noop, name: b}}\n  - {from: {kind: noop, name: b}, to: {kind: noop, name: a}}\n", "cycle: noop[a] -> noop[b] -> noop[a]"),
+        (
+            "graph: g\nresources:\n  nope:\n    - name: a\n",
+            "g.yaml:3: resources.nope: unknown kind 'nope'",
+        ),
+        (
+            "graph: g\nresources:\n  noop:\n    - name: a\n      coment: x\n",
+            "g.yaml:5: noop[a]: coment: unknown key (did you mean 'comment'?)",
+        ),
+        (
+            "graph: g\nresources:\n  timer:\n    - name: t\n      interval: soon\n",
+            "g.yaml:5: timer[t]: interval: expected a number, got 'soon'",
+        ),
+        (
+            "graph: g\nresources:\n  noop:\n    - name: a\n      meta:\n        retry: x\n",
+            "g.yaml:6: noop[a]: meta.retry: expected an integer",
+        ),
+        (
+            "graph: g\nresources:\n  noop:\n    - name: a\n    - name: a\n",
+            "g.yaml:5: noop[a]: duplicate resource noop[a]",
+        ),
+        (
+            "graph: g\nresources:\n  noop:\n    - name: a\nedges:\n  - from: {kind: noop, name: a}\n    to: {kind: noop, name: b}\n",
+            "g.yaml:7: edge 0: to: no resource noop[b]",
+        ),
+        (
+            "graph: g\nresources:\n  noop:\n    - name: a\n    - name: b\nedges:\n  - {from: {kind: noop, name: a}, to: {kind: noop, name: b}}\n  - {from: {kind: noop, name: b}, to: {kind: noop, name: a}}\n",
+            "cycle: noop[a] -> noop[b] -> noop[a]",
+        ),
         ("resources: {}\n", "g.yaml:1: graph: a non-empty graph name is required"),
-        ("graph: g\nresorces: {}\n", "g.yaml:2: top level: unknown key 'resorces' (did you mean 'resources'?)"),
+        (
+            "graph: g\nresorces: {}\n",
+            "g.yaml:2: top level: unknown key 'resorces' (did you mean 'resources'?)",
+        ),
         ("graph: g\ngraph: h\n", "g.yaml:2: graph: duplicate key"),
         ("- a\n", "g.yaml:1: the graph file must be a mapping"),
-        ("graph: g\nresources:\n  noop:\n    - comment: x\n", "g.yaml:4: noop[0]: a non-empty string 'name' is required"),
-        ("graph: g\nresources:\n  noop:\n    - name: a\n      meta: {sema: ['x:0']}\n", "noop[a]: meta.sema: expected 'id' or 'id:N'"),
+        (
+            "graph: g\nresources:\n  noop:\n    - comment: x\n",
+            "g.yaml:4: noop[0]: a non-empty string 'name' is required",
+        ),
+        (
+            "graph: g\nresources:\n  noop:\n    - name: a\n      meta: {sema: ['x:0']}\n",
+            "noop[a]: meta.sema: expected 'id' or 'id:N'",
+        ),
     ],
 )
 def test_bad_input_names_file_line_and_key(text: str, expected: str) -> None:
