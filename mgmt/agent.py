@@ -95,9 +95,11 @@ class Agent:
             self.swapped.set()
             reason = await self._wait_for_end()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self._shutdown()
+            try:
+                await self._shutdown()  # a second SIGINT during the drain forces it
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
         return self._exit_code(reason)
 
     # lifecycle --------------------------------------------------------------------------

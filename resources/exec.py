@@ -1,0 +1,401 @@
+"""exec: run a command when an event, the startup or a refresh asks for it (mgmt's exec).
+
+The command runs at most once per event: the startup event, a line from `watchcmd`, a change to
+one of `watchfiles`, a poll tick (`meta.poll`) or a refresh along a `notify` edge. It is skipped
+(state OK) when `creates` exists or `ifcmd` exits non-zero. After a run, a second check_apply
+without a new event returns True (paired execution).
+
+Every process runs from an argv list (a shell only when one is named), in its own session so
+that a timeout or a cancellation kills its whole process group, and is always waited for. Values
+of `env` are replaced by "***" in everything logged or raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import grp
+import logging
+import os
+import pwd
+import shlex
+import signal
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, MutableSequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import ResourceError, ValidationError
+from engine.handle import Handle
+from engine.resource import RefreshableMixin, Resource, register
+from engine.watcher import PathWatcher
+
+TAIL = 10  # stderr lines quoted in a failure
+GRACE = 1.0  # seconds to wait for a killed command's pipes before closing them
+MIN_SECRET = 3  # shorter env values are not redacted (they would mangle every line)
+
+Line = tuple[str, str]  # ("out" | "err", text with its newline)
+Source = Callable[[], Coroutine[Any, Any, None]]
+
+
+@register("exec")
+@dataclass(kw_only=True, eq=False)
+class ExecRes(RefreshableMixin, Resource):
+    # The command (required): split into words like a shell would, but run without one.
+    cmd: str | None = None
+    # Arguments passed verbatim; `cmd` is then the program itself, never split. Default none.
+    args: list[str] | None = None
+    # Run `cmd` as [shell, "-c", cmd] with this shell, e.g. "/bin/sh". Default none: no shell.
+    shell: str | None = None
+    # Absolute working directory of every command. Default: the agent's.
+    cwd: str | None = None
+    # Variables set on top of the agent's environment for every command (redacted). Default {}.
+    env: dict[str, str] = field(default_factory=dict)
+    # Seconds `cmd` (and `ifcmd`) may run before its process group is killed; 0 = no limit.
+    timeout: int = 0
+    # Run `cmd` only when this command exits 0 (split like `cmd`). Default none.
+    ifcmd: str | None = None
+    # Run `ifcmd` with this shell instead of splitting it. Default none.
+    ifshell: str | None = None
+    # Absolute working directory of `ifcmd`. Default: `cwd`.
+    ifcwd: str | None = None
+    # Skip `cmd` while this absolute path exists. Default none.
+    creates: str | None = None
+    # A long-running command; each line it prints is an event. Default none.
+    watchcmd: str | None = None
+    # Run `watchcmd` with this shell instead of splitting it. Default none.
+    watchshell: str | None = None
+    # Absolute working directory of `watchcmd`. Default: `cwd`.
+    watchcwd: str | None = None
+    # Absolute paths whose every change is an event. Default none.
+    watchfiles: list[str] = field(default_factory=list)
+    # Run every command as this user (name or uid), with its groups and HOME. Default: ours.
+    user: str | None = None
+    # Run every command with this primary group (name or gid). Default: the user's, or ours.
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._pending = False  # an event arrived since the last run
+        # The last run's output, for send/recv: stdout, stderr and both interleaved.
+        self.stdout: str | None = None
+        self.stderr: str | None = None
+        self.output: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.cmd:
+            raise ValidationError("is required: the command to run", "cmd")
+        if self.shell is not None and self.args is not None:
+            raise ValidationError("cannot be used with args: give one or the other", "shell")
+        if self.args is None:
+            _check_command("cmd", self.cmd, self.shell)
+        _check_command("ifcmd", self.ifcmd, self.ifshell)
+        _check_command("watchcmd", self.watchcmd, self.watchshell)
+        if self.timeout < 0:
+            raise ValidationError(f"must be >= 0 (0 = no limit), got {self.timeout}", "timeout")
+        paths = {"cwd": self.cwd, "ifcwd": self.ifcwd, "watchcwd": self.watchcwd}
+        paths["creates"] = self.creates
+        paths.update({f"watchfiles[{i}]": p for i, p in enumerate(self.watchfiles)})
+        _check_absolute(paths)
+        for key, name in (("user", self.user), ("group", self.group)):
+            if name == "":
+                raise ValidationError("must be a name or a number, got ''", key)
+
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        self._pending = False
+
+    async def watch(self) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            sources: list[Source] = []
+            if self.watchfiles:
+                watcher = await stack.enter_async_context(PathWatcher(self.watchfiles))
+                sources.append(functools.partial(self._watch_files, watcher))
+            if self.watchcmd is not None:
+                argv = _argv(self.watchcmd, self.watchshell)
+                cwd = self.watchcwd or self.cwd
+                proc = await stack.enter_async_context(self._spawn(argv, cwd, "watchcmd"))
+                sources.append(functools.partial(self._watch_cmd, proc))
+            await self._event()
+            await _run_all(sources)
+
+    async def check_apply(self, apply: bool) -> bool:
+        log = self.handle.logger
+        if not (self._pending or self.handle.refresh() or self.meta.poll > 0):
+            log.debug("nothing to do: no event or refresh since the last run")
+            return True
+        reason = await self._skip_reason()
+        if reason is not None:
+            log.debug("nothing to do: %s", reason)
+            if apply:
+                self._pending = False  # this event has been dealt with
+            return True
+        if not apply:
+            log.info("would run: %s", self._shown())
+            return False
+        await self._run()
+        self._pending = False
+        return False
+
+    # check_apply's parts -----------------------------------------------------------------
+
+    async def _skip_reason(self) -> str | None:
+        """Why `cmd` must not run now (creates exists, ifcmd failed), or None."""
+        if self.creates is not None and await asyncio.to_thread(os.path.exists, self.creates):
+            return f"{self.creates} exists (creates)"
+        if self.ifcmd is not None:
+            argv = _argv(self.ifcmd, self.ifshell)
+            code, _ = await self._execute(argv, self.ifcwd or self.cwd, "ifcmd", logging.DEBUG)
+            if code != 0:
+                return f"ifcmd exited with code {code}"
+        return None
+
+    async def _run(self) -> None:
+        """Run `cmd`, keep its output, raise ResourceError unless it exits 0."""
+        self.handle.logger.info("running: %s", self._shown())
+        code, lines = await self._execute(self._main_argv(), self.cwd, "cmd", logging.INFO)
+        self.stdout = "".join(text for name, text in lines if name == "out")
+        self.stderr = "".join(text for name, text in lines if name == "err")
+        self.output = "".join(text for _name, text in lines)
+        if code != 0:
+            raise ResourceError(self._failure("cmd", code, lines))
+        self.handle.logger.debug("cmd exited with code 0")
+
+    def _main_argv(self) -> list[str]:
+        cmd = self.cmd or ""
+        if self.args is not None:
+            return [cmd, *self.args]
+        return _argv(cmd, self.shell)
+
+    def _shown(self) -> str:
+        """The command line as logged: secrets redacted."""
+        cmd = self.cmd or ""
+        return self._redact(cmd if self.args is None else shlex.join([cmd, *self.args]))
+
+    def _failure(self, what: str, code: int, lines: Iterable[Line]) -> str:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        tail = [text.rstrip("\n") for name, text in lines if name == "err"][-TAIL:]
+        stderr = f"; stderr: {' | '.join(tail)}" if tail else "; no stderr"
+        return self._redact(f"{what} {how}{stderr}")
+
+    def _redact(self, text: str) -> str:
+        """`text` with every value of `env` (MIN_SECRET chars or more) replaced by ***."""
+        secrets = sorted((v for v in self.env.values() if len(v) >= MIN_SECRET), key=len)
+        for secret in reversed(secrets):
+            text = text.replace(secret, "***")
+        return text
+
+    # watch's parts -------------------------------------------------------------------------
+
+    async def _event(self) -> None:
+        self._pending = True
+        await self.handle.event()
+
+    async def _watch_files(self, watcher: PathWatcher) -> None:
+        async for _ in watcher:
+            await self._event()
+
+    async def _watch_cmd(self, proc: asyncio.subprocess.Process) -> None:
+        """One event per line of `watchcmd`; its exit (any code) fails the watch."""
+        stdout, stderr = _streams(proc)
+        tail: deque[Line] = deque(maxlen=TAIL)
+        readers = [
+            asyncio.create_task(
+                self._pump(stdout, "out", "watchcmd", keep=None, level=logging.DEBUG, event=True)
+            ),
+            asyncio.create_task(
+                self._pump(stderr, "err", "watchcmd", keep=tail, level=logging.INFO)
+            ),
+        ]
+        code = await self._finish(proc, readers)
+        raise ResourceError(self._failure("watchcmd", code, tail))
+
+    # processes -----------------------------------------------------------------------------
+
+    async def _execute(
+        self, argv: list[str], cwd: str | None, what: str, level: int
+    ) -> tuple[int, list[Line]]:
+        """Run one command to completion (bounded by `timeout`); its exit code and output."""
+        lines: list[Line] = []
+        async with self._spawn(argv, cwd, what) as proc:
+            stdout, stderr = _streams(proc)
+            readers = [
+                asyncio.create_task(self._pump(stdout, "out", what, keep=lines, level=level)),
+                asyncio.create_task(self._pump(stderr, "err", what, keep=lines, level=level)),
+            ]
+            try:
+                async with asyncio.timeout(self.timeout or None):
+                    code = await self._finish(proc, readers)
+            except TimeoutError:
+                raise ResourceError(f"{what} timed out after {self.timeout}s: killed") from None
+        return code, lines
+
+    @contextlib.asynccontextmanager
+    async def _spawn(
+        self, argv: list[str], cwd: str | None, what: str
+    ) -> AsyncIterator[asyncio.subprocess.Process]:
+        """Start a process in a new session; on the way out kill its group unless it exited."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=cwd,
+                start_new_session=True,
+                **self._identity(),
+            )
+        except (OSError, ValueError) as err:
+            raise ResourceError(self._redact(f"{what}: cannot start: {err}")) from err
+        try:
+            yield proc
+        finally:
+            await _reap(proc)
+
+    async def _finish(
+        self, proc: asyncio.subprocess.Process, readers: list[asyncio.Task[None]]
+    ) -> int:
+        """Wait until the output is closed and the process exited; its exit code."""
+        try:
+            await asyncio.gather(*readers)
+            return await proc.wait()
+        finally:
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+
+    async def _pump(
+        self,
+        stream: asyncio.StreamReader,
+        name: str,
+        what: str,
+        *,
+        keep: MutableSequence[Line] | None,
+        level: int,
+        event: bool = False,
+    ) -> None:
+        """Log (redacted) and keep each line of `stream`; with `event`, each is an event."""
+        label = name if what == "cmd" else f"{what} {name}"
+        async for text in _lines(stream):
+            if keep is not None:
+                keep.append((name, text))
+            self.handle.logger.log(level, "%s: %s", label, self._redact(text.rstrip("\n")))
+            if event:
+                await self._event()
+
+    def _identity(self) -> dict[str, Any]:
+        """Environment and credentials shared by every command."""
+        env = dict(os.environ)
+        kwargs: dict[str, Any] = {}
+        if self.user is not None:
+            user = _passwd(self.user)
+            env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
+            kwargs.update(user=user.pw_uid, group=user.pw_gid)
+            kwargs["extra_groups"] = os.getgrouplist(user.pw_name, user.pw_gid)
+        if self.group is not None:
+            kwargs["group"] = _gid(self.group)
+        env.update(self.env)
+        return {"env": env, **kwargs}
+
+
+def _argv(cmd: str, shell: str | None) -> list[str]:
+    """[shell, "-c", cmd] with a shell, else cmd split into words (no shell involved)."""
+    if shell is not None:
+        return [shell, "-c", cmd]
+    return shlex.split(cmd)
+
+
+def _check_command(key: str, cmd: str | None, shell: str | None) -> None:
+    """A command must split into at least one word; its shell must be a non-empty path."""
+    if shell == "":
+        raise ValidationError("must name a shell, e.g. /bin/sh", key.replace("cmd", "shell"))
+    if cmd is None:
+        if shell is not None:
+            raise ValidationError(f"requires {key}", key.replace("cmd", "shell"))
+        return
+    try:
+        words = _argv(cmd, shell)
+    except ValueError as err:
+        raise ValidationError(f"cannot be split into words: {err}", key) from err
+    if not words or not words[0]:
+        raise ValidationError("must name a program", key)
+
+
+def _check_absolute(paths: dict[str, str | None]) -> None:
+    for key, path in paths.items():
+        if path is not None and not os.path.isabs(path):
+            raise ValidationError(f"must be an absolute path, got {path!r}", key)
+
+
+def _streams(
+    proc: asyncio.subprocess.Process,
+) -> tuple[asyncio.StreamReader, asyncio.StreamReader]:
+    if proc.stdout is None or proc.stderr is None:
+        raise RuntimeError("exec: process started without pipes")
+    return proc.stdout, proc.stderr
+
+
+async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
+    """Decoded lines (newline kept) until EOF; an over-long line comes in chunks."""
+    while True:
+        try:
+            raw = await stream.readuntil(b"\n")
+        except asyncio.IncompleteReadError as err:
+            if err.partial:
+                yield err.partial.decode(errors="replace")
+            return
+        except asyncio.LimitOverrunError as err:
+            raw = await stream.read(err.consumed)
+        yield raw.decode(errors="replace")
+
+
+async def _run_all(sources: list[Source]) -> None:
+    """Run the event sources until one fails (re-raised as itself) or we are cancelled."""
+    if not sources:
+        await asyncio.Event().wait()
+    try:
+        async with asyncio.TaskGroup() as group:
+            for source in sources:
+                group.create_task(source())
+    except ExceptionGroup as errors:
+        raise errors.exceptions[0] from None
+
+
+def _killpg(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """Kill the group of a process that has not exited, and wait for it (no zombies).
+
+    Background processes that left the group may still hold the pipes: after GRACE they are
+    closed on our side, so that waiting cannot hang on them.
+    """
+    if proc.returncode is None:
+        _killpg(proc.pid)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(GRACE):
+            await proc.wait()
+    transport = getattr(proc, "_transport", None)
+    if isinstance(transport, asyncio.BaseTransport):
+        transport.close()
+    await proc.wait()
+
+
+def _passwd(user: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise ResourceError(f"user: no such user {user!r}") from None
+
+
+def _gid(group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ResourceError(f"group: no such group {group!r}") from None

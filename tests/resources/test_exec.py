@@ -1,0 +1,388 @@
+"""exec: real subprocesses on a real tmp_path; events awaited with timeouts, never slept on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.errors import ResourceError, ValidationError
+from engine.meta import Meta
+from resources.exec import ExecRes
+from tests.conftest import Running
+
+Start = Callable[..., Awaitable[Running]]
+
+
+def runs(log: Path) -> int:
+    """How many times a command that appends a line to `log` has run."""
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def appender(log: Path, **params: Any) -> ExecRes:
+    return ExecRes(name="x", cmd=f"echo ran >> {log}", shell="/bin/sh", **params)
+
+
+async def wait_gone(pid: int, within: float = 5.0) -> None:
+    """Wait (bounded) until process `pid` has exited, using a pidfd (no polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    exited = asyncio.Event()
+    loop.add_reader(fd, exited.set)
+    try:
+        async with asyncio.timeout(within):
+            await exited.wait()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def alive(pid: int) -> bool:
+    """Running (not exited, not a zombie: this sandbox's PID 1 does not reap orphans)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+# the idempotency timeline -------------------------------------------------------------------
+
+
+async def test_runs_once_on_startup(run_resource: Start, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    running = await run_resource(appender(log))
+    assert await running.res.check_apply(True) is False
+    assert runs(log) == 1
+    assert await running.res.check_apply(True) is True  # paired execution: no new event
+    assert runs(log) == 1
+
+
+async def test_refresh_runs_again(run_resource: Start, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    running = await run_resource(appender(log))
+    assert await running.res.check_apply(True) is False
+    running.handle.refresh_flag = True
+    assert await running.res.check_apply(True) is False
+    assert runs(log) == 2
+
+
+async def test_noop_reports_but_does_not_run(
+    run_resource: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    log = tmp_path / "log"
+    running = await run_resource(appender(log))
+    assert await running.res.check_apply(False) is False
+    assert await running.res.check_apply(False) is False  # still pending: nothing was done
+    assert runs(log) == 0
+    assert f"would run: echo ran >> {log}" in caplog.text
+    assert await running.res.check_apply(True) is False
+    assert runs(log) == 1
+
+
+async def test_poll_ticks_are_events(run_resource: Start, tmp_path: Path) -> None:
+    # With meta.poll the engine's ticks (not our watch) call check_apply: each one runs.
+    log = tmp_path / "log"
+    running = await run_resource(appender(log, meta=Meta(poll=60)), watch=False)
+    assert await running.res.check_apply(True) is False
+    assert await running.res.check_apply(True) is False
+    assert runs(log) == 2
+
+
+# guards: creates, ifcmd -----------------------------------------------------------------------
+
+
+async def test_creates_existing_skips(run_resource: Start, tmp_path: Path) -> None:
+    log, marker = tmp_path / "log", tmp_path / "marker"
+    marker.touch()
+    running = await run_resource(appender(log, creates=str(marker)))
+    assert await running.res.check_apply(True) is True
+    assert runs(log) == 0
+
+
+async def test_creates_made_by_the_command_guards_refreshes(
+    run_resource: Start, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    res = ExecRes(name="x", cmd="touch", args=[str(marker)], creates=str(marker))
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is False
+    assert marker.exists()
+    running.handle.refresh_flag = True
+    assert await running.res.check_apply(True) is True
+
+
+async def test_ifcmd_false_skips_until_an_event_makes_it_true(
+    run_resource: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    log, flag = tmp_path / "log", tmp_path / "flag"
+    res = appender(log, ifcmd=f"test -e {flag}", watchfiles=[str(flag)])
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is True
+    assert "nothing to do: ifcmd exited with code 1" in caplog.text
+    assert await running.res.check_apply(False) is True  # ifcmd runs in noop too: still false
+    flag.touch()
+    await running.handle.next_event()
+    assert await running.res.check_apply(False) is False
+    assert runs(log) == 0
+    assert await running.res.check_apply(True) is False
+    assert runs(log) == 1
+    assert await running.res.check_apply(True) is True
+
+
+# failures -------------------------------------------------------------------------------------
+
+
+async def test_non_zero_exit_fails_with_stderr(run_resource: Start) -> None:
+    res = ExecRes(name="x", cmd="echo oops >&2; exit 3", shell="/bin/sh")
+    running = await run_resource(res)
+    with pytest.raises(ResourceError, match=r"cmd exited with code 3; stderr: oops"):
+        await running.res.check_apply(True)
+    assert res.stderr == "oops\n"
+    with pytest.raises(ResourceError):  # still pending: a retry runs it again
+        await running.res.check_apply(True)
+
+
+async def test_missing_program_fails(run_resource: Start, tmp_path: Path) -> None:
+    running = await run_resource(ExecRes(name="x", cmd=str(tmp_path / "nope")))
+    with pytest.raises(ResourceError, match="cmd: cannot start"):
+        await running.res.check_apply(True)
+
+
+async def test_timeout_kills_the_whole_process_group(run_resource: Start, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    cmd = f"sleep 30 & echo $! > {pidfile}; sleep 30"
+    running = await run_resource(ExecRes(name="x", cmd=cmd, shell="/bin/sh", timeout=1))
+    with pytest.raises(ResourceError, match="cmd timed out after 1s"):
+        await running.res.check_apply(True)
+    background = int(pidfile.read_text())
+    await wait_gone(background)
+    assert not alive(background)
+
+
+async def test_background_child_without_our_output_is_left_alone(
+    run_resource: Start, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    cmd = f"sleep 30 >/dev/null 2>&1 & echo $! > {pidfile}"
+    running = await run_resource(ExecRes(name="x", cmd=cmd, shell="/bin/sh"))
+    assert await running.res.check_apply(True) is False
+    background = int(pidfile.read_text())
+    try:
+        assert alive(background)
+    finally:
+        os.kill(background, signal.SIGKILL)
+
+
+async def test_cancel_kills_the_command(run_resource: Start, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    cmd = f"echo $$ > {pidfile}.new; mv {pidfile}.new {pidfile}; exec sleep 30"
+    res = ExecRes(name="x", cmd=cmd, shell="/bin/sh", watchfiles=[str(pidfile)])
+    running = await run_resource(res)
+    task = asyncio.create_task(running.res.check_apply(True))
+    await running.handle.next_event()  # the pid file appeared, complete
+    pid = int(pidfile.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_gone(pid)
+    assert not alive(pid)
+
+
+# how the command is run -----------------------------------------------------------------------
+
+
+async def test_args_are_passed_verbatim(run_resource: Start) -> None:
+    res = ExecRes(name="x", cmd="printf", args=["<%s>\n", "a b; echo pwned"])
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is False
+    assert res.stdout == "<a b; echo pwned>\n"
+
+
+async def test_cmd_without_shell_is_split_not_interpreted(run_resource: Start) -> None:
+    res = ExecRes(name="x", cmd="echo 'a b' ; echo pwned")
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is False
+    assert res.stdout == "a b ; echo pwned\n"
+
+
+async def test_output_is_kept_and_logged(
+    run_resource: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    res = ExecRes(name="x", cmd="echo one; echo two >&2", shell="/bin/sh")
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is False
+    assert (res.stdout, res.stderr) == ("one\n", "two\n")
+    assert sorted(res.output.splitlines()) == ["one", "two"]  # type: ignore[union-attr]
+    assert "exec[x]: out: one" in caplog.text
+    assert "exec[x]: err: two" in caplog.text
+
+
+async def test_cwd(run_resource: Start, tmp_path: Path) -> None:
+    res = ExecRes(name="x", cmd="pwd", cwd=str(tmp_path))
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is False
+    assert res.stdout == f"{tmp_path}\n"
+
+
+async def test_env_overlays_and_secrets_are_redacted(
+    run_resource: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    env = {"SECRET": "hunter22", "GREETING": "hi"}
+    cmd = 'echo "token=$SECRET path=$PATH"; echo hunter22 >&2; exit 1'
+    res = ExecRes(name="x", cmd=cmd, shell="/bin/sh", env=env)
+    running = await run_resource(res)
+    with pytest.raises(ResourceError) as err:
+        await running.res.check_apply(True)
+    assert "hunter22" not in str(err.value)
+    assert f"token=hunter22 path={os.environ['PATH']}\n" == res.stdout  # inherited + overlay
+    assert "hunter22" not in caplog.text
+    assert "out: token=*** path=" in caplog.text
+    assert "err: ***" in caplog.text
+
+
+async def test_secret_in_the_command_line_is_redacted(
+    run_resource: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    res = ExecRes(name="x", cmd="echo", args=["hunter22"], env={"SECRET": "hunter22"})
+    running = await run_resource(res)
+    assert await running.res.check_apply(False) is False
+    assert await running.res.check_apply(True) is False
+    assert "would run: echo ***" in caplog.text
+    assert "hunter22" not in caplog.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+async def test_user_runs_with_its_ids_and_groups(run_resource: Start) -> None:
+    res = ExecRes(name="x", cmd="sh -c 'id -u; id -g; id -G; echo $HOME'", user="nobody")
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is False
+    home = pwd.getpwnam("nobody").pw_dir
+    assert (res.stdout or "").splitlines() == ["65534", "65534", "65534", home]
+
+
+async def test_unknown_user_fails(run_resource: Start) -> None:
+    running = await run_resource(ExecRes(name="x", cmd="true", user="no-such-user-here"))
+    with pytest.raises(ResourceError, match="no such user"):
+        await running.res.check_apply(True)
+
+
+# watch ------------------------------------------------------------------------------------------
+
+
+async def test_watchfiles_change_is_an_event(run_resource: Start, tmp_path: Path) -> None:
+    log, watched = tmp_path / "log", tmp_path / "watched"
+    running = await run_resource(appender(log, watchfiles=[str(watched)]))
+    assert await running.res.check_apply(True) is False
+    assert await running.res.check_apply(True) is True
+    watched.write_text("x")
+    await running.handle.next_event()
+    assert await running.res.check_apply(True) is False
+    assert runs(log) == 2
+
+
+async def test_watchcmd_lines_are_events_and_its_exit_fails_the_watch(
+    run_resource: Start, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    watchcmd = f"cat {fifo}; echo gone >&2; exit 3"
+    res = ExecRes(name="x", cmd="true", watchcmd=watchcmd, watchshell="/bin/sh")
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is False
+    assert await running.res.check_apply(True) is True
+    writer = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)
+    try:
+        for n in (1, 2):
+            os.write(writer, b"line\n")
+            await running.handle.next_event()
+            assert running.handle.events == 1 + n
+            assert await running.res.check_apply(True) is False
+            assert await running.res.check_apply(True) is True
+    finally:
+        os.close(writer)  # cat sees EOF and exits: the watch fails
+    assert running.task is not None
+    with pytest.raises(ResourceError, match=r"watchcmd exited with code 3; stderr: gone"):
+        async with asyncio.timeout(5):
+            await running.task
+
+
+async def test_cancelling_the_watch_kills_watchcmd(run_resource: Start, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    watchcmd = f"echo $$ > {pidfile}; echo ready; exec sleep 30"
+    res = ExecRes(name="x", cmd="true", watchcmd=watchcmd, watchshell="/bin/sh")
+    running = await run_resource(res)
+    await running.handle.next_event()  # "ready"
+    pid = int(pidfile.read_text())
+    assert running.task is not None
+    running.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running.task
+    await wait_gone(pid)
+    assert not alive(pid)
+
+
+# validation -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "key"),
+    [
+        ({}, "cmd"),
+        ({"cmd": ""}, "cmd"),
+        ({"cmd": "   "}, "cmd"),
+        ({"cmd": "echo 'unbalanced"}, "cmd"),
+        ({"cmd": "echo", "shell": "/bin/sh", "args": ["x"]}, "shell"),
+        ({"cmd": "echo", "shell": ""}, "shell"),
+        ({"cmd": "echo", "ifshell": "/bin/sh"}, "ifshell"),
+        ({"cmd": "echo", "watchshell": "/bin/sh"}, "watchshell"),
+        ({"cmd": "echo", "timeout": -1}, "timeout"),
+        ({"cmd": "echo", "cwd": "relative/dir"}, "cwd"),
+        ({"cmd": "echo", "ifcmd": "true", "ifcwd": "rel"}, "ifcwd"),
+        ({"cmd": "echo", "creates": "rel"}, "creates"),
+        ({"cmd": "echo", "watchfiles": ["/ok", "rel"]}, "watchfiles[1]"),
+        ({"cmd": "echo", "user": ""}, "user"),
+    ],
+)
+def test_validate_names_the_field(params: dict[str, Any], key: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        ExecRes(name="x", **params).validate()
+    assert err.value.key == key
+
+
+def test_validate_accepts_the_full_form() -> None:
+    ExecRes(
+        name="x",
+        cmd="make",
+        args=["-C", "/srv/app"],
+        cwd="/srv",
+        env={"A": "b"},
+        timeout=10,
+        ifcmd="test -d /srv/app",
+        creates="/srv/app/out",
+        watchcmd="tail -F /var/log/app",
+        watchshell="/bin/sh",
+        watchfiles=["/etc/app.conf"],
+        user="nobody",
+        group="nogroup",
+    ).validate()
+
+
+def test_cmp_compares_params() -> None:
+    assert ExecRes(name="x", cmd="true").cmp(ExecRes(name="x", cmd="true"))
+    assert not ExecRes(name="x", cmd="true").cmp(ExecRes(name="x", cmd="false"))
