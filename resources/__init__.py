@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("noop", "print", "msg", "timer")
+MODULES = ("noop", "print", "msg", "timer", "file", "exec")
 
 
 def load_all() -> None:

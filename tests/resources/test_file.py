@@ -1,0 +1,640 @@
+"""file: the idempotency timeline per feature, atomicity, symlinks, validation and watch."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.errors import ResourceError, ValidationError
+from resources.file import INLINE_LIMIT, TEMP_PREFIX, FileRes, mode_after
+
+Entry = tuple[str, int, int, int, int, bytes | str | None]
+
+
+def bits(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def entry(path: Path) -> Entry:
+    st = os.lstat(path)
+    data: bytes | str | None = None
+    if stat.S_ISREG(st.st_mode):
+        data = path.read_bytes()
+    elif stat.S_ISLNK(st.st_mode):
+        data = os.readlink(path)
+    return (stat.filemode(st.st_mode), st.st_ino, st.st_uid, st.st_gid, st.st_size, data)
+
+
+def snapshot(root: Path) -> dict[str, Entry]:
+    """Everything at and below root (type, bits, inode, owner, content), to prove no change."""
+    if not os.path.lexists(root):
+        return {}
+    found = {".": entry(root)}
+    if root.is_dir() and not root.is_symlink():
+        for dirpath, dirs, files in os.walk(root):
+            for name in dirs + files:
+                path = Path(dirpath, name)
+                found[str(path.relative_to(root))] = entry(path)
+    return found
+
+
+def tree(root: Path) -> dict[str, tuple[str, bytes | str | None]]:
+    """Type+bits and content of everything below root (what a copy must reproduce)."""
+    return {k: (v[0], v[5]) for k, v in snapshot(root).items() if k != "."}
+
+
+def temp_files(directory: Path) -> list[str]:
+    return [name for name in os.listdir(directory) if name.startswith(TEMP_PREFIX)]
+
+
+async def make(run_resource: Any, **params: Any) -> FileRes:
+    """A validated, initialised file resource (no watch)."""
+    res = FileRes(name=params.pop("name", "test"), **params)
+    await run_resource(res, watch=False)
+    return res
+
+
+async def converges(res: FileRes) -> None:
+    """One apply fixes everything; the next one finds nothing to do."""
+    assert await res.check_apply(True) is False
+    assert await res.check_apply(True) is True
+
+
+async def noop_reports(res: FileRes, root: Path) -> None:
+    """check_apply(False) reports a change and changes nothing under root."""
+    before = snapshot(root)
+    assert await res.check_apply(False) is False
+    assert snapshot(root) == before
+
+
+# the idempotency timeline ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [6, INLINE_LIMIT * 3], ids=["small", "large"])
+async def test_content_timeline(tmp_path: Path, run_resource: Any, size: int) -> None:
+    path = tmp_path / "f"
+    content = ("hello\n" * size)[:size]
+    res = await make(run_resource, path=str(path), content=content)
+    await noop_reports(res, tmp_path)
+    assert not path.exists()
+    await converges(res)
+    assert path.read_text() == content
+    assert bits(path) == 0o644
+
+    path.write_text("other")
+    await noop_reports(res, tmp_path)
+    assert path.read_text() == "other"
+    await converges(res)
+    assert path.read_text() == content
+
+    path.write_text("j" + content[1:])  # same size, other bytes
+    await converges(res)
+    assert path.read_text() == content
+
+    path.unlink()
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert path.read_text() == content
+    assert await res.check_apply(False) is True
+
+
+async def test_directory_timeline(tmp_path: Path, run_resource: Any) -> None:
+    path = tmp_path / "d"
+    res = await make(run_resource, path=f"{path}/", state="exists", mode="0750")
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert path.is_dir()
+    assert bits(path) == 0o750
+
+    path.chmod(0o777)
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert bits(path) == 0o750
+
+    path.rmdir()
+    await converges(res)
+    assert path.is_dir()
+
+
+async def test_new_directory_default_mode(tmp_path: Path, run_resource: Any) -> None:
+    res = await make(run_resource, path=f"{tmp_path}/d/", state="exists")
+    await converges(res)
+    assert bits(tmp_path / "d") == 0o755
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # spec, start bits, bits wanted, drift, bits after the repair
+        ("0600", 0o644, 0o600, 0o666, 0o600),
+        ("640", 0o644, 0o640, 0o600, 0o640),
+        ("u=rw,go=r", 0o600, 0o644, 0o777, 0o644),
+        ("go-rwx", 0o644, 0o600, 0o755, 0o700),
+        ("a+x", 0o644, 0o755, 0o600, 0o711),
+        ("u=rwx,g=u,o=", 0o644, 0o770, 0o705, 0o770),
+    ],
+)
+async def test_mode_timeline(
+    tmp_path: Path, run_resource: Any, case: tuple[str, int, int, int, int]
+) -> None:
+    spec, start, want, drift, repaired = case
+    path = tmp_path / "f"
+    path.write_text("x")
+    path.chmod(start)
+    res = await make(run_resource, path=str(path), mode=spec)
+    await noop_reports(res, tmp_path)
+    assert bits(path) == start
+    await converges(res)
+    assert bits(path) == want
+    path.chmod(drift)
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert bits(path) == repaired
+    assert path.read_text() == "x"
+
+
+async def test_mode_alone_creates_the_file(tmp_path: Path, run_resource: Any) -> None:
+    path = tmp_path / "f"
+    res = await make(run_resource, path=str(path), mode="u=rw,go=")
+    await converges(res)
+    assert path.read_bytes() == b""
+    assert bits(path) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("spec", "current", "is_dir", "want"),
+    [
+        ("0644", 0o777, False, 0o644),
+        ("4755", 0, False, 0o4755),
+        ("u+x", 0o644, False, 0o744),
+        ("a-w", 0o666, False, 0o444),
+        ("=r", 0o777, False, 0o444),
+        ("u=rw,go=r", 0o7777, False, 0o644),
+        ("a+X", 0o644, False, 0o644),
+        ("a+X", 0o744, False, 0o755),
+        ("a+X", 0o644, True, 0o755),
+        ("g=u", 0o640, False, 0o660),
+        ("o=g-w", 0o674, False, 0o675),
+        ("u+s,g+s", 0o755, False, 0o6755),
+        ("+t", 0o777, True, 0o1777),
+        ("u+rw,g-x", 0o070, False, 0o660),
+    ],
+)
+def test_mode_after(spec: str, current: int, is_dir: bool, want: int) -> None:
+    assert oct(mode_after(spec, current, is_dir)) == oct(want)
+
+
+async def test_absent_timeline(tmp_path: Path, run_resource: Any) -> None:
+    path = tmp_path / "f"
+    path.write_text("x")
+    res = await make(run_resource, path=str(path), state="absent")
+    await noop_reports(res, tmp_path)
+    assert path.exists()
+    await converges(res)
+    assert not path.exists()
+    path.write_text("back")
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert not path.exists()
+
+
+async def test_absent_directory(tmp_path: Path, run_resource: Any) -> None:
+    path = tmp_path / "d"
+    (path / "sub").mkdir(parents=True)
+    (path / "sub" / "f").write_text("x")
+    careful = await make(run_resource, name="careful", path=f"{path}/", state="absent")
+    with pytest.raises(ResourceError, match="not empty: set recurse: true and force: true"):
+        await careful.check_apply(True)
+    assert (path / "sub" / "f").exists()
+
+    res = await make(run_resource, path=f"{path}/", state="absent", recurse=True, force=True)
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert not path.exists()
+    path.mkdir()  # an empty directory needs neither
+    await converges(careful)
+    assert not path.exists()
+
+
+async def test_source_file_timeline(tmp_path: Path, run_resource: Any) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_text("v1")
+    src.chmod(0o640)
+    res = await make(run_resource, path=str(dst), source=str(src))
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert dst.read_text() == "v1"
+    assert bits(dst) == 0o640  # the source's bits
+
+    dst.write_text("drift")
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert dst.read_text() == "v1"
+
+    src.write_text("v2")
+    src.chmod(0o600)
+    await converges(res)
+    assert dst.read_text() == "v2"
+    assert bits(dst) == 0o600
+
+    own = await make(run_resource, name="own", path=str(dst), source=str(src), mode="0644")
+    await converges(own)
+    assert bits(dst) == 0o644  # mode wins over the source's bits
+
+
+def make_tree(root: Path) -> None:
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "a.txt").write_text("a")
+    (root / "sub" / "run.sh").write_text("#!/bin/sh\n")
+    (root / "sub" / "run.sh").chmod(0o755)
+    (root / "sub" / "deeper" / "c").write_text("c" * (INLINE_LIMIT + 1))
+    (root / "link").symlink_to("a.txt")
+
+
+async def test_tree_copy_timeline_with_purge(tmp_path: Path, run_resource: Any) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    dst.mkdir()
+    (dst / "stale").write_text("old")
+    res = await make(
+        run_resource, path=f"{dst}/", source=f"{src}/", recurse=True, purge=True, state="exists"
+    )
+    await noop_reports(res, tmp_path)
+    assert (dst / "stale").exists()
+    await converges(res)
+    assert tree(dst) == tree(src)
+
+    (dst / "sub" / "run.sh").unlink()
+    (dst / "a.txt").write_text("changed")
+    (dst / "sub" / "deeper").chmod(0o700)
+    (dst / "sub" / "extra").mkdir()
+    (dst / "sub" / "extra" / "x").write_text("x")
+    (dst / "link").unlink()
+    (dst / "link").symlink_to("elsewhere")
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert tree(dst) == tree(src)
+
+    (src / "new").write_text("new")
+    await converges(res)
+    assert (dst / "new").read_text() == "new"
+    assert temp_files(dst) == []
+
+
+async def test_tree_copy_without_purge_keeps_extras(tmp_path: Path, run_resource: Any) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    res = await make(run_resource, path=f"{dst}/", source=f"{src}/", recurse=True)
+    await converges(res)
+    (dst / "mine").write_text("keep")
+    assert await res.check_apply(True) is True
+    assert (dst / "mine").read_text() == "keep"
+
+
+async def test_tree_copy_type_clash_needs_force(tmp_path: Path, run_resource: Any) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    dst.mkdir()
+    (dst / "sub").write_text("a file where the source has a directory")
+    res = await make(run_resource, path=f"{dst}/", source=f"{src}/", recurse=True)
+    with pytest.raises(ResourceError, match="set force: true"):
+        await res.check_apply(True)
+    forced = await make(
+        run_resource, name="forced", path=f"{dst}/", source=f"{src}/", recurse=True, force=True
+    )
+    await converges(forced)
+    assert tree(dst) == tree(src)
+
+
+async def test_owner_group_timeline(tmp_path: Path, run_resource: Any) -> None:
+    path = tmp_path / "f"
+    path.write_text("x")
+    res = await make(run_resource, path=str(path), owner="65534", group="nogroup")
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534)
+
+    os.chown(path, 0, -1)
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert path.stat().st_uid == 65534
+
+    back = await make(run_resource, name="back", path=str(path), owner="root", group="0")
+    await converges(back)
+    assert (path.stat().st_uid, path.stat().st_gid) == (0, 0)
+
+
+async def test_rewrite_keeps_unmanaged_owner_and_mode(tmp_path: Path, run_resource: Any) -> None:
+    path = tmp_path / "f"
+    path.write_text("old")
+    os.chown(path, 65534, 65534)
+    path.chmod(0o600)
+    res = await make(run_resource, path=str(path), content="new")
+    await converges(res)
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, bits(path)) == (65534, 65534, 0o600)
+
+
+async def test_rewrite_sets_owner_and_mode_with_the_content(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    path = tmp_path / "f"
+    path.write_text("old")
+    res = await make(run_resource, path=str(path), content="new", owner="nobody", mode="0600")
+    await converges(res)
+    st = path.stat()
+    assert (path.read_text(), st.st_uid, bits(path)) == ("new", 65534, 0o600)
+
+
+# atomicity ---------------------------------------------------------------------------------
+
+
+async def test_writes_leave_no_temp_files(tmp_path: Path, run_resource: Any) -> None:
+    path = tmp_path / "f"
+    res = await make(run_resource, path=str(path), content="one", mode="0600")
+    await converges(res)
+    path.write_text("two")
+    await converges(res)
+    assert temp_files(tmp_path) == []
+    assert os.listdir(tmp_path) == ["f"]
+
+
+@contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Writes past `limit` bytes fail with EFBIG (instead of SIGXFSZ killing the process)."""
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+async def test_failed_write_keeps_the_old_file(tmp_path: Path, run_resource: Any) -> None:
+    path = tmp_path / "f"
+    path.write_text("old\n")
+    before = snapshot(path)
+    res = await make(run_resource, path=str(path), content="x" * (4 * INLINE_LIMIT))
+    with file_size_limit(INLINE_LIMIT), pytest.raises(ResourceError, match="update content"):
+        await res.check_apply(True)
+    assert snapshot(path) == before
+    assert temp_files(tmp_path) == []
+
+
+async def test_unknown_owner_keeps_the_old_file(tmp_path: Path, run_resource: Any) -> None:
+    path = tmp_path / "f"
+    path.write_text("old\n")
+    before = snapshot(tmp_path)
+    res = await make(run_resource, path=str(path), content="new\n", owner="no-such-user-here")
+    with pytest.raises(ResourceError, match="owner: no such user 'no-such-user-here'"):
+        await res.check_apply(True)
+    assert snapshot(tmp_path) == before
+
+
+# symlinks, types, parents ------------------------------------------------------------------
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> Path:
+    """tmp_path with "link" -> "target" (a file holding "target\\n")."""
+    (tmp_path / "target").write_text("target\n")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    return tmp_path
+
+
+async def test_symlink_is_not_followed(linked: Path, run_resource: Any) -> None:
+    link = linked / "link"
+    res = await make(run_resource, path=str(link), content="new\n")
+    with pytest.raises(ResourceError, match=r"is a symlink .* not followed"):
+        await res.check_apply(True)
+    with pytest.raises(ResourceError, match="is a symlink"):
+        await res.check_apply(False)
+    assert link.is_symlink()
+    assert link.read_text() == "target\n"
+
+
+async def test_symlink_replaced_with_force(linked: Path, run_resource: Any) -> None:
+    link = linked / "link"
+    res = await make(run_resource, path=str(link), content="new\n", force=True)
+    await noop_reports(res, link.parent)
+    await converges(res)
+    assert not link.is_symlink()
+    assert link.read_text() == "new\n"
+    assert (link.parent / "target").read_text() == "target\n"
+
+
+async def test_symlink_followed(linked: Path, run_resource: Any) -> None:
+    link = linked / "link"
+    res = await make(run_resource, path=str(link), content="new\n", mode="0600", follow=True)
+    await converges(res)
+    assert link.is_symlink()
+    assert (link.parent / "target").read_text() == "new\n"
+    assert bits(link.parent / "target") == 0o600
+
+
+async def test_dangling_symlink_followed_creates_the_target(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "new" / "target")
+    res = await make(run_resource, path=str(link), content="made\n", follow=True)
+    await converges(res)
+    assert (tmp_path / "new" / "target").read_text() == "made\n"
+
+
+async def test_absent_removes_the_link_not_the_target(linked: Path, run_resource: Any) -> None:
+    link = linked / "link"
+    res = await make(run_resource, path=str(link), state="absent")
+    await converges(res)
+    assert snapshot(link) == {}
+    assert (link.parent / "target").read_text() == "target\n"
+
+
+async def test_type_clash_needs_force(tmp_path: Path, run_resource: Any) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "inside").write_text("x")
+    (tmp_path / "f").write_text("x")
+    to_file = await make(run_resource, name="to_file", path=f"{tmp_path}/d", content="x")
+    to_dir = await make(run_resource, name="to_dir", path=f"{tmp_path}/f/", state="exists")
+    for res in (to_file, to_dir):
+        with pytest.raises(ResourceError, match="set force: true to replace it"):
+            await res.check_apply(True)
+    assert (tmp_path / "d" / "inside").exists()
+    assert (tmp_path / "f").is_file()
+
+    for res in (to_file, to_dir):
+        res.force = True
+        await noop_reports(res, tmp_path)
+        await converges(res)
+    assert (tmp_path / "d").read_text() == "x"
+    assert (tmp_path / "f").is_dir()
+
+
+async def test_missing_parents_are_created(tmp_path: Path, run_resource: Any) -> None:
+    path = tmp_path / "a" / "b" / "f"
+    res = await make(run_resource, path=str(path), content="x")
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert path.read_text() == "x"
+    assert bits(tmp_path / "a") == bits(tmp_path / "a" / "b") == 0o755
+
+
+async def test_nothing_managed_is_a_noop(tmp_path: Path, run_resource: Any) -> None:
+    res = await make(run_resource, path=str(tmp_path / "f"))
+    assert await res.check_apply(True) is True
+    assert not (tmp_path / "f").exists()
+
+
+async def test_logs_say_what_and_why(
+    tmp_path: Path, run_resource: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="engine")
+    path = tmp_path / "f"
+    path.write_text("old")
+    path.chmod(0o644)
+    res = await make(run_resource, name="f", path=str(path), content="new", mode="0600")
+    await res.check_apply(False)
+    assert "file[f]: would update content" in caplog.messages
+    assert "file[f]: would chmod 0644 -> 0600" in caplog.messages
+    caplog.clear()
+    await res.check_apply(True)
+    assert caplog.messages == ["file[f]: content updated", "file[f]: mode 0644 -> 0600"]
+    caplog.clear()
+    await res.check_apply(True)
+    assert caplog.messages == [
+        f"file[f]: nothing to do: file {path} exists with the wanted content, mode"
+    ]
+
+
+# validation --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "key", "message"),
+    [
+        ({"path": "relative/f"}, "path", "expected an absolute path, got 'relative/f'"),
+        ({"name": "nope"}, "name", "expected an absolute path"),
+        ({"path": "/"}, "path", "refusing to manage '/'"),
+        ({"path": "/tmp/f", "content": "x", "source": "/tmp/s"}, "source", "cannot be combined"),
+        ({"path": "/tmp/d/", "content": "x"}, "content", "directory path"),
+        ({"path": "/tmp/f", "state": "absent", "content": "x"}, "content", "state 'absent'"),
+        ({"path": "/tmp/f", "state": "absent", "mode": "0644"}, "mode", "state 'absent'"),
+        ({"path": "/tmp/d/", "source": "/tmp/s/"}, "recurse", "only with recurse"),
+        ({"path": "/tmp/f", "source": "/tmp/s/", "recurse": True}, "path", "ending in '/'"),
+        ({"path": "/tmp/d/", "source": "s/", "recurse": True}, "source", "absolute path"),
+        ({"path": "/tmp/d/", "source": "/tmp/d/s/", "recurse": True}, "source", "contain"),
+        ({"path": "/tmp/d/", "state": "exists", "recurse": True}, "recurse", "needs a source"),
+        ({"path": "/tmp/d/", "state": "exists", "purge": True}, "purge", "needs recurse"),
+        ({"path": "/tmp/f", "mode": "0999"}, "mode", "expected octal like '0644'"),
+        ({"path": "/tmp/f", "mode": "rw"}, "mode", "got 'rw'"),
+        ({"path": "/tmp/f", "mode": "u+q"}, "mode", "symbolic"),
+        ({"path": "/tmp/f", "mode": ""}, "mode", "got ''"),
+        ({"path": "/tmp/f", "owner": ""}, "owner", "a name or a numeric id"),
+        ({"path": "/tmp/f", "group": "4294967295"}, "group", "numeric id up to"),
+    ],
+)
+def test_validate_rejects(params: dict[str, Any], key: str, message: str) -> None:
+    res = FileRes(name=params.pop("name", "test"), **params)
+    with pytest.raises(ValidationError, match=message) as info:
+        res.validate()
+    assert info.value.key == key
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"name": "/tmp/mgmt/f", "content": "x"},
+        {"path": "/tmp/d/", "source": "/tmp/s/", "recurse": True, "purge": True},
+        {"path": "/tmp/d/", "state": "absent", "recurse": True, "force": True},
+        {"path": "/tmp/f", "mode": "u=rw,go=r", "owner": "root", "group": "0"},
+        {"path": "/tmp/f", "source": "/tmp/s"},
+    ],
+)
+def test_validate_accepts(params: dict[str, Any]) -> None:
+    FileRes(name=params.pop("name", "test"), **params).validate()
+
+
+# watch -------------------------------------------------------------------------------------
+
+
+def overwrite(path: Path) -> None:
+    path.write_text("changed")
+
+
+def replace_by_rename(path: Path) -> None:
+    (path.parent / "new").write_text("changed")
+    os.replace(path.parent / "new", path)
+
+
+@pytest.mark.parametrize(
+    "drift",
+    [Path.unlink, overwrite, replace_by_rename, lambda p: p.chmod(0o600)],
+    ids=["rm", "overwrite", "rename-over", "chmod"],
+)
+async def test_watch_sees_drift(tmp_path: Path, run_resource: Any, drift: Any) -> None:
+    path = tmp_path / "f"
+    path.write_text("x")
+    running = await run_resource(FileRes(name="f", path=str(path), content="x"))
+    drift(path)
+    await running.handle.next_event()
+
+
+async def test_watch_then_repair(tmp_path: Path, run_resource: Any) -> None:
+    """The daemon's loop: drift -> event -> check_apply repairs -> our own write's event."""
+    path = tmp_path / "f"
+    res = FileRes(name="f", path=str(path), content="x\n", mode="0640")
+    running = await run_resource(res)
+    await converges(res)
+    for drift in (Path.unlink, overwrite, lambda p: p.chmod(0o777)):
+        await running.handle.next_event()  # our last repair
+        drift(path)
+        await running.handle.next_event()
+        await converges(res)
+        assert (path.read_text(), bits(path)) == ("x\n", 0o640)
+
+
+async def test_watch_sees_missing_parents_appear(tmp_path: Path, run_resource: Any) -> None:
+    path = tmp_path / "a" / "b" / "f"
+    running = await run_resource(FileRes(name="f", path=str(path), content="x"))
+    (tmp_path / "a").mkdir()
+    await running.handle.next_event()
+    (tmp_path / "a" / "b").mkdir()
+    await running.handle.next_event()
+    path.write_text("y")
+    await running.handle.next_event()
+
+
+async def test_watch_sees_source_changes(tmp_path: Path, run_resource: Any) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    res = FileRes(name="d", path=f"{tmp_path}/dst/", source=f"{src}/", recurse=True)
+    running = await run_resource(res)
+    (src / "sub" / "deeper" / "c").write_text("new")
+    await running.handle.next_event()
+
+
+async def test_watch_follows_a_moved_link(tmp_path: Path, run_resource: Any) -> None:
+    one, two, link = tmp_path / "one", tmp_path / "two", tmp_path / "link"
+    one.write_text("1")
+    two.write_text("2")
+    link.symlink_to(one)
+    running = await run_resource(FileRes(name="l", path=str(link), content="x", follow=True))
+    one.chmod(0o600)
+    await running.handle.next_event()
+    (tmp_path / "relink").symlink_to(two)
+    os.replace(tmp_path / "relink", link)
+    while str(two) not in running.res._watching:  # re-watched, then sent a catch-up event
+        await running.handle.next_event()
+    two.chmod(0o600)
+    await running.handle.next_event()
