@@ -32,11 +32,12 @@ STATE = {
 
 def test_there_is_an_example_per_kind() -> None:
     import resources
-    from engine.resource import kinds
+    from engine.resource import lookup
 
-    resources.load_all()
     text = "\n".join(path.read_text() for path in EXAMPLES)
-    for kind in kinds():
+    for module in resources.MODULES:
+        kind = module
+        assert lookup(kind) is not None, f"module {module} registers no kind {kind!r}"
         assert f"\n  {kind}:\n" in text, f"no example uses kind {kind!r}"
 
 
