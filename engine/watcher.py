@@ -29,8 +29,9 @@ from asyncinotify import Event, Inotify, Mask
 
 log = logging.getLogger("engine")
 
+# Masks are kept as plain ints: enum.Flag arithmetic is slow in bulk (10,000 watches).
 # Changes to a directory's entries, and to the entries themselves (reported on the directory).
-DIR_MASK = (
+DIR_MASK = int(
     Mask.CREATE
     | Mask.DELETE
     | Mask.MOVED_FROM
@@ -44,11 +45,16 @@ DIR_MASK = (
     | Mask.ONLYDIR
 )
 # Changes to a watched file itself.
-FILE_MASK = (
-    Mask.MODIFY | Mask.ATTRIB | Mask.CLOSE_WRITE | Mask.DELETE_SELF | Mask.MOVE_SELF
-) | Mask.DONT_FOLLOW
+FILE_MASK = int(
+    Mask.MODIFY
+    | Mask.ATTRIB
+    | Mask.CLOSE_WRITE
+    | Mask.DELETE_SELF
+    | Mask.MOVE_SELF
+    | Mask.DONT_FOLLOW
+)
 # Events after which the set of watches may have to change.
-STRUCTURAL = (
+STRUCTURAL = int(
     Mask.CREATE
     | Mask.DELETE
     | Mask.MOVED_FROM
@@ -58,11 +64,13 @@ STRUCTURAL = (
     | Mask.IGNORED
     | Mask.Q_OVERFLOW
 )
-SELF_EVENTS = Mask.DELETE_SELF | Mask.MOVE_SELF | Mask.IGNORED
+SELF_EVENTS = int(Mask.DELETE_SELF | Mask.MOVE_SELF | Mask.IGNORED)
+IGNORED = int(Mask.IGNORED)
+OVERFLOW = int(Mask.Q_OVERFLOW)
 
 ALL = "*"  # every entry of a watched directory (or every event of a watched file) matters
 
-Desired = dict[Path, tuple[Mask, frozenset[str]]]
+Desired = dict[Path, tuple[int, frozenset[str]]]
 
 
 class PathWatcher:
@@ -122,10 +130,10 @@ class PathWatcher:
         self._registered = desired
 
     def _desired(self) -> Desired:
-        want: dict[Path, tuple[Mask, set[str]]] = {}
+        want: dict[Path, tuple[int, set[str]]] = {}
 
-        def add(path: Path, mask: Mask, name: str) -> None:
-            old_mask, names = want.get(path, (Mask(0), set()))
+        def add(path: Path, mask: int, name: str) -> None:
+            old_mask, names = want.get(path, (0, set()))
             want[path] = (old_mask | mask, names | {name})
 
         for path in self.paths:
@@ -170,8 +178,8 @@ class _Hub:
         self.subscribers: set[PathWatcher] = set()
         # path -> entry name (or ALL) -> watchers; path -> watcher -> mask it needs
         self.by_name: dict[Path, dict[str, set[PathWatcher]]] = {}
-        self.masks: dict[Path, dict[PathWatcher, Mask]] = {}
-        self.kernel_mask: dict[Path, Mask] = {}
+        self.masks: dict[Path, dict[PathWatcher, int]] = {}
+        self.kernel_mask: dict[Path, int] = {}
         self.path_wd: dict[Path, int] = {}
         self.wd_paths: dict[int, set[Path]] = {}
         self.reader = loop.create_task(self._read(), name="inotify reader")
@@ -195,7 +203,7 @@ class _Hub:
 
     def _forget(self, watcher: PathWatcher, old: Desired, keep: Desired) -> None:
         for path, (_mask, names) in old.items():
-            for name in names - keep.get(path, (Mask(0), frozenset()))[1]:
+            for name in names - keep.get(path, (0, frozenset()))[1]:
                 watchers = self.by_name.get(path, {}).get(name)
                 if watchers is not None:
                     watchers.discard(watcher)
@@ -207,11 +215,11 @@ class _Hub:
                     self._drop_kernel_watch(path)
 
     def _add_kernel_watch(self, path: Path) -> None:
-        mask = Mask(0)
+        mask = 0
         for needed in self.masks[path].values():
             mask |= needed
         try:
-            wd = self.inotify.add_watch(path, mask).wd  # re-adding also catches a new inode
+            wd = self.inotify.add_watch(path, Mask(mask)).wd  # re-adding also catches a new inode
         except OSError:
             return  # vanished meanwhile: the parent's watch reports it
         self.kernel_mask[path] = mask
@@ -250,8 +258,9 @@ class _Hub:
                 log.exception("inotify dispatch failed")
 
     def _dispatch(self, event: Event) -> None:
-        structural = bool(event.mask & STRUCTURAL)
-        if event.mask & Mask.Q_OVERFLOW:
+        mask = int(event.mask)
+        structural = bool(mask & STRUCTURAL)
+        if mask & OVERFLOW:
             for watcher in list(self.subscribers):
                 watcher.deliver(True)
             return
@@ -259,14 +268,14 @@ class _Hub:
             return
         wd = event.watch.wd
         paths = list(self.wd_paths.get(wd, ()))
-        if event.mask & Mask.IGNORED:
+        if mask & IGNORED:
             for path in paths:
                 if self.path_wd.get(path) == wd:
                     del self.path_wd[path]
             self.wd_paths.pop(wd, None)
         for path in paths:
             index = self.by_name.get(path, {})
-            if event.mask & SELF_EVENTS or event.name is None:
+            if mask & SELF_EVENTS or event.name is None:
                 targets = set().union(*index.values()) if index else set()
             else:
                 targets = index.get(os.fsdecode(event.name), set()) | index.get(ALL, set())

@@ -14,6 +14,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,8 @@ class Agent:
 
     async def run(self, loaded: Loaded) -> ExitCode:
         loop = asyncio.get_running_loop()
+        # Resources do their blocking I/O (fsync...) in threads: allow more than cpus + 4.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="io"))
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload.set)

@@ -279,10 +279,10 @@ class FileRes(Resource):
             gid = cur.st_gid if gid == -1 else gid
         write = functools.partial(atomic_write, path, _filler(data), mode, uid, gid)
         if cur is None:
-            create = Step(f"create {path}", f"created {path}", write, size > INLINE_LIMIT)
+            create = Step(f"create {path}", f"created {path}", write, slow=True)
             return [*steps, create, *after]
         quiet = [dataclasses.replace(c, run=None) for c in changes]  # the write sets them
-        return [Step("update content", "content updated", write, size > INLINE_LIMIT), *quiet]
+        return [Step("update content", "content updated", write, slow=True), *quiet]
 
     async def _plan_dir(self, path: str, st: os.stat_result | None) -> list[Step]:
         steps = _parent_steps(path) if st is None else []
@@ -611,7 +611,7 @@ def _filler(data: bytes | str | None) -> Callable[[BinaryIO], object]:
 def atomic_write(
     path: str, fill: Callable[[BinaryIO], object], mode: int, uid: int, gid: int
 ) -> None:
-    """Fill a temp file next to path, set owner and mode, fsync, rename it over path."""
+    """Fill a temp file next to path, set owner and mode, fsync it, rename it over path."""
     parent = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=TEMP_PREFIX)
     try:
@@ -626,7 +626,8 @@ def atomic_write(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(parent)
+    # No directory fsync: the data is on disk before the rename, so after a crash the path
+    # holds the old or the new content, never a mix; a lost rename is re-applied next run.
 
 
 def atomic_symlink(target: str, path: str, uid: int, gid: int) -> None:
@@ -651,11 +652,3 @@ def make_dir(path: str, mode: int, uid: int, gid: int) -> None:
     except BaseException:
         os.rmdir(path)
         raise
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
