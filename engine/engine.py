@@ -55,6 +55,7 @@ class Vertex:
         self.key: Key = key_of(res)
         self.ts = 0  # logical time of the last successful process (0 = never)
         self.state_ok = False  # mgmt's isStateOK: no event since the last good check_apply
+        self.events = 0  # watch events so far (an event during check_apply voids its result)
         self.refresh_pending = False
         self.status = Status.PENDING
         self.error: BaseException | None = None
@@ -135,6 +136,7 @@ class Vertex:
 
     def _on_event(self) -> None:
         self.last_event = time.monotonic()
+        self.events += 1
         self.state_ok = False
         self.started.set()
         self.poke()
@@ -193,6 +195,7 @@ class Vertex:
             self._succeeded(changed=False)
             return None
         apply = not (self.engine.noop or meta.noop)
+        events_before = self.events
         self._set_status(Status.RUNNING)
         try:
             async with self.engine.locks(meta.sema):
@@ -208,7 +211,8 @@ class Vertex:
             return self._failed(err)
         changed = not result
         self.refresh_pending = False
-        self.state_ok = result or apply
+        # Known good, unless an event arrived meanwhile: then the next pass must check again.
+        self.state_ok = (result or apply) and self.events == events_before
         if changed:
             for target, edge in self.engine.successors(self):
                 if edge.notify:

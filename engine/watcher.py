@@ -21,11 +21,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from types import TracebackType
 
-from asyncinotify import Event, Inotify, Mask
+from asyncinotify import Event, Inotify, Mask, Watch
 
 log = logging.getLogger("engine")
 
@@ -66,6 +67,7 @@ STRUCTURAL = int(
 )
 SELF_EVENTS = int(Mask.DELETE_SELF | Mask.MOVE_SELF | Mask.IGNORED)
 IGNORED = int(Mask.IGNORED)
+DIRECTORY = int(Mask.ONLYDIR)  # set in DIR_MASK only
 OVERFLOW = int(Mask.Q_OVERFLOW)
 
 ALL = "*"  # every entry of a watched directory (or every event of a watched file) matters
@@ -140,13 +142,14 @@ class PathWatcher:
             # The deepest existing ancestor watches for the next component to appear.
             child = path
             for parent in path.parents:
-                if parent.is_dir():
+                if _kind(parent, follow=True) == stat.S_IFDIR:
                     add(parent, DIR_MASK, child.name)
                     break
                 child = parent
-            if path.is_symlink() or not os.path.lexists(path):
+            kind = _kind(path, follow=False)
+            if kind is None or kind == stat.S_IFLNK:
                 continue
-            if path.is_dir():
+            if kind == stat.S_IFDIR:
                 add(path, DIR_MASK, ALL)
                 if self.recurse:
                     for root, dirs, _files in os.walk(path):
@@ -157,6 +160,14 @@ class PathWatcher:
             else:
                 add(path, FILE_MASK, ALL)
         return {path: (mask, frozenset(names)) for path, (mask, names) in want.items()}
+
+
+def _kind(path: Path, follow: bool) -> int | None:
+    """The file type bits of path (stat.S_IFDIR...), or None if it does not exist."""
+    try:
+        return stat.S_IFMT(os.stat(path, follow_symlinks=follow).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 class _Hub:
@@ -182,6 +193,7 @@ class _Hub:
         self.kernel_mask: dict[Path, int] = {}
         self.path_wd: dict[Path, int] = {}
         self.wd_paths: dict[int, set[Path]] = {}
+        self.wd_watch: dict[int, Watch] = {}
         self.reader = loop.create_task(self._read(), name="inotify reader")
 
     def register(self, watcher: PathWatcher, desired: Desired, old: Desired) -> None:
@@ -190,6 +202,12 @@ class _Hub:
             for name in names:
                 self.by_name.setdefault(path, {}).setdefault(name, set()).add(watcher)
             self.masks.setdefault(path, {})[watcher] = mask
+            if (
+                mask & DIRECTORY
+                and path in self.path_wd
+                and self.kernel_mask.get(path, 0) | mask == self.kernel_mask.get(path)
+            ):
+                continue  # a watched directory keeps its inode until IGNORED says otherwise
             self._add_kernel_watch(path)
 
     async def release(self, watcher: PathWatcher, old: Desired) -> None:
@@ -219,9 +237,11 @@ class _Hub:
         for needed in self.masks[path].values():
             mask |= needed
         try:
-            wd = self.inotify.add_watch(path, Mask(mask)).wd  # re-adding also catches a new inode
+            watch = self.inotify.add_watch(path, Mask(mask))  # re-adding catches a new inode
         except OSError:
             return  # vanished meanwhile: the parent's watch reports it
+        wd = watch.wd
+        self.wd_watch[wd] = watch
         self.kernel_mask[path] = mask
         old = self.path_wd.get(path)
         if old is not None and old != wd:
@@ -244,11 +264,10 @@ class _Hub:
         paths.discard(path)
         if not paths:
             del self.wd_paths[wd]
-            for watch in self.inotify.watches:
-                if watch.wd == wd:
-                    with contextlib.suppress(OSError):  # already gone with its inode
-                        self.inotify.rm_watch(watch)
-                    break
+            watch = self.wd_watch.pop(wd, None)
+            if watch is not None:
+                with contextlib.suppress(OSError):  # already gone with its inode
+                    self.inotify.rm_watch(watch)
 
     async def _read(self) -> None:
         async for event in self.inotify:
@@ -273,6 +292,7 @@ class _Hub:
                 if self.path_wd.get(path) == wd:
                     del self.path_wd[path]
             self.wd_paths.pop(wd, None)
+            self.wd_watch.pop(wd, None)
         for path in paths:
             index = self.by_name.get(path, {})
             if mask & SELF_EVENTS or event.name is None:

@@ -234,3 +234,17 @@ async def test_edges_merge_notify(engine: Engine) -> None:
     graph.connect(("probe", "a"), ("probe", "b"), Edge("e1", False))
     graph.connect(("probe", "a"), ("probe", "b"), Edge("e2", True))
     assert graph.succ[("probe", "a")][("probe", "b")].notify
+
+
+async def test_event_during_check_apply_is_not_lost(engine: Engine) -> None:
+    gate = asyncio.Event()
+    state("a").gate = gate
+    await engine.apply(make_graph("a"))
+    async with asyncio.timeout(5):
+        await state("a").entered.wait()
+    handle = state("a").handle
+    assert handle is not None
+    await handle.event()  # drift while check_apply is still running
+    state("a").gate = None
+    gate.set()
+    await settle(engine, lambda: ran("a") == 2)  # checked again, not skipped as "known good"
