@@ -134,3 +134,61 @@ class RefreshableMixin:
 
 def is_refreshable(res: Resource) -> bool:
     return getattr(res, "REFRESHABLE", False) is True
+
+
+@dataclass(frozen=True)
+class UID:
+    """What a resource *is*, for automatic edges: e.g. UID("file", "/etc/ssh/sshd_config").
+
+    Directories end with "/" (UID("file", "/etc/ssh/")), users are UID("user", "alice"), groups
+    UID("group", "wheel"), packages UID("pkg", "openssh-server"), units UID("svc", "sshd").
+    """
+
+    kind: str
+    key: str
+
+
+@runtime_checkable
+class Edgeable(Protocol):
+    """A kind that takes part in automatic edges (meta autoedge, --no-autoedges).
+
+    `uids()` says what the resource is. `autoedges()` says what it depends on: a list of
+    requests, each a list of alternative UIDs in order of preference (e.g. a file's parent
+    directories, nearest first); the engine adds an edge from the first alternative that some
+    other resource in the graph provides to this resource. An edge that would create a cycle is
+    skipped (with a debug line).
+    """
+
+    def uids(self) -> list[UID]: ...
+
+    def autoedges(self) -> list[list[UID]]: ...
+
+
+@runtime_checkable
+class Groupable(Protocol):
+    """A kind whose compatible resources may be merged into one vertex (meta autogroup).
+
+    The engine merges resources with `group_cmp(other) == True` that have no path between them;
+    the first becomes the vertex, the others are appended to its `grouped` list, and its
+    check_apply must handle them all (e.g. pkg installs every grouped package in one apt
+    transaction). Merged resources are logged under the vertex's name.
+    """
+
+    grouped: list[Resource]
+
+    def group_cmp(self, other: Resource) -> bool: ...
+
+
+@runtime_checkable
+class Reversible(Protocol):
+    """A kind that can undo its change when it leaves the graph with `meta: {reverse: true}`.
+
+    `reversal()` is called after a successful apply and returns plain JSON data that describes
+    how to undo what was changed (e.g. the prior content of a file, or that it did not exist);
+    the engine stores it under the prefix. When the resource is removed from the graph, the
+    engine calls `reverse(data)`.
+    """
+
+    def reversal(self) -> Any: ...
+
+    async def reverse(self, data: Any) -> None: ...

@@ -10,7 +10,19 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+if [ "${1:-}" = "--test" ]; then
+    extras="[test]"
+    # System packages the tests need (scripts/apt-packages.txt): only what is missing.
+    missing=()
+    while read -r pkg; do
+        [ -z "$pkg" ] || dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done < <(grep -vE '^\s*(#|$)' scripts/apt-packages.txt)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing Debian packages: ${missing[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+fi
 # compat mode: a plain path entry; the default editable finder costs ~25 ms at every start.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
     --config-settings editable_mode=compat -e ".${extras}"
