@@ -23,14 +23,18 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
-from engine.errors import ResourceError
+from engine.autoedge import add_autoedges
+from engine.autogroup import autogroup
+from engine.errors import MgmtError, ResourceError
 from engine.graph import Edge, Graph, Key, fmt_key, key_of
 from engine.handle import Handle
 from engine.meta import sema_size
+from engine.params import build, to_plain
 from engine.ratelimit import TokenBucket
-from engine.resource import Resource
+from engine.resource import Resource, Reversible, is_reversible, lookup
+from engine.reverse import ReverseStore
 
 log = logging.getLogger("engine")
 
@@ -46,6 +50,20 @@ class Status(enum.Enum):
 Listener = Callable[["Vertex"], None]
 
 
+class Observer(Protocol):
+    """Told about every check_apply (metrics)."""
+
+    def check_applied(
+        self, vertex: Vertex, apply: bool, changed: bool | None, error: BaseException | None
+    ) -> None: ...
+
+
+def spec_of(res: Resource) -> Any:
+    """What makes a vertex "the same" across a swap: its params and meta, and its group's."""
+    grouped = getattr(res, "grouped", [])
+    return (type(res), to_plain(res), [spec_of(g) for g in grouped])
+
+
 class Vertex:
     """A running resource: its handle, its two tasks and its scheduling state."""
 
@@ -53,6 +71,8 @@ class Vertex:
         self.engine = engine
         self.res = res
         self.key: Key = key_of(res)
+        self.spec = spec_of(res)  # before any received value changes a param
+        self.sent: dict[str, Any] = {}  # values published with handle.send()
         self.ts = 0  # logical time of the last successful process (0 = never)
         self.state_ok = False  # mgmt's isStateOK: no event since the last good check_apply
         self.events = 0  # watch events so far (an event during check_apply voids its result)
@@ -74,6 +94,7 @@ class Vertex:
             var_dir=engine.prefix / "var" / res.kind / res.name.replace("/", "_"),
             on_event=self._on_event,
             get_refresh=lambda: self.refresh_pending,
+            on_send=self.sent.update,
             world=engine.world,
         )
         self._tasks: list[asyncio.Task[None]] = []
@@ -188,9 +209,27 @@ class Vertex:
 
     # processing --------------------------------------------------------------------------
 
+    async def _receive(self) -> None:
+        """Copy values sent along incoming send/recv edges into params; a change voids state_ok.
+
+        A sent value may be a function (e.g. file's content, read only when someone receives it).
+        """
+        for sender, edge in self.engine.predecessors_with_edges(self):
+            for send, recv in edge.sendrecv:
+                if send not in sender.sent:
+                    continue
+                value = sender.sent[send]
+                if callable(value):
+                    value = await asyncio.to_thread(value)
+                if getattr(self.res, recv) != value:
+                    setattr(self.res, recv, value)
+                    self.state_ok = False
+                    self.handle.logger.info("received %s from %s.%s", recv, sender.name, send)
+
     async def _process(self) -> float | None:
         """One check_apply (unless the state is known good); returns a retry delay or None."""
         meta = self.res.meta
+        await self._receive()
         if self.state_ok and not self.refresh_pending:
             self._succeeded(changed=False)
             return None
@@ -206,10 +245,16 @@ class Vertex:
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            return self._failed(ResourceError(f"check_apply timed out after {meta.timeout}s"))
+            error = ResourceError(f"check_apply timed out after {meta.timeout}s")
+            self.engine.observe(self, apply, None, error)
+            return self._failed(error)
         except Exception as err:
+            self.engine.observe(self, apply, None, err)
             return self._failed(err)
         changed = not result
+        self.engine.observe(self, apply, changed, None)
+        if changed and apply and meta.reverse:
+            await self.engine.save_reversal(self)
         self.refresh_pending = False
         # Known good, unless an event arrived meanwhile: then the next pass must check again.
         self.state_ok = (result or apply) and self.events == events_before
@@ -269,8 +314,14 @@ class Engine:
         noop: bool = False,
         sema: int = 0,
         world: Any = None,
+        autoedges: bool = True,
+        autogroup: bool = True,
     ) -> None:
         self.hostname = hostname
+        self.autoedges = autoedges
+        self.autogroup = autogroup
+        self.reversals = ReverseStore(prefix)
+        self.observers: list[Observer] = []
         self.prefix = prefix
         self.noop = noop
         self.world = world
@@ -294,11 +345,21 @@ class Engine:
         for listener in list(self._listeners):
             listener(vertex)
 
+    def observe(
+        self, vertex: Vertex, apply: bool, changed: bool | None, error: BaseException | None
+    ) -> None:
+        for observer in self.observers:
+            observer.check_applied(vertex, apply, changed, error)
+
     # graph queries used by the workers ------------------------------------------------
 
     def predecessors(self, vertex: Vertex) -> list[Vertex]:
         preds = self.graph.pred.get(vertex.key, {})
         return [self.vertices[k] for k in preds if k in self.vertices]
+
+    def predecessors_with_edges(self, vertex: Vertex) -> list[tuple[Vertex, Edge]]:
+        preds = self.graph.pred.get(vertex.key, {})
+        return [(self.vertices[k], e) for k, e in preds.items() if k in self.vertices]
 
     def successors(self, vertex: Vertex) -> list[tuple[Vertex, Edge]]:
         succs = self.graph.succ.get(vertex.key, {})
@@ -331,13 +392,27 @@ class Engine:
 
     # graph lifecycle ----------------------------------------------------------------------
 
+    def prepare(self, graph: Graph) -> None:
+        """Add automatic edges and merge groups (in place), then check for cycles."""
+        if self.autoedges:
+            add_autoedges(graph)
+        if self.autogroup:
+            autogroup(graph)
+        graph.check()
+
     async def apply(self, graph: Graph) -> None:
         """Run `graph`: unchanged vertices keep running, removed stop, new ones start."""
-        graph.check()
+        self.prepare(graph)
         old = self.vertices
-        kept = {k for k, v in old.items() if k in graph.vertices and v.res.cmp(graph.vertices[k])}
+        kept = {
+            k for k, v in old.items() if k in graph.vertices and v.spec == spec_of(graph.vertices[k])
+        }
         removed = [v for k, v in old.items() if k not in kept]
         await asyncio.gather(*(v.stop(graceful=True) for v in removed))
+        gone = [v.key for v in removed if v.key not in graph.vertices]
+        if not old:
+            gone = [k for k in self.reversals.stored() if k not in graph.vertices]
+        await self._reverse(gone, {v.key: v.res for v in removed})
         vertices: dict[Key, Vertex] = {}
         added: list[Vertex] = []
         for key, res in graph.vertices.items():
@@ -358,6 +433,40 @@ class Engine:
         await asyncio.gather(*(v.start() for v in added))
         for vertex in vertices.values():
             self.notify(vertex)
+
+    # reversal ------------------------------------------------------------------------------
+
+    async def save_reversal(self, vertex: Vertex) -> None:
+        """Keep how to undo a resource's first change (meta reverse), under the prefix."""
+        res = vertex.res
+        if not is_reversible(res) or self.reversals.has(vertex.key):
+            return
+        data = cast(Reversible, res).reversal()
+        await asyncio.to_thread(self.reversals.save, vertex.key, res.params(), data)
+
+    async def _reverse(self, keys: list[Key], running: dict[Key, Resource]) -> None:
+        """Undo the resources that left the graph (also after an agent restart)."""
+        for key in keys:
+            if not self.reversals.has(key):
+                continue
+            try:
+                record = await asyncio.to_thread(self.reversals.load, key)
+                res = running.get(key) or self._rebuild(key, record["params"])
+                if not is_reversible(res):
+                    raise ResourceError(f"{fmt_key(key)} cannot be reversed")
+                await cast(Reversible, res).reverse(record["data"])
+            except (MgmtError, OSError, ValueError, KeyError) as err:
+                log.error("%s: reversal failed (kept for the next run): %s", fmt_key(key), err)
+                continue
+            self.reversals.delete(key)
+            log.info("%s: reversed (it left the graph)", fmt_key(key))
+
+    @staticmethod
+    def _rebuild(key: Key, params: dict[str, Any]) -> Resource:
+        cls = lookup(key[0])
+        if cls is None:
+            raise ResourceError(f"unknown kind {key[0]!r}")
+        return build(cls, {"name": key[1], **params})
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop every vertex (graceful: running check_applies finish first)."""

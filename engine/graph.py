@@ -30,6 +30,8 @@ class Edge:
     name: str = ""
     # A real change upstream refreshes the downstream resource. Default false.
     notify: bool = False
+    # Values sent along the edge: (sender's value name, receiver's param name) pairs.
+    sendrecv: tuple[tuple[str, str], ...] = ()
 
 
 class Graph:
@@ -67,7 +69,8 @@ class Graph:
         edge = edge or Edge()
         old = self.succ[src].get(dst)
         if old is not None:  # two edges between the same pair: notify if either says so
-            edge = Edge(old.name or edge.name, old.notify or edge.notify)
+            pairs = old.sendrecv + tuple(p for p in edge.sendrecv if p not in old.sendrecv)
+            edge = Edge(old.name or edge.name, old.notify or edge.notify, pairs)
         self.succ[src][dst] = edge
         self.pred[dst][src] = edge
 
@@ -149,7 +152,9 @@ class Graph:
         lines = [f'digraph "{_dot(self.name or "mgmt")}" {{']
         lines += [f'  "{_dot(fmt_key(k))}";' for k in self.vertices]
         for src, dst, edge in self.edges():
-            style = ' [style=bold, label="notify"]' if edge.notify else ""
+            labels = ["notify"] if edge.notify else []
+            labels += [f"{s} -> {r}" for s, r in edge.sendrecv]
+            style = f' [style=bold, label="{_dot(", ".join(labels))}"]' if labels else ""
             lines.append(f'  "{_dot(fmt_key(src))}" -> "{_dot(fmt_key(dst))}"{style};')
         lines.append("}")
         return "\n".join(lines) + "\n"

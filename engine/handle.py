@@ -40,6 +40,7 @@ class Handle:
         var_dir: Path,
         on_event: Callable[[], None] | None = None,
         get_refresh: Callable[[], bool] | None = None,
+        on_send: Callable[[dict[str, Any]], None] | None = None,
         world: Any = None,
     ) -> None:
         self.kind = kind
@@ -49,6 +50,7 @@ class Handle:
         self._var_dir = var_dir
         self._on_event = on_event or (lambda: None)
         self._get_refresh = get_refresh or (lambda: False)
+        self._on_send = on_send or (lambda values: None)
         self._cleanups: list[Cleanup] = []
         self.logger = ResourceLogger(log, {"res_kind": kind, "res_name": name})
 
@@ -66,6 +68,10 @@ class Handle:
     def refresh(self) -> bool:
         """True once per notify: an upstream resource changed along a `notify` edge."""
         return self._get_refresh()
+
+    def send(self, **values: Any) -> None:
+        """Publish named values (e.g. exec's stdout) for `send`/`recv` edges to pick up."""
+        self._on_send(values)
 
     def on_cleanup(self, fn: Cleanup) -> None:
         """Register something to undo at cleanup (sync or async), run in reverse order."""

@@ -186,9 +186,27 @@ class Reversible(Protocol):
     `reversal()` is called after a successful apply and returns plain JSON data that describes
     how to undo what was changed (e.g. the prior content of a file, or that it did not exist);
     the engine stores it under the prefix. When the resource is removed from the graph, the
-    engine calls `reverse(data)`.
+    engine calls `reverse(data)`, possibly on a fresh instance after an agent restart: it must
+    not rely on `init()` or the handle.
     """
 
     def reversal(self) -> Any: ...
 
     async def reverse(self, data: Any) -> None: ...
+
+
+def _has(res: object, *methods: str) -> bool:
+    """Capability check by method names: isinstance() on a runtime Protocol is ~20 us a call."""
+    return all(callable(getattr(res, m, None)) for m in methods)
+
+
+def is_edgeable(res: object) -> bool:
+    return _has(res, "uids", "autoedges")
+
+
+def is_groupable(res: object) -> bool:
+    return _has(res, "group_cmp") and isinstance(getattr(res, "grouped", None), list)
+
+
+def is_reversible(res: object) -> bool:
+    return _has(res, "reversal", "reverse")

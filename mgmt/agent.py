@@ -69,7 +69,12 @@ class Agent:
     def __init__(self, config: Config, prefix: Path) -> None:
         self.config = config
         self.engine = Engine(
-            hostname=config.hostname, prefix=prefix, noop=config.noop, sema=config.sema
+            hostname=config.hostname,
+            prefix=prefix,
+            noop=config.noop,
+            sema=config.sema,
+            autoedges=not config.no_autoedges,
+            autogroup=not config.no_autogroup,
         )
         timeout = config.exit_after
         # Always tracked (logged once converged); exits the run only in cron mode.

@@ -68,8 +68,12 @@ class Config:
     graphviz: Path | None = field(
         default=None, metadata=opt("write the graph in Graphviz dot format to FILE", metavar="FILE")
     )
-    no_autoedges: bool = field(default=False, metadata=opt("add no automatic edges"))
-    no_autogroup: bool = field(default=False, metadata=opt("group no resources automatically"))
+    no_autoedges: bool = field(
+        default=False, metadata=opt("add no automatic edges (file -> parent dir, ...)")
+    )
+    no_autogroup: bool = field(
+        default=False, metadata=opt("merge no compatible resources (e.g. pkg) into one vertex")
+    )
     log_format: str = field(
         default="text", metadata=opt("text (one line per event) or json", choices=["text", "json"])
     )

@@ -24,13 +24,13 @@ import yaml
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Edge, Graph, Key, fmt_key
 from engine.meta import Meta
-from engine.params import build, close_match
+from engine.params import build, close_match, field_names
 from engine.resource import Resource, kinds, lookup
 
 log = logging.getLogger("main")
 
 TOP_KEYS = ["graph", "comment", "resources", "edges", "collect"]
-EDGE_KEYS = ["name", "from", "to", "notify"]
+EDGE_KEYS = ["name", "from", "to", "notify", "send", "recv"]
 VERTEX_KEYS = ["kind", "name"]
 COLLECT_KEYS = ["kind", "pattern"]
 # Keys mgmt once had and ignores today: a warning, not an error. "" = top level, "*" = any kind.
@@ -323,8 +323,33 @@ class _Parser:
         if src == dst:
             self.problem(line, where, f"edge from {fmt_key(src)} to itself")
             return
-        graph.connect(src, dst, Edge(str(edge.get("name") or ""), notify))
+        pairs = self._sendrecv(edge, line, where, graph.vertices[src], graph.vertices[dst])
+        if pairs is None:
+            return
+        graph.connect(src, dst, Edge(str(edge.get("name") or ""), notify, pairs))
         lines[(src, dst)] = line
+
+    def _sendrecv(
+        self, edge: LocDict, line: int, where: str, sender: Resource, receiver: Resource
+    ) -> tuple[tuple[str, str], ...] | None:
+        """The (send, recv) pair of an edge, () for none, None after reporting a problem."""
+        send, recv = edge.get("send"), edge.get("recv")
+        if send is None and recv is None:
+            return ()
+        if not isinstance(send, str) or not isinstance(recv, str):
+            self.problem(line, where, "send and recv go together, each naming one value")
+            return None
+        sends = getattr(type(sender), "SENDS", ())
+        if send not in sends:
+            offer = ", ".join(sends) or "nothing"
+            self.problem(edge.lines["send"], where, f"send: {sender} sends {offer}, not '{send}'")
+            return None
+        params = [n for n in field_names(type(receiver)) if n not in ("name", "meta")]
+        if recv not in params:
+            hint = close_match(recv, params)
+            self.problem(edge.lines["recv"], where, f"recv: {receiver} has no param '{recv}'{hint}")
+            return None
+        return ((send, recv),)
 
     def _collect(self, collect: Any, line: int, loaded: Loaded) -> None:
         if not isinstance(collect, LocList):

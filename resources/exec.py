@@ -24,11 +24,11 @@ import signal
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, MutableSequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
-from engine.resource import RefreshableMixin, Resource, register
+from engine.resource import UID, RefreshableMixin, Resource, register
 from engine.watcher import PathWatcher
 
 TAIL = 10  # stderr lines quoted in a failure
@@ -42,6 +42,8 @@ Source = Callable[[], Coroutine[Any, Any, None]]
 @register("exec")
 @dataclass(kw_only=True, eq=False)
 class ExecRes(RefreshableMixin, Resource):
+    SENDS: ClassVar[tuple[str, ...]] = ("output", "stdout", "stderr")
+
     # The command (required): split into words like a shell would, but run without one.
     cmd: str | None = None
     # Arguments passed verbatim; `cmd` is then the program itself, never split. Default none.
@@ -159,9 +161,26 @@ class ExecRes(RefreshableMixin, Resource):
         self.stdout = "".join(text for name, text in lines if name == "out")
         self.stderr = "".join(text for name, text in lines if name == "err")
         self.output = "".join(text for _name, text in lines)
+        self.handle.send(stdout=self.stdout, stderr=self.stderr, output=self.output)
         if code != 0:
             raise ResourceError(self._failure("cmd", code, lines))
         self.handle.logger.debug("cmd exited with code 0")
+
+    # capabilities: autoedges -----------------------------------------------------------------
+
+    def uids(self) -> list[UID]:
+        return [UID("exec", self.name)]
+
+    def autoedges(self) -> list[list[UID]]:
+        """A managed binary (an absolute argv[0]) and managed working directories."""
+        wants: list[list[UID]] = []
+        if self.shell is None and self.cmd:
+            program = self.cmd if self.args is not None else (shlex.split(self.cmd) or [""])[0]
+            if os.path.isabs(program):
+                wants.append([UID("file", os.path.normpath(program))])
+        for cwd in {self.cwd, self.ifcwd, self.watchcwd} - {None}:
+            wants.append([UID("file", os.path.normpath(str(cwd)).rstrip("/") + "/")])
+        return wants
 
     def _main_argv(self) -> list[str]:
         cmd = self.cmd or ""

@@ -9,6 +9,7 @@ parent directories are created (0755). A symlink at the path is never followed u
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import functools
@@ -23,10 +24,10 @@ import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 
 from engine.errors import ResourceError, ValidationError
-from engine.resource import Resource, register
+from engine.resource import UID, Resource, register
 from engine.watcher import PathWatcher
 
 TEMP_PREFIX = ".mgmt."  # temp files of atomic writes start with this
@@ -64,6 +65,8 @@ class Step:
 @register("file")
 @dataclass(kw_only=True, eq=False)
 class FileRes(Resource):
+    SENDS: ClassVar[tuple[str, ...]] = ("content",)
+
     # Absolute path; a trailing "/" means a directory. Default None: the resource name.
     path: str | None = None
     # "exists" or "absent"; None leaves existence alone, unless content, source, owner, group
@@ -197,9 +200,12 @@ class FileRes(Resource):
             path, steps = await self._plan()
         except OSError as err:
             raise ResourceError(f"cannot inspect {self._fs_path}: {err}") from err
+        self.handle.send(content=functools.partial(_read_small, path))
         if not steps:
             self.handle.logger.debug("nothing to do: %s", self._why(path))
             return True
+        if apply and self.meta.reverse and getattr(self, "_prior", None) is None:
+            self._prior = _observe(path)
         for step in steps:
             if not apply:
                 self.handle.logger.info("would %s", step.would)
@@ -217,6 +223,31 @@ class FileRes(Resource):
         what = [k for k in _MANAGED if getattr(self, k) is not None]
         kind = "directory" if self._is_dir else "file"
         return f"{kind} {path} exists" + (f" with the wanted {', '.join(what)}" if what else "")
+
+    # capabilities: autoedges, reversal -----------------------------------------------------------
+
+    def uids(self) -> list[UID]:
+        return [UID("file", self._fs_path + ("/" if self._is_dir and self._fs_path != "/" else ""))]
+
+    def autoedges(self) -> list[list[UID]]:
+        """The nearest managed parent directory, and a managed source."""
+        parents, path = [], self._fs_path
+        while path != "/":
+            path = os.path.dirname(path)
+            parents.append(UID("file", path if path == "/" else path + "/"))
+        wants = [parents]
+        if self.source is not None:
+            source = os.path.normpath(self.source)
+            wants.append([UID("file", source), UID("file", source.rstrip("/") + "/")])
+        return wants
+
+    def reversal(self) -> Any:
+        """What path was before this resource first changed it."""
+        return getattr(self, "_prior", None) or _observe(self._fs_path)
+
+    async def reverse(self, data: Any) -> None:
+        """Put back what was there: remove what we created, or restore content and mode."""
+        await asyncio.to_thread(_restore, self._fs_path, data)
 
     # planning: observe (lstat, read) and decide; nothing here writes --------------------------
 
@@ -652,3 +683,52 @@ def make_dir(path: str, mode: int, uid: int, gid: int) -> None:
     except BaseException:
         os.rmdir(path)
         raise
+
+
+# reversal helpers ----------------------------------------------------------------------------
+
+REVERSE_LIMIT = 1 << 20  # prior content up to 1 MiB is kept for a reversal
+
+
+def _read_small(path: str) -> str | None:
+    """The content of a regular file up to REVERSE_LIMIT bytes (sent along send/recv edges)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(REVERSE_LIMIT + 1)
+    except OSError:
+        return None
+    return data.decode(errors="replace") if len(data) <= REVERSE_LIMIT else None
+
+
+def _observe(path: str) -> dict[str, Any]:
+    """What is at path now, as JSON data a reversal can restore."""
+    st = _lstat(path)
+    if st is None:
+        return {"existed": False}
+    prior: dict[str, Any] = {
+        "existed": True,
+        "kind": kind_of(st),
+        "mode": stat.S_IMODE(st.st_mode),
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+    }
+    if stat.S_ISREG(st.st_mode) and st.st_size <= REVERSE_LIMIT:
+        with open(path, "rb") as handle:
+            prior["content"] = base64.b64encode(handle.read()).decode()
+    return prior
+
+
+def _restore(path: str, prior: dict[str, Any]) -> None:
+    st = _lstat(path)
+    if not prior.get("existed"):
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            os.rmdir(path)  # only if empty: what else is in it is not ours to remove
+        elif st is not None:
+            os.unlink(path)
+        return
+    if prior.get("kind") == "file" and "content" in prior:
+        data = base64.b64decode(prior["content"])
+        atomic_write(path, _filler(data), prior["mode"], prior["uid"], prior["gid"])
+    elif st is not None:
+        os.chown(path, prior["uid"], prior["gid"], follow_symlinks=False)
+        os.chmod(path, prior["mode"])

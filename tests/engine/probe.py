@@ -71,3 +71,22 @@ class ProbeRes(RefreshableMixin, Resource):
             return True
         finally:
             st.active -= 1
+
+
+@register("gprobe")
+@dataclass(kw_only=True, eq=False)
+class GroupProbe(ProbeRes):
+    """A Groupable probe: groups with others of the same `tag`."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.grouped: list[Resource] = []
+
+    def group_cmp(self, other: Resource) -> bool:
+        return isinstance(other, GroupProbe) and other.tag == self.tag
+
+    async def check_apply(self, apply: bool) -> bool:
+        state(self.name).calls.append((apply, False))
+        for other in self.grouped:
+            state(other.name).calls.append((apply, False))
+        return True

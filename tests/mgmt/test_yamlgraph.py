@@ -143,3 +143,47 @@ def test_fuzz_never_crashes(text: str) -> None:
         parse(text, "fuzz.yaml")
     except GraphFileError as err:
         assert all(p.startswith("fuzz.yaml") for p in err.problems)
+
+
+SENDRECV = """
+graph: g
+resources:
+  exec:
+    - name: gen
+      cmd: echo hi
+  file:
+    - name: out
+      path: /tmp/x
+edges:
+  - name: e1
+    from: {kind: exec, name: gen}
+    to: {kind: file, name: out}
+    send: SEND
+    recv: RECV
+"""
+
+
+def test_send_recv_edges() -> None:
+    loaded = parse(SENDRECV.replace("SEND", "stdout").replace("RECV", "content"))
+    edge = loaded.graph.succ[("exec", "gen")][("file", "out")]
+    assert edge.sendrecv == (("stdout", "content"),)
+
+
+@pytest.mark.parametrize(
+    ("send", "recv", "expected"),
+    [
+        (
+            "stdot",
+            "content",
+            "g.yaml:14: edge e1: send: exec[gen] sends output, stdout, stderr, not 'stdot'",
+        ),
+        (
+            "stdout",
+            "contnt",
+            "g.yaml:15: edge e1: recv: file[out] has no param 'contnt' (did you mean 'content'?)",
+        ),
+    ],
+)
+def test_send_recv_errors(send: str, recv: str, expected: str) -> None:
+    found = problems(SENDRECV.replace("SEND", send).replace("RECV", recv))
+    assert expected in found, found

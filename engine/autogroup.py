@@ -1,0 +1,50 @@
+"""Automatic grouping: compatible Groupable resources with no path between them become one vertex.
+
+The first resource of a group stays in the graph and collects the others in its `grouped` list;
+their edges move to it. Merging two vertices with no path between them cannot create a cycle.
+`meta: {autogroup: false}` opts a resource out.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import cast
+
+from engine.graph import Graph, Key, fmt_key, key_of
+from engine.resource import Groupable, Resource, is_groupable
+
+log = logging.getLogger("engine")
+
+
+def autogroup(graph: Graph) -> int:
+    """Merge groupable resources of `graph` in place; returns how many were merged away."""
+    merged = 0
+    candidates = [r for r in graph if r.meta.autogroup and is_groupable(r)]
+    leaders: list[Resource] = []
+    for res in candidates:
+        key = key_of(res)
+        for leader in leaders:
+            lead = key_of(leader)
+            if leader.kind != res.kind or not cast(Groupable, leader).group_cmp(res):
+                continue
+            if graph.has_path(lead, key) or graph.has_path(key, lead):
+                continue
+            _merge(graph, lead, key)
+            cast(Groupable, leader).grouped.append(res)
+            log.debug("grouped %s into %s", fmt_key(key), fmt_key(lead))
+            merged += 1
+            break
+        else:
+            leaders.append(res)
+    return merged
+
+
+def _merge(graph: Graph, into: Key, other: Key) -> None:
+    """Move every edge of `other` to `into` and drop `other` from the graph."""
+    for src, edge in graph.pred.pop(other).items():
+        del graph.succ[src][other]
+        graph.connect(src, into, edge)
+    for dst, edge in graph.succ.pop(other).items():
+        del graph.pred[dst][other]
+        graph.connect(into, dst, edge)
+    del graph.vertices[other]

@@ -1,0 +1,284 @@
+"""The World: what a resource (or the agent) may ask of the cluster, and an in-memory one.
+
+mgmt's World interface, narrowed to what this project uses:
+
+- strings: `str_get/str_set/str_del/str_watch(key)` on `/_mgmt/strings/<key>`;
+- per-host maps: `str_map_get/str_map_set/str_map_del/str_map_watch(key)` on
+  `/_mgmt/strings/<key>/<host>` (set and del touch this host's entry only);
+- exported resources: `res_export(records)` replaces this host's set under
+  `/_mgmt/exported/<host>/<kind>/<name>`, `res_list()` returns every host's, `res_watch()`.
+
+A watch is an async context manager that is subscribed once entered and then iterates one
+`None` per change (changes that arrive faster than they are read coalesce into one): read the
+state after entering, then re-read on each item. Spurious items are possible; a missed change is
+not. Operations raise `WorldError` when the cluster cannot answer; a watch survives a lost
+cluster and yields once it is back (the state may have changed meanwhile).
+
+`MemoryWorld` is the in-memory implementation for engine tests: several of them (one per
+"host") may share one `MemoryStore`. The etcd implementation is `mgmt.cluster.world.EtcdWorld`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import json
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.errors import ValidationError, WorldError
+from engine.meta import Meta
+from engine.params import build, to_plain
+from engine.resource import Resource, lookup
+
+ROOT = "/_mgmt/"
+STRINGS = ROOT + "strings/"
+EXPORTED = ROOT + "exported/"
+
+Unsubscribe = Callable[[], Awaitable[None] | None]
+
+
+class Changes:
+    """A subscription: `async with changes: async for _ in changes: ...` (see the module doc).
+
+    `subscribe(signal)` is called on entry and returns the unsubscribe callable; the World calls
+    `signal()` on every change.
+    """
+
+    def __init__(self, subscribe: Callable[[Callable[[], None]], Awaitable[Unsubscribe]]) -> None:
+        self._subscribe = subscribe
+        self._unsubscribe: Unsubscribe | None = None
+        self._pending = asyncio.Event()
+
+    def signal(self) -> None:
+        self._pending.set()
+
+    async def __aenter__(self) -> Changes:
+        self._unsubscribe = await self._subscribe(self.signal)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._unsubscribe is not None:
+            result = self._unsubscribe()
+            self._unsubscribe = None
+            if inspect.isawaitable(result):
+                await result
+
+    def __aiter__(self) -> AsyncIterator[None]:
+        return self
+
+    async def __anext__(self) -> None:
+        await self._pending.wait()
+        self._pending.clear()
+
+
+@dataclass(frozen=True)
+class Exported:
+    """One exported resource as stored in the cluster (the value is `to_json()`)."""
+
+    # The host that exported it.
+    host: str
+    # Its kind and name (without the "@@").
+    kind: str
+    name: str
+    # Its kind-specific parameters as plain data.
+    params: dict[str, Any] = field(default_factory=dict)
+    # Its meta parameters that differ from the defaults.
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, host: str, res: Resource) -> Exported:
+        return cls(host, res.kind, res.name, res.params(), _meta_changes(res.meta))
+
+    @property
+    def key(self) -> str:
+        return f"{EXPORTED}{self.host}/{self.kind}/{self.name}"
+
+    def to_json(self) -> str:
+        return json.dumps({"params": self.params, "meta": self.meta}, sort_keys=True)
+
+    @classmethod
+    def from_key(cls, key: str, value: str | bytes) -> Exported:
+        """Parse a stored record; WorldError if the key or the JSON is not one."""
+        host, sep1, rest = key.removeprefix(EXPORTED).partition("/")
+        kind, sep2, name = rest.partition("/")
+        if not key.startswith(EXPORTED) or not (sep1 and sep2 and host and kind and name):
+            raise WorldError(f"{key}: not an exported resource key")
+        try:
+            data = json.loads(value)
+            params, meta = data["params"], data.get("meta", {})
+        except (ValueError, TypeError, KeyError) as err:
+            raise WorldError(f"{key}: not an exported resource record: {err}") from err
+        if not isinstance(params, dict) or not isinstance(meta, dict):
+            raise WorldError(f"{key}: params and meta must be mappings")
+        return cls(host, kind, name, params, meta)
+
+    def visible_to(self, host: str) -> bool:
+        """`meta: {export: [hosts]}` limits who may collect it ([] or "*": everyone)."""
+        allowed = self.meta.get("export") or []
+        return not allowed or "*" in allowed or host in allowed
+
+    def build(self) -> Resource:
+        """The resource again; ValidationError if this host's kind refuses the params."""
+        cls = lookup(self.kind)
+        if cls is None:
+            raise ValidationError(f"unknown kind {self.kind!r}", "kind")
+        res = build(cls, {**self.params, "name": self.name})
+        res.meta = build(Meta, self.meta, prefix="meta.")
+        res.validate()
+        return res
+
+
+def _meta_changes(meta: Meta) -> dict[str, Any]:
+    default = Meta()
+    out = {}
+    for key, value in to_plain(meta).items():
+        if value != getattr(default, key):
+            out[key] = value if not (isinstance(value, float) and math.isinf(value)) else "inf"
+    return out
+
+
+def strings_key(key: str, host: str | None = None) -> str:
+    """The etcd key of a string (`/_mgmt/strings/<key>`) or of a host's map entry."""
+    return f"{STRINGS}{key}" if host is None else f"{STRINGS}{key}/{host}"
+
+
+def check_key(key: str) -> None:
+    """A world key is non-empty, with no empty path segment and no leading/trailing '/'."""
+    if not key or key.startswith("/") or key.endswith("/") or "//" in key or "\0" in key:
+        raise ValidationError(
+            f"expected a non-empty key like 'app/version' (no leading, trailing or double '/'), "
+            f"got {key!r}",
+            "key",
+        )
+
+
+class World(Protocol):
+    """The narrow cluster API resources and the agent use (see the module doc)."""
+
+    @property
+    def hostname(self) -> str: ...
+
+    async def str_get(self, key: str) -> str | None: ...
+
+    async def str_set(self, key: str, value: str) -> None: ...
+
+    async def str_del(self, key: str) -> None: ...
+
+    def str_watch(self, key: str) -> Changes: ...
+
+    async def str_map_get(self, key: str) -> dict[str, str]: ...
+
+    async def str_map_set(self, key: str, value: str) -> None: ...
+
+    async def str_map_del(self, key: str) -> None: ...
+
+    def str_map_watch(self, key: str) -> Changes: ...
+
+    async def res_export(self, records: Sequence[Exported]) -> None: ...
+
+    async def res_list(self) -> list[Exported]: ...
+
+    def res_watch(self) -> Changes: ...
+
+
+# The in-memory implementation ----------------------------------------------------------------
+
+
+class MemoryStore:
+    """A shared key space with prefix watches, standing in for etcd in engine tests."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.revision = 0
+        self.available = True  # False: every operation raises WorldError (a lost cluster)
+        self._watchers: list[tuple[str, bool, Callable[[], None]]] = []
+
+    def _check(self) -> None:
+        if not self.available:
+            raise WorldError("the cluster is unreachable")
+
+    def get(self, key: str) -> str | None:
+        self._check()
+        return self.data.get(key)
+
+    def get_prefix(self, prefix: str) -> dict[str, str]:
+        self._check()
+        return {k: v for k, v in self.data.items() if k.startswith(prefix)}
+
+    def commit(self, puts: dict[str, str], deletes: Sequence[str] = ()) -> None:
+        """Apply puts and deletes atomically (one revision, one signal per watcher)."""
+        self._check()
+        changed = {k for k, v in puts.items() if self.data.get(k) != v}
+        changed |= {k for k in deletes if k in self.data}
+        self.data.update(puts)
+        for key in deletes:
+            self.data.pop(key, None)
+        self.revision += 1
+        for prefix, is_prefix, signal in list(self._watchers):
+            if any(k.startswith(prefix) if is_prefix else k == prefix for k in changed):
+                signal()
+
+    def set_available(self, available: bool) -> None:
+        """Lose (False) or regain (True) the cluster; watchers are signalled on return."""
+        self.available = available
+        if available:
+            for _, _, signal in list(self._watchers):
+                signal()
+
+    def watch(self, key: str, prefix: bool) -> Changes:
+        async def subscribe(signal: Callable[[], None]) -> Unsubscribe:
+            entry = (key, prefix, signal)
+            self._watchers.append(entry)
+            return lambda: self._watchers.remove(entry)
+
+        return Changes(subscribe)
+
+
+@dataclass
+class MemoryWorld:
+    """A World on a MemoryStore, as seen from `hostname`."""
+
+    hostname: str
+    store: MemoryStore = dataclasses.field(default_factory=MemoryStore)
+
+    async def str_get(self, key: str) -> str | None:
+        return self.store.get(strings_key(key))
+
+    async def str_set(self, key: str, value: str) -> None:
+        self.store.commit({strings_key(key): value})
+
+    async def str_del(self, key: str) -> None:
+        self.store.commit({}, [strings_key(key)])
+
+    def str_watch(self, key: str) -> Changes:
+        return self.store.watch(strings_key(key), prefix=False)
+
+    async def str_map_get(self, key: str) -> dict[str, str]:
+        prefix = strings_key(key) + "/"
+        items = self.store.get_prefix(prefix)
+        return {k.removeprefix(prefix): v for k, v in items.items() if "/" not in k[len(prefix) :]}
+
+    async def str_map_set(self, key: str, value: str) -> None:
+        self.store.commit({strings_key(key, self.hostname): value})
+
+    async def str_map_del(self, key: str) -> None:
+        self.store.commit({}, [strings_key(key, self.hostname)])
+
+    def str_map_watch(self, key: str) -> Changes:
+        return self.store.watch(strings_key(key) + "/", prefix=True)
+
+    async def res_export(self, records: Sequence[Exported]) -> None:
+        mine = f"{EXPORTED}{self.hostname}/"
+        wanted = {r.key: r.to_json() for r in records}
+        stale = [k for k in self.store.get_prefix(mine) if k not in wanted]
+        self.store.commit(wanted, stale)
+
+    async def res_list(self) -> list[Exported]:
+        return [Exported.from_key(k, v) for k, v in sorted(self.store.get_prefix(EXPORTED).items())]
+
+    def res_watch(self) -> Changes:
+        return self.store.watch(EXPORTED, prefix=True)

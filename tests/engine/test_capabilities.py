@@ -1,0 +1,229 @@
+"""Autoedges, autogroup, send/recv, reversal, hidden and rewatch, with real resources."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.engine import Engine, Status
+from engine.graph import Edge, Graph
+from engine.meta import Meta
+from resources.exec import ExecRes
+from resources.file import FileRes
+from tests.engine.conftest import settle
+from tests.engine.probe import GroupProbe, ProbeRes, state
+
+
+def graph_of(*resources: object) -> Graph:
+    graph = Graph("t")
+    for res in resources:
+        graph.add(res)  # type: ignore[arg-type]
+    return graph
+
+
+# autoedges ------------------------------------------------------------------------------------
+
+
+async def test_file_depends_on_its_nearest_managed_parent(tmp_path: Path, engine: Engine) -> None:
+    top = FileRes(name="top", path=f"{tmp_path}/a/")
+    mid = FileRes(name="mid", path=f"{tmp_path}/a/b/")
+    leaf = FileRes(name="leaf", path=f"{tmp_path}/a/b/c/f", content="x")
+    other = FileRes(name="other", path=f"{tmp_path}/a/x", content="y")
+    graph = graph_of(leaf, other, mid, top)
+    engine.prepare(graph)
+    assert set(graph.pred[("file", "leaf")]) == {("file", "mid")}  # nearest, not top
+    assert set(graph.pred[("file", "mid")]) == {("file", "top")}
+    assert set(graph.pred[("file", "other")]) == {("file", "top")}
+    await engine.apply(graph)
+    await settle(engine)
+    assert (tmp_path / "a/b/c/f").read_text() == "x"
+
+
+def test_exec_depends_on_its_managed_binary_and_cwd(tmp_path: Path, engine: Engine) -> None:
+    tool = FileRes(name="tool", path=f"{tmp_path}/bin/tool", content="#!/bin/sh\n", mode="0755")
+    work = FileRes(name="work", path=f"{tmp_path}/work/")
+    run = ExecRes(name="run", cmd=f"{tmp_path}/bin/tool --flag", cwd=f"{tmp_path}/work")
+    graph = graph_of(run, tool, work)
+    engine.prepare(graph)
+    assert set(graph.pred[("exec", "run")]) == {("file", "tool"), ("file", "work")}
+
+
+def test_autoedge_that_would_close_a_cycle_is_skipped(tmp_path: Path, engine: Engine) -> None:
+    parent = FileRes(name="dir", path=f"{tmp_path}/d/")
+    child = FileRes(name="child", path=f"{tmp_path}/d/f", content="x")
+    graph = graph_of(parent, child)
+    graph.connect(("file", "child"), ("file", "dir"), Edge("user edge"))
+    engine.prepare(graph)  # no GraphError: the autoedge dir -> child was skipped
+    assert ("file", "child") not in graph.succ[("file", "dir")]
+
+
+def test_autoedges_can_be_turned_off(tmp_path: Path) -> None:
+    graph = graph_of(
+        FileRes(name="dir", path=f"{tmp_path}/d/"),
+        FileRes(name="f", path=f"{tmp_path}/d/f", content="x", meta=Meta(autoedge=False)),
+    )
+    Engine(hostname="t", prefix=tmp_path).prepare(graph)
+    assert not graph.pred[("file", "f")]
+    graph = graph_of(
+        FileRes(name="dir", path=f"{tmp_path}/d/"),
+        FileRes(name="f", path=f"{tmp_path}/d/f", content="x"),
+    )
+    Engine(hostname="t", prefix=tmp_path, autoedges=False).prepare(graph)
+    assert not graph.pred[("file", "f")]
+
+
+def test_autoedges_scale_to_a_10000_file_tree(tmp_path: Path, engine: Engine) -> None:
+    resources = [FileRes(name=f"d{i}", path=f"/srv/tree/d{i}/") for i in range(100)]
+    resources += [
+        FileRes(name=f"f{i}-{j}", path=f"/srv/tree/d{i}/f{j}", content="x")
+        for i in range(100)
+        for j in range(99)
+    ]
+    graph = graph_of(*resources)
+    start = time.perf_counter()
+    engine.prepare(graph)
+    elapsed = time.perf_counter() - start
+    assert sum(len(p) for p in graph.pred.values()) == 9900
+    assert elapsed < 30  # a generous bound against quadratic blow-ups; bench/ has the figure
+
+
+# autogroup ------------------------------------------------------------------------------------
+
+
+async def test_groupable_resources_merge_unless_a_path_joins_them(engine: Engine) -> None:
+    a, b, c = (GroupProbe(name=n) for n in "abc")
+    d = GroupProbe(name="d", tag="other")
+    graph = graph_of(a, b, c, d)
+    graph.connect(("gprobe", "a"), ("gprobe", "c"))  # a path: never grouped together
+    await engine.apply(graph)
+    await settle(engine)
+    assert set(engine.vertices) == {("gprobe", "a"), ("gprobe", "c"), ("gprobe", "d")}
+    assert [r.name for r in a.grouped] == ["b"]
+    assert state("b").calls == [(True, False)]  # applied by its group's vertex
+
+
+def test_autogroup_can_be_turned_off(tmp_path: Path) -> None:
+    graph = graph_of(GroupProbe(name="a"), GroupProbe(name="b", meta=Meta(autogroup=False)))
+    Engine(hostname="t", prefix=tmp_path).prepare(graph)
+    assert len(graph) == 2
+    graph = graph_of(GroupProbe(name="a"), GroupProbe(name="b"))
+    Engine(hostname="t", prefix=tmp_path, autogroup=False).prepare(graph)
+    assert len(graph) == 2
+
+
+# send/recv ------------------------------------------------------------------------------------
+
+
+async def test_exec_stdout_flows_into_file_content(tmp_path: Path, engine: Engine) -> None:
+    out = tmp_path / "out"
+    gen = ExecRes(name="gen", cmd="echo generated")
+    target = FileRes(name="out", path=str(out), content="placeholder\n")
+    graph = graph_of(gen, target)
+    graph.connect(("exec", "gen"), ("file", "out"), Edge("e", sendrecv=(("stdout", "content"),)))
+    await engine.apply(graph)
+    await settle(engine, lambda: out.exists() and out.read_text() == "generated\n")
+    # The received value does not make the vertex "changed" for a swap of the same graph.
+    kept = engine.vertices[("file", "out")]
+    graph2 = graph_of(
+        ExecRes(name="gen", cmd="echo generated"),
+        FileRes(name="out", path=str(out), content="placeholder\n"),
+    )
+    graph2.connect(("exec", "gen"), ("file", "out"), Edge("e", sendrecv=(("stdout", "content"),)))
+    await engine.apply(graph2)
+    assert engine.vertices[("file", "out")] is kept
+
+
+async def test_file_content_flows_to_another_file(tmp_path: Path, engine: Engine) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_text("one\n")
+    graph = graph_of(
+        FileRes(name="src", path=str(src), mode="0644"), FileRes(name="dst", path=str(dst))
+    )
+    graph.connect(("file", "src"), ("file", "dst"), Edge(sendrecv=(("content", "content"),)))
+    await engine.apply(graph)
+    await settle(engine, lambda: dst.exists() and dst.read_text() == "one\n")
+    src.write_text("two\n")  # an event on src: it re-sends, dst receives a changed value
+    await settle(engine, lambda: dst.exists() and dst.read_text() == "two\n")
+
+
+# reversal -------------------------------------------------------------------------------------
+
+
+async def test_reverse_removes_a_created_file_and_restores_an_overwritten_one(
+    tmp_path: Path, engine: Engine
+) -> None:
+    created, overwritten = tmp_path / "created", tmp_path / "overwritten"
+    overwritten.write_text("original\n")
+    overwritten.chmod(0o600)
+    rev = Meta(reverse=True)
+    graph = graph_of(
+        FileRes(name="c", path=str(created), content="new\n", meta=rev),
+        FileRes(name="o", path=str(overwritten), content="managed\n", meta=rev),
+    )
+    await engine.apply(graph)
+    await settle(engine, lambda: overwritten.read_text() == "managed\n" and created.exists())
+    await settle(engine)
+    await engine.apply(Graph("empty"))
+    assert not created.exists()
+    assert overwritten.read_text() == "original\n"
+    assert overwritten.stat().st_mode & 0o777 == 0o600
+    assert engine.reversals.stored() == []
+
+
+async def test_reverse_survives_an_agent_restart(tmp_path: Path) -> None:
+    created = tmp_path / "created"
+    first = Engine(hostname="t", prefix=tmp_path / "prefix")
+    await first.apply(
+        graph_of(FileRes(name="c", path=str(created), content="x", meta=Meta(reverse=True)))
+    )
+    await settle(first, created.exists)
+    await settle(first)
+    await first.stop()
+    assert created.exists()  # a normal stop does not reverse
+    second = Engine(hostname="t", prefix=tmp_path / "prefix")
+    await second.apply(Graph("without it"))  # the new run's graph no longer has it
+    assert not created.exists()
+    await second.stop()
+
+
+# hidden, rewatch -------------------------------------------------------------------------------
+
+
+async def test_hidden_vertex_orders_but_never_runs(engine: Engine) -> None:
+    graph = graph_of(ProbeRes(name="h", meta=Meta(hidden=True)), ProbeRes(name="after"))
+    graph.connect(("probe", "h"), ("probe", "after"))
+    await engine.apply(graph)
+    await settle(engine)
+    assert state("h").calls == [] and state("h").watch_starts == 0
+    assert len(state("after").calls) == 1
+
+
+class FlakyWatch(ProbeRes):
+    async def watch(self) -> None:
+        st = state(self.name)
+        st.watch_starts += 1
+        if st.watch_starts == 1:
+            raise RuntimeError("watch broke")
+        await self.handle.event()
+        await asyncio.Event().wait()
+
+
+async def test_rewatch_restarts_a_failed_watch(engine: Engine) -> None:
+    graph = graph_of(FlakyWatch(name="w", meta=Meta(rewatch=True)), FlakyWatch(name="x"))
+    await engine.apply(graph)
+    await settle(engine, lambda: len(state("w").calls) == 1)
+    assert state("w").watch_starts == 2
+    await settle(engine)
+    assert engine.vertices[("probe", "x")].status is Status.FAILED  # no rewatch: failed
+
+
+@pytest.mark.parametrize("flag", ["no_autoedges", "no_autogroup"])
+def test_agent_flags_reach_the_engine(tmp_path: Path, flag: str) -> None:
+    from mgmt.agent import Agent
+    from mgmt.config import Config
+
+    agent = Agent(Config(prefix=tmp_path, hostname="t", **{flag: True}), tmp_path)
+    assert getattr(agent.engine, flag.removeprefix("no_")) is False
