@@ -25,6 +25,7 @@ from engine.watcher import PathWatcher
 from mgmt import log as logsetup
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
+from mgmt.metrics import Metrics
 from mgmt.yamlgraph import GraphFileError, Loaded, load_file
 
 log = logging.getLogger("main")
@@ -89,6 +90,7 @@ class Agent:
         self._stop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._file_watcher: PathWatcher | None = None
+        self.metrics = Metrics(self.engine, config.prometheus_listen) if config.prometheus else None
 
     async def run(self, loaded: Loaded) -> ExitCode:
         loop = asyncio.get_running_loop()
@@ -99,6 +101,8 @@ class Agent:
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload.set)
         try:
+            if self.metrics is not None:
+                await self.metrics.start()
             await self._apply(loaded)
             await self._start_background()
             self.swapped.set()
@@ -127,6 +131,8 @@ class Agent:
         first = True
         while True:
             await self.converger.converged.wait()
+            if self.metrics is not None:
+                self.metrics.set_converged(True)
             n = len(self.engine.vertices)
             if first:
                 took = time.monotonic() - self._started
@@ -135,6 +141,8 @@ class Agent:
             else:
                 log.debug("converged again (%d resources)", n)
             await self.converger.diverged.wait()
+            if self.metrics is not None:
+                self.metrics.set_converged(False)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -174,6 +182,8 @@ class Agent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._file_watcher is not None:
             await self._file_watcher.aclose()
+        if self.metrics is not None:
+            await self.metrics.stop()
         self._stop_task = asyncio.create_task(self.engine.stop(graceful=not self._forced))
         try:
             await self._stop_task
@@ -214,6 +224,8 @@ class Agent:
         self._digest = loaded.digest
         await self.engine.apply(loaded.graph)
         self.converger.recompute()
+        if self.metrics is not None:
+            self.metrics.graph_swapped()
         if self.config.graphviz:
             self.config.graphviz.write_text(loaded.graph.to_dot())
 

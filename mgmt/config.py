@@ -74,6 +74,11 @@ class Config:
     no_autogroup: bool = field(
         default=False, metadata=opt("merge no compatible resources (e.g. pkg) into one vertex")
     )
+    prometheus: bool = field(default=False, metadata=opt("serve Prometheus metrics on /metrics"))
+    prometheus_listen: str = field(
+        default="127.0.0.1:9233",
+        metadata=opt("HOST:PORT for --prometheus", metavar="HOST:PORT"),
+    )
     log_format: str = field(
         default="text", metadata=opt("text (one line per event) or json", choices=["text", "json"])
     )

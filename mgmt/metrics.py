@@ -1,0 +1,119 @@
+"""Prometheus metrics (`--prometheus`), with mgmt's metric names.
+
+    mgmt_checkapply_total{kind,apply,eventful,errorful}   every check_apply
+    mgmt_failures_total{kind,failure}                    failures: soft (will retry) or hard
+    mgmt_resources{kind}                                 vertices in the running graph
+    mgmt_graph_start_time_seconds                        when the running graph was swapped in
+    mgmt_converged                                       1 while the graph is converged
+    mgmt_event_to_converged_seconds{kind}                watch event -> end of the repairing
+                                                         check_apply (histogram)
+
+prometheus-client is imported only when metrics are asked for (it costs ~90 ms to import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter as Tally
+from typing import Any
+
+from engine.engine import Engine, Vertex
+
+log = logging.getLogger("main")
+
+BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """ "HOST:PORT" (IPv6 as "[::1]:9233") -> (host, port)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {listen!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Metrics:
+    """Observes the engine and serves /metrics over HTTP (in a thread of its own)."""
+
+    def __init__(self, engine: Engine, listen: str) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.engine = engine
+        self.listen = listen
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.checkapply = Counter(
+            "mgmt_checkapply",
+            "check_apply calls",
+            ["kind", "apply", "eventful", "errorful"],
+            registry=r,
+        )
+        self.failures = Counter(
+            "mgmt_failures", "resource failures", ["kind", "failure"], registry=r
+        )
+        self.resources = Gauge(
+            "mgmt_resources", "resources in the running graph", ["kind"], registry=r
+        )
+        self.graph_start = Gauge(
+            "mgmt_graph_start_time_seconds", "when the running graph started", registry=r
+        )
+        self.converged = Gauge("mgmt_converged", "1 if the graph is converged", registry=r)
+        self.latency = Histogram(
+            "mgmt_event_to_converged_seconds",
+            "from a watch event to the end of the check_apply that repaired it",
+            ["kind"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self._server: Any = None
+        self._thread: Any = None
+
+    async def start(self) -> None:
+        from prometheus_client import start_http_server
+
+        host, port = parse_listen(self.listen)
+        self._server, self._thread = await asyncio.to_thread(
+            start_http_server, port, host, self.registry
+        )
+        self.engine.observers.append(self)
+        log.info("prometheus metrics on http://%s/metrics", self.listen)
+
+    async def stop(self) -> None:
+        if self in self.engine.observers:
+            self.engine.observers.remove(self)
+        if self._server is not None:
+            await asyncio.to_thread(self._server.shutdown)
+            self._server.server_close()
+            self._server = None
+
+    def check_applied(
+        self, vertex: Vertex, apply: bool, changed: bool | None, error: BaseException | None
+    ) -> None:
+        kind = vertex.res.kind
+        eventful = bool(changed)
+        self.checkapply.labels(kind, _b(apply), _b(eventful), _b(error is not None)).inc()
+        if error is not None:
+            retry = vertex.res.meta.retry
+            tries = self.engine.retries.get(vertex.key, 0) + 1
+            soft = retry == -1 or tries <= retry
+            self.failures.labels(kind, "soft" if soft else "hard").inc()
+        elif eventful and apply:
+            self.latency.labels(kind).observe(time.monotonic() - vertex.last_event)
+
+    def graph_swapped(self) -> None:
+        counts = Tally(v.res.kind for v in self.engine.vertices.values())
+        for vertex in self.engine.vertices.values():
+            counts.update(g.kind for g in getattr(vertex.res, "grouped", []))
+        self.resources.clear()
+        for kind, count in counts.items():
+            self.resources.labels(kind).set(count)
+        self.graph_start.set(time.time())
+
+    def set_converged(self, converged: bool) -> None:
+        self.converged.set(1 if converged else 0)
+
+
+def _b(value: bool) -> str:
+    return "true" if value else "false"
