@@ -1,6 +1,6 @@
 """Autoedges on a 10,000-file tree: time to add the automatic edges (target: well under 1 s).
 
-    .venv/bin/python bench/autoedges.py [--dirs 100 --files 99]
+.venv/bin/python bench/autoedges.py [--dirs 100 --files 99]
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import resources  # noqa: E402
-from engine.engine import Engine  # noqa: E402
-from engine.graph import Graph  # noqa: E402
-from resources.file import FileRes  # noqa: E402
+import resources
+from engine.engine import Engine
+from engine.graph import Graph
+from resources.file import FileRes
 
 
 def tree(dirs: int, files: int) -> Graph:
