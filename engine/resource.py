@@ -28,6 +28,14 @@ if TYPE_CHECKING:
 R = TypeVar("R", bound="type[Resource]")
 
 _REGISTRY: dict[str, type[Resource]] = {}
+_LOADER: Callable[[str], object] | None = None  # imports the module of a kind on first use
+_KNOWN: tuple[str, ...] = ()  # kinds the loader can provide
+
+
+def set_loader(loader: Callable[[str], object], known: tuple[str, ...]) -> None:
+    """Let lookup() import a kind's module on first use (set by the resources package)."""
+    global _LOADER, _KNOWN
+    _LOADER, _KNOWN = loader, known
 
 
 def register(kind: str) -> Callable[[R], R]:
@@ -46,13 +54,15 @@ def register(kind: str) -> Callable[[R], R]:
 
 
 def lookup(kind: str) -> type[Resource] | None:
-    """The class registered for `kind`, or None."""
+    """The class registered for `kind` (imported on first use), or None."""
+    if kind not in _REGISTRY and _LOADER is not None and kind in _KNOWN:
+        _LOADER(kind)
     return _REGISTRY.get(kind)
 
 
 def kinds() -> list[str]:
-    """Every registered kind name, sorted."""
-    return sorted(_REGISTRY)
+    """Every kind name, registered or loadable, sorted."""
+    return sorted(set(_REGISTRY) | set(_KNOWN))
 
 
 @dataclass(kw_only=True, eq=False)

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import resources
+import resources  # noqa: F401  # registers the loader that imports kinds on first use
 from engine.engine import Engine, Status
 from engine.graph import Graph
 from engine.watcher import PathWatcher
@@ -49,7 +49,6 @@ def load(config: Config) -> Loaded:
 async def run(config: Config) -> ExitCode:
     """Run the agent until it converges (cron mode), is stopped, or hits --max-runtime."""
     logsetup.setup(config.log_format, config.verbose)
-    resources.load_all()
     try:
         loaded = load(config)
     except GraphFileError as err:
