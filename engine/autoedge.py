@@ -38,7 +38,11 @@ def add_autoedges(graph: Graph) -> int:
             if provider is None or key in graph.succ[provider]:
                 continue
             if graph.has_path(key, provider):
-                log.debug("autoedge %s -> %s skipped: it would make a cycle", fmt_key(provider), fmt_key(key))
+                log.debug(
+                    "autoedge %s -> %s skipped: it would make a cycle",
+                    fmt_key(provider),
+                    fmt_key(key),
+                )
                 continue
             graph.connect(provider, key, AUTO)
             added += 1

@@ -20,6 +20,8 @@ def autogroup(graph: Graph) -> int:
     """Merge groupable resources of `graph` in place; returns how many were merged away."""
     merged = 0
     candidates = [r for r in graph if r.meta.autogroup and is_groupable(r)]
+    for res in candidates:
+        cast(Groupable, res).grouped = []  # the same objects may be grouped again (a re-apply)
     leaders: list[Resource] = []
     for res in candidates:
         key = key_of(res)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import enum
 import itertools
 import logging
@@ -27,11 +28,11 @@ from typing import Any, Protocol, cast
 
 from engine.autoedge import add_autoedges
 from engine.autogroup import autogroup
-from engine.errors import MgmtError, ResourceError
+from engine.errors import GraphError, ResourceError
 from engine.graph import Edge, Graph, Key, fmt_key, key_of
 from engine.handle import Handle
 from engine.meta import sema_size
-from engine.params import build, to_plain
+from engine.params import build
 from engine.ratelimit import TokenBucket
 from engine.resource import Resource, Reversible, is_reversible, lookup
 from engine.reverse import ReverseStore
@@ -48,6 +49,7 @@ class Status(enum.Enum):
 
 
 Listener = Callable[["Vertex"], None]
+REWATCH_MIN, REWATCH_MAX = 0.05, 10.0  # seconds between restarts of a failing watch (doubling)
 
 
 class Observer(Protocol):
@@ -58,10 +60,15 @@ class Observer(Protocol):
     ) -> None: ...
 
 
-def spec_of(res: Resource) -> Any:
-    """What makes a vertex "the same" across a swap: its params and meta, and its group's."""
-    grouped = getattr(res, "grouped", [])
-    return (type(res), to_plain(res), [spec_of(g) for g in grouped])
+def same(old: Resource, new: Resource) -> bool:
+    """Whether a running resource (as first given) may be kept for `new` across a swap: the
+    kind's cmp() (params and meta), and the same for every member of its group."""
+    old_group, new_group = getattr(old, "grouped", []), getattr(new, "grouped", [])
+    return (
+        old.cmp(new)
+        and len(old_group) == len(new_group)
+        and all(a.cmp(b) for a, b in zip(old_group, new_group, strict=True))
+    )
 
 
 class Vertex:
@@ -71,12 +78,17 @@ class Vertex:
         self.engine = engine
         self.res = res
         self.key: Key = key_of(res)
-        self.spec = spec_of(res)  # before any received value changes a param
+        # As first given (before received values change params), for cmp() at the next swap.
+        self.pristine = copy.copy(res)
+        if hasattr(res, "grouped"):
+            self.pristine.grouped = [copy.copy(g) for g in res.grouped]  # type: ignore[attr-defined]
         self.sent: dict[str, Any] = {}  # values published with handle.send()
         self.ts = 0  # logical time of the last successful process (0 = never)
         self.state_ok = False  # mgmt's isStateOK: no event since the last good check_apply
         self.events = 0  # watch events so far (an event during check_apply voids its result)
-        self.refresh_pending = False
+        self.refreshes = 0  # notifies received; those up to `refreshed` were seen by check_apply
+        self.refreshed = 0
+        self.dead = False  # the watch failed for good: the vertex stays failed
         self.status = Status.PENDING
         self.error: BaseException | None = None
         self.changed_last = False  # the last check_apply reported a change
@@ -105,6 +117,15 @@ class Vertex:
         return f"<Vertex {fmt_key(self.key)} {self.status.value}>"
 
     @property
+    def refresh_pending(self) -> bool:
+        return self.refreshes > self.refreshed
+
+    def refresh(self) -> None:
+        """A notify from upstream: the next check_apply sees handle.refresh() == True."""
+        self.refreshes += 1
+        self.poke()
+
+    @property
     def name(self) -> str:
         return fmt_key(self.key)
 
@@ -112,10 +133,11 @@ class Vertex:
 
     async def start(self) -> None:
         """init() the resource and start its watch and worker tasks."""
-        if self.res.meta.hidden:
+        if self.res.meta.hidden:  # ordered like any vertex, never applied
             self.started.set()
             self.state_ok = True
             self._tasks = [asyncio.create_task(self._work(), name=f"work {self.name}")]
+            self.poke()
             return
         try:
             await self.res.init(self.handle)
@@ -164,8 +186,10 @@ class Vertex:
 
     async def _watch(self) -> None:
         meta = self.res.meta
+        backoff = REWATCH_MIN
         while True:
             self.watch_starts += 1
+            started = time.monotonic()
             try:
                 if meta.poll > 0:
                     await self._poll(meta.poll)
@@ -178,8 +202,12 @@ class Vertex:
                 if not meta.rewatch:
                     self._fail_permanently(err, "watch")
                     return
-                self.handle.logger.warning("watch failed, restarting: %s", err)
-                await asyncio.sleep(meta.delay / 1000)
+                if time.monotonic() - started > REWATCH_MAX:
+                    backoff = REWATCH_MIN  # it had been running fine: a fresh failure
+                if backoff == REWATCH_MIN:
+                    self.handle.logger.warning("watch failed, restarting: %s", err)
+                await asyncio.sleep(max(meta.delay / 1000, backoff))
+                backoff = min(backoff * 2, REWATCH_MAX)
 
     async def _poll(self, interval: int) -> None:
         while True:
@@ -192,15 +220,20 @@ class Vertex:
             await self.dirty.wait()
             self.dirty.clear()
             await self.bucket.acquire()
+            if self._stopped:
+                return
             stale = self.engine.stale_predecessors(self)
             if stale:
                 for vertex in stale:
-                    vertex.poke()
+                    if vertex.status not in (Status.FAILED, Status.RETRYING):
+                        vertex.poke()  # a failed one is retried on its own schedule
                 self._set_status(Status.PENDING)
                 continue
             self.idle.clear()
             try:
                 retry_in = await self._process()
+            except Exception as err:  # outside check_apply (receive, reversal): still ours
+                retry_in = self._failed(err)
             finally:
                 self.idle.set()
             if retry_in is not None:
@@ -229,15 +262,21 @@ class Vertex:
     async def _process(self) -> float | None:
         """One check_apply (unless the state is known good); returns a retry delay or None."""
         meta = self.res.meta
+        if meta.hidden:
+            self.refreshed = self.refreshes
+            self._succeeded(changed=False)
+            return None
         await self._receive()
         if self.state_ok and not self.refresh_pending:
             self._succeeded(changed=False)
             return None
         apply = not (self.engine.noop or meta.noop)
-        events_before = self.events
+        events_before, refreshes_before = self.events, self.refreshes
         self._set_status(Status.RUNNING)
         try:
             async with self.engine.locks(meta.sema):
+                if self._stopped:
+                    return None  # stopping while we waited for a semaphore: run nothing new
                 async with asyncio.timeout(meta.timeout or None):
                     result: Any = await self.res.check_apply(apply)
             if not isinstance(result, bool):
@@ -253,20 +292,22 @@ class Vertex:
             return self._failed(err)
         changed = not result
         self.engine.observe(self, apply, changed, None)
-        if changed and apply and meta.reverse:
-            await self.engine.save_reversal(self)
-        self.refresh_pending = False
+        if apply and meta.reverse:
+            await self.engine.save_reversal(self)  # until it is stored (a failure retries)
+        self.refreshed = refreshes_before  # a notify that came in meanwhile is still pending
         # Known good, unless an event arrived meanwhile: then the next pass must check again.
         self.state_ok = (result or apply) and self.events == events_before
         if changed:
             for target, edge in self.engine.successors(self):
                 if edge.notify:
-                    target.refresh_pending = True
+                    target.refresh()
         log.debug("%s: check_apply(apply=%s) -> %s", self.name, apply, result)
         self._succeeded(changed)
         return None
 
     def _succeeded(self, changed: bool) -> None:
+        if self.dead:
+            return  # its watch failed for good: it stays failed, nothing downstream runs
         self.ts = self.engine.tick()
         self.changed_last = changed
         if self.status in (Status.RETRYING, Status.FAILED):
@@ -293,6 +334,7 @@ class Vertex:
         return None
 
     def _fail_permanently(self, err: BaseException, where: str) -> None:
+        self.dead = True
         self.error = err
         self.handle.logger.error("%s failed: %s", where, err)
         self._set_status(Status.FAILED)
@@ -393,19 +435,30 @@ class Engine:
     # graph lifecycle ----------------------------------------------------------------------
 
     def prepare(self, graph: Graph) -> None:
-        """Add automatic edges and merge groups (in place), then check for cycles."""
+        """Add automatic edges and merge groups (in place), then check cycles and semaphores."""
         if self.autoedges:
             add_autoedges(graph)
         if self.autogroup:
             autogroup(graph)
         graph.check()
+        sizes: dict[str, tuple[int, Resource]] = {}
+        for res in graph:
+            for name, size in (sema_size(entry) for entry in res.meta.sema):
+                first = sizes.setdefault(name, (size, res))
+                if first[0] != size:
+                    raise GraphError(
+                        f"semaphore {name!r} has size {first[0]} in {first[1]} but {size} in {res}"
+                    )
 
     async def apply(self, graph: Graph) -> None:
         """Run `graph`: unchanged vertices keep running, removed stop, new ones start."""
         self.prepare(graph)
         old = self.vertices
         kept = {
-            k for k, v in old.items() if k in graph.vertices and v.spec == spec_of(graph.vertices[k])
+            k
+            for k, v in old.items()
+            if k in graph.vertices
+            and (graph.vertices[k] is v.res or same(v.pristine, graph.vertices[k]))
         }
         removed = [v for k, v in old.items() if k not in kept]
         await asyncio.gather(*(v.stop(graceful=True) for v in removed))
@@ -455,7 +508,7 @@ class Engine:
                 if not is_reversible(res):
                     raise ResourceError(f"{fmt_key(key)} cannot be reversed")
                 await cast(Reversible, res).reverse(record["data"])
-            except (MgmtError, OSError, ValueError, KeyError) as err:
+            except Exception as err:
                 log.error("%s: reversal failed (kept for the next run): %s", fmt_key(key), err)
                 continue
             self.reversals.delete(key)

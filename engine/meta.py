@@ -52,8 +52,9 @@ class Meta:
                 raise ValidationError(f"must be >= 0, got {getattr(self, name)}", name)
         if not self.limit > 0:
             raise ValidationError(f"must be > 0 events/s (or inf), got {self.limit}", "limit")
-        for entry in self.sema:
-            sema_size(entry)
+        names = [sema_size(entry)[0] for entry in self.sema]
+        if len(set(names)) != len(names):
+            raise ValidationError(f"names a semaphore twice: {self.sema}", "sema")
 
 
 def sema_size(entry: str) -> tuple[str, int]:

@@ -248,3 +248,64 @@ async def test_event_during_check_apply_is_not_lost(engine: Engine) -> None:
     state("a").gate = None
     gate.set()
     await settle(engine, lambda: ran("a") == 2)  # checked again, not skipped as "known good"
+
+
+async def test_notify_during_check_apply_is_not_lost(engine: Engine) -> None:
+    graph = make_graph("ab", [("a", "b")], notify=True, a={"change": True})
+    gate = asyncio.Event()
+    state("b").gate = gate
+    await engine.apply(graph)
+    async with asyncio.timeout(5):
+        await state("b").entered.wait()  # b runs (poked by a) while ...
+    vertex_b = engine.vertices[("probe", "b")]
+    vertex_b.refresh()  # ... another notify arrives
+    state("b").gate = None
+    gate.set()
+    await settle(engine, lambda: any(refresh for _apply, refresh in state("b").calls[1:]))
+
+
+async def test_failed_predecessor_is_not_rerun_by_downstream_events(engine: Engine) -> None:
+    graph = make_graph("ab", [("a", "b")])
+    state("a").failures_left = 100
+    await engine.apply(graph)
+    await settle(engine)
+    runs = ran("a")
+    handle = state("b").handle
+    assert handle is not None
+    for _ in range(3):
+        await handle.event()
+    await settle(engine)
+    assert ran("a") == runs  # no back-poke re-ran the failed vertex
+
+
+async def test_hidden_leaf_settles(engine: Engine) -> None:
+    await engine.apply(make_graph("h", h={"meta": Meta(hidden=True)}))
+    await settle(engine)
+    assert engine.vertices[("probe", "h")].status is Status.OK
+
+
+async def test_reversal_error_fails_the_vertex_not_the_worker(tmp_path: Path) -> None:
+    from resources.file import FileRes
+
+    blocker = tmp_path / "prefix"
+    blocker.write_text("not a directory")  # the reversal store cannot be created under it
+    eng = Engine(hostname="t", prefix=blocker)
+    graph = make_graph("")
+    graph.add(FileRes(name="f", path=str(tmp_path / "f"), content="x", meta=Meta(reverse=True)))
+    try:
+        await eng.apply(graph)
+        await settle(eng)
+        vertex = eng.vertices[("file", "f")]
+        assert vertex.status is Status.FAILED
+        assert not any(t.done() for t in vertex._tasks)  # the worker is alive
+    finally:
+        await eng.stop()
+
+
+def test_semaphore_named_twice_is_refused() -> None:
+    import pytest
+
+    from engine.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="twice"):
+        Meta(sema=["lock", "lock:2"])
