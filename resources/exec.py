@@ -79,7 +79,10 @@ class ExecRes(RefreshableMixin, Resource):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._pending = False  # an event arrived since the last run
+        # Events seen (startup, watchcmd lines, watchfiles) and how many a run has dealt with:
+        # counting, not a flag, so that an event during a run is not swallowed by it.
+        self._events = 0
+        self._handled = 0
         # The last run's output, for send/recv: stdout, stderr and both interleaved.
         self.stdout: str | None = None
         self.stderr: str | None = None
@@ -107,7 +110,7 @@ class ExecRes(RefreshableMixin, Resource):
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
-        self._pending = False
+        self._events = self._handled = 0
 
     async def watch(self) -> None:
         async with contextlib.AsyncExitStack() as stack:
@@ -125,20 +128,21 @@ class ExecRes(RefreshableMixin, Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         log = self.handle.logger
-        if not (self._pending or self.handle.refresh() or self.meta.poll > 0):
+        seen = self._events
+        if not (seen > self._handled or self.handle.refresh() or self.meta.poll > 0):
             log.debug("nothing to do: no event or refresh since the last run")
             return True
         reason = await self._skip_reason()
         if reason is not None:
             log.debug("nothing to do: %s", reason)
             if apply:
-                self._pending = False  # this event has been dealt with
+                self._handled = seen  # these events have been dealt with
             return True
         if not apply:
             log.info("would run: %s", self._shown())
             return False
         await self._run()
-        self._pending = False
+        self._handled = seen  # (a failure leaves them pending: a retry runs again)
         return False
 
     # check_apply's parts -----------------------------------------------------------------
@@ -209,7 +213,7 @@ class ExecRes(RefreshableMixin, Resource):
     # watch's parts -------------------------------------------------------------------------
 
     async def _event(self) -> None:
-        self._pending = True
+        self._events += 1
         await self.handle.event()
 
     async def _watch_files(self, watcher: PathWatcher) -> None:
@@ -276,10 +280,16 @@ class ExecRes(RefreshableMixin, Resource):
     async def _finish(
         self, proc: asyncio.subprocess.Process, readers: list[asyncio.Task[None]]
     ) -> int:
-        """Wait until the output is closed and the process exited; its exit code."""
+        """Wait for the process to exit, then up to GRACE for its output to close; its exit code.
+
+        A background child that keeps our pipes open does not hold the run beyond GRACE.
+        """
         try:
-            await asyncio.gather(*readers)
-            return await proc.wait()
+            await _exited(proc)
+            _done, pending = await asyncio.wait(readers, timeout=GRACE)
+            if pending:
+                _close_pipes(proc)  # a background child holds them: stop reading
+            return await proc.wait()  # (asyncio's wait() also waits for the pipes to close)
         finally:
             for task in readers:
                 task.cancel()
@@ -387,6 +397,30 @@ def _killpg(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+async def _exited(proc: asyncio.subprocess.Process) -> None:
+    """Wait until the process has exited, whatever holds its pipes (a pidfd: no polling)."""
+    if proc.returncode is not None:
+        return
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        return  # already reaped
+    loop = asyncio.get_running_loop()
+    gone = asyncio.Event()
+    loop.add_reader(fd, gone.set)
+    try:
+        await gone.wait()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def _close_pipes(proc: asyncio.subprocess.Process) -> None:
+    transport = getattr(proc, "_transport", None)
+    if isinstance(transport, asyncio.BaseTransport):
+        transport.close()
+
+
 async def _reap(proc: asyncio.subprocess.Process) -> None:
     """Kill the group of a process that has not exited, and wait for it (no zombies).
 
@@ -398,9 +432,7 @@ async def _reap(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(GRACE):
             await proc.wait()
-    transport = getattr(proc, "_transport", None)
-    if isinstance(transport, asyncio.BaseTransport):
-        transport.close()
+    _close_pipes(proc)
     await proc.wait()
 
 

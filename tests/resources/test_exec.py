@@ -386,3 +386,40 @@ def test_validate_accepts_the_full_form() -> None:
 def test_cmp_compares_params() -> None:
     assert ExecRes(name="x", cmd="true").cmp(ExecRes(name="x", cmd="true"))
     assert not ExecRes(name="x", cmd="true").cmp(ExecRes(name="x", cmd="false"))
+
+
+async def test_an_event_during_a_run_is_not_swallowed(run_resource: Start, tmp_path: Path) -> None:
+    """A watchcmd line printed while the command runs still asks for another run."""
+    go = tmp_path / "go"
+    fifo = tmp_path / "lines"
+    os.mkfifo(fifo)
+    res = ExecRes(
+        name="x",
+        shell="/bin/sh",
+        cmd=f"echo run >> {tmp_path}/runs; cat {go}",  # blocks until `go` has content
+        watchcmd=f"cat {fifo}",
+        watchshell="/bin/sh",
+    )
+    go.write_text("")
+    running = await run_resource(res)
+    writer = await asyncio.to_thread(open, fifo, "w")  # the watchcmd's reader is open now
+    try:
+        assert not await res.check_apply(True)  # startup run
+        writer.write("line\n")  # an event ...
+        writer.flush()
+        await running.handle.next_event()
+        assert not await res.check_apply(True)  # ... is a run
+        assert await res.check_apply(True)  # and nothing more
+    finally:
+        writer.close()
+    assert (tmp_path / "runs").read_text().count("run") == 2
+
+
+async def test_a_background_child_does_not_hold_the_run(
+    run_resource: Start, tmp_path: Path
+) -> None:
+    res = ExecRes(name="bg", shell="/bin/sh", cmd="sleep 30 & echo started")
+    await run_resource(res)
+    async with asyncio.timeout(10):  # GRACE is 1 s; the child would hold it for 30 s
+        assert not await res.check_apply(True)
+    assert res.stdout == "started\n"
