@@ -24,7 +24,6 @@ import asyncio
 import dataclasses
 import inspect
 import json
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -134,11 +133,7 @@ class Exported:
 
 def _meta_changes(meta: Meta) -> dict[str, Any]:
     default = Meta()
-    out = {}
-    for key, value in to_plain(meta).items():
-        if value != getattr(default, key):
-            out[key] = value if not (isinstance(value, float) and math.isinf(value)) else "inf"
-    return out
+    return {k: v for k, v in to_plain(meta).items() if v != getattr(default, k)}
 
 
 def strings_key(key: str, host: str | None = None) -> str:
@@ -210,10 +205,12 @@ class MemoryStore:
         return {k: v for k, v in self.data.items() if k.startswith(prefix)}
 
     def commit(self, puts: dict[str, str], deletes: Sequence[str] = ()) -> None:
-        """Apply puts and deletes atomically (one revision, one signal per watcher)."""
+        """Apply puts and deletes atomically (one revision, one signal per watcher).
+
+        As in etcd, every put is an event for watchers, even of an unchanged value.
+        """
         self._check()
-        changed = {k for k, v in puts.items() if self.data.get(k) != v}
-        changed |= {k for k in deletes if k in self.data}
+        changed = set(puts) | {k for k in deletes if k in self.data}
         self.data.update(puts)
         for key in deletes:
             self.data.pop(key, None)
@@ -272,10 +269,12 @@ class MemoryWorld:
         return self.store.watch(strings_key(key) + "/", prefix=True)
 
     async def res_export(self, records: Sequence[Exported]) -> None:
-        mine = f"{EXPORTED}{self.hostname}/"
+        current = self.store.get_prefix(f"{EXPORTED}{self.hostname}/")
         wanted = {r.key: r.to_json() for r in records}
-        stale = [k for k in self.store.get_prefix(mine) if k not in wanted]
-        self.store.commit(wanted, stale)
+        puts = {k: v for k, v in wanted.items() if current.get(k) != v}
+        stale = [k for k in current if k not in wanted]
+        if puts or stale:
+            self.store.commit(puts, stale)
 
     async def res_list(self) -> list[Exported]:
         return [Exported.from_key(k, v) for k, v in sorted(self.store.get_prefix(EXPORTED).items())]

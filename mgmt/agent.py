@@ -13,61 +13,108 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
 from engine.engine import Engine, Status
+from engine.errors import ValidationError
 from engine.graph import Graph
 from engine.watcher import PathWatcher
 from mgmt import log as logsetup
+from mgmt.cluster import needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
 from mgmt.metrics import Metrics
 from mgmt.yamlgraph import GraphFileError, Loaded, load_file
 
+if TYPE_CHECKING:
+    from mgmt.cluster.link import ClusterLink
+
 log = logging.getLogger("main")
+
+
+class GraphSource(Protocol):
+    """A front-end that produces graphs over time (the language): the agent applies each one.
+
+    It watches its own input (so the agent does not watch config.file); `reload()` is SIGHUP.
+    """
+
+    def __aiter__(self) -> AsyncIterator[Loaded]: ...
+
+    def reload(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def open_lang(config: Config) -> tuple[GraphSource, Loaded | None]:
+    """Compile and start a program (GraphFileError on compile errors: nothing has run).
+
+    Returns the source and its first graph (None if the program could not produce one yet).
+    """
+    from mgmt.lang.errors import CompileError  # the language (and lark) only when used
+    from mgmt.lang.source import LangSource
+
+    assert config.file is not None
+    try:
+        source = await LangSource.open(
+            config.file, hostname=config.hostname, watch=not config.no_watch
+        )
+    except CompileError as err:
+        raise GraphFileError(err.problems) from err
+    return source, source.first
 
 
 def load(config: Config) -> Loaded:
     """The graph the config asks for; GraphFileError on bad input."""
     if config.frontend == "empty" or config.file is None:
         return Loaded(Graph("empty"))
-    loaded = load_file(config.file)
-    if loaded.exported or loaded.collect:
-        raise GraphFileError(
-            [
-                f"{config.file}: exported (@@) resources and collect need the cluster, "
-                "which this version does not provide yet"
-            ]
-        )
-    return loaded
+    return load_file(config.file)
 
 
 async def run(config: Config) -> ExitCode:
     """Run the agent until it converges (cron mode), is stopped, or hits --max-runtime."""
     logsetup.setup(config.log_format, config.verbose)
+    source: GraphSource | None = None
+    first: Loaded | None = None
     try:
-        loaded = load(config)
+        if config.frontend == "lang":
+            source, first = await open_lang(config)
+            loaded = first or Loaded(Graph("empty"))
+        else:
+            loaded = load(config)
     except GraphFileError as err:
         for problem in err.problems:
             log.error("%s", problem)
         return ExitCode.USAGE
     for warning in loaded.warnings:
         log.warning("%s", warning)
+    if needs_cluster(config, loaded):
+        from mgmt.cluster.options import from_config as cluster_options
+
+        try:
+            cluster_options(config)
+        except ValidationError as err:
+            log.error("%s", err)
+            return ExitCode.USAGE
     prefix = Path(tempfile.mkdtemp(prefix="mgmt-")) if config.tmp_prefix else config.prefix
     try:
-        return await Agent(config, prefix).run(loaded)
+        if source is not None and first is None and config.exit_after >= 0:
+            log.error("the program produced no graph")  # cron mode: nothing to converge to
+            await source.aclose()
+            return ExitCode.FAILED
+        return await Agent(config, prefix, source).run(loaded)
     finally:
         if config.tmp_prefix:
             shutil.rmtree(prefix, ignore_errors=True)
 
 
 class Agent:
-    def __init__(self, config: Config, prefix: Path) -> None:
+    def __init__(self, config: Config, prefix: Path, source: GraphSource | None = None) -> None:
         self.config = config
+        self.source = source  # a front-end that produces graphs itself (the language)
         self.engine = Engine(
             hostname=config.hostname,
             prefix=prefix,
@@ -89,6 +136,10 @@ class Agent:
         self._stop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._file_watcher: PathWatcher | None = None
+        self.cluster: ClusterLink | None = None  # started when a graph first needs it
+        self._loaded: Loaded | None = None  # the last graph file loaded (collect re-merges it)
+        self._collected = asyncio.Event()  # the collected resources changed
+        self._apply_lock = asyncio.Lock()
         self.metrics = Metrics(self.engine, config.prometheus_listen) if config.prometheus else None
 
     async def run(self, loaded: Loaded) -> ExitCode:
@@ -117,7 +168,9 @@ class Agent:
     # lifecycle --------------------------------------------------------------------------
 
     async def _start_background(self) -> None:
-        if self.config.file is not None and not self.config.no_watch:
+        if self.source is not None:
+            self._spawn(self._follow(self.source))
+        elif self.config.file is not None and not self.config.no_watch:
             watcher = PathWatcher([self.config.file])
             await watcher.__aenter__()  # watching before we report ready: no edit is missed
             self._file_watcher = watcher
@@ -179,6 +232,8 @@ class Agent:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.source is not None:
+            await self.source.aclose()
         if self._file_watcher is not None:
             await self._file_watcher.aclose()
         if self.metrics is not None:
@@ -191,6 +246,8 @@ class Agent:
                 raise
             await self.engine.stop(graceful=False)
         self.converger.close()
+        if self.cluster is not None:  # withdraw exports, leave, stop etcd
+            await self.cluster.stop(graceful=not self._forced)
 
     def _exit_code(self, reason: str) -> ExitCode:
         vertices = self.engine.vertices.values()
@@ -220,13 +277,46 @@ class Agent:
     # graphs -----------------------------------------------------------------------------
 
     async def _apply(self, loaded: Loaded) -> None:
-        self._digest = loaded.digest
-        await self.engine.apply(loaded.graph)
-        self.converger.recompute()
-        if self.metrics is not None:
-            self.metrics.graph_swapped()
-        if self.config.graphviz:
-            self.config.graphviz.write_text(loaded.graph.to_dot())
+        async with self._apply_lock:
+            self._digest = loaded.digest
+            self._loaded = loaded
+            graph = loaded.graph
+            if self.cluster is None and needs_cluster(self.config, loaded):
+                await self._start_cluster()
+            if self.cluster is not None:  # publish exports, add what is collected
+                graph = await self.cluster.graph_for(loaded)
+            await self.engine.apply(graph)
+            self.converger.recompute()
+            if self.metrics is not None:
+                self.metrics.graph_swapped()
+            if self.config.graphviz:
+                self.config.graphviz.write_text(graph.to_dot())
+
+    async def _start_cluster(self) -> None:
+        from mgmt.cluster.link import ClusterLink  # etcd client: only for graphs that need it
+        from mgmt.cluster.options import from_config as cluster_options
+
+        try:
+            link = ClusterLink(
+                cluster_options(self.config), self.engine.prefix, self._collected.set
+            )
+        except ValidationError as err:
+            log.error("cluster: %s", err)
+            return
+        self.cluster = link
+        self.engine.world = link.world
+        await link.start()
+        self._spawn(self._collect_loop())
+
+    async def _collect_loop(self) -> None:
+        """Swap in a new graph whenever the collected resources change."""
+        while True:
+            await self._collected.wait()
+            self._collected.clear()
+            if self._loaded is not None:
+                self.swapped.clear()
+                await self._apply(self._loaded)
+                self.swapped.set()
 
     async def _watch_graph_file(self, watcher: PathWatcher) -> None:
         async for _ in watcher:
@@ -236,7 +326,17 @@ class Agent:
         while True:
             await self.reload.wait()
             self.reload.clear()
-            await self._reload()
+            if self.source is not None:
+                self.source.reload()
+            else:
+                await self._reload()
+
+    async def _follow(self, source: GraphSource) -> None:
+        """Swap in every graph the front-end produces."""
+        async for loaded in source:
+            self.swapped.clear()
+            await self._apply(loaded)
+            self.swapped.set()
 
     async def _reload(self) -> None:
         assert self.config.file is not None

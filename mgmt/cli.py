@@ -1,7 +1,9 @@
 """The `mgmt` command: parses flags into a Config and calls `agent.run(config)`.
 
 mgmt run [flags] yaml FILE      (also: mgmt run [flags] FILE)
+mgmt run [flags] lang FILE.mcl  (also: mgmt run [flags] FILE.mcl)
 mgmt run [flags] empty
+mgmt check FILE...              type-check programs (and graph files): exit 0, or 2
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ def _env_default(name: str, kind: Any, default: Any) -> Any:
     if kind == "bool":
         return value.strip().lower() in ("1", "true", "yes", "on")
     if kind == "int":
-        return int(value)
+        try:
+            return int(value)
+        except ValueError:
+            print(f"mgmt: MGMT_{name.upper()}: expected an integer, got {value!r}", file=sys.stderr)
+            raise SystemExit(int(ExitCode.USAGE)) from None
     if kind in {"Path", "Path | None"}:
         return Path(value)
     return value
@@ -38,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mgmt", description="Event-driven, parallel configuration management."
     )
     parser.add_argument("--version", action="version", version=f"mgmt {VERSION}")
-    parser.add_argument("command", choices=["run"], help="run: run a graph (see mgmt run --help)")
+    parser.add_argument(
+        "command",
+        choices=["run", "check"],
+        help="run: run a graph (see mgmt run --help); check FILE...: check programs, exit 0/2",
+    )
     return parser
 
 
@@ -60,7 +70,10 @@ def build_run_parser() -> argparse.ArgumentParser:
         conv = {"int": int, "Path": Path, "Path | None": Path}.get(str(f.type), str)
         run.add_argument(flag, type=conv, default=default, help=f.metadata["help"], **extra)
     run.add_argument(
-        "target", nargs="+", metavar="FRONTEND", help="`yaml FILE`, `FILE`, or `empty`"
+        "target",
+        nargs="+",
+        metavar="FRONTEND",
+        help="`yaml FILE`, `lang FILE.mcl`, `FILE` (.mcl: lang), or `empty`",
     )
     return run
 
@@ -74,18 +87,50 @@ def parse(argv: list[str]) -> Config:
     target: list[str] = args.target
     if target == ["empty"]:
         frontend, file = "empty", None
-    elif len(target) == 2 and target[0] == "yaml":
-        frontend, file = "yaml", Path(target[1])
-    elif len(target) == 1 and target[0] not in ("yaml", "empty"):
-        frontend, file = "yaml", Path(target[0])
+    elif len(target) == 2 and target[0] in ("yaml", "lang"):
+        frontend, file = target[0], Path(target[1])
+    elif len(target) == 1 and target[0] not in ("yaml", "lang", "empty"):
+        frontend = "lang" if target[0].endswith(".mcl") else "yaml"
+        file = Path(target[0])
     else:
-        parser.error(f"expected `yaml FILE`, `FILE` or `empty`, got {' '.join(target)!r}")
+        parser.error(
+            f"expected `yaml FILE`, `lang FILE`, `FILE` or `empty`, got {' '.join(target)!r}"
+        )
     values = {f.name: getattr(args, f.name) for f in option_fields()}
     return Config(frontend=frontend, file=file, **values)
 
 
+def check(files: list[str]) -> int:
+    """`mgmt check FILE...`: compile and type-check (.mcl) or validate (YAML); nothing runs."""
+    if not files or any(f.startswith("-") for f in files):
+        print("usage: mgmt check FILE.mcl|FILE.yaml...", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    import resources  # noqa: F401  # kinds load on first use
+    from mgmt.lang import compile_file
+    from mgmt.lang.errors import CompileError
+    from mgmt.yamlgraph import GraphFileError, load_file
+
+    code = ExitCode.OK
+    for name in files:
+        try:
+            if name.endswith(".mcl"):
+                compile_file(Path(name))
+            else:
+                load_file(Path(name))
+        except (CompileError, GraphFileError) as err:
+            for problem in err.problems:
+                print(problem, file=sys.stderr)
+            code = ExitCode.USAGE
+            continue
+        print(f"{name}: ok", file=sys.stderr)
+    return int(code)
+
+
 def main(argv: list[str] | None = None) -> int:
-    config = parse(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "check":
+        return check(args[1:])
+    config = parse(args)
     from mgmt import agent
 
     try:

@@ -26,7 +26,7 @@ def opt(help: str, **kwargs: Any) -> Any:
 
 @dataclass(kw_only=True)
 class Config:
-    # Where the graph comes from: "yaml" (a graph file) or "empty" (no local graph).
+    # Where the graph comes from: "yaml" (a graph file), "lang" (an mcl program) or "empty".
     frontend: str = "yaml"
     # The graph file (for the yaml front-end).
     file: Path | None = None
@@ -78,6 +78,103 @@ class Config:
     prometheus_listen: str = field(
         default="127.0.0.1:9233",
         metadata=opt("HOST:PORT for --prometheus", metavar="HOST:PORT"),
+    )
+    # cluster (DESIGN §6; docs/clustering.md) ------------------------------------------
+    seeds: str = field(
+        default="",
+        metadata=opt(
+            "join the cluster through these etcd client URLs (comma-separated)", metavar="URLS"
+        ),
+    )
+    client_urls: str = field(
+        default="",
+        metadata=opt(
+            "URLs this host's etcd serves clients on (default http://127.0.0.1:2379)",
+            metavar="URLS",
+        ),
+    )
+    server_urls: str = field(
+        default="",
+        metadata=opt(
+            "URLs this host's etcd serves peers on (default http://127.0.0.1:2380)", metavar="URLS"
+        ),
+    )
+    advertise_client_urls: str = field(
+        default="",
+        metadata=opt(
+            "client URLs announced to the cluster (default: --client-urls)", metavar="URLS"
+        ),
+    )
+    advertise_server_urls: str = field(
+        default="",
+        metadata=opt("peer URLs announced to the cluster (default: --server-urls)", metavar="URLS"),
+    )
+    ideal_cluster_size: int = field(
+        default=5,
+        metadata=opt(
+            "etcd members the cluster grows to from volunteers (first host only)", metavar="N"
+        ),
+    )
+    no_server: bool = field(
+        default=False, metadata=opt("never run an etcd member: stay a client of the cluster")
+    )
+    tls_ca: Path | None = field(
+        default=None,
+        metadata=opt(
+            "CA (PEM) verifying etcd servers, and clients of this host's etcd", metavar="FILE"
+        ),
+    )
+    tls_cert: Path | None = field(
+        default=None,
+        metadata=opt(
+            "certificate (PEM) this host's etcd serves and this agent presents", metavar="FILE"
+        ),
+    )
+    tls_key: Path | None = field(
+        default=None, metadata=opt("private key (PEM) of --tls-cert", metavar="FILE")
+    )
+    peer_tls_ca: Path | None = field(
+        default=None,
+        metadata=opt("CA (PEM) for etcd peer traffic (default: --tls-ca)", metavar="FILE"),
+    )
+    peer_tls_cert: Path | None = field(
+        default=None,
+        metadata=opt(
+            "certificate (PEM) for etcd peer traffic (default: --tls-cert)", metavar="FILE"
+        ),
+    )
+    peer_tls_key: Path | None = field(
+        default=None,
+        metadata=opt("private key (PEM) of --peer-tls-cert (default: --tls-key)", metavar="FILE"),
+    )
+    cluster_user: str | None = field(
+        default=None, metadata=opt("etcd user (with --cluster-password-file)", metavar="NAME")
+    )
+    cluster_password_file: Path | None = field(
+        default=None,
+        metadata=opt("file holding the etcd user's password (never logged)", metavar="FILE"),
+    )
+    insecure_cluster: bool = field(
+        default=False, metadata=opt("allow plain http cluster URLs on non-loopback addresses")
+    )
+    etcd_heartbeat_interval: int = field(
+        default=100, metadata=opt("etcd raft heartbeat interval in ms", metavar="MS")
+    )
+    etcd_election_timeout: int = field(
+        default=1000,
+        metadata=opt(
+            "etcd election timeout in ms (also sets how soon a dead host is replaced)", metavar="MS"
+        ),
+    )
+    etcd_quota_backend_bytes: int = field(
+        default=512 << 20,
+        metadata=opt("etcd storage quota in bytes (0: etcd's 2 GiB)", metavar="BYTES"),
+    )
+    etcd_compaction_retention: str = field(
+        default="10m",
+        metadata=opt(
+            "etcd history kept before compaction, e.g. 10m, 1h (0: never)", metavar="DURATION"
+        ),
     )
     log_format: str = field(
         default="text", metadata=opt("text (one line per event) or json", choices=["text", "json"])

@@ -88,11 +88,12 @@ class Loaded:
 def load_file(path: Path) -> Loaded:
     """Read and parse a graph file; GraphFileError on any problem."""
     try:
-        text = path.read_text()
+        data = path.read_bytes()
+        text = data.decode()
     except (OSError, UnicodeDecodeError) as err:
         raise GraphFileError([f"{path}: cannot read: {err}"]) from err
     loaded = parse(text, str(path))
-    loaded.digest = hashlib.sha256(text.encode()).hexdigest()
+    loaded.digest = hashlib.sha256(data).hexdigest()  # of the bytes, as the agent compares
     return loaded
 
 
@@ -148,6 +149,10 @@ class _Parser:
             ) from err
         except yaml.YAMLError as err:
             raise GraphFileError([f"{self.filename}: YAML error: {err}"]) from err
+        except RecursionError as err:  # e.g. a recursive alias
+            raise GraphFileError(
+                [f"{self.filename}: YAML nests too deeply (a recursive alias?)"]
+            ) from err
         except GraphFileError as err:
             raise GraphFileError(
                 [f"{self.filename}:{p.removeprefix('line ')}" for p in err.problems]
@@ -227,10 +232,8 @@ class _Parser:
                 res = self._resource(cls, kind, item, items.lines[index], index)
                 if res is None:
                     continue
-                target = loaded.exported if res.name.startswith(EXPORT_PREFIX) else None
-                if target is not None:
-                    res.name = res.name.removeprefix(EXPORT_PREFIX)
-                    target.append(res)
+                if str(item.get("name")).startswith(EXPORT_PREFIX):
+                    loaded.exported.append(res)  # validated under its name without the "@@"
                     continue
                 try:
                     loaded.graph.add(res)
@@ -258,12 +261,18 @@ class _Parser:
             del item[key]
         meta_data = item.get("meta") or {}
         meta: Meta | None = None
+        if not isinstance(meta_data, dict):
+            self.problem(
+                item.lines.get("meta", line), where, f"meta: expected a mapping, got {meta_data!r}"
+            )
+            meta_data = {}
         try:
             meta = build(Meta, meta_data, raw=getattr(meta_data, "raw", None), prefix="meta.")
         except ValidationError as err:
             self.problem(self._line_of(item, err.key, line), where, str(err))
         try:
-            res = build(cls, item, raw=item.raw, skip=frozenset({"meta"}))
+            data = {**item, "name": name.removeprefix(EXPORT_PREFIX)}
+            res = build(cls, data, raw=item.raw, skip=frozenset({"meta"}))
             res.validate()
         except ValidationError as err:
             self.problem(self._line_of(item, err.key, line), where, str(err))

@@ -5,12 +5,22 @@ The first run converges (exit 0); the second run of an idempotent example logs n
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import grp
+import os
+import pwd
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.e2e.helpers import ROOT, run_mgmt
+from tests.fakes.systemd import fake_systemd_process
+from tests.mgmt.cluster.helpers import cluster_env
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 # Examples that run commands or print on every run: their second run is not silent.
@@ -27,6 +37,12 @@ RERUNS = {
     "sema.yaml",
     "sendrecv.yaml",
     "noop-meta.yaml",
+    # libvirt's test driver keeps its state in the mgmt process: every run defines anew.
+    "virt.yaml",
+    "virt-many.yaml",
+    "virt-restart.yaml",
+    # each run has a fresh one-member cluster (--tmp-prefix): the keys are written anew.
+    "kv.yaml",
 }
 # What the first run must leave behind: path -> content (None: must not exist).
 STATE: dict[str, dict[str, str | None]] = {
@@ -52,13 +68,100 @@ STATE: dict[str, dict[str, str | None]] = {
     "file-absent.yaml": {"/tmp/mgmt/absent/stale": None, "/tmp/mgmt/absent/keep": "kept\n"},
     "swap1.yaml": {"/tmp/mgmt/swap/kept": "kept\n", "/tmp/mgmt/swap/old": "old\n"},
     "swap2.yaml": {"/tmp/mgmt/swap/kept": "kept\n", "/tmp/mgmt/swap/new": "new\n"},
+    **{f"cluster-h{i}.yaml": {f"/tmp/mgmt/cluster/h{i}": f"hello from h{i}\n"} for i in (1, 2, 3)},
 }
 # Log lines the first run must show.
 LOGS = {
+    "virt.yaml": "virt[vm1]: started",
+    "virt-many.yaml": "virt[batch]: created (transient, running)",
+    "virt-restart.yaml": "virt[app]: started",
     "notify.yaml": "print[reload]: msg: app.conf changed: reloading the app",
     "noop-meta.yaml": "file[reported]: would create /tmp/mgmt/noop-meta/reported",
     "sema.yaml": "exec[n1]",
+    "svc.yaml": "svc[ssh]: started ssh.service",
+    "cron.yaml": "cron[mgmt-tmp-cleanup]: started mgmt-tmp-cleanup.timer",
+    "hostname.yaml": "hostname[web1]: static hostname set to 'web1'",
+    "kv.yaml": "kv[app-version]: app/version set to '1.4.2'",
 }
+
+SSH_UNIT = "[Service]\nExecStart=/usr/sbin/sshd -D\n[Install]\nWantedBy=multi-user.target\n"
+# Examples that talk to a service: example -> context manager yielding the env that points
+# the `mgmt` subprocess at a stand-in for it (both runs of the example share one).
+CONTEXTS: dict[str, Callable[[], contextlib.AbstractContextManager[dict[str, str]]]] = {
+    "svc.yaml": functools.partial(fake_systemd_process, units={"ssh.service": SSH_UNIT}),
+    "cron.yaml": fake_systemd_process,
+    "hostname.yaml": fake_systemd_process,
+    # etcd on free ports (not 2379/2380) with short timings.
+    **dict.fromkeys(
+        ["kv.yaml", "cluster-h1.yaml", "cluster-h2.yaml", "cluster-h3.yaml"], cluster_env
+    ),
+}
+
+
+@pytest.fixture
+def example_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Extra environment for the example under test (see CONTEXTS)."""
+    context = CONTEXTS.get(request.node.callspec.params["example"].name)
+    with context() if context else contextlib.nullcontext({}) as env:
+        yield env
+
+
+# Examples that change this host's users, groups or packages: `host_restored` undoes what they
+# created (and skips one that would remove something that exists here). Removal order: users
+# before their groups.
+HOST_KINDS = ("user", "group", "pkg")
+UNDO = {"user": ["userdel"], "group": ["groupdel"], "pkg": ["dpkg", "--remove"]}
+ROOT_OK = os.geteuid() == 0
+APT_OK = ROOT_OK and shutil.which("apt-get") is not None
+MARKS = {
+    "pkg.yaml": [pytest.mark.apt, pytest.mark.skipif(not APT_OK, reason="needs apt-get and root")],
+    "user.yaml": [pytest.mark.skipif(not ROOT_OK, reason="needs root")],
+    "group.yaml": [pytest.mark.skipif(not ROOT_OK, reason="needs root")],
+}
+
+
+async def _run(*argv: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(300):
+        out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+def _exists(kind: str, name: str) -> bool:
+    try:
+        if kind == "user":
+            return bool(pwd.getpwnam(name))
+        if kind == "group":
+            return bool(grp.getgrnam(name))
+    except KeyError:
+        return False
+    _, out = asyncio.run(_run("dpkg-query", "--show", "--showformat=${db:Status-Abbrev}", name))
+    return out.startswith("ii")
+
+
+@pytest.fixture(autouse=True)
+def host_restored(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Delete the users, groups and packages an example created (see HOST_KINDS)."""
+    callspec = getattr(request.node, "callspec", None)
+    example = callspec.params.get("example") if callspec else None
+    resources = (yaml.safe_load(example.read_text()) or {}).get("resources") if example else None
+    targets = [
+        (kind, res["name"], res.get("state"))
+        for kind in HOST_KINDS
+        for res in (resources or {}).get(kind) or []
+    ]
+    for kind, name, state in targets:
+        if state in ("absent", "uninstalled") and _exists(kind, name):
+            pytest.skip(f"{kind} {name} exists on this host: the example would remove it")
+    created = [(k, n) for k, n, state in targets if state not in ("absent", "uninstalled")]
+    created += [("group", n) for k, n in created if k == "user"]  # useradd's namesake group
+    created = [(k, n) for k, n in created if not _exists(k, n)]
+    yield
+    for kind, name in sorted(created, key=lambda item: HOST_KINDS.index(item[0])):
+        if _exists(kind, name):
+            asyncio.run(_run(*UNDO[kind], name))
 
 
 def test_there_is_an_example_per_kind() -> None:
@@ -72,8 +175,10 @@ def test_there_is_an_example_per_kind() -> None:
         assert f"\n  {kind}:\n" in text, f"no example uses kind {kind!r}"
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_converges(example: Path) -> None:
+@pytest.mark.parametrize(
+    "example", [pytest.param(p, id=p.name, marks=MARKS.get(p.name, [])) for p in EXAMPLES]
+)
+def test_example_converges(example: Path, example_env: dict[str, str]) -> None:
     shutil.rmtree("/tmp/mgmt", ignore_errors=True)
     args = [
         "run",
@@ -83,7 +188,7 @@ def test_example_converges(example: Path) -> None:
         "yaml",
         str(example),
     ]
-    code, out = run_mgmt(args)
+    code, out = run_mgmt(args, env=example_env)
     assert code == 0, out
     for path, content in STATE.get(example.name, {}).items():
         if content is None:
@@ -92,7 +197,7 @@ def test_example_converges(example: Path) -> None:
             assert Path(path).read_text() == content, path
     if example.name in LOGS:
         assert LOGS[example.name] in out
-    code, out = run_mgmt(args)
+    code, out = run_mgmt(args, env=example_env)
     assert code == 0, out
     if example.name not in RERUNS:
         changes = [line for line in out.splitlines() if " engine: " in line]

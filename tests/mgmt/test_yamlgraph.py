@@ -187,3 +187,18 @@ def test_send_recv_edges() -> None:
 def test_send_recv_errors(send: str, recv: str, expected: str) -> None:
     found = problems(SENDRECV.replace("SEND", send).replace("RECV", recv))
     assert expected in found, found
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "graph: g\nresources:\n  noop:\n    - name: a\n      meta: 3\n",
+            "g.yaml:5: noop[a]: meta: expected a mapping",
+        ),
+        ("graph: g\nresources: &r\n  noop: *r\n", "g.yaml"),
+    ],
+)
+def test_odd_yaml_is_a_clear_error(text: str, expected: str) -> None:
+    found = problems(text)
+    assert any(expected in p for p in found), found

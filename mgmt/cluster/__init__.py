@@ -1,0 +1,38 @@
+"""The cluster: a supervised etcd core, membership, the etcd World, exported resources.
+
+Imported lazily: this module is light (no etcd client) and only answers whether a run needs the
+cluster at all; `mgmt.cluster.link.ClusterLink` (which imports grpc and aetcd) is imported
+only when it does. A plain local cron run starts no etcd and imports no etcd client.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mgmt.config import Config
+    from mgmt.yamlgraph import Loaded
+
+# Kinds whose presence in a graph needs the cluster.
+CLUSTER_KINDS = frozenset({"kv"})
+
+
+def flags_given(config: Config) -> bool:
+    """Any cluster flag given explicitly (they start or join the cluster even for no graph)."""
+    return bool(
+        config.seeds
+        or config.client_urls
+        or config.server_urls
+        or config.advertise_client_urls
+        or config.advertise_server_urls
+        or config.no_server
+    )
+
+
+def needs_cluster(config: Config, loaded: Loaded) -> bool:
+    """Whether this run must start or join the cluster (DESIGN §6: lazily, only if needed)."""
+    if config.frontend == "empty" or flags_given(config):
+        return True
+    if loaded.exported or loaded.collect:
+        return True
+    return any(kind in CLUSTER_KINDS for kind, _ in loaded.graph.vertices)

@@ -1,0 +1,603 @@
+"""An etcd v3 client on aetcd's gRPC stubs: endpoint failover, TLS, auth, resilient watches.
+
+`aetcd.Client` talks to one endpoint over a plain channel; this client uses aetcd's generated
+messages and stubs (`aetcd.rpc`) with its own connection management:
+
+- one connection (a gRPC channel) at a time, to the preferred endpoint (this host's own member)
+  if it answers, else to the next endpoint that does; an RPC that fails because its member is
+  gone, leaderless or electing (UNAVAILABLE, DEADLINE_EXCEEDED) drops the connection and is
+  retried on the next endpoint until `retry_for` seconds have passed, then raises WorldError;
+- TLS (CA, client certificate) for `https://` endpoints; etcd authentication (the token is
+  renewed when etcd expires it); the password is never logged;
+- a watch is a task that re-creates its etcd watch on every new connection and then signals
+  once (the watched state may have changed while it was away): level-triggered, no lost change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # we fork etcd; grpc need not know
+
+import grpc
+import grpc.aio
+from aetcd import rpc
+
+from engine.errors import WorldError
+from mgmt.cluster.options import TLSFiles
+
+log = logging.getLogger("cluster")
+logging.getLogger("grpc").setLevel(logging.WARNING)  # its debug lines say nothing useful here
+
+T = TypeVar("T")
+_RETRY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+_CHANNEL_OPTIONS = [
+    # etcd refuses pings more often than every 5 s (its --grpc-keepalive-min-time).
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    # Our own subchannels: a shared one may still be backing off from a member that was gone.
+    ("grpc.use_local_subchannel_pool", 1),
+]
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int
+    name: str  # "" until the member has started and published itself
+    peer_urls: list[str]
+    client_urls: list[str]
+    is_learner: bool = False
+
+    @classmethod
+    def of(cls, msg: Any) -> Member:
+        return cls(msg.ID, msg.name, list(msg.peerURLs), list(msg.clientURLs), bool(msg.isLearner))
+
+
+class _Conn:
+    """One gRPC channel to one endpoint, with etcd's service stubs and the auth token."""
+
+    def __init__(self, endpoint: str, channel: grpc.aio.Channel) -> None:
+        self.endpoint = endpoint
+        self.channel = channel
+        self.metadata: tuple[tuple[str, str], ...] = ()
+        self.member_id = 0
+        self.kv: Any = rpc.KVStub(channel)
+        self.watch: Any = rpc.WatchStub(channel)
+        self.lease: Any = rpc.LeaseStub(channel)
+        self.cluster: Any = rpc.ClusterStub(channel)
+        self.maintenance: Any = rpc.MaintenanceStub(channel)
+        self.auth: Any = rpc.AuthStub(channel)
+
+
+def _cancelled() -> bool:
+    """Whether the current task is being cancelled (grpc also raises CancelledError when a
+    channel is closed under a running call)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def range_end(prefix: bytes) -> bytes:
+    """The end of the key range holding every key that starts with `prefix`."""
+    end = bytearray(prefix)
+    for i in reversed(range(len(end))):
+        if end[i] < 0xFF:
+            end[i] += 1
+            return bytes(end[: i + 1])
+    return b"\0"
+
+
+class EtcdClient:
+    """See the module doc. `start()` begins connecting; every call waits for a connection."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        tls: TLSFiles | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        call_timeout: float = 2.0,
+        retry_for: float = 5.0,
+        name: str = "",
+    ) -> None:
+        self.endpoints = list(dict.fromkeys(endpoints))
+        self.preferred: str | None = None
+        self.tls = tls or TLSFiles()
+        self.user = user
+        self._password = password
+        self.call_timeout = call_timeout
+        self.retry_for = retry_for
+        self.name = name
+        self._tag = f"{name}: " if name else ""
+        self.last_error = ""
+        self.generation = 0  # bumped on every new connection
+        self.connected = asyncio.Event()
+        self._conn: _Conn | None = None
+        self._broken = asyncio.Event()
+        self._broken.set()
+        self._last_failed: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._maintainer: asyncio.Task[None] | None = None
+        self._credentials: grpc.ChannelCredentials | None = None
+        self._was_connected = False
+
+    def __repr__(self) -> str:
+        return f"<EtcdClient {self.name or 'main'} {self.endpoint or 'not connected'}>"
+
+    @property
+    def endpoint(self) -> str | None:
+        return self._conn.endpoint if self._conn else None
+
+    # connection ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._maintainer is None:
+            self._maintainer = asyncio.create_task(self._maintain(), name=f"etcd {self!r}")
+
+    async def wait_connected(self, timeout: float) -> bool:
+        self.start()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.connected.wait()
+        return self.connected.is_set()
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._maintainer, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._maintainer = None
+        if self._conn is not None:
+            await self._conn.channel.close()
+            self._conn = None
+        self.connected.clear()
+
+    def set_endpoints(self, endpoints: Sequence[str], preferred: str | None = None) -> None:
+        """Replace the endpoint list; reconnect if a preferred endpoint is now available."""
+        self.endpoints = list(dict.fromkeys([*([preferred] if preferred else []), *endpoints]))
+        switch = preferred is not None and preferred != self.preferred
+        self.preferred = preferred
+        if switch and self._conn is not None and self._conn.endpoint != preferred:
+            self._drop(self._conn, "switching to this host's own member")
+
+    def _drop(self, conn: _Conn, why: str) -> None:
+        """Forget a broken connection (if still current); the maintainer finds another."""
+        if self._conn is not conn:
+            return
+        log.debug("%sleaving %s: %s", self._tag, conn.endpoint, why)
+        self._conn = None
+        self._last_failed = conn.endpoint
+        self.connected.clear()
+        self._broken.set()
+        # Calls still running on it get a moment to finish (or fail, and be retried).
+        self._spawn(conn.channel.close(grace=self.call_timeout))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        async def run() -> None:
+            await coro
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _maintain(self) -> None:
+        delay = 0.02
+        while True:
+            await self._broken.wait()
+            try:
+                conn = await self._connect_any()
+            except WorldError as err:
+                if self._was_connected or not self.last_error:
+                    log.warning("%sno etcd member reachable: %s", self._tag, err)
+                self._was_connected = False
+                self.last_error = str(err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = 0.02
+            self._conn = conn
+            self.generation += 1
+            self._broken.clear()
+            self.connected.set()
+            if not self._was_connected and self.last_error:
+                log.info("%sconnected to %s again", self._tag, conn.endpoint)
+            else:
+                log.debug("%sconnected to %s", self._tag, conn.endpoint)
+            self._was_connected = True
+            self.last_error = ""
+
+    def _order(self) -> list[str]:
+        eps = [e for e in self.endpoints if e != self.preferred]
+        if self._last_failed in eps:
+            i = eps.index(self._last_failed) + 1
+            eps = eps[i:] + eps[:i]
+        return ([self.preferred] if self.preferred else []) + eps
+
+    async def _connect_any(self) -> _Conn:
+        errors = []
+        for endpoint in self._order():
+            try:
+                return await self._open(endpoint)
+            except WorldError as err:
+                errors.append(str(err))
+        raise WorldError("; ".join(errors) or "no endpoints")
+
+    async def _open(self, endpoint: str) -> _Conn:
+        parts = urlsplit(endpoint)
+        target = f"{parts.hostname}:{parts.port}"
+        if parts.hostname and ":" in parts.hostname:
+            target = f"[{parts.hostname}]:{parts.port}"
+        if parts.scheme == "https":
+            channel = grpc.aio.secure_channel(target, self._tls_credentials(), _CHANNEL_OPTIONS)
+        else:
+            channel = grpc.aio.insecure_channel(target, _CHANNEL_OPTIONS)
+        conn = _Conn(endpoint, channel)
+        try:
+            if self.user is not None:
+                await self._authenticate(conn)
+            status = await conn.maintenance.Status(
+                rpc.StatusRequest(), timeout=self.call_timeout, metadata=conn.metadata
+            )
+        except grpc.aio.AioRpcError as err:
+            await channel.close()
+            raise WorldError(f"{endpoint}: {err.details() or err.code().name}") from None
+        conn.member_id = status.header.member_id
+        return conn
+
+    async def _authenticate(self, conn: _Conn) -> None:
+        try:
+            resp = await conn.auth.Authenticate(
+                rpc.AuthenticateRequest(name=self.user, password=self._password),
+                timeout=self.call_timeout,
+            )
+        except grpc.aio.AioRpcError as err:
+            if "authentication is not enabled" in (err.details() or ""):
+                conn.metadata = ()  # not yet (a new cluster enables it after bootstrap)
+                return
+            raise
+        conn.metadata = (("token", resp.token),)
+
+    def reconnect(self) -> None:
+        """Drop the current connection (e.g. after enabling auth): the next one starts fresh."""
+        if self._conn is not None:
+            self._drop(self._conn, "reconnecting")
+
+    def _tls_credentials(self) -> grpc.ChannelCredentials:
+        if self._credentials is None:
+
+            def read(path: Any) -> bytes | None:
+                return path.read_bytes() if path is not None else None
+
+            try:
+                self._credentials = grpc.ssl_channel_credentials(
+                    root_certificates=read(self.tls.ca),
+                    private_key=read(self.tls.key),
+                    certificate_chain=read(self.tls.cert),
+                )
+            except OSError as err:
+                raise WorldError(f"cannot read TLS files: {err}") from err
+        return self._credentials
+
+    async def connection(self) -> _Conn:
+        """The current connection, waiting (without limit) for one."""
+        self.start()
+        while self._conn is None:
+            await self.connected.wait()
+        return self._conn
+
+    async def call(self, what: str, fn: Callable[[_Conn], Awaitable[T]]) -> T:
+        """Run `fn(conn)`, failing over and retrying for up to `retry_for` s; else WorldError."""
+        self.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for
+        last = ""
+        delay = 0.01
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise WorldError(f"{what}: {last or self.last_error or 'no etcd member reachable'}")
+            conn = self._conn
+            if conn is None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self.connected.wait()
+                continue
+            try:
+                return await fn(conn)
+            except asyncio.CancelledError:
+                if _cancelled():
+                    raise
+                last = f"connection to {conn.endpoint} closed"  # by a failover: retry
+                continue
+            except grpc.aio.AioRpcError as err:
+                code, details = err.code(), err.details() or err.code().name
+                last = f"{details} ({conn.endpoint})"
+                if self._needs_token(conn, code):
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await self._authenticate(conn)  # the token expired: a fresh one
+                        continue
+                    self._drop(conn, details)
+                    continue
+                if code not in _RETRY:
+                    raise WorldError(f"{what}: {details}") from None
+                self._drop(conn, details)
+                await asyncio.sleep(min(delay, max(remaining, 0)))
+                delay = min(delay * 2, 0.2)
+
+    def _needs_token(self, conn: _Conn, code: grpc.StatusCode) -> bool:
+        """Whether a refusal means our token expired, or we connected before auth was on."""
+        if self.user is None:
+            return False
+        return code is grpc.StatusCode.UNAUTHENTICATED or (
+            code is grpc.StatusCode.PERMISSION_DENIED and not conn.metadata
+        )
+
+    def _opts(self, conn: _Conn) -> dict[str, Any]:
+        return {"timeout": self.call_timeout, "metadata": conn.metadata}
+
+    # key-value ----------------------------------------------------------------------------
+
+    async def get(self, key: bytes) -> bytes | None:
+        async def fn(conn: _Conn) -> Any:
+            return await conn.kv.Range(rpc.RangeRequest(key=key), **self._opts(conn))
+
+        resp = await self.call(f"get {key.decode(errors='replace')}", fn)
+        return bytes(resp.kvs[0].value) if resp.kvs else None
+
+    async def get_prefix(self, prefix: bytes) -> tuple[dict[bytes, bytes], int]:
+        """Every key under `prefix` with its value, and the store revision of the read."""
+
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.RangeRequest(key=prefix, range_end=range_end(prefix))
+            return await conn.kv.Range(req, **self._opts(conn))
+
+        resp = await self.call(f"list {prefix.decode(errors='replace')}", fn)
+        return {bytes(kv.key): bytes(kv.value) for kv in resp.kvs}, resp.header.revision
+
+    async def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.PutRequest(key=key, value=value, lease=lease)
+            return await conn.kv.Put(req, **self._opts(conn))
+
+        resp = await self.call(f"put {key.decode(errors='replace')}", fn)
+        return int(resp.header.revision)
+
+    async def delete(self, key: bytes, prefix: bool = False) -> int:
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.DeleteRangeRequest(key=key, range_end=range_end(key) if prefix else b"")
+            return await conn.kv.DeleteRange(req, **self._opts(conn))
+
+        resp = await self.call(f"delete {key.decode(errors='replace')}", fn)
+        return int(resp.deleted)
+
+    async def txn(
+        self, compare: Sequence[Any], success: Sequence[Any], failure: Sequence[Any] = ()
+    ) -> Any:
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.TxnRequest(compare=compare, success=success, failure=failure)
+            return await conn.kv.Txn(req, **self._opts(conn))
+
+        return await self.call("transaction", fn)
+
+    async def compact(self, revision: int) -> None:
+        async def fn(conn: _Conn) -> Any:
+            return await conn.kv.Compact(
+                rpc.CompactionRequest(revision=revision), **self._opts(conn)
+            )
+
+        await self.call("compact", fn)
+
+    # leases -------------------------------------------------------------------------------
+
+    async def lease_grant(self, ttl: int) -> int:
+        async def fn(conn: _Conn) -> Any:
+            return await conn.lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl), **self._opts(conn))
+
+        return int((await self.call("lease grant", fn)).ID)
+
+    async def lease_keepalive(self, lease_id: int) -> int:
+        """Refresh a lease once; returns its new TTL (0: the lease is gone)."""
+
+        async def fn(conn: _Conn) -> Any:
+            call = conn.lease.LeaseKeepAlive(**self._opts(conn))
+            try:
+                await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
+                return await call.read()
+            finally:
+                call.cancel()
+
+        resp = await self.call("lease keepalive", fn)
+        return 0 if resp is grpc.aio.EOF else int(resp.TTL)
+
+    async def lease_revoke(self, lease_id: int) -> None:
+        async def fn(conn: _Conn) -> Any:
+            return await conn.lease.LeaseRevoke(
+                rpc.LeaseRevokeRequest(ID=lease_id), **self._opts(conn)
+            )
+
+        await self.call("lease revoke", fn)
+
+    # cluster ------------------------------------------------------------------------------
+
+    async def members(self) -> list[Member]:
+        async def fn(conn: _Conn) -> Any:
+            return await conn.cluster.MemberList(rpc.MemberListRequest(), **self._opts(conn))
+
+        return [Member.of(m) for m in (await self.call("member list", fn)).members]
+
+    async def member_add_learner(self, peer_urls: list[str]) -> tuple[Member, list[Member]]:
+        """Add a non-voting member: it does not count for quorum until promoted."""
+
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.MemberAddRequest(peerURLs=peer_urls, isLearner=True)
+            return await conn.cluster.MemberAdd(req, **self._opts(conn))
+
+        resp = await self.call("member add", fn)
+        return Member.of(resp.member), [Member.of(m) for m in resp.members]
+
+    async def member_promote(self, member_id: int) -> None:
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.MemberPromoteRequest(ID=member_id)
+            return await conn.cluster.MemberPromote(req, **self._opts(conn))
+
+        await self.call("member promote", fn)
+
+    async def member_remove(self, member_id: int) -> None:
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.MemberRemoveRequest(ID=member_id)
+            return await conn.cluster.MemberRemove(req, **self._opts(conn))
+
+        await self.call("member remove", fn)
+
+    async def status(self) -> Any:
+        """The connected member's status (its id, the leader's id, db sizes)."""
+
+        async def fn(conn: _Conn) -> Any:
+            return await conn.maintenance.Status(rpc.StatusRequest(), **self._opts(conn))
+
+        return await self.call("status", fn)
+
+    async def space_alarms(self) -> list[Any]:
+        """The active NOSPACE alarms (the storage quota was reached: writes are refused)."""
+
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.AlarmRequest(action=rpc.AlarmRequest.GET)
+            return await conn.maintenance.Alarm(req, **self._opts(conn))
+
+        nospace = rpc.AlarmType.Value("NOSPACE")
+        return [a for a in (await self.call("alarm list", fn)).alarms if a.alarm == nospace]
+
+    async def disarm(self, alarm: Any) -> None:
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.AlarmRequest(
+                action=rpc.AlarmRequest.DEACTIVATE, memberID=alarm.memberID, alarm=alarm.alarm
+            )
+            return await conn.maintenance.Alarm(req, **self._opts(conn))
+
+        await self.call("alarm disarm", fn)
+
+    async def defragment(self) -> None:
+        async def fn(conn: _Conn) -> Any:
+            return await conn.maintenance.Defragment(
+                rpc.DefragmentRequest(), timeout=30, metadata=conn.metadata
+            )
+
+        await self.call("defragment", fn)
+
+    # auth ---------------------------------------------------------------------------------
+
+    async def enable_auth(self, user: str, password: str) -> None:
+        """Create `user` with the root role (and the root user etcd requires); enable auth."""
+        import secrets
+
+        async def fn(conn: _Conn) -> Any:
+            auth, opts = conn.auth, self._opts(conn)
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await auth.RoleAdd(rpc.AuthRoleAddRequest(name="root"), **opts)
+            users = {user: password}
+            if user != "root":
+                users["root"] = secrets.token_urlsafe(32)  # unused: `user` is the admin
+            for name, secret in users.items():
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await auth.UserAdd(rpc.AuthUserAddRequest(name=name, password=secret), **opts)
+                await auth.UserGrantRole(
+                    rpc.AuthUserGrantRoleRequest(user=name, role="root"), **opts
+                )
+            return await auth.AuthEnable(rpc.AuthEnableRequest(), **opts)
+
+        await self.call("enable authentication", fn)
+
+    # watches ------------------------------------------------------------------------------
+
+    async def subscribe(
+        self, key: bytes, signal: Callable[[], None], prefix: bool = False
+    ) -> Callable[[], Awaitable[None]]:
+        """Call `signal()` on every change of `key` (or under it); returns the unsubscribe.
+
+        Returns once the etcd watch exists (or after `call_timeout` if no member answers: then
+        it signals as soon as the watch exists).
+        """
+        watch = _Watch(self, key, range_end(key) if prefix else b"", signal)
+        watch.task = asyncio.create_task(watch.run(), name=f"watch {key.decode(errors='replace')}")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.call_timeout):
+                await watch.created.wait()
+        watch.returned = True
+        return watch.cancel
+
+
+class _Watch:
+    def __init__(
+        self, client: EtcdClient, key: bytes, end: bytes, signal: Callable[[], None]
+    ) -> None:
+        self.client = client
+        self.key = key
+        self.end = end
+        self.signal = signal
+        self.created = asyncio.Event()
+        self.returned = False
+        self.task: asyncio.Task[None] | None = None
+
+    async def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    async def run(self) -> None:
+        delay = 0.02
+        while True:
+            conn = await self.client.connection()
+            if await self._stream(conn):
+                delay = 0.02
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    async def _stream(self, conn: _Conn) -> bool:
+        """One etcd watch on `conn` until it breaks; True if it was created."""
+        metadata = (*conn.metadata, ("hasleader", "true"))
+        call = conn.watch.Watch(metadata=metadata)
+        created = False
+        try:
+            request = rpc.WatchCreateRequest(key=self.key, range_end=self.end)
+            await call.write(rpc.WatchRequest(create_request=request))
+            while True:
+                resp = await call.read()
+                if resp is grpc.aio.EOF:
+                    return created
+                if resp.created and not created:
+                    created = True
+                    if self.returned:
+                        self.signal()  # we were away: whatever changed meanwhile
+                    self.created.set()
+                if resp.canceled:
+                    log.debug("watch %s canceled: %s", self.key, resp.cancel_reason)
+                    reason = resp.cancel_reason
+                    if self.client.user is not None and ("token" in reason or not conn.metadata):
+                        with contextlib.suppress(grpc.aio.AioRpcError):
+                            await self.client._authenticate(conn)
+                    return created
+                if resp.events:
+                    self.signal()
+        except grpc.aio.AioRpcError as err:
+            if err.code() in _RETRY:
+                self.client._drop(conn, err.details() or err.code().name)
+            else:
+                log.debug("watch %s failed: %s", self.key, err.details())
+            return created
+        except asyncio.CancelledError:
+            if _cancelled():
+                raise
+            return created  # its channel was closed by a failover
+        finally:
+            call.cancel()

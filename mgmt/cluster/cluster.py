@@ -1,0 +1,542 @@
+"""This host's place in the cluster: run (or not) an etcd member, volunteer, nominate.
+
+The topology (DESIGN §6): a small raft core of etcd members run by some agents, every other
+agent a client of any core member.
+
+- No `--seeds`: start a one-member cluster (or restart this host's member from its data dir).
+- `--seeds`: connect as a client and volunteer (unless `--no-server`); a data dir left by an
+  earlier run (e.g. after a crash) restarts that member, which rejoins if it is still one.
+- The agent whose etcd member is the raft leader reconciles membership, one change at a time:
+  it adds a volunteer as a *learner* (a non-voting member: a nominee that never starts cannot
+  cost the cluster its quorum), the nominee starts its etcd with `--initial-cluster-state
+  existing`, and once it serves the leader promotes it; up to the ideal size. It removes a
+  member whose agent is gone (its volunteer key expired with its lease) and that no longer
+  answers, and removes members beyond the ideal size.
+- A clean stop withdraws this host's exports and volunteer key and, unless it is the last
+  member, removes its member from the cluster and deletes its data.
+
+Keys (under /_mgmt/): `volunteers/<host>` {peer_urls, client_urls, serving} bound to the host's
+lease; `nominated/<host>` {initial_cluster, peer_urls, voting}: this host should run a member;
+`ideal_cluster_size`: written by the first member, change it with etcdctl at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from engine.errors import WorldError
+from engine.world import ROOT
+from mgmt.cluster.client import EtcdClient, Member
+from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
+from mgmt.cluster.options import Options
+from mgmt.cluster.world import EtcdWorld
+
+log = logging.getLogger("cluster")
+
+VOLUNTEERS = ROOT + "volunteers/"
+NOMINATED = ROOT + "nominated/"
+IDEAL = ROOT + "ideal_cluster_size"
+
+
+def _json(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    with contextlib.suppress(ValueError):
+        data = json.loads(raw)
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+class Cluster:
+    """See the module doc. `start()`, then `world` serves the agent; `stop()` leaves cleanly."""
+
+    def __init__(self, options: Options, prefix: Path) -> None:
+        self.options = options
+        self.host = options.hostname
+        self.data_dir = prefix / "etcd"
+        self.client = EtcdClient(
+            options.seeds or options.advertise_client_urls,
+            tls=options.tls,
+            user=options.user,
+            password=options.password,
+            call_timeout=options.call_timeout,
+        )
+        self.world = EtcdWorld(self.client, self.host)
+        self.member: EtcdProcess | None = None  # this host's etcd, while it runs one
+        self.voting = False  # that member votes (not a learner): the client prefers it
+        self.member_ready = asyncio.Event()
+        self.stopping = False
+        self._serve_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()  # the leader's reconcile trigger
+        self._lease = 0
+        self._learners: dict[int, float] = {}  # learner id -> when first seen
+        self._nominated = False  # our nomination key was seen (its deletion un-nominates)
+
+    @property
+    def tick(self) -> float:
+        """Seconds between the leader's periodic checks (it also reacts to every event)."""
+        return max(1.0, 5 * self.options.election_ms / 1000)
+
+    # lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, wait: float = 10.0) -> bool:
+        """Start or join; True once connected (else it keeps trying in the background)."""
+        has_data = (self.data_dir / "member").is_dir()
+        own = self.options.advertise_client_urls
+        if not self.options.seeds:
+            self.client.set_endpoints(own, preferred=own[0])
+            initial = "" if has_data else self._initial_self()
+            self.voting = True
+            self._serve(
+                EtcdSpec(self.host, self.data_dir, self.options, initial, "new"), not has_data
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self.member_ready.wait()
+        elif has_data and not self.options.no_server:
+            log.info("restarting this host's etcd member from %s", self.data_dir)
+            self._serve(EtcdSpec(self.host, self.data_dir, self.options, "", "existing"), False)
+        if not self.options.no_server:
+            self._spawn(self._register())
+            self._spawn(self._follow_nominations())
+            self._spawn(self._lead())
+        else:
+            self._spawn(self._follow_nominations())
+        connected = await self.client.wait_connected(wait)
+        if not connected:
+            log.error(
+                "no etcd member reachable yet (%s); the local graph runs, cluster "
+                "features follow when one is",
+                self.client.last_error or "connecting",
+            )
+        return connected
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Leave cleanly: exports and volunteer key withdrawn, member removed, etcd stopped.
+
+        Not graceful: only stop etcd (as after a crash, the others notice and carry on).
+        """
+        self.stopping = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.client.retry_for = 2.0  # a cluster that is gone must not hold up the exit
+        left = False
+        if graceful and self.client.connected.is_set():
+            with contextlib.suppress(WorldError):
+                await self.world.res_export([])
+            if self._lease:
+                with contextlib.suppress(WorldError):
+                    await self.client.lease_revoke(self._lease)
+            if self.member is not None and self.member_ready.is_set():
+                left = await self._leave()
+        await self.client.close()
+        if self._serve_task is not None:
+            self._serve_task.cancel()
+            await asyncio.gather(self._serve_task, return_exceptions=True)
+        if left:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    async def _leave(self) -> bool:
+        """Remove our member unless it is the last one (which keeps the data for a restart)."""
+        try:
+            members = await self.client.members()
+        except WorldError:
+            return False
+        own = next((m for m in members if m.name == self.host), None)
+        if own is None or len(members) == 1:
+            return False
+        with contextlib.suppress(WorldError):
+            await self.client.delete((NOMINATED + self.host).encode())
+        try:
+            await self.client.member_remove(own.id)
+        except WorldError as err:
+            if "not found" not in str(err):  # the removal went through, its answer got lost
+                log.warning("could not leave: %s", err)
+                return False
+        log.info("this host's member left the cluster")
+        return True
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _initial_self(self) -> str:
+        return ",".join(f"{self.host}={u}" for u in self.options.advertise_server_urls)
+
+    # this host's etcd member --------------------------------------------------------------
+
+    def _serve(self, spec: EtcdSpec, bootstrap: bool) -> None:
+        self._serve_task = asyncio.create_task(self._serve_loop(spec, bootstrap), name="etcd")
+
+    async def _serve_loop(self, spec: EtcdSpec, bootstrap: bool) -> None:
+        delay, failures = 1.0, 0
+        try:
+            while not self.stopping:
+                proc = EtcdProcess(spec)
+                proc.leader_changed = self._wake.set
+                self.member = proc
+                try:
+                    await proc.spawn()
+                    ready = await proc.wait_ready()
+                except WorldError as err:
+                    log.error("%s", err)
+                    ready = False
+                if ready:
+                    delay, failures = 1.0, 0
+                    await self._on_member_ready(bootstrap)
+                    bootstrap = False
+                    await proc.exited.wait()
+                self.member_ready.clear()
+                await proc.stop()
+                if self.stopping:
+                    return
+                failures += 1
+                if proc.removed or (self.options.seeds and failures >= 3):
+                    log.info("this host's etcd member is not one any more; client only")
+                    self._drop_member()
+                    return
+                log.error("etcd exited; restarting it in %.0fs", delay)
+                spec = dataclasses.replace(spec, initial_cluster="")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        finally:
+            if self.member is not None:
+                await self.member.stop()
+
+    def _drop_member(self) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.member = None
+        self.voting = False
+        self._nominated = False
+        self.member_ready.clear()
+        self._spawn(self._refresh_endpoints())
+        self._spawn(self._put_volunteer())
+
+    async def _on_member_ready(self, bootstrap: bool) -> None:
+        client = self.client
+        if bootstrap:
+            try:
+                await client.put(IDEAL.encode(), str(self.options.ideal_cluster_size).encode())
+                await client.put((NOMINATED + self.host).encode(), self._nomination(True))
+                if self.options.user is not None and self.options.password is not None:
+                    await client.enable_auth(self.options.user, self.options.password)
+                    client.reconnect()
+                    log.info("etcd authentication enabled for %s", self.options.user)
+            except WorldError as err:
+                log.error("could not initialise the new cluster: %s", err)
+            log.info("started a new cluster (ideal size %d)", self.options.ideal_cluster_size)
+        self.member_ready.set()
+        await self._refresh_endpoints()
+        await self._put_volunteer()
+        self._wake.set()
+
+    def _nomination(self, voting: bool, initial: str = "") -> bytes:
+        return json.dumps(
+            {
+                "initial_cluster": initial or self._initial_self(),
+                "peer_urls": self.options.advertise_server_urls,
+                "voting": voting,
+            }
+        ).encode()
+
+    async def _refresh_endpoints(self) -> None:
+        """Connect through any voting member; prefer our own when it votes."""
+        try:
+            members = await self.client.members()
+        except WorldError:
+            return
+        urls = [u for m in members if not m.is_learner for u in m.client_urls]
+        own = self.options.advertise_client_urls[0]
+        preferred = own if self.voting and self.member_ready.is_set() else None
+        self.client.set_endpoints([*urls, *self.options.seeds], preferred)
+
+    # volunteering -------------------------------------------------------------------------
+
+    async def _register(self) -> None:
+        """Hold a lease and, bound to it, this host's volunteer key; renew until stopped."""
+        ttl = self.options.lease_ttl
+        while True:
+            try:
+                self._lease = await self.client.lease_grant(ttl)
+                await self._put_volunteer()
+                while True:
+                    if await self.client.lease_keepalive(self._lease) <= 0:
+                        break
+                    await asyncio.sleep(ttl / 3)  # renew three times per TTL
+                log.warning("this host's lease expired; volunteering again")
+            except WorldError as err:
+                log.debug("registration: %s", err)
+                await self.client.connected.wait()
+                await asyncio.sleep(0.1)
+
+    async def _put_volunteer(self) -> None:
+        if not self._lease or self.options.no_server:
+            return
+        value = {
+            "peer_urls": self.options.advertise_server_urls,
+            "client_urls": self.options.advertise_client_urls,
+            "serving": self.member_ready.is_set(),
+        }
+        with contextlib.suppress(WorldError):
+            await self.client.put(
+                (VOLUNTEERS + self.host).encode(), json.dumps(value).encode(), lease=self._lease
+            )
+
+    async def _follow_nominations(self) -> None:
+        """React to our own nomination (start or stop a member) and to membership changes."""
+        async with self._subscribe(NOMINATED, prefix=True) as changes:
+            while True:
+                try:
+                    await self._on_nominations()
+                except WorldError as err:
+                    log.debug("nominations: %s", err)
+                await changes.next()
+
+    async def _on_nominations(self) -> None:
+        nomination = _json(await self.client.get((NOMINATED + self.host).encode()))
+        if nomination is not None:
+            self._nominated = True
+            if self.member is None and not self.options.no_server:
+                log.info("nominated; starting an etcd member")
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+                self.voting = bool(nomination.get("voting"))
+                initial = str(nomination.get("initial_cluster", ""))
+                self._serve(
+                    EtcdSpec(self.host, self.data_dir, self.options, initial, "existing"), False
+                )
+            elif nomination.get("voting") and not self.voting:
+                log.info("this host's member is now a voting member")
+                self.voting = True
+        elif self._nominated and self.member is not None and not self.stopping:
+            log.info("no longer nominated; stopping this host's member")
+            self._nominated = False
+            task, self._serve_task = self._serve_task, None
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            self._drop_member()
+            return
+        await self._refresh_endpoints()
+
+    # the leader ---------------------------------------------------------------------------
+
+    async def _lead(self) -> None:
+        """Whenever volunteers, nominations or leadership change (and every tick): reconcile."""
+        async with (
+            self._subscribe(VOLUNTEERS, prefix=True, signal=self._wake.set),
+            self._subscribe(NOMINATED, prefix=True, signal=self._wake.set),
+            self._subscribe(IDEAL, prefix=False, signal=self._wake.set),
+        ):
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.tick):
+                        await self._wake.wait()
+                self._wake.clear()
+                if self.member is None or not self.member_ready.is_set() or not self.voting:
+                    continue
+                try:
+                    await self._reconcile()
+                except WorldError as err:
+                    log.debug("reconcile: %s", err)
+
+    async def _reconcile(self) -> None:
+        client = self.client
+        members = await client.members()
+        own = next((m for m in members if m.name == self.host), None)
+        if own is None:
+            return
+        status = await client.status()
+        if status.leader != own.id:
+            return
+        if await client.space_alarms():
+            await self._reclaim_space(members, status.header.revision)
+        vols = await self._read_prefix(VOLUNTEERS)
+        noms = await self._read_prefix(NOMINATED)
+        raw_ideal = await client.get(IDEAL.encode())
+        try:
+            ideal = max(1, int(raw_ideal or b"")) if raw_ideal else self.options.ideal_cluster_size
+        except ValueError:
+            ideal = self.options.ideal_cluster_size
+        if await self._settle_learners(members, vols, noms):
+            return
+        voters = [m for m in members if not m.is_learner]
+        for member in voters:
+            if member.name and member.name not in vols and not await self._answers(member):
+                log.warning("member %s is gone; removing it", member.name)
+                await self._remove(member, member.name)
+                return
+        names = {m.name for m in members}
+        for host in noms:
+            if host not in names:
+                await client.delete((NOMINATED + host).encode())
+        if len(voters) < ideal:
+            await self._grow(voters, vols, noms, names)
+        elif len(voters) > ideal:
+            victim = max((m for m in voters if m.name != self.host), key=lambda m: m.name)
+            log.info("%d members for an ideal %d: removing %s", len(voters), ideal, victim.name)
+            await self._remove(victim, victim.name)
+
+    async def _settle_learners(
+        self,
+        members: list[Member],
+        vols: dict[str, dict[str, Any]],
+        noms: dict[str, dict[str, Any]],
+    ) -> bool:
+        """Promote a started learner, drop a dead one; True while one is pending."""
+        now = time.monotonic()
+        grace = max(10.0, 100 * self.options.election_ms / 1000)
+        for member in (m for m in members if m.is_learner):
+            host = member.name or next(
+                (h for h, n in noms.items() if n.get("peer_urls") == member.peer_urls), ""
+            )
+            first = self._learners.setdefault(member.id, now)
+            if not host or host not in vols or (not member.name and now - first > grace):
+                log.warning("nominee %s did not start; removing it", host or member.id)
+                await self._remove(member, host)
+                return True
+            if member.name and vols[host].get("serving"):
+                try:
+                    await self.client.member_promote(member.id)
+                except WorldError as err:
+                    log.debug("promote %s: %s", host, err)
+                    self._wake_later(self.options.election_ms / 1000)
+                    return True
+                self._learners.pop(member.id, None)
+                nomination = {**noms.get(host, {}), "voting": True}
+                await self.client.put((NOMINATED + host).encode(), json.dumps(nomination).encode())
+                log.info("%s is now a voting member", host)
+            return True
+        return False
+
+    async def _grow(
+        self,
+        voters: list[Member],
+        vols: dict[str, dict[str, Any]],
+        noms: dict[str, dict[str, Any]],
+        names: set[str],
+    ) -> None:
+        candidates = sorted(h for h in vols if h not in names and h not in noms)
+        if not candidates:
+            return
+        for member in voters:  # only add to a cluster whose every member answers
+            if member.name != self.host and not await self._answers(member):
+                return
+        host = candidates[0]
+        peer_urls = [str(u) for u in vols[host].get("peer_urls", [])]
+        try:
+            new, members = await self.client.member_add_learner(peer_urls)
+        except WorldError as err:
+            log.warning("could not add %s: %s", host, err)
+            return
+        self._learners[new.id] = time.monotonic()
+        initial = ",".join(f"{m.name or host}={u}" for m in members for u in m.peer_urls)
+        nomination = {"initial_cluster": initial, "peer_urls": peer_urls, "voting": False}
+        await self.client.put((NOMINATED + host).encode(), json.dumps(nomination).encode())
+        log.info("nominated %s (member %d of %d)", host, len(voters) + 1, len(names) + 1)
+
+    async def _remove(self, member: Member, host: str) -> None:
+        with contextlib.suppress(WorldError):
+            await self.client.member_remove(member.id)
+        self._learners.pop(member.id, None)
+        if host:
+            await self.client.delete((NOMINATED + host).encode())
+
+    async def _reclaim_space(self, members: list[Member], revision: int) -> None:
+        """The storage quota was reached: compact all history, defragment, clear the alarm."""
+        log.warning("etcd storage quota reached: compacting and defragmenting")
+        with contextlib.suppress(WorldError):  # already compacted that far
+            await self.client.compact(revision)
+        for member in members:
+            if member.client_urls:
+                probe = self._probe(member, timeout=30.0)
+                try:
+                    await probe.defragment()
+                except WorldError as err:
+                    log.warning("could not defragment %s: %s", member.name, err)
+                finally:
+                    await probe.close()
+        for alarm in await self.client.space_alarms():
+            await self.client.disarm(alarm)
+        log.warning("etcd storage reclaimed; writes accepted again")
+
+    def _probe(self, member: Member, timeout: float = 0.5) -> EtcdClient:
+        """A short-lived client of one member."""
+        return EtcdClient(
+            member.client_urls,
+            tls=self.options.tls,
+            user=self.options.user,
+            password=self.options.password,
+            call_timeout=timeout,
+            retry_for=timeout,
+            name=f"probe {member.name}",
+        )
+
+    def _wake_later(self, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    async def _answers(self, member: Member) -> bool:
+        """Whether `member` answers a status request right now (short timeout)."""
+        if not member.client_urls:
+            return False
+        probe = self._probe(member)
+        try:
+            await probe.status()
+            return True
+        except WorldError:
+            return False
+        finally:
+            await probe.close()
+
+    async def _read_prefix(self, prefix: str) -> dict[str, dict[str, Any]]:
+        items, _ = await self.client.get_prefix(prefix.encode())
+        out = {}
+        for key, value in items.items():
+            data = _json(value)
+            if data is not None:
+                out[key.decode().removeprefix(prefix)] = data
+        return out
+
+    def _subscribe(
+        self, key: str, prefix: bool, signal: Callable[[], None] | None = None
+    ) -> _Subscription:
+        return _Subscription(self.client, key, prefix, signal)
+
+
+class _Subscription:
+    """An etcd watch as an async context manager; `next()` waits for the next change."""
+
+    def __init__(
+        self, client: EtcdClient, key: str, prefix: bool, signal: Callable[[], None] | None
+    ) -> None:
+        self.client = client
+        self.key = key
+        self.prefix = prefix
+        self.event = asyncio.Event()
+        self.signal = signal or self.event.set
+        self._cancel: Callable[[], Awaitable[None]] | None = None
+
+    async def __aenter__(self) -> _Subscription:
+        self._cancel = await self.client.subscribe(self.key.encode(), self.signal, self.prefix)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._cancel is not None:
+            await self._cancel()
+
+    async def next(self) -> None:
+        await self.event.wait()
+        self.event.clear()

@@ -1,0 +1,278 @@
+"""One etcd server process, a child of the agent: argv, start, readiness, stop.
+
+- The child gets `PR_SET_PDEATHSIG = SIGKILL`: if the agent dies, even by `kill -9`, the kernel
+  kills its etcd, so no etcd is ever orphaned (Linux; elsewhere a clean stop still stops it).
+- Readiness is an event: etcd's own log line saying it serves clients (it logs JSON on stderr,
+  `--logger zap`), which it prints only after it has joined the raft group and published its
+  member attributes. An exit before that is a WorldError carrying etcd's last error line.
+- `stop()` sends SIGTERM and waits (SIGKILL after a timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import WorldError
+from mgmt.cluster.options import Options
+
+log = logging.getLogger("cluster")
+
+ETCD = "etcd"
+_PR_SET_PDEATHSIG = 1
+_READY = ("serving client traffic", "ready to serve client requests")
+_REMOVED = "the member has been permanently removed from the cluster"
+
+
+@dataclass
+class EtcdSpec:
+    """What one etcd member is started with."""
+
+    name: str
+    data_dir: Path
+    options: Options
+    # "name=peerURL,..." for a new member; "" when the data dir already holds a member.
+    initial_cluster: str = ""
+    # "new" (the first member of a new cluster) or "existing" (joining one).
+    state: str = "new"
+    extra: list[str] = field(default_factory=list)
+
+    def argv(self) -> list[str]:
+        opts = self.options
+        argv = [
+            _etcd_binary(),
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.data_dir),
+            "--listen-client-urls",
+            ",".join(opts.client_urls),
+            "--advertise-client-urls",
+            ",".join(opts.advertise_client_urls),
+            "--listen-peer-urls",
+            ",".join(opts.server_urls),
+            "--initial-advertise-peer-urls",
+            ",".join(opts.advertise_server_urls),
+            "--heartbeat-interval",
+            str(opts.heartbeat_ms),
+            "--election-timeout",
+            str(opts.election_ms),
+            # Membership changes are made one at a time by the agents' elected leader, only when
+            # every member is started and answering (mgmt/cluster/membership.py).
+            "--strict-reconfig-check=false",
+            "--logger",
+            "zap",
+            "--log-outputs",
+            "stderr",
+            "--auto-compaction-mode",
+            "periodic",
+            "--auto-compaction-retention",
+            opts.compaction_retention,
+        ]
+        if opts.quota_bytes > 0:
+            argv += ["--quota-backend-bytes", str(opts.quota_bytes)]
+        if self.initial_cluster:
+            argv += [
+                "--initial-cluster",
+                self.initial_cluster,
+                "--initial-cluster-state",
+                self.state,
+                "--initial-cluster-token",
+                "mgmt",
+            ]
+        tls, peer = opts.tls, opts.peer_tls
+        if tls.cert is not None and tls.key is not None:
+            argv += ["--cert-file", str(tls.cert), "--key-file", str(tls.key)]
+        if tls.ca is not None:
+            argv += ["--trusted-ca-file", str(tls.ca), "--client-cert-auth"]
+        if peer.cert is not None and peer.key is not None:
+            argv += ["--peer-cert-file", str(peer.cert), "--peer-key-file", str(peer.key)]
+        if peer.ca is not None:
+            argv += ["--peer-trusted-ca-file", str(peer.ca), "--peer-client-cert-auth"]
+        return argv + self.extra
+
+
+def _etcd_binary() -> str:
+    path = shutil.which(ETCD) or next(
+        (p for p in ("/usr/bin/etcd", "/usr/local/bin/etcd") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        raise WorldError(
+            "no etcd binary found (Debian: apt-get install etcd-server); it is needed for "
+            "exported resources, collect and kv"
+        )
+    return path
+
+
+def _pdeathsig() -> Callable[[], None] | None:
+    """A preexec function asking the kernel to SIGKILL the child when the agent dies."""
+    name = ctypes.util.find_library("c")
+    if not name or not hasattr(os, "getppid"):
+        return None
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the agent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+class EtcdProcess:
+    """A running etcd member (see the module doc)."""
+
+    def __init__(self, spec: EtcdSpec) -> None:
+        self.spec = spec
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ready = asyncio.Event()
+        self.exited = asyncio.Event()
+        self.removed = False  # etcd said this member was removed from the cluster
+        self.leader_changed: Callable[[], None] = lambda: None
+        self.last_error = ""
+        self._reader: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._log_events: list[tuple[str, asyncio.Event]] = []
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and not self.exited.is_set()
+
+    async def spawn(self) -> None:
+        """Start the etcd process (WorldError if it cannot be started at all)."""
+        argv = self.spec.argv()
+        self.spec.data_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log.debug("starting etcd: %s", " ".join(argv))
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                preexec_fn=_pdeathsig(),
+                start_new_session=True,  # a terminal's Ctrl-C goes to the agent, not to etcd
+            )
+        except OSError as err:
+            raise WorldError(f"cannot start etcd: {err}") from err
+        self._reader = asyncio.create_task(self._read(), name="etcd log")
+
+    async def wait_ready(self) -> bool:
+        """Wait until etcd serves clients (True) or has exited (False)."""
+        ready = asyncio.create_task(self.ready.wait())
+        exited = asyncio.create_task(self.exited.wait())
+        try:
+            await asyncio.wait([ready, exited], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            exited.cancel()
+            await asyncio.gather(ready, exited, return_exceptions=True)
+        if self.ready.is_set():
+            log.info(
+                "etcd member %s serving clients on %s (pid %s)",
+                self.spec.name,
+                ",".join(self.spec.options.advertise_client_urls),
+                self.pid,
+            )
+            return True
+        return False
+
+    async def start(self, timeout: float = 30) -> None:
+        """Spawn and wait until etcd serves clients; WorldError (and stopped) if it does not."""
+        await self.spawn()
+        try:
+            async with asyncio.timeout(timeout):
+                ready = await self.wait_ready()
+        except TimeoutError:
+            await self.stop()
+            raise WorldError(f"etcd did not become ready within {timeout:.0f}s") from None
+        if not ready:
+            await self.stop()
+            raise WorldError(f"etcd exited at start: {self.last_error or 'no error logged'}")
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        try:
+            async for raw in self.proc.stderr:
+                self._line(raw.decode(errors="replace").strip())
+            await self.proc.wait()
+        except asyncio.CancelledError:
+            # Torn down without stop() (e.g. its event loop is closing): never leave etcd behind.
+            if self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+            raise
+        finally:
+            self.exited.set()
+            if not self._stopping:
+                log.warning(
+                    "etcd member %s exited (code %s)%s",
+                    self.spec.name,
+                    self.proc.returncode,
+                    f": {self.last_error}" if self.last_error else "",
+                )
+
+    def log_event(self, text: str) -> asyncio.Event:
+        """An event set when etcd logs a message containing `text` (from now on)."""
+        event = asyncio.Event()
+        self._log_events.append((text, event))
+        return event
+
+    def _line(self, line: str) -> None:
+        entry: dict[str, object] = {}
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(line)
+            entry = parsed if isinstance(parsed, dict) else {}
+        msg, level = str(entry.get("msg", line)), str(entry.get("level", "info"))
+        for text, event in self._log_events:
+            if text in msg:
+                event.set()
+        if not self.ready.is_set() and any(text in msg for text in _READY):
+            self.ready.set()
+        if "became leader" in msg or "elected leader" in msg or "lost leader" in msg:
+            self.leader_changed()
+        if _REMOVED in msg:
+            self.removed = True
+        if level in ("error", "fatal", "panic", "dpanic"):
+            detail = entry.get("error", "")
+            self.last_error = f"{msg}: {detail}" if detail else msg
+            log.debug("etcd: %s", self.last_error)
+        elif level == "warn":
+            log.debug("etcd: %s", msg)
+
+    async def stop(self, timeout: float = 10) -> None:
+        """SIGTERM, wait (SIGKILL after `timeout`), and reap: never leaves a process behind."""
+        self._stopping = True
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                async with asyncio.timeout(timeout):
+                    await proc.wait()
+            except TimeoutError:
+                log.warning("etcd did not stop within %ss: killing it", timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)

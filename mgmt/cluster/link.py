@@ -1,0 +1,191 @@
+"""What the agent sees of the cluster: start/stop, the World, exports and collected resources.
+
+- `graph_for(loaded)` publishes the graph's exported (`@@`) resources as this host's set and
+  returns the graph to run: the local graph plus every exported resource (from any host, this
+  one included) that a `collect` entry matches and whose `meta.export` lets this host have it.
+- A watch on `/_mgmt/exported/` re-reads the records on every change and, when the collected set
+  differs from the one running, asks the agent to swap graphs (`on_change`); the engine then
+  restarts only the vertices that changed.
+- Publishing is desired state: if this host's records are changed or lost in the cluster, they
+  are written again; a cluster that cannot be reached is retried in the background, never
+  holding up the local graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.errors import ValidationError, WorldError
+from engine.graph import Graph, fmt_key
+from engine.resource import Resource
+from engine.world import Changes, Exported
+from mgmt.cluster.cluster import Cluster
+from mgmt.cluster.options import Options
+
+if TYPE_CHECKING:
+    from mgmt.yamlgraph import Collect, Loaded
+
+log = logging.getLogger("cluster")
+
+PUBLISH_WAIT = 2.0  # seconds a graph swap waits for its exports to be published
+
+
+def matches(record: Exported, pattern: str) -> bool:
+    """A collect pattern is a prefix of the resource's name or of its `path` parameter."""
+    path = record.params.get("path")
+    return record.name.startswith(pattern) or (isinstance(path, str) and path.startswith(pattern))
+
+
+class ClusterLink:
+    """See the module doc."""
+
+    def __init__(self, options: Options, prefix: Path, on_change: Callable[[], None]) -> None:
+        self.options = options
+        self.host = options.hostname
+        self.cluster = Cluster(options, prefix)
+        self.world = self.cluster.world
+        self.on_change = on_change
+        self.records: list[Exported] = []  # every host's exports, as last read
+        self._wanted: list[Exported] = []  # this host's exports
+        self._published: list[Exported] | None = None
+        self._collect: list[Collect] = []
+        self._running: list[tuple[str, str, str]] = []  # the collected records in the graph
+        self._changes: Changes | None = None
+        self._publish = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._warned: set[tuple[str, str]] = set()
+        self._lock = asyncio.Lock()  # a graph being built vs the collector comparing with it
+
+    async def start(self) -> None:
+        await self.cluster.start()
+        self._changes = self.world.res_watch()
+        await self._changes.__aenter__()
+        if self.cluster.client.connected.is_set():
+            with contextlib.suppress(WorldError):
+                await self._read()
+        self._tasks = [
+            asyncio.create_task(self._collector(), name="collect"),
+            asyncio.create_task(self._publisher(), name="export"),
+        ]
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Stop collecting and exporting; graceful: withdraw exports and leave (Cluster.stop)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._changes is not None:
+            await self._changes.__aexit__(None, None, None)
+        await self.cluster.stop(graceful)
+
+    # graphs -------------------------------------------------------------------------------
+
+    async def graph_for(self, loaded: Loaded) -> Graph:
+        """Publish `loaded`'s exports; the local graph plus what it collects."""
+        async with self._lock:
+            return await self._graph_for(loaded)
+
+    async def _graph_for(self, loaded: Loaded) -> Graph:
+        self._collect = list(loaded.collect)
+        self._wanted = [Exported.of(self.host, res) for res in loaded.exported]
+        if self._wanted != self._published:
+            if self.cluster.client.connected.is_set():
+                try:
+                    async with asyncio.timeout(PUBLISH_WAIT):
+                        await self._export()
+                        await self._read()
+                except (WorldError, TimeoutError) as err:
+                    log.warning("exports not published yet: %s", err or "timeout")
+                    self._publish.set()
+            else:
+                self._publish.set()
+        graph = Graph(loaded.graph.name)
+        for res in loaded.graph:
+            graph.add(res)
+        for src, dst, edge in loaded.graph.edges():
+            graph.connect(src, dst, edge)
+        collected = self._collected()
+        for _, res in collected:
+            key = (res.kind, res.name)
+            if key in graph:
+                self._warn_once(key, "collected resource %s clashes with a local one: kept local")
+                continue
+            graph.add(res)
+        self._running = self._signature(collected)
+        return graph
+
+    def _collected(self) -> list[tuple[Exported, Resource]]:
+        out: dict[tuple[str, str], tuple[Exported, Resource]] = {}
+        for record in self.records:
+            if not record.visible_to(self.host):
+                continue
+            if not any(c.kind == record.kind and matches(record, c.pattern) for c in self._collect):
+                continue
+            key = (record.kind, record.name)
+            if key in out:
+                first = out[key][0]
+                if (first.params, first.meta) != (record.params, record.meta):
+                    self._warn_once(
+                        key,
+                        f"%s is exported differently by {first.host} and {record.host}: "
+                        f"kept {first.host}'s",
+                    )
+                continue
+            try:
+                out[key] = (record, record.build())
+            except ValidationError as err:
+                self._warn_once(key, f"cannot collect %s from {record.host}: {err}")
+        return list(out.values())
+
+    @staticmethod
+    def _signature(collected: list[tuple[Exported, Resource]]) -> list[tuple[str, str, str]]:
+        return sorted((r.kind, r.name, r.to_json()) for r, _ in collected)
+
+    def _warn_once(self, key: tuple[str, str], message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("" + message, fmt_key(key))
+
+    # background ---------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        self.records = await self.world.res_list()
+
+    async def _export(self) -> None:
+        wanted = list(self._wanted)
+        await self.world.res_export(wanted)
+        self._published = wanted
+
+    async def _collector(self) -> None:
+        assert self._changes is not None
+        async for _ in self._changes:
+            try:
+                await self._read()
+            except WorldError as err:
+                log.debug("collect: %s", err)
+                continue
+            mine = {r.key: r for r in self.records if r.host == self.host}
+            if self._published is not None and mine != {r.key: r for r in self._published}:
+                self._publish.set()  # ours were changed or lost: write them again
+            async with self._lock:
+                if self._signature(self._collected()) != self._running:
+                    self.on_change()
+
+    async def _publisher(self) -> None:
+        delay = 0.05
+        while True:
+            await self._publish.wait()
+            self._publish.clear()
+            try:
+                await self._export()
+                delay = 0.05
+            except WorldError as err:
+                log.debug("export: %s", err)
+                await self.cluster.client.connected.wait()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                self._publish.set()

@@ -1,0 +1,200 @@
+"""Cluster options from the Config: URL lists, TLS, auth, checked before anything starts.
+
+Rules (DESIGN §6): plain `http://` is allowed only on loopback addresses unless
+`--insecure-cluster`; `https://` listeners need `--tls-cert`/`--tls-key` (peer URLs: the
+`--peer-tls-*` files, which default to the `--tls-*` ones); the password comes from a file and
+is never logged (`Options.__repr__` hides it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from engine.errors import ValidationError
+
+if TYPE_CHECKING:
+    from mgmt.config import Config
+
+DEFAULT_CLIENT_URL = "http://127.0.0.1:2379"
+DEFAULT_SERVER_URL = "http://127.0.0.1:2380"
+_DURATION = re.compile(r"\d+(\.\d+)?(ns|us|ms|s|m|h)?")
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    # PEM CA bundle that verifies the other side (None: system roots as a client, no
+    # client-certificate check as a server).
+    ca: Path | None = None
+    # PEM certificate and key this side presents.
+    cert: Path | None = None
+    key: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None or self.ca is not None
+
+
+@dataclass(frozen=True)
+class Options:
+    hostname: str
+    # Client URLs of existing members to join through (empty: start a new cluster).
+    seeds: list[str]
+    # Where this host's etcd listens for clients and for peers, and what it advertises.
+    client_urls: list[str]
+    server_urls: list[str]
+    advertise_client_urls: list[str]
+    advertise_server_urls: list[str]
+    ideal_cluster_size: int
+    no_server: bool
+    tls: TLSFiles
+    peer_tls: TLSFiles
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    heartbeat_ms: int = 100
+    election_ms: int = 1000
+    quota_bytes: int = 0
+    compaction_retention: str = "10m"
+
+    @property
+    def call_timeout(self) -> float:
+        """Seconds one etcd request may take before it is retried (elsewhere): a write caught
+        in a leader election never completes, so this is two election timeouts (>= 0.5 s)."""
+        return max(0.5, 2 * self.election_ms / 1000)
+
+    @property
+    def lease_ttl(self) -> int:
+        """Seconds a dead agent keeps its liveness key: 3 election timeouts, at least 2 s."""
+        return max(2, math.ceil(3 * self.election_ms / 1000))
+
+
+def split_urls(text: str) -> list[str]:
+    return [u.strip() for u in text.split(",") if u.strip()]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, flag: str, insecure: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValidationError(f"expected URLs like http://127.0.0.1:2379, got {url!r}", flag)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        raise ValidationError(f"{url!r} needs an explicit port", flag)
+    if parts.scheme == "http" and not is_loopback(parts.hostname) and not insecure:
+        raise ValidationError(
+            f"{url!r}: plain http is allowed only on loopback addresses; use https with "
+            "--tls-cert/--tls-key/--tls-ca, or --insecure-cluster",
+            flag,
+        )
+
+
+def from_config(config: Config) -> Options:
+    """Build and check the options; ValidationError (naming the flag) on any problem."""
+    insecure = config.insecure_cluster
+    lists: dict[str, list[str]] = {}
+    for name in ("seeds", "client_urls", "server_urls"):
+        lists[name] = split_urls(getattr(config, name))
+    lists["client_urls"] = lists["client_urls"] or [DEFAULT_CLIENT_URL]
+    lists["server_urls"] = lists["server_urls"] or [DEFAULT_SERVER_URL]
+    lists["advertise_client_urls"] = (
+        split_urls(config.advertise_client_urls) or lists["client_urls"]
+    )
+    lists["advertise_server_urls"] = (
+        split_urls(config.advertise_server_urls) or lists["server_urls"]
+    )
+    for name, urls in lists.items():
+        for url in urls:
+            check_url(url, "--" + name.replace("_", "-"), insecure)
+    tls = TLSFiles(config.tls_ca, config.tls_cert, config.tls_key)
+    peer_tls = TLSFiles(
+        config.peer_tls_ca or tls.ca,
+        config.peer_tls_cert or tls.cert,
+        config.peer_tls_key or tls.key,
+    )
+    for prefix, files in (("tls", tls), ("peer-tls", peer_tls)):
+        if (files.cert is None) != (files.key is None):
+            raise ValidationError("give both a certificate and its key", f"--{prefix}-cert")
+        for what in ("ca", "cert", "key"):
+            path = getattr(files, what)
+            if path is not None and not path.is_file():
+                raise ValidationError(f"no such file: {path}", f"--{prefix}-{what}")
+    _check_https(lists["client_urls"], tls, "--client-urls", "--tls-cert")
+    _check_https(lists["server_urls"], peer_tls, "--server-urls", "--peer-tls-cert")
+    user, password = _credentials(config)
+    if config.ideal_cluster_size < 1:
+        raise ValidationError(
+            f"must be >= 1, got {config.ideal_cluster_size}", "--ideal-cluster-size"
+        )
+    if config.etcd_heartbeat_interval < 1 or config.etcd_election_timeout < (
+        5 * config.etcd_heartbeat_interval
+    ):
+        raise ValidationError(
+            "needs heartbeat >= 1 ms and an election timeout of at least 5 heartbeats, got "
+            f"{config.etcd_heartbeat_interval} and {config.etcd_election_timeout}",
+            "--etcd-election-timeout",
+        )
+    if not _DURATION.fullmatch(config.etcd_compaction_retention):
+        raise ValidationError(
+            f"expected a duration like 10m or 1h (0: never), got "
+            f"{config.etcd_compaction_retention!r}",
+            "--etcd-compaction-retention",
+        )
+    return Options(
+        hostname=config.hostname,
+        seeds=lists["seeds"],
+        client_urls=lists["client_urls"],
+        server_urls=lists["server_urls"],
+        advertise_client_urls=lists["advertise_client_urls"],
+        advertise_server_urls=lists["advertise_server_urls"],
+        ideal_cluster_size=config.ideal_cluster_size,
+        no_server=config.no_server,
+        tls=tls,
+        peer_tls=peer_tls,
+        user=user,
+        password=password,
+        heartbeat_ms=config.etcd_heartbeat_interval,
+        election_ms=config.etcd_election_timeout,
+        quota_bytes=config.etcd_quota_backend_bytes,
+        compaction_retention=config.etcd_compaction_retention,
+    )
+
+
+def _check_https(urls: list[str], files: TLSFiles, flag: str, cert_flag: str) -> None:
+    if any(u.startswith("https://") for u in urls) and files.cert is None:
+        raise ValidationError(f"https listeners need a certificate ({cert_flag})", flag)
+
+
+def _credentials(config: Config) -> tuple[str | None, str | None]:
+    if config.cluster_user is None and config.cluster_password_file is None:
+        return None, None
+    if config.cluster_user is None or config.cluster_password_file is None:
+        raise ValidationError(
+            "etcd authentication needs both --cluster-user and --cluster-password-file",
+            "--cluster-user",
+        )
+    try:
+        password = config.cluster_password_file.read_text().rstrip("\r\n")
+    except OSError as err:
+        raise ValidationError(
+            f"cannot read {config.cluster_password_file}: {err.strerror}",
+            "--cluster-password-file",
+        ) from None
+    if not password:
+        raise ValidationError("the password file is empty", "--cluster-password-file")
+    return config.cluster_user, password

@@ -1,0 +1,111 @@
+"""The World on etcd (engine/world.py describes the API and the key layout)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from aetcd import rpc
+
+from engine.errors import WorldError
+from engine.world import EXPORTED, Changes, Exported, check_key, strings_key
+from mgmt.cluster.client import EtcdClient
+
+log = logging.getLogger("cluster")
+
+TXN_OPS = 100  # etcd refuses transactions of more than 128 operations (--max-txn-ops)
+
+
+class EtcdWorld:
+    """A World whose state lives in etcd, reached through one failing-over client."""
+
+    def __init__(self, client: EtcdClient, hostname: str) -> None:
+        self.client = client
+        self._hostname = hostname
+
+    @property
+    def hostname(self) -> str:
+        return self._hostname
+
+    def _watch(self, key: str, prefix: bool) -> Changes:
+        async def subscribe(signal: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+            return await self.client.subscribe(key.encode(), signal, prefix=prefix)
+
+        return Changes(subscribe)
+
+    # strings ------------------------------------------------------------------------------
+
+    async def str_get(self, key: str) -> str | None:
+        check_key(key)
+        value = await self.client.get(strings_key(key).encode())
+        return value.decode() if value is not None else None
+
+    async def str_set(self, key: str, value: str) -> None:
+        check_key(key)
+        await self.client.put(strings_key(key).encode(), value.encode())
+
+    async def str_del(self, key: str) -> None:
+        check_key(key)
+        await self.client.delete(strings_key(key).encode())
+
+    def str_watch(self, key: str) -> Changes:
+        check_key(key)
+        return self._watch(strings_key(key), prefix=False)
+
+    async def str_map_get(self, key: str) -> dict[str, str]:
+        check_key(key)
+        prefix = strings_key(key) + "/"
+        items, _ = await self.client.get_prefix(prefix.encode())
+        out = {}
+        for raw, value in items.items():
+            host = raw.decode().removeprefix(prefix)
+            if "/" not in host:
+                out[host] = value.decode()
+        return out
+
+    async def str_map_set(self, key: str, value: str) -> None:
+        check_key(key)
+        await self.client.put(strings_key(key, self.hostname).encode(), value.encode())
+
+    async def str_map_del(self, key: str) -> None:
+        check_key(key)
+        await self.client.delete(strings_key(key, self.hostname).encode())
+
+    def str_map_watch(self, key: str) -> Changes:
+        check_key(key)
+        return self._watch(strings_key(key) + "/", prefix=True)
+
+    # exported resources -------------------------------------------------------------------
+
+    async def res_export(self, records: Sequence[Exported]) -> None:
+        """Make this host's exported set exactly `records` (one transaction when it fits)."""
+        mine = f"{EXPORTED}{self.hostname}/".encode()
+        current, _ = await self.client.get_prefix(mine)
+        wanted = {r.key.encode(): r.to_json().encode() for r in records}
+        ops = [
+            rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v))
+            for k, v in wanted.items()
+            if current.get(k) != v
+        ]
+        ops += [
+            rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k))
+            for k in current
+            if k not in wanted
+        ]
+        for start in range(0, len(ops), TXN_OPS):
+            await self.client.txn([], ops[start : start + TXN_OPS])
+        if ops:
+            log.debug("exported %d resources (%d changes)", len(wanted), len(ops))
+
+    async def res_list(self) -> list[Exported]:
+        items, _ = await self.client.get_prefix(EXPORTED.encode())
+        records = []
+        for key, value in sorted(items.items()):
+            try:
+                records.append(Exported.from_key(key.decode(), value))
+            except (WorldError, UnicodeDecodeError) as err:
+                log.warning("ignoring a malformed exported record: %s", err)
+        return records
+
+    def res_watch(self) -> Changes:
+        return self._watch(EXPORTED, prefix=True)

@@ -1,0 +1,46 @@
+"""The mcl language front-end: `mgmt run lang FILE.mcl`, `mgmt check FILE.mcl`.
+
+A program is parsed (mgmt.lang.parser), checked (mgmt.lang.checker: names, binding order,
+types, resources against the registered kinds) and run as a reactive function graph
+(mgmt.lang.runtime) whose output, a resource graph, the agent swaps into the engine each time
+it changes (mgmt.lang.source). See docs/language.md.
+
+Importing this package is cheap; lark is imported only by the parser.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mgmt.lang.checker import Checked
+
+
+def compile_text(text: str, filename: str = "<program>") -> Checked:
+    """Parse and check a program; CompileError (file:line:col, one line each) on problems."""
+    import gc
+
+    from mgmt.lang.checker import check
+    from mgmt.lang.parser import parse
+
+    # Parsing allocates many small objects and no cycles worth collecting meanwhile: the
+    # collector's passes would cost a third of the time.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return check(parse(text, filename))
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def compile_file(path: Path) -> Checked:
+    """Read, parse and check a program file."""
+    from mgmt.lang.errors import CompileError
+
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CompileError([f"{path}: cannot read: {err}"]) from err
+    return compile_text(text, str(path))

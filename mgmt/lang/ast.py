@@ -1,0 +1,235 @@
+"""The syntax tree of a program. Every node has a position; the checker fills in types.
+
+Expressions are evaluated by `mgmt.lang.runtime`; statements produce resources and edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mgmt.lang.errors import Pos
+from mgmt.lang.types import Type
+
+
+@dataclass(eq=False)
+class Node:
+    pos: Pos
+
+
+# expressions ---------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Expr(Node):
+    # Filled in by the checker.
+    type: Type | None = field(default=None, init=False)
+
+
+@dataclass(eq=False)
+class Lit(Expr):
+    """A bool, int, float or str constant."""
+
+    value: Any
+
+
+@dataclass(eq=False)
+class Interp(Expr):
+    """A string with "${...}" parts: literal strings and expressions, concatenated."""
+
+    parts: list[str | Expr]
+
+
+@dataclass(eq=False)
+class Var(Expr):
+    """`$name`; the checker points `target` at the Bind, FuncDef or Param it names."""
+
+    name: str
+    target: Any = field(default=None, init=False)
+
+
+@dataclass(eq=False)
+class Call(Expr):
+    """`pkg.fn(args)` (func is the dotted name) or `$f(args)` / `expr(args)` (callee)."""
+
+    func: str | None
+    callee: Expr | None
+    args: list[Expr]
+    # Filled in by the checker: the builtin or FuncDef called, for named calls.
+    target: Any = field(default=None, init=False)
+    # Filled in by the checker for calls whose meaning depends on types (printf verbs...).
+    info: Any = field(default=None, init=False)
+
+
+@dataclass(eq=False)
+class Param(Node):
+    name: str
+    ann: Type | None = None
+    type: Type | None = field(default=None, init=False)
+
+
+@dataclass(eq=False)
+class Lambda(Expr):
+    """`func($a, $b) { body }`."""
+
+    params: list[Param]
+    ret: Type | None
+    body: Expr
+
+
+@dataclass(eq=False)
+class If(Expr):
+    """`if cond { then } else { other }` (an expression: both branches are required)."""
+
+    cond: Expr
+    then: Expr
+    other: Expr
+
+
+@dataclass(eq=False)
+class ListLit(Expr):
+    items: list[Expr]
+
+
+@dataclass(eq=False)
+class MapLit(Expr):
+    pairs: list[tuple[Expr, Expr]]
+
+
+@dataclass(eq=False)
+class StructLit(Expr):
+    fields: list[tuple[str, Expr]]
+
+
+@dataclass(eq=False)
+class Field(Expr):
+    """`$s->name`."""
+
+    obj: Expr
+    name: str
+
+
+@dataclass(eq=False)
+class Index(Expr):
+    """`$list[0]`, `$map["key"]`."""
+
+    obj: Expr
+    index: Expr
+
+
+@dataclass(eq=False)
+class BinOp(Expr):
+    """`a op b` for + - * / == != < > <= >= and or in."""
+
+    op: str
+    left: Expr
+    right: Expr
+
+
+@dataclass(eq=False)
+class UnOp(Expr):
+    """`not a`, `-a`."""
+
+    op: str
+    operand: Expr
+
+
+# statements ----------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Stmt(Node):
+    pass
+
+
+@dataclass(eq=False)
+class Bind(Stmt):
+    """`$name = expr` (optionally `$name type = expr`)."""
+
+    name: str
+    ann: Type | None
+    expr: Expr
+    # Filled in by the checker: the binding's (possibly generalised) type.
+    type: Type | None = field(default=None, init=False)
+    quantified: frozenset[int] | None = field(default=None, init=False)
+
+
+@dataclass(eq=False)
+class FuncDef(Stmt):
+    """`func name($a, $b) { body }`: a named function, called as `name(a, b)`."""
+
+    name: str
+    lam: Lambda
+    type: Type | None = field(default=None, init=False)
+    quantified: frozenset[int] | None = field(default=None, init=False)
+
+
+@dataclass(eq=False)
+class Import(Stmt):
+    """`import "fmt"` or `import "fmt" as f`."""
+
+    module: str
+    alias: str | None
+
+
+@dataclass(eq=False)
+class EdgeHalf(Node):
+    """`Kind["name"]` (the name may be a list of names); kind is the lower-case kind."""
+
+    kind: str
+    name: Expr
+    # For send/recv: `Kind["name"].field`.
+    field: str | None = None
+
+
+@dataclass(eq=False)
+class ResParam(Node):
+    name: str
+    expr: Expr
+
+
+@dataclass(eq=False)
+class ResMeta(Node):
+    name: str
+    expr: Expr
+
+
+@dataclass(eq=False)
+class ResEdge(Node):
+    """`Depend => Kind["x"]`, `Before`, `Notify` or `Listen`."""
+
+    name: str
+    target: EdgeHalf
+
+
+@dataclass(eq=False)
+class Resource(Stmt):
+    """`kind "name" { param => expr, Meta:noop => true, Notify => Svc["x"], }`."""
+
+    kind: str
+    name: Expr
+    params: list[ResParam]
+    metas: list[ResMeta]
+    edges: list[ResEdge]
+
+
+@dataclass(eq=False)
+class Edge(Stmt):
+    """`A["a"] -> B["b"] -> C["c"]`, or send/recv `A["a"].out -> B["b"].param`."""
+
+    halves: list[EdgeHalf]
+
+
+@dataclass(eq=False)
+class IfStmt(Stmt):
+    """`if cond { statements } else { statements }`."""
+
+    cond: Expr
+    then: list[Stmt]
+    other: list[Stmt]
+
+
+@dataclass(eq=False)
+class Program(Node):
+    body: list[Stmt]
+    source: str = ""

@@ -1,0 +1,877 @@
+"""Name resolution, binding order and type inference: everything checked before anything runs.
+
+- Each statement block is a scope. Its bindings (`$x = ...`, `func f(...) {...}`) may appear
+  in any order: they are checked in dependency order; binding a name twice in one scope and a
+  dependency cycle are errors. Inner scopes (if blocks, lambdas) see the outer ones.
+- Types are inferred by unification (Hindley-Milner style). A lambda bound to a name, and a
+  `func` statement, are generalised (usable at several types). Overloaded operators and
+  functions (+ on int/float/str, len on str/list/map...) are constraints solved once the
+  argument types are known; `->field` and `[index]` wait for their operand's type likewise.
+- Resources are checked against the registered kinds: known kind, known params with the right
+  types, required params present, constant values validated by the kind itself.
+Every problem is reported as `file:line:col: message`; type errors show both types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import resources  # noqa: F401  # lets lookup() load every kind on first use
+from engine.errors import ValidationError
+from engine.meta import Meta
+from engine.params import build
+from engine.resource import kinds as known_kinds
+from engine.resource import lookup as lookup_kind
+from mgmt.lang import ast, funcs
+from mgmt.lang.errors import CompileError, Pos
+from mgmt.lang.gofmt import VERB_TYPES, verbs
+from mgmt.lang.kinds import ParamType, capitalized, kind_params, meta_params, sends
+from mgmt.lang.types import (
+    BASIC,
+    BOOL,
+    FLOAT,
+    INT,
+    STR,
+    TFunc,
+    TList,
+    TMap,
+    TStruct,
+    TVar,
+    Type,
+    Unifier,
+    UnifyError,
+    free_vars,
+    instantiate,
+    parse_type,
+    prune,
+    show,
+)
+
+
+class _Abort(Exception):
+    """Stop checking the current binding or statement (its problem is already recorded)."""
+
+
+def _hint(name: str, names: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(names), n=1)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+class Scope:
+    def __init__(self, parent: Scope | None = None) -> None:
+        self.parent = parent
+        self.vars: dict[str, ast.Bind | ast.Param] = {}
+        self.funcs: dict[str, ast.FuncDef] = {}
+        self.imports: dict[str, str] = {}
+
+    def _chain(self) -> Iterable[Scope]:
+        scope: Scope | None = self
+        while scope is not None:
+            yield scope
+            scope = scope.parent
+
+    def var(self, name: str) -> ast.Bind | ast.Param | None:
+        for scope in self._chain():
+            if name in scope.vars:
+                return scope.vars[name]
+        return None
+
+    def func(self, name: str) -> ast.FuncDef | None:
+        for scope in self._chain():
+            if name in scope.funcs:
+                return scope.funcs[name]
+        return None
+
+    def module(self, alias: str) -> str | None:
+        for scope in self._chain():
+            if alias in scope.imports:
+                return scope.imports[alias]
+        return None
+
+    def all_vars(self) -> set[str]:
+        return {n for s in self._chain() for n in s.vars}
+
+
+# deferred constraints ------------------------------------------------------------------------
+
+
+@dataclass
+class _OneOf:
+    """`actual` must unify with one of `options` (each a list of the same length)."""
+
+    pos: Pos
+    actual: list[Type]
+    options: list[list[Type]]
+    message: Callable[[], str]
+
+
+@dataclass
+class _HasField:
+    pos: Pos
+    obj: Type
+    name: str
+    result: Type
+
+
+@dataclass
+class _Indexable:
+    pos: Pos
+    obj: Type
+    index: Type
+    result: Type
+
+
+Constraint = _OneOf | _HasField | _Indexable
+
+
+@dataclass
+class Checked:
+    """A checked program, ready to run."""
+
+    program: ast.Program
+    # Every binding and func statement, in every scope.
+    bindings: list[ast.Bind | ast.FuncDef] = field(default_factory=list)
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.u = Unifier()
+        self.problems: list[str] = []
+        self.pending: list[Constraint] = []
+        self.mono: list[ast.Bind] = []
+        self.failed: set[int] = set()  # ids of bindings whose check failed
+        self.bindings: list[ast.Bind | ast.FuncDef] = []
+
+    def problem(self, pos: Pos, message: str) -> None:
+        self.problems.append(f"{pos}: {message}")
+
+    def abort(self, pos: Pos, message: str) -> _Abort:
+        self.problem(pos, message)
+        return _Abort()
+
+    def check(self, program: ast.Program) -> Checked:
+        self._block(program.body, Scope())
+        self._solve(final=True)
+        if self.problems:
+            raise CompileError(self.problems)
+        return Checked(program, self.bindings)
+
+    # blocks ---------------------------------------------------------------------------------
+
+    def _block(self, stmts: list[ast.Stmt], scope: Scope) -> None:
+        binds: list[ast.Bind | ast.FuncDef] = []
+        for stmt in stmts:
+            if isinstance(stmt, ast.Import):
+                self._import(stmt, scope)
+            elif isinstance(stmt, ast.Bind):
+                first = scope.vars.get(stmt.name)
+                if first is not None:
+                    self.problem(
+                        stmt.pos, f"${stmt.name} is already bound in this scope (at {first.pos})"
+                    )
+                    continue
+                scope.vars[stmt.name] = stmt
+                binds.append(stmt)
+            elif isinstance(stmt, ast.FuncDef):
+                other = scope.funcs.get(stmt.name)
+                if other is not None:
+                    self.problem(
+                        stmt.pos,
+                        f"func {stmt.name} is already defined in this scope (at {other.pos})",
+                    )
+                    continue
+                scope.funcs[stmt.name] = stmt
+                binds.append(stmt)
+        self.bindings += binds
+        local = {id(b) for b in binds}
+        deps: dict[int, list[ast.Bind | ast.FuncDef]] = {}
+        for b in binds:
+            found: list[ast.Bind | ast.FuncDef] = []
+            try:
+                self._resolve(b.expr if isinstance(b, ast.Bind) else b.lam, scope, local, found)
+            except _Abort:
+                self.failed.add(id(b))
+            deps[id(b)] = found
+        for b in self._order(binds, deps):
+            if id(b) in self.failed or any(id(d) in self.failed for d in deps[id(b)]):
+                self.failed.add(id(b))
+                continue
+            try:
+                self._binding(b)
+            except _Abort:
+                self.failed.add(id(b))
+        for stmt in stmts:
+            if isinstance(stmt, ast.Bind | ast.FuncDef | ast.Import):
+                continue
+            with contextlib.suppress(_Abort):
+                self._statement(stmt, scope)
+
+    def _import(self, stmt: ast.Import, scope: Scope) -> None:
+        if stmt.module not in funcs.MODULES or not stmt.module:
+            known = ", ".join(funcs.module_names())
+            self.problem(
+                stmt.pos,
+                f'unknown module "{stmt.module}"{_hint(stmt.module, funcs.module_names())}; '
+                f"modules: {known}",
+            )
+            return
+        alias = stmt.alias or stmt.module.rsplit("/", 1)[-1]
+        if alias in scope.imports:
+            self.problem(stmt.pos, f'"{alias}" is already imported in this scope')
+            return
+        scope.imports[alias] = stmt.module
+
+    def _order(
+        self, binds: list[ast.Bind | ast.FuncDef], deps: dict[int, list[ast.Bind | ast.FuncDef]]
+    ) -> list[ast.Bind | ast.FuncDef]:
+        """Bindings with each one after everything it uses; a cycle is reported and skipped."""
+        order: list[ast.Bind | ast.FuncDef] = []
+        state: dict[int, int] = {}  # 1 = visiting, 2 = done
+        path: list[ast.Bind | ast.FuncDef] = []
+
+        def visit(b: ast.Bind | ast.FuncDef) -> None:
+            state[id(b)] = 1
+            path.append(b)
+            for d in deps[id(b)]:
+                if state.get(id(d)) == 1:
+                    cycle = [*path[path.index(d) :], d]
+                    names = " -> ".join(_label(c) for c in cycle)
+                    self.problem(d.pos, f"dependency cycle: {names}")
+                    for c in cycle:
+                        self.failed.add(id(c))
+                elif id(d) not in state:
+                    visit(d)
+            path.pop()
+            state[id(b)] = 2
+            order.append(b)
+
+        for b in binds:
+            if id(b) not in state:
+                visit(b)
+        return order
+
+    # name resolution ------------------------------------------------------------------------
+
+    def _resolve(
+        self,
+        expr: ast.Expr,
+        scope: Scope,
+        local: set[int],
+        found: list[ast.Bind | ast.FuncDef],
+    ) -> None:
+        """Point every Var and named Call at what it names; collect same-scope dependencies."""
+        if isinstance(expr, ast.Var):
+            target = scope.var(expr.name)
+            if target is None:
+                raise self.abort(
+                    expr.pos, f"undefined variable ${expr.name}{_hint(expr.name, scope.all_vars())}"
+                )
+            expr.target = target
+            if id(target) in local and target not in found:
+                found.append(target)  # type: ignore[arg-type]
+            if id(target) in self.failed:
+                raise _Abort()
+            return
+        if isinstance(expr, ast.Call):
+            if expr.func is not None:
+                expr.target = self._resolve_func(expr, scope)
+                if id(expr.target) in local and expr.target not in found:
+                    found.append(expr.target)
+            else:
+                assert expr.callee is not None
+                self._resolve(expr.callee, scope, local, found)
+            for arg in expr.args:
+                self._resolve(arg, scope, local, found)
+            return
+        if isinstance(expr, ast.Lambda):
+            inner = Scope(scope)
+            for param in expr.params:
+                if param.name in inner.vars:
+                    raise self.abort(param.pos, f"parameter ${param.name} is given twice")
+                inner.vars[param.name] = param
+            self._resolve(expr.body, inner, local, found)
+            return
+        for child in _children(expr):
+            self._resolve(child, scope, local, found)
+
+    def _resolve_func(self, call: ast.Call, scope: Scope) -> ast.FuncDef | funcs.Builtin:
+        name = call.func or ""
+        if "." not in name:
+            fdef = scope.func(name)
+            if fdef is not None:
+                return fdef
+            builtin = funcs.lookup("", name)
+            if builtin is not None:
+                return builtin
+            extra = f' (import "{name}" and call {name}.something)' if name in funcs.MODULES else ""
+            names = list(funcs.MODULES[""])
+            raise self.abort(call.pos, f"undefined function {name}{_hint(name, names)}{extra}")
+        alias, _, short = name.partition(".")
+        module = scope.module(alias)
+        if module is None:
+            hint = f'; add import "{alias}"' if alias in funcs.MODULES else ""
+            raise self.abort(call.pos, f"unknown package {alias!r} in {name}(){hint}")
+        builtin = funcs.lookup(module, short)
+        if builtin is None:
+            raise self.abort(
+                call.pos,
+                f"module {module} has no function {short}{_hint(short, funcs.MODULES[module])}",
+            )
+        return builtin
+
+    # bindings -------------------------------------------------------------------------------
+
+    def _binding(self, b: ast.Bind | ast.FuncDef) -> None:
+        if isinstance(b, ast.FuncDef):
+            b.type = self._infer(b.lam)
+            b.quantified = self._generalise(b.type)
+            return
+        t = self._infer(b.expr)
+        if b.ann is not None:
+            self.expect(t, b.ann, b.expr.pos, f"${b.name} is declared as {show(b.ann)}")
+        b.type = t
+        if isinstance(b.expr, ast.Lambda):
+            b.quantified = self._generalise(t)
+        else:
+            self.mono.append(b)
+
+    def _generalise(self, t: Type) -> frozenset[int] | None:
+        self._solve()
+        fixed: set[TVar] = set()
+        for c in self.pending:
+            for part in _constraint_types(c):
+                fixed |= free_vars(part)
+        for m in self.mono:
+            if m.type is not None:
+                fixed |= free_vars(m.type)
+        quantified = frozenset(v.id for v in free_vars(t) - fixed)
+        return quantified or None
+
+    # statements -----------------------------------------------------------------------------
+
+    def _statement(self, stmt: ast.Stmt, scope: Scope) -> None:
+        if isinstance(stmt, ast.IfStmt):
+            self._check_expr(stmt.cond, scope)
+            assert stmt.cond.type is not None
+            self.expect(stmt.cond.type, BOOL, stmt.cond.pos, "the condition of an if")
+            self._block(stmt.then, Scope(scope))
+            self._block(stmt.other, Scope(scope))
+        elif isinstance(stmt, ast.Resource):
+            self._resource(stmt, scope)
+        elif isinstance(stmt, ast.Edge):
+            self._edge(stmt, scope)
+
+    def _check_expr(self, expr: ast.Expr, scope: Scope) -> Type:
+        self._resolve(expr, scope, set(), [])
+        return self._infer(expr)
+
+    def _names(self, expr: ast.Expr, scope: Scope, what: str) -> None:
+        t = self._check_expr(expr, scope)
+        self.one_of(
+            expr.pos,
+            [t],
+            [[STR], [TList(STR)]],
+            lambda: f"type error: {what} must be a str or a list of str, got {show(t)}",
+        )
+
+    def _resource(self, res: ast.Resource, scope: Scope) -> None:
+        table = kind_params(res.kind)
+        if table is None:
+            raise self.abort(
+                res.pos,
+                f"unknown resource kind '{res.kind}'{_hint(res.kind, known_kinds())}; "
+                f"known kinds: {', '.join(known_kinds())}",
+            )
+        self._names(res.name, scope, f"the name of a {res.kind}")
+        ok = True
+        given: set[str] = set()
+        for param in res.params:
+            ok &= self._param(
+                res.kind,
+                table=table,
+                name=param.name,
+                expr=param.expr,
+                pos=param.pos,
+                scope=scope,
+                given=given,
+            )
+        meta_given: set[str] = set()
+        for meta in res.metas:
+            ok &= self._param(
+                "Meta",
+                table=meta_params(),
+                name=meta.name,
+                expr=meta.expr,
+                pos=meta.pos,
+                scope=scope,
+                given=meta_given,
+            )
+        for edge in res.edges:
+            if edge.target.field is not None:
+                self.problem(
+                    edge.target.pos,
+                    f"{edge.name} => names a resource; send/recv goes in an edge statement: "
+                    f'{capitalized(res.kind)}["a"].value -> Kind["b"].param',
+                )
+                ok = False
+                continue
+            try:
+                self._edge_half(edge.target, scope)
+            except _Abort:
+                ok = False
+        self._required(res, given)
+        if ok:
+            self._validate_constant(res)
+
+    def _param(
+        self,
+        kind: str,
+        *,
+        table: dict[str, ParamType],
+        name: str,
+        expr: ast.Expr,
+        pos: Pos,
+        scope: Scope,
+        given: set[str],
+    ) -> bool:
+        what = "Meta:" + name if kind == "Meta" else f"{kind} param {name}"
+        if name in given:
+            self.problem(pos, f"{what} is set twice")
+            return False
+        given.add(name)
+        ptype = table.get(name)
+        if ptype is None:
+            prefix = "Meta:" if kind == "Meta" else ""
+            accepted = ", ".join(prefix + n for n in table)
+            self.problem(
+                pos, f"{kind} has no param '{name}'{_hint(name, table)}; params: {accepted}"
+            )
+            return False
+        if ptype.type is None:
+            self.problem(
+                pos, f"{what} cannot be set from the language yet (its type is {ptype.why})"
+            )
+            return False
+        try:
+            t = self._check_expr(expr, scope)
+            if ptype.numeric:
+                self.one_of(
+                    expr.pos,
+                    [t],
+                    [[FLOAT], [INT]],
+                    lambda: f"type error: {what}: expected float (or int), got {show(t)}",
+                )
+            else:
+                self.expect(t, ptype.type, expr.pos, what)
+        except _Abort:
+            return False
+        if ptype.choices and isinstance(expr, ast.Lit) and expr.value not in ptype.choices:
+            accepted = ", ".join(repr(c) for c in ptype.choices)
+            self.problem(expr.pos, f"{what}: expected one of {accepted}, got {expr.value!r}")
+            return False
+        return True
+
+    def _required(self, res: ast.Resource, given: set[str]) -> None:
+        cls = lookup_kind(res.kind)
+        if cls is None:
+            return
+        import dataclasses
+
+        for f in dataclasses.fields(cls):
+            if (
+                f.init
+                and f.name not in ("name", "meta")
+                and f.name not in given
+                and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+            ):
+                self.problem(res.pos, f"{res.kind}: param {f.name} is required")
+
+    def _validate_constant(self, res: ast.Resource) -> None:
+        """A resource whose name and params are all constants is validated by its kind now."""
+        cls = lookup_kind(res.kind)
+        exprs = [res.name] + [p.expr for p in res.params] + [m.expr for m in res.metas]
+        if cls is None or not all(isinstance(e, ast.Lit) for e in exprs):
+            return
+        assert isinstance(res.name, ast.Lit)
+        data: dict[str, Any] = {p.name: p.expr.value for p in res.params}  # type: ignore[attr-defined]
+        meta: dict[str, Any] = {m.name: m.expr.value for m in res.metas}  # type: ignore[attr-defined]
+        lines = {p.name: p.pos for p in res.params}
+        try:
+            obj = build(cls, {"name": res.name.value, **data})
+            obj.meta = build(Meta, meta, prefix="Meta:")
+            obj.validate()
+        except ValidationError as err:
+            key = (err.key or "").split(".")[0].split("[")[0]
+            where = lines.get(key, res.pos)
+            self.problem(where, f"{res.kind}[{res.name.value}]: {err}")
+
+    def _edge_half(self, half: ast.EdgeHalf, scope: Scope) -> None:
+        if kind_params(half.kind) is None:
+            cap = capitalized(half.kind)
+            names = [capitalized(k) for k in known_kinds()]
+            raise self.abort(half.pos, f"unknown resource kind {cap}{_hint(cap, names)}")
+        self._names(half.name, scope, f"the name in {capitalized(half.kind)}[...]")
+
+    def _edge(self, edge: ast.Edge, scope: Scope) -> None:
+        for half in edge.halves:
+            self._edge_half(half, scope)
+        fields = [h.field for h in edge.halves]
+        if all(f is None for f in fields):
+            return
+        if len(edge.halves) != 2 or None in fields:
+            raise self.abort(
+                edge.pos,
+                "a send/recv edge joins exactly two resources, each with a value: "
+                'Exec["x"].output -> File["y"].content',
+            )
+        sender, receiver = edge.halves
+        offered = sends(sender.kind)
+        if sender.field not in offered:
+            raise self.abort(
+                sender.pos,
+                f"{capitalized(sender.kind)} sends {', '.join(offered) or 'nothing'}, "
+                f"not '{sender.field}'",
+            )
+        table = kind_params(receiver.kind) or {}
+        if receiver.field not in table:
+            raise self.abort(
+                receiver.pos,
+                f"{capitalized(receiver.kind)} has no param '{receiver.field}'"
+                f"{_hint(receiver.field or '', table)}",
+            )
+
+    # inference ------------------------------------------------------------------------------
+
+    def expect(self, actual: Type, expected: Type, pos: Pos, context: str) -> None:
+        mark = self.u.mark()
+        try:
+            self.u.unify(actual, expected)
+        except UnifyError as err:
+            self.u.undo(mark)
+            names: dict[int, str] = {}
+            want, got = show(expected, names), show(actual, names)
+            inner = f"{show(err.right, names)} vs {show(err.left, names)}"  # expected vs got
+            detail = f" ({inner}{': ' + err.detail if err.detail else ''})"
+            if inner in (f"{want} vs {got}", f"{got} vs {want}") and not err.detail:
+                detail = ""
+            raise self.abort(
+                pos, f"type error: {context}: expected {want}, got {got}{detail}"
+            ) from None
+
+    def one_of(
+        self, pos: Pos, actual: list[Type], options: list[list[Type]], message: Callable[[], str]
+    ) -> None:
+        self._add(_OneOf(pos, actual, options, message))
+
+    def _add(self, c: Constraint) -> None:
+        if not self._step(c, final=False):
+            self.pending.append(c)
+
+    def _solve(self, final: bool = False) -> None:
+        progress = True
+        while progress and self.pending:
+            progress = False
+            for c in list(self.pending):
+                try:
+                    done = self._step(c, final=False)
+                except _Abort:
+                    done = True
+                if done:
+                    self.pending.remove(c)
+                    progress = True
+        if final:
+            for c in list(self.pending):
+                with contextlib.suppress(_Abort):
+                    self._step(c, final=True)
+            self.pending.clear()
+
+    def _step(self, c: Constraint, final: bool) -> bool:
+        """Try to solve one constraint: True when done (solved or reported)."""
+        if isinstance(c, _OneOf):
+            viable = []
+            for option in c.options:
+                mark = self.u.mark()
+                try:
+                    for a, b in zip(c.actual, option, strict=True):
+                        self.u.unify(a, b)
+                    viable.append(option)
+                except UnifyError:
+                    pass
+                self.u.undo(mark)
+            if not viable:
+                raise self.abort(c.pos, c.message())
+            if len(viable) == 1 or final:
+                for a, b in zip(c.actual, viable[0], strict=True):
+                    self.u.unify(a, b)
+                return True
+            return False
+        obj = prune(c.obj)
+        if isinstance(obj, TVar):
+            if final:
+                what = f"->{c.name}" if isinstance(c, _HasField) else "[...]"
+                raise self.abort(
+                    c.pos,
+                    f"type error: cannot infer the type of the value before {what}; "
+                    "annotate it (e.g. func($s struct{x int}) ...)",
+                )
+            return False
+        if isinstance(c, _HasField):
+            if not isinstance(obj, TStruct):
+                raise self.abort(c.pos, f"type error: ->{c.name} needs a struct, got {show(obj)}")
+            ftype = obj.field(c.name)
+            if ftype is None:
+                fields = [n for n, _ in obj.fields]
+                raise self.abort(
+                    c.pos, f"type error: {show(obj)} has no field {c.name}{_hint(c.name, fields)}"
+                )
+            self.expect(c.result, ftype, c.pos, f"->{c.name}")
+            return True
+        if isinstance(obj, TList):
+            self.expect(c.index, INT, c.pos, "a list index")
+            self.expect(c.result, obj.elem, c.pos, "a list item")
+            return True
+        if isinstance(obj, TMap):
+            self.expect(c.index, obj.key, c.pos, "a map key")
+            self.expect(c.result, obj.val, c.pos, "a map value")
+            return True
+        raise self.abort(c.pos, f"type error: [...] needs a list or a map, got {show(obj)}")
+
+    def _infer(self, e: ast.Expr) -> Type:
+        t = self._infer_inner(e)
+        e.type = t
+        return t
+
+    def _infer_inner(self, e: ast.Expr) -> Type:
+        if isinstance(e, ast.Lit):
+            return {bool: BOOL, int: INT, float: FLOAT, str: STR}[type(e.value)]
+        if isinstance(e, ast.Interp):
+            for part in e.parts:
+                if isinstance(part, ast.Expr):
+                    t = self._infer(part)
+                    self.expect(
+                        t, STR, part.pos, "an interpolated ${...} must be a str (use fmt.printf)"
+                    )
+            return STR
+        if isinstance(e, ast.Var):
+            target = e.target
+            if isinstance(target, ast.Param):
+                assert target.type is not None
+                return target.type
+            assert isinstance(target, ast.Bind)
+            if target.type is None:
+                raise _Abort()  # its own error is already reported
+            if target.quantified:
+                return instantiate(target.type, target.quantified)
+            return target.type
+        if isinstance(e, ast.Call):
+            return self._call(e)
+        if isinstance(e, ast.Lambda):
+            for p in e.params:
+                p.type = p.ann if p.ann is not None else TVar()
+            body = self._infer(e.body)
+            if e.ret is not None:
+                self.expect(body, e.ret, e.body.pos, f"the function returns {show(e.ret)}")
+            return TFunc(tuple(p.type for p in e.params if p.type is not None), body)
+        if isinstance(e, ast.If):
+            self.expect(self._infer(e.cond), BOOL, e.cond.pos, "the condition of an if")
+            then = self._infer(e.then)
+            other = self._infer(e.other)
+            self.expect(other, then, e.other.pos, "both branches of an if must have one type")
+            return then
+        if isinstance(e, ast.ListLit):
+            elem: Type = TVar()
+            for item in e.items:
+                self.expect(self._infer(item), elem, item.pos, "the items of a list")
+            return TList(elem)
+        if isinstance(e, ast.MapLit):
+            key: Type = TVar()
+            val: Type = TVar()
+            for k, v in e.pairs:
+                self.expect(self._infer(k), key, k.pos, "the keys of a map")
+                self.expect(self._infer(v), val, v.pos, "the values of a map")
+            return TMap(key, val)
+        if isinstance(e, ast.StructLit):
+            return TStruct(tuple((name, self._infer(v)) for name, v in e.fields))
+        if isinstance(e, ast.Field):
+            result: Type = TVar()
+            self._add(_HasField(e.pos, self._infer(e.obj), e.name, result))
+            return result
+        if isinstance(e, ast.Index):
+            result = TVar()
+            self._add(_Indexable(e.pos, self._infer(e.obj), self._infer(e.index), result))
+            return result
+        if isinstance(e, ast.BinOp):
+            return self._binop(e)
+        if isinstance(e, ast.UnOp):
+            t = self._infer(e.operand)
+            if e.op == "not":
+                self.expect(t, BOOL, e.operand.pos, "not")
+                return BOOL
+            result = TVar()
+            self.one_of(
+                e.pos,
+                [t, result],
+                [[INT, INT], [FLOAT, FLOAT]],
+                lambda: f"type error: unary - needs an int or a float, got {show(t)}",
+            )
+            return result
+        raise self.abort(e.pos, f"cannot type {type(e).__name__}")
+
+    def _binop(self, e: ast.BinOp) -> Type:
+        left = self._infer(e.left)
+        right = self._infer(e.right)
+        op = e.op
+        if op in ("and", "or"):
+            self.expect(left, BOOL, e.left.pos, f"the left side of {op}")
+            self.expect(right, BOOL, e.right.pos, f"the right side of {op}")
+            return BOOL
+        if op in ("==", "!="):
+            self.expect(right, left, e.right.pos, f"both sides of {op} must have one type")
+            return BOOL
+
+        def message() -> str:
+            names: dict[int, str] = {}
+            return (
+                f"type error: operator {op} cannot combine {show(left, names)} "
+                f"and {show(right, names)}"
+            )
+
+        if op in ("<", ">", "<=", ">="):
+            self.one_of(e.pos, [left, right], [[INT, INT], [FLOAT, FLOAT], [STR, STR]], message)
+            return BOOL
+        if op == "in":
+            a = TVar()
+            self.one_of(
+                e.pos,
+                [left, right],
+                [[a, TList(a)], [a, TMap(a, TVar())], [STR, STR]],
+                message,
+            )
+            return BOOL
+        result = TVar()
+        options = [[INT, INT, INT], [FLOAT, FLOAT, FLOAT]]
+        if op == "+":
+            options.append([STR, STR, STR])
+        self.one_of(e.pos, [left, right, result], options, message)  # type: ignore[arg-type]
+        return result
+
+    def _call(self, e: ast.Call) -> Type:
+        args = [self._infer(a) for a in e.args]
+        if e.callee is not None:
+            callee = prune(self._infer(e.callee))
+            if isinstance(callee, TFunc):
+                return self._apply(callee, args, e, "the function")
+            result: Type = TVar()
+            self.expect(callee, TFunc(tuple(args), result), e.callee.pos, "calling a value")
+            return result
+        target = e.target
+        if isinstance(target, ast.FuncDef):
+            if target.type is None:
+                raise _Abort()
+            ftype = (
+                instantiate(target.type, target.quantified) if target.quantified else target.type
+            )
+            assert isinstance(ftype, TFunc)
+            return self._apply(ftype, args, e, e.func or "")
+        assert isinstance(target, funcs.Builtin)
+        if target.special == "printf":
+            return self._printf(e, args)
+        sigs = [parse_type(s) for s in target.sigs]
+        fitting = [s for s in sigs if isinstance(s, TFunc) and len(s.args) == len(args)]
+        if not fitting:
+            counts = sorted({len(s.args) for s in sigs if isinstance(s, TFunc)})
+            raise self.abort(
+                e.pos,
+                f"{target.name}: expected {' or '.join(map(str, counts))} "
+                f"argument{'s' if counts != [1] else ''}, got {len(args)}",
+            )
+        if len(fitting) == 1:
+            sig = fitting[0]
+            assert isinstance(sig, TFunc)
+            return self._apply(sig, args, e, target.name)
+        result = TVar()
+
+        def message() -> str:
+            names: dict[int, str] = {}
+            got = ", ".join(show(a, names) for a in args)
+            accepted = "; ".join(target.sigs)
+            return f"type error: {target.name} does not accept ({got}); accepted: {accepted}"
+
+        options: list[list[Type]] = []
+        for sig in fitting:
+            assert isinstance(sig, TFunc)
+            options.append([*sig.args, sig.ret])
+        self.one_of(e.pos, [*args, result], options, message)
+        return result
+
+    def _apply(self, ftype: TFunc, args: list[Type], e: ast.Call, name: str) -> Type:
+        if len(ftype.args) != len(args):
+            raise self.abort(
+                e.pos, f"{name}: expected {len(ftype.args)} arguments, got {len(args)}"
+            )
+        for index, (want, got) in enumerate(zip(ftype.args, args, strict=True)):
+            self.expect(got, want, e.args[index].pos, f"argument {index + 1} of {name}")
+        return ftype.ret
+
+    def _printf(self, e: ast.Call, args: list[Type]) -> Type:
+        if not e.args or not isinstance(e.args[0], ast.Lit) or not isinstance(e.args[0].value, str):
+            raise self.abort(e.pos, "fmt.printf: the format must be a constant string")
+        try:
+            wanted = verbs(e.args[0].value)
+        except ValueError as err:
+            raise self.abort(e.args[0].pos, f"fmt.printf: {err}") from None
+        if len(wanted) != len(args) - 1:
+            raise self.abort(
+                e.pos,
+                f"fmt.printf: the format has {len(wanted)} verb{'s' * (len(wanted) != 1)} "
+                f"but {len(args) - 1} value{'s' * (len(args) != 2)} follow",
+            )
+        for index, (verb, t) in enumerate(zip(wanted, args[1:], strict=True)):
+            type_name = VERB_TYPES[verb.verb]
+            if type_name:
+                self.expect(t, BASIC[type_name], e.args[index + 1].pos, f"fmt.printf %{verb.verb}")
+        return STR
+
+
+def _label(b: ast.Bind | ast.FuncDef) -> str:
+    return f"${b.name}" if isinstance(b, ast.Bind) else f"{b.name}()"
+
+
+def _constraint_types(c: Constraint) -> list[Type]:
+    if isinstance(c, _OneOf):
+        return list(c.actual)
+    if isinstance(c, _HasField):
+        return [c.obj, c.result]
+    return [c.obj, c.index, c.result]
+
+
+def _children(expr: ast.Expr) -> list[ast.Expr]:
+    if isinstance(expr, ast.Interp):
+        return [p for p in expr.parts if isinstance(p, ast.Expr)]
+    if isinstance(expr, ast.If):
+        return [expr.cond, expr.then, expr.other]
+    if isinstance(expr, ast.ListLit):
+        return list(expr.items)
+    if isinstance(expr, ast.MapLit):
+        return [x for pair in expr.pairs for x in pair]
+    if isinstance(expr, ast.StructLit):
+        return [v for _, v in expr.fields]
+    if isinstance(expr, ast.Field):
+        return [expr.obj]
+    if isinstance(expr, ast.Index):
+        return [expr.obj, expr.index]
+    if isinstance(expr, ast.BinOp):
+        return [expr.left, expr.right]
+    if isinstance(expr, ast.UnOp):
+        return [expr.operand]
+    return []
+
+
+def check(program: ast.Program) -> Checked:
+    """Resolve names, order bindings and infer types; CompileError lists every problem."""
+    return Checker().check(program)

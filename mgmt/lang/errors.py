@@ -1,0 +1,54 @@
+"""Errors of the language: compile-time (with file:line:col) and run-time (in a function)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.errors import MgmtError
+
+
+@dataclass(frozen=True)
+class Pos:
+    """A position in a program: file, 1-based line and column."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+NOWHERE = Pos("<builtin>", 0, 0)
+
+
+class LangError(MgmtError):
+    """Base of the language's errors."""
+
+
+class CompileError(LangError):
+    """One or more problems found before anything runs; each is `file:line:col: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+    @classmethod
+    def at(cls, pos: Pos, message: str) -> CompileError:
+        return cls([f"{pos}: {message}"])
+
+
+class FuncError(LangError):
+    """A function failed while the program ran (bad input, missing file...).
+
+    The agent logs it and keeps enforcing the last good graph.
+    """
+
+    def __init__(self, message: str, pos: Pos | None = None) -> None:
+        super().__init__(f"{pos}: {message}" if pos else message)
+        self.pos = pos
+        self.message = message
+
+
+class NotReady(LangError):
+    """A stream has produced no value yet: nothing depending on it can be computed."""

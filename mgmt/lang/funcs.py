@@ -1,0 +1,308 @@
+"""The standard library: every builtin function with its type signature(s) and implementation.
+
+Modules are imported by name (`import "strings"`); core functions (len, contains, history,
+debounce, template) need no import. Signatures use mgmt's type syntax; a function with several
+signatures is overloaded (the checker picks the one the argument types allow).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mgmt.lang import streams
+from mgmt.lang.errors import FuncError
+from mgmt.lang.gofmt import go_time_format, go_time_string, sprintf
+from mgmt.lang.template import BASE_FUNCS, render
+from mgmt.lang.values import FrozenDict, go_float, go_str, sort_key
+
+
+@dataclass(frozen=True)
+class Context:
+    """What context-dependent builtins see: the agent's hostname."""
+
+    hostname: str
+
+
+@dataclass(frozen=True)
+class Builtin:
+    # Full name: "datetime.now", or "len" for a core function.
+    name: str
+    # One mgmt type signature, or several for an overloaded function.
+    sigs: tuple[str, ...]
+    # A pure function of its arguments (with ctx: the Context first).
+    impl: Callable[..., Any] | None = None
+    # A function whose value changes over time.
+    stream: type[streams.Stream] | None = None
+    # Typed specially by the checker: "printf" (from its constant format string).
+    special: str = ""
+    ctx: bool = False
+    doc: str = ""
+
+
+MODULES: dict[str, dict[str, Builtin]] = {}
+
+
+def _def(
+    name: str,
+    *sigs: str,
+    impl: Callable[..., Any] | None = None,
+    stream: type[streams.Stream] | None = None,
+    special: str = "",
+    ctx: bool = False,
+    doc: str = "",
+) -> None:
+    module, _, short = name.rpartition(".")
+    MODULES.setdefault(module, {})[short] = Builtin(name, sigs, impl, stream, special, ctx, doc)
+
+
+def lookup(module: str, name: str) -> Builtin | None:
+    return MODULES.get(module, {}).get(name)
+
+
+def module_names() -> list[str]:
+    return sorted(m for m in MODULES if m)
+
+
+def _fail(message: str) -> FuncError:
+    return FuncError(message)
+
+
+# core ---------------------------------------------------------------------------------------
+
+
+def _contains(needle: Any, haystack: Any) -> bool:
+    return needle in haystack
+
+
+_def("len", "func(str) int", "func([]?1) int", "func(map{?1: ?2}) int", impl=len)
+_def("contains", "func(?1, []?1) bool", impl=_contains, doc="needle in a list")
+_def("history", "func(?1, int) ?1", stream=streams.History)
+_def("debounce", "func(?1, int) ?1", stream=streams.Debounce)
+
+# fmt -----------------------------------------------------------------------------------------
+
+_def("fmt.printf", "func(str) str", special="printf", impl=lambda fmt, *args: sprintf(fmt, args))
+
+# datetime ------------------------------------------------------------------------------------
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_def("datetime.now", "func() int", stream=streams.Now, doc="unix seconds, every second")
+_def("datetime.print", "func(int) str", impl=go_time_string)
+_def("datetime.format", "func(int, str) str", impl=go_time_format)
+_def("datetime.hour", "func(int) int", impl=lambda t: int(go_time_format(t, "15")))
+_def("datetime.weekday", "func(int) str", impl=lambda t: _WEEKDAYS[_weekday(t)])
+
+
+def _weekday(t: int) -> int:
+    import time
+
+    return time.localtime(t).tm_wday
+
+
+# sys -----------------------------------------------------------------------------------------
+
+_def("sys.load", "func() struct{x1 float; x5 float; x15 float}", stream=streams.Load)
+_def("sys.hostname", "func() str", impl=operator.attrgetter("hostname"), ctx=True)
+_def("sys.getenv", "func(str) str", impl=lambda name: os.environ.get(name, ""))
+_def(
+    "sys.defaultenv",
+    "func(str, str) str",
+    impl=os.environ.get,
+)
+_def("sys.hasenv", "func(str) bool", impl=lambda name: name in os.environ)
+_def("sys.cpu_count", "func() int", impl=streams.cpu_count)
+_def("sys.cpucount", "func() int", impl=streams.cpu_count, doc="mgmt's spelling")
+_def("sys.fqdn", "func() str", impl=socket.getfqdn)
+
+# os ------------------------------------------------------------------------------------------
+
+_def("os.readfile", "func(str) str", stream=streams.ReadFile, doc="re-emits on change")
+
+# math ----------------------------------------------------------------------------------------
+
+
+def _mod(a: Any, b: Any) -> Any:
+    if b == 0:
+        raise _fail("math.mod: division by zero")
+    if isinstance(a, float):
+        return math.fmod(a, b)
+    return int(math.fmod(a, b))  # Go's %: the sign follows the dividend
+
+
+def _sqrt(a: float) -> float:
+    if a < 0:
+        raise _fail(f"math.sqrt: negative argument {go_float(a)}")
+    return math.sqrt(a)
+
+
+_NUM2 = ("func(int, int) int", "func(float, float) float")
+_NUM1 = ("func(int) int", "func(float) float")
+_def("math.mod", *_NUM2, impl=_mod)
+_def("math.pow", "func(float, float) float", impl=lambda a, b: float(math.pow(a, b)))
+_def("math.sqrt", "func(float) float", impl=_sqrt)
+_def("math.abs", *_NUM1, impl=abs)
+_def("math.min", *_NUM2, impl=min)
+_def("math.max", *_NUM2, impl=max)
+_def("math.floor", "func(float) int", impl=math.floor)
+_def("math.ceil", "func(float) int", impl=math.ceil)
+_def("math.round", "func(float) int", impl=lambda a: math.floor(a + 0.5))
+_def("math.minus1", "func(int) int", impl=lambda a: a - 1)
+
+# strings -------------------------------------------------------------------------------------
+
+
+def _pad(text: str, pad: str, length: int, left: bool) -> str:
+    if not pad:
+        raise _fail("strings: the padding string is empty")
+    while len(text) < length:
+        text = pad + text if left else text + pad
+    return text
+
+
+_def("strings.to_lower", "func(str) str", impl=str.lower)
+_def("strings.to_upper", "func(str) str", impl=str.upper)
+_def("strings.title", "func(str) str", impl=str.title)
+_def("strings.trim_space", "func(str) str", impl=str.strip)
+_def("strings.split", "func(str, str) []str", impl=lambda s, sep: tuple(s.split(sep)))
+_def("strings.join", "func([]str, str) str", impl=lambda items, sep: sep.join(items))
+_def(
+    "strings.join_nonempty",
+    "func([]str, str) str",
+    impl=lambda items, sep: sep.join(i for i in items if i),
+)
+_def("strings.has_prefix", "func(str, str) bool", impl=str.startswith)
+_def("strings.has_suffix", "func(str, str) bool", impl=str.endswith)
+_def("strings.contains", "func(str, str) bool", impl=lambda s, sub: sub in s)
+_def("strings.replace", "func(str, str, str) str", impl=lambda s, a, b: s.replace(a, b))
+_def("strings.repeat", "func(str, int) str", impl=lambda s, n: s * max(n, 0))
+_def("strings.left_pad", "func(str, str, int) str", impl=lambda s, p, n: _pad(s, p, n, True))
+_def("strings.right_pad", "func(str, str, int) str", impl=lambda s, p, n: _pad(s, p, n, False))
+_def("strings.len", "func(str) int", impl=len)
+
+# golang --------------------------------------------------------------------------------------
+
+
+def _template(text: str, data: Any) -> str:
+    return render(text, data, template_funcs())
+
+
+_def("golang.template", "func(str, ?1) str", impl=_template, doc="Go text/template subset")
+_def("template", "func(str, ?1) str", impl=_template, doc="mgmt's older name")
+
+# list ----------------------------------------------------------------------------------------
+
+
+def _first(items: tuple[Any, ...]) -> Any:
+    if not items:
+        raise _fail("list.first: the list is empty")
+    return items[0]
+
+
+def _last(items: tuple[Any, ...]) -> Any:
+    if not items:
+        raise _fail("list.last: the list is empty")
+    return items[-1]
+
+
+def _lookup_default(items: tuple[Any, ...], index: int, default: Any) -> Any:
+    return items[index] if 0 <= index < len(items) else default
+
+
+_def("list.concat", "func([]?1, []?1) []?1", impl=lambda a, b: a + b)
+_def("list.contains", "func([]?1, ?1) bool", impl=lambda items, x: x in items)
+_def("list.len", "func([]?1) int", impl=len)
+_def("list.first", "func([]?1) ?1", impl=_first)
+_def("list.last", "func([]?1) ?1", impl=_last)
+_def("list.reverse", "func([]?1) []?1", impl=lambda items: tuple(reversed(items)))
+_def("list.sort", "func([]?1) []?1", impl=lambda items: tuple(sorted(items, key=sort_key)))
+_def("list.uniq", "func([]?1) []?1", impl=lambda items: tuple(dict.fromkeys(items)))
+_def("list.lookup_default", "func([]?1, int, ?1) ?1", impl=_lookup_default)
+
+# map -----------------------------------------------------------------------------------------
+
+
+def _sorted_keys(m: FrozenDict) -> tuple[Any, ...]:
+    return tuple(sorted(m, key=sort_key))
+
+
+_def("map.keys", "func(map{?1: ?2}) []?1", impl=_sorted_keys, doc="sorted")
+_def(
+    "map.values",
+    "func(map{?1: ?2}) []?2",
+    impl=lambda m: tuple(m[k] for k in _sorted_keys(m)),
+    doc="in key order",
+)
+_def("map.contains", "func(map{?1: ?2}, ?1) bool", impl=lambda m, k: k in m)
+_def("map.len", "func(map{?1: ?2}) int", impl=len)
+_def(
+    "map.lookup_default",
+    "func(map{?1: ?2}, ?1, ?2) ?2",
+    impl=lambda m, k, default: m.get(k, default),
+)
+
+# iter ----------------------------------------------------------------------------------------
+
+_def(
+    "iter.map",
+    "func([]?1, func(?1) ?2) []?2",
+    impl=lambda items, fn: tuple(fn(x) for x in items),
+)
+_def(
+    "iter.filter",
+    "func([]?1, func(?1) bool) []?1",
+    impl=lambda items, fn: tuple(x for x in items if fn(x)),
+)
+_def("iter.range", "func(int) []int", impl=lambda n: tuple(range(n)))
+
+# convert -------------------------------------------------------------------------------------
+
+
+def _parse(kind: type, text: str) -> Any:
+    try:
+        return kind(text.strip())
+    except ValueError:
+        raise _fail(f"cannot parse {text!r} as {'an int' if kind is int else 'a float'}") from None
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "t"):
+        return True
+    if lowered in ("false", "0", "f"):
+        return False
+    raise _fail(f"cannot parse {text!r} as a bool")
+
+
+_def("convert.to_float", "func(int) float", impl=float)
+_def("convert.to_int", "func(float) int", impl=int)
+_def("convert.to_str", "func(int) str", "func(float) str", "func(bool) str", impl=go_str)
+_def("convert.format_bool", "func(bool) str", impl=go_str)
+_def("convert.format_int", "func(int) str", impl=str)
+_def("convert.format_float", "func(float) str", impl=go_float)
+_def("convert.parse_bool", "func(str) bool", impl=_parse_bool)
+_def("convert.str_to_int", "func(str) int", impl=lambda s: _parse(int, s))
+_def("convert.str_to_float", "func(str) float", impl=lambda s: _parse(float, s))
+_def("convert.parse_int", "func(str) int", impl=lambda s: _parse(int, s))
+_def("convert.parse_float", "func(str) float", impl=lambda s: _parse(float, s))
+
+_TEMPLATE_FUNCS: dict[str, Callable[..., Any]] = {}
+
+
+def template_funcs() -> dict[str, Callable[..., Any]]:
+    """Functions a template may call: Go's, and every pure builtin as `package_name`."""
+    if not _TEMPLATE_FUNCS:
+        _TEMPLATE_FUNCS.update(BASE_FUNCS)
+        for module, table in MODULES.items():
+            for short, builtin in table.items():
+                if builtin.impl is None or builtin.ctx or builtin.special:
+                    continue
+                if short == "template":
+                    continue
+                _TEMPLATE_FUNCS.setdefault(f"{module}_{short}" if module else short, builtin.impl)
+    return _TEMPLATE_FUNCS

@@ -1,0 +1,188 @@
+"""Go formatting: fmt.Printf verbs (%s %d %f %v %t %q %e %g %x %%) and time layouts."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mgmt.lang.errors import FuncError
+from mgmt.lang.values import go_str
+
+_VERB = re.compile(r"%([-+# 0]*)(\d+)?(?:\.(\d+))?([a-zA-Z%])")
+
+# verb -> the mcl type its argument must have ("" = any)
+VERB_TYPES = {
+    "s": "str",
+    "q": "str",
+    "d": "int",
+    "x": "",
+    "X": "",
+    "o": "int",
+    "b": "int",
+    "c": "int",
+    "f": "float",
+    "F": "float",
+    "e": "float",
+    "E": "float",
+    "g": "float",
+    "G": "float",
+    "t": "bool",
+    "v": "",
+}
+
+
+@dataclass(frozen=True)
+class Verb:
+    flags: str
+    width: int | None
+    prec: int | None
+    verb: str
+
+
+def parse_format(fmt: str) -> list[str | Verb]:
+    """Split a format string into literal text and verbs; ValueError on an unknown verb."""
+    parts: list[str | Verb] = []
+    pos = 0
+    for m in _VERB.finditer(fmt):
+        if m.start() > pos:
+            parts.append(fmt[pos : m.start()])
+        flags, width, prec, verb = m.groups()
+        if verb == "%":
+            parts.append("%")
+        elif verb not in VERB_TYPES:
+            raise ValueError(f"unknown verb %{verb}; accepted: %s %d %f %v %t %q %e %g %x %%")
+        else:
+            parts.append(
+                Verb(flags, int(width) if width else None, int(prec) if prec else None, verb)
+            )
+        pos = m.end()
+    if pos < len(fmt):
+        parts.append(fmt[pos:])
+    return parts
+
+
+def verbs(fmt: str) -> list[Verb]:
+    return [p for p in parse_format(fmt) if isinstance(p, Verb)]
+
+
+def sprintf(fmt: str, args: tuple[Any, ...]) -> str:
+    out: list[str] = []
+    args_iter = iter(args)
+    for part in parse_format(fmt):
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        try:
+            value = next(args_iter)
+        except StopIteration:
+            out.append(f"%!{part.verb}(MISSING)")
+            continue
+        out.append(_one(part, value))
+    return "".join(out)
+
+
+def _one(v: Verb, value: Any) -> str:
+    spec_flags = "".join(f for f in v.flags if f in "-+ 0#")
+    align = "<" if "-" in spec_flags else ""
+    zero = "0" if "0" in spec_flags and not align else ""
+    sign = "+" if "+" in spec_flags else (" " if " " in spec_flags else "")
+    width = str(v.width) if v.width else ""
+    prec = f".{v.prec}" if v.prec is not None else ""
+    if v.verb in "sv":
+        text = value if isinstance(value, str) else go_str(value)
+        if v.prec is not None:
+            text = text[: v.prec]
+        return f"{text:{align}{width}}"
+    if v.verb == "q":
+        escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        quoted = '"' + escaped + '"'
+        return f"{quoted:{align}{width}}"
+    if v.verb == "t":
+        return f"{go_str(bool(value)):{align}{width}}"
+    if v.verb in "dobxXc":
+        code = {"d": "d", "o": "o", "b": "b", "x": "x", "X": "X", "c": "c"}[v.verb]
+        if v.verb in "xX" and isinstance(value, str):
+            text = value.encode().hex()
+            return text.upper() if v.verb == "X" else text
+        return f"{int(value):{align}{sign}{zero}{width}{code}}"
+    if v.verb in "fFeEgG":
+        code = v.verb.lower() if v.verb == "F" else v.verb
+        if not prec and v.verb in "gG":
+            return f"{go_str(float(value)):{align}{width}}"
+        if not prec:
+            prec = ".6"
+        text = f"{float(value):{align}{sign}{zero}{width}{prec}{code}}"
+        if v.verb in "eE":
+            text = re.sub(r"([eE][-+])(\d)$", r"\g<1>0\2", text)
+        return text
+    raise FuncError(f"unknown verb %{v.verb}")
+
+
+# time layouts ---------------------------------------------------------------------------------
+
+# Go reference-time tokens, longest first, and how to render each from a struct_time.
+_MONTHS = "January February March April May June July August September October November December"
+_DAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday"
+_LAYOUT: list[tuple[str, Callable[[time.struct_time, float], str]]] = [
+    ("January", lambda t, f: _MONTHS.split()[t.tm_mon - 1]),
+    ("Monday", lambda t, f: _DAYS.split()[t.tm_wday]),
+    ("2006", lambda t, f: f"{t.tm_year:04d}"),
+    ("-07:00", lambda t, f: _tz(t, ":")),
+    ("-0700", lambda t, f: _tz(t, "")),
+    ("Z07:00", lambda t, f: "Z" if t.tm_gmtoff == 0 else _tz(t, ":")),
+    ("Jan", lambda t, f: _MONTHS.split()[t.tm_mon - 1][:3]),
+    ("Mon", lambda t, f: _DAYS.split()[t.tm_wday][:3]),
+    ("MST", lambda t, f: t.tm_zone or "UTC"),
+    (".000000000", lambda t, f: f".{int(f * 1e9):09d}"),
+    (".000000", lambda t, f: f".{int(f * 1e6):06d}"),
+    (".000", lambda t, f: f".{int(f * 1e3):03d}"),
+    ("002", lambda t, f: f"{t.tm_yday:03d}"),
+    ("01", lambda t, f: f"{t.tm_mon:02d}"),
+    ("02", lambda t, f: f"{t.tm_mday:02d}"),
+    ("_2", lambda t, f: f"{t.tm_mday:2d}"),
+    ("15", lambda t, f: f"{t.tm_hour:02d}"),
+    ("03", lambda t, f: f"{(t.tm_hour % 12) or 12:02d}"),
+    ("04", lambda t, f: f"{t.tm_min:02d}"),
+    ("05", lambda t, f: f"{t.tm_sec:02d}"),
+    ("06", lambda t, f: f"{t.tm_year % 100:02d}"),
+    ("PM", lambda t, f: "PM" if t.tm_hour >= 12 else "AM"),
+    ("pm", lambda t, f: "pm" if t.tm_hour >= 12 else "am"),
+    ("1", lambda t, f: str(t.tm_mon)),
+    ("2", lambda t, f: str(t.tm_mday)),
+    ("3", lambda t, f: str((t.tm_hour % 12) or 12)),
+    ("4", lambda t, f: str(t.tm_min)),
+    ("5", lambda t, f: str(t.tm_sec)),
+]
+
+
+def _tz(t: time.struct_time, sep: str) -> str:
+    off = t.tm_gmtoff or 0
+    sign = "-" if off < 0 else "+"
+    off = abs(off)
+    return f"{sign}{off // 3600:02d}{sep}{off % 3600 // 60:02d}"
+
+
+def go_time_format(unix: float, layout: str) -> str:
+    """Format unix seconds (local time) with a Go layout such as "2006-01-02 15:04:05"."""
+    t = time.localtime(unix)
+    frac = unix - int(unix)
+    out: list[str] = []
+    i = 0
+    while i < len(layout):
+        for token, render in _LAYOUT:
+            if layout.startswith(token, i):
+                out.append(render(t, frac))
+                i += len(token)
+                break
+        else:
+            out.append(layout[i])
+            i += 1
+    return "".join(out)
+
+
+def go_time_string(unix: int) -> str:
+    """Go's time.Unix(t, 0).String(): "2006-01-02 15:04:05 -0700 MST" (local time)."""
+    return go_time_format(unix, "2006-01-02 15:04:05 -0700 MST")

@@ -1,0 +1,102 @@
+"""Resource kinds as the language sees them: each registered kind's params, typed from hints.
+
+`str` -> str, `int` -> int, `float` -> float (an int is accepted too), `bool` -> bool,
+`Literal["a", "b"]` -> str (a constant is checked at compile time), `list[X]` -> []X,
+`dict[str, X]` -> map{str: X}, `X | None` -> X (leaving a param out means None). Params of
+other types cannot be set from the language (a clear error says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types as pytypes
+from dataclasses import dataclass
+from typing import Any, Literal, Union, get_args, get_origin
+
+from engine.meta import Meta
+from engine.params import hints
+from engine.resource import Resource, lookup
+from mgmt.lang.types import BOOL, FLOAT, INT, STR, TList, TMap, Type
+
+
+@dataclass(frozen=True)
+class ParamType:
+    # The param's type in the language, or None if the language cannot express it.
+    type: Type | None
+    # For Literal hints: the accepted constants.
+    choices: tuple[Any, ...] = ()
+    # A float param: an int is accepted and converted.
+    numeric: bool = False
+    # Why the type cannot be expressed (when type is None).
+    why: str = ""
+
+
+def mcl_type(hint: Any) -> ParamType:
+    """The language type of one dataclass field hint."""
+    origin = get_origin(hint)
+    if origin in (Union, pytypes.UnionType):
+        members = [m for m in get_args(hint) if m is not type(None)]
+        if set(members) == {int, float}:
+            return ParamType(FLOAT, numeric=True)
+        if len(members) == 1:
+            return mcl_type(members[0])
+        return ParamType(None, why=f"a union {hint}")
+    if hint is str:
+        return ParamType(STR)
+    if hint is bool:
+        return ParamType(BOOL)
+    if hint is int:
+        return ParamType(INT)
+    if hint is float:
+        return ParamType(FLOAT, numeric=True)
+    if origin is Literal:
+        choices = get_args(hint)
+        if all(isinstance(c, str) for c in choices):
+            return ParamType(STR, choices=choices)
+        return ParamType(None, why=f"{hint}")
+    if origin is list:
+        inner = mcl_type(get_args(hint)[0])
+        return ParamType(TList(inner.type), why=inner.why) if inner.type else inner
+    if origin is dict:
+        key, val = get_args(hint)
+        inner = mcl_type(val)
+        if key is str and inner.type is not None:
+            return ParamType(TMap(STR, inner.type))
+        return ParamType(None, why=f"{hint}")
+    return ParamType(None, why=f"{hint}")
+
+
+_PARAMS: dict[type, dict[str, ParamType]] = {}
+
+
+def params_of(cls: type) -> dict[str, ParamType]:
+    """Every settable param of a kind (or of Meta), without name and meta (cached)."""
+    if cls in _PARAMS:
+        return _PARAMS[cls]
+    table = hints(cls)
+    _PARAMS[cls] = {
+        f.name: mcl_type(table[f.name])
+        for f in dataclasses.fields(cls)
+        if f.init and f.name not in ("name", "meta")
+    }
+    return _PARAMS[cls]
+
+
+def kind_params(kind: str) -> dict[str, ParamType] | None:
+    cls = lookup(kind)
+    return None if cls is None else params_of(cls)
+
+
+def meta_params() -> dict[str, ParamType]:
+    return params_of(Meta)
+
+
+def sends(kind: str) -> tuple[str, ...]:
+    """The values a kind publishes for send/recv edges (its SENDS)."""
+    cls: type[Resource] | None = lookup(kind)
+    return tuple(getattr(cls, "SENDS", ())) if cls is not None else ()
+
+
+def capitalized(kind: str) -> str:
+    """How an edge names a kind: file -> File, http:server:file -> Http:Server:File."""
+    return ":".join(part[:1].upper() + part[1:] for part in kind.split(":"))

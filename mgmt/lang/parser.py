@@ -1,0 +1,531 @@
+"""mcl source text -> syntax tree (mgmt.lang.ast), with a position on every node.
+
+An LALR grammar for lark; the tree is built by an inline transformer (no intermediate parse
+tree), and the parser tables are built once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from typing import Any
+
+import lark
+from lark import Lark, Token, Transformer
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
+
+from mgmt.lang import ast
+from mgmt.lang.errors import CompileError, Pos
+from mgmt.lang.types import BASIC, TFunc, TList, TMap, TStruct, Type
+
+GRAMMAR = r"""
+start: _stmt*
+
+_stmt: bind | resource | edge | if_stmt | import_stmt | func_stmt
+
+import_stmt: IMPORT STRING ("as" (NAME | STAR))?
+bind: VAR type? "=" expr
+func_stmt: FUNC NAME "(" params? ")" type? "{" expr "}"
+params: param ("," param)* ","?
+param: VAR type?
+if_stmt: IF expr block (ELSE (block | if_stmt))?
+block: "{" _stmt* "}"
+
+resource: res_kind expr "{" (res_field ("," res_field)* ","?)? "}"
+res_kind: NAME (":" NAME)*
+res_field: NAME "=>" expr                  -> res_param
+         | CAPNAME ":" NAME "=>" expr      -> res_meta
+         | CAPNAME "=>" edge_half          -> res_edge
+edge: edge_half (ARROW edge_half)+
+edge_half: cap_kind "[" expr "]" ("." NAME)?
+cap_kind: CAPNAME (":" CAPNAME)*
+
+// (few levels: every level costs a reduction per operand, most of the parse time)
+?expr: and_test | expr (OR | OROR) and_test       -> binop
+?and_test: not_test | and_test (AND | ANDAND) not_test -> binop
+?not_test: comparison | (NOT | BANG) not_test     -> unop
+?comparison: sum | sum (CMP | IN) sum             -> binop
+?sum: term | sum (PLUS | MINUS) term              -> binop
+?term: factor | term (STAR | SLASH) factor        -> binop
+?factor: postfix | MINUS factor                   -> unop
+?postfix: atom
+        | postfix "(" args? ")"                   -> call_value
+        | postfix "->" NAME                       -> field
+        | postfix "[" expr "]"                    -> index
+?atom: INT                                        -> int_lit
+     | FLOAT                                      -> float_lit
+     | STRING                                     -> str_lit
+     | TRUE                                       -> true_lit
+     | FALSE                                      -> false_lit
+     | VAR                                        -> var
+     | dotted "(" args? ")"                       -> call_named
+     | lambda_
+     | if_expr
+     | "[" (expr ("," expr)* ","?)? "]"           -> list_lit
+     | "{" (map_pair ("," map_pair)* ","?)? "}"   -> map_lit
+     | STRUCT "{" (struct_field ("," struct_field)* ","?)? "}" -> struct_lit
+     | "(" expr ")"
+dotted: NAME ("." NAME)*
+args: expr ("," expr)* ","?
+map_pair: expr "=>" expr
+struct_field: NAME "=>" expr
+lambda_: FUNC "(" params? ")" type? "{" expr "}"
+if_expr: IF expr "{" expr "}" ELSE ("{" expr "}" | if_expr)
+
+type: NAME                                         -> type_name
+    | "[" "]" type                                 -> type_list
+    | MAP "{" type ":" type "}"                    -> type_map
+    | STRUCT "{" (NAME type (";" NAME type)* ";"?)? "}" -> type_struct
+    | FUNC "(" (type ("," type)*)? ")" type        -> type_func
+
+interp: expr | dotted
+
+IMPORT: "import"
+IF: "if"
+ELSE: "else"
+FUNC: "func"
+STRUCT: "struct"
+MAP: "map"
+TRUE: "true"
+FALSE: "false"
+OR: "or"
+OROR: "||"
+AND: "and"
+ANDAND: "&&"
+NOT: "not"
+BANG: "!"
+IN: "in"
+CMP: "==" | "!=" | "<=" | ">=" | "<" | ">"
+PLUS: "+"
+MINUS: "-"
+STAR: "*"
+SLASH: "/"
+ARROW: "->"
+VAR: /\$[a-zA-Z_][a-zA-Z0-9_]*/
+NAME: /[a-z_][a-zA-Z0-9_]*/
+CAPNAME: /[A-Z][a-zA-Z0-9_]*/
+STRING: /"(?:[^"\\\n]|\\.)*"/
+FLOAT.2: /[0-9]+\.[0-9]+([eE][-+]?[0-9]+)?/
+INT: /[0-9]+/
+COMMENT: /#[^\n]*/
+%import common.WS
+%ignore WS
+%ignore COMMENT
+"""
+
+EDGE_FIELDS = ("Depend", "Before", "Notify", "Listen")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "$": "$", "a": "\a"}
+_ESCAPES |= {"b": "\b", "f": "\f", "v": "\v", "0": "\0"}
+_DOTTED = re.compile(r"^\s*[a-zA-Z_][a-zA-Z0-9_]*(\.[a-zA-Z_][a-zA-Z0-9_]*)*\s*$")
+
+
+@functools.cache
+def _lark() -> Lark:
+    # The builder runs inside the parser (no parse tree is built): about twice as fast.
+    return Lark(
+        GRAMMAR,
+        parser="lalr",
+        lexer="contextual",
+        start=["start", "interp"],
+        maybe_placeholders=False,
+        transformer=_BUILDER,
+        cache=_cache_path(),
+    )
+
+
+def _cache_path() -> str | bool:
+    """Where lark keeps the built tables (keyed by grammar and lark version): ~0.4 s saved."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "mgmt")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return True  # lark's default: the temporary directory
+    digest = hashlib.sha256(GRAMMAR.encode()).hexdigest()[:16]
+    return os.path.join(path, f"lang-{digest}-{lark.__version__}.lark")
+
+
+def warm() -> None:
+    """Build the parser tables now (they are built on first use otherwise)."""
+    _lark()
+
+
+def parse(text: str, filename: str = "<program>") -> ast.Program:
+    """Parse a program; CompileError (file:line:col) on a syntax error."""
+    _BUILDER.filename, _BUILDER.origin = filename, None
+    body = _parse(text, filename, "start", 1, 1)
+    return ast.Program(Pos(filename, 1, 1), body, source=text)
+
+
+def _parse(text: str, filename: str, start: str, line0: int, col0: int) -> Any:
+    try:
+        return _lark().parse(text, start=start)
+    except VisitError as err:
+        if isinstance(err.orig_exc, CompileError):
+            raise err.orig_exc from None
+        raise
+    except UnexpectedInput as err:
+        line = line0 + err.line - 1 if err.line > 0 else line0
+        col = (col0 + err.column - 1 if err.line == 1 else err.column) if err.column > 0 else col0
+        raise CompileError.at(Pos(filename, line, col), _describe(err)) from None
+
+
+def _describe(err: UnexpectedInput) -> str:
+    if isinstance(err, UnexpectedToken):
+        tok = err.token
+        if tok.type == "$END":
+            return "syntax error: unexpected end of file" + _expected(err.expected)
+        return f"syntax error: unexpected {tok.value!r}" + _expected(err.expected)
+    if isinstance(err, UnexpectedCharacters):
+        return f"syntax error: unexpected character {err.char!r}"
+    if isinstance(err, UnexpectedEOF):
+        return "syntax error: unexpected end of file" + _expected(set(err.expected))
+    return f"syntax error: {err}"
+
+
+_TERMINAL_NAMES = {
+    "RBRACE": "'}'",
+    "LBRACE": "'{'",
+    "RPAR": "')'",
+    "LPAR": "'('",
+    "RSQB": "']'",
+    "LSQB": "'['",
+    "COMMA": "','",
+    "EQUAL": "'='",
+    "NAME": "a name",
+    "CAPNAME": "a Kind",
+    "VAR": "a $variable",
+    "STRING": "a string",
+    "INT": "a number",
+}
+
+
+def _expected(expected: set[str]) -> str:
+    names = sorted({_TERMINAL_NAMES.get(e, "") for e in expected} - {""})
+    if not names or len(names) > 6:
+        return ""
+    return "; expected " + " or ".join(names)
+
+
+class _Name(str):
+    """A (dotted or colon-joined) name that remembers where it starts."""
+
+    line: int
+    column: int
+
+
+def _name(text: str, first: Any) -> _Name:
+    name = _Name(text)
+    name.line, name.column = getattr(first, "line", 0) or 0, getattr(first, "column", 0) or 0
+    return name
+
+
+def _first(node: Any) -> tuple[int, int]:
+    """Where the first token of some parsed items is (0, 0 if there is none)."""
+    if isinstance(node, Token | _Name):
+        return node.line or 0, node.column or 0
+    if isinstance(node, ast.Node):
+        return node.pos.line, node.pos.col
+    if isinstance(node, list | tuple):
+        for item in node:
+            where = _first(item)
+            if where != (0, 0):
+                return where
+    return 0, 0
+
+
+class _Builder(Transformer[Any, Any]):
+    """Parsed items -> ast nodes; runs inside the parser (positions come from the first token
+    of each rule's items)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filename = "<program>"
+        self.origin: Pos | None = None  # where a "${...}" expression starts in the file
+
+    def _p(self, node: Any) -> Pos:
+        line, col = _first(node)
+        pos = Pos(self.filename, line, col)
+        if self.origin is None or line == 0:
+            return pos
+        col = self.origin.col + pos.col - 1 if pos.line == 1 else pos.col
+        return Pos(self.filename, self.origin.line + pos.line - 1, col)
+
+    # statements ---------------------------------------------------------------------------
+
+    def start(self, items: list[Any]) -> list[ast.Stmt]:
+        return items
+
+    def block(self, items: list[Any]) -> list[ast.Stmt]:
+        return items
+
+    def import_stmt(self, items: list[Any]) -> ast.Import:
+        module = _unquote_plain(items[1])
+        alias = str(items[2]) if len(items) > 2 else None
+        return ast.Import(self._p(items), module, alias)
+
+    def bind(self, items: list[Any]) -> ast.Bind:
+        name = str(items[0])[1:]
+        ann = items[1] if len(items) == 3 else None
+        return ast.Bind(self._p(items), name, ann, items[-1])
+
+    def func_stmt(self, items: list[Any]) -> ast.FuncDef:
+        name = str(items[1])
+        params, ret, body = self._signature(items[2:])
+        lam = ast.Lambda(self._p(items), params, ret, body)
+        return ast.FuncDef(self._p(items), name, lam)
+
+    def _signature(self, items: list[Any]) -> tuple[list[ast.Param], Type | None, ast.Expr]:
+        params: list[ast.Param] = []
+        ret: Type | None = None
+        for item in items[:-1]:
+            if isinstance(item, list):
+                params = item
+            elif isinstance(item, Type):
+                ret = item
+        return params, ret, items[-1]
+
+    def params(self, items: list[Any]) -> list[ast.Param]:
+        return items
+
+    def param(self, items: list[Any]) -> ast.Param:
+        ann = items[1] if len(items) > 1 else None
+        return ast.Param(self._p(items), str(items[0])[1:], ann)
+
+    def if_stmt(self, items: list[Any]) -> ast.IfStmt:
+        other: list[ast.Stmt] = []
+        if len(items) > 3:
+            other = items[4] if isinstance(items[4], list) else [items[4]]
+        return ast.IfStmt(self._p(items), items[1], items[2], other)
+
+    def resource(self, items: list[Any]) -> ast.Resource:
+        kind, name, *fields = items
+        res = ast.Resource(self._p(items), kind, name, [], [], [])
+        for f in fields:
+            if isinstance(f, ast.ResParam):
+                res.params.append(f)
+            elif isinstance(f, ast.ResMeta):
+                res.metas.append(f)
+            else:
+                res.edges.append(f)
+        return res
+
+    def res_kind(self, items: list[Any]) -> str:
+        return _name(":".join(str(i) for i in items), items[0])
+
+    def res_param(self, items: list[Any]) -> ast.ResParam:
+        return ast.ResParam(self._p(items), str(items[0]), items[1])
+
+    def res_meta(self, items: list[Any]) -> ast.ResMeta:
+        if str(items[0]) != "Meta":
+            raise CompileError.at(
+                self._p(items[0]), f"unknown field {items[0]}:{items[1]} (did you mean Meta:?)"
+            )
+        return ast.ResMeta(self._p(items), str(items[1]), items[2])
+
+    def res_edge(self, items: list[Any]) -> ast.ResEdge:
+        name = str(items[0])
+        if name not in EDGE_FIELDS:
+            raise CompileError.at(
+                self._p(items[0]),
+                f"unknown field {name!r}; resource fields that make edges: "
+                + ", ".join(EDGE_FIELDS),
+            )
+        return ast.ResEdge(self._p(items), name, items[1])
+
+    def edge(self, items: list[Any]) -> ast.Edge:
+        return ast.Edge(self._p(items), [i for i in items if isinstance(i, ast.EdgeHalf)])
+
+    def edge_half(self, items: list[Any]) -> ast.EdgeHalf:
+        field = str(items[2]) if len(items) > 2 else None
+        return ast.EdgeHalf(self._p(items), items[0], items[1], field)
+
+    def cap_kind(self, items: list[Any]) -> str:
+        return _name(":".join(str(i).lower() for i in items), items[0])
+
+    # expressions --------------------------------------------------------------------------
+
+    def binop(self, items: list[Any]) -> ast.BinOp:
+        left, op, right = items
+        op = {"||": "or", "&&": "and"}.get(str(op), str(op))
+        return ast.BinOp(self._p(items), op, left, right)
+
+    def unop(self, items: list[Any]) -> ast.UnOp:
+        op = "not" if str(items[0]) in ("!", "not") else "-"
+        return ast.UnOp(self._p(items), op, items[1])
+
+    def call_value(self, items: list[Any]) -> ast.Call:
+        args = items[1] if len(items) > 1 else []
+        return ast.Call(self._p(items), None, items[0], args)
+
+    def call_named(self, items: list[Any]) -> ast.Call:
+        args = items[1] if len(items) > 1 else []
+        return ast.Call(self._p(items), items[0], None, args)
+
+    def dotted(self, items: list[Any]) -> str:
+        return _name(".".join(str(i) for i in items), items[0])
+
+    def args(self, items: list[Any]) -> list[ast.Expr]:
+        return items
+
+    def field(self, items: list[Any]) -> ast.Field:
+        return ast.Field(self._p(items), items[0], str(items[1]))
+
+    def index(self, items: list[Any]) -> ast.Index:
+        return ast.Index(self._p(items), items[0], items[1])
+
+    def int_lit(self, items: list[Any]) -> ast.Lit:
+        return ast.Lit(self._p(items), int(items[0]))
+
+    def float_lit(self, items: list[Any]) -> ast.Lit:
+        return ast.Lit(self._p(items), float(items[0]))
+
+    def true_lit(self, items: list[Any]) -> ast.Lit:
+        return ast.Lit(self._p(items), True)
+
+    def false_lit(self, items: list[Any]) -> ast.Lit:
+        return ast.Lit(self._p(items), False)
+
+    def str_lit(self, items: list[Any]) -> ast.Expr:
+        return _string(items[0], self._p(items), self.filename)
+
+    def var(self, items: list[Any]) -> ast.Var:
+        return ast.Var(self._p(items), str(items[0])[1:])
+
+    def list_lit(self, items: list[Any]) -> ast.ListLit:
+        return ast.ListLit(self._p(items), items)
+
+    def map_lit(self, items: list[Any]) -> ast.MapLit:
+        return ast.MapLit(self._p(items), items)
+
+    def map_pair(self, items: list[Any]) -> tuple[ast.Expr, ast.Expr]:
+        return (items[0], items[1])
+
+    def struct_lit(self, items: list[Any]) -> ast.StructLit:
+        fields: list[tuple[str, ast.Expr]] = items[1:]
+        seen: set[str] = set()
+        for name, expr in fields:
+            if name in seen:
+                raise CompileError.at(expr.pos, f"struct field {name!r} given twice")
+            seen.add(name)
+        return ast.StructLit(self._p(items), fields)
+
+    def struct_field(self, items: list[Any]) -> tuple[str, ast.Expr]:
+        return (str(items[0]), items[1])
+
+    def lambda_(self, items: list[Any]) -> ast.Lambda:
+        params, ret, body = self._signature(items[1:])
+        return ast.Lambda(self._p(items), params, ret, body)
+
+    def if_expr(self, items: list[Any]) -> ast.If:
+        _if, cond, then, _else, other = items
+        return ast.If(self._p(items), cond, then, other)
+
+    def interp(self, items: list[Any]) -> Any:
+        return items[0]
+
+    # types --------------------------------------------------------------------------------
+
+    def type_name(self, items: list[Any]) -> Type:
+        name = str(items[0])
+        if name not in BASIC:
+            raise CompileError.at(
+                self._p(items[0]),
+                f"unknown type {name!r}; types: bool, str, int, float, []T, map{{K: V}}, "
+                "struct{...}, func(...) T",
+            )
+        return BASIC[name]
+
+    def type_list(self, items: list[Any]) -> Type:
+        return TList(items[0])
+
+    def type_map(self, items: list[Any]) -> Type:
+        return TMap(items[1], items[2])
+
+    def type_struct(self, items: list[Any]) -> Type:
+        rest = items[1:]
+        return TStruct(tuple((str(rest[i]), rest[i + 1]) for i in range(0, len(rest), 2)))
+
+    def type_func(self, items: list[Any]) -> Type:
+        types_ = items[1:]
+        return TFunc(tuple(types_[:-1]), types_[-1])
+
+
+def _unquote_plain(token: Token) -> str:
+    text = str(token)[1:-1]
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            out.append(_ESCAPES.get(text[i + 1], text[i + 1]))
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _string(token: Token, pos: Pos, filename: str) -> ast.Expr:
+    """A string literal: escapes resolved, "${...}" parts parsed (\\$ is a literal $)."""
+    raw = str(token)[1:-1]
+    parts: list[str | ast.Expr] = []
+    buf: list[str] = []
+    i = 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch == "\\" and i + 1 < len(raw):
+            nxt = raw[i + 1]
+            if nxt not in _ESCAPES:
+                raise CompileError.at(
+                    Pos(filename, pos.line, pos.col + 1 + i), f"unknown escape '\\{nxt}'"
+                )
+            buf.append(_ESCAPES[nxt])
+            i += 2
+            continue
+        if ch == "$" and raw.startswith("${", i):
+            end = raw.find("}", i + 2)
+            where = Pos(filename, pos.line, pos.col + 1 + i)
+            if end < 0:
+                raise CompileError.at(where, "unterminated ${ in string")
+            inner = raw[i + 2 : end].replace('\\"', '"')
+            if buf:
+                parts.append("".join(buf))
+                buf = []
+            parts.append(_interp_expr(inner, filename, where))
+            i = end + 1
+            continue
+        buf.append(ch)
+        i += 1
+    if buf or not parts:
+        parts.append("".join(buf))
+    if len(parts) == 1 and isinstance(parts[0], str):
+        return ast.Lit(pos, parts[0])
+    return ast.Interp(pos, parts)
+
+
+def _interp_expr(inner: str, filename: str, where: Pos) -> ast.Expr:
+    """The expression of a "${...}": a bare (dotted) name means that variable, as in mgmt."""
+    if not inner.strip():
+        raise CompileError.at(where, "empty ${} in string")
+    if _DOTTED.match(inner):
+        return ast.Var(where, inner.strip())
+    saved = _BUILDER.origin
+    _BUILDER.origin = Pos(filename, where.line, where.col + 2)
+    try:
+        expr = _parse(inner, filename, "interp", where.line, where.col + 2)
+    finally:
+        _BUILDER.origin = saved
+    if isinstance(expr, str):  # a dotted name (handled above); kept for safety
+        return ast.Var(where, expr)
+    assert isinstance(expr, ast.Expr)
+    return expr
+
+
+_BUILDER = _Builder()

@@ -1,0 +1,496 @@
+"""The function graph: a checked program run as a reactive graph of cells.
+
+A cell is a binding (`$x = ...`), a statement (resource, edge, if), the root (the whole
+program's resources and edges), or a stream instance (one per call site of a function that
+changes over time, and per set of its key arguments). Cells record which cells they read
+while computing (dependencies are dynamic: the branch an `if` did not take is not evaluated,
+and a stream called only from there is stopped).
+
+When a stream emits, its dependents are marked dirty; the next pass pulls the root. A dirty
+cell first brings its dependencies up to date, in the order it read them, and recomputes only
+if one of them really changed (early cut-off: a value recomputed equal stops the wave). So an
+input event recomputes only what is downstream of it, and an unchanged output is not re-sent.
+
+A function's run-time error (a missing file, a bad number) is the value of its cell and of
+everything that depends on it: the root then has no graph, and the agent keeps the last good
+one. When the input recovers, so does the graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import operator
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from mgmt.lang import ast
+from mgmt.lang.checker import Checked
+from mgmt.lang.clock import Clock, LoopClock
+from mgmt.lang.errors import FuncError, LangError, NotReady, Pos
+from mgmt.lang.funcs import Builtin, Context
+from mgmt.lang.streams import Stream
+from mgmt.lang.values import Closure, FrozenDict, Struct
+
+log = logging.getLogger("lang")
+
+EMPTY = FrozenDict()
+_RECURSION = 20_000  # deep chains of bindings recurse (a cell pulls the cells it reads)
+
+
+class ResSpec(NamedTuple):
+    """One resource the program declares (params as language values)."""
+
+    kind: str
+    name: str
+    params: tuple[tuple[str, Any], ...]
+    meta: tuple[tuple[str, Any], ...]
+    pos: Pos
+
+
+class EdgeSpec(NamedTuple):
+    src: tuple[str, str]
+    dst: tuple[str, str]
+    notify: bool
+    sendrecv: tuple[tuple[str, str], ...]
+    pos: Pos
+
+
+class Cell:
+    """A node of the function graph."""
+
+    __slots__ = (
+        "changed_at",
+        "compute",
+        "computed",
+        "dependents",
+        "deps",
+        "dirty",
+        "error",
+        "label",
+        "value",
+        "verified_at",
+    )
+
+    def __init__(self, label: str, compute: Callable[[], Any] | None = None) -> None:
+        self.label = label
+        self.compute = compute  # None: a stream's cell, set by emit()
+        self.value: Any = None
+        self.error: LangError | None = None
+        self.computed = False
+        self.dirty = False
+        self.changed_at = -1
+        self.verified_at = -1
+        self.deps: list[Cell] = []
+        self.dependents: set[Cell] = set()
+
+    def __repr__(self) -> str:
+        return f"<Cell {self.label}>"
+
+
+class Runtime:
+    """Runs one checked program; `evaluate()` brings the root up to date."""
+
+    def __init__(
+        self,
+        checked: Checked,
+        *,
+        ctx: Context,
+        clock: Clock | None = None,
+        base_dir: Path | None = None,
+        notify: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.checked = checked
+        self.ctx = ctx
+        self.clock: Clock = clock or LoopClock()
+        self.base_dir = base_dir or Path.cwd()
+        self.notify = notify
+        self.rev = 0
+        self.pending = True  # something changed since the last evaluate()
+        self.recomputed = 0  # cells recomputed so far (tests and benchmarks read it)
+        self._stack: list[list[Cell]] = []
+        self._in_pass = False
+        self._reshaped = False  # some cell's dependencies changed: collect garbage
+        self._last_root = -2
+        self.streams: dict[Any, tuple[Stream, Cell]] = {}
+        self._stream_cells: dict[int, Cell] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing: list[Stream] = []
+        self._bind_cells: dict[int, Cell] = {}
+        self._cells: list[Cell] = []  # every cell but the streams' (for garbage collection)
+        for b in checked.bindings:
+            if isinstance(b, ast.Bind):
+                self._bind_cells[id(b)] = self._cell(f"${b.name}", self._binder(b))
+        self.root = Cell("program", self._fragments(checked.program.body, "program"))
+        self._eval: dict[type, Callable[[Any, FrozenDict], Any]] = {
+            ast.Lit: lambda e, env: e.value,
+            ast.Interp: self._interp,
+            ast.Var: self._var,
+            ast.Call: self._call,
+            ast.Lambda: lambda e, env: Closure(e, env, self._apply),
+            ast.If: self._if,
+            ast.ListLit: lambda e, env: tuple(self.eval(i, env) for i in e.items),
+            ast.MapLit: lambda e, env: FrozenDict(
+                (self.eval(k, env), self.eval(v, env)) for k, v in e.pairs
+            ),
+            ast.StructLit: lambda e, env: Struct((n, self.eval(v, env)) for n, v in e.fields),
+            ast.Field: lambda e, env: self.eval(e.obj, env)[e.name],
+            ast.Index: self._index,
+            ast.BinOp: self._binop,
+            ast.UnOp: self._unop,
+        }
+
+    # the pass -------------------------------------------------------------------------------
+
+    def evaluate(self) -> tuple[bool, Any, LangError | None]:
+        """Bring the root up to date: (changed since the last call, value, error)."""
+        self.pending = False
+        self._in_pass = True
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, _RECURSION))
+        try:
+            self._refresh(self.root)
+        finally:
+            sys.setrecursionlimit(limit)
+            self._in_pass = False
+        if self._reshaped:
+            self._collect_garbage()
+        changed = self.root.changed_at != self._last_root
+        self._last_root = self.root.changed_at
+        return changed, self.root.value, self.root.error
+
+    def get(self, cell: Cell) -> Any:
+        """The up-to-date value of a cell, recorded as a dependency of the computing cell."""
+        self._refresh(cell)
+        if self._stack:
+            self._stack[-1].append(cell)
+        if cell.error is not None:
+            raise cell.error
+        return cell.value
+
+    def _refresh(self, cell: Cell) -> None:
+        if cell.compute is None or (cell.computed and not cell.dirty):
+            return
+        if cell.computed:
+            for dep in cell.deps:
+                self._refresh(dep)
+                if dep.changed_at > cell.verified_at:
+                    break
+            else:
+                cell.dirty = False
+                cell.verified_at = self.rev
+                return
+        self._recompute(cell)
+
+    def _recompute(self, cell: Cell) -> None:
+        assert cell.compute is not None
+        deps: list[Cell] = []
+        self._stack.append(deps)
+        error: LangError | None = None
+        value: Any = None
+        try:
+            value = cell.compute()
+        except LangError as err:
+            error = err
+        except RecursionError:
+            error = FuncError(f"{cell.label}: too deeply nested")
+        except Exception as err:  # a bug in a function must not stop the agent
+            log.exception("%s: internal error", cell.label)
+            error = FuncError(f"{cell.label}: internal error: {err!r}")
+        finally:
+            self._stack.pop()
+        self.recomputed += 1
+        unique = list(dict.fromkeys(deps))
+        if unique != cell.deps:
+            for old in cell.deps:
+                old.dependents.discard(cell)
+            for new in unique:
+                new.dependents.add(cell)
+            cell.deps = unique
+            self._reshaped = True
+        if not cell.computed or not _same(cell.value, cell.error, value, error):
+            cell.changed_at = self.rev
+        cell.value, cell.error = value, error
+        cell.computed = True
+        cell.dirty = False
+        cell.verified_at = self.rev
+
+    def _collect_garbage(self) -> None:
+        """Forget the dependencies of cells the root no longer reads; stop unused streams."""
+        self._reshaped = False
+        live: set[Cell] = set()
+        todo = [self.root]
+        while todo:
+            cell = todo.pop()
+            if cell not in live:
+                live.add(cell)
+                todo.extend(cell.deps)
+        for cell in self._cells:
+            if cell not in live and cell.computed:
+                for dep in cell.deps:
+                    dep.dependents.discard(cell)
+                cell.deps = []
+                cell.computed = False
+        for key, (stream, cell) in list(self.streams.items()):
+            if cell not in live:
+                del self.streams[key]
+                del self._stream_cells[id(stream)]
+                stream.close()
+                self._closing.append(stream)
+
+    # streams --------------------------------------------------------------------------------
+
+    def emit(self, stream: Stream, value: Any, error: FuncError | None = None) -> None:
+        """A stream has a new value (or error); called by the streams."""
+        cell = self._stream_cells.get(id(stream))
+        if cell is None:
+            return  # closed
+        if cell.computed and _same(cell.value, cell.error, value, error):
+            return
+        cell.value, cell.error, cell.computed = value, error, True
+        if self._in_pass:  # its caller is computing right now and reads it next
+            cell.changed_at = self.rev
+            return
+        self.rev += 1
+        cell.changed_at = self.rev
+        todo = list(cell.dependents)
+        while todo:
+            dependent = todo.pop()
+            if not dependent.dirty:
+                dependent.dirty = True
+                todo.extend(dependent.dependents)
+        if not self.pending:
+            self.pending = True
+            self.notify()
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed: %r", task.get_name(), task.exception())
+
+    async def reap(self) -> None:
+        """Wait for the tasks of stopped streams to end."""
+        closing, self._closing = self._closing, []
+        for stream in closing:
+            await stream.wait_closed()
+
+    async def close(self) -> None:
+        """Stop every stream and task."""
+        for stream, _cell in self.streams.values():
+            stream.close()
+            self._closing.append(stream)
+        self.streams.clear()
+        self._stream_cells.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.reap()
+
+    def _stream(self, call: ast.Call, builtin: Builtin, args: list[Any], env: FrozenDict) -> Any:
+        cls = builtin.stream
+        assert cls is not None
+        picked = tuple(args) if cls.KEY_ARGS is None else tuple(args[i] for i in cls.KEY_ARGS)
+        key = (id(call), env, picked)
+        entry = self.streams.get(key)
+        if entry is None:
+            stream = cls(self, tuple(args), builtin.name)
+            cell = Cell(f"{builtin.name} at {call.pos}")
+            cell.error = NotReady(f"{call.pos}: {builtin.name} has no value yet")
+            cell.computed = True
+            self.streams[key] = (stream, cell)
+            self._stream_cells[id(stream)] = cell
+            self._reshaped = True
+            stream.start()
+        else:
+            stream, cell = entry
+        stream.update(tuple(args))
+        return self.get(cell)
+
+    # statements -----------------------------------------------------------------------------
+
+    def _cell(self, label: str, compute: Callable[[], Any]) -> Cell:
+        cell = Cell(label, compute)
+        self._cells.append(cell)
+        return cell
+
+    def _binder(self, b: ast.Bind) -> Callable[[], Any]:
+        return lambda: self.eval(b.expr, EMPTY)
+
+    def _fragments(self, stmts: list[ast.Stmt], label: str) -> Callable[[], Any]:
+        """A compute returning every resource and edge the statements declare."""
+        cells = [c for c in (self._stmt_cell(s) for s in stmts) if c is not None]
+
+        def compute() -> tuple[Any, ...]:
+            out: list[Any] = []
+            for cell in cells:
+                out.extend(self.get(cell))
+            return tuple(out)
+
+        return compute
+
+    def _stmt_cell(self, stmt: ast.Stmt) -> Cell | None:
+        if isinstance(stmt, ast.Resource):
+            return self._cell(f"{stmt.kind} at {stmt.pos}", lambda: self._resource(stmt))
+        if isinstance(stmt, ast.Edge):
+            return self._cell(f"edge at {stmt.pos}", lambda: self._edge(stmt))
+        if isinstance(stmt, ast.IfStmt):
+            then = self._cell(f"if at {stmt.pos}", self._fragments(stmt.then, "then"))
+            other = self._cell(f"else at {stmt.pos}", self._fragments(stmt.other, "else"))
+
+            def compute() -> Any:
+                return self.get(then if self.eval(stmt.cond, EMPTY) else other)
+
+            return self._cell(f"if at {stmt.pos}", compute)
+        return None
+
+    def _names(self, expr: ast.Expr) -> tuple[str, ...]:
+        value = self.eval(expr, EMPTY)
+        return (value,) if isinstance(value, str) else tuple(value)
+
+    def _resource(self, stmt: ast.Resource) -> tuple[Any, ...]:
+        names = self._names(stmt.name)
+        params = tuple((p.name, self.eval(p.expr, EMPTY)) for p in stmt.params)
+        meta = tuple((m.name, self.eval(m.expr, EMPTY)) for m in stmt.metas)
+        out: list[Any] = [ResSpec(stmt.kind, n, params, meta, stmt.pos) for n in names]
+        for edge in stmt.edges:
+            targets = self._names(edge.target.name)
+            for name in names:
+                me = (stmt.kind, name)
+                for target in targets:
+                    other = (edge.target.kind, target)
+                    if edge.name in ("Depend", "Listen"):
+                        out.append(EdgeSpec(other, me, edge.name == "Listen", (), edge.pos))
+                    else:
+                        out.append(EdgeSpec(me, other, edge.name == "Notify", (), edge.pos))
+        return tuple(out)
+
+    def _edge(self, stmt: ast.Edge) -> tuple[Any, ...]:
+        halves = [(h, self._names(h.name)) for h in stmt.halves]
+        out: list[Any] = []
+        for (a, a_names), (b, b_names) in itertools.pairwise(halves):
+            pairs = ((a.field, b.field),) if a.field and b.field else ()
+            for x in a_names:
+                for y in b_names:
+                    out.append(EdgeSpec((a.kind, x), (b.kind, y), False, pairs, stmt.pos))
+        return tuple(out)
+
+    # expressions ----------------------------------------------------------------------------
+
+    def eval(self, expr: ast.Expr, env: FrozenDict) -> Any:
+        return self._eval[type(expr)](expr, env)
+
+    def _interp(self, e: ast.Interp, env: FrozenDict) -> str:
+        return "".join(p if isinstance(p, str) else self.eval(p, env) for p in e.parts)
+
+    def _var(self, e: ast.Var, env: FrozenDict) -> Any:
+        if isinstance(e.target, ast.Param):
+            return env[e.name]
+        return self.get(self._bind_cells[id(e.target)])
+
+    def _if(self, e: ast.If, env: FrozenDict) -> Any:
+        return self.eval(e.then if self.eval(e.cond, env) else e.other, env)
+
+    def _apply(self, closure: Closure, *args: Any) -> Any:
+        lam: ast.Lambda = closure.node
+        env = FrozenDict(
+            {**closure.env, **{p.name: a for p, a in zip(lam.params, args, strict=True)}}
+        )
+        return self.eval(lam.body, env)
+
+    def _call(self, e: ast.Call, env: FrozenDict) -> Any:
+        args = [self.eval(a, env) for a in e.args]
+        if e.callee is not None:
+            fn = self.eval(e.callee, env)
+            return fn(*args)
+        target = e.target
+        if isinstance(target, ast.FuncDef):
+            return self._apply(Closure(target.lam, EMPTY, self._apply), *args)
+        assert isinstance(target, Builtin)
+        if target.stream is not None:
+            return self._stream(e, target, args, env)
+        assert target.impl is not None
+        try:
+            return target.impl(self.ctx, *args) if target.ctx else target.impl(*args)
+        except FuncError as err:
+            if err.pos is None:
+                raise FuncError(f"{target.name}: {err.message}", e.pos) from None
+            raise
+        except LangError:
+            raise
+        except (ValueError, TypeError, ArithmeticError, LookupError, OSError) as err:
+            raise FuncError(f"{target.name}: {err}", e.pos) from None
+
+    def _index(self, e: ast.Index, env: FrozenDict) -> Any:
+        obj = self.eval(e.obj, env)
+        index = self.eval(e.index, env)
+        if isinstance(obj, tuple):
+            if not 0 <= index < len(obj):
+                raise FuncError(f"index {index} out of range (the list has {len(obj)})", e.pos)
+            return obj[index]
+        if index not in obj:
+            raise FuncError(f"key {index!r} not in the map", e.pos)
+        return obj[index]
+
+    def _binop(self, e: ast.BinOp, env: FrozenDict) -> Any:
+        op = e.op
+        left = self.eval(e.left, env)
+        if op == "and":
+            return left and self.eval(e.right, env)
+        if op == "or":
+            return left or self.eval(e.right, env)
+        right = self.eval(e.right, env)
+        if op == "/":
+            return _divide(left, right, e.pos)
+        if op == "in":
+            return left in right
+        return _OPS[op](left, right)
+
+    def _unop(self, e: ast.UnOp, env: FrozenDict) -> Any:
+        value = self.eval(e.operand, env)
+        return (not value) if e.op == "not" else -value
+
+
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+    "<=": operator.le,
+    ">=": operator.ge,
+}
+
+
+def _divide(left: Any, right: Any, pos: Pos) -> Any:
+    if isinstance(left, float):
+        if right == 0:
+            if left == 0:
+                return float("nan")
+            return float("inf") if left > 0 else float("-inf")
+        return left / right
+    if right == 0:
+        raise FuncError("integer division by zero", pos)
+    quotient = abs(left) // abs(right)  # Go truncates towards zero
+    return quotient if (left >= 0) == (right >= 0) else -quotient
+
+
+def _same(a: Any, a_err: LangError | None, b: Any, b_err: LangError | None) -> bool:
+    if a_err is not None or b_err is not None:
+        return (
+            a_err is not None
+            and b_err is not None
+            and type(a_err) is type(b_err)
+            and str(a_err) == str(b_err)
+        )
+    return type(a) is type(b) and bool(a == b)

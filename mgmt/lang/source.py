@@ -1,0 +1,262 @@
+"""The language as a source of graphs for the agent.
+
+`LangSource.open(path, ...)` compiles the program (CompileError before anything runs), starts
+its function graph and computes the first graph. Iterating the source yields every later graph
+that differs from the last one sent; the agent swaps each into the engine (unchanged vertices
+keep running). A run-time error in a function is logged once and the last good graph stays.
+The source watches its program file (unless told not to) and swaps in a new program on edit;
+a program that does not compile is reported and the running one stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from engine.errors import GraphError, MgmtError, ValidationError
+from engine.graph import Edge, Graph, fmt_key
+from engine.meta import Meta
+from engine.params import build
+from engine.resource import lookup
+from engine.watcher import PathWatcher
+from mgmt.lang import compile_file
+from mgmt.lang.checker import Checked
+from mgmt.lang.clock import Clock
+from mgmt.lang.errors import CompileError, FuncError, LangError
+from mgmt.lang.funcs import Context
+from mgmt.lang.runtime import EdgeSpec, ResSpec, Runtime
+from mgmt.lang.values import to_plain
+from mgmt.yamlgraph import Loaded
+
+log = logging.getLogger("lang")
+
+EXPORT_PREFIX = "@@"
+
+
+def build_graph(items: tuple[Any, ...], name: str) -> Graph:
+    """The engine graph for a program's output; FuncError (with the statement's position)."""
+    graph = Graph(name)
+    seen: dict[tuple[str, str], ResSpec] = {}
+    for item in items:
+        if not isinstance(item, ResSpec):
+            continue
+        key = (item.kind, item.name)
+        first = seen.get(key)
+        if first is not None:
+            if (first.params, first.meta) != (item.params, item.meta):
+                raise FuncError(
+                    f"{fmt_key(key)} is declared twice with different params (also at {first.pos})",
+                    item.pos,
+                )
+            continue
+        seen[key] = item
+        if item.name.startswith(EXPORT_PREFIX):
+            raise FuncError(f"{fmt_key(key)}: exported (@@) resources need the cluster", item.pos)
+        cls = lookup(item.kind)
+        if cls is None:
+            raise FuncError(f"unknown kind {item.kind}", item.pos)
+        try:
+            res = build(cls, {"name": item.name, **{k: to_plain(v) for k, v in item.params}})
+            res.meta = build(Meta, {k: to_plain(v) for k, v in item.meta}, prefix="Meta:")
+            res.validate()
+        except ValidationError as err:
+            raise FuncError(f"{fmt_key(key)}: {err}", item.pos) from None
+        graph.add(res)
+    for item in items:
+        if not isinstance(item, EdgeSpec):
+            continue
+        for end in (item.src, item.dst):
+            if end not in graph:
+                raise FuncError(f"edge to {fmt_key(end)}: no such resource in the graph", item.pos)
+        if item.src == item.dst:
+            raise FuncError(f"edge from {fmt_key(item.src)} to itself", item.pos)
+        graph.connect(item.src, item.dst, Edge("", item.notify, item.sendrecv))
+    try:
+        graph.check()
+    except GraphError as err:
+        raise FuncError(str(err)) from None
+    return graph
+
+
+class LangSource:
+    """Runs a program and yields each new graph it produces (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        hostname: str,
+        watch: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        self.path = path
+        self.ctx = Context(hostname)
+        self.watch = watch
+        self.clock = clock
+        self.runtime: Runtime | None = None
+        self.first: Loaded | None = None
+        self.first_error: str | None = None
+        self.graphs = 0  # graphs produced so far (tests read it)
+        self.evaluated = asyncio.Event()  # set after each evaluation (tests wait on it)
+        self._digest = ""
+        self._last_items: Any = None
+        self._last_error: str | None = None
+        self._latest: Loaded | None = None
+        self._ready = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._reload = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watcher: PathWatcher | None = None
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, hostname: str, watch: bool = True, clock: Clock | None = None
+    ) -> LangSource:
+        """Compile (CompileError), start, and compute the first graph (or first_error)."""
+        source = cls(path, hostname=hostname, watch=watch, clock=clock)
+        checked = source._compile()
+        if watch:
+            source._watcher = PathWatcher([path])
+            await source._watcher.__aenter__()  # before the first graph: no edit is missed
+        source._start(checked)
+        source._evaluate()
+        source.first = source._take()
+        source._spawn(source._loop(), "lang")
+        if source._watcher is not None:
+            source._spawn(source._watch_file(source._watcher), "lang program watch")
+        return source
+
+    def _compile(self) -> Checked:
+        text = self.path.read_bytes() if self.path.exists() else b""
+        checked = compile_file(self.path)
+        self._digest = hashlib.sha256(text).hexdigest()
+        return checked
+
+    def _start(self, checked: Checked) -> None:
+        self.runtime = Runtime(
+            checked,
+            ctx=self.ctx,
+            clock=self.clock,
+            base_dir=self.path.parent.resolve(),
+            notify=self._kick.set,
+        )
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> Loaded | None:
+        latest, self._latest = self._latest, None
+        self._ready.clear()
+        return latest
+
+    # the agent's side -----------------------------------------------------------------------
+
+    async def __aiter__(self) -> AsyncIterator[Loaded]:
+        while True:
+            await self._ready.wait()
+            latest = self._take()
+            if latest is not None:
+                yield latest
+
+    def reload(self) -> None:
+        """Re-read the program (SIGHUP); an unchanged file is not recompiled."""
+        self._reload = True
+        self._kick.set()
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._watcher is not None:
+            await self._watcher.aclose()
+            self._watcher = None
+        if self.runtime is not None:
+            await self.runtime.close()
+
+    # the loop -------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            if self._reload:
+                self._reload = False
+                await self._recompile()
+            if self.runtime is not None and self.runtime.pending:
+                self._evaluate()
+                await self.runtime.reap()
+
+    async def _watch_file(self, watcher: PathWatcher) -> None:
+        async for _ in watcher:
+            self.reload()
+
+    def _evaluate(self) -> None:
+        try:
+            self._evaluate_once()
+        finally:
+            self.evaluated.set()
+
+    def _evaluate_once(self) -> None:
+        assert self.runtime is not None
+        changed, items, error = self.runtime.evaluate()
+        if not changed:
+            return
+        if error is None:
+            try:
+                if items != self._last_items:
+                    graph = build_graph(items, self.path.stem)
+                    self._last_items = items
+                    self._emit(graph)
+                self._report(None)
+            except (LangError, MgmtError) as err:
+                self._report(err)
+            return
+        self._report(error)
+
+    def _emit(self, graph: Graph) -> None:
+        self.graphs += 1
+        self._latest = Loaded(graph, digest=self._digest)
+        self._ready.set()
+
+    def _report(self, error: Exception | None) -> None:
+        """Log a run-time error once (and its recovery), not at every event."""
+        text = None if error is None else str(error)
+        if text == self._last_error:
+            return
+        if text is None:
+            log.info("%s: the program produces a graph again", self.path)
+        else:
+            keeping = (
+                "keeping the last good graph" if self._last_items is not None else "no graph yet"
+            )
+            log.error("%s (%s)", text, keeping)
+            if self.first is None and self.graphs == 0:
+                self.first_error = text
+        self._last_error = text
+
+    async def _recompile(self) -> None:
+        with contextlib.suppress(OSError):
+            if hashlib.sha256(self.path.read_bytes()).hexdigest() == self._digest:
+                log.debug("program file unchanged, nothing to swap")
+                return
+        try:
+            checked = self._compile()
+        except CompileError as err:
+            for problem in err.problems:
+                log.error("%s", problem)
+            log.error("keeping the running program")
+            return
+        log.info("program file changed: swapping in the new program")
+        old = self.runtime
+        self._start(checked)
+        if old is not None:
+            await old.close()
+        self._last_error = None
+        self._evaluate()

@@ -1,0 +1,245 @@
+"""Functions whose value changes over time: each call site (and set of key arguments) runs
+one Stream instance that emits new values to the runtime.
+
+- datetime.now(): unix seconds, a new value at every whole second.
+- sys.load(): struct{x1; x5; x15} from /proc/loadavg, polled every second.
+- os.readfile(path): the file's content, re-read on every inotify event (engine.watcher).
+- history(value, ms): the value as it was `ms` milliseconds ago (the oldest value seen, while
+  less than `ms` of history exists).
+- debounce(value, ms): the value, changed only once the new value has held for `ms`
+  milliseconds (an extension, not in mgmt: exact hysteresis in time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from mgmt.lang.clock import Clock, Timer
+from mgmt.lang.errors import FuncError
+from mgmt.lang.values import Struct
+
+
+class Host(Protocol):
+    """What a stream needs from the runtime."""
+
+    clock: Clock
+    base_dir: Path
+
+    def emit(self, stream: Stream, value: Any, error: FuncError | None = None) -> None: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]: ...
+
+
+class Stream:
+    """One running instance of a stream function."""
+
+    # Indexes of the arguments that select an instance (None: all of them). The others are
+    # inputs passed to update() on every evaluation (history's value).
+    KEY_ARGS: ClassVar[tuple[int, ...] | None] = None
+
+    def __init__(self, host: Host, args: tuple[Any, ...], name: str) -> None:
+        self.host = host
+        self.args = args
+        self.name = name
+        self._timers: list[Timer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Emit the first value (synchronously), start timers or tasks."""
+
+    def update(self, args: tuple[Any, ...]) -> None:
+        """The call site was evaluated again with these arguments."""
+
+    def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        for task in self._tasks:
+            task.cancel()
+
+    async def wait_closed(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def emit(self, value: Any) -> None:
+        self.host.emit(self, value)
+
+    def fail(self, message: str) -> None:
+        self.host.emit(self, None, FuncError(f"{self.name}: {message}"))
+
+    def later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """A timer that close() cancels (forgotten once it has fired)."""
+        timer: Timer | None = None
+
+        def fire() -> None:
+            if timer in self._timers:
+                self._timers.remove(timer)
+            callback()
+
+        timer = self.host.clock.call_later(delay, fire)
+        self._timers.append(timer)
+        return timer
+
+
+class Now(Stream):
+    """datetime.now(): unix seconds; ticks at every whole second."""
+
+    def start(self) -> None:
+        self._tick()
+
+    def _tick(self) -> None:
+        now = self.host.clock.time()
+        self.emit(math.floor(now))
+        # A little past the next whole second, so that floor() has moved on.
+        self.later(math.floor(now) + 1 - now + 0.001, self._tick)
+
+
+class Load(Stream):
+    """sys.load(): the 1, 5 and 15 minute load averages, polled every second."""
+
+    PATH: ClassVar[str] = "/proc/loadavg"
+    INTERVAL: ClassVar[float] = 1.0
+
+    def start(self) -> None:
+        self._poll()
+
+    def _poll(self) -> None:
+        try:
+            with open(self.PATH) as f:
+                x1, x5, x15 = (float(v) for v in f.read().split()[:3])
+        except (OSError, ValueError) as err:
+            self.fail(f"cannot read {self.PATH}: {err}")
+        else:
+            self.emit(Struct(x1=x1, x5=x5, x15=x15))
+        self.later(self.INTERVAL, self._poll)
+
+
+class ReadFile(Stream):
+    """os.readfile(path): the content; re-read whenever inotify reports a change."""
+
+    def start(self) -> None:
+        path = Path(self.args[0])
+        self.path = path if path.is_absolute() else self.host.base_dir / path
+        self._read()
+        self._tasks.append(self.host.spawn(self._watch(), f"watch {self.path}"))
+
+    def _read(self) -> None:
+        try:
+            text = self.path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            self.fail(f"cannot read {self.path}: {reason}")
+            return
+        self.emit(text)
+
+    async def _watch(self) -> None:
+        from engine.watcher import PathWatcher
+
+        async with PathWatcher([self.path]) as watcher:
+            self._read()  # a change between the first read and the watch start is not missed
+            async for _ in watcher:
+                self._read()
+
+
+class History(Stream):
+    """history(value, ms): the value as it was ms milliseconds ago."""
+
+    KEY_ARGS = (1,)
+
+    def start(self) -> None:
+        self.entries: list[tuple[float, Any]] = []  # (monotonic time, value), oldest first
+
+    def update(self, args: tuple[Any, ...]) -> None:
+        value, ms = args
+        if ms < 0:
+            self.fail(f"a negative duration ({ms} ms)")
+            return
+        delay = ms / 1000
+        now = self.host.clock.monotonic()
+        if not self.entries or self.entries[-1][1] != value:
+            self.entries.append((now, value))
+            if delay > 0:
+                due = now + delay
+                self.later(delay, lambda: self._due(due, delay))
+        self._prune(now - delay)
+        self.emit(self._at(now - delay))
+
+    def _due(self, due: float, delay: float) -> None:
+        when = max(self.host.clock.monotonic(), due) - delay
+        self._prune(when)
+        self.emit(self._at(when))
+
+    def _at(self, when: float) -> Any:
+        value = self.entries[0][1]
+        for t, v in self.entries:
+            if t > when:
+                break
+            value = v
+        return value
+
+    def _prune(self, when: float) -> None:
+        """Forget entries older than the newest one at or before `when`."""
+        keep = 0
+        for i, (t, _) in enumerate(self.entries):
+            if t <= when:
+                keep = i
+        del self.entries[:keep]
+
+
+class Debounce(Stream):
+    """debounce(value, ms): follows value only once a new value has held for ms milliseconds."""
+
+    KEY_ARGS = (1,)
+    _UNSET: ClassVar[object] = object()
+
+    def start(self) -> None:
+        self.output: Any = self._UNSET
+        self.candidate: Any = self._UNSET
+        self._pending: Timer | None = None
+
+    def update(self, args: tuple[Any, ...]) -> None:
+        value, ms = args
+        if ms < 0:
+            self.fail(f"a negative duration ({ms} ms)")
+            return
+        if self.output is self._UNSET:
+            self.output = self.candidate = value
+        elif value != self.candidate:
+            self.candidate = value
+            if self._pending is not None:
+                self._pending.cancel()
+                if self._pending in self._timers:
+                    self._timers.remove(self._pending)
+                self._pending = None
+            if value != self.output:
+                self._pending = self.later(ms / 1000, self._settle)
+        self.emit(self.output)
+
+    def _settle(self) -> None:
+        self._pending = None
+        self.output = self.candidate
+        self.emit(self.output)
+
+
+def load_average_path(path: str) -> contextlib.AbstractContextManager[None]:
+    """Read the load average from another file (tests)."""
+
+    @contextlib.contextmanager
+    def swap() -> Any:
+        old = Load.PATH
+        Load.PATH = path
+        try:
+            yield
+        finally:
+            Load.PATH = old
+
+    return swap()
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,0 +1,111 @@
+"""Run-time values: bool, int, float, str as themselves; lists are tuples, maps FrozenDicts,
+structs Structs (all immutable and hashable, so they can key stream instances and be compared
+to skip unchanged results); functions are Closures."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+
+class FrozenDict(dict[Any, Any]):
+    """An immutable, hashable map (mcl's map)."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def _immutable(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("mcl values are immutable")
+
+    __setitem__ = __delitem__ = _immutable
+    update = clear = pop = popitem = setdefault = _immutable  # type: ignore[assignment]
+
+
+class Struct(FrozenDict):
+    """An mcl struct: field name -> value, in declaration order."""
+
+
+class Closure:
+    """A function value: a lambda with the parameters of the enclosing lambdas it captured."""
+
+    __slots__ = ("call", "env", "node")
+
+    def __init__(self, node: Any, env: FrozenDict, call: Callable[..., Any]) -> None:
+        self.node = node
+        self.env = env
+        self.call = call
+
+    def __call__(self, *args: Any) -> Any:
+        return self.call(self, *args)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Closure) and other.node is self.node and other.env == self.env
+
+    def __hash__(self) -> int:
+        return hash((id(self.node), self.env))
+
+    def __repr__(self) -> str:
+        return f"<func at {self.node.pos}>"
+
+
+def to_plain(value: Any) -> Any:
+    """A value as plain Python data for a resource param: lists, dicts."""
+    if isinstance(value, tuple):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    return value
+
+
+def go_float(value: float) -> str:
+    """A float as Go's %v prints it (strconv 'g', shortest): 2 -> "2", 0.5 -> "0.5"."""
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    text = repr(value)
+    if "e" in text or "E" in text:
+        mantissa, exp = text.split("e")
+        mantissa = mantissa.removesuffix(".0")
+        sign = "-" if exp.startswith("-") else "+"
+        return f"{mantissa}e{sign}{int(exp.lstrip('+-')):02d}"
+    exponent = math.floor(math.log10(abs(value))) if value else 0
+    if exponent >= 21:
+        return go_float_exp(value)
+    return text.removesuffix(".0")
+
+
+def go_float_exp(value: float) -> str:
+    text = f"{value:e}"
+    mantissa, exp = text.split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    sign = "-" if exp.startswith("-") else "+"
+    return f"{mantissa}e{sign}{int(exp.lstrip('+-')):02d}"
+
+
+def go_str(value: Any) -> str:
+    """A value as Go's %v prints it (what templates and printf %v show)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return go_float(value)
+    if isinstance(value, int | str):
+        return str(value)
+    if isinstance(value, Struct):
+        return "{" + " ".join(go_str(v) for v in value.values()) + "}"
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda kv: _sort_key(kv[0]))
+        return "map[" + " ".join(f"{go_str(k)}:{go_str(v)}" for k, v in items) + "]"
+    if isinstance(value, tuple | list):
+        return "[" + " ".join(go_str(v) for v in value) + "]"
+    return str(value)
+
+
+def _sort_key(value: Any) -> Any:
+    return (0, value) if isinstance(value, int | float) else (1, str(value))
+
+
+def sort_key(value: Any) -> Any:
+    """An ordering usable for any one type of mcl value (map keys, list.sort)."""
+    return _sort_key(value)

@@ -1,0 +1,692 @@
+"""svc: a systemd unit: running or stopped, enabled or disabled at boot (mgmt's svc).
+
+Everything goes through systemd's `org.freedesktop.systemd1` Manager over D-Bus (dbus-fast,
+imported lazily): LoadUnit + Properties.GetAll to observe, StartUnit/StopUnit/ReloadOrRestartUnit
+waiting for the job's `JobRemoved` signal (a job that ends with any result but "done" is a
+failure naming that result), EnableUnitFiles/DisableUnitFiles followed by Reload. The watch is
+Subscribe + the unit's PropertiesChanged (ActiveState, SubState, LoadState, UnitFileState) + the
+Manager's Reloading and UnitFilesChanged signals, so a unit stopped by hand is started again
+within milliseconds. A refresh (notify) does ReloadOrRestartUnit. See docs/resources/svc.md.
+
+This module also holds the small D-Bus layer that `cron` and `hostname` share:
+- `Bus.acquire(session)`: one connection per bus address and event loop, reference counted;
+  the system bus is $DBUS_SYSTEM_BUS_ADDRESS (default unix:path=/run/dbus/system_bus_socket),
+  the session bus $DBUS_SESSION_BUS_ADDRESS (default unix:path=/run/user/$UID/bus).
+- `Bus.signals(...)`: signals matching some routes as an async iterator of wake-ups; its
+  `aclose()` removes the match rules (idempotent, meant for `handle.on_cleanup`).
+- systemd jobs: `JobRemoved` can arrive before the reply that names the job, so finished jobs
+  are recorded while a job call is in flight and looked up once the reply is in.
+- `unit_dir(session)`: where unit files live: $MGMT_SYSTEMD_UNIT_DIR (a path override for tests
+  and chroots; default /etc/systemd/system), or $XDG_CONFIG_HOME/systemd/user for a session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from engine.errors import ResourceError, ValidationError
+from engine.handle import Handle
+from engine.resource import UID, RefreshableMixin, Resource, register
+
+if TYPE_CHECKING:
+    from dbus_fast import Message
+    from dbus_fast.aio import MessageBus
+
+SYSTEMD = "org.freedesktop.systemd1"
+MANAGER_PATH = "/org/freedesktop/systemd1"
+MANAGER = f"{SYSTEMD}.Manager"
+UNIT = f"{SYSTEMD}.Unit"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+DEFAULT_SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
+SYSTEM_UNIT_DIR = "/etc/systemd/system"
+VENDOR_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
+CALL_TIMEOUT = 25.0  # seconds; D-Bus's own default method call timeout
+FINISHED_KEPT = 256  # finished jobs remembered while waiting for a reply
+JOB_MODE = "replace"  # systemctl's default: our job replaces a conflicting queued one
+UNIT_TYPES = (
+    "service",
+    "socket",
+    "target",
+    "timer",
+    "path",
+    "mount",
+    "automount",
+    "swap",
+    "slice",
+    "scope",
+    "device",
+)
+UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]+")
+UNIT_NAME_MAX = 255
+WATCHED = frozenset({"ActiveState", "SubState", "LoadState", "UnitFileState"})
+RUNNING = frozenset({"active", "reloading"})
+STOPPED = frozenset({"inactive", "failed"})
+ENABLED = frozenset({"enabled", "enabled-runtime"})
+# Unit file states that EnableUnitFiles cannot turn into "enabled".
+FIXED = {
+    "static": "it has no [Install] section",
+    "indirect": "it is only enabled through another unit (Also=)",
+    "generated": "it is generated at boot",
+    "transient": "it is transient",
+    "masked": "it is masked: unmask it first",
+    "masked-runtime": "it is masked at runtime: unmask it first",
+    "bad": "its unit file is broken",
+    "alias": "it is an alias: enable the unit it names",
+}
+
+Route = tuple[str, str, str]  # (object path, interface, member) of a signal
+
+
+def bus_address(session: bool) -> str:
+    """The D-Bus address of the system bus, or of the user's session bus."""
+    if session:
+        default = f"unix:path=/run/user/{os.getuid()}/bus"
+        return os.environ.get("DBUS_SESSION_BUS_ADDRESS") or default
+    return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS
+
+
+def unit_dir(session: bool) -> str:
+    """Where administrators' unit files live (see the module docstring)."""
+    if session:
+        config = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+        return os.path.join(config, "systemd", "user")
+    return os.environ.get("MGMT_SYSTEMD_UNIT_DIR") or SYSTEM_UNIT_DIR
+
+
+def unit_object_path(unit: str) -> str:
+    """systemd's object path of a unit (sd-bus label escaping: "a.service" -> "a_2eservice")."""
+    label = "".join(
+        ch if ch.isascii() and ch.isalnum() and not (i == 0 and ch.isdigit()) else f"_{ord(ch):02x}"
+        for i, ch in enumerate(unit)
+    )
+    return f"{MANAGER_PATH}/unit/{label or '_'}"
+
+
+def check_unit_name(value: str, key: str) -> None:
+    """Raise ValidationError unless `value` can be (the start of) a systemd unit name."""
+    if not value or len(value) > UNIT_NAME_MAX or not UNIT_NAME.fullmatch(value):
+        raise ValidationError(
+            f"expected a systemd unit name (letters, digits and :_.\\@-), got {value!r}", key
+        )
+
+
+def unit_key(unit: str, session: bool) -> str:
+    """The key of a unit's UID: "sshd" for sshd.service, "session:sshd" for a user unit."""
+    key = unit.removesuffix(".service")
+    return f"session:{key}" if session else key
+
+
+class BusCallError(ResourceError):
+    """A D-Bus method call answered with an error (`name` is e.g. org.freedesktop.DBus...)."""
+
+    def __init__(self, name: str, text: str, what: str) -> None:
+        super().__init__(f"{what}: {name}: {text}")
+        self.name = name
+        self.text = text
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change: how `--noop` describes it, how it is logged once done, and how to do it."""
+
+    would: str
+    done: str
+    run: Callable[[], Awaitable[object]]
+
+
+async def apply_changes(handle: Handle, changes: list[Change], apply: bool) -> None:
+    """Log "would ..." for each change (apply False), or make it and log it (apply True)."""
+    for change in changes:
+        if not apply:
+            handle.logger.info("would %s", change.would)
+            continue
+        await change.run()
+        handle.logger.info("%s", change.done)
+
+
+# the shared D-Bus layer ----------------------------------------------------------------------
+
+
+class Signals:
+    """Signals on some routes that `accept` approves, as an async iterator of wake-ups.
+
+    Bursts coalesce into one wake-up. Losing the connection raises ResourceError from the
+    iterator (the engine's rewatch/retry reconnects). `aclose()` is idempotent.
+    """
+
+    def __init__(
+        self, bus: Bus, sender: str, routes: list[Route], accept: Callable[[Message], bool]
+    ) -> None:
+        self.bus = bus
+        self.routes = routes
+        self.accept = accept
+        self.rules = [
+            f"type='signal',sender='{sender}',path='{p}',interface='{i}',member='{m}'"
+            for p, i, m in routes
+        ]
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    def deliver(self, msg: Message | None) -> None:
+        """Called by the bus for every signal on our routes (None: the connection is lost)."""
+        if msg is None or self.accept(msg):
+            self._wake.set()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.bus.unroute(self)
+        if not self.bus.lost:
+            for rule in self.rules:
+                with contextlib.suppress(ResourceError):
+                    await self.bus.call_daemon("RemoveMatch", rule)
+
+    async def __aiter__(self) -> AsyncIterator[None]:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.bus.lost:
+                raise ResourceError(f"lost the D-Bus connection to {self.bus.address}")
+            yield None
+
+
+class Bus:
+    """One shared D-Bus connection per bus address and event loop (reference counted)."""
+
+    _open: ClassVar[dict[tuple[asyncio.AbstractEventLoop, str], Bus]] = {}
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.users = 0
+        self.lost = False
+        self._conn: MessageBus | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._routes: dict[Route, set[Signals]] = {}
+        self._subscribed = False
+        self._subscribe_lock = asyncio.Lock()
+        self._jobs_in_flight = 0
+        self._finished: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._job_waiters: dict[str, asyncio.Future[str]] = {}
+
+    @classmethod
+    async def acquire(cls, session: bool) -> Bus:
+        """The shared connection to the system (or session) bus; `release()` it when done."""
+        address = bus_address(session)
+        key = (asyncio.get_running_loop(), address)
+        bus = cls._open.get(key)
+        if bus is None or bus.lost:
+            bus = cls._open[key] = cls(address)
+        bus.users += 1
+        try:
+            if bus._connecting is None:
+                bus._connecting = asyncio.create_task(bus._connect(), name=f"dbus {address}")
+            await asyncio.shield(bus._connecting)
+        except BaseException:
+            await bus.release()
+            raise
+        return bus
+
+    async def release(self) -> None:
+        self.users -= 1
+        if self.users > 0:
+            return
+        self._forget()
+        connecting = self._connecting
+        if connecting is not None and not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # The monitor sees this and ends (cancelling it instead would cancel dbus-fast's
+            # own disconnect future).
+            conn.disconnect()
+        if self._monitor is not None:
+            await asyncio.gather(self._monitor, return_exceptions=True)
+        self._lose()
+
+    def _forget(self) -> None:
+        for key, bus in list(self._open.items()):
+            if bus is self:
+                del self._open[key]
+
+    async def _connect(self) -> None:
+        from dbus_fast.aio import MessageBus
+
+        try:
+            conn = await MessageBus(bus_address=self.address).connect()
+        except Exception as err:
+            self.lost = True
+            self._forget()
+            raise ResourceError(f"cannot connect to D-Bus at {self.address}: {err}") from err
+        conn.add_message_handler(self._on_message)
+        self._conn = conn
+        self._monitor = asyncio.create_task(self._watch_connection(conn), name="dbus monitor")
+
+    async def _watch_connection(self, conn: MessageBus) -> None:
+        with contextlib.suppress(Exception):
+            await conn.wait_for_disconnect()  # type: ignore[no-untyped-call]
+        self._forget()
+        self._lose()
+
+    def _lose(self) -> None:
+        """The connection is gone: wake every subscriber and fail every job waiter."""
+        self.lost = True
+        for subscribers in list(self._routes.values()):
+            for signals in list(subscribers):
+                signals.deliver(None)
+        for future in self._job_waiters.values():
+            if not future.done():
+                future.set_exception(ResourceError(f"lost the D-Bus connection to {self.address}"))
+        self._job_waiters.clear()
+
+    # calls ---------------------------------------------------------------------------------
+
+    async def call(
+        self,
+        destination: str,
+        path: str,
+        interface: str,
+        member: str,
+        *,
+        signature: str = "",
+        body: Iterable[Any] = (),
+    ) -> list[Any]:
+        """Call a method; its reply's body. An error reply raises BusCallError."""
+        from dbus_fast import Message, MessageType
+
+        what = member
+        conn = self._conn
+        if conn is None or self.lost:
+            raise ResourceError(f"{what}: not connected to D-Bus at {self.address}")
+        msg = Message(
+            destination=destination,
+            path=path,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=list(body),
+        )
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                reply = await conn.call(msg)
+        except TimeoutError:
+            raise ResourceError(
+                f"{what}: {destination} did not answer in {CALL_TIMEOUT}s"
+            ) from None
+        except Exception as err:
+            raise ResourceError(f"{what}: D-Bus call failed: {err}") from err
+        if reply.message_type is MessageType.ERROR:
+            text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
+            raise BusCallError(reply.error_name or "unknown error", text, what)
+        return list(reply.body)
+
+    async def call_daemon(self, member: str, rule: str) -> None:
+        """AddMatch/RemoveMatch on the bus daemon itself."""
+        await self.call(
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            member,
+            signature="s",
+            body=[rule],
+        )
+
+    async def get_all(self, destination: str, path: str, interface: str) -> dict[str, Any]:
+        """Properties.GetAll, with the variants unwrapped."""
+        (props,) = await self.call(
+            destination, path, PROPERTIES, "GetAll", signature="s", body=[interface]
+        )
+        return {name: variant.value for name, variant in props.items()}
+
+    # signals -------------------------------------------------------------------------------
+
+    async def signals(
+        self, sender: str, routes: list[Route], accept: Callable[[Message], bool]
+    ) -> Signals:
+        """Subscribe to `routes` (match rules on the daemon); close the result to unsubscribe."""
+        subscription = Signals(self, sender, routes, accept)
+        for route in routes:
+            self._routes.setdefault(route, set()).add(subscription)
+        try:
+            for rule in subscription.rules:
+                await self.call_daemon("AddMatch", rule)
+        except BaseException:
+            await subscription.aclose()
+            raise
+        return subscription
+
+    def unroute(self, subscription: Signals) -> None:
+        for route in subscription.routes:
+            subscribers = self._routes.get(route)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._routes[route]
+
+    def _on_message(self, msg: Message) -> None:
+        from dbus_fast import MessageType
+
+        if msg.message_type is not MessageType.SIGNAL:
+            return
+        route = (msg.path or "", msg.interface or "", msg.member or "")
+        if route == (MANAGER_PATH, MANAGER, "JobRemoved"):
+            self._job_removed(msg.body)
+        for subscription in list(self._routes.get(route, ())):
+            subscription.deliver(msg)
+
+    # systemd -------------------------------------------------------------------------------
+
+    async def subscribe_systemd(self) -> None:
+        """Manager.Subscribe once per connection (systemd sends unit and job signals only to
+        subscribed clients), plus the match rule for JobRemoved."""
+        async with self._subscribe_lock:
+            if self._subscribed:
+                return
+            rule = (
+                f"type='signal',sender='{SYSTEMD}',path='{MANAGER_PATH}',"
+                f"interface='{MANAGER}',member='JobRemoved'"
+            )
+            await self.call_daemon("AddMatch", rule)
+            try:
+                await self.manager("Subscribe")
+            except BusCallError as err:
+                if not err.name.endswith(".AlreadySubscribed"):
+                    raise
+            self._subscribed = True
+
+    async def load_unit(self, unit: str) -> dict[str, Any]:
+        """LoadUnit + GetAll: the unit's properties (LoadState "not-found" if it has no file)."""
+        (path,) = await self.manager("LoadUnit", "s", unit)
+        return await self.get_all(SYSTEMD, path, UNIT)
+
+    async def unit_file_state(self, unit: str) -> str | None:
+        """GetUnitFileState ("enabled", "disabled", "static"...), None if there is no file."""
+        try:
+            (state,) = await self.manager("GetUnitFileState", "s", unit)
+        except BusCallError as err:
+            if err.name.endswith((".NoSuchUnit", ".FileNotFound")):
+                return None
+            raise
+        return str(state)
+
+    async def run_job(self, method: str, unit: str) -> str:
+        """StartUnit/StopUnit/RestartUnit/ReloadOrRestartUnit; waits for the job's result."""
+        self._jobs_in_flight += 1
+        try:
+            (job,) = await self.manager(method, "ss", unit, JOB_MODE)
+            result = self._finished.pop(job, None)
+            if result is not None:
+                return result
+            future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            self._job_waiters[job] = future
+            try:
+                return await future
+            finally:
+                self._job_waiters.pop(job, None)
+        finally:
+            self._jobs_in_flight -= 1
+            if not self._jobs_in_flight:
+                self._finished.clear()
+
+    def _job_removed(self, body: list[Any]) -> None:
+        _id, job, _unit, result = body
+        future = self._job_waiters.pop(job, None)
+        if future is not None:
+            if not future.done():
+                future.set_result(result)
+        elif self._jobs_in_flight:
+            self._finished[job] = result  # its reply has not arrived yet
+            while len(self._finished) > FINISHED_KEPT:
+                self._finished.popitem(last=False)
+
+    async def manager(self, member: str, signature: str = "", *body: Any) -> list[Any]:
+        """Call a Manager method."""
+        return await self.call(
+            SYSTEMD, MANAGER_PATH, MANAGER, member, signature=signature, body=body
+        )
+
+
+async def job(bus: Bus, method: str, unit: str, verb: str) -> None:
+    """Run a job; any result but "done" is a failure naming the result."""
+    result = await bus.run_job(method, unit)
+    if result != "done":
+        raise ResourceError(
+            f"could not {verb} {unit}: its job ended with result {result!r} "
+            f"(see `journalctl -u {unit}`)"
+        )
+
+
+async def pump_events(handle: Handle, sources: list[Any]) -> None:
+    """One engine event per wake-up of any source (Signals, PathWatcher...), until cancelled;
+    a failing source fails the watch."""
+
+    async def pump(source: Any) -> None:
+        async for _ in source:
+            await handle.event()
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for source in sources:
+                group.create_task(pump(source))
+    except ExceptionGroup as errors:
+        raise errors.exceptions[0] from None
+
+
+def unit_changed(msg: Message) -> bool:
+    """Is this Manager or unit signal one that may change what check_apply sees?"""
+    if msg.member == "PropertiesChanged":
+        interface, changed, invalidated = msg.body
+        return interface == UNIT and bool(WATCHED & (set(changed) | set(invalidated)))
+    if msg.member == "Reloading":
+        return not msg.body[0]  # the reload has finished
+    return True  # UnitFilesChanged
+
+
+def systemd_routes(unit: str) -> list[Route]:
+    """The signals that tell a watcher that `unit` (or its unit file) may have changed."""
+    return [
+        (unit_object_path(unit), PROPERTIES, "PropertiesChanged"),
+        (MANAGER_PATH, MANAGER, "Reloading"),
+        (MANAGER_PATH, MANAGER, "UnitFilesChanged"),
+    ]
+
+
+class BusUser:
+    """Mixin for kinds that talk D-Bus: one shared connection, released at cleanup."""
+
+    def _bus_init(self) -> None:
+        self._bus: Bus | None = None
+        self._bus_lock = asyncio.Lock()
+
+    async def _connect(self, handle: Handle, session: bool) -> Bus:
+        async with self._bus_lock:
+            if self._bus is not None and self._bus.lost:
+                old, self._bus = self._bus, None
+                await old.release()
+            if self._bus is None:
+                self._bus = await Bus.acquire(session)
+                handle.on_cleanup(self._disconnect)
+            return self._bus
+
+    async def _disconnect(self) -> None:
+        bus, self._bus = self._bus, None
+        if bus is not None:
+            await bus.release()
+
+
+# the resource --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What systemd says about the unit."""
+
+    load: str
+    active: str
+    file_state: str | None  # None: not asked (startup unmanaged) or no unit file
+
+    @property
+    def running(self) -> bool:
+        return self.active in RUNNING
+
+
+@register("svc")
+@dataclass(kw_only=True, eq=False)
+class SvcRes(BusUser, RefreshableMixin, Resource):
+    # "running" or "stopped" ("failed" counts as stopped). Default None: not managed.
+    state: Literal["running", "stopped"] | None = None
+    # "enabled" or "disabled": started at boot or not. Default None: not managed.
+    startup: Literal["enabled", "disabled"] | None = None
+    # Manage a unit of the user's service manager (session bus) instead of the system's.
+    # Default false.
+    session: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._bus_init()
+
+    @property
+    def unit(self) -> str:
+        """The unit's full name: the resource name, with ".service" unless it has a type."""
+        suffix = self.name.rpartition(".")[2]
+        return self.name if "." in self.name and suffix in UNIT_TYPES else f"{self.name}.service"
+
+    def validate(self) -> None:
+        super().validate()
+        check_unit_name(self.unit, "name")
+        if self.state not in (None, "running", "stopped"):
+            raise ValidationError(f"expected 'running' or 'stopped', got {self.state!r}", "state")
+        if self.startup not in (None, "enabled", "disabled"):
+            raise ValidationError(
+                f"expected 'enabled' or 'disabled', got {self.startup!r}", "startup"
+            )
+
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        self._bus_init()
+
+    async def cleanup(self) -> None:
+        """Nothing of our own: the subscriptions and the connection are released by the
+        handle's cleanups (registered where they are made)."""
+
+    async def watch(self) -> None:
+        bus = await self._connect(self.handle, self.session)
+        signals = await bus.signals(SYSTEMD, systemd_routes(self.unit), unit_changed)
+        self.handle.on_cleanup(signals.aclose)
+        try:
+            await bus.subscribe_systemd()
+            await self.handle.event()
+            async for _ in signals:
+                await self.handle.event()
+        finally:
+            await signals.aclose()
+
+    async def check_apply(self, apply: bool) -> bool:
+        log = self.handle.logger
+        refresh = self.handle.refresh()
+        if self.state is None and self.startup is None and not refresh:
+            log.debug("nothing to do: neither state nor startup is set, and no refresh")
+            return True
+        bus = await self._connect(self.handle, self.session)
+        await bus.subscribe_systemd()
+        seen = await self._observe(bus)
+        changes = self._plan(bus, seen, refresh)
+        if not changes:
+            log.debug("nothing to do: %s", self._why(seen, refresh))
+            return True
+        await apply_changes(self.handle, changes, apply)
+        return False
+
+    # check_apply's parts -----------------------------------------------------------------
+
+    async def _observe(self, bus: Bus) -> Observed:
+        props = await bus.load_unit(self.unit)
+        load, active = str(props.get("LoadState", "")), str(props.get("ActiveState", ""))
+        file_state = None
+        if self.startup is not None and load != "not-found":
+            file_state = await bus.unit_file_state(self.unit)
+        return Observed(load=load, active=active, file_state=file_state)
+
+    def _plan(self, bus: Bus, seen: Observed, refresh: bool) -> list[Change]:
+        """What must change, from the params and what systemd says (no I/O)."""
+        unit = self.unit
+        changes = self._plan_startup(bus, seen)
+        if self.state == "running" and not seen.running:
+            self._need_unit(seen, "start")
+            run = functools.partial(job, bus, "StartUnit", unit, "start")
+            changes.append(Change(f"start {unit}", f"started {unit}", run))
+        elif self.state == "stopped" and seen.active not in STOPPED:
+            run = functools.partial(job, bus, "StopUnit", unit, "stop")
+            changes.append(Change(f"stop {unit}", f"stopped {unit}", run))
+        elif refresh and self.state != "stopped" and seen.running:
+            run = functools.partial(job, bus, "ReloadOrRestartUnit", unit, "reload or restart")
+            changes.append(
+                Change(
+                    f"reload or restart {unit} (refresh)",
+                    f"reloaded or restarted {unit} (refresh)",
+                    run,
+                )
+            )
+        return changes
+
+    def _plan_startup(self, bus: Bus, seen: Observed) -> list[Change]:
+        unit, state = self.unit, seen.file_state
+        if self.startup == "enabled" and state != "enabled":
+            self._need_unit(seen, "enable")
+            if state in FIXED:
+                raise ResourceError(f"cannot enable {unit}: {FIXED[state]} (state {state!r})")
+
+            async def enable() -> None:
+                carries, changes = await bus.manager(
+                    "EnableUnitFiles", "asbb", [unit], False, False
+                )
+                if not carries and not changes:
+                    raise ResourceError(f"cannot enable {unit}: it has no [Install] section")
+                await bus.manager("Reload")
+
+            return [Change(f"enable {unit} at boot", f"enabled {unit} at boot", enable)]
+        if self.startup == "disabled" and state in ENABLED:
+
+            async def disable() -> None:
+                await bus.manager("DisableUnitFiles", "asb", [unit], state == "enabled-runtime")
+                await bus.manager("Reload")
+
+            return [Change(f"disable {unit} at boot", f"disabled {unit} at boot", disable)]
+        return []
+
+    def _need_unit(self, seen: Observed, verb: str) -> None:
+        if seen.load == "not-found":
+            where = unit_dir(self.session)
+            raise ResourceError(
+                f"cannot {verb} {self.unit}: no such unit (no unit file in {where})"
+            )
+
+    def _why(self, seen: Observed, refresh: bool) -> str:
+        parts = [f"{self.unit} is {seen.active}" + (f" ({seen.load})" if seen.load else "")]
+        if self.startup is not None:
+            parts.append(f"its unit file is {seen.file_state or 'missing'}")
+        if refresh:
+            parts.append("the refresh needs no reload as it is not running")
+        return ", ".join(parts)
+
+    # capabilities ------------------------------------------------------------------------
+
+    def uids(self) -> list[UID]:
+        return [UID("svc", unit_key(self.unit, self.session))]
+
+    def autoedges(self) -> list[list[UID]]:
+        """The unit file, if a file resource manages it (the admin's directory first)."""
+        dirs = [unit_dir(self.session)]
+        if not self.session:
+            dirs += [d for d in VENDOR_UNIT_DIRS if d not in dirs]
+        return [[UID("file", os.path.join(d, self.unit)) for d in dirs]]

@@ -1,0 +1,124 @@
+"""End to end: the real `mgmt` command on mcl programs (check, cron runs, daemons)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_path
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.mcl"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_example_type_checks(example: Path) -> None:
+    code, out = run_mgmt(["check", str(example)])
+    assert code == 0, out
+
+
+def test_check_also_validates_graph_files_and_needs_a_file() -> None:
+    code, out = run_mgmt(["check", "examples/hello.yaml", "examples/hello.mcl"])
+    assert code == 0, out
+    code, out = run_mgmt(["check"])
+    assert code == 2 and "usage: mgmt check" in out
+
+
+def test_check_reports_every_problem_with_file_line_col_and_exits_2(tmp_path: Path) -> None:
+    program = tmp_path / "bad.mcl"
+    program.write_text('$a = 1 + "x"\n$b = $nope\nfile "/tmp/x" {\n\tcontnet => "y",\n}\n')
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 2
+    assert f"{program}:1:6: type error: operator + cannot combine int and str" in out
+    assert f"{program}:2:6: undefined variable $nope" in out
+    assert f"{program}:4:2: file has no param 'contnet' (did you mean 'content'?)" in out
+
+
+def test_run_refuses_a_program_that_does_not_compile(tmp_path: Path) -> None:
+    program = tmp_path / "bad.mcl"
+    program.write_text(
+        f'file "{tmp_path}/good" {{ content => "x" }}\nfile "{tmp_path}/bad" {{ content => 1 }}\n'
+    )
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(program)])
+    assert code == 2, out
+    assert "type error: file param content: expected str, got int" in out
+    assert not (tmp_path / "good").exists()
+
+
+def test_hello_converges_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
+    env = {"MGMT_DEMO_DIR": str(tmp_path)}
+    args = ["run", "--converged-timeout=0", "--tmp-prefix", "lang", "examples/hello.mcl"]
+    code, out = run_mgmt(args, env=env)
+    assert code == 0, out
+    assert (tmp_path / "hello-lang").read_text() == "hello world\n"
+    code, out = run_mgmt(args, env=env)
+    assert code == 0, out
+    assert [line for line in out.splitlines() if " engine: " in line] == [], out
+
+
+def _datetime_values(path: Path) -> dict[str, int] | None:
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    found = dict(re.findall(r"^(now|1s ago|2s ago|3s ago): (\d+)", text, re.M))
+    return {k: int(v) for k, v in found.items()} if len(found) == 4 else None
+
+
+async def test_datetime_demo_updates_every_second_with_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "datetime"
+    monkeypatch.setenv("MGMT_DEMO_DIR", str(tmp_path))  # the daemon inherits it
+    async with Daemon(["run", "--tmp-prefix", "lang", "examples/datetime.mcl"]) as daemon:
+        await wait_path(out, lambda p: _datetime_values(p) is not None)
+        first = _datetime_values(out)
+        assert first is not None
+        assert "load average: " in out.read_text()
+
+        def caught_up(p: Path) -> bool:
+            values = _datetime_values(p)
+            return (
+                values is not None
+                and values["now"] >= first["now"] + 2
+                and values["1s ago"] == values["now"] - 1
+                and values["2s ago"] == values["now"] - 2
+            )
+
+        await wait_path(out, caught_up, timeout=15)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+async def test_autoscaler_flips_only_after_the_load_held_for_the_hold_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hold = 0.4
+    load = tmp_path / "load"
+    state = tmp_path / "vm-state"
+    load.write_text("0.3\n")
+    env = {
+        "MGMT_DEMO_DIR": str(tmp_path),
+        "MGMT_DEMO_LOADFILE": str(load),
+        "MGMT_DEMO_HOLD_MS": str(int(hold * 1000)),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)  # the daemon inherits them
+    async with Daemon(["run", "--tmp-prefix", "examples/autoscaler.mcl"]) as daemon:
+        await wait_path(state, has_content("running\n"))
+        for value, expected in (("2.5", "shutoff\n"), ("0.2", "running\n")):
+            start = time.monotonic()
+            tmp = load.with_suffix(".new")
+            tmp.write_text(value + "\n")
+            tmp.replace(load)
+            await wait_path(state, has_content(expected))
+            assert time.monotonic() - start >= hold
+        load.write_text("garbage\n")  # a run-time error: the last graph stays
+        await daemon.wait_log("cannot parse 'garbage' as a float")
+        state.write_text("tampered\n")
+        await wait_path(state, has_content("running\n"))
+        daemon.signal(signal.SIGINT)
+        assert await daemon.wait() == 0

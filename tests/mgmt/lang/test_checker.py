@@ -1,0 +1,228 @@
+"""The checker: binding order, scopes, type inference, resources against the kinds."""
+
+from __future__ import annotations
+
+import pytest
+
+from mgmt.lang import ast
+from mgmt.lang.types import resolve, show
+from tests.mgmt.lang.helpers import compile_ok, problems
+
+
+def type_of(src: str, name: str) -> str:
+    checked = compile_ok(src)
+    bind = next(b for b in checked.bindings if b.name == name)
+    assert isinstance(bind, ast.Bind) and bind.type is not None
+    return show(resolve(bind.type))
+
+
+def test_bindings_in_any_order() -> None:
+    src = """
+    $c = $b + 1
+    $b = $a * 2
+    $a = 20
+    """
+    assert type_of(src, "c") == "int"
+
+
+def test_rebinding_in_one_scope_is_an_error() -> None:
+    (problem,) = problems("$a = 1\n$b = 2\n$a = 3\n")
+    assert problem == "t.mcl:3:1: $a is already bound in this scope (at t.mcl:1:1)"
+
+
+def test_inner_scope_may_shadow_and_sees_outer() -> None:
+    compile_ok(
+        """
+        $a = 1
+        if true {
+            $a = "inner"
+            $b = $c + 1
+        }
+        $c = 2
+        """
+    )
+
+
+def test_dependency_cycle_is_reported_with_its_path() -> None:
+    (problem,) = problems("$a = $b + 1\n$b = $c\n$c = $a\n")
+    assert problem.startswith("t.mcl:")
+    assert "dependency cycle: $a -> $b -> $c -> $a" in problem
+
+
+def test_recursion_is_a_cycle() -> None:
+    (problem,) = problems("func f($x) { f($x) }\n")
+    assert "dependency cycle: f() -> f()" in problem
+
+
+def test_undefined_variable_with_hint() -> None:
+    (problem,) = problems("$count = 1\n$x = $cuont + 1\n")
+    assert problem == "t.mcl:2:6: undefined variable $cuont (did you mean 'count'?)"
+
+
+@pytest.mark.parametrize(
+    ("src", "expected"),
+    [
+        ('$x = 1 + "a"', "t.mcl:1:6: type error: operator + cannot combine int and str"),
+        ("$x = 1.5 * 2", "t.mcl:1:6: type error: operator * cannot combine float and int"),
+        ('$x = if 1 { "a" } else { "b" }', "the condition of an if: expected bool, got int"),
+        ('$x = if true { "a" } else { 2 }', "t.mcl:1:29: type error: both branches of an if"),
+        ('$x = [1, "a"]', "t.mcl:1:10: type error: the items of a list: expected int, got str"),
+        ("$x int = 1.5", "t.mcl:1:10: type error: $x is declared as int: expected int, got float"),
+        ("$x = struct{a => 1}->b", "struct{a int} has no field b"),
+        ("$x = 3->a", "->a needs a struct, got int"),
+        ("$x = len(1)", "len does not accept (int)"),
+        ('$x = "${y}"\n$y = 4', "an interpolated ${...} must be a str"),
+        (
+            '$f = func($a) { $a + 1 }\n$x = $f("s")',
+            "argument 1 of the function: expected int, got str",
+        ),
+        ("$x = [1][true]", "a list index: expected int, got bool"),
+        ('$x = {"a" => 1}[2]', "a map key: expected str, got int"),
+    ],
+)
+def test_type_errors_name_position_and_both_types(src: str, expected: str) -> None:
+    found = problems(src)
+    assert any(expected in p for p in found), found
+    assert all(p.startswith("t.mcl:") for p in found)
+
+
+def test_nested_mismatch_shows_the_inner_types() -> None:
+    (problem,) = problems('$x [][]int = [["a"]]')
+    assert "expected [][]int, got [][]str (int vs str)" in problem
+
+
+def test_inference_through_lambdas_and_collections() -> None:
+    src = """
+    import "iter"
+    $nums = [1, 2, 3]
+    $double = func($x) { $x * 2 }
+    $twice = iter.map($nums, $double)
+    $names = {"a" => struct{n => 1, s => "x"}}
+    $first = $names["a"]->s
+    """
+    assert type_of(src, "twice") == "[]int"
+    assert type_of(src, "first") == "str"
+    assert type_of(src, "names") == "map{str: struct{n int; s str}}"
+
+
+def test_let_polymorphism_for_bound_lambdas_and_funcs() -> None:
+    src = """
+    import "fmt"
+    $id = func($a) { $a }
+    func pair($a, $b) { [$a, $b] }
+    $s = $id("x") + fmt.printf("%d", $id(1))
+    $p = pair(1, 2)
+    $q = pair("a", "b")
+    """
+    assert type_of(src, "s") == "str"
+    assert type_of(src, "p") == "[]int"
+    assert type_of(src, "q") == "[]str"
+
+
+def test_overloads_are_resolved_from_use() -> None:
+    src = """
+    import "math"
+    $a = math.mod(7, 2)
+    $b = math.mod(7.5, 2.0)
+    $c = len("abc") + len([1]) + len({1 => 2})
+    $d = "a" in ["a", "b"]
+    $e = 2 in {2 => "x"}
+    $f = "ell" in "hello"
+    """
+    assert type_of(src, "a") == "int"
+    assert type_of(src, "b") == "float"
+    assert type_of(src, "c") == "int"
+    for name in "def":
+        assert type_of(src, name) == "bool"
+
+
+def test_printf_is_typed_from_its_format() -> None:
+    assert (
+        type_of('import "fmt"\n$s = fmt.printf("%s=%d %.2f %t %v", "a", 1, 2.0, true, [1])', "s")
+        == "str"
+    )
+    (problem,) = problems('import "fmt"\n$s = fmt.printf("%d", "a")')
+    assert problem == "t.mcl:2:23: type error: fmt.printf %d: expected int, got str"
+    (problem,) = problems('import "fmt"\n$s = fmt.printf("%d %d", 1)')
+    assert "the format has 2 verbs but 1 value follow" in problem
+    (problem,) = problems('import "fmt"\n$f = "%d"\n$s = fmt.printf($f, 1)')
+    assert "the format must be a constant string" in problem
+
+
+def test_imports_and_functions_must_exist() -> None:
+    (problem,) = problems('import "nope"')
+    assert problem.startswith('t.mcl:1:1: unknown module "nope"')
+    (problem,) = problems("$x = datetime.now()")
+    assert "unknown package 'datetime'" in problem and 'add import "datetime"' in problem
+    (problem,) = problems('import "strings"\n$x = strings.to_uper("a")')
+    assert "has no function to_uper (did you mean 'to_upper'?)" in problem
+    (problem,) = problems('import "sys" as s\n$x = s.hostname() + sys.hostname()')
+    assert "unknown package 'sys'" in problem
+
+
+def test_resources_are_checked_against_the_kinds() -> None:
+    found = problems(
+        """
+        file "/tmp/a" {
+            contnet => "x",
+        }
+        file "/tmp/b" {
+            content => 42,
+            state => "exist",
+            Meta:retry => "3",
+            Meta:bogus => 1,
+        }
+        fiel "/tmp/c" {}
+        timer "t" {}
+        file 3 {}
+        """
+    )
+    text = "\n".join(found)
+    assert "t.mcl:3:5: file has no param 'contnet' (did you mean 'content'?)" in text
+    assert "t.mcl:6:16: type error: file param content: expected str, got int" in text
+    assert "t.mcl:7:14: file param state: expected one of 'exists', 'absent', got 'exist'" in text
+    assert "type error: Meta:retry: expected int, got str" in text
+    assert "Meta has no param 'bogus'" in text
+    assert "t.mcl:11:1: unknown resource kind 'fiel' (did you mean 'file'?)" in text
+    assert "t.mcl:12:1: timer: param interval is required" in text
+    assert "the name of a file must be a str or a list of str, got int" in text
+
+
+def test_constant_resources_are_validated_by_their_kind() -> None:
+    (problem,) = problems('file "relative/path" { content => "x" }')
+    assert problem.startswith("t.mcl:1:1: file[relative/path]: name: expected an absolute path")
+    (problem,) = problems('file "/tmp/x" {\n  content => "x",\n  mode => "rwx",\n}')
+    assert problem.startswith("t.mcl:3:3: file[/tmp/x]: mode:")
+
+
+def test_float_params_accept_ints() -> None:
+    compile_ok('timer "t" { interval => 5 }\ntimer "u" { interval => 0.5 }')
+
+
+def test_edges_name_known_kinds() -> None:
+    compile_ok('noop "a" {}\nnoop "b" {}\nNoop["a"] -> Noop["b"]')
+    (problem,) = problems('noop "a" {}\nNop["a"] -> Noop["a"]')
+    assert "t.mcl:2:1: unknown resource kind Nop (did you mean 'Noop'?)" in problem
+
+
+def test_send_recv_is_checked() -> None:
+    compile_ok(
+        'exec "x" { cmd => "echo hi" }\nfile "/tmp/y" {}\nExec["x"].output -> File["/tmp/y"].content'
+    )
+    (problem,) = problems(
+        'exec "x" { cmd => "echo" }\nfile "/tmp/y" {}\nExec["x"].out -> File["/tmp/y"].content'
+    )
+    assert "Exec sends output, stdout, stderr, not 'out'" in problem
+    (problem,) = problems(
+        'exec "x" { cmd => "echo" }\nfile "/tmp/y" {}\nExec["x"].output -> File["/tmp/y"].contents'
+    )
+    assert "File has no param 'contents' (did you mean 'content'?)" in problem
+    (problem,) = problems(
+        'exec "x" { cmd => "echo" }\nfile "/tmp/y" {}\nExec["x"].output -> File["/tmp/y"]'
+    )
+    assert "a send/recv edge joins exactly two resources" in problem
+
+
+def test_many_problems_are_reported_at_once() -> None:
+    found = problems('$a = 1 + "x"\n$b = $nope\n$c = $a\nfile "/tmp/x" { content => 1 }\n')
+    assert len(found) == 3  # $c depends on the broken $a: no cascade

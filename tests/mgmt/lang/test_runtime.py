@@ -1,0 +1,295 @@
+"""The function graph: values, incremental recomputation, streams, errors and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from mgmt.lang.clock import ManualClock
+from mgmt.lang.errors import FuncError
+from mgmt.lang.streams import load_average_path
+from mgmt.lang.values import FrozenDict, Struct
+from tests.mgmt.lang.helpers import binding, contents, run, value_of
+
+
+@pytest.mark.parametrize(
+    ("expr", "value"),
+    [
+        ("1 + 2 * 3", 7),
+        ("7 / 2", 3),
+        ("-7 / 2", -3),  # Go truncates towards zero
+        ("7.0 / 2.0", 3.5),
+        ('"a" + "b"', "ab"),
+        ("1 < 2 and not (2 < 1) or false", True),
+        ('if 1 > 2 { "x" } else if 2 > 1 { "y" } else { "z" }', "y"),
+        ("[1, 2][1]", 2),
+        ('{"a" => 1}["a"]', 1),
+        ('struct{x => 1, y => "s"}->y', "s"),
+        ('"ell" in "hello"', True),
+        ("3 in [1, 2]", False),
+        ("func($a, $b) { $a * $b }(6, 7)", 42),
+    ],
+)
+def test_expression_values(expr: str, value: object) -> None:
+    assert value_of(expr) == value
+
+
+def test_stdlib_values() -> None:
+    prelude = 'import "fmt"\nimport "strings"\nimport "iter"\nimport "map"\nimport "list"\nimport "math"\nimport "convert"'
+    assert (
+        value_of('fmt.printf("%s=%d %.1f %t %v %v", "a", 5, 2.25, true, [1, 2], 1.0)', prelude)
+        == "a=5 2.2 true [1 2] 1"
+    )
+    assert value_of('fmt.printf("%05d|%-4s|%x", 42, "ab", 255)', prelude) == "00042|ab  |ff"
+    assert value_of('strings.join(strings.split("a,b,c", ","), "-")', prelude) == "a-b-c"
+    assert value_of("iter.map([1, 2, 3], func($x) { $x * $x })", prelude) == (1, 4, 9)
+    assert value_of("iter.filter(iter.range(6), func($x) { math.mod($x, 2) == 0 })", prelude) == (
+        0,
+        2,
+        4,
+    )
+    assert value_of('map.keys({"b" => 1, "a" => 2})', prelude) == ("a", "b")
+    assert value_of("list.sort(list.uniq([3, 1, 3, 2]))", prelude) == (1, 2, 3)
+    assert value_of('convert.str_to_float(" 1.5 ") + convert.to_float(2)', prelude) == 3.5
+    assert value_of('{"k" => [1]}', prelude) == FrozenDict({"k": (1,)})
+    assert value_of("struct{a => 1}", prelude) == Struct(a=1)
+
+
+def test_templates() -> None:
+    prelude = 'import "golang"'
+    data = 'struct{name => "web", ports => [80, 443], on => true, t => 0}'
+    text = (
+        '"{{ .name }}:{{ range .ports }} {{ . }}{{ end }}'
+        '{{ if .on }} on{{ else }} off{{ end }} {{ printf \\"%03d\\" 7 }} {{ .name | len }}"'
+    )
+    assert value_of(f"golang.template({text}, {data})", prelude) == "web: 80 443 on 007 3"
+    assert value_of('golang.template("{{ datetime_print . }}", 0)', prelude).startswith("1970-01-0")
+    with pytest.raises(FuncError, match="can't evaluate field nope"):
+        value_of('golang.template("{{ .nope }}", struct{a => 1})', prelude)
+
+
+def test_errors_are_values_with_positions() -> None:
+    rt = run(
+        '$l = [1]\nfile "/tmp/x" { content => "${l[3]}" }'.replace("${l[3]}", "x")
+        + '\n$bad = 1 / 0\nnoop "n" { comment => "${b}" }\n$b = if $bad > 0 { "a" } else { "b" }\n'
+    )
+    _changed, _items, error = rt.evaluate()
+    assert isinstance(error, FuncError)
+    assert str(error) == "t.mcl:3:8: integer division by zero"
+
+
+def test_only_downstream_cells_recompute_and_equal_results_stop_the_wave(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(start=1000.5)
+    rt = run(
+        """
+        import "datetime"
+        import "math"
+        $now = datetime.now()
+        $even = math.mod($now, 2) == 0
+        $label = if $even { "even" } else { "odd" }
+        $static = "unrelated"
+        noop "a" { comment => $label }
+        noop "b" { comment => $static }
+        """,
+        clock,
+    )
+    changed, items, _ = rt.evaluate()
+    assert changed and {i.name: dict(i.params)["comment"] for i in items} == {
+        "a": "even",
+        "b": "unrelated",
+    }
+    before = rt.recomputed
+    clock.advance(1)  # 1001: odd
+    changed, items, _ = rt.evaluate()
+    assert changed and dict(items[0].params)["comment"] == "odd"
+    # now, even, label, noop a, root: not $static, not noop b
+    assert rt.recomputed - before == 5
+    before = rt.recomputed
+    clock.advance(2)  # 1003: odd again: $even recomputes equal, nothing below it does
+    changed, _items, _ = rt.evaluate()
+    assert not changed
+    assert rt.recomputed - before == 2
+
+
+def test_datetime_now_and_history() -> None:
+    clock = ManualClock(start=500.2)
+    rt = run(
+        """
+        import "datetime"
+        import "fmt"
+        $now = datetime.now()
+        noop "h" { comment => fmt.printf("%d %d", $h1, $h3) }
+        $h1 = history($now, 1000)
+        $h3 = history($now, 3000)
+        """,
+        clock,
+    )
+    rt.evaluate()
+    assert binding(rt, "now") == 500
+    assert binding(rt, "h1") == 500  # no history yet: the oldest value
+    for expected in (501, 502, 503, 504):
+        clock.advance(1)
+        rt.evaluate()
+        assert binding(rt, "now") == expected
+        assert binding(rt, "h1") == expected - 1
+        assert binding(rt, "h3") == max(expected - 3, 500)
+
+
+def test_debounce_flips_only_after_the_value_held_for_the_hold_time(tmp_path: Path) -> None:
+    clock = ManualClock(start=100.5)
+    rt = run(
+        """
+        import "datetime"
+        import "math"
+        # a square wave: 3 s high, 3 s low... then steady high from 112 on
+        $now = datetime.now()
+        $high = $now >= 112 or math.mod($now, 6) < 3
+        $held = debounce($high, 4000)
+        noop "n" { comment => if $held { "on" } else { "off" } }
+        """,
+        clock,
+    )
+    seen = []
+    for _ in range(20):
+        rt.evaluate()
+        seen.append((binding(rt, "now"), binding(rt, "high"), binding(rt, "held")))
+        clock.advance(1)
+    # 100: high (100 % 6 = 4? no: 4 >= 3 -> low); the first value is taken as it is
+    assert seen[0] == (100, False, False)
+    # the 3 s pulses never last 4 s: the output stays low until high has held 4 s from 112
+    assert all(not held for now, _high, held in seen if now < 116)
+    assert all(held for now, _high, held in seen if now >= 116)
+
+
+async def test_readfile_follows_the_file_and_recovers_from_errors(tmp_path: Path) -> None:
+    path = tmp_path / "input"
+    path.write_text("1.5\n")
+    woke = asyncio.Event()
+    rt = run(
+        f"""
+        import "os"
+        import "convert"
+        import "strings"
+        $load = convert.str_to_float(strings.trim_space(os.readfile("{path}")))
+        $hold = debounce($load > 1.0, 200)
+        noop "n" {{ comment => if $hold {{ "high" }} else {{ "low" }} }}
+        """,
+        notify=woke.set,
+    )
+    assert contents(rt) == {"n": None}
+    assert binding(rt, "load") == 1.5
+
+    async def next_value() -> None:
+        async with asyncio.timeout(5):
+            while not rt.pending:
+                woke.clear()
+                await woke.wait()
+
+    try:
+        path.write_text("not a number\n")
+        await next_value()
+        _changed, _items, error = rt.evaluate()
+        assert isinstance(error, FuncError) and "cannot parse 'not a number'" in str(error)
+        path.write_text("0.5\n")
+        await next_value()
+        _changed, _items, error = rt.evaluate()
+        assert error is None and binding(rt, "load") == 0.5
+        path.unlink()
+        await next_value()
+        _changed, _items, error = rt.evaluate()
+        assert isinstance(error, FuncError) and "No such file" in str(error)
+    finally:
+        await rt.close()
+
+
+async def test_a_stream_in_an_untaken_branch_is_not_started(tmp_path: Path) -> None:
+    path = tmp_path / "x"
+    path.write_text("content")
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("0.10 0.20 0.30 1/100 1\n")
+    rt = run(
+        f"""
+        import "os"
+        import "sys"
+        $use = os.readfile("{path}") == "file"
+        $v = if $use {{ fmt.printf("%f", sys.load()->x1) }} else {{ "none" }}
+        import "fmt"
+        noop "n" {{ comment => $v }}
+        """
+    )
+    try:
+        with load_average_path(str(loadavg)):
+            rt.evaluate()
+            assert binding(rt, "v") == "none"
+            assert [s.name for s, _ in rt.streams.values()] == ["os.readfile"]
+            path.write_text("file")
+            for stream, _cell in rt.streams.values():  # re-read now rather than wait
+                stream._read()  # type: ignore[attr-defined]
+            rt.evaluate()
+            assert binding(rt, "v") == "0.100000"
+            assert sorted(s.name for s, _ in rt.streams.values()) == ["os.readfile", "sys.load"]
+            path.write_text("back")
+            next(s for s, _ in rt.streams.values() if s.name == "os.readfile")._read()  # type: ignore[attr-defined]
+            rt.evaluate()
+            assert [s.name for s, _ in rt.streams.values()] == ["os.readfile"]  # load stopped
+    finally:
+        await rt.close()
+
+
+async def test_streams_inside_lambdas_are_keyed_by_their_arguments(tmp_path: Path) -> None:
+    for name in "ab":
+        (tmp_path / name).write_text(name.upper())
+    rt = run(
+        f"""
+        import "iter"
+        import "os"
+        $files = iter.map(["a", "b", "a"], func($n) {{ os.readfile("{tmp_path}/" + $n) }})
+        noop "n" {{}}
+        """
+    )
+    try:
+        rt.evaluate()
+        assert binding(rt, "files") == ("A", "B", "A")
+        assert len(rt.streams) == 2
+    finally:
+        await rt.close()
+
+
+async def test_a_branch_taken_again_restarts_its_streams_and_is_current(tmp_path: Path) -> None:
+    flag, data = tmp_path / "flag", tmp_path / "data"
+    flag.write_text("on")
+    data.write_text("one")
+    rt = run(
+        f"""
+        import "os"
+        if os.readfile("{flag}") == "on" {{
+            noop "n" {{ comment => os.readfile("{data}") }}
+        }}
+        """
+    )
+
+    def reread() -> None:  # what the inotify watch does, without waiting for it
+        for stream, _cell in list(rt.streams.values()):
+            stream._read()  # type: ignore[attr-defined]
+
+    def comments() -> list[str]:
+        _changed, items, error = rt.evaluate()
+        assert error is None
+        return [dict(i.params)["comment"] for i in items]
+
+    try:
+        assert comments() == ["one"]
+        flag.write_text("off")
+        reread()
+        assert comments() == []
+        assert len(rt.streams) == 1  # the data file is no longer watched
+        data.write_text("two")  # changed while nobody watched it
+        flag.write_text("on")
+        reread()
+        assert comments() == ["two"]
+    finally:
+        await rt.close()

@@ -1,0 +1,174 @@
+"""The language in the agent: real files, inotify, graph swaps, errors that keep the last graph."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mgmt.agent import Agent, open_lang
+from mgmt.config import Config, ExitCode
+from mgmt.lang.source import LangSource
+from tests.e2e.helpers import has_content, wait_path
+
+PROGRAM = """
+import "os"
+import "strings"
+$input = strings.trim_space(os.readfile("TMP/input"))
+$shout = strings.to_upper($input)
+file "TMP/out" {
+    state => "exists",
+    content => "${shout}\\n",
+}
+noop "steady" {}
+"""
+
+
+def write_program(tmp_path: Path, text: str = PROGRAM) -> Path:
+    path = tmp_path / "main.mcl"
+    path.write_text(textwrap.dedent(text).replace("TMP", str(tmp_path)))
+    return path
+
+
+class LogWaiter(logging.Handler):
+    """Sets `seen` when a log line containing `text` is emitted."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+class Running:
+    def __init__(self, agent: Agent, task: asyncio.Task[ExitCode], source: LangSource) -> None:
+        self.agent = agent
+        self.task = task
+        self.source = source
+
+    async def swapped(self) -> None:
+        self.agent.swapped.clear()
+        async with asyncio.timeout(10):
+            await self.agent.swapped.wait()
+
+    async def evaluated(self) -> None:
+        self.source.evaluated.clear()
+        async with asyncio.timeout(10):
+            await self.source.evaluated.wait()
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Running]:
+    (tmp_path / "input").write_text("hello\n")
+    config = Config(
+        frontend="lang", file=write_program(tmp_path), prefix=tmp_path / "prefix", hostname="t"
+    )
+    source, first = await open_lang(config)
+    assert isinstance(source, LangSource) and first is not None
+    agent = Agent(config, config.prefix, source)
+    task = asyncio.create_task(agent.run(first))
+    async with asyncio.timeout(10):
+        await agent.swapped.wait()
+    await wait_path(tmp_path / "out", has_content("HELLO\n"))
+    yield Running(agent, task, source)
+    agent.stopping.set()
+    async with asyncio.timeout(10):
+        assert await task == ExitCode.OK
+
+
+async def test_input_change_swaps_graph_and_keeps_unchanged_vertices(
+    agent: Running, tmp_path: Path
+) -> None:
+    steady = agent.agent.engine.vertices[("noop", "steady")]
+    (tmp_path / "input").write_text("world\n")
+    await wait_path(tmp_path / "out", has_content("WORLD\n"))
+    assert agent.agent.engine.vertices[("noop", "steady")] is steady
+    assert steady.watch_starts == 1
+
+
+async def test_identical_output_is_not_resent(agent: Running, tmp_path: Path) -> None:
+    graphs = agent.source.graphs
+    (tmp_path / "input").write_text("  hello  \n")  # trims to the same value
+    await agent.evaluated()
+    assert agent.source.graphs == graphs
+
+
+async def test_runtime_error_keeps_the_last_good_graph(
+    agent: Running, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "lang")
+    (tmp_path / "input").unlink()
+    await agent.evaluated()
+    assert "cannot read" in caplog.text and "keeping the last good graph" in caplog.text
+    (tmp_path / "out").write_text("drift\n")  # the old graph is still enforced
+    await wait_path(tmp_path / "out", has_content("HELLO\n"))
+    (tmp_path / "input").write_text("back\n")
+    await wait_path(tmp_path / "out", has_content("BACK\n"))
+    assert "produces a graph again" in caplog.text
+
+
+async def test_program_edit_swaps_in_the_new_program_and_a_broken_one_is_refused(
+    agent: Running, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    program = tmp_path / "main.mcl"
+    program.write_text(program.read_text().replace("to_upper", "to_lower"))
+    await wait_path(tmp_path / "out", has_content("hello\n"))
+    refused = LogWaiter("keeping the running program")
+    logging.getLogger("lang").addHandler(refused)
+    try:
+        program.write_text(program.read_text() + '\n$broken = 1 + "x"\n')
+        async with asyncio.timeout(10):
+            await refused.seen.wait()
+    finally:
+        logging.getLogger("lang").removeHandler(refused)
+    assert "main.mcl:12:11: type error: operator + cannot combine int and str" in caplog.text
+    (tmp_path / "input").write_text("STILL\n")
+    await wait_path(tmp_path / "out", has_content("still\n"))
+
+
+async def test_compile_error_before_anything_runs(tmp_path: Path) -> None:
+    config = Config(
+        frontend="lang",
+        file=write_program(tmp_path, 'file "TMP/x" { content => 1 }\n'),
+        prefix=tmp_path / "p",
+        hostname="t",
+    )
+    from mgmt.yamlgraph import GraphFileError
+
+    with pytest.raises(GraphFileError) as info:
+        await open_lang(config)
+    assert info.value.problems == [
+        f"{config.file}:1:{len(str(tmp_path)) + 24}: type error: file param content: "
+        "expected str, got int"
+    ]
+    assert not (tmp_path / "x").exists()
+
+
+async def test_sighup_reloads_an_unwatched_program(tmp_path: Path) -> None:
+    (tmp_path / "input").write_text("hello\n")
+    config = Config(
+        frontend="lang",
+        file=write_program(tmp_path),
+        prefix=tmp_path / "prefix",
+        hostname="t",
+        no_watch=True,
+    )
+    source, first = await open_lang(config)
+    assert first is not None
+    agent = Agent(config, config.prefix, source)
+    task = asyncio.create_task(agent.run(first))
+    await wait_path(tmp_path / "out", has_content("HELLO\n"))
+    program = tmp_path / "main.mcl"
+    program.write_text(program.read_text().replace("to_upper", "to_lower"))
+    agent.reload.set()  # what SIGHUP does
+    await wait_path(tmp_path / "out", has_content("hello\n"))
+    agent.stopping.set()
+    async with asyncio.timeout(10):
+        assert await task == ExitCode.OK
