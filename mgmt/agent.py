@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
 from engine.engine import Engine, Status
-from engine.errors import ValidationError
+from engine.errors import GraphError, ValidationError
 from engine.graph import Graph
 from engine.watcher import PathWatcher
 from mgmt import log as logsetup
@@ -106,6 +106,9 @@ async def run(config: Config) -> ExitCode:
             await source.aclose()
             return ExitCode.FAILED
         return await Agent(config, prefix, source).run(loaded)
+    except GraphError as err:  # found when the engine prepares the graph, before it runs
+        log.error("%s: %s", config.file or "graph", err)
+        return ExitCode.USAGE
     finally:
         if config.tmp_prefix:
             shutil.rmtree(prefix, ignore_errors=True)
@@ -147,9 +150,11 @@ class Agent:
         # Resources do their blocking I/O (fsync...) in threads; more than 8 only contend for
         # directory locks (measured: 1,000 fsynced writes take longest with 1 or 32 threads).
         loop.set_default_executor(ThreadPoolExecutor(max_workers=8, thread_name_prefix="io"))
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {sig: signal.getsignal(sig) for sig in signals}
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self.reload.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         try:
             if self.metrics is not None:
                 await self.metrics.start()
@@ -161,8 +166,9 @@ class Agent:
             try:
                 await self._shutdown()  # a second SIGINT during the drain forces it
             finally:
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                for sig in signals:
                     loop.remove_signal_handler(sig)
+                    signal.signal(sig, previous[sig])  # as they were before run()
         return self._exit_code(reason)
 
     # lifecycle --------------------------------------------------------------------------
@@ -315,21 +321,33 @@ class Agent:
             self._collected.clear()
             if self._loaded is not None:
                 self.swapped.clear()
-                await self._apply(self._loaded)
+                try:
+                    await self._apply(self._loaded)
+                except Exception:  # the loop must survive: later changes still swap
+                    log.exception("applying the collected resources failed")
                 self.swapped.set()
 
     async def _watch_graph_file(self, watcher: PathWatcher) -> None:
         async for _ in watcher:
             self.reload.set()
 
+    def _on_hup(self) -> None:
+        if self.source is None and self.config.file is None:
+            log.info("SIGHUP: no graph file to reload")
+            return
+        self.reload.set()
+
     async def _reload_loop(self) -> None:
         while True:
             await self.reload.wait()
             self.reload.clear()
-            if self.source is not None:
-                self.source.reload()
-            else:
-                await self._reload()
+            try:
+                if self.source is not None:
+                    self.source.reload()
+                else:
+                    await self._reload()
+            except Exception:  # the loop must survive: later edits still swap
+                log.exception("reloading the graph failed; keeping the running graph")
 
     async def _follow(self, source: GraphSource) -> None:
         """Swap in every graph the front-end produces."""

@@ -277,3 +277,34 @@ def test_graphviz_output(tmp_path: Path) -> None:
     )
     assert code == 0, out
     assert '"noop[a]" -> "noop[b]"' in dot.read_text()
+
+
+def test_conflicting_semaphore_sizes_exit_2(tmp_path: Path) -> None:
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: sema
+        resources:
+          noop:
+            - {name: a, meta: {sema: ["x:1"]}}
+            - {name: b, meta: {sema: ["x:2"]}}
+        """,
+    )
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(graph)])
+    assert code == 2
+    assert "semaphore 'x' has size 1 in noop[a] but 2 in noop[b]" in out
+
+
+def test_bad_env_value_exits_2(tmp_path: Path) -> None:
+    graph = graph_file(tmp_path, HELLO)
+    code, out = run_mgmt(["run", "--tmp-prefix", str(graph)], env={"MGMT_SEMA": "many"})
+    assert code == 2 and "MGMT_SEMA: expected an integer" in out
+
+
+async def test_sighup_without_a_graph_file_is_harmless(tmp_path: Path) -> None:
+    async with Daemon(["run", "--tmp-prefix", "empty"]) as daemon:
+        await daemon.wait_log("converged")
+        daemon.signal(signal.SIGHUP)
+        await daemon.wait_log("SIGHUP: no graph file to reload")
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0

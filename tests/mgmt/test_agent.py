@@ -59,3 +59,16 @@ async def test_converger_exits_after_timeout(tmp_path: Path) -> None:
     agent = Agent(config, config.prefix)
     async with asyncio.timeout(10):
         assert await agent.run(load(config)) == ExitCode.OK
+
+
+async def test_signal_handlers_are_restored(tmp_path: Path) -> None:
+    import signal
+
+    path = tmp_path / "graph.yaml"
+    path.write_text(GRAPH.format(msg="x", extra=""))
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    config = Config(file=path, prefix=tmp_path / "p", hostname="t", converged_timeout=0)
+    async with asyncio.timeout(10):
+        await Agent(config, config.prefix).run(load(config))
+    after = {s: signal.getsignal(s) for s in before}
+    assert after == before
