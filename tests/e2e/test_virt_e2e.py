@@ -1,0 +1,74 @@
+"""virt end to end: the real `mgmt run` daemon on an example graph (uri test:///default).
+
+The daemon's test-driver state lives in its own process, so nothing here can act on the domain
+from outside (tests/resources/test_virt.py does that in-process); these tests check the
+daemon's behaviour through its logs: the example converges, and editing `cpus` in the graph file
+is applied live through a graph swap (hot-plugged, the machine is not redefined or restarted).
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from tests.e2e.helpers import ROOT, Daemon, run_mgmt
+
+EXAMPLE = ROOT / "examples" / "virt.yaml"
+
+
+def replace_text(path: Path, old: str, new: str) -> None:
+    """Edit the graph file the way editors do: write a new file, rename it over the old one."""
+    text = path.read_text()
+    assert old in text
+    tmp = path.with_suffix(".new")
+    tmp.write_text(text.replace(old, new))
+    tmp.replace(path)
+
+
+async def test_cpus_edit_is_hot_plugged_through_a_graph_swap(tmp_path: Path) -> None:
+    graph = tmp_path / "virt.yaml"
+    graph.write_text(EXAMPLE.read_text())
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("virt[vm1]: started")
+        await daemon.wait_log("converged: all 1 resources")
+        before = len(daemon.lines)
+        replace_text(graph, "cpus: 2\n", "cpus: 4\n")
+        await daemon.wait_log("virt[vm1]: cpus hot-plugged: 2 -> 4")
+        await daemon.wait_log("graph swap: 0 kept, 1 stopped, 1 started")
+        replace_text(graph, "cpus: 4\n", "cpus: 1\n")
+        await daemon.wait_log("virt[vm1]: cpus hot-unplugged: 4 -> 1")
+        after = daemon.lines[before:]
+        for word in ("defined", "started", "shut down", "created"):
+            assert not any(f"virt[vm1]: {word}" in line for line in after), daemon.log
+        daemon.signal(signal.SIGINT)
+        assert await daemon.wait() == 0, daemon.log
+
+
+async def test_change_needing_a_restart_fails_clearly_by_default(tmp_path: Path) -> None:
+    graph = tmp_path / "virt.yaml"
+    graph.write_text(
+        EXAMPLE.read_text().replace("maxcpus: 8\n", "maxcpus: 8\n      hotcpus: false\n")
+    )
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("converged: all 1 resources")
+        replace_text(graph, "cpus: 2\n", "cpus: 3\n")
+        await daemon.wait_log("virt[vm1]: failed: cpus: 2 -> 3 with hotcpus false")
+        assert "restartondiverge is 'error'" in daemon.log
+        replace_text(
+            graph, "hotcpus: false\n", "hotcpus: false\n      restartondiverge: ifneeded\n"
+        )
+        await daemon.wait_log(
+            "virt[vm1]: shut down to restart it (cpus: 2 -> 3 with hotcpus false)"
+        )
+        await daemon.wait_log("virt[vm1]: started", count=2)
+        daemon.signal(signal.SIGINT)
+        assert await daemon.wait() == 0, daemon.log
+
+
+def test_noop_reports_what_it_would_do() -> None:
+    args = ["run", "--noop", "--converged-timeout=0", "--max-runtime=60", "--tmp-prefix"]
+    code, out = run_mgmt([*args, "yaml", str(EXAMPLE)])
+    assert code == 0, out
+    assert "virt[vm1]: would define the domain" in out
+    assert "virt[vm1]: would start the domain" in out
+    assert "virt[vm1]: defined" not in out
