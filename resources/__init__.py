@@ -11,7 +11,7 @@ import importlib
 
 from engine.resource import set_loader
 
-MODULES = ("noop", "print", "msg", "timer", "file", "exec", "svc", "hostname", "cron", "virt")
+MODULES = ("noop", "print", "msg", "timer", "file", "exec", "svc", "hostname", "cron", "virt", "pkg", "user", "group")
 
 
 def load_all() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import grp
 import os
@@ -110,6 +111,7 @@ def example_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
 # created (and skips one that would remove something that exists here). Removal order: users
 # before their groups.
 HOST_KINDS = ("user", "group", "pkg")
+HOST_LOCK = Path("/tmp/mgmt-test-host.lock")  # test runs on one host take turns with these
 UNDO = {"user": ["userdel"], "group": ["groupdel"], "pkg": ["dpkg", "--remove"]}
 ROOT_OK = os.geteuid() == 0
 APT_OK = ROOT_OK and shutil.which("apt-get") is not None
@@ -152,16 +154,21 @@ def host_restored(request: pytest.FixtureRequest) -> Iterator[None]:
         for kind in HOST_KINDS
         for res in (resources or {}).get(kind) or []
     ]
-    for kind, name, state in targets:
-        if state in ("absent", "uninstalled") and _exists(kind, name):
-            pytest.skip(f"{kind} {name} exists on this host: the example would remove it")
-    created = [(k, n) for k, n, state in targets if state not in ("absent", "uninstalled")]
-    created += [("group", n) for k, n in created if k == "user"]  # useradd's namesake group
-    created = [(k, n) for k, n in created if not _exists(k, n)]
-    yield
-    for kind, name in sorted(created, key=lambda item: HOST_KINDS.index(item[0])):
-        if _exists(kind, name):
-            asyncio.run(_run(*UNDO[kind], name))
+    if not targets:
+        yield
+        return
+    with HOST_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # bounded by pytest-timeout
+        for kind, name, state in targets:
+            if state in ("absent", "uninstalled") and _exists(kind, name):
+                pytest.skip(f"{kind} {name} exists on this host: the example would remove it")
+        created = [(k, n) for k, n, state in targets if state not in ("absent", "uninstalled")]
+        created += [("group", n) for k, n in created if k == "user"]  # useradd's namesake group
+        created = [(k, n) for k, n in created if not _exists(k, n)]
+        yield
+        for kind, name in sorted(created, key=lambda item: HOST_KINDS.index(item[0])):
+            if _exists(kind, name):
+                asyncio.run(_run(*UNDO[kind], name))
 
 
 def test_there_is_an_example_per_kind() -> None:

@@ -1,0 +1,259 @@
+"""pkg: a package installed, uninstalled, at the newest version, or at an exact version.
+
+The resource name is the package name. The work is done by a backend (resources/pkg/backend.py)
+chosen for the host: Debian's apt today. Compatible pkg resources are grouped by the engine
+into one vertex (`grouped`); its check_apply resolves all of them and applies every change in
+ONE transaction. The watch is inotify on the package database (dpkg's status file) and on
+apt's package lists: a package removed by hand is reinstalled at once. See docs/resources/pkg.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from engine.errors import ResourceError, ValidationError
+from engine.handle import Handle
+from engine.params import to_plain
+from engine.resource import UID, Resource, register
+from engine.watcher import PathWatcher
+from resources.pkg.backend import DONE, Available, Backend, Change, Installed, detect
+
+STATES = ("installed", "uninstalled", "newest")
+# Names and versions as apt and rpm accept them; never starting with "-" (an option).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+._-]*")
+_VERSION = re.compile(r"[0-9][A-Za-z0-9.+~:_^-]*")
+# States people write that mean one of ours.
+_HINTS = {
+    "latest": "newest",
+    "present": "installed",
+    "absent": "uninstalled",
+    "removed": "uninstalled",
+    "purged": "uninstalled",
+}
+
+
+@register("pkg")
+@dataclass(kw_only=True, eq=False)
+class PkgRes(Resource):
+    # "installed", "uninstalled", "newest", or an exact version to install (e.g. "2.10-3").
+    # Default "installed".
+    state: str = "installed"
+    # With a version state, allow installing a version older than the installed one.
+    # Default false.
+    allowdowngrade: bool = False
+    # Allow packages whose origin cannot be authenticated (apt's --allow-unauthenticated).
+    # Default false.
+    allowuntrusted: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Other pkg resources merged into this vertex by the engine (Groupable).
+        self.grouped: list[Resource] = []
+        self._backend: Backend | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if not _NAME.fullmatch(self.name):
+            raise ValidationError(
+                f"expected a package name (letters, digits, '+', '.', '_', '-'), got {self.name!r}",
+                "name",
+            )
+        if self.state in STATES:
+            return
+        hint = _HINTS.get(self.state.lower())
+        if hint is not None:
+            raise ValidationError(f"unknown state {self.state!r}: did you mean {hint!r}?", "state")
+        if not _VERSION.fullmatch(self.state):
+            raise ValidationError(
+                "expected 'installed', 'uninstalled', 'newest' or an exact version such as "
+                f"'2.10-3', got {self.state!r}",
+                "state",
+            )
+
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        self._backend = detect()
+        if self._backend is None:
+            raise ResourceError("no supported package manager here (looked for apt-get, dpkg)")
+
+    async def watch(self) -> None:
+        async with PathWatcher(self._require_backend().watch_paths) as watcher:
+            await self.handle.event()
+            async for _ in watcher:
+                await self.handle.event()
+
+    async def check_apply(self, apply: bool) -> bool:
+        backend = self._require_backend()
+        members = self._members()
+        changes, reasons = await _plan(backend, members)
+        log = self.handle.logger
+        if not changes:
+            log.debug("nothing to do: %s", "; ".join(reasons))
+            return True
+        if not apply:
+            for change in changes:
+                log.info("would %s %s", change.action, change.describe())
+            return False
+        await backend.apply(
+            changes,
+            allow_downgrade=self.allowdowngrade,
+            allow_untrusted=self.allowuntrusted,
+            logger=log,
+        )
+        await _verify(backend, changes)
+        for change in changes:
+            log.info("%s %s", DONE[change.action], change.describe())
+        return False
+
+    def cmp(self, other: Resource) -> bool:
+        """Same params and meta, and the same grouped resources (in any order)."""
+        if not (super().cmp(other) and isinstance(other, PkgRes)):
+            return False
+        return _specs(self.grouped) == _specs(other.grouped)
+
+    # capabilities --------------------------------------------------------------------------
+
+    def uids(self) -> list[UID]:
+        return [UID("pkg", member.name) for member in self._members()]
+
+    def autoedges(self) -> list[list[UID]]:
+        return []
+
+    def group_cmp(self, other: Resource) -> bool:
+        """Another package that can share this one's transaction.
+
+        Same backend, same transaction flags (allowdowngrade, allowuntrusted) and the same meta
+        (noop, retry, timeout, sema... are the vertex's); any states mix, because one apt-get
+        call installs, upgrades, pins and removes together.
+        """
+        return (
+            isinstance(other, PkgRes)
+            and other is not self
+            and other.name != self.name
+            and self.allowdowngrade == other.allowdowngrade
+            and self.allowuntrusted == other.allowuntrusted
+            and self.meta == other.meta
+            and _backend_name(self) == _backend_name(other)
+        )
+
+    # helpers -------------------------------------------------------------------------------
+
+    def _members(self) -> list[PkgRes]:
+        """This resource and the ones grouped into it."""
+        return [self, *(r for r in self.grouped if isinstance(r, PkgRes))]
+
+    def _require_backend(self) -> Backend:
+        if self._backend is None:
+            raise RuntimeError(f"{self}: used before init()")
+        return self._backend
+
+    def _needs_available(self, have: Installed | None) -> bool:
+        """Whether deciding needs the package manager's candidates (a slower query)."""
+        complete = have is not None and have.complete
+        if self.state == "uninstalled":
+            return False
+        if self.state == "installed":
+            return not complete
+        if self.state == "newest":
+            return True
+        return not (complete and have is not None and have.version == self.state)
+
+    async def _decide(
+        self, backend: Backend, have: Installed | None, can: Available | None
+    ) -> Change | str:
+        """The change this package needs, or why it needs none. Raises ResourceError."""
+        name, state = self.name, self.state
+        current = have.version if have is not None else None
+        complete = have is not None and have.complete
+        if state == "uninstalled":
+            if have is None:
+                return f"{name} is not installed"
+            return Change(name, "remove", None, current)
+        if state == "installed" and complete:
+            return f"{name} is installed ({current})"
+        if state == "newest" and complete and (can is None or can.candidate in (None, current)):
+            return f"{name} is installed at the newest version ({current})"
+        if state not in STATES and complete and current == state:
+            return f"{name} is installed at version {state}"
+        if can is None or (can.candidate is None and state in STATES):
+            raise ResourceError(
+                f"no package named {name!r} in the {backend.cache} "
+                "(check the name, or refresh the package lists: apt-get update)"
+            )
+        if state in STATES:
+            target = can.candidate or ""
+            return Change(name, "upgrade" if complete else "install", target, current)
+        if state not in can.versions:
+            known = ", ".join(can.versions) or "none"
+            raise ResourceError(
+                f"no version {state!r} of {name!r} in the {backend.cache} (known: {known})"
+            )
+        if not complete or current is None:
+            return Change(name, "install", state, current, pin=True)
+        if await backend.older(state, current):
+            if not self.allowdowngrade:
+                raise ResourceError(
+                    f"{name} {current} is installed, newer than the wanted {state}: "
+                    "set allowdowngrade: true to downgrade"
+                )
+            return Change(name, "downgrade", state, current, pin=True)
+        return Change(name, "upgrade", state, current, pin=True)
+
+
+async def _plan(backend: Backend, members: list[PkgRes]) -> tuple[list[Change], list[str]]:
+    """What must change for every member (observations only); and why the rest need nothing.
+
+    Only packages that are not already right cost an `available` query (apt-cache loads
+    the whole package cache); a settled `installed` package costs one dpkg-query.
+    """
+    names = [m.name for m in members]
+    have = await backend.installed(names)
+    wanted = [m.name for m in members if m._needs_available(have.get(m.name))]
+    can = await backend.available(wanted) if wanted else {}
+    changes: list[Change] = []
+    reasons: list[str] = []
+    errors: list[str] = []
+    for member in members:
+        try:
+            decision = await member._decide(backend, have.get(member.name), can.get(member.name))
+        except ResourceError as err:
+            errors.append(str(err))
+            continue
+        if isinstance(decision, Change):
+            changes.append(decision)
+        else:
+            reasons.append(decision)
+    if errors:
+        raise ResourceError("; ".join(errors))
+    return changes, reasons
+
+
+async def _verify(backend: Backend, changes: list[Change]) -> None:
+    """After a transaction, every change must show in the package database."""
+    have = await backend.installed([c.name for c in changes])
+    wrong: list[str] = []
+    for change in changes:
+        now = have.get(change.name)
+        if change.action == "remove":
+            if now is not None:
+                wrong.append(f"{change.name} is still installed ({now.version})")
+        elif now is None or not now.complete:
+            wrong.append(f"{change.name} is not installed")
+        elif change.version and now.version != change.version:
+            wrong.append(f"{change.name} is at {now.version}, not {change.version}")
+    if wrong:
+        raise ResourceError(
+            "the transaction succeeded but "
+            + "; ".join(wrong)
+            + " (held back? see apt-mark showhold)"
+        )
+
+
+def _backend_name(res: PkgRes) -> str | None:
+    backend = res._backend or detect()
+    return backend.name if backend is not None else None
+
+
+def _specs(resources: list[Resource]) -> list[tuple[str, object]]:
+    return sorted(((r.name, to_plain(r)) for r in resources), key=lambda spec: spec[0])
