@@ -11,7 +11,21 @@ import importlib
 
 from engine.resource import set_loader
 
-MODULES = ("noop", "print", "msg", "timer", "file", "exec", "svc", "hostname", "cron", "virt", "pkg", "user", "group")
+MODULES = (
+    "noop",
+    "print",
+    "msg",
+    "timer",
+    "file",
+    "exec",
+    "svc",
+    "hostname",
+    "cron",
+    "virt",
+    "pkg",
+    "user",
+    "group",
+)
 
 
 def load_all() -> None:
