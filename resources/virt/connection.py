@@ -1,0 +1,121 @@
+"""One shared libvirt connection and the lifecycle-callback dispatch on it (per domain name)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from resources.virt.lib import load_libvirt
+
+
+class Connection:
+    """One shared libvirt connection, its users, and the domain-event subscriptions on it.
+
+    libvirt refuses a second lifecycle callback on one connection ("event callback already
+    tracked": it compares the C dispatcher, which libvirt-python shares), so there is one
+    libvirt callback per connection, registered while anyone subscribes, dispatching by name.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.conn: Any = None
+        self.users = 0
+        self.lost: str | None = None  # why the connection was closed under us
+        self.ready: asyncio.Future[None] | None = None
+        self.linger: asyncio.TimerHandle | None = None
+        self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._subs: dict[str, list[tuple[Callable[[], None], Callable[..., None] | None]]] = {}
+        self._cid: int | None = None  # the libvirt callback id while registered
+        self._lock = asyncio.Lock()
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(connection, *args) in a worker thread (a libvirt call may do a round trip)."""
+        return await asyncio.to_thread(fn, self.conn, *args)
+
+    async def subscribe(
+        self, name: str, notify: Callable[[], None], log: Callable[..., None] | None = None
+    ) -> Callable[[], Awaitable[None]]:
+        """Call notify() on the loop for each lifecycle event of domain `name` (and if the
+        connection is lost). Returns the (idempotent) unsubscribe coroutine function."""
+        sub = (notify, log)
+        self._subs.setdefault(name, []).append(sub)
+        try:
+            await self._register()
+        except BaseException:
+            self._drop(name, sub)
+            raise
+        done = False
+
+        async def unsubscribe() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._drop(name, sub)
+                await self._deregister()
+
+        return unsubscribe
+
+    def subscribers(self) -> int:
+        return sum(len(subs) for subs in self._subs.values())
+
+    def callbacks(self) -> int:
+        """How many domain-event callbacks libvirt-python tracks on this connection now."""
+        return len(getattr(self.conn, "domainEventCallbackID", None) or {})
+
+    def mark_lost(self, reason: int) -> None:
+        self.lost = _CLOSE_REASONS.get(reason, f"reason {reason}")
+        for subs in list(self._subs.values()):
+            for notify, _log in list(subs):
+                notify()
+
+    def _drop(self, name: str, sub: tuple[Callable[[], None], Callable[..., None] | None]) -> None:
+        subs = self._subs.get(name, [])
+        if sub in subs:
+            subs.remove(sub)
+        if not subs:
+            self._subs.pop(name, None)
+
+    async def _register(self) -> None:
+        libvirt = load_libvirt()
+        async with self._lock:
+            if self._cid is None:
+                self._cid = await self.call(
+                    lambda conn: conn.domainEventRegisterAny(
+                        None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None
+                    )
+                )
+
+    async def _deregister(self) -> None:
+        libvirt = load_libvirt()
+        async with self._lock:
+            if self._cid is None or self._subs:
+                return
+            cid, self._cid = self._cid, None
+            if self.lost is None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    await self.call(lambda conn: conn.domainEventDeregisterAny(cid))
+
+    def _on_event(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+        """libvirt's callback (dispatched from the loop's event timer)."""
+        subs = self._subs.get(dom.name())  # name(): local, no round trip
+        for notify, log in list(subs or ()):
+            if log is not None:
+                log("libvirt event: %s (detail %d)", _EVENT_NAMES.get(event, str(event)), detail)
+            self._loop.call_soon_threadsafe(notify)
+
+
+_EVENT_NAMES = {
+    0: "defined",
+    1: "undefined",
+    2: "started",
+    3: "suspended",
+    4: "resumed",
+    5: "stopped",
+    6: "shutdown",
+    7: "pmsuspended",
+    8: "crashed",
+}
+_CLOSE_REASONS = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "closed by the client"}

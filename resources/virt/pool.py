@@ -1,0 +1,137 @@
+"""The shared connections, one per URI, kept LINGER seconds after their last user.
+
+A graph swap that replaces a virt resource thus keeps the connection (and the test driver's
+in-memory state). Acquiring binds libvirt's event loop to the running asyncio loop first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from engine.errors import ResourceError
+from resources.virt.connection import Connection
+from resources.virt.events import EVENTS
+from resources.virt.lib import load_libvirt
+
+LINGER = 10.0  # seconds an unused connection stays open: a graph swap keeps it
+
+
+class Pool:
+    """The shared connections, one per URI; an unused one is closed after LINGER seconds."""
+
+    def __init__(self) -> None:
+        self._conns: dict[str, Connection] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def acquire(self, uri: str) -> Connection:
+        if EVENTS.bind():
+            self._forget_all()  # the previous loop is gone: start afresh
+        entry = self._conns.get(uri)
+        if entry is None:
+            entry = Connection(uri)
+            self._conns[uri] = entry
+            entry.ready = asyncio.ensure_future(self._open(entry))
+        entry.users += 1
+        if entry.linger is not None:
+            entry.linger.cancel()
+            entry.linger = None
+        assert entry.ready is not None
+        try:
+            await asyncio.shield(entry.ready)
+        except BaseException:
+            self.release(entry)
+            raise
+        return entry
+
+    def release(self, entry: Connection) -> None:
+        entry.users -= 1
+        if entry.users or entry.ready is None or not entry.ready.done():
+            return
+        if entry.lost is not None:
+            self._expire(entry)
+        else:
+            entry.linger = asyncio.get_running_loop().call_later(LINGER, self._expire, entry)
+
+    @contextlib.asynccontextmanager
+    async def connection(self, uri: str) -> AsyncIterator[Connection]:
+        """`async with POOL.connection(uri) as conn:` the shared connection, released after."""
+        entry = await self.acquire(uri)
+        try:
+            yield entry
+        finally:
+            self.release(entry)
+
+    async def close_idle(self) -> None:
+        """Close every unused connection now (tests; a clean shutdown)."""
+        for entry in [e for e in self._conns.values() if e.users == 0]:
+            self._expire(entry)
+        if self._closing:
+            await asyncio.gather(*self._closing)
+
+    async def _open(self, entry: Connection) -> None:
+        libvirt = load_libvirt()
+        loop = asyncio.get_running_loop()
+
+        def on_close(_conn: Any, reason: int, _opaque: Any) -> None:
+            loop.call_soon_threadsafe(self._lost, entry, reason)
+
+        def connect() -> Any:
+            conn = libvirt.open(entry.uri)
+            with contextlib.suppress(libvirt.libvirtError):  # not every driver has one
+                conn.registerCloseCallback(on_close, None)
+            return conn
+
+        try:
+            entry.conn = await asyncio.to_thread(connect)
+        except libvirt.libvirtError as err:
+            if self._conns.get(entry.uri) is entry:
+                del self._conns[entry.uri]
+            raise ResourceError(f"cannot connect to {entry.uri}: {err}") from err
+        if entry.users == 0:  # every acquirer gave up while it opened
+            entry.linger = loop.call_later(LINGER, self._expire, entry)
+
+    def _lost(self, entry: Connection, reason: int) -> None:
+        if self._conns.get(entry.uri) is entry:
+            del self._conns[entry.uri]
+        entry.mark_lost(reason)
+
+    def _expire(self, entry: Connection) -> None:
+        """Close an unused connection (also one that was lost, or dropped by a failed open)."""
+        if entry.users or entry.closed:
+            return
+        entry.closed = True
+        if self._conns.get(entry.uri) is entry:
+            del self._conns[entry.uri]
+        if entry.linger is not None:
+            entry.linger.cancel()
+        if entry.conn is None:
+            return
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(_close, entry.conn))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _forget_all(self) -> None:
+        """Close the connections a previous event loop left (blocking: they are idle)."""
+        entries, self._conns = list(self._conns.values()), {}
+        for entry in entries:
+            if entry.users:
+                raise ResourceError(
+                    f"libvirt connection to {entry.uri} still in use by another event loop"
+                )
+            entry.closed = True
+            if entry.conn is not None:
+                _close(entry.conn)
+
+
+def _close(conn: Any) -> None:
+    libvirt = load_libvirt()
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.unregisterCloseCallback()
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.close()
+
+
+POOL = Pool()
