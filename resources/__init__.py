@@ -18,13 +18,14 @@ MODULES = (
     "timer",
     "file",
     "exec",
-    "svc",
-    "hostname",
-    "cron",
-    "virt",
     "pkg",
     "user",
     "group",
+    "virt",
+    "svc",
+    "hostname",
+    "cron",
+    "kv",
 )
 
 

@@ -122,6 +122,7 @@ class EtcdClient:
         self.last_error = ""
         self.generation = 0  # bumped on every new connection
         self.connected = asyncio.Event()
+        self.attempted = asyncio.Event()  # every endpoint was tried at least once
         self._conn: _Conn | None = None
         self._broken = asyncio.Event()
         self._broken.set()
@@ -145,10 +146,11 @@ class EtcdClient:
             self._maintainer = asyncio.create_task(self._maintain(), name=f"etcd {self!r}")
 
     async def wait_connected(self, timeout: float) -> bool:
+        """Connected? Waits (at most `timeout`) until every endpoint has been tried once."""
         self.start()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self.connected.wait()
+                await self.attempted.wait()
         return self.connected.is_set()
 
     async def close(self) -> None:
@@ -197,6 +199,7 @@ class EtcdClient:
             try:
                 conn = await self._connect_any()
             except WorldError as err:
+                self.attempted.set()
                 if self._was_connected or not self.last_error:
                     log.warning("%sno etcd member reachable: %s", self._tag, err)
                 self._was_connected = False
@@ -206,6 +209,7 @@ class EtcdClient:
                 continue
             delay = 0.02
             self._conn = conn
+            self.attempted.set()
             self.generation += 1
             self._broken.clear()
             self.connected.set()

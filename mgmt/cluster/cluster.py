@@ -75,6 +75,7 @@ class Cluster:
         self.member: EtcdProcess | None = None  # this host's etcd, while it runs one
         self.voting = False  # that member votes (not a learner): the client prefers it
         self.member_ready = asyncio.Event()
+        self._tried = asyncio.Event()  # the first start of our etcd is over (ready or not)
         self.stopping = False
         self._serve_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -82,6 +83,11 @@ class Cluster:
         self._lease = 0
         self._learners: dict[int, float] = {}  # learner id -> when first seen
         self._nominated = False  # our nomination key was seen (its deletion un-nominates)
+
+    @property
+    def serving(self) -> bool:
+        """This host runs (or is starting, or restarting) an etcd member."""
+        return self._serve_task is not None and not self._serve_task.done()
 
     @property
     def tick(self) -> float:
@@ -103,16 +109,14 @@ class Cluster:
             )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
-                    await self.member_ready.wait()
+                    await self._tried.wait()  # ready, or it failed: no point waiting
         elif has_data and not self.options.no_server:
             log.info("restarting this host's etcd member from %s", self.data_dir)
             self._serve(EtcdSpec(self.host, self.data_dir, self.options, "", "existing"), False)
+        self._spawn(self._follow_nominations())
         if not self.options.no_server:
             self._spawn(self._register())
-            self._spawn(self._follow_nominations())
             self._spawn(self._lead())
-        else:
-            self._spawn(self._follow_nominations())
         connected = await self.client.wait_connected(wait)
         if not connected:
             log.error(
@@ -134,6 +138,10 @@ class Cluster:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.client.retry_for = 2.0  # a cluster that is gone must not hold up the exit
         left = False
+        if graceful and self.client.attempted.is_set():
+            with contextlib.suppress(TimeoutError):  # between two members after a failover
+                async with asyncio.timeout(1.0):
+                    await self.client.connected.wait()
         if graceful and self.client.connected.is_set():
             with contextlib.suppress(WorldError):
                 await self.world.res_export([])
@@ -199,7 +207,9 @@ class Cluster:
                     delay, failures = 1.0, 0
                     await self._on_member_ready(bootstrap)
                     bootstrap = False
+                    self._tried.set()
                     await proc.exited.wait()
+                self._tried.set()
                 self.member_ready.clear()
                 await proc.stop()
                 if self.stopping:
@@ -244,10 +254,10 @@ class Cluster:
         await self._put_volunteer()
         self._wake.set()
 
-    def _nomination(self, voting: bool, initial: str = "") -> bytes:
+    def _nomination(self, voting: bool) -> bytes:
         return json.dumps(
             {
-                "initial_cluster": initial or self._initial_self(),
+                "initial_cluster": self._initial_self(),
                 "peer_urls": self.options.advertise_server_urls,
                 "voting": voting,
             }
@@ -310,7 +320,7 @@ class Cluster:
         nomination = _json(await self.client.get((NOMINATED + self.host).encode()))
         if nomination is not None:
             self._nominated = True
-            if self.member is None and not self.options.no_server:
+            if not self.serving and not self.options.no_server:
                 log.info("nominated; starting an etcd member")
                 shutil.rmtree(self.data_dir, ignore_errors=True)
                 self.voting = bool(nomination.get("voting"))
@@ -321,7 +331,7 @@ class Cluster:
             elif nomination.get("voting") and not self.voting:
                 log.info("this host's member is now a voting member")
                 self.voting = True
-        elif self._nominated and self.member is not None and not self.stopping:
+        elif self._nominated and self.serving and not self.stopping:
             log.info("no longer nominated; stopping this host's member")
             self._nominated = False
             task, self._serve_task = self._serve_task, None

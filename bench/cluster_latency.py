@@ -1,0 +1,158 @@
+"""Cluster propagation latency: three agents on this machine, one of them (h1) changes the
+content of its exported files N times; time until the files are updated by the other two.
+
+h1 exports one file per collector (`meta: {export: [h2]}`, `{export: [h3]}`) so that each
+update on disk is attributable to one agent; h2 and h3 collect them. The clock starts when h1's
+graph file is replaced and stops when the file (measured with inotify here) holds the new
+content: graph-file reload, export transaction, etcd raft commit across the three members,
+watch event, re-read, graph swap, atomic write.
+
+Target: p50 <= 50 ms.
+
+    .venv/bin/python bench/cluster_latency.py [--count 100] [--short-timings]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from common import MGMT, ROOT, fmt_ms, percentiles
+
+sys.path.insert(0, str(ROOT))
+from engine.watcher import PathWatcher
+
+HOSTS = ("h1", "h2", "h3")
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def exporter_graph(work: Path, token: str) -> str:
+    lines = ["graph: h1", "resources:", "  file:"]
+    for peer in HOSTS[1:]:
+        lines += [
+            f'    - name: "@@{work}/shared/{peer}/value"',
+            f'      content: "{token}\\n"',
+            f"      meta: {{export: [{peer}]}}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def collector_graph(work: Path, host: str) -> str:
+    return f"graph: {host}\ncollect:\n  - {{kind: file, pattern: {work}/shared/}}\n"
+
+
+def replace(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+async def wait_all(
+    watcher: AsyncIterator[object], paths: list[Path], token: str
+) -> dict[Path, float]:
+    """Seconds (perf_counter) at which each path first held `token`."""
+    done: dict[Path, float] = {}
+
+    def check() -> None:
+        for path in paths:
+            if path not in done:
+                try:
+                    if path.read_text() == token + "\n":
+                        done[path] = time.perf_counter()
+                except OSError:
+                    pass
+
+    async with asyncio.timeout(30):
+        check()
+        while len(done) < len(paths):
+            await anext(watcher)
+            check()
+    return done
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument(
+        "--short-timings", action="store_true", help="etcd heartbeat 10 ms, election 100 ms"
+    )
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mgmt-bench-cluster-"))
+    ports = free_ports(2 * len(HOSTS))
+    timings = ["--etcd-heartbeat-interval", "10", "--etcd-election-timeout", "100"]
+    procs: list[asyncio.subprocess.Process] = []
+    targets = [work / "shared" / peer / "value" for peer in HOSTS[1:]]
+    try:
+        token = secrets.token_hex(8)
+        for i, host in enumerate(HOSTS):
+            graph = work / f"{host}.yaml"
+            graph.write_text(exporter_graph(work, token) if i == 0 else collector_graph(work, host))
+            argv = [
+                *MGMT, "run", "--hostname", host, "--prefix", str(work / host),
+                "--client-urls", f"http://127.0.0.1:{ports[2 * i]}",
+                "--server-urls", f"http://127.0.0.1:{ports[2 * i + 1]}",
+                *(timings if args.short_timings else []),
+            ]  # fmt: skip
+            if i:
+                argv += ["--seeds", f"http://127.0.0.1:{ports[0]}"]
+            log = (work / f"{host}.log").open("w")
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    *argv, "yaml", str(graph), stdout=log, stderr=log, cwd=ROOT
+                )
+            )
+        (work / "shared" / "h2").mkdir(parents=True)
+        (work / "shared" / "h3").mkdir(parents=True)
+        async with PathWatcher(targets) as events:
+            watcher = aiter(events)
+            await wait_all(watcher, targets, token)
+            for _ in range(10):  # warm up (and let h2, h3 become members)
+                token = secrets.token_hex(8)
+                replace(work / "h1.yaml", exporter_graph(work, token))
+                await wait_all(watcher, targets, token)
+            per_host: list[float] = []
+            both: list[float] = []
+            for _ in range(args.count):
+                token = secrets.token_hex(8)
+                start = time.perf_counter()
+                replace(work / "h1.yaml", exporter_graph(work, token))
+                done = await wait_all(watcher, targets, token)
+                per_host += [t - start for t in done.values()]
+                both.append(max(done.values()) - start)
+        members = (work / "h1.log").read_text().count("is now a voting member")
+        print(
+            f"cluster latency, {args.count} changes, 3 agents ({members + 1} etcd members), "
+            f"{'short' if args.short_timings else 'default'} etcd timings"
+        )
+        print(f"  file updated on a collector: {fmt_ms(percentiles(per_host))}")
+        print(f"  updated on both collectors:  {fmt_ms(percentiles(both))}")
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            await proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,115 @@
+"""kv: a string in the cluster's key-value store (mgmt's kv resource). See docs/resources/kv.md.
+
+The key is `/_mgmt/strings/<key>`, or `/_mgmt/strings/<key>/<hostname>` with `mapped: true`
+(a per-host map: every host writes its own entry). `value: null` (or no value) deletes it.
+With `skiplessthan`, a stored value greater than ours is left alone (counters that only go up).
+The resource watches its key, so a change made anywhere is repaired at once; a refresh (notify)
+re-writes the value even when it is unchanged, which wakes every watcher of the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from engine.errors import ResourceError, ValidationError
+from engine.resource import RefreshableMixin, Resource, register
+from engine.world import World, check_key
+
+
+@register("kv")
+@dataclass(kw_only=True, eq=False)
+class KVRes(RefreshableMixin, Resource):
+    # The key, e.g. "app/version" (no leading or trailing "/"). Default None: the name.
+    key: str | None = None
+    # The value to store; None deletes the key. Default None.
+    value: str | None = None
+    # Store under this host's entry of a per-host map (<key>/<hostname>). Default false.
+    mapped: bool = False
+    # Leave a stored value alone when it is greater than ours. Default false.
+    skiplessthan: bool = False
+    # How skiplessthan compares: "int" (as integers) or "string" (lexically). Default "int".
+    skipcmpstyle: Literal["int", "string"] = "int"
+
+    @property
+    def _key(self) -> str:
+        return self.key if self.key is not None else self.name
+
+    def validate(self) -> None:
+        super().validate()
+        try:
+            check_key(self._key)
+        except ValidationError as err:
+            raise ValidationError(err.message, "key" if self.key is not None else "name") from None
+        if self.skiplessthan and self.skipcmpstyle == "int" and self.value is not None:
+            try:
+                int(self.value)
+            except ValueError:
+                raise ValidationError(
+                    f"skiplessthan with skipcmpstyle 'int' needs an integer value, got "
+                    f"{self.value!r}",
+                    "value",
+                ) from None
+
+    def _world(self) -> World:
+        world = self.handle.world
+        if world is None:
+            raise ResourceError("kv needs the cluster, which this run did not start")
+        return world  # type: ignore[no-any-return]
+
+    def _where(self) -> str:
+        return f"{self._key}/{self.handle.hostname}" if self.mapped else self._key
+
+    async def watch(self) -> None:
+        world = self.handle.world
+        if world is None:
+            await super().watch()  # check_apply will say why it cannot work
+            return
+        changes = world.str_watch(self._where())
+        async with changes:
+            await self.handle.event()
+            async for _ in changes:
+                await self.handle.event()
+
+    async def check_apply(self, apply: bool) -> bool:
+        world = self._world()
+        where = self._where()
+        current = await world.str_get(where)
+        refresh = self.handle.refresh()
+        if self.value is None:
+            if current is None:
+                self.handle.logger.debug("nothing to do: %s is absent", where)
+                return True
+            if not apply:
+                self.handle.logger.info("would delete %s", where)
+                return False
+            await world.str_del(where)
+            self.handle.logger.info("deleted %s", where)
+            return False
+        if current is not None and self.skiplessthan and self._greater(current, self.value):
+            self.handle.logger.debug(
+                "nothing to do: %s holds %r, greater than %r (skiplessthan)",
+                where,
+                current,
+                self.value,
+            )
+            return True
+        if current == self.value and not refresh:
+            self.handle.logger.debug("nothing to do: %s already holds %r", where, self.value)
+            return True
+        why = "refreshed" if current == self.value else f"set to {self.value!r}"
+        if not apply:
+            self.handle.logger.info("would be %s: %s", why, where)
+            return False
+        await world.str_set(where, self.value)
+        self.handle.logger.info("%s %s", where, why)
+        return False
+
+    def _greater(self, stored: str, ours: str) -> bool:
+        """Whether the stored value is greater than ours (skiplessthan's comparison)."""
+        if self.skipcmpstyle == "string":
+            return stored > ours
+        try:
+            return int(stored) > int(ours)
+        except ValueError:
+            return False  # not a number: ours replaces it

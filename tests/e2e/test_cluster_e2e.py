@@ -1,0 +1,500 @@
+"""The cluster end to end: real `mgmt` agents on 127.0.0.1, each with its own etcd ports and
+prefix. Every agent's etcd pid is read from its log and checked gone at the end (no orphans).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import signal
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from engine.world import Exported
+from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.options import TLSFiles
+from mgmt.cluster.world import EtcdWorld
+from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_path
+from tests.mgmt.cluster.certs import CA
+from tests.mgmt.cluster.helpers import free_ports, pid_alive, wait_pid_gone
+
+TIMINGS = ["--etcd-heartbeat-interval", "10", "--etcd-election-timeout", "100"]
+PID = re.compile(r"etcd member (\S+) serving clients on \S+ \(pid (\d+)\)")
+
+
+def exporter(shared: Path, host: str, content: str, local: Path | None = None) -> str:
+    """A graph exporting `<shared>/<host>` and collecting `<shared>/`, plus a local file."""
+    text = f'graph: {host}\nresources:\n  file:\n    - name: "@@{shared}/{host}"\n'
+    text += f'      content: "{content}\\n"\n'
+    if local is not None:
+        text += f'    - name: {local}\n      content: "mine\\n"\n'
+    return text + f"collect:\n  - {{kind: file, pattern: {shared}/}}\n"
+
+
+async def wait_any_log(hosts: list[Host], pattern: str, timeout: float = 15) -> re.Match[str]:
+    """The first match of `pattern` in any of the hosts' logs (waiting on their new lines)."""
+    regex = re.compile(pattern)
+    async with asyncio.timeout(timeout):
+        while True:
+            for host in hosts:
+                assert host.daemon is not None
+                for line in host.daemon.lines:
+                    if match := regex.search(line):
+                        return match
+            waits = [asyncio.ensure_future(h.daemon._new_line.wait()) for h in hosts if h.daemon]
+            for host in hosts:
+                assert host.daemon is not None
+                host.daemon._new_line.clear()
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+
+
+@dataclass
+class Host:
+    """One agent: its ports, prefix, graph file, graphviz output and process."""
+
+    name: str
+    root: Path
+    scheme: str = "http"
+    extra_args: list[str] = field(default_factory=list)
+    daemon: Daemon | None = None
+    etcd_pids: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.client_port, self.peer_port = free_ports(2)
+        (self.root / self.name).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
+
+    @property
+    def graph(self) -> Path:
+        return self.root / self.name / "graph.yaml"
+
+    @property
+    def dot(self) -> Path:
+        return self.root / self.name / "graph.dot"
+
+    def args(self, seeds: list[Host]) -> list[str]:
+        args = [
+            "run",
+            "--hostname",
+            self.name,
+            "--prefix",
+            str(self.root / self.name / "prefix"),
+            "--client-urls",
+            self.url,
+            "--server-urls",
+            f"{self.scheme}://127.0.0.1:{self.peer_port}",
+            "--graphviz",
+            str(self.dot),
+            *TIMINGS,
+            *self.extra_args,
+        ]
+        if seeds:
+            args += ["--seeds", ",".join(s.url for s in seeds)]
+        return [*args, "yaml", str(self.graph)]
+
+    async def start(self, seeds: list[Host] = ()) -> Daemon:  # type: ignore[assignment]
+        self.daemon = Daemon(self.args(list(seeds)))
+        await self.daemon.__aenter__()
+        return self.daemon
+
+    def pids(self) -> list[int]:
+        """Every etcd this host's agent said it started."""
+        assert self.daemon is not None
+        found = [int(m.group(2)) for line in self.daemon.lines if (m := PID.search(line))]
+        self.etcd_pids += [p for p in found if p not in self.etcd_pids]
+        return self.etcd_pids
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        assert self.daemon is not None
+        self.pids()
+        self.daemon.signal(sig)
+        code = await self.daemon.wait(timeout=30)
+        await self.daemon.__aexit__(None, None, None)
+        return code
+
+    async def kill(self) -> None:
+        assert self.daemon is not None and self.daemon.proc is not None
+        self.pids()
+        self.daemon.proc.kill()
+        await self.daemon.proc.wait()
+        await self.daemon.__aexit__(None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def fleet(hosts: list[Host]) -> AsyncIterator[list[Host]]:
+    """Stop every host still running afterwards; then no etcd any of them started may live."""
+    try:
+        yield hosts
+    except BaseException:
+        for host in hosts:  # shown by pytest for a failing test
+            print(f"----- {host.name} -----\n{host.daemon.log if host.daemon else ''}")
+        raise
+    finally:
+        for host in hosts:
+            if host.daemon and host.daemon.proc and host.daemon.proc.returncode is None:
+                await host.stop()
+        for host in hosts:
+            for pid in host.etcd_pids:
+                await wait_pid_gone(pid)
+                assert not pid_alive(pid), f"{host.name}: etcd {pid} left behind"
+
+
+async def wait_dot(host: Host, predicate: Callable[[str], bool], timeout: float = 10) -> None:
+    """Wait (inotify) until the host's current graph (its --graphviz file) satisfies predicate."""
+
+    def check(path: Path) -> bool:
+        try:
+            return predicate(path.read_text())
+        except OSError:
+            return False
+
+    await wait_path(host.dot, check, timeout)
+
+
+def holds(*names: str) -> Callable[[str], bool]:
+    return lambda dot: all(f'"file[{n}]"' in dot for n in names)
+
+
+def lacks(name: str) -> Callable[[str], bool]:
+    return lambda dot: f'"file[{name}]"' not in dot
+
+
+@contextlib.asynccontextmanager
+async def client_of(
+    *hosts: Host, tls: TLSFiles | None = None, **kw: str
+) -> AsyncIterator[EtcdClient]:
+    client = EtcdClient([h.url for h in hosts], tls=tls, call_timeout=0.5, **kw)  # type: ignore[arg-type]
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_a_plain_run_starts_no_etcd_and_imports_no_etcd_client(tmp_path: Path) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        f"graph: g\nresources:\n  file:\n    - name: {tmp_path}/out\n      content: x\n"
+    )
+    probe = textwrap.dedent(
+        f"""
+        import sys
+        from mgmt.cli import main
+        code = main(["run", "--converged-timeout=0", "--tmp-prefix", {str(graph)!r}])
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("grpc", "aetcd")
+                       or m.startswith(("mgmt.cluster.", "resources.kv")))
+        print("HEAVY", heavy, "CODE", code)
+        """
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        probe,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    assert "HEAVY [] CODE 0" in out.decode(), out.decode()
+    assert "etcd" not in out.decode().replace("HEAVY", "")
+
+
+async def test_kv_cron_run_starts_and_stops_its_etcd(tmp_path: Path) -> None:
+    client_port, peer_port = free_ports(2)
+    code, out = await asyncio.to_thread(
+        run_mgmt,
+        [
+            "run",
+            "--converged-timeout=0",
+            "--max-runtime=60",
+            "--hostname",
+            "cron",
+            "--prefix",
+            str(tmp_path / "prefix"),
+            *TIMINGS,
+            "--client-urls",
+            f"http://127.0.0.1:{client_port}",
+            "--server-urls",
+            f"http://127.0.0.1:{peer_port}",
+            "yaml",
+            str(ROOT / "examples/kv.yaml"),
+        ],
+    )
+    assert code == 0, out
+    assert "kv[app-version]: app/version set to '1.4.2'" in out
+    assert "kv[seen]: app/seen/cron set to 'yes'" in out
+    (match,) = PID.findall(out)
+    await wait_pid_gone(int(match[1]))
+    assert not pid_alive(int(match[1]))
+    # The one-member cluster keeps its data: a second run finds everything in place.
+    code, out = await asyncio.to_thread(
+        run_mgmt,
+        [
+            "run",
+            "--converged-timeout=0",
+            "--max-runtime=60",
+            "--hostname",
+            "cron",
+            "--prefix",
+            str(tmp_path / "prefix"),
+            *TIMINGS,
+            "--client-urls",
+            f"http://127.0.0.1:{client_port}",
+            "--server-urls",
+            f"http://127.0.0.1:{peer_port}",
+            "yaml",
+            str(ROOT / "examples/kv.yaml"),
+        ],
+    )
+    assert code == 0, out
+    assert " engine: " not in out, out
+
+
+async def test_bad_cluster_flags_exit_2(tmp_path: Path) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text("graph: g\n")
+    code, out = await asyncio.to_thread(
+        run_mgmt,
+        [
+            "run",
+            "--converged-timeout=0",
+            "--tmp-prefix",
+            "--seeds",
+            "http://10.1.2.3:2379",
+            str(graph),
+        ],
+    )
+    assert code == 2 and "plain http is allowed only on loopback" in out
+    code, out = await asyncio.to_thread(
+        run_mgmt,
+        [
+            "run",
+            "--converged-timeout=0",
+            "--tmp-prefix",
+            "--no-server",
+            "--cluster-user",
+            "root",
+            str(graph),
+        ],
+    )
+    assert code == 2 and "--cluster-password-file" in out
+
+
+async def test_unreachable_seeds_do_not_hold_up_the_local_graph(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    graph = tmp_path / "g.yaml"
+    graph.write_text(exporter(tmp_path / "shared", "lonely", "x", local=tmp_path / "local"))
+    started = asyncio.get_running_loop().time()
+    code, out = await asyncio.to_thread(
+        run_mgmt,
+        [
+            "run", "--converged-timeout=0", "--max-runtime=30", "--tmp-prefix", "--no-server",
+            "--seeds", f"http://127.0.0.1:{port}", *TIMINGS, str(graph),
+        ],
+    )  # fmt: skip
+    took = asyncio.get_running_loop().time() - started
+    assert code == 0, out
+    assert (tmp_path / "local").read_text() == "mine\n"
+    assert "no etcd member reachable" in out
+    assert took < 5, f"{took:.1f}s"
+
+
+@pytest.mark.slow
+async def test_the_seeds_three_host_demo(tmp_path: Path) -> None:
+    """Three agents started one by one; exports everywhere within a second; edits follow;
+    a clean stop withdraws the export (the file stays)."""
+    shared = tmp_path / "shared"
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3)]
+    contents = {h.name: secrets.token_hex(8) for h in hosts}
+    for host in hosts:
+        host.graph.write_text(exporter(shared, host.name, contents[host.name]))
+    paths = [f"{shared}/{h.name}" for h in hosts]
+    async with fleet(hosts):
+        for i, host in enumerate(hosts):
+            await host.start(seeds=hosts[:1] if i else [])
+            started = asyncio.get_running_loop().time()
+            for peer in hosts[: i + 1]:
+                await wait_dot(peer, holds(*paths[: i + 1]))
+            for peer in hosts[: i + 1]:
+                await wait_path(shared / peer.name, has_content(contents[peer.name] + "\n"), 5)
+            took = asyncio.get_running_loop().time() - started
+            assert took < 3.0, f"{host.name} took {took:.2f}s to reach every graph"
+        h1, h2, h3 = hosts
+        assert h1.daemon is not None and h3.daemon is not None
+        await h1.daemon.wait_log("is now a voting member", count=2)
+        async with client_of(h1, h2, h3) as client:
+            names = sorted(m.name for m in await client.members())
+            assert names == ["h1", "h2", "h3"]
+        # Change one host's exported content: every copy follows.
+        h2.graph.write_text(exporter(shared, "h2", "changed"))
+        await wait_path(shared / "h2", has_content("changed\n"), 5)
+        await h3.daemon.wait_log("graph swap: 2 kept, 1 stopped, 1 started")
+        # A clean stop withdraws h1's export from the others' graphs; the file stays.
+        assert await h1.stop() == 0
+        assert "this host's member left the cluster" in h1.daemon.log
+        for peer in (h2, h3):
+            await wait_dot(peer, lacks(paths[0]))
+        assert (shared / "h1").read_text() == contents["h1"] + "\n"
+        async with client_of(h2, h3) as client:
+            assert sorted(m.name for m in await client.members()) == ["h2", "h3"]
+            records = await EtcdWorld(client, "t").res_list()
+            assert sorted(r.host for r in records) == ["h2", "h3"]
+        for pid in h1.etcd_pids:
+            await wait_pid_gone(pid)
+
+
+async def test_a_withdrawn_export_with_reverse_is_undone(tmp_path: Path) -> None:
+    """meta: {reverse: true} travels with the export: when it leaves a collector's graph (its
+    host stopped cleanly), the collector undoes what it did (here: the file it created goes)."""
+    shared = tmp_path / "shared"
+    h1, h2 = Host("h1", tmp_path), Host("h2", tmp_path)
+    h1.graph.write_text(f"graph: h1\ncollect:\n  - {{kind: file, pattern: {shared}/}}\n")
+    h2.graph.write_text(
+        f'graph: h2\nresources:\n  file:\n    - name: "@@{shared}/h2"\n'
+        f'      content: "undo me\\n"\n      meta: {{reverse: true}}\n'
+    )
+    async with fleet([h1, h2]):
+        await h1.start()
+        await h2.start(seeds=[h1])
+        await wait_path(shared / "h2", has_content("undo me\n"), 10)
+        assert await h2.stop() == 0
+        await wait_path(shared / "h2", lambda p: not p.exists(), 10)
+
+
+@pytest.mark.slow
+async def test_kill_9_of_a_core_member_and_its_return(tmp_path: Path) -> None:
+    """Ideal size 3 among four agents: kill -9 the first (leader) one; the rest re-elect, keep
+    serving, lose no exported record and promote the fourth; the killed one comes back."""
+    shared = tmp_path / "shared"
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3, 4)]
+    for host in hosts:
+        host.graph.write_text(exporter(shared, host.name, f"from {host.name}"))
+    h1, h2, h3, h4 = hosts
+    h1.extra_args = ["--ideal-cluster-size", "3"]
+    paths = [f"{shared}/{h.name}" for h in hosts]
+    async with fleet(hosts):
+        await h1.start()
+        for host in hosts[1:]:
+            await host.start(seeds=[h1])
+        for host in hosts:
+            await wait_dot(host, holds(*paths))
+        assert h1.daemon is not None and h4.daemon is not None
+        await h1.daemon.wait_log("is now a voting member", count=2)
+        async with client_of(h2, h3) as client:
+            assert sorted(m.name for m in await client.members()) == ["h1", "h2", "h3"]
+        h1_pids = h1.pids()
+        await h1.kill()  # kill -9: its etcd dies with it (PR_SET_PDEATHSIG)
+        for pid in h1_pids:
+            await wait_pid_gone(pid)
+        started = asyncio.get_running_loop().time()
+        # The rest keep serving: an edit on h2 reaches h3 and h4.
+        h2.graph.write_text(exporter(shared, "h2", "after the kill"))
+        await wait_path(shared / "h2", has_content("after the kill\n"), 10)
+        # h1's member is replaced by the volunteer h4.
+        await h4.daemon.wait_log("this host's member is now a voting member", timeout=20)
+        took = asyncio.get_running_loop().time() - started
+        async with client_of(h2, h3, h4) as client:
+            assert sorted(m.name for m in await client.members()) == ["h2", "h3", "h4"]
+            records = await EtcdWorld(client, "t").res_list()
+            assert sorted(r.host for r in records) == ["h1", "h2", "h3", "h4"]  # none lost
+        assert took < 15, f"replacing the dead member took {took:.1f}s"
+        # h1 comes back (through a seed): it rejoins as a client and volunteer.
+        await h1.start(seeds=[h2])
+        h1.graph.write_text(exporter(shared, "h1", "h1 is back"))
+        await wait_path(shared / "h1", has_content("h1 is back\n"), 10)
+        await wait_dot(h1, holds(*paths))
+        async with client_of(h2, h3, h4) as client:
+            assert sorted(m.name for m in await client.members()) == ["h2", "h3", "h4"]
+            # Shrinking the ideal size removes a member.
+            await client.put(b"/_mgmt/ideal_cluster_size", b"2")
+            match = await wait_any_log([h2, h3, h4], r"for an ideal 2: removing (h\d)")
+            victim = next(h for h in hosts if h.name == match.group(1))
+            assert victim.daemon is not None
+            await victim.daemon.wait_log("no longer nominated", timeout=15)
+            assert len(await client.members()) == 2
+
+
+@pytest.mark.slow
+async def test_losing_the_cluster_never_stops_local_convergence(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    h1, h2 = Host("h1", tmp_path), Host("h2", tmp_path, extra_args=["--no-server"])
+    local = tmp_path / "local"
+    h1.graph.write_text(exporter(shared, "h1", "one"))
+    h2.graph.write_text(exporter(shared, "h2", "two", local=local))
+    async with fleet([h1, h2]):
+        await h1.start()
+        await h2.start(seeds=[h1])
+        await wait_dot(h2, holds(f"{shared}/h1", f"{shared}/h2"))
+        await wait_path(local, has_content("mine\n"))
+        await h1.kill()
+        for pid in h1.pids():
+            await wait_pid_gone(pid)
+        local.unlink()  # the local graph is still enforced without a cluster
+        await wait_path(local, has_content("mine\n"))
+        assert h2.daemon is not None
+        await h2.daemon.wait_log("no etcd member reachable")
+        # h1 comes back from its data: h2 reconnects and collects again.
+        await h1.start()
+        await h2.daemon.wait_log("again", timeout=15)
+        h1.graph.write_text(exporter(shared, "h1", "one again"))
+        await wait_path(shared / "h1", has_content("one again\n"), 10)
+        assert "nominated" not in h2.daemon.log  # --no-server: never a member
+
+
+@pytest.mark.slow
+async def test_tls_and_authentication_end_to_end(tmp_path: Path) -> None:
+    ca = CA(tmp_path / "pki")
+    password = "e2e-" + secrets.token_hex(8)
+    secret = tmp_path / "password"
+    secret.write_text(password + "\n")
+    shared = tmp_path / "shared"
+    hosts = []
+    for name in ("h1", "h2"):
+        leaf = ca.leaf(name)
+        args = [
+            "--tls-ca",
+            str(ca.path),
+            "--tls-cert",
+            str(leaf.cert),
+            "--tls-key",
+            str(leaf.key),
+            "--cluster-user",
+            "root",
+            "--cluster-password-file",
+            str(secret),
+            "--verbose",
+        ]
+        host = Host(name, tmp_path, scheme="https", extra_args=args)
+        host.graph.write_text(exporter(shared, name, f"secure {name}"))
+        hosts.append(host)
+    h1, h2 = hosts
+    async with fleet(hosts):
+        await h1.start()
+        await h2.start(seeds=[h1])
+        for host in hosts:
+            await wait_dot(host, holds(f"{shared}/h1", f"{shared}/h2"))
+        assert h1.daemon is not None and h2.daemon is not None
+        await h1.daemon.wait_log("h2 is now a voting member")
+        leaf = ca.leaf("checker")
+        tls = TLSFiles(ca.path, leaf.cert, leaf.key)
+        async with client_of(h1, h2, tls=tls, user="root", password=password) as client:
+            records = await EtcdWorld(client, "t").res_list()
+            assert sorted(r.host for r in records) == ["h1", "h2"]
+            assert all(isinstance(r, Exported) for r in records)
+    for host in hosts:
+        assert host.daemon is not None
+        assert password not in host.daemon.log
+        assert "authentication enabled" in h1.daemon.log  # type: ignore[union-attr]

@@ -1,0 +1,149 @@
+"""One agent's Cluster in-process: bootstrap, restart from data, storage quota, collect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.errors import WorldError
+from engine.graph import Graph
+from engine.meta import Meta
+from engine.world import Exported
+from mgmt.cluster.cluster import IDEAL, NOMINATED, Cluster
+from mgmt.cluster.link import ClusterLink, matches
+from mgmt.yamlgraph import Collect, Loaded
+from resources.file import FileRes
+from resources.noop import NoopRes
+from tests.mgmt.cluster.helpers import options, pid_alive, wait_pid_gone
+
+
+class LogEvent(logging.Handler):
+    """An asyncio.Event set when the `cluster` logger says something containing `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+@pytest.fixture
+def log_event() -> Iterator[object]:
+    handlers: list[LogEvent] = []
+
+    def make(text: str) -> asyncio.Event:
+        handler = LogEvent(text)
+        logging.getLogger("cluster").addHandler(handler)
+        handlers.append(handler)
+        return handler.event
+
+    yield make
+    for handler in handlers:
+        logging.getLogger("cluster").removeHandler(handler)
+
+
+async def test_bootstrap_then_restart_from_the_data_dir(tmp_path: Path) -> None:
+    opts = options("h1", ideal_cluster_size=3)
+    cluster = Cluster(opts, tmp_path)
+    assert await cluster.start()
+    assert cluster.member is not None and cluster.voting
+    first_pid = cluster.member.pid
+    assert await cluster.client.get(IDEAL.encode()) == b"3"
+    assert await cluster.client.get((NOMINATED + "h1").encode()) is not None
+    await cluster.world.str_set("kept", "yes")
+    await cluster.stop()
+    assert first_pid is not None
+    await wait_pid_gone(first_pid)
+    assert (tmp_path / "etcd" / "member").is_dir()  # the last member keeps its data
+    again = Cluster(opts, tmp_path)
+    try:
+        assert await again.start()
+        assert await again.world.str_get("kept") == "yes"
+    finally:
+        await again.stop()
+    assert again.member is not None and again.member.pid is not None
+    assert not pid_alive(again.member.pid)
+
+
+async def test_a_full_store_is_compacted_and_writes_resume(
+    tmp_path: Path, log_event: object
+) -> None:
+    reclaimed = log_event("etcd storage reclaimed")  # type: ignore[operator]
+    cluster = Cluster(options("h1", quota_bytes=1 << 20), tmp_path)
+    try:
+        assert await cluster.start()
+        blob = "x" * (100 << 10)
+        with pytest.raises(WorldError, match="database space exceeded"):
+            for i in range(200):  # history of one key grows until the quota is hit
+                await cluster.world.str_set("big", f"{i}{blob}")
+        async with asyncio.timeout(20):
+            await reclaimed.wait()
+        await cluster.world.str_set("big", "small again")
+        assert await cluster.world.str_get("big") == "small again"
+    finally:
+        await cluster.stop()
+
+
+async def test_a_crashed_etcd_is_restarted(tmp_path: Path, log_event: object) -> None:
+    restarting = log_event("etcd exited; restarting it")  # type: ignore[operator]
+    cluster = Cluster(options("h1"), tmp_path)
+    try:
+        assert await cluster.start()
+        await cluster.world.str_set("k", "before")
+        crashed = cluster.member
+        assert crashed is not None and crashed.proc is not None and crashed.pid is not None
+        crashed.proc.kill()
+        await wait_pid_gone(crashed.pid)
+        async with asyncio.timeout(10):
+            await restarting.wait()
+            await cluster.member_ready.wait()
+        assert cluster.member is not crashed
+        assert await cluster.world.str_get("k") == "before"  # same member, same data
+    finally:
+        await cluster.stop()
+
+
+def test_collect_patterns_match_names_or_paths() -> None:
+    by_name = Exported("h", "noop", "web/frontend")
+    by_path = Exported("h", "file", "motd", {"path": "/etc/motd"})
+    assert matches(by_name, "web/") and not matches(by_name, "db/")
+    assert matches(by_path, "/etc/") and matches(by_path, "mo")
+    assert matches(by_path, "")
+
+
+async def test_collected_resources_join_the_local_graph(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    link = ClusterLink(options("web1"), tmp_path, lambda: None)
+    shared = FileRes(name="/srv/shared/a", content="a\n")
+    link.records = [
+        Exported.of("db1", shared),
+        Exported.of("db2", shared),  # the same again: collected once, quietly
+        Exported.of("db1", FileRes(name="/srv/shared/b", content="db1\n")),
+        Exported.of("db2", FileRes(name="/srv/shared/b", content="db2\n")),  # a clash
+        Exported.of("db1", FileRes(name="/srv/shared/c", content="", meta=Meta(export=["x"]))),
+        Exported("db1", "file", "/srv/shared/bad", {"contnet": "typo"}),
+        Exported.of("db1", FileRes(name="/elsewhere", content="")),
+        Exported.of("db1", NoopRes(name="local")),
+    ]
+    local = Graph("local")
+    local.add(NoopRes(name="local"))
+    loaded = Loaded(local, collect=[Collect("file", "/srv/shared/"), Collect("noop", "")])
+    link._published = []  # nothing to publish: keep the cluster out of it
+    graph = await link.graph_for(loaded)
+    names = sorted(f"{r.kind}[{r.name}]" for r in graph)
+    assert names == ["file[/srv/shared/a]", "file[/srv/shared/b]", "noop[local]"]
+    assert graph.vertices[("file", "/srv/shared/b")].content == "db1\n"  # type: ignore[attr-defined]
+    assert graph.vertices[("noop", "local")] is local.vertices[("noop", "local")]
+    text = caplog.text
+    assert "exported differently by db1 and db2: kept db1's" in text
+    assert "cannot collect file[/srv/shared/bad] from db1" in text
+    assert "clashes with a local one" in text
+    await link.cluster.client.close()

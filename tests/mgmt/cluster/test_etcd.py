@@ -1,0 +1,95 @@
+"""The supervised etcd process: readiness as an event, clean stop, no orphans, flags."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine.errors import WorldError
+from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
+from tests.mgmt.cluster.helpers import free_ports, members, options, pid_alive, wait_pid_gone
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def test_starts_ready_and_stops_cleanly(tmp_path: Path) -> None:
+    async with members(tmp_path) as (node,):
+        assert node.proc.ready.is_set() and node.proc.running
+        assert pid_alive(node.pid)
+        argv = node.proc.spec.argv()
+        assert "--strict-reconfig-check=false" in argv
+        assert argv[argv.index("--auto-compaction-retention") + 1] == "10m"
+        assert argv[argv.index("--heartbeat-interval") + 1] == "10"
+    assert not node.proc.running  # members() also checked that the pid is gone
+
+
+async def test_exit_at_start_is_a_world_error_with_etcds_reason(tmp_path: Path) -> None:
+    async with members(tmp_path) as (node,):
+        port = int(node.client_url.rsplit(":", 1)[1])
+        clash = options("clash", client_port=port, peer_port=free_ports(1)[0])
+        initial = "clash=" + clash.server_urls[0]
+        proc = EtcdProcess(EtcdSpec("clash", tmp_path / "clash", clash, initial))
+        try:
+            with pytest.raises(WorldError, match=r"etcd exited at start: .*address already in use"):
+                await proc.start(timeout=30)
+        finally:
+            await proc.stop()
+        assert proc.pid is not None and not pid_alive(proc.pid)
+
+
+async def test_quota_and_compaction_flags(tmp_path: Path) -> None:
+    spec = EtcdSpec("q", tmp_path / "q", options(quota_bytes=1 << 20, compaction_retention="1h"))
+    argv = spec.argv()
+    assert argv[argv.index("--quota-backend-bytes") + 1] == str(1 << 20)
+    assert argv[argv.index("--auto-compaction-mode") + 1] == "periodic"
+    assert "--initial-cluster" not in argv  # a data dir that holds a member needs none
+
+
+async def test_missing_binary_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mgmt.cluster.etcdproc.ETCD", "etcd-that-does-not-exist")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("os.access", lambda *_: False)
+    with pytest.raises(WorldError, match=r"no etcd binary found .*etcd-server"):
+        EtcdSpec("x", tmp_path / "x", options()).argv()
+
+
+async def test_etcd_dies_with_a_killed_agent(tmp_path: Path) -> None:
+    """kill -9 of the process that started etcd kills etcd too (PR_SET_PDEATHSIG)."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
+        from tests.mgmt.cluster.helpers import options
+
+        async def main():
+            opts = options("orphan")
+            proc = EtcdProcess(EtcdSpec("orphan", __import__("pathlib").Path({str(tmp_path)!r}) / "d",
+                               opts, "orphan=" + opts.server_urls[0]))
+            await proc.start()
+            print(proc.pid, flush=True)
+            await asyncio.Event().wait()
+
+        asyncio.run(main())
+        """
+    )
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    assert agent.stdout is not None
+    async with asyncio.timeout(30):
+        line = await agent.stdout.readline()
+    etcd_pid = int(line)
+    assert pid_alive(etcd_pid)
+    os.kill(agent.pid, signal.SIGKILL)
+    await agent.wait()
+    await wait_pid_gone(etcd_pid, timeout=10)
+    assert not pid_alive(etcd_pid)

@@ -1,0 +1,108 @@
+"""The etcd World and its client against real etcd members: values, watches, failover."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from engine.errors import WorldError
+from engine.meta import Meta
+from engine.world import Changes, Exported
+from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.world import EtcdWorld
+from resources.file import FileRes
+from tests.mgmt.cluster.helpers import Node, members, wait_pid_gone
+
+
+@pytest.fixture
+async def client_of() -> AsyncIterator[object]:
+    clients: list[EtcdClient] = []
+
+    def make(nodes: list[Node], **kwargs: object) -> EtcdClient:
+        client = EtcdClient([n.client_url for n in nodes], call_timeout=0.5, **kwargs)  # type: ignore[arg-type]
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+async def next_change(changes: Changes, timeout: float = 5) -> None:
+    async with asyncio.timeout(timeout):
+        await anext(changes)
+
+
+async def test_strings_maps_and_their_watches(tmp_path: Path, client_of: object) -> None:
+    async with members(tmp_path) as nodes:
+        client = client_of(nodes)  # type: ignore[operator]
+        a, b = EtcdWorld(client, "a"), EtcdWorld(client, "b")
+        assert await a.str_get("app/version") is None
+        async with a.str_watch("app/version") as changes, a.str_map_watch("app/seen") as seen:
+            await b.str_set("app/version", "1")
+            await next_change(changes)
+            assert await a.str_get("app/version") == "1"
+            await a.str_map_set("app/seen", "yes")
+            await b.str_map_set("app/seen", "no")
+            await next_change(seen)
+            assert await a.str_map_get("app/seen") == {"a": "yes", "b": "no"}
+            await b.str_del("app/version")
+            await next_change(changes)
+            assert await a.str_get("app/version") is None
+            await a.str_map_del("app/seen")
+            assert await b.str_map_get("app/seen") == {"b": "no"}
+        with pytest.raises(ValueError, match="key"):
+            await a.str_get("/absolute")
+
+
+async def test_exported_resources_round_trip_and_replace(tmp_path: Path, client_of: object) -> None:
+    async with members(tmp_path) as nodes:
+        world = EtcdWorld(client_of(nodes), "h1")  # type: ignore[operator]
+        res = FileRes(name="/tmp/x", content="hi\n", meta=Meta(export=["h2"], retry=3))
+        async with world.res_watch() as changes:
+            await world.res_export([Exported.of("h1", res)])
+            await next_change(changes)
+            (record,) = await world.res_list()
+            assert record.key == "/_mgmt/exported/h1/file//tmp/x"
+            assert record.params["content"] == "hi\n"
+            assert record.meta == {"export": ["h2"], "retry": 3}
+            assert record.visible_to("h2") and not record.visible_to("h3")
+            again = record.build()
+            assert again.cmp(res)
+            await world.res_export([])  # the whole set is replaced: the record goes
+            await next_change(changes)
+            assert await world.res_list() == []
+
+
+async def test_failover_to_another_member_keeps_calls_and_watches(
+    tmp_path: Path, client_of: object
+) -> None:
+    async with members(tmp_path, 3) as nodes:
+        client: EtcdClient = client_of(nodes)  # type: ignore[operator]
+        world = EtcdWorld(client, "h")
+        async with world.str_watch("k") as changes:
+            await world.str_set("k", "1")
+            await next_change(changes)
+            first = client.endpoint
+            victim = next(n for n in nodes if n.client_url == first)
+            pid = victim.pid
+            assert victim.proc.proc is not None
+            victim.proc.proc.send_signal(signal.SIGKILL)
+            await wait_pid_gone(pid)
+            await world.str_set("k", "2")  # retried on another member
+            assert client.endpoint != first
+            await next_change(changes)  # the watch moved too (and signals it was away)
+            assert await world.str_get("k") == "2"
+
+
+async def test_unreachable_cluster_is_a_world_error_soon(client_of: object) -> None:
+    client = EtcdClient(["http://127.0.0.1:9"], retry_for=0.3, call_timeout=0.2)
+    try:
+        with pytest.raises(WorldError, match="get"):
+            await EtcdWorld(client, "h").str_get("x")
+    finally:
+        await client.close()

@@ -1,0 +1,141 @@
+"""kv: the idempotency timeline on the in-memory World and on a real etcd member."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ResourceError, ValidationError
+from engine.world import MemoryStore, MemoryWorld, World
+from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.world import EtcdWorld
+from resources.kv import KVRes
+from tests.conftest import RecordingHandle
+from tests.mgmt.cluster.helpers import members
+
+Start = Callable[..., Awaitable[tuple[KVRes, RecordingHandle]]]
+
+
+@pytest.fixture
+async def start_kv(tmp_path: Path) -> AsyncIterator[Start]:
+    """`res, handle = await start_kv(world, name=..., ...)`: init, watch, startup event."""
+    running: list[tuple[KVRes, asyncio.Task[None]]] = []
+
+    async def start(world: World | None, **params: object) -> tuple[KVRes, RecordingHandle]:
+        res = KVRes(**params)  # type: ignore[arg-type]
+        res.validate()
+        handle = RecordingHandle(res, tmp_path / "var" / res.name)
+        handle.world = world
+        await res.init(handle)
+        task = asyncio.create_task(res.watch())
+        running.append((res, task))
+        await handle.next_event()
+        return res, handle
+
+    yield start
+    for res, task in running:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await res.cleanup()
+
+
+async def timeline(world: World, other: World, start: Start) -> None:
+    res, handle = await start(world, name="version", key="app/version", value="2")
+    assert await res.check_apply(False) is False  # noop: reports, changes nothing
+    assert await world.str_get("app/version") is None
+    assert await res.check_apply(True) is False
+    assert await world.str_get("app/version") == "2"
+    await handle.next_event()  # our own write comes back through the watch
+    assert await res.check_apply(True) is True
+    await other.str_set("app/version", "1")  # drift, from another host
+    await handle.next_event()
+    assert await res.check_apply(True) is False
+    assert await other.str_get("app/version") == "2"
+    assert await res.check_apply(True) is True
+
+
+async def test_timeline_in_memory(start_kv: Start) -> None:
+    store = MemoryStore()
+    await timeline(MemoryWorld("h1", store), MemoryWorld("h2", store), start_kv)
+
+
+async def test_timeline_on_etcd(tmp_path: Path, start_kv: Start) -> None:
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url])
+        try:
+            await timeline(EtcdWorld(client, "h1"), EtcdWorld(client, "h2"), start_kv)
+        finally:
+            await client.close()
+
+
+async def test_absent_value_deletes(start_kv: Start) -> None:
+    world = MemoryWorld("h1")
+    await world.str_set("old", "x")
+    res, _ = await start_kv(world, name="old")
+    assert await res.check_apply(False) is False
+    assert await world.str_get("old") == "x"
+    assert await res.check_apply(True) is False
+    assert await world.str_get("old") is None
+    assert await res.check_apply(True) is True
+
+
+async def test_mapped_writes_this_hosts_entry(start_kv: Start) -> None:
+    store = MemoryStore()
+    h1, h2 = MemoryWorld("h1", store), MemoryWorld("h2", store)
+    await h2.str_map_set("seen", "no")
+    res, handle = await start_kv(h1, name="seen", value="yes", mapped=True)
+    assert handle.hostname == "testhost"
+    assert await res.check_apply(True) is False
+    assert await h1.str_map_get("seen") == {"testhost": "yes", "h2": "no"}
+    assert await res.check_apply(True) is True
+
+
+@pytest.mark.parametrize(
+    ("style", "stored", "ours", "kept"),
+    [
+        ("int", "10", "7", True),  # stored is greater: left alone
+        ("int", "3", "7", False),
+        ("int", "junk", "7", False),  # not a number: replaced
+        ("string", "b", "a", True),
+        ("string", "a", "b", False),
+    ],
+)
+async def test_skiplessthan(
+    start_kv: Start, style: str, stored: str, ours: str, kept: bool
+) -> None:
+    world = MemoryWorld("h1")
+    await world.str_set("n", stored)
+    res, _ = await start_kv(world, name="n", value=ours, skiplessthan=True, skipcmpstyle=style)
+    assert await res.check_apply(True) is kept
+    assert await world.str_get("n") == (stored if kept else ours)
+
+
+async def test_refresh_rewrites_and_wakes_watchers(start_kv: Start) -> None:
+    world = MemoryWorld("h1")
+    res, handle = await start_kv(world, name="k", value="v")
+    assert await res.check_apply(True) is False
+    await handle.next_event()
+    async with world.str_watch("k") as changes:
+        handle.refresh_flag = True
+        assert await res.check_apply(True) is False  # a refresh is a real (re-)write
+        async with asyncio.timeout(5):
+            await anext(changes)
+
+
+async def test_without_a_cluster_it_fails_clearly(start_kv: Start) -> None:
+    res, _ = await start_kv(None, name="k", value="v")
+    with pytest.raises(ResourceError, match="needs the cluster"):
+        await res.check_apply(True)
+
+
+def test_validate() -> None:
+    with pytest.raises(ValidationError, match="key"):
+        KVRes(name="x", key="/abs").validate()
+    with pytest.raises(ValidationError, match="name"):
+        KVRes(name="a//b").validate()
+    with pytest.raises(ValidationError, match="integer value"):
+        KVRes(name="x", value="high", skiplessthan=True).validate()
+    KVRes(name="x", value="high", skiplessthan=True, skipcmpstyle="string").validate()
