@@ -115,7 +115,11 @@ class PathWatcher:
             self._wake.clear()
             if self._resync:
                 self._resync = False
-                self._sync()
+                # Re-scan until the watches match the tree: a directory created between the
+                # event and the new watch would otherwise go unseen, and so would the path.
+                for _ in range(64):
+                    if not self._sync():
+                        break
             yield None
 
     def deliver(self, structural: bool) -> None:
@@ -123,13 +127,15 @@ class PathWatcher:
         self._resync = self._resync or structural
         self._wake.set()
 
-    def _sync(self) -> None:
-        """Register the watches that match what the paths look like now."""
+    def _sync(self) -> bool:
+        """Register the watches that match what the paths look like now; True if they moved."""
         if self._hub is None:
-            return
+            return False
         desired = self._desired()
         self._hub.register(self, desired, self._registered)
+        moved = desired.keys() != self._registered.keys()
         self._registered = desired
+        return moved
 
     def _desired(self) -> Desired:
         want: dict[Path, tuple[int, set[str]]] = {}

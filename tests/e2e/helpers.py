@@ -56,6 +56,8 @@ class Daemon:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if exc[0] is not None:  # shown by pytest with the failure
+            print(f"--- mgmt {' '.join(self.args)} logged:\n{self.log}")
         if self.proc and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()

@@ -127,3 +127,15 @@ async def test_hub_closes_with_its_last_watcher(tmp_path: Path) -> None:
     async with PathWatcher([tmp_path / "x"]):
         assert len(_Hub._by_loop) == 1
     assert len(_Hub._by_loop) == 0
+
+
+async def test_a_whole_path_created_at_once_is_seen(tmp_path: Path, watch: object) -> None:
+    """mkdir -p + write before the loop sees the first event: the later parts had no watch."""
+    path = tmp_path / "a" / "b" / "c" / "f"
+    counter = await watch(path)  # type: ignore[operator]
+    path.parent.mkdir(parents=True)
+    path.write_text("x")
+    await counter.changed()
+    assert path.exists()
+    os.chmod(path, 0o600)  # and the file itself is watched now
+    await counter.changed()
