@@ -9,19 +9,16 @@ See docs/resources/group.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import grp
-import os
 import pwd
 import re
-import signal
-import weakref
 from dataclasses import dataclass
 from typing import Literal
 
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Resource, register
 from engine.watcher import PathWatcher
+from resources.command import loop_lock, run_command
 
 # Seconds a shadow tool (useradd, groupmod...) may take.
 SHADOW_TIMEOUT = 60
@@ -31,10 +28,6 @@ MAX_ID = 2**32 - 2
 _NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?")
 NAME_MAX = 32
 GROUP_FILES = ("/etc/group", "/etc/gshadow")
-
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 @register("group")
@@ -166,36 +159,5 @@ async def run_shadow(argv: list[str]) -> None:
     Calls from this process are serialised: the tools lock /etc/passwd and /etc/group and fail
     at once ("cannot lock") instead of waiting for each other.
     """
-    async with _lock():
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env={**os.environ, "LC_ALL": "C"},
-                start_new_session=True,
-            )
-        except OSError as error:
-            raise ResourceError(f"{argv[0]}: cannot start: {error}") from error
-        try:
-            async with asyncio.timeout(SHADOW_TIMEOUT):
-                out, err = await proc.communicate()
-        except TimeoutError:
-            raise ResourceError(f"{argv[0]} timed out after {SHADOW_TIMEOUT}s") from None
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-    if proc.returncode != 0:
-        text = (err or out).decode(errors="replace").strip().replace("\n", " | ")
-        raise ResourceError(f"{argv[0]} exited with code {proc.returncode}: {text or 'no output'}")
-
-
-def _lock() -> asyncio.Lock:
-    loop = asyncio.get_running_loop()
-    lock = _locks.get(loop)
-    if lock is None:
-        lock = _locks[loop] = asyncio.Lock()
-    return lock
+    async with loop_lock("shadow"):
+        await run_command(argv, timeout=SHADOW_TIMEOUT, env={"LC_ALL": "C"})

@@ -9,15 +9,12 @@ process group, and bounded by a timeout. Transactions keep locally changed confi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import re
-import signal
-import weakref
 from collections.abc import Sequence
 
 from engine.errors import ResourceError
+from resources.command import loop_lock, run_command
 from resources.pkg.backend import Available, Backend, Change, Installed, which
 
 # Seconds a query (dpkg-query, apt-cache) may take: apt-cache loads the whole package cache.
@@ -60,10 +57,6 @@ _CANDIDATE = re.compile(r"^  Candidate: (\S+)$")
 _REMOVED = re.compile(r"^Remv (\S+)")
 _DEPENDENT = re.compile(r"^ (\S+) (?:pre-)?depends on ")
 _PROGRESS = re.compile(r"^\(Reading database \.\.\. \d+%$")
-
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 class AptBackend(Backend):
@@ -232,59 +225,12 @@ def parse_policy(out: str) -> dict[str, Available]:
 
 def _lock() -> asyncio.Lock:
     """One transaction at a time from this process (dpkg's own lock guards the others)."""
-    loop = asyncio.get_running_loop()
-    lock = _locks.get(loop)
-    if lock is None:
-        lock = _locks[loop] = asyncio.Lock()
-    return lock
+    return loop_lock("apt")
 
 
 async def run(
     argv: list[str], *, timeout: float, ok: tuple[int, ...] | None = (0,)
 ) -> tuple[int, str, str]:
-    """Run one command to completion; (exit code, stdout, stderr).
-
-    Raises ResourceError if it cannot start, times out, or exits with a code not in `ok`
-    (`ok=None` accepts any code). A timeout or a cancellation stops its process group.
-    """
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **ENV},
-            start_new_session=True,
-        )
-    except OSError as error:
-        raise ResourceError(f"{argv[0]}: cannot start: {error}") from error
-    try:
-        async with asyncio.timeout(timeout):
-            raw_out, raw_err = await proc.communicate()
-    except TimeoutError:
-        raise ResourceError(f"{argv[0]} {argv[1]} timed out after {timeout:g}s") from None
-    finally:
-        await _stop(proc)
-    out, err = raw_out.decode(errors="replace"), raw_err.decode(errors="replace")
-    code = proc.returncode if proc.returncode is not None else -1
-    if ok is not None and code not in ok:
-        tail = " | ".join((err.strip() or out.strip()).splitlines()[-TAIL:]) or "no output"
-        raise ResourceError(f"{argv[0]} {argv[1]} exited with code {code}: {tail}")
-    return code, out, err
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    """If `proc` still runs: SIGTERM its group, SIGKILL after GRACE; always wait for it."""
-    if proc.returncode is None:
-        _signal_group(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(GRACE):
-                await proc.wait()
-    if proc.returncode is None:
-        _signal_group(proc.pid, signal.SIGKILL)
-    await proc.wait()
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)
+    """Run one apt/dpkg command to completion; (exit code, stdout, stderr) (see run_command)."""
+    label = " ".join(argv[:2])
+    return await run_command(argv, timeout=timeout, env=ENV, ok=ok, label=label, grace=GRACE)
