@@ -31,6 +31,7 @@ from mgmt.metrics import Metrics
 from mgmt.yamlgraph import GraphFileError, Loaded, load_file
 
 if TYPE_CHECKING:
+    from engine.world import World
     from mgmt.cluster.link import ClusterLink
 
 log = logging.getLogger("main")
@@ -40,9 +41,15 @@ class GraphSource(Protocol):
     """A front-end that produces graphs over time (the language): the agent applies each one.
 
     It watches its own input (so the agent does not watch config.file); `reload()` is SIGHUP.
+    A graph that needs the cluster (`Loaded.cluster`) makes the agent start it and hand the
+    source its World: `attach_world` returns the graph the source then produces, if a new one.
     """
 
+    graphs: int  # graphs produced so far
+
     def __aiter__(self) -> AsyncIterator[Loaded]: ...
+
+    async def attach_world(self, world: World) -> Loaded | None: ...
 
     def reload(self) -> None: ...
 
@@ -101,10 +108,6 @@ async def run(config: Config) -> ExitCode:
             return ExitCode.USAGE
     prefix = Path(tempfile.mkdtemp(prefix="mgmt-")) if config.tmp_prefix else config.prefix
     try:
-        if source is not None and first is None and config.exit_after >= 0:
-            log.error("the program produced no graph")  # cron mode: nothing to converge to
-            await source.aclose()
-            return ExitCode.FAILED
         return await Agent(config, prefix, source).run(loaded)
     except GraphError as err:  # found when the engine prepares the graph, before it runs
         log.error("%s: %s", config.file or "graph", err)
@@ -159,6 +162,9 @@ class Agent:
             if self.metrics is not None:
                 await self.metrics.start()
             await self._apply(loaded)
+            if self.source is not None and not self.source.graphs and self.exit_when_converged:
+                log.error("the program produced no graph")  # cron mode: nothing to converge to
+                return ExitCode.FAILED
             await self._start_background()
             self.swapped.set()
             reason = await self._wait_for_end()
@@ -289,6 +295,9 @@ class Agent:
             graph = loaded.graph
             if self.cluster is None and needs_cluster(self.config, loaded):
                 await self._start_cluster()
+                if self.cluster is not None and self.source is not None:
+                    # The program can read the world now: apply what it then produces.
+                    loaded = await self.source.attach_world(self.cluster.world) or loaded
             if self.cluster is not None:  # publish exports, add what is collected
                 graph = await self.cluster.graph_for(loaded)
             await self.engine.apply(graph)

@@ -83,6 +83,8 @@ class Loaded:
     warnings: list[str] = field(default_factory=list)
     # sha256 of the text parsed (to tell a real edit from a touch).
     digest: str = ""
+    # The front-end needs the cluster, whatever the graph holds (a program importing "world").
+    cluster: bool = False
 
 
 def load_file(path: Path) -> Loaded:

@@ -33,6 +33,6 @@ def needs_cluster(config: Config, loaded: Loaded) -> bool:
     """Whether this run must start or join the cluster (DESIGN §6: lazily, only if needed)."""
     if config.frontend == "empty" or flags_given(config):
         return True
-    if loaded.exported or loaded.collect:
+    if loaded.exported or loaded.collect or loaded.cluster:
         return True
     return any(kind in CLUSTER_KINDS for kind, _ in loaded.graph.vertices)

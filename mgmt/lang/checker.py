@@ -135,6 +135,8 @@ class Checked:
     program: ast.Program
     # Every binding and func statement, in every scope.
     bindings: list[ast.Bind | ast.FuncDef] = field(default_factory=list)
+    # Every module imported, in any scope ("world": the program needs the cluster).
+    modules: set[str] = field(default_factory=set)
 
 
 class Checker:
@@ -145,6 +147,7 @@ class Checker:
         self.mono: list[ast.Bind] = []
         self.failed: set[int] = set()  # ids of bindings whose check failed
         self.bindings: list[ast.Bind | ast.FuncDef] = []
+        self.modules: set[str] = set()
 
     def problem(self, pos: Pos, message: str) -> None:
         self.problems.append(f"{pos}: {message}")
@@ -158,7 +161,7 @@ class Checker:
         self._solve(final=True)
         if self.problems:
             raise CompileError(self.problems)
-        return Checked(program, self.bindings)
+        return Checked(program, self.bindings, self.modules)
 
     # blocks ---------------------------------------------------------------------------------
 
@@ -224,6 +227,7 @@ class Checker:
             self.problem(stmt.pos, f'"{alias}" is already imported in this scope')
             return
         scope.imports[alias] = stmt.module
+        self.modules.add(stmt.module)
 
     def _order(
         self, binds: list[ast.Bind | ast.FuncDef], deps: dict[int, list[ast.Bind | ast.FuncDef]]

@@ -12,7 +12,7 @@ import operator
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mgmt.lang import streams
@@ -24,9 +24,11 @@ from mgmt.lang.values import FrozenDict, go_float, go_str, sort_key
 
 @dataclass(frozen=True)
 class Context:
-    """What context-dependent builtins see: the agent's hostname."""
+    """What context-dependent builtins see: the agent's hostname, the cluster's World."""
 
     hostname: str
+    # The World once the agent has started the cluster (world.* functions wait for it).
+    world: streams.WorldRef = field(default_factory=streams.WorldRef, compare=False)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,22 @@ _def("sys.fqdn", "func() str", impl=socket.getfqdn)
 # os ------------------------------------------------------------------------------------------
 
 _def("os.readfile", "func(str) str", stream=streams.ReadFile, doc="re-emits on change")
+
+# world ---------------------------------------------------------------------------------------
+# They read the cluster: a program that imports "world" makes the agent start (or join) it.
+
+_def(
+    "world.getval",
+    "func(str) struct{value str; exists bool}",
+    stream=streams.GetVal,
+    doc="a string of the cluster, re-emits on change",
+)
+_def(
+    "world.kvlookup",
+    "func(str) map{str: str}",
+    stream=streams.KVLookup,
+    doc="a per-host map of the cluster (host -> value), re-emits on change",
+)
 
 # math ----------------------------------------------------------------------------------------
 

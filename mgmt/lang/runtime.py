@@ -13,7 +13,8 @@ input event recomputes only what is downstream of it, and an unchanged output is
 
 A function's run-time error (a missing file, a bad number) is the value of its cell and of
 everything that depends on it: the root then has no graph, and the agent keeps the last good
-one. When the input recovers, so does the graph.
+one. When the input recovers, so does the graph; streams keep running meanwhile (a stream is
+stopped only after a pass without errors no longer reads it), so their state survives.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class Runtime:
     ) -> None:
         self.checked = checked
         self.ctx = ctx
+        self.world = ctx.world  # the streams' Host: world.* functions wait for it
         self.clock: Clock = clock or LoopClock()
         self.base_dir = base_dir or Path.cwd()
         self.notify = notify
@@ -156,7 +158,10 @@ class Runtime:
         finally:
             sys.setrecursionlimit(limit)
             self._in_pass = False
-        if self._reshaped:
+        # A cell that failed read only part of what it reads when it succeeds: collecting now
+        # would stop streams still in use (a debounce would forget its state at a glitch of
+        # its input). Errors propagate to the root, so a root without one means a full pass.
+        if self._reshaped and self.root.error is None:
             self._collect_garbage()
         changed = self.root.changed_at != self._last_root
         self._last_root = self.root.changed_at
@@ -242,6 +247,11 @@ class Runtime:
                 self._closing.append(stream)
 
     # streams --------------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> bool:
+        """Some running stream has produced no value yet (a world.* function, say)."""
+        return any(isinstance(cell.error, NotReady) for _, cell in self.streams.values())
 
     def emit(self, stream: Stream, value: Any, error: FuncError | None = None) -> None:
         """A stream has a new value (or error); called by the streams."""

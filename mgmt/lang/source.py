@@ -6,6 +6,11 @@ that differs from the last one sent; the agent swaps each into the engine (uncha
 keep running). A run-time error in a function is logged once and the last good graph stays.
 The source watches its program file (unless told not to) and swaps in a new program on edit;
 a program that does not compile is reported and the running one stays.
+
+A program that imports "world" needs the cluster: the graphs it yields say so (`Loaded.cluster`),
+even before it has produced one (an empty graph then, or the last one after an edit), so that
+the agent starts the cluster and hands over its World (`attach_world`); the world.* functions
+wait for it, and the graph computed once they have their first values is applied.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Edge, Graph, fmt_key
@@ -27,15 +32,21 @@ from engine.watcher import PathWatcher
 from mgmt.lang import compile_file
 from mgmt.lang.checker import Checked
 from mgmt.lang.clock import Clock
-from mgmt.lang.errors import CompileError, FuncError, LangError
+from mgmt.lang.errors import CompileError, FuncError, LangError, NotReady
 from mgmt.lang.funcs import Context
 from mgmt.lang.runtime import EdgeSpec, ResSpec, Runtime
 from mgmt.lang.values import to_plain
 from mgmt.yamlgraph import Loaded
 
+if TYPE_CHECKING:
+    from engine.world import World
+
 log = logging.getLogger("lang")
 
 EXPORT_PREFIX = "@@"
+# How long attach_world waits for the streams' first values (a world read that cannot reach the
+# cluster fails sooner: the client gives up after 5 s).
+SETTLE_WAIT = 10.0
 
 
 def build_graph(items: tuple[Any, ...], name: str) -> Graph:
@@ -101,7 +112,9 @@ class LangSource:
         self.runtime: Runtime | None = None
         self.first: Loaded | None = None
         self.first_error: str | None = None
-        self.graphs = 0  # graphs produced so far (tests read it)
+        self.graphs = 0  # graphs produced so far (the agent and tests read it)
+        self.needs_cluster = False  # the program imports "world"
+        self._last_graph: Graph | None = None
         self.evaluated = asyncio.Event()  # set after each evaluation (tests wait on it)
         self._digest = ""
         self._last_items: Any = None
@@ -125,6 +138,7 @@ class LangSource:
             await source._watcher.__aenter__()  # before the first graph: no edit is missed
         source._start(checked)
         source._evaluate()
+        source._ask_for_cluster()
         source.first = source._take()
         source._spawn(source._loop(), "lang")
         if source._watcher is not None:
@@ -135,6 +149,7 @@ class LangSource:
         text = self.path.read_bytes() if self.path.exists() else b""
         checked = compile_file(self.path)
         self._digest = hashlib.sha256(text).hexdigest()
+        self.needs_cluster = "world" in checked.modules
         return checked
 
     def _start(self, checked: Checked) -> None:
@@ -169,6 +184,21 @@ class LangSource:
         """Re-read the program (SIGHUP); an unchanged file is not recompiled."""
         self._reload = True
         self._kick.set()
+
+    async def attach_world(self, world: World) -> Loaded | None:
+        """The cluster is up: the world.* functions read it from now on.
+
+        Waits (up to SETTLE_WAIT s) until every running stream has its first value and the
+        program has been evaluated with them; returns the graph it then produced, if it is new
+        (taken: the iterator does not yield it again).
+        """
+        self.ctx.world.attach(world)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_WAIT):
+                while self.runtime is not None and (self.runtime.waiting or self.runtime.pending):
+                    self.evaluated.clear()
+                    await self.evaluated.wait()
+        return self._take()
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
@@ -218,12 +248,24 @@ class LangSource:
             except (LangError, MgmtError) as err:
                 self._report(err)
             return
+        if isinstance(error, NotReady):  # a world.* function before its first read
+            log.debug("%s (waiting for it)", error)
+            return
         self._report(error)
 
     def _emit(self, graph: Graph) -> None:
         self.graphs += 1
-        self._latest = Loaded(graph, digest=self._digest)
+        self._last_graph = graph
+        self._latest = Loaded(graph, digest=self._digest, cluster=self.needs_cluster)
         self._ready.set()
+
+    def _ask_for_cluster(self) -> None:
+        """A program that reads the world while there is none yet and has no new graph: hand
+        the agent the graph it runs (an empty one at first), marked as needing the cluster."""
+        if self.needs_cluster and self.ctx.world.world is None and self._latest is None:
+            graph = self._last_graph if self._last_graph is not None else Graph(self.path.stem)
+            self._latest = Loaded(graph, digest=self._digest, cluster=True)
+            self._ready.set()
 
     def _report(self, error: Exception | None) -> None:
         """Log a run-time error once (and its recovery), not at every event."""
@@ -260,3 +302,4 @@ class LangSource:
             await old.close()
         self._last_error = None
         self._evaluate()
+        self._ask_for_cluster()

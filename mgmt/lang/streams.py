@@ -8,6 +8,9 @@ one Stream instance that emits new values to the runtime.
   less than `ms` of history exists).
 - debounce(value, ms): the value, changed only once the new value has held for `ms`
   milliseconds (an extension, not in mgmt: exact hysteresis in time).
+- world.getval(key), world.kvlookup(key): a string of the cluster (struct{value; exists}) and a
+  per-host map (host -> value), re-read on every change the World's watch reports. They wait
+  for the cluster (WorldRef) until the agent has started it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from engine.errors import ValidationError, WorldError
+from engine.world import Changes, World, check_key
 from mgmt.lang.clock import Clock, Timer
 from mgmt.lang.errors import FuncError
-from mgmt.lang.values import Struct
+from mgmt.lang.values import FrozenDict, Struct
 
 
 class Host(Protocol):
@@ -30,6 +35,7 @@ class Host(Protocol):
 
     clock: Clock
     base_dir: Path
+    world: WorldRef
 
     def emit(self, stream: Stream, value: Any, error: FuncError | None = None) -> None: ...
 
@@ -224,6 +230,83 @@ class Debounce(Stream):
         self._pending = None
         self.output = self.candidate
         self.emit(self.output)
+
+
+class WorldRef:
+    """The cluster's World, once the agent has started the cluster (world.* functions wait)."""
+
+    def __init__(self) -> None:
+        self.world: World | None = None
+        self._attached = asyncio.Event()
+
+    def attach(self, world: World) -> None:
+        self.world = world
+        self._attached.set()
+
+    async def get(self) -> World:
+        await self._attached.wait()
+        assert self.world is not None
+        return self.world
+
+
+class _WorldStream(Stream):
+    """A value of the World for a key: read once the World is there, re-read on every change.
+
+    A read that fails (the cluster is unreachable) is the stream's error until the watch,
+    which survives a lost cluster and signals once it is back, brings a good read.
+    """
+
+    def start(self) -> None:
+        key = self.args[0]
+        try:
+            check_key(key)
+        except ValidationError as err:
+            self.fail(err.message)
+            return
+        self._tasks.append(self.host.spawn(self._follow(key), f"{self.name} {key}"))
+
+    def watch(self, world: World, key: str) -> Changes:
+        raise NotImplementedError
+
+    async def read(self, world: World, key: str) -> Any:
+        raise NotImplementedError
+
+    async def _follow(self, key: str) -> None:
+        world = await self.host.world.get()
+        async with self.watch(world, key) as changes:
+            await self._read(world, key)  # after subscribing: no change is missed
+            async for _ in changes:
+                await self._read(world, key)
+
+    async def _read(self, world: World, key: str) -> None:
+        try:
+            value = await self.read(world, key)
+        except WorldError as err:
+            self.fail(f"cannot read {key}: {err}")
+            return
+        self.emit(value)
+
+
+class GetVal(_WorldStream):
+    """world.getval(key): struct{value; exists} of the string `key` ("" if it does not exist)."""
+
+    def watch(self, world: World, key: str) -> Changes:
+        return world.str_watch(key)
+
+    async def read(self, world: World, key: str) -> Any:
+        value = await world.str_get(key)
+        return Struct(value=value or "", exists=value is not None)
+
+
+class KVLookup(_WorldStream):
+    """world.kvlookup(key): the per-host map `key`, host -> value (what `kv` with `mapped`
+    writes)."""
+
+    def watch(self, world: World, key: str) -> Changes:
+        return world.str_map_watch(key)
+
+    async def read(self, world: World, key: str) -> Any:
+        return FrozenDict(await world.str_map_get(key))
 
 
 def load_average_path(path: str) -> contextlib.AbstractContextManager[None]:

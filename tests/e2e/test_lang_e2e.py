@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from mgmt.cluster.world import EtcdWorld
 from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_path
+from tests.e2e.test_cluster_e2e import Host, client_of, fleet
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.mcl"))
 
@@ -96,29 +98,74 @@ async def test_datetime_demo_updates_every_second_with_history(
 async def test_autoscaler_flips_only_after_the_load_held_for_the_hold_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The VM (libvirt's test driver, whose state is private to the daemon) is followed through
+    the daemon's log: shut down once the load has stayed high for the hold time, started again
+    once it has stayed low; a load that does not parse keeps the last graph."""
     hold = 0.4
     load = tmp_path / "load"
-    state = tmp_path / "vm-state"
     load.write_text("0.3\n")
-    env = {
-        "MGMT_DEMO_DIR": str(tmp_path),
-        "MGMT_DEMO_LOADFILE": str(load),
-        "MGMT_DEMO_HOLD_MS": str(int(hold * 1000)),
-    }
+    env = {"MGMT_DEMO_LOADFILE": str(load), "MGMT_DEMO_HOLD_MS": str(int(hold * 1000))}
     for key, value in env.items():
         monkeypatch.setenv(key, value)  # the daemon inherits them
+    vm = "virt[autoscaled]"
+
+    def set_load(value: str) -> None:
+        tmp = load.with_suffix(".new")
+        tmp.write_text(value + "\n")
+        tmp.replace(load)
+
     async with Daemon(["run", "--tmp-prefix", "examples/autoscaler.mcl"]) as daemon:
-        await wait_path(state, has_content("running\n"))
-        for value, expected in (("2.5", "shutoff\n"), ("0.2", "running\n")):
+        await daemon.wait_log(f"{vm}: started")
+        await daemon.wait_log("converged: all 1 resources")
+        for value, expected, count in (("2.5", "shut down: done", 1), ("0.2", "started", 2)):
             start = time.monotonic()
-            tmp = load.with_suffix(".new")
-            tmp.write_text(value + "\n")
-            tmp.replace(load)
-            await wait_path(state, has_content(expected))
+            set_load(value)
+            await daemon.wait_log(f"{vm}: {expected}", count=count)
             assert time.monotonic() - start >= hold
-        load.write_text("garbage\n")  # a run-time error: the last graph stays
+        set_load("garbage")  # a run-time error: the last graph stays
         await daemon.wait_log("cannot parse 'garbage' as a float")
-        state.write_text("tampered\n")
-        await wait_path(state, has_content("running\n"))
+        assert "keeping the last good graph" in daemon.log
+        set_load("2.0")  # the program recovers and still flips only after the hold time
+        start = time.monotonic()
+        await daemon.wait_log(f"{vm}: shut down: done", count=2)
+        assert time.monotonic() - start >= hold
+        assert "the program produces a graph again" in daemon.log
         daemon.signal(signal.SIGINT)
-        assert await daemon.wait() == 0
+        assert await daemon.wait() == 0, daemon.log
+
+
+async def test_world_functions_show_what_another_agent_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/world.mcl on two real agents (their own etcd members): each one's file shows
+    the status the other wrote with its kv resource, follows an edit of it, and the motd."""
+    monkeypatch.setenv("MGMT_DEMO_DIR", str(tmp_path))  # the daemons inherit it
+    h1, h2 = Host("h1", tmp_path, frontend="lang"), Host("h2", tmp_path, frontend="lang")
+    for host in (h1, h2):
+        host.graph.write_text((ROOT / "examples" / "world.mcl").read_text())
+
+    def shows(host: str, motd: str, h1_status: str) -> str:
+        return f"seen by {host}\nmotd: {motd}\nh1: {h1_status}\nh2: up\n"
+
+    async with fleet([h1, h2]):
+        await h1.start()
+        await h2.start(seeds=[h1])
+        for host in (h1, h2):
+            await wait_path(
+                tmp_path / f"world-{host.name}", has_content(shows(host.name, "(none)", "up")), 20
+            )
+        # h1's program changes its status: a graph swap, its kv writes it, h2's file follows.
+        text = h1.graph.read_text()
+        tmp = h1.graph.with_suffix(".new")
+        tmp.write_text(text.replace('sys.defaultenv("MGMT_DEMO_STATUS", "up")', '"busy"'))
+        tmp.replace(h1.graph)
+        await wait_path(tmp_path / "world-h2", has_content(shows("h2", "(none)", "busy")))
+        # A string set by anyone in the cluster.
+        async with client_of(h1, h2) as client:
+            await EtcdWorld(client, "test").str_set("demo/motd", "hello")
+        for host in (h1, h2):
+            await wait_path(
+                tmp_path / f"world-{host.name}", has_content(shows(host.name, "hello", "busy"))
+            )
+        assert await h2.stop() == 0
+        assert await h1.stop() == 0

@@ -165,6 +165,30 @@ def test_debounce_flips_only_after_the_value_held_for_the_hold_time(tmp_path: Pa
     assert all(held for now, _high, held in seen if now >= 116)
 
 
+def test_an_upstream_error_does_not_reset_a_stream(tmp_path: Path) -> None:
+    """A glitch of debounce's input (one second of error) keeps its state: no early flip."""
+    clock = ManualClock(start=100.5)
+    rt = run(
+        """
+        import "datetime"
+        $now = datetime.now()
+        $glitch = if $now == 105 { 1 / ($now - $now) } else { 0 }
+        $held = debounce($now >= 104 and $glitch == 0, 4000)
+        noop "n" { comment => if $held { "on" } else { "off" } }
+        """,
+        clock,
+    )
+    seen = {}
+    for _ in range(10):
+        _changed, _items, error = rt.evaluate()
+        now = binding(rt, "now")
+        seen[now] = None if error is not None else binding(rt, "held")
+        clock.advance(1)
+    assert seen[105] is None  # the error: no graph, the last one stays
+    # high since 104: the output follows 4 s later, at 108, not at once after the glitch
+    assert [seen[t] for t in (103, 104, 106, 107, 108, 109)] == [False] * 4 + [True] * 2
+
+
 async def test_readfile_follows_the_file_and_recovers_from_errors(tmp_path: Path) -> None:
     path = tmp_path / "input"
     path.write_text("1.5\n")
