@@ -2,7 +2,8 @@
 
 mgmt's World interface, narrowed to what this project uses:
 
-- strings: `str_get/str_set/str_del/str_watch(key)` on `/_mgmt/strings/<key>`;
+- strings: `str_get/str_set/str_del/str_watch(key)` on `/_mgmt/strings/<key>`, and
+  `str_cas(key, expected, value)`: set only if the key still holds `expected` (None: absent);
 - per-host maps: `str_map_get/str_map_set/str_map_del/str_map_watch(key)` on
   `/_mgmt/strings/<key>/<host>` (set and del touch this host's entry only);
 - exported resources: `res_export(records)` replaces this host's set under
@@ -163,6 +164,8 @@ class World(Protocol):
 
     async def str_del(self, key: str) -> None: ...
 
+    async def str_cas(self, key: str, expected: str | None, value: str) -> bool: ...
+
     def str_watch(self, key: str) -> Changes: ...
 
     async def str_map_get(self, key: str) -> dict[str, str]: ...
@@ -250,6 +253,12 @@ class MemoryWorld:
 
     async def str_del(self, key: str) -> None:
         self.store.commit({}, [strings_key(key)])
+
+    async def str_cas(self, key: str, expected: str | None, value: str) -> bool:
+        if self.store.get(strings_key(key)) != expected:
+            return False
+        self.store.commit({strings_key(key): value})
+        return True
 
     def str_watch(self, key: str) -> Changes:
         return self.store.watch(strings_key(key), prefix=False)

@@ -2,7 +2,8 @@
 
 The key is `/_mgmt/strings/<key>`, or `/_mgmt/strings/<key>/<hostname>` with `mapped: true`
 (a per-host map: every host writes its own entry). `value: null` (or no value) deletes it.
-With `skiplessthan`, a stored value greater than ours is left alone (counters that only go up).
+With `skiplessthan`, a stored value greater than ours is left alone (counters that only go up);
+the comparison and the write are one transaction, so two hosts racing never lower the value.
 The resource watches its key, so a change made anywhere is repaired at once; a refresh (notify)
 re-writes the value even when it is unchanged, which wakes every watcher of the key.
 """
@@ -15,6 +16,9 @@ from typing import Literal
 from engine.errors import ResourceError, ValidationError
 from engine.resource import RefreshableMixin, Resource, register
 from engine.world import World, check_key
+
+# skiplessthan compares and sets in one transaction; a lost race is retried this many times.
+CAS_ATTEMPTS = 10
 
 
 @register("kv")
@@ -74,36 +78,41 @@ class KVRes(RefreshableMixin, Resource):
     async def check_apply(self, apply: bool) -> bool:
         world = self._world()
         where = self._where()
-        current = await world.str_get(where)
         refresh = self.handle.refresh()
-        if self.value is None:
-            if current is None:
-                self.handle.logger.debug("nothing to do: %s is absent", where)
-                return True
-            if not apply:
-                self.handle.logger.info("would delete %s", where)
+        for _ in range(CAS_ATTEMPTS):
+            current = await world.str_get(where)
+            if self.value is None:
+                if current is None:
+                    self.handle.logger.debug("nothing to do: %s is absent", where)
+                    return True
+                if not apply:
+                    self.handle.logger.info("would delete %s", where)
+                    return False
+                await world.str_del(where)
+                self.handle.logger.info("deleted %s", where)
                 return False
-            await world.str_del(where)
-            self.handle.logger.info("deleted %s", where)
+            if current is not None and self.skiplessthan and self._greater(current, self.value):
+                self.handle.logger.debug(
+                    "nothing to do: %s holds %r, greater than %r (skiplessthan)",
+                    where,
+                    current,
+                    self.value,
+                )
+                return True
+            if current == self.value and not refresh:
+                self.handle.logger.debug("nothing to do: %s already holds %r", where, self.value)
+                return True
+            why = "refreshed" if current == self.value else f"set to {self.value!r}"
+            if not apply:
+                self.handle.logger.info("would be %s: %s", why, where)
+                return False
+            if not self.skiplessthan:
+                await world.str_set(where, self.value)
+            elif not await world.str_cas(where, current, self.value):
+                continue  # another host wrote meanwhile: compare with its value
+            self.handle.logger.info("%s %s", where, why)
             return False
-        if current is not None and self.skiplessthan and self._greater(current, self.value):
-            self.handle.logger.debug(
-                "nothing to do: %s holds %r, greater than %r (skiplessthan)",
-                where,
-                current,
-                self.value,
-            )
-            return True
-        if current == self.value and not refresh:
-            self.handle.logger.debug("nothing to do: %s already holds %r", where, self.value)
-            return True
-        why = "refreshed" if current == self.value else f"set to {self.value!r}"
-        if not apply:
-            self.handle.logger.info("would be %s: %s", why, where)
-            return False
-        await world.str_set(where, self.value)
-        self.handle.logger.info("%s %s", where, why)
-        return False
+        raise ResourceError(f"{where} kept changing while being compared ({CAS_ATTEMPTS} times)")
 
     def _greater(self, stored: str, ours: str) -> bool:
         """Whether the stored value is greater than ours (skiplessthan's comparison)."""

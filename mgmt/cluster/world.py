@@ -48,6 +48,20 @@ class EtcdWorld:
         check_key(key)
         await self.client.delete(strings_key(key).encode())
 
+    async def str_cas(self, key: str, expected: str | None, value: str) -> bool:
+        """One transaction: put `value` if the key holds `expected` (None: does not exist)."""
+        check_key(key)
+        raw = strings_key(key).encode()
+        if expected is None:  # an absent key has version 0
+            compare = rpc.Compare(key=raw, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL)
+        else:
+            compare = rpc.Compare(
+                key=raw, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=expected.encode()
+            )
+        put = rpc.RequestOp(request_put=rpc.PutRequest(key=raw, value=value.encode()))
+        response = await self.client.txn([compare], [put])
+        return bool(response.succeeded)
+
     def str_watch(self, key: str) -> Changes:
         check_key(key)
         return self._watch(strings_key(key), prefix=False)

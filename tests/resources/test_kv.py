@@ -113,6 +113,29 @@ async def test_skiplessthan(
     assert await world.str_get("n") == (stored if kept else ours)
 
 
+async def test_skiplessthan_races_never_lower_the_value(tmp_path: Path, start_kv: Start) -> None:
+    """Twenty hosts write 20..1 to one counter at once, on real etcd: all read before any
+    writes, so without compare-and-set the last (smallest) write would win."""
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url])
+        try:
+            world = EtcdWorld(client, "h0")
+            assert await world.str_cas("n", None, "0") is True  # absent, as expected
+            assert await world.str_cas("n", None, "5") is False
+            assert await world.str_cas("n", "1", "5") is False
+            assert await world.str_get("n") == "0"
+            started = [
+                await start_kv(
+                    EtcdWorld(client, f"h{i}"), name="n", value=str(i), skiplessthan=True
+                )
+                for i in range(20, 0, -1)
+            ]
+            await asyncio.gather(*(res.check_apply(True) for res, _ in started))
+            assert await world.str_get("n") == "20"
+        finally:
+            await client.close()
+
+
 async def test_refresh_rewrites_and_wakes_watchers(start_kv: Start) -> None:
     world = MemoryWorld("h1")
     res, handle = await start_kv(world, name="k", value="v")
