@@ -121,13 +121,16 @@ class Exported:
         allowed = self.meta.get("export") or []
         return not allowed or "*" in allowed or host in allowed
 
-    def build(self) -> Resource:
-        """The resource again; ValidationError if this host's kind refuses the params."""
+    def build(
+        self, params: dict[str, Any] | None = None, meta: dict[str, Any] | None = None
+    ) -> Resource:
+        """The resource again, with `params` and `meta` overriding the exported ones;
+        ValidationError if this host's kind refuses them."""
         cls = lookup(self.kind)
         if cls is None:
             raise ValidationError(f"unknown kind {self.kind!r}", "kind")
-        res = build(cls, {**self.params, "name": self.name})
-        res.meta = build(Meta, self.meta, prefix="meta.")
+        res = build(cls, {**self.params, **(params or {}), "name": self.name})
+        res.meta = build(Meta, {**self.meta, **(meta or {})}, prefix="meta.")
         res.validate()
         return res
 

@@ -67,10 +67,19 @@ class LocList(list[Any]):
 
 @dataclass
 class Collect:
+    """Which exported resources to pull into the local graph (see mgmt.cluster.link)."""
+
     # The kind of exported resources to pull in.
     kind: str
     # Only resources whose name starts with this (a path prefix for files). Default: all.
     pattern: str = ""
+    # Only the resource of this exact name (the language's collect statement). Default: any.
+    name: str | None = None
+    # Only from this host. Default: any host.
+    host: str | None = None
+    # Params and meta params that override the exported ones.
+    params: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -41,6 +41,17 @@ def matches(record: Exported, pattern: str) -> bool:
     return record.name.startswith(pattern) or (isinstance(path, str) and path.startswith(pattern))
 
 
+def selects(collect: Collect, record: Exported) -> bool:
+    """Whether a collect entry asks for this record (its kind; its name or pattern; its host)."""
+    if collect.kind != record.kind or collect.host not in (None, record.host):
+        return False
+    return (
+        record.name == collect.name
+        if collect.name is not None
+        else matches(record, collect.pattern)
+    )
+
+
 class ClusterLink:
     """See the module doc."""
 
@@ -103,17 +114,20 @@ class ClusterLink:
                     self._publish.set()
             else:
                 self._publish.set()
+        collected = self._collected()
+        # A local resource that is hidden (exported, not applied here) gives way to the same
+        # resource collected; any other local one wins.
+        by_key = {(res.kind, res.name): res for _, res in collected}
         graph = Graph(loaded.graph.name)
         for res in loaded.graph:
-            graph.add(res)
+            key = (res.kind, res.name)
+            if key in by_key and not res.meta.hidden:
+                self._warn_once(key, "collected resource %s clashes with a local one: kept local")
+                del by_key[key]
+            graph.add(by_key.pop(key, res))
         for src, dst, edge in loaded.graph.edges():
             graph.connect(src, dst, edge)
-        collected = self._collected()
-        for _, res in collected:
-            key = (res.kind, res.name)
-            if key in graph:
-                self._warn_once(key, "collected resource %s clashes with a local one: kept local")
-                continue
+        for res in by_key.values():
             graph.add(res)
         self._running = self._signature(collected)
         return graph
@@ -123,7 +137,8 @@ class ClusterLink:
         for record in self.records:
             if not record.visible_to(self.host):
                 continue
-            if not any(c.kind == record.kind and matches(record, c.pattern) for c in self._collect):
+            chosen = next((c for c in self._collect if selects(c, record)), None)
+            if chosen is None:
                 continue
             key = (record.kind, record.name)
             if key in out:
@@ -136,7 +151,7 @@ class ClusterLink:
                     )
                 continue
             try:
-                out[key] = (record, record.build())
+                out[key] = (record, record.build(chosen.params, chosen.meta))
             except ValidationError as err:
                 self._warn_once(key, f"cannot collect %s from {record.host}: {err}")
         return list(out.values())

@@ -204,13 +204,19 @@ class ResEdge(Node):
 
 @dataclass(eq=False)
 class Resource(Stmt):
-    """`kind "name" { param => expr, Meta:noop => true, Notify => Svc["x"], }`."""
+    """`kind "name" { param => expr, Meta:noop => true, Notify => Svc["x"], }`.
+
+    With `collect` in front: the exported resources of that kind and name (a str, a list of
+    str, or a list of struct{name; host}) are collected, with these params and metas overriding
+    theirs.
+    """
 
     kind: str
     name: Expr
     params: list[ResParam]
     metas: list[ResMeta]
     edges: list[ResEdge]
+    collect: bool = False
 
 
 @dataclass(eq=False)

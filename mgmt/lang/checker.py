@@ -29,10 +29,11 @@ from engine.resource import lookup as lookup_kind
 from mgmt.lang import ast, funcs
 from mgmt.lang.errors import CompileError, Pos
 from mgmt.lang.gofmt import VERB_TYPES, verbs
-from mgmt.lang.kinds import ParamType, capitalized, kind_params, meta_params, sends
+from mgmt.lang.kinds import EXPORT_PREFIX, ParamType, capitalized, kind_params, meta_params, sends
 from mgmt.lang.types import (
     BASIC,
     BOOL,
+    COLLECTED,
     FLOAT,
     INT,
     STR,
@@ -382,6 +383,18 @@ class Checker:
             lambda: f"type error: {what} must be a str or a list of str, got {show(t)}",
         )
 
+    def _collect_names(self, expr: ast.Expr, scope: Scope, kind: str) -> None:
+        t = self._check_expr(expr, scope)
+        self.one_of(
+            expr.pos,
+            [t],
+            [[STR], [TList(STR)], [TList(COLLECTED)]],
+            lambda: (
+                f"type error: what a collect {kind} names must be a str, a list of str or "
+                f"a list of {show(COLLECTED)}, got {show(t)}"
+            ),
+        )
+
     def _resource(self, res: ast.Resource, scope: Scope) -> None:
         table = kind_params(res.kind)
         if table is None:
@@ -390,7 +403,12 @@ class Checker:
                 f"unknown resource kind '{res.kind}'{_hint(res.kind, known_kinds())}; "
                 f"known kinds: {', '.join(known_kinds())}",
             )
-        self._names(res.name, scope, f"the name of a {res.kind}")
+        if res.collect:
+            self._collect_names(res.name, scope, res.kind)
+            for edge in res.edges:
+                self.problem(edge.pos, "a collect statement cannot have edges")
+        else:
+            self._names(res.name, scope, f"the name of a {res.kind}")
         ok = True
         given: set[str] = set()
         for param in res.params:
@@ -427,6 +445,8 @@ class Checker:
                 self._edge_half(edge.target, scope)
             except _Abort:
                 ok = False
+        if res.collect:
+            return  # overrides only: the exported resource has the rest
         self._required(res, given)
         if ok:
             self._validate_constant(res)
@@ -506,7 +526,7 @@ class Checker:
         meta: dict[str, Any] = {m.name: m.expr.value for m in res.metas}  # type: ignore[attr-defined]
         lines = {p.name: p.pos for p in res.params}
         try:
-            obj = build(cls, {"name": res.name.value, **data})
+            obj = build(cls, {"name": res.name.value.removeprefix(EXPORT_PREFIX), **data})
             obj.meta = build(Meta, meta, prefix="Meta:")
             obj.validate()
         except ValidationError as err:

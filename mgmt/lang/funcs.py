@@ -142,6 +142,13 @@ _def(
     doc="a per-host map of the cluster (host -> value), re-emits on change",
 )
 
+_def(
+    "world/collect.res",
+    "func(str) []struct{name str; host str}",
+    stream=streams.CollectRes,
+    doc="the exported resources of a kind this host may collect, re-emits on change",
+)
+
 # math ----------------------------------------------------------------------------------------
 
 

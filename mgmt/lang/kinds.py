@@ -18,6 +18,9 @@ from engine.params import hints
 from engine.resource import Resource, lookup
 from mgmt.lang.types import BOOL, FLOAT, INT, STR, TList, TMap, Type
 
+# A resource named "@@name" is exported only (as in graph files), not applied here.
+EXPORT_PREFIX = "@@"
+
 
 @dataclass(frozen=True)
 class ParamType:

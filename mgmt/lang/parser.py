@@ -39,7 +39,7 @@ param: VAR type?
 if_stmt: IF expr block (ELSE (block | if_stmt))?
 block: "{" _stmt* "}"
 
-resource: res_kind expr "{" (res_field ("," res_field)* ","?)? "}"
+resource: COLLECT? res_kind expr "{" (res_field ("," res_field)* ","?)? "}"
 res_kind: NAME (":" NAME)*
 res_field: NAME "=>" expr                  -> res_param
          | CAPNAME ":" NAME "=>" expr      -> res_meta
@@ -89,6 +89,7 @@ type: NAME                                         -> type_name
 interp: expr | dotted
 
 IMPORT: "import"
+COLLECT: "collect"
 IF: "if"
 ELSE: "else"
 FUNC: "func"
@@ -307,8 +308,9 @@ class _Builder(Transformer[Any, Any]):
         return ast.IfStmt(self._p(items), items[1], items[2], other)
 
     def resource(self, items: list[Any]) -> ast.Resource:
-        kind, name, *fields = items
-        res = ast.Resource(self._p(items), kind, name, [], [], [])
+        collect = isinstance(items[0], Token) and items[0].type == "COLLECT"
+        kind, name, *fields = items[1:] if collect else items
+        res = ast.Resource(self._p(items), kind, name, [], [], [], collect=collect)
         for f in fields:
             if isinstance(f, ast.ResParam):
                 res.params.append(f)

@@ -52,6 +52,16 @@ class ResSpec(NamedTuple):
     pos: Pos
 
 
+class CollectSpec(NamedTuple):
+    """A collect statement: exported resources of a kind, by name (and host: None = any)."""
+
+    kind: str
+    targets: tuple[tuple[str, str | None], ...]
+    params: tuple[tuple[str, Any], ...]
+    meta: tuple[tuple[str, Any], ...]
+    pos: Pos
+
+
 class EdgeSpec(NamedTuple):
     src: tuple[str, str]
     dst: tuple[str, str]
@@ -366,10 +376,18 @@ class Runtime:
         value = self.eval(expr, EMPTY)
         return (value,) if isinstance(value, str) else tuple(value)
 
+    def _collected(self, expr: ast.Expr) -> tuple[tuple[str, str | None], ...]:
+        """What a collect statement names: a name, names, or struct{name; host} values."""
+        value = self.eval(expr, EMPTY)
+        named = (value,) if isinstance(value, str) else value
+        return tuple((t, None) if isinstance(t, str) else (t["name"], t["host"]) for t in named)
+
     def _resource(self, stmt: ast.Resource) -> tuple[Any, ...]:
-        names = self._names(stmt.name)
         params = tuple((p.name, self.eval(p.expr, EMPTY)) for p in stmt.params)
         meta = tuple((m.name, self.eval(m.expr, EMPTY)) for m in stmt.metas)
+        if stmt.collect:
+            return (CollectSpec(stmt.kind, self._collected(stmt.name), params, meta, stmt.pos),)
+        names = self._names(stmt.name)
         out: list[Any] = [ResSpec(stmt.kind, n, params, meta, stmt.pos) for n in names]
         for edge in stmt.edges:
             targets = self._names(edge.target.name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -27,33 +28,42 @@ from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Edge, Graph, fmt_key
 from engine.meta import Meta
 from engine.params import build
-from engine.resource import lookup
+from engine.resource import Resource, lookup
 from engine.watcher import PathWatcher
 from mgmt.lang import compile_file
 from mgmt.lang.checker import Checked
 from mgmt.lang.clock import Clock
 from mgmt.lang.errors import CompileError, FuncError, LangError, NotReady
 from mgmt.lang.funcs import Context
-from mgmt.lang.runtime import EdgeSpec, ResSpec, Runtime
+from mgmt.lang.kinds import EXPORT_PREFIX
+from mgmt.lang.runtime import CollectSpec, EdgeSpec, ResSpec, Runtime
 from mgmt.lang.values import to_plain
-from mgmt.yamlgraph import Loaded
+from mgmt.yamlgraph import Collect, Loaded
 
 if TYPE_CHECKING:
     from engine.world import World
 
 log = logging.getLogger("lang")
 
-EXPORT_PREFIX = "@@"
 # How long attach_world waits for the streams' first values (a world read that cannot reach the
 # cluster fails sooner: the client gives up after 5 s).
 SETTLE_WAIT = 10.0
 
 
-def build_graph(items: tuple[Any, ...], name: str) -> Graph:
-    """The engine graph for a program's output; FuncError (with the statement's position)."""
-    graph = Graph(name)
+def build_graph(items: tuple[Any, ...], name: str) -> Loaded:
+    """The engine graph for a program's output, with what it exports and collects; FuncError
+    (with the statement's position).
+
+    A resource with `Meta:export` is exported and also in the local graph (where `Meta:hidden`
+    keeps it from being applied); one named `@@name` is exported only, as in graph files.
+    """
+    loaded = Loaded(Graph(name))
+    graph = loaded.graph
     seen: dict[tuple[str, str], ResSpec] = {}
     for item in items:
+        if isinstance(item, CollectSpec):
+            loaded.collect += _collects(item)
+            continue
         if not isinstance(item, ResSpec):
             continue
         key = (item.kind, item.name)
@@ -66,24 +76,22 @@ def build_graph(items: tuple[Any, ...], name: str) -> Graph:
                 )
             continue
         seen[key] = item
-        if item.name.startswith(EXPORT_PREFIX):
-            raise FuncError(f"{fmt_key(key)}: exported (@@) resources need the cluster", item.pos)
-        cls = lookup(item.kind)
-        if cls is None:
-            raise FuncError(f"unknown kind {item.kind}", item.pos)
-        try:
-            res = build(cls, {"name": item.name, **{k: to_plain(v) for k, v in item.params}})
-            res.meta = build(Meta, {k: to_plain(v) for k, v in item.meta}, prefix="Meta:")
-            res.validate()
-        except ValidationError as err:
-            raise FuncError(f"{fmt_key(key)}: {err}", item.pos) from None
-        graph.add(res)
+        exported_only = item.name.startswith(EXPORT_PREFIX)
+        res = _build(item, item.name.removeprefix(EXPORT_PREFIX) if exported_only else item.name)
+        if exported_only or res.meta.export:
+            loaded.exported.append(res)
+        if not exported_only:
+            graph.add(res)
     for item in items:
         if not isinstance(item, EdgeSpec):
             continue
         for end in (item.src, item.dst):
             if end not in graph:
-                raise FuncError(f"edge to {fmt_key(end)}: no such resource in the graph", item.pos)
+                raise FuncError(
+                    f"edge to {fmt_key(end)}: no such resource in the graph (an edge cannot "
+                    "name an exported-only or a collected resource)",
+                    item.pos,
+                )
         if item.src == item.dst:
             raise FuncError(f"edge from {fmt_key(item.src)} to itself", item.pos)
         graph.connect(item.src, item.dst, Edge("", item.notify, item.sendrecv))
@@ -91,7 +99,26 @@ def build_graph(items: tuple[Any, ...], name: str) -> Graph:
         graph.check()
     except GraphError as err:
         raise FuncError(str(err)) from None
-    return graph
+    return loaded
+
+
+def _build(item: ResSpec, name: str) -> Resource:
+    cls = lookup(item.kind)
+    if cls is None:
+        raise FuncError(f"unknown kind {item.kind}", item.pos)
+    try:
+        res = build(cls, {"name": name, **{k: to_plain(v) for k, v in item.params}})
+        res.meta = build(Meta, {k: to_plain(v) for k, v in item.meta}, prefix="Meta:")
+        res.validate()
+    except ValidationError as err:
+        raise FuncError(f"{fmt_key((item.kind, item.name))}: {err}", item.pos) from None
+    return res
+
+
+def _collects(item: CollectSpec) -> list[Collect]:
+    params = {k: to_plain(v) for k, v in item.params}
+    meta = {k: to_plain(v) for k, v in item.meta}
+    return [Collect(item.kind, name=n, host=h, params=params, meta=meta) for n, h in item.targets]
 
 
 class LangSource:
@@ -114,7 +141,7 @@ class LangSource:
         self.first_error: str | None = None
         self.graphs = 0  # graphs produced so far (the agent and tests read it)
         self.needs_cluster = False  # the program imports "world"
-        self._last_graph: Graph | None = None
+        self._last: Loaded | None = None  # the last graph produced
         self.evaluated = asyncio.Event()  # set after each evaluation (tests wait on it)
         self._digest = ""
         self._last_items: Any = None
@@ -149,7 +176,7 @@ class LangSource:
         text = self.path.read_bytes() if self.path.exists() else b""
         checked = compile_file(self.path)
         self._digest = hashlib.sha256(text).hexdigest()
-        self.needs_cluster = "world" in checked.modules
+        self.needs_cluster = any(m.split("/")[0] == "world" for m in checked.modules)
         return checked
 
     def _start(self, checked: Checked) -> None:
@@ -241,9 +268,9 @@ class LangSource:
         if error is None:
             try:
                 if items != self._last_items:
-                    graph = build_graph(items, self.path.stem)
+                    loaded = build_graph(items, self.path.stem)
                     self._last_items = items
-                    self._emit(graph)
+                    self._emit(loaded)
                 self._report(None)
             except (LangError, MgmtError) as err:
                 self._report(err)
@@ -253,18 +280,19 @@ class LangSource:
             return
         self._report(error)
 
-    def _emit(self, graph: Graph) -> None:
+    def _emit(self, loaded: Loaded) -> None:
         self.graphs += 1
-        self._last_graph = graph
-        self._latest = Loaded(graph, digest=self._digest, cluster=self.needs_cluster)
+        loaded.digest, loaded.cluster = self._digest, self.needs_cluster
+        self._last = loaded
+        self._latest = loaded
         self._ready.set()
 
     def _ask_for_cluster(self) -> None:
         """A program that reads the world while there is none yet and has no new graph: hand
         the agent the graph it runs (an empty one at first), marked as needing the cluster."""
         if self.needs_cluster and self.ctx.world.world is None and self._latest is None:
-            graph = self._last_graph if self._last_graph is not None else Graph(self.path.stem)
-            self._latest = Loaded(graph, digest=self._digest, cluster=True)
+            last = self._last or Loaded(Graph(self.path.stem))
+            self._latest = dataclasses.replace(last, digest=self._digest, cluster=True)
             self._ready.set()
 
     def _report(self, error: Exception | None) -> None:

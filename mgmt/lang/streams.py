@@ -11,6 +11,8 @@ one Stream instance that emits new values to the runtime.
 - world.getval(key), world.kvlookup(key): a string of the cluster (struct{value; exists}) and a
   per-host map (host -> value), re-read on every change the World's watch reports. They wait
   for the cluster (WorldRef) until the agent has started it.
+- collect.res(kind) (module "world/collect"): the exported resources of a kind, as
+  struct{name; host}, re-read on every change of the exports.
 """
 
 from __future__ import annotations
@@ -259,11 +261,14 @@ class _WorldStream(Stream):
     def start(self) -> None:
         key = self.args[0]
         try:
-            check_key(key)
+            self.check(key)
         except ValidationError as err:
             self.fail(err.message)
             return
         self._tasks.append(self.host.spawn(self._follow(key), f"{self.name} {key}"))
+
+    def check(self, key: str) -> None:
+        check_key(key)
 
     def watch(self, world: World, key: str) -> Changes:
         raise NotImplementedError
@@ -307,6 +312,25 @@ class KVLookup(_WorldStream):
 
     async def read(self, world: World, key: str) -> Any:
         return FrozenDict(await world.str_map_get(key))
+
+
+class CollectRes(_WorldStream):
+    """collect.res(kind): every exported resource of `kind` this host may collect, as
+    struct{name; host}, sorted by name then host; re-read on every change of the exports."""
+
+    def check(self, key: str) -> None:
+        if not key:
+            raise ValidationError("collect.res needs a kind, got an empty string", "kind")
+
+    def watch(self, world: World, key: str) -> Changes:
+        return world.res_watch()
+
+    async def read(self, world: World, key: str) -> Any:
+        records = await world.res_list()
+        found = {
+            (r.name, r.host) for r in records if r.kind == key and r.visible_to(world.hostname)
+        }
+        return tuple(Struct(name=name, host=host) for name, host in sorted(found))
 
 
 def load_average_path(path: str) -> contextlib.AbstractContextManager[None]:

@@ -88,6 +88,8 @@ STR = TCon("str")
 INT = TCon("int")
 FLOAT = TCon("float")
 BASIC = {"bool": BOOL, "str": STR, "int": INT, "float": FLOAT}
+# An exported resource as `collect` and `collect.res` name it: its name and the host exporting it.
+COLLECTED = TStruct((("name", STR), ("host", STR)))
 
 
 def prune(t: Type) -> Type:

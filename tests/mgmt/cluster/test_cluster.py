@@ -147,3 +147,35 @@ async def test_collected_resources_join_the_local_graph(
     assert "cannot collect file[/srv/shared/bad] from db1" in text
     assert "clashes with a local one" in text
     await link.cluster.client.close()
+
+
+async def test_collect_by_name_and_host_with_overrides(tmp_path: Path) -> None:
+    """The language's collect: an exact name (from any host, or one host), params and metas
+    overriding the exported ones; a hidden local resource gives way to the collected one."""
+    link = ClusterLink(options("web1"), tmp_path, lambda: None)
+    hidden = Meta(export=["*"], hidden=True)
+    link.records = [
+        Exported.of("web1", FileRes(name="/srv/mine", content="mine\n", meta=hidden)),
+        Exported.of("db1", FileRes(name="/srv/a", content="db1\n")),
+        Exported.of("db2", FileRes(name="/srv/b", content="db2's b\n")),
+        Exported.of("db1", FileRes(name="/srv/b", content="db1's b\n")),
+        Exported.of("db1", FileRes(name="/srv/c", content="not asked for\n")),
+    ]
+    local = Graph("local")
+    local.add(FileRes(name="/srv/mine", content="mine\n", meta=hidden))
+    loaded = Loaded(
+        local,
+        collect=[
+            Collect("file", name="/srv/mine", meta={"hidden": False}),
+            Collect("file", name="/srv/a", params={"mode": "0600"}),
+            Collect("file", name="/srv/b", host="db2"),
+        ],
+    )
+    link._published = []
+    graph = await link.graph_for(loaded)
+    assert sorted(r.name for r in graph) == ["/srv/a", "/srv/b", "/srv/mine"]
+    mine = graph.vertices[("file", "/srv/mine")]
+    assert mine is not local.vertices[("file", "/srv/mine")] and not mine.meta.hidden
+    assert graph.vertices[("file", "/srv/a")].mode == "0600"  # type: ignore[attr-defined]
+    assert graph.vertices[("file", "/srv/b")].content == "db2's b\n"  # type: ignore[attr-defined]
+    await link.cluster.client.close()
