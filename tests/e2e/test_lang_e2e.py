@@ -169,3 +169,41 @@ async def test_world_functions_show_what_another_agent_writes(
             )
         assert await h2.stop() == 0
         assert await h1.stop() == 0
+
+
+async def test_export_and_collect_between_two_agents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/collect.mcl on two real agents: each exports its hidden file and collects both;
+    an edit on one host reaches the file; a host that stops leaves the others' collect.res."""
+    monkeypatch.setenv("MGMT_DEMO_DIR", str(tmp_path))
+    h1, h2 = Host("h1", tmp_path, frontend="lang"), Host("h2", tmp_path, frontend="lang")
+    for host in (h1, h2):
+        host.graph.write_text((ROOT / "examples" / "collect.mcl").read_text())
+    shared = tmp_path / "shared"
+
+    def listing(*hosts: str) -> str:
+        return "".join(f"{shared}/{h} from {h}\n" for h in hosts)
+
+    async with fleet([h1, h2]):
+        await h1.start()
+        await wait_path(shared / "h1", has_content("hello from h1\n"), 20)
+        await h2.start(seeds=[h1])
+        await wait_path(shared / "h2", has_content("hello from h2\n"), 20)
+        for host in (h1, h2):
+            await wait_path(tmp_path / f"exports-{host.name}", has_content(listing("h1", "h2")))
+        # h2's program changes its greeting: its export changes, and the collectors follow.
+        text = h2.graph.read_text()
+        tmp = h2.graph.with_suffix(".new")
+        tmp.write_text(
+            text.replace('sys.defaultenv("MGMT_DEMO_GREETING", "hello from ${me}")', '"bye"')
+        )
+        tmp.replace(h2.graph)
+        await wait_path(shared / "h2", has_content("bye\n"))
+        (shared / "h2").write_text("drift\n")  # a collected file is enforced like any other
+        await wait_path(shared / "h2", has_content("bye\n"))
+        assert await h2.stop() == 0
+        await wait_path(tmp_path / "exports-h1", has_content(listing("h1")))
+        assert (shared / "h2").read_text() == "bye\n"  # stays: no Meta:reverse
+        assert h1.daemon is not None and "Traceback" not in h1.daemon.log
+        assert await h1.stop() == 0
