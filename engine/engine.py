@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from engine import watcher
 from engine.autoedge import add_autoedges
 from engine.autogroup import autogroup
 from engine.errors import GraphError, ResourceError
@@ -523,5 +524,6 @@ class Engine:
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop every vertex (graceful: running check_applies finish first)."""
+        watcher.shutting_down()
         vertices = list(self.vertices.values())
         await asyncio.gather(*(v.stop(graceful) for v in vertices))

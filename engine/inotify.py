@@ -1,0 +1,135 @@
+"""Linux inotify for asyncio, on the process's own libc through ctypes (no thread, no polling).
+
+`Inotify(on_events)` opens a non-blocking inotify instance and registers its descriptor with
+the running loop's reader: whenever the kernel has events, the loop reads them all and calls
+`on_events(events)` with the batch, in order. Watch descriptors are plain ints.
+
+This replaces asyncinotify: it looked libc up with `ctypes.util.find_library`, which costs
+about 10 ms at every start of the agent (a cron run's budget is 250 ms in all); libc is
+already loaded in the process, so `CDLL(None)` finds the three functions at no cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import functools
+import os
+import struct
+from collections.abc import Callable
+from typing import NamedTuple
+
+# <sys/inotify.h>
+ACCESS = 0x00000001
+MODIFY = 0x00000002
+ATTRIB = 0x00000004
+CLOSE_WRITE = 0x00000008
+CLOSE_NOWRITE = 0x00000010
+OPEN = 0x00000020
+MOVED_FROM = 0x00000040
+MOVED_TO = 0x00000080
+CREATE = 0x00000100
+DELETE = 0x00000200
+DELETE_SELF = 0x00000400
+MOVE_SELF = 0x00000800
+UNMOUNT = 0x00002000
+Q_OVERFLOW = 0x00004000
+IGNORED = 0x00008000
+ONLYDIR = 0x01000000
+DONT_FOLLOW = 0x02000000
+ISDIR = 0x40000000
+
+_NONBLOCK = os.O_NONBLOCK
+_CLOEXEC = os.O_CLOEXEC
+_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of NUL-padded name)
+_READ_SIZE = 64 * 1024
+
+
+class Event(NamedTuple):
+    # The watch descriptor (-1 for Q_OVERFLOW).
+    wd: int
+    mask: int
+    cookie: int
+    # The entry's name, for an event on a directory's entry; None for the watched path itself.
+    name: bytes | None
+
+
+class _Libc:
+    """The three inotify calls, with errno."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.init1 = libc.inotify_init1
+        self.init1.argtypes = [ctypes.c_int]
+        self.add_watch = libc.inotify_add_watch
+        self.add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        self.rm_watch = libc.inotify_rm_watch
+        self.rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
+
+
+@functools.cache
+def _calls() -> _Libc:
+    return _Libc()
+
+
+def _error(what: str, path: str | None = None) -> OSError:
+    code = ctypes.get_errno()
+    return OSError(code, f"{what}: {os.strerror(code)}", path)
+
+
+def parse(data: bytes) -> list[Event]:
+    """The events in one read() of an inotify descriptor."""
+    events = []
+    offset, end = 0, len(data)
+    while offset + _HEADER.size <= end:
+        wd, mask, cookie, length = _HEADER.unpack_from(data, offset)
+        offset += _HEADER.size
+        name = data[offset : offset + length].rstrip(b"\0") or None
+        offset += length
+        events.append(Event(wd, mask, cookie, name))
+    return events
+
+
+class Inotify:
+    """One inotify instance whose events are handed to `on_events` (see the module doc)."""
+
+    def __init__(self, on_events: Callable[[list[Event]], None]) -> None:
+        self._calls = _calls()
+        fd = self._calls.init1(_NONBLOCK | _CLOEXEC)
+        if fd < 0:
+            raise _error("inotify_init1")
+        self.fd: int | None = fd
+        self._on_events = on_events
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(fd, self._readable)
+
+    def add_watch(self, path: str | os.PathLike[str], mask: int) -> int:
+        """Watch `path` (replacing the mask of an existing watch on the same inode)."""
+        assert self.fd is not None, "inotify is closed"
+        wd: int = self._calls.add_watch(self.fd, os.fsencode(path), mask)
+        if wd < 0:
+            raise _error("inotify_add_watch", os.fspath(path))
+        return wd
+
+    def rm_watch(self, wd: int) -> None:
+        assert self.fd is not None, "inotify is closed"
+        if self._calls.rm_watch(self.fd, wd) < 0:
+            raise _error("inotify_rm_watch")
+
+    def close(self) -> None:
+        """Stop reading and close: the kernel drops every watch at once."""
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            self._loop.remove_reader(fd)
+            os.close(fd)
+
+    def _readable(self) -> None:
+        events: list[Event] = []
+        while self.fd is not None:
+            try:
+                data = os.read(self.fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            events += parse(data)
+        if events:
+            self._on_events(events)
