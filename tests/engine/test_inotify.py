@@ -1,0 +1,123 @@
+"""engine/inotify.py on the real kernel: events in order with their names, errors, overflow."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from engine import inotify
+from engine.inotify import Event, Inotify, parse
+from engine.watcher import PathWatcher
+
+
+class Collected:
+    """An Inotify whose batches are gathered; `await until(pred)` waits for a matching event."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.batches = 0
+        self._arrived = asyncio.Event()
+        self.ino = Inotify(self._on)
+
+    def _on(self, events: list[Event]) -> None:
+        self.events += events
+        self.batches += 1
+        self._arrived.set()
+
+    async def until(self, pred: object, timeout: float = 5) -> Event:
+        async with asyncio.timeout(timeout):
+            while True:
+                for event in self.events:
+                    if pred(event):  # type: ignore[operator]
+                        return event
+                self._arrived.clear()
+                await self._arrived.wait()
+
+
+def test_parse_reads_every_event_of_a_buffer() -> None:
+    def raw(wd: int, mask: int, name: bytes) -> bytes:
+        padded = name + b"\0" * (16 - len(name)) if name else b""
+        return struct.pack("iIII", wd, mask, 0, len(padded)) + padded
+
+    data = raw(1, inotify.CREATE, b"a") + raw(2, inotify.DELETE_SELF, b"") + raw(-1, 0x4000, b"")
+    assert parse(data) == [
+        Event(1, inotify.CREATE, 0, b"a"),
+        Event(2, inotify.DELETE_SELF, 0, None),
+        Event(-1, inotify.Q_OVERFLOW, 0, None),
+    ]
+    assert parse(b"") == []
+
+
+async def test_events_arrive_in_order_with_names(tmp_path: Path) -> None:
+    got = Collected()
+    try:
+        wd = got.ino.add_watch(tmp_path, inotify.CREATE | inotify.DELETE | inotify.MOVED_TO)
+        (tmp_path / "one").write_text("1")
+        (tmp_path / "one").rename(tmp_path / "two")
+        (tmp_path / "two").unlink()
+        await got.until(lambda e: e.mask & inotify.DELETE)
+        assert [(e.wd, e.mask, e.name) for e in got.events] == [
+            (wd, inotify.CREATE, b"one"),
+            (wd, inotify.MOVED_TO, b"two"),
+            (wd, inotify.DELETE, b"two"),
+        ]
+        # Watching the same inode again returns the same descriptor; removing it says IGNORED.
+        assert got.ino.add_watch(tmp_path, inotify.CREATE) == wd
+        got.ino.rm_watch(wd)
+        await got.until(lambda e: e.mask & inotify.IGNORED)
+    finally:
+        got.ino.close()
+
+
+async def test_errors_name_the_path_and_close_is_final(tmp_path: Path) -> None:
+    got = Collected()
+    missing = tmp_path / "missing"
+    with pytest.raises(OSError) as info:
+        got.ino.add_watch(missing, inotify.CREATE)
+    assert info.value.errno == errno.ENOENT and info.value.filename == str(missing)
+    with pytest.raises(OSError) as info:
+        got.ino.rm_watch(12345)
+    assert info.value.errno == errno.EINVAL
+    got.ino.add_watch(tmp_path, inotify.CREATE)
+    fd = got.ino.fd
+    got.ino.close()
+    got.ino.close()  # twice is harmless
+    assert got.ino.fd is None and fd is not None
+    with pytest.raises(OSError):
+        os.fstat(fd)  # the descriptor is really closed
+    (tmp_path / "after").touch()
+    await asyncio.sleep(0)  # nothing may be read from a closed instance
+    assert got.events == []
+
+
+async def test_a_queue_overflow_reaches_every_watcher(tmp_path: Path) -> None:
+    """More events than the kernel queues (16384 by default) while the loop is busy: the
+    overflow event makes every watcher re-scan and report a change."""
+    path = tmp_path / "watched"
+    path.write_text("x")
+    async with PathWatcher([path]) as watcher:
+        changes = asyncio.Event()
+
+        async def consume() -> None:
+            async for _ in watcher:
+                changes.set()
+
+        task = asyncio.create_task(consume())
+        try:
+            limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+            noise = tmp_path / "noise"
+            noise.mkdir()
+            async with PathWatcher([noise], recurse=True):
+                for i in range(limit // 2 + 10):  # the loop does not run meanwhile
+                    (noise / str(i)).touch()
+                    (noise / str(i)).unlink()
+                async with asyncio.timeout(10):
+                    await changes.wait()  # `watched` itself never changed: the overflow did it
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
