@@ -95,6 +95,10 @@ async def test_errors_name_the_path_and_close_is_final(tmp_path: Path) -> None:
     assert got.events == []
 
 
+def queue_limit() -> int:
+    return int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+
+
 async def test_a_queue_overflow_reaches_every_watcher(tmp_path: Path) -> None:
     """More events than the kernel queues (16384 by default) while the loop is busy: the
     overflow event makes every watcher re-scan and report a change."""
@@ -109,11 +113,12 @@ async def test_a_queue_overflow_reaches_every_watcher(tmp_path: Path) -> None:
 
         task = asyncio.create_task(consume())
         try:
-            limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+            limit = queue_limit()
             noise = tmp_path / "noise"
             noise.mkdir()
             async with PathWatcher([noise], recurse=True):
-                for i in range(limit // 2 + 10):  # the loop does not run meanwhile
+                # Blocking on purpose: the loop must not read while the queue fills up.
+                for i in range(limit // 2 + 10):
                     (noise / str(i)).touch()
                     (noise / str(i)).unlink()
                 async with asyncio.timeout(10):
