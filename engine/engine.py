@@ -524,6 +524,6 @@ class Engine:
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop every vertex (graceful: running check_applies finish first)."""
-        watcher.shutting_down()
         vertices = list(self.vertices.values())
-        await asyncio.gather(*(v.stop(graceful) for v in vertices))
+        with watcher.shutting_down():
+            await asyncio.gather(*(v.stop(graceful) for v in vertices))

@@ -14,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import logging
 import os
 import struct
 from collections.abc import Callable
 from typing import NamedTuple
+
+log = logging.getLogger("engine")
 
 # <sys/inotify.h>
 ACCESS = 0x00000001
@@ -43,6 +46,7 @@ _NONBLOCK = os.O_NONBLOCK
 _CLOEXEC = os.O_CLOEXEC
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of NUL-padded name)
 _READ_SIZE = 64 * 1024
+_READS_PER_CALL = 16  # at most 1 MiB of events per callback, so the loop stays responsive
 
 
 class Event(NamedTuple):
@@ -125,10 +129,16 @@ class Inotify:
 
     def _readable(self) -> None:
         events: list[Event] = []
-        while self.fd is not None:
+        for _ in range(_READS_PER_CALL):  # the reader fires again while more is queued
+            if self.fd is None:
+                break
             try:
                 data = os.read(self.fd, _READ_SIZE)
             except BlockingIOError:
+                break
+            except OSError as err:  # not expected from inotify: treat it as lost events
+                log.error("reading inotify failed: %s; re-scanning every watch", err)
+                events.append(Event(-1, Q_OVERFLOW, 0, None))
                 break
             events += parse(data)
         if events:

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -89,8 +89,11 @@ class PathWatcher:
     async def __aenter__(self) -> PathWatcher:
         self._hub = _Hub.get()
         self._hub.subscribers.add(self)
-        self._hub.closing = False  # a new watcher: not everything is stopping after all
-        self._sync()
+        try:
+            self._sync()
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(
@@ -303,8 +306,16 @@ class _Hub:
                 watcher.deliver(structural)
 
 
-def shutting_down() -> None:
-    """Every watcher of this loop is about to be closed: skip removing watches one by one."""
+@contextlib.contextmanager
+def shutting_down() -> Iterator[None]:
+    """Every watcher of this loop is being closed: watches are not removed one by one meanwhile
+    (close() drops them all at once). Any watcher still open afterwards works as before."""
     hub = _Hub._by_loop.get(asyncio.get_running_loop())
-    if hub is not None:
-        hub.closing = True
+    if hub is None:
+        yield
+        return
+    hub.closing = True
+    try:
+        yield
+    finally:
+        hub.closing = False

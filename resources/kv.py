@@ -79,6 +79,9 @@ class KVRes(RefreshableMixin, Resource):
         world = self._world()
         where = self._where()
         refresh = self.handle.refresh()
+        # A compare-and-set whose reply was lost may have written after all (the client retries
+        # it, and the retry's compare fails): after a failed one, our value counts as a change.
+        raced = False
         for _ in range(CAS_ATTEMPTS):
             current = await world.str_get(where)
             if self.value is None:
@@ -101,7 +104,7 @@ class KVRes(RefreshableMixin, Resource):
                 return True
             if current == self.value and not refresh:
                 self.handle.logger.debug("nothing to do: %s already holds %r", where, self.value)
-                return True
+                return not raced
             why = "refreshed" if current == self.value else f"set to {self.value!r}"
             if not apply:
                 self.handle.logger.info("would be %s: %s", why, where)
@@ -109,7 +112,8 @@ class KVRes(RefreshableMixin, Resource):
             if not self.skiplessthan:
                 await world.str_set(where, self.value)
             elif not await world.str_cas(where, current, self.value):
-                continue  # another host wrote meanwhile: compare with its value
+                raced = True  # another host wrote meanwhile: compare with its value
+                continue
             self.handle.logger.info("%s %s", where, why)
             return False
         raise ResourceError(f"{where} kept changing while being compared ({CAS_ATTEMPTS} times)")

@@ -134,7 +134,11 @@ class ClusterLink:
 
     def _collected(self) -> list[tuple[Exported, Resource]]:
         out: dict[tuple[str, str], tuple[Exported, Resource]] = {}
-        for record in self.records:
+        # This host's own records come from its graph, not from the last read: while exports
+        # cannot be published (a partition), the cluster's copy of them is stale.
+        others = [r for r in self.records if r.host != self.host]
+        records = sorted(others + self._wanted, key=lambda r: r.key)
+        for record in records:
             if not record.visible_to(self.host):
                 continue
             chosen = next((c for c in self._collect if selects(c, record)), None)

@@ -126,6 +126,7 @@ class Runtime:
         self._stack: list[list[Cell]] = []
         self._in_pass = False
         self._reshaped = False  # some cell's dependencies changed: collect garbage
+        self._kept: set[Cell] = set()  # the stream cells the last full pass read
         self._last_root = -2
         self.streams: dict[Any, tuple[Stream, Cell]] = {}
         self._stream_cells: dict[int, Cell] = {}
@@ -168,11 +169,15 @@ class Runtime:
         finally:
             sys.setrecursionlimit(limit)
             self._in_pass = False
-        # A cell that failed read only part of what it reads when it succeeds: collecting now
-        # would stop streams still in use (a debounce would forget its state at a glitch of
-        # its input). Errors propagate to the root, so a root without one means a full pass.
-        if self._reshaped and self.root.error is None:
-            self._collect_garbage()
+        # A cell that failed read only part of what it reads when it succeeds: a full collection
+        # now would stop streams still in use (a debounce would forget its state at a glitch of
+        # its input). Errors propagate to the root, so a root without one means a full pass;
+        # after a failed one, only streams neither read now nor by the last full pass stop.
+        if self._reshaped:
+            if self.root.error is None:
+                self._collect_garbage()
+            else:
+                self._stop_streams(self._live() | self._kept)
         changed = self.root.changed_at != self._last_root
         self._last_root = self.root.changed_at
         return changed, self.root.value, self.root.error
@@ -233,9 +238,8 @@ class Runtime:
         cell.dirty = False
         cell.verified_at = self.rev
 
-    def _collect_garbage(self) -> None:
-        """Forget the dependencies of cells the root no longer reads; stop unused streams."""
-        self._reshaped = False
+    def _live(self) -> set[Cell]:
+        """Every cell the root reads, as of its last computation."""
         live: set[Cell] = set()
         todo = [self.root]
         while todo:
@@ -243,14 +247,24 @@ class Runtime:
             if cell not in live:
                 live.add(cell)
                 todo.extend(cell.deps)
+        return live
+
+    def _collect_garbage(self) -> None:
+        """Forget the dependencies of cells the root no longer reads; stop unused streams."""
+        self._reshaped = False
+        live = self._live()
         for cell in self._cells:
             if cell not in live and cell.computed:
                 for dep in cell.deps:
                     dep.dependents.discard(cell)
                 cell.deps = []
                 cell.computed = False
+        self._stop_streams(live)
+        self._kept = {cell for _, cell in self.streams.values()}
+
+    def _stop_streams(self, keep: set[Cell]) -> None:
         for key, (stream, cell) in list(self.streams.items()):
-            if cell not in live:
+            if cell not in keep:
                 del self.streams[key]
                 del self._stream_cells[id(stream)]
                 stream.close()

@@ -60,6 +60,7 @@ def build_graph(items: tuple[Any, ...], name: str) -> Loaded:
     loaded = Loaded(Graph(name))
     graph = loaded.graph
     seen: dict[tuple[str, str], ResSpec] = {}
+    exports: dict[tuple[str, str], ResSpec] = {}
     for item in items:
         if isinstance(item, CollectSpec):
             loaded.collect += _collects(item)
@@ -79,6 +80,12 @@ def build_graph(items: tuple[Any, ...], name: str) -> Loaded:
         exported_only = item.name.startswith(EXPORT_PREFIX)
         res = _build(item, item.name.removeprefix(EXPORT_PREFIX) if exported_only else item.name)
         if exported_only or res.meta.export:
+            other = exports.setdefault((res.kind, res.name), item)
+            if other is not item:
+                raise FuncError(
+                    f"{fmt_key((res.kind, res.name))} is exported twice (also at {other.pos})",
+                    item.pos,
+                )
             loaded.exported.append(res)
         if not exported_only:
             graph.add(res)

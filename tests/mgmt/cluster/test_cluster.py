@@ -155,27 +155,31 @@ async def test_collect_by_name_and_host_with_overrides(tmp_path: Path) -> None:
     link = ClusterLink(options("web1"), tmp_path, lambda: None)
     hidden = Meta(export=["*"], hidden=True)
     link.records = [
-        Exported.of("web1", FileRes(name="/srv/mine", content="mine\n", meta=hidden)),
+        # A stale copy of this host's own export (it could not publish the new one yet).
+        Exported.of("web1", FileRes(name="/srv/mine", content="old\n", meta=hidden)),
         Exported.of("db1", FileRes(name="/srv/a", content="db1\n")),
         Exported.of("db2", FileRes(name="/srv/b", content="db2's b\n")),
         Exported.of("db1", FileRes(name="/srv/b", content="db1's b\n")),
         Exported.of("db1", FileRes(name="/srv/c", content="not asked for\n")),
     ]
     local = Graph("local")
-    local.add(FileRes(name="/srv/mine", content="mine\n", meta=hidden))
+    mine = FileRes(name="/srv/mine", content="mine\n", meta=hidden)
+    local.add(mine)
     loaded = Loaded(
         local,
+        exported=[mine],
         collect=[
             Collect("file", name="/srv/mine", meta={"hidden": False}),
             Collect("file", name="/srv/a", params={"mode": "0600"}),
             Collect("file", name="/srv/b", host="db2"),
         ],
     )
-    link._published = []
+    link._published = link._wanted = [Exported.of("web1", mine)]  # keep the cluster out of it
     graph = await link.graph_for(loaded)
     assert sorted(r.name for r in graph) == ["/srv/a", "/srv/b", "/srv/mine"]
-    mine = graph.vertices[("file", "/srv/mine")]
-    assert mine is not local.vertices[("file", "/srv/mine")] and not mine.meta.hidden
+    collected = graph.vertices[("file", "/srv/mine")]
+    assert collected is not mine and not collected.meta.hidden
+    assert collected.content == "mine\n"  # type: ignore[attr-defined]  # not the stale copy
     assert graph.vertices[("file", "/srv/a")].mode == "0600"  # type: ignore[attr-defined]
     assert graph.vertices[("file", "/srv/b")].content == "db2's b\n"  # type: ignore[attr-defined]
     await link.cluster.client.close()

@@ -55,6 +55,12 @@ def test_exports_and_collects_reach_the_loaded_graph() -> None:
     ]
 
 
+def test_a_resource_exported_twice_is_a_run_time_error() -> None:
+    items = items_of('file "@@/x" { content => "a" }\nfile "/x" { Meta:export => ["*"] }\n')
+    with pytest.raises(FuncError, match=r"file\[/x\] is exported twice \(also at t.mcl:1:1\)"):
+        build_graph(items, "main")
+
+
 def test_an_edge_to_a_collected_resource_is_a_clear_run_time_error() -> None:
     items = items_of('collect file "/srv/x" {}\nnoop "n" {}\nNoop["n"] -> File["/srv/x"]\n')
     with pytest.raises(FuncError, match="an edge cannot name an exported-only or a collected"):

@@ -189,6 +189,35 @@ def test_an_upstream_error_does_not_reset_a_stream(tmp_path: Path) -> None:
     assert [seen[t] for t in (103, 104, 106, 107, 108, 109)] == [False] * 4 + [True] * 2
 
 
+async def test_streams_nothing_reads_stop_even_while_the_program_fails(tmp_path: Path) -> None:
+    """A stream whose argument changes every second while another part of the program always
+    fails: the streams of the old arguments stop (they are not kept for a full pass)."""
+    for second in range(100, 112):
+        (tmp_path / f"f{second}").write_text(str(second))
+    clock = ManualClock(start=100.5)
+    rt = run(
+        f"""
+        import "datetime"
+        import "fmt"
+        import "os"
+        $now = datetime.now()
+        $content = os.readfile(fmt.printf("{tmp_path}/f%d", $now))
+        $broken = 1 / ($now - $now)
+        noop "n" {{ comment => fmt.printf("%s %d", $content, $broken) }}
+        """,
+        clock,
+    )
+    try:
+        for _ in range(10):
+            _changed, _items, error = rt.evaluate()
+            assert error is not None
+            clock.advance(1)
+        reading = [s for s, _cell in rt.streams.values() if s.name == "os.readfile"]
+        assert len(reading) == 1, [s.args for s in reading]
+    finally:
+        await rt.close()
+
+
 async def test_readfile_follows_the_file_and_recovers_from_errors(tmp_path: Path) -> None:
     path = tmp_path / "input"
     path.write_text("1.5\n")
