@@ -8,6 +8,10 @@ mgmt's World interface, narrowed to what this project uses:
   `/_mgmt/strings/<key>/<host>` (set and del touch this host's entry only);
 - exported resources: `res_export(records)` replaces this host's set under
   `/_mgmt/exported/<host>/<kind>/<name>`, `res_list()` returns every host's, `res_watch()`.
+- scheduling: `schedule_join(namespace, ttl)` is an async context manager that keeps this host
+  in `/_mgmt/schedule/<namespace>/<host>` while entered (bound to a lease of `ttl` seconds on
+  etcd, so a host that dies leaves it within ttl); `schedule_hosts(namespace)` lists the hosts
+  in the order they joined; `schedule_watch(namespace)`.
 
 A watch is an async context manager that is subscribed once entered and then iterates one
 `None` per change (changes that arrive faster than they are read coalesce into one): read the
@@ -22,10 +26,12 @@ cluster and yields once it is back (the state may have changed meanwhile).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +43,7 @@ from engine.resource import Resource, lookup
 ROOT = "/_mgmt/"
 STRINGS = ROOT + "strings/"
 EXPORTED = ROOT + "exported/"
+SCHEDULE = ROOT + "schedule/"
 
 Unsubscribe = Callable[[], Awaitable[None] | None]
 
@@ -185,6 +192,17 @@ class World(Protocol):
 
     def res_watch(self) -> Changes: ...
 
+    def schedule_join(self, namespace: str, ttl: int) -> AbstractAsyncContextManager[None]: ...
+
+    async def schedule_hosts(self, namespace: str) -> list[str]: ...
+
+    def schedule_watch(self, namespace: str) -> Changes: ...
+
+
+def schedule_key(namespace: str, host: str | None = None) -> str:
+    """The etcd prefix of a scheduling namespace (with a host: that host's key)."""
+    return f"{SCHEDULE}{namespace}/" + (host or "")
+
 
 # The in-memory implementation ----------------------------------------------------------------
 
@@ -293,3 +311,21 @@ class MemoryWorld:
 
     def res_watch(self) -> Changes:
         return self.store.watch(EXPORTED, prefix=True)
+
+    @contextlib.asynccontextmanager
+    async def schedule_join(self, namespace: str, ttl: int) -> AsyncIterator[None]:
+        check_key(namespace)
+        key = schedule_key(namespace, self.hostname)  # no leases here: left on exit
+        self.store.commit({key: ""})
+        try:
+            yield
+        finally:
+            with contextlib.suppress(WorldError):
+                self.store.commit({}, [key])
+
+    async def schedule_hosts(self, namespace: str) -> list[str]:
+        prefix = schedule_key(namespace)
+        return [k.removeprefix(prefix) for k in self.store.get_prefix(prefix)]  # join order
+
+    def schedule_watch(self, namespace: str) -> Changes:
+        return self.store.watch(schedule_key(namespace), prefix=True)

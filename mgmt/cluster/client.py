@@ -368,6 +368,22 @@ class EtcdClient:
         resp = await self.call(f"list {prefix.decode(errors='replace')}", fn)
         return {bytes(kv.key): bytes(kv.value) for kv in resp.kvs}, resp.header.revision
 
+    async def keys_by_creation(self, prefix: bytes) -> list[bytes]:
+        """Every key under `prefix`, oldest first (by creation revision; keys only)."""
+
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.RangeRequest(
+                key=prefix,
+                range_end=range_end(prefix),
+                keys_only=True,
+                sort_order=rpc.RangeRequest.ASCEND,
+                sort_target=rpc.RangeRequest.CREATE,
+            )
+            return await conn.kv.Range(req, **self._opts(conn))
+
+        resp = await self.call(f"list {prefix.decode(errors='replace')}", fn)
+        return [bytes(kv.key) for kv in resp.kvs]
+
     async def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
         async def fn(conn: _Conn) -> Any:
             req = rpc.PutRequest(key=key, value=value, lease=lease)
@@ -422,6 +438,24 @@ class EtcdClient:
 
         resp = await self.call("lease keepalive", fn)
         return 0 if resp is grpc.aio.EOF else int(resp.TTL)
+
+    async def keep_leased(self, ttl: int, on_lease: Callable[[int], Awaitable[None]]) -> None:
+        """Hold a lease of `ttl` seconds until cancelled: grant it, call `on_lease(id)` (to put
+        the keys bound to it), renew it three times per TTL; after an expiry (a partition that
+        outlasted it) or an error, wait for the cluster and start again with a new lease."""
+        while True:
+            try:
+                lease = await self.lease_grant(ttl)
+                await on_lease(lease)
+                while True:
+                    if await self.lease_keepalive(lease) <= 0:
+                        break
+                    await asyncio.sleep(ttl / 3)  # a renewal period, not a poll
+                log.warning("a lease expired; taking a new one")
+            except WorldError as err:
+                log.debug("lease: %s", err)
+                await self.connected.wait()
+                await asyncio.sleep(0.1)
 
     async def lease_revoke(self, lease_id: int) -> None:
         async def fn(conn: _Conn) -> Any:

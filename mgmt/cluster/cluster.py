@@ -278,20 +278,12 @@ class Cluster:
 
     async def _register(self) -> None:
         """Hold a lease and, bound to it, this host's volunteer key; renew until stopped."""
-        ttl = self.options.lease_ttl
-        while True:
-            try:
-                self._lease = await self.client.lease_grant(ttl)
-                await self._put_volunteer()
-                while True:
-                    if await self.client.lease_keepalive(self._lease) <= 0:
-                        break
-                    await asyncio.sleep(ttl / 3)  # renew three times per TTL
-                log.warning("this host's lease expired; volunteering again")
-            except WorldError as err:
-                log.debug("registration: %s", err)
-                await self.client.connected.wait()
-                await asyncio.sleep(0.1)
+
+        async def on_lease(lease: int) -> None:
+            self._lease = lease
+            await self._put_volunteer()
+
+        await self.client.keep_leased(self.options.lease_ttl, on_lease)
 
     async def _put_volunteer(self) -> None:
         if not self._lease or self.options.no_server:

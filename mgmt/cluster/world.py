@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aetcd import rpc
 
 from engine.errors import WorldError
-from engine.world import EXPORTED, Changes, Exported, check_key, strings_key
+from engine.world import EXPORTED, Changes, Exported, check_key, schedule_key, strings_key
 from mgmt.cluster.client import EtcdClient
 
 log = logging.getLogger("cluster")
@@ -123,3 +125,38 @@ class EtcdWorld:
 
     def res_watch(self) -> Changes:
         return self._watch(EXPORTED, prefix=True)
+
+    # scheduling ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def schedule_join(self, namespace: str, ttl: int) -> AsyncIterator[None]:
+        """This host's key in the namespace, bound to a lease of its own (renewed meanwhile)."""
+        check_key(namespace)
+        key = schedule_key(namespace, self.hostname).encode()
+        leases: list[int] = []
+
+        async def on_lease(lease: int) -> None:
+            leases.append(lease)
+            await self.client.put(key, b"", lease=lease)
+
+        holder = asyncio.create_task(
+            self.client.keep_leased(ttl, on_lease), name=f"schedule {key!r}"
+        )
+        try:
+            yield
+        finally:
+            holder.cancel()
+            await asyncio.gather(holder, return_exceptions=True)
+            if leases:
+                with contextlib.suppress(WorldError):  # else the key expires with the lease
+                    await self.client.lease_revoke(leases[-1])
+
+    async def schedule_hosts(self, namespace: str) -> list[str]:
+        check_key(namespace)
+        prefix = schedule_key(namespace)
+        keys = await self.client.keys_by_creation(prefix.encode())
+        return [k.decode().removeprefix(prefix) for k in keys]
+
+    def schedule_watch(self, namespace: str) -> Changes:
+        check_key(namespace)
+        return self._watch(schedule_key(namespace), prefix=True)

@@ -805,6 +805,8 @@ class Checker:
         assert isinstance(target, funcs.Builtin)
         if target.special == "printf":
             return self._printf(e, args)
+        if target.special == "schedule":
+            return self._schedule(e, args)
         sigs = [parse_type(s) for s in target.sigs]
         fitting = [s for s in sigs if isinstance(s, TFunc) and len(s.args) == len(args)]
         if not fitting:
@@ -842,6 +844,32 @@ class Checker:
             self.expect(got, want, e.args[index].pos, f"argument {index + 1} of {name}")
         return ftype.ret
 
+    def _schedule(self, e: ast.Call, args: list[Type]) -> Type:
+        """world.schedule(namespace[, opts]): opts is a struct with any of SCHEDULE_OPTS's
+        fields, in any order (as in mgmt), known when the call is checked."""
+        if len(args) not in (1, 2):
+            raise self.abort(e.pos, f"world.schedule: expected 1 or 2 arguments, got {len(args)}")
+        self.expect(args[0], STR, e.args[0].pos, "argument 1 of world.schedule")
+        if len(args) == 2:
+            opts = prune(args[1])
+            if not isinstance(opts, TStruct):
+                raise self.abort(
+                    e.args[1].pos,
+                    f"type error: world.schedule options: expected a struct with any of the "
+                    f"fields of {_schedule_opts()}, got {show(opts)}",
+                )
+            for name, t in opts.fields:
+                want = SCHEDULE_OPTS.get(name)
+                if want is None:
+                    self.problem(
+                        e.args[1].pos,
+                        f"world.schedule options: unknown field {name!r}; fields: "
+                        + ", ".join(SCHEDULE_OPTS),
+                    )
+                else:
+                    self.expect(t, want, e.args[1].pos, f"world.schedule option {name}")
+        return TList(STR)
+
     def _printf(self, e: ast.Call, args: list[Type]) -> Type:
         if not e.args or not isinstance(e.args[0], ast.Lit) or not isinstance(e.args[0].value, str):
             raise self.abort(e.pos, "fmt.printf: the format must be a constant string")
@@ -860,6 +888,13 @@ class Checker:
             if type_name:
                 self.expect(t, BASIC[type_name], e.args[index + 1].pos, f"fmt.printf %{verb.verb}")
         return STR
+
+
+SCHEDULE_OPTS = {"strategy": STR, "max": INT, "reuse": BOOL, "ttl": INT}
+
+
+def _schedule_opts() -> str:
+    return "struct{" + "; ".join(f"{k} {show(t)}" for k, t in SCHEDULE_OPTS.items()) + "}"
 
 
 def _label(b: ast.Bind | ast.FuncDef) -> str:

@@ -143,6 +143,20 @@ _def(
 )
 
 _def(
+    "world.exchange",
+    "func(str, str) map{str: str}",
+    stream=streams.Exchange,
+    doc="every host's value in a namespace (host -> value), this host's included",
+)
+_def(
+    "world.schedule",
+    "func(str) []str",
+    "func(str, struct{strategy str; max int; reuse bool; ttl int}) []str",
+    stream=streams.Schedule,
+    special="schedule",
+    doc="the hosts chosen among those scheduling in a namespace (opts: any of those fields)",
+)
+_def(
     "world/collect.res",
     "func(str) []struct{name str; host str}",
     stream=streams.CollectRes,

@@ -333,6 +333,81 @@ class CollectRes(_WorldStream):
         return tuple(Struct(name=name, host=host) for name, host in sorted(found))
 
 
+class Exchange(_WorldStream):
+    """world.exchange(namespace, value): every host's value in the namespace (host -> value),
+    this host's included; a new value is written at once (the stream stays, KEY_ARGS)."""
+
+    KEY_ARGS = (0,)
+
+    def __init__(self, host: Host, args: tuple[Any, ...], name: str) -> None:
+        super().__init__(host, args, name)
+        self._value: str = args[1]
+        self._written: str | None = None
+        self._changes: Changes | None = None
+
+    def update(self, args: tuple[Any, ...]) -> None:
+        if args[1] != self._value:
+            self._value = args[1]
+            if self._changes is not None:
+                self._changes.signal()  # re-read, which writes first
+
+    @staticmethod
+    def _map(namespace: str) -> str:
+        return f"exchange/{namespace}"
+
+    def watch(self, world: World, key: str) -> Changes:
+        self._changes = world.str_map_watch(self._map(key))
+        return self._changes
+
+    async def read(self, world: World, key: str) -> Any:
+        if self._written != self._value:
+            value = self._value
+            await world.str_map_set(self._map(key), value)
+            self._written = value
+        return FrozenDict(await world.str_map_get(self._map(key)))
+
+
+class Schedule(_WorldStream):
+    """world.schedule(namespace[, opts]): the hosts chosen among those that call it with this
+    namespace, at most `max` (default 1), in the order they joined ("rr", the default) or by
+    name ("alpha"). A host stays in the pool while its agent runs it (a lease of `ttl` seconds,
+    default 10, so a dead host leaves within ttl; a stopped stream leaves at once)."""
+
+    STRATEGIES = ("rr", "alpha")
+
+    def start(self) -> None:
+        opts = self.args[1] if len(self.args) > 1 else {}
+        self.strategy = opts.get("strategy", "rr")
+        self.max = opts.get("max", 1)
+        self.ttl = opts.get("ttl", 10)
+        if self.strategy not in self.STRATEGIES:
+            self.fail(f"unknown strategy {self.strategy!r}; strategies: rr, alpha")
+        elif self.max < 1 or self.ttl < 1:
+            self.fail(f"max and ttl must be at least 1, got max {self.max}, ttl {self.ttl}")
+        else:
+            super().start()
+
+    def watch(self, world: World, key: str) -> Changes:
+        return world.schedule_watch(key)
+
+    async def read(self, world: World, key: str) -> Any:
+        hosts = await world.schedule_hosts(key)
+        if self.strategy == "alpha":
+            hosts.sort()
+        return tuple(hosts[: self.max])
+
+    async def _follow(self, key: str) -> None:
+        world = await self.host.world.get()
+        while True:
+            try:
+                async with world.schedule_join(key, self.ttl):
+                    await super()._follow(key)
+            except WorldError as err:  # the join could not be made: after the next change
+                self.fail(f"cannot join {key}: {err}")
+                async with world.schedule_watch(key) as changes:
+                    await anext(changes)
+
+
 def load_average_path(path: str) -> contextlib.AbstractContextManager[None]:
     """Read the load average from another file (tests)."""
 

@@ -207,3 +207,36 @@ async def test_export_and_collect_between_two_agents(
         assert (shared / "h2").read_text() == "bye\n"  # stays: no Meta:reverse
         assert h1.daemon is not None and "Traceback" not in h1.daemon.log
         assert await h1.stop() == 0
+
+
+async def test_schedule_hands_the_singleton_over_when_its_host_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/schedule.mcl on three agents: only the first to join has the marker; kill -9
+    it and, once its lease has expired (ttl 3 s), the next one in join order takes over."""
+    monkeypatch.setenv("MGMT_DEMO_DIR", str(tmp_path))
+    hosts = [Host(f"h{i}", tmp_path, frontend="lang") for i in (1, 2, 3)]
+    for host in hosts:
+        host.graph.write_text((ROOT / "examples" / "schedule.mcl").read_text())
+    h1, h2, h3 = hosts
+    marker = {h.name: tmp_path / f"singleton-{h.name}" for h in hosts}
+    async with fleet(hosts):
+        await h1.start()
+        await wait_path(marker["h1"], has_content("h1 runs the singleton job\n"), 20)
+        await h2.start(seeds=[h1])
+        assert h2.daemon is not None
+        await h2.daemon.wait_log("converged", timeout=20)
+        await h3.start(seeds=[h1, h2])
+        assert h3.daemon is not None
+        await h3.daemon.wait_log("converged", timeout=20)
+        assert not marker["h2"].exists() and not marker["h3"].exists()
+        # Three voting members before one is killed: the other two keep a quorum.
+        await h3.daemon.wait_log("this host's member is now a voting member", timeout=20)
+        await h1.kill()
+        killed = time.monotonic()
+        await wait_path(marker["h2"], has_content("h2 runs the singleton job\n"), 30)
+        assert time.monotonic() - killed >= 2  # the lease had to expire first
+        assert not marker["h3"].exists()
+        assert await h2.stop() == 0  # a clean stop leaves at once: h3 follows
+        await wait_path(marker["h3"], has_content("h3 runs the singleton job\n"), 10)
+        assert await h3.stop() == 0

@@ -193,3 +193,71 @@ async def test_a_program_without_world_needs_no_cluster(tmp_path: Path) -> None:
         assert not source.needs_cluster
     finally:
         await source.aclose()
+
+
+async def test_exchange_writes_this_hosts_value_and_follows_everyones(
+    store: MemoryStore, tmp_path: Path
+) -> None:
+    src = """
+    import "fmt"
+    import "os"
+    import "world"
+    noop "n" {{ comment => fmt.printf("%v", world.exchange("ns", os.readfile("{path}"))) }}
+    """
+    other = MemoryWorld("h2", store)
+    await other.str_map_set("exchange/ns", "theirs")
+    driven_path = tmp_path / "value"
+    driven_path.write_text("one")
+    driven = Driven(textwrap.dedent(src.format(path=driven_path)), MemoryWorld("h1", store))
+    try:
+        await driven.until("map[h1:one h2:theirs]")
+        driven_path.write_text("two")  # a new value is written by the same stream
+        await driven.until("map[h1:two h2:theirs]")
+        assert [s.name for s, _ in driven.rt.streams.values()].count("world.exchange") == 1
+        await other.str_map_del("exchange/ns")
+        await driven.until("map[h1:two]")
+    finally:
+        await driven.rt.close()
+
+
+async def test_schedule_picks_up_to_max_hosts_in_join_order(store: MemoryStore) -> None:
+    src = """
+    import "fmt"
+    import "world"
+    $opts = struct{max => 2, strategy => "rr"}
+    noop "n" { comment => fmt.printf("%v", world.schedule("pool", $opts)) }
+    """
+    early, late = MemoryWorld("h9", store), MemoryWorld("h0", store)
+    async with early.schedule_join("pool", 10):
+        driven = Driven(textwrap.dedent(src), MemoryWorld("h5", store))
+        try:
+            await driven.until("[h9 h5]")
+            async with late.schedule_join("pool", 10):
+                await asyncio.sleep(0)
+                await driven.until("[h9 h5]")  # joined last: not chosen
+        finally:
+            await driven.rt.close()
+    assert await early.schedule_hosts("pool") == []  # everyone left, h5 when its stream stopped
+
+
+async def test_schedule_alpha_and_bad_options(store: MemoryStore) -> None:
+    world = MemoryWorld("h5", store)
+    async with MemoryWorld("h9", store).schedule_join("pool", 10):
+        alpha = Driven(
+            'import "fmt"\nimport "world"\n'
+            'noop "n" { comment => fmt.printf("%v", world.schedule("pool", '
+            'struct{strategy => "alpha", max => 5})) }\n',
+            world,
+        )
+        bad = Driven(
+            'import "fmt"\nimport "world"\n$s = world.schedule("pool", struct{strategy => "best"})\n'
+            'noop "n" { comment => fmt.printf("%d", len($s)) }\n',
+            world,
+        )
+        try:
+            await alpha.until("[h5 h9]")
+            _changed, _items, error = bad.rt.evaluate()
+            assert error is not None and "unknown strategy 'best'" in str(error)
+        finally:
+            await alpha.rt.close()
+            await bad.rt.close()

@@ -184,3 +184,29 @@ async def test_a_cron_runs_first_graph_has_the_worlds_values(
     )
     assert await run(reader, stopped_etcd) == ExitCode.OK
     assert (tmp_path / "out").read_text() == "green true\n"
+
+
+async def test_schedule_on_etcd_follows_join_order_and_leaving(tmp_path: Path) -> None:
+    """Hosts are scheduled in the order they joined (etcd's creation revision), each bound to
+    its own lease; one that leaves (its stream stops: the lease is revoked) is replaced."""
+    async with members(tmp_path) as nodes:
+        client = EtcdClient([nodes[0].client_url], call_timeout=0.5)
+        h9, h5, h0 = (EtcdWorld(client, h) for h in ("h9", "h5", "h0"))
+
+        async def hosts_become(want: list[str]) -> None:
+            async with h0.schedule_watch("pool") as changes, asyncio.timeout(10):
+                while await h0.schedule_hosts("pool") != want:  # read after subscribing
+                    await anext(changes)
+
+        try:
+            async with h9.schedule_join("pool", 5):
+                await hosts_become(["h9"])
+                async with h5.schedule_join("pool", 5):
+                    await hosts_become(["h9", "h5"])
+                    async with h0.schedule_join("pool", 5):
+                        await hosts_become(["h9", "h5", "h0"])
+                    assert await h0.schedule_hosts("pool") == ["h9", "h5"]  # revoked on leaving
+                await hosts_become(["h9"])
+            assert await h0.schedule_hosts("pool") == []
+        finally:
+            await client.close()
