@@ -233,8 +233,8 @@ async def test_schedule_picks_up_to_max_hosts_in_join_order(store: MemoryStore) 
         try:
             await driven.until("[h9 h5]")
             async with late.schedule_join("pool", 10):
-                await asyncio.sleep(0)
                 await driven.until("[h9 h5]")  # joined last: not chosen
+                assert await late.schedule_hosts("pool") == ["h9", "h5", "h0"]
         finally:
             await driven.rt.close()
     assert await early.schedule_hosts("pool") == []  # everyone left, h5 when its stream stopped
