@@ -82,6 +82,15 @@ class Collect:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def collects(entries: list[Collect], kind: str, name: str) -> bool:
+    """Whether a collect entry may bring in the resource `kind[name]` (its pattern, for a
+    file, may also match the `path` param, which is not known here: the name is enough)."""
+    return any(
+        c.kind == kind and (name == c.name if c.name is not None else name.startswith(c.pattern))
+        for c in entries
+    )
+
+
 @dataclass
 class Loaded:
     """A parsed, validated graph file."""
@@ -94,6 +103,8 @@ class Loaded:
     digest: str = ""
     # The front-end needs the cluster, whatever the graph holds (a program importing "world").
     cluster: bool = False
+    # Edges to or from resources that will be collected: added once those are in the graph.
+    pending: list[tuple[Key, Key, Edge]] = field(default_factory=list)
 
 
 def load_file(path: Path) -> Loaded:
@@ -203,17 +214,17 @@ class _Parser:
                 self.problem(
                     doc.lines["resources"], "resources", "expected a mapping of kind -> list"
                 )
+        collect = doc.get("collect")
+        if collect is not None:
+            self._collect(collect, doc.lines["collect"], loaded)
         edges = doc.get("edges")
         edge_lines: dict[tuple[Key, Key], int] = {}
         if edges is not None:
             if isinstance(edges, LocList):
                 for index, edge in enumerate(edges):
-                    self._edge(edge, edges.lines[index], index, graph, edge_lines)
+                    self._edge(edge, edges.lines[index], index, loaded, edge_lines)
             else:
                 self.problem(doc.lines["edges"], "edges", "expected a list of edges")
-        collect = doc.get("collect")
-        if collect is not None:
-            self._collect(collect, doc.lines["collect"], loaded)
         if not self.problems:
             cycle = graph.find_cycle()
             if cycle:
@@ -303,7 +314,7 @@ class _Parser:
             return int(item["meta"].lines.get(sub, item.lines.get("meta", default)))
         return item.lines.get(top, default)
 
-    def _vertex(self, data: Any, line: int, where: str, graph: Graph) -> Key | None:
+    def _vertex(self, data: Any, line: int, where: str, loaded: Loaded) -> Key | None:
         if not isinstance(data, LocDict):
             self.problem(line, where, "expected {kind: ..., name: ...}")
             return None
@@ -312,14 +323,15 @@ class _Parser:
         if not isinstance(kind, str) or not isinstance(name, str):
             self.problem(data.line, where, "expected {kind: ..., name: ...}")
             return None
-        if (kind, name) not in graph:
+        if (kind, name) not in loaded.graph and not collects(loaded.collect, kind, name):
             self.problem(data.line, where, f"no resource {kind}[{name}] in the graph")
             return None
         return (kind, name)
 
     def _edge(
-        self, edge: Any, line: int, index: int, graph: Graph, lines: dict[tuple[Key, Key], int]
+        self, edge: Any, line: int, index: int, loaded: Loaded, lines: dict[tuple[Key, Key], int]
     ) -> None:
+        graph = loaded.graph
         if not isinstance(edge, LocDict):
             self.problem(line, f"edges[{index}]", "expected a mapping with from, to")
             return
@@ -336,12 +348,18 @@ class _Parser:
             return
         if "from" not in edge or "to" not in edge:
             return
-        src = self._vertex(edge["from"], edge.lines["from"], f"{where}: from", graph)
-        dst = self._vertex(edge["to"], edge.lines["to"], f"{where}: to", graph)
+        src = self._vertex(edge["from"], edge.lines["from"], f"{where}: from", loaded)
+        dst = self._vertex(edge["to"], edge.lines["to"], f"{where}: to", loaded)
         if src is None or dst is None:
             return
         if src == dst:
             self.problem(line, where, f"edge from {fmt_key(src)} to itself")
+            return
+        if src not in graph or dst not in graph:  # to or from a collected resource
+            if "send" in edge or "recv" in edge:
+                self.problem(line, where, "send/recv cannot involve a collected resource (yet)")
+                return
+            loaded.pending.append((src, dst, Edge(str(edge.get("name") or ""), notify)))
             return
         pairs = self._sendrecv(edge, line, where, graph.vertices[src], graph.vertices[dst])
         if pairs is None:

@@ -129,6 +129,13 @@ class ClusterLink:
             graph.connect(src, dst, edge)
         for res in by_key.values():
             graph.add(res)
+        for src, dst, edge in loaded.pending:  # edges to or from collected resources
+            if src not in graph or dst not in graph:
+                continue  # not collected (yet): the edge follows when it is
+            if graph.has_path(dst, src):
+                self._warn_once(src, f"edge %s -> {fmt_key(dst)} skipped: it would make a cycle")
+                continue
+            graph.connect(src, dst, edge)
         self._running = self._signature(collected)
         return graph
 

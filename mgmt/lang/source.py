@@ -38,7 +38,7 @@ from mgmt.lang.funcs import Context
 from mgmt.lang.kinds import EXPORT_PREFIX
 from mgmt.lang.runtime import CollectSpec, EdgeSpec, ResSpec, Runtime
 from mgmt.lang.values import to_plain
-from mgmt.yamlgraph import Collect, Loaded
+from mgmt.yamlgraph import Collect, Loaded, collects
 
 if TYPE_CHECKING:
     from engine.world import World
@@ -92,16 +92,22 @@ def build_graph(items: tuple[Any, ...], name: str) -> Loaded:
     for item in items:
         if not isinstance(item, EdgeSpec):
             continue
-        for end in (item.src, item.dst):
-            if end not in graph:
-                raise FuncError(
-                    f"edge to {fmt_key(end)}: no such resource in the graph (an edge cannot "
-                    "name an exported-only or a collected resource)",
-                    item.pos,
-                )
         if item.src == item.dst:
             raise FuncError(f"edge from {fmt_key(item.src)} to itself", item.pos)
-        graph.connect(item.src, item.dst, Edge("", item.notify, item.sendrecv))
+        edge = Edge("", item.notify, item.sendrecv)
+        missing = [end for end in (item.src, item.dst) if end not in graph]
+        for end in missing:
+            if not collects(loaded.collect, *end):
+                raise FuncError(
+                    f"edge to {fmt_key(end)}: no such resource in the graph (nor collected)",
+                    item.pos,
+                )
+        if not missing:
+            graph.connect(item.src, item.dst, edge)
+        elif item.sendrecv:
+            raise FuncError("send/recv cannot involve a collected resource (yet)", item.pos)
+        else:  # added once the collected resource is in the graph
+            loaded.pending.append((item.src, item.dst, edge))
     try:
         graph.check()
     except GraphError as err:

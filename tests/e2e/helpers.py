@@ -8,8 +8,11 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from engine.watcher import PathWatcher
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 MGMT = [sys.executable, "-m", "mgmt"]
@@ -92,6 +95,25 @@ class Daemon:
         if self._reader:
             await self._reader
         return code
+
+
+async def wait_logs(
+    daemons: Sequence[Daemon], found: Callable[[], T | None], timeout: float = 15
+) -> T:
+    """Re-evaluate `found` whenever any of the daemons logs a line, until it is not None."""
+    async with asyncio.timeout(timeout):
+        while True:
+            for daemon in daemons:
+                daemon._new_line.clear()
+            result = found()
+            if result is not None:
+                return result
+            waits = [asyncio.ensure_future(d._new_line.wait()) for d in daemons]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
 
 
 async def wait_path(path: Path, predicate: Callable[[Path], bool], timeout: float = 10) -> None:

@@ -21,7 +21,7 @@ from engine.world import Exported
 from mgmt.cluster.client import EtcdClient
 from mgmt.cluster.options import TLSFiles
 from mgmt.cluster.world import EtcdWorld
-from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_path
+from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_logs, wait_path
 from tests.mgmt.cluster.certs import CA
 from tests.mgmt.cluster.helpers import free_ports, pid_alive, wait_pid_gone
 
@@ -41,22 +41,16 @@ def exporter(shared: Path, host: str, content: str, local: Path | None = None) -
 async def wait_any_log(hosts: list[Host], pattern: str, timeout: float = 15) -> re.Match[str]:
     """The first match of `pattern` in any of the hosts' logs (waiting on their new lines)."""
     regex = re.compile(pattern)
-    async with asyncio.timeout(timeout):
-        while True:
-            for host in hosts:
-                assert host.daemon is not None
-                for line in host.daemon.lines:
-                    if match := regex.search(line):
-                        return match
-            waits = [asyncio.ensure_future(h.daemon._new_line.wait()) for h in hosts if h.daemon]
-            for host in hosts:
-                assert host.daemon is not None
-                host.daemon._new_line.clear()
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for wait in waits:
-                    wait.cancel()
+    daemons = [h.daemon for h in hosts if h.daemon is not None]
+
+    def first() -> re.Match[str] | None:
+        for daemon in daemons:
+            for line in daemon.lines:
+                if match := regex.search(line):
+                    return match
+        return None
+
+    return await wait_logs(daemons, first, timeout)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mgmt.cluster.world import EtcdWorld
-from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_path
+from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_logs, wait_path
 from tests.e2e.test_cluster_e2e import Host, client_of, fleet
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.mcl"))
@@ -193,6 +193,13 @@ async def test_export_and_collect_between_two_agents(
         for host in (h1, h2):
             await wait_path(tmp_path / f"exports-{host.name}", has_content(listing("h1", "h2")))
         # h2's program changes its greeting: its export changes, and the collectors follow.
+        assert h1.daemon is not None and h2.daemon is not None
+        daemons = [h1.daemon, h2.daemon]
+
+        def refreshes() -> int:
+            return sum("msg: a collected file changed" in line for d in daemons for line in d.lines)
+
+        before = refreshes()
         text = h2.graph.read_text()
         tmp = h2.graph.with_suffix(".new")
         tmp.write_text(
@@ -200,12 +207,15 @@ async def test_export_and_collect_between_two_agents(
         )
         tmp.replace(h2.graph)
         await wait_path(shared / "h2", has_content("bye\n"))
+        # Each print listens to the collected files: the host that applied the change (either
+        # one: both collect the file and the first to write it changes it) refreshes its print.
+        await wait_logs(daemons, lambda: True if refreshes() > before else None)
         (shared / "h2").write_text("drift\n")  # a collected file is enforced like any other
         await wait_path(shared / "h2", has_content("bye\n"))
         assert await h2.stop() == 0
         await wait_path(tmp_path / "exports-h1", has_content(listing("h1")))
         assert (shared / "h2").read_text() == "bye\n"  # stays: no Meta:reverse
-        assert h1.daemon is not None and "Traceback" not in h1.daemon.log
+        assert "Traceback" not in h1.daemon.log
         assert await h1.stop() == 0
 
 

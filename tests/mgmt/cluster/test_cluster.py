@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import WorldError
-from engine.graph import Graph
+from engine.graph import Edge, Graph
 from engine.meta import Meta
 from engine.world import Exported
 from mgmt.cluster.cluster import IDEAL, NOMINATED, Cluster
@@ -182,4 +182,32 @@ async def test_collect_by_name_and_host_with_overrides(tmp_path: Path) -> None:
     assert collected.content == "mine\n"  # type: ignore[attr-defined]  # not the stale copy
     assert graph.vertices[("file", "/srv/a")].mode == "0600"  # type: ignore[attr-defined]
     assert graph.vertices[("file", "/srv/b")].content == "db2's b\n"  # type: ignore[attr-defined]
+    await link.cluster.client.close()
+
+
+async def test_edges_to_collected_resources_join_when_they_do(tmp_path: Path) -> None:
+    """A pending edge is added once both ends are in the graph; one that would close a cycle
+    is skipped (with a warning) instead of failing the whole graph."""
+    link = ClusterLink(options("web1"), tmp_path, lambda: None)
+    link.records = [Exported.of("db1", FileRes(name="/etc/web/site.conf", content="x\n"))]
+    local = Graph("local")
+    local.add(NoopRes(name="reload"))
+    local.add(NoopRes(name="before"))
+    local.connect(("noop", "reload"), ("noop", "before"))
+    conf, reload, before = ("file", "/etc/web/site.conf"), ("noop", "reload"), ("noop", "before")
+    loaded = Loaded(
+        local,
+        collect=[Collect("file", "/etc/web/")],
+        pending=[
+            (conf, reload, Edge("", notify=True)),
+            (before, conf, Edge("")),  # conf -> reload -> before -> conf: a cycle
+            (("file", "/etc/web/other.conf"), reload, Edge("")),  # not exported by anyone
+        ],
+    )
+    link._published = []
+    graph = await link.graph_for(loaded)
+    assert sorted((s, d, e.notify) for s, d, e in graph.edges()) == [
+        (conf, reload, True),
+        (reload, before, False),
+    ]
     await link.cluster.client.close()

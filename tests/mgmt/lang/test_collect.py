@@ -61,9 +61,24 @@ def test_a_resource_exported_twice_is_a_run_time_error() -> None:
         build_graph(items, "main")
 
 
-def test_an_edge_to_a_collected_resource_is_a_clear_run_time_error() -> None:
-    items = items_of('collect file "/srv/x" {}\nnoop "n" {}\nNoop["n"] -> File["/srv/x"]\n')
-    with pytest.raises(FuncError, match="an edge cannot name an exported-only or a collected"):
+def test_edges_to_collected_resources_wait_for_them() -> None:
+    items = items_of(
+        'collect file "/srv/x" {}\nnoop "n" {}\nFile["/srv/x"] -> Noop["n"]\n'
+        'Noop["n"] -> File["/srv/x"]\n'
+    )
+    loaded = build_graph(items, "main")
+    assert list(loaded.graph.edges()) == []
+    assert [(s, d) for s, d, _ in loaded.pending] == [
+        (("file", "/srv/x"), ("noop", "n")),
+        (("noop", "n"), ("file", "/srv/x")),
+    ]
+    items = items_of('noop "n" {}\nNoop["n"] -> File["/srv/nowhere"]\n')
+    with pytest.raises(FuncError, match=r"edge to file\[/srv/nowhere\]: no such resource"):
+        build_graph(items, "main")
+    items = items_of(
+        'collect file "/srv/x" {}\nnoop "n" {}\nFile["/srv/x"].content -> Noop["n"].comment\n'
+    )
+    with pytest.raises(FuncError, match="send/recv cannot involve a collected resource"):
         build_graph(items, "main")
 
 
