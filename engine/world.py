@@ -30,7 +30,7 @@ import contextlib
 import dataclasses
 import inspect
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -199,6 +199,43 @@ class World(Protocol):
     def schedule_watch(self, namespace: str) -> Changes: ...
 
 
+class Memberships:
+    """Reference-counted pool memberships of this host: the first join of a namespace enters
+    it, the last one to leave leaves it (two call sites scheduling in one namespace share it)."""
+
+    def __init__(self) -> None:
+        self._count: dict[str, int] = {}
+        self._leave: dict[str, Callable[[], Awaitable[None]]] = {}  # the first joiner's
+
+    @contextlib.asynccontextmanager
+    async def hold(
+        self,
+        namespace: str,
+        enter: Callable[[], Awaitable[None]],
+        leave: Callable[[], Awaitable[None]],
+    ) -> AsyncIterator[None]:
+        """Enter (the first joiner's `enter`) unless already in; on exit, the last one out
+        runs the `leave` of the joiner that entered."""
+        first = not self._count.get(namespace)
+        self._count[namespace] = self._count.get(namespace, 0) + 1
+        if first:
+            self._leave[namespace] = leave
+        try:
+            if first:
+                await enter()
+            yield
+        finally:
+            self._count[namespace] -= 1
+            if not self._count[namespace]:
+                del self._count[namespace]
+                await self._leave.pop(namespace)()
+
+
+def hosts_in(prefix: str, keys: Iterable[str]) -> list[str]:
+    """The host names of keys directly under `prefix` (a deeper key belongs to a sub-pool)."""
+    return [k.removeprefix(prefix) for k in keys if "/" not in k.removeprefix(prefix)]
+
+
 def schedule_key(namespace: str, host: str | None = None) -> str:
     """The etcd prefix of a scheduling namespace (with a host: that host's key)."""
     return f"{SCHEDULE}{namespace}/" + (host or "")
@@ -265,6 +302,7 @@ class MemoryWorld:
 
     hostname: str
     store: MemoryStore = dataclasses.field(default_factory=MemoryStore)
+    memberships: Memberships = dataclasses.field(default_factory=Memberships)
 
     async def str_get(self, key: str) -> str | None:
         return self.store.get(strings_key(key))
@@ -316,16 +354,20 @@ class MemoryWorld:
     async def schedule_join(self, namespace: str, ttl: int) -> AsyncIterator[None]:
         check_key(namespace)
         key = schedule_key(namespace, self.hostname)  # no leases here: left on exit
-        self.store.commit({key: ""})
-        try:
-            yield
-        finally:
+
+        async def enter() -> None:
+            self.store.commit({key: ""})
+
+        async def leave() -> None:
             with contextlib.suppress(WorldError):
                 self.store.commit({}, [key])
 
+        async with self.memberships.hold(namespace, enter, leave):
+            yield
+
     async def schedule_hosts(self, namespace: str) -> list[str]:
         prefix = schedule_key(namespace)
-        return [k.removeprefix(prefix) for k in self.store.get_prefix(prefix)]  # join order
+        return hosts_in(prefix, self.store.get_prefix(prefix))  # in join order
 
     def schedule_watch(self, namespace: str) -> Changes:
         return self.store.watch(schedule_key(namespace), prefix=True)

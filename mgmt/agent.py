@@ -244,8 +244,6 @@ class Agent:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.source is not None:
-            await self.source.aclose()
         if self._file_watcher is not None:
             await self._file_watcher.aclose()
         if self.metrics is not None:
@@ -257,6 +255,8 @@ class Agent:
             if not self._forced:
                 raise
             await self.engine.stop(graceful=False)
+        if self.source is not None:  # after the engine: a scheduled host leaves once idle
+            await self.source.aclose()
         self.converger.close()
         if self.cluster is not None:  # withdraw exports, leave, stop etcd
             await self.cluster.stop(graceful=not self._forced)

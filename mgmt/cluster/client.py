@@ -441,21 +441,33 @@ class EtcdClient:
 
     async def keep_leased(self, ttl: int, on_lease: Callable[[int], Awaitable[None]]) -> None:
         """Hold a lease of `ttl` seconds until cancelled: grant it, call `on_lease(id)` (to put
-        the keys bound to it), renew it three times per TTL; after an expiry (a partition that
-        outlasted it) or an error, wait for the cluster and start again with a new lease."""
+        the keys bound to it), renew it three times per TTL. After an expiry (a partition that
+        outlasted it) start again with a new lease; after an error, revoke the lease (if any),
+        wait for the cluster and retry with a growing delay (0.1 s to 5 s)."""
+        delay, reported = 0.1, ""
         while True:
+            lease = 0
             try:
                 lease = await self.lease_grant(ttl)
                 await on_lease(lease)
+                delay, reported = 0.1, ""
                 while True:
                     if await self.lease_keepalive(lease) <= 0:
                         break
                     await asyncio.sleep(ttl / 3)  # a renewal period, not a poll
-                log.warning("a lease expired; taking a new one")
+                log.warning("a lease of %d s expired (a partition?): taking a new one", ttl)
             except WorldError as err:
-                log.debug("lease: %s", err)
+                if str(err) != reported:  # once per distinct problem, not every retry
+                    reported = str(err)
+                    # Unreachable: said elsewhere. Reachable but refused (auth?): say it here.
+                    level = logging.WARNING if self.connected.is_set() else logging.DEBUG
+                    log.log(level, "cannot hold a lease: %s (retrying)", err)
+                if lease:
+                    with contextlib.suppress(WorldError):
+                        await self.lease_revoke(lease)
                 await self.connected.wait()
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def lease_revoke(self, lease_id: int) -> None:
         async def fn(conn: _Conn) -> Any:

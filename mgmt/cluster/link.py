@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.errors import ValidationError, WorldError
-from engine.graph import Graph, fmt_key
+from engine.graph import Graph, Key, fmt_key
 from engine.resource import Resource
 from engine.world import Changes, Exported
 from mgmt.cluster.cluster import Cluster
@@ -70,6 +70,7 @@ class ClusterLink:
         self._publish = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._warned: set[tuple[str, str]] = set()
+        self._edge_notes: dict[tuple[Key, Key], str] = {}
         self._lock = asyncio.Lock()  # a graph being built vs the collector comparing with it
 
     async def start(self) -> None:
@@ -130,12 +131,16 @@ class ClusterLink:
         for res in by_key.values():
             graph.add(res)
         for src, dst, edge in loaded.pending:  # edges to or from collected resources
+            what = f"edge {fmt_key(src)} -> {fmt_key(dst)}"
             if src not in graph or dst not in graph:
-                continue  # not collected (yet): the edge follows when it is
+                missing = fmt_key(dst if src in graph else src)
+                self._note_once((src, dst), f"{what} waits for {missing} to be collected")
+                continue  # the edge follows when it is
             if graph.has_path(dst, src):
-                self._warn_once(src, f"edge %s -> {fmt_key(dst)} skipped: it would make a cycle")
+                self._note_once((src, dst), f"{what} skipped: it would make a cycle", warn=True)
                 continue
             graph.connect(src, dst, edge)
+            self._edge_notes.pop((src, dst), None)
         self._running = self._signature(collected)
         return graph
 
@@ -175,6 +180,12 @@ class ClusterLink:
         if key not in self._warned:
             self._warned.add(key)
             log.warning("" + message, fmt_key(key))
+
+    def _note_once(self, edge: tuple[Key, Key], message: str, warn: bool = False) -> None:
+        """Say something about a pending edge once (until the edge's situation changes)."""
+        if self._edge_notes.get(edge) != message:
+            self._edge_notes[edge] = message
+            log.log(logging.WARNING if warn else logging.INFO, "%s", message)
 
     # background ---------------------------------------------------------------------------
 

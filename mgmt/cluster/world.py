@@ -10,12 +10,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from aetcd import rpc
 
 from engine.errors import WorldError
-from engine.world import EXPORTED, Changes, Exported, check_key, schedule_key, strings_key
+from engine.world import (
+    EXPORTED,
+    Changes,
+    Exported,
+    Memberships,
+    check_key,
+    hosts_in,
+    schedule_key,
+    strings_key,
+)
 from mgmt.cluster.client import EtcdClient
 
 log = logging.getLogger("cluster")
 
 TXN_OPS = 100  # etcd refuses transactions of more than 128 operations (--max-txn-ops)
+JOIN_WAIT = 5.0  # seconds schedule_join waits for this host's key to be written
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed: %r", task.get_name(), task.exception())
 
 
 class EtcdWorld:
@@ -24,6 +39,7 @@ class EtcdWorld:
     def __init__(self, client: EtcdClient, hostname: str) -> None:
         self.client = client
         self._hostname = hostname
+        self.memberships = Memberships()
 
     @property
     def hostname(self) -> str:
@@ -130,32 +146,46 @@ class EtcdWorld:
 
     @contextlib.asynccontextmanager
     async def schedule_join(self, namespace: str, ttl: int) -> AsyncIterator[None]:
-        """This host's key in the namespace, bound to a lease of its own (renewed meanwhile)."""
+        """This host's key in the namespace, bound to a lease of its own (renewed meanwhile);
+        entering waits (up to JOIN_WAIT s) until the key is written, so that a first read
+        already counts this host."""
         check_key(namespace)
         key = schedule_key(namespace, self.hostname).encode()
         leases: list[int] = []
+        written = asyncio.Event()
+        holder: asyncio.Task[None] | None = None
 
         async def on_lease(lease: int) -> None:
             leases.append(lease)
             await self.client.put(key, b"", lease=lease)
+            written.set()
 
-        holder = asyncio.create_task(
-            self.client.keep_leased(ttl, on_lease), name=f"schedule {key!r}"
-        )
-        try:
-            yield
-        finally:
-            holder.cancel()
-            await asyncio.gather(holder, return_exceptions=True)
+        async def enter() -> None:
+            nonlocal holder
+            holder = asyncio.create_task(
+                self.client.keep_leased(ttl, on_lease), name=f"schedule {namespace}"
+            )
+            holder.add_done_callback(_report)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(JOIN_WAIT):
+                    await written.wait()
+
+        async def leave() -> None:
+            if holder is not None:
+                holder.cancel()
+                await asyncio.gather(holder, return_exceptions=True)
             if leases:
                 with contextlib.suppress(WorldError):  # else the key expires with the lease
                     await self.client.lease_revoke(leases[-1])
+
+        async with self.memberships.hold(namespace, enter, leave):
+            yield
 
     async def schedule_hosts(self, namespace: str) -> list[str]:
         check_key(namespace)
         prefix = schedule_key(namespace)
         keys = await self.client.keys_by_creation(prefix.encode())
-        return [k.decode().removeprefix(prefix) for k in keys]
+        return hosts_in(prefix, (k.decode() for k in keys))
 
     def schedule_watch(self, namespace: str) -> Changes:
         check_key(namespace)

@@ -852,6 +852,10 @@ class Checker:
         self.expect(args[0], STR, e.args[0].pos, "argument 1 of world.schedule")
         if len(args) == 2:
             opts = prune(args[1])
+            if isinstance(opts, TVar):  # not known here (a parameter): all the fields, then
+                full = TStruct(tuple(SCHEDULE_OPTS.items()))
+                self.expect(opts, full, e.args[1].pos, "world.schedule options")
+                return TList(STR)
             if not isinstance(opts, TStruct):
                 raise self.abort(
                     e.args[1].pos,

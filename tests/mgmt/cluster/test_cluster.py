@@ -185,9 +185,12 @@ async def test_collect_by_name_and_host_with_overrides(tmp_path: Path) -> None:
     await link.cluster.client.close()
 
 
-async def test_edges_to_collected_resources_join_when_they_do(tmp_path: Path) -> None:
+async def test_edges_to_collected_resources_join_when_they_do(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A pending edge is added once both ends are in the graph; one that would close a cycle
     is skipped (with a warning) instead of failing the whole graph."""
+    caplog.set_level(logging.INFO, logger="cluster")
     link = ClusterLink(options("web1"), tmp_path, lambda: None)
     link.records = [Exported.of("db1", FileRes(name="/etc/web/site.conf", content="x\n"))]
     local = Graph("local")
@@ -210,4 +213,11 @@ async def test_edges_to_collected_resources_join_when_they_do(tmp_path: Path) ->
         (conf, reload, True),
         (reload, before, False),
     ]
+    assert "edge noop[before] -> file[/etc/web/site.conf] skipped: it would make a cycle" in (
+        caplog.text
+    )
+    assert "waits for file[/etc/web/other.conf] to be collected" in caplog.text
+    caplog.clear()
+    await link.graph_for(loaded)  # the same situation is not said again
+    assert "cycle" not in caplog.text and "waits for" not in caplog.text
     await link.cluster.client.close()

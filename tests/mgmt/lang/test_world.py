@@ -240,6 +240,17 @@ async def test_schedule_picks_up_to_max_hosts_in_join_order(store: MemoryStore) 
     assert await early.schedule_hosts("pool") == []  # everyone left, h5 when its stream stopped
 
 
+async def test_schedule_memberships_are_counted_per_namespace(store: MemoryStore) -> None:
+    world, other = MemoryWorld("h1", store), MemoryWorld("h2", store)
+    async with world.schedule_join("pool", 10):
+        async with world.schedule_join("pool", 10), world.schedule_join("pool/sub", 10):
+            assert await other.schedule_hosts("pool") == ["h1"]  # not "sub/h1"
+            assert await other.schedule_hosts("pool/sub") == ["h1"]
+        assert await other.schedule_hosts("pool") == ["h1"]  # one join is left
+        assert await other.schedule_hosts("pool/sub") == []
+    assert await other.schedule_hosts("pool") == []
+
+
 async def test_schedule_alpha_and_bad_options(store: MemoryStore) -> None:
     world = MemoryWorld("h5", store)
     async with MemoryWorld("h9", store).schedule_join("pool", 10):

@@ -200,6 +200,12 @@ async def test_schedule_on_etcd_follows_join_order_and_leaving(tmp_path: Path) -
 
         try:
             async with h9.schedule_join("pool", 5):
+                assert await h0.schedule_hosts("pool") == ["h9"]  # written once joined
+                # A second call site in the same namespace, and a sub-pool (not the pool).
+                async with h9.schedule_join("pool", 5), h9.schedule_join("pool/sub", 5):
+                    assert await h0.schedule_hosts("pool/sub") == ["h9"]
+                    assert await h0.schedule_hosts("pool") == ["h9"]
+                assert await h0.schedule_hosts("pool") == ["h9"]  # still in: one join is left
                 await hosts_become(["h9"])
                 async with h5.schedule_join("pool", 5):
                     await hosts_become(["h9", "h5"])
