@@ -135,39 +135,30 @@ def test_exported_and_collect_are_parsed() -> None:
     assert len(loaded.graph) == 0
 
 
+COLLECTING = """\
+graph: g
+resources:
+  svc:
+    - name: web
+collect:
+  - {kind: file, pattern: /etc/web/}
+edges:
+"""
+
+
 def test_edges_to_collected_resources_wait_for_them() -> None:
-    loaded = parse(
-        textwrap.dedent(
-            """
-            graph: g
-            resources:
-              svc:
-                - name: web
-            collect:
-              - {kind: file, pattern: /etc/web/}
-            edges:
-              - {from: {kind: file, name: /etc/web/site.conf}, to: {kind: svc, name: web}, notify: true}
-            """
-        )
-    )
+    edge = "  - {from: {kind: file, name: /etc/web/site.conf}, to: {kind: svc, name: web}, notify: true}\n"
+    loaded = parse(COLLECTING + edge)
     assert list(loaded.graph.edges()) == []
-    ((src, dst, edge),) = loaded.pending
-    assert (src, dst, edge.notify) == (("file", "/etc/web/site.conf"), ("svc", "web"), True)
+    ((src, dst, pending),) = loaded.pending
+    assert (src, dst, pending.notify) == (("file", "/etc/web/site.conf"), ("svc", "web"), True)
     assert problems(
-        """
-        graph: g
-        resources:
-          svc:
-            - name: web
-        collect:
-          - {kind: file, pattern: /etc/web/}
-        edges:
-          - {from: {kind: file, name: /etc/other}, to: {kind: svc, name: web}}
-          - {from: {kind: file, name: /etc/web/a}, to: {kind: svc, name: web}, send: content, recv: x}
-        """
+        COLLECTING
+        + "  - {from: {kind: file, name: /etc/other}, to: {kind: svc, name: web}}\n"
+        + "  - {from: {kind: file, name: /etc/web/a}, to: {kind: svc, name: web}, send: content, recv: x}\n"
     ) == [
-        "g.yaml:9: edge 0: from: no resource file[/etc/other] in the graph",
-        "g.yaml:10: edge 1: send/recv cannot involve a collected resource (yet)",
+        "g.yaml:8: edge 0: from: no resource file[/etc/other] in the graph",
+        "g.yaml:9: edge 1: send/recv cannot involve a collected resource (yet)",
     ]
 
 
