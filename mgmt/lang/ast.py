@@ -62,6 +62,14 @@ class Call(Expr):
 
 
 @dataclass(eq=False)
+class Resolved(Expr):
+    """An expression already resolved and typed in another scope (an include's argument,
+    bound to a class parameter): its names are not looked up again."""
+
+    inner: Expr
+
+
+@dataclass(eq=False)
 class Param(Node):
     name: str
     ann: Type | None = None
@@ -233,6 +241,25 @@ class IfStmt(Stmt):
     cond: Expr
     then: list[Stmt]
     other: list[Stmt]
+
+
+@dataclass(eq=False)
+class ClassDef(Stmt):
+    """`class name($a, $b str) { statements }`: statements to include with arguments."""
+
+    name: str
+    params: list[Param]
+    body: list[Stmt]
+
+
+@dataclass(eq=False)
+class Include(Stmt):
+    """`include name(args)`; the checker fills `expanded` with a copy of the class's body
+    (after a binding per parameter), checked in a scope of its own."""
+
+    name: str
+    args: list[Expr]
+    expanded: list[Stmt] = field(default_factory=list, init=False)
 
 
 @dataclass(eq=False)

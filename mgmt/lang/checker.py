@@ -15,6 +15,7 @@ Every problem is reported as `file:line:col: message`; type errors show both typ
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class Scope:
         self.vars: dict[str, ast.Bind | ast.Param] = {}
         self.funcs: dict[str, ast.FuncDef] = {}
         self.imports: dict[str, str] = {}
+        # class name -> its definition and the scope it was defined in (its body sees that)
+        self.classes: dict[str, tuple[ast.ClassDef, Scope]] = {}
 
     def _chain(self) -> Iterable[Scope]:
         scope: Scope | None = self
@@ -79,6 +82,12 @@ class Scope:
         for scope in self._chain():
             if name in scope.vars:
                 return scope.vars[name]
+        return None
+
+    def cls(self, name: str) -> tuple[ast.ClassDef, Scope] | None:
+        for scope in self._chain():
+            if name in scope.classes:
+                return scope.classes[name]
         return None
 
     def func(self, name: str) -> ast.FuncDef | None:
@@ -148,6 +157,7 @@ class Checker:
         self.mono: list[ast.Bind] = []
         self.failed: set[int] = set()  # ids of bindings whose check failed
         self.bindings: list[ast.Bind | ast.FuncDef] = []
+        self._including: list[ast.ClassDef] = []  # the includes being checked, outermost first
         self.modules: set[str] = set()
 
     def problem(self, pos: Pos, message: str) -> None:
@@ -190,6 +200,15 @@ class Checker:
                     continue
                 scope.funcs[stmt.name] = stmt
                 binds.append(stmt)
+            elif isinstance(stmt, ast.ClassDef):
+                known = scope.classes.get(stmt.name)
+                if known is not None:
+                    self.problem(
+                        stmt.pos,
+                        f"class {stmt.name} is already defined in this scope (at {known[0].pos})",
+                    )
+                    continue
+                scope.classes[stmt.name] = (stmt, scope)
         self.bindings += binds
         local = {id(b) for b in binds}
         deps: dict[int, list[ast.Bind | ast.FuncDef]] = {}
@@ -209,7 +228,7 @@ class Checker:
             except _Abort:
                 self.failed.add(id(b))
         for stmt in stmts:
-            if isinstance(stmt, ast.Bind | ast.FuncDef | ast.Import):
+            if isinstance(stmt, ast.Bind | ast.FuncDef | ast.Import | ast.ClassDef):
                 continue
             with contextlib.suppress(_Abort):
                 self._statement(stmt, scope)
@@ -369,6 +388,41 @@ class Checker:
             self._resource(stmt, scope)
         elif isinstance(stmt, ast.Edge):
             self._edge(stmt, scope)
+        elif isinstance(stmt, ast.Include):
+            self._include(stmt, scope)
+
+    def _include(self, inc: ast.Include, scope: Scope) -> None:
+        """Check a copy of the class's body, in a scope of its own under the class's defining
+        scope, after one binding per parameter to the argument (typed where it is written)."""
+        found = scope.cls(inc.name)
+        if found is None:
+            names = [n for s in scope._chain() for n in s.classes]
+            raise self.abort(inc.pos, f"undefined class {inc.name}{_hint(inc.name, names)}")
+        cls, home = found
+        if len(inc.args) != len(cls.params):
+            raise self.abort(
+                inc.pos,
+                f"class {inc.name} takes {len(cls.params)} argument"
+                f"{'s' * (len(cls.params) != 1)}, got {len(inc.args)}",
+            )
+        if self._including.count(cls) >= MAX_INCLUDE_DEPTH or len(self._including) > 200:
+            raise self.abort(inc.pos, f"include {inc.name}: includes itself too deeply")
+        for arg in inc.args:
+            self._check_expr(arg, scope)
+        params: list[ast.Stmt] = [
+            ast.Bind(arg.pos, p.name, p.ann, ast.Resolved(arg.pos, arg))
+            for p, arg in zip(cls.params, inc.args, strict=True)
+        ]
+        inc.expanded = params + copy.deepcopy(cls.body)
+        self._including.append(cls)
+        before = len(self.problems)
+        try:
+            self._block(inc.expanded, Scope(home))
+        finally:
+            self._including.pop()
+            if not self._including:  # say which top-level include it came through
+                where = f" (in include {inc.name} at {inc.pos})"
+                self.problems[before:] = [p + where for p in self.problems[before:]]
 
     def _check_expr(self, expr: ast.Expr, scope: Scope) -> Type:
         self._resolve(expr, scope, set(), [])
@@ -681,6 +735,9 @@ class Checker:
                         t, STR, part.pos, "an interpolated ${...} must be a str (use fmt.printf)"
                     )
             return STR
+        if isinstance(e, ast.Resolved):
+            assert e.inner.type is not None  # typed where the include is written
+            return e.inner.type
         if isinstance(e, ast.Var):
             target = e.target
             if isinstance(target, ast.Param):
@@ -894,6 +951,7 @@ class Checker:
         return STR
 
 
+MAX_INCLUDE_DEPTH = 16  # a class including itself (through others) this often is a mistake
 SCHEDULE_OPTS = {"strategy": STR, "max": INT, "reuse": BOOL, "ttl": INT}
 
 

@@ -29,7 +29,7 @@ from mgmt.lang.types import BASIC, TFunc, TList, TMap, TStruct, Type
 GRAMMAR = r"""
 start: _stmt*
 
-_stmt: bind | resource | edge | if_stmt | import_stmt | func_stmt
+_stmt: bind | resource | edge | if_stmt | import_stmt | func_stmt | class_stmt | include_stmt
 
 import_stmt: IMPORT STRING ("as" (NAME | STAR))?
 bind: VAR type? "=" expr
@@ -37,6 +37,8 @@ func_stmt: FUNC NAME "(" params? ")" type? "{" expr "}"
 params: param ("," param)* ","?
 param: VAR type?
 if_stmt: IF expr block (ELSE (block | if_stmt))?
+class_stmt: CLASS NAME ("(" params? ")")? block
+include_stmt: INCLUDE NAME ("(" args? ")")? ("as" NAME)?
 block: "{" _stmt* "}"
 
 resource: COLLECT? res_kind expr "{" (res_field ("," res_field)* ","?)? "}"
@@ -89,6 +91,8 @@ type: NAME                                         -> type_name
 interp: expr | dotted
 
 IMPORT: "import"
+CLASS: "class"
+INCLUDE: "include"
 COLLECT: "collect"
 IF: "if"
 ELSE: "else"
@@ -301,6 +305,20 @@ class _Builder(Transformer[Any, Any]):
         ann = items[1] if len(items) > 1 else None
         return ast.Param(self._p(items), str(items[0])[1:], ann)
 
+    def class_stmt(self, items: list[Any]) -> ast.ClassDef:
+        params = next((i for i in items if isinstance(i, list) and _all(i, ast.Param)), [])
+        body = items[-1]
+        return ast.ClassDef(self._p(items), str(items[1]), params, body)
+
+    def include_stmt(self, items: list[Any]) -> ast.Include:
+        alias = [i for i in items[2:] if isinstance(i, Token) and i.type == "NAME"]
+        if alias:
+            raise CompileError.at(
+                self._p(alias[0]), "include ... as NAME is not supported yet (see docs/language.md)"
+            )
+        args = next((i for i in items[2:] if isinstance(i, list)), [])
+        return ast.Include(self._p(items), str(items[1]), args)
+
     def if_stmt(self, items: list[Any]) -> ast.IfStmt:
         other: list[ast.Stmt] = []
         if len(items) > 3:
@@ -459,6 +477,10 @@ class _Builder(Transformer[Any, Any]):
     def type_func(self, items: list[Any]) -> Type:
         types_ = items[1:]
         return TFunc(tuple(types_[:-1]), types_[-1])
+
+
+def _all(items: list[Any], kind: type) -> bool:
+    return all(isinstance(i, kind) for i in items)
 
 
 def _unquote_plain(token: Token) -> str:

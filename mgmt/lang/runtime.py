@@ -142,6 +142,7 @@ class Runtime:
             ast.Lit: lambda e, env: e.value,
             ast.Interp: self._interp,
             ast.Var: self._var,
+            ast.Resolved: lambda e, env: self.eval(e.inner, env),
             ast.Call: self._call,
             ast.Lambda: lambda e, env: Closure(e, env, self._apply),
             ast.If: self._if,
@@ -376,6 +377,10 @@ class Runtime:
             return self._cell(f"{stmt.kind} at {stmt.pos}", lambda: self._resource(stmt))
         if isinstance(stmt, ast.Edge):
             return self._cell(f"edge at {stmt.pos}", lambda: self._edge(stmt))
+        if isinstance(stmt, ast.Include):
+            return self._cell(
+                f"include {stmt.name} at {stmt.pos}", self._fragments(stmt.expanded, stmt.name)
+            )
         if isinstance(stmt, ast.IfStmt):
             then = self._cell(f"if at {stmt.pos}", self._fragments(stmt.then, "then"))
             other = self._cell(f"else at {stmt.pos}", self._fragments(stmt.other, "else"))
