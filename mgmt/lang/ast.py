@@ -244,6 +244,18 @@ class IfStmt(Stmt):
 
 
 @dataclass(eq=False)
+class For(Stmt):
+    """`for $i, $x in list { statements }` (index, value) or, with `kv`, `forkv $k, $v in map`
+    (key, value; keys in sorted order): the statements are declared once per element."""
+
+    first: Param
+    second: Param
+    expr: Expr
+    body: list[Stmt]
+    kv: bool = False
+
+
+@dataclass(eq=False)
 class ClassDef(Stmt):
     """`class name($a, $b str) { statements }`: statements to include with arguments."""
 

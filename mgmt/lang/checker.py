@@ -158,6 +158,7 @@ class Checker:
         self.failed: set[int] = set()  # ids of bindings whose check failed
         self.bindings: list[ast.Bind | ast.FuncDef] = []
         self._including: list[ast.ClassDef] = []  # the includes being checked, outermost first
+        self._loops = 0  # for loops around the block being checked
         self.modules: set[str] = set()
 
     def problem(self, pos: Pos, message: str) -> None:
@@ -178,6 +179,8 @@ class Checker:
 
     def _block(self, stmts: list[ast.Stmt], scope: Scope) -> None:
         binds: list[ast.Bind | ast.FuncDef] = []
+        if self._loops:
+            stmts = self._loop_body(stmts)
         for stmt in stmts:
             if isinstance(stmt, ast.Import):
                 self._import(stmt, scope)
@@ -390,6 +393,43 @@ class Checker:
             self._edge(stmt, scope)
         elif isinstance(stmt, ast.Include):
             self._include(stmt, scope)
+        elif isinstance(stmt, ast.For):
+            self._for(stmt, scope)
+
+    def _for(self, loop: ast.For, scope: Scope) -> None:
+        """The body once, with the loop's names as parameters: index int and the element type
+        (for a list), or the key and value types (for a map, with forkv)."""
+        t = self._check_expr(loop.expr, scope)
+        first, second = TVar(), TVar()
+        if loop.kv:
+            self.expect(t, TMap(first, second), loop.expr.pos, "forkv needs a map")
+        else:
+            self.expect(t, TList(second), loop.expr.pos, "for needs a list")
+            self.expect(first, INT, loop.first.pos, "a for index")
+        inner = Scope(scope)
+        for param, ptype in ((loop.first, first), (loop.second, second)):
+            param.type = ptype
+            inner.vars[param.name] = param
+        self._loops += 1
+        try:
+            self._block(loop.body, inner)
+        finally:
+            self._loops -= 1
+
+    def _loop_body(self, stmts: list[ast.Stmt]) -> list[ast.Stmt]:
+        """What a loop's body (or an if inside it) may hold: declarations that are made once
+        per element. Bindings, functions, classes, includes and imports are made once."""
+        kept: list[ast.Stmt] = []
+        for stmt in stmts:
+            what = LOOP_REFUSED.get(type(stmt))
+            if what is not None:
+                self.problem(
+                    stmt.pos,
+                    f"{what} cannot be inside a for loop (yet): use the loop's values directly",
+                )
+            else:
+                kept.append(stmt)
+        return kept
 
     def _include(self, inc: ast.Include, scope: Scope) -> None:
         """Check a copy of the class's body, in a scope of its own under the class's defining
@@ -951,6 +991,14 @@ class Checker:
         return STR
 
 
+# Statements made once, not per element: a for loop's body cannot hold them (yet).
+LOOP_REFUSED: dict[type, str] = {
+    ast.Bind: "a binding",
+    ast.FuncDef: "a func",
+    ast.ClassDef: "a class",
+    ast.Include: "an include",
+    ast.Import: "an import",
+}
 MAX_INCLUDE_DEPTH = 16  # a class including itself (through others) this often is a mistake
 SCHEDULE_OPTS = {"strategy": STR, "max": INT, "reuse": BOOL, "ttl": INT}
 

@@ -30,6 +30,7 @@ GRAMMAR = r"""
 start: _stmt*
 
 _stmt: bind | resource | edge | if_stmt | import_stmt | func_stmt | class_stmt | include_stmt
+     | for_stmt
 
 import_stmt: IMPORT STRING ("as" (NAME | STAR))?
 bind: VAR type? "=" expr
@@ -38,6 +39,7 @@ params: param ("," param)* ","?
 param: VAR type?
 if_stmt: IF expr block (ELSE (block | if_stmt))?
 class_stmt: CLASS NAME ("(" params? ")")? block
+for_stmt: (FOR | FORKV) VAR "," VAR IN expr block
 include_stmt: INCLUDE NAME ("(" args? ")")? ("as" NAME)?
 block: "{" _stmt* "}"
 
@@ -92,6 +94,8 @@ interp: expr | dotted
 
 IMPORT: "import"
 CLASS: "class"
+FOR: "for"
+FORKV: "forkv"
 INCLUDE: "include"
 COLLECT: "collect"
 IF: "if"
@@ -309,6 +313,14 @@ class _Builder(Transformer[Any, Any]):
         params = next((i for i in items if isinstance(i, list) and _all(i, ast.Param)), [])
         body = items[-1]
         return ast.ClassDef(self._p(items), str(items[1]), params, body)
+
+    def for_stmt(self, items: list[Any]) -> ast.For:
+        keyword, first, second, _in, expr, body = items
+        params = [ast.Param(self._p(v), str(v)[1:]) for v in (first, second)]
+        if params[0].name == params[1].name:
+            raise CompileError.at(params[1].pos, f"${params[1].name} is given twice")
+        kv = str(keyword) == "forkv"
+        return ast.For(self._p(items), params[0], params[1], expr, body, kv)
 
     def include_stmt(self, items: list[Any]) -> ast.Include:
         alias = [i for i in items[2:] if isinstance(i, Token) and i.type == "NAME"]

@@ -34,7 +34,7 @@ from mgmt.lang.clock import Clock, LoopClock
 from mgmt.lang.errors import FuncError, LangError, NotReady, Pos
 from mgmt.lang.funcs import Builtin, Context
 from mgmt.lang.streams import Stream
-from mgmt.lang.values import Closure, FrozenDict, Struct
+from mgmt.lang.values import Closure, FrozenDict, Struct, sort_key
 
 log = logging.getLogger("lang")
 
@@ -389,27 +389,56 @@ class Runtime:
                 return self.get(then if self.eval(stmt.cond, EMPTY) else other)
 
             return self._cell(f"if at {stmt.pos}", compute)
+        if isinstance(stmt, ast.For):
+            return self._cell(f"for at {stmt.pos}", lambda: self._for(stmt, EMPTY))
         return None
 
-    def _names(self, expr: ast.Expr) -> tuple[str, ...]:
-        value = self.eval(expr, EMPTY)
+    def _for(self, loop: ast.For, env: FrozenDict) -> tuple[Any, ...]:
+        """The body's declarations once per element, with the loop's names bound (in env)."""
+        value = self.eval(loop.expr, env)
+        pairs = (
+            sorted(value.items(), key=lambda kv: sort_key(kv[0])) if loop.kv else enumerate(value)
+        )
+        out: list[Any] = []
+        for first, second in pairs:
+            inner = FrozenDict({**env, loop.first.name: first, loop.second.name: second})
+            out += self._declare(loop.body, inner)
+        return tuple(out)
+
+    def _declare(self, stmts: list[ast.Stmt], env: FrozenDict) -> list[Any]:
+        """What statements inside a loop declare (the checker allows only these kinds)."""
+        out: list[Any] = []
+        for stmt in stmts:
+            if isinstance(stmt, ast.Resource):
+                out += self._resource(stmt, env)
+            elif isinstance(stmt, ast.Edge):
+                out += self._edge(stmt, env)
+            elif isinstance(stmt, ast.IfStmt):
+                out += self._declare(stmt.then if self.eval(stmt.cond, env) else stmt.other, env)
+            elif isinstance(stmt, ast.For):
+                out += self._for(stmt, env)
+        return out
+
+    def _names(self, expr: ast.Expr, env: FrozenDict) -> tuple[str, ...]:
+        value = self.eval(expr, env)
         return (value,) if isinstance(value, str) else tuple(value)
 
-    def _collected(self, expr: ast.Expr) -> tuple[tuple[str, str | None], ...]:
+    def _collected(self, expr: ast.Expr, env: FrozenDict) -> tuple[tuple[str, str | None], ...]:
         """What a collect statement names: a name, names, or struct{name; host} values."""
-        value = self.eval(expr, EMPTY)
+        value = self.eval(expr, env)
         named = (value,) if isinstance(value, str) else value
         return tuple((t, None) if isinstance(t, str) else (t["name"], t["host"]) for t in named)
 
-    def _resource(self, stmt: ast.Resource) -> tuple[Any, ...]:
-        params = tuple((p.name, self.eval(p.expr, EMPTY)) for p in stmt.params)
-        meta = tuple((m.name, self.eval(m.expr, EMPTY)) for m in stmt.metas)
+    def _resource(self, stmt: ast.Resource, env: FrozenDict = EMPTY) -> tuple[Any, ...]:
+        params = tuple((p.name, self.eval(p.expr, env)) for p in stmt.params)
+        meta = tuple((m.name, self.eval(m.expr, env)) for m in stmt.metas)
         if stmt.collect:
-            return (CollectSpec(stmt.kind, self._collected(stmt.name), params, meta, stmt.pos),)
-        names = self._names(stmt.name)
+            collected = self._collected(stmt.name, env)
+            return (CollectSpec(stmt.kind, collected, params, meta, stmt.pos),)
+        names = self._names(stmt.name, env)
         out: list[Any] = [ResSpec(stmt.kind, n, params, meta, stmt.pos) for n in names]
         for edge in stmt.edges:
-            targets = self._names(edge.target.name)
+            targets = self._names(edge.target.name, env)
             for name in names:
                 me = (stmt.kind, name)
                 for target in targets:
@@ -420,8 +449,8 @@ class Runtime:
                         out.append(EdgeSpec(me, other, edge.name == "Notify", (), edge.pos))
         return tuple(out)
 
-    def _edge(self, stmt: ast.Edge) -> tuple[Any, ...]:
-        halves = [(h, self._names(h.name)) for h in stmt.halves]
+    def _edge(self, stmt: ast.Edge, env: FrozenDict = EMPTY) -> tuple[Any, ...]:
+        halves = [(h, self._names(h.name, env)) for h in stmt.halves]
         out: list[Any] = []
         for (a, a_names), (b, b_names) in itertools.pairwise(halves):
             pairs = ((a.field, b.field),) if a.field and b.field else ()

@@ -50,13 +50,20 @@ def test_run_refuses_a_program_that_does_not_compile(tmp_path: Path) -> None:
     assert not (tmp_path / "good").exists()
 
 
-def test_classes_example_converges(tmp_path: Path) -> None:
+def test_classes_and_loops_example_converges(tmp_path: Path) -> None:
     env = {"MGMT_DEMO_DIR": str(tmp_path)}
     args = ["run", "--converged-timeout=0", "--tmp-prefix", "lang", "examples/classes.mcl"]
     code, out = run_mgmt(args, env=env)
     assert code == 0, out
     sites = tmp_path / "sites"
-    assert sorted(p.name for p in sites.iterdir()) == ["api.conf", "www.conf", "www.privileged"]
+    assert sorted(p.name for p in sites.iterdir()) == [
+        "api.conf",
+        "mirror-eu",
+        "mirror-us",
+        "www.conf",
+        "www.privileged",
+    ]
+    assert (sites / "mirror-us").read_text() == "us is mirror 2\n"
     assert (sites / "www.conf").read_text() == "www listens on 80\n"
     assert (sites / "www.privileged").read_text() == "www needs CAP_NET_BIND_SERVICE\n"
 

@@ -1,0 +1,79 @@
+"""for and forkv: statements declared once per element of a list or map."""
+
+from __future__ import annotations
+
+import pytest
+
+from mgmt.lang.clock import ManualClock
+from tests.mgmt.lang.helpers import contents, problems, run
+
+
+def test_for_declares_per_element_with_its_index() -> None:
+    rt = run(
+        """
+        import "fmt"
+        for $i, $name in ["a", "b"] {
+            file "/t/${name}" { content => fmt.printf("%d %s", $i, $name) }
+        }
+        """
+    )
+    assert contents(rt) == {"/t/a": "0 a", "/t/b": "1 b"}
+
+
+def test_forkv_walks_a_map_in_key_order_with_ifs_and_nested_loops() -> None:
+    rt = run(
+        """
+        $owners = {"www" => ["alice", "carol"], "api" => ["bob"], "db" => []}
+        forkv $site, $people in $owners {
+            for $i, $who in $people {
+                if $who != "carol" {
+                    print "${site}-${who}" { msg => "${who} owns ${site}" }
+                }
+            }
+        }
+        """
+    )
+    assert list(contents(rt).items()) == [
+        ("api-bob", "bob owns api"),
+        ("www-alice", "alice owns www"),
+    ]
+
+
+def test_a_loop_follows_its_list_as_it_changes() -> None:
+    clock = ManualClock(start=100.5)
+    rt = run(
+        """
+        import "datetime"
+        import "fmt"
+        import "iter"
+        import "math"
+        $n = math.mod(datetime.now(), 3)
+        for $i, $x in iter.range($n) {
+            noop fmt.printf("n%d", $x) {}
+        }
+        """,
+        clock,
+    )
+    assert list(contents(rt)) == ["n0"]  # 100 % 3 = 1
+    clock.advance(1)
+    assert list(contents(rt)) == ["n0", "n1"]
+    clock.advance(1)
+    assert list(contents(rt)) == []
+
+
+@pytest.mark.parametrize(
+    ("src", "message"),
+    [
+        ('for $i, $x in "abc" { noop "n" {} }\n', "for needs a list: expected []"),
+        ('forkv $k, $v in [1] { noop "n" {} }\n', "forkv needs a map: expected map{"),
+        ("for $i, $x in [1] { $y = $x }\n", "a binding cannot be inside a for loop (yet)"),
+        (
+            'for $i, $x in [1] { if true { include c } }\nclass c { noop "n" {} }\n',
+            "an include cannot be inside a for loop",
+        ),
+        ('for $i, $i in [1] { noop "n" {} }\n', "$i is given twice"),
+        ('for $i, $x in [1] { noop "n" { comment => $x } }\n', "expected str, got int"),
+    ],
+)
+def test_errors(src: str, message: str) -> None:
+    assert message in "\n".join(problems(src))
