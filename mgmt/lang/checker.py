@@ -30,7 +30,16 @@ from engine.resource import lookup as lookup_kind
 from mgmt.lang import ast, funcs
 from mgmt.lang.errors import CompileError, Pos
 from mgmt.lang.gofmt import VERB_TYPES, verbs
-from mgmt.lang.kinds import EXPORT_PREFIX, ParamType, capitalized, kind_params, meta_params, sends
+from mgmt.lang.kinds import (
+    CONST_PREFIX,
+    EXPORT_PREFIX,
+    ParamType,
+    capitalized,
+    constant,
+    kind_params,
+    meta_params,
+    sends,
+)
 from mgmt.lang.types import (
     BASIC,
     BOOL,
@@ -292,6 +301,9 @@ class Checker:
     ) -> None:
         """Point every Var and named Call at what it names; collect same-scope dependencies."""
         if isinstance(expr, ast.Var):
+            if "." in expr.name:  # $const.res.file.state.exists, or a package's variable
+                expr.target = self._dotted_var(expr)
+                return
             target = scope.var(expr.name)
             if target is None:
                 raise self.abort(
@@ -324,6 +336,19 @@ class Checker:
             return
         for child in _children(expr):
             self._resolve(child, scope, local, found)
+
+    def _dotted_var(self, expr: ast.Var) -> ast.Lit:
+        value = constant(expr.name)
+        if value is not None:
+            return ast.Lit(expr.pos, value)
+        if expr.name.startswith(CONST_PREFIX):
+            raise self.abort(
+                expr.pos,
+                f"unknown constant ${expr.name}: constants are "
+                "$const.res.<kind>.<param>.<value>, for a param with fixed values "
+                "(e.g. $const.res.file.state.exists)",
+            )
+        raise self.abort(expr.pos, f"${expr.name}: variables of packages are not supported yet")
 
     def _resolve_func(self, call: ast.Call, scope: Scope) -> ast.FuncDef | funcs.Builtin:
         name = call.func or ""
@@ -778,6 +803,8 @@ class Checker:
         if isinstance(e, ast.Resolved):
             assert e.inner.type is not None  # typed where the include is written
             return e.inner.type
+        if isinstance(e, ast.Var) and isinstance(e.target, ast.Lit):
+            return STR  # a constant
         if isinstance(e, ast.Var):
             target = e.target
             if isinstance(target, ast.Param):

@@ -103,3 +103,22 @@ def sends(kind: str) -> tuple[str, ...]:
 def capitalized(kind: str) -> str:
     """How an edge names a kind: file -> File, http:server:file -> Http:Server:File."""
     return ":".join(part[:1].upper() + part[1:] for part in kind.split(":"))
+
+
+CONST_PREFIX = "const.res."
+
+
+def constant(name: str) -> str | None:
+    """mgmt's `$const.res.<kind>.<param>.<value>`: `value`, if it is one of the choices of that
+    param of that kind (e.g. `$const.res.file.state.exists` is "exists"); else None."""
+    if not name.startswith(CONST_PREFIX):
+        return None
+    kind, _, rest = name.removeprefix(CONST_PREFIX).rpartition(".")[0].rpartition(".")
+    value = name.rpartition(".")[2]
+    table = kind_params(
+        kind.replace(".", ":")
+    )  # $const.res.http.server.file... -> http:server:file
+    ptype = table.get(rest) if table is not None else None
+    if ptype is None or value not in ptype.choices:
+        return None
+    return value

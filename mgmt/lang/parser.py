@@ -118,7 +118,7 @@ MINUS: "-"
 STAR: "*"
 SLASH: "/"
 ARROW: "->"
-VAR: /\$[a-zA-Z_][a-zA-Z0-9_]*/
+VAR: /\$[a-zA-Z_][a-zA-Z0-9_]*(\.[a-zA-Z_][a-zA-Z0-9_]*)*/
 NAME: /[a-z_][a-zA-Z0-9_]*/
 CAPNAME: /[A-Z][a-zA-Z0-9_]*/
 STRING: /"(?:[^"\\\n]|\\.)*"/

@@ -470,6 +470,8 @@ class Runtime:
     def _var(self, e: ast.Var, env: FrozenDict) -> Any:
         if isinstance(e.target, ast.Param):
             return env[e.name]
+        if isinstance(e.target, ast.Lit):  # $const.res...
+            return e.target.value
         return self.get(self._bind_cells[id(e.target)])
 
     def _if(self, e: ast.If, env: FrozenDict) -> Any:

@@ -1,0 +1,26 @@
+"""mgmt's `$const.res.<kind>.<param>.<value>`: the fixed values of resource params."""
+
+from __future__ import annotations
+
+from tests.mgmt.lang.helpers import problems, run, value_of
+
+
+def test_constants_are_the_values_of_params_with_fixed_choices() -> None:
+    assert value_of("$const.res.file.state.exists") == "exists"
+    assert value_of("$const.res.svc.state.running") == "running"
+    rt = run('file "/t/x" { state => $const.res.file.state.absent }\n')
+    _changed, items, error = rt.evaluate()
+    assert error is None and dict(items[0].params)["state"] == "absent"
+    assert value_of('"${const.res.file.state.exists}!"') == "exists!"  # in a string too
+
+
+def test_unknown_constants_and_package_variables_are_errors() -> None:
+    assert "unknown constant $const.res.file.state.gone" in "\n".join(
+        problems('$x = $const.res.file.state.gone\nnoop "n" {}\n')
+    )
+    assert "unknown constant $const.res.file.path.x" in "\n".join(
+        problems('$x = $const.res.file.path.x\nnoop "n" {}\n')  # path has no fixed values
+    )
+    assert "$fmt.x: variables of packages are not supported yet" in "\n".join(
+        problems('import "fmt"\n$x = $fmt.x\nnoop "n" {}\n')
+    )
