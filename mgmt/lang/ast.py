@@ -194,12 +194,15 @@ class EdgeHalf(Node):
 class ResParam(Node):
     name: str
     expr: Expr
+    # `param => cond ?: value` (mgmt's elvis): the param is set only while cond is true.
+    cond: Expr | None = None
 
 
 @dataclass(eq=False)
 class ResMeta(Node):
     name: str
     expr: Expr
+    cond: Expr | None = None  # as ResParam's
 
 
 @dataclass(eq=False)

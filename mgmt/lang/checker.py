@@ -530,6 +530,14 @@ class Checker:
             self._names(res.name, scope, f"the name of a {res.kind}")
         ok = True
         given: set[str] = set()
+        items: list[ast.ResParam | ast.ResMeta] = [*res.params, *res.metas]
+        for item in items:
+            if item.cond is not None:  # `param => cond ?: value`
+                try:
+                    t = self._check_expr(item.cond, scope)
+                    self.expect(t, BOOL, item.cond.pos, f"the condition of {item.name} (before ?:)")
+                except _Abort:
+                    ok = False
         for param in res.params:
             ok &= self._param(
                 res.kind,
@@ -638,7 +646,9 @@ class Checker:
         """A resource whose name and params are all constants is validated by its kind now."""
         cls = lookup_kind(res.kind)
         exprs = [res.name] + [p.expr for p in res.params] + [m.expr for m in res.metas]
-        if cls is None or not all(isinstance(e, ast.Lit) for e in exprs):
+        fields: list[ast.ResParam | ast.ResMeta] = [*res.params, *res.metas]
+        conditional = any(f.cond is not None for f in fields)
+        if cls is None or conditional or not all(isinstance(e, ast.Lit) for e in exprs):
             return
         assert isinstance(res.name, ast.Lit)
         data: dict[str, Any] = {p.name: p.expr.value for p in res.params}  # type: ignore[attr-defined]

@@ -45,8 +45,8 @@ block: "{" _stmt* "}"
 
 resource: COLLECT? res_kind expr "{" (res_field ("," res_field)* ","?)? "}"
 res_kind: NAME (":" NAME)*
-res_field: NAME "=>" expr                  -> res_param
-         | CAPNAME ":" NAME "=>" expr      -> res_meta
+res_field: NAME "=>" (expr ELVIS)? expr                 -> res_param
+         | CAPNAME ":" NAME "=>" (expr ELVIS)? expr     -> res_meta
          | CAPNAME "=>" edge_half          -> res_edge
 edge: edge_half (ARROW edge_half)+
 edge_half: cap_kind "[" expr "]" ("." NAME)?
@@ -118,6 +118,7 @@ MINUS: "-"
 STAR: "*"
 SLASH: "/"
 ARROW: "->"
+ELVIS: "?:"
 VAR: /\$[a-zA-Z_][a-zA-Z0-9_]*(\.[a-zA-Z_][a-zA-Z0-9_]*)*/
 NAME: /[a-z_][a-zA-Z0-9_]*/
 CAPNAME: /[A-Z][a-zA-Z0-9_]*/
@@ -354,14 +355,16 @@ class _Builder(Transformer[Any, Any]):
         return _name(":".join(str(i) for i in items), items[0])
 
     def res_param(self, items: list[Any]) -> ast.ResParam:
-        return ast.ResParam(self._p(items), str(items[0]), items[1])
+        cond = items[1] if len(items) == 4 else None  # NAME cond ELVIS value
+        return ast.ResParam(self._p(items), str(items[0]), items[-1], cond)
 
     def res_meta(self, items: list[Any]) -> ast.ResMeta:
         if str(items[0]) != "Meta":
             raise CompileError.at(
                 self._p(items[0]), f"unknown field {items[0]}:{items[1]} (did you mean Meta:?)"
             )
-        return ast.ResMeta(self._p(items), str(items[1]), items[2])
+        cond = items[2] if len(items) == 5 else None  # CAPNAME NAME cond ELVIS value
+        return ast.ResMeta(self._p(items), str(items[1]), items[-1], cond)
 
     def res_edge(self, items: list[Any]) -> ast.ResEdge:
         name = str(items[0])

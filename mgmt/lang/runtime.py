@@ -24,7 +24,7 @@ import itertools
 import logging
 import operator
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -430,8 +430,8 @@ class Runtime:
         return tuple((t, None) if isinstance(t, str) else (t["name"], t["host"]) for t in named)
 
     def _resource(self, stmt: ast.Resource, env: FrozenDict = EMPTY) -> tuple[Any, ...]:
-        params = tuple((p.name, self.eval(p.expr, env)) for p in stmt.params)
-        meta = tuple((m.name, self.eval(m.expr, env)) for m in stmt.metas)
+        params = self._fields(stmt.params, env)
+        meta = self._fields(stmt.metas, env)
         if stmt.collect:
             collected = self._collected(stmt.name, env)
             return (CollectSpec(stmt.kind, collected, params, meta, stmt.pos),)
@@ -448,6 +448,16 @@ class Runtime:
                     else:
                         out.append(EdgeSpec(me, other, edge.name == "Notify", (), edge.pos))
         return tuple(out)
+
+    def _fields(
+        self, fields: Sequence[ast.ResParam | ast.ResMeta], env: FrozenDict
+    ) -> tuple[tuple[str, Any], ...]:
+        """name -> value of each param (or meta) set; `cond ?: value` only while cond is true."""
+        return tuple(
+            (f.name, self.eval(f.expr, env))
+            for f in fields
+            if f.cond is None or self.eval(f.cond, env)
+        )
 
     def _edge(self, stmt: ast.Edge, env: FrozenDict = EMPTY) -> tuple[Any, ...]:
         halves = [(h, self._names(h.name, env)) for h in stmt.halves]

@@ -24,3 +24,28 @@ def test_unknown_constants_and_package_variables_are_errors() -> None:
     assert "$fmt.x: variables of packages are not supported yet" in "\n".join(
         problems('import "fmt"\n$x = $fmt.x\nnoop "n" {}\n')
     )
+
+
+def test_elvis_sets_a_param_only_while_its_condition_holds() -> None:
+    """mgmt's `param => cond ?: value` (and for Meta:): unset while cond is false."""
+    src = """
+    $b = {flag}
+    file "/t/x" {{
+        state => "exists",
+        content => $b ?: "hello\\n",
+        Meta:noop => not $b ?: true,
+    }}
+    """
+    for flag, params, meta in (
+        ("true", {"state": "exists", "content": "hello\n"}, {}),
+        ("false", {"state": "exists"}, {"noop": True}),
+    ):
+        _changed, items, error = run(src.format(flag=flag)).evaluate()
+        assert error is None
+        assert dict(items[0].params) == params and dict(items[0].meta) == meta
+
+
+def test_an_elvis_condition_must_be_a_bool() -> None:
+    assert "the condition of content (before ?:): expected bool, got int" in "\n".join(
+        problems('file "/t/x" { content => 1 ?: "x" }\n')
+    )
