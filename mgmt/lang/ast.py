@@ -160,6 +160,8 @@ class Bind(Stmt):
     # Filled in by the checker: the binding's (possibly generalised) type.
     type: Type | None = field(default=None, init=False)
     quantified: frozenset[int] | None = field(default=None, init=False)
+    # Set by the checker for a binding inside a for loop: its value is per element.
+    in_loop: bool = field(default=False, init=False)
 
 
 @dataclass(eq=False)

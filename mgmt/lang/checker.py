@@ -442,10 +442,12 @@ class Checker:
             self._loops -= 1
 
     def _loop_body(self, stmts: list[ast.Stmt]) -> list[ast.Stmt]:
-        """What a loop's body (or an if inside it) may hold: declarations that are made once
-        per element. Bindings, functions, classes, includes and imports are made once."""
+        """What a loop's body (or an if inside it) may hold: declarations and bindings, made
+        once per element. Functions, classes, includes and imports are made once."""
         kept: list[ast.Stmt] = []
         for stmt in stmts:
+            if isinstance(stmt, ast.Bind):
+                stmt.in_loop = True  # evaluated per element, not as a cell of its own
             what = LOOP_REFUSED.get(type(stmt))
             if what is not None:
                 self.problem(
@@ -1030,7 +1032,6 @@ class Checker:
 
 # Statements made once, not per element: a for loop's body cannot hold them (yet).
 LOOP_REFUSED: dict[type, str] = {
-    ast.Bind: "a binding",
     ast.FuncDef: "a func",
     ast.ClassDef: "a class",
     ast.Include: "an include",

@@ -135,7 +135,7 @@ class Runtime:
         self._bind_cells: dict[int, Cell] = {}
         self._cells: list[Cell] = []  # every cell but the streams' (for garbage collection)
         for b in checked.bindings:
-            if isinstance(b, ast.Bind):
+            if isinstance(b, ast.Bind) and not b.in_loop:
                 self._bind_cells[id(b)] = self._cell(f"${b.name}", self._binder(b))
         self.root = Cell("program", self._fragments(checked.program.body, "program"))
         self._eval: dict[type, Callable[[Any, FrozenDict], Any]] = {
@@ -482,6 +482,8 @@ class Runtime:
             return env[e.name]
         if isinstance(e.target, ast.Lit):  # $const.res...
             return e.target.value
+        if isinstance(e.target, ast.Bind) and e.target.in_loop:  # per element, from env
+            return self.eval(e.target.expr, env)
         return self.get(self._bind_cells[id(e.target)])
 
     def _if(self, e: ast.If, env: FrozenDict) -> Any:

@@ -39,6 +39,28 @@ def test_forkv_walks_a_map_in_key_order_with_ifs_and_nested_loops() -> None:
     ]
 
 
+def test_bindings_inside_a_loop_are_per_element() -> None:
+    """As in mgmt's examples/lang/for.mcl: a binding in the body sees the loop's values."""
+    rt = run(
+        """
+        import "fmt"
+        $lists = [["a", "b"], ["c"]]
+        for $index, $value in $lists {
+            for $i, $v in $value {
+                $s = fmt.printf("%s is %d", $v, $i + $index)
+                if $i == 0 {
+                    $first = "first " + $s
+                    print [$first,] {}
+                } else {
+                    print [$s,] {}
+                }
+            }
+        }
+        """
+    )
+    assert list(contents(rt)) == ["first a is 0", "b is 1", "first c is 1"]
+
+
 def test_a_loop_follows_its_list_as_it_changes() -> None:
     clock = ManualClock(start=100.5)
     rt = run(
@@ -66,7 +88,7 @@ def test_a_loop_follows_its_list_as_it_changes() -> None:
     [
         ('for $i, $x in "abc" { noop "n" {} }\n', "for needs a list: expected []"),
         ('forkv $k, $v in [1] { noop "n" {} }\n', "forkv needs a map: expected map{"),
-        ("for $i, $x in [1] { $y = $x }\n", "a binding cannot be inside a for loop (yet)"),
+        ("for $i, $x in [1] { func f() { 1 } }\n", "a func cannot be inside a for loop (yet)"),
         (
             'for $i, $x in [1] { if true { include c } }\nclass c { noop "n" {} }\n',
             "an include cannot be inside a for loop",
