@@ -74,6 +74,11 @@ class Param(Node):
     name: str
     ann: Type | None = None
     type: Type | None = field(default=None, init=False)
+    # Where the runtime keeps its value: the name, or for a loop's names a key of their own.
+    env_key: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        self.env_key = self.name
 
 
 @dataclass(eq=False)
@@ -140,6 +145,34 @@ class UnOp(Expr):
 
     op: str
     operand: Expr
+
+
+def children(expr: Expr) -> list[Expr]:
+    """The expressions directly inside one. A Resolved's inner expression is not listed: it
+    belongs to another scope (an include's argument) and is never walked again."""
+    if isinstance(expr, Interp):
+        return [p for p in expr.parts if isinstance(p, Expr)]
+    if isinstance(expr, Call):
+        return [*([expr.callee] if expr.callee is not None else []), *expr.args]
+    if isinstance(expr, Lambda):
+        return [expr.body]
+    if isinstance(expr, If):
+        return [expr.cond, expr.then, expr.other]
+    if isinstance(expr, ListLit):
+        return list(expr.items)
+    if isinstance(expr, MapLit):
+        return [x for pair in expr.pairs for x in pair]
+    if isinstance(expr, StructLit):
+        return [v for _, v in expr.fields]
+    if isinstance(expr, Field):
+        return [expr.obj]
+    if isinstance(expr, Index):
+        return [expr.obj, expr.index]
+    if isinstance(expr, BinOp):
+        return [expr.left, expr.right]
+    if isinstance(expr, UnOp):
+        return [expr.operand]
+    return []
 
 
 # statements ----------------------------------------------------------------------------------

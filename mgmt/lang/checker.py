@@ -334,7 +334,7 @@ class Checker:
                 inner.vars[param.name] = param
             self._resolve(expr.body, inner, local, found)
             return
-        for child in _children(expr):
+        for child in ast.children(expr):  # Var, Call and Lambda are handled above
             self._resolve(child, scope, local, found)
 
     def _dotted_var(self, expr: ast.Var) -> ast.Lit:
@@ -434,6 +434,7 @@ class Checker:
         inner = Scope(scope)
         for param, ptype in ((loop.first, first), (loop.second, second)):
             param.type = ptype
+            param.env_key = f"{param.name}@{id(loop)}"  # a lambda's $x cannot shadow it
             inner.vars[param.name] = param
         self._loops += 1
         try:
@@ -472,12 +473,15 @@ class Checker:
                 f"class {inc.name} takes {len(cls.params)} argument"
                 f"{'s' * (len(cls.params) != 1)}, got {len(inc.args)}",
             )
-        if self._including.count(cls) >= MAX_INCLUDE_DEPTH or len(self._including) > 200:
-            raise self.abort(inc.pos, f"include {inc.name}: includes itself too deeply")
+        if cls in self._including:  # expanded statically: any self-include never ends
+            chain = " -> ".join(c.name for c in [*self._including, cls])
+            raise self.abort(
+                inc.pos, f"include {inc.name}: a class cannot include itself ({chain})"
+            )
         for arg in inc.args:
             self._check_expr(arg, scope)
         params: list[ast.Stmt] = [
-            ast.Bind(arg.pos, p.name, p.ann, ast.Resolved(arg.pos, arg))
+            ast.Bind(p.pos, p.name, p.ann, ast.Resolved(arg.pos, arg))
             for p, arg in zip(cls.params, inc.args, strict=True)
         ]
         inc.expanded = params + copy.deepcopy(cls.body)
@@ -1037,7 +1041,6 @@ LOOP_REFUSED: dict[type, str] = {
     ast.Include: "an include",
     ast.Import: "an import",
 }
-MAX_INCLUDE_DEPTH = 16  # a class including itself (through others) this often is a mistake
 SCHEDULE_OPTS = {"strategy": STR, "max": INT, "reuse": BOOL, "ttl": INT}
 
 
@@ -1055,28 +1058,6 @@ def _constraint_types(c: Constraint) -> list[Type]:
     if isinstance(c, _HasField):
         return [c.obj, c.result]
     return [c.obj, c.index, c.result]
-
-
-def _children(expr: ast.Expr) -> list[ast.Expr]:
-    if isinstance(expr, ast.Interp):
-        return [p for p in expr.parts if isinstance(p, ast.Expr)]
-    if isinstance(expr, ast.If):
-        return [expr.cond, expr.then, expr.other]
-    if isinstance(expr, ast.ListLit):
-        return list(expr.items)
-    if isinstance(expr, ast.MapLit):
-        return [x for pair in expr.pairs for x in pair]
-    if isinstance(expr, ast.StructLit):
-        return [v for _, v in expr.fields]
-    if isinstance(expr, ast.Field):
-        return [expr.obj]
-    if isinstance(expr, ast.Index):
-        return [expr.obj, expr.index]
-    if isinstance(expr, ast.BinOp):
-        return [expr.left, expr.right]
-    if isinstance(expr, ast.UnOp):
-        return [expr.operand]
-    return []
 
 
 def check(program: ast.Program) -> Checked:

@@ -283,7 +283,7 @@ class _Builder(Transformer[Any, Any]):
         return ast.Import(self._p(items), module, alias)
 
     def bind(self, items: list[Any]) -> ast.Bind:
-        name = str(items[0])[1:]
+        name = _declared(items[0], self._p(items))
         ann = items[1] if len(items) == 3 else None
         return ast.Bind(self._p(items), name, ann, items[-1])
 
@@ -308,16 +308,21 @@ class _Builder(Transformer[Any, Any]):
 
     def param(self, items: list[Any]) -> ast.Param:
         ann = items[1] if len(items) > 1 else None
-        return ast.Param(self._p(items), str(items[0])[1:], ann)
+        return ast.Param(self._p(items), _declared(items[0], self._p(items)), ann)
 
     def class_stmt(self, items: list[Any]) -> ast.ClassDef:
         params = next((i for i in items if isinstance(i, list) and _all(i, ast.Param)), [])
         body = items[-1]
+        seen: set[str] = set()
+        for param in params:
+            if param.name in seen:
+                raise CompileError.at(param.pos, f"parameter ${param.name} is given twice")
+            seen.add(param.name)
         return ast.ClassDef(self._p(items), str(items[1]), params, body)
 
     def for_stmt(self, items: list[Any]) -> ast.For:
         keyword, first, second, _in, expr, body = items
-        params = [ast.Param(self._p(v), str(v)[1:]) for v in (first, second)]
+        params = [ast.Param(self._p(v), _declared(v, self._p(v))) for v in (first, second)]
         if params[0].name == params[1].name:
             raise CompileError.at(params[1].pos, f"${params[1].name} is given twice")
         kv = str(keyword) == "forkv"
@@ -492,6 +497,14 @@ class _Builder(Transformer[Any, Any]):
     def type_func(self, items: list[Any]) -> Type:
         types_ = items[1:]
         return TFunc(tuple(types_[:-1]), types_[-1])
+
+
+def _declared(token: Any, pos: Pos) -> str:
+    """A name being declared ($x =, a parameter, a loop name): no dots ($const.x is read-only)."""
+    name = str(token)[1:]
+    if "." in name:
+        raise CompileError.at(pos, f"${name}: a name with a dot can be read, not declared")
+    return name
 
 
 def _all(items: list[Any], kind: type) -> bool:

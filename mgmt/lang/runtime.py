@@ -133,6 +133,7 @@ class Runtime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing: list[Stream] = []
         self._bind_cells: dict[int, Cell] = {}
+        self._call_names: dict[int, frozenset[str]] = {}  # see _env_names
         self._cells: list[Cell] = []  # every cell but the streams' (for garbage collection)
         for b in checked.bindings:
             if isinstance(b, ast.Bind) and not b.in_loop:
@@ -334,7 +335,10 @@ class Runtime:
         cls = builtin.stream
         assert cls is not None
         picked = tuple(args) if cls.KEY_ARGS is None else tuple(args[i] for i in cls.KEY_ARGS)
-        key = (id(call), env, picked)
+        # One instance per call site and per value of the loop or lambda names its arguments
+        # read (not of every name around: reordering a loop's list keeps its streams).
+        used = FrozenDict({k: env[k] for k in self._env_names(call) if k in env})
+        key = (id(call), used, picked)
         entry = self.streams.get(key)
         if entry is None:
             stream = cls(self, tuple(args), builtin.name)
@@ -401,7 +405,7 @@ class Runtime:
         )
         out: list[Any] = []
         for first, second in pairs:
-            inner = FrozenDict({**env, loop.first.name: first, loop.second.name: second})
+            inner = FrozenDict({**env, loop.first.env_key: first, loop.second.env_key: second})
             out += self._declare(loop.body, inner)
         return tuple(out)
 
@@ -479,7 +483,7 @@ class Runtime:
 
     def _var(self, e: ast.Var, env: FrozenDict) -> Any:
         if isinstance(e.target, ast.Param):
-            return env[e.name]
+            return env[e.target.env_key]
         if isinstance(e.target, ast.Lit):  # $const.res...
             return e.target.value
         if isinstance(e.target, ast.Bind) and e.target.in_loop:  # per element, from env
@@ -489,10 +493,31 @@ class Runtime:
     def _if(self, e: ast.If, env: FrozenDict) -> Any:
         return self.eval(e.then if self.eval(e.cond, env) else e.other, env)
 
+    def _env_names(self, call: ast.Call) -> frozenset[str]:
+        """The env keys a call's arguments read, through bindings inside loops (cached)."""
+        names = self._call_names.get(id(call))
+        if names is None:
+            found: set[str] = set()
+            seen: set[int] = set()
+            todo: list[ast.Expr] = list(call.args)
+            while todo:
+                expr = todo.pop()
+                if isinstance(expr, ast.Var):
+                    target = expr.target
+                    if isinstance(target, ast.Param):
+                        found.add(target.env_key)
+                    elif isinstance(target, ast.Bind) and target.in_loop and id(target) not in seen:
+                        seen.add(id(target))
+                        todo.append(target.expr)
+                else:
+                    todo.extend(ast.children(expr))
+            names = self._call_names[id(call)] = frozenset(found)
+        return names
+
     def _apply(self, closure: Closure, *args: Any) -> Any:
         lam: ast.Lambda = closure.node
         env = FrozenDict(
-            {**closure.env, **{p.name: a for p, a in zip(lam.params, args, strict=True)}}
+            {**closure.env, **{p.env_key: a for p, a in zip(lam.params, args, strict=True)}}
         )
         return self.eval(lam.body, env)
 

@@ -99,7 +99,8 @@ def test_streams_in_a_class_run_per_include() -> None:
         ('class a($x) { noop "n" {} }\ninclude a()\n', "class a takes 1 argument, got 0"),
         (
             "class a { include b }\nclass b { include a }\ninclude a\n",
-            "include a: includes itself too deeply (in include a at t.mcl:3:1)",
+            "t.mcl:2:11: include a: a class cannot include itself (a -> b -> a) "
+            "(in include a at t.mcl:3:1)",
         ),
         (
             'class a($x) { file "/x" { content => $x } }\ninclude a(1)\n',
@@ -112,6 +113,9 @@ def test_streams_in_a_class_run_per_include() -> None:
         ),
         ('class a($x str) { noop "n" {} }\ninclude a(1)\n', "$x is declared as str"),
         ("class a { }\ninclude a as b\n", "include ... as NAME is not supported yet"),
+        ("class c($p, $p) { }\n", "t.mcl:1:13: parameter $p is given twice"),
+        ("$a.b = 1\n", "$a.b: a name with a dot can be read, not declared"),
+        ('for $i, $c.d in [1] { noop "n" {} }\n', "a name with a dot can be read, not declared"),
     ],
 )
 def test_errors(src: str, message: str) -> None:

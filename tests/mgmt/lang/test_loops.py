@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
 from mgmt.lang.clock import ManualClock
@@ -99,3 +102,58 @@ def test_a_loop_follows_its_list_as_it_changes() -> None:
 )
 def test_errors(src: str, message: str) -> None:
     assert message in "\n".join(problems(src))
+
+
+def test_a_lambda_parameter_does_not_shadow_a_loop_name() -> None:
+    rt = run(
+        """
+        import "iter"
+        for $i, $x in ["a"] {
+            $y = $x + "!"
+            print iter.map(["q"], func($x) { $y }) { msg => "m" }
+        }
+        """
+    )
+    assert list(contents(rt)) == ["a!"]
+
+
+async def test_reordering_a_loops_list_keeps_the_streams_of_elements_that_stay(
+    tmp_path: Path,
+) -> None:
+    """A stream's instance follows the names its arguments read, not the loop's index."""
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_text(name.upper())
+    names = tmp_path / "names"
+    names.write_text("a b c")
+    kicked = asyncio.Event()
+    rt = run(
+        f"""
+        import "os"
+        import "strings"
+        for $i, $x in strings.split(os.readfile("{names}"), " ") {{
+            noop $x {{ comment => os.readfile("{tmp_path}/${{x}}") }}
+        }}
+        """,
+        notify=kicked.set,
+    )
+
+    async def declared(wanted: list[str]) -> None:
+        async with asyncio.timeout(5):
+            while True:
+                kicked.clear()
+                _changed, items, error = rt.evaluate()
+                if error is None and [i.name for i in items] == wanted:
+                    return
+                await kicked.wait()
+
+    try:
+        await declared(["a", "b", "c"])
+        before = {s.args[0]: s for s, _ in rt.streams.values()}
+        names.write_text("c a")
+        await declared(["c", "a"])
+        after = {s.args[0]: s for s, _ in rt.streams.values()}
+        for kept in (f"{tmp_path}/a", f"{tmp_path}/c"):
+            assert after[kept] is before[kept]
+        assert f"{tmp_path}/b" not in after
+    finally:
+        await rt.close()
