@@ -947,6 +947,16 @@ class Checker:
             return self._printf(e, args)
         if target.special == "schedule":
             return self._schedule(e, args)
+        if target.special == "structlookup":
+            if len(args) != 2 or not (
+                isinstance(e.args[1], ast.Lit) and isinstance(e.args[1].value, str)
+            ):
+                raise self.abort(
+                    e.pos, 'structlookup(struct, "field"): the field must be a constant'
+                )
+            result = TVar()
+            self._add(_HasField(e.pos, args[0], e.args[1].value, result))
+            return result
         sigs = [parse_type(s) for s in target.sigs]
         fitting = [s for s in sigs if isinstance(s, TFunc) and len(s.args) == len(args)]
         if not fitting:

@@ -111,7 +111,13 @@ def _weekday(t: int) -> int:
 
 _def("sys.load", "func() struct{x1 float; x5 float; x15 float}", stream=streams.Load)
 _def("sys.hostname", "func() str", impl=operator.attrgetter("hostname"), ctx=True)
-_def("sys.getenv", "func(str) str", impl=lambda name: os.environ.get(name, ""))
+_def(
+    "sys.getenv",
+    "func(str) str",
+    "func(str, str) str",
+    impl=lambda name, default="": os.environ.get(name) or default,
+    doc="with a default: used when the variable is unset or empty (as mgmt's)",
+)
 _def(
     "sys.defaultenv",
     "func(str, str) str",
@@ -233,6 +239,13 @@ def _template(text: str, data: Any) -> str:
 
 _def("golang.template", "func(str, ?1) str", impl=_template, doc="Go text/template subset")
 _def("template", "func(str, ?1) str", impl=_template, doc="mgmt's older name")
+_def(
+    "structlookup",
+    "func(?1, str) ?2",
+    special="structlookup",
+    impl=lambda struct, name: struct[name],
+    doc="a struct's field by its (constant) name: $s->name",
+)
 
 # list ----------------------------------------------------------------------------------------
 

@@ -226,3 +226,13 @@ def test_send_recv_is_checked() -> None:
 def test_many_problems_are_reported_at_once() -> None:
     found = problems('$a = 1 + "x"\n$b = $nope\n$c = $a\nfile "/tmp/x" { content => 1 }\n')
     assert len(found) == 3  # $c depends on the broken $a: no cascade
+
+
+def test_structlookup_needs_a_constant_known_field() -> None:
+    assert "the field must be a constant" in "\n".join(
+        problems('$f = "a"\n$x = structlookup(struct{a => 1}, $f)\nnoop "n" {}\n')
+    )
+    assert (
+        "no field"
+        in "\n".join(problems('$x = structlookup(struct{a => 1}, "b")\nnoop "n" {}\n')).lower()
+    )

@@ -57,6 +57,19 @@ def test_stdlib_values() -> None:
     assert value_of("struct{a => 1}", prelude) == Struct(a=1)
 
 
+def test_mgmt_compatible_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sys.getenv with a default (used when unset or empty) and structlookup, as in mgmt."""
+    monkeypatch.setenv("MGMT_T_SET", "123")
+    monkeypatch.setenv("MGMT_T_EMPTY", "")
+    monkeypatch.delenv("MGMT_T_UNSET", raising=False)
+    prelude = 'import "sys"'
+    assert value_of('sys.getenv("MGMT_T_SET", "d")', prelude) == "123"
+    assert value_of('sys.getenv("MGMT_T_EMPTY", "d")', prelude) == "d"
+    assert value_of('sys.getenv("MGMT_T_UNSET", "d")', prelude) == "d"
+    assert value_of('sys.getenv("MGMT_T_UNSET")', prelude) == ""
+    assert value_of('structlookup(struct{a => 1, b => "x"}, "b") + "!"') == "x!"
+
+
 def test_templates() -> None:
     prelude = 'import "golang"'
     data = 'struct{name => "web", ports => [80, 443], on => true, t => 0}'
