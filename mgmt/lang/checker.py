@@ -194,33 +194,15 @@ class Checker:
             if isinstance(stmt, ast.Import):
                 self._import(stmt, scope)
             elif isinstance(stmt, ast.Bind):
-                first = scope.vars.get(stmt.name)
-                if first is not None:
-                    self.problem(
-                        stmt.pos, f"${stmt.name} is already bound in this scope (at {first.pos})"
-                    )
-                    continue
-                scope.vars[stmt.name] = stmt
-                binds.append(stmt)
+                if self._unique(scope.vars, stmt, stmt, f"${stmt.name} is already bound"):
+                    binds.append(stmt)
             elif isinstance(stmt, ast.FuncDef):
-                other = scope.funcs.get(stmt.name)
-                if other is not None:
-                    self.problem(
-                        stmt.pos,
-                        f"func {stmt.name} is already defined in this scope (at {other.pos})",
-                    )
-                    continue
-                scope.funcs[stmt.name] = stmt
-                binds.append(stmt)
+                if self._unique(scope.funcs, stmt, stmt, f"func {stmt.name} is already defined"):
+                    binds.append(stmt)
             elif isinstance(stmt, ast.ClassDef):
-                known = scope.classes.get(stmt.name)
-                if known is not None:
-                    self.problem(
-                        stmt.pos,
-                        f"class {stmt.name} is already defined in this scope (at {known[0].pos})",
-                    )
-                    continue
-                scope.classes[stmt.name] = (stmt, scope)
+                self._unique(
+                    scope.classes, stmt, (stmt, scope), f"class {stmt.name} is already defined"
+                )
         self.bindings += binds
         local = {id(b) for b in binds}
         deps: dict[int, list[ast.Bind | ast.FuncDef]] = {}
@@ -244,6 +226,23 @@ class Checker:
                 continue
             with contextlib.suppress(_Abort):
                 self._statement(stmt, scope)
+
+    def _unique(
+        self,
+        table: dict[str, Any],
+        stmt: ast.Bind | ast.FuncDef | ast.ClassDef,
+        value: Any,
+        message: str,
+    ) -> bool:
+        """Declare `value` under the statement's name unless the scope has that name already
+        (then say `message`, with where the first one is)."""
+        known = table.get(stmt.name)
+        if known is not None:
+            first = known[0] if isinstance(known, tuple) else known
+            self.problem(stmt.pos, f"{message} in this scope (at {first.pos})")
+            return False
+        table[stmt.name] = value
+        return True
 
     def _import(self, stmt: ast.Import, scope: Scope) -> None:
         if stmt.module not in funcs.MODULES or not stmt.module:
