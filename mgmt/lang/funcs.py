@@ -239,6 +239,7 @@ def _template(text: str, data: Any) -> str:
 
 _def("golang.template", "func(str, ?1) str", impl=_template, doc="Go text/template subset")
 _def("template", "func(str, ?1) str", impl=_template, doc="mgmt's older name")
+_def("random1", "func(int) str", stream=streams.Random, doc="a random string, drawn once")
 _def(
     "structlookup",
     "func(?1, str) ?2",

@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 import math
 import os
+import secrets
+import string
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -105,6 +107,20 @@ class Now(Stream):
         self.emit(math.floor(now))
         # A little past the next whole second, so that floor() has moved on.
         self.later(math.floor(now) + 1 - now + 0.001, self._tick)
+
+
+class Random(Stream):
+    """random1(length): a random string of letters and digits, drawn once per call site (a
+    stream that never changes, so that the graph does not change at every evaluation)."""
+
+    ALPHABET: ClassVar[str] = string.ascii_letters + string.digits
+
+    def start(self) -> None:
+        length = self.args[0]
+        if length < 0 or length > 4096:
+            self.fail(f"length must be between 0 and 4096, got {length}")
+            return
+        self.emit("".join(secrets.choice(self.ALPHABET) for _ in range(length)))
 
 
 class Load(Stream):

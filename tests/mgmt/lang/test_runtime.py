@@ -70,6 +70,25 @@ def test_mgmt_compatible_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert value_of('structlookup(struct{a => 1, b => "x"}, "b") + "!"') == "x!"
 
 
+def test_random1_is_drawn_once_per_call_site() -> None:
+    clock = ManualClock(start=100.5)
+    rt = run(
+        """
+        import "datetime"
+        import "fmt"
+        $now = datetime.now()
+        noop "a" { comment => fmt.printf("%s %d", random1(12), $now - $now) }
+        noop "b" { comment => random1(12) }
+        """,
+        clock,
+    )
+    first = {i.name: dict(i.params)["comment"] for i in rt.evaluate()[1]}
+    clock.advance(3)  # recomputes "a": its random string stays
+    again = {i.name: dict(i.params)["comment"] for i in rt.evaluate()[1]}
+    assert first == again
+    assert len(first["b"]) == 12 and first["a"][:12] != first["b"]
+
+
 def test_templates() -> None:
     prelude = 'import "golang"'
     data = 'struct{name => "web", ports => [80, 443], on => true, t => 0}'
