@@ -7,12 +7,35 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import resources
 from engine.handle import Handle
 from engine.resource import Resource
+from tests import fuzz
 
 resources.load_all()
+
+# Fuzz profiles (tests/fuzz): a few hundred cases in CI, 10,000 with --fuzz-long.
+settings.register_profile(
+    "fuzz", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "fuzz-long", max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fuzz-long",
+        action="store_true",
+        help="run the fuzz suite (tests/fuzz) with 10,000 cases per target instead of a few hundred",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--fuzz-long", False):
+        fuzz.LONG = True
 
 
 class RecordingHandle(Handle):
