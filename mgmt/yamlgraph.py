@@ -26,6 +26,7 @@ from engine.graph import Edge, Graph, Key, fmt_key
 from engine.meta import Meta
 from engine.params import build, close_match, field_names
 from engine.resource import Resource, kinds, lookup
+from mgmt.cluster.scope import check_kind
 
 log = logging.getLogger("main")
 
@@ -402,6 +403,9 @@ class _Parser:
             kind, pattern = item.get("kind"), item.get("pattern", "")
             if not isinstance(kind, str) or lookup(kind) is None:
                 self.problem(item.lines.get("kind", item.line), where, f"unknown kind {kind!r}")
+                continue
+            if (refused := check_kind(kind)) is not None:
+                self.problem(item.lines.get("kind", item.line), where, refused)
                 continue
             if not isinstance(pattern, str):
                 self.problem(item.lines["pattern"], where, "pattern: expected a string")

@@ -26,6 +26,7 @@ from engine.resource import Resource
 from engine.world import Changes, Exported
 from mgmt.cluster.cluster import Cluster
 from mgmt.cluster.options import Options
+from mgmt.cluster.scope import refusal, selects
 
 if TYPE_CHECKING:
     from mgmt.yamlgraph import Collect, Loaded
@@ -33,23 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("cluster")
 
 PUBLISH_WAIT = 2.0  # seconds a graph swap waits for its exports to be published
-
-
-def matches(record: Exported, pattern: str) -> bool:
-    """A collect pattern is a prefix of the resource's name or of its `path` parameter."""
-    path = record.params.get("path")
-    return record.name.startswith(pattern) or (isinstance(path, str) and path.startswith(pattern))
-
-
-def selects(collect: Collect, record: Exported) -> bool:
-    """Whether a collect entry asks for this record (its kind; its name or pattern; its host)."""
-    if collect.kind != record.kind or collect.host not in (None, record.host):
-        return False
-    return (
-        record.name == collect.name
-        if collect.name is not None
-        else matches(record, collect.pattern)
-    )
 
 
 class ClusterLink:
@@ -70,6 +54,7 @@ class ClusterLink:
         self._publish = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._warned: set[tuple[str, str]] = set()
+        self._refused: set[tuple[str, str]] = set()  # (record key, why) already logged
         self._edge_notes: dict[tuple[Key, Key], str] = {}
         self._lock = asyncio.Lock()  # a graph being built vs the collector comparing with it
 
@@ -153,10 +138,13 @@ class ClusterLink:
         for record in records:
             if not record.visible_to(self.host):
                 continue
-            chosen = next((c for c in self._collect if selects(c, record)), None)
-            if chosen is None:
-                continue
+            asking = [c for c in self._collect if selects(c, record)]
+            chosen = next((c for c in asking if refusal(c, record) is None), None)
             key = (record.kind, record.name)
+            if chosen is None:
+                if asking:
+                    self._refuse(record, str(refusal(asking[0], record)))
+                continue
             if key in out:
                 first = out[key][0]
                 if (first.params, first.meta) != (record.params, record.meta):
@@ -171,6 +159,13 @@ class ClusterLink:
             except ValidationError as err:
                 self._warn_once(key, f"cannot collect %s from {record.host}: {err}")
         return list(out.values())
+
+    def _refuse(self, record: Exported, why: str) -> None:
+        """A record that would take this host outside what it collects: never applied."""
+        note = (record.key, why)
+        if note not in self._refused:
+            self._refused.add(note)
+            log.warning("refused exported record %s from host %s: %s", record.key, record.host, why)
 
     @staticmethod
     def _signature(collected: list[tuple[Exported, Resource]]) -> list[tuple[str, str, str]]:

@@ -27,6 +27,7 @@ from engine.meta import Meta
 from engine.params import build
 from engine.resource import kinds as known_kinds
 from engine.resource import lookup as lookup_kind
+from mgmt.cluster.scope import check_kind as collect_refusal
 from mgmt.lang import ast, funcs
 from mgmt.lang.errors import CompileError, Pos
 from mgmt.lang.gofmt import VERB_TYPES, verbs
@@ -528,6 +529,8 @@ class Checker:
                 f"known kinds: {', '.join(known_kinds())}",
             )
         if res.collect:
+            if (refused := collect_refusal(res.kind)) is not None:
+                self.problem(res.pos, refused)
             self._collect_names(res.name, scope, res.kind)
             for edge in res.edges:
                 self.problem(edge.pos, "a collect statement cannot have edges")

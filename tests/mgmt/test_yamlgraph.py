@@ -135,6 +135,14 @@ def test_exported_and_collect_are_parsed() -> None:
     assert len(loaded.graph) == 0
 
 
+def test_kinds_that_cannot_be_constrained_cannot_be_collected() -> None:
+    with pytest.raises(GraphFileError) as err:
+        parse("graph: g\ncollect:\n  - {kind: exec, pattern: x}\n")
+    assert len(err.value.problems) == 1
+    assert "line 3" in err.value.problems[0] or ":3:" in err.value.problems[0]
+    assert "exec resources cannot be collected" in err.value.problems[0]
+
+
 COLLECTING = """\
 graph: g
 resources:

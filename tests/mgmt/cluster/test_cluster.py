@@ -14,7 +14,7 @@ from engine.graph import Edge, Graph
 from engine.meta import Meta
 from engine.world import Exported
 from mgmt.cluster.cluster import IDEAL, NOMINATED, Cluster
-from mgmt.cluster.link import ClusterLink, matches
+from mgmt.cluster.link import ClusterLink
 from mgmt.yamlgraph import Collect, Loaded
 from resources.file import FileRes
 from resources.noop import NoopRes
@@ -110,14 +110,6 @@ async def test_a_crashed_etcd_is_restarted(tmp_path: Path, log_event: object) ->
         await cluster.stop()
 
 
-def test_collect_patterns_match_names_or_paths() -> None:
-    by_name = Exported("h", "noop", "web/frontend")
-    by_path = Exported("h", "file", "motd", {"path": "/etc/motd"})
-    assert matches(by_name, "web/") and not matches(by_name, "db/")
-    assert matches(by_path, "/etc/") and matches(by_path, "mo")
-    assert matches(by_path, "")
-
-
 async def test_collected_resources_join_the_local_graph(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -132,6 +124,8 @@ async def test_collected_resources_join_the_local_graph(
         Exported("db1", "file", "/srv/shared/bad", {"contnet": "typo"}),
         Exported.of("db1", FileRes(name="/elsewhere", content="")),
         Exported.of("db1", NoopRes(name="local")),
+        # The issue's probe: a name under the pattern, a path elsewhere, setuid root.
+        Exported("zz", "file", "/srv/shared/x", {"path": "/tmp/suid", "mode": "4755"}),
     ]
     local = Graph("local")
     local.add(NoopRes(name="local"))
@@ -146,6 +140,10 @@ async def test_collected_resources_join_the_local_graph(
     assert "exported differently by db1 and db2: kept db1's" in text
     assert "cannot collect file[/srv/shared/bad] from db1" in text
     assert "clashes with a local one" in text
+    assert (
+        "refused exported record /_mgmt/exported/zz/file//srv/shared/x from host zz: "
+        "its path '/tmp/suid' is not under the pattern '/srv/shared/'" in text
+    )
     await link.cluster.client.close()
 
 

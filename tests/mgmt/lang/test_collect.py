@@ -89,6 +89,8 @@ def test_collect_statements_are_type_checked() -> None:
     assert "file has no param 'contnet'" in errors
     errors = "\n".join(problems('collect file "/x" { Depend => Noop["n"] }\nnoop "n" {}\n'))
     assert "a collect statement cannot have edges" in errors
+    errors = "\n".join(problems('collect exec "x" {}\n'))
+    assert "exec resources cannot be collected" in errors
     compile_ok('collect file [struct{name => "/x", host => "h1"}] { Meta:hidden => false }\n')
     errors = "\n".join(problems('import "world/collect"\n$x = collect.res(1)\n'))
     assert "collect.res" in errors

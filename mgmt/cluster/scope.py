@@ -1,0 +1,131 @@
+"""What a `collect` entry may bring in: a collected resource stays within what was asked.
+
+A record in `/_mgmt/exported/` is data written by another host (or by whoever can write the
+cluster): it must not make this host act outside what its own graph asked for. So:
+
+- Only some kinds can be collected (`COLLECTABLE`); a kind whose params can point anywhere
+  (exec's command, pkg, svc, user, cron...) cannot be constrained by a name and is refused when
+  the graph is loaded (a collect entry of that kind is an error) and again here.
+- A kind's *target* (file: `path`, else the name; kv: `key`, else the name) must be what was
+  asked: under the collect pattern (normalised: `..` cannot climb out), or the very name a
+  language `collect` statement named. The record's name is only a label when a target param is
+  given, so both are checked.
+- Params that would reach outside the target are refused in a record: a file's `source` (a path
+  on *this* host, copied into the shared one), `follow` (a symlink's target, anywhere) and a
+  setuid/setgid `mode`. The collector may still set them itself (a language `collect`
+  statement's params): what the collector writes is what it asked for.
+
+`refusal()` says why a record is refused (None: it may be collected); the caller logs it with
+the exporting host and the key, and leaves the record out of the graph.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.world import Exported
+    from mgmt.yamlgraph import Collect
+
+
+def _no_extra(record: Exported, collector: dict[str, Any]) -> str | None:
+    return None
+
+
+def _file_extra(record: Exported, collector: dict[str, Any]) -> str | None:
+    params = record.params
+    for name in ("source", "follow"):
+        if params.get(name) and name not in collector:
+            return f"its {name!r} param reaches outside the collected path"
+    mode = params.get("mode")
+    if isinstance(mode, str) and "mode" not in collector and _special_bits(mode):
+        return f"its mode {mode!r} sets setuid/setgid bits"
+    return None
+
+
+def _special_bits(mode: str) -> bool:
+    """Whether an octal or symbolic mode may set setuid or setgid (symbolic: any 's')."""
+    if mode.isdigit():
+        try:
+            return bool(int(mode, 8) & 0o6000)
+        except ValueError:  # not octal: the resource refuses it
+            return False
+    return "s" in mode
+
+
+# kind -> (the param naming its target, or None: the name is the target; extra checks).
+COLLECTABLE: dict[str, tuple[str | None, Callable[[Exported, dict[str, Any]], str | None]]] = {
+    "file": ("path", _file_extra),
+    "kv": ("key", _no_extra),
+    "noop": (None, _no_extra),
+    "print": (None, _no_extra),
+    "msg": (None, _no_extra),
+    "timer": (None, _no_extra),
+}
+
+
+def check_kind(kind: str) -> str | None:
+    """Why resources of `kind` cannot be collected (None: they can)."""
+    if kind in COLLECTABLE:
+        return None
+    return (
+        f"{kind} resources cannot be collected: a record's params could make this host do "
+        f"anything (collectable kinds: {', '.join(sorted(COLLECTABLE))})"
+    )
+
+
+def matches(name: str, pattern: str) -> bool:
+    """Whether `name` is under the collect `pattern`: a prefix of its normalised form (a
+    pattern ending in '/' also matches that directory itself); '' matches everything."""
+    if not pattern:
+        return True
+    norm = os.path.normpath(name) if name.startswith("/") else _norm_key(name)
+    if norm is None:
+        return False
+    return (norm + "/").startswith(pattern) if pattern.endswith("/") else norm.startswith(pattern)
+
+
+def _norm_key(name: str) -> str | None:
+    """A relative name (a kv key, a noop's label) with no '..' or '.' segment, else None."""
+    parts = name.split("/")
+    return None if any(p in (".", "..") for p in parts) else name
+
+
+def selects(collect: Collect, record: Exported) -> bool:
+    """Whether a collect entry asks for this record (its kind; its name or pattern; its host)."""
+    if collect.kind != record.kind or collect.host not in (None, record.host):
+        return False
+    if collect.name is not None:
+        return record.name == collect.name
+    return matches(record.name, collect.pattern)
+
+
+def refusal(collect: Collect, record: Exported) -> str | None:
+    """Why this selected record must not be collected (None: it may be)."""
+    problem = check_kind(record.kind)
+    if problem is not None:
+        return problem
+    target_param, extra = COLLECTABLE[record.kind]
+    targets: list[tuple[str, Any]] = [("name", record.name)]
+    # The collector's own target param is what it asked for; the record's must be checked.
+    target = record.params.get(target_param or "") if target_param not in collect.params else None
+    if target_param is not None and target is not None:
+        targets.append((target_param, target))
+    for what, value in targets:
+        if not isinstance(value, str):
+            return f"its {what} is not a string"
+        if collect.name is not None:
+            if not _same(value, collect.name):
+                return f"its {what} {value!r} is not the name {collect.name!r} asked for"
+        elif not matches(value, collect.pattern):
+            return f"its {what} {value!r} is not under the pattern {collect.pattern!r}"
+    return extra(record, collect.params)
+
+
+def _same(a: str, b: str) -> bool:
+    """The same path (normalised) or, for other names, the same string."""
+    if a.startswith("/") and b.startswith("/"):
+        return os.path.normpath(a) == os.path.normpath(b)
+    return a == b
