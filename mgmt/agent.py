@@ -98,16 +98,16 @@ async def run(config: Config) -> ExitCode:
         return ExitCode.USAGE
     for warning in loaded.warnings:
         log.warning("%s", warning)
-    if needs_cluster(config, loaded):
-        from mgmt.cluster.options import from_config as cluster_options
-
-        try:
-            cluster_options(config)
-        except ValidationError as err:
-            log.error("%s", err)
-            return ExitCode.USAGE
     prefix = Path(tempfile.mkdtemp(prefix="mgmt-")) if config.tmp_prefix else config.prefix
     try:
+        if needs_cluster(config, loaded):
+            from mgmt.cluster.options import from_config as cluster_options
+
+            try:
+                cluster_options(config, prefix)
+            except ValidationError as err:
+                log.error("%s", err)
+                return ExitCode.USAGE
         return await Agent(config, prefix, source).run(loaded)
     except GraphError as err:  # found when the engine prepares the graph, before it runs
         log.error("%s: %s", config.file or "graph", err)
@@ -313,7 +313,9 @@ class Agent:
 
         try:
             link = ClusterLink(
-                cluster_options(self.config), self.engine.prefix, self._collected.set
+                cluster_options(self.config, self.engine.prefix),
+                self.engine.prefix,
+                self._collected.set,
             )
         except ValidationError as err:
             log.error("cluster: %s", err)

@@ -154,8 +154,20 @@ class Config:
         default=None,
         metadata=opt("file holding the etcd user's password (never logged)", metavar="FILE"),
     )
+    cluster_ca_dir: Path | None = field(
+        default=None,
+        metadata=opt(
+            "the cluster's CA (ca.pem, ca.key) this host mints its certificate from; the first "
+            "host creates it (default <prefix>/cluster-ca), joiners need a copy",
+            metavar="DIR",
+        ),
+    )
     insecure_cluster: bool = field(
-        default=False, metadata=opt("allow plain http cluster URLs on non-loopback addresses")
+        default=False,
+        metadata=opt(
+            "plain http cluster, no TLS, no client certificates (development only: any local "
+            "user can write the cluster)"
+        ),
     )
     etcd_heartbeat_interval: int = field(
         default=100, metadata=opt("etcd raft heartbeat interval in ms", metavar="MS")

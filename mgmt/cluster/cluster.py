@@ -64,6 +64,7 @@ class Cluster:
         self.options = options
         self.host = options.hostname
         self.data_dir = prefix / "etcd"
+        self.tls_dir = prefix / "cluster-tls"  # this host's minted certificate (docs/security.md)
         self.client = EtcdClient(
             options.seeds or options.advertise_client_urls,
             tls=options.tls,
@@ -98,6 +99,17 @@ class Cluster:
 
     async def start(self, wait: float = 10.0) -> bool:
         """Start or join; True once connected (else it keeps trying in the background)."""
+        if self.options.insecure:
+            log.warning(
+                "--insecure-cluster: etcd runs without TLS or client certificates; any local "
+                "user (and, off loopback, anyone who can reach it) can write the cluster, and "
+                "so make this host apply what they write"
+            )
+        if self.options.ca_dir is not None:
+            try:
+                await asyncio.to_thread(self._mint)
+            except (OSError, WorldError) as err:
+                log.error("cluster TLS: %s", err)  # the client cannot connect: said again there
         has_data = (self.data_dir / "member").is_dir()
         own = self.options.advertise_client_urls
         if not self.options.seeds:
@@ -125,6 +137,24 @@ class Cluster:
                 self.client.last_error or "connecting",
             )
         return connected
+
+    def _mint(self) -> None:
+        """This host's certificate from the cluster CA (created first, on the first host)."""
+        from mgmt.cluster import pki  # cryptography: only when a cluster starts
+
+        opts = self.options
+        assert opts.ca_dir is not None
+        if opts.create_ca and pki.create_ca(opts.ca_dir):
+            log.info(
+                "created the cluster CA in %s: joining hosts need a copy (--cluster-ca-dir)",
+                opts.ca_dir,
+            )
+        urls = [*opts.client_urls, *opts.server_urls]
+        urls += [*opts.advertise_client_urls, *opts.advertise_server_urls]
+        files = pki.mint(opts.ca_dir, self.tls_dir, self.host, pki.san_names(self.host, urls))
+        self.options = dataclasses.replace(opts, tls=files, peer_tls=files)
+        self.client.tls = files
+        log.debug("cluster TLS: %s's certificate minted from %s", self.host, opts.ca_dir)
 
     async def stop(self, graceful: bool = True) -> None:
         """Leave cleanly: exports and volunteer key withdrawn, member removed, etcd stopped.

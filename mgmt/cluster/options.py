@@ -1,14 +1,16 @@
 """Cluster options from the Config: URL lists, TLS, auth, checked before anything starts.
 
-Rules (DESIGN §6): plain `http://` is allowed only on loopback addresses unless
-`--insecure-cluster`; `https://` listeners need `--tls-cert`/`--tls-key` (peer URLs: the
-`--peer-tls-*` files, which default to the `--tls-*` ones); the password comes from a file and
-is never logged (`Options.__repr__` hides it).
+Rules (docs/security.md): by default every etcd port speaks TLS and requires a client
+certificate from the cluster's CA (`https://` URLs); this host's certificate is minted at start
+from the CA in `--cluster-ca-dir` (default `<prefix>/cluster-ca/`, created by the first host),
+or given as files (`--tls-ca/--tls-cert/--tls-key`; peer URLs: `--peer-tls-*`, which default to
+the `--tls-*` ones). A joining host (`--seeds`) must bring its credentials. `--insecure-cluster`
+is the old plain mode: `http://`, no certificates (development only). The password comes from a
+file and is never logged (`Options.__repr__` hides it).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
@@ -21,8 +23,11 @@ from engine.errors import ValidationError
 if TYPE_CHECKING:
     from mgmt.config import Config
 
-DEFAULT_CLIENT_URL = "http://127.0.0.1:2379"
-DEFAULT_SERVER_URL = "http://127.0.0.1:2380"
+# Where etcd listens by default (the scheme: https, or http with --insecure-cluster).
+DEFAULT_CLIENT_ADDR = "127.0.0.1:2379"
+DEFAULT_SERVER_ADDR = "127.0.0.1:2380"
+CA_CERT = "ca.pem"  # the cluster CA's files in its directory
+CA_KEY = "ca.key"
 _DURATION = re.compile(r"\d+(\.\d+)?(ns|us|ms|s|m|h)?")
 
 
@@ -60,6 +65,13 @@ class Options:
     election_ms: int = 1000
     quota_bytes: int = 0
     compaction_retention: str = "10m"
+    # Mint this host's certificate at start from the CA in this directory (then `tls` and
+    # `peer_tls` are filled in); None: the files in `tls`/`peer_tls` as given.
+    ca_dir: Path | None = None
+    # Create that CA if it is not there yet (the first host of a cluster).
+    create_ca: bool = False
+    # --insecure-cluster: plain http, no certificates (warned about at start).
+    insecure: bool = False
 
     @property
     def call_timeout(self) -> float:
@@ -77,41 +89,42 @@ def split_urls(text: str) -> list[str]:
     return [u.strip() for u in text.split(",") if u.strip()]
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def has_ca(directory: Path) -> bool:
+    """Whether `directory` holds a cluster CA (its certificate and key)."""
+    return (directory / CA_CERT).is_file() and (directory / CA_KEY).is_file()
 
 
 def check_url(url: str, flag: str, insecure: bool) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise ValidationError(f"expected URLs like http://127.0.0.1:2379, got {url!r}", flag)
+        raise ValidationError(f"expected URLs like https://127.0.0.1:2379, got {url!r}", flag)
     try:
         port = parts.port
     except ValueError:
         port = None
     if port is None:
         raise ValidationError(f"{url!r} needs an explicit port", flag)
-    if parts.scheme == "http" and not is_loopback(parts.hostname) and not insecure:
+    if parts.scheme == "http" and not insecure:
         raise ValidationError(
-            f"{url!r}: plain http is allowed only on loopback addresses; use https with "
-            "--tls-cert/--tls-key/--tls-ca, or --insecure-cluster",
+            f"{url!r}: plain http lets any local user write the cluster (and so make this host "
+            "apply what they write); use https:// (mutual TLS with the cluster's CA, the "
+            "default) or --insecure-cluster (development only)",
             flag,
         )
 
 
-def from_config(config: Config) -> Options:
-    """Build and check the options; ValidationError (naming the flag) on any problem."""
+def from_config(config: Config, prefix: Path | None = None) -> Options:
+    """Build and check the options; ValidationError (naming the flag) on any problem.
+
+    `prefix`: the state directory the run uses (default `config.prefix`), where the cluster CA
+    lives unless `--cluster-ca-dir` says otherwise."""
     insecure = config.insecure_cluster
+    scheme = "http" if insecure else "https"
     lists: dict[str, list[str]] = {}
     for name in ("seeds", "client_urls", "server_urls"):
         lists[name] = split_urls(getattr(config, name))
-    lists["client_urls"] = lists["client_urls"] or [DEFAULT_CLIENT_URL]
-    lists["server_urls"] = lists["server_urls"] or [DEFAULT_SERVER_URL]
+    lists["client_urls"] = lists["client_urls"] or [f"{scheme}://{DEFAULT_CLIENT_ADDR}"]
+    lists["server_urls"] = lists["server_urls"] or [f"{scheme}://{DEFAULT_SERVER_ADDR}"]
     lists["advertise_client_urls"] = (
         split_urls(config.advertise_client_urls) or lists["client_urls"]
     )
@@ -127,15 +140,17 @@ def from_config(config: Config) -> Options:
         config.peer_tls_cert or tls.cert,
         config.peer_tls_key or tls.key,
     )
-    for prefix, files in (("tls", tls), ("peer-tls", peer_tls)):
+    for flag, files in (("tls", tls), ("peer-tls", peer_tls)):
         if (files.cert is None) != (files.key is None):
-            raise ValidationError("give both a certificate and its key", f"--{prefix}-cert")
+            raise ValidationError("give both a certificate and its key", f"--{flag}-cert")
         for what in ("ca", "cert", "key"):
             path = getattr(files, what)
             if path is not None and not path.is_file():
-                raise ValidationError(f"no such file: {path}", f"--{prefix}-{what}")
-    _check_https(lists["client_urls"], tls, "--client-urls", "--tls-cert")
-    _check_https(lists["server_urls"], peer_tls, "--server-urls", "--peer-tls-cert")
+                raise ValidationError(f"no such file: {path}", f"--{flag}-{what}")
+    ca_dir = _ca_dir(config, prefix or config.prefix, lists["seeds"], tls, peer_tls)
+    if ca_dir is None:
+        _check_https(lists["client_urls"], tls, "--client-urls", "--tls-cert")
+        _check_https(lists["server_urls"], peer_tls, "--server-urls", "--peer-tls-cert")
     user, password = _credentials(config)
     if config.ideal_cluster_size < 1:
         raise ValidationError(
@@ -172,7 +187,49 @@ def from_config(config: Config) -> Options:
         election_ms=config.etcd_election_timeout,
         quota_bytes=config.etcd_quota_backend_bytes,
         compaction_retention=config.etcd_compaction_retention,
+        ca_dir=ca_dir,
+        create_ca=ca_dir is not None and not lists["seeds"],
+        insecure=insecure,
     )
+
+
+def _ca_dir(
+    config: Config, prefix: Path, seeds: list[str], tls: TLSFiles, peer_tls: TLSFiles
+) -> Path | None:
+    """The CA this host mints its certificate from (None: files given, or insecure)."""
+    given = [f for f in (tls, peer_tls) if f.cert is not None or f.ca is not None]
+    if config.insecure_cluster:
+        return None
+    if given:
+        if config.cluster_ca_dir is not None:
+            raise ValidationError(
+                "give either --cluster-ca-dir or --tls-ca/--tls-cert/--tls-key, not both",
+                "--cluster-ca-dir",
+            )
+        for flag, files in (("tls", tls), ("peer-tls", peer_tls)):
+            if files.ca is None or files.cert is None:
+                raise ValidationError(
+                    "mutual TLS needs a CA, a certificate and its key (without the CA, etcd "
+                    "would take clients without a certificate)",
+                    f"--{flag}-ca" if files.ca is None else f"--{flag}-cert",
+                )
+        return None
+    ca_dir = config.cluster_ca_dir or prefix / "cluster-ca"
+    if seeds and not has_ca(ca_dir):
+        if config.cluster_ca_dir is None:
+            raise ValidationError(
+                "joining a cluster needs its credentials: --cluster-ca-dir DIR (a copy of the "
+                "first host's <prefix>/cluster-ca/: ca.pem and ca.key) or "
+                "--tls-ca/--tls-cert/--tls-key; --insecure-cluster for plain http "
+                "(development only)",
+                "--seeds",
+            )
+        raise ValidationError(
+            f"no cluster CA in {ca_dir} ({CA_CERT} and {CA_KEY}): copy the first host's "
+            "<prefix>/cluster-ca/ there",
+            "--cluster-ca-dir",
+        )
+    return ca_dir
 
 
 def _check_https(urls: list[str], files: TLSFiles, flag: str, cert_flag: str) -> None:

@@ -1,0 +1,171 @@
+"""The cluster's own certificate authority: mutual TLS for etcd's client and peer ports.
+
+By default (docs/security.md) every etcd port of the cluster speaks TLS and requires a client
+certificate signed by the cluster's CA: the first host creates the CA (ECDSA P-256) in
+`<prefix>/cluster-ca/` (or `--cluster-ca-dir`), and every host, at every start, mints its own
+certificate from it (CN = the host name; SANs = the addresses of its URLs, localhost) into
+`<prefix>/cluster-tls/`. A joining host needs a copy of the CA (`--cluster-ca-dir`).
+
+Directories are 0700, keys 0600, every file is written atomically (a temp file in the same
+directory, fsynced, renamed). Blocking: call it in a thread. `cryptography` is imported here
+only, when a cluster starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from engine.errors import WorldError
+from mgmt.cluster.options import CA_CERT, CA_KEY, TLSFiles, has_ca
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+HOST_CERT = "host.pem"
+HOST_KEY = "host.key"
+VALIDITY = datetime.timedelta(days=3650)  # no rotation yet: see docs/security.md
+
+
+def _private_dir(directory: Path) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if directory.stat().st_mode & 0o077:
+        directory.chmod(0o700)
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Write `path` atomically with `mode` (set before any byte is written)."""
+    fd, tmp = tempfile.mkstemp(prefix=".mgmt.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def create_ca(directory: Path, name: str = "mgmt cluster CA") -> bool:
+    """Create a CA in `directory` unless one is there; True if one was created."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    if has_ca(directory):
+        return False
+    _private_dir(directory)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(ca=True), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write(directory / CA_KEY, pem_key, 0o600)  # the key first: a certificate means both exist
+    _write(directory / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return True
+
+
+def _usage(ca: bool) -> x509.KeyUsage:
+    from cryptography import x509
+
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def san_names(hostname: str, urls: Iterable[str]) -> list[str]:
+    """The names a host's certificate must carry: its URLs' hosts, localhost and loopback."""
+    names = ["localhost", "127.0.0.1", "::1", hostname]
+    for url in urls:
+        host = urlsplit(url).hostname
+        if host and host not in ("0.0.0.0", "::"):
+            names.append(host)
+    return list(dict.fromkeys(names))
+
+
+def mint(ca_dir: Path, out_dir: Path, hostname: str, names: Iterable[str]) -> TLSFiles:
+    """This host's certificate (server and client) signed by the CA in `ca_dir`, with a copy
+    of the CA certificate, written to `out_dir`; WorldError if the CA cannot be read."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    try:
+        ca_pem = (ca_dir / CA_CERT).read_bytes()
+        ca_cert = x509.load_pem_x509_certificate(ca_pem)
+        ca_key = serialization.load_pem_private_key((ca_dir / CA_KEY).read_bytes(), None)
+    except (OSError, ValueError, TypeError) as err:
+        raise WorldError(f"cannot read the cluster CA in {ca_dir}: {err}") from err
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise WorldError(f"{ca_dir / CA_KEY}: expected an EC private key")
+    sans: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            with contextlib.suppress(ValueError, UnicodeError):
+                sans.append(x509.DNSName(name.encode("idna").decode()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(min(now + VALIDITY, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(ca=False), critical=True)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _private_dir(out_dir)
+    files = TLSFiles(out_dir / CA_CERT, out_dir / HOST_CERT, out_dir / HOST_KEY)
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    assert files.key is not None and files.cert is not None and files.ca is not None
+    _write(files.key, pem_key, 0o600)
+    _write(files.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write(files.ca, ca_pem, 0o644)
+    return files
