@@ -20,6 +20,7 @@ import pytest
 from engine.world import Exported
 from mgmt.cluster.client import EtcdClient
 from mgmt.cluster.options import TLSFiles
+from mgmt.cluster.pki import create_ca, mint
 from mgmt.cluster.world import EtcdWorld
 from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_logs, wait_path
 from tests.mgmt.cluster.certs import CA
@@ -59,7 +60,7 @@ class Host:
 
     name: str
     root: Path
-    scheme: str = "http"
+    scheme: str = "https"
     frontend: str = "yaml"  # or "lang": `graph` is then an mcl program
     extra_args: list[str] = field(default_factory=list)
     daemon: Daemon | None = None
@@ -68,6 +69,11 @@ class Host:
     def __post_init__(self) -> None:
         self.client_port, self.peer_port = free_ports(2)
         (self.root / self.name).mkdir(parents=True, exist_ok=True)
+        create_ca(self.ca_dir)  # the test's cluster CA: every host gets a copy
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.root / "cluster-ca"
 
     @property
     def url(self) -> str:
@@ -97,6 +103,8 @@ class Host:
             *TIMINGS,
             *self.extra_args,
         ]
+        if self.scheme == "https" and "--tls-ca" not in self.extra_args:
+            args += ["--cluster-ca-dir", str(self.ca_dir)]
         if seeds:
             args += ["--seeds", ",".join(s.url for s in seeds)]
         return [*args, self.frontend, str(self.graph)]
@@ -172,6 +180,9 @@ def lacks(name: str) -> Callable[[str], bool]:
 async def client_of(
     *hosts: Host, tls: TLSFiles | None = None, **kw: str
 ) -> AsyncIterator[EtcdClient]:
+    if tls is None and hosts[0].scheme == "https":  # a certificate of the test's cluster CA
+        root = hosts[0].root
+        tls = mint(hosts[0].ca_dir, root / "checker", "checker", ["127.0.0.1"])
     client = EtcdClient([h.url for h in hosts], tls=tls, call_timeout=0.5, **kw)  # type: ignore[arg-type]
     try:
         yield client
@@ -221,9 +232,9 @@ async def test_kv_cron_run_starts_and_stops_its_etcd(tmp_path: Path) -> None:
             str(tmp_path / "prefix"),
             *TIMINGS,
             "--client-urls",
-            f"http://127.0.0.1:{client_port}",
+            f"https://127.0.0.1:{client_port}",
             "--server-urls",
-            f"http://127.0.0.1:{peer_port}",
+            f"https://127.0.0.1:{peer_port}",
             "yaml",
             str(ROOT / "examples/kv.yaml"),
         ],
@@ -247,9 +258,9 @@ async def test_kv_cron_run_starts_and_stops_its_etcd(tmp_path: Path) -> None:
             str(tmp_path / "prefix"),
             *TIMINGS,
             "--client-urls",
-            f"http://127.0.0.1:{client_port}",
+            f"https://127.0.0.1:{client_port}",
             "--server-urls",
-            f"http://127.0.0.1:{peer_port}",
+            f"https://127.0.0.1:{peer_port}",
             "yaml",
             str(ROOT / "examples/kv.yaml"),
         ],
@@ -272,7 +283,20 @@ async def test_bad_cluster_flags_exit_2(tmp_path: Path) -> None:
             str(graph),
         ],
     )
-    assert code == 2 and "plain http is allowed only on loopback" in out
+    assert code == 2 and "--seeds: 'http://10.1.2.3:2379': plain http lets any local" in out
+    code, out = await asyncio.to_thread(
+        run_mgmt,
+        [
+            "run",
+            "--converged-timeout=0",
+            "--tmp-prefix",
+            "--seeds",
+            "https://127.0.0.1:9",
+            str(graph),
+        ],
+    )
+    assert code == 2 and "--seeds: joining a cluster needs its credentials" in out, out
+    assert len(out.strip().splitlines()) == 1  # one line, no traceback
     code, out = await asyncio.to_thread(
         run_mgmt,
         [
@@ -292,12 +316,14 @@ async def test_unreachable_seeds_do_not_hold_up_the_local_graph(tmp_path: Path) 
     (port,) = free_ports(1)
     graph = tmp_path / "g.yaml"
     graph.write_text(exporter(tmp_path / "shared", "lonely", "x", local=tmp_path / "local"))
+    create_ca(tmp_path / "ca")
     started = asyncio.get_running_loop().time()
     code, out = await asyncio.to_thread(
         run_mgmt,
         [
             "run", "--converged-timeout=0", "--max-runtime=30", "--tmp-prefix", "--no-server",
-            "--seeds", f"http://127.0.0.1:{port}", *TIMINGS, str(graph),
+            "--seeds", f"https://127.0.0.1:{port}", "--cluster-ca-dir", str(tmp_path / "ca"),
+            *TIMINGS, str(graph),
         ],
     )  # fmt: skip
     took = asyncio.get_running_loop().time() - started

@@ -148,8 +148,8 @@ def cluster_env() -> Iterator[dict[str, str]]:
     """Environment for a `mgmt` subprocess: its etcd on free ports, with the short timings."""
     client_port, peer_port = free_ports(2)
     yield {
-        "MGMT_CLIENT_URLS": f"http://127.0.0.1:{client_port}",
-        "MGMT_SERVER_URLS": f"http://127.0.0.1:{peer_port}",
+        "MGMT_CLIENT_URLS": f"https://127.0.0.1:{client_port}",
+        "MGMT_SERVER_URLS": f"https://127.0.0.1:{peer_port}",
         "MGMT_ETCD_HEARTBEAT_INTERVAL": str(HEARTBEAT_MS),
         "MGMT_ETCD_ELECTION_TIMEOUT": str(ELECTION_MS),
     }

@@ -25,10 +25,8 @@ async def test_a_swap_that_needs_the_cluster_starts_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client_port, peer_port = free_ports(2)  # the defaults, here: no cluster flag is given
-    monkeypatch.setattr(
-        "mgmt.cluster.options.DEFAULT_CLIENT_URL", f"http://127.0.0.1:{client_port}"
-    )
-    monkeypatch.setattr("mgmt.cluster.options.DEFAULT_SERVER_URL", f"http://127.0.0.1:{peer_port}")
+    monkeypatch.setattr("mgmt.cluster.options.DEFAULT_CLIENT_ADDR", f"127.0.0.1:{client_port}")
+    monkeypatch.setattr("mgmt.cluster.options.DEFAULT_SERVER_ADDR", f"127.0.0.1:{peer_port}")
     graph = tmp_path / "graph.yaml"
     graph.write_text(PLAIN)
     config = Config(

@@ -11,52 +11,87 @@ from engine.graph import Graph
 from mgmt.cli import parse
 from mgmt.cluster import needs_cluster
 from mgmt.cluster.options import from_config
+from mgmt.cluster.pki import create_ca
 from mgmt.config import Config
 from mgmt.yamlgraph import parse as parse_graph
+from tests.mgmt.cluster.certs import CA
 
 
-def test_defaults_are_loopback() -> None:
-    opts = from_config(Config(hostname="h"))
-    assert opts.client_urls == ["http://127.0.0.1:2379"]
-    assert opts.server_urls == ["http://127.0.0.1:2380"]
+def test_defaults_are_loopback_with_mutual_tls(tmp_path: Path) -> None:
+    opts = from_config(Config(hostname="h", prefix=tmp_path))
+    assert opts.client_urls == ["https://127.0.0.1:2379"]
+    assert opts.server_urls == ["https://127.0.0.1:2380"]
     assert opts.advertise_client_urls == opts.client_urls
     assert opts.ideal_cluster_size == 5 and opts.seeds == []
     assert opts.lease_ttl == 3 and opts.call_timeout == 2.0
+    # The first host creates the cluster's CA under its prefix and mints from it.
+    assert opts.ca_dir == tmp_path / "cluster-ca" and opts.create_ca and not opts.insecure
 
 
-def test_cli_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_flags_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MGMT_IDEAL_CLUSTER_SIZE", "3")
+    create_ca(tmp_path / "ca")
     config = parse(
-        ["run", "--seeds", "http://127.0.0.1:2379,http://[::1]:2379", "--no-server", "empty"]
+        [
+            "run",
+            "--seeds",
+            "https://127.0.0.1:2379,https://[::1]:2379",
+            "--cluster-ca-dir",
+            str(tmp_path / "ca"),
+            "--no-server",
+            "empty",
+        ]
     )
     opts = from_config(config)
-    assert opts.seeds == ["http://127.0.0.1:2379", "http://[::1]:2379"]
+    assert opts.seeds == ["https://127.0.0.1:2379", "https://[::1]:2379"]
     assert opts.no_server and opts.ideal_cluster_size == 3
+    assert opts.ca_dir == tmp_path / "ca" and not opts.create_ca  # a joiner never creates one
 
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("seeds", "http://10.0.0.1:2379", "plain http is allowed only on loopback"),
-        ("client_urls", "http://0.0.0.0:2379", "plain http is allowed only on loopback"),
+        ("seeds", "http://10.0.0.1:2379", "plain http lets any local user write the cluster"),
+        ("client_urls", "http://127.0.0.1:2379", "plain http lets any local user write"),
         ("server_urls", "127.0.0.1:2380", "expected URLs like"),
-        ("advertise_client_urls", "http://127.0.0.1", "explicit port"),
-        ("client_urls", "https://127.0.0.1:2379", "https listeners need a certificate"),
+        ("advertise_client_urls", "https://127.0.0.1", "explicit port"),
         ("ideal_cluster_size", 0, "must be >= 1"),
         ("etcd_election_timeout", 20, "at least 5 heartbeats"),
         ("etcd_compaction_retention", "soon", "expected a duration"),
         ("tls_cert", Path("/nonexistent.crt"), "give both a certificate and its key"),
         ("cluster_user", "root", "needs both --cluster-user and --cluster-password-file"),
+        ("seeds", "https://127.0.0.1:2379", "joining a cluster needs its credentials"),
     ],
 )
 def test_bad_options_name_the_flag(field: str, value: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        from_config(Config(hostname="h", **{field: value}))  # type: ignore[arg-type]
+        from_config(Config(hostname="h", prefix=Path("/nonexistent"), **{field: value}))  # type: ignore[arg-type]
 
 
-def test_insecure_cluster_allows_plain_http_anywhere() -> None:
+def test_a_joiner_needs_the_cluster_ca_or_its_files(tmp_path: Path) -> None:
+    seeds = "https://127.0.0.1:2379"
+    with pytest.raises(ValidationError, match="--seeds: joining a cluster needs"):
+        from_config(Config(hostname="h", prefix=tmp_path, seeds=seeds))
+    with pytest.raises(ValidationError, match="--cluster-ca-dir: no cluster CA in"):
+        from_config(Config(hostname="h", seeds=seeds, cluster_ca_dir=tmp_path / "none"))
+    ca = CA(tmp_path / "pki")
+    leaf = ca.leaf("h")
+    with pytest.raises(ValidationError, match="--tls-ca: mutual TLS needs a CA"):
+        from_config(Config(hostname="h", seeds=seeds, tls_cert=leaf.cert, tls_key=leaf.key))
+    opts = from_config(
+        Config(hostname="h", seeds=seeds, tls_ca=ca.path, tls_cert=leaf.cert, tls_key=leaf.key)
+    )
+    assert opts.ca_dir is None and opts.tls.cert == leaf.cert and opts.peer_tls.ca == ca.path
+    # A host whose prefix holds the CA (the first host, restarted with --seeds) uses it.
+    create_ca(tmp_path / "prefix" / "cluster-ca")
+    opts = from_config(Config(hostname="h", prefix=tmp_path / "prefix", seeds=seeds))
+    assert opts.ca_dir == tmp_path / "prefix" / "cluster-ca"
+
+
+def test_insecure_cluster_is_the_plain_mode() -> None:
     opts = from_config(Config(hostname="h", seeds="http://10.0.0.1:2379", insecure_cluster=True))
-    assert opts.seeds == ["http://10.0.0.1:2379"]
+    assert opts.seeds == ["http://10.0.0.1:2379"] and opts.client_urls[0].startswith("http://")
+    assert opts.insecure and opts.ca_dir is None and not opts.tls.enabled
 
 
 def test_the_password_comes_from_a_file_and_is_never_shown(tmp_path: Path) -> None:
@@ -77,7 +112,7 @@ def test_the_password_comes_from_a_file_and_is_never_shown(tmp_path: Path) -> No
 def test_which_runs_need_the_cluster() -> None:
     plain = parse_graph("graph: g\nresources:\n  file:\n    - name: /tmp/x\n      content: x\n")
     assert not needs_cluster(Config(hostname="h"), plain)
-    assert needs_cluster(Config(hostname="h", seeds="http://127.0.0.1:2379"), plain)
+    assert needs_cluster(Config(hostname="h", seeds="https://127.0.0.1:2379"), plain)
     assert needs_cluster(Config(hostname="h", frontend="empty"), plain)
     exported = parse_graph("graph: g\nresources:\n  noop:\n    - name: '@@x'\n")
     assert needs_cluster(Config(hostname="h"), exported)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import ssl
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,10 +14,18 @@ import pytest
 from engine.errors import WorldError
 from mgmt.cluster.client import EtcdClient
 from mgmt.cluster.cluster import Cluster
-from mgmt.cluster.options import TLSFiles
+from mgmt.cluster.options import TLSFiles, from_config
 from mgmt.cluster.world import EtcdWorld
+from mgmt.config import Config
 from tests.mgmt.cluster.certs import CA
-from tests.mgmt.cluster.helpers import members, options, pid_alive
+from tests.mgmt.cluster.helpers import (
+    ELECTION_MS,
+    HEARTBEAT_MS,
+    free_ports,
+    members,
+    options,
+    pid_alive,
+)
 
 
 async def test_tls_for_clients_and_peers(tmp_path: Path) -> None:
@@ -90,5 +101,73 @@ async def test_a_non_root_user_gets_the_root_role(tmp_path: Path) -> None:
         await cluster.world.str_set("k", "v")
         members_ = await cluster.client.members()  # a root-only call
         assert [m.name for m in members_] == ["h1"]
+    finally:
+        await cluster.stop()
+
+
+async def _http_get(port: int, path: str, context: ssl.SSLContext | None) -> str:
+    """What 127.0.0.1:port answers to `GET path` (its head; '' if refused or cut off)."""
+    data = b""
+    writer: asyncio.StreamWriter | None = None
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    try:
+        async with asyncio.timeout(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+            writer.write(request.encode())
+            while b"\r\n\r\n" not in data and (chunk := await reader.read(4096)):
+                data += chunk
+    except (OSError, TimeoutError):  # ssl.SSLError is an OSError
+        pass
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await writer.wait_closed()
+    return data.decode(errors="replace")
+
+
+async def test_by_default_both_etcd_ports_refuse_whoever_has_no_cluster_certificate(
+    tmp_path: Path,
+) -> None:
+    """The issue's attacker: a local user reaching 127.0.0.1's client port (etcdctl put) or
+    the peer port (GET /members, POST /raft) without the cluster's certificate."""
+    client_port, peer_port = free_ports(2)
+    config = Config(
+        hostname="h1",
+        prefix=tmp_path / "prefix",
+        client_urls=f"https://127.0.0.1:{client_port}",
+        server_urls=f"https://127.0.0.1:{peer_port}",
+        etcd_heartbeat_interval=HEARTBEAT_MS,
+        etcd_election_timeout=ELECTION_MS,
+    )
+    cluster = Cluster(from_config(config, config.prefix), config.prefix)
+    urls = [f"https://127.0.0.1:{client_port}"]
+    tls_dir = config.prefix / "cluster-tls"
+    try:
+        assert await cluster.start()
+        await cluster.world.str_set("k", "v")  # the agent itself, with its minted certificate
+        ca = tls_dir / "ca.pem"
+        assert (config.prefix / "cluster-ca").stat().st_mode & 0o777 == 0o700
+        assert (config.prefix / "cluster-ca" / "ca.key").stat().st_mode & 0o777 == 0o600
+        assert (tls_dir / "host.key").stat().st_mode & 0o777 == 0o600
+        plain = EtcdClient([f"http://127.0.0.1:{client_port}"], call_timeout=0.5, retry_for=0.5)
+        no_cert = EtcdClient(urls, tls=TLSFiles(ca=ca), call_timeout=0.5, retry_for=0.5)
+        try:
+            for client in (plain, no_cert):
+                with pytest.raises(WorldError):
+                    await EtcdWorld(client, "zz").str_set("k", "evil")
+        finally:
+            await plain.close()
+            await no_cert.close()
+        assert await cluster.world.str_get("k") == "v"
+        # The peer port: plain HTTP, and TLS without a client certificate, get nothing; the
+        # same request with the host's certificate is answered (the probe reaches etcd).
+        assert "200 OK" not in await _http_get(peer_port, "/members", None)
+        anonymous = ssl.create_default_context(cafile=str(ca))
+        assert "200 OK" not in await _http_get(peer_port, "/members", anonymous)
+        member = ssl.create_default_context(cafile=str(ca))
+        member.load_cert_chain(tls_dir / "host.pem", tls_dir / "host.key")
+        assert "200 OK" in await _http_get(peer_port, "/members", member)
     finally:
         await cluster.stop()

@@ -74,10 +74,8 @@ async def test_getval_and_kvlookup_on_etcd(tmp_path: Path) -> None:
 def default_urls(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The agent's default etcd URLs on free ports: no cluster flag is given."""
     client_port, peer_port = free_ports(2)
-    monkeypatch.setattr(
-        "mgmt.cluster.options.DEFAULT_CLIENT_URL", f"http://127.0.0.1:{client_port}"
-    )
-    monkeypatch.setattr("mgmt.cluster.options.DEFAULT_SERVER_URL", f"http://127.0.0.1:{peer_port}")
+    monkeypatch.setattr("mgmt.cluster.options.DEFAULT_CLIENT_ADDR", f"127.0.0.1:{client_port}")
+    monkeypatch.setattr("mgmt.cluster.options.DEFAULT_SERVER_ADDR", f"127.0.0.1:{peer_port}")
     yield
 
 
