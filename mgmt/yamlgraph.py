@@ -26,7 +26,7 @@ from engine.graph import Edge, Graph, Key, fmt_key
 from engine.meta import Meta
 from engine.params import build, close_match, field_names
 from engine.resource import Resource, kinds, lookup
-from mgmt.cluster.scope import check_kind
+from mgmt.collectscope import check_kind
 
 log = logging.getLogger("main")
 

@@ -26,7 +26,7 @@ from engine.resource import Resource
 from engine.world import Changes, Exported
 from mgmt.cluster.cluster import Cluster
 from mgmt.cluster.options import Options
-from mgmt.cluster.scope import refusal, selects
+from mgmt.collectscope import refusal, selects
 
 if TYPE_CHECKING:
     from mgmt.yamlgraph import Collect, Loaded

@@ -27,7 +27,7 @@ from engine.meta import Meta
 from engine.params import build
 from engine.resource import kinds as known_kinds
 from engine.resource import lookup as lookup_kind
-from mgmt.cluster.scope import check_kind as collect_refusal
+from mgmt.collectscope import check_kind as collect_refusal
 from mgmt.lang import ast, funcs
 from mgmt.lang.errors import CompileError, Pos
 from mgmt.lang.gofmt import VERB_TYPES, verbs

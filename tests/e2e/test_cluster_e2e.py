@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import secrets
 import signal
@@ -525,3 +526,26 @@ async def test_tls_and_authentication_end_to_end(tmp_path: Path) -> None:
         assert host.daemon is not None
         assert password not in host.daemon.log
         assert "authentication enabled" in h1.daemon.log  # type: ignore[union-attr]
+
+
+async def test_a_hostile_record_is_refused_and_nothing_is_applied(tmp_path: Path) -> None:
+    """The issue's probe, with a real etcd: a record written straight into etcd (as etcdctl
+    put did) names a file under the collected pattern but points its path elsewhere, setuid.
+    The collector refuses it (a warning naming the host and key) and applies nothing of it."""
+    shared, outside = tmp_path / "shared", tmp_path / "outside"
+    outside.mkdir()
+    h1 = Host("h1", tmp_path)
+    h1.graph.write_text(f"graph: h1\ncollect:\n  - {{kind: file, pattern: {shared}/}}\n")
+    hostile = f"/_mgmt/exported/zz/file/{shared}/evil"
+    params = {"path": f"{outside}/suid", "content": "#!/bin/sh\nid\n", "mode": "4755"}
+    async with fleet([h1]):
+        daemon = await h1.start()
+        await daemon.wait_log("serving clients")
+        async with client_of(h1) as client:
+            await client.put(hostile.encode(), json.dumps({"params": params}).encode())
+            benign = f"/_mgmt/exported/zz/file/{shared}/ok"
+            await client.put(benign.encode(), b'{"params": {"content": "ok\\n"}}')
+        await wait_path(shared / "ok", has_content("ok\n"), 10)  # read after the hostile one
+        await daemon.wait_log(f"refused exported record {hostile} from host zz")
+        assert not (outside / "suid").exists() and not (shared / "evil").exists()
+        assert f"file[{shared}/evil]" not in h1.dot.read_text()

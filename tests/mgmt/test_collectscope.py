@@ -1,4 +1,4 @@
-"""What a collect entry may bring in (mgmt.cluster.scope): the target stays within the ask."""
+"""What a collect entry may bring in (mgmt.collectscope): the target stays within the ask."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from engine.world import Exported
-from mgmt.cluster.scope import check_kind, matches, refusal, selects
+from mgmt.collectscope import check_kind, matches, refusal, selects
 from mgmt.yamlgraph import Collect
 
 PATTERN = Collect("file", "/srv/shared/")
