@@ -31,6 +31,7 @@ from common import MGMT, ROOT, fmt_ms, percentiles
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
+from mgmt.cluster.pki import create_ca
 
 HOSTS = ("h1", "h2", "h3")
 
@@ -101,6 +102,7 @@ async def main() -> None:
     timings = ["--etcd-heartbeat-interval", "10", "--etcd-election-timeout", "100"]
     procs: list[asyncio.subprocess.Process] = []
     targets = [work / "shared" / peer / "value" for peer in HOSTS[1:]]
+    create_ca(work / "cluster-ca")  # every host mints its certificate from it
     try:
         token = secrets.token_hex(8)
         for i, host in enumerate(HOSTS):
@@ -108,12 +110,13 @@ async def main() -> None:
             graph.write_text(exporter_graph(work, token) if i == 0 else collector_graph(work, host))
             argv = [
                 *MGMT, "run", "--hostname", host, "--prefix", str(work / host),
-                "--client-urls", f"http://127.0.0.1:{ports[2 * i]}",
-                "--server-urls", f"http://127.0.0.1:{ports[2 * i + 1]}",
+                "--client-urls", f"https://127.0.0.1:{ports[2 * i]}",
+                "--server-urls", f"https://127.0.0.1:{ports[2 * i + 1]}",
+                "--cluster-ca-dir", str(work / "cluster-ca"),
                 *(timings if args.short_timings else []),
             ]  # fmt: skip
             if i:
-                argv += ["--seeds", f"http://127.0.0.1:{ports[0]}"]
+                argv += ["--seeds", f"https://127.0.0.1:{ports[0]}"]
             log = (work / f"{host}.log").open("w")
             procs.append(
                 await asyncio.create_subprocess_exec(
