@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from engine.errors import ValidationError
+from engine.errors import ValidationError, WorldError
 
 if TYPE_CHECKING:
     from mgmt.config import Config
@@ -215,7 +215,14 @@ def _ca_dir(
                 )
         return None
     ca_dir = config.cluster_ca_dir or prefix / "cluster-ca"
-    if seeds and not has_ca(ca_dir):
+    if has_ca(ca_dir):
+        from mgmt.cluster import pki  # cryptography: only when a cluster starts
+
+        try:
+            pki.load_ca(ca_dir)
+        except WorldError as err:
+            raise ValidationError(str(err), "--cluster-ca-dir") from None
+    elif seeds:
         if config.cluster_ca_dir is None:
             raise ValidationError(
                 "joining a cluster needs its credentials: --cluster-ca-dir DIR (a copy of the "

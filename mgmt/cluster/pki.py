@@ -28,6 +28,7 @@ from mgmt.cluster.options import CA_CERT, CA_KEY, TLSFiles, has_ca
 
 if TYPE_CHECKING:
     from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 HOST_CERT = "host.pem"
 HOST_KEY = "host.key"
@@ -105,6 +106,27 @@ def _usage(ca: bool) -> x509.KeyUsage:
     )
 
 
+def load_ca(
+    ca_dir: Path,
+) -> tuple[bytes, x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The CA's certificate (PEM and parsed) and key; WorldError if they cannot be used."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        ca_pem = (ca_dir / CA_CERT).read_bytes()
+        ca_cert = x509.load_pem_x509_certificate(ca_pem)
+        ca_key = serialization.load_pem_private_key((ca_dir / CA_KEY).read_bytes(), None)
+    except (OSError, ValueError, TypeError) as err:
+        raise WorldError(f"cannot read the cluster CA in {ca_dir}: {err}") from err
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise WorldError(f"{ca_dir / CA_KEY}: expected an EC private key")
+    if ca_key.public_key() != ca_cert.public_key():
+        raise WorldError(f"{ca_dir}: {CA_KEY} is not the key of {CA_CERT}")
+    return ca_pem, ca_cert, ca_key
+
+
 def san_names(hostname: str, urls: Iterable[str]) -> list[str]:
     """The names a host's certificate must carry: its URLs' hosts, localhost and loopback."""
     names = ["localhost", "127.0.0.1", "::1", hostname]
@@ -123,14 +145,7 @@ def mint(ca_dir: Path, out_dir: Path, hostname: str, names: Iterable[str]) -> TL
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    try:
-        ca_pem = (ca_dir / CA_CERT).read_bytes()
-        ca_cert = x509.load_pem_x509_certificate(ca_pem)
-        ca_key = serialization.load_pem_private_key((ca_dir / CA_KEY).read_bytes(), None)
-    except (OSError, ValueError, TypeError) as err:
-        raise WorldError(f"cannot read the cluster CA in {ca_dir}: {err}") from err
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise WorldError(f"{ca_dir / CA_KEY}: expected an EC private key")
+    ca_pem, ca_cert, ca_key = load_ca(ca_dir)
     sans: list[x509.GeneralName] = []
     for name in names:
         try:
