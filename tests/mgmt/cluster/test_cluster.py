@@ -161,7 +161,8 @@ async def test_collect_by_name_and_host_with_overrides(tmp_path: Path) -> None:
         Exported.of("db1", FileRes(name="/srv/c", content="not asked for\n")),
     ]
     local = Graph("local")
-    mine = FileRes(name="/srv/mine", content="mine\n", meta=hidden)
+    # Its own export may do what its graph may (here: a source on this host).
+    mine = FileRes(name="/srv/mine", source="/etc/motd", meta=hidden)
     local.add(mine)
     loaded = Loaded(
         local,
@@ -177,7 +178,7 @@ async def test_collect_by_name_and_host_with_overrides(tmp_path: Path) -> None:
     assert sorted(r.name for r in graph) == ["/srv/a", "/srv/b", "/srv/mine"]
     collected = graph.vertices[("file", "/srv/mine")]
     assert collected is not mine and not collected.meta.hidden
-    assert collected.content == "mine\n"  # type: ignore[attr-defined]  # not the stale copy
+    assert collected.source == "/etc/motd"  # type: ignore[attr-defined]  # not the stale copy
     assert graph.vertices[("file", "/srv/a")].mode == "0600"  # type: ignore[attr-defined]
     assert graph.vertices[("file", "/srv/b")].content == "db2's b\n"  # type: ignore[attr-defined]
     await link.cluster.client.close()
