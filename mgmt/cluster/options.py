@@ -215,6 +215,11 @@ def _ca_dir(
                 )
         return None
     ca_dir = config.cluster_ca_dir or prefix / "cluster-ca"
+    if (ca_dir / CA_CERT).exists() != (ca_dir / CA_KEY).exists():  # never overwrite a half
+        raise ValidationError(
+            f"{ca_dir} holds one of {CA_CERT} and {CA_KEY}, not both: the CA needs both",
+            "--cluster-ca-dir",
+        )
     if has_ca(ca_dir):
         from mgmt.cluster import pki  # cryptography: only when a cluster starts
 

@@ -65,6 +65,10 @@ def test_an_unusable_ca_is_a_clear_error_before_anything_runs(tmp_path: Path) ->
     config = Config(hostname="h", seeds="https://127.0.0.1:2379", cluster_ca_dir=ca)
     with pytest.raises(ValidationError, match="--cluster-ca-dir: cannot read the cluster CA"):
         from_config(config)
+    (ca / "ca.key").unlink()  # a certificate without its key is never replaced by a new CA
+    with pytest.raises(ValidationError, match=r"holds one of ca\.pem and ca\.key, not both"):
+        from_config(Config(hostname="h", cluster_ca_dir=ca))
+    assert (ca / "ca.pem").read_text() == "garbage\n"
 
 
 def test_the_key_is_ecdsa_p256(tmp_path: Path) -> None:
