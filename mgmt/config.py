@@ -89,14 +89,14 @@ class Config:
     client_urls: str = field(
         default="",
         metadata=opt(
-            "URLs this host's etcd serves clients on (default http://127.0.0.1:2379)",
+            "URLs this host's etcd serves clients on (default https://127.0.0.1:2379)",
             metavar="URLS",
         ),
     )
     server_urls: str = field(
         default="",
         metadata=opt(
-            "URLs this host's etcd serves peers on (default http://127.0.0.1:2380)", metavar="URLS"
+            "URLs this host's etcd serves peers on (default https://127.0.0.1:2380)", metavar="URLS"
         ),
     )
     advertise_client_urls: str = field(
