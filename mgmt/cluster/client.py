@@ -128,6 +128,7 @@ class EtcdClient:
         self._broken.set()
         self._last_failed: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._watches: set[_Watch] = set()  # live subscriptions: closing the client ends them
         self._maintainer: asyncio.Task[None] | None = None
         self._credentials: grpc.ChannelCredentials | None = None
         self._was_connected = False
@@ -154,7 +155,11 @@ class EtcdClient:
         return self.connected.is_set()
 
     async def close(self) -> None:
-        tasks = [t for t in (self._maintainer, *self._tasks) if t is not None]
+        live, self._watches = self._watches, set()
+        watches = [w.task for w in live]
+        for watch in live:
+            watch.task = None  # (see _Watch.cancel)
+        tasks = [t for t in (*watches, self._maintainer, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -579,9 +584,14 @@ class EtcdClient:
         """
         watch = _Watch(self, key, range_end(key) if prefix else b"", signal)
         watch.task = asyncio.create_task(watch.run(), name=f"watch {key.decode(errors='replace')}")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.call_timeout):
-                await watch.created.wait()
+        self._watches.add(watch)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.call_timeout):
+                    await watch.created.wait()
+        except BaseException:  # cancelled before the caller could: never leave it running
+            await watch.cancel()
+            raise
         watch.returned = True
         return watch.cancel
 
@@ -599,9 +609,11 @@ class _Watch:
         self.task: asyncio.Task[None] | None = None
 
     async def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        self.client._watches.discard(self)
+        task, self.task = self.task, None  # its CancelledError's frames hold the gRPC call
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def run(self) -> None:
         delay = 0.02

@@ -162,10 +162,7 @@ class Cluster:
         Not graceful: only stop etcd (as after a crash, the others notice and carry on).
         """
         self.stopping = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel(self._tasks)
         self.client.retry_for = 2.0  # a cluster that is gone must not hold up the exit
         left = False
         if graceful and self.client.attempted.is_set():
@@ -546,6 +543,16 @@ class Cluster:
         self, key: str, prefix: bool, signal: Callable[[], None] | None = None
     ) -> _Subscription:
         return _Subscription(self.client, key, prefix, signal)
+
+
+async def _cancel(tasks: set[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait for them, keeping no reference: their CancelledErrors hold the
+    frames of the gRPC calls they were in, a call keeps its connection open, and etcd's TLS
+    listener waits a second for an open connection when it stops."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 class _Subscription:

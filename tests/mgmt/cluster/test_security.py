@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import ssl
+import weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -171,3 +173,35 @@ async def test_by_default_both_etcd_ports_refuse_whoever_has_no_cluster_certific
         assert "200 OK" in await _http_get(peer_port, "/members", member)
     finally:
         await cluster.stop()
+
+
+async def test_a_clean_stop_leaves_no_connection_for_etcd_to_wait_for(tmp_path: Path) -> None:
+    """etcd's TLS listener waits a second for every open connection when it stops: by then the
+    agent must hold no gRPC call (nor so its connection) of its own any more."""
+    client_port, peer_port = free_ports(2)
+    config = Config(
+        hostname="h1",
+        prefix=tmp_path / "prefix",
+        client_urls=f"https://127.0.0.1:{client_port}",
+        server_urls=f"https://127.0.0.1:{peer_port}",
+        etcd_heartbeat_interval=HEARTBEAT_MS,
+        etcd_election_timeout=ELECTION_MS,
+    )
+    cluster = Cluster(from_config(config, config.prefix), config.prefix)
+    assert await cluster.start()
+    await cluster.world.str_set("k", "v")
+    conn = cluster.client._conn
+    assert conn is not None and cluster.member is not None
+    alive = weakref.ref(conn)
+    del conn
+    member, stop = cluster.member, cluster.member.stop
+    seen: list[bool] = []
+
+    async def checking_stop(timeout: float = 10) -> None:
+        gc.collect()
+        seen.append(alive() is None)
+        await stop(timeout)
+
+    member.stop = checking_stop  # type: ignore[method-assign]
+    await cluster.stop()
+    assert seen and all(seen)  # every time etcd was stopped, the connection was gone
