@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import ssl
 import weakref
 from dataclasses import replace
@@ -67,7 +68,7 @@ async def test_authentication_is_enabled_at_bootstrap_and_the_password_never_log
 ) -> None:
     caplog.set_level(logging.DEBUG)
     password = "s3cret-Pa55word"
-    opts = options("h1", user="root", password=password)
+    opts = options("h1", user="root", password=password, insecure=True)  # plain http
     assert password not in repr(opts)
     cluster = Cluster(opts, tmp_path / "prefix")
     try:
@@ -93,6 +94,7 @@ async def test_authentication_is_enabled_at_bootstrap_and_the_password_never_log
     assert pid is not None and not pid_alive(pid)
     assert password not in caplog.text
     assert "authentication enabled for root" in caplog.text
+    assert "--insecure-cluster: etcd runs without TLS or client certificates" in caplog.text
 
 
 async def test_a_non_root_user_gets_the_root_role(tmp_path: Path) -> None:
@@ -129,6 +131,25 @@ async def _http_get(port: int, path: str, context: ssl.SSLContext | None) -> str
     return data.decode(errors="replace")
 
 
+async def _etcdctl(url: str, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "etcdctl",
+        "--endpoints",
+        url,
+        "--dial-timeout",
+        "2s",
+        "--command-timeout",
+        "3s",
+        *args,
+        env={"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "")},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
 async def test_by_default_both_etcd_ports_refuse_whoever_has_no_cluster_certificate(
     tmp_path: Path,
 ) -> None:
@@ -162,7 +183,14 @@ async def test_by_default_both_etcd_ports_refuse_whoever_has_no_cluster_certific
         finally:
             await plain.close()
             await no_cert.close()
+        # The issue's own tool: etcdctl, without the cluster's certificate, on both schemes.
+        for url, extra in ((urls[0], ["--cacert", str(ca)]), (urls[0].replace("s:", ":"), [])):
+            code, out = await _etcdctl(url, *extra, "put", "/_mgmt/exported/zz/file/x", "{}")
+            assert code != 0, out
         assert await cluster.world.str_get("k") == "v"
+        member_files = ["--cert", str(tls_dir / "host.pem"), "--key", str(tls_dir / "host.key")]
+        code, out = await _etcdctl(urls[0], "--cacert", str(ca), *member_files, "get", "k")
+        assert code == 0, out  # the same tool with the certificate: the probes were sound
         # The peer port: plain HTTP, and TLS without a client certificate, get nothing; the
         # same request with the host's certificate is answered (the probe reaches etcd).
         assert "200 OK" not in await _http_get(peer_port, "/members", None)
