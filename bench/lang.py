@@ -72,7 +72,7 @@ def bench_compile(runs: int) -> None:
         + fmt_ms(percentiles(samples))
         + f"  min={min(samples) * 1000:.2f}ms"
     )
-    print(f"  parser tables (once per process, from lark's cache): {tables * 1000:.1f} ms")
+    print(f"  parser tables (once per process, from mgmt/lang/_tables.py): {tables * 1000:.1f} ms")
 
 
 PROGRAM = """

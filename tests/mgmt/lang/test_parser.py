@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
 import pytest
 
-from mgmt.lang import ast
+from mgmt.lang import ast, parser
 from mgmt.lang.errors import CompileError
 from mgmt.lang.parser import parse
 from mgmt.lang.types import TList, TMap
+from tests.e2e.helpers import ROOT, run_mgmt
 
 
 def one(src: str) -> ast.Stmt:
@@ -121,3 +125,60 @@ def test_syntax_errors_have_positions(src: str, where: str, text: str) -> None:
     message = str(info.value)
     assert message.startswith(where), message
     assert text in message
+
+
+# The parser tables -------------------------------------------------------------------------
+
+
+def test_generated_tables_match_the_grammar_and_lark() -> None:
+    from mgmt.lang import _tables
+
+    assert _tables.DIGEST == parser.tables_digest(), (
+        "mgmt/lang/_tables.py is stale: run `python -m mgmt.lang.parser`"
+    )
+    assert parser._stored_tables() is _tables
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.mcl")), ids=lambda p: p.name)
+def test_tables_parse_like_a_freshly_built_parser(example: Path) -> None:
+    text = example.read_text()
+    parser._BUILDER.filename, parser._BUILDER.origin = "t.mcl", None
+    built = parser._build(parser._BUILDER).parse(text, start="start")
+    assert repr(parse(text, "t.mcl").body) == repr(built)  # nodes compare by identity
+
+
+class _Payload:
+    """A pickle that creates a file when it is loaded (what a planted cache would do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("cache_dir", ["writable", "uncreatable"])
+def test_check_reads_no_cache_another_user_could_plant(tmp_path: Path, cache_dir: str) -> None:
+    # The attack of issue 11: run `mgmt check` once, keep each cache file's header, replace
+    # its pickle by one that runs code, run again. Nothing may be written, let alone loaded.
+    home, tmp, xdg = tmp_path / "home", tmp_path / "tmp", tmp_path / "xdg"
+    home.mkdir()
+    tmp.mkdir()
+    if cache_dir == "writable":
+        xdg.mkdir()
+    else:
+        xdg.write_text("a file: ~/.cache/mgmt cannot be created under it")
+    env = {"HOME": str(home), "XDG_CACHE_HOME": str(xdg), "TMPDIR": str(tmp)}
+
+    def written() -> list[Path]:
+        return [p for d in (home, tmp, xdg) if d.is_dir() for p in d.rglob("*") if p.is_file()]
+
+    marker = tmp_path / "pwned"
+    for _ in range(2):
+        code, out = run_mgmt(["check", str(ROOT / "examples" / "hello.mcl")], env=env)
+        assert code == 0, out
+        for planted in written():
+            header = planted.read_bytes().split(b"\n", 1)[0]
+            planted.write_bytes(header + b"\n" + pickle.dumps(_Payload(marker)))
+    assert not marker.exists()
+    assert written() == []
