@@ -22,6 +22,7 @@ def compile_text(text: str, filename: str = "<program>") -> Checked:
     import gc
 
     from mgmt.lang.checker import check
+    from mgmt.lang.errors import CompileError
     from mgmt.lang.parser import parse
 
     # Parsing allocates many small objects and no cycles worth collecting meanwhile: the
@@ -30,6 +31,8 @@ def compile_text(text: str, filename: str = "<program>") -> Checked:
     gc.disable()
     try:
         return check(parse(text, filename))
+    except RecursionError:  # the last resort: the parser and the checker bound the depth
+        raise CompileError([f"{filename}:1:1: the program nests too deeply"]) from None
     finally:
         if enabled:
             gc.enable()
@@ -40,7 +43,14 @@ def compile_file(path: Path) -> Checked:
     from mgmt.lang.errors import CompileError
 
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise CompileError([f"{path}: cannot read: {err}"]) from err
+        data = path.read_bytes()
+    except OSError as err:
+        raise CompileError([f"{path}: cannot read: {err.strerror or err}"]) from err
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        byte = data[err.start]
+        raise CompileError([f"{path}:{line}:{col}: not UTF-8 text (byte 0x{byte:02x})"]) from None
     return compile_text(text, str(path))

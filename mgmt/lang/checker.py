@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,7 +210,8 @@ class Checker:
         for b in binds:
             found: list[ast.Bind | ast.FuncDef] = []
             try:
-                self._resolve(b.expr if isinstance(b, ast.Bind) else b.lam, scope, local, found)
+                with self._depth_guard(b.pos):
+                    self._resolve(b.expr if isinstance(b, ast.Bind) else b.lam, scope, local, found)
             except _Abort:
                 self.failed.add(id(b))
             deps[id(b)] = found
@@ -219,14 +220,25 @@ class Checker:
                 self.failed.add(id(b))
                 continue
             try:
-                self._binding(b)
+                with self._depth_guard(b.pos):
+                    self._binding(b)
             except _Abort:
                 self.failed.add(id(b))
         for stmt in stmts:
             if isinstance(stmt, ast.Bind | ast.FuncDef | ast.Import | ast.ClassDef):
                 continue
-            with contextlib.suppress(_Abort):
+            with contextlib.suppress(_Abort), self._depth_guard(stmt.pos):
                 self._statement(stmt, scope)
+
+    @contextlib.contextmanager
+    def _depth_guard(self, pos: Pos) -> Iterator[None]:
+        """A RecursionError becomes a problem here. The parser bounds how deeply the syntax
+        nests, but types and calls can nest through a long chain of bindings each adding a
+        level (`$a2 = [$a1]`): the innermost binding or statement that overflows is named."""
+        try:
+            yield
+        except RecursionError:
+            raise self.abort(pos, "the program nests too deeply (through its bindings)") from None
 
     def _unique(
         self,

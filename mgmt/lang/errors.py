@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from engine.errors import MgmtError
+
+# Control characters (a newline in a name or a string quoted by a message, a stray byte) would
+# break the one-line `file:line:col: message` form; they are shown escaped.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(message: str) -> str:
+    """The message with its control characters escaped (\\n, \\x01...): always one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], message)
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,7 @@ class CompileError(LangError):
     """One or more problems found before anything runs; each is `file:line:col: message`."""
 
     def __init__(self, problems: list[str]) -> None:
+        problems = [one_line(p) for p in problems]
         super().__init__("\n".join(problems))
         self.problems = problems
 
@@ -45,6 +56,7 @@ class FuncError(LangError):
     """
 
     def __init__(self, message: str, pos: Pos | None = None) -> None:
+        message = one_line(message)
         super().__init__(f"{pos}: {message}" if pos else message)
         self.pos = pos
         self.message = message

@@ -19,7 +19,7 @@ from mgmt.lang import streams
 from mgmt.lang.errors import FuncError
 from mgmt.lang.gofmt import go_time_format, go_time_string, sprintf
 from mgmt.lang.template import BASE_FUNCS, render
-from mgmt.lang.values import FrozenDict, go_float, go_str, sort_key
+from mgmt.lang.values import FrozenDict, go_float, go_str, sized, sort_key
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,8 @@ def _mod(a: Any, b: Any) -> Any:
         raise _fail("math.mod: division by zero")
     if isinstance(a, float):
         return math.fmod(a, b)
-    return int(math.fmod(a, b))  # Go's %: the sign follows the dividend
+    rest = abs(a) % abs(b)  # Go's %: the sign follows the dividend (exact: no float)
+    return rest if a >= 0 else -rest
 
 
 def _sqrt(a: float) -> float:
@@ -203,11 +204,25 @@ _def("math.minus1", "func(int) int", impl=lambda a: a - 1)
 
 
 def _pad(text: str, pad: str, length: int, left: bool) -> str:
+    """Whole copies of `pad` until the text is at least `length` long (it may overshoot)."""
     if not pad:
         raise _fail("strings: the padding string is empty")
-    while len(text) < length:
-        text = pad + text if left else text + pad
-    return text
+    if len(text) >= length:
+        return text
+    copies = -(-(length - len(text)) // len(pad))
+    sized(len(text) + copies * len(pad))
+    return pad * copies + text if left else text + pad * copies
+
+
+def _repeat(text: str, count: int) -> str:
+    count = max(count, 0)
+    sized(len(text) * count)
+    return text * count
+
+
+def _range(count: int) -> tuple[int, ...]:
+    sized(count)
+    return tuple(range(count))
 
 
 _def("strings.to_lower", "func(str) str", impl=str.lower)
@@ -225,7 +240,7 @@ _def("strings.has_prefix", "func(str, str) bool", impl=str.startswith)
 _def("strings.has_suffix", "func(str, str) bool", impl=str.endswith)
 _def("strings.contains", "func(str, str) bool", impl=lambda s, sub: sub in s)
 _def("strings.replace", "func(str, str, str) str", impl=lambda s, a, b: s.replace(a, b))
-_def("strings.repeat", "func(str, int) str", impl=lambda s, n: s * max(n, 0))
+_def("strings.repeat", "func(str, int) str", impl=_repeat)
 _def("strings.left_pad", "func(str, str, int) str", impl=lambda s, p, n: _pad(s, p, n, True))
 _def("strings.right_pad", "func(str, str, int) str", impl=lambda s, p, n: _pad(s, p, n, False))
 _def("strings.len", "func(str) int", impl=len)
@@ -311,7 +326,7 @@ _def(
     "func([]?1, func(?1) bool) []?1",
     impl=lambda items, fn: tuple(x for x in items if fn(x)),
 )
-_def("iter.range", "func(int) []int", impl=lambda n: tuple(range(n)))
+_def("iter.range", "func(int) []int", impl=_range)
 
 # convert -------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import re
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ from lark.lexer import TerminalDef
 from mgmt.lang import ast
 from mgmt.lang.errors import CompileError, Pos
 from mgmt.lang.types import BASIC, TFunc, TList, TMap, TStruct, Type
+from mgmt.lang.values import INT_MAX
 
 GRAMMAR = r"""
 start: _stmt*
@@ -137,6 +139,8 @@ COMMENT: /#[^\n]*/
 """
 
 EDGE_FIELDS = ("Depend", "Before", "Notify", "Listen")
+MAX_SOURCE = 256 * 1024  # characters of one program file (~130,000 tokens, ~3 s to check)
+MAX_DEPTH = 200  # nested syntax (each list, call, operator, block and statement is a level)
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "$": "$", "a": "\a"}
 _ESCAPES |= {"b": "\b", "f": "\f", "v": "\v", "0": "\0"}
 _DOTTED = re.compile(r"^\s*[a-zA-Z_][a-zA-Z0-9_]*(\.[a-zA-Z_][a-zA-Z0-9_]*)*\s*$")
@@ -204,9 +208,19 @@ def warm() -> None:
 
 
 def parse(text: str, filename: str = "<program>") -> ast.Program:
-    """Parse a program; CompileError (file:line:col) on a syntax error."""
+    """Parse a program; CompileError (file:line:col) on a syntax error, a program larger than
+    MAX_SOURCE or nested deeper than MAX_DEPTH (found while parsing, before any recursive
+    pass over the tree)."""
+    if len(text) > MAX_SOURCE:
+        raise CompileError.at(
+            Pos(filename, 1, 1),
+            f"the program is too large: {len(text):,} characters (the limit is {MAX_SOURCE:,})",
+        )
     _BUILDER.filename, _BUILDER.origin = filename, None
-    body = _parse(text, filename, "start", 1, 1)
+    try:
+        body = _parse(text, filename, "start", 1, 1)
+    finally:
+        _BUILDER.depths.clear()
     return ast.Program(Pos(filename, 1, 1), body, source=text)
 
 
@@ -224,6 +238,7 @@ def _parse(text: str, filename: str, start: str, line0: int, col0: int) -> Any:
 
 
 def _describe(err: UnexpectedInput) -> str:
+    """One line (lark's own messages span several, with the context)."""
     if isinstance(err, UnexpectedToken):
         tok = err.token
         if tok.type == "$END":
@@ -233,7 +248,7 @@ def _describe(err: UnexpectedInput) -> str:
         return f"syntax error: unexpected character {err.char!r}"
     if isinstance(err, UnexpectedEOF):
         return "syntax error: unexpected end of file" + _expected(set(err.expected))
-    return f"syntax error: {err}"
+    return "syntax error"
 
 
 _TERMINAL_NAMES = {
@@ -295,6 +310,23 @@ class _Builder(Transformer[Any, Any]):
         super().__init__()
         self.filename = "<program>"
         self.origin: Pos | None = None  # where a "${...}" expression starts in the file
+        # How deeply each built item nests (by id; every item is alive until the parse ends).
+        self.depths: dict[int, int] = {}
+
+    def nested(self, items: list[Any], built: Any) -> Any:
+        """Record how deeply `built` nests; CompileError past MAX_DEPTH."""
+        depths = self.depths
+        inner = [i for i in items if not isinstance(i, str)]  # tokens and names nest nothing
+        if isinstance(built, ast.Interp):
+            inner += [part for part in built.parts if isinstance(part, ast.Expr)]
+        depth = 1 + max((depths.get(id(i), 0) for i in inner), default=0)
+        if depth > MAX_DEPTH:
+            pos = built.pos if isinstance(built, ast.Node) else self._p(items)
+            raise CompileError.at(
+                pos, f"the program nests too deeply (more than {MAX_DEPTH} levels)"
+            )
+        depths[id(built)] = depth
+        return built
 
     def _p(self, node: Any) -> Pos:
         line, col = _first(node)
@@ -458,10 +490,23 @@ class _Builder(Transformer[Any, Any]):
         return ast.Index(self._p(items), items[0], items[1])
 
     def int_lit(self, items: list[Any]) -> ast.Lit:
-        return ast.Lit(self._p(items), int(items[0]))
+        digits = str(items[0]).lstrip("0") or "0"
+        if len(digits) > 19 or int(digits) > INT_MAX:  # (19 digits: int() stays cheap)
+            raise CompileError.at(
+                self._p(items),
+                f"integer {_abbreviated(digits)} is out of range (an int is 64 bits: "
+                f"at most {INT_MAX})",
+            )
+        return ast.Lit(self._p(items), int(digits))
 
     def float_lit(self, items: list[Any]) -> ast.Lit:
-        return ast.Lit(self._p(items), float(items[0]))
+        value = float(items[0])
+        if math.isinf(value):
+            raise CompileError.at(
+                self._p(items),
+                f"float {_abbreviated(str(items[0]))} is out of range (at most ~1.8e308)",
+            )
+        return ast.Lit(self._p(items), value)
 
     def true_lit(self, items: list[Any]) -> ast.Lit:
         return ast.Lit(self._p(items), True)
@@ -532,6 +577,10 @@ class _Builder(Transformer[Any, Any]):
     def type_func(self, items: list[Any]) -> Type:
         types_ = items[1:]
         return TFunc(tuple(types_[:-1]), types_[-1])
+
+
+def _abbreviated(text: str) -> str:
+    return text if len(text) <= 30 else f"{text[:12]}...{text[-6:]} ({len(text):,} digits)"
 
 
 def _declared(token: Any, pos: Pos) -> str:
@@ -614,6 +663,18 @@ def _interp_expr(inner: str, filename: str, where: Pos) -> ast.Expr:
     assert isinstance(expr, ast.Expr)
     return expr
 
+
+def _track_depth(callback: Any) -> Any:
+    @functools.wraps(callback)
+    def tracked(self: _Builder, items: list[Any]) -> Any:
+        return self.nested(items, callback(self, items))
+
+    return tracked
+
+
+for _rule, _callback in list(vars(_Builder).items()):
+    if not _rule.startswith("_") and _rule != "nested" and callable(_callback):
+        setattr(_Builder, _rule, _track_depth(_callback))
 
 _BUILDER = _Builder()
 

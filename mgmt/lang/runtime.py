@@ -34,7 +34,7 @@ from mgmt.lang.clock import Clock, LoopClock
 from mgmt.lang.errors import FuncError, LangError, NotReady, Pos
 from mgmt.lang.funcs import Builtin, Context
 from mgmt.lang.streams import Stream
-from mgmt.lang.values import Closure, FrozenDict, Struct, sort_key
+from mgmt.lang.values import INT_MAX, INT_MIN, Closure, FrozenDict, Struct, int64, sized, sort_key
 
 log = logging.getLogger("lang")
 
@@ -534,7 +534,10 @@ class Runtime:
             return self._stream(e, target, args, env)
         assert target.impl is not None
         try:
-            return target.impl(self.ctx, *args) if target.ctx else target.impl(*args)
+            result = target.impl(self.ctx, *args) if target.ctx else target.impl(*args)
+            if type(result) is int:
+                int64(result)
+            return result
         except FuncError as err:
             if err.pos is None:
                 raise FuncError(f"{target.name}: {err.message}", e.pos) from None
@@ -567,11 +570,21 @@ class Runtime:
             return _divide(left, right, e.pos)
         if op == "in":
             return left in right
-        return _OPS[op](left, right)
+        try:
+            if op == "+" and isinstance(left, str):
+                sized(len(left) + len(right))
+            result = _OPS[op](left, right)
+            return int64(result) if type(result) is int else result
+        except (ArithmeticError, ValueError) as err:
+            raise FuncError(f"{op}: {err}", e.pos) from None
 
     def _unop(self, e: ast.UnOp, env: FrozenDict) -> Any:
         value = self.eval(e.operand, env)
-        return (not value) if e.op == "not" else -value
+        if e.op == "not":
+            return not value
+        if type(value) is int and value == INT_MIN:
+            raise FuncError(f"-: integer overflow: -({value}) does not fit 64 bits", e.pos)
+        return -value
 
 
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
@@ -597,7 +610,10 @@ def _divide(left: Any, right: Any, pos: Pos) -> Any:
     if right == 0:
         raise FuncError("integer division by zero", pos)
     quotient = abs(left) // abs(right)  # Go truncates towards zero
-    return quotient if (left >= 0) == (right >= 0) else -quotient
+    quotient = quotient if (left >= 0) == (right >= 0) else -quotient
+    if quotient > INT_MAX:  # INT_MIN / -1
+        raise FuncError(f"/: integer overflow: {left} / {right} does not fit 64 bits", pos)
+    return quotient
 
 
 def _same(a: Any, a_err: LangError | None, b: Any, b_err: LangError | None) -> bool:

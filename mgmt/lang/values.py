@@ -8,6 +8,24 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # mcl's int is Go's int64
+MAX_LEN = 16 * 1024 * 1024  # the longest str or list a function or an operator may build
+
+
+def int64(value: int) -> int:
+    """The value if it fits an mcl int; ArithmeticError (Go would wrap around: mcl refuses)."""
+    if not INT_MIN <= value <= INT_MAX:
+        shown = str(value) if abs(value) < 10**40 else f"~{float(value):.3e}"
+        raise OverflowError(f"integer overflow: {shown} does not fit 64 bits")
+    return value
+
+
+def sized(length: int) -> int:
+    """The length if a str or list that long may be built; ValueError otherwise."""
+    if length > MAX_LEN:
+        raise ValueError(f"result too large: {length:,} items (the limit is {MAX_LEN:,})")
+    return length
+
 
 class FrozenDict(dict[Any, Any]):
     """An immutable, hashable map (mcl's map)."""
