@@ -1,0 +1,213 @@
+"""Limits on hostile or clumsy programs: size, nesting, int64, one-line errors (issue 11).
+
+Each bad program gets one `file:line:col: message` problem, never a traceback; each good one
+near a limit still checks and runs.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mgmt.lang import compile_file, compile_text
+from mgmt.lang.errors import CompileError, LangError
+from mgmt.lang.parser import MAX_DEPTH, MAX_SOURCE, parse
+from tests.mgmt.lang.helpers import problems, run
+
+ONE_LINE = re.compile(r"^t\.mcl:\d+:\d+: [^\n]+$")
+
+
+def one_problem(src: str) -> str:
+    (problem,) = problems(src)
+    assert ONE_LINE.match(problem), problem
+    return problem
+
+
+def shown(expr: str) -> str:
+    """A program that shows the value of one expression in a resource."""
+    imports = "".join(f'import "{m}"\n' for m in ("fmt", "math", "strings", "convert", "iter"))
+    return f'{imports}$v = {expr}\nnoop "n" {{ comment => fmt.printf("%v", $v), }}\n'
+
+
+# size ------------------------------------------------------------------------------------------
+
+
+def test_a_program_over_the_size_limit_is_refused_before_parsing() -> None:
+    src = "$x = [" + ",".join(["1"] * (MAX_SOURCE // 2)) + "]\n"
+    assert "too large" in one_problem(src)
+
+
+def test_a_large_flat_list_under_the_limit_checks() -> None:
+    compile_text("$x = [" + ",".join(["1"] * 100_000) + "]\n", "t.mcl")
+
+
+# nesting -----------------------------------------------------------------------------------
+
+
+def _for(n: int) -> str:
+    head = "".join(f"for $i{i}, $v{i} in [1] {{\n" for i in range(n))
+    return head + 'noop "n" {}\n' + "}\n" * n
+
+
+def _class(n: int) -> str:
+    head = "".join(f"class c{i} {{\n" for i in range(n))
+    return head + 'noop "n" {}\n' + "}\n" * n + "include c0\n"
+
+
+NESTED: dict[str, Callable[[int], str]] = {
+    "list": lambda n: shown("[" * n + "1" + "]" * n),
+    "unary minus": lambda n: shown("-" * n + "1"),
+    "not": lambda n: shown("not " * n + "true"),
+    "plus": lambda n: shown(" + ".join(["1"] * n)),
+    "if expression": lambda n: shown("if true { " * n + "1" + " } else { 2 }" * n),
+    "else if": lambda n: shown("if false { 1 } else " * n + "{ 2 }"),
+    "call": lambda n: shown("math.abs(" * n + "1" + ")" * n),
+    "lambda": lambda n: shown("func($x) { " * n + "1" + " }" * n + "(1)" * n),
+    "map": lambda n: shown("{1 => " * n + "1" + "}" * n),
+    "struct": lambda n: shown("struct{a => " * n + "1" + "}" * n),
+    "type": lambda n: "$x " + "[]" * n + "int = " + "[" * n + "]" * n + "\n",
+    "for": _for,
+    "if": lambda n: "if true {\n" * n + 'noop "n" {}\n' + "}\n" * n,
+    "class": _class,
+    "interpolation": lambda n: shown('"${fmt.printf(\\"%d\\", ' + "-" * n + '1)}"'),
+}
+
+
+def _deepest_accepted(make: Callable[[int], str]) -> int:
+    low, high = 1, 4 * MAX_DEPTH
+    while low < high:
+        mid = (low + high + 1) // 2
+        try:
+            parse(make(mid), "t.mcl")
+            low = mid
+        except CompileError:
+            high = mid - 1
+    return low
+
+
+def _with_frames(frames: int, fn: Callable[[], Any]) -> Any:
+    """Call fn under `frames` more Python frames (a caller deep in the agent)."""
+    return fn() if frames == 0 else _with_frames(frames - 1, fn)
+
+
+@pytest.mark.parametrize("construct", NESTED)
+def test_nesting_past_the_limit_is_one_error_found_by_the_parser(construct: str) -> None:
+    src = NESTED[construct](4 * MAX_DEPTH)
+    assert "nests too deeply" in one_problem(src)
+
+
+@pytest.mark.parametrize("construct", NESTED)
+def test_the_deepest_accepted_nesting_checks_and_runs(construct: str) -> None:
+    make = NESTED[construct]
+    depth = _deepest_accepted(make)
+    assert depth >= MAX_DEPTH // 3  # (a for loop is a statement and a block: 2 levels each)
+
+    def check_and_run() -> Any:
+        return run(make(depth)).evaluate()[2]
+
+    assert _with_frames(150, check_and_run) is None
+
+
+def test_the_issue_cases_are_clear_errors() -> None:
+    assert "nests too deeply" in one_problem(shown("[" * 500 + "1" + "]" * 500))
+    assert "nests too deeply" in one_problem(shown("-" * 800 + "1"))
+    assert "nests too deeply" in one_problem(_for(1000))
+
+
+def test_a_thousand_chained_bindings_check_and_run() -> None:
+    chain = "".join(f"$a{i} = $a{i - 1} + 1\n" for i in range(1, 1001))
+    rt = run(f'import "fmt"\n$a0 = 0\n{chain}noop "n" {{ comment => fmt.printf("%d", $a1000), }}\n')
+    _changed, items, error = rt.evaluate()
+    assert error is None and dict(items[0].params)["comment"] == "1000"
+
+
+def test_types_nesting_through_a_chain_of_bindings_are_an_error_at_a_binding() -> None:
+    chain = "".join(f"$a{i} = [$a{i - 1}]\n" for i in range(1, 3000))
+    problem = one_problem(f'$a0 = 1\n{chain}noop "n" {{ comment => "${{a2999}}", }}\n')
+    assert "nests too deeply" in problem
+
+
+# integers and floats -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "literal",
+    ["9" * 5000, "0" * 5000 + "9" * 5000, str(2**63), "99999999999999999999"],
+    ids=["5000 digits", "zeros then 5000 digits", "2**63", "20 digits"],
+)
+def test_an_integer_literal_past_int64_is_an_error(literal: str) -> None:
+    problem = one_problem(f"$x = {literal}\n")
+    assert problem.startswith("t.mcl:1:6: integer ") and "out of range" in problem
+    assert len(problem) < 200
+
+
+def test_the_largest_ints_are_literals() -> None:
+    compile_text(f"$x = {2**63 - 1}\n$y = -{2**63 - 1}\n$z = {'0' * 5000}1\n", "t.mcl")
+
+
+def test_a_float_literal_past_float64_is_an_error() -> None:
+    assert "out of range" in one_problem("$x = 1" + "0" * 400 + ".0\n")
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("9223372036854775807 + 1", "+: integer overflow"),
+        ("-9223372036854775807 - 2", "-: integer overflow"),
+        ("3037000500 * 3037000500", "*: integer overflow"),
+        ("(-9223372036854775807 - 1) / -1", "/: integer overflow"),
+        ("-(-9223372036854775807 - 1)", "-: integer overflow"),
+        ("math.abs(-9223372036854775807 - 1)", "math.abs: integer overflow"),
+        ("convert.to_int(1.0e300)", "convert.to_int: integer overflow"),
+        ("math.floor(1.0e300)", "math.floor: integer overflow"),
+        ('convert.str_to_int("99999999999999999999")', "integer overflow"),
+        ('strings.repeat("ab", 9223372036854775807)', "result too large"),
+        ('strings.left_pad("x", "ab", 9223372036854775807)', "result too large"),
+        ("iter.range(9223372036854775807)", "result too large"),
+    ],
+)
+def test_overflow_at_run_time_is_a_function_error(expr: str, message: str) -> None:
+    _changed, _items, error = run(shown(expr)).evaluate()
+    assert error is not None and message in str(error) and "\n" not in str(error)
+
+
+def test_mod_is_exact_and_pads_overshoot_like_mgmt() -> None:
+    rt = run(shown("[math.mod(9007199254740993, 10), math.mod(-7, 3)]"))
+    assert rt.evaluate()[1][0].params == (("comment", "[3 -1]"),)
+    rt = run(shown('strings.left_pad("x", "ab", 4) + strings.right_pad("x", "ab", 2)'))
+    assert rt.evaluate()[1][0].params == (("comment", "ababxxab"),)
+
+
+# one line ------------------------------------------------------------------------------------
+
+
+def test_names_with_newlines_are_shown_escaped_on_one_line() -> None:
+    found = problems('import "a\\nb"\nfile "/tmp/x\\ny" { mode => "bad", }\n')
+    assert len(found) == 2
+    assert all(ONE_LINE.match(p) for p in found), found
+    assert '"a\\nb"' in found[0] and "/tmp/x\\ny" in found[1]
+
+
+def test_a_file_that_is_not_utf8_is_an_error_at_the_byte(tmp_path: Path) -> None:
+    program = tmp_path / "t.mcl"
+    program.write_bytes(b'$x = 1\n$y = "\xff"\n')
+    with pytest.raises(CompileError) as info:
+        compile_file(program)
+    assert info.value.problems == [f"{program}:2:7: not UTF-8 text (byte 0xff)"]
+
+
+def test_a_recursion_error_is_never_a_traceback() -> None:
+    # Whatever the parser and the checker let through, compile_text names the file.
+    limit = sys.getrecursionlimit()
+    try:
+        sys.setrecursionlimit(120)
+        with pytest.raises(LangError) as info:
+            _with_frames(60, lambda: compile_text(shown("-" * 40 + "1"), "t.mcl"))
+    finally:
+        sys.setrecursionlimit(limit)
+    assert str(info.value).startswith("t.mcl:")
