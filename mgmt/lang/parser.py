@@ -243,7 +243,8 @@ def _describe(err: UnexpectedInput) -> str:
         tok = err.token
         if tok.type == "$END":
             return "syntax error: unexpected end of file" + _expected(err.expected)
-        return f"syntax error: unexpected {tok.value!r}" + _expected(err.expected)
+        shown = tok.value if len(tok.value) <= 40 else f"{tok.value[:30]}..."
+        return f"syntax error: unexpected {shown!r}" + _expected(err.expected)
     if isinstance(err, UnexpectedCharacters):
         return f"syntax error: unexpected character {err.char!r}"
     if isinstance(err, UnexpectedEOF):

@@ -26,11 +26,14 @@ from hypothesis import strategies as st
 
 from mgmt import cli
 from mgmt.lang.parser import MAX_DEPTH
+from tests import fuzz
 from tests.e2e.helpers import MGMT, ROOT
 from tests.fuzz import fuzz_settings
 from tests.mgmt.lang.helpers import run
 
 EXAMPLES = {p.name: p.read_bytes() for p in sorted((ROOT / "examples").glob("*.mcl"))}
+# 10,000 cases of a target take minutes (--fuzz-long); a few hundred, seconds.
+pytestmark = pytest.mark.timeout(3600 if fuzz.LONG else 120)
 HANG = 20.0  # seconds: a generous bound that only a hang (or a quadratic blow-up) crosses
 
 # What would write to disk (audit events; os.open's flags checked separately).
