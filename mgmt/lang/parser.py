@@ -221,6 +221,7 @@ def parse(text: str, filename: str = "<program>") -> ast.Program:
         body = _parse(text, filename, "start", 1, 1)
     finally:
         _BUILDER.depths.clear()
+        _BUILDER.type_pos.clear()
     return ast.Program(Pos(filename, 1, 1), body, source=text)
 
 
@@ -313,6 +314,8 @@ class _Builder(Transformer[Any, Any]):
         self.origin: Pos | None = None  # where a "${...}" expression starts in the file
         # How deeply each built item nests (by id; every item is alive until the parse ends).
         self.depths: dict[int, int] = {}
+        # Where each type starts (types carry no position; `[]` has no token of its own).
+        self.type_pos: dict[int, Pos] = {}
 
     def nested(self, items: list[Any], built: Any) -> Any:
         """Record how deeply `built` nests; CompileError past MAX_DEPTH."""
@@ -321,8 +324,12 @@ class _Builder(Transformer[Any, Any]):
         if isinstance(built, ast.Interp):
             inner += [part for part in built.parts if isinstance(part, ast.Expr)]
         depth = 1 + max((depths.get(id(i), 0) for i in inner), default=0)
+        pos = built.pos if isinstance(built, ast.Node) else self._p(items)
+        if pos.line == 0:
+            pos = next((self.type_pos[id(i)] for i in inner if id(i) in self.type_pos), pos)
+        if isinstance(built, Type):
+            self.type_pos[id(built)] = pos
         if depth > MAX_DEPTH:
-            pos = built.pos if isinstance(built, ast.Node) else self._p(items)
             raise CompileError.at(
                 pos, f"the program nests too deeply (more than {MAX_DEPTH} levels)"
             )

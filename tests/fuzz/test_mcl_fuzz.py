@@ -83,7 +83,7 @@ def check_invariant(program: Path, data: bytes) -> None:
         return
     assert code == 2, (code, lines)
     assert lines, "exit 2 without a message"
-    where = re.compile(rf"^{re.escape(str(program))}:\d+:\d+: \S")
+    where = re.compile(rf"^{re.escape(str(program))}:[1-9]\d*:[1-9]\d*: \S")
     for line in lines:
         assert where.match(line), line
 
@@ -359,7 +359,7 @@ def test_well_typed_expressions_run_or_fail_as_function_errors(expr: str) -> Non
         _changed, _items, error = run(src).evaluate()
     if error is not None:
         message = str(error)
-        assert re.match(r"^t\.mcl:\d+:\d+: [^\n]+$", message), message
+        assert re.match(r"^t\.mcl:[1-9]\d*:[1-9]\d*: [^\n]+$", message), message
         assert "internal error" not in message, message
 
 
@@ -398,5 +398,5 @@ def test_the_real_mgmt_check(tmp_path: Path, case: str) -> None:
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert len(lines) == 1, lines
     if expected == 2:
-        assert re.match(rf"^{re.escape(str(program))}:\d+:\d+: \S", lines[0]), lines[0]
+        assert re.match(rf"^{re.escape(str(program))}:[1-9]\d*:[1-9]\d*: \S", lines[0]), lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.mcl"]

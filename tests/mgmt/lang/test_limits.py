@@ -19,7 +19,7 @@ from mgmt.lang.errors import CompileError, LangError
 from mgmt.lang.parser import MAX_DEPTH, MAX_SOURCE, parse
 from tests.mgmt.lang.helpers import problems, run
 
-ONE_LINE = re.compile(r"^t\.mcl:\d+:\d+: [^\n]+$")
+ONE_LINE = re.compile(r"^t\.mcl:[1-9]\d*:[1-9]\d*: [^\n]+$")
 
 
 def one_problem(src: str) -> str:
