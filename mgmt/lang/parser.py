@@ -80,8 +80,8 @@ cap_kind: CAPNAME (":" CAPNAME)*
      | dotted "(" args? ")"                       -> call_named
      | lambda_
      | if_expr
-     | "[" (expr ("," expr)* ","?)? "]"           -> list_lit
-     | "{" (map_pair ("," map_pair)* ","?)? "}"   -> map_lit
+     | LSQB (expr ("," expr)* ","?)? "]"          -> list_lit
+     | LBRACE (map_pair ("," map_pair)* ","?)? "}" -> map_lit
      | STRUCT "{" (struct_field ("," struct_field)* ","?)? "}" -> struct_lit
      | "(" expr ")"
 dotted: NAME ("." NAME)*
@@ -125,6 +125,8 @@ MINUS: "-"
 STAR: "*"
 SLASH: "/"
 ARROW: "->"
+LSQB: "["  // named where an empty literal needs its position
+LBRACE: "{"
 ELVIS: "?:"
 VAR: /\$[a-zA-Z_][a-zA-Z0-9_]*(\.[a-zA-Z_][a-zA-Z0-9_]*)*/
 NAME: /[a-z_][a-zA-Z0-9_]*/
@@ -529,10 +531,10 @@ class _Builder(Transformer[Any, Any]):
         return ast.Var(self._p(items), str(items[0])[1:])
 
     def list_lit(self, items: list[Any]) -> ast.ListLit:
-        return ast.ListLit(self._p(items), items)
+        return ast.ListLit(self._p(items), items[1:])  # (items[0]: the "[")
 
     def map_lit(self, items: list[Any]) -> ast.MapLit:
-        return ast.MapLit(self._p(items), items)
+        return ast.MapLit(self._p(items), items[1:])  # (items[0]: the "{")
 
     def map_pair(self, items: list[Any]) -> tuple[ast.Expr, ast.Expr]:
         return (items[0], items[1])

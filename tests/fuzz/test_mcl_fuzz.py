@@ -268,7 +268,11 @@ _mutation = st.one_of(
         ),
     ),
     st.tuples(st.just("repeat"), st.integers(0), st.integers(2, 1000)),
+    # a literal or a variable replaced by a random expression: still parses, mostly, so the
+    # checker gets to work on it
+    st.tuples(st.just("splice"), st.integers(0), expressions.map(str.encode)),
 )
+_OPERAND = re.compile(rb'"(?:[^"\\\n]|\\.)*"|\b\d+\b|\$[a-z_][a-z0-9_.]*')
 
 
 def mutate(data: bytes, mutations: list[tuple[str, int, Any]]) -> bytes:
@@ -284,6 +288,11 @@ def mutate(data: bytes, mutations: list[tuple[str, int, Any]]) -> bytes:
             data = data[:at] + bytes([data[at] ^ (arg or 1)]) + data[at + 1 :]
         elif op == "repeat":  # one character many times: deep nesting, long tokens
             data = data[:at] + data[at : at + 1] * arg + data[at:]
+        elif op == "splice":
+            operands = list(_OPERAND.finditer(data))
+            if operands:
+                found = operands[where % len(operands)]
+                data = data[: found.start()] + arg + data[found.end() :]
     return data
 
 

@@ -211,3 +211,11 @@ def test_a_recursion_error_is_never_a_traceback() -> None:
     finally:
         sys.setrecursionlimit(limit)
     assert str(info.value).startswith("t.mcl:")
+
+
+@pytest.mark.parametrize("empty", ["[]", "{}"])
+def test_an_empty_literal_has_a_position(empty: str) -> None:
+    # (found by the fuzz suite: `([])` in a comparison was reported at 0:0)
+    one_problem(f'$x = ({empty}) == "a"\n')
+    (stmt,) = parse(f"$x = {empty}\n", "t.mcl").body
+    assert (stmt.expr.pos.line, stmt.expr.pos.col) == (1, 6)  # type: ignore[attr-defined]
