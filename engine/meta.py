@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from engine.errors import ValidationError
+from engine.params import parse_int, show
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -26,7 +27,7 @@ class Meta:
     # Seconds between polls instead of watching; 0 = use the resource's watch. Default 0.
     poll: int = 0
     # Events processed per second at most (token bucket); inf = no limit. Default inf.
-    limit: float = math.inf
+    limit: float = field(default=math.inf, metadata={"inf": True})
     # Events allowed in a burst above `limit`; 0 means 1 when a limit is set. Default 0.
     burst: int = 0
     # Named counting semaphores held during check_apply: "id" (size 1) or "id:N". Default none.
@@ -54,7 +55,7 @@ class Meta:
             raise ValidationError(f"must be > 0 events/s (or inf), got {self.limit}", "limit")
         names = [sema_size(entry)[0] for entry in self.sema]
         if len(set(names)) != len(names):
-            raise ValidationError(f"names a semaphore twice: {self.sema}", "sema")
+            raise ValidationError(f"names a semaphore twice: {show(self.sema)}", "sema")
 
 
 def sema_size(entry: str) -> tuple[str, int]:
@@ -62,6 +63,10 @@ def sema_size(entry: str) -> tuple[str, int]:
     name, sep, size = entry.rpartition(":")
     if not sep:
         name, size = entry, "1"
-    if not name or not size.isdigit() or int(size) < 1:
-        raise ValidationError(f"expected 'id' or 'id:N' with N >= 1, got {entry!r}", "sema")
-    return name, int(size)
+    try:
+        count = parse_int(size, low=1)
+    except ValidationError:
+        count = 0
+    if not name or count < 1:
+        raise ValidationError(f"expected 'id' or 'id:N' with N >= 1, got {show(entry)}", "sema")
+    return name, count

@@ -5,6 +5,11 @@ field's type hint, and raises `ValidationError` naming the key (dotted for neste
 Supported hints: str, int, float, bool, Literal[...], list[X], dict[str, X], X | None and nested
 dataclasses. A `str` field given a YAML scalar takes the scalar's source text (so `mode: 0644`
 stays "0644", as in mgmt), which the caller passes in `raw`.
+
+Numbers are bounded the same way everywhere: integers are 64-bit (mgmt's int64), floats finite
+(`inf` only where a field's metadata says `{"inf": True}`, e.g. meta `limit`), and integers given
+as text (flags, `sema: ["id:N"]`, a uid) go through `parse_int`: ASCII digits only, since
+`str.isdigit()` accepts "²" and `int()` accepts "٣".
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -20,6 +27,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 from engine.errors import ValidationError
 
 T = TypeVar("T")
+
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what every integer param and flag must fit in
 
 
 @functools.cache
@@ -50,6 +59,7 @@ def build(
     """Build `cls` from `data`; unknown keys and wrong types raise ValidationError."""
     names = field_names(cls)
     types_ = hints(cls)  # type: ignore[arg-type]
+    fields_ = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key in skip:
@@ -57,7 +67,8 @@ def build(
         if not isinstance(key, str) or key not in names:
             raise ValidationError(f"unknown key{close_match(str(key), names)}", prefix + str(key))
         source = raw.get(key) if raw else None
-        kwargs[key] = convert(types_[key], value, prefix + key, source)
+        inf = bool(fields_[key].metadata.get("inf"))
+        kwargs[key] = convert(types_[key], value, prefix + key, source, inf=inf)
     missing = [
         f.name
         for f in dataclasses.fields(cls)  # type: ignore[arg-type]
@@ -100,8 +111,8 @@ def describe(hint: Any) -> str:
     return str(hint)
 
 
-def convert(hint: Any, value: Any, key: str, raw: str | None = None) -> Any:
-    """Check (and lightly coerce) one value against a type hint."""
+def convert(hint: Any, value: Any, key: str, raw: str | None = None, *, inf: bool = False) -> Any:
+    """Check (and lightly coerce) one value against a type hint; `inf`: a float may be inf."""
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
         members = get_args(hint)
@@ -112,10 +123,12 @@ def convert(hint: Any, value: Any, key: str, raw: str | None = None) -> Any:
             if member is type(None):
                 continue
             try:
-                return convert(member, value, key, raw)
+                return convert(member, value, key, raw, inf=inf)
             except ValidationError as err:
                 errors.append(err)
-        raise ValidationError(f"expected {describe(hint)}, got {value!r}", key)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ValidationError(f"expected {describe(hint)}, got {show(value)}", key)
     if hint is Any:
         return value
     if hint is str:
@@ -124,41 +137,103 @@ def convert(hint: Any, value: Any, key: str, raw: str | None = None) -> Any:
         if raw is not None and isinstance(value, int | float) and not isinstance(value, bool):
             return raw
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise ValidationError(f"expected a string, got {value!r}", key)
+            return str(value) if not isinstance(value, int) else str(check_int(value, key))
+        raise ValidationError(f"expected a string, got {show(value)}", key)
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ValidationError(f"expected true or false, got {value!r}", key)
+        raise ValidationError(f"expected true or false, got {show(value)}", key)
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ValidationError(f"expected an integer, got {value!r}", key)
+            return check_int(value, key)
+        raise ValidationError(f"expected an integer, got {show(value)}", key)
     if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", ".inf"):
-            return float("inf")
-        raise ValidationError(f"expected a number, got {value!r}", key)
+        return _float(value, key, inf)
     if origin is Literal:
         if value in get_args(hint):
             return value
-        raise ValidationError(f"expected {describe(hint)}, got {value!r}", key)
+        raise ValidationError(f"expected {describe(hint)}, got {show(value)}", key)
     if origin is list:
         if not isinstance(value, list):
-            raise ValidationError(f"expected {describe(hint)}, got {value!r}", key)
+            raise ValidationError(f"expected {describe(hint)}, got {show(value)}", key)
         (item,) = get_args(hint)
         return [convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise ValidationError(f"expected a mapping, got {value!r}", key)
+            raise ValidationError(f"expected a mapping, got {show(value)}", key)
         _, item = get_args(hint)
         return {str(k): convert(item, v, f"{key}.{k}") for k, v in value.items()}
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
-            raise ValidationError(f"expected a mapping, got {value!r}", key)
+            raise ValidationError(f"expected a mapping, got {show(value)}", key)
         return build(hint, value, raw=getattr(value, "raw", None), prefix=key + ".")
     raise ValidationError(f"unsupported parameter type {hint!r}", key)
+
+
+def _float(value: Any, key: str, inf: bool) -> float:
+    """A finite number (or inf when `inf`); never nan."""
+    if inf and isinstance(value, str) and value.strip().lower() in ("inf", "+inf", ".inf"):
+        return math.inf
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValidationError(f"expected a number, got {show(value)}", key)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond 1.8e308
+        number = math.nan
+    if math.isnan(number) or (math.isinf(number) and not (inf and number > 0)):
+        what = "a finite number (or inf)" if inf else "a finite number"
+        raise ValidationError(f"expected {what}, got {show(value)}", key)
+    return number
+
+
+def check_int(
+    value: int, key: str | None = None, *, low: int = INT_MIN, high: int = INT_MAX
+) -> int:
+    """`value` if low <= value <= high (by default: a 64-bit integer), else ValidationError."""
+    if not low <= value <= high:
+        raise ValidationError(f"expected {_int_range(low, high)}, got {show(value)}", key)
+    return value
+
+
+def parse_int(text: str, key: str | None = None, *, low: int = INT_MIN, high: int = INT_MAX) -> int:
+    """An integer written as text (a flag, "id:N", a uid): an optional sign, ASCII digits."""
+    body = text[1:] if text[:1] in ("+", "-") else text
+    value = int(text) if body.isascii() and body.isdigit() and len(body) <= 30 else None
+    if value is None or not low <= value <= high:
+        raise ValidationError(f"expected {_int_range(low, high)}, got {show(text)}", key)
+    return value
+
+
+def _int_range(low: int, high: int) -> str:
+    if (low, high) == (INT_MIN, INT_MAX):
+        return "a 64-bit integer"
+    if high == INT_MAX:
+        return f"an integer >= {low}"
+    return f"an integer from {low} to {high}"
+
+
+class _Short(reprlib.Repr):
+    """repr() bounded in length and depth; dict and list subclasses shown as such."""
+
+    def repr1(self, x: Any, level: int) -> str:
+        if isinstance(x, int) and not isinstance(x, bool) and x.bit_length() > 64:
+            return f"<an integer of {x.bit_length()} bits>"  # repr() may refuse (4,300 digits)
+        if isinstance(x, dict):
+            return self.repr_dict(x, level)
+        if isinstance(x, list):
+            return self.repr_list(x, level)
+        return super().repr1(x, level)
+
+
+_SHORT = _Short()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxdict = 5
+_SHORT.maxlevel = 3
+
+
+def show(value: Any) -> str:
+    """repr(value) for an error message: one line, at most ~80 characters, never a traceback."""
+    return _SHORT.repr(value)
 
 
 def to_plain(obj: Any) -> dict[str, Any]:

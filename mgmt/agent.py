@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import shutil
 import signal
@@ -28,7 +26,7 @@ from mgmt.cluster import needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
 from mgmt.metrics import Metrics
-from mgmt.yamlgraph import GraphFileError, Loaded, load_file
+from mgmt.yamlgraph import GraphFileError, Loaded, digest, load_file, parse, read_limited
 
 if TYPE_CHECKING:
     from engine.world import World
@@ -78,7 +76,7 @@ def load(config: Config) -> Loaded:
     """The graph the config asks for; GraphFileError on bad input."""
     if config.frontend == "empty" or config.file is None:
         return Loaded(Graph("empty"))
-    return load_file(config.file)
+    return load_file(config.file, config.max_graph_size)
 
 
 async def run(config: Config) -> ExitCode:
@@ -138,6 +136,7 @@ class Agent:
         self.reload = asyncio.Event()
         self.swapped = asyncio.Event()  # set after each graph swap (tests wait on it)
         self._digest = ""
+        self._rejected = ""  # digest of the graph file last refused (reported once)
         self._forced = False
         self._stop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -160,7 +159,11 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         try:
             if self.metrics is not None:
-                await self.metrics.start()
+                try:
+                    await self.metrics.start()
+                except ValidationError as err:  # a bad --prometheus-listen: nothing applied
+                    log.error("%s", err)
+                    return ExitCode.USAGE
             await self._apply(loaded)
             if self.source is not None and not self.source.graphs and self.exit_when_converged:
                 log.error("the program produced no graph")  # cron mode: nothing to converge to
@@ -368,17 +371,26 @@ class Agent:
             self.swapped.set()
 
     async def _reload(self) -> None:
-        assert self.config.file is not None
-        if _digest(self.config.file) == self._digest:
-            log.debug("graph file unchanged, nothing to swap")
+        """Swap in the edited graph file. Reading and parsing run in a thread: the running
+        graph keeps being enforced however long a big (or hostile) file takes, within the
+        input limits of docs/graph-format.md."""
+        file = self.config.file
+        assert file is not None
+        try:
+            data, new = await asyncio.to_thread(_read, file, self.config.max_graph_size)
+        except GraphFileError as err:
+            self._refuse(err, "")
+            return
+        if new in (self._digest, self._rejected):
+            log.debug("graph file unchanged since it was last loaded or refused, nothing to swap")
             return
         try:
-            loaded = load(self.config)
+            loaded = await asyncio.to_thread(parse, data, str(file))
         except GraphFileError as err:
-            for problem in err.problems:
-                log.error("%s", problem)
-            log.error("keeping the running graph")
+            self._refuse(err, new)
             return
+        loaded.digest = new
+        self._rejected = ""  # a bad file written again later is reported again
         for warning in loaded.warnings:
             log.warning("%s", warning)
         log.info("graph file changed: swapping in the new graph")
@@ -386,8 +398,14 @@ class Agent:
         await self._apply(loaded)
         self.swapped.set()
 
+    def _refuse(self, err: GraphFileError, refused: str) -> None:
+        """Report a bad graph file once (its digest is remembered) and keep the running graph."""
+        self._rejected = refused
+        for problem in err.problems:
+            log.error("%s", problem)
+        log.error("keeping the running graph")
 
-def _digest(path: Path) -> str:
-    with contextlib.suppress(OSError):
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    return ""
+
+def _read(path: Path, max_size: int) -> tuple[bytes, str]:
+    data = read_limited(path, max_size)
+    return data, digest(data)

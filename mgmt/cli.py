@@ -12,11 +12,14 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
 
-from mgmt.config import Config, ExitCode, option_fields
+from engine.errors import ValidationError
+from engine.params import parse_int
+from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, Config, ExitCode, option_fields
 
 VERSION = "0.1.0"
 
@@ -29,13 +32,21 @@ def _env_default(name: str, kind: Any, default: Any) -> Any:
         return value.strip().lower() in ("1", "true", "yes", "on")
     if kind == "int":
         try:
-            return int(value)
-        except ValueError:
-            print(f"mgmt: MGMT_{name.upper()}: expected an integer, got {value!r}", file=sys.stderr)
+            return parse_int(value.strip())
+        except ValidationError as err:
+            print(f"mgmt: MGMT_{name.upper()}: {err}", file=sys.stderr)
             raise SystemExit(int(ExitCode.USAGE)) from None
     if kind in {"Path", "Path | None"}:
         return Path(value)
     return value
+
+
+def _int_arg(text: str) -> int:
+    """argparse's type for integer flags: what parse_int accepts (a 64-bit integer)."""
+    try:
+        return parse_int(text.strip())
+    except ValidationError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +78,12 @@ def build_run_parser() -> argparse.ArgumentParser:
         if f.type == "bool":
             run.add_argument(flag, action="store_true", default=default, help=f.metadata["help"])
             continue
-        conv = {"int": int, "Path": Path, "Path | None": Path}.get(str(f.type), str)
+        convs: dict[str, Callable[[str], Any]] = {
+            "int": _int_arg,
+            "Path": Path,
+            "Path | None": Path,
+        }
+        conv = convs.get(str(f.type), str)
         run.add_argument(flag, type=conv, default=default, help=f.metadata["help"], **extra)
     run.add_argument(
         "target",
@@ -110,13 +126,14 @@ def check(files: list[str]) -> int:
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import GraphFileError, load_file
 
+    max_size = _env_default("max_graph_size", "int", DEFAULT_MAX_GRAPH_SIZE)
     code = ExitCode.OK
     for name in files:
         try:
             if name.endswith(".mcl"):
                 compile_file(Path(name))
             else:
-                load_file(Path(name))
+                load_file(Path(name), max_size)
         except (CompileError, GraphFileError) as err:
             for problem in err.problems:
                 print(problem, file=sys.stderr)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+DEFAULT_MAX_GRAPH_SIZE = 16 << 20  # bytes (docs/graph-format.md#limits)
+
 
 class ExitCode(enum.IntEnum):
     OK = 0  # converged, or stopped cleanly
@@ -77,7 +79,17 @@ class Config:
     prometheus: bool = field(default=False, metadata=opt("serve Prometheus metrics on /metrics"))
     prometheus_listen: str = field(
         default="127.0.0.1:9233",
-        metadata=opt("HOST:PORT for --prometheus", metavar="HOST:PORT"),
+        metadata=opt(
+            "HOST:PORT for --prometheus; :PORT means 127.0.0.1:PORT, and a non-loopback HOST "
+            "(e.g. 0.0.0.0) is served with a warning: metrics reveal the graph",
+            metavar="HOST:PORT",
+        ),
+    )
+    max_graph_size: int = field(
+        default=DEFAULT_MAX_GRAPH_SIZE,
+        metadata=opt(
+            "refuse a graph file larger than BYTES (also for mgmt check)", metavar="BYTES"
+        ),
     )
     # cluster (DESIGN §6; docs/clustering.md) ------------------------------------------
     seeds: str = field(

@@ -14,24 +14,59 @@ prometheus-client is imported only when metrics are asked for (it costs ~90 ms t
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import time
 from collections import Counter as Tally
 from typing import Any
 
 from engine.engine import Engine, Vertex
+from engine.errors import ValidationError
+from engine.params import parse_int, show
 
 log = logging.getLogger("main")
 
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+FLAG = "--prometheus-listen"
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
-    """ "HOST:PORT" (IPv6 as "[::1]:9233") -> (host, port)."""
+    """ "HOST:PORT", "[IPv6]:PORT" or ":PORT" (127.0.0.1) -> (host, port); ValidationError."""
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {listen!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    if not sep:
+        raise ValidationError(f"expected HOST:PORT or :PORT, got {show(listen)}", FLAG)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValidationError(
+            f"an IPv6 address goes in brackets ([::1]:9233), got {show(listen)}", FLAG
+        )
+    try:
+        number = parse_int(port, low=1, high=65535)
+    except ValidationError:
+        raise ValidationError(
+            f"expected a port from 1 to 65535, got {show(listen)}", FLAG
+        ) from None
+    return host or "127.0.0.1", number
+
+
+def _resolve(host: str, port: int) -> str:
+    """The address a server for HOST would bind (the first getaddrinfo gives, as prometheus_client
+    picks); warns when it is not a loopback address."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    address = str(infos[0][4][0])
+    if not ipaddress.ip_address(address.split("%", maxsplit=1)[0]).is_loopback:
+        log.warning(
+            "%s %s: metrics served beyond this host (%s); they are read-only but reveal the "
+            "graph: bind 127.0.0.1 unless a scraper elsewhere needs them",
+            FLAG,
+            f"{host}:{port}",
+            address,
+        )
+    return address
 
 
 class Metrics:
@@ -74,11 +109,18 @@ class Metrics:
         from prometheus_client import start_http_server
 
         host, port = parse_listen(self.listen)
-        self._server, self._thread = await asyncio.to_thread(
-            start_http_server, port, host, self.registry
-        )
+        try:
+            address = await asyncio.to_thread(_resolve, host, port)
+            self._server, self._thread = await asyncio.to_thread(
+                start_http_server, port, address, self.registry
+            )
+        except OSError as err:  # a port in use, a host that does not resolve, no permission
+            raise ValidationError(
+                f"cannot serve metrics on {show(self.listen)}: {err.strerror or err}", FLAG
+            ) from err
         self.engine.observers.append(self)
-        log.info("prometheus metrics on http://%s/metrics", self.listen)
+        shown = f"[{address}]" if ":" in address else address
+        log.info("prometheus metrics on http://%s:%d/metrics", shown, port)
 
     async def stop(self) -> None:
         if self in self.engine.observers:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,10 @@ import yaml
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Edge, Graph, Key, fmt_key
 from engine.meta import Meta
-from engine.params import build, close_match, field_names
+from engine.params import build, close_match, field_names, show
 from engine.resource import Resource, kinds, lookup
 from mgmt.collectscope import check_kind
+from mgmt.config import DEFAULT_MAX_GRAPH_SIZE
 
 log = logging.getLogger("main")
 
@@ -42,13 +45,29 @@ LEGACY: dict[str, set[str]] = {
 }
 EXPORT_PREFIX = "@@"
 
+# Input limits (docs/graph-format.md#limits): each bounds the time and memory a graph file can
+# cost, however hostile, and each is a one-line error naming the file and line.
+MAX_SIZE = DEFAULT_MAX_GRAPH_SIZE  # bytes in the file; --max-graph-size overrides it
+MAX_ALIAS_VALUES = 100_000  # values aliases add, an aliased value counted at each use
+MAX_DEPTH = 64  # lists and mappings nested in each other
+MAX_INT_DIGITS = 4_300  # characters of an integer (Python's own int() limit, for every base)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 class GraphFileError(MgmtError):
-    """One or more problems in a graph file; each line is `file:line: where: what`."""
+    """One or more problems in a graph file; each is one line, `file:line: where: what`."""
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+        self.problems = [one_line(p) for p in problems]
+        super().__init__("\n".join(self.problems))
+
+
+_BREAKS = {c: repr(chr(c))[1:-1] for c in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029] if c != 9}
+
+
+def one_line(text: str) -> str:
+    """`text` with every character that could end a line or move the cursor escaped."""
+    return text.translate(_BREAKS)
 
 
 class LocDict(dict[str, Any]):
@@ -108,44 +127,209 @@ class Loaded:
     pending: list[tuple[Key, Key, Edge]] = field(default_factory=list)
 
 
-def load_file(path: Path) -> Loaded:
-    """Read and parse a graph file; GraphFileError on any problem."""
-    try:
-        data = path.read_bytes()
-        text = data.decode()
-    except (OSError, UnicodeDecodeError) as err:
-        raise GraphFileError([f"{path}: cannot read: {err}"]) from err
-    loaded = parse(text, str(path))
-    loaded.digest = hashlib.sha256(data).hexdigest()  # of the bytes, as the agent compares
+def load_file(path: Path, max_size: int = MAX_SIZE) -> Loaded:
+    """Read and parse a graph file of at most `max_size` bytes; GraphFileError on any problem."""
+    data = read_limited(path, max_size)
+    loaded = parse(data, str(path))
+    loaded.digest = digest(data)
     return loaded
 
 
-def parse(text: str, filename: str = "<graph>") -> Loaded:
-    """Parse graph-file text; GraphFileError lists every problem found."""
+def digest(data: bytes) -> str:
+    """What tells a real edit of a graph file from a touch: the sha256 of its bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_limited(path: Path, max_size: int = MAX_SIZE) -> bytes:
+    """The bytes of a regular file of at most `max_size` bytes (never blocks on a FIFO)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise GraphFileError([f"{path}: cannot read: {err.strerror}"]) from err
+    with os.fdopen(fd, "rb") as file:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise GraphFileError([f"{path}: cannot read: not a regular file"])
+            data = file.read(max(max_size, 0) + 1)
+        except OSError as err:
+            raise GraphFileError([f"{path}: cannot read: {err.strerror}"]) from err
+    if len(data) > max_size:
+        raise GraphFileError(
+            [
+                f"{path}:1: the graph file is larger than {max_size:,} bytes "
+                "(--max-graph-size, MGMT_MAX_GRAPH_SIZE)"
+            ]
+        )
+    return data
+
+
+def parse(text: str | bytes, filename: str = "<graph>") -> Loaded:
+    """Parse graph-file text (bytes: UTF-8, or UTF-16 with a BOM); GraphFileError lists every
+    problem found."""
     return _Parser(filename).parse(text)
 
 
-def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor) -> Any:
-    """A composed YAML node as Python data, with line numbers kept (1-based)."""
+class _NodeProblem(Exception):
+    """A problem found while turning YAML nodes into data: (line, message)."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+_INT_TAG = "tag:yaml.org,2002:int"
+
+
+def _compose(data: bytes) -> yaml.Node | None:
+    """The YAML node tree of `data` (aliases are shared nodes, not copies, at this point)."""
+    return yaml.compose(data, Loader=_LOADER)
+
+
+def _yaml_problem(err: yaml.YAMLError, data: bytes) -> tuple[int, str]:
+    """(line, one-line message) for any error PyYAML (or libyaml) raises."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark else 1
+        what = err.problem or "invalid YAML"
+        if err.context and err.context_mark and err.context_mark.line + 1 != line:
+            what += f" ({err.context} at line {err.context_mark.line + 1})"
+        elif err.context:
+            what += f" ({err.context})"
+        return line, f"YAML syntax error: {what}"
+    if isinstance(err, yaml.reader.ReaderError):  # bad bytes, a bad encoding, a control character
+        char = (
+            f" U+{err.character:04X}"
+            if isinstance(err.character, int) and err.character >= 0
+            else ""
+        )
+        return _line_at(data, err.position), f"YAML: character{char} not allowed: {err.reason}"
+    return 1, f"YAML error: {err}"
+
+
+def _line_at(data: bytes, position: int) -> int:
+    """The line of a byte offset (libyaml reports offsets in the input's bytes)."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        head = data[:position].decode("utf-16", errors="replace")
+        return head.count("\n") + 1
+    return data[:position].count(b"\n") + 1
+
+
+def _alias_line(data: bytes, index: int) -> int:
+    """The line of the index-th alias (1-based, in document order) of `data`."""
+    seen = 0
+    for event in yaml.parse(data, Loader=_LOADER):
+        if isinstance(event, yaml.AliasEvent) and event.start_mark is not None:
+            seen += 1
+            if seen == index:
+                return int(event.start_mark.line) + 1
+    return 1
+
+
+def _check_shape(root: yaml.Node, data: bytes) -> None:
+    """Bound nesting depth and alias expansion before anything is expanded; _NodeProblem.
+
+    One pass over the composed nodes, in document order, linear in their number however
+    many times aliases would copy them: each node's expanded size and height are kept, so an
+    alias adds its target's size at once (the "billion laughs" never gets built).
+    """
+    sizes: dict[int, int] = {}  # id(node) -> values it expands to (once complete)
+    heights: dict[int, int] = {}  # id(node) -> levels of lists/mappings it expands to
+    aliases = aliased = 0  # alias uses seen so far, and the values they added
+
+    def alias(node: yaml.Node, level: int, frame: list[Any]) -> None:
+        nonlocal aliases, aliased
+        aliases += 1
+        if id(node) not in sizes:  # still open: an alias inside its own anchor
+            raise _NodeProblem(_alias_line(data, aliases), "YAML: a recursive alias")
+        aliased += sizes[id(node)]
+        if aliased > MAX_ALIAS_VALUES:
+            raise _NodeProblem(
+                _alias_line(data, aliases),
+                f"YAML: aliases expand to more than {MAX_ALIAS_VALUES:,} values "
+                "(each use counts the whole aliased value)",
+            )
+        if level + heights[id(node)] > MAX_DEPTH:
+            raise _NodeProblem(
+                _alias_line(data, aliases), f"YAML: nests deeper than {MAX_DEPTH} levels"
+            )
+        frame[2] += sizes[id(node)]
+        frame[3] = max(frame[3], heights[id(node)])
+
+    seen: set[int] = set()
+    # Frames: [node, children iterator, expanded size so far, tallest child so far].
+    top: list[Any] = [None, iter([root]), 0, 0]
+    stack = [top]
+    while stack:
+        frame = stack[-1]
+        child = next(frame[1], None)
+        if child is None:
+            stack.pop()
+            node = frame[0]
+            if node is not None:
+                sizes[id(node)], heights[id(node)] = frame[2] + 1, frame[3] + 1
+                stack[-1][2] += frame[2] + 1
+                stack[-1][3] = max(stack[-1][3], frame[3] + 1)
+            continue
+        level = len(stack) - 1  # lists/mappings around `child`
+        if id(child) in seen:
+            alias(child, level, frame)
+            continue
+        seen.add(id(child))
+        if isinstance(child, yaml.ScalarNode):
+            sizes[id(child)], heights[id(child)] = 1, 0
+            frame[2] += 1
+            continue
+        if level + 1 > MAX_DEPTH:
+            raise _NodeProblem(
+                child.start_mark.line + 1, f"YAML: nests deeper than {MAX_DEPTH} levels"
+            )
+        items = child.value
+        if isinstance(child, yaml.MappingNode):
+            items = [n for pair in child.value for n in pair]
+        stack.append([child, iter(items), 0, 0])
+
+
+def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where: str) -> Any:
+    """A composed YAML node as Python data, with line numbers kept (1-based); _NodeProblem.
+
+    `where` names the value in problems (`resources.file[0].mode`).
+    """
     if isinstance(node, yaml.MappingNode):
         out = LocDict()
         out.line, out.lines, out.raw = node.start_mark.line + 1, {}, {}
         for key_node, value_node in node.value:
-            key = _plain(key_node, constructor)
+            key = _plain(key_node, constructor, where)
             key = str(key) if not isinstance(key, str) else key
+            path = f"{where}.{key}" if where else key
             if key in out:
-                raise GraphFileError([f"line {key_node.start_mark.line + 1}: {key}: duplicate key"])
-            out[key] = _plain(value_node, constructor)
+                raise _NodeProblem(key_node.start_mark.line + 1, f"{path}: duplicate key")
+            out[key] = _plain(value_node, constructor, path)
             out.lines[key] = key_node.start_mark.line + 1
             if isinstance(value_node, yaml.ScalarNode) and not value_node.style:
                 out.raw[key] = value_node.value
         return out
     if isinstance(node, yaml.SequenceNode):
-        seq = LocList(_plain(item, constructor) for item in node.value)
+        seq = LocList(
+            _plain(item, constructor, f"{where}[{i}]") for i, item in enumerate(node.value)
+        )
         seq.line = node.start_mark.line + 1
         seq.lines = [item.start_mark.line + 1 for item in node.value]
         return seq
-    return constructor.construct_object(node, deep=True)
+    line = node.start_mark.line + 1
+    name = f"{where}: " if where else ""
+    if node.tag == _INT_TAG and len(node.value) > MAX_INT_DIGITS:
+        raise _NodeProblem(
+            line,
+            f"{name}an integer of more than {MAX_INT_DIGITS:,} digits "
+            "(quote it to make it a string)",
+        )
+    try:
+        return constructor.construct_object(node, deep=True)
+    except yaml.MarkedYAMLError as err:
+        raise _NodeProblem(line, f"{name}{err.problem or err.context}") from err
+    except (ValueError, OverflowError, TypeError) as err:  # e.g. a date like 2001-13-45
+        raise _NodeProblem(line, f"{name}cannot read {show(node.value)}: {err}") from err
 
 
 class _Parser:
@@ -160,28 +344,27 @@ class _Parser:
     def warn(self, line: int, where: str, message: str) -> None:
         self.warnings.append(f"{self.filename}:{line}: {where}: {message}")
 
-    def parse(self, text: str) -> Loaded:
+    def fail(self, line: int, message: str) -> GraphFileError:
+        return GraphFileError([f"{self.filename}:{line}: {message}"])
+
+    def parse(self, text: str | bytes) -> Loaded:
         try:
-            node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-            doc = _plain(node, yaml.constructor.SafeConstructor()) if node else None
-        except yaml.MarkedYAMLError as err:
-            mark = err.problem_mark or err.context_mark
-            line = mark.line + 1 if mark else 0
-            raise GraphFileError(
-                [f"{self.filename}:{line}: YAML syntax error: {err.problem or err}"]
-            ) from err
+            data = text.encode() if isinstance(text, str) else text
+        except UnicodeEncodeError as err:  # a lone surrogate
+            raise self.fail(str(text)[: err.start].count("\n") + 1, "not valid Unicode") from err
+        try:
+            node = _compose(data)
+            if node is None:
+                raise self.fail(1, "the graph file must be a mapping")
+            _check_shape(node, data)
+            doc = _plain(node, yaml.constructor.SafeConstructor(), "")
         except yaml.YAMLError as err:
-            raise GraphFileError([f"{self.filename}: YAML error: {err}"]) from err
-        except RecursionError as err:  # e.g. a recursive alias
-            raise GraphFileError(
-                [f"{self.filename}: YAML nests too deeply (a recursive alias?)"]
-            ) from err
-        except GraphFileError as err:
-            raise GraphFileError(
-                [f"{self.filename}:{p.removeprefix('line ')}" for p in err.problems]
-            ) from err
+            line, message = _yaml_problem(err, data)
+            raise self.fail(line, message) from err
+        except _NodeProblem as err:
+            raise self.fail(err.line, err.message) from err
         if not isinstance(doc, LocDict):
-            raise GraphFileError([f"{self.filename}:1: the graph file must be a mapping"])
+            raise self.fail(1, "the graph file must be a mapping")
         loaded = self._document(doc)
         if self.problems:
             raise GraphFileError(self.problems)

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
+from engine.params import show
 from engine.resource import UID, RefreshableMixin, Resource, register
 from engine.watcher import PathWatcher
 
@@ -105,8 +106,8 @@ class ExecRes(RefreshableMixin, Resource):
         paths.update({f"watchfiles[{i}]": p for i, p in enumerate(self.watchfiles)})
         _check_absolute(paths)
         for key, name in (("user", self.user), ("group", self.group)):
-            if name == "":
-                raise ValidationError("must be a name or a number, got ''", key)
+            if name is not None:
+                _check_id(key, name)
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
@@ -436,16 +437,36 @@ async def _reap(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
+MAX_ID = 2**32 - 2  # the largest uid/gid (2**32 - 1 is "no id")
+
+
+def _id_number(name: str) -> int | None:
+    """A numeric user or group (ASCII digits: "²".isdigit() is true too), else None."""
+    return int(name) if name.isascii() and name.isdigit() else None
+
+
+def _check_id(key: str, name: str) -> None:
+    """A user or group is a name (no whitespace, ':' or control characters) or an id."""
+    number = _id_number(name)
+    bad_name = not name or name.isdigit() or not name.isprintable() or any(c in name for c in " :")
+    if (number is None and bad_name) or (number is not None and number > MAX_ID):
+        raise ValidationError(
+            f"expected a name or a number from 0 to {MAX_ID} (ASCII digits), got {show(name)}", key
+        )
+
+
 def _passwd(user: str) -> pwd.struct_passwd:
+    number = _id_number(user)
     try:
-        return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        return pwd.getpwuid(number) if number is not None else pwd.getpwnam(user)
     except KeyError:
         raise ResourceError(f"user: no such user {user!r}") from None
 
 
 def _gid(group: str) -> int:
-    if group.isdigit():
-        return int(group)
+    number = _id_number(group)
+    if number is not None:
+        return number
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
