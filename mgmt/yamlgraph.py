@@ -469,7 +469,9 @@ class _Parser:
         meta: Meta | None = None
         if not isinstance(meta_data, dict):
             self.problem(
-                item.lines.get("meta", line), where, f"meta: expected a mapping, got {meta_data!r}"
+                item.lines.get("meta", line),
+                where,
+                f"meta: expected a mapping, got {show(meta_data)}",
             )
             meta_data = {}
         try:
@@ -527,7 +529,7 @@ class _Parser:
         notify = edge.get("notify", False)
         if not isinstance(notify, bool):
             self.problem(
-                edge.lines["notify"], where, f"notify: expected true or false, got {notify!r}"
+                edge.lines["notify"], where, f"notify: expected true or false, got {show(notify)}"
             )
             return
         if "from" not in edge or "to" not in edge:
@@ -585,7 +587,7 @@ class _Parser:
             self._keys(item, COLLECT_KEYS, where, set())
             kind, pattern = item.get("kind"), item.get("pattern", "")
             if not isinstance(kind, str) or lookup(kind) is None:
-                self.problem(item.lines.get("kind", item.line), where, f"unknown kind {kind!r}")
+                self.problem(item.lines.get("kind", item.line), where, f"unknown kind {show(kind)}")
                 continue
             if (refused := check_kind(kind)) is not None:
                 self.problem(item.lines.get("kind", item.line), where, refused)

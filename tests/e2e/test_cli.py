@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import Daemon, has_content, has_mode, pid_alive, run_mgmt, wait_path
+from tests.fuzz.hostile import BIG, HUGE, LAUGHS
 
 
 def graph_file(tmp_path: Path, text: str, name: str = "graph.yaml") -> Path:
@@ -306,5 +307,64 @@ async def test_sighup_without_a_graph_file_is_harmless(tmp_path: Path) -> None:
         await daemon.wait_log("converged")
         daemon.signal(signal.SIGHUP)
         await daemon.wait_log("SIGHUP: no graph file to reload")
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+# Hostile graph files (issue 11): a one-line error and exit 2, never a traceback or a hang.
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (LAUGHS, ":7: YAML: aliases expand to more than 100,000 values"),
+        ("graph: g\nresources:\n  noop:\n    - name: a\x01\n", ":4: YAML: character U+0001"),
+        (f"graph: g\nresources:\n  noop:\n    - {{name: a, meta: {{retry: {HUGE}}}}}\n", ":4: "),
+        (f"graph: g\nresources:\n  noop:\n    - {{name: a, meta: {{limit: {BIG}}}}}\n", ":4: "),
+        ("graph: g\nresources:\n  noop:\n    - {name: a, meta: {sema: ['a:²']}}\n", ":4: "),
+        ('graph: g\nresources:\n  exec:\n    - {name: a, cmd: "true", user: "²"}\n', ":4: "),
+    ],
+)
+def test_check_refuses_hostile_graphs_in_one_line(tmp_path: Path, text: str, expected: str) -> None:
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(text)
+    code, out = run_mgmt(["check", str(graph)], timeout=30)  # a hang guard: the bomb took 36 s
+    assert code == 2, out
+    assert "Traceback" not in out
+    (line,) = out.splitlines()
+    assert line.startswith(f"{graph}{expected}"), line
+
+
+def test_check_refuses_a_graph_file_over_the_size_limit(tmp_path: Path) -> None:
+    graph = graph_file(tmp_path, HELLO)
+    code, out = run_mgmt(["check", str(graph)], env={"MGMT_MAX_GRAPH_SIZE": "100"})
+    assert code == 2, out
+    assert out.strip() == f"{graph}:1: the graph file is larger than 100 bytes " + (
+        "(--max-graph-size, MGMT_MAX_GRAPH_SIZE)"
+    )
+    code, out = run_mgmt(["run", "--max-graph-size=100", "--converged-timeout=0", str(graph)])
+    assert code == 2 and "larger than 100 bytes" in out, out
+    assert not (tmp_path / "out").exists()
+
+
+async def test_daemon_keeps_repairing_while_a_hostile_graph_is_written(tmp_path: Path) -> None:
+    """The bomb written over the graph file of a running daemon stalled all repair for 38 s."""
+    graph = graph_file(tmp_path, HELLO)
+    target = tmp_path / "out/hello"
+    async with Daemon(["run", "--tmp-prefix", "--verbose", "yaml", str(graph)]) as daemon:
+        await wait_path(target, has_content("hello world\n"))
+        bomb = graph.with_suffix(".new")
+        bomb.write_text(LAUGHS)
+        bomb.replace(graph)
+        target.unlink()
+        await wait_path(target, has_content("hello world\n"), timeout=10)
+        await daemon.wait_log("keeping the running graph")
+        daemon.signal(signal.SIGHUP)  # the same bad file again: not reported again
+        await daemon.wait_log("unchanged since it was last loaded or refused")
+        target.unlink()  # the running graph is still the old one
+        await wait_path(target, has_content("hello world\n"), timeout=10)
+        assert sum("aliases expand to more than" in line for line in daemon.lines) == 1
+        assert sum("keeping the running graph" in line for line in daemon.lines) == 1
+        assert "Traceback" not in daemon.log
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0

@@ -9,6 +9,8 @@ import textwrap
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.helpers import Daemon, has_content, run_mgmt, signal, wait_path
 
 
@@ -108,3 +110,79 @@ def test_json_logs(tmp_path: Path) -> None:
     assert created and created[0]["name"] == "f" and created[0]["message"].startswith("created")
     assert {"time", "level", "message"} <= set(created[0])
     assert len(records) == len(out.strip().splitlines())  # every line is JSON
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of TCP sockets listening on `port` (from /proc/net/tcp, tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, _, hexport = local.partition(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+async def test_prometheus_listen_port_alone_means_loopback(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["run", "--tmp-prefix", "--prometheus", "--prometheus-listen", f":{port}", "empty"]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log(f"prometheus metrics on http://127.0.0.1:{port}/metrics")
+        assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, not 0.0.0.0
+        assert "mgmt_converged" in await scrape(f"http://127.0.0.1:{port}/metrics")
+        assert "WARNING" not in daemon.log
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+async def test_prometheus_on_all_addresses_only_when_asked_with_a_warning() -> None:
+    port = free_port()
+    args = [
+        "run",
+        "--tmp-prefix",
+        "--prometheus",
+        "--prometheus-listen",
+        f"0.0.0.0:{port}",
+        "empty",
+    ]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("metrics served beyond this host (0.0.0.0)")
+        await daemon.wait_log(f"prometheus metrics on http://0.0.0.0:{port}/metrics")
+        assert listening_addresses(port) == {"00000000"}
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [
+        ("127.0.0.1:70000", "expected a port from 1 to 65535, got '127.0.0.1:70000'"),
+        ("127.0.0.1:http", "expected a port from 1 to 65535"),
+        ("127.0.0.1:²", "expected a port from 1 to 65535"),
+        ("9233", "expected HOST:PORT or :PORT, got '9233'"),
+        ("::1:9233", "an IPv6 address goes in brackets"),
+        ("no-such-host.invalid:PORT", "cannot serve metrics on 'no-such-host.invalid:"),
+        ("127.0.0.1:INUSE", "Address already in use"),
+    ],
+)
+def test_bad_prometheus_listen_is_one_line_and_exit_2(
+    tmp_path: Path, listen: str, expected: str
+) -> None:
+    target = tmp_path / "f"
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(
+        f'graph: g\nresources:\n  file:\n    - {{name: f, path: {target}, content: "x"}}\n'
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        listen = listen.replace("INUSE", str(busy.getsockname()[1]))
+        listen = listen.replace("PORT", str(free_port()))
+        args = ["run", "--converged-timeout=0", "--tmp-prefix", "--prometheus"]
+        code, out = run_mgmt([*args, "--prometheus-listen", listen, str(graph)], timeout=30)
+    assert code == 2, out
+    assert "Traceback" not in out
+    (line,) = out.splitlines()
+    assert "--prometheus-listen: " in line and expected in line, line
+    assert not target.exists()  # nothing applied

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from mgmt.yamlgraph import GraphFileError, load_file, parse
+from mgmt.yamlgraph import MAX_ALIAS_VALUES, MAX_DEPTH, GraphFileError, load_file, parse
+from tests.fuzz.hostile import BIG, LAUGHS
 
 
 def problems(text: str) -> list[str]:
@@ -170,16 +172,6 @@ def test_edges_to_collected_resources_wait_for_them() -> None:
     ]
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.text(max_size=200))
-def test_fuzz_never_crashes(text: str) -> None:
-    """Any text either parses or raises GraphFileError; never another exception."""
-    try:
-        parse(text, "fuzz.yaml")
-    except GraphFileError as err:
-        assert all(p.startswith("fuzz.yaml") for p in err.problems)
-
-
 SENDRECV = """
 graph: g
 resources:
@@ -237,3 +229,162 @@ def test_send_recv_errors(send: str, recv: str, expected: str) -> None:
 def test_odd_yaml_is_a_clear_error(text: str, expected: str) -> None:
     found = problems(text)
     assert any(expected in p for p in found), found
+
+
+# Input limits and every kind of YAML error (issue 11): one line each, naming file and line.
+
+
+def one_problem(text: str | bytes) -> str:
+    """The single problem `text` has; it is one line naming g.yaml and a line number."""
+    with pytest.raises(GraphFileError) as err:
+        parse(text, "g.yaml")
+    (problem,) = err.value.problems
+    assert re.match(r"g\.yaml:\d+: ", problem), problem
+    assert len(problem.splitlines()) == 1, problem
+    return problem
+
+
+def test_alias_bomb_is_refused_at_once_naming_the_alias_line() -> None:
+    started = time.monotonic()
+    problem = one_problem(LAUGHS)
+    assert time.monotonic() - started < 5  # a hang guard: it took 36 s and 3.4 GB
+    # b..e expand to 91, 820, 7381, 66430 values: line 7's second *e crosses 100,000.
+    assert problem.startswith("g.yaml:7: YAML: aliases expand to more than 100,000 values")
+
+
+def test_aliases_within_the_budget_work() -> None:
+    uses = "".join(f"    - {{name: r{i}, meta: *m}}\n" for i in range(1000))
+    text = "graph: g\ncomment: &m {retry: 3, sema: [a]}\nresources:\n  noop:\n" + uses
+    loaded = parse(text, "g.yaml")
+    assert len(loaded.graph) == 1000
+    assert loaded.graph.vertices[("noop", "r999")].meta.retry == 3
+    wide = "graph: g\na: &a [" + ", ".join(["x"] * 999) + "]\nb: [" + "*a, " * 101 + "]\n"
+    assert "aliases expand to more than" in one_problem(wide)  # 101 x 1,000 values > 100,000
+    assert MAX_ALIAS_VALUES == 100_000
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("graph: g\na: &a [*a]\n", "g.yaml:2: YAML: a recursive alias"),
+        ("graph: g\na: &a\n  b: *a\n", "g.yaml:3: YAML: a recursive alias"),
+        ("graph: g\nx: " + "[" * 70 + "]" * 70 + "\n", "g.yaml:2: YAML: nests deeper than 64"),
+        ("graph: g\nx: " + "[" * 5000 + "]" * 5000 + "\n", "g.yaml:2: YAML syntax error: "),
+        (
+            "graph: g\nx: &x " + "[" * 40 + "]" * 40 + "\n\ny: " + "[" * 30 + "*x" + "]" * 30,
+            "g.yaml:4: YAML: nests deeper than 64",  # the alias puts x 30 levels deeper
+        ),
+        ("graph: g\nx: 1" + "0" * 4300 + "\n", "g.yaml:2: x: an integer of more than 4,300"),
+        ("graph: g\nx: 0x" + "f" * 4300 + "\n", "g.yaml:2: x: an integer of more than 4,300"),
+        ("graph: g\nx:\n  y: 2001-13-45\n", "g.yaml:3: x.y: cannot read '2001-13-45': month"),
+        ("graph: !!python/object:os.system x\n", "g.yaml:1: graph: could not determine a constr"),
+        ("graph: !!binary 'a'\n", "g.yaml:1: graph: failed to decode base64 data"),
+        ("graph: g\n\tx: 1\n", "g.yaml:2: YAML syntax error: found a tab character"),
+        ("graph: g\n x: 1\n", "g.yaml:2: YAML syntax error: "),  # parser
+        ("graph: *nope\n", "g.yaml:1: YAML syntax error: found undefined alias"),
+        ("graph: g\n---\ngraph: h\n", "g.yaml:2: YAML syntax error: but found another document"),
+        ("graph: g\nresources:\n  noop:\n    - name: a\x01b\n", "g.yaml:4: YAML: character U+0001"),
+        ("graph: g\n\x00\n", "g.yaml:2: YAML: character U+0000 not allowed"),
+        (b"graph: g\nx: \xff\n", "g.yaml:2: YAML: character U+00FF not allowed: invalid leading"),
+        (b"graph: g\n\nx: \xc3", "g.yaml:3: YAML: character not allowed: incomplete UTF-8"),
+        ("graph: g\nx: \ud800\n", "g.yaml:2: not valid Unicode"),
+        ("", "g.yaml:1: the graph file must be a mapping"),
+        (
+            "graph: g\nresources:\n  noop:\n    - {name: a, name: b}\n",
+            "g.yaml:4: resources.noop[0].name: duplicate key",
+        ),
+    ],
+)
+def test_every_yaml_error_is_one_line_with_file_and_line(text: str | bytes, expected: str) -> None:
+    problem = one_problem(text)
+    assert problem.startswith(expected), problem
+
+
+def test_byte_order_marks_and_utf16_are_read() -> None:
+    assert parse(b"\xef\xbb\xbfgraph: g\n").graph.name == "g"
+    assert parse("graph: g\n".encode("utf-16")).graph.name == "g"
+    problem = one_problem("graph: g\n\nx: \x01\n".encode("utf-16"))
+    assert problem.startswith("g.yaml:3: YAML: character U+0001 not allowed")
+
+
+NOOP = "graph: g\nresources:\n  noop:\n    - name: a\n      meta: {%s}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (NOOP % f"retry: {BIG}", "g.yaml:5: noop[a]: meta.retry: expected a 64-bit integer, got <"),
+        (
+            NOOP % f"limit: {BIG}",
+            "g.yaml:5: noop[a]: meta.limit: expected a finite number (or inf)",
+        ),
+        (NOOP % f"limit: -{BIG}", "meta.limit: expected a finite number (or inf)"),
+        (NOOP % "limit: .nan", "meta.limit: expected a finite number (or inf), got nan"),
+        (NOOP % "delay: 9223372036854775808", "meta.delay: expected a 64-bit integer"),
+        (NOOP % "sema: ['a:²']", "meta.sema: expected 'id' or 'id:N' with N >= 1, got 'a:²'"),
+        (NOOP % "sema: ['a:٣']", "meta.sema: expected 'id' or 'id:N'"),
+        (NOOP % f"sema: ['a:{BIG}']", "meta.sema: expected 'id' or 'id:N'"),
+        (
+            "graph: g\nresources:\n  timer:\n    - {name: t, interval: .inf}\n",
+            "g.yaml:4: timer[t]: interval: expected a finite number, got inf",
+        ),
+        (
+            "graph: g\nresources:\n  timer:\n    - {name: t, interval: .nan}\n",
+            "interval: expected a",
+        ),
+        (
+            f"graph: g\nresources:\n  timer:\n    - {{name: t, interval: {BIG}}}\n",
+            "interval: expected",
+        ),
+        (
+            'graph: g\nresources:\n  exec:\n    - {name: x, cmd: "true", user: "²"}\n',
+            "g.yaml:4: exec[x]: user: expected a name or a number from 0 to 4294967294",
+        ),
+        ('graph: g\nresources:\n  exec:\n    - {name: x, cmd: "true", group: "٣"}\n', "group: "),
+        (
+            'graph: g\nresources:\n  exec:\n    - {name: x, cmd: "true", timeout: ' + BIG + "}\n",
+            "exec[x]: timeout: expected a 64-bit integer",
+        ),
+    ],
+)
+def test_numbers_are_bounded_in_every_param(text: str, expected: str) -> None:
+    assert expected in one_problem(text)
+
+
+def test_inf_is_allowed_where_it_means_no_limit() -> None:
+    for limit in (".inf", "inf", "1.0e+400"):
+        loaded = parse(NOOP % f"limit: {limit}")
+        assert loaded.graph.vertices[("noop", "a")].meta.limit == float("inf")
+
+
+def test_a_string_param_keeps_a_long_number_as_text() -> None:
+    text = "graph: g\nresources:\n  print:\n    - {name: p, msg: 1" + "0" * 400 + "}\n"
+    printer = parse(text).graph.vertices[("print", "p")]
+    assert printer.msg == "1" + "0" * 400  # type: ignore[attr-defined]
+
+
+def test_values_in_problems_are_short_and_on_one_line() -> None:
+    text = "graph: g\nresources:\n  noop:\n    - name: a\n      meta: {retry: '%s'}\n"
+    problem = one_problem(text % ("x\\n" * 10_000))
+    assert len(problem) < 200, problem
+    with pytest.raises(GraphFileError) as err:  # a file name with a newline in it
+        parse("graph: [\n", "a\nb.yaml")
+    assert err.value.problems == [
+        "a\\nb.yaml:2: YAML syntax error: " + err.value.problems[0].split(": ", 2)[2]
+    ]
+
+
+def test_file_size_limit_and_special_files(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("graph: g\ncomment: " + "x" * 2000 + "\n")
+    assert load_file(big).graph.name == "g"
+    with pytest.raises(GraphFileError) as err:
+        load_file(big, max_size=1000)
+    assert err.value.problems == [
+        f"{big}:1: the graph file is larger than 1,000 bytes (--max-graph-size, MGMT_MAX_GRAPH_SIZE)"
+    ]
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # would block a plain open() + read() forever
+    with pytest.raises(GraphFileError, match="not a regular file"):
+        load_file(fifo)
+    assert MAX_DEPTH == 64
