@@ -197,13 +197,11 @@ def _yaml_problem(err: yaml.YAMLError, data: bytes) -> tuple[int, str]:
         elif err.context:
             what += f" ({err.context})"
         return line, f"YAML syntax error: {what}"
-    if isinstance(err, yaml.reader.ReaderError):  # bad bytes, a bad encoding, a control character
-        char = (
-            f" U+{err.character:04X}"
-            if isinstance(err.character, int) and err.character >= 0
-            else ""
-        )
-        return _line_at(data, err.position), f"YAML: character{char} not allowed: {err.reason}"
+    if isinstance(err, yaml.reader.ReaderError):  # a control character, or bad bytes
+        line = _line_at(data, err.position)
+        if "control" in str(err.reason) and isinstance(err.character, int):
+            return line, f"YAML: control character U+{err.character:04X} is not allowed"
+        return line, f"YAML: not UTF-8 (or UTF-16 with a BOM): {err.reason}"
     return 1, f"YAML error: {err}"
 
 

@@ -299,7 +299,7 @@ def test_conflicting_semaphore_sizes_exit_2(tmp_path: Path) -> None:
 def test_bad_env_value_exits_2(tmp_path: Path) -> None:
     graph = graph_file(tmp_path, HELLO)
     code, out = run_mgmt(["run", "--tmp-prefix", str(graph)], env={"MGMT_SEMA": "many"})
-    assert code == 2 and "MGMT_SEMA: expected an integer" in out
+    assert code == 2 and "MGMT_SEMA: expected a 64-bit integer, got 'many'" in out
 
 
 async def test_sighup_without_a_graph_file_is_harmless(tmp_path: Path) -> None:
@@ -318,7 +318,10 @@ async def test_sighup_without_a_graph_file_is_harmless(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         (LAUGHS, ":7: YAML: aliases expand to more than 100,000 values"),
-        ("graph: g\nresources:\n  noop:\n    - name: a\x01\n", ":4: YAML: character U+0001"),
+        (
+            "graph: g\nresources:\n  noop:\n    - name: a\x01\n",
+            ":4: YAML: control character U+0001 is not allowed",
+        ),
         (f"graph: g\nresources:\n  noop:\n    - {{name: a, meta: {{retry: {HUGE}}}}}\n", ":4: "),
         (f"graph: g\nresources:\n  noop:\n    - {{name: a, meta: {{limit: {BIG}}}}}\n", ":4: "),
         ("graph: g\nresources:\n  noop:\n    - {name: a, meta: {sema: ['a:²']}}\n", ":4: "),

@@ -283,10 +283,19 @@ def test_aliases_within_the_budget_work() -> None:
         ("graph: g\n x: 1\n", "g.yaml:2: YAML syntax error: "),  # parser
         ("graph: *nope\n", "g.yaml:1: YAML syntax error: found undefined alias"),
         ("graph: g\n---\ngraph: h\n", "g.yaml:2: YAML syntax error: but found another document"),
-        ("graph: g\nresources:\n  noop:\n    - name: a\x01b\n", "g.yaml:4: YAML: character U+0001"),
-        ("graph: g\n\x00\n", "g.yaml:2: YAML: character U+0000 not allowed"),
-        (b"graph: g\nx: \xff\n", "g.yaml:2: YAML: character U+00FF not allowed: invalid leading"),
-        (b"graph: g\n\nx: \xc3", "g.yaml:3: YAML: character not allowed: incomplete UTF-8"),
+        (
+            "graph: g\nresources:\n  noop:\n    - name: a\x01b\n",
+            "g.yaml:4: YAML: control character U+0001 is not allowed",
+        ),
+        ("graph: g\n\x00\n", "g.yaml:2: YAML: control character U+0000 is not allowed"),
+        (
+            b"graph: g\nx: \xff\n",
+            "g.yaml:2: YAML: not UTF-8 (or UTF-16 with a BOM): invalid leading UTF-8 octet",
+        ),
+        (
+            b"graph: g\n\nx: \xc3",
+            "g.yaml:3: YAML: not UTF-8 (or UTF-16 with a BOM): incomplete UTF-8",
+        ),
         ("graph: g\nx: \ud800\n", "g.yaml:2: not valid Unicode"),
         ("", "g.yaml:1: the graph file must be a mapping"),
         (
@@ -304,7 +313,7 @@ def test_byte_order_marks_and_utf16_are_read() -> None:
     assert parse(b"\xef\xbb\xbfgraph: g\n").graph.name == "g"
     assert parse("graph: g\n".encode("utf-16")).graph.name == "g"
     problem = one_problem("graph: g\n\nx: \x01\n".encode("utf-16"))
-    assert problem.startswith("g.yaml:3: YAML: character U+0001 not allowed")
+    assert problem.startswith("g.yaml:3: YAML: control character U+0001 is not allowed")
 
 
 NOOP = "graph: g\nresources:\n  noop:\n    - name: a\n      meta: {%s}\n"
