@@ -179,6 +179,7 @@ class _NodeProblem(Exception):
 
 
 _INT_TAG = "tag:yaml.org,2002:int"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _compose(data: bytes) -> yaml.Node | None:
@@ -299,7 +300,8 @@ def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where
         for key_node, value_node in node.value:
             key = _plain(key_node, constructor, where)
             key = str(key) if not isinstance(key, str) else key
-            path = f"{where}.{key}" if where else key
+            shown = key if len(key) <= 40 else key[:37] + "..."
+            path = f"{where}.{shown}" if where else shown
             if key in out:
                 raise _NodeProblem(key_node.start_mark.line + 1, f"{path}: duplicate key")
             out[key] = _plain(value_node, constructor, path)
@@ -322,6 +324,8 @@ def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where
             f"{name}an integer of more than {MAX_INT_DIGITS:,} digits "
             "(quote it to make it a string)",
         )
+    if node.tag == _MERGE_TAG:
+        raise _NodeProblem(line, f"{name}merge keys (<<) are not supported: repeat the keys")
     try:
         return constructor.construct_object(node, deep=True)
     except yaml.MarkedYAMLError as err:

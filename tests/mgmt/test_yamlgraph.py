@@ -282,6 +282,10 @@ def test_aliases_within_the_budget_work() -> None:
         ("graph: g\n\tx: 1\n", "g.yaml:2: YAML syntax error: found a tab character"),
         ("graph: g\n x: 1\n", "g.yaml:2: YAML syntax error: "),  # parser
         ("graph: *nope\n", "g.yaml:1: YAML syntax error: found undefined alias"),
+        (
+            "graph: g\nm: &m {a: 1}\nx:\n  <<: *m\n",
+            "g.yaml:4: x: merge keys (<<) are not supported",
+        ),
         ("graph: g\n---\ngraph: h\n", "g.yaml:2: YAML syntax error: but found another document"),
         (
             "graph: g\nresources:\n  noop:\n    - name: a\x01b\n",
