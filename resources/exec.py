@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
-from engine.params import show
+from engine.params import parse_int, show
 from engine.resource import UID, RefreshableMixin, Resource, register
 from engine.watcher import PathWatcher
 
@@ -447,12 +447,10 @@ def _id_number(name: str) -> int | None:
 
 def _check_id(key: str, name: str) -> None:
     """A user or group is a name (no whitespace, ':' or control characters) or an id."""
-    number = _id_number(name)
-    bad_name = not name or name.isdigit() or not name.isprintable() or any(c in name for c in " :")
-    if (number is None and bad_name) or (number is not None and number > MAX_ID):
-        raise ValidationError(
-            f"expected a name or a number from 0 to {MAX_ID} (ASCII digits), got {show(name)}", key
-        )
+    if name.isdigit():  # Unicode digits too: an id is ASCII digits, and in range
+        parse_int(name, key, low=0, high=MAX_ID)
+    elif not name or not name.isprintable() or any(c in name for c in " :"):
+        raise ValidationError(f"expected a name or a number, got {show(name)}", key)
 
 
 def _passwd(user: str) -> pwd.struct_passwd:

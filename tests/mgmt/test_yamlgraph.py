@@ -351,7 +351,7 @@ NOOP = "graph: g\nresources:\n  noop:\n    - name: a\n      meta: {%s}\n"
         ),
         (
             'graph: g\nresources:\n  exec:\n    - {name: x, cmd: "true", user: "²"}\n',
-            "g.yaml:4: exec[x]: user: expected a name or a number from 0 to 4294967294",
+            "g.yaml:4: exec[x]: user: expected an integer from 0 to 4294967294, got '²'",
         ),
         ('graph: g\nresources:\n  exec:\n    - {name: x, cmd: "true", group: "٣"}\n', "group: "),
         (
