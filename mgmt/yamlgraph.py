@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 import logging
 import os
 import stat
@@ -283,10 +284,9 @@ def _check_shape(root: yaml.Node, data: bytes) -> None:
             raise _NodeProblem(
                 child.start_mark.line + 1, f"YAML: nests deeper than {MAX_DEPTH} levels"
             )
-        items = child.value
-        if isinstance(child, yaml.MappingNode):
-            items = [n for pair in child.value for n in pair]
-        stack.append([child, iter(items), 0, 0])
+        pairs = isinstance(child, yaml.MappingNode)
+        items = itertools.chain.from_iterable(child.value) if pairs else iter(child.value)
+        stack.append([child, items, 0, 0])
 
 
 def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where: str) -> Any:
