@@ -49,6 +49,9 @@ def _int_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+_CONVERTERS: dict[str, Callable[[str], Any]] = {"int": _int_arg, "Path": Path, "Path | None": Path}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: `mgmt --version`, `mgmt run ...`."""
     parser = argparse.ArgumentParser(
@@ -78,12 +81,7 @@ def build_run_parser() -> argparse.ArgumentParser:
         if f.type == "bool":
             run.add_argument(flag, action="store_true", default=default, help=f.metadata["help"])
             continue
-        convs: dict[str, Callable[[str], Any]] = {
-            "int": _int_arg,
-            "Path": Path,
-            "Path | None": Path,
-        }
-        conv = convs.get(str(f.type), str)
+        conv = _CONVERTERS.get(str(f.type), str)
         run.add_argument(flag, type=conv, default=default, help=f.metadata["help"], **extra)
     run.add_argument(
         "target",
