@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.meta import Meta
@@ -365,13 +365,19 @@ def mutated_examples(draw: st.DrawFn) -> bytes:
 
 @fuzz_settings()
 @given(mutated_examples())
+@example(LAUGHS.encode())
+@example(b"graph: g\na: &a [*a]\n")
+@example(b"graph: g\nx: " + b"[" * 5000 + b"]" * 5000)
+@example(b"graph: g\nx: 0x" + b"f" * 5000)
+@example(b"graph: g\n\x00: \xff\xfe")
+@example("graph: g\nx: y\n".encode("utf-16"))
 def test_mutated_examples(data: bytes) -> None:
     check_in_process(data)
 
 
 def test_the_examples_themselves_pass() -> None:
-    for example in EXAMPLES:
-        assert check_in_process(example.read_bytes()) == [], example
+    for graph in EXAMPLES:
+        assert check_in_process(graph.read_bytes()) == [], graph
 
 
 # Through the real command -----------------------------------------------------------------
