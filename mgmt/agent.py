@@ -384,6 +384,7 @@ class Agent:
         if new in (self._digest, self._rejected):
             log.debug("graph file unchanged since it was last loaded or refused, nothing to swap")
             return
+        log.debug("graph file changed (%d bytes): parsing it", len(data))
         try:
             loaded = await asyncio.to_thread(parse, data, str(file))
         except GraphFileError as err:

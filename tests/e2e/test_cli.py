@@ -371,3 +371,23 @@ async def test_daemon_keeps_repairing_while_a_hostile_graph_is_written(tmp_path:
         assert "Traceback" not in daemon.log
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
+
+
+async def test_daemon_repairs_drift_while_a_big_graph_file_is_parsed(tmp_path: Path) -> None:
+    """The graph file is parsed off the event loop: a file that takes seconds to parse (a
+    comment of a million values, 3 MB) does not hold up the repair of the running graph."""
+    graph = graph_file(tmp_path, HELLO)
+    target = tmp_path / "out/hello"
+    async with Daemon(["run", "--tmp-prefix", "--verbose", "yaml", str(graph)]) as daemon:
+        await wait_path(target, has_content("hello world\n"))
+        big = graph.with_suffix(".new")
+        comment = "comment: [" + "x, " * 1_000_000 + "]\n"
+        big.write_text(HELLO.replace("TMP", str(tmp_path)) + comment)
+        big.replace(graph)
+        await daemon.wait_log("graph file changed (3000")  # parsing has begun
+        target.unlink()
+        await wait_path(target, has_content("hello world\n"), timeout=30)
+        assert "swapping in the new graph" not in daemon.log  # repaired during the parse
+        await daemon.wait_log("graph swap: 1 kept, 0 stopped, 0 started", timeout=120)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
