@@ -45,6 +45,7 @@ log = logging.getLogger("cluster")
 VOLUNTEERS = ROOT + "volunteers/"
 NOMINATED = ROOT + "nominated/"
 IDEAL = ROOT + "ideal_cluster_size"
+NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
 
 
 def _json(raw: bytes | None) -> dict[str, Any] | None:
@@ -84,6 +85,10 @@ class Cluster:
         self._lease = 0
         self._learners: dict[int, float] = {}  # learner id -> when first seen
         self._nominated = False  # our nomination key was seen (its deletion un-nominates)
+        # Seconds a nominee may take to start its member before the leader removes it.
+        self.nominee_grace = max(NOMINEE_GRACE, 10 * options.election_ms / 1000)
+        self._recheck = asyncio.Event()  # re-read our nomination (set by its watch, and after
+        # this host's member was dropped: a nomination that came meanwhile is still ours)
 
     @property
     def serving(self) -> bool:
@@ -185,13 +190,14 @@ class Cluster:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     async def _leave(self) -> bool:
-        """Remove our member unless it is the last one (which keeps the data for a restart)."""
+        """Remove our member unless it is the last voting one (which keeps the data for a
+        restart)."""
         try:
             members = await self.client.members()
         except WorldError:
             return False
         own = next((m for m in members if m.name == self.host), None)
-        if own is None or len(members) == 1:
+        if own is None or sum(not m.is_learner for m in members) == 1:  # the last voter stays
             return False
         with contextlib.suppress(WorldError):
             await self.client.delete((NOMINATED + self.host).encode())
@@ -260,6 +266,7 @@ class Cluster:
         self.voting = False
         self._nominated = False
         self.member_ready.clear()
+        self._recheck.set()
         self._spawn(self._refresh_endpoints())
         self._spawn(self._put_volunteer())
 
@@ -327,13 +334,14 @@ class Cluster:
 
     async def _follow_nominations(self) -> None:
         """React to our own nomination (start or stop a member) and to membership changes."""
-        async with self._subscribe(NOMINATED, prefix=True) as changes:
+        async with self._subscribe(NOMINATED, prefix=True, signal=self._recheck.set):
             while True:
+                self._recheck.clear()
                 try:
                     await self._on_nominations()
                 except WorldError as err:
                     log.debug("nominations: %s", err)
-                await changes.next()
+                await self._recheck.wait()
 
     async def _on_nominations(self) -> None:
         nomination = _json(await self.client.get((NOMINATED + self.host).encode()))
@@ -427,15 +435,15 @@ class Cluster:
     ) -> bool:
         """Promote a started learner, drop a dead one; True while one is pending."""
         now = time.monotonic()
-        grace = max(10.0, 100 * self.options.election_ms / 1000)
+        grace = self.nominee_grace
         for member in (m for m in members if m.is_learner):
             host = member.name or next(
                 (h for h, n in noms.items() if n.get("peer_urls") == member.peer_urls), ""
             )
             first = self._learners.setdefault(member.id, now)
             if not host or host not in vols or (not member.name and now - first > grace):
-                log.warning("nominee %s did not start; removing it", host or member.id)
                 await self._remove(member, host)
+                log.warning("nominee %s did not start: removed it", host or member.id)
                 return True
             if member.name and vols[host].get("serving"):
                 try:
@@ -539,9 +547,7 @@ class Cluster:
                 out[key.decode().removeprefix(prefix)] = data
         return out
 
-    def _subscribe(
-        self, key: str, prefix: bool, signal: Callable[[], None] | None = None
-    ) -> _Subscription:
+    def _subscribe(self, key: str, prefix: bool, signal: Callable[[], None]) -> _Subscription:
         return _Subscription(self.client, key, prefix, signal)
 
 
@@ -556,16 +562,15 @@ async def _cancel(tasks: set[asyncio.Task[Any]]) -> None:
 
 
 class _Subscription:
-    """An etcd watch as an async context manager; `next()` waits for the next change."""
+    """An etcd watch as an async context manager: `signal()` on every change while entered."""
 
     def __init__(
-        self, client: EtcdClient, key: str, prefix: bool, signal: Callable[[], None] | None
+        self, client: EtcdClient, key: str, prefix: bool, signal: Callable[[], None]
     ) -> None:
         self.client = client
         self.key = key
         self.prefix = prefix
-        self.event = asyncio.Event()
-        self.signal = signal or self.event.set
+        self.signal = signal
         self._cancel: Callable[[], Awaitable[None]] | None = None
 
     async def __aenter__(self) -> _Subscription:
@@ -575,7 +580,3 @@ class _Subscription:
     async def __aexit__(self, *exc: object) -> None:
         if self._cancel is not None:
             await self._cancel()
-
-    async def next(self) -> None:
-        await self.event.wait()
-        self.event.clear()
