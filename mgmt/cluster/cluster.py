@@ -15,8 +15,11 @@ agent a client of any core member.
 - A clean stop withdraws this host's exports and volunteer key and, unless it is the last
   member, removes its member from the cluster and deletes its data.
 
-Keys (under /_mgmt/): `volunteers/<host>` {peer_urls, client_urls, serving} bound to the host's
-lease; `nominated/<host>` {initial_cluster, peer_urls, voting}: this host should run a member;
+The leader also withdraws the exports of a host whose agent is gone (its lease expired) once it
+has been gone for `--export-grace` seconds (-1: never).
+
+Keys (under /_mgmt/): `hosts/<host>` (every agent's liveness) and `volunteers/<host>`
+{peer_urls, client_urls, serving}, both bound to the host's lease; `nominated/<host>` {initial_cluster, peer_urls, voting}: this host should run a member;
 `ideal_cluster_size`: written by the first member, change it with etcdctl at run time.
 """
 
@@ -33,9 +36,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from aetcd import rpc
+
 from engine.errors import WorldError
-from engine.world import ROOT
-from mgmt.cluster.client import EtcdClient, Member
+from engine.world import EXPORTED, ROOT
+from mgmt.cluster.client import EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
 from mgmt.cluster.options import Options
 from mgmt.cluster.world import EtcdWorld
@@ -44,6 +49,7 @@ log = logging.getLogger("cluster")
 
 VOLUNTEERS = ROOT + "volunteers/"
 NOMINATED = ROOT + "nominated/"
+HOSTS = ROOT + "hosts/"
 IDEAL = ROOT + "ideal_cluster_size"
 NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
 
@@ -84,6 +90,8 @@ class Cluster:
         self._wake = asyncio.Event()  # the leader's reconcile trigger
         self._lease = 0
         self._learners: dict[int, float] = {}  # learner id -> when first seen
+        self._gone: dict[str, float] = {}  # exporting host whose agent is gone -> since when
+        self._expiry: asyncio.TimerHandle | None = None  # the next export expiry check
         self._nominated = False  # our nomination key was seen (its deletion un-nominates)
         # Seconds a nominee may take to start its member before the leader removes it.
         self.nominee_grace = max(NOMINEE_GRACE, 10 * options.election_ms / 1000)
@@ -131,8 +139,8 @@ class Cluster:
             log.info("restarting this host's etcd member from %s", self.data_dir)
             self._serve(EtcdSpec(self.host, self.data_dir, self.options, "", "existing"), False)
         self._spawn(self._follow_nominations())
+        self._spawn(self._register())
         if not self.options.no_server:
-            self._spawn(self._register())
             self._spawn(self._lead())
         connected = await self.client.wait_connected(wait)
         if not connected:
@@ -167,6 +175,8 @@ class Cluster:
         Not graceful: only stop etcd (as after a crash, the others notice and carry on).
         """
         self.stopping = True
+        if self._expiry is not None:
+            self._expiry.cancel()
         await _cancel(self._tasks)
         self.client.retry_for = 2.0  # a cluster that is gone must not hold up the exit
         left = False
@@ -311,10 +321,12 @@ class Cluster:
     # volunteering -------------------------------------------------------------------------
 
     async def _register(self) -> None:
-        """Hold a lease and, bound to it, this host's volunteer key; renew until stopped."""
+        """Hold a lease and, bound to it, this host's liveness key (every agent) and volunteer
+        key (unless --no-server); renew until stopped."""
 
         async def on_lease(lease: int) -> None:
             self._lease = lease
+            await self.client.put((HOSTS + self.host).encode(), b"", lease=lease)
             await self._put_volunteer()
 
         await self.client.keep_leased(self.options.lease_ttl, on_lease)
@@ -377,6 +389,7 @@ class Cluster:
             self._subscribe(VOLUNTEERS, prefix=True, signal=self._wake.set),
             self._subscribe(NOMINATED, prefix=True, signal=self._wake.set),
             self._subscribe(IDEAL, prefix=False, signal=self._wake.set),
+            self._subscribe(HOSTS, prefix=True, signal=self._wake.set),
         ):
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -402,6 +415,7 @@ class Cluster:
         if await client.space_alarms():
             await self._reclaim_space(members, status.header.revision)
         vols = await self._read_prefix(VOLUNTEERS)
+        await self._expire_exports(set(vols))
         noms = await self._read_prefix(NOMINATED)
         raw_ideal = await client.get(IDEAL.encode())
         try:
@@ -426,6 +440,57 @@ class Cluster:
             victim = max((m for m in voters if m.name != self.host), key=lambda m: m.name)
             log.info("%d members for an ideal %d: removing %s", len(voters), ideal, victim.name)
             await self._remove(victim, victim.name)
+
+    async def _expire_exports(self, volunteers: set[str]) -> None:
+        """Withdraw the exports of a host whose agent is gone (no liveness or volunteer key)
+        once it has been gone for --export-grace seconds (-1: never)."""
+        grace = self.options.export_grace
+        exported = await self.client.keys_by_creation(EXPORTED.encode())
+        exporters = {
+            k.decode(errors="replace").removeprefix(EXPORTED).split("/")[0] for k in exported
+        }
+        alive = volunteers | set(await self._read_prefix(HOSTS, values=False)) | {self.host}
+        now = time.monotonic()
+        for host in [h for h in self._gone if h not in exporters or h in alive]:
+            del self._gone[host]
+        wake = None
+        for host in sorted(exporters - alive):
+            if host not in self._gone:
+                self._gone[host] = now
+                log.warning(
+                    "%s's agent is gone: %s",
+                    host,
+                    "its exports are kept (--export-grace -1)"
+                    if grace < 0
+                    else f"its exports are withdrawn in {grace:g}s unless it comes back",
+                )
+            left = self._gone[host] + grace - now
+            if grace < 0:
+                continue
+            if left > 0:
+                wake = min(wake or left, left)
+                continue
+            if await self._withdraw(host):
+                log.warning(
+                    "withdrew the exports of %s (gone for %.0fs)", host, now - self._gone[host]
+                )
+            del self._gone[host]
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = (
+            None if wake is None else asyncio.get_running_loop().call_later(wake, self._wake.set)
+        )
+
+    async def _withdraw(self, host: str) -> bool:
+        """Delete `host`'s exports, unless it came back meanwhile (one transaction)."""
+        absent = [
+            rpc.Compare(key=k.encode(), target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL)
+            for k in (HOSTS + host, VOLUNTEERS + host)
+        ]
+        prefix = f"{EXPORTED}{host}/".encode()
+        delete = rpc.DeleteRangeRequest(key=prefix, range_end=range_end(prefix))
+        response = await self.client.txn(absent, [rpc.RequestOp(request_delete_range=delete)])
+        return bool(response.succeeded)
 
     async def _settle_learners(
         self,
@@ -538,13 +603,15 @@ class Cluster:
         finally:
             await probe.close()
 
-    async def _read_prefix(self, prefix: str) -> dict[str, dict[str, Any]]:
+    async def _read_prefix(self, prefix: str, values: bool = True) -> dict[str, dict[str, Any]]:
+        """The keys under `prefix` (without it) whose values are JSON objects (or any value,
+        `values=False`: an empty dict each)."""
         items, _ = await self.client.get_prefix(prefix.encode())
         out = {}
         for key, value in items.items():
-            data = _json(value)
+            data = _json(value) if values else {}
             if data is not None:
-                out[key.decode().removeprefix(prefix)] = data
+                out[key.decode(errors="replace").removeprefix(prefix)] = data
         return out
 
     def _subscribe(self, key: str, prefix: bool, signal: Callable[[], None]) -> _Subscription:

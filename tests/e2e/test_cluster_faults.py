@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mgmt.cluster.client import Member
+from mgmt.cluster.world import EtcdWorld
 from tests.e2e.helpers import has_content, wait_path
 from tests.e2e.test_cluster_e2e import (
     Host,
@@ -23,6 +24,7 @@ from tests.e2e.test_cluster_e2e import (
     exporter,
     fleet,
     holds,
+    lacks,
     wait_any_log,
     wait_dot,
 )
@@ -92,3 +94,48 @@ async def test_a_member_killed_and_restarted_rejoins_as_a_voter(tmp_path: Path) 
         assert h3.daemon is not None
         h3.graph.write_text(exporter(shared, "h3", "h3 is back"))
         await wait_path(shared / "h3", has_content("h3 is back\n"), 10)
+
+
+@pytest.mark.slow
+async def test_a_dead_hosts_exports_are_withdrawn_after_the_grace(tmp_path: Path) -> None:
+    """`--export-grace 1`: once a killed host's lease expired, the leader withdraws its exports
+    a second later, and every collector drops them; the host comes back: they are back. With
+    `--export-grace -1` they are kept."""
+    shared = tmp_path / "shared"
+    h1 = Host("h1", tmp_path, extra_args=["--export-grace", "1"])
+    h2 = Host("h2", tmp_path, extra_args=["--no-server"])
+    h1.graph.write_text(exporter(shared, "h1", "one"))
+    h2.graph.write_text(exporter(shared, "h2", "two"))
+    paths = [f"{shared}/h1", f"{shared}/h2"]
+    async with fleet([h1, h2]):
+        await start(h1)
+        await start(h2, seeds=[h1])
+        await wait_dot(h1, holds(*paths))
+        await h2.kill()
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("h2's agent is gone: its exports are withdrawn in 1s")
+        await h1.daemon.wait_log("withdrew the exports of h2")
+        await wait_dot(h1, lacks(paths[1]))
+        async with client_of(h1) as client:
+            assert [r.host for r in await EtcdWorld(client, "t").res_list()] == ["h1"]
+        await start(h2, seeds=[h1])
+        await wait_dot(h1, holds(*paths))
+
+
+@pytest.mark.slow
+async def test_a_dead_hosts_exports_can_be_kept(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    h1 = Host("h1", tmp_path, extra_args=["--export-grace", "-1"])
+    h2 = Host("h2", tmp_path, extra_args=["--no-server"])
+    h1.graph.write_text(exporter(shared, "h1", "one"))
+    h2.graph.write_text(exporter(shared, "h2", "two"))
+    async with fleet([h1, h2]):
+        await start(h1)
+        await start(h2, seeds=[h1])
+        await wait_dot(h1, holds(f"{shared}/h1", f"{shared}/h2"))
+        await h2.kill()
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("h2's agent is gone: its exports are kept (--export-grace -1)")
+        async with client_of(h1) as client:
+            assert sorted(r.host for r in await EtcdWorld(client, "t").res_list()) == ["h1", "h2"]
+        assert "withdrew" not in h1.daemon.log

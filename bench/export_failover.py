@@ -1,0 +1,179 @@
+"""Export propagation right after a cluster member dies.
+
+Four agents on this machine: h1, h2, h3 run the three etcd members (ideal size 3), h4 is a
+client only (`--no-server`). h2 exports one file per collector; h1, h3 and h4 collect theirs.
+Each trial kills one member's agent with -9 (alternately the raft leader's and a follower's;
+its etcd dies with it), changes h2's export at once, and times until every surviving collector
+has the new content on disk; then a second change (the cluster settled). The killed agent is
+restarted and the next trial waits until it votes again.
+
+    .venv/bin/python bench/export_failover.py [--trials 6] [--short-timings]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cluster_latency import free_ports, replace, wait_all
+from common import MGMT, ROOT
+
+sys.path.insert(0, str(ROOT))
+from engine.watcher import PathWatcher
+from mgmt.cluster.client import EtcdClient
+
+HOSTS = ("h1", "h2", "h3", "h4")
+EXPORTER = "h2"
+COLLECTORS = ("h1", "h3", "h4")
+
+
+def exporter_graph(work: Path, token: str) -> str:
+    lines = ["graph: h2", "resources:", "  file:"]
+    for peer in COLLECTORS:
+        lines += [
+            f'    - name: "@@{work}/shared/{peer}/value"',
+            f'      content: "{token}\\n"',
+            f"      meta: {{export: [{peer}]}}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def collector_graph(work: Path, host: str) -> str:
+    return f"graph: {host}\ncollect:\n  - {{kind: file, pattern: {work}/shared/}}\n"
+
+
+class Fleet:
+    def __init__(self, work: Path, short: bool) -> None:
+        self.work = work
+        ports = free_ports(2 * len(HOSTS))
+        self.client = {h: f"http://127.0.0.1:{ports[2 * i]}" for i, h in enumerate(HOSTS)}
+        self.peer = {h: f"http://127.0.0.1:{ports[2 * i + 1]}" for i, h in enumerate(HOSTS)}
+        self.timings = ["--etcd-heartbeat-interval", "10", "--etcd-election-timeout", "100"]
+        self.short = short
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+
+    async def start(self, host: str, seeds: list[str]) -> None:
+        argv = [
+            *MGMT, "run", "--hostname", host, "--prefix", str(self.work / host),
+            "--client-urls", self.client[host], "--server-urls", self.peer[host],
+            *(self.timings if self.short else []),
+        ]  # fmt: skip
+        if host == "h1":
+            argv += ["--ideal-cluster-size", "3"]
+        if host == "h4":
+            argv += ["--no-server"]
+        if seeds:
+            argv += ["--seeds", ",".join(self.client[s] for s in seeds)]
+        log = (self.work / f"{host}.log").open("a")
+        graph = self.work / f"{host}.yaml"
+        self.procs[host] = await asyncio.create_subprocess_exec(
+            *argv, "yaml", str(graph), stdout=log, stderr=log, cwd=ROOT
+        )
+
+    async def kill(self, host: str) -> None:
+        proc = self.procs.pop(host)
+        proc.kill()
+        await proc.wait()
+
+    async def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            await proc.wait()
+
+    async def roles(self) -> tuple[str, list[str]]:
+        """The leader's name and the started voting members' names (waits up to 60 s until
+        there are three)."""
+        client = EtcdClient([self.client[h] for h in HOSTS[:3]], call_timeout=1.0, name="bench")
+        try:
+            async with asyncio.timeout(60):
+                while True:
+                    members = await client.members()
+                    voters = sorted(m.name for m in members if m.name and not m.is_learner)
+                    status = await client.status()
+                    leader = next((m.name for m in members if m.id == status.leader), "")
+                    if len(voters) == 3 and len(members) == 3 and leader:
+                        return leader, voters
+                    await asyncio.sleep(0.1)  # a benchmark's poll, not a test's readiness
+        finally:
+            await client.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument(
+        "--short-timings", action="store_true", help="etcd heartbeat 10 ms, election 100 ms"
+    )
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mgmt-bench-failover-"))
+    fleet = Fleet(work, args.short_timings)
+    first: dict[str, list[float]] = {"leader": [], "follower": []}
+    later: list[float] = []
+    try:
+        token = secrets.token_hex(8)
+        for host in HOSTS:
+            text = exporter_graph(work, token) if host == EXPORTER else collector_graph(work, host)
+            (work / f"{host}.yaml").write_text(text)
+            (work / "shared" / host).mkdir(parents=True, exist_ok=True)
+            await fleet.start(host, [] if host == "h1" else ["h1"])
+        targets = {h: work / "shared" / h / "value" for h in COLLECTORS}
+        async with PathWatcher(list(targets.values())) as events:
+            watcher = aiter(events)
+            await wait_all(watcher, list(targets.values()), token)
+            for trial in range(args.trials):
+                leader, voters = await fleet.roles()
+                kind = "leader" if trial % 2 == 0 else "follower"
+                others = [v for v in voters if v not in (leader, EXPORTER)]
+                victim = leader if kind == "leader" and leader != EXPORTER else others[0]
+                if victim == leader:
+                    kind = "leader"
+                alive = [targets[h] for h in COLLECTORS if h != victim]
+                await fleet.kill(victim)
+                token = secrets.token_hex(8)
+                start = time.perf_counter()
+                replace(work / "h2.yaml", exporter_graph(work, token))
+                done = await wait_all(watcher, alive, token)
+                first[kind].append(max(done.values()) - start)
+                token = secrets.token_hex(8)
+                start = time.perf_counter()
+                replace(work / "h2.yaml", exporter_graph(work, token))
+                done = await wait_all(watcher, alive, token)
+                later.append(max(done.values()) - start)
+                print(
+                    f"trial {trial}: killed {victim} ({kind}): first change "
+                    f"{first[kind][-1] * 1000:.0f} ms, next {later[-1] * 1000:.0f} ms"
+                )
+                seeds = [v for v in voters if v != victim]
+                await fleet.start(victim, seeds)
+                await fleet.roles()  # it votes again; and its agent collects again:
+                token = secrets.token_hex(8)
+                replace(work / "h2.yaml", exporter_graph(work, token))
+                await wait_all(watcher, list(targets.values()), token)
+        print(
+            f"export after a member's kill -9, {args.trials} trials, 3 members + 1 client, "
+            f"{'short' if args.short_timings else 'default'} etcd timings"
+        )
+        for kind, samples in first.items():
+            if samples:
+                print(
+                    f"  first change, {kind} killed: p50 {statistics.median(samples) * 1000:.0f} "
+                    f"ms (max {max(samples) * 1000:.0f} ms, {len(samples)} trials)"
+                )
+        print(f"  the change after it: p50 {statistics.median(later) * 1000:.0f} ms")
+    finally:
+        await fleet.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
