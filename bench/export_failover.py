@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cluster_latency import free_ports, replace, wait_all
@@ -108,6 +109,34 @@ class Fleet:
             await client.close()
 
 
+async def change(fleet: Fleet, watcher: AsyncIterator[object], paths: list[Path]) -> float:
+    """Seconds from a new export on h2 until every path in `paths` holds it."""
+    token = secrets.token_hex(8)
+    start = time.perf_counter()
+    replace(fleet.work / "h2.yaml", exporter_graph(fleet.work, token))
+    done = await wait_all(watcher, paths, token)
+    return max(done.values()) - start
+
+
+async def trial(
+    fleet: Fleet, watcher: AsyncIterator[object], targets: dict[str, Path], kind: str
+) -> tuple[str, str, float, float]:
+    """Kill the leader's (or a follower's) agent; time the first change and the next one;
+    restart it and wait until it votes and collects again."""
+    leader, voters = await fleet.roles()
+    followers = [v for v in voters if v not in (leader, EXPORTER)]
+    victim = leader if kind == "leader" and leader != EXPORTER else followers[0]
+    kind = "leader" if victim == leader else "follower"
+    alive = [targets[h] for h in COLLECTORS if h != victim]
+    await fleet.kill(victim)
+    first = await change(fleet, watcher, alive)
+    later = await change(fleet, watcher, alive)
+    await fleet.start(victim, [v for v in voters if v != victim])
+    await fleet.roles()
+    await change(fleet, watcher, list(targets.values()))
+    return victim, kind, first, later
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=6)
@@ -130,35 +159,16 @@ async def main() -> None:
         async with PathWatcher(list(targets.values())) as events:
             watcher = aiter(events)
             await wait_all(watcher, list(targets.values()), token)
-            for trial in range(args.trials):
-                leader, voters = await fleet.roles()
-                kind = "leader" if trial % 2 == 0 else "follower"
-                others = [v for v in voters if v not in (leader, EXPORTER)]
-                victim = leader if kind == "leader" and leader != EXPORTER else others[0]
-                if victim == leader:
-                    kind = "leader"
-                alive = [targets[h] for h in COLLECTORS if h != victim]
-                await fleet.kill(victim)
-                token = secrets.token_hex(8)
-                start = time.perf_counter()
-                replace(work / "h2.yaml", exporter_graph(work, token))
-                done = await wait_all(watcher, alive, token)
-                first[kind].append(max(done.values()) - start)
-                token = secrets.token_hex(8)
-                start = time.perf_counter()
-                replace(work / "h2.yaml", exporter_graph(work, token))
-                done = await wait_all(watcher, alive, token)
-                later.append(max(done.values()) - start)
-                print(
-                    f"trial {trial}: killed {victim} ({kind}): first change "
-                    f"{first[kind][-1] * 1000:.0f} ms, next {later[-1] * 1000:.0f} ms"
+            for i in range(args.trials):
+                victim, kind, once, next_one = await trial(
+                    fleet, watcher, targets, "leader" if i % 2 == 0 else "follower"
                 )
-                seeds = [v for v in voters if v != victim]
-                await fleet.start(victim, seeds)
-                await fleet.roles()  # it votes again; and its agent collects again:
-                token = secrets.token_hex(8)
-                replace(work / "h2.yaml", exporter_graph(work, token))
-                await wait_all(watcher, list(targets.values()), token)
+                first[kind].append(once)
+                later.append(next_one)
+                print(
+                    f"trial {i}: killed {victim} ({kind}): first change {once * 1000:.0f} ms, "
+                    f"next {next_one * 1000:.0f} ms"
+                )
         print(
             f"export after a member's kill -9, {args.trials} trials, 3 members + 1 client, "
             f"{'short' if args.short_timings else 'default'} etcd timings"
