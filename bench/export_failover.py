@@ -1,9 +1,9 @@
 """Export propagation right after a cluster member dies.
 
 Four agents on this machine: h1, h2, h3 run the three etcd members (ideal size 3), h4 is a
-client only (`--no-server`). h2 exports one file per collector; h1, h3 and h4 collect theirs.
+client only (`--no-server`). h4 exports one file per member; h1, h2 and h3 collect theirs.
 Each trial kills one member's agent with -9 (alternately the raft leader's and a follower's;
-its etcd dies with it), changes h2's export at once, and times until every surviving collector
+its etcd dies with it), changes h4's export at once, and times until every surviving collector
 has the new content on disk; then a second change (the cluster settled). The killed agent is
 restarted and the next trial waits until it votes again.
 
@@ -32,12 +32,12 @@ from engine.watcher import PathWatcher
 from mgmt.cluster.client import EtcdClient
 
 HOSTS = ("h1", "h2", "h3", "h4")
-EXPORTER = "h2"
-COLLECTORS = ("h1", "h3", "h4")
+EXPORTER = "h4"
+COLLECTORS = ("h1", "h2", "h3")
 
 
 def exporter_graph(work: Path, token: str) -> str:
-    lines = ["graph: h2", "resources:", "  file:"]
+    lines = [f"graph: {EXPORTER}", "resources:", "  file:"]
     for peer in COLLECTORS:
         lines += [
             f'    - name: "@@{work}/shared/{peer}/value"',
@@ -110,10 +110,10 @@ class Fleet:
 
 
 async def change(fleet: Fleet, watcher: AsyncIterator[object], paths: list[Path]) -> float:
-    """Seconds from a new export on h2 until every path in `paths` holds it."""
+    """Seconds from a new export on h4 until every path in `paths` holds it."""
     token = secrets.token_hex(8)
     start = time.perf_counter()
-    replace(fleet.work / "h2.yaml", exporter_graph(fleet.work, token))
+    replace(fleet.work / f"{EXPORTER}.yaml", exporter_graph(fleet.work, token))
     done = await wait_all(watcher, paths, token)
     return max(done.values()) - start
 
@@ -124,9 +124,7 @@ async def trial(
     """Kill the leader's (or a follower's) agent; time the first change and the next one;
     restart it and wait until it votes and collects again."""
     leader, voters = await fleet.roles()
-    followers = [v for v in voters if v not in (leader, EXPORTER)]
-    victim = leader if kind == "leader" and leader != EXPORTER else followers[0]
-    kind = "leader" if victim == leader else "follower"
+    victim = leader if kind == "leader" else next(v for v in voters if v != leader)
     alive = [targets[h] for h in COLLECTORS if h != victim]
     await fleet.kill(victim)
     first = await change(fleet, watcher, alive)

@@ -51,7 +51,14 @@ VOLUNTEERS = ROOT + "volunteers/"
 NOMINATED = ROOT + "nominated/"
 HOSTS = ROOT + "hosts/"
 IDEAL = ROOT + "ideal_cluster_size"
+_NO_SPACE = "no space left on device"
 NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
+
+
+def has_member(data_dir: Path) -> bool:
+    """Whether an etcd data dir holds a member (its write-ahead log), not only what a first
+    start that failed (e.g. on a full file system) left behind."""
+    return any((data_dir / "member" / "wal").glob("*.wal"))
 
 
 def _json(raw: bytes | None) -> dict[str, Any] | None:
@@ -123,7 +130,7 @@ class Cluster:
                 await asyncio.to_thread(self._mint)
             except (OSError, WorldError) as err:
                 log.error("cluster TLS: %s", err)  # the client cannot connect: said again there
-        has_data = (self.data_dir / "member").is_dir()
+        has_data = has_member(self.data_dir)
         own = self.options.advertise_client_urls
         if not self.options.seeds:
             self.client.set_endpoints(own, preferred=own[0])
@@ -234,7 +241,8 @@ class Cluster:
         self._serve_task = asyncio.create_task(self._serve_loop(spec, bootstrap), name="etcd")
 
     async def _serve_loop(self, spec: EtcdSpec, bootstrap: bool) -> None:
-        delay, failures = 1.0, 0
+        delay, failures, first = 1.0, 0, spec
+        reported = ""  # the last exit reported as an error (the same one again: debug)
         try:
             while not self.stopping:
                 proc = EtcdProcess(spec)
@@ -247,7 +255,7 @@ class Cluster:
                     log.error("%s", err)
                     ready = False
                 if ready:
-                    delay, failures = 1.0, 0
+                    delay, failures, reported = 1.0, 0, ""
                     await self._on_member_ready(bootstrap)
                     bootstrap = False
                     self._tried.set()
@@ -262,13 +270,35 @@ class Cluster:
                     log.info("this host's etcd member is not one any more; client only")
                     self._drop_member()
                     return
-                log.error("etcd exited; restarting it in %.0fs", delay)
-                spec = dataclasses.replace(spec, initial_cluster="")
+                reported = self._report_exit(proc, delay, reported)
+                if has_member(self.data_dir):  # restart the member from its data
+                    spec = dataclasses.replace(first, initial_cluster="")
+                else:  # it never got as far as a member: start afresh, as the first time
+                    shutil.rmtree(self.data_dir / "member", ignore_errors=True)
+                    spec = first
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         finally:
             if self.member is not None:
                 await self.member.stop()
+
+    def _report_exit(self, proc: EtcdProcess, delay: float, reported: str) -> str:
+        """Say why etcd is restarted (an error once; the same failure again: debug)."""
+        why = proc.last_error
+        level = logging.DEBUG if why and why == reported else logging.ERROR
+        if _NO_SPACE in why:
+            log.log(
+                level,
+                "etcd cannot write its data dir %s: the file system is full (%s); the local "
+                "graph keeps running, and the cluster's features resume once etcd starts "
+                "(retrying in %.0fs, then less often)",
+                self.data_dir,
+                why,
+                delay,
+            )
+        else:
+            log.log(level, "etcd exited; restarting it in %.0fs", delay)
+        return why
 
     def _drop_member(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -11,6 +11,10 @@ Every agent is started through `start()` below (one place to pass credentials to
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -139,3 +143,60 @@ async def test_a_dead_hosts_exports_can_be_kept(tmp_path: Path) -> None:
         async with client_of(h1) as client:
             assert sorted(r.host for r in await EtcdWorld(client, "t").res_list()) == ["h1", "h2"]
         assert "withdrew" not in h1.daemon.log
+
+
+@contextlib.contextmanager
+def small_fs(path: Path, size: str) -> Iterator[Callable[[str], None]]:
+    """A tmpfs of `size` mounted on `path` (skip the test where mounting is not allowed);
+    yields a function that resizes it."""
+
+    def mount(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["mount", "-t", "tmpfs", *args, "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+
+    path.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None or mount("-o", f"size={size},mode=0700").returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
+
+    def resize(new: str) -> None:
+        done = mount("-o", f"remount,size={new}")
+        assert done.returncode == 0, done.stderr
+
+    try:
+        yield resize
+    finally:
+        subprocess.run(["umount", "-l", str(path)], timeout=10, check=False)
+
+
+@pytest.mark.slow
+async def test_etcd_on_a_full_file_system(tmp_path: Path) -> None:
+    """The prefix (so etcd's data dir) on a 1 MiB file system, too small for etcd's 64 MiB
+    write-ahead log: one clear error naming the data dir, the local graph converges and keeps
+    being enforced; once the file system has room, etcd starts and the exports are published
+    (a second host collects them)."""
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    h1 = Host("h1", tmp_path)
+    h2 = Host("h2", tmp_path, extra_args=["--no-server"])
+    h1.graph.write_text(exporter(shared, "h1", "one", local=local))
+    h2.graph.write_text(f"graph: h2\ncollect:\n  - {{kind: file, pattern: {shared}/}}\n")
+    with small_fs(tmp_path / "h1" / "prefix", "1m") as resize:
+        async with fleet([h1, h2]):
+            await start(h1)
+            assert h1.daemon is not None
+            await h1.daemon.wait_log("the file system is full")
+            error = next(line for line in h1.daemon.lines if "the file system is full" in line)
+            assert f"{tmp_path}/h1/prefix/etcd" in error and "no space left on device" in error
+            await wait_path(local, has_content("mine\n"))
+            local.unlink()  # still enforced
+            await wait_path(local, has_content("mine\n"))
+            assert "Traceback" not in h1.daemon.log
+            resize("200m")
+            await h1.daemon.wait_log("etcd member h1 serving clients", timeout=20)
+            await start(h2, seeds=[h1])
+            await wait_dot(h2, holds(f"{shared}/h1"))
+            assert sum("the file system is full" in line for line in h1.daemon.lines) == 1
