@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -200,3 +202,74 @@ async def test_etcd_on_a_full_file_system(tmp_path: Path) -> None:
             await start(h2, seeds=[h1])
             await wait_dot(h2, holds(f"{shared}/h1"))
             assert sum("the file system is full" in line for line in h1.daemon.lines) == 1
+
+
+def exports_to_each(
+    shared: Path, content: str, local: Path, peers: list[str], host: str = "h1"
+) -> str:
+    """A graph with a local file and one export per peer (`<shared>/for-<peer>`, only that
+    peer may collect it), so that a file on disk shows which peer got the export."""
+    text = f'graph: {host}\nresources:\n  file:\n    - name: {local}\n      content: "mine\\n"\n'
+    for peer in peers:
+        text += f'    - name: "@@{shared}/for-{peer}"\n      content: "{content}\\n"\n'
+        text += f"      meta: {{export: [{peer}]}}\n"
+    return text
+
+
+@pytest.mark.slow
+async def test_a_lost_quorum_and_its_return(tmp_path: Path) -> None:
+    """Three members; kill -9 two of them: the survivor keeps enforcing its local graph, and
+    an export it changed meanwhile reaches the others once they are back (from their data
+    dirs: nobody could remove them without a quorum)."""
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3)]
+    h1, h2, h3 = hosts
+    for host in (h2, h3):
+        host.graph.write_text(exporter(shared, host.name, f"from {host.name}"))
+    h1.graph.write_text(exports_to_each(shared, "before", local, ["h2", "h3"]))
+    async with fleet(hosts):
+        await start(h1)
+        for host in (h2, h3):
+            await start(host, seeds=[h1])
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=20)
+        for peer in ("h2", "h3"):
+            await wait_path(shared / f"for-{peer}", has_content("before\n"), 10)
+        await asyncio.gather(h2.kill(), h3.kill())
+        for pid in h2.pids() + h3.pids():
+            await wait_pid_gone(pid)
+        assert h1.daemon is not None
+        local.unlink()  # the local graph is still enforced without a quorum
+        await wait_path(local, has_content("mine\n"))
+        h1.graph.write_text(exports_to_each(shared, "during the outage", local, ["h2", "h3"]))
+        await h1.daemon.wait_log("exports not published yet", timeout=20)
+        local.unlink()
+        await wait_path(local, has_content("mine\n"))
+        await asyncio.gather(start(h2, seeds=[h1]), start(h3, seeds=[h1]))
+        for peer in ("h2", "h3"):
+            await wait_path(shared / f"for-{peer}", has_content("during the outage\n"), 30)
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=20)
+
+
+@pytest.mark.slow
+async def test_the_only_etcd_killed_and_restarted(tmp_path: Path) -> None:
+    """A one-member cluster whose etcd (not its agent) is killed: a client host keeps
+    enforcing its local graph, and its export changed meanwhile is collected once the agent
+    has restarted its etcd."""
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    h1 = Host("h1", tmp_path)
+    h2 = Host("h2", tmp_path, extra_args=["--no-server"])
+    h1.graph.write_text(f"graph: h1\ncollect:\n  - {{kind: file, pattern: {shared}/}}\n")
+    h2.graph.write_text(exports_to_each(shared, "before", local, ["h1"], host="h2"))
+    async with fleet([h1, h2]):
+        await start(h1)
+        await start(h2, seeds=[h1])
+        await wait_path(shared / "for-h1", has_content("before\n"), 10)
+        (etcd,) = h1.pids()
+        os.kill(etcd, signal.SIGKILL)
+        await wait_pid_gone(etcd)
+        assert h2.daemon is not None
+        h2.graph.write_text(exports_to_each(shared, "meanwhile", local, ["h1"], host="h2"))
+        local.unlink()
+        await wait_path(local, has_content("mine\n"))
+        await wait_path(shared / "for-h1", has_content("meanwhile\n"), 20)
+        assert len(h1.pids()) == 2  # the agent restarted its etcd
