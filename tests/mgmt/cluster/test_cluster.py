@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import WorldError
+from engine.errors import ValidationError, WorldError
 from engine.graph import Edge, Graph
 from engine.meta import Meta
 from engine.world import Exported
 from mgmt.cluster.cluster import IDEAL, NOMINATED, Cluster
 from mgmt.cluster.link import ClusterLink
+from mgmt.cluster.options import from_config
+from mgmt.config import Config
 from mgmt.yamlgraph import Collect, Loaded
 from resources.file import FileRes
 from resources.noop import NoopRes
@@ -253,3 +255,11 @@ async def test_a_nominee_that_never_starts_is_removed(
     finally:
         await cluster.stop()
     assert "exited (code" not in caplog.text  # the last voter stays (a learner is no quorum)
+
+
+def test_the_export_grace_option() -> None:
+    assert from_config(Config(hostname="h")).export_grace == 300
+    assert from_config(Config(hostname="h", export_grace=-1)).export_grace == -1
+    with pytest.raises(ValidationError, match=r"must be -1 .* got -2") as err:
+        from_config(Config(hostname="h", export_grace=-2))
+    assert err.value.key == "--export-grace"
