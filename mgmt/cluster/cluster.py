@@ -19,8 +19,9 @@ The leader also withdraws the exports of a host whose agent is gone (its lease e
 has been gone for `--export-grace` seconds (-1: never).
 
 Keys (under /_mgmt/): `hosts/<host>` (every agent's liveness) and `volunteers/<host>`
-{peer_urls, client_urls, serving}, both bound to the host's lease; `nominated/<host>` {initial_cluster, peer_urls, voting}: this host should run a member;
-`ideal_cluster_size`: written by the first member, change it with etcdctl at run time.
+{peer_urls, client_urls, serving}, both bound to the host's lease; `nominated/<host>`
+{initial_cluster, peer_urls, voting}: this host should run a member; `ideal_cluster_size`:
+written by the first member, change it with etcdctl at run time.
 """
 
 from __future__ import annotations
@@ -494,9 +495,9 @@ class Cluster:
                     if grace < 0
                     else f"its exports are withdrawn in {grace:g}s unless it comes back",
                 )
-            left = self._gone[host] + grace - now
             if grace < 0:
                 continue
+            left = self._gone[host] + grace - now
             if left > 0:
                 wake = min(wake or left, left)
                 continue
