@@ -1,8 +1,11 @@
 """The cluster's fault suite, end to end: real `mgmt` agents with their real etcd on 127.0.0.1.
 
 - a member killed with -9 and restarted rejoins as a voting member;
-- etcd's data dir on a full file system: a clear error, the local graph still converges;
-- a lost cluster: the local graph still converges, and exports resume when it returns;
+- etcd's data dir on a full file system (a real tmpfs): a clear error, the local graph still
+  converges, and etcd starts once there is room (a nominee then joins, never starting a
+  cluster of its own from a failed start's leftovers);
+- a lost cluster (a lost quorum; the only etcd killed): the local graph still converges, and
+  exports resume when it returns;
 - the exports of a host whose agent is gone are withdrawn after `--export-grace`.
 
 Every agent is started through `start()` below (one place to pass credentials to joiners).
@@ -273,3 +276,26 @@ async def test_the_only_etcd_killed_and_restarted(tmp_path: Path) -> None:
         await wait_path(local, has_content("mine\n"))
         await wait_path(shared / "for-h1", has_content("meanwhile\n"), 20)
         assert len(h1.pids()) == 2  # the agent restarted its etcd
+
+
+@pytest.mark.slow
+async def test_a_nominee_on_a_full_file_system(tmp_path: Path) -> None:
+    """A joining host whose prefix is full when it is nominated: a clear error, its local graph
+    converges; once there is room its member joins the cluster and votes (it must not start a
+    cluster of its own from what the failed start left behind)."""
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    h1, h2 = Host("h1", tmp_path), Host("h2", tmp_path)
+    h1.graph.write_text(f"graph: h1\ncollect:\n  - {{kind: file, pattern: {shared}/}}\n")
+    h2.graph.write_text(exports_to_each(shared, "from h2", local, ["h1"], host="h2"))
+    with small_fs(tmp_path / "h2" / "prefix", "1m") as resize:
+        async with fleet([h1, h2]):
+            await start(h1)
+            await start(h2, seeds=[h1])
+            assert h2.daemon is not None
+            await h2.daemon.wait_log("the file system is full", timeout=20)
+            await wait_path(local, has_content("mine\n"))
+            await wait_path(shared / "for-h1", has_content("from h2\n"))  # through h1's etcd
+            resize("200m")
+            await wait_voters([h1, h2], ["h1", "h2"], timeout=30)
+            assert h1.daemon is not None
+            assert "did not start" not in h1.daemon.log  # the nominee's own retry did it
