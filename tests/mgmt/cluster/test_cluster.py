@@ -16,8 +16,6 @@ from engine.meta import Meta
 from engine.world import Exported
 from mgmt.cluster.cluster import IDEAL, NOMINATED, Cluster
 from mgmt.cluster.link import ClusterLink
-from mgmt.cluster.options import from_config
-from mgmt.config import Config
 from mgmt.yamlgraph import Collect, Loaded
 from resources.file import FileRes
 from resources.noop import NoopRes
@@ -258,6 +256,9 @@ async def test_a_nominee_that_never_starts_is_removed(
 
 
 def test_the_export_grace_option() -> None:
+    from mgmt.cluster.options import from_config
+    from mgmt.config import Config
+
     assert from_config(Config(hostname="h")).export_grace == 300
     assert from_config(Config(hostname="h", export_grace=-1)).export_grace == -1
     with pytest.raises(ValidationError, match=r"must be -1 .* got -2") as err:
