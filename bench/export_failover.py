@@ -7,13 +7,17 @@ its etcd dies with it), changes h4's export at once, and times until every survi
 has the new content on disk; then a second change (the cluster settled). The killed agent is
 restarted and the next trial waits until it votes again.
 
-    .venv/bin/python bench/export_failover.py [--trials 6] [--short-timings]
+    .venv/bin/python bench/export_failover.py [--trials 6] [--short-timings] [--freeze]
+
+`--freeze` stops the member's agent and etcd with SIGSTOP instead: a hung machine or a cut
+cable, whose connections stay open (nothing tells the others it is gone).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import shutil
 import signal
@@ -84,6 +88,13 @@ class Fleet:
         proc.kill()
         await proc.wait()
 
+    def freeze(self, host: str) -> None:
+        """SIGSTOP the agent and its etcd: a hung machine (its connections stay open)."""
+        pid = self.procs[host].pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for each in [pid, *map(int, children)]:
+            os.kill(each, signal.SIGSTOP)
+
     async def stop(self) -> None:
         for proc in self.procs.values():
             if proc.returncode is None:
@@ -119,16 +130,25 @@ async def change(fleet: Fleet, watcher: AsyncIterator[object], paths: list[Path]
 
 
 async def trial(
-    fleet: Fleet, watcher: AsyncIterator[object], targets: dict[str, Path], kind: str
+    fleet: Fleet,
+    watcher: AsyncIterator[object],
+    targets: dict[str, Path],
+    kind: str,
+    freeze: bool,
 ) -> tuple[str, str, float, float]:
-    """Kill the leader's (or a follower's) agent; time the first change and the next one;
-    restart it and wait until it votes and collects again."""
+    """Kill (or freeze) the leader's (or a follower's) agent; time the first change and the
+    next one; restart it and wait until it votes and collects again."""
     leader, voters = await fleet.roles()
     victim = leader if kind == "leader" else next(v for v in voters if v != leader)
     alive = [targets[h] for h in COLLECTORS if h != victim]
-    await fleet.kill(victim)
+    if freeze:
+        fleet.freeze(victim)
+    else:
+        await fleet.kill(victim)
     first = await change(fleet, watcher, alive)
     later = await change(fleet, watcher, alive)
+    if freeze:
+        await fleet.kill(victim)  # its etcd dies with it (PR_SET_PDEATHSIG)
     await fleet.start(victim, [v for v in voters if v != victim])
     await fleet.roles()
     await change(fleet, watcher, list(targets.values()))
@@ -140,6 +160,9 @@ async def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument(
         "--short-timings", action="store_true", help="etcd heartbeat 10 ms, election 100 ms"
+    )
+    parser.add_argument(
+        "--freeze", action="store_true", help="SIGSTOP the member's agent and etcd, not kill -9"
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-failover-"))
@@ -159,7 +182,7 @@ async def main() -> None:
             await wait_all(watcher, list(targets.values()), token)
             for i in range(args.trials):
                 victim, kind, once, next_one = await trial(
-                    fleet, watcher, targets, "leader" if i % 2 == 0 else "follower"
+                    fleet, watcher, targets, "leader" if i % 2 == 0 else "follower", args.freeze
                 )
                 first[kind].append(once)
                 later.append(next_one)
@@ -168,7 +191,7 @@ async def main() -> None:
                     f"next {next_one * 1000:.0f} ms"
                 )
         print(
-            f"export after a member's kill -9, {args.trials} trials, 3 members + 1 client, "
+            f"export after a member's {'SIGSTOP' if args.freeze else 'kill -9'}, {args.trials} trials, 3 members + 1 client, "
             f"{'short' if args.short_timings else 'default'} etcd timings"
         )
         for kind, samples in first.items():

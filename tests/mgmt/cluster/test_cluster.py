@@ -264,3 +264,36 @@ def test_the_export_grace_option() -> None:
     with pytest.raises(ValidationError, match=r"must be -1 .* got -2") as err:
         from_config(Config(hostname="h", export_grace=-2))
     assert err.value.key == "--export-grace"
+
+
+async def test_a_swap_that_stops_waiting_leaves_its_export_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The member hangs (SIGSTOP: its connections stay open): the graph swap stops waiting
+    for its exports after PUBLISH_WAIT, but the write is left to its own deadline and the
+    client's failover (cancelling it made the publisher start again on the same hung member:
+    twice the delay); it completes, in one attempt, once the member answers again."""
+    import os
+    import signal
+
+    from mgmt.cluster import link as link_module
+
+    monkeypatch.setattr(link_module, "PUBLISH_WAIT", 0.2)
+    link = ClusterLink(options("h1"), tmp_path, lambda: None)
+    exported = FileRes(name="/srv/shared/h1", content="x\n", meta=Meta(hidden=True))
+    try:
+        await link.start()
+        member = link.cluster.member
+        assert member is not None and member.pid is not None
+        os.kill(member.pid, signal.SIGSTOP)
+        try:
+            await link.graph_for(Loaded(Graph("g"), exported=[exported]))
+            assert "exports not published yet: timeout" in caplog.text
+            assert link._attempts == 0  # still running
+        finally:
+            os.kill(member.pid, signal.SIGCONT)
+        async with asyncio.timeout(10), link._exported:
+            await link._exported.wait_for(lambda: link._published == link._wanted)
+        assert link._attempts == 1
+    finally:
+        await link.stop()
