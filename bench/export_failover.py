@@ -32,6 +32,7 @@ from cluster_latency import free_ports, replace, wait_all
 from common import MGMT, ROOT
 
 sys.path.insert(0, str(ROOT))
+from engine.errors import WorldError
 from engine.watcher import PathWatcher
 from mgmt.cluster.client import EtcdClient
 
@@ -113,11 +114,24 @@ class Fleet:
                     voters = sorted(m.name for m in members if m.name and not m.is_learner)
                     status = await client.status()
                     leader = next((m.name for m in members if m.id == status.leader), "")
-                    if len(voters) == 3 and len(members) == 3 and leader:
+                    settled = len(voters) == 3 and len(members) == 3 and leader
+                    if settled and all([await answers(m.client_urls) for m in members]):
                         return leader, voters
                     await asyncio.sleep(0.1)  # a benchmark's poll, not a test's readiness
         finally:
             await client.close()
+
+
+async def answers(urls: list[str]) -> bool:
+    """Whether this member serves (a restarted one is listed before it does)."""
+    probe = EtcdClient(urls, call_timeout=0.5, retry_for=0.5, name="probe")
+    try:
+        await probe.status()
+        return True
+    except WorldError:
+        return False
+    finally:
+        await probe.close()
 
 
 async def change(fleet: Fleet, watcher: AsyncIterator[object], paths: list[Path]) -> float:
