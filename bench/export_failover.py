@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import secrets
 import shutil
@@ -179,6 +180,7 @@ async def main() -> None:
         "--freeze", action="store_true", help="SIGSTOP the member's agent and etcd, not kill -9"
     )
     args = parser.parse_args()
+    logging.getLogger("cluster").setLevel(logging.ERROR)  # the probes' connection errors
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-failover-"))
     fleet = Fleet(work, args.short_timings)
     first: dict[str, list[float]] = {"leader": [], "follower": []}
