@@ -36,6 +36,8 @@ sys.path.insert(0, str(ROOT))
 from engine.errors import WorldError
 from engine.watcher import PathWatcher
 from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.options import TLSFiles
+from mgmt.cluster.pki import create_ca, mint
 
 HOSTS = ("h1", "h2", "h3", "h4")
 EXPORTER = "h4"
@@ -61,8 +63,11 @@ class Fleet:
     def __init__(self, work: Path, short: bool) -> None:
         self.work = work
         ports = free_ports(2 * len(HOSTS))
-        self.client = {h: f"http://127.0.0.1:{ports[2 * i]}" for i, h in enumerate(HOSTS)}
-        self.peer = {h: f"http://127.0.0.1:{ports[2 * i + 1]}" for i, h in enumerate(HOSTS)}
+        self.client = {h: f"https://127.0.0.1:{ports[2 * i]}" for i, h in enumerate(HOSTS)}
+        self.peer = {h: f"https://127.0.0.1:{ports[2 * i + 1]}" for i, h in enumerate(HOSTS)}
+        self.ca = work / "cluster-ca"  # every host mints its certificate from it
+        create_ca(self.ca)
+        self.tls = mint(self.ca, work / "bench-tls", "bench", ["127.0.0.1"])
         self.timings = ["--etcd-heartbeat-interval", "10", "--etcd-election-timeout", "100"]
         self.short = short
         self.procs: dict[str, asyncio.subprocess.Process] = {}
@@ -71,6 +76,7 @@ class Fleet:
         argv = [
             *MGMT, "run", "--hostname", host, "--prefix", str(self.work / host),
             "--client-urls", self.client[host], "--server-urls", self.peer[host],
+            "--cluster-ca-dir", str(self.ca),
             *(self.timings if self.short else []),
         ]  # fmt: skip
         if host == "h1":
@@ -107,7 +113,8 @@ class Fleet:
     async def roles(self) -> tuple[str, list[str]]:
         """The leader's name and the started voting members' names (waits up to 60 s until
         there are three)."""
-        client = EtcdClient([self.client[h] for h in HOSTS[:3]], call_timeout=1.0, name="bench")
+        urls = [self.client[h] for h in HOSTS[:3]]
+        client = EtcdClient(urls, tls=self.tls, call_timeout=1.0, name="bench")
         try:
             async with asyncio.timeout(60):
                 while True:
@@ -116,16 +123,16 @@ class Fleet:
                     status = await client.status()
                     leader = next((m.name for m in members if m.id == status.leader), "")
                     settled = len(voters) == 3 and len(members) == 3 and leader
-                    if settled and all([await answers(m.client_urls) for m in members]):
+                    if settled and all([await answers(m.client_urls, self.tls) for m in members]):
                         return leader, voters
                     await asyncio.sleep(0.1)  # a benchmark's poll, not a test's readiness
         finally:
             await client.close()
 
 
-async def answers(urls: list[str]) -> bool:
+async def answers(urls: list[str], tls: TLSFiles) -> bool:
     """Whether this member serves (a restarted one is listed before it does)."""
-    probe = EtcdClient(urls, call_timeout=0.5, retry_for=0.5, name="probe")
+    probe = EtcdClient(urls, tls=tls, call_timeout=0.5, retry_for=0.5, name="probe")
     try:
         await probe.status()
         return True
