@@ -130,6 +130,14 @@ class Config:
     no_server: bool = field(
         default=False, metadata=opt("never run an etcd member: stay a client of the cluster")
     )
+    export_grace: int = field(
+        default=300,
+        metadata=opt(
+            "withdraw a host's exports N seconds after its agent is gone (its lease expired; "
+            "applied by the cluster's leader; -1: keep them)",
+            metavar="N",
+        ),
+    )
     tls_ca: Path | None = field(
         default=None,
         metadata=opt(

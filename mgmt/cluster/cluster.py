@@ -15,9 +15,13 @@ agent a client of any core member.
 - A clean stop withdraws this host's exports and volunteer key and, unless it is the last
   member, removes its member from the cluster and deletes its data.
 
-Keys (under /_mgmt/): `volunteers/<host>` {peer_urls, client_urls, serving} bound to the host's
-lease; `nominated/<host>` {initial_cluster, peer_urls, voting}: this host should run a member;
-`ideal_cluster_size`: written by the first member, change it with etcdctl at run time.
+The leader also withdraws the exports of a host whose agent is gone (its lease expired) once it
+has been gone for `--export-grace` seconds (-1: never).
+
+Keys (under /_mgmt/): `hosts/<host>` (every agent's liveness) and `volunteers/<host>`
+{peer_urls, client_urls, serving}, both bound to the host's lease; `nominated/<host>`
+{initial_cluster, peer_urls, voting}: this host should run a member; `ideal_cluster_size`:
+written by the first member, change it with etcdctl at run time.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from aetcd import rpc
+
 from engine.errors import WorldError
-from engine.world import ROOT
-from mgmt.cluster.client import EtcdClient, Member
+from engine.world import EXPORTED, ROOT
+from mgmt.cluster.client import EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
 from mgmt.cluster.options import Options
 from mgmt.cluster.world import EtcdWorld
@@ -44,7 +50,16 @@ log = logging.getLogger("cluster")
 
 VOLUNTEERS = ROOT + "volunteers/"
 NOMINATED = ROOT + "nominated/"
+HOSTS = ROOT + "hosts/"
 IDEAL = ROOT + "ideal_cluster_size"
+_NO_SPACE = "no space left on device"
+NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
+
+
+def has_member(data_dir: Path) -> bool:
+    """Whether an etcd data dir holds a member (its write-ahead log), not only what a first
+    start that failed (e.g. on a full file system) left behind."""
+    return any((data_dir / "member" / "wal").glob("*.wal"))
 
 
 def _json(raw: bytes | None) -> dict[str, Any] | None:
@@ -83,7 +98,13 @@ class Cluster:
         self._wake = asyncio.Event()  # the leader's reconcile trigger
         self._lease = 0
         self._learners: dict[int, float] = {}  # learner id -> when first seen
+        self._gone: dict[str, float] = {}  # exporting host whose agent is gone -> since when
+        self._expiry: asyncio.TimerHandle | None = None  # the next export expiry check
         self._nominated = False  # our nomination key was seen (its deletion un-nominates)
+        # Seconds a nominee may take to start its member before the leader removes it.
+        self.nominee_grace = max(NOMINEE_GRACE, 10 * options.election_ms / 1000)
+        self._recheck = asyncio.Event()  # re-read our nomination (set by its watch, and after
+        # this host's member was dropped: a nomination that came meanwhile is still ours)
 
     @property
     def serving(self) -> bool:
@@ -110,7 +131,7 @@ class Cluster:
                 await asyncio.to_thread(self._mint)
             except (OSError, WorldError) as err:
                 log.error("cluster TLS: %s", err)  # the client cannot connect: said again there
-        has_data = (self.data_dir / "member").is_dir()
+        has_data = has_member(self.data_dir)
         own = self.options.advertise_client_urls
         if not self.options.seeds:
             self.client.set_endpoints(own, preferred=own[0])
@@ -126,8 +147,8 @@ class Cluster:
             log.info("restarting this host's etcd member from %s", self.data_dir)
             self._serve(EtcdSpec(self.host, self.data_dir, self.options, "", "existing"), False)
         self._spawn(self._follow_nominations())
+        self._spawn(self._register())
         if not self.options.no_server:
-            self._spawn(self._register())
             self._spawn(self._lead())
         connected = await self.client.wait_connected(wait)
         if not connected:
@@ -162,6 +183,8 @@ class Cluster:
         Not graceful: only stop etcd (as after a crash, the others notice and carry on).
         """
         self.stopping = True
+        if self._expiry is not None:
+            self._expiry.cancel()
         await _cancel(self._tasks)
         self.client.retry_for = 2.0  # a cluster that is gone must not hold up the exit
         left = False
@@ -185,13 +208,14 @@ class Cluster:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     async def _leave(self) -> bool:
-        """Remove our member unless it is the last one (which keeps the data for a restart)."""
+        """Remove our member unless it is the last voting one (which keeps the data for a
+        restart)."""
         try:
             members = await self.client.members()
         except WorldError:
             return False
         own = next((m for m in members if m.name == self.host), None)
-        if own is None or len(members) == 1:
+        if own is None or sum(not m.is_learner for m in members) == 1:  # the last voter stays
             return False
         with contextlib.suppress(WorldError):
             await self.client.delete((NOMINATED + self.host).encode())
@@ -218,7 +242,8 @@ class Cluster:
         self._serve_task = asyncio.create_task(self._serve_loop(spec, bootstrap), name="etcd")
 
     async def _serve_loop(self, spec: EtcdSpec, bootstrap: bool) -> None:
-        delay, failures = 1.0, 0
+        delay, failures, first = 1.0, 0, spec
+        reported = ""  # the last exit reported as an error (the same one again: debug)
         try:
             while not self.stopping:
                 proc = EtcdProcess(spec)
@@ -231,7 +256,7 @@ class Cluster:
                     log.error("%s", err)
                     ready = False
                 if ready:
-                    delay, failures = 1.0, 0
+                    delay, failures, reported = 1.0, 0, ""
                     await self._on_member_ready(bootstrap)
                     bootstrap = False
                     self._tried.set()
@@ -246,13 +271,35 @@ class Cluster:
                     log.info("this host's etcd member is not one any more; client only")
                     self._drop_member()
                     return
-                log.error("etcd exited; restarting it in %.0fs", delay)
-                spec = dataclasses.replace(spec, initial_cluster="")
+                reported = self._report_exit(proc, delay, reported)
+                if has_member(self.data_dir):  # restart the member from its data
+                    spec = dataclasses.replace(first, initial_cluster="")
+                else:  # it never got as far as a member: start afresh, as the first time
+                    shutil.rmtree(self.data_dir / "member", ignore_errors=True)
+                    spec = first
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         finally:
             if self.member is not None:
                 await self.member.stop()
+
+    def _report_exit(self, proc: EtcdProcess, delay: float, reported: str) -> str:
+        """Say why etcd is restarted (an error once; the same failure again: debug)."""
+        why = proc.last_error
+        level = logging.DEBUG if why and why == reported else logging.ERROR
+        if _NO_SPACE in why:
+            log.log(
+                level,
+                "etcd cannot write its data dir %s: the file system is full (%s); the local "
+                "graph keeps running, and the cluster's features resume once etcd starts "
+                "(retrying in %.0fs, then less often)",
+                self.data_dir,
+                why,
+                delay,
+            )
+        else:
+            log.log(level, "etcd exited; restarting it in %.0fs", delay)
+        return why
 
     def _drop_member(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -260,6 +307,7 @@ class Cluster:
         self.voting = False
         self._nominated = False
         self.member_ready.clear()
+        self._recheck.set()
         self._spawn(self._refresh_endpoints())
         self._spawn(self._put_volunteer())
 
@@ -304,10 +352,12 @@ class Cluster:
     # volunteering -------------------------------------------------------------------------
 
     async def _register(self) -> None:
-        """Hold a lease and, bound to it, this host's volunteer key; renew until stopped."""
+        """Hold a lease and, bound to it, this host's liveness key (every agent) and volunteer
+        key (unless --no-server); renew until stopped."""
 
         async def on_lease(lease: int) -> None:
             self._lease = lease
+            await self.client.put((HOSTS + self.host).encode(), b"", lease=lease)
             await self._put_volunteer()
 
         await self.client.keep_leased(self.options.lease_ttl, on_lease)
@@ -327,13 +377,14 @@ class Cluster:
 
     async def _follow_nominations(self) -> None:
         """React to our own nomination (start or stop a member) and to membership changes."""
-        async with self._subscribe(NOMINATED, prefix=True) as changes:
+        async with self._subscribe(NOMINATED, prefix=True, signal=self._recheck.set):
             while True:
+                self._recheck.clear()
                 try:
                     await self._on_nominations()
                 except WorldError as err:
                     log.debug("nominations: %s", err)
-                await changes.next()
+                await self._recheck.wait()
 
     async def _on_nominations(self) -> None:
         nomination = _json(await self.client.get((NOMINATED + self.host).encode()))
@@ -369,6 +420,7 @@ class Cluster:
             self._subscribe(VOLUNTEERS, prefix=True, signal=self._wake.set),
             self._subscribe(NOMINATED, prefix=True, signal=self._wake.set),
             self._subscribe(IDEAL, prefix=False, signal=self._wake.set),
+            self._subscribe(HOSTS, prefix=True, signal=self._wake.set),
         ):
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -394,6 +446,7 @@ class Cluster:
         if await client.space_alarms():
             await self._reclaim_space(members, status.header.revision)
         vols = await self._read_prefix(VOLUNTEERS)
+        await self._expire_exports(set(vols))
         noms = await self._read_prefix(NOMINATED)
         raw_ideal = await client.get(IDEAL.encode())
         try:
@@ -419,6 +472,57 @@ class Cluster:
             log.info("%d members for an ideal %d: removing %s", len(voters), ideal, victim.name)
             await self._remove(victim, victim.name)
 
+    async def _expire_exports(self, volunteers: set[str]) -> None:
+        """Withdraw the exports of a host whose agent is gone (no liveness or volunteer key)
+        once it has been gone for --export-grace seconds (-1: never)."""
+        grace = self.options.export_grace
+        exported = await self.client.keys_by_creation(EXPORTED.encode())
+        exporters = {
+            k.decode(errors="replace").removeprefix(EXPORTED).split("/")[0] for k in exported
+        }
+        alive = volunteers | set(await self._read_prefix(HOSTS, values=False)) | {self.host}
+        now = time.monotonic()
+        for host in [h for h in self._gone if h not in exporters or h in alive]:
+            del self._gone[host]
+        wake = None
+        for host in sorted(exporters - alive):
+            if host not in self._gone:
+                self._gone[host] = now
+                log.warning(
+                    "%s's agent is gone: %s",
+                    host,
+                    "its exports are kept (--export-grace -1)"
+                    if grace < 0
+                    else f"its exports are withdrawn in {grace:g}s unless it comes back",
+                )
+            if grace < 0:
+                continue
+            left = self._gone[host] + grace - now
+            if left > 0:
+                wake = min(wake or left, left)
+                continue
+            if await self._withdraw(host):
+                log.warning(
+                    "withdrew the exports of %s (gone for %.0fs)", host, now - self._gone[host]
+                )
+            del self._gone[host]
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = (
+            None if wake is None else asyncio.get_running_loop().call_later(wake, self._wake.set)
+        )
+
+    async def _withdraw(self, host: str) -> bool:
+        """Delete `host`'s exports, unless it came back meanwhile (one transaction)."""
+        absent = [
+            rpc.Compare(key=k.encode(), target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL)
+            for k in (HOSTS + host, VOLUNTEERS + host)
+        ]
+        prefix = f"{EXPORTED}{host}/".encode()
+        delete = rpc.DeleteRangeRequest(key=prefix, range_end=range_end(prefix))
+        response = await self.client.txn(absent, [rpc.RequestOp(request_delete_range=delete)])
+        return bool(response.succeeded)
+
     async def _settle_learners(
         self,
         members: list[Member],
@@ -427,15 +531,15 @@ class Cluster:
     ) -> bool:
         """Promote a started learner, drop a dead one; True while one is pending."""
         now = time.monotonic()
-        grace = max(10.0, 100 * self.options.election_ms / 1000)
+        grace = self.nominee_grace
         for member in (m for m in members if m.is_learner):
             host = member.name or next(
                 (h for h, n in noms.items() if n.get("peer_urls") == member.peer_urls), ""
             )
             first = self._learners.setdefault(member.id, now)
             if not host or host not in vols or (not member.name and now - first > grace):
-                log.warning("nominee %s did not start; removing it", host or member.id)
                 await self._remove(member, host)
+                log.warning("nominee %s did not start: removed it", host or member.id)
                 return True
             if member.name and vols[host].get("serving"):
                 try:
@@ -530,18 +634,18 @@ class Cluster:
         finally:
             await probe.close()
 
-    async def _read_prefix(self, prefix: str) -> dict[str, dict[str, Any]]:
+    async def _read_prefix(self, prefix: str, values: bool = True) -> dict[str, dict[str, Any]]:
+        """The keys under `prefix` (without it) whose values are JSON objects (or any value,
+        `values=False`: an empty dict each)."""
         items, _ = await self.client.get_prefix(prefix.encode())
         out = {}
         for key, value in items.items():
-            data = _json(value)
+            data = _json(value) if values else {}
             if data is not None:
-                out[key.decode().removeprefix(prefix)] = data
+                out[key.decode(errors="replace").removeprefix(prefix)] = data
         return out
 
-    def _subscribe(
-        self, key: str, prefix: bool, signal: Callable[[], None] | None = None
-    ) -> _Subscription:
+    def _subscribe(self, key: str, prefix: bool, signal: Callable[[], None]) -> _Subscription:
         return _Subscription(self.client, key, prefix, signal)
 
 
@@ -556,16 +660,15 @@ async def _cancel(tasks: set[asyncio.Task[Any]]) -> None:
 
 
 class _Subscription:
-    """An etcd watch as an async context manager; `next()` waits for the next change."""
+    """An etcd watch as an async context manager: `signal()` on every change while entered."""
 
     def __init__(
-        self, client: EtcdClient, key: str, prefix: bool, signal: Callable[[], None] | None
+        self, client: EtcdClient, key: str, prefix: bool, signal: Callable[[], None]
     ) -> None:
         self.client = client
         self.key = key
         self.prefix = prefix
-        self.event = asyncio.Event()
-        self.signal = signal or self.event.set
+        self.signal = signal
         self._cancel: Callable[[], Awaitable[None]] | None = None
 
     async def __aenter__(self) -> _Subscription:
@@ -575,7 +678,3 @@ class _Subscription:
     async def __aexit__(self, *exc: object) -> None:
         if self._cancel is not None:
             await self._cancel()
-
-    async def next(self) -> None:
-        await self.event.wait()
-        self.event.clear()

@@ -31,7 +31,12 @@ log = logging.getLogger("cluster")
 ETCD = "etcd"
 _PR_SET_PDEATHSIG = 1
 _READY = ("serving client traffic", "ready to serve client requests")
-_REMOVED = "the member has been permanently removed from the cluster"
+# etcd's words for "this data dir's member was removed from the cluster" (in its message, or
+# in the error field of its "server error" line when a removed member restarts from its data).
+_REMOVED = (
+    "the member has been permanently removed from the cluster",
+    "data-dir used by this member must be removed",
+)
 
 
 @dataclass
@@ -248,7 +253,7 @@ class EtcdProcess:
             self.ready.set()
         if "became leader" in msg or "elected leader" in msg or "lost leader" in msg:
             self.leader_changed()
-        if _REMOVED in msg:
+        if any(text in msg or text in str(entry.get("error", "")) for text in _REMOVED):
             self.removed = True
         if level in ("error", "fatal", "panic", "dpanic"):
             detail = entry.get("error", "")

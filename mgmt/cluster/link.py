@@ -48,6 +48,9 @@ class ClusterLink:
         self.records: list[Exported] = []  # every host's exports, as last read
         self._wanted: list[Exported] = []  # this host's exports
         self._published: list[Exported] | None = None
+        self._attempts = 0  # export attempts made by the publisher (the only writer)
+        self._export_error = ""  # why the last attempt failed ("": it did not)
+        self._exported = asyncio.Condition()  # notified after every attempt
         self._collect: list[Collect] = []
         self._running: list[tuple[str, str, str]] = []  # the collected records in the graph
         self._changes: Changes | None = None
@@ -90,16 +93,10 @@ class ClusterLink:
         self._collect = list(loaded.collect)
         self._wanted = [Exported.of(self.host, res) for res in loaded.exported]
         if self._wanted != self._published:
+            before = self._attempts
+            self._publish.set()
             if self.cluster.client.connected.is_set():
-                try:
-                    async with asyncio.timeout(PUBLISH_WAIT):
-                        await self._export()
-                        await self._read()
-                except (WorldError, TimeoutError) as err:
-                    log.warning("exports not published yet: %s", err or "timeout")
-                    self._publish.set()
-            else:
-                self._publish.set()
+                await self._wait_published(self._wanted, before)
         collected = self._collected()
         # A local resource that is hidden (exported, not applied here) gives way to the same
         # resource collected; any other local one wins.
@@ -194,6 +191,22 @@ class ClusterLink:
         await self.world.res_export(wanted)
         self._published = wanted
 
+    async def _wait_published(self, wanted: list[Exported], before: int) -> None:
+        """Wait (at most PUBLISH_WAIT s) until the publisher wrote `wanted` or failed to.
+        Waiting never cancels the write itself: a request to a member that hangs must run
+        into its own deadline, which makes the client fail over to another member (cancelled
+        at PUBLISH_WAIT instead, it was retried on the same member: twice the delay)."""
+
+        def settled() -> bool:
+            failed = self._attempts > before and bool(self._export_error)
+            return self._published == wanted or failed
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PUBLISH_WAIT), self._exported:
+                await self._exported.wait_for(settled)
+        if self._published != wanted:
+            log.warning("exports not published yet: %s", self._export_error or "timeout")
+
     async def _collector(self) -> None:
         assert self._changes is not None
         async for _ in self._changes:
@@ -216,9 +229,16 @@ class ClusterLink:
             self._publish.clear()
             try:
                 await self._export()
-                delay = 0.05
+                await self._read()
+                delay, error = 0.05, ""
             except WorldError as err:
-                log.debug("export: %s", err)
+                error = str(err)
+            async with self._exported:
+                self._attempts += 1
+                self._export_error = error
+                self._exported.notify_all()
+            if error:
+                log.debug("export: %s", error)
                 await self.cluster.client.connected.wait()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

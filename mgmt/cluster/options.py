@@ -72,6 +72,8 @@ class Options:
     create_ca: bool = False
     # --insecure-cluster: plain http, no certificates (warned about at start).
     insecure: bool = False
+    # Seconds a gone host's exports stay before the leader withdraws them (-1: kept).
+    export_grace: float = 300
 
     @property
     def call_timeout(self) -> float:
@@ -164,6 +166,10 @@ def from_config(config: Config, prefix: Path | None = None) -> Options:
             f"{config.etcd_heartbeat_interval} and {config.etcd_election_timeout}",
             "--etcd-election-timeout",
         )
+    if config.export_grace < -1:
+        raise ValidationError(
+            f"must be -1 (keep) or >= 0 seconds, got {config.export_grace}", "--export-grace"
+        )
     if not _DURATION.fullmatch(config.etcd_compaction_retention):
         raise ValidationError(
             f"expected a duration like 10m or 1h (0: never), got "
@@ -190,6 +196,7 @@ def from_config(config: Config, prefix: Path | None = None) -> Options:
         ca_dir=ca_dir,
         create_ca=ca_dir is not None and not lists["seeds"],
         insecure=insecure,
+        export_grace=config.export_grace,
     )
 
 

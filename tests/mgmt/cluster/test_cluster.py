@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from engine.errors import WorldError
+from engine.errors import ValidationError, WorldError
 from engine.graph import Edge, Graph
 from engine.meta import Meta
 from engine.world import Exported
@@ -18,7 +19,7 @@ from mgmt.cluster.link import ClusterLink
 from mgmt.yamlgraph import Collect, Loaded
 from resources.file import FileRes
 from resources.noop import NoopRes
-from tests.mgmt.cluster.helpers import options, pid_alive, wait_pid_gone
+from tests.mgmt.cluster.helpers import free_ports, options, pid_alive, wait_pid_gone
 
 
 class LogEvent(logging.Handler):
@@ -220,3 +221,79 @@ async def test_edges_to_collected_resources_join_when_they_do(
     await link.graph_for(loaded)  # the same situation is not said again
     assert "cycle" not in caplog.text and "waits for" not in caplog.text
     await link.cluster.client.close()
+
+
+async def test_a_nominee_that_never_starts_is_removed(
+    tmp_path: Path, log_event: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A volunteer (alive: its lease is renewed) whose etcd never starts: the leader adds it as
+    a learner, then removes it once `nominee_grace` has passed (10 s by default)."""
+    assert Cluster(options("h", election_ms=1000), tmp_path).nominee_grace == 10.0
+    caplog.set_level(logging.INFO, logger="cluster")
+    nominated = log_event("nominated ghost")  # type: ignore[operator]
+    removed = log_event("nominee ghost did not start: removed it")  # type: ignore[operator]
+    cluster = Cluster(options("h1"), tmp_path)
+    cluster.nominee_grace = 1.0
+    (peer,) = free_ports(1)
+    volunteer = json.dumps({"peer_urls": [f"http://127.0.0.1:{peer}"], "serving": False})
+
+    async def on_lease(lease: int) -> None:
+        await cluster.client.put(b"/_mgmt/volunteers/ghost", volunteer.encode(), lease=lease)
+
+    try:
+        assert await cluster.start()
+        ghost = asyncio.create_task(cluster.client.keep_leased(5, on_lease))
+        async with asyncio.timeout(20):
+            await nominated.wait()
+            (learner,) = [m for m in await cluster.client.members() if m.is_learner]
+            await removed.wait()
+        assert learner.id not in {m.id for m in await cluster.client.members()}
+        ghost.cancel()
+        await asyncio.gather(ghost, return_exceptions=True)
+    finally:
+        await cluster.stop()
+    assert "exited (code" not in caplog.text  # the last voter stays (a learner is no quorum)
+
+
+def test_the_export_grace_option() -> None:
+    from mgmt.cluster.options import from_config
+    from mgmt.config import Config
+
+    assert from_config(Config(hostname="h")).export_grace == 300
+    assert from_config(Config(hostname="h", export_grace=-1)).export_grace == -1
+    with pytest.raises(ValidationError, match=r"must be -1 .* got -2") as err:
+        from_config(Config(hostname="h", export_grace=-2))
+    assert err.value.key == "--export-grace"
+
+
+async def test_a_swap_that_stops_waiting_leaves_its_export_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The member hangs (SIGSTOP: its connections stay open): the graph swap stops waiting
+    for its exports after PUBLISH_WAIT, but the write is left to its own deadline and the
+    client's failover (cancelling it made the publisher start again on the same hung member:
+    twice the delay); it completes, in one attempt, once the member answers again."""
+    import os
+    import signal
+
+    from mgmt.cluster import link as link_module
+
+    monkeypatch.setattr(link_module, "PUBLISH_WAIT", 0.2)
+    link = ClusterLink(options("h1"), tmp_path, lambda: None)
+    exported = FileRes(name="/srv/shared/h1", content="x\n", meta=Meta(hidden=True))
+    try:
+        await link.start()
+        member = link.cluster.member
+        assert member is not None and member.pid is not None
+        os.kill(member.pid, signal.SIGSTOP)
+        try:
+            await link.graph_for(Loaded(Graph("g"), exported=[exported]))
+            assert "exports not published yet: timeout" in caplog.text
+            assert link._attempts == 0  # still running
+        finally:
+            os.kill(member.pid, signal.SIGCONT)
+        async with asyncio.timeout(10), link._exported:
+            await link._exported.wait_for(lambda: link._published == link._wanted)
+        assert link._attempts == 1
+    finally:
+        await link.stop()

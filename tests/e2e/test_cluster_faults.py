@@ -1,0 +1,301 @@
+"""The cluster's fault suite, end to end: real `mgmt` agents with their real etcd on 127.0.0.1.
+
+- a member killed with -9 and restarted rejoins as a voting member;
+- etcd's data dir on a full file system (a real tmpfs): a clear error, the local graph still
+  converges, and etcd starts once there is room (a nominee then joins, never starting a
+  cluster of its own from a failed start's leftovers);
+- a lost cluster (a lost quorum; the only etcd killed): the local graph still converges, and
+  exports resume when it returns;
+- the exports of a host whose agent is gone are withdrawn after `--export-grace`.
+
+Every agent is started through `start()` below (one place to pass credentials to joiners).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mgmt.cluster.client import Member
+from mgmt.cluster.world import EtcdWorld
+from tests.e2e.helpers import has_content, wait_path
+from tests.e2e.test_cluster_e2e import (
+    Host,
+    client_of,
+    exporter,
+    fleet,
+    holds,
+    lacks,
+    wait_any_log,
+    wait_dot,
+)
+from tests.mgmt.cluster.helpers import wait_pid_gone
+
+
+async def start(host: Host, seeds: list[Host] | None = None) -> None:
+    """Start one agent (joining through `seeds`, if any)."""
+    await host.start(seeds=seeds or [])
+
+
+def voters(members: list[Member]) -> list[str]:
+    """The names of the started voting members."""
+    return sorted(m.name for m in members if m.name and not m.is_learner)
+
+
+async def wait_voters(hosts: list[Host], names: list[str], timeout: float) -> None:
+    """Wait until the member list is exactly `names`, all started and voting: re-read it
+    whenever an agent logs a line (each membership step is logged by the leader or the
+    member)."""
+    daemons = [h.daemon for h in hosts if h.daemon is not None]
+    async with client_of(*hosts) as client, asyncio.timeout(timeout):
+        while True:
+            for daemon in daemons:
+                daemon._new_line.clear()
+            members = await client.members()
+            if len(members) == len(names) and voters(members) == names:
+                return
+            waits = [asyncio.ensure_future(d._new_line.wait()) for d in daemons]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+
+
+@pytest.mark.slow
+async def test_a_member_killed_and_restarted_rejoins_as_a_voter(tmp_path: Path) -> None:
+    """Three members; kill -9 one and wait until the leader removed it; restart it (its data
+    dir is left over): it becomes a voting member again, and the others kept serving."""
+    shared = tmp_path / "shared"
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3)]
+    for host in hosts:
+        host.graph.write_text(exporter(shared, host.name, f"from {host.name}"))
+    h1, h2, h3 = hosts
+    paths = [f"{shared}/{h.name}" for h in hosts]
+    async with fleet(hosts):
+        await start(h1)
+        for host in (h2, h3):
+            await start(host, seeds=[h1])
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("is now a voting member", count=2, timeout=20)
+        for host in hosts:
+            await wait_dot(host, holds(*paths))
+        await h3.kill()
+        for pid in h3.pids():
+            await wait_pid_gone(pid)
+        # The others keep serving exports meanwhile.
+        h2.graph.write_text(exporter(shared, "h2", "after the kill"))
+        await wait_path(shared / "h2", has_content("after the kill\n"), 10)
+        await wait_any_log([h1, h2], "member h3 is gone; removing it", timeout=20)
+        await start(h3, seeds=[h1])
+        # Within its election timeout plus a few seconds (a generous bound: ~1 s here, and
+        # more than 10 s before the fix, when the leader had to drop the unstarted nominee).
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=8)
+        assert not any("did not start" in line for h in hosts for line in h.daemon.lines)
+        assert h3.daemon is not None
+        h3.graph.write_text(exporter(shared, "h3", "h3 is back"))
+        await wait_path(shared / "h3", has_content("h3 is back\n"), 10)
+
+
+@pytest.mark.slow
+async def test_a_dead_hosts_exports_are_withdrawn_after_the_grace(tmp_path: Path) -> None:
+    """`--export-grace 1`: once a killed host's lease expired, the leader withdraws its exports
+    a second later, and every collector drops them; the host comes back: they are back. With
+    `--export-grace -1` they are kept."""
+    shared = tmp_path / "shared"
+    h1 = Host("h1", tmp_path, extra_args=["--export-grace", "1"])
+    h2 = Host("h2", tmp_path, extra_args=["--no-server"])
+    h1.graph.write_text(exporter(shared, "h1", "one"))
+    h2.graph.write_text(exporter(shared, "h2", "two"))
+    paths = [f"{shared}/h1", f"{shared}/h2"]
+    async with fleet([h1, h2]):
+        await start(h1)
+        await start(h2, seeds=[h1])
+        await wait_dot(h1, holds(*paths))
+        await h2.kill()
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("h2's agent is gone: its exports are withdrawn in 1s")
+        await h1.daemon.wait_log("withdrew the exports of h2")
+        await wait_dot(h1, lacks(paths[1]))
+        async with client_of(h1) as client:
+            assert [r.host for r in await EtcdWorld(client, "t").res_list()] == ["h1"]
+        await start(h2, seeds=[h1])
+        await wait_dot(h1, holds(*paths))
+
+
+@pytest.mark.slow
+async def test_a_dead_hosts_exports_can_be_kept(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    h1 = Host("h1", tmp_path, extra_args=["--export-grace", "-1"])
+    h2 = Host("h2", tmp_path, extra_args=["--no-server"])
+    h1.graph.write_text(exporter(shared, "h1", "one"))
+    h2.graph.write_text(exporter(shared, "h2", "two"))
+    async with fleet([h1, h2]):
+        await start(h1)
+        await start(h2, seeds=[h1])
+        await wait_dot(h1, holds(f"{shared}/h1", f"{shared}/h2"))
+        await h2.kill()
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("h2's agent is gone: its exports are kept (--export-grace -1)")
+        async with client_of(h1) as client:
+            assert sorted(r.host for r in await EtcdWorld(client, "t").res_list()) == ["h1", "h2"]
+        assert "withdrew" not in h1.daemon.log
+
+
+@contextlib.contextmanager
+def small_fs(path: Path, size: str) -> Iterator[Callable[[str], None]]:
+    """A tmpfs of `size` mounted on `path` (skip the test where mounting is not allowed);
+    yields a function that resizes it."""
+
+    def mount(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["mount", "-t", "tmpfs", *args, "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+
+    path.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None or mount("-o", f"size={size},mode=0700").returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
+
+    def resize(new: str) -> None:
+        done = mount("-o", f"remount,size={new}")
+        assert done.returncode == 0, done.stderr
+
+    try:
+        yield resize
+    finally:
+        subprocess.run(["umount", "-l", str(path)], timeout=10, check=False)
+
+
+@pytest.mark.slow
+async def test_etcd_on_a_full_file_system(tmp_path: Path) -> None:
+    """The prefix (so etcd's data dir) on a 1 MiB file system, too small for etcd's 64 MiB
+    write-ahead log: one clear error naming the data dir, the local graph converges and keeps
+    being enforced; once the file system has room, etcd starts and the exports are published
+    (a second host collects them)."""
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    h1 = Host("h1", tmp_path)
+    h2 = Host("h2", tmp_path, extra_args=["--no-server"])
+    h1.graph.write_text(exporter(shared, "h1", "one", local=local))
+    h2.graph.write_text(f"graph: h2\ncollect:\n  - {{kind: file, pattern: {shared}/}}\n")
+    with small_fs(tmp_path / "h1" / "prefix", "1m") as resize:
+        async with fleet([h1, h2]):
+            await start(h1)
+            assert h1.daemon is not None
+            await h1.daemon.wait_log("the file system is full")
+            error = next(line for line in h1.daemon.lines if "the file system is full" in line)
+            assert f"{tmp_path}/h1/prefix/etcd" in error and "no space left on device" in error
+            await wait_path(local, has_content("mine\n"))
+            local.unlink()  # still enforced
+            await wait_path(local, has_content("mine\n"))
+            assert "Traceback" not in h1.daemon.log
+            resize("200m")
+            await h1.daemon.wait_log("etcd member h1 serving clients", timeout=20)
+            await start(h2, seeds=[h1])
+            await wait_dot(h2, holds(f"{shared}/h1"))
+            assert sum("the file system is full" in line for line in h1.daemon.lines) == 1
+
+
+def exports_to_each(
+    shared: Path, content: str, local: Path, peers: list[str], host: str = "h1"
+) -> str:
+    """A graph with a local file and one export per peer (`<shared>/for-<peer>`, only that
+    peer may collect it), so that a file on disk shows which peer got the export."""
+    text = f'graph: {host}\nresources:\n  file:\n    - name: {local}\n      content: "mine\\n"\n'
+    for peer in peers:
+        text += f'    - name: "@@{shared}/for-{peer}"\n      content: "{content}\\n"\n'
+        text += f"      meta: {{export: [{peer}]}}\n"
+    return text
+
+
+@pytest.mark.slow
+async def test_a_lost_quorum_and_its_return(tmp_path: Path) -> None:
+    """Three members; kill -9 two of them: the survivor keeps enforcing its local graph, and
+    an export it changed meanwhile reaches the others once they are back (from their data
+    dirs: nobody could remove them without a quorum)."""
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3)]
+    h1, h2, h3 = hosts
+    for host in (h2, h3):
+        host.graph.write_text(exporter(shared, host.name, f"from {host.name}"))
+    h1.graph.write_text(exports_to_each(shared, "before", local, ["h2", "h3"]))
+    async with fleet(hosts):
+        await start(h1)
+        for host in (h2, h3):
+            await start(host, seeds=[h1])
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=20)
+        for peer in ("h2", "h3"):
+            await wait_path(shared / f"for-{peer}", has_content("before\n"), 10)
+        await asyncio.gather(h2.kill(), h3.kill())
+        for pid in h2.pids() + h3.pids():
+            await wait_pid_gone(pid)
+        assert h1.daemon is not None
+        local.unlink()  # the local graph is still enforced without a quorum
+        await wait_path(local, has_content("mine\n"))
+        h1.graph.write_text(exports_to_each(shared, "during the outage", local, ["h2", "h3"]))
+        await h1.daemon.wait_log("exports not published yet", timeout=20)
+        local.unlink()
+        await wait_path(local, has_content("mine\n"))
+        await asyncio.gather(start(h2, seeds=[h1]), start(h3, seeds=[h1]))
+        for peer in ("h2", "h3"):
+            await wait_path(shared / f"for-{peer}", has_content("during the outage\n"), 30)
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=20)
+
+
+@pytest.mark.slow
+async def test_the_only_etcd_killed_and_restarted(tmp_path: Path) -> None:
+    """A one-member cluster whose etcd (not its agent) is killed: a client host keeps
+    enforcing its local graph, and its export changed meanwhile is collected once the agent
+    has restarted its etcd."""
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    h1 = Host("h1", tmp_path)
+    h2 = Host("h2", tmp_path, extra_args=["--no-server"])
+    h1.graph.write_text(f"graph: h1\ncollect:\n  - {{kind: file, pattern: {shared}/}}\n")
+    h2.graph.write_text(exports_to_each(shared, "before", local, ["h1"], host="h2"))
+    async with fleet([h1, h2]):
+        await start(h1)
+        await start(h2, seeds=[h1])
+        await wait_path(shared / "for-h1", has_content("before\n"), 10)
+        (etcd,) = h1.pids()
+        os.kill(etcd, signal.SIGKILL)
+        await wait_pid_gone(etcd)
+        assert h2.daemon is not None
+        h2.graph.write_text(exports_to_each(shared, "meanwhile", local, ["h1"], host="h2"))
+        local.unlink()
+        await wait_path(local, has_content("mine\n"))
+        await wait_path(shared / "for-h1", has_content("meanwhile\n"), 20)
+        assert len(h1.pids()) == 2  # the agent restarted its etcd
+
+
+@pytest.mark.slow
+async def test_a_nominee_on_a_full_file_system(tmp_path: Path) -> None:
+    """A joining host whose prefix is full when it is nominated: a clear error, its local graph
+    converges; once there is room its member joins the cluster and votes (it must not start a
+    cluster of its own from what the failed start left behind)."""
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    h1, h2 = Host("h1", tmp_path), Host("h2", tmp_path)
+    h1.graph.write_text(f"graph: h1\ncollect:\n  - {{kind: file, pattern: {shared}/}}\n")
+    h2.graph.write_text(exports_to_each(shared, "from h2", local, ["h1"], host="h2"))
+    with small_fs(tmp_path / "h2" / "prefix", "1m") as resize:
+        async with fleet([h1, h2]):
+            await start(h1)
+            await start(h2, seeds=[h1])
+            assert h2.daemon is not None
+            await h2.daemon.wait_log("the file system is full", timeout=20)
+            await wait_path(local, has_content("mine\n"))
+            await wait_path(shared / "for-h1", has_content("from h2\n"))  # through h1's etcd
+            resize("200m")
+            await wait_voters([h1, h2], ["h1", "h2"], timeout=30)
+            assert h1.daemon is not None
+            assert "did not start" not in h1.daemon.log  # the nominee's own retry did it
