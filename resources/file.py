@@ -1,9 +1,12 @@
 """file: a file or a directory: existence, content (or a copy of a source), owner, group, mode.
 
-A trailing "/" on the path means a directory. Writes are atomic (a temp file in the same
-directory gets its content, owner and mode, is fsynced, then renamed over the path). Missing
-parent directories are created (0755). A symlink at the path is never followed unless
-`follow: true`; `force: true` replaces it. See docs/resources/file.md.
+A trailing "/" on the path means a directory. Every change goes through descriptors
+(engine.safefs): the path is walked from "/" without following unsafe symlinks, then changed
+relative to its open parent directory, so a symlink swapped in after the check is never
+followed. Writes are atomic (a new inode in the same directory gets its content, owner and
+mode, is fsynced, then renamed over the path). Missing parent directories are created (0755).
+A symlink at the path is never followed unless `follow: true`; `force: true` replaces it.
+See docs/resources/file.md.
 """
 
 from __future__ import annotations
@@ -12,30 +15,35 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import errno
 import functools
 import grp
-import io
 import os
 import pwd
 import re
-import secrets
-import shutil
 import stat
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, ClassVar, Literal
+from typing import Any, BinaryIO, ClassVar, Literal, TypeVar
 
-from engine.errors import ResourceError, ValidationError
+from engine import safefs
+from engine.errors import MgmtError, ResourceError, ValidationError
 from engine.resource import UID, Resource, register
 from engine.watcher import PathWatcher
+from resources.group import check_name
 
-TEMP_PREFIX = ".mgmt."  # temp files of atomic writes start with this
+T = TypeVar("T")
 CHUNK = 1 << 20  # read/copy block size
 INLINE_LIMIT = 1 << 16  # files up to this size are compared/written inline, bigger in a thread
 FILE_BASE = 0o644  # permission bits of a new file when neither mode nor source says otherwise
 DIR_BASE = 0o755  # the same for a new directory (also used for created parent directories)
 MAX_ID = 2**32 - 2  # largest numeric uid/gid (2**32 - 1 means "unchanged" to chown)
+
+Entry = tuple[str, ...]  # something below the managed path, by its names; TOP: the path itself
+TOP: Entry = ()
+Src = tuple[int, Entry]  # something below a source directory: the open source, and names
+
+_clean_dirs: set[tuple[int, int]] = set()  # directories (device, inode) found free of leftovers
 
 _OCTAL = re.compile(r"0?[0-7]{3,4}")
 _CLAUSE = re.compile(r"([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)")
@@ -196,25 +204,26 @@ class FileRes(Resource):
         if not self._managed:
             self.handle.logger.debug("nothing to do: none of state, %s is set", ", ".join(_MANAGED))
             return True
-        try:
-            path, steps = await self._plan()
-        except OSError as err:
-            raise ResourceError(f"cannot inspect {self._fs_path}: {err}") from err
-        self.handle.send(content=functools.partial(_read_small, path))
-        if not steps:
-            self.handle.logger.debug("nothing to do: %s", self._why(path))
-            return True
-        if apply and self.meta.reverse and getattr(self, "_prior", None) is None:
-            self._prior = _observe(path)
-        for step in steps:
-            if not apply:
-                self.handle.logger.info("would %s", step.would)
-                continue
+        with contextlib.ExitStack() as held:  # descriptors from the check through the changes
             try:
-                await _run(step)
+                where, steps = await self._plan(held)
             except OSError as err:
-                raise ResourceError(f"could not {step.would}: {err}") from err
-            self.handle.logger.info("%s", step.done)
+                raise ResourceError(f"cannot inspect {self._fs_path}: {err}") from err
+            self.handle.send(content=functools.partial(_read_small, where.path))
+            if not steps:
+                self.handle.logger.debug("nothing to do: %s", self._why(where.path))
+                return True
+            if apply and self.meta.reverse and getattr(self, "_prior", None) is None:
+                self._prior = where.observe()
+            for step in steps:
+                if not apply:
+                    self.handle.logger.info("would %s", step.would)
+                    continue
+                try:
+                    await _run(step)
+                except OSError as err:
+                    raise ResourceError(f"could not {step.would}: {err}") from err
+                self.handle.logger.info("%s", step.done)
         return False
 
     def _why(self, path: str) -> str:
@@ -251,144 +260,178 @@ class FileRes(Resource):
 
     # planning: observe (lstat, read) and decide; nothing here writes --------------------------
 
-    async def _plan(self) -> tuple[str, list[Step]]:
-        path, st = self._locate()
+    async def _plan(self, held: contextlib.ExitStack) -> tuple[Where, list[Step]]:
+        where, st = self._locate(held)
         if self.state == "absent":
-            return path, self._plan_absent(path, st)
+            return where, self._plan_absent(where, st)
         if self._is_dir:
-            return path, await self._plan_dir(path, st)
-        return path, await self._plan_file(path, st)
+            return where, await self._plan_dir(where, st, held)
+        return where, await self._plan_file(where, st, held)
 
-    def _locate(self) -> tuple[str, os.stat_result | None]:
-        """The path to manage (a followed symlink's target) and its lstat (None: missing)."""
-        path = self._fs_path
-        st = _lstat(path)
+    def _locate(self, held: contextlib.ExitStack) -> tuple[Where, os.stat_result | None]:
+        """Where the path to manage is (a followed symlink's target) and its lstat."""
+        where = held.enter_context(Where(self._fs_path))
+        st = where.lstat(TOP)
         if st is None or not stat.S_ISLNK(st.st_mode):
-            return path, st
+            return where, st
         if self.follow:
-            real = os.path.realpath(path)
-            real_st = _lstat(real)
-            if real_st is not None and stat.S_ISLNK(real_st.st_mode):
-                raise ResourceError(f"symlink {path} does not resolve (a loop?)")
-            return real, real_st
+            for _ in range(safefs.MAX_LINKS):
+                where = held.enter_context(where.follow())
+                st = where.lstat(TOP)
+                if st is None or not stat.S_ISLNK(st.st_mode):
+                    return where, st
+            raise ResourceError(f"symlink {self._fs_path} does not resolve (a loop?)")
         if self.state == "absent" or self.force:
-            return path, st  # the link itself
+            return where, st  # the link itself
         raise ResourceError(
-            f"{path} is a symlink (to {os.readlink(path)!r}), not followed: set follow: true "
-            "to manage its target, or force: true to replace the link"
+            f"{where.path} is a symlink (to {where.readlink(TOP)!r}), not followed: set "
+            "follow: true to manage its target, or force: true to replace the link"
         )
 
-    def _plan_absent(self, path: str, st: os.stat_result | None) -> list[Step]:
+    def _plan_absent(self, where: Where, st: os.stat_result | None) -> list[Step]:
+        path = where.path
         if st is None:
             return []
-        if stat.S_ISDIR(st.st_mode) and os.listdir(path):
+        if stat.S_ISDIR(st.st_mode) and where.scan(TOP):
             if not (self.recurse and self.force):
                 raise ResourceError(
                     f"directory {path} is not empty: set recurse: true and force: true "
                     "to remove it with everything in it"
                 )
-            return [Step(f"remove {path} recursively", f"removed {path}", _remover(path), True)]
-        return [Step(f"remove {path}", f"removed {path}", _remover(path))]
+            remove = functools.partial(where.remove, TOP, True)
+            return [Step(f"remove {path} recursively", f"removed {path}", remove, True)]
+        return [Step(f"remove {path}", f"removed {path}", functools.partial(where.remove, TOP))]
 
-    async def _plan_file(self, path: str, st: os.stat_result | None) -> list[Step]:
-        steps = _parent_steps(path) if st is None else []
+    async def _plan_file(
+        self, where: Where, st: os.stat_result | None, held: contextlib.ExitStack
+    ) -> list[Step]:
+        steps = where.parent_steps() + where.temp_steps()
         after: list[Step] = []  # a replaced symlink is only reported: the rename swaps it out
         if st is not None and not stat.S_ISREG(st.st_mode):
-            replace = self._replace_step(path, st, "file")
+            replace = self._replace_step(where, TOP, st, "file")
             (steps if replace.run else after).append(replace)
         cur = st if st is not None and stat.S_ISREG(st.st_mode) else None
-        source, src = self._source(want_dir=False)
+        source, src = self._source(held, want_dir=False)
         uid, gid = self._ids()
         mode = self._want_mode(cur, src, is_dir=False)
-        changes = attr_steps(path, "", cur, mode=mode, uid=uid, gid=gid)
-        data: bytes | str | None = self.content.encode() if self.content is not None else source
+        changes = attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
+        data: bytes | int | None = self.content.encode() if self.content is not None else source
         size = len(data) if isinstance(data, bytes) else src.st_size if src is not None else 0
-        if cur is not None and (data is None or await _same(path, cur, data, size)):
+        if cur is not None and (data is None or await _same(where, cur, data, size)):
             return steps + changes
         if cur is not None:
             uid = cur.st_uid if uid == -1 else uid
             gid = cur.st_gid if gid == -1 else gid
-        write = functools.partial(atomic_write, path, _filler(data), mode, uid, gid)
+        write = functools.partial(where.write, TOP, _filler(data), mode, uid, gid)
         if cur is None:
-            create = Step(f"create {path}", f"created {path}", write, slow=True)
+            create = Step(f"create {where.path}", f"created {where.path}", write, slow=True)
             return [*steps, create, *after]
         quiet = [dataclasses.replace(c, run=None) for c in changes]  # the write sets them
-        return [Step("update content", "content updated", write, slow=True), *quiet]
+        return [*steps, Step("update content", "content updated", write, slow=True), *quiet]
 
-    async def _plan_dir(self, path: str, st: os.stat_result | None) -> list[Step]:
-        steps = _parent_steps(path) if st is None else []
+    async def _plan_dir(
+        self, where: Where, st: os.stat_result | None, held: contextlib.ExitStack
+    ) -> list[Step]:
+        path = where.path
+        steps = where.parent_steps()
         if st is not None and not stat.S_ISDIR(st.st_mode):
-            steps.append(self._replace_step(path, st, "directory"))
+            steps.append(self._replace_step(where, TOP, st, "directory"))
         cur = st if st is not None and stat.S_ISDIR(st.st_mode) else None
-        source, src = self._source(want_dir=True)
+        source, src = self._source(held, want_dir=True)
         uid, gid = self._ids()
         mode = self._want_mode(cur, src, is_dir=True)
         if cur is None:
-            make = functools.partial(make_dir, path, mode, uid, gid)
+            make = functools.partial(where.make_dir, TOP, mode, uid, gid)
             steps.append(Step(f"create directory {path}", f"created directory {path}", make))
-        steps += attr_steps(path, "", cur, mode=mode, uid=uid, gid=gid)
+        steps += attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
         if source is not None:
-            tree = functools.partial(self._plan_tree, source, path, cur is not None, "", (uid, gid))
-            steps += await asyncio.to_thread(tree)
+            tree = functools.partial(
+                self._plan_tree, where, (source, ()), TOP, cur is not None, (uid, gid)
+            )
+            steps += await _in_thread(tree)
         return steps
 
     def _plan_tree(
-        self, src: str, dst: str, dst_is_dir: bool, rel: str, ids: tuple[int, int]
+        self, where: Where, src: Src, dst: Entry, dst_is_dir: bool, ids: tuple[int, int]
     ) -> list[Step]:
-        """Steps that make the tree below dst mirror the one below src (runs in a thread)."""
-        have = _scan(dst) if dst_is_dir else {}
-        want = _scan(src)
+        """Steps that make the tree below dst mirror the one below src (runs in a thread).
+
+        Both trees are read through descriptors, one directory at a time, and no symlink in
+        them is followed: a link is an entry like any other.
+        """
+        src_root, src_rel = src
+        have = where.scan(dst) if dst_is_dir else {}
+        with safefs.closing(safefs.sub_dir(src_root, src_rel)) as src_fd:
+            want = safefs.scan(src_fd)
         steps: list[Step] = []
+        for name in sorted(n for n, st in have.items() if safefs.is_stale_temp(n, st)):
+            label = _label(child(dst, name))
+            remove = functools.partial(where.remove, child(dst, name), False)
+            steps.append(Step(f"remove leftover temp file {label}", f"removed {label}", remove))
+            del have[name]
         for name, src_st in sorted(want.items()):
-            sp, dp = os.path.join(src, name), os.path.join(dst, name)
-            steps += self._plan_entry(sp, dp, rel + name, src_st, have.get(name), ids=ids)
+            entry = child(dst, name)
+            steps += self._plan_entry(
+                where, (src_root, (*src_rel, name)), entry, src_st, have.get(name), ids=ids
+            )
         if self.purge:
             for name in sorted(have.keys() - want.keys()):
-                dp, label = os.path.join(dst, name), rel + name
-                steps.append(Step(f"purge {label}", f"purged {label}", _remover(dp), True))
+                entry, label = child(dst, name), _label(child(dst, name))
+                purge = functools.partial(where.remove, entry)
+                steps.append(Step(f"purge {label}", f"purged {label}", purge, True))
         return steps
 
     def _plan_entry(
         self,
-        sp: str,
-        dp: str,
-        rel: str,
+        where: Where,
+        src: Src,
+        entry: Entry,
         src_st: os.stat_result,
         st: os.stat_result | None,
         *,
         ids: tuple[int, int],
     ) -> list[Step]:
+        src_root, src_rel = src
+        rel = _label(entry)
         kind = kind_of(src_st)
         if kind not in ("file", "directory", "symlink"):
             raise ResourceError(
-                f"source {sp} is a {kind}: only files, dirs and symlinks are copied"
+                f"source {os.path.join(self.source or '', *src_rel)} is a {kind}: only files, "
+                "dirs and symlinks are copied"
             )
         steps: list[Step] = []
         if st is not None and kind_of(st) != kind:
-            steps.append(self._replace_step(dp, st, kind, remove=True))
+            steps.append(self._replace_step(where, entry, st, kind, remove=True))
             st = None
         uid, gid = ids
         bits = stat.S_IMODE(src_st.st_mode)
         if kind == "directory":
-            make = functools.partial(make_dir, dp, bits, uid, gid)
+            make = functools.partial(where.make_dir, entry, bits, uid, gid)
             if st is None:
                 steps.append(Step(f"create directory {rel}/", f"created directory {rel}/", make))
-            steps += attr_steps(dp, rel + " ", st, mode=bits, uid=uid, gid=gid)
-            return steps + self._plan_tree(sp, dp, st is not None, rel + "/", ids)
-        if kind == "symlink":
-            target = os.readlink(sp)
-            if st is None or os.readlink(dp) != target:
-                link = functools.partial(atomic_symlink, target, dp, uid, gid)
-                return [*steps, Step(f"link {rel} -> {target}", f"linked {rel} -> {target}", link)]
-            return steps + attr_steps(dp, rel + " ", st, mode=None, uid=uid, gid=gid)
-        if st is None or st.st_size != src_st.st_size or not same_content(dp, sp):
-            copy = functools.partial(atomic_write, dp, _filler(sp), bits, uid, gid)
-            return [*steps, Step(f"copy {rel}", f"copied {rel}", copy, True)]
-        return steps + attr_steps(dp, rel + " ", st, mode=bits, uid=uid, gid=gid)
+            steps += attr_steps(where, entry, rel + " ", st, mode=bits, uid=uid, gid=gid)
+            return steps + self._plan_tree(where, src, entry, st is not None, ids)
+        with safefs.closing(safefs.sub_dir(src_root, src_rel[:-1])) as src_dir:
+            if kind == "symlink":
+                target = os.readlink(src_rel[-1], dir_fd=src_dir)
+                if st is None or where.readlink(entry) != target:
+                    link = functools.partial(where.symlink, entry, target, uid, gid)
+                    done = f"linked {rel} -> {target}"
+                    return [*steps, Step(f"link {rel} -> {target}", done, link)]
+                return steps + attr_steps(where, entry, rel + " ", st, mode=None, uid=uid, gid=gid)
+            src_fd = safefs.open_read(src_dir, src_rel[-1])
+        with safefs.closing(src_fd):
+            if st is not None and st.st_size == src_st.st_size and where.same(entry, src_fd):
+                return steps + attr_steps(where, entry, rel + " ", st, mode=bits, uid=uid, gid=gid)
+        copy = functools.partial(where.copy, entry, src, bits, uid, gid)
+        return [*steps, Step(f"copy {rel}", f"copied {rel}", copy, True)]
 
-    def _replace_step(self, path: str, st: os.stat_result, want: str, remove: bool = False) -> Step:
-        """Replacing what is at path by a `want` (needs force)."""
+    def _replace_step(
+        self, where: Where, entry: Entry, st: os.stat_result, want: str, remove: bool = False
+    ) -> Step:
+        """Replacing what is at entry by a `want` (needs force)."""
         have = kind_of(st)
+        path = where.path if entry == TOP else _label(entry)
         if not self.force:
             raise ResourceError(
                 f"{path} is a {have}, expected a {want}: set force: true to replace it"
@@ -399,22 +442,30 @@ class FileRes(Resource):
         return Step(
             f"remove the {have} {path} to replace it with a {want}",
             f"removed the {have} {path} to replace it with a {want}",
-            _remover(path),
+            functools.partial(where.remove, entry),
             slow=True,
         )
 
-    def _source(self, want_dir: bool) -> tuple[str | None, os.stat_result | None]:
-        """The source's resolved path and stat (a symlink named as the source is followed)."""
+    def _source(
+        self, held: contextlib.ExitStack, want_dir: bool
+    ) -> tuple[int | None, os.stat_result | None]:
+        """The source, open (a symlink named as the source is followed), and its stat.
+
+        The check and the copy both use this one descriptor: what was compared is what is
+        copied. Below a source directory nothing is followed (see _plan_tree).
+        """
         if self.source is None:
             return None, None
         try:
-            st = os.stat(self.source)
+            fd = os.open(self.source, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ResourceError(f"source {self.source} does not exist") from None
+        held.callback(os.close, fd)
+        st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode) != want_dir or not (want_dir or stat.S_ISREG(st.st_mode)):
             want = "directory" if want_dir else "file"
             raise ResourceError(f"source {self.source} is a {kind_of(st)}, expected a {want}")
-        return os.path.realpath(self.source), st
+        return fd, st
 
     def _ids(self) -> tuple[int, int]:
         """The wanted uid and gid; -1 where unmanaged."""
@@ -485,16 +536,33 @@ def _apply_action(mode: int, who: str, op: str, perms: str, is_dir: bool) -> int
 # owners --------------------------------------------------------------------------------------
 
 
+def _numeric(value: str) -> bool:
+    """An id written in ASCII digits ("²" and other Unicode digits are not ids)."""
+    return value.isascii() and value.isdigit()
+
+
 def _validate_id(value: str | None, key: str) -> None:
     if value is None:
         return
-    if not value or (value.isdigit() and int(value) > MAX_ID):
-        raise ValidationError(f"expected a name or a numeric id up to {MAX_ID}, got {value!r}", key)
+    if _numeric(value):
+        ok = int(value) <= MAX_ID
+    else:
+        try:
+            check_name(value, key)
+            ok = True
+        except ValidationError:
+            ok = False
+    if not ok:
+        raise ValidationError(
+            f"expected a name or a numeric id up to {MAX_ID} (a name: ASCII letters, digits, "
+            f"'_', '.', '-'), got {value!r}",
+            key,
+        )
 
 
 def resolve_id(value: str, key: str) -> int:
     """A uid (key "owner") or gid (key "group") from a name or a numeric string."""
-    if value.isdigit():
+    if _numeric(value):
         return int(value)
     try:
         if key == "owner":
@@ -518,7 +586,14 @@ def _group(gid: int) -> str:
 
 
 def attr_steps(
-    path: str, label: str, st: os.stat_result | None, *, mode: int | None, uid: int, gid: int
+    where: Where,
+    entry: Entry,
+    label: str,
+    st: os.stat_result | None,
+    *,
+    mode: int | None,
+    uid: int,
+    gid: int,
 ) -> list[Step]:
     """chown/chmod steps for what differs on an existing inode (mode None or id -1: unmanaged)."""
     if st is None:
@@ -526,43 +601,210 @@ def attr_steps(
     steps = []
     if uid not in (-1, st.st_uid):
         change = f"{label}{_user(st.st_uid)} -> {_user(uid)}"
-        chown = functools.partial(os.chown, path, uid, -1, follow_symlinks=False)
+        chown = functools.partial(where.attrs, entry, st, uid=uid)
         steps.append(Step(f"chown {change}", f"owner {change}", chown))
     if gid not in (-1, st.st_gid):
         change = f"{label}{_group(st.st_gid)} -> {_group(gid)}"
-        chgrp = functools.partial(os.chown, path, -1, gid, follow_symlinks=False)
+        chgrp = functools.partial(where.attrs, entry, st, gid=gid)
         steps.append(Step(f"chgrp {change}", f"group {change}", chgrp))
     old = stat.S_IMODE(st.st_mode)
     if mode is not None and old != mode:  # after chown, which may clear setuid bits
         change = f"{label}{old:04o} -> {mode:04o}"
-        steps.append(
-            Step(f"chmod {change}", f"mode {change}", functools.partial(os.chmod, path, mode))
-        )
+        chmod = functools.partial(where.attrs, entry, st, mode=mode)
+        steps.append(Step(f"chmod {change}", f"mode {change}", chmod))
     return steps
 
 
+# where the changes happen: descriptors, never paths ------------------------------------------
+
+
+def child(entry: Entry, name: str) -> Entry:
+    return (*entry, name)
+
+
+def _label(entry: Entry) -> str:
+    return "/".join(entry)
+
+
+class Where:
+    """The managed path's parent directory, held open for one check_apply.
+
+    It is reached by `safefs.walk` (no unsafe symlink followed on the way); `missing` lists
+    the parent directories still to create. Every step acts through descriptors relative to
+    it, never by path, so a symlink swapped in after the check is not followed. An Entry
+    addresses the path itself (TOP) or something below it (a tree copy), whose directories
+    are opened one by one without following any symlink.
+    """
+
+    def __init__(
+        self, path: str, *, start: tuple[int, str] | None = None, shown: str | None = None
+    ) -> None:
+        parent, self.name = os.path.split(path)
+        self.path = shown or path  # for messages
+        self.fd, self.missing = safefs.walk(parent or ".", start=start)
+
+    def __enter__(self) -> Where:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def follow(self) -> Where:
+        """Where the symlink at the path points (its parents walked by the same rule)."""
+        target = self.readlink(TOP)
+        name = os.path.basename(target.rstrip("/"))
+        if name in ("", ".", ".."):
+            raise ResourceError(f"symlink {self.path} -> {target!r} names no file to manage")
+        here = os.path.dirname(self.path)
+        shown = os.path.normpath(os.path.join(here, target))
+        return Where(target.rstrip("/"), start=(self.fd, here), shown=shown)
+
+    @contextlib.contextmanager
+    def _at(self, entry: Entry) -> Iterator[tuple[int, str]]:
+        """The directory descriptor holding entry, and its name there."""
+        if self.missing:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", self.path)
+        if not entry:
+            yield self.fd, self.name
+            return
+        with safefs.closing(safefs.sub_dir(self.fd, (self.name, *entry[:-1]))) as fd:
+            yield fd, entry[-1]
+
+    # reading
+
+    def lstat(self, entry: Entry) -> os.stat_result | None:
+        if self.missing:
+            return None
+        with self._at(entry) as (fd, name):
+            return safefs.lstat_at(fd, name)
+
+    def readlink(self, entry: Entry) -> str:
+        with self._at(entry) as (fd, name):
+            return os.readlink(name, dir_fd=fd)
+
+    def scan(self, entry: Entry) -> dict[str, os.stat_result]:
+        with self._at(entry) as (fd, name):
+            return safefs.scan(fd, name)
+
+    def same(self, entry: Entry, want: bytes | int) -> bool:
+        with self._at(entry) as (fd, name), safefs.closing(safefs.open_read(fd, name)) as have:
+            return same_content(have, want)
+
+    def observe(self) -> dict[str, Any]:
+        """What is at the path now, as JSON data a reversal can restore."""
+        if self.missing:
+            return {"existed": False}
+        return _prior(self.fd, self.name)
+
+    # changing
+
+    def parent_steps(self) -> list[Step]:
+        """Creating the missing parent directories, outermost first."""
+        shown, parent = [], os.path.dirname(self.path)
+        for _ in self.missing:
+            shown.append(parent)
+            parent = os.path.dirname(parent)
+        return [
+            Step(f"create parent directory {p}", f"created parent directory {p}", self.make_parent)
+            for p in reversed(shown)
+        ]
+
+    def make_parent(self) -> None:
+        """Create the next missing parent directory (mode 0755, whatever the umask)."""
+        fd = safefs.make_dirs(self.fd, self.missing[:1], DIR_BASE)
+        os.close(self.fd)
+        self.fd, self.missing = fd, self.missing[1:]
+
+    def temp_steps(self) -> list[Step]:
+        """Removing temp files that crashed writes left next to the path (once per directory)."""
+        if self.missing:
+            return []
+        st = os.fstat(self.fd)
+        if (st.st_dev, st.st_ino) in _clean_dirs:
+            return []
+        stale = safefs.stale_temps(self.fd)
+        if not stale:
+            _clean_dirs.add((st.st_dev, st.st_ino))
+        here = os.path.dirname(self.path)
+        return [
+            Step(
+                f"remove leftover temp file {os.path.join(here, name)}",
+                f"removed leftover temp file {os.path.join(here, name)}",
+                functools.partial(self._unlink_temp, name),
+            )
+            for name in stale
+        ]
+
+    def _unlink_temp(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):  # a sibling resource removed it first
+            os.unlink(name, dir_fd=self.fd)
+
+    def write(
+        self, entry: Entry, fill: Callable[[BinaryIO], object], mode: int, uid: int, gid: int
+    ) -> None:
+        with self._at(entry) as (fd, name):
+            safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid)
+
+    def copy(self, entry: Entry, src: Src, mode: int, uid: int, gid: int) -> None:
+        """Copy the source tree's entry src (its root and names) to entry."""
+        root, rel = src
+        with (
+            safefs.closing(safefs.sub_dir(root, rel[:-1])) as src_dir,
+            safefs.closing(safefs.open_read(src_dir, rel[-1])) as src_fd,
+        ):
+            self.write(entry, _filler(src_fd), mode, uid, gid)
+
+    def make_dir(self, entry: Entry, mode: int, uid: int, gid: int) -> None:
+        with self._at(entry) as (fd, name):
+            safefs.make_dir(fd, name, mode, uid, gid)
+
+    def symlink(self, entry: Entry, target: str, uid: int, gid: int) -> None:
+        with self._at(entry) as (fd, name):
+            safefs.symlink_at(fd, name, target, uid, gid)
+
+    def remove(self, entry: Entry, recursive: bool = True) -> None:
+        with self._at(entry) as (fd, name):
+            safefs.remove_at(fd, name, recursive=recursive)
+
+    def attrs(
+        self,
+        entry: Entry,
+        expect: os.stat_result,
+        *,
+        uid: int = -1,
+        gid: int = -1,
+        mode: int | None = None,
+    ) -> None:
+        """chown/chmod entry on its open descriptor (a symlink: chown the link itself)."""
+        with self._at(entry) as (fd, name):
+            if stat.S_ISLNK(expect.st_mode):
+                os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
+            else:
+                safefs.set_attrs(fd, name, uid=uid, gid=gid, mode=mode, expect=expect)
+
+
 # filesystem helpers --------------------------------------------------------------------------
+
+
+async def _in_thread(fn: Callable[[], T]) -> T:
+    """Run fn in a thread; if cancelled, still wait for it: it uses descriptors we close after."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([task])
+        raise
 
 
 async def _run(step: Step) -> None:
     if step.run is None:
         return
     if step.slow:
-        await asyncio.to_thread(step.run)
+        await _in_thread(step.run)
     else:
         step.run()
-
-
-def _lstat(path: str) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except FileNotFoundError:
-        return None
-
-
-def _scan(path: str) -> dict[str, os.stat_result]:
-    with os.scandir(path) as entries:
-        return {e.name: e.stat(follow_symlinks=False) for e in entries}
 
 
 def kind_of(st: os.stat_result) -> str:
@@ -570,71 +812,41 @@ def kind_of(st: os.stat_result) -> str:
     return _KINDS.get(stat.S_IFMT(st.st_mode), "device")
 
 
-def _parent_steps(path: str) -> list[Step]:
-    """Creating the missing parent directories of path, outermost first."""
-    missing: list[str] = []
-    parent = os.path.dirname(path)
-    while not os.path.lexists(parent):
-        missing.append(parent)
-        parent = os.path.dirname(parent)
-    return [
-        Step(
-            f"create parent directory {p}",
-            f"created parent directory {p}",
-            functools.partial(_mkdir_parent, p),
-        )
-        for p in reversed(missing)
-    ]
-
-
-def _mkdir_parent(path: str) -> None:
-    with contextlib.suppress(FileExistsError):  # a sibling resource made it meanwhile
-        os.mkdir(path, DIR_BASE)
-
-
-def _remover(path: str) -> Callable[[], None]:
-    def remove() -> None:
-        st = os.lstat(path)
-        if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(path)
+def same_content(fd: int, want: bytes | int) -> bool:
+    """True if the file open as fd holds `want`: bytes, or what the file open as `want` holds."""
+    offset = 0
+    while True:
+        chunk = os.pread(fd, CHUNK, offset)
+        if isinstance(want, bytes):
+            expected = want[offset : offset + CHUNK]
         else:
-            os.unlink(path)
-
-    return remove
-
-
-def same_content(path: str, want: bytes | str) -> bool:
-    """True if the file at path holds `want`: bytes, or the contents of the file named by a str."""
-    with contextlib.ExitStack() as stack:
-        have = stack.enter_context(open(path, "rb"))
-        other: BinaryIO = (
-            stack.enter_context(open(want, "rb")) if isinstance(want, str) else io.BytesIO(want)
-        )
-        while True:
-            chunk = have.read(CHUNK)
-            if chunk != other.read(CHUNK):
-                return False
-            if not chunk:
-                return True
+            expected = os.pread(want, CHUNK, offset)
+        if chunk != expected:
+            return False
+        if not chunk:
+            return True
+        offset += len(chunk)
 
 
-async def _same(path: str, st: os.stat_result, want: bytes | str, size: int) -> bool:
+async def _same(where: Where, st: os.stat_result, want: bytes | int, size: int) -> bool:
     if st.st_size != size:
         return False
     if size <= INLINE_LIMIT:
-        return same_content(path, want)
-    return await asyncio.to_thread(same_content, path, want)
+        return where.same(TOP, want)
+    return await _in_thread(functools.partial(where.same, TOP, want))
 
 
-def _filler(data: bytes | str | None) -> Callable[[BinaryIO], object]:
-    """Writes `data` into a file: bytes, the contents of the file named by a str, or nothing."""
+def _filler(data: bytes | int | None) -> Callable[[BinaryIO], object]:
+    """Writes `data` into a file: bytes, what the file open as an int holds, or nothing."""
 
     def fill(out: BinaryIO) -> None:
         if isinstance(data, bytes):
             out.write(data)
-        elif isinstance(data, str):
-            with open(data, "rb") as src:
-                shutil.copyfileobj(src, out, CHUNK)
+        elif isinstance(data, int):
+            offset = 0
+            while chunk := os.pread(data, CHUNK, offset):
+                out.write(chunk)
+                offset += len(chunk)
 
     return fill
 
@@ -642,47 +854,9 @@ def _filler(data: bytes | str | None) -> Callable[[BinaryIO], object]:
 def atomic_write(
     path: str, fill: Callable[[BinaryIO], object], mode: int, uid: int, gid: int
 ) -> None:
-    """Fill a temp file next to path, set owner and mode, fsync it, rename it over path."""
-    parent = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=TEMP_PREFIX)
-    try:
-        with open(fd, "wb") as out:
-            fill(out)
-            out.flush()
-            os.fchown(fd, uid, gid)
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    # No directory fsync: the data is on disk before the rename, so after a crash the path
-    # holds the old or the new content, never a mix; a lost rename is re-applied next run.
-
-
-def atomic_symlink(target: str, path: str, uid: int, gid: int) -> None:
-    """Create a symlink next to path, then rename it over path."""
-    tmp = os.path.join(os.path.dirname(path), TEMP_PREFIX + secrets.token_hex(6))
-    os.symlink(target, tmp)
-    try:
-        os.chown(tmp, uid, gid, follow_symlinks=False)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def make_dir(path: str, mode: int, uid: int, gid: int) -> None:
-    """mkdir with the final owner and mode (no window with looser bits)."""
-    os.mkdir(path, 0o700)
-    try:
-        os.chown(path, uid, gid)
-        os.chmod(path, mode)
-    except BaseException:
-        os.rmdir(path)
-        raise
+    """Atomically replace the file at path (its parent must exist); see safefs.write_at."""
+    with Where(path) as where:
+        where.write(TOP, fill, mode, uid, gid)
 
 
 # reversal helpers ----------------------------------------------------------------------------
@@ -693,16 +867,15 @@ REVERSE_LIMIT = 1 << 20  # prior content up to 1 MiB is kept for a reversal
 def _read_small(path: str) -> str | None:
     """The content of a regular file up to REVERSE_LIMIT bytes (sent along send/recv edges)."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(REVERSE_LIMIT + 1)
-    except OSError:
+        with Where(path) as where, where._at(TOP) as (fd, name):
+            data = safefs.read_at(fd, name, REVERSE_LIMIT)
+    except (OSError, MgmtError):
         return None
-    return data.decode(errors="replace") if len(data) <= REVERSE_LIMIT else None
+    return data.decode(errors="replace") if data is not None else None
 
 
-def _observe(path: str) -> dict[str, Any]:
-    """What is at path now, as JSON data a reversal can restore."""
-    st = _lstat(path)
+def _prior(dir_fd: int, name: str) -> dict[str, Any]:
+    st = safefs.lstat_at(dir_fd, name)
     if st is None:
         return {"existed": False}
     prior: dict[str, Any] = {
@@ -713,22 +886,30 @@ def _observe(path: str) -> dict[str, Any]:
         "gid": st.st_gid,
     }
     if stat.S_ISREG(st.st_mode) and st.st_size <= REVERSE_LIMIT:
-        with open(path, "rb") as handle:
-            prior["content"] = base64.b64encode(handle.read()).decode()
+        data = safefs.read_at(dir_fd, name, REVERSE_LIMIT)
+        if data is not None:
+            prior["content"] = base64.b64encode(data).decode()
     return prior
 
 
+def _observe(path: str) -> dict[str, Any]:
+    """What is at path now, as JSON data a reversal can restore."""
+    with Where(path) as where:
+        return where.observe()
+
+
 def _restore(path: str, prior: dict[str, Any]) -> None:
-    st = _lstat(path)
-    if not prior.get("existed"):
-        if st is not None and stat.S_ISDIR(st.st_mode):
-            os.rmdir(path)  # only if empty: what else is in it is not ours to remove
+    with Where(path) as where:
+        st = where.lstat(TOP)
+        if not prior.get("existed"):
+            if st is not None:  # a directory only if empty: what else is in it is not ours
+                where.remove(TOP, recursive=False)
+            return
+        if prior.get("kind") == "file" and "content" in prior:
+            while where.missing:
+                where.make_parent()
+            data = base64.b64decode(prior["content"])
+            where.write(TOP, _filler(data), prior["mode"], prior["uid"], prior["gid"])
         elif st is not None:
-            os.unlink(path)
-        return
-    if prior.get("kind") == "file" and "content" in prior:
-        data = base64.b64decode(prior["content"])
-        atomic_write(path, _filler(data), prior["mode"], prior["uid"], prior["gid"])
-    elif st is not None:
-        os.chown(path, prior["uid"], prior["gid"], follow_symlinks=False)
-        os.chmod(path, prior["mode"])
+            mode = None if stat.S_ISLNK(st.st_mode) else prior["mode"]
+            where.attrs(TOP, st, uid=prior["uid"], gid=prior["gid"], mode=mode)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from engine.errors import ResourceError, ValidationError
-from resources.file import INLINE_LIMIT, TEMP_PREFIX, FileRes, mode_after
+from engine.safefs import TEMP_PREFIX
+from resources.file import INLINE_LIMIT, FileRes, mode_after
 
 Entry = tuple[str, int, int, int, int, bytes | str | None]
 

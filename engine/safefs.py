@@ -1,0 +1,480 @@
+"""Filesystem operations that follow no symlink they should not: descriptor-based, race-free.
+
+A path is opened from "/" one component at a time (`openat` with `O_NOFOLLOW | O_DIRECTORY`),
+and every change is made relative to the open parent directory (`mkdirat`, `renameat`,
+`unlinkat`, `fchownat` without following) or on the open inode itself (`fchmod`, `fchown`). A
+symlink swapped in between a check and a change is therefore never followed, at any level.
+
+A symlink among the *parent* directories is followed only when it is safe, the rule sudo and
+ssh apply to paths: the link is owned by root or by the agent's own user, and so is the
+directory holding it, which nobody else can write. `/var/run -> /run` or `/lib -> usr/lib`
+qualify; a link planted by another user (in /tmp, say) does not: the walk fails with
+`UnsafePathError` naming it. The last component is never followed here; callers decide.
+
+Writes are atomic: the content goes into an unnamed `O_TMPFILE` inode (mode at most 0600 and
+never wider than the final mode), which gets its owner and final mode, is fsynced, then linked
+under a temp name (`.mgmt.<12 hex>`) and renamed over the target. A crash leaves no named temp
+file, except in the window between the link and the rename; `stale_temps()` finds such
+leftovers (and those of older versions, which used named temp files throughout) so that a
+later run removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from engine.errors import ResourceError
+
+log = logging.getLogger("engine")
+
+TEMP_PREFIX = ".mgmt."  # temp files of atomic writes start with this
+# Our temp names: 12 hex digits (older versions: mkstemp's 8 characters of [a-z0-9_]).
+TEMP_NAME = re.compile(r"\.mgmt\.[a-z0-9_]{8,12}")
+NAME_MAX = 255  # longest file name (bytes) the usual Linux file systems take
+MAX_LINKS = 40  # symlinks followed in one walk before giving up (the kernel's own limit)
+STARTED_NS = time.time_ns()  # a temp file older than this process is not one of its writes
+
+_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_TMPFILE = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_PROC_FD = "/proc/self/fd"
+_HAS_PROC = os.path.isdir(_PROC_FD)  # O_TMPFILE is linked in through /proc/self/fd
+_in_flight: set[str] = set()  # temp names this process is writing right now
+_in_flight_lock = threading.Lock()
+
+
+class UnsafePathError(ResourceError):
+    """A symlink in a path is not one the safe-path rule lets us follow."""
+
+
+# walking ------------------------------------------------------------------------------------
+
+
+def components(path: str) -> list[str]:
+    """The names in an absolute path ("/a//b/" -> ["a", "b"])."""
+    return [part for part in path.split("/") if part and part != "."]
+
+
+def walk(
+    path: str, *, create: int | None = None, start: tuple[int, str] | None = None
+) -> tuple[int, list[str]]:
+    """Descend to the directory `path` without following unsafe symlinks.
+
+    Returns an O_PATH descriptor of the deepest directory reached and the components still
+    missing below it (empty: the descriptor is `path` itself). With `create` (a mode), missing
+    directories are made, each with exactly that mode whatever the umask. A relative path
+    starts at `start` (a directory descriptor and its path, for messages). The caller closes
+    the descriptor. Raises NotADirectoryError if a component is not a directory,
+    UnsafePathError for a symlink the safe-path rule refuses.
+    """
+    parts = deque(components(path))
+    if start is None or path.startswith("/"):
+        fd, shown = os.open("/", _DIR), "/"
+    else:
+        fd, shown = os.dup(start[0]), start[1]
+    links = 0
+    try:
+        while parts:
+            name = parts.popleft()
+            try:
+                new = os.open(name, _DIR, dir_fd=fd)
+            except FileNotFoundError:
+                if create is None:
+                    return fd, [name, *parts]
+                new = _make_dir(fd, name, create)
+            except OSError as err:
+                if err.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise
+                target = _safe_link(fd, name, os.path.join(shown, name))
+                links += 1
+                if links > MAX_LINKS:
+                    raise OSError(errno.ELOOP, "too many symlinks", path) from None
+                parts.extendleft(reversed(components(target)))
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd, shown = os.open("/", _DIR), "/"
+                continue
+            os.close(fd)
+            fd, shown = new, os.path.normpath(os.path.join(shown, name))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, []
+
+
+def open_dir(path: str, *, create: int | None = None) -> int:
+    """An O_PATH descriptor of the directory `path` (see walk); FileNotFoundError if missing."""
+    fd, missing = walk(path, create=create)
+    if missing:
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+    return fd
+
+
+def _safe_link(dir_fd: int, name: str, shown: str) -> str:
+    """The target of the symlink `name`, if the safe-path rule allows following it."""
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if not stat.S_ISLNK(st.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", shown)
+    target = os.readlink(name, dir_fd=dir_fd)
+    trusted = {0, os.geteuid()}
+    holder = os.fstat(dir_fd)
+    why = ""
+    if st.st_uid not in trusted:
+        why = f"it is owned by uid {st.st_uid}"
+    elif holder.st_uid not in trusted or holder.st_mode & 0o022:
+        why = "its directory can be written by others"
+    if why:
+        raise UnsafePathError(
+            f"refusing to follow the symlink {shown} (-> {target}): {why}; in a path, only "
+            "links owned by root (or this agent's user) in directories only they can write "
+            "are followed"
+        )
+    return target
+
+
+def sub_dir(dir_fd: int, rel: tuple[str, ...]) -> int:
+    """An O_PATH descriptor of dir_fd/rel..., following no symlink at all (ELOOP/ENOTDIR)."""
+    fd = os.dup(dir_fd)
+    try:
+        for name in rel:
+            new = os.open(name, _DIR, dir_fd=fd)
+            os.close(fd)
+            fd = new
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def closing(fd: int) -> Iterator[int]:
+    """Close fd when the block ends."""
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+# inspecting ---------------------------------------------------------------------------------
+
+
+def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
+    """The lstat of dir_fd/name (None: missing)."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def scan(dir_fd: int, name: str | None = None) -> dict[str, os.stat_result]:
+    """Every entry of the directory dir_fd (or dir_fd/name) with its lstat."""
+    fd = os.open(name or ".", _READ | os.O_DIRECTORY, dir_fd=dir_fd)
+    try:
+        with os.scandir(fd) as entries:
+            return {e.name: e.stat(follow_symlinks=False) for e in entries}
+    finally:
+        os.close(fd)
+
+
+def open_read(dir_fd: int, name: str) -> int:
+    """A read descriptor of the regular file dir_fd/name (a symlink there is not followed)."""
+    fd = os.open(name, _READ, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", name)
+    return fd
+
+
+def read_at(dir_fd: int, name: str, limit: int) -> bytes | None:
+    """Up to `limit` bytes of a regular file; None if it is bigger."""
+    with open(open_read(dir_fd, name), "rb") as handle:
+        data = handle.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
+def fit_name(name: str, suffix: str = "") -> str:
+    """`name + suffix` as one file name: hashed ("#<sha256>") when too long or not a plain name."""
+    whole = name + suffix
+    if len(os.fsencode(whole)) <= NAME_MAX and "/" not in name and name not in ("", ".", ".."):
+        return whole
+    return "#" + hashlib.sha256(os.fsencode(name)).hexdigest() + suffix
+
+
+# changing -----------------------------------------------------------------------------------
+
+
+class Inode:
+    """An entry opened without following a link, to fchmod/fchown it on the open descriptor.
+
+    `expect` (a stat from the plan) must still describe it: if the entry was replaced since,
+    ResourceError (a retry plans again). Without read permission (an agent that is not root),
+    the descriptor is O_PATH and the changes go through /proc/self/fd.
+    """
+
+    def __init__(self, dir_fd: int, name: str, expect: os.stat_result | None = None) -> None:
+        self.path_only = False
+        try:
+            self.fd = os.open(name, _READ, dir_fd=dir_fd)
+        except PermissionError:
+            self.fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            self.path_only = True
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise ResourceError(f"{name} became a symlink meanwhile: not followed") from None
+            raise
+        st = os.fstat(self.fd)
+        if stat.S_ISLNK(st.st_mode) or (
+            expect is not None and (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino)
+        ):
+            os.close(self.fd)
+            raise ResourceError(f"{name} was replaced meanwhile: not changed, will check again")
+
+    def __enter__(self) -> Inode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def chown(self, uid: int, gid: int) -> None:
+        if uid == -1 and gid == -1:
+            return
+        if self.path_only:
+            os.chown(f"{_PROC_FD}/{self.fd}", uid, gid)
+        else:
+            os.fchown(self.fd, uid, gid)
+
+    def chmod(self, mode: int) -> None:
+        if self.path_only:
+            os.chmod(f"{_PROC_FD}/{self.fd}", mode)
+        else:
+            os.fchmod(self.fd, mode)
+
+
+def set_attrs(
+    dir_fd: int,
+    name: str,
+    *,
+    uid: int = -1,
+    gid: int = -1,
+    mode: int | None = None,
+    expect: os.stat_result | None = None,
+) -> None:
+    """chown (-1: unchanged) then chmod (None: unchanged) dir_fd/name, never through a link."""
+    with Inode(dir_fd, name, expect) as inode:
+        inode.chown(uid, gid)  # first: chown may clear setuid bits
+        if mode is not None:
+            inode.chmod(mode)
+
+
+def _make_dir(dir_fd: int, name: str, mode: int, uid: int = -1, gid: int = -1) -> int:
+    """mkdirat with exactly `mode` (umask-proof, no window with looser bits); an O_PATH fd."""
+    try:
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+    except FileExistsError:  # made meanwhile (a sibling resource): use it if it is a directory
+        return os.open(name, _DIR, dir_fd=dir_fd)
+    try:
+        set_attrs(dir_fd, name, uid=uid, gid=gid, mode=mode)
+        return os.open(name, _DIR, dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.rmdir(name, dir_fd=dir_fd)
+        raise
+
+
+def make_dir(dir_fd: int, name: str, mode: int, uid: int = -1, gid: int = -1) -> None:
+    """Create the directory dir_fd/name with exactly this owner and mode."""
+    os.mkdir(name, 0o700, dir_fd=dir_fd)
+    try:
+        set_attrs(dir_fd, name, uid=uid, gid=gid, mode=mode)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.rmdir(name, dir_fd=dir_fd)
+        raise
+
+
+def make_dirs(dir_fd: int, missing: list[str], mode: int) -> int:
+    """Create the missing directories below dir_fd (each with exactly `mode`); the last's fd."""
+    fd = os.dup(dir_fd)
+    try:
+        for name in missing:
+            new = _make_dir(fd, name, mode)
+            os.close(fd)
+            fd = new
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def _temp(dir_fd: int) -> Iterator[str]:
+    """A fresh temp name in dir_fd, known as ours while in use; removed if left behind."""
+    name = TEMP_PREFIX + secrets.token_hex(6)
+    with _in_flight_lock:
+        _in_flight.add(name)
+    try:
+        yield name
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)
+        raise
+    finally:
+        with _in_flight_lock:
+            _in_flight.discard(name)
+
+
+def _new_file(dir_fd: int, tmp: str, mode: int) -> tuple[int, bool]:
+    """A new file to fill in dir_fd: (fd, named). Unnamed (O_TMPFILE) when the file system
+    allows, else created as `tmp`; either way with mode `mode & 0600`, never wider than the
+    final mode nor than 0600."""
+    initial = mode & 0o600
+    if _HAS_PROC:
+        try:
+            return os.open(".", _TMPFILE, initial, dir_fd=dir_fd), False
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    return os.open(tmp, _CREATE, initial, dir_fd=dir_fd), True
+
+
+def write_at(
+    dir_fd: int,
+    name: str,
+    fill: Callable[[BinaryIO], object],
+    *,
+    mode: int,
+    uid: int = -1,
+    gid: int = -1,
+) -> None:
+    """Atomically replace dir_fd/name: fill a new inode, set owner and mode, fsync, rename."""
+    with _temp(dir_fd) as tmp:
+        fd, named = _new_file(dir_fd, tmp, mode)
+        with open(fd, "wb") as out:
+            fill(out)
+            out.flush()
+            if uid != -1 or gid != -1:
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)  # after chown, which clears setuid bits
+            os.fsync(fd)
+            if not named:  # complete, with its final owner and mode: now it may get a name
+                os.link(f"{_PROC_FD}/{fd}", tmp, dst_dir_fd=dir_fd, follow_symlinks=True)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    # No directory fsync: the data is on disk before the rename, so after a crash the path
+    # holds the old or the new content, never a mix; a lost rename is re-applied next run.
+
+
+def write_file(path: str, data: bytes, mode: int, *, parents: int = 0o755) -> None:
+    """Atomically write `data` to path (missing parents made with mode `parents`)."""
+    with closing(open_dir(os.path.dirname(path), create=parents)) as dir_fd:
+        write_at(dir_fd, os.path.basename(path), lambda out: out.write(data), mode=mode)
+
+
+def symlink_at(dir_fd: int, name: str, target: str, uid: int, gid: int) -> None:
+    """Atomically make dir_fd/name a symlink to target (a temp link renamed over it)."""
+    with _temp(dir_fd) as tmp:
+        os.symlink(target, tmp, dir_fd=dir_fd)
+        if uid != -1 or gid != -1:
+            os.chown(tmp, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def remove_at(dir_fd: int, name: str, *, recursive: bool = True) -> None:
+    """Remove dir_fd/name: a link itself (never its target), a file, a directory tree.
+
+    Without `recursive` a directory must be empty. Trees go through shutil.rmtree with dir_fd,
+    which works on descriptors and does not follow symlinks below either.
+    """
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=dir_fd)
+    elif recursive:
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.rmdir(name, dir_fd=dir_fd)
+
+
+# leftovers of crashed writes ----------------------------------------------------------------
+
+
+def is_stale_temp(name: str, st: os.stat_result) -> bool:
+    """A temp file (or link) of an atomic write that a crashed or killed run left behind.
+
+    Ours by name (`.mgmt.` and 8-12 characters of [a-z0-9_]), a file or a symlink, not being
+    written by this process, and older than this process (so not another live write of ours).
+    """
+    if not TEMP_NAME.fullmatch(name) or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        return False
+    with _in_flight_lock:
+        if name in _in_flight:
+            return False
+    return st.st_mtime_ns < STARTED_NS
+
+
+def stale_temps(dir_fd: int) -> list[str]:
+    """The names of stale temp files in the directory dir_fd."""
+    return sorted(name for name, st in scan(dir_fd).items() if is_stale_temp(name, st))
+
+
+# private state directories ------------------------------------------------------------------
+
+
+def private_dir(path: Path, *, root: Path | None = None) -> Path:
+    """Make sure path (and every directory from `root` down to it) is private: 0700, ours.
+
+    Missing ones are created 0700. An existing one with looser bits is tightened to 0700,
+    together with the files directly in it (to 0600), and that is logged. One owned by
+    another user is refused (ResourceError). Missing parents above `root` are made 0700 too.
+    """
+    root = root or path
+    rel = path.relative_to(root).parts
+    fd = open_dir(str(root.parent), create=0o700)
+    try:
+        for index, name in enumerate((root.name, *rel)):
+            shown = root.joinpath(*rel[:index]) if index else root
+            with contextlib.suppress(FileExistsError):
+                make_dir(fd, name, 0o700)
+            new = os.open(name, _READ | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = new
+            _tighten(fd, shown)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _tighten(fd: int, shown: Path) -> None:
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        raise ResourceError(
+            f"{shown} is owned by uid {st.st_uid}, not by this agent (uid {os.geteuid()}): "
+            "refusing to keep state there"
+        )
+    if not st.st_mode & 0o077:
+        return
+    os.fchmod(fd, 0o700)
+    files = [n for n, s in scan(fd).items() if stat.S_ISREG(s.st_mode) and s.st_mode & 0o077]
+    for name in files:
+        set_attrs(fd, name, mode=0o600)
+    log.warning(
+        "%s was mode %04o: tightened to 0700 (and %d files in it to 0600); it holds state "
+        "such as previous file contents",
+        shown,
+        stat.S_IMODE(st.st_mode),
+        len(files),
+    )
