@@ -37,6 +37,7 @@ from engine.params import build
 from engine.ratelimit import TokenBucket
 from engine.resource import Resource, Reversible, is_reversible, lookup
 from engine.reverse import ReverseStore
+from engine.safefs import fit_name
 
 log = logging.getLogger("engine")
 
@@ -104,7 +105,8 @@ class Vertex:
             kind=res.kind,
             name=res.name,
             hostname=engine.hostname,
-            var_dir=engine.prefix / "var" / res.kind / res.name.replace("/", "_"),
+            var_dir=engine.prefix / "var" / res.kind / fit_name(res.name.replace("/", "_")),
+            prefix=engine.prefix,
             on_event=self._on_event,
             get_refresh=lambda: self.refresh_pending,
             on_send=self.sent.update,
@@ -272,6 +274,8 @@ class Vertex:
             self._succeeded(changed=False)
             return None
         apply = not (self.engine.noop or meta.noop)
+        if apply and meta.reverse:
+            await self.engine.prepare_reversal(self)  # nothing is changed if it cannot be kept
         events_before, refreshes_before = self.events, self.refreshes
         self._set_status(Status.RUNNING)
         try:
@@ -489,6 +493,11 @@ class Engine:
             self.notify(vertex)
 
     # reversal ------------------------------------------------------------------------------
+
+    async def prepare_reversal(self, vertex: Vertex) -> None:
+        """Before a resource's first change: make sure its reversal record can be written."""
+        if is_reversible(vertex.res) and not self.reversals.has(vertex.key):
+            await asyncio.to_thread(self.reversals.prepare, vertex.key)
 
     async def save_reversal(self, vertex: Vertex) -> None:
         """Keep how to undo a resource's first change (meta reverse), under the prefix."""

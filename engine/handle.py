@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from engine.safefs import private_dir
+
 Cleanup = Callable[[], Awaitable[Any] | Any]
 
 log = logging.getLogger("engine")
@@ -42,12 +44,14 @@ class Handle:
         get_refresh: Callable[[], bool] | None = None,
         on_send: Callable[[dict[str, Any]], None] | None = None,
         world: Any = None,
+        prefix: Path | None = None,
     ) -> None:
         self.kind = kind
         self.name = name
         self.hostname = hostname
         self.world = world
         self._var_dir = var_dir
+        self._prefix = prefix  # var_dir's directories from here down are kept private
         self._on_event = on_event or (lambda: None)
         self._get_refresh = get_refresh or (lambda: False)
         self._on_send = on_send or (lambda values: None)
@@ -56,9 +60,8 @@ class Handle:
 
     @property
     def var_dir(self) -> Path:
-        """A private state directory for this resource (created on first use)."""
-        self._var_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return self._var_dir
+        """A private state directory for this resource (0700 from the prefix down, made on use)."""
+        return private_dir(self._var_dir, root=self._prefix)
 
     async def event(self) -> None:
         """Report a change. The first call is the startup event that lets check_apply run."""

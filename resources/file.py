@@ -851,14 +851,6 @@ def _filler(data: bytes | int | None) -> Callable[[BinaryIO], object]:
     return fill
 
 
-def atomic_write(
-    path: str, fill: Callable[[BinaryIO], object], mode: int, uid: int, gid: int
-) -> None:
-    """Atomically replace the file at path (its parent must exist); see safefs.write_at."""
-    with Where(path) as where:
-        where.write(TOP, fill, mode, uid, gid)
-
-
 # reversal helpers ----------------------------------------------------------------------------
 
 REVERSE_LIMIT = 1 << 20  # prior content up to 1 MiB is kept for a reversal
