@@ -1,0 +1,222 @@
+"""engine.safefs on a real file system: the safe-path walk, atomic writes, leftovers, private dirs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from engine import safefs
+from engine.errors import ResourceError
+
+NOBODY = 65534
+
+
+def bits(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.fixture
+def umask_077() -> Iterator[None]:
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def planted(link: Path, target: Path, uid: int = NOBODY) -> Path:
+    """A symlink link -> target owned by uid (as another user would have planted it)."""
+    link.symlink_to(target)
+    os.lchown(link, uid, uid)
+    return link
+
+
+# the walk --------------------------------------------------------------------------------------
+
+
+def test_walk_refuses_a_link_owned_by_another_user(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    link = planted(tmp_path / "link", victim)
+    with pytest.raises(safefs.UnsafePathError, match=f"symlink {link} .*owned by uid {NOBODY}"):
+        safefs.walk(f"{link}/sub")
+
+
+def test_walk_refuses_a_root_link_in_a_directory_others_can_write(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (tmp_path / "real").mkdir()
+    link = planted(shared / "link", tmp_path / "real", uid=0)
+    with pytest.raises(safefs.UnsafePathError, match="can be written by others"):
+        safefs.walk(str(link))
+
+
+def test_walk_follows_a_link_only_root_controls(tmp_path: Path) -> None:
+    """Like /var/run -> /run: owned by root, in a directory only root can write."""
+    (tmp_path / "run" / "sub").mkdir(parents=True)
+    tmp_path.chmod(0o755)
+    (tmp_path / "var").symlink_to("run")  # relative, as on real systems
+    fd, missing = safefs.walk(f"{tmp_path}/var/sub/new/deeper")
+    with safefs.closing(fd):
+        assert missing == ["new", "deeper"]
+        assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "run" / "sub"))
+
+
+def test_walk_names_a_component_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        safefs.walk(f"{tmp_path}/f/sub")
+
+
+def test_walk_creates_with_the_exact_mode_whatever_the_umask(
+    tmp_path: Path, umask_077: None
+) -> None:
+    with safefs.closing(safefs.open_dir(f"{tmp_path}/a/b", create=0o755)):
+        pass
+    assert bits(tmp_path / "a") == bits(tmp_path / "a" / "b") == 0o755
+
+
+# atomic writes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "named-temp"])
+@pytest.mark.parametrize("final", [0o644, 0o600, 0o400, 0o4755])
+def test_the_temp_file_is_never_wider_than_the_final_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool, final: int
+) -> None:
+    monkeypatch.setattr(safefs, "_HAS_PROC", unnamed)  # the fallback: a named temp file
+    seen: list[tuple[int, list[str]]] = []
+
+    def fill(out: BinaryIO) -> None:
+        out.write(b"secret")
+        temps = [n for n in os.listdir(tmp_path) if n.startswith(safefs.TEMP_PREFIX)]
+        seen.append((stat.S_IMODE(os.fstat(out.fileno()).st_mode), temps))
+
+    with safefs.closing(safefs.open_dir(str(tmp_path))) as fd:
+        safefs.write_at(fd, "f", fill, mode=final)
+    [(mode, temps)] = seen
+    assert mode & ~final == 0 and mode & ~0o600 == 0
+    assert (len(temps) == 0) is unnamed  # O_TMPFILE: no name while it is written
+    assert bits(tmp_path / "f") == final
+    assert (tmp_path / "f").read_bytes() == b"secret"
+    assert os.listdir(tmp_path) == ["f"]
+
+
+def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    def fill(out: BinaryIO) -> None:
+        out.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    (tmp_path / "f").write_text("old")
+    with safefs.closing(safefs.open_dir(str(tmp_path))) as fd, pytest.raises(OSError):
+        safefs.write_at(fd, "f", fill, mode=0o644)
+    assert os.listdir(tmp_path) == ["f"]
+    assert (tmp_path / "f").read_text() == "old"
+
+
+def test_a_write_replaces_a_symlink_and_never_follows_it(tmp_path: Path) -> None:
+    (tmp_path / "victim").write_text("victim")
+    (tmp_path / "f").symlink_to(tmp_path / "victim")
+    with safefs.closing(safefs.open_dir(str(tmp_path))) as fd:
+        safefs.write_at(fd, "f", lambda out: out.write(b"new"), mode=0o600)
+        with pytest.raises(ResourceError, match="became a symlink"):
+            (tmp_path / "g").symlink_to(tmp_path / "victim")
+            safefs.set_attrs(fd, "g", mode=0o600)
+    assert not (tmp_path / "f").is_symlink()
+    assert (tmp_path / "victim").read_text() == "victim"
+    assert bits(tmp_path / "victim") == 0o644
+
+
+def test_set_attrs_refuses_an_inode_replaced_since_the_check(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    checked = os.lstat(tmp_path / "f")
+    with open(tmp_path / "f") as keep:  # keeps the old inode (its number is not reused)
+        (tmp_path / "g").write_text("y")
+        os.replace(tmp_path / "g", tmp_path / "f")
+        with (
+            safefs.closing(safefs.open_dir(str(tmp_path))) as fd,
+            pytest.raises(ResourceError, match="replaced meanwhile"),
+        ):
+            safefs.set_attrs(fd, "f", mode=0o600, expect=checked)
+        assert stat.S_IMODE(os.fstat(keep.fileno()).st_mode) == 0o644
+    assert bits(tmp_path / "f") == 0o644
+
+
+# leftovers -------------------------------------------------------------------------------------
+
+
+def test_stale_temps_are_ours_and_older_than_this_process(tmp_path: Path) -> None:
+    old = (safefs.STARTED_NS - 10**9) / 1e9
+    for name in (".mgmt.ab12_xyz", ".mgmt.0123456789ab", ".mgmt.config", ".mgmt.toolong1234567"):
+        (tmp_path / name).write_text("x")
+        os.utime(tmp_path / name, (old, old))
+    (tmp_path / ".mgmt.fedcba987654").symlink_to("anywhere")
+    os.utime(tmp_path / ".mgmt.fedcba987654", (old, old), follow_symlinks=False)
+    (tmp_path / ".mgmt.dirdirdi").mkdir()  # a directory is never one of our temps
+    os.utime(tmp_path / ".mgmt.dirdirdi", (old, old))
+    (tmp_path / ".mgmt.fresh0000000").write_text("a live write of another agent")
+    with safefs.closing(safefs.open_dir(str(tmp_path))) as fd:
+        assert safefs.stale_temps(fd) == [
+            ".mgmt.0123456789ab",
+            ".mgmt.ab12_xyz",
+            ".mgmt.fedcba987654",
+        ]
+
+
+# names, private directories --------------------------------------------------------------------
+
+
+def test_fit_name_hashes_what_does_not_fit() -> None:
+    assert safefs.fit_name("plain", ".json") == "plain.json"
+    for name in ("x" * 300, "..", "", "a/b"):
+        fitted = safefs.fit_name(name, ".json")
+        assert fitted.startswith("#") and len(fitted) <= safefs.NAME_MAX
+    assert safefs.fit_name("é" * 126) == "é" * 126  # 252 bytes
+    assert safefs.fit_name("é" * 128).startswith("#")  # 256 bytes
+
+
+def test_private_dir_creates_0700_whatever_the_umask(tmp_path: Path, umask_077: None) -> None:
+    os.umask(0)
+    prefix = tmp_path / "prefix"
+    safefs.private_dir(prefix / "reverse" / "file", root=prefix)
+    for path in (prefix, prefix / "reverse", prefix / "reverse" / "file"):
+        assert bits(path) == 0o700
+
+
+def test_private_dir_tightens_loose_ones_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix = tmp_path / "prefix"
+    (prefix / "reverse").mkdir(parents=True)
+    for path in (prefix, prefix / "reverse"):
+        path.chmod(0o755)
+    (prefix / "reverse" / "old.json").write_text("{}")
+    (prefix / "reverse" / "old.json").chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        safefs.private_dir(prefix / "reverse", root=prefix)
+        safefs.private_dir(prefix / "reverse", root=prefix)
+    assert bits(prefix) == bits(prefix / "reverse") == 0o700
+    assert bits(prefix / "reverse" / "old.json") == 0o600
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{prefix} was mode 0755: tightened to 0700 (and 0 files in it to 0600); it holds "
+        "state such as previous file contents",
+        f"{prefix / 'reverse'} was mode 0755: tightened to 0700 (and 1 files in it to 0600); "
+        "it holds state such as previous file contents",
+    ]
+
+
+def test_private_dir_refuses_one_owned_by_another_user(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    prefix.chmod(0o777)
+    os.chown(prefix, NOBODY, NOBODY)
+    with pytest.raises(ResourceError, match=f"owned by uid {NOBODY}, not by this agent"):
+        safefs.private_dir(prefix)
+    assert bits(prefix) == 0o777
