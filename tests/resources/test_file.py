@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import resource
 import signal
 import stat
-from collections.abc import Iterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.safefs import TEMP_PREFIX
 from resources.file import INLINE_LIMIT, FileRes, mode_after
@@ -518,6 +522,223 @@ async def test_logs_say_what_and_why(
     ]
 
 
+# symlink races and the safe-path rule (issue 11) ---------------------------------------------
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A directory (with a file "f") that no write through a planted link may touch."""
+    root = tmp_path / "victim"
+    root.mkdir()
+    (root / "f").write_text("victim\n")
+    return root
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Path:
+    """A directory anyone can write, like /tmp without the sticky bit."""
+    root = tmp_path / "shared"
+    root.mkdir()
+    root.chmod(0o777)
+    return root
+
+
+async def test_a_symlink_in_a_parent_directory_is_not_followed(
+    shared: Path, victim: Path, run_resource: Any
+) -> None:
+    link = shared / "sub"
+    link.symlink_to(victim)
+    os.lchown(link, NOBODY, NOBODY)  # planted by another user
+    before = snapshot(victim)
+    writes = await make(run_resource, name="w", path=f"{link}/f", content="pwned\n", mode="0600")
+    chmods = await make(run_resource, name="m", path=f"{link}/f", mode="4755")
+    makes = await make(run_resource, name="n", path=f"{link}/new/deeper", content="x")
+    for res in (writes, chmods, makes):
+        for apply in (False, True):
+            with pytest.raises(ResourceError, match=f"refusing to follow the symlink {link} "):
+                await res.check_apply(apply)
+    assert snapshot(victim) == before
+
+
+async def test_a_safe_symlink_in_a_parent_directory_is_followed(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    """Like /var/run -> /run: a link that only root (this agent) controls."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "var").symlink_to("run")
+    res = await make(run_resource, path=f"{tmp_path}/var/a/f", content="x\n")
+    await converges(res)
+    assert (tmp_path / "run" / "a" / "f").read_text() == "x\n"
+
+
+ATTACKER = r"""
+import os, shutil, sys
+spot, victim, mode = sys.argv[1:]
+swap, aside = spot + ".swap", spot + ".aside"
+def real():  # a real file (or a directory holding one) of ours at spot
+    if mode == "file":
+        with open(swap, "w") as out:
+            out.write("attacker\n")
+        os.replace(swap, spot)
+    else:
+        os.mkdir(swap)
+        with open(os.path.join(swap, "f"), "w") as out:
+            out.write("attacker\n")
+        if os.path.islink(spot) or os.path.isfile(spot):
+            os.unlink(spot)
+        os.rename(swap, spot)
+def link():  # the symlink swapped in, aimed at the victim
+    if mode == "dir" and os.path.isdir(spot) and not os.path.islink(spot):
+        os.rename(spot, aside)
+        shutil.rmtree(aside)
+    os.symlink(victim, swap)
+    os.replace(swap, spot)
+ready = False
+while True:
+    for step in (real, link):
+        try:
+            step()
+        except OSError:
+            shutil.rmtree(swap, ignore_errors=True)
+            if os.path.lexists(swap):
+                os.unlink(swap)
+    if not ready:
+        print("ready", flush=True)
+        ready = True
+"""
+
+
+@contextlib.asynccontextmanager
+async def attacker(spot: Path, target: Path, mode: str) -> AsyncIterator[None]:
+    """Another process that swaps spot between a real file/dir and a symlink to target."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ATTACKER, str(spot), str(target), mode, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(30):
+            assert await proc.stdout.readline() == b"ready\n"
+        yield
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+RACES = 400  # check_applies per race test; each one races the attacker's swaps
+
+
+async def race(res: FileRes, victim: Path) -> tuple[int, int]:
+    """Run check_apply RACES times; the victim must never change. (applied, refused) counts."""
+    before = snapshot(victim)
+    applied = refused = 0
+    for _ in range(RACES):
+        try:
+            await res.check_apply(True)
+            applied += 1
+        except ResourceError:
+            refused += 1  # a symlink (or a swap) was seen: refused, retried later
+        assert snapshot(victim) == before, "the victim was touched"
+    return applied, refused
+
+
+@pytest.mark.parametrize("params", [{"mode": "0600"}, {"content": "managed\n", "mode": "0640"}])
+async def test_a_symlink_swapped_in_at_the_path_is_never_followed(
+    shared: Path, victim: Path, run_resource: Any, params: dict[str, str]
+) -> None:
+    spot = shared / "f"
+    res = await make(run_resource, path=str(spot), **params)
+    async with attacker(spot, victim / "f", "file"):
+        applied, refused = await race(res, victim)
+    assert applied and refused  # both happened: the race was run
+
+
+async def test_a_symlink_swapped_in_for_a_parent_is_never_followed(
+    shared: Path, victim: Path, run_resource: Any
+) -> None:
+    spot = shared / "sub"
+    res = await make(run_resource, path=f"{spot}/f", content="managed\n", mode="0600")
+    async with attacker(spot, victim, "dir"):
+        applied, refused = await race(res, victim)
+    assert applied and refused
+
+
+async def test_a_symlink_swapped_into_a_copied_tree_is_never_followed(
+    tmp_path: Path, victim: Path, run_resource: Any
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_text("copied\n")
+    (src / "sub" / "g").write_text("copied too\n")
+    src.chmod(0o777)  # copied: dst is writable by anyone too
+    res = await make(run_resource, path=f"{dst}/", source=f"{src}/", recurse=True, force=True)
+    await converges(res)
+    async with attacker(dst / "sub", victim, "dir"):
+        applied, refused = await race(res, victim)
+    assert applied and refused
+
+
+# created directories, leftovers of crashed writes (issue 11) -------------------------------
+
+
+@pytest.fixture
+def umask_077() -> Iterator[None]:
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+async def test_created_directories_get_their_mode_whatever_the_umask(
+    tmp_path: Path, run_resource: Any, umask_077: None
+) -> None:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub").chmod(0o751)
+    parents = await make(run_resource, name="p", path=f"{tmp_path}/a/b/f", content="x")
+    directory = await make(run_resource, name="d", path=f"{tmp_path}/c/", state="exists")
+    copy = await make(run_resource, name="t", path=f"{tmp_path}/t/", source=f"{src}/", recurse=True)
+    for res in (parents, directory, copy):
+        await converges(res)
+    assert bits(tmp_path / "a") == bits(tmp_path / "a" / "b") == bits(tmp_path / "c") == 0o755
+    assert bits(tmp_path / "t" / "sub") == 0o751
+
+
+def leftover(directory: Path, name: str) -> Path:
+    """A temp file as a crashed write left it: older than this process."""
+    path = directory / name
+    path.write_text("a full copy of managed content\n")
+    old = (safefs.STARTED_NS - 10**9) / 1e9
+    os.utime(path, (old, old))
+    return path
+
+
+async def test_leftover_temp_files_are_removed(tmp_path: Path, run_resource: Any) -> None:
+    path = tmp_path / "f"
+    path.write_text("x")
+    ours = [leftover(tmp_path, ".mgmt.k7x_2abc"), leftover(tmp_path, ".mgmt.0123456789ab")]
+    theirs = [leftover(tmp_path, ".mgmt.conf"), tmp_path / ".mgmt.fedcba987654"]
+    theirs[1].write_text("a live write (newer than this process)")
+    res = await make(run_resource, path=str(path), content="x")
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert [p.exists() for p in ours + theirs] == [False, False, True, True]
+
+
+async def test_leftovers_in_a_copied_tree_are_removed(tmp_path: Path, run_resource: Any) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    res = await make(run_resource, path=f"{dst}/", source=f"{src}/", recurse=True)
+    await converges(res)
+    stale = leftover(dst / "sub" / "deeper", ".mgmt.abcdefgh")
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert not stale.exists()
+    assert tree(dst) == tree(src)
+
+
 # validation --------------------------------------------------------------------------------
 
 
@@ -543,6 +764,9 @@ async def test_logs_say_what_and_why(
         ({"path": "/tmp/f", "mode": ""}, "mode", "got ''"),
         ({"path": "/tmp/f", "owner": ""}, "owner", "a name or a numeric id"),
         ({"path": "/tmp/f", "group": "4294967295"}, "group", "numeric id up to"),
+        ({"path": "/tmp/f", "owner": "\u00b2"}, "owner", "a name or a numeric id"),
+        ({"path": "/tmp/f", "group": "\u0663"}, "group", "a name or a numeric id"),
+        ({"path": "/tmp/f", "owner": "a:b"}, "owner", "a name or a numeric id"),
     ],
 )
 def test_validate_rejects(params: dict[str, Any], key: str, message: str) -> None:
