@@ -11,6 +11,7 @@ anything, that the record can be written.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import urllib.parse
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 from engine import safefs
 from engine.errors import ResourceError
 from engine.graph import Key
+
+log = logging.getLogger("engine")
 
 PATH_MAX = 4096  # longest path Linux takes, terminating NUL included
 
@@ -55,11 +58,18 @@ class ReverseStore:
         self._path(key).unlink(missing_ok=True)
 
     def stored(self) -> list[Key]:
-        """Every resource with a stored reversal."""
+        """Every resource with a stored reversal (the directories made private on the way)."""
         if not self.root.is_dir():
             return []
         found = []
         for kind_dir in self.root.iterdir():
+            if not kind_dir.is_dir():
+                continue
+            try:
+                safefs.private_dir(kind_dir, root=self.prefix)
+            except (OSError, ResourceError) as err:
+                log.error("reversal records in %s are not used: %s", kind_dir, err)
+                continue
             for path in kind_dir.glob("*.json"):
                 if path.name.startswith("#"):  # a hashed name: the record knows the real one
                     name = json.loads(path.read_text())["name"]
