@@ -1,0 +1,99 @@
+"""Fault suite, files: the real daemon killed with -9 in the middle of its writes, again and again.
+
+Whatever the moment of the kill, a managed path holds a whole old or a whole new version (never
+a partial file), and the next clean run leaves no temp file behind (also none that an older
+version's crash left).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine.safefs import STARTED_NS, TEMP_PREFIX
+from tests.e2e.helpers import Daemon, run_mgmt
+
+KILLS = 20
+FILES = 4
+SIZE = 8 << 20  # per file: a write takes long enough to be caught in the middle
+
+
+def version(index: int, number: int) -> bytes:
+    block = f"file {index}, version {number}\n".encode()
+    return (block * (SIZE // len(block) + 1))[:SIZE]
+
+
+def publish(path: Path, data: bytes) -> None:
+    """Replace a source file atomically (the daemon must never read a half-written source)."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def writing(pid: int, out: Path) -> bool:
+    """True while the process holds a temp file of a write into out/ open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        name = target.removeprefix(f"{out}/")
+        if name != target and (name.startswith("#") or name.startswith(TEMP_PREFIX)):
+            return True  # "#<inode> (deleted)" is an O_TMPFILE inode
+    return False
+
+
+async def kill_while_writing(daemon: Daemon, out: Path) -> bool:
+    """kill -9 the daemon as soon as it is seen writing (or once it gave up on it); True: mid-write."""
+    assert daemon.proc is not None
+    pid, caught = daemon.proc.pid, False
+    async with asyncio.timeout(60):
+        while daemon.proc.returncode is None and not (caught := writing(pid, out)):
+            if any("converged" in line for line in daemon.lines):
+                break  # every write done before we looked: kill it anyway
+            await asyncio.sleep(0.001)  # sampling /proc: there is no event for "mid-write"
+    daemon.proc.kill()
+    await daemon.proc.wait()
+    return caught
+
+
+@pytest.mark.slow
+async def test_kill_9_during_writes_never_leaves_a_partial_file_or_a_temp(tmp_path: Path) -> None:
+    src, out, prefix = tmp_path / "src", tmp_path / "out", tmp_path / "prefix"
+    src.mkdir()
+    graph = tmp_path / "graph.yaml"
+    resources = "".join(
+        f"  - name: f{i}\n    path: {out}/f{i}\n    source: {src}/f{i}\n" for i in range(FILES)
+    )
+    graph.write_text(f"graph: big\nresources:\n  file:\n{textwrap.indent(resources, '  ')}")
+    versions = [[version(i, n) for n in (0, 1)] for i in range(FILES)]
+    caught = 0
+    for kill in range(KILLS):
+        for i in range(FILES):
+            publish(src / f"f{i}", versions[i][kill % 2])
+        async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+            caught += await kill_while_writing(daemon, out)
+        for i in range(FILES):
+            if (out / f"f{i}").exists():
+                assert (out / f"f{i}").read_bytes() in versions[i], f"partial f{i}, kill {kill}"
+    assert caught >= KILLS // 2, f"only {caught} of {KILLS} kills hit a write"
+
+    # What an older version's crash left (a named temp file, older than the next run).
+    old = out / ".mgmt.k2_x9abc"
+    old.write_bytes(versions[0][0])
+    os.utime(old, ns=(STARTED_NS, STARTED_NS))
+    code, log = run_mgmt(
+        ["run", "--converged-timeout=0", "--prefix", str(prefix), "yaml", str(graph)], timeout=120
+    )
+    assert code == 0, log
+    assert sorted(os.listdir(out)) == [f"f{i}" for i in range(FILES)], log
+    for i in range(FILES):
+        assert (out / f"f{i}").read_bytes() == versions[i][(KILLS - 1) % 2]
