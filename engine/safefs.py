@@ -22,6 +22,7 @@ later run removes them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import logging
@@ -82,12 +83,14 @@ def walk(
     the descriptor. Raises NotADirectoryError if a component is not a directory,
     UnsafePathError for a symlink the safe-path rule refuses.
     """
-    parts = deque(components(path))
     if start is None or path.startswith("/"):
-        fd, shown = os.open("/", _DIR), "/"
+        fd = _open_no_symlinks(path)  # the usual case, one system call
+        if fd is not None:
+            return fd, []
+        fd, walked = os.open("/", _DIR), ["/"]
     else:
-        fd, shown = os.dup(start[0]), start[1]
-    links = 0
+        fd, walked = os.dup(start[0]), [start[1]]
+    parts, links = deque(components(path)), 0
     try:
         while parts:
             name = parts.popleft()
@@ -100,21 +103,50 @@ def walk(
             except OSError as err:
                 if err.errno not in (errno.ENOTDIR, errno.ELOOP):
                     raise
-                target = _safe_link(fd, name, os.path.join(shown, name))
+                target = _safe_link(fd, name, os.path.join(*walked, name))
                 links += 1
                 if links > MAX_LINKS:
                     raise OSError(errno.ELOOP, "too many symlinks", path) from None
                 parts.extendleft(reversed(components(target)))
                 if target.startswith("/"):
                     os.close(fd)
-                    fd, shown = os.open("/", _DIR), "/"
+                    fd, walked = os.open("/", _DIR), ["/"]
                 continue
             os.close(fd)
-            fd, shown = new, os.path.normpath(os.path.join(shown, name))
+            fd = new
+            walked.append(name)
     except BaseException:
         os.close(fd)
         raise
     return fd, []
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
+
+
+_SYS_OPENAT2 = 437  # the same number on every architecture Linux added it to (5.6)
+_RESOLVE_NO_SYMLINKS = 0x04
+_AT_FDCWD = -100
+_HOW = _OpenHow(_DIR & ~os.O_NOFOLLOW, 0, _RESOLVE_NO_SYMLINKS)
+_syscall = ctypes.CDLL(None, use_errno=True).syscall
+_openat2_usable = [True]  # cleared when the kernel (or a sandbox) refuses openat2
+
+
+def _open_no_symlinks(path: str) -> int | None:
+    """The directory `path` opened in one openat2 call that follows no symlink at all.
+
+    None when that is not possible (a symlink on the way, a missing component, a kernel or a
+    sandbox without openat2): the component-by-component walk then finds out why.
+    """
+    if not _openat2_usable or "\0" in path:
+        return None
+    fd: int = _syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), ctypes.byref(_HOW), 24)
+    if fd >= 0:
+        return fd
+    if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG):
+        _openat2_usable.clear()  # not available here: always walk
+    return None
 
 
 def open_dir(path: str, *, create: int | None = None) -> int:

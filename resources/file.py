@@ -675,6 +675,8 @@ class Where:
     def lstat(self, entry: Entry) -> os.stat_result | None:
         if self.missing:
             return None
+        if not entry:  # the usual case, without the context manager's cost
+            return safefs.lstat_at(self.fd, self.name)
         with self._at(entry) as (fd, name):
             return safefs.lstat_at(fd, name)
 
@@ -687,8 +689,12 @@ class Where:
             return safefs.scan(fd, name)
 
     def same(self, entry: Entry, want: bytes | int) -> bool:
-        with self._at(entry) as (fd, name), safefs.closing(safefs.open_read(fd, name)) as have:
+        with self._at(entry) as (fd, name):
+            have = safefs.open_read(fd, name)
+        try:
             return same_content(have, want)
+        finally:
+            os.close(have)
 
     def observe(self) -> dict[str, Any]:
         """What is at the path now, as JSON data a reversal can restore."""

@@ -40,6 +40,13 @@ def planted(link: Path, target: Path, uid: int = NOBODY) -> Path:
 # the walk --------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True, params=["openat2", "walk"])
+def walker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test twice: with the openat2 fast path, and walking component by component only."""
+    if request.param == "walk":
+        monkeypatch.setattr(safefs, "_openat2_usable", [])
+
+
 def test_walk_refuses_a_link_owned_by_another_user(tmp_path: Path) -> None:
     victim = tmp_path / "victim"
     victim.mkdir()
