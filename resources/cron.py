@@ -19,11 +19,11 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from engine import safefs
 from engine.errors import ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Resource, register
 from engine.watcher import PathWatcher
+from resources.file import atomic_write
 from resources.svc import (
     ENABLED,
     STOPPED,
@@ -339,8 +339,10 @@ def _mode(path: str) -> int:
 
 
 def _write(path: str, text: str) -> None:
-    """Atomically (temp + fsync + rename) write a unit file, creating its directory (0755)."""
-    safefs.write_file(path, text.encode(), FILE_MODE)
+    """Atomically (temp + fsync + rename) write a unit file, creating its directory."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    data = text.encode()
+    atomic_write(path, lambda out: out.write(data), FILE_MODE, -1, -1)
 
 
 def _reload(bus: Bus) -> Change:

@@ -857,6 +857,17 @@ def _filler(data: bytes | int | None) -> Callable[[BinaryIO], object]:
     return fill
 
 
+def atomic_write(
+    path: str, fill: Callable[[BinaryIO], object], mode: int, uid: int, gid: int
+) -> None:
+    """Atomically replace the file at path (its directory must exist): see safefs.write_at.
+
+    For other kinds (cron's unit files); the path's parents are walked by the safe-path rule.
+    """
+    with safefs.closing(safefs.open_dir(os.path.dirname(path))) as dir_fd:
+        safefs.write_at(dir_fd, os.path.basename(path), fill, mode=mode, uid=uid, gid=gid)
+
+
 # reversal helpers ----------------------------------------------------------------------------
 
 REVERSE_LIMIT = 1 << 20  # prior content up to 1 MiB is kept for a reversal
