@@ -18,6 +18,7 @@ import dataclasses
 import errno
 import functools
 import grp
+import logging
 import os
 import pwd
 import re
@@ -211,7 +212,8 @@ class FileRes(Resource):
                 raise ResourceError(f"cannot inspect {self._fs_path}: {err}") from err
             self.handle.send(content=functools.partial(_read_small, where.path))
             if not steps:
-                self.handle.logger.debug("nothing to do: %s", self._why(where.path))
+                if self.handle.logger.isEnabledFor(logging.DEBUG):
+                    self.handle.logger.debug("nothing to do: %s", self._why(where.path))
                 return True
             if apply and self.meta.reverse and getattr(self, "_prior", None) is None:
                 self._prior = where.observe()
@@ -421,7 +423,11 @@ class FileRes(Resource):
                 return steps + attr_steps(where, entry, rel + " ", st, mode=None, uid=uid, gid=gid)
             src_fd = safefs.open_read(src_dir, src_rel[-1])
         with safefs.closing(src_fd):
-            if st is not None and st.st_size == src_st.st_size and where.same(entry, src_fd):
+            if (
+                st is not None
+                and st.st_size == src_st.st_size
+                and where.same(entry, src_fd, st.st_size)
+            ):
                 return steps + attr_steps(where, entry, rel + " ", st, mode=bits, uid=uid, gid=gid)
         copy = functools.partial(where.copy, entry, src, bits, uid, gid)
         return [*steps, Step(f"copy {rel}", f"copied {rel}", copy, True)]
@@ -688,11 +694,14 @@ class Where:
         with self._at(entry) as (fd, name):
             return safefs.scan(fd, name)
 
-    def same(self, entry: Entry, want: bytes | int) -> bool:
-        with self._at(entry) as (fd, name):
-            have = safefs.open_read(fd, name)
+    def same(self, entry: Entry, want: bytes | int, size: int) -> bool:
+        if entry:
+            with self._at(entry) as (fd, name):
+                have = safefs.open_read(fd, name)
+        else:  # the usual case, without the context manager's cost
+            have = safefs.open_read(self.fd, self.name)
         try:
-            return same_content(have, want)
+            return same_content(have, want, size)
         finally:
             os.close(have)
 
@@ -706,6 +715,8 @@ class Where:
 
     def parent_steps(self) -> list[Step]:
         """Creating the missing parent directories, outermost first."""
+        if not self.missing:
+            return []
         shown, parent = [], os.path.dirname(self.path)
         for _ in self.missing:
             shown.append(parent)
@@ -794,13 +805,13 @@ class Where:
 
 async def _in_thread(fn: Callable[[], T]) -> T:
     """Run fn in a thread; if cancelled, still wait for it: it uses descriptors we close after."""
-    task = asyncio.ensure_future(asyncio.to_thread(fn))
+    done = asyncio.get_running_loop().run_in_executor(None, fn)
     try:
-        return await asyncio.shield(task)
+        return await asyncio.shield(done)
     except asyncio.CancelledError:
-        while not task.done():
+        while not done.done():
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([task])
+                await asyncio.wait([done])
         raise
 
 
@@ -818,28 +829,29 @@ def kind_of(st: os.stat_result) -> str:
     return _KINDS.get(stat.S_IFMT(st.st_mode), "device")
 
 
-def same_content(fd: int, want: bytes | int) -> bool:
-    """True if the file open as fd holds `want`: bytes, or what the file open as `want` holds."""
+def same_content(fd: int, want: bytes | int, size: int) -> bool:
+    """True if the first `size` bytes of the file open as fd are `want`: bytes, or what the
+    file open as `want` holds (both have that size: the caller compared their stats)."""
     offset = 0
-    while True:
-        chunk = os.pread(fd, CHUNK, offset)
+    while offset < size:
+        count = min(CHUNK, size - offset)  # no bigger buffer than needed: it costs a malloc
+        chunk = os.pread(fd, count, offset)
         if isinstance(want, bytes):
-            expected = want[offset : offset + CHUNK]
+            expected = want[offset : offset + count]
         else:
-            expected = os.pread(want, CHUNK, offset)
-        if chunk != expected:
+            expected = os.pread(want, count, offset)
+        if len(chunk) != count or chunk != expected:
             return False
-        if len(chunk) < CHUNK:  # the end of both (a regular file reads short only there)
-            return True
-        offset += len(chunk)
+        offset += count
+    return True
 
 
 async def _same(where: Where, st: os.stat_result, want: bytes | int, size: int) -> bool:
     if st.st_size != size:
         return False
     if size <= INLINE_LIMIT:
-        return where.same(TOP, want)
-    return await _in_thread(functools.partial(where.same, TOP, want))
+        return where.same(TOP, want, size)
+    return await _in_thread(functools.partial(where.same, TOP, want, size))
 
 
 def _filler(data: bytes | int | None) -> Callable[[BinaryIO], object]:

@@ -10,6 +10,7 @@ import resource
 import signal
 import stat
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.safefs import TEMP_PREFIX
-from resources.file import INLINE_LIMIT, FileRes, mode_after
+from resources.file import INLINE_LIMIT, FileRes, _in_thread, mode_after
 
 Entry = tuple[str, int, int, int, int, bytes | str | None]
 
@@ -863,3 +864,23 @@ async def test_watch_follows_a_moved_link(tmp_path: Path, run_resource: Any) -> 
         await running.handle.next_event()
     two.chmod(0o600)
     await running.handle.next_event()
+
+
+async def test_a_cancelled_check_waits_for_its_thread_before_closing_descriptors() -> None:
+    """A thread still using the check's directory descriptors outlives no close of them."""
+    release, finished = threading.Event(), threading.Event()
+
+    def step() -> None:
+        release.wait(10)
+        finished.set()
+
+    task = asyncio.ensure_future(_in_thread(step))
+    await asyncio.sleep(0)  # the thread has been started
+    task.cancel()
+    for _ in range(5):  # a task that did not wait would be done after the first of these
+        await asyncio.sleep(0)
+    assert not task.done()  # cancelled, yet still waiting for the thread
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished.is_set()
