@@ -9,7 +9,9 @@ from pathlib import Path
 
 from engine.engine import Engine, Status
 from engine.graph import Graph
+from engine.handle import Handle
 from engine.meta import Meta
+from engine.safefs import fit_name
 from resources.file import FileRes
 from tests.engine.conftest import settle
 
@@ -69,3 +71,21 @@ async def test_records_are_private_also_in_a_prefix_that_was_not(tmp_path: Path)
         await engine.stop()
     assert bits(prefix) == bits(prefix / "reverse") == bits(prefix / "reverse" / "file") == 0o700
     assert bits(old) == 0o600
+
+
+def test_a_resource_state_directory_is_private_from_the_prefix_down(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    prefix.chmod(0o755)
+    name = "x" * 300  # too long for one file name: hashed
+    handle = Handle(
+        kind="noop",
+        name=name,
+        hostname="t",
+        var_dir=prefix / "var" / "noop" / fit_name(name),
+        prefix=prefix,
+    )
+    made = handle.var_dir
+    assert made.parent == prefix / "var" / "noop" and made.name.startswith("#")
+    for path in (prefix, prefix / "var", prefix / "var" / "noop", made):
+        assert bits(path) == 0o700
