@@ -314,23 +314,8 @@ def set_attrs(
             inode.chmod(mode)
 
 
-def _make_dir(dir_fd: int, name: str, mode: int, uid: int = -1, gid: int = -1) -> int:
-    """mkdirat with exactly `mode` (umask-proof, no window with looser bits); an O_PATH fd."""
-    try:
-        os.mkdir(name, 0o700, dir_fd=dir_fd)
-    except FileExistsError:  # made meanwhile (a sibling resource): use it if it is a directory
-        return os.open(name, _DIR, dir_fd=dir_fd)
-    try:
-        set_attrs(dir_fd, name, uid=uid, gid=gid, mode=mode)
-        return os.open(name, _DIR, dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.rmdir(name, dir_fd=dir_fd)
-        raise
-
-
 def make_dir(dir_fd: int, name: str, mode: int, uid: int = -1, gid: int = -1) -> None:
-    """Create the directory dir_fd/name with exactly this owner and mode."""
+    """mkdirat with exactly this owner and mode (umask-proof, no window with looser bits)."""
     os.mkdir(name, 0o700, dir_fd=dir_fd)
     try:
         set_attrs(dir_fd, name, uid=uid, gid=gid, mode=mode)
@@ -338,6 +323,13 @@ def make_dir(dir_fd: int, name: str, mode: int, uid: int = -1, gid: int = -1) ->
         with contextlib.suppress(OSError):
             os.rmdir(name, dir_fd=dir_fd)
         raise
+
+
+def _make_dir(dir_fd: int, name: str, mode: int) -> int:
+    """make_dir, or use the directory a sibling resource made meanwhile: its O_PATH fd."""
+    with contextlib.suppress(FileExistsError):
+        make_dir(dir_fd, name, mode)
+    return os.open(name, _DIR, dir_fd=dir_fd)  # ENOTDIR if a link took its place
 
 
 def make_dirs(dir_fd: int, missing: list[str], mode: int) -> int:
