@@ -690,6 +690,11 @@ class Where:
         with self._at(entry) as (fd, name):
             return os.readlink(name, dir_fd=fd)
 
+    def read(self, entry: Entry, limit: int) -> bytes | None:
+        """Up to `limit` bytes of a regular file (None: bigger)."""
+        with self._at(entry) as (fd, name):
+            return safefs.read_at(fd, name, limit)
+
     def scan(self, entry: Entry) -> dict[str, os.stat_result]:
         with self._at(entry) as (fd, name):
             return safefs.scan(fd, name)
@@ -888,8 +893,8 @@ REVERSE_LIMIT = 1 << 20  # prior content up to 1 MiB is kept for a reversal
 def _read_small(path: str) -> str | None:
     """The content of a regular file up to REVERSE_LIMIT bytes (sent along send/recv edges)."""
     try:
-        with Where(path) as where, where._at(TOP) as (fd, name):
-            data = safefs.read_at(fd, name, REVERSE_LIMIT)
+        with Where(path) as where:
+            data = where.read(TOP, REVERSE_LIMIT)
     except (OSError, MgmtError):
         return None
     return data.decode(errors="replace") if data is not None else None
