@@ -253,12 +253,32 @@ class FileRes(Resource):
         return wants
 
     def reversal(self) -> Any:
-        """What path was before this resource first changed it."""
-        return getattr(self, "_prior", None) or _observe(self._fs_path)
+        """What path (with follow: the link's target) was before this resource changed it."""
+        prior = getattr(self, "_prior", None)
+        if prior is None:
+            with contextlib.ExitStack() as held:
+                prior = self._locate(held)[0].observe()
+        return prior
 
     async def reverse(self, data: Any) -> None:
         """Put back what was there: remove what we created, or restore content and mode."""
-        await asyncio.to_thread(_restore, self._fs_path, data)
+        await asyncio.to_thread(self._restore, data)
+
+    def _restore(self, prior: dict[str, Any]) -> None:
+        with contextlib.ExitStack() as held:
+            where, st = self._locate(held)
+            if not prior.get("existed"):
+                if st is not None:  # a directory only if empty: what else is in it is not ours
+                    where.remove(TOP, recursive=False)
+                return
+            if prior.get("kind") == "file" and "content" in prior:
+                while where.missing:
+                    where.make_parent()
+                data = base64.b64decode(prior["content"])
+                where.write(TOP, _filler(data), prior["mode"], prior["uid"], prior["gid"])
+            elif st is not None:
+                mode = None if stat.S_ISLNK(st.st_mode) else prior["mode"]
+                where.attrs(TOP, st, uid=prior["uid"], gid=prior["gid"], mode=mode)
 
     # planning: observe (lstat, read) and decide; nothing here writes --------------------------
 
@@ -916,26 +936,3 @@ def _prior(dir_fd: int, name: str) -> dict[str, Any]:
         if data is not None:
             prior["content"] = base64.b64encode(data).decode()
     return prior
-
-
-def _observe(path: str) -> dict[str, Any]:
-    """What is at path now, as JSON data a reversal can restore."""
-    with Where(path) as where:
-        return where.observe()
-
-
-def _restore(path: str, prior: dict[str, Any]) -> None:
-    with Where(path) as where:
-        st = where.lstat(TOP)
-        if not prior.get("existed"):
-            if st is not None:  # a directory only if empty: what else is in it is not ours
-                where.remove(TOP, recursive=False)
-            return
-        if prior.get("kind") == "file" and "content" in prior:
-            while where.missing:
-                where.make_parent()
-            data = base64.b64decode(prior["content"])
-            where.write(TOP, _filler(data), prior["mode"], prior["uid"], prior["gid"])
-        elif st is not None:
-            mode = None if stat.S_ISLNK(st.st_mode) else prior["mode"]
-            where.attrs(TOP, st, uid=prior["uid"], gid=prior["gid"], mode=mode)

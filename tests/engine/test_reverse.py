@@ -89,3 +89,24 @@ def test_a_resource_state_directory_is_private_from_the_prefix_down(tmp_path: Pa
     assert made.parent == prefix / "var" / "noop" and made.name.startswith("#")
     for path in (prefix, prefix / "var", prefix / "var" / "noop", made):
         assert bits(path) == 0o700
+
+
+async def test_reversing_a_followed_link_restores_its_target_and_keeps_the_link(
+    tmp_path: Path,
+) -> None:
+    target, link = tmp_path / "target", tmp_path / "link"
+    target.write_text("original\n")
+    link.symlink_to(target)
+    graph = Graph("t")
+    graph.add(
+        FileRes(name="l", path=str(link), content="managed\n", follow=True, meta=Meta(reverse=True))
+    )
+    engine = Engine(hostname="t", prefix=tmp_path / "prefix")
+    try:
+        await engine.apply(graph)
+        await settle(engine, lambda: engine.reversals.has(("file", "l")))
+        assert target.read_text() == "managed\n"
+        await engine.apply(Graph("empty"))
+        assert link.is_symlink() and target.read_text() == "original\n"
+    finally:
+        await engine.stop()
