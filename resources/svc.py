@@ -28,13 +28,14 @@ import contextlib
 import functools
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, RefreshableMixin, Resource, register
+from engine.watcher import PathWatcher
 
 if TYPE_CHECKING:
     from dbus_fast import Message
@@ -48,6 +49,9 @@ PROPERTIES = "org.freedesktop.DBus.Properties"
 DEFAULT_SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
 SYSTEM_UNIT_DIR = "/etc/systemd/system"
 VENDOR_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
+USER_VENDOR_UNIT_DIRS = ("/etc/systemd/user", "/usr/lib/systemd/user")
+# [Install] keys that enable a unit by a link in <unit dir>/<target><suffix>/.
+INSTALL_LINKS = {"WantedBy": ".wants", "RequiredBy": ".requires", "UpheldBy": ".upholds"}
 CALL_TIMEOUT = 25.0  # seconds; D-Bus's own default method call timeout
 FINISHED_KEPT = 256  # finished jobs remembered while waiting for a reply
 JOB_MODE = "replace"  # systemctl's default: our job replaces a conflicting queued one
@@ -99,6 +103,107 @@ def unit_dir(session: bool) -> str:
         config = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
         return os.path.join(config, "systemd", "user")
     return os.environ.get("MGMT_SYSTEMD_UNIT_DIR") or SYSTEM_UNIT_DIR
+
+
+def unit_search_dirs(session: bool) -> list[str]:
+    """Where a unit's file may be, in systemd's order of precedence (the admin's first)."""
+    first = unit_dir(session)
+    vendor = USER_VENDOR_UNIT_DIRS if session else VENDOR_UNIT_DIRS
+    return [first, *(d for d in vendor if d != first)]
+
+
+def unit_file_names(unit: str) -> list[str]:
+    """The files a unit can come from: its own, and for an instance its template's."""
+    stem, at, rest = unit.partition("@")
+    if not at or not rest.partition(".")[0]:
+        return [unit]
+    return [unit, f"{stem}@.{rest.rpartition('.')[2]}"]
+
+
+def install_links(text: str, unit: str, link_dir: str) -> list[str]:
+    """The links `systemctl enable` makes for a unit file's [Install] section (WantedBy=,
+    RequiredBy=, UpheldBy=, Alias=), whether or not they exist."""
+    links: list[str] = []
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, eq, value = line.partition("=")
+        if section != "Install" or not eq:
+            continue
+        key = key.strip()
+        for name in value.split():
+            if key in INSTALL_LINKS:
+                links.append(os.path.join(link_dir, name + INSTALL_LINKS[key], unit))
+            elif key == "Alias":
+                links.append(os.path.join(link_dir, name))
+    return links
+
+
+def unit_watch_paths(unit: str, session: bool) -> list[str]:
+    """What inotify must watch to see a unit's file or enablement change with no signal from
+    systemd: every place its file may be, and the links its [Install] section makes (as
+    `systemctl enable/disable` does them without the manager, or an admin with ln/rm)."""
+    names = unit_file_names(unit)
+    files = [os.path.join(d, name) for d in unit_search_dirs(session) for name in names]
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as file:
+                text = file.read()
+        except OSError:
+            continue
+        return files + install_links(text, unit, unit_dir(session))
+    return files
+
+
+class UnitFileWatch:
+    """inotify on `unit_watch_paths(unit)` (plus `extra` paths), as an async iterator of
+    wake-ups. After each change the paths are computed again (an edited [Install] section
+    moves the links to watch), so a watch is never lost."""
+
+    def __init__(self, unit: str, session: bool, extra: Iterable[str] = ()) -> None:
+        self.unit = unit
+        self.session = session
+        self.extra = list(extra)
+        self.paths: list[str] = []
+        self._watcher: PathWatcher | None = None
+
+    async def __aenter__(self) -> UnitFileWatch:
+        await self._rewatch()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            await watcher.aclose()
+
+    async def _rewatch(self) -> bool:
+        """Watch the paths as they are now; True if they moved."""
+        found = await asyncio.to_thread(unit_watch_paths, self.unit, self.session)
+        paths = list(dict.fromkeys([*self.extra, *found]))
+        if self._watcher is not None and paths == self.paths:
+            return False
+        watcher = PathWatcher(paths)
+        await watcher.__aenter__()
+        old, self._watcher, self.paths = self._watcher, watcher, paths
+        if old is not None:
+            await old.aclose()
+        return True
+
+    async def __aiter__(self) -> AsyncIterator[None]:
+        while self._watcher is not None:
+            changes = cast("AsyncGenerator[None, None]", aiter(self._watcher))
+            async with contextlib.aclosing(changes):
+                async for _ in changes:
+                    moved = await self._rewatch()
+                    yield None
+                    if moved:
+                        break
 
 
 def unit_object_path(unit: str) -> str:
@@ -585,9 +690,9 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
         self.handle.on_cleanup(signals.aclose)
         try:
             await bus.subscribe_systemd()
-            await self.handle.event()
-            async for _ in signals:
+            async with UnitFileWatch(self.unit, self.session) as files:
                 await self.handle.event()
+                await pump_events(self.handle, [signals, files])
         finally:
             await signals.aclose()
 
@@ -665,11 +770,17 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
         return []
 
     def _need_unit(self, seen: Observed, verb: str) -> None:
+        """Refuse, saying why, to start or enable a unit systemd could not load."""
+        if seen.load == "loaded":
+            return
         if seen.load == "not-found":
             where = unit_dir(self.session)
-            raise ResourceError(
-                f"cannot {verb} {self.unit}: no such unit (no unit file in {where})"
-            )
+            why = f"no such unit (no unit file in {where})"
+        elif seen.load == "masked":
+            why = "it is masked: unmask it first"
+        else:
+            why = f"systemd could not load its unit file (LoadState {seen.load!r})"
+        raise ResourceError(f"cannot {verb} {self.unit}: {why}")
 
     def _why(self, seen: Observed, refresh: bool) -> str:
         parts = [f"{self.unit} is {seen.active}" + (f" ({seen.load})" if seen.load else "")]
@@ -686,7 +797,6 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
 
     def autoedges(self) -> list[list[UID]]:
         """The unit file, if a file resource manages it (the admin's directory first)."""
-        dirs = [unit_dir(self.session)]
-        if not self.session:
-            dirs += [d for d in VENDOR_UNIT_DIRS if d not in dirs]
-        return [[UID("file", os.path.join(d, self.unit)) for d in dirs]]
+        names = unit_file_names(self.unit)
+        dirs = unit_search_dirs(self.session)
+        return [[UID("file", os.path.join(d, name)) for d in dirs for name in names]]
