@@ -33,6 +33,7 @@ from resources.svc import (
     Change,
     apply_changes,
     check_unit_name,
+    daemon_reload,
     job,
     pump_events,
     systemd_routes,
@@ -242,7 +243,7 @@ class CronRes(BusUser, Resource):
             changes.append(Change(f"enable {timer}", f"enabled {timer}", enable))
         stale = bool(props.get("NeedDaemonReload")) or props.get("LoadState") != "loaded"
         if changes or stale:
-            changes.append(_reload(bus))
+            changes.append(daemon_reload(bus))
         if props.get("ActiveState") != "active":
             run = functools.partial(job, bus, "StartUnit", timer, "start")
             changes.append(Change(f"start {timer}", f"started {timer}", run))
@@ -270,7 +271,7 @@ class CronRes(BusUser, Resource):
             changes.append(Change(f"disable {timer}", f"disabled {timer}", disable))
         changes += file_changes
         if changes or props.get("LoadState") == "loaded":
-            changes.append(_reload(bus))
+            changes.append(daemon_reload(bus))
         return changes
 
     def _why(self, props: dict[str, Any], file_state: str | None) -> str:
@@ -343,10 +344,3 @@ def _write(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     data = text.encode()
     atomic_write(path, lambda out: out.write(data), FILE_MODE, -1, -1)
-
-
-def _reload(bus: Bus) -> Change:
-    reload = functools.partial(bus.manager, "Reload")
-    return Change(
-        "reload systemd's units (daemon-reload)", "reloaded systemd's units (daemon-reload)", reload
-    )

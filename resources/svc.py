@@ -571,6 +571,14 @@ async def job(bus: Bus, method: str, unit: str, verb: str) -> None:
         )
 
 
+def daemon_reload(bus: Bus) -> Change:
+    """Reload (`systemctl daemon-reload`): systemd reads its unit files and links again."""
+    reload = functools.partial(bus.manager, "Reload")
+    return Change(
+        "reload systemd's units (daemon-reload)", "reloaded systemd's units (daemon-reload)", reload
+    )
+
+
 async def pump_events(handle: Handle, sources: list[Any]) -> None:
     """One engine event per wake-up of any source (Signals, PathWatcher...), until cancelled;
     a failing source fails the watch."""
@@ -639,6 +647,7 @@ class Observed:
     load: str
     active: str
     file_state: str | None  # None: not asked (startup unmanaged) or no unit file
+    stale: bool  # its unit file changed since systemd loaded it (NeedDaemonReload)
 
     @property
     def running(self) -> bool:
@@ -720,12 +729,15 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
         file_state = None
         if self.startup is not None and load != "not-found":
             file_state = await bus.unit_file_state(self.unit)
-        return Observed(load=load, active=active, file_state=file_state)
+        stale = bool(props.get("NeedDaemonReload"))
+        return Observed(load=load, active=active, file_state=file_state, stale=stale)
 
     def _plan(self, bus: Bus, seen: Observed, refresh: bool) -> list[Change]:
         """What must change, from the params and what systemd says (no I/O)."""
         unit = self.unit
         changes = self._plan_startup(bus, seen)
+        if changes or seen.stale:
+            changes.append(daemon_reload(bus))
         if self.state == "running" and not seen.running:
             self._need_unit(seen, "start")
             run = functools.partial(job, bus, "StartUnit", unit, "start")
@@ -733,6 +745,11 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
         elif self.state == "stopped" and seen.active not in STOPPED:
             run = functools.partial(job, bus, "StopUnit", unit, "stop")
             changes.append(Change(f"stop {unit}", f"stopped {unit}", run))
+        elif refresh and self.state != "stopped" and seen.running and seen.stale:
+            # A new unit definition takes effect only by a restart.
+            run = functools.partial(job, bus, "RestartUnit", unit, "restart")
+            why = "(refresh: its unit file changed)"
+            changes.append(Change(f"restart {unit} {why}", f"restarted {unit} {why}", run))
         elif refresh and self.state != "stopped" and seen.running:
             run = functools.partial(job, bus, "ReloadOrRestartUnit", unit, "reload or restart")
             changes.append(
@@ -757,14 +774,12 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
                 )
                 if not carries and not changes:
                     raise ResourceError(f"cannot enable {unit}: it has no [Install] section")
-                await bus.manager("Reload")
 
             return [Change(f"enable {unit} at boot", f"enabled {unit} at boot", enable)]
         if self.startup == "disabled" and state in ENABLED:
 
             async def disable() -> None:
                 await bus.manager("DisableUnitFiles", "asb", [unit], state == "enabled-runtime")
-                await bus.manager("Reload")
 
             return [Change(f"disable {unit} at boot", f"disabled {unit} at boot", disable)]
         return []

@@ -199,6 +199,7 @@ async def test_noop_changes_nothing(
         caplog.messages
         == [
             f"svc[{res}]: would enable {name} at boot",
+            f"svc[{res}]: would reload systemd's units (daemon-reload)",
             f"svc[{res}]: would start {name}",
         ]
         * 2
@@ -213,7 +214,11 @@ async def test_logs_one_line_per_change_and_why_nothing(
     running = await start(svc(name, state="running", startup="enabled"))
     await running.res.check_apply(True)
     res = running.res.name
-    assert caplog.messages == [f"svc[{res}]: enabled {name} at boot", f"svc[{res}]: started {name}"]
+    assert caplog.messages == [
+        f"svc[{res}]: enabled {name} at boot",
+        f"svc[{res}]: reloaded systemd's units (daemon-reload)",
+        f"svc[{res}]: started {name}",
+    ]
     caplog.clear()
     await running.res.check_apply(True)
     assert caplog.messages == [
@@ -343,6 +348,29 @@ async def test_refresh_skipped_when_starting_or_stopped(
     stopped.handle.refresh_flag = True
     assert await stopped.res.check_apply(True) is True
     assert marker.exists()
+
+
+async def test_edited_unit_file_is_reloaded_and_a_refresh_restarts(
+    manager: RealSystemd, sd: Client, start: Start
+) -> None:
+    name = unit(manager)
+    running = await start(svc(name, state="running"))
+    await running.res.check_apply(True)
+    pid = await sd.main_pid(name)
+    edited = SERVICE.format(extra="").replace("sleep infinity", "sleep 3600")
+    manager.write_unit(name, edited)  # by hand: seen by inotify, systemd's copy is stale
+    await running.handle.next_event()
+    assert (await sd.props(name))["NeedDaemonReload"] is True
+    assert await running.res.check_apply(True) is False  # daemon-reload, no restart
+    assert (await sd.props(name))["NeedDaemonReload"] is False
+    assert await sd.main_pid(name) == pid
+    manager.write_unit(name, edited.replace("3600", "3601"))  # as a file resource would,
+    running.handle.refresh_flag = True  # notifying the svc
+    assert await running.res.check_apply(True) is False  # daemon-reload, then restart
+    new = await sd.main_pid(name)
+    assert new not in (0, pid)
+    cmdline = await asyncio.to_thread(Path(f"/proc/{new}/cmdline").read_bytes)
+    assert cmdline == b"/bin/sleep\x003601\x00"  # the new definition runs
 
 
 async def test_is_refreshable() -> None:
