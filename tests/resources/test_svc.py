@@ -369,8 +369,8 @@ async def test_edited_unit_file_is_reloaded_and_a_refresh_restarts(
     assert await running.res.check_apply(True) is False  # daemon-reload, then restart
     new = await sd.main_pid(name)
     assert new not in (0, pid)
-    cmdline = await asyncio.to_thread(Path(f"/proc/{new}/cmdline").read_bytes)
-    assert cmdline == b"/bin/sleep\x003601\x00"  # the new definition runs
+    (exec_start,) = (await sd.props(name, "Service"))["ExecStart"]
+    assert exec_start[1] == ["/bin/sleep", "3601"]  # the new definition runs
 
 
 async def test_is_refreshable() -> None:
