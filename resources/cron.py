@@ -31,7 +31,6 @@ from resources.svc import (
     Bus,
     BusUser,
     Change,
-    apply_changes,
     check_unit_name,
     daemon_reload,
     job,
@@ -161,7 +160,8 @@ class CronRes(BusUser, Resource):
 
     async def watch(self) -> None:
         bus = await self._connect(self.handle, self.session)
-        signals = await bus.signals(SYSTEMD, systemd_routes(self.timer), unit_changed)
+        routes = systemd_routes(self.timer)
+        signals = await bus.signals(SYSTEMD, routes, self._from_outside(unit_changed))
         self.handle.on_cleanup(signals.aclose)
         try:
             await bus.subscribe_systemd()
@@ -184,7 +184,7 @@ class CronRes(BusUser, Resource):
         if not changes:
             self.handle.logger.debug("nothing to do: %s", self._why(props, file_state))
             return True
-        await apply_changes(self.handle, changes, apply)
+        await self._apply(self.handle, changes, apply)
         return False
 
     # check_apply's parts -----------------------------------------------------------------

@@ -620,6 +620,22 @@ class BusUser:
     def _bus_init(self) -> None:
         self._bus: Bus | None = None
         self._bus_lock = asyncio.Lock()
+        self._applying = False
+
+    def _from_outside(self, accept: Callable[[Message], bool]) -> Callable[[Message], bool]:
+        """`accept`, muted while this resource makes its own changes: systemd's echo of our
+        jobs, enables and reloads is no drift (a unit that fails to start would otherwise wake
+        its watch, and be started again, forever). systemd sends a job's unit signals before
+        its JobRemoved, which ends the job call, so the echo is muted and nothing later is."""
+        return lambda msg: not self._applying and accept(msg)
+
+    async def _apply(self, handle: Handle, changes: list[Change], apply: bool) -> None:
+        """apply_changes, with the watch's signals muted meanwhile (see `_from_outside`)."""
+        self._applying = apply
+        try:
+            await apply_changes(handle, changes, apply)
+        finally:
+            self._applying = False
 
     async def _connect(self, handle: Handle, session: bool) -> Bus:
         async with self._bus_lock:
@@ -668,6 +684,7 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._bus_init()
+        self._new_definition = False
 
     @property
     def unit(self) -> str:
@@ -688,6 +705,9 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._bus_init()
+        # A daemon-reload of ours loaded a new definition of the running unit: the next
+        # refresh restarts it, even if our watch saw the file change before the refresh came.
+        self._new_definition = False
 
     async def cleanup(self) -> None:
         """Nothing of our own: the subscriptions and the connection are released by the
@@ -695,7 +715,8 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
 
     async def watch(self) -> None:
         bus = await self._connect(self.handle, self.session)
-        signals = await bus.signals(SYSTEMD, systemd_routes(self.unit), unit_changed)
+        routes = systemd_routes(self.unit)
+        signals = await bus.signals(SYSTEMD, routes, self._from_outside(unit_changed))
         self.handle.on_cleanup(signals.aclose)
         try:
             await bus.subscribe_systemd()
@@ -718,7 +739,11 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
         if not changes:
             log.debug("nothing to do: %s", self._why(seen, refresh))
             return True
-        await apply_changes(self.handle, changes, apply)
+        await self._apply(self.handle, changes, apply)
+        if apply:
+            stays_up = seen.running and self.state != "stopped"
+            new_definition = seen.stale or self._new_definition
+            self._new_definition = stays_up and new_definition and not refresh
         return False
 
     # check_apply's parts -----------------------------------------------------------------
@@ -735,6 +760,7 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
     def _plan(self, bus: Bus, seen: Observed, refresh: bool) -> list[Change]:
         """What must change, from the params and what systemd says (no I/O)."""
         unit = self.unit
+        restart = seen.stale or self._new_definition
         changes = self._plan_startup(bus, seen)
         if changes or seen.stale:
             changes.append(daemon_reload(bus))
@@ -745,7 +771,7 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
         elif self.state == "stopped" and seen.active not in STOPPED:
             run = functools.partial(job, bus, "StopUnit", unit, "stop")
             changes.append(Change(f"stop {unit}", f"stopped {unit}", run))
-        elif refresh and self.state != "stopped" and seen.running and seen.stale:
+        elif refresh and self.state != "stopped" and seen.running and restart:
             # A new unit definition takes effect only by a restart.
             run = functools.partial(job, bus, "RestartUnit", unit, "restart")
             why = "(refresh: its unit file changed)"

@@ -86,7 +86,7 @@ async def test_starts_and_enables_then_nothing_to_do(
     assert await running.res.check_apply(True) is False
     assert await up(sd, name)
     assert manager.link("default.target", name).is_symlink()
-    await running.handle.next_event()  # our own change is seen by the watch
+    await running.handle.next_event()  # inotify sees the link it made (signals are muted)
     assert await running.res.check_apply(True) is True
 
 
@@ -241,9 +241,13 @@ async def test_failed_start_is_a_failure_naming_the_job_result(
     text = SERVICE.replace("/bin/sleep infinity", "/nonexistent/binary")
     name = unit(manager, "bad", text, Type="exec")  # the job waits for the exec()
     running = await start(svc(name, state="running"))
+    events = running.handle.events
     with pytest.raises(ResourceError, match=rf"could not start {name}: .*result 'failed'"):
         await running.res.check_apply(True)
     assert await sd.active(name) == "failed"
+    # systemd's echo of our own failed job is no drift: it would start it again, forever.
+    assert await running.handle.no_event(within=0.3)
+    assert running.handle.events == events
 
 
 async def test_missing_unit(manager: RealSystemd, start: Start) -> None:
@@ -364,11 +368,14 @@ async def test_edited_unit_file_is_reloaded_and_a_refresh_restarts(
     assert await running.res.check_apply(True) is False  # daemon-reload, no restart
     assert (await sd.props(name))["NeedDaemonReload"] is False
     assert await sd.main_pid(name) == pid
+    running.handle.refresh_flag = True  # the notify comes after our watch saw the edit
+    assert await running.res.check_apply(True) is False  # a restart: a new definition
+    restarted = await sd.main_pid(name)
+    assert restarted not in (0, pid)
     manager.write_unit(name, edited.replace("3600", "3601"))  # as a file resource would,
-    running.handle.refresh_flag = True  # notifying the svc
-    assert await running.res.check_apply(True) is False  # daemon-reload, then restart
+    assert await running.res.check_apply(True) is False  # notifying: daemon-reload, restart
     new = await sd.main_pid(name)
-    assert new not in (0, pid)
+    assert new not in (0, pid, restarted)
     (exec_start,) = (await sd.props(name, "Service"))["ExecStart"]
     assert exec_start[1] == ["/bin/sleep", "3601"]  # the new definition runs
 
@@ -401,8 +408,7 @@ async def test_resources_share_one_connection(
 async def test_unrelated_units_wake_nobody(manager: RealSystemd, start: Start) -> None:
     other = unit(manager, "other")
     running = await start(svc(unit(manager), state="running"))
-    await running.res.check_apply(True)
-    await running.handle.next_event()
+    await running.res.check_apply(True)  # its own start wakes nobody either
     await manager.systemctl("start", other)
     await manager.systemctl("disable", other)
     assert await running.handle.no_event(within=0.2)
