@@ -22,7 +22,6 @@ from typing import Any, Literal
 from engine.errors import ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Resource, register
-from engine.watcher import PathWatcher
 from resources.file import atomic_write
 from resources.svc import (
     ENABLED,
@@ -31,12 +30,12 @@ from resources.svc import (
     Bus,
     BusUser,
     Change,
+    UnitFileWatch,
     check_unit_name,
     daemon_reload,
     job,
     pump_events,
     systemd_routes,
-    unit_changed,
     unit_dir,
     unit_key,
 )
@@ -161,11 +160,11 @@ class CronRes(BusUser, Resource):
     async def watch(self) -> None:
         bus = await self._connect(self.handle, self.session)
         routes = systemd_routes(self.timer)
-        signals = await bus.signals(SYSTEMD, routes, self._from_outside(unit_changed))
+        signals = await bus.signals(SYSTEMD, routes, self._unit_changes())
         self.handle.on_cleanup(signals.aclose)
         try:
             await bus.subscribe_systemd()
-            async with PathWatcher(list(self._files())) as files:
+            async with UnitFileWatch(self.timer, self.session, self._files()) as files:
                 await self.handle.event()
                 await pump_events(self.handle, [signals, files])
         finally:

@@ -595,14 +595,37 @@ async def pump_events(handle: Handle, sources: list[Any]) -> None:
         raise errors.exceptions[0] from None
 
 
-def unit_changed(msg: Message) -> bool:
-    """Is this Manager or unit signal one that may change what check_apply sees?"""
-    if msg.member == "PropertiesChanged":
-        interface, changed, invalidated = msg.body
-        return interface == UNIT and bool(WATCHED & (set(changed) | set(invalidated)))
-    if msg.member == "Reloading":
-        return not msg.body[0]  # the reload has finished
-    return True  # UnitFilesChanged
+class UnitChanges:
+    """A unit watch's test of a signal: may it change what check_apply sees?
+
+    systemd repeats a unit's whole property set whenever any of it changes (after every job,
+    at every timer elapse), so a PropertiesChanged counts only if a watched value differs from
+    the last one seen. While `muted()` holds (the resource is making its own changes) nothing
+    counts, but values are still recorded: systemd's echo of our own jobs, enables and
+    reloads is no drift (a unit that fails to start would otherwise wake its watch, and be
+    started again, forever). systemd sends a job's unit signals before its JobRemoved, which
+    ends our job call, and repeats them after it: the first are muted, the repeat is no change.
+    """
+
+    def __init__(self, muted: Callable[[], bool]) -> None:
+        self.muted = muted
+        self.last: dict[str, Any] = {}
+
+    def __call__(self, msg: Message) -> bool:
+        if msg.member == "PropertiesChanged":
+            interface, changed, invalidated = msg.body
+            if interface != UNIT:
+                return False
+            values = {key: changed[key].value for key in WATCHED & set(changed)}
+            moved = bool(WATCHED & set(invalidated)) or any(
+                self.last.get(key) != value for key, value in values.items()
+            )
+            self.last.update(values)
+        elif msg.member == "Reloading":
+            moved = not msg.body[0]  # the reload has finished
+        else:
+            moved = True  # UnitFilesChanged
+        return moved and not self.muted()
 
 
 def systemd_routes(unit: str) -> list[Route]:
@@ -622,15 +645,12 @@ class BusUser:
         self._bus_lock = asyncio.Lock()
         self._applying = False
 
-    def _from_outside(self, accept: Callable[[Message], bool]) -> Callable[[Message], bool]:
-        """`accept`, muted while this resource makes its own changes: systemd's echo of our
-        jobs, enables and reloads is no drift (a unit that fails to start would otherwise wake
-        its watch, and be started again, forever). systemd sends a job's unit signals before
-        its JobRemoved, which ends the job call, so the echo is muted and nothing later is."""
-        return lambda msg: not self._applying and accept(msg)
+    def _unit_changes(self) -> UnitChanges:
+        """The test of a unit watch's signals, muted while `_apply` runs."""
+        return UnitChanges(lambda: self._applying)
 
     async def _apply(self, handle: Handle, changes: list[Change], apply: bool) -> None:
-        """apply_changes, with the watch's signals muted meanwhile (see `_from_outside`)."""
+        """apply_changes, with the watch's signals muted meanwhile (see UnitChanges)."""
         self._applying = apply
         try:
             await apply_changes(handle, changes, apply)
@@ -716,7 +736,7 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
     async def watch(self) -> None:
         bus = await self._connect(self.handle, self.session)
         routes = systemd_routes(self.unit)
-        signals = await bus.signals(SYSTEMD, routes, self._from_outside(unit_changed))
+        signals = await bus.signals(SYSTEMD, routes, self._unit_changes())
         self.handle.on_cleanup(signals.aclose)
         try:
             await bus.subscribe_systemd()
