@@ -25,6 +25,7 @@ import itertools
 import os
 import shlex
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -230,3 +231,18 @@ def real_systemd(factory: pytest.TempPathFactory) -> Iterator[RealSystemd]:
         yield manager
     finally:
         stop(directory)
+
+
+@contextlib.contextmanager
+def systemd_env(units: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """A manager of its own with `units` written, for an `mgmt` child taking the system path
+    (`session: false`): yields the environment that points it there."""
+    with tempfile.TemporaryDirectory(prefix="mgmt-systemd-") as tmp:
+        directory = Path(tmp)
+        manager = start(directory)
+        try:
+            for name, text in (units or {}).items():
+                manager.write_unit(name, text)
+            yield manager.env(session=False)
+        finally:
+            stop(directory)
