@@ -19,8 +19,9 @@ import pytest
 
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, is_refreshable
-from resources.svc import Bus, SvcRes, install_links, unit_file_names
+from resources.svc import Bus, SvcRes, install_links, job, unit_file_names
 from tests.conftest import Running
+from tests.fakes.systemd import running_fake
 from tests.systemd_fixture import Client, RealSystemd, real_systemd
 
 Start = Callable[..., Awaitable[Running]]
@@ -421,6 +422,24 @@ async def test_no_bus_is_a_clear_failure(
     running = await run_resource(svc("web", state="running"), watch=False)
     with pytest.raises(ResourceError, match="cannot connect to D-Bus at unix:path=/nonexistent"):
         await running.res.check_apply(True)
+
+
+async def test_job_removed_before_the_reply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one order a real manager cannot be made to produce: the fake's (tests/fakes)."""
+    async with running_fake(tmp_path, monkeypatch.setenv) as fake:
+        bus = await Bus.acquire(session=False)
+        try:
+            await bus.subscribe_systemd()
+            async with asyncio.timeout(5):
+                await job(bus, "StartUnit", "web.service", "start")
+                fake.job_result = "failed"
+                with pytest.raises(ResourceError, match="result 'failed'"):
+                    await job(bus, "StartUnit", "web.service", "start")
+        finally:
+            await bus.release()
+    assert [call[0] for call in fake.calls] == ["Subscribe", "StartUnit", "StartUnit"]
 
 
 async def _stop(running: Running) -> None:
