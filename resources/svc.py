@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import functools
 import os
 import re
@@ -260,6 +261,37 @@ async def apply_changes(handle: Handle, changes: list[Change], apply: bool) -> N
 # the shared D-Bus layer ----------------------------------------------------------------------
 
 
+class Mute:
+    """A resource's D-Bus calls in flight, counted from sending each call to the moment the bus's
+    message handler processes its reply (for a job: its JobRemoved). systemd sends the signals
+    a call causes before that reply, on the same connection, in order: while the count is
+    above zero, a signal is the echo of our own call (see UnitChanges)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __bool__(self) -> bool:
+        return self.calls > 0
+
+
+# The Mute of the task making calls (set by BusUser._apply for the length of its changes).
+MUTE: contextvars.ContextVar[Mute | None] = contextvars.ContextVar("mgmt_dbus_mute", default=None)
+
+
+class Hold:
+    """One call (or job) counted in the caller's Mute until `release()` (idempotent)."""
+
+    def __init__(self, mute: Mute | None) -> None:
+        self.mute = mute
+        if mute is not None:
+            mute.calls += 1
+
+    def release(self) -> None:
+        if self.mute is not None:
+            self.mute.calls -= 1
+            self.mute = None
+
+
 class Signals:
     """Signals on some routes that `accept` approves, as an async iterator of wake-ups.
 
@@ -322,6 +354,8 @@ class Bus:
         self._jobs_in_flight = 0
         self._finished: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._job_waiters: dict[str, asyncio.Future[str]] = {}
+        self._job_holds: dict[str, Hold] = {}  # job path -> its caller's Hold
+        self._replies: dict[int, Hold] = {}  # serial of a call -> its caller's Hold
 
     @classmethod
     async def acquire(cls, session: bool) -> Bus:
@@ -421,6 +455,10 @@ class Bus:
             signature=signature,
             body=list(body),
         )
+        hold = Hold(MUTE.get())
+        if hold.mute is not None:
+            msg.serial = conn.next_serial()
+            self._replies[msg.serial] = hold  # released by _on_message at the reply
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
                 reply = await conn.call(msg)
@@ -430,6 +468,9 @@ class Bus:
             ) from None
         except Exception as err:
             raise ResourceError(f"{what}: D-Bus call failed: {err}") from err
+        finally:
+            self._replies.pop(msg.serial, None)
+            hold.release()
         if reply.message_type is MessageType.ERROR:
             text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
             raise BusCallError(reply.error_name or "unknown error", text, what)
@@ -481,6 +522,11 @@ class Bus:
     def _on_message(self, msg: Message) -> None:
         from dbus_fast import MessageType
 
+        if msg.message_type in (MessageType.METHOD_RETURN, MessageType.ERROR):
+            hold = self._replies.pop(msg.reply_serial, None)
+            if hold is not None:
+                hold.release()
+            return
         if msg.message_type is not MessageType.SIGNAL:
             return
         route = (msg.path or "", msg.interface or "", msg.member or "")
@@ -525,8 +571,10 @@ class Bus:
         return str(state)
 
     async def run_job(self, method: str, unit: str) -> str:
-        """StartUnit/StopUnit/RestartUnit/ReloadOrRestartUnit; waits for the job's result."""
+        """StartUnit/StopUnit/RestartUnit/ReloadOrRestartUnit; waits for the job's result.
+        The caller's Mute holds until the JobRemoved is processed."""
         self._jobs_in_flight += 1
+        hold = Hold(MUTE.get())
         try:
             (job,) = await self.manager(method, "ss", unit, JOB_MODE)
             result = self._finished.pop(job, None)
@@ -534,17 +582,23 @@ class Bus:
                 return result
             future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self._job_waiters[job] = future
+            self._job_holds[job] = hold
             try:
                 return await future
             finally:
                 self._job_waiters.pop(job, None)
+                self._job_holds.pop(job, None)
         finally:
+            hold.release()
             self._jobs_in_flight -= 1
             if not self._jobs_in_flight:
                 self._finished.clear()
 
     def _job_removed(self, body: list[Any]) -> None:
         _id, job, _unit, result = body
+        hold = self._job_holds.pop(job, None)
+        if hold is not None:
+            hold.release()
         future = self._job_waiters.pop(job, None)
         if future is not None:
             if not future.done():
@@ -600,11 +654,12 @@ class UnitChanges:
 
     systemd repeats a unit's whole property set whenever any of it changes (after every job,
     at every timer elapse), so a PropertiesChanged counts only if a watched value differs from
-    the last one seen. While `muted()` holds (the resource is making its own changes) nothing
-    counts, but values are still recorded: systemd's echo of our own jobs, enables and
-    reloads is no drift (a unit that fails to start would otherwise wake its watch, and be
-    started again, forever). systemd sends a job's unit signals before its JobRemoved, which
-    ends our job call, and repeats them after it: the first are muted, the repeat is no change.
+    the last one seen. While `muted()` holds (a call of the resource's own is in flight: see
+    Mute) nothing counts, but values are still recorded: systemd's echo of our own jobs,
+    enables and reloads is no drift (a unit that fails to start would otherwise wake its
+    watch, and be started again, forever). systemd sends a job's unit signals before its
+    JobRemoved and repeats them after it: the first are muted, the repeat is no change, and
+    whatever happens to the unit after the JobRemoved is seen.
     """
 
     def __init__(self, muted: Callable[[], bool]) -> None:
@@ -643,19 +698,19 @@ class BusUser:
     def _bus_init(self) -> None:
         self._bus: Bus | None = None
         self._bus_lock = asyncio.Lock()
-        self._applying = False
+        self._mute = Mute()
 
     def _unit_changes(self) -> UnitChanges:
-        """The test of a unit watch's signals, muted while `_apply` runs."""
-        return UnitChanges(lambda: self._applying)
+        """The test of a unit watch's signals, muted by the calls `_apply` makes."""
+        return UnitChanges(self._mute.__bool__)
 
     async def _apply(self, handle: Handle, changes: list[Change], apply: bool) -> None:
-        """apply_changes, with the watch's signals muted meanwhile (see UnitChanges)."""
-        self._applying = apply
+        """apply_changes, its calls counted in this resource's Mute (see UnitChanges)."""
+        token = MUTE.set(self._mute)
         try:
             await apply_changes(handle, changes, apply)
         finally:
-            self._applying = False
+            MUTE.reset(token)
 
     async def _connect(self, handle: Handle, session: bool) -> Bus:
         async with self._bus_lock:

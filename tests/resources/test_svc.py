@@ -8,6 +8,7 @@ session path too. Each test has units of its own names, on one manager per modul
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dbus_fast import Message
 
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, is_refreshable
@@ -114,6 +116,33 @@ async def test_crash_is_repaired(manager: RealSystemd, sd: Client, start: Start)
     await running.handle.next_event()
     assert await running.res.check_apply(True) is False
     assert await sd.running_with_new_pid(name, old) != old
+
+
+async def test_a_crash_right_after_our_start_is_seen(
+    manager: RealSystemd, sd: Client, start: Start
+) -> None:
+    """The process dies as soon as systemd announces it, around the end of our start job:
+    that is drift, not our start's echo (see UnitChanges and Mute)."""
+    name = unit(manager)
+    (path,) = await sd.manager("LoadUnit", "s", name)
+    killed: list[int] = []
+
+    def kill_at_once(msg: Message) -> None:
+        if msg.path != path or msg.member != "PropertiesChanged" or killed:
+            return
+        pid = msg.body[1].get("MainPID")
+        if pid is not None and pid.value:
+            os.kill(pid.value, signal.SIGKILL)  # in the handler: before anything else runs
+            killed.append(pid.value)
+
+    sd.conn.add_message_handler(kill_at_once)
+    running = await start(svc(name, state="running"))
+    with contextlib.suppress(ResourceError):  # the job may or may not have ended "done"
+        await running.res.check_apply(True)
+    assert killed
+    await running.handle.next_event()
+    assert await running.res.check_apply(True) is False
+    assert await sd.running_with_new_pid(name, killed[0]) != killed[0]
 
 
 async def _is(sd: Client, name: str, state: str) -> bool:
