@@ -50,6 +50,7 @@ class Observer:
         self.sd = sd
         self.props: dict[str, dict[str, Any]] = {}  # object path -> property -> value
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[float]]] = []
+        self.reloads = 0  # daemon-reloads finished
         sd.conn.add_message_handler(self._on_message)
 
     async def track(self, unit: str) -> dict[str, Any]:
@@ -67,6 +68,8 @@ class Observer:
         if msg.member == "PropertiesChanged" and msg.path in self.props:
             _interface, changed, _invalidated = msg.body
             self.props[msg.path].update({k: v.value for k, v in changed.items()})
+        elif msg.member == "Reloading" and not msg.body[0]:
+            self.reloads += 1
         for predicate, future in list(self._waiters):
             if not future.done() and predicate():
                 future.set_result(now)
@@ -102,12 +105,14 @@ async def enable_repairs(
     observer: Observer, link: Path, runs: int, disable: Callable[[], Awaitable[object]]
 ) -> list[float]:
     """disable -> enabled again (its link back: the agent's EnableUnitFiles, which systemd
-    signals), `runs` times."""
+    signals), `runs` times; each after the agent's daemon-reload that follows the last."""
     samples = []
     for _ in range(runs):
+        reloads = observer.reloads
         began = time.perf_counter()
         await disable()
         samples.append(await observer.until(link.is_symlink) - began)
+        await observer.until(lambda n=reloads: observer.reloads > n)  # the agent's, after
     return samples
 
 

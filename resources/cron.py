@@ -174,8 +174,8 @@ class CronRes(BusUser, Resource):
         file_changes, schedule_changed = await asyncio.to_thread(self._plan_files)
         bus = await self._connect(self.handle, self.session)
         await bus.subscribe_systemd()
-        props = await bus.load_unit(self.timer)
-        file_state = await bus.unit_file_state(self.timer)
+        names = ("LoadState", "ActiveState", "SubState", "NeedDaemonReload")
+        props, file_state = await bus.unit_state(self.timer, names, True)
         if self.state == "absent":
             changes = self._plan_absent(bus, props, file_state, file_changes)
         else:

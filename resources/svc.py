@@ -555,10 +555,21 @@ class Bus:
                     raise
             self._subscribed = True
 
-    async def load_unit(self, unit: str) -> dict[str, Any]:
-        """LoadUnit + GetAll: the unit's properties (LoadState "not-found" if it has no file)."""
-        (path,) = await self.manager("LoadUnit", "s", unit)
-        return await self.get_all(SYSTEMD, path, UNIT)
+    async def unit_state(
+        self, unit: str, names: tuple[str, ...], file_state: bool
+    ) -> tuple[dict[str, Any], str | None]:
+        """Some of the unit's properties (LoadState "not-found" if it has no file) and, if
+        `file_state`, its GetUnitFileState: all asked at once, in one round trip. systemd
+        loads a unit on a Get of its object path, as LoadUnit does."""
+        path = unit_object_path(unit)
+        gets = [
+            self.call(SYSTEMD, path, PROPERTIES, "Get", signature="ss", body=[UNIT, name])
+            for name in names
+        ]
+        state = self.unit_file_state(unit) if file_state else _nothing()
+        values, file = await asyncio.gather(asyncio.gather(*gets), state)
+        props = {name: value[0].value for name, value in zip(names, values, strict=True)}
+        return props, file
 
     async def unit_file_state(self, unit: str) -> str | None:
         """GetUnitFileState ("enabled", "disabled", "static"...), None if there is no file."""
@@ -613,6 +624,10 @@ class Bus:
         return await self.call(
             SYSTEMD, MANAGER_PATH, MANAGER, member, signature=signature, body=body
         )
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def job(bus: Bus, method: str, unit: str, verb: str) -> None:
@@ -824,12 +839,10 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
     # check_apply's parts -----------------------------------------------------------------
 
     async def _observe(self, bus: Bus) -> Observed:
-        props = await bus.load_unit(self.unit)
-        load, active = str(props.get("LoadState", "")), str(props.get("ActiveState", ""))
-        file_state = None
-        if self.startup is not None and load != "not-found":
-            file_state = await bus.unit_file_state(self.unit)
-        stale = bool(props.get("NeedDaemonReload"))
+        names = ("LoadState", "ActiveState", "NeedDaemonReload")
+        props, file_state = await bus.unit_state(self.unit, names, self.startup is not None)
+        load, active = str(props["LoadState"]), str(props["ActiveState"])
+        stale = bool(props["NeedDaemonReload"])
         return Observed(load=load, active=active, file_state=file_state, stale=stale)
 
     def _plan(self, bus: Bus, seen: Observed, refresh: bool) -> list[Change]:
