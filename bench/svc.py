@@ -131,6 +131,7 @@ async def daemon(manager: RealSystemd, graph: Path) -> asyncio.subprocess.Proces
 
 
 async def drain(proc: asyncio.subprocess.Process) -> None:
+    """Read the daemon's log (so its pipe never fills)."""
     assert proc.stderr is not None
     async for _ in proc.stderr:
         pass

@@ -355,7 +355,8 @@ class Bus:
         self._finished: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._job_waiters: dict[str, asyncio.Future[str]] = {}
         self._job_holds: dict[str, Hold] = {}  # job path -> its caller's Hold
-        self._replies: dict[int, Hold] = {}  # serial of a call -> its caller's Hold
+        # serial of a call in flight -> its caller's Hold, and what to do at its reply
+        self._replies: dict[int, tuple[Hold, Callable[[Message], None] | None]] = {}
 
     @classmethod
     async def acquire(cls, session: bool) -> Bus:
@@ -439,8 +440,12 @@ class Bus:
         *,
         signature: str = "",
         body: Iterable[Any] = (),
+        on_reply: Callable[[Message], None] | None = None,
     ) -> list[Any]:
-        """Call a method; its reply's body. An error reply raises BusCallError."""
+        """Call a method; its reply's body. An error reply raises BusCallError.
+
+        `on_reply` runs in the message handler as the (non-error) reply is read, in order with
+        the signals around it, before the caller resumes."""
         from dbus_fast import Message, MessageType
 
         what = member
@@ -456,9 +461,9 @@ class Bus:
             body=list(body),
         )
         hold = Hold(MUTE.get())
-        if hold.mute is not None:
+        if hold.mute is not None or on_reply is not None:
             msg.serial = conn.next_serial()
-            self._replies[msg.serial] = hold  # released by _on_message at the reply
+            self._replies[msg.serial] = (hold, on_reply)  # see _on_message
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
                 reply = await conn.call(msg)
@@ -523,8 +528,11 @@ class Bus:
         from dbus_fast import MessageType
 
         if msg.message_type in (MessageType.METHOD_RETURN, MessageType.ERROR):
-            hold = self._replies.pop(msg.reply_serial, None)
-            if hold is not None:
+            entry = self._replies.pop(msg.reply_serial, None)
+            if entry is not None:
+                hold, on_reply = entry
+                if on_reply is not None and msg.message_type is MessageType.METHOD_RETURN:
+                    on_reply(msg)
                 hold.release()
             return
         if msg.message_type is not MessageType.SIGNAL:
@@ -586,14 +594,30 @@ class Bus:
         The caller's Mute holds until the JobRemoved is processed."""
         self._jobs_in_flight += 1
         hold = Hold(MUTE.get())
+
+        def track(reply: Message) -> None:
+            """At the reply (in the handler): the hold ends with the job's JobRemoved."""
+            job = reply.body[0]
+            if job in self._finished:
+                hold.release()  # it came first
+            else:
+                self._job_holds[job] = hold
+
         try:
-            (job,) = await self.manager(method, "ss", unit, JOB_MODE)
+            (job,) = await self.call(
+                SYSTEMD,
+                MANAGER_PATH,
+                MANAGER,
+                method,
+                signature="ss",
+                body=[unit, JOB_MODE],
+                on_reply=track if hold.mute is not None else None,
+            )
             result = self._finished.pop(job, None)
             if result is not None:
                 return result
             future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self._job_waiters[job] = future
-            self._job_holds[job] = hold
             try:
                 return await future
             finally:
