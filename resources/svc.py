@@ -1,12 +1,17 @@
 """svc: a systemd unit: running or stopped, enabled or disabled at boot (mgmt's svc).
 
 Everything goes through systemd's `org.freedesktop.systemd1` Manager over D-Bus (dbus-fast,
-imported lazily): LoadUnit + Properties.GetAll to observe, StartUnit/StopUnit/ReloadOrRestartUnit
-waiting for the job's `JobRemoved` signal (a job that ends with any result but "done" is a
-failure naming that result), EnableUnitFiles/DisableUnitFiles followed by Reload. The watch is
-Subscribe + the unit's PropertiesChanged (ActiveState, SubState, LoadState, UnitFileState) + the
-Manager's Reloading and UnitFilesChanged signals, so a unit stopped by hand is started again
-within milliseconds. A refresh (notify) does ReloadOrRestartUnit. See docs/resources/svc.md.
+imported lazily): concurrent Properties.Get calls on the unit's object path (+ GetUnitFileState)
+to observe, in one round trip; StartUnit/StopUnit/RestartUnit/ReloadOrRestartUnit waiting for
+the job's `JobRemoved` signal (a job that ends with any result but "done" is a failure naming
+that result); EnableUnitFiles/DisableUnitFiles; Reload after them or when systemd's copy of the
+unit is stale. The watch is Subscribe + the unit's PropertiesChanged (a changed value of
+ActiveState, SubState, LoadState or UnitFileState) + the Manager's Reloading and
+UnitFilesChanged signals, plus inotify on the unit's file and its enablement links (which
+`systemctl enable/disable` and admins change without a word to the manager): a unit stopped,
+crashed or disabled by hand is repaired within milliseconds. The echo of the resource's own
+calls is muted (Mute, UnitChanges). A refresh (notify) does ReloadOrRestartUnit, or RestartUnit
+for a new definition. See docs/resources/svc.md.
 
 This module also holds the small D-Bus layer that `cron` and `hostname` share:
 - `Bus.acquire(session)`: one connection per bus address and event loop, reference counted;
