@@ -74,6 +74,8 @@ UNIT_TYPES = (
     "scope",
     "device",
 )
+# Unit types whose interface has a Result property (why the unit last failed).
+RESULT_TYPES = frozenset({"service", "socket", "timer", "path", "mount", "automount", "swap"})
 UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]+")
 UNIT_NAME_MAX = 255
 WATCHED = frozenset({"ActiveState", "SubState", "LoadState", "UnitFileState"})
@@ -660,13 +662,36 @@ async def _nothing() -> None:
 
 
 async def job(bus: Bus, method: str, unit: str, verb: str) -> None:
-    """Run a job; any result but "done" is a failure naming the result."""
+    """Run a job; any result but "done" is a failure naming the result (and the unit's own
+    Result, e.g. 'exit-code' or 'start-limit-hit', when its type has one)."""
     result = await bus.run_job(method, unit)
     if result != "done":
+        why = await unit_result(bus, unit)
+        detail = f"unit result {why!r}; " if why else ""
         raise ResourceError(
             f"could not {verb} {unit}: its job ended with result {result!r} "
-            f"(see `journalctl -u {unit}`)"
+            f"({detail}see `journalctl -u {unit}`)"
         )
+
+
+async def unit_result(bus: Bus, unit: str) -> str | None:
+    """The Result property of the unit's type-specific interface, if it has one."""
+    kind = unit.rpartition(".")[2]
+    if kind not in RESULT_TYPES:
+        return None
+    interface = f"{SYSTEMD}.{kind.capitalize()}"
+    try:
+        (value,) = await bus.call(
+            SYSTEMD,
+            unit_object_path(unit),
+            PROPERTIES,
+            "Get",
+            signature="ss",
+            body=[interface, "Result"],
+        )
+    except ResourceError:
+        return None
+    return str(value.value)
 
 
 def daemon_reload(bus: Bus) -> Change:

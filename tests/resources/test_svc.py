@@ -272,7 +272,8 @@ async def test_failed_start_is_a_failure_naming_the_job_result(
     name = unit(manager, "bad", text, Type="exec")  # the job waits for the exec()
     running = await start(svc(name, state="running"))
     events = running.handle.events
-    with pytest.raises(ResourceError, match=rf"could not start {name}: .*result 'failed'"):
+    error = rf"could not start {name}: its job ended with result 'failed' \(unit result 'exit-code'"
+    with pytest.raises(ResourceError, match=error):
         await running.res.check_apply(True)
     assert await sd.active(name) == "failed"
     # systemd's echo of our own failed job is no drift: it would start it again, forever.
