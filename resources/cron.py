@@ -22,7 +22,6 @@ from typing import Any, Literal
 from engine.errors import ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Resource, register
-from engine.watcher import PathWatcher
 from resources.file import atomic_write
 from resources.svc import (
     ENABLED,
@@ -31,12 +30,12 @@ from resources.svc import (
     Bus,
     BusUser,
     Change,
-    apply_changes,
+    UnitFileWatch,
     check_unit_name,
+    daemon_reload,
     job,
     pump_events,
     systemd_routes,
-    unit_changed,
     unit_dir,
     unit_key,
 )
@@ -160,11 +159,12 @@ class CronRes(BusUser, Resource):
 
     async def watch(self) -> None:
         bus = await self._connect(self.handle, self.session)
-        signals = await bus.signals(SYSTEMD, systemd_routes(self.timer), unit_changed)
+        routes = systemd_routes(self.timer)
+        signals = await bus.signals(SYSTEMD, routes, self._unit_changes())
         self.handle.on_cleanup(signals.aclose)
         try:
             await bus.subscribe_systemd()
-            async with PathWatcher(list(self._files())) as files:
+            async with UnitFileWatch(self.timer, self.session, self._files()) as files:
                 await self.handle.event()
                 await pump_events(self.handle, [signals, files])
         finally:
@@ -174,8 +174,8 @@ class CronRes(BusUser, Resource):
         file_changes, schedule_changed = await asyncio.to_thread(self._plan_files)
         bus = await self._connect(self.handle, self.session)
         await bus.subscribe_systemd()
-        props = await bus.load_unit(self.timer)
-        file_state = await bus.unit_file_state(self.timer)
+        names = ("LoadState", "ActiveState", "SubState", "NeedDaemonReload")
+        props, file_state = await bus.unit_state(self.timer, names, True)
         if self.state == "absent":
             changes = self._plan_absent(bus, props, file_state, file_changes)
         else:
@@ -183,7 +183,7 @@ class CronRes(BusUser, Resource):
         if not changes:
             self.handle.logger.debug("nothing to do: %s", self._why(props, file_state))
             return True
-        await apply_changes(self.handle, changes, apply)
+        await self._apply(self.handle, changes, apply)
         return False
 
     # check_apply's parts -----------------------------------------------------------------
@@ -242,7 +242,7 @@ class CronRes(BusUser, Resource):
             changes.append(Change(f"enable {timer}", f"enabled {timer}", enable))
         stale = bool(props.get("NeedDaemonReload")) or props.get("LoadState") != "loaded"
         if changes or stale:
-            changes.append(_reload(bus))
+            changes.append(daemon_reload(bus))
         if props.get("ActiveState") != "active":
             run = functools.partial(job, bus, "StartUnit", timer, "start")
             changes.append(Change(f"start {timer}", f"started {timer}", run))
@@ -270,7 +270,7 @@ class CronRes(BusUser, Resource):
             changes.append(Change(f"disable {timer}", f"disabled {timer}", disable))
         changes += file_changes
         if changes or props.get("LoadState") == "loaded":
-            changes.append(_reload(bus))
+            changes.append(daemon_reload(bus))
         return changes
 
     def _why(self, props: dict[str, Any], file_state: str | None) -> str:
@@ -343,10 +343,3 @@ def _write(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     data = text.encode()
     atomic_write(path, lambda out: out.write(data), FILE_MODE, -1, -1)
-
-
-def _reload(bus: Bus) -> Change:
-    reload = functools.partial(bus.manager, "Reload")
-    return Change(
-        "reload systemd's units (daemon-reload)", "reloaded systemd's units (daemon-reload)", reload
-    )

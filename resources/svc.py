@@ -1,12 +1,17 @@
 """svc: a systemd unit: running or stopped, enabled or disabled at boot (mgmt's svc).
 
 Everything goes through systemd's `org.freedesktop.systemd1` Manager over D-Bus (dbus-fast,
-imported lazily): LoadUnit + Properties.GetAll to observe, StartUnit/StopUnit/ReloadOrRestartUnit
-waiting for the job's `JobRemoved` signal (a job that ends with any result but "done" is a
-failure naming that result), EnableUnitFiles/DisableUnitFiles followed by Reload. The watch is
-Subscribe + the unit's PropertiesChanged (ActiveState, SubState, LoadState, UnitFileState) + the
-Manager's Reloading and UnitFilesChanged signals, so a unit stopped by hand is started again
-within milliseconds. A refresh (notify) does ReloadOrRestartUnit. See docs/resources/svc.md.
+imported lazily): concurrent Properties.Get calls on the unit's object path (+ GetUnitFileState)
+to observe, in one round trip; StartUnit/StopUnit/RestartUnit/ReloadOrRestartUnit waiting for
+the job's `JobRemoved` signal (a job that ends with any result but "done" is a failure naming
+that result); EnableUnitFiles/DisableUnitFiles; Reload after them or when systemd's copy of the
+unit is stale. The watch is Subscribe + the unit's PropertiesChanged (a changed value of
+ActiveState, SubState, LoadState or UnitFileState) + the Manager's Reloading and
+UnitFilesChanged signals, plus inotify on the unit's file and its enablement links (which
+`systemctl enable/disable` and admins change without a word to the manager): a unit stopped,
+crashed or disabled by hand is repaired within milliseconds. The echo of the resource's own
+calls is muted (Mute, UnitChanges). A refresh (notify) does ReloadOrRestartUnit, or RestartUnit
+for a new definition. See docs/resources/svc.md.
 
 This module also holds the small D-Bus layer that `cron` and `hostname` share:
 - `Bus.acquire(session)`: one connection per bus address and event loop, reference counted;
@@ -25,16 +30,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import functools
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, RefreshableMixin, Resource, register
+from engine.watcher import PathWatcher
 
 if TYPE_CHECKING:
     from dbus_fast import Message
@@ -48,6 +55,9 @@ PROPERTIES = "org.freedesktop.DBus.Properties"
 DEFAULT_SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
 SYSTEM_UNIT_DIR = "/etc/systemd/system"
 VENDOR_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
+USER_VENDOR_UNIT_DIRS = ("/etc/systemd/user", "/usr/lib/systemd/user")
+# [Install] keys that enable a unit by a link in <unit dir>/<target><suffix>/.
+INSTALL_LINKS = {"WantedBy": ".wants", "RequiredBy": ".requires", "UpheldBy": ".upholds"}
 CALL_TIMEOUT = 25.0  # seconds; D-Bus's own default method call timeout
 FINISHED_KEPT = 256  # finished jobs remembered while waiting for a reply
 JOB_MODE = "replace"  # systemctl's default: our job replaces a conflicting queued one
@@ -64,6 +74,8 @@ UNIT_TYPES = (
     "scope",
     "device",
 )
+# Unit types whose interface has a Result property (why the unit last failed).
+RESULT_TYPES = frozenset({"service", "socket", "timer", "path", "mount", "automount", "swap"})
 UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]+")
 UNIT_NAME_MAX = 255
 WATCHED = frozenset({"ActiveState", "SubState", "LoadState", "UnitFileState"})
@@ -99,6 +111,107 @@ def unit_dir(session: bool) -> str:
         config = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
         return os.path.join(config, "systemd", "user")
     return os.environ.get("MGMT_SYSTEMD_UNIT_DIR") or SYSTEM_UNIT_DIR
+
+
+def unit_search_dirs(session: bool) -> list[str]:
+    """Where a unit's file may be, in systemd's order of precedence (the admin's first)."""
+    first = unit_dir(session)
+    vendor = USER_VENDOR_UNIT_DIRS if session else VENDOR_UNIT_DIRS
+    return [first, *(d for d in vendor if d != first)]
+
+
+def unit_file_names(unit: str) -> list[str]:
+    """The files a unit can come from: its own, and for an instance its template's."""
+    stem, at, rest = unit.partition("@")
+    if not at or not rest.partition(".")[0]:
+        return [unit]
+    return [unit, f"{stem}@.{rest.rpartition('.')[2]}"]
+
+
+def install_links(text: str, unit: str, link_dir: str) -> list[str]:
+    """The links `systemctl enable` makes for a unit file's [Install] section (WantedBy=,
+    RequiredBy=, UpheldBy=, Alias=), whether or not they exist."""
+    links: list[str] = []
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, eq, value = line.partition("=")
+        if section != "Install" or not eq:
+            continue
+        key = key.strip()
+        for name in value.split():
+            if key in INSTALL_LINKS:
+                links.append(os.path.join(link_dir, name + INSTALL_LINKS[key], unit))
+            elif key == "Alias":
+                links.append(os.path.join(link_dir, name))
+    return links
+
+
+def unit_watch_paths(unit: str, session: bool) -> list[str]:
+    """What inotify must watch to see a unit's file or enablement change with no signal from
+    systemd: every place its file may be, and the links its [Install] section makes (as
+    `systemctl enable/disable` does them without the manager, or an admin with ln/rm)."""
+    names = unit_file_names(unit)
+    files = [os.path.join(d, name) for d in unit_search_dirs(session) for name in names]
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as file:
+                text = file.read()
+        except OSError:
+            continue
+        return files + install_links(text, unit, unit_dir(session))
+    return files
+
+
+class UnitFileWatch:
+    """inotify on `unit_watch_paths(unit)` (plus `extra` paths), as an async iterator of
+    wake-ups. After each change the paths are computed again (an edited [Install] section
+    moves the links to watch), so a watch is never lost."""
+
+    def __init__(self, unit: str, session: bool, extra: Iterable[str] = ()) -> None:
+        self.unit = unit
+        self.session = session
+        self.extra = list(extra)
+        self.paths: list[str] = []
+        self._watcher: PathWatcher | None = None
+
+    async def __aenter__(self) -> UnitFileWatch:
+        await self._rewatch()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            await watcher.aclose()
+
+    async def _rewatch(self) -> bool:
+        """Watch the paths as they are now; True if they moved."""
+        found = await asyncio.to_thread(unit_watch_paths, self.unit, self.session)
+        paths = list(dict.fromkeys([*self.extra, *found]))
+        if self._watcher is not None and paths == self.paths:
+            return False
+        watcher = PathWatcher(paths)
+        await watcher.__aenter__()
+        old, self._watcher, self.paths = self._watcher, watcher, paths
+        if old is not None:
+            await old.aclose()
+        return True
+
+    async def __aiter__(self) -> AsyncIterator[None]:
+        while self._watcher is not None:
+            changes = cast("AsyncGenerator[None, None]", aiter(self._watcher))
+            async with contextlib.aclosing(changes):
+                async for _ in changes:
+                    moved = await self._rewatch()
+                    yield None
+                    if moved:
+                        break
 
 
 def unit_object_path(unit: str) -> str:
@@ -153,6 +266,37 @@ async def apply_changes(handle: Handle, changes: list[Change], apply: bool) -> N
 
 
 # the shared D-Bus layer ----------------------------------------------------------------------
+
+
+class Mute:
+    """A resource's D-Bus calls in flight, counted from sending each call to the moment the bus's
+    message handler processes its reply (for a job: its JobRemoved). systemd sends the signals
+    a call causes before that reply, on the same connection, in order: while the count is
+    above zero, a signal is the echo of our own call (see UnitChanges)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __bool__(self) -> bool:
+        return self.calls > 0
+
+
+# The Mute of the task making calls (set by BusUser._apply for the length of its changes).
+MUTE: contextvars.ContextVar[Mute | None] = contextvars.ContextVar("mgmt_dbus_mute", default=None)
+
+
+class Hold:
+    """One call (or job) counted in the caller's Mute until `release()` (idempotent)."""
+
+    def __init__(self, mute: Mute | None) -> None:
+        self.mute = mute
+        if mute is not None:
+            mute.calls += 1
+
+    def release(self) -> None:
+        if self.mute is not None:
+            self.mute.calls -= 1
+            self.mute = None
 
 
 class Signals:
@@ -217,6 +361,9 @@ class Bus:
         self._jobs_in_flight = 0
         self._finished: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._job_waiters: dict[str, asyncio.Future[str]] = {}
+        self._job_holds: dict[str, Hold] = {}  # job path -> its caller's Hold
+        # serial of a call in flight -> its caller's Hold, and what to do at its reply
+        self._replies: dict[int, tuple[Hold, Callable[[Message], None] | None]] = {}
 
     @classmethod
     async def acquire(cls, session: bool) -> Bus:
@@ -300,8 +447,12 @@ class Bus:
         *,
         signature: str = "",
         body: Iterable[Any] = (),
+        on_reply: Callable[[Message], None] | None = None,
     ) -> list[Any]:
-        """Call a method; its reply's body. An error reply raises BusCallError."""
+        """Call a method; its reply's body. An error reply raises BusCallError.
+
+        `on_reply` runs in the message handler as the (non-error) reply is read, in order with
+        the signals around it, before the caller resumes."""
         from dbus_fast import Message, MessageType
 
         what = member
@@ -316,6 +467,10 @@ class Bus:
             signature=signature,
             body=list(body),
         )
+        hold = Hold(MUTE.get())
+        if hold.mute is not None or on_reply is not None:
+            msg.serial = conn.next_serial()
+            self._replies[msg.serial] = (hold, on_reply)  # see _on_message
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
                 reply = await conn.call(msg)
@@ -325,6 +480,9 @@ class Bus:
             ) from None
         except Exception as err:
             raise ResourceError(f"{what}: D-Bus call failed: {err}") from err
+        finally:
+            self._replies.pop(msg.serial, None)
+            hold.release()
         if reply.message_type is MessageType.ERROR:
             text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
             raise BusCallError(reply.error_name or "unknown error", text, what)
@@ -376,6 +534,14 @@ class Bus:
     def _on_message(self, msg: Message) -> None:
         from dbus_fast import MessageType
 
+        if msg.message_type in (MessageType.METHOD_RETURN, MessageType.ERROR):
+            entry = self._replies.pop(msg.reply_serial, None)
+            if entry is not None:
+                hold, on_reply = entry
+                if on_reply is not None and msg.message_type is MessageType.METHOD_RETURN:
+                    on_reply(msg)
+                hold.release()
+            return
         if msg.message_type is not MessageType.SIGNAL:
             return
         route = (msg.path or "", msg.interface or "", msg.member or "")
@@ -404,10 +570,21 @@ class Bus:
                     raise
             self._subscribed = True
 
-    async def load_unit(self, unit: str) -> dict[str, Any]:
-        """LoadUnit + GetAll: the unit's properties (LoadState "not-found" if it has no file)."""
-        (path,) = await self.manager("LoadUnit", "s", unit)
-        return await self.get_all(SYSTEMD, path, UNIT)
+    async def unit_state(
+        self, unit: str, names: tuple[str, ...], file_state: bool
+    ) -> tuple[dict[str, Any], str | None]:
+        """Some of the unit's properties (LoadState "not-found" if it has no file) and, if
+        `file_state`, its GetUnitFileState: all asked at once, in one round trip. systemd
+        loads a unit on a Get of its object path, as LoadUnit does."""
+        path = unit_object_path(unit)
+        gets = [
+            self.call(SYSTEMD, path, PROPERTIES, "Get", signature="ss", body=[UNIT, name])
+            for name in names
+        ]
+        state = self.unit_file_state(unit) if file_state else _nothing()
+        values, file = await asyncio.gather(asyncio.gather(*gets), state)
+        props = {name: value[0].value for name, value in zip(names, values, strict=True)}
+        return props, file
 
     async def unit_file_state(self, unit: str) -> str | None:
         """GetUnitFileState ("enabled", "disabled", "static"...), None if there is no file."""
@@ -420,10 +597,29 @@ class Bus:
         return str(state)
 
     async def run_job(self, method: str, unit: str) -> str:
-        """StartUnit/StopUnit/RestartUnit/ReloadOrRestartUnit; waits for the job's result."""
+        """StartUnit/StopUnit/RestartUnit/ReloadOrRestartUnit; waits for the job's result.
+        The caller's Mute holds until the JobRemoved is processed."""
         self._jobs_in_flight += 1
+        hold = Hold(MUTE.get())
+
+        def track(reply: Message) -> None:
+            """At the reply (in the handler): the hold ends with the job's JobRemoved."""
+            job = reply.body[0]
+            if job in self._finished:
+                hold.release()  # it came first
+            else:
+                self._job_holds[job] = hold
+
         try:
-            (job,) = await self.manager(method, "ss", unit, JOB_MODE)
+            (job,) = await self.call(
+                SYSTEMD,
+                MANAGER_PATH,
+                MANAGER,
+                method,
+                signature="ss",
+                body=[unit, JOB_MODE],
+                on_reply=track if hold.mute is not None else None,
+            )
             result = self._finished.pop(job, None)
             if result is not None:
                 return result
@@ -433,13 +629,18 @@ class Bus:
                 return await future
             finally:
                 self._job_waiters.pop(job, None)
+                self._job_holds.pop(job, None)
         finally:
+            hold.release()
             self._jobs_in_flight -= 1
             if not self._jobs_in_flight:
                 self._finished.clear()
 
     def _job_removed(self, body: list[Any]) -> None:
         _id, job, _unit, result = body
+        hold = self._job_holds.pop(job, None)
+        if hold is not None:
+            hold.release()
         future = self._job_waiters.pop(job, None)
         if future is not None:
             if not future.done():
@@ -456,14 +657,49 @@ class Bus:
         )
 
 
+async def _nothing() -> None:
+    return None
+
+
 async def job(bus: Bus, method: str, unit: str, verb: str) -> None:
-    """Run a job; any result but "done" is a failure naming the result."""
+    """Run a job; any result but "done" is a failure naming the result (and the unit's own
+    Result, e.g. 'exit-code' or 'start-limit-hit', when its type has one)."""
     result = await bus.run_job(method, unit)
     if result != "done":
+        why = await unit_result(bus, unit)
+        detail = f"unit result {why!r}; " if why else ""
         raise ResourceError(
             f"could not {verb} {unit}: its job ended with result {result!r} "
-            f"(see `journalctl -u {unit}`)"
+            f"({detail}see `journalctl -u {unit}`)"
         )
+
+
+async def unit_result(bus: Bus, unit: str) -> str | None:
+    """The Result property of the unit's type-specific interface, if it has one."""
+    kind = unit.rpartition(".")[2]
+    if kind not in RESULT_TYPES:
+        return None
+    interface = f"{SYSTEMD}.{kind.capitalize()}"
+    try:
+        (value,) = await bus.call(
+            SYSTEMD,
+            unit_object_path(unit),
+            PROPERTIES,
+            "Get",
+            signature="ss",
+            body=[interface, "Result"],
+        )
+    except ResourceError:
+        return None
+    return str(value.value)
+
+
+def daemon_reload(bus: Bus) -> Change:
+    """Reload (`systemctl daemon-reload`): systemd reads its unit files and links again."""
+    reload = functools.partial(bus.manager, "Reload")
+    return Change(
+        "reload systemd's units (daemon-reload)", "reloaded systemd's units (daemon-reload)", reload
+    )
 
 
 async def pump_events(handle: Handle, sources: list[Any]) -> None:
@@ -482,14 +718,38 @@ async def pump_events(handle: Handle, sources: list[Any]) -> None:
         raise errors.exceptions[0] from None
 
 
-def unit_changed(msg: Message) -> bool:
-    """Is this Manager or unit signal one that may change what check_apply sees?"""
-    if msg.member == "PropertiesChanged":
-        interface, changed, invalidated = msg.body
-        return interface == UNIT and bool(WATCHED & (set(changed) | set(invalidated)))
-    if msg.member == "Reloading":
-        return not msg.body[0]  # the reload has finished
-    return True  # UnitFilesChanged
+class UnitChanges:
+    """A unit watch's test of a signal: may it change what check_apply sees?
+
+    systemd repeats a unit's whole property set whenever any of it changes (after every job,
+    at every timer elapse), so a PropertiesChanged counts only if a watched value differs from
+    the last one seen. While `muted()` holds (a call of the resource's own is in flight: see
+    Mute) nothing counts, but values are still recorded: systemd's echo of our own jobs,
+    enables and reloads is no drift (a unit that fails to start would otherwise wake its
+    watch, and be started again, forever). systemd sends a job's unit signals before its
+    JobRemoved and repeats them after it: the first are muted, the repeat is no change, and
+    whatever happens to the unit after the JobRemoved is seen.
+    """
+
+    def __init__(self, muted: Callable[[], bool]) -> None:
+        self.muted = muted
+        self.last: dict[str, Any] = {}
+
+    def __call__(self, msg: Message) -> bool:
+        if msg.member == "PropertiesChanged":
+            interface, changed, invalidated = msg.body
+            if interface != UNIT:
+                return False
+            values = {key: changed[key].value for key in WATCHED & set(changed)}
+            moved = bool(WATCHED & set(invalidated)) or any(
+                self.last.get(key) != value for key, value in values.items()
+            )
+            self.last.update(values)
+        elif msg.member == "Reloading":
+            moved = not msg.body[0]  # the reload has finished
+        else:
+            moved = True  # UnitFilesChanged
+        return moved and not self.muted()
 
 
 def systemd_routes(unit: str) -> list[Route]:
@@ -507,6 +767,19 @@ class BusUser:
     def _bus_init(self) -> None:
         self._bus: Bus | None = None
         self._bus_lock = asyncio.Lock()
+        self._mute = Mute()
+
+    def _unit_changes(self) -> UnitChanges:
+        """The test of a unit watch's signals, muted by the calls `_apply` makes."""
+        return UnitChanges(self._mute.__bool__)
+
+    async def _apply(self, handle: Handle, changes: list[Change], apply: bool) -> None:
+        """apply_changes, its calls counted in this resource's Mute (see UnitChanges)."""
+        token = MUTE.set(self._mute)
+        try:
+            await apply_changes(handle, changes, apply)
+        finally:
+            MUTE.reset(token)
 
     async def _connect(self, handle: Handle, session: bool) -> Bus:
         async with self._bus_lock:
@@ -534,6 +807,7 @@ class Observed:
     load: str
     active: str
     file_state: str | None  # None: not asked (startup unmanaged) or no unit file
+    stale: bool  # its unit file changed since systemd loaded it (NeedDaemonReload)
 
     @property
     def running(self) -> bool:
@@ -554,6 +828,7 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._bus_init()
+        self._new_definition = False
 
     @property
     def unit(self) -> str:
@@ -574,6 +849,9 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._bus_init()
+        # A daemon-reload of ours loaded a new definition of the running unit: the next
+        # refresh restarts it, even if our watch saw the file change before the refresh came.
+        self._new_definition = False
 
     async def cleanup(self) -> None:
         """Nothing of our own: the subscriptions and the connection are released by the
@@ -581,13 +859,14 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
 
     async def watch(self) -> None:
         bus = await self._connect(self.handle, self.session)
-        signals = await bus.signals(SYSTEMD, systemd_routes(self.unit), unit_changed)
+        routes = systemd_routes(self.unit)
+        signals = await bus.signals(SYSTEMD, routes, self._unit_changes())
         self.handle.on_cleanup(signals.aclose)
         try:
             await bus.subscribe_systemd()
-            await self.handle.event()
-            async for _ in signals:
+            async with UnitFileWatch(self.unit, self.session) as files:
                 await self.handle.event()
+                await pump_events(self.handle, [signals, files])
         finally:
             await signals.aclose()
 
@@ -604,23 +883,29 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
         if not changes:
             log.debug("nothing to do: %s", self._why(seen, refresh))
             return True
-        await apply_changes(self.handle, changes, apply)
+        await self._apply(self.handle, changes, apply)
+        if apply:
+            stays_up = seen.running and self.state != "stopped"
+            new_definition = seen.stale or self._new_definition
+            self._new_definition = stays_up and new_definition and not refresh
         return False
 
     # check_apply's parts -----------------------------------------------------------------
 
     async def _observe(self, bus: Bus) -> Observed:
-        props = await bus.load_unit(self.unit)
-        load, active = str(props.get("LoadState", "")), str(props.get("ActiveState", ""))
-        file_state = None
-        if self.startup is not None and load != "not-found":
-            file_state = await bus.unit_file_state(self.unit)
-        return Observed(load=load, active=active, file_state=file_state)
+        names = ("LoadState", "ActiveState", "NeedDaemonReload")
+        props, file_state = await bus.unit_state(self.unit, names, self.startup is not None)
+        load, active = str(props["LoadState"]), str(props["ActiveState"])
+        stale = bool(props["NeedDaemonReload"])
+        return Observed(load=load, active=active, file_state=file_state, stale=stale)
 
     def _plan(self, bus: Bus, seen: Observed, refresh: bool) -> list[Change]:
         """What must change, from the params and what systemd says (no I/O)."""
         unit = self.unit
+        restart = seen.stale or self._new_definition
         changes = self._plan_startup(bus, seen)
+        if changes or seen.stale:
+            changes.append(daemon_reload(bus))
         if self.state == "running" and not seen.running:
             self._need_unit(seen, "start")
             run = functools.partial(job, bus, "StartUnit", unit, "start")
@@ -628,6 +913,11 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
         elif self.state == "stopped" and seen.active not in STOPPED:
             run = functools.partial(job, bus, "StopUnit", unit, "stop")
             changes.append(Change(f"stop {unit}", f"stopped {unit}", run))
+        elif refresh and self.state != "stopped" and seen.running and restart:
+            # A new unit definition takes effect only by a restart.
+            run = functools.partial(job, bus, "RestartUnit", unit, "restart")
+            why = "(refresh: its unit file changed)"
+            changes.append(Change(f"restart {unit} {why}", f"restarted {unit} {why}", run))
         elif refresh and self.state != "stopped" and seen.running:
             run = functools.partial(job, bus, "ReloadOrRestartUnit", unit, "reload or restart")
             changes.append(
@@ -652,24 +942,28 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
                 )
                 if not carries and not changes:
                     raise ResourceError(f"cannot enable {unit}: it has no [Install] section")
-                await bus.manager("Reload")
 
             return [Change(f"enable {unit} at boot", f"enabled {unit} at boot", enable)]
         if self.startup == "disabled" and state in ENABLED:
 
             async def disable() -> None:
                 await bus.manager("DisableUnitFiles", "asb", [unit], state == "enabled-runtime")
-                await bus.manager("Reload")
 
             return [Change(f"disable {unit} at boot", f"disabled {unit} at boot", disable)]
         return []
 
     def _need_unit(self, seen: Observed, verb: str) -> None:
+        """Refuse, saying why, to start or enable a unit systemd could not load."""
+        if seen.load == "loaded":
+            return
         if seen.load == "not-found":
             where = unit_dir(self.session)
-            raise ResourceError(
-                f"cannot {verb} {self.unit}: no such unit (no unit file in {where})"
-            )
+            why = f"no such unit (no unit file in {where})"
+        elif seen.load == "masked":
+            why = "it is masked: unmask it first"
+        else:
+            why = f"systemd could not load its unit file (LoadState {seen.load!r})"
+        raise ResourceError(f"cannot {verb} {self.unit}: {why}")
 
     def _why(self, seen: Observed, refresh: bool) -> str:
         parts = [f"{self.unit} is {seen.active}" + (f" ({seen.load})" if seen.load else "")]
@@ -686,7 +980,6 @@ class SvcRes(BusUser, RefreshableMixin, Resource):
 
     def autoedges(self) -> list[list[UID]]:
         """The unit file, if a file resource manages it (the admin's directory first)."""
-        dirs = [unit_dir(self.session)]
-        if not self.session:
-            dirs += [d for d in VENDOR_UNIT_DIRS if d not in dirs]
-        return [[UID("file", os.path.join(d, self.unit)) for d in dirs]]
+        names = unit_file_names(self.unit)
+        dirs = unit_search_dirs(self.session)
+        return [[UID("file", os.path.join(d, name)) for d in dirs for name in names]]

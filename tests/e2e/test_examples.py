@@ -22,6 +22,7 @@ import yaml
 from tests.e2e.helpers import ROOT, run_mgmt
 from tests.fakes.systemd import fake_systemd_process
 from tests.mgmt.cluster.helpers import cluster_env
+from tests.systemd_fixture import systemd_env
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 # Examples that run commands or print on every run: their second run is not silent.
@@ -85,12 +86,13 @@ LOGS = {
     "kv.yaml": "kv[app-version]: app/version set to '1.4.2'",
 }
 
-SSH_UNIT = "[Service]\nExecStart=/usr/sbin/sshd -D\n[Install]\nWantedBy=multi-user.target\n"
+SSH_UNIT = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"
 # Examples that talk to a service: example -> context manager yielding the env that points
 # the `mgmt` subprocess at a stand-in for it (both runs of the example share one).
 CONTEXTS: dict[str, Callable[[], contextlib.AbstractContextManager[dict[str, str]]]] = {
-    "svc.yaml": functools.partial(fake_systemd_process, units={"ssh.service": SSH_UNIT}),
-    "cron.yaml": fake_systemd_process,
+    # A real systemd (systemd --user, contained: tests/systemd_fixture.py).
+    "svc.yaml": functools.partial(systemd_env, units={"ssh.service": SSH_UNIT}),
+    "cron.yaml": systemd_env,
     "hostname.yaml": fake_systemd_process,
     # etcd on free ports (not 2379/2380) with short timings.
     **dict.fromkeys(

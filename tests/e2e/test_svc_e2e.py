@@ -1,30 +1,61 @@
-"""svc end to end: the real `mgmt run` daemon against the fake systemd on a private D-Bus.
+"""svc end to end: the real `mgmt` command against a real systemd (tests/systemd_fixture.py).
 
-The fake runs in the test's event loop (so the test sees every state change at once); the
-daemon is a child process that finds it through DBUS_SYSTEM_BUS_ADDRESS and
-MGMT_SYSTEMD_UNIT_DIR.
+The daemon finds the manager through DBUS_SYSTEM_BUS_ADDRESS and MGMT_SYSTEMD_UNIT_DIR (the
+`session: false` code path) or, with `session: true`, DBUS_SESSION_BUS_ADDRESS and
+XDG_CONFIG_HOME. The test watches the units over its own subscribed D-Bus connection.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Daemon, has_content, wait_path
-from tests.fakes.systemd import Unit, running_fake
+from tests.e2e.helpers import Daemon, run_mgmt
+from tests.systemd_fixture import Client, RealSystemd, real_systemd
 
-WEB = """[Unit]
-Description=a web server
+SERVICE = """[Unit]
+Description=a test service
 [Service]
-ExecStart=/usr/sbin/web
-ExecReload=/bin/kill -HUP $MAINPID
+ExecStart=/bin/sleep {seconds}
+{extra}
 [Install]
-WantedBy=multi-user.target
+WantedBy=default.target
 """
-REPAIR_BUDGET = 1.0  # seconds; measured repairs take a few milliseconds
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSystemd]:
+    with real_systemd(tmp_path_factory) as manager:
+        yield manager
+
+
+@pytest.fixture
+async def sd(manager: RealSystemd, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
+    """Both code paths pointed at the manager (for `mgmt` children), and our connection."""
+    for session in (False, True):
+        for key, value in manager.env(session).items():
+            monkeypatch.setenv(key, value)
+    async with manager.client() as client:
+        yield client
+
+
+def unit(
+    manager: RealSystemd, stem: str = "web", seconds: str = "infinity", extra: str = ""
+) -> str:
+    name = manager.name(stem) + ".service"
+    manager.write_unit(name, SERVICE.format(seconds=seconds, extra=extra))
+    return name
+
+
+async def mgmt(args: list[str]) -> tuple[int, str]:
+    """`mgmt ARGS` run to completion in a thread (the event loop keeps serving our bus)."""
+    return await asyncio.to_thread(run_mgmt, args)
 
 
 def graph(tmp_path: Path, text: str) -> Path:
@@ -33,105 +64,192 @@ def graph(tmp_path: Path, text: str) -> Path:
     return path
 
 
-async def test_daemon_repairs_a_unit_stopped_from_outside(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def svc_graph(tmp_path: Path, name: str, session: bool = False, meta: str = "") -> Path:
+    return graph(
+        tmp_path,
+        f"graph: svc\nresources:\n  svc:\n    - name: {name.removesuffix('.service')}\n"
+        f"      state: running\n      startup: enabled\n      session: {str(session).lower()}\n"
+        + (f"      meta: {meta}\n" if meta else ""),
+    )
+
+
+async def up(sd: Client, name: str) -> bool:
+    return await sd.active(name) == "active" and await sd.file_state(name) == "enabled"
+
+
+async def test_daemon_repairs_every_drift(manager: RealSystemd, sd: Client, tmp_path: Path) -> None:
+    name = unit(manager)
+    link = manager.link("default.target", name)
+
+    async def enabled() -> bool:
+        return await sd.file_state(name) == "enabled"
+
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(svc_graph(tmp_path, name))]) as daemon:
+        await daemon.wait_log("converged")
+        assert await up(sd, name)
+        took = []
+        for _ in range(3):
+            pid = await sd.main_pid(name)
+            began = time.perf_counter()
+            await manager.systemctl("stop", name)
+            await sd.running_with_new_pid(name, pid)
+            took.append(time.perf_counter() - began)
+        pid = await sd.main_pid(name)
+        os.kill(pid, signal.SIGKILL)  # a crash
+        await sd.running_with_new_pid(name, pid)
+        await manager.systemctl("disable", name)  # systemctl removes the link: no signal
+        await sd.wait_until(enabled)
+        await sd.manager("DisableUnitFiles", "asb", [name], False)  # UnitFilesChanged
+        await sd.wait_until(enabled)
+        link.unlink()
+        await sd.reload()  # Reloading
+        await sd.wait_until(enabled)
+        link.unlink()  # nothing but inotify sees this
+        await sd.wait_until(enabled)
+        assert await up(sd, name) and link.is_symlink()
+        res = name.removesuffix(".service")
+        await daemon.wait_log(f"svc[{res}]: started {name}", count=5)
+        await daemon.wait_log(f"svc[{res}]: enabled {name} at boot", count=5)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0, daemon.log
+    print("repairs after a stop:", ", ".join(f"{t * 1000:.1f} ms" for t in took))
+
+
+async def test_unit_file_from_a_file_resource_with_notify(
+    manager: RealSystemd, sd: Client, tmp_path: Path
 ) -> None:
-    async with running_fake(tmp_path, monkeypatch.setenv) as fake:
-        fake.write_unit("web.service", WEB)
-        unit = fake.unit("web.service")
-        path = graph(
-            tmp_path,
-            "graph: svc\nresources:\n  svc:\n"
-            "    - name: web\n      state: running\n      startup: enabled\n",
-        )
-        async with Daemon(["run", "--tmp-prefix", "yaml", str(path)]) as daemon:
-            await daemon.wait_log("converged")
-            assert unit.active_state == "active" and fake.file_state("web.service") == "enabled"
-            took = []
-            for starts in (2, 3, 4):
-                began = time.perf_counter()
-                fake.stop_from_outside("web.service")  # `systemctl stop web`
-                await fake.wait_for(lambda n=starts: unit.starts == n and active(unit))
-                took.append(time.perf_counter() - began)
-            fake.crash("web.service")
-            await fake.wait_for(lambda: unit.starts == 5 and active(unit))
-            fake.manager.disable_unit_files(["web.service"], False)  # `systemctl disable web`
-            await fake.wait_for(lambda: fake.file_state("web.service") == "enabled")
-            await daemon.wait_log("svc[web]: started web.service", count=5)
-            await daemon.wait_log("svc[web]: enabled web.service at boot", count=2)
-            daemon.signal(signal.SIGTERM)
-            assert await daemon.wait() == 0, daemon.log
-        await fake.wait_for(lambda: not fake.subscribers)  # the daemon's subscription ended
-    print("repairs:", ", ".join(f"{t * 1000:.1f} ms" for t in took))
-    assert max(took) < REPAIR_BUDGET, took
+    """The graph changes the unit file: daemon-reload, then the notified svc restarts."""
+    name = manager.name("app") + ".service"
 
-
-async def test_daemon_reloads_on_refresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A config file changed (and repaired) upstream notifies the svc: ReloadOrRestartUnit."""
-    config = tmp_path / "web.conf"
-    async with running_fake(tmp_path, monkeypatch.setenv) as fake:
-        fake.write_unit("web.service", WEB)
-        unit = fake.unit("web.service")
-        path = graph(
+    def write_graph(seconds: int) -> Path:
+        content = SERVICE.format(seconds=seconds, extra="").replace("\n", "\\n")
+        return graph(
             tmp_path,
-            f"""graph: refresh
+            f"""graph: notify
 resources:
   file:
-    - name: conf
-      path: {config}
-      content: "workers = 4\\n"
+    - name: unit
+      path: {manager.unit_dir / name}
+      content: "{content}"
   svc:
-    - name: web
+    - name: {name.removesuffix(".service")}
       state: running
+      startup: enabled
 edges:
-  - name: conf-web
-    from: {{kind: file, name: conf}}
-    to: {{kind: svc, name: web}}
+  - name: unit-svc
+    from: {{kind: file, name: unit}}
+    to: {{kind: svc, name: {name.removesuffix(".service")}}}
     notify: true
 """,
         )
-        async with Daemon(["run", "--tmp-prefix", "yaml", str(path)]) as daemon:
-            await daemon.wait_log("converged")
-            assert active(unit) and unit.reloads == 0  # the start needed no reload
-            config.write_text("workers = 1\n")  # drift: repaired, and that is a change
-            await wait_path(config, has_content("workers = 4\n"))
-            await fake.wait_for(lambda: unit.reloads == 1)
-            await daemon.wait_log("svc[web]: reloaded or restarted web.service (refresh)")
-            daemon.signal(signal.SIGTERM)
-            assert await daemon.wait() == 0, daemon.log
+
+    async def runs(seconds: int) -> bool:
+        (exec_start,) = (await sd.props(name, "Service"))["ExecStart"]
+        return exec_start[1] == ["/bin/sleep", str(seconds)] and await up(sd, name)
+
+    path = write_graph(1001)
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(path)]) as daemon:
+        await daemon.wait_log("converged")
+        assert await runs(1001)
+        pid = await sd.main_pid(name)
+        write_graph(1002)  # the daemon swaps the new graph in
+        await sd.wait_until(lambda: runs(1002))
+        assert await sd.main_pid(name) != pid
+        assert (await sd.props(name))["NeedDaemonReload"] is False
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0, daemon.log
 
 
 async def test_unit_file_written_first_by_autoedge(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    manager: RealSystemd, sd: Client, tmp_path: Path
 ) -> None:
     """No edge in the graph: the svc waits for the file resource that writes its unit file."""
-    async with running_fake(tmp_path, monkeypatch.setenv) as fake:
-        path = graph(
-            tmp_path,
-            f"""graph: autoedge
+    name = manager.name("auto") + ".service"
+    content = SERVICE.format(seconds="infinity", extra="").replace("\n", "\\n")
+    path = graph(
+        tmp_path,
+        f"""graph: autoedge
 resources:
   svc:
-    - name: app
+    - name: {name.removesuffix(".service")}
       state: running
       startup: enabled
   file:
     - name: unit
-      path: {fake.unit_dir}/app.service
-      content: |
-        [Service]
-        ExecStart=/usr/sbin/app
-        [Install]
-        WantedBy=multi-user.target
+      path: {manager.unit_dir / name}
+      content: "{content}"
 """,
-        )
-        async with Daemon(
-            ["run", "--converged-timeout=0", "--tmp-prefix", "yaml", str(path)]
-        ) as daemon:
-            assert await daemon.wait() == 0, daemon.log
-        assert active(fake.unit("app.service"))
-        assert fake.file_state("app.service") == "enabled"
-        assert "failed" not in daemon.log, daemon.log
+    )
+    code, out = await mgmt(["run", "--converged-timeout=0", "--tmp-prefix", "yaml", str(path)])
+    assert code == 0, out
+    assert "failed" not in out, out
+    assert await up(sd, name)
 
 
-def active(unit: Unit) -> bool:
-    return unit.active_state == "active"
+@pytest.mark.parametrize("session", [False, True], ids=["system-path", "session"])
+async def test_cron_mode_then_nothing_to_do(
+    manager: RealSystemd, sd: Client, tmp_path: Path, session: bool
+) -> None:
+    """One-shot runs (`--converged-timeout=0`) of a templated unit: changes, then none."""
+    stem = manager.name("tmpl")
+    manager.write_unit(f"{stem}@.service", SERVICE.format(seconds="infinity", extra=""))
+    name = f"{stem}@one.service"
+    run = ["run", "--converged-timeout=0", "--tmp-prefix", "yaml"]
+    path = str(svc_graph(tmp_path, name, session))
+    code, out = await mgmt([*run, path])
+    assert code == 0, out
+    assert f"svc[{stem}@one]: started {name}" in out, out
+    assert await up(sd, name)
+    code, out = await mgmt([*run, path])
+    assert code == 0, out
+    assert "svc[" not in out, out  # nothing changed, nothing to say at INFO
+
+
+async def test_noop_reports_and_changes_nothing(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    name = unit(manager)
+    path = str(svc_graph(tmp_path, name))
+    code, out = await mgmt(["run", "--noop", "--converged-timeout=0", "--tmp-prefix", "yaml", path])
+    assert code == 0, out
+    res = name.removesuffix(".service")
+    assert f"svc[{res}]: would enable {name} at boot" in out, out
+    assert f"svc[{res}]: would start {name}" in out, out
+    assert await sd.active(name) == "inactive" and await sd.file_state(name) == "disabled"
+
+
+async def test_failing_unit_is_retried_per_meta(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    name = manager.name("bad") + ".service"
+    text = SERVICE.format(seconds="1", extra="Type=exec").replace("/bin/sleep", "/nonexistent")
+    manager.write_unit(name, text)
+    path = str(svc_graph(tmp_path, name, meta="{retry: 2, delay: 10}"))
+    args = ["run", "--converged-timeout=1", "--max-runtime=60", "--tmp-prefix", "yaml", path]
+    code, out = await mgmt(args)
+    assert code == 1, out
+    error = f"could not start {name}: its job ended with result 'failed'"
+    assert out.count(error) >= 3, out  # the first try and two retries
+    assert await sd.active(name) == "failed"
+
+
+@pytest.mark.parametrize(
+    ("setup", "error"),
+    [
+        ("missing", "no such unit (no unit file in {unit_dir})"),
+        ("masked", "it is masked: unmask it first"),
+    ],
+)
+async def test_unit_that_cannot_run_is_a_clear_failure(
+    manager: RealSystemd, sd: Client, tmp_path: Path, setup: str, error: str
+) -> None:
+    name = manager.name(setup) + ".service"
+    if setup == "masked":
+        await manager.systemctl("mask", name)
+        await sd.reload()
+    path = str(svc_graph(tmp_path, name))
+    code, out = await mgmt(["run", "--converged-timeout=1", "--tmp-prefix", "yaml", path])
+    assert code == 1, out
+    message = error.format(unit_dir=manager.unit_dir)
+    assert f"cannot enable {name}: {message}" in out, out
+    assert "Traceback" not in out, out

@@ -1,318 +1,475 @@
-"""svc: the real D-Bus code path against the fake systemd on a private dbus-daemon."""
+"""svc against a real systemd (`systemd --user`, tests/systemd_fixture.py).
+
+Most tests take the system code path (`session: false`) pointed at the manager's bus through
+DBUS_SYSTEM_BUS_ADDRESS and MGMT_SYSTEMD_UNIT_DIR; the ones parametrized on `session` take the
+session path too. Each test has units of its own names, on one manager per module.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dbus_fast import Message
 
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, is_refreshable
-from resources.svc import Bus, SvcRes
+from resources.svc import Bus, SvcRes, install_links, job, unit_file_names
 from tests.conftest import Running
-from tests.fakes.systemd import FakeSystemd, running_fake
+from tests.fakes.systemd import running_fake
+from tests.systemd_fixture import Client, RealSystemd, real_systemd
 
 Start = Callable[..., Awaitable[Running]]
 
-WEB = """[Unit]
-Description=a web server
+SERVICE = """[Unit]
+Description=a test service
 [Service]
-ExecStart=/usr/sbin/web
-ExecReload=/bin/kill -HUP $MAINPID
+ExecStart=/bin/sleep infinity
+{extra}
 [Install]
-WantedBy=multi-user.target
+WantedBy=default.target
 """
-NO_RELOAD = WEB.replace("ExecReload=/bin/kill -HUP $MAINPID\n", "")
-FAILING = WEB.replace("/usr/sbin/web", "/bin/false")
-STATIC = "[Service]\nExecStart=/usr/sbin/helper\n"
+STATIC = "[Service]\nExecStart=/bin/sleep infinity\n"
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSystemd]:
+    with real_systemd(tmp_path_factory) as manager:
+        yield manager
 
 
 @pytest.fixture
-async def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeSystemd]:
-    async with running_fake(tmp_path, monkeypatch.setenv) as fake:
-        fake.write_unit("web.service", WEB)
-        yield fake
+async def sd(manager: RealSystemd, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
+    """The system code path pointed at the manager, and the test's own connection to it."""
+    for key, value in manager.env(session=False).items():
+        monkeypatch.setenv(key, value)
+    for key, value in manager.env(session=True).items():
+        monkeypatch.setenv(key, value)
+    async with manager.client() as client:
+        yield client
 
 
 @pytest.fixture
-def start(fake: FakeSystemd, run_resource: Start) -> Start:
-    """run_resource, set up after (so torn down before) the fake."""
+def start(sd: Client, run_resource: Start) -> Start:
+    """run_resource, set up after (so torn down before) the test's connection."""
     return run_resource
 
 
-def svc(**params: Any) -> SvcRes:
-    params.setdefault("name", "web")
-    return SvcRes(**params)
+def unit(manager: RealSystemd, stem: str = "web", text: str = SERVICE, **extra: str) -> str:
+    """A new unit file (its name unused so far); the unit's full name."""
+    name = manager.name(stem) + ".service"
+    manager.write_unit(name, text.format(extra="\n".join(f"{k}={v}" for k, v in extra.items())))
+    return name
 
 
-def active(fake: FakeSystemd, unit: str = "web.service") -> bool:
-    return fake.unit(unit).active_state == "active"
+def svc(name: str, **params: Any) -> SvcRes:
+    return SvcRes(name=name.removesuffix(".service"), **params)
 
 
-def enabled(fake: FakeSystemd, unit: str = "web.service") -> bool:
-    return fake.file_state(unit) == "enabled"
+async def up(sd: Client, name: str) -> bool:
+    return await sd.active(name) == "active" and await sd.file_state(name) == "enabled"
 
 
 # the idempotency timeline -------------------------------------------------------------------
 
 
-async def test_starts_and_enables_then_nothing_to_do(start: Start, fake: FakeSystemd) -> None:
-    running = await start(svc(state="running", startup="enabled"))
-    assert fake.subscribers, "the watch subscribed to systemd's signals"
-    assert await running.res.check_apply(True) is False
-    assert active(fake) and enabled(fake)
-    assert fake.daemon_reloads == 1  # enable is followed by a daemon-reload
-    await running.handle.next_event()  # our own change is seen by the watch
-    assert await running.res.check_apply(True) is True
-    methods = [call[0] for call in fake.calls]
-    assert methods.count("StartUnit") == 1 and methods.count("EnableUnitFiles") == 1
-
-
-async def test_stopped_from_outside_is_detected_and_repaired(
-    start: Start, fake: FakeSystemd
+@pytest.mark.parametrize("session", [False, True], ids=["system-path", "session"])
+async def test_starts_and_enables_then_nothing_to_do(
+    manager: RealSystemd, sd: Client, start: Start, session: bool
 ) -> None:
-    running = await start(svc(state="running"))
+    name = unit(manager)
+    running = await start(svc(name, state="running", startup="enabled", session=session))
+    assert await running.res.check_apply(True) is False
+    assert await up(sd, name)
+    assert manager.link("default.target", name).is_symlink()
+    await running.handle.next_event()  # inotify sees the link it made (signals are muted)
+    assert await running.res.check_apply(True) is True
+
+
+async def test_stopped_by_hand_is_repaired(manager: RealSystemd, sd: Client, start: Start) -> None:
+    name = unit(manager)
+    running = await start(svc(name, state="running"))
     assert await running.res.check_apply(True) is False
     assert await running.res.check_apply(True) is True
-    fake.stop_from_outside("web.service")
+    await manager.systemctl("stop", name)
     await running.handle.next_event()
-    assert not active(fake)
+    assert await sd.active(name) == "inactive"
     assert await running.res.check_apply(True) is False
-    assert active(fake)
-    assert fake.unit("web.service").starts == 2
+    assert await sd.active(name) == "active"
     assert await running.res.check_apply(True) is True
 
 
-async def test_repaired_within_milliseconds(start: Start, fake: FakeSystemd) -> None:
-    """Event -> check_apply, as the engine does it: a stop from outside is undone at once."""
-    running = await start(svc(state="running"))
+async def test_crash_is_repaired(manager: RealSystemd, sd: Client, start: Start) -> None:
+    name = unit(manager)
+    running = await start(svc(name, state="running"))
     await running.res.check_apply(True)
-
-    async def engine() -> None:
-        while True:
-            await running.handle.next_event(timeout=60)
-            await running.res.check_apply(True)
-
-    task = asyncio.create_task(engine())
-    try:
-        unit = fake.unit("web.service")
-        began = time.perf_counter()
-        fake.stop_from_outside("web.service")
-        await fake.wait_for(lambda: unit.starts == 2 and unit.active_state == "active")
-        took = time.perf_counter() - began
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    assert took < 0.5, f"repair took {took * 1000:.1f} ms"
-
-
-async def test_crash_is_repaired(start: Start, fake: FakeSystemd) -> None:
-    running = await start(svc(state="running"))
-    await running.res.check_apply(True)
-    fake.crash("web.service")
+    old = await sd.main_pid(name)
+    os.kill(old, signal.SIGKILL)
+    await sd.wait_until(lambda: _is(sd, name, "failed"))
     await running.handle.next_event()
     assert await running.res.check_apply(True) is False
-    assert active(fake)
+    assert await sd.running_with_new_pid(name, old) != old
 
 
-async def test_disabled_from_outside_is_repaired(start: Start, fake: FakeSystemd) -> None:
-    running = await start(svc(startup="enabled"))
+async def test_a_crash_right_after_our_start_is_seen(
+    manager: RealSystemd, sd: Client, start: Start
+) -> None:
+    """The process dies as soon as systemd announces it, around the end of our start job:
+    that is drift, not our start's echo (see UnitChanges and Mute)."""
+    name = unit(manager)
+    (path,) = await sd.manager("LoadUnit", "s", name)
+    killed: list[int] = []
+
+    def kill_at_once(msg: Message) -> None:
+        if msg.path != path or msg.member != "PropertiesChanged" or killed:
+            return
+        pid = msg.body[1].get("MainPID")
+        if pid is not None and pid.value:
+            os.kill(pid.value, signal.SIGKILL)  # in the handler: before anything else runs
+            killed.append(pid.value)
+
+    sd.conn.add_message_handler(kill_at_once)
+    running = await start(svc(name, state="running"))
+    with contextlib.suppress(ResourceError):  # the job may or may not have ended "done"
+        await running.res.check_apply(True)
+    assert killed
+    await running.handle.next_event()
     assert await running.res.check_apply(True) is False
+    assert await sd.running_with_new_pid(name, killed[0]) != killed[0]
+
+
+async def _is(sd: Client, name: str, state: str) -> bool:
+    return await sd.active(name) == state
+
+
+# enablement drift: systemd signals some of it, inotify sees the rest ---------------------------
+
+
+async def _disable_with_systemctl(manager: RealSystemd, sd: Client, name: str) -> None:
+    await manager.systemctl("disable", name)  # removes the link itself: no signal at all
+
+
+async def _disable_over_dbus(manager: RealSystemd, sd: Client, name: str) -> None:
+    await sd.manager("DisableUnitFiles", "asb", [name], False)  # UnitFilesChanged
+
+
+async def _remove_link_and_reload(manager: RealSystemd, sd: Client, name: str) -> None:
+    manager.link("default.target", name).unlink()
+    await sd.reload()  # Reloading
+
+
+async def _remove_link(manager: RealSystemd, sd: Client, name: str) -> None:
+    manager.link("default.target", name).unlink()  # no signal at all
+
+
+DISABLES = [_disable_with_systemctl, _disable_over_dbus, _remove_link_and_reload, _remove_link]
+
+
+@pytest.mark.parametrize("disable", DISABLES, ids=lambda f: f.__name__.lstrip("_"))
+async def test_disabled_by_hand_is_enabled_again(
+    manager: RealSystemd,
+    sd: Client,
+    start: Start,
+    disable: Callable[[RealSystemd, Client, str], Awaitable[None]],
+) -> None:
+    name = unit(manager)
+    running = await start(svc(name, state="running", startup="enabled"))
+    assert await running.res.check_apply(True) is False
+    await running.handle.next_event()
     assert await running.res.check_apply(True) is True
-    fake.manager.disable_unit_files(["web.service"], False)  # `systemctl disable web`
+    await disable(manager, sd, name)
+    await running.handle.next_event()
+    assert await sd.file_state(name) == "disabled"
+    assert await running.res.check_apply(True) is False
+    assert await up(sd, name)
+    assert await running.res.check_apply(True) is True
+
+
+async def test_enabled_by_hand_is_disabled_again(
+    manager: RealSystemd, sd: Client, start: Start
+) -> None:
+    name = unit(manager)
+    running = await start(svc(name, startup="disabled"))
+    assert await running.res.check_apply(True) is True
+    await manager.systemctl("enable", name)  # a link made by systemctl itself: no signal
     await running.handle.next_event()
     assert await running.res.check_apply(True) is False
-    assert enabled(fake)
+    assert await sd.file_state(name) == "disabled"
+    assert not manager.link("default.target", name).exists()
 
 
-async def test_stops_and_disables(start: Start, fake: FakeSystemd) -> None:
-    fake.manager.enable_unit_files(["web.service"], False, False)
-    fake.manager.queue_job(fake.unit("web.service"), "start")
-    running = await start(svc(state="stopped", startup="disabled"))
+async def test_stops_and_disables(manager: RealSystemd, sd: Client, start: Start) -> None:
+    name = unit(manager)
+    await manager.systemctl("enable", "--now", name)
+    running = await start(svc(name, state="stopped", startup="disabled"))
     assert await running.res.check_apply(True) is False
-    assert fake.unit("web.service").active_state == "inactive"
-    assert fake.file_state("web.service") == "disabled"
+    assert await sd.active(name) == "inactive"
+    assert await sd.file_state(name) == "disabled"
     assert await running.res.check_apply(True) is True
 
 
 async def test_noop_changes_nothing(
-    start: Start, fake: FakeSystemd, caplog: pytest.LogCaptureFixture
+    manager: RealSystemd, sd: Client, start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="engine")
-    running = await start(svc(state="running", startup="enabled"))
+    name = unit(manager)
+    running = await start(svc(name, state="running", startup="enabled"))
     assert await running.res.check_apply(False) is False
     assert await running.res.check_apply(False) is False
-    assert not active(fake) and not enabled(fake)
-    assert caplog.messages[:2] == [
-        "svc[web]: would enable web.service at boot",
-        "svc[web]: would start web.service",
-    ]
-    assert not [c for c in fake.calls if c[0] in ("StartUnit", "EnableUnitFiles", "Reload")]
+    assert await sd.active(name) == "inactive" and await sd.file_state(name) == "disabled"
+    res = running.res.name
+    assert (
+        caplog.messages
+        == [
+            f"svc[{res}]: would enable {name} at boot",
+            f"svc[{res}]: would reload systemd's units (daemon-reload)",
+            f"svc[{res}]: would start {name}",
+        ]
+        * 2
+    )
 
 
 async def test_logs_one_line_per_change_and_why_nothing(
-    start: Start, fake: FakeSystemd, caplog: pytest.LogCaptureFixture
+    manager: RealSystemd, start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="engine")
-    running = await start(svc(state="running", startup="enabled"))
+    name = unit(manager)
+    running = await start(svc(name, state="running", startup="enabled"))
     await running.res.check_apply(True)
+    res = running.res.name
     assert caplog.messages == [
-        "svc[web]: enabled web.service at boot",
-        "svc[web]: started web.service",
+        f"svc[{res}]: enabled {name} at boot",
+        f"svc[{res}]: reloaded systemd's units (daemon-reload)",
+        f"svc[{res}]: started {name}",
     ]
     caplog.clear()
     await running.res.check_apply(True)
     assert caplog.messages == [
-        "svc[web]: nothing to do: web.service is active (loaded), its unit file is enabled"
+        f"svc[{res}]: nothing to do: {name} is active (loaded), its unit file is enabled"
     ]
 
 
-async def test_unmanaged_does_nothing(start: Start, fake: FakeSystemd) -> None:
-    running = await start(svc())
-    assert await running.res.check_apply(True) is True
-    assert not [c for c in fake.calls if c[0] == "LoadUnit"]
+async def test_unmanaged_does_nothing(monkeypatch: pytest.MonkeyPatch, run_resource: Start) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+    running = await run_resource(svc("web"), watch=False)
+    assert await running.res.check_apply(True) is True  # not even a connection
 
 
-# jobs and failures ---------------------------------------------------------------------------
+# units that cannot be run ------------------------------------------------------------------
 
 
-async def test_job_removed_after_the_reply(start: Start, fake: FakeSystemd) -> None:
-    fake.job_order = "after-reply"
-    running = await start(svc(state="running"))
-    assert await running.res.check_apply(True) is False
-    assert active(fake)
-
-
-async def test_failed_job_is_a_failure_naming_the_result(start: Start, fake: FakeSystemd) -> None:
-    fake.write_unit("bad.service", FAILING)
-    running = await start(svc(name="bad", state="running"))
-    with pytest.raises(ResourceError, match=r"could not start bad.service: .*result 'failed'"):
+async def test_failed_start_is_a_failure_naming_the_job_result(
+    manager: RealSystemd, sd: Client, start: Start
+) -> None:
+    text = SERVICE.replace("/bin/sleep infinity", "/nonexistent/binary")
+    name = unit(manager, "bad", text, Type="exec")  # the job waits for the exec()
+    running = await start(svc(name, state="running"))
+    events = running.handle.events
+    error = rf"could not start {name}: its job ended with result 'failed' \(unit result 'exit-code'"
+    with pytest.raises(ResourceError, match=error):
         await running.res.check_apply(True)
-    assert fake.unit("bad.service").active_state == "failed"
+    assert await sd.active(name) == "failed"
+    # systemd's echo of our own failed job is no drift: it would start it again, forever.
+    assert await running.handle.no_event(within=0.3)
+    assert running.handle.events == events
 
 
-async def test_missing_unit(start: Start, fake: FakeSystemd) -> None:
-    running = await start(svc(name="ghost", state="running"))
-    with pytest.raises(ResourceError, match=r"cannot start ghost.service: no such unit"):
+async def test_missing_unit(manager: RealSystemd, start: Start) -> None:
+    name = manager.name("ghost")
+    running = await start(svc(name, state="running"))
+    where = manager.unit_dir
+    with pytest.raises(
+        ResourceError, match=rf"cannot start {name}.service: no such unit .*{where}"
+    ):
         await running.res.check_apply(True)
-    stopped = await start(svc(name="ghost2", state="stopped", startup="disabled"))
+    stopped = await start(svc(manager.name("ghost"), state="stopped", startup="disabled"))
     assert await stopped.res.check_apply(True) is True  # nothing runs, nothing is enabled
 
 
-async def test_unit_file_appearing_later_is_picked_up(start: Start, fake: FakeSystemd) -> None:
-    running = await start(svc(name="late", state="running"))
-    with pytest.raises(ResourceError):
+async def test_unit_file_appearing_later_is_picked_up(
+    manager: RealSystemd, sd: Client, start: Start
+) -> None:
+    name = manager.name("late") + ".service"
+    running = await start(svc(name, state="running"))
+    with pytest.raises(ResourceError, match="no such unit"):
         await running.res.check_apply(True)
-    fake.write_unit("late.service", WEB)
-    fake.manager.reload()  # what the file resource's notify -> daemon-reload would do
+    manager.write_unit(name, SERVICE.format(extra=""))  # seen by inotify, no daemon-reload
     await running.handle.next_event()
     assert await running.res.check_apply(True) is False
-    assert active(fake, "late.service")
+    assert await sd.active(name) == "active"
 
 
-async def test_static_unit_cannot_be_enabled(start: Start, fake: FakeSystemd) -> None:
-    fake.write_unit("helper.service", STATIC)
-    running = await start(svc(name="helper", startup="enabled"))
-    with pytest.raises(ResourceError, match="no \\[Install\\] section"):
+async def test_masked_unit(manager: RealSystemd, sd: Client, start: Start) -> None:
+    name = unit(manager)
+    (manager.unit_dir / name).unlink()  # a unit file in the admin's directory cannot be masked
+    await manager.systemctl("mask", name)
+    await sd.reload()
+    running = await start(svc(name, state="running"))
+    with pytest.raises(ResourceError, match=rf"cannot start {name}: it is masked: unmask it"):
         await running.res.check_apply(True)
+    enabled = await start(svc(name, startup="enabled"))
+    with pytest.raises(ResourceError, match=rf"cannot enable {name}: it is masked: unmask it"):
+        await enabled.res.check_apply(True)
+    stopped = await start(svc(name, state="stopped", startup="disabled"))
+    assert await stopped.res.check_apply(True) is True
+
+
+async def test_static_unit_cannot_be_enabled(manager: RealSystemd, start: Start) -> None:
+    name = unit(manager, "helper", STATIC)
+    running = await start(svc(name, startup="enabled"))
+    with pytest.raises(ResourceError, match=r"no \[Install\] section \(state 'static'\)"):
+        await running.res.check_apply(True)
+
+
+async def test_templated_unit(manager: RealSystemd, sd: Client, start: Start) -> None:
+    stem = manager.name("tmpl")
+    manager.write_unit(f"{stem}@.service", SERVICE.format(extra=""))
+    name = f"{stem}@one.service"
+    running = await start(svc(f"{stem}@one", state="running", startup="enabled"))
+    assert await running.res.check_apply(True) is False
+    assert await up(sd, name)
+    manager.link("default.target", name).unlink()  # the instance's link, by hand
+    await running.handle.next_event()
+    assert await running.res.check_apply(True) is False
+    assert await up(sd, name)
+    assert await sd.active(f"{stem}@two.service") == "inactive"
 
 
 # refresh -------------------------------------------------------------------------------------
 
 
-async def test_refresh_reloads(start: Start, fake: FakeSystemd) -> None:
-    running = await start(svc(state="running"))
+async def test_refresh_reloads(
+    manager: RealSystemd, sd: Client, start: Start, tmp_path: Path
+) -> None:
+    marker = tmp_path / "reloaded"
+    name = unit(manager, ExecReload=f"/bin/touch {marker}")
+    running = await start(svc(name, state="running"))
     await running.res.check_apply(True)
+    pid = await sd.main_pid(name)
     running.handle.refresh_flag = True
     assert await running.res.check_apply(True) is False
-    unit = fake.unit("web.service")
-    assert ("ReloadOrRestartUnit", "web.service", "replace") in fake.calls
-    assert (unit.reloads, unit.restarts, unit.starts) == (1, 0, 1)
+    assert marker.exists() and await sd.main_pid(name) == pid  # reloaded, not restarted
 
 
-async def test_refresh_restarts_without_exec_reload(start: Start, fake: FakeSystemd) -> None:
-    fake.write_unit("plain.service", NO_RELOAD)
-    running = await start(svc(name="plain", state="running"))
+async def test_refresh_restarts_without_exec_reload(
+    manager: RealSystemd, sd: Client, start: Start
+) -> None:
+    name = unit(manager)
+    running = await start(svc(name, state="running"))
     await running.res.check_apply(True)
+    pid = await sd.main_pid(name)
     running.handle.refresh_flag = True
     assert await running.res.check_apply(True) is False
-    assert fake.unit("plain.service").restarts == 1
+    assert await sd.main_pid(name) not in (0, pid)
 
 
-async def test_refresh_skipped_when_starting_or_stopped(start: Start, fake: FakeSystemd) -> None:
-    running = await start(svc(state="running"))
+async def test_refresh_skipped_when_starting_or_stopped(
+    manager: RealSystemd, sd: Client, start: Start, tmp_path: Path
+) -> None:
+    marker = tmp_path / "reloaded"
+    name = unit(manager, ExecReload=f"/bin/touch {marker}")
+    running = await start(svc(name, state="running"))
     running.handle.refresh_flag = True
     assert await running.res.check_apply(True) is False  # the start is the refresh
-    stopped = await start(svc(name="web2", state="stopped"))
-    fake.write_unit("web2.service", WEB)
+    assert await running.res.check_apply(True) is False  # a refresh while running reloads
+    stopped = await start(svc(unit(manager), state="stopped"))
     stopped.handle.refresh_flag = True
     assert await stopped.res.check_apply(True) is True
-    assert not [c for c in fake.calls if c[0] == "ReloadOrRestartUnit"]
+    assert marker.exists()
+
+
+async def test_edited_unit_file_is_reloaded_and_a_refresh_restarts(
+    manager: RealSystemd, sd: Client, start: Start
+) -> None:
+    name = unit(manager)
+    running = await start(svc(name, state="running"))
+    await running.res.check_apply(True)
+    pid = await sd.main_pid(name)
+    edited = SERVICE.format(extra="").replace("sleep infinity", "sleep 3600")
+    manager.write_unit(name, edited)  # by hand: seen by inotify, systemd's copy is stale
+    await running.handle.next_event()
+    assert (await sd.props(name))["NeedDaemonReload"] is True
+    assert await running.res.check_apply(True) is False  # daemon-reload, no restart
+    assert (await sd.props(name))["NeedDaemonReload"] is False
+    assert await sd.main_pid(name) == pid
+    running.handle.refresh_flag = True  # the notify comes after our watch saw the edit
+    assert await running.res.check_apply(True) is False  # a restart: a new definition
+    restarted = await sd.main_pid(name)
+    assert restarted not in (0, pid)
+    manager.write_unit(name, edited.replace("3600", "3601"))  # as a file resource would,
+    assert await running.res.check_apply(True) is False  # notifying: daemon-reload, restart
+    new = await sd.main_pid(name)
+    assert new not in (0, pid, restarted)
+    (exec_start,) = (await sd.props(name, "Service"))["ExecStart"]
+    assert exec_start[1] == ["/bin/sleep", "3601"]  # the new definition runs
 
 
 async def test_is_refreshable() -> None:
-    assert is_refreshable(svc())
+    assert is_refreshable(svc("web"))
 
 
-# connection, subscriptions, session ----------------------------------------------------------
+# connection and subscriptions ------------------------------------------------------------------
 
 
-async def test_cleanup_releases_the_connection(start: Start, fake: FakeSystemd) -> None:
-    running = await start(svc(state="running"))
+async def test_cleanup_releases_the_connection(manager: RealSystemd, start: Start) -> None:
+    running = await start(svc(unit(manager), state="running"))
     await running.res.check_apply(True)
-    assert running.task is not None
-    running.task.cancel()
-    await asyncio.gather(running.task, return_exceptions=True)
-    await running.res.cleanup()
-    await running.handle.run_cleanups()
-    await fake.wait_for(lambda: not fake.subscribers)  # systemd sees the client leave
+    await _stop(running)
     assert Bus._open == {}
 
 
-async def test_resources_share_one_connection(start: Start, fake: FakeSystemd) -> None:
-    fake.write_unit("db.service", WEB)
-    web = await start(svc(state="running"))
-    db = await start(svc(name="db", state="running"))
-    await asyncio.gather(web.res.check_apply(True), db.res.check_apply(True))
-    assert len(fake.subscribers) == 1
-    assert active(fake) and active(fake, "db.service")
-
-
-async def test_unrelated_units_wake_nobody(start: Start, fake: FakeSystemd) -> None:
-    fake.write_unit("other.service", WEB)
-    running = await start(svc(state="running"))
-    await running.res.check_apply(True)
-    await running.handle.next_event()
-    fake.manager.queue_job(fake.unit("other.service"), "start")
-    assert await running.handle.no_event(within=0.1)
-
-
-async def test_session_uses_the_session_bus(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_resource: Start
+async def test_resources_share_one_connection(
+    manager: RealSystemd, sd: Client, start: Start
 ) -> None:
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
-    async with running_fake(tmp_path, monkeypatch.setenv, session=True) as fake:
-        fake.write_unit("agent.service", WEB.replace("multi-user", "default"))
-        running = await run_resource(svc(name="agent", state="running", session=True))
-        assert await running.res.check_apply(True) is False
-        assert active(fake, "agent.service")
-        path = tmp_path / "config/systemd/user/agent.service"
-        assert running.res.autoedges() == [[UID("file", str(path))]]
-        await _stop(running)
+    web, db = unit(manager), unit(manager, "db")
+    one = await start(svc(web, state="running"))
+    two = await start(svc(db, state="running"))
+    await asyncio.gather(one.res.check_apply(True), two.res.check_apply(True))
+    assert len(Bus._open) == 1
+    assert await sd.active(web) == "active" and await sd.active(db) == "active"
+
+
+async def test_unrelated_units_wake_nobody(manager: RealSystemd, start: Start) -> None:
+    other = unit(manager, "other")
+    running = await start(svc(unit(manager), state="running"))
+    await running.res.check_apply(True)  # its own start wakes nobody either
+    await manager.systemctl("start", other)
+    await manager.systemctl("disable", other)
+    assert await running.handle.no_event(within=0.2)
 
 
 async def test_no_bus_is_a_clear_failure(
     monkeypatch: pytest.MonkeyPatch, run_resource: Start
 ) -> None:
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
-    running = await run_resource(svc(state="running"), watch=False)
+    running = await run_resource(svc("web", state="running"), watch=False)
     with pytest.raises(ResourceError, match="cannot connect to D-Bus at unix:path=/nonexistent"):
         await running.res.check_apply(True)
+
+
+async def test_job_removed_before_the_reply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one order a real manager cannot be made to produce: the fake's (tests/fakes)."""
+    async with running_fake(tmp_path, monkeypatch.setenv) as fake:
+        bus = await Bus.acquire(session=False)
+        try:
+            await bus.subscribe_systemd()
+            async with asyncio.timeout(5):
+                await job(bus, "StartUnit", "web.service", "start")
+                fake.job_result = "failed"
+                with pytest.raises(ResourceError, match="result 'failed'"):
+                    await job(bus, "StartUnit", "web.service", "start")
+        finally:
+            await bus.release()
+    assert [call[0] for call in fake.calls] == ["Subscribe", "StartUnit", "StartUnit"]
 
 
 async def _stop(running: Running) -> None:
@@ -336,22 +493,35 @@ async def _stop(running: Running) -> None:
     ],
 )
 def test_validation(params: dict[str, Any], key: str) -> None:
+    params.setdefault("name", "web")
     with pytest.raises(ValidationError) as err:
-        svc(**params).validate()
+        SvcRes(**params).validate()
     assert err.value.key == key
 
 
 @pytest.mark.parametrize(
-    ("name", "unit"),
+    ("name", "unit_name"),
     [("ssh", "ssh.service"), ("ssh.socket", "ssh.socket"), ("a.b", "a.b.service")],
 )
-def test_unit_name(name: str, unit: str) -> None:
-    assert svc(name=name).unit == unit
+def test_unit_name(name: str, unit_name: str) -> None:
+    assert SvcRes(name=name).unit == unit_name
+
+
+def test_unit_files_and_links() -> None:
+    assert unit_file_names("getty@tty1.service") == ["getty@tty1.service", "getty@.service"]
+    assert unit_file_names("web.service") == ["web.service"]
+    text = "[Unit]\nWantedBy=x.target\n[Install]\nWantedBy=a.target b.target\nRequiredBy=c.target\nAlias=w.service\n"
+    assert install_links(text, "web.service", "/u") == [
+        "/u/a.target.wants/web.service",
+        "/u/b.target.wants/web.service",
+        "/u/c.target.requires/web.service",
+        "/u/w.service",
+    ]
 
 
 def test_edges(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MGMT_SYSTEMD_UNIT_DIR", "/srv/units")
-    res = svc(name="nginx")
+    res = SvcRes(name="nginx")
     assert isinstance(res, Edgeable)
     assert res.uids() == [UID("svc", "nginx")]
     assert res.autoedges() == [
@@ -361,4 +531,10 @@ def test_edges(monkeypatch: pytest.MonkeyPatch) -> None:
             UID("file", "/lib/systemd/system/nginx.service"),
         ]
     ]
-    assert svc(name="nginx", session=True).uids() == [UID("svc", "session:nginx")]
+    monkeypatch.setenv("XDG_CONFIG_HOME", "/home/u/.config")
+    user = SvcRes(name="agent@1", session=True)
+    assert user.uids() == [UID("svc", "session:agent@1")]
+    assert user.autoedges()[0][:2] == [
+        UID("file", "/home/u/.config/systemd/user/agent@1.service"),
+        UID("file", "/home/u/.config/systemd/user/agent@.service"),
+    ]
