@@ -26,8 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Edge, Graph, fmt_key
-from engine.meta import Meta
-from engine.params import build
 from engine.resource import Resource, lookup
 from engine.watcher import PathWatcher
 from mgmt.lang import compile_file
@@ -35,7 +33,7 @@ from mgmt.lang.checker import Checked
 from mgmt.lang.clock import Clock
 from mgmt.lang.errors import CompileError, FuncError, LangError, NotReady
 from mgmt.lang.funcs import Context
-from mgmt.lang.kinds import EXPORT_PREFIX
+from mgmt.lang.kinds import EXPORT_PREFIX, build_resource
 from mgmt.lang.runtime import CollectSpec, EdgeSpec, ResSpec, Runtime
 from mgmt.lang.values import to_plain
 from mgmt.yamlgraph import Collect, Loaded, collects
@@ -120,9 +118,8 @@ def _build(item: ResSpec, name: str) -> Resource:
     if cls is None:
         raise FuncError(f"unknown kind {item.kind}", item.pos)
     try:
-        res = build(cls, {"name": name, **{k: to_plain(v) for k, v in item.params}})
-        res.meta = build(Meta, {k: to_plain(v) for k, v in item.meta}, prefix="Meta:")
-        res.validate()
+        params = {k: to_plain(v) for k, v in item.params}
+        res = build_resource(cls, name, params, {k: to_plain(v) for k, v in item.meta})
     except ValidationError as err:
         raise FuncError(f"{fmt_key((item.kind, item.name))}: {err}", item.pos) from None
     return res
