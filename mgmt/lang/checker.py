@@ -53,24 +53,24 @@ class Checker:
     def __init__(self) -> None:
         self.problems = Problems()
         self.failed: set[int] = set()  # ids of bindings whose check failed
-        self.scopes = Resolver(self.problems, self.failed)
-        self.types = Inference(self.problems)
-        self.resources = ResourceChecker(self.problems, self.types, self._check_expr)
+        self.resolver = Resolver(self.problems, self.failed)
+        self.inference = Inference(self.problems)
+        self.resources = ResourceChecker(self.problems, self.inference, self._check_expr)
         self.bindings: list[Binding] = []
         self._including: list[ast.ClassDef] = []  # the includes being checked, outermost first
         self._loops = 0  # for loops around the block being checked
 
     def check(self, program: ast.Program) -> Checked:
         self._block(program.body, Scope())
-        self.types.solve(final=True)
+        self.inference.solve(final=True)
         if self.problems.lines:
             raise CompileError(self.problems.lines)
-        return Checked(program, self.bindings, self.scopes.modules)
+        return Checked(program, self.bindings, self.resolver.modules)
 
     def _block(self, stmts: list[ast.Stmt], scope: Scope) -> None:
         if self._loops:
             stmts = self._loop_body(stmts)
-        binds = self.scopes.declare(stmts, scope)
+        binds = self.resolver.declare(stmts, scope)
         self.bindings += binds
         local = {id(b) for b in binds}
         deps: dict[int, list[Binding]] = {}
@@ -79,17 +79,17 @@ class Checker:
             try:
                 with self._depth_guard(b.pos):
                     expr = b.expr if isinstance(b, ast.Bind) else b.lam
-                    self.scopes.resolve(expr, scope, local, found)
+                    self.resolver.resolve(expr, scope, local, found)
             except Abort:
                 self.failed.add(id(b))
             deps[id(b)] = found
-        for b in self.scopes.order(binds, deps):
+        for b in self.resolver.order(binds, deps):
             if id(b) in self.failed or any(id(d) in self.failed for d in deps[id(b)]):
                 self.failed.add(id(b))
                 continue
             try:
                 with self._depth_guard(b.pos):
-                    self.types.binding(b)
+                    self.inference.binding(b)
             except Abort:
                 self.failed.add(id(b))
         for stmt in stmts:
@@ -111,15 +111,15 @@ class Checker:
             ) from None
 
     def _check_expr(self, expr: ast.Expr, scope: Scope) -> Type:
-        self.scopes.resolve(expr, scope, set(), [])
-        return self.types.infer(expr)
+        self.resolver.resolve(expr, scope, set(), [])
+        return self.inference.infer(expr)
 
     # statements -----------------------------------------------------------------------------
 
     def _statement(self, stmt: ast.Stmt, scope: Scope) -> None:
         if isinstance(stmt, ast.IfStmt):
             t = self._check_expr(stmt.cond, scope)
-            self.types.expect(t, BOOL, stmt.cond.pos, "the condition of an if")
+            self.inference.expect(t, BOOL, stmt.cond.pos, "the condition of an if")
             self._block(stmt.then, Scope(scope))
             self._block(stmt.other, Scope(scope))
         elif isinstance(stmt, ast.Resource):
@@ -137,10 +137,10 @@ class Checker:
         t = self._check_expr(loop.expr, scope)
         first, second = TVar(), TVar()
         if loop.kv:
-            self.types.expect(t, TMap(first, second), loop.expr.pos, "forkv needs a map")
+            self.inference.expect(t, TMap(first, second), loop.expr.pos, "forkv needs a map")
         else:
-            self.types.expect(t, TList(second), loop.expr.pos, "for needs a list")
-            self.types.expect(first, INT, loop.first.pos, "a for index")
+            self.inference.expect(t, TList(second), loop.expr.pos, "for needs a list")
+            self.inference.expect(first, INT, loop.first.pos, "a for index")
         inner = Scope(scope)
         for param, ptype in ((loop.first, first), (loop.second, second)):
             param.type = ptype
