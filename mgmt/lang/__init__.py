@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 
 def compile_text(text: str, filename: str = "<program>") -> Checked:
-    """Parse and check a program; CompileError (file:line:col, one line each) on problems."""
+    """Parse and check a program; CompileError (file:line:col, one line each) on problems.
+
+    Blocking, up to seconds for a big program: on an event loop, call it in a thread
+    (asyncio.to_thread), as the daemon does on reload. Compiles in threads are safe: each
+    builds a tree of its own, parses take turns."""
     import gc
 
     from mgmt.lang.checker import check
@@ -38,19 +42,32 @@ def compile_text(text: str, filename: str = "<program>") -> Checked:
             gc.enable()
 
 
-def compile_file(path: Path) -> Checked:
-    """Read, parse and check a program file."""
+def read_program(path: Path) -> bytes:
+    """A program file's bytes; CompileError naming the file if it cannot be read."""
     from mgmt.lang.errors import CompileError
 
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as err:
         raise CompileError([f"{path}: cannot read: {err.strerror or err}"]) from err
+
+
+def compile_bytes(data: bytes, filename: str) -> Checked:
+    """Decode (UTF-8), parse and check a program; CompileError on problems."""
+    from mgmt.lang.errors import CompileError
+
     try:
         text = data.decode()
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
         byte = data[err.start]
-        raise CompileError([f"{path}:{line}:{col}: not UTF-8 text (byte 0x{byte:02x})"]) from None
-    return compile_text(text, str(path))
+        raise CompileError(
+            [f"{filename}:{line}:{col}: not UTF-8 text (byte 0x{byte:02x})"]
+        ) from None
+    return compile_text(text, filename)
+
+
+def compile_file(path: Path) -> Checked:
+    """Read, parse and check a program file."""
+    return compile_bytes(read_program(path), str(path))

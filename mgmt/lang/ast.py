@@ -57,8 +57,6 @@ class Call(Expr):
     args: list[Expr]
     # Filled in by the checker: the builtin or FuncDef called, for named calls.
     target: Any = field(default=None, init=False)
-    # Filled in by the checker for calls whose meaning depends on types (printf verbs...).
-    info: Any = field(default=None, init=False)
 
 
 @dataclass(eq=False)

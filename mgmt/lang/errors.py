@@ -62,5 +62,29 @@ class FuncError(LangError):
         self.message = message
 
 
+class Abort(Exception):
+    """Stop checking the current binding or statement (its problem is already recorded)."""
+
+
+class Problems:
+    """What the checker's parts found, in the order found: `file:line:col: message` each."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, pos: Pos, message: str) -> None:
+        self.lines.append(f"{pos}: {message}")
+
+    def abort(self, pos: Pos, message: str) -> Abort:
+        """Record a problem; the caller raises the Abort to give up on the current check."""
+        self.add(pos, message)
+        return Abort()
+
+
+def plural(count: int, word: str) -> str:
+    """`1 value`, `2 values`, `0 values`."""
+    return f"{count} {word}{'s' * (count != 1)}"
+
+
 class NotReady(LangError):
     """A stream has produced no value yet: nothing depending on it can be computed."""

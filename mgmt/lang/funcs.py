@@ -2,7 +2,9 @@
 
 Modules are imported by name (`import "strings"`); core functions (len, contains, history,
 debounce, template) need no import. Signatures use mgmt's type syntax; a function with several
-signatures is overloaded (the checker picks the one the argument types allow).
+signatures is overloaded (the checker picks the one the argument types allow). A few functions
+cannot be typed by a signature (fmt.printf's arguments follow its format): they have a typing
+rule of their own, defined here next to them (`Builtin.typing`), which the checker calls.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from mgmt.lang import streams
-from mgmt.lang.errors import FuncError
-from mgmt.lang.gofmt import go_time_format, go_time_string, sprintf
+from mgmt.lang import ast, streams
+from mgmt.lang.errors import Abort, FuncError, Pos, plural
+from mgmt.lang.gofmt import VERB_TYPES, go_time_format, go_time_string, sprintf, verbs
 from mgmt.lang.template import BASE_FUNCS, render
+from mgmt.lang.types import BASIC, BOOL, INT, STR, TList, TStruct, TVar, Type, prune, show
 from mgmt.lang.values import FrozenDict, go_float, go_str, sized, sort_key
 
 
@@ -31,6 +34,26 @@ class Context:
     world: streams.WorldRef = field(default_factory=streams.WorldRef, compare=False)
 
 
+class Typer(Protocol):
+    """What a typing rule may ask of the checker's type inference (mgmt.lang.infer)."""
+
+    def expect(self, actual: Type, expected: Type, pos: Pos, context: str) -> None:
+        """Unify, or record `type error: {context}: expected ..., got ...` and raise Abort."""
+
+    def has_field(self, pos: Pos, obj: Type, name: str) -> Type:
+        """The type of `obj`'s field `name`, checked once `obj`'s type is known."""
+
+    def problem(self, pos: Pos, message: str) -> None:
+        """Record a problem and go on."""
+
+    def abort(self, pos: Pos, message: str) -> Abort:
+        """Record a problem; the rule raises what it returns."""
+
+
+# A typing rule: the call's result type, from the call and the types of its arguments.
+Rule = Callable[[Typer, ast.Call, list[Type]], Type]
+
+
 @dataclass(frozen=True)
 class Builtin:
     # Full name: "datetime.now", or "len" for a core function.
@@ -41,8 +64,8 @@ class Builtin:
     impl: Callable[..., Any] | None = None
     # A function whose value changes over time.
     stream: type[streams.Stream] | None = None
-    # Typed specially by the checker: "printf" (from its constant format string).
-    special: str = ""
+    # A typing rule of its own (then `sigs` only documents it).
+    typing: Rule | None = None
     ctx: bool = False
     doc: str = ""
 
@@ -55,12 +78,12 @@ def _def(
     *sigs: str,
     impl: Callable[..., Any] | None = None,
     stream: type[streams.Stream] | None = None,
-    special: str = "",
+    typing: Rule | None = None,
     ctx: bool = False,
     doc: str = "",
 ) -> None:
     module, _, short = name.rpartition(".")
-    MODULES.setdefault(module, {})[short] = Builtin(name, sigs, impl, stream, special, ctx, doc)
+    MODULES.setdefault(module, {})[short] = Builtin(name, sigs, impl, stream, typing, ctx, doc)
 
 
 def lookup(module: str, name: str) -> Builtin | None:
@@ -89,7 +112,34 @@ _def("debounce", "func(?1, int) ?1", stream=streams.Debounce)
 
 # fmt -----------------------------------------------------------------------------------------
 
-_def("fmt.printf", "func(str) str", special="printf", impl=lambda fmt, *args: sprintf(fmt, args))
+
+def _type_printf(typer: Typer, e: ast.Call, args: list[Type]) -> Type:
+    """fmt.printf(format, values...): a constant format, one value per verb, of its type."""
+    if not e.args or not isinstance(e.args[0], ast.Lit) or not isinstance(e.args[0].value, str):
+        raise typer.abort(e.pos, "fmt.printf: the format must be a constant string")
+    try:
+        wanted = verbs(e.args[0].value)
+    except ValueError as err:
+        raise typer.abort(e.args[0].pos, f"fmt.printf: {err}") from None
+    if len(wanted) != len(args) - 1:
+        raise typer.abort(
+            e.pos,
+            f"fmt.printf: the format has {plural(len(wanted), 'verb')} "
+            f"but {plural(len(args) - 1, 'value')} follow",
+        )
+    for index, (verb, t) in enumerate(zip(wanted, args[1:], strict=True)):
+        type_name = VERB_TYPES[verb.verb]
+        if type_name:
+            typer.expect(t, BASIC[type_name], e.args[index + 1].pos, f"fmt.printf %{verb.verb}")
+    return STR
+
+
+_def(
+    "fmt.printf",
+    "func(str) str",
+    typing=_type_printf,
+    impl=lambda fmt, *args: sprintf(fmt, args),
+)
 
 # datetime ------------------------------------------------------------------------------------
 
@@ -154,12 +204,46 @@ _def(
     stream=streams.Exchange,
     doc="every host's value in a namespace (host -> value), this host's included",
 )
+SCHEDULE_OPTS = {"strategy": STR, "max": INT, "reuse": BOOL, "ttl": INT}
+_SCHEDULE_OPTS_TYPE = TStruct(tuple(SCHEDULE_OPTS.items()))
+
+
+def _type_schedule(typer: Typer, e: ast.Call, args: list[Type]) -> Type:
+    """world.schedule(namespace[, opts]): opts is a struct with any of SCHEDULE_OPTS's
+    fields, in any order (as in mgmt), known when the call is checked."""
+    if len(args) not in (1, 2):
+        raise typer.abort(e.pos, f"world.schedule: expected 1 or 2 arguments, got {len(args)}")
+    typer.expect(args[0], STR, e.args[0].pos, "argument 1 of world.schedule")
+    if len(args) == 2:
+        opts = prune(args[1])
+        if isinstance(opts, TVar):  # not known here (a parameter): all the fields, then
+            typer.expect(opts, _SCHEDULE_OPTS_TYPE, e.args[1].pos, "world.schedule options")
+            return TList(STR)
+        if not isinstance(opts, TStruct):
+            raise typer.abort(
+                e.args[1].pos,
+                f"type error: world.schedule options: expected a struct with any of the "
+                f"fields of {show(_SCHEDULE_OPTS_TYPE)}, got {show(opts)}",
+            )
+        for name, t in opts.fields:
+            want = SCHEDULE_OPTS.get(name)
+            if want is None:
+                typer.problem(
+                    e.args[1].pos,
+                    f"world.schedule options: unknown field {name!r}; fields: "
+                    + ", ".join(SCHEDULE_OPTS),
+                )
+            else:
+                typer.expect(t, want, e.args[1].pos, f"world.schedule option {name}")
+    return TList(STR)
+
+
 _def(
     "world.schedule",
     "func(str) []str",
-    "func(str, struct{strategy str; max int; reuse bool; ttl int}) []str",
+    f"func(str, {show(_SCHEDULE_OPTS_TYPE)}) []str",
     stream=streams.Schedule,
-    special="schedule",
+    typing=_type_schedule,
     doc="the hosts chosen among those scheduling in a namespace (opts: any of those fields)",
 )
 _def(
@@ -255,10 +339,18 @@ def _template(text: str, data: Any) -> str:
 _def("golang.template", "func(str, ?1) str", impl=_template, doc="Go text/template subset")
 _def("template", "func(str, ?1) str", impl=_template, doc="mgmt's older name")
 _def("random1", "func(int) str", stream=streams.Random, doc="a random string, drawn once")
+
+
+def _type_structlookup(typer: Typer, e: ast.Call, args: list[Type]) -> Type:
+    if len(args) != 2 or not (isinstance(e.args[1], ast.Lit) and isinstance(e.args[1].value, str)):
+        raise typer.abort(e.pos, 'structlookup(struct, "field"): the field must be a constant')
+    return typer.has_field(e.pos, args[0], e.args[1].value)
+
+
 _def(
     "structlookup",
     "func(?1, str) ?2",
-    special="structlookup",
+    typing=_type_structlookup,
     impl=lambda struct, name: struct[name],
     doc="a struct's field by its (constant) name: $s->name",
 )
@@ -368,7 +460,7 @@ def template_funcs() -> dict[str, Callable[..., Any]]:
         _TEMPLATE_FUNCS.update(BASE_FUNCS)
         for module, table in MODULES.items():
             for short, builtin in table.items():
-                if builtin.impl is None or builtin.ctx or builtin.special:
+                if builtin.impl is None or builtin.ctx or builtin.typing:
                     continue
                 if short == "template":
                     continue

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import types as pytypes
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
 from engine.meta import Meta
-from engine.params import hints
+from engine.params import build, hints
 from engine.resource import Resource, lookup
 from mgmt.lang.types import BOOL, FLOAT, INT, STR, TList, TMap, Type
 
@@ -98,6 +99,29 @@ def sends(kind: str) -> tuple[str, ...]:
     """The values a kind publishes for send/recv edges (its SENDS)."""
     cls: type[Resource] | None = lookup(kind)
     return tuple(getattr(cls, "SENDS", ())) if cls is not None else ()
+
+
+def build_resource(
+    cls: type[Resource], name: str, params: Mapping[str, Any], meta: Mapping[str, Any]
+) -> Resource:
+    """A resource of kind `cls` from plain values, validated by its kind (ValidationError
+    names the bad key: `param`, or `Meta:name`)."""
+    res = build(cls, {"name": name, **params})
+    res.meta = build(Meta, meta, prefix="Meta:")
+    res.validate()
+    return res
+
+
+def required_params(cls: type[Resource]) -> list[str]:
+    """The params a resource of kind `cls` cannot leave out (no default)."""
+    return [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init
+        and f.name not in ("name", "meta")
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
 
 
 def capitalized(kind: str) -> str:

@@ -12,6 +12,7 @@ import hashlib
 import math
 import re
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -218,12 +219,13 @@ def parse(text: str, filename: str = "<program>") -> ast.Program:
             Pos(filename, 1, 1),
             f"the program is too large: {len(text):,} characters (the limit is {MAX_SOURCE:,})",
         )
-    _BUILDER.filename, _BUILDER.origin = filename, None
-    try:
-        body = _parse(text, filename, "start", 1, 1)
-    finally:
-        _BUILDER.depths.clear()
-        _BUILDER.type_pos.clear()
+    with _PARSING:
+        _BUILDER.filename, _BUILDER.origin = filename, None
+        try:
+            body = _parse(text, filename, "start", 1, 1)
+        finally:
+            _BUILDER.depths.clear()
+            _BUILDER.type_pos.clear()
     return ast.Program(Pos(filename, 1, 1), body, source=text)
 
 
@@ -687,6 +689,9 @@ for _rule, _callback in list(vars(_Builder).items()):
         setattr(_Builder, _rule, _track_depth(_callback))
 
 _BUILDER = _Builder()
+# The builder (and the parser it runs in) keeps the state of one parse: programs compiled in
+# threads (a daemon's reload) are parsed one at a time.
+_PARSING = threading.Lock()
 
 
 if __name__ == "__main__":

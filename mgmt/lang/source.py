@@ -26,16 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Edge, Graph, fmt_key
-from engine.meta import Meta
-from engine.params import build
 from engine.resource import Resource, lookup
 from engine.watcher import PathWatcher
-from mgmt.lang import compile_file
+from mgmt.lang import compile_bytes, read_program
 from mgmt.lang.checker import Checked
 from mgmt.lang.clock import Clock
 from mgmt.lang.errors import CompileError, FuncError, LangError, NotReady
 from mgmt.lang.funcs import Context
-from mgmt.lang.kinds import EXPORT_PREFIX
+from mgmt.lang.kinds import EXPORT_PREFIX, build_resource
 from mgmt.lang.runtime import CollectSpec, EdgeSpec, ResSpec, Runtime
 from mgmt.lang.values import to_plain
 from mgmt.yamlgraph import Collect, Loaded, collects
@@ -120,9 +118,8 @@ def _build(item: ResSpec, name: str) -> Resource:
     if cls is None:
         raise FuncError(f"unknown kind {item.kind}", item.pos)
     try:
-        res = build(cls, {"name": name, **{k: to_plain(v) for k, v in item.params}})
-        res.meta = build(Meta, {k: to_plain(v) for k, v in item.meta}, prefix="Meta:")
-        res.validate()
+        params = {k: to_plain(v) for k, v in item.params}
+        res = build_resource(cls, name, params, {k: to_plain(v) for k, v in item.meta})
     except ValidationError as err:
         raise FuncError(f"{fmt_key((item.kind, item.name))}: {err}", item.pos) from None
     return res
@@ -172,7 +169,8 @@ class LangSource:
     ) -> LangSource:
         """Compile (CompileError), start, and compute the first graph (or first_error)."""
         source = cls(path, hostname=hostname, watch=watch, clock=clock)
-        checked = source._compile()
+        data = await asyncio.to_thread(read_program, path)
+        checked = await source._compile(data)
         if watch:
             source._watcher = PathWatcher([path])
             await source._watcher.__aenter__()  # before the first graph: no edit is missed
@@ -185,10 +183,13 @@ class LangSource:
             source._spawn(source._watch_file(source._watcher), "lang program watch")
         return source
 
-    def _compile(self) -> Checked:
-        text = self.path.read_bytes() if self.path.exists() else b""
-        checked = compile_file(self.path)
-        self._digest = hashlib.sha256(text).hexdigest()
+    async def _compile(self, data: bytes) -> Checked:
+        """Compile the program's bytes (CompileError), in a thread: a big program takes
+        seconds to check, and the loop keeps running the engine meanwhile. The compile builds
+        a new tree and reads only what does not change once loaded (the builtins, the kinds);
+        the parser's own state is held by one parse at a time."""
+        checked = await asyncio.to_thread(compile_bytes, data, str(self.path))
+        self._digest = hashlib.sha256(data).hexdigest()
         self.needs_cluster = any(m.split("/")[0] == "world" for m in checked.modules)
         return checked
 
@@ -325,12 +326,13 @@ class LangSource:
         self._last_error = text
 
     async def _recompile(self) -> None:
-        with contextlib.suppress(OSError):
-            if hashlib.sha256(self.path.read_bytes()).hexdigest() == self._digest:
+        try:
+            data = await asyncio.to_thread(read_program, self.path)
+            if hashlib.sha256(data).hexdigest() == self._digest:
                 log.debug("program file unchanged, nothing to swap")
                 return
-        try:
-            checked = self._compile()
+            log.debug("program file changed (%d bytes): checking it", len(data))
+            checked = await self._compile(data)
         except CompileError as err:
             for problem in err.problems:
                 log.error("%s", problem)

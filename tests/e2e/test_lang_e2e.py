@@ -268,3 +268,31 @@ async def test_schedule_hands_the_singleton_over_when_its_host_dies(
         assert await h2.stop() == 0  # a clean stop leaves at once: h3 follows
         await wait_path(marker["h3"], has_content("h3 runs the singleton job\n"), 10)
         assert await h3.stop() == 0
+
+
+async def test_daemon_repairs_drift_while_a_big_program_is_checked(tmp_path: Path) -> None:
+    """An edited program is compiled off the event loop: one that takes seconds to check (2,500
+    lambdas and printf calls, ~220 KB, under the size limit) does not hold up the repair of the
+    running graph."""
+    target = tmp_path / "hello"
+    head = f'file "{target}" {{ state => "exists", content => "hello world\\n", }}\n'
+    program = tmp_path / "main.mcl"
+    program.write_text(head)
+    async with Daemon(["run", "--tmp-prefix", "--verbose", "lang", str(program)]) as daemon:
+        await wait_path(target, has_content("hello world\n"))
+        bindings = "".join(
+            f"$f{i} = func($x) {{ $x + {i} }}\n"
+            f'$s{i} = fmt.printf("%d-%s", $f{i}({i}), "v{i}") + "x"\n'
+            for i in range(2500)
+        )
+        big = program.with_suffix(".new")
+        big.write_text(f'import "fmt"\n{head}{bindings}')
+        big.replace(program)
+        await daemon.wait_log("program file changed (")  # checking has begun
+        target.unlink()
+        await wait_path(target, has_content("hello world\n"), timeout=30)
+        assert "swapping in the new program" not in daemon.log  # repaired during the check
+        await daemon.wait_log("swapping in the new program", timeout=120)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+        assert "Traceback" not in daemon.log

@@ -182,3 +182,27 @@ def test_check_reads_no_cache_another_user_could_plant(tmp_path: Path, cache_dir
             planted.write_bytes(header + b"\n" + pickle.dumps(_Payload(marker)))
     assert not marker.exists()
     assert written() == []
+
+
+def test_programs_compiled_in_threads_keep_their_own_names_and_lines() -> None:
+    """The daemon compiles an edited program in a thread: parses running at once do not mix
+    their state (file name, depths, positions)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mgmt.lang import compile_text
+
+    filler = "".join(f'$v{i} = [{i}, {i} + 1, len("{i}")]\n' for i in range(400))
+
+    def problems(index: int) -> list[str]:
+        text = "\n" * index + '$a = 1 + "x"\n' + filler
+        with pytest.raises(CompileError) as err:
+            compile_text(text, f"p{index}.mcl")
+        return err.value.problems
+
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(problems, [i % 4 for i in range(16)]))
+    for i, lines in enumerate(found):
+        index = i % 4
+        assert lines == [
+            f"p{index}.mcl:{index + 1}:6: type error: operator + cannot combine int and str"
+        ]

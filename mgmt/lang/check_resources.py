@@ -1,0 +1,245 @@
+"""Resource and edge statements checked against the registered kinds.
+
+A resource's kind must be known, its params and metas known to the kind and typed as its
+dataclass hints say (mgmt.lang.kinds), each set once, the required ones present; a resource
+whose name and params are all constants is validated by its kind now. An edge names known kinds;
+a send/recv edge joins a value the sender sends to a param of the receiver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from engine.errors import ValidationError
+from engine.params import close_match
+from engine.resource import kinds as known_kinds
+from engine.resource import lookup as lookup_kind
+from mgmt.collectscope import check_kind as collect_refusal
+from mgmt.lang import ast
+from mgmt.lang.errors import Abort, Pos, Problems
+from mgmt.lang.infer import Inference
+from mgmt.lang.kinds import (
+    EXPORT_PREFIX,
+    ParamType,
+    build_resource,
+    capitalized,
+    kind_params,
+    meta_params,
+    required_params,
+    sends,
+)
+from mgmt.lang.scope import Scope
+from mgmt.lang.types import BOOL, COLLECTED, FLOAT, INT, STR, TList, Type, show
+
+# Resolve the names of an expression in a scope, then type it.
+CheckExpr = Callable[[ast.Expr, Scope], Type]
+
+
+class ResourceChecker:
+    def __init__(self, problems: Problems, inference: Inference, check_expr: CheckExpr) -> None:
+        self.problems = problems
+        self.inference = inference
+        self.check_expr = check_expr
+
+    def resource(self, res: ast.Resource, scope: Scope) -> None:
+        table = kind_params(res.kind)
+        if table is None:
+            raise self.problems.abort(
+                res.pos,
+                f"unknown resource kind '{res.kind}'{close_match(res.kind, known_kinds())}; "
+                f"known kinds: {', '.join(known_kinds())}",
+            )
+        if res.collect:
+            if (refused := collect_refusal(res.kind)) is not None:
+                self.problems.add(res.pos, refused)
+            self._collect_names(res.name, scope, res.kind)
+            for edge in res.edges:
+                self.problems.add(edge.pos, "a collect statement cannot have edges")
+        else:
+            self._names(res.name, scope, f"the name of a {res.kind}")
+        ok = True
+        given: set[str] = set()
+        items: list[ast.ResParam | ast.ResMeta] = [*res.params, *res.metas]
+        for item in items:
+            if item.cond is not None:  # `param => cond ?: value`
+                try:
+                    t = self.check_expr(item.cond, scope)
+                    self.inference.expect(
+                        t, BOOL, item.cond.pos, f"the condition of {item.name} (before ?:)"
+                    )
+                except Abort:
+                    ok = False
+        for param in res.params:
+            ok &= self._param(
+                res.kind,
+                table=table,
+                name=param.name,
+                expr=param.expr,
+                pos=param.pos,
+                scope=scope,
+                given=given,
+            )
+        meta_given: set[str] = set()
+        for meta in res.metas:
+            ok &= self._param(
+                "Meta",
+                table=meta_params(),
+                name=meta.name,
+                expr=meta.expr,
+                pos=meta.pos,
+                scope=scope,
+                given=meta_given,
+            )
+        for edge in res.edges:
+            if edge.target.field is not None:
+                self.problems.add(
+                    edge.target.pos,
+                    f"{edge.name} => names a resource; send/recv goes in an edge statement: "
+                    f'{capitalized(res.kind)}["a"].value -> Kind["b"].param',
+                )
+                ok = False
+                continue
+            try:
+                self._edge_half(edge.target, scope)
+            except Abort:
+                ok = False
+        if res.collect:
+            return  # overrides only: the exported resource has the rest
+        self._required(res, given)
+        if ok:
+            self._validate_constant(res)
+
+    def edge(self, edge: ast.Edge, scope: Scope) -> None:
+        for half in edge.halves:
+            self._edge_half(half, scope)
+        fields = [h.field for h in edge.halves]
+        if all(f is None for f in fields):
+            return
+        if len(edge.halves) != 2 or None in fields:
+            raise self.problems.abort(
+                edge.pos,
+                "a send/recv edge joins exactly two resources, each with a value: "
+                'Exec["x"].output -> File["y"].content',
+            )
+        sender, receiver = edge.halves
+        offered = sends(sender.kind)
+        if sender.field not in offered:
+            raise self.problems.abort(
+                sender.pos,
+                f"{capitalized(sender.kind)} sends {', '.join(offered) or 'nothing'}, "
+                f"not '{sender.field}'",
+            )
+        table = kind_params(receiver.kind) or {}
+        if receiver.field not in table:
+            raise self.problems.abort(
+                receiver.pos,
+                f"{capitalized(receiver.kind)} has no param '{receiver.field}'"
+                f"{close_match(receiver.field or '', list(table))}",
+            )
+
+    def _names(self, expr: ast.Expr, scope: Scope, what: str) -> None:
+        t = self.check_expr(expr, scope)
+        self.inference.one_of(
+            expr.pos,
+            [t],
+            [[STR], [TList(STR)]],
+            lambda: f"type error: {what} must be a str or a list of str, got {show(t)}",
+        )
+
+    def _collect_names(self, expr: ast.Expr, scope: Scope, kind: str) -> None:
+        t = self.check_expr(expr, scope)
+        self.inference.one_of(
+            expr.pos,
+            [t],
+            [[STR], [TList(STR)], [TList(COLLECTED)]],
+            lambda: (
+                f"type error: what a collect {kind} names must be a str, a list of str or "
+                f"a list of {show(COLLECTED)}, got {show(t)}"
+            ),
+        )
+
+    def _param(
+        self,
+        kind: str,
+        *,
+        table: dict[str, ParamType],
+        name: str,
+        expr: ast.Expr,
+        pos: Pos,
+        scope: Scope,
+        given: set[str],
+    ) -> bool:
+        what = "Meta:" + name if kind == "Meta" else f"{kind} param {name}"
+        if name in given:
+            self.problems.add(pos, f"{what} is set twice")
+            return False
+        given.add(name)
+        ptype = table.get(name)
+        if ptype is None:
+            prefix = "Meta:" if kind == "Meta" else ""
+            accepted = ", ".join(prefix + n for n in table)
+            self.problems.add(
+                pos,
+                f"{kind} has no param '{name}'{close_match(name, list(table))}; params: {accepted}",
+            )
+            return False
+        if ptype.type is None:
+            self.problems.add(
+                pos, f"{what} cannot be set from the language yet (its type is {ptype.why})"
+            )
+            return False
+        try:
+            t = self.check_expr(expr, scope)
+            if ptype.numeric:
+                self.inference.one_of(
+                    expr.pos,
+                    [t],
+                    [[FLOAT], [INT]],
+                    lambda: f"type error: {what}: expected float (or int), got {show(t)}",
+                )
+            else:
+                self.inference.expect(t, ptype.type, expr.pos, what)
+        except Abort:
+            return False
+        if ptype.choices and isinstance(expr, ast.Lit) and expr.value not in ptype.choices:
+            accepted = ", ".join(repr(c) for c in ptype.choices)
+            self.problems.add(expr.pos, f"{what}: expected one of {accepted}, got {expr.value!r}")
+            return False
+        return True
+
+    def _required(self, res: ast.Resource, given: set[str]) -> None:
+        cls = lookup_kind(res.kind)
+        if cls is None:
+            return
+        for name in required_params(cls):
+            if name not in given:
+                self.problems.add(res.pos, f"{res.kind}: param {name} is required")
+
+    def _validate_constant(self, res: ast.Resource) -> None:
+        """A resource whose name and params are all constants is validated by its kind now."""
+        cls = lookup_kind(res.kind)
+        exprs = [res.name] + [p.expr for p in res.params] + [m.expr for m in res.metas]
+        fields: list[ast.ResParam | ast.ResMeta] = [*res.params, *res.metas]
+        conditional = any(f.cond is not None for f in fields)
+        if cls is None or conditional or not all(isinstance(e, ast.Lit) for e in exprs):
+            return
+        assert isinstance(res.name, ast.Lit)
+        data: dict[str, Any] = {p.name: p.expr.value for p in res.params}  # type: ignore[attr-defined]
+        meta: dict[str, Any] = {m.name: m.expr.value for m in res.metas}  # type: ignore[attr-defined]
+        lines = {p.name: p.pos for p in res.params}
+        try:
+            build_resource(cls, res.name.value.removeprefix(EXPORT_PREFIX), data, meta)
+        except ValidationError as err:
+            key = (err.key or "").split(".")[0].split("[")[0]
+            where = lines.get(key, res.pos)
+            self.problems.add(where, f"{res.kind}[{res.name.value}]: {err}")
+
+    def _edge_half(self, half: ast.EdgeHalf, scope: Scope) -> None:
+        if kind_params(half.kind) is None:
+            cap = capitalized(half.kind)
+            names = [capitalized(k) for k in known_kinds()]
+            raise self.problems.abort(
+                half.pos, f"unknown resource kind {cap}{close_match(cap, names)}"
+            )
+        self._names(half.name, scope, f"the name in {capitalized(half.kind)}[...]")

@@ -1,0 +1,255 @@
+"""Scopes, name resolution and binding order: the checker's first pass over a block.
+
+Each statement block is a scope (`Scope`); inner scopes (if blocks, lambdas, loop bodies,
+includes) see the outer ones. `Resolver` declares a block's names (binding a name twice in one
+scope is an error), points every `$var` and named call at what it names (a binding, a
+parameter, a `func`, a builtin, a `$const...` value) and orders the block's bindings so that
+each comes after the ones it uses: they may be written in any order, a cycle is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from engine.params import close_match
+from mgmt.lang import ast, funcs
+from mgmt.lang.errors import Abort, Problems
+from mgmt.lang.kinds import CONST_PREFIX, constant
+
+Binding = ast.Bind | ast.FuncDef
+
+
+class Scope:
+    def __init__(self, parent: Scope | None = None) -> None:
+        self.parent = parent
+        self.vars: dict[str, ast.Bind | ast.Param] = {}
+        self.funcs: dict[str, ast.FuncDef] = {}
+        self.imports: dict[str, str] = {}
+        # class name -> its definition and the scope it was defined in (its body sees that)
+        self.classes: dict[str, tuple[ast.ClassDef, Scope]] = {}
+
+    def chain(self) -> Iterable[Scope]:
+        """This scope, then each enclosing one."""
+        scope: Scope | None = self
+        while scope is not None:
+            yield scope
+            scope = scope.parent
+
+    def var(self, name: str) -> ast.Bind | ast.Param | None:
+        for scope in self.chain():
+            if name in scope.vars:
+                return scope.vars[name]
+        return None
+
+    def cls(self, name: str) -> tuple[ast.ClassDef, Scope] | None:
+        for scope in self.chain():
+            if name in scope.classes:
+                return scope.classes[name]
+        return None
+
+    def func(self, name: str) -> ast.FuncDef | None:
+        for scope in self.chain():
+            if name in scope.funcs:
+                return scope.funcs[name]
+        return None
+
+    def module(self, alias: str) -> str | None:
+        for scope in self.chain():
+            if alias in scope.imports:
+                return scope.imports[alias]
+        return None
+
+    def all_vars(self) -> list[str]:
+        return [n for s in self.chain() for n in s.vars]
+
+    def all_classes(self) -> list[str]:
+        return [n for s in self.chain() for n in s.classes]
+
+
+class Resolver:
+    """Declares names, resolves references and orders bindings, recording problems.
+
+    `failed` holds the ids of bindings whose check failed (shared with the checker, which adds
+    those whose typing failed): a reference to one stops the check of what uses it, silently
+    (its own problem is already reported).
+    """
+
+    def __init__(self, problems: Problems, failed: set[int]) -> None:
+        self.problems = problems
+        self.failed = failed
+        # Every module imported, in any scope.
+        self.modules: set[str] = set()
+
+    # declarations ---------------------------------------------------------------------------
+
+    def declare(self, stmts: list[ast.Stmt], scope: Scope) -> list[Binding]:
+        """Declare a block's imports, bindings, funcs and classes in its scope; returns the
+        bindings and funcs (a name declared twice keeps the first)."""
+        binds: list[Binding] = []
+        for stmt in stmts:
+            if isinstance(stmt, ast.Import):
+                self._import(stmt, scope)
+            elif isinstance(stmt, ast.Bind):
+                if self._unique(scope.vars, stmt, stmt, f"${stmt.name} is already bound"):
+                    binds.append(stmt)
+            elif isinstance(stmt, ast.FuncDef):
+                if self._unique(scope.funcs, stmt, stmt, f"func {stmt.name} is already defined"):
+                    binds.append(stmt)
+            elif isinstance(stmt, ast.ClassDef):
+                self._unique(
+                    scope.classes, stmt, (stmt, scope), f"class {stmt.name} is already defined"
+                )
+        return binds
+
+    def _unique(
+        self,
+        table: dict[str, Any],
+        stmt: ast.Bind | ast.FuncDef | ast.ClassDef,
+        value: Any,
+        message: str,
+    ) -> bool:
+        """Declare `value` under the statement's name unless the scope has that name already
+        (then say `message`, with where the first one is)."""
+        known = table.get(stmt.name)
+        if known is not None:
+            first = known[0] if isinstance(known, tuple) else known
+            self.problems.add(stmt.pos, f"{message} in this scope (at {first.pos})")
+            return False
+        table[stmt.name] = value
+        return True
+
+    def _import(self, stmt: ast.Import, scope: Scope) -> None:
+        if stmt.module not in funcs.MODULES or not stmt.module:
+            known = ", ".join(funcs.module_names())
+            self.problems.add(
+                stmt.pos,
+                f'unknown module "{stmt.module}"{close_match(stmt.module, funcs.module_names())}; '
+                f"modules: {known}",
+            )
+            return
+        alias = stmt.alias or stmt.module.rsplit("/", 1)[-1]
+        if alias in scope.imports:
+            self.problems.add(stmt.pos, f'"{alias}" is already imported in this scope')
+            return
+        scope.imports[alias] = stmt.module
+        self.modules.add(stmt.module)
+
+    # binding order --------------------------------------------------------------------------
+
+    def order(self, binds: list[Binding], deps: dict[int, list[Binding]]) -> list[Binding]:
+        """Bindings with each one after everything it uses; a cycle is reported and skipped."""
+        order: list[Binding] = []
+        state: dict[int, int] = {}  # 1 = visiting, 2 = done
+        path: list[Binding] = []
+
+        def visit(b: Binding) -> None:
+            state[id(b)] = 1
+            path.append(b)
+            for d in deps[id(b)]:
+                if state.get(id(d)) == 1:
+                    cycle = [*path[path.index(d) :], d]
+                    names = " -> ".join(_label(c) for c in cycle)
+                    self.problems.add(d.pos, f"dependency cycle: {names}")
+                    for c in cycle:
+                        self.failed.add(id(c))
+                elif id(d) not in state:
+                    visit(d)
+            path.pop()
+            state[id(b)] = 2
+            order.append(b)
+
+        for b in binds:
+            if id(b) not in state:
+                visit(b)
+        return order
+
+    # name resolution ------------------------------------------------------------------------
+
+    def resolve(self, expr: ast.Expr, scope: Scope, local: set[int], found: list[Binding]) -> None:
+        """Point every Var and named Call at what it names; collect in `found` what it uses
+        among the bindings of the block being ordered (`local`: their ids)."""
+        if isinstance(expr, ast.Var):
+            if "." in expr.name:  # $const.res.file.state.exists, or a package's variable
+                expr.target = self._dotted_var(expr)
+                return
+            target = scope.var(expr.name)
+            if target is None:
+                raise self.problems.abort(
+                    expr.pos,
+                    f"undefined variable ${expr.name}{close_match(expr.name, scope.all_vars())}",
+                )
+            expr.target = target
+            if id(target) in local and target not in found:
+                found.append(target)  # type: ignore[arg-type]
+            if id(target) in self.failed:
+                raise Abort()
+            return
+        if isinstance(expr, ast.Call):
+            if expr.func is not None:
+                expr.target = self._resolve_func(expr, scope)
+                if id(expr.target) in local and expr.target not in found:
+                    found.append(expr.target)
+            else:
+                assert expr.callee is not None
+                self.resolve(expr.callee, scope, local, found)
+            for arg in expr.args:
+                self.resolve(arg, scope, local, found)
+            return
+        if isinstance(expr, ast.Lambda):
+            inner = Scope(scope)
+            for param in expr.params:
+                if param.name in inner.vars:
+                    raise self.problems.abort(param.pos, f"parameter ${param.name} is given twice")
+                inner.vars[param.name] = param
+            self.resolve(expr.body, inner, local, found)
+            return
+        for child in ast.children(expr):  # Var, Call and Lambda are handled above
+            self.resolve(child, scope, local, found)
+
+    def _dotted_var(self, expr: ast.Var) -> ast.Lit:
+        value = constant(expr.name)
+        if value is not None:
+            return ast.Lit(expr.pos, value)
+        if expr.name.startswith(CONST_PREFIX):
+            raise self.problems.abort(
+                expr.pos,
+                f"unknown constant ${expr.name}: constants are "
+                "$const.res.<kind>.<param>.<value>, for a param with fixed values "
+                "(e.g. $const.res.file.state.exists)",
+            )
+        raise self.problems.abort(
+            expr.pos, f"${expr.name}: variables of packages are not supported yet"
+        )
+
+    def _resolve_func(self, call: ast.Call, scope: Scope) -> ast.FuncDef | funcs.Builtin:
+        name = call.func or ""
+        if "." not in name:
+            fdef = scope.func(name)
+            if fdef is not None:
+                return fdef
+            builtin = funcs.lookup("", name)
+            if builtin is not None:
+                return builtin
+            extra = f' (import "{name}" and call {name}.something)' if name in funcs.MODULES else ""
+            names = list(funcs.MODULES[""])
+            raise self.problems.abort(
+                call.pos, f"undefined function {name}{close_match(name, names)}{extra}"
+            )
+        alias, _, short = name.partition(".")
+        module = scope.module(alias)
+        if module is None:
+            hint = f'; add import "{alias}"' if alias in funcs.MODULES else ""
+            raise self.problems.abort(call.pos, f"unknown package {alias!r} in {name}(){hint}")
+        builtin = funcs.lookup(module, short)
+        if builtin is None:
+            raise self.problems.abort(
+                call.pos,
+                f"module {module} has no function {short}"
+                f"{close_match(short, list(funcs.MODULES[module]))}",
+            )
+        return builtin
+
+
+def _label(b: Binding) -> str:
+    return f"${b.name}" if isinstance(b, ast.Bind) else f"{b.name}()"
