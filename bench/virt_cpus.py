@@ -27,6 +27,7 @@ import libvirt
 
 import resources  # noqa: F401  (the kinds' loader)
 from engine.engine import Engine
+from engine.events import VertexChanged
 from mgmt.yamlgraph import parse
 
 NAME = "bench-vm"
@@ -45,7 +46,7 @@ async def until(engine: Engine, predicate: object, timeout: float = 10) -> None:
     """Wait until predicate() holds, re-checked on every engine notification."""
     assert callable(predicate)
     changed = asyncio.Event()
-    unsubscribe = engine.subscribe(lambda _vertex: changed.set())
+    unsubscribe = engine.listeners.subscribe(VertexChanged, lambda _event: changed.set())
     try:
         async with asyncio.timeout(timeout):
             while not predicate():

@@ -10,10 +10,9 @@ resource out, on both sides.
 from __future__ import annotations
 
 import logging
-from typing import cast
 
 from engine.graph import Edge, Graph, Key, fmt_key, key_of
-from engine.resource import UID, Edgeable, is_edgeable
+from engine.resource import UID, Edgeable
 
 log = logging.getLogger("engine")
 
@@ -25,12 +24,11 @@ def add_autoedges(graph: Graph) -> int:
     providers: dict[UID, Key] = {}
     wanting: list[tuple[Key, Edgeable]] = []
     for res in graph:
-        if not res.meta.autoedge or not is_edgeable(res):
+        if not res.meta.autoedge or not isinstance(res, Edgeable):
             continue
-        edgeable = cast(Edgeable, res)
-        for uid in edgeable.uids():
+        for uid in res.uids():
             providers.setdefault(uid, key_of(res))
-        wanting.append((key_of(res), edgeable))
+        wanting.append((key_of(res), res))
     added = 0
     for key, edgeable in wanting:
         for request in edgeable.autoedges():

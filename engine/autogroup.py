@@ -8,10 +8,9 @@ their edges move to it. Merging two vertices with no path between them cannot cr
 from __future__ import annotations
 
 import logging
-from typing import cast
 
 from engine.graph import Graph, Key, fmt_key, key_of
-from engine.resource import Groupable, Resource, is_groupable
+from engine.resource import Groupable
 
 log = logging.getLogger("engine")
 
@@ -19,20 +18,20 @@ log = logging.getLogger("engine")
 def autogroup(graph: Graph) -> int:
     """Merge groupable resources of `graph` in place; returns how many were merged away."""
     merged = 0
-    candidates = [r for r in graph if r.meta.autogroup and is_groupable(r)]
+    candidates = [r for r in graph if r.meta.autogroup and isinstance(r, Groupable)]
     for res in candidates:
-        cast(Groupable, res).grouped = []  # the same objects may be grouped again (a re-apply)
-    leaders: list[Resource] = []
+        res.grouped = []  # the same objects may be grouped again (a re-apply)
+    leaders: list[Groupable] = []
     for res in candidates:
         key = key_of(res)
         for leader in leaders:
             lead = key_of(leader)
-            if leader.kind != res.kind or not cast(Groupable, leader).group_cmp(res):
+            if leader.kind != res.kind or not leader.group_cmp(res):
                 continue
             if graph.has_path(lead, key) or graph.has_path(key, lead):
                 continue
             _merge(graph, lead, key)
-            cast(Groupable, leader).grouped.append(res)
+            leader.grouped.append(res)
             log.debug("grouped %s into %s", fmt_key(key), fmt_key(lead))
             merged += 1
             break

@@ -22,50 +22,83 @@ import enum
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
 from engine import watcher
 from engine.autoedge import add_autoedges
 from engine.autogroup import autogroup
 from engine.errors import GraphError, ResourceError
+from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged
 from engine.graph import Edge, Graph, Key, fmt_key, key_of
 from engine.handle import Handle
 from engine.meta import sema_size
 from engine.params import build
 from engine.ratelimit import TokenBucket
-from engine.resource import Resource, Reversible, is_reversible, lookup
+from engine.resource import Groupable, Refreshable, Resource, Reversible, lookup, members
 from engine.reverse import ReverseStore
 from engine.safefs import fit_name
+
+if TYPE_CHECKING:
+    from engine.world import World
 
 log = logging.getLogger("engine")
 
 
 class Status(enum.Enum):
+    """Where a vertex is in its life; the allowed moves are in TRANSITIONS."""
+
+    NEW = "new"  # created, init() not run yet
     PENDING = "pending"  # waiting for its startup event or for its predecessors
     RUNNING = "running"  # inside check_apply
-    OK = "ok"  # last process succeeded
+    OK = "ok"  # its last process succeeded
     RETRYING = "retrying"  # failed, a retry is scheduled
     FAILED = "failed"  # failed and out of retries, until its next event
+    DEAD = "dead"  # init() or its watch failed for good: failed until it is replaced
+    STOPPING = "stopping"  # stop() called: no new process starts, a running one may finish
+    STOPPED = "stopped"  # its tasks ended and it was cleaned up
 
 
-Listener = Callable[["Vertex"], None]
+_RUN = frozenset({Status.PENDING, Status.RUNNING, Status.OK, Status.RETRYING, Status.FAILED})
+_OUTCOMES = frozenset({Status.OK, Status.RETRYING, Status.FAILED, Status.DEAD})
+# status -> the statuses it may move to. Anything else is a bug (TransitionError).
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.NEW: frozenset({Status.PENDING, Status.DEAD, Status.STOPPING}),
+    Status.PENDING: _RUN | {Status.DEAD, Status.STOPPING},
+    Status.RUNNING: _OUTCOMES | {Status.STOPPING},
+    Status.OK: _RUN | {Status.DEAD, Status.STOPPING},
+    Status.RETRYING: _RUN | {Status.DEAD, Status.STOPPING},
+    Status.FAILED: _RUN | {Status.DEAD, Status.STOPPING},
+    Status.DEAD: frozenset({Status.STOPPING}),
+    Status.STOPPING: frozenset({Status.STOPPED}),
+    Status.STOPPED: frozenset(),
+}
+
+
+class TransitionError(RuntimeError):
+    """A vertex was asked to move between two statuses TRANSITIONS does not allow: a bug."""
+
+
 REWATCH_MIN, REWATCH_MAX = 0.05, 10.0  # seconds between restarts of a failing watch (doubling)
 
 
-class Observer(Protocol):
-    """Told about every check_apply (metrics)."""
+@dataclass
+class VertexStats:
+    """A vertex's counters (what happened so far, not what state it is in)."""
 
-    def check_applied(
-        self, vertex: Vertex, apply: bool, changed: bool | None, error: BaseException | None
-    ) -> None: ...
+    events: int = 0  # watch events (an event during check_apply voids its result)
+    refreshes: int = 0  # refreshes received along notify edges...
+    refreshes_seen: int = 0  # ... of which check_apply has seen this many
+    watch_starts: int = 0  # times watch() was entered (proves that swaps keep it running)
+    last_event: float = field(default_factory=time.monotonic)  # monotonic time of the last event
 
 
 def same(old: Resource, new: Resource) -> bool:
     """Whether a running resource (as first given) may be kept for `new` across a swap: the
     kind's cmp() (params and meta), and the same for every member of its group."""
-    old_group, new_group = getattr(old, "grouped", []), getattr(new, "grouped", [])
+    old_group, new_group = members(old), members(new)
     return (
         old.cmp(new)
         and len(old_group) == len(new_group)
@@ -74,7 +107,13 @@ def same(old: Resource, new: Resource) -> bool:
 
 
 class Vertex:
-    """A running resource: its handle, its two tasks and its scheduling state."""
+    """A running resource: its handle, its two tasks and its scheduling state.
+
+    Its state is `status` (moved only by `_set_status`, along TRANSITIONS), `outcome` (the
+    result of its last process, kept while it stops), `ts` and `state_ok` (for scheduling),
+    `stats` (counters) and three asyncio events that its tasks wait on: `started` (the startup
+    event came), `dirty` (a poke is pending) and `idle` (not processing).
+    """
 
     def __init__(self, engine: Engine, res: Resource) -> None:
         self.engine = engine
@@ -82,20 +121,16 @@ class Vertex:
         self.key: Key = key_of(res)
         # As first given (before received values change params), for cmp() at the next swap.
         self.pristine = copy.copy(res)
-        if hasattr(res, "grouped"):
-            self.pristine.grouped = [copy.copy(g) for g in res.grouped]  # type: ignore[attr-defined]
+        if isinstance(res, Groupable) and isinstance(self.pristine, Groupable):
+            self.pristine.grouped = [copy.copy(g) for g in res.grouped]
         self.sent: dict[str, Any] = {}  # values published with handle.send()
+        self._status = Status.NEW
+        self.outcome = Status.PENDING  # OK, RETRYING, FAILED or DEAD once it has processed
         self.ts = 0  # logical time of the last successful process (0 = never)
         self.state_ok = False  # mgmt's isStateOK: no event since the last good check_apply
-        self.events = 0  # watch events so far (an event during check_apply voids its result)
-        self.refreshes = 0  # notifies received; those up to `refreshed` were seen by check_apply
-        self.refreshed = 0
-        self.dead = False  # the watch failed for good: the vertex stays failed
-        self.status = Status.PENDING
         self.error: BaseException | None = None
         self.changed_last = False  # the last check_apply reported a change
-        self.last_event = time.monotonic()
-        self.watch_starts = 0  # how many times watch() was entered (proves swaps keep it)
+        self.stats = VertexStats()
         self.dirty = asyncio.Event()
         self.started = asyncio.Event()
         self.idle = asyncio.Event()
@@ -112,20 +147,33 @@ class Vertex:
             on_send=self.sent.update,
             world=engine.world,
         )
-        self._tasks: list[asyncio.Task[None]] = []
-        self._initialized = False
-        self._stopped = False
+        self._tasks: list[asyncio.Task[None]] = []  # [watch, work], or [work] when hidden
 
     def __repr__(self) -> str:
-        return f"<Vertex {fmt_key(self.key)} {self.status.value}>"
+        return f"<Vertex {fmt_key(self.key)} {self._status.value}>"
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    @property
+    def failed(self) -> bool:
+        """Failed: out of retries (until its next event), or DEAD. Once it stops: whether its
+        last process had failed so."""
+        status = self.outcome if self.stopping else self._status
+        return status in (Status.FAILED, Status.DEAD)
+
+    @property
+    def stopping(self) -> bool:
+        return self._status in (Status.STOPPING, Status.STOPPED)
 
     @property
     def refresh_pending(self) -> bool:
-        return self.refreshes > self.refreshed
+        return self.stats.refreshes > self.stats.refreshes_seen
 
     def refresh(self) -> None:
-        """A notify from upstream: the next check_apply sees handle.refresh() == True."""
-        self.refreshes += 1
+        """A refresh along a notify edge: the next check_apply sees handle.refresh() == True."""
+        self.stats.refreshes += 1
         self.poke()
 
     @property
@@ -139,23 +187,33 @@ class Vertex:
         if self.res.meta.hidden:  # ordered like any vertex, never applied
             self.started.set()
             self.state_ok = True
+            self._set_status(Status.PENDING)
             self._tasks = [asyncio.create_task(self._work(), name=f"work {self.name}")]
             self.poke()
             return
         try:
             await self.res.init(self.handle)
-            self._initialized = True
         except Exception as err:
             self._fail_permanently(err, "init")
             return
+        if self.stopping:  # stopped while init() ran
+            await self._cleanup()
+            return
+        self._set_status(Status.PENDING)
         self._tasks = [
             asyncio.create_task(self._watch(), name=f"watch {self.name}"),
             asyncio.create_task(self._work(), name=f"work {self.name}"),
         ]
 
     async def stop(self, graceful: bool = True) -> None:
-        """Stop watching; with graceful, let a running check_apply finish; then cleanup."""
-        self._stopped = True
+        """Stop watching; with graceful, let a running check_apply finish; then cleanup.
+
+        Called again (a forced stop after a graceful one was cancelled), it finishes the job.
+        """
+        if self._status is Status.STOPPED:
+            return
+        if self._status is not Status.STOPPING:
+            self._set_status(Status.STOPPING)
         watch = self._tasks[0] if len(self._tasks) == 2 else None
         if watch:
             watch.cancel()
@@ -164,25 +222,28 @@ class Vertex:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._initialized:
-            self._initialized = False  # cleanup runs once, even if stop() is called again
-            try:
-                await self.res.cleanup()
-            except Exception:
-                self.handle.logger.exception("cleanup failed")
-            await self.handle.run_cleanups()
+        if watch:  # init() succeeded (a watch task runs exactly then)
+            await self._cleanup()
+        self._set_status(Status.STOPPED)
+
+    async def _cleanup(self) -> None:
+        try:
+            await self.res.cleanup()
+        except Exception:
+            self.handle.logger.exception("cleanup failed")
+        await self.handle.run_cleanups()
 
     def poke(self) -> None:
         """Ask the worker to process (from upstream, a back-poke, or a retry)."""
-        if not self._stopped and not self.dirty.is_set():
+        if not self.stopping and not self.dirty.is_set():
             self.dirty.set()
-            self.engine.notify(self)
+            self.engine.changed(self)
 
     # tasks -------------------------------------------------------------------------------
 
     def _on_event(self) -> None:
-        self.last_event = time.monotonic()
-        self.events += 1
+        self.stats.last_event = time.monotonic()
+        self.stats.events += 1
         self.state_ok = False
         self.started.set()
         self.poke()
@@ -191,7 +252,7 @@ class Vertex:
         meta = self.res.meta
         backoff = REWATCH_MIN
         while True:
-            self.watch_starts += 1
+            self.stats.watch_starts += 1
             started = time.monotonic()
             try:
                 if meta.poll > 0:
@@ -223,12 +284,14 @@ class Vertex:
             await self.dirty.wait()
             self.dirty.clear()
             await self.bucket.acquire()
-            if self._stopped:
+            if self.stopping:
                 return
+            if self._status is Status.DEAD:
+                continue  # its watch failed for good: nothing runs until it is replaced
             stale = self.engine.stale_predecessors(self)
             if stale:
                 for vertex in stale:
-                    if vertex.status not in (Status.FAILED, Status.RETRYING):
+                    if vertex.status not in (Status.FAILED, Status.RETRYING, Status.DEAD):
                         vertex.poke()  # a failed one is retried on its own schedule
                 self._set_status(Status.PENDING)
                 continue
@@ -266,7 +329,7 @@ class Vertex:
         """One check_apply (unless the state is known good); returns a retry delay or None."""
         meta = self.res.meta
         if meta.hidden:
-            self.refreshed = self.refreshes
+            self.stats.refreshes_seen = self.stats.refreshes
             self._succeeded(changed=False)
             return None
         await self._receive()
@@ -276,11 +339,11 @@ class Vertex:
         apply = not (self.engine.noop or meta.noop)
         if apply and meta.reverse:
             await self.engine.prepare_reversal(self)  # nothing is changed if it cannot be kept
-        events_before, refreshes_before = self.events, self.refreshes
+        events_before, refreshes_before = self.stats.events, self.stats.refreshes
         self._set_status(Status.RUNNING)
         try:
             async with self.engine.locks(meta.sema):
-                if self._stopped:
+                if self.stopping:
                     return None  # stopping while we waited for a semaphore: run nothing new
                 async with asyncio.timeout(meta.timeout or None):
                     result: Any = await self.res.check_apply(apply)
@@ -290,64 +353,78 @@ class Vertex:
             raise
         except TimeoutError:
             error = ResourceError(f"check_apply timed out after {meta.timeout}s")
-            self.engine.observe(self, apply, None, error)
+            self.engine.listeners.emit(CheckApplied(self, apply, None, error))
             return self._failed(error)
         except Exception as err:
-            self.engine.observe(self, apply, None, err)
+            self.engine.listeners.emit(CheckApplied(self, apply, None, err))
             return self._failed(err)
         changed = not result
-        self.engine.observe(self, apply, changed, None)
+        self.engine.listeners.emit(CheckApplied(self, apply, changed, None))
         if apply and meta.reverse:
             await self.engine.save_reversal(self)  # until it is stored (a failure retries)
-        self.refreshed = refreshes_before  # a notify that came in meanwhile is still pending
+        self.stats.refreshes_seen = refreshes_before  # one that came in meanwhile is pending
         # Known good, unless an event arrived meanwhile: then the next pass must check again.
-        self.state_ok = (result or apply) and self.events == events_before
+        self.state_ok = (result or apply) and self.stats.events == events_before
         if changed:
             for target, edge in self.engine.successors(self):
-                if edge.notify:
+                if edge.notify and isinstance(target.res, Refreshable):
                     target.refresh()
         log.debug("%s: check_apply(apply=%s) -> %s", self.name, apply, result)
         self._succeeded(changed)
         return None
 
     def _succeeded(self, changed: bool) -> None:
-        if self.dead:
+        if self.outcome is Status.DEAD:
             return  # its watch failed for good: it stays failed, nothing downstream runs
         self.ts = self.engine.tick()
         self.changed_last = changed
-        if self.status in (Status.RETRYING, Status.FAILED):
+        if self.outcome in (Status.RETRYING, Status.FAILED):
             self.handle.logger.info("recovered")
         self.engine.retries[self.key] = 0
         self.error = None
         for target, _edge in self.engine.successors(self):
             target.poke()  # before our own status: the converger sees them dirty first
-        self._set_status(Status.OK)
+        self._set_outcome(Status.OK)
 
     def _failed(self, err: BaseException) -> float | None:
+        if self.outcome is Status.DEAD:
+            return None
         meta = self.res.meta
         count = self.engine.retries.get(self.key, 0) + 1
         self.engine.retries[self.key] = count
         self.error = err
         if meta.retry == -1 or count <= meta.retry:
-            if self.status != Status.RETRYING:
+            if self.outcome is not Status.RETRYING:
                 left = "forever" if meta.retry == -1 else f"{meta.retry - count + 1} left"
                 self.handle.logger.warning("failed, retrying (%s): %s", left, err)
-            self._set_status(Status.RETRYING)
+            self._set_outcome(Status.RETRYING)
             return meta.delay / 1000
         self.handle.logger.error("failed: %s", err)
-        self._set_status(Status.FAILED)
+        self._set_outcome(Status.FAILED)
         return None
 
     def _fail_permanently(self, err: BaseException, where: str) -> None:
-        self.dead = True
         self.error = err
         self.handle.logger.error("%s failed: %s", where, err)
-        self._set_status(Status.FAILED)
+        self._set_outcome(Status.DEAD)
+
+    def _set_outcome(self, outcome: Status) -> None:
+        """Record how the last process ended; the status follows unless the vertex is stopping
+        (then the outcome is kept for the exit report, and nothing more is scheduled)."""
+        self.outcome = outcome
+        self._set_status(outcome)
 
     def _set_status(self, status: Status) -> None:
-        if status is not self.status:
-            self.status = status
-        self.engine.notify(self)
+        """Move to `status` along TRANSITIONS and tell the listeners (also when unchanged: a
+        status set again means the vertex was re-evaluated)."""
+        old = self._status
+        if self.stopping and status not in (Status.STOPPING, Status.STOPPED):
+            return  # a process that ends while stopping: recorded in `outcome` only
+        if status is not old:
+            if status not in TRANSITIONS[old]:
+                raise TransitionError(f"{self.name}: {old.value} -> {status.value} is not allowed")
+            self._status = status
+        self.engine.changed(self)
 
 
 class Engine:
@@ -360,7 +437,7 @@ class Engine:
         prefix: Path,
         noop: bool = False,
         sema: int = 0,
-        world: Any = None,
+        world: World | None = None,
         autoedges: bool = True,
         autogroup: bool = True,
     ) -> None:
@@ -368,7 +445,7 @@ class Engine:
         self.autoedges = autoedges
         self.autogroup = autogroup
         self.reversals = ReverseStore(prefix)
-        self.observers: list[Observer] = []
+        self.listeners = Listeners()  # the converger, metrics, tests: see engine/events.py
         self.prefix = prefix
         self.noop = noop
         self.world = world
@@ -377,26 +454,15 @@ class Engine:
         self.retries: dict[Key, int] = {}  # by kind+name: survives graph swaps
         self._semas: dict[str, asyncio.Semaphore] = {}
         self._global_sema = asyncio.Semaphore(sema) if sema > 0 else None
-        self._listeners: list[Listener] = []
         self._clock = itertools.count(1)
 
     def tick(self) -> int:
         return next(self._clock)
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call `listener(vertex)` on every event and status change; returns an unsubscribe."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
-
-    def notify(self, vertex: Vertex) -> None:
-        for listener in list(self._listeners):
-            listener(vertex)
-
-    def observe(
-        self, vertex: Vertex, apply: bool, changed: bool | None, error: BaseException | None
-    ) -> None:
-        for observer in self.observers:
-            observer.check_applied(vertex, apply, changed, error)
+    def changed(self, vertex: Vertex) -> None:
+        """Tell the listeners that `vertex` was poked or (re)set its status."""
+        if self.listeners.wants(VertexChanged):
+            self.listeners.emit(VertexChanged(vertex))
 
     # graph queries used by the workers ------------------------------------------------
 
@@ -421,9 +487,7 @@ class Engine:
         if vertex.key not in self.graph.pred:
             return False
         return any(
-            self.vertices[k].status is Status.FAILED
-            for k in self.graph.ancestors(vertex.key)
-            if k in self.vertices
+            self.vertices[k].failed for k in self.graph.ancestors(vertex.key) if k in self.vertices
         )
 
     @contextlib.asynccontextmanager
@@ -490,21 +554,22 @@ class Engine:
             )
         await asyncio.gather(*(v.start() for v in added))
         for vertex in vertices.values():
-            self.notify(vertex)
+            self.changed(vertex)
+        self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
 
     # reversal ------------------------------------------------------------------------------
 
     async def prepare_reversal(self, vertex: Vertex) -> None:
         """Before a resource's first change: make sure its reversal record can be written."""
-        if is_reversible(vertex.res) and not self.reversals.has(vertex.key):
+        if isinstance(vertex.res, Reversible) and not self.reversals.has(vertex.key):
             await asyncio.to_thread(self.reversals.prepare, vertex.key)
 
     async def save_reversal(self, vertex: Vertex) -> None:
         """Keep how to undo a resource's first change (meta reverse), under the prefix."""
         res = vertex.res
-        if not is_reversible(res) or self.reversals.has(vertex.key):
+        if not isinstance(res, Reversible) or self.reversals.has(vertex.key):
             return
-        data = cast(Reversible, res).reversal()
+        data = res.reversal()
         await asyncio.to_thread(self.reversals.save, vertex.key, res.params(), data)
 
     async def _reverse(self, keys: list[Key], running: dict[Key, Resource]) -> None:
@@ -515,9 +580,9 @@ class Engine:
             try:
                 record = await asyncio.to_thread(self.reversals.load, key)
                 res = running.get(key) or self._rebuild(key, record["params"])
-                if not is_reversible(res):
+                if not isinstance(res, Reversible):
                     raise ResourceError(f"{fmt_key(key)} cannot be reversed")
-                await cast(Reversible, res).reverse(record["data"])
+                await res.reverse(record["data"])
             except Exception as err:
                 log.error("%s: reversal failed (kept for the next run): %s", fmt_key(key), err)
                 continue

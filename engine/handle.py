@@ -7,9 +7,12 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.safefs import private_dir
+
+if TYPE_CHECKING:
+    from engine.world import World
 
 Cleanup = Callable[[], Awaitable[Any] | Any]
 
@@ -43,13 +46,13 @@ class Handle:
         on_event: Callable[[], None] | None = None,
         get_refresh: Callable[[], bool] | None = None,
         on_send: Callable[[dict[str, Any]], None] | None = None,
-        world: Any = None,
+        world: World | None = None,
         prefix: Path | None = None,
     ) -> None:
         self.kind = kind
         self.name = name
         self.hostname = hostname
-        self.world = world
+        self.world = world  # the cluster's shared store; None when this run has no cluster
         self._var_dir = var_dir
         self._prefix = prefix  # var_dir's directories from here down are kept private
         self._on_event = on_event or (lambda: None)

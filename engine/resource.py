@@ -8,7 +8,9 @@ A kind is a keyword-only dataclass subclassing `Resource`, registered under its 
         path: str | None = None   # ...
 
 Methods, in this order in every module: `validate`, `init`, `cleanup`, `watch`, `check_apply`,
-`cmp`, then optional capabilities.
+`cmp`, then optional capabilities. A kind declares a capability by subclassing it
+(`class PkgRes(Edgeable, Groupable, Resource)`): `Refreshable`, `Edgeable`, `Groupable`,
+`Reversible`; `register()` checks the declaration against the methods at import time.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from engine.errors import ValidationError
 from engine.meta import Meta
@@ -39,13 +41,18 @@ def set_loader(loader: Callable[[str], object], known: tuple[str, ...]) -> None:
 
 
 def register(kind: str) -> Callable[[R], R]:
-    """Class decorator: register a resource class under `kind` (refuses empty or duplicate)."""
+    """Class decorator: register a resource class under `kind`.
+
+    Refuses, at import time, an empty or duplicate kind and a class that breaks the contract
+    (`check_contract`: a capability declared without its methods, or the reverse).
+    """
 
     def decorator(cls: R) -> R:
         if not kind or not kind.strip():
             raise ValueError("a resource kind needs a non-empty name")
         if kind in _REGISTRY and _REGISTRY[kind] is not cls:
             raise ValueError(f"resource kind {kind!r} is already registered")
+        check_contract(cls, kind)
         cls.KIND = kind
         _REGISTRY[kind] = cls
         return cls
@@ -69,7 +76,9 @@ def kinds() -> list[str]:
 class Resource:
     """Base of every resource kind. Subclasses add their parameters as dataclass fields."""
 
-    KIND: ClassVar[str] = ""
+    KIND: ClassVar[str] = ""  # set by register()
+    # Names of the values the kind publishes with handle.send(), for send/recv edges.
+    SENDS: ClassVar[tuple[str, ...]] = ()
 
     # The resource's name, unique within its kind in a graph.
     name: str
@@ -129,23 +138,6 @@ class Resource:
         return data
 
 
-@runtime_checkable
-class Refreshable(Protocol):
-    """A kind that reacts to a notify: it reads `handle.refresh()` in check_apply."""
-
-    REFRESHABLE: ClassVar[bool]
-
-
-class RefreshableMixin:
-    """Mark a kind as Refreshable."""
-
-    REFRESHABLE: ClassVar[bool] = True
-
-
-def is_refreshable(res: Resource) -> bool:
-    return getattr(res, "REFRESHABLE", False) is True
-
-
 @dataclass(frozen=True)
 class UID:
     """What a resource *is*, for automatic edges: e.g. UID("file", "/etc/ssh/sshd_config").
@@ -158,9 +150,24 @@ class UID:
     key: str
 
 
-@runtime_checkable
-class Edgeable(Protocol):
-    """A kind that takes part in automatic edges (meta autoedge, --no-autoedges).
+# For the type checker a capability is a kind of Resource (so `isinstance(res, Edgeable)` keeps
+# `res.name`); at run time it is a plain mixin.
+if TYPE_CHECKING:
+    _Capability = Resource
+else:
+    _Capability = object
+
+
+class Refreshable(_Capability):
+    """Capability: the kind reacts to a notify edge by reading `handle.refresh()` in check_apply.
+
+    Only Refreshable kinds are refreshed; to any other kind a notify edge is a plain edge (as in
+    mgmt, whose engine refreshes only resources that implement Refreshable).
+    """
+
+
+class Edgeable(_Capability):
+    """Capability: the kind takes part in automatic edges (meta autoedge, --no-autoedges).
 
     `uids()` says what the resource is. `autoedges()` says what it depends on: a list of
     requests, each a list of alternative UIDs in order of preference (e.g. a file's parent
@@ -169,29 +176,31 @@ class Edgeable(Protocol):
     skipped (with a debug line).
     """
 
-    def uids(self) -> list[UID]: ...
+    def uids(self) -> list[UID]:
+        raise NotImplementedError
 
-    def autoedges(self) -> list[list[UID]]: ...
+    def autoedges(self) -> list[list[UID]]:
+        raise NotImplementedError
 
 
-@runtime_checkable
-class Groupable(Protocol):
-    """A kind whose compatible resources may be merged into one vertex (meta autogroup).
+class Groupable(_Capability):
+    """Capability: compatible resources of the kind may be merged into one vertex (meta autogroup).
 
     The engine merges resources with `group_cmp(other) == True` that have no path between them;
-    the first becomes the vertex, the others are appended to its `grouped` list, and its
-    check_apply must handle them all (e.g. pkg installs every grouped package in one apt
-    transaction). Merged resources are logged under the vertex's name.
+    the first becomes the vertex, the others are appended to its `grouped` list (which the kind
+    sets to [] in `__post_init__`), and its check_apply must handle them all (e.g. pkg installs
+    every grouped package in one apt transaction). Merged resources are logged under the
+    vertex's name.
     """
 
     grouped: list[Resource]
 
-    def group_cmp(self, other: Resource) -> bool: ...
+    def group_cmp(self, other: Resource) -> bool:
+        raise NotImplementedError
 
 
-@runtime_checkable
-class Reversible(Protocol):
-    """A kind that can undo its change when it leaves the graph with `meta: {reverse: true}`.
+class Reversible(_Capability):
+    """Capability: the kind can undo its change when it leaves the graph (`meta: {reverse: true}`).
 
     `reversal()` is called after a successful apply and returns plain JSON data that describes
     how to undo what was changed (e.g. the prior content of a file, or that it did not exist);
@@ -200,23 +209,55 @@ class Reversible(Protocol):
     not rely on `init()` or the handle.
     """
 
-    def reversal(self) -> Any: ...
+    def reversal(self) -> Any:
+        raise NotImplementedError
 
-    async def reverse(self, data: Any) -> None: ...
-
-
-def _has(res: object, *methods: str) -> bool:
-    """Capability check by method names: isinstance() on a runtime Protocol is ~20 us a call."""
-    return all(callable(getattr(res, m, None)) for m in methods)
+    async def reverse(self, data: Any) -> None:
+        raise NotImplementedError
 
 
-def is_edgeable(res: object) -> bool:
-    return _has(res, "uids", "autoedges")
+# Each capability and the methods a kind declaring it must define. A kind declares a capability
+# by subclassing it; register() refuses a kind that declares one without defining its methods,
+# or that defines all of one's methods without declaring it (the engine would ignore them).
+CAPABILITIES: dict[type, tuple[str, ...]] = {
+    Refreshable: (),
+    Edgeable: ("uids", "autoedges"),
+    Groupable: ("group_cmp",),
+    Reversible: ("reversal", "reverse"),
+}
 
 
-def is_groupable(res: object) -> bool:
-    return _has(res, "group_cmp") and isinstance(getattr(res, "grouped", None), list)
+def check_contract(cls: type[Resource], kind: str) -> None:
+    """Raise TypeError if `cls` breaks the resource contract (run by register() at import)."""
+    if cls.check_apply is Resource.check_apply:
+        raise TypeError(f"resource kind {kind!r} ({cls.__qualname__}) must define check_apply")
+    for cap, methods in CAPABILITIES.items():
+        defined = [m for m in methods if getattr(cls, m, None) is not getattr(cap, m, None)]
+        if issubclass(cls, cap) and len(defined) < len(methods):
+            missing = ", ".join(m for m in methods if m not in defined)
+            raise TypeError(
+                f"resource kind {kind!r} ({cls.__qualname__}) declares {cap.__name__} "
+                f"but does not define {missing}"
+            )
+        if (
+            methods
+            and not issubclass(cls, cap)
+            and all(callable(getattr(cls, m, None)) for m in methods)
+        ):
+            raise TypeError(
+                f"resource kind {kind!r} ({cls.__qualname__}) defines {', '.join(methods)} "
+                f"but does not declare {cap.__name__} (add it to the class's bases)"
+            )
+    sends = cls.SENDS
+    if not isinstance(sends, tuple) or not all(
+        isinstance(s, str) and s.isidentifier() for s in sends
+    ):
+        raise TypeError(
+            f"resource kind {kind!r} ({cls.__qualname__}): SENDS must be a tuple of names, "
+            f"got {sends!r}"
+        )
 
 
-def is_reversible(res: object) -> bool:
-    return _has(res, "reversal", "reverse")
+def members(res: Resource) -> list[Resource]:
+    """The resources grouped into `res` (none unless its kind is Groupable)."""
+    return res.grouped if isinstance(res, Groupable) else []

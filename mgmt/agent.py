@@ -20,6 +20,7 @@ import resources  # noqa: F401  # registers the loader that imports kinds on fir
 from engine.engine import Engine, Status
 from engine.errors import GraphError, ValidationError
 from engine.graph import Graph
+from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
 from mgmt import log as logsetup
 from mgmt.cluster import needs_cluster
@@ -139,7 +140,7 @@ class Agent:
         self._rejected = ""  # digest of the graph file last refused (reported once)
         self._forced = False
         self._stop_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("agent", log)
         self._file_watcher: PathWatcher | None = None
         self.cluster: ClusterLink | None = None  # started when a graph first needs it
         self._loaded: Loaded | None = None  # the last graph file loaded (collect re-merges it)
@@ -212,9 +213,7 @@ class Agent:
                 self.metrics.set_converged(False)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     async def _wait_for_end(self) -> str:
         waiters: dict[asyncio.Task[Any], str] = {
@@ -244,9 +243,7 @@ class Agent:
 
     async def _shutdown(self) -> None:
         self.stopping.set()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         if self._file_watcher is not None:
             await self._file_watcher.aclose()
         if self.metrics is not None:
@@ -266,7 +263,7 @@ class Agent:
 
     def _exit_code(self, reason: str) -> ExitCode:
         vertices = self.engine.vertices.values()
-        failed = [v for v in vertices if v.status is Status.FAILED]
+        failed = [v for v in vertices if v.failed]
         for vertex in failed:
             log.error("%s: failed: %s", vertex.name, vertex.error)
         if self.config.noop:
@@ -282,7 +279,7 @@ class Agent:
         elif reason == "max-runtime":
             log.info("max runtime of %ss reached, exiting", self.config.max_runtime)
             if self.exit_when_converged and not self.converger.converged.is_set():
-                unsettled = [v.name for v in vertices if v.status is not Status.OK]
+                unsettled = [v.name for v in vertices if v.outcome is not Status.OK]
                 log.error("did not converge; not converged: %s", ", ".join(unsettled) or "-")
                 return ExitCode.FAILED
         if failed or self._forced:
@@ -303,10 +300,7 @@ class Agent:
                     loaded = await self.source.attach_world(self.cluster.world) or loaded
             if self.cluster is not None:  # publish exports, add what is collected
                 graph = await self.cluster.graph_for(loaded)
-            await self.engine.apply(graph)
-            self.converger.recompute()
-            if self.metrics is not None:
-                self.metrics.graph_swapped()
+            await self.engine.apply(graph)  # the converger and metrics hear GraphSwapped
             if self.config.graphviz:
                 self.config.graphviz.write_text(graph.to_dot())
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from engine.engine import Engine, Status, Vertex
+from engine.events import GraphSwapped, VertexChanged
 from engine.graph import Key
 
 log = logging.getLogger("main")
@@ -26,10 +28,14 @@ class Converger:
         self._unsettled: set[Key] = set()
         self._failed: set[Key] = set()
         self._timer: asyncio.TimerHandle | None = None
-        self._unsubscribe = engine.subscribe(self._changed)
+        self._unsubscribes: list[Callable[[], None]] = [
+            engine.listeners.subscribe(VertexChanged, self._changed),
+            engine.listeners.subscribe(GraphSwapped, lambda _event: self.recompute()),
+        ]
 
     def close(self) -> None:
-        self._unsubscribe()
+        for unsubscribe in self._unsubscribes:
+            unsubscribe()
         if self._timer:
             self._timer.cancel()
 
@@ -39,12 +45,12 @@ class Converger:
     def recompute(self) -> None:
         """Re-evaluate every vertex (after a graph swap, or when a vertex fails or recovers)."""
         vertices = self.engine.vertices
-        self._failed = {k for k, v in vertices.items() if v.status is Status.FAILED}
+        self._failed = {k for k, v in vertices.items() if v.failed}
         self._unsettled = {k for k, v in vertices.items() if not self._settled(v)}
         self._rearm()
 
     def _settled(self, vertex: Vertex) -> bool:
-        if vertex.status is Status.FAILED:
+        if vertex.failed:
             return True
         if vertex.status is Status.OK and not vertex.dirty.is_set():
             return True
@@ -52,10 +58,11 @@ class Converger:
             vertex.status is Status.PENDING and bool(self._failed) and self.engine.blocked(vertex)
         )
 
-    def _changed(self, vertex: Vertex) -> None:
+    def _changed(self, event: VertexChanged) -> None:
+        vertex = event.vertex
         if self.engine.vertices.get(vertex.key) is not vertex:
             return  # a vertex being stopped by a swap; recompute() follows the swap
-        if (vertex.status is Status.FAILED) != (vertex.key in self._failed):
+        if vertex.failed != (vertex.key in self._failed):
             self.recompute()  # a failure blocks (or a recovery unblocks) a whole subgraph
             return
         if self._settled(vertex):

@@ -19,11 +19,14 @@ import logging
 import socket
 import time
 from collections import Counter as Tally
+from collections.abc import Callable
 from typing import Any
 
-from engine.engine import Engine, Vertex
+from engine.engine import Engine
 from engine.errors import ValidationError
+from engine.events import CheckApplied, GraphSwapped
 from engine.params import parse_int, show
+from engine.resource import members
 
 log = logging.getLogger("main")
 
@@ -104,6 +107,7 @@ class Metrics:
         )
         self._server: Any = None
         self._thread: Any = None
+        self._unsubscribes: list[Callable[[], None]] = []
 
     async def start(self) -> None:
         from prometheus_client import start_http_server
@@ -118,23 +122,26 @@ class Metrics:
             raise ValidationError(
                 f"cannot serve metrics on {show(self.listen)}: {err.strerror or err}", FLAG
             ) from err
-        self.engine.observers.append(self)
+        self._unsubscribes = [
+            self.engine.listeners.subscribe(CheckApplied, self.check_applied),
+            self.engine.listeners.subscribe(GraphSwapped, self.graph_swapped),
+        ]
         shown = f"[{address}]" if ":" in address else address
         log.info("prometheus metrics on http://%s:%d/metrics", shown, port)
 
     async def stop(self) -> None:
-        if self in self.engine.observers:
-            self.engine.observers.remove(self)
+        for unsubscribe in self._unsubscribes:
+            unsubscribe()
+        self._unsubscribes = []
         if self._server is not None:
             await asyncio.to_thread(self._server.shutdown)
             self._server.server_close()
             self._server = None
 
-    def check_applied(
-        self, vertex: Vertex, apply: bool, changed: bool | None, error: BaseException | None
-    ) -> None:
+    def check_applied(self, event: CheckApplied) -> None:
+        vertex, apply, error = event.vertex, event.apply, event.error
         kind = vertex.res.kind
-        eventful = bool(changed)
+        eventful = bool(event.changed)
         self.checkapply.labels(kind, _b(apply), _b(eventful), _b(error is not None)).inc()
         if error is not None:
             retry = vertex.res.meta.retry
@@ -142,12 +149,12 @@ class Metrics:
             soft = retry == -1 or tries <= retry
             self.failures.labels(kind, "soft" if soft else "hard").inc()
         elif eventful and apply:
-            self.latency.labels(kind).observe(time.monotonic() - vertex.last_event)
+            self.latency.labels(kind).observe(time.monotonic() - vertex.stats.last_event)
 
-    def graph_swapped(self) -> None:
+    def graph_swapped(self, _event: GraphSwapped) -> None:
         counts = Tally(v.res.kind for v in self.engine.vertices.values())
         for vertex in self.engine.vertices.values():
-            counts.update(g.kind for g in getattr(vertex.res, "grouped", []))
+            counts.update(g.kind for g in members(vertex.res))
         self.resources.clear()
         for kind, count in counts.items():
             self.resources.labels(kind).set(count)

@@ -565,7 +565,7 @@ class _Parser:
         if not isinstance(send, str) or not isinstance(recv, str):
             self.problem(line, where, "send and recv go together, each naming one value")
             return None
-        sends = getattr(type(sender), "SENDS", ())
+        sends = type(sender).SENDS
         if send not in sends:
             offer = ", ".join(sends) or "nothing"
             self.problem(edge.lines["send"], where, f"send: {sender} sends {offer}, not '{send}'")

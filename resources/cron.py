@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from engine.errors import ValidationError
 from engine.handle import Handle
-from engine.resource import UID, Resource, register
+from engine.resource import UID, Edgeable, Resource, register
 from resources.file import atomic_write
 from resources.svc import (
     ENABLED,
@@ -64,7 +64,7 @@ Trigger = Literal[
 
 @register("cron")
 @dataclass(kw_only=True, eq=False)
-class CronRes(BusUser, Resource):
+class CronRes(BusUser, Edgeable, Resource):
     # "exists": written, enabled and started; "absent": stopped, disabled and removed.
     # Default "exists" (mgmt's).
     state: Literal["exists", "absent"] = "exists"

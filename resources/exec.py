@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.params import parse_int, show
-from engine.resource import UID, RefreshableMixin, Resource, register
+from engine.resource import UID, Edgeable, Refreshable, Resource, register
 from engine.watcher import PathWatcher
 
 TAIL = 10  # stderr lines quoted in a failure
@@ -42,7 +42,7 @@ Source = Callable[[], Coroutine[Any, Any, None]]
 
 @register("exec")
 @dataclass(kw_only=True, eq=False)
-class ExecRes(RefreshableMixin, Resource):
+class ExecRes(Refreshable, Edgeable, Resource):
     SENDS: ClassVar[tuple[str, ...]] = ("output", "stdout", "stderr")
 
     # The command (required): split into words like a shell would, but run without one.

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, ClassVar, Literal, TypeVar
 
 from engine import safefs
 from engine.errors import MgmtError, ResourceError, ValidationError
-from engine.resource import UID, Resource, register
+from engine.resource import UID, Edgeable, Resource, Reversible, register
 from engine.watcher import PathWatcher
 from resources.group import check_name
 
@@ -73,7 +73,7 @@ class Step:
 
 @register("file")
 @dataclass(kw_only=True, eq=False)
-class FileRes(Resource):
+class FileRes(Edgeable, Reversible, Resource):
     SENDS: ClassVar[tuple[str, ...]] = ("content",)
 
     # Absolute path; a trailing "/" means a directory. Default None: the resource name.

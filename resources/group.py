@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.errors import ResourceError, ValidationError
-from engine.resource import UID, Resource, register
+from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from resources.command import loop_lock, run_command
 
@@ -32,7 +32,7 @@ GROUP_FILES = ("/etc/group", "/etc/gshadow")
 
 @register("group")
 @dataclass(kw_only=True, eq=False)
-class GroupRes(Resource):
+class GroupRes(Edgeable, Resource):
     # "exists" or "absent". Default "exists".
     state: Literal["exists", "absent"] = "exists"
     # The group's numeric id; None lets groupadd pick one and leaves it alone. Default None.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.errors import ResourceError, ValidationError
-from engine.resource import RefreshableMixin, Resource, register
+from engine.resource import Refreshable, Resource, register
 from engine.world import World, check_key
 
 # skiplessthan compares and sets in one transaction; a lost race is retried this many times.
@@ -23,7 +23,7 @@ CAS_ATTEMPTS = 10
 
 @register("kv")
 @dataclass(kw_only=True, eq=False)
-class KVRes(RefreshableMixin, Resource):
+class KVRes(Refreshable, Resource):
     # The key, e.g. "app/version" (no leading or trailing "/"). Default None: the name.
     key: str | None = None
     # The value to store; None deletes the key. Default None.
@@ -59,7 +59,7 @@ class KVRes(RefreshableMixin, Resource):
         world = self.handle.world
         if world is None:
             raise ResourceError("kv needs the cluster, which this run did not start")
-        return world  # type: ignore[no-any-return]
+        return world
 
     def _where(self) -> str:
         return f"{self._key}/{self.handle.hostname}" if self.mapped else self._key

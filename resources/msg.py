@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from engine.handle import Handle
-from engine.resource import RefreshableMixin, Resource, register
+from engine.resource import Refreshable, Resource, register
 
 Priority = Literal["Emerg", "Alert", "Crit", "Err", "Warning", "Notice", "Info", "Debug"]
 
@@ -25,7 +25,7 @@ LEVELS: dict[str, int] = {
 
 @register("msg")
 @dataclass(kw_only=True, eq=False)
-class MsgRes(RefreshableMixin, Resource):
+class MsgRes(Refreshable, Resource):
     # The message body. Default: the resource name.
     body: str | None = None
     # mgmt's (syslog) priority name. Default "Info".

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.resource import RefreshableMixin, Resource, register
+from engine.resource import Refreshable, Resource, register
 
 
 @register("noop")
 @dataclass(kw_only=True, eq=False)
-class NoopRes(RefreshableMixin, Resource):
+class NoopRes(Refreshable, Resource):
     # Free text, ignored. Default "".
     comment: str = ""
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.resource import RefreshableMixin, Resource, register
+from engine.resource import Refreshable, Resource, register
 
 
 @register("print")
 @dataclass(kw_only=True, eq=False)
-class PrintRes(RefreshableMixin, Resource):
+class PrintRes(Refreshable, Resource):
     # The message to log. Default: the resource name.
     msg: str | None = None
     # Log only when a notify arrives. Default false.

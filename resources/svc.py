@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
-from engine.resource import UID, RefreshableMixin, Resource, register
+from engine.resource import UID, Edgeable, Refreshable, Resource, register
 from engine.watcher import PathWatcher
 
 if TYPE_CHECKING:
@@ -816,7 +816,7 @@ class Observed:
 
 @register("svc")
 @dataclass(kw_only=True, eq=False)
-class SvcRes(BusUser, RefreshableMixin, Resource):
+class SvcRes(BusUser, Refreshable, Edgeable, Resource):
     # "running" or "stopped" ("failed" counts as stopped). Default None: not managed.
     state: Literal["running", "stopped"] | None = None
     # "enabled" or "disabled": started at boot or not. Default None: not managed.

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 from engine.errors import ValidationError
 from engine.handle import Handle
-from engine.resource import RefreshableMixin, Resource, register
+from engine.resource import Refreshable, Resource, register
 
 
 @register("timer")
 @dataclass(kw_only=True, eq=False)
-class TimerRes(RefreshableMixin, Resource):
+class TimerRes(Refreshable, Resource):
     # Seconds between ticks (> 0). Required.
     interval: float
 

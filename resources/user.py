@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.errors import ResourceError, ValidationError
-from engine.resource import UID, Resource, register
+from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from resources.group import (
     check_id,
@@ -68,7 +68,7 @@ class Field:
 
 @register("user")
 @dataclass(kw_only=True, eq=False)
-class UserRes(Resource):
+class UserRes(Edgeable, Resource):
     # "exists" or "absent". Default "exists".
     state: Literal["exists", "absent"] = "exists"
     # The numeric user id; None lets useradd pick one and leaves it alone. Default None.

@@ -31,6 +31,7 @@ import grpc.aio
 from aetcd import rpc
 
 from engine.errors import WorldError
+from engine.tasks import TaskSet
 from mgmt.cluster.options import TLSFiles
 
 log = logging.getLogger("cluster")
@@ -127,7 +128,7 @@ class EtcdClient:
         self._broken = asyncio.Event()
         self._broken.set()
         self._last_failed: str | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("etcd client", log)
         self._watches: set[_Watch] = set()  # live subscriptions: closing the client ends them
         self._maintainer: asyncio.Task[None] | None = None
         self._credentials: grpc.ChannelCredentials | None = None
@@ -159,10 +160,10 @@ class EtcdClient:
         watches = [w.task for w in live]
         for watch in live:
             watch.task = None  # (see _Watch.cancel)
-        tasks = [t for t in (*watches, self._maintainer, *self._tasks) if t is not None]
+        tasks = [t for t in (*watches, self._maintainer) if t is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, self._tasks.close(), return_exceptions=True)
         self._maintainer = None
         if self._conn is not None:
             await self._conn.channel.close()
@@ -193,9 +194,7 @@ class EtcdClient:
         async def run() -> None:
             await coro
 
-        task = asyncio.create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(run())
 
     async def _maintain(self) -> None:
         delay = 0.02

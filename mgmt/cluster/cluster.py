@@ -40,6 +40,7 @@ from typing import Any
 from aetcd import rpc
 
 from engine.errors import WorldError
+from engine.tasks import TaskSet
 from engine.world import EXPORTED, ROOT
 from mgmt.cluster.client import EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
@@ -94,7 +95,7 @@ class Cluster:
         self._tried = asyncio.Event()  # the first start of our etcd is over (ready or not)
         self.stopping = False
         self._serve_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("cluster", log)
         self._wake = asyncio.Event()  # the leader's reconcile trigger
         self._lease = 0
         self._learners: dict[int, float] = {}  # learner id -> when first seen
@@ -185,7 +186,7 @@ class Cluster:
         self.stopping = True
         if self._expiry is not None:
             self._expiry.cancel()
-        await _cancel(self._tasks)
+        await self._tasks.close()
         self.client.retry_for = 2.0  # a cluster that is gone must not hold up the exit
         left = False
         if graceful and self.client.attempted.is_set():
@@ -229,9 +230,7 @@ class Cluster:
         return True
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     def _initial_self(self) -> str:
         return ",".join(f"{self.host}={u}" for u in self.options.advertise_server_urls)
@@ -647,16 +646,6 @@ class Cluster:
 
     def _subscribe(self, key: str, prefix: bool, signal: Callable[[], None]) -> _Subscription:
         return _Subscription(self.client, key, prefix, signal)
-
-
-async def _cancel(tasks: set[asyncio.Task[Any]]) -> None:
-    """Cancel `tasks` and wait for them, keeping no reference: their CancelledErrors hold the
-    frames of the gRPC calls they were in, a call keeps its connection open, and etcd's TLS
-    listener waits a second for an open connection when it stops."""
-    pending = list(tasks)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
 
 
 class _Subscription:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from engine.errors import ValidationError, WorldError
 from engine.graph import Graph, Key, fmt_key
 from engine.resource import Resource
+from engine.tasks import TaskSet
 from engine.world import Changes, Exported
 from mgmt.cluster.cluster import Cluster
 from mgmt.cluster.options import Options
@@ -55,7 +56,7 @@ class ClusterLink:
         self._running: list[tuple[str, str, str]] = []  # the collected records in the graph
         self._changes: Changes | None = None
         self._publish = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskSet("cluster link", log)
         self._warned: set[tuple[str, str]] = set()
         self._refused: set[tuple[str, str]] = set()  # (record key, why) already logged
         self._edge_notes: dict[tuple[Key, Key], str] = {}
@@ -68,16 +69,12 @@ class ClusterLink:
         if self.cluster.client.connected.is_set():
             with contextlib.suppress(WorldError):
                 await self._read()
-        self._tasks = [
-            asyncio.create_task(self._collector(), name="collect"),
-            asyncio.create_task(self._publisher(), name="export"),
-        ]
+        self._tasks.spawn(self._collector(), "collect")
+        self._tasks.spawn(self._publisher(), "export")
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop collecting and exporting; graceful: withdraw exports and leave (Cluster.stop)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         if self._changes is not None:
             await self._changes.__aexit__(None, None, None)
         await self.cluster.stop(graceful)

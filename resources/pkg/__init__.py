@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.params import to_plain
-from engine.resource import UID, Resource, register
+from engine.resource import UID, Edgeable, Groupable, Resource, register
 from engine.watcher import PathWatcher
 from resources.pkg.backend import DONE, Available, Backend, Change, Installed, detect
 
@@ -35,7 +35,7 @@ _HINTS = {
 
 @register("pkg")
 @dataclass(kw_only=True, eq=False)
-class PkgRes(Resource):
+class PkgRes(Edgeable, Groupable, Resource):
     # "installed", "uninstalled", "newest", or an exact version to install (e.g. "2.10-3").
     # Default "installed".
     state: str = "installed"

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
-from engine.resource import RefreshableMixin, Resource, register
+from engine.resource import Refreshable, Resource, register
 from resources.virt import calls
 from resources.virt.calls import Attrs, Observed
 from resources.virt.connection import Connection
@@ -86,7 +86,7 @@ class Step:
 
 @register("virt")
 @dataclass(kw_only=True, eq=False)
-class VirtRes(RefreshableMixin, Resource):
+class VirtRes(Refreshable, Resource):
     # libvirt connection URI, e.g. "qemu:///session" or "test:///default". Default
     # "qemu:///system".
     uri: str = "qemu:///system"

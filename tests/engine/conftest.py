@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.engine import Engine, Status
+from engine.events import VertexChanged
 from engine.graph import Edge, Graph
 from engine.meta import Meta
 from tests.engine import probe
@@ -44,18 +45,18 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
 async def settle(eng: Engine, pred: Callable[[], bool] | None = None, timeout: float = 10) -> None:
     """Wait (bounded) until `pred()` holds, re-checked on every engine notification.
 
-    Default: every vertex is OK or FAILED, or blocked behind a failed one.
+    Default: every vertex is OK or failed (FAILED, DEAD), or blocked behind a failed one.
     """
 
     def default() -> bool:
         return all(
-            (v.status in (Status.OK, Status.FAILED) and not v.dirty.is_set()) or eng.blocked(v)
+            ((v.status is Status.OK or v.failed) and not v.dirty.is_set()) or eng.blocked(v)
             for v in eng.vertices.values()
         )
 
     check = pred or default
     changed = asyncio.Event()
-    unsubscribe = eng.subscribe(lambda _v: changed.set())
+    unsubscribe = eng.listeners.subscribe(VertexChanged, lambda _event: changed.set())
     try:
         async with asyncio.timeout(timeout):
             while not check():

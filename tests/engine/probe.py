@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.handle import Handle
-from engine.resource import RefreshableMixin, Resource, register
+from engine.resource import Groupable, Refreshable, Resource, register
 
 
 @dataclass
@@ -33,7 +33,7 @@ def state(name: str) -> ProbeState:
 
 @register("probe")
 @dataclass(kw_only=True, eq=False)
-class ProbeRes(RefreshableMixin, Resource):
+class ProbeRes(Refreshable, Resource):
     # Return False (a change) on the first successful call. Default false.
     change: bool = False
     # Free value: changing it makes a different resource for graph swaps. Default "".
@@ -75,7 +75,7 @@ class ProbeRes(RefreshableMixin, Resource):
 
 @register("gprobe")
 @dataclass(kw_only=True, eq=False)
-class GroupProbe(ProbeRes):
+class GroupProbe(Groupable, ProbeRes):
     """A Groupable probe: groups with others of the same `tag`."""
 
     def __post_init__(self) -> None:

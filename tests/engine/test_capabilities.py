@@ -217,7 +217,7 @@ async def test_rewatch_restarts_a_failed_watch(engine: Engine) -> None:
     await settle(engine, lambda: len(state("w").calls) == 1)
     assert state("w").watch_starts == 2
     await settle(engine)
-    assert engine.vertices[("probe", "x")].status is Status.FAILED  # no rewatch: failed
+    assert engine.vertices[("probe", "x")].status is Status.DEAD  # no rewatch: failed for good
 
 
 @pytest.mark.parametrize("flag", ["no_autoedges", "no_autogroup"])

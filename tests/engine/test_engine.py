@@ -225,7 +225,8 @@ async def test_graceful_stop_lets_check_apply_finish(engine: Engine) -> None:
     gate.set()
     async with asyncio.timeout(5):
         await stopper
-    assert engine.vertices[("probe", "a")].status is Status.OK
+    vertex = engine.vertices[("probe", "a")]
+    assert vertex.status is Status.STOPPED and vertex.outcome is Status.OK
     assert state("a").cleanups == 1
 
 

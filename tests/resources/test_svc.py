@@ -20,7 +20,7 @@ import pytest
 from dbus_fast import Message
 
 from engine.errors import ResourceError, ValidationError
-from engine.resource import UID, Edgeable, is_refreshable
+from engine.resource import UID, Edgeable, Refreshable
 from resources.svc import Bus, SvcRes, install_links, job, unit_file_names
 from tests.conftest import Running
 from tests.fakes.systemd import running_fake
@@ -412,7 +412,7 @@ async def test_edited_unit_file_is_reloaded_and_a_refresh_restarts(
 
 
 async def test_is_refreshable() -> None:
-    assert is_refreshable(svc("web"))
+    assert isinstance(svc("web"), Refreshable)
 
 
 # connection and subscriptions ------------------------------------------------------------------

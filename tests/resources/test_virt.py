@@ -22,6 +22,7 @@ import pytest
 
 from engine.engine import Engine, Status
 from engine.errors import ResourceError, ValidationError
+from engine.events import VertexChanged
 from engine.graph import Graph
 from engine.params import build
 from resources import virt
@@ -667,7 +668,7 @@ def one_vm(name: str, **params: Any) -> Graph:
 async def settled(eng: Engine, key: tuple[str, str], timeout: float = 5.0) -> None:
     """Wait (on engine notifications) until the vertex is OK and has nothing pending."""
     changed = asyncio.Event()
-    unsubscribe = eng.subscribe(lambda _v: changed.set())
+    unsubscribe = eng.listeners.subscribe(VertexChanged, lambda _event: changed.set())
 
     def done() -> bool:
         vertex = eng.vertices[key]

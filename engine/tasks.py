@@ -1,0 +1,56 @@
+"""TaskSet: tasks owned by one object, cancelled and awaited together when it closes.
+
+    self._tasks = TaskSet("agent")
+    self._tasks.spawn(self._reload_loop(), "reload")
+    ...
+    await self._tasks.close()
+
+A task that ends with an exception (not a cancellation) is logged once, with its name, when it
+ends: nothing fails silently, and nothing is left running after close().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+log = logging.getLogger("engine")
+
+T = TypeVar("T")
+
+
+class TaskSet:
+    def __init__(self, owner: str, logger: logging.Logger | None = None) -> None:
+        self.owner = owner
+        self._log = logger or log
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
+        """Start `coro` as a task owned by this set (dropped from it when it ends)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (err := task.exception()) is not None:
+            self._log.error(
+                "%s: task %s failed: %s", self.owner, task.get_name(), err, exc_info=err
+            )
+
+    async def close(self) -> None:
+        """Cancel every task and wait until all have ended (their errors are already logged).
+
+        No reference to a task or its CancelledError is kept afterwards: such an error holds
+        the frames of the call it interrupted (an etcd gRPC call keeps its connection open).
+        """
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
