@@ -40,6 +40,7 @@ from engine.ratelimit import TokenBucket
 from engine.resource import Groupable, Refreshable, Resource, Reversible, lookup, members
 from engine.reverse import ReverseStore
 from engine.safefs import fit_name
+from engine.tasks import TaskSet
 
 if TYPE_CHECKING:
     from engine.world import World
@@ -147,7 +148,8 @@ class Vertex:
             on_send=self.sent.update,
             world=engine.world,
         )
-        self._tasks: list[asyncio.Task[None]] = []  # [watch, work], or [work] when hidden
+        self._tasks = TaskSet(f"{res.kind}[{res.name}]", log)  # its watch and work tasks
+        self._watch_task: asyncio.Task[None] | None = None  # exactly when init() succeeded
 
     def __repr__(self) -> str:
         return f"<Vertex {fmt_key(self.key)} {self._status.value}>"
@@ -188,7 +190,7 @@ class Vertex:
             self.started.set()
             self.state_ok = True
             self._set_status(Status.PENDING)
-            self._tasks = [asyncio.create_task(self._work(), name=f"work {self.name}")]
+            self._tasks.spawn(self._work(), f"work {self.name}")
             self.poke()
             return
         try:
@@ -200,10 +202,8 @@ class Vertex:
             await self._cleanup()
             return
         self._set_status(Status.PENDING)
-        self._tasks = [
-            asyncio.create_task(self._watch(), name=f"watch {self.name}"),
-            asyncio.create_task(self._work(), name=f"work {self.name}"),
-        ]
+        self._watch_task = self._tasks.spawn(self._watch(), f"watch {self.name}")
+        self._tasks.spawn(self._work(), f"work {self.name}")
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop watching; with graceful, let a running check_apply finish; then cleanup.
@@ -214,15 +214,13 @@ class Vertex:
             return
         if self._status is not Status.STOPPING:
             self._set_status(Status.STOPPING)
-        watch = self._tasks[0] if len(self._tasks) == 2 else None
-        if watch:
-            watch.cancel()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
         if graceful:
             await self.idle.wait()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if watch:  # init() succeeded (a watch task runs exactly then)
+        await self._tasks.close()
+        if self._watch_task is not None:  # init() succeeded: clean up, once
+            self._watch_task = None
             await self._cleanup()
         self._set_status(Status.STOPPED)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 log = logging.getLogger("engine")
@@ -25,20 +25,24 @@ class TaskSet:
     def __init__(self, owner: str, logger: logging.Logger | None = None) -> None:
         self.owner = owner
         self._log = logger or log
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: dict[asyncio.Task[Any], None] = {}  # an ordered set
 
     def __len__(self) -> int:
         return len(self._tasks)
 
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
+        """The running tasks, oldest first."""
+        return iter(list(self._tasks))
+
     def spawn(self, coro: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
         """Start `coro` as a task owned by this set (dropped from it when it ends)."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
+        self._tasks[task] = None
         task.add_done_callback(self._done)
         return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         if not task.cancelled() and (err := task.exception()) is not None:
             self._log.error(
                 "%s: task %s failed: %s", self.owner, task.get_name(), err, exc_info=err

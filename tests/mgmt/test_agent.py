@@ -30,7 +30,7 @@ async def test_edit_swaps_in_new_graph_without_restarting_unchanged(tmp_path: Pa
         await agent.swapped.wait()
     engine = agent.engine
     keep = engine.vertices[("noop", "keep")]
-    watch_task = keep._tasks[0]
+    watch_task = keep._watch_task
     old_change = engine.vertices[("print", "change")]
 
     agent.swapped.clear()
@@ -41,10 +41,10 @@ async def test_edit_swaps_in_new_graph_without_restarting_unchanged(tmp_path: Pa
         await agent.swapped.wait()
 
     assert engine.vertices[("noop", "keep")] is keep
-    assert keep._tasks[0] is watch_task and not watch_task.done()
-    assert keep.watch_starts == 1
+    assert keep._watch_task is watch_task and watch_task and not watch_task.done()
+    assert keep.stats.watch_starts == 1
     assert engine.vertices[("print", "change")] is not old_change
-    assert old_change._tasks[0].done()  # the old vertex's watcher was stopped
+    assert not old_change._tasks  # the old vertex's watcher (and worker) were stopped
     assert ("timer", "new") in engine.vertices
 
     agent.stopping.set()
