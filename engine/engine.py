@@ -64,6 +64,7 @@ class Status(enum.Enum):
 
 _RUN = frozenset({Status.PENDING, Status.RUNNING, Status.OK, Status.RETRYING, Status.FAILED})
 _OUTCOMES = frozenset({Status.OK, Status.RETRYING, Status.FAILED, Status.DEAD})
+_INERT = frozenset({Status.DEAD, Status.STOPPING, Status.STOPPED})  # a poke does nothing
 # status -> the statuses it may move to. Anything else is a bug (TransitionError).
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.NEW: frozenset({Status.PENDING, Status.DEAD, Status.STOPPING}),
@@ -233,7 +234,7 @@ class Vertex:
 
     def poke(self) -> None:
         """Ask the worker to process (from upstream, a back-poke, or a retry)."""
-        if not self.stopping and not self.dirty.is_set():
+        if self._status not in _INERT and not self.dirty.is_set():
             self.dirty.set()
             self.engine.changed(self)
 
@@ -284,8 +285,9 @@ class Vertex:
             await self.bucket.acquire()
             if self.stopping:
                 return
-            if self._status is Status.DEAD:
-                continue  # its watch failed for good: nothing runs until it is replaced
+            if self._status is Status.DEAD:  # poked before its watch failed for good
+                self.engine.changed(self)  # no longer dirty
+                continue
             stale = self.engine.stale_predecessors(self)
             if stale:
                 for vertex in stale:

@@ -230,13 +230,13 @@ CAPABILITIES: dict[type, tuple[str, ...]] = {
 def check_contract(cls: type[Resource], kind: str) -> None:
     """Raise TypeError if `cls` breaks the resource contract (run by register() at import)."""
     if cls.check_apply is Resource.check_apply:
-        raise TypeError(f"resource kind {kind!r} ({cls.__qualname__}) must define check_apply")
+        raise TypeError(f"resource kind {kind!r} ({cls.__name__}) must define check_apply")
     for cap, methods in CAPABILITIES.items():
         defined = [m for m in methods if getattr(cls, m, None) is not getattr(cap, m, None)]
         if issubclass(cls, cap) and len(defined) < len(methods):
             missing = ", ".join(m for m in methods if m not in defined)
             raise TypeError(
-                f"resource kind {kind!r} ({cls.__qualname__}) declares {cap.__name__} "
+                f"resource kind {kind!r} ({cls.__name__}) declares {cap.__name__} "
                 f"but does not define {missing}"
             )
         if (
@@ -245,7 +245,7 @@ def check_contract(cls: type[Resource], kind: str) -> None:
             and all(callable(getattr(cls, m, None)) for m in methods)
         ):
             raise TypeError(
-                f"resource kind {kind!r} ({cls.__qualname__}) defines {', '.join(methods)} "
+                f"resource kind {kind!r} ({cls.__name__}) defines {', '.join(methods)} "
                 f"but does not declare {cap.__name__} (add it to the class's bases)"
             )
     sends = cls.SENDS
@@ -253,7 +253,7 @@ def check_contract(cls: type[Resource], kind: str) -> None:
         isinstance(s, str) and s.isidentifier() for s in sends
     ):
         raise TypeError(
-            f"resource kind {kind!r} ({cls.__qualname__}): SENDS must be a tuple of names, "
+            f"resource kind {kind!r} ({cls.__name__}): SENDS must be a tuple of names, "
             f"got {sends!r}"
         )
 

@@ -1,0 +1,185 @@
+"""The vertex state machine and the listener events, with real probes."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine.engine import TRANSITIONS, Engine, Status, TransitionError, Vertex
+from engine.events import CheckApplied, GraphSwapped, VertexChanged
+from engine.graph import Edge
+from engine.handle import Handle
+from engine.meta import Meta
+from engine.resource import Resource, register
+from tests.engine.conftest import make_graph, settle
+from tests.engine.probe import ProbeRes, state
+
+
+@register("initfail")
+@dataclass(kw_only=True, eq=False)
+class InitFails(ProbeRes):
+    async def init(self, handle: Handle) -> None:
+        raise RuntimeError("no such device")
+
+
+@register("plainprobe")
+@dataclass(kw_only=True, eq=False)
+class PlainProbe(Resource):
+    """Not Refreshable: records what handle.refresh() said in each check_apply."""
+
+    async def check_apply(self, apply: bool) -> bool:
+        state(self.name).calls.append((apply, self.handle.refresh()))
+        return True
+
+
+class BrokenWatch(ProbeRes):
+    async def watch(self) -> None:
+        await self.handle.event()
+        raise RuntimeError("watch broke")
+
+
+def record(engine: Engine) -> dict[str, list[Status]]:
+    """The statuses each vertex went through (repeats folded), from VertexChanged events."""
+    seen: dict[str, list[Status]] = {}
+
+    def changed(event: VertexChanged) -> None:
+        history = seen.setdefault(event.vertex.res.name, [])
+        if not history or history[-1] is not event.vertex.status:
+            history.append(event.vertex.status)
+
+    engine.listeners.subscribe(VertexChanged, changed)
+    return seen
+
+
+def test_transition_table_is_complete_and_ends_in_stopped() -> None:
+    assert set(TRANSITIONS) == set(Status)
+    assert not any(Status.NEW in targets for targets in TRANSITIONS.values())
+    assert TRANSITIONS[Status.STOPPED] == frozenset()
+    assert TRANSITIONS[Status.DEAD] == {Status.STOPPING}  # dead until replaced
+
+
+async def test_a_vertex_lives_pending_running_ok_stopping_stopped(engine: Engine) -> None:
+    seen = record(engine)
+    await engine.apply(make_graph("a"))
+    await settle(engine)
+    await engine.stop()
+    assert seen["a"] == [
+        Status.PENDING,
+        Status.RUNNING,
+        Status.OK,
+        Status.STOPPING,
+        Status.STOPPED,
+    ]
+    for old, new in zip(seen["a"], seen["a"][1:], strict=False):
+        assert new in TRANSITIONS[old]
+
+
+async def test_retrying_then_ok(engine: Engine) -> None:
+    seen = record(engine)
+    state("a").failures_left = 1
+    await engine.apply(make_graph("a", a={"meta": Meta(retry=1)}))
+    await settle(engine, lambda: engine.vertices[("probe", "a")].status is Status.OK)
+    assert seen["a"] == [
+        Status.PENDING,
+        Status.RUNNING,
+        Status.RETRYING,
+        Status.RUNNING,
+        Status.OK,
+    ]
+
+
+async def test_an_illegal_transition_raises(tmp_path: Path) -> None:
+    engine = Engine(hostname="t", prefix=tmp_path)
+    vertex = Vertex(engine, ProbeRes(name="a"))
+    assert vertex.status is Status.NEW
+    with pytest.raises(TransitionError, match=r"probe\[a\]: new -> running is not allowed"):
+        vertex._set_status(Status.RUNNING)
+
+
+async def test_init_failure_is_dead_and_not_cleaned_up(engine: Engine) -> None:
+    graph = make_graph("b")
+    graph.add(InitFails(name="x"))
+    graph.connect(("initfail", "x"), ("probe", "b"))
+    await engine.apply(graph)
+    await settle(engine)
+    vertex = engine.vertices[("initfail", "x")]
+    assert vertex.status is Status.DEAD and vertex.failed and "no such device" in str(vertex.error)
+    assert engine.blocked(engine.vertices[("probe", "b")])
+    await engine.stop()
+    assert vertex.status is Status.STOPPED and vertex.failed  # the outcome survives the stop
+    assert state("x").cleanups == 0
+
+
+async def test_a_dead_vertex_is_not_run_when_poked(engine: Engine) -> None:
+    graph = make_graph("a")
+    graph.add(BrokenWatch(name="x"))
+    graph.connect(("probe", "a"), ("probe", "x"))
+    await engine.apply(graph)
+    await settle(engine, lambda: engine.vertices[("probe", "x")].status is Status.DEAD)
+    runs = len(state("x").calls)
+    handle = state("a").handle
+    assert handle is not None
+    await handle.event()  # a runs again and pokes x
+    await settle(engine, lambda: len(state("a").calls) == 2)
+    await settle(engine)
+    assert len(state("x").calls) == runs
+    assert engine.vertices[("probe", "x")].status is Status.DEAD
+
+
+async def test_a_failed_outcome_is_kept_after_stop(engine: Engine) -> None:
+    state("a").failures_left = 1
+    await engine.apply(make_graph("a"))
+    await settle(engine)
+    vertex = engine.vertices[("probe", "a")]
+    assert vertex.status is Status.FAILED
+    await engine.stop()
+    assert vertex.status is Status.STOPPED and vertex.outcome is Status.FAILED and vertex.failed
+
+
+async def test_stop_while_init_runs_cleans_up_once(engine: Engine) -> None:
+    vertex = Vertex(engine, ProbeRes(name="a"))
+    starting = asyncio.create_task(vertex.start())
+    await vertex.stop()
+    await starting
+    assert vertex.status is Status.STOPPED and not vertex._tasks
+    assert state("a").cleanups == 1
+
+
+# events --------------------------------------------------------------------------------------
+
+
+async def test_listeners_get_typed_events_until_they_unsubscribe(engine: Engine) -> None:
+    applied: list[CheckApplied] = []
+    swaps: list[GraphSwapped] = []
+    unsubscribe = engine.listeners.subscribe(CheckApplied, applied.append)
+    engine.listeners.subscribe(GraphSwapped, swaps.append)
+    state("b").failures_left = 1
+    await engine.apply(make_graph("ab", a={"change": True}))
+    await settle(engine)
+    by_name = {e.vertex.res.name: e for e in applied}
+    assert by_name["a"].apply and by_name["a"].changed is True and by_name["a"].error is None
+    assert by_name["b"].changed is None and isinstance(by_name["b"].error, RuntimeError)
+    assert swaps == [GraphSwapped(kept=0, stopped=0, started=2)]
+    unsubscribe()
+    unsubscribe()  # twice is harmless
+    await engine.apply(make_graph("abc", a={"change": True}))
+    await settle(engine)
+    assert len(applied) == 2  # c's check_apply was not delivered
+    assert swaps[-1] == GraphSwapped(kept=2, stopped=0, started=1)
+
+
+# refresh -------------------------------------------------------------------------------------
+
+
+async def test_a_notify_edge_refreshes_only_a_refreshable_kind(engine: Engine) -> None:
+    graph = make_graph("ab", [("a", "b")], notify=True, a={"change": True})
+    graph.add(PlainProbe(name="p"))
+    graph.connect(("probe", "a"), ("plainprobe", "p"), Edge(notify=True))
+    await engine.apply(graph)
+    await settle(engine)
+    assert state("b").calls == [(True, True)]  # ProbeRes is Refreshable
+    assert state("p").calls == [(True, False)]  # PlainProbe is not: a plain edge
+    assert not engine.vertices[("plainprobe", "p")].refresh_pending
