@@ -7,10 +7,12 @@ Semantics (mgmt's):
 - A watch event marks the vertex's state unknown; a poke from upstream does not. Processing a
   vertex whose state is known good (and that has no pending refresh) skips check_apply.
 - After a successful process the vertex pokes its successors; a real change (check_apply
-  returned False) also marks targets of `notify` edges for refresh. A failure pokes nobody: it
-  blocks the vertex's descendants and nothing else.
+  returned False) also marks Refreshable targets of `notify` edges for refresh. A failure pokes
+  nobody: it blocks the vertex's descendants and nothing else.
 - A failure is retried `meta.retry` times (-1: forever) every `meta.delay` ms; then the vertex
   is failed until its next event, which buys it one more attempt.
+
+A vertex's life is `Status`, moved along TRANSITIONS only (docs/engine.md, "A vertex's state").
 """
 
 from __future__ import annotations
