@@ -53,6 +53,8 @@ log = logging.getLogger("engine")
 class Status(enum.Enum):
     """Where a vertex is in its life; the allowed moves are in TRANSITIONS."""
 
+    __hash__ = object.__hash__  # by identity, in C: Enum's own hashes the name, in Python
+
     NEW = "new"  # created, init() not run yet
     PENDING = "pending"  # waiting for its startup event or for its predecessors
     RUNNING = "running"  # inside check_apply
@@ -165,8 +167,10 @@ class Vertex:
     def failed(self) -> bool:
         """Failed: out of retries (until its next event), or DEAD. Once it stops: whether its
         last process had failed so."""
-        status = self.outcome if self.stopping else self._status
-        return status in (Status.FAILED, Status.DEAD)
+        status = self._status
+        if status is Status.STOPPING or status is Status.STOPPED:
+            status = self.outcome
+        return status is Status.FAILED or status is Status.DEAD
 
     @property
     def stopping(self) -> bool:
@@ -285,10 +289,10 @@ class Vertex:
             await self.dirty.wait()
             self.dirty.clear()
             await self.bucket.acquire()
-            if self.stopping:
-                return
-            if self._status is Status.DEAD:  # poked before its watch failed for good
-                self.engine.changed(self)  # no longer dirty
+            if self._status in _INERT:
+                if self._status is not Status.DEAD:
+                    return  # stopping
+                self.engine.changed(self)  # poked before its watch failed for good: not dirty
                 continue
             stale = self.engine.stale_predecessors(self)
             if stale:
@@ -345,7 +349,7 @@ class Vertex:
         self._set_status(Status.RUNNING)
         try:
             async with self.engine.locks(meta.sema):
-                if self.stopping:
+                if self._status is Status.STOPPING:
                     return None  # stopping while we waited for a semaphore: run nothing new
                 async with asyncio.timeout(meta.timeout or None):
                     result: Any = await self.res.check_apply(apply)
@@ -355,13 +359,13 @@ class Vertex:
             raise
         except TimeoutError:
             error = ResourceError(f"check_apply timed out after {meta.timeout}s")
-            self.engine.listeners.emit(CheckApplied(self, apply, None, error))
+            self.engine.check_applied(self, apply, None, error)
             return self._failed(error)
         except Exception as err:
-            self.engine.listeners.emit(CheckApplied(self, apply, None, err))
+            self.engine.check_applied(self, apply, None, err)
             return self._failed(err)
         changed = not result
-        self.engine.listeners.emit(CheckApplied(self, apply, changed, None))
+        self.engine.check_applied(self, apply, changed, None)
         if apply and meta.reverse:
             await self.engine.save_reversal(self)  # until it is stored (a failure retries)
         self.stats.refreshes_seen = refreshes_before  # one that came in meanwhile is pending
@@ -420,10 +424,10 @@ class Vertex:
         """Move to `status` along TRANSITIONS and tell the listeners (also when unchanged: a
         status set again means the vertex was re-evaluated)."""
         old = self._status
-        if self.stopping and status not in (Status.STOPPING, Status.STOPPED):
-            return  # a process that ends while stopping: recorded in `outcome` only
         if status is not old:
             if status not in TRANSITIONS[old]:
+                if old in (Status.STOPPING, Status.STOPPED) and status is not Status.NEW:
+                    return  # a process that ends while stopping: recorded in `outcome` only
                 raise TransitionError(f"{self.name}: {old.value} -> {status.value} is not allowed")
             self._status = status
         self.engine.changed(self)
@@ -448,6 +452,9 @@ class Engine:
         self.autogroup = autogroup
         self.reversals = ReverseStore(prefix)
         self.listeners = Listeners()  # the converger, metrics, tests: see engine/events.py
+        # Live listener lists for the hot path (pokes, check_applies): no event built for nobody.
+        self._on_vertex = self.listeners.of(VertexChanged)
+        self._on_check = self.listeners.of(CheckApplied)
         self.prefix = prefix
         self.noop = noop
         self.world = world
@@ -463,8 +470,19 @@ class Engine:
 
     def changed(self, vertex: Vertex) -> None:
         """Tell the listeners that `vertex` was poked or (re)set its status."""
-        if self.listeners.wants(VertexChanged):
-            self.listeners.emit(VertexChanged(vertex))
+        if self._on_vertex:
+            event = VertexChanged(vertex)
+            for listener in list(self._on_vertex):
+                listener(event)
+
+    def check_applied(
+        self, vertex: Vertex, apply: bool, changed: bool | None, error: BaseException | None
+    ) -> None:
+        """Tell the listeners how a check_apply ended."""
+        if self._on_check:
+            event = CheckApplied(vertex, apply, changed, error)
+            for listener in list(self._on_check):
+                listener(event)
 
     # graph queries used by the workers ------------------------------------------------
 

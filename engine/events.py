@@ -57,7 +57,7 @@ class Listeners:
         self._by_type: dict[type[Any], list[Callable[[Any], None]]] = {}
 
     def subscribe(self, event_type: type[E], listener: Callable[[E], None]) -> Callable[[], None]:
-        listeners = self._by_type.setdefault(event_type, [])
+        listeners = self.of(event_type)
         listeners.append(listener)
 
         def unsubscribe() -> None:
@@ -66,9 +66,10 @@ class Listeners:
 
         return unsubscribe
 
-    def wants(self, event_type: type[Any]) -> bool:
-        """Whether anyone listens to `event_type` (lets a hot path skip building the event)."""
-        return bool(self._by_type.get(event_type))
+    def of(self, event_type: type[E]) -> list[Callable[[E], None]]:
+        """The live list of the listeners of `event_type` (for a hot path: empty means nobody
+        listens, so the event need not be built)."""
+        return self._by_type.setdefault(event_type, [])
 
     def emit(self, event: Event) -> None:
         for listener in list(self._by_type.get(type(event), ())):
