@@ -90,7 +90,7 @@ async def test_input_change_swaps_graph_and_keeps_unchanged_vertices(
     (tmp_path / "input").write_text("world\n")
     await wait_path(tmp_path / "out", has_content("WORLD\n"))
     assert agent.agent.engine.vertices[("noop", "steady")] is steady
-    assert steady.watch_starts == 1
+    assert steady.stats.watch_starts == 1
 
 
 async def test_identical_output_is_not_resent(agent: Running, tmp_path: Path) -> None:
