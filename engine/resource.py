@@ -187,13 +187,16 @@ class Groupable(_Capability):
     """Capability: compatible resources of the kind may be merged into one vertex (meta autogroup).
 
     The engine merges resources with `group_cmp(other) == True` that have no path between them;
-    the first becomes the vertex, the others are appended to its `grouped` list (which the kind
-    sets to [] in `__post_init__`), and its check_apply must handle them all (e.g. pkg installs
-    every grouped package in one apt transaction). Merged resources are logged under the
-    vertex's name.
+    the first becomes the vertex, the others are appended to its `grouped` list, and its
+    check_apply must handle them all (e.g. pkg installs every grouped package in one apt
+    transaction). Merged resources are logged under the vertex's name.
     """
 
     grouped: list[Resource]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.grouped = []
 
     def group_cmp(self, other: Resource) -> bool:
         raise NotImplementedError

@@ -76,11 +76,7 @@ class ProbeRes(Refreshable, Resource):
 @register("gprobe")
 @dataclass(kw_only=True, eq=False)
 class GroupProbe(Groupable, ProbeRes):
-    """A Groupable probe: groups with others of the same `tag`."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.grouped: list[Resource] = []
+    """A Groupable probe: groups with others of the same `tag` (Groupable sets `grouped`)."""
 
     def group_cmp(self, other: Resource) -> bool:
         return isinstance(other, GroupProbe) and other.tag == self.tag

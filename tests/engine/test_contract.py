@@ -16,8 +16,10 @@ from engine.resource import (
     Reversible,
     kinds,
     lookup,
+    members,
     register,
 )
+from tests.engine.probe import GroupProbe, ProbeRes
 
 
 def test_every_shipped_kind_honours_the_contract() -> None:
@@ -94,3 +96,9 @@ def test_sends_must_be_a_tuple_of_names() -> None:
 
             async def check_apply(self, apply: bool) -> bool:
                 return True
+
+
+def test_a_groupable_resource_starts_with_no_members() -> None:
+    res = GroupProbe(name="g")
+    assert res.grouped == [] and members(res) == []
+    assert members(ProbeRes(name="p")) == []  # not Groupable: never any
