@@ -98,7 +98,7 @@ def meta_params() -> dict[str, ParamType]:
 def sends(kind: str) -> tuple[str, ...]:
     """The values a kind publishes for send/recv edges (its SENDS)."""
     cls: type[Resource] | None = lookup(kind)
-    return tuple(getattr(cls, "SENDS", ())) if cls is not None else ()
+    return cls.SENDS if cls is not None else ()
 
 
 def build_resource(

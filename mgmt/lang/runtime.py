@@ -28,6 +28,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from engine.tasks import TaskSet
 from mgmt.lang import ast
 from mgmt.lang.checker import Checked
 from mgmt.lang.clock import Clock, LoopClock
@@ -130,7 +131,7 @@ class Runtime:
         self._last_root = -2
         self.streams: dict[Any, tuple[Stream, Cell]] = {}
         self._stream_cells: dict[int, Cell] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("lang", log)
         self._closing: list[Stream] = []
         self._bind_cells: dict[int, Cell] = {}
         self._call_names: dict[int, frozenset[str]] = {}  # see _env_names
@@ -303,15 +304,7 @@ class Runtime:
             self.notify()
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed: %r", task.get_name(), task.exception())
+        return self._tasks.spawn(coro, name)
 
     async def reap(self) -> None:
         """Wait for the tasks of stopped streams to end."""
@@ -326,9 +319,7 @@ class Runtime:
             self._closing.append(stream)
         self.streams.clear()
         self._stream_cells.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         await self.reap()
 
     def _stream(self, call: ast.Call, builtin: Builtin, args: list[Any], env: FrozenDict) -> Any:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Edge, Graph, fmt_key
 from engine.resource import Resource, lookup
+from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
 from mgmt.lang import compile_bytes, read_program
 from mgmt.lang.checker import Checked
@@ -160,7 +161,7 @@ class LangSource:
         self._ready = asyncio.Event()
         self._kick = asyncio.Event()
         self._reload = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("lang", log)
         self._watcher: PathWatcher | None = None
 
     @classmethod
@@ -203,9 +204,7 @@ class LangSource:
         )
 
     def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro, name)
 
     def _take(self) -> Loaded | None:
         latest, self._latest = self._latest, None
@@ -242,9 +241,7 @@ class LangSource:
         return self._take()
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         if self._watcher is not None:
             await self._watcher.aclose()
             self._watcher = None
