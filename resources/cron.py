@@ -19,22 +19,22 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from engine import safefs
 from engine.errors import ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
-from resources.file import atomic_write
-from resources.svc import (
+from resources._lib.events import pump_events
+from resources._lib.plan import Change
+from resources._lib.systemd import (
     ENABLED,
     STOPPED,
     SYSTEMD,
     Bus,
     BusUser,
-    Change,
     UnitFileWatch,
     check_unit_name,
     daemon_reload,
     job,
-    pump_events,
     systemd_routes,
     unit_dir,
     unit_key,
@@ -49,6 +49,7 @@ TRIGGERS = (
     "OnUnitInactiveSec",
 )
 FILE_MODE = 0o644
+DIR_MODE = 0o755
 # A systemd time span: "30", "5min", "1h 30min", "2.5s", "1y 2w" (systemd.time(7)).
 _UNIT = (
     r"usec|us|µs|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h"
@@ -339,7 +340,6 @@ def _mode(path: str) -> int:
 
 
 def _write(path: str, text: str) -> None:
-    """Atomically (temp + fsync + rename) write a unit file, creating its directory."""
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    data = text.encode()
-    atomic_write(path, lambda out: out.write(data), FILE_MODE, -1, -1)
+    """Atomically (temp + fsync + rename) write a unit file, creating its missing directories
+    with exactly DIR_MODE (not the umask's idea of it)."""
+    safefs.write_file(path, text.encode(), FILE_MODE, parents=DIR_MODE)

@@ -17,10 +17,8 @@ import contextlib
 import dataclasses
 import errno
 import functools
-import grp
 import logging
 import os
-import pwd
 import re
 import stat
 from collections.abc import Callable, Iterator
@@ -31,14 +29,21 @@ from engine import safefs
 from engine.errors import MgmtError, ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, Reversible, register
 from engine.watcher import PathWatcher
-from resources.group import check_name
+from resources._lib.ids import (
+    MAX_ID,
+    check_name,
+    group_name,
+    id_number,
+    resolve_gid,
+    resolve_uid,
+    user_name,
+)
 
 T = TypeVar("T")
 CHUNK = 1 << 20  # read/copy block size
 INLINE_LIMIT = 1 << 16  # files up to this size are compared/written inline, bigger in a thread
 FILE_BASE = 0o644  # permission bits of a new file when neither mode nor source says otherwise
 DIR_BASE = 0o755  # the same for a new directory (also used for created parent directories)
-MAX_ID = 2**32 - 2  # largest numeric uid/gid (2**32 - 1 means "unchanged" to chown)
 
 Entry = tuple[str, ...]  # something below the managed path, by its names; TOP: the path itself
 TOP: Entry = ()
@@ -495,8 +500,8 @@ class FileRes(Edgeable, Reversible, Resource):
 
     def _ids(self) -> tuple[int, int]:
         """The wanted uid and gid; -1 where unmanaged."""
-        uid = resolve_id(self.owner, "owner") if self.owner is not None else -1
-        gid = resolve_id(self.group, "group") if self.group is not None else -1
+        uid = resolve_uid(self.owner, "owner") if self.owner is not None else -1
+        gid = resolve_gid(self.group, "group") if self.group is not None else -1
         return uid, gid
 
     def _want_mode(
@@ -562,16 +567,12 @@ def _apply_action(mode: int, who: str, op: str, perms: str, is_dir: bool) -> int
 # owners --------------------------------------------------------------------------------------
 
 
-def _numeric(value: str) -> bool:
-    """An id written in ASCII digits ("²" and other Unicode digits are not ids)."""
-    return value.isascii() and value.isdigit()
-
-
 def _validate_id(value: str | None, key: str) -> None:
     if value is None:
         return
-    if _numeric(value):
-        ok = int(value) <= MAX_ID
+    number = id_number(value)
+    if number is not None:
+        ok = number <= MAX_ID
     else:
         try:
             check_name(value, key)
@@ -584,31 +585,6 @@ def _validate_id(value: str | None, key: str) -> None:
             f"'_', '.', '-'), got {value!r}",
             key,
         )
-
-
-def resolve_id(value: str, key: str) -> int:
-    """A uid (key "owner") or gid (key "group") from a name or a numeric string."""
-    if _numeric(value):
-        return int(value)
-    try:
-        if key == "owner":
-            return pwd.getpwnam(value).pw_uid
-        return grp.getgrnam(value).gr_gid
-    except KeyError:
-        what = "user" if key == "owner" else "group"
-        raise ResourceError(f"{key}: no such {what} {value!r}") from None
-
-
-def _user(uid: int) -> str:
-    with contextlib.suppress(KeyError):
-        return pwd.getpwuid(uid).pw_name
-    return str(uid)
-
-
-def _group(gid: int) -> str:
-    with contextlib.suppress(KeyError):
-        return grp.getgrgid(gid).gr_name
-    return str(gid)
 
 
 def attr_steps(
@@ -626,11 +602,11 @@ def attr_steps(
         return []
     steps = []
     if uid not in (-1, st.st_uid):
-        change = f"{label}{_user(st.st_uid)} -> {_user(uid)}"
+        change = f"{label}{user_name(st.st_uid)} -> {user_name(uid)}"
         chown = functools.partial(where.attrs, entry, st, uid=uid)
         steps.append(Step(f"chown {change}", f"owner {change}", chown))
     if gid not in (-1, st.st_gid):
-        change = f"{label}{_group(st.st_gid)} -> {_group(gid)}"
+        change = f"{label}{group_name(st.st_gid)} -> {group_name(gid)}"
         chgrp = functools.partial(where.attrs, entry, st, gid=gid)
         steps.append(Step(f"chgrp {change}", f"group {change}", chgrp))
     old = stat.S_IMODE(st.st_mode)
@@ -892,17 +868,6 @@ def _filler(data: bytes | int | None) -> Callable[[BinaryIO], object]:
                 offset += len(chunk)
 
     return fill
-
-
-def atomic_write(
-    path: str, fill: Callable[[BinaryIO], object], mode: int, uid: int, gid: int
-) -> None:
-    """Atomically replace the file at path (its directory must exist): see safefs.write_at.
-
-    For other kinds (cron's unit files); the path's parents are walked by the safe-path rule.
-    """
-    with safefs.closing(safefs.open_dir(os.path.dirname(path))) as dir_fd:
-        safefs.write_at(dir_fd, os.path.basename(path), fill, mode=mode, uid=uid, gid=gid)
 
 
 # reversal helpers ----------------------------------------------------------------------------

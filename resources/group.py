@@ -2,31 +2,21 @@
 
 Changes go through shadow's tools (groupadd, groupmod, groupdel) run from argv lists; lookups
 go through the system's name service (grp). The watch is inotify on /etc/group and
-/etc/gshadow. This module also holds what user.py shares: name rules and `run_shadow`.
+/etc/gshadow. Name rules, lookups and `run_shadow` are in resources/_lib/ids.py.
 See docs/resources/group.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import grp
-import pwd
-import re
 from dataclasses import dataclass
 from typing import Literal
 
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
-from resources.command import loop_lock, run_command
+from resources._lib.ids import check_id, check_name, lookup_gid, lookup_group, run_shadow
 
-# Seconds a shadow tool (useradd, groupmod...) may take.
-SHADOW_TIMEOUT = 60
-# Largest uid/gid (2**32 - 1 is "no id" to the kernel).
-MAX_ID = 2**32 - 2
-# What shadow accepts as a user or group name (at most 32 characters, not all digits).
-_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?")
-NAME_MAX = 32
 GROUP_FILES = ("/etc/group", "/etc/gshadow")
 
 
@@ -98,7 +88,7 @@ class GroupRes(Edgeable, Resource):
         if not apply:
             log.info("would %s %s", would, what)
             return False
-        await run_shadow(argv)
+        await run_shadow(argv, self.handle.shared)
         log.info("%s %s", done, what)
         return False
 
@@ -108,56 +98,3 @@ _VERBS = {
     "mod": ("change", "changed"),
     "del": ("delete", "deleted"),
 }
-
-
-def check_name(name: str, key: str) -> None:
-    """A user or group name shadow accepts, or ValidationError naming `key`."""
-    if not _NAME.fullmatch(name) or len(name) > NAME_MAX or name.isdigit() or name in (".", ".."):
-        raise ValidationError(
-            f"expected a name of at most {NAME_MAX} letters, digits, '_', '.', '-' (not "
-            f"starting with '-', not all digits), got {name!r}",
-            key,
-        )
-
-
-def check_id(value: int | None, key: str) -> None:
-    if value is not None and not 0 <= value <= MAX_ID:
-        raise ValidationError(f"expected 0 to {MAX_ID}, got {value}", key)
-
-
-def lookup_group(name: str) -> grp.struct_group | None:
-    try:
-        return grp.getgrnam(name)
-    except KeyError:
-        return None
-
-
-def lookup_gid(gid: int) -> grp.struct_group | None:
-    try:
-        return grp.getgrgid(gid)
-    except KeyError:
-        return None
-
-
-def lookup_user(name: str) -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        return None
-
-
-def lookup_uid(uid: int) -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwuid(uid)
-    except KeyError:
-        return None
-
-
-async def run_shadow(argv: list[str]) -> None:
-    """Run one of shadow's tools (useradd, groupmod...) to completion, or raise ResourceError.
-
-    Calls from this process are serialised: the tools lock /etc/passwd and /etc/group and fail
-    at once ("cannot lock") instead of waiting for each other.
-    """
-    async with loop_lock("shadow"):
-        await run_command(argv, timeout=SHADOW_TIMEOUT, env={"LC_ALL": "C"})

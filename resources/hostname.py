@@ -20,7 +20,9 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
-from resources.svc import PROPERTIES, Bus, BusUser, Change, apply_changes, pump_events
+from resources._lib.events import pump_events
+from resources._lib.plan import Change, apply_changes
+from resources._lib.systemd import PROPERTIES, Bus, BusUser
 
 HOSTNAME1 = "org.freedesktop.hostname1"
 HOSTNAME1_PATH = "/org/freedesktop/hostname1"

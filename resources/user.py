@@ -17,7 +17,7 @@ from typing import Literal
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
-from resources.group import (
+from resources._lib.ids import (
     check_id,
     check_name,
     lookup_gid,
@@ -271,7 +271,7 @@ class UserRes(Edgeable, Resource):
             for change in changes:
                 log.info("would %s", change)
             return False
-        await run_shadow(argv)
+        await run_shadow(argv, self.handle.shared)
         for change in changes:
             log.info("%s", _past(change))
         return False

@@ -9,6 +9,7 @@ apt's package lists: a package removed by hand is reinstalled at once. See docs/
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -17,7 +18,11 @@ from engine.handle import Handle
 from engine.params import to_plain
 from engine.resource import UID, Edgeable, Groupable, Resource, register
 from engine.watcher import PathWatcher
-from resources.pkg.backend import DONE, Available, Backend, Change, Installed, detect
+from resources._lib.proc import tool_lock
+from resources.pkg.apt import AptBackend
+from resources.pkg.backend import DONE, Available, Backend, Change, Installed
+
+BACKENDS: tuple[type[Backend], ...] = (AptBackend,)  # tried in order
 
 STATES = ("installed", "uninstalled", "newest")
 # Names and versions as apt and rpm accept them; never starting with "-" (an option).
@@ -95,12 +100,13 @@ class PkgRes(Edgeable, Groupable, Resource):
             for change in changes:
                 log.info("would %s %s", change.action, change.describe())
             return False
-        await backend.apply(
-            changes,
-            allow_downgrade=self.allowdowngrade,
-            allow_untrusted=self.allowuntrusted,
-            logger=log,
-        )
+        async with tool_lock(self.handle.shared, backend.name):
+            await backend.apply(
+                changes,
+                allow_downgrade=self.allowdowngrade,
+                allow_untrusted=self.allowuntrusted,
+                logger=log,
+            )
         await _verify(backend, changes)
         for change in changes:
             log.info("%s %s", DONE[change.action], change.describe())
@@ -257,3 +263,13 @@ def _backend_name(res: PkgRes) -> str | None:
 
 def _specs(resources: list[Resource]) -> list[tuple[str, object]]:
     return sorted(((r.name, to_plain(r)) for r in resources), key=lambda spec: spec[0])
+
+
+@functools.cache
+def detect() -> Backend | None:
+    """The backend for this host (the first usable one), or None. It keeps no state of its own
+    (its lock is the engine's), so one instance serves every engine of the process."""
+    for backend in BACKENDS:
+        if backend.usable():
+            return backend()
+    return None
