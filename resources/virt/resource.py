@@ -22,7 +22,13 @@ from engine.resource import Refreshable, Resource, register
 from resources.virt import calls
 from resources.virt.calls import Attrs, Observed
 from resources.virt.connection import Connection
-from resources.virt.domain_xml import build_domain_xml
+from resources.virt.domain_xml import (
+    CDRomDevice,
+    DiskDevice,
+    FilesystemDevice,
+    NetworkDevice,
+    build_domain_xml,
+)
 from resources.virt.lib import load_libvirt
 from resources.virt.pool import POOL
 
@@ -31,45 +37,6 @@ POLICIES = ("ignore", "ifneeded", "error")
 BOOT_DEVICES = ("fd", "hd", "cdrom", "network")
 FS_ACCESS = ("passthrough", "mapped", "squash")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
-
-
-# parameters of the device lists --------------------------------------------------------------
-
-
-@dataclass(kw_only=True)
-class DiskDevice:
-    # Path of the disk image ("~" is expanded). Required.
-    source: str
-    # Image format given to the qemu driver, e.g. "qcow2". Default "raw".
-    type: str = "raw"
-
-
-@dataclass(kw_only=True)
-class CDRomDevice:
-    # Path of the ISO image ("~" is expanded). Required.
-    source: str
-    # Image format given to the qemu driver. Default "raw".
-    type: str = "raw"
-
-
-@dataclass(kw_only=True)
-class NetworkDevice:
-    # Name of the libvirt network the interface is attached to. Required.
-    name: str
-    # MAC address "52:54:00:xx:xx:xx". Default None: libvirt picks one when defining.
-    mac: str | None = None
-
-
-@dataclass(kw_only=True)
-class FilesystemDevice:
-    # Host directory shared with the guest ("~" is expanded). Required.
-    source: str
-    # Mount tag (qemu) or path (lxc) in the guest. Required.
-    target: str
-    # Access mode: passthrough, mapped or squash. Default None: libvirt's default.
-    access: str | None = None
-    # Share it read-only. Default false.
-    read_only: bool = False
 
 
 # one change of the plan ---------------------------------------------------------------------
