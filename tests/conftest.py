@@ -86,14 +86,21 @@ class Running:
 
 
 @pytest.fixture
-async def run_resource(tmp_path: Path) -> AsyncIterator[object]:
+async def shared() -> AsyncIterator[Shared]:
+    """What the resources of one test share (as those of an engine do), closed at its end."""
+    state = Shared()
+    yield state
+    await state.aclose()
+
+
+@pytest.fixture
+async def run_resource(tmp_path: Path, shared: Shared) -> AsyncIterator[object]:
     """`running = await run_resource(res, watch=True)`: init, validate, optionally watch.
 
     With watch=True it waits for the startup event. Everything is cleaned up afterwards. The
-    resources of one test share one `Shared`, as those of an engine do.
+    resources of one test share the `shared` fixture, as those of an engine share its Shared.
     """
     started: list[Running] = []
-    shared = Shared()
 
     async def start(res: Resource, watch: bool = True) -> Running:
         res.validate()
@@ -114,4 +121,3 @@ async def run_resource(tmp_path: Path) -> AsyncIterator[object]:
             await asyncio.gather(running.task, return_exceptions=True)
         await running.res.cleanup()
         await running.handle.run_cleanups()
-    await shared.aclose()

@@ -22,7 +22,7 @@ Modules (libvirt itself is imported on first use, never by importing these):
 - calls.py: the blocking libvirt calls run in worker threads, and what they observe.
 - events.py: libvirt's event loop on asyncio (libvirtaio, made safe for worker threads).
 - connection.py: one shared connection and its per-domain lifecycle-callback dispatch.
-- pool.py: the shared connections, one per URI (POOL).
+- pool.py: the shared connections of an engine, one per URI (`pool_of(handle.shared)`).
 - lib.py: the lazy import of libvirt.
 """
 
@@ -39,7 +39,7 @@ from resources.virt.domain_xml import (
     NetworkDevice,
 )
 from resources.virt.events import EVENTS
-from resources.virt.pool import LINGER, POOL, Pool
+from resources.virt.pool import LINGER, Pool, pool_of
 from resources.virt.resource import (  # importing it registers the "virt" kind
     BOOT_DEVICES,
     FS_ACCESS,
@@ -57,7 +57,6 @@ __all__ = [
     "FS_ACCESS",
     "LINGER",
     "POLICIES",
-    "POOL",
     "STATES",
     "Attrs",
     "CDRomDevice",
@@ -69,4 +68,5 @@ __all__ = [
     "Pool",
     "Step",
     "VirtRes",
+    "pool_of",
 ]

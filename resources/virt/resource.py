@@ -30,7 +30,7 @@ from resources.virt.domain_xml import (
     build_domain_xml,
 )
 from resources.virt.lib import load_libvirt
-from resources.virt.pool import POOL
+from resources.virt.pool import pool_of
 
 STATES = ("running", "paused", "shutoff")
 POLICIES = ("ignore", "ifneeded", "error")
@@ -171,7 +171,7 @@ class VirtRes(Refreshable, Resource):
         await super().init(handle)
         self._conn: Connection | None = None
         self._unwatch: Callable[[], Awaitable[None]] | None = None
-        self._conn = await POOL.acquire(self.uri)
+        self._conn = await pool_of(handle.shared).acquire(self.uri)
         handle.on_cleanup(self._release)
 
     async def watch(self) -> None:
@@ -473,12 +473,12 @@ class VirtRes(Refreshable, Resource):
         """The shared connection; a new one if the old one was lost (libvirtd restarted)."""
         if self._conn is None or self._conn.lost is not None:
             self._release()
-            self._conn = await POOL.acquire(self.uri)
+            self._conn = await pool_of(self.handle.shared).acquire(self.uri)
         return self._conn
 
     def _release(self) -> None:
         if self._conn is not None:
-            POOL.release(self._conn)
+            pool_of(self.handle.shared).release(self._conn)
             self._conn = None
 
     @property
