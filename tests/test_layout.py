@@ -48,7 +48,8 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
                 anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join([*anchor, *([base] if base else [])])
             targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
-        for target in targets:
+        for dotted in targets:
+            target = dotted
             while target and target not in known:
                 target = target.rpartition(".")[0]
             if target and target != name and not name.startswith(f"{target}."):
