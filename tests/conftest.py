@@ -86,7 +86,7 @@ class Running:
 
 
 @pytest.fixture
-async def shared() -> AsyncIterator[Shared]:
+async def engine_shared() -> AsyncIterator[Shared]:
     """What the resources of one test share (as those of an engine do), closed at its end."""
     state = Shared()
     yield state
@@ -94,18 +94,18 @@ async def shared() -> AsyncIterator[Shared]:
 
 
 @pytest.fixture
-async def run_resource(tmp_path: Path, shared: Shared) -> AsyncIterator[object]:
+async def run_resource(tmp_path: Path, engine_shared: Shared) -> AsyncIterator[object]:
     """`running = await run_resource(res, watch=True)`: init, validate, optionally watch.
 
     With watch=True it waits for the startup event. Everything is cleaned up afterwards. The
-    resources of one test share the `shared` fixture, as those of an engine share its Shared.
+    resources of one test share the `engine_shared` fixture, as those of an engine share its Shared.
     """
     started: list[Running] = []
 
     async def start(res: Resource, watch: bool = True) -> Running:
         res.validate()
         var_dir = tmp_path / "var" / res.kind / res.name.replace("/", "_")
-        handle = RecordingHandle(res, var_dir, shared)
+        handle = RecordingHandle(res, var_dir, engine_shared)
         await res.init(handle)
         running = Running(res, handle)
         started.append(running)

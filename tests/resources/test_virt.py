@@ -38,10 +38,10 @@ MAXIMUM = libvirt.VIR_DOMAIN_VCPU_MAXIMUM
 
 
 @pytest.fixture
-def pool(shared: Shared) -> Pool:
+def pool(engine_shared: Shared) -> Pool:
     """The pool of the test's resources (fresh for every test, closed at its end: no
     test-driver state leaks)."""
-    return virt.pool_of(shared)
+    return virt.pool_of(engine_shared)
 
 
 @pytest.fixture
