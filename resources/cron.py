@@ -24,7 +24,7 @@ from engine.errors import ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
 from resources._lib.events import pump_events
-from resources._lib.plan import Change
+from resources._lib.plan import Step, nothing_to_do
 from resources._lib.systemd import (
     ENABLED,
     STOPPED,
@@ -182,8 +182,7 @@ class CronRes(BusUser, Edgeable, Resource):
         else:
             changes = self._plan_exists(bus, props, file_state, file_changes, schedule_changed)
         if not changes:
-            self.handle.logger.debug("nothing to do: %s", self._why(props, file_state))
-            return True
+            return nothing_to_do(self.handle, functools.partial(self._why, props, file_state))
         await self._apply(self.handle, changes, apply)
         return False
 
@@ -196,15 +195,15 @@ class CronRes(BusUser, Edgeable, Resource):
             files[self._path(self.target)] = self._service_text()
         return files
 
-    def _plan_files(self) -> tuple[list[Change], bool]:
+    def _plan_files(self) -> tuple[list[Step], bool]:
         """Writes (or removals) the unit files need, and whether the timer's file changes."""
-        changes: list[Change] = []
+        changes: list[Step] = []
         timer_path = self._path(self.timer)
         schedule_changed = False
         if self.state == "absent":
             for path in self._absent_files():
                 remove = functools.partial(asyncio.to_thread, os.unlink, path)
-                changes.append(Change(f"remove {path}", f"removed {path}", remove))
+                changes.append(Step(f"remove {path}", f"removed {path}", remove))
             return changes, False
         for path, text in self._files().items():
             have = _read(path)
@@ -213,7 +212,7 @@ class CronRes(BusUser, Edgeable, Resource):
             schedule_changed = schedule_changed or (path == timer_path and have is not None)
             write = functools.partial(asyncio.to_thread, _write, path, text)
             verb = ("create", "created") if have is None else ("update", "updated")
-            changes.append(Change(f"{verb[0]} {path}", f"{verb[1]} {path}", write))
+            changes.append(Step(f"{verb[0]} {path}", f"{verb[1]} {path}", write))
         return changes, schedule_changed
 
     def _absent_files(self) -> list[str]:
@@ -231,26 +230,26 @@ class CronRes(BusUser, Edgeable, Resource):
         bus: Bus,
         props: dict[str, Any],
         file_state: str | None,
-        file_changes: list[Change],
+        file_changes: list[Step],
         schedule_changed: bool,
-    ) -> list[Change]:
+    ) -> list[Step]:
         timer = self.timer
         changes = list(file_changes)
         if file_state != "enabled":
             enable = functools.partial(
                 bus.manager, "EnableUnitFiles", "asbb", [timer], False, False
             )
-            changes.append(Change(f"enable {timer}", f"enabled {timer}", enable))
+            changes.append(Step(f"enable {timer}", f"enabled {timer}", enable))
         stale = bool(props.get("NeedDaemonReload")) or props.get("LoadState") != "loaded"
         if changes or stale:
             changes.append(daemon_reload(bus))
         if props.get("ActiveState") != "active":
             run = functools.partial(job, bus, "StartUnit", timer, "start")
-            changes.append(Change(f"start {timer}", f"started {timer}", run))
+            changes.append(Step(f"start {timer}", f"started {timer}", run))
         elif schedule_changed:
             run = functools.partial(job, bus, "RestartUnit", timer, "restart")
             why = "(its schedule changed)"
-            changes.append(Change(f"restart {timer} {why}", f"restarted {timer} {why}", run))
+            changes.append(Step(f"restart {timer} {why}", f"restarted {timer} {why}", run))
         return changes
 
     def _plan_absent(
@@ -258,17 +257,17 @@ class CronRes(BusUser, Edgeable, Resource):
         bus: Bus,
         props: dict[str, Any],
         file_state: str | None,
-        file_changes: list[Change],
-    ) -> list[Change]:
+        file_changes: list[Step],
+    ) -> list[Step]:
         timer = self.timer
-        changes: list[Change] = []
+        changes: list[Step] = []
         if props.get("ActiveState") not in STOPPED:
             run = functools.partial(job, bus, "StopUnit", timer, "stop")
-            changes.append(Change(f"stop {timer}", f"stopped {timer}", run))
+            changes.append(Step(f"stop {timer}", f"stopped {timer}", run))
         if file_state in ENABLED:
             runtime = file_state == "enabled-runtime"
             disable = functools.partial(bus.manager, "DisableUnitFiles", "asb", [timer], runtime)
-            changes.append(Change(f"disable {timer}", f"disabled {timer}", disable))
+            changes.append(Step(f"disable {timer}", f"disabled {timer}", disable))
         changes += file_changes
         if changes or props.get("LoadState") == "loaded":
             changes.append(daemon_reload(bus))

@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import errno
 import functools
-import logging
 import os
 import re
 import stat
@@ -38,6 +37,8 @@ from resources._lib.ids import (
     resolve_uid,
     user_name,
 )
+from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.plan import in_thread as _in_thread
 
 T = TypeVar("T")
 CHUNK = 1 << 20  # read/copy block size
@@ -64,16 +65,6 @@ _KINDS = {
     stat.S_IFIFO: "fifo",
     stat.S_IFSOCK: "socket",
 }
-
-
-@dataclass(frozen=True)
-class Step:
-    """One change: how `--noop` describes it, how it is logged once done, and how to do it."""
-
-    would: str
-    done: str
-    run: Callable[[], object] | None = None  # None: done by an earlier step (e.g. the write)
-    slow: bool = False  # run in a thread
 
 
 @register("file")
@@ -208,8 +199,8 @@ class FileRes(Edgeable, Reversible, Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         if not self._managed:
-            self.handle.logger.debug("nothing to do: none of state, %s is set", ", ".join(_MANAGED))
-            return True
+            why = f"none of state, {', '.join(_MANAGED)} is set"
+            return nothing_to_do(self.handle, why)
         with contextlib.ExitStack() as held:  # descriptors from the check through the changes
             try:
                 where, steps = await self._plan(held)
@@ -217,20 +208,10 @@ class FileRes(Edgeable, Reversible, Resource):
                 raise ResourceError(f"cannot inspect {self._fs_path}: {err}") from err
             self.handle.send(content=functools.partial(_read_small, where.path))
             if not steps:
-                if self.handle.logger.isEnabledFor(logging.DEBUG):
-                    self.handle.logger.debug("nothing to do: %s", self._why(where.path))
-                return True
+                return nothing_to_do(self.handle, functools.partial(self._why, where.path))
             if apply and self.meta.reverse and getattr(self, "_prior", None) is None:
                 self._prior = where.observe()
-            for step in steps:
-                if not apply:
-                    self.handle.logger.info("would %s", step.would)
-                    continue
-                try:
-                    await _run(step)
-                except OSError as err:
-                    raise ResourceError(f"could not {step.would}: {err}") from err
-                self.handle.logger.info("%s", step.done)
+            await apply_steps(self.handle, steps, apply, errors=(OSError,))
         return False
 
     def _why(self, path: str) -> str:
@@ -802,27 +783,6 @@ class Where:
 
 
 # filesystem helpers --------------------------------------------------------------------------
-
-
-async def _in_thread(fn: Callable[[], T]) -> T:
-    """Run fn in a thread; if cancelled, still wait for it: it uses descriptors we close after."""
-    done = asyncio.get_running_loop().run_in_executor(None, fn)
-    try:
-        return await asyncio.shield(done)
-    except asyncio.CancelledError:
-        while not done.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([done])
-        raise
-
-
-async def _run(step: Step) -> None:
-    if step.run is None:
-        return
-    if step.slow:
-        await _in_thread(step.run)
-    else:
-        step.run()
 
 
 def kind_of(st: os.stat_result) -> str:

@@ -27,7 +27,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Refreshable, Resource, register
 from resources._lib.events import pump_events
-from resources._lib.plan import Change
+from resources._lib.plan import Step, nothing_to_do
 from resources._lib.systemd import (
     ENABLED,
     FIXED,
@@ -122,18 +122,16 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
             await signals.aclose()
 
     async def check_apply(self, apply: bool) -> bool:
-        log = self.handle.logger
         refresh = self.handle.refresh()
         if self.state is None and self.startup is None and not refresh:
-            log.debug("nothing to do: neither state nor startup is set, and no refresh")
-            return True
+            why = "neither state nor startup is set, and no refresh"
+            return nothing_to_do(self.handle, why)
         bus = await self._connect(self.handle, self.session)
         await bus.subscribe_systemd()
         seen = await self._observe(bus)
         changes = self._plan(bus, seen, refresh)
         if not changes:
-            log.debug("nothing to do: %s", self._why(seen, refresh))
-            return True
+            return nothing_to_do(self.handle, functools.partial(self._why, seen, refresh))
         await self._apply(self.handle, changes, apply)
         if apply:
             stays_up = seen.running and self.state != "stopped"
@@ -150,7 +148,7 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         stale = bool(props["NeedDaemonReload"])
         return Observed(load=load, active=active, file_state=file_state, stale=stale)
 
-    def _plan(self, bus: Bus, seen: Observed, refresh: bool) -> list[Change]:
+    def _plan(self, bus: Bus, seen: Observed, refresh: bool) -> list[Step]:
         """What must change, from the params and what systemd says (no I/O)."""
         unit = self.unit
         restart = seen.stale or self._new_definition
@@ -160,19 +158,19 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         if self.state == "running" and not seen.running:
             self._need_unit(seen, "start")
             run = functools.partial(job, bus, "StartUnit", unit, "start")
-            changes.append(Change(f"start {unit}", f"started {unit}", run))
+            changes.append(Step(f"start {unit}", f"started {unit}", run))
         elif self.state == "stopped" and seen.active not in STOPPED:
             run = functools.partial(job, bus, "StopUnit", unit, "stop")
-            changes.append(Change(f"stop {unit}", f"stopped {unit}", run))
+            changes.append(Step(f"stop {unit}", f"stopped {unit}", run))
         elif refresh and self.state != "stopped" and seen.running and restart:
             # A new unit definition takes effect only by a restart.
             run = functools.partial(job, bus, "RestartUnit", unit, "restart")
             why = "(refresh: its unit file changed)"
-            changes.append(Change(f"restart {unit} {why}", f"restarted {unit} {why}", run))
+            changes.append(Step(f"restart {unit} {why}", f"restarted {unit} {why}", run))
         elif refresh and self.state != "stopped" and seen.running:
             run = functools.partial(job, bus, "ReloadOrRestartUnit", unit, "reload or restart")
             changes.append(
-                Change(
+                Step(
                     f"reload or restart {unit} (refresh)",
                     f"reloaded or restarted {unit} (refresh)",
                     run,
@@ -180,7 +178,7 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
             )
         return changes
 
-    def _plan_startup(self, bus: Bus, seen: Observed) -> list[Change]:
+    def _plan_startup(self, bus: Bus, seen: Observed) -> list[Step]:
         unit, state = self.unit, seen.file_state
         if self.startup == "enabled" and state != "enabled":
             self._need_unit(seen, "enable")
@@ -194,13 +192,13 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
                 if not carries and not changes:
                     raise ResourceError(f"cannot enable {unit}: it has no [Install] section")
 
-            return [Change(f"enable {unit} at boot", f"enabled {unit} at boot", enable)]
+            return [Step(f"enable {unit} at boot", f"enabled {unit} at boot", enable)]
         if self.startup == "disabled" and state in ENABLED:
 
             async def disable() -> None:
                 await bus.manager("DisableUnitFiles", "asb", [unit], state == "enabled-runtime")
 
-            return [Change(f"disable {unit} at boot", f"disabled {unit} at boot", disable)]
+            return [Step(f"disable {unit} at boot", f"disabled {unit} at boot", disable)]
         return []
 
     def _need_unit(self, seen: Observed, verb: str) -> None:

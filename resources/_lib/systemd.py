@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle, Shared
 from engine.watcher import PathWatcher
-from resources._lib.plan import Change, apply_changes
+from resources._lib.plan import Step, apply_steps
 
 if TYPE_CHECKING:
     from dbus_fast import Message
@@ -676,10 +676,10 @@ async def unit_result(bus: Bus, unit: str) -> str | None:
     return str(value.value)
 
 
-def daemon_reload(bus: Bus) -> Change:
+def daemon_reload(bus: Bus) -> Step:
     """Reload (`systemctl daemon-reload`): systemd reads its unit files and links again."""
     reload = functools.partial(bus.manager, "Reload")
-    return Change(
+    return Step(
         "reload systemd's units (daemon-reload)", "reloaded systemd's units (daemon-reload)", reload
     )
 
@@ -739,11 +739,11 @@ class BusUser:
         """The test of a unit watch's signals, muted by the calls `_apply` makes."""
         return UnitChanges(self._mute.__bool__)
 
-    async def _apply(self, handle: Handle, changes: list[Change], apply: bool) -> None:
-        """apply_changes, its calls counted in this resource's Mute (see UnitChanges)."""
+    async def _apply(self, handle: Handle, changes: list[Step], apply: bool) -> None:
+        """apply_steps, its calls counted in this resource's Mute (see UnitChanges)."""
         token = MUTE.set(self._mute)
         try:
-            await apply_changes(handle, changes, apply)
+            await apply_steps(handle, changes, apply)
         finally:
             MUTE.reset(token)
 

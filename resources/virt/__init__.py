@@ -45,7 +45,6 @@ from resources.virt.resource import (  # importing it registers the "virt" kind
     FS_ACCESS,
     POLICIES,
     STATES,
-    Step,
     VirtRes,
 )
 
@@ -66,7 +65,6 @@ __all__ = [
     "NetworkDevice",
     "Observed",
     "Pool",
-    "Step",
     "VirtRes",
     "pool_of",
 ]

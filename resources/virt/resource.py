@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import Refreshable, Resource, register
+from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources.virt import calls
 from resources.virt.calls import Attrs, Observed
 from resources.virt.connection import Connection
@@ -37,18 +38,6 @@ POLICIES = ("ignore", "ifneeded", "error")
 BOOT_DEVICES = ("fd", "hd", "cdrom", "network")
 FS_ACCESS = ("passthrough", "mapped", "squash")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
-
-
-# one change of the plan ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Step:
-    """One change: how --noop describes it, the line logged once done, and how to do it."""
-
-    would: str
-    done: str
-    run: Callable[[], Awaitable[str | None]]  # may return a more precise `done` line
 
 
 @register("virt")
@@ -202,17 +191,8 @@ class VirtRes(Refreshable, Resource):
             log.debug("refresh ignored: restartonrefresh is false")
         steps = self._plan(obs, restart)
         if not steps:
-            log.debug("nothing to do: %s", self._why(obs))
-            return True
-        for step in steps:
-            if not apply:
-                log.info("would %s", step.would)
-                continue
-            try:
-                done = await step.run()
-            except libvirt.libvirtError as err:
-                raise ResourceError(f"could not {step.would}: {err}") from err
-            log.info("%s", done or step.done)
+            return nothing_to_do(self.handle, functools.partial(self._why, obs))
+        await apply_steps(self.handle, steps, apply, errors=(libvirt.libvirtError,))
         return False
 
     # the plan: what must change, from the params and the observed domain (no I/O) --------------
