@@ -31,6 +31,7 @@ from engine.watcher import PathWatcher
 from resources._lib import ids
 from resources._lib.events import Source, run_all
 from resources._lib.ids import MAX_ID
+from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources._lib.proc import close_pipes, exited, stop_group
 
 TAIL = 10  # stderr lines quoted in a failure
@@ -128,21 +129,18 @@ class ExecRes(Refreshable, Edgeable, Resource):
             await run_all(sources)
 
     async def check_apply(self, apply: bool) -> bool:
-        log = self.handle.logger
         seen = self._events
         if not (seen > self._handled or self.handle.refresh() or self.meta.poll > 0):
-            log.debug("nothing to do: no event or refresh since the last run")
-            return True
+            return nothing_to_do(self.handle, "no event or refresh since the last run")
         reason = await self._skip_reason()
         if reason is not None:
-            log.debug("nothing to do: %s", reason)
             if apply:
                 self._handled = seen  # these events have been dealt with
-            return True
+            return nothing_to_do(self.handle, reason)
+        shown = self._shown()
+        await apply_steps(self.handle, [Step(f"run: {shown}", f"ran: {shown}", self._run)], apply)
         if not apply:
-            log.info("would run: %s", self._shown())
             return False
-        await self._run()
         self._handled = seen  # (a failure leaves them pending: a retry runs again)
         return False
 
@@ -169,7 +167,6 @@ class ExecRes(Refreshable, Edgeable, Resource):
         self.handle.send(stdout=self.stdout, stderr=self.stderr, output=self.output)
         if code != 0:
             raise ResourceError(self._failure("cmd", code, lines))
-        self.handle.logger.debug("cmd exited with code 0")
 
     # capabilities: autoedges -----------------------------------------------------------------
 

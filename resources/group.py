@@ -9,6 +9,7 @@ See docs/resources/group.md.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +17,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.ids import check_id, check_name, lookup_gid, lookup_group, run_shadow
+from resources._lib.plan import Step, apply_steps, nothing_to_do
 
 GROUP_FILES = ("/etc/group", "/etc/gshadow")
 
@@ -42,12 +44,10 @@ class GroupRes(Edgeable, Resource):
                 await self.handle.event()
 
     async def check_apply(self, apply: bool) -> bool:
-        log = self.handle.logger
         current, gid_owner = await asyncio.to_thread(self._observe)
         if self.state == "absent":
             if current is None:
-                log.debug("nothing to do: group %s does not exist", self.name)
-                return True
+                return nothing_to_do(self.handle, f"group {self.name} does not exist")
             return await self._change(apply, ["groupdel", self.name], f"group {self.name}", "del")
         if self.gid is not None and gid_owner not in (None, self.name):
             raise ResourceError(f"gid {self.gid} already belongs to group {gid_owner!r}")
@@ -57,8 +57,7 @@ class GroupRes(Edgeable, Resource):
             return await self._change(apply, ["groupadd", *gid_args, self.name], what, "add")
         if self.gid is None or current == self.gid:
             why = f"with gid {current}" if self.gid is not None else "(gid not managed)"
-            log.debug("nothing to do: group %s exists %s", self.name, why)
-            return True
+            return nothing_to_do(self.handle, f"group {self.name} exists {why}")
         what = f"gid of group {self.name} from {current} to {self.gid}"
         return await self._change(apply, ["groupmod", *gid_args, self.name], what, "mod")
 
@@ -83,13 +82,9 @@ class GroupRes(Edgeable, Resource):
         return (current.gr_gid if current else None), (owner.gr_name if owner else None)
 
     async def _change(self, apply: bool, argv: list[str], what: str, verb: str) -> bool:
-        log = self.handle.logger
         would, done = _VERBS[verb]
-        if not apply:
-            log.info("would %s %s", would, what)
-            return False
-        await run_shadow(argv, self.handle.shared)
-        log.info("%s %s", done, what)
+        run = functools.partial(run_shadow, argv, self.handle.shared)
+        await apply_steps(self.handle, [Step(f"{would} {what}", f"{done} {what}", run)], apply)
         return False
 
 

@@ -16,6 +16,7 @@ from typing import Literal
 from engine.errors import ResourceError, ValidationError
 from engine.resource import Refreshable, Resource, register
 from engine.world import World, check_key
+from resources._lib.plan import nothing_to_do
 
 # skiplessthan compares and sets in one transaction; a lost race is retried this many times.
 CAS_ATTEMPTS = 10
@@ -86,8 +87,7 @@ class KVRes(Refreshable, Resource):
             current = await world.str_get(where)
             if self.value is None:
                 if current is None:
-                    self.handle.logger.debug("nothing to do: %s is absent", where)
-                    return True
+                    return nothing_to_do(self.handle, f"{where} is absent")
                 if not apply:
                     self.handle.logger.info("would delete %s", where)
                     return False
@@ -95,15 +95,10 @@ class KVRes(Refreshable, Resource):
                 self.handle.logger.info("deleted %s", where)
                 return False
             if current is not None and self.skiplessthan and self._greater(current, self.value):
-                self.handle.logger.debug(
-                    "nothing to do: %s holds %r, greater than %r (skiplessthan)",
-                    where,
-                    current,
-                    self.value,
-                )
-                return True
+                why = f"{where} holds {current!r}, greater than {self.value!r} (skiplessthan)"
+                return nothing_to_do(self.handle, why)
             if current == self.value and not refresh:
-                self.handle.logger.debug("nothing to do: %s already holds %r", where, self.value)
+                nothing_to_do(self.handle, f"{where} already holds {self.value!r}")
                 return not raced
             why = "refreshed" if current == self.value else f"set to {self.value!r}"
             if not apply:

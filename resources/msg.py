@@ -8,6 +8,7 @@ from typing import Literal
 
 from engine.handle import Handle
 from engine.resource import Refreshable, Resource, register
+from resources._lib.plan import nothing_to_do
 
 Priority = Literal["Emerg", "Alert", "Crit", "Err", "Warning", "Notice", "Info", "Debug"]
 
@@ -39,8 +40,7 @@ class MsgRes(Refreshable, Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         if self._logged and not self.handle.refresh():
-            self.handle.logger.debug("nothing to do: message already logged")
-            return True
+            return nothing_to_do(self.handle, "message already logged")
         if not apply:
             self.handle.logger.info("would log the message")
             return False

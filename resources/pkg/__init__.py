@@ -18,6 +18,7 @@ from engine.handle import Handle
 from engine.params import to_plain
 from engine.resource import UID, Edgeable, Groupable, Resource, register
 from engine.watcher import PathWatcher
+from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources._lib.proc import tool_lock
 from resources.pkg.apt import AptBackend
 from resources.pkg.backend import DONE, Available, Backend, Change, Installed
@@ -92,24 +93,25 @@ class PkgRes(Edgeable, Groupable, Resource):
         backend = self._require_backend()
         members = self._members()
         changes, reasons = await _plan(backend, members)
-        log = self.handle.logger
         if not changes:
-            log.debug("nothing to do: %s", "; ".join(reasons))
-            return True
-        if not apply:
-            for change in changes:
-                log.info("would %s %s", change.action, change.describe())
-            return False
-        async with tool_lock(self.handle.shared, backend.name):
-            await backend.apply(
-                changes,
-                allow_downgrade=self.allowdowngrade,
-                allow_untrusted=self.allowuntrusted,
-                logger=log,
-            )
-        await _verify(backend, changes)
-        for change in changes:
-            log.info("%s %s", DONE[change.action], change.describe())
+            return nothing_to_do(self.handle, "; ".join(reasons))
+
+        async def transaction() -> None:
+            async with tool_lock(self.handle.shared, backend.name):
+                await backend.apply(
+                    changes,
+                    allow_downgrade=self.allowdowngrade,
+                    allow_untrusted=self.allowuntrusted,
+                    logger=self.handle.logger,
+                )
+            await _verify(backend, changes)
+
+        # One transaction makes every change: the first step runs it.
+        steps = [
+            Step(f"{c.action} {c.describe()}", f"{DONE[c.action]} {c.describe()}") for c in changes
+        ]
+        steps[0] = Step(steps[0].would, steps[0].done, transaction)
+        await apply_steps(self.handle, steps, apply)
         return False
 
     def cmp(self, other: Resource) -> bool:
