@@ -10,13 +10,14 @@ re-writes the value even when it is unchanged, which wakes every watcher of the 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
 from engine.errors import ResourceError, ValidationError
 from engine.resource import Refreshable, Resource, register
 from engine.world import World, check_key
-from resources._lib.plan import nothing_to_do
+from resources._lib.plan import Step, apply_steps, nothing_to_do
 
 # skiplessthan compares and sets in one transaction; a lost race is retried this many times.
 CAS_ATTEMPTS = 10
@@ -88,11 +89,10 @@ class KVRes(Refreshable, Resource):
             if self.value is None:
                 if current is None:
                     return nothing_to_do(self.handle, f"{where} is absent")
-                if not apply:
-                    self.handle.logger.info("would delete %s", where)
-                    return False
-                await world.str_del(where)
-                self.handle.logger.info("deleted %s", where)
+                delete = functools.partial(world.str_del, where)
+                await apply_steps(
+                    self.handle, [Step(f"delete {where}", f"deleted {where}", delete)], apply
+                )
                 return False
             if current is not None and self.skiplessthan and self._greater(current, self.value):
                 why = f"{where} holds {current!r}, greater than {self.value!r} (skiplessthan)"

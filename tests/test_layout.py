@@ -132,6 +132,24 @@ def test_no_import_cycles_in_resources() -> None:
     assert resource_cycles == []
 
 
+# kv's compare-and-set may lose to another host and compare again: not one Step.
+OWN_PLAN_LINES = {"resources/kv.py": 1}
+
+
+def test_kinds_plan_and_apply_through_one_helper() -> None:
+    """Only resources/_lib/plan.py writes "would ..." and "nothing to do: ..." lines."""
+    found: dict[str, int] = {}
+    for path in sorted((ROOT / "resources").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == "resources/_lib/plan.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        count = text.count('"would ') + text.count('"nothing to do')
+        if count:
+            found[rel] = count
+    assert found == OWN_PLAN_LINES
+
+
 def test_the_check_sees_a_forbidden_import_and_a_cycle() -> None:
     edges = {
         "resources.cron": {"resources.svc", "resources._lib.systemd"},

@@ -27,7 +27,7 @@ class Step:
     """One change: how `--noop` describes it, how it is logged once done, and how to do it."""
 
     would: str  # "start web.service": logged as "would start web.service" under --noop
-    done: str  # "started web.service": logged once it is done
+    done: str  # "started web.service": logged once it is done ("": `run` logs for itself)
     # What does it: a callable, or an async one; a str it returns replaces `done` (a more
     # precise line). None: an earlier step does it too (one tool call, several changes).
     run: Callable[[], object] | None = None
@@ -51,7 +51,9 @@ async def apply_steps(
             result = await _execute(step)
         except errors as err:
             raise ResourceError(f"could not {step.would}: {err}") from err
-        handle.logger.info("%s", result if isinstance(result, str) else step.done)
+        done = result if isinstance(result, str) else step.done
+        if done:
+            handle.logger.info("%s", done)
 
 
 def nothing_to_do(handle: Handle, why: str | Callable[[], str]) -> bool:
