@@ -35,7 +35,7 @@ from engine.autogroup import autogroup
 from engine.errors import GraphError, ResourceError
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged
 from engine.graph import Edge, Graph, Key, fmt_key, key_of
-from engine.handle import Handle
+from engine.handle import Handle, Shared
 from engine.meta import sema_size
 from engine.params import build
 from engine.ratelimit import TokenBucket
@@ -152,6 +152,7 @@ class Vertex:
             get_refresh=lambda: self.refresh_pending,
             on_send=self.sent.update,
             world=engine.world,
+            shared=engine.shared,
         )
         self._tasks = TaskSet(f"{res.kind}[{res.name}]", log)  # its watch and work tasks
         self._watch_task: asyncio.Task[None] | None = None  # exactly when init() succeeded
@@ -458,6 +459,7 @@ class Engine:
         self.prefix = prefix
         self.noop = noop
         self.world = world
+        self.shared = Shared()  # the resources' shared clients, closed by stop()
         self.graph = Graph()
         self.vertices: dict[Key, Vertex] = {}
         self.retries: dict[Key, int] = {}  # by kind+name: survives graph swaps
@@ -621,3 +623,4 @@ class Engine:
         vertices = list(self.vertices.values())
         with watcher.shutting_down():
             await asyncio.gather(*(v.stop(graceful) for v in vertices))
+        await self.shared.aclose()

@@ -7,7 +7,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from engine.safefs import private_dir
 
@@ -17,6 +17,32 @@ if TYPE_CHECKING:
 Cleanup = Callable[[], Awaitable[Any] | Any]
 
 log = logging.getLogger("engine")
+
+T = TypeVar("T")
+
+
+class Shared:
+    """What the resources of one engine share (D-Bus connections, tool locks...): made on first
+    use by `get`, and closed (each one's `aclose()`, newest first) when the engine stops."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, object] = {}
+
+    def get(self, key: str, make: Callable[[], T]) -> T:
+        """The object under `key` (its owner module's name), made by `make()` on first use."""
+        if key not in self._items:
+            self._items[key] = make()
+        return cast("T", self._items[key])
+
+    async def aclose(self) -> None:
+        items, self._items = list(self._items.values()), {}
+        for item in reversed(items):
+            close = getattr(item, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("closing %r failed", item)
 
 
 class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
@@ -33,7 +59,8 @@ class Handle:
 
     `event()` reports a change (the first call is the startup event), `refresh()` says whether a
     notify arrived since the last successful check_apply, `on_cleanup()` registers an
-    unsubscribe callable that runs after `cleanup()`.
+    unsubscribe callable that runs after `cleanup()`. `shared` holds what the resources of one
+    engine share (connections, locks), closed when the engine stops.
     """
 
     def __init__(
@@ -48,11 +75,13 @@ class Handle:
         on_send: Callable[[dict[str, Any]], None] | None = None,
         world: World | None = None,
         prefix: Path | None = None,
+        shared: Shared | None = None,
     ) -> None:
         self.kind = kind
         self.name = name
         self.hostname = hostname
         self.world = world  # the cluster's shared store; None when this run has no cluster
+        self.shared = shared if shared is not None else Shared()  # the engine's: see Shared
         self._var_dir = var_dir
         self._prefix = prefix  # var_dir's directories from here down are kept private
         self._on_event = on_event or (lambda: None)

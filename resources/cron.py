@@ -19,22 +19,22 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from engine import safefs
 from engine.errors import ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
-from resources.file import atomic_write
-from resources.svc import (
+from resources._lib.events import pump_events
+from resources._lib.plan import Step, nothing_to_do
+from resources._lib.systemd import (
     ENABLED,
     STOPPED,
     SYSTEMD,
     Bus,
     BusUser,
-    Change,
     UnitFileWatch,
     check_unit_name,
     daemon_reload,
     job,
-    pump_events,
     systemd_routes,
     unit_dir,
     unit_key,
@@ -49,6 +49,7 @@ TRIGGERS = (
     "OnUnitInactiveSec",
 )
 FILE_MODE = 0o644
+DIR_MODE = 0o755
 # A systemd time span: "30", "5min", "1h 30min", "2.5s", "1y 2w" (systemd.time(7)).
 _UNIT = (
     r"usec|us|µs|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h"
@@ -181,8 +182,7 @@ class CronRes(BusUser, Edgeable, Resource):
         else:
             changes = self._plan_exists(bus, props, file_state, file_changes, schedule_changed)
         if not changes:
-            self.handle.logger.debug("nothing to do: %s", self._why(props, file_state))
-            return True
+            return nothing_to_do(self.handle, functools.partial(self._why, props, file_state))
         await self._apply(self.handle, changes, apply)
         return False
 
@@ -195,15 +195,15 @@ class CronRes(BusUser, Edgeable, Resource):
             files[self._path(self.target)] = self._service_text()
         return files
 
-    def _plan_files(self) -> tuple[list[Change], bool]:
+    def _plan_files(self) -> tuple[list[Step], bool]:
         """Writes (or removals) the unit files need, and whether the timer's file changes."""
-        changes: list[Change] = []
+        changes: list[Step] = []
         timer_path = self._path(self.timer)
         schedule_changed = False
         if self.state == "absent":
             for path in self._absent_files():
                 remove = functools.partial(asyncio.to_thread, os.unlink, path)
-                changes.append(Change(f"remove {path}", f"removed {path}", remove))
+                changes.append(Step(f"remove {path}", f"removed {path}", remove))
             return changes, False
         for path, text in self._files().items():
             have = _read(path)
@@ -212,7 +212,7 @@ class CronRes(BusUser, Edgeable, Resource):
             schedule_changed = schedule_changed or (path == timer_path and have is not None)
             write = functools.partial(asyncio.to_thread, _write, path, text)
             verb = ("create", "created") if have is None else ("update", "updated")
-            changes.append(Change(f"{verb[0]} {path}", f"{verb[1]} {path}", write))
+            changes.append(Step(f"{verb[0]} {path}", f"{verb[1]} {path}", write))
         return changes, schedule_changed
 
     def _absent_files(self) -> list[str]:
@@ -230,26 +230,26 @@ class CronRes(BusUser, Edgeable, Resource):
         bus: Bus,
         props: dict[str, Any],
         file_state: str | None,
-        file_changes: list[Change],
+        file_changes: list[Step],
         schedule_changed: bool,
-    ) -> list[Change]:
+    ) -> list[Step]:
         timer = self.timer
         changes = list(file_changes)
         if file_state != "enabled":
             enable = functools.partial(
                 bus.manager, "EnableUnitFiles", "asbb", [timer], False, False
             )
-            changes.append(Change(f"enable {timer}", f"enabled {timer}", enable))
+            changes.append(Step(f"enable {timer}", f"enabled {timer}", enable))
         stale = bool(props.get("NeedDaemonReload")) or props.get("LoadState") != "loaded"
         if changes or stale:
             changes.append(daemon_reload(bus))
         if props.get("ActiveState") != "active":
             run = functools.partial(job, bus, "StartUnit", timer, "start")
-            changes.append(Change(f"start {timer}", f"started {timer}", run))
+            changes.append(Step(f"start {timer}", f"started {timer}", run))
         elif schedule_changed:
             run = functools.partial(job, bus, "RestartUnit", timer, "restart")
             why = "(its schedule changed)"
-            changes.append(Change(f"restart {timer} {why}", f"restarted {timer} {why}", run))
+            changes.append(Step(f"restart {timer} {why}", f"restarted {timer} {why}", run))
         return changes
 
     def _plan_absent(
@@ -257,17 +257,17 @@ class CronRes(BusUser, Edgeable, Resource):
         bus: Bus,
         props: dict[str, Any],
         file_state: str | None,
-        file_changes: list[Change],
-    ) -> list[Change]:
+        file_changes: list[Step],
+    ) -> list[Step]:
         timer = self.timer
-        changes: list[Change] = []
+        changes: list[Step] = []
         if props.get("ActiveState") not in STOPPED:
             run = functools.partial(job, bus, "StopUnit", timer, "stop")
-            changes.append(Change(f"stop {timer}", f"stopped {timer}", run))
+            changes.append(Step(f"stop {timer}", f"stopped {timer}", run))
         if file_state in ENABLED:
             runtime = file_state == "enabled-runtime"
             disable = functools.partial(bus.manager, "DisableUnitFiles", "asb", [timer], runtime)
-            changes.append(Change(f"disable {timer}", f"disabled {timer}", disable))
+            changes.append(Step(f"disable {timer}", f"disabled {timer}", disable))
         changes += file_changes
         if changes or props.get("LoadState") == "loaded":
             changes.append(daemon_reload(bus))
@@ -339,7 +339,6 @@ def _mode(path: str) -> int:
 
 
 def _write(path: str, text: str) -> None:
-    """Atomically (temp + fsync + rename) write a unit file, creating its directory."""
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    data = text.encode()
-    atomic_write(path, lambda out: out.write(data), FILE_MODE, -1, -1)
+    """Atomically (temp + fsync + rename) write a unit file, creating its missing directories
+    with exactly DIR_MODE (not the umask's idea of it)."""
+    safefs.write_file(path, text.encode(), FILE_MODE, parents=DIR_MODE)

@@ -15,14 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import grp
 import logging
 import os
-import pwd
 import shlex
-import signal
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, MutableSequence
+from collections.abc import AsyncIterator, Iterable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -31,13 +28,17 @@ from engine.handle import Handle
 from engine.params import parse_int, show
 from engine.resource import UID, Edgeable, Refreshable, Resource, register
 from engine.watcher import PathWatcher
+from resources._lib import ids
+from resources._lib.events import Source, run_all
+from resources._lib.ids import MAX_ID
+from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.proc import close_pipes, exited, stop_group
 
 TAIL = 10  # stderr lines quoted in a failure
 GRACE = 1.0  # seconds to wait for a killed command's pipes before closing them
 MIN_SECRET = 3  # shorter env values are not redacted (they would mangle every line)
 
 Line = tuple[str, str]  # ("out" | "err", text with its newline)
-Source = Callable[[], Coroutine[Any, Any, None]]
 
 
 @register("exec")
@@ -125,24 +126,21 @@ class ExecRes(Refreshable, Edgeable, Resource):
                 proc = await stack.enter_async_context(self._spawn(argv, cwd, "watchcmd"))
                 sources.append(functools.partial(self._watch_cmd, proc))
             await self._event()
-            await _run_all(sources)
+            await run_all(sources)
 
     async def check_apply(self, apply: bool) -> bool:
-        log = self.handle.logger
         seen = self._events
         if not (seen > self._handled or self.handle.refresh() or self.meta.poll > 0):
-            log.debug("nothing to do: no event or refresh since the last run")
-            return True
+            return nothing_to_do(self.handle, "no event or refresh since the last run")
         reason = await self._skip_reason()
         if reason is not None:
-            log.debug("nothing to do: %s", reason)
             if apply:
                 self._handled = seen  # these events have been dealt with
-            return True
+            return nothing_to_do(self.handle, reason)
+        shown = self._shown()
+        await apply_steps(self.handle, [Step(f"run: {shown}", f"ran: {shown}", self._run)], apply)
         if not apply:
-            log.info("would run: %s", self._shown())
             return False
-        await self._run()
         self._handled = seen  # (a failure leaves them pending: a retry runs again)
         return False
 
@@ -169,7 +167,6 @@ class ExecRes(Refreshable, Edgeable, Resource):
         self.handle.send(stdout=self.stdout, stderr=self.stderr, output=self.output)
         if code != 0:
             raise ResourceError(self._failure("cmd", code, lines))
-        self.handle.logger.debug("cmd exited with code 0")
 
     # capabilities: autoedges -----------------------------------------------------------------
 
@@ -276,7 +273,7 @@ class ExecRes(Refreshable, Edgeable, Resource):
         try:
             yield proc
         finally:
-            await _reap(proc)
+            await stop_group(proc)
 
     async def _finish(
         self, proc: asyncio.subprocess.Process, readers: list[asyncio.Task[None]]
@@ -286,10 +283,10 @@ class ExecRes(Refreshable, Edgeable, Resource):
         A background child that keeps our pipes open does not hold the run beyond GRACE.
         """
         try:
-            await _exited(proc)
+            await exited(proc)
             _done, pending = await asyncio.wait(readers, timeout=GRACE)
             if pending:
-                _close_pipes(proc)  # a background child holds them: stop reading
+                close_pipes(proc)  # a background child holds them: stop reading
             return await proc.wait()  # (asyncio's wait() also waits for the pipes to close)
         finally:
             for task in readers:
@@ -320,12 +317,12 @@ class ExecRes(Refreshable, Edgeable, Resource):
         env = dict(os.environ)
         kwargs: dict[str, Any] = {}
         if self.user is not None:
-            user = _passwd(self.user)
+            user = ids.passwd(self.user, "user")
             env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
             kwargs.update(user=user.pw_uid, group=user.pw_gid)
             kwargs["extra_groups"] = os.getgrouplist(user.pw_name, user.pw_gid)
         if self.group is not None:
-            kwargs["group"] = _gid(self.group)
+            kwargs["group"] = ids.resolve_gid(self.group, "group")
         env.update(self.env)
         return {"env": env, **kwargs}
 
@@ -381,91 +378,9 @@ async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
         yield raw.decode(errors="replace")
 
 
-async def _run_all(sources: list[Source]) -> None:
-    """Run the event sources until one fails (re-raised as itself) or we are cancelled."""
-    if not sources:
-        await asyncio.Event().wait()
-    try:
-        async with asyncio.TaskGroup() as group:
-            for source in sources:
-                group.create_task(source())
-    except ExceptionGroup as errors:
-        raise errors.exceptions[0] from None
-
-
-def _killpg(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-async def _exited(proc: asyncio.subprocess.Process) -> None:
-    """Wait until the process has exited, whatever holds its pipes (a pidfd: no polling)."""
-    if proc.returncode is not None:
-        return
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except ProcessLookupError:
-        return  # already reaped
-    loop = asyncio.get_running_loop()
-    gone = asyncio.Event()
-    loop.add_reader(fd, gone.set)
-    try:
-        await gone.wait()
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-
-
-def _close_pipes(proc: asyncio.subprocess.Process) -> None:
-    transport = getattr(proc, "_transport", None)
-    if isinstance(transport, asyncio.BaseTransport):
-        transport.close()
-
-
-async def _reap(proc: asyncio.subprocess.Process) -> None:
-    """Kill the group of a process that has not exited, and wait for it (no zombies).
-
-    Background processes that left the group may still hold the pipes: after GRACE they are
-    closed on our side, so that waiting cannot hang on them.
-    """
-    if proc.returncode is None:
-        _killpg(proc.pid)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(GRACE):
-            await proc.wait()
-    _close_pipes(proc)
-    await proc.wait()
-
-
-MAX_ID = 2**32 - 2  # the largest uid/gid (2**32 - 1 is "no id")
-
-
-def _id_number(name: str) -> int | None:
-    """A numeric user or group (ASCII digits: "²".isdigit() is true too), else None."""
-    return int(name) if name.isascii() and name.isdigit() else None
-
-
 def _check_id(key: str, name: str) -> None:
     """A user or group is a name (no whitespace, ':' or control characters) or an id."""
     if name.isdigit():  # Unicode digits too: an id is ASCII digits, and in range
         parse_int(name, key, low=0, high=MAX_ID)
     elif not name or not name.isprintable() or any(c in name for c in " :"):
         raise ValidationError(f"expected a name or a number, got {show(name)}", key)
-
-
-def _passwd(user: str) -> pwd.struct_passwd:
-    number = _id_number(user)
-    try:
-        return pwd.getpwuid(number) if number is not None else pwd.getpwnam(user)
-    except KeyError:
-        raise ResourceError(f"user: no such user {user!r}") from None
-
-
-def _gid(group: str) -> int:
-    number = _id_number(group)
-    if number is not None:
-        return number
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ResourceError(f"group: no such group {group!r}") from None

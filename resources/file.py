@@ -17,10 +17,7 @@ import contextlib
 import dataclasses
 import errno
 import functools
-import grp
-import logging
 import os
-import pwd
 import re
 import stat
 from collections.abc import Callable, Iterator
@@ -31,14 +28,23 @@ from engine import safefs
 from engine.errors import MgmtError, ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, Reversible, register
 from engine.watcher import PathWatcher
-from resources.group import check_name
+from resources._lib.ids import (
+    MAX_ID,
+    check_name,
+    group_name,
+    id_number,
+    resolve_gid,
+    resolve_uid,
+    user_name,
+)
+from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.plan import in_thread as _in_thread
 
 T = TypeVar("T")
 CHUNK = 1 << 20  # read/copy block size
 INLINE_LIMIT = 1 << 16  # files up to this size are compared/written inline, bigger in a thread
 FILE_BASE = 0o644  # permission bits of a new file when neither mode nor source says otherwise
 DIR_BASE = 0o755  # the same for a new directory (also used for created parent directories)
-MAX_ID = 2**32 - 2  # largest numeric uid/gid (2**32 - 1 means "unchanged" to chown)
 
 Entry = tuple[str, ...]  # something below the managed path, by its names; TOP: the path itself
 TOP: Entry = ()
@@ -59,16 +65,6 @@ _KINDS = {
     stat.S_IFIFO: "fifo",
     stat.S_IFSOCK: "socket",
 }
-
-
-@dataclass(frozen=True)
-class Step:
-    """One change: how `--noop` describes it, how it is logged once done, and how to do it."""
-
-    would: str
-    done: str
-    run: Callable[[], object] | None = None  # None: done by an earlier step (e.g. the write)
-    slow: bool = False  # run in a thread
 
 
 @register("file")
@@ -203,8 +199,8 @@ class FileRes(Edgeable, Reversible, Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         if not self._managed:
-            self.handle.logger.debug("nothing to do: none of state, %s is set", ", ".join(_MANAGED))
-            return True
+            why = f"none of state, {', '.join(_MANAGED)} is set"
+            return nothing_to_do(self.handle, why)
         with contextlib.ExitStack() as held:  # descriptors from the check through the changes
             try:
                 where, steps = await self._plan(held)
@@ -212,20 +208,10 @@ class FileRes(Edgeable, Reversible, Resource):
                 raise ResourceError(f"cannot inspect {self._fs_path}: {err}") from err
             self.handle.send(content=functools.partial(_read_small, where.path))
             if not steps:
-                if self.handle.logger.isEnabledFor(logging.DEBUG):
-                    self.handle.logger.debug("nothing to do: %s", self._why(where.path))
-                return True
+                return nothing_to_do(self.handle, functools.partial(self._why, where.path))
             if apply and self.meta.reverse and getattr(self, "_prior", None) is None:
                 self._prior = where.observe()
-            for step in steps:
-                if not apply:
-                    self.handle.logger.info("would %s", step.would)
-                    continue
-                try:
-                    await _run(step)
-                except OSError as err:
-                    raise ResourceError(f"could not {step.would}: {err}") from err
-                self.handle.logger.info("%s", step.done)
+            await apply_steps(self.handle, steps, apply, errors=(OSError,))
         return False
 
     def _why(self, path: str) -> str:
@@ -495,8 +481,8 @@ class FileRes(Edgeable, Reversible, Resource):
 
     def _ids(self) -> tuple[int, int]:
         """The wanted uid and gid; -1 where unmanaged."""
-        uid = resolve_id(self.owner, "owner") if self.owner is not None else -1
-        gid = resolve_id(self.group, "group") if self.group is not None else -1
+        uid = resolve_uid(self.owner, "owner") if self.owner is not None else -1
+        gid = resolve_gid(self.group, "group") if self.group is not None else -1
         return uid, gid
 
     def _want_mode(
@@ -562,16 +548,12 @@ def _apply_action(mode: int, who: str, op: str, perms: str, is_dir: bool) -> int
 # owners --------------------------------------------------------------------------------------
 
 
-def _numeric(value: str) -> bool:
-    """An id written in ASCII digits ("²" and other Unicode digits are not ids)."""
-    return value.isascii() and value.isdigit()
-
-
 def _validate_id(value: str | None, key: str) -> None:
     if value is None:
         return
-    if _numeric(value):
-        ok = int(value) <= MAX_ID
+    number = id_number(value)
+    if number is not None:
+        ok = number <= MAX_ID
     else:
         try:
             check_name(value, key)
@@ -584,31 +566,6 @@ def _validate_id(value: str | None, key: str) -> None:
             f"'_', '.', '-'), got {value!r}",
             key,
         )
-
-
-def resolve_id(value: str, key: str) -> int:
-    """A uid (key "owner") or gid (key "group") from a name or a numeric string."""
-    if _numeric(value):
-        return int(value)
-    try:
-        if key == "owner":
-            return pwd.getpwnam(value).pw_uid
-        return grp.getgrnam(value).gr_gid
-    except KeyError:
-        what = "user" if key == "owner" else "group"
-        raise ResourceError(f"{key}: no such {what} {value!r}") from None
-
-
-def _user(uid: int) -> str:
-    with contextlib.suppress(KeyError):
-        return pwd.getpwuid(uid).pw_name
-    return str(uid)
-
-
-def _group(gid: int) -> str:
-    with contextlib.suppress(KeyError):
-        return grp.getgrgid(gid).gr_name
-    return str(gid)
 
 
 def attr_steps(
@@ -626,11 +583,11 @@ def attr_steps(
         return []
     steps = []
     if uid not in (-1, st.st_uid):
-        change = f"{label}{_user(st.st_uid)} -> {_user(uid)}"
+        change = f"{label}{user_name(st.st_uid)} -> {user_name(uid)}"
         chown = functools.partial(where.attrs, entry, st, uid=uid)
         steps.append(Step(f"chown {change}", f"owner {change}", chown))
     if gid not in (-1, st.st_gid):
-        change = f"{label}{_group(st.st_gid)} -> {_group(gid)}"
+        change = f"{label}{group_name(st.st_gid)} -> {group_name(gid)}"
         chgrp = functools.partial(where.attrs, entry, st, gid=gid)
         steps.append(Step(f"chgrp {change}", f"group {change}", chgrp))
     old = stat.S_IMODE(st.st_mode)
@@ -828,27 +785,6 @@ class Where:
 # filesystem helpers --------------------------------------------------------------------------
 
 
-async def _in_thread(fn: Callable[[], T]) -> T:
-    """Run fn in a thread; if cancelled, still wait for it: it uses descriptors we close after."""
-    done = asyncio.get_running_loop().run_in_executor(None, fn)
-    try:
-        return await asyncio.shield(done)
-    except asyncio.CancelledError:
-        while not done.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([done])
-        raise
-
-
-async def _run(step: Step) -> None:
-    if step.run is None:
-        return
-    if step.slow:
-        await _in_thread(step.run)
-    else:
-        step.run()
-
-
 def kind_of(st: os.stat_result) -> str:
     """A human name for the type of an inode."""
     return _KINDS.get(stat.S_IFMT(st.st_mode), "device")
@@ -892,17 +828,6 @@ def _filler(data: bytes | int | None) -> Callable[[BinaryIO], object]:
                 offset += len(chunk)
 
     return fill
-
-
-def atomic_write(
-    path: str, fill: Callable[[BinaryIO], object], mode: int, uid: int, gid: int
-) -> None:
-    """Atomically replace the file at path (its directory must exist): see safefs.write_at.
-
-    For other kinds (cron's unit files); the path's parents are walked by the safe-path rule.
-    """
-    with safefs.closing(safefs.open_dir(os.path.dirname(path))) as dir_fd:
-        safefs.write_at(dir_fd, os.path.basename(path), fill, mode=mode, uid=uid, gid=gid)
 
 
 # reversal helpers ----------------------------------------------------------------------------

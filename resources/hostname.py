@@ -20,7 +20,9 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
-from resources.svc import PROPERTIES, Bus, BusUser, Change, apply_changes, pump_events
+from resources._lib.events import pump_events
+from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.systemd import PROPERTIES, Bus, BusUser
 
 HOSTNAME1 = "org.freedesktop.hostname1"
 HOSTNAME1_PATH = "/org/freedesktop/hostname1"
@@ -128,21 +130,22 @@ class HostnameRes(BusUser, Resource):
             raise ResourceError(f"cannot read the hostnames from {HOSTNAME1}: {err}") from err
         changes = self._plan(bus, have)
         if not changes:
-            names = ", ".join(
-                f"{what} is {value!r}"
-                for (param, _p, _s, what) in NAMES
-                if (value := self._wanted().get(param)) is not None
-            )
-            self.handle.logger.debug("nothing to do: %s", names)
-            return True
-        await apply_changes(self.handle, changes, apply)
+            return nothing_to_do(self.handle, self._why)
+        await apply_steps(self.handle, changes, apply)
         return False
 
-    def _plan(self, bus: Bus, have: dict[str, Any]) -> list[Change]:
+    def _why(self) -> str:
+        return ", ".join(
+            f"{what} is {value!r}"
+            for (param, _p, _s, what) in NAMES
+            if (value := self._wanted().get(param)) is not None
+        )
+
+    def _plan(self, bus: Bus, have: dict[str, Any]) -> list[Step]:
         """What must change (no I/O). Setting the static name also resets the transient one
         (hostnamed does that), so a managed transient name is set again after it."""
         wanted = self._wanted()
-        changes: list[Change] = []
+        changes: list[Step] = []
         static_set = False
         for param, prop, setter, what in NAMES:
             value = wanted.get(param)
@@ -165,7 +168,7 @@ class HostnameRes(BusUser, Resource):
             why = " again (setting the static hostname reset it)" if current == value else ""
             was = "" if why else f" (was {current!r})"
             changes.append(
-                Change(
+                Step(
                     f"set the {what} to {value!r}{why}", f"{what} set to {value!r}{why or was}", run
                 )
             )

@@ -10,12 +10,14 @@ re-writes the value even when it is unchanged, which wakes every watcher of the 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
 from engine.errors import ResourceError, ValidationError
 from engine.resource import Refreshable, Resource, register
 from engine.world import World, check_key
+from resources._lib.plan import Step, apply_steps, nothing_to_do
 
 # skiplessthan compares and sets in one transaction; a lost race is retried this many times.
 CAS_ATTEMPTS = 10
@@ -86,24 +88,17 @@ class KVRes(Refreshable, Resource):
             current = await world.str_get(where)
             if self.value is None:
                 if current is None:
-                    self.handle.logger.debug("nothing to do: %s is absent", where)
-                    return True
-                if not apply:
-                    self.handle.logger.info("would delete %s", where)
-                    return False
-                await world.str_del(where)
-                self.handle.logger.info("deleted %s", where)
+                    return nothing_to_do(self.handle, f"{where} is absent")
+                delete = functools.partial(world.str_del, where)
+                await apply_steps(
+                    self.handle, [Step(f"delete {where}", f"deleted {where}", delete)], apply
+                )
                 return False
             if current is not None and self.skiplessthan and self._greater(current, self.value):
-                self.handle.logger.debug(
-                    "nothing to do: %s holds %r, greater than %r (skiplessthan)",
-                    where,
-                    current,
-                    self.value,
-                )
-                return True
+                why = f"{where} holds {current!r}, greater than {self.value!r} (skiplessthan)"
+                return nothing_to_do(self.handle, why)
             if current == self.value and not refresh:
-                self.handle.logger.debug("nothing to do: %s already holds %r", where, self.value)
+                nothing_to_do(self.handle, f"{where} already holds {self.value!r}")
                 return not raced
             why = "refreshed" if current == self.value else f"set to {self.value!r}"
             if not apply:

@@ -8,6 +8,7 @@ from typing import Literal
 
 from engine.handle import Handle
 from engine.resource import Refreshable, Resource, register
+from resources._lib.plan import Step, apply_steps, nothing_to_do
 
 Priority = Literal["Emerg", "Alert", "Crit", "Err", "Warning", "Notice", "Info", "Debug"]
 
@@ -39,13 +40,12 @@ class MsgRes(Refreshable, Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         if self._logged and not self.handle.refresh():
-            self.handle.logger.debug("nothing to do: message already logged")
-            return True
-        if not apply:
-            self.handle.logger.info("would log the message")
-            return False
+            return nothing_to_do(self.handle, "message already logged")
+        await apply_steps(self.handle, [Step("log the message", "", self._log)], apply)
+        return False
+
+    def _log(self) -> None:
         extra = "".join(f" {k}={v}" for k, v in sorted(self.fields.items()))
         body = self.name if self.body is None else self.body
         self.handle.logger.log(LEVELS[self.priority], "%s%s", body, extra)
         self._logged = True
-        return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.resource import Refreshable, Resource, register
+from resources._lib.plan import nothing_to_do
 
 
 @register("noop")
@@ -16,5 +17,4 @@ class NoopRes(Refreshable, Resource):
     async def check_apply(self, apply: bool) -> bool:
         if self.handle.refresh():
             self.handle.logger.info("received a refresh")
-        self.handle.logger.debug("nothing to do: noop")
-        return True
+        return nothing_to_do(self.handle, "noop")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.resource import Refreshable, Resource, register
+from resources._lib.plan import nothing_to_do
 
 
 @register("print")
@@ -17,7 +18,6 @@ class PrintRes(Refreshable, Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         if self.refresh_only and not self.handle.refresh():
-            self.handle.logger.debug("nothing to do: refresh_only and no refresh")
-            return True
+            return nothing_to_do(self.handle, "refresh_only and no refresh")
         self.handle.logger.info("msg: %s", self.name if self.msg is None else self.msg)
         return True

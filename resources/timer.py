@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from engine.errors import ValidationError
 from engine.handle import Handle
 from engine.resource import Refreshable, Resource, register
+from resources._lib.plan import nothing_to_do
 
 
 @register("timer")
@@ -45,8 +46,7 @@ class TimerRes(Refreshable, Resource):
     async def check_apply(self, apply: bool) -> bool:
         refresh = self.handle.refresh()
         if not (self._ticked or refresh):
-            self.handle.logger.debug("nothing to do: no tick since the last check")
-            return True
+            return nothing_to_do(self.handle, "no tick since the last check")
         if apply:
             if refresh:
                 self._reset.set()

@@ -9,6 +9,7 @@ are neither created, moved nor removed. See docs/resources/user.md.
 from __future__ import annotations
 
 import asyncio
+import functools
 import grp
 import os
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Literal
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
-from resources.group import (
+from resources._lib.ids import (
     check_id,
     check_name,
     lookup_gid,
@@ -26,6 +27,7 @@ from resources.group import (
     lookup_user,
     run_shadow,
 )
+from resources._lib.plan import Step, apply_steps, nothing_to_do
 
 USER_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow")
 _MANAGED = ("uid", "gid", "group", "groups", "homedir", "shell")
@@ -122,12 +124,10 @@ class UserRes(Edgeable, Resource):
                 await self.handle.event()
 
     async def check_apply(self, apply: bool) -> bool:
-        log = self.handle.logger
         seen = await asyncio.to_thread(self._observe)
         if self.state == "absent":
             if seen.account is None:
-                log.debug("nothing to do: user %s does not exist", self.name)
-                return True
+                return nothing_to_do(self.handle, f"user {self.name} does not exist")
             return await self._run(apply, ["userdel", self.name], [f"delete user {self.name}"])
         self._check_uid(seen)
         missing = [name for name in self._group_names() if seen.gids.get(name) is None]
@@ -136,8 +136,7 @@ class UserRes(Edgeable, Resource):
             return await self._run(apply, argv, [self._describe_new()], missing)
         fields = self._diff(seen.account, seen)
         if not fields:
-            log.debug("nothing to do: %s", self._why())
-            return True
+            return nothing_to_do(self.handle, self._why)
         args = [arg for f in fields for arg in f.args]
         if self.allowduplicateuid and any(f.what == "uid" for f in fields):
             args.insert(0, "--non-unique")
@@ -259,7 +258,6 @@ class UserRes(Edgeable, Resource):
         self, apply: bool, argv: list[str], changes: list[str], missing: list[str] | None = None
     ) -> bool:
         """Log what would change (noop), or run `argv` and log each change done."""
-        log = self.handle.logger
         if missing:
             needed = ", ".join(repr(name) for name in missing)
             if apply:
@@ -267,13 +265,10 @@ class UserRes(Edgeable, Resource):
                     f"group {needed} does not exist (create it first, e.g. with a group resource)"
                 )
             changes = [*changes[:-1], f"{changes[-1]} (once group {needed} exists)"]
-        if not apply:
-            for change in changes:
-                log.info("would %s", change)
-            return False
-        await run_shadow(argv)
-        for change in changes:
-            log.info("%s", _past(change))
+        run = functools.partial(run_shadow, argv, self.handle.shared)
+        steps = [Step(change, _past(change)) for change in changes]  # one call does them all
+        steps[0] = Step(changes[0], _past(changes[0]), run)
+        await apply_steps(self.handle, steps, apply)
         return False
 
 

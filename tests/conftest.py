@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import resources
-from engine.handle import Handle
+from engine.handle import Handle, Shared
 from engine.resource import Resource
 from tests import fuzz
 
@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
 class RecordingHandle(Handle):
     """A Handle whose events are counted and awaitable, and whose refresh flag is settable."""
 
-    def __init__(self, res: Resource, var_dir: Path) -> None:
+    def __init__(self, res: Resource, var_dir: Path, shared: Shared | None = None) -> None:
         super().__init__(
             kind=res.kind,
             name=res.name,
@@ -49,6 +49,7 @@ class RecordingHandle(Handle):
             var_dir=var_dir,
             on_event=self._record,
             get_refresh=lambda: self.refresh_flag,
+            shared=shared,
         )
         self.events = 0
         self.refresh_flag = False
@@ -85,16 +86,26 @@ class Running:
 
 
 @pytest.fixture
-async def run_resource(tmp_path: Path) -> AsyncIterator[object]:
+async def engine_shared() -> AsyncIterator[Shared]:
+    """What the resources of one test share (as those of an engine do), closed at its end."""
+    state = Shared()
+    yield state
+    await state.aclose()
+
+
+@pytest.fixture
+async def run_resource(tmp_path: Path, engine_shared: Shared) -> AsyncIterator[object]:
     """`running = await run_resource(res, watch=True)`: init, validate, optionally watch.
 
-    With watch=True it waits for the startup event. Everything is cleaned up afterwards.
+    With watch=True it waits for the startup event. Everything is cleaned up afterwards. The
+    resources of one test share the `engine_shared` fixture, as those of an engine share its Shared.
     """
     started: list[Running] = []
 
     async def start(res: Resource, watch: bool = True) -> Running:
         res.validate()
-        handle = RecordingHandle(res, tmp_path / "var" / res.kind / res.name.replace("/", "_"))
+        var_dir = tmp_path / "var" / res.kind / res.name.replace("/", "_")
+        handle = RecordingHandle(res, var_dir, engine_shared)
         await res.init(handle)
         running = Running(res, handle)
         started.append(running)

@@ -9,6 +9,7 @@ apt's package lists: a package removed by hand is reinstalled at once. See docs/
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -17,7 +18,12 @@ from engine.handle import Handle
 from engine.params import to_plain
 from engine.resource import UID, Edgeable, Groupable, Resource, register
 from engine.watcher import PathWatcher
-from resources.pkg.backend import DONE, Available, Backend, Change, Installed, detect
+from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.proc import tool_lock
+from resources.pkg.apt import AptBackend
+from resources.pkg.backend import DONE, Available, Backend, Change, Installed
+
+BACKENDS: tuple[type[Backend], ...] = (AptBackend,)  # tried in order
 
 STATES = ("installed", "uninstalled", "newest")
 # Names and versions as apt and rpm accept them; never starting with "-" (an option).
@@ -87,23 +93,25 @@ class PkgRes(Edgeable, Groupable, Resource):
         backend = self._require_backend()
         members = self._members()
         changes, reasons = await _plan(backend, members)
-        log = self.handle.logger
         if not changes:
-            log.debug("nothing to do: %s", "; ".join(reasons))
-            return True
-        if not apply:
-            for change in changes:
-                log.info("would %s %s", change.action, change.describe())
-            return False
-        await backend.apply(
-            changes,
-            allow_downgrade=self.allowdowngrade,
-            allow_untrusted=self.allowuntrusted,
-            logger=log,
-        )
-        await _verify(backend, changes)
-        for change in changes:
-            log.info("%s %s", DONE[change.action], change.describe())
+            return nothing_to_do(self.handle, "; ".join(reasons))
+
+        async def transaction() -> None:
+            async with tool_lock(self.handle.shared, backend.name):
+                await backend.apply(
+                    changes,
+                    allow_downgrade=self.allowdowngrade,
+                    allow_untrusted=self.allowuntrusted,
+                    logger=self.handle.logger,
+                )
+            await _verify(backend, changes)
+
+        # One transaction makes every change: the first step runs it.
+        steps = [
+            Step(f"{c.action} {c.describe()}", f"{DONE[c.action]} {c.describe()}") for c in changes
+        ]
+        steps[0] = Step(steps[0].would, steps[0].done, transaction)
+        await apply_steps(self.handle, steps, apply)
         return False
 
     def cmp(self, other: Resource) -> bool:
@@ -257,3 +265,13 @@ def _backend_name(res: PkgRes) -> str | None:
 
 def _specs(resources: list[Resource]) -> list[tuple[str, object]]:
     return sorted(((r.name, to_plain(r)) for r in resources), key=lambda spec: spec[0])
+
+
+@functools.cache
+def detect() -> Backend | None:
+    """The backend for this host (the first usable one), or None. It keeps no state of its own
+    (its lock is the engine's), so one instance serves every engine of the process."""
+    for backend in BACKENDS:
+        if backend.usable():
+            return backend()
+    return None

@@ -8,13 +8,12 @@ process group, and bounded by a timeout. Transactions keep locally changed confi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Sequence
 
 from engine.errors import ResourceError
-from resources.command import loop_lock, run_command
+from resources._lib.proc import run_command
 from resources.pkg.backend import Available, Backend, Change, Installed, which
 
 # Seconds a query (dpkg-query, apt-cache) may take: apt-cache loads the whole package cache.
@@ -103,12 +102,11 @@ class AptBackend(Backend):
             # apt itself refuses to remove anything (a conflict, a broken dependency).
             argv.append("--no-remove")
         argv += [_argument(c) for c in changes]
-        async with _lock():
-            if len(removals) == len(changes):
-                await _refuse_dependents(removals)  # dpkg's dry run: fast, no cache to load
-            elif removals:
-                await _refuse_extra_removals(argv, removals)
-            code, out, err = await run(argv, timeout=TRANSACTION_TIMEOUT, ok=None)
+        if len(removals) == len(changes):
+            await _refuse_dependents(removals)  # dpkg's dry run: fast, no cache to load
+        elif removals:
+            await _refuse_extra_removals(argv, removals)
+        code, out, err = await run(argv, timeout=TRANSACTION_TIMEOUT, ok=None)
         for line in out.splitlines():
             if not _PROGRESS.match(line):
                 logger.debug("apt-get: %s", line)
@@ -221,11 +219,6 @@ def parse_policy(out: str) -> dict[str, Available]:
             versions.append(match[1])
     flush()
     return found
-
-
-def _lock() -> asyncio.Lock:
-    """One transaction at a time from this process (dpkg's own lock guards the others)."""
-    return loop_lock("apt")
 
 
 async def run(

@@ -9,7 +9,6 @@ about resources, graphs or grouping; the resource plans, the backend executes.
 from __future__ import annotations
 
 import abc
-import functools
 import logging
 import shutil
 from collections.abc import Sequence
@@ -106,18 +105,9 @@ class Backend(abc.ABC):
         logger: logging.LoggerAdapter[logging.Logger],
     ) -> None:
         """Apply every change in one transaction; raise ResourceError if it fails, or if it
-        would have to remove packages no change asked to remove."""
-
-
-@functools.cache
-def detect() -> Backend | None:
-    """The backend for this host (the first usable one), or None."""
-    from resources.pkg.apt import AptBackend
-
-    for backend in (AptBackend,):
-        if backend.usable():
-            return backend()
-    return None
+        would have to remove packages no change asked to remove. The caller holds the engine's
+        lock named after the backend (one transaction at a time from this engine; the package
+        manager's own lock guards against others)."""
 
 
 def which(*tools: str) -> bool:

@@ -17,11 +17,12 @@ See docs/resources/virt.md.
 
 Modules (libvirt itself is imported on first use, never by importing these):
 - resource.py: the `virt` kind (VirtRes), its parameters, validation and plan of steps.
-- domain_xml.py: the XML of a new domain; memory sizes read back from a definition.
+- domain_xml.py: the device parameters and the XML of a new domain; memory sizes read back
+  from a definition.
 - calls.py: the blocking libvirt calls run in worker threads, and what they observe.
 - events.py: libvirt's event loop on asyncio (libvirtaio, made safe for worker threads).
 - connection.py: one shared connection and its per-domain lifecycle-callback dispatch.
-- pool.py: the shared connections, one per URI (POOL).
+- pool.py: the shared connections of an engine, one per URI (`pool_of(handle.shared)`).
 - lib.py: the lazy import of libvirt.
 """
 
@@ -29,19 +30,21 @@ from __future__ import annotations
 
 from resources.virt.calls import Attrs, Observed
 from resources.virt.connection import Connection
-from resources.virt.domain_xml import DEFAULT_MAXCPUS, DEFAULT_MEMORY
+from resources.virt.domain_xml import (
+    DEFAULT_MAXCPUS,
+    DEFAULT_MEMORY,
+    CDRomDevice,
+    DiskDevice,
+    FilesystemDevice,
+    NetworkDevice,
+)
 from resources.virt.events import EVENTS
-from resources.virt.pool import LINGER, POOL, Pool
+from resources.virt.pool import LINGER, Pool, pool_of
 from resources.virt.resource import (  # importing it registers the "virt" kind
     BOOT_DEVICES,
     FS_ACCESS,
     POLICIES,
     STATES,
-    CDRomDevice,
-    DiskDevice,
-    FilesystemDevice,
-    NetworkDevice,
-    Step,
     VirtRes,
 )
 
@@ -53,7 +56,6 @@ __all__ = [
     "FS_ACCESS",
     "LINGER",
     "POLICIES",
-    "POOL",
     "STATES",
     "Attrs",
     "CDRomDevice",
@@ -63,6 +65,6 @@ __all__ = [
     "NetworkDevice",
     "Observed",
     "Pool",
-    "Step",
     "VirtRes",
+    "pool_of",
 ]

@@ -4,10 +4,8 @@ read back from a domain's persistent definition. ElementTree is imported on firs
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from resources.virt.resource import VirtRes
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 DEFAULT_MAXCPUS = 32  # vCPU slots of a new domain with hotcpus when maxcpus is not set (mgmt's)
 DEFAULT_MEMORY = 524288  # KiB of a new domain when memory is not set (512 MiB)
@@ -15,7 +13,62 @@ DEFAULT_MEMORY = 524288  # KiB of a new domain when memory is not set (512 MiB)
 _DOMAIN_TYPES = {"qemu": "kvm", "libxl": "xen"}
 
 
-def build_domain_xml(res: VirtRes, driver: str) -> str:
+# parameters of the device lists --------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class DiskDevice:
+    # Path of the disk image ("~" is expanded). Required.
+    source: str
+    # Image format given to the qemu driver, e.g. "qcow2". Default "raw".
+    type: str = "raw"
+
+
+@dataclass(kw_only=True)
+class CDRomDevice:
+    # Path of the ISO image ("~" is expanded). Required.
+    source: str
+    # Image format given to the qemu driver. Default "raw".
+    type: str = "raw"
+
+
+@dataclass(kw_only=True)
+class NetworkDevice:
+    # Name of the libvirt network the interface is attached to. Required.
+    name: str
+    # MAC address "52:54:00:xx:xx:xx". Default None: libvirt picks one when defining.
+    mac: str | None = None
+
+
+@dataclass(kw_only=True)
+class FilesystemDevice:
+    # Host directory shared with the guest ("~" is expanded). Required.
+    source: str
+    # Mount tag (qemu) or path (lxc) in the guest. Required.
+    target: str
+    # Access mode: passthrough, mapped or squash. Default None: libvirt's default.
+    access: str | None = None
+    # Share it read-only. Default false.
+    read_only: bool = False
+
+
+class DomainSpec(Protocol):
+    """What a new domain is built from: the virt resource's parameters (VirtRes)."""
+
+    name: str
+    cpus: int | None
+    maxcpus: int | None
+    hotcpus: bool
+    memory: int | None
+    osinit: str | None
+    boot: list[str]
+    disk: list[DiskDevice]
+    cdrom: list[CDRomDevice]
+    network: list[NetworkDevice]
+    filesystem: list[FilesystemDevice]
+
+
+def build_domain_xml(res: DomainSpec, driver: str) -> str:
     """The libvirt XML of a new domain built from the parameters; driver is the URI's."""
     from xml.etree import ElementTree as ET
 
@@ -48,7 +101,7 @@ def build_domain_xml(res: VirtRes, driver: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-def _devices_xml(res: VirtRes, devices: Any, hot: bool) -> None:
+def _devices_xml(res: DomainSpec, devices: Any, hot: bool) -> None:
     from xml.etree import ElementTree as ET
 
     for i, disk in enumerate(res.disk):

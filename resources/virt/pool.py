@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from engine.errors import ResourceError
+from engine.handle import Shared
 from resources.virt.connection import Connection
 from resources.virt.events import EVENTS
 from resources.virt.lib import load_libvirt
@@ -19,8 +20,14 @@ from resources.virt.lib import load_libvirt
 LINGER = 10.0  # seconds an unused connection stays open: a graph swap keeps it
 
 
+def pool_of(shared: Shared) -> Pool:
+    """The engine's pool (in its `Shared`, closed when the engine stops)."""
+    return shared.get(__name__, Pool)
+
+
 class Pool:
-    """The shared connections, one per URI; an unused one is closed after LINGER seconds."""
+    """The shared connections of one engine, one per URI; an unused one is closed after LINGER
+    seconds, every one when the engine stops (`aclose`)."""
 
     def __init__(self) -> None:
         self._conns: dict[str, Connection] = {}
@@ -57,7 +64,7 @@ class Pool:
 
     @contextlib.asynccontextmanager
     async def connection(self, uri: str) -> AsyncIterator[Connection]:
-        """`async with POOL.connection(uri) as conn:` the shared connection, released after."""
+        """`async with pool.connection(uri) as conn:` the shared connection, released after."""
         entry = await self.acquire(uri)
         try:
             yield entry
@@ -70,6 +77,12 @@ class Pool:
             self._expire(entry)
         if self._closing:
             await asyncio.gather(*self._closing)
+
+    async def aclose(self) -> None:
+        """Close every connection now (the engine stops: its resources have released them)."""
+        for entry in list(self._conns.values()):
+            entry.users = 0
+        await self.close_idle()
 
     async def _open(self, entry: Connection) -> None:
         libvirt = load_libvirt()
@@ -132,6 +145,3 @@ def _close(conn: Any) -> None:
         conn.unregisterCloseCallback()
     with contextlib.suppress(libvirt.libvirtError):
         conn.close()
-
-
-POOL = Pool()

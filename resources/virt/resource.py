@@ -19,69 +19,25 @@ from urllib.parse import urlsplit
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import Refreshable, Resource, register
+from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources.virt import calls
 from resources.virt.calls import Attrs, Observed
 from resources.virt.connection import Connection
-from resources.virt.domain_xml import build_domain_xml
+from resources.virt.domain_xml import (
+    CDRomDevice,
+    DiskDevice,
+    FilesystemDevice,
+    NetworkDevice,
+    build_domain_xml,
+)
 from resources.virt.lib import load_libvirt
-from resources.virt.pool import POOL
+from resources.virt.pool import pool_of
 
 STATES = ("running", "paused", "shutoff")
 POLICIES = ("ignore", "ifneeded", "error")
 BOOT_DEVICES = ("fd", "hd", "cdrom", "network")
 FS_ACCESS = ("passthrough", "mapped", "squash")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
-
-
-# parameters of the device lists --------------------------------------------------------------
-
-
-@dataclass(kw_only=True)
-class DiskDevice:
-    # Path of the disk image ("~" is expanded). Required.
-    source: str
-    # Image format given to the qemu driver, e.g. "qcow2". Default "raw".
-    type: str = "raw"
-
-
-@dataclass(kw_only=True)
-class CDRomDevice:
-    # Path of the ISO image ("~" is expanded). Required.
-    source: str
-    # Image format given to the qemu driver. Default "raw".
-    type: str = "raw"
-
-
-@dataclass(kw_only=True)
-class NetworkDevice:
-    # Name of the libvirt network the interface is attached to. Required.
-    name: str
-    # MAC address "52:54:00:xx:xx:xx". Default None: libvirt picks one when defining.
-    mac: str | None = None
-
-
-@dataclass(kw_only=True)
-class FilesystemDevice:
-    # Host directory shared with the guest ("~" is expanded). Required.
-    source: str
-    # Mount tag (qemu) or path (lxc) in the guest. Required.
-    target: str
-    # Access mode: passthrough, mapped or squash. Default None: libvirt's default.
-    access: str | None = None
-    # Share it read-only. Default false.
-    read_only: bool = False
-
-
-# one change of the plan ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Step:
-    """One change: how --noop describes it, the line logged once done, and how to do it."""
-
-    would: str
-    done: str
-    run: Callable[[], Awaitable[str | None]]  # may return a more precise `done` line
 
 
 @register("virt")
@@ -204,7 +160,7 @@ class VirtRes(Refreshable, Resource):
         await super().init(handle)
         self._conn: Connection | None = None
         self._unwatch: Callable[[], Awaitable[None]] | None = None
-        self._conn = await POOL.acquire(self.uri)
+        self._conn = await pool_of(handle.shared).acquire(self.uri)
         handle.on_cleanup(self._release)
 
     async def watch(self) -> None:
@@ -235,17 +191,8 @@ class VirtRes(Refreshable, Resource):
             log.debug("refresh ignored: restartonrefresh is false")
         steps = self._plan(obs, restart)
         if not steps:
-            log.debug("nothing to do: %s", self._why(obs))
-            return True
-        for step in steps:
-            if not apply:
-                log.info("would %s", step.would)
-                continue
-            try:
-                done = await step.run()
-            except libvirt.libvirtError as err:
-                raise ResourceError(f"could not {step.would}: {err}") from err
-            log.info("%s", done or step.done)
+            return nothing_to_do(self.handle, functools.partial(self._why, obs))
+        await apply_steps(self.handle, steps, apply, errors=(libvirt.libvirtError,))
         return False
 
     # the plan: what must change, from the params and the observed domain (no I/O) --------------
@@ -506,12 +453,12 @@ class VirtRes(Refreshable, Resource):
         """The shared connection; a new one if the old one was lost (libvirtd restarted)."""
         if self._conn is None or self._conn.lost is not None:
             self._release()
-            self._conn = await POOL.acquire(self.uri)
+            self._conn = await pool_of(self.handle.shared).acquire(self.uri)
         return self._conn
 
     def _release(self) -> None:
         if self._conn is not None:
-            POOL.release(self._conn)
+            pool_of(self.handle.shared).release(self._conn)
             self._conn = None
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID
+from resources import cron as cron_module
 from resources.cron import CronRes
 from tests.conftest import Running
 from tests.systemd_fixture import Client, RealSystemd, real_systemd
@@ -371,3 +373,18 @@ def test_edges(monkeypatch: pytest.MonkeyPatch) -> None:
         [UID("file", "/srv/units/")],
         [UID("svc", "web")],
     ]
+
+
+def test_unit_files_and_their_directory_get_exact_modes_whatever_the_umask(tmp_path: Path) -> None:
+    """cron writes through engine.safefs: a missing unit directory is made 0755, not the
+    umask's idea of it (0700 under umask 077 would hide the units from a user manager)."""
+    path = tmp_path / "etc" / "systemd" / "system" / "x.timer"
+    old = os.umask(0o077)
+    try:
+        cron_module._write(str(path), "[Timer]\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o755
+    assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o755
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert path.read_text() == "[Timer]\n"

@@ -172,6 +172,31 @@ async def test_timeout_kills_the_whole_process_group(run_resource: Start, tmp_pa
     assert not alive(background)
 
 
+async def test_timeout_stops_the_group_with_sigterm_first(
+    run_resource: Start, tmp_path: Path
+) -> None:
+    """The one policy of resources/_lib/proc.py: SIGTERM, so a command can clean up."""
+    marker = tmp_path / "terminated"
+    cmd = f"trap 'echo term > {marker}; exit 1' TERM; sleep 30 & wait"
+    running = await run_resource(ExecRes(name="x", cmd=cmd, shell="/bin/sh", timeout=1))
+    with pytest.raises(ResourceError, match="cmd timed out after 1s"):
+        await running.res.check_apply(True)
+    assert marker.read_text() == "term\n"
+
+
+async def test_timeout_kills_a_group_that_ignores_sigterm(
+    run_resource: Start, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    cmd = f"trap '' TERM; sleep 30 & echo $! > {pidfile}; wait"  # sleep inherits the ignore
+    running = await run_resource(ExecRes(name="x", cmd=cmd, shell="/bin/sh", timeout=1))
+    with pytest.raises(ResourceError, match="cmd timed out after 1s"):
+        await running.res.check_apply(True)
+    background = int(pidfile.read_text())
+    await wait_gone(background)
+    assert not alive(background)
+
+
 async def test_background_child_without_our_output_is_left_alone(
     run_resource: Start, tmp_path: Path
 ) -> None:

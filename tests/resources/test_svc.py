@@ -20,8 +20,11 @@ import pytest
 from dbus_fast import Message
 
 from engine.errors import ResourceError, ValidationError
+from engine.handle import Shared
 from engine.resource import UID, Edgeable, Refreshable
-from resources.svc import Bus, SvcRes, install_links, job, unit_file_names
+from resources._lib import systemd
+from resources._lib.systemd import Bus, Buses, install_links, job, unit_file_names
+from resources.svc import SvcRes
 from tests.conftest import Running
 from tests.fakes.systemd import running_fake
 from tests.systemd_fixture import Client, RealSystemd, real_systemd
@@ -422,7 +425,7 @@ async def test_cleanup_releases_the_connection(manager: RealSystemd, start: Star
     running = await start(svc(unit(manager), state="running"))
     await running.res.check_apply(True)
     await _stop(running)
-    assert Bus._open == {}
+    assert _buses(running).open == {}
 
 
 async def test_resources_share_one_connection(
@@ -432,7 +435,7 @@ async def test_resources_share_one_connection(
     one = await start(svc(web, state="running"))
     two = await start(svc(db, state="running"))
     await asyncio.gather(one.res.check_apply(True), two.res.check_apply(True))
-    assert len(Bus._open) == 1
+    assert len(_buses(one).open) == 1 and _buses(one) is _buses(two)
     assert await sd.active(web) == "active" and await sd.active(db) == "active"
 
 
@@ -459,7 +462,8 @@ async def test_job_removed_before_the_reply(
 ) -> None:
     """The one order a real manager cannot be made to produce: the fake's (tests/fakes)."""
     async with running_fake(tmp_path, monkeypatch.setenv) as fake:
-        bus = await Bus.acquire(session=False)
+        shared = Shared()
+        bus = await Bus.acquire(False, shared)
         try:
             await bus.subscribe_systemd()
             async with asyncio.timeout(5):
@@ -469,7 +473,13 @@ async def test_job_removed_before_the_reply(
                     await job(bus, "StartUnit", "web.service", "start")
         finally:
             await bus.release()
+            await shared.aclose()
     assert [call[0] for call in fake.calls] == ["Subscribe", "StartUnit", "StartUnit"]
+
+
+def _buses(running: Running) -> Buses:
+    """The D-Bus connections of the resource's engine (here: of the test's resources)."""
+    return running.handle.shared.get(systemd.__name__, Buses)
 
 
 async def _stop(running: Running) -> None:

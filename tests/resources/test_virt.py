@@ -24,9 +24,10 @@ from engine.engine import Engine, Status
 from engine.errors import ResourceError, ValidationError
 from engine.events import VertexChanged
 from engine.graph import Graph
+from engine.handle import Shared
 from engine.params import build
 from resources import virt
-from resources.virt import DiskDevice, FilesystemDevice, NetworkDevice, VirtRes
+from resources.virt import DiskDevice, FilesystemDevice, NetworkDevice, Pool, VirtRes
 from tests.conftest import Running
 
 Start = Callable[..., Awaitable[Running]]
@@ -36,12 +37,11 @@ CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
 MAXIMUM = libvirt.VIR_DOMAIN_VCPU_MAXIMUM
 
 
-@pytest.fixture(autouse=True)
-async def _fresh_connections() -> AsyncIterator[None]:
-    """Every test starts and ends with no pooled connection (so no test-driver state leaks)."""
-    await virt.POOL.close_idle()
-    yield
-    await virt.POOL.close_idle()
+@pytest.fixture
+def pool(engine_shared: Shared) -> Pool:
+    """The pool of the test's resources (fresh for every test, closed at its end: no
+    test-driver state leaks)."""
+    return virt.pool_of(engine_shared)
 
 
 @pytest.fixture
@@ -53,9 +53,9 @@ def uri(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def outside(uri: str) -> AsyncIterator[Any]:
+async def outside(pool: Pool, uri: str) -> AsyncIterator[Any]:
     """The pooled connection of `uri`: the state the resources see, for acting from outside."""
-    async with virt.POOL.connection(uri) as conn:
+    async with pool.connection(uri) as conn:
         yield conn.conn
 
 
@@ -125,10 +125,10 @@ async def new_event(running: Running, before: int) -> None:
         await running.handle.next_event()
 
 
-async def flush_events(uri: str) -> None:
+async def flush_events(pool: Pool, uri: str) -> None:
     """Wait until every lifecycle event so far has been dispatched: libvirt delivers them in
     order, so once a marker domain's event arrives, all earlier ones have been handed out."""
-    async with virt.POOL.connection(uri) as conn:
+    async with pool.connection(uri) as conn:
         arrived = asyncio.Event()
         unsubscribe = await conn.subscribe("marker", arrived.set)
         try:
@@ -270,18 +270,20 @@ async def test_noop_changes_nothing(
     assert "would start the domain" in caplog.text
 
 
-async def test_drift_is_detected_and_repaired(run_resource: Start, uri: str, outside: Any) -> None:
+async def test_drift_is_detected_and_repaired(
+    pool: Pool, run_resource: Start, uri: str, outside: Any
+) -> None:
     running = await run_resource(vm(uri, state="running"))
     assert await running.res.check_apply(True) is False
     assert await running.res.check_apply(True) is True
-    await flush_events(uri)
+    await flush_events(pool, uri)
     before = running.handle.events
     outside.lookupByName("vm1").destroy()
     await new_event(running, before)  # the libvirt lifecycle event reached the watch
     assert await running.res.check_apply(True) is False
     assert outside.lookupByName("vm1").isActive()
     assert await running.res.check_apply(True) is True
-    await flush_events(uri)
+    await flush_events(pool, uri)
     before = running.handle.events
     outside.lookupByName("vm1").undefine()  # now transient (it runs)
     await new_event(running, before)
@@ -571,25 +573,25 @@ async def test_destroyed_from_outside_is_brought_back(
 
 
 async def test_events_of_other_domains_are_not_ours(
-    run_resource: Start, uri: str, outside: Any
+    pool: Pool, run_resource: Start, uri: str, outside: Any
 ) -> None:
     outside.defineXML(plain_xml("vm1")).create()
-    await flush_events(uri)  # vm1's own events are past
+    await flush_events(pool, uri)  # vm1's own events are past
     running = await run_resource(vm(uri, state="running"))
     assert await running.res.check_apply(True) is True
     before = running.handle.events
     other = outside.defineXML(plain_xml("other"))
     other.create()
     other.destroy()
-    await flush_events(uri)
+    await flush_events(pool, uri)
     assert await running.handle.no_event(0.1)
     assert running.handle.events == before
     outside.lookupByName("vm1").suspend()  # but ours are
     await running.handle.next_event()
 
 
-async def test_callbacks_are_released_on_cleanup(run_resource: Start, uri: str) -> None:
-    async with virt.POOL.connection(uri) as conn:
+async def test_callbacks_are_released_on_cleanup(pool: Pool, run_resource: Start, uri: str) -> None:
+    async with pool.connection(uri) as conn:
         assert conn.callbacks() == conn.subscribers() == 0
         first = await run_resource(vm(uri, name="a", state="running"))
         second = await run_resource(vm(uri, name="b", state="running"))
@@ -608,25 +610,25 @@ async def test_callbacks_are_released_on_cleanup(run_resource: Start, uri: str) 
     assert not virt.EVENTS.impl.callbacks  # libvirt's dispatch timer is gone too
 
 
-async def test_connection_lingers_for_the_next_user(uri: str) -> None:
-    async with virt.POOL.connection(uri) as first:
+async def test_connection_lingers_for_the_next_user(pool: Pool, uri: str) -> None:
+    async with pool.connection(uri) as first:
         pass
     assert first.linger is not None  # closed only after LINGER seconds unused
-    async with virt.POOL.connection(uri) as second:
+    async with pool.connection(uri) as second:
         assert second is first and first.linger is None
-    await virt.POOL.close_idle()
-    async with virt.POOL.connection(uri) as third:
+    await pool.close_idle()
+    async with pool.connection(uri) as third:
         assert third is not first
 
 
 async def test_lost_connection_fails_the_watch_and_check_apply_reconnects(
-    run_resource: Start, uri: str
+    pool: Pool, run_resource: Start, uri: str
 ) -> None:
     running = await run_resource(vm(uri, state="running"))
     assert await running.res.check_apply(True) is False
     old = running.res._conn
     assert old is not None and running.task is not None
-    virt.POOL._lost(old, libvirt.VIR_CONNECT_CLOSE_REASON_EOF)  # what libvirt's close callback does
+    pool._lost(old, libvirt.VIR_CONNECT_CLOSE_REASON_EOF)  # what libvirt's close callback does
     with pytest.raises(ResourceError, match=r"libvirt connection to test://.* lost: end of file"):
         async with asyncio.timeout(5):
             await running.task

@@ -1,4 +1,5 @@
-"""Running a short system tool to completion (apt-get, dpkg-query, useradd...).
+"""Processes: running a short system tool to completion (apt-get, dpkg-query, useradd...), and
+stopping a process group (`stop_group`, used by every kind that starts processes).
 
 argv only (no shell), bounded by a timeout; on a timeout or a cancellation its whole process
 group is stopped (SIGTERM, then SIGKILL after GRACE) and always waited for: no zombies.
@@ -10,23 +11,19 @@ import asyncio
 import contextlib
 import os
 import signal
-import weakref
 from collections.abc import Mapping
 
 from engine.errors import ResourceError
+from engine.handle import Shared
 
 GRACE = 1.0  # seconds between SIGTERM and SIGKILL
 TAIL = 8  # output lines quoted in a failure
 
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
 
-
-def loop_lock(name: str) -> asyncio.Lock:
-    """A lock named `name` for the running event loop (tools that must not overlap)."""
-    locks = _locks.setdefault(asyncio.get_running_loop(), {})
-    return locks.setdefault(name, asyncio.Lock())
+def tool_lock(shared: Shared, name: str) -> asyncio.Lock:
+    """The engine's lock named `name`: calls of tools that must not overlap (shadow's, apt's)
+    hold it, so that they queue instead of failing on each other's file locks."""
+    return shared.get(f"{__name__}:lock:{name}", asyncio.Lock)
 
 
 async def run_command(
@@ -72,15 +69,49 @@ async def run_command(
 
 
 async def stop_group(proc: asyncio.subprocess.Process, grace: float = GRACE) -> None:
-    """If `proc` still runs: SIGTERM its group, SIGKILL after `grace`; always wait for it."""
+    """Stop a process and its group, the one way every kind does it; always wait for it.
+
+    If `proc` still runs: SIGTERM its group; if it has not exited after `grace`, SIGKILL the
+    group. Then wait for it; after another `grace`, our end of its pipes is closed, so that a
+    background child that left the group and still holds them cannot make us hang.
+    """
     if proc.returncode is None:
         _signal_group(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(grace):
-                await proc.wait()
-    if proc.returncode is None:
-        _signal_group(proc.pid, signal.SIGKILL)
+                await exited(proc)
+        except TimeoutError:
+            _signal_group(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(grace):
+            await proc.wait()
+    close_pipes(proc)
     await proc.wait()
+
+
+async def exited(proc: asyncio.subprocess.Process) -> None:
+    """Wait until the process has exited, whatever holds its pipes (a pidfd: no polling)."""
+    if proc.returncode is not None:
+        return
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        return  # already reaped
+    loop = asyncio.get_running_loop()
+    gone = asyncio.Event()
+    loop.add_reader(fd, gone.set)
+    try:
+        await gone.wait()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def close_pipes(proc: asyncio.subprocess.Process) -> None:
+    """Close our end of the process's pipes (its readers see EOF)."""
+    transport = getattr(proc, "_transport", None)
+    if isinstance(transport, asyncio.BaseTransport):
+        transport.close()
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -1,0 +1,124 @@
+"""Users and groups: name rules, uid/gid checks, and lookups through the name service.
+
+Lookups go through the system's name service (pwd, grp: /etc/passwd, NSS...); they may block,
+so kinds call them from `asyncio.to_thread` where it matters. An id written in ASCII digits is
+a number ("²".isdigit() is true too, but is no id).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import pwd
+import re
+
+from engine.errors import ResourceError, ValidationError
+from engine.handle import Shared
+from resources._lib.proc import run_command, tool_lock
+
+# Largest uid/gid (2**32 - 1 is "no id" to the kernel, and "unchanged" to chown).
+MAX_ID = 2**32 - 2
+# What shadow accepts as a user or group name (at most 32 characters, not all digits).
+_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?")
+NAME_MAX = 32
+# Seconds a shadow tool (useradd, groupmod...) may take.
+SHADOW_TIMEOUT = 60
+
+
+def check_name(name: str, key: str) -> None:
+    """A user or group name shadow accepts, or ValidationError naming `key`."""
+    if not _NAME.fullmatch(name) or len(name) > NAME_MAX or name.isdigit() or name in (".", ".."):
+        raise ValidationError(
+            f"expected a name of at most {NAME_MAX} letters, digits, '_', '.', '-' (not "
+            f"starting with '-', not all digits), got {name!r}",
+            key,
+        )
+
+
+def check_id(value: int | None, key: str) -> None:
+    """A uid/gid in range (None: not managed), or ValidationError naming `key`."""
+    if value is not None and not 0 <= value <= MAX_ID:
+        raise ValidationError(f"expected 0 to {MAX_ID}, got {value}", key)
+
+
+def id_number(value: str) -> int | None:
+    """A numeric user or group (ASCII digits), else None."""
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+def lookup_group(name: str) -> grp.struct_group | None:
+    try:
+        return grp.getgrnam(name)
+    except KeyError:
+        return None
+
+
+def lookup_gid(gid: int) -> grp.struct_group | None:
+    try:
+        return grp.getgrgid(gid)
+    except KeyError:
+        return None
+
+
+def lookup_user(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def lookup_uid(uid: int) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwuid(uid)
+    except KeyError:
+        return None
+
+
+def passwd(user: str, key: str) -> pwd.struct_passwd:
+    """The account of a user given by name or number, or ResourceError naming `key`."""
+    number = id_number(user)
+    entry = lookup_uid(number) if number is not None else lookup_user(user)
+    if entry is None:
+        raise ResourceError(f"{key}: no such user {user!r}")
+    return entry
+
+
+def resolve_uid(user: str, key: str) -> int:
+    """A uid from a name or a numeric string (a number need not have an account)."""
+    number = id_number(user)
+    return number if number is not None else passwd(user, key).pw_uid
+
+
+def resolve_gid(group: str, key: str) -> int:
+    """A gid from a name or a numeric string, or ResourceError naming `key`."""
+    number = id_number(group)
+    if number is not None:
+        return number
+    entry = lookup_group(group)
+    if entry is None:
+        raise ResourceError(f"{key}: no such group {group!r}")
+    return entry.gr_gid
+
+
+def user_name(uid: int) -> str:
+    """The name of a uid, or the number itself if it has no account."""
+    with contextlib.suppress(KeyError):
+        return pwd.getpwuid(uid).pw_name
+    return str(uid)
+
+
+def group_name(gid: int) -> str:
+    """The name of a gid, or the number itself if it has no group."""
+    with contextlib.suppress(KeyError):
+        return grp.getgrgid(gid).gr_name
+    return str(gid)
+
+
+async def run_shadow(argv: list[str], shared: Shared) -> None:
+    """Run one of shadow's tools (useradd, groupmod...) to completion, or raise ResourceError.
+
+    Calls from one engine are serialised: the tools lock /etc/passwd and /etc/group and fail
+    at once ("cannot lock") instead of waiting for each other.
+    """
+    async with tool_lock(shared, "shadow"):
+        await run_command(argv, timeout=SHADOW_TIMEOUT, env={"LC_ALL": "C"})

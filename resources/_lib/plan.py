@@ -1,0 +1,86 @@
+"""Plan then apply, the one way every kind changes things.
+
+`check_apply` first computes its `Step`s from the params and the observed state (no I/O
+writes), then hands them to `apply_steps`: under `--noop` (apply False) each is logged as
+"would <step.would>", else each is done in order and logged as `step.done`. When there is
+nothing to do, `nothing_to_do(handle, why)` logs the reason (a debug line) and returns True.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from engine.errors import ResourceError
+from engine.handle import Handle
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change: how `--noop` describes it, how it is logged once done, and how to do it."""
+
+    would: str  # "start web.service": logged as "would start web.service" under --noop
+    done: str  # "started web.service": logged once it is done ("": `run` logs for itself)
+    # What does it: a callable, or an async one; a str it returns replaces `done` (a more
+    # precise line). None: an earlier step does it too (one tool call, several changes).
+    run: Callable[[], object] | None = None
+    slow: bool = False  # `run` blocks: it runs in a worker thread (see in_thread)
+
+
+async def apply_steps(
+    handle: Handle,
+    steps: list[Step],
+    apply: bool,
+    *,
+    errors: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Log "would ..." for each step (apply False), or do it and log it (apply True). An
+    exception of a type in `errors` becomes ResourceError("could not <would>: <error>")."""
+    for step in steps:
+        if not apply:
+            handle.logger.info("would %s", step.would)
+            continue
+        try:
+            result = await _execute(step)
+        except errors as err:
+            raise ResourceError(f"could not {step.would}: {err}") from err
+        done = result if isinstance(result, str) else step.done
+        if done:
+            handle.logger.info("%s", done)
+
+
+def nothing_to_do(handle: Handle, why: str | Callable[[], str]) -> bool:
+    """Say why nothing must change (a debug line; `why` may be a callable, computed only when
+    debug logging is on) and return True, check_apply's answer."""
+    if handle.logger.isEnabledFor(logging.DEBUG):
+        handle.logger.debug("nothing to do: %s", why() if callable(why) else why)
+    return True
+
+
+async def _execute(step: Step) -> object:
+    if step.run is None:
+        return None
+    result = await in_thread(step.run) if step.slow else step.run()
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    """Run fn in a thread; if cancelled, still wait for it: it may use descriptors that the
+    caller closes after."""
+    done = asyncio.get_running_loop().run_in_executor(None, fn)
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        while not done.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([done])
+        raise
