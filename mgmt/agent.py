@@ -174,7 +174,7 @@ class Agent:
             reason = await self._wait_for_end()
         finally:
             try:
-                await self._shutdown()  # a second SIGINT during the drain forces it
+                await self._shutdown()  # a second SIGINT or SIGTERM during the drain forces it
             finally:
                 for sig in signals:
                     loop.remove_signal_handler(sig)
@@ -233,10 +233,10 @@ class Agent:
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         if not self.stopping.is_set():
-            log.info("%s: stopping gracefully (send SIGINT again to force)", sig.name)
+            log.info("%s: stopping gracefully (send it again to force)", sig.name)
             self.stopping.set()
-        elif sig is signal.SIGINT and not self._forced:
-            log.warning("SIGINT again: stopping now")
+        elif not self._forced:
+            log.warning("%s again: stopping now", sig.name)
             self._forced = True
             if self._stop_task:
                 self._stop_task.cancel()

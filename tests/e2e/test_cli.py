@@ -232,7 +232,10 @@ async def test_no_watch_ignores_edits_but_sighup_reloads(tmp_path: Path) -> None
         assert await daemon.wait() == 0
 
 
-async def test_sigint_is_graceful_and_a_second_one_forces(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_stop_signal_is_graceful_and_a_second_one_forces(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     graph = graph_file(
         tmp_path,
         """
@@ -247,13 +250,13 @@ async def test_sigint_is_graceful_and_a_second_one_forces(tmp_path: Path) -> Non
     async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
         await wait_path(tmp_path / "pid", lambda p: p.exists() and p.read_text().strip() != "")
         pid = int((tmp_path / "pid").read_text())
-        daemon.signal(signal.SIGINT)
+        daemon.signal(sig)
         await daemon.wait_log("stopping gracefully")
         assert daemon.proc is not None
         with pytest.raises(TimeoutError):  # still waiting for the running command
             async with asyncio.timeout(0.5):
                 await asyncio.shield(daemon.proc.wait())
-        daemon.signal(signal.SIGINT)
+        daemon.signal(sig)
         assert await daemon.wait() == 1  # forced: a check_apply was interrupted
         assert "stopping now" in daemon.log
     assert not pid_alive(pid)  # the command's process was killed, not orphaned
