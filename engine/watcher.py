@@ -10,9 +10,14 @@ everything below a directory path counts too. Symlinks are never followed.
         async for _ in watcher:
             await handle.event()
 
-All watchers of a process share ONE inotify instance (the kernel allows only 128 per user by
-default), read by the event loop itself; events are dispatched by (watched path, entry name), so ten
-thousand files in one directory cost O(1) per event, not O(N).
+All watchers of an event loop share ONE inotify instance, its `Hub` (the kernel allows only 128
+instances per user by default), read by the event loop itself; events are dispatched by (watched
+path, entry name), so ten thousand files in one directory cost O(1) per event, not O(N).
+
+The hub's lifetime is that of its watchers, and nothing else holds it: the first watcher entered
+on a loop opens it, and the last one to close closes its inotify fd (the next one opens a fresh
+hub). So the engine's resources, the agent's graph-file watch and the language's program watch
+share one fd without any of them owning it, and nobody has to create or close it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import stat
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import ClassVar
 
 from engine import inotify
 from engine.inotify import Event, Inotify
@@ -81,14 +87,13 @@ class PathWatcher:
     def __init__(self, paths: Iterable[str | os.PathLike[str]], *, recurse: bool = False) -> None:
         self.paths = [Path(os.path.abspath(p)) for p in paths]
         self.recurse = recurse
-        self._hub: _Hub | None = None
+        self._hub: Hub | None = None
         self._registered: Desired = {}
         self._wake = asyncio.Event()
         self._resync = False
 
     async def __aenter__(self) -> PathWatcher:
-        self._hub = _Hub.get()
-        self._hub.subscribers.add(self)
+        self._hub = Hub.acquire(self)
         try:
             self._sync()
         except BaseException:
@@ -180,18 +185,31 @@ def _kind(path: Path, follow: bool) -> int | None:
         return None
 
 
-class _Hub:
-    """One inotify instance per event loop, shared by every PathWatcher."""
+class Hub:
+    """The one inotify instance of an event loop, shared by every PathWatcher on it.
 
-    _by_loop: dict[asyncio.AbstractEventLoop, _Hub] = {}
+    Lifetime, the whole rule: `acquire()` (a watcher's `__aenter__`) opens the running loop's hub
+    if it has none; `release()` (a watcher's `aclose()`) by its last watcher closes the inotify
+    fd and forgets the hub. The registry `_open` holds only hubs with an open watcher; a watcher
+    never closed keeps its hub open, as it keeps its own watches (its owner's leak, not ours).
+    """
+
+    _open: ClassVar[dict[asyncio.AbstractEventLoop, Hub]] = {}
 
     @classmethod
-    def get(cls) -> _Hub:
+    def acquire(cls, watcher: PathWatcher) -> Hub:
+        """The running loop's hub, opened if no watcher has it open; `watcher` now holds it."""
         loop = asyncio.get_running_loop()
-        hub = cls._by_loop.get(loop)
+        hub = cls._open.get(loop)
         if hub is None:
-            hub = cls._by_loop[loop] = cls(loop)
+            hub = cls._open[loop] = cls(loop)
+        hub.subscribers.add(watcher)
         return hub
+
+    @classmethod
+    def running(cls) -> Hub | None:
+        """The running loop's hub, None while no watcher is open on it."""
+        return cls._open.get(asyncio.get_running_loop())
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -222,10 +240,12 @@ class _Hub:
             self._add_kernel_watch(path)
 
     async def release(self, watcher: PathWatcher, old: Desired) -> None:
+        """`watcher` lets go of its watches and of the hub; the last one closes the fd."""
         self._forget(watcher, old, {})
         self.subscribers.discard(watcher)
         if not self.subscribers:
-            self._by_loop.pop(self.loop, None)
+            if self._open.get(self.loop) is self:
+                del self._open[self.loop]
             self.inotify.close()
 
     def _forget(self, watcher: PathWatcher, old: Desired, keep: Desired) -> None:
@@ -310,7 +330,7 @@ class _Hub:
 def shutting_down() -> Iterator[None]:
     """Every watcher of this loop is being closed: watches are not removed one by one meanwhile
     (close() drops them all at once). Any watcher still open afterwards works as before."""
-    hub = _Hub._by_loop.get(asyncio.get_running_loop())
+    hub = Hub.running()
     if hub is None:
         yield
         return

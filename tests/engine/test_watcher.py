@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.watcher import PathWatcher, _Hub
+from engine.watcher import Hub, PathWatcher
 
 
 class Counter:
@@ -117,16 +117,37 @@ async def test_symlink_is_not_followed(tmp_path: Path, watch: object) -> None:
 async def test_one_inotify_instance_for_many_watchers(tmp_path: Path, watch: object) -> None:
     # More watchers than the kernel's default of 128 inotify instances per user.
     counters = [await watch(tmp_path / f"f{i}") for i in range(300)]  # type: ignore[operator]
-    assert len(_Hub._by_loop) == 1
+    hub = Hub.running()
+    assert hub is not None and hub.subscribers == {c.watcher for c in counters}
     (tmp_path / "f123").write_text("x")
     await counters[123].changed()
     assert counters[124].count == 0
 
 
-async def test_hub_closes_with_its_last_watcher(tmp_path: Path) -> None:
-    async with PathWatcher([tmp_path / "x"]):
-        assert len(_Hub._by_loop) == 1
-    assert len(_Hub._by_loop) == 0
+def _is_inotify(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify"
+    except FileNotFoundError:
+        return False
+
+
+async def test_hub_closes_its_fd_with_its_last_watcher(tmp_path: Path) -> None:
+    """The hub's lifetime is its watchers': the last one to close closes the inotify fd."""
+    assert Hub.running() is None
+    async with PathWatcher([tmp_path / "x"]) as first:
+        hub = Hub.running()
+        assert hub is not None and hub.inotify.fd is not None
+        fd = hub.inotify.fd
+        assert _is_inotify(fd)
+        async with PathWatcher([tmp_path / "y"]):
+            assert Hub.running() is hub  # one fd for every watcher of the loop
+        assert _is_inotify(fd)  # `first` still holds it
+        assert hub.subscribers == {first}
+    assert Hub.running() is None
+    assert hub.inotify.fd is None and not _is_inotify(fd)
+    async with PathWatcher([tmp_path / "x"]):  # the next watcher opens a fresh hub
+        assert Hub.running() not in (None, hub)
+    assert Hub.running() is None
 
 
 async def test_a_whole_path_created_at_once_is_seen(tmp_path: Path, watch: object) -> None:
