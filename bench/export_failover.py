@@ -36,8 +36,7 @@ sys.path.insert(0, str(ROOT))
 from engine.errors import WorldError
 from engine.watcher import PathWatcher
 from mgmt.cluster.client import EtcdClient
-from mgmt.cluster.options import TLSFiles
-from mgmt.cluster.pki import create_ca, mint
+from mgmt.cluster.pki import TLSFiles, create_ca, mint
 
 HOSTS = ("h1", "h2", "h3", "h4")
 EXPORTER = "h4"

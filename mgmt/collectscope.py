@@ -15,6 +15,8 @@ cluster): it must not make this host act outside what its own graph asked for. S
   setuid/setgid `mode`. The collector may still set them itself (a language `collect`
   statement's params): what the collector writes is what it asked for.
 
+`Collect` is one collect entry (a graph file's `collect:` item, or a language `collect`
+statement); `collects()` says whether the entries may bring in a given resource.
 `refusal()` says why a record is refused (None: it may be collected); the caller logs it with
 the exporting host and the key, and leaves the record out of the graph.
 """
@@ -23,11 +25,37 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.world import Exported
-    from mgmt.yamlgraph import Collect
+
+
+@dataclass
+class Collect:
+    """Which exported resources to pull into the local graph (see mgmt.cluster.link)."""
+
+    # The kind of exported resources to pull in.
+    kind: str
+    # Only resources whose name starts with this (a path prefix for files). Default: all.
+    pattern: str = ""
+    # Only the resource of this exact name (the language's collect statement). Default: any.
+    name: str | None = None
+    # Only from this host. Default: any host.
+    host: str | None = None
+    # Params and meta params that override the exported ones.
+    params: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def collects(entries: list[Collect], kind: str, name: str) -> bool:
+    """Whether a collect entry may bring in the resource `kind[name]` (its pattern, for a
+    file, may also match the `path` param, which is not known here: the name is enough)."""
+    return any(
+        c.kind == kind and (name == c.name if c.name is not None else name.startswith(c.pattern))
+        for c in entries
+    )
 
 
 def _no_extra(record: Exported, collector: dict[str, Any]) -> str | None:

@@ -29,7 +29,7 @@ from engine.graph import Edge, Graph, Key, fmt_key
 from engine.meta import Meta
 from engine.params import build, close_match, field_names, show
 from engine.resource import Resource, kinds, lookup
-from mgmt.collectscope import check_kind
+from mgmt.collectscope import Collect, check_kind, collects
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE
 
 log = logging.getLogger("main")
@@ -84,32 +84,6 @@ class LocList(list[Any]):
 
     line: int
     lines: list[int]
-
-
-@dataclass
-class Collect:
-    """Which exported resources to pull into the local graph (see mgmt.cluster.link)."""
-
-    # The kind of exported resources to pull in.
-    kind: str
-    # Only resources whose name starts with this (a path prefix for files). Default: all.
-    pattern: str = ""
-    # Only the resource of this exact name (the language's collect statement). Default: any.
-    name: str | None = None
-    # Only from this host. Default: any host.
-    host: str | None = None
-    # Params and meta params that override the exported ones.
-    params: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-def collects(entries: list[Collect], kind: str, name: str) -> bool:
-    """Whether a collect entry may bring in the resource `kind[name]` (its pattern, for a
-    file, may also match the `path` param, which is not known here: the name is enough)."""
-    return any(
-        c.kind == kind and (name == c.name if c.name is not None else name.startswith(c.pattern))
-        for c in entries
-    )
 
 
 @dataclass

@@ -32,7 +32,7 @@ from aetcd import rpc
 
 from engine.errors import WorldError
 from engine.tasks import TaskSet
-from mgmt.cluster.options import TLSFiles
+from mgmt.cluster.pki import TLSFiles
 
 log = logging.getLogger("cluster")
 logging.getLogger("grpc").setLevel(logging.WARNING)  # its debug lines say nothing useful here

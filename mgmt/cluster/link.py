@@ -30,7 +30,8 @@ from mgmt.cluster.options import Options
 from mgmt.collectscope import refusal, selects
 
 if TYPE_CHECKING:
-    from mgmt.yamlgraph import Collect, Loaded
+    from mgmt.collectscope import Collect
+    from mgmt.yamlgraph import Loaded
 
 log = logging.getLogger("cluster")
 

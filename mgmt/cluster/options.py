@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from engine.errors import ValidationError, WorldError
+from mgmt.cluster.pki import CA_CERT, CA_KEY, TLSFiles, has_ca, load_ca
 
 if TYPE_CHECKING:
     from mgmt.config import Config
@@ -26,23 +27,7 @@ if TYPE_CHECKING:
 # Where etcd listens by default (the scheme: https, or http with --insecure-cluster).
 DEFAULT_CLIENT_ADDR = "127.0.0.1:2379"
 DEFAULT_SERVER_ADDR = "127.0.0.1:2380"
-CA_CERT = "ca.pem"  # the cluster CA's files in its directory
-CA_KEY = "ca.key"
 _DURATION = re.compile(r"\d+(\.\d+)?(ns|us|ms|s|m|h)?")
-
-
-@dataclass(frozen=True)
-class TLSFiles:
-    # PEM CA bundle that verifies the other side (None: system roots as a client, no
-    # client-certificate check as a server).
-    ca: Path | None = None
-    # PEM certificate and key this side presents.
-    cert: Path | None = None
-    key: Path | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.cert is not None or self.ca is not None
 
 
 @dataclass(frozen=True)
@@ -89,11 +74,6 @@ class Options:
 
 def split_urls(text: str) -> list[str]:
     return [u.strip() for u in text.split(",") if u.strip()]
-
-
-def has_ca(directory: Path) -> bool:
-    """Whether `directory` holds a cluster CA (its certificate and key)."""
-    return (directory / CA_CERT).is_file() and (directory / CA_KEY).is_file()
 
 
 def check_url(url: str, flag: str, insecure: bool) -> None:
@@ -228,10 +208,8 @@ def _ca_dir(
             "--cluster-ca-dir",
         )
     if has_ca(ca_dir):
-        from mgmt.cluster import pki  # cryptography: only when a cluster starts
-
         try:
-            pki.load_ca(ca_dir)
+            load_ca(ca_dir)
         except WorldError as err:
             raise ValidationError(str(err), "--cluster-ca-dir") from None
     elif seeds:

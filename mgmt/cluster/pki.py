@@ -19,20 +19,43 @@ import ipaddress
 import os
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from engine.errors import WorldError
-from mgmt.cluster.options import CA_CERT, CA_KEY, TLSFiles, has_ca
 
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
 
+CA_CERT = "ca.pem"  # the cluster CA's files in its directory
+CA_KEY = "ca.key"
 HOST_CERT = "host.pem"
 HOST_KEY = "host.key"
 VALIDITY = datetime.timedelta(days=3650)  # no rotation yet: see docs/security.md
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """The TLS files of one side of an etcd connection (given by flags, or minted here)."""
+
+    # PEM CA bundle that verifies the other side (None: system roots as a client, no
+    # client-certificate check as a server).
+    ca: Path | None = None
+    # PEM certificate and key this side presents.
+    cert: Path | None = None
+    key: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None or self.ca is not None
+
+
+def has_ca(directory: Path) -> bool:
+    """Whether `directory` holds a cluster CA (its certificate and key)."""
+    return (directory / CA_CERT).is_file() and (directory / CA_KEY).is_file()
 
 
 def _private_dir(directory: Path) -> None:

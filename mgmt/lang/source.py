@@ -29,6 +29,7 @@ from engine.graph import Edge, Graph, fmt_key
 from engine.resource import Resource, lookup
 from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
+from mgmt.collectscope import Collect, collects
 from mgmt.lang import compile_bytes, read_program
 from mgmt.lang.checker import Checked
 from mgmt.lang.clock import Clock
@@ -37,7 +38,7 @@ from mgmt.lang.funcs import Context
 from mgmt.lang.kinds import EXPORT_PREFIX, build_resource
 from mgmt.lang.runtime import CollectSpec, EdgeSpec, ResSpec, Runtime
 from mgmt.lang.values import to_plain
-from mgmt.yamlgraph import Collect, Loaded, collects
+from mgmt.yamlgraph import Loaded
 
 if TYPE_CHECKING:
     from engine.world import World

@@ -20,8 +20,7 @@ import pytest
 
 from engine.world import Exported
 from mgmt.cluster.client import EtcdClient
-from mgmt.cluster.options import TLSFiles
-from mgmt.cluster.pki import create_ca, mint
+from mgmt.cluster.pki import TLSFiles, create_ca, mint
 from mgmt.cluster.world import EtcdWorld
 from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_logs, wait_path
 from tests.mgmt.cluster.certs import CA

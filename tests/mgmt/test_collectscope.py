@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 
 from engine.world import Exported
-from mgmt.collectscope import check_kind, matches, refusal, selects
-from mgmt.yamlgraph import Collect
+from mgmt.collectscope import Collect, check_kind, matches, refusal, selects
 
 PATTERN = Collect("file", "/srv/shared/")
 

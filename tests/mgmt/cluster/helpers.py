@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
-from mgmt.cluster.options import Options, TLSFiles
+from mgmt.cluster.options import Options
+from mgmt.cluster.pki import TLSFiles
 
 HEARTBEAT_MS = 10
 ELECTION_MS = 100

@@ -16,7 +16,8 @@ from engine.meta import Meta
 from engine.world import Exported
 from mgmt.cluster.cluster import IDEAL, NOMINATED, Cluster
 from mgmt.cluster.link import ClusterLink
-from mgmt.yamlgraph import Collect, Loaded
+from mgmt.collectscope import Collect
+from mgmt.yamlgraph import Loaded
 from resources.file import FileRes
 from resources.noop import NoopRes
 from tests.mgmt.cluster.helpers import free_ports, options, pid_alive, wait_pid_gone

@@ -17,7 +17,8 @@ import pytest
 from engine.errors import WorldError
 from mgmt.cluster.client import EtcdClient
 from mgmt.cluster.cluster import Cluster
-from mgmt.cluster.options import TLSFiles, from_config
+from mgmt.cluster.options import from_config
+from mgmt.cluster.pki import TLSFiles
 from mgmt.cluster.world import EtcdWorld
 from mgmt.config import Config
 from tests.mgmt.cluster.certs import CA

@@ -12,11 +12,11 @@ import pytest
 
 from engine.meta import Meta
 from engine.world import Exported, MemoryStore, MemoryWorld
+from mgmt.collectscope import Collect
 from mgmt.lang.errors import FuncError
 from mgmt.lang.funcs import Context
 from mgmt.lang.runtime import Runtime
 from mgmt.lang.source import LangSource, build_graph
-from mgmt.yamlgraph import Collect
 from resources.file import FileRes
 from tests.mgmt.lang.helpers import compile_ok, problems
 
