@@ -103,7 +103,7 @@ def walk(
             except OSError as err:
                 if err.errno not in (errno.ENOTDIR, errno.ELOOP):
                     raise
-                target = _safe_link(fd, name, os.path.join(*walked, name))
+                target = safe_link(fd, name, os.path.join(*walked, name))
                 links += 1
                 if links > MAX_LINKS:
                     raise OSError(errno.ELOOP, "too many symlinks", path) from None
@@ -158,24 +158,34 @@ def open_dir(path: str, *, create: int | None = None) -> int:
     return fd
 
 
-def _safe_link(dir_fd: int, name: str, shown: str) -> str:
-    """The target of the symlink `name`, if the safe-path rule allows following it."""
+def safe_link(dir_fd: int, name: str, shown: str) -> str:
+    """The target of the symlink `name` in dir_fd, if the safe-path rule allows following it.
+
+    The rule: the link is owned by root or the agent's own user, and so is the directory
+    holding it, which nobody else can write. Otherwise UnsafePathError, naming the link and
+    who controls it. NotADirectoryError if `name` is not a symlink.
+    """
     st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     if not stat.S_ISLNK(st.st_mode):
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", shown)
     target = os.readlink(name, dir_fd=dir_fd)
     trusted = {0, os.geteuid()}
     holder = os.fstat(dir_fd)
+    where = os.path.dirname(shown) or "."
     why = ""
     if st.st_uid not in trusted:
         why = f"it is owned by uid {st.st_uid}"
-    elif holder.st_uid not in trusted or holder.st_mode & 0o022:
-        why = "its directory can be written by others"
+    elif holder.st_uid not in trusted:
+        why = f"its directory {where} is owned by uid {holder.st_uid}"
+    elif holder.st_mode & 0o022:
+        why = (
+            f"its directory {where} can be written by others "
+            f"(mode {stat.S_IMODE(holder.st_mode):04o})"
+        )
     if why:
         raise UnsafePathError(
-            f"refusing to follow the symlink {shown} (-> {target}): {why}; in a path, only "
-            "links owned by root (or this agent's user) in directories only they can write "
-            "are followed"
+            f"refusing to follow the symlink {shown} (-> {target}): {why}; only links owned by "
+            "root (or this agent's user), in directories only they can write, are followed"
         )
     return target
 

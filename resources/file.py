@@ -633,8 +633,13 @@ class Where:
         os.close(self.fd)
 
     def follow(self) -> Where:
-        """Where the symlink at the path points (its parents walked by the same rule)."""
-        target = self.readlink(TOP)
+        """Where the symlink at the path points, if the safe-path rule allows following it.
+
+        The link itself must pass the rule (see safefs.safe_link), and every link on the way
+        to its target is walked by it too: a link another user controls is never followed.
+        """
+        with self._at(TOP) as (fd, name):
+            target = safefs.safe_link(fd, name, self.path)
         name = os.path.basename(target.rstrip("/"))
         if name in ("", ".", ".."):
             raise ResourceError(f"symlink {self.path} -> {target!r} names no file to manage")

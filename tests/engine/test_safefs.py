@@ -65,6 +65,25 @@ def test_walk_refuses_a_root_link_in_a_directory_others_can_write(tmp_path: Path
         safefs.walk(str(link))
 
 
+def test_safe_link_names_who_controls_the_link(tmp_path: Path) -> None:
+    """The rule `follow: true` applies to the link it follows: each refusal says why."""
+    theirs = tmp_path / "A"
+    theirs.mkdir()
+    planted(theirs / "mine", tmp_path, uid=0)
+    planted(theirs / "theirs", tmp_path)
+    theirs.chmod(0o755)
+    with safefs.closing(os.open(theirs, os.O_PATH)) as fd:
+        assert safefs.safe_link(fd, "mine", f"{theirs}/mine") == str(tmp_path)
+    os.chown(theirs, NOBODY, NOBODY)
+    with safefs.closing(os.open(theirs, os.O_PATH)) as fd:
+        with pytest.raises(safefs.UnsafePathError, match=f"symlink {theirs}/theirs .*uid {NOBODY}"):
+            safefs.safe_link(fd, "theirs", f"{theirs}/theirs")
+        with pytest.raises(
+            safefs.UnsafePathError, match=f"its directory {theirs} is owned by uid {NOBODY}"
+        ):
+            safefs.safe_link(fd, "mine", f"{theirs}/mine")
+
+
 def test_walk_follows_a_link_only_root_controls(tmp_path: Path) -> None:
     """Like /var/run -> /run: owned by root, in a directory only root can write."""
     (tmp_path / "run" / "sub").mkdir(parents=True)

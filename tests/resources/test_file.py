@@ -574,6 +574,112 @@ async def test_a_safe_symlink_in_a_parent_directory_is_followed(
     assert (tmp_path / "run" / "a" / "f").read_text() == "x\n"
 
 
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    """A root-owned 0600 file (issue 11's /victim) that no followed link may reach."""
+    path = tmp_path / "secret"
+    path.write_text("secret\n")
+    path.chmod(0o600)
+    return path
+
+
+def _own(path: Path, uid: int) -> Path:
+    os.lchown(path, uid, uid)
+    return path
+
+
+@pytest.mark.parametrize("state", ["exists", "absent"])
+@pytest.mark.parametrize(
+    "plant",
+    [
+        "link owned by another user",
+        "link in a directory another user owns",
+        "link in a directory anyone can write",
+        "chained link owned by another user",
+        "link to a path through another user's link",
+    ],
+)
+async def test_follow_refuses_a_link_another_user_controls(
+    plant: str, state: str, tmp_path: Path, secret: Path, run_resource: Any
+) -> None:
+    """Issue 11's follow probe: `ln -s /victim /tmp/A/l` as uid 65534, then follow: true."""
+    shared = tmp_path / "shared"  # like /tmp
+    shared.mkdir()
+    shared.chmod(0o1777)
+    theirs = tmp_path / "theirs"  # like /tmp/A, a directory uid 65534 owns (mode 0755)
+    theirs.mkdir()
+    mine = tmp_path / "mine"  # a root-owned 0755 directory
+    mine.mkdir(mode=0o755)
+    if plant == "link owned by another user":
+        (mine / "l").symlink_to(secret)
+        link = bad = _own(mine / "l", NOBODY)
+    elif plant == "link in a directory another user owns":
+        (theirs / "l").symlink_to(secret)  # root-owned, but its directory is not
+        link = bad = theirs / "l"
+        _own(theirs, NOBODY)
+    elif plant == "link in a directory anyone can write":
+        (shared / "l").symlink_to(secret)
+        link = bad = shared / "l"
+    elif plant == "chained link owned by another user":
+        (theirs / "l").symlink_to(secret)
+        bad = _own(theirs / "l", NOBODY)
+        _own(theirs, NOBODY)
+        link = mine / "l"
+        link.symlink_to(bad)  # root's own link, to theirs
+    else:
+        _own(theirs, NOBODY)
+        (theirs / "d").symlink_to(tmp_path)  # theirs/d/secret is the secret
+        bad = _own(theirs / "d", NOBODY)
+        link = mine / "l"
+        link.symlink_to(theirs / "d" / "secret")
+    before = snapshot(tmp_path)
+    wants: dict[str, Any] = {"content": "pwned\n", "mode": "0644"}
+    if state == "absent":
+        wants = {"state": "absent"}
+    res = await make(run_resource, path=str(link), follow=True, **wants)
+    refused = f"^refusing to follow the symlink {bad} \\(-> .*(uid {NOBODY}|others)"
+    for apply in (False, True):
+        with pytest.raises(ResourceError, match=refused):
+            await res.check_apply(apply)
+    assert snapshot(tmp_path) == before
+    assert (tmp_path / "secret").read_text() == "secret\n"
+    assert bits(secret) == 0o600
+
+
+async def test_follow_names_the_owner_of_the_link(
+    tmp_path: Path, secret: Path, run_resource: Any
+) -> None:
+    theirs = tmp_path / "A"
+    theirs.mkdir()
+    (theirs / "l").symlink_to(secret)
+    _own(theirs / "l", NOBODY)
+    _own(theirs, NOBODY)
+    res = await make(run_resource, path=f"{theirs}/l", content="pwned\n", follow=True)
+    with pytest.raises(ResourceError) as err:
+        await res.check_apply(True)
+    assert str(err.value) == (
+        f"refusing to follow the symlink {theirs}/l (-> {secret}): it is owned by uid {NOBODY}; "
+        "only links owned by root (or this agent's user), in directories only they can write, "
+        "are followed"
+    )
+    assert (tmp_path / "secret").read_text() == "secret\n"
+
+
+async def test_follow_follows_a_link_only_root_controls(
+    tmp_path: Path, secret: Path, run_resource: Any
+) -> None:
+    """A root-owned link in a root-owned 0755 directory, to a chain of such links: managed."""
+    mine = tmp_path / "etc"
+    mine.mkdir(mode=0o755)
+    (mine / "real").symlink_to(secret)
+    (mine / "l").symlink_to("real")  # relative, and a chain
+    res = await make(run_resource, path=f"{mine}/l", content="managed\n", follow=True)
+    await converges(res)
+    assert (mine / "l").is_symlink() and (mine / "real").is_symlink()
+    assert (tmp_path / "secret").read_text() == "managed\n"
+    assert bits(secret) == 0o600
+
+
 ATTACKER = r"""
 import os, shutil, sys
 spot, victim, mode = sys.argv[1:]
