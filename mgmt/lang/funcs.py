@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from mgmt.lang.errors import Abort, FuncError, Pos, plural
 from mgmt.lang.gofmt import VERB_TYPES, go_time_format, go_time_string, sprintf, verbs
 from mgmt.lang.template import BASE_FUNCS, render
 from mgmt.lang.types import BASIC, BOOL, INT, STR, TList, TStruct, TVar, Type, prune, show
-from mgmt.lang.values import FrozenDict, go_float, go_str, sized, sort_key
+from mgmt.lang.values import FrozenDict, go_float, go_str, int64, sized, sort_key
 
 
 @dataclass(frozen=True)
@@ -423,11 +424,32 @@ _def("iter.range", "func(int) []int", impl=_range)
 # convert -------------------------------------------------------------------------------------
 
 
-def _parse(kind: type, text: str) -> Any:
-    try:
-        return kind(text.strip())
-    except ValueError:
-        raise _fail(f"cannot parse {text!r} as {'an int' if kind is int else 'a float'}") from None
+# What Go's strconv.ParseInt(s, 10, 64) and ParseFloat(s, 64) read: ASCII only (Python's int()
+# and float() also take other scripts' digits, "١٢٣", and "1_000"). Floats may have spaces
+# around them, as before.
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(
+    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE
+)
+
+
+def _parse_int(text: str) -> int:
+    if not _INT_TEXT.fullmatch(text):
+        raise _fail(f"cannot parse {text!r} as an int (ASCII digits, with an optional sign)")
+    digits = text.lstrip("+-").lstrip("0")
+    if len(digits) > 19:  # past int64 whatever they are: no int() of thousands of digits
+        raise OverflowError(f"integer overflow: {text[:40]!r} does not fit 64 bits")
+    return int64(int(text))
+
+
+def _parse_float(text: str) -> float:
+    stripped = text.strip()
+    if not _FLOAT_TEXT.fullmatch(stripped):
+        raise _fail(f"cannot parse {text!r} as a float")
+    value = float(stripped)
+    if math.isinf(value) and "inf" not in stripped.lower():
+        raise _fail(f"cannot parse {text!r} as a float: out of range")
+    return value
 
 
 def _parse_bool(text: str) -> bool:
@@ -446,10 +468,10 @@ _def("convert.format_bool", "func(bool) str", impl=go_str)
 _def("convert.format_int", "func(int) str", impl=str)
 _def("convert.format_float", "func(float) str", impl=go_float)
 _def("convert.parse_bool", "func(str) bool", impl=_parse_bool)
-_def("convert.str_to_int", "func(str) int", impl=lambda s: _parse(int, s))
-_def("convert.str_to_float", "func(str) float", impl=lambda s: _parse(float, s))
-_def("convert.parse_int", "func(str) int", impl=lambda s: _parse(int, s))
-_def("convert.parse_float", "func(str) float", impl=lambda s: _parse(float, s))
+_def("convert.str_to_int", "func(str) int", impl=_parse_int)
+_def("convert.str_to_float", "func(str) float", impl=_parse_float)
+_def("convert.parse_int", "func(str) int", impl=_parse_int)
+_def("convert.parse_float", "func(str) float", impl=_parse_float)
 
 _TEMPLATE_FUNCS: dict[str, Callable[..., Any]] = {}
 

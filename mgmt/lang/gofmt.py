@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mgmt.lang.errors import FuncError
-from mgmt.lang.values import go_str
+from mgmt.lang.values import MAX_LEN, go_str
 
 _VERB = re.compile(r"%([-+# 0]*)(\d+)?(?:\.(\d+))?([a-zA-Z%])")
 
@@ -50,6 +50,12 @@ def parse_format(fmt: str) -> list[str | Verb]:
         if m.start() > pos:
             parts.append(fmt[pos : m.start()])
         flags, width, prec, verb = m.groups()
+        for what, digits in (("width", width), ("precision", prec)):
+            if digits and (len(digits) > len(str(MAX_LEN)) or int(digits) > MAX_LEN):
+                raise ValueError(
+                    f"{m.group()}: the {what} {_shown(digits)} is over the limit of "
+                    f"{MAX_LEN:,} characters a string may have"
+                )
         if verb == "%":
             parts.append("%")
         elif verb not in VERB_TYPES:
@@ -64,30 +70,56 @@ def parse_format(fmt: str) -> list[str | Verb]:
     return parts
 
 
+def _shown(digits: str) -> str:
+    digits = digits.lstrip("0") or "0"
+    return f"{int(digits):,}" if len(digits) <= 20 else f"of {len(digits):,} digits"
+
+
 def verbs(fmt: str) -> list[Verb]:
     return [p for p in parse_format(fmt) if isinstance(p, Verb)]
 
 
 def sprintf(fmt: str, args: tuple[Any, ...]) -> str:
+    """Go's fmt.Sprintf; ValueError if the result would be longer than a string may be.
+
+    Widths and precisions are bounded when the format is parsed, and each verb's length is
+    worked out before it is built, so a format cannot make a huge string even for a moment.
+    """
     out: list[str] = []
+    room = MAX_LEN
     args_iter = iter(args)
     for part in parse_format(fmt):
         if isinstance(part, str):
-            out.append(part)
-            continue
-        try:
-            value = next(args_iter)
-        except StopIteration:
-            out.append(f"%!{part.verb}(MISSING)")
-            continue
-        out.append(_one(part, value))
+            text = part
+        else:
+            try:
+                value = next(args_iter)
+            except StopIteration:
+                text = f"%!{part.verb}(MISSING)"
+            else:
+                text = _one(part, value, room)
+        room -= len(text)
+        if room < 0:
+            raise ValueError(f"result too large: over {MAX_LEN:,} characters (the limit)")
+        out.append(text)
     return "".join(out)
 
 
-def _one(v: Verb, value: Any) -> str:
+def _fits(v: Verb, body: int, room: int) -> None:
+    """Refuse a verb whose result (at least `body` long, padded to its width) would not fit."""
+    if max(v.width or 0, body) > room:
+        shown = f"%{v.flags}{v.width or ''}{'' if v.prec is None else f'.{v.prec}'}{v.verb}"
+        raise ValueError(
+            f"{shown}: the result would be over {MAX_LEN:,} characters (the limit of a string)"
+        )
+
+
+def _one(v: Verb, value: Any, room: int = MAX_LEN) -> str:
+    """One verb formatted; ValueError (before building it) if it would be longer than room."""
     spec_flags = "".join(f for f in v.flags if f in "-+ 0#")
     align = "<" if "-" in spec_flags else ""
     zero = "0" if "0" in spec_flags and not align else ""
+    pad = align or ">"  # text is padded on the left, as Go does (Python's default is right)
     sign = "+" if "+" in spec_flags else (" " if " " in spec_flags else "")
     width = str(v.width) if v.width else ""
     prec = f".{v.prec}" if v.prec is not None else ""
@@ -95,23 +127,30 @@ def _one(v: Verb, value: Any) -> str:
         text = value if isinstance(value, str) else go_str(value)
         if v.prec is not None:
             text = text[: v.prec]
-        return f"{text:{align}{width}}"
+        _fits(v, len(text), room)
+        return f"{text:{pad}{width}}"
     if v.verb == "q":
         escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         quoted = '"' + escaped + '"'
-        return f"{quoted:{align}{width}}"
+        _fits(v, len(quoted), room)
+        return f"{quoted:{pad}{width}}"
     if v.verb == "t":
-        return f"{go_str(bool(value)):{align}{width}}"
+        _fits(v, 5, room)
+        return f"{go_str(bool(value)):{pad}{width}}"
     if v.verb in "dobxXc":
         code = {"d": "d", "o": "o", "b": "b", "x": "x", "X": "X", "c": "c"}[v.verb]
         if v.verb in "xX" and isinstance(value, str):
+            _fits(v, 2 * len(value.encode()), room)
             text = value.encode().hex()
             return text.upper() if v.verb == "X" else text
+        _fits(v, len(f"{int(value):{sign}{code}}"), room)
         return f"{int(value):{align}{sign}{zero}{width}{code}}"
     if v.verb in "fFeEgG":
         code = v.verb.lower() if v.verb == "F" else v.verb
+        # at most the integer part's digits, the point, the precision's digits, an exponent
+        _fits(v, len(f"{float(value):{sign}.0f}") + (v.prec or 6) + 8, room)
         if not prec and v.verb in "gG":
-            return f"{go_str(float(value)):{align}{width}}"
+            return f"{go_str(float(value)):{pad}{width}}"
         if not prec:
             prec = ".6"
         text = f"{float(value):{align}{sign}{zero}{width}{prec}{code}}"

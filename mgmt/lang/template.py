@@ -18,7 +18,7 @@ from typing import Any
 
 from mgmt.lang.errors import FuncError
 from mgmt.lang.gofmt import sprintf
-from mgmt.lang.values import go_str, sort_key
+from mgmt.lang.values import MAX_LEN, go_str, sort_key
 
 _ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.S)
 _TOKEN = re.compile(
@@ -159,17 +159,29 @@ Funcs = Mapping[str, Callable[..., Any]]
 
 def render(text: str, data: Any, funcs: Funcs) -> str:
     """Execute a template on `data`; TemplateError on a bad template or value."""
-    out: list[str] = []
+    out = _Out()
     _exec(compile_template(text), data, data, funcs, out)
     return "".join(out)
 
 
-def _exec(nodes: list[_Node], dot: Any, root: Any, funcs: Funcs, out: list[str]) -> None:
+class _Out(list[str]):
+    """The output so far; TemplateError once it would be longer than a string may be."""
+
+    size = 0
+
+    def add(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > MAX_LEN:
+            raise TemplateError(f"template: result too large: over {MAX_LEN:,} characters")
+        self.append(text)
+
+
+def _exec(nodes: list[_Node], dot: Any, root: Any, funcs: Funcs, out: _Out) -> None:
     for node in nodes:
         if node.kind == "text":
-            out.append(node.text)
+            out.add(node.text)
         elif node.kind == "print":
-            out.append(go_str(_eval_pipe(node.pipe, dot, root, funcs)))
+            out.add(go_str(_eval_pipe(node.pipe, dot, root, funcs)))
         elif node.kind == "if":
             value = _eval_pipe(node.pipe, dot, root, funcs)
             _exec(node.body if _truth(value) else node.other, dot, root, funcs, out)
@@ -194,6 +206,8 @@ def _range_items(value: Any) -> list[Any]:
     if isinstance(value, tuple | list):
         return list(value)
     if isinstance(value, int) and not isinstance(value, bool):
+        if value > MAX_LEN:
+            raise TemplateError(f"template: range over {value:,}: over {MAX_LEN:,} iterations")
         return list(range(value))
     raise TemplateError(f"template: range can't iterate over {go_str(value)}")
 

@@ -17,6 +17,7 @@ import pytest
 from mgmt.lang import compile_file, compile_text
 from mgmt.lang.errors import CompileError, LangError
 from mgmt.lang.parser import MAX_DEPTH, MAX_SOURCE, parse
+from tests.e2e.helpers import run_mgmt
 from tests.mgmt.lang.helpers import problems, run
 
 ONE_LINE = re.compile(r"^t\.mcl:[1-9]\d*:[1-9]\d*: [^\n]+$")
@@ -219,3 +220,109 @@ def test_an_empty_literal_has_a_position(empty: str) -> None:
     one_problem(f'$x = ({empty}) == "a"\n')
     (stmt,) = parse(f"$x = {empty}\n", "t.mcl").body
     assert (stmt.expr.pos.line, stmt.expr.pos.col) == (1, 6)  # type: ignore[attr-defined]
+
+
+# printf-style formatting: bounded widths and precisions ------------------------------------
+
+
+def _error(expr: str) -> str:
+    """The run-time function error of a program showing expr (imports golang too)."""
+    _changed, _items, error = run('import "golang"\n' + shown(expr)).evaluate()
+    assert error is not None
+    assert "\n" not in str(error)
+    return str(error)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "what"),
+    [
+        ("%999999999d", "the width 999,999,999"),
+        ("%.999999999f", "the precision 999,999,999"),
+        ("%0999999999d", "the width 999,999,999"),
+        ("%-16777217s", "the width 16,777,217"),
+        ("%.16777217e", "the precision 16,777,217"),
+        ("%" + "9" * 5000 + "d", "the width of 5,000 digits"),
+    ],
+)
+def test_a_printf_width_or_precision_past_the_string_limit_is_a_check_error(
+    fmt: str, what: str
+) -> None:
+    """Issue 11's probe: `%999999999d` passed `mgmt check` and built 1 GB at run time."""
+    value = "1.0" if fmt[-1] in "fe" else '"x"' if fmt[-1] == "s" else "1"
+    problem = one_problem(shown(f'fmt.printf("{fmt}", {value})'))
+    assert problem.startswith(f"t.mcl:6:17: fmt.printf: {fmt[:20]}")
+    assert f"{what} is over the limit of 16,777,216 characters" in problem
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ('golang.template("{{ printf \\"%0999999999d\\" . }}", 1)', "the width 999,999,999"),
+        ('golang.template("{{ printf \\"%.999999999f\\" . }}", 1.0)', "the precision 999,999,999"),
+        ('fmt.printf("%16777216d%d", 1, 2)', "%d: the result would be over 16,777,216"),
+        ('fmt.printf("%16777210d%s", 1, "abcdefgh")', "%s: the result would be over 16,777,216"),
+        ('fmt.printf("%s%16777216d", "a", 1)', "%16777216d: the result would be over"),
+        ('golang.template("{{ printf \\"%9000000d%9000000d\\" . . }}", 1)', "would be over"),
+        ('golang.template("{{ range . }}{{ printf \\"%9000000d\\" 1 }}{{ end }}", 2)', "too large"),
+        ('golang.template("{{ range . }}{{ end }}", 9223372036854775807)', "iterations"),
+    ],
+)
+def test_formatting_past_the_string_limit_at_run_time_is_a_function_error(
+    expr: str, message: str
+) -> None:
+    error = _error(expr)
+    assert error.startswith("t.mcl:7:6: ") and message in error, error
+
+
+def test_formatting_up_to_the_string_limit_works() -> None:
+    rt = run(shown('fmt.printf("%16777200d", 7) + fmt.printf("%.3f|%5s|%-3d|", 1.5, "ab", 4)'))
+    (comment,) = dict(rt.evaluate()[1][0].params).values()
+    assert len(comment) == 16_777_200 + len("1.500|   ab|4  |")
+    assert comment.startswith("     ") and comment.endswith("7" + "1.500|   ab|4  |")
+
+
+# convert: what Go's strconv reads ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u0661\u0662\u0663",
+        "\uff11\uff12\uff13",
+        "\u00b2",
+        "1_000",
+        " 12",
+        "12\\n",
+        "",
+        "+",
+        "0x10",
+        "1.0",
+    ],
+)
+def test_str_to_int_reads_only_ascii_digits_and_a_sign(text: str) -> None:
+    """Python's int() takes any script's digits ("١٢٣" was 123); Go's ParseInt does not."""
+    for fn in ("convert.str_to_int", "convert.parse_int"):
+        error = _error(f'{fn}("{text}")')
+        assert "cannot parse" in error and "ASCII digits" in error
+
+
+@pytest.mark.parametrize(("text", "value"), [("123", "123"), ("+0012", "12"), ("-9", "-9")])
+def test_str_to_int_reads_a_signed_int(text: str, value: str) -> None:
+    rt = run(shown(f'convert.str_to_int("{text}")'))
+    assert rt.evaluate()[1][0].params == (("comment", value),)
+
+
+@pytest.mark.parametrize("text", ["\u0661.\u0665", "1_0.5", "1e400", "1.5x"])
+def test_str_to_float_reads_only_ascii(text: str) -> None:
+    assert "cannot parse" in _error(f'convert.str_to_float("{text}")')
+
+
+def test_a_printf_past_the_limit_fails_mgmt_run_at_once(tmp_path: Path) -> None:
+    """End to end: one error line and exit 2, where it built 1 GB and ran on (issue 11)."""
+    program = tmp_path / "t.mcl"
+    program.write_text('import "fmt"\nprint "p" {\n\tmsg => fmt.printf("%999999999d", 1),\n}\n')
+    args = ["run", "--tmp-prefix", "--converged-timeout", "5", "lang", str(program)]
+    code, out = run_mgmt(args, timeout=120)  # a generous bound: it used to run on
+    assert code == 2, out
+    (line,) = out.strip().splitlines()
+    assert f"{program}:3:20: fmt.printf: %999999999d: the width 999,999,999 is over" in line
