@@ -136,6 +136,9 @@ class Vertex:
         self.state_ok = False  # mgmt's isStateOK: no event since the last good check_apply
         self.error: BaseException | None = None
         self.changed_last = False  # the last check_apply reported a change
+        # A poll tick is being processed: not activity for the converger unless it changes
+        # something (mgmt resets its timer only then).
+        self.poll_tick = False
         self.stats = VertexStats()
         self.dirty = asyncio.Event()
         self.started = asyncio.Event()
@@ -239,20 +242,32 @@ class Vertex:
             self.handle.logger.exception("cleanup failed")
         await self.handle.run_cleanups()
 
-    def poke(self) -> None:
-        """Ask the worker to process (from upstream, a back-poke, or a retry)."""
-        if self._status not in _INERT and not self.dirty.is_set():
-            self.dirty.set()
-            self.engine.changed(self)
+    def poke(self, tick: bool = False) -> None:
+        """Ask the worker to process (from upstream, a back-poke, a retry, or a poll `tick`).
+
+        Work pending for poll ticks only is marked `poll_tick`; any other poke clears it.
+        """
+        if self._status in _INERT:
+            return
+        if self.dirty.is_set():
+            if not tick and self.poll_tick:
+                self.poll_tick = False
+                self.engine.changed(self)
+            return
+        if tick and not self.poll_tick and self._status is Status.RUNNING:
+            tick = False  # a real change is being processed: this tick does not relabel it
+        self.poll_tick = tick
+        self.dirty.set()
+        self.engine.changed(self)
 
     # tasks -------------------------------------------------------------------------------
 
-    def _on_event(self) -> None:
+    def _on_event(self, tick: bool = False) -> None:
         self.stats.last_event = time.monotonic()
         self.stats.events += 1
         self.state_ok = False
         self.started.set()
-        self.poke()
+        self.poke(tick)
 
     async def _watch(self) -> None:
         meta = self.res.meta
@@ -280,9 +295,12 @@ class Vertex:
                 backoff = min(backoff * 2, REWATCH_MAX)
 
     async def _poll(self, interval: int) -> None:
+        await self.handle.event()  # the startup event
         while True:
-            await self.handle.event()
             await asyncio.sleep(interval)
+            # A tick is activity for the converger only if its check_apply changes something
+            # (as in mgmt, which resets its timer only then).
+            self._on_event(tick=True)
 
     async def _work(self) -> None:
         await self.started.wait()
@@ -299,7 +317,7 @@ class Vertex:
             if stale:
                 for vertex in stale:
                     if vertex.status not in (Status.FAILED, Status.RETRYING, Status.DEAD):
-                        vertex.poke()  # a failed one is retried on its own schedule
+                        vertex.poke(self.poll_tick)  # a failed one retries on its own
                 self._set_status(Status.PENDING)
                 continue
             self.idle.clear()
@@ -308,6 +326,8 @@ class Vertex:
             except Exception as err:  # outside check_apply (receive, reversal): still ours
                 retry_in = self._failed(err)
             finally:
+                if not self.dirty.is_set():
+                    self.poll_tick = False  # else it describes the work that is pending now
                 self.idle.set()
             if retry_in is not None:
                 await asyncio.sleep(retry_in)
@@ -389,8 +409,9 @@ class Vertex:
             self.handle.logger.info("recovered")
         self.engine.retries[self.key] = 0
         self.error = None
+        quiet = self.poll_tick and not changed  # a tick that changed nothing stays a tick
         for target, _edge in self.engine.successors(self):
-            target.poke()  # before our own status: the converger sees them dirty first
+            target.poke(quiet)  # before our own status: the converger sees them dirty first
         self._set_outcome(Status.OK)
 
     def _failed(self, err: BaseException) -> float | None:

@@ -10,6 +10,9 @@ Numbers are bounded the same way everywhere: integers are 64-bit (mgmt's int64),
 (`inf` only where a field's metadata says `{"inf": True}`, e.g. meta `limit`), and integers given
 as text (flags, `sema: ["id:N"]`, a uid) go through `parse_int`: ASCII digits only, since
 `str.isdigit()` accepts "²" and `int()` accepts "٣".
+
+A field declared with `metadata=EMPTY_IS_UNSET` takes an empty string as "not set" (its default),
+as mgmt does for string params it checks with `!= ""` (e.g. exec's `shell: ''`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from engine.errors import ValidationError
 T = TypeVar("T")
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what every integer param and flag must fit in
+
+# Field metadata: an empty string given for this field means "not set" (the field's default).
+EMPTY_IS_UNSET: Mapping[str, Any] = types.MappingProxyType({"empty_is_unset": True})
 
 
 @functools.cache
@@ -66,6 +72,8 @@ def build(
             continue
         if not isinstance(key, str) or key not in names:
             raise ValidationError(f"unknown key{close_match(str(key), names)}", prefix + str(key))
+        if value == "" and fields_[key].metadata.get("empty_is_unset"):
+            continue  # mgmt's zero value: the default applies
         source = raw.get(key) if raw else None
         inf = bool(fields_[key].metadata.get("inf"))
         kwargs[key] = convert(types_[key], value, prefix + key, source, inf=inf)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
-from engine.engine import Engine, Status
+from engine.engine import Engine
 from engine.errors import GraphError, ValidationError
 from engine.graph import Graph
 from engine.tasks import TaskSet
@@ -140,6 +140,7 @@ class Agent:
         self._rejected = ""  # digest of the graph file last refused (reported once)
         self._forced = False
         self._stop_task: asyncio.Task[None] | None = None
+        self._not_converged: list[str] = []  # "kind[name] (why)", when the run ended
         self._tasks = TaskSet("agent", log)
         self._file_watcher: PathWatcher | None = None
         self.cluster: ClusterLink | None = None  # started when a graph first needs it
@@ -172,6 +173,7 @@ class Agent:
             await self._start_background()
             self.swapped.set()
             reason = await self._wait_for_end()
+            self._not_converged = [f"{v.name} ({why})" for v, why in self.converger.unsettled()]
         finally:
             try:
                 await self._shutdown()  # a second SIGINT or SIGTERM during the drain forces it
@@ -201,16 +203,31 @@ class Agent:
             await self.converger.converged.wait()
             if self.metrics is not None:
                 self.metrics.set_converged(True)
-            n = len(self.engine.vertices)
+            summary = self._convergence_summary()
             if first:
                 took = time.monotonic() - self._started
-                log.info("converged: all %d resources in the desired state (%.3fs)", n, took)
+                log.info("converged: %s (%.3fs)", summary, took)
                 first = False
             else:
-                log.debug("converged again (%d resources)", n)
+                log.debug("converged again: %s", summary)
             await self.converger.diverged.wait()
             if self.metrics is not None:
                 self.metrics.set_converged(False)
+
+    def _convergence_summary(self) -> str:
+        """How many resources are in the desired state, naming the failed and blocked ones."""
+        n = len(self.engine.vertices)
+        failed = sorted(v.name for v in self.converger.failed())
+        blocked = sorted(v.name for v in self.converger.blocked())
+        if not failed and not blocked:
+            return f"all {n} resources in the desired state"
+        good = n - len(failed) - len(blocked)
+        summary = f"{good} of {n} resources in the desired state"
+        if failed:
+            summary += "; failed: " + ", ".join(failed)
+        if blocked:
+            summary += "; blocked by a failure: " + ", ".join(blocked)
+        return summary
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.spawn(coro)
@@ -279,8 +296,11 @@ class Agent:
         elif reason == "max-runtime":
             log.info("max runtime of %ss reached, exiting", self.config.max_runtime)
             if self.exit_when_converged and not self.converger.converged.is_set():
-                unsettled = [v.name for v in vertices if v.outcome is not Status.OK]
-                log.error("did not converge; not converged: %s", ", ".join(unsettled) or "-")
+                # As they were when the run ended (stopping unsettles every vertex).
+                unsettled = self._not_converged or [
+                    f"none, but settled for less than {self.converger.timeout}s"
+                ]
+                log.error("did not converge; not converged: %s", ", ".join(unsettled))
                 return ExitCode.FAILED
         if failed or self._forced:
             return ExitCode.FAILED

@@ -1,8 +1,10 @@
 """The converger: the graph is converged once every vertex has been settled for `timeout` s.
 
 A vertex is settled when its last process succeeded and no event is pending, when it is failed
-(out of retries), or when it is blocked behind a failed ancestor. Event-driven: the timer is
-(re)armed on each transition, there is no polling loop.
+(out of retries), or when it is blocked behind a failed ancestor. A `meta: poll` tick is not
+activity: the vertex stays settled through it, and the timer restarts only if its check_apply
+changed something (as in mgmt). Event-driven: the timer is (re)armed on each transition, there
+is no polling loop.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from engine.engine import Engine, Status, Vertex
-from engine.events import GraphSwapped, VertexChanged
+from engine.events import CheckApplied, GraphSwapped, VertexChanged
 from engine.graph import Key
 
 log = logging.getLogger("main")
@@ -30,6 +32,7 @@ class Converger:
         self._timer: asyncio.TimerHandle | None = None
         self._unsubscribes: list[Callable[[], None]] = [
             engine.listeners.subscribe(VertexChanged, self._changed),
+            engine.listeners.subscribe(CheckApplied, self._check_applied),
             engine.listeners.subscribe(GraphSwapped, lambda _event: self.recompute()),
         ]
 
@@ -41,6 +44,31 @@ class Converger:
 
     def failed(self) -> list[Vertex]:
         return [v for k, v in self.engine.vertices.items() if k in self._failed]
+
+    def blocked(self) -> list[Vertex]:
+        """The vertices that cannot run because an ancestor failed."""
+        return [
+            v
+            for v in self.engine.vertices.values()
+            if not v.failed and v.status is Status.PENDING and self.engine.blocked(v)
+        ]
+
+    def unsettled(self) -> list[tuple[Vertex, str]]:
+        """The vertices that are not settled, each with why (its status, and its last error)."""
+        result = []
+        for key in sorted(self._unsettled):
+            vertex = self.engine.vertices.get(key)
+            if vertex is None:
+                continue
+            why = vertex.status.value
+            if vertex.status is Status.OK and vertex.dirty.is_set():
+                why = "an event is pending"
+            elif vertex.status is Status.PENDING and vertex.ts == 0:
+                why = "pending, never applied" if vertex.started.is_set() else "waiting to start"
+            if vertex.error is not None:
+                why += f": {vertex.error}"
+            result.append((vertex, why))
+        return result
 
     def recompute(self) -> None:
         """Re-evaluate every vertex (after a graph swap, or when a vertex fails or recovers)."""
@@ -54,6 +82,8 @@ class Converger:
             return True
         if vertex.status is Status.OK and not vertex.dirty.is_set():
             return True
+        if vertex.poll_tick and vertex.outcome is Status.OK:
+            return True  # a poll tick (or what it pokes) is not activity until it changes
         return (
             vertex.status is Status.PENDING and bool(self._failed) and self.engine.blocked(vertex)
         )
@@ -69,6 +99,21 @@ class Converger:
             self._unsettled.discard(vertex.key)
         else:
             self._unsettled.add(vertex.key)
+        self._rearm()
+
+    def _check_applied(self, event: CheckApplied) -> None:
+        """A change restarts the timer, even one found by a poll tick. A tick in noop mode that
+        would change something again is not activity: the change cannot happen."""
+        vertex = event.vertex
+        if not event.changed or (vertex.poll_tick and not event.apply):
+            return
+        if self.engine.vertices.get(vertex.key) is not vertex:
+            return
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        self.converged.clear()
+        self.diverged.set()
         self._rearm()
 
     def _rearm(self) -> None:

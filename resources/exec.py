@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
-from engine.params import parse_int, show
+from engine.params import EMPTY_IS_UNSET, parse_int, show
 from engine.resource import UID, Edgeable, Refreshable, Resource, register
 from engine.watcher import PathWatcher
 from resources._lib import ids
@@ -51,33 +51,33 @@ class ExecRes(Refreshable, Edgeable, Resource):
     # Arguments passed verbatim; `cmd` is then the program itself, never split. Default none.
     args: list[str] | None = None
     # Run `cmd` as [shell, "-c", cmd] with this shell, e.g. "/bin/sh". Default none: no shell.
-    shell: str | None = None
+    shell: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Absolute working directory of every command. Default: the agent's.
-    cwd: str | None = None
+    cwd: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Variables set on top of the agent's environment for every command (redacted). Default {}.
     env: dict[str, str] = field(default_factory=dict)
     # Seconds `cmd` (and `ifcmd`) may run before its process group is killed; 0 = no limit.
     timeout: int = 0
     # Run `cmd` only when this command exits 0 (split like `cmd`). Default none.
-    ifcmd: str | None = None
+    ifcmd: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Run `ifcmd` with this shell instead of splitting it. Default none.
-    ifshell: str | None = None
+    ifshell: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Absolute working directory of `ifcmd`. Default: `cwd`.
-    ifcwd: str | None = None
+    ifcwd: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Skip `cmd` while this absolute path exists. Default none.
-    creates: str | None = None
+    creates: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # A long-running command; each line it prints is an event. Default none.
-    watchcmd: str | None = None
+    watchcmd: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Run `watchcmd` with this shell instead of splitting it. Default none.
-    watchshell: str | None = None
+    watchshell: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Absolute working directory of `watchcmd`. Default: `cwd`.
-    watchcwd: str | None = None
+    watchcwd: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Absolute paths whose every change is an event. Default none.
     watchfiles: list[str] = field(default_factory=list)
     # Run every command as this user (name or uid), with its groups and HOME. Default: ours.
-    user: str | None = None
+    user: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Run every command with this primary group (name or gid). Default: the user's, or ours.
-    group: str | None = None
+    group: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
 
     def __post_init__(self) -> None:
         super().__post_init__()

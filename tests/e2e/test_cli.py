@@ -122,6 +122,62 @@ def test_failing_resource_exits_1_naming_it_and_siblings_still_run(tmp_path: Pat
     assert "exec[broken]: failed" in out
     assert (tmp_path / "sibling").exists()
     assert not (tmp_path / "after").exists()
+    # The convergence line tells the truth: not "all 3", and names the failed and blocked ones.
+    assert "converged: all" not in out
+    assert (
+        "converged: 1 of 3 resources in the desired state; failed: exec[broken]; "
+        "blocked by a failure: exec[after]"
+    ) in out
+
+
+def test_polled_resources_converge(tmp_path: Path) -> None:
+    """A poll tick that changes nothing is not activity: the converged timeout still fires."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: polled
+        resources:
+          file:
+            - name: polled
+              path: TMP/polled
+              content: "x\\n"
+              meta: {poll: 1}
+          exec:
+            - name: downstream
+              cmd: touch TMP/downstream
+              ifcmd: test ! -e TMP/downstream
+              meta: {poll: 1}
+        edges:
+          - {name: e, from: {kind: file, name: polled}, to: {kind: exec, name: downstream}}
+        """,
+    )
+    code, out = run_mgmt(
+        ["run", "--converged-timeout=3", "--max-runtime=60", "--tmp-prefix", str(graph)]
+    )
+    assert code == 0, out
+    assert "converged: all 2 resources in the desired state" in out
+    assert "converged for 3s, exiting" in out
+
+
+def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: slow
+        resources:
+          exec:
+            - name: slow
+              cmd: sleep 8
+            - name: quick
+              cmd: "true"
+        """,
+    )
+    code, out = run_mgmt(
+        ["run", "--converged-timeout=1", "--max-runtime=2", "--tmp-prefix", str(graph)]
+    )
+    assert code == 1, out
+    assert "did not converge; not converged: exec[slow] (running)" in out
+    assert "exec[quick]" not in out.split("not converged:")[1].splitlines()[0]
 
 
 def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
