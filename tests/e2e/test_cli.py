@@ -152,11 +152,36 @@ def test_polled_resources_converge(tmp_path: Path) -> None:
         """,
     )
     code, out = run_mgmt(
-        ["run", "--converged-timeout=3", "--max-runtime=60", "--tmp-prefix", str(graph)]
+        ["run", "--converged-timeout=3", "--max-runtime=30", "--tmp-prefix", str(graph)]
     )
     assert code == 0, out
     assert "converged: all 2 resources in the desired state" in out
     assert "converged for 3s, exiting" in out
+
+
+def test_exec_empty_strings_mean_not_set_as_in_mgmt(tmp_path: Path) -> None:
+    """mgmt's example graphs write `shell: ''`, `ifcmd: ''` ... for "not set"."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: empties
+        resources:
+          exec:
+            - name: exec1
+              cmd: touch TMP/ran
+              shell: ''
+              timeout: 0
+              watchcmd: ''
+              watchshell: ''
+              ifcmd: ''
+              ifshell: ''
+        """,
+    )
+    code, out = run_mgmt(
+        ["run", "--converged-timeout=1", "--max-runtime=60", "--tmp-prefix", str(graph)]
+    )
+    assert code == 0, out
+    assert (tmp_path / "ran").exists()
 
 
 def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from engine.errors import ResourceError, ValidationError
 from engine.meta import Meta
+from engine.params import build
 from resources.exec import ExecRes
 from tests.conftest import Running
 
@@ -406,6 +407,24 @@ def test_validate_accepts_the_full_form() -> None:
         user="nobody",
         group="nogroup",
     ).validate()
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["shell", "cwd", "ifcmd", "ifshell", "ifcwd", "creates", "watchcmd", "watchshell", "watchcwd"]
+    + ["user", "group"],
+)
+def test_an_empty_string_in_a_graph_means_not_set(key: str) -> None:
+    """As in mgmt (`shell: ''` etc.): the param keeps its default, the resource is valid."""
+    res = build(ExecRes, {"name": "x", "cmd": "true", key: ""})
+    res.validate()
+    assert getattr(res, key) is None
+
+
+def test_an_empty_cmd_stays_an_error() -> None:
+    with pytest.raises(ValidationError) as err:
+        build(ExecRes, {"name": "x", "cmd": ""}).validate()
+    assert err.value.key == "cmd"
 
 
 def test_cmp_compares_params() -> None:
