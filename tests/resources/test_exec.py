@@ -411,8 +411,10 @@ def test_validate_accepts_the_full_form() -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["shell", "cwd", "ifcmd", "ifshell", "ifcwd", "creates", "watchcmd", "watchshell", "watchcwd"]
-    + ["user", "group"],
+    [
+        *("shell", "cwd", "ifcmd", "ifshell", "ifcwd", "creates"),
+        *("watchcmd", "watchshell", "watchcwd", "user", "group"),
+    ],
 )
 def test_an_empty_string_in_a_graph_means_not_set(key: str) -> None:
     """As in mgmt (`shell: ''` etc.): the param keeps its default, the resource is valid."""
