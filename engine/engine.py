@@ -136,7 +136,8 @@ class Vertex:
         self.state_ok = False  # mgmt's isStateOK: no event since the last good check_apply
         self.error: BaseException | None = None
         self.changed_last = False  # the last check_apply reported a change
-        # A poll tick is being processed: not activity for the converger unless it changes
+        # The work pending or running came from poll ticks only (a tick, or a poke from a tick
+        # upstream that changed nothing): not activity for the converger unless it changes
         # something (mgmt resets its timer only then).
         self.poll_tick = False
         self.stats = VertexStats()

@@ -82,7 +82,7 @@ class Converger:
             return True
         if vertex.status is Status.OK and not vertex.dirty.is_set():
             return True
-        if vertex.poll_tick and vertex.outcome is Status.OK:
+        if vertex.poll_tick and vertex.outcome is Status.OK and not vertex.stopping:
             return True  # a poll tick (or what it pokes) is not activity until it changes
         return (
             vertex.status is Status.PENDING and bool(self._failed) and self.engine.blocked(vertex)
