@@ -67,20 +67,27 @@ def _file_extra(record: Exported, collector: dict[str, Any]) -> str | None:
     for name in ("source", "follow"):
         if params.get(name) and name not in collector:
             return f"its {name!r} param reaches outside the collected path"
-    mode = params.get("mode")
-    if isinstance(mode, str) and "mode" not in collector and _special_bits(mode):
-        return f"its mode {mode!r} sets setuid/setgid bits"
+    if params.get("mode") is not None and "mode" not in collector:
+        return _mode_refusal(params["mode"])
     return None
 
 
-def _special_bits(mode: str) -> bool:
-    """Whether an octal or symbolic mode may set setuid or setgid (symbolic: any 's')."""
-    if mode.isdigit():
-        try:
-            return bool(int(mode, 8) & 0o6000)
-        except ValueError:  # not octal: the resource refuses it
-            return False
-    return "s" in mode
+def _mode_refusal(value: Any) -> str | None:
+    """Why a record's mode is refused: it sets setuid or setgid bits, read exactly as the file
+    resource reads it (its field's type: a JSON number 4755 is the text '4755', so octal; then
+    its own `mode_after`), or the file kind would refuse it anyway. The sticky bit gives no
+    privilege and is allowed."""
+    from engine.params import convert, hints
+    from resources.file import FileRes, mode_after
+
+    try:
+        spec = convert(hints(FileRes)["mode"], value, "mode")
+        bits = mode_after(spec, 0, False) | mode_after(spec, 0, True)
+    except ValueError:  # ValidationError too: the resource would refuse the record
+        return f"its mode {value!r} is not one the file resource takes"
+    if bits & 0o6000:
+        return f"its mode {value!r} sets setuid/setgid bits"
+    return None
 
 
 # kind -> (the param naming its target, or None: the name is the target; extra checks).

@@ -47,6 +47,15 @@ def test_patterns_are_prefixes_of_the_normalised_name(
         (record("/srv/shared/a", content="x", mode="4755"), "sets setuid/setgid"),
         (record("/srv/shared/a", content="x", mode="u+s"), "sets setuid/setgid"),
         (record("/srv/shared/a", content="x", mode="2755"), "sets setuid/setgid"),
+        # A JSON number: the file resource reads 4755 as the text "4755", so octal.
+        (record("/srv/shared/a", content="x", mode=4755, owner="root"), "sets setuid/setgid"),
+        (record("/srv/shared/a", content="x", mode=2755), "sets setuid/setgid"),
+        (record("/srv/shared/a", content="x", mode=6755), "sets setuid/setgid"),
+        (record("/srv/shared/a", content="x", mode="u=rwxs,go=rx"), "sets setuid/setgid"),
+        (record("/srv/shared/d/", content=None, mode="g+s"), "sets setuid/setgid"),
+        (record("/srv/shared/a", content="x", mode=4755.0), "not one the file resource takes"),
+        (record("/srv/shared/a", content="x", mode=True), "not one the file resource takes"),
+        (record("/srv/shared/a", content="x", mode=["4755"]), "not one the file resource takes"),
         (record("/srv/shared/a", path=7), "its path is not a string"),
     ],
 )
@@ -63,6 +72,8 @@ def test_a_record_reaching_outside_the_pattern_is_refused(rec: Exported, why: st
         record("/srv/shared/a", path="/srv/shared/b", content="x"),
         record("/srv/shared/d/", path="/srv/shared/d/", mode="u=rwx,go=rx"),
         record("/srv/shared/a", state="absent"),
+        record("/srv/shared/a", content="x", mode=644),  # a number, read as octal 0644
+        record("/srv/shared/d/", path="/srv/shared/d/", mode="1777"),  # sticky: no privilege
     ],
 )
 def test_a_record_within_the_pattern_is_collected(rec: Exported) -> None:
