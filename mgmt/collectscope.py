@@ -28,6 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from engine.params import convert, hints
+from resources.file import FileRes, mode_after
+
 if TYPE_CHECKING:
     from engine.world import Exported
 
@@ -77,9 +80,6 @@ def _mode_refusal(value: Any) -> str | None:
     resource reads it (its field's type: a JSON number 4755 is the text '4755', so octal; then
     its own `mode_after`), or the file kind would refuse it anyway. The sticky bit gives no
     privilege and is allowed."""
-    from engine.params import convert, hints
-    from resources.file import FileRes, mode_after
-
     try:
         spec = convert(hints(FileRes)["mode"], value, "mode")
         bits = mode_after(spec, 0, False) | mode_after(spec, 0, True)

@@ -27,6 +27,7 @@ from engine.errors import ValidationError
 from engine.events import CheckApplied, GraphSwapped
 from engine.params import parse_int, show
 from engine.resource import members
+from mgmt.address import check_host
 
 log = logging.getLogger("main")
 
@@ -53,6 +54,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
         raise ValidationError(
             f"expected a port from 1 to 65535, got {show(listen)}", FLAG
         ) from None
+    if host:
+        check_host(host, FLAG, listen)
     return host or "127.0.0.1", number
 
 

@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from engine.errors import ValidationError, WorldError
+from mgmt.address import split_url
 from mgmt.cluster.pki import CA_CERT, CA_KEY, TLSFiles, has_ca, load_ca
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def split_urls(text: str) -> list[str]:
 
 
 def check_url(url: str, flag: str, insecure: bool) -> None:
-    parts = urlsplit(url)
+    parts = split_url(url, flag)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
         raise ValidationError(f"expected URLs like https://127.0.0.1:2379, got {url!r}", flag)
     try:

@@ -549,3 +549,30 @@ async def test_a_hostile_record_is_refused_and_nothing_is_applied(tmp_path: Path
         await daemon.wait_log(f"refused exported record {hostile} from host zz")
         assert not (outside / "suid").exists() and not (shared / "evil").exists()
         assert f"file[{shared}/evil]" not in h1.dot.read_text()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--client-urls", "https://[::1:2379", "is not a URL: Invalid IPv6 URL"),
+        ("--server-urls", "https://a..b:2380", "'a..b' is neither an IP address nor a host"),
+        ("--seeds", f"https://{'x' * 64}:2379", "is neither an IP address nor a host"),
+    ],
+)
+def test_a_bad_cluster_url_is_one_line_and_exit_2(
+    tmp_path: Path, flag: str, value: str, expected: str
+) -> None:
+    """Before: a traceback (urllib's ValueError), or an etcd that exited on it while the run
+    went on and exited 0."""
+    target = tmp_path / "f"
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(
+        f"graph: g\nresources:\n  kv:\n    - {{name: k, key: a/b, value: v}}\n"
+        f'  file:\n    - {{name: f, path: {target}, content: "x"}}\n'
+    )
+    args = ["run", "--converged-timeout=0", "--tmp-prefix", "--hostname", "hx", flag, value]
+    code, out = run_mgmt([*args, "yaml", str(graph)], timeout=60)
+    assert code == 2, out
+    (line,) = out.splitlines()
+    assert f"{flag}: " in line and expected in line, line
+    assert not target.exists()  # nothing applied

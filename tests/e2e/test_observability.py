@@ -164,6 +164,8 @@ async def test_prometheus_on_all_addresses_only_when_asked_with_a_warning() -> N
         ("::1:9233", "an IPv6 address goes in brackets"),
         ("no-such-host.invalid:PORT", "cannot serve metrics on 'no-such-host.invalid:"),
         ("127.0.0.1:INUSE", "Address already in use"),
+        ("a..b:9999", "'a..b' is neither an IP address nor a host name"),
+        (f"{'x' * 64}.example:9999", "is neither an IP address nor a host name"),
     ],
 )
 def test_bad_prometheus_listen_is_one_line_and_exit_2(

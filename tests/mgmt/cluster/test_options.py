@@ -61,11 +61,25 @@ def test_cli_flags_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         ("tls_cert", Path("/nonexistent.crt"), "give both a certificate and its key"),
         ("cluster_user", "root", "needs both --cluster-user and --cluster-password-file"),
         ("seeds", "https://127.0.0.1:2379", "joining a cluster needs its credentials"),
+        # Hosts and URLs urllib, idna or etcd would choke on: one line each, naming the flag.
+        ("client_urls", "https://[::1:2379", "is not a URL: Invalid IPv6 URL"),
+        ("server_urls", "https://a..b:2380", "'a..b' is neither an IP address nor a host"),
+        ("seeds", f"https://{'x' * 64}.example:2379", "is neither an IP address nor a host"),
+        ("advertise_server_urls", "https://-a.b:2380", "is neither an IP address nor a host"),
+        ("advertise_client_urls", "https://a b:2379", "is neither an IP address nor a host"),
     ],
 )
 def test_bad_options_name_the_flag(field: str, value: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         from_config(Config(hostname="h", prefix=Path("/nonexistent"), **{field: value}))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://localhost:2379", "https://[fe80::1%25eth0]:2379", "https://bücher.example:2379"],
+)
+def test_good_hosts_pass(url: str) -> None:
+    assert from_config(Config(hostname="h", prefix=Path("/nonexistent"), client_urls=url))
 
 
 def test_a_joiner_needs_the_cluster_ca_or_its_files(tmp_path: Path) -> None:
