@@ -72,7 +72,11 @@ def components(path: str) -> list[str]:
 
 
 def walk(
-    path: str, *, create: int | None = None, start: tuple[int, str] | None = None
+    path: str,
+    *,
+    create: int | None = None,
+    start: tuple[int, str] | None = None,
+    check: Callable[[int, str], None] | None = None,
 ) -> tuple[int, list[str]]:
     """Descend to the directory `path` without following unsafe symlinks.
 
@@ -81,10 +85,11 @@ def walk(
     directories are made, each with exactly that mode whatever the umask. A relative path
     starts at `start` (a directory descriptor and its path, for messages). The caller closes
     the descriptor. Raises NotADirectoryError if a component is not a directory,
-    UnsafePathError for a symlink the safe-path rule refuses.
+    UnsafePathError for a symlink the safe-path rule refuses. `check(fd, path)` is called on
+    every directory on the way (e.g. `trusted_dir`), "/" included.
     """
     if start is None or path.startswith("/"):
-        fd = _open_no_symlinks(path)  # the usual case, one system call
+        fd = _open_no_symlinks(path) if check is None else None  # usually one system call
         if fd is not None:
             return fd, []
         fd, walked = os.open("/", _DIR), ["/"]
@@ -92,6 +97,8 @@ def walk(
         fd, walked = os.dup(start[0]), [start[1]]
     parts, links = deque(components(path)), 0
     try:
+        if check is not None:
+            check(fd, os.path.join(*walked))
         while parts:
             name = parts.popleft()
             try:
@@ -115,6 +122,8 @@ def walk(
             os.close(fd)
             fd = new
             walked.append(name)
+            if check is not None:
+                check(fd, os.path.join(*walked))
     except BaseException:
         os.close(fd)
         raise
@@ -149,9 +158,11 @@ def _open_no_symlinks(path: str) -> int | None:
     return None
 
 
-def open_dir(path: str, *, create: int | None = None) -> int:
+def open_dir(
+    path: str, *, create: int | None = None, check: Callable[[int, str], None] | None = None
+) -> int:
     """An O_PATH descriptor of the directory `path` (see walk); FileNotFoundError if missing."""
-    fd, missing = walk(path, create=create)
+    fd, missing = walk(path, create=create, check=check)
     if missing:
         os.close(fd)
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
@@ -468,16 +479,57 @@ def stale_temps(dir_fd: int) -> list[str]:
 # private state directories ------------------------------------------------------------------
 
 
+def trusted_dir(fd: int, shown: str) -> None:
+    """Refuse (UnsafePathError) a directory above private state that another user controls.
+
+    The safe-path rule (sudo's, ssh's): owned by root or this agent's user, and writable by
+    nobody else, except a sticky directory owned by root (/tmp: nobody else can rename or
+    remove what is ours in it). A directory owned by uid 65534 above the prefix could have
+    any CA or key swapped in below it.
+    """
+    st = os.fstat(fd)
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid not in (0, os.geteuid()):
+        why = f"is owned by uid {st.st_uid}"
+    elif mode & 0o022 and not (mode & stat.S_ISVTX and st.st_uid == 0):
+        why = f"can be written by others (mode {mode:04o})"
+    else:
+        return
+    raise UnsafePathError(
+        f"{shown} {why}: refusing to keep state below it (every directory above the state must "
+        "be owned by root or this agent's user, and writable only by them)"
+    )
+
+
+def check_private(path: Path) -> None:
+    """What `private_dir(path)` would refuse, creating nothing: a directory above it that
+    another user controls (`trusted_dir`), or `path` itself owned by another user or not a
+    directory, or writable by others. Missing parts are fine (they will be made 0700).
+    UnsafePathError."""
+    fd, missing = walk(str(path.parent), check=trusted_dir)
+    with closing(fd):
+        st = None if missing else lstat_at(fd, path.name)
+    if st is None:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePathError(f"{path} is not a directory (a symlink or a file)")
+    _own(st, path)
+    if st.st_mode & 0o022:  # others could swap what is in it (private_dir would tighten it)
+        mode = stat.S_IMODE(st.st_mode)
+        raise UnsafePathError(f"{path} can be written by others (mode {mode:04o})")
+
+
 def private_dir(path: Path, *, root: Path | None = None) -> Path:
     """Make sure path (and every directory from `root` down to it) is private: 0700, ours.
 
     Missing ones are created 0700. An existing one with looser bits is tightened to 0700,
     together with the files directly in it (to 0600), and that is logged. One owned by
-    another user is refused (ResourceError). Missing parents above `root` are made 0700 too.
+    another user is refused (ResourceError), and so is `root` below a directory another user
+    controls (`trusted_dir`). Missing parents above `root` are made 0700 too.
     """
     root = root or path
     rel = path.relative_to(root).parts
-    fd = open_dir(str(root.parent), create=0o700)
+    fd = open_dir(str(root.parent), create=0o700, check=trusted_dir)
     try:
         for index, name in enumerate((root.name, *rel)):
             shown = root.joinpath(*rel[:index]) if index else root
@@ -492,13 +544,17 @@ def private_dir(path: Path, *, root: Path | None = None) -> Path:
     return path
 
 
-def _tighten(fd: int, shown: Path) -> None:
-    st = os.fstat(fd)
+def _own(st: os.stat_result, shown: Path) -> None:
     if st.st_uid != os.geteuid():
-        raise ResourceError(
+        raise UnsafePathError(
             f"{shown} is owned by uid {st.st_uid}, not by this agent (uid {os.geteuid()}): "
             "refusing to keep state there"
         )
+
+
+def _tighten(fd: int, shown: Path) -> None:
+    st = os.fstat(fd)
+    _own(st, shown)
     if not st.st_mode & 0o077:
         return
     os.fchmod(fd, 0o700)

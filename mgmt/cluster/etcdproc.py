@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import WorldError
+from engine import safefs
+from engine.errors import ResourceError, WorldError
 from mgmt.cluster.options import Options
 
 log = logging.getLogger("cluster")
@@ -164,7 +165,11 @@ class EtcdProcess:
     async def spawn(self) -> None:
         """Start the etcd process (WorldError if it cannot be started at all)."""
         argv = self.spec.argv()
-        self.spec.data_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data_dir = self.spec.data_dir
+        try:  # the prefix 0700 and ours (made so if missing), etcd's data dir too
+            await asyncio.to_thread(safefs.private_dir, data_dir, root=data_dir.parent)
+        except (OSError, ResourceError) as err:
+            raise WorldError(f"cannot use etcd's data dir: {err}") from err
         log.debug("starting etcd: %s", " ".join(argv))
         try:
             self.proc = await asyncio.create_subprocess_exec(

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.errors import ValidationError, WorldError
+from engine import safefs
+from engine.errors import ResourceError, ValidationError, WorldError
 from mgmt.address import split_url
-from mgmt.cluster.pki import CA_CERT, CA_KEY, TLSFiles, has_ca, load_ca
+from mgmt.cluster.pki import CA_CERT, CA_KEY, TLSFiles, check_ca_dir, check_key, has_ca, load_ca
 
 if TYPE_CHECKING:
     from mgmt.config import Config
@@ -129,7 +130,18 @@ def from_config(config: Config, prefix: Path | None = None) -> Options:
             path = getattr(files, what)
             if path is not None and not path.is_file():
                 raise ValidationError(f"no such file: {path}", f"--{flag}-{what}")
-    ca_dir = _ca_dir(config, prefix or config.prefix, lists["seeds"], tls, peer_tls)
+    prefix = prefix or config.prefix
+    try:  # etcd's data, this host's key and (by default) the CA live there
+        safefs.check_private(prefix)
+    except (OSError, ResourceError) as err:
+        raise ValidationError(str(err), "--prefix") from None
+    for flag, key in (("--tls-key", tls.key), ("--peer-tls-key", peer_tls.key)):
+        try:
+            if key is not None:
+                check_key(key)
+        except (OSError, WorldError) as err:
+            raise ValidationError(str(err), flag) from None
+    ca_dir = _ca_dir(config, prefix, lists["seeds"], tls, peer_tls)
     if ca_dir is None:
         _check_https(lists["client_urls"], tls, "--client-urls", "--tls-cert")
         _check_https(lists["server_urls"], peer_tls, "--server-urls", "--peer-tls-cert")
@@ -202,6 +214,10 @@ def _ca_dir(
                 )
         return None
     ca_dir = config.cluster_ca_dir or prefix / "cluster-ca"
+    try:
+        check_ca_dir(ca_dir)  # before anything in it is read or created
+    except (OSError, WorldError) as err:
+        raise ValidationError(str(err), "--cluster-ca-dir") from None
     if (ca_dir / CA_CERT).exists() != (ca_dir / CA_KEY).exists():  # never overwrite a half
         raise ValidationError(
             f"{ca_dir} holds one of {CA_CERT} and {CA_KEY}, not both: the CA needs both",

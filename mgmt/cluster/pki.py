@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import ipaddress
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from engine.errors import WorldError
+from engine import safefs
+from engine.errors import ResourceError, WorldError
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -59,9 +61,35 @@ def has_ca(directory: Path) -> bool:
 
 
 def _private_dir(directory: Path) -> None:
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if directory.stat().st_mode & 0o077:
-        directory.chmod(0o700)
+    """`directory` made (or kept) 0700 and ours, below directories only we control."""
+    try:
+        safefs.private_dir(directory)
+    except ResourceError as err:
+        raise WorldError(str(err)) from err
+
+
+def check_key(path: Path) -> None:
+    """WorldError unless the private key `path` is this agent's alone: a regular file owned by
+    its user, no access for group or others (ssh's rule)."""
+    st = os.lstat(path)
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or mode & 0o077:
+        raise WorldError(
+            f"{path} (owner uid {st.st_uid}, mode {mode:04o}): a private key must be a file "
+            f"owned by this agent's user (uid {os.geteuid()}), mode 0600"
+        )
+
+
+def check_ca_dir(ca_dir: Path) -> None:
+    """WorldError unless the CA directory (and every directory above it) is only ours to
+    change (engine.safefs's rule) and its key, if there, is ours alone: a CA another local user
+    planted would sign this host's certificate."""
+    try:
+        safefs.check_private(ca_dir)
+    except ResourceError as err:
+        raise WorldError(str(err)) from err
+    if (ca_dir / CA_KEY).exists():
+        check_key(ca_dir / CA_KEY)
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
@@ -137,6 +165,7 @@ def load_ca(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    check_ca_dir(ca_dir)
     try:
         ca_pem = (ca_dir / CA_CERT).read_bytes()
         ca_cert = x509.load_pem_x509_certificate(ca_pem)

@@ -246,3 +246,24 @@ def test_private_dir_refuses_one_owned_by_another_user(tmp_path: Path) -> None:
     with pytest.raises(ResourceError, match=f"owned by uid {NOBODY}, not by this agent"):
         safefs.private_dir(prefix)
     assert bits(prefix) == 0o777
+
+
+def test_private_dir_refuses_a_prefix_below_a_directory_another_user_controls(
+    tmp_path: Path,
+) -> None:
+    """reverse/ and var/ below /tmp/mgmt/h1, /tmp/mgmt being another user's: they could
+    rename h1 away and put their own in its place (the ancestor rule, as for the CA)."""
+    above = tmp_path / "mgmt"
+    above.mkdir()
+    os.chown(above, NOBODY, NOBODY)
+    prefix = above / "h1"
+    with pytest.raises(ResourceError, match=f"{above} is owned by uid {NOBODY}: refusing"):
+        safefs.private_dir(prefix / "reverse", root=prefix)
+    assert not prefix.exists()
+    os.chown(above, 0, 0)
+    above.chmod(0o777)  # root's, but anyone may rename what is in it
+    with pytest.raises(ResourceError, match=r"can be written by others \(mode 0777\)"):
+        safefs.check_private(prefix)
+    above.chmod(0o1777)  # sticky, like /tmp: fine
+    safefs.private_dir(prefix / "reverse", root=prefix)
+    assert bits(prefix) == bits(prefix / "reverse") == 0o700

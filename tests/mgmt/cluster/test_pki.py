@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -14,6 +17,7 @@ from engine.errors import ValidationError, WorldError
 from mgmt.cluster.options import from_config
 from mgmt.cluster.pki import create_ca, load_ca, mint, san_names
 from mgmt.config import Config
+from tests.mgmt.cluster.certs import CA
 
 
 def mode(path: Path) -> int:
@@ -75,3 +79,85 @@ def test_the_key_is_ecdsa_p256(tmp_path: Path) -> None:
     create_ca(tmp_path / "ca")
     _, _, key = load_ca(tmp_path / "ca")
     assert isinstance(key.curve, ec.SECP256R1)
+
+
+NOBODY = 65534  # another local user (the tests run as root: os.chown)
+
+
+def refused(prefix: Path, flag: str, **config: Any) -> str:
+    with pytest.raises(ValidationError) as caught:
+        from_config(Config(hostname="h", prefix=prefix, **config))
+    message = str(caught.value)
+    assert message.startswith(f"{flag}: ") and "\n" not in message, message
+    return message
+
+
+def test_a_ca_another_user_planted_is_never_trusted(tmp_path: Path) -> None:
+    """Issue 11's tester: prefix /tmp/mgmt/h1 created first by uid 65534, with a CA of theirs
+    in cluster-ca/: the host certificate came out signed by the attacker's CA."""
+    prefix = tmp_path / "mgmt" / "h1"
+    create_ca(prefix / "cluster-ca")  # the attacker's CA (made by root here, then given away)
+    for path in (prefix, prefix / "cluster-ca", *(prefix / "cluster-ca").iterdir()):
+        os.chown(path, NOBODY, NOBODY)
+    prefix.chmod(0o755)
+    message = refused(prefix, "--prefix")
+    assert f"{prefix} is owned by uid {NOBODY}" in message
+    # A directory above the prefix owned by them: they could rename the prefix away.
+    message = refused(tmp_path / "mgmt" / "h1" / "sub", "--prefix")
+    assert f"{prefix} is owned by uid {NOBODY}" in message
+    # The same CA given with --cluster-ca-dir.
+    message = refused(tmp_path / "ours", "--cluster-ca-dir", cluster_ca_dir=prefix / "cluster-ca")
+    assert f"{prefix} is owned by uid {NOBODY}" in message
+    with pytest.raises(WorldError, match=f"is owned by uid {NOBODY}"):
+        mint(prefix / "cluster-ca", tmp_path / "tls", "h", ["localhost"])
+    assert not (tmp_path / "tls").exists()
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        # The CA directory itself theirs, or writable by others: ca.key could be swapped.
+        (lambda ca: os.chown(ca, NOBODY, NOBODY), "is owned by uid 65534, not by this agent"),
+        (lambda ca: ca.chmod(0o777), "can be written by others (mode 0777)"),
+        (lambda ca: ca.parent.chmod(0o775), "can be written by others (mode 0775)"),
+        # The key: theirs, or readable by others.
+        (lambda ca: os.chown(ca / "ca.key", NOBODY, NOBODY), "(owner uid 65534, mode 0600)"),
+        (lambda ca: (ca / "ca.key").chmod(0o644), "(owner uid 0, mode 0644): a private key"),
+        (lambda ca: (ca / "ca.key").chmod(0o640), "mode 0640"),
+    ],
+)
+def test_an_unsafe_ca_dir_is_refused_naming_the_path(
+    tmp_path: Path, setup: Callable[[Path], None], expected: str
+) -> None:
+    ca = tmp_path / "etc" / "cluster-ca"
+    create_ca(ca)
+    setup(ca)
+    message = refused(tmp_path / "prefix", "--cluster-ca-dir", cluster_ca_dir=ca)
+    assert expected in message and str(tmp_path) in message
+
+
+def test_a_sticky_root_directory_like_tmp_is_fine_and_the_prefix_is_made_0700(
+    tmp_path: Path,
+) -> None:
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: others write here, but cannot touch what is ours
+    prefix = shared / "mgmt" / "h1"
+    opts = from_config(Config(hostname="h", prefix=prefix))
+    assert opts.ca_dir is not None
+    create_ca(opts.ca_dir)
+    mint(opts.ca_dir, prefix / "cluster-tls", "h", ["localhost"])
+    # Every directory the agent made is private (before: the prefix came out 0755).
+    for path in (shared / "mgmt", prefix, prefix / "cluster-ca", prefix / "cluster-tls"):
+        assert mode(path) == 0o700, path
+    # Without the sticky bit, the same directory lets others replace the prefix.
+    shared.chmod(0o777)
+    assert "can be written by others (mode 0777)" in refused(prefix, "--prefix")
+
+
+def test_a_tls_key_given_as_a_file_must_be_ours_alone(tmp_path: Path) -> None:
+    ca = CA(tmp_path)
+    leaf = ca.leaf("h")
+    leaf.key.chmod(0o644)
+    files = {"tls_ca": ca.path, "tls_cert": leaf.cert, "tls_key": leaf.key}
+    assert "a private key must be" in refused(tmp_path / "prefix", "--tls-key", **files)
