@@ -304,6 +304,11 @@ class Agent:
                 return ExitCode.FAILED
         if failed or self._forced:
             return ExitCode.FAILED
+        etcd_failure = self.cluster.cluster.start_failure if self.cluster is not None else ""
+        if etcd_failure and self.exit_when_converged:
+            # The local graph converged all the same (docs/clustering.md), but not the run.
+            log.error("cluster: this host's etcd did not start: %s", etcd_failure)
+            return ExitCode.FAILED
         return ExitCode.OK
 
     # graphs -----------------------------------------------------------------------------

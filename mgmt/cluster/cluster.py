@@ -90,6 +90,8 @@ class Cluster:
         )
         self.world = EtcdWorld(self.client, self.host)
         self.member: EtcdProcess | None = None  # this host's etcd, while it runs one
+        # Why this host's etcd last failed to start, until one serves ("": it did not).
+        self.start_failure = ""
         self.voting = False  # that member votes (not a learner): the client prefers it
         self.member_ready = asyncio.Event()
         self._tried = asyncio.Event()  # the first start of our etcd is over (ready or not)
@@ -253,9 +255,10 @@ class Cluster:
                     ready = await proc.wait_ready()
                 except WorldError as err:
                     log.error("%s", err)
-                    ready = False
+                    ready, proc.start_failure = False, str(err)
                 if ready:
                     delay, failures, reported = 1.0, 0, ""
+                    self.start_failure = ""
                     await self._on_member_ready(bootstrap)
                     bootstrap = False
                     self._tried.set()
@@ -263,11 +266,13 @@ class Cluster:
                 self._tried.set()
                 self.member_ready.clear()
                 await proc.stop()
+                self.start_failure = proc.start_failure or self.start_failure
                 if self.stopping:
                     return
                 failures += 1
                 if proc.removed or (self.options.seeds and failures >= 3):
                     log.info("this host's etcd member is not one any more; client only")
+                    self.start_failure = ""  # not a failure: the cluster goes on without it
                     self._drop_member()
                     return
                 reported = self._report_exit(proc, delay, reported)

@@ -150,6 +150,8 @@ class EtcdProcess:
         self.removed = False  # etcd said this member was removed from the cluster
         self.leader_changed: Callable[[], None] = lambda: None
         self.last_error = ""
+        # Why etcd exited before it served clients, unless we stopped it ("": it did not).
+        self.start_failure = ""
         self._reader: asyncio.Task[None] | None = None
         self._stopping = False
         self._log_events: list[tuple[str, asyncio.Event]] = []
@@ -230,8 +232,18 @@ class EtcdProcess:
                     self.proc.kill()
             raise
         finally:
+            if not (self.ready.is_set() or self._stopping):
+                self.start_failure = self.last_error or f"exit code {self.proc.returncode}"
             self.exited.set()
-            if not self._stopping:
+            if self.start_failure:  # a port in use, a bad certificate: what the user must fix
+                log.error(
+                    "etcd member %s failed to start (code %s): %s; the local graph keeps "
+                    "running without the cluster",
+                    self.spec.name,
+                    self.proc.returncode,
+                    self.start_failure,
+                )
+            elif not self._stopping:
                 log.warning(
                     "etcd member %s exited (code %s)%s",
                     self.spec.name,

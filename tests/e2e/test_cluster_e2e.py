@@ -10,6 +10,7 @@ import json
 import re
 import secrets
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
@@ -576,3 +577,27 @@ def test_a_bad_cluster_url_is_one_line_and_exit_2(
     (line,) = out.splitlines()
     assert f"{flag}: " in line and expected in line, line
     assert not target.exists()  # nothing applied
+
+
+def test_an_etcd_that_fails_to_start_fails_a_cron_run_naming_its_error(tmp_path: Path) -> None:
+    """The local graph converges all the same (a lost cluster never stops it), but the run
+    says why etcd did not start and exits 1 (before: exit 0, as if all were well)."""
+    local, graph = tmp_path / "local", tmp_path / "graph.yaml"
+    graph.write_text(
+        f'graph: g\nresources:\n  file:\n    - {{name: "@@{tmp_path}/shared/x", content: "x"}}\n'
+        f'    - {{name: {local}, content: "mine"}}\n'
+    )
+    peer = free_ports(1)[0]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        client = f"https://127.0.0.1:{busy.getsockname()[1]}"
+        args = ["run", "--converged-timeout=0", "--tmp-prefix", "--hostname", "hx"]
+        args += ["--client-urls", client, "--server-urls", f"https://127.0.0.1:{peer}"]
+        code, out = run_mgmt([*args, "yaml", str(graph)], timeout=90)
+    assert code == 1, out
+    assert "Traceback" not in out
+    assert "etcd member hx failed to start (code 1): " in out
+    assert "address already in use" in out.splitlines()[-1], out
+    assert "this host's etcd did not start" in out.splitlines()[-1]
+    assert local.read_text() == "mine"  # local convergence went on
