@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import logging
 import os
 import shutil
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +27,6 @@ from mgmt.cluster.options import Options
 log = logging.getLogger("cluster")
 
 ETCD = "etcd"
-_PR_SET_PDEATHSIG = 1
 _READY = ("serving client traffic", "ready to serve client requests")
 # etcd's words for "this data dir's member was removed from the cluster" (in its message, or
 # in the error field of its "server error" line when a removed member restarts from its data).
@@ -120,23 +116,15 @@ def _etcd_binary() -> str:
     return path
 
 
-def _pdeathsig() -> Callable[[], None] | None:
-    """A preexec function asking the kernel to SIGKILL the child when the agent dies."""
-    name = ctypes.util.find_library("c")
-    if not name or not hasattr(os, "getppid"):
-        return None
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-    except OSError:
-        return None
-    parent = os.getpid()
+def _pdeathsig() -> list[str]:
+    """An argv prefix asking the kernel to SIGKILL etcd when the agent dies.
 
-    def preexec() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the agent died before prctl took effect
-            os._exit(1)
-
-    return preexec
+    util-linux's `setpriv --pdeathsig` sets it and execs etcd (the same pid). Not a
+    `preexec_fn`: Python code run in a child forked from the agent, whose gRPC threads are
+    running, crashed it (SIGSEGV) now and then.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 class EtcdProcess:
@@ -175,11 +163,11 @@ class EtcdProcess:
         log.debug("starting etcd: %s", " ".join(argv))
         try:
             self.proc = await asyncio.create_subprocess_exec(
+                *_pdeathsig(),
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-                preexec_fn=_pdeathsig(),
                 start_new_session=True,  # a terminal's Ctrl-C goes to the agent, not to etcd
             )
         except OSError as err:
