@@ -169,6 +169,18 @@ def open_dir(
     return fd
 
 
+def _controlled_by_others(st: os.stat_result, *, sticky_ok: bool) -> str:
+    """Why a directory is controlled by another user ("" if only root or this agent's user
+    control it): the safe-path rule of sudo and ssh. With sticky_ok, a sticky directory owned by
+    root (/tmp) passes: nobody else can rename or remove what is ours in it."""
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid not in (0, os.geteuid()):
+        return f"is owned by uid {st.st_uid}"
+    if mode & 0o022 and not (sticky_ok and mode & stat.S_ISVTX and st.st_uid == 0):
+        return f"can be written by others (mode {mode:04o})"
+    return ""
+
+
 def safe_link(dir_fd: int, name: str, shown: str) -> str:
     """The target of the symlink `name` in dir_fd, if the safe-path rule allows following it.
 
@@ -180,19 +192,11 @@ def safe_link(dir_fd: int, name: str, shown: str) -> str:
     if not stat.S_ISLNK(st.st_mode):
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", shown)
     target = os.readlink(name, dir_fd=dir_fd)
-    trusted = {0, os.geteuid()}
-    holder = os.fstat(dir_fd)
-    where = os.path.dirname(shown) or "."
     why = ""
-    if st.st_uid not in trusted:
+    if st.st_uid not in (0, os.geteuid()):
         why = f"it is owned by uid {st.st_uid}"
-    elif holder.st_uid not in trusted:
-        why = f"its directory {where} is owned by uid {holder.st_uid}"
-    elif holder.st_mode & 0o022:
-        why = (
-            f"its directory {where} can be written by others "
-            f"(mode {stat.S_IMODE(holder.st_mode):04o})"
-        )
+    elif held := _controlled_by_others(os.fstat(dir_fd), sticky_ok=False):
+        why = f"its directory {os.path.dirname(shown) or '.'} {held}"
     if why:
         raise UnsafePathError(
             f"refusing to follow the symlink {shown} (-> {target}): {why}; only links owned by "
@@ -487,13 +491,8 @@ def trusted_dir(fd: int, shown: str) -> None:
     remove what is ours in it). A directory owned by uid 65534 above the prefix could have
     any CA or key swapped in below it.
     """
-    st = os.fstat(fd)
-    mode = stat.S_IMODE(st.st_mode)
-    if st.st_uid not in (0, os.geteuid()):
-        why = f"is owned by uid {st.st_uid}"
-    elif mode & 0o022 and not (mode & stat.S_ISVTX and st.st_uid == 0):
-        why = f"can be written by others (mode {mode:04o})"
-    else:
+    why = _controlled_by_others(os.fstat(fd), sticky_ok=True)
+    if not why:
         return
     raise UnsafePathError(
         f"{shown} {why}: refusing to keep state below it (every directory above the state must "
