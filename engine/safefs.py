@@ -34,7 +34,7 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -205,18 +205,24 @@ def safe_link(dir_fd: int, name: str, shown: str) -> str:
     return target
 
 
-def sub_dir(dir_fd: int, rel: tuple[str, ...]) -> int:
-    """An O_PATH descriptor of dir_fd/rel..., following no symlink at all (ELOOP/ENOTDIR)."""
+def _descend(dir_fd: int, names: Iterable[str], step: Callable[[int, str], int]) -> int:
+    """The fd reached from dir_fd by `step(fd, name)` for each name (each fd on the way closed;
+    dir_fd itself kept)."""
     fd = os.dup(dir_fd)
     try:
-        for name in rel:
-            new = os.open(name, _DIR, dir_fd=fd)
+        for name in names:
+            new = step(fd, name)
             os.close(fd)
             fd = new
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def sub_dir(dir_fd: int, rel: tuple[str, ...]) -> int:
+    """An O_PATH descriptor of dir_fd/rel..., following no symlink at all (ELOOP/ENOTDIR)."""
+    return _descend(dir_fd, rel, lambda fd, name: os.open(name, _DIR, dir_fd=fd))
 
 
 @contextlib.contextmanager
@@ -359,16 +365,7 @@ def _make_dir(dir_fd: int, name: str, mode: int) -> int:
 
 def make_dirs(dir_fd: int, missing: list[str], mode: int) -> int:
     """Create the missing directories below dir_fd (each with exactly `mode`); the last's fd."""
-    fd = os.dup(dir_fd)
-    try:
-        for name in missing:
-            new = _make_dir(fd, name, mode)
-            os.close(fd)
-            fd = new
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _descend(dir_fd, missing, lambda fd, name: _make_dir(fd, name, mode))
 
 
 @contextlib.contextmanager

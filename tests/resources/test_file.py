@@ -734,13 +734,17 @@ async def attacker(spot: Path, target: Path, mode: str) -> AsyncIterator[None]:
 
 
 RACES = 400  # check_applies per race test; each one races the attacker's swaps
+MAX_RACES = 10 * RACES  # on a loaded machine, more until both outcomes were seen
 
 
 async def race(res: FileRes, victim: Path) -> tuple[int, int]:
-    """Run check_apply RACES times; the victim must never change. (applied, refused) counts."""
+    """Run check_apply RACES times (more, up to MAX_RACES, until it was both applied and
+    refused: the race really ran); the victim must never change. (applied, refused) counts."""
     before = snapshot(victim)
     applied = refused = 0
-    for _ in range(RACES):
+    for done in range(MAX_RACES):
+        if done >= RACES and applied and refused:
+            break
         try:
             await res.check_apply(True)
             applied += 1
