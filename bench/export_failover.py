@@ -33,7 +33,6 @@ from cluster_latency import free_ports, replace, wait_all
 from common import MGMT, ROOT
 
 sys.path.insert(0, str(ROOT))
-from engine.errors import WorldError
 from engine.watcher import PathWatcher
 from mgmt.cluster.client import EtcdClient
 from mgmt.cluster.pki import TLSFiles, create_ca, mint
@@ -133,10 +132,7 @@ async def answers(urls: list[str], tls: TLSFiles) -> bool:
     """Whether this member serves (a restarted one is listed before it does)."""
     probe = EtcdClient(urls, tls=tls, call_timeout=0.5, retry_for=0.5, name="probe")
     try:
-        await probe.status()
-        return True
-    except WorldError:
-        return False
+        return await probe.answers()
     finally:
         await probe.close()
 

@@ -521,6 +521,14 @@ class EtcdClient:
 
         return await self.call("status", fn)
 
+    async def answers(self) -> bool:
+        """Whether a member answers a status request now (within this client's timeouts)."""
+        try:
+            await self.status()
+        except WorldError:
+            return False
+        return True
+
     async def space_alarms(self) -> list[Any]:
         """The active NOSPACE alarms (the storage quota was reached: writes are refused)."""
 

@@ -631,10 +631,7 @@ class Cluster:
             return False
         probe = self._probe(member)
         try:
-            await probe.status()
-            return True
-        except WorldError:
-            return False
+            return await probe.answers()
         finally:
             await probe.close()
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import textwrap
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
 
+from engine.inotify import ACCESS, Inotify
 from engine.safefs import STARTED_NS, TEMP_PREFIX
 from tests.e2e.helpers import Daemon, run_mgmt
 
@@ -51,15 +53,37 @@ def writing(pid: int, out: Path) -> bool:
     return False
 
 
-async def kill_while_writing(daemon: Daemon, out: Path) -> bool:
-    """kill -9 the daemon as soon as it is seen writing (or once it gave up on it); True: mid-write."""
+async def first_of(*aws: Awaitable[object]) -> None:
+    """Wait until the first of these is done (the others are cancelled)."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def kill_while_writing(daemon: Daemon, src: Path, out: Path) -> bool:
+    """kill -9 the daemon as soon as it is seen writing (or once it gave up on it); True: mid-write.
+
+    Looked at whenever the daemon reads a source (an inotify ACCESS event: it copies sources
+    chunk by chunk into its temp inodes), logs a line, or exits.
+    """
     assert daemon.proc is not None
     pid, caught = daemon.proc.pid, False
-    async with asyncio.timeout(60):
-        while daemon.proc.returncode is None and not (caught := writing(pid, out)):
-            if any("converged" in line for line in daemon.lines):
-                break  # every write done before we looked: kill it anyway
-            await asyncio.sleep(0.001)  # sampling /proc: there is no event for "mid-write"
+    reading = asyncio.Event()
+    watch = Inotify(lambda _events: reading.set())
+    try:
+        watch.add_watch(src, ACCESS)
+        async with asyncio.timeout(60):
+            while daemon.proc.returncode is None and not (caught := writing(pid, out)):
+                if any("converged" in line for line in daemon.lines):
+                    break  # every write done before we looked: kill it anyway
+                reading.clear()
+                await first_of(reading.wait(), daemon.wait_log("converged"), daemon.proc.wait())
+    finally:
+        watch.close()
     daemon.proc.kill()
     await daemon.proc.wait()
     return caught
@@ -80,7 +104,7 @@ async def test_kill_9_during_writes_never_leaves_a_partial_file_or_a_temp(tmp_pa
         for i in range(FILES):
             publish(src / f"f{i}", versions[i][kill % 2])
         async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
-            caught += await kill_while_writing(daemon, out)
+            caught += await kill_while_writing(daemon, src, out)
         for i in range(FILES):
             if (out / f"f{i}").exists():
                 assert (out / f"f{i}").read_bytes() in versions[i], f"partial f{i}, kill {kill}"

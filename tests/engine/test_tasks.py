@@ -10,6 +10,17 @@ import pytest
 from engine.tasks import TaskSet
 
 
+async def after_done_callbacks(task: asyncio.Task[None]) -> None:
+    """Wait until the task has ended and the set's done callback (added first) has run."""
+    ran = asyncio.Event()
+    task.add_done_callback(lambda _task: ran.set())  # callbacks run in the order added
+    await ran.wait()
+
+
+async def short() -> None:
+    """A task that ends at once."""
+
+
 async def test_a_failed_task_is_logged_once_with_its_name(caplog: pytest.LogCaptureFixture) -> None:
     tasks = TaskSet("owner")
 
@@ -18,8 +29,7 @@ async def test_a_failed_task_is_logged_once_with_its_name(caplog: pytest.LogCapt
 
     with caplog.at_level(logging.ERROR, logger="engine"):
         task = tasks.spawn(boom(), "boomer")
-        await asyncio.gather(task, return_exceptions=True)
-        await asyncio.sleep(0)  # the done callback runs
+        await after_done_callbacks(task)
         await tasks.close()
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["owner: task boomer failed: bad value"]
@@ -50,7 +60,6 @@ async def test_close_cancels_and_awaits_every_task(caplog: pytest.LogCaptureFixt
 
 async def test_a_task_that_ends_leaves_the_set() -> None:
     tasks = TaskSet("owner")
-    task = tasks.spawn(asyncio.sleep(0), "short")
-    await task
-    await asyncio.sleep(0)
+    task = tasks.spawn(short(), "short")
+    await after_done_callbacks(task)
     assert len(tasks) == 0

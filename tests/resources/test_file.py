@@ -978,18 +978,18 @@ async def test_watch_follows_a_moved_link(tmp_path: Path, run_resource: Any) -> 
 
 async def test_a_cancelled_check_waits_for_its_thread_before_closing_descriptors() -> None:
     """A thread still using the check's directory descriptors outlives no close of them."""
-    release, finished = threading.Event(), threading.Event()
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
 
     def step() -> None:
+        started.set()
         release.wait(10)
         finished.set()
 
     task = asyncio.ensure_future(_in_thread(step))
-    await asyncio.sleep(0)  # the thread has been started
+    assert await asyncio.to_thread(started.wait, 10)  # the thread runs the step
     task.cancel()
-    for _ in range(5):  # a task that did not wait would be done after the first of these
-        await asyncio.sleep(0)
-    assert not task.done()  # cancelled, yet still waiting for the thread
+    done, _ = await asyncio.wait([task], timeout=0.2)  # a task that did not wait ends at once
+    assert not done  # cancelled, yet still waiting for the thread
     release.set()
     with pytest.raises(asyncio.CancelledError):
         await task
