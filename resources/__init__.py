@@ -1,4 +1,4 @@
-"""Resource kinds: module `resources.<kind>` registers kind `<kind>` with `engine.register`.
+"""Resource kinds: each kind is registered by one module of this package (`KINDS` says which).
 
 Importing this package lets `engine.resource.lookup(kind)` import a kind's module on first use,
 so a run imports only the kinds its graph uses; `load_all()` imports every one. Each module
@@ -11,22 +11,26 @@ import importlib
 
 from engine.resource import set_loader
 
-MODULES = (
-    "noop",
-    "print",
-    "msg",
-    "timer",
-    "file",
-    "exec",
-    "pkg",
-    "user",
-    "group",
-    "virt",
-    "svc",
-    "hostname",
-    "cron",
-    "kv",
-)
+# Every shipped kind and the module `resources.<module>` that registers it. A kind's module is
+# named after it; kinds with a ':' (mgmt's "http:server:file") use '_' instead, and a family of
+# kinds may share one module (name each kind here).
+KINDS: dict[str, str] = {
+    "noop": "noop",
+    "print": "print",
+    "msg": "msg",
+    "timer": "timer",
+    "file": "file",
+    "exec": "exec",
+    "pkg": "pkg",
+    "user": "user",
+    "group": "group",
+    "virt": "virt",
+    "svc": "svc",
+    "hostname": "hostname",
+    "cron": "cron",
+    "kv": "kv",
+}
+MODULES = tuple(sorted(set(KINDS.values())))
 
 
 def load_all() -> None:
@@ -37,7 +41,7 @@ def load_all() -> None:
 
 def load(kind: str) -> None:
     """Import the module that registers `kind`."""
-    importlib.import_module(f"resources.{kind}")
+    importlib.import_module(f"resources.{KINDS[kind]}")
 
 
-set_loader(load, MODULES)
+set_loader(load, tuple(KINDS))

@@ -178,8 +178,7 @@ def test_there_is_an_example_per_kind() -> None:
     from engine.resource import lookup
 
     text = "\n".join(path.read_text() for path in EXAMPLES)
-    for module in resources.MODULES:
-        kind = module
+    for kind, module in resources.KINDS.items():
         assert lookup(kind) is not None, f"module {module} registers no kind {kind!r}"
         assert f"\n  {kind}:\n" in text, f"no example uses kind {kind!r}"
 

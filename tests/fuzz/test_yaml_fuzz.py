@@ -37,7 +37,7 @@ from tests.fuzz import fuzz_settings
 from tests.fuzz.hostile import BIG, LAUGHS
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-SHIPPED = sorted(resources.MODULES)  # not kinds(): other tests register kinds of their own
+SHIPPED = sorted(resources.KINDS)  # not kinds(): other tests register kinds of their own
 HANG_GUARD = 10.0  # seconds one case may take before it counts as a hang (cases take ms)
 # 10,000 cases per target take minutes: the suite's per-test timeout only bounds CI runs.
 pytestmark = pytest.mark.timeout(0 if fuzz.LONG else 120)
