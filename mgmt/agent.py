@@ -73,6 +73,21 @@ async def open_lang(config: Config) -> tuple[GraphSource, Loaded | None]:
     return source, source.first
 
 
+async def open_puppet(config: Config) -> tuple[GraphSource, Loaded | None]:
+    """Compile a Puppet manifest and translate its catalog (GraphFileError: nothing has run)."""
+    from mgmt.puppet.compile import Manifest
+    from mgmt.puppet.source import PuppetSource
+
+    manifest = Manifest(file=config.file, code=config.code)
+    source = await PuppetSource.open(
+        manifest,
+        hostname=config.hostname,
+        fallback=config.puppet_fallback,
+        watch=not config.no_watch,
+    )
+    return source, source.first
+
+
 def load(config: Config) -> Loaded:
     """The graph the config asks for; GraphFileError on bad input."""
     if config.frontend == "empty" or config.file is None:
@@ -86,8 +101,9 @@ async def run(config: Config) -> ExitCode:
     source: GraphSource | None = None
     first: Loaded | None = None
     try:
-        if config.frontend == "lang":
-            source, first = await open_lang(config)
+        if config.frontend in ("lang", "puppet"):
+            opener = open_lang if config.frontend == "lang" else open_puppet
+            source, first = await opener(config)
             loaded = first or Loaded(Graph("empty"))
         else:
             loaded = load(config)

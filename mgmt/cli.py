@@ -2,8 +2,10 @@
 
 mgmt run [flags] yaml FILE      (also: mgmt run [flags] FILE)
 mgmt run [flags] lang FILE.mcl  (also: mgmt run [flags] FILE.mcl)
+mgmt run [flags] puppet FILE.pp (also: mgmt run [flags] FILE.pp; or puppet -e CODE)
 mgmt run [flags] empty
-mgmt check FILE...              type-check programs (and graph files): exit 0, or 2
+mgmt check FILE...              check programs, graph files, manifests: exit 0, or 2
+mgmt check -e CODE              check inline Puppet code
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING
@@ -87,9 +90,17 @@ def build_run_parser() -> argparse.ArgumentParser:
         "target",
         nargs="+",
         metavar="FRONTEND",
-        help="`yaml FILE`, `lang FILE.mcl`, `FILE` (.mcl: lang), or `empty`",
+        help="`yaml FILE`, `lang FILE.mcl`, `puppet FILE.pp`, `puppet -e CODE`, `FILE` "
+        "(.mcl: lang, .pp: puppet), or `empty`",
+    )
+    run.add_argument(
+        "-e", "--execute", metavar="CODE", help="with `puppet`: inline Puppet code to run"
     )
     return run
+
+
+FRONTENDS = ("yaml", "lang", "puppet")
+SUFFIXES = {".mcl": "lang", ".pp": "puppet"}
 
 
 def parse(argv: list[str]) -> Config:
@@ -99,25 +110,34 @@ def parse(argv: list[str]) -> Config:
     parser = build_run_parser()
     args = parser.parse_intermixed_args(argv[1:])
     target: list[str] = args.target
-    if target == ["empty"]:
-        frontend, file = "empty", None
-    elif len(target) == 2 and target[0] in ("yaml", "lang"):
+    code: str | None = args.execute
+    file: Path | None = None
+    if code is not None and target != ["puppet"]:
+        parser.error("-e CODE is for Puppet code: `mgmt run [flags] puppet -e CODE`")
+    if target == ["empty"] or (target == ["puppet"] and code is not None):
+        frontend = target[0]
+    elif len(target) == 2 and target[0] in FRONTENDS:
         frontend, file = target[0], Path(target[1])
-    elif len(target) == 1 and target[0] not in ("yaml", "lang", "empty"):
-        frontend = "lang" if target[0].endswith(".mcl") else "yaml"
+    elif len(target) == 1 and target[0] not in (*FRONTENDS, "empty"):
+        frontend = SUFFIXES.get(Path(target[0]).suffix, "yaml")
         file = Path(target[0])
     else:
         parser.error(
-            f"expected `yaml FILE`, `lang FILE`, `FILE` or `empty`, got {' '.join(target)!r}"
+            "expected `yaml FILE`, `lang FILE`, `puppet FILE`, `puppet -e CODE`, `FILE` or "
+            f"`empty`, got {' '.join(target)!r}"
         )
     values = {f.name: getattr(args, f.name) for f in option_fields()}
-    return Config(frontend=frontend, file=file, **values)
+    return Config(frontend=frontend, file=file, code=code, **values)
 
 
 def check(files: list[str]) -> int:
-    """`mgmt check FILE...`: compile and type-check (.mcl) or validate (YAML); nothing runs."""
-    if not files or any(f.startswith("-") for f in files):
-        print("usage: mgmt check FILE.mcl|FILE.yaml...", file=sys.stderr)
+    """`mgmt check FILE...`: compile and type-check (.mcl), validate (YAML), or compile and
+    translate (.pp, or `-e CODE`: Puppet); nothing runs."""
+    inline = files[1:] if files[:1] == ["-e"] and len(files) == 2 else None
+    if not files or (inline is None and any(f.startswith("-") for f in files)):
+        print(
+            "usage: mgmt check FILE.mcl|FILE.yaml|FILE.pp... | mgmt check -e CODE", file=sys.stderr
+        )
         return int(ExitCode.USAGE)
     import resources  # noqa: F401  # kinds load on first use
     from mgmt.lang import compile_file
@@ -126,9 +146,11 @@ def check(files: list[str]) -> int:
 
     max_size = _env_default("max_graph_size", "int", DEFAULT_MAX_GRAPH_SIZE)
     code = ExitCode.OK
-    for name in files:
+    for name in inline or files:
         try:
-            if name.endswith(".mcl"):
+            if inline is not None or name.endswith(".pp"):
+                _check_puppet(None if inline is not None else Path(name), name)
+            elif name.endswith(".mcl"):
                 compile_file(Path(name))
             else:
                 load_file(Path(name), max_size)
@@ -137,8 +159,21 @@ def check(files: list[str]) -> int:
                 print(problem, file=sys.stderr)
             code = ExitCode.USAGE
             continue
-        print(f"{name}: ok", file=sys.stderr)
+        print(f"{'<puppet -e>' if inline is not None else name}: ok", file=sys.stderr)
     return int(code)
+
+
+def _check_puppet(file: Path | None, code: str) -> None:
+    """Compile a manifest (or inline code) with Puppet and translate its catalog."""
+    from mgmt.puppet.compile import Manifest
+    from mgmt.puppet.source import load
+
+    manifest = Manifest(file=file) if file is not None else Manifest(code=code)
+    hostname = _env_default("hostname", "str", socket.gethostname())
+    fallback = _env_default("puppet_fallback", "bool", False)
+    loaded = asyncio.run(load(manifest, hostname, fallback=fallback))
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,10 +28,13 @@ def opt(help: str, **kwargs: Any) -> Any:
 
 @dataclass(kw_only=True)
 class Config:
-    # Where the graph comes from: "yaml" (a graph file), "lang" (an mcl program) or "empty".
+    # Where the graph comes from: "yaml" (a graph file), "lang" (an mcl program), "puppet" (a
+    # Puppet manifest) or "empty".
     frontend: str = "yaml"
-    # The graph file (for the yaml front-end).
+    # The graph file (for the yaml front-end), program or manifest.
     file: Path | None = None
+    # Inline Puppet code (`mgmt run puppet -e CODE`), instead of a file.
+    code: str | None = None
 
     hostname: str = field(
         default_factory=socket.gethostname,
@@ -72,6 +75,13 @@ class Config:
     )
     no_autoedges: bool = field(
         default=False, metadata=opt("add no automatic edges (file -> parent dir, ...)")
+    )
+    puppet_fallback: bool = field(
+        default=False,
+        metadata=opt(
+            "run Puppet resources without a translation through `puppet resource` "
+            "(default: refuse the manifest, listing them)"
+        ),
     )
     no_autogroup: bool = field(
         default=False, metadata=opt("merge no compatible resources (e.g. pkg) into one vertex")

@@ -78,6 +78,9 @@ class ExecRes(Refreshable, Edgeable, Resource):
     user: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Run every command with this primary group (name or gid). Default: the user's, or ours.
     group: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
+    # Run only on a refresh along a notify edge, never for other events (Puppet's refreshonly;
+    # not in mgmt). Default false.
+    refreshonly: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -130,7 +133,12 @@ class ExecRes(Refreshable, Edgeable, Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         seen = self._events
-        if not (seen > self._handled or self.handle.refresh() or self.meta.poll > 0):
+        refresh = self.handle.refresh()
+        if self.refreshonly and not refresh:
+            if apply:
+                self._handled = seen
+            return nothing_to_do(self.handle, "refreshonly, and no refresh since the last run")
+        if not (seen > self._handled or refresh or self.meta.poll > 0):
             return nothing_to_do(self.handle, "no event or refresh since the last run")
         reason = await self._skip_reason()
         if reason is not None:

@@ -1,0 +1,512 @@
+"""A Puppet catalog (Puppet's JSON) translated into our graph, with Puppet's meaning.
+
+Classes, stages and defined types are containers: they are flattened, as Puppet's catalog
+already does, and a relationship to or from one holds for every resource inside it. The
+relationship metaparams become edges: `before`/`require` plain edges, `notify`/`subscribe`
+notify edges (a refresh: a refreshonly exec runs, a service restarts). Puppet's implicit
+manifest ordering is not kept: resources without a relationship run in parallel (docs/puppet.md).
+
+A resource type, or a parameter, without a translation is an error listing every such resource
+with its file and line; with `fallback`, such a resource runs instead as an exec of
+`puppet resource TYPE TITLE param=value...` (as mgmt's Puppet support did).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import ValidationError
+from engine.graph import Edge, Graph
+from engine.resource import lookup
+from mgmt.lang.kinds import build_resource
+from mgmt.yamlgraph import GraphFileError, Loaded
+
+# Metaparams every type accepts: edges, or nothing to do for us (tags, log levels...).
+EDGE_PARAMS = ("before", "require", "notify", "subscribe")
+IGNORED_META = frozenset({"tag", "alias", "loglevel", "stage", "schedule", "audit"})
+EXEC_TIMEOUT = 300  # Puppet's default exec timeout, in seconds
+CONTAINER_KINDS = frozenset({"unknown", "defined_type"})  # classes, stages, defines
+
+
+class Untranslatable(Exception):
+    """This resource (or one of its params) has no translation: why."""
+
+
+@dataclass
+class PRes:
+    """One resource of a Puppet catalog."""
+
+    type: str
+    title: str
+    params: dict[str, Any]
+    where: str
+    container: bool
+
+    @property
+    def ref(self) -> str:
+        return f"{self.type}[{self.title}]"
+
+    def take(self, name: str, default: Any = None) -> Any:
+        """A param's value, marking it as translated."""
+        return self.params.pop(name, default)
+
+
+@dataclass
+class Spec:
+    """What a Puppet resource becomes: one of our resources."""
+
+    kind: str
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+Translator = Callable[[PRes], Spec]
+
+
+def translate(catalog: Any, label: str, *, fallback: bool = False) -> Loaded:
+    """Our graph for `catalog`; GraphFileError listing every resource without a translation."""
+    resources = [_pres(raw, label) for raw in catalog.get("resources", [])]
+    by_ref = {r.ref: r for r in resources}
+    children: dict[str, list[str]] = {}
+    for edge in catalog.get("edges", []):
+        children.setdefault(edge["source"], []).append(edge["target"])
+    loaded = Loaded(Graph(label))
+    keys: dict[str, tuple[str, str]] = {}  # Puppet ref -> our (kind, name)
+    problems: list[str] = []
+    relations: list[tuple[PRes, dict[str, Any]]] = []
+    for res in resources:
+        edges = {p: res.params.pop(p) for p in EDGE_PARAMS if p in res.params}
+        relations.append((res, edges))
+        if res.container:
+            continue
+        try:
+            spec = _translate(res, fallback)
+            built = build_resource(_class(spec.kind), spec.name, spec.params, spec.meta)
+        except Untranslatable as why:
+            problems.append(f"{res.where}: {res.ref}: {why}")
+            continue
+        except ValidationError as err:
+            problems.append(f"{res.where}: {res.ref}: as {spec.kind}[{spec.name}]: {err}")
+            continue
+        key = (built.kind, built.name)
+        if key in loaded.graph:
+            problems.append(f"{res.where}: {res.ref}: is {built.kind}[{built.name}] twice")
+            continue
+        loaded.graph.add(built)
+        keys[res.ref] = key
+        loaded.warnings += [f"{res.where}: {res.ref}: {w}" for w in spec.warnings]
+    if problems:
+        raise GraphFileError(problems)
+
+    def leaves(ref: str) -> Iterator[tuple[str, str]]:
+        if ref in keys:
+            yield keys[ref]
+        for child in children.get(ref, []) if ref in by_ref and by_ref[ref].container else []:
+            yield from leaves(child)
+
+    for res, edges in relations:
+        for param, value in edges.items():
+            for target in value if isinstance(value, list) else [value]:
+                if target not in by_ref:
+                    problems.append(f"{res.where}: {res.ref}: {param} {target}: no such resource")
+                    continue
+                first, second = (
+                    (res.ref, target) if param in ("before", "notify") else (target, res.ref)
+                )
+                for src in leaves(first):
+                    for dst in leaves(second):
+                        if src != dst:
+                            loaded.graph.connect(
+                                src, dst, Edge("", notify=param in ("notify", "subscribe"))
+                            )
+    if problems:
+        raise GraphFileError(problems)
+    return loaded
+
+
+def _pres(raw: dict[str, Any], label: str) -> PRes:
+    file, line = raw.get("file"), raw.get("line")
+    where = f"{file or label}:{line}" if line is not None else str(file or label)
+    return PRes(
+        type=str(raw["type"]),
+        title=str(raw["title"]),
+        params=dict(raw.get("parameters") or {}),
+        where=where,
+        container=raw.get("kind") in CONTAINER_KINDS or raw["type"] in ("Stage", "Class", "Node"),
+    )
+
+
+def _class(kind: str) -> Any:
+    cls = lookup(kind)
+    if cls is None:
+        raise Untranslatable(f"this version has no {kind} kind")
+    return cls
+
+
+def _translate(res: PRes, fallback: bool) -> Spec:
+    """Translate one resource, or its `puppet resource` exec with `fallback`."""
+    params = dict(res.params)
+    try:
+        translator = TRANSLATORS.get(res.type)
+        if translator is None:
+            raise Untranslatable(f"no translation for Puppet type {res.type}")
+        noop = res.take("noop")
+        for name in IGNORED_META:
+            res.take(name)
+        spec = translator(res)
+        if noop is not None:
+            spec.meta["noop"] = _bool(noop, "noop")
+        if res.params:
+            raise Untranslatable(
+                f"no translation for param{'s' if len(res.params) > 1 else ''} "
+                + ", ".join(sorted(res.params))
+            )
+        return spec
+    except Untranslatable:
+        if not fallback:
+            raise
+    res.params = params
+    return _puppet_resource(res)
+
+
+# Values -----------------------------------------------------------------------------------
+
+
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return bool(value == "true")
+    raise Untranslatable(f"{name} => {value!r}: expected true or false")
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _str(value: Any, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise Untranslatable(f"{name} => {value!r}: expected a string")
+    return str(value)
+
+
+def _default_provider(res: PRes, *allowed: str) -> None:
+    provider = res.take("provider")
+    if provider is not None and provider not in allowed:
+        raise Untranslatable(f"provider => {provider!r} has no translation")
+
+
+def _ignore(res: PRes, *names: str) -> None:
+    """Params that change nothing in our model (e.g. Puppet's file backups)."""
+    for name in names:
+        res.take(name)
+
+
+# Types ------------------------------------------------------------------------------------
+
+
+def _file(res: PRes) -> Spec:
+    path = _str(res.take("path", res.title), "path").rstrip("/") or "/"
+    _ignore(res, "backup", "show_diff", "checksum", "selinux_ignore_defaults")
+    ensure = res.take("ensure")
+    params: dict[str, Any] = {}
+    if ensure in ("file", "present", None):
+        if ensure is not None:
+            params["state"] = "exists"
+    elif ensure == "directory":
+        path += "/"
+        params["state"] = "exists"
+    elif ensure == "absent":
+        params["state"] = "absent"
+    else:
+        raise Untranslatable(f"ensure => {ensure!r} has no translation (links need a kind)")
+    for ours in ("content", "source", "owner", "group", "mode"):
+        value = res.take(ours)
+        if value is not None:
+            params[ours] = _str(value, ours)
+    if isinstance(params.get("source"), str):
+        source = params["source"].removeprefix("file://")
+        if not source.startswith("/"):
+            raise Untranslatable(f"source => {params['source']!r}: only local paths translate")
+        params["source"] = source + ("/" if path.endswith("/") else "")
+    recurse = res.take("recurse")
+    if recurse is not None:
+        if recurse == "remote":
+            raise Untranslatable("recurse => remote has no translation")
+        params["recurse"] = _bool(recurse, "recurse")
+    for flag in ("purge", "force"):
+        value = res.take(flag)
+        if value is not None:
+            params[flag] = _bool(value, flag)
+    return Spec("file", path, {"path": path, **params})
+
+
+def _exec(res: PRes) -> Spec:
+    command = res.take("command", res.title)
+    params: dict[str, Any] = {}
+    if isinstance(command, list):
+        argv = [_str(a, "command") for a in command]
+        if not argv:
+            raise Untranslatable("command => []: nothing to run")
+        params["cmd"], params["args"] = argv[0], argv[1:]
+    else:
+        params["cmd"], params["shell"] = _str(command, "command"), "/bin/sh"
+    _default_provider(res, "posix", "shell")
+    _ignore(res, "logoutput")
+    env: dict[str, str] = {}
+    path = res.take("path")
+    if path is not None:
+        env["PATH"] = ":".join(_str(p, "path") for p in _list(path))
+    for entry in _list(res.take("environment")):
+        key, sep, value = _str(entry, "environment").partition("=")
+        if not sep:
+            raise Untranslatable(f"environment => {entry!r}: expected NAME=VALUE")
+        env[key] = value
+    if env:
+        params["env"] = env
+    for ours, theirs in (("cwd", "cwd"), ("user", "user"), ("group", "group")):
+        value = res.take(theirs)
+        if value is not None:
+            params[ours] = _str(value, theirs)
+    timeout = res.take("timeout", EXEC_TIMEOUT)
+    params["timeout"] = int(float(_str(timeout, "timeout")))
+    guards = [f"({_str(c, 'onlyif')})" for c in _list(res.take("onlyif"))]
+    guards += [f"! ({_str(c, 'unless')})" for c in _list(res.take("unless"))]
+    creates = [_str(c, "creates") for c in _list(res.take("creates"))]
+    if len(creates) == 1:
+        params["creates"] = creates[0]
+    else:
+        guards += [f"[ ! -e '{_quote(c)}' ]" for c in creates]
+    if guards:
+        params["ifcmd"], params["ifshell"] = " && ".join(guards), "/bin/sh"
+    refreshonly = res.take("refreshonly")
+    if refreshonly is not None and _bool(refreshonly, "refreshonly"):
+        params["refreshonly"] = True
+    if res.take("refresh") is not None:
+        raise Untranslatable("refresh => (a command run on refresh) has no translation")
+    returns = [int(_str(r, "returns")) for r in _list(res.take("returns", 0))]
+    if returns != [0]:
+        raise Untranslatable(f"returns => {returns}: only exit code 0 translates")
+    meta: dict[str, Any] = {}
+    tries = int(_str(res.take("tries", 1), "tries"))
+    if tries > 1:
+        meta["retry"] = tries - 1
+        meta["delay"] = int(float(_str(res.take("try_sleep", 0), "try_sleep")) * 1000)
+    res.take("try_sleep")
+    return Spec("exec", res.title, params, meta)
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "'\\''")
+
+
+def _package(res: PRes) -> Spec:
+    _default_provider(res, "apt", "dpkg")
+    name = _str(res.take("name", res.title), "name")
+    ensure = res.take("ensure", "present")
+    warnings = []
+    if ensure in ("present", "installed"):
+        state = "installed"
+    elif ensure == "latest":
+        state = "newest"
+    elif ensure in ("absent", "purged"):
+        state = "uninstalled"
+        if ensure == "purged":
+            warnings.append("purged: removed, but its configuration files stay (apt-get remove)")
+    elif isinstance(ensure, str) and ensure and ensure[0].isdigit():
+        state = ensure
+    else:
+        raise Untranslatable(f"ensure => {ensure!r} has no translation")
+    return Spec("pkg", name, {"state": state}, warnings=warnings)
+
+
+def _service(res: PRes) -> Spec:
+    _default_provider(res, "systemd")
+    _ignore(res, "hasstatus", "hasrestart")
+    name = _str(res.take("name", res.title), "name").removesuffix(".service")
+    params: dict[str, Any] = {}
+    ensure = res.take("ensure")
+    if ensure is not None:
+        key = str(ensure).lower()
+        table = {"running": "running", "true": "running", "stopped": "stopped", "false": "stopped"}
+        if key not in table:
+            raise Untranslatable(f"ensure => {ensure!r} has no translation")
+        params["state"] = table[key]
+    enable = res.take("enable")
+    if enable is not None:
+        params["startup"] = "enabled" if _bool(enable, "enable") else "disabled"
+    return Spec("svc", name, params)
+
+
+def _user(res: PRes) -> Spec:
+    name = _str(res.take("name", res.title), "name")
+    params: dict[str, Any] = {}
+    ensure = res.take("ensure", "present")
+    params["state"] = {"present": "exists", "absent": "absent"}.get(str(ensure))
+    if params["state"] is None:
+        raise Untranslatable(f"ensure => {ensure!r} has no translation")
+    uid = res.take("uid")
+    if uid is not None:
+        params["uid"] = int(_str(uid, "uid"))
+    gid = res.take("gid")
+    if gid is not None:
+        text = _str(gid, "gid")
+        params["gid" if text.isdigit() else "group"] = int(text) if text.isdigit() else text
+    groups = res.take("groups")
+    if groups is not None:
+        params["groups"] = [_str(g, "groups") for g in _list(groups)]
+    for ours, theirs in (("homedir", "home"), ("shell", "shell")):
+        value = res.take(theirs)
+        if value is not None:
+            params[ours] = _str(value, theirs)
+    if res.take("allowdupe") is not None:
+        params["allowduplicateuid"] = True
+    managehome = res.take("managehome")
+    if managehome is not None and _bool(managehome, "managehome"):
+        raise Untranslatable("managehome => true has no translation (home directories)")
+    return Spec("user", name, params)
+
+
+def _group(res: PRes) -> Spec:
+    name = _str(res.take("name", res.title), "name")
+    ensure = res.take("ensure", "present")
+    state = {"present": "exists", "absent": "absent"}.get(str(ensure))
+    if state is None:
+        raise Untranslatable(f"ensure => {ensure!r} has no translation")
+    params: dict[str, Any] = {"state": state}
+    gid = res.take("gid")
+    if gid is not None:
+        params["gid"] = int(_str(gid, "gid"))
+    return Spec("group", name, params)
+
+
+def _notify(res: PRes) -> Spec:
+    message = res.take("message", res.title)
+    res.take("name")
+    _ignore(res, "withpath")
+    return Spec("msg", res.title, {"body": _str(message, "message")})
+
+
+# cron: Puppet's crontab entries become systemd timers (our cron kind), named puppet-<title>.
+_DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_SPECIAL = {
+    "hourly": "hourly",
+    "daily": "daily",
+    "weekly": "weekly",
+    "monthly": "monthly",
+    "annually": "yearly",
+    "yearly": "yearly",
+    "midnight": "daily",
+}
+
+
+def _cron(res: PRes) -> Spec:
+    name = "puppet-" + re.sub(r"[^A-Za-z0-9_.-]", "-", res.title)
+    _ignore(res, "name", "target")
+    user = res.take("user", "root")
+    if user != "root":
+        raise Untranslatable(f"user => {user!r}: only root's jobs translate (systemd timers)")
+    if res.take("environment") is not None:
+        raise Untranslatable("environment has no translation")
+    ensure = res.take("ensure", "present")
+    if ensure == "absent":
+        for field_name in ("command", "special", "minute", "hour", "monthday", "month", "weekday"):
+            res.take(field_name)
+        return Spec("cron", name, {"state": "absent"})
+    command = _str(res.take("command"), "command")
+    special = res.take("special")
+    params: dict[str, Any] = {"cmd": command, "description": f"Puppet cron {res.title}"}
+    if special is not None:
+        if special == "reboot":
+            params.update(trigger="OnBootSec", time="0")
+        elif special in _SPECIAL:
+            params.update(trigger="OnCalendar", time=_SPECIAL[special])
+        else:
+            raise Untranslatable(f"special => {special!r} has no translation")
+        return Spec("cron", name, params)
+    fields = {f: _cron_field(res, f) for f in ("minute", "hour", "monthday", "month", "weekday")}
+    days = "" if fields["weekday"] == "*" else fields["weekday"] + " "
+    when = f"{days}*-{fields['month']}-{fields['monthday']} {fields['hour']}:{fields['minute']}:00"
+    params.update(trigger="OnCalendar", time=when)
+    return Spec("cron", name, params)
+
+
+def _cron_field(res: PRes, name: str) -> str:
+    """One crontab field in systemd's calendar syntax: lists, ranges (a..b), steps (x/n)."""
+    value = res.take(name, "*")
+    parts = []
+    for item in _list(value):
+        text = _str(item, name).strip().lower()
+        if text in ("*", "absent"):
+            parts.append("*")
+            continue
+        base, _, step = text.partition("/")
+        if base == "*":
+            base = "1" if name in ("monthday", "month") else "0"
+        if name == "weekday":
+            base = "..".join(_weekday(p) for p in base.split("-"))
+        else:
+            base = "..".join(_number(p, name) for p in base.split("-"))
+        parts.append(base + (f"/{step}" if step else ""))
+    if name == "weekday" and any("/" in p for p in parts):
+        raise Untranslatable("weekday with a step has no translation")
+    return ",".join(parts)
+
+
+def _weekday(text: str) -> str:
+    if text.isdigit() and int(text) < len(_DAYS):
+        return _DAYS[int(text)]
+    for day in _DAYS:
+        if text[:3] == day.lower():
+            return day
+    raise Untranslatable(f"weekday {text!r}: expected 0-7 or a day's name")
+
+
+def _number(text: str, name: str) -> str:
+    if name == "month" and text[:3] in _MONTHS:
+        return str(_MONTHS.index(text[:3]) + 1)
+    if not text.isdigit():
+        raise Untranslatable(f"{name} {text!r}: expected a number")
+    return f"{int(text):02d}"
+
+
+def _puppet_resource(res: PRes) -> Spec:
+    """The fallback: `puppet resource TYPE TITLE param=value...` as an exec (at startup and on
+    each refresh; Puppet makes it idempotent)."""
+    args = ["resource", res.type.lower(), res.title]
+    for name, value in sorted(res.params.items()):
+        if name in IGNORED_META:
+            continue
+        if isinstance(value, list | dict):
+            raise Untranslatable(
+                f"no translation, and {name} => {value!r} cannot be passed to "
+                "`puppet resource` (a list or a hash)"
+            )
+        args.append(f"{name}={str(value).lower() if isinstance(value, bool) else value}")
+    spec = Spec(
+        "exec",
+        f"puppet resource {res.ref}",
+        {"cmd": "puppet", "args": args, "timeout": EXEC_TIMEOUT},
+    )
+    spec.warnings.append("no translation: runs through `puppet resource` (--puppet-fallback)")
+    return spec
+
+
+TRANSLATORS: dict[str, Translator] = {
+    "File": _file,
+    "Exec": _exec,
+    "Package": _package,
+    "Service": _service,
+    "User": _user,
+    "Group": _group,
+    "Notify": _notify,
+    "Cron": _cron,
+}
