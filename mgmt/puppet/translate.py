@@ -371,6 +371,8 @@ def _user(res: PRes) -> Spec:
     managehome = res.take("managehome")
     if managehome is not None and _bool(managehome, "managehome"):
         raise Untranslatable("managehome => true has no translation (home directories)")
+    if params["state"] == "absent":  # Puppet ignores the other attributes of an absent user
+        params = {"state": "absent"}
     return Spec("user", name, params)
 
 
@@ -382,7 +384,7 @@ def _group(res: PRes) -> Spec:
         raise Untranslatable(f"ensure => {ensure!r} has no translation")
     params: dict[str, Any] = {"state": state}
     gid = res.take("gid")
-    if gid is not None:
+    if gid is not None and state == "exists":
         params["gid"] = int(_str(gid, "gid"))
     return Spec("group", name, params)
 
@@ -433,6 +435,11 @@ def _cron(res: PRes) -> Spec:
             raise Untranslatable(f"special => {special!r} has no translation")
         return Spec("cron", name, params)
     fields = {f: _cron_field(res, f) for f in ("minute", "hour", "monthday", "month", "weekday")}
+    if fields["monthday"] != "*" and fields["weekday"] != "*":
+        raise Untranslatable(
+            "monthday and weekday both set: cron runs when either matches, a systemd calendar "
+            "only when both do"
+        )
     days = "" if fields["weekday"] == "*" else fields["weekday"] + " "
     when = f"{days}*-{fields['month']}-{fields['monthday']} {fields['hour']}:{fields['minute']}:00"
     params.update(trigger="OnCalendar", time=when)
@@ -472,7 +479,7 @@ def _weekday(text: str) -> str:
 
 def _number(text: str, name: str) -> str:
     if name == "month" and text[:3] in _MONTHS:
-        return str(_MONTHS.index(text[:3]) + 1)
+        return f"{_MONTHS.index(text[:3]) + 1:02d}"
     if not text.isdigit():
         raise Untranslatable(f"{name} {text!r}: expected a number")
     return f"{int(text):02d}"

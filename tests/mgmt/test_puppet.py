@@ -1,0 +1,189 @@
+"""Puppet catalogs, compiled by the real Puppet, translated into our graph (nothing applied).
+
+One compile (a few seconds: facter) serves every test of the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.graph import Graph
+from mgmt.puppet.compile import Manifest, compile_catalog
+from mgmt.puppet.translate import translate
+from mgmt.yamlgraph import GraphFileError
+
+pytestmark = pytest.mark.slow
+
+MANIFEST = textwrap.dedent(
+    """\
+    define site::vhost($port) {
+      file { "/srv/${title}.conf": content => "port ${port}\\n" }
+      exec { "check-${title}": command => "/bin/true", refreshonly => true,
+             subscribe => File["/srv/${title}.conf"] }
+    }
+    class base {
+      file { '/srv': ensure => directory }
+      package { 'puppet-agent': ensure => latest }
+    }
+    class app {
+      site::vhost { 'a': port => 80 }
+      site::vhost { 'b': port => 81 }
+      service { 'nginx.service': ensure => stopped, enable => false }
+    }
+    include base
+    include app
+    Class['base'] -> Class['app']
+    file { 'named': path => '/srv/named/', ensure => absent }
+    file { '/srv/tree': ensure => directory, source => 'file:///etc/skel', recurse => true,
+           purge => true, force => true }
+    exec { 'multi':
+      command => ['/usr/bin/printf', '%s', 'x'], onlyif => ['test -d /srv', 'true'],
+      unless => 'false', creates => ['/srv/m1', '/srv/m2'], environment => ['A=1'],
+      path => ['/bin', '/usr/bin'], tries => 3, try_sleep => 2, timeout => 30, cwd => '/srv',
+    }
+    cron { 'weekly job': command => '/bin/true', special => 'weekly' }
+    cron { 'months': command => '/bin/true', minute => 5, hour => '1-3', monthday => '*/2',
+           month => ['jan', 'jul'] }
+    cron { 'sundays': command => '/bin/true', minute => 0, weekday => ['sunday', 6] }
+    cron { 'gone': ensure => absent }
+    user { 'svcuser': uid => 4321, gid => 100, groups => ['adm'], home => '/srv/u' }
+    user { 'olduser': ensure => absent, uid => 4323 }
+    group { 'svcgroup': gid => 4322 }
+    package { 'oldpkg': ensure => purged }
+    package { 'pinned': ensure => '1.2-3' }
+    notify { 'n': message => 'hi', noop => true }
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    path = tmp_path_factory.mktemp("pp") / "site.pp"
+    path.write_text(MANIFEST)
+    return asyncio.run(compile_catalog(Manifest(file=path), "node1"))
+
+
+@pytest.fixture(scope="module")
+def graph(catalog: Any) -> Graph:
+    return translate(catalog, "site.pp").graph
+
+
+def params(graph: Graph, kind: str, name: str) -> dict[str, Any]:
+    res = graph.vertices[(kind, name)]
+    return {k: v for k, v in vars(res).items() if not k.startswith("_") and v not in (None, [], {})}
+
+
+def test_defines_and_classes_are_flattened_with_their_relationships(graph: Graph) -> None:
+    keys = set(graph.vertices)
+    edges = {(src, dst): edge for src, dst, edge in graph.edges()}
+    assert {("file", "/srv/a.conf"), ("exec", "check-a"), ("exec", "check-b")} <= keys
+    assert not [k for k in keys if k[0] in ("class", "stage") or "vhost" in k[1]]
+    # subscribe: a notify edge; Class['base'] -> Class['app']: every pair of their resources.
+    assert edges[("file", "/srv/a.conf"), ("exec", "check-a")].notify
+    for src in (("file", "/srv/"), ("pkg", "puppet-agent")):
+        for dst in (("file", "/srv/b.conf"), ("exec", "check-b"), ("svc", "nginx")):
+            assert not edges[src, dst].notify
+
+
+def test_file_translation(graph: Graph) -> None:
+    assert params(graph, "file", "/srv/")["state"] == "exists"
+    assert params(graph, "file", "/srv/named")["state"] == "absent"  # the path param, no slash
+    tree = params(graph, "file", "/srv/tree/")
+    assert (tree["source"], tree["recurse"], tree["purge"], tree["force"]) == (
+        "/etc/skel/",
+        True,
+        True,
+        True,
+    )
+
+
+def test_exec_translation(graph: Graph) -> None:
+    multi = graph.vertices[("exec", "multi")]
+    assert (multi.cmd, multi.args, multi.shell) == ("/usr/bin/printf", ["%s", "x"], None)
+    assert multi.ifcmd == (
+        "(test -d /srv) && (true) && ! (false) && [ ! -e '/srv/m1' ] && [ ! -e '/srv/m2' ]"
+    )
+    assert multi.ifshell == "/bin/sh" and multi.cwd == "/srv" and multi.timeout == 30
+    assert multi.env == {"PATH": "/bin:/usr/bin", "A": "1"}
+    assert (multi.meta.retry, multi.meta.delay) == (2, 2000)
+    check = graph.vertices[("exec", "check-a")]
+    assert check.refreshonly and check.shell == "/bin/sh" and check.timeout == 300
+
+
+def test_package_service_user_group_notify(graph: Graph) -> None:
+    assert graph.vertices[("pkg", "puppet-agent")].state == "newest"
+    assert graph.vertices[("pkg", "oldpkg")].state == "uninstalled"
+    assert graph.vertices[("pkg", "pinned")].state == "1.2-3"
+    nginx = graph.vertices[("svc", "nginx")]
+    assert (nginx.state, nginx.startup) == ("stopped", "disabled")
+    user = graph.vertices[("user", "svcuser")]
+    assert (user.state, user.uid, user.gid, user.groups) == ("exists", 4321, 100, ["adm"])
+    assert user.homedir == "/srv/u"
+    old = graph.vertices[("user", "olduser")]
+    assert (old.state, old.uid) == ("absent", None)  # Puppet ignores an absent user's uid
+    assert graph.vertices[("group", "svcgroup")].gid == 4322
+    note = graph.vertices[("msg", "n")]
+    assert note.body == "hi" and note.meta.noop
+
+
+def test_cron_becomes_a_systemd_calendar(graph: Graph) -> None:
+    weekly = graph.vertices[("cron", "puppet-weekly-job")]
+    assert (weekly.trigger, weekly.time, weekly.cmd) == ("OnCalendar", "weekly", "/bin/true")
+    months = graph.vertices[("cron", "puppet-months")]
+    assert months.time == "*-01,07-01/2 01..03:05:00"
+    assert graph.vertices[("cron", "puppet-sundays")].time == "Sun,Sat *-*-* *:00:00"
+    assert graph.vertices[("cron", "puppet-gone")].state == "absent"
+
+
+def test_purged_packages_warn(catalog: Any) -> None:
+    warnings = translate(catalog, "site.pp").warnings
+    assert any("Package[oldpkg]: purged" in w for w in warnings)
+
+
+def test_every_untranslatable_resource_is_listed(catalog: Any) -> None:
+    bad = dict(catalog)
+    bad["resources"] = [
+        *catalog["resources"],
+        {"type": "Host", "title": "h", "file": "/x.pp", "line": 3, "kind": "compilable_type"},
+        {
+            "type": "Service",
+            "title": "s",
+            "file": "/x.pp",
+            "line": 4,
+            "kind": "compilable_type",
+            "parameters": {"restart": "/bin/x", "ensure": "running"},
+        },
+        {
+            "type": "Cron",
+            "title": "c",
+            "file": "/x.pp",
+            "line": 5,
+            "kind": "compilable_type",
+            "parameters": {"command": "/bin/true", "monthday": 1, "weekday": 1},
+        },
+    ]
+    with pytest.raises(GraphFileError) as err:
+        translate(bad, "site.pp")
+    assert err.value.problems == [
+        "/x.pp:3: Host[h]: no translation for Puppet type Host",
+        "/x.pp:4: Service[s]: no translation for param restart",
+        "/x.pp:5: Cron[c]: monthday and weekday both set: cron runs when either matches, a "
+        "systemd calendar only when both do",
+    ]
+    fallback = translate(bad, "site.pp", fallback=True).graph
+    host = fallback.vertices[("exec", "puppet resource Host[h]")]
+    assert (host.cmd, host.args) == ("puppet", ["resource", "host", "h"])
+
+
+def test_compile_errors_carry_puppets_message_and_position(tmp_path: Path) -> None:
+    path = tmp_path / "bad.pp"
+    path.write_text("notify { 'x':\n  message => $undefined_function(),\n}\n")
+    with pytest.raises(GraphFileError) as err:
+        asyncio.run(compile_catalog(Manifest(file=path), "node1"))
+    (problem,) = err.value.problems
+    assert problem.startswith(f"{path}:2:") and ": puppet: " in problem, problem
