@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
+from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_path
 from tests.systemd_fixture import Client, RealSystemd, real_systemd
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -189,3 +189,13 @@ def test_types_without_a_translation_are_listed_or_run_through_puppet_resource(
     )
     assert status == 0, out
     assert "10.0.0.9\tdb.example" in hosts.read_text()
+
+
+def test_the_example_manifest_converges(tmp_path: Path) -> None:
+    example = (ROOT / "examples/puppet.pp").read_text()
+    pp = tmp_path / "puppet.pp"
+    pp.write_text(example.replace("/tmp/mgmt", str(tmp_path)))
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    assert code == 0, out
+    assert (tmp_path / "puppet/motd").read_text().startswith("managed by Puppet code")
+    assert (tmp_path / "puppet/motd.log").exists()  # created, so the exec was refreshed
