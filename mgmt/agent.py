@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -27,6 +29,7 @@ from mgmt.cluster import needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
 from mgmt.metrics import Metrics
+from mgmt.sdnotify import Notifier
 from mgmt.yamlgraph import GraphFileError, Loaded, digest, load_file, parse, read_limited
 
 if TYPE_CHECKING:
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from mgmt.cluster.link import ClusterLink
 
 log = logging.getLogger("main")
+PROGRESS_EVERY = 2.0  # seconds between progress lines on a terminal, before the first convergence
 
 
 class GraphSource(Protocol):
@@ -95,13 +99,17 @@ def load(config: Config) -> Loaded:
     return load_file(config.file, config.max_graph_size)
 
 
-async def run(config: Config) -> ExitCode:
-    """Run the agent until it converges (cron mode), is stopped, or hits --max-runtime."""
+async def run(config: Config, given: Loaded | None = None) -> ExitCode:
+    """Run the agent until it converges (cron mode), is stopped, or hits --max-runtime.
+
+    `given`: a graph built by the caller, instead of the one the config names."""
     logsetup.setup(config.log_format, config.verbose)
     source: GraphSource | None = None
     first: Loaded | None = None
     try:
-        if config.frontend in ("lang", "puppet"):
+        if given is not None:
+            loaded = given
+        elif config.frontend in ("lang", "puppet"):
             opener = open_lang if config.frontend == "lang" else open_puppet
             source, first = await opener(config)
             loaded = first or Loaded(Graph("empty"))
@@ -164,6 +172,7 @@ class Agent:
         self._collected = asyncio.Event()  # the collected resources changed
         self._apply_lock = asyncio.Lock()
         self.metrics = Metrics(self.engine, config.prometheus_listen) if config.prometheus else None
+        self.notifier = Notifier.from_environment()  # under systemd, Type=notify
 
     async def run(self, loaded: Loaded) -> ExitCode:
         loop = asyncio.get_running_loop()
@@ -188,6 +197,9 @@ class Agent:
                 return ExitCode.FAILED
             await self._start_background()
             self.swapped.set()
+            if self.notifier is not None:
+                self.notifier.ready(self._status())
+                self._spawn(self.notifier.keep_alive())
             reason = await self._wait_for_end()
             self._not_converged = [f"{v.name} ({why})" for v, why in self.converger.unsettled()]
         finally:
@@ -212,6 +224,8 @@ class Agent:
             self.reload.set()  # catch an edit made between loading and watching
         self._spawn(self._reload_loop())
         self._spawn(self._report_convergence())
+        if sys.stderr.isatty() and self.config.log_format == "text":
+            self._spawn(self._show_progress())
 
     async def _report_convergence(self) -> None:
         first = True
@@ -220,6 +234,8 @@ class Agent:
             if self.metrics is not None:
                 self.metrics.set_converged(True)
             summary = self._convergence_summary()
+            if self.notifier is not None:
+                self.notifier.status(self._status())
             if first:
                 took = time.monotonic() - self._started
                 log.info("converged: %s (%.3fs)", summary, took)
@@ -229,6 +245,29 @@ class Agent:
             await self.converger.diverged.wait()
             if self.metrics is not None:
                 self.metrics.set_converged(False)
+            if self.notifier is not None:
+                self.notifier.status(self._status())
+
+    def _status(self) -> str:
+        """One line for systemd's STATUS= (and `systemctl status`)."""
+        if self.converger.converged.is_set():
+            return "converged: " + self._convergence_summary()
+        n = len(self.engine.vertices)
+        waiting = len(self.converger.unsettled())
+        failed = len(self.converger.failed())
+        return f"converging: {n - waiting} of {n} resources settled, {failed} failed"
+
+    async def _show_progress(self) -> None:
+        """On a terminal, a line every PROGRESS_EVERY seconds until the first convergence."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PROGRESS_EVERY):
+                await self.converger.converged.wait()
+                return
+        while not self.converger.converged.is_set():
+            log.info("%s", self._status())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PROGRESS_EVERY):
+                    await self.converger.converged.wait()
 
     def _convergence_summary(self) -> str:
         """How many resources are in the desired state, naming the failed and blocked ones."""
@@ -276,6 +315,8 @@ class Agent:
 
     async def _shutdown(self) -> None:
         self.stopping.set()
+        if self.notifier is not None:
+            self.notifier.stopping()
         await self._tasks.close()
         if self._file_watcher is not None:
             await self._file_watcher.aclose()
@@ -293,6 +334,8 @@ class Agent:
         self.converger.close()
         if self.cluster is not None:  # withdraw exports, leave, stop etcd
             await self.cluster.stop(graceful=not self._forced)
+        if self.notifier is not None:
+            self.notifier.close()
 
     def _exit_code(self, reason: str) -> ExitCode:
         vertices = self.engine.vertices.values()

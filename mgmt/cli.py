@@ -6,6 +6,7 @@ mgmt run [flags] puppet FILE.pp (also: mgmt run [flags] FILE.pp; or puppet -e CO
 mgmt run [flags] empty
 mgmt check FILE...              check programs, graph files, manifests: exit 0, or 2
 mgmt check -e CODE              check inline Puppet code
+mgmt setup --install-service [--start] [run flags] FRONTEND...   a systemd service (mgmt/setup.py)
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mgmt {VERSION}")
     parser.add_argument(
         "command",
-        choices=["run", "check"],
-        help="run: run a graph (see mgmt run --help); check FILE...: check programs, exit 0/2",
+        choices=["run", "check", "setup"],
+        help="run: run a graph (see mgmt run --help); check FILE...: check programs, exit 0/2; "
+        "setup --install-service: install the agent as a systemd service",
     )
     return parser
 
@@ -139,39 +141,58 @@ def check(files: list[str]) -> int:
             "usage: mgmt check FILE.mcl|FILE.yaml|FILE.pp... | mgmt check -e CODE", file=sys.stderr
         )
         return int(ExitCode.USAGE)
+    hostname = _env_default("hostname", "str", socket.gethostname())
+    fallback = _env_default("puppet_fallback", "bool", False)
+    max_size = _env_default("max_graph_size", "int", DEFAULT_MAX_GRAPH_SIZE)
+    code = ExitCode.OK
+    configs = (
+        [Config(frontend="puppet", code=inline[0])]
+        if inline is not None
+        else [Config(frontend=SUFFIXES.get(Path(f).suffix, "yaml"), file=Path(f)) for f in files]
+    )
+    for config in configs:
+        config.hostname, config.puppet_fallback, config.max_graph_size = (
+            hostname,
+            fallback,
+            max_size,
+        )
+        problems = check_config(config)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            code = ExitCode.USAGE
+        else:
+            print(f"{config.file or '<puppet -e>'}: ok", file=sys.stderr)
+    return int(code)
+
+
+def check_config(config: Config) -> list[str]:
+    """What is wrong with the graph, program or manifest `config` runs (nothing runs): the
+    problems as one-line messages (warnings printed), or []."""
     import resources  # noqa: F401  # kinds load on first use
     from mgmt.lang import compile_file
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import GraphFileError, load_file
 
-    max_size = _env_default("max_graph_size", "int", DEFAULT_MAX_GRAPH_SIZE)
-    code = ExitCode.OK
-    for name in inline or files:
-        try:
-            if inline is not None or name.endswith(".pp"):
-                _check_puppet(None if inline is not None else Path(name), name)
-            elif name.endswith(".mcl"):
-                compile_file(Path(name))
-            else:
-                load_file(Path(name), max_size)
-        except (CompileError, GraphFileError) as err:
-            for problem in err.problems:
-                print(problem, file=sys.stderr)
-            code = ExitCode.USAGE
-            continue
-        print(f"{'<puppet -e>' if inline is not None else name}: ok", file=sys.stderr)
-    return int(code)
+    try:
+        if config.frontend == "puppet":
+            _check_puppet(config)
+        elif config.frontend == "lang" and config.file is not None:
+            compile_file(config.file)
+        elif config.frontend == "yaml" and config.file is not None:
+            load_file(config.file, config.max_graph_size)
+    except (CompileError, GraphFileError) as err:
+        return list(err.problems)
+    return []
 
 
-def _check_puppet(file: Path | None, code: str) -> None:
+def _check_puppet(config: Config) -> None:
     """Compile a manifest (or inline code) with Puppet and translate its catalog."""
     from mgmt.puppet.compile import Manifest
     from mgmt.puppet.source import load
 
-    manifest = Manifest(file=file) if file is not None else Manifest(code=code)
-    hostname = _env_default("hostname", "str", socket.gethostname())
-    fallback = _env_default("puppet_fallback", "bool", False)
-    loaded = asyncio.run(load(manifest, hostname, fallback=fallback))
+    manifest = Manifest(file=config.file, code=config.code)
+    loaded = asyncio.run(load(manifest, config.hostname, fallback=config.puppet_fallback))
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
@@ -180,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "check":
         return check(args[1:])
+    if args and args[0] == "setup":
+        from mgmt import setup
+
+        return setup.main(args[1:])
     config = parse(args)
     from mgmt import agent
 

@@ -1,0 +1,82 @@
+"""systemd's service notification protocol (sd_notify), for `Type=notify` units.
+
+Under systemd, $NOTIFY_SOCKET names a datagram socket: the agent sends READY=1 once its first
+graph runs, STATUS=<one line> as the state changes, STOPPING=1 when it stops, and, when the unit
+sets WatchdogSec=, WATCHDOG=1 at half the interval from a task on the event loop: a loop that is
+wedged stops the pings, and systemd restarts the agent. The variables are removed from our
+environment once read, so that no command we run can speak for us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+log = logging.getLogger("main")
+
+VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+class Notifier:
+    """One connection to systemd's notify socket (see the module docstring)."""
+
+    def __init__(self, address: str, watchdog_usec: int = 0) -> None:
+        # "@name" is in the abstract namespace.
+        self.address = "\0" + address[1:] if address.startswith("@") else address
+        self.watchdog = watchdog_usec / 1e6 if watchdog_usec > 0 else 0.0  # seconds
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._sock.setblocking(False)
+        self._status = ""
+
+    @classmethod
+    def from_environment(cls) -> Notifier | None:
+        """The notifier systemd asked for, or None (not under systemd, or not Type=notify)."""
+        values = {name: os.environ.pop(name, "") for name in VARIABLES}
+        address = values["NOTIFY_SOCKET"]
+        if not address or not (address.startswith(("/", "@"))):
+            return None
+        usec = 0
+        pid = values["WATCHDOG_PID"]
+        if values["WATCHDOG_USEC"].isdigit() and (not pid or pid == str(os.getpid())):
+            usec = int(values["WATCHDOG_USEC"])
+        return cls(address, usec)
+
+    def send(self, *assignments: str) -> None:
+        """Send `NAME=value` lines; never blocks (a full socket drops the message, logged)."""
+        data = "\n".join(assignments).encode()
+        try:
+            self._sock.sendto(data, self.address)
+        except OSError as err:
+            log.debug("sd_notify %s: %s", assignments[0].split("=")[0], err)
+
+    def ready(self, status: str) -> None:
+        self._status = status
+        self.send("READY=1", f"STATUS={_one_line(status)}", f"MAINPID={os.getpid()}")
+
+    def status(self, status: str) -> None:
+        """STATUS=, sent only when it changed."""
+        if status != self._status:
+            self._status = status
+            self.send(f"STATUS={_one_line(status)}")
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1", "STATUS=stopping")
+
+    async def keep_alive(self) -> None:
+        """WATCHDOG=1 at half the watchdog interval, from the loop, until cancelled."""
+        if not self.watchdog:
+            return
+        while True:
+            self.send("WATCHDOG=1")
+            await asyncio.sleep(self.watchdog / 2)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:400]

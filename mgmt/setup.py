@@ -1,0 +1,158 @@
+"""`mgmt setup --install-service`: run the agent as a systemd service, installed by the agent.
+
+    mgmt setup --install-service [--start] [--unit NAME] [--watchdog-sec N] [--dry-run]
+               [run flags] yaml FILE | lang FILE.mcl | puppet FILE.pp | empty
+
+The run flags and front-end are those of `mgmt run`; they are checked (flags, and the graph,
+program or manifest itself) before anything is written: a unit that would only crash-loop is
+refused with exit 2. The unit (Type=notify, the watchdog, reload by SIGHUP, hardening that
+leaves the agent able to manage the host: docs/operations.md) is then applied by the agent
+itself, as a two-resource graph: a `file` for the unit and a `svc` that enables it (and starts
+it with --start; a running agent whose unit changed is restarted). Running it again with other
+flags changes the unit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from engine.errors import MgmtError
+from mgmt.config import Config, ExitCode
+
+UNIT = "mgmt"
+WATCHDOG_SEC = 30
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mgmt setup",
+        description="Install the agent as a systemd service (the rest of the command line is "
+        "what `mgmt run` gets).",
+    )
+    parser.add_argument(
+        "--install-service", action="store_true", required=True, help="write and enable the unit"
+    )
+    parser.add_argument("--start", action="store_true", help="also start (or restart) it now")
+    parser.add_argument("--unit", default=UNIT, help=f"the unit's name (default: {UNIT})")
+    parser.add_argument(
+        "--watchdog-sec",
+        type=int,
+        default=WATCHDOG_SEC,
+        metavar="N",
+        help=f"restart the agent if its event loop stops for N s (0: off; default {WATCHDOG_SEC})",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the unit, change nothing")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    from mgmt import cli
+
+    own, rest = build_parser().parse_known_args(argv)
+    if not own.unit.replace("-", "").replace("_", "").replace("@", "").isalnum():
+        print(
+            f"mgmt setup: --unit {own.unit!r}: letters, digits, '-' and '_' only", file=sys.stderr
+        )
+        return int(ExitCode.USAGE)
+    if own.watchdog_sec < 0:
+        print("mgmt setup: --watchdog-sec: 0 or more seconds", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    config = cli.parse(["run", *rest])  # exits 2 on a usage error
+    if config.tmp_prefix or config.converged_timeout >= 0 or config.exit_after >= 0:
+        print(
+            "mgmt setup: a service runs until stopped: no --tmp-prefix, --converged-timeout",
+            file=sys.stderr,
+        )
+        return int(ExitCode.USAGE)
+    problems = cli.check_config(config)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return int(ExitCode.USAGE)
+    text = unit_text(_run_args(rest, config), own.watchdog_sec)
+    if own.dry_run:
+        print(text, end="")
+        return int(ExitCode.OK)
+    return install(own.unit, text, start=own.start)
+
+
+def _run_args(rest: list[str], config: Config) -> list[str]:
+    """`mgmt run`'s arguments, with the graph file's path made absolute."""
+    args = list(rest)
+    if config.file is not None:
+        index = len(args) - 1 - args[::-1].index(str(config.file))
+        args[index] = str(config.file.absolute())
+    if "--prefix" not in args and not any(a.startswith("--prefix=") for a in args):
+        args = ["--prefix", str(config.prefix), *args]
+    return args
+
+
+def unit_text(run_args: list[str], watchdog_sec: int) -> str:
+    exec_start = " ".join(quote(a) for a in [sys.executable, "-m", "mgmt", "run", *run_args])
+    watchdog = f"WatchdogSec={watchdog_sec}\n" if watchdog_sec else ""
+    return (
+        "# Written by `mgmt setup --install-service`: run it again to change this unit.\n"
+        "[Unit]\n"
+        "Description=mgmt: event-driven configuration management\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target\n"
+        "\n"
+        "[Service]\n"
+        # READY=1 once the first graph runs; STATUS= as it converges (systemctl status).
+        "Type=notify\n"
+        "NotifyAccess=main\n"
+        f"ExecStart={exec_start}\n"
+        "ExecReload=/bin/kill -HUP $MAINPID\n"
+        f"{watchdog}"
+        "TimeoutAbortSec=15\n"
+        "TimeoutStopSec=90\n"
+        # SIGTERM to the agent only; what it started gets its own stop, then SIGKILL.
+        "KillMode=mixed\n"
+        "Restart=on-failure\n"
+        "RestartSec=2\n"
+        # Hardening that does not take away what the agent manages (docs/operations.md).
+        "UMask=0022\n"
+        "LimitNOFILE=1048576\n"
+        "OOMScoreAdjust=-500\n"
+        "LockPersonality=yes\n"
+        "RestrictRealtime=yes\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def quote(arg: str) -> str:
+    """One ExecStart= word: systemd's quoting ('%' and '$' are specifiers and variables)."""
+    escaped = arg.replace("%", "%%").replace("$", "$$")
+    if escaped and all(c.isalnum() or c in "-_./=:,+@" for c in escaped):
+        return escaped
+    escaped = escaped.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n") + '"'
+
+
+def install(unit: str, text: str, *, start: bool) -> int:
+    """Apply the unit with the engine: a file and a svc (see the module docstring)."""
+    from engine.graph import Edge, Graph
+    from mgmt import agent
+    from mgmt.lang.kinds import build_resource
+    from mgmt.yamlgraph import Loaded
+    from resources._lib.systemd import unit_dir
+    from resources.file import FileRes
+    from resources.svc import SvcRes
+
+    path = Path(unit_dir(False)) / f"{unit}.service"
+    graph = Graph("mgmt setup --install-service")
+    try:
+        graph.add(build_resource(FileRes, str(path), {"content": text, "mode": "0644"}, {}))
+        params = {"startup": "enabled", **({"state": "running"} if start else {})}
+        graph.add(build_resource(SvcRes, unit, params, {}))
+    except MgmtError as err:
+        print(f"mgmt setup: {err}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    graph.connect(("file", str(path)), ("svc", unit), Edge("", notify=start))
+    config = Config(frontend="yaml", tmp_prefix=True, converged_timeout=0, no_watch=True)
+    return int(asyncio.run(agent.run(config, Loaded(graph))))

@@ -1,0 +1,154 @@
+"""The agent as a systemd service, against a real manager (tests/systemd_fixture.py):
+`mgmt setup --install-service` writes and starts the unit, READY=1 and STATUS= reach systemd,
+the watchdog restarts a wedged agent, and a stop is clean. Also the terminal progress lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import signal
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from mgmt.sdnotify import Notifier
+from tests.e2e.helpers import MGMT, ROOT, run_mgmt
+from tests.systemd_fixture import Client, RealSystemd, real_systemd
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSystemd]:
+    with real_systemd(tmp_path_factory) as manager:
+        yield manager
+
+
+@pytest.fixture
+async def sd(manager: RealSystemd, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
+    for key, value in manager.env(session=False).items():
+        monkeypatch.setenv(key, value)
+    async with manager.client() as client:
+        yield client
+
+
+def graph(tmp_path: Path) -> Path:
+    path = tmp_path / "graph.yaml"
+    path.write_text(
+        f"graph: g\nresources:\n  file:\n    - name: hello\n      path: {tmp_path}/out\n"
+        '      content: "hello\\n"\n'
+    )
+    return path
+
+
+@pytest.mark.slow
+async def test_installed_service_is_ready_reports_status_and_the_watchdog_restarts_it(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    unit = manager.name("agent")
+    service = f"{unit}.service"
+    args = ["setup", "--install-service", "--start", "--unit", unit, "--watchdog-sec", "2"]
+    args += ["--prefix", str(tmp_path / "prefix"), "yaml", str(graph(tmp_path))]
+    code, out = await asyncio.to_thread(run_mgmt, args)
+    assert code == 0, out
+    text = (manager.unit_dir / service).read_text()
+    assert "Type=notify" in text and "WatchdogSec=2" in text
+    assert (tmp_path / "out").read_text() == "hello\n"  # the service's agent applied the graph
+    # Type=notify: active only once READY=1 came; then STATUS= says how the graph is doing.
+    assert await sd.active(service) == "active"
+    assert await sd.file_state(service) == "enabled"
+
+    async def converged() -> bool:
+        status = str((await sd.props(service, "Service"))["StatusText"])
+        return status.startswith("converged: all 1 resources")
+
+    await sd.wait_until(converged)
+    # A wedged event loop stops the watchdog pings: systemd aborts and restarts the agent.
+    pid = await sd.main_pid(service)
+    os.kill(pid, signal.SIGSTOP)
+    await sd.running_with_new_pid(service, pid)
+    # Installing again with the same flags changes nothing; a stop is clean (STOPPING=1).
+    code, out = await asyncio.to_thread(run_mgmt, args)
+    assert code == 0 and "changed" not in out and "created" not in out, out
+    await sd.manager("StopUnit", "ss", service, "replace")
+
+    async def stopped() -> bool:
+        return await sd.active(service) == "inactive"
+
+    await sd.wait_until(stopped)
+    assert (await sd.props(service, "Service"))["Result"] == "success"
+
+
+def test_setup_refuses_a_bad_graph_or_flags_before_writing_anything(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("graph: g\nresources:\n  file:\n    - name: x\n      mode: 9999\n")
+    for args in (
+        ["yaml", str(bad)],
+        ["--converged-timeout", "0", "empty"],
+        ["--unit", "a b", "empty"],
+        ["--no-such-flag", "empty"],
+    ):
+        code, out = run_mgmt(["setup", "--install-service", "--dry-run", *args])
+        assert code == 2, (args, out)
+        assert "Traceback" not in out
+    code, out = run_mgmt(["setup", "--install-service", "--dry-run", "yaml", "examples/hello.yaml"])
+    assert code == 0 and f"run --prefix /var/lib/mgmt yaml {ROOT}/examples/hello.yaml" in out, out
+
+
+def test_notifier_speaks_systemds_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The datagrams themselves (the test above shows systemd accepting them)."""
+    address = str(tmp_path / "notify")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(address)
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    monkeypatch.setenv("WATCHDOG_USEC", "4000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    notifier = Notifier.from_environment()
+    assert notifier is not None and notifier.watchdog == 4.0
+    assert "NOTIFY_SOCKET" not in os.environ  # commands we run cannot speak for us
+    notifier.ready("converging:\n0 of 3")
+    notifier.status("converging:\n0 of 3")  # unchanged: not sent again
+    notifier.status("converged")
+    notifier.stopping()
+    notifier.close()
+    receiver.settimeout(5)
+    got = [receiver.recv(4096).decode() for _ in range(3)]
+    receiver.close()
+    assert got[0].split("\n")[:2] == ["READY=1", "STATUS=converging: 0 of 3"]
+    assert got[1:] == ["STATUS=converged", "STOPPING=1\nSTATUS=stopping"]
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    monkeypatch.setenv("WATCHDOG_USEC", "4000000")
+    monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process: no watchdog for us
+    other = Notifier.from_environment()
+    assert other is not None and other.watchdog == 0
+    other.close()
+
+
+@pytest.mark.slow
+def test_progress_lines_on_a_terminal_only(tmp_path: Path) -> None:
+    path = tmp_path / "slow.yaml"
+    path.write_text(
+        "graph: g\nresources:\n  exec:\n    - name: slow\n      cmd: /bin/sleep\n"
+        "      args: ['3']\n"
+    )
+    argv = [*MGMT, "run", "--tmp-prefix", "--converged-timeout", "0", "yaml", str(path)]
+    parent, child = pty.openpty()
+    proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=child, stderr=child)
+    os.close(child)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(parent, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(parent)
+    assert proc.wait(timeout=60) == 0
+    assert b"converging: 0 of 1 resources settled, 0 failed" in output, output
+    code, out = run_mgmt(argv[len(MGMT) :])
+    assert code == 0 and "converging:" not in out, out
