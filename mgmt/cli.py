@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] == "setup":
         from mgmt import setup
 
-        return setup.main(args[1:])
+        return setup.main(args[1:], parse, check_config)
     config = parse(args)
     from mgmt import agent
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.errors import MgmtError
@@ -48,9 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str]) -> int:
-    from mgmt import cli
-
+def main(
+    argv: list[str],
+    parse: Callable[[list[str]], Config],
+    check: Callable[[Config], list[str]],
+) -> int:
+    """`parse`: the CLI's `mgmt run` parser (exits 2 on a usage error); `check`: the CLI's
+    checks of a graph, program or manifest (one-line problems)."""
     own, rest = build_parser().parse_known_args(argv)
     if not own.unit.replace("-", "").replace("_", "").replace("@", "").isalnum():
         print(
@@ -60,14 +65,14 @@ def main(argv: list[str]) -> int:
     if own.watchdog_sec < 0:
         print("mgmt setup: --watchdog-sec: 0 or more seconds", file=sys.stderr)
         return int(ExitCode.USAGE)
-    config = cli.parse(["run", *rest])  # exits 2 on a usage error
+    config = parse(["run", *rest])
     if config.tmp_prefix or config.converged_timeout >= 0 or config.exit_after >= 0:
         print(
             "mgmt setup: a service runs until stopped: no --tmp-prefix, --converged-timeout",
             file=sys.stderr,
         )
         return int(ExitCode.USAGE)
-    problems = cli.check_config(config)
+    problems = check(config)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)

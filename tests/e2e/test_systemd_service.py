@@ -152,3 +152,40 @@ def test_progress_lines_on_a_terminal_only(tmp_path: Path) -> None:
     assert b"converging: 0 of 1 resources settled, 0 failed" in output, output
     code, out = run_mgmt(argv[len(MGMT) :])
     assert code == 0 and "converging:" not in out, out
+
+
+def test_logs_go_to_the_journal_with_structured_fields(tmp_path: Path) -> None:
+    """Under systemd with stderr connected to the journal (JOURNAL_STREAM), each record is
+    sent in the journal's native protocol (to a socket of ours standing in for journald's)."""
+    address = str(tmp_path / "journal")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(address)
+    receiver.settimeout(10)
+    stderr = (tmp_path / "stderr").open("wb")
+    st = os.fstat(stderr.fileno())
+    env = {
+        **os.environ,
+        "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
+        "MGMT_JOURNAL_SOCKET": address,
+    }
+    argv = [*MGMT, "run", "--tmp-prefix", "--converged-timeout", "0", "yaml", str(graph(tmp_path))]
+    proc = subprocess.run(
+        argv, check=False, cwd=ROOT, env=env, stderr=stderr, stdout=subprocess.DEVNULL, timeout=60
+    )
+    stderr.close()
+    assert proc.returncode == 0
+    assert (tmp_path / "stderr").read_bytes() == b""  # everything went to the journal
+    records = []
+    receiver.setblocking(False)
+    while True:
+        try:
+            records.append(receiver.recv(65536).decode())
+        except BlockingIOError:
+            break
+    receiver.close()
+    created = [r for r in records if "MGMT_KIND=file" in r]
+    assert created, records
+    fields = dict(line.split("=", 1) for line in created[0].splitlines())
+    assert fields["MGMT_NAME"] == "hello" and fields["PRIORITY"] == "6"
+    assert fields["SYSLOG_IDENTIFIER"] == "mgmt" and fields["MGMT_LOGGER"] == "engine"
+    assert fields["MESSAGE"].startswith("file[hello]: created")
