@@ -20,16 +20,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
 from engine.engine import Engine
-from engine.errors import GraphError, ValidationError
+from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Graph
+from engine.safefs import private_dir
 from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
 from mgmt import log as logsetup
 from mgmt.cluster import needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
-from mgmt.metrics import Metrics
+from mgmt.metrics import FLAG as LISTEN_FLAG
+from mgmt.metrics import Metrics, parse_listen, resolve
 from mgmt.sdnotify import Notifier
+from mgmt.status.model import StatusModel
+from mgmt.status.server import SOCKET, StatusServer
 from mgmt.yamlgraph import GraphFileError, Loaded, digest, load_file, parse, read_limited
 
 if TYPE_CHECKING:
@@ -172,6 +176,8 @@ class Agent:
         self._collected = asyncio.Event()  # the collected resources changed
         self._apply_lock = asyncio.Lock()
         self.metrics = Metrics(self.engine, config.prometheus_listen) if config.prometheus else None
+        self.status = StatusModel(self.engine, config.hostname)  # mgmt status, the status page
+        self.server: StatusServer | None = None
         self.notifier = Notifier.from_environment()  # under systemd, Type=notify
 
     async def run(self, loaded: Loaded) -> ExitCode:
@@ -185,12 +191,11 @@ class Agent:
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         try:
-            if self.metrics is not None:
-                try:
-                    await self.metrics.start()
-                except ValidationError as err:  # a bad --prometheus-listen: nothing applied
-                    log.error("%s", err)
-                    return ExitCode.USAGE
+            try:
+                await self._start_http()
+            except ValidationError as err:  # a bad --prometheus-listen: nothing applied
+                log.error("%s", err)
+                return ExitCode.USAGE
             await self._apply(loaded)
             if self.source is not None and not self.source.graphs and self.exit_when_converged:
                 log.error("the program produced no graph")  # cron mode: nothing to converge to
@@ -213,6 +218,30 @@ class Agent:
 
     # lifecycle --------------------------------------------------------------------------
 
+    async def _start_http(self) -> None:
+        """Metrics, the status page (--status) and the status socket for `mgmt status`."""
+        if self.metrics is not None:
+            await self.metrics.start(serve=not self.config.status)
+        self.server = StatusServer(self.status, self.metrics.render if self.metrics else None)
+        if self.config.status:
+            host, port = parse_listen(self.config.prometheus_listen)
+            try:
+                address = await asyncio.to_thread(resolve, host, port)
+                await self.server.listen_tcp(address, port)
+            except OSError as err:  # a port in use, a host that does not resolve
+                raise ValidationError(
+                    f"cannot serve the status page on {self.config.prometheus_listen}: "
+                    f"{err.strerror or err}",
+                    LISTEN_FLAG,
+                ) from err
+            shown = f"[{address}]" if ":" in address else address
+            log.info("status page on http://%s:%d/", shown, port)
+        try:
+            await asyncio.to_thread(private_dir, self.engine.prefix)
+            await self.server.listen_unix(self.engine.prefix / SOCKET)
+        except (OSError, MgmtError) as err:  # mgmt status cannot reach this agent, nothing else
+            log.warning("no status socket in %s: %s", self.engine.prefix, err)
+
     async def _start_background(self) -> None:
         if self.source is not None:
             self._spawn(self._follow(self.source))
@@ -231,6 +260,7 @@ class Agent:
         first = True
         while True:
             await self.converger.converged.wait()
+            self.status.set_converged(True)
             if self.metrics is not None:
                 self.metrics.set_converged(True)
             summary = self._convergence_summary()
@@ -243,6 +273,7 @@ class Agent:
             else:
                 log.debug("converged again: %s", summary)
             await self.converger.diverged.wait()
+            self.status.set_converged(False)
             if self.metrics is not None:
                 self.metrics.set_converged(False)
             if self.notifier is not None:
@@ -322,6 +353,11 @@ class Agent:
             await self._file_watcher.aclose()
         if self.metrics is not None:
             await self.metrics.stop()
+        if self.server is not None:
+            await self.server.close()
+            with contextlib.suppress(OSError):
+                (self.engine.prefix / SOCKET).unlink()
+        self.status.close()
         self._stop_task = asyncio.create_task(self.engine.stop(graceful=not self._forced))
         try:
             await self._stop_task

@@ -7,6 +7,7 @@ mgmt run [flags] empty
 mgmt check FILE...              check programs, graph files, manifests: exit 0, or 2
 mgmt check -e CODE              check inline Puppet code
 mgmt setup --install-service [--start] [run flags] FRONTEND...   a systemd service (mgmt/setup.py)
+mgmt status [--prefix DIR] [--json]   the running agent's resources and states (exit 1: failures)
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mgmt {VERSION}")
     parser.add_argument(
         "command",
-        choices=["run", "check", "setup"],
+        choices=["run", "check", "setup", "status"],
         help="run: run a graph (see mgmt run --help); check FILE...: check programs, exit 0/2; "
-        "setup --install-service: install the agent as a systemd service",
+        "setup --install-service: install the agent as a systemd service; status: the running "
+        "agent's resources",
     )
     return parser
 
@@ -201,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "check":
         return check(args[1:])
+    if args and args[0] == "status":
+        from mgmt.status import command
+
+        return command.main(args[1:])
     if args and args[0] == "setup":
         from mgmt import setup
 

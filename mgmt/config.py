@@ -87,6 +87,13 @@ class Config:
         default=False, metadata=opt("merge no compatible resources (e.g. pkg) into one vertex")
     )
     prometheus: bool = field(default=False, metadata=opt("serve Prometheus metrics on /metrics"))
+    status: bool = field(
+        default=False,
+        metadata=opt(
+            "serve the live status page (/, /api/status, /api/events) on --prometheus-listen's "
+            "address, beside /metrics"
+        ),
+    )
     prometheus_listen: str = field(
         default="127.0.0.1:9233",
         metadata=opt(

@@ -59,7 +59,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host or "127.0.0.1", number
 
 
-def _resolve(host: str, port: int) -> str:
+def resolve(host: str, port: int) -> str:
     """The address a server for HOST would bind (the first getaddrinfo gives, as prometheus_client
     picks); warns when it is not a loopback address."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -112,12 +112,27 @@ class Metrics:
         self._thread: Any = None
         self._unsubscribes: list[Callable[[], None]] = []
 
-    async def start(self) -> None:
+    def render(self) -> bytes:
+        """The metrics in Prometheus's text format (for a server other than ours)."""
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))
+
+    async def start(self, serve: bool = True) -> None:
+        """Observe the engine; with `serve`, serve /metrics on a listener of our own."""
+        self._unsubscribes = [
+            self.engine.listeners.subscribe(CheckApplied, self.check_applied),
+            self.engine.listeners.subscribe(GraphSwapped, self.graph_swapped),
+        ]
+        if serve:
+            await self._serve()
+
+    async def _serve(self) -> None:
         from prometheus_client import start_http_server
 
         host, port = parse_listen(self.listen)
         try:
-            address = await asyncio.to_thread(_resolve, host, port)
+            address = await asyncio.to_thread(resolve, host, port)
             self._server, self._thread = await asyncio.to_thread(
                 start_http_server, port, address, self.registry
             )
@@ -125,10 +140,6 @@ class Metrics:
             raise ValidationError(
                 f"cannot serve metrics on {show(self.listen)}: {err.strerror or err}", FLAG
             ) from err
-        self._unsubscribes = [
-            self.engine.listeners.subscribe(CheckApplied, self.check_applied),
-            self.engine.listeners.subscribe(GraphSwapped, self.graph_swapped),
-        ]
         shown = f"[{address}]" if ":" in address else address
         log.info("prometheus metrics on http://%s:%d/metrics", shown, port)
 

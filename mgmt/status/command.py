@@ -1,0 +1,97 @@
+"""`mgmt status [--prefix DIR] [--json]`: the running agent's resources and their states.
+
+It asks the agent through its status socket (`<prefix>/status.sock`, readable by the agent's
+user alone) and prints a table: each resource, its state and since when, its last change, and
+for a failed one its last error; then whether the graph is converged, since when. `--json`
+prints the agent's snapshot as it is, for scripts. Exit code: 0 when nothing has failed, 1 when
+a resource has failed (usable as a check), 2 when no agent answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mgmt.config import ExitCode
+from mgmt.status.server import SOCKET
+
+TIMEOUT = 10.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mgmt status", description="The running agent's resources and their states."
+    )
+    parser.add_argument(
+        "--prefix",
+        type=Path,
+        default=Path("/var/lib/mgmt"),
+        metavar="DIR",
+        help="the agent's --prefix (default /var/lib/mgmt)",
+    )
+    parser.add_argument("--json", action="store_true", help="the agent's snapshot, as JSON")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    path = args.prefix / SOCKET
+    try:
+        snapshot = asyncio.run(fetch(path))
+    except (OSError, TimeoutError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        print(f"mgmt status: no agent answers on {path}: {reason}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    if args.json:
+        print(json.dumps(snapshot, indent=2))
+    else:
+        print(table(snapshot), end="")
+    return int(ExitCode.FAILED if snapshot["counts"].get("failed") else ExitCode.OK)
+
+
+async def fetch(path: Path) -> Any:
+    """GET /api/status over the agent's socket."""
+    async with asyncio.timeout(TIMEOUT):
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        try:
+            writer.write(b"GET /api/status HTTP/1.1\r\nHost: mgmt\r\n\r\n")
+            await writer.drain()
+            data = await reader.read()
+        finally:
+            writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise ValueError(f"unexpected answer {head[:60]!r}")
+    return json.loads(body)
+
+
+def table(snapshot: dict[str, Any]) -> str:
+    """The snapshot as text: a summary line, then one row per resource."""
+    counts = snapshot["counts"]
+    total = sum(counts.values())
+    if snapshot["converged"]:
+        head = f"converged since {_clock(snapshot['converged_since'])}"
+    else:
+        head = "not converged"
+    parts = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    lines = [f"{snapshot['host']}: {head}; {total} resources: {parts or 'none'}"]
+    rows = [("RESOURCE", "STATE", "SINCE", "LAST CHANGE / ERROR")]
+    for v in snapshot["vertices"]:
+        detail = f"error: {v['error']}" if v["error"] else v["last_change"]
+        rows.append((v["id"], v["state"], _clock(v["since"]), detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        cells = [row[i].ljust(widths[i]) for i in range(3)] + [row[3]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _clock(seconds: float | None) -> str:
+    if not seconds:
+        return "-"
+    return time.strftime("%H:%M:%S", time.localtime(seconds))

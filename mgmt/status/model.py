@@ -1,0 +1,237 @@
+"""What the status page and `mgmt status` show, kept up to date from the engine's events.
+
+Per resource: its state (pending, applying, converged, retrying, failed), its last error and
+its last change. A bounded stream of recent events: each change a resource made (the line it
+logged: what changed and why), with the repair latency from the watch event that caused it,
+and each failure. Per kind: counts and latency percentiles. Subscribers (the page's
+server-sent events) get every update as it happens; nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from engine.engine import Status
+from engine.events import CheckApplied, GraphSwapped, VertexChanged
+from engine.graph import Key, fmt_key
+
+if TYPE_CHECKING:
+    from engine.engine import Engine, Vertex
+
+EVENTS = 200  # recent events kept
+LATENCIES = 1000  # latencies kept per kind, for the percentiles
+QUEUE = 1000  # updates a slow subscriber may lag behind before it is dropped
+
+STATES = ("pending", "applying", "converged", "retrying", "failed")
+
+
+def state_of(vertex: Vertex) -> str:
+    status = vertex.status
+    if status in (Status.STOPPING, Status.STOPPED):
+        status = vertex.outcome
+    if status is Status.RUNNING:
+        return "applying"
+    if status is Status.OK:
+        return "converged"
+    if status is Status.RETRYING:
+        return "retrying"
+    if status in (Status.FAILED, Status.DEAD):
+        return "failed"
+    return "pending"
+
+
+@dataclass
+class Info:
+    """What the model knows of one resource beyond its vertex."""
+
+    state: str = "pending"
+    since: float = field(default_factory=time.time)  # when it entered `state`
+    error: str = ""
+    last_change: str = ""
+    last_change_at: float = 0.0
+
+
+class StatusModel:
+    """Observes an engine (see the module docstring). `close()` unsubscribes."""
+
+    def __init__(self, engine: Engine, hostname: str) -> None:
+        self.engine = engine
+        self.hostname = hostname
+        self.started = time.time()
+        self.info: dict[Key, Info] = {}
+        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
+        self.latencies: dict[str, deque[float]] = {}
+        self.converged_since: float | None = None
+        self.graph_version = 0  # bumped at each swap (the page redraws the picture)
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._unsubscribes: list[Callable[[], None]] = [
+            engine.listeners.subscribe(VertexChanged, self._changed),
+            engine.listeners.subscribe(CheckApplied, self._applied),
+            engine.listeners.subscribe(GraphSwapped, self._swapped),
+        ]
+        self._handler = _ChangeLog(self)
+        logging.getLogger("engine").addHandler(self._handler)
+
+    def close(self) -> None:
+        for unsubscribe in self._unsubscribes:
+            unsubscribe()
+        logging.getLogger("engine").removeHandler(self._handler)
+
+    # what the engine tells -------------------------------------------------------------------
+
+    def _changed(self, event: VertexChanged) -> None:
+        self._update(event.vertex)
+
+    def _applied(self, event: CheckApplied) -> None:
+        vertex = event.vertex
+        info = self._info(vertex.key)
+        if event.error is not None:
+            info.error = str(event.error)
+            self._event(vertex, "error", info.error, None)
+        elif event.changed and event.apply:
+            latency = time.monotonic() - vertex.stats.last_event
+            kind = self.latencies.setdefault(vertex.res.kind, deque(maxlen=LATENCIES))
+            kind.append(latency)
+            info.error = ""
+            self._event(vertex, "repaired", info.last_change or "changed", latency)
+        else:
+            info.error = ""
+        self._update(vertex)
+
+    def _swapped(self, event: GraphSwapped) -> None:
+        keys = set(self.engine.vertices)
+        for key in list(self.info):
+            if key not in keys:
+                del self.info[key]
+        self.graph_version += 1
+        self._publish({"type": "graph", "version": self.graph_version})
+        for vertex in self.engine.vertices.values():
+            self._update(vertex)
+
+    def logged(self, key: Key, message: str) -> None:
+        """A resource logged a change (what changed and why): kept as its last change."""
+        info = self._info(key)
+        info.last_change, info.last_change_at = message, time.time()
+
+    def set_converged(self, converged: bool) -> None:
+        self.converged_since = time.time() if converged else None
+        self._publish({"type": "converged", "converged": converged, "since": self.converged_since})
+
+    # helpers -------------------------------------------------------------------------------
+
+    def _info(self, key: Key) -> Info:
+        info = self.info.get(key)
+        if info is None:
+            info = self.info[key] = Info()
+        return info
+
+    def _update(self, vertex: Vertex) -> None:
+        info = self._info(vertex.key)
+        state = state_of(vertex)
+        if state != info.state:
+            info.state, info.since = state, time.time()
+            self._publish({"type": "vertex", **self._vertex(vertex.key, info)})
+
+    def _event(self, vertex: Vertex, what: str, message: str, latency: float | None) -> None:
+        event = {
+            "time": time.time(),
+            "id": fmt_key(vertex.key),
+            "kind": vertex.res.kind,
+            "what": what,
+            "message": message,
+            "latency_ms": None if latency is None else round(latency * 1000, 3),
+        }
+        self.events.append(event)
+        self._publish({"type": "event", **event})
+
+    def _vertex(self, key: Key, info: Info) -> dict[str, Any]:
+        return {
+            "id": fmt_key(key),
+            "kind": key[0],
+            "name": key[1],
+            "state": info.state,
+            "since": info.since,
+            "error": info.error,
+            "last_change": info.last_change,
+        }
+
+    # readers -------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything, as JSON-able data (`GET /api/status`, `mgmt status --json`)."""
+        vertices = [self._vertex(k, self._info(k)) for k in sorted(self.engine.vertices)]
+        counts = dict.fromkeys(STATES, 0)
+        for vertex in vertices:
+            counts[vertex["state"]] += 1
+        kinds: dict[str, dict[str, Any]] = {}
+        for key in self.engine.vertices:
+            kinds.setdefault(key[0], {"count": 0})["count"] += 1
+        for kind, stats in kinds.items():
+            stats.update(percentiles(self.latencies.get(kind, ())))
+        return {
+            "host": self.hostname,
+            "started": self.started,
+            "converged": self.converged_since is not None,
+            "converged_since": self.converged_since,
+            "counts": counts,
+            "kinds": kinds,
+            "vertices": vertices,
+            "edges": [
+                {"from": fmt_key(s), "to": fmt_key(d), "notify": e.notify}
+                for s, d, e in self.engine.graph.edges()
+            ],
+            "events": list(self.events),
+            "graph_version": self.graph_version,
+        }
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._subscribers.discard(queue)
+
+    def _publish(self, update: dict[str, Any]) -> None:
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(update)
+            except asyncio.QueueFull:  # a reader that stopped reading: dropped (it reconnects)
+                self._subscribers.discard(queue)
+
+    def subscribed(self, queue: asyncio.Queue[dict[str, Any]]) -> bool:
+        return queue in self._subscribers
+
+
+def percentiles(values: Any) -> dict[str, float | None]:
+    """p50, p90, p99 of latencies in seconds, as milliseconds (None without samples)."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"p50_ms": None, "p90_ms": None, "p99_ms": None}
+
+    def at(q: float) -> float:
+        return round(float(ordered[min(len(ordered) - 1, int(q * len(ordered)))]) * 1000, 3)
+
+    return {"p50_ms": at(0.5), "p90_ms": at(0.9), "p99_ms": at(0.99)}
+
+
+class _ChangeLog(logging.Handler):
+    """The lines resources log at INFO and above: what they changed, and why."""
+
+    def __init__(self, model: StatusModel) -> None:
+        super().__init__(logging.INFO)
+        self.model = model
+
+    def emit(self, record: logging.LogRecord) -> None:
+        kind = getattr(record, "res_kind", None)
+        if kind is None:
+            return
+        name = str(getattr(record, "res_name", ""))
+        message = record.getMessage().removeprefix(f"{kind}[{name}]: ")
+        self.model.logged((str(kind), name), message)

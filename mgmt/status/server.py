@@ -1,0 +1,264 @@
+"""The agent's HTTP server: the status page, its API and live updates, and /metrics.
+
+    GET /                 the status page (static/index.html, app.js, style.css: no CDN)
+    GET /api/status       StatusModel.snapshot() as JSON
+    GET /api/events       server-sent events: every update as it happens (no polling)
+    GET /graph.svg        the running graph drawn by Graphviz (`dot`), grouped by kind
+    GET /metrics          Prometheus metrics (with --prometheus)
+
+It always listens on a Unix socket in the prefix (`<prefix>/status.sock`, 0600: the agent's
+user alone; `mgmt status` reads it), and on TCP with --status (at --prometheus-listen, loopback
+by default; the same listener as /metrics). A small HTTP/1.1 server of our own on asyncio:
+GET and HEAD only, one request per connection, bounded request size and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from mgmt.status.model import StatusModel
+
+log = logging.getLogger("main")
+
+STATIC = Path(__file__).parent / "static"
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+}
+MAX_REQUEST = 8192  # bytes of request line and headers
+REQUEST_TIMEOUT = 10.0  # seconds to send them
+KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
+DOT_TIMEOUT = 60.0  # seconds Graphviz may take to lay out a graph
+SOCKET = "status.sock"
+COLORS = {
+    "pending": "#d0d0d0",
+    "applying": "#6fa8dc",
+    "converged": "#93c47d",
+    "retrying": "#f6b26b",
+    "failed": "#e06666",
+}
+
+Response = tuple[int, str, bytes]
+
+
+class StatusServer:
+    def __init__(self, model: StatusModel, metrics: Callable[[], bytes] | None = None) -> None:
+        self.model = model
+        self.metrics = metrics
+        self.servers: list[asyncio.Server] = []
+        self._svg: tuple[int, bytes] = (-1, b"")
+        self._svg_lock = asyncio.Lock()
+        self._streams: set[asyncio.Task[Any]] = set()
+
+    async def listen_unix(self, path: Path) -> None:
+        """Serve on a socket at `path`, in the private prefix (0700): the agent's user alone
+        can connect; the socket itself is 0600 too. One left by a killed agent is replaced."""
+        await asyncio.to_thread(_remove_stale, path)
+        server = await asyncio.start_unix_server(self._serve, path=str(path))
+        self.servers.append(server)
+        await asyncio.to_thread(os.chmod, path, 0o600)
+
+    async def listen_tcp(self, host: str, port: int) -> None:
+        self.servers.append(await asyncio.start_server(self._serve, host, port))
+
+    async def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for task in list(self._streams):
+            task.cancel()
+        for server in self.servers:
+            await server.wait_closed()
+        self.servers = []
+
+    # requests --------------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        try:
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+                return
+            if len(head) > MAX_REQUEST:
+                await _send(writer, (431, "text/plain", b"request too large\n"))
+                return
+            method, _, rest = head.decode("latin-1").partition(" ")
+            target = rest.split(" ", 1)[0].split("?", 1)[0]
+            if method not in ("GET", "HEAD"):
+                await _send(writer, (405, "text/plain", b"GET only\n"))
+                return
+            if target == "/api/events":
+                await self._stream(writer)
+                return
+            route = self._routes().get(target)
+            response = await route() if route else (404, "text/plain", b"not found\n")
+            await _send(writer, response, head=method == "HEAD")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._streams.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    def _routes(self) -> dict[str, Callable[[], Awaitable[Response]]]:
+        routes: dict[str, Callable[[], Awaitable[Response]]] = {
+            "/api/status": self._status,
+            "/graph.svg": self._graph_svg,
+        }
+        for name in ("index.html", "app.js", "style.css", "favicon.svg"):
+            routes["/" + name] = _static(name)
+        routes["/"] = routes["/index.html"]
+        routes["/favicon.ico"] = routes["/favicon.svg"]
+        if self.metrics is not None:
+            routes["/metrics"] = self._metrics
+        return routes
+
+    async def _status(self) -> Response:
+        body = json.dumps(self.model.snapshot()).encode()
+        return 200, "application/json", body
+
+    async def _metrics(self) -> Response:
+        assert self.metrics is not None
+        return 200, "text/plain; version=0.0.4", self.metrics()
+
+    async def _stream(self, writer: asyncio.StreamWriter) -> None:
+        """Server-sent events: a `snapshot` first, then every update."""
+        queue = self.model.subscribe()
+        try:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(_sse({"type": "snapshot", **self.model.snapshot()}))
+            await writer.drain()
+            while self.model.subscribed(queue):
+                try:
+                    async with asyncio.timeout(KEEPALIVE):
+                        update = await queue.get()
+                except TimeoutError:
+                    writer.write(b": keep-alive\n\n")
+                else:
+                    writer.write(_sse(update))
+                await writer.drain()
+        finally:
+            self.model.unsubscribe(queue)
+
+    async def _graph_svg(self) -> Response:
+        """The graph laid out by Graphviz, redrawn after each swap (kept until the next)."""
+        async with self._svg_lock:
+            version = self.model.graph_version
+            if self._svg[0] != version:
+                self._svg = (version, await self._draw())
+        if not self._svg[1]:
+            message = b"the graph picture needs Graphviz: apt-get install graphviz\n"
+            return 503, "text/plain", message
+        return 200, "image/svg+xml", self._svg[1]
+
+    async def _draw(self) -> bytes:
+        dot = shutil.which("dot")
+        if dot is None:
+            return b""
+        source = to_dot(self.model.snapshot())
+        proc = await asyncio.create_subprocess_exec(
+            dot,
+            "-Tsvg",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(DOT_TIMEOUT):
+                out, err = await proc.communicate(source.encode())
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            log.warning("graphviz took over %.0fs to draw the graph", DOT_TIMEOUT)
+            return b""
+        if proc.returncode != 0:
+            log.warning("graphviz failed: %s", err.decode(errors="replace").strip()[:300])
+            return b""
+        return out
+
+
+def _remove_stale(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def to_dot(snapshot: dict[str, Any]) -> str:
+    """The graph in Graphviz's language: a cluster per kind; each node's id is its resource
+    (`file[/etc/motd]`), which the page finds in the SVG to colour it live."""
+    lines = [
+        "digraph mgmt {",
+        '  graph [rankdir=LR, fontname="sans-serif", fontsize=11, nodesep=0.15, ranksep=0.4];',
+        '  node [shape=box, style="rounded,filled", fontname="sans-serif", fontsize=10];',
+    ]
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for vertex in snapshot["vertices"]:
+        by_kind.setdefault(vertex["kind"], []).append(vertex)
+    for index, (kind, vertices) in enumerate(sorted(by_kind.items())):
+        lines.append(f"  subgraph cluster_{index} {{ label={_q(kind)}; style=dashed;")
+        for vertex in vertices:
+            label = vertex["name"] if len(vertex["name"]) <= 40 else "…" + vertex["name"][-39:]
+            color = COLORS[vertex["state"]]
+            lines.append(
+                f"    {_q(vertex['id'])} [id={_q(vertex['id'])}, label={_q(label)}, "
+                f'fillcolor="{color}", tooltip={_q(vertex["id"])}];'
+            )
+        lines.append("  }")
+    for edge in snapshot["edges"]:
+        style = (
+            ' [style=bold, color="#cc0000", label="notify", fontsize=8]' if edge["notify"] else ""
+        )
+        lines.append(f"  {_q(edge['from'])} -> {_q(edge['to'])}{style};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _q(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _static(name: str) -> Callable[[], Awaitable[Response]]:
+    suffix = os.path.splitext(name)[1]
+
+    async def serve() -> Response:
+        body = await asyncio.to_thread((STATIC / name).read_bytes)
+        return 200, CONTENT_TYPES[suffix], body
+
+    return serve
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+async def _send(writer: asyncio.StreamWriter, response: Response, head: bool = False) -> None:
+    code, content_type, body = response
+    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Too Large"}.get(
+        code, "Error"
+    )
+    writer.write(
+        f"HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        "Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    if not head:
+        writer.write(body)
+    await writer.drain()

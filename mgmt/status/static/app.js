@@ -1,0 +1,188 @@
+// The status page: one server-sent event stream (/api/events) keeps everything live.
+"use strict";
+
+const COLORS = {
+  pending: "#d0d0d0", applying: "#6fa8dc", converged: "#93c47d",
+  retrying: "#f6b26b", failed: "#e06666",
+};
+const MAX_EVENTS = 200;
+const state = { vertices: new Map(), graphVersion: -1, scale: 1, x: 0, y: 0 };
+
+function $(id) { return document.getElementById(id); }
+
+function text(tag, content, cls) {
+  const el = document.createElement(tag);
+  el.textContent = content;
+  if (cls) el.className = cls;
+  return el;
+}
+
+function ago(seconds) {
+  if (!seconds) return "";
+  const d = Math.max(0, Date.now() / 1000 - seconds);
+  if (d < 60) return `${d.toFixed(0)}s ago`;
+  if (d < 3600) return `${(d / 60).toFixed(0)}min ago`;
+  return `${(d / 3600).toFixed(1)}h ago`;
+}
+
+function ms(value) { return value === null || value === undefined ? "–" : `${value} ms`; }
+
+// The picture ----------------------------------------------------------------------------
+
+async function drawGraph(version) {
+  if (version === state.graphVersion) return;
+  state.graphVersion = version;
+  const reply = await fetch("/graph.svg", { cache: "no-store" });
+  const box = $("graph");
+  if (!reply.ok) { box.textContent = await reply.text(); return; }
+  box.innerHTML = await reply.text();
+  for (const v of state.vertices.values()) paint(v);
+  applySearch();
+  if (state.scale === 1 && state.x === 0) fit();
+}
+
+function paint(v) {
+  const node = document.getElementById(v.id);
+  if (!node) return;
+  node.setAttribute("data-state", v.state);
+  for (const shape of node.querySelectorAll("polygon, path, ellipse")) {
+    shape.setAttribute("fill", COLORS[v.state]);
+  }
+}
+
+function transform() {
+  $("graph").style.transform = `translate(${state.x}px, ${state.y}px) scale(${state.scale})`;
+}
+
+function zoom(factor) { state.scale = Math.min(8, Math.max(0.05, state.scale * factor)); transform(); }
+
+function fit() {
+  const svg = $("graph").querySelector("svg");
+  const view = $("viewport");
+  if (!svg) return;
+  const w = svg.width.baseVal.value || 1, h = svg.height.baseVal.value || 1;
+  state.scale = Math.min(1, view.clientWidth / w, view.clientHeight / h);
+  state.x = 0; state.y = 0;
+  transform();
+}
+
+function setupPanZoom() {
+  const view = $("viewport");
+  view.addEventListener("wheel", (e) => { e.preventDefault(); zoom(e.deltaY < 0 ? 1.15 : 1 / 1.15); }, { passive: false });
+  let drag = null;
+  view.addEventListener("mousedown", (e) => { drag = { x: e.clientX - state.x, y: e.clientY - state.y }; });
+  window.addEventListener("mouseup", () => { drag = null; });
+  window.addEventListener("mousemove", (e) => {
+    if (!drag) return;
+    state.x = e.clientX - drag.x; state.y = e.clientY - drag.y; transform();
+  });
+  $("zoom-in").onclick = () => zoom(1.25);
+  $("zoom-out").onclick = () => zoom(0.8);
+  $("zoom-fit").onclick = fit;
+}
+
+// Search: matching resources are outlined in the picture; the table shows only them.
+
+function applySearch() {
+  const q = $("search").value.trim().toLowerCase();
+  for (const node of document.querySelectorAll("#graph g.node")) {
+    const hit = q !== "" && node.id.toLowerCase().includes(q);
+    node.classList.toggle("match", hit);
+    node.classList.toggle("dim", q !== "" && !hit);
+  }
+  for (const row of $("vertices").children) {
+    row.classList.toggle("hidden", q !== "" && !row.dataset.id.toLowerCase().includes(q));
+  }
+}
+
+// Tables and lists -----------------------------------------------------------------------
+
+function row(v) {
+  let tr = document.querySelector(`#vertices tr[data-id="${CSS.escape(v.id)}"]`);
+  if (!tr) {
+    tr = document.createElement("tr");
+    tr.dataset.id = v.id;
+    $("vertices").appendChild(tr);
+  }
+  tr.dataset.state = v.state;
+  tr.replaceChildren(
+    text("td", v.id), text("td", v.state, `state ${v.state}`), text("td", ago(v.since)),
+    text("td", v.last_change || ""), text("td", v.error || ""),
+  );
+}
+
+function counts() {
+  const tally = { pending: 0, applying: 0, converged: 0, retrying: 0, failed: 0 };
+  for (const v of state.vertices.values()) tally[v.state] += 1;
+  $("counts").replaceChildren(...Object.entries(tally).map(([k, n]) => {
+    const li = text("li", `${k}: ${n}`);
+    li.dataset.state = k; li.dataset.count = String(n);
+    return li;
+  }));
+}
+
+function addEvent(e) {
+  const time = new Date(e.time * 1000).toLocaleTimeString();
+  const latency = e.latency_ms === null ? "" : ` (${e.latency_ms} ms after the event)`;
+  const li = text("li", `${time} ${e.id}: ${e.what}: ${e.message}${latency}`, e.what);
+  li.dataset.id = e.id; li.dataset.what = e.what;
+  const list = $("events");
+  list.insertBefore(li, list.firstChild);
+  while (list.children.length > MAX_EVENTS) list.removeChild(list.lastChild);
+}
+
+function kinds(data) {
+  $("kinds").querySelector("tbody").replaceChildren(...Object.entries(data).sort().map(([kind, s]) => {
+    const tr = document.createElement("tr");
+    tr.append(text("td", kind), text("td", String(s.count)), text("td", ms(s.p50_ms)),
+      text("td", ms(s.p90_ms)), text("td", ms(s.p99_ms)));
+    return tr;
+  }));
+}
+
+function converged(flag, since) {
+  const el = $("converged");
+  el.dataset.converged = String(flag);
+  el.textContent = flag ? `converged (since ${new Date(since * 1000).toLocaleTimeString()})` : "converging";
+}
+
+// The stream -----------------------------------------------------------------------------
+
+function onSnapshot(s) {
+  $("host").textContent = s.host;
+  state.vertices = new Map(s.vertices.map((v) => [v.id, v]));
+  $("vertices").replaceChildren();
+  for (const v of state.vertices.values()) row(v);
+  $("events").replaceChildren();
+  for (const e of s.events) addEvent(e);
+  kinds(s.kinds);
+  counts();
+  converged(s.converged, s.converged_since);
+  drawGraph(s.graph_version);
+}
+
+function onUpdate(u) {
+  if (u.type === "snapshot") return onSnapshot(u);
+  if (u.type === "vertex") {
+    state.vertices.set(u.id, u); row(u); paint(u); counts(); applySearch();
+  } else if (u.type === "event") {
+    addEvent(u);
+  } else if (u.type === "converged") {
+    converged(u.converged, u.since);
+  } else if (u.type === "graph") {
+    fetch("/api/status", { cache: "no-store" }).then((r) => r.json()).then(onSnapshot);
+  }
+}
+
+function connect() {
+  const source = new EventSource("/api/events");
+  source.onmessage = (m) => onUpdate(JSON.parse(m.data));
+  source.onerror = () => { $("converged").textContent = "disconnected: reconnecting…"; };
+}
+
+window.addEventListener("DOMContentLoaded", () => {
+  setupPanZoom();
+  $("search").addEventListener("input", applySearch);
+  connect();
+  setInterval(() => { for (const tr of $("vertices").children) { const v = state.vertices.get(tr.dataset.id); if (v) tr.children[2].textContent = ago(v.since); } }, 5000);
+});

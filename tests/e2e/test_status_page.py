@@ -1,0 +1,181 @@
+"""The live status page in a real browser (Debian's headless Chromium through chromedriver),
+and `mgmt status`, against a running agent.
+
+A file is deleted: the page shows the repair event and the vertex's state without reloading
+(server-sent events), within a second. The page loads nothing from the network and logs no
+console errors. A screenshot is kept as a test artefact (tests/artefacts/status-page.png).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.helpers import ROOT, Daemon, run_mgmt, wait_path
+
+pytestmark = pytest.mark.timeout(120)
+
+ARTEFACTS = ROOT / "tests" / "artefacts"
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,900",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def graph(tmp_path: Path, count: int = 3) -> Path:
+    files = "".join(
+        f'    - name: f{i}\n      path: {tmp_path}/out/f{i}\n      content: "{i}\\n"\n'
+        for i in range(count)
+    )
+    text = "graph: g\nresources:\n  file:\n" + files
+    if count > 1:
+        text += (
+            "  exec:\n    - name: broken\n      cmd: /bin/false\nedges:\n  - name: e\n"
+            "    from: {kind: file, name: f0}\n    to: {kind: file, name: f1}\n    notify: true\n"
+        )
+    path = tmp_path / "graph.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        pytest.fail(
+            "chromium and chromium-driver are missing: scripts/install.sh --test installs them"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or ""
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+async def until(browser: Any, predicate: Any, timeout: float) -> float:
+    """Wait (bounded) until `predicate()` is truthy; how long it took. WebDriver polls the page
+    (a WebDriver client has no push); the page itself receives pushed events."""
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    start = time.monotonic()
+    wait = WebDriverWait(browser, timeout, poll_frequency=0.02)
+    await asyncio.to_thread(wait.until, lambda _driver: predicate())
+    return time.monotonic() - start
+
+
+@pytest.mark.slow
+async def test_the_page_shows_a_repair_live(browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    port = free_port()
+    prefix = tmp_path / "prefix"
+    args = ["run", "--prefix", str(prefix), "--status", "--prometheus"]
+    args += ["--prometheus-listen", f"127.0.0.1:{port}", "yaml", str(graph(tmp_path))]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged:")
+        await asyncio.to_thread(browser.get, f"http://127.0.0.1:{port}/")
+
+        def drawn() -> bool:
+            return bool(
+                browser.find_elements(By.CSS_SELECTOR, '#graph g.node[data-state="converged"]')
+            )
+
+        await until(browser, drawn, 20)
+        node = browser.find_element(By.ID, "file[f2]")
+        assert node.get_attribute("data-state") == "converged"
+        assert browser.find_element(By.ID, "exec[broken]").get_attribute("data-state") == "failed"
+        assert browser.find_element(By.ID, "converged").get_attribute("data-converged") == "true"
+        before = len(browser.find_elements(By.CSS_SELECTOR, '#events li[data-id="file[f2]"]'))
+
+        (tmp_path / "out/f2").unlink()
+
+        def repaired() -> bool:
+            rows = browser.find_elements(By.CSS_SELECTOR, '#events li[data-id="file[f2]"]')
+            return len(rows) > before
+
+        took = await until(browser, repaired, 10)
+        assert took < 1.0, f"the page showed the repair after {took:.2f}s"
+        first = browser.find_element(By.CSS_SELECTOR, '#events li[data-id="file[f2]"]').text
+        assert "repaired: created" in first and "ms after the event" in first
+        assert browser.find_element(By.ID, "file[f2]").get_attribute("data-state") == "converged"
+        await wait_path(tmp_path / "out/f2", lambda p: p.exists())
+        # Search: the table shows the matching resources only; the picture outlines them.
+        browser.find_element(By.ID, "search").send_keys("f1")
+        visible = [
+            r.get_attribute("data-id")
+            for r in browser.find_elements(By.CSS_SELECTOR, "#vertices tr")
+            if r.is_displayed()
+        ]
+        assert visible == ["file[f1]"]
+        ARTEFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTEFACTS / "status-page.png"))
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        # mgmt status: the same state, as a table and as JSON; exit 1 as one resource failed.
+        code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 1, out
+        assert "exec[broken]  failed" in out and "error: cmd exited with code 1" in out
+        code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix), "--json"])
+        snapshot = json.loads(out[out.index("{") :])
+        assert snapshot["counts"]["failed"] == 1 and snapshot["counts"]["converged"] == 3
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 1  # exec[broken] failed
+    assert not (prefix / "status.sock").exists()
+    code, out = run_mgmt(["status", "--prefix", str(prefix)])
+    assert code == 2 and "no agent answers" in out, out
+
+
+async def test_status_api_and_metrics_share_the_listener(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["run", "--tmp-prefix", "--status", "--prometheus", "--prometheus-listen"]
+    args += [f":{port}", "yaml", str(graph(tmp_path, 1))]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged:")
+
+        async def get(path: str) -> tuple[str, bytes]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = await reader.read()
+            writer.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            return head.decode().split("\r\n")[0], body
+
+        status, body = await get("/metrics")
+        assert status.endswith("200 OK") and b"mgmt_checkapply_total" in body
+        status, body = await get("/api/status")
+        assert json.loads(body)["counts"]["converged"] == 1
+        status, _ = await get("/nothing")
+        assert status.endswith("404 Not Found")
+        status, body = await get("/graph.svg")
+        assert status.endswith("200 OK") and b'id="file[f0]"' in body
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
