@@ -1,6 +1,6 @@
 """kv: a string in the cluster's key-value store (mgmt's kv resource). See docs/resources/kv.md.
 
-The key is `/_mgmt/strings/<key>`, or `/_mgmt/strings/<key>/<hostname>` with `mapped: true`
+The key is `/_mgmt/strings/<key>`, or `/_mgmt/hoststrings/<hostname>/<key>` with `mapped: true`
 (a per-host map: every host writes its own entry). `value: null` (or no value) deletes it.
 With `skiplessthan`, a stored value greater than ours is left alone (counters that only go up);
 the comparison and the write are one transaction, so two hosts racing never lower the value.

@@ -12,11 +12,13 @@ from aetcd import rpc
 from engine.errors import WorldError
 from engine.world import (
     EXPORTED,
+    HOST_STRINGS,
+    SCHEDULE,
     Changes,
     Exported,
     Memberships,
     check_key,
-    hosts_in,
+    per_host,
     schedule_key,
     strings_key,
 )
@@ -86,14 +88,9 @@ class EtcdWorld:
 
     async def str_map_get(self, key: str) -> dict[str, str]:
         check_key(key)
-        prefix = strings_key(key) + "/"
-        items, _ = await self.client.get_prefix(prefix.encode())
-        out = {}
-        for raw, value in items.items():
-            host = raw.decode().removeprefix(prefix)
-            if "/" not in host:
-                out[host] = value.decode()
-        return out
+        raw, _ = await self.client.get_prefix(HOST_STRINGS.encode())
+        items = {k.decode(errors="replace"): v for k, v in raw.items()}
+        return {h: items[strings_key(key, h)].decode() for h in per_host(HOST_STRINGS, key, items)}
 
     async def str_map_set(self, key: str, value: str) -> None:
         check_key(key)
@@ -105,7 +102,7 @@ class EtcdWorld:
 
     def str_map_watch(self, key: str) -> Changes:
         check_key(key)
-        return self._watch(strings_key(key) + "/", prefix=True)
+        return self._watch(HOST_STRINGS, prefix=True)  # every key's (host first): spurious items
 
     # exported resources -------------------------------------------------------------------
 
@@ -183,10 +180,9 @@ class EtcdWorld:
 
     async def schedule_hosts(self, namespace: str) -> list[str]:
         check_key(namespace)
-        prefix = schedule_key(namespace)
-        keys = await self.client.keys_by_creation(prefix.encode())
-        return hosts_in(prefix, (k.decode() for k in keys))
+        keys = await self.client.keys_by_creation(SCHEDULE.encode())
+        return per_host(SCHEDULE, namespace, (k.decode(errors="replace") for k in keys))
 
     def schedule_watch(self, namespace: str) -> Changes:
         check_key(namespace)
-        return self._watch(schedule_key(namespace), prefix=True)
+        return self._watch(SCHEDULE, prefix=True)  # every namespace's: spurious items
