@@ -4,6 +4,7 @@ mgmt's World interface, narrowed to what this project uses:
 
 - strings: `str_get/str_set/str_del/str_watch(key)` on `/_mgmt/strings/<key>`, and
   `str_cas(key, expected, value)`: set only if the key still holds `expected` (None: absent);
+  each with `mapped=True` works on this host's entry of the per-host map `key` instead;
 - per-host maps: `str_map_get/str_map_set/str_map_del/str_map_watch(key)` on
   `/_mgmt/hoststrings/<host>/<key>` (set and del touch this host's entry only);
 - exported resources: `res_export(records)` replaces this host's set under
@@ -182,15 +183,17 @@ class World(Protocol):
     @property
     def hostname(self) -> str: ...
 
-    async def str_get(self, key: str) -> str | None: ...
+    async def str_get(self, key: str, mapped: bool = False) -> str | None: ...
 
-    async def str_set(self, key: str, value: str) -> None: ...
+    async def str_set(self, key: str, value: str, mapped: bool = False) -> None: ...
 
-    async def str_del(self, key: str) -> None: ...
+    async def str_del(self, key: str, mapped: bool = False) -> None: ...
 
-    async def str_cas(self, key: str, expected: str | None, value: str) -> bool: ...
+    async def str_cas(
+        self, key: str, expected: str | None, value: str, mapped: bool = False
+    ) -> bool: ...
 
-    def str_watch(self, key: str) -> Changes: ...
+    def str_watch(self, key: str, mapped: bool = False) -> Changes: ...
 
     async def str_map_get(self, key: str) -> dict[str, str]: ...
 
@@ -313,23 +316,28 @@ class MemoryWorld:
     store: MemoryStore = dataclasses.field(default_factory=MemoryStore)
     memberships: Memberships = dataclasses.field(default_factory=Memberships)
 
-    async def str_get(self, key: str) -> str | None:
-        return self.store.get(strings_key(key))
+    def _key(self, key: str, mapped: bool) -> str:
+        return strings_key(key, self.hostname if mapped else None)
 
-    async def str_set(self, key: str, value: str) -> None:
-        self.store.commit({strings_key(key): value})
+    async def str_get(self, key: str, mapped: bool = False) -> str | None:
+        return self.store.get(self._key(key, mapped))
 
-    async def str_del(self, key: str) -> None:
-        self.store.commit({}, [strings_key(key)])
+    async def str_set(self, key: str, value: str, mapped: bool = False) -> None:
+        self.store.commit({self._key(key, mapped): value})
 
-    async def str_cas(self, key: str, expected: str | None, value: str) -> bool:
-        if self.store.get(strings_key(key)) != expected:
+    async def str_del(self, key: str, mapped: bool = False) -> None:
+        self.store.commit({}, [self._key(key, mapped)])
+
+    async def str_cas(
+        self, key: str, expected: str | None, value: str, mapped: bool = False
+    ) -> bool:
+        if self.store.get(self._key(key, mapped)) != expected:
             return False
-        self.store.commit({strings_key(key): value})
+        self.store.commit({self._key(key, mapped): value})
         return True
 
-    def str_watch(self, key: str) -> Changes:
-        return self.store.watch(strings_key(key), prefix=False)
+    def str_watch(self, key: str, mapped: bool = False) -> Changes:
+        return self.store.watch(self._key(key, mapped), prefix=False)
 
     async def str_map_get(self, key: str) -> dict[str, str]:
         items = self.store.get_prefix(HOST_STRINGS)

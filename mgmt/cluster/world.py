@@ -55,23 +55,25 @@ class EtcdWorld:
 
     # strings ------------------------------------------------------------------------------
 
-    async def str_get(self, key: str) -> str | None:
+    def _key(self, key: str, mapped: bool) -> bytes:
         check_key(key)
-        value = await self.client.get(strings_key(key).encode())
+        return strings_key(key, self.hostname if mapped else None).encode()
+
+    async def str_get(self, key: str, mapped: bool = False) -> str | None:
+        value = await self.client.get(self._key(key, mapped))
         return value.decode() if value is not None else None
 
-    async def str_set(self, key: str, value: str) -> None:
-        check_key(key)
-        await self.client.put(strings_key(key).encode(), value.encode())
+    async def str_set(self, key: str, value: str, mapped: bool = False) -> None:
+        await self.client.put(self._key(key, mapped), value.encode())
 
-    async def str_del(self, key: str) -> None:
-        check_key(key)
-        await self.client.delete(strings_key(key).encode())
+    async def str_del(self, key: str, mapped: bool = False) -> None:
+        await self.client.delete(self._key(key, mapped))
 
-    async def str_cas(self, key: str, expected: str | None, value: str) -> bool:
+    async def str_cas(
+        self, key: str, expected: str | None, value: str, mapped: bool = False
+    ) -> bool:
         """One transaction: put `value` if the key holds `expected` (None: does not exist)."""
-        check_key(key)
-        raw = strings_key(key).encode()
+        raw = self._key(key, mapped)
         if expected is None:  # an absent key has version 0
             compare = rpc.Compare(key=raw, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL)
         else:
@@ -82,9 +84,8 @@ class EtcdWorld:
         response = await self.client.txn([compare], [put])
         return bool(response.succeeded)
 
-    def str_watch(self, key: str) -> Changes:
-        check_key(key)
-        return self._watch(strings_key(key), prefix=False)
+    def str_watch(self, key: str, mapped: bool = False) -> Changes:
+        return self._watch(self._key(key, mapped).decode(), prefix=False)
 
     async def str_map_get(self, key: str) -> dict[str, str]:
         check_key(key)
