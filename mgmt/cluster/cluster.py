@@ -41,18 +41,16 @@ from aetcd import rpc
 
 from engine.errors import WorldError
 from engine.tasks import TaskSet
-from engine.world import EXPORTED, ROOT
+from engine.world import EXPORTED
+from mgmt.cluster import identity
 from mgmt.cluster.client import EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
+from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS
 from mgmt.cluster.options import Options
 from mgmt.cluster.world import EtcdWorld
 
 log = logging.getLogger("cluster")
 
-VOLUNTEERS = ROOT + "volunteers/"
-NOMINATED = ROOT + "nominated/"
-HOSTS = ROOT + "hosts/"
-IDEAL = ROOT + "ideal_cluster_size"
 _NO_SPACE = "no space left on device"
 NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
 
@@ -154,6 +152,8 @@ class Cluster:
         if not self.options.no_server:
             self._spawn(self._lead())
         connected = await self.client.wait_connected(wait)
+        if connected and self.options.identities:
+            await self._check_admitted()
         if not connected:
             log.error(
                 "no etcd member reachable yet (%s); the local graph runs, cluster "
@@ -161,6 +161,16 @@ class Cluster:
                 self.client.last_error or "connecting",
             )
         return connected
+
+    async def _check_admitted(self) -> None:
+        """NotAdmitted if etcd refuses this host's certificate as a user (per-host identities):
+        every admitted host may read /_mgmt/, so a refused read means no such user."""
+        try:
+            await self.client.get(IDEAL.encode())
+        except WorldError as err:
+            if "permission denied" in str(err) or "user name" in str(err):
+                raise identity.not_admitted(self.host, "etcd: permission denied") from None
+            raise
 
     def _mint(self) -> None:
         """This host's certificate from the cluster CA (created first, on the first host)."""
@@ -321,7 +331,13 @@ class Cluster:
             try:
                 await client.put(IDEAL.encode(), str(self.options.ideal_cluster_size).encode())
                 await client.put((NOMINATED + self.host).encode(), self._nomination(True))
-                if self.options.user is not None and self.options.password is not None:
+                if self.options.identities:
+                    await identity.bootstrap(client, self.host)
+                    log.info(
+                        "etcd authentication enabled with per-host identities; admit every "
+                        "other host first: mgmt cluster admit HOST"
+                    )
+                elif self.options.user is not None and self.options.password is not None:
                     await client.enable_auth(self.options.user, self.options.password)
                     client.reconnect()
                     log.info("etcd authentication enabled for %s", self.options.user)
