@@ -1,0 +1,149 @@
+"""Per-host etcd identities, for real: one etcd with authentication on, certificates minted and
+hosts admitted by the `mgmt cluster` commands, every refusal etcd's own."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ValidationError, WorldError
+from engine.world import Exported, schedule_key, strings_key
+from mgmt.cluster import NotAdmitted
+from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.cluster import Cluster
+from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS
+from mgmt.cluster.options import from_config
+from mgmt.cluster.pki import host_files
+from mgmt.cluster.world import EtcdWorld
+from mgmt.config import Config
+from tests.e2e.helpers import run_mgmt
+from tests.mgmt.cluster.helpers import options, pid_alive, wait_pid_gone
+from tests.mgmt.cluster.test_security import _http_get
+
+
+def _mint(tmp_path: Path, host: str, core: bool) -> Path:
+    out = tmp_path / "creds" / host
+    args = ["cluster", "mint-cert", host, "--ca-dir", str(tmp_path / "ca"), "--out", str(out)]
+    code, text = run_mgmt([*args, *(["--core"] if core else [])])
+    assert code == 0, text
+    return out
+
+
+async def test_a_confined_host_writes_its_own_keys_only(tmp_path: Path) -> None:
+    (tmp_path / "creds").mkdir(mode=0o700)
+    creds = {h: _mint(tmp_path, h, core=h == "h1") for h in ("h1", "h2", "h3")}
+    h1 = host_files(creds["h1"])
+    opts = options("h1", scheme="https", tls=h1, peer_tls=h1, identities=True)
+    cluster = Cluster(opts, tmp_path / "h1")
+    url = opts.advertise_client_urls[0]
+    h2 = EtcdClient([url], tls=host_files(creds["h2"]), call_timeout=1, retry_for=1)
+    try:
+        assert await cluster.start()
+        assert cluster.member is not None
+        pid = cluster.member.pid
+        argv = cluster.member.spec.argv()
+        assert argv[argv.index("--peer-cert-allowed-hostname") + 1] == "core.mgmt.invalid"
+        admit = ["cluster", "admit", "h2", "--cert-dir", str(creds["h1"]), "--endpoints", url]
+        code, text = await asyncio.to_thread(run_mgmt, admit)
+        assert (code, text.strip()) == (0, "admitted h2: confined to its own keys"), text
+
+        # h2 writes its own keys (and the shared strings)...
+        own = EtcdWorld(h2, "h2")
+        await own.res_export([Exported("h2", "file", "/srv/a", {"content": "x"}, {})])
+        await own.str_map_set("app", "2")
+        await own.str_set("shared", "2")
+        for key in (HOSTS + "h2", VOLUNTEERS + "h2", schedule_key("pool", "h2")):
+            await h2.put(key.encode(), b"")
+        assert await cluster.world.str_map_get("app") == {"h2": "2"}
+        # ...and nobody else's: etcd refuses, whatever the key claims.
+        forged = EtcdWorld(h2, "h1")
+        attempts = [
+            forged.res_export([Exported("h1", "file", "/srv/a", {"content": "x"}, {})]),
+            forged.str_map_set("app", "forged"),
+            *(
+                h2.put(k.encode(), b"")
+                for k in (
+                    HOSTS + "h1",
+                    VOLUNTEERS + "h1",
+                    NOMINATED + "h2",
+                    IDEAL,
+                    schedule_key("pool", "h1"),
+                    strings_key("app", "h1"),
+                    "/_mgmt/exported/h22/file/x",  # a prefix of another host's name
+                )
+            ),
+            h2.member_add_learner(["https://127.0.0.1:1"]),  # membership: core only
+        ]
+        for attempt in attempts:
+            with pytest.raises(WorldError, match="permission denied"):
+                await attempt
+        # The core member still changes membership.
+        new, _ = await cluster.client.member_add_learner(["https://127.0.0.1:1"])
+        await cluster.client.member_remove(new.id)
+
+        # A confined host's certificate cannot speak raft on the peer port; a core one's can.
+        peer_port = int(opts.advertise_server_urls[0].rsplit(":", 1)[1])
+        for host, answered in (("h2", False), ("h1", True)):
+            context = ssl.create_default_context(cafile=str(creds[host] / "ca.pem"))
+            context.load_cert_chain(creds[host] / "host.pem", creds[host] / "host.key")
+            assert ("200 OK" in await _http_get(peer_port, "/members", context)) is answered
+
+        await _refused_when_not_admitted(tmp_path, creds["h3"], url)
+    finally:
+        await h2.close()
+        await cluster.stop()
+    await wait_pid_gone(pid)
+    assert not pid_alive(pid)
+
+
+async def _refused_when_not_admitted(tmp_path: Path, creds: Path, url: str) -> None:
+    """h3, not admitted: a clear error naming the admit command (the Cluster, and a whole run:
+    one line, exit 2), not a hang."""
+    h3 = options("h3", scheme="https", seeds=[url], tls=host_files(creds), identities=True)
+    with pytest.raises(NotAdmitted, match="run `mgmt cluster admit h3 --cert-dir DIR`"):
+        stray = Cluster(replace(h3, no_server=True, core=False), tmp_path / "h3")
+        try:
+            await stray.start()
+        finally:
+            await stray.stop(graceful=False)
+    run = ["run", "--hostname", "h3", "--prefix", str(tmp_path / "h3run"), "--seeds", url]
+    run += ["--cluster-cert-dir", str(creds), "--converged-timeout", "0", "empty"]
+    code, text = await asyncio.to_thread(run_mgmt, run, 60)
+    lines = text.strip().splitlines()
+    assert code == 2, text
+    assert len(lines) == 1 and "run `mgmt cluster admit h3 --cert-dir DIR`" in lines[0]
+
+
+def test_the_commands_refuse_bad_input_with_one_line(tmp_path: Path) -> None:
+    code, text = run_mgmt(["cluster", "mint-cert", "root", "--ca-dir", "x", "--out", "y"])
+    assert code == 2 and text.strip().count("\n") == 0 and "'root'" in text, text
+    args = ["cluster", "admit", "h2", "--cert-dir", str(tmp_path), "--endpoints", "http://a:1"]
+    code, text = run_mgmt(args)
+    assert code == 2 and text.strip().count("\n") == 0 and "--endpoints" in text, text
+
+
+def test_cluster_cert_dir_options(tmp_path: Path) -> None:
+    (tmp_path / "creds").mkdir(mode=0o700)
+    core, confined = _mint(tmp_path, "h1", core=True), _mint(tmp_path, "h2", core=False)
+    prefix = tmp_path / "prefix"
+    prefix.mkdir(mode=0o700)
+    opts = from_config(Config(hostname="h1", prefix=prefix, cluster_cert_dir=core))
+    assert (opts.identities, opts.core, opts.no_server, opts.ca_dir) == (True, True, False, None)
+    assert opts.tls == opts.peer_tls == host_files(core)
+    seeds = "https://127.0.0.1:2379"
+    opts = from_config(Config(hostname="h2", prefix=prefix, cluster_cert_dir=confined, seeds=seeds))
+    assert (opts.identities, opts.core, opts.no_server) == (True, False, True)  # client only
+    bad = [
+        ({"hostname": "h3", "cluster_cert_dir": core}, "'h1''s certificate, not this host's"),
+        ({"hostname": "h2", "cluster_cert_dir": confined}, "must be a core host"),
+        ({"hostname": "h1", "cluster_cert_dir": tmp_path}, "mgmt cluster mint-cert h1"),
+        ({"hostname": "h1", "cluster_cert_dir": core, "insecure_cluster": True}, "give it alone"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValidationError, match="--cluster-cert-dir") as err:
+            from_config(Config(prefix=prefix, **kwargs))  # type: ignore[arg-type]
+        assert message in str(err.value)
