@@ -13,9 +13,9 @@ import pytest
 from engine.errors import ValidationError, WorldError
 from engine.world import Exported, schedule_key, strings_key
 from mgmt.cluster import NotAdmitted
-from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.client import EtcdClient, Member
 from mgmt.cluster.cluster import Cluster
-from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS
+from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS, admit
 from mgmt.cluster.options import from_config
 from mgmt.cluster.pki import host_files
 from mgmt.cluster.world import EtcdWorld
@@ -23,6 +23,10 @@ from mgmt.config import Config
 from tests.e2e.helpers import run_mgmt
 from tests.mgmt.cluster.helpers import options, pid_alive, wait_pid_gone
 from tests.mgmt.cluster.test_security import _http_get
+
+
+async def _members(cluster: Cluster) -> list[Member]:
+    return await cluster.client.members()
 
 
 def _mint(tmp_path: Path, host: str, core: bool) -> Path:
@@ -147,3 +151,31 @@ def test_cluster_cert_dir_options(tmp_path: Path) -> None:
         with pytest.raises(ValidationError, match="--cluster-cert-dir") as err:
             from_config(Config(prefix=prefix, **kwargs))  # type: ignore[arg-type]
         assert message in str(err.value)
+
+
+async def test_an_admitted_core_host_joins_as_a_member(tmp_path: Path) -> None:
+    (tmp_path / "creds").mkdir(mode=0o700)
+    creds = {h: host_files(_mint(tmp_path, h, core=True)) for h in ("h1", "h2")}
+    opts = options("h1", scheme="https", tls=creds["h1"], peer_tls=creds["h1"], identities=True)
+    first = Cluster(opts, tmp_path / "h1")
+    url = opts.advertise_client_urls[0]
+    second: Cluster | None = None
+    try:
+        assert await first.start()
+        await admit(first.client, "h2", core=True)
+        h2 = options("h2", scheme="https", seeds=[url], tls=creds["h2"], identities=True)
+        second = Cluster(replace(h2, peer_tls=creds["h2"]), tmp_path / "h2")
+        changed = asyncio.Event()  # h2's nomination (the leader rewrites it once promoted)
+        cancel = await first.client.subscribe((NOMINATED + "h2").encode(), changed.set)
+        assert await second.start()
+        try:
+            async with asyncio.timeout(30):  # volunteered, added, started, promoted
+                while not any(m.name == "h2" and not m.is_learner for m in await _members(first)):
+                    await changed.wait()
+                    changed.clear()
+        finally:
+            await cancel()
+    finally:
+        if second is not None:
+            await second.stop()
+        await first.stop()
