@@ -344,10 +344,22 @@ class Cluster:
             except WorldError as err:
                 log.error("could not initialise the new cluster: %s", err)
             log.info("started a new cluster (ideal size %d)", self.options.ideal_cluster_size)
+        elif self.options.identities:
+            await self._sync_roles()
         self.member_ready.set()
         await self._refresh_endpoints()
         await self._put_volunteer()
         self._wake.set()
+
+    async def _sync_roles(self) -> None:
+        """Per-host identities: bring confined hosts' roles up to `identity.HOST_KEYS`."""
+        try:
+            changed = await identity.sync_roles(self.client)
+        except WorldError as err:
+            log.warning("could not update the hosts' etcd roles: %s", err)
+            return
+        if changed:
+            log.info("etcd roles of %s given this version's per-host keys", ", ".join(changed))
 
     def _nomination(self, voting: bool) -> bytes:
         return json.dumps(

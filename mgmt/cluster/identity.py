@@ -94,6 +94,25 @@ async def admit(client: EtcdClient, host: str, core: bool) -> None:
     await client.auth_request("UserGrantRole", rpc.AuthUserGrantRoleRequest(user=host, role=role))
 
 
+async def sync_roles(client: EtcdClient) -> list[str]:
+    """Give every confined host's role the permissions `permissions()` lists now (a key family
+    added to HOST_KEYS since it was admitted); the hosts whose role changed. Root only: run by
+    a core host whenever its member is ready."""
+    prefix = role_name("")
+    roles = await client.auth_request("RoleList", rpc.AuthRoleListRequest())
+    changed = []
+    for role in (r for r in roles.roles if r.startswith(prefix)):
+        got = await client.auth_request("RoleGet", rpc.AuthRoleGetRequest(role=role))
+        have = {(p.permType, bytes(p.key), bytes(p.range_end)) for p in got.perm}
+        host = role.removeprefix(prefix)
+        for perm in permissions(host):
+            if (perm.permType, perm.key, perm.range_end) not in have:
+                request = rpc.AuthRoleGrantPermissionRequest(name=role, perm=perm)
+                await client.auth_request("RoleGrantPermission", request)
+                changed.append(host)
+    return sorted(set(changed))
+
+
 async def bootstrap(client: EtcdClient, host: str) -> None:
     """On the first (core) host of a new cluster: etcd's root user and role (no password: a
     certificate with CN 'root' is never minted), this host as a core user, authentication on."""

@@ -9,13 +9,23 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from aetcd import rpc
 
 from engine.errors import ValidationError, WorldError
 from engine.world import Exported, schedule_key, strings_key
 from mgmt.cluster import NotAdmitted
 from mgmt.cluster.client import EtcdClient, Member
 from mgmt.cluster.cluster import Cluster
-from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS, admit
+from mgmt.cluster.identity import (
+    HOSTS,
+    IDEAL,
+    NOMINATED,
+    VOLUNTEERS,
+    admit,
+    permissions,
+    role_name,
+    sync_roles,
+)
 from mgmt.cluster.options import from_config
 from mgmt.cluster.pki import host_files
 from mgmt.cluster.world import EtcdWorld
@@ -96,12 +106,25 @@ async def test_a_confined_host_writes_its_own_keys_only(tmp_path: Path) -> None:
             context.load_cert_chain(creds[host] / "host.pem", creds[host] / "host.key")
             assert ("200 OK" in await _http_get(peer_port, "/members", context)) is answered
 
+        await _roles_follow_host_keys(cluster.client)
         await _refused_when_not_admitted(tmp_path, creds["h3"], url)
     finally:
         await h2.close()
         await cluster.stop()
     await wait_pid_gone(pid)
     assert not pid_alive(pid)
+
+
+async def _roles_follow_host_keys(client: EtcdClient) -> None:
+    """A role admitted before a key family was added to HOST_KEYS gets it from a core host."""
+    assert await sync_roles(client) == []
+    perm = permissions("h2")[-1]
+    request = rpc.AuthRoleRevokePermissionRequest(
+        role=role_name("h2"), key=perm.key, range_end=perm.range_end
+    )
+    await client.auth_request("RoleRevokePermission", request)
+    assert await sync_roles(client) == ["h2"]
+    assert await sync_roles(client) == []
 
 
 async def _refused_when_not_admitted(tmp_path: Path, creds: Path, url: str) -> None:
