@@ -42,7 +42,7 @@ from aetcd import rpc
 from engine.errors import WorldError
 from engine.tasks import TaskSet
 from engine.world import EXPORTED
-from mgmt.cluster import identity
+from mgmt.cluster import NotAdmitted, identity
 from mgmt.cluster.client import EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
 from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS
@@ -154,6 +154,8 @@ class Cluster:
         connected = await self.client.wait_connected(wait)
         if connected and self.options.identities:
             await self._check_admitted()
+        elif self.options.identities:  # said when the cluster answers (the run goes on)
+            self._spawn(self._check_admitted_later())
         if not connected:
             log.error(
                 "no etcd member reachable yet (%s); the local graph runs, cluster "
@@ -171,6 +173,13 @@ class Cluster:
             if "permission denied" in str(err) or "user name" in str(err):
                 raise identity.not_admitted(self.host, "etcd: permission denied") from None
             raise
+
+    async def _check_admitted_later(self) -> None:
+        await self.client.connected.wait()
+        try:
+            await self._check_admitted()
+        except (NotAdmitted, WorldError) as err:
+            log.error("%s", err)
 
     def _mint(self) -> None:
         """This host's certificate from the cluster CA (created first, on the first host)."""

@@ -4,7 +4,9 @@ hosts admitted by the `mgmt cluster` commands, every refusal etcd's own."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +36,18 @@ from mgmt.config import Config
 from tests.e2e.helpers import run_mgmt
 from tests.mgmt.cluster.helpers import options, pid_alive, wait_pid_gone
 from tests.mgmt.cluster.test_security import _http_get
+
+
+class _OnLog(logging.Handler):
+    """Calls `found()` when a log record contains `text`."""
+
+    def __init__(self, text: str, found: Callable[[], None]) -> None:
+        super().__init__()
+        self.text, self.found = text, found
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.found()
 
 
 async def _members(cluster: Cluster) -> list[Member]:
@@ -137,6 +151,18 @@ async def _refused_when_not_admitted(tmp_path: Path, creds: Path, url: str) -> N
             await stray.start()
         finally:
             await stray.stop(graceful=False)
+    # Not reachable when it starts (here: not waited for): said once the cluster answers.
+    said = asyncio.Event()
+    handler = _OnLog("run `mgmt cluster admit h3", said.set)
+    logging.getLogger("cluster").addHandler(handler)
+    late = Cluster(replace(h3, no_server=True, core=False), tmp_path / "h3late")
+    try:
+        assert not await late.start(wait=0)
+        async with asyncio.timeout(10):
+            await said.wait()
+    finally:
+        logging.getLogger("cluster").removeHandler(handler)
+        await late.stop(graceful=False)
     run = ["run", "--hostname", "h3", "--prefix", str(tmp_path / "h3run"), "--seeds", url]
     run += ["--cluster-cert-dir", str(creds), "--converged-timeout", "0", "empty"]
     code, text = await asyncio.to_thread(run_mgmt, run, 60)
