@@ -14,6 +14,7 @@ import pytest
 from aetcd import rpc
 
 from engine.errors import ValidationError, WorldError
+from engine.graph import Graph
 from engine.world import Exported, schedule_key, strings_key
 from mgmt import cli
 from mgmt.cluster import NotAdmitted
@@ -29,10 +30,13 @@ from mgmt.cluster.identity import (
     role_name,
     sync_roles,
 )
+from mgmt.cluster.link import ClusterLink
 from mgmt.cluster.options import from_config
 from mgmt.cluster.pki import host_files
 from mgmt.cluster.world import EtcdWorld
+from mgmt.collectscope import Collect
 from mgmt.config import Config
+from mgmt.yamlgraph import Loaded
 from tests.e2e.helpers import run_mgmt
 from tests.mgmt.cluster.helpers import options, pid_alive, wait_pid_gone
 from tests.mgmt.cluster.test_security import _http_get
@@ -228,3 +232,19 @@ async def test_an_admitted_core_host_joins_as_a_member(tmp_path: Path) -> None:
         if second is not None:
             await second.stop()
         await first.stop()
+
+
+async def test_the_collector_names_the_writer_it_can_vouch_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With per-host identities the key's host is the writer (or a core member); without, the
+    warning says it is only the key's claim."""
+    hostile = Exported("zz", "file", "/srv/shared/x", {"path": "/tmp/suid"})
+    for identities, says in ((True, "(or a core member"), (False, "(as its key claims")):
+        link = ClusterLink(options("web1", identities=identities), tmp_path, lambda: None)
+        link.records = [hostile]
+        link._published = []  # nothing to publish: keep the cluster out of it
+        loaded = Loaded(Graph("local"), collect=[Collect("file", "/srv/shared/")])
+        assert not list(await link.graph_for(loaded))
+        assert f"{hostile.key} written by host zz {says}" in caplog.text
+        await link.cluster.client.close()
