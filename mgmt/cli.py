@@ -261,6 +261,11 @@ def cluster(argv: list[str]) -> int:
 
         check_host(args.host)
         if args.action == "mint-cert":
+            for flag, directory in (("--ca-dir", args.ca_dir), ("--out", args.out)):
+                try:  # before anything is made: never chmod a directory like /tmp
+                    pki.check_new_or_private(directory)
+                except (OSError, WorldError) as err:
+                    raise ValidationError(str(err), flag) from None
             if pki.create_ca(args.ca_dir):
                 print(f"created the cluster CA in {args.ca_dir}", file=sys.stderr)
             names = pki.san_names(args.host, [])

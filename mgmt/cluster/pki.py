@@ -96,6 +96,23 @@ def check_ca_dir(ca_dir: Path) -> None:
         check_key(ca_dir / CA_KEY)
 
 
+def check_new_or_private(directory: Path) -> None:
+    """WorldError unless `directory` is missing (it will be made 0700) or already private: ours,
+    mode 0700 or tighter, below directories only we control. For the operator's `mgmt cluster
+    mint-cert`, which must never tighten (chmod) a directory it was pointed at, nor its files."""
+    try:
+        safefs.check_private(directory)
+    except ResourceError as err:
+        raise WorldError(str(err)) from err
+    if directory.exists():
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if mode & 0o077:
+            raise WorldError(
+                f"{directory} is mode {mode:04o}: give a new directory, or a private one (0700); "
+                "nothing in it was changed"
+            )
+
+
 def _write(path: Path, data: bytes, mode: int) -> None:
     """Write `path` atomically with `mode` (set before any byte is written)."""
     fd, tmp = tempfile.mkstemp(prefix=".mgmt.", dir=path.parent)

@@ -248,3 +248,25 @@ async def test_the_collector_names_the_writer_it_can_vouch_for(
         assert not list(await link.graph_for(loaded))
         assert f"{hostile.key} written by host zz {says}" in caplog.text
         await link.cluster.client.close()
+
+
+def test_mint_cert_never_tightens_a_directory_it_is_pointed_at(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pointed at a shared directory (/tmp-like, or a 0755 one with files), it refuses, exit 2,
+    and changes nothing (the prefix's rule, tightening, would chmod every file in it)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    plain = tmp_path / "plain"
+    plain.mkdir(mode=0o755)
+    (plain / "notes").write_text("x")
+    (plain / "notes").chmod(0o644)
+    for ca, out, flag in ((shared, tmp_path / "o1", "--ca-dir"), (tmp_path / "ca", plain, "--out")):
+        args = ["cluster", "mint-cert", "h1", "--ca-dir", str(ca), "--out", str(out)]
+        assert cli.main(args) == 2
+        assert capsys.readouterr().err.startswith(f"mgmt cluster mint-cert: {flag}: ")
+    assert shared.stat().st_mode & 0o7777 == 0o1777
+    assert plain.stat().st_mode & 0o777 == 0o755
+    assert (plain / "notes").stat().st_mode & 0o777 == 0o644
+    assert not list(shared.iterdir()) and not (tmp_path / "o1").exists()
