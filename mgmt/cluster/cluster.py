@@ -152,10 +152,8 @@ class Cluster:
         if not self.options.no_server:
             self._spawn(self._lead())
         connected = await self.client.wait_connected(wait)
-        if connected and self.options.identities:
-            await self._check_admitted()
-        elif self.options.identities:  # said when the cluster answers (the run goes on)
-            self._spawn(self._check_admitted_later())
+        if self.options.identities and not (connected and await self._admitted()):
+            self._spawn(self._check_admitted_later())  # said when the cluster answers
         if not connected:
             log.error(
                 "no etcd member reachable yet (%s); the local graph runs, cluster "
@@ -164,21 +162,27 @@ class Cluster:
             )
         return connected
 
-    async def _check_admitted(self) -> None:
-        """NotAdmitted if etcd refuses this host's certificate as a user (per-host identities):
-        every admitted host may read /_mgmt/, so a refused read means no such user."""
+    async def _admitted(self) -> bool:
+        """Per-host identities: True if etcd takes this host's certificate as a user, False if
+        the cluster did not answer; NotAdmitted if it refused (every admitted host may read
+        /_mgmt/, so a refused read means no such user)."""
         try:
             await self.client.get(IDEAL.encode())
         except WorldError as err:
-            if "permission denied" in str(err) or "user name" in str(err):
+            if "permission denied" in str(err):
                 raise identity.not_admitted(self.host, "etcd: permission denied") from None
-            raise
+            return False
+        return True
 
     async def _check_admitted_later(self) -> None:
-        await self.client.connected.wait()
+        """Say (once, an error: the run goes on) when a cluster out of reach at start refuses."""
         try:
-            await self._check_admitted()
-        except (NotAdmitted, WorldError) as err:
+            while True:
+                await self.client.connected.wait()
+                if await self._admitted():
+                    return
+                await asyncio.sleep(self.tick)  # it answered nothing: try again later
+        except NotAdmitted as err:
             log.error("%s", err)
 
     def _mint(self) -> None:
