@@ -4,12 +4,13 @@ mgmt's World interface, narrowed to what this project uses:
 
 - strings: `str_get/str_set/str_del/str_watch(key)` on `/_mgmt/strings/<key>`, and
   `str_cas(key, expected, value)`: set only if the key still holds `expected` (None: absent);
+  each with `mapped=True` works on this host's entry of the per-host map `key` instead;
 - per-host maps: `str_map_get/str_map_set/str_map_del/str_map_watch(key)` on
-  `/_mgmt/strings/<key>/<host>` (set and del touch this host's entry only);
+  `/_mgmt/hoststrings/<host>/<key>` (set and del touch this host's entry only);
 - exported resources: `res_export(records)` replaces this host's set under
   `/_mgmt/exported/<host>/<kind>/<name>`, `res_list()` returns every host's, `res_watch()`.
 - scheduling: `schedule_join(namespace, ttl)` is an async context manager that keeps this host
-  in `/_mgmt/schedule/<namespace>/<host>` while entered (bound to a lease of `ttl` seconds on
+  in `/_mgmt/scheduled/<host>/<namespace>` while entered (bound to a lease of `ttl` seconds on
   etcd, so a host that dies leaves it within ttl); `schedule_hosts(namespace)` lists the hosts
   in the order they joined; `schedule_watch(namespace)`.
 
@@ -43,7 +44,10 @@ from engine.resource import Resource, lookup
 ROOT = "/_mgmt/"
 STRINGS = ROOT + "strings/"
 EXPORTED = ROOT + "exported/"
-SCHEDULE = ROOT + "schedule/"
+# Per-host keys put the host first, so that one etcd key range holds all of a host's keys of
+# a kind: a host's etcd role may write its own range only (mgmt/cluster/identity.py).
+HOST_STRINGS = ROOT + "hoststrings/"
+SCHEDULE = ROOT + "scheduled/"
 
 Unsubscribe = Callable[[], Awaitable[None] | None]
 
@@ -148,8 +152,19 @@ def _meta_changes(meta: Meta) -> dict[str, Any]:
 
 
 def strings_key(key: str, host: str | None = None) -> str:
-    """The etcd key of a string (`/_mgmt/strings/<key>`) or of a host's map entry."""
-    return f"{STRINGS}{key}" if host is None else f"{STRINGS}{key}/{host}"
+    """The etcd key of a string (`/_mgmt/strings/<key>`) or of a host's map entry
+    (`/_mgmt/hoststrings/<host>/<key>`)."""
+    return f"{STRINGS}{key}" if host is None else f"{HOST_STRINGS}{host}/{key}"
+
+
+def per_host(prefix: str, name: str, keys: Iterable[str]) -> list[str]:
+    """The hosts of the per-host keys `<prefix><host>/<name>` among `keys` (in their order)."""
+    out = []
+    for key in keys:
+        host, sep, rest = key.removeprefix(prefix).partition("/")
+        if key.startswith(prefix) and sep and host and rest == name:
+            out.append(host)
+    return out
 
 
 def check_key(key: str) -> None:
@@ -168,15 +183,17 @@ class World(Protocol):
     @property
     def hostname(self) -> str: ...
 
-    async def str_get(self, key: str) -> str | None: ...
+    async def str_get(self, key: str, mapped: bool = False) -> str | None: ...
 
-    async def str_set(self, key: str, value: str) -> None: ...
+    async def str_set(self, key: str, value: str, mapped: bool = False) -> None: ...
 
-    async def str_del(self, key: str) -> None: ...
+    async def str_del(self, key: str, mapped: bool = False) -> None: ...
 
-    async def str_cas(self, key: str, expected: str | None, value: str) -> bool: ...
+    async def str_cas(
+        self, key: str, expected: str | None, value: str, mapped: bool = False
+    ) -> bool: ...
 
-    def str_watch(self, key: str) -> Changes: ...
+    def str_watch(self, key: str, mapped: bool = False) -> Changes: ...
 
     async def str_map_get(self, key: str) -> dict[str, str]: ...
 
@@ -231,14 +248,9 @@ class Memberships:
                 await self._leave.pop(namespace)()
 
 
-def hosts_in(prefix: str, keys: Iterable[str]) -> list[str]:
-    """The host names of keys directly under `prefix` (a deeper key belongs to a sub-pool)."""
-    return [k.removeprefix(prefix) for k in keys if "/" not in k.removeprefix(prefix)]
-
-
-def schedule_key(namespace: str, host: str | None = None) -> str:
-    """The etcd prefix of a scheduling namespace (with a host: that host's key)."""
-    return f"{SCHEDULE}{namespace}/" + (host or "")
+def schedule_key(namespace: str, host: str) -> str:
+    """A host's key in a scheduling namespace (`/_mgmt/scheduled/<host>/<namespace>`)."""
+    return f"{SCHEDULE}{host}/{namespace}"
 
 
 # The in-memory implementation ----------------------------------------------------------------
@@ -304,28 +316,32 @@ class MemoryWorld:
     store: MemoryStore = dataclasses.field(default_factory=MemoryStore)
     memberships: Memberships = dataclasses.field(default_factory=Memberships)
 
-    async def str_get(self, key: str) -> str | None:
-        return self.store.get(strings_key(key))
+    def _key(self, key: str, mapped: bool) -> str:
+        return strings_key(key, self.hostname if mapped else None)
 
-    async def str_set(self, key: str, value: str) -> None:
-        self.store.commit({strings_key(key): value})
+    async def str_get(self, key: str, mapped: bool = False) -> str | None:
+        return self.store.get(self._key(key, mapped))
 
-    async def str_del(self, key: str) -> None:
-        self.store.commit({}, [strings_key(key)])
+    async def str_set(self, key: str, value: str, mapped: bool = False) -> None:
+        self.store.commit({self._key(key, mapped): value})
 
-    async def str_cas(self, key: str, expected: str | None, value: str) -> bool:
-        if self.store.get(strings_key(key)) != expected:
+    async def str_del(self, key: str, mapped: bool = False) -> None:
+        self.store.commit({}, [self._key(key, mapped)])
+
+    async def str_cas(
+        self, key: str, expected: str | None, value: str, mapped: bool = False
+    ) -> bool:
+        if self.store.get(self._key(key, mapped)) != expected:
             return False
-        self.store.commit({strings_key(key): value})
+        self.store.commit({self._key(key, mapped): value})
         return True
 
-    def str_watch(self, key: str) -> Changes:
-        return self.store.watch(strings_key(key), prefix=False)
+    def str_watch(self, key: str, mapped: bool = False) -> Changes:
+        return self.store.watch(self._key(key, mapped), prefix=False)
 
     async def str_map_get(self, key: str) -> dict[str, str]:
-        prefix = strings_key(key) + "/"
-        items = self.store.get_prefix(prefix)
-        return {k.removeprefix(prefix): v for k, v in items.items() if "/" not in k[len(prefix) :]}
+        items = self.store.get_prefix(HOST_STRINGS)
+        return {h: items[strings_key(key, h)] for h in per_host(HOST_STRINGS, key, items)}
 
     async def str_map_set(self, key: str, value: str) -> None:
         self.store.commit({strings_key(key, self.hostname): value})
@@ -334,7 +350,7 @@ class MemoryWorld:
         self.store.commit({}, [strings_key(key, self.hostname)])
 
     def str_map_watch(self, key: str) -> Changes:
-        return self.store.watch(strings_key(key) + "/", prefix=True)
+        return self.store.watch(HOST_STRINGS, prefix=True)  # every key's: spurious items
 
     async def res_export(self, records: Sequence[Exported]) -> None:
         current = self.store.get_prefix(f"{EXPORTED}{self.hostname}/")
@@ -366,8 +382,7 @@ class MemoryWorld:
             yield
 
     async def schedule_hosts(self, namespace: str) -> list[str]:
-        prefix = schedule_key(namespace)
-        return hosts_in(prefix, self.store.get_prefix(prefix))  # in join order
+        return per_host(SCHEDULE, namespace, self.store.get_prefix(SCHEDULE))  # in join order
 
     def schedule_watch(self, namespace: str) -> Changes:
-        return self.store.watch(schedule_key(namespace), prefix=True)
+        return self.store.watch(SCHEDULE, prefix=True)  # every namespace's: spurious items

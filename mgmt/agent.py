@@ -26,7 +26,7 @@ from engine.safefs import private_dir
 from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
 from mgmt import log as logsetup
-from mgmt.cluster import needs_cluster
+from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
 from mgmt.metrics import FLAG as LISTEN_FLAG
@@ -196,7 +196,11 @@ class Agent:
             except ValidationError as err:  # a bad --prometheus-listen: nothing applied
                 log.error("%s", err)
                 return ExitCode.USAGE
-            await self._apply(loaded)
+            try:
+                await self._apply(loaded)
+            except NotAdmitted as err:  # before anything was applied
+                log.error("cluster: %s", err)
+                return ExitCode.USAGE
             if self.source is not None and not self.source.graphs and self.exit_when_converged:
                 log.error("the program produced no graph")  # cron mode: nothing to converge to
                 return ExitCode.FAILED
@@ -439,7 +443,12 @@ class Agent:
             return
         self.cluster = link
         self.engine.world = link.world
-        await link.start()
+        try:
+            await link.start()
+        except NotAdmitted:  # nothing was applied yet: the run ends (Agent.run)
+            self.cluster, self.engine.world = None, None
+            await link.stop(graceful=False)
+            raise
         self._spawn(self._collect_loop())
 
     async def _collect_loop(self) -> None:

@@ -8,6 +8,9 @@ mgmt check FILE...              check programs, graph files, manifests: exit 0, 
 mgmt check -e CODE              check inline Puppet code
 mgmt setup --install-service [--start] [run flags] FRONTEND...   a systemd service (mgmt/setup.py)
 mgmt status [--prefix DIR] [--json]   the running agent's resources and states (exit 1: failures)
+mgmt cluster mint-cert HOST --ca-dir DIR --out DIR [--core] [--san NAME]...
+mgmt cluster admit HOST --cert-dir DIR [--core] [--endpoints URLS]
+                                per-host etcd identities (docs/security.md): exit 0, 1, or 2
 """
 
 from __future__ import annotations
@@ -65,10 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mgmt {VERSION}")
     parser.add_argument(
         "command",
-        choices=["run", "check", "setup", "status"],
+        choices=["run", "check", "setup", "status", "cluster"],
         help="run: run a graph (see mgmt run --help); check FILE...: check programs, exit 0/2; "
         "setup --install-service: install the agent as a systemd service; status: the running "
-        "agent's resources",
+        "agent's resources; cluster mint-cert|admit: per-host identities (mgmt cluster --help)",
     )
     return parser
 
@@ -199,6 +202,107 @@ def _check_puppet(config: Config) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
+def build_cluster_parser() -> argparse.ArgumentParser:
+    """`mgmt cluster mint-cert` and `mgmt cluster admit` (docs/security.md, attribution)."""
+    parser = argparse.ArgumentParser(
+        prog="mgmt cluster", description="Per-host etcd identities (docs/security.md)."
+    )
+    sub = parser.add_subparsers(dest="action", required=True)
+    mint = sub.add_parser(
+        "mint-cert",
+        help="mint HOST's certificate from the operator's CA (created if missing)",
+        description="Mint HOST's certificate (CN HOST) from the CA in --ca-dir (created there "
+        "if missing; keep it with the operator) into --out: ca.pem, host.pem, host.key. Copy "
+        "--out to HOST and start it with --cluster-cert-dir.",
+    )
+    mint.add_argument("host", metavar="HOST")
+    mint.add_argument("--ca-dir", type=Path, required=True, metavar="DIR")
+    mint.add_argument("--out", type=Path, required=True, metavar="DIR")
+    mint.add_argument(
+        "--core", action="store_true", help="a core host: may run an etcd member (root)"
+    )
+    mint.add_argument(
+        "--san",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an address or DNS name HOST's etcd is reached at (repeat; loopback is added)",
+    )
+    admit = sub.add_parser(
+        "admit",
+        help="create HOST's etcd user, before HOST first starts (run on a core member)",
+        description="Create HOST's etcd user: core (--core: root) or confined to its own keys.",
+    )
+    admit.add_argument("host", metavar="HOST")
+    admit.add_argument(
+        "--cert-dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="a core member's credentials (its --cluster-cert-dir)",
+    )
+    admit.add_argument("--core", action="store_true", help="HOST is a core host (etcd root)")
+    admit.add_argument(
+        "--endpoints",
+        default="https://127.0.0.1:2379",
+        metavar="URLS",
+        help="client URLs of the cluster (comma-separated; default https://127.0.0.1:2379)",
+    )
+    return parser
+
+
+def cluster(argv: list[str]) -> int:
+    """`mgmt cluster ...`: 0 done, 1 the cluster refused or could not be reached, 2 usage."""
+    args = build_cluster_parser().parse_args(argv)
+    from engine.errors import WorldError
+    from mgmt.cluster import pki
+
+    try:
+        from mgmt.cluster.identity import check_host
+
+        check_host(args.host)
+        if args.action == "mint-cert":
+            for flag, directory in (("--ca-dir", args.ca_dir), ("--out", args.out)):
+                try:  # before anything is made: never chmod a directory like /tmp
+                    pki.check_new_or_private(directory)
+                except (OSError, WorldError) as err:
+                    raise ValidationError(str(err), flag) from None
+            if pki.create_ca(args.ca_dir):
+                print(f"created the cluster CA in {args.ca_dir}", file=sys.stderr)
+            names = pki.san_names(args.host, [])
+            try:
+                files = pki.mint(args.ca_dir, args.out, args.host, [*names, *args.san], args.core)
+            except WorldError as err:  # the CA directory: bad input
+                raise ValidationError(str(err), "--ca-dir") from None
+            print(
+                f"minted {args.host}'s certificate ({'core' if args.core else 'confined'}) "
+                f"in {files.cert}",
+                file=sys.stderr,
+            )
+            return int(ExitCode.OK)
+        from mgmt.cluster.identity import admit_remote
+        from mgmt.cluster.options import check_url, split_urls
+
+        endpoints = split_urls(args.endpoints)
+        for url in endpoints:
+            check_url(url, "--endpoints", insecure=False)
+        files = pki.host_files(args.cert_dir)
+        for path in (files.ca, files.cert, files.key):
+            assert path is not None
+            if not path.is_file():
+                raise ValidationError(f"no {path.name} in {args.cert_dir}", "--cert-dir")
+        asyncio.run(admit_remote(endpoints, files, args.host, args.core))
+    except ValidationError as err:
+        print(f"mgmt cluster {args.action}: {err}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    except (OSError, WorldError) as err:
+        print(f"mgmt cluster {args.action}: {err}", file=sys.stderr)
+        return int(ExitCode.FAILED)
+    role = "core (etcd root)" if args.core else "confined to its own keys"
+    print(f"admitted {args.host}: {role}", file=sys.stderr)
+    return int(ExitCode.OK)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "check":
@@ -211,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         from mgmt import setup
 
         return setup.main(args[1:], parse, check_config)
+    if args and args[0] == "cluster":
+        return cluster(args[1:])
     config = parse(args)
     from mgmt import agent
 

@@ -18,7 +18,12 @@ cluster): it must not make this host act outside what its own graph asked for. S
 `Collect` is one collect entry (a graph file's `collect:` item, or a language `collect`
 statement); `collects()` says whether the entries may bring in a given resource.
 `refusal()` says why a record is refused (None: it may be collected); the caller logs it with
-the exporting host and the key, and leaves the record out of the graph.
+the key and its writer (`writer()`), and leaves the record out of the graph.
+
+Who wrote a record: with per-host etcd identities (`--cluster-cert-dir`,
+mgmt/cluster/identity.py) etcd lets only `<host>` and the core members (root) write under
+`/_mgmt/exported/<host>/`, so the key's host can be trusted; otherwise the key's host is only a
+claim (any holder of the cluster's CA can write any key), and the warnings say so.
 """
 
 from __future__ import annotations
@@ -59,6 +64,13 @@ def collects(entries: list[Collect], kind: str, name: str) -> bool:
         c.kind == kind and (name == c.name if c.name is not None else name.startswith(c.pattern))
         for c in entries
     )
+
+
+def writer(host: str, attributed: bool) -> str:
+    """Who wrote a record under `/_mgmt/exported/<host>/`, as far as this collector can know."""
+    if attributed:
+        return f"host {host} (or a core member: per-host identities)"
+    return f"host {host} (as its key claims: unverified without per-host identities)"
 
 
 def _no_extra(record: Exported, collector: dict[str, Any]) -> str | None:

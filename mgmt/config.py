@@ -199,6 +199,15 @@ class Config:
             metavar="DIR",
         ),
     )
+    cluster_cert_dir: Path | None = field(
+        default=None,
+        metadata=opt(
+            "this host's own credentials (ca.pem, host.pem, host.key), minted by the operator "
+            "with `mgmt cluster mint-cert`: per-host etcd identities, so that a host writes only "
+            "its own keys (recommended for real clusters; docs/security.md)",
+            metavar="DIR",
+        ),
+    )
     insecure_cluster: bool = field(
         default=False,
         metadata=opt(

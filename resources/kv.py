@@ -1,6 +1,6 @@
 """kv: a string in the cluster's key-value store (mgmt's kv resource). See docs/resources/kv.md.
 
-The key is `/_mgmt/strings/<key>`, or `/_mgmt/strings/<key>/<hostname>` with `mapped: true`
+The key is `/_mgmt/strings/<key>`, or `/_mgmt/hoststrings/<hostname>/<key>` with `mapped: true`
 (a per-host map: every host writes its own entry). `value: null` (or no value) deletes it.
 With `skiplessthan`, a stored value greater than ours is left alone (counters that only go up);
 the comparison and the write are one transaction, so two hosts racing never lower the value.
@@ -30,7 +30,7 @@ class KVRes(Refreshable, Resource):
     key: str | None = None
     # The value to store; None deletes the key. Default None.
     value: str | None = None
-    # Store under this host's entry of a per-host map (<key>/<hostname>). Default false.
+    # Store under this host's entry of a per-host map (hoststrings/<hostname>/<key>). Default false.
     mapped: bool = False
     # Leave a stored value alone when it is greater than ours. Default false.
     skiplessthan: bool = False
@@ -64,14 +64,15 @@ class KVRes(Refreshable, Resource):
         return world
 
     def _where(self) -> str:
-        return f"{self._key}/{self.handle.hostname}" if self.mapped else self._key
+        """The key, as logged (mapped: this host's entry of the map)."""
+        return f"{self._key} ({self.handle.hostname}'s entry)" if self.mapped else self._key
 
     async def watch(self) -> None:
         world = self.handle.world
         if world is None:
             await super().watch()  # check_apply will say why it cannot work
             return
-        changes = world.str_watch(self._where())
+        changes = world.str_watch(self._key, self.mapped)
         async with changes:
             await self.handle.event()
             async for _ in changes:
@@ -85,11 +86,11 @@ class KVRes(Refreshable, Resource):
         # it, and the retry's compare fails): after a failed one, our value counts as a change.
         raced = False
         for _ in range(CAS_ATTEMPTS):
-            current = await world.str_get(where)
+            current = await world.str_get(self._key, self.mapped)
             if self.value is None:
                 if current is None:
                     return nothing_to_do(self.handle, f"{where} is absent")
-                delete = functools.partial(world.str_del, where)
+                delete = functools.partial(world.str_del, self._key, self.mapped)
                 await apply_steps(
                     self.handle, [Step(f"delete {where}", f"deleted {where}", delete)], apply
                 )
@@ -105,8 +106,8 @@ class KVRes(Refreshable, Resource):
                 self.handle.logger.info("would be %s: %s", why, where)
                 return False
             if not self.skiplessthan:
-                await world.str_set(where, self.value)
-            elif not await world.str_cas(where, current, self.value):
+                await world.str_set(self._key, self.value, self.mapped)
+            elif not await world.str_cas(self._key, current, self.value, self.mapped):
                 raced = True  # another host wrote meanwhile: compare with its value
                 continue
             self.handle.logger.info("%s %s", where, why)

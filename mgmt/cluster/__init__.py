@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from engine.errors import ValidationError
+
 if TYPE_CHECKING:
     from mgmt.config import Config
     from mgmt.yamlgraph import Loaded
+
+
+class NotAdmitted(ValidationError):
+    """This host's certificate is not an etcd user of the cluster (mgmt.cluster.identity): it
+    must be admitted (`mgmt cluster admit HOST`) before it can start."""
+
 
 # Kinds whose presence in a graph needs the cluster.
 CLUSTER_KINDS = frozenset({"kv"})

@@ -579,6 +579,20 @@ class EtcdClient:
 
         await self.call("enable authentication", fn)
 
+    async def auth_request(self, method: str, request: Any, exists_ok: bool = False) -> Any:
+        """One request of etcd's Auth service (`UserAdd`, `RoleGet`...), its response; with
+        `exists_ok`, etcd's "already exists" is no error (None; admission may be run twice)."""
+
+        async def fn(conn: _Conn) -> Any:
+            return await getattr(conn.auth, method)(request, **self._opts(conn))
+
+        try:
+            return await self.call(method, fn)
+        except WorldError as err:
+            if not (exists_ok and "already exists" in str(err)):
+                raise
+        return None
+
     # watches ------------------------------------------------------------------------------
 
     async def subscribe(

@@ -41,18 +41,16 @@ from aetcd import rpc
 
 from engine.errors import WorldError
 from engine.tasks import TaskSet
-from engine.world import EXPORTED, ROOT
+from engine.world import EXPORTED
+from mgmt.cluster import NotAdmitted, identity
 from mgmt.cluster.client import EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
+from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS
 from mgmt.cluster.options import Options
 from mgmt.cluster.world import EtcdWorld
 
 log = logging.getLogger("cluster")
 
-VOLUNTEERS = ROOT + "volunteers/"
-NOMINATED = ROOT + "nominated/"
-HOSTS = ROOT + "hosts/"
-IDEAL = ROOT + "ideal_cluster_size"
 _NO_SPACE = "no space left on device"
 NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
 
@@ -154,6 +152,8 @@ class Cluster:
         if not self.options.no_server:
             self._spawn(self._lead())
         connected = await self.client.wait_connected(wait)
+        if self.options.identities and not (connected and await self._admitted()):
+            self._spawn(self._check_admitted_later())  # said when the cluster answers
         if not connected:
             log.error(
                 "no etcd member reachable yet (%s); the local graph runs, cluster "
@@ -161,6 +161,29 @@ class Cluster:
                 self.client.last_error or "connecting",
             )
         return connected
+
+    async def _admitted(self) -> bool:
+        """Per-host identities: True if etcd takes this host's certificate as a user, False if
+        the cluster did not answer; NotAdmitted if it refused (every admitted host may read
+        /_mgmt/, so a refused read means no such user)."""
+        try:
+            await self.client.get(IDEAL.encode())
+        except WorldError as err:
+            if "permission denied" in str(err):
+                raise identity.not_admitted(self.host, "etcd: permission denied") from None
+            return False
+        return True
+
+    async def _check_admitted_later(self) -> None:
+        """Say (once, an error: the run goes on) when a cluster out of reach at start refuses."""
+        try:
+            while True:
+                await self.client.connected.wait()
+                if await self._admitted():
+                    return
+                await asyncio.sleep(self.tick)  # it answered nothing: try again later
+        except NotAdmitted as err:
+            log.error("%s", err)
 
     def _mint(self) -> None:
         """This host's certificate from the cluster CA (created first, on the first host)."""
@@ -321,17 +344,35 @@ class Cluster:
             try:
                 await client.put(IDEAL.encode(), str(self.options.ideal_cluster_size).encode())
                 await client.put((NOMINATED + self.host).encode(), self._nomination(True))
-                if self.options.user is not None and self.options.password is not None:
+                if self.options.identities:
+                    await identity.bootstrap(client, self.host)
+                    log.info(
+                        "etcd authentication enabled with per-host identities; admit every "
+                        "other host first: mgmt cluster admit HOST"
+                    )
+                elif self.options.user is not None and self.options.password is not None:
                     await client.enable_auth(self.options.user, self.options.password)
                     client.reconnect()
                     log.info("etcd authentication enabled for %s", self.options.user)
             except WorldError as err:
                 log.error("could not initialise the new cluster: %s", err)
             log.info("started a new cluster (ideal size %d)", self.options.ideal_cluster_size)
+        elif self.options.identities:
+            await self._sync_roles()
         self.member_ready.set()
         await self._refresh_endpoints()
         await self._put_volunteer()
         self._wake.set()
+
+    async def _sync_roles(self) -> None:
+        """Per-host identities: bring confined hosts' roles up to `identity.HOST_KEYS`."""
+        try:
+            changed = await identity.sync_roles(self.client)
+        except WorldError as err:
+            log.warning("could not update the hosts' etcd roles: %s", err)
+            return
+        if changed:
+            log.info("etcd roles of %s given this version's per-host keys", ", ".join(changed))
 
     def _nomination(self, voting: bool) -> bytes:
         return json.dumps(

@@ -23,6 +23,7 @@ from pathlib import Path
 from engine import safefs
 from engine.errors import ResourceError, WorldError
 from mgmt.cluster.options import Options
+from mgmt.cluster.pki import CORE_SAN
 
 log = logging.getLogger("cluster")
 
@@ -101,6 +102,8 @@ class EtcdSpec:
             argv += ["--peer-cert-file", str(peer.cert), "--peer-key-file", str(peer.key)]
         if peer.ca is not None:
             argv += ["--peer-trusted-ca-file", str(peer.ca), "--peer-client-cert-auth"]
+        if opts.identities:  # only core hosts' certificates speak raft (mgmt/cluster/identity.py)
+            argv += ["--peer-cert-allowed-hostname", CORE_SAN]
         return argv + self.extra
 
 

@@ -27,7 +27,7 @@ from engine.tasks import TaskSet
 from engine.world import Changes, Exported
 from mgmt.cluster.cluster import Cluster
 from mgmt.cluster.options import Options
-from mgmt.collectscope import refusal, selects
+from mgmt.collectscope import refusal, selects, writer
 
 if TYPE_CHECKING:
     from mgmt.collectscope import Collect
@@ -154,7 +154,8 @@ class ClusterLink:
             try:
                 out[key] = (record, record.build(chosen.params, chosen.meta))
             except ValidationError as err:
-                self._warn_once(key, f"cannot collect %s from {record.host}: {err}")
+                who = writer(record.host, self.options.identities)
+                self._warn_once(key, f"cannot collect %s written by {who}: {err}")
         return list(out.values())
 
     def _refuse(self, record: Exported, why: str) -> None:
@@ -162,7 +163,8 @@ class ClusterLink:
         note = (record.key, why)
         if note not in self._refused:
             self._refused.add(note)
-            log.warning("refused exported record %s from host %s: %s", record.key, record.host, why)
+            who = writer(record.host, self.options.identities)
+            log.warning("refused exported record %s written by %s: %s", record.key, who, why)
 
     @staticmethod
     def _signature(collected: list[tuple[Exported, Resource]]) -> list[tuple[str, str, str]]:

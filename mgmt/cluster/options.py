@@ -20,7 +20,17 @@ from typing import TYPE_CHECKING
 from engine import safefs
 from engine.errors import ResourceError, ValidationError, WorldError
 from mgmt.address import split_url
-from mgmt.cluster.pki import CA_CERT, CA_KEY, TLSFiles, check_ca_dir, check_key, has_ca, load_ca
+from mgmt.cluster.pki import (
+    CA_CERT,
+    CA_KEY,
+    TLSFiles,
+    check_ca_dir,
+    check_key,
+    has_ca,
+    host_files,
+    load_ca,
+    read_identity,
+)
 
 if TYPE_CHECKING:
     from mgmt.config import Config
@@ -60,6 +70,10 @@ class Options:
     insecure: bool = False
     # Seconds a gone host's exports stay before the leader withdraws them (-1: kept).
     export_grace: float = 300
+    # Per-host etcd identities (--cluster-cert-dir, mgmt/cluster/identity.py): etcd auth on,
+    # each host's certificate CN its user; `core`: its certificate may run a member (root).
+    identities: bool = False
+    core: bool = True
 
     @property
     def call_timeout(self) -> float:
@@ -118,6 +132,10 @@ def from_config(config: Config, prefix: Path | None = None) -> Options:
         for url in urls:
             check_url(url, "--" + name.replace("_", "-"), insecure)
     tls = TLSFiles(config.tls_ca, config.tls_cert, config.tls_key)
+    identities, core = _identity(config, tls, lists["seeds"])
+    if identities:
+        assert config.cluster_cert_dir is not None
+        tls = host_files(config.cluster_cert_dir)
     peer_tls = TLSFiles(
         config.peer_tls_ca or tls.ca,
         config.peer_tls_cert or tls.cert,
@@ -141,7 +159,7 @@ def from_config(config: Config, prefix: Path | None = None) -> Options:
                 check_key(key)
         except (OSError, WorldError) as err:
             raise ValidationError(str(err), flag) from None
-    ca_dir = _ca_dir(config, prefix, lists["seeds"], tls, peer_tls)
+    ca_dir = None if identities else _ca_dir(config, prefix, lists["seeds"], tls, peer_tls)
     if ca_dir is None:
         _check_https(lists["client_urls"], tls, "--client-urls", "--tls-cert")
         _check_https(lists["server_urls"], peer_tls, "--server-urls", "--peer-tls-cert")
@@ -176,7 +194,7 @@ def from_config(config: Config, prefix: Path | None = None) -> Options:
         advertise_client_urls=lists["advertise_client_urls"],
         advertise_server_urls=lists["advertise_server_urls"],
         ideal_cluster_size=config.ideal_cluster_size,
-        no_server=config.no_server,
+        no_server=config.no_server or not core,  # a confined host runs no member
         tls=tls,
         peer_tls=peer_tls,
         user=user,
@@ -189,7 +207,54 @@ def from_config(config: Config, prefix: Path | None = None) -> Options:
         create_ca=ca_dir is not None and not lists["seeds"],
         insecure=insecure,
         export_grace=config.export_grace,
+        identities=identities,
+        core=core,
     )
+
+
+def _identity(config: Config, tls: TLSFiles, seeds: list[str]) -> tuple[bool, bool]:
+    """(per-host identities?, a core host?) from --cluster-cert-dir (not given: (False, True))."""
+    directory = config.cluster_cert_dir
+    if directory is None:
+        return False, True
+    flag = "--cluster-cert-dir"
+    peer = (config.peer_tls_ca, config.peer_tls_cert, config.peer_tls_key)
+    if config.insecure_cluster or tls.enabled or any(peer) or config.cluster_ca_dir is not None:
+        raise ValidationError(
+            "give it alone: not with --insecure-cluster, --cluster-ca-dir or --tls-*", flag
+        )
+    if config.cluster_user is not None or config.cluster_password_file is not None:
+        raise ValidationError(
+            "per-host identities replace --cluster-user/--cluster-password-file", flag
+        )
+    files = host_files(directory)
+    for path in (files.ca, files.cert, files.key):
+        assert path is not None
+        if not path.is_file():
+            raise ValidationError(
+                f"no {path.name} in {directory}: mint this host's credentials there with "
+                f"`mgmt cluster mint-cert {config.hostname} --ca-dir CA --out {directory}`",
+                flag,
+            )
+    try:
+        assert files.key is not None and files.cert is not None
+        check_key(files.key)
+        name, core = read_identity(files.cert)
+    except (OSError, WorldError) as err:
+        raise ValidationError(str(err), flag) from None
+    if name != config.hostname:
+        raise ValidationError(
+            f"{files.cert} is {name!r}'s certificate, not this host's ({config.hostname!r}): "
+            "etcd would take this host for that one",
+            flag,
+        )
+    if not seeds and not core:
+        raise ValidationError(
+            "the first host of a cluster must be a core host (mint its certificate with "
+            "--core); give --seeds to join one",
+            flag,
+        )
+    return True, core
 
 
 def _ca_dir(

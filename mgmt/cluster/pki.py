@@ -37,6 +37,10 @@ CA_KEY = "ca.key"
 HOST_CERT = "host.pem"
 HOST_KEY = "host.key"
 VALIDITY = datetime.timedelta(days=3650)  # no rotation yet: see docs/security.md
+# A DNS name only core hosts' certificates carry (per-host identities, mgmt/cluster/identity.py):
+# etcd's peer port then takes no other certificate (`--peer-cert-allowed-hostname`), so a
+# confined host cannot speak raft, whose proposals carry a user name etcd does not check.
+CORE_SAN = "core.mgmt.invalid"
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,23 @@ def check_ca_dir(ca_dir: Path) -> None:
         raise WorldError(str(err)) from err
     if (ca_dir / CA_KEY).exists():
         check_key(ca_dir / CA_KEY)
+
+
+def check_new_or_private(directory: Path) -> None:
+    """WorldError unless `directory` is missing (it will be made 0700) or already private: ours,
+    mode 0700 or tighter, below directories only we control. For the operator's `mgmt cluster
+    mint-cert`, which must never tighten (chmod) a directory it was pointed at, nor its files."""
+    try:
+        safefs.check_private(directory)
+    except ResourceError as err:
+        raise WorldError(str(err)) from err
+    if directory.exists():
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if mode & 0o077:
+            raise WorldError(
+                f"{directory} is mode {mode:04o}: give a new directory, or a private one (0700); "
+                "nothing in it was changed"
+            )
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
@@ -189,9 +210,12 @@ def san_names(hostname: str, urls: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def mint(ca_dir: Path, out_dir: Path, hostname: str, names: Iterable[str]) -> TLSFiles:
-    """This host's certificate (server and client) signed by the CA in `ca_dir`, with a copy
-    of the CA certificate, written to `out_dir`; WorldError if the CA cannot be read."""
+def mint(
+    ca_dir: Path, out_dir: Path, hostname: str, names: Iterable[str], core: bool = False
+) -> TLSFiles:
+    """A host's certificate (server and client) signed by the CA in `ca_dir`, with a copy of
+    the CA certificate, written to `out_dir`; WorldError if the CA cannot be read. `core`: it
+    also carries CORE_SAN (per-host identities: it may run an etcd member)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -199,7 +223,7 @@ def mint(ca_dir: Path, out_dir: Path, hostname: str, names: Iterable[str]) -> TL
 
     ca_pem, ca_cert, ca_key = load_ca(ca_dir)
     sans: list[x509.GeneralName] = []
-    for name in names:
+    for name in [*names, *([CORE_SAN] if core else [])]:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
@@ -236,3 +260,27 @@ def mint(ca_dir: Path, out_dir: Path, hostname: str, names: Iterable[str]) -> TL
     _write(files.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     _write(files.ca, ca_pem, 0o644)
     return files
+
+
+def host_files(directory: Path) -> TLSFiles:
+    """The files of a host's credentials directory (what `mint` writes)."""
+    return TLSFiles(directory / CA_CERT, directory / HOST_CERT, directory / HOST_KEY)
+
+
+def read_identity(cert: Path) -> tuple[str, bool]:
+    """A host certificate's CN (its etcd user name) and whether it is a core host's (it carries
+    CORE_SAN); WorldError if it cannot be read."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        parsed = x509.load_pem_x509_certificate(cert.read_bytes())
+    except (OSError, ValueError) as err:
+        raise WorldError(f"cannot read the certificate {cert}: {err}") from err
+    names = parsed.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    try:
+        sans = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        dns = sans.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        dns = []
+    return (str(names[0].value) if names else ""), CORE_SAN in dns

@@ -12,11 +12,13 @@ from aetcd import rpc
 from engine.errors import WorldError
 from engine.world import (
     EXPORTED,
+    HOST_STRINGS,
+    SCHEDULE,
     Changes,
     Exported,
     Memberships,
     check_key,
-    hosts_in,
+    per_host,
     schedule_key,
     strings_key,
 )
@@ -53,23 +55,25 @@ class EtcdWorld:
 
     # strings ------------------------------------------------------------------------------
 
-    async def str_get(self, key: str) -> str | None:
+    def _key(self, key: str, mapped: bool) -> bytes:
         check_key(key)
-        value = await self.client.get(strings_key(key).encode())
+        return strings_key(key, self.hostname if mapped else None).encode()
+
+    async def str_get(self, key: str, mapped: bool = False) -> str | None:
+        value = await self.client.get(self._key(key, mapped))
         return value.decode() if value is not None else None
 
-    async def str_set(self, key: str, value: str) -> None:
-        check_key(key)
-        await self.client.put(strings_key(key).encode(), value.encode())
+    async def str_set(self, key: str, value: str, mapped: bool = False) -> None:
+        await self.client.put(self._key(key, mapped), value.encode())
 
-    async def str_del(self, key: str) -> None:
-        check_key(key)
-        await self.client.delete(strings_key(key).encode())
+    async def str_del(self, key: str, mapped: bool = False) -> None:
+        await self.client.delete(self._key(key, mapped))
 
-    async def str_cas(self, key: str, expected: str | None, value: str) -> bool:
+    async def str_cas(
+        self, key: str, expected: str | None, value: str, mapped: bool = False
+    ) -> bool:
         """One transaction: put `value` if the key holds `expected` (None: does not exist)."""
-        check_key(key)
-        raw = strings_key(key).encode()
+        raw = self._key(key, mapped)
         if expected is None:  # an absent key has version 0
             compare = rpc.Compare(key=raw, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL)
         else:
@@ -80,20 +84,14 @@ class EtcdWorld:
         response = await self.client.txn([compare], [put])
         return bool(response.succeeded)
 
-    def str_watch(self, key: str) -> Changes:
-        check_key(key)
-        return self._watch(strings_key(key), prefix=False)
+    def str_watch(self, key: str, mapped: bool = False) -> Changes:
+        return self._watch(self._key(key, mapped).decode(), prefix=False)
 
     async def str_map_get(self, key: str) -> dict[str, str]:
         check_key(key)
-        prefix = strings_key(key) + "/"
-        items, _ = await self.client.get_prefix(prefix.encode())
-        out = {}
-        for raw, value in items.items():
-            host = raw.decode().removeprefix(prefix)
-            if "/" not in host:
-                out[host] = value.decode()
-        return out
+        raw, _ = await self.client.get_prefix(HOST_STRINGS.encode())
+        items = {k.decode(errors="replace"): v for k, v in raw.items()}
+        return {h: items[strings_key(key, h)].decode() for h in per_host(HOST_STRINGS, key, items)}
 
     async def str_map_set(self, key: str, value: str) -> None:
         check_key(key)
@@ -105,7 +103,7 @@ class EtcdWorld:
 
     def str_map_watch(self, key: str) -> Changes:
         check_key(key)
-        return self._watch(strings_key(key) + "/", prefix=True)
+        return self._watch(HOST_STRINGS, prefix=True)  # every key's (host first): spurious items
 
     # exported resources -------------------------------------------------------------------
 
@@ -183,10 +181,9 @@ class EtcdWorld:
 
     async def schedule_hosts(self, namespace: str) -> list[str]:
         check_key(namespace)
-        prefix = schedule_key(namespace)
-        keys = await self.client.keys_by_creation(prefix.encode())
-        return hosts_in(prefix, (k.decode() for k in keys))
+        keys = await self.client.keys_by_creation(SCHEDULE.encode())
+        return per_host(SCHEDULE, namespace, (k.decode(errors="replace") for k in keys))
 
     def schedule_watch(self, namespace: str) -> Changes:
         check_key(namespace)
-        return self._watch(schedule_key(namespace), prefix=True)
+        return self._watch(SCHEDULE, prefix=True)  # every namespace's: spurious items

@@ -242,7 +242,7 @@ async def test_kv_cron_run_starts_and_stops_its_etcd(tmp_path: Path) -> None:
     )
     assert code == 0, out
     assert "kv[app-version]: app/version set to '1.4.2'" in out
-    assert "kv[seen]: app/seen/cron set to 'yes'" in out
+    assert "kv[seen]: app/seen (cron's entry) set to 'yes'" in out
     (match,) = PID.findall(out)
     await wait_pid_gone(int(match[1]))
     assert not pid_alive(int(match[1]))
@@ -547,7 +547,9 @@ async def test_a_hostile_record_is_refused_and_nothing_is_applied(tmp_path: Path
             benign = f"/_mgmt/exported/zz/file/{shared}/ok"
             await client.put(benign.encode(), b'{"params": {"content": "ok\\n"}}')
         await wait_path(shared / "ok", has_content("ok\n"), 10)  # read after the hostile one
-        await daemon.wait_log(f"refused exported record {hostile} from host zz")
+        await daemon.wait_log(
+            f"refused exported record {hostile} written by host zz (as its key claims"
+        )
         assert not (outside / "suid").exists() and not (shared / "evil").exists()
         assert f"file[{shared}/evil]" not in h1.dot.read_text()
 

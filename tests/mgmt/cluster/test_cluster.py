@@ -14,7 +14,8 @@ from engine.errors import ValidationError, WorldError
 from engine.graph import Edge, Graph
 from engine.meta import Meta
 from engine.world import Exported
-from mgmt.cluster.cluster import IDEAL, NOMINATED, Cluster
+from mgmt.cluster.cluster import Cluster
+from mgmt.cluster.identity import IDEAL, NOMINATED
 from mgmt.cluster.link import ClusterLink
 from mgmt.collectscope import Collect
 from mgmt.yamlgraph import Loaded
@@ -140,11 +141,12 @@ async def test_collected_resources_join_the_local_graph(
     assert graph.vertices[("noop", "local")] is local.vertices[("noop", "local")]
     text = caplog.text
     assert "exported differently by db1 and db2: kept db1's" in text
-    assert "cannot collect file[/srv/shared/bad] from db1" in text
+    assert "cannot collect file[/srv/shared/bad] written by host db1 (as its key claims" in text
     assert "clashes with a local one" in text
     assert (
-        "refused exported record /_mgmt/exported/zz/file//srv/shared/x from host zz: "
-        "its path '/tmp/suid' is not under the pattern '/srv/shared/'" in text
+        "refused exported record /_mgmt/exported/zz/file//srv/shared/x written by host zz (as "
+        "its key claims: unverified without per-host identities): its path '/tmp/suid' is not "
+        "under the pattern '/srv/shared/'" in text
     )
     await link.cluster.client.close()
 

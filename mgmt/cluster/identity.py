@@ -1,0 +1,162 @@
+"""Per-host etcd identities: which host may write which keys (docs/security.md, attribution).
+
+With `--cluster-cert-dir` (certificates minted by the operator, `mgmt cluster mint-cert`), etcd
+authentication is on and etcd takes a client certificate's CN as the user name:
+
+- a *core* host (certificate minted with `--core`: it carries the DNS name `CORE_SAN`, which
+  etcd's peer port requires) is a user with etcd's root role: it may run a member, and the
+  leader among them changes membership, defragments, withdraws a gone host's exports;
+- any other host is a user with its own role (`role_name(host)`): it reads everything under
+  `/_mgmt/`, writes its own keys (`HOST_KEYS`) and the shared ones (`SHARED_KEYS`), nothing else.
+
+So a record under `/_mgmt/exported/<host>/` was written by `<host>` or by a core member.
+
+`bootstrap()` runs once, on the first host, before authentication is on; `admit()` creates a new
+host's user (run by a core member, `mgmt cluster admit HOST`), before that host starts: with
+authentication on, etcd refuses every request of a certificate whose CN is not a user.
+"""
+
+from __future__ import annotations
+
+from aetcd import rpc
+
+from engine.errors import ValidationError, WorldError
+from engine.world import EXPORTED, HOST_STRINGS, ROOT, SCHEDULE, STRINGS
+from mgmt.cluster import NotAdmitted
+from mgmt.cluster.client import EtcdClient, range_end
+from mgmt.cluster.pki import TLSFiles
+
+ROOT_ROLE = "root"
+
+HOSTS = ROOT + "hosts/"  # every agent's liveness key, bound to its lease
+VOLUNTEERS = ROOT + "volunteers/"  # hosts offering to run a member
+NOMINATED = ROOT + "nominated/"  # written by the leader (root) only
+IDEAL = ROOT + "ideal_cluster_size"
+
+# A host's own keys, which its role may write: (template of its host name, True: every key
+# under it, False: that one key). A new per-host key family is one line here; its host name must
+# come first (one etcd key range per host: a role cannot name `<anything>/<host>`).
+HOST_KEYS: tuple[tuple[str, bool], ...] = (
+    (EXPORTED + "{host}/", True),
+    (HOST_STRINGS + "{host}/", True),
+    (SCHEDULE + "{host}/", True),
+    (HOSTS + "{host}", False),
+    (VOLUNTEERS + "{host}", False),
+)
+# Keys every admitted host may write: shared by design (a `kv` without `mapped`), so a value
+# there says nothing of who wrote it.
+SHARED_KEYS: tuple[tuple[str, bool], ...] = ((STRINGS, True),)
+# What every admitted host may read.
+READABLE = ROOT
+
+
+def role_name(host: str) -> str:
+    return f"mgmt-host:{host}"
+
+
+def check_host(host: str) -> None:
+    """ValidationError unless `host` can be an etcd identity (a certificate's CN)."""
+    if not host or "/" in host or host != host.strip() or host == ROOT_ROLE:
+        raise ValidationError(
+            f"{host!r} cannot be a host's identity (non-empty, no '/', not 'root')", "HOST"
+        )
+
+
+def permissions(host: str) -> list[rpc.Permission]:
+    """The permissions of `host`'s role: read /_mgmt/, write its own and the shared keys."""
+    perms = [_perm(rpc.Permission.READ, READABLE, True)]
+    for template, prefix in HOST_KEYS:
+        perms.append(_perm(rpc.Permission.READWRITE, template.format(host=host), prefix))
+    for key, prefix in SHARED_KEYS:
+        perms.append(_perm(rpc.Permission.READWRITE, key, prefix))
+    return perms
+
+
+def _perm(kind: int, key: str, prefix: bool) -> rpc.Permission:
+    raw = key.encode()
+    return rpc.Permission(permType=kind, key=raw, range_end=range_end(raw) if prefix else b"")
+
+
+async def admit(client: EtcdClient, host: str, core: bool) -> None:
+    """Create `host`'s user (no password: its certificate is its credential) with the root role
+    (`core`) or its own role. Running it again is harmless (it also widens a host to core)."""
+    check_host(host)
+    options = rpc.UserAddOptions(no_password=True)
+    await client.auth_request(
+        "UserAdd", rpc.AuthUserAddRequest(name=host, options=options), exists_ok=True
+    )
+    role = ROOT_ROLE if core else role_name(host)
+    if not core:
+        await client.auth_request("RoleAdd", rpc.AuthRoleAddRequest(name=role), exists_ok=True)
+        for perm in permissions(host):
+            request = rpc.AuthRoleGrantPermissionRequest(name=role, perm=perm)
+            await client.auth_request("RoleGrantPermission", request)
+    await client.auth_request("UserGrantRole", rpc.AuthUserGrantRoleRequest(user=host, role=role))
+
+
+async def sync_roles(client: EtcdClient) -> list[str]:
+    """Give every confined host's role the permissions `permissions()` lists now (a key family
+    added to HOST_KEYS since it was admitted); the hosts whose role changed. Root only: run by
+    a core host whenever its member is ready."""
+    prefix = role_name("")
+    roles = await client.auth_request("RoleList", rpc.AuthRoleListRequest())
+    changed = []
+    for role in (r for r in roles.roles if r.startswith(prefix)):
+        got = await client.auth_request("RoleGet", rpc.AuthRoleGetRequest(role=role))
+        have = {(p.permType, bytes(p.key), bytes(p.range_end)) for p in got.perm}
+        host = role.removeprefix(prefix)
+        for perm in permissions(host):
+            if (perm.permType, perm.key, perm.range_end) not in have:
+                request = rpc.AuthRoleGrantPermissionRequest(name=role, perm=perm)
+                await client.auth_request("RoleGrantPermission", request)
+                changed.append(host)
+    return sorted(set(changed))
+
+
+async def bootstrap(client: EtcdClient, host: str) -> None:
+    """On the first (core) host of a new cluster: etcd's root user and role (no password: a
+    certificate with CN 'root' is never minted), this host as a core user, authentication on."""
+    await client.auth_request("RoleAdd", rpc.AuthRoleAddRequest(name=ROOT_ROLE), exists_ok=True)
+    options = rpc.UserAddOptions(no_password=True)
+    await client.auth_request(
+        "UserAdd", rpc.AuthUserAddRequest(name=ROOT_ROLE, options=options), exists_ok=True
+    )
+    request = rpc.AuthUserGrantRoleRequest(user=ROOT_ROLE, role=ROOT_ROLE)
+    await client.auth_request("UserGrantRole", request)
+    await admit(client, host, core=True)
+    await client.auth_request("AuthEnable", rpc.AuthEnableRequest())
+
+
+def not_admitted(host: str, why: str) -> NotAdmitted:
+    """The error of a host whose certificate's CN is not an etcd user (yet)."""
+    return NotAdmitted(
+        f"this host ({host}) is not admitted to the cluster ({why}): run `mgmt cluster admit "
+        f"{host} --cert-dir DIR` on a core member (DIR: that member's --cluster-cert-dir), "
+        "then start it again",
+        "--cluster-cert-dir",
+    )
+
+
+async def admit_remote(
+    endpoints: list[str], tls: TLSFiles, host: str, core: bool, timeout: float = 5.0
+) -> None:
+    """`mgmt cluster admit`: admit `host` through the cluster at `endpoints`, connected with a
+    core member's credentials `tls`; WorldError (one line) if it cannot be done."""
+    client = EtcdClient(endpoints, tls=tls, call_timeout=timeout / 2, retry_for=timeout)
+    try:
+        if not await client.wait_connected(timeout):
+            raise WorldError(
+                f"no etcd member reachable at {','.join(endpoints)}: "
+                f"{client.last_error or 'timeout'}"
+            )
+        try:
+            await admit(client, host, core)
+        except WorldError as err:
+            if "permission denied" in str(err) or "not enabled" in str(err):
+                raise WorldError(
+                    f"{err} (admitting needs a core member's credentials, of a cluster started "
+                    "with --cluster-cert-dir)"
+                ) from None
+            raise
+    finally:
+        await client.close()

@@ -1,0 +1,272 @@
+"""Per-host etcd identities, for real: one etcd with authentication on, certificates minted and
+hosts admitted by the `mgmt cluster` commands, every refusal etcd's own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from aetcd import rpc
+
+from engine.errors import ValidationError, WorldError
+from engine.graph import Graph
+from engine.world import Exported, schedule_key, strings_key
+from mgmt import cli
+from mgmt.cluster import NotAdmitted
+from mgmt.cluster.client import EtcdClient, Member
+from mgmt.cluster.cluster import Cluster
+from mgmt.cluster.identity import (
+    HOSTS,
+    IDEAL,
+    NOMINATED,
+    VOLUNTEERS,
+    admit,
+    permissions,
+    role_name,
+    sync_roles,
+)
+from mgmt.cluster.link import ClusterLink
+from mgmt.cluster.options import from_config
+from mgmt.cluster.pki import host_files
+from mgmt.cluster.world import EtcdWorld
+from mgmt.collectscope import Collect
+from mgmt.config import Config
+from mgmt.yamlgraph import Loaded
+from tests.e2e.helpers import run_mgmt
+from tests.mgmt.cluster.helpers import options, pid_alive, wait_pid_gone
+from tests.mgmt.cluster.test_security import _http_get
+
+
+class _OnLog(logging.Handler):
+    """Calls `found()` when a log record contains `text`."""
+
+    def __init__(self, text: str, found: Callable[[], None]) -> None:
+        super().__init__()
+        self.text, self.found = text, found
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.found()
+
+
+async def _members(cluster: Cluster) -> list[Member]:
+    return await cluster.client.members()
+
+
+def _mint(tmp_path: Path, host: str, core: bool) -> Path:
+    out = tmp_path / "creds" / host
+    args = ["cluster", "mint-cert", host, "--ca-dir", str(tmp_path / "ca"), "--out", str(out)]
+    assert cli.main([*args, *(["--core"] if core else [])]) == 0  # in-process: fast
+    return out
+
+
+async def test_a_confined_host_writes_its_own_keys_only(tmp_path: Path) -> None:
+    (tmp_path / "creds").mkdir(mode=0o700)
+    creds = {h: _mint(tmp_path, h, core=h == "h1") for h in ("h1", "h2", "h3")}
+    h1 = host_files(creds["h1"])
+    opts = options("h1", scheme="https", tls=h1, peer_tls=h1, identities=True)
+    cluster = Cluster(opts, tmp_path / "h1")
+    url = opts.advertise_client_urls[0]
+    h2 = EtcdClient([url], tls=host_files(creds["h2"]), call_timeout=1, retry_for=1)
+    try:
+        assert await cluster.start()
+        assert cluster.member is not None
+        pid = cluster.member.pid
+        argv = cluster.member.spec.argv()
+        assert argv[argv.index("--peer-cert-allowed-hostname") + 1] == "core.mgmt.invalid"
+        admit = ["cluster", "admit", "h2", "--cert-dir", str(creds["h1"]), "--endpoints", url]
+        code, text = await asyncio.to_thread(run_mgmt, admit)
+        assert (code, text.strip()) == (0, "admitted h2: confined to its own keys"), text
+
+        # h2 writes its own keys (and the shared strings)...
+        own = EtcdWorld(h2, "h2")
+        await own.res_export([Exported("h2", "file", "/srv/a", {"content": "x"}, {})])
+        await own.str_map_set("app", "2")
+        await own.str_set("shared", "2")
+        for key in (HOSTS + "h2", VOLUNTEERS + "h2", schedule_key("pool", "h2")):
+            await h2.put(key.encode(), b"")
+        assert await cluster.world.str_map_get("app") == {"h2": "2"}
+        # ...and nobody else's: etcd refuses, whatever the key claims.
+        forged = EtcdWorld(h2, "h1")
+        attempts = [
+            forged.res_export([Exported("h1", "file", "/srv/a", {"content": "x"}, {})]),
+            forged.str_map_set("app", "forged"),
+            *(
+                h2.put(k.encode(), b"")
+                for k in (
+                    HOSTS + "h1",
+                    VOLUNTEERS + "h1",
+                    NOMINATED + "h2",
+                    IDEAL,
+                    schedule_key("pool", "h1"),
+                    strings_key("app", "h1"),
+                    "/_mgmt/exported/h22/file/x",  # a prefix of another host's name
+                )
+            ),
+            h2.member_add_learner(["https://127.0.0.1:1"]),  # membership: core only
+        ]
+        for attempt in attempts:
+            with pytest.raises(WorldError, match="permission denied"):
+                await attempt
+        # The core member still changes membership.
+        new, _ = await cluster.client.member_add_learner(["https://127.0.0.1:1"])
+        await cluster.client.member_remove(new.id)
+
+        # A confined host's certificate cannot speak raft on the peer port; a core one's can.
+        peer_port = int(opts.advertise_server_urls[0].rsplit(":", 1)[1])
+        for host, answered in (("h2", False), ("h1", True)):
+            context = ssl.create_default_context(cafile=str(creds[host] / "ca.pem"))
+            context.load_cert_chain(creds[host] / "host.pem", creds[host] / "host.key")
+            assert ("200 OK" in await _http_get(peer_port, "/members", context)) is answered
+
+        await _roles_follow_host_keys(cluster.client)
+        await _refused_when_not_admitted(tmp_path, creds["h3"], url)
+    finally:
+        await h2.close()
+        await cluster.stop()
+    await wait_pid_gone(pid)
+    assert not pid_alive(pid)
+
+
+async def _roles_follow_host_keys(client: EtcdClient) -> None:
+    """A role admitted before a key family was added to HOST_KEYS gets it from a core host."""
+    assert await sync_roles(client) == []
+    perm = permissions("h2")[-1]
+    request = rpc.AuthRoleRevokePermissionRequest(
+        role=role_name("h2"), key=perm.key, range_end=perm.range_end
+    )
+    await client.auth_request("RoleRevokePermission", request)
+    assert await sync_roles(client) == ["h2"]
+    assert await sync_roles(client) == []
+
+
+async def _refused_when_not_admitted(tmp_path: Path, creds: Path, url: str) -> None:
+    """h3, not admitted: a clear error naming the admit command (the Cluster, and a whole run:
+    one line, exit 2), not a hang."""
+    h3 = options("h3", scheme="https", seeds=[url], tls=host_files(creds), identities=True)
+    with pytest.raises(NotAdmitted, match="run `mgmt cluster admit h3 --cert-dir DIR`"):
+        stray = Cluster(replace(h3, no_server=True, core=False), tmp_path / "h3")
+        try:
+            await stray.start()
+        finally:
+            await stray.stop(graceful=False)
+    # Not reachable when it starts (here: not waited for): said once the cluster answers.
+    said = asyncio.Event()
+    handler = _OnLog("run `mgmt cluster admit h3", said.set)
+    logging.getLogger("cluster").addHandler(handler)
+    late = Cluster(replace(h3, no_server=True, core=False), tmp_path / "h3late")
+    try:
+        assert not await late.start(wait=0)
+        async with asyncio.timeout(10):
+            await said.wait()
+    finally:
+        logging.getLogger("cluster").removeHandler(handler)
+        await late.stop(graceful=False)
+    run = ["run", "--hostname", "h3", "--prefix", str(tmp_path / "h3run"), "--seeds", url]
+    run += ["--cluster-cert-dir", str(creds), "--converged-timeout", "0", "empty"]
+    code, text = await asyncio.to_thread(run_mgmt, run, 60)
+    lines = text.strip().splitlines()
+    assert code == 2, text
+    assert len(lines) == 1 and "run `mgmt cluster admit h3 --cert-dir DIR`" in lines[0]
+
+
+def test_the_commands_refuse_bad_input_with_one_line(tmp_path: Path) -> None:
+    code, text = run_mgmt(["cluster", "mint-cert", "root", "--ca-dir", "x", "--out", "y"])
+    assert code == 2 and text.strip().count("\n") == 0 and "'root'" in text, text
+    args = ["cluster", "admit", "h2", "--cert-dir", str(tmp_path), "--endpoints", "http://a:1"]
+    code, text = run_mgmt(args)
+    assert code == 2 and text.strip().count("\n") == 0 and "--endpoints" in text, text
+
+
+def test_cluster_cert_dir_options(tmp_path: Path) -> None:
+    (tmp_path / "creds").mkdir(mode=0o700)
+    core, confined = _mint(tmp_path, "h1", core=True), _mint(tmp_path, "h2", core=False)
+    prefix = tmp_path / "prefix"
+    prefix.mkdir(mode=0o700)
+    opts = from_config(Config(hostname="h1", prefix=prefix, cluster_cert_dir=core))
+    assert (opts.identities, opts.core, opts.no_server, opts.ca_dir) == (True, True, False, None)
+    assert opts.tls == opts.peer_tls == host_files(core)
+    seeds = "https://127.0.0.1:2379"
+    opts = from_config(Config(hostname="h2", prefix=prefix, cluster_cert_dir=confined, seeds=seeds))
+    assert (opts.identities, opts.core, opts.no_server) == (True, False, True)  # client only
+    bad = [
+        ({"hostname": "h3", "cluster_cert_dir": core}, "'h1''s certificate, not this host's"),
+        ({"hostname": "h2", "cluster_cert_dir": confined}, "must be a core host"),
+        ({"hostname": "h1", "cluster_cert_dir": tmp_path}, "mgmt cluster mint-cert h1"),
+        ({"hostname": "h1", "cluster_cert_dir": core, "insecure_cluster": True}, "give it alone"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValidationError, match="--cluster-cert-dir") as err:
+            from_config(Config(prefix=prefix, **kwargs))  # type: ignore[arg-type]
+        assert message in str(err.value)
+
+
+async def test_an_admitted_core_host_joins_as_a_member(tmp_path: Path) -> None:
+    (tmp_path / "creds").mkdir(mode=0o700)
+    creds = {h: host_files(_mint(tmp_path, h, core=True)) for h in ("h1", "h2")}
+    opts = options("h1", scheme="https", tls=creds["h1"], peer_tls=creds["h1"], identities=True)
+    first = Cluster(opts, tmp_path / "h1")
+    url = opts.advertise_client_urls[0]
+    second: Cluster | None = None
+    try:
+        assert await first.start()
+        await admit(first.client, "h2", core=True)
+        h2 = options("h2", scheme="https", seeds=[url], tls=creds["h2"], identities=True)
+        second = Cluster(replace(h2, peer_tls=creds["h2"]), tmp_path / "h2")
+        changed = asyncio.Event()  # h2's nomination (the leader rewrites it once promoted)
+        cancel = await first.client.subscribe((NOMINATED + "h2").encode(), changed.set)
+        assert await second.start()
+        try:
+            async with asyncio.timeout(30):  # volunteered, added, started, promoted
+                while not any(m.name == "h2" and not m.is_learner for m in await _members(first)):
+                    await changed.wait()
+                    changed.clear()
+        finally:
+            await cancel()
+    finally:
+        if second is not None:
+            await second.stop()
+        await first.stop()
+
+
+async def test_the_collector_names_the_writer_it_can_vouch_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With per-host identities the key's host is the writer (or a core member); without, the
+    warning says it is only the key's claim."""
+    hostile = Exported("zz", "file", "/srv/shared/x", {"path": "/tmp/suid"})
+    for identities, says in ((True, "(or a core member"), (False, "(as its key claims")):
+        link = ClusterLink(options("web1", identities=identities), tmp_path, lambda: None)
+        link.records = [hostile]
+        link._published = []  # nothing to publish: keep the cluster out of it
+        loaded = Loaded(Graph("local"), collect=[Collect("file", "/srv/shared/")])
+        assert not list(await link.graph_for(loaded))
+        assert f"{hostile.key} written by host zz {says}" in caplog.text
+        await link.cluster.client.close()
+
+
+def test_mint_cert_never_tightens_a_directory_it_is_pointed_at(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pointed at a shared directory (/tmp-like, or a 0755 one with files), it refuses, exit 2,
+    and changes nothing (the prefix's rule, tightening, would chmod every file in it)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    plain = tmp_path / "plain"
+    plain.mkdir(mode=0o755)
+    (plain / "notes").write_text("x")
+    (plain / "notes").chmod(0o644)
+    for ca, out, flag in ((shared, tmp_path / "o1", "--ca-dir"), (tmp_path / "ca", plain, "--out")):
+        args = ["cluster", "mint-cert", "h1", "--ca-dir", str(ca), "--out", str(out)]
+        assert cli.main(args) == 2
+        assert capsys.readouterr().err.startswith(f"mgmt cluster mint-cert: {flag}: ")
+    assert shared.stat().st_mode & 0o7777 == 0o1777
+    assert plain.stat().st_mode & 0o777 == 0o755
+    assert (plain / "notes").stat().st_mode & 0o777 == 0o644
+    assert not list(shared.iterdir()) and not (tmp_path / "o1").exists()
