@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from engine.errors import GraphError
+from engine.errors import GraphError, ValidationError
+from engine.params import to_plain
 from engine.resource import Resource
 
 Key = tuple[str, str]  # (kind, name)
@@ -22,6 +23,26 @@ def key_of(res: Resource) -> Key:
 
 def fmt_key(key: Key) -> str:
     return f"{key[0]}[{key[1]}]"
+
+
+def merge_duplicate(first: Resource, second: Resource) -> Resource:
+    """The one vertex for two declarations of the same kind and name (mgmt's rules): identical
+    ones are one resource (`first`); compatible ones are merged by the kind's `merge` hook (two
+    `pkg` with `installed` and `newest` give `newest`); anything else is a GraphError saying
+    what differs. The one place where duplicates are decided, for every front-end.
+    """
+    if first.cmp(second):
+        return first
+    if type(first) is not type(second) or first.name != second.name:
+        raise GraphError(f"{first} and {second} are not the same resource")
+    if to_plain(first.meta) != to_plain(second.meta):
+        raise GraphError(f"incompatible duplicate resource {first}: meta params differ")
+    try:
+        merged = first.merge(second)
+    except ValidationError as err:
+        raise GraphError(f"incompatible duplicate resource {first}: {err}") from None
+    merged.validate()
+    return merged
 
 
 @dataclass(frozen=True)
@@ -59,6 +80,18 @@ class Graph:
         self.vertices[key] = res
         self.succ[key] = {}
         self.pred[key] = {}
+
+    def add_or_merge(self, res: Resource) -> Resource:
+        """Add `res`, or merge it into the vertex of the same kind and name
+        (`merge_duplicate`: GraphError if they are incompatible); the vertex now in the graph."""
+        key = key_of(res)
+        first = self.vertices.get(key)
+        if first is None:
+            self.add(res)
+            return res
+        merged = merge_duplicate(first, res)
+        self.vertices[key] = merged
+        return merged
 
     def connect(self, src: Key, dst: Key, edge: Edge | None = None) -> None:
         for key in (src, dst):

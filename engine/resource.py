@@ -130,6 +130,21 @@ class Resource:
         """Same kind, name, params and meta: a running vertex may be kept across a swap."""
         return type(self) is type(other) and to_plain(self) == to_plain(other)
 
+    def merge(self, other: Resource) -> Resource:
+        """The one resource that does what `self` and `other` (same kind and name, same meta,
+        different params) both ask for; ValidationError (naming the param) when they conflict.
+
+        mgmt's `Adapts` + `Merge` (its CompatibleRes): by default, a kind merges nothing, and
+        the error names the first param that differs. A kind that can reconcile two
+        declarations overrides this (pkg: `installed` and `newest` give `newest`). Called by
+        `engine.graph.merge_duplicate`, only for declarations that are not identical.
+        """
+        mine, theirs = self.params(), other.params()
+        for key in mine:
+            if mine[key] != theirs.get(key):
+                raise ValidationError(f"differs: {mine[key]!r} vs {theirs.get(key)!r}", key)
+        raise ValidationError("the two declarations differ")
+
     def params(self) -> dict[str, Any]:
         """The kind-specific parameters (without name and meta) as plain data."""
         data = to_plain(self)

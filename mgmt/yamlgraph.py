@@ -395,6 +395,7 @@ class _Parser:
 
     def _resources(self, resources: LocDict, loaded: Loaded) -> None:
         known = kinds()
+        first_lines: dict[Key, int] = {}  # where each vertex was first declared
         for kind, items in resources.items():
             line = resources.lines[kind]
             cls = lookup(kind)
@@ -417,10 +418,14 @@ class _Parser:
                 if str(item.get("name")).startswith(EXPORT_PREFIX):
                     loaded.exported.append(res)  # validated under its name without the "@@"
                     continue
+                first = first_lines.setdefault((res.kind, res.name), items.lines[index])
                 try:
-                    loaded.graph.add(res)
-                except GraphError as err:
-                    self.problem(items.lines[index], str(res), str(err))
+                    loaded.graph.add_or_merge(res)
+                except (GraphError, ValidationError) as err:
+                    also = (
+                        f" (also declared at line {first})" if first != items.lines[index] else ""
+                    )
+                    self.problem(items.lines[index], str(res), f"{err}{also}")
 
     def _resource(
         self, cls: type[Resource], kind: str, item: Any, line: int, index: int

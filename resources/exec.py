@@ -1,9 +1,10 @@
 """exec: run a command when an event, the startup or a refresh asks for it (mgmt's exec).
 
 The command runs at most once per event: the startup event, a line from `watchcmd`, a change to
-one of `watchfiles`, a poll tick (`meta.poll`) or a refresh along a `notify` edge. It is skipped
-(state OK) when `creates` exists or `ifcmd` exits non-zero. After a run, a second check_apply
-without a new event returns True (paired execution).
+one of `watchfiles` or `mtimes`, a poll tick (`meta.poll`) or a refresh along a `notify` edge. It
+is skipped (state OK) when `creates` exists, `ifcmd` exits non-zero or `nifcmd` exits 0, unless
+one of `mtimes` is newer than the last run (which forces it). After a successful run `donecmd`
+runs. After a run, a second check_apply without a new event returns True (paired execution).
 
 Every process runs from an argv list (a shell only when one is named), in its own session so
 that a timeout or a cancellation kills its whole process group, and is always waited for. Values
@@ -18,9 +19,12 @@ import functools
 import logging
 import os
 import shlex
+import signal
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, MutableSequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from engine.errors import ResourceError, ValidationError
@@ -81,6 +85,30 @@ class ExecRes(Refreshable, Edgeable, Resource):
     # Run only on a refresh along a notify edge, never for other events (Puppet's refreshonly;
     # not in mgmt). Default false.
     refreshonly: bool = False
+    # Skip `cmd` when this command exits 0 (ifcmd's opposite; split like `cmd`). Default none.
+    nifcmd: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
+    # Run `nifcmd` with this shell instead of splitting it. Default none.
+    nifshell: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
+    # Absolute working directory of `nifcmd`. Default: `cwd`.
+    nifcwd: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
+    # Absolute paths: one modified after the last run forces a run (whatever the guards say);
+    # each change is an event; a missing one fails. Default none.
+    mtimes: list[str] = field(default_factory=list)
+    # Run after `cmd` succeeded; its failure is the run's failure. Default none.
+    donecmd: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
+    # Run `donecmd` with this shell instead of splitting it. Default none.
+    doneshell: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
+    # Absolute working directory of `donecmd`. Default: `cwd`.
+    donecwd: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
+    # The signal (a name such as "SIGINT") that stops a running command's process group on a
+    # timeout or a cancellation, before SIGKILL a second later. Default: SIGTERM.
+    sig: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
+    # Sent as `output` when no run has produced one (mgmt's send_output; "" is a value).
+    send_output: str | None = None
+    # Sent as `stdout` when no run has produced one. Default none.
+    send_stdout: str | None = None
+    # Sent as `stderr` when no run has produced one. Default none.
+    send_stderr: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,11 +131,16 @@ class ExecRes(Refreshable, Edgeable, Resource):
             _check_command("cmd", self.cmd, self.shell)
         _check_command("ifcmd", self.ifcmd, self.ifshell)
         _check_command("watchcmd", self.watchcmd, self.watchshell)
+        _check_command("nifcmd", self.nifcmd, self.nifshell)
+        _check_command("donecmd", self.donecmd, self.doneshell)
+        if self.sig is not None:
+            _signal(self.sig)
         if self.timeout < 0:
             raise ValidationError(f"must be >= 0 (0 = no limit), got {self.timeout}", "timeout")
         paths = {"cwd": self.cwd, "ifcwd": self.ifcwd, "watchcwd": self.watchcwd}
-        paths["creates"] = self.creates
+        paths.update(creates=self.creates, nifcwd=self.nifcwd, donecwd=self.donecwd)
         paths.update({f"watchfiles[{i}]": p for i, p in enumerate(self.watchfiles)})
+        paths.update({f"mtimes[{i}]": p for i, p in enumerate(self.mtimes)})
         _check_absolute(paths)
         for key, name in (("user", self.user), ("group", self.group)):
             if name is not None:
@@ -120,8 +153,9 @@ class ExecRes(Refreshable, Edgeable, Resource):
     async def watch(self) -> None:
         async with contextlib.AsyncExitStack() as stack:
             sources: list[Source] = []
-            if self.watchfiles:
-                watcher = await stack.enter_async_context(PathWatcher(self.watchfiles))
+            if self.watchfiles or self.mtimes:
+                paths = list(dict.fromkeys([*self.watchfiles, *self.mtimes]))
+                watcher = await stack.enter_async_context(PathWatcher(paths))
                 sources.append(functools.partial(self._watch_files, watcher))
             if self.watchcmd is not None:
                 argv = _argv(self.watchcmd, self.watchshell)
@@ -140,13 +174,19 @@ class ExecRes(Refreshable, Edgeable, Resource):
             return nothing_to_do(self.handle, "refreshonly, and no refresh since the last run")
         if not (seen > self._handled or refresh or self.meta.poll > 0):
             return nothing_to_do(self.handle, "no event or refresh since the last run")
-        reason = await self._skip_reason()
+        forced = await self._mtimes_newer()
+        reason = None if forced else await self._skip_reason()
         if reason is not None:
             if apply:
                 self._handled = seen  # these events have been dealt with
+            self._send_fallback()
             return nothing_to_do(self.handle, reason)
+        if forced:
+            self.handle.logger.info("%s: running whatever the guards say", forced)
         shown = self._shown()
-        await apply_steps(self.handle, [Step(f"run: {shown}", f"ran: {shown}", self._run)], apply)
+        done = f"; then {self._redact(self.donecmd)}" if self.donecmd is not None else ""
+        step = Step(f"run: {shown}{done}", f"ran: {shown}{done}", self._run)
+        await apply_steps(self.handle, [step], apply)
         if not apply:
             return False
         self._handled = seen  # (a failure leaves them pending: a retry runs again)
@@ -163,7 +203,34 @@ class ExecRes(Refreshable, Edgeable, Resource):
             code, _ = await self._execute(argv, self.ifcwd or self.cwd, "ifcmd", logging.DEBUG)
             if code != 0:
                 return f"ifcmd exited with code {code}"
+        if self.nifcmd is not None:
+            argv = _argv(self.nifcmd, self.nifshell)
+            code, _ = await self._execute(argv, self.nifcwd or self.cwd, "nifcmd", logging.DEBUG)
+            if code == 0:
+                return "nifcmd exited with code 0"
         return None
+
+    async def _mtimes_newer(self) -> str | None:
+        """Which of `mtimes` was modified after the last run (a run is then forced), or None.
+
+        The last run's time is the mtime of a stamp file in the resource's private state
+        directory, written after each successful run; no stamp: every file is newer.
+        """
+        if not self.mtimes:
+            return None
+        stamp = self.handle.var_dir / "mtimes"
+        return await asyncio.to_thread(_newer_than, self.mtimes, stamp)
+
+    def _send_fallback(self) -> None:
+        """mgmt's send_output/stdout/stderr: what a skipped run sends when no run produced one."""
+        values = {
+            "output": self.output if self.output is not None else self.send_output,
+            "stdout": self.stdout if self.stdout is not None else self.send_stdout,
+            "stderr": self.stderr if self.stderr is not None else self.send_stderr,
+        }
+        values = {k: v for k, v in values.items() if v is not None}
+        if values:
+            self.handle.send(**values)
 
     async def _run(self) -> None:
         """Run `cmd`, keep its output, raise ResourceError unless it exits 0."""
@@ -175,6 +242,15 @@ class ExecRes(Refreshable, Edgeable, Resource):
         self.handle.send(stdout=self.stdout, stderr=self.stderr, output=self.output)
         if code != 0:
             raise ResourceError(self._failure("cmd", code, lines))
+        if self.donecmd is not None:
+            argv = _argv(self.donecmd, self.doneshell)
+            code, lines = await self._execute(
+                argv, self.donecwd or self.cwd, "donecmd", logging.INFO
+            )
+            if code != 0:
+                raise ResourceError(self._failure("donecmd", code, lines))
+        if self.mtimes:
+            await asyncio.to_thread(_stamp, self.handle.var_dir / "mtimes")
 
     # capabilities: autoedges -----------------------------------------------------------------
 
@@ -188,7 +264,7 @@ class ExecRes(Refreshable, Edgeable, Resource):
             program = self.cmd if self.args is not None else (shlex.split(self.cmd) or [""])[0]
             if os.path.isabs(program):
                 wants.append([UID("file", os.path.normpath(program))])
-        for cwd in {self.cwd, self.ifcwd, self.watchcwd} - {None}:
+        for cwd in {self.cwd, self.ifcwd, self.watchcwd, self.nifcwd, self.donecwd} - {None}:
             wants.append([UID("file", os.path.normpath(str(cwd)).rstrip("/") + "/")])
         return wants
 
@@ -281,7 +357,7 @@ class ExecRes(Refreshable, Edgeable, Resource):
         try:
             yield proc
         finally:
-            await stop_group(proc)
+            await stop_group(proc, first=_signal(self.sig) if self.sig else signal.SIGTERM)
 
     async def _finish(
         self, proc: asyncio.subprocess.Process, readers: list[asyncio.Task[None]]
@@ -356,6 +432,43 @@ def _check_command(key: str, cmd: str | None, shell: str | None) -> None:
         raise ValidationError(f"cannot be split into words: {err}", key) from err
     if not words or not words[0]:
         raise ValidationError("must name a program", key)
+
+
+def _signal(name: str) -> signal.Signals:
+    """The signal named `name` ("SIGINT"); ValidationError with a hint for "int" or "INT"."""
+    if name.startswith("SIG") and name in signal.Signals.__members__:
+        return signal.Signals[name]
+    for guess in (name.upper(), "SIG" + name.upper()):
+        if guess in signal.Signals.__members__ and not guess.startswith("SIG_"):
+            raise ValidationError(f"unknown signal {name!r}: did you mean {guess!r}?", "sig")
+    raise ValidationError(f"expected a signal name such as 'SIGINT', got {show(name)}", "sig")
+
+
+def _newer_than(paths: list[str], stamp: Path) -> str | None:
+    """The first of `paths` modified after `stamp` (any, if there is no stamp), or None;
+    ResourceError if one of them cannot be read."""
+    try:
+        since = stamp.stat().st_mtime_ns
+    except FileNotFoundError:
+        since = -1
+    for index, path in enumerate(paths):
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError as err:
+            raise ResourceError(f"mtimes[{index}]: cannot stat {path}: {err.strerror}") from err
+        if mtime > since:
+            return f"{path} changed since the last run" if since >= 0 else "no run recorded yet"
+    return None
+
+
+def _stamp(stamp: Path) -> None:
+    """Record the time of a successful run: the mtime of `stamp` (in our private var dir)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(stamp, flags, 0o600)
+    try:
+        os.write(fd, f"{time.time_ns()}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def _check_absolute(paths: dict[str, str | None]) -> None:

@@ -42,6 +42,7 @@ class RecordingHandle(Handle):
     """A Handle whose events are counted and awaitable, and whose refresh flag is settable."""
 
     def __init__(self, res: Resource, var_dir: Path, shared: Shared | None = None) -> None:
+        self.sent: dict[str, object] = {}  # the last value of each name sent (send/recv)
         super().__init__(
             kind=res.kind,
             name=res.name,
@@ -49,6 +50,7 @@ class RecordingHandle(Handle):
             var_dir=var_dir,
             on_event=self._record,
             get_refresh=lambda: self.refresh_flag,
+            on_send=self.sent.update,
             shared=shared,
         )
         self.events = 0

@@ -71,10 +71,7 @@ def build_graph(items: tuple[Any, ...], name: str) -> Loaded:
         first = seen.get(key)
         if first is not None:
             if (first.params, first.meta) != (item.params, item.meta):
-                raise FuncError(
-                    f"{fmt_key(key)} is declared twice with different params (also at {first.pos})",
-                    item.pos,
-                )
+                _merge(loaded, item, first)
             continue
         seen[key] = item
         exported_only = item.name.startswith(EXPORT_PREFIX)
@@ -113,6 +110,20 @@ def build_graph(items: tuple[Any, ...], name: str) -> Loaded:
     except GraphError as err:
         raise FuncError(str(err)) from None
     return loaded
+
+
+def _merge(loaded: Loaded, item: ResSpec, first: ResSpec) -> None:
+    """Merge a second, different declaration into the graph's vertex (engine.graph's rules:
+    compatible ones merge, e.g. pkg installed + newest); FuncError naming both positions."""
+    key = (item.kind, item.name)
+    old = loaded.graph.vertices.get(key)
+    try:
+        if old is None:  # exported only (@@name): exported resources are not merged
+            raise GraphError(f"{fmt_key(key)} is declared twice with different params")
+        merged = loaded.graph.add_or_merge(_build(item, item.name))
+    except GraphError as err:
+        raise FuncError(f"{err} (also at {first.pos})", item.pos) from None
+    loaded.exported = [merged if res is old else res for res in loaded.exported]
 
 
 def _build(item: ResSpec, name: str) -> Resource:

@@ -68,15 +68,20 @@ async def run_command(
     return code, out, err
 
 
-async def stop_group(proc: asyncio.subprocess.Process, grace: float = GRACE) -> None:
+async def stop_group(
+    proc: asyncio.subprocess.Process,
+    grace: float = GRACE,
+    first: signal.Signals = signal.SIGTERM,
+) -> None:
     """Stop a process and its group, the one way every kind does it; always wait for it.
 
-    If `proc` still runs: SIGTERM its group; if it has not exited after `grace`, SIGKILL the
-    group. Then wait for it; after another `grace`, our end of its pipes is closed, so that a
-    background child that left the group and still holds them cannot make us hang.
+    If `proc` still runs: send `first` (SIGTERM unless the kind lets the user choose, as exec's
+    `sig`) to its group; if it has not exited after `grace`, SIGKILL the group. Then wait for
+    it; after another `grace`, our end of its pipes is closed, so that a background child that
+    left the group and still holds them cannot make us hang.
     """
     if proc.returncode is None:
-        _signal_group(proc.pid, signal.SIGTERM)
+        _signal_group(proc.pid, first)
         try:
             async with asyncio.timeout(grace):
                 await exited(proc)

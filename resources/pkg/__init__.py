@@ -9,6 +9,7 @@ apt's package lists: a package removed by hand is reinstalled at once. See docs/
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -51,6 +52,12 @@ class PkgRes(Edgeable, Groupable, Resource):
     # Allow packages whose origin cannot be authenticated (apt's --allow-unauthenticated).
     # Default false.
     allowuntrusted: bool = False
+    # Allow packages PackageKit calls non-free (mgmt's filter). apt has no such filter: every
+    # package apt offers is allowed, set or not. Default false.
+    allownonfree: bool = False
+    # Allow packages PackageKit calls unsupported (mgmt's filter). apt has no such filter: every
+    # package apt offers is allowed, set or not. Default false.
+    allowunsupported: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -119,6 +126,26 @@ class PkgRes(Edgeable, Groupable, Resource):
         if not (super().cmp(other) and isinstance(other, PkgRes)):
             return False
         return _specs(self.grouped) == _specs(other.grouped)
+
+    def merge(self, other: Resource) -> Resource:
+        """Two declarations of one package (mgmt's Adapts/Merge): `installed` and `newest`
+        give `newest`; `uninstalled` or an exact version goes with nothing else; the flags
+        must agree."""
+        if not isinstance(other, PkgRes):
+            raise ValidationError(f"{other} is not a pkg", "kind")
+        if self.state != other.state:
+            states = {self.state, other.state}
+            if states != {"installed", "newest"}:
+                raise ValidationError(
+                    f"{self.state!r} vs {other.state!r} (only 'installed' and 'newest' merge, "
+                    "into 'newest')",
+                    "state",
+                )
+        for flag in ("allowdowngrade", "allowuntrusted", "allownonfree", "allowunsupported"):
+            if getattr(self, flag) != getattr(other, flag):
+                raise ValidationError(f"{getattr(self, flag)} vs {getattr(other, flag)}", flag)
+        state = "newest" if "newest" in (self.state, other.state) else self.state
+        return dataclasses.replace(self, state=state)
 
     # capabilities --------------------------------------------------------------------------
 

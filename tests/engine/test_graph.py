@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import GraphError
-from engine.graph import Edge, Graph
+from engine.graph import Edge, Graph, merge_duplicate
+from resources.noop import NoopRes
+from resources.pkg import PkgRes
 from tests.engine.conftest import make_graph
 
 edges_strategy = st.lists(
@@ -67,3 +69,24 @@ def test_dot_output() -> None:
     graph = make_graph("ab", [("a", "b")], notify=True)
     dot = graph.to_dot()
     assert '"probe[a]" -> "probe[b]" [style=bold, label="notify"];' in dot
+
+
+def test_add_or_merge_follows_mgmt_duplicate_rules() -> None:
+    graph = Graph()
+    first = PkgRes(name="cowsay", state="installed")
+    assert graph.add_or_merge(first) is first
+    assert graph.add_or_merge(PkgRes(name="cowsay", state="installed")) is first  # identical
+    merged = graph.add_or_merge(PkgRes(name="cowsay", state="newest"))
+    assert isinstance(merged, PkgRes) and merged.state == "newest"
+    assert graph.vertices[("pkg", "cowsay")] is merged
+    with pytest.raises(GraphError, match=r"incompatible duplicate resource pkg\[cowsay\]: state"):
+        graph.add_or_merge(PkgRes(name="cowsay", state="uninstalled"))
+    with pytest.raises(GraphError, match=r"state: '1\.0' vs 'newest'"):
+        merge_duplicate(PkgRes(name="cowsay", state="1.0"), merged)
+    assert len(graph) == 1
+
+
+def test_kinds_without_a_merge_hook_merge_nothing() -> None:
+    a, b = NoopRes(name="n", comment="x"), NoopRes(name="n", comment="y")
+    with pytest.raises(GraphError, match="comment: differs: 'x' vs 'y'"):
+        merge_duplicate(a, b)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mgmt.yamlgraph import MAX_ALIAS_VALUES, MAX_DEPTH, GraphFileError, load_file, parse
+from resources.pkg import PkgRes
 from tests.fuzz.hostile import BIG, LAUGHS
 
 
@@ -69,8 +70,9 @@ def test_good_graph() -> None:
             "g.yaml:6: noop[a]: meta.retry: expected an integer",
         ),
         (
-            "graph: g\nresources:\n  noop:\n    - name: a\n    - name: a\n",
-            "g.yaml:5: noop[a]: duplicate resource noop[a]",
+            "graph: g\nresources:\n  noop:\n    - {name: a, comment: x}\n    - {name: a, comment: y}\n",
+            "g.yaml:5: noop[a]: incompatible duplicate resource noop[a]: comment: differs: 'x' vs "
+            "'y' (also declared at line 4)",
         ),
         (
             "graph: g\nresources:\n  noop:\n    - name: a\nedges:\n  - from: {kind: noop, name: a}\n    to: {kind: noop, name: b}\n",
@@ -401,3 +403,61 @@ def test_file_size_limit_and_special_files(tmp_path: Path) -> None:
     with pytest.raises(GraphFileError, match="not a regular file"):
         load_file(fifo)
     assert MAX_DEPTH == 64
+
+
+# duplicate resources (mgmt's rules, engine.graph.merge_duplicate) -------------------------------
+
+
+def test_identical_duplicates_are_one_vertex_and_keep_their_edges() -> None:
+    loaded = parse(
+        textwrap.dedent(
+            """\
+            graph: g
+            resources:
+              noop:
+                - {name: a, comment: x}
+                - {name: a, comment: x}
+                - {name: b}
+            edges:
+              - {from: {kind: noop, name: a}, to: {kind: noop, name: b}}
+            """
+        ),
+        "g.yaml",
+    )
+    assert sorted(r.name for r in loaded.graph) == ["a", "b"]
+    assert loaded.graph.has_path(("noop", "a"), ("noop", "b"))
+
+
+def test_compatible_pkg_duplicates_merge_into_newest() -> None:
+    text = (
+        "graph: g\nresources:\n  pkg:\n    - {name: cowsay}\n    - {name: cowsay, state: newest}\n"
+    )
+    loaded = parse(text, "g.yaml")
+    (pkg,) = loaded.graph
+    assert isinstance(pkg, PkgRes) and pkg.state == "newest"
+
+
+@pytest.mark.parametrize(
+    ("second", "expected"),
+    [
+        (
+            "{name: cowsay, state: uninstalled}",
+            "g.yaml:5: pkg[cowsay]: incompatible duplicate resource pkg[cowsay]: state: "
+            "'installed' vs 'uninstalled' (only 'installed' and 'newest' merge, into 'newest') "
+            "(also declared at line 4)",
+        ),
+        (
+            "{name: cowsay, state: newest, allowuntrusted: true}",
+            "g.yaml:5: pkg[cowsay]: incompatible duplicate resource pkg[cowsay]: allowuntrusted: "
+            "False vs True (also declared at line 4)",
+        ),
+        (
+            "{name: cowsay, meta: {retry: 3}}",
+            "g.yaml:5: pkg[cowsay]: incompatible duplicate resource pkg[cowsay]: meta params "
+            "differ (also declared at line 4)",
+        ),
+    ],
+)
+def test_incompatible_duplicates_name_both_lines(second: str, expected: str) -> None:
+    text = f"graph: g\nresources:\n  pkg:\n    - {{name: cowsay}}\n    - {second}\n"
+    assert problems(text) == [expected]

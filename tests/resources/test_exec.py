@@ -7,6 +7,7 @@ import logging
 import os
 import pwd
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -469,3 +470,127 @@ async def test_a_background_child_does_not_hold_the_run(
     async with asyncio.timeout(10):  # GRACE is 1 s; the child would hold it for 30 s
         assert not await res.check_apply(True)
     assert res.stdout == "started\n"
+
+
+# mgmt's later params: nifcmd, donecmd, mtimes, sig, send_* ----------------------------------
+
+
+async def test_nifcmd_zero_skips_and_non_zero_runs(
+    run_resource: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    log = tmp_path / "log"
+    skipped = await run_resource(appender(log, nifcmd="true"))
+    assert await skipped.res.check_apply(True) is True
+    assert "nothing to do: nifcmd exited with code 0" in caplog.text
+    ran = await run_resource(appender(log, nifcmd="false"))
+    assert await ran.res.check_apply(True) is False
+    assert runs(log) == 1
+
+
+async def test_donecmd_runs_after_a_successful_run_only(
+    run_resource: Start, tmp_path: Path
+) -> None:
+    done = tmp_path / "done"
+    ok = ExecRes(name="x", cmd="true", donecmd=f"touch {done}")
+    running = await run_resource(ok)
+    assert await running.res.check_apply(False) is False  # noop: neither runs
+    assert not done.exists()
+    assert await running.res.check_apply(True) is False
+    assert done.exists()
+    done.unlink()
+    failing = ExecRes(name="y", cmd="false", donecmd=f"touch {done}")
+    running = await run_resource(failing)
+    with pytest.raises(ResourceError, match="cmd exited with code 1"):
+        await running.res.check_apply(True)
+    assert not done.exists()
+
+
+async def test_a_failing_donecmd_fails_the_run(run_resource: Start) -> None:
+    res = ExecRes(name="x", cmd="true", donecmd="echo nope >&2; exit 4", doneshell="/bin/sh")
+    running = await run_resource(res)
+    with pytest.raises(ResourceError, match="donecmd exited with code 4; stderr: nope"):
+        await running.res.check_apply(True)
+
+
+async def test_mtimes_force_a_run_past_the_guards_once_per_change(
+    run_resource: Start, tmp_path: Path
+) -> None:
+    log, src = tmp_path / "log", tmp_path / "src"
+    src.write_text("v1")
+    res = appender(log, mtimes=[str(src)], ifcmd="false")
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is False  # no run recorded: forced
+    assert runs(log) == 1
+    running.handle.refresh_flag = True  # asked again, nothing newer: ifcmd blocks
+    assert await running.res.check_apply(True) is True
+    running.handle.refresh_flag = False
+    os.utime(src, ns=(src.stat().st_atime_ns, time.time_ns() + 10**9))  # a later mtime
+    await running.handle.next_event()  # the change is an event
+    assert await running.res.check_apply(True) is False
+    assert runs(log) == 2
+    assert await running.res.check_apply(True) is True
+
+
+async def test_a_fresh_instance_remembers_the_last_run(run_resource: Start, tmp_path: Path) -> None:
+    """The stamp lives in the resource's state directory: an agent restart does not rerun."""
+    log, src = tmp_path / "log", tmp_path / "src"
+    src.touch()
+    first = await run_resource(appender(log, mtimes=[str(src)], ifcmd="false"))
+    assert await first.res.check_apply(True) is False
+    again = await run_resource(appender(log, mtimes=[str(src)], ifcmd="false"))
+    assert await again.res.check_apply(True) is True
+    assert runs(log) == 1
+
+
+async def test_a_missing_mtimes_file_fails(run_resource: Start, tmp_path: Path) -> None:
+    running = await run_resource(appender(tmp_path / "log", mtimes=[str(tmp_path / "gone")]))
+    with pytest.raises(ResourceError, match=r"mtimes\[0\]: cannot stat .*gone"):
+        await running.res.check_apply(True)
+
+
+async def test_sig_is_what_a_timeout_sends_first(run_resource: Start, tmp_path: Path) -> None:
+    marker = tmp_path / "got"
+    cmd = f"trap 'echo int > {marker}; exit 1' INT; sleep 30 & wait"
+    res = ExecRes(name="x", cmd=cmd, shell="/bin/sh", timeout=1, sig="SIGINT")
+    running = await run_resource(res)
+    with pytest.raises(ResourceError, match="cmd timed out after 1s"):
+        await running.res.check_apply(True)
+    assert marker.read_text() == "int\n"
+
+
+@pytest.mark.parametrize(
+    ("sig", "message"),
+    [
+        ("int", "did you mean 'SIGINT'"),
+        ("TERM", "did you mean 'SIGTERM'"),
+        ("SIGNOPE", "a signal name such as"),
+    ],
+)
+def test_sig_must_name_a_signal(sig: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as err:
+        ExecRes(name="x", cmd="true", sig=sig).validate()
+    assert err.value.key == "sig"
+
+
+async def test_send_output_is_sent_when_no_run_produced_output(
+    run_resource: Start, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    marker.touch()
+    res = appender(tmp_path / "log", creates=str(marker), send_output="cached\n")
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is True
+    assert running.handle.sent == {"output": "cached\n"}
+    ran = await run_resource(ExecRes(name="y", cmd="echo real", send_output="cached\n"))
+    assert await ran.res.check_apply(True) is False
+    assert ran.handle.sent["output"] == "real\n"
+
+
+@pytest.mark.parametrize(
+    "key", ["nifcmd", "nifshell", "nifcwd", "donecmd", "doneshell", "donecwd", "sig"]
+)
+def test_the_new_string_params_take_empty_as_not_set(key: str) -> None:
+    res = build(ExecRes, {"name": "x", "cmd": "true", key: ""})
+    res.validate()
+    assert getattr(res, key) is None

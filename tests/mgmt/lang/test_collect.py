@@ -18,6 +18,7 @@ from mgmt.lang.funcs import Context
 from mgmt.lang.runtime import Runtime
 from mgmt.lang.source import LangSource, build_graph
 from resources.file import FileRes
+from resources.pkg import PkgRes
 from tests.mgmt.lang.helpers import compile_ok, problems
 
 
@@ -130,3 +131,16 @@ async def test_collect_res_lists_what_this_host_may_collect(tmp_path: Path) -> N
         assert comment == "[{/a h2} {/b h2}]"
     finally:
         await source.aclose()
+
+
+def test_duplicate_declarations_merge_or_name_both_positions() -> None:
+    """engine.graph's rules, as for graph files: identical ones are one vertex, compatible ones
+    merge (pkg installed + newest: newest), anything else names both declarations."""
+    same = 'noop "n" {}\nnoop "n" {}\npkg "cowsay" {}\npkg "cowsay" { state => "newest" }\n'
+    loaded = build_graph(items_of(same), "main")
+    assert sorted(r.name for r in loaded.graph) == ["cowsay", "n"]
+    pkg = loaded.graph.vertices[("pkg", "cowsay")]
+    assert isinstance(pkg, PkgRes) and pkg.state == "newest"
+    clash = 'pkg "cowsay" {}\npkg "cowsay" { state => "uninstalled" }\n'
+    with pytest.raises(FuncError, match=r"incompatible duplicate .* \(also at t.mcl:1:1\)"):
+        build_graph(items_of(clash), "main")
