@@ -1,11 +1,18 @@
-"""msg: logs a message once (and again on every refresh), with a priority and fields."""
+"""msg: logs a message once (and again on every refresh), with a priority and fields; with
+`journal`, also to the systemd journal through its native socket (mgmt's go-systemd journal.Send).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import socket
+import struct
 from dataclasses import dataclass, field
 from typing import Literal
 
+from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import Refreshable, Resource, register
 from resources._lib.plan import Step, apply_steps, nothing_to_do
@@ -22,6 +29,12 @@ LEVELS: dict[str, int] = {
     "Info": logging.INFO,
     "Debug": logging.DEBUG,
 }
+# syslog's numbers, the journal's PRIORITY field.
+SYSLOG: dict[str, int] = {name: number for number, name in enumerate(LEVELS)}
+
+# journald's native protocol socket; MGMT_JOURNAL_SOCKET overrides it (tests, containers).
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+_JOURNAL_FIELD = re.compile(r"[A-Z0-9][A-Z0-9_]*")
 
 
 @register("msg")
@@ -33,6 +46,20 @@ class MsgRes(Refreshable, Resource):
     priority: Priority = "Info"
     # Extra structured fields appended as key=value. Default none.
     fields: dict[str, str] = field(default_factory=dict)
+    # Also send the message (priority, fields) to the systemd journal. Default false.
+    journal: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.journal:
+            return
+        for key in self.fields:
+            if not _JOURNAL_FIELD.fullmatch(key):
+                raise ValidationError(
+                    "a journal field name is upper-case letters, digits and '_', not starting "
+                    f"with '_', got {key!r}",
+                    f"fields.{key}",
+                )
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
@@ -41,11 +68,40 @@ class MsgRes(Refreshable, Resource):
     async def check_apply(self, apply: bool) -> bool:
         if self._logged and not self.handle.refresh():
             return nothing_to_do(self.handle, "message already logged")
-        await apply_steps(self.handle, [Step("log the message", "", self._log)], apply)
+        steps = [Step("log the message", "", self._log)]
+        if self.journal:
+            steps.insert(0, Step("send the message to the journal", "", self._journal, slow=True))
+        await apply_steps(self.handle, steps, apply)
         return False
+
+    def _journal(self) -> None:
+        """One datagram in journald's native format (each field KEY, a length, its bytes)."""
+        path = os.environ.get("MGMT_JOURNAL_SOCKET") or JOURNAL_SOCKET
+        record = {"MESSAGE": self._body(), "PRIORITY": str(SYSLOG[self.priority])}
+        record.update(self.fields)
+        data = b"".join(_field(key, value) for key, value in record.items())
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto(data, path)
+        except OSError as err:
+            raise ResourceError(
+                f"journal: cannot reach the systemd journal at {path}: {err.strerror or err} "
+                "(is systemd-journald running?)"
+            ) from err
+
+    def _body(self) -> str:
+        return self.name if self.body is None else self.body
 
     def _log(self) -> None:
         extra = "".join(f" {k}={v}" for k, v in sorted(self.fields.items()))
-        body = self.name if self.body is None else self.body
-        self.handle.logger.log(LEVELS[self.priority], "%s%s", body, extra)
+        self.handle.logger.log(LEVELS[self.priority], "%s%s", self._body(), extra)
         self._logged = True
+
+
+def _field(key: str, value: str) -> bytes:
+    """One field of the native protocol: KEY=value, or KEY, a 64-bit length, value (binary
+    safe: for values with a newline)."""
+    raw = value.encode()
+    if b"\n" not in raw:
+        return key.encode() + b"=" + raw + b"\n"
+    return key.encode() + b"\n" + struct.pack("<Q", len(raw)) + raw + b"\n"

@@ -93,11 +93,6 @@ class UserRes(Edgeable, Resource):
     def validate(self) -> None:
         super().validate()
         check_name(self.name, "name")
-        if self.state == "absent":
-            for key in (*_MANAGED, "allowduplicateuid"):
-                value = getattr(self, key)
-                if value is not None and value is not False:
-                    raise ValidationError(f"cannot be set with state 'absent' (got {value!r})", key)
         check_id(self.uid, "uid")
         check_id(self.gid, "gid")
         if self.gid is not None and self.group is not None:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import logging
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
-from engine.errors import ValidationError
+from engine.errors import ResourceError, ValidationError
 from resources.msg import MsgRes
 from resources.noop import NoopRes
 from resources.print import PrintRes
 from resources.timer import TimerRes
+from tests.conftest import Running
+
+Start = Callable[..., Awaitable[Running]]
 
 
 async def test_noop_is_always_converged(run_resource: object) -> None:
@@ -64,3 +71,43 @@ async def test_timer_ticks_are_changes_and_refresh_restarts(run_resource: object
 def test_timer_interval_must_be_positive() -> None:
     with pytest.raises(ValidationError, match="interval"):
         TimerRes(name="t", interval=0).validate()
+
+
+async def test_msg_journal_sends_one_native_datagram(
+    run_resource: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real datagram socket stands for journald (none runs here): what arrives is its native
+    protocol, the multi-line body in the binary-safe form."""
+    path = tmp_path / "journal.sock"
+    monkeypatch.setenv("MGMT_JOURNAL_SOCKET", str(path))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as journald:
+        journald.bind(str(path))
+        journald.setblocking(False)
+        res = MsgRes(name="m", body="two\nlines", priority="Err", fields={"APP": "x"}, journal=True)
+        running = await run_resource(res)
+        assert await running.res.check_apply(False) is False  # noop: nothing sent
+        with pytest.raises(BlockingIOError):
+            journald.recv(4096)
+        assert await running.res.check_apply(True) is False
+        data = journald.recv(4096)
+        assert await running.res.check_apply(True) is True
+        with pytest.raises(BlockingIOError):
+            journald.recv(4096)
+    body = b"two\nlines"
+    assert data == (b"MESSAGE\n" + struct.pack("<Q", len(body)) + body + b"\nPRIORITY=3\nAPP=x\n")
+
+
+async def test_msg_journal_absent_is_a_clear_error(
+    run_resource: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MGMT_JOURNAL_SOCKET", str(tmp_path / "none"))
+    running = await run_resource(MsgRes(name="m", journal=True))
+    with pytest.raises(ResourceError, match=r"journal: cannot reach the systemd journal at .*none"):
+        await running.res.check_apply(True)
+
+
+def test_msg_journal_field_names_are_journald_s() -> None:
+    with pytest.raises(ValidationError, match="upper-case") as err:
+        MsgRes(name="m", fields={"app": "x"}, journal=True).validate()
+    assert err.value.key == "fields.app"
+    MsgRes(name="m", fields={"app": "x"}).validate()  # only the journal is strict
