@@ -157,6 +157,7 @@ class Vertex:
             on_send=self.sent.update,
             world=engine.world,
             shared=engine.shared,
+            peers=lambda: list(engine.graph.vertices.values()),  # the graph of the moment
         )
         self._tasks = TaskSet(f"{res.kind}[{res.name}]", log)  # its watch and work tasks
         self._watch_task: asyncio.Task[None] | None = None  # exactly when init() succeeded

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from engine.safefs import private_dir
 
 if TYPE_CHECKING:
+    from engine.resource import Resource
     from engine.world import World
 
 Cleanup = Callable[[], Awaitable[Any] | Any]
@@ -76,6 +77,7 @@ class Handle:
         world: World | None = None,
         prefix: Path | None = None,
         shared: Shared | None = None,
+        peers: Callable[[], Iterable[Resource]] | None = None,
     ) -> None:
         self.kind = kind
         self.name = name
@@ -88,6 +90,7 @@ class Handle:
         self._get_refresh = get_refresh or (lambda: False)
         self._on_send = on_send or (lambda values: None)
         self._cleanups: list[Cleanup] = []
+        self._peers = peers or (lambda: ())
         self.logger = ResourceLogger(log, {"res_kind": kind, "res_name": name})
 
     @property
@@ -107,6 +110,11 @@ class Handle:
     def send(self, **values: Any) -> None:
         """Publish named values (e.g. exec's stdout) for `send`/`recv` edges to pick up."""
         self._on_send(values)
+
+    def peers(self) -> list[Resource]:
+        """The resources of the graph this one runs in (itself included), to read only: mgmt's
+        GraphQueryable (file's purge keeps what other file resources manage)."""
+        return list(self._peers())
 
     def on_cleanup(self, fn: Cleanup) -> None:
         """Register something to undo at cleanup (sync or async), run in reverse order."""

@@ -21,11 +21,13 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal, TypeVar
 
 from engine import safefs
 from engine.errors import MgmtError, ResourceError, ValidationError
+from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Resource, Reversible, register
 from engine.watcher import PathWatcher
 from resources._lib.ids import (
@@ -57,7 +59,10 @@ _CLAUSE = re.compile(r"([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)")
 _ACTION = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
 _SHIFT = {"u": 6, "g": 3, "o": 0}
 _SPECIAL = {"u": stat.S_ISUID, "g": stat.S_ISGID, "o": stat.S_ISVTX}
-_MANAGED = ("content", "source", "owner", "group", "mode")
+_MANAGED = ("content", "source", "fragments", "owner", "group", "mode", "selinux")
+_SELINUX_XATTR = "security.selinux"
+SELINUX_FS = "/sys/fs/selinux"  # mounted where SELinux is enabled
+_CONTEXT = re.compile(r"[A-Za-z0-9_.]+:[A-Za-z0-9_.]+:[A-Za-z0-9_.]+(:[A-Za-z0-9_.:,-]+)?")
 _KINDS = {
     stat.S_IFREG: "file",
     stat.S_IFDIR: "directory",
@@ -95,10 +100,21 @@ class FileRes(Edgeable, Reversible, Resource):
     # With source: copy the whole tree; with state absent: remove a directory with everything
     # in it (also needs force). Default false.
     recurse: bool = False
-    # With recurse and source: delete entries below path that the source lacks. Default false.
+    # With recurse: delete entries below path that the source lacks; without a source, every
+    # entry that no other file resource of the graph manages. Default false.
     purge: bool = False
     # If path is a symlink, manage its target (otherwise a symlink is refused). Default false.
     follow: bool = False
+    # Absolute paths whose contents, in this order, make the file's content; one ending in "/"
+    # stands for the regular files directly in that directory, by name. Excludes content and
+    # source. Default None (unmanaged).
+    fragments: list[str] | None = None
+    # Make path a symlink whose target is `source` (relative or absolute, need not exist).
+    # Default false.
+    symlink: bool = False
+    # The SELinux context (user:role:type[:level]) of path; an error where SELinux is not
+    # enabled. Default None (unmanaged).
+    selinux: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
 
     @property
     def _spec_path(self) -> str:
@@ -121,6 +137,13 @@ class FileRes(Edgeable, Reversible, Resource):
         self._validate_path()
         if self.content is not None and self.source is not None:
             raise ValidationError("cannot be combined with content: set one of them", "source")
+        self._validate_fragments()
+        self._validate_symlink()
+        if self.selinux is not None and not _CONTEXT.fullmatch(self.selinux):
+            raise ValidationError(
+                f"expected a context like 'system_u:object_r:bin_t:s0', got {self.selinux!r}",
+                "selinux",
+            )
         if self.content is not None and self._is_dir:
             raise ValidationError(
                 f"a directory path ({self._spec_path!r} ends with '/') has no content", "content"
@@ -131,12 +154,13 @@ class FileRes(Edgeable, Reversible, Resource):
                     value = getattr(self, key)
                     raise ValidationError(f"cannot be set with state 'absent' (got {value!r})", key)
         self._validate_source()
-        if self.recurse and self.source is None and self.state != "absent":
+        if self.recurse and not self._is_dir and self.state != "absent":
             raise ValidationError(
-                "needs a source (to copy a tree) or state 'absent' (to remove one)", "recurse"
+                "needs a directory path (ending in '/') or state 'absent' (to remove a tree)",
+                "recurse",
             )
-        if self.purge and not (self.recurse and self.source is not None):
-            raise ValidationError("needs recurse: true and a source directory", "purge")
+        if self.purge and not (self.recurse and self._is_dir):
+            raise ValidationError("needs recurse: true and a directory path", "purge")
         if self.mode is not None:
             try:
                 mode_after(self.mode, 0, False)
@@ -155,9 +179,35 @@ class FileRes(Edgeable, Reversible, Resource):
         if self._fs_path == "/":
             raise ValidationError("refusing to manage '/'", key)
 
+    def _validate_fragments(self) -> None:
+        if self.fragments is None:
+            return
+        if self.content is not None or self.source is not None:
+            raise ValidationError("cannot be combined with content or source", "fragments")
+        if self._is_dir:
+            raise ValidationError("a directory path has no content to build", "fragments")
+        for index, fragment in enumerate(self.fragments):
+            if not os.path.isabs(fragment) or "\0" in fragment:
+                raise ValidationError(
+                    f"expected an absolute path, got {fragment!r}", f"fragments[{index}]"
+                )
+
+    def _validate_symlink(self) -> None:
+        if not self.symlink:
+            return
+        if self.source is None or not self.source or "\0" in self.source:
+            raise ValidationError("needs source: the target of the link", "symlink")
+        if self._is_dir:
+            raise ValidationError("a symlink's path does not end in '/'", "symlink")
+        for key in ("mode", "fragments"):
+            if getattr(self, key) is not None:
+                raise ValidationError("cannot be combined with symlink: true", key)
+        if self.recurse or self.follow:
+            raise ValidationError("cannot be combined with recurse or follow", "symlink")
+
     def _validate_source(self) -> None:
         source = self.source
-        if source is None:
+        if source is None or self.symlink:
             return
         if not os.path.isabs(source) or "\0" in source:
             raise ValidationError(f"expected an absolute path, got {source!r}", "source")
@@ -193,8 +243,9 @@ class FileRes(Edgeable, Reversible, Resource):
         paths = [self._fs_path]
         if self.follow:
             paths.append(os.path.realpath(self._fs_path))
-        if self.source is not None:
+        if self.source is not None and not self.symlink:
             paths += [os.path.normpath(self.source), os.path.realpath(self.source)]
+        paths += [os.path.normpath(f) for f in self.fragments or []]
         return list(dict.fromkeys(paths))
 
     async def check_apply(self, apply: bool) -> bool:
@@ -233,7 +284,10 @@ class FileRes(Edgeable, Reversible, Resource):
             path = os.path.dirname(path)
             parents.append(UID("file", path if path == "/" else path + "/"))
         wants = [parents]
-        if self.source is not None:
+        for fragment in self.fragments or []:
+            norm = os.path.normpath(fragment)
+            wants.append([UID("file", norm + "/" if fragment.endswith("/") else norm)])
+        if self.source is not None and not self.symlink:
             source = os.path.normpath(self.source)
             wants.append([UID("file", source), UID("file", source.rstrip("/") + "/")])
         return wants
@@ -272,9 +326,29 @@ class FileRes(Edgeable, Reversible, Resource):
         where, st = self._locate(held)
         if self.state == "absent":
             return where, self._plan_absent(where, st)
-        if self._is_dir:
-            return where, await self._plan_dir(where, st, held)
-        return where, await self._plan_file(where, st, held)
+        if self.symlink:
+            steps = self._plan_symlink(where, st)
+        elif self._is_dir:
+            steps = await self._plan_dir(where, st, held)
+        else:
+            steps = await self._plan_file(where, st, held)
+        if self.selinux is not None:
+            steps += _selinux_steps(where, self.selinux, created=bool(steps))
+        return where, steps
+
+    def _plan_symlink(self, where: Where, st: os.stat_result | None) -> list[Step]:
+        """path as a symlink to `source`; the link is made (atomically) and replaced, never
+        followed. Something else at path is replaced only with force."""
+        target, path = self.source or "", where.path
+        steps = where.parent_steps()
+        uid, gid = self._ids()
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            if where.readlink(TOP) == target:
+                return steps + attr_steps(where, TOP, "", st, mode=None, uid=uid, gid=gid)
+        elif st is not None:
+            steps.append(self._replace_step(where, TOP, st, "symlink", remove=True))
+        link = functools.partial(where.symlink, TOP, target, uid, gid)
+        return [*steps, Step(f"link {path} -> {target}", f"linked {path} -> {target}", link)]
 
     def _locate(self, held: contextlib.ExitStack) -> tuple[Where, os.stat_result | None]:
         """Where the path to manage is (a followed symlink's target) and its lstat."""
@@ -289,7 +363,7 @@ class FileRes(Edgeable, Reversible, Resource):
                 if st is None or not stat.S_ISLNK(st.st_mode):
                     return where, st
             raise ResourceError(f"symlink {self._fs_path} does not resolve (a loop?)")
-        if self.state == "absent" or self.force:
+        if self.state == "absent" or self.force or self.symlink:
             return where, st  # the link itself
         raise ResourceError(
             f"{where.path} is a symlink (to {where.readlink(TOP)!r}), not followed: set "
@@ -324,6 +398,8 @@ class FileRes(Edgeable, Reversible, Resource):
         mode = self._want_mode(cur, src, is_dir=False)
         changes = attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
         data: bytes | int | None = self.content.encode() if self.content is not None else source
+        if self.fragments is not None:
+            data = await _in_thread(functools.partial(_read_fragments, self.fragments))
         size = len(data) if isinstance(data, bytes) else src.st_size if src is not None else 0
         if cur is not None and (data is None or await _same(where, cur, data, size)):
             return steps + changes
@@ -357,7 +433,24 @@ class FileRes(Edgeable, Reversible, Resource):
                 self._plan_tree, where, (source, ()), TOP, cur is not None, (uid, gid)
             )
             steps += await _in_thread(tree)
+        elif self.purge and cur is not None:
+            keep = self._kept_by_peers()
+            steps += await _in_thread(functools.partial(_plan_purge, where, TOP, keep))
         return steps
+
+    def _kept_by_peers(self) -> set[Entry]:
+        """What purge without a source keeps: the paths other file resources of the graph
+        manage below path, and the directories on the way to them (mgmt's excludes)."""
+        root = Path(self._fs_path)
+        keep: set[Entry] = set()
+        for peer in self.handle.peers():
+            if not isinstance(peer, FileRes) or peer is self:
+                continue
+            other = Path(peer._fs_path)
+            if other != root and other.is_relative_to(root):
+                parts = other.relative_to(root).parts
+                keep.update(parts[:i] for i in range(1, len(parts) + 1))
+        return keep
 
     def _plan_tree(
         self, where: Where, src: Src, dst: Entry, dst_is_dir: bool, ids: tuple[int, int]
@@ -668,6 +761,14 @@ class Where:
         with self._at(entry) as (fd, name):
             return safefs.lstat_at(fd, name)
 
+    @contextlib.contextmanager
+    def at_fd(self, entry: Entry) -> Iterator[int]:
+        """entry open read-only (a file or a directory; a symlink is not followed)."""
+        with self._at(entry) as (dir_fd, name):
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+            with safefs.closing(os.open(name, flags, dir_fd=dir_fd)) as fd:
+                yield fd
+
     def readlink(self, entry: Entry) -> str:
         with self._at(entry) as (fd, name):
             return os.readlink(name, dir_fd=fd)
@@ -838,6 +939,88 @@ def _filler(data: bytes | int | None) -> Callable[[BinaryIO], object]:
 # reversal helpers ----------------------------------------------------------------------------
 
 REVERSE_LIMIT = 1 << 20  # prior content up to 1 MiB is kept for a reversal
+
+
+def _plan_purge(where: Where, entry: Entry, keep: set[Entry]) -> list[Step]:
+    """Steps removing what is below entry and not kept (runs in a thread); kept directories
+    are walked through descriptors too (nothing is followed)."""
+    steps: list[Step] = []
+    for name, st in sorted(where.scan(entry).items()):
+        sub = child(entry, name)
+        if sub not in keep:
+            label = _label(sub)
+            purge = functools.partial(where.remove, sub)
+            steps.append(Step(f"purge {label}", f"purged {label}", purge, True))
+        elif stat.S_ISDIR(st.st_mode):
+            steps += _plan_purge(where, sub, keep)
+    return steps
+
+
+def _read_fragments(fragments: list[str]) -> bytes:
+    """The content the fragments make (runs in a thread): each file's bytes in order; a
+    directory's regular files by name (one level). A named path is followed like a source;
+    below a directory nothing is. ResourceError if one cannot be read."""
+    parts: list[bytes] = []
+    for index, fragment in enumerate(fragments):
+        try:
+            fd = os.open(fragment, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError as err:
+            raise ResourceError(
+                f"fragments[{index}]: cannot open {fragment}: {err.strerror}"
+            ) from err
+        with safefs.closing(fd):
+            st = os.fstat(fd)
+            if fragment.endswith("/") != stat.S_ISDIR(st.st_mode):
+                want = "a directory (it ends in '/')" if fragment.endswith("/") else "a file"
+                raise ResourceError(f"fragments[{index}]: {fragment} is not {want}")
+            if stat.S_ISREG(st.st_mode):
+                parts.append(_read_fd(fd))
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                raise ResourceError(f"fragments[{index}]: {fragment} is a {kind_of(st)}")
+            for name, entry in sorted(safefs.scan(fd).items()):
+                if stat.S_ISREG(entry.st_mode) and not safefs.is_stale_temp(name, entry):
+                    with safefs.closing(safefs.open_read(fd, name)) as file_fd:
+                        parts.append(_read_fd(file_fd))
+    return b"".join(parts)
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, CHUNK, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def selinux_enabled() -> bool:
+    """SELinux is enabled on this host (its file system is mounted)."""
+    return os.path.exists(os.path.join(SELINUX_FS, "enforce"))
+
+
+def _selinux_steps(where: Where, context: str, *, created: bool) -> list[Step]:
+    """Setting path's SELinux context (the security.selinux attribute, through a descriptor
+    opened without following a link). ResourceError where SELinux is not enabled."""
+    if not selinux_enabled():
+        raise ResourceError(
+            f"selinux: SELinux is not enabled on this host ({SELINUX_FS} is not mounted): "
+            "cannot set the context; remove the selinux param here"
+        )
+    path = where.path
+    if not created:
+        with where.at_fd(TOP) as fd:
+            have = os.getxattr(fd, _SELINUX_XATTR).rstrip(b"\0").decode(errors="replace")
+        if have == context:
+            return []
+        change = f"{have} -> {context}"
+    else:
+        change = context
+
+    def label() -> None:
+        with where.at_fd(TOP) as fd:
+            os.setxattr(fd, _SELINUX_XATTR, context.encode())
+
+    return [Step(f"set the SELinux context of {path}: {change}", f"context {change}", label)]
 
 
 def _read_small(path: str) -> str | None:

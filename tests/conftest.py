@@ -43,6 +43,7 @@ class RecordingHandle(Handle):
 
     def __init__(self, res: Resource, var_dir: Path, shared: Shared | None = None) -> None:
         self.sent: dict[str, object] = {}  # the last value of each name sent (send/recv)
+        self.graph: list[Resource] = [res]  # what handle.peers() returns: set it to add peers
         super().__init__(
             kind=res.kind,
             name=res.name,
@@ -52,6 +53,7 @@ class RecordingHandle(Handle):
             get_refresh=lambda: self.refresh_flag,
             on_send=self.sent.update,
             shared=shared,
+            peers=lambda: self.graph,
         )
         self.events = 0
         self.refresh_flag = False

@@ -21,7 +21,7 @@ import pytest
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.safefs import TEMP_PREFIX
-from resources.file import INLINE_LIMIT, FileRes, _in_thread, mode_after
+from resources.file import INLINE_LIMIT, FileRes, _in_thread, mode_after, selinux_enabled
 
 Entry = tuple[str, int, int, int, int, bytes | str | None]
 
@@ -867,7 +867,15 @@ async def test_leftovers_in_a_copied_tree_are_removed(tmp_path: Path, run_resour
         ({"path": "/tmp/f", "source": "/tmp/s/", "recurse": True}, "path", "ending in '/'"),
         ({"path": "/tmp/d/", "source": "s/", "recurse": True}, "source", "absolute path"),
         ({"path": "/tmp/d/", "source": "/tmp/d/s/", "recurse": True}, "source", "contain"),
-        ({"path": "/tmp/d/", "state": "exists", "recurse": True}, "recurse", "needs a source"),
+        ({"path": "/tmp/f", "state": "exists", "recurse": True}, "recurse", "directory path"),
+        ({"path": "/tmp/f", "recurse": True, "purge": True}, "recurse", "directory path"),
+        ({"path": "/tmp/f", "content": "a", "fragments": ["/a"]}, "fragments", "content"),
+        ({"path": "/tmp/d/", "fragments": ["/a"]}, "fragments", "directory path"),
+        ({"path": "/tmp/f", "fragments": ["/a", "b"]}, "fragments[1]", "absolute"),
+        ({"path": "/tmp/f", "symlink": True}, "symlink", "needs source"),
+        ({"path": "/tmp/d/", "symlink": True, "source": "x"}, "symlink", "does not end"),
+        ({"path": "/tmp/f", "symlink": True, "source": "x", "mode": "0644"}, "mode", "symlink"),
+        ({"path": "/tmp/f", "selinux": "bin_t"}, "selinux", "expected a context"),
         ({"path": "/tmp/d/", "state": "exists", "purge": True}, "purge", "needs recurse"),
         ({"path": "/tmp/f", "mode": "0999"}, "mode", "expected octal like '0644'"),
         ({"path": "/tmp/f", "mode": "rw"}, "mode", "got 'rw'"),
@@ -994,3 +1002,102 @@ async def test_a_cancelled_check_waits_for_its_thread_before_closing_descriptors
     with pytest.raises(asyncio.CancelledError):
         await task
     assert finished.is_set()
+
+
+# mgmt's purge without a source, fragments, symlink, selinux ---------------------------------
+
+
+async def test_purge_without_source_keeps_what_the_graph_manages(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    """mgmt's purge1 example: everything below the directory that no other file resource of
+    the graph manages goes; the managed paths and the directories on the way stay."""
+    top = tmp_path / "d"
+    (top / "sub").mkdir(parents=True)
+    (top / "kept").mkdir()
+    (top / "fileA").write_text("a")
+    (top / "stray").write_text("x")
+    (top / "sub" / "deep").write_text("y")
+    (top / "kept" / "z").write_text("z")
+    (top / "kept" / "w").write_text("w")
+    (top / "link").symlink_to(tmp_path)  # removed itself, never followed
+    res = FileRes(name="d", path=f"{top}/", state="exists", recurse=True, purge=True)
+    running = await run_resource(res, watch=False)
+    peers = [FileRes(name=str(top / n), state="exists") for n in ("fileA", "kept/z")]
+    running.handle.graph = [res, *peers, FileRes(name=str(tmp_path / "elsewhere"))]
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert sorted(str(p.relative_to(top)) for p in top.rglob("*")) == ["fileA", "kept", "kept/z"]
+    assert (tmp_path / "d").exists()
+    (top / "new").write_text("n")
+    await converges(res)
+    assert not (top / "new").exists()
+
+
+async def test_fragments_build_the_content_and_are_watched(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    frags, bonus, whole = tmp_path / "frags", tmp_path / "bonus", tmp_path / "whole"
+    frags.mkdir()
+    (frags / "f2").write_text("two\n")
+    (frags / "f1").write_text("one\n")
+    (frags / "sub").mkdir()  # one level only: a directory in it is not a fragment
+    (frags / "ln").symlink_to(bonus)  # nothing below a fragment directory is followed
+    bonus.write_text("bonus\n")
+    res = FileRes(name=str(whole), state="exists", fragments=[f"{frags}/", str(bonus)])
+    res.validate()
+    running = await run_resource(res)
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert whole.read_text() == "one\ntwo\nbonus\n"
+    (frags / "f1").write_text("ONE\n")
+    await running.handle.next_event()
+    await converges(res)
+    assert whole.read_text() == "ONE\ntwo\nbonus\n"
+    assert [u.key for req in res.autoedges()[1:] for u in req] == [f"{frags}/", str(bonus)]
+
+
+async def test_a_missing_fragment_fails_clearly(tmp_path: Path, run_resource: Any) -> None:
+    res = await make(run_resource, path=str(tmp_path / "w"), fragments=[str(tmp_path / "no")])
+    with pytest.raises(ResourceError, match=r"fragments\[0\]: cannot open .*no"):
+        await res.check_apply(True)
+
+
+async def test_symlink_timeline(tmp_path: Path, run_resource: Any) -> None:
+    link, target = tmp_path / "link", tmp_path / "target"
+    target.mkdir()
+    res = await make(run_resource, path=str(link), state="exists", source="food/", symlink=True)
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert os.readlink(link) == "food/"  # relative, need not exist
+    link.unlink()
+    link.symlink_to(target)  # pointed elsewhere: replaced, the old target is not touched
+    await converges(res)
+    assert os.readlink(link) == "food/"
+    assert target.is_dir()
+    assert temp_files(tmp_path) == []
+
+
+async def test_symlink_replaces_a_file_only_with_force(tmp_path: Path, run_resource: Any) -> None:
+    link = tmp_path / "link"
+    link.write_text("data")
+    res = await make(run_resource, path=str(link), source="/etc/hostname", symlink=True)
+    with pytest.raises(ResourceError, match="is a file, expected a symlink: set force"):
+        await res.check_apply(True)
+    forced = await make(
+        run_resource, name="f", path=str(link), source="/etc/hostname", symlink=True, force=True
+    )
+    await converges(forced)
+    assert os.readlink(link) == "/etc/hostname"
+
+
+async def test_selinux_without_selinux_is_a_clear_error(tmp_path: Path, run_resource: Any) -> None:
+    if selinux_enabled():
+        pytest.skip("SELinux is enabled here: this test covers hosts without it")
+    path = tmp_path / "f"
+    res = await make(
+        run_resource, path=str(path), content="x", selinux="system_u:object_r:bin_t:s0"
+    )
+    with pytest.raises(ResourceError, match="selinux: SELinux is not enabled on this host"):
+        await res.check_apply(True)
+    assert not path.exists()  # nothing applied
