@@ -475,3 +475,42 @@ async def test_daemon_repairs_drift_while_a_big_graph_file_is_parsed(tmp_path: P
         await daemon.wait_log("graph swap: 1 kept, 0 stopped, 0 started", timeout=120)
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
+
+
+def test_duplicate_resources_merge_or_refuse_before_anything_runs(tmp_path: Path) -> None:
+    """mgmt's duplicate rules through the real command: identical and compatible declarations
+    run as one resource; an incompatible pair is one line naming both, exit 2, nothing done."""
+    merged = graph_file(
+        tmp_path,
+        """
+        graph: dup
+        resources:
+          file:
+            - {name: f, path: TMP/out/f, content: "x\\n"}
+            - {name: f, path: TMP/out/f, content: "x\\n"}
+          pkg:
+            - {name: bash, state: installed}
+            - {name: bash, state: newest}
+        """,
+    )
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", "--noop", str(merged)])
+    assert code == 0, out
+    assert "converged: all 2 resources" in out
+    clash = graph_file(
+        tmp_path,
+        """
+        graph: dup
+        resources:
+          file:
+            - {name: f, path: TMP/out/f, content: "x\\n"}
+          pkg:
+            - {name: bash, state: installed}
+            - {name: bash, state: uninstalled}
+        """,
+        name="clash.yaml",
+    )
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(clash)])
+    assert code == 2, out
+    assert f"{clash}:8: pkg[bash]: incompatible duplicate resource pkg[bash]: state:" in out
+    assert "(also declared at line 7)" in out
+    assert not (tmp_path / "out").exists()
