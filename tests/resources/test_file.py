@@ -21,7 +21,8 @@ import pytest
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.safefs import TEMP_PREFIX
-from resources.file import INLINE_LIMIT, FileRes, _in_thread, mode_after, selinux_enabled
+from resources._lib.plan import in_thread as _in_thread
+from resources.file import INLINE_LIMIT, FileRes, mode_after, selinux_enabled
 
 Entry = tuple[str, int, int, int, int, bytes | str | None]
 

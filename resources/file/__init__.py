@@ -15,61 +15,50 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import errno
 import functools
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal
 
 from engine import safefs
-from engine.errors import MgmtError, ResourceError, ValidationError
+from engine.errors import ResourceError, ValidationError
 from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Resource, Reversible, register
 from engine.watcher import PathWatcher
 from resources._lib.ids import (
     MAX_ID,
     check_name,
-    group_name,
     id_number,
     resolve_gid,
     resolve_uid,
-    user_name,
 )
-from resources._lib.plan import Step, apply_steps, nothing_to_do
-from resources._lib.plan import in_thread as _in_thread
+from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
+from resources.file.extras import plan_purge, read_fragments, selinux_steps
+from resources.file.extras import selinux_enabled as selinux_enabled
+from resources.file.modes import mode_after as mode_after
+from resources.file.where import (
+    DIR_BASE,
+    TOP,
+    Entry,
+    Src,
+    Where,
+    attr_steps,
+    child,
+    entry_label,
+    filler,
+    kind_of,
+    read_small,
+    same,
+)
+from resources.file.where import INLINE_LIMIT as INLINE_LIMIT
 
-T = TypeVar("T")
-CHUNK = 1 << 20  # read/copy block size
-INLINE_LIMIT = 1 << 16  # files up to this size are compared/written inline, bigger in a thread
 FILE_BASE = 0o644  # permission bits of a new file when neither mode nor source says otherwise
-DIR_BASE = 0o755  # the same for a new directory (also used for created parent directories)
 
-Entry = tuple[str, ...]  # something below the managed path, by its names; TOP: the path itself
-TOP: Entry = ()
-Src = tuple[int, Entry]  # something below a source directory: the open source, and names
-
-_clean_dirs: set[tuple[int, int]] = set()  # directories (device, inode) found free of leftovers
-
-_OCTAL = re.compile(r"0?[0-7]{3,4}")
-_CLAUSE = re.compile(r"([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)")
-_ACTION = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
-_SHIFT = {"u": 6, "g": 3, "o": 0}
-_SPECIAL = {"u": stat.S_ISUID, "g": stat.S_ISGID, "o": stat.S_ISVTX}
 _MANAGED = ("content", "source", "fragments", "owner", "group", "mode", "selinux")
-_SELINUX_XATTR = "security.selinux"
-SELINUX_FS = "/sys/fs/selinux"  # mounted where SELinux is enabled
 _CONTEXT = re.compile(r"[A-Za-z0-9_.]+:[A-Za-z0-9_.]+:[A-Za-z0-9_.]+(:[A-Za-z0-9_.:,-]+)?")
-_KINDS = {
-    stat.S_IFREG: "file",
-    stat.S_IFDIR: "directory",
-    stat.S_IFLNK: "symlink",
-    stat.S_IFIFO: "fifo",
-    stat.S_IFSOCK: "socket",
-}
 
 
 @register("file")
@@ -257,7 +246,7 @@ class FileRes(Edgeable, Reversible, Resource):
                 where, steps = await self._plan(held)
             except OSError as err:
                 raise ResourceError(f"cannot inspect {self._fs_path}: {err}") from err
-            self.handle.send(content=functools.partial(_read_small, where.path))
+            self.handle.send(content=functools.partial(read_small, where.path))
             if not steps:
                 return nothing_to_do(self.handle, functools.partial(self._why, where.path))
             if apply and self.meta.reverse and getattr(self, "_prior", None) is None:
@@ -315,7 +304,7 @@ class FileRes(Edgeable, Reversible, Resource):
                 while where.missing:
                     where.make_parent()
                 data = base64.b64decode(prior["content"])
-                where.write(TOP, _filler(data), prior["mode"], prior["uid"], prior["gid"])
+                where.write(TOP, filler(data), prior["mode"], prior["uid"], prior["gid"])
             elif st is not None:
                 mode = None if stat.S_ISLNK(st.st_mode) else prior["mode"]
                 where.attrs(TOP, st, uid=prior["uid"], gid=prior["gid"], mode=mode)
@@ -333,7 +322,7 @@ class FileRes(Edgeable, Reversible, Resource):
         else:
             steps = await self._plan_file(where, st, held)
         if self.selinux is not None:
-            steps += _selinux_steps(where, self.selinux, created=bool(steps))
+            steps += selinux_steps(where, self.selinux, created=bool(steps))
         return where, steps
 
     def _plan_symlink(self, where: Where, st: os.stat_result | None) -> list[Step]:
@@ -399,14 +388,14 @@ class FileRes(Edgeable, Reversible, Resource):
         changes = attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
         data: bytes | int | None = self.content.encode() if self.content is not None else source
         if self.fragments is not None:
-            data = await _in_thread(functools.partial(_read_fragments, self.fragments))
+            data = await in_thread(functools.partial(read_fragments, self.fragments))
         size = len(data) if isinstance(data, bytes) else src.st_size if src is not None else 0
-        if cur is not None and (data is None or await _same(where, cur, data, size)):
+        if cur is not None and (data is None or await same(where, cur, data, size)):
             return steps + changes
         if cur is not None:
             uid = cur.st_uid if uid == -1 else uid
             gid = cur.st_gid if gid == -1 else gid
-        write = functools.partial(where.write, TOP, _filler(data), mode, uid, gid)
+        write = functools.partial(where.write, TOP, filler(data), mode, uid, gid)
         if cur is None:
             create = Step(f"create {where.path}", f"created {where.path}", write, slow=True)
             return [*steps, create, *after]
@@ -432,10 +421,10 @@ class FileRes(Edgeable, Reversible, Resource):
             tree = functools.partial(
                 self._plan_tree, where, (source, ()), TOP, cur is not None, (uid, gid)
             )
-            steps += await _in_thread(tree)
+            steps += await in_thread(tree)
         elif self.purge and cur is not None:
             keep = self._kept_by_peers()
-            steps += await _in_thread(functools.partial(_plan_purge, where, TOP, keep))
+            steps += await in_thread(functools.partial(plan_purge, where, TOP, keep))
         return steps
 
     def _kept_by_peers(self) -> set[Entry]:
@@ -466,7 +455,7 @@ class FileRes(Edgeable, Reversible, Resource):
             want = safefs.scan(src_fd)
         steps: list[Step] = []
         for name in sorted(n for n, st in have.items() if safefs.is_stale_temp(n, st)):
-            label = _label(child(dst, name))
+            label = entry_label(child(dst, name))
             remove = functools.partial(where.remove, child(dst, name), False)
             steps.append(Step(f"remove leftover temp file {label}", f"removed {label}", remove))
             del have[name]
@@ -477,7 +466,7 @@ class FileRes(Edgeable, Reversible, Resource):
             )
         if self.purge:
             for name in sorted(have.keys() - want.keys()):
-                entry, label = child(dst, name), _label(child(dst, name))
+                entry, label = child(dst, name), entry_label(child(dst, name))
                 purge = functools.partial(where.remove, entry)
                 steps.append(Step(f"purge {label}", f"purged {label}", purge, True))
         return steps
@@ -493,7 +482,7 @@ class FileRes(Edgeable, Reversible, Resource):
         ids: tuple[int, int],
     ) -> list[Step]:
         src_root, src_rel = src
-        rel = _label(entry)
+        rel = entry_label(entry)
         kind = kind_of(src_st)
         if kind not in ("file", "directory", "symlink"):
             raise ResourceError(
@@ -536,7 +525,7 @@ class FileRes(Edgeable, Reversible, Resource):
     ) -> Step:
         """Replacing what is at entry by a `want` (needs force)."""
         have = kind_of(st)
-        path = where.path if entry == TOP else _label(entry)
+        path = where.path if entry == TOP else entry_label(entry)
         if not self.force:
             raise ResourceError(
                 f"{path} is a {have}, expected a {want}: set force: true to replace it"
@@ -594,50 +583,6 @@ class FileRes(Edgeable, Reversible, Resource):
         return src_bits if src_bits is not None else start
 
 
-# modes ---------------------------------------------------------------------------------------
-
-
-def mode_after(spec: str, current: int, is_dir: bool) -> int:
-    """The permission bits that `spec` (octal, or chmod-style symbolic) gives `current`.
-
-    Symbolic clauses are `[ugoa]*([-+=]([rwxXst]*|[ugo]))+`, comma separated, applied in
-    order; no "who" means "a" (the umask is not consulted). Raises ValueError for bad specs.
-    """
-    if _OCTAL.fullmatch(spec):
-        return int(spec, 8)
-    mode = current & 0o7777
-    for clause in spec.split(","):
-        match = _CLAUSE.fullmatch(clause)
-        if match is None:
-            raise ValueError(f"bad mode clause {clause!r}")
-        who = match.group(1).replace("a", "ugo") or "ugo"
-        for op, perms in _ACTION.findall(match.group(2)):
-            mode = _apply_action(mode, who, op, perms, is_dir)
-    return mode
-
-
-def _apply_action(mode: int, who: str, op: str, perms: str, is_dir: bool) -> int:
-    bits = 0
-    for w in set(who):
-        if perms in _SHIFT:  # copy another class's bits, e.g. "g=u"
-            bits |= ((mode >> _SHIFT[perms]) & 7) << _SHIFT[w]
-            continue
-        rwx = 4 * ("r" in perms) + 2 * ("w" in perms) + ("x" in perms)
-        if "X" in perms and (is_dir or mode & 0o111):
-            rwx |= 1
-        bits |= rwx << _SHIFT[w]
-        if ("s" in perms and w != "o") or ("t" in perms and w == "o"):
-            bits |= _SPECIAL[w]
-    if op == "+":
-        return mode | bits
-    if op == "-":
-        return mode & ~bits
-    cleared = 0
-    for w in set(who):
-        cleared |= (7 << _SHIFT[w]) | _SPECIAL[w]
-    return (mode & ~cleared) | bits
-
-
 # owners --------------------------------------------------------------------------------------
 
 
@@ -659,393 +604,3 @@ def _validate_id(value: str | None, key: str) -> None:
             f"'_', '.', '-'), got {value!r}",
             key,
         )
-
-
-def attr_steps(
-    where: Where,
-    entry: Entry,
-    label: str,
-    st: os.stat_result | None,
-    *,
-    mode: int | None,
-    uid: int,
-    gid: int,
-) -> list[Step]:
-    """chown/chmod steps for what differs on an existing inode (mode None or id -1: unmanaged)."""
-    if st is None:
-        return []
-    steps = []
-    if uid not in (-1, st.st_uid):
-        change = f"{label}{user_name(st.st_uid)} -> {user_name(uid)}"
-        chown = functools.partial(where.attrs, entry, st, uid=uid)
-        steps.append(Step(f"chown {change}", f"owner {change}", chown))
-    if gid not in (-1, st.st_gid):
-        change = f"{label}{group_name(st.st_gid)} -> {group_name(gid)}"
-        chgrp = functools.partial(where.attrs, entry, st, gid=gid)
-        steps.append(Step(f"chgrp {change}", f"group {change}", chgrp))
-    old = stat.S_IMODE(st.st_mode)
-    if mode is not None and old != mode:  # after chown, which may clear setuid bits
-        change = f"{label}{old:04o} -> {mode:04o}"
-        chmod = functools.partial(where.attrs, entry, st, mode=mode)
-        steps.append(Step(f"chmod {change}", f"mode {change}", chmod))
-    return steps
-
-
-# where the changes happen: descriptors, never paths ------------------------------------------
-
-
-def child(entry: Entry, name: str) -> Entry:
-    return (*entry, name)
-
-
-def _label(entry: Entry) -> str:
-    return "/".join(entry)
-
-
-class Where:
-    """The managed path's parent directory, held open for one check_apply.
-
-    It is reached by `safefs.walk` (no unsafe symlink followed on the way); `missing` lists
-    the parent directories still to create. Every step acts through descriptors relative to
-    it, never by path, so a symlink swapped in after the check is not followed. An Entry
-    addresses the path itself (TOP) or something below it (a tree copy), whose directories
-    are opened one by one without following any symlink.
-    """
-
-    def __init__(
-        self, path: str, *, start: tuple[int, str] | None = None, shown: str | None = None
-    ) -> None:
-        parent, self.name = os.path.split(path)
-        self.path = shown or path  # for messages
-        self.fd, self.missing = safefs.walk(parent or ".", start=start)
-
-    def __enter__(self) -> Where:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
-
-    def follow(self) -> Where:
-        """Where the symlink at the path points, if the safe-path rule allows following it.
-
-        The link itself must pass the rule (see safefs.safe_link), and every link on the way
-        to its target is walked by it too: a link another user controls is never followed.
-        """
-        with self._at(TOP) as (fd, name):
-            target = safefs.safe_link(fd, name, self.path)
-        name = os.path.basename(target.rstrip("/"))
-        if name in ("", ".", ".."):
-            raise ResourceError(f"symlink {self.path} -> {target!r} names no file to manage")
-        here = os.path.dirname(self.path)
-        shown = os.path.normpath(os.path.join(here, target))
-        return Where(target.rstrip("/"), start=(self.fd, here), shown=shown)
-
-    @contextlib.contextmanager
-    def _at(self, entry: Entry) -> Iterator[tuple[int, str]]:
-        """The directory descriptor holding entry, and its name there."""
-        if self.missing:
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory", self.path)
-        if not entry:
-            yield self.fd, self.name
-            return
-        with safefs.closing(safefs.sub_dir(self.fd, (self.name, *entry[:-1]))) as fd:
-            yield fd, entry[-1]
-
-    # reading
-
-    def lstat(self, entry: Entry) -> os.stat_result | None:
-        if self.missing:
-            return None
-        if not entry:  # the usual case, without the context manager's cost
-            return safefs.lstat_at(self.fd, self.name)
-        with self._at(entry) as (fd, name):
-            return safefs.lstat_at(fd, name)
-
-    @contextlib.contextmanager
-    def at_fd(self, entry: Entry) -> Iterator[int]:
-        """entry open read-only (a file or a directory; a symlink is not followed)."""
-        with self._at(entry) as (dir_fd, name):
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-            with safefs.closing(os.open(name, flags, dir_fd=dir_fd)) as fd:
-                yield fd
-
-    def readlink(self, entry: Entry) -> str:
-        with self._at(entry) as (fd, name):
-            return os.readlink(name, dir_fd=fd)
-
-    def read(self, entry: Entry, limit: int) -> bytes | None:
-        """Up to `limit` bytes of a regular file (None: bigger)."""
-        with self._at(entry) as (fd, name):
-            return safefs.read_at(fd, name, limit)
-
-    def scan(self, entry: Entry) -> dict[str, os.stat_result]:
-        with self._at(entry) as (fd, name):
-            return safefs.scan(fd, name)
-
-    def same(self, entry: Entry, want: bytes | int, size: int) -> bool:
-        if entry:
-            with self._at(entry) as (fd, name):
-                have = safefs.open_read(fd, name)
-        else:  # the usual case, without the context manager's cost
-            have = safefs.open_read(self.fd, self.name)
-        try:
-            return same_content(have, want, size)
-        finally:
-            os.close(have)
-
-    def observe(self) -> dict[str, Any]:
-        """What is at the path now, as JSON data a reversal can restore."""
-        if self.missing:
-            return {"existed": False}
-        return _prior(self.fd, self.name)
-
-    # changing
-
-    def parent_steps(self) -> list[Step]:
-        """Creating the missing parent directories, outermost first."""
-        if not self.missing:
-            return []
-        shown, parent = [], os.path.dirname(self.path)
-        for _ in self.missing:
-            shown.append(parent)
-            parent = os.path.dirname(parent)
-        return [
-            Step(f"create parent directory {p}", f"created parent directory {p}", self.make_parent)
-            for p in reversed(shown)
-        ]
-
-    def make_parent(self) -> None:
-        """Create the next missing parent directory (mode 0755, whatever the umask)."""
-        fd = safefs.make_dirs(self.fd, self.missing[:1], DIR_BASE)
-        os.close(self.fd)
-        self.fd, self.missing = fd, self.missing[1:]
-
-    def temp_steps(self) -> list[Step]:
-        """Removing temp files that crashed writes left next to the path (once per directory)."""
-        if self.missing:
-            return []
-        st = os.fstat(self.fd)
-        if (st.st_dev, st.st_ino) in _clean_dirs:
-            return []
-        stale = safefs.stale_temps(self.fd)
-        if not stale:
-            _clean_dirs.add((st.st_dev, st.st_ino))
-        here = os.path.dirname(self.path)
-        return [
-            Step(
-                f"remove leftover temp file {os.path.join(here, name)}",
-                f"removed leftover temp file {os.path.join(here, name)}",
-                functools.partial(self._unlink_temp, name),
-            )
-            for name in stale
-        ]
-
-    def _unlink_temp(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):  # a sibling resource removed it first
-            os.unlink(name, dir_fd=self.fd)
-
-    def write(
-        self, entry: Entry, fill: Callable[[BinaryIO], object], mode: int, uid: int, gid: int
-    ) -> None:
-        with self._at(entry) as (fd, name):
-            safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid)
-
-    def copy(self, entry: Entry, src: Src, mode: int, uid: int, gid: int) -> None:
-        """Copy the source tree's entry src (its root and names) to entry."""
-        root, rel = src
-        with (
-            safefs.closing(safefs.sub_dir(root, rel[:-1])) as src_dir,
-            safefs.closing(safefs.open_read(src_dir, rel[-1])) as src_fd,
-        ):
-            self.write(entry, _filler(src_fd), mode, uid, gid)
-
-    def make_dir(self, entry: Entry, mode: int, uid: int, gid: int) -> None:
-        with self._at(entry) as (fd, name):
-            safefs.make_dir(fd, name, mode, uid, gid)
-
-    def symlink(self, entry: Entry, target: str, uid: int, gid: int) -> None:
-        with self._at(entry) as (fd, name):
-            safefs.symlink_at(fd, name, target, uid, gid)
-
-    def remove(self, entry: Entry, recursive: bool = True) -> None:
-        with self._at(entry) as (fd, name):
-            safefs.remove_at(fd, name, recursive=recursive)
-
-    def attrs(
-        self,
-        entry: Entry,
-        expect: os.stat_result,
-        *,
-        uid: int = -1,
-        gid: int = -1,
-        mode: int | None = None,
-    ) -> None:
-        """chown/chmod entry on its open descriptor (a symlink: chown the link itself)."""
-        with self._at(entry) as (fd, name):
-            if stat.S_ISLNK(expect.st_mode):
-                os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
-            else:
-                safefs.set_attrs(fd, name, uid=uid, gid=gid, mode=mode, expect=expect)
-
-
-# filesystem helpers --------------------------------------------------------------------------
-
-
-def kind_of(st: os.stat_result) -> str:
-    """A human name for the type of an inode."""
-    return _KINDS.get(stat.S_IFMT(st.st_mode), "device")
-
-
-def same_content(fd: int, want: bytes | int, size: int) -> bool:
-    """True if the first `size` bytes of the file open as fd are `want`: bytes, or what the
-    file open as `want` holds (both have that size: the caller compared their stats)."""
-    offset = 0
-    while offset < size:
-        count = min(CHUNK, size - offset)  # no bigger buffer than needed: it costs a malloc
-        chunk = os.pread(fd, count, offset)
-        if isinstance(want, bytes):
-            expected = want[offset : offset + count]
-        else:
-            expected = os.pread(want, count, offset)
-        if len(chunk) != count or chunk != expected:
-            return False
-        offset += count
-    return True
-
-
-async def _same(where: Where, st: os.stat_result, want: bytes | int, size: int) -> bool:
-    if st.st_size != size:
-        return False
-    if size <= INLINE_LIMIT:
-        return where.same(TOP, want, size)
-    return await _in_thread(functools.partial(where.same, TOP, want, size))
-
-
-def _filler(data: bytes | int | None) -> Callable[[BinaryIO], object]:
-    """Writes `data` into a file: bytes, what the file open as an int holds, or nothing."""
-
-    def fill(out: BinaryIO) -> None:
-        if isinstance(data, bytes):
-            out.write(data)
-        elif isinstance(data, int):
-            offset = 0
-            while chunk := os.pread(data, CHUNK, offset):
-                out.write(chunk)
-                offset += len(chunk)
-
-    return fill
-
-
-# reversal helpers ----------------------------------------------------------------------------
-
-REVERSE_LIMIT = 1 << 20  # prior content up to 1 MiB is kept for a reversal
-
-
-def _plan_purge(where: Where, entry: Entry, keep: set[Entry]) -> list[Step]:
-    """Steps removing what is below entry and not kept (runs in a thread); kept directories
-    are walked through descriptors too (nothing is followed)."""
-    steps: list[Step] = []
-    for name, st in sorted(where.scan(entry).items()):
-        sub = child(entry, name)
-        if sub not in keep:
-            label = _label(sub)
-            purge = functools.partial(where.remove, sub)
-            steps.append(Step(f"purge {label}", f"purged {label}", purge, True))
-        elif stat.S_ISDIR(st.st_mode):
-            steps += _plan_purge(where, sub, keep)
-    return steps
-
-
-def _read_fragments(fragments: list[str]) -> bytes:
-    """The content the fragments make (runs in a thread): each file's bytes in order; a
-    directory's regular files by name (one level). A named path is followed like a source;
-    below a directory nothing is. ResourceError if one cannot be read."""
-    parts: list[bytes] = []
-    for index, fragment in enumerate(fragments):
-        try:
-            fd = os.open(fragment, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        except OSError as err:
-            raise ResourceError(
-                f"fragments[{index}]: cannot open {fragment}: {err.strerror}"
-            ) from err
-        with safefs.closing(fd):
-            st = os.fstat(fd)
-            if fragment.endswith("/") != stat.S_ISDIR(st.st_mode):
-                want = "a directory (it ends in '/')" if fragment.endswith("/") else "a file"
-                raise ResourceError(f"fragments[{index}]: {fragment} is not {want}")
-            if stat.S_ISREG(st.st_mode):
-                parts.append(_read_fd(fd))
-                continue
-            if not stat.S_ISDIR(st.st_mode):
-                raise ResourceError(f"fragments[{index}]: {fragment} is a {kind_of(st)}")
-            for name, entry in sorted(safefs.scan(fd).items()):
-                if stat.S_ISREG(entry.st_mode) and not safefs.is_stale_temp(name, entry):
-                    with safefs.closing(safefs.open_read(fd, name)) as file_fd:
-                        parts.append(_read_fd(file_fd))
-    return b"".join(parts)
-
-
-def _read_fd(fd: int) -> bytes:
-    chunks, offset = [], 0
-    while chunk := os.pread(fd, CHUNK, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-
-
-def selinux_enabled() -> bool:
-    """SELinux is enabled on this host (its file system is mounted)."""
-    return os.path.exists(os.path.join(SELINUX_FS, "enforce"))
-
-
-def _selinux_steps(where: Where, context: str, *, created: bool) -> list[Step]:
-    """Setting path's SELinux context (the security.selinux attribute, through a descriptor
-    opened without following a link). ResourceError where SELinux is not enabled."""
-    if not selinux_enabled():
-        raise ResourceError(
-            f"selinux: SELinux is not enabled on this host ({SELINUX_FS} is not mounted): "
-            "cannot set the context; remove the selinux param here"
-        )
-    path = where.path
-    if not created:
-        with where.at_fd(TOP) as fd:
-            have = os.getxattr(fd, _SELINUX_XATTR).rstrip(b"\0").decode(errors="replace")
-        if have == context:
-            return []
-        change = f"{have} -> {context}"
-    else:
-        change = context
-
-    def label() -> None:
-        with where.at_fd(TOP) as fd:
-            os.setxattr(fd, _SELINUX_XATTR, context.encode())
-
-    return [Step(f"set the SELinux context of {path}: {change}", f"context {change}", label)]
-
-
-def _read_small(path: str) -> str | None:
-    """The content of a regular file up to REVERSE_LIMIT bytes (sent along send/recv edges)."""
-    try:
-        with Where(path) as where:
-            data = where.read(TOP, REVERSE_LIMIT)
-    except (OSError, MgmtError):
-        return None
-    return data.decode(errors="replace") if data is not None else None
-
-
-def _prior(dir_fd: int, name: str) -> dict[str, Any]:
-    st = safefs.lstat_at(dir_fd, name)
-    if st is None:
-        return {"existed": False}
-    prior: dict[str, Any] = {
-        "existed": True,
-        "kind": kind_of(st),
-        "mode": stat.S_IMODE(st.st_mode),
-        "uid": st.st_uid,
-        "gid": st.st_gid,
-    }
-    if stat.S_ISREG(st.st_mode) and st.st_size <= REVERSE_LIMIT:
-        data = safefs.read_at(dir_fd, name, REVERSE_LIMIT)
-        if data is not None:
-            prior["content"] = base64.b64encode(data).decode()
-    return prior

@@ -1,0 +1,97 @@
+"""mgmt's later file params: fragments, purge without a source, SELinux contexts."""
+
+from __future__ import annotations
+
+import functools
+import os
+import stat
+
+from engine import safefs
+from engine.errors import ResourceError
+from resources._lib.plan import Step
+from resources.file.where import CHUNK, TOP, Entry, Where, child, entry_label, kind_of
+
+_SELINUX_XATTR = "security.selinux"
+SELINUX_FS = "/sys/fs/selinux"  # mounted where SELinux is enabled
+
+
+def plan_purge(where: Where, entry: Entry, keep: set[Entry]) -> list[Step]:
+    """Steps removing what is below entry and not kept (runs in a thread); kept directories
+    are walked through descriptors too (nothing is followed)."""
+    steps: list[Step] = []
+    for name, st in sorted(where.scan(entry).items()):
+        sub = child(entry, name)
+        if sub not in keep:
+            label = entry_label(sub)
+            purge = functools.partial(where.remove, sub)
+            steps.append(Step(f"purge {label}", f"purged {label}", purge, True))
+        elif stat.S_ISDIR(st.st_mode):
+            steps += plan_purge(where, sub, keep)
+    return steps
+
+
+def read_fragments(fragments: list[str]) -> bytes:
+    """The content the fragments make (runs in a thread): each file's bytes in order; a
+    directory's regular files by name (one level). A named path is followed like a source;
+    below a directory nothing is. ResourceError if one cannot be read."""
+    parts: list[bytes] = []
+    for index, fragment in enumerate(fragments):
+        try:
+            fd = os.open(fragment, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError as err:
+            raise ResourceError(
+                f"fragments[{index}]: cannot open {fragment}: {err.strerror}"
+            ) from err
+        with safefs.closing(fd):
+            st = os.fstat(fd)
+            if fragment.endswith("/") != stat.S_ISDIR(st.st_mode):
+                want = "a directory (it ends in '/')" if fragment.endswith("/") else "a file"
+                raise ResourceError(f"fragments[{index}]: {fragment} is not {want}")
+            if stat.S_ISREG(st.st_mode):
+                parts.append(read_fd(fd))
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                raise ResourceError(f"fragments[{index}]: {fragment} is a {kind_of(st)}")
+            for name, entry in sorted(safefs.scan(fd).items()):
+                if stat.S_ISREG(entry.st_mode) and not safefs.is_stale_temp(name, entry):
+                    with safefs.closing(safefs.open_read(fd, name)) as file_fd:
+                        parts.append(read_fd(file_fd))
+    return b"".join(parts)
+
+
+def read_fd(fd: int) -> bytes:
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, CHUNK, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def selinux_enabled() -> bool:
+    """SELinux is enabled on this host (its file system is mounted)."""
+    return os.path.exists(os.path.join(SELINUX_FS, "enforce"))
+
+
+def selinux_steps(where: Where, context: str, *, created: bool) -> list[Step]:
+    """Setting path's SELinux context (the security.selinux attribute, through a descriptor
+    opened without following a link). ResourceError where SELinux is not enabled."""
+    if not selinux_enabled():
+        raise ResourceError(
+            f"selinux: SELinux is not enabled on this host ({SELINUX_FS} is not mounted): "
+            "cannot set the context; remove the selinux param here"
+        )
+    path = where.path
+    if not created:
+        with where.at_fd(TOP) as fd:
+            have = os.getxattr(fd, _SELINUX_XATTR).rstrip(b"\0").decode(errors="replace")
+        if have == context:
+            return []
+        change = f"{have} -> {context}"
+    else:
+        change = context
+
+    def relabel() -> None:
+        with where.at_fd(TOP) as fd:
+            os.setxattr(fd, _SELINUX_XATTR, context.encode())
+
+    return [Step(f"set the SELinux context of {path}: {change}", f"context {change}", relabel)]

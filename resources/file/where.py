@@ -1,0 +1,347 @@
+"""Where file's changes happen: descriptors, never paths (see the package docstring), and the
+filesystem helpers the checks, copies and reversals share."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import functools
+import os
+import stat
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
+
+from engine import safefs
+from engine.errors import MgmtError, ResourceError
+from resources._lib.ids import (
+    group_name,
+    user_name,
+)
+from resources._lib.plan import Step
+from resources._lib.plan import in_thread as _in_thread
+
+CHUNK = 1 << 20  # read/copy block size
+DIR_BASE = 0o755  # a new directory's bits (also for created parent directories)
+INLINE_LIMIT = 1 << 16  # files up to this size are compared inline, bigger in a thread
+
+Entry = tuple[str, ...]  # something below the managed path, by its names; TOP: the path itself
+TOP: Entry = ()
+Src = tuple[int, Entry]  # something below a source directory: the open source, and names
+
+_clean_dirs: set[tuple[int, int]] = set()  # directories (device, inode) found free of leftovers
+_KINDS = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "directory",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+}
+
+
+def attr_steps(
+    where: Where,
+    entry: Entry,
+    label: str,
+    st: os.stat_result | None,
+    *,
+    mode: int | None,
+    uid: int,
+    gid: int,
+) -> list[Step]:
+    """chown/chmod steps for what differs on an existing inode (mode None or id -1: unmanaged)."""
+    if st is None:
+        return []
+    steps = []
+    if uid not in (-1, st.st_uid):
+        change = f"{label}{user_name(st.st_uid)} -> {user_name(uid)}"
+        chown = functools.partial(where.attrs, entry, st, uid=uid)
+        steps.append(Step(f"chown {change}", f"owner {change}", chown))
+    if gid not in (-1, st.st_gid):
+        change = f"{label}{group_name(st.st_gid)} -> {group_name(gid)}"
+        chgrp = functools.partial(where.attrs, entry, st, gid=gid)
+        steps.append(Step(f"chgrp {change}", f"group {change}", chgrp))
+    old = stat.S_IMODE(st.st_mode)
+    if mode is not None and old != mode:  # after chown, which may clear setuid bits
+        change = f"{label}{old:04o} -> {mode:04o}"
+        chmod = functools.partial(where.attrs, entry, st, mode=mode)
+        steps.append(Step(f"chmod {change}", f"mode {change}", chmod))
+    return steps
+
+
+# where the changes happen: descriptors, never paths ------------------------------------------
+
+
+def child(entry: Entry, name: str) -> Entry:
+    return (*entry, name)
+
+
+def entry_label(entry: Entry) -> str:
+    return "/".join(entry)
+
+
+class Where:
+    """The managed path's parent directory, held open for one check_apply.
+
+    It is reached by `safefs.walk` (no unsafe symlink followed on the way); `missing` lists
+    the parent directories still to create. Every step acts through descriptors relative to
+    it, never by path, so a symlink swapped in after the check is not followed. An Entry
+    addresses the path itself (TOP) or something below it (a tree copy), whose directories
+    are opened one by one without following any symlink.
+    """
+
+    def __init__(
+        self, path: str, *, start: tuple[int, str] | None = None, shown: str | None = None
+    ) -> None:
+        parent, self.name = os.path.split(path)
+        self.path = shown or path  # for messages
+        self.fd, self.missing = safefs.walk(parent or ".", start=start)
+
+    def __enter__(self) -> Where:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def follow(self) -> Where:
+        """Where the symlink at the path points, if the safe-path rule allows following it.
+
+        The link itself must pass the rule (see safefs.safe_link), and every link on the way
+        to its target is walked by it too: a link another user controls is never followed.
+        """
+        with self._at(TOP) as (fd, name):
+            target = safefs.safe_link(fd, name, self.path)
+        name = os.path.basename(target.rstrip("/"))
+        if name in ("", ".", ".."):
+            raise ResourceError(f"symlink {self.path} -> {target!r} names no file to manage")
+        here = os.path.dirname(self.path)
+        shown = os.path.normpath(os.path.join(here, target))
+        return Where(target.rstrip("/"), start=(self.fd, here), shown=shown)
+
+    @contextlib.contextmanager
+    def _at(self, entry: Entry) -> Iterator[tuple[int, str]]:
+        """The directory descriptor holding entry, and its name there."""
+        if self.missing:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", self.path)
+        if not entry:
+            yield self.fd, self.name
+            return
+        with safefs.closing(safefs.sub_dir(self.fd, (self.name, *entry[:-1]))) as fd:
+            yield fd, entry[-1]
+
+    # reading
+
+    def lstat(self, entry: Entry) -> os.stat_result | None:
+        if self.missing:
+            return None
+        if not entry:  # the usual case, without the context manager's cost
+            return safefs.lstat_at(self.fd, self.name)
+        with self._at(entry) as (fd, name):
+            return safefs.lstat_at(fd, name)
+
+    @contextlib.contextmanager
+    def at_fd(self, entry: Entry) -> Iterator[int]:
+        """entry open read-only (a file or a directory; a symlink is not followed)."""
+        with self._at(entry) as (dir_fd, name):
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+            with safefs.closing(os.open(name, flags, dir_fd=dir_fd)) as fd:
+                yield fd
+
+    def readlink(self, entry: Entry) -> str:
+        with self._at(entry) as (fd, name):
+            return os.readlink(name, dir_fd=fd)
+
+    def read(self, entry: Entry, limit: int) -> bytes | None:
+        """Up to `limit` bytes of a regular file (None: bigger)."""
+        with self._at(entry) as (fd, name):
+            return safefs.read_at(fd, name, limit)
+
+    def scan(self, entry: Entry) -> dict[str, os.stat_result]:
+        with self._at(entry) as (fd, name):
+            return safefs.scan(fd, name)
+
+    def same(self, entry: Entry, want: bytes | int, size: int) -> bool:
+        if entry:
+            with self._at(entry) as (fd, name):
+                have = safefs.open_read(fd, name)
+        else:  # the usual case, without the context manager's cost
+            have = safefs.open_read(self.fd, self.name)
+        try:
+            return same_content(have, want, size)
+        finally:
+            os.close(have)
+
+    def observe(self) -> dict[str, Any]:
+        """What is at the path now, as JSON data a reversal can restore."""
+        if self.missing:
+            return {"existed": False}
+        return _prior(self.fd, self.name)
+
+    # changing
+
+    def parent_steps(self) -> list[Step]:
+        """Creating the missing parent directories, outermost first."""
+        if not self.missing:
+            return []
+        shown, parent = [], os.path.dirname(self.path)
+        for _ in self.missing:
+            shown.append(parent)
+            parent = os.path.dirname(parent)
+        return [
+            Step(f"create parent directory {p}", f"created parent directory {p}", self.make_parent)
+            for p in reversed(shown)
+        ]
+
+    def make_parent(self) -> None:
+        """Create the next missing parent directory (mode 0755, whatever the umask)."""
+        fd = safefs.make_dirs(self.fd, self.missing[:1], DIR_BASE)
+        os.close(self.fd)
+        self.fd, self.missing = fd, self.missing[1:]
+
+    def temp_steps(self) -> list[Step]:
+        """Removing temp files that crashed writes left next to the path (once per directory)."""
+        if self.missing:
+            return []
+        st = os.fstat(self.fd)
+        if (st.st_dev, st.st_ino) in _clean_dirs:
+            return []
+        stale = safefs.stale_temps(self.fd)
+        if not stale:
+            _clean_dirs.add((st.st_dev, st.st_ino))
+        here = os.path.dirname(self.path)
+        return [
+            Step(
+                f"remove leftover temp file {os.path.join(here, name)}",
+                f"removed leftover temp file {os.path.join(here, name)}",
+                functools.partial(self._unlink_temp, name),
+            )
+            for name in stale
+        ]
+
+    def _unlink_temp(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):  # a sibling resource removed it first
+            os.unlink(name, dir_fd=self.fd)
+
+    def write(
+        self, entry: Entry, fill: Callable[[BinaryIO], object], mode: int, uid: int, gid: int
+    ) -> None:
+        with self._at(entry) as (fd, name):
+            safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid)
+
+    def copy(self, entry: Entry, src: Src, mode: int, uid: int, gid: int) -> None:
+        """Copy the source tree's entry src (its root and names) to entry."""
+        root, rel = src
+        with (
+            safefs.closing(safefs.sub_dir(root, rel[:-1])) as src_dir,
+            safefs.closing(safefs.open_read(src_dir, rel[-1])) as src_fd,
+        ):
+            self.write(entry, filler(src_fd), mode, uid, gid)
+
+    def make_dir(self, entry: Entry, mode: int, uid: int, gid: int) -> None:
+        with self._at(entry) as (fd, name):
+            safefs.make_dir(fd, name, mode, uid, gid)
+
+    def symlink(self, entry: Entry, target: str, uid: int, gid: int) -> None:
+        with self._at(entry) as (fd, name):
+            safefs.symlink_at(fd, name, target, uid, gid)
+
+    def remove(self, entry: Entry, recursive: bool = True) -> None:
+        with self._at(entry) as (fd, name):
+            safefs.remove_at(fd, name, recursive=recursive)
+
+    def attrs(
+        self,
+        entry: Entry,
+        expect: os.stat_result,
+        *,
+        uid: int = -1,
+        gid: int = -1,
+        mode: int | None = None,
+    ) -> None:
+        """chown/chmod entry on its open descriptor (a symlink: chown the link itself)."""
+        with self._at(entry) as (fd, name):
+            if stat.S_ISLNK(expect.st_mode):
+                os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
+            else:
+                safefs.set_attrs(fd, name, uid=uid, gid=gid, mode=mode, expect=expect)
+
+
+# filesystem helpers --------------------------------------------------------------------------
+
+
+def kind_of(st: os.stat_result) -> str:
+    """A human name for the type of an inode."""
+    return _KINDS.get(stat.S_IFMT(st.st_mode), "device")
+
+
+def same_content(fd: int, want: bytes | int, size: int) -> bool:
+    """True if the first `size` bytes of the file open as fd are `want`: bytes, or what the
+    file open as `want` holds (both have that size: the caller compared their stats)."""
+    offset = 0
+    while offset < size:
+        count = min(CHUNK, size - offset)  # no bigger buffer than needed: it costs a malloc
+        chunk = os.pread(fd, count, offset)
+        if isinstance(want, bytes):
+            expected = want[offset : offset + count]
+        else:
+            expected = os.pread(want, count, offset)
+        if len(chunk) != count or chunk != expected:
+            return False
+        offset += count
+    return True
+
+
+async def same(where: Where, st: os.stat_result, want: bytes | int, size: int) -> bool:
+    if st.st_size != size:
+        return False
+    if size <= INLINE_LIMIT:
+        return where.same(TOP, want, size)
+    return await _in_thread(functools.partial(where.same, TOP, want, size))
+
+
+def filler(data: bytes | int | None) -> Callable[[BinaryIO], object]:
+    """Writes `data` into a file: bytes, what the file open as an int holds, or nothing."""
+
+    def fill(out: BinaryIO) -> None:
+        if isinstance(data, bytes):
+            out.write(data)
+        elif isinstance(data, int):
+            offset = 0
+            while chunk := os.pread(data, CHUNK, offset):
+                out.write(chunk)
+                offset += len(chunk)
+
+    return fill
+
+
+# reversal helpers ----------------------------------------------------------------------------
+
+REVERSE_LIMIT = 1 << 20  # prior content up to 1 MiB is kept for a reversal
+
+
+def read_small(path: str) -> str | None:
+    """The content of a regular file up to REVERSE_LIMIT bytes (sent along send/recv edges)."""
+    try:
+        with Where(path) as where:
+            data = where.read(TOP, REVERSE_LIMIT)
+    except (OSError, MgmtError):
+        return None
+    return data.decode(errors="replace") if data is not None else None
+
+
+def _prior(dir_fd: int, name: str) -> dict[str, Any]:
+    st = safefs.lstat_at(dir_fd, name)
+    if st is None:
+        return {"existed": False}
+    prior: dict[str, Any] = {
+        "existed": True,
+        "kind": kind_of(st),
+        "mode": stat.S_IMODE(st.st_mode),
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+    }
+    if stat.S_ISREG(st.st_mode) and st.st_size <= REVERSE_LIMIT:
+        data = safefs.read_at(dir_fd, name, REVERSE_LIMIT)
+        if data is not None:
+            prior["content"] = base64.b64encode(data).decode()
+    return prior
