@@ -233,8 +233,10 @@ class ExecRes(Refreshable, Edgeable, Resource):
             self.handle.send(**values)
 
     async def _run(self) -> None:
-        """Run `cmd`, keep its output, raise ResourceError unless it exits 0."""
+        """Run `cmd` (then `donecmd`), keep its output, raise ResourceError unless both exit 0;
+        with `mtimes`, record the run."""
         self.handle.logger.info("running: %s", self._shown())
+        started = time.time_ns()
         code, lines = await self._execute(self._main_argv(), self.cwd, "cmd", logging.INFO)
         self.stdout = "".join(text for name, text in lines if name == "out")
         self.stderr = "".join(text for name, text in lines if name == "err")
@@ -250,7 +252,7 @@ class ExecRes(Refreshable, Edgeable, Resource):
             if code != 0:
                 raise ResourceError(self._failure("donecmd", code, lines))
         if self.mtimes:
-            await asyncio.to_thread(_stamp, self.handle.var_dir / "mtimes")
+            await asyncio.to_thread(_stamp, self.handle.var_dir / "mtimes", started)
 
     # capabilities: autoedges -----------------------------------------------------------------
 
@@ -461,12 +463,14 @@ def _newer_than(paths: list[str], stamp: Path) -> str | None:
     return None
 
 
-def _stamp(stamp: Path) -> None:
-    """Record the time of a successful run: the mtime of `stamp` (in our private var dir)."""
+def _stamp(stamp: Path, started: int) -> None:
+    """Record a successful run that started at `started` (ns): the mtime of `stamp`, in our
+    private var dir. The start, not the end: a file changed while the command ran is newer."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(stamp, flags, 0o600)
     try:
-        os.write(fd, f"{time.time_ns()}\n".encode())
+        os.write(fd, f"{started}\n".encode())
+        os.utime(fd, ns=(started, started))
     finally:
         os.close(fd)
 

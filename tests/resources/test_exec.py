@@ -594,3 +594,18 @@ def test_the_new_string_params_take_empty_as_not_set(key: str) -> None:
     res = build(ExecRes, {"name": "x", "cmd": "true", key: ""})
     res.validate()
     assert getattr(res, key) is None
+
+
+async def test_a_file_changed_while_the_command_runs_asks_for_another_run(
+    run_resource: Start, tmp_path: Path
+) -> None:
+    """The stamp is the run's start: what the command's own run saw change is newer."""
+    src = tmp_path / "src"
+    src.touch()
+    # (0.1 s in: well past the file system clock's granularity, a few ms)
+    cmd = f"sleep 0.1; touch {src}"
+    res = ExecRes(name="x", cmd=cmd, shell="/bin/sh", mtimes=[str(src)], ifcmd="false")
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is False  # ran, and touched src meanwhile
+    running.handle.refresh_flag = True
+    assert await running.res.check_apply(True) is False  # src is newer than the run's start
