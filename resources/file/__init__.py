@@ -188,7 +188,7 @@ class FileRes(Edgeable, Reversible, Resource):
             raise ValidationError("needs source: the target of the link", "symlink")
         if self._is_dir:
             raise ValidationError("a symlink's path does not end in '/'", "symlink")
-        for key in ("mode", "fragments"):
+        for key in ("mode", "fragments", "selinux"):
             if getattr(self, key) is not None:
                 raise ValidationError("cannot be combined with symlink: true", key)
         if self.recurse or self.follow:
@@ -322,7 +322,7 @@ class FileRes(Edgeable, Reversible, Resource):
         else:
             steps = await self._plan_file(where, st, held)
         if self.selinux is not None:
-            steps += selinux_steps(where, self.selinux, created=bool(steps))
+            steps += selinux_steps(where, self.selinux, changing=bool(steps))
         return where, steps
 
     def _plan_symlink(self, where: Where, st: os.stat_result | None) -> list[Step]:

@@ -72,16 +72,18 @@ def selinux_enabled() -> bool:
     return os.path.exists(os.path.join(SELINUX_FS, "enforce"))
 
 
-def selinux_steps(where: Where, context: str, *, created: bool) -> list[Step]:
+def selinux_steps(where: Where, context: str, *, changing: bool) -> list[Step]:
     """Setting path's SELinux context (the security.selinux attribute, through a descriptor
-    opened without following a link). ResourceError where SELinux is not enabled."""
+    opened without following a link), after the other steps: when they change path (a write
+    makes a new inode) it is set, else only if it differs. ResourceError where SELinux is not
+    enabled."""
     if not selinux_enabled():
         raise ResourceError(
             f"selinux: SELinux is not enabled on this host ({SELINUX_FS} is not mounted): "
             "cannot set the context; remove the selinux param here"
         )
     path = where.path
-    if not created:
+    if not changing:
         with where.at_fd(TOP) as fd:
             have = os.getxattr(fd, _SELINUX_XATTR).rstrip(b"\0").decode(errors="replace")
         if have == context:
