@@ -5,16 +5,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import socket
-import struct
 from dataclasses import dataclass, field
 from typing import Literal
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import Refreshable, Resource, register
+from resources._lib import journal
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 
 Priority = Literal["Emerg", "Alert", "Crit", "Err", "Warning", "Notice", "Info", "Debug"]
@@ -31,9 +30,6 @@ LEVELS: dict[str, int] = {
 }
 # syslog's numbers, the journal's PRIORITY field.
 SYSLOG: dict[str, int] = {name: number for number, name in enumerate(LEVELS)}
-
-# journald's native protocol socket; MGMT_JOURNAL_SOCKET overrides it (tests, containers).
-JOURNAL_SOCKET = "/run/systemd/journal/socket"
 _JOURNAL_FIELD = re.compile(r"[A-Z0-9][A-Z0-9_]*")
 
 
@@ -76,10 +72,15 @@ class MsgRes(Refreshable, Resource):
 
     def _journal(self) -> None:
         """One datagram in journald's native format (each field KEY, a length, its bytes)."""
-        path = os.environ.get("MGMT_JOURNAL_SOCKET") or JOURNAL_SOCKET
+        path = journal.socket_path()
         record = {"MESSAGE": self._body(), "PRIORITY": str(SYSLOG[self.priority])}
         record.update(self.fields)
-        data = b"".join(_field(key, value) for key, value in record.items())
+        data = journal.encode(record)
+        if len(data) > journal.MAX_DATAGRAM:
+            raise ResourceError(
+                f"journal: the message is {len(data):,} bytes, more than journald takes in one "
+                f"datagram ({journal.MAX_DATAGRAM:,})"
+            )
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.sendto(data, path)
@@ -96,12 +97,3 @@ class MsgRes(Refreshable, Resource):
         extra = "".join(f" {k}={v}" for k, v in sorted(self.fields.items()))
         self.handle.logger.log(LEVELS[self.priority], "%s%s", self._body(), extra)
         self._logged = True
-
-
-def _field(key: str, value: str) -> bytes:
-    """One field of the native protocol: KEY=value, or KEY, a 64-bit length, value (binary
-    safe: for values with a newline)."""
-    raw = value.encode()
-    if b"\n" not in raw:
-        return key.encode() + b"=" + raw + b"\n"
-    return key.encode() + b"\n" + struct.pack("<Q", len(raw)) + raw + b"\n"
