@@ -218,7 +218,7 @@ class FileRes(Edgeable, Reversible, Resource):
     async def watch(self) -> None:
         while True:
             paths = self._watch_paths()
-            recurse = self.recurse and self.source is not None
+            recurse = self.recurse and (self.source is not None or self.purge)
             async with PathWatcher(paths, recurse=recurse) as watcher:
                 self._watching = paths
                 # The startup event; after a restart (a followed link moved) a catch-up event.

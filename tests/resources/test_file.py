@@ -1035,6 +1035,21 @@ async def test_purge_without_source_keeps_what_the_graph_manages(
     assert not (top / "new").exists()
 
 
+async def test_purge_without_source_watches_the_tree(tmp_path: Path, run_resource: Any) -> None:
+    """A stray file in a kept subdirectory is an event, so the daemon purges it at once."""
+    top = tmp_path / "d"
+    (top / "kept").mkdir(parents=True)
+    (top / "kept" / "z").write_text("z")
+    res = FileRes(name="d", path=f"{top}/", state="exists", recurse=True, purge=True)
+    running = await run_resource(res)
+    running.handle.graph = [res, FileRes(name=str(top / "kept" / "z"), state="exists")]
+    assert await res.check_apply(True) is True  # nothing stray yet
+    (top / "kept" / "stray").write_text("x")
+    await running.handle.next_event()
+    await converges(res)
+    assert sorted(p.name for p in (top / "kept").iterdir()) == ["z"]
+
+
 async def test_fragments_build_the_content_and_are_watched(
     tmp_path: Path, run_resource: Any
 ) -> None:
