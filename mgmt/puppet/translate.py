@@ -225,13 +225,18 @@ def _file(res: PRes) -> Spec:
         params["state"] = "exists"
     elif ensure == "absent":
         params["state"] = "absent"
+    elif ensure == "link" or (isinstance(ensure, str) and ensure.startswith("/")):
+        target = res.take("target") if ensure == "link" else ensure
+        if not isinstance(target, str) or not target:
+            raise Untranslatable("ensure => link needs a target")
+        params.update(state="exists", symlink=True, source=target)
     else:
-        raise Untranslatable(f"ensure => {ensure!r} has no translation (links need a kind)")
+        raise Untranslatable(f"ensure => {ensure!r} has no translation")
     for ours in ("content", "source", "owner", "group", "mode"):
         value = res.take(ours)
         if value is not None:
             params[ours] = _str(value, ours)
-    if isinstance(params.get("source"), str):
+    if isinstance(params.get("source"), str) and not params.get("symlink"):
         source = params["source"].removeprefix("file://")
         if not source.startswith("/"):
             raise Untranslatable(f"source => {params['source']!r}: only local paths translate")

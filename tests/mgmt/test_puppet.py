@@ -39,6 +39,8 @@ MANIFEST = textwrap.dedent(
     include app
     Class['base'] -> Class['app']
     file { 'named': path => '/srv/named/', ensure => absent }
+    file { '/srv/current': ensure => link, target => 'releases/42' }
+    file { '/srv/old': ensure => '/srv/current', force => true }
     file { '/srv/tree': ensure => directory, source => 'file:///etc/skel', recurse => true,
            purge => true, force => true }
     exec { 'multi':
@@ -93,6 +95,10 @@ def test_defines_and_classes_are_flattened_with_their_relationships(graph: Graph
 def test_file_translation(graph: Graph) -> None:
     assert params(graph, "file", "/srv/")["state"] == "exists"
     assert params(graph, "file", "/srv/named")["state"] == "absent"  # the path param, no slash
+    link = graph.vertices[("file", "/srv/current")]
+    assert (link.symlink, link.source, link.force) == (True, "releases/42", False)
+    old = graph.vertices[("file", "/srv/old")]
+    assert (old.symlink, old.source, old.force) == (True, "/srv/current", True)
     tree = params(graph, "file", "/srv/tree/")
     assert (tree["source"], tree["recurse"], tree["purge"], tree["force"]) == (
         "/etc/skel/",
