@@ -174,18 +174,18 @@ def check(files: list[str]) -> int:
 def check_config(config: Config) -> list[str]:
     """What is wrong with the graph, program or manifest `config` runs (nothing runs): the
     problems as one-line messages (warnings printed), or []."""
-    import resources  # noqa: F401  # kinds load on first use
-    from mgmt.lang import compile_file
     from mgmt.lang.errors import CompileError
-    from mgmt.yamlgraph import GraphFileError, load_file
+    from mgmt.yamlgraph import GraphFileError
 
+    if config.frontend in ("lang", "yaml") and config.file is not None:
+        from mgmt.check import check_path  # what `mgmt deploy` checks too
+
+        return check_path(config.frontend, config.file, config.max_graph_size)
     try:
         if config.frontend == "puppet":
+            import resources  # noqa: F401  # kinds load on first use
+
             _check_puppet(config)
-        elif config.frontend == "lang" and config.file is not None:
-            compile_file(config.file)
-        elif config.frontend == "yaml" and config.file is not None:
-            load_file(config.file, config.max_graph_size)
     except (CompileError, GraphFileError) as err:
         return list(err.problems)
     return []

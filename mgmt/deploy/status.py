@@ -1,0 +1,91 @@
+"""Each host's deploy status in the cluster, and the `mgmt status` table.
+
+Every agent that runs deploys keeps `/_mgmt/deploy-status/<host>` (JSON `HostStatus`) up to
+date: the deploy it runs, the one it has ready (verified, waiting to switch together), whether
+its graph is converged, and the last deploy it refused and why. The key is not leased: a host
+that is down keeps its last status, and `alive` (its `/_mgmt/hosts/<host>` liveness key) says
+it is down.
+
+`host_statuses(client)` is the data; `table(rows)` the text `mgmt status` prints. A fuller
+`mgmt status` can add columns from other keys to `HostStatus`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from mgmt.cluster.client import EtcdClient
+
+STATUS = "/_mgmt/deploy-status/"
+HOSTS = "/_mgmt/hosts/"  # every live agent's leased key (mgmt.cluster.cluster)
+
+
+def status_key(host: str) -> str:
+    return STATUS + host
+
+
+@dataclass
+class HostStatus:
+    host: str
+    running: int = 0  # the deploy it runs (0: none)
+    ready: int = 0  # the newest deploy it has verified and prepared
+    converged: bool = False  # its graph is converged
+    refused: int = 0  # the last deploy it refused (0: none)
+    error: str = ""  # why it refused it, or why the running deploy fails
+    alive: bool = False  # its agent holds its liveness key (not stored: read from hosts/)
+
+    def encode(self) -> bytes:
+        doc = asdict(self)
+        doc.pop("alive")
+        return json.dumps(doc, sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, host: str, data: bytes) -> HostStatus:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return cls(host, error="unreadable status")
+        known = {f.name for f in fields(cls)} - {"host", "alive"}
+        values: dict[str, Any] = {k: v for k, v in doc.items() if k in known}
+        return cls(host, **values)
+
+
+async def host_statuses(client: EtcdClient) -> list[HostStatus]:
+    """Every host that has a deploy status or is alive, by name."""
+    raw, _ = await client.get_prefix(STATUS.encode())
+    alive, _ = await client.get_prefix(HOSTS.encode())
+    rows = {
+        key.decode()[len(STATUS) :]: HostStatus.decode(key.decode()[len(STATUS) :], value)
+        for key, value in raw.items()
+    }
+    for key in alive:
+        host = key.decode()[len(HOSTS) :]
+        rows.setdefault(host, HostStatus(host)).alive = True
+    return [rows[h] for h in sorted(rows)]
+
+
+def table(rows: list[HostStatus]) -> str:
+    """A plain text table, one host per line."""
+    header = ["HOST", "ALIVE", "DEPLOY", "READY", "CONVERGED", "REFUSED"]
+    lines = [header]
+    for row in rows:
+        refused = f"{row.refused}: {row.error}" if row.refused else (row.error or "-")
+        lines.append(
+            [
+                row.host,
+                "yes" if row.alive else "no",
+                str(row.running or "-"),
+                str(row.ready or "-"),
+                "yes" if row.converged else "no",
+                refused,
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True))
+        + "  "
+        + line[-1]
+        for line in lines
+    )
