@@ -11,6 +11,7 @@ mgmt status [--prefix DIR] [--json]   the running agent's resources and states (
 mgmt cluster mint-cert HOST --ca-dir DIR --out DIR [--core] [--san NAME]...
 mgmt cluster admit HOST --cert-dir DIR [--core] [--endpoints URLS]
                                 per-host etcd identities (docs/security.md): exit 0, 1, or 2
+mgmt deploy [flags] yaml FILE | lang FILE.mcl | lang DIR/ | --list | --status | --rollback N
 """
 
 from __future__ import annotations
@@ -68,10 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mgmt {VERSION}")
     parser.add_argument(
         "command",
-        choices=["run", "check", "setup", "status", "cluster"],
+        choices=["run", "check", "setup", "status", "cluster", "deploy"],
         help="run: run a graph (see mgmt run --help); check FILE...: check programs, exit 0/2; "
         "setup --install-service: install the agent as a systemd service; status: the running "
-        "agent's resources; cluster mint-cert|admit: per-host identities (mgmt cluster --help)",
+        "agent's resources; cluster mint-cert|admit: per-host identities (mgmt cluster --help); "
+        "deploy: push a program to the cluster (mgmt deploy --help)",
     )
     return parser
 
@@ -317,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         return setup.main(args[1:], parse, check_config)
     if args and args[0] == "cluster":
         return cluster(args[1:])
+    if args and args[0] == "deploy":
+        from mgmt.deploy.cli import deploy_main
+
+        return deploy_main(args[1:])
     config = parse(args)
     from mgmt import agent
 

@@ -44,6 +44,7 @@ from mgmt.yamlgraph import GraphFileError, Loaded, parse
 if TYPE_CHECKING:
     from engine.world import World
     from mgmt.cluster.client import EtcdClient
+    from mgmt.config import Config
     from mgmt.converger import Converger
     from mgmt.lang.source import LangSource
 
@@ -321,7 +322,9 @@ class DeploySource:
             self._forward = asyncio.create_task(self._forward_graphs(prepared.lang))
         if old is not None and old.lang is not None:
             await old.lang.aclose()
-        self._set_status(running=rec.id, ready=rec.id, error="")
+        refused = self.status.refused if self.status.refused > rec.id else 0
+        error = self.status.error if refused else ""
+        self._set_status(running=rec.id, ready=rec.id, refused=refused, error=error)
         try:
             await asyncio.to_thread(self._keep, prepared)
         except OSError as err:
@@ -416,3 +419,46 @@ class DeploySource:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 self._publish.set()
+
+
+def open_source(config: Config, prefix: Path) -> DeploySource:
+    """The deploy source a run asks for (blocking: reads and checks files); DeployError
+    naming the flag or file on bad input."""
+    from mgmt.check import check_program
+    from mgmt.deploy.bundle import read_program
+
+    trusted = config.trusted_keys
+    if trusted is not None:
+        try:
+            text = trusted.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DeployError(f"--trusted-keys: cannot read {trusted}: {err}") from None
+        if not any(line.strip() and not line.startswith("#") for line in text.splitlines()):
+            raise DeployError(f"--trusted-keys: {trusted} holds no key")
+    if config.allow_unsigned_deploys:
+        log.warning(
+            "--allow-unsigned-deploys: this host runs deploys nobody trusted signed "
+            "(development only: whoever can write the cluster can make it run anything)"
+        )
+    elif trusted is None:
+        log.warning("no --trusted-keys: this host refuses every deploy")
+    seed = None
+    if config.deploy and config.frontend != "empty":
+        assert config.file is not None
+        seed = read_program(config.frontend, config.file)
+        where = config.file / seed.entry if config.file.is_dir() else config.file
+        data = seed.files[seed.entry]
+        problems = check_program(config.frontend, data, str(where), config.max_graph_size)
+        if problems:
+            raise DeployError("\n".join(problems))
+        if config.sign_key is not None:
+            signing.key_fingerprint(config.sign_key)
+        elif not config.allow_unsigned_deploys:
+            raise DeployError("--deploy: give --sign-key FILE (or --allow-unsigned-deploys)")
+    policy = Policy(
+        trusted_keys=trusted,
+        allow_unsigned=config.allow_unsigned_deploys,
+        together=config.deploy_switch == "together",
+        max_graph_size=config.max_graph_size,
+    )
+    return DeploySource(config.hostname, prefix, policy, seed, config.sign_key)

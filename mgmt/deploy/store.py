@@ -159,11 +159,11 @@ async def push(
         raise DeployError(f"--keep: must be >= 1, got {keep}")
     data = bundle.encode()
     for _ in range(attempts):
-        parent = await newest_id(client)
-        rec = await make(parent + 1, parent)
         kept = await records(client)
-        if kept and kept[-1].id > parent:  # a push between our two reads: start again
+        parent = await newest_id(client)
+        if kept and kept[-1].id != parent:  # a push between the two reads: read again
             continue
+        rec = await make(parent + 1, parent)
         old, keeping = (
             kept[: max(len(kept) - (keep - 1), 0)],
             kept[-(keep - 1) :] if keep > 1 else [],
