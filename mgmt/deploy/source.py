@@ -154,6 +154,7 @@ class DeploySource:
 
     def reload(self) -> None:
         """SIGHUP: look at the cluster's deploys again."""
+        log.info("SIGHUP: reading the cluster's newest deploy again")
         self._kick.set()
 
     async def attach_world(self, world: World) -> Loaded | None:
