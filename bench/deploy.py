@@ -48,6 +48,96 @@ def program(src: Path, out: Path, token: str) -> None:
     )
 
 
+def make_key(work: Path) -> Path:
+    """The operator's key, and the hosts' trusted keys file holding it."""
+    key = work / "operator"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30
+    )
+    (work / "trusted").write_text(f"operator {key.with_suffix('.pub').read_text()}")
+    return key
+
+
+async def start_hosts(
+    work: Path, ports: list[int], short: bool
+) -> list[asyncio.subprocess.Process]:
+    timings = ["--etcd-heartbeat-interval", "10", "--etcd-election-timeout", "100"]
+    procs = []
+    for i, host in enumerate(HOSTS):
+        argv = [
+            *MGMT, "run", "--hostname", host, "--prefix", str(work / host),
+            "--client-urls", f"https://127.0.0.1:{ports[2 * i]}",
+            "--server-urls", f"https://127.0.0.1:{ports[2 * i + 1]}",
+            "--cluster-ca-dir", str(work / "cluster-ca"),
+            "--trusted-keys", str(work / "trusted"),
+            *(timings if short else []),
+        ]  # fmt: skip
+        if i:
+            argv += ["--seeds", f"https://127.0.0.1:{ports[0]}"]
+        log = (work / f"{host}.log").open("w")
+        procs.append(
+            await asyncio.create_subprocess_exec(*argv, "empty", stdout=log, stderr=log, cwd=ROOT)
+        )
+    return procs
+
+
+def exists(path: Path) -> bool:
+    return path.exists()
+
+
+async def wait_exists(path: Path) -> None:
+    """Wait (inotify) until `path` exists."""
+    async with asyncio.timeout(30), PathWatcher([path]) as watcher:
+        if exists(path):
+            return
+        async for _ in watcher:
+            if exists(path):
+                return
+
+
+async def measure(work: Path, seeds: str, key: Path, count: int) -> tuple[list[float], list[float]]:
+    """(the whole command, the library push) -> running on all three, `count` times each."""
+    src, out = work / "src", work / "out"
+    targets = [out / h for h in HOSTS]
+    deploy = [*MGMT, "deploy", "--seeds", seeds, "--prefix", str(work / "h1")]
+    deploy += ["--sign-key", str(key), "lang", f"{src}/"]
+    tls_dir = work / "h1" / "cluster-tls"
+    await wait_exists(tls_dir / "host.key")
+    async with PathWatcher(targets) as events:
+        watcher = aiter(events)
+
+        async def command(token: str) -> float:
+            program(src, out, token)
+            start = time.perf_counter()
+            proc = await asyncio.create_subprocess_exec(
+                *deploy, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
+            _, err = await proc.communicate()
+            if proc.returncode != 0:
+                raise SystemExit(f"mgmt deploy failed: {err.decode()}")
+            done = await wait_all(watcher, targets, token)
+            return max(done.values()) - start
+
+        for _ in range(5):  # warm up (and let h2, h3 join)
+            await command(secrets.token_hex(8))
+        whole = [await command(secrets.token_hex(8)) for _ in range(count)]
+        tls = TLSFiles(tls_dir / "ca.pem", tls_dir / "host.pem", tls_dir / "host.key")
+        client = EtcdClient([seeds], tls=tls)
+        library: list[float] = []
+        try:
+            for _ in range(count):
+                token = secrets.token_hex(8)
+                program(src, out, token)
+                start = time.perf_counter()
+                bundle = read_program("lang", src)
+                await push(client, bundle, await asyncio.to_thread(record_maker, bundle, key))
+                done = await wait_all(watcher, targets, token)
+                library.append(max(done.values()) - start)
+        finally:
+            await client.close()
+    return whole, library
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=20)
@@ -57,72 +147,15 @@ async def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-deploy-"))
     ports = free_ports(2 * len(HOSTS))
-    timings = ["--etcd-heartbeat-interval", "10", "--etcd-election-timeout", "100"]
-    key = work / "operator"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30
-    )
-    (work / "trusted").write_text(f"operator {key.with_suffix('.pub').read_text()}")
+    key = await asyncio.to_thread(make_key, work)
     create_ca(work / "cluster-ca")
-    src, out = work / "src", work / "out"
-    src.mkdir()
-    out.mkdir()
-    targets = [out / h for h in HOSTS]
+    (work / "src").mkdir()
+    (work / "out").mkdir()
     procs: list[asyncio.subprocess.Process] = []
-    client: EtcdClient | None = None
     try:
-        for i, host in enumerate(HOSTS):
-            argv = [
-                *MGMT, "run", "--hostname", host, "--prefix", str(work / host),
-                "--client-urls", f"https://127.0.0.1:{ports[2 * i]}",
-                "--server-urls", f"https://127.0.0.1:{ports[2 * i + 1]}",
-                "--cluster-ca-dir", str(work / "cluster-ca"),
-                "--trusted-keys", str(work / "trusted"),
-                *(timings if args.short_timings else []),
-            ]  # fmt: skip
-            if i:
-                argv += ["--seeds", f"https://127.0.0.1:{ports[0]}"]
-            log = (work / f"{host}.log").open("w")
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    *argv, "empty", stdout=log, stderr=log, cwd=ROOT
-                )
-            )
+        procs = await start_hosts(work, ports, args.short_timings)
         seeds = f"https://127.0.0.1:{ports[0]}"
-        deploy = [*MGMT, "deploy", "--seeds", seeds, "--prefix", str(work / "h1")]
-        deploy += ["--sign-key", str(key), "lang", f"{src}/"]
-        tls_dir = work / "h1" / "cluster-tls"
-        async with PathWatcher(targets) as events:
-            watcher = aiter(events)
-
-            async def command(token: str) -> float:
-                program(src, out, token)
-                start = time.perf_counter()
-                proc = await asyncio.create_subprocess_exec(
-                    *deploy, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-                )
-                _, err = await proc.communicate()
-                if proc.returncode != 0:
-                    raise SystemExit(f"mgmt deploy failed: {err.decode()}")
-                done = await wait_all(watcher, targets, token)
-                return max(done.values()) - start
-
-            for _ in range(5):  # warm up (and let h2, h3 join; h1 mints its TLS files)
-                while not (tls_dir / "host.key").exists():
-                    await asyncio.sleep(0.1)
-                await command(secrets.token_hex(8))
-            whole = [await command(secrets.token_hex(8)) for _ in range(args.count)]
-            tls = TLSFiles(tls_dir / "ca.pem", tls_dir / "host.pem", tls_dir / "host.key")
-            client = EtcdClient([seeds], tls=tls)
-            library: list[float] = []
-            for _ in range(args.count):
-                token = secrets.token_hex(8)
-                program(src, out, token)
-                start = time.perf_counter()
-                bundle = read_program("lang", src)
-                await push(client, bundle, await asyncio.to_thread(record_maker, bundle, key))
-                done = await wait_all(watcher, targets, token)
-                library.append(max(done.values()) - start)
+        whole, library = await measure(work, seeds, key, args.count)
         print(
             f"deploy latency, {args.count} deploys each, 3 agents, "
             f"{'short' if args.short_timings else 'default'} etcd timings"
@@ -130,8 +163,6 @@ async def main() -> None:
         print(f"  `mgmt deploy` command -> running on all 3: {fmt_ms(percentiles(whole))}")
         print(f"  library push          -> running on all 3: {fmt_ms(percentiles(library))}")
     finally:
-        if client is not None:
-            await client.close()
         for proc in procs:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)

@@ -154,6 +154,8 @@ async def run(config: Config, given: Loaded | None = None) -> ExitCode:
         deploy_source = await open_deploys(config, prefix) if deploys else None
         if deploys and deploy_source is None:
             return ExitCode.USAGE
+        if deploy_source is not None:  # the deploy this host ran last, if any
+            loaded = await deploy_source.start() or loaded
         agent = Agent(config, prefix, deploy_source or source)
         if deploy_source is not None:
             deploy_source.follow_convergence(agent.converger)

@@ -157,12 +157,22 @@ class DeploySource:
         log.info("SIGHUP: reading the cluster's newest deploy again")
         self._kick.set()
 
+    async def start(self) -> Loaded | None:
+        """The graph of the deploy kept from the last run (verified again), if there is one:
+        the agent runs it before, or without, reaching the cluster."""
+        await self._restore()
+        return self._take()
+
     async def attach_world(self, world: World) -> Loaded | None:
-        """The cluster is up: run the deploy kept from the last run, follow the cluster's."""
+        """The cluster is up: follow its deploys."""
         self._world = world
         client: EtcdClient = world.client  # type: ignore[attr-defined]
         self._client = client
-        await self._restore()
+        lang = self.running.lang if self.running is not None else None
+        if lang is not None and lang.needs_cluster:  # the kept deploy reads the world
+            loaded = await lang.attach_world(world)
+            if loaded is not None:
+                self._emit(loaded)
         self._tasks.spawn(self._follow(), "deploy follow")
         self._tasks.spawn(self._publisher(), "deploy status")
         keys = [PREFIX] + ([STATUS, HOSTS] if self.policy.together else [])

@@ -193,3 +193,29 @@ async def test_a_bad_program_or_flag_is_refused_before_the_cluster_is_asked(
         run_mgmt, ["run", "--tmp-prefix", "--deploy", "--allow-unsigned-deploys", str(bad)]
     )
     assert code == 2 and f"{bad}:2:" in text and "etcd" not in text, text
+
+
+@pytest.mark.slow
+async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys"
+    alice = make_key(keys, "alice")
+    trusted = ["--trusted-keys", str(trusted_file(keys, alice))]
+    out, src = tmp_path / "out", tmp_path / "src"
+    out.mkdir()
+    h1 = DeployHost("h1", tmp_path, extra_args=trusted)
+    h2 = DeployHost("h2", tmp_path, extra_args=[*trusted, "--no-server"])
+    async with fleet([h1, h2]):  # type: ignore[list-item]
+        await h1.start()
+        await h2.start(seeds=[h1])
+        await push(h1, alice, program(src, out, "v1"))
+        await all_have(out, [h1, h2], "v1")
+        await h1.kill()  # the only etcd member: h2 has no cluster now
+        (out / "h2.ver").unlink()
+        await all_have(out, [h2], "v1")  # still enforced
+        await h2.kill()
+        (out / "h2.ver").unlink()
+        d2 = await h2.start(seeds=[h1])  # the cluster is still gone
+        await all_have(out, [h2], "v1")
+        await d2.wait_log("restarting with deploy 1, kept from the last run")
