@@ -131,6 +131,7 @@ class DeploySource:
         self._forward: asyncio.Task[None] | None = None
         self._unsubscribe: list[Callable[[], Awaitable[None]]] = []
         self._said = ""  # the last waiting/refusal line logged (each is said once)
+        self._skip = 0  # the deploy last refused: not tried again until SIGHUP or a newer one
 
     # the agent's side -----------------------------------------------------------------------
 
@@ -155,6 +156,7 @@ class DeploySource:
     def reload(self) -> None:
         """SIGHUP: look at the cluster's deploys again."""
         log.info("SIGHUP: reading the cluster's newest deploy again")
+        self._skip = 0  # a refused deploy is tried again (its key may be trusted now)
         self._kick.set()
 
     async def start(self) -> Loaded | None:
@@ -219,6 +221,8 @@ class DeploySource:
                 log.debug("deploys: %s", err)
             except DeployError as err:
                 self._say(logging.ERROR, str(err))
+            except Exception:  # the loop must survive: later deploys still run
+                log.exception("following the deploys failed; keeping the running deploy")
             finally:
                 self.checked.set()
 
@@ -239,7 +243,7 @@ class DeploySource:
                 f"({running}): keeping {running}",
             )
             return
-        if newest in (running, self.status.refused):
+        if newest in (running, self._skip):
             return
         if self._ready is None or self._ready.record.id != newest:
             rec = await record(client, newest)
@@ -290,7 +294,10 @@ class DeploySource:
 
     async def _prepare(self, rec: Record, data: bytes) -> Prepared:
         bundle = await verify(rec, data, self.policy)
-        entry = await asyncio.to_thread(bundle.extract, self.dir / str(rec.id))
+        try:
+            entry = await asyncio.to_thread(bundle.extract, self.dir / str(rec.id))
+        except OSError as err:  # e.g. a bundle naming both `a` and `a/b`
+            raise DeployError(f"cannot extract it into {self.dir}: {err}") from None
         if bundle.frontend == "yaml":
             try:
                 loaded = await asyncio.to_thread(parse, bundle.files[bundle.entry], str(entry))
@@ -360,6 +367,7 @@ class DeploySource:
         running = self.running.record.id if self.running else 0
         keeping = f"keeping deploy {running}" if running else "running nothing yet"
         log.error("refused deploy %d: %s; %s", deploy_id, why, keeping)
+        self._skip = deploy_id
         self._set_status(refused=deploy_id, error=why)
 
     def _say(self, level: int, line: str) -> None:
