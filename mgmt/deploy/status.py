@@ -35,21 +35,30 @@ class HostStatus:
     refused: int = 0  # the last deploy it refused (0: none)
     error: str = ""  # why it refused it, or why the running deploy fails
     alive: bool = False  # its agent holds its liveness key (not stored: read from hosts/)
+    runs_deploys: bool = False  # it has a status key (not stored: a host that runs no
+    # deploys, e.g. `mgmt run yaml FILE`, has none)
 
     def encode(self) -> bytes:
         doc = asdict(self)
-        doc.pop("alive")
+        del doc["alive"], doc["runs_deploys"]
         return json.dumps(doc, sort_keys=True).encode()
 
     @classmethod
     def decode(cls, host: str, data: bytes) -> HostStatus:
         try:
             doc = json.loads(data)
-        except ValueError:
-            return cls(host, error="unreadable status")
-        known = {f.name for f in fields(cls)} - {"host", "alive"}
-        values: dict[str, Any] = {k: v for k, v in doc.items() if k in known}
-        return cls(host, **values)
+            if not isinstance(doc, dict):
+                raise TypeError("not an object")
+        except (ValueError, TypeError):
+            return cls(host, error="unreadable status", runs_deploys=True)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            value = doc.get(f.name)
+            if f.name not in ("host", "alive", "runs_deploys") and type(value) is type(
+                getattr(cls, f.name)
+            ):
+                values[f.name] = value
+        return cls(host, runs_deploys=True, **values)
 
 
 async def host_statuses(client: EtcdClient) -> list[HostStatus]:

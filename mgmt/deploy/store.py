@@ -68,11 +68,26 @@ class Record:
         try:
             doc = json.loads(data)
             record = cls(**doc)
-            if not isinstance(record.id, int) or not isinstance(record.parent, int):
-                raise TypeError("id")
         except (ValueError, TypeError) as err:
             raise DeployError(f"{where}: not a deploy record: {err}") from None
+        for name, kind in _TYPES.items():
+            value = getattr(record, name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise DeployError(f"{where}: not a deploy record: {name} is {value!r}")
         return record
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "id": int,
+    "parent": int,
+    "time": (int, float),
+    "hash": str,
+    "frontend": str,
+    "entry": str,
+    "key": str,
+    "rollback_of": int,
+    "signature": str,
+}
 
 
 def new_record(bundle: Bundle, deploy_id: int, parent: int, rollback_of: int = 0) -> Record:

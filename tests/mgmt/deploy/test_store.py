@@ -3,6 +3,7 @@ history bounded."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -106,3 +107,39 @@ async def test_keep_must_be_positive(client: EtcdClient) -> None:
         await push_plain(client, bundle("a"), keep=0)
     assert await records(client) == []
     assert new_record(bundle("a"), 1, 0).payload().startswith(b"mgmt deploy v1\n")
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [b"[]", b"{}", b'{"id": 1}', b"not json", b'"x"'],
+)
+def test_a_record_that_is_not_one_is_refused(doc: bytes) -> None:
+    with pytest.raises(DeployError, match="ids/1: not a deploy record"):
+        Record.decode(doc, "ids/1")
+
+
+def test_a_record_field_of_the_wrong_type_is_refused() -> None:
+    good = new_record(bundle("a"), 1, 0).encode()
+    for field, value in (("time", '"soon"'), ("id", "true"), ("hash", "5")):
+        doc = json.loads(good)
+        doc[field] = json.loads(value)
+        with pytest.raises(DeployError, match=f"{field} is"):
+            Record.decode(json.dumps(doc).encode(), "ids/1")
+
+
+async def test_status_rows_say_who_is_alive_and_who_runs_deploys(client: EtcdClient) -> None:
+    from mgmt.deploy.status import HOSTS, HostStatus, host_statuses, status_key, table
+
+    await client.put(status_key("h1").encode(), HostStatus("h1", running=3, ready=3).encode())
+    await client.put(status_key("h2").encode(), b'{"running": "three"}')  # from a bad writer
+    await client.put((HOSTS + "h1").encode(), b"")
+    await client.put((HOSTS + "plain").encode(), b"")  # a host running no deploys
+    rows = await host_statuses(client)
+    assert [(r.host, r.alive, r.runs_deploys, r.running) for r in rows] == [
+        ("h1", True, True, 3),
+        ("h2", False, True, 0),
+        ("plain", True, False, 0),
+    ]
+    lines = table(rows).splitlines()
+    assert lines[0].split() == ["HOST", "ALIVE", "DEPLOY", "READY", "CONVERGED", "REFUSED"]
+    assert lines[1].split() == ["h1", "yes", "3", "3", "no", "-"]
