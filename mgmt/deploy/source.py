@@ -77,7 +77,7 @@ async def verify(rec: Record, data: bytes, policy: Policy) -> Bundle:
         raise DeployError(f"its blob does not match its hash {rec.hash[:12]}")
     if rec.signature and policy.trusted_keys is not None:
         _, key = await asyncio.to_thread(
-            signing.verify, rec.payload(), rec.signature, policy.trusted_keys
+            signing.verify, rec.payload(), rec.signature, policy.trusted_keys, rec.key
         )
         if key != rec.key:
             raise DeployError(f"its record names the key {rec.key}, it was signed by {key}")

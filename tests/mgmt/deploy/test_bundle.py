@@ -70,3 +70,11 @@ def test_signatures_verify_only_for_trusted_keys_and_untouched_records(tmp_path:
         signing.verify(payload, signing.sign(payload, mallory.private), trusted)
     with pytest.raises(DeployError, match="not signed by a key in"):
         signing.verify(payload, "garbage", trusted)
+    # Verified again with the principal found before (one ssh-keygen): the same answers.
+    assert signing.verify(payload, signature, trusted, key) == (principal, key)
+    with pytest.raises(DeployError, match="bad signature"):
+        signing.verify(payload.replace(b'"id":1', b'"id":2'), signature, trusted, key)
+    # The file no longer trusts alice: refused, whatever was found before.
+    trusted.write_text(mallory.allowed())
+    with pytest.raises(DeployError, match="not signed by a key in"):
+        signing.verify(payload, signature, trusted, key)
