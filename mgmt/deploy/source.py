@@ -181,6 +181,7 @@ class DeploySource:
         for key in keys:
             self._unsubscribe.append(await client.subscribe(key.encode(), self._kick.set, True))
         self._kick.set()
+        self._publish.set()  # this host runs deploys (`--deploy-switch together` counts it)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SETTLE_WAIT):
                 self.checked.clear()
@@ -267,7 +268,10 @@ class DeploySource:
         waiting = [
             row.host
             for row in await host_statuses(self._client)
-            if row.alive and row.host != self.hostname and max(row.ready, row.running) < deploy_id
+            if row.alive
+            and row.runs_deploys
+            and row.host != self.hostname
+            and max(row.ready, row.running) < deploy_id
         ]
         if waiting:
             self._say(

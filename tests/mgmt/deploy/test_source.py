@@ -109,3 +109,29 @@ async def test_what_a_host_refuses_and_that_it_keeps_running(
     first = await again.start()
     assert first is not None and first.graph.name == "five"
     await again.aclose()
+
+
+async def test_together_waits_for_the_live_hosts_that_run_deploys(
+    tmp_path: Path, client: EtcdClient
+) -> None:
+    from mgmt.deploy.status import HOSTS, HostStatus, status_key
+
+    alice = make_key(tmp_path / "keys", "alice")
+    policy = Policy(trusted_file(tmp_path / "keys", alice), False, True, 1 << 20)
+    source = DeploySource("h1", tmp_path / "prefix", policy)
+    for host in ("h1", "h2", "plain"):  # alive; `plain` runs no deploys (no status key)
+        await client.put((HOSTS + host).encode(), b"")
+    await client.put(status_key("h2").encode(), HostStatus("h2").encode())
+    await source.attach_world(EtcdWorld(client, "h1"))
+    graphs = aiter(source)
+    try:
+        await signed(client, graph("one"), alice)
+        async with asyncio.timeout(10):
+            while source.status.ready != 1:
+                source.checked.clear()
+                await source.checked.wait()
+        assert source.running is None  # h2 has not got it yet
+        await client.put(status_key("h2").encode(), HostStatus("h2", ready=1).encode())
+        assert await next_graph(graphs) == "one"  # not held back by `plain`
+    finally:
+        await source.aclose()
