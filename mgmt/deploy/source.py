@@ -303,8 +303,14 @@ class DeploySource:
         except OSError as err:  # e.g. a bundle naming both `a` and `a/b`
             raise DeployError(f"cannot extract it into {self.dir}: {err}") from None
         if bundle.frontend == "yaml":
+            text = bundle.files[bundle.entry]
+            if len(text) > self.policy.max_graph_size:
+                raise DeployError(
+                    f"{bundle.entry}: larger than this host's --max-graph-size "
+                    f"({self.policy.max_graph_size:,} bytes)"
+                )
             try:
-                loaded = await asyncio.to_thread(parse, bundle.files[bundle.entry], str(entry))
+                loaded = await asyncio.to_thread(parse, text, str(entry))
             except GraphFileError as err:
                 raise DeployError("; ".join(err.problems)) from None
             for warning in loaded.warnings:

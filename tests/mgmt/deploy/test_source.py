@@ -93,21 +93,26 @@ async def test_what_a_host_refuses_and_that_it_keeps_running(
     await signed(client, hostile, alice)
     assert "cannot extract" in await refused(source, 4)
     assert source.running is not None and source.running.record.id == 1
-    # The loop survived: 5 runs.
-    await signed(client, graph("five"), alice)
-    assert await next_graph(graphs) == "five"
-    # An older deploy made the newest again (a replay): kept running 5.
+    # 5: a graph file larger than this host takes.
+    source.policy.max_graph_size = 10
+    await signed(client, graph("big"), alice)
+    assert "larger than this host's --max-graph-size" in await refused(source, 5)
+    source.policy.max_graph_size = 1 << 20
+    # The loop survived: 6 runs.
+    await signed(client, graph("six"), alice)
+    assert await next_graph(graphs) == "six"
+    # An older deploy made the newest again (a replay): kept running 6.
     with caplog.at_level(logging.WARNING, logger="deploy"):
         await client.put(NEWEST.encode(), b"1")
         async with asyncio.timeout(10):
-            while "older than the one running (5)" not in caplog.text:
+            while "older than the one running (6)" not in caplog.text:
                 source.checked.clear()
                 await source.checked.wait()
-    assert source.running.record.id == 5
-    # Restarted, the host runs 5 again from what it kept, before reaching the cluster.
+    assert source.running.record.id == 6
+    # Restarted, the host runs 6 again from what it kept, before reaching the cluster.
     again = DeploySource("h1", tmp_path / "prefix", source.policy)
     first = await again.start()
-    assert first is not None and first.graph.name == "five"
+    assert first is not None and first.graph.name == "six"
     await again.aclose()
 
 
