@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.errors import ValidationError
+from engine.errors import ValidationError, WorldError
 from engine.params import parse_int
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode
 from mgmt.deploy import DeployError
@@ -164,6 +164,8 @@ def deploy_main(argv: list[str]) -> int:
         parser.error("give one of: `yaml FILE`, `lang FILE|DIR/`, --list, --rollback N")
     if args.target and (len(args.target) != 2 or args.target[0] not in ("yaml", "lang")):
         parser.error(f"expected `yaml FILE` or `lang FILE|DIR/`, got {' '.join(args.target)!r}")
+    if args.keep < 1:
+        parser.error(f"--keep: must be >= 1, got {args.keep}")
     if (args.target or args.rollback is not None) and (args.sign_key is None) == (
         not args.unsigned
     ):
@@ -177,7 +179,7 @@ def _run(coro: object) -> int:
     except Refused as err:
         print(f"mgmt: {err}", file=sys.stderr)
         return int(ExitCode.USAGE)
-    except DeployError as err:
+    except (DeployError, WorldError) as err:  # the cluster refused or could not be reached
         print(f"mgmt: {err}", file=sys.stderr)
         return int(ExitCode.FAILED)
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@ history bounded."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -143,3 +144,19 @@ async def test_status_rows_say_who_is_alive_and_who_runs_deploys(client: EtcdCli
     lines = table(rows).splitlines()
     assert lines[0].split() == ["HOST", "ALIVE", "DEPLOY", "READY", "CONVERGED", "REFUSED"]
     assert lines[1].split() == ["h1", "yes", "3", "3", "no", "-"]
+
+
+async def test_a_cluster_that_refuses_the_command_is_one_line_exit_1(tmp_path: Path) -> None:
+    from tests.e2e.helpers import run_mgmt
+
+    async with members(tmp_path) as nodes:
+        admin = EtcdClient([nodes[0].client_url], call_timeout=2)
+        try:
+            await admin.enable_auth("root", "secret")
+        finally:
+            await admin.close()
+        args = ["deploy", "--insecure-cluster", "--seeds", nodes[0].client_url, "--list"]
+        code, text = await asyncio.to_thread(run_mgmt, args)
+    assert code == 1 and "Traceback" not in text, text
+    assert text.startswith("mgmt: list /_mgmt/deploy-status/: etcdserver: user name is empty")
+    assert text.count("\n") == 1, text
