@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from mgmt.deploy.status import STATUS, host_statuses
 from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
-from tests.e2e.test_cluster_e2e import Host, fleet
+from tests.e2e.test_cluster_e2e import Host, client_of, fleet
 from tests.mgmt.cluster.helpers import free_ports
 from tests.mgmt.deploy.keys import Key, make_key, trusted_file
 
@@ -65,6 +66,24 @@ async def all_have(out: Path, hosts: list[DeployHost], version: str) -> None:
         await wait_path(out / f"{host.name}.ver", has_content(f"{version}\n"), 15)
 
 
+async def statuses_say(via: DeployHost, expected: list[tuple[str, int, bool]]) -> None:
+    """Wait (on a watch of the status keys) until every host's (name, running, converged)
+    in the cluster is `expected`."""
+    async with client_of(via) as client:
+        changed = asyncio.Event()
+        unsubscribe = await client.subscribe(STATUS.encode(), changed.set, prefix=True)
+        try:
+            async with asyncio.timeout(15):
+                while True:
+                    changed.clear()
+                    rows = await host_statuses(client)
+                    if [(r.host, r.running, r.converged) for r in rows] == expected:
+                        return
+                    await changed.wait()
+        finally:
+            await unsubscribe()
+
+
 @pytest.mark.slow
 async def test_deploy_swap_refusal_rollback_and_catch_up_on_three_hosts(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
@@ -83,6 +102,8 @@ async def test_deploy_swap_refusal_rollback_and_catch_up_on_three_hosts(tmp_path
         # 1: pushed once, to any host: every host runs it.
         await push(h2, alice, program(src, out, "v1"))
         await all_have(out, hosts, "v1")
+        for host in hosts:  # written in parallel with .ver: maybe a moment later
+            await wait_path(out / f"{host.name}.keep", has_content("kept\n"), 15)
         kept = {h.name: os.stat(out / f"{h.name}.keep").st_ino for h in hosts}
         # 2: swapped in live: the unchanged resource keeps running (and its file).
         await push(h1, alice, program(src, out, "v2"))
@@ -111,6 +132,7 @@ async def test_deploy_swap_refusal_rollback_and_catch_up_on_three_hosts(tmp_path
         assert h3.daemon is not None
         await h3.daemon.wait_log("restarting with deploy 4, kept from the last run")
         await h3.daemon.wait_log("running deploy 5")
+        await statuses_say(h1, [(h.name, 5, True) for h in hosts])
         # The history and each host's status.
         code, listed = await deploy(h1, "--list")
         assert code == 0, listed
@@ -124,7 +146,7 @@ async def test_deploy_swap_refusal_rollback_and_catch_up_on_three_hosts(tmp_path
         assert code == 0, status
         rows = {line.split()[0]: line.split() for line in status.splitlines()[1:]}
         assert sorted(rows) == ["h1", "h2", "h3"]
-        assert all(row[1:3] == ["yes", "5"] for row in rows.values()), status
+        assert all(row[1:5] == ["yes", "5", "5", "yes"] for row in rows.values()), status
 
 
 @pytest.mark.slow
