@@ -29,7 +29,8 @@ class DeployHost(Host):
     async def start(self, seeds: list[Host] = ()) -> Daemon:  # type: ignore[assignment]
         """Started, and in the cluster (its first graph waits for the cluster)."""
         daemon = await super().start(seeds)
-        await daemon.wait_log("converged:")
+        # The first graph waits for the cluster (up to 10 s when it is unreachable).
+        await daemon.wait_log("converged:", timeout=30)
         return daemon
 
     @property
@@ -63,7 +64,7 @@ async def push(via: DeployHost, key: Key, source: Path) -> str:
 
 async def all_have(out: Path, hosts: list[DeployHost], version: str) -> None:
     for host in hosts:
-        await wait_path(out / f"{host.name}.ver", has_content(f"{version}\n"), 15)
+        await wait_path(out / f"{host.name}.ver", has_content(f"{version}\n"), 30)
 
 
 async def statuses_say(via: DeployHost, expected: list[tuple[str, int, bool]]) -> None:
