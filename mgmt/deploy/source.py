@@ -13,7 +13,7 @@ change running. Once the cluster is up (`attach_world`) it:
 3. switches to it: at once (`--deploy-switch now`, the default), or once every live host has
    it ready (`together`: each host says so in its status);
 4. keeps its current deploy in `<prefix>/deploy/current.*`: restarted, it runs it again
-   (verified again) before, or without, reaching the cluster.
+   (verified again) whether or not it reaches the cluster.
 
 A deploy older than the one running is never switched to (an old, validly signed deploy
 replayed into etcd cannot roll a host back): `mgmt deploy --rollback N` makes a new deploy.
@@ -161,7 +161,7 @@ class DeploySource:
 
     async def start(self) -> Loaded | None:
         """The graph of the deploy kept from the last run (verified again), if there is one:
-        the agent runs it before, or without, reaching the cluster."""
+        the agent's first graph, run whether or not the cluster is reached."""
         await self._restore()
         return self._take()
 
