@@ -5,8 +5,8 @@
 - `sign`: SSH signatures (`ssh-keygen -Y sign/verify`, namespace `mgmt-deploy`);
 - `store`: the etcd keys under `/_mgmt/deploy/` and the one transaction that appends a deploy;
 - `source`: what an agent runs (`mgmt run empty`): the newest deploy, verified, swapped in live;
-- `status`: each host's deploy and convergence (`/_mgmt/deploy-status/<host>`), `mgmt status`;
-- `cli`: `mgmt deploy`, `mgmt status`.
+- `status`: each host's deploy and convergence (`/_mgmt/deploy-status/<host>`);
+- `cli`: `mgmt deploy` (`--list`, `--status`, `--rollback N`).
 
 Importing this package is cheap: the etcd client is imported by `store` and `source` only.
 """

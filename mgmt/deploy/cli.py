@@ -1,9 +1,9 @@
-"""`mgmt deploy` and `mgmt status`: an operator's commands against a running cluster.
+"""`mgmt deploy`: an operator's command against a running cluster.
 
 mgmt deploy [flags] yaml FILE | lang FILE.mcl | lang DIR/   push a program as the next deploy
 mgmt deploy [flags] --list                                  the deploys kept, newest last
+mgmt deploy [flags] --status                                each host's deploy and convergence
 mgmt deploy [flags] --rollback N                            a new deploy with N's content
-mgmt status [flags]                                         each host's deploy and convergence
 """
 
 from __future__ import annotations
@@ -143,6 +143,11 @@ def deploy_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--list", action="store_true", help="list the deploys kept")
     parser.add_argument(
+        "--status",
+        action="store_true",
+        help="each host's deploy (running, ready, refused) and whether it is converged",
+    )
+    parser.add_argument(
         "--rollback", type=_int, metavar="N", help="push a new deploy whose content is deploy N's"
     )
     parser.add_argument(
@@ -159,9 +164,9 @@ def deploy_parser() -> argparse.ArgumentParser:
 def deploy_main(argv: list[str]) -> int:
     parser = deploy_parser()
     args = parser.parse_intermixed_args(argv)
-    actions = sum([bool(args.target), args.list, args.rollback is not None])
+    actions = sum([bool(args.target), args.list, args.status, args.rollback is not None])
     if actions != 1:
-        parser.error("give one of: `yaml FILE`, `lang FILE|DIR/`, --list, --rollback N")
+        parser.error("give one of: `yaml FILE`, `lang FILE|DIR/`, --list, --status, --rollback N")
     if args.target and (len(args.target) != 2 or args.target[0] not in ("yaml", "lang")):
         parser.error(f"expected `yaml FILE` or `lang FILE|DIR/`, got {' '.join(args.target)!r}")
     if args.keep < 1:
@@ -194,6 +199,11 @@ async def _deploy(args: argparse.Namespace) -> ExitCode:
     try:
         if args.list:
             print(await list_text(client))
+            return ExitCode.OK
+        if args.status:
+            from mgmt.deploy.status import host_statuses, table
+
+            print(table(await host_statuses(client)))
             return ExitCode.OK
         return await _push(client, args, bundle)
     finally:
@@ -273,25 +283,3 @@ async def list_text(client: EtcdClient) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
     )
-
-
-# mgmt status --------------------------------------------------------------------------------
-
-
-def status_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mgmt status", description="Each host's deploy and whether it is converged."
-    )
-    _connection_args(parser)
-    return _run(_status(parser.parse_args(argv)))
-
-
-async def _status(args: argparse.Namespace) -> ExitCode:
-    from mgmt.deploy.status import host_statuses, table
-
-    client = await _connected(args)
-    try:
-        print(table(await host_statuses(client)))
-    finally:
-        await client.close()
-    return ExitCode.OK

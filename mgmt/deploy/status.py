@@ -1,4 +1,4 @@
-"""Each host's deploy status in the cluster, and the `mgmt status` table.
+"""Each host's deploy status in the cluster, and the `mgmt deploy --status` table.
 
 Every agent that runs deploys keeps `/_mgmt/deploy-status/<host>` (JSON `HostStatus`) up to
 date: the deploy it runs, the one it has ready (verified, waiting to switch together), whether
@@ -6,8 +6,9 @@ its graph is converged, and the last deploy it refused and why. The key is not l
 that is down keeps its last status, and `alive` (its `/_mgmt/hosts/<host>` liveness key) says
 it is down.
 
-`host_statuses(client)` is the data; `table(rows)` the text `mgmt status` prints. A fuller
-`mgmt status` can add columns from other keys to `HostStatus`.
+`host_statuses(client)` is the data (every host's, from any host or an operator's machine);
+`table(rows)` the text `mgmt deploy --status` prints. `mgmt status` (one agent's resources,
+through its status socket) can show a row of it, or grow a cluster view from it.
 """
 
 from __future__ import annotations

@@ -141,9 +141,7 @@ async def test_deploy_swap_refusal_rollback_and_catch_up_on_three_hosts(tmp_path
         assert [line.split()[0] for line in lines] == ["ID", "1", "2", "3", "4", "5"]
         assert "(rollback to 1)" in lines[4]
         assert lines[5].split()[-1] == "h1,h2,h3"
-        code, status = await asyncio.to_thread(
-            run_mgmt, ["status", "--seeds", h1.url, "--prefix", str(h1.prefix)]
-        )
+        code, status = await deploy(h1, "--status")
         assert code == 0, status
         rows = {line.split()[0]: line.split() for line in status.splitlines()[1:]}
         assert sorted(rows) == ["h1", "h2", "h3"]
