@@ -128,6 +128,7 @@ async def test_deploy_swap_refusal_rollback_and_catch_up_on_three_hosts(tmp_path
         await push(h1, alice, program(src, out, "v5"))
         await all_have(out, [h1, h2], "v5")
         assert (out / "h3.ver").read_text() == "v1\n"
+        h3.client_port, h3.peer_port = free_ports(2)  # its old ones may be taken meanwhile
         await h3.start(seeds=[h1])
         await all_have(out, hosts, "v5")
         assert h3.daemon is not None
