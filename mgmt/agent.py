@@ -39,6 +39,7 @@ from mgmt.yamlgraph import GraphFileError, Loaded, digest, load_file, parse, rea
 if TYPE_CHECKING:
     from engine.world import World
     from mgmt.cluster.link import ClusterLink
+    from mgmt.deploy.source import DeploySource
 
 log = logging.getLogger("main")
 PROGRESS_EVERY = 2.0  # seconds between progress lines on a terminal, before the first convergence
@@ -96,6 +97,18 @@ async def open_puppet(config: Config) -> tuple[GraphSource, Loaded | None]:
     return source, source.first
 
 
+async def open_deploys(config: Config, prefix: Path) -> DeploySource | None:
+    """The source of deploys (`run empty`, `run --deploy`); None after logging bad input."""
+    from mgmt.deploy import DeployError
+    from mgmt.deploy.source import open_source
+
+    try:
+        return await asyncio.to_thread(open_source, config, prefix)
+    except DeployError as err:
+        log.error("%s", err)
+        return None
+
+
 def load(config: Config) -> Loaded:
     """The graph the config asks for; GraphFileError on bad input."""
     if config.frontend == "empty" or config.file is None:
@@ -110,9 +123,12 @@ async def run(config: Config, given: Loaded | None = None) -> ExitCode:
     logsetup.setup(config.log_format, config.verbose)
     source: GraphSource | None = None
     first: Loaded | None = None
+    deploys = given is None and (config.frontend == "empty" or config.deploy)
     try:
         if given is not None:
             loaded = given
+        elif deploys:
+            loaded = Loaded(Graph("empty"), cluster=True)  # until a deploy runs
         elif config.frontend in ("lang", "puppet"):
             opener = open_lang if config.frontend == "lang" else open_puppet
             source, first = await opener(config)
@@ -135,7 +151,15 @@ async def run(config: Config, given: Loaded | None = None) -> ExitCode:
             except ValidationError as err:
                 log.error("%s", err)
                 return ExitCode.USAGE
-        return await Agent(config, prefix, source).run(loaded)
+        deploy_source = await open_deploys(config, prefix) if deploys else None
+        if deploys and deploy_source is None:
+            return ExitCode.USAGE
+        if deploy_source is not None:  # the deploy this host ran last, if any
+            loaded = await deploy_source.start() or loaded
+        agent = Agent(config, prefix, deploy_source or source)
+        if deploy_source is not None:
+            deploy_source.follow_convergence(agent.converger)
+        return await agent.run(loaded)
     except GraphError as err:  # found when the engine prepares the graph, before it runs
         log.error("%s: %s", config.file or "graph", err)
         return ExitCode.USAGE

@@ -11,6 +11,7 @@ mgmt status [--prefix DIR] [--json]   the running agent's resources and states (
 mgmt cluster mint-cert HOST --ca-dir DIR --out DIR [--core] [--san NAME]...
 mgmt cluster admit HOST --cert-dir DIR [--core] [--endpoints URLS]
                                 per-host etcd identities (docs/security.md): exit 0, 1, or 2
+mgmt deploy [flags] yaml FILE | lang FILE.mcl | lang DIR/ | --list | --status | --rollback N
 """
 
 from __future__ import annotations
@@ -68,10 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mgmt {VERSION}")
     parser.add_argument(
         "command",
-        choices=["run", "check", "setup", "status", "cluster"],
+        choices=["run", "check", "setup", "status", "cluster", "deploy"],
         help="run: run a graph (see mgmt run --help); check FILE...: check programs, exit 0/2; "
         "setup --install-service: install the agent as a systemd service; status: the running "
-        "agent's resources; cluster mint-cert|admit: per-host identities (mgmt cluster --help)",
+        "agent's resources; cluster mint-cert|admit: per-host identities (mgmt cluster --help); "
+        "deploy: push a program to the cluster (mgmt deploy --help)",
     )
     return parser
 
@@ -174,18 +176,18 @@ def check(files: list[str]) -> int:
 def check_config(config: Config) -> list[str]:
     """What is wrong with the graph, program or manifest `config` runs (nothing runs): the
     problems as one-line messages (warnings printed), or []."""
-    import resources  # noqa: F401  # kinds load on first use
-    from mgmt.lang import compile_file
     from mgmt.lang.errors import CompileError
-    from mgmt.yamlgraph import GraphFileError, load_file
+    from mgmt.yamlgraph import GraphFileError
 
+    if config.frontend in ("lang", "yaml") and config.file is not None:
+        from mgmt.check import check_path  # what `mgmt deploy` checks too
+
+        return check_path(config.frontend, config.file, config.max_graph_size)
     try:
         if config.frontend == "puppet":
+            import resources  # noqa: F401  # kinds load on first use
+
             _check_puppet(config)
-        elif config.frontend == "lang" and config.file is not None:
-            compile_file(config.file)
-        elif config.frontend == "yaml" and config.file is not None:
-            load_file(config.file, config.max_graph_size)
     except (CompileError, GraphFileError) as err:
         return list(err.problems)
     return []
@@ -317,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         return setup.main(args[1:], parse, check_config)
     if args and args[0] == "cluster":
         return cluster(args[1:])
+    if args and args[0] == "deploy":
+        from mgmt.deploy.cli import deploy_main
+
+        return deploy_main(args[1:])
     config = parse(args)
     from mgmt import agent
 

@@ -234,6 +234,41 @@ class Config:
             "etcd history kept before compaction, e.g. 10m, 1h (0: never)", metavar="DURATION"
         ),
     )
+    # deploys (docs/deploys.md) -----------------------------------------------------------
+    deploy: bool = field(
+        default=False,
+        metadata=opt(
+            "make the program a deploy: the cluster's first one if it has none; then run the "
+            "newest deploy, as `mgmt run empty` does"
+        ),
+    )
+    trusted_keys: Path | None = field(
+        default=None,
+        metadata=opt(
+            "SSH keys whose deploys this host runs (ssh-keygen's allowed_signers format: "
+            "`principal key-type key` per line)",
+            metavar="FILE",
+        ),
+    )
+    allow_unsigned_deploys: bool = field(
+        default=False,
+        metadata=opt(
+            "also run unsigned or unverifiable deploys (development only: whoever can write "
+            "the cluster can then make this host run anything)"
+        ),
+    )
+    deploy_switch: str = field(
+        default="now",
+        metadata=opt(
+            "now: run a new deploy as soon as this host has it; together: once every live "
+            "host has it ready",
+            choices=["now", "together"],
+        ),
+    )
+    sign_key: Path | None = field(
+        default=None,
+        metadata=opt("SSH key signing the program --deploy pushes", metavar="FILE"),
+    )
     log_format: str = field(
         default="text", metadata=opt("text (one line per event) or json", choices=["text", "json"])
     )

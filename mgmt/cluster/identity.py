@@ -42,6 +42,7 @@ HOST_KEYS: tuple[tuple[str, bool], ...] = (
     (SCHEDULE + "{host}/", True),
     (HOSTS + "{host}", False),
     (VOLUNTEERS + "{host}", False),
+    (ROOT + "deploy-status/{host}", False),  # its deploy status (mgmt.deploy.status)
 )
 # Keys every admitted host may write: shared by design (a `kv` without `mapped`), so a value
 # there says nothing of who wrote it.

@@ -1,0 +1,20 @@
+"""Deploys: signed programs pushed to the cluster and run by every host (docs/deploys.md).
+
+- `bundle`: the files of a program (`yaml FILE`, `lang FILE.mcl`, `lang DIR/`), encoded as one
+  content-addressed blob;
+- `sign`: SSH signatures (`ssh-keygen -Y sign/verify`, namespace `mgmt-deploy`);
+- `store`: the etcd keys under `/_mgmt/deploy/` and the one transaction that appends a deploy;
+- `source`: what an agent runs (`mgmt run empty`): the newest deploy, verified, swapped in live;
+- `status`: each host's deploy and convergence (`/_mgmt/deploy-status/<host>`);
+- `cli`: `mgmt deploy` (`--list`, `--status`, `--rollback N`).
+
+Importing this package is cheap: the etcd client is imported by `store` and `source` only.
+"""
+
+from __future__ import annotations
+
+from engine.errors import MgmtError
+
+
+class DeployError(MgmtError):
+    """A deploy that cannot be made, read, verified or run (one line, says why)."""

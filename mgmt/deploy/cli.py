@@ -1,0 +1,285 @@
+"""`mgmt deploy`: an operator's command against a running cluster.
+
+mgmt deploy [flags] yaml FILE | lang FILE.mcl | lang DIR/   push a program as the next deploy
+mgmt deploy [flags] --list                                  the deploys kept, newest last
+mgmt deploy [flags] --status                                each host's deploy and convergence
+mgmt deploy [flags] --rollback N                            a new deploy with N's content
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.errors import ValidationError, WorldError
+from engine.params import parse_int
+from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode
+from mgmt.deploy import DeployError
+
+if TYPE_CHECKING:
+    from mgmt.cluster.client import EtcdClient
+    from mgmt.deploy.bundle import Bundle
+
+CONNECT_WAIT = 5.0  # seconds to reach a member before giving up
+
+
+class Refused(DeployError):
+    """Bad input (a bad program, flag or file): exit 2, nothing stored."""
+
+
+def _int(text: str) -> int:
+    try:
+        return parse_int(text.strip())
+    except ValidationError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _connection_args(parser: argparse.ArgumentParser) -> None:
+    """How to reach the cluster: a host's own credentials, or files given."""
+    parser.add_argument(
+        "--seeds",
+        default="https://127.0.0.1:2379",
+        metavar="URLS",
+        help="etcd client URLs of the cluster (comma-separated; default https://127.0.0.1:2379)",
+    )
+    parser.add_argument(
+        "--prefix",
+        type=Path,
+        default=Path("/var/lib/mgmt"),
+        metavar="DIR",
+        help="a host's state directory: its certificate in DIR/cluster-tls/ is used "
+        "unless --tls-* are given (default /var/lib/mgmt)",
+    )
+    parser.add_argument("--tls-ca", type=Path, metavar="FILE", help="CA (PEM) of the cluster")
+    parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="client certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key (PEM)")
+    parser.add_argument("--cluster-user", metavar="NAME", help="etcd user")
+    parser.add_argument(
+        "--cluster-password-file", type=Path, metavar="FILE", help="the etcd user's password"
+    )
+    parser.add_argument(
+        "--insecure-cluster", action="store_true", help="plain http (development only)"
+    )
+
+
+def _client(args: argparse.Namespace) -> EtcdClient:
+    from mgmt.cluster.client import EtcdClient
+    from mgmt.cluster.options import check_url, split_urls
+    from mgmt.cluster.pki import HOST_CERT, HOST_KEY, TLSFiles
+
+    urls = split_urls(args.seeds)
+    if not urls:
+        raise Refused("--seeds: no URL given")
+    try:
+        for url in urls:
+            check_url(url, "--seeds", args.insecure_cluster)
+    except ValidationError as err:
+        raise Refused(str(err)) from None
+    tls = TLSFiles()
+    if not args.insecure_cluster:
+        own = args.prefix / "cluster-tls"
+        tls = TLSFiles(
+            args.tls_ca or own / "ca.pem",
+            args.tls_cert or own / HOST_CERT,
+            args.tls_key or own / HOST_KEY,
+        )
+        for flag, path in (("--tls-ca", tls.ca), ("--tls-cert", tls.cert), ("--tls-key", tls.key)):
+            if path is not None and not path.is_file():
+                raise Refused(f"{flag}: no such file: {path} (give --prefix or --tls-*)")
+    password = None
+    if args.cluster_user is not None:
+        if args.cluster_password_file is None:
+            raise Refused("--cluster-user needs --cluster-password-file")
+        try:
+            password = args.cluster_password_file.read_text().rstrip("\r\n")
+        except OSError as err:
+            raise Refused(f"--cluster-password-file: {err.strerror}") from None
+    return EtcdClient(urls, tls=tls, user=args.cluster_user, password=password, name="deploy")
+
+
+async def _connected(args: argparse.Namespace) -> EtcdClient:
+    client = _client(args)
+    if not await client.wait_connected(CONNECT_WAIT):
+        await client.close()
+        raise DeployError(f"no etcd member reachable at {args.seeds}: {client.last_error}")
+    return client
+
+
+# mgmt deploy --------------------------------------------------------------------------------
+
+
+def deploy_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mgmt deploy",
+        description="Push a program to the cluster as its next deploy (checked as `mgmt check` "
+        "does, signed, stored in one transaction); list or roll back deploys.",
+    )
+    _connection_args(parser)
+    parser.add_argument(
+        "--sign-key",
+        type=Path,
+        metavar="FILE",
+        help="SSH private key signing the deploy (or the public key of one in ssh-agent)",
+    )
+    parser.add_argument(
+        "--unsigned",
+        action="store_true",
+        help="push without a signature: only hosts run with --allow-unsigned-deploys take it "
+        "(development only)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="put it on top even if a deploy was pushed meanwhile"
+    )
+    parser.add_argument(
+        "--keep",
+        type=_int,
+        default=10,
+        metavar="K",
+        help="deploys kept in the cluster, the oldest compacted (default 10)",
+    )
+    parser.add_argument("--list", action="store_true", help="list the deploys kept")
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="each host's deploy (running, ready, refused) and whether it is converged",
+    )
+    parser.add_argument(
+        "--rollback", type=_int, metavar="N", help="push a new deploy whose content is deploy N's"
+    )
+    parser.add_argument(
+        "--max-graph-size",
+        type=_int,
+        default=DEFAULT_MAX_GRAPH_SIZE,
+        metavar="BYTES",
+        help="refuse a graph file larger than BYTES, as mgmt check does",
+    )
+    parser.add_argument("target", nargs="*", metavar="FRONTEND", help="`yaml FILE`, `lang FILE`")
+    return parser
+
+
+def deploy_main(argv: list[str]) -> int:
+    parser = deploy_parser()
+    args = parser.parse_intermixed_args(argv)
+    actions = sum([bool(args.target), args.list, args.status, args.rollback is not None])
+    if actions != 1:
+        parser.error("give one of: `yaml FILE`, `lang FILE|DIR/`, --list, --status, --rollback N")
+    if args.target and (len(args.target) != 2 or args.target[0] not in ("yaml", "lang")):
+        parser.error(f"expected `yaml FILE` or `lang FILE|DIR/`, got {' '.join(args.target)!r}")
+    if args.keep < 1:
+        parser.error(f"--keep: must be >= 1, got {args.keep}")
+    if (args.target or args.rollback is not None) and (args.sign_key is None) == (
+        not args.unsigned
+    ):
+        parser.error("give --sign-key FILE (or --unsigned, for development)")
+    return _run(_deploy(args))
+
+
+def _run(coro: object) -> int:
+    try:
+        return int(asyncio.run(coro))  # type: ignore[arg-type]
+    except Refused as err:
+        print(f"mgmt: {err}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    except (DeployError, WorldError) as err:  # the cluster refused or could not be reached
+        print(f"mgmt: {err}", file=sys.stderr)
+        return int(ExitCode.FAILED)
+    except KeyboardInterrupt:
+        return int(ExitCode.FAILED)
+
+
+async def _deploy(args: argparse.Namespace) -> ExitCode:
+    bundle: Bundle | None = None
+    if args.target:
+        bundle = await asyncio.to_thread(_read_checked, args.target[0], Path(args.target[1]), args)
+    client = await _connected(args)
+    try:
+        if args.list:
+            print(await list_text(client))
+            return ExitCode.OK
+        if args.status:
+            from mgmt.deploy.status import host_statuses, table
+
+            print(table(await host_statuses(client)))
+            return ExitCode.OK
+        return await _push(client, args, bundle)
+    finally:
+        await client.close()
+
+
+def _read_checked(frontend: str, path: Path, args: argparse.Namespace) -> Bundle:
+    """The program's bundle, checked as `mgmt check` checks it; Refused on any problem."""
+    from mgmt.check import check_program
+    from mgmt.deploy.bundle import read_program
+
+    try:
+        bundle = read_program(frontend, path)
+    except DeployError as err:
+        raise Refused(str(err)) from None
+    where = path / bundle.entry if path.is_dir() else path
+    problems = check_program(frontend, bundle.files[bundle.entry], str(where), args.max_graph_size)
+    if problems:
+        for problem in problems[:-1]:
+            print(problem, file=sys.stderr)
+        raise Refused(f"{problems[-1]} (nothing deployed)")
+    if args.sign_key is not None:
+        from mgmt.deploy.sign import key_fingerprint
+
+        try:
+            key_fingerprint(args.sign_key)
+        except DeployError as err:
+            raise Refused(str(err)) from None
+    return bundle
+
+
+async def _push(client: EtcdClient, args: argparse.Namespace, bundle: Bundle | None) -> ExitCode:
+    from mgmt.deploy.bundle import Bundle
+    from mgmt.deploy.store import blob, push, record, record_maker
+
+    rollback_of = 0
+    if args.rollback is not None:
+        rec = await record(client, args.rollback)
+        data = await blob(client, rec.hash) if rec is not None else None
+        if rec is None or data is None:
+            raise Refused(f"--rollback: deploy {args.rollback} is not kept (see --list)")
+        bundle, rollback_of = Bundle.decode(data), rec.id
+    assert bundle is not None
+    if args.unsigned:
+        print(
+            "mgmt: WARNING: pushing an UNSIGNED deploy: only hosts run with "
+            "--allow-unsigned-deploys will run it",
+            file=sys.stderr,
+        )
+    try:
+        make = await asyncio.to_thread(record_maker, bundle, args.sign_key, rollback_of)
+    except DeployError as err:
+        raise Refused(str(err)) from None
+    rec = await push(client, bundle, make, force=args.force, keep=args.keep)
+    what = f" (the content of deploy {rollback_of})" if rollback_of else ""
+    print(f"deploy {rec.id}{what}: {rec.frontend} {rec.entry}, {rec.hash[:12]}", file=sys.stderr)
+    return ExitCode.OK
+
+
+async def list_text(client: EtcdClient) -> str:
+    """The deploys kept, newest last, with the hosts running each."""
+    from mgmt.deploy.status import host_statuses
+    from mgmt.deploy.store import records
+
+    rows = [["ID", "TIME", "KEY", "HASH", "PROGRAM", "HOSTS"]]
+    statuses = await host_statuses(client)
+    for rec in await records(client):
+        when = datetime.datetime.fromtimestamp(rec.time, datetime.UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+        hosts = ",".join(s.host for s in statuses if s.running == rec.id) or "-"
+        program = f"{rec.frontend} {rec.entry}"
+        if rec.rollback_of:
+            program += f" (rollback to {rec.rollback_of})"
+        rows.append([str(rec.id), when, rec.key or "UNSIGNED", rec.hash[:12], program, hosts])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )

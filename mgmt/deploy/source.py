@@ -1,0 +1,491 @@
+"""What a host runs: the cluster's newest deploy, verified, as a graph source for the agent.
+
+`DeploySource` is a front-end like the language's (`agent.GraphSource`): the agent applies
+every graph it yields through its usual swap, so a new deploy keeps the resources that did not
+change running. Once the cluster is up (`attach_world`) it:
+
+1. watches `/_mgmt/deploy/`; on every change (and once after each reconnection: a host that
+   was down or cut off catches up) it reads the newest deploy;
+2. prepares it: the blob's hash must match the record, the signature must verify against
+   `--trusted-keys` (an unsigned deploy only with `--allow-unsigned-deploys`), the files are
+   extracted to `<prefix>/deploy/<id>/` and the program is checked and started. Anything
+   refused is logged once and reported in its status; the host keeps running what it had;
+3. switches to it: at once (`--deploy-switch now`, the default), or once every live host has
+   it ready (`together`: each host says so in its status);
+4. keeps its current deploy in `<prefix>/deploy/current.*`: restarted, it runs it again
+   (verified again) whether or not it reaches the cluster.
+
+A deploy older than the one running is never switched to (an old, validly signed deploy
+replayed into etcd cannot roll a host back): `mgmt deploy --rollback N` makes a new deploy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import WorldError
+from engine.tasks import TaskSet
+from mgmt.deploy import DeployError
+from mgmt.deploy import sign as signing
+from mgmt.deploy.bundle import Bundle
+from mgmt.deploy.status import HOSTS, STATUS, HostStatus, host_statuses, status_key
+from mgmt.deploy.store import PREFIX, Record, blob, newest_id, push, record, record_maker
+from mgmt.yamlgraph import GraphFileError, Loaded, parse
+
+if TYPE_CHECKING:
+    from engine.world import World
+    from mgmt.cluster.client import EtcdClient
+    from mgmt.config import Config
+    from mgmt.converger import Converger
+    from mgmt.lang.source import LangSource
+
+log = logging.getLogger("deploy")
+
+SETTLE_WAIT = 2.0  # seconds attach_world waits for the first look at the cluster's deploys
+
+
+@dataclass
+class Policy:
+    """What this host accepts and when it switches (from the Config)."""
+
+    trusted_keys: Path | None
+    allow_unsigned: bool
+    together: bool
+    max_graph_size: int
+
+
+@dataclass
+class Prepared:
+    record: Record
+    data: bytes  # the blob
+    loaded: Loaded | None  # its first graph (None: a program that has not produced one yet)
+    lang: LangSource | None = None  # a running program
+
+
+async def verify(rec: Record, data: bytes, policy: Policy) -> Bundle:
+    """The bundle of `rec` if its blob and signature are good for this host; else DeployError."""
+    if hashlib.sha256(data).hexdigest() != rec.hash:
+        raise DeployError(f"its blob does not match its hash {rec.hash[:12]}")
+    if rec.signature and policy.trusted_keys is not None:
+        _, key = await asyncio.to_thread(
+            signing.verify, rec.payload(), rec.signature, policy.trusted_keys, rec.key
+        )
+        if key != rec.key:
+            raise DeployError(f"its record names the key {rec.key}, it was signed by {key}")
+    elif not policy.allow_unsigned:
+        if rec.signature:
+            raise DeployError("signed, but this host has no --trusted-keys to verify it")
+        raise DeployError(
+            "unsigned (hosts run unsigned deploys only with --allow-unsigned-deploys)"
+        )
+    else:
+        log.warning(
+            "deploy %d is NOT VERIFIED (%s): running it because of --allow-unsigned-deploys "
+            "(development only: whoever can write the cluster can make this host run anything)",
+            rec.id,
+            "unsigned" if not rec.signature else "no --trusted-keys",
+        )
+    bundle = Bundle.decode(data)
+    if (bundle.frontend, bundle.entry) != (rec.frontend, rec.entry):
+        raise DeployError("its record and its bundle disagree on the program")
+    return bundle
+
+
+class DeploySource:
+    """See the module doc."""
+
+    def __init__(
+        self,
+        hostname: str,
+        prefix: Path,
+        policy: Policy,
+        seed: Bundle | None = None,
+        sign_key: Path | None = None,
+    ) -> None:
+        self.hostname = hostname
+        self.dir = prefix / "deploy"
+        self.policy = policy
+        self.graphs = 1  # the empty graph it starts with counts
+        self.running: Prepared | None = None
+        self.status = HostStatus(hostname)
+        self.checked = asyncio.Event()  # set after each look at the cluster (tests wait on it)
+        self._seed = seed  # `run yaml|lang --deploy`: the first deploy if the cluster has none
+        self._sign_key = sign_key
+        self._world: World | None = None
+        self._client: EtcdClient | None = None
+        self._ready: Prepared | None = None  # verified, waiting to switch (together)
+        self._latest: Loaded | None = None
+        self._new = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._publish = asyncio.Event()
+        self._tasks = TaskSet("deploy", log)
+        self._forward: asyncio.Task[None] | None = None
+        self._unsubscribe: list[Callable[[], Awaitable[None]]] = []
+        self._said = ""  # the last waiting/refusal line logged (each is said once)
+        self._skip = 0  # the deploy last refused: not tried again until SIGHUP or a newer one
+
+    # the agent's side -----------------------------------------------------------------------
+
+    async def __aiter__(self) -> AsyncIterator[Loaded]:
+        while True:
+            await self._new.wait()
+            latest = self._take()
+            if latest is not None:
+                yield latest
+
+    def _take(self) -> Loaded | None:
+        latest, self._latest = self._latest, None
+        self._new.clear()
+        return latest
+
+    def _emit(self, loaded: Loaded) -> None:
+        self.graphs += 1
+        loaded.cluster = True
+        self._latest = loaded
+        self._new.set()
+
+    def reload(self) -> None:
+        """SIGHUP: look at the cluster's deploys again."""
+        log.info("SIGHUP: reading the cluster's newest deploy again")
+        self._skip = 0  # a refused deploy is tried again (its key may be trusted now)
+        self._kick.set()
+
+    async def start(self) -> Loaded | None:
+        """The graph of the deploy kept from the last run (verified again), if there is one:
+        the agent's first graph, run whether or not the cluster is reached."""
+        await self._restore()
+        return self._take()
+
+    async def attach_world(self, world: World) -> Loaded | None:
+        """The cluster is up: follow its deploys."""
+        self._world = world
+        client: EtcdClient = world.client  # type: ignore[attr-defined]
+        self._client = client
+        lang = self.running.lang if self.running is not None else None
+        if lang is not None and lang.needs_cluster:  # the kept deploy reads the world
+            loaded = await lang.attach_world(world)
+            if loaded is not None:
+                self._emit(loaded)
+        self._tasks.spawn(self._follow(), "deploy follow")
+        self._tasks.spawn(self._publisher(), "deploy status")
+        keys = [PREFIX] + ([STATUS, HOSTS] if self.policy.together else [])
+        for key in keys:
+            self._unsubscribe.append(await client.subscribe(key.encode(), self._kick.set, True))
+        self._kick.set()
+        self._publish.set()  # this host runs deploys (`--deploy-switch together` counts it)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_WAIT):
+                self.checked.clear()
+                await self.checked.wait()
+        return self._take()
+
+    def follow_convergence(self, converger: Converger) -> None:
+        """Report the graph's convergence in this host's status."""
+
+        async def follow() -> None:
+            while True:
+                await converger.converged.wait()
+                self._set_status(converged=True)
+                await converger.diverged.wait()
+                self._set_status(converged=False)
+
+        self._tasks.spawn(follow(), "deploy convergence")
+
+    async def aclose(self) -> None:
+        await self._tasks.close()
+        for unsubscribe in self._unsubscribe:
+            await unsubscribe()
+        self._unsubscribe = []
+        await self._stop_forward()
+        for prepared in (self._ready, self.running):
+            if prepared is not None and prepared.lang is not None:
+                await prepared.lang.aclose()
+
+    # following the cluster ------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self._check()
+            except WorldError as err:  # the watch signals again once a member answers
+                log.debug("deploys: %s", err)
+            except DeployError as err:
+                self._say(logging.ERROR, str(err))
+            except Exception:  # the loop must survive: later deploys still run
+                log.exception("following the deploys failed; keeping the running deploy")
+            finally:
+                self.checked.set()
+
+    async def _check(self) -> None:
+        assert self._client is not None
+        client = self._client
+        newest = await newest_id(client)
+        if newest == 0:
+            if self._seed is not None:
+                await self._push_seed()
+            return
+        self._seed = None  # the cluster has deploys: they win
+        running = self.running.record.id if self.running else 0
+        if newest < running:
+            self._say(
+                logging.WARNING,
+                f"the cluster's newest deploy {newest} is older than the one running "
+                f"({running}): keeping {running}",
+            )
+            return
+        if newest in (running, self._skip):
+            return
+        if self._ready is None or self._ready.record.id != newest:
+            rec = await record(client, newest)
+            data = await blob(client, rec.hash) if rec is not None else None
+            if rec is None or data is None:
+                return  # compacted meanwhile: the watch tells us about the newer one
+            try:
+                prepared = await self._prepare(rec, data)
+            except DeployError as err:
+                self._refuse(newest, str(err))
+                return
+            await self._drop_ready()
+            self._ready = prepared
+            self._set_status(ready=newest)
+        if self.policy.together and not await self._all_ready(newest):
+            return
+        await self._switch()
+
+    async def _all_ready(self, deploy_id: int) -> bool:
+        assert self._client is not None
+        waiting = [
+            row.host
+            for row in await host_statuses(self._client)
+            if row.alive
+            and row.runs_deploys
+            and row.host != self.hostname
+            and max(row.ready, row.running) < deploy_id
+        ]
+        if waiting:
+            self._say(
+                logging.INFO,
+                f"deploy {deploy_id} is ready; switching together once "
+                f"{', '.join(waiting)} have it too (--deploy-switch together)",
+            )
+        return not waiting
+
+    async def _push_seed(self) -> None:
+        assert self._client is not None and self._seed is not None
+        seed, key = self._seed, self._sign_key
+        try:
+            make = await asyncio.to_thread(record_maker, seed, key)
+            rec = await push(self._client, seed, make)
+        except DeployError as err:
+            log.info("not seeding the cluster with this program: %s", err)
+        else:
+            log.info("this program is the cluster's first deploy (%d)", rec.id)
+        self._seed = None
+        self._kick.set()
+
+    # preparing and switching ----------------------------------------------------------------
+
+    async def _prepare(self, rec: Record, data: bytes) -> Prepared:
+        bundle = await verify(rec, data, self.policy)
+        try:
+            entry = await asyncio.to_thread(bundle.extract, self.dir / str(rec.id))
+        except OSError as err:  # e.g. a bundle naming both `a` and `a/b`
+            raise DeployError(f"cannot extract it into {self.dir}: {err}") from None
+        if bundle.frontend == "yaml":
+            text = bundle.files[bundle.entry]
+            if len(text) > self.policy.max_graph_size:
+                raise DeployError(
+                    f"{bundle.entry}: larger than this host's --max-graph-size "
+                    f"({self.policy.max_graph_size:,} bytes)"
+                )
+            try:
+                loaded = await asyncio.to_thread(parse, text, str(entry))
+            except GraphFileError as err:
+                raise DeployError("; ".join(err.problems)) from None
+            for warning in loaded.warnings:
+                log.warning("%s", warning)
+            return Prepared(rec, data, loaded)
+        return await self._open_lang(rec, data, entry)
+
+    async def _open_lang(self, rec: Record, data: bytes, entry: Path) -> Prepared:
+        from mgmt.lang.errors import CompileError
+        from mgmt.lang.source import LangSource
+
+        try:
+            source = await LangSource.open(entry, hostname=self.hostname, watch=False)
+        except CompileError as err:
+            raise DeployError("; ".join(err.problems)) from None
+        loaded = source.first
+        if source.needs_cluster and self._world is not None:
+            loaded = await source.attach_world(self._world) or loaded
+        return Prepared(rec, data, loaded, source)
+
+    async def _switch(self) -> None:
+        prepared, self._ready = self._ready, None
+        assert prepared is not None
+        await self._stop_forward()
+        old, self.running = self.running, prepared
+        rec = prepared.record
+        log.info(
+            "running deploy %d (%s %s, %s)",
+            rec.id,
+            rec.frontend,
+            rec.entry,
+            f"signed by {rec.key}" if rec.signature else "unsigned",
+        )
+        if prepared.loaded is not None:
+            self._emit(prepared.loaded)
+        if prepared.lang is not None:
+            self._forward = asyncio.create_task(self._forward_graphs(prepared.lang))
+        if old is not None and old.lang is not None:
+            await old.lang.aclose()
+        refused = self.status.refused if self.status.refused > rec.id else 0
+        error = self.status.error if refused else ""
+        self._set_status(running=rec.id, ready=rec.id, refused=refused, error=error)
+        try:
+            await asyncio.to_thread(self._keep, prepared)
+        except OSError as err:
+            log.warning("cannot keep deploy %d in %s: %s", rec.id, self.dir, err)
+
+    async def _forward_graphs(self, source: LangSource) -> None:
+        async for loaded in source:
+            self._emit(loaded)
+
+    async def _stop_forward(self) -> None:
+        task, self._forward = self._forward, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _drop_ready(self) -> None:
+        ready, self._ready = self._ready, None
+        if ready is not None and ready.lang is not None:
+            await ready.lang.aclose()
+
+    def _refuse(self, deploy_id: int, why: str) -> None:
+        running = self.running.record.id if self.running else 0
+        keeping = f"keeping deploy {running}" if running else "running nothing yet"
+        log.error("refused deploy %d: %s; %s", deploy_id, why, keeping)
+        self._skip = deploy_id
+        self._set_status(refused=deploy_id, error=why)
+
+    def _say(self, level: int, line: str) -> None:
+        if line != self._said:
+            self._said = line
+            log.log(level, "%s", line)
+
+    # this host's deploy, kept in the prefix --------------------------------------------------
+
+    def _keep(self, prepared: Prepared) -> None:
+        """Write the running deploy's record and blob (atomically), drop older directories."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name, data in (
+            ("current.blob", prepared.data),
+            ("current.json", prepared.record.encode()),
+        ):
+            tmp = self.dir / f".{name}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            tmp.rename(self.dir / name)
+        keep = {str(prepared.record.id)} | ({str(self._ready.record.id)} if self._ready else set())
+        for child in self.dir.iterdir():
+            if child.is_dir() and not child.name.startswith(".") and child.name not in keep:
+                shutil.rmtree(child, ignore_errors=True)
+
+    async def _restore(self) -> None:
+        """Run the deploy kept by the last run (verified again), if there is one."""
+        try:
+            raw = await asyncio.to_thread((self.dir / "current.json").read_bytes)
+            data = await asyncio.to_thread((self.dir / "current.blob").read_bytes)
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            log.warning("cannot read the kept deploy in %s: %s", self.dir, err)
+            return
+        try:
+            rec = Record.decode(raw, str(self.dir / "current.json"))
+            self._ready = await self._prepare(rec, data)
+        except DeployError as err:
+            log.error("not running the kept deploy from %s: %s", self.dir, err)
+            return
+        log.info("restarting with deploy %d, kept from the last run", rec.id)
+        await self._switch()
+
+    # status -----------------------------------------------------------------------------------
+
+    def _set_status(self, **changes: Any) -> None:
+        for name, value in changes.items():
+            setattr(self.status, name, value)
+        self._publish.set()
+
+    async def _publisher(self) -> None:
+        """Keep this host's status key as `self.status` (desired state, retried)."""
+        assert self._client is not None
+        delay = 0.05
+        while True:
+            await self._publish.wait()
+            self._publish.clear()
+            try:
+                await self._client.put(status_key(self.hostname).encode(), self.status.encode())
+                delay = 0.05
+            except WorldError as err:
+                log.debug("deploy status: %s", err)
+                await self._client.connected.wait()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                self._publish.set()
+
+
+def open_source(config: Config, prefix: Path) -> DeploySource:
+    """The deploy source a run asks for (blocking: reads and checks files); DeployError
+    naming the flag or file on bad input."""
+    from mgmt.check import check_program
+    from mgmt.deploy.bundle import read_program
+
+    trusted = config.trusted_keys
+    if trusted is not None:
+        try:
+            text = trusted.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DeployError(f"--trusted-keys: cannot read {trusted}: {err}") from None
+        if not any(line.strip() and not line.startswith("#") for line in text.splitlines()):
+            raise DeployError(f"--trusted-keys: {trusted} holds no key")
+    if config.allow_unsigned_deploys:
+        log.warning(
+            "--allow-unsigned-deploys: this host runs deploys nobody trusted signed "
+            "(development only: whoever can write the cluster can make it run anything)"
+        )
+    seed = None
+    if config.deploy and config.frontend != "empty":
+        assert config.file is not None
+        seed = read_program(config.frontend, config.file)
+        where = config.file / seed.entry if config.file.is_dir() else config.file
+        data = seed.files[seed.entry]
+        problems = check_program(config.frontend, data, str(where), config.max_graph_size)
+        if problems:
+            raise DeployError("\n".join(problems))
+        if config.sign_key is not None:
+            signing.key_fingerprint(config.sign_key)
+        elif not config.allow_unsigned_deploys:
+            raise DeployError("--deploy: give --sign-key FILE (or --allow-unsigned-deploys)")
+    policy = Policy(
+        trusted_keys=trusted,
+        allow_unsigned=config.allow_unsigned_deploys,
+        together=config.deploy_switch == "together",
+        max_graph_size=config.max_graph_size,
+    )
+    return DeploySource(config.hostname, prefix, policy, seed, config.sign_key)

@@ -1,0 +1,243 @@
+"""Deploys end to end: real `mgmt run empty` agents on 127.0.0.1 (TLS, their own etcd), real
+`mgmt deploy` commands, real SSH keys. See docs/deploys.md."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mgmt.deploy.status import STATUS, host_statuses
+from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
+from tests.e2e.test_cluster_e2e import Host, client_of, fleet
+from tests.mgmt.cluster.helpers import free_ports
+from tests.mgmt.deploy.keys import Key, make_key, trusted_file
+
+
+@dataclass
+class DeployHost(Host):
+    """A host running deploys: `mgmt run ... empty` (or `tail`: `--deploy lang DIR`)."""
+
+    tail: list[str] = field(default_factory=lambda: ["empty"])
+
+    def args(self, seeds: list[Host]) -> list[str]:
+        return [*super().args(seeds)[:-2], *self.tail]
+
+    async def start(self, seeds: list[Host] = ()) -> Daemon:  # type: ignore[assignment]
+        """Started, and in the cluster (its first graph waits for the cluster)."""
+        daemon = await super().start(seeds)
+        # The first graph waits for the cluster (up to 10 s when it is unreachable).
+        await daemon.wait_log("converged:", timeout=30)
+        return daemon
+
+    @property
+    def prefix(self) -> Path:
+        return self.root / self.name / "prefix"
+
+
+def program(directory: Path, out: Path, version: str) -> Path:
+    """A `lang DIR/` program: per host, a file that never changes and one holding `version`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    base = str(out) + "/${sys.hostname()}"
+    (directory / "main.mcl").write_text(
+        'import "sys"\n'
+        f'file "{base}.keep" {{\n\tcontent => "kept\\n",\n}}\n'
+        f'file "{base}.ver" {{\n\tcontent => "{version}\\n",\n}}\n'
+    )
+    return directory
+
+
+async def deploy(via: DeployHost, *args: str) -> tuple[int, str]:
+    """`mgmt deploy` with `via`'s certificate, against its etcd."""
+    base = ["deploy", "--seeds", via.url, "--prefix", str(via.prefix)]
+    return await asyncio.to_thread(run_mgmt, [*base, *args])
+
+
+async def push(via: DeployHost, key: Key, source: Path) -> str:
+    code, out = await deploy(via, "--sign-key", str(key.private), "lang", f"{source}/")
+    assert code == 0, out
+    return out
+
+
+async def all_have(out: Path, hosts: list[DeployHost], version: str) -> None:
+    for host in hosts:
+        await wait_path(out / f"{host.name}.ver", has_content(f"{version}\n"), 30)
+
+
+async def statuses_say(via: DeployHost, expected: list[tuple[str, int, bool]]) -> None:
+    """Wait (on a watch of the status keys) until every host's (name, running, converged)
+    in the cluster is `expected`."""
+    async with client_of(via) as client:
+        changed = asyncio.Event()
+        unsubscribe = await client.subscribe(STATUS.encode(), changed.set, prefix=True)
+        try:
+            async with asyncio.timeout(15):
+                while True:
+                    changed.clear()
+                    rows = await host_statuses(client)
+                    if [(r.host, r.running, r.converged) for r in rows] == expected:
+                        return
+                    await changed.wait()
+        finally:
+            await unsubscribe()
+
+
+@pytest.mark.slow
+async def test_deploy_swap_refusal_rollback_and_catch_up_on_three_hosts(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    alice, mallory = make_key(keys, "alice"), make_key(keys, "mallory")
+    trusted = trusted_file(keys, alice)
+    out, src = tmp_path / "out", tmp_path / "src"
+    out.mkdir()
+    hosts = [
+        DeployHost(f"h{i}", tmp_path, extra_args=["--trusted-keys", str(trusted)])
+        for i in (1, 2, 3)
+    ]
+    h1, h2, h3 = hosts
+    async with fleet(hosts):  # type: ignore[arg-type]
+        for i, host in enumerate(hosts):
+            await host.start(seeds=hosts[:1] if i else [])
+        # 1: pushed once, to any host: every host runs it.
+        await push(h2, alice, program(src, out, "v1"))
+        await all_have(out, hosts, "v1")
+        for host in hosts:  # written in parallel with .ver: maybe a moment later
+            await wait_path(out / f"{host.name}.keep", has_content("kept\n"), 15)
+        kept = {h.name: os.stat(out / f"{h.name}.keep").st_ino for h in hosts}
+        # 2: swapped in live: the unchanged resource keeps running (and its file).
+        await push(h1, alice, program(src, out, "v2"))
+        await all_have(out, hosts, "v2")
+        for host in hosts:
+            assert host.daemon is not None
+            await host.daemon.wait_log("graph swap: 1 kept, 1 stopped, 1 started")
+            assert os.stat(out / f"{host.name}.keep").st_ino == kept[host.name]
+        # 3: signed by a key no host trusts: refused everywhere, v2 keeps running.
+        await push(h1, mallory, program(src, out, "evil"))
+        for host in hosts:
+            assert host.daemon is not None
+            await host.daemon.wait_log("refused deploy 3: not signed by a key in")
+        assert all((out / f"{h.name}.ver").read_text() == "v2\n" for h in hosts)
+        # 4: a rollback to 1 is a new deploy with 1's content.
+        code, text = await deploy(h3, "--sign-key", str(alice.private), "--rollback", "1")
+        assert code == 0 and "deploy 4 (the content of deploy 1)" in text, text
+        await all_have(out, hosts, "v1")
+        # 5: h3 is down when it is pushed; back, it catches up.
+        assert await h3.stop() == 0
+        await push(h1, alice, program(src, out, "v5"))
+        await all_have(out, [h1, h2], "v5")
+        assert (out / "h3.ver").read_text() == "v1\n"
+        h3.client_port, h3.peer_port = free_ports(2)  # its old ones may be taken meanwhile
+        await h3.start(seeds=[h1])
+        await all_have(out, hosts, "v5")
+        assert h3.daemon is not None
+        await h3.daemon.wait_log("restarting with deploy 4, kept from the last run")
+        await h3.daemon.wait_log("running deploy 5")
+        await statuses_say(h1, [(h.name, 5, True) for h in hosts])
+        # The history and each host's status.
+        code, listed = await deploy(h1, "--list")
+        assert code == 0, listed
+        lines = listed.splitlines()
+        assert [line.split()[0] for line in lines] == ["ID", "1", "2", "3", "4", "5"]
+        assert "(rollback to 1)" in lines[4]
+        assert lines[5].split()[-1] == "h1,h2,h3"
+        code, status = await deploy(h1, "--status")
+        assert code == 0, status
+        rows = {line.split()[0]: line.split() for line in status.splitlines()[1:]}
+        assert sorted(rows) == ["h1", "h2", "h3"]
+        assert all(row[1:5] == ["yes", "5", "5", "yes"] for row in rows.values()), status
+
+
+@pytest.mark.slow
+async def test_run_deploy_seeds_the_cluster_and_together_waits_for_every_host(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys"
+    alice, mallory = make_key(keys / "a", "alice"), make_key(keys / "m", "mallory")
+    trusts_alice = trusted_file(keys / "a", alice)
+    trusts_mallory = trusted_file(keys / "m", mallory)
+    out, src = tmp_path / "out", tmp_path / "src"
+    out.mkdir()
+    together = ["--deploy-switch", "together"]
+    h1 = DeployHost(
+        "h1",
+        tmp_path,
+        extra_args=[*together, "--trusted-keys", str(trusts_alice)],
+        tail=["--deploy", "--sign-key", str(alice.private), "lang", str(program(src, out, "v1"))],
+    )
+    h2 = DeployHost("h2", tmp_path, extra_args=[*together, "--trusted-keys", str(trusts_mallory)])
+    async with fleet([h1, h2]):  # type: ignore[list-item]
+        await h1.start()
+        await all_have(out, [h1], "v1")  # its program became deploy 1
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("this program is the cluster's first deploy (1)")
+        d2 = await h2.start(seeds=[h1])
+        await d2.wait_log("refused deploy 1: not signed by a key in")
+        # h2 cannot take 2 either: h1 has it ready and waits.
+        await push(h1, alice, program(src, out, "v2"))
+        await h1.daemon.wait_log("deploy 2 is ready; switching together once h2 have it too")
+        assert (out / "h1.ver").read_text() == "v1\n"
+        # h2 trusts alice too now (the file is read at every deploy): 3 switches on both.
+        trusts_mallory.write_text(alice.allowed() + mallory.allowed())
+        await push(h1, alice, program(src, out, "v3"))
+        await all_have(out, [h1, h2], "v3")
+
+
+async def test_a_bad_program_or_flag_is_refused_before_the_cluster_is_asked(
+    tmp_path: Path,
+) -> None:
+    (port,) = free_ports(1)
+    seeds = ["--insecure-cluster", "--seeds", f"http://127.0.0.1:{port}"]
+    bad = tmp_path / "bad.mcl"
+    bad.write_text('file "/tmp/x" {\n\tcontent => 42,\n}\n')
+    code, text = await asyncio.to_thread(
+        run_mgmt, ["deploy", *seeds, "--unsigned", "lang", str(bad)]
+    )
+    assert code == 2 and text.count("\n") == 1 and f"{bad}:2:" in text, text
+    good = tmp_path / "g.yaml"
+    good.write_text("graph: g\n")
+    code, text = await asyncio.to_thread(run_mgmt, ["deploy", *seeds, "yaml", str(good)])
+    assert code == 2 and "--sign-key" in text, text
+    code, text = await asyncio.to_thread(
+        run_mgmt, ["deploy", *seeds, "--sign-key", str(good), "yaml", str(good)]
+    )
+    assert code == 2 and "not an SSH key" in text, text
+    code, text = await asyncio.to_thread(
+        run_mgmt, ["deploy", *seeds, "--unsigned", "yaml", str(good)]
+    )
+    assert code == 1 and "no etcd member reachable" in text, text
+    code, text = await asyncio.to_thread(
+        run_mgmt, ["run", "--tmp-prefix", "--trusted-keys", str(tmp_path / "none"), "empty"]
+    )
+    assert code == 2 and "--trusted-keys: cannot read" in text, text
+    code, text = await asyncio.to_thread(
+        run_mgmt, ["run", "--tmp-prefix", "--deploy", "--allow-unsigned-deploys", str(bad)]
+    )
+    assert code == 2 and f"{bad}:2:" in text and "etcd" not in text, text
+
+
+@pytest.mark.slow
+async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys"
+    alice = make_key(keys, "alice")
+    trusted = ["--trusted-keys", str(trusted_file(keys, alice))]
+    out, src = tmp_path / "out", tmp_path / "src"
+    out.mkdir()
+    h1 = DeployHost("h1", tmp_path, extra_args=trusted)
+    h2 = DeployHost("h2", tmp_path, extra_args=[*trusted, "--no-server"])
+    async with fleet([h1, h2]):  # type: ignore[list-item]
+        await h1.start()
+        await h2.start(seeds=[h1])
+        await push(h1, alice, program(src, out, "v1"))
+        await all_have(out, [h1, h2], "v1")
+        await h1.kill()  # the only etcd member: h2 has no cluster now
+        (out / "h2.ver").unlink()
+        await all_have(out, [h2], "v1")  # still enforced
+        await h2.kill()
+        (out / "h2.ver").unlink()
+        d2 = await h2.start(seeds=[h1])  # the cluster is still gone
+        await all_have(out, [h2], "v1")
+        await d2.wait_log("restarting with deploy 1, kept from the last run")

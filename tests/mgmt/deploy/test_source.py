@@ -1,0 +1,142 @@
+"""A host's deploy source on a real etcd with real signatures: what it runs, what it refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.world import EtcdWorld
+from mgmt.deploy.bundle import Bundle
+from mgmt.deploy.source import DeploySource, Policy
+from mgmt.deploy.store import NEWEST, Record, push, record_maker
+from mgmt.yamlgraph import Loaded
+from tests.mgmt.cluster.helpers import members
+from tests.mgmt.deploy.keys import Key, make_key, trusted_file
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[EtcdClient]:
+    async with members(tmp_path / "etcd") as nodes:
+        etcd = EtcdClient([nodes[0].client_url], call_timeout=2)
+        try:
+            yield etcd
+        finally:
+            await etcd.close()
+
+
+def graph(name: str) -> Bundle:
+    text = f"graph: {name}\nresources:\n  noop:\n    - name: {name}\n"
+    return Bundle("yaml", "g.yaml", {"g.yaml": text.encode()})
+
+
+async def next_graph(graphs: AsyncIterator[Loaded]) -> str:
+    async with asyncio.timeout(10):
+        loaded = await anext(graphs)
+    return loaded.graph.name
+
+
+@pytest.fixture
+async def host(
+    tmp_path: Path, client: EtcdClient
+) -> AsyncIterator[tuple[DeploySource, AsyncIterator[Loaded], Key]]:
+    alice = make_key(tmp_path / "keys", "alice")
+    policy = Policy(trusted_file(tmp_path / "keys", alice), False, False, 1 << 20)
+    source = DeploySource("h1", tmp_path / "prefix", policy)
+    assert await source.start() is None  # nothing kept yet
+    await source.attach_world(EtcdWorld(client, "h1"))
+    try:
+        yield source, aiter(source), alice
+    finally:
+        await source.aclose()
+
+
+async def signed(client: EtcdClient, bundle: Bundle, key: Key) -> Record:
+    return await push(client, bundle, record_maker(bundle, key.private))
+
+
+async def refused(source: DeploySource, deploy_id: int) -> str:
+    async with asyncio.timeout(10):
+        while source.status.refused != deploy_id:
+            source.checked.clear()
+            await source.checked.wait()
+    return source.status.error
+
+
+async def test_what_a_host_refuses_and_that_it_keeps_running(
+    client: EtcdClient,
+    host: tuple[DeploySource, AsyncIterator[Loaded], Key],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, graphs, alice = host
+    await signed(client, graph("one"), alice)
+    assert await next_graph(graphs) == "one"
+    # 2: unsigned.
+    await push(client, graph("two"), record_maker(graph("two"), None))
+    assert "unsigned" in await refused(source, 2)
+    # 3: a record changed after it was signed.
+    make = record_maker(graph("three"), alice.private)
+
+    async def tampered(deploy_id: int, parent: int) -> Record:
+        return replace(await make(deploy_id, parent), entry="other.yaml")
+
+    await push(client, graph("three"), tampered)
+    assert "bad signature" in await refused(source, 3)
+    # 4: validly signed, but its files cannot be laid out (`a` and `a/b`).
+    hostile = Bundle("yaml", "a", {"a": b"graph: x\n", "a/b": b""})
+    await signed(client, hostile, alice)
+    assert "cannot extract" in await refused(source, 4)
+    assert source.running is not None and source.running.record.id == 1
+    # 5: a graph file larger than this host takes.
+    source.policy.max_graph_size = 10
+    await signed(client, graph("big"), alice)
+    assert "larger than this host's --max-graph-size" in await refused(source, 5)
+    source.policy.max_graph_size = 1 << 20
+    # The loop survived: 6 runs.
+    await signed(client, graph("six"), alice)
+    assert await next_graph(graphs) == "six"
+    # An older deploy made the newest again (a replay): kept running 6.
+    with caplog.at_level(logging.WARNING, logger="deploy"):
+        await client.put(NEWEST.encode(), b"1")
+        async with asyncio.timeout(10):
+            while "older than the one running (6)" not in caplog.text:
+                source.checked.clear()
+                await source.checked.wait()
+    assert source.running.record.id == 6
+    # Restarted, the host runs 6 again from what it kept, before reaching the cluster.
+    again = DeploySource("h1", tmp_path / "prefix", source.policy)
+    first = await again.start()
+    assert first is not None and first.graph.name == "six"
+    await again.aclose()
+
+
+async def test_together_waits_for_the_live_hosts_that_run_deploys(
+    tmp_path: Path, client: EtcdClient
+) -> None:
+    from mgmt.deploy.status import HOSTS, HostStatus, status_key
+
+    alice = make_key(tmp_path / "keys", "alice")
+    policy = Policy(trusted_file(tmp_path / "keys", alice), False, True, 1 << 20)
+    source = DeploySource("h1", tmp_path / "prefix", policy)
+    for host in ("h1", "h2", "plain"):  # alive; `plain` runs no deploys (no status key)
+        await client.put((HOSTS + host).encode(), b"")
+    await client.put(status_key("h2").encode(), HostStatus("h2").encode())
+    await source.attach_world(EtcdWorld(client, "h1"))
+    graphs = aiter(source)
+    try:
+        await signed(client, graph("one"), alice)
+        async with asyncio.timeout(10):
+            while source.status.ready != 1:
+                source.checked.clear()
+                await source.checked.wait()
+        assert source.running is None  # h2 has not got it yet
+        await client.put(status_key("h2").encode(), HostStatus("h2", ready=1).encode())
+        assert await next_graph(graphs) == "one"  # not held back by `plain`
+    finally:
+        await source.aclose()

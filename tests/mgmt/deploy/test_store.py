@@ -1,0 +1,162 @@
+"""The deploy store on a real etcd: one transaction per deploy, stale parents refused, the
+history bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mgmt.cluster.client import EtcdClient
+from mgmt.deploy import DeployError
+from mgmt.deploy.bundle import Bundle
+from mgmt.deploy.store import (
+    BLOBS,
+    IDS,
+    NEWEST,
+    Record,
+    id_key,
+    new_record,
+    push,
+    record,
+    record_maker,
+    records,
+)
+from tests.mgmt.cluster.helpers import members
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[EtcdClient]:
+    async with members(tmp_path) as nodes:
+        etcd = EtcdClient([nodes[0].client_url], call_timeout=2)
+        try:
+            yield etcd
+        finally:
+            await etcd.close()
+
+
+def bundle(text: str) -> Bundle:
+    return Bundle("yaml", "g.yaml", {"g.yaml": f"graph: {text}\n".encode()})
+
+
+async def push_plain(client: EtcdClient, b: Bundle, **kw: object) -> Record:
+    return await push(client, b, record_maker(b, None), **kw)  # type: ignore[arg-type]
+
+
+async def test_a_deploy_is_its_blob_record_and_newest_in_one_revision(client: EtcdClient) -> None:
+    first = await push_plain(client, bundle("a"))
+    second = await push_plain(client, bundle("b"))
+    assert (first.id, first.parent, second.id, second.parent) == (1, 0, 2, 1)
+    revisions = set()
+    for key in (NEWEST, id_key(2), BLOBS + second.hash):
+
+        async def fn(conn: object, key: str = key) -> object:
+            from aetcd import rpc
+
+            return await conn.kv.Range(rpc.RangeRequest(key=key.encode()), timeout=2)  # type: ignore[attr-defined]
+
+        resp = await client.call("get", fn)  # type: ignore[arg-type]
+        revisions.add(resp.kvs[0].mod_revision)
+    assert len(revisions) == 1  # never one without the others
+    assert await record(client, 2) == second
+    assert await client.get((BLOBS + second.hash).encode()) == bundle("b").encode()
+
+
+async def test_a_stale_parent_is_refused_unless_forced(client: EtcdClient) -> None:
+    await push_plain(client, bundle("a"))
+    ours = bundle("ours")
+    plain = record_maker(ours, None)
+    raced = False
+
+    async def racing(deploy_id: int, parent: int) -> Record:
+        nonlocal raced
+        if not raced:  # another operator pushes while ours is being made (and signed)
+            raced = True
+            await push_plain(client, bundle("theirs"))
+        return await plain(deploy_id, parent)
+
+    with pytest.raises(DeployError, match=r"parent 1 is no longer the newest deploy \(2 was"):
+        await push(client, ours, racing)
+    assert [r.id for r in await records(client)] == [1, 2]
+    assert await client.get((BLOBS + ours.hash).encode()) is None  # nothing of it stored
+    raced = False
+    forced = await push(client, ours, racing, force=True)
+    assert (forced.id, forced.parent) == (4, 3)
+
+
+async def test_the_history_keeps_the_newest_k_and_the_blobs_they_name(
+    client: EtcdClient,
+) -> None:
+    pushed = [await push_plain(client, bundle(x), keep=3) for x in "abcd"]
+    assert [r.id for r in await records(client)] == [2, 3, 4]
+    assert await client.get((BLOBS + pushed[0].hash).encode()) is None
+    # A rollback to 2's content: 2 goes, its blob stays (5 names it).
+    b = bundle("b")
+    await push(client, b, record_maker(b, None, rollback_of=2), keep=3)
+    kept = await records(client)
+    assert [(r.id, r.rollback_of) for r in kept] == [(3, 0), (4, 0), (5, 2)]
+    blobs, _ = await client.get_prefix(BLOBS.encode())
+    assert sorted(k.decode()[len(BLOBS) :] for k in blobs) == sorted(r.hash for r in kept)
+    assert len((await client.get_prefix(IDS.encode()))[0]) == 3
+
+
+async def test_keep_must_be_positive(client: EtcdClient) -> None:
+    with pytest.raises(DeployError, match="--keep"):
+        await push_plain(client, bundle("a"), keep=0)
+    assert await records(client) == []
+    assert new_record(bundle("a"), 1, 0).payload().startswith(b"mgmt deploy v1\n")
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [b"[]", b"{}", b'{"id": 1}', b"not json", b'"x"'],
+)
+def test_a_record_that_is_not_one_is_refused(doc: bytes) -> None:
+    with pytest.raises(DeployError, match="ids/1: not a deploy record"):
+        Record.decode(doc, "ids/1")
+
+
+def test_a_record_field_of_the_wrong_type_is_refused() -> None:
+    good = new_record(bundle("a"), 1, 0).encode()
+    for field, value in (("time", '"soon"'), ("id", "true"), ("hash", "5")):
+        doc = json.loads(good)
+        doc[field] = json.loads(value)
+        with pytest.raises(DeployError, match=f"{field} is"):
+            Record.decode(json.dumps(doc).encode(), "ids/1")
+
+
+async def test_status_rows_say_who_is_alive_and_who_runs_deploys(client: EtcdClient) -> None:
+    from mgmt.deploy.status import HOSTS, HostStatus, host_statuses, status_key, table
+
+    await client.put(status_key("h1").encode(), HostStatus("h1", running=3, ready=3).encode())
+    await client.put(status_key("h2").encode(), b'{"running": "three"}')  # from a bad writer
+    await client.put((HOSTS + "h1").encode(), b"")
+    await client.put((HOSTS + "plain").encode(), b"")  # a host running no deploys
+    rows = await host_statuses(client)
+    assert [(r.host, r.alive, r.runs_deploys, r.running) for r in rows] == [
+        ("h1", True, True, 3),
+        ("h2", False, True, 0),
+        ("plain", True, False, 0),
+    ]
+    lines = table(rows).splitlines()
+    assert lines[0].split() == ["HOST", "ALIVE", "DEPLOY", "READY", "CONVERGED", "REFUSED"]
+    assert lines[1].split() == ["h1", "yes", "3", "3", "no", "-"]
+
+
+async def test_a_cluster_that_refuses_the_command_is_one_line_exit_1(tmp_path: Path) -> None:
+    from tests.e2e.helpers import run_mgmt
+
+    async with members(tmp_path) as nodes:
+        admin = EtcdClient([nodes[0].client_url], call_timeout=2)
+        try:
+            await admin.enable_auth("root", "secret")
+        finally:
+            await admin.close()
+        args = ["deploy", "--insecure-cluster", "--seeds", nodes[0].client_url, "--list"]
+        code, text = await asyncio.to_thread(run_mgmt, args)
+    assert code == 1 and "Traceback" not in text, text
+    assert text.startswith("mgmt: list /_mgmt/deploy-status/: etcdserver: user name is empty")
+    assert text.count("\n") == 1, text
