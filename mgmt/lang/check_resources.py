@@ -15,6 +15,7 @@ from engine.errors import ValidationError
 from engine.params import close_match
 from engine.resource import kinds as known_kinds
 from engine.resource import lookup as lookup_kind
+from engine.resource import unsupported
 from mgmt.collectscope import check_kind as collect_refusal
 from mgmt.lang import ast
 from mgmt.lang.errors import Abort, Pos, Problems
@@ -44,6 +45,8 @@ class ResourceChecker:
 
     def resource(self, res: ast.Resource, scope: Scope) -> None:
         table = kind_params(res.kind)
+        if table is None and (refused := unsupported(res.kind)) is not None:
+            raise self.problems.abort(res.pos, refused)
         if table is None:
             raise self.problems.abort(
                 res.pos,
@@ -236,6 +239,8 @@ class ResourceChecker:
             self.problems.add(where, f"{res.kind}[{res.name.value}]: {err}")
 
     def _edge_half(self, half: ast.EdgeHalf, scope: Scope) -> None:
+        if kind_params(half.kind) is None and (refused := unsupported(half.kind)) is not None:
+            raise self.problems.abort(half.pos, refused)
         if kind_params(half.kind) is None:
             cap = capitalized(half.kind)
             names = [capitalized(k) for k in known_kinds()]

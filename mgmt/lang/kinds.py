@@ -132,9 +132,10 @@ def capitalized(kind: str) -> str:
 CONST_PREFIX = "const.res."
 
 
-def constant(name: str) -> str | None:
+def constant(name: str) -> str | int | None:
     """mgmt's `$const.res.<kind>.<param>.<value>`: `value`, if it is one of the choices of that
-    param of that kind (e.g. `$const.res.file.state.exists` is "exists"); else None."""
+    param of that kind (e.g. `$const.res.file.state.exists` is "exists"), or the value the kind
+    names so in its CONSTANTS (`$const.res.gzip.level.best_compression` is 9); else None."""
     if not name.startswith(CONST_PREFIX):
         return None
     kind, _, rest = name.removeprefix(CONST_PREFIX).rpartition(".")[0].rpartition(".")
@@ -143,6 +144,9 @@ def constant(name: str) -> str | None:
         kind.replace(".", ":")
     )  # $const.res.http.server.file... -> http:server:file
     ptype = table.get(rest) if table is not None else None
-    if ptype is None or value not in ptype.choices:
+    if ptype is None:
         return None
-    return value
+    if value in ptype.choices:
+        return value
+    cls = lookup(kind.replace(".", ":"))
+    return cls.CONSTANTS.get(rest, {}).get(value) if cls is not None else None
