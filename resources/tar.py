@@ -14,6 +14,7 @@ import functools
 import os
 import stat
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -139,22 +140,9 @@ class TarRes(Edgeable, Resource):
             if prefix:
                 members.append((base, prefix.rstrip("/")))
             lines.append(f"{base}/|")
-            for top, dirs, files in os.walk(base, onerror=_raise):
-                dirs.sort()
-                rel = os.path.relpath(top, base)
-                for name in sorted(dirs) + sorted(files):
-                    source = os.path.join(top, name)
-                    inner = name if rel == "." else f"{rel}/{name}"
-                    mode = os.lstat(source).st_mode
-                    if stat.S_ISDIR(mode):
-                        lines.append(f"{source}/|")
-                    elif stat.S_ISREG(mode):
-                        lines.append(f"{source}|{hash_file(source)}")
-                    else:
-                        raise ResourceError(
-                            f"cannot archive {source}: not a regular file or directory"
-                        )
-                    members.append((source, prefix + inner))
+            for source, inner, is_dir in _walk(base):
+                lines.append(f"{source}/|" if is_dir else f"{source}|{hash_file(source)}")
+                members.append((source, prefix + inner))
         return members, "\n".join(lines) + "\n"
 
     def _archive(self, members: list[tuple[str, str]], stamp_in: str) -> str:
@@ -176,5 +164,20 @@ class TarRes(Edgeable, Resource):
         return f"archived {len(members)} entries into {self._path}"
 
 
-def _raise(err: OSError) -> None:
-    raise ResourceError(f"cannot read {err.filename}: {err.strerror}") from err
+def _walk(top: str, rel: str = "") -> Iterator[tuple[str, str, bool]]:
+    """(path, path relative to the tree, is a directory) of everything below `top`, depth
+    first in lexical order (as Go's fs.WalkDir, so that the archive's order matches mgmt's)."""
+    try:
+        names = sorted(os.listdir(top))
+    except OSError as err:
+        raise ResourceError(f"cannot read {top}: {err.strerror}") from err
+    for name in names:
+        source, inner = os.path.join(top, name), f"{rel}{name}"
+        mode = os.lstat(source).st_mode
+        if stat.S_ISDIR(mode):
+            yield source, inner, True
+            yield from _walk(source, inner + "/")
+        elif stat.S_ISREG(mode):
+            yield source, inner, False
+        else:
+            raise ResourceError(f"cannot archive {source}: not a regular file or directory")

@@ -4,7 +4,7 @@ kernel.domainname).
 
 The file's descriptor goes into an epoll set of its own, registered for EPOLLPRI only (such
 files are always readable, so a plain reader would spin); the event loop watches the epoll
-descriptor, which is readable while a change is pending. Draining the epoll set re-arms it.
+descriptor, which turns readable once per change.
 """
 
 from __future__ import annotations
@@ -58,7 +58,10 @@ class PriWatch:
             self._fd = -1
 
     def _ready(self) -> None:
-        if self._epoll is not None and self._epoll.poll(0):  # consumes the pending change
+        # The loop's own epoll, checking ours, has already consumed the kernel's edge (such
+        # files report a change once per poll): ours being readable is the change. Drain it.
+        if self._epoll is not None:
+            self._epoll.poll(0)
             self._wake.set()
 
     async def __aiter__(self) -> AsyncIterator[None]:
