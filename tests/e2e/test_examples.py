@@ -45,6 +45,8 @@ RERUNS = {
     "virt-restart.yaml",
     # each run has a fresh one-member cluster (--tmp-prefix): the keys are written anew.
     "kv.yaml",
+    # each run has a fresh var dir (--tmp-prefix): without mgmt's stamps, archives are rebuilt.
+    "archive.yaml",
 }
 # What the first run must leave behind: path -> content (None: must not exist).
 STATE: dict[str, dict[str, str | None]] = {
@@ -70,6 +72,14 @@ STATE: dict[str, dict[str, str | None]] = {
     "file-absent.yaml": {"/tmp/mgmt/absent/stale": None, "/tmp/mgmt/absent/keep": "kept\n"},
     "swap1.yaml": {"/tmp/mgmt/swap/kept": "kept\n", "/tmp/mgmt/swap/old": "old\n"},
     "swap2.yaml": {"/tmp/mgmt/swap/kept": "kept\n", "/tmp/mgmt/swap/new": "new\n"},
+    "json-edit.yaml": {
+        "/tmp/mgmt/json-edit/doc.json": '{\n\t"feature flags": {\n\t\t"beta": {\n\t\t\t"enabled": '
+        'true,\n\t\t\t"percent": 25\n\t\t}\n\t},\n\t"generation": 7,\n\t"service": {\n\t\t'
+        '"region": "ca"\n\t}\n}\n'
+    },
+    "sysctl.yaml": {
+        "/tmp/mgmt/sysctl/99-net.ipv4.ip_forward.conf": "net.ipv4.ip_forward = 1\n"
+    },
     **{f"cluster-h{i}.yaml": {f"/tmp/mgmt/cluster/h{i}": f"hello from h{i}\n"} for i in (1, 2, 3)},
 }
 # Log lines the first run must show.
