@@ -24,6 +24,7 @@ from resources._lib.stamp import (
     INPUT,
     OUTPUT,
     HashingWriter,
+    check_abs_file,
     file_needs,
     file_uids,
     hash_file,
@@ -33,16 +34,6 @@ from resources._lib.stamp import (
 )
 
 DEFAULT_COMPRESSION, HUFFMAN_ONLY = -1, -2  # Go's compress/gzip levels, kept by mgmt
-
-
-def check_abs_file(value: str, key: str) -> None:
-    """An absolute path to a file (not ending in '/'), or ValidationError naming `key`."""
-    if not value.startswith("/"):
-        raise ValidationError(f"expected an absolute path, got {value!r}", key)
-    if value.endswith("/"):
-        raise ValidationError(f"expected a file, not a directory (ends with '/'): {value!r}", key)
-    if "\0" in value:
-        raise ValidationError("must not contain a NUL character", key)
 
 
 @register("gzip")

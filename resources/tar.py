@@ -26,6 +26,7 @@ from resources._lib.stamp import (
     INPUT,
     OUTPUT,
     HashingWriter,
+    check_abs_file,
     file_needs,
     file_uids,
     hash_file,
@@ -33,7 +34,6 @@ from resources._lib.stamp import (
     write_output,
     write_stamp,
 )
-from resources.gzip import check_abs_file
 
 # mgmt's format numbers (Go's archive/tar) -> Python's; "unknown" lets the library choose.
 FORMATS = {

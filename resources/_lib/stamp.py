@@ -17,11 +17,21 @@ from pathlib import Path
 from typing import BinaryIO
 
 from engine import safefs
-from engine.errors import ResourceError
+from engine.errors import ResourceError, ValidationError
 from engine.resource import UID
 
 CHUNK = 1 << 16
 INPUT, OUTPUT = "input.sha256", "output.sha256"
+
+
+def check_abs_file(value: str, key: str) -> None:
+    """An absolute path to a file (not ending in '/'), or ValidationError naming `key`."""
+    if not value.startswith("/"):
+        raise ValidationError(f"expected an absolute path, got {value!r}", key)
+    if value.endswith("/"):
+        raise ValidationError(f"expected a file, not a directory (ends with '/'): {value!r}", key)
+    if "\0" in value:
+        raise ValidationError("must not contain a NUL character", key)
 
 
 def hash_file(path: str) -> str:

@@ -29,7 +29,7 @@ async def test_file_timeline_keeps_mode(run_resource: object, tmp_path: Path) ->
     doc = tmp_path / "doc.json"
     doc.write_text('{"svc": {"labels": {"region": "us"}, "old": 1}, "gen": 7}\n')
     doc.chmod(0o640)
-    edits = ['.svc.labels.region = "ca"', "del(.svc.old)", ".new.deep = {\"on\": true}"]
+    edits = ['.svc.labels.region = "ca"', "del(.svc.old)", '.new.deep = {"on": true}']
     res = JSONEditRes(name="doc", store=f"file://{doc}", edits=edits)
     running: Running = await run_resource(res)  # type: ignore[operator]
     before = doc.read_text()
