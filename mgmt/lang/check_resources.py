@@ -194,7 +194,17 @@ class ResourceChecker:
             return False
         try:
             t = self.check_expr(expr, scope)
-            if ptype.numeric:
+            if ptype.alternatives:
+                self.inference.one_of(
+                    expr.pos,
+                    [t],
+                    [[alt] for alt in ptype.alternatives],
+                    lambda: (
+                        f"type error: {what}: expected one of "
+                        f"{', '.join(show(a) for a in ptype.alternatives)}, got {show(t)}"
+                    ),
+                )
+            elif ptype.numeric:
                 self.inference.one_of(
                     expr.pos,
                     [t],

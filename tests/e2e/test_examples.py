@@ -13,6 +13,7 @@ import grp
 import os
 import pwd
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -95,6 +96,14 @@ LOGS = {
 }
 
 SSH_UNIT = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"
+
+
+@contextlib.contextmanager
+def gsettings_env() -> Iterator[dict[str, str]]:
+    with tempfile.TemporaryDirectory() as config:
+        yield {"GSETTINGS_BACKEND": "keyfile", "XDG_CONFIG_HOME": config}
+
+
 # Examples that talk to a service: example -> context manager yielding the env that points
 # the `mgmt` subprocess at a stand-in for it (both runs of the example share one).
 CONTEXTS: dict[str, Callable[[], contextlib.AbstractContextManager[dict[str, str]]]] = {
@@ -102,6 +111,8 @@ CONTEXTS: dict[str, Callable[[], contextlib.AbstractContextManager[dict[str, str
     "svc.yaml": functools.partial(systemd_env, units={"ssh.service": SSH_UNIT}),
     "cron.yaml": systemd_env,
     "hostname.yaml": fake_systemd_process,
+    # GLib's keyfile backend in a directory of the test's own (not the user's dconf).
+    "gsettings.yaml": gsettings_env,
     # etcd on free ports (not 2379/2380) with short timings.
     **dict.fromkeys(
         ["kv.yaml", "cluster-h1.yaml", "cluster-h2.yaml", "cluster-h3.yaml"], cluster_env
