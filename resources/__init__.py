@@ -35,6 +35,7 @@ KINDS: dict[str, str] = {
     "json:edit": "json_edit",
     "mount": "mount",
     "gsettings": "gsettings",
+    "augeas": "augeas",
 }
 MODULES = tuple(sorted(set(KINDS.values())))
 
@@ -56,7 +57,6 @@ UNSUPPORTED: dict[str, str] = {
     "fwupd:system": _NO_FWUPD,
     "consul:kv": "it needs a Consul cluster; this version's cluster store is etcd (use kv)",
     "aws:ec2": "it needs AWS credentials and network access to AWS, which this version cannot test",
-    "augeas": "not built yet (augtool is installable here: a later version)",
     "net": "network interfaces (netlink, systemd-networkd files) are not built yet",
 }
 

@@ -78,6 +78,9 @@ STATE: dict[str, dict[str, str | None]] = {
         'true,\n\t\t\t"percent": 25\n\t\t}\n\t},\n\t"generation": 7,\n\t"service": {\n\t\t'
         '"region": "ca"\n\t}\n}\n'
     },
+    "augeas.yaml": {
+        "/tmp/mgmt/augeas/sshd_config": "# ours\nPort 22\nX11Forwarding false\nMaxAuthTries 3\n"
+    },
     "sysctl.yaml": {"/tmp/mgmt/sysctl/99-net.ipv4.ip_forward.conf": "net.ipv4.ip_forward = 1\n"},
     **{f"cluster-h{i}.yaml": {f"/tmp/mgmt/cluster/h{i}": f"hello from h{i}\n"} for i in (1, 2, 3)},
 }
