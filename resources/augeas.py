@@ -26,6 +26,7 @@ from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
+from resources._lib.missing import Missing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 
 NO_LOAD, NO_MODL_AUTOLOAD = 1 << 5, 1 << 6  # aug_init flags
@@ -144,7 +145,12 @@ class AugeasRes(Resource):
                 await self.handle.event()
 
     async def check_apply(self, apply: bool) -> bool:
-        original = await in_thread(self._read)
+        try:
+            original = await in_thread(self._read)
+        except Missing as err:
+            return would_wait(
+                self.handle, err, apply, f"set {len(self.sets)} values in {self.file}"
+            )
         changes, new = await in_thread(functools.partial(self._edit, original[0], apply))
         if not changes:
             return nothing_to_do(self.handle, f"{self.file} has the {len(self.sets)} values")
@@ -167,12 +173,12 @@ class AugeasRes(Resource):
             with safefs.closing(safefs.open_dir(parent)) as dir_fd:
                 st = safefs.lstat_at(dir_fd, name)
                 if st is None:
-                    raise ResourceError(f"{self.file} does not exist")
+                    raise Missing(f"{self.file} does not exist")
                 if not stat.S_ISREG(st.st_mode):
                     raise ResourceError(f"{self.file} is not a regular file (not followed)")
                 data = safefs.read_at(dir_fd, name, READ_LIMIT)
         except FileNotFoundError:
-            raise ResourceError(f"{self.file}: {parent} does not exist") from None
+            raise Missing(f"{self.file} does not exist ({parent} neither)") from None
         if data is None:
             raise ResourceError(f"{self.file} is bigger than {READ_LIMIT} bytes")
         return data, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid

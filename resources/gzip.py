@@ -15,9 +15,10 @@ import zlib
 from dataclasses import dataclass
 from typing import ClassVar
 
-from engine.errors import ResourceError, ValidationError
+from engine.errors import ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
+from resources._lib.missing import Missing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 from resources._lib.stamp import (
     CHUNK,
@@ -85,14 +86,17 @@ class GzipRes(Edgeable, Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         var_dir = self.handle.var_dir
-        wanted_in, have_out, stamp_in, stamp_out = await in_thread(
-            lambda: (
-                self._input_stamp(),
-                hash_file(self._path),
-                read_stamp(var_dir, INPUT),
-                read_stamp(var_dir, OUTPUT),
+        try:
+            wanted_in, have_out, stamp_in, stamp_out = await in_thread(
+                lambda: (
+                    self._input_stamp(),
+                    hash_file(self._path),
+                    read_stamp(var_dir, INPUT),
+                    read_stamp(var_dir, OUTPUT),
+                )
             )
-        )
+        except Missing as err:
+            return would_wait(self.handle, err, apply, f"compress into {self._path}")
         if wanted_in == stamp_in and have_out and have_out == stamp_out:
             return nothing_to_do(self.handle, f"{self._path} is up to date ({self._source()})")
         why = (
@@ -124,7 +128,7 @@ class GzipRes(Edgeable, Resource):
         else:
             digest = hash_file(self.input)
             if not digest:
-                raise ResourceError(f"input {self.input} does not exist")
+                raise Missing(f"the input {self.input} does not exist")
         return f"level:{self.level}|{digest}"
 
     def _compress(self, stamp_in: str) -> str:

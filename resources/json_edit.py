@@ -30,6 +30,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from engine.world import World, check_key
+from resources._lib.missing import Missing, would_wait
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources._lib.proc import tool_lock
 
@@ -215,7 +216,10 @@ class JSONEditRes(Resource):
         edits = [parse_edit(text) for text in self.edits]
         async with tool_lock(self.handle.shared, f"json:edit:{scheme}:{where}"):
             if scheme == "file":
-                return await self._file(where, edits, apply)
+                try:
+                    return await self._file(where, edits, apply)
+                except Missing as err:
+                    return would_wait(self.handle, err, apply, f"edit {where}")
             return await self._etcd(where, edits, apply)
 
     async def _file(self, path: str, edits: list[Edit], apply: bool) -> bool:
@@ -224,12 +228,12 @@ class JSONEditRes(Resource):
             with safefs.closing(safefs.open_dir(parent)) as dir_fd:
                 st = safefs.lstat_at(dir_fd, name)
                 if st is None:
-                    raise ResourceError(f"the JSON store {path} does not exist")
+                    raise Missing(f"the JSON store {path} does not exist")
                 if not stat.S_ISREG(st.st_mode):
                     raise ResourceError(f"the JSON store {path} is not a regular file")
                 data = safefs.read_at(dir_fd, name, READ_LIMIT)
         except FileNotFoundError:
-            raise ResourceError(f"the JSON store {path}: {parent} does not exist") from None
+            raise Missing(f"the JSON store {path} does not exist ({parent} neither)") from None
         if data is None:
             raise ResourceError(f"the JSON store {path} is bigger than {READ_LIMIT} bytes")
         new = self._edited(data.decode(errors="replace"), edits, path)

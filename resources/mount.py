@@ -28,7 +28,6 @@ from resources._lib.pollpri import PriWatch
 from resources._lib.proc import run_command
 
 MOUNTINFO = "/proc/self/mountinfo"
-FILESYSTEMS = "/proc/filesystems"
 MOUNT_TIMEOUT = 60
 READ_LIMIT = 1 << 20
 
@@ -65,12 +64,6 @@ def mounts() -> list[tuple[str, str, str]]:
         if len(fields) >= 5 and len(tail) >= 2:
             found.append((_unescape(fields[4]), tail[0], _unescape(tail[1])))
     return found
-
-
-def filesystems() -> set[str]:
-    """The file system types this kernel knows (/proc/filesystems)."""
-    with open(FILESYSTEMS) as handle:
-        return {line.split()[-1] for line in handle if line.strip()}
 
 
 def _backing_file(source: str) -> str | None:
@@ -121,12 +114,9 @@ class MountRes(Edgeable, Resource):
             return
         if not self.device or any(c in self.device for c in "\0\n"):
             raise ValidationError("a device is required with state: exists", "device")
-        known = filesystems()
-        if self.type not in known:
+        if not self.type or not all(c.isalnum() or c in "._-" for c in self.type):
             raise ValidationError(
-                f"expected a file system type this kernel knows (/proc/filesystems), got "
-                f"{self.type!r}",
-                "type",
+                f"expected a file system type (tmpfs, ext4...), got {self.type!r}", "type"
             )
 
     async def watch(self) -> None:
@@ -135,7 +125,7 @@ class MountRes(Edgeable, Resource):
             await pump_events(self.handle, [table, fstab])
 
     async def check_apply(self, apply: bool) -> bool:
-        steps = self._fstab_steps() + self._mount_steps()
+        steps = self._fstab_steps() + self._mount_steps(apply)
         if not steps:
             return nothing_to_do(self.handle, f"{self.name} is {self._shown()}")
         await apply_steps(self.handle, steps, apply, errors=(OSError,))
@@ -207,7 +197,18 @@ class MountRes(Edgeable, Resource):
             raise ResourceError(f"{path} is bigger than {READ_LIMIT} bytes")
         return data.decode(errors="replace").splitlines()
 
-    def _mount_steps(self) -> list[Step]:
+    def _missing(self) -> str:
+        """What mounting needs and is not there ("" if nothing)."""
+        if self.device.startswith("/") and not os.path.exists(self.device):
+            return f"the device {self.device} does not exist"
+        try:
+            if not stat.S_ISDIR(os.stat(self.name).st_mode):
+                return f"{self.name} is not a directory"
+        except FileNotFoundError:
+            return f"the mount point {self.name} does not exist"
+        return ""
+
+    def _mount_steps(self, apply: bool) -> list[Step]:
         here = [m for m in mounts() if m[0] == self.name]
         if self.state == "absent":
             if not here:
@@ -219,13 +220,10 @@ class MountRes(Edgeable, Resource):
         if here and self._matches(here[-1]):
             return []
         device = self.device
-        if device.startswith("/") and not os.path.exists(device):
-            raise ResourceError(f"cannot mount {self.name}: the device {device} does not exist")
-        try:
-            if not stat.S_ISDIR(os.stat(self.name).st_mode):
-                raise ResourceError(f"cannot mount on {self.name}: not a directory")
-        except FileNotFoundError:
-            raise ResourceError(f"cannot mount on {self.name}: it does not exist") from None
+        missing = self._missing()
+        if missing and apply:
+            raise ResourceError(f"cannot mount {device} on {self.name}: {missing}")
+        later = f" ({missing}: made by an earlier resource?)" if missing else ""
         argv = ["mount", "-t", self.type, "-o", self._opts(), "--", device, self.name]
         run = functools.partial(run_command, argv, timeout=MOUNT_TIMEOUT)
         if here:
@@ -239,7 +237,7 @@ class MountRes(Edgeable, Resource):
             ]
         return [
             Step(
-                f"mount {device} ({self.type}) on {self.name}",
+                f"mount {device} ({self.type}) on {self.name}{later}",
                 f"mounted {device} on {self.name}",
                 run,
             )

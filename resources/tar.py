@@ -21,6 +21,7 @@ from typing import ClassVar
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
+from resources._lib.missing import Missing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 from resources._lib.stamp import (
     INPUT,
@@ -89,14 +90,17 @@ class TarRes(Edgeable, Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         var_dir = self.handle.var_dir
-        members, wanted_in, have_out, stamp_in, stamp_out = await in_thread(
-            lambda: (
-                *self._scan(),
-                hash_file(self._path),
-                read_stamp(var_dir, INPUT),
-                read_stamp(var_dir, OUTPUT),
+        try:
+            members, wanted_in, have_out, stamp_in, stamp_out = await in_thread(
+                lambda: (
+                    *self._scan(),
+                    hash_file(self._path),
+                    read_stamp(var_dir, INPUT),
+                    read_stamp(var_dir, OUTPUT),
+                )
             )
-        )
+        except Missing as err:
+            return would_wait(self.handle, err, apply, f"archive into {self._path}")
         if wanted_in == stamp_in and have_out and have_out == stamp_out:
             return nothing_to_do(
                 self.handle, f"{self._path} is up to date ({len(members)} entries)"
@@ -129,6 +133,8 @@ class TarRes(Edgeable, Resource):
         for item in self._inputs:
             try:
                 st = os.stat(item)
+            except FileNotFoundError:
+                raise Missing(f"the input {item} does not exist") from None
             except OSError as err:
                 raise ResourceError(f"input {item}: {err.strerror}") from err
             if not stat.S_ISDIR(st.st_mode):

@@ -48,6 +48,7 @@ async def test_gzip_content_levels_and_missing_input(run_resource: object, tmp_p
         assert await res.check_apply(True) is True
     missing = GzipRes(name=str(tmp_path / "m.gz"), input=str(tmp_path / "nope"))
     await run_resource(missing, watch=False)  # type: ignore[operator]
+    assert await missing.check_apply(False) is False  # noop: an earlier resource may make it
     with pytest.raises(ResourceError, match="does not exist"):
         await missing.check_apply(True)
 
@@ -122,6 +123,7 @@ async def test_tar_refuses_special_files_and_missing_inputs(
         await res.check_apply(True)
     gone = TarRes(name=str(tmp_path / "g.tar"), inputs=[str(tmp_path / "nope")])
     await run_resource(gone, watch=False)  # type: ignore[operator]
+    assert await gone.check_apply(False) is False
     with pytest.raises(ResourceError, match="nope"):
         await gone.check_apply(True)
     with pytest.raises(ValidationError) as err:

@@ -160,6 +160,11 @@ async def test_mount_loop_image(
     await run_resource(gone, watch=False)  # type: ignore[operator]
     with pytest.raises(ResourceError, match="does not exist"):
         await gone.check_apply(True)
+    assert await gone.check_apply(False) is False  # noop: made by an earlier resource, maybe
+    unknown = MountRes(name=str(point), state="exists", device=str(image), type="nosuchfs")
+    await run_resource(unknown, watch=False)  # type: ignore[operator]
+    with pytest.raises(ResourceError, match="nosuchfs"):
+        await unknown.check_apply(True)
     with pytest.raises(ValidationError) as err:
-        MountRes(name=str(point), state="exists", device="x", type="nosuchfs").validate()
+        MountRes(name=str(point), state="exists", device="x", type="ext4,ro").validate()
     assert err.value.key == "type"
