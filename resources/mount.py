@@ -225,7 +225,7 @@ class MountRes(Edgeable, Resource):
             raise ResourceError(f"cannot mount {device} on {self.name}: {missing}")
         later = f" ({missing}: made by an earlier resource?)" if missing else ""
         argv = ["mount", "-t", self.type, "-o", self._opts(), "--", device, self.name]
-        run = functools.partial(run_command, argv, timeout=MOUNT_TIMEOUT)
+        run = functools.partial(self._mount, argv)
         if here:
             _point, kind, source = here[-1]
             return [
@@ -242,6 +242,18 @@ class MountRes(Edgeable, Resource):
                 run,
             )
         ]
+
+    async def _mount(self, argv: list[str]) -> None:
+        """Run mount(8), then check what it mounted: given an unknown type, it may probe the
+        device and mount what it finds."""
+        await run_command(argv, timeout=MOUNT_TIMEOUT)
+        here = [m for m in mounts() if m[0] == self.name]
+        if here and not self._matches(here[-1]):
+            _point, kind, source = here[-1]
+            raise ResourceError(
+                f"mount(8) mounted {source} as {kind} on {self.name}, not {self.device} as "
+                f"{self.type}: check type and device"
+            )
 
     def _matches(self, mount: tuple[str, str, str]) -> bool:
         _point, kind, source = mount

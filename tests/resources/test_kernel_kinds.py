@@ -163,8 +163,9 @@ async def test_mount_loop_image(
     assert await gone.check_apply(False) is False  # noop: made by an earlier resource, maybe
     unknown = MountRes(name=str(point), state="exists", device=str(image), type="nosuchfs")
     await run_resource(unknown, watch=False)  # type: ignore[operator]
-    with pytest.raises(ResourceError, match="nosuchfs"):
+    with pytest.raises(ResourceError, match=r"as ext4 .*, not .* as nosuchfs"):
         await unknown.check_apply(True)
+    assert await absent.check_apply(True) is False  # unmounted again
     with pytest.raises(ValidationError) as err:
         MountRes(name=str(point), state="exists", device="x", type="ext4,ro").validate()
     assert err.value.key == "type"
