@@ -36,6 +36,7 @@ KINDS: dict[str, str] = {
     "mount": "mount",
     "gsettings": "gsettings",
     "augeas": "augeas",
+    "net": "net",
 }
 MODULES = tuple(sorted(set(KINDS.values())))
 
@@ -57,7 +58,6 @@ UNSUPPORTED: dict[str, str] = {
     "fwupd:system": _NO_FWUPD,
     "consul:kv": "it needs a Consul cluster; this version's cluster store is etcd (use kv)",
     "aws:ec2": "it needs AWS credentials and network access to AWS, which this version cannot test",
-    "net": "network interfaces (netlink, systemd-networkd files) are not built yet",
 }
 
 

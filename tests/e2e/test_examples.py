@@ -48,6 +48,8 @@ RERUNS = {
     "kv.yaml",
     # each run has a fresh var dir (--tmp-prefix): without mgmt's stamps, archives are rebuilt.
     "archive.yaml",
+    # noop: it reports what it would do on every run.
+    "net.yaml",
 }
 # What the first run must leave behind: path -> content (None: must not exist).
 STATE: dict[str, dict[str, str | None]] = {
@@ -96,6 +98,7 @@ LOGS = {
     "cron.yaml": "cron[mgmt-tmp-cleanup]: started mgmt-tmp-cleanup.timer",
     "hostname.yaml": "hostname[web1]: static hostname set to 'web1'",
     "kv.yaml": "kv[app-version]: app/version set to '1.4.2'",
+    "net.yaml": "net[mgmt-example0]: would configure mgmt-example0 (there is no interface",
 }
 
 SSH_UNIT = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"

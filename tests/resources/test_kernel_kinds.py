@@ -1,4 +1,4 @@
-"""mount and sysctl against the real kernel, inside namespaces of their own.
+"""mount, sysctl and net against the real kernel, inside namespaces of their own.
 
 `test_in_namespaces` runs this file again under `unshare --mount --net --uts` (private mount
 propagation): mounts, and the network and UTS sysctls, are then private to that process tree,
@@ -19,6 +19,7 @@ import pytest
 from engine.errors import ResourceError, ValidationError
 from resources._lib.proc import run_command
 from resources.mount import MountRes, mounts
+from resources.net import NetRes
 from resources.sysctl import SysctlRes
 from tests.conftest import Running
 
@@ -169,3 +170,57 @@ async def test_mount_loop_image(
     with pytest.raises(ValidationError) as err:
         MountRes(name=str(point), state="exists", device="x", type="ext4,ro").validate()
     assert err.value.key == "type"
+
+
+async def _ip(*args: str) -> str:
+    return (await run_command(["ip", *args], timeout=30))[1]
+
+
+@inside
+async def test_net_timeline_on_a_veth_link(
+    run_resource: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MGMT_NETWORKD_DIR", str(tmp_path))
+    await _ip("link", "add", "mgmt0", "type", "veth", "peer", "name", "mgmt1")
+    await _ip("link", "set", "dev", "mgmt1", "up")  # a carrier for mgmt0
+    res = NetRes(
+        name="mgmt0", state="up", addrs=["192.0.2.13/24", "2001:db8::13/64"], gateway="192.0.2.1"
+    )
+    running: Running = await run_resource(res)  # type: ignore[operator]
+    assert await res.check_apply(False) is False  # noop
+    assert "192.0.2.13" not in await _ip("addr", "show", "dev", "mgmt0")
+    assert await res.check_apply(True) is False
+    shown = await _ip("addr", "show", "dev", "mgmt0")
+    assert "192.0.2.13/24" in shown and "2001:db8::13/64" in shown and "UP" in shown
+    assert "default via 192.0.2.1" in await _ip("route", "show", "dev", "mgmt0")
+    unit = tmp_path / "mgmt-mgmt0.network"
+    assert unit.read_text() == (
+        "[Match]\nName=mgmt0\n[Network]\nAddress=192.0.2.13/24\nAddress=2001:db8::13/64\n"
+        "Gateway=192.0.2.1"
+    )
+    assert await res.check_apply(True) is True  # link-local addresses are left alone
+    await _ip("addr", "add", "198.51.100.7/24", "dev", "mgmt0")  # drift: netlink event
+    await running.handle.next_event()
+    assert await res.check_apply(True) is False
+    assert "198.51.100.7" not in await _ip("addr", "show", "dev", "mgmt0")
+    assert await res.check_apply(True) is True
+    down = NetRes(name="mgmt0", state="down")
+    await run_resource(down, watch=False)  # type: ignore[operator]
+    assert await down.check_apply(True) is False
+    assert "state DOWN" in await _ip("link", "show", "dev", "mgmt0")
+    assert not unit.exists()
+    assert await down.check_apply(True) is True
+    absent = NetRes(name="nosuch0", state="up")
+    await run_resource(absent, watch=False)  # type: ignore[operator]
+    assert await absent.check_apply(False) is False  # noop: an earlier resource may add it
+    with pytest.raises(ResourceError, match="no interface nosuch0"):
+        await absent.check_apply(True)
+    for params, key in (
+        ({"name": "a/b"}, "name"),
+        ({"name": "x", "addrs": ["10.0.0.1"]}, "addrs[0]"),
+        ({"name": "x", "addrs": ["nope/24"]}, "addrs[0]"),
+        ({"name": "x", "gateway": "300.1.1.1"}, "gateway"),
+    ):
+        with pytest.raises(ValidationError) as err:
+            NetRes(**params).validate()  # type: ignore[arg-type]
+        assert err.value.key == key
