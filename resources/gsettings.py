@@ -19,11 +19,13 @@ from typing import Literal
 
 from engine.errors import ResourceError, ValidationError
 from engine.resource import Resource, register
-from resources._lib.ids import passwd, resolve_gid
+from engine.watcher import PathWatcher
+from resources._lib.ids import id_number, lookup_uid, lookup_user, passwd, resolve_gid
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources._lib.proc import run_command, stop_group
 
 TIMEOUT = 30
+PASSWD = "/etc/passwd"
 _ESCAPES = {"\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r"}
 _ESCAPES |= {"\t": "\\t", "\v": "\\v"}
 
@@ -43,6 +45,11 @@ def gvariant_str(text: str) -> str:
         else:
             out.append(ch)
     return quote + "".join(out) + quote
+
+
+def lookup_user_or_uid(user: str) -> object | None:
+    number = id_number(user)
+    return lookup_uid(number) if number is not None else lookup_user(user)
 
 
 @register("gsettings")
@@ -101,6 +108,8 @@ class GsettingsRes(Resource):
             raise ValidationError(str(err), "value") from None
 
     async def watch(self) -> None:
+        if self.user is not None and lookup_user_or_uid(self.user) is None:
+            await self._await_user()
         schema, key = self._target()
         argv = [self._tool(), "monitor", schema, key]
         proc = await asyncio.create_subprocess_exec(
@@ -120,6 +129,17 @@ class GsettingsRes(Resource):
             raise ResourceError(f"gsettings monitor {schema} {key} ended: {err or 'no output'}")
         finally:
             await stop_group(proc)
+
+    async def _await_user(self) -> None:
+        """Until `user` exists (an earlier resource may add it), watch the user database,
+        as mgmt does; check_apply fails meanwhile, naming the missing user."""
+        async with PathWatcher([PASSWD]) as accounts:
+            await self.handle.event()
+            async for _ in accounts:
+                if lookup_user_or_uid(self.user or "") is not None:
+                    await self.handle.event()
+                    return
+                await self.handle.event()
 
     async def check_apply(self, apply: bool) -> bool:
         schema, key = self._target()

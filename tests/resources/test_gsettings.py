@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ValidationError
+from engine.errors import ResourceError, ValidationError
 from resources._lib.proc import run_command
 from resources.gsettings import GsettingsRes, gvariant_str
 from tests.conftest import Running
@@ -78,3 +78,13 @@ def test_validation(params: dict[str, object], key: str) -> None:
     with pytest.raises(ValidationError) as err:
         GsettingsRes(**params).validate()  # type: ignore[arg-type]
     assert err.value.key == key
+
+
+async def test_missing_user_fails_the_check_not_the_watch(run_resource: object) -> None:
+    res = GsettingsRes(
+        name=f"{SCHEMA} clock-show-seconds", type="bool", value=True, user="mgmt-no-such-user"
+    )
+    running: Running = await run_resource(res)  # type: ignore[operator]  # startup event came
+    with pytest.raises(ResourceError, match="no such user 'mgmt-no-such-user'"):
+        await res.check_apply(True)
+    assert running.task is not None and not running.task.done()  # it waits for the user
