@@ -26,7 +26,7 @@ from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
-from resources._lib.missing import Missing, would_wait
+from resources._lib.missing import Missing, read_existing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 
 NO_LOAD, NO_MODL_AUTOLOAD = 1 << 5, 1 << 6  # aug_init flags
@@ -148,7 +148,7 @@ class AugeasRes(Resource):
         try:
             original = await in_thread(self._read)
         except Missing as err:
-            return would_wait(
+            return await would_wait(
                 self.handle, err, apply, f"set {len(self.sets)} values in {self.file}"
             )
         changes, new = await in_thread(functools.partial(self._edit, original[0], apply))
@@ -167,20 +167,8 @@ class AugeasRes(Resource):
         return False
 
     def _read(self) -> tuple[bytes, int, int, int]:
-        """The file's content, mode and owner (the file must exist, as a regular file)."""
-        parent, name = os.path.split(self.file)
-        try:
-            with safefs.closing(safefs.open_dir(parent)) as dir_fd:
-                st = safefs.lstat_at(dir_fd, name)
-                if st is None:
-                    raise Missing(f"{self.file} does not exist")
-                if not stat.S_ISREG(st.st_mode):
-                    raise ResourceError(f"{self.file} is not a regular file (not followed)")
-                data = safefs.read_at(dir_fd, name, READ_LIMIT)
-        except FileNotFoundError:
-            raise Missing(f"{self.file} does not exist ({parent} neither)") from None
-        if data is None:
-            raise ResourceError(f"{self.file} is bigger than {READ_LIMIT} bytes")
+        """The file's content, mode and owner (it must exist, as a regular file)."""
+        data, st = read_existing(self.file, READ_LIMIT, "the file")
         return data, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
 
     def _edit(self, data: bytes, save: bool) -> tuple[list[tuple[str, str, str | None]], bytes]:

@@ -96,7 +96,7 @@ class GzipRes(Edgeable, Resource):
                 )
             )
         except Missing as err:
-            return would_wait(self.handle, err, apply, f"compress into {self._path}")
+            return await would_wait(self.handle, err, apply, f"compress into {self._path}")
         if wanted_in == stamp_in and have_out and have_out == stamp_out:
             return nothing_to_do(self.handle, f"{self._path} is up to date ({self._source()})")
         why = (

@@ -30,8 +30,8 @@ from engine.errors import ResourceError, ValidationError
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from engine.world import World, check_key
-from resources._lib.missing import Missing, would_wait
-from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.missing import Missing, read_existing, would_wait
+from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 from resources._lib.proc import tool_lock
 
 READ_LIMIT = 64 << 20  # a bigger document is refused
@@ -219,23 +219,13 @@ class JSONEditRes(Resource):
                 try:
                     return await self._file(where, edits, apply)
                 except Missing as err:
-                    return would_wait(self.handle, err, apply, f"edit {where}")
+                    return await would_wait(self.handle, err, apply, f"edit {where}")
             return await self._etcd(where, edits, apply)
 
     async def _file(self, path: str, edits: list[Edit], apply: bool) -> bool:
-        parent, name = os.path.split(path)
-        try:
-            with safefs.closing(safefs.open_dir(parent)) as dir_fd:
-                st = safefs.lstat_at(dir_fd, name)
-                if st is None:
-                    raise Missing(f"the JSON store {path} does not exist")
-                if not stat.S_ISREG(st.st_mode):
-                    raise ResourceError(f"the JSON store {path} is not a regular file")
-                data = safefs.read_at(dir_fd, name, READ_LIMIT)
-        except FileNotFoundError:
-            raise Missing(f"the JSON store {path} does not exist ({parent} neither)") from None
-        if data is None:
-            raise ResourceError(f"the JSON store {path} is bigger than {READ_LIMIT} bytes")
+        data, st = await in_thread(
+            functools.partial(read_existing, path, READ_LIMIT, "the JSON store")
+        )
         new = self._edited(data.decode(errors="replace"), edits, path)
         if new is None:
             return nothing_to_do(self.handle, f"{path} already has the {len(edits)} edits")

@@ -136,7 +136,7 @@ class NetRes(Resource):
             if not link:
                 raise Missing(f"there is no interface {self.name}")
         except Missing as err:
-            return would_wait(self.handle, err, apply, f"configure {self.name}")
+            return await would_wait(self.handle, err, apply, f"configure {self.name}")
         steps = self._unit_steps()
         up = "UP" in link[0].get("flags", [])
         if self.state is not None and up != (self.state == "up"):
