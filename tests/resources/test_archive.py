@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import tarfile
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from resources.tar import TarRes
 from tests.conftest import Running
 
 
-async def test_gzip_timeline_from_a_file(run_resource: object, tmp_path: Path) -> None:
+async def test_gzip_timeline_from_a_file(
+    run_resource: object, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     source = tmp_path / "input"
     source.write_bytes(b"hello world\n" * 100)
     out = tmp_path / "input.gz"
@@ -23,8 +27,10 @@ async def test_gzip_timeline_from_a_file(run_resource: object, tmp_path: Path) -
     running: Running = await run_resource(res)  # type: ignore[operator]
     assert await res.check_apply(False) is False  # noop: reports, writes nothing
     assert not out.exists()
+    assert f"would compress {source} into {out} (it is missing)" in caplog.text
     assert await res.check_apply(True) is False
     assert gzip.decompress(out.read_bytes()) == source.read_bytes()
+    assert f"compressed 1200 bytes of {source} into {out}" in caplog.text
     await running.handle.next_event()  # our own write, seen by the watch
     assert await res.check_apply(True) is True
     source.write_bytes(b"changed\n")  # the input changed: compressed again
