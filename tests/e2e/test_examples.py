@@ -46,6 +46,7 @@ RERUNS = {
     "virt-restart.yaml",
     # each run has a fresh one-member cluster (--tmp-prefix): the keys are written anew.
     "kv.yaml",
+    "json-edit-etcd.yaml",
     # each run has a fresh var dir (--tmp-prefix): without mgmt's stamps, archives are rebuilt.
     "archive.yaml",
     # noop: it reports what it would do on every run.
@@ -98,6 +99,7 @@ LOGS = {
     "cron.yaml": "cron[mgmt-tmp-cleanup]: started mgmt-tmp-cleanup.timer",
     "hostname.yaml": "hostname[web1]: static hostname set to 'web1'",
     "kv.yaml": "kv[app-version]: app/version set to '1.4.2'",
+    "json-edit-etcd.yaml": "json:edit[inventory]: edited etcd:///inventory/hosts: ",
     "net.yaml": "net[mgmt-example0]: would configure mgmt-example0 (there is no interface",
 }
 
@@ -121,7 +123,8 @@ CONTEXTS: dict[str, Callable[[], contextlib.AbstractContextManager[dict[str, str
     "gsettings.yaml": gsettings_env,
     # etcd on free ports (not 2379/2380) with short timings.
     **dict.fromkeys(
-        ["kv.yaml", "cluster-h1.yaml", "cluster-h2.yaml", "cluster-h3.yaml"], cluster_env
+        ["kv.yaml", "json-edit-etcd.yaml", "cluster-h1.yaml", "cluster-h2.yaml", "cluster-h3.yaml"],
+        cluster_env,
     ),
 }
 
