@@ -24,6 +24,7 @@ from pathlib import Path
 
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
+from engine.params import EMPTY_IS_UNSET
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.missing import Missing, read_existing, would_wait
@@ -119,7 +120,7 @@ class AugeasRes(Resource):
     # The file to edit (absolute; it must exist). Required.
     file: str
     # The lens (e.g. "Sshd.lns"); only it is loaded. Default None: Augeas picks by path.
-    lens: str | None = None
+    lens: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # The values to set, in order. Default: none.
     sets: list[AugeasSet] = field(default_factory=list)
 

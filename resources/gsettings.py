@@ -14,10 +14,11 @@ import asyncio
 import os
 import shutil
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from engine.errors import ResourceError, ValidationError
+from engine.params import EMPTY_IS_UNSET
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.ids import id_number, lookup_uid, lookup_user, passwd, resolve_gid
@@ -56,17 +57,17 @@ def lookup_user_or_uid(user: str) -> object | None:
 @dataclass(kw_only=True, eq=False)
 class GsettingsRes(Resource):
     # The schema (or schema:path for a relocatable one). Default None: from the name.
-    schema: str | None = None
+    schema: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # The key. Default None: from the name ("schema key").
-    key: str | None = None
+    key: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # How `value` is written: "bool", "int", "str", or "custom" (GVariant text). Required.
     type: Literal["bool", "int", "str", "custom"]
     # The value, of the kind `type` says. Required.
     value: bool | int | str | None = None
     # Run the tools as this user (name or uid), with its session bus. Default: the agent's.
-    user: str | None = None
+    user: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Run the tools with this group (name or gid). Default: the user's.
-    group: str | None = None
+    group: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
 
     def _target(self) -> tuple[str, str]:
         schema, key = self.schema, self.key

@@ -12,10 +12,11 @@ import functools
 import hashlib
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from engine.errors import ValidationError
+from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.missing import Missing, would_wait
@@ -52,7 +53,7 @@ class GzipRes(Edgeable, Resource):
     }
 
     # The compressed file (absolute, not ending in '/'). Default None: the name.
-    path: str | None = None
+    path: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # The file to compress (absolute). Default None: compress `content` instead.
     input: str | None = None
     # The data to compress when there is no `input`. Default "" (an empty stream).

@@ -21,12 +21,13 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
+from engine.params import EMPTY_IS_UNSET
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from engine.world import World, check_key
@@ -140,7 +141,7 @@ def render(root: dict[str, Any]) -> str:
 @dataclass(kw_only=True, eq=False)
 class JSONEditRes(Resource):
     # The document: an absolute path, file:///path or etcd:///key. Default None: the name.
-    store: str | None = None
+    store: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # The edits, applied in order (at least one). Required.
     edits: list[str]
 

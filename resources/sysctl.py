@@ -14,10 +14,11 @@ import errno
 import functools
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
+from engine.params import EMPTY_IS_UNSET
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.events import pump_events
@@ -45,7 +46,7 @@ class SysctlRes(Resource):
     # Write it to a file read at boot (`path`). Default true.
     persist: bool = True
     # The persistent file (absolute, ends in .conf). Default /etc/sysctl.d/99-<name>.conf.
-    path: str | None = None
+    path: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
 
     @property
     def _proc(self) -> str:

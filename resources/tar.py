@@ -15,10 +15,11 @@ import os
 import stat
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from engine.errors import ResourceError, ValidationError
+from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.missing import Missing, would_wait
@@ -54,7 +55,7 @@ class TarRes(Edgeable, Resource):
     }
 
     # The archive (absolute, not ending in '/'). Default None: the name.
-    path: str | None = None
+    path: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Absolute paths of the files and directories to archive, in order. Default: none.
     inputs: list[str] | None = None
     # Header format: 0 (unknown: pax), 2 (ustar), 4 (pax) or 8 (gnu). Default 0.
