@@ -60,3 +60,24 @@ def test_gzip_and_tar_from_mcl_with_constants(tmp_path: Path) -> None:
     program.write_text(program.read_text().replace("best_compression", "fastest"))
     code, out = run_mgmt(["check", str(program)])
     assert code == 2 and "unknown constant $const.res.gzip.level.fastest" in out, out
+
+
+def test_a_union_of_scalars_from_mcl(tmp_path: Path) -> None:
+    """gsettings' value is bool, int or str in mcl (mgmt's interface{}); anything else is a
+    type error naming the param."""
+    program = tmp_path / "p.mcl"
+    program.write_text(
+        'gsettings "org.gnome.desktop.interface clock-show-seconds" {\n'
+        '\ttype => "bool",\n\tvalue => true,\n}\n'
+        'gsettings "org.gnome.desktop.interface cursor-size" {\n'
+        '\ttype => "int",\n\tvalue => 32,\n}\n'
+    )
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 0, out
+    program.write_text(
+        'gsettings "org.gnome.desktop.interface cursor-size" {\n'
+        '\ttype => "int",\n\tvalue => [1],\n}\n'
+    )
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 2, out
+    assert f"{program}:3:" in out and "gsettings param value: expected one of bool, int, str" in out
