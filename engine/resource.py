@@ -32,12 +32,25 @@ R = TypeVar("R", bound="type[Resource]")
 _REGISTRY: dict[str, type[Resource]] = {}
 _LOADER: Callable[[str], object] | None = None  # imports the module of a kind on first use
 _KNOWN: tuple[str, ...] = ()  # kinds the loader can provide
+_UNSUPPORTED: dict[str, str] = {}  # mgmt's kinds this version does not have -> why
 
 
-def set_loader(loader: Callable[[str], object], known: tuple[str, ...]) -> None:
-    """Let lookup() import a kind's module on first use (set by the resources package)."""
-    global _LOADER, _KNOWN
-    _LOADER, _KNOWN = loader, known
+def set_loader(
+    loader: Callable[[str], object],
+    known: tuple[str, ...],
+    unsupported: dict[str, str] | None = None,
+) -> None:
+    """Let lookup() import a kind's module on first use (set by the resources package);
+    `unsupported`: kinds of mgmt that are not shipped, and why (see `unknown_kind`)."""
+    global _LOADER, _KNOWN, _UNSUPPORTED
+    _LOADER, _KNOWN, _UNSUPPORTED = loader, known, dict(unsupported or {})
+
+
+def unsupported(kind: str) -> str | None:
+    """If `kind` is one of mgmt's kinds that this version does not ship, the one-line error
+    saying so and why; else None."""
+    why = _UNSUPPORTED.get(kind)
+    return None if why is None else f"kind {kind} is not supported by this version: {why}"
 
 
 def register(kind: str) -> Callable[[R], R]:
@@ -79,6 +92,9 @@ class Resource:
     KIND: ClassVar[str] = ""  # set by register()
     # Names of the values the kind publishes with handle.send(), for send/recv edges.
     SENDS: ClassVar[tuple[str, ...]] = ()
+    # Named values of params, for the language's $const.res.<kind>.<param>.<name> (mgmt's
+    # constants, e.g. gzip's level.best_compression = 9): param -> name -> value.
+    CONSTANTS: ClassVar[dict[str, dict[str, int | str]]] = {}
 
     # The resource's name, unique within its kind in a graph.
     name: str
@@ -144,6 +160,11 @@ class Resource:
             if mine[key] != theirs.get(key):
                 raise ValidationError(f"differs: {mine[key]!r} vs {theirs.get(key)!r}", key)
         raise ValidationError("the two declarations differ")
+
+    def needs_world(self) -> bool:
+        """Whether this resource needs the cluster's store (a kind that needs it only for some
+        params, like json:edit with an etcd:// store, says so here)."""
+        return False
 
     def params(self) -> dict[str, Any]:
         """The kind-specific parameters (without name and meta) as plain data."""

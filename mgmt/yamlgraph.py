@@ -28,7 +28,7 @@ from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Edge, Graph, Key, fmt_key
 from engine.meta import Meta
 from engine.params import build, close_match, field_names, show
-from engine.resource import Resource, kinds, lookup
+from engine.resource import Resource, kinds, lookup, unsupported
 from mgmt.collectscope import Collect, check_kind, collects
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE
 
@@ -399,6 +399,9 @@ class _Parser:
         for kind, items in resources.items():
             line = resources.lines[kind]
             cls = lookup(kind)
+            if cls is None and (refused := unsupported(kind)) is not None:
+                self.problem(line, f"resources.{kind}", refused)
+                continue
             if cls is None:
                 match = difflib.get_close_matches(kind, known, n=1)
                 hint = f" (did you mean '{match[0]}'?)" if match else ""

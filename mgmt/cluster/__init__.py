@@ -43,4 +43,7 @@ def needs_cluster(config: Config, loaded: Loaded) -> bool:
         return True
     if loaded.exported or loaded.collect or loaded.cluster:
         return True
-    return any(kind in CLUSTER_KINDS for kind, _ in loaded.graph.vertices)
+    return any(
+        kind in CLUSTER_KINDS or res.needs_world()
+        for (kind, _), res in loaded.graph.vertices.items()
+    )

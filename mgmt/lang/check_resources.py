@@ -15,6 +15,7 @@ from engine.errors import ValidationError
 from engine.params import close_match
 from engine.resource import kinds as known_kinds
 from engine.resource import lookup as lookup_kind
+from engine.resource import unsupported
 from mgmt.collectscope import check_kind as collect_refusal
 from mgmt.lang import ast
 from mgmt.lang.errors import Abort, Pos, Problems
@@ -44,6 +45,8 @@ class ResourceChecker:
 
     def resource(self, res: ast.Resource, scope: Scope) -> None:
         table = kind_params(res.kind)
+        if table is None and (refused := unsupported(res.kind)) is not None:
+            raise self.problems.abort(res.pos, refused)
         if table is None:
             raise self.problems.abort(
                 res.pos,
@@ -191,7 +194,17 @@ class ResourceChecker:
             return False
         try:
             t = self.check_expr(expr, scope)
-            if ptype.numeric:
+            if ptype.alternatives:
+                self.inference.one_of(
+                    expr.pos,
+                    [t],
+                    [[alt] for alt in ptype.alternatives],
+                    lambda: (
+                        f"type error: {what}: expected one of "
+                        f"{', '.join(show(a) for a in ptype.alternatives)}, got {show(t)}"
+                    ),
+                )
+            elif ptype.numeric:
                 self.inference.one_of(
                     expr.pos,
                     [t],
@@ -236,6 +249,8 @@ class ResourceChecker:
             self.problems.add(where, f"{res.kind}[{res.name.value}]: {err}")
 
     def _edge_half(self, half: ast.EdgeHalf, scope: Scope) -> None:
+        if kind_params(half.kind) is None and (refused := unsupported(half.kind)) is not None:
+            raise self.problems.abort(half.pos, refused)
         if kind_params(half.kind) is None:
             cap = capitalized(half.kind)
             names = [capitalized(k) for k in known_kinds()]

@@ -240,7 +240,7 @@ class Inference:
             assert e.inner.type is not None  # typed where the include is written
             return e.inner.type
         if isinstance(e, ast.Var) and isinstance(e.target, ast.Lit):
-            return STR  # a constant
+            return self._infer(e.target)  # a constant: str, or int (gzip's levels...)
         if isinstance(e, ast.Var):
             target = e.target
             if isinstance(target, ast.Param):

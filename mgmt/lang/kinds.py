@@ -2,6 +2,7 @@
 
 `str` -> str, `int` -> int, `float` -> float (an int is accepted too), `bool` -> bool,
 `Literal["a", "b"]` -> str (a constant is checked at compile time), `list[X]` -> []X,
+`bool | int | str` (a union of scalars) -> any one of them,
 `dict[str, X]` -> map{str: X}, `X | None` -> X (leaving a param out means None). Params of
 other types cannot be set from the language (a clear error says so).
 """
@@ -33,6 +34,9 @@ class ParamType:
     numeric: bool = False
     # Why the type cannot be expressed (when type is None).
     why: str = ""
+    # A union of scalars (e.g. `bool | int | str`, gsettings' value): any one of these types
+    # (then `type` is the first).
+    alternatives: tuple[Type, ...] = ()
 
 
 def mcl_type(hint: Any) -> ParamType:
@@ -44,6 +48,10 @@ def mcl_type(hint: Any) -> ParamType:
             return ParamType(FLOAT, numeric=True)
         if len(members) == 1:
             return mcl_type(members[0])
+        scalars = {bool: BOOL, int: INT, float: FLOAT, str: STR}
+        if all(m in scalars for m in members):
+            alternatives = tuple(scalars[m] for m in members)
+            return ParamType(alternatives[0], alternatives=alternatives)
         return ParamType(None, why=f"a union {hint}")
     if hint is str:
         return ParamType(STR)
@@ -132,9 +140,10 @@ def capitalized(kind: str) -> str:
 CONST_PREFIX = "const.res."
 
 
-def constant(name: str) -> str | None:
+def constant(name: str) -> str | int | None:
     """mgmt's `$const.res.<kind>.<param>.<value>`: `value`, if it is one of the choices of that
-    param of that kind (e.g. `$const.res.file.state.exists` is "exists"); else None."""
+    param of that kind (e.g. `$const.res.file.state.exists` is "exists"), or the value the kind
+    names so in its CONSTANTS (`$const.res.gzip.level.best_compression` is 9); else None."""
     if not name.startswith(CONST_PREFIX):
         return None
     kind, _, rest = name.removeprefix(CONST_PREFIX).rpartition(".")[0].rpartition(".")
@@ -143,6 +152,9 @@ def constant(name: str) -> str | None:
         kind.replace(".", ":")
     )  # $const.res.http.server.file... -> http:server:file
     ptype = table.get(rest) if table is not None else None
-    if ptype is None or value not in ptype.choices:
+    if ptype is None:
         return None
-    return value
+    if value in ptype.choices:
+        return value
+    cls = lookup(kind.replace(".", ":"))
+    return cls.CONSTANTS.get(rest, {}).get(value) if cls is not None else None

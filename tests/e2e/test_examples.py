@@ -13,6 +13,7 @@ import grp
 import os
 import pwd
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -45,6 +46,11 @@ RERUNS = {
     "virt-restart.yaml",
     # each run has a fresh one-member cluster (--tmp-prefix): the keys are written anew.
     "kv.yaml",
+    "json-edit-etcd.yaml",
+    # each run has a fresh var dir (--tmp-prefix): without mgmt's stamps, archives are rebuilt.
+    "archive.yaml",
+    # noop: it reports what it would do on every run.
+    "net.yaml",
 }
 # What the first run must leave behind: path -> content (None: must not exist).
 STATE: dict[str, dict[str, str | None]] = {
@@ -70,6 +76,15 @@ STATE: dict[str, dict[str, str | None]] = {
     "file-absent.yaml": {"/tmp/mgmt/absent/stale": None, "/tmp/mgmt/absent/keep": "kept\n"},
     "swap1.yaml": {"/tmp/mgmt/swap/kept": "kept\n", "/tmp/mgmt/swap/old": "old\n"},
     "swap2.yaml": {"/tmp/mgmt/swap/kept": "kept\n", "/tmp/mgmt/swap/new": "new\n"},
+    "json-edit.yaml": {
+        "/tmp/mgmt/json-edit/doc.json": '{\n\t"feature flags": {\n\t\t"beta": {\n\t\t\t"enabled": '
+        'true,\n\t\t\t"percent": 25\n\t\t}\n\t},\n\t"generation": 7,\n\t"service": {\n\t\t'
+        '"region": "ca"\n\t}\n}\n'
+    },
+    "augeas.yaml": {
+        "/tmp/mgmt/augeas/sshd_config": "# ours\nPort 22\nX11Forwarding false\nMaxAuthTries 3\n"
+    },
+    "sysctl.yaml": {"/tmp/mgmt/sysctl/99-net.ipv4.ip_forward.conf": "net.ipv4.ip_forward = 1\n"},
     **{f"cluster-h{i}.yaml": {f"/tmp/mgmt/cluster/h{i}": f"hello from h{i}\n"} for i in (1, 2, 3)},
 }
 # Log lines the first run must show.
@@ -84,9 +99,19 @@ LOGS = {
     "cron.yaml": "cron[mgmt-tmp-cleanup]: started mgmt-tmp-cleanup.timer",
     "hostname.yaml": "hostname[web1]: static hostname set to 'web1'",
     "kv.yaml": "kv[app-version]: app/version set to '1.4.2'",
+    "json-edit-etcd.yaml": "json:edit[inventory]: edited etcd:///inventory/hosts: ",
+    "net.yaml": "net[mgmt-example0]: would configure mgmt-example0 (there is no interface",
 }
 
 SSH_UNIT = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"
+
+
+@contextlib.contextmanager
+def gsettings_env() -> Iterator[dict[str, str]]:
+    with tempfile.TemporaryDirectory() as config:
+        yield {"GSETTINGS_BACKEND": "keyfile", "XDG_CONFIG_HOME": config}
+
+
 # Examples that talk to a service: example -> context manager yielding the env that points
 # the `mgmt` subprocess at a stand-in for it (both runs of the example share one).
 CONTEXTS: dict[str, Callable[[], contextlib.AbstractContextManager[dict[str, str]]]] = {
@@ -94,9 +119,12 @@ CONTEXTS: dict[str, Callable[[], contextlib.AbstractContextManager[dict[str, str
     "svc.yaml": functools.partial(systemd_env, units={"ssh.service": SSH_UNIT}),
     "cron.yaml": systemd_env,
     "hostname.yaml": fake_systemd_process,
+    # GLib's keyfile backend in a directory of the test's own (not the user's dconf).
+    "gsettings.yaml": gsettings_env,
     # etcd on free ports (not 2379/2380) with short timings.
     **dict.fromkeys(
-        ["kv.yaml", "cluster-h1.yaml", "cluster-h2.yaml", "cluster-h3.yaml"], cluster_env
+        ["kv.yaml", "json-edit-etcd.yaml", "cluster-h1.yaml", "cluster-h2.yaml", "cluster-h3.yaml"],
+        cluster_env,
     ),
 }
 

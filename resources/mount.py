@@ -1,0 +1,276 @@
+"""mount: a file system mounted at the name, and its /etc/fstab entry (mgmt's mount).
+
+Two sub-checks, ANDed as in mgmt: the fstab entry (added, or replaced when the one for the
+mount point differs; removed for `state: absent`) and the mount itself, read from
+/proc/self/mountinfo. mgmt mounts through systemd (daemon-reload, restart local-fs.target);
+this version runs mount(8) and umount(8) directly, so it works without systemd as PID 1. The
+watch is POLLPRI on /proc/self/mountinfo (the kernel's signal for a mount or unmount in this
+mount namespace) and inotify on the fstab ($MGMT_FSTAB overrides /etc/fstab: tests,
+chroots). A device that is a regular file is loop-mounted; it is recognised in mountinfo by
+the loop device's backing file. See docs/resources/mount.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Literal
+
+from engine import safefs
+from engine.errors import ResourceError, ValidationError
+from engine.resource import UID, Edgeable, Resource, register
+from engine.watcher import PathWatcher
+from resources._lib.events import pump_events
+from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.pollpri import PriWatch
+from resources._lib.proc import run_command
+
+MOUNTINFO = "/proc/self/mountinfo"
+MOUNT_TIMEOUT = 60
+READ_LIMIT = 1 << 20
+
+
+def fstab_path() -> str:
+    return os.environ.get("MGMT_FSTAB") or "/etc/fstab"
+
+
+def _unescape(text: str) -> str:
+    """mountinfo's and fstab's octal escapes (\\040 for a space...)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and text[i + 1 : i + 4].isdigit() and len(text[i + 1 : i + 4]) == 3:
+            out.append(chr(int(text[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _escape(text: str) -> str:
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in text)
+
+
+def mounts() -> list[tuple[str, str, str]]:
+    """(mount point, type, source) of every mount in this namespace, in mount order."""
+    with open(MOUNTINFO) as handle:
+        lines = handle.read().splitlines()
+    found = []
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) >= 5 and len(tail) >= 2:
+            found.append((_unescape(fields[4]), tail[0], _unescape(tail[1])))
+    return found
+
+
+def _backing_file(source: str) -> str | None:
+    """The file behind a loop device (/dev/loopN), or None."""
+    name = os.path.basename(source)
+    if not name.startswith("loop"):
+        return None
+    try:
+        with open(f"/sys/block/{name}/loop/backing_file") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+@register("mount")
+@dataclass(kw_only=True, eq=False)
+class MountRes(Edgeable, Resource):
+    # "exists" (mounted, in fstab) or "absent" (unmounted, not in fstab). Required.
+    state: Literal["exists", "absent"]
+    # What to mount: a device, a file (loop-mounted) or a name for tmpfs... Default "".
+    device: str = ""
+    # The file system type, as in /proc/filesystems (tmpfs, ext4...). Default "".
+    type: str = ""
+    # Mount options: name -> value ("" for a flag). Default {"defaults": ""}.
+    options: dict[str, str] = field(default_factory=lambda: {"defaults": ""})
+    # fstab's dump frequency. Default 0.
+    freq: int = 0
+    # fstab's fsck order (0: never checked). Default 0.
+    passno: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        point = self.name
+        if not point.startswith("/") or "//" in point or any(c in point for c in "\0\n"):
+            raise ValidationError(
+                f"expected the absolute path of the mount point, got {point!r}", "name"
+            )
+        for key, value in self.options.items():
+            if not key or any(c in key + value for c in ", \t\n=\0"):
+                raise ValidationError(
+                    f"expected option names and values without ',', '=' or spaces, got "
+                    f"{key!r}: {value!r}",
+                    "options",
+                )
+        if self.freq < 0 or self.passno < 0:
+            raise ValidationError("must not be negative", "freq" if self.freq < 0 else "passno")
+        if self.state == "absent":
+            return
+        if not self.device or any(c in self.device for c in "\0\n"):
+            raise ValidationError("a device is required with state: exists", "device")
+        if not self.type or not all(c.isalnum() or c in "._-" for c in self.type):
+            raise ValidationError(
+                f"expected a file system type (tmpfs, ext4...), got {self.type!r}", "type"
+            )
+
+    async def watch(self) -> None:
+        async with PriWatch(MOUNTINFO) as table, PathWatcher([fstab_path()]) as fstab:
+            await self.handle.event()
+            await pump_events(self.handle, [table, fstab])
+
+    async def check_apply(self, apply: bool) -> bool:
+        steps = self._fstab_steps() + self._mount_steps(apply)
+        if not steps:
+            return nothing_to_do(self.handle, f"{self.name} is {self._shown()}")
+        await apply_steps(self.handle, steps, apply, errors=(OSError,))
+        return False
+
+    def uids(self) -> list[UID]:
+        return [UID("mount", self.name)]
+
+    def autoedges(self) -> list[list[UID]]:
+        """The mount point's directory, and a device or image file that is managed."""
+        wants = [[UID("file", self.name.rstrip("/") + "/")]]
+        if self.device.startswith("/"):
+            wants.append([UID("file", self.device)])
+        return wants
+
+    def _shown(self) -> str:
+        return "not mounted" if self.state == "absent" else f"mounted ({self.type} {self.device})"
+
+    def _opts(self) -> str:
+        return ",".join(k if v == "" else f"{k}={v}" for k, v in self.options.items()) or "defaults"
+
+    def _entry(self) -> str:
+        return " ".join(
+            (
+                _escape(self.device),
+                _escape(self.name),
+                self.type,
+                self._opts(),
+                str(self.freq),
+                str(self.passno),
+            )
+        )
+
+    def _fstab_steps(self) -> list[Step]:
+        path = fstab_path()
+        lines = self._read_fstab(path)
+        ours = [ln for ln in lines if _fstab_point(ln) == self.name]
+        if self.state == "absent":
+            if not ours:
+                return []
+            keep = [ln for ln in lines if _fstab_point(ln) != self.name]
+            what = f"the entry for {self.name} from {path}"
+            return [self._fstab_write(path, keep, f"remove {what}", f"removed {what}")]
+        wanted = self._entry()
+        if [" ".join(ln.split()) for ln in ours] == [wanted]:
+            return []
+        keep = [ln for ln in lines if _fstab_point(ln) != self.name] + [wanted]
+        what = f"the entry for {self.name} in {path}"
+        if ours:
+            return [self._fstab_write(path, keep, f"replace {what}", f"replaced {what}")]
+        return [self._fstab_write(path, keep, f"add {what}", f"added {what}")]
+
+    def _fstab_write(self, path: str, lines: list[str], would: str, done: str) -> Step:
+        data = "".join(ln + "\n" for ln in lines).encode()
+        run = functools.partial(safefs.write_file, path, data, 0o644)
+        return Step(would, done, run, slow=True)
+
+    @staticmethod
+    def _read_fstab(path: str) -> list[str]:
+        parent, name = os.path.split(path)
+        try:
+            with safefs.closing(safefs.open_dir(parent)) as dir_fd:
+                data = safefs.read_at(dir_fd, name, READ_LIMIT)
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise ResourceError(f"cannot read {path}: {err.strerror}") from err
+        if data is None:
+            raise ResourceError(f"{path} is bigger than {READ_LIMIT} bytes")
+        return data.decode(errors="replace").splitlines()
+
+    def _missing(self) -> str:
+        """What mounting needs and is not there ("" if nothing)."""
+        if self.device.startswith("/") and not os.path.exists(self.device):
+            return f"the device {self.device} does not exist"
+        try:
+            if not stat.S_ISDIR(os.stat(self.name).st_mode):
+                return f"{self.name} is not a directory"
+        except FileNotFoundError:
+            return f"the mount point {self.name} does not exist"
+        return ""
+
+    def _mount_steps(self, apply: bool) -> list[Step]:
+        here = [m for m in mounts() if m[0] == self.name]
+        if self.state == "absent":
+            if not here:
+                return []
+            umount = functools.partial(
+                run_command, ["umount", "--", self.name], timeout=MOUNT_TIMEOUT
+            )
+            return [Step(f"unmount {self.name}", f"unmounted {self.name}", umount)]
+        if here and self._matches(here[-1]):
+            return []
+        device = self.device
+        missing = self._missing()
+        if missing and apply:
+            raise ResourceError(f"cannot mount {device} on {self.name}: {missing}")
+        later = f" ({missing}: made by an earlier resource?)" if missing else ""
+        argv = ["mount", "-t", self.type, "-o", self._opts(), "--", device, self.name]
+        run = functools.partial(self._mount, argv)
+        if here:
+            _point, kind, source = here[-1]
+            return [
+                Step(
+                    f"mount {device} ({self.type}) on {self.name}, over {source} ({kind})",
+                    f"mounted {device} ({self.type}) on {self.name} over {source} ({kind})",
+                    run,
+                )
+            ]
+        return [
+            Step(
+                f"mount {device} ({self.type}) on {self.name}{later}",
+                f"mounted {device} on {self.name}",
+                run,
+            )
+        ]
+
+    async def _mount(self, argv: list[str]) -> None:
+        """Run mount(8), then check what it mounted: given an unknown type, it may probe the
+        device and mount what it finds."""
+        await run_command(argv, timeout=MOUNT_TIMEOUT)
+        here = [m for m in mounts() if m[0] == self.name]
+        if here and not self._matches(here[-1]):
+            _point, kind, source = here[-1]
+            raise ResourceError(
+                f"mount(8) mounted {source} as {kind} on {self.name}, not {self.device} as "
+                f"{self.type}: check type and device"
+            )
+
+    def _matches(self, mount: tuple[str, str, str]) -> bool:
+        _point, kind, source = mount
+        if kind != self.type:
+            return False
+        if source == self.device:
+            return True
+        backing = _backing_file(source)
+        if backing is not None and self.device.startswith("/"):
+            return os.path.realpath(self.device) == backing
+        return self.device.startswith("/") and os.path.realpath(self.device) == os.path.realpath(
+            source
+        )
+
+
+def _fstab_point(line: str) -> str | None:
+    fields = line.split()
+    if len(fields) < 2 or fields[0].startswith("#"):
+        return None
+    return _unescape(fields[1])

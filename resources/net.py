@@ -1,0 +1,273 @@
+"""net: a network interface's state, addresses and default gateway (mgmt's net).
+
+As in mgmt, sub-checks ANDed: the systemd-networkd file `mgmt-<name>.network` (written for
+`up`, removed for `down`, so the setting survives a reboot), the link state, the addresses
+(extra ones removed; link-local ones are the kernel's and left alone) and the default
+gateway. The running state is read and changed with iproute2 (`ip -j ...`, argv lists with a
+timeout). The watch is a netlink socket subscribed to link, address and route changes (the
+kernel's own events, on the event loop, no thread) and inotify on the networkd file.
+$MGMT_NETWORKD_DIR overrides /etc/systemd/network (tests, chroots). See docs/resources/net.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import json
+import os
+import shutil
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine import safefs
+from engine.errors import ResourceError, ValidationError
+from engine.params import EMPTY_IS_UNSET
+from engine.resource import Resource, register
+from engine.watcher import PathWatcher
+from resources._lib.events import pump_events
+from resources._lib.missing import Missing, would_wait
+from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.proc import run_command
+
+IP_TIMEOUT = 30
+PREFIX = "mgmt-"
+# rtnetlink multicast groups: links, IPv4 addresses, IPv4 routes, IPv6 addresses.
+GROUPS = 0x1 | 0x10 | 0x40 | 0x100
+IFNAMSIZ = 16
+
+
+def networkd_dir() -> str:
+    return os.environ.get("MGMT_NETWORKD_DIR") or "/etc/systemd/network"
+
+
+class Netlink:
+    """The kernel's rtnetlink events as an async iterator of wake-ups (bursts coalesce)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.setblocking(False)
+        self.sock.bind((0, GROUPS))
+        self._wake = asyncio.Event()
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._ready)
+
+    def _ready(self) -> None:
+        try:
+            while self.sock.recv(65536):
+                self._wake.set()
+        except BlockingIOError:
+            pass
+        except OSError:  # ENOBUFS: events were lost, so something changed
+            self._wake.set()
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    async def __aiter__(self) -> Any:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            yield None
+
+
+@register("net")
+@dataclass(kw_only=True, eq=False)
+class NetRes(Resource):
+    # "up" or "down". Default None: the link state is not managed (nor the networkd file).
+    state: Literal["up", "down"] | None = field(default=None, metadata=EMPTY_IS_UNSET)
+    # Addresses in CIDR form ("192.0.2.42/24"); others are removed. Default None: not managed.
+    addrs: list[str] | None = None
+    # The default gateway through this interface. Default None: not managed.
+    gateway: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
+    # IPForward= in the networkd file. Default None: not written.
+    ip_forward: bool | None = None
+
+    @property
+    def _file(self) -> str:
+        return os.path.join(networkd_dir(), f"{PREFIX}{self.name}.network")
+
+    def validate(self) -> None:
+        super().validate()
+        name = self.name
+        if (
+            len(name) >= IFNAMSIZ
+            or name in (".", "..")
+            or any(c in "/:" or c.isspace() for c in name)
+        ):
+            raise ValidationError(
+                f"expected an interface name (under {IFNAMSIZ} characters, no '/', ':' or "
+                f"spaces), got {name!r}",
+                "name",
+            )
+        for index, addr in enumerate(self.addrs or []):
+            try:
+                ipaddress.ip_interface(addr)
+            except ValueError:
+                raise ValidationError(
+                    f"expected an address in CIDR form (192.0.2.42/24), got {addr!r}",
+                    f"addrs[{index}]",
+                ) from None
+            if "/" not in addr:
+                raise ValidationError(
+                    f"expected a prefix length (/24), got {addr!r}", f"addrs[{index}]"
+                )
+        if self.gateway is not None:
+            try:
+                ipaddress.ip_address(self.gateway)
+            except ValueError:
+                raise ValidationError(
+                    f"expected an IP address, got {self.gateway!r}", "gateway"
+                ) from None
+
+    async def watch(self) -> None:
+        kernel = Netlink()
+        try:
+            async with PathWatcher([self._file]) as unit:
+                await self.handle.event()
+                await pump_events(self.handle, [kernel, unit])
+        finally:
+            kernel.close()
+
+    async def check_apply(self, apply: bool) -> bool:
+        try:
+            link = await self._ip("-j", "link", "show", "dev", self.name, missing_ok=True)
+            if not link:
+                raise Missing(f"there is no interface {self.name}")
+        except Missing as err:
+            return await would_wait(self.handle, err, apply, f"configure {self.name}")
+        steps = self._unit_steps()
+        up = "UP" in link[0].get("flags", [])
+        if self.state is not None and up != (self.state == "up"):
+            steps.append(
+                self._ip_step(
+                    f"bring {self.name} {self.state}",
+                    f"brought {self.name} {self.state}",
+                    ["link", "set", "dev", self.name, self.state],
+                )
+            )
+        if self.state != "down":
+            steps += await self._addr_steps()
+            steps += await self._gateway_steps()
+        if not steps:
+            return nothing_to_do(self.handle, f"{self.name} is as wanted")
+        await apply_steps(self.handle, steps, apply)
+        return False
+
+    def _unit(self) -> str:
+        lines = ["[Match]", f"Name={self.name}", "[Network]"]
+        lines += [f"Address={addr}" for addr in self.addrs or []]
+        if self.gateway is not None:
+            lines.append(f"Gateway={self.gateway}")
+        if self.ip_forward is not None:
+            lines.append(f"IPForward={'true' if self.ip_forward else 'false'}")
+        return "\n".join(lines)  # mgmt's content, byte for byte (no final newline)
+
+    def _unit_steps(self) -> list[Step]:
+        if self.state is None:
+            return []
+        parent, name = os.path.split(self._file)
+        try:
+            with safefs.closing(safefs.open_dir(parent)) as dir_fd:
+                have = safefs.read_at(dir_fd, name, 1 << 20)
+        except FileNotFoundError:
+            have = None
+        if self.state == "down":
+            if have is None:
+                return []
+            remove = functools.partial(_remove, self._file)
+            return [Step(f"remove {self._file}", f"removed {self._file}", remove, slow=True)]
+        wanted = self._unit().encode()
+        if have == wanted:
+            return []
+        write = functools.partial(safefs.write_file, self._file, wanted, 0o644)
+        return [Step(f"write {self._file}", f"wrote {self._file}", write, slow=True)]
+
+    async def _addr_steps(self) -> list[Step]:
+        if self.addrs is None:
+            return []
+        shown = await self._ip("-j", "addr", "show", "dev", self.name)
+        have = {
+            f"{info['local']}/{info['prefixlen']}"
+            for entry in shown
+            for info in entry.get("addr_info", [])
+            if info.get("scope") != "link"
+        }
+        wanted = {str(ipaddress.ip_interface(a)) for a in self.addrs}
+        steps = [
+            self._ip_step(
+                f"remove {addr} from {self.name}",
+                f"removed {addr} from {self.name}",
+                ["addr", "del", addr, "dev", self.name],
+            )
+            for addr in sorted(have - wanted)
+        ]
+        steps += [
+            self._ip_step(
+                f"add {addr} to {self.name}",
+                f"added {addr} to {self.name}",
+                ["addr", "add", addr, "dev", self.name],
+            )
+            for addr in sorted(wanted - have)
+        ]
+        return steps
+
+    async def _gateway_steps(self) -> list[Step]:
+        if self.gateway is None:
+            return []
+        family = "-6" if ipaddress.ip_address(self.gateway).version == 6 else "-4"
+        routes = await self._ip("-j", family, "route", "show", "default", "dev", self.name)
+        gateways = [r.get("gateway") for r in routes]
+        if gateways == [self.gateway]:
+            return []
+        steps = [
+            self._ip_step(
+                f"remove the default route via {gw} from {self.name}",
+                f"removed the default route via {gw} from {self.name}",
+                [family, "route", "del", "default", "via", gw, "dev", self.name],
+            )
+            for gw in gateways[1:]
+            if gw
+        ]
+        steps.append(
+            self._ip_step(
+                f"route by default via {self.gateway} on {self.name} (now {gateways or 'none'})",
+                f"default route via {self.gateway} on {self.name} (was {gateways or 'none'})",
+                [
+                    family,
+                    "route",
+                    "replace",
+                    "default",
+                    "via",
+                    self.gateway,
+                    "dev",
+                    self.name,
+                    "proto",
+                    "static",
+                ],
+            )
+        )
+        return steps
+
+    def _ip_step(self, would: str, done: str, args: list[str]) -> Step:
+        return Step(would, done, functools.partial(self._ip, *args, json_out=False))
+
+    async def _ip(self, *args: str, missing_ok: bool = False, json_out: bool = True) -> Any:
+        tool = shutil.which("ip")
+        if tool is None:
+            raise ResourceError("the ip tool (iproute2) is not installed")
+        code, out, err = await run_command(
+            [tool, *args], timeout=IP_TIMEOUT, ok=None, label=f"ip {' '.join(args)}"
+        )
+        if code != 0:
+            if missing_ok and "does not exist" in err:
+                return []
+            raise ResourceError(f"ip {' '.join(args)}: {err.strip() or f'exit code {code}'}")
+        return json.loads(out or "[]") if json_out else None
+
+
+def _remove(path: str) -> None:
+    parent, name = os.path.split(path)
+    with safefs.closing(safefs.open_dir(parent)) as dir_fd:
+        safefs.remove_at(dir_fd, name, recursive=False)

@@ -1,0 +1,169 @@
+"""sysctl: a kernel parameter, set now (/proc/sys) and persisted for boot (mgmt's sysctl).
+
+The name is the dotted key (`net.ipv4.ip_forward`). As in mgmt two sub-checks are ANDed:
+runtime (the value in /proc/sys/<key with '/'>) and persist (a file `<key> = <value>` in
+/etc/sysctl.d/99-<key>.conf, or `path`). The persisted file is watched with inotify. The
+kernel signals a runtime change (POLLPRI) only for the few keys with poll support
+(kernel.hostname, kernel.domainname): those are watched; drift of any other key is seen at the
+next event or `meta: poll` tick. See docs/resources/sysctl.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import stat
+from dataclasses import dataclass, field
+
+from engine import safefs
+from engine.errors import ResourceError, ValidationError
+from engine.params import EMPTY_IS_UNSET
+from engine.resource import Resource, register
+from engine.watcher import PathWatcher
+from resources._lib.events import pump_events
+from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.pollpri import PriWatch
+
+CONF_DIR = "/etc/sysctl.d/"
+CONF_PREFIX = "99-"
+PROC_SYS = "/proc/sys"
+READ_LIMIT = 1 << 16
+
+
+def proc_sys() -> str:
+    """Where the kernel's parameters are: /proc/sys ($MGMT_PROC_SYS for tests)."""
+    return os.environ.get("MGMT_PROC_SYS") or PROC_SYS
+
+
+@register("sysctl")
+@dataclass(kw_only=True, eq=False)
+class SysctlRes(Resource):
+    # The value, as the kernel prints it back (no trailing newline). Required.
+    value: str
+    # Set the value in the running kernel now. Default true.
+    runtime: bool = True
+    # Write it to a file read at boot (`path`). Default true.
+    persist: bool = True
+    # The persistent file (absolute, ends in .conf). Default /etc/sysctl.d/99-<name>.conf.
+    path: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
+
+    @property
+    def _proc(self) -> str:
+        return os.path.join(proc_sys(), *self.name.split("."))
+
+    @property
+    def _file(self) -> str:
+        return self.path if self.path is not None else f"{CONF_DIR}{CONF_PREFIX}{self.name}.conf"
+
+    def validate(self) -> None:
+        super().validate()
+        name = self.name
+        if "/" in name:
+            raise ValidationError(
+                f"use the dotted form (net.ipv4.ip_forward), got {name!r}", "name"
+            )
+        if "=" in name or name != name.strip() or name.startswith(".") or name.endswith("."):
+            raise ValidationError(
+                f"expected a dotted key without '=', spaces or a leading or trailing '.', "
+                f"got {name!r}",
+                "name",
+            )
+        if not self.value or self.value != self.value.strip() or "\n" in self.value:
+            raise ValidationError(
+                f"expected a non-empty value without surrounding whitespace, got {self.value!r}",
+                "value",
+            )
+        if not self.runtime and not self.persist:
+            raise ValidationError("set runtime or persist (or both)", "persist")
+        if self.persist and (not self._file.startswith("/") or not self._file.endswith(".conf")):
+            raise ValidationError(
+                f"expected an absolute path ending in .conf, got {self._file!r}", "path"
+            )
+        try:
+            st = os.stat(self._proc)
+        except FileNotFoundError:
+            raise ValidationError(
+                f"no such kernel parameter ({self._proc} does not exist)", "name"
+            ) from None
+        except OSError as err:
+            raise ValidationError(f"cannot read {self._proc}: {err.strerror}", "name") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise ValidationError(f"{name} is a group of parameters, not one", "name")
+        if self.runtime and not st.st_mode & 0o222:
+            raise ValidationError(
+                f"{name} is read-only in this kernel (mode {stat.S_IMODE(st.st_mode):04o}); "
+                "with runtime: false it is only persisted",
+                "name",
+            )
+
+    async def watch(self) -> None:
+        files = [self._file] if self.persist else []
+        async with PathWatcher(files) as persisted:
+            if not self.runtime:
+                await self.handle.event()
+                await pump_events(self.handle, [persisted])
+                return
+            async with PriWatch(self._proc) as kernel:
+                await self.handle.event()
+                await pump_events(self.handle, [persisted, kernel])
+
+    async def check_apply(self, apply: bool) -> bool:
+        steps: list[Step] = []
+        if self.runtime:
+            have = self._read_runtime()
+            if have != self.value + "\n":
+                steps.append(
+                    Step(
+                        f"set {self.name} to {self.value!r} (now {have.rstrip()!r})",
+                        f"{self.name} set to {self.value!r} (was {have.rstrip()!r})",
+                        self._write_runtime,
+                    )
+                )
+        if self.persist:
+            line = f"{self.name} = {self.value}\n"
+            if self._read_persisted() != line.encode():
+                write = functools.partial(safefs.write_file, self._file, line.encode(), 0o644)
+                steps.append(
+                    Step(
+                        f"persist {self.name} = {self.value} in {self._file}",
+                        f"persisted {self.name} = {self.value} in {self._file}",
+                        write,
+                        slow=True,
+                    )
+                )
+        if not steps:
+            return nothing_to_do(self.handle, f"{self.name} is {self.value!r}")
+        await apply_steps(self.handle, steps, apply, errors=(OSError,))
+        return False
+
+    def _read_runtime(self) -> str:
+        try:
+            with open(self._proc, "rb") as handle:
+                return handle.read(READ_LIMIT).decode(errors="replace")
+        except OSError as err:
+            raise ResourceError(f"cannot read {self._proc}: {err.strerror}") from err
+
+    def _write_runtime(self) -> None:
+        try:
+            with open(self._proc, "wb") as handle:
+                handle.write((self.value + "\n").encode())
+        except OSError as err:
+            if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise ResourceError(
+                    f"cannot set {self.name}: it is read-only here ({err.strerror}; a container "
+                    "or a /proc/sys mounted read-only); with runtime: false it is only persisted"
+                ) from err
+            raise ResourceError(
+                f"the kernel refused {self.value!r} for {self.name}: {err.strerror}"
+            ) from err
+
+    def _read_persisted(self) -> bytes | None:
+        parent, name = os.path.split(self._file)
+        try:
+            with safefs.closing(safefs.open_dir(parent)) as dir_fd:
+                return safefs.read_at(dir_fd, name, READ_LIMIT)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise ResourceError(f"cannot read {self._file}: {err.strerror}") from err

@@ -1,0 +1,190 @@
+"""tar: an archive of files and directory trees (mgmt's tar).
+
+The name (or `path`) is the archive. Each input is an absolute path: a file is stored under
+its base name; a directory ending in '/' contributes its contents, one without the '/' is
+stored under its own name (rsync's rule, as in mgmt). As for gzip, the sha256 of every input
+file (with the format) and of the archive are stamped in the var dir, and the archive is
+written again only when one of them no longer matches. The watch is inotify on the archive
+and on every input (recursively for directories). See docs/resources/tar.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import stat
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from engine.errors import ResourceError, ValidationError
+from engine.params import EMPTY_IS_UNSET
+from engine.resource import UID, Edgeable, Resource, register
+from engine.watcher import PathWatcher
+from resources._lib.missing import Missing, would_wait
+from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
+from resources._lib.stamp import (
+    INPUT,
+    OUTPUT,
+    HashingWriter,
+    check_abs_file,
+    file_needs,
+    file_uids,
+    hash_file,
+    read_stamp,
+    write_output,
+    write_stamp,
+)
+
+# mgmt's format numbers (Go's archive/tar) -> Python's; "unknown" lets the library choose.
+FORMATS = {
+    0: tarfile.PAX_FORMAT,
+    2: tarfile.USTAR_FORMAT,
+    4: tarfile.PAX_FORMAT,
+    8: tarfile.GNU_FORMAT,
+}
+
+
+@register("tar")
+@dataclass(kw_only=True, eq=False)
+class TarRes(Edgeable, Resource):
+    # mgmt's $const.res.tar.format.<name> constants.
+    CONSTANTS: ClassVar[dict[str, dict[str, int | str]]] = {
+        "format": {"unknown": 0, "ustar": 2, "pax": 4, "gnu": 8}
+    }
+
+    # The archive (absolute, not ending in '/'). Default None: the name.
+    path: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
+    # Absolute paths of the files and directories to archive, in order. Default: none.
+    inputs: list[str] | None = None
+    # Header format: 0 (unknown: pax), 2 (ustar), 4 (pax) or 8 (gnu). Default 0.
+    format: int = 0
+
+    @property
+    def _path(self) -> str:
+        return self.path if self.path is not None else self.name
+
+    @property
+    def _inputs(self) -> list[str]:
+        return self.inputs or []
+
+    def validate(self) -> None:
+        super().validate()
+        check_abs_file(self._path, "path" if self.path is not None else "name")
+        for index, item in enumerate(self._inputs):
+            if not item.startswith("/") or "\0" in item:
+                raise ValidationError(
+                    f"expected an absolute path, got {item!r}", f"inputs[{index}]"
+                )
+        if self.format not in FORMATS:
+            raise ValidationError(
+                f"expected 0 (unknown), 2 (ustar), 4 (pax) or 8 (gnu), got {self.format}",
+                "format",
+            )
+
+    async def watch(self) -> None:
+        async with PathWatcher([self._path, *self._inputs], recurse=True) as changes:
+            await self.handle.event()
+            async for _ in changes:
+                await self.handle.event()
+
+    async def check_apply(self, apply: bool) -> bool:
+        var_dir = self.handle.var_dir
+        try:
+            members, wanted_in, have_out, stamp_in, stamp_out = await in_thread(
+                lambda: (
+                    *self._scan(),
+                    hash_file(self._path),
+                    read_stamp(var_dir, INPUT),
+                    read_stamp(var_dir, OUTPUT),
+                )
+            )
+        except Missing as err:
+            return await would_wait(self.handle, err, apply, f"archive into {self._path}")
+        if wanted_in == stamp_in and have_out and have_out == stamp_out:
+            return nothing_to_do(
+                self.handle, f"{self._path} is up to date ({len(members)} entries)"
+            )
+        why = (
+            "is missing"
+            if not have_out
+            else "was changed"
+            if have_out != stamp_out
+            else "is out of date"
+        )
+        run = functools.partial(self._archive, members, wanted_in)
+        step = Step(
+            f"archive {len(members)} entries into {self._path} (it {why})", "", run, slow=True
+        )
+        await apply_steps(self.handle, [step], apply, errors=(OSError, tarfile.TarError))
+        return False
+
+    def uids(self) -> list[UID]:
+        return file_uids(self._path)
+
+    def autoedges(self) -> list[list[UID]]:
+        return file_needs(self._path, self._inputs)
+
+    def _scan(self) -> tuple[list[tuple[str, str]], str]:
+        """(source path, name in the archive) of every entry, and the input stamp (no I/O but
+        reads)."""
+        members: list[tuple[str, str]] = []
+        lines = [f"format:{self.format}"]
+        for item in self._inputs:
+            try:
+                st = os.stat(item)
+            except FileNotFoundError:
+                raise Missing(f"the input {item} does not exist") from None
+            except OSError as err:
+                raise ResourceError(f"input {item}: {err.strerror}") from err
+            if not stat.S_ISDIR(st.st_mode):
+                members.append((item, os.path.basename(item)))
+                lines.append(f"{item}|{hash_file(item)}")
+                continue
+            base = item.rstrip("/")
+            prefix = "" if item.endswith("/") else os.path.basename(base) + "/"
+            if prefix:
+                members.append((base, prefix.rstrip("/")))
+            lines.append(f"{base}/|")
+            for source, inner, is_dir in _walk(base):
+                lines.append(f"{source}/|" if is_dir else f"{source}|{hash_file(source)}")
+                members.append((source, prefix + inner))
+        return members, "\n".join(lines) + "\n"
+
+    def _archive(self, members: list[tuple[str, str]], stamp_in: str) -> str:
+        """Write the archive (in a worker thread); the line to log."""
+
+        def fill(out: HashingWriter) -> None:
+            with tarfile.open(
+                fileobj=out,
+                mode="w|",
+                format=FORMATS[self.format],  # type: ignore[call-overload]
+            ) as archive:
+                for source, name in members:
+                    archive.add(source, arcname=name, recursive=False)
+
+        digest = write_output(self._path, fill)
+        var_dir = self.handle.var_dir
+        write_stamp(var_dir, INPUT, stamp_in)
+        write_stamp(var_dir, OUTPUT, digest)
+        return f"archived {len(members)} entries into {self._path}"
+
+
+def _walk(top: str, rel: str = "") -> Iterator[tuple[str, str, bool]]:
+    """(path, path relative to the tree, is a directory) of everything below `top`, depth
+    first in lexical order (as Go's fs.WalkDir, so that the archive's order matches mgmt's)."""
+    try:
+        names = sorted(os.listdir(top))
+    except OSError as err:
+        raise ResourceError(f"cannot read {top}: {err.strerror}") from err
+    for name in names:
+        source, inner = os.path.join(top, name), f"{rel}{name}"
+        mode = os.lstat(source).st_mode
+        if stat.S_ISDIR(mode):
+            yield source, inner, True
+            yield from _walk(source, inner + "/")
+        elif stat.S_ISREG(mode):
+            yield source, inner, False
+        else:
+            raise ResourceError(f"cannot archive {source}: not a regular file or directory")

@@ -1,0 +1,83 @@
+"""The new kinds from the command line: mgmt's kinds that are not shipped are refused at check
+time naming file and line; gzip and tar are usable from mcl, mgmt's constants included."""
+
+from __future__ import annotations
+
+import gzip
+import tarfile
+from pathlib import Path
+
+from tests.e2e.helpers import run_mgmt
+
+
+def test_unsupported_kind_in_a_graph_is_refused(tmp_path: Path) -> None:
+    graph = tmp_path / "g.yaml"
+    marker = tmp_path / "never"
+    graph.write_text(
+        "graph: g\nresources:\n"
+        f"  file:\n    - name: {marker}\n      content: x\n"
+        "  nspawn:\n    - name: web\n      state: running\n"
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
+    assert code == 2, out
+    assert f"{graph}:6: resources.nspawn: kind nspawn is not supported by this version:" in out
+    assert "Traceback" not in out
+    assert not marker.exists()  # nothing applied
+
+
+def test_unsupported_kind_in_a_program_is_refused(tmp_path: Path) -> None:
+    program = tmp_path / "p.mcl"
+    program.write_text('$x = "a"\n\ndocker:container "web" {\n\tstate => "running",\n}\n')
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 2, out
+    assert f"{program}:3" in out
+    assert "kind docker:container is not supported by this version: it needs a Docker" in out
+
+
+def test_gzip_and_tar_from_mcl_with_constants(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a").write_text("hello\n")
+    program = tmp_path / "p.mcl"
+    program.write_text(
+        f'tar "{tmp_path}/out.tar" {{\n'
+        f'\tinputs => ["{src}/"],\n'
+        "\tformat => $const.res.tar.format.gnu,\n"
+        "}\n"
+        f'gzip "{tmp_path}/out.tar.gz" {{\n'
+        f'\tinput => "{tmp_path}/out.tar",\n'
+        "\tlevel => $const.res.gzip.level.best_compression,\n"
+        f'\tDepend => Tar["{tmp_path}/out.tar"],\n'
+        "}\n"
+    )
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 0, out
+    args = ["run", "--tmp-prefix", "--converged-timeout=0", "--max-runtime=60", "lang"]
+    code, out = run_mgmt([*args, str(program)])
+    assert code == 0, out
+    with tarfile.open(fileobj=gzip.open(tmp_path / "out.tar.gz")) as archive:
+        assert archive.getnames() == ["a"]
+    program.write_text(program.read_text().replace("best_compression", "fastest"))
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 2 and "unknown constant $const.res.gzip.level.fastest" in out, out
+
+
+def test_a_union_of_scalars_from_mcl(tmp_path: Path) -> None:
+    """gsettings' value is bool, int or str in mcl (mgmt's interface{}); anything else is a
+    type error naming the param."""
+    program = tmp_path / "p.mcl"
+    program.write_text(
+        'gsettings "org.gnome.desktop.interface clock-show-seconds" {\n'
+        '\ttype => "bool",\n\tvalue => true,\n}\n'
+        'gsettings "org.gnome.desktop.interface cursor-size" {\n'
+        '\ttype => "int",\n\tvalue => 32,\n}\n'
+    )
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 0, out
+    program.write_text(
+        'gsettings "org.gnome.desktop.interface cursor-size" {\n'
+        '\ttype => "int",\n\tvalue => [1],\n}\n'
+    )
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 2, out
+    assert f"{program}:3:" in out and "gsettings param value: expected one of bool, int, str" in out

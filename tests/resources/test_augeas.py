@@ -1,0 +1,72 @@
+"""augeas: the timeline on a real sshd_config through the real Sshd lens (libaugeas)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ResourceError, ValidationError
+from resources.augeas import AugeasRes, AugeasSet
+from tests.conftest import Running
+
+CONFIG = "# managed in part\nPort 22\nX11Forwarding yes\nPermitRootLogin no\n"
+
+
+async def test_sshd_timeline(run_resource: object, tmp_path: Path) -> None:
+    conf = tmp_path / "sshd_config"
+    conf.write_text(CONFIG)
+    conf.chmod(0o600)
+    res = AugeasRes(
+        name="sshd",
+        file=str(conf),
+        lens="Sshd.lns",
+        sets=[
+            AugeasSet(path="X11Forwarding", value="no"),
+            AugeasSet(path="MaxAuthTries", value="3"),
+        ],
+    )
+    running: Running = await run_resource(res)  # type: ignore[operator]
+    assert await res.check_apply(False) is False  # noop: nothing written
+    assert conf.read_text() == CONFIG
+    assert await res.check_apply(True) is False
+    text = conf.read_text()
+    assert "X11Forwarding no\n" in text and "MaxAuthTries 3\n" in text
+    assert text.startswith("# managed in part\nPort 22\n")  # the rest is kept
+    assert os.stat(conf).st_mode & 0o777 == 0o600
+    await running.handle.next_event()
+    assert await res.check_apply(True) is True
+    conf.write_text(text.replace("X11Forwarding no", "X11Forwarding yes"))  # drift
+    await running.handle.next_event()
+    assert await res.check_apply(True) is False
+    assert "X11Forwarding no\n" in conf.read_text()
+    assert await res.check_apply(True) is True
+    assert not list((tmp_path / "var").rglob("sshd_config"))  # the scratch copy is gone
+
+
+async def test_refusals(run_resource: object, tmp_path: Path) -> None:
+    sets = [AugeasSet(path="Port", value="22")]
+    missing = AugeasRes(name="m", file=str(tmp_path / "none"), lens="Sshd.lns", sets=sets)
+    await run_resource(missing, watch=False)  # type: ignore[operator]
+    with pytest.raises(ResourceError, match="does not exist"):
+        await missing.check_apply(True)
+    (tmp_path / "target").write_text(CONFIG)
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    linked = AugeasRes(name="l", file=str(tmp_path / "link"), lens="Sshd.lns", sets=sets)
+    await run_resource(linked, watch=False)  # type: ignore[operator]
+    with pytest.raises(ResourceError, match="not followed"):
+        await linked.check_apply(True)
+    (tmp_path / "bad").write_text("=broken\n")
+    broken = AugeasRes(name="b", file=str(tmp_path / "bad"), lens="Sshd.lns", sets=sets)
+    await run_resource(broken, watch=False)  # type: ignore[operator]
+    with pytest.raises(ResourceError, match="cannot parse"):
+        await broken.check_apply(True)
+    for params, key in (
+        ({"file": "rel"}, "file"),
+        ({"file": "/x", "lens": "Sshd"}, "lens"),
+        ({"file": "/x", "sets": [AugeasSet(path="/abs", value="1")]}, "sets[0].path"),
+    ):
+        with pytest.raises(ValidationError) as err:
+            AugeasRes(name="v", **params).validate()  # type: ignore[arg-type]
+        assert err.value.key == key

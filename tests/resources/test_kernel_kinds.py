@@ -1,0 +1,227 @@
+"""mount, sysctl and net against the real kernel, inside namespaces of their own.
+
+`test_in_namespaces` runs this file again under `unshare --mount --net --uts` (private mount
+propagation): mounts, and the network and UTS sysctls, are then private to that process tree,
+so the host is never changed. The other tests run only in there (MGMT_TEST_NS is set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ResourceError, ValidationError
+from resources._lib.proc import run_command
+from resources.mount import MountRes, mounts
+from resources.net import NetRes
+from resources.sysctl import SysctlRes
+from tests.conftest import Running
+
+INSIDE = os.environ.get("MGMT_TEST_NS") == "1"
+inside = pytest.mark.skipif(not INSIDE, reason="runs inside test_in_namespaces' namespaces")
+
+
+@pytest.mark.slow  # a pytest of its own in the namespaces: ~5 s, mostly start-up
+@pytest.mark.skipif(INSIDE, reason="this is the outer test")
+def test_in_namespaces() -> None:
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare (util-linux) is needed"
+    argv = [unshare, "--mount", "--net", "--uts", "--propagation", "private", "--"]
+    argv += [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", __file__]
+    env = {**os.environ, "MGMT_TEST_NS": "1"}
+    done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout.replace("1 skipped", "")
+
+
+def _read(path: str) -> str:
+    with open(path) as handle:
+        return handle.read()
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+@inside
+async def test_sysctl_timeline(run_resource: object, tmp_path: Path) -> None:
+    key = "/proc/sys/net/ipv4/ip_forward"
+    _write(key, "0\n")
+    conf = tmp_path / "99-forward.conf"
+    res = SysctlRes(name="net.ipv4.ip_forward", value="1", path=str(conf))
+    running: Running = await run_resource(res)  # type: ignore[operator]
+    assert await res.check_apply(False) is False  # noop: reports, changes nothing
+    assert _read(key) == "0\n" and not conf.exists()
+    assert await res.check_apply(True) is False
+    assert _read(key) == "1\n"
+    assert conf.read_text() == "net.ipv4.ip_forward = 1\n"
+    await running.handle.next_event()  # the persisted file, seen by inotify
+    assert await res.check_apply(True) is True
+    conf.write_text("net.ipv4.ip_forward = 0\n")  # drift of the file: an event, repaired
+    await running.handle.next_event()
+    assert await res.check_apply(True) is False
+    assert conf.read_text() == "net.ipv4.ip_forward = 1\n"
+    _write(key, "0\n")  # drift of the kernel's value (no event for this key): repaired
+    assert await res.check_apply(True) is False
+    assert _read(key) == "1\n"
+    assert await res.check_apply(True) is True
+
+
+@inside
+async def test_sysctl_kernel_event_and_refusals(run_resource: object, tmp_path: Path) -> None:
+    res = SysctlRes(name="kernel.domainname", value="example.test", persist=False)
+    running: Running = await run_resource(res)  # type: ignore[operator]
+    assert await res.check_apply(True) is False
+    await running.handle.next_event()  # POLLPRI: the kernel signals its own change
+    assert await res.check_apply(True) is True
+    _write("/proc/sys/kernel/domainname", "drift\n")
+    await running.handle.next_event()
+    assert await res.check_apply(True) is False
+    assert _read("/proc/sys/kernel/domainname") == "example.test\n"
+    with pytest.raises(ValidationError, match="read-only") as err:
+        SysctlRes(name="kernel.osrelease", value="1").validate()
+    assert err.value.key == "name"
+    SysctlRes(name="kernel.osrelease", value="1", runtime=False, path="/x.conf").validate()
+    for name in ("net/ipv4/ip_forward", "no.such.key", ".kernel", "kernel"):
+        with pytest.raises(ValidationError):
+            SysctlRes(name=name, value="1").validate()
+    bad = SysctlRes(name="net.ipv4.ip_forward", value="abc", persist=False)
+    await run_resource(bad, watch=False)  # type: ignore[operator]
+    with pytest.raises(ResourceError, match="refused"):
+        await bad.check_apply(True)
+
+
+async def _next_matching(running: Running, pred: object) -> None:
+    """Events until pred() holds (bounded): a mount or unmount may come as several events."""
+    async with asyncio.timeout(10):
+        while not pred():  # type: ignore[operator]
+            await running.handle.next_event()
+
+
+@inside
+async def test_mount_tmpfs_timeline(
+    run_resource: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fstab = tmp_path / "fstab"
+    fstab.write_text("# kept\nproc /proc proc defaults 0 0\n")
+    monkeypatch.setenv("MGMT_FSTAB", str(fstab))
+    point = tmp_path / "mnt"
+    point.mkdir()
+    res = MountRes(
+        name=str(point), state="exists", device="scratch", type="tmpfs", options={"size": "1m"}
+    )
+    running: Running = await run_resource(res)  # type: ignore[operator]
+    mounted = lambda: any(m[0] == str(point) for m in mounts())  # noqa: E731
+    assert await res.check_apply(False) is False  # noop
+    assert not mounted() and "scratch" not in fstab.read_text()
+    assert await res.check_apply(True) is False
+    assert mounted()
+    assert fstab.read_text() == (
+        f"# kept\nproc /proc proc defaults 0 0\nscratch {point} tmpfs size=1m 0 0\n"
+    )
+    assert await res.check_apply(True) is True
+    await run_command(["umount", str(point)], timeout=30)  # drift: seen (POLLPRI)
+    await _next_matching(running, lambda: not mounted())
+    assert await res.check_apply(True) is False
+    assert mounted()
+    assert await res.check_apply(True) is True
+    absent = MountRes(name=str(point), state="absent")
+    await run_resource(absent, watch=False)  # type: ignore[operator]
+    assert await absent.check_apply(True) is False
+    assert not mounted()
+    assert fstab.read_text() == "# kept\nproc /proc proc defaults 0 0\n"
+    assert await absent.check_apply(True) is True
+
+
+@inside
+async def test_mount_loop_image(
+    run_resource: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MGMT_FSTAB", str(tmp_path / "fstab"))
+    image = tmp_path / "fs.img"
+    image.touch()
+    os.truncate(image, 4 << 20)
+    await run_command(["mkfs.ext4", "-q", "-F", str(image)], timeout=60)
+    point = tmp_path / "loop"
+    point.mkdir()
+    res = MountRes(name=str(point), state="exists", device=str(image), type="ext4")
+    await run_resource(res)  # type: ignore[operator]
+    assert await res.check_apply(True) is False
+    assert await res.check_apply(True) is True  # recognised through the loop's backing file
+    absent = MountRes(name=str(point), state="absent")
+    await run_resource(absent, watch=False)  # type: ignore[operator]
+    assert await absent.check_apply(True) is False
+    gone = MountRes(name=str(point), state="exists", device=str(tmp_path / "no.img"), type="ext4")
+    await run_resource(gone, watch=False)  # type: ignore[operator]
+    with pytest.raises(ResourceError, match="does not exist"):
+        await gone.check_apply(True)
+    assert await gone.check_apply(False) is False  # noop: made by an earlier resource, maybe
+    unknown = MountRes(name=str(point), state="exists", device=str(image), type="nosuchfs")
+    await run_resource(unknown, watch=False)  # type: ignore[operator]
+    with pytest.raises(ResourceError, match=r"as ext4 .*, not .* as nosuchfs"):
+        await unknown.check_apply(True)
+    assert await absent.check_apply(True) is False  # unmounted again
+    with pytest.raises(ValidationError) as err:
+        MountRes(name=str(point), state="exists", device="x", type="ext4,ro").validate()
+    assert err.value.key == "type"
+
+
+async def _ip(*args: str) -> str:
+    return (await run_command(["ip", *args], timeout=30))[1]
+
+
+@inside
+async def test_net_timeline_on_a_veth_link(
+    run_resource: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MGMT_NETWORKD_DIR", str(tmp_path))
+    await _ip("link", "add", "mgmt0", "type", "veth", "peer", "name", "mgmt1")
+    await _ip("link", "set", "dev", "mgmt1", "up")  # a carrier for mgmt0
+    res = NetRes(
+        name="mgmt0", state="up", addrs=["192.0.2.13/24", "2001:db8::13/64"], gateway="192.0.2.1"
+    )
+    running: Running = await run_resource(res)  # type: ignore[operator]
+    assert await res.check_apply(False) is False  # noop
+    assert "192.0.2.13" not in await _ip("addr", "show", "dev", "mgmt0")
+    assert await res.check_apply(True) is False
+    shown = await _ip("addr", "show", "dev", "mgmt0")
+    assert "192.0.2.13/24" in shown and "2001:db8::13/64" in shown and "UP" in shown
+    assert "default via 192.0.2.1" in await _ip("route", "show", "dev", "mgmt0")
+    unit = tmp_path / "mgmt-mgmt0.network"
+    assert unit.read_text() == (
+        "[Match]\nName=mgmt0\n[Network]\nAddress=192.0.2.13/24\nAddress=2001:db8::13/64\n"
+        "Gateway=192.0.2.1"
+    )
+    assert await res.check_apply(True) is True  # link-local addresses are left alone
+    await _ip("addr", "add", "198.51.100.7/24", "dev", "mgmt0")  # drift: netlink event
+    await running.handle.next_event()
+    assert await res.check_apply(True) is False
+    assert "198.51.100.7" not in await _ip("addr", "show", "dev", "mgmt0")
+    assert await res.check_apply(True) is True
+    down = NetRes(name="mgmt0", state="down")
+    await run_resource(down, watch=False)  # type: ignore[operator]
+    assert await down.check_apply(True) is False
+    assert "state DOWN" in await _ip("link", "show", "dev", "mgmt0")
+    assert not unit.exists()
+    assert await down.check_apply(True) is True
+    absent = NetRes(name="nosuch0", state="up")
+    await run_resource(absent, watch=False)  # type: ignore[operator]
+    assert await absent.check_apply(False) is False  # noop: an earlier resource may add it
+    with pytest.raises(ResourceError, match="no interface nosuch0"):
+        await absent.check_apply(True)
+    for params, key in (
+        ({"name": "a/b"}, "name"),
+        ({"name": "x", "addrs": ["10.0.0.1"]}, "addrs[0]"),
+        ({"name": "x", "addrs": ["nope/24"]}, "addrs[0]"),
+        ({"name": "x", "gateway": "300.1.1.1"}, "gateway"),
+    ):
+        with pytest.raises(ValidationError) as err:
+            NetRes(**params).validate()  # type: ignore[arg-type]
+        assert err.value.key == key
