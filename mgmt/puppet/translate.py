@@ -490,6 +490,36 @@ def _number(text: str, name: str) -> str:
     return f"{int(text):02d}"
 
 
+def _mount(res: PRes) -> Spec:
+    point = _str(res.take("name", res.title), "name")
+    _ignore(res, "remounts", "atboot", "provider")
+    ensure = res.take("ensure", "mounted")
+    if ensure == "absent":
+        for name in ("device", "fstype", "options", "dump", "pass"):
+            res.take(name)
+        return Spec("mount", point, {"state": "absent"})
+    if ensure != "mounted":
+        raise Untranslatable(
+            f"ensure => {ensure!r} has no translation (our mount is mounted and in fstab, "
+            "or neither)"
+        )
+    if res.take("target") not in (None, "/etc/fstab"):
+        raise Untranslatable("target (another fstab) has no translation")
+    options: dict[str, str] = {}
+    for option in _str(res.take("options", "defaults"), "options").split(","):
+        key, _, value = option.partition("=")
+        options[key.strip()] = value
+    params: dict[str, Any] = {
+        "state": "exists",
+        "device": _str(res.take("device"), "device"),
+        "type": _str(res.take("fstype"), "fstype"),
+        "options": options,
+        "freq": int(_str(res.take("dump", 0), "dump")),
+        "passno": int(_str(res.take("pass", 0), "pass")),
+    }
+    return Spec("mount", point, params)
+
+
 def _puppet_resource(res: PRes) -> Spec:
     """The fallback: `puppet resource TYPE TITLE param=value...` as an exec (at startup and on
     each refresh; Puppet makes it idempotent)."""
@@ -521,4 +551,5 @@ TRANSLATORS: dict[str, Translator] = {
     "Group": _group,
     "Notify": _notify,
     "Cron": _cron,
+    "Mount": _mount,
 }

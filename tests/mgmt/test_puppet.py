@@ -59,6 +59,9 @@ MANIFEST = textwrap.dedent(
     package { 'oldpkg': ensure => purged }
     package { 'pinned': ensure => '1.2-3' }
     notify { 'n': message => 'hi', noop => true }
+    mount { '/mnt/scratch': ensure => mounted, device => 'tmpfs', fstype => 'tmpfs',
+            options => 'size=16m,noatime', dump => 0, pass => 0 }
+    mount { '/mnt/old': ensure => absent }
     """
 )
 
@@ -135,6 +138,13 @@ def test_package_service_user_group_notify(graph: Graph) -> None:
     assert graph.vertices[("group", "svcgroup")].gid == 4322
     note = graph.vertices[("msg", "n")]
     assert note.body == "hi" and note.meta.noop
+
+
+def test_mount_translation(graph: Graph) -> None:
+    scratch = graph.vertices[("mount", "/mnt/scratch")]
+    assert (scratch.state, scratch.device, scratch.type) == ("exists", "tmpfs", "tmpfs")
+    assert scratch.options == {"size": "16m", "noatime": ""}
+    assert graph.vertices[("mount", "/mnt/old")].state == "absent"
 
 
 def test_cron_becomes_a_systemd_calendar(graph: Graph) -> None:
