@@ -36,6 +36,7 @@ from engine.errors import GraphError, ResourceError
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged
 from engine.graph import Edge, Graph, Key, fmt_key, key_of
 from engine.handle import Handle, Shared
+from engine.local import LocalValues
 from engine.meta import sema_size
 from engine.params import build
 from engine.ratelimit import TokenBucket
@@ -130,6 +131,7 @@ class Vertex:
         if isinstance(res, Groupable) and isinstance(self.pristine, Groupable):
             self.pristine.grouped = [copy.copy(g) for g in res.grouped]
         self.sent: dict[str, Any] = {}  # values published with handle.send()
+        self.received: dict[str, bool] = {}  # params set by the last _receive: changed?
         self._status = Status.NEW
         self.outcome = Status.PENDING  # OK, RETRYING, FAILED or DEAD once it has processed
         self.ts = 0  # logical time of the last successful process (0 = never)
@@ -155,7 +157,9 @@ class Vertex:
             on_event=self._on_event,
             get_refresh=lambda: self.refresh_pending,
             on_send=self.sent.update,
+            get_received=lambda: dict(self.received),
             world=engine.world,
+            local=engine.local,
             shared=engine.shared,
             peers=lambda: list(engine.graph.vertices.values()),  # the graph of the moment
         )
@@ -342,6 +346,7 @@ class Vertex:
 
         A sent value may be a function (e.g. file's content, read only when someone receives it).
         """
+        self.received = {}
         for sender, edge in self.engine.predecessors_with_edges(self):
             for send, recv in edge.sendrecv:
                 if send not in sender.sent:
@@ -349,7 +354,9 @@ class Vertex:
                 value = sender.sent[send]
                 if callable(value):
                     value = await asyncio.to_thread(value)
-                if getattr(self.res, recv) != value:
+                changed = getattr(self.res, recv) != value
+                self.received[recv] = changed or self.received.get(recv, False)
+                if changed:
                     setattr(self.res, recv, value)
                     self.state_ok = False
                     self.handle.logger.info("received %s from %s.%s", recv, sender.name, send)
@@ -482,6 +489,7 @@ class Engine:
         self.prefix = prefix
         self.noop = noop
         self.world = world
+        self.local = LocalValues(prefix)  # values shared with the language (engine.local)
         self.shared = Shared()  # the resources' shared clients, closed by stop()
         self.graph = Graph()
         self.vertices: dict[Key, Vertex] = {}

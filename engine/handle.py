@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from engine.safefs import private_dir
 
 if TYPE_CHECKING:
+    from engine.local import LocalValues
     from engine.resource import Resource
     from engine.world import World
 
@@ -74,7 +75,9 @@ class Handle:
         on_event: Callable[[], None] | None = None,
         get_refresh: Callable[[], bool] | None = None,
         on_send: Callable[[dict[str, Any]], None] | None = None,
+        get_received: Callable[[], dict[str, bool]] | None = None,
         world: World | None = None,
+        local: LocalValues | None = None,
         prefix: Path | None = None,
         shared: Shared | None = None,
         peers: Callable[[], Iterable[Resource]] | None = None,
@@ -83,12 +86,14 @@ class Handle:
         self.name = name
         self.hostname = hostname
         self.world = world  # the cluster's shared store; None when this run has no cluster
+        self.local = local  # this host's values shared with the language (engine.local)
         self.shared = shared if shared is not None else Shared()  # the engine's: see Shared
         self._var_dir = var_dir
         self._prefix = prefix  # var_dir's directories from here down are kept private
         self._on_event = on_event or (lambda: None)
         self._get_refresh = get_refresh or (lambda: False)
         self._on_send = on_send or (lambda values: None)
+        self._get_received = get_received or dict
         self._cleanups: list[Cleanup] = []
         self._peers = peers or (lambda: ())
         self.logger = ResourceLogger(log, {"res_kind": kind, "res_name": name})
@@ -115,6 +120,11 @@ class Handle:
         """The resources of the graph this one runs in (itself included), to read only: mgmt's
         GraphQueryable (file's purge keeps what other file resources manage)."""
         return list(self._peers())
+
+    def received(self) -> dict[str, bool]:
+        """The params set along send/recv edges before this check_apply, each with whether its
+        value changed then (mgmt's Recv())."""
+        return self._get_received()
 
     def on_cleanup(self, fn: Cleanup) -> None:
         """Register something to undo at cleanup (sync or async), run in reverse order."""

@@ -37,6 +37,8 @@ KINDS: dict[str, str] = {
     "gsettings": "gsettings",
     "augeas": "augeas",
     "net": "net",
+    "test": "test",
+    "value": "value",
 }
 MODULES = tuple(sorted(set(KINDS.values())))
 

@@ -194,7 +194,9 @@ class ResourceChecker:
             return False
         try:
             t = self.check_expr(expr, scope)
-            if ptype.alternatives:
+            if ptype.any:
+                pass  # any type (value's `any`)
+            elif ptype.alternatives:
                 self.inference.one_of(
                     expr.pos,
                     [t],

@@ -3,8 +3,8 @@
 `str` -> str, `int` -> int, `float` -> float (an int is accepted too), `bool` -> bool,
 `Literal["a", "b"]` -> str (a constant is checked at compile time), `list[X]` -> []X,
 `bool | int | str` (a union of scalars) -> any one of them,
-`dict[str, X]` -> map{str: X}, `X | None` -> X (leaving a param out means None). Params of
-other types cannot be set from the language (a clear error says so).
+`dict[str, X]` -> map{str: X}, `X | None` -> X (leaving a param out means None), `Any` -> a
+value of any type. Params of other types cannot be set from the language (a clear error says so).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from engine.meta import Meta
 from engine.params import build, hints
 from engine.resource import Resource, lookup
-from mgmt.lang.types import BOOL, FLOAT, INT, STR, TList, TMap, Type
+from mgmt.lang.types import BOOL, FLOAT, INT, STR, TList, TMap, TVar, Type
 
 # A resource named "@@name" is exported only (as in graph files), not applied here.
 EXPORT_PREFIX = "@@"
@@ -37,10 +37,14 @@ class ParamType:
     # A union of scalars (e.g. `bool | int | str`, gsettings' value): any one of these types
     # (then `type` is the first).
     alternatives: tuple[Type, ...] = ()
+    # A param hinted `Any` (value's `any`): a value of any type is accepted.
+    any: bool = False
 
 
 def mcl_type(hint: Any) -> ParamType:
     """The language type of one dataclass field hint."""
+    if hint is Any:
+        return ParamType(TVar(), any=True)
     origin = get_origin(hint)
     if origin in (Union, pytypes.UnionType):
         members = [m for m in get_args(hint) if m is not type(None)]

@@ -1,0 +1,123 @@
+"""Local values: what resources and the language share on this host (mgmt's `Local` API).
+
+mgmt's `value` resource stores its value under its name here, and the language's
+`value.get_str(name)` (and friends) read and watch it: a cheap channel from the resource graph
+back into the program that stays on one host (the World is the cluster's). Values are plain JSON
+data, kept in memory and written to `<prefix>/local/value/<name>.json` (private, 0600), so that a
+restarted agent starts with the last value instead of nothing (mgmt's cold-cache warming; a
+file is read once, on the first `get` of its key).
+
+`get(key)` (None: no value), `set(key, value)` (None deletes; returns whether it changed) and
+`subscribe(key, signal)`, which calls `signal()` after every change of the key and returns the
+unsubscribe callable. Reads and writes touch small files: callers on the event loop go through
+`asyncio.to_thread` for `set` and for a first `get`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.safefs import fit_name, private_dir, write_file
+
+log = logging.getLogger("engine")
+
+
+def plain(value: Any) -> Any:
+    """`value` as JSON data: tuples become lists, mappings dicts (the language's frozen values)."""
+    return json.loads(json.dumps(value, default=_default))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, tuple | frozenset | set):
+        return list(value)
+    if hasattr(value, "items"):
+        return dict(value.items())
+    raise TypeError(f"not plain data: {type(value).__name__}")
+
+
+class LocalValues:
+    """The host's local values (see the module doc). Thread-safe: a lock guards the maps."""
+
+    def __init__(self, prefix: Path) -> None:
+        self._prefix = prefix
+        self._dir = prefix / "local" / "value"
+        self._lock = threading.Lock()
+        self._values: dict[str, Any] = {}
+        self._loaded: set[str] = set()  # keys whose file was read (or written) already
+        self._watchers: dict[str, list[Callable[[], None]]] = {}
+
+    def _path(self, key: str) -> Path:
+        return self._dir / fit_name(key, ".json")
+
+    def get(self, key: str) -> Any:
+        """The value under `key`, or None (blocking on the first read of a key)."""
+        with self._lock:
+            if key not in self._loaded:
+                self._loaded.add(key)
+                stored = self._read(key)
+                if stored is not None:
+                    self._values[key] = stored
+            return self._values.get(key)
+
+    def set(self, key: str, value: Any) -> bool:
+        """Store `value` (None deletes it); True if that changed it. Watchers are signalled."""
+        value = None if value is None else plain(value)
+        with self._lock:
+            if key not in self._loaded:
+                self._loaded.add(key)
+                stored = self._read(key)
+                if stored is not None:
+                    self._values[key] = stored
+            if self._values.get(key) == value:
+                return False
+            self._write(key, value)
+            if value is None:
+                self._values.pop(key, None)
+            else:
+                self._values[key] = value
+            signals = list(self._watchers.get(key, ()))
+        for signal in signals:
+            signal()
+        return True
+
+    def subscribe(self, key: str, signal: Callable[[], None]) -> Callable[[], None]:
+        """Call `signal()` after each change of `key` (from the thread that made it: a caller on
+        the event loop passes a thread-safe one); returns the unsubscribe callable."""
+        with self._lock:
+            self._watchers.setdefault(key, []).append(signal)
+
+        def unsubscribe() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._watchers[key].remove(signal)
+
+        return unsubscribe
+
+    def _read(self, key: str) -> Any:
+        try:
+            text = self._path(key).read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            log.warning("local value %r: cannot read %s: %s", key, self._path(key), err)
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            log.warning("local value %r: %s is not JSON: ignored", key, self._path(key))
+            return None
+
+    def _write(self, key: str, value: Any) -> None:
+        path = self._path(key)
+        if value is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        private_dir(self._dir, root=self._prefix)
+        write_file(str(path), (json.dumps(value, sort_keys=True) + "\n").encode(), 0o600)
