@@ -39,6 +39,9 @@ KINDS: dict[str, str] = {
     "net": "net",
     "test": "test",
     "value": "value",
+    "http:server": "http_server",
+    "http:server:file": "http_server",
+    "http:server:flag": "http_server",
 }
 MODULES = tuple(sorted(set(KINDS.values())))
 

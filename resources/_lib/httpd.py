@@ -1,0 +1,201 @@
+"""A small HTTP/1.1 server on asyncio streams, for the http:server kind.
+
+One request per connection (`Connection: close`): enough for files, flags and long polls, with
+no keep-alive state to get wrong. The request line and headers are bounded (HEAD_LIMIT), so is
+a body (BODY_LIMIT, mgmt's 4 MiB for flags); a request that breaks a bound or the syntax gets
+400/413 and the connection is closed. `serve(host, port, handler, ...)` starts the listener;
+the handler gets a `Request` and returns a `Response`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger("engine")
+
+HEAD_LIMIT = 64 * 1024  # bytes of request line and headers
+BODY_LIMIT = 4 * 1024 * 1024  # bytes of a request body (mgmt's limit for flag POSTs)
+REASONS = {
+    200: "OK",
+    304: "Not Modified",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # percent-decoded, without the query
+    query: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
+    body: bytes = b""
+
+    def form(self) -> dict[str, str]:
+        """The query and a urlencoded body together (the body wins), like Go's PostFormValue."""
+        values = dict(self.query)
+        if self.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            values.update(urllib.parse.parse_qsl(self.body.decode("utf-8", "replace")))
+        return values
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+
+
+def http_date(seconds: float) -> str:
+    return email.utils.formatdate(seconds, usegmt=True)
+
+
+def parse_http_date(text: str) -> float | None:
+    try:
+        return email.utils.parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+async def read_request(reader: asyncio.StreamReader) -> Request:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise BadRequest(400, "request head too large") from None
+    except asyncio.IncompleteReadError:
+        raise BadRequest(400, "incomplete request") from None
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise BadRequest(400, "bad request line")
+    method, target, _ = parts
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise BadRequest(400, "bad header line")
+        headers[name.strip().lower()] = value.strip()
+    length_text = headers.get("content-length", "0")
+    if not length_text.isascii() or not length_text.isdigit():
+        raise BadRequest(400, "bad content-length")
+    length = int(length_text)
+    if length > BODY_LIMIT:
+        raise BadRequest(413, "request body too large")
+    try:
+        body = await reader.readexactly(length) if length else b""
+    except asyncio.IncompleteReadError:
+        raise BadRequest(400, "incomplete body") from None
+    url = urllib.parse.urlsplit(target)
+    return Request(
+        method=method,
+        path=urllib.parse.unquote(url.path),
+        query=dict(urllib.parse.parse_qsl(url.query)),
+        headers=headers,
+        body=body,
+    )
+
+
+def encode(response: Response, head_only: bool) -> bytes:
+    headers = {"Content-Length": str(len(response.body)), "Connection": "close"}
+    headers.update(response.headers)
+    reason = REASONS.get(response.status, "Unknown")
+    lines = [f"HTTP/1.1 {response.status} {reason}"] + [f"{k}: {v}" for k, v in headers.items()]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + response.body
+
+
+class Listener:
+    """A listening server; `aclose()` stops listening and ends the open connections (a held
+    long poll among them)."""
+
+    def __init__(self, handler: Handler, read_timeout: float | None, write_timeout: float | None):
+        self._handler = handler
+        self._read_timeout = read_timeout
+        self._write_timeout = write_timeout
+        self._connections: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._connection, host, port, limit=HEAD_LIMIT)
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one the kernel chose, for port 0)."""
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            response, head_only = await self._answer(reader)
+            if response is not None:
+                writer.write(encode(response, head_only))
+                async with asyncio.timeout(self._write_timeout):
+                    await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader) -> tuple[Response | None, bool]:
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                request = await read_request(reader)
+        except BadRequest as err:
+            return Response(err.status, f"{err}\n".encode()), False
+        except TimeoutError:
+            return None, False
+        try:
+            return await self._handler(request), request.method == "HEAD"
+        except Exception:
+            log.exception("http: handling %s %s failed", request.method, request.path)
+            return Response(500, b"internal error\n"), False
+
+
+async def serve(
+    host: str,
+    port: int,
+    handler: Handler,
+    *,
+    read_timeout: float | None = None,
+    write_timeout: float | None = None,
+) -> Listener:
+    """Listen on host:port; each connection reads one request, answers it and closes."""
+    listener = Listener(handler, read_timeout, write_timeout)
+    await listener.start(host, port)
+    return listener

@@ -1,0 +1,365 @@
+"""http:server, http:server:file and http:server:flag: mgmt's small built-in web server. See
+docs/resources/http_server.md.
+
+`http:server` listens (its name, or `address`, is `host:port`; an empty host means 127.0.0.1
+here, see the docs) and answers GET/HEAD from the files offered to it, then from its `root`
+directory; anything else is 404. `http:server:file` offers a file (its `data`, or the file or
+directory at `path`) at the URL path that is its name (or `filename`); with `longpoll`, a GET
+whose If-Modified-Since is current is held until the content changes. `http:server:flag`
+takes POSTs to its path: the form value `key` becomes its `value`, sent along send/recv edges.
+
+In mgmt the file and flag resources autogroup into the server's vertex. Here each stays a vertex
+of its own (its own events, send/recv and `--noop` line) and joins its server through the
+engine's shared routes: `server` names the http:server (its name) to join; left out, it is
+served by every http:server of this agent. None of them changes the system: each is always in
+the desired state, except when a received `data` or a POSTed flag value changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import math
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.errors import ResourceError, ValidationError
+from engine.handle import Handle
+from engine.resource import Resource, register
+from engine.safefs import closing, open_dir, open_read, sub_dir
+from engine.watcher import PathWatcher
+from resources._lib.httpd import Request, Response, http_date, parse_http_date, serve
+from resources._lib.plan import nothing_to_do
+
+LOOPBACK = "127.0.0.1"  # what an empty host means here (docs/security.md: loopback by default)
+
+
+class Routes:
+    """The files and flags offered to this agent's http servers (one per engine, shared)."""
+
+    def __init__(self) -> None:
+        self.files: list[HTTPServerFileRes] = []
+        self.flags: list[HTTPServerFlagRes] = []
+
+    def add(self, res: HTTPServerFileRes | HTTPServerFlagRes) -> Callable[[], None]:
+        """Offer `res`; returns the callable that withdraws it."""
+        into: list[HTTPServerFileRes] | list[HTTPServerFlagRes]
+        into = self.files if isinstance(res, HTTPServerFileRes) else self.flags
+        into.append(res)  # type: ignore[arg-type]
+        return lambda: into.remove(res)  # type: ignore[arg-type]
+
+    def file_for(self, server: str, path: str) -> HTTPServerFileRes | None:
+        """The file that answers `path` on `server`: an exact one, else the longest directory."""
+        found = [f for f in self.files if f.server in (None, server) and f.accepts(path)]
+        found.sort(key=lambda f: (f.url != path, -len(f.url)))
+        return found[0] if found else None
+
+    def flags_for(self, server: str, path: str) -> list[HTTPServerFlagRes]:
+        return [f for f in self.flags if f.server in (None, server) and f.url == path]
+
+
+def routes(handle: Handle) -> Routes:
+    return handle.shared.get(__name__, Routes)
+
+
+def split_address(address: str, key: str) -> tuple[str, int]:
+    """`host:port` (host may be empty, an IPv4 address or a bracketed IPv6 one)."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValidationError(f"expected host:port (e.g. ':8080'), got {address!r}", key)
+    host = host.removeprefix("[").removesuffix("]")
+    if host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValidationError(f"the host of {address!r} is not an IP address", key) from None
+    return host or LOOPBACK, int(port_text)
+
+
+def check_timeout(value: int | None, key: str) -> None:
+    if value is not None and value < 0:
+        raise ValidationError(f"must be >= 0 seconds, got {value}", key)
+
+
+def read_under(root: str, rel: str) -> tuple[bytes, float] | None:
+    """The content and mtime of the regular file root/rel, following no symlink and no `..`
+    below root (None: there is none)."""
+    parts = [p for p in rel.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        return None
+    try:
+        with (
+            closing(open_dir(root)) as top,
+            closing(sub_dir(top, tuple(parts[:-1]))) as fd,
+            open(open_read(fd, parts[-1]), "rb") as handle,
+        ):
+            return handle.read(), os.fstat(handle.fileno()).st_mtime
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EINVAL, errno.EACCES):
+            return None
+        raise
+
+
+def read_file(path: str) -> tuple[bytes, float] | None:
+    try:
+        with open(path, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            return handle.read(), st.st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def answer(request: Request, path: str, content: bytes, mtime: float) -> Response:
+    """200 with the content, or 304 if the client's If-Modified-Since is current."""
+    since = parse_http_date(request.headers.get("if-modified-since", ""))
+    headers = {"Last-Modified": http_date(mtime), "Content-Type": content_type(path)}
+    if since is not None and math.floor(mtime) <= since:
+        return Response(304, b"", headers)
+    return Response(200, content, headers)
+
+
+def content_type(path: str) -> str:
+    suffix = path.rpartition(".")[2].lower() if "." in path.rpartition("/")[2] else ""
+    return {
+        "html": "text/html; charset=utf-8",
+        "json": "application/json",
+        "txt": "text/plain; charset=utf-8",
+    }.get(suffix, "application/octet-stream" if suffix else "text/plain; charset=utf-8")
+
+
+@register("http:server")
+@dataclass(kw_only=True, eq=False)
+class HTTPServerRes(Resource):
+    # Where to listen, host:port (":8080": 127.0.0.1, port 8080). Default None: the name.
+    address: str | None = None
+    # Seconds for each timeout below that is not set. Default None (none).
+    timeout: int | None = None
+    # Seconds to read a request (0: no limit). Default None: `timeout`.
+    read_timeout: int | None = None
+    # Seconds to write a response (0: no limit). Default None: `timeout`.
+    write_timeout: int | None = None
+    # Seconds open requests may finish in when the server stops. Default None: `timeout`, else
+    # 0 (they are cut off at once).
+    shutdown_timeout: int | None = None
+    # A directory (absolute, ending with "/") whose files are served after the offered ones.
+    # Default None (none).
+    root: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        split_address(self._address, "address" if self.address is not None else "name")
+        for key in ("timeout", "read_timeout", "write_timeout", "shutdown_timeout"):
+            check_timeout(getattr(self, key), key)
+        if self.root is not None and not (self.root.startswith("/") and self.root.endswith("/")):
+            raise ValidationError(
+                f"must be an absolute directory ending with '/', got {self.root!r}", "root"
+            )
+
+    async def watch(self) -> None:
+        host, port = split_address(self._address, "address")
+        if host in ("0.0.0.0", "::"):
+            self.handle.logger.warning("listening on all interfaces at %s", self._address)
+        try:
+            listener = await serve(
+                host,
+                port,
+                self._serve,
+                read_timeout=self._limit(self.read_timeout),
+                write_timeout=self._limit(self.write_timeout),
+            )
+        except OSError as err:
+            raise ResourceError(f"cannot listen on {host}:{port}: {err.strerror}") from err
+        self.handle.on_cleanup(listener.aclose)
+        self.handle.logger.debug("listening on %s:%d", host, listener.port)
+        await self.handle.event()
+        await asyncio.Event().wait()
+
+    async def check_apply(self, apply: bool) -> bool:
+        if self.root is not None:
+            st = await asyncio.to_thread(_stat, self.root)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                raise ResourceError(f"root {self.root} is not a directory")
+        return nothing_to_do(self.handle, f"serving on {self._address}")
+
+    @property
+    def _address(self) -> str:
+        return self.address if self.address is not None else self.name
+
+    def _limit(self, value: int | None) -> float | None:
+        value = value if value is not None else self.timeout
+        return float(value) if value else None
+
+    async def _serve(self, request: Request) -> Response:
+        table = routes(self.handle)
+        self.handle.logger.info("%s %s", request.method, request.path)
+        if request.method == "POST":
+            flags = table.flags_for(self.name, request.path)
+            if flags:
+                values = request.form()
+                for flag in flags:
+                    flag.receive(values)
+                return Response(200)
+        file = table.file_for(self.name, request.path)
+        if file is not None:
+            return await file.respond(request)
+        if self.root is not None and request.method in ("GET", "HEAD"):
+            found = await asyncio.to_thread(read_under, self.root, request.path)
+            if found is not None:
+                return answer(request, request.path, *found)
+        return Response(404, b"404 page not found\n")
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+@register("http:server:file")
+@dataclass(kw_only=True, eq=False)
+class HTTPServerFileRes(Resource):
+    # The http:server (its name) that serves this file. Default None: every one of this agent.
+    server: str | None = None
+    # The URL path (e.g. "/file1"; ending with "/" with a directory `path`). Default None: the
+    # name.
+    filename: str | None = None
+    # An absolute file to serve; a directory (ending with "/") serves the files under it.
+    # Default None: serve `data`.
+    path: str | None = None
+    # The content, when there is no `path` (it may be received along a send/recv edge).
+    # Default "".
+    data: str = ""
+    # Hold a GET whose If-Modified-Since is current until the content changes. Default false.
+    longpoll: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.url.startswith("/"):
+            key = "filename" if self.filename is not None else "name"
+            raise ValidationError(f"must be a URL path starting with '/', got {self.url!r}", key)
+        if self.path is not None:
+            if not self.path.startswith("/"):
+                raise ValidationError(f"must be absolute, got {self.path!r}", "path")
+            if self.data:
+                raise ValidationError("give path or data, not both", "data")
+            if self.longpoll and self.path.endswith("/"):
+                raise ValidationError("a directory path cannot be long polled", "longpoll")
+
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        self._data = self.data
+        self._version = float(math.floor(time.time()))  # Last-Modified of data (and long polls)
+        self._changed = asyncio.Event()  # set and replaced on each change: wakes long polls
+        handle.on_cleanup(routes(handle).add(self))
+
+    async def watch(self) -> None:
+        if not (self.longpoll and self.path is not None):
+            await super().watch()
+            return
+        async with PathWatcher([self.path]) as changes:
+            await self.handle.event()
+            async for _ in changes:
+                self._advance()
+
+    async def check_apply(self, apply: bool) -> bool:
+        if not self.handle.received().get("data") or self.data == self._data:
+            return nothing_to_do(self.handle, f"offering {self.url}")
+        self._data = self.data  # served at once, under --noop too: nothing on the host changes
+        self._advance()
+        self.handle.logger.info("serving new data at %s", self.url)
+        return False
+
+    @property
+    def url(self) -> str:
+        return self.filename if self.filename is not None else self.name
+
+    def accepts(self, path: str) -> bool:
+        if self.path is not None and self.path.endswith("/") and self.url.endswith("/"):
+            return path.startswith(self.url)
+        return path == self.url
+
+    def _advance(self) -> None:
+        """A new version: a Last-Modified after the last one (whole seconds), long polls woken."""
+        self._version = max(float(math.floor(time.time())), self._version + 1)
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def respond(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, b"", {"Allow": "GET, HEAD"})
+        since = parse_http_date(request.headers.get("if-modified-since", ""))
+        if self.longpoll and since is not None and self._version <= since:
+            await self._changed.wait()  # until the content changes (or the server stops)
+            request.headers.pop("if-modified-since")
+        found = await self._content(request.path)
+        if found is None:
+            return Response(404, b"404 page not found\n")
+        content, mtime = found
+        return answer(request, request.path, content, self._version if self.longpoll else mtime)
+
+    async def _content(self, path: str) -> tuple[bytes, float] | None:
+        if self.path is None:
+            return self._data.encode(), self._version
+        if self.path.endswith("/") and self.url.endswith("/"):
+            return await asyncio.to_thread(read_under, self.path, path.removeprefix(self.url))
+        return await asyncio.to_thread(read_file, self.path)
+
+
+@register("http:server:flag")
+@dataclass(kw_only=True, eq=False)
+class HTTPServerFlagRes(Resource):
+    SENDS = ("value",)
+
+    # The http:server (its name) that takes the POSTs. Default None: every one of this agent.
+    server: str | None = None
+    # The URL path POSTed to. Default None: the name.
+    path: str | None = None
+    # The form field (query string or urlencoded body) whose value is taken. Default "": none.
+    key: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.url.startswith("/"):
+            key = "path" if self.path is not None else "name"
+            raise ValidationError(f"must be a URL path starting with '/', got {self.url!r}", key)
+
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        self._value: str | None = None  # the last POSTed value (None: none, or empty)
+        self._sent: str | None = None  # the value at the last check_apply
+        self._posted = asyncio.Event()
+        handle.on_cleanup(routes(handle).add(self))
+
+    async def watch(self) -> None:
+        await self.handle.event()
+        while True:
+            await self._posted.wait()
+            self._posted.clear()
+            await self.handle.event()
+
+    async def check_apply(self, apply: bool) -> bool:
+        value, previous = self._value, self._sent
+        self._sent = value
+        self.handle.send(value=value or "")
+        if value == previous:
+            return nothing_to_do(self.handle, f"no new value POSTed to {self.url}")
+        self.handle.logger.info("%s: %s", self.key, "(none)" if value is None else repr(value))
+        return False
+
+    @property
+    def url(self) -> str:
+        return self.path if self.path is not None else self.name
+
+    def receive(self, form: dict[str, str]) -> None:
+        """A POST to our path: take our key's value (empty or missing: none) and wake watch."""
+        if not self.key:
+            return
+        self._value = form.get(self.key) or None
+        self._posted.set()

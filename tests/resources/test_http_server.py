@@ -1,0 +1,156 @@
+"""http:server, http:server:file and http:server:flag in a real engine, on 127.0.0.1, asked by a
+real HTTP client (urllib, in a thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from engine.engine import Engine, Status
+from engine.errors import ValidationError
+from engine.graph import Edge, Graph
+from resources.http_server import HTTPServerFileRes, HTTPServerFlagRes, HTTPServerRes
+from resources.print import PrintRes
+from tests.engine.conftest import engine, settle
+
+__all__ = ["engine"]  # the fixture
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def graph_of(*resources: object) -> Graph:
+    graph = Graph("t")
+    for res in resources:
+        graph.add(res)  # type: ignore[arg-type]
+    return graph
+
+
+async def fetch(
+    url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    def get() -> tuple[int, bytes, dict[str, str]]:
+        request = urllib.request.Request(url, data=data, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                return reply.status, reply.read(), dict(reply.headers)
+        except urllib.error.HTTPError as err:
+            return err.code, err.read(), dict(err.headers)
+
+    return await asyncio.to_thread(get)
+
+
+async def test_files_root_and_flags_are_served(tmp_path: Path, engine: Engine) -> None:
+    port = free_port()
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "r.txt").write_text("in root\n")
+    (tmp_path / "secret").write_text("secret\n")
+    (root / "link").symlink_to(tmp_path / "secret")
+    src = tmp_path / "src"
+    src.write_text("from disk\n")
+    flag = HTTPServerFlagRes(name="/flag1", key="key")
+    shown = PrintRes(name="shown")
+    graph = graph_of(
+        HTTPServerRes(name=f":{port}", root=f"{root}/", timeout=10),
+        HTTPServerFileRes(name="/file1", data="hello\n"),
+        HTTPServerFileRes(name="/file2", path=str(src)),
+        HTTPServerFileRes(name="/nope", data="not ours\n", server="another"),
+        flag,
+        shown,
+    )
+    flag_key = ("http:server:flag", "/flag1")
+    graph.connect(flag_key, ("print", "shown"), Edge(sendrecv=(("value", "msg"),)))
+    await engine.apply(graph)
+    await settle(engine)
+    base = f"http://127.0.0.1:{port}"
+    assert (await fetch(f"{base}/file1"))[:2] == (200, b"hello\n")
+    assert (await fetch(f"{base}/file2"))[:2] == (200, b"from disk\n")
+    assert (await fetch(f"{base}/sub/r.txt"))[:2] == (200, b"in root\n")
+    assert (await fetch(f"{base}/nope"))[0] == 404  # offered to another server only
+    assert (await fetch(f"{base}/missing"))[0] == 404
+    assert (await fetch(f"{base}/link"))[0] == 404  # a symlink under root is not followed
+    assert (await fetch(f"{base}/sub/../../secret"))[0] == 404
+    assert (await fetch(f"{base}/file1", data=b"x=1"))[0] == 405
+    # A POST to the flag: its value is sent along the edge into print's msg.
+    status, _, _ = await fetch(
+        f"{base}/flag1",
+        data=b"key=hello&other=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 200
+    await settle(engine, lambda: shown.msg == "hello")
+    assert engine.vertices[flag_key].status is Status.OK
+
+
+async def test_if_modified_since_and_long_poll(tmp_path: Path, engine: Engine) -> None:
+    port = free_port()
+    src = tmp_path / "event"
+    src.write_text("one\n")
+    graph = graph_of(
+        HTTPServerRes(name=f"127.0.0.1:{port}"),
+        HTTPServerFileRes(name="/plain", path=str(src)),
+        HTTPServerFileRes(name="/event", path=str(src), longpoll=True),
+    )
+    await engine.apply(graph)
+    await settle(engine)
+    base = f"http://127.0.0.1:{port}"
+    _, _, headers = await fetch(f"{base}/plain")
+    status, _, _ = await fetch(
+        f"{base}/plain", headers={"If-Modified-Since": headers["Last-Modified"]}
+    )
+    assert status == 304
+    _, body, headers = await fetch(f"{base}/event")
+    assert body == b"one\n"
+    held = asyncio.create_task(
+        fetch(f"{base}/event", headers={"If-Modified-Since": headers["Last-Modified"]})
+    )
+    done, _ = await asyncio.wait([held], timeout=0.3)
+    assert not done  # held: nothing changed
+    src.write_text("two\n")
+    async with asyncio.timeout(10):
+        status, body, new = await held
+    assert (status, body) == (200, b"two\n")
+    assert new["Last-Modified"] != headers["Last-Modified"]
+
+
+async def test_a_port_in_use_fails_the_server_only(tmp_path: Path, engine: Engine) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = PrintRes(name="other")
+        await engine.apply(graph_of(HTTPServerRes(name=f"127.0.0.1:{port}"), other))
+        await settle(engine)
+        server = engine.vertices[("http:server", f"127.0.0.1:{port}")]
+        assert server.failed
+        assert f"cannot listen on 127.0.0.1:{port}" in str(server.error)
+        assert engine.vertices[("print", "other")].status is Status.OK
+
+
+@pytest.mark.parametrize(
+    ("res", "key"),
+    [
+        (HTTPServerRes(name="8080"), "name"),
+        (HTTPServerRes(name="x", address="localhost:80"), "address"),
+        (HTTPServerRes(name=":80", root="/srv"), "root"),
+        (HTTPServerRes(name=":80", timeout=-1), "timeout"),
+        (HTTPServerFileRes(name="file1"), "name"),
+        (HTTPServerFileRes(name="/f", path="rel"), "path"),
+        (HTTPServerFileRes(name="/f", path="/a", data="x"), "data"),
+        (HTTPServerFileRes(name="/d/", path="/srv/", longpoll=True), "longpoll"),
+        (HTTPServerFlagRes(name="flag"), "name"),
+    ],
+)
+def test_validation_names_the_key(res: HTTPServerRes, key: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        res.validate()
+    assert err.value.key == key
