@@ -22,7 +22,7 @@ class NotAdmitted(ValidationError):
 
 
 # Kinds whose presence in a graph needs the cluster.
-CLUSTER_KINDS = frozenset({"kv"})
+CLUSTER_KINDS = frozenset({"kv", "schedule"})
 
 
 def flags_given(config: Config) -> bool:

@@ -1,0 +1,118 @@
+"""schedule: joining and withdrawing on the in-memory World and on a real etcd member."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ResourceError, ValidationError
+from engine.world import MemoryStore, MemoryWorld, World
+from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.world import EtcdWorld
+from resources.schedule import ScheduleRes
+from tests.conftest import RecordingHandle
+from tests.mgmt.cluster.helpers import members
+
+Start = Callable[..., Awaitable[tuple[ScheduleRes, RecordingHandle]]]
+
+
+@pytest.fixture
+async def start(tmp_path: Path) -> AsyncIterator[Start]:
+    """`res, handle = await start(world, hostname, name=..., ...)`: init, watch, startup event;
+    stopped (and cleaned up: it leaves the pool) at the end."""
+    running: list[tuple[ScheduleRes, RecordingHandle, asyncio.Task[None]]] = []
+
+    async def begin(
+        world: World | None, hostname: str, **params: object
+    ) -> tuple[ScheduleRes, RecordingHandle]:
+        res = ScheduleRes(**params)  # type: ignore[arg-type]
+        res.validate()
+        handle = RecordingHandle(res, tmp_path / "var" / hostname)
+        handle.world, handle.hostname = world, hostname
+        await res.init(handle)
+        task = asyncio.create_task(res.watch())
+        running.append((res, handle, task))
+        await handle.next_event()
+        return res, handle
+
+    yield begin
+    for res, handle, task in running:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await res.cleanup()
+        await handle.run_cleanups()
+
+
+async def timeline(h1: World, h2: World, start: Start) -> None:
+    res1, handle1 = await start(h1, "h1", name="db", max=1)
+    assert await res1.check_apply(False) is False  # noop: would join, joins nothing
+    assert await h1.schedule_hosts("db") == []
+    assert await res1.check_apply(True) is False
+    assert await h1.schedule_hosts("db") == ["h1"]
+    await handle1.next_event()  # the pool changed
+    assert await res1.check_apply(True) is True
+    res2, _ = await start(h2, "h2", name="db")
+    assert await res2.check_apply(True) is False
+    assert await h1.schedule_hosts("db") == ["h1", "h2"]  # in the order they joined
+    await handle1.next_event()
+    assert await res1.check_apply(True) is True
+    # Another resource of h1 withdraws it... only what it joined itself: nothing here.
+    out, _ = await start(h1, "h1", name="db-out", namespace="db", withdraw=True)
+    assert await out.check_apply(True) is True
+    # Stopping the resource leaves the pool at once.
+    await res1.cleanup()
+    await res1.handle.run_cleanups()
+    assert await h2.schedule_hosts("db") == ["h2"]
+
+
+async def test_timeline_in_memory(start: Start) -> None:
+    store = MemoryStore()
+    await timeline(MemoryWorld("h1", store), MemoryWorld("h2", store), start)
+
+
+async def test_timeline_on_etcd(tmp_path: Path, start: Start) -> None:
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url])
+        try:
+            await timeline(EtcdWorld(client, "h1"), EtcdWorld(client, "h2"), start)
+        finally:
+            await client.close()
+
+
+async def test_withdraw_leaves_what_it_joined(start: Start) -> None:
+    world = MemoryWorld("h1")
+    res, _ = await start(world, "h1", name="pool", ttl=3)
+    assert await res.check_apply(True) is False
+    assert await world.schedule_hosts("pool") == ["h1"]
+    res.withdraw, res.ttl = True, None  # as a graph swap would give it
+    assert await res.check_apply(False) is False  # noop: would leave
+    assert await world.schedule_hosts("pool") == ["h1"]
+    assert await res.check_apply(True) is False
+    assert await world.schedule_hosts("pool") == []
+    assert await res.check_apply(True) is True
+
+
+async def test_without_a_cluster_check_apply_says_so(start: Start) -> None:
+    res, _ = await start(None, "h1", name="pool")
+    with pytest.raises(ResourceError, match="needs the cluster"):
+        await res.check_apply(True)
+
+
+@pytest.mark.parametrize(
+    ("params", "key"),
+    [
+        ({"name": "/bad/"}, "name"),
+        ({"name": "a", "strategy": "random"}, "strategy"),
+        ({"name": "a", "max": 0}, "max"),
+        ({"name": "a", "ttl": -1}, "ttl"),
+        ({"name": "a", "persist": True}, "persist"),
+        ({"name": "a", "withdraw": True, "max": 2}, "max"),
+    ],
+)
+def test_validation_names_the_key(params: dict[str, object], key: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        ScheduleRes(**params).validate()  # type: ignore[arg-type]
+    assert err.value.key == key
