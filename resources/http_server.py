@@ -176,7 +176,7 @@ class HTTPServerRes(Resource):
         except OSError as err:
             raise ResourceError(f"cannot listen on {host}:{port}: {err.strerror}") from err
         self.handle.on_cleanup(listener.aclose)
-        self.handle.logger.debug("listening on %s:%d", host, listener.port)
+        self.handle.logger.info("listening on %s:%d", host, listener.port)
         await self.handle.event()
         await asyncio.Event().wait()
 

@@ -51,6 +51,12 @@ RERUNS = {
     "archive.yaml",
     # noop: it reports what it would do on every run.
     "net.yaml",
+    "schedule.yaml",
+    # test logs its params on every check; value stores anew under each --tmp-prefix; the
+    # http server logs the port it listens on.
+    "test.yaml",
+    "value.yaml",
+    "http-server.yaml",
 }
 # What the first run must leave behind: path -> content (None: must not exist).
 STATE: dict[str, dict[str, str | None]] = {
@@ -101,6 +107,10 @@ LOGS = {
     "kv.yaml": "kv[app-version]: app/version set to '1.4.2'",
     "json-edit-etcd.yaml": "json:edit[inventory]: edited etcd:///inventory/hosts: ",
     "net.yaml": "net[mgmt-example0]: would configure mgmt-example0 (there is no interface",
+    "test.yaml": "test[receiver]: AnotherStr: hello from the sender",
+    "value.yaml": "print[show]: msg: 3",
+    "http-server.yaml": "http:server[127.0.0.1:0]: listening on 127.0.0.1:",
+    "schedule.yaml": "schedule[demo/workers]: joined the pool 'demo/workers'",
 }
 
 SSH_UNIT = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"
@@ -123,7 +133,14 @@ CONTEXTS: dict[str, Callable[[], contextlib.AbstractContextManager[dict[str, str
     "gsettings.yaml": gsettings_env,
     # etcd on free ports (not 2379/2380) with short timings.
     **dict.fromkeys(
-        ["kv.yaml", "json-edit-etcd.yaml", "cluster-h1.yaml", "cluster-h2.yaml", "cluster-h3.yaml"],
+        [
+            "kv.yaml",
+            "json-edit-etcd.yaml",
+            "schedule.yaml",
+            "cluster-h1.yaml",
+            "cluster-h2.yaml",
+            "cluster-h3.yaml",
+        ],
         cluster_env,
     ),
 }
