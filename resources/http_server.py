@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
-from engine.resource import Resource, register
+from engine.resource import UID, Edgeable, Resource, register
 from engine.safefs import closing, open_dir, open_read, sub_dir
 from engine.watcher import PathWatcher
 from resources._lib.httpd import Request, Response, http_date, parse_http_date, serve
@@ -135,7 +135,7 @@ def content_type(path: str) -> str:
 
 @register("http:server")
 @dataclass(kw_only=True, eq=False)
-class HTTPServerRes(Resource):
+class HTTPServerRes(Edgeable, Resource):
     # Where to listen, host:port (":8080": 127.0.0.1, port 8080). Default None: the name.
     address: str | None = None
     # Seconds for each timeout below that is not set. Default None (none).
@@ -183,9 +183,18 @@ class HTTPServerRes(Resource):
     async def check_apply(self, apply: bool) -> bool:
         if self.root is not None:
             st = await asyncio.to_thread(_stat, self.root)
-            if st is None or not stat.S_ISDIR(st.st_mode):
+            if st is None:  # e.g. under --noop, before the file resource that makes it
+                self.handle.logger.warning("root %s is missing: its files are 404", self.root)
+            elif not stat.S_ISDIR(st.st_mode):
                 raise ResourceError(f"root {self.root} is not a directory")
         return nothing_to_do(self.handle, f"serving on {self._address}")
+
+    def uids(self) -> list[UID]:
+        return [UID("http:server", self.name)]
+
+    def autoedges(self) -> list[list[UID]]:
+        """The file resource that manages the root directory, if any."""
+        return [[UID("file", self.root)]] if self.root is not None else []
 
     @property
     def _address(self) -> str:
@@ -224,7 +233,7 @@ def _stat(path: str) -> os.stat_result | None:
 
 @register("http:server:file")
 @dataclass(kw_only=True, eq=False)
-class HTTPServerFileRes(Resource):
+class HTTPServerFileRes(Edgeable, Resource):
     # The http:server (its name) that serves this file. Default None: every one of this agent.
     server: str | None = None
     # The URL path (e.g. "/file1"; ending with "/" with a directory `path`). Default None: the
@@ -275,6 +284,13 @@ class HTTPServerFileRes(Resource):
         self._advance()
         self.handle.logger.info("serving new data at %s", self.url)
         return False
+
+    def uids(self) -> list[UID]:
+        return [UID("http:server:file", self.name)]
+
+    def autoedges(self) -> list[list[UID]]:
+        """The file resource that manages `path`, if any (mgmt's examples add this edge)."""
+        return [[UID("file", self.path)]] if self.path is not None else []
 
     @property
     def url(self) -> str:

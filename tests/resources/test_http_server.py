@@ -154,3 +154,25 @@ def test_validation_names_the_key(res: HTTPServerRes, key: str) -> None:
     with pytest.raises(ValidationError) as err:
         res.validate()
     assert err.value.key == key
+
+
+def test_autoedges_from_the_files_they_serve(tmp_path: Path) -> None:
+    from resources.file import FileRes
+
+    graph = graph_of(
+        HTTPServerRes(name=":80", root=f"{tmp_path}/root/"),
+        HTTPServerFileRes(name="/ks", path=f"{tmp_path}/ks.cfg"),
+        FileRes(name="root", path=f"{tmp_path}/root/"),
+        FileRes(name="ks", path=f"{tmp_path}/ks.cfg", content="x"),
+    )
+    Engine(hostname="h", prefix=tmp_path).prepare(graph)
+    assert set(graph.pred[("http:server", ":80")]) == {("file", "root")}
+    assert set(graph.pred[("http:server:file", "/ks")]) == {("file", "ks")}
+
+
+async def test_a_missing_root_is_404_not_a_failure(tmp_path: Path, engine: Engine) -> None:
+    port = free_port()
+    await engine.apply(graph_of(HTTPServerRes(name=f":{port}", root=f"{tmp_path}/none/")))
+    await settle(engine)
+    assert engine.vertices[("http:server", f":{port}")].status is Status.OK
+    assert (await fetch(f"http://127.0.0.1:{port}/x"))[0] == 404
