@@ -42,6 +42,7 @@ KINDS: dict[str, str] = {
     "http:server": "http_server",
     "http:server:file": "http_server",
     "http:server:flag": "http_server",
+    "http:client": "http_client",
     "schedule": "schedule",
 }
 MODULES = tuple(sorted(set(KINDS.values())))

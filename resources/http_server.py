@@ -5,7 +5,8 @@ docs/resources/http_server.md.
 here, see the docs) and answers GET/HEAD from the files offered to it, then from its `root`
 directory; anything else is 404. `http:server:file` offers a file (its `data`, or the file or
 directory at `path`) at the URL path that is its name (or `filename`); with `longpoll`, a GET
-whose If-Modified-Since is current is held until the content changes. `http:server:flag`
+whose If-Modified-Since is current and that says `Prefer: wait=N` is held until the content
+changes (or N seconds pass: then 304). `http:server:flag`
 takes POSTs to its path: the form value `key` becomes its `value`, sent along send/recv edges.
 
 In mgmt the file and flag resources autogroup into the server's vertex. Here each stays a vertex
@@ -18,6 +19,7 @@ the desired state, except when a received `data` or a POSTed flag value changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import math
@@ -122,6 +124,16 @@ def answer(request: Request, path: str, content: bytes, mtime: float) -> Respons
     if since is not None and math.floor(mtime) <= since:
         return Response(304, b"", headers)
     return Response(200, content, headers)
+
+
+def prefer_wait(text: str) -> float | None:
+    """The seconds of a `Prefer: wait=N` header (RFC 7240; 0: no limit), or None without one."""
+    for part in text.split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "wait":
+            value = value.strip()
+            return float(value) if value.isascii() and value.isdigit() else 0.0
+    return None
 
 
 def content_type(path: str) -> str:
@@ -245,7 +257,8 @@ class HTTPServerFileRes(Edgeable, Resource):
     # The content, when there is no `path` (it may be received along a send/recv edge).
     # Default "".
     data: str = ""
-    # Hold a GET whose If-Modified-Since is current until the content changes. Default false.
+    # Hold a GET with `Prefer: wait=N` whose If-Modified-Since is current until the content
+    # changes (at most N seconds). Default false.
     longpoll: bool = False
 
     def validate(self) -> None:
@@ -311,9 +324,12 @@ class HTTPServerFileRes(Edgeable, Resource):
         if request.method not in ("GET", "HEAD"):
             return Response(405, b"", {"Allow": "GET, HEAD"})
         since = parse_http_date(request.headers.get("if-modified-since", ""))
-        if self.longpoll and since is not None and self._version <= since:
-            await self._changed.wait()  # until the content changes (or the server stops)
-            request.headers.pop("if-modified-since")
+        wait = prefer_wait(request.headers.get("prefer", ""))
+        if self.longpoll and since is not None and wait is not None and self._version <= since:
+            with contextlib.suppress(TimeoutError):  # then 304: nothing changed meanwhile
+                async with asyncio.timeout(wait or None):
+                    await self._changed.wait()  # until the content changes (or the server stops)
+                request.headers.pop("if-modified-since")
         found = await self._content(request.path)
         if found is None:
             return Response(404, b"404 page not found\n")

@@ -199,3 +199,87 @@ async def serve(
     listener = Listener(handler, read_timeout, write_timeout)
     await listener.start(host, port)
     return listener
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+
+
+async def fetch(
+    url: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    limit: int = 1 << 30,
+) -> Reply:
+    """One HTTP/1.1 request (http or https) on its own connection; cancellable at any point (a
+    held long poll too). The body is read to its Content-Length, or to the end of the
+    connection; chunked replies are decoded. OSError/ValueError when it cannot be done."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    ssl_context = None
+    if parts.scheme == "https":
+        import ssl
+
+        ssl_context = ssl.create_default_context()
+    reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=ssl_context)
+    try:
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
+        await writer.drain()
+        return await _read_reply(reader, method, limit)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+async def _read_reply(reader: asyncio.StreamReader, method: str, limit: int) -> Reply:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
+        raise ValueError("the server sent no complete reply head") from err
+    lines = head.decode("latin-1").split("\r\n")
+    status_parts = lines[0].split(" ", 2)
+    if len(status_parts) < 2 or not status_parts[1].isdigit():
+        raise ValueError(f"bad status line {lines[0][:80]!r}")
+    status = int(status_parts[1])
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    if method == "HEAD" or status in (204, 304):
+        return Reply(status, headers, b"")
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        data = bytearray()
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                break
+            if len(data) + size > limit:
+                raise ValueError(f"the reply is larger than {limit} bytes")
+            data += await reader.readexactly(size + 2)
+            del data[-2:]
+        return Reply(status, headers, bytes(data))
+    length = headers.get("content-length")
+    if length is not None and length.isdigit():
+        if int(length) > limit:
+            raise ValueError(f"the reply is larger than {limit} bytes")
+        return Reply(status, headers, await reader.readexactly(int(length)))
+    data = bytearray()
+    while chunk := await reader.read(65536):  # to the end of the connection
+        data += chunk
+        if len(data) > limit:
+            raise ValueError(f"the reply is larger than {limit} bytes")
+    return Reply(status, headers, bytes(data))

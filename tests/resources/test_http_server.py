@@ -110,9 +110,11 @@ async def test_if_modified_since_and_long_poll(tmp_path: Path, engine: Engine) -
     assert status == 304
     _, body, headers = await fetch(f"{base}/event")
     assert body == b"one\n"
-    held = asyncio.create_task(
-        fetch(f"{base}/event", headers={"If-Modified-Since": headers["Last-Modified"]})
-    )
+    current = {"If-Modified-Since": headers["Last-Modified"]}
+    assert (await fetch(f"{base}/event", headers=current))[0] == 304  # no Prefer: not held
+    status, _, _ = await fetch(f"{base}/event", headers={**current, "Prefer": "wait=1"})
+    assert status == 304  # held for a second, nothing changed
+    held = asyncio.create_task(fetch(f"{base}/event", headers={**current, "Prefer": "wait=60"}))
     done, _ = await asyncio.wait([held], timeout=0.3)
     assert not done  # held: nothing changed
     src.write_text("two\n")
@@ -176,3 +178,58 @@ async def test_a_missing_root_is_404_not_a_failure(tmp_path: Path, engine: Engin
     await settle(engine)
     assert engine.vertices[("http:server", f":{port}")].status is Status.OK
     assert (await fetch(f"http://127.0.0.1:{port}/x"))[0] == 404
+
+
+async def test_client_long_polls_a_server_file(tmp_path: Path, engine: Engine) -> None:
+    from resources.http_client import HTTPClientRes
+
+    port = free_port()
+    src, dst = tmp_path / "event", tmp_path / "copy"
+    src.write_text("one\n")
+    client = HTTPClientRes(
+        name=str(dst),
+        url=f"http://127.0.0.1:{port}/event",
+        longpoll=True,
+        longpoll_conditional=True,
+    )
+    shown = PrintRes(name="shown")
+    graph = graph_of(
+        HTTPServerRes(name=f":{port}"),
+        HTTPServerFileRes(name="/event", path=str(src), longpoll=True),
+        client,
+        shown,
+    )
+    graph.connect(
+        ("http:client", str(dst)), ("print", "shown"), Edge(sendrecv=(("content", "msg"),))
+    )
+    # The client starts after the server is up (in a graph file: an edge, or retries).
+    graph.connect(("http:server", f":{port}"), ("http:client", str(dst)))
+    await engine.apply(graph)
+    await settle(engine, lambda: dst.exists() and shown.msg == "one\n")
+    src.write_text("two\n")  # the held request returns with the new content
+    await settle(engine, lambda: dst.read_text() == "two\n" and shown.msg == "two\n")
+    await settle(engine)
+    assert engine.vertices[("http:client", str(dst))].status is Status.OK
+
+
+async def test_client_polls_and_fails_clearly(tmp_path: Path, engine: Engine) -> None:
+    from engine.meta import Meta
+    from resources.http_client import HTTPClientRes
+
+    port = free_port()
+    dst = tmp_path / "page"
+    graph = graph_of(
+        HTTPServerRes(name=f":{port}"),
+        HTTPServerFileRes(name="/page", data="page\n"),
+        HTTPClientRes(name=str(dst), url=f"http://127.0.0.1:{port}/page", meta=Meta(poll=3600)),
+        HTTPClientRes(name="missing", url=f"http://127.0.0.1:{port}/nope", meta=Meta(poll=3600)),
+    )
+    for name in (str(dst), "missing"):
+        graph.connect(("http:server", f":{port}"), ("http:client", name))
+    await engine.apply(graph)
+    await settle(engine)
+    assert dst.read_text() == "page\n"
+    missing = engine.vertices[("http:client", "missing")]
+    assert missing.failed and "status 404" in str(missing.error)
+    with pytest.raises(ValidationError, match="meta poll is required"):
+        HTTPClientRes(name="x", url="http://127.0.0.1/").validate()

@@ -1,0 +1,222 @@
+"""http:client: download a URL to a file, polled or by HTTP long poll (mgmt's http:client). See
+docs/resources/http_client.md.
+
+The file is `file`, else the name when it is an absolute file path, else a file in the
+resource's state directory. check_apply asks the server (with If-Modified-Since, the file's
+mtime, when `mtime_check`): 304 means the file is current; 200 brings content, written
+atomically with the server's Last-Modified as its mtime (the cursor of the next request) and
+checked against `sha256`. The content is sent as `content`. Without `longpoll`, `meta: poll` is
+required (mgmt's rule); with `longpoll` (and `longpoll_conditional`, the If-Modified-Since
+contract of http:server:file), watch holds a request open and each reply is an event whose body
+check_apply takes, so nothing is fetched twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import ResourceError, ValidationError
+from engine.handle import Handle
+from engine.params import EMPTY_IS_UNSET
+from engine.resource import Refreshable, Resource, register
+from engine.safefs import write_file
+from engine.watcher import PathWatcher
+from resources._lib.events import run_all
+from resources._lib.httpd import Reply, fetch, http_date, parse_http_date
+from resources._lib.plan import Step, apply_steps, nothing_to_do
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE")
+SAFE = ("GET", "HEAD")  # what --noop may still send
+RETRY_MIN, RETRY_MAX = 0.1, 15.0  # seconds: between long poll retries; longest Retry-After
+
+
+@register("http:client")
+@dataclass(kw_only=True, eq=False)
+class HTTPClientRes(Refreshable, Resource):
+    SENDS = ("content",)
+
+    # The URL to ask (http or https). Required.
+    url: str
+    # Where the content is written (absolute). Default None: the name if it is an absolute file
+    # path, else a file in the resource's state directory.
+    file: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
+    # The request method (upper case). Default "GET".
+    method: str = "GET"
+    # The request body. Default None (none).
+    body: str | None = None
+    # Send the file's mtime as If-Modified-Since (a 304 skips the download). Default true.
+    mtime_check: bool = True
+    # The content's expected sha256 (lower-case hex). Default None (not checked).
+    sha256: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
+    # Watch by HTTP long poll instead of `meta: poll`. Default false.
+    longpoll: bool = False
+    # mgmt's redirect long poll contract: not supported here (an error says so). Default false.
+    longpoll_redirect: bool = False
+    # The If-Modified-Since long poll contract (http:server:file's). Default false.
+    longpoll_conditional: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        dst = self._named_file()
+        if dst is not None and (not dst.startswith("/") or dst.endswith("/")):
+            raise ValidationError(f"must be an absolute file path, got {dst!r}", "file")
+        if self.method not in METHODS:
+            upper = (
+                f" (upper case: {self.method.upper()!r})" if self.method.upper() in METHODS else ""
+            )
+            raise ValidationError(f"unknown method {self.method!r}{upper}", "method")
+        if not re.fullmatch(r"https?://[^/?#\s]+(/\S*)?", self.url):
+            raise ValidationError(f"expected an http(s) URL with a host, got {self.url!r}", "url")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValidationError("must be 64 lower-case hex digits", "sha256")
+        if self.longpoll_redirect:
+            raise ValidationError(
+                "not supported here; use longpoll_conditional (http:server:file's contract)",
+                "longpoll_redirect",
+            )
+        if self.longpoll and self.meta.poll:
+            raise ValidationError("cannot long poll while polling (meta poll)", "longpoll")
+        if self.longpoll and not self.longpoll_conditional:
+            raise ValidationError("longpoll needs longpoll_conditional", "longpoll")
+        if not self.longpoll and not self.meta.poll:
+            raise ValidationError(
+                "without longpoll, meta poll is required (seconds between downloads)", "longpoll"
+            )
+
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        named = self._named_file()
+        self._dst = named if named is not None else str(handle.var_dir / "content")
+        self._pending: Reply | None = None  # a long poll reply, for check_apply to take
+        self._taken = asyncio.Event()  # check_apply took it: the next long poll may start
+        self._seen: float | None = None  # Last-Modified of the newest reply (even under --noop)
+
+    async def watch(self) -> None:
+        """Long poll (validate ensured it): a held request, and the file, are the events."""
+        async with PathWatcher([self._dst]) as changes:
+            await self.handle.event()
+            await pump_and_poll(self.handle, changes, self._long_poll)
+
+    async def check_apply(self, apply: bool) -> bool:
+        reply, self._pending = self._pending, None
+        if reply is not None:
+            self._taken.set()
+        refresh = self.handle.refresh()
+        old = await asyncio.to_thread(_read, self._dst)
+        known = reply is None and old is not None and self.sha256 and not refresh
+        if known and hashlib.sha256(old or b"").hexdigest() == self.sha256:
+            self.handle.send(content=(old or b"").decode("utf-8", "replace"))
+            return nothing_to_do(self.handle, f"{self._dst} has the expected sha256")
+        if reply is None:
+            if not apply and self.method not in SAFE:
+                self.handle.logger.info("would %s %s", self.method, self.url)
+                return False
+            reply = await self._ask(wait=False, refresh=refresh)
+        if reply.status == 304 and old is not None:
+            self.handle.send(content=old.decode("utf-8", "replace"))
+            return nothing_to_do(self.handle, f"{self._dst} is current (304)")
+        if reply.status != 200:
+            raise ResourceError(f"{self.method} {self.url}: status {reply.status}")
+        if self.sha256 and hashlib.sha256(reply.body).hexdigest() != self.sha256:
+            raise ResourceError(f"{self.url}: sha256 mismatch, expected {self.sha256}")
+        mtime = parse_http_date(reply.headers.get("last-modified", ""))
+        if old == reply.body and (mtime is None or _mtime(self._dst) == mtime):
+            self.handle.send(content=reply.body.decode("utf-8", "replace"))
+            return nothing_to_do(self.handle, f"{self._dst} holds the content already")
+        step = Step(
+            f"download {self.url} to {self._dst}",
+            f"downloaded {self.url} to {self._dst} ({len(reply.body)} bytes)",
+            lambda: _store(self._dst, reply.body, mtime),
+            slow=True,
+        )
+        await apply_steps(self.handle, [step], apply, errors=(OSError,))
+        self.handle.send(content=reply.body.decode("utf-8", "replace"))
+        return old == reply.body  # a new mtime alone (the cursor) is not a change
+
+    def _named_file(self) -> str | None:
+        if self.file is not None:
+            return self.file
+        if self.name.startswith("/") and not self.name.endswith("/"):
+            return self.name
+        return None
+
+    async def _ask(self, *, wait: bool, refresh: bool = False) -> Reply:
+        headers = {}
+        mtime = _mtime(self._dst)
+        if wait and self._seen is not None:  # under --noop the file keeps its old mtime
+            mtime = max(mtime or 0.0, self._seen)
+        if self.mtime_check and mtime is not None and not refresh:
+            headers["If-Modified-Since"] = http_date(mtime)
+        if wait:
+            headers["Prefer"] = "wait=60"
+        body = self.body.encode() if self.body is not None else None
+        try:
+            return await fetch(self.url, method=self.method, headers=headers, body=body)
+        except (OSError, ValueError) as err:
+            raise ResourceError(f"{self.method} {self.url}: {err}") from err
+
+    async def _long_poll(self) -> None:
+        """Hold a request; each reply (but a 304 or a Retry-After) is handed to check_apply.
+        A server that cannot be reached (not up yet, restarting) is asked again, backing off."""
+        backoff = RETRY_MIN
+        while True:
+            try:
+                reply = await self._ask(wait=True)
+            except ResourceError as err:
+                if backoff == RETRY_MIN:
+                    self.handle.logger.warning("long poll: %s (retrying)", err)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX)
+                continue
+            backoff = RETRY_MIN
+            retry = reply.headers.get("retry-after", "")
+            if reply.status == 503 and retry.isdigit():
+                await asyncio.sleep(min(float(retry), RETRY_MAX))
+                continue
+            if reply.status == 304:
+                continue
+            self._seen = parse_http_date(reply.headers.get("last-modified", "")) or self._seen
+            self._taken.clear()
+            self._pending = reply
+            await self.handle.event()
+            await self._taken.wait()  # backpressure: one reply at a time
+
+
+async def pump_and_poll(
+    handle: Handle, changes: PathWatcher, poll: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    """An event per change of the file, while `poll` runs (the first failure of either ends
+    both, re-raised as itself)."""
+
+    async def file_changes() -> None:
+        async for _ in changes:
+            await handle.event()
+
+    await run_all([file_changes, poll])
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def _mtime(path: str) -> float | None:
+    with contextlib.suppress(OSError):
+        return os.stat(path).st_mtime
+    return None
+
+
+def _store(path: str, data: bytes, mtime: float | None) -> None:
+    write_file(path, data, 0o644)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
