@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from resources._lib.plan import Step, apply_steps, nothing_to_do
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE")
 SAFE = ("GET", "HEAD")  # what --noop may still send
 RETRY_MIN, RETRY_MAX = 0.1, 15.0  # seconds: between long poll retries; longest Retry-After
+HELD_MIN = 1.0  # seconds: a 304 sooner than this means the server did not hold the request
 
 
 @register("http:client")
@@ -167,6 +169,7 @@ class HTTPClientRes(Refreshable, Resource):
         A server that cannot be reached (not up yet, restarting) is asked again, backing off."""
         backoff = RETRY_MIN
         while True:
+            asked = time.monotonic()
             try:
                 reply = await self._ask(wait=True)
             except ResourceError as err:
@@ -175,13 +178,18 @@ class HTTPClientRes(Refreshable, Resource):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RETRY_MAX)
                 continue
-            backoff = RETRY_MIN
             retry = reply.headers.get("retry-after", "")
             if reply.status == 503 and retry.isdigit():
                 await asyncio.sleep(min(float(retry), RETRY_MAX))
                 continue
-            if reply.status == 304:
+            if reply.status == 304:  # not held (the server does not long poll), or timed out
+                if time.monotonic() - asked < HELD_MIN:
+                    if backoff == RETRY_MIN:
+                        self.handle.logger.warning("long poll: %s does not hold", self.url)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, RETRY_MAX)
                 continue
+            backoff = RETRY_MIN
             self._seen = parse_http_date(reply.headers.get("last-modified", "")) or self._seen
             self._taken.clear()
             self._pending = reply

@@ -91,6 +91,7 @@ STATE: dict[str, dict[str, str | None]] = {
         "/tmp/mgmt/augeas/sshd_config": "# ours\nPort 22\nX11Forwarding false\nMaxAuthTries 3\n"
     },
     "sysctl.yaml": {"/tmp/mgmt/sysctl/99-net.ipv4.ip_forward.conf": "net.ipv4.ip_forward = 1\n"},
+    "http-server.yaml": {"/tmp/mgmt/http/ks-copy.cfg": "text\nreboot\n"},
     **{f"cluster-h{i}.yaml": {f"/tmp/mgmt/cluster/h{i}": f"hello from h{i}\n"} for i in (1, 2, 3)},
 }
 # Log lines the first run must show.
@@ -109,7 +110,7 @@ LOGS = {
     "net.yaml": "net[mgmt-example0]: would configure mgmt-example0 (there is no interface",
     "test.yaml": "test[receiver]: AnotherStr: hello from the sender",
     "value.yaml": "print[show]: msg: 3",
-    "http-server.yaml": "http:server[127.0.0.1:0]: listening on 127.0.0.1:",
+    "http-server.yaml": "http:client[/tmp/mgmt/http/ks-copy.cfg]: downloaded",
     "schedule.yaml": "schedule[demo/workers]: joined the pool 'demo/workers'",
 }
 
