@@ -118,8 +118,8 @@ class HTTPClientRes(Refreshable, Resource):
             return nothing_to_do(self.handle, f"{self._dst} has the expected sha256")
         if reply is None:
             if not apply and self.method not in SAFE:
-                self.handle.logger.info("would %s %s", self.method, self.url)
-                return False
+                await apply_steps(self.handle, [Step(f"{self.method} {self.url}", "")], apply)
+                return False  # --noop sends only GET and HEAD
             reply = await self._ask(wait=False, refresh=refresh)
         if reply.status == 304 and old is not None:
             self.handle.send(content=old.decode("utf-8", "replace"))
