@@ -123,7 +123,7 @@ class TestRes(Groupable, Refreshable, Resource):
     int8ptrptrptr: Int | None = None
     # A list of strings. Default None (mgmt's nil slice).
     slicestring: list[Str] | None = None
-    # Any value (YAML only: the language cannot type it). Default None.
+    # Any value. Default None.
     interface: Any = None
     # Another string, the one mgmt's examples use (often received along a send/recv edge).
     anotherstr: Str = ""
