@@ -52,6 +52,10 @@ MODULES = tuple(sorted(set(KINDS.values())))
 _NO_DOCKER = "it needs a Docker engine, and none can run where this version is tested"
 _NO_FWUPD = "it needs the fwupd daemon and firmware devices, absent where this version is tested"
 _NO_DHCP = "a DHCP server was not built: it could only be tested in network namespaces"
+_NO_HTTP_EXTRA = (
+    "not built yet: http:server serves files (http:server:file) and takes flags "
+    "(http:server:flag), but does not proxy or serve mgmt's web UI"
+)
 UNSUPPORTED: dict[str, str] = {
     "nspawn": "it needs systemd-machined and systemd as PID 1, absent where this version is tested",
     "docker:container": _NO_DOCKER,
@@ -65,6 +69,9 @@ UNSUPPORTED: dict[str, str] = {
     "fwupd:system": _NO_FWUPD,
     "consul:kv": "it needs a Consul cluster; this version's cluster store is etcd (use kv)",
     "aws:ec2": "it needs AWS credentials and network access to AWS, which this version cannot test",
+    "http:server:proxy": _NO_HTTP_EXTRA,
+    "http:server:ui": _NO_HTTP_EXTRA,
+    "http:server:ui:input": _NO_HTTP_EXTRA,
 }
 
 
