@@ -239,19 +239,13 @@ class Inference:
         if isinstance(e, ast.Resolved):
             assert e.inner.type is not None  # typed where the include is written
             return e.inner.type
-        if isinstance(e, ast.Var) and isinstance(e.target, ast.Lit):
-            return STR  # a constant
         if isinstance(e, ast.Var):
-            target = e.target
-            if isinstance(target, ast.Param):
-                assert target.type is not None
-                return target.type
-            assert isinstance(target, ast.Bind)
-            if target.type is None:
-                raise Abort()  # its own error is already reported
-            if target.quantified:
-                return instantiate(target.type, target.quantified)
-            return target.type
+            return self._var(e)
+        if isinstance(e, ast.Except):
+            left = self.infer(e.left)
+            right = self.infer(e.right)
+            self.expect(right, left, e.right.pos, "both sides of <|> must have one type")
+            return left
         if isinstance(e, ast.Call):
             return self._call(e)
         if isinstance(e, ast.Lambda):
@@ -303,6 +297,22 @@ class Inference:
             )
             return result
         raise self.abort(e.pos, f"cannot type {type(e).__name__}")
+
+    def _var(self, e: ast.Var) -> Type:
+        target = e.target
+        if isinstance(target, ast.Lit):
+            return STR  # a constant
+        if isinstance(target, ast.ContextVar):
+            return target.type  # $hostname
+        if isinstance(target, ast.Param):
+            assert target.type is not None
+            return target.type
+        assert isinstance(target, ast.Bind)
+        if target.type is None:
+            raise Abort()  # its own error is already reported
+        if target.quantified:
+            return instantiate(target.type, target.quantified)
+        return target.type
 
     def _binop(self, e: ast.BinOp) -> Type:
         left = self.infer(e.left)

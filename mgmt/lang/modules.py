@@ -1,0 +1,206 @@
+"""Modules: what an `import "..."` names, and the files of a program's local modules.
+
+As in mgmt, an import is one of:
+- a system module, built in: `import "fmt"`, `import "golang/strings"` (no `.mcl`, no `/` at
+  the end);
+- a local file, relative to the directory of the file importing it: `import "foo.mcl"`
+  (its names are `$foo.x`, `foo.f()`, `include foo.c`);
+- a local directory: `import "dir/"`, whose `metadata.yaml` (optional) names the entry file
+  (`main:`, default `main.mcl`) and the `files:` and `path:` directories (mgmt's defaults);
+- a remote module (`git://host/path/`), read from the `path:` directory of the nearest
+  `metadata.yaml` that sets one (mgmt downloads them; we do not: it must be there).
+
+The default name of an import is its last path segment, lower-cased, `-` as `_`, without a
+`mgmt-` prefix or a `.mcl` suffix (`import "x" as y` renames it; `as *` merges its names in).
+
+`ModuleLoader` reads every file of a program (its `files` list is what a deploy must bundle);
+the checker calls it for each local import and checks what it returns (mgmt.lang.checker).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mgmt.lang.errors import CompileError, Pos
+
+METADATA = "metadata.yaml"
+MAIN = "main.mcl"
+MAX_METADATA = 64 * 1024  # bytes of one metadata.yaml
+_ALIAS = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ImportName:
+    """A parsed import string."""
+
+    name: str  # as written
+    alias: str  # the default name it is known by
+    system: bool  # a built-in module ("fmt", "golang/strings")
+    file: bool  # a local .mcl file
+    path: str  # local: relative path (a dir ends with "/"); remote: host/path/
+    remote: bool = False
+
+
+def parse_import(name: str) -> ImportName:
+    """What `import "name"` names; ValueError (a sentence) if it is not a valid import."""
+    if not name:
+        raise ValueError("empty import name")
+    if name.startswith("/"):
+        raise ValueError("absolute paths cannot be imported (a local module is relative)")
+    scheme, sep, rest = name.partition("://")
+    remote = bool(sep)
+    path = rest if remote else name
+    if remote and not scheme.isalpha():
+        raise ValueError("not a valid import name")
+    clean = posixpath.normpath(path) if path else ""
+    if path not in (clean, clean + "/") or clean in (".", ""):
+        raise ValueError(f"the path is not clean (it would be {clean!r})")
+    last = clean.rstrip("/").rsplit("/", 1)[-1]
+    is_file = not remote and path.endswith(".mcl")
+    if is_file:
+        last = last.removesuffix(".mcl")
+    if last.startswith("mgmt-") and len(last) > len("mgmt-"):
+        last = last.removeprefix("mgmt-")
+    alias = last.replace("-", "_").lower()
+    system = not remote and not is_file and not path.endswith("/")
+    if not system and not _ALIAS.match(alias):
+        raise ValueError(
+            f"its name would be {alias!r}: a name starts with a letter and has only letters, "
+            "digits and _ (import it `as` another name)"
+        )
+    if remote:
+        path = path if path.endswith("/") else path + "/"
+    return ImportName(name, alias, system, is_file, path, remote)
+
+
+@dataclass
+class Metadata:
+    """A module's metadata.yaml, as mgmt defines it (every path relative to its directory)."""
+
+    main: str = MAIN  # the entry file
+    path: str = ""  # where remote modules are looked for ("" = the parent's, then none)
+    files: str = "files/"  # extra files the module uses
+    license: str = ""
+    parentpathblock: bool = False  # do not look in the parents' `path`
+
+
+def read_metadata(file: Path) -> Metadata:
+    """Parse a metadata.yaml (an empty one means the defaults); CompileError naming it."""
+    where = Pos(str(file), 1, 1)
+    try:
+        data = file.read_bytes()[: MAX_METADATA + 1]
+    except OSError as err:
+        raise CompileError.at(where, f"cannot read: {err.strerror or err}") from None
+    if len(data) > MAX_METADATA:
+        raise CompileError.at(where, f"metadata is larger than {MAX_METADATA:,} bytes")
+    try:
+        raw: Any = yaml.safe_load(data) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        if mark is not None:
+            where = Pos(str(file), mark.line + 1, mark.column + 1)
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise CompileError.at(where, f"metadata: {problem}") from None
+    if not isinstance(raw, dict):
+        raise CompileError.at(where, "metadata must be a mapping (main:, files:, path:...)")
+    meta = Metadata()
+    for key, value in raw.items():
+        if key not in Metadata.__dataclass_fields__:
+            known = ", ".join(Metadata.__dataclass_fields__)
+            raise CompileError.at(where, f"metadata: unknown key {key!r}; keys: {known}")
+        wanted = bool if key == "parentpathblock" else str
+        if not isinstance(value, wanted) or (wanted is str and value is None):
+            raise CompileError.at(where, f"metadata: {key} must be a {wanted.__name__}")
+        setattr(meta, key, value)
+    if meta.main.startswith("/") or meta.main.endswith("/") or not meta.main:
+        raise CompileError.at(where, "metadata: main must be a relative file path")
+    for key in ("path", "files"):
+        value = getattr(meta, key)
+        if value and (value.startswith("/") or not value.endswith("/")):
+            raise CompileError.at(
+                where, f"metadata: {key} must be empty or a relative directory ending in /"
+            )
+    return meta
+
+
+@dataclass
+class Module:
+    """One loaded module file: its text, where it is, and its directory's metadata chain."""
+
+    file: Path
+    text: str
+    # The metadata of the directory module it belongs to and of those above it (innermost
+    # first), with the directory each one is in: where remote modules are searched.
+    metadata: tuple[tuple[Path, Metadata], ...] = ()
+
+
+@dataclass
+class ModuleLoader:
+    """Reads a program's module files; `files` lists each one read (what a deploy bundles).
+
+    `modules_dir` is the global directory of remote modules (mgmt's `--module-path`), if any.
+    """
+
+    modules_dir: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+    def entry(self, target: Path) -> Module:
+        """The program to run: a .mcl file, or a directory with a metadata.yaml."""
+        if target.is_dir():
+            return self._directory(target, ())
+        return self._read(target.resolve(), ())
+
+    def load(self, imp: ImportName, importer: Module, pos: Pos) -> Module:
+        """The entry file of a local or remote import made by `importer`; CompileError at
+        the import's position if it cannot be read."""
+        base = importer.file.parent
+        try:
+            if imp.file:
+                return self._read((base / imp.path).resolve(), importer.metadata)
+            if not imp.remote:
+                return self._directory(base / imp.path, importer.metadata)
+            for where in self._search_path(importer.metadata):
+                candidate = where / imp.path
+                if (candidate / METADATA).is_file():
+                    return self._directory(candidate, importer.metadata)
+        except CompileError as err:
+            raise CompileError.at(pos, f'import "{imp.name}": {err.problems[0]}') from None
+        raise CompileError.at(
+            pos,
+            f'import "{imp.name}": remote module not found (looked in the `path:` of the '
+            "metadata.yaml files above the program; modules are not downloaded)",
+        )
+
+    def _search_path(self, chain: tuple[tuple[Path, Metadata], ...]) -> list[Path]:
+        found: list[Path] = []
+        for directory, meta in chain:
+            if meta.path:
+                found.append(directory / meta.path)
+            if meta.parentpathblock:
+                break
+        if self.modules_dir is not None:
+            found.append(self.modules_dir)
+        return found
+
+    def _directory(self, directory: Path, parents: tuple[tuple[Path, Metadata], ...]) -> Module:
+        directory = directory.resolve()
+        if not directory.is_dir():
+            raise CompileError.at(Pos(str(directory), 1, 1), "no such directory")
+        meta_file = directory / METADATA
+        meta = read_metadata(meta_file) if meta_file.is_file() else Metadata()
+        if meta_file.is_file():
+            self.files.append(meta_file)
+        return self._read((directory / meta.main).resolve(), ((directory, meta), *parents))
+
+    def _read(self, file: Path, chain: tuple[tuple[Path, Metadata], ...]) -> Module:
+        from mgmt.lang import decode, read_program
+
+        text = decode(read_program(file), str(file))
+        self.files.append(file)
+        return Module(file, text, chain)
