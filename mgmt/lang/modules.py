@@ -151,26 +151,29 @@ class ModuleLoader:
     files: list[Path] = field(default_factory=list)
 
     def entry(self, target: Path) -> Module:
-        """The program to run: a .mcl file, or a directory with a metadata.yaml."""
+        """The program to run: a .mcl file, or a directory (its metadata.yaml names the entry
+        file, main.mcl by default)."""
         if target.is_dir():
             return self._directory(target, ())
         return self._read(target.resolve(), ())
 
     def load(self, imp: ImportName, importer: Module, pos: Pos) -> Module:
         """The entry file of a local or remote import made by `importer`; CompileError at
-        the import's position if it cannot be read."""
+        the import's position if it is missing (at its own for a bad metadata.yaml)."""
         base = importer.file.parent
-        try:
-            if imp.file:
-                return self._read((base / imp.path).resolve(), importer.metadata)
-            if not imp.remote:
-                return self._directory(base / imp.path, importer.metadata)
-            for where in self._search_path(importer.metadata):
-                candidate = where / imp.path
-                if (candidate / METADATA).is_file():
-                    return self._directory(candidate, importer.metadata)
-        except CompileError as err:
-            raise CompileError.at(pos, f'import "{imp.name}": {err.problems[0]}') from None
+        target = base / imp.path
+        if imp.file:
+            if not target.is_file():
+                raise CompileError.at(pos, f'import "{imp.name}": no such file {target}')
+            return self._read(target.resolve(), importer.metadata)
+        if not imp.remote:
+            if not target.is_dir():
+                raise CompileError.at(pos, f'import "{imp.name}": no such directory {target}')
+            return self._directory(target, importer.metadata)
+        for where in self._search_path(importer.metadata):
+            candidate = where / imp.path
+            if (candidate / METADATA).is_file():
+                return self._directory(candidate, importer.metadata)
         raise CompileError.at(
             pos,
             f'import "{imp.name}": remote module not found (looked in the `path:` of the '
@@ -190,8 +193,6 @@ class ModuleLoader:
 
     def _directory(self, directory: Path, parents: tuple[tuple[Path, Metadata], ...]) -> Module:
         directory = directory.resolve()
-        if not directory.is_dir():
-            raise CompileError.at(Pos(str(directory), 1, 1), "no such directory")
         meta_file = directory / METADATA
         meta = read_metadata(meta_file) if meta_file.is_file() else Metadata()
         if meta_file.is_file():
