@@ -295,8 +295,7 @@ class Resolver:
         if scope.module(prefix) is not None:
             raise self.problems.abort(
                 expr.pos,
-                f"undefined variable ${expr.name}: the built-in module {prefix} has functions "
-                "only",
+                f"undefined variable ${expr.name}: the built-in module {prefix} has functions only",
             )
         raise self.problems.abort(
             expr.pos,

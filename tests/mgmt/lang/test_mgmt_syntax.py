@@ -87,7 +87,10 @@ def test_an_edge_field_with_a_condition_is_made_only_while_it_holds() -> None:
     noop "b" {{}}
     noop "c" {{}}
     """
-    for b, edge in (("true", (("noop", "b"), ("noop", "a"))), ("false", (("noop", "a"), ("noop", "c")))):
+    for b, edge in (
+        ("true", (("noop", "b"), ("noop", "a"))),
+        ("false", (("noop", "a"), ("noop", "c"))),
+    ):
         _changed, items, error = run(src.format(b=b)).evaluate()
         assert error is None
         assert [(e.src, e.dst) for e in items if isinstance(e, EdgeSpec)] == [edge]
@@ -102,18 +105,18 @@ def test_include_as_exposes_the_bindings_and_classes_of_the_include() -> None:
         """
         $top = "top-level"
         class base($s) {
-        	noop ["middle " + $s] {}
-        	$middle = "inside base"
-        	class c0 {
-        		$x = "goodbye"
-        	}
+            noop ["middle " + $s] {}
+            $middle = "inside base"
+            class c0 {
+                $x = "goodbye"
+            }
         }
         class base:inner1($s) {
-        	noop ["inner1 " + $s] {}
-        	$last = "inner1 sees " + $middle
+            noop ["inner1 " + $s] {}
+            $last = "inner1 sees " + $middle
         }
         class base:inner1:deep($s, $b) {
-        	$end = "deep sees " + $middle + " and " + $last
+            $end = "deep sees " + $middle + " and " + $last
         }
         include base("world") as b0
         include b0.inner1("hello") as b1
@@ -140,9 +143,15 @@ def test_include_as_exposes_the_bindings_and_classes_of_the_include() -> None:
     [
         ("class a:b { }\n", "t.mcl:1:1: class a:b: no class a in this block (define it first)"),
         ("class a { }\nclass a:b:c { }\n", "t.mcl:2:1: class a:b:c: no class b in class a"),
-        ("class a { $x = 1 }\ninclude a as i\nnoop [$i.y] {}\n", "t.mcl:3:7: undefined variable $i.y: i has no $y"),
+        (
+            "class a { $x = 1 }\ninclude a as i\nnoop [$i.y] {}\n",
+            "t.mcl:3:7: undefined variable $i.y: i has no $y",
+        ),
         ("class a { }\ninclude a as i\ninclude i.nope\n", "t.mcl:3:1: undefined class i.nope"),
-        ("$v = $i.x\nclass a { $x = 1 }\ninclude a as i\n", "t.mcl:1:6: undefined variable $i.x: no module or `include ... as` named i"),
+        (
+            "$v = $i.x\nclass a { $x = 1 }\ninclude a as i\n",
+            "t.mcl:1:6: undefined variable $i.x: no module or `include ... as` named i",
+        ),
     ],
 )
 def test_include_as_and_nested_class_errors(src: str, message: str) -> None:

@@ -57,7 +57,7 @@ def test_files_directories_and_remote_modules(tmp_path: Path) -> None:
             "main/mod1/main.mcl": """
                 $name = "mod1"
                 class site($n) {
-                	noop ["site " + $n + " of " + $name] {}
+                    noop ["site " + $n + " of " + $name] {}
                 }
             """,
             "path/github.com/purpleidea/mgmt-example1/metadata.yaml": 'main: "main.mcl"\n',
@@ -101,17 +101,30 @@ def test_a_module_imported_twice_is_checked_once(tmp_path: Path) -> None:
             'main.mcl:1:1: import "nope.mcl": no such file ',
         ),
         ({"main.mcl": 'import "d/"\n'}, 'main.mcl:1:1: import "d/": no such directory '),
-        ({"main.mcl": 'import "./x.mcl"\n'}, "main.mcl:1:1: import \"./x.mcl\": the path is not clean"),
-        ({"main.mcl": 'import "/etc/x.mcl"\n'}, "main.mcl:1:1: import \"/etc/x.mcl\": absolute paths"),
         (
-            {"main.mcl": 'import "a.mcl"\n', "a.mcl": 'import "b.mcl"\n$x = 1\n', "b.mcl": 'import "a.mcl"\n$y = 1\n'},
+            {"main.mcl": 'import "./x.mcl"\n'},
+            'main.mcl:1:1: import "./x.mcl": the path is not clean',
+        ),
+        (
+            {"main.mcl": 'import "/etc/x.mcl"\n'},
+            'main.mcl:1:1: import "/etc/x.mcl": absolute paths',
+        ),
+        (
+            {
+                "main.mcl": 'import "a.mcl"\n',
+                "a.mcl": 'import "b.mcl"\n$x = 1\n',
+                "b.mcl": 'import "a.mcl"\n$y = 1\n',
+            },
             'b.mcl:1:1: import "a.mcl": an import cycle (a.mcl -> b.mcl -> a.mcl)',
         ),
         (
             {"main.mcl": 'import "a.mcl"\n', "a.mcl": 'noop "n" {}\n'},
             "a.mcl:1:1: a module holds only imports, bindings, funcs and classes",
         ),
-        ({"main.mcl": 'import "a.mcl"\n', "a.mcl": "$x = \n"}, "a.mcl:1:4: syntax error: unexpected end of file"),
+        (
+            {"main.mcl": 'import "a.mcl"\n', "a.mcl": "$x = \n"},
+            "a.mcl:1:4: syntax error: unexpected end of file",
+        ),
         (
             {"main.mcl": 'import "a.mcl"\nnoop [$a.nope] {}\n', "a.mcl": "$x = 1\n"},
             "main.mcl:2:7: undefined variable $a.nope: a has no $nope",
@@ -132,7 +145,10 @@ def test_a_module_imported_twice_is_checked_once(tmp_path: Path) -> None:
             {"main.mcl": 'import "git://example.com/m/"\n'},
             'main.mcl:1:1: import "git://example.com/m/": remote module not found',
         ),
-        ({"main.mcl": 'import "fmt"\nimport "x.mcl" as fmt\n', "x.mcl": "$a = 1\n"}, 'main.mcl:2:1: "fmt" is already imported'),
+        (
+            {"main.mcl": 'import "fmt"\nimport "x.mcl" as fmt\n', "x.mcl": "$a = 1\n"},
+            'main.mcl:2:1: "fmt" is already imported',
+        ),
     ],
 )
 def test_module_errors_name_the_file_line_and_column(
@@ -146,7 +162,9 @@ def test_module_errors_name_the_file_line_and_column(
 
 
 def test_import_names_and_their_default_aliases() -> None:
-    assert parse_import("golang/strings").system and parse_import("golang/strings").alias == "strings"
+    assert (
+        parse_import("golang/strings").system and parse_import("golang/strings").alias == "strings"
+    )
     assert parse_import("foo/server.mcl").alias == "server" and parse_import("foo/server.mcl").file
     assert parse_import("Mod-One/").alias == "mod_one"
     remote = parse_import("git://github.com/purpleidea/mgmt-example1")
