@@ -29,9 +29,12 @@ def compile_text(
     Blocking, up to seconds for a big program: on an event loop, call it in a thread
     (asyncio.to_thread), as the daemon does on reload. Compiles in threads are safe: each
     builds a tree of its own, parses take turns."""
-    from mgmt.lang.modules import Module
+    from mgmt.lang.modules import Module, ModuleLoader
 
-    return _compile(Module(Path(filename).resolve(), text), filename, loader)
+    module = Module(Path(filename).resolve(), text)
+    loader = loader or ModuleLoader()
+    loader.read.setdefault(module.file, text.encode())
+    return _compile(module, filename, loader)
 
 
 def _compile(module: Module, filename: str, loader: ModuleLoader | None) -> Checked:

@@ -53,6 +53,8 @@ class Checked:
     # Every file the program is made of: its own, then each local module's (and metadata.yaml)
     # in the order read: what a deploy bundles and what a change of should reload.
     files: list[Path] = field(default_factory=list)
+    # The digest of those files as they were read (mgmt.lang.modules.read_again compares).
+    digest: str = ""
 
 
 class Checker:
@@ -74,8 +76,8 @@ class Checker:
         self.inference.solve(final=True)
         if self.problems.lines:
             raise CompileError(self.problems.lines)
-        files = [m.file for m in self._modules[:1]] + self.loader.files
-        return Checked(program, self.bindings, self.resolver.modules, list(dict.fromkeys(files)))
+        loader = self.loader
+        return Checked(program, self.bindings, self.resolver.modules, loader.files, loader.digest())
 
     def _load_module(self, stmt: ast.Import, imp: ImportName) -> Scope | None:
         """Read, parse and check a local module (once per file): its scope, or None once its

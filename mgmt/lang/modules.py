@@ -13,12 +13,14 @@ As in mgmt, an import is one of:
 The default name of an import is its last path segment, lower-cased, `-` as `_`, without a
 `mgmt-` prefix or a `.mcl` suffix (`import "x" as y` renames it; `as *` merges its names in).
 
-`ModuleLoader` reads every file of a program (its `files` list is what a deploy must bundle);
-the checker calls it for each local import and checks what it returns (mgmt.lang.checker).
+`ModuleLoader` reads every file of a program, each once (its `read` map is what a deploy must
+bundle, and its digest tells a reload whether any changed); the checker calls it for each local
+import and checks what it returns (mgmt.lang.checker).
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -90,13 +92,9 @@ class Metadata:
     parentpathblock: bool = False  # do not look in the parents' `path`
 
 
-def read_metadata(file: Path) -> Metadata:
-    """Parse a metadata.yaml (an empty one means the defaults); CompileError naming it."""
+def read_metadata(file: Path, data: bytes) -> Metadata:
+    """Parse a metadata.yaml's bytes (empty means the defaults); CompileError naming it."""
     where = Pos(str(file), 1, 1)
-    try:
-        data = file.read_bytes()[: MAX_METADATA + 1]
-    except OSError as err:
-        raise CompileError.at(where, f"cannot read: {err.strerror or err}") from None
     if len(data) > MAX_METADATA:
         raise CompileError.at(where, f"metadata is larger than {MAX_METADATA:,} bytes")
     try:
@@ -140,15 +138,45 @@ class Module:
     metadata: tuple[tuple[Path, Metadata], ...] = ()
 
 
+def files_digest(read: dict[Path, bytes]) -> str:
+    """One digest of a program's files (path and content, in the order they were read)."""
+    total = hashlib.sha256()
+    for path, data in read.items():
+        total.update(f"{path}\0{len(data)}\0".encode())
+        total.update(data)
+    return total.hexdigest()
+
+
+def read_again(files: list[Path]) -> str:
+    """The digest the files have now (a missing one counts as empty): equal to the program's
+    digest when none of them changed."""
+    read: dict[Path, bytes] = {}
+    for path in files:
+        try:
+            read[path] = path.read_bytes()
+        except OSError:
+            read[path] = b""
+    return files_digest(read)
+
+
 @dataclass
 class ModuleLoader:
-    """Reads a program's module files; `files` lists each one read (what a deploy bundles).
+    """Reads a program's files, each once: `read` holds each one's bytes in the order read,
+    the entry file first (what a deploy bundles; `digest()` says whether any changed).
 
     `modules_dir` is the global directory of remote modules (mgmt's `--module-path`), if any.
     """
 
     modules_dir: Path | None = None
-    files: list[Path] = field(default_factory=list)
+    read: dict[Path, bytes] = field(default_factory=dict)
+    _modules: dict[Path, Module] = field(default_factory=dict)
+
+    @property
+    def files(self) -> list[Path]:
+        return list(self.read)
+
+    def digest(self) -> str:
+        return files_digest(self.read)
 
     def entry(self, target: Path) -> Module:
         """The program to run: a .mcl file, or a directory (its metadata.yaml names the entry
@@ -194,14 +222,22 @@ class ModuleLoader:
     def _directory(self, directory: Path, parents: tuple[tuple[Path, Metadata], ...]) -> Module:
         directory = directory.resolve()
         meta_file = directory / METADATA
-        meta = read_metadata(meta_file) if meta_file.is_file() else Metadata()
+        meta = Metadata()
         if meta_file.is_file():
-            self.files.append(meta_file)
+            from mgmt.lang import read_program
+
+            data = read_program(meta_file)
+            self.read[meta_file] = data
+            meta = read_metadata(meta_file, data)
         return self._read((directory / meta.main).resolve(), ((directory, meta), *parents))
 
     def _read(self, file: Path, chain: tuple[tuple[Path, Metadata], ...]) -> Module:
         from mgmt.lang import decode, read_program
 
-        text = decode(read_program(file), str(file))
-        self.files.append(file)
-        return Module(file, text, chain)
+        known = self._modules.get(file)
+        if known is not None:
+            return known
+        data = read_program(file)
+        self.read[file] = data
+        module = self._modules[file] = Module(file, decode(data, str(file)), chain)
+        return module

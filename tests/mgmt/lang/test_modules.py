@@ -67,8 +67,8 @@ def test_files_directories_and_remote_modules(tmp_path: Path) -> None:
     assert names(tmp_path) == ["45", "example1", "mod1", "site www of mod1", "xx"]
     checked = compile_file(tmp_path)
     assert [p.relative_to(tmp_path).as_posix() for p in checked.files] == [
-        "main/hello.mcl",
         "metadata.yaml",
+        "main/hello.mcl",
         "main/h2g2.mcl",
         "main/third.mcl",
         "main/mod1/metadata.yaml",
