@@ -29,7 +29,7 @@ from mgmt.lang.errors import Abort, CompileError, Pos, Problems, plural
 from mgmt.lang.infer import Inference
 from mgmt.lang.modules import ImportName, Module, ModuleLoader
 from mgmt.lang.parser import parse
-from mgmt.lang.scope import Binding, Resolver, Scope
+from mgmt.lang.scope import Binding, Orderable, Resolver, Scope
 from mgmt.lang.types import BOOL, INT, STR, TList, TMap, TVar, Type, show
 
 # Statements made once, not per element: a for loop's body cannot hold them (yet).
@@ -128,28 +128,40 @@ class Checker:
             stmts = self._loop_body(stmts)
         binds = self.resolver.declare(stmts, scope)
         self.bindings += binds
-        local = {id(b) for b in binds}
-        deps: dict[int, list[Binding]] = {}
-        for b in binds:
-            found: list[Binding] = []
+        # `include ... as i` is ordered with the bindings: one reading `$i.x` comes after it.
+        named = [s for s in stmts if isinstance(s, ast.Include) and s.alias is not None]
+        scope.includes = {inc.alias: inc for inc in named if inc.alias is not None}
+        nodes: list[Orderable] = [*binds, *named]
+        local = {id(n) for n in nodes}
+        deps: dict[int, list[Orderable]] = {}
+        for node in nodes:
+            found: list[Orderable] = []
             try:
-                with self._depth_guard(b.pos):
-                    expr = b.expr if isinstance(b, ast.Bind) else b.lam
-                    self.resolver.resolve(expr, scope, local, found)
+                with self._depth_guard(node.pos):
+                    self.resolver.uses(node, scope, local, found)
             except Abort:
-                self.failed.add(id(b))
-            deps[id(b)] = found
-        for b in self.resolver.order(binds, deps):
-            if id(b) in self.failed or any(id(d) in self.failed for d in deps[id(b)]):
-                self.failed.add(id(b))
+                self.failed.add(id(node))
+            deps[id(node)] = found
+        done: set[int] = set()
+        for node in self.resolver.order(nodes, deps):
+            if id(node) in self.failed or any(id(d) in self.failed for d in deps[id(node)]):
+                self.failed.add(id(node))
                 continue
             try:
-                with self._depth_guard(b.pos):
-                    self.inference.binding(b)
+                with self._depth_guard(node.pos):
+                    if isinstance(node, ast.Include):
+                        done.add(id(node))
+                        self._include(node, scope)
+                    else:
+                        self.resolver.settle()
+                        self.inference.binding(node)
             except Abort:
-                self.failed.add(id(b))
+                self.failed.add(id(node))
+        self.resolver.settle()
         for stmt in stmts:
             if isinstance(stmt, ast.Bind | ast.FuncDef | ast.Import | ast.ClassDef):
+                continue
+            if id(stmt) in done:
                 continue
             with contextlib.suppress(Abort), self._depth_guard(stmt.pos):
                 self._statement(stmt, scope)

@@ -360,6 +360,8 @@ class Inference:
         if isinstance(target, ast.Param):
             assert target.type is not None
             return target.type
+        if target is None:
+            raise Abort()  # `$i.x` of an include that failed: its error is reported
         assert isinstance(target, ast.Bind)
         if target.type is None:
             raise Abort()  # its own error is already reported

@@ -9,6 +9,7 @@ each comes after the ones it uses: they may be written in any order, a cycle is 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,6 +24,8 @@ from mgmt.lang.types import STR, Type
 CONTEXT_VARS: dict[str, Type] = {"hostname": STR}
 
 Binding = ast.Bind | ast.FuncDef
+# What a block orders: its bindings, and its `include ... as` (bindings may read their names).
+Orderable = ast.Bind | ast.FuncDef | ast.Include
 
 
 class Scope:
@@ -36,6 +39,9 @@ class Scope:
         # name -> the scope of a local module imported, or of an `include ... as name`: its
         # bindings, funcs and classes are `$name.x`, `name.f()`, `include name.c`.
         self.namespaces: dict[str, Scope] = {}
+        # `include ... as name` statements of this block not checked yet (their namespace is
+        # made when they are): a `$name.x` read before waits for it (Resolver.settle).
+        self.includes: dict[str, ast.Include] = {}
 
     def chain(self) -> Iterable[Scope]:
         """This scope, then each enclosing one."""
@@ -109,6 +115,8 @@ class Resolver:
         self.modules: set[str] = set()
         # Loads and checks a local module: its scope (None when it failed, reported).
         self.load = load
+        # `$i.x` read before `include ... as i` was checked: resolved by settle().
+        self._unsettled: list[tuple[ast.Var, Scope]] = []
 
     # declarations ---------------------------------------------------------------------------
 
@@ -195,13 +203,48 @@ class Resolver:
 
     # binding order --------------------------------------------------------------------------
 
-    def order(self, binds: list[Binding], deps: dict[int, list[Binding]]) -> list[Binding]:
-        """Bindings with each one after everything it uses; a cycle is reported and skipped."""
-        order: list[Binding] = []
-        state: dict[int, int] = {}  # 1 = visiting, 2 = done
-        path: list[Binding] = []
+    def uses(self, node: Orderable, scope: Scope, local: set[int], found: list[Orderable]) -> None:
+        """Resolve what a binding, func or named include reads; collect in `found` those of
+        `local` (the block's) it uses."""
+        if isinstance(node, ast.Include):
+            first = node.name.split(".")[0]
+            inc = self._include_named(first, scope) if "." in node.name else None
+            if inc is not None and id(inc) in local and inc not in found:
+                found.append(inc)
+            for arg in node.args:
+                self.resolve(arg, scope, local, found)
+            return
+        expr = node.expr if isinstance(node, ast.Bind) else node.lam
+        self.resolve(expr, scope, local, found)
 
-        def visit(b: Binding) -> None:
+    def _include_named(self, alias: str, scope: Scope) -> ast.Include | None:
+        """The `include ... as alias` not checked yet that `alias` names, if it is one."""
+        for s in scope.chain():
+            if alias in s.namespaces:
+                return None
+            if alias in s.includes:
+                return s.includes[alias]
+        return None
+
+    def settle(self) -> None:
+        """Resolve the `$i.x` read before their include was checked, now that it is."""
+        waiting, self._unsettled = self._unsettled, []
+        for expr, scope in waiting:
+            prefix = expr.name.rpartition(".")[0]
+            if scope.namespace(prefix) is None:
+                if self._include_named(prefix.split(".")[0], scope) is not None:
+                    self._unsettled.append((expr, scope))  # its include comes later
+                continue  # (its include failed: reported)
+            with contextlib.suppress(Abort):
+                expr.target = self._dotted_var(expr, scope)
+
+    def order(self, binds: list[Orderable], deps: dict[int, list[Orderable]]) -> list[Orderable]:
+        """Bindings with each one after everything it uses; a cycle is reported and skipped."""
+        order: list[Orderable] = []
+        state: dict[int, int] = {}  # 1 = visiting, 2 = done
+        path: list[Orderable] = []
+
+        def visit(b: Orderable) -> None:
             state[id(b)] = 1
             path.append(b)
             for d in deps[id(b)]:
@@ -224,11 +267,20 @@ class Resolver:
 
     # name resolution ------------------------------------------------------------------------
 
-    def resolve(self, expr: ast.Expr, scope: Scope, local: set[int], found: list[Binding]) -> None:
+    def resolve(
+        self, expr: ast.Expr, scope: Scope, local: set[int], found: list[Orderable]
+    ) -> None:
         """Point every Var and named Call at what it names; collect in `found` what it uses
         among the bindings of the block being ordered (`local`: their ids)."""
         if isinstance(expr, ast.Var):
             if "." in expr.name:  # $const.res.file.state.exists, or a namespace's variable
+                inc = self._include_named(expr.name.split(".")[0], scope)
+                if inc is not None:  # `include ... as` not checked yet: wait for it
+                    if id(inc) in local and inc not in found:
+                        found.append(inc)
+                    expr.target = None
+                    self._unsettled.append((expr, scope))
+                    return
                 expr.target = self._dotted_var(expr, scope)
                 if id(expr.target) in self.failed:
                     raise Abort()
@@ -299,8 +351,7 @@ class Resolver:
             )
         raise self.problems.abort(
             expr.pos,
-            f"undefined variable ${expr.name}: no module or `include ... as` named {prefix} "
-            "here (an include's names are read by statements after it, not by bindings)",
+            f"undefined variable ${expr.name}: no module or `include ... as` named {prefix} here",
         )
 
     def _resolve_func(self, call: ast.Call, scope: Scope) -> ast.FuncDef | funcs.Builtin:
@@ -344,5 +395,7 @@ class Resolver:
         return builtin
 
 
-def _label(b: Binding) -> str:
+def _label(b: Orderable) -> str:
+    if isinstance(b, ast.Include):
+        return f"include {b.name} as {b.alias}"
     return f"${b.name}" if isinstance(b, ast.Bind) else f"{b.name}()"

@@ -149,13 +149,29 @@ def test_include_as_exposes_the_bindings_and_classes_of_the_include() -> None:
         ),
         ("class a { }\ninclude a as i\ninclude i.nope\n", "t.mcl:3:1: undefined class i.nope"),
         (
-            "$v = $i.x\nclass a { $x = 1 }\ninclude a as i\n",
-            "t.mcl:1:6: undefined variable $i.x: no module or `include ... as` named i",
+            "class a($p) { $x = $p }\ninclude a($v) as i\n$v = $i.x\n",
+            "t.mcl:3:1: dependency cycle: $v -> include a as i -> $v",
         ),
     ],
 )
 def test_include_as_and_nested_class_errors(src: str, message: str) -> None:
     assert any(p.startswith(message) for p in problems(src)), problems(src)
+
+
+def test_a_binding_may_read_an_include_written_after_it() -> None:
+    rt = run(
+        """
+        $v = $i.x + $j.y
+        include a("p") as i
+        include a($i.x + "q") as j
+        class a($p) {
+            $x = $p + "!"
+            $y = $x + "?"
+        }
+        noop [$v] {}
+        """
+    )
+    assert binding(rt, "v") == "p!p!q!?"
 
 
 def test_lambdas_and_funcs_with_overloaded_operators_are_typed_per_use() -> None:
