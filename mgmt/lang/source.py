@@ -341,7 +341,7 @@ class LangSource:
             if await asyncio.to_thread(read_again, self._files) == self._digest:
                 log.debug("program files unchanged, nothing to swap")
                 return
-            log.debug("a program file changed: checking the program")
+            log.debug("program file changed (one of %d): checking it", len(self._files))
             checked = await self._compile()
             if self.watch:
                 await self._watch(checked.files)
