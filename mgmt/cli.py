@@ -1,7 +1,7 @@
 """The `mgmt` command: parses flags into a Config and calls `agent.run(config)`.
 
 mgmt run [flags] yaml FILE      (also: mgmt run [flags] FILE)
-mgmt run [flags] lang FILE.mcl  (also: mgmt run [flags] FILE.mcl)
+mgmt run [flags] lang FILE.mcl  (also: mgmt run [flags] FILE.mcl; or a program DIRECTORY)
 mgmt run [flags] puppet FILE.pp (also: mgmt run [flags] FILE.pp; or puppet -e CODE)
 mgmt run [flags] empty
 mgmt check FILE...              check programs, graph files, manifests: exit 0, or 2
@@ -99,8 +99,8 @@ def build_run_parser() -> argparse.ArgumentParser:
         "target",
         nargs="+",
         metavar="FRONTEND",
-        help="`yaml FILE`, `lang FILE.mcl`, `puppet FILE.pp`, `puppet -e CODE`, `FILE` "
-        "(.mcl: lang, .pp: puppet), or `empty`",
+        help="`yaml FILE`, `lang FILE.mcl|DIR`, `puppet FILE.pp`, `puppet -e CODE`, `FILE` "
+        "(.mcl or a directory: lang, .pp: puppet), or `empty`",
     )
     run.add_argument(
         "-e", "--execute", metavar="CODE", help="with `puppet`: inline Puppet code to run"
@@ -110,6 +110,11 @@ def build_run_parser() -> argparse.ArgumentParser:
 
 FRONTENDS = ("yaml", "lang", "puppet")
 SUFFIXES = {".mcl": "lang", ".pp": "puppet"}
+
+
+def _frontend_of(path: Path) -> str:
+    """The front-end of a file by its suffix; a directory is a program (mcl modules)."""
+    return "lang" if path.is_dir() else SUFFIXES.get(path.suffix, "yaml")
 
 
 def parse(argv: list[str]) -> Config:
@@ -128,7 +133,7 @@ def parse(argv: list[str]) -> Config:
     elif len(target) == 2 and target[0] in FRONTENDS:
         frontend, file = target[0], Path(target[1])
     elif len(target) == 1 and target[0] not in (*FRONTENDS, "empty"):
-        frontend = SUFFIXES.get(Path(target[0]).suffix, "yaml")
+        frontend = _frontend_of(Path(target[0]))
         file = Path(target[0])
     else:
         parser.error(
@@ -155,7 +160,7 @@ def check(files: list[str]) -> int:
     configs = (
         [Config(frontend="puppet", code=inline[0])]
         if inline is not None
-        else [Config(frontend=SUFFIXES.get(Path(f).suffix, "yaml"), file=Path(f)) for f in files]
+        else [Config(frontend=_frontend_of(Path(f)), file=Path(f)) for f in files]
     )
     for config in configs:
         config.hostname, config.puppet_fallback, config.max_graph_size = (

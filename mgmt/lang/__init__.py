@@ -15,26 +15,43 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mgmt.lang.checker import Checked
+    from mgmt.lang.modules import Module, ModuleLoader
 
 
-def compile_text(text: str, filename: str = "<program>") -> Checked:
+def compile_text(
+    text: str, filename: str = "<program>", loader: ModuleLoader | None = None
+) -> Checked:
     """Parse and check a program; CompileError (file:line:col, one line each) on problems.
+
+    Its local imports are relative to `filename`'s directory (the current one for
+    "<program>"); `loader` reads them (a new one by default).
 
     Blocking, up to seconds for a big program: on an event loop, call it in a thread
     (asyncio.to_thread), as the daemon does on reload. Compiles in threads are safe: each
     builds a tree of its own, parses take turns."""
+    from mgmt.lang.modules import Module, ModuleLoader
+
+    module = Module(Path(filename).resolve(), text)
+    loader = loader or ModuleLoader()
+    loader.read.setdefault(module.file, text.encode())
+    return _compile(module, filename, loader)
+
+
+def _compile(module: Module, filename: str, loader: ModuleLoader | None) -> Checked:
     import gc
 
     from mgmt.lang.checker import check
     from mgmt.lang.errors import CompileError
     from mgmt.lang.parser import parse
 
+    text = module.text
+
     # Parsing allocates many small objects and no cycles worth collecting meanwhile: the
     # collector's passes would cost a third of the time.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return check(parse(text, filename))
+        return check(parse(text, filename), module, loader)
     except RecursionError:  # the last resort: the parser and the checker bound the depth
         raise CompileError([f"{filename}:1:1: the program nests too deeply"]) from None
     finally:
@@ -52,12 +69,12 @@ def read_program(path: Path) -> bytes:
         raise CompileError([f"{path}: cannot read: {err.strerror or err}"]) from err
 
 
-def compile_bytes(data: bytes, filename: str) -> Checked:
-    """Decode (UTF-8), parse and check a program; CompileError on problems."""
+def decode(data: bytes, filename: str) -> str:
+    """A program file's text (UTF-8); CompileError at the first bad byte."""
     from mgmt.lang.errors import CompileError
 
     try:
-        text = data.decode()
+        return data.decode()
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
@@ -65,9 +82,18 @@ def compile_bytes(data: bytes, filename: str) -> Checked:
         raise CompileError(
             [f"{filename}:{line}:{col}: not UTF-8 text (byte 0x{byte:02x})"]
         ) from None
-    return compile_text(text, filename)
+
+
+def compile_bytes(data: bytes, filename: str) -> Checked:
+    """Decode (UTF-8), parse and check a program; CompileError on problems."""
+    return compile_text(decode(data, filename), filename)
 
 
 def compile_file(path: Path) -> Checked:
-    """Read, parse and check a program file."""
-    return compile_bytes(read_program(path), str(path))
+    """Read, parse and check a program: a .mcl file, or a directory whose metadata.yaml (or
+    main.mcl) names its entry file, as mgmt runs a module."""
+    from mgmt.lang.modules import ModuleLoader
+
+    loader = ModuleLoader()
+    module = loader.entry(path)
+    return _compile(module, str(module.file if path.is_dir() else path), loader)

@@ -138,6 +138,23 @@ class BinOp(Expr):
 
 
 @dataclass(eq=False)
+class Except(Expr):
+    """`a <|> b` (mgmt's except operator): the value of a, or, while evaluating a is a run-time
+    error, the value of b (evaluated only then)."""
+
+    left: Expr
+    right: Expr
+
+
+@dataclass(eq=False)
+class ContextVar(Node):
+    """What a built-in variable (`$hostname`) names: a value of the agent's context."""
+
+    name: str
+    type: Type
+
+
+@dataclass(eq=False)
 class UnOp(Expr):
     """`not a`, `-a`."""
 
@@ -170,6 +187,8 @@ def children(expr: Expr) -> list[Expr]:
         return [expr.left, expr.right]
     if isinstance(expr, UnOp):
         return [expr.operand]
+    if isinstance(expr, Except):
+        return [expr.left, expr.right]
     return []
 
 
@@ -244,6 +263,7 @@ class ResEdge(Node):
 
     name: str
     target: EdgeHalf
+    cond: Expr | None = None  # `Depend => cond ?: Kind["x"]`: the edge only while cond is true
 
 
 @dataclass(eq=False)
@@ -302,12 +322,23 @@ class ClassDef(Stmt):
 
 @dataclass(eq=False)
 class Include(Stmt):
-    """`include name(args)`; the checker fills `expanded` with a copy of the class's body
-    (after a binding per parameter), checked in a scope of its own."""
+    """`include name(args)` or `include name(args) as alias` (then the body's bindings and
+    classes are `$alias.x` and `alias.cls`); `name` may be `alias.cls` of an earlier include or
+    `module.cls` of an imported module. The checker fills `expanded` with a copy of the class's
+    body (after a binding per parameter), checked in a scope of its own."""
 
     name: str
     args: list[Expr]
+    alias: str | None = None
     expanded: list[Stmt] = field(default_factory=list, init=False)
+
+
+@dataclass(eq=False)
+class Panic(Stmt):
+    """`panic(x)`: a run-time error of the program while x is true (a bool) or not empty (a
+    str), as mgmt's panic statement."""
+
+    expr: Expr
 
 
 @dataclass(eq=False)

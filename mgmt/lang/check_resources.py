@@ -63,7 +63,8 @@ class ResourceChecker:
             self._names(res.name, scope, f"the name of a {res.kind}")
         ok = True
         given: set[str] = set()
-        items: list[ast.ResParam | ast.ResMeta] = [*res.params, *res.metas]
+        items: list[ast.ResParam | ast.ResMeta | ast.ResEdge] = [*res.params, *res.metas]
+        items += res.edges
         for item in items:
             if item.cond is not None:  # `param => cond ?: value`
                 try:

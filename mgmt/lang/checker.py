@@ -19,6 +19,7 @@ import contextlib
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import resources  # noqa: F401  # lets lookup() load every kind on first use
 from engine.params import close_match
@@ -26,8 +27,10 @@ from mgmt.lang import ast
 from mgmt.lang.check_resources import ResourceChecker
 from mgmt.lang.errors import Abort, CompileError, Pos, Problems, plural
 from mgmt.lang.infer import Inference
-from mgmt.lang.scope import Binding, Resolver, Scope
-from mgmt.lang.types import BOOL, INT, TList, TMap, TVar, Type
+from mgmt.lang.modules import ImportName, Module, ModuleLoader
+from mgmt.lang.parser import parse
+from mgmt.lang.scope import Binding, Orderable, Resolver, Scope
+from mgmt.lang.types import BOOL, INT, STR, TList, TMap, TVar, Type, show
 
 # Statements made once, not per element: a for loop's body cannot hold them (yet).
 LOOP_REFUSED: dict[type, str] = {
@@ -45,15 +48,23 @@ class Checked:
     program: ast.Program
     # Every binding and func statement, in every scope.
     bindings: list[ast.Bind | ast.FuncDef] = field(default_factory=list)
-    # Every module imported, in any scope ("world": the program needs the cluster).
+    # Every system module imported, in any scope ("world": the program needs the cluster).
     modules: set[str] = field(default_factory=set)
+    # Every file the program is made of: its own, then each local module's (and metadata.yaml)
+    # in the order read: what a deploy bundles and what a change of should reload.
+    files: list[Path] = field(default_factory=list)
+    # The digest of those files as they were read (mgmt.lang.modules.read_again compares).
+    digest: str = ""
 
 
 class Checker:
-    def __init__(self) -> None:
+    def __init__(self, module: Module | None = None, loader: ModuleLoader | None = None) -> None:
         self.problems = Problems()
         self.failed: set[int] = set()  # ids of bindings whose check failed
-        self.resolver = Resolver(self.problems, self.failed)
+        self.resolver = Resolver(self.problems, self.failed, self._load_module)
+        self.loader = loader or ModuleLoader()
+        self._modules = [module] if module is not None else []  # the files being checked
+        self._loaded: dict[Path, Scope | None] = {}  # each local module, checked once
         self.inference = Inference(self.problems)
         self.resources = ResourceChecker(self.problems, self.inference, self._check_expr)
         self.bindings: list[Binding] = []
@@ -65,35 +76,92 @@ class Checker:
         self.inference.solve(final=True)
         if self.problems.lines:
             raise CompileError(self.problems.lines)
-        return Checked(program, self.bindings, self.resolver.modules)
+        loader = self.loader
+        return Checked(program, self.bindings, self.resolver.modules, loader.files, loader.digest())
+
+    def _load_module(self, stmt: ast.Import, imp: ImportName) -> Scope | None:
+        """Read, parse and check a local module (once per file): its scope, or None once its
+        problems are reported. A module holds only imports, bindings, funcs and classes."""
+        importer = self._modules[-1] if self._modules else Module(Path.cwd() / "<program>", "")
+        try:
+            module = self.loader.load(imp, importer, stmt.pos)
+        except CompileError as err:
+            self.problems.lines += err.problems
+            return None
+        chain = [m.file for m in self._modules]
+        if module.file in chain:
+            cycle = " -> ".join(f.name for f in [*chain[chain.index(module.file) :], module.file])
+            self.problems.add(stmt.pos, f'import "{stmt.module}": an import cycle ({cycle})')
+            return None
+        if module.file in self._loaded:
+            return self._loaded[module.file]
+        try:
+            program = parse(module.text, str(module.file))
+        except CompileError as err:
+            self.problems.lines += err.problems
+            self._loaded[module.file] = None
+            return None
+        body: list[ast.Stmt] = []
+        for item in program.body:
+            if isinstance(item, ast.Bind | ast.FuncDef | ast.ClassDef | ast.Import):
+                body.append(item)
+            else:
+                self.problems.add(
+                    item.pos,
+                    "a module holds only imports, bindings, funcs and classes "
+                    "(put resources in a class and include it)",
+                )
+        scope = Scope()
+        saved = self._loops, self._including
+        self._loops, self._including = 0, []
+        self._modules.append(module)
+        try:
+            self._block(body, scope)
+        finally:
+            self._modules.pop()
+            self._loops, self._including = saved
+        self._loaded[module.file] = scope
+        return scope
 
     def _block(self, stmts: list[ast.Stmt], scope: Scope) -> None:
         if self._loops:
             stmts = self._loop_body(stmts)
         binds = self.resolver.declare(stmts, scope)
         self.bindings += binds
-        local = {id(b) for b in binds}
-        deps: dict[int, list[Binding]] = {}
-        for b in binds:
-            found: list[Binding] = []
+        # `include ... as i` is ordered with the bindings: one reading `$i.x` comes after it.
+        named = [s for s in stmts if isinstance(s, ast.Include) and s.alias is not None]
+        scope.includes = {inc.alias: inc for inc in named if inc.alias is not None}
+        nodes: list[Orderable] = [*binds, *named]
+        local = {id(n) for n in nodes}
+        deps: dict[int, list[Orderable]] = {}
+        for node in nodes:
+            found: list[Orderable] = []
             try:
-                with self._depth_guard(b.pos):
-                    expr = b.expr if isinstance(b, ast.Bind) else b.lam
-                    self.resolver.resolve(expr, scope, local, found)
+                with self._depth_guard(node.pos):
+                    self.resolver.uses(node, scope, local, found)
             except Abort:
-                self.failed.add(id(b))
-            deps[id(b)] = found
-        for b in self.resolver.order(binds, deps):
-            if id(b) in self.failed or any(id(d) in self.failed for d in deps[id(b)]):
-                self.failed.add(id(b))
+                self.failed.add(id(node))
+            deps[id(node)] = found
+        done: set[int] = set()
+        for node in self.resolver.order(nodes, deps):
+            if id(node) in self.failed or any(id(d) in self.failed for d in deps[id(node)]):
+                self.failed.add(id(node))
                 continue
             try:
-                with self._depth_guard(b.pos):
-                    self.inference.binding(b)
+                with self._depth_guard(node.pos):
+                    if isinstance(node, ast.Include):
+                        done.add(id(node))
+                        self._include(node, scope)
+                    else:
+                        self.resolver.settle()
+                        self.inference.binding(node)
             except Abort:
-                self.failed.add(id(b))
+                self.failed.add(id(node))
+        self.resolver.settle()
         for stmt in stmts:
             if isinstance(stmt, ast.Bind | ast.FuncDef | ast.Import | ast.ClassDef):
+                continue
+            if id(stmt) in done:
                 continue
             with contextlib.suppress(Abort), self._depth_guard(stmt.pos):
                 self._statement(stmt, scope)
@@ -130,6 +198,14 @@ class Checker:
             self._include(stmt, scope)
         elif isinstance(stmt, ast.For):
             self._for(stmt, scope)
+        elif isinstance(stmt, ast.Panic):
+            t = self._check_expr(stmt.expr, scope)
+            self.inference.one_of(
+                stmt.expr.pos,
+                [t],
+                [[BOOL], [STR]],
+                lambda: f"type error: panic needs a bool or a str, got {show(t)}",
+            )
 
     def _for(self, loop: ast.For, scope: Scope) -> None:
         """The body once, with the loop's names as parameters: index int and the element type
@@ -200,8 +276,14 @@ class Checker:
         self._including.append(cls)
         problems = self.problems.lines
         before = len(problems)
+        inner = Scope(home)
+        if inc.alias is not None:
+            if inc.alias in scope.namespaces or inc.alias in scope.imports:
+                self.problems.add(inc.pos, f"{inc.alias} is already a name of this scope")
+            else:
+                scope.namespaces[inc.alias] = inner
         try:
-            self._block(inc.expanded, Scope(home))
+            self._block(inc.expanded, inner)
         finally:
             self._including.pop()
             if not self._including:  # say which top-level include it came through
@@ -209,6 +291,11 @@ class Checker:
                 problems[before:] = [p + where for p in problems[before:]]
 
 
-def check(program: ast.Program) -> Checked:
-    """Resolve names, order bindings and infer types; CompileError lists every problem."""
-    return Checker().check(program)
+def check(
+    program: ast.Program, module: Module | None = None, loader: ModuleLoader | None = None
+) -> Checked:
+    """Resolve names, order bindings and infer types; CompileError lists every problem.
+
+    `module` is the program's file (its local imports are relative to it), `loader` reads
+    them (and lists every file read)."""
+    return Checker(module, loader).check(program)

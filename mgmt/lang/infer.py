@@ -80,6 +80,9 @@ class Inference:
         self.pending: list[Constraint] = []
         # Bindings typed but not generalised: their free variables stay fixed.
         self.mono: list[ast.Bind] = []
+        # The constraints of a generalised binding (by id) that only its own variables are in
+        # (`func($a, $b) { $a + $b }`): copied, for fresh variables, at each use.
+        self.schemes: dict[int, list[Constraint]] = {}
 
     def problem(self, pos: Pos, message: str) -> None:
         self.problems.add(pos, message)
@@ -93,28 +96,78 @@ class Inference:
         """Type a binding or func statement (its dependencies are typed already)."""
         if isinstance(b, ast.FuncDef):
             b.type = self.infer(b.lam)
-            b.quantified = self._generalise(b.type)
+            b.quantified = self._generalise(b, b.type)
             return
         t = self.infer(b.expr)
         if b.ann is not None:
             self.expect(t, b.ann, b.expr.pos, f"${b.name} is declared as {show(b.ann)}")
         b.type = t
         if isinstance(b.expr, ast.Lambda):
-            b.quantified = self._generalise(t)
+            b.quantified = self._generalise(b, t)
         else:
             self.mono.append(b)
 
-    def _generalise(self, t: Type) -> frozenset[int] | None:
+    def _generalise(self, b: ast.Bind | ast.FuncDef, t: Type) -> frozenset[int] | None:
+        """The variables of `t` that each use may choose afresh: those of no binding still
+        being inferred (`mono`) nor of a constraint involving one. The constraints among
+        only those variables (an overloaded operator on the parameters) go with the binding,
+        copied at each use (`instantiate`): the lambda is typed per use."""
         self.solve()
         fixed: set[TVar] = set()
-        for c in self.pending:
-            for part in _constraint_types(c):
-                fixed |= free_vars(part)
         for m in self.mono:
             if m.type is not None:
                 fixed |= free_vars(m.type)
-        quantified = frozenset(v.id for v in free_vars(t) - fixed)
+        free = free_vars(t) - fixed
+        parts = [(c, _constraint_vars(c)) for c in self.pending]
+        changed = True
+        while changed:  # a constraint reaching a fixed variable fixes all of its own
+            changed = False
+            for _c, found in parts:
+                if found & free and not found <= free:
+                    free -= found
+                    changed = True
+        own = [c for c, found in parts if found and found <= free]
+        if own:
+            self.pending = [c for c in self.pending if c not in own]
+            self.schemes[id(b)] = own
+        quantified = frozenset(v.id for v in free)
         return quantified or None
+
+    def instantiate(self, b: ast.Bind | ast.FuncDef, pos: Pos) -> Type:
+        """A generalised binding's type at one use (at `pos`): fresh variables, and a copy of
+        its own constraints on them."""
+        assert b.type is not None and b.quantified is not None
+        fresh: dict[int, TVar] = {}
+        t = instantiate(b.type, b.quantified, fresh)
+        for c in self.schemes.get(id(b), []):
+            self._add(self._copy(c, b.quantified, fresh, pos))
+        return t
+
+    def _copy(
+        self, c: Constraint, quantified: frozenset[int], fresh: dict[int, TVar], use: Pos
+    ) -> Constraint:
+        def new(t: Type) -> Type:
+            return instantiate(t, quantified, fresh)
+
+        if isinstance(c, _HasField):
+            return _HasField(c.pos, new(c.obj), c.name, new(c.result))
+        if isinstance(c, _Indexable):
+            return _Indexable(c.pos, new(c.obj), new(c.index), new(c.result))
+        actual = [new(t) for t in c.actual]
+        options = [[new(t) for t in option] for option in c.options]
+
+        def message() -> str:
+            # The original's message, shown with this use's types (its variables bound to
+            # them for the time it takes to say it).
+            mark = self.u.mark()
+            with contextlib.suppress(UnifyError):
+                for mine, theirs in zip(c.actual, actual, strict=True):
+                    self.u.unify(mine, theirs)
+            text = c.message()
+            self.u.undo(mark)
+            return f"{text} (in a function used at {use})"
+
+        return _OneOf(c.pos, actual, options, message)
 
     # unification and constraints ------------------------------------------------------------
 
@@ -242,16 +295,12 @@ class Inference:
         if isinstance(e, ast.Var) and isinstance(e.target, ast.Lit):
             return self._infer(e.target)  # a constant: str, or int (gzip's levels...)
         if isinstance(e, ast.Var):
-            target = e.target
-            if isinstance(target, ast.Param):
-                assert target.type is not None
-                return target.type
-            assert isinstance(target, ast.Bind)
-            if target.type is None:
-                raise Abort()  # its own error is already reported
-            if target.quantified:
-                return instantiate(target.type, target.quantified)
-            return target.type
+            return self._var(e)
+        if isinstance(e, ast.Except):
+            left = self.infer(e.left)
+            right = self.infer(e.right)
+            self.expect(right, left, e.right.pos, "both sides of <|> must have one type")
+            return left
         if isinstance(e, ast.Call):
             return self._call(e)
         if isinstance(e, ast.Lambda):
@@ -303,6 +352,24 @@ class Inference:
             )
             return result
         raise self.abort(e.pos, f"cannot type {type(e).__name__}")
+
+    def _var(self, e: ast.Var) -> Type:
+        target = e.target
+        if isinstance(target, ast.Lit):
+            return STR  # a constant
+        if isinstance(target, ast.ContextVar):
+            return target.type  # $hostname
+        if isinstance(target, ast.Param):
+            assert target.type is not None
+            return target.type
+        if target is None:
+            raise Abort()  # `$i.x` of an include that failed: its error is reported
+        assert isinstance(target, ast.Bind)
+        if target.type is None:
+            raise Abort()  # its own error is already reported
+        if target.quantified:
+            return self.instantiate(target, e.pos)
+        return target.type
 
     def _binop(self, e: ast.BinOp) -> Type:
         left = self.infer(e.left)
@@ -357,9 +424,7 @@ class Inference:
         if isinstance(target, ast.FuncDef):
             if target.type is None:
                 raise Abort()
-            ftype = (
-                instantiate(target.type, target.quantified) if target.quantified else target.type
-            )
+            ftype = self.instantiate(target, e.pos) if target.quantified else target.type
             assert isinstance(ftype, TFunc)
             return self._apply(ftype, args, e, e.func or "")
         assert isinstance(target, funcs.Builtin)
@@ -405,6 +470,13 @@ class Inference:
         for index, (want, got) in enumerate(zip(ftype.args, args, strict=True)):
             self.expect(got, want, e.args[index].pos, f"argument {index + 1} of {name}")
         return ftype.ret
+
+
+def _constraint_vars(c: Constraint) -> set[TVar]:
+    found: set[TVar] = set()
+    for part in _constraint_types(c):
+        found |= free_vars(part)
+    return found
 
 
 def _constraint_types(c: Constraint) -> list[Type]:

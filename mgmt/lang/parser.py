@@ -38,7 +38,7 @@ GRAMMAR = r"""
 start: _stmt*
 
 _stmt: bind | resource | edge | if_stmt | import_stmt | func_stmt | class_stmt | include_stmt
-     | for_stmt
+     | for_stmt | panic_stmt
 
 import_stmt: IMPORT STRING ("as" (NAME | STAR))?
 bind: VAR type? "=" expr
@@ -46,22 +46,25 @@ func_stmt: FUNC NAME "(" params? ")" type? "{" expr "}"
 params: param ("," param)* ","?
 param: VAR type?
 if_stmt: IF expr block (ELSE (block | if_stmt))?
-class_stmt: CLASS NAME ("(" params? ")")? block
+class_stmt: CLASS class_name ("(" params? ")")? block
+class_name: NAME (":" NAME)*
 for_stmt: (FOR | FORKV) VAR "," VAR IN expr block
-include_stmt: INCLUDE NAME ("(" args? ")")? ("as" NAME)?
+include_stmt: INCLUDE dotted ("(" args? ")")? ("as" NAME)?
+panic_stmt: PANIC "(" expr ")"
 block: "{" _stmt* "}"
 
 resource: COLLECT? res_kind expr "{" (res_field ("," res_field)* ","?)? "}"
 res_kind: NAME (":" NAME)*
 res_field: NAME "=>" (expr ELVIS)? expr                 -> res_param
          | CAPNAME ":" NAME "=>" (expr ELVIS)? expr     -> res_meta
-         | CAPNAME "=>" edge_half          -> res_edge
+         | CAPNAME "=>" (expr ELVIS)? edge_half -> res_edge
 edge: edge_half (ARROW edge_half)+
 edge_half: cap_kind "[" expr "]" ("." NAME)?
 cap_kind: CAPNAME (":" CAPNAME)*
 
 // (few levels: every level costs a reduction per operand, most of the parse time)
-?expr: and_test | expr (OR | OROR) and_test       -> binop
+?expr: or_test | expr EXCEPT or_test               -> except_
+?or_test: and_test | or_test (OR | OROR) and_test -> binop
 ?and_test: not_test | and_test (AND | ANDAND) not_test -> binop
 ?not_test: comparison | (NOT | BANG) not_test     -> unop
 ?comparison: sum | sum (CMP | IN) sum             -> binop
@@ -106,6 +109,7 @@ FOR: "for"
 FORKV: "forkv"
 INCLUDE: "include"
 COLLECT: "collect"
+PANIC: "panic"
 IF: "if"
 ELSE: "else"
 FUNC: "func"
@@ -129,6 +133,7 @@ ARROW: "->"
 LSQB: "["  // named where an empty literal needs its position
 LBRACE: "{"
 ELVIS: "?:"
+EXCEPT: "<|>"
 VAR: /\$[a-zA-Z_][a-zA-Z0-9_]*(\.[a-zA-Z_][a-zA-Z0-9_]*)*/
 NAME: /[a-z_][a-zA-Z0-9_]*/
 CAPNAME: /[A-Z][a-zA-Z0-9_]*/
@@ -351,10 +356,10 @@ class _Builder(Transformer[Any, Any]):
     # statements ---------------------------------------------------------------------------
 
     def start(self, items: list[Any]) -> list[ast.Stmt]:
-        return items
+        return _nest_classes(items)
 
     def block(self, items: list[Any]) -> list[ast.Stmt]:
-        return items
+        return _nest_classes(items)
 
     def import_stmt(self, items: list[Any]) -> ast.Import:
         module = _unquote_plain(items[1])
@@ -399,6 +404,9 @@ class _Builder(Transformer[Any, Any]):
             seen.add(param.name)
         return ast.ClassDef(self._p(items), str(items[1]), params, body)
 
+    def class_name(self, items: list[Any]) -> str:
+        return _name(":".join(str(i) for i in items), items[0])
+
     def for_stmt(self, items: list[Any]) -> ast.For:
         keyword, first, second, _in, expr, body = items
         params = [ast.Param(self._p(v), _declared(v, self._p(v))) for v in (first, second)]
@@ -408,13 +416,12 @@ class _Builder(Transformer[Any, Any]):
         return ast.For(self._p(items), params[0], params[1], expr, body, kv)
 
     def include_stmt(self, items: list[Any]) -> ast.Include:
-        alias = [i for i in items[2:] if isinstance(i, Token) and i.type == "NAME"]
-        if alias:
-            raise CompileError.at(
-                self._p(alias[0]), "include ... as NAME is not supported yet (see docs/language.md)"
-            )
+        alias = next((str(i) for i in items[2:] if isinstance(i, Token) and i.type == "NAME"), None)
         args = next((i for i in items[2:] if isinstance(i, list)), [])
-        return ast.Include(self._p(items), str(items[1]), args)
+        return ast.Include(self._p(items), str(items[1]), args, alias)
+
+    def panic_stmt(self, items: list[Any]) -> ast.Panic:
+        return ast.Panic(self._p(items), items[1])
 
     def if_stmt(self, items: list[Any]) -> ast.IfStmt:
         other: list[ast.Stmt] = []
@@ -458,7 +465,8 @@ class _Builder(Transformer[Any, Any]):
                 f"unknown field {name!r}; resource fields that make edges: "
                 + ", ".join(EDGE_FIELDS),
             )
-        return ast.ResEdge(self._p(items), name, items[1])
+        cond = items[1] if len(items) == 4 else None  # CAPNAME cond ELVIS edge_half
+        return ast.ResEdge(self._p(items), name, items[-1], cond)
 
     def edge(self, items: list[Any]) -> ast.Edge:
         return ast.Edge(self._p(items), [i for i in items if isinstance(i, ast.EdgeHalf)])
@@ -476,6 +484,9 @@ class _Builder(Transformer[Any, Any]):
         left, op, right = items
         op = {"||": "or", "&&": "and"}.get(str(op), str(op))
         return ast.BinOp(self._p(items), op, left, right)
+
+    def except_(self, items: list[Any]) -> ast.Except:
+        return ast.Except(self._p(items), items[0], items[2])
 
     def unop(self, items: list[Any]) -> ast.UnOp:
         op = "not" if str(items[0]) in ("!", "not") else "-"
@@ -589,6 +600,35 @@ class _Builder(Transformer[Any, Any]):
     def type_func(self, items: list[Any]) -> Type:
         types_ = items[1:]
         return TFunc(tuple(types_[:-1]), types_[-1])
+
+
+def _nest_classes(stmts: list[ast.Stmt]) -> list[ast.Stmt]:
+    """`class a:b {...}` is mgmt's sugar for a class `b` defined inside class `a`'s body (it
+    sees a's parameters and bindings): move it there. `a` is a class of the same block;
+    `a:b:c` goes into the `b` inside `a`."""
+    if not any(isinstance(s, ast.ClassDef) and ":" in s.name for s in stmts):
+        return stmts
+    kept: list[ast.Stmt] = []
+    for stmt in stmts:
+        if not (isinstance(stmt, ast.ClassDef) and ":" in stmt.name):
+            kept.append(stmt)
+            continue
+        *path, stmt.name = stmt.name.split(":")
+        body = kept
+        for depth, outer in enumerate(path):
+            parent = next(
+                (s for s in body if isinstance(s, ast.ClassDef) and s.name == outer), None
+            )
+            if parent is None:
+                where = "in this block" if depth == 0 else f"in class {':'.join(path[:depth])}"
+                raise CompileError.at(
+                    stmt.pos,
+                    f"class {':'.join([*path, stmt.name])}: no class {outer} {where} "
+                    "(define it first)",
+                )
+            body = parent.body
+        body.append(stmt)
+    return kept
 
 
 def _abbreviated(text: str) -> str:

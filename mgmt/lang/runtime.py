@@ -157,6 +157,7 @@ class Runtime:
             ast.Index: self._index,
             ast.BinOp: self._binop,
             ast.UnOp: self._unop,
+            ast.Except: self._except,
         }
 
     # the pass -------------------------------------------------------------------------------
@@ -386,7 +387,15 @@ class Runtime:
             return self._cell(f"if at {stmt.pos}", compute)
         if isinstance(stmt, ast.For):
             return self._cell(f"for at {stmt.pos}", lambda: self._for(stmt, EMPTY))
+        if isinstance(stmt, ast.Panic):
+            return self._cell(f"panic at {stmt.pos}", lambda: self._panic(stmt, EMPTY))
         return None
+
+    def _panic(self, stmt: ast.Panic, env: FrozenDict) -> tuple[Any, ...]:
+        value = self.eval(stmt.expr, env)
+        if value:
+            raise FuncError(f"panic: {value}" if isinstance(value, str) else "panic", stmt.pos)
+        return ()
 
     def _for(self, loop: ast.For, env: FrozenDict) -> tuple[Any, ...]:
         """The body's declarations once per element, with the loop's names bound (in env)."""
@@ -412,6 +421,8 @@ class Runtime:
                 out += self._declare(stmt.then if self.eval(stmt.cond, env) else stmt.other, env)
             elif isinstance(stmt, ast.For):
                 out += self._for(stmt, env)
+            elif isinstance(stmt, ast.Panic):
+                out += self._panic(stmt, env)
         return out
 
     def _names(self, expr: ast.Expr, env: FrozenDict) -> tuple[str, ...]:
@@ -433,6 +444,8 @@ class Runtime:
         names = self._names(stmt.name, env)
         out: list[Any] = [ResSpec(stmt.kind, n, params, meta, stmt.pos) for n in names]
         for edge in stmt.edges:
+            if edge.cond is not None and not self.eval(edge.cond, env):
+                continue
             targets = self._names(edge.target.name, env)
             for name in names:
                 me = (stmt.kind, name)
@@ -477,9 +490,22 @@ class Runtime:
             return env[e.target.env_key]
         if isinstance(e.target, ast.Lit):  # $const.res...
             return e.target.value
+        if isinstance(e.target, ast.ContextVar):  # $hostname
+            return getattr(self.ctx, e.target.name)
         if isinstance(e.target, ast.Bind) and e.target.in_loop:  # per element, from env
             return self.eval(e.target.expr, env)
         return self.get(self._bind_cells[id(e.target)])
+
+    def _except(self, e: ast.Except, env: FrozenDict) -> Any:
+        """`a <|> b`: b only while a is a run-time error (one still waiting for a stream's
+        first value is not: it waits)."""
+        try:
+            return self.eval(e.left, env)
+        except NotReady:
+            raise
+        except LangError as err:
+            log.debug("%s: <|> uses its fallback: %s", e.pos, err)
+            return self.eval(e.right, env)
 
     def _if(self, e: ast.If, env: FrozenDict) -> Any:
         return self.eval(e.then if self.eval(e.cond, env) else e.other, env)

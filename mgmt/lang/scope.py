@@ -9,15 +9,23 @@ each comes after the ones it uses: they may be written in any order, a cycle is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.params import close_match
 from mgmt.lang import ast, funcs
 from mgmt.lang.errors import Abort, Problems
 from mgmt.lang.kinds import CONST_PREFIX, constant
+from mgmt.lang.modules import ImportName, parse_import
+from mgmt.lang.types import STR, Type
+
+# Variables every program sees (a binding of the same name shadows one): the agent's values.
+CONTEXT_VARS: dict[str, Type] = {"hostname": STR}
 
 Binding = ast.Bind | ast.FuncDef
+# What a block orders: its bindings, and its `include ... as` (bindings may read their names).
+Orderable = ast.Bind | ast.FuncDef | ast.Include
 
 
 class Scope:
@@ -28,6 +36,12 @@ class Scope:
         self.imports: dict[str, str] = {}
         # class name -> its definition and the scope it was defined in (its body sees that)
         self.classes: dict[str, tuple[ast.ClassDef, Scope]] = {}
+        # name -> the scope of a local module imported, or of an `include ... as name`: its
+        # bindings, funcs and classes are `$name.x`, `name.f()`, `include name.c`.
+        self.namespaces: dict[str, Scope] = {}
+        # `include ... as name` statements of this block not checked yet (their namespace is
+        # made when they are): a `$name.x` read before waits for it (Resolver.settle).
+        self.includes: dict[str, ast.Include] = {}
 
     def chain(self) -> Iterable[Scope]:
         """This scope, then each enclosing one."""
@@ -43,10 +57,24 @@ class Scope:
         return None
 
     def cls(self, name: str) -> tuple[ast.ClassDef, Scope] | None:
+        if "." in name:
+            prefix, _, short = name.rpartition(".")
+            space = self.namespace(prefix)
+            return None if space is None else space.classes.get(short)
         for scope in self.chain():
             if name in scope.classes:
                 return scope.classes[name]
         return None
+
+    def namespace(self, dotted: str) -> Scope | None:
+        """The scope `a` or `a.b` (a namespace inside a namespace) names, if any."""
+        first, *rest = dotted.split(".")
+        space = next((s.namespaces[first] for s in self.chain() if first in s.namespaces), None)
+        for name in rest:
+            if space is None:
+                return None
+            space = space.namespaces.get(name)
+        return space
 
     def func(self, name: str) -> ast.FuncDef | None:
         for scope in self.chain():
@@ -75,11 +103,20 @@ class Resolver:
     (its own problem is already reported).
     """
 
-    def __init__(self, problems: Problems, failed: set[int]) -> None:
+    def __init__(
+        self,
+        problems: Problems,
+        failed: set[int],
+        load: Callable[[ast.Import, ImportName], Scope | None] | None = None,
+    ) -> None:
         self.problems = problems
         self.failed = failed
-        # Every module imported, in any scope.
+        # Every system module imported, in any scope.
         self.modules: set[str] = set()
+        # Loads and checks a local module: its scope (None when it failed, reported).
+        self.load = load
+        # `$i.x` read before `include ... as i` was checked: resolved by settle().
+        self._unsettled: list[tuple[ast.Var, Scope]] = []
 
     # declarations ---------------------------------------------------------------------------
 
@@ -120,30 +157,94 @@ class Resolver:
         return True
 
     def _import(self, stmt: ast.Import, scope: Scope) -> None:
-        if stmt.module not in funcs.MODULES or not stmt.module:
+        try:
+            imp = parse_import(stmt.module)
+        except ValueError as err:
+            self.problems.add(stmt.pos, f'import "{stmt.module}": {err}')
+            return
+        if imp.system and stmt.module not in funcs.MODULES:
             known = ", ".join(funcs.module_names())
             self.problems.add(
                 stmt.pos,
                 f'unknown module "{stmt.module}"{close_match(stmt.module, funcs.module_names())}; '
-                f"modules: {known}",
+                f'modules: {known} (or a local "file.mcl" or "directory/")',
             )
             return
-        alias = stmt.alias or stmt.module.rsplit("/", 1)[-1]
-        if alias in scope.imports:
+        alias = stmt.alias or imp.alias
+        if alias in scope.imports or alias in scope.namespaces:
             self.problems.add(stmt.pos, f'"{alias}" is already imported in this scope')
             return
-        scope.imports[alias] = stmt.module
-        self.modules.add(stmt.module)
+        if imp.system:
+            if alias == "*":
+                self.problems.add(stmt.pos, f'import "{stmt.module}" as *: only local modules')
+                return
+            scope.imports[alias] = stmt.module
+            self.modules.add(stmt.module)
+            return
+        space = self.load(stmt, imp) if self.load is not None else None
+        if space is None:
+            return
+        if alias != "*":
+            scope.namespaces[alias] = space
+            return
+        for table, theirs in (
+            (scope.vars, space.vars),
+            (scope.funcs, space.funcs),
+            (scope.classes, space.classes),
+            (scope.namespaces, space.namespaces),
+        ):
+            for name, value in theirs.items():
+                if name in table:
+                    self.problems.add(
+                        stmt.pos, f'import "{stmt.module}" as *: {name} is already defined here'
+                    )
+                    continue
+                table[name] = value  # type: ignore[assignment]
 
     # binding order --------------------------------------------------------------------------
 
-    def order(self, binds: list[Binding], deps: dict[int, list[Binding]]) -> list[Binding]:
-        """Bindings with each one after everything it uses; a cycle is reported and skipped."""
-        order: list[Binding] = []
-        state: dict[int, int] = {}  # 1 = visiting, 2 = done
-        path: list[Binding] = []
+    def uses(self, node: Orderable, scope: Scope, local: set[int], found: list[Orderable]) -> None:
+        """Resolve what a binding, func or named include reads; collect in `found` those of
+        `local` (the block's) it uses."""
+        if isinstance(node, ast.Include):
+            first = node.name.split(".")[0]
+            inc = self._include_named(first, scope) if "." in node.name else None
+            if inc is not None and id(inc) in local and inc not in found:
+                found.append(inc)
+            for arg in node.args:
+                self.resolve(arg, scope, local, found)
+            return
+        expr = node.expr if isinstance(node, ast.Bind) else node.lam
+        self.resolve(expr, scope, local, found)
 
-        def visit(b: Binding) -> None:
+    def _include_named(self, alias: str, scope: Scope) -> ast.Include | None:
+        """The `include ... as alias` not checked yet that `alias` names, if it is one."""
+        for s in scope.chain():
+            if alias in s.namespaces:
+                return None
+            if alias in s.includes:
+                return s.includes[alias]
+        return None
+
+    def settle(self) -> None:
+        """Resolve the `$i.x` read before their include was checked, now that it is."""
+        waiting, self._unsettled = self._unsettled, []
+        for expr, scope in waiting:
+            prefix = expr.name.rpartition(".")[0]
+            if scope.namespace(prefix) is None:
+                if self._include_named(prefix.split(".")[0], scope) is not None:
+                    self._unsettled.append((expr, scope))  # its include comes later
+                continue  # (its include failed: reported)
+            with contextlib.suppress(Abort):
+                expr.target = self._dotted_var(expr, scope)
+
+    def order(self, binds: list[Orderable], deps: dict[int, list[Orderable]]) -> list[Orderable]:
+        """Bindings with each one after everything it uses; a cycle is reported and skipped."""
+        order: list[Orderable] = []
+        state: dict[int, int] = {}  # 1 = visiting, 2 = done
+        path: list[Orderable] = []
+
+        def visit(b: Orderable) -> None:
             state[id(b)] = 1
             path.append(b)
             for d in deps[id(b)]:
@@ -166,14 +267,28 @@ class Resolver:
 
     # name resolution ------------------------------------------------------------------------
 
-    def resolve(self, expr: ast.Expr, scope: Scope, local: set[int], found: list[Binding]) -> None:
+    def resolve(
+        self, expr: ast.Expr, scope: Scope, local: set[int], found: list[Orderable]
+    ) -> None:
         """Point every Var and named Call at what it names; collect in `found` what it uses
         among the bindings of the block being ordered (`local`: their ids)."""
         if isinstance(expr, ast.Var):
-            if "." in expr.name:  # $const.res.file.state.exists, or a package's variable
-                expr.target = self._dotted_var(expr)
+            if "." in expr.name:  # $const.res.file.state.exists, or a namespace's variable
+                inc = self._include_named(expr.name.split(".")[0], scope)
+                if inc is not None:  # `include ... as` not checked yet: wait for it
+                    if id(inc) in local and inc not in found:
+                        found.append(inc)
+                    expr.target = None
+                    self._unsettled.append((expr, scope))
+                    return
+                expr.target = self._dotted_var(expr, scope)
+                if id(expr.target) in self.failed:
+                    raise Abort()
                 return
             target = scope.var(expr.name)
+            if target is None and expr.name in CONTEXT_VARS:
+                expr.target = ast.ContextVar(expr.pos, expr.name, CONTEXT_VARS[expr.name])
+                return
             if target is None:
                 raise self.problems.abort(
                     expr.pos,
@@ -207,10 +322,21 @@ class Resolver:
         for child in ast.children(expr):  # Var, Call and Lambda are handled above
             self.resolve(child, scope, local, found)
 
-    def _dotted_var(self, expr: ast.Var) -> ast.Lit:
+    def _dotted_var(self, expr: ast.Var, scope: Scope) -> ast.Lit | ast.Bind | ast.Param:
         value = constant(expr.name)
         if value is not None:
             return ast.Lit(expr.pos, value)
+        prefix, _, short = expr.name.rpartition(".")
+        space = scope.namespace(prefix)
+        if space is not None:
+            target = space.vars.get(short)
+            if target is None:
+                raise self.problems.abort(
+                    expr.pos,
+                    f"undefined variable ${expr.name}: {prefix} has no ${short}"
+                    f"{close_match(short, list(space.vars))}",
+                )
+            return target
         if expr.name.startswith(CONST_PREFIX):
             raise self.problems.abort(
                 expr.pos,
@@ -218,8 +344,14 @@ class Resolver:
                 "$const.res.<kind>.<param>.<value>, for a param with fixed values "
                 "(e.g. $const.res.file.state.exists)",
             )
+        if scope.module(prefix) is not None:
+            raise self.problems.abort(
+                expr.pos,
+                f"undefined variable ${expr.name}: the built-in module {prefix} has functions only",
+            )
         raise self.problems.abort(
-            expr.pos, f"${expr.name}: variables of packages are not supported yet"
+            expr.pos,
+            f"undefined variable ${expr.name}: no module or `include ... as` named {prefix} here",
         )
 
     def _resolve_func(self, call: ast.Call, scope: Scope) -> ast.FuncDef | funcs.Builtin:
@@ -236,7 +368,19 @@ class Resolver:
             raise self.problems.abort(
                 call.pos, f"undefined function {name}{close_match(name, names)}{extra}"
             )
-        alias, _, short = name.partition(".")
+        alias, _, short = name.rpartition(".")
+        space = scope.namespace(alias)
+        if space is not None:
+            fdef = space.funcs.get(short)
+            if fdef is None:
+                raise self.problems.abort(
+                    call.pos,
+                    f"undefined function {name}: {alias} has no func {short}"
+                    f"{close_match(short, list(space.funcs))}",
+                )
+            return fdef
+        if "." in alias:
+            alias, _, short = name.partition(".")
         module = scope.module(alias)
         if module is None:
             hint = f'; add import "{alias}"' if alias in funcs.MODULES else ""
@@ -251,5 +395,7 @@ class Resolver:
         return builtin
 
 
-def _label(b: Binding) -> str:
+def _label(b: Orderable) -> str:
+    if isinstance(b, ast.Include):
+        return f"include {b.name} as {b.alias}"
     return f"${b.name}" if isinstance(b, ast.Bind) else f"{b.name}()"

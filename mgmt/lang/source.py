@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,12 +29,13 @@ from engine.resource import Resource, lookup
 from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
 from mgmt.collectscope import Collect, collects
-from mgmt.lang import compile_bytes, read_program
+from mgmt.lang import compile_file
 from mgmt.lang.checker import Checked
 from mgmt.lang.clock import Clock
 from mgmt.lang.errors import CompileError, FuncError, LangError, NotReady
 from mgmt.lang.funcs import Context
 from mgmt.lang.kinds import EXPORT_PREFIX, build_resource
+from mgmt.lang.modules import read_again
 from mgmt.lang.runtime import CollectSpec, EdgeSpec, ResSpec, Runtime
 from mgmt.lang.values import to_plain
 from mgmt.yamlgraph import Loaded
@@ -174,7 +174,10 @@ class LangSource:
         self._kick = asyncio.Event()
         self._reload = False
         self._tasks = TaskSet("lang", log)
+        self._files: list[Path] = [path]  # the program's files, as last compiled
         self._watcher: PathWatcher | None = None
+        self._watcher_files: list[Path] = []
+        self._watcher_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -182,27 +185,37 @@ class LangSource:
     ) -> LangSource:
         """Compile (CompileError), start, and compute the first graph (or first_error)."""
         source = cls(path, hostname=hostname, watch=watch, clock=clock)
-        data = await asyncio.to_thread(read_program, path)
-        checked = await source._compile(data)
+        checked = await source._compile()
         if watch:
-            source._watcher = PathWatcher([path])
-            await source._watcher.__aenter__()  # before the first graph: no edit is missed
+            await source._watch(checked.files)  # before the first graph: no edit is missed
         source._start(checked)
         source._evaluate()
         source._ask_for_cluster()
         source.first = source._take()
         source._spawn(source._loop(), "lang")
-        if source._watcher is not None:
-            source._spawn(source._watch_file(source._watcher), "lang program watch")
         return source
 
-    async def _compile(self, data: bytes) -> Checked:
-        """Compile the program's bytes (CompileError), in a thread: a big program takes
-        seconds to check, and the loop keeps running the engine meanwhile. The compile builds
-        a new tree and reads only what does not change once loaded (the builtins, the kinds);
-        the parser's own state is held by one parse at a time."""
-        checked = await asyncio.to_thread(compile_bytes, data, str(self.path))
-        self._digest = hashlib.sha256(data).hexdigest()
+    async def _watch(self, files: list[Path]) -> None:
+        """Watch the program's files (its own and its local modules'): a change reloads it."""
+        if self._watcher is not None and self._watcher_files == files:
+            return
+        if self._watcher_task is not None:
+            self._watcher_task.cancel()
+        if self._watcher is not None:
+            await self._watcher.aclose()
+        self._watcher, self._watcher_files = PathWatcher(files), files
+        await self._watcher.__aenter__()
+        self._watcher_task = self._tasks.spawn(
+            self._watch_file(self._watcher), "lang program watch"
+        )
+
+    async def _compile(self) -> Checked:
+        """Read and compile the program and its modules (CompileError), in a thread: a big
+        program takes seconds to check, and the loop keeps running the engine meanwhile. The
+        compile builds a new tree and reads only what does not change once loaded (the
+        builtins, the kinds); the parser's own state is held by one parse at a time."""
+        checked = await asyncio.to_thread(compile_file, self.path)
+        self._digest, self._files = checked.digest, checked.files
         self.needs_cluster = any(m.split("/")[0] == "world" for m in checked.modules)
         return checked
 
@@ -336,12 +349,13 @@ class LangSource:
 
     async def _recompile(self) -> None:
         try:
-            data = await asyncio.to_thread(read_program, self.path)
-            if hashlib.sha256(data).hexdigest() == self._digest:
-                log.debug("program file unchanged, nothing to swap")
+            if await asyncio.to_thread(read_again, self._files) == self._digest:
+                log.debug("program files unchanged, nothing to swap")
                 return
-            log.debug("program file changed (%d bytes): checking it", len(data))
-            checked = await self._compile(data)
+            log.debug("program file changed (one of %d): checking it", len(self._files))
+            checked = await self._compile()
+            if self.watch:
+                await self._watch(checked.files)
         except CompileError as err:
             for problem in err.problems:
                 log.error("%s", problem)

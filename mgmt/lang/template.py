@@ -1,5 +1,6 @@
 """A subset of Go's text/template, as mgmt's golang.template uses it.
 
+Struct fields are Title-cased as mgmt does (`{{ .Load }}` for `struct{load => ...}`).
 Supported: text and `{{ pipeline }}` actions with `{{-`/`-}}` trimming and `{{/* comments */}}`;
 operands `.`, `.field.sub`, `$`, `$.field`, "strings", numbers, true/false, `(pipeline)`;
 pipelines `a | f b` (the left value is the last argument of f); `{{ if }}`, `{{ else if }}`,
@@ -18,7 +19,7 @@ from typing import Any
 
 from mgmt.lang.errors import FuncError
 from mgmt.lang.gofmt import sprintf
-from mgmt.lang.values import MAX_LEN, go_str, sort_key
+from mgmt.lang.values import MAX_LEN, Struct, go_str, sort_key
 
 _ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.S)
 _TOKEN = re.compile(
@@ -158,10 +159,25 @@ Funcs = Mapping[str, Callable[..., Any]]
 
 
 def render(text: str, data: Any, funcs: Funcs) -> str:
-    """Execute a template on `data`; TemplateError on a bad template or value."""
+    """Execute a template on `data`; TemplateError on a bad template or value.
+
+    As in mgmt, a struct's fields are seen Title-cased (`struct{load => 1}` is `{{ .Load }}`,
+    wherever the struct is: the data, a list's item, a map's value); a map's keys are not."""
+    data = go_data(data)
     out = _Out()
     _exec(compile_template(text), data, data, funcs, out)
     return "".join(out)
+
+
+def go_data(value: Any) -> Any:
+    """A value as mgmt hands it to Go's text/template: struct fields Title-cased."""
+    if isinstance(value, Struct):
+        return {name[:1].upper() + name[1:]: go_data(v) for name, v in value.items()}
+    if isinstance(value, dict):
+        return {k: go_data(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(go_data(v) for v in value)
+    return value
 
 
 class _Out(list[str]):
@@ -240,7 +256,7 @@ def _eval_command(command: list[Any], extra: list[Any], dot: Any, root: Any, fun
             raise TemplateError(f'template: function "{value}" not defined')
         args = [_operand(op, dot, root, funcs) for op in command[1:]] + extra
         try:
-            return fn(*args)
+            return go_data(fn(*args))
         except FuncError:
             raise
         except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError) as err:

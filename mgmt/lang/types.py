@@ -236,9 +236,12 @@ class Unifier:
         return True
 
 
-def instantiate(t: Type, quantified: frozenset[int] | None = None) -> Type:
-    """A copy of `t` with fresh variables for its free (or only the quantified) variables."""
-    fresh: dict[int, TVar] = {}
+def instantiate(
+    t: Type, quantified: frozenset[int] | None = None, fresh: dict[int, TVar] | None = None
+) -> Type:
+    """A copy of `t` with fresh variables for its free (or only the quantified) variables
+    (`fresh`: the ones already chosen, by variable id, shared by several calls)."""
+    fresh = {} if fresh is None else fresh
 
     def go(t: Type) -> Type:
         t = prune(t)

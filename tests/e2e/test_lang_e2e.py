@@ -296,3 +296,60 @@ async def test_daemon_repairs_drift_while_a_big_program_is_checked(tmp_path: Pat
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
         assert "Traceback" not in daemon.log
+
+
+def test_a_program_directory_with_modules_and_mgmts_syntax_converges(tmp_path: Path) -> None:
+    """mgmt's forms, run for real: a directory with metadata.yaml, a local file and directory
+    module, `include ... as` and `class a:b`, `<|>`, `$hostname`, Title-cased template fields,
+    a lambda used at two types."""
+    prog, out = tmp_path / "prog", tmp_path / "out"
+    (prog / "lib").mkdir(parents=True)
+    (prog / "metadata.yaml").write_text('main: "site.mcl"\n')
+    (prog / "lib" / "main.mcl").write_text(
+        'class page($name) {\n\tfile "OUT/${name}" { content => $text + "\\n" }\n'
+        '\t$text = "page " + $name\n}\n'.replace("OUT", str(out))
+    )
+    (prog / "util.mcl").write_text("$join = func($a, $b) { $a + $b }\n")
+    (prog / "site.mcl").write_text(
+        f"""import "golang"
+import "os"
+import "lib/"
+import "util.mcl"
+include lib.page("index") as index
+class base($n) {{
+	$mid = "base " + $n
+}}
+class base:inner {{
+	file "{out}/inner" {{ content => $mid + "\\n" }}
+}}
+include base("b") as b
+include b.inner
+file "{out}/host" {{ content => golang.template("{{{{ .Host }}}} {{{{ .N }}}}\\n",
+	struct{{host => $hostname, n => $util.join(1, 2)}}), }}
+file "{out}/fallback" {{ content => os.readfile("{tmp_path}/missing") <|> $util.join($index.text, "!"), }}
+"""
+    )
+    out.mkdir()
+    args = ["run", "--converged-timeout=0", "--tmp-prefix", "--hostname=h1", "lang", str(prog)]
+    code, log = run_mgmt(args)
+    assert code == 0, log
+    assert {p.name: p.read_text() for p in out.iterdir()} == {
+        "index": "page index\n",
+        "inner": "base b\n",
+        "host": "h1 3\n",
+        "fallback": "page index!",
+    }
+
+
+def test_a_bad_module_is_one_error_line_with_its_position_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "lib.mcl").write_text('$x = 1\nfile "/tmp/x" {}\n')
+    program = tmp_path / "main.mcl"
+    program.write_text('import "lib.mcl"\nimport "nope/"\n$v = $lib.x <|> "s"\n')
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 2
+    assert out.splitlines() == [
+        f"{tmp_path}/lib.mcl:2:1: a module holds only imports, bindings, funcs and classes "
+        "(put resources in a class and include it)",
+        f'{program}:2:1: import "nope/": no such directory {tmp_path}/nope',
+        f"{program}:3:17: type error: both sides of <|> must have one type: expected int, got str",
+    ]

@@ -112,7 +112,7 @@ def test_streams_in_a_class_run_per_include() -> None:
             "t.mcl:2:1: class a is already defined in this scope (at t.mcl:1:1)",
         ),
         ('class a($x str) { noop "n" {} }\ninclude a(1)\n', "$x is declared as str"),
-        ("class a { }\ninclude a as b\n", "include ... as NAME is not supported yet"),
+        ("class a { }\ninclude a as b\ninclude a as b\n", "t.mcl:3:1: b is already a name"),
         ("class c($p, $p) { }\n", "t.mcl:1:13: parameter $p is given twice"),
         ("$a.b = 1\n", "$a.b: a name with a dot can be read, not declared"),
         ('for $i, $c.d in [1] { noop "n" {} }\n', "a name with a dot can be read, not declared"),

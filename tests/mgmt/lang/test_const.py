@@ -21,7 +21,7 @@ def test_unknown_constants_and_package_variables_are_errors() -> None:
     assert "unknown constant $const.res.file.path.x" in "\n".join(
         problems('$x = $const.res.file.path.x\nnoop "n" {}\n')  # path has no fixed values
     )
-    assert "$fmt.x: variables of packages are not supported yet" in "\n".join(
+    assert "$fmt.x: the built-in module fmt has functions only" in "\n".join(
         problems('import "fmt"\n$x = $fmt.x\nnoop "n" {}\n')
     )
 

@@ -93,13 +93,19 @@ def test_templates() -> None:
     prelude = 'import "golang"'
     data = 'struct{name => "web", ports => [80, 443], on => true, t => 0}'
     text = (
-        '"{{ .name }}:{{ range .ports }} {{ . }}{{ end }}'
-        '{{ if .on }} on{{ else }} off{{ end }} {{ printf \\"%03d\\" 7 }} {{ .name | len }}"'
+        '"{{ .Name }}:{{ range .Ports }} {{ . }}{{ end }}'
+        '{{ if .On }} on{{ else }} off{{ end }} {{ printf \\"%03d\\" 7 }} {{ .Name | len }}"'
     )
     assert value_of(f"golang.template({text}, {data})", prelude) == "web: 80 443 on 007 3"
     assert value_of('golang.template("{{ datetime_print . }}", 0)', prelude).startswith("1970-01-0")
     with pytest.raises(FuncError, match="can't evaluate field nope"):
         value_of('golang.template("{{ .nope }}", struct{a => 1})', prelude)
+    # As in mgmt: struct fields Title-cased at any depth (lowercase is an error), map keys kept.
+    nested = 'struct{x1 => [struct{load_avg => 1.5}], m => {"k" => struct{a => 2}}}'
+    text = '"{{ range .X1 }}{{ .Load_avg }}{{ end }} {{ .M.k.A }}"'
+    assert value_of(f"golang.template({text}, {nested})", prelude) == "1.5 2"
+    with pytest.raises(FuncError, match="can't evaluate field a"):
+        value_of('golang.template("{{ .a }}", struct{a => 1})', prelude)
 
 
 def test_errors_are_values_with_positions() -> None:

@@ -172,3 +172,31 @@ async def test_sighup_reloads_an_unwatched_program(tmp_path: Path) -> None:
     agent.stopping.set()
     async with asyncio.timeout(10):
         assert await task == ExitCode.OK
+
+
+async def test_a_program_directory_reloads_when_one_of_its_modules_changes(
+    tmp_path: Path,
+) -> None:
+    """`mgmt run lang DIR/`: metadata.yaml names the entry; an edit of an imported module (not
+    only of the entry file) swaps in the new program; an unchanged touch does not."""
+    (tmp_path / "metadata.yaml").write_text('main: "prog.mcl"\n')
+    (tmp_path / "prog.mcl").write_text('import "lib/"\nnoop [$lib.name] {}\n')
+    (tmp_path / "lib").mkdir()
+    module = tmp_path / "lib" / "main.mcl"
+    module.write_text('$name = "first"\n')
+    source = await LangSource.open(tmp_path, hostname="t")
+    try:
+        assert source.first is not None and ("noop", "first") in source.first.graph
+        graphs = aiter(source)
+        module.write_text('$name = "second"\n')
+        async with asyncio.timeout(10):
+            loaded = await anext(graphs)
+        assert ("noop", "second") in loaded.graph
+        assert source.runtime is not None
+        assert [p.name for p in source.runtime.checked.files] == [
+            "metadata.yaml",
+            "prog.mcl",
+            "main.mcl",
+        ]
+    finally:
+        await source.aclose()

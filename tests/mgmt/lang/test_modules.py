@@ -1,0 +1,175 @@
+"""Local modules: `import "file.mcl"`, `import "dir/"` (with metadata.yaml), remote modules from
+a `path:` directory, `as` and `as *`, and the errors of each (mgmt.lang.modules)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mgmt.lang import compile_file
+from mgmt.lang.errors import CompileError
+from mgmt.lang.funcs import Context
+from mgmt.lang.modules import parse_import
+from mgmt.lang.runtime import ResSpec, Runtime
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def names(target: Path) -> list[str]:
+    """The names of the resources the program at `target` declares."""
+    _changed, items, error = Runtime(compile_file(target), ctx=Context("h")).evaluate()
+    assert error is None
+    return sorted(i.name for i in items if isinstance(i, ResSpec))
+
+
+def problems(target: Path) -> list[str]:
+    with pytest.raises(CompileError) as info:
+        compile_file(target)
+    return info.value.problems
+
+
+def test_files_directories_and_remote_modules(tmp_path: Path) -> None:
+    """mgmt's examples/lang/modules/badexample1, with a remote module already in `path/`."""
+    write(
+        tmp_path,
+        {
+            "metadata.yaml": 'main: "main/hello.mcl"\npath: "path/"\n',
+            "main/hello.mcl": """
+                import "h2g2.mcl"
+                import "mod1/"
+                import "git://github.com/purpleidea/mgmt-example1/"
+                import "lib.mcl" as *
+                noop [fmt.printf("%d", $h2g2.answer), $mod1.name, $example1.name, double("x")] {}
+                include mod1.site("www")
+                import "fmt"
+            """,
+            "main/h2g2.mcl": 'import "third.mcl"\n$answer = 42 + $third.three\n',
+            "main/third.mcl": "$three = 3\n",
+            "main/lib.mcl": "func double($s) { $s + $s }\n",
+            "main/mod1/metadata.yaml": "# empty metadata file (use defaults)\n",
+            "main/mod1/main.mcl": """
+                $name = "mod1"
+                class site($n) {
+                    noop ["site " + $n + " of " + $name] {}
+                }
+            """,
+            "path/github.com/purpleidea/mgmt-example1/metadata.yaml": 'main: "main.mcl"\n',
+            "path/github.com/purpleidea/mgmt-example1/main.mcl": '$name = "example1"\n',
+        },
+    )
+    assert names(tmp_path) == ["45", "example1", "mod1", "site www of mod1", "xx"]
+    checked = compile_file(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in checked.files] == [
+        "metadata.yaml",
+        "main/hello.mcl",
+        "main/h2g2.mcl",
+        "main/third.mcl",
+        "main/mod1/metadata.yaml",
+        "main/mod1/main.mcl",
+        "path/github.com/purpleidea/mgmt-example1/metadata.yaml",
+        "path/github.com/purpleidea/mgmt-example1/main.mcl",
+        "main/lib.mcl",
+    ]
+
+
+def test_a_module_imported_twice_is_checked_once(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "main.mcl": 'import "a.mcl"\nimport "b.mcl"\nnoop [$a.x, $b.y] {}\n',
+            "a.mcl": 'import "c.mcl"\n$x = $c.z + "a"\n',
+            "b.mcl": 'import "c.mcl"\n$y = $c.z + "b"\n',
+            "c.mcl": '$z = "c"\n',
+        },
+    )
+    assert names(tmp_path / "main.mcl") == ["ca", "cb"]
+    assert sum(b.name == "z" for b in compile_file(tmp_path / "main.mcl").bindings) == 1
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            {"main.mcl": 'import "nope.mcl"\n'},
+            'main.mcl:1:1: import "nope.mcl": no such file ',
+        ),
+        ({"main.mcl": 'import "d/"\n'}, 'main.mcl:1:1: import "d/": no such directory '),
+        (
+            {"main.mcl": 'import "./x.mcl"\n'},
+            'main.mcl:1:1: import "./x.mcl": the path is not clean',
+        ),
+        (
+            {"main.mcl": 'import "/etc/x.mcl"\n'},
+            'main.mcl:1:1: import "/etc/x.mcl": absolute paths',
+        ),
+        (
+            {
+                "main.mcl": 'import "a.mcl"\n',
+                "a.mcl": 'import "b.mcl"\n$x = 1\n',
+                "b.mcl": 'import "a.mcl"\n$y = 1\n',
+            },
+            'b.mcl:1:1: import "a.mcl": an import cycle (a.mcl -> b.mcl -> a.mcl)',
+        ),
+        (
+            {"main.mcl": 'import "a.mcl"\n', "a.mcl": 'noop "n" {}\n'},
+            "a.mcl:1:1: a module holds only imports, bindings, funcs and classes",
+        ),
+        (
+            {"main.mcl": 'import "a.mcl"\n', "a.mcl": "$x = \n"},
+            "a.mcl:1:4: syntax error: unexpected end of file",
+        ),
+        (
+            {"main.mcl": 'import "a.mcl"\nnoop [$a.nope] {}\n', "a.mcl": "$x = 1\n"},
+            "main.mcl:2:7: undefined variable $a.nope: a has no $nope",
+        ),
+        (
+            {"main.mcl": 'import "d/"\n', "d/metadata.yaml": "main: [1\n", "d/main.mcl": ""},
+            "d/metadata.yaml:2:1: metadata: ",
+        ),
+        (
+            {"main.mcl": 'import "d/"\n', "d/metadata.yaml": "mian: x.mcl\n"},
+            "d/metadata.yaml:1:1: metadata: unknown key 'mian'; keys: main, path, files, license",
+        ),
+        (
+            {"main.mcl": 'import "d/"\n', "d/metadata.yaml": "main: /x.mcl\n"},
+            "d/metadata.yaml:1:1: metadata: main must be a relative file path",
+        ),
+        (
+            {"main.mcl": 'import "git://example.com/m/"\n'},
+            'main.mcl:1:1: import "git://example.com/m/": remote module not found',
+        ),
+        (
+            {"main.mcl": 'import "fmt"\nimport "x.mcl" as fmt\n', "x.mcl": "$a = 1\n"},
+            'main.mcl:2:1: "fmt" is already imported',
+        ),
+    ],
+)
+def test_module_errors_name_the_file_line_and_column(
+    tmp_path: Path, files: dict[str, str], expected: str
+) -> None:
+    write(tmp_path, files)
+    found = problems(tmp_path / "main.mcl")
+    shown = [p.replace(f"{tmp_path}/", "") for p in found]
+    assert any(p.startswith(expected) for p in shown), shown
+    assert all(len(p.splitlines()) == 1 for p in found)
+
+
+def test_import_names_and_their_default_aliases() -> None:
+    assert (
+        parse_import("golang/strings").system and parse_import("golang/strings").alias == "strings"
+    )
+    assert parse_import("foo/server.mcl").alias == "server" and parse_import("foo/server.mcl").file
+    assert parse_import("Mod-One/").alias == "mod_one"
+    remote = parse_import("git://github.com/purpleidea/mgmt-example1")
+    assert remote.remote and remote.alias == "example1"
+    assert remote.path == "github.com/purpleidea/mgmt-example1/"
+    for bad in ("", "/abs.mcl", "a//b.mcl", "a/../b/", "-x.mcl"):
+        with pytest.raises(ValueError):
+            parse_import(bad)
