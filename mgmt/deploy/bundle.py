@@ -112,7 +112,8 @@ def check_relative(path: str) -> None:
 def program_files(frontend: str, path: Path) -> tuple[str, dict[str, Path]]:
     """The program's entry (relative name) and every file it needs, by relative name.
 
-    Switch point for the language's module loader: it will say which files `import` needs.
+    A program file carries the local modules it imports (every file the language's module
+    loader read for it), which must lie in its directory or below.
     """
     if frontend == "lang" and path.is_dir():
         if not (path / LANG_ENTRY).is_file():
@@ -121,10 +122,31 @@ def program_files(frontend: str, path: Path) -> tuple[str, dict[str, Path]]:
     if not path.is_file():
         raise DeployError(f"{path}: no such file")
     files = {path.name: path}
+    if frontend == "lang":
+        files.update(_imported(path))
     if (path.parent / FILES_DIR).is_dir():
         for rel, file in _tree(path.parent / FILES_DIR).items():
             files[f"{FILES_DIR}/{rel}"] = file
     return path.name, files
+
+
+def _imported(path: Path) -> dict[str, Path]:
+    """The files a program's `import`s read, by name relative to its directory."""
+    from mgmt.lang import compile_file
+    from mgmt.lang.errors import CompileError
+
+    try:
+        checked = compile_file(path)
+    except CompileError:
+        return {}  # the check (mgmt check's own) reports it
+    base = path.parent.resolve()
+    out: dict[str, Path] = {}
+    for file in checked.files:
+        resolved = file.resolve()
+        if not resolved.is_relative_to(base):
+            raise DeployError(f"{path}: imports {file}, outside the program's directory")
+        out[resolved.relative_to(base).as_posix()] = resolved
+    return out
 
 
 def _tree(root: Path) -> dict[str, Path]:

@@ -38,6 +38,25 @@ def test_a_yaml_file_carries_the_files_dir_beside_it(tmp_path: Path) -> None:
     assert sorted(read_program("yaml", tmp_path / "g.yaml").files) == ["files/a", "g.yaml"]
 
 
+def test_a_lang_file_carries_the_modules_it_imports(tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "greet.mcl").write_text('$who = "world"\n')
+    (tmp_path / "unused.mcl").write_text("not carried\n")
+    (tmp_path / "main.mcl").write_text(
+        'import "lib/greet.mcl" as greet\nprint "p" {\n\tmsg => "hi " + $greet.who,\n}\n'
+    )
+    assert sorted(read_program("lang", tmp_path / "main.mcl").files) == [
+        "lib/greet.mcl",
+        "main.mcl",
+    ]
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "main.mcl").write_text(
+        'import "../lib/greet.mcl" as greet\nprint "p" {\n\tmsg => $greet.who,\n}\n'
+    )
+    with pytest.raises(DeployError, match="outside the program's directory"):
+        read_program("lang", tmp_path / "sub" / "main.mcl")
+
+
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../x", "a//b", "./a", ""])
 def test_a_bundle_naming_a_file_outside_is_refused(name: str) -> None:
     doc = {"entry": "main.mcl", "frontend": "lang", "files": {"main.mcl": "", name: "eA=="}}
