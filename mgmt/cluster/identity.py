@@ -95,6 +95,17 @@ async def admit(client: EtcdClient, host: str, core: bool) -> None:
     await client.auth_request("UserGrantRole", rpc.AuthUserGrantRoleRequest(user=host, role=role))
 
 
+async def is_core(client: EtcdClient, host: str) -> bool:
+    """Whether `host` is a user with etcd's root role (a core host). Root only."""
+    try:
+        user = await client.auth_request("UserGet", rpc.AuthUserGetRequest(name=host))
+    except WorldError as err:
+        if "user name not found" in str(err):
+            return False
+        raise
+    return ROOT_ROLE in user.roles
+
+
 async def sync_roles(client: EtcdClient) -> list[str]:
     """Give every confined host's role the permissions `permissions()` lists now (a key family
     added to HOST_KEYS since it was admitted); the hosts whose role changed. Root only: run by

@@ -4,6 +4,7 @@ hosts admitted by the `mgmt cluster` commands, every refusal etcd's own."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 from collections.abc import Callable
@@ -270,3 +271,30 @@ def test_mint_cert_never_tightens_a_directory_it_is_pointed_at(
     assert plain.stat().st_mode & 0o777 == 0o755
     assert (plain / "notes").stat().st_mode & 0o777 == 0o644
     assert not list(shared.iterdir()) and not (tmp_path / "o1").exists()
+
+
+async def test_a_confined_host_that_volunteers_is_not_nominated(tmp_path: Path) -> None:
+    """Its role may write its own volunteer key; the leader adds a member for core hosts only
+    (before, it added a learner at the peer URL the confined host named, taking the one
+    learner slot from the core hosts)."""
+    (tmp_path / "creds").mkdir(mode=0o700)
+    creds = {h: host_files(_mint(tmp_path, h, core=h == "h1")) for h in ("h1", "h2")}
+    opts = options("h1", scheme="https", tls=creds["h1"], peer_tls=creds["h1"], identities=True)
+    cluster = Cluster(opts, tmp_path / "h1")
+    h2 = EtcdClient(opts.advertise_client_urls, tls=creds["h2"], call_timeout=1, retry_for=1)
+    said = asyncio.Event()
+    handler = _OnLog("h2 volunteers to run a member but is not a core host", said.set)
+    logging.getLogger("cluster").addHandler(handler)
+    try:
+        assert await cluster.start()
+        await admit(cluster.client, "h2", core=False)
+        claim = {"peer_urls": ["https://127.0.0.1:9"], "serving": True}
+        await h2.put((VOLUNTEERS + "h2").encode(), json.dumps(claim).encode())
+        async with asyncio.timeout(10):
+            await said.wait()
+        assert [(m.name, m.is_learner) for m in await _members(cluster)] == [("h1", False)]
+        assert await cluster.client.get((NOMINATED + "h2").encode()) is None
+    finally:
+        logging.getLogger("cluster").removeHandler(handler)
+        await h2.close()
+        await cluster.stop()
