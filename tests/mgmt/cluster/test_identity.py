@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from dataclasses import replace
@@ -40,6 +41,7 @@ from mgmt.config import Config
 from mgmt.yamlgraph import Loaded
 from tests.e2e.helpers import run_mgmt
 from tests.mgmt.cluster.helpers import options, pid_alive, wait_pid_gone
+from tests.mgmt.cluster.test_pki import NOBODY
 from tests.mgmt.cluster.test_security import _http_get
 
 
@@ -205,6 +207,33 @@ def test_cluster_cert_dir_options(tmp_path: Path) -> None:
         with pytest.raises(ValidationError, match="--cluster-cert-dir") as err:
             from_config(Config(prefix=prefix, **kwargs))  # type: ignore[arg-type]
         assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("plant", "message"),
+    [
+        (lambda d: d.chmod(0o777), "can be written by others (mode 0777)"),
+        (lambda d: os.chown(d, NOBODY, NOBODY), "is owned by uid 65534, not by this agent"),
+        (lambda d: os.chown(d / "ca.pem", NOBODY, NOBODY), "ca.pem (owner uid 65534, mode 0644)"),
+        (lambda d: (d / "host.pem").chmod(0o666), "host.pem (owner uid 0, mode 0666)"),
+        (lambda d: d.parent.chmod(0o777), "creds can be written by others (mode 0777)"),
+    ],
+)
+def test_a_cluster_cert_dir_another_user_can_change_is_refused(
+    tmp_path: Path, plant: Callable[[Path], object], message: str
+) -> None:
+    """Another local user who can swap `ca.pem` would have this host's etcd trust their CA (and,
+    on a core host, a certificate they mint with its name: etcd's root)."""
+    (tmp_path / "creds").mkdir(mode=0o700)
+    confined = _mint(tmp_path, "h2", core=False)
+    prefix = tmp_path / "prefix"
+    prefix.mkdir(mode=0o700)
+    config = Config(hostname="h2", prefix=prefix, cluster_cert_dir=confined, seeds="https://a:1")
+    assert from_config(config).identities
+    plant(confined)
+    with pytest.raises(ValidationError, match="--cluster-cert-dir") as err:
+        from_config(config)
+    assert message in str(err.value)
 
 
 async def test_an_admitted_core_host_joins_as_a_member(tmp_path: Path) -> None:
