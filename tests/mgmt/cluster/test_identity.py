@@ -327,3 +327,25 @@ async def test_a_confined_host_that_volunteers_is_not_nominated(tmp_path: Path) 
         logging.getLogger("cluster").removeHandler(handler)
         await h2.close()
         await cluster.stop()
+
+
+async def test_big_records_of_one_host_do_not_stop_the_collectors(tmp_path: Path) -> None:
+    """A confined host may fill its own exports with etcd's largest values: 48 of 1.4 MB (over
+    the client's 64 MiB receive limit in one response) stopped every host reading exported/."""
+    (tmp_path / "creds").mkdir(mode=0o700)
+    creds = {h: host_files(_mint(tmp_path, h, core=h == "h1")) for h in ("h1", "h2")}
+    opts = options("h1", scheme="https", tls=creds["h1"], peer_tls=creds["h1"], identities=True)
+    cluster = Cluster(opts, tmp_path / "h1")
+    h2 = EtcdClient(opts.advertise_client_urls, tls=creds["h2"], call_timeout=5, retry_for=5)
+    try:
+        assert await cluster.start()
+        await admit(cluster.client, "h2", core=False)
+        await cluster.world.res_export([Exported("h1", "noop", "n", {}, {})])
+        big = Exported("h2", "noop", "big", {"comment": "x" * 1_400_000}, {})
+        for index in range(48):
+            await h2.put(f"{big.key}{index}".encode(), big.to_json().encode())
+        records = await EtcdWorld(h2, "h2").res_list()
+        assert len(records) == 49 and Exported("h1", "noop", "n", {}, {}) in records
+    finally:
+        await h2.close()
+        await cluster.stop()
