@@ -349,3 +349,25 @@ async def test_big_records_of_one_host_do_not_stop_the_collectors(tmp_path: Path
     finally:
         await h2.close()
         await cluster.stop()
+
+
+async def test_what_etcd_does_not_check_for_a_certificate_without_a_user(tmp_path: Path) -> None:
+    """docs/security.md lists what any certificate of the CA still gets, admitted or not: keys
+    are refused, leases and compaction are not (if etcd starts checking them, update the doc)."""
+    (tmp_path / "creds").mkdir(mode=0o700)
+    creds = {h: host_files(_mint(tmp_path, h, core=h == "h1")) for h in ("h1", "h3")}
+    opts = options("h1", scheme="https", tls=creds["h1"], peer_tls=creds["h1"], identities=True)
+    cluster = Cluster(opts, tmp_path / "h1")
+    h3 = EtcdClient(opts.advertise_client_urls, tls=creds["h3"], call_timeout=1, retry_for=1)
+    try:
+        assert await cluster.start()
+        for attempt in (h3.get(IDEAL.encode()), h3.put(b"/_mgmt/strings/x", b"")):
+            with pytest.raises(WorldError, match="permission denied"):
+                await attempt
+        lease = await h3.lease_grant(60)
+        assert await h3.lease_keepalive(lease) > 0
+        revision = (await cluster.client.status()).header.revision
+        await h3.compact(revision)
+    finally:
+        await h3.close()
+        await cluster.stop()
