@@ -72,6 +72,14 @@ def _private_dir(directory: Path) -> None:
         raise WorldError(str(err)) from err
 
 
+def names_core(name: str) -> bool:
+    """Whether a certificate naming `name` (a DNS SAN) would pass etcd's peer-port check for
+    CORE_SAN: Go's host name matching ignores case and a trailing dot, and a wildcard stands
+    for one label (`*.mgmt.invalid`)."""
+    name = name.lower().rstrip(".")
+    return name in (CORE_SAN, "*." + CORE_SAN.split(".", 1)[1])
+
+
 def check_key(path: Path) -> None:
     """WorldError unless the private key `path` is this agent's alone: a regular file owned by
     its user, no access for group or others (ssh's rule)."""

@@ -34,7 +34,7 @@ from mgmt.cluster.identity import (
 )
 from mgmt.cluster.link import ClusterLink
 from mgmt.cluster.options import from_config
-from mgmt.cluster.pki import host_files
+from mgmt.cluster.pki import host_files, mint, san_names
 from mgmt.cluster.world import EtcdWorld
 from mgmt.collectscope import Collect
 from mgmt.config import Config
@@ -122,7 +122,12 @@ async def test_a_confined_host_writes_its_own_keys_only(tmp_path: Path) -> None:
 
         # A confined host's certificate cannot speak raft on the peer port; a core one's can.
         peer_port = int(opts.advertise_server_urls[0].rsplit(":", 1)[1])
-        for host, answered in (("h2", False), ("h1", True)):
+        # Nor one that names the core hosts' name only as etcd matches it (so mint-cert refuses
+        # to make one without --core).
+        wild = tmp_path / "creds" / "wild"
+        mint(tmp_path / "ca", wild, "wild", [*san_names("wild", []), "*.mgmt.invalid"])
+        creds["wild"] = wild
+        for host, answered in (("h2", False), ("h1", True), ("wild", True)):
             context = ssl.create_default_context(cafile=str(creds[host] / "ca.pem"))
             context.load_cert_chain(creds[host] / "host.pem", creds[host] / "host.key")
             assert ("200 OK" in await _http_get(peer_port, "/members", context)) is answered
@@ -371,3 +376,26 @@ async def test_what_etcd_does_not_check_for_a_certificate_without_a_user(tmp_pat
     finally:
         await h3.close()
         await cluster.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["wild", "--san", "*.mgmt.invalid"], "--san"),
+        (["up", "--san", "CORE.MGMT.INVALID."], "--san"),
+        (["core.mgmt.invalid"], "HOST"),
+    ],
+)
+def test_mint_cert_makes_no_confined_certificate_the_peer_port_takes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], flag: str
+) -> None:
+    """etcd's peer port takes any certificate whose names match the core hosts' name as Go
+    matches host names (see the first test): before, such a certificate was minted and called
+    "confined", and its host could speak raft, as root."""
+    out = tmp_path / "out"
+    argv = ["cluster", "mint-cert", *args, "--ca-dir", str(tmp_path / "ca"), "--out", str(out)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mgmt cluster mint-cert: {flag}: ") and "give --core" in err, err
+    assert not out.exists()
+    assert cli.main([*argv, "--core"]) == 0
