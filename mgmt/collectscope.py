@@ -66,11 +66,17 @@ def collects(entries: list[Collect], kind: str, name: str) -> bool:
     )
 
 
+def shown(text: str) -> str:
+    """`text` (a record's key or host, written by another host) for a log line: control
+    characters escaped, so that it cannot add lines, such as a refusal naming another host."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def writer(host: str, attributed: bool) -> str:
     """Who wrote a record under `/_mgmt/exported/<host>/`, as far as this collector can know."""
     if attributed:
-        return f"host {host} (or a core member: per-host identities)"
-    return f"host {host} (as its key claims: unverified without per-host identities)"
+        return f"host {shown(host)} (or a core member: per-host identities)"
+    return f"host {shown(host)} (as its key claims: unverified without per-host identities)"
 
 
 def _no_extra(record: Exported, collector: dict[str, Any]) -> str | None:

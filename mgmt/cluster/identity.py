@@ -57,9 +57,16 @@ def role_name(host: str) -> str:
 
 def check_host(host: str) -> None:
     """ValidationError unless `host` can be an etcd identity (a certificate's CN)."""
-    if not host or "/" in host or host != host.strip() or host == ROOT_ROLE:
+    if (
+        not host
+        or "/" in host
+        or not host.isprintable()  # a newline would forge log lines naming another host
+        or host != host.strip()
+        or host == ROOT_ROLE
+    ):
         raise ValidationError(
-            f"{host!r} cannot be a host's identity (non-empty, no '/', not 'root')", "HOST"
+            f"{host!r} cannot be a host's identity (non-empty, printable, no '/', not 'root')",
+            "HOST",
         )
 
 

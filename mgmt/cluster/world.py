@@ -23,6 +23,7 @@ from engine.world import (
     strings_key,
 )
 from mgmt.cluster.client import EtcdClient
+from mgmt.collectscope import shown
 
 log = logging.getLogger("cluster")
 
@@ -137,7 +138,7 @@ class EtcdWorld:
             except (WorldError, UnicodeDecodeError) as err:
                 malformed.add(key)
                 if key not in self._malformed:  # not at every read: any host could flood logs
-                    log.warning("ignoring a malformed exported record: %s", err)
+                    log.warning("ignoring a malformed exported record: %s", shown(str(err)))
         self._malformed = malformed
         return records
 

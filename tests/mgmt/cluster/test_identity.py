@@ -28,6 +28,7 @@ from mgmt.cluster.identity import (
     NOMINATED,
     VOLUNTEERS,
     admit,
+    check_host,
     permissions,
     role_name,
     sync_roles,
@@ -283,6 +284,27 @@ async def test_the_collector_names_the_writer_it_can_vouch_for(
         assert not list(await link.graph_for(loaded))
         assert f"{hostile.key} written by host zz {says}" in caplog.text
         await link.cluster.client.close()
+
+
+async def test_a_record_cannot_forge_a_log_line_naming_another_host(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host writes its own keys with any name: a newline in one added a line to the
+    collector's log that looked like a refusal of another host's record."""
+    fake = "\nWARNING cluster: refused exported record /_mgmt/exported/h1/file/x written by host h1"
+    hostile = Exported("h2", "file", "/srv/shared/x" + fake, {"path": "/tmp/suid"})
+    link = ClusterLink(options("web1", identities=True), tmp_path, lambda: None)
+    link.records = [hostile]
+    link._published = []  # nothing to publish: keep the cluster out of it
+    loaded = Loaded(Graph("local"), collect=[Collect("file", "/srv/shared/")])
+    assert not list(await link.graph_for(loaded))
+    (said,) = [r.getMessage() for r in caplog.records if "refused exported" in r.getMessage()]
+    assert "\n" not in said and "/srv/shared/x\\nWARNING" in said
+    assert "written by host h2 (or a core member" in said  # one line: the rest is the key's
+    await link.cluster.client.close()
+    for host in ("h\nx", "h\tx", "h\x1b[2Jx"):
+        with pytest.raises(ValidationError, match="printable"):
+            check_host(host)
 
 
 def test_mint_cert_never_tightens_a_directory_it_is_pointed_at(

@@ -116,11 +116,12 @@ async def test_a_malformed_record_is_logged_once(
     async with members(tmp_path) as nodes:
         client = client_of(nodes)  # type: ignore[operator]
         world = EtcdWorld(client, "a")
-        for name in ("x", "y"):
+        for name in ("x", "y\nWARNING forged"):
             await client.put(f"/_mgmt/exported/zz/file/{name}".encode(), b"not json")
         for _ in range(3):
             assert await world.res_list() == []
         assert caplog.text.count("ignoring a malformed exported record") == 2
+        assert "\nWARNING forged" not in caplog.text and "y\\nWARNING forged" in caplog.text
         await client.delete(b"/_mgmt/exported/zz/file/x")
         assert await world.res_list() == []
         await client.put(b"/_mgmt/exported/zz/file/x", b"again")  # gone, then back: said again
