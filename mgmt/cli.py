@@ -269,6 +269,13 @@ def cluster(argv: list[str]) -> int:
 
         check_host(args.host)
         if args.action == "mint-cert":
+            for flag, name in (("HOST", args.host), *(("--san", n) for n in args.san)):
+                if pki.names_core(name) and not args.core:  # etcd's peer port would take it
+                    raise ValidationError(
+                        f"{name!r} is the core hosts' name (a certificate naming it may run "
+                        "an etcd member): give --core for a core host",
+                        flag,
+                    )
             for flag, directory in (("--ca-dir", args.ca_dir), ("--out", args.out)):
                 try:  # before anything is made: never chmod a directory like /tmp
                     pki.check_new_or_private(directory)

@@ -10,9 +10,9 @@ cluster): it must not make this host act outside what its own graph asked for. S
   asked: under the collect pattern (normalised: `..` cannot climb out), or the very name a
   language `collect` statement named. The record's name is only a label when a target param is
   given, so both are checked.
-- Params that would reach outside the target are refused in a record: a file's `source` (a path
-  on *this* host, copied into the shared one), `follow` (a symlink's target, anywhere) and a
-  setuid/setgid `mode`. The collector may still set them itself (a language `collect`
+- Params that would reach outside the target are refused in a record: a file's `source` and
+  `fragments` (paths on *this* host, copied into the shared one), `follow` (a symlink's target,
+  anywhere) and a setuid/setgid `mode`. The collector may still set them itself (a language `collect`
   statement's params): what the collector writes is what it asked for.
 
 `Collect` is one collect entry (a graph file's `collect:` item, or a language `collect`
@@ -66,11 +66,17 @@ def collects(entries: list[Collect], kind: str, name: str) -> bool:
     )
 
 
+def shown(text: str) -> str:
+    """`text` (a record's key or host, written by another host) for a log line: control
+    characters escaped, so that it cannot add lines, such as a refusal naming another host."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def writer(host: str, attributed: bool) -> str:
     """Who wrote a record under `/_mgmt/exported/<host>/`, as far as this collector can know."""
     if attributed:
-        return f"host {host} (or a core member: per-host identities)"
-    return f"host {host} (as its key claims: unverified without per-host identities)"
+        return f"host {shown(host)} (or a core member: per-host identities)"
+    return f"host {shown(host)} (as its key claims: unverified without per-host identities)"
 
 
 def _no_extra(record: Exported, collector: dict[str, Any]) -> str | None:
@@ -79,7 +85,7 @@ def _no_extra(record: Exported, collector: dict[str, Any]) -> str | None:
 
 def _file_extra(record: Exported, collector: dict[str, Any]) -> str | None:
     params = record.params
-    for name in ("source", "follow"):
+    for name in ("source", "fragments", "follow"):
         if params.get(name) and name not in collector:
             return f"its {name!r} param reaches outside the collected path"
     if params.get("mode") is not None and "mode" not in collector:

@@ -39,6 +39,8 @@ logging.getLogger("grpc").setLevel(logging.WARNING)  # its debug lines say nothi
 
 T = TypeVar("T")
 _RETRY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# Keys per read of a prefix: 32 values of etcd's largest (1.5 MiB) stay under the receive limit.
+_PAGE = 32
 _CHANNEL_OPTIONS = [
     # etcd refuses pings more often than every 5 s (its --grpc-keepalive-min-time).
     ("grpc.keepalive_time_ms", 10_000),
@@ -363,14 +365,25 @@ class EtcdClient:
         return bytes(resp.kvs[0].value) if resp.kvs else None
 
     async def get_prefix(self, prefix: bytes) -> tuple[dict[bytes, bytes], int]:
-        """Every key under `prefix` with its value, and the store revision of the read."""
+        """Every key under `prefix` with its value, and the store revision of the last read.
 
-        async def fn(conn: _Conn) -> Any:
-            req = rpc.RangeRequest(key=prefix, range_end=range_end(prefix))
-            return await conn.kv.Range(req, **self._opts(conn))
+        Read in pages of `_PAGE` keys, each within the receive limit whatever the values' size
+        (etcd takes values up to its --max-request-bytes, 1.5 MiB): in one response, 48 values
+        of 1.4 MB that one host wrote under its own exports stopped every collector. The pages
+        are not one snapshot: a change between them is also a watch event, and read again."""
+        end, start = range_end(prefix), prefix
+        items: dict[bytes, bytes] = {}
+        while True:
 
-        resp = await self.call(f"list {prefix.decode(errors='replace')}", fn)
-        return {bytes(kv.key): bytes(kv.value) for kv in resp.kvs}, resp.header.revision
+            async def fn(conn: _Conn, start: bytes = start) -> Any:
+                req = rpc.RangeRequest(key=start, range_end=end, limit=_PAGE)
+                return await conn.kv.Range(req, **self._opts(conn))
+
+            resp = await self.call(f"list {prefix.decode(errors='replace')}", fn)
+            items.update((bytes(kv.key), bytes(kv.value)) for kv in resp.kvs)
+            if not resp.more or not resp.kvs:
+                return items, resp.header.revision
+            start = bytes(resp.kvs[-1].key) + b"\0"
 
     async def keys_by_creation(self, prefix: bytes) -> list[bytes]:
         """Every key under `prefix`, oldest first (by creation revision; keys only)."""

@@ -100,6 +100,7 @@ class Cluster:
         self._lease = 0
         self._learners: dict[int, float] = {}  # learner id -> when first seen
         self._gone: dict[str, float] = {}  # exporting host whose agent is gone -> since when
+        self._confined_volunteers: set[str] = set()  # said once: not nominated
         self._expiry: asyncio.TimerHandle | None = None  # the next export expiry check
         self._nominated = False  # our nomination key was seen (its deletion un-nominates)
         # Seconds a nominee may take to start its member before the leader removes it.
@@ -492,6 +493,8 @@ class Cluster:
             await self._reclaim_space(members, status.header.revision)
         vols = await self._read_prefix(VOLUNTEERS)
         await self._expire_exports(set(vols))
+        if self.options.identities:
+            vols = await self._core_volunteers(vols)
         noms = await self._read_prefix(NOMINATED)
         raw_ideal = await client.get(IDEAL.encode())
         try:
@@ -516,6 +519,20 @@ class Cluster:
             victim = max((m for m in voters if m.name != self.host), key=lambda m: m.name)
             log.info("%d members for an ideal %d: removing %s", len(voters), ideal, victim.name)
             await self._remove(victim, victim.name)
+
+    async def _core_volunteers(self, vols: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Per-host identities: the volunteers that are core users (etcd's root role). A
+        confined host's role may write its own volunteer key: a compromised one would get a
+        learner added at the peer URLs it names, taking the one learner slot."""
+        core = {}
+        for host, volunteer in vols.items():
+            if host == self.host or await identity.is_core(self.client, host):
+                core[host] = volunteer
+                self._confined_volunteers.discard(host)
+            elif host not in self._confined_volunteers:
+                self._confined_volunteers.add(host)
+                log.warning("%s volunteers to run a member but is not a core host: ignored", host)
+        return core
 
     async def _expire_exports(self, volunteers: set[str]) -> None:
         """Withdraw the exports of a host whose agent is gone (no liveness or volunteer key)

@@ -57,9 +57,16 @@ def role_name(host: str) -> str:
 
 def check_host(host: str) -> None:
     """ValidationError unless `host` can be an etcd identity (a certificate's CN)."""
-    if not host or "/" in host or host != host.strip() or host == ROOT_ROLE:
+    if (
+        not host
+        or "/" in host
+        or not host.isprintable()  # a newline would forge log lines naming another host
+        or host != host.strip()
+        or host == ROOT_ROLE
+    ):
         raise ValidationError(
-            f"{host!r} cannot be a host's identity (non-empty, no '/', not 'root')", "HOST"
+            f"{host!r} cannot be a host's identity (non-empty, printable, no '/', not 'root')",
+            "HOST",
         )
 
 
@@ -93,6 +100,17 @@ async def admit(client: EtcdClient, host: str, core: bool) -> None:
             request = rpc.AuthRoleGrantPermissionRequest(name=role, perm=perm)
             await client.auth_request("RoleGrantPermission", request)
     await client.auth_request("UserGrantRole", rpc.AuthUserGrantRoleRequest(user=host, role=role))
+
+
+async def is_core(client: EtcdClient, host: str) -> bool:
+    """Whether `host` is a user with etcd's root role (a core host). Root only."""
+    try:
+        user = await client.auth_request("UserGet", rpc.AuthUserGetRequest(name=host))
+    except WorldError as err:
+        if "user name not found" in str(err):
+            return False
+        raise
+    return ROOT_ROLE in user.roles
 
 
 async def sync_roles(client: EtcdClient) -> list[str]:

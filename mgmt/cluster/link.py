@@ -27,7 +27,7 @@ from engine.tasks import TaskSet
 from engine.world import Changes, Exported
 from mgmt.cluster.cluster import Cluster
 from mgmt.cluster.options import Options
-from mgmt.collectscope import refusal, selects, writer
+from mgmt.collectscope import refusal, selects, shown, writer
 
 if TYPE_CHECKING:
     from mgmt.collectscope import Collect
@@ -164,7 +164,8 @@ class ClusterLink:
         if note not in self._refused:
             self._refused.add(note)
             who = writer(record.host, self.options.identities)
-            log.warning("refused exported record %s written by %s: %s", record.key, who, why)
+            key = shown(record.key)
+            log.warning("refused exported record %s written by %s: %s", key, who, why)
 
     @staticmethod
     def _signature(collected: list[tuple[Exported, Resource]]) -> list[tuple[str, str, str]]:

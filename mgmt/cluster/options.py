@@ -25,6 +25,7 @@ from mgmt.cluster.pki import (
     CA_KEY,
     TLSFiles,
     check_ca_dir,
+    check_cert_dir,
     check_key,
     has_ca,
     host_files,
@@ -237,8 +238,8 @@ def _identity(config: Config, tls: TLSFiles, seeds: list[str]) -> tuple[bool, bo
                 flag,
             )
     try:
-        assert files.key is not None and files.cert is not None
-        check_key(files.key)
+        assert files.cert is not None
+        check_cert_dir(directory)
         name, core = read_identity(files.cert)
     except (OSError, WorldError) as err:
         raise ValidationError(str(err), flag) from None

@@ -72,6 +72,14 @@ def _private_dir(directory: Path) -> None:
         raise WorldError(str(err)) from err
 
 
+def names_core(name: str) -> bool:
+    """Whether a certificate naming `name` (a DNS SAN) would pass etcd's peer-port check for
+    CORE_SAN: Go's host name matching ignores case and a trailing dot, and a wildcard stands
+    for one label (`*.mgmt.invalid`)."""
+    name = name.lower().rstrip(".")
+    return name in (CORE_SAN, "*." + CORE_SAN.split(".", 1)[1])
+
+
 def check_key(path: Path) -> None:
     """WorldError unless the private key `path` is this agent's alone: a regular file owned by
     its user, no access for group or others (ssh's rule)."""
@@ -94,6 +102,29 @@ def check_ca_dir(ca_dir: Path) -> None:
         raise WorldError(str(err)) from err
     if (ca_dir / CA_KEY).exists():
         check_key(ca_dir / CA_KEY)
+
+
+def check_cert_dir(directory: Path) -> None:
+    """WorldError unless a host's credentials directory (`--cluster-cert-dir`) and every
+    directory above it are only ours to change, its certificates are files that are ours and
+    writable by nobody else, and its key is ours alone: a local user who could swap `ca.pem`
+    would have etcd trust their CA, and a core host's `root` name in a certificate they mint."""
+    try:
+        safefs.check_private(directory)
+    except ResourceError as err:
+        raise WorldError(str(err)) from err
+    files = host_files(directory)
+    for path in (files.ca, files.cert):
+        assert path is not None
+        st = os.lstat(path)
+        mode = stat.S_IMODE(st.st_mode)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or mode & 0o022:
+            raise WorldError(
+                f"{path} (owner uid {st.st_uid}, mode {mode:04o}): a certificate must be a file "
+                f"owned by this agent's user (uid {os.geteuid()}), writable by nobody else"
+            )
+    assert files.key is not None
+    check_key(files.key)
 
 
 def check_new_or_private(directory: Path) -> None:

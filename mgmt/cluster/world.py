@@ -23,6 +23,7 @@ from engine.world import (
     strings_key,
 )
 from mgmt.cluster.client import EtcdClient
+from mgmt.collectscope import shown
 
 log = logging.getLogger("cluster")
 
@@ -42,6 +43,7 @@ class EtcdWorld:
         self.client = client
         self._hostname = hostname
         self.memberships = Memberships()
+        self._malformed: set[bytes] = set()  # keys of malformed exported records, logged once
 
     @property
     def hostname(self) -> str:
@@ -129,12 +131,15 @@ class EtcdWorld:
 
     async def res_list(self) -> list[Exported]:
         items, _ = await self.client.get_prefix(EXPORTED.encode())
-        records = []
+        records, malformed = [], set()
         for key, value in sorted(items.items()):
             try:
                 records.append(Exported.from_key(key.decode(), value))
             except (WorldError, UnicodeDecodeError) as err:
-                log.warning("ignoring a malformed exported record: %s", err)
+                malformed.add(key)
+                if key not in self._malformed:  # not at every read: any host could flood logs
+                    log.warning("ignoring a malformed exported record: %s", shown(str(err)))
+        self._malformed = malformed
         return records
 
     def res_watch(self) -> Changes:

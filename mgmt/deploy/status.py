@@ -76,15 +76,22 @@ async def host_statuses(client: EtcdClient) -> list[HostStatus]:
     return [rows[h] for h in sorted(rows)]
 
 
+def _shown(text: str) -> str:
+    """`text` on one line, control characters escaped: a host writes its own status, and its
+    `error` must not add rows (another host's) or terminal escapes to the operator's table."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def table(rows: list[HostStatus]) -> str:
     """A plain text table, one host per line."""
     header = ["HOST", "ALIVE", "DEPLOY", "READY", "CONVERGED", "REFUSED"]
     lines = [header]
     for row in rows:
-        refused = f"{row.refused}: {row.error}" if row.refused else (row.error or "-")
+        error = _shown(row.error)
+        refused = f"{row.refused}: {error}" if row.refused else (error or "-")
         lines.append(
             [
-                row.host,
+                _shown(row.host),
                 "yes" if row.alive else "no",
                 str(row.running or "-"),
                 str(row.ready or "-"),

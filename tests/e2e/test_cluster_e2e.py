@@ -532,25 +532,33 @@ async def test_tls_and_authentication_end_to_end(tmp_path: Path) -> None:
 async def test_a_hostile_record_is_refused_and_nothing_is_applied(tmp_path: Path) -> None:
     """The issue's probe, with a real etcd: a record written straight into etcd (as etcdctl
     put did) names a file under the collected pattern but points its path elsewhere, setuid.
-    The collector refuses it (a warning naming the host and key) and applies nothing of it."""
+    The collector refuses it (a warning naming the host and key) and applies nothing of it.
+    So is a record whose `fragments` would copy a file of the collector's (its secret) into the
+    shared directory (before, it was applied)."""
     shared, outside = tmp_path / "shared", tmp_path / "outside"
     outside.mkdir()
+    secret = outside / "secret"
+    secret.write_text("the collector's secret\n")
+    secret.chmod(0o600)
     h1 = Host("h1", tmp_path)
     h1.graph.write_text(f"graph: h1\ncollect:\n  - {{kind: file, pattern: {shared}/}}\n")
     hostile = f"/_mgmt/exported/zz/file/{shared}/evil"
     params = {"path": f"{outside}/suid", "content": "#!/bin/sh\nid\n", "mode": "4755"}
+    leak = f"/_mgmt/exported/zz/file/{shared}/leak"
     async with fleet([h1]):
         daemon = await h1.start()
         await daemon.wait_log("serving clients")
         async with client_of(h1) as client:
             await client.put(hostile.encode(), json.dumps({"params": params}).encode())
+            fragments = {"params": {"fragments": [str(secret)]}}
+            await client.put(leak.encode(), json.dumps(fragments).encode())
             benign = f"/_mgmt/exported/zz/file/{shared}/ok"
             await client.put(benign.encode(), b'{"params": {"content": "ok\\n"}}')
-        await wait_path(shared / "ok", has_content("ok\n"), 10)  # read after the hostile one
-        await daemon.wait_log(
-            f"refused exported record {hostile} written by host zz (as its key claims"
-        )
+        await wait_path(shared / "ok", has_content("ok\n"), 10)  # read after the hostile ones
+        for key in (hostile, leak):
+            await daemon.wait_log(f"refused exported record {key} written by host zz (as its key")
         assert not (outside / "suid").exists() and not (shared / "evil").exists()
+        assert not (shared / "leak").exists()
         assert f"file[{shared}/evil]" not in h1.dot.read_text()
 
 

@@ -44,6 +44,7 @@ def test_patterns_are_prefixes_of_the_normalised_name(
         (record("/srv/shared/a", path="/srv/shared/../../etc/x"), "is not under the pattern"),
         (record("/srv/shared/a", source="/etc/shadow"), "'source' param reaches outside"),
         (record("/srv/shared/a", follow=True), "'follow' param reaches outside"),
+        (record("/srv/shared/a", fragments=["/etc/shadow"]), "'fragments' param reaches outside"),
         (record("/srv/shared/a", content="x", mode="4755"), "sets setuid/setgid"),
         (record("/srv/shared/a", content="x", mode="u+s"), "sets setuid/setgid"),
         (record("/srv/shared/a", content="x", mode="2755"), "sets setuid/setgid"),

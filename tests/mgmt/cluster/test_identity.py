@@ -4,7 +4,9 @@ hosts admitted by the `mgmt cluster` commands, every refusal etcd's own."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,19 +28,21 @@ from mgmt.cluster.identity import (
     NOMINATED,
     VOLUNTEERS,
     admit,
+    check_host,
     permissions,
     role_name,
     sync_roles,
 )
 from mgmt.cluster.link import ClusterLink
 from mgmt.cluster.options import from_config
-from mgmt.cluster.pki import host_files
+from mgmt.cluster.pki import host_files, mint, san_names
 from mgmt.cluster.world import EtcdWorld
 from mgmt.collectscope import Collect
 from mgmt.config import Config
 from mgmt.yamlgraph import Loaded
 from tests.e2e.helpers import run_mgmt
 from tests.mgmt.cluster.helpers import options, pid_alive, wait_pid_gone
+from tests.mgmt.cluster.test_pki import NOBODY
 from tests.mgmt.cluster.test_security import _http_get
 
 
@@ -119,7 +123,12 @@ async def test_a_confined_host_writes_its_own_keys_only(tmp_path: Path) -> None:
 
         # A confined host's certificate cannot speak raft on the peer port; a core one's can.
         peer_port = int(opts.advertise_server_urls[0].rsplit(":", 1)[1])
-        for host, answered in (("h2", False), ("h1", True)):
+        # Nor one that names the core hosts' name only as etcd matches it (so mint-cert refuses
+        # to make one without --core).
+        wild = tmp_path / "creds" / "wild"
+        mint(tmp_path / "ca", wild, "wild", [*san_names("wild", []), "*.mgmt.invalid"])
+        creds["wild"] = wild
+        for host, answered in (("h2", False), ("h1", True), ("wild", True)):
             context = ssl.create_default_context(cafile=str(creds[host] / "ca.pem"))
             context.load_cert_chain(creds[host] / "host.pem", creds[host] / "host.key")
             assert ("200 OK" in await _http_get(peer_port, "/members", context)) is answered
@@ -206,6 +215,33 @@ def test_cluster_cert_dir_options(tmp_path: Path) -> None:
         assert message in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("plant", "message"),
+    [
+        (lambda d: d.chmod(0o777), "can be written by others (mode 0777)"),
+        (lambda d: os.chown(d, NOBODY, NOBODY), "is owned by uid 65534, not by this agent"),
+        (lambda d: os.chown(d / "ca.pem", NOBODY, NOBODY), "ca.pem (owner uid 65534, mode 0644)"),
+        (lambda d: (d / "host.pem").chmod(0o666), "host.pem (owner uid 0, mode 0666)"),
+        (lambda d: d.parent.chmod(0o777), "creds can be written by others (mode 0777)"),
+    ],
+)
+def test_a_cluster_cert_dir_another_user_can_change_is_refused(
+    tmp_path: Path, plant: Callable[[Path], object], message: str
+) -> None:
+    """Another local user who can swap `ca.pem` would have this host's etcd trust their CA (and,
+    on a core host, a certificate they mint with its name: etcd's root)."""
+    (tmp_path / "creds").mkdir(mode=0o700)
+    confined = _mint(tmp_path, "h2", core=False)
+    prefix = tmp_path / "prefix"
+    prefix.mkdir(mode=0o700)
+    config = Config(hostname="h2", prefix=prefix, cluster_cert_dir=confined, seeds="https://a:1")
+    assert from_config(config).identities
+    plant(confined)
+    with pytest.raises(ValidationError, match="--cluster-cert-dir") as err:
+        from_config(config)
+    assert message in str(err.value)
+
+
 async def test_an_admitted_core_host_joins_as_a_member(tmp_path: Path) -> None:
     (tmp_path / "creds").mkdir(mode=0o700)
     creds = {h: host_files(_mint(tmp_path, h, core=True)) for h in ("h1", "h2")}
@@ -250,6 +286,27 @@ async def test_the_collector_names_the_writer_it_can_vouch_for(
         await link.cluster.client.close()
 
 
+async def test_a_record_cannot_forge_a_log_line_naming_another_host(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host writes its own keys with any name: a newline in one added a line to the
+    collector's log that looked like a refusal of another host's record."""
+    fake = "\nWARNING cluster: refused exported record /_mgmt/exported/h1/file/x written by host h1"
+    hostile = Exported("h2", "file", "/srv/shared/x" + fake, {"path": "/tmp/suid"})
+    link = ClusterLink(options("web1", identities=True), tmp_path, lambda: None)
+    link.records = [hostile]
+    link._published = []  # nothing to publish: keep the cluster out of it
+    loaded = Loaded(Graph("local"), collect=[Collect("file", "/srv/shared/")])
+    assert not list(await link.graph_for(loaded))
+    (said,) = [r.getMessage() for r in caplog.records if "refused exported" in r.getMessage()]
+    assert "\n" not in said and "/srv/shared/x\\nWARNING" in said
+    assert "written by host h2 (or a core member" in said  # one line: the rest is the key's
+    await link.cluster.client.close()
+    for host in ("h\nx", "h\tx", "h\x1b[2Jx"):
+        with pytest.raises(ValidationError, match="printable"):
+            check_host(host)
+
+
 def test_mint_cert_never_tightens_a_directory_it_is_pointed_at(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -270,3 +327,97 @@ def test_mint_cert_never_tightens_a_directory_it_is_pointed_at(
     assert plain.stat().st_mode & 0o777 == 0o755
     assert (plain / "notes").stat().st_mode & 0o777 == 0o644
     assert not list(shared.iterdir()) and not (tmp_path / "o1").exists()
+
+
+async def test_a_confined_host_that_volunteers_is_not_nominated(tmp_path: Path) -> None:
+    """Its role may write its own volunteer key; the leader adds a member for core hosts only
+    (before, it added a learner at the peer URL the confined host named, taking the one
+    learner slot from the core hosts)."""
+    (tmp_path / "creds").mkdir(mode=0o700)
+    creds = {h: host_files(_mint(tmp_path, h, core=h == "h1")) for h in ("h1", "h2")}
+    opts = options("h1", scheme="https", tls=creds["h1"], peer_tls=creds["h1"], identities=True)
+    cluster = Cluster(opts, tmp_path / "h1")
+    h2 = EtcdClient(opts.advertise_client_urls, tls=creds["h2"], call_timeout=1, retry_for=1)
+    said = asyncio.Event()
+    handler = _OnLog("h2 volunteers to run a member but is not a core host", said.set)
+    logging.getLogger("cluster").addHandler(handler)
+    try:
+        assert await cluster.start()
+        await admit(cluster.client, "h2", core=False)
+        claim = {"peer_urls": ["https://127.0.0.1:9"], "serving": True}
+        await h2.put((VOLUNTEERS + "h2").encode(), json.dumps(claim).encode())
+        async with asyncio.timeout(10):
+            await said.wait()
+        assert [(m.name, m.is_learner) for m in await _members(cluster)] == [("h1", False)]
+        assert await cluster.client.get((NOMINATED + "h2").encode()) is None
+    finally:
+        logging.getLogger("cluster").removeHandler(handler)
+        await h2.close()
+        await cluster.stop()
+
+
+async def test_big_records_of_one_host_do_not_stop_the_collectors(tmp_path: Path) -> None:
+    """A confined host may fill its own exports with etcd's largest values: 48 of 1.4 MB (over
+    the client's 64 MiB receive limit in one response) stopped every host reading exported/."""
+    (tmp_path / "creds").mkdir(mode=0o700)
+    creds = {h: host_files(_mint(tmp_path, h, core=h == "h1")) for h in ("h1", "h2")}
+    opts = options("h1", scheme="https", tls=creds["h1"], peer_tls=creds["h1"], identities=True)
+    cluster = Cluster(opts, tmp_path / "h1")
+    h2 = EtcdClient(opts.advertise_client_urls, tls=creds["h2"], call_timeout=5, retry_for=5)
+    try:
+        assert await cluster.start()
+        await admit(cluster.client, "h2", core=False)
+        await cluster.world.res_export([Exported("h1", "noop", "n", {}, {})])
+        big = Exported("h2", "noop", "big", {"comment": "x" * 1_400_000}, {})
+        for index in range(48):
+            await h2.put(f"{big.key}{index}".encode(), big.to_json().encode())
+        records = await EtcdWorld(h2, "h2").res_list()
+        assert len(records) == 49 and Exported("h1", "noop", "n", {}, {}) in records
+    finally:
+        await h2.close()
+        await cluster.stop()
+
+
+async def test_what_etcd_does_not_check_for_a_certificate_without_a_user(tmp_path: Path) -> None:
+    """docs/security.md lists what any certificate of the CA still gets, admitted or not: keys
+    are refused, leases and compaction are not (if etcd starts checking them, update the doc)."""
+    (tmp_path / "creds").mkdir(mode=0o700)
+    creds = {h: host_files(_mint(tmp_path, h, core=h == "h1")) for h in ("h1", "h3")}
+    opts = options("h1", scheme="https", tls=creds["h1"], peer_tls=creds["h1"], identities=True)
+    cluster = Cluster(opts, tmp_path / "h1")
+    h3 = EtcdClient(opts.advertise_client_urls, tls=creds["h3"], call_timeout=1, retry_for=1)
+    try:
+        assert await cluster.start()
+        for attempt in (h3.get(IDEAL.encode()), h3.put(b"/_mgmt/strings/x", b"")):
+            with pytest.raises(WorldError, match="permission denied"):
+                await attempt
+        lease = await h3.lease_grant(60)
+        assert await h3.lease_keepalive(lease) > 0
+        revision = (await cluster.client.status()).header.revision
+        await h3.compact(revision)
+    finally:
+        await h3.close()
+        await cluster.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["wild", "--san", "*.mgmt.invalid"], "--san"),
+        (["up", "--san", "CORE.MGMT.INVALID."], "--san"),
+        (["core.mgmt.invalid"], "HOST"),
+    ],
+)
+def test_mint_cert_makes_no_confined_certificate_the_peer_port_takes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], flag: str
+) -> None:
+    """etcd's peer port takes any certificate whose names match the core hosts' name as Go
+    matches host names (see the first test): before, such a certificate was minted and called
+    "confined", and its host could speak raft, as root."""
+    out = tmp_path / "out"
+    argv = ["cluster", "mint-cert", *args, "--ca-dir", str(tmp_path / "ca"), "--out", str(out)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mgmt cluster mint-cert: {flag}: ") and "give --core" in err, err
+    assert not out.exists()
+    assert cli.main([*argv, "--core"]) == 0

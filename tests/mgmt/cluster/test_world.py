@@ -106,3 +106,24 @@ async def test_unreachable_cluster_is_a_world_error_soon(client_of: object) -> N
             await EtcdWorld(client, "h").str_get("x")
     finally:
         await client.close()
+
+
+async def test_a_malformed_record_is_logged_once(
+    tmp_path: Path, client_of: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every agent reads exported/ at each change: a warning per malformed record per read let
+    any host that may write its own exports flood every agent's log."""
+    async with members(tmp_path) as nodes:
+        client = client_of(nodes)  # type: ignore[operator]
+        world = EtcdWorld(client, "a")
+        for name in ("x", "y\nWARNING forged"):
+            await client.put(f"/_mgmt/exported/zz/file/{name}".encode(), b"not json")
+        for _ in range(3):
+            assert await world.res_list() == []
+        assert caplog.text.count("ignoring a malformed exported record") == 2
+        assert "\nWARNING forged" not in caplog.text and "y\\nWARNING forged" in caplog.text
+        await client.delete(b"/_mgmt/exported/zz/file/x")
+        assert await world.res_list() == []
+        await client.put(b"/_mgmt/exported/zz/file/x", b"again")  # gone, then back: said again
+        assert await world.res_list() == []
+        assert caplog.text.count("ignoring a malformed exported record") == 3

@@ -146,6 +146,18 @@ async def test_status_rows_say_who_is_alive_and_who_runs_deploys(client: EtcdCli
     assert lines[1].split() == ["h1", "yes", "3", "3", "no", "-"]
 
 
+async def test_a_status_cannot_forge_another_hosts_row(client: EtcdClient) -> None:
+    """A host writes its own status key only (per-host identities), but its `error` is its
+    own text too: a newline in it added a row that looked like another host's."""
+    from mgmt.deploy.status import HostStatus, host_statuses, status_key, table
+
+    forged = "bad\nh1  yes  9  9  yes  -\x1b[2J"
+    await client.put(status_key("h2").encode(), HostStatus("h2", error=forged).encode())
+    text = table(await host_statuses(client))
+    assert len(text.splitlines()) == 2 and "\x1b" not in text
+    assert text.splitlines()[1].endswith("bad\\nh1  yes  9  9  yes  -\\x1b[2J")
+
+
 async def test_a_cluster_that_refuses_the_command_is_one_line_exit_1(tmp_path: Path) -> None:
     from tests.e2e.helpers import run_mgmt
 
