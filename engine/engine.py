@@ -40,7 +40,15 @@ from engine.local import LocalValues
 from engine.meta import sema_size
 from engine.params import build
 from engine.ratelimit import TokenBucket
-from engine.resource import Groupable, Refreshable, Resource, Reversible, lookup, members
+from engine.resource import (
+    Edgeable,
+    Groupable,
+    Refreshable,
+    Resource,
+    Reversible,
+    lookup,
+    members,
+)
 from engine.reverse import ReverseStore
 from engine.safefs import fit_name
 from engine.tasks import TaskSet
@@ -464,6 +472,16 @@ class Vertex:
         self.engine.changed(self)
 
 
+@dataclass(frozen=True)
+class _Raw:
+    """The last graph given to Engine.apply (as given: before prepare() added to a copy)."""
+
+    graph: Graph
+    name: str
+    vertices: dict[Key, Resource]
+    succ: dict[Key, dict[Key, Edge]]
+
+
 class Engine:
     """Runs a Graph; `apply(graph)` starts the first graph and swaps in every later one."""
 
@@ -497,6 +515,8 @@ class Engine:
         self._semas: dict[str, asyncio.Semaphore] = {}
         self._global_sema = asyncio.Semaphore(sema) if sema > 0 else None
         self._clock = itertools.count(1)
+        self._raw: _Raw | None = None  # the last graph as given, before prepare()
+        self._retryreset: set[Key] = set()  # vertices with meta retryreset
 
     def tick(self) -> int:
         return next(self._clock)
@@ -573,7 +593,22 @@ class Engine:
                     )
 
     async def apply(self, graph: Graph) -> None:
-        """Run `graph`: unchanged vertices keep running, removed stop, new ones start."""
+        """Run `graph`: unchanged vertices keep running, removed stop, new ones start.
+
+        `graph` is left as given (the engine prepares and runs a copy, `self.graph`); its
+        caller must not change it afterwards, but give a new graph. A resource object given
+        again (the front-ends hand back the very objects of unchanged resources) is kept on an
+        identity check; any other is compared with cmp(). When the new graph has the same
+        vertices and edges as the last one and differs only in resources whose automatic edges,
+        group and semaphores are unchanged, the swap costs O(change): the prepared graph is
+        reused and only those vertices are replaced (`_small_swap`).
+        """
+        small = self._small_swap(graph)
+        if small is not None:
+            await self._swap_replaced(graph, small)
+            return
+        raw = _Raw(graph, graph.name, graph.vertices, graph.succ)
+        graph = graph.copy()
         self.prepare(graph)
         old = self.vertices
         kept = {
@@ -601,6 +636,8 @@ class Engine:
                 added.append(vertices[key])
         self.graph = graph
         self.vertices = vertices
+        self._raw = raw
+        self._retryreset = {k for k, v in vertices.items() if v.res.meta.retryreset}
         if old:
             log.info(
                 "graph swap: %d kept, %d stopped, %d started", len(kept), len(removed), len(added)
@@ -609,6 +646,69 @@ class Engine:
         for vertex in vertices.values():
             self.changed(vertex)
         self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
+
+    def _small_swap(self, graph: Graph) -> dict[Key, Resource] | None:
+        """The resources to replace when `graph` differs from the last one only in resources
+        that can be swapped in place (same kind, automatic edges, group, semaphores); None
+        when the whole graph must be prepared again. One identity check per kept resource."""
+        last = self._raw
+        if last is None or graph is last.graph or graph.name != last.name:
+            return None  # the first graph, or one given again (it may have been changed)
+        if graph.vertices.keys() != last.vertices.keys() or graph.succ != last.succ:
+            return None
+        replace: dict[Key, Resource] = {}
+        for key, res in graph.vertices.items():
+            if res is last.vertices[key]:
+                continue
+            vertex = self.vertices.get(key)
+            if vertex is None:
+                return None  # grouped into another vertex
+            if same(vertex.pristine, res):
+                continue
+            if not self._in_place(vertex, res):
+                return None  # the graph's shape may change
+            replace[key] = res
+        return replace
+
+    def _in_place(self, vertex: Vertex, res: Resource) -> bool:
+        """Whether `res` may replace `vertex` without preparing the graph again."""
+        old = vertex.pristine
+        if type(res) is not type(old) or isinstance(res, Groupable) or members(vertex.res):
+            return False
+        if res.meta.sema != old.meta.sema or res.meta.autoedge != old.meta.autoedge:
+            return False
+        if self.autoedges and res.meta.autoedge and isinstance(res, Edgeable):
+            assert isinstance(old, Edgeable)
+            return res.uids() == old.uids() and res.autoedges() == old.autoedges()
+        return True
+
+    async def _swap_replaced(self, given: Graph, replace: dict[Key, Resource]) -> None:
+        """The O(change) swap: the last prepared graph with the `replace`d vertices swapped."""
+        removed = [self.vertices[key] for key in replace]
+        await asyncio.gather(*(v.stop(graceful=True) for v in removed))
+        graph = Graph(given.name)  # shares the prepared edges: nobody changes them
+        graph.vertices = {**self.graph.vertices, **replace}
+        graph.succ, graph.pred = self.graph.succ, self.graph.pred
+        vertices = dict(self.vertices)
+        added = []
+        for key, res in replace.items():
+            vertices[key] = Vertex(self, res)
+            added.append(vertices[key])
+            self._retryreset.discard(key)
+            if res.meta.retryreset:
+                self._retryreset.add(key)
+        for key in self._retryreset:
+            if key not in replace:
+                self.retries.pop(key, None)
+        self.graph = graph
+        self.vertices = vertices
+        self._raw = _Raw(given, given.name, given.vertices, given.succ)
+        kept = len(vertices) - len(added)
+        log.info("graph swap: %d kept, %d stopped, %d started", kept, len(removed), len(added))
+        await asyncio.gather(*(v.start() for v in added))
+        for vertex in added:
+            self.changed(vertex)
+        self.listeners.emit(GraphSwapped(kept, len(removed), len(added), frozenset(replace)))
 
     # reversal ------------------------------------------------------------------------------
 

@@ -39,11 +39,16 @@ class CheckApplied:
 
 @dataclass(frozen=True, slots=True)
 class GraphSwapped:
-    """A graph was applied (the first one too): counts of vertices kept, stopped and started."""
+    """A graph was applied (the first one too): counts of vertices kept, stopped and started.
+
+    `replaced` names the vertices a small swap replaced (same keys, same edges: nothing else
+    changed, so a listener may update just those); None for any other swap.
+    """
 
     kept: int
     stopped: int
     started: int
+    replaced: frozenset[tuple[str, str]] | None = None
 
 
 Event = VertexChanged | CheckApplied | GraphSwapped

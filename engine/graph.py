@@ -112,6 +112,14 @@ class Graph:
             for dst, edge in targets.items():
                 yield src, dst, edge
 
+    def copy(self) -> Graph:
+        """A copy of the structure (the same resources): changing one leaves the other alone."""
+        out = Graph(self.name)
+        out.vertices = dict(self.vertices)
+        out.succ = {k: dict(v) for k, v in self.succ.items()}
+        out.pred = {k: dict(v) for k, v in self.pred.items()}
+        return out
+
     def find_cycle(self) -> list[Key] | None:
         """One cycle as [a, b, ..., a], or None if the graph is a DAG (iterative DFS)."""
         white, grey, black = 0, 1, 2

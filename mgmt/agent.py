@@ -34,7 +34,7 @@ from mgmt.metrics import Metrics, parse_listen, resolve
 from mgmt.sdnotify import Notifier
 from mgmt.status.model import StatusModel
 from mgmt.status.server import SOCKET, StatusServer
-from mgmt.yamlgraph import GraphFileError, Loaded, digest, load_file, parse, read_limited
+from mgmt.yamlgraph import GraphFileError, Loaded, digest, load_file, read_limited, reparse
 
 if TYPE_CHECKING:
     from engine.world import World
@@ -113,7 +113,8 @@ def load(config: Config) -> Loaded:
     """The graph the config asks for; GraphFileError on bad input."""
     if config.frontend == "empty" or config.file is None:
         return Loaded(Graph("empty"))
-    return load_file(config.file, config.max_graph_size)
+    # A watched file keeps what reparse() needs for an edit in O(change).
+    return load_file(config.file, config.max_graph_size, incremental=not config.no_watch)
 
 
 async def run(config: Config, given: Loaded | None = None) -> ExitCode:
@@ -450,7 +451,7 @@ class Agent:
                 graph = await self.cluster.graph_for(loaded)
             await self.engine.apply(graph)  # the converger and metrics hear GraphSwapped
             if self.config.graphviz:
-                self.config.graphviz.write_text(graph.to_dot())
+                self.config.graphviz.write_text(self.engine.graph.to_dot())
 
     async def _start_cluster(self) -> None:
         from mgmt.cluster.link import ClusterLink  # etcd client: only for graphs that need it
@@ -533,7 +534,7 @@ class Agent:
             return
         log.debug("graph file changed (%d bytes): parsing it", len(data))
         try:
-            loaded = await asyncio.to_thread(parse, data, str(file))
+            loaded = await asyncio.to_thread(reparse, data, str(file), self._loaded)
         except GraphFileError as err:
             self._refuse(err, new)
             return

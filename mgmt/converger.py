@@ -33,7 +33,7 @@ class Converger:
         self._unsubscribes: list[Callable[[], None]] = [
             engine.listeners.subscribe(VertexChanged, self._changed),
             engine.listeners.subscribe(CheckApplied, self._check_applied),
-            engine.listeners.subscribe(GraphSwapped, lambda _event: self.recompute()),
+            engine.listeners.subscribe(GraphSwapped, self._swapped),
         ]
 
     def close(self) -> None:
@@ -75,6 +75,24 @@ class Converger:
         vertices = self.engine.vertices
         self._failed = {k for k, v in vertices.items() if v.failed}
         self._unsettled = {k for k, v in vertices.items() if not self._settled(v)}
+        self._rearm()
+
+    def _swapped(self, event: GraphSwapped) -> None:
+        """After a swap: re-evaluate the vertices it replaced (a small swap that stopped no
+        failed vertex), else every vertex."""
+        replaced = event.replaced
+        if replaced is None or not self._failed.isdisjoint(replaced):
+            self.recompute()
+            return
+        for key in replaced:
+            vertex = self.engine.vertices[key]
+            if vertex.failed:
+                self.recompute()  # it blocks its descendants
+                return
+            if self._settled(vertex):
+                self._unsettled.discard(key)
+            else:
+                self._unsettled.add(key)
         self._rearm()
 
     def _settled(self, vertex: Vertex) -> bool:

@@ -12,6 +12,7 @@ line each. Keys mgmt once had and ignores today only warn.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import hashlib
 import itertools
@@ -100,12 +101,14 @@ class Loaded:
     cluster: bool = False
     # Edges to or from resources that will be collected: added once those are in the graph.
     pending: list[tuple[Key, Key, Edge]] = field(default_factory=list)
+    # What a parse of the next version of the file may reuse (parse(incremental=True)).
+    reuse: Reuse | None = None
 
 
-def load_file(path: Path, max_size: int = MAX_SIZE) -> Loaded:
+def load_file(path: Path, max_size: int = MAX_SIZE, incremental: bool = False) -> Loaded:
     """Read and parse a graph file of at most `max_size` bytes; GraphFileError on any problem."""
     data = read_limited(path, max_size)
-    loaded = parse(data, str(path))
+    loaded = parse(data, str(path), incremental)
     loaded.digest = digest(data)
     return loaded
 
@@ -138,10 +141,10 @@ def read_limited(path: Path, max_size: int = MAX_SIZE) -> bytes:
     return data
 
 
-def parse(text: str | bytes, filename: str = "<graph>") -> Loaded:
+def parse(text: str | bytes, filename: str = "<graph>", incremental: bool = False) -> Loaded:
     """Parse graph-file text (bytes: UTF-8, or UTF-16 with a BOM); GraphFileError lists every
-    problem found."""
-    return _Parser(filename).parse(text)
+    problem found. `incremental` keeps what reparse() needs in `Loaded.reuse`."""
+    return _Parser(filename, incremental).parse(text)
 
 
 class _NodeProblem(Exception):
@@ -200,8 +203,9 @@ def _alias_line(data: bytes, index: int) -> int:
     return 1
 
 
-def _check_shape(root: yaml.Node, data: bytes) -> None:
+def _check_shape(root: yaml.Node, data: bytes, depth: int = 0) -> int:
     """Bound nesting depth and alias expansion before anything is expanded; _NodeProblem.
+    Returns how many aliases there are; `depth` is the nesting around `root`.
 
     One pass over the composed nodes, in document order, linear in their number however
     many times aliases would copy them: each node's expanded size and height are kept, so an
@@ -245,7 +249,7 @@ def _check_shape(root: yaml.Node, data: bytes) -> None:
                 stack[-1][2] += frame[2] + 1
                 stack[-1][3] = max(stack[-1][3], frame[3] + 1)
             continue
-        level = len(stack) - 1  # lists/mappings around `child`
+        level = len(stack) - 1 + depth  # lists/mappings around `child`
         if id(child) in seen:
             alias(child, level, frame)
             continue
@@ -261,6 +265,7 @@ def _check_shape(root: yaml.Node, data: bytes) -> None:
         pairs = isinstance(child, yaml.MappingNode)
         items = itertools.chain.from_iterable(child.value) if pairs else iter(child.value)
         stack.append([child, items, 0, 0])
+    return aliases
 
 
 def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where: str) -> Any:
@@ -309,10 +314,12 @@ def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where
 
 
 class _Parser:
-    def __init__(self, filename: str) -> None:
+    def __init__(self, filename: str, incremental: bool = False) -> None:
         self.filename = filename
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        # With `incremental`: each resource parsed (kind, index in its list, name, resource).
+        self.parsed: list[tuple[str, int, str, Resource]] | None = [] if incremental else None
 
     def problem(self, line: int, where: str, message: str) -> None:
         self.problems.append(f"{self.filename}:{line}: {where}: {message}")
@@ -332,7 +339,7 @@ class _Parser:
             node = _compose(data)
             if node is None:
                 raise self.fail(1, "the graph file must be a mapping")
-            _check_shape(node, data)
+            aliases = _check_shape(node, data)
             doc = _plain(node, yaml.constructor.SafeConstructor(), "")
         except yaml.YAMLError as err:
             line, message = _yaml_problem(err, data)
@@ -345,7 +352,26 @@ class _Parser:
         if self.problems:
             raise GraphFileError(self.problems)
         loaded.warnings = self.warnings
+        if self.parsed is not None and not aliases and not self.warnings:
+            loaded.reuse = Reuse.of(data, node, self.parsed, loaded)
         return loaded
+
+    def item(self, text: str, line: int, col: int, old: _Item) -> Resource | None:
+        """The resource of `text`, the edited mapping of `old` at 0-based `line` and `col`;
+        None on any problem or warning, or if it changed its name."""
+        data = ("\n" * line + " " * col + text).encode()
+        try:
+            node = _compose(data)
+            if not isinstance(node, yaml.MappingNode) or _check_shape(node, data, _RESOURCES_DEPTH):
+                return None
+            item = _plain(node, yaml.constructor.SafeConstructor(), "")
+        except (yaml.YAMLError, _NodeProblem):
+            return None
+        cls = lookup(old.kind)
+        if not isinstance(item, LocDict) or item.get("name") != old.name or cls is None:
+            return None
+        res = self._resource(cls, old.kind, item, line + 1, old.index)
+        return None if self.problems or self.warnings else res
 
     def _keys(self, data: LocDict, allowed: list[str], where: str, legacy: set[str]) -> None:
         for key in list(data):
@@ -418,6 +444,8 @@ class _Parser:
                 res = self._resource(cls, kind, item, items.lines[index], index)
                 if res is None:
                     continue
+                if self.parsed is not None:
+                    self.parsed.append((kind, index, str(item["name"]), res))
                 if str(item.get("name")).startswith(EXPORT_PREFIX):
                     loaded.exported.append(res)  # validated under its name without the "@@"
                     continue
@@ -580,3 +608,226 @@ class _Parser:
                 self.problem(item.lines["pattern"], where, "pattern: expected a string")
                 continue
             loaded.collect.append(Collect(kind, pattern))
+
+
+# Incremental re-parsing (issue 16) ------------------------------------------------------------
+#
+# An edit of one resource of a big graph file re-parses that resource alone: the text is compared
+# with the last version's, and when everything that changed lies inside one resource's mapping
+# (of a block list, its name unchanged), that mapping is parsed on its own, at its own line and
+# column, and every other resource is the very object of the last parse (so the engine keeps
+# those vertices on an identity check). Anything else, or any problem or warning at all, is a
+# full parse: its result and its messages are always those of parse().
+
+_BREAKS_BUT_NL = ("\r", "\x85", "\u2028", "\u2029")  # YAML line breaks other than "\n"
+_RESOURCES_DEPTH = 3  # lists/mappings around a resource: the file, `resources`, its kind's list
+_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A resource of the parsed file, as reparse() may reuse it."""
+
+    kind: str
+    index: int  # in its kind's list
+    name: str  # as written ("@@" for an export)
+    res: Resource
+    slot: int  # its index in Loaded.exported, or -1
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """A parsed graph file, for the next parse of its edited text: its text, where each
+    resource's mapping lies (character offsets, 0-based line and column), the resources, and
+    the graph as parsed (copied before anyone can change it)."""
+
+    text: str
+    starts: list[int]
+    ends: list[int]
+    lines: list[int]
+    cols: list[int]
+    items: list[_Item]
+    graph: Graph
+    exported: list[Resource]
+    collect: list[Collect]
+    pending: list[tuple[Key, Key, Edge]]
+
+    @classmethod
+    def of(
+        cls,
+        data: bytes,
+        root: yaml.Node,
+        parsed: list[tuple[str, int, str, Resource]],
+        loaded: Loaded,
+    ) -> Reuse | None:
+        """The reusable state of a full parse; None when a later edit must parse it all."""
+        if data[:3] == b"\xef\xbb\xbf" or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            return None  # marks count characters after a BOM, or in UTF-16
+        spans = _item_nodes(root)
+        if spans is None or len(spans) != len(parsed):
+            return None  # a resource was refused, or the resources are not all in block lists
+        if len({(kind, name.removeprefix(EXPORT_PREFIX)) for kind, _, name, _ in parsed}) != len(
+            parsed
+        ):
+            return None  # the same resource twice
+        slots = {id(res): i for i, res in enumerate(loaded.exported)}
+        items, starts, ends, lines, cols = [], [], [], [], []
+        for (kind, index, name, res), node in zip(parsed, spans, strict=True):
+            items.append(_Item(kind, index, name, res, slots.get(id(res), -1)))
+            starts.append(node.start_mark.index)
+            ends.append(node.end_mark.index)
+            lines.append(node.start_mark.line)
+            cols.append(node.start_mark.column)
+        text = data.decode("utf-8")
+        return cls(
+            text,
+            starts,
+            ends,
+            lines,
+            cols,
+            items,
+            loaded.graph.copy(),
+            list(loaded.exported),
+            list(loaded.collect),
+            list(loaded.pending),
+        )
+
+    def edited(self, data: bytes, filename: str) -> Loaded | None:
+        """The parse of `data`, an edit of this text inside one resource; None if it is not
+        one, or if that resource has any problem (a full parse then reports it)."""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        old = self.text
+        head = _common_prefix(old, text, min(len(old), len(text)))
+        tail = _common_suffix(old, text, min(len(old), len(text)) - head)
+        i = bisect.bisect_right(self.starts, head) - 1
+        # The change must end before the line break that precedes the next token, unchanged.
+        if i < 0 or len(old) - tail >= self.ends[i] - _indent_of_next(old, self.ends[i]):
+            return None  # not inside one resource's mapping
+        shift = len(text) - len(old)
+        start, col, item = self.starts[i], self.cols[i], self.items[i]
+        before, after = old[start : self.ends[i]], text[start : self.ends[i] + shift]
+        if not _self_contained(after, col) or any(b in before + after for b in _BREAKS_BUT_NL):
+            return None
+        res = _Parser(filename).item(after, self.lines[i], col, item)
+        if res is None:
+            return None
+        graph = _share(self.graph)
+        exported = list(self.exported)
+        if item.slot >= 0:
+            exported[item.slot] = res
+        else:
+            graph.vertices[(item.kind, res.name)] = res
+        loaded = Loaded(graph, exported, list(self.collect), pending=list(self.pending))
+        moved = after.count("\n") - before.count("\n")
+        loaded.reuse = Reuse(
+            text,
+            self.starts[: i + 1] + [s + shift for s in self.starts[i + 1 :]],
+            self.ends[:i] + [e + shift for e in self.ends[i:]],
+            self.lines[: i + 1] + [n + moved for n in self.lines[i + 1 :]],
+            self.cols,
+            [
+                *self.items[:i],
+                _Item(item.kind, item.index, item.name, res, item.slot),
+                *self.items[i + 1 :],
+            ],
+            _share(graph),
+            exported,
+            self.collect,
+            self.pending,
+        )
+        return loaded
+
+
+def reparse(data: bytes, filename: str, previous: Loaded | None) -> Loaded:
+    """parse(data, incremental=True), reusing what `previous` (the last version) parsed: in
+    O(change) when the edit lies inside one resource (see Reuse)."""
+    reuse = previous.reuse if previous is not None else None
+    loaded = reuse.edited(data, filename) if reuse is not None else None
+    return loaded if loaded is not None else parse(data, filename, incremental=True)
+
+
+def _item_nodes(root: yaml.Node) -> list[yaml.Node] | None:
+    """The nodes of `resources`' items in document order; None unless all are mappings in
+    block lists."""
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    out: list[yaml.Node] = []
+    for key, value in root.value:
+        if key.value != "resources":
+            continue
+        if not isinstance(value, yaml.MappingNode):
+            return None
+        for _kind, items in value.value:
+            if not isinstance(items, yaml.SequenceNode) or items.flow_style:
+                return None
+            if not all(isinstance(item, yaml.MappingNode) for item in items.value):
+                return None
+            out += items.value
+    return out
+
+
+def _indent_of_next(text: str, end: int) -> int:
+    """How many of the characters before `end` (where a block mapping's node ends: the next
+    token) are the indentation of that token, on its line: an edit may not touch them nor the
+    line break before them (that would move the next token into the mapping)."""
+    line = text[text.rfind("\n", 0, end) + 1 : end]
+    return len(line) if not line.strip(" ") else 0
+
+
+def _self_contained(fragment: str, col: int) -> bool:
+    """Whether `fragment`, the text of a block list item's mapping that starts at column `col`,
+    is read the same on its own: it starts with its first key, and every later line is blank, a
+    comment, or indented at least to `col` with spaces (a less indented line would end it)."""
+    lines = fragment.split("\n")
+    if not lines[0] or lines[0][0] in " \t#":
+        return False
+    for line in lines[1:]:
+        body = line.lstrip(" ")
+        if body.startswith("\t"):
+            return False
+        if body and not body.startswith("#") and len(line) - len(body) < col:
+            return False
+    return True
+
+
+def _common_prefix(a: str, b: str, limit: int) -> int:
+    """The length of the common prefix of `a` and `b`, at most `limit` (compared by chunks)."""
+    lo = 0
+    while lo + _CHUNK <= limit and a[lo : lo + _CHUNK] == b[lo : lo + _CHUNK]:
+        lo += _CHUNK
+    hi = min(lo + _CHUNK, limit)
+    while lo < hi:  # a[:lo] == b[:lo]; the first difference is at or before hi
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    """The length of the common suffix of `a` and `b`, at most `limit`."""
+    la, lb = len(a), len(b)
+    lo = 0
+    while lo + _CHUNK <= limit and a[la - lo - _CHUNK : la - lo] == b[lb - lo - _CHUNK : lb - lo]:
+        lo += _CHUNK
+    hi = min(lo + _CHUNK, limit)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[la - mid : la - lo] == b[lb - mid : lb - lo]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _share(graph: Graph) -> Graph:
+    """A graph with the vertices of `graph` (to change) and its edges, shared: nobody changes
+    a graph once given (Engine.apply prepares a copy)."""
+    out = Graph(graph.name)
+    out.vertices = dict(graph.vertices)
+    out.succ, out.pred = dict(graph.succ), dict(graph.pred)
+    return out
