@@ -472,6 +472,10 @@ class Vertex:
         self.engine.changed(self)
 
 
+# (base, keys): a graph is `base` with only the resources of `keys` replaced (Engine.apply).
+Since = tuple[Graph, frozenset[Key]]
+
+
 @dataclass(frozen=True)
 class _Raw:
     """The last graph given to Engine.apply (as given: before prepare() added to a copy)."""
@@ -592,7 +596,7 @@ class Engine:
                         f"semaphore {name!r} has size {first[0]} in {first[1]} but {size} in {res}"
                     )
 
-    async def apply(self, graph: Graph) -> None:
+    async def apply(self, graph: Graph, since: Since | None = None) -> None:
         """Run `graph`: unchanged vertices keep running, removed stop, new ones start.
 
         `graph` is left as given (the engine prepares and runs a copy, `self.graph`); its
@@ -601,9 +605,11 @@ class Engine:
         identity check; any other is compared with cmp(). When the new graph has the same
         vertices and edges as the last one and differs only in resources whose automatic edges,
         group and semaphores are unchanged, the swap costs O(change): the prepared graph is
-        reused and only those vertices are replaced (`_small_swap`).
+        reused and only those vertices are replaced (`_small_swap`). `since` (base, keys) says
+        that `graph` is `base`, the graph given last, with only the resources of `keys` replaced
+        (the caller vouches for it): then not even the kept resources are looked at.
         """
-        small = self._small_swap(graph)
+        small = self._small_swap(graph, since)
         if small is not None:
             await self._swap_replaced(graph, small)
             return
@@ -647,19 +653,22 @@ class Engine:
             self.changed(vertex)
         self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
 
-    def _small_swap(self, graph: Graph) -> dict[Key, Resource] | None:
+    def _small_swap(self, graph: Graph, since: Since | None) -> dict[Key, Resource] | None:
         """The resources to replace when `graph` differs from the last one only in resources
         that can be swapped in place (same kind, automatic edges, group, semaphores); None
         when the whole graph must be prepared again. One identity check per kept resource."""
         last = self._raw
         if last is None or graph is last.graph or graph.name != last.name:
             return None  # the first graph, or one given again (it may have been changed)
-        if graph.vertices.keys() != last.vertices.keys() or graph.succ != last.succ:
+        given = last.vertices
+        if since is not None and since[0] is last.graph:
+            changed = [(k, graph.vertices[k]) for k in since[1]]
+        elif graph.vertices.keys() != given.keys() or graph.succ != last.succ:
             return None
+        else:
+            changed = [(k, r) for k, r in graph.vertices.items() if r is not given[k]]
         replace: dict[Key, Resource] = {}
-        for key, res in graph.vertices.items():
-            if res is last.vertices[key]:
-                continue
+        for key, res in changed:
             vertex = self.vertices.get(key)
             if vertex is None:
                 return None  # grouped into another vertex

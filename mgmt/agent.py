@@ -292,15 +292,14 @@ class Agent:
             self.status.set_converged(True)
             if self.metrics is not None:
                 self.metrics.set_converged(True)
-            summary = self._convergence_summary()
             if self.notifier is not None:
                 self.notifier.status(self._status())
             if first:
                 took = time.monotonic() - self._started
-                log.info("converged: %s (%.3fs)", summary, took)
+                log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
                 first = False
-            else:
-                log.debug("converged again: %s", summary)
+            elif log.isEnabledFor(logging.DEBUG):  # the summary is O(graph): not for nothing
+                log.debug("converged again: %s", self._convergence_summary())
             await self.converger.diverged.wait()
             self.status.set_converged(False)
             if self.metrics is not None:
@@ -449,7 +448,8 @@ class Agent:
                     loaded = await self.source.attach_world(self.cluster.world) or loaded
             if self.cluster is not None:  # publish exports, add what is collected
                 graph = await self.cluster.graph_for(loaded)
-            await self.engine.apply(graph)  # the converger and metrics hear GraphSwapped
+            since = loaded.since if graph is loaded.graph else None  # not with collected ones
+            await self.engine.apply(graph, since)  # the converger and metrics hear GraphSwapped
             if self.config.graphviz:
                 self.config.graphviz.write_text(self.engine.graph.to_dot())
 

@@ -43,10 +43,13 @@ class Converger:
             self._timer.cancel()
 
     def failed(self) -> list[Vertex]:
-        return [v for k, v in self.engine.vertices.items() if k in self._failed]
+        vertices = self.engine.vertices
+        return [vertices[k] for k in self._failed if k in vertices]
 
     def blocked(self) -> list[Vertex]:
-        """The vertices that cannot run because an ancestor failed."""
+        """The vertices that cannot run because an ancestor failed (none without a failure)."""
+        if not self._failed:
+            return []
         return [
             v
             for v in self.engine.vertices.values()

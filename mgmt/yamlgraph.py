@@ -21,7 +21,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -32,6 +32,9 @@ from engine.params import build, close_match, field_names, show
 from engine.resource import Resource, kinds, lookup, unsupported
 from mgmt.collectscope import Collect, check_kind, collects
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE
+
+if TYPE_CHECKING:
+    from engine.engine import Since
 
 log = logging.getLogger("main")
 
@@ -103,6 +106,8 @@ class Loaded:
     pending: list[tuple[Key, Key, Edge]] = field(default_factory=list)
     # What a parse of the next version of the file may reuse (parse(incremental=True)).
     reuse: Reuse | None = None
+    # Set by reparse(): this graph is that graph with only these resources replaced.
+    since: Since | None = None
 
 
 def load_file(path: Path, max_size: int = MAX_SIZE, incremental: bool = False) -> Loaded:
@@ -692,9 +697,10 @@ class Reuse:
             list(loaded.pending),
         )
 
-    def edited(self, data: bytes, filename: str) -> Loaded | None:
+    def edited(self, data: bytes, filename: str, base: Graph) -> Loaded | None:
         """The parse of `data`, an edit of this text inside one resource; None if it is not
-        one, or if that resource has any problem (a full parse then reports it)."""
+        one, or if that resource has any problem (a full parse then reports it). `base` is the
+        graph of this text as given out: the new one is it with one resource replaced."""
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -716,11 +722,14 @@ class Reuse:
             return None
         graph = _share(self.graph)
         exported = list(self.exported)
+        changed: frozenset[Key] = frozenset()
         if item.slot >= 0:
             exported[item.slot] = res
         else:
+            changed = frozenset({(item.kind, res.name)})
             graph.vertices[(item.kind, res.name)] = res
         loaded = Loaded(graph, exported, list(self.collect), pending=list(self.pending))
+        loaded.since = (base, changed)
         moved = after.count("\n") - before.count("\n")
         loaded.reuse = Reuse(
             text,
@@ -744,8 +753,9 @@ class Reuse:
 def reparse(data: bytes, filename: str, previous: Loaded | None) -> Loaded:
     """parse(data, incremental=True), reusing what `previous` (the last version) parsed: in
     O(change) when the edit lies inside one resource (see Reuse)."""
-    reuse = previous.reuse if previous is not None else None
-    loaded = reuse.edited(data, filename) if reuse is not None else None
+    if previous is None or previous.reuse is None:
+        return parse(data, filename, incremental=True)
+    loaded = previous.reuse.edited(data, filename, previous.graph)
     return loaded if loaded is not None else parse(data, filename, incremental=True)
 
 
