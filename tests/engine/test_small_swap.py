@@ -1,0 +1,155 @@
+"""Graph swaps in O(change) (issue 16): counted structurally, never timed.
+
+A swap that replaces a few resources of an unchanged shape reuses the prepared graph (prepare()
+is not called), keeps every other vertex (the same Vertex, its watch still running) and
+compares kept resources by identity only (their cmp() is not called); with `since` it does not
+even look at them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.engine import Engine
+from engine.events import GraphSwapped
+from engine.graph import Edge, Graph
+from resources.file import FileRes
+from tests.engine.conftest import make_graph, settle
+from tests.engine.probe import ProbeRes, state
+
+N = 200
+
+
+def files(tmp_path: Path, contents: dict[str, str]) -> Graph:
+    """A chain-free graph of file resources (autoedges to their common directory's absence)."""
+    graph = Graph("files")
+    for name, content in contents.items():
+        graph.add(FileRes(name=name, path=str(tmp_path / "out" / name), content=content))
+    return graph
+
+
+class Walked(dict[Any, Any]):
+    """A dict that counts the walks over it."""
+
+    walks = 0
+
+    def items(self) -> Any:
+        self.walks += 1
+        return super().items()
+
+    def keys(self) -> Any:
+        self.walks += 1
+        return super().keys()
+
+    def values(self) -> Any:
+        self.walks += 1
+        return super().values()
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, obj: Any, name: str) -> list[object]:
+    calls: list[object] = []
+    original = getattr(obj, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, counted)
+    return calls
+
+
+async def test_one_changed_resource_replaces_one_vertex_only(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [f"p{i}" for i in range(N)]
+    first = make_graph(names, edges=[("p0", "p1")])
+    await engine.apply(first)
+    await settle(engine)
+    before = dict(engine.vertices)
+    swaps: list[GraphSwapped] = []
+    engine.listeners.subscribe(GraphSwapped, swaps.append)
+    prepares = count_calls(monkeypatch, engine, "prepare")
+    cmps = count_calls(monkeypatch, ProbeRes, "cmp")
+
+    second = Graph("test")
+    second.vertices = dict(first.vertices)
+    second.succ, second.pred = dict(first.succ), dict(first.pred)
+    second.vertices[("probe", "p7")] = ProbeRes(name="p7", tag="edited")
+    await engine.apply(second)
+    await settle(engine)
+
+    assert not prepares  # the prepared graph was reused
+    assert len(cmps) == 1  # the changed one; the others on identity alone
+    assert swaps == [GraphSwapped(N - 1, 1, 1, frozenset({("probe", "p7")}))]
+    for key, vertex in before.items():
+        assert (engine.vertices[key] is vertex) == (key != ("probe", "p7"))
+    assert engine.vertices[("probe", "p7")].res.tag == "edited"
+    assert state("p7").watch_starts == 2 and state("p6").watch_starts == 1
+    assert engine.graph.succ[("probe", "p0")] == {("probe", "p1"): Edge()}
+    assert first.vertices[("probe", "p7")].tag == ""  # the given graphs are left alone
+
+
+async def test_since_names_the_changes_so_kept_resources_are_not_looked_at(
+    engine: Engine,
+) -> None:
+    first = make_graph([f"p{i}" for i in range(N)])
+    await engine.apply(first)
+    await settle(engine)
+    second = Graph("test")
+    second.vertices = Walked(first.vertices)
+    second.succ, second.pred = first.succ, first.pred
+    second.vertices[("probe", "p3")] = ProbeRes(name="p3", tag="x")
+    await engine.apply(second, since=(first, frozenset({("probe", "p3")})))
+    await settle(engine)
+    assert second.vertices.walks == 0  # not one look at the kept resources
+    assert engine.vertices[("probe", "p3")].res.tag == "x"
+    # A `since` that does not name the last graph is ignored: the swap compares instead.
+    third = make_graph([f"p{i}" for i in range(N)])
+    await engine.apply(third, since=(first, frozenset()))
+    await settle(engine)
+    assert engine.vertices[("probe", "p3")].res.tag == ""
+
+
+async def test_shape_changes_prepare_the_whole_graph(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graph = files(tmp_path, {"a": "1\n", "b": "2\n"})
+    await engine.apply(graph)
+    await settle(engine)
+    prepares = count_calls(monkeypatch, engine, "prepare")
+
+    content = files(tmp_path, {"a": "1\n", "b": "3\n"})  # same path: same automatic edges
+    content.vertices[("file", "a")] = graph.vertices[("file", "a")]
+    await engine.apply(content)
+    await settle(engine)
+    assert not prepares
+    assert (tmp_path / "out" / "b").read_text() == "3\n"
+
+    moved = Graph("files")  # b's path changes: its automatic edges may
+    moved.add(content.vertices[("file", "a")])
+    moved.add(FileRes(name="b", path=str(tmp_path / "elsewhere"), content="3\n"))
+    await engine.apply(moved)
+    await settle(engine)
+    assert len(prepares) == 1
+
+    added = moved.copy()  # a new vertex
+    added.add(FileRes(name="c", path=str(tmp_path / "c"), content="c\n"))
+    await engine.apply(added)
+    await settle(engine)
+    assert len(prepares) == 2 and (tmp_path / "c").read_text() == "c\n"
+
+
+async def test_the_same_graph_object_given_again_is_compared_in_full(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graph = make_graph("ab")
+    await engine.apply(graph)
+    await settle(engine)
+    graph.add(ProbeRes(name="c"))  # changed in place (not allowed, but it must not be missed)
+    prepares = count_calls(monkeypatch, engine, "prepare")
+    await engine.apply(graph)
+    await settle(engine)
+    assert len(prepares) == 1 and ("probe", "c") in engine.vertices

@@ -1,0 +1,69 @@
+"""The agent swaps an edited graph file in O(change) (issue 16): one resource edited in a file
+of many re-parses, validates and check_applies that one alone; every other vertex is kept."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from engine.events import CheckApplied
+from mgmt.agent import Agent, load
+from mgmt.config import Config, ExitCode
+from resources.file import FileRes
+
+N = 50
+
+
+def graph(out: Path, edited: str = "") -> str:
+    lines = ["graph: g", "resources:", "  file:"]
+    for i in range(N):
+        content = edited if (edited and i == 7) else f"number {i}"
+        lines += [f"    - name: f{i}", f"      path: {out}/f{i}", f'      content: "{content}\\n"']
+    return "\n".join(lines) + "\n"
+
+
+async def test_editing_one_resource_touches_that_resource_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, out = tmp_path / "graph.yaml", tmp_path / "out"
+    path.write_text(graph(out))
+    config = Config(file=path, prefix=tmp_path / "prefix", hostname="t")
+    agent = Agent(config, config.prefix)
+    runner = asyncio.create_task(agent.run(load(config)))
+    async with asyncio.timeout(20):
+        await agent.converger.converged.wait()
+    before = dict(agent.engine.vertices)
+    validated: list[str] = []
+    original = FileRes.validate
+
+    def counting(self: FileRes) -> None:
+        validated.append(self.name)
+        original(self)
+
+    monkeypatch.setattr(FileRes, "validate", counting)
+    checked: list[str] = []
+    applied = asyncio.Event()
+
+    def on_check(event: CheckApplied) -> None:
+        checked.append(event.vertex.res.name)
+        if event.vertex.res.name == "f7" and event.changed:
+            applied.set()
+
+    agent.engine.listeners.subscribe(CheckApplied, on_check)
+    tmp = tmp_path / "graph.tmp"
+    tmp.write_text(graph(out, edited="edited"))
+    tmp.rename(path)
+    async with asyncio.timeout(20):
+        await applied.wait()
+        await agent.converger.converged.wait()
+    assert (out / "f7").read_text() == "edited\n"
+
+    assert validated == ["f7"]
+    assert set(checked) == {"f7"}  # no other resource was checked again
+    for key, vertex in before.items():
+        assert (agent.engine.vertices[key] is vertex) == (key != ("file", "f7"))
+    agent.stopping.set()
+    async with asyncio.timeout(20):
+        assert await runner == ExitCode.OK

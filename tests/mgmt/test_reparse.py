@@ -1,0 +1,127 @@
+"""reparse(): an edit inside one resource of a graph file parses that resource alone (issue 16),
+and whatever the edit, the result (or the error) is exactly parse()'s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mgmt.yamlgraph import GraphFileError, Loaded, parse, reparse
+from resources.file import FileRes
+
+N = 40
+
+
+def text(contents: dict[int, str] | None = None, tail: str = "") -> str:
+    lines = ["graph: g", "resources:", "  file:"]
+    for i in range(N):
+        content = (contents or {}).get(i, f"number {i}")
+        lines += [f"    - name: f{i}", f"      path: /tmp/g/f{i}", f'      content: "{content}"']
+    return "\n".join(lines) + "\n" + tail
+
+
+def outcome(data: str, previous: Loaded | None = None) -> Any:
+    """What parse (or reparse) makes of `data`: vertices with params, edges, exports; or the
+    error's lines."""
+    try:
+        loaded = reparse(data.encode(), "g.yaml", previous) if previous else parse(data, "g.yaml")
+    except GraphFileError as err:
+        return err.problems
+    return (
+        loaded.graph.name,
+        {k: (type(r), r.params(), r.meta) for k, r in loaded.graph.vertices.items()},
+        sorted(loaded.graph.edges(), key=repr),
+        [r.params() for r in loaded.exported],
+        loaded.warnings,
+    )
+
+
+def test_an_edit_inside_one_resource_parses_it_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = parse(text(), "g.yaml", incremental=True)
+    assert first.reuse is not None
+    validated: list[str] = []
+    original = FileRes.validate
+
+    def counting(self: FileRes) -> None:
+        validated.append(self.name)
+        original(self)
+
+    monkeypatch.setattr(FileRes, "validate", counting)
+    second = reparse(text({7: "edited"}).encode(), "g.yaml", first)
+    assert validated == ["f7"]  # one resource validated, not N
+    assert second.graph.vertices[("file", "f7")].content == "edited"
+    for key, res in first.graph.vertices.items():
+        assert (second.graph.vertices[key] is res) == (key != ("file", "f7"))
+    assert second.since == (first.graph, frozenset({("file", "f7")}))
+    third = reparse(text({7: "edited", 25: "x"}).encode(), "g.yaml", second)  # and again
+    assert validated == ["f7", "f25"]
+    assert third.graph.vertices[("file", "f7")] is second.graph.vertices[("file", "f7")]
+    assert outcome(text({7: "edited", 25: "x"})) == outcome(text({7: "edited", 25: "x"}), second)
+
+
+EDGES = "edges:\n  - {name: e, from: {kind: file, name: f1}, to: {kind: file, name: f2}}\n"
+
+EDITS = {
+    "content": lambda t: t.replace('"number 5"', '"five"'),
+    "a key added": lambda t: t.replace('"number 5"\n', "\"number 5\"\n      mode: '0600'\n"),
+    "a bad value": lambda t: t.replace('"number 5"', "[1, 2]"),
+    "an unknown key": lambda t: t.replace("path: /tmp/g/f5", "pth: /tmp/g/f5"),
+    "a legacy key (a warning)": lambda t: t.replace('"number 5"\n', '"x"\n      pollint: 3\n'),
+    "renamed": lambda t: t.replace("name: f5\n", "name: g5\n"),
+    "renamed to a duplicate": lambda t: t.replace("name: f5\n", "name: f6\n"),
+    "renamed to an edge's end": lambda t: t.replace("name: f2\n", "name: g2\n"),
+    "an export": lambda t: t.replace("name: f5\n", "name: '@@f5'\n"),
+    "a resource added inside": lambda t: t.replace(
+        '"number 5"\n', '"number 5"\n    - name: new\n      path: /tmp/new\n'
+    ),
+    "a resource removed": lambda t: t.replace(
+        '    - name: f5\n      path: /tmp/g/f5\n      content: "number 5"\n', ""
+    ),
+    "indent before the next item": lambda t: t.replace("\n    - name: f6", "\n      - name: f6"),
+    "the next item joined": lambda t: t.replace(
+        '"number 5"\n    - name: f6', '"number 5"    - name: f6'
+    ),
+    "line break removed": lambda t: t.replace('"number 5"\n', '"number 5" '),
+    "unterminated quote": lambda t: t.replace('"number 5"', '"number 5'),
+    "a comment": lambda t: t.replace('"number 5"\n', '"number 5"  # five\n  # left\n'),
+    "a top-level key": lambda t: t.replace('"number 5"\n', '"number 5"\nedges: []\n'),
+    "an anchor and alias": lambda t: t.replace('"number 5"', "&c five").replace('"number 6"', "*c"),
+    "a flow mapping": lambda t: t.replace(
+        '- name: f5\n      path: /tmp/g/f5\n      content: "number 5"',
+        "- {name: f5, path: /tmp/g/f5, content: five}",
+    ),
+    "a tab": lambda t: t.replace('      content: "number 5"', "\tcontent: x"),
+    "a document marker": lambda t: t.replace('"number 5"\n', '"number 5"\n---\n'),
+    "the last resource": lambda t: t.replace(f'"number {N - 1}"', '"last"'),
+    "appended": lambda t: t + "      mode: '0600'\n",
+    "the graph name": lambda t: t.replace("graph: g", "graph: h"),
+    "a carriage return": lambda t: t.replace('"number 5"\n', '"number 5"\r\n'),
+    "unicode": lambda t: t.replace('"number 5"', '"fünf ✓"'),
+    "nothing": lambda t: t,
+    "deep nesting": lambda t: t.replace('"number 5"', "[" * 62 + "]" * 62),
+    "too deep": lambda t: t.replace('"number 5"', "[" * 63 + "]" * 63),
+}
+
+
+@pytest.mark.parametrize("base", ["plain", "edges", "unicode"])
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_reparse_is_parse_whatever_the_edit(base: str, edit: str) -> None:
+    before = text(tail=EDGES if base == "edges" else "")
+    if base == "unicode":
+        before = before.replace('"number 3"', '"drei ✓ é"')
+    first = parse(before, "g.yaml", incremental=True)
+    after = EDITS[edit](before)
+    assert outcome(after, first) == outcome(after)
+    try:  # an edit of the edit too, from what reparse kept
+        second = reparse(after.encode(), "g.yaml", first)
+    except GraphFileError:
+        return
+    again = after.replace('"number 9"', '"nine"')
+    assert outcome(again, second) == outcome(again)
+
+
+def test_no_reuse_state_without_incremental_or_with_aliases() -> None:
+    assert parse(text(), "g.yaml").reuse is None
+    aliased = text().replace('"number 5"', "&c five").replace('"number 6"', "*c")
+    assert parse(aliased, "g.yaml", incremental=True).reuse is None
