@@ -59,6 +59,9 @@ class ClusterLink:
         self._publish = asyncio.Event()
         self._tasks = TaskSet("cluster link", log)
         self._warned: set[tuple[str, str]] = set()
+        # What each collected resource was built from, and the resource: an unchanged record
+        # gives the very same object again, which the engine keeps on an identity check.
+        self._built: dict[tuple[str, str], tuple[Exported, Collect, Resource]] = {}
         self._refused: set[tuple[str, str]] = set()  # (record key, why) already logged
         self._edge_notes: dict[tuple[Key, Key], str] = {}
         self._lock = asyncio.Lock()  # a graph being built vs the collector comparing with it
@@ -152,11 +155,27 @@ class ClusterLink:
                     )
                 continue
             try:
-                out[key] = (record, record.build(chosen.params, chosen.meta))
+                out[key] = (record, self._build(record, chosen))
             except ValidationError as err:
                 who = writer(record.host, self.options.identities)
                 self._warn_once(key, f"cannot collect %s written by {who}: {err}")
+        self._built = {k: v for k, v in self._built.items() if k in out}
         return list(out.values())
+
+    def _build(self, record: Exported, chosen: Collect) -> Resource:
+        """The resource of `record` as `chosen` collects it: the one built last time if both
+        are unchanged (so a collect event costs O(change) in the swap)."""
+        key = (record.kind, record.name)
+        last = self._built.get(key)
+        if last is not None:
+            old, collect, res = last
+            if (old.host, old.params, old.meta) == (record.host, record.params, record.meta) and (
+                collect == chosen
+            ):
+                return res
+        res = record.build(chosen.params, chosen.meta)
+        self._built[key] = (record, chosen, res)
+        return res
 
     def _refuse(self, record: Exported, why: str) -> None:
         """A record that would take this host outside what it collects: never applied."""
