@@ -50,9 +50,17 @@ log = logging.getLogger("lang")
 SETTLE_WAIT = 10.0
 
 
-def build_graph(items: tuple[Any, ...], name: str) -> Loaded:
+# (kind, name) -> the statement a resource was built from, and the resource.
+Built = dict[tuple[str, str], tuple[ResSpec, Resource]]
+
+
+def build_graph(
+    items: tuple[Any, ...], name: str, last: Built | None = None, built: Built | None = None
+) -> Loaded:
     """The engine graph for a program's output, with what it exports and collects; FuncError
-    (with the statement's position).
+    (with the statement's position). A resource declared as in `last` (the last graph's
+    resources) is that very object again, which the engine keeps on an identity check: a new
+    graph costs the swap O(change). `built` receives this graph's resources, for the next.
 
     A resource with `Meta:export` is exported and also in the local graph (where `Meta:hidden`
     keeps it from being applied); one named `@@name` is exported only, as in graph files.
@@ -75,7 +83,15 @@ def build_graph(items: tuple[Any, ...], name: str) -> Loaded:
             continue
         seen[key] = item
         exported_only = item.name.startswith(EXPORT_PREFIX)
-        res = _build(item, item.name.removeprefix(EXPORT_PREFIX) if exported_only else item.name)
+        before = (last or {}).get(key)
+        if before is not None and (before[0].params, before[0].meta) == (item.params, item.meta):
+            res = before[1]
+        else:
+            res = _build(
+                item, item.name.removeprefix(EXPORT_PREFIX) if exported_only else item.name
+            )
+        if built is not None:
+            built[key] = (item, res)
         if exported_only or res.meta.export:
             other = exports.setdefault((res.kind, res.name), item)
             if other is not item:
@@ -168,6 +184,7 @@ class LangSource:
         self.evaluated = asyncio.Event()  # set after each evaluation (tests wait on it)
         self._digest = ""
         self._last_items: Any = None
+        self._built: Built = {}  # the resources of the last graph built (reused if unchanged)
         self._last_error: str | None = None
         self._latest: Loaded | None = None
         self._ready = asyncio.Event()
@@ -304,8 +321,9 @@ class LangSource:
         if error is None:
             try:
                 if items != self._last_items:
-                    loaded = build_graph(items, self.path.stem)
-                    self._last_items = items
+                    built: Built = {}
+                    loaded = build_graph(items, self.path.stem, self._built, built)
+                    self._last_items, self._built = items, built
                     self._emit(loaded)
                 self._report(None)
             except (LangError, MgmtError) as err:
