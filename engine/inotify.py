@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import functools
 import logging
 import os
 import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 log = logging.getLogger("engine")
@@ -76,9 +78,31 @@ def _calls() -> _Libc:
     return _Libc()
 
 
+# errno of a call -> the kernel limit it means, with the value to suggest (docs/operations.md).
+LIMITS = {
+    ("inotify_add_watch", errno.ENOSPC): ("fs.inotify.max_user_watches", 524288),
+    ("inotify_init1", errno.EMFILE): ("fs.inotify.max_user_instances", 1024),
+}
+
+
+def limit_hint(what: str, code: int) -> str:
+    """What to do when `what` failed with `code` because of a kernel limit ("" otherwise)."""
+    if (what, code) not in LIMITS:
+        return ""
+    name, suggested = LIMITS[(what, code)]
+    try:
+        now = int(Path("/proc/sys", *name.split(".")).read_text())
+    except (OSError, ValueError):
+        return f"; the limit is the sysctl {name}: raise it (sysctl -w {name}={suggested})"
+    return (
+        f"; the kernel limit {name} is {now:,} (per user): raise it, e.g. "
+        f"sysctl -w {name}={max(suggested, 2 * now)} (and in /etc/sysctl.d/ to keep it)"
+    )
+
+
 def _error(what: str, path: str | None = None) -> OSError:
     code = ctypes.get_errno()
-    return OSError(code, f"{what}: {os.strerror(code)}", path)
+    return OSError(code, f"{what}: {os.strerror(code)}{limit_hint(what, code)}", path)
 
 
 def parse(data: bytes) -> list[Event]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -224,6 +225,7 @@ class Hub:
         # Everything is stopping: watches are left to close(), which drops them all at once
         # (removing them one by one costs ~0.1 ms each in the kernel).
         self.closing = False
+        self.out_of_watches = False  # the kernel's watch limit was hit (reported once)
 
     def register(self, watcher: PathWatcher, desired: Desired, old: Desired) -> None:
         self._forget(watcher, old, desired)
@@ -267,8 +269,11 @@ class Hub:
             mask |= needed
         try:
             wd = self.inotify.add_watch(path, mask)  # re-adding catches a new inode
-        except OSError:
-            return  # vanished meanwhile: the parent's watch reports it
+        except OSError as err:
+            if err.errno == errno.ENOSPC and not self.out_of_watches:  # said once per hub
+                self.out_of_watches = True
+                log.error("%s: %s: changes there go unseen", path, err.strerror)
+            return  # else it vanished meanwhile: the parent's watch reports it
         self.kernel_mask[path] = mask
         old = self.path_wd.get(path)
         if old is not None and old != wd:
