@@ -1,0 +1,121 @@
+"""The same N files with this project and with the peer tools installed here (salt-call --local,
+puppet apply, pyinfra @local), whole-process wall time: a first run (the files absent) and a
+no-op run (all in place), the tools interleaved round by round; medians and ratios printed.
+
+A tool that is not installed is skipped, and the output says so. Each tool writes its own
+directory. This project fsyncs every file it writes; the peers do not.
+
+    .venv/bin/python bench/peers.py [--count 100] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from common import MGMT, files_graph
+
+Setup = Callable[[Path, Path, int], list[str]]  # (work dir, output dir, count) -> argv
+
+
+def mgmt(work: Path, out: Path, count: int) -> list[str]:
+    graph = work / "graph.yaml"
+    graph.write_text(files_graph(out, count))
+    return [*MGMT, "run", "--converged-timeout=0", "--tmp-prefix", "--no-watch", "yaml", str(graph)]
+
+
+def salt(work: Path, out: Path, count: int) -> list[str]:
+    (work / "states").mkdir()
+    lines = [f"{out}:\n  file.directory: []\n"]
+    lines += [
+        f'{out}/f{i}:\n  file.managed:\n    - contents: "file number {i}"\n' for i in range(count)
+    ]
+    (work / "states" / "files.sls").write_text("".join(lines))
+    (work / "minion").write_text(
+        f"file_client: local\nfile_roots:\n  base: [{work / 'states'}]\n"
+        f"cachedir: {work / 'cache'}\npki_dir: {work / 'pki'}\nlog_file: {work / 'log'}\n"
+    )
+    return ["salt-call", "--local", f"--config-dir={work}", "state.apply", "files"]
+
+
+def puppet(work: Path, out: Path, count: int) -> list[str]:
+    lines = [f"file {{ '{out}': ensure => directory }}\n"]
+    lines += [
+        f"file {{ '{out}/f{i}': ensure => file, content => \"file number {i}\\n\" }}\n"
+        for i in range(count)
+    ]
+    (work / "site.pp").write_text("".join(lines))
+    dirs = [f"--{d}dir={work / d}" for d in ("conf", "var", "code", "log", "run")]
+    return ["puppet", "apply", *dirs, str(work / "site.pp")]
+
+
+def pyinfra(work: Path, out: Path, count: int) -> list[str]:
+    lines = ["from pyinfra.operations import files\n", f"files.directory(path={str(out)!r})\n"]
+    lines += [
+        f"files.put(src=io.StringIO('file number {i}\\n'), dest={str(out)!r} + '/f{i}')\n"
+        for i in range(count)
+    ]
+    (work / "deploy.py").write_text("import io\n" + "".join(lines))
+    return ["pyinfra", "-y", "@local", str(work / "deploy.py")]
+
+
+TOOLS: dict[str, tuple[str, Setup]] = {
+    "mgmt": ("", mgmt),
+    "salt-call --local": ("salt-call", salt),
+    "puppet apply": ("puppet", puppet),
+    "pyinfra @local": ("pyinfra", pyinfra),
+}
+
+
+def timed(argv: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, check=True, capture_output=True, timeout=1800)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="mgmt-bench-peers-"))
+    runs: dict[str, tuple[list[str], Path, Path]] = {}
+    for label, (binary, setup) in TOOLS.items():
+        if binary and shutil.which(binary) is None:
+            print(f"{label}: not installed here, skipped")
+            continue
+        work = root / label.split()[0]
+        work.mkdir()
+        out = work / "out"
+        runs[label] = (setup(work, out, args.count), work, out)
+    first: dict[str, list[float]] = {label: [] for label in runs}
+    noop: dict[str, list[float]] = {label: [] for label in runs}
+    try:
+        for _ in range(args.rounds):
+            for label, (argv, work, out) in runs.items():  # interleaved: A B C, A B C, ...
+                shutil.rmtree(out, ignore_errors=True)
+                first[label].append(timed(argv, work))
+                noop[label].append(timed(argv, work))
+        load = os.getloadavg()[0]
+        print(f"{args.count} files, {args.rounds} rounds, load {load:.1f} (whole process, median):")
+        base_first = statistics.median(first["mgmt"])
+        base_noop = statistics.median(noop["mgmt"])
+        for label in runs:
+            f, n = statistics.median(first[label]), statistics.median(noop[label])
+            print(
+                f"  {label:18s} first run {f:7.3f}s ({f / base_first:5.1f}x mgmt)"
+                f"   no-op {n:7.3f}s ({n / base_noop:5.1f}x mgmt)"
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
