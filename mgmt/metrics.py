@@ -165,7 +165,10 @@ class Metrics:
         elif eventful and apply:
             self.latency.labels(kind).observe(time.monotonic() - vertex.stats.last_event)
 
-    def graph_swapped(self, _event: GraphSwapped) -> None:
+    def graph_swapped(self, event: GraphSwapped) -> None:
+        if event.replaced is not None:  # a small swap: the same keys, so the same counts
+            self.graph_start.set(time.time())
+            return
         counts = Tally(v.res.kind for v in self.engine.vertices.values())
         for vertex in self.engine.vertices.values():
             counts.update(g.kind for g in members(vertex.res))
