@@ -743,7 +743,7 @@ class Reuse:
                 *self.items[i + 1 :],
             ],
             _share(graph),
-            exported,
+            list(exported),
             self.collect,
             self.pending,
         )
