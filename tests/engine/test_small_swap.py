@@ -8,12 +8,13 @@ even look at them.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.engine import Engine
+from engine.engine import Engine, Status, check_limit
 from engine.events import GraphSwapped
 from engine.graph import Edge, Graph
 from resources.file import FileRes
@@ -153,3 +154,26 @@ async def test_the_same_graph_object_given_again_is_compared_in_full(
     await engine.apply(graph)
     await settle(engine)
     assert len(prepares) == 1 and ("probe", "c") in engine.vertices
+
+
+async def test_check_applies_at_once_are_bounded(tmp_path: Path) -> None:
+    """A check may hold descriptors while it waits for an I/O thread: at most `max_checks` run
+    at once (100,000 file resources at once used up the process's descriptors)."""
+    engine = Engine(hostname="test", prefix=tmp_path, max_checks=3)
+    gate = asyncio.Event()
+    names = [f"p{i}" for i in range(10)]
+    for name in names:
+        state(name).gate = gate
+    try:
+        await engine.apply(make_graph(names))
+        # RUNNING is set before the slot is taken: without a bound, all ten would be inside.
+        await settle(
+            engine, lambda: all(v.status is Status.RUNNING for v in engine.vertices.values())
+        )
+        assert sum(state(n).active for n in names) == 3
+        gate.set()
+        await settle(engine)
+        assert all(len(state(n).calls) == 1 for n in names)
+    finally:
+        await engine.stop(graceful=False)
+    assert check_limit() >= 16
