@@ -438,10 +438,14 @@ class Agent:
 
     async def _apply(self, loaded: Loaded) -> None:
         async with self._apply_lock:
-            self._digest = loaded.digest
-            self._loaded = loaded
+            last, self._digest, self._loaded = self._loaded, loaded.digest, loaded
             graph = loaded.graph
-            if self.cluster is None and needs_cluster(self.config, loaded):
+            # After a swap that replaced a few resources of a graph that did not need it, only
+            # those can make the cluster needed.
+            changed = None
+            if last is not None and loaded.since is not None and loaded.since[0] is last.graph:
+                changed = loaded.since[1]
+            if self.cluster is None and needs_cluster(self.config, loaded, changed):
                 await self._start_cluster()
                 if self.cluster is not None and self.source is not None:
                     # The program can read the world now: apply what it then produces.

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING
 from engine.errors import ValidationError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from engine.graph import Key
     from mgmt.config import Config
     from mgmt.yamlgraph import Loaded
 
@@ -37,13 +40,15 @@ def flags_given(config: Config) -> bool:
     )
 
 
-def needs_cluster(config: Config, loaded: Loaded) -> bool:
-    """Whether this run must start or join the cluster (DESIGN §6: lazily, only if needed)."""
+def needs_cluster(config: Config, loaded: Loaded, keys: Iterable[Key] | None = None) -> bool:
+    """Whether this run must start or join the cluster (DESIGN §6: lazily, only if needed).
+    `keys`: only these resources can need it (the others did not need it before a swap)."""
     if config.frontend == "empty" or flags_given(config):
         return True
     if loaded.exported or loaded.collect or loaded.cluster:
         return True
+    vertices = loaded.graph.vertices
     return any(
-        kind in CLUSTER_KINDS or res.needs_world()
-        for (kind, _), res in loaded.graph.vertices.items()
+        kind in CLUSTER_KINDS or vertices[(kind, name)].needs_world()
+        for kind, name in (vertices if keys is None else keys)
     )

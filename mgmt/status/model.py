@@ -105,14 +105,15 @@ class StatusModel:
         self._update(vertex)
 
     def _swapped(self, event: GraphSwapped) -> None:
-        keys = set(self.engine.vertices)
-        for key in list(self.info):
-            if key not in keys:
+        vertices = self.engine.vertices
+        if event.replaced is None:
+            for key in [k for k in self.info if k not in vertices]:
                 del self.info[key]
         self.graph_version += 1
         self._publish({"type": "graph", "version": self.graph_version})
-        for vertex in self.engine.vertices.values():
-            self._update(vertex)
+        # A small swap replaced just these vertices (the same keys): the others are as they were.
+        for key in vertices if event.replaced is None else event.replaced:
+            self._update(vertices[key])
 
     def logged(self, key: Key, message: str) -> None:
         """A resource logged a change (what changed and why): kept as its last change."""

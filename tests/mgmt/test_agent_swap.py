@@ -43,6 +43,13 @@ async def test_editing_one_resource_touches_that_resource_alone(
         original(self)
 
     monkeypatch.setattr(FileRes, "validate", counting)
+    asked: list[str] = []  # whether a resource needs the cluster: asked of the changed one only
+    monkeypatch.setattr(FileRes, "needs_world", lambda self: asked.append(self.name) or False)
+    updated: list[str] = []  # the status model looks at the replaced vertex only
+    status_update = agent.status._update
+    monkeypatch.setattr(
+        agent.status, "_update", lambda v: updated.append(v.res.name) or status_update(v)
+    )
     checked: list[str] = []
     applied = asyncio.Event()
 
@@ -61,6 +68,8 @@ async def test_editing_one_resource_touches_that_resource_alone(
     assert (out / "f7").read_text() == "edited\n"
 
     assert validated == ["f7"]
+    assert asked == ["f7"]
+    assert set(updated) == {"f7"}
     assert set(checked) == {"f7"}  # no other resource was checked again
     for key, vertex in before.items():
         assert (agent.engine.vertices[key] is vertex) == (key != ("file", "f7"))
