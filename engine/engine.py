@@ -477,6 +477,7 @@ class Engine:
         world: World | None = None,
         autoedges: bool = True,
         autogroup: bool = True,
+        local: LocalValues | None = None,
     ) -> None:
         self.hostname = hostname
         self.autoedges = autoedges
@@ -489,7 +490,8 @@ class Engine:
         self.prefix = prefix
         self.noop = noop
         self.world = world
-        self.local = LocalValues(prefix)  # values shared with the language (engine.local)
+        # values shared with the language (engine.local): the agent's, made before the program
+        self.local = local if local is not None else LocalValues(prefix)
         self.shared = Shared()  # the resources' shared clients, closed by stop()
         self.graph = Graph()
         self.vertices: dict[Key, Vertex] = {}

@@ -118,6 +118,7 @@ class Runtime:
         self.checked = checked
         self.ctx = ctx
         self.world = ctx.world  # the streams' Host: world.* functions wait for it
+        self.local = ctx.local  # the streams' Host: value.* functions read it
         self.clock: Clock = clock or LoopClock()
         self.base_dir = base_dir or Path.cwd()
         self.notify = notify

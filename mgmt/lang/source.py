@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Edge, Graph, fmt_key
+from engine.local import LocalValues
 from engine.resource import Resource, lookup
 from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
@@ -154,9 +155,10 @@ class LangSource:
         hostname: str,
         watch: bool = True,
         clock: Clock | None = None,
+        local: LocalValues | None = None,
     ) -> None:
         self.path = path
-        self.ctx = Context(hostname)
+        self.ctx = Context(hostname, local=local)
         self.watch = watch
         self.clock = clock
         self.runtime: Runtime | None = None
@@ -181,10 +183,16 @@ class LangSource:
 
     @classmethod
     async def open(
-        cls, path: Path, *, hostname: str, watch: bool = True, clock: Clock | None = None
+        cls,
+        path: Path,
+        *,
+        hostname: str,
+        watch: bool = True,
+        clock: Clock | None = None,
+        local: LocalValues | None = None,
     ) -> LangSource:
         """Compile (CompileError), start, and compute the first graph (or first_error)."""
-        source = cls(path, hostname=hostname, watch=watch, clock=clock)
+        source = cls(path, hostname=hostname, watch=watch, clock=clock, local=local)
         checked = await source._compile()
         if watch:
             await source._watch(checked.files)  # before the first graph: no edit is missed

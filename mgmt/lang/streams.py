@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from engine.errors import ValidationError, WorldError
+from engine.local import LocalValues
 from engine.world import Changes, World, check_key
 from mgmt.lang.clock import Clock, Timer
 from mgmt.lang.errors import FuncError
@@ -40,6 +41,7 @@ class Host(Protocol):
     clock: Clock
     base_dir: Path
     world: WorldRef
+    local: LocalValues | None
 
     def emit(self, stream: Stream, value: Any, error: FuncError | None = None) -> None: ...
 

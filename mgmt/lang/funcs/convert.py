@@ -17,7 +17,7 @@ _FLOAT_TEXT = re.compile(
 )
 
 
-def _parse_int(text: str) -> int:
+def parse_int(text: str) -> int:
     if not _INT_TEXT.fullmatch(text):
         raise fail(f"cannot parse {text!r} as an int (ASCII digits, with an optional sign)")
     digits = text.lstrip("+-").lstrip("0")
@@ -36,7 +36,7 @@ def _parse_float(text: str) -> float:
     return value
 
 
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("true", "1", "t"):
         return True
@@ -51,8 +51,8 @@ define("convert.to_str", "func(int) str", "func(float) str", "func(bool) str", i
 define("convert.format_bool", "func(bool) str", impl=go_str)
 define("convert.format_int", "func(int) str", impl=str)
 define("convert.format_float", "func(float) str", impl=go_float)
-define("convert.parse_bool", "func(str) bool", impl=_parse_bool)
-define("convert.str_to_int", "func(str) int", impl=_parse_int)
+define("convert.parse_bool", "func(str) bool", impl=parse_bool)
+define("convert.str_to_int", "func(str) int", impl=parse_int)
 define("convert.str_to_float", "func(str) float", impl=_parse_float)
-define("convert.parse_int", "func(str) int", impl=_parse_int)
+define("convert.parse_int", "func(str) int", impl=parse_int)
 define("convert.parse_float", "func(str) float", impl=_parse_float)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engine.local import LocalValues
 from mgmt.lang import ast, streams
 from mgmt.lang.errors import Abort, FuncError, Pos
 from mgmt.lang.template import BASE_FUNCS
@@ -19,11 +20,14 @@ from mgmt.lang.types import Type
 
 @dataclass(frozen=True)
 class Context:
-    """What context-dependent builtins see: the agent's hostname, the cluster's World."""
+    """What context-dependent builtins see: the agent's hostname, the cluster's World, the
+    agent's local store (value.get_*, local.*)."""
 
     hostname: str
     # The World once the agent has started the cluster (world.* functions wait for it).
     world: streams.WorldRef = field(default_factory=streams.WorldRef, compare=False)
+    # This agent's local store, shared with its engine's resources (the `value` kind).
+    local: LocalValues | None = field(default=None, compare=False)
 
 
 class Typer(Protocol):

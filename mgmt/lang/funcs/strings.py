@@ -42,3 +42,13 @@ define("strings.repeat", "func(str, int) str", impl=_repeat)
 define("strings.left_pad", "func(str, str, int) str", impl=lambda s, p, n: _pad(s, p, n, True))
 define("strings.right_pad", "func(str, str, int) str", impl=lambda s, p, n: _pad(s, p, n, False))
 define("strings.len", "func(str) int", impl=len)
+
+
+def _substr(s: str, low: int, high: int) -> str:
+    """s[low:high]; an index out of range is an error (which `<|>` can replace)."""
+    if not 0 <= low <= len(s) or not 0 <= high <= len(s) or low > high:
+        raise fail(f"low/high out of range: {low}, {high} (the length is {len(s)})")
+    return s[low:high]
+
+
+define("strings.substr", "func(str, int, int) str", impl=_substr, doc="s[low:high]")
