@@ -623,7 +623,7 @@ def _divide(left: Any, right: Any, pos: Pos) -> float:
     if right == 0:
         raise FuncError("/: can't divide by zero", pos)
     try:
-        return left / right
+        return float(left / right)
     except OverflowError as err:  # two ints whose quotient does not fit a float
         raise FuncError(f"/: {err}", pos) from None
 
