@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import platform
+import re
 from pathlib import Path
 
 import pytest
 
 from mgmt.lang.errors import FuncError
+from mgmt.lang.funcs import net as lnet
 from mgmt.lang.values import FrozenDict, Struct
 from tests.mgmt.lang.helpers import problems, value_of
 
@@ -171,3 +173,28 @@ def test_bad_calls_are_one_line_errors_with_positions(src: str, message: str) ->
     found = problems(src)
     assert found[0].startswith(message), found
     assert "\n" not in found[0]
+
+
+def _iface(root: Path, name: str, flags: int, mac: str, wireless: bool = False) -> None:
+    (root / name).mkdir()
+    (root / name / "flags").write_text(f"{flags:#x}\n")
+    (root / name / "address").write_text(mac + "\n")
+    if wireless:
+        (root / name / "wireless").mkdir()
+
+
+def test_net_and_util_read_the_interfaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = value_of("net.wired_interface()", 'import "net"')  # this machine's
+    assert re.fullmatch(r"[\d.]+/\d+", value_of(f'net.interface_cidr("{real}")', 'import "net"'))
+    with pytest.raises(FuncError, match="interface `lo` has no global-unicast IPv4 address"):
+        value_of('net.interface_cidr("lo")', 'import "net"')
+    monkeypatch.setattr(lnet.Sys, "NET", str(tmp_path))
+    _iface(tmp_path, "lo", 0x9, "00:00:00:00:00:00")
+    _iface(tmp_path, "eth0", 0x1002, "00:11:22:33:44:55")  # down
+    _iface(tmp_path, "wlan0", 0x1003, "aa:bb:cc:dd:ee:ff", wireless=True)
+    _iface(tmp_path, "eth1", 0x1003, "00:11:22:33:44:56")  # up: preferred
+    assert value_of("net.wired_interface()", 'import "net"') == "eth1"
+    assert value_of('net.cidr_to_ip("192.168.1.5/24")', 'import "net"') == "192.168.1.5"
+    names = '{"00:11:22:33:44:56" => "hostname1", "AA:BB:CC:DD:EE:FF" => "hostname2"}'
+    assert value_of(f"util.hostname_mapper({names})", 'import "util"') == "hostname1"
+    assert value_of('util.hostname_mapper({"01:02:03:04:05:06" => "x"})', 'import "util"') == ""
