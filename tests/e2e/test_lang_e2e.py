@@ -68,6 +68,25 @@ def test_classes_and_loops_example_converges(tmp_path: Path) -> None:
     assert (sites / "www.privileged").read_text() == "www needs CAP_NET_BIND_SERVICE\n"
 
 
+def test_stdlib_example_runs_with_mgmt_meaning(tmp_path: Path) -> None:
+    """Go's strings, iter, JSON, list.concat of several lists, `/` as a float division, and
+    local.pool kept under the agent's prefix: the same slot on the next run."""
+    env = {"MGMT_DEMO_DIR": str(tmp_path)}
+    prefix = tmp_path / "prefix"
+    args = ["run", "--converged-timeout=0", f"--prefix={prefix}", "lang", "examples/stdlib.mcl"]
+    code, out = run_mgmt(args, env=env)
+    assert code == 0, out
+    report = tmp_path / "stdlib-report"
+    assert report.read_text() == (
+        "roles: base, web, db, monitoring\nletters: 19, per role: 4.75\nslot: 1\nenabled: false\n"
+    )
+    assert (prefix / "local" / "pool" / "demo").is_dir()
+    (tmp_path / "enable").write_text("")
+    code, out = run_mgmt(args, env=env)
+    assert code == 0, out
+    assert report.read_text().endswith("slot: 1\nenabled: true\n")
+
+
 def test_hello_converges_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
     env = {"MGMT_DEMO_DIR": str(tmp_path)}
     args = ["run", "--converged-timeout=0", "--tmp-prefix", "lang", "examples/hello.mcl"]
