@@ -198,6 +198,8 @@ class LangSource:
             await source._watch(checked.files)  # before the first graph: no edit is missed
         source._start(checked)
         source._evaluate()
+        if not source.needs_cluster:  # the world's streams wait for the agent (attach_world)
+            await source._settle()
         source._ask_for_cluster()
         source.first = source._take()
         source._spawn(source._loop(), "lang")
@@ -282,6 +284,20 @@ class LangSource:
             await self.runtime.close()
 
     # the loop -------------------------------------------------------------------------------
+
+    async def _settle(self) -> None:
+        """Give streams that start without a value (os.system's first line) up to SETTLE_WAIT
+        s to produce one, so that the first graph already has it (mgmt waits for them too)."""
+        assert self.runtime is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_WAIT):
+                while self.runtime.waiting:
+                    self._kick.clear()
+                    if not self.runtime.pending:
+                        await self._kick.wait()
+                    self._evaluate()
+        if self.runtime.pending:
+            self._kick.set()  # for the loop
 
     async def _loop(self) -> None:
         while True:

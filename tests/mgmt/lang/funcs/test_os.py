@@ -15,6 +15,7 @@ import pytest
 from mgmt.lang.errors import FuncError, LangError
 from mgmt.lang.funcs import os as los
 from mgmt.lang.runtime import Runtime
+from mgmt.lang.source import LangSource
 from tests.mgmt.lang.helpers import binding, run, value_of
 
 
@@ -121,3 +122,19 @@ def test_host_facts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert value_of('os.home("root")', prelude) == "/root/"
     with pytest.raises(FuncError, match="unknown user no-such-user-x"):
         value_of('os.home("no-such-user-x")', prelude)
+
+
+async def test_the_first_graph_waits_for_the_first_line_of_os_system(tmp_path: Path) -> None:
+    """A stream that starts without a value (the command has not printed yet) gets it before
+    the first graph is taken, as in mgmt: a cron run of such a program has a graph."""
+    program = tmp_path / "main.mcl"
+    program.write_text(
+        'import "os"\n$l = os.system("sleep 0.2; echo hi")\nnoop "n" { comment => $l }\n'
+    )
+    source = await LangSource.open(program, hostname="h1", watch=False)
+    try:
+        assert source.first is not None
+        (noop,) = [v for v in source.first.graph if v.kind == "noop"]
+        assert noop.comment == "hi"
+    finally:
+        await source.aclose()
