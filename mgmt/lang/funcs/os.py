@@ -19,6 +19,7 @@ import logging
 import os
 import pwd
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -126,8 +127,7 @@ class System(streams.Stream):
                 await asyncio.shield(proc.wait())
 
     @staticmethod
-    async def _lines(reader: asyncio.StreamReader, take: object) -> None:
-        assert callable(take)
+    async def _lines(reader: asyncio.StreamReader, take: Callable[[str], None]) -> None:
         while line := await reader.readline():
             take(line.decode(errors="replace").removesuffix("\n"))
 

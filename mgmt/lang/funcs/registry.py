@@ -104,7 +104,8 @@ _TEMPLATE_FUNCS: dict[str, Callable[..., Any]] = {}
 
 
 def template_funcs() -> dict[str, Callable[..., Any]]:
-    """Functions a template may call: Go's, and every pure builtin as `package_name`."""
+    """Functions a template may call: Go's, and every pure builtin as `package_name`
+    (`golang/strings.join` is `golang_strings_join`, as in mgmt)."""
     if not _TEMPLATE_FUNCS:
         _TEMPLATE_FUNCS.update(BASE_FUNCS)
         for module, table in MODULES.items():
@@ -113,5 +114,6 @@ def template_funcs() -> dict[str, Callable[..., Any]]:
                     continue
                 if short == "template":
                     continue
-                _TEMPLATE_FUNCS.setdefault(f"{module}_{short}" if module else short, builtin.impl)
+                name = f"{module.replace('/', '_')}_{short}" if module else short
+                _TEMPLATE_FUNCS.setdefault(name, builtin.impl)
     return _TEMPLATE_FUNCS
