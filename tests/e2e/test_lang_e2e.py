@@ -87,6 +87,20 @@ def test_stdlib_example_runs_with_mgmt_meaning(tmp_path: Path) -> None:
     assert report.read_text().endswith("slot: 1\nenabled: true\n")
 
 
+def test_value_get_follows_the_value_resource(tmp_path: Path) -> None:
+    """The value kind stores under its name; value.get_str reads it back into the program
+    (the agent's one local store), and the graph it then produces converges."""
+    program, out = tmp_path / "v.mcl", tmp_path / "out"
+    program.write_text(
+        'import "value"\nvalue "k" { any => "wow" }\n$r = value.get_str("k")\n'
+        f'file "{out}" {{ state => "exists", '
+        'content => if $r->ready { $r->value } else { "not yet" } }\n'
+    )
+    code, log = run_mgmt(["run", "--converged-timeout=1", "--tmp-prefix", "lang", str(program)])
+    assert code == 0, log
+    assert out.read_text() == "wow"
+
+
 def test_hello_converges_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
     env = {"MGMT_DEMO_DIR": str(tmp_path)}
     args = ["run", "--converged-timeout=0", "--tmp-prefix", "lang", "examples/hello.mcl"]
