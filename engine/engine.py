@@ -509,6 +509,7 @@ class Engine:
         autoedges: bool = True,
         autogroup: bool = True,
         max_checks: int = 0,
+        local: LocalValues | None = None,
     ) -> None:
         self.hostname = hostname
         self.autoedges = autoedges
@@ -521,7 +522,8 @@ class Engine:
         self.prefix = prefix
         self.noop = noop
         self.world = world
-        self.local = LocalValues(prefix)  # values shared with the language (engine.local)
+        # values shared with the language (engine.local): the agent's, made before the program
+        self.local = local if local is not None else LocalValues(prefix)
         self.shared = Shared()  # the resources' shared clients, closed by stop()
         self.graph = Graph()
         self.vertices: dict[Key, Vertex] = {}

@@ -7,6 +7,9 @@ data, kept in memory and written to `<prefix>/local/value/<name>.json` (private,
 restarted agent starts with the last value instead of nothing (mgmt's cold-cache warming; a
 file is read once, on the first `get` of its key).
 
+`pool(namespace, uid)` and `vardir(dir)` (mgmt's `local.pool` and `local.vardir`) keep their
+files under `<prefix>/local/pool/` and `<prefix>/local/vardir/`.
+
 `get(key)` (None: no value), `set(key, value)` (None deletes; returns whether it changed) and
 `subscribe(key, signal)`, which calls `signal()` after every change of the key and returns the
 unsubscribe callable. Reads and writes touch small files: callers on the event loop go through
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.errors import ResourceError, ValidationError
 from engine.safefs import fit_name, private_dir, write_file
 
 log = logging.getLogger("engine")
@@ -46,6 +50,7 @@ class LocalValues:
     """The host's local values (see the module doc). Thread-safe: a lock guards the maps."""
 
     def __init__(self, prefix: Path) -> None:
+        self.prefix = prefix
         self._prefix = prefix
         self._dir = prefix / "local" / "value"
         self._lock = threading.Lock()
@@ -121,3 +126,51 @@ class LocalValues:
             return
         private_dir(self._dir, root=self._prefix)
         write_file(str(path), (json.dumps(value, sort_keys=True) + "\n").encode(), 0o600)
+
+    # pools and vardirs (mgmt's local.pool, local.vardir) ---------------------------------
+
+    def _private(self, *parts: str) -> Path:
+        path = self._prefix.joinpath("local", *parts)
+        try:
+            return private_dir(path, root=self._prefix)
+        except (OSError, ResourceError) as err:
+            raise ValidationError(f"cannot use {path}: {err}", "local") from err
+
+    def pool(self, namespace: str, uid: str) -> int:
+        """The number of `uid` in `namespace` (1, 2, ...): allocated once, the same after."""
+        _check_name("namespace", namespace)
+        _check_name("uid", uid)
+        with self._lock:
+            directory = self._private("pool", namespace)
+            mine = directory / f"{uid}.uid"
+            numbers: list[int] = []
+            for entry in directory.iterdir():
+                if entry.suffix != ".uid":
+                    continue
+                try:
+                    number = int(entry.read_text().strip())
+                except ValueError as err:
+                    raise ValidationError(f"corrupt pool entry {entry}: {err}", "pool") from err
+                if entry == mine:
+                    return number
+                numbers.append(number)
+            number = max(numbers, default=0) + 1
+            write_file(str(mine), f"{number}\n".encode(), 0o600)
+            return number
+
+    def vardir(self, relative: str) -> Path:
+        """A private directory of the agent's: `relative` is relative and ends with '/'."""
+        if relative.startswith("/") or not relative.endswith("/"):
+            raise ValidationError(
+                f"{relative!r}: expected a relative directory ending with '/'", "vardir"
+            )
+        if ".." in relative.split("/"):
+            raise ValidationError(f"{relative!r}: '..' is not allowed", "vardir")
+        return self._private("vardir", *relative.strip("/").split("/"))
+
+
+def _check_name(what: str, name: str) -> None:
+    if not name:
+        raise ValidationError(f"{what} is empty", what)
+    if "/" in name or name in (".", ".."):
+        raise ValidationError(f"{what} {name!r} must not contain '/' (or be . or ..)", what)

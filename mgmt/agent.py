@@ -22,6 +22,7 @@ import resources  # noqa: F401  # registers the loader that imports kinds on fir
 from engine.engine import Engine
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Graph
+from engine.local import LocalValues
 from engine.safefs import private_dir
 from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
@@ -64,7 +65,9 @@ class GraphSource(Protocol):
     async def aclose(self) -> None: ...
 
 
-async def open_lang(config: Config) -> tuple[GraphSource, Loaded | None]:
+async def open_lang(
+    config: Config, local: LocalValues | None = None
+) -> tuple[GraphSource, Loaded | None]:
     """Compile and start a program (GraphFileError on compile errors: nothing has run).
 
     Returns the source and its first graph (None if the program could not produce one yet).
@@ -75,7 +78,7 @@ async def open_lang(config: Config) -> tuple[GraphSource, Loaded | None]:
     assert config.file is not None
     try:
         source = await LangSource.open(
-            config.file, hostname=config.hostname, watch=not config.no_watch
+            config.file, hostname=config.hostname, watch=not config.no_watch, local=local
         )
     except CompileError as err:
         raise GraphFileError(err.problems) from err
@@ -122,17 +125,31 @@ async def run(config: Config, given: Loaded | None = None) -> ExitCode:
 
     `given`: a graph built by the caller, instead of the one the config names."""
     logsetup.setup(config.log_format, config.verbose)
+    # Known before the program runs: its functions keep their files there too (local.*).
+    prefix = Path(tempfile.mkdtemp(prefix="mgmt-")) if config.tmp_prefix else config.prefix
+    try:
+        return await _run(config, given, prefix)
+    finally:
+        if config.tmp_prefix:
+            shutil.rmtree(prefix, ignore_errors=True)
+
+
+async def _run(config: Config, given: Loaded | None, prefix: Path) -> ExitCode:
     source: GraphSource | None = None
     first: Loaded | None = None
     deploys = given is None and (config.frontend == "empty" or config.deploy)
+    # The agent's local values: the program's functions and the engine's resources share them.
+    local = LocalValues(prefix)
     try:
         if given is not None:
             loaded = given
         elif deploys:
             loaded = Loaded(Graph("empty"), cluster=True)  # until a deploy runs
-        elif config.frontend in ("lang", "puppet"):
-            opener = open_lang if config.frontend == "lang" else open_puppet
-            source, first = await opener(config)
+        elif config.frontend == "lang":
+            source, first = await open_lang(config, local)
+            loaded = first or Loaded(Graph("empty"))
+        elif config.frontend == "puppet":
+            source, first = await open_puppet(config)
             loaded = first or Loaded(Graph("empty"))
         else:
             loaded = load(config)
@@ -142,7 +159,6 @@ async def run(config: Config, given: Loaded | None = None) -> ExitCode:
         return ExitCode.USAGE
     for warning in loaded.warnings:
         log.warning("%s", warning)
-    prefix = Path(tempfile.mkdtemp(prefix="mgmt-")) if config.tmp_prefix else config.prefix
     try:
         if needs_cluster(config, loaded):
             from mgmt.cluster.options import from_config as cluster_options
@@ -157,20 +173,23 @@ async def run(config: Config, given: Loaded | None = None) -> ExitCode:
             return ExitCode.USAGE
         if deploy_source is not None:  # the deploy this host ran last, if any
             loaded = await deploy_source.start() or loaded
-        agent = Agent(config, prefix, deploy_source or source)
+        agent = Agent(config, prefix, deploy_source or source, local)
         if deploy_source is not None:
             deploy_source.follow_convergence(agent.converger)
         return await agent.run(loaded)
     except GraphError as err:  # found when the engine prepares the graph, before it runs
         log.error("%s: %s", config.file or "graph", err)
         return ExitCode.USAGE
-    finally:
-        if config.tmp_prefix:
-            shutil.rmtree(prefix, ignore_errors=True)
 
 
 class Agent:
-    def __init__(self, config: Config, prefix: Path, source: GraphSource | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        prefix: Path,
+        source: GraphSource | None = None,
+        local: LocalValues | None = None,
+    ) -> None:
         self.config = config
         self.source = source  # a front-end that produces graphs itself (the language)
         self.engine = Engine(
@@ -180,6 +199,7 @@ class Agent:
             sema=config.sema,
             autoedges=not config.no_autoedges,
             autogroup=not config.no_autogroup,
+            local=local,
         )
         timeout = config.exit_after
         # Always tracked (logged once converged); exits the run only in cron mode.

@@ -403,7 +403,8 @@ class Inference:
             )
             return BOOL
         result = TVar()
-        options = [[INT, INT, INT], [FLOAT, FLOAT, FLOAT]]
+        # mgmt's `/` is a float division, of ints too (7 / 2 is 3.5)
+        options = [[INT, INT, FLOAT if op == "/" else INT], [FLOAT, FLOAT, FLOAT]]
         if op == "+":
             options.append([STR, STR, STR])
         self.one_of(e.pos, [left, right, result], options, message)  # type: ignore[arg-type]

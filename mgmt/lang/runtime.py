@@ -35,7 +35,7 @@ from mgmt.lang.clock import Clock, LoopClock
 from mgmt.lang.errors import FuncError, LangError, NotReady, Pos
 from mgmt.lang.funcs import Builtin, Context
 from mgmt.lang.streams import Stream
-from mgmt.lang.values import INT_MAX, INT_MIN, Closure, FrozenDict, Struct, int64, sized, sort_key
+from mgmt.lang.values import INT_MIN, Closure, FrozenDict, Struct, int64, sized, sort_key
 
 log = logging.getLogger("lang")
 
@@ -118,6 +118,7 @@ class Runtime:
         self.checked = checked
         self.ctx = ctx
         self.world = ctx.world  # the streams' Host: world.* functions wait for it
+        self.local = ctx.local  # the streams' Host: value.* functions read it
         self.clock: Clock = clock or LoopClock()
         self.base_dir = base_dir or Path.cwd()
         self.notify = notify
@@ -617,20 +618,14 @@ _OPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def _divide(left: Any, right: Any, pos: Pos) -> Any:
-    if isinstance(left, float):
-        if right == 0:
-            if left == 0:
-                return float("nan")
-            return float("inf") if left > 0 else float("-inf")
-        return left / right
+def _divide(left: Any, right: Any, pos: Pos) -> float:
+    """mgmt's `/`: a float, of two ints too; dividing by zero is an error (as mgmt's)."""
     if right == 0:
-        raise FuncError("integer division by zero", pos)
-    quotient = abs(left) // abs(right)  # Go truncates towards zero
-    quotient = quotient if (left >= 0) == (right >= 0) else -quotient
-    if quotient > INT_MAX:  # INT_MIN / -1
-        raise FuncError(f"/: integer overflow: {left} / {right} does not fit 64 bits", pos)
-    return quotient
+        raise FuncError("/: can't divide by zero", pos)
+    try:
+        return float(left / right)
+    except OverflowError as err:  # two ints whose quotient does not fit a float
+        raise FuncError(f"/: {err}", pos) from None
 
 
 def _same(a: Any, a_err: LangError | None, b: Any, b_err: LangError | None) -> bool:

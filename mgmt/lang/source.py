@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Edge, Graph, fmt_key
+from engine.local import LocalValues
 from engine.resource import Resource, lookup
 from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
@@ -170,9 +171,10 @@ class LangSource:
         hostname: str,
         watch: bool = True,
         clock: Clock | None = None,
+        local: LocalValues | None = None,
     ) -> None:
         self.path = path
-        self.ctx = Context(hostname)
+        self.ctx = Context(hostname, local=local)
         self.watch = watch
         self.clock = clock
         self.runtime: Runtime | None = None
@@ -198,15 +200,23 @@ class LangSource:
 
     @classmethod
     async def open(
-        cls, path: Path, *, hostname: str, watch: bool = True, clock: Clock | None = None
+        cls,
+        path: Path,
+        *,
+        hostname: str,
+        watch: bool = True,
+        clock: Clock | None = None,
+        local: LocalValues | None = None,
     ) -> LangSource:
         """Compile (CompileError), start, and compute the first graph (or first_error)."""
-        source = cls(path, hostname=hostname, watch=watch, clock=clock)
+        source = cls(path, hostname=hostname, watch=watch, clock=clock, local=local)
         checked = await source._compile()
         if watch:
             await source._watch(checked.files)  # before the first graph: no edit is missed
         source._start(checked)
         source._evaluate()
+        if not source.needs_cluster:  # the world's streams wait for the agent (attach_world)
+            await source._settle()
         source._ask_for_cluster()
         source.first = source._take()
         source._spawn(source._loop(), "lang")
@@ -291,6 +301,20 @@ class LangSource:
             await self.runtime.close()
 
     # the loop -------------------------------------------------------------------------------
+
+    async def _settle(self) -> None:
+        """Give streams that start without a value (os.system's first line) up to SETTLE_WAIT
+        s to produce one, so that the first graph already has it (mgmt waits for them too)."""
+        assert self.runtime is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_WAIT):
+                while self.runtime.waiting:
+                    self._kick.clear()
+                    if not self.runtime.pending:
+                        await self._kick.wait()
+                    self._evaluate()
+        if self.runtime.pending:
+            self._kick.set()  # for the loop
 
     async def _loop(self) -> None:
         while True:

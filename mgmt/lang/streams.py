@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from engine.errors import ValidationError, WorldError
+from engine.local import LocalValues
 from engine.world import Changes, World, check_key
 from mgmt.lang.clock import Clock, Timer
 from mgmt.lang.errors import FuncError
@@ -40,6 +41,7 @@ class Host(Protocol):
     clock: Clock
     base_dir: Path
     world: WorldRef
+    local: LocalValues | None
 
     def emit(self, stream: Stream, value: Any, error: FuncError | None = None) -> None: ...
 
@@ -384,15 +386,20 @@ class Exchange(_WorldStream):
 
 
 class Schedule(_WorldStream):
-    """world.schedule(namespace[, opts]): the hosts chosen among those that call it with this
-    namespace, at most `max` (default 1), in the order they joined ("rr", the default) or by
-    name ("alpha"). A host stays in the pool while its agent runs it (a lease of `ttl` seconds,
-    default 10, so a dead host leaves within ttl; a stopped stream leaves at once)."""
+    """world.schedule(namespace): the hosts in the namespace's pool, in the order they joined
+    (mgmt's current API: it only reads; the `schedule` resource joins).
+
+    world.schedule(namespace, opts), mgmt's earlier API, also joins while it runs: the value
+    is the hosts chosen among those that call it with this namespace, at most `max` (default
+    1), in the order they joined ("rr", the default) or by name ("alpha"). A host stays in the
+    pool while its agent runs it (a lease of `ttl` seconds, default 10, so a dead host leaves
+    within ttl; a stopped stream leaves at once)."""
 
     STRATEGIES = ("rr", "alpha")
 
     def start(self) -> None:
-        opts = self.args[1] if len(self.args) > 1 else {}
+        self.joins = len(self.args) > 1
+        opts = self.args[1] if self.joins else {}
         self.strategy = opts.get("strategy", "rr")
         self.max = opts.get("max", 1)
         self.ttl = opts.get("ttl", 10)
@@ -408,11 +415,16 @@ class Schedule(_WorldStream):
 
     async def read(self, world: World, key: str) -> Any:
         hosts = await world.schedule_hosts(key)
+        if not self.joins:
+            return tuple(hosts)
         if self.strategy == "alpha":
             hosts.sort()
         return tuple(hosts[: self.max])
 
     async def _follow(self, key: str) -> None:
+        if not self.joins:
+            await super()._follow(key)
+            return
         world = await self.host.world.get()
         while True:
             try:

@@ -68,6 +68,39 @@ def test_classes_and_loops_example_converges(tmp_path: Path) -> None:
     assert (sites / "www.privileged").read_text() == "www needs CAP_NET_BIND_SERVICE\n"
 
 
+def test_stdlib_example_runs_with_mgmt_meaning(tmp_path: Path) -> None:
+    """Go's strings, iter, JSON, list.concat of several lists, `/` as a float division, and
+    local.pool kept under the agent's prefix: the same slot on the next run."""
+    env = {"MGMT_DEMO_DIR": str(tmp_path)}
+    prefix = tmp_path / "prefix"
+    args = ["run", "--converged-timeout=0", f"--prefix={prefix}", "lang", "examples/stdlib.mcl"]
+    code, out = run_mgmt(args, env=env)
+    assert code == 0, out
+    report = tmp_path / "stdlib-report"
+    assert report.read_text() == (
+        "roles: base, web, db, monitoring\nletters: 19, per role: 4.75\nslot: 1\nenabled: false\n"
+    )
+    assert (prefix / "local" / "pool" / "demo").is_dir()
+    (tmp_path / "enable").write_text("")
+    code, out = run_mgmt(args, env=env)
+    assert code == 0, out
+    assert report.read_text().endswith("slot: 1\nenabled: true\n")
+
+
+def test_value_get_follows_the_value_resource(tmp_path: Path) -> None:
+    """The value kind stores under its name; value.get_str reads it back into the program
+    (the agent's one local store), and the graph it then produces converges."""
+    program, out = tmp_path / "v.mcl", tmp_path / "out"
+    program.write_text(
+        'import "value"\nvalue "k" { any => "wow" }\n$r = value.get_str("k")\n'
+        f'file "{out}" {{ state => "exists", '
+        'content => if $r->ready { $r->value } else { "not yet" } }\n'
+    )
+    code, log = run_mgmt(["run", "--converged-timeout=1", "--tmp-prefix", "lang", str(program)])
+    assert code == 0, log
+    assert out.read_text() == "wow"
+
+
 def test_hello_converges_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
     env = {"MGMT_DEMO_DIR": str(tmp_path)}
     args = ["run", "--converged-timeout=0", "--tmp-prefix", "lang", "examples/hello.mcl"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import stat
 from pathlib import Path
 
 import pytest
 
+from engine.errors import ValidationError
 from engine.local import LocalValues
 
 
@@ -40,3 +42,24 @@ def test_odd_keys_and_a_corrupt_file(tmp_path: Path, caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING):
         assert LocalValues(tmp_path).get("bad") is None
     assert "is not JSON: ignored" in caplog.text
+
+
+def test_pool_numbers_each_uid_once(tmp_path: Path) -> None:
+    local = LocalValues(tmp_path)
+    assert local.pool("ns", "james") == 1
+    assert local.pool("ns", "purple") == 2
+    assert local.pool("ns", "james") == 1
+    assert LocalValues(tmp_path).pool("ns", "purple") == 2  # a restarted agent
+    assert local.pool("other", "purple") == 1
+    assert stat.S_IMODE((tmp_path / "local" / "pool" / "ns").stat().st_mode) == 0o700
+    with pytest.raises(ValidationError, match="must not contain '/'"):
+        local.pool("ns", "../x")
+
+
+def test_vardir(tmp_path: Path) -> None:
+    local = LocalValues(tmp_path)
+    path = local.vardir("my/dir/")
+    assert path.is_dir() and path == tmp_path / "local" / "vardir" / "my" / "dir"
+    for bad in ("/abs/", "no-slash", "a/../../b/"):
+        with pytest.raises(ValidationError):
+            local.vardir(bad)

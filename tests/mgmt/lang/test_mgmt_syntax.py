@@ -19,7 +19,7 @@ def test_except_gives_the_fallback_only_while_the_left_side_is_an_error() -> Non
     assert value_of('$l[7] <|> "z"', prelude) == "z"
     assert value_of('$m["nope"] <|> 13', prelude) == 13
     assert value_of('$l[7] <|> $l[9] <|> "last"', prelude) == "last"  # left to right
-    assert value_of("1 / 0 <|> 2 + 3") == 5  # the loosest operator
+    assert value_of("1 / 0 <|> 2.0 + 3.0") == 5.0  # the loosest operator (/ is a float division)
     rt = run('$l = ["a"]\n$v = $l[3] <|> $l[4]\nnoop "n" { comment => $v }\n')
     _changed, _items, error = rt.evaluate()
     assert isinstance(error, FuncError) and str(error).startswith("t.mcl:2:16: index 4")

@@ -18,8 +18,8 @@ from tests.mgmt.lang.helpers import binding, contents, run, value_of
     ("expr", "value"),
     [
         ("1 + 2 * 3", 7),
-        ("7 / 2", 3),
-        ("-7 / 2", -3),  # Go truncates towards zero
+        ("7 / 2", 3.5),  # mgmt's / is a float division, of ints too
+        ("-7 / 2", -3.5),
         ("7.0 / 2.0", 3.5),
         ('"a" + "b"', "ab"),
         ("1 < 2 and not (2 < 1) or false", True),
@@ -111,11 +111,11 @@ def test_templates() -> None:
 def test_errors_are_values_with_positions() -> None:
     rt = run(
         '$l = [1]\nfile "/tmp/x" { content => "${l[3]}" }'.replace("${l[3]}", "x")
-        + '\n$bad = 1 / 0\nnoop "n" { comment => "${b}" }\n$b = if $bad > 0 { "a" } else { "b" }\n'
+        + '\n$bad = 1 / 0\nnoop "n" { comment => "${b}" }\n$b = if $bad > 0.0 { "a" } else { "b" }\n'
     )
     _changed, _items, error = rt.evaluate()
     assert isinstance(error, FuncError)
-    assert str(error) == "t.mcl:3:8: integer division by zero"
+    assert str(error) == "t.mcl:3:8: /: can't divide by zero"
 
 
 def test_only_downstream_cells_recompute_and_equal_results_stop_the_wave(
@@ -210,8 +210,8 @@ def test_an_upstream_error_does_not_reset_a_stream(tmp_path: Path) -> None:
         """
         import "datetime"
         $now = datetime.now()
-        $glitch = if $now == 105 { 1 / ($now - $now) } else { 0 }
-        $held = debounce($now >= 104 and $glitch == 0, 4000)
+        $glitch = if $now == 105 { 1 / ($now - $now) } else { 0.0 }
+        $held = debounce($now >= 104 and $glitch == 0.0, 4000)
         noop "n" { comment => if $held { "on" } else { "off" } }
         """,
         clock,
@@ -241,7 +241,7 @@ async def test_streams_nothing_reads_stop_even_while_the_program_fails(tmp_path:
         $now = datetime.now()
         $content = os.readfile(fmt.printf("{tmp_path}/f%d", $now))
         $broken = 1 / ($now - $now)
-        noop "n" {{ comment => fmt.printf("%s %d", $content, $broken) }}
+        noop "n" {{ comment => fmt.printf("%s %f", $content, $broken) }}
         """,
         clock,
     )

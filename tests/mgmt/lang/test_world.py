@@ -272,3 +272,21 @@ async def test_schedule_alpha_and_bad_options(store: MemoryStore) -> None:
         finally:
             await alpha.rt.close()
             await bad.rt.close()
+
+
+async def test_schedule_with_only_a_namespace_reads_without_joining(store: MemoryStore) -> None:
+    """mgmt's current world.schedule(namespace): the pool as it is (the `schedule` resource
+    joins); this host is not added by reading it."""
+    src = 'import "fmt"\nimport "world"\nnoop "n" { comment => fmt.printf("%v", world.schedule("pool")) }\n'
+    reader = MemoryWorld("h5", store)
+    driven = Driven(src, reader)
+    try:
+        await driven.until("[]")
+        async with MemoryWorld("h9", store).schedule_join("pool", 10):
+            await driven.until("[h9]")
+            async with MemoryWorld("h0", store).schedule_join("pool", 10):
+                await driven.until("[h9 h0]")
+            await driven.until("[h9]")
+        assert await reader.schedule_hosts("pool") == []
+    finally:
+        await driven.rt.close()

@@ -1,0 +1,119 @@
+"""The registry of builtins: what a builtin is (`Builtin`), where the modules of the standard
+library put theirs (`define`), and how the checker and the runtime find them (`lookup`).
+
+Each module of mgmt's function tree is a module of this package (`os.py` is `import "os"`,
+`golang_strings.py` is `import "golang/strings"`); `mgmt.lang.funcs` imports them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.local import LocalValues
+from mgmt.lang import ast, streams
+from mgmt.lang.errors import Abort, FuncError, Pos
+from mgmt.lang.template import BASE_FUNCS
+from mgmt.lang.types import Type
+
+
+@dataclass(frozen=True)
+class Context:
+    """What context-dependent builtins see: the agent's hostname, the cluster's World, the
+    agent's local store (value.get_*, local.*)."""
+
+    hostname: str
+    # The World once the agent has started the cluster (world.* functions wait for it).
+    world: streams.WorldRef = field(default_factory=streams.WorldRef, compare=False)
+    # This agent's local store, shared with its engine's resources (the `value` kind).
+    local: LocalValues | None = field(default=None, compare=False)
+
+
+class Typer(Protocol):
+    """What a typing rule may ask of the checker's type inference (mgmt.lang.infer)."""
+
+    def expect(self, actual: Type, expected: Type, pos: Pos, context: str) -> None:
+        """Unify, or record `type error: {context}: expected ..., got ...` and raise Abort."""
+
+    def has_field(self, pos: Pos, obj: Type, name: str) -> Type:
+        """The type of `obj`'s field `name`, checked once `obj`'s type is known."""
+
+    def problem(self, pos: Pos, message: str) -> None:
+        """Record a problem and go on."""
+
+    def abort(self, pos: Pos, message: str) -> Abort:
+        """Record a problem; the rule raises what it returns."""
+
+
+# A typing rule: the call's result type, from the call and the types of its arguments.
+Rule = Callable[[Typer, ast.Call, list[Type]], Type]
+
+
+@dataclass(frozen=True)
+class Builtin:
+    # Full name: "datetime.now", or "len" for a core function.
+    name: str
+    # One mgmt type signature, or several for an overloaded function.
+    sigs: tuple[str, ...]
+    # A pure function of its arguments (with ctx: the Context first).
+    impl: Callable[..., Any] | None = None
+    # A function whose value changes over time.
+    stream: type[streams.Stream] | None = None
+    # A typing rule of its own (then `sigs` only documents it).
+    typing: Rule | None = None
+    ctx: bool = False
+    doc: str = ""
+
+
+MODULES: dict[str, dict[str, Builtin]] = {}
+
+
+def define(
+    name: str,
+    *sigs: str,
+    impl: Callable[..., Any] | None = None,
+    stream: type[streams.Stream] | None = None,
+    typing: Rule | None = None,
+    ctx: bool = False,
+    doc: str = "",
+) -> None:
+    """Register a builtin: "module.name" (the module's import path: "golang/strings.join"),
+    or a bare name for a core function that needs no import."""
+    module, _, short = name.rpartition(".")
+    table = MODULES.setdefault(module, {})
+    if short in table:
+        raise ValueError(f"builtin {name} is defined twice")
+    table[short] = Builtin(name, sigs, impl, stream, typing, ctx, doc)
+
+
+def lookup(module: str, name: str) -> Builtin | None:
+    return MODULES.get(module, {}).get(name)
+
+
+def module_names() -> list[str]:
+    return sorted(m for m in MODULES if m)
+
+
+def fail(message: str) -> FuncError:
+    """A run-time error of a function (the runtime adds its name and the call's position)."""
+    return FuncError(message)
+
+
+_TEMPLATE_FUNCS: dict[str, Callable[..., Any]] = {}
+
+
+def template_funcs() -> dict[str, Callable[..., Any]]:
+    """Functions a template may call: Go's, and every pure builtin as `package_name`
+    (`golang/strings.join` is `golang_strings_join`, as in mgmt)."""
+    if not _TEMPLATE_FUNCS:
+        _TEMPLATE_FUNCS.update(BASE_FUNCS)
+        for module, table in MODULES.items():
+            for short, builtin in table.items():
+                if builtin.impl is None or builtin.ctx or builtin.typing:
+                    continue
+                if short == "template":
+                    continue
+                name = f"{module.replace('/', '_')}_{short}" if module else short
+                _TEMPLATE_FUNCS.setdefault(name, builtin.impl)
+    return _TEMPLATE_FUNCS
