@@ -85,13 +85,20 @@ def main(
 
 
 def _run_args(rest: list[str], config: Config) -> list[str]:
-    """`mgmt run`'s arguments, with the graph file's path made absolute."""
+    """`mgmt run`'s arguments, with the graph file's path and the prefix made absolute (the
+    service runs in `/`). The file is matched as a path: `./g.yaml` is `g.yaml`."""
     args = list(rest)
     if config.file is not None:
-        index = len(args) - 1 - args[::-1].index(str(config.file))
+        index = max(i for i, arg in enumerate(args) if Path(arg) == config.file)
         args[index] = str(config.file.absolute())
+    prefix = str(config.prefix.absolute())
+    for index, arg in enumerate(args):
+        if arg == "--prefix" and index + 1 < len(args):
+            args[index + 1] = prefix
+        elif arg.startswith("--prefix="):
+            args[index] = "--prefix=" + prefix
     if "--prefix" not in args and not any(a.startswith("--prefix=") for a in args):
-        args = ["--prefix", str(config.prefix), *args]
+        args = ["--prefix", prefix, *args]
     return args
 
 
