@@ -236,12 +236,15 @@ def _file(res: PRes) -> Spec:
         value = res.take(ours)
         if value is not None:
             params[ours] = _str(value, ours)
+    recurse = res.take("recurse")
+    if "mode" in params:
+        is_dir = {"file": False, "directory": None if recurse else True}.get(ensure or "")
+        params["mode"] = _dir_mode(params["mode"], is_dir)
     if isinstance(params.get("source"), str) and not params.get("symlink"):
         source = params["source"].removeprefix("file://")
         if not source.startswith("/"):
             raise Untranslatable(f"source => {params['source']!r}: only local paths translate")
         params["source"] = source + ("/" if path.endswith("/") else "")
-    recurse = res.take("recurse")
     if recurse is not None:
         if recurse == "remote":
             raise Untranslatable("recurse => remote has no translation")
@@ -251,6 +254,29 @@ def _file(res: PRes) -> Spec:
         if value is not None:
             params[flag] = _bool(value, flag)
     return Spec("file", path, {"path": path, **params})
+
+
+def _dir_mode(mode: str, is_dir: bool | None) -> str:
+    """Puppet gives a directory the search bit wherever a numeric mode has the read bit
+    (`0644` makes a directory 0755). `is_dir` None: a file or a directory (no `ensure`, or
+    `recurse`), so `X` in a symbolic mode does it; a mode with execute bits cannot, kept."""
+    if not re.fullmatch(r"[0-7]{3,4}", mode):
+        return mode
+    bits = int(mode, 8)
+    search = (bits & 0o444) >> 2
+    if is_dir is False or not search & ~bits:
+        return mode
+    if is_dir:
+        return f"{bits | search:04o}"
+    if bits & 0o111:
+        return mode
+    clauses = ["a="]
+    for who, shift, special in (("u", 6, "s"), ("g", 3, "s"), ("o", 0, "t")):
+        perms = "r" * bool(bits >> shift & 4) + "w" * bool(bits >> shift & 2)
+        perms += "X" * bool(bits >> shift & 4)
+        perms += special * bool(bits & (0o4000 >> (2 - shift // 3)))
+        clauses.append(f"{who}={perms}")
+    return ",".join(clauses)
 
 
 def _exec(res: PRes) -> Spec:
