@@ -9,7 +9,9 @@
 It always listens on a Unix socket in the prefix (`<prefix>/status.sock`, 0600: the agent's
 user alone; `mgmt status` reads it), and on TCP with --status (at --prometheus-listen, loopback
 by default; the same listener as /metrics). A small HTTP/1.1 server of our own on asyncio:
-GET and HEAD only, one request per connection, bounded request size and time.
+GET and HEAD only, one request per connection, bounded request size and time; a client
+that stops reading is dropped after SEND_TIMEOUT, and at most MAX_STREAMS event streams are
+open at once (the snapshot each stream starts with is encoded once per change).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ CONTENT_TYPES = {
 MAX_REQUEST = 8192  # bytes of request line and headers
 REQUEST_TIMEOUT = 10.0  # seconds to send them
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
+SEND_TIMEOUT = 30.0  # seconds a client may take to read what a stream sent it
+MAX_STREAMS = 64  # event streams at once: each holds a snapshot in flight
 DOT_TIMEOUT = 60.0  # seconds Graphviz may take to lay out a graph
 SOCKET = "status.sock"
 COLORS = {
@@ -59,6 +63,7 @@ class StatusServer:
         self._svg: tuple[int, bytes] = (-1, b"")
         self._svg_lock = asyncio.Lock()
         self._streams: set[asyncio.Task[Any]] = set()
+        self._events = 0  # open /api/events streams
 
     async def listen_unix(self, path: Path) -> None:
         """Serve on a socket at `path`, in the private prefix (0700): the agent's user alone
@@ -101,12 +106,19 @@ class StatusServer:
                 await _send(writer, (405, "text/plain", b"GET only\n"))
                 return
             if target == "/api/events":
-                await self._stream(writer)
+                if self._events >= MAX_STREAMS:
+                    await _send(writer, (503, "text/plain", b"too many event streams\n"))
+                    return
+                self._events += 1
+                try:
+                    await self._stream(writer)
+                finally:
+                    self._events -= 1
                 return
             route = self._routes().get(target)
             response = await route() if route else (404, "text/plain", b"not found\n")
             await _send(writer, response, head=method == "HEAD")
-        except (ConnectionError, asyncio.CancelledError):
+        except (ConnectionError, asyncio.CancelledError, TimeoutError):
             pass
         finally:
             self._streams.discard(task)
@@ -128,8 +140,7 @@ class StatusServer:
         return routes
 
     async def _status(self) -> Response:
-        body = json.dumps(self.model.snapshot()).encode()
-        return 200, "application/json", body
+        return 200, "application/json", self.model.snapshot_json()
 
     async def _metrics(self) -> Response:
         assert self.metrics is not None
@@ -143,8 +154,9 @@ class StatusServer:
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                 b"Cache-Control: no-store\r\nConnection: close\r\n\r\n"
             )
-            writer.write(_sse({"type": "snapshot", **self.model.snapshot()}))
-            await writer.drain()
+            snapshot = self.model.snapshot_json()  # {"host": ...}
+            writer.write(b'data: {"type": "snapshot", ' + snapshot[1:] + b"\n\n")
+            await _drain(writer)
             while self.model.subscribed(queue):
                 try:
                     async with asyncio.timeout(KEEPALIVE):
@@ -153,7 +165,7 @@ class StatusServer:
                     writer.write(b": keep-alive\n\n")
                 else:
                     writer.write(_sse(update))
-                await writer.drain()
+                await _drain(writer)
         finally:
             self.model.unsubscribe(queue)
 
@@ -243,15 +255,25 @@ def _static(name: str) -> Callable[[], Awaitable[Response]]:
     return serve
 
 
+async def _drain(writer: asyncio.StreamWriter) -> None:
+    """A client that stops reading is dropped (TimeoutError), not waited for forever."""
+    async with asyncio.timeout(SEND_TIMEOUT):
+        await writer.drain()
+
+
 def _sse(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data).encode() + b"\n\n"
 
 
 async def _send(writer: asyncio.StreamWriter, response: Response, head: bool = False) -> None:
     code, content_type, body = response
-    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Too Large"}.get(
-        code, "Error"
-    )
+    reason = {
+        200: "OK",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        431: "Too Large",
+        503: "Service Unavailable",
+    }.get(code, "Error")
     writer.write(
         f"HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
@@ -261,4 +283,4 @@ async def _send(writer: asyncio.StreamWriter, response: Response, head: bool = F
     )
     if not head:
         writer.write(body)
-    await writer.drain()
+    await _drain(writer)

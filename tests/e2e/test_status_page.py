@@ -179,3 +179,34 @@ async def test_status_api_and_metrics_share_the_listener(tmp_path: Path) -> None
         assert status.endswith("200 OK") and b'id="file[f0]"' in body
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
+
+
+async def test_event_streams_are_capped_and_drift_is_still_repaired(tmp_path: Path) -> None:
+    """A local user opening event streams without reading them: past 64 they are refused (503),
+    and the agent goes on repairing drift."""
+    port = free_port()
+    args = ["run", "--tmp-prefix", "--status", "--prometheus-listen", f":{port}"]
+    args += ["yaml", str(graph(tmp_path, 200))]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged:")
+        writers = []
+
+        async def stream() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)
+            writers.append(writer)
+            writer.write(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+            return await reader.readline()
+
+        try:
+            lines = [await stream() for _ in range(64)]
+            assert all(line.startswith(b"HTTP/1.1 200") for line in lines)
+            assert (await stream()).startswith(b"HTTP/1.1 503")
+            started = time.monotonic()
+            (tmp_path / "out/f7").unlink()
+            await wait_path(tmp_path / "out/f7", lambda p: p.exists())
+            assert time.monotonic() - started < 5
+        finally:
+            for writer in writers:
+                writer.close()
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 1  # exec[broken] failed
