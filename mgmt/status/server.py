@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import json
 import logging
 import os
@@ -74,7 +76,10 @@ class StatusServer:
         await asyncio.to_thread(os.chmod, path, 0o600)
 
     async def listen_tcp(self, host: str, port: int) -> None:
-        self.servers.append(await asyncio.start_server(self._serve, host, port))
+        """On loopback, a request must name the host by address or as `localhost`: a web page
+        the admin opens cannot rebind its own domain name to 127.0.0.1 and read the status."""
+        serve = functools.partial(self._serve, check_host=_is_loopback(host))
+        self.servers.append(await asyncio.start_server(serve, host, port))
 
     async def close(self) -> None:
         for server in self.servers:
@@ -87,7 +92,9 @@ class StatusServer:
 
     # requests --------------------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, check_host: bool = False
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._streams.add(task)
@@ -104,6 +111,9 @@ class StatusServer:
             target = rest.split(" ", 1)[0].split("?", 1)[0]
             if method not in ("GET", "HEAD"):
                 await _send(writer, (405, "text/plain", b"GET only\n"))
+                return
+            if check_host and not _local_host(head.decode("latin-1")):
+                await _send(writer, (403, "text/plain", b"Host: an address or localhost\n"))
                 return
             if target == "/api/events":
                 if self._events >= MAX_STREAMS:
@@ -206,6 +216,33 @@ class StatusServer:
         return out
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _local_host(head: str) -> bool:
+    """The request's Host header is an IP address or localhost (or absent: not a browser)."""
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() != "host":
+            continue
+        host = value.strip().lower()
+        if host.startswith("["):
+            host = host[1 : host.find("]")]
+        elif host.count(":") == 1:
+            host = host.split(":")[0]
+        if host == "localhost" or host.endswith(".localhost"):
+            return True
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+    return True
+
+
 def _remove_stale(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -271,6 +308,7 @@ async def _send(writer: asyncio.StreamWriter, response: Response, head: bool = F
         200: "OK",
         404: "Not Found",
         405: "Method Not Allowed",
+        403: "Forbidden",
         431: "Too Large",
         503: "Service Unavailable",
     }.get(code, "Error")

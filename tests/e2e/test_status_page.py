@@ -163,7 +163,7 @@ async def test_status_api_and_metrics_share_the_listener(tmp_path: Path) -> None
 
         async def get(path: str) -> tuple[str, bytes]:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             data = await reader.read()
             writer.close()
             head, _, body = data.partition(b"\r\n\r\n")
@@ -175,6 +175,20 @@ async def test_status_api_and_metrics_share_the_listener(tmp_path: Path) -> None
         assert json.loads(body)["counts"]["converged"] == 1
         status, _ = await get("/nothing")
         assert status.endswith("404 Not Found")
+        # DNS rebinding: a web page whose own name now points at 127.0.0.1 reads nothing.
+        for host, code in (
+            ("evil.example", "403"),
+            ("evil.example:80", "403"),
+            ("localhost", "200"),
+            (f"localhost:{port}", "200"),
+            ("[::1]:1", "200"),
+            ("127.0.0.1", "200"),
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET /api/status HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            first = (await reader.read()).split(b"\r\n")[0]
+            writer.close()
+            assert first.startswith(f"HTTP/1.1 {code}".encode()), (host, first)
         status, body = await get("/graph.svg")
         assert status.endswith("200 OK") and b'id="file[f0]"' in body
         daemon.signal(signal.SIGTERM)
@@ -194,7 +208,7 @@ async def test_event_streams_are_capped_and_drift_is_still_repaired(tmp_path: Pa
         async def stream() -> bytes:
             reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)
             writers.append(writer)
-            writer.write(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+            writer.write(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             return await reader.readline()
 
         try:
