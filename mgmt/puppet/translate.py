@@ -308,8 +308,10 @@ def _exec(res: PRes) -> Spec:
             params[ours] = _str(value, theirs)
     timeout = res.take("timeout", EXEC_TIMEOUT)
     params["timeout"] = int(float(_str(timeout, "timeout")))
-    guards = [f"({_str(c, 'onlyif')})" for c in _list(res.take("onlyif"))]
-    guards += [f"! ({_str(c, 'unless')})" for c in _list(res.take("unless"))]
+    # Each command in a subshell of its own; `)` on a line of its own, as a command may end
+    # with a comment (`test -d /srv # the tree`).
+    guards = [f"({_str(c, 'onlyif')}\n)" for c in _list(res.take("onlyif"))]
+    guards += [f"! ({_str(c, 'unless')}\n)" for c in _list(res.take("unless"))]
     creates = [_str(c, "creates") for c in _list(res.take("creates"))]
     if len(creates) == 1:
         params["creates"] = creates[0]

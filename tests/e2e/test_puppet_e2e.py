@@ -216,3 +216,19 @@ def test_a_numeric_mode_gives_directories_the_search_bit_as_puppet_does(tmp_path
     assert code == 0, out
     modes = {name: (t / name).stat().st_mode & 0o7777 for name in ("d", "tree", "f")}
     assert modes == {"d": 0o755, "tree": 0o750, "f": 0o644}
+
+
+def test_onlyif_and_unless_may_end_with_a_comment(tmp_path: Path) -> None:
+    """`onlyif => 'test -d /tmp # the tmp dir'` runs through /bin/sh in Puppet: the comment
+    must not swallow the guard's closing parenthesis (the exec then never ran, silently)."""
+    t = tmp_path
+    pp = t / "guards.pp"
+    pp.write_text(
+        f"exec {{ 'yes': command => 'touch {t}/yes', path => ['/usr/bin', '/bin'],\n"
+        "  onlyif => ['test -d /tmp # the tmp dir', 'true'], unless => 'false # never' }\n"
+        f"exec {{ 'no': command => 'touch {t}/no', path => ['/usr/bin', '/bin'],\n"
+        "  unless => 'true # always' }\n"
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    assert code == 0, out
+    assert (t / "yes").exists() and not (t / "no").exists(), out

@@ -112,7 +112,7 @@ def test_exec_translation(graph: Graph) -> None:
     multi = graph.vertices[("exec", "multi")]
     assert (multi.cmd, multi.args, multi.shell) == ("/usr/bin/printf", ["%s", "x"], None)
     assert multi.ifcmd == (
-        "(test -d /srv) && (true) && ! (false) && [ ! -e '/srv/m1' ] && [ ! -e '/srv/m2' ]"
+        "(test -d /srv\n) && (true\n) && ! (false\n) && [ ! -e '/srv/m1' ] && [ ! -e '/srv/m2' ]"
     )
     assert multi.ifshell == "/bin/sh" and multi.cwd == "/srv" and multi.timeout == 30
     assert multi.env == {"PATH": "/bin:/usr/bin", "A": "1"}
