@@ -224,3 +224,22 @@ async def test_event_streams_are_capped_and_drift_is_still_repaired(tmp_path: Pa
                 writer.close()
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 1  # exec[broken] failed
+
+
+async def test_mgmt_status_escapes_control_characters_from_command_output(tmp_path: Path) -> None:
+    """A failed command's stderr is quoted in its error: `mgmt status` must not let it set the
+    terminal's title, clear the screen or colour the lines of the person reading it."""
+    prefix = tmp_path / "prefix"
+    path = tmp_path / "graph.yaml"
+    path.write_text(
+        "graph: g\nresources:\n  exec:\n    - name: e\n      shell: /bin/sh\n"
+        "      cmd: \"printf 'x\\\\033]0;pwned\\\\007\\\\033[2J' >&2; exit 1\"\n"
+    )
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(path)]) as daemon:
+        await daemon.wait_log("converged:")
+        code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 1, out
+        assert "\x1b" not in out and "\x07" not in out, repr(out)
+        assert "stderr: x\\x1b]0;pwned\\x07\\x1b[2J" in out, out
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait()
