@@ -10,20 +10,22 @@ It always listens on a Unix socket in the prefix (`<prefix>/status.sock`, 0600: 
 user alone; `mgmt status` reads it), and on TCP with --status (at --prometheus-listen, loopback
 by default; the same listener as /metrics). A small HTTP/1.1 server of our own on asyncio:
 GET and HEAD only, one request per connection, bounded request size and time; a client
-that stops reading is dropped after SEND_TIMEOUT, and at most MAX_STREAMS event streams are
-open at once (the snapshot each stream starts with is encoded once per change).
+that stops reading is dropped after SEND_TIMEOUT. On TCP, at most MAX_CONNECTIONS connections
+are served at once (the others wait in the kernel's backlog); the socket, private, is not
+limited, for `mgmt status`. At most MAX_STREAMS event streams; the snapshot each starts with
+is encoded once per change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ipaddress
 import json
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ REQUEST_TIMEOUT = 10.0  # seconds to send them
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
 SEND_TIMEOUT = 30.0  # seconds a client may take to read what a stream sent it
 MAX_STREAMS = 64  # event streams at once: each holds a snapshot in flight
+MAX_CONNECTIONS = 128  # TCP connections served at once; the others wait in the backlog
 DOT_TIMEOUT = 60.0  # seconds Graphviz may take to lay out a graph
 SOCKET = "status.sock"
 COLORS = {
@@ -66,6 +69,8 @@ class StatusServer:
         self._svg_lock = asyncio.Lock()
         self._streams: set[asyncio.Task[Any]] = set()
         self._events = 0  # open /api/events streams
+        self._listeners: list[socket.socket] = []
+        self._accepting: set[asyncio.Task[None]] = set()
 
     async def listen_unix(self, path: Path) -> None:
         """Serve on a socket at `path`, in the private prefix (0700): the agent's user alone
@@ -78,10 +83,44 @@ class StatusServer:
     async def listen_tcp(self, host: str, port: int) -> None:
         """On loopback, a request must name the host by address or as `localhost`: a web page
         the admin opens cannot rebind its own domain name to 127.0.0.1 and read the status."""
-        serve = functools.partial(self._serve, check_host=_is_loopback(host))
-        self.servers.append(await asyncio.start_server(serve, host, port))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=MAX_CONNECTIONS)
+        sock.setblocking(False)
+        self._listeners.append(sock)
+        self._accepting.add(asyncio.create_task(self._accept(sock, _is_loopback(host))))
+
+    async def _accept(self, sock: socket.socket, check_host: bool) -> None:
+        """Accept a connection only when fewer than MAX_CONNECTIONS are open: the others wait
+        in the kernel's backlog and hold none of our descriptors (a local user holding
+        thousands took every one the agent had: its resources failed with EMFILE)."""
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        while True:
+            await slots.acquire()
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as err:  # out of descriptors: the backlog keeps the client
+                slots.release()
+                log.debug("status listener: %s", err)
+                await asyncio.sleep(0.5)
+                continue
+            task = asyncio.create_task(self._serve_socket(conn, check_host))
+            task.add_done_callback(lambda _task: slots.release())
+
+    async def _serve_socket(self, conn: socket.socket, check_host: bool) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+        except OSError:
+            conn.close()
+            return
+        await self._serve(reader, writer, check_host=check_host)
 
     async def close(self) -> None:
+        for accepting in self._accepting:
+            accepting.cancel()
+        for sock in self._listeners:
+            sock.close()
+        self._accepting, self._listeners = set(), []
         for server in self.servers:
             server.close()
         for task in list(self._streams):

@@ -9,7 +9,9 @@ console errors. A screenshot is kept as a test artefact (tests/artefacts/status-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import resource
 import shutil
 import signal
 import socket
@@ -275,3 +277,40 @@ async def test_the_page_keeps_up_with_a_thousand_resources(browser: Any, tmp_pat
         assert counts == "1001"
         daemon.signal(signal.SIGTERM)
         await daemon.wait()
+
+
+async def test_idle_connections_cannot_take_the_agents_descriptors(tmp_path: Path) -> None:
+    """A local user holding 600 idle connections to an agent limited to 300 descriptors: the
+    listener accepts at most 128 at once, so a deleted file is still repaired (it failed with
+    EMFILE, and stayed missing) and `mgmt status` on the socket still answers."""
+    port = free_port()
+    prefix = tmp_path / "prefix"
+    args = ["run", "--prefix", str(prefix), "--status", "--prometheus-listen", f":{port}"]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard))
+    try:
+        daemon = Daemon([*args, "yaml", str(graph(tmp_path, 1))])
+        await daemon.__aenter__()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    socks: list[socket.socket] = []
+    try:
+        await daemon.wait_log("converged:")
+        for _ in range(600):
+            sock = socket.socket()
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(("127.0.0.1", port))
+            socks.append(sock)
+        code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 0, out
+        (tmp_path / "out/f0").unlink()
+        await wait_path(tmp_path / "out/f0", lambda p: p.exists(), timeout=5)
+        assert "out of system resource" not in daemon.log
+        assert "Too many open files" not in daemon.log
+    finally:
+        for sock in socks:
+            sock.close()
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait()
+        await daemon.__aexit__(None, None, None)
