@@ -13,6 +13,7 @@ with its file and line; with `fallback`, such a resource runs instead as an exec
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -220,6 +221,11 @@ def _file(res: PRes) -> Spec:
     if ensure in ("file", "present", None):
         if ensure is not None:
             params["state"] = "exists"
+        # Puppet's `present` (or no ensure) takes whatever is there: an existing directory is
+        # managed as one, not refused as "a directory, expected a file".
+        typeless = ensure != "file" and not {"content", "source"} & res.params.keys()
+        if typeless and os.path.isdir(path):
+            path += "/"
     elif ensure == "directory":
         path += "/"
         params["state"] = "exists"
