@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -57,9 +58,11 @@ def main(
     """`parse`: the CLI's `mgmt run` parser (exits 2 on a usage error); `check`: the CLI's
     checks of a graph, program or manifest (one-line problems)."""
     own, rest = build_parser().parse_known_args(argv)
-    if not own.unit.replace("-", "").replace("_", "").replace("@", "").isalnum():
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(@[A-Za-z0-9_-]+)?", own.unit):
         print(
-            f"mgmt setup: --unit {own.unit!r}: letters, digits, '-' and '_' only", file=sys.stderr
+            f"mgmt setup: --unit {own.unit!r}: ASCII letters, digits, '-' and '_' only "
+            "(and NAME@INSTANCE)",
+            file=sys.stderr,
         )
         return int(ExitCode.USAGE)
     if own.watchdog_sec < 0:

@@ -89,6 +89,8 @@ def test_setup_refuses_a_bad_graph_or_flags_before_writing_anything(tmp_path: Pa
         ["yaml", str(bad)],
         ["--converged-timeout", "0", "empty"],
         ["--unit", "a b", "empty"],
+        ["--unit", "mgmt@", "empty"],  # a template: cannot be started
+        ["--unit", "ünit", "empty"],  # systemd's names are ASCII
         ["--no-such-flag", "empty"],
     ):
         code, out = run_mgmt(["setup", "--install-service", "--dry-run", *args])
