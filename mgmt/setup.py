@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -57,9 +58,11 @@ def main(
     """`parse`: the CLI's `mgmt run` parser (exits 2 on a usage error); `check`: the CLI's
     checks of a graph, program or manifest (one-line problems)."""
     own, rest = build_parser().parse_known_args(argv)
-    if not own.unit.replace("-", "").replace("_", "").replace("@", "").isalnum():
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(@[A-Za-z0-9_-]+)?", own.unit):
         print(
-            f"mgmt setup: --unit {own.unit!r}: letters, digits, '-' and '_' only", file=sys.stderr
+            f"mgmt setup: --unit {own.unit!r}: ASCII letters, digits, '-' and '_' only "
+            "(and NAME@INSTANCE)",
+            file=sys.stderr,
         )
         return int(ExitCode.USAGE)
     if own.watchdog_sec < 0:
@@ -85,13 +88,20 @@ def main(
 
 
 def _run_args(rest: list[str], config: Config) -> list[str]:
-    """`mgmt run`'s arguments, with the graph file's path made absolute."""
+    """`mgmt run`'s arguments, with the graph file's path and the prefix made absolute (the
+    service runs in `/`). The file is matched as a path: `./g.yaml` is `g.yaml`."""
     args = list(rest)
     if config.file is not None:
-        index = len(args) - 1 - args[::-1].index(str(config.file))
+        index = max(i for i, arg in enumerate(args) if Path(arg) == config.file)
         args[index] = str(config.file.absolute())
+    prefix = str(config.prefix.absolute())
+    for index, arg in enumerate(args):
+        if arg == "--prefix" and index + 1 < len(args):
+            args[index + 1] = prefix
+        elif arg.startswith("--prefix="):
+            args[index] = "--prefix=" + prefix
     if "--prefix" not in args and not any(a.startswith("--prefix=") for a in args):
-        args = ["--prefix", str(config.prefix), *args]
+        args = ["--prefix", prefix, *args]
     return args
 
 

@@ -24,8 +24,11 @@ from resources._lib.proc import run_command
 PUPPET = "puppet"
 MODULEPATH = "/usr/share/puppet/modules"
 TIMEOUT = 300.0  # seconds a compile may take (facter alone takes one or two)
-# "(file: /x.pp, line: 3, column: 7)" at the end of Puppet's error messages.
-_WHERE = re.compile(r"\s*\(file: (?P<file>[^,]+), line: (?P<line>\d+)(?:, column: (?P<col>\d+))?\)")
+# "(file: /x.pp, line: 3, column: 7)" at the end of Puppet's error messages; "(line: 1,
+# column: 26)" for inline code, "(file: /x.pp)" at the end of the input.
+_WHERE = re.compile(
+    r"\s*\((?:file: (?P<file>[^,)]+))?(?:, )?(?:line: (?P<line>\d+)(?:, column: (?P<col>\d+))?)?\)"
+)
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,23 @@ def _failure(manifest: Manifest, output: str, code: int) -> str:
     if not errors:
         return f"{manifest.label}: puppet exited with code {code}: {output.strip()[-300:]}"
     message = errors[0]
-    where = _WHERE.search(message)
-    place = manifest.label
-    if where is not None:
-        message = (message[: where.start()] + message[where.end() :]).strip()
-        place = where["file"] + ":" + where["line"] + (":" + where["col"] if where["col"] else "")
     message = re.sub(r" on node \S+$", "", message)
+    wheres = [m for m in _WHERE.finditer(message) if m["file"] or m["line"]]
+    place, line, col = manifest.label, None, None
+    if wheres:
+        where = wheres[-1]
+        message = (message[: where.start()] + message[where.end() :]).strip()
+        place, line, col = where["file"] or place, where["line"], where["col"]
+    if line is None and "end of input" in message:
+        line = _last_line(manifest)
+    place += (":" + line if line else "") + (":" + col if col else "")
     return f"{place}: puppet: {message}"
+
+
+def _last_line(manifest: Manifest) -> str | None:
+    """The line "end of input" is on: the last one."""
+    try:
+        text = manifest.code if manifest.file is None else manifest.file.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return str(max(1, len((text or "").rstrip("\n").split("\n"))))

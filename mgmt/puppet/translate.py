@@ -13,6 +13,7 @@ with its file and line; with `fallback`, such a resource runs instead as an exec
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -220,6 +221,11 @@ def _file(res: PRes) -> Spec:
     if ensure in ("file", "present", None):
         if ensure is not None:
             params["state"] = "exists"
+        # Puppet's `present` (or no ensure) takes whatever is there: an existing directory is
+        # managed as one, not refused as "a directory, expected a file".
+        typeless = ensure != "file" and not {"content", "source"} & res.params.keys()
+        if typeless and os.path.isdir(path):
+            path += "/"
     elif ensure == "directory":
         path += "/"
         params["state"] = "exists"
@@ -236,12 +242,15 @@ def _file(res: PRes) -> Spec:
         value = res.take(ours)
         if value is not None:
             params[ours] = _str(value, ours)
+    recurse = res.take("recurse")
+    if "mode" in params:
+        is_dir = {"file": False, "directory": None if recurse else True}.get(ensure or "")
+        params["mode"] = _dir_mode(params["mode"], is_dir)
     if isinstance(params.get("source"), str) and not params.get("symlink"):
         source = params["source"].removeprefix("file://")
         if not source.startswith("/"):
             raise Untranslatable(f"source => {params['source']!r}: only local paths translate")
         params["source"] = source + ("/" if path.endswith("/") else "")
-    recurse = res.take("recurse")
     if recurse is not None:
         if recurse == "remote":
             raise Untranslatable("recurse => remote has no translation")
@@ -251,6 +260,29 @@ def _file(res: PRes) -> Spec:
         if value is not None:
             params[flag] = _bool(value, flag)
     return Spec("file", path, {"path": path, **params})
+
+
+def _dir_mode(mode: str, is_dir: bool | None) -> str:
+    """Puppet gives a directory the search bit wherever a numeric mode has the read bit
+    (`0644` makes a directory 0755). `is_dir` None: a file or a directory (no `ensure`, or
+    `recurse`), so `X` in a symbolic mode does it; a mode with execute bits cannot, kept."""
+    if not re.fullmatch(r"[0-7]{3,4}", mode):
+        return mode
+    bits = int(mode, 8)
+    search = (bits & 0o444) >> 2
+    if is_dir is False or not search & ~bits:
+        return mode
+    if is_dir:
+        return f"{bits | search:04o}"
+    if bits & 0o111:
+        return mode
+    clauses = ["a="]
+    for who, shift, special in (("u", 6, "s"), ("g", 3, "s"), ("o", 0, "t")):
+        perms = "r" * bool(bits >> shift & 4) + "w" * bool(bits >> shift & 2)
+        perms += "X" * bool(bits >> shift & 4)
+        perms += special * bool(bits & (0o4000 >> (2 - shift // 3)))
+        clauses.append(f"{who}={perms}")
+    return ",".join(clauses)
 
 
 def _exec(res: PRes) -> Spec:
@@ -282,8 +314,10 @@ def _exec(res: PRes) -> Spec:
             params[ours] = _str(value, theirs)
     timeout = res.take("timeout", EXEC_TIMEOUT)
     params["timeout"] = int(float(_str(timeout, "timeout")))
-    guards = [f"({_str(c, 'onlyif')})" for c in _list(res.take("onlyif"))]
-    guards += [f"! ({_str(c, 'unless')})" for c in _list(res.take("unless"))]
+    # Each command in a subshell of its own; `)` on a line of its own, as a command may end
+    # with a comment (`test -d /srv # the tree`).
+    guards = [f"({_str(c, 'onlyif')}\n)" for c in _list(res.take("onlyif"))]
+    guards += [f"! ({_str(c, 'unless')}\n)" for c in _list(res.take("unless"))]
     creates = [_str(c, "creates") for c in _list(res.take("creates"))]
     if len(creates) == 1:
         params["creates"] = creates[0]

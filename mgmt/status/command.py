@@ -79,11 +79,11 @@ def table(snapshot: dict[str, Any]) -> str:
     else:
         head = "not converged"
     parts = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-    lines = [f"{snapshot['host']}: {head}; {total} resources: {parts or 'none'}"]
+    lines = [f"{_printable(snapshot['host'])}: {head}; {total} resources: {parts or 'none'}"]
     rows = [("RESOURCE", "STATE", "SINCE", "LAST CHANGE / ERROR")]
     for v in snapshot["vertices"]:
         detail = f"error: {v['error']}" if v["error"] else v["last_change"]
-        rows.append((v["id"], v["state"], _clock(v["since"]), detail))
+        rows.append((_printable(v["id"]), v["state"], _clock(v["since"]), _printable(detail)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         cells = [row[i].ljust(widths[i]) for i in range(3)] + [row[3]]
@@ -95,3 +95,11 @@ def _clock(seconds: float | None) -> str:
     if not seconds:
         return "-"
     return time.strftime("%H:%M:%S", time.localtime(seconds))
+
+
+def _printable(text: str) -> str:
+    """Control characters escaped (`\\x1b`): an error may quote a command's output, which must
+    not drive the terminal of whoever runs `mgmt status`."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

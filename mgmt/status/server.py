@@ -9,17 +9,23 @@
 It always listens on a Unix socket in the prefix (`<prefix>/status.sock`, 0600: the agent's
 user alone; `mgmt status` reads it), and on TCP with --status (at --prometheus-listen, loopback
 by default; the same listener as /metrics). A small HTTP/1.1 server of our own on asyncio:
-GET and HEAD only, one request per connection, bounded request size and time.
+GET and HEAD only, one request per connection, bounded request size and time; a client
+that stops reading is dropped after SEND_TIMEOUT. On TCP, at most MAX_CONNECTIONS connections
+are served at once (the others wait in the kernel's backlog); the socket, private, is not
+limited, for `mgmt status`. At most MAX_STREAMS event streams; the snapshot each starts with
+is encoded once per change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,9 @@ CONTENT_TYPES = {
 MAX_REQUEST = 8192  # bytes of request line and headers
 REQUEST_TIMEOUT = 10.0  # seconds to send them
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
+SEND_TIMEOUT = 30.0  # seconds a client may take to read what a stream sent it
+MAX_STREAMS = 64  # event streams at once: each holds a snapshot in flight
+MAX_CONNECTIONS = 128  # TCP connections served at once; the others wait in the backlog
 DOT_TIMEOUT = 60.0  # seconds Graphviz may take to lay out a graph
 SOCKET = "status.sock"
 COLORS = {
@@ -59,6 +68,9 @@ class StatusServer:
         self._svg: tuple[int, bytes] = (-1, b"")
         self._svg_lock = asyncio.Lock()
         self._streams: set[asyncio.Task[Any]] = set()
+        self._events = 0  # open /api/events streams
+        self._listeners: list[socket.socket] = []
+        self._accepting: set[asyncio.Task[None]] = set()
 
     async def listen_unix(self, path: Path) -> None:
         """Serve on a socket at `path`, in the private prefix (0700): the agent's user alone
@@ -69,9 +81,46 @@ class StatusServer:
         await asyncio.to_thread(os.chmod, path, 0o600)
 
     async def listen_tcp(self, host: str, port: int) -> None:
-        self.servers.append(await asyncio.start_server(self._serve, host, port))
+        """On loopback, a request must name the host by address or as `localhost`: a web page
+        the admin opens cannot rebind its own domain name to 127.0.0.1 and read the status."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=MAX_CONNECTIONS)
+        sock.setblocking(False)
+        self._listeners.append(sock)
+        self._accepting.add(asyncio.create_task(self._accept(sock, _is_loopback(host))))
+
+    async def _accept(self, sock: socket.socket, check_host: bool) -> None:
+        """Accept a connection only when fewer than MAX_CONNECTIONS are open: the others wait
+        in the kernel's backlog and hold none of our descriptors (a local user holding
+        thousands took every one the agent had: its resources failed with EMFILE)."""
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        while True:
+            await slots.acquire()
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as err:  # out of descriptors: the backlog keeps the client
+                slots.release()
+                log.debug("status listener: %s", err)
+                await asyncio.sleep(0.5)
+                continue
+            task = asyncio.create_task(self._serve_socket(conn, check_host))
+            task.add_done_callback(lambda _task: slots.release())
+
+    async def _serve_socket(self, conn: socket.socket, check_host: bool) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+        except OSError:
+            conn.close()
+            return
+        await self._serve(reader, writer, check_host=check_host)
 
     async def close(self) -> None:
+        for accepting in self._accepting:
+            accepting.cancel()
+        for sock in self._listeners:
+            sock.close()
+        self._accepting, self._listeners = set(), []
         for server in self.servers:
             server.close()
         for task in list(self._streams):
@@ -82,7 +131,9 @@ class StatusServer:
 
     # requests --------------------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, check_host: bool = False
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._streams.add(task)
@@ -100,13 +151,23 @@ class StatusServer:
             if method not in ("GET", "HEAD"):
                 await _send(writer, (405, "text/plain", b"GET only\n"))
                 return
+            if check_host and not _local_host(head.decode("latin-1")):
+                await _send(writer, (403, "text/plain", b"Host: an address or localhost\n"))
+                return
             if target == "/api/events":
-                await self._stream(writer)
+                if self._events >= MAX_STREAMS:
+                    await _send(writer, (503, "text/plain", b"too many event streams\n"))
+                    return
+                self._events += 1
+                try:
+                    await self._stream(writer)
+                finally:
+                    self._events -= 1
                 return
             route = self._routes().get(target)
             response = await route() if route else (404, "text/plain", b"not found\n")
             await _send(writer, response, head=method == "HEAD")
-        except (ConnectionError, asyncio.CancelledError):
+        except (ConnectionError, asyncio.CancelledError, TimeoutError):
             pass
         finally:
             self._streams.discard(task)
@@ -128,8 +189,7 @@ class StatusServer:
         return routes
 
     async def _status(self) -> Response:
-        body = json.dumps(self.model.snapshot()).encode()
-        return 200, "application/json", body
+        return 200, "application/json", self.model.snapshot_json()
 
     async def _metrics(self) -> Response:
         assert self.metrics is not None
@@ -143,8 +203,9 @@ class StatusServer:
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                 b"Cache-Control: no-store\r\nConnection: close\r\n\r\n"
             )
-            writer.write(_sse({"type": "snapshot", **self.model.snapshot()}))
-            await writer.drain()
+            snapshot = self.model.snapshot_json()  # {"host": ...}
+            writer.write(b'data: {"type": "snapshot", ' + snapshot[1:] + b"\n\n")
+            await _drain(writer)
             while self.model.subscribed(queue):
                 try:
                     async with asyncio.timeout(KEEPALIVE):
@@ -153,7 +214,7 @@ class StatusServer:
                     writer.write(b": keep-alive\n\n")
                 else:
                     writer.write(_sse(update))
-                await writer.drain()
+                await _drain(writer)
         finally:
             self.model.unsubscribe(queue)
 
@@ -192,6 +253,33 @@ class StatusServer:
             log.warning("graphviz failed: %s", err.decode(errors="replace").strip()[:300])
             return b""
         return out
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _local_host(head: str) -> bool:
+    """The request's Host header is an IP address or localhost (or absent: not a browser)."""
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() != "host":
+            continue
+        host = value.strip().lower()
+        if host.startswith("["):
+            host = host[1 : host.find("]")]
+        elif host.count(":") == 1:
+            host = host.split(":")[0]
+        if host == "localhost" or host.endswith(".localhost"):
+            return True
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+    return True
 
 
 def _remove_stale(path: Path) -> None:
@@ -243,15 +331,26 @@ def _static(name: str) -> Callable[[], Awaitable[Response]]:
     return serve
 
 
+async def _drain(writer: asyncio.StreamWriter) -> None:
+    """A client that stops reading is dropped (TimeoutError), not waited for forever."""
+    async with asyncio.timeout(SEND_TIMEOUT):
+        await writer.drain()
+
+
 def _sse(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data).encode() + b"\n\n"
 
 
 async def _send(writer: asyncio.StreamWriter, response: Response, head: bool = False) -> None:
     code, content_type, body = response
-    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Too Large"}.get(
-        code, "Error"
-    )
+    reason = {
+        200: "OK",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        403: "Forbidden",
+        431: "Too Large",
+        503: "Service Unavailable",
+    }.get(code, "Error")
     writer.write(
         f"HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
@@ -261,4 +360,4 @@ async def _send(writer: asyncio.StreamWriter, response: Response, head: bool = F
     )
     if not head:
         writer.write(body)
-    await writer.drain()
+    await _drain(writer)

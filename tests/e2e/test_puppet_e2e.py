@@ -199,3 +199,43 @@ def test_the_example_manifest_converges(tmp_path: Path) -> None:
     assert code == 0, out
     assert (tmp_path / "puppet/motd").read_text().startswith("managed by Puppet code")
     assert (tmp_path / "puppet/motd.log").exists()  # created, so the exec was refreshed
+
+
+def test_a_numeric_mode_gives_directories_the_search_bit_as_puppet_does(tmp_path: Path) -> None:
+    """Puppet adds `x` wherever a numeric mode has `r` on a directory: `0644` is 0755 there
+    (`X` where the tree may hold files too), else nobody can enter the directory."""
+    t = tmp_path
+    (t / "tree").mkdir()
+    (t / "loose").mkdir()
+    (t / "there").mkdir()
+    pp = t / "modes.pp"
+    pp.write_text(
+        f"file {{ '{t}/d': ensure => directory, mode => '0644' }}\n"
+        f"file {{ '{t}/tree': ensure => directory, recurse => true, mode => '0640' }}\n"
+        f"file {{ '{t}/f': ensure => file, content => 'x', mode => '0644' }}\n"
+        # No ensure, or present: whatever exists (here a directory) is managed.
+        f"file {{ '{t}/loose': mode => '0604' }}\n"
+        f"file {{ '{t}/there': ensure => present, mode => '0640' }}\n"
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    assert code == 0, out
+    modes = {
+        name: (t / name).stat().st_mode & 0o7777 for name in ("d", "tree", "f", "loose", "there")
+    }
+    assert modes == {"d": 0o755, "tree": 0o750, "f": 0o644, "loose": 0o705, "there": 0o750}
+
+
+def test_onlyif_and_unless_may_end_with_a_comment(tmp_path: Path) -> None:
+    """`onlyif => 'test -d /tmp # the tmp dir'` runs through /bin/sh in Puppet: the comment
+    must not swallow the guard's closing parenthesis (the exec then never ran, silently)."""
+    t = tmp_path
+    pp = t / "guards.pp"
+    pp.write_text(
+        f"exec {{ 'yes': command => 'touch {t}/yes', path => ['/usr/bin', '/bin'],\n"
+        "  onlyif => ['test -d /tmp # the tmp dir', 'true'], unless => 'false # never' }\n"
+        f"exec {{ 'no': command => 'touch {t}/no', path => ['/usr/bin', '/bin'],\n"
+        "  unless => 'true # always' }\n"
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    assert code == 0, out
+    assert (t / "yes").exists() and not (t / "no").exists(), out

@@ -9,7 +9,9 @@ console errors. A screenshot is kept as a test artefact (tests/artefacts/status-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import resource
 import shutil
 import signal
 import socket
@@ -163,7 +165,7 @@ async def test_status_api_and_metrics_share_the_listener(tmp_path: Path) -> None
 
         async def get(path: str) -> tuple[str, bytes]:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             data = await reader.read()
             writer.close()
             head, _, body = data.partition(b"\r\n\r\n")
@@ -175,7 +177,140 @@ async def test_status_api_and_metrics_share_the_listener(tmp_path: Path) -> None
         assert json.loads(body)["counts"]["converged"] == 1
         status, _ = await get("/nothing")
         assert status.endswith("404 Not Found")
+        # DNS rebinding: a web page whose own name now points at 127.0.0.1 reads nothing.
+        for host, code in (
+            ("evil.example", "403"),
+            ("evil.example:80", "403"),
+            ("localhost", "200"),
+            (f"localhost:{port}", "200"),
+            ("[::1]:1", "200"),
+            ("127.0.0.1", "200"),
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET /api/status HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            first = (await reader.read()).split(b"\r\n")[0]
+            writer.close()
+            assert first.startswith(f"HTTP/1.1 {code}".encode()), (host, first)
         status, body = await get("/graph.svg")
         assert status.endswith("200 OK") and b'id="file[f0]"' in body
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
+
+
+async def test_event_streams_are_capped_and_drift_is_still_repaired(tmp_path: Path) -> None:
+    """A local user opening event streams without reading them: past 64 they are refused (503),
+    and the agent goes on repairing drift."""
+    port = free_port()
+    args = ["run", "--tmp-prefix", "--status", "--prometheus-listen", f":{port}"]
+    args += ["yaml", str(graph(tmp_path, 200))]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged:")
+        writers = []
+
+        async def stream() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)
+            writers.append(writer)
+            writer.write(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            return await reader.readline()
+
+        try:
+            lines = [await stream() for _ in range(64)]
+            assert all(line.startswith(b"HTTP/1.1 200") for line in lines)
+            assert (await stream()).startswith(b"HTTP/1.1 503")
+            started = time.monotonic()
+            (tmp_path / "out/f7").unlink()
+            await wait_path(tmp_path / "out/f7", lambda p: p.exists())
+            assert time.monotonic() - started < 5
+        finally:
+            for writer in writers:
+                writer.close()
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 1  # exec[broken] failed
+
+
+async def test_mgmt_status_escapes_control_characters_from_command_output(tmp_path: Path) -> None:
+    """A failed command's stderr is quoted in its error: `mgmt status` must not let it set the
+    terminal's title, clear the screen or colour the lines of the person reading it."""
+    prefix = tmp_path / "prefix"
+    path = tmp_path / "graph.yaml"
+    path.write_text(
+        "graph: g\nresources:\n  exec:\n    - name: e\n      shell: /bin/sh\n"
+        "      cmd: \"printf 'x\\\\033]0;pwned\\\\007\\\\033[2J' >&2; exit 1\"\n"
+    )
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(path)]) as daemon:
+        await daemon.wait_log("converged:")
+        code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 1, out
+        assert "\x1b" not in out and "\x07" not in out, repr(out)
+        assert "stderr: x\\x1b]0;pwned\\x07\\x1b[2J" in out, out
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait()
+
+
+@pytest.mark.slow
+async def test_the_page_keeps_up_with_a_thousand_resources(browser: Any, tmp_path: Path) -> None:
+    """Every resource of a 1,000-resource graph changing state twice (a swap, a mass repair):
+    the page draws the 2,000 updates in batches, not 8 s of redrawing counts and search."""
+    port = free_port()
+    args = ["run", "--tmp-prefix", "--status", "--prometheus-listen", f":{port}"]
+    async with Daemon([*args, "yaml", str(graph(tmp_path, 1000))]) as daemon:
+        await daemon.wait_log("converged:")
+        await asyncio.to_thread(browser.get, f"http://127.0.0.1:{port}/")
+        await until(browser, lambda: browser.execute_script("return state.vertices.size"), 20)
+        took = await asyncio.to_thread(
+            browser.execute_async_script,
+            """
+            const done = arguments[arguments.length - 1];
+            const t0 = performance.now();
+            const all = [...state.vertices.values()];
+            for (const v of all) onUpdate({...v, type: "vertex", state: "applying"});
+            for (const v of all) onUpdate({...v, type: "vertex", state: "converged"});
+            const busy = () => typeof pending !== "undefined" && (pending.size || flushing);
+            const wait = () => (busy() ? setTimeout(wait, 5) : done(performance.now() - t0));
+            wait();
+            """,
+        )
+        assert took < 3000, f"2,000 updates took {took:.0f} ms"
+        counts = browser.execute_script(
+            "return document.querySelector('#counts li[data-state=converged]').dataset.count"
+        )
+        assert counts == "1001"
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait()
+
+
+async def test_idle_connections_cannot_take_the_agents_descriptors(tmp_path: Path) -> None:
+    """A local user holding 600 idle connections to an agent limited to 300 descriptors: the
+    listener accepts at most 128 at once, so a deleted file is still repaired (it failed with
+    EMFILE, and stayed missing) and `mgmt status` on the socket still answers."""
+    port = free_port()
+    prefix = tmp_path / "prefix"
+    args = ["run", "--prefix", str(prefix), "--status", "--prometheus-listen", f":{port}"]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard))
+    try:
+        daemon = Daemon([*args, "yaml", str(graph(tmp_path, 1))])
+        await daemon.__aenter__()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    socks: list[socket.socket] = []
+    try:
+        await daemon.wait_log("converged:")
+        for _ in range(600):
+            sock = socket.socket()
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(("127.0.0.1", port))
+            socks.append(sock)
+        code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 0, out
+        (tmp_path / "out/f0").unlink()
+        await wait_path(tmp_path / "out/f0", lambda p: p.exists(), timeout=5)
+        assert "out of system resource" not in daemon.log
+        assert "Too many open files" not in daemon.log
+    finally:
+        for sock in socks:
+            sock.close()
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait()
+        await daemon.__aexit__(None, None, None)

@@ -89,6 +89,8 @@ def test_setup_refuses_a_bad_graph_or_flags_before_writing_anything(tmp_path: Pa
         ["yaml", str(bad)],
         ["--converged-timeout", "0", "empty"],
         ["--unit", "a b", "empty"],
+        ["--unit", "mgmt@", "empty"],  # a template: cannot be started
+        ["--unit", "ünit", "empty"],  # systemd's names are ASCII
         ["--no-such-flag", "empty"],
     ):
         code, out = run_mgmt(["setup", "--install-service", "--dry-run", *args])
@@ -96,6 +98,22 @@ def test_setup_refuses_a_bad_graph_or_flags_before_writing_anything(tmp_path: Pa
         assert "Traceback" not in out
     code, out = run_mgmt(["setup", "--install-service", "--dry-run", "yaml", "examples/hello.yaml"])
     assert code == 0 and f"run --prefix /var/lib/mgmt yaml {ROOT}/examples/hello.yaml" in out, out
+
+
+@pytest.mark.slow
+def test_setup_makes_relative_paths_absolute_however_they_are_spelled() -> None:
+    """The service runs in `/`: `./examples/hello.yaml` and `--prefix state` must not stay
+    relative (the first was a traceback, the second a prefix in `/state`)."""
+    for args, want in (
+        (
+            ["yaml", "./examples/hello.yaml"],
+            f"--prefix /var/lib/mgmt yaml {ROOT}/examples/hello.yaml",
+        ),
+        (["--prefix", "state", "examples//hello.yaml"], f"--prefix {ROOT}/state {ROOT}/examples"),
+        (["--prefix=state/", "yaml", "examples/hello.yaml"], f"--prefix={ROOT}/state yaml"),
+    ):
+        code, out = run_mgmt(["setup", "--install-service", "--dry-run", *args])
+        assert code == 0 and want in out, (args, out)
 
 
 def test_notifier_speaks_systemds_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

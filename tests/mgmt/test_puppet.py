@@ -115,7 +115,7 @@ def test_exec_translation(graph: Graph) -> None:
     multi = graph.vertices[("exec", "multi")]
     assert (multi.cmd, multi.args, multi.shell) == ("/usr/bin/printf", ["%s", "x"], None)
     assert multi.ifcmd == (
-        "(test -d /srv) && (true) && ! (false) && [ ! -e '/srv/m1' ] && [ ! -e '/srv/m2' ]"
+        "(test -d /srv\n) && (true\n) && ! (false\n) && [ ! -e '/srv/m1' ] && [ ! -e '/srv/m2' ]"
     )
     assert multi.ifshell == "/bin/sh" and multi.cwd == "/srv" and multi.timeout == 30
     assert multi.env == {"PATH": "/bin:/usr/bin", "A": "1"}
@@ -203,3 +203,20 @@ def test_compile_errors_carry_puppets_message_and_position(tmp_path: Path) -> No
         asyncio.run(compile_catalog(Manifest(file=path), "node1"))
     (problem,) = err.value.problems
     assert problem.startswith(f"{path}:2:") and ": puppet: " in problem, problem
+
+
+def test_every_compile_error_names_its_line(tmp_path: Path) -> None:
+    """Puppet gives `(line: 1, column: 26)` without a file for inline code, and no line at all
+    at the end of the input: both still become `FILE:LINE[:COL]: puppet: ...`."""
+    path = tmp_path / "open.pp"
+    path.write_text("notify { 'a': }\n\nfile { '/x':\n")
+    cases = (
+        (Manifest(file=path), f"{path}:3: puppet: ", "Syntax error at end of input"),
+        (Manifest(code="notify { 'x': "), "<puppet -e>:1: puppet: ", "at end of input"),
+        (Manifest(code="notify { 'x': message => }"), "<puppet -e>:1:26: puppet: ", "at '}'"),
+    )
+    for manifest, place, words in cases:
+        with pytest.raises(GraphFileError) as err:
+            asyncio.run(compile_catalog(manifest, "node1"))
+        (problem,) = err.value.problems
+        assert problem.startswith(place) and problem.endswith(words), problem

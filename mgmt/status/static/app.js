@@ -6,7 +6,11 @@ const COLORS = {
   retrying: "#f6b26b", failed: "#e06666",
 };
 const MAX_EVENTS = 200;
-const state = { vertices: new Map(), graphVersion: -1, scale: 1, x: 0, y: 0 };
+const state = { vertices: new Map(), rows: new Map(), graphVersion: -1, scale: 1, x: 0, y: 0 };
+// Vertex updates are drawn in batches: a 1,000-resource graph converging sends thousands, and
+// redrawing the counts and the search per update froze the page for seconds.
+const pending = new Map();
+let flushing = null;
 
 function $(id) { return document.getElementById(id); }
 
@@ -98,10 +102,11 @@ function applySearch() {
 // Tables and lists -----------------------------------------------------------------------
 
 function row(v) {
-  let tr = document.querySelector(`#vertices tr[data-id="${CSS.escape(v.id)}"]`);
+  let tr = state.rows.get(v.id);
   if (!tr) {
     tr = document.createElement("tr");
     tr.dataset.id = v.id;
+    state.rows.set(v.id, tr);
     $("vertices").appendChild(tr);
   }
   tr.dataset.state = v.state;
@@ -151,6 +156,8 @@ function converged(flag, since) {
 function onSnapshot(s) {
   $("host").textContent = s.host;
   state.vertices = new Map(s.vertices.map((v) => [v.id, v]));
+  pending.clear();
+  state.rows.clear();
   $("vertices").replaceChildren();
   for (const v of state.vertices.values()) row(v);
   $("events").replaceChildren();
@@ -164,7 +171,9 @@ function onSnapshot(s) {
 function onUpdate(u) {
   if (u.type === "snapshot") return onSnapshot(u);
   if (u.type === "vertex") {
-    state.vertices.set(u.id, u); row(u); paint(u); counts(); applySearch();
+    state.vertices.set(u.id, u);
+    pending.set(u.id, u);
+    flushing ??= setTimeout(flush, 20);
   } else if (u.type === "event") {
     addEvent(u);
   } else if (u.type === "converged") {
@@ -172,6 +181,14 @@ function onUpdate(u) {
   } else if (u.type === "graph") {
     fetch("/api/status", { cache: "no-store" }).then((r) => r.json()).then(onSnapshot);
   }
+}
+
+function flush() {
+  flushing = null;
+  for (const v of pending.values()) { row(v); paint(v); }
+  pending.clear();
+  counts();
+  applySearch();
 }
 
 function connect() {
