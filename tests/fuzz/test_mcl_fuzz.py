@@ -322,7 +322,7 @@ def _typed(kind: str, depth: int) -> st.SearchStrategy[str]:
     b = _typed("bool", depth - 1)
     options = {
         "int": [
-            st.tuples(i, st.sampled_from(["+", "-", "*", "/"]), i).map(" ".join),
+            st.tuples(i, st.sampled_from(["+", "-", "*"]), i).map(" ".join),  # int / int: float
             i.map(lambda e: f"-({e})"),
             st.tuples(st.sampled_from(["math.mod", "math.min", "math.max"]), i, i).map(
                 lambda t: f"{t[0]}({t[1]}, {t[2]})"
@@ -336,6 +336,7 @@ def _typed(kind: str, depth: int) -> st.SearchStrategy[str]:
         ],
         "float": [
             st.tuples(f, st.sampled_from(["+", "-", "*", "/"]), f).map(" ".join),
+            st.tuples(i, i).map(lambda t: f"{t[0]} / {t[1]}"),  # as in mgmt
             st.tuples(f, f).map(lambda t: f"math.pow({t[0]}, {t[1]})"),
             f.map(lambda e: f"math.sqrt({e})"),
             i.map(lambda e: f"convert.to_float({e})"),
