@@ -27,6 +27,7 @@ KINDS: dict[str, str] = {
     "virt": "virt",
     "svc": "svc",
     "hostname": "hostname",
+    "host": "host",
     "cron": "cron",
     "kv": "kv",
     "gzip": "gzip",

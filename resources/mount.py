@@ -18,10 +18,10 @@ import stat
 from dataclasses import dataclass, field
 from typing import Literal
 
-from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
+from resources._lib import tablefile
 from resources._lib.events import pump_events
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources._lib.pollpri import PriWatch
@@ -161,41 +161,22 @@ class MountRes(Edgeable, Resource):
 
     def _fstab_steps(self) -> list[Step]:
         path = fstab_path()
-        lines = self._read_fstab(path)
+        lines = tablefile.read_lines(path, READ_LIMIT)
         ours = [ln for ln in lines if _fstab_point(ln) == self.name]
         if self.state == "absent":
             if not ours:
                 return []
             keep = [ln for ln in lines if _fstab_point(ln) != self.name]
             what = f"the entry for {self.name} from {path}"
-            return [self._fstab_write(path, keep, f"remove {what}", f"removed {what}")]
+            return [tablefile.write_step(path, keep, f"remove {what}", f"removed {what}")]
         wanted = self._entry()
         if [" ".join(ln.split()) for ln in ours] == [wanted]:
             return []
         keep = [ln for ln in lines if _fstab_point(ln) != self.name] + [wanted]
         what = f"the entry for {self.name} in {path}"
         if ours:
-            return [self._fstab_write(path, keep, f"replace {what}", f"replaced {what}")]
-        return [self._fstab_write(path, keep, f"add {what}", f"added {what}")]
-
-    def _fstab_write(self, path: str, lines: list[str], would: str, done: str) -> Step:
-        data = "".join(ln + "\n" for ln in lines).encode()
-        run = functools.partial(safefs.write_file, path, data, 0o644)
-        return Step(would, done, run, slow=True)
-
-    @staticmethod
-    def _read_fstab(path: str) -> list[str]:
-        parent, name = os.path.split(path)
-        try:
-            with safefs.closing(safefs.open_dir(parent)) as dir_fd:
-                data = safefs.read_at(dir_fd, name, READ_LIMIT)
-        except FileNotFoundError:
-            return []
-        except OSError as err:
-            raise ResourceError(f"cannot read {path}: {err.strerror}") from err
-        if data is None:
-            raise ResourceError(f"{path} is bigger than {READ_LIMIT} bytes")
-        return data.decode(errors="replace").splitlines()
+            return [tablefile.write_step(path, keep, f"replace {what}", f"replaced {what}")]
+        return [tablefile.write_step(path, keep, f"add {what}", f"added {what}")]
 
     def _missing(self) -> str:
         """What mounting needs and is not there ("" if nothing)."""

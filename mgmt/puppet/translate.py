@@ -524,6 +524,27 @@ def _number(text: str, name: str) -> str:
     return f"{int(text):02d}"
 
 
+def _host(res: PRes) -> Spec:
+    name = _str(res.take("name", res.title), "name")
+    _ignore(res, "provider")
+    ensure = res.take("ensure", "present")
+    if ensure not in ("present", "absent"):
+        raise Untranslatable(f"ensure => {ensure!r} has no translation")
+    params: dict[str, Any] = {"state": "exists" if ensure == "present" else "absent"}
+    target = res.take("target")
+    if target is not None:
+        params["target"] = _str(target, "target")
+    ip, aliases, comment = res.take("ip"), res.take("host_aliases"), res.take("comment")
+    if ensure == "present":
+        if ip is not None:
+            params["ip"] = _str(ip, "ip")
+        if aliases is not None:
+            params["aliases"] = [_str(a, "host_aliases") for a in _list(aliases)]
+        if comment is not None:
+            params["comment"] = _str(comment, "comment")
+    return Spec("host", name, params)
+
+
 def _mount(res: PRes) -> Spec:
     point = _str(res.take("name", res.title), "name")
     _ignore(res, "remounts", "atboot", "provider")
@@ -586,4 +607,5 @@ TRANSLATORS: dict[str, Translator] = {
     "Notify": _notify,
     "Cron": _cron,
     "Mount": _mount,
+    "Host": _host,
 }

@@ -83,6 +83,7 @@ def manifest(tmp_path: Path, unit: str, account: str) -> str:
         package {{ 'puppet-agent': ensure => installed }}
         cron {{ 'nightly': command => '/bin/true', hour => 3, minute => '*/30', weekday => '1-5' }}
         notify {{ 'hello from puppet': }}
+        host {{ 'db.example.net': ip => '10.0.0.9', host_aliases => 'db', target => '{t}/hosts' }}
         Class['web'] -> Exec['once']
         """
     )
@@ -108,6 +109,7 @@ async def test_a_manifest_of_every_type_runs_repairs_drift_and_is_idempotent(
         timer = (manager.unit_dir / "puppet-nightly.timer").read_text()
         assert "OnCalendar=Mon..Fri *-*-* 03:00/30:00" in timer
         assert "msg[hello from puppet]: hello from puppet" in daemon.log
+        assert (tmp_path / "hosts").read_text() == "10.0.0.9\tdb.example.net\tdb\n"
         pid = await sd.main_pid(f"{unit}.service")
         # Drift: the file is repaired by its own event, and the repair refreshes (as a change in
         # Puppet would): the refreshonly exec runs, the service restarts.
@@ -164,16 +166,18 @@ def test_a_bad_manifest_fails_with_puppets_message_and_changes_nothing(tmp_path:
 def test_types_without_a_translation_are_listed_or_run_through_puppet_resource(
     tmp_path: Path,
 ) -> None:
-    hosts = tmp_path / "hosts"
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "core.1").write_text("x")
     code = (
-        f"host {{ 'db.example': ip => '10.0.0.9', target => '{hosts}' }}\n"
+        f"tidy {{ '{old}': age => '0', recurse => true, matches => 'core.*' }}\n"
         "package { 'puppet-agent': ensure => installed, install_options => ['--x'] }\n"
     )
     status, out = run_mgmt(["check", "-e", code])
     assert status == 2, out
-    assert "<puppet -e>:1: Host[db.example]: no translation for Puppet type Host" in out
+    assert f"<puppet -e>:1: Tidy[{old}]: no translation for Puppet type Tidy" in out
     assert "<puppet -e>:2: Package[puppet-agent]: no translation for param install_options" in out
-    # With the fallback, the host entry is written by `puppet resource` itself.
+    # With the fallback, `puppet resource` itself applies the tidy.
     status, out = run_mgmt(
         [
             "run",
@@ -188,7 +192,7 @@ def test_types_without_a_translation_are_listed_or_run_through_puppet_resource(
         120,
     )
     assert status == 0, out
-    assert "10.0.0.9\tdb.example" in hosts.read_text()
+    assert not (old / "core.1").exists()
 
 
 def test_the_example_manifest_converges(tmp_path: Path) -> None:

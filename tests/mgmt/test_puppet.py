@@ -62,6 +62,9 @@ MANIFEST = textwrap.dedent(
     mount { '/mnt/scratch': ensure => mounted, device => 'tmpfs', fstype => 'tmpfs',
             options => 'size=16m,noatime', dump => 0, pass => 0 }
     mount { '/mnt/old': ensure => absent }
+    host { 'db.example.net': ip => '10.0.0.9', host_aliases => ['db', 'pg'], comment => 'main',
+           target => '/srv/hosts' }
+    host { 'old.example.net': ensure => absent }
     """
 )
 
@@ -147,6 +150,13 @@ def test_mount_translation(graph: Graph) -> None:
     assert graph.vertices[("mount", "/mnt/old")].state == "absent"
 
 
+def test_host_translation(graph: Graph) -> None:
+    db = graph.vertices[("host", "db.example.net")]
+    assert (db.state, db.ip, db.aliases, db.comment) == ("exists", "10.0.0.9", ["db", "pg"], "main")
+    assert db.target == "/srv/hosts"
+    assert graph.vertices[("host", "old.example.net")].state == "absent"
+
+
 def test_cron_becomes_a_systemd_calendar(graph: Graph) -> None:
     weekly = graph.vertices[("cron", "puppet-weekly-job")]
     assert (weekly.trigger, weekly.time, weekly.cmd) == ("OnCalendar", "weekly", "/bin/true")
@@ -165,7 +175,7 @@ def test_every_untranslatable_resource_is_listed(catalog: Any) -> None:
     bad = dict(catalog)
     bad["resources"] = [
         *catalog["resources"],
-        {"type": "Host", "title": "h", "file": "/x.pp", "line": 3, "kind": "compilable_type"},
+        {"type": "Tidy", "title": "/t", "file": "/x.pp", "line": 3, "kind": "compilable_type"},
         {
             "type": "Service",
             "title": "s",
@@ -186,14 +196,14 @@ def test_every_untranslatable_resource_is_listed(catalog: Any) -> None:
     with pytest.raises(GraphFileError) as err:
         translate(bad, "site.pp")
     assert err.value.problems == [
-        "/x.pp:3: Host[h]: no translation for Puppet type Host",
+        "/x.pp:3: Tidy[/t]: no translation for Puppet type Tidy",
         "/x.pp:4: Service[s]: no translation for param restart",
         "/x.pp:5: Cron[c]: monthday and weekday both set: cron runs when either matches, a "
         "systemd calendar only when both do",
     ]
     fallback = translate(bad, "site.pp", fallback=True).graph
-    host = fallback.vertices[("exec", "puppet resource Host[h]")]
-    assert (host.cmd, host.args) == ("puppet", ["resource", "host", "h"])
+    tidy = fallback.vertices[("exec", "puppet resource Tidy[/t]")]
+    assert (tidy.cmd, tidy.args) == ("puppet", ["resource", "tidy", "/t"])
 
 
 def test_compile_errors_carry_puppets_message_and_position(tmp_path: Path) -> None:
