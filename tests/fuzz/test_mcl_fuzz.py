@@ -336,7 +336,7 @@ def _typed(kind: str, depth: int) -> st.SearchStrategy[str]:
         ],
         "float": [
             st.tuples(f, st.sampled_from(["+", "-", "*", "/"]), f).map(" ".join),
-            st.tuples(i, i).map(lambda t: f"{t[0]} / {t[1]}"),  # as in mgmt
+            st.tuples(i, i).map(lambda t: f"(({t[0]}) / ({t[1]}))"),  # as in mgmt
             st.tuples(f, f).map(lambda t: f"math.pow({t[0]}, {t[1]})"),
             f.map(lambda e: f"math.sqrt({e})"),
             i.map(lambda e: f"convert.to_float({e})"),
