@@ -16,6 +16,9 @@ from tests import fuzz
 
 resources.load_all()
 
+# The real systemd manager's fixtures, `manager` and `sd` (tests/systemd_fixture.py).
+pytest_plugins = ["tests.systemd_fixture"]
+
 # Fuzz profiles (tests/fuzz): a few hundred cases in CI, 10,000 with --fuzz-long.
 settings.register_profile(
     "fuzz", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]

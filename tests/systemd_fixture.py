@@ -3,12 +3,8 @@
 `scripts/user-systemd start DIR` runs systemd (the same org.freedesktop.systemd1 API as the
 system manager) in cgroups of its own and a private mount namespace, and `stop DIR` kills it and
 everything it started. It is the only way these tests start systemd. A test module takes one
-manager for all its tests (about 0.6 s to start) and gives each test units of its own names:
-
-    @pytest.fixture(scope="module")
-    def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSystemd]:
-        with real_systemd(tmp_path_factory) as manager:
-            yield manager
+manager for all its tests (about 0.6 s to start; the `manager` fixture below, which
+tests/conftest.py registers for every module) and gives each test units of its own names.
 
 `manager.env(session)` points a client (the resource in this process, or an `mgmt` child) at
 it: the session bus and $XDG_CONFIG_HOME for `session: true`; for the system code path
@@ -246,3 +242,24 @@ def systemd_env(units: dict[str, str] | None = None) -> Iterator[dict[str, str]]
             yield manager.env(session=False)
         finally:
             stop(directory)
+
+
+# The fixtures (tests/conftest.py registers this module as a plugin) --------------------------
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSystemd]:
+    """One real systemd manager for the tests of a module."""
+    with real_systemd(tmp_path_factory) as started:
+        yield started
+
+
+@pytest.fixture
+async def sd(manager: RealSystemd, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
+    """Both code paths pointed at the manager (the system one and `session: true`, for this
+    process's resources and for `mgmt` children), and the test's own connection to it."""
+    for session in (False, True):
+        for key, value in manager.env(session).items():
+            monkeypatch.setenv(key, value)
+    async with manager.client() as client:
+        yield client

@@ -15,32 +15,18 @@ import pwd
 import signal
 import subprocess
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_path
-from tests.systemd_fixture import Client, RealSystemd, real_systemd
+from tests.systemd_fixture import Client, RealSystemd
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 SERVICE = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=default.target\n"
 _names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSystemd]:
-    with real_systemd(tmp_path_factory) as manager:
-        yield manager
-
-
-@pytest.fixture
-async def sd(manager: RealSystemd, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
-    for key, value in manager.env(session=False).items():
-        monkeypatch.setenv(key, value)
-    async with manager.client() as client:
-        yield client
 
 
 @pytest.fixture

@@ -11,13 +11,12 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.helpers import Daemon, run_mgmt
-from tests.systemd_fixture import Client, RealSystemd, real_systemd
+from tests.systemd_fixture import Client, RealSystemd
 
 SERVICE = """[Unit]
 Description=a test service
@@ -27,22 +26,6 @@ ExecStart=/bin/sleep {seconds}
 [Install]
 WantedBy=default.target
 """
-
-
-@pytest.fixture(scope="module")
-def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSystemd]:
-    with real_systemd(tmp_path_factory) as manager:
-        yield manager
-
-
-@pytest.fixture
-async def sd(manager: RealSystemd, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
-    """Both code paths pointed at the manager (for `mgmt` children), and our connection."""
-    for session in (False, True):
-        for key, value in manager.env(session).items():
-            monkeypatch.setenv(key, value)
-    async with manager.client() as client:
-        yield client
 
 
 def unit(

@@ -11,28 +11,13 @@ import pty
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from mgmt.sdnotify import Notifier
 from tests.e2e.helpers import MGMT, ROOT, run_mgmt
-from tests.systemd_fixture import Client, RealSystemd, real_systemd
-
-
-@pytest.fixture(scope="module")
-def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSystemd]:
-    with real_systemd(tmp_path_factory) as manager:
-        yield manager
-
-
-@pytest.fixture
-async def sd(manager: RealSystemd, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
-    for key, value in manager.env(session=False).items():
-        monkeypatch.setenv(key, value)
-    async with manager.client() as client:
-        yield client
+from tests.systemd_fixture import Client, RealSystemd
 
 
 def graph(tmp_path: Path) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from engine.resource import UID
 from resources import cron as cron_module
 from resources.cron import CronRes
 from tests.conftest import Running
-from tests.systemd_fixture import Client, RealSystemd, real_systemd
+from tests.systemd_fixture import Client, RealSystemd
 
 Start = Callable[..., Awaitable[Running]]
 
@@ -43,21 +43,6 @@ Type=oneshot
 ExecStart=/bin/true
 """
 PLAIN = "[Service]\nType=oneshot\nExecStart=/bin/true\n"
-
-
-@pytest.fixture(scope="module")
-def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSystemd]:
-    with real_systemd(tmp_path_factory) as manager:
-        yield manager
-
-
-@pytest.fixture
-async def sd(manager: RealSystemd, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
-    for session in (False, True):
-        for key, value in manager.env(session).items():
-            monkeypatch.setenv(key, value)
-    async with manager.client() as client:
-        yield client
 
 
 @pytest.fixture

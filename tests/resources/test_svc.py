@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from resources._lib.systemd import Bus, Buses, install_links, job, unit_file_nam
 from resources.svc import SvcRes
 from tests.conftest import Running
 from tests.fakes.systemd import running_fake
-from tests.systemd_fixture import Client, RealSystemd, real_systemd
+from tests.systemd_fixture import Client, RealSystemd
 
 Start = Callable[..., Awaitable[Running]]
 
@@ -40,23 +40,6 @@ ExecStart=/bin/sleep infinity
 WantedBy=default.target
 """
 STATIC = "[Service]\nExecStart=/bin/sleep infinity\n"
-
-
-@pytest.fixture(scope="module")
-def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSystemd]:
-    with real_systemd(tmp_path_factory) as manager:
-        yield manager
-
-
-@pytest.fixture
-async def sd(manager: RealSystemd, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
-    """The system code path pointed at the manager, and the test's own connection to it."""
-    for key, value in manager.env(session=False).items():
-        monkeypatch.setenv(key, value)
-    for key, value in manager.env(session=True).items():
-        monkeypatch.setenv(key, value)
-    async with manager.client() as client:
-        yield client
 
 
 @pytest.fixture
