@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mgmt.status.model import StatusModel
+from resources._lib import httpd
 
 log = logging.getLogger("main")
 
@@ -140,18 +141,17 @@ class StatusServer:
         try:
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
-                    head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+                    request = await httpd.read_request(reader, head_limit=MAX_REQUEST, body_limit=0)
+            except httpd.BadRequest as err:
+                await _send(writer, (err.status, "text/plain", f"{err}\n".encode()))
                 return
-            if len(head) > MAX_REQUEST:
-                await _send(writer, (431, "text/plain", b"request too large\n"))
+            except TimeoutError:
                 return
-            method, _, rest = head.decode("latin-1").partition(" ")
-            target = rest.split(" ", 1)[0].split("?", 1)[0]
+            method, target = request.method, request.path
             if method not in ("GET", "HEAD"):
                 await _send(writer, (405, "text/plain", b"GET only\n"))
                 return
-            if check_host and not _local_host(head.decode("latin-1")):
+            if check_host and not _local_host(request.headers.get("host", "")):
                 await _send(writer, (403, "text/plain", b"Host: an address or localhost\n"))
                 return
             if target == "/api/events":
@@ -262,23 +262,21 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _local_host(head: str) -> bool:
-    """The request's Host header is an IP address or localhost (or absent: not a browser)."""
-    for line in head.split("\r\n")[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() != "host":
-            continue
-        host = value.strip().lower()
-        if host.startswith("["):
-            host = host[1 : host.find("]")]
-        elif host.count(":") == 1:
-            host = host.split(":")[0]
-        if host == "localhost" or host.endswith(".localhost"):
-            return True
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            return False
+def _local_host(host: str) -> bool:
+    """A Host header that is an IP address or localhost (or absent: not a browser)."""
+    host = host.strip().lower()
+    if not host:
+        return True
+    if host.startswith("["):
+        host = host[1 : host.find("]")]
+    elif host.count(":") == 1:
+        host = host.split(":")[0]
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
     return True
 
 
@@ -341,23 +339,16 @@ def _sse(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data).encode() + b"\n\n"
 
 
+# Every answer: never cached, never sniffed, scripts and styles from the agent alone.
+HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'",
+}
+
+
 async def _send(writer: asyncio.StreamWriter, response: Response, head: bool = False) -> None:
     code, content_type, body = response
-    reason = {
-        200: "OK",
-        404: "Not Found",
-        405: "Method Not Allowed",
-        403: "Forbidden",
-        431: "Too Large",
-        503: "Service Unavailable",
-    }.get(code, "Error")
-    writer.write(
-        f"HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
-        "X-Content-Type-Options: nosniff\r\n"
-        "Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'\r\n"
-        "Connection: close\r\n\r\n".encode()
-    )
-    if not head:
-        writer.write(body)
+    headers = {"Content-Type": content_type, **HEADERS}
+    writer.write(httpd.encode(httpd.Response(code, body, headers), head))
     await _drain(writer)

@@ -1,4 +1,5 @@
-"""A small HTTP/1.1 server on asyncio streams, for the http:server kind.
+"""A small HTTP/1.1 server on asyncio streams, for the http:server kind; its request parser
+and response encoder also serve the agent's status page (mgmt/status/server.py).
 
 One request per connection (`Connection: close`): enough for files, flags and long polls, with
 no keep-alive state to get wrong. The request line and headers are bounded (HEAD_LIMIT), so is
@@ -25,9 +26,11 @@ REASONS = {
     200: "OK",
     304: "Not Modified",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Content Too Large",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -76,13 +79,19 @@ def parse_http_date(text: str) -> float | None:
         return None
 
 
-async def read_request(reader: asyncio.StreamReader) -> Request:
+async def read_request(
+    reader: asyncio.StreamReader, head_limit: int = HEAD_LIMIT, body_limit: int = BODY_LIMIT
+) -> Request:
+    """One request, its head and body at most `head_limit` and `body_limit` bytes; BadRequest
+    for anything malformed or too large."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError:
-        raise BadRequest(400, "request head too large") from None
+        raise BadRequest(431, "request head too large") from None
     except asyncio.IncompleteReadError:
         raise BadRequest(400, "incomplete request") from None
+    if len(head) > head_limit:
+        raise BadRequest(431, "request head too large")
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
@@ -100,7 +109,7 @@ async def read_request(reader: asyncio.StreamReader) -> Request:
     if not length_text.isascii() or not length_text.isdigit():
         raise BadRequest(400, "bad content-length")
     length = int(length_text)
-    if length > BODY_LIMIT:
+    if length > body_limit:
         raise BadRequest(413, "request body too large")
     try:
         body = await reader.readexactly(length) if length else b""
