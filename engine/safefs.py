@@ -512,16 +512,21 @@ def check_private(path: Path) -> None:
     _own(st, path)
     if st.st_mode & 0o022:  # others could swap what is in it (private_dir would tighten it)
         mode = stat.S_IMODE(st.st_mode)
-        raise UnsafePathError(f"{path} can be written by others (mode {mode:04o})")
+        raise UnsafePathError(
+            f"{path} can be written by others (mode {mode:04o}): use a directory of its own, "
+            f"such as {path / 'mgmt'}"
+        )
 
 
 def private_dir(path: Path, *, root: Path | None = None) -> Path:
     """Make sure path (and every directory from `root` down to it) is private: 0700, ours.
 
-    Missing ones are created 0700. An existing one with looser bits is tightened to 0700,
-    together with the files directly in it (to 0600), and that is logged. One owned by
-    another user is refused (ResourceError), and so is `root` below a directory another user
-    controls (`trusted_dir`). Missing parents above `root` are made 0700 too.
+    Missing ones are created 0700. An existing one that others may read is tightened to 0700,
+    and that is logged; the files directly in the ones below `root` (mgmt's own) are tightened
+    to 0600 too, but never those in `root` itself (the operator's choice of directory, which
+    0700 already closes). One owned by another user or writable by others (a shared directory
+    such as /tmp) is refused (ResourceError) and left as it is, and so is `root` below a
+    directory another user controls (`trusted_dir`). Missing parents above `root` are made 0700.
     """
     root = root or path
     rel = path.relative_to(root).parts
@@ -534,7 +539,7 @@ def private_dir(path: Path, *, root: Path | None = None) -> Path:
             new = os.open(name, _READ | os.O_DIRECTORY, dir_fd=fd)
             os.close(fd)
             fd = new
-            _tighten(fd, shown)
+            _tighten(fd, shown, inside=bool(index))
     finally:
         os.close(fd)
     return path
@@ -548,13 +553,20 @@ def _own(st: os.stat_result, shown: Path) -> None:
         )
 
 
-def _tighten(fd: int, shown: Path) -> None:
+def _tighten(fd: int, shown: Path, *, inside: bool) -> None:
     st = os.fstat(fd)
     _own(st, shown)
     if not st.st_mode & 0o077:
         return
+    if st.st_mode & (0o022 | stat.S_ISVTX):  # shared: others keep files there, leave it be
+        raise UnsafePathError(
+            f"{shown} is a shared directory (mode {stat.S_IMODE(st.st_mode):04o}): refusing to "
+            f"keep state there or to change its mode; use a directory of its own, such as "
+            f"{shown / 'mgmt'}"
+        )
     os.fchmod(fd, 0o700)
-    files = [n for n, s in scan(fd).items() if stat.S_ISREG(s.st_mode) and s.st_mode & 0o077]
+    loose = (n for n, s in scan(fd).items() if stat.S_ISREG(s.st_mode) and s.st_mode & 0o077)
+    files = list(loose) if inside else []
     for name in files:
         set_attrs(fd, name, mode=0o600)
     log.warning(

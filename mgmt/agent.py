@@ -23,7 +23,7 @@ from engine.engine import Engine
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Graph
 from engine.local import LocalValues
-from engine.safefs import private_dir
+from engine.safefs import check_private, private_dir
 from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
 from mgmt import log as logsetup
@@ -128,6 +128,12 @@ async def run(config: Config, given: Loaded | None = None) -> ExitCode:
     # Known before the program runs: its functions keep their files there too (local.*).
     prefix = Path(tempfile.mkdtemp(prefix="mgmt-")) if config.tmp_prefix else config.prefix
     try:
+        if not config.tmp_prefix:  # before anything is applied: a shared one is refused
+            try:
+                await asyncio.to_thread(check_private, prefix)
+            except (OSError, MgmtError) as err:
+                log.error("%s", ValidationError(str(err), "--prefix"))
+                return ExitCode.USAGE
         return await _run(config, given, prefix)
     finally:
         if config.tmp_prefix:

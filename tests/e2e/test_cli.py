@@ -514,3 +514,34 @@ def test_duplicate_resources_merge_or_refuse_before_anything_runs(tmp_path: Path
     assert f"{clash}:8: pkg[bash]: incompatible duplicate resource pkg[bash]: state:" in out
     assert "(also declared at line 7)" in out
     assert not (tmp_path / "out").exists()
+
+
+def test_a_shared_prefix_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    """`--prefix /tmp` (or any directory others may write) must not be chmod-ed to 0700 with
+    its files: other users keep theirs there. The run stops before applying anything."""
+    graph = graph_file(tmp_path, HELLO)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "theirs").write_text("x")
+    (shared / "theirs").chmod(0o755)
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--prefix", str(shared), str(graph)])
+    assert code == 2, out
+    assert f"--prefix: {shared} can be written by others (mode 1777)" in out
+    assert has_mode(0o1777)(shared) and has_mode(0o755)(shared / "theirs")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_own_prefix_is_tightened_but_not_the_files_the_operator_keeps_in_it(
+    tmp_path: Path,
+) -> None:
+    graph = graph_file(tmp_path, HELLO)
+    prefix = tmp_path / "home"
+    prefix.mkdir()
+    prefix.chmod(0o755)
+    (prefix / "script").write_text("#!/bin/sh\n")
+    (prefix / "script").chmod(0o755)
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--prefix", str(prefix), str(graph)])
+    assert code == 0, out
+    assert "was mode 0755: tightened to 0700" in out
+    assert has_mode(0o700)(prefix) and has_mode(0o755)(prefix / "script")

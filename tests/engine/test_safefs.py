@@ -267,3 +267,15 @@ def test_private_dir_refuses_a_prefix_below_a_directory_another_user_controls(
     above.chmod(0o1777)  # sticky, like /tmp: fine
     safefs.private_dir(prefix / "reverse", root=prefix)
     assert bits(prefix) == bits(prefix / "reverse") == 0o700
+
+
+def test_private_dir_never_changes_a_shared_directory(tmp_path: Path) -> None:
+    for mode in (0o1777, 0o777, 0o775):
+        shared = tmp_path / f"shared{mode:o}"
+        shared.mkdir()
+        shared.chmod(mode)
+        (shared / "theirs").write_text("x")
+        with pytest.raises(ResourceError, match=rf"is a shared directory \(mode {mode:04o}\)"):
+            safefs.private_dir(shared / "reverse", root=shared)
+        assert bits(shared) == mode and bits(shared / "theirs") == 0o644
+        assert not (shared / "reverse").exists()
