@@ -218,6 +218,9 @@ def _file(res: PRes) -> Spec:
     _ignore(res, "backup", "show_diff", "checksum", "selinux_ignore_defaults")
     ensure = res.take("ensure")
     params: dict[str, Any] = {}
+    # No ensure: Puppet manages only the attributes of what is there, so a missing path is
+    # left missing (a noop vertex, kept for the relationships that name it).
+    untouched = False
     if ensure in ("file", "present", None):
         if ensure is not None:
             params["state"] = "exists"
@@ -226,6 +229,7 @@ def _file(res: PRes) -> Spec:
         typeless = ensure != "file" and not {"content", "source"} & res.params.keys()
         if typeless and os.path.isdir(path):
             path += "/"
+        untouched = ensure is None and typeless and not os.path.lexists(path)
     elif ensure == "directory":
         path += "/"
         params["state"] = "exists"
@@ -259,6 +263,8 @@ def _file(res: PRes) -> Spec:
         value = res.take(flag)
         if value is not None:
             params[flag] = _bool(value, flag)
+    if untouched:
+        return Spec("noop", f"file:{path}", {})
     return Spec("file", path, {"path": path, **params})
 
 

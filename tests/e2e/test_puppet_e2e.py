@@ -229,3 +229,22 @@ def test_onlyif_and_unless_may_end_with_a_comment(tmp_path: Path) -> None:
     code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
     assert code == 0, out
     assert (t / "yes").exists() and not (t / "no").exists(), out
+
+
+def test_a_file_without_ensure_is_left_missing_as_puppet_does(tmp_path: Path) -> None:
+    """No `ensure`, no `content` or `source`: Puppet manages only what exists (the real
+    `puppet apply` leaves `missing` absent); relationships through it still order the rest."""
+    t = tmp_path
+    (t / "there").write_text("x")
+    pp = t / "loose.pp"
+    pp.write_text(
+        f"file {{ '{t}/missing': mode => '0600' }}\n"
+        f"file {{ '{t}/there': mode => '0600' }}\n"
+        f"file {{ '{t}/made': content => 'y' }}\n"
+        f"exec {{ 'after': command => '/bin/touch {t}/after', require => File['{t}/missing'] }}\n"
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    assert code == 0, out
+    assert not (t / "missing").exists(), out
+    assert (t / "there").stat().st_mode & 0o7777 == 0o600
+    assert (t / "made").read_text() == "y" and (t / "after").exists()
