@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("main")
 PROGRESS_EVERY = 2.0  # seconds between progress lines on a terminal, before the first convergence
+# Once --max-runtime is reached, running operations (an exec's command...) get this long to
+# finish before they are cancelled: the flag bounds the run, whatever a command does.
+MAX_RUNTIME_GRACE = 5.0
 
 
 class GraphSource(Protocol):
@@ -241,6 +244,7 @@ class Agent:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        reason = ""
         try:
             try:
                 await self._start_http()
@@ -263,9 +267,14 @@ class Agent:
             reason = await self._wait_for_end()
             self._not_converged = [f"{v.name} ({why})" for v, why in self.converger.unsettled()]
         finally:
+            bound = None
+            if reason == "max-runtime":
+                bound = loop.call_later(MAX_RUNTIME_GRACE, self._force, "max runtime's grace")
             try:
                 await self._shutdown()  # a second SIGINT or SIGTERM during the drain forces it
             finally:
+                if bound is not None:
+                    bound.cancel()
                 for sig in signals:
                     loop.remove_signal_handler(sig)
                     signal.signal(sig, previous[sig])  # as they were before run()
@@ -392,11 +401,17 @@ class Agent:
         if not self.stopping.is_set():
             log.info("%s: stopping gracefully (send it again to force)", sig.name)
             self.stopping.set()
-        elif not self._forced:
-            log.warning("%s again: stopping now", sig.name)
-            self._forced = True
-            if self._stop_task:
-                self._stop_task.cancel()
+        else:
+            self._force(f"{sig.name} again")
+
+    def _force(self, why: str) -> None:
+        """Stop now: running operations are cancelled (the run then exits 1)."""
+        if self._forced:
+            return
+        log.warning("%s: stopping now, cancelling what still runs", why)
+        self._forced = True
+        if self._stop_task:
+            self._stop_task.cancel()
 
     async def _shutdown(self) -> None:
         self.stopping.set()

@@ -223,6 +223,23 @@ def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
     assert "did not converge" in out
 
 
+def test_max_runtime_bounds_a_run_whose_command_never_ends(tmp_path: Path) -> None:
+    """The flag is a bound: a command still running gets a grace, then it is cancelled."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: stuck
+        resources:
+          exec:
+            - name: stuck
+              cmd: /bin/sleep 600
+        """,
+    )
+    code, out = run_mgmt(["run", "--max-runtime=1", "--tmp-prefix", str(graph)], timeout=40)
+    assert code == 1, out
+    assert "max runtime's grace: stopping now" in out
+
+
 def test_diamond_runs_in_parallel(tmp_path: Path) -> None:
     """b and c overlap in time; d starts after both ended; e does not wait for anything."""
     stamp = "date +%s.%N >> TMP/{name}.{what}"
