@@ -5,7 +5,8 @@
     mgmt_resources{kind}                                 vertices in the running graph
     mgmt_graph_start_time_seconds                        when the running graph was swapped in
     mgmt_converged                                       1 while the graph is converged
-    mgmt_event_to_converged_seconds{kind}                watch event -> end of the repairing
+    mgmt_event_to_converged_seconds{kind}                watch event (for a refresh: the
+                                                         upstream one) -> end of the repairing
                                                          check_apply (histogram)
 
 prometheus-client is imported only when metrics are asked for (it costs ~90 ms to import).
@@ -28,6 +29,7 @@ from engine.events import CheckApplied, GraphSwapped
 from engine.params import parse_int, show
 from engine.resource import members
 from mgmt.address import check_host
+from mgmt.status.latency import RepairClock
 
 log = logging.getLogger("main")
 
@@ -111,6 +113,7 @@ class Metrics:
         self._server: Any = None
         self._thread: Any = None
         self._unsubscribes: list[Callable[[], None]] = []
+        self.clock = RepairClock()
 
     def render(self) -> bytes:
         """The metrics in Prometheus's text format (for a server other than ours)."""
@@ -156,19 +159,21 @@ class Metrics:
         vertex, apply, error = event.vertex, event.apply, event.error
         kind = vertex.res.kind
         eventful = bool(event.changed)
+        latency = self.clock.latency(event)
         self.checkapply.labels(kind, _b(apply), _b(eventful), _b(error is not None)).inc()
         if error is not None:
             retry = vertex.res.meta.retry
             tries = self.engine.retries.get(vertex.key, 0) + 1
             soft = retry == -1 or tries <= retry
             self.failures.labels(kind, "soft" if soft else "hard").inc()
-        elif eventful and apply:
-            self.latency.labels(kind).observe(time.monotonic() - vertex.stats.last_event)
+        elif latency is not None:
+            self.latency.labels(kind).observe(latency)
 
     def graph_swapped(self, event: GraphSwapped) -> None:
         if event.replaced is not None:  # a small swap: the same keys, so the same counts
             self.graph_start.set(time.time())
             return
+        self.clock.prune(self.engine.vertices)
         counts = Tally(v.res.kind for v in self.engine.vertices.values())
         for vertex in self.engine.vertices.values():
             counts.update(g.kind for g in members(vertex.res))

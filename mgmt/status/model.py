@@ -3,7 +3,7 @@
 Per resource: its state (pending, applying, converged, retrying, failed), its last error and
 its last change. A bounded stream of recent events: each change a resource made (the line it
 logged: what changed and why), with the repair latency from the watch event that caused it,
-and each failure. Per kind: counts and latency percentiles. Subscribers (the page's
+and each failure (latency: mgmt.status.latency). Per kind: counts and latency percentiles. Subscribers (the page's
 server-sent events) get every update as it happens; nothing polls.
 """
 
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from engine.engine import Status
 from engine.events import CheckApplied, GraphSwapped, VertexChanged
 from engine.graph import Key, fmt_key
+from mgmt.status.latency import RepairClock
 
 if TYPE_CHECKING:
     from engine.engine import Engine, Vertex
@@ -69,6 +70,7 @@ class StatusModel:
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
         self.latencies: dict[str, deque[float]] = {}
         self.converged_since: float | None = None
+        self.clock = RepairClock()
         self.graph_version = 0  # bumped at each swap (the page redraws the picture)
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._changes = 0  # bumped at every change: the encoded snapshot is kept until then
@@ -95,11 +97,11 @@ class StatusModel:
         self._changes += 1
         vertex = event.vertex
         info = self._info(vertex.key)
+        latency = self.clock.latency(event)
         if event.error is not None:
             info.error = str(event.error)
             self._event(vertex, "error", info.error, None)
-        elif event.changed and event.apply:
-            latency = time.monotonic() - vertex.stats.last_event
+        elif latency is not None:
             kind = self.latencies.setdefault(vertex.res.kind, deque(maxlen=LATENCIES))
             kind.append(latency)
             info.error = ""
@@ -113,6 +115,7 @@ class StatusModel:
         if event.replaced is None:
             for key in [k for k in self.info if k not in vertices]:
                 del self.info[key]
+            self.clock.prune(vertices)
         self.graph_version += 1
         self._publish({"type": "graph", "version": self.graph_version})
         # A small swap replaced just these vertices (the same keys): the others are as they were.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from engine.engine import Engine
@@ -32,5 +33,41 @@ async def test_the_encoded_snapshot_is_shared_until_something_changes(tmp_path: 
         assert after is not first
         assert json.loads(after)["events"][-1]["what"] == "repaired"
     finally:
+        model.close()
+        await engine.stop(graceful=False)
+
+
+async def test_a_refresh_driven_repair_is_timed_from_the_upstream_drift(tmp_path: Path) -> None:
+    """file -notify-> exec: the exec's repair answers the file's drift. Its latency runs from
+    that drift, not from the exec's own last event (its start, long before): measured so, it
+    is at most the time since the file was deleted (both in the model and the metrics)."""
+    from engine.graph import Edge
+    from mgmt.metrics import Metrics
+    from resources.exec import ExecRes
+
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    metrics = Metrics(engine, "127.0.0.1:1")
+    await metrics.start(serve=False)
+    try:
+        graph = Graph("g")
+        graph.add(FileRes(name="f", path=f"{tmp_path}/f", content="x"))
+        graph.add(ExecRes(name="e", cmd="true", refreshonly=True))
+        graph.connect(("file", "f"), ("exec", "e"), Edge(notify=True))
+        await engine.apply(graph)
+        await settle(engine)
+        model.events.clear()
+        before = metrics.latency.labels("exec")._sum.get()
+        started = time.monotonic()  # the exec's own last event is before this
+        (tmp_path / "f").unlink()
+        await settle(engine, lambda: any(e["id"] == "exec[e]" for e in model.events))
+        elapsed_ms = (time.monotonic() - started) * 1000
+        latencies = {e["id"]: e["latency_ms"] for e in model.events if e["what"] == "repaired"}
+        assert set(latencies) == {"file[f]", "exec[e]"}
+        assert latencies["file[f]"] <= latencies["exec[e]"] <= elapsed_ms
+        measured = metrics.latency.labels("exec")._sum.get() - before
+        assert 0 < measured * 1000 <= elapsed_ms
+    finally:
+        await metrics.stop()
         model.close()
         await engine.stop(graceful=False)

@@ -1,0 +1,55 @@
+"""Repair latency: from the event that caused a repair to the end of the check_apply that made it.
+
+The cause of a vertex's check_apply is its own watch event (`stats.last_event`) or, for a
+refresh along a `notify` edge, the cause of the upstream change that sent the refresh: an exec
+that restarts a service after its configuration file drifted repairs that drift, and its own
+last event may be hours old (measuring from it gave refresh-driven repairs a latency of the
+agent's uptime). Causes travel along notify chains (file -> exec -> svc).
+
+One `RepairClock` per observer (the status model, the metrics), fed every CheckApplied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Container
+
+from engine.events import CheckApplied
+from engine.graph import Key
+
+
+class RepairClock:
+    def __init__(self) -> None:
+        self._refresh_cause: dict[Key, float] = {}  # monotonic time, per refreshed vertex
+
+    def latency(self, event: CheckApplied) -> float | None:
+        """Seconds from the cause to now, for a check_apply that changed something with apply;
+        None otherwise. Call it once per CheckApplied, in order (it keeps refresh causes)."""
+        if event.error is not None:
+            return None  # retried: the refresh (and its cause) is still pending
+        vertex = event.vertex
+        cause = self._cause(event)
+        if event.changed:  # the engine refreshes the notify targets next, apply or not
+            for target, edge in vertex.engine.successors(vertex):
+                if edge.notify:
+                    known = self._refresh_cause.get(target.key, cause)
+                    self._refresh_cause[target.key] = min(known, cause)
+        if not (event.changed and event.apply):
+            return None
+        return time.monotonic() - cause
+
+    def _cause(self, event: CheckApplied) -> float:
+        vertex = event.vertex
+        # At CheckApplied the engine has not yet marked the refresh seen, nor the state good.
+        refreshed = vertex.refresh_pending
+        cause = self._refresh_cause.pop(vertex.key, None) if refreshed else None
+        if cause is None:
+            return vertex.stats.last_event
+        if not vertex.state_ok:  # its own event is unhandled too: the older of the two
+            return min(cause, vertex.stats.last_event)
+        return cause
+
+    def prune(self, present: Container[Key]) -> None:
+        """Forget the vertices no longer in the graph (after a swap)."""
+        for key in [k for k in self._refresh_cause if k not in present]:
+            del self._refresh_cause[key]
