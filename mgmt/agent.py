@@ -30,11 +30,10 @@ from mgmt import log as logsetup
 from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
-from mgmt.metrics import FLAG as LISTEN_FLAG
-from mgmt.metrics import Metrics, parse_listen, resolve
+from mgmt.metrics import Metrics
 from mgmt.sdnotify import Notifier
 from mgmt.status.model import StatusModel
-from mgmt.status.server import SOCKET, StatusServer
+from mgmt.status.server import SOCKET, StatusServer, listen
 from mgmt.yamlgraph import GraphFileError, Loaded, digest, load_file, read_limited, reparse
 
 if TYPE_CHECKING:
@@ -229,7 +228,7 @@ class Agent:
         self._loaded: Loaded | None = None  # the last graph file loaded (collect re-merges it)
         self._collected = asyncio.Event()  # the collected resources changed
         self._apply_lock = asyncio.Lock()
-        self.metrics = Metrics(self.engine, config.prometheus_listen) if config.prometheus else None
+        self.metrics = Metrics(self.engine) if config.prometheus else None
         self.status = StatusModel(self.engine, config.hostname)  # mgmt status, the status page
         self.server: StatusServer | None = None
         self.notifier = Notifier.from_environment()  # under systemd, Type=notify
@@ -285,21 +284,14 @@ class Agent:
     async def _start_http(self) -> None:
         """Metrics, the status page (--status) and the status socket for `mgmt status`."""
         if self.metrics is not None:
-            await self.metrics.start(serve=not self.config.status)
+            self.metrics.start()
         self.server = StatusServer(self.status, self.metrics.render if self.metrics else None)
-        if self.config.status:
-            host, port = parse_listen(self.config.prometheus_listen)
-            try:
-                address = await asyncio.to_thread(resolve, host, port)
-                await self.server.listen_tcp(address, port)
-            except OSError as err:  # a port in use, a host that does not resolve
-                raise ValidationError(
-                    f"cannot serve the status page on {self.config.prometheus_listen}: "
-                    f"{err.strerror or err}",
-                    LISTEN_FLAG,
-                ) from err
-            shown = f"[{address}]" if ":" in address else address
-            log.info("status page on http://%s:%d/", shown, port)
+        if self.config.status or self.metrics is not None:
+            url = await listen(self.server, self.config)
+            if self.config.status:
+                log.info("status page on %s", url)
+            if self.metrics is not None:
+                log.info("prometheus metrics on %smetrics", url)
         try:
             await asyncio.to_thread(private_dir, self.engine.prefix)
             await self.server.listen_unix(self.engine.prefix / SOCKET)
@@ -421,7 +413,7 @@ class Agent:
         if self._file_watcher is not None:
             await self._file_watcher.aclose()
         if self.metrics is not None:
-            await self.metrics.stop()
+            self.metrics.stop()
         if self.server is not None:
             await self.server.close()
             with contextlib.suppress(OSError):

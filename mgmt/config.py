@@ -97,8 +97,9 @@ class Config:
     prometheus_listen: str = field(
         default="127.0.0.1:9233",
         metadata=opt(
-            "HOST:PORT for --prometheus; :PORT means 127.0.0.1:PORT, and a non-loopback HOST "
-            "(e.g. 0.0.0.0) is served with a warning: metrics reveal the graph",
+            "HOST:PORT for --prometheus and --status; :PORT means 127.0.0.1:PORT; a non-loopback "
+            "HOST (e.g. 0.0.0.0) is served over the cluster's TLS, a client certificate from "
+            "its CA required (--tls-*, --cluster-cert-dir)",
             metavar="HOST:PORT",
         ),
     )

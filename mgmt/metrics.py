@@ -14,14 +14,11 @@ prometheus-client is imported only when metrics are asked for (it costs ~90 ms t
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import logging
 import socket
 import time
 from collections import Counter as Tally
 from collections.abc import Callable
-from typing import Any
 
 from engine.engine import Engine
 from engine.errors import ValidationError
@@ -62,29 +59,18 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def resolve(host: str, port: int) -> str:
-    """The address a server for HOST would bind (the first getaddrinfo gives, as prometheus_client
-    picks); warns when it is not a loopback address."""
+    """The address a server for HOST binds (the first getaddrinfo gives)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    address = str(infos[0][4][0])
-    if not ipaddress.ip_address(address.split("%", maxsplit=1)[0]).is_loopback:
-        log.warning(
-            "%s %s: metrics served beyond this host (%s); they are read-only but reveal the "
-            "graph: bind 127.0.0.1 unless a scraper elsewhere needs them",
-            FLAG,
-            f"{host}:{port}",
-            address,
-        )
-    return address
+    return str(infos[0][4][0])
 
 
 class Metrics:
-    """Observes the engine and serves /metrics over HTTP (in a thread of its own)."""
+    """Observes the engine; `render()` is what /metrics serves."""
 
-    def __init__(self, engine: Engine, listen: str) -> None:
+    def __init__(self, engine: Engine) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.engine = engine
-        self.listen = listen
         self.registry = CollectorRegistry()
         r = self.registry
         self.checkapply = Counter(
@@ -110,50 +96,27 @@ class Metrics:
             buckets=BUCKETS,
             registry=r,
         )
-        self._server: Any = None
-        self._thread: Any = None
         self._unsubscribes: list[Callable[[], None]] = []
         self.clock = RepairClock()
 
     def render(self) -> bytes:
-        """The metrics in Prometheus's text format (for a server other than ours)."""
+        """The metrics in Prometheus's text format."""
         from prometheus_client import generate_latest
 
         return bytes(generate_latest(self.registry))
 
-    async def start(self, serve: bool = True) -> None:
-        """Observe the engine; with `serve`, serve /metrics on a listener of our own."""
+    def start(self) -> None:
+        """Observe the engine. /metrics is served by the agent's HTTP server
+        (mgmt.status.server: one listener, bounded connections, TLS beyond loopback)."""
         self._unsubscribes = [
             self.engine.listeners.subscribe(CheckApplied, self.check_applied),
             self.engine.listeners.subscribe(GraphSwapped, self.graph_swapped),
         ]
-        if serve:
-            await self._serve()
 
-    async def _serve(self) -> None:
-        from prometheus_client import start_http_server
-
-        host, port = parse_listen(self.listen)
-        try:
-            address = await asyncio.to_thread(resolve, host, port)
-            self._server, self._thread = await asyncio.to_thread(
-                start_http_server, port, address, self.registry
-            )
-        except OSError as err:  # a port in use, a host that does not resolve, no permission
-            raise ValidationError(
-                f"cannot serve metrics on {show(self.listen)}: {err.strerror or err}", FLAG
-            ) from err
-        shown = f"[{address}]" if ":" in address else address
-        log.info("prometheus metrics on http://%s:%d/metrics", shown, port)
-
-    async def stop(self) -> None:
+    def stop(self) -> None:
         for unsubscribe in self._unsubscribes:
             unsubscribe()
         self._unsubscribes = []
-        if self._server is not None:
-            await asyncio.to_thread(self._server.shutdown)
-            self._server.server_close()
-            self._server = None
 
     def check_applied(self, event: CheckApplied) -> None:
         vertex, apply, error = event.vertex, event.apply, event.error

@@ -7,8 +7,12 @@
     GET /metrics          Prometheus metrics (with --prometheus)
 
 It always listens on a Unix socket in the prefix (`<prefix>/status.sock`, 0600: the agent's
-user alone; `mgmt status` reads it), and on TCP with --status (at --prometheus-listen, loopback
-by default; the same listener as /metrics). A small HTTP/1.1 server of our own on asyncio:
+user alone; `mgmt status` reads it), and on TCP with --status or --prometheus (at
+--prometheus-listen, loopback by default; one listener for the page and /metrics; with
+--prometheus alone it serves /metrics only). Beyond loopback it speaks the cluster's TLS: HTTPS
+with this host's cluster certificate, and a client certificate from the cluster's CA required
+(mTLS); without those files it refuses to listen there (`listen()`), unless the cluster itself
+is insecure (--insecure-cluster: plain HTTP, with a warning). A small HTTP/1.1 server of our own on asyncio:
 GET and HEAD only, one request per connection, bounded request size and time; a client
 that stops reading is dropped after SEND_TIMEOUT. On TCP, at most MAX_CONNECTIONS connections
 are served at once (the others wait in the kernel's backlog); the socket, private, is not
@@ -26,12 +30,20 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from engine.errors import ValidationError
+from engine.params import show
+from mgmt.cluster.pki import TLSFiles, host_files
+from mgmt.metrics import FLAG, parse_listen, resolve
 from mgmt.status.model import StatusModel
 from resources._lib import httpd
+
+if TYPE_CHECKING:
+    from mgmt.config import Config
 
 log = logging.getLogger("main")
 
@@ -81,16 +93,21 @@ class StatusServer:
         self.servers.append(server)
         await asyncio.to_thread(os.chmod, path, 0o600)
 
-    async def listen_tcp(self, host: str, port: int) -> None:
-        """On loopback, a request must name the host by address or as `localhost`: a web page
-        the admin opens cannot rebind its own domain name to 127.0.0.1 and read the status."""
+    async def listen_tcp(
+        self, host: str, port: int, page: bool = True, tls: ssl.SSLContext | None = None
+    ) -> None:
+        """Serve the page and /metrics (`page` false: /metrics alone) at host:port, over `tls`
+        when given. On loopback, a request must name the host by address or as `localhost`: a
+        web page the admin opens cannot rebind its own domain name to 127.0.0.1 and read the
+        status."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.create_server((host, port), family=family, backlog=MAX_CONNECTIONS)
         sock.setblocking(False)
         self._listeners.append(sock)
-        self._accepting.add(asyncio.create_task(self._accept(sock, _is_loopback(host))))
+        listener = _Listener(_is_loopback(host), page, tls)
+        self._accepting.add(asyncio.create_task(self._accept(sock, listener)))
 
-    async def _accept(self, sock: socket.socket, check_host: bool) -> None:
+    async def _accept(self, sock: socket.socket, listener: _Listener) -> None:
         """Accept a connection only when fewer than MAX_CONNECTIONS are open: the others wait
         in the kernel's backlog and hold none of our descriptors (a local user holding
         thousands took every one the agent had: its resources failed with EMFILE)."""
@@ -105,16 +122,28 @@ class StatusServer:
                 log.debug("status listener: %s", err)
                 await asyncio.sleep(0.5)
                 continue
-            task = asyncio.create_task(self._serve_socket(conn, check_host))
+            task = asyncio.create_task(self._serve_socket(conn, listener))
             task.add_done_callback(lambda _task: slots.release())
 
-    async def _serve_socket(self, conn: socket.socket, check_host: bool) -> None:
+    async def _serve_socket(self, conn: socket.socket, listener: _Listener) -> None:
+        """One TCP connection: the TLS handshake first (a client without a certificate from
+        the cluster's CA is refused there), then one request."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
         try:
-            reader, writer = await asyncio.open_connection(sock=conn)
-        except OSError:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=listener.tls,
+                ssl_handshake_timeout=REQUEST_TIMEOUT if listener.tls else None,
+            )
+        except (OSError, TimeoutError) as err:  # ssl.SSLError is an OSError
+            log.debug("status listener: %s", err)
             conn.close()
             return
-        await self._serve(reader, writer, check_host=check_host)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        await self._serve(reader, writer, check_host=listener.check_host, page=listener.page)
 
     async def close(self) -> None:
         for accepting in self._accepting:
@@ -133,7 +162,11 @@ class StatusServer:
     # requests --------------------------------------------------------------------------------
 
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, check_host: bool = False
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        check_host: bool = False,
+        page: bool = True,
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -153,6 +186,9 @@ class StatusServer:
                 return
             if check_host and not _local_host(request.headers.get("host", "")):
                 await _send(writer, (403, "text/plain", b"Host: an address or localhost\n"))
+                return
+            if not page and target != "/metrics":
+                await _send(writer, (404, "text/plain", b"not found (--status serves the page)\n"))
                 return
             if target == "/api/events":
                 if self._events >= MAX_STREAMS:
@@ -253,6 +289,67 @@ class StatusServer:
             log.warning("graphviz failed: %s", err.decode(errors="replace").strip()[:300])
             return b""
         return out
+
+
+class _Listener:
+    """How a TCP listener serves: the Host check (loopback), the page or /metrics alone, TLS."""
+
+    def __init__(self, check_host: bool, page: bool, tls: ssl.SSLContext | None) -> None:
+        self.check_host, self.page, self.tls = check_host, page, tls
+
+
+async def listen(server: StatusServer, config: Config) -> str:
+    """Serve on --prometheus-listen as the config says (see the module docstring); the URL
+    served. ValidationError (naming the flag) when it cannot: nothing is applied then."""
+    what = "the status page" if config.status else "metrics"
+    host, port = parse_listen(config.prometheus_listen)
+    try:
+        address = await asyncio.to_thread(resolve, host, port)
+        tls = None
+        if not _is_loopback(address):
+            tls = await asyncio.to_thread(_tls_context, config)
+            if tls is None:
+                log.warning(
+                    "%s %s: %s served over plain HTTP beyond this host (%s), as the cluster "
+                    "is insecure (--insecure-cluster): anyone who reaches it reads the graph",
+                    FLAG,
+                    config.prometheus_listen,
+                    what,
+                    address,
+                )
+        await server.listen_tcp(address, port, page=config.status, tls=tls)
+    except OSError as err:  # a port in use, a host that does not resolve, unreadable TLS files
+        reason = getattr(err, "strerror", None) or getattr(err, "reason", None) or str(err)
+        raise ValidationError(
+            f"cannot serve {what} on {show(config.prometheus_listen)}: {reason}", FLAG
+        ) from err
+    shown = f"[{address}]" if ":" in address else address
+    return f"{'https' if tls else 'http'}://{shown}:{port}/"
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    """The cluster's TLS for a listener beyond loopback: this host's certificate, and a client
+    certificate from the cluster's CA required. None for an insecure cluster."""
+    if config.insecure_cluster:
+        return None
+    if config.cluster_cert_dir is not None:
+        files = host_files(config.cluster_cert_dir)
+    else:
+        files = TLSFiles(config.tls_ca, config.tls_cert, config.tls_key)
+    if files.ca is None or files.cert is None or files.key is None:
+        raise ValidationError(
+            f"{show(config.prometheus_listen)} is beyond loopback: serving there needs the "
+            "cluster's TLS files (--cluster-cert-dir, or --tls-ca, --tls-cert and --tls-key; "
+            "clients then need a certificate from that CA), or --insecure-cluster for plain "
+            "HTTP (development only)",
+            FLAG,
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(files.cert, files.key)
+    context.load_verify_locations(files.ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _is_loopback(host: str) -> bool:

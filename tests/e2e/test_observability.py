@@ -136,18 +136,21 @@ async def test_prometheus_listen_port_alone_means_loopback(tmp_path: Path) -> No
         assert await daemon.wait() == 0
 
 
-async def test_prometheus_on_all_addresses_only_when_asked_with_a_warning() -> None:
+async def test_prometheus_on_all_addresses_in_plain_http_only_for_an_insecure_cluster() -> None:
+    """Beyond loopback the listener speaks the cluster's TLS (tests/e2e/test_status_page.py);
+    an insecure cluster's is plain HTTP, with a warning."""
     port = free_port()
     args = [
         "run",
         "--tmp-prefix",
+        "--insecure-cluster",
         "--prometheus",
         "--prometheus-listen",
         f"0.0.0.0:{port}",
         "empty",
     ]
     async with Daemon(args) as daemon:
-        await daemon.wait_log("metrics served beyond this host (0.0.0.0)")
+        await daemon.wait_log("metrics served over plain HTTP beyond this host (0.0.0.0)")
         await daemon.wait_log(f"prometheus metrics on http://0.0.0.0:{port}/metrics")
         assert listening_addresses(port) == {"00000000"}
         daemon.signal(signal.SIGTERM)
@@ -164,6 +167,7 @@ async def test_prometheus_on_all_addresses_only_when_asked_with_a_warning() -> N
         ("::1:9233", "an IPv6 address goes in brackets"),
         ("no-such-host.invalid:PORT", "cannot serve metrics on 'no-such-host.invalid:"),
         ("127.0.0.1:INUSE", "Address already in use"),
+        ("0.0.0.0:PORT", "is beyond loopback: serving there needs the cluster's TLS files"),
         ("a..b:9999", "'a..b' is neither an IP address nor a host name"),
         (f"{'x' * 64}.example:9999", "is neither an IP address nor a host name"),
     ],

@@ -314,3 +314,86 @@ async def test_idle_connections_cannot_take_the_agents_descriptors(tmp_path: Pat
         daemon.signal(signal.SIGTERM)
         await daemon.wait()
         await daemon.__aexit__(None, None, None)
+
+
+def _pki(tmp_path: Path) -> dict[str, Path]:
+    """The cluster's CA and this host's certificate; an operator's client certificate from
+    the same CA, and one from another CA."""
+    from mgmt.cluster import pki
+
+    pki.create_ca(tmp_path / "ca")
+    host = pki.mint(tmp_path / "ca", tmp_path / "host", "web1", ["127.0.0.1", "localhost"])
+    client = pki.mint(tmp_path / "ca", tmp_path / "client", "operator", [])
+    pki.create_ca(tmp_path / "other-ca")
+    stranger = pki.mint(tmp_path / "other-ca", tmp_path / "stranger", "stranger", [])
+    assert host.ca and host.cert and host.key and client.cert and client.key
+    assert stranger.cert and stranger.key
+    return {
+        "ca": host.ca,
+        "cert": host.cert,
+        "key": host.key,
+        "client_cert": client.cert,
+        "client_key": client.key,
+        "stranger_cert": stranger.cert,
+        "stranger_key": stranger.key,
+    }
+
+
+async def curl(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--max-time", "20", *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("page", [True, False], ids=["status", "prometheus-alone"])
+async def test_beyond_loopback_the_page_needs_a_client_certificate_of_the_cluster(
+    tmp_path: Path, page: bool
+) -> None:
+    """Bound beyond loopback, the listener speaks HTTPS with the host's cluster certificate
+    and requires a client certificate from the cluster's CA (as etcd does); --prometheus alone
+    goes through the same server, /metrics only."""
+    files = _pki(tmp_path)
+    port = free_port()
+    args = ["run", "--tmp-prefix", "--prometheus", "--prometheus-listen", f"0.0.0.0:{port}"]
+    args += ["--status"] if page else []
+    args += ["--tls-ca", str(files["ca"]), "--tls-cert", str(files["cert"])]
+    args += ["--tls-key", str(files["key"]), "yaml", str(graph(tmp_path, 1))]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged:")
+        assert f"metrics on https://0.0.0.0:{port}/metrics" in daemon.log
+        url = f"https://127.0.0.1:{port}"
+        trust = ["--cacert", str(files["ca"])]
+        client = ["--cert", str(files["client_cert"]), "--key", str(files["client_key"])]
+        code, out = await curl(*trust, *client, f"{url}/metrics")
+        assert code == 0 and "mgmt_checkapply_total" in out, out
+        code, out = await curl(*trust, *client, "-o", "/dev/null", "-w", "%{http_code}", url)
+        assert (code, out) == (0, "200" if page else "404"), out
+        if page:
+            code, out = await curl(*trust, *client, f"{url}/api/status")
+            assert code == 0 and json.loads(out)["counts"]["converged"] == 1, out
+        code, out = await curl(*trust, f"{url}/metrics")  # no client certificate
+        assert code != 0 and "mgmt_" not in out, out
+        stranger = ["--cert", str(files["stranger_cert"]), "--key", str(files["stranger_key"])]
+        code, out = await curl(*trust, *stranger, f"{url}/metrics")  # another CA's
+        assert code != 0 and "mgmt_" not in out, out
+        code, out = await curl(f"http://127.0.0.1:{port}/metrics")  # plain HTTP
+        assert "mgmt_" not in out, out
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+def test_beyond_loopback_without_tls_files_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    graph_file = tmp_path / "graph.yaml"
+    graph_file.write_text(f"graph: g\nresources:\n  file:\n    - {{name: f, path: {target}}}\n")
+    args = ["run", "--converged-timeout=0", "--tmp-prefix", "--status"]
+    code, out = run_mgmt([*args, "--prometheus-listen", f"0.0.0.0:{free_port()}", str(graph_file)])
+    assert code == 2, out
+    (line,) = out.splitlines()
+    assert "--prometheus-listen: " in line and "needs the cluster's TLS files" in line, line
+    assert not target.exists()

@@ -47,8 +47,8 @@ async def test_a_refresh_driven_repair_is_timed_from_the_upstream_drift(tmp_path
 
     engine = Engine(hostname="h", prefix=tmp_path / "prefix")
     model = StatusModel(engine, "h")
-    metrics = Metrics(engine, "127.0.0.1:1")
-    await metrics.start(serve=False)
+    metrics = Metrics(engine)
+    metrics.start()
     try:
         graph = Graph("g")
         graph.add(FileRes(name="f", path=f"{tmp_path}/f", content="x"))
@@ -68,6 +68,6 @@ async def test_a_refresh_driven_repair_is_timed_from_the_upstream_drift(tmp_path
         measured = metrics.latency.labels("exec")._sum.get() - before
         assert 0 < measured * 1000 <= elapsed_ms
     finally:
-        await metrics.stop()
+        metrics.stop()
         model.close()
         await engine.stop(graceful=False)
