@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from engine.world import World
     from mgmt.cluster.link import ClusterLink
     from mgmt.deploy.source import DeploySource
+    from mgmt.status.cluster import ClusterStatus
 
 log = logging.getLogger("main")
 PROGRESS_EVERY = 2.0  # seconds between progress lines on a terminal, before the first convergence
@@ -231,6 +232,7 @@ class Agent:
         self.metrics = Metrics(self.engine) if config.prometheus else None
         self.status = StatusModel(self.engine, config.hostname)  # mgmt status, the status page
         self.server: StatusServer | None = None
+        self.cluster_status: ClusterStatus | None = None  # with the cluster: hosts on the page
         self.notifier = Notifier.from_environment()  # under systemd, Type=notify
 
     async def run(self, loaded: Loaded) -> ExitCode:
@@ -429,6 +431,8 @@ class Agent:
         if self.source is not None:  # after the engine: a scheduled host leaves once idle
             await self.source.aclose()
         self.converger.close()
+        if self.cluster_status is not None:
+            await self.cluster_status.stop()
         if self.cluster is not None:  # withdraw exports, leave, stop etcd
             await self.cluster.stop(graceful=not self._forced)
         if self.notifier is not None:
@@ -512,6 +516,10 @@ class Agent:
             await link.stop(graceful=False)
             raise
         self._spawn(self._collect_loop())
+        from mgmt.status.cluster import ClusterStatus
+
+        self.cluster_status = ClusterStatus(self.status, link.cluster.client, self.config.hostname)
+        self.cluster_status.start()
 
     async def _collect_loop(self) -> None:
         """Swap in a new graph whenever the collected resources change."""

@@ -8,6 +8,7 @@ mgmt check FILE...              check programs, graph files, manifests: exit 0, 
 mgmt check -e CODE              check inline Puppet code
 mgmt setup --install-service [--start] [run flags] FRONTEND...   a systemd service (mgmt/setup.py)
 mgmt status [--prefix DIR] [--json]   the running agent's resources and states (exit 1: failures)
+mgmt status --cluster [--seeds URLS]   every host: alive, deploy, converged, failures (exit 1: any)
 mgmt cluster mint-cert HOST --ca-dir DIR --out DIR [--core] [--san NAME]...
 mgmt cluster admit HOST --cert-dir DIR [--core] [--endpoints URLS]
                                 per-host etcd identities (docs/security.md): exit 0, 1, or 2

@@ -43,6 +43,7 @@ HOST_KEYS: tuple[tuple[str, bool], ...] = (
     (HOSTS + "{host}", False),
     (VOLUNTEERS + "{host}", False),
     (ROOT + "deploy-status/{host}", False),  # its deploy status (mgmt.deploy.status)
+    (ROOT + "host-status/{host}", False),  # its resources' summary (mgmt.status.cluster)
 )
 # Keys every admitted host may write: shared by design (a `kv` without `mapped`), so a value
 # there says nothing of who wrote it.

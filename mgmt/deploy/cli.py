@@ -38,7 +38,7 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _connection_args(parser: argparse.ArgumentParser) -> None:
+def connection_args(parser: argparse.ArgumentParser) -> None:
     """How to reach the cluster: a host's own credentials, or files given."""
     parser.add_argument(
         "--seeds",
@@ -118,7 +118,7 @@ def deploy_parser() -> argparse.ArgumentParser:
         description="Push a program to the cluster as its next deploy (checked as `mgmt check` "
         "does, signed, stored in one transaction); list or roll back deploys.",
     )
-    _connection_args(parser)
+    connection_args(parser)
     parser.add_argument(
         "--sign-key",
         type=Path,
@@ -201,10 +201,7 @@ async def _deploy(args: argparse.Namespace) -> ExitCode:
             print(await list_text(client))
             return ExitCode.OK
         if args.status:
-            from mgmt.deploy.status import host_statuses, table
-
-            print(table(await host_statuses(client)))
-            return ExitCode.OK
+            return await cluster_status(client)
         return await _push(client, args, bundle)
     finally:
         await client.close()
@@ -261,6 +258,29 @@ async def _push(client: EtcdClient, args: argparse.Namespace, bundle: Bundle | N
     what = f" (the content of deploy {rollback_of})" if rollback_of else ""
     print(f"deploy {rec.id}{what}: {rec.frontend} {rec.entry}, {rec.hash[:12]}", file=sys.stderr)
     return ExitCode.OK
+
+
+async def cluster_status(client: EtcdClient, as_json: bool = False) -> ExitCode:
+    """Print every host's row (`mgmt deploy --status`, `mgmt status --cluster`); FAILED when a
+    host is down or has a failed resource."""
+    from mgmt.deploy.status import host_statuses, report
+
+    text, code = report(await host_statuses(client), as_json)
+    print(text)
+    return code
+
+
+def status_main(args: argparse.Namespace) -> int:
+    """`mgmt status --cluster`: `args` from a parser given `connection_args`."""
+
+    async def run() -> ExitCode:
+        client = await _connected(args)
+        try:
+            return await cluster_status(client, args.json)
+        finally:
+            await client.close()
+
+    return _run(run())
 
 
 async def list_text(client: EtcdClient) -> str:

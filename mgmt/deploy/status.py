@@ -6,21 +6,30 @@ its graph is converged, and the last deploy it refused and why. The key is not l
 that is down keeps its last status, and `alive` (its `/_mgmt/hosts/<host>` liveness key) says
 it is down.
 
-`host_statuses(client)` is the data (every host's, from any host or an operator's machine);
-`table(rows)` the text `mgmt deploy --status` prints. `mgmt status` (one agent's resources,
-through its status socket) can show a row of it, or grow a cluster view from it.
+Every clustered agent also keeps `/_mgmt/host-status/<host>` (JSON, mgmt.status.cluster): its
+resources, how many have failed and the last error, converged or not and since when.
+
+`host_statuses(client)` is the data (every host's, from any host or an operator's machine),
+merging the three; `report(rows, as_json)` the text and exit code that `mgmt deploy --status`
+and `mgmt status --cluster` print (one code path), and the agent's status page shows the rows
+live.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from mgmt.cluster.client import EtcdClient
+from mgmt.config import ExitCode
 
 STATUS = "/_mgmt/deploy-status/"
 HOSTS = "/_mgmt/hosts/"  # every live agent's leased key (mgmt.cluster.cluster)
+SUMMARY = "/_mgmt/host-status/"  # every clustered agent's resources (mgmt.status.cluster)
+# Not stored in the deploy status: read from the liveness key and the summary.
+_READ = ("alive", "runs_deploys", "reports", "resources", "failed", "since", "last_error")
 
 
 def status_key(host: str) -> str:
@@ -38,11 +47,52 @@ class HostStatus:
     alive: bool = False  # its agent holds its liveness key (not stored: read from hosts/)
     runs_deploys: bool = False  # it has a status key (not stored: a host that runs no
     # deploys, e.g. `mgmt run yaml FILE`, has none)
+    # From its summary (not stored here): whether it has one, its resources, how many have
+    # failed and the last error of one, since when it is converged (or not: 0).
+    reports: bool = False
+    resources: int = 0
+    failed: int = 0
+    since: float = 0.0
+    last_error: str = ""
 
     def encode(self) -> bytes:
         doc = asdict(self)
-        del doc["alive"], doc["runs_deploys"]
+        for name in _READ:
+            del doc[name]
         return json.dumps(doc, sort_keys=True).encode()
+
+    @property
+    def state(self) -> str:
+        """down (no live agent), failed (a resource has), converged or converging."""
+        if not self.alive:
+            return "down"
+        if self.failed:
+            return "failed"
+        return "converged" if self.converged else "converging"
+
+    def merge_summary(self, data: bytes) -> None:
+        """Read the host's summary (mgmt.status.cluster.summary) into this row."""
+        try:
+            doc = json.loads(data)
+            if not isinstance(doc, dict):
+                raise TypeError("not an object")
+            converged, since = doc["converged"], doc["since"] or 0.0
+            resources, failed, error = doc["resources"], doc["failed"], doc["error"]
+            if not (
+                type(converged) is bool
+                and type(since) in (int, float)
+                and type(resources) is int
+                and type(failed) is int
+                and type(error) is str
+            ):
+                raise TypeError("a field of the wrong type")
+        except (ValueError, TypeError, KeyError):
+            self.reports, self.last_error = True, "unreadable summary"
+            return
+        self.reports, self.resources, self.failed = True, resources, failed
+        self.since, self.last_error = float(since) if converged else 0.0, error
+        if not self.runs_deploys:
+            self.converged = converged
 
     @classmethod
     def decode(cls, host: str, data: bytes) -> HostStatus:
@@ -55,17 +105,20 @@ class HostStatus:
         values: dict[str, Any] = {}
         for f in fields(cls):
             value = doc.get(f.name)
-            if f.name not in ("host", "alive", "runs_deploys") and type(value) is type(
-                getattr(cls, f.name)
+            if (
+                f.name != "host"
+                and f.name not in _READ
+                and type(value) is type(getattr(cls, f.name))
             ):
                 values[f.name] = value
         return cls(host, runs_deploys=True, **values)
 
 
 async def host_statuses(client: EtcdClient) -> list[HostStatus]:
-    """Every host that has a deploy status or is alive, by name."""
+    """Every host that has a deploy status or a summary, or is alive, by name."""
     raw, _ = await client.get_prefix(STATUS.encode())
     alive, _ = await client.get_prefix(HOSTS.encode())
+    summaries, _ = await client.get_prefix(SUMMARY.encode())
     rows = {
         key.decode()[len(STATUS) :]: HostStatus.decode(key.decode()[len(STATUS) :], value)
         for key, value in raw.items()
@@ -73,7 +126,27 @@ async def host_statuses(client: EtcdClient) -> list[HostStatus]:
     for key in alive:
         host = key.decode()[len(HOSTS) :]
         rows.setdefault(host, HostStatus(host)).alive = True
+    for key, value in summaries.items():
+        host = key.decode()[len(SUMMARY) :]
+        rows.setdefault(host, HostStatus(host)).merge_summary(value)
     return [rows[h] for h in sorted(rows)]
+
+
+def exit_code(rows: list[HostStatus]) -> ExitCode:
+    """FAILED when a host is down (its agent gone, or unreachable: its lease expired) or has a
+    failed resource; OK otherwise (a check: `mgmt status --cluster || alert`)."""
+    if any(row.state in ("down", "failed") for row in rows):
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+def report(rows: list[HostStatus], as_json: bool = False) -> tuple[str, ExitCode]:
+    """What `mgmt deploy --status` and `mgmt status --cluster` print, and their exit code."""
+    if as_json:
+        text = json.dumps([{**asdict(row), "state": row.state} for row in rows], indent=2)
+    else:
+        text = table(rows)
+    return text, exit_code(rows)
 
 
 def _shown(text: str) -> str:
@@ -84,11 +157,13 @@ def _shown(text: str) -> str:
 
 def table(rows: list[HostStatus]) -> str:
     """A plain text table, one host per line."""
-    header = ["HOST", "ALIVE", "DEPLOY", "READY", "CONVERGED", "REFUSED"]
+    header = ["HOST", "ALIVE", "DEPLOY", "READY", "CONVERGED", "SINCE", "RESOURCES", "FAILED"]
+    header.append("REFUSED / LAST ERROR")
     lines = [header]
     for row in rows:
         error = _shown(row.error)
-        refused = f"{row.refused}: {error}" if row.refused else (error or "-")
+        refused = f"{row.refused}: {error}" if row.refused else error
+        last = _shown(row.last_error)
         lines.append(
             [
                 _shown(row.host),
@@ -96,7 +171,10 @@ def table(rows: list[HostStatus]) -> str:
                 str(row.running or "-"),
                 str(row.ready or "-"),
                 "yes" if row.converged else "no",
-                refused,
+                _clock(row.since),
+                str(row.resources) if row.reports else "-",
+                str(row.failed) if row.reports else "-",
+                "; ".join(t for t in (refused, last) if t) or "-",
             ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
@@ -106,3 +184,7 @@ def table(rows: list[HostStatus]) -> str:
         + line[-1]
         for line in lines
     )
+
+
+def _clock(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(seconds)) if seconds else "-"

@@ -1,10 +1,18 @@
-"""`mgmt status [--prefix DIR] [--json]`: the running agent's resources and their states.
+"""`mgmt status [--prefix DIR] [--json]`: the running agent's resources and their states;
+`mgmt status --cluster [--seeds URLS] [--json]`: every host of the cluster.
 
 It asks the agent through its status socket (`<prefix>/status.sock`, readable by the agent's
 user alone) and prints a table: each resource, its state and since when, its last change, and
 for a failed one its last error; then whether the graph is converged, since when. `--json`
 prints the agent's snapshot as it is, for scripts. Exit code: 0 when nothing has failed, 1 when
 a resource has failed (usable as a check), 2 when no agent answers.
+
+With --cluster it reads the cluster instead (etcd at --seeds, with this host's certificate in
+`<prefix>/cluster-tls/` or --tls-*, as `mgmt deploy` does) and prints one row per host: alive,
+the deploy it runs, converged since when, its resources, how many failed and the last error
+(mgmt.deploy.status.report: what `mgmt deploy --status` prints too). Exit code 1 when a host is
+down (its agent gone or unreachable: its lease expired) or has a failed resource, or when the
+cluster cannot be reached.
 """
 
 from __future__ import annotations
@@ -24,22 +32,28 @@ TIMEOUT = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mgmt.deploy.cli import connection_args
+
     parser = argparse.ArgumentParser(
-        prog="mgmt status", description="The running agent's resources and their states."
+        prog="mgmt status",
+        description="The running agent's resources and their states, or (--cluster) every host's.",
     )
     parser.add_argument(
-        "--prefix",
-        type=Path,
-        default=Path("/var/lib/mgmt"),
-        metavar="DIR",
-        help="the agent's --prefix (default /var/lib/mgmt)",
+        "--cluster",
+        action="store_true",
+        help="every host of the cluster (reached at --seeds), not this agent",
     )
-    parser.add_argument("--json", action="store_true", help="the agent's snapshot, as JSON")
+    parser.add_argument("--json", action="store_true", help="the data, as JSON")
+    connection_args(parser)  # --prefix: the agent's (its socket, and its cluster certificate)
     return parser
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.cluster:
+        from mgmt.deploy.cli import status_main
+
+        return status_main(args)
     path = args.prefix / SOCKET
     try:
         snapshot = asyncio.run(fetch(path))

@@ -73,6 +73,8 @@ class StatusModel:
         self.clock = RepairClock()
         self.graph_version = 0  # bumped at each swap (the page redraws the picture)
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._watchers: list[Callable[[], None]] = []  # on_change callbacks
+        self.hosts: list[dict[str, Any]] = []  # every host of the cluster (mgmt.status.cluster)
         self._changes = 0  # bumped at every change: the encoded snapshot is kept until then
         self._encoded: tuple[tuple[int, int, int], bytes] = ((-1, 0, 0), b"")
         self._unsubscribes: list[Callable[[], None]] = [
@@ -127,6 +129,12 @@ class StatusModel:
         info = self._info(key)
         info.last_change, info.last_change_at = message, time.time()
         self._changes += 1
+
+    def set_hosts(self, hosts: list[dict[str, Any]]) -> None:
+        """Every host's row (mgmt.deploy.status.HostStatus, with its `state`), when clustered."""
+        if hosts != self.hosts:
+            self.hosts = hosts
+            self._publish({"type": "hosts", "hosts": hosts})
 
     def set_converged(self, converged: bool) -> None:
         self.converged_since = time.time() if converged else None
@@ -197,6 +205,7 @@ class StatusModel:
             ],
             "events": list(self.events),
             "graph_version": self.graph_version,
+            "hosts": self.hosts,
         }
 
     def snapshot_json(self) -> bytes:
@@ -215,8 +224,16 @@ class StatusModel:
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         self._subscribers.discard(queue)
 
+    def on_change(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback()` (on the loop, not blocking) after every update; returns the
+        unsubscribe."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback) if callback in self._watchers else None
+
     def _publish(self, update: dict[str, Any]) -> None:
         self._changes += 1
+        for callback in list(self._watchers):
+            callback()
         for queue in list(self._subscribers):
             try:
                 queue.put_nowait(update)

@@ -145,6 +145,25 @@ function kinds(data) {
   }));
 }
 
+// Every host of the cluster (absent when the agent is not clustered).
+function hosts(rows) {
+  $("cluster").hidden = rows.length === 0;
+  $("hosts").replaceChildren(...rows.map((h) => {
+    const tr = document.createElement("tr");
+    tr.dataset.host = h.host; tr.dataset.state = h.state;
+    const since = h.since ? ` (since ${new Date(h.since * 1000).toLocaleTimeString()})` : "";
+    tr.append(
+      text("td", h.host), text("td", h.state, `state ${h.state}`),
+      text("td", h.converged ? `yes${since}` : "no"),
+      text("td", h.running ? String(h.running) : "–"),
+      text("td", h.reports ? String(h.resources) : "–"),
+      text("td", h.reports ? String(h.failed) : "–"),
+      text("td", [h.refused ? `refused ${h.refused}: ${h.error}` : h.error, h.last_error].filter(Boolean).join("; ")),
+    );
+    return tr;
+  }));
+}
+
 function converged(flag, since) {
   const el = $("converged");
   el.dataset.converged = String(flag);
@@ -165,6 +184,7 @@ function onSnapshot(s) {
   kinds(s.kinds);
   counts();
   converged(s.converged, s.converged_since);
+  hosts(s.hosts);
   drawGraph(s.graph_version);
 }
 
@@ -176,6 +196,8 @@ function onUpdate(u) {
     flushing ??= setTimeout(flush, 20);
   } else if (u.type === "event") {
     addEvent(u);
+  } else if (u.type === "hosts") {
+    hosts(u.hosts);
   } else if (u.type === "converged") {
     converged(u.converged, u.since);
   } else if (u.type === "graph") {

@@ -142,8 +142,41 @@ async def test_status_rows_say_who_is_alive_and_who_runs_deploys(client: EtcdCli
         ("plain", True, False, 0),
     ]
     lines = table(rows).splitlines()
-    assert lines[0].split() == ["HOST", "ALIVE", "DEPLOY", "READY", "CONVERGED", "REFUSED"]
-    assert lines[1].split() == ["h1", "yes", "3", "3", "no", "-"]
+    assert lines[0].split()[:8] == [
+        "HOST", "ALIVE", "DEPLOY", "READY", "CONVERGED", "SINCE", "RESOURCES", "FAILED"
+    ]  # fmt: skip
+    assert lines[1].split() == ["h1", "yes", "3", "3", "no", "-", "-", "-", "-"]
+
+
+async def test_summaries_make_the_cluster_report_and_its_exit_code(client: EtcdClient) -> None:
+    """`mgmt status --cluster` and `mgmt deploy --status`: each host's summary (resources,
+    failures, converged since) joins its row; exit 1 when a host is down or has failed."""
+    from mgmt.config import ExitCode
+    from mgmt.deploy.status import HOSTS, SUMMARY, host_statuses, report
+
+    def summary(failed: int, error: str = "") -> bytes:
+        doc = {"converged": not failed, "since": 1e9, "resources": 3, "failed": failed}
+        return json.dumps({**doc, "error": error}).encode()
+
+    await client.put((HOSTS + "a").encode(), b"")
+    await client.put((SUMMARY + "a").encode(), summary(0))
+    text, code = report(await host_statuses(client))
+    assert code is ExitCode.OK, text
+    cells = text.splitlines()[1].split()
+    assert cells[:5] + cells[6:] == ["a", "yes", "-", "-", "yes", "3", "0", "-"], text
+    await client.put((HOSTS + "b").encode(), b"")
+    await client.put((SUMMARY + "b").encode(), summary(1, "exec[x]: exited 3\x1b"))
+    text, code = report(await host_statuses(client))
+    assert code is ExitCode.FAILED and text.splitlines()[2].endswith("exec[x]: exited 3\\x1b")
+    await client.delete((HOSTS + "b").encode())
+    await client.put((SUMMARY + "b").encode(), summary(0))
+    text, code = report(await host_statuses(client), as_json=True)
+    rows = {row["host"]: row for row in json.loads(text)}
+    assert code is ExitCode.FAILED and rows["b"]["state"] == "down", text
+    assert rows["a"]["state"] == "converged" and rows["a"]["resources"] == 3
+    await client.put((SUMMARY + "a").encode(), b'{"converged": "yes"}')  # a bad writer
+    (row, _) = await host_statuses(client)
+    assert row.last_error == "unreadable summary"
 
 
 async def test_a_status_cannot_forge_another_hosts_row(client: EtcdClient) -> None:
