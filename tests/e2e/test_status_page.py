@@ -397,3 +397,73 @@ def test_beyond_loopback_without_tls_files_is_refused(tmp_path: Path) -> None:
     (line,) = out.splitlines()
     assert "--prometheus-listen: " in line and "needs the cluster's TLS files" in line, line
     assert not target.exists()
+
+
+@pytest.mark.slow
+async def test_the_page_and_mgmt_status_show_every_host_of_the_cluster_live(
+    browser: Any, tmp_path: Path
+) -> None:
+    """Two agents in one cluster (real etcd, TLS): h1's page shows both hosts, h2 failing, then
+    repaired, then down, as it happens; `mgmt status --cluster` says the same, exit 1 while a
+    host has failed or is down."""
+    from selenium.webdriver.common.by import By
+
+    from tests.e2e.test_cluster_e2e import Host, fleet
+
+    port = free_port()
+    page = ["--status", "--prometheus-listen", f"127.0.0.1:{port}"]
+    h1, h2 = Host("h1", tmp_path, extra_args=page), Host("h2", tmp_path)
+    out = tmp_path / "out"
+    h1.graph.write_text(f"graph: g\nresources:\n  file:\n    - {{name: {out}/h1, content: x}}\n")
+    h2.graph.write_text(
+        f"graph: g\nresources:\n  file:\n    - {{name: {out}/h2, content: x}}\n"
+        "  exec:\n    - {name: broken, cmd: /bin/false}\n"
+    )
+
+    def row(host: str) -> dict[str, str]:
+        """The host's row on the page, read at once (the rows are redrawn on every update)."""
+        cells = browser.execute_script(
+            "const tr = document.querySelector(`#hosts tr[data-host='${arguments[0]}']`);"
+            "return tr ? [...tr.children].map((td) => td.textContent) : null;",
+            host,
+        )
+        if not cells:
+            return {}
+        return {"state": cells[1], "converged": cells[2], "failed": cells[5], "error": cells[6]}
+
+    async def cluster_status() -> tuple[int, dict[str, Any]]:
+        args = ["status", "--cluster", "--json", "--seeds", h1.url]
+        code, text = await asyncio.to_thread(
+            run_mgmt, [*args, "--prefix", str(tmp_path / "h1" / "prefix")]
+        )
+        return code, {r["host"]: r for r in json.loads(text[text.index("[") :])}
+
+    async with fleet([h1, h2]):
+        await h1.start()
+        await h1.daemon.wait_log("converged:", timeout=30)  # type: ignore[union-attr]
+        await h2.start([h1])
+        await h2.daemon.wait_log("converged:", timeout=30)  # type: ignore[union-attr]
+        await asyncio.to_thread(browser.get, f"http://127.0.0.1:{port}/")
+        await until(browser, lambda: row("h2").get("state") == "failed", 20)
+        assert row("h2")["failed"] == "1" and "exec[broken]" in row("h2")["error"]
+        assert row("h1")["state"] == "converged" and row("h1")["converged"].startswith("yes")
+        code, rows = await cluster_status()
+        assert code == 1 and rows["h2"]["state"] == "failed", rows
+        assert rows["h1"]["state"] == "converged" and rows["h1"]["resources"] == 1
+        # h2 is repaired (its graph loses the broken exec): the page follows, and so does the
+        # exit code.
+        h2.graph.write_text(
+            f"graph: g\nresources:\n  file:\n    - {{name: {out}/h2, content: x}}\n"
+        )
+        await until(browser, lambda: row("h2").get("state") == "converged", 20)
+        ARTEFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTEFACTS / "status-page-cluster.png"))
+        code, rows = await cluster_status()
+        assert code == 0 and {r["state"] for r in rows.values()} == {"converged"}, rows
+        # h2 goes away: down on the page, exit 1.
+        await h2.stop()
+        await until(browser, lambda: row("h2").get("state") == "down", 30)
+        code, rows = await cluster_status()
+        assert code == 1 and rows["h2"]["state"] == "down", rows
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
