@@ -251,6 +251,9 @@ async def test_mgmt_status_escapes_control_characters_from_command_output(tmp_pa
 async def test_the_page_keeps_up_with_a_thousand_resources(browser: Any, tmp_path: Path) -> None:
     """Every resource of a 1,000-resource graph changing state twice (a swap, a mass repair):
     the page draws the 2,000 updates in batches, not 8 s of redrawing counts and search."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
     port = free_port()
     args = ["run", "--tmp-prefix", "--status", "--prometheus-listen", f":{port}"]
     async with Daemon([*args, "yaml", str(graph(tmp_path, 1000))]) as daemon:
@@ -275,6 +278,24 @@ async def test_the_page_keeps_up_with_a_thousand_resources(browser: Any, tmp_pat
             "return document.querySelector('#counts li[data-state=converged]').dataset.count"
         )
         assert counts == "1001"
+        # Readable: the files are a grid (Graphviz stacked them in one column 47,000 points
+        # tall: the page fitted it at a scale of 0.007), and Enter in the search box centres
+        # the first match at full size.
+        await until(browser, lambda: browser.execute_script("return state.scale < 1"), 20)
+        assert browser.execute_script("return state.scale") > 0.05
+        search = browser.find_element(By.ID, "search")
+        search.send_keys("[f777]")
+        search.send_keys(Keys.ENTER)
+        node = browser.find_element(By.ID, "file[f777]")
+        assert "match" in (node.get_attribute("class") or "")
+        inside = browser.execute_script(
+            "const r = arguments[0].getBoundingClientRect();"
+            "const v = document.getElementById('viewport').getBoundingClientRect();"
+            "return state.scale === 1 && r.left >= v.left && r.right <= v.right"
+            " && r.top >= v.top && r.bottom <= v.bottom;",
+            node,
+        )
+        assert inside
         daemon.signal(signal.SIGTERM)
         await daemon.wait()
 

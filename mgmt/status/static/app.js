@@ -99,6 +99,21 @@ function applySearch() {
   }
 }
 
+// Enter in the search box: the first match, centred at full size (a 1,000-resource graph
+// fits the window only when small).
+function focusFirstMatch() {
+  const node = document.querySelector("#graph g.node.match");
+  if (!node) return;
+  const view = $("viewport").getBoundingClientRect();
+  const box = $("graph").getBoundingClientRect(), r = node.getBoundingClientRect();
+  const x = (r.left - box.left) / state.scale, y = (r.top - box.top) / state.scale;
+  const w = r.width / state.scale, h = r.height / state.scale;
+  state.scale = 1;
+  state.x = view.width / 2 - x - w / 2;
+  state.y = view.height / 2 - y - h / 2;
+  transform();
+}
+
 // Tables and lists -----------------------------------------------------------------------
 
 function row(v) {
@@ -222,6 +237,7 @@ function connect() {
 window.addEventListener("DOMContentLoaded", () => {
   setupPanZoom();
   $("search").addEventListener("input", applySearch);
+  $("search").addEventListener("keydown", (e) => { if (e.key === "Enter") focusFirstMatch(); });
   connect();
   setInterval(() => { for (const tr of $("vertices").children) { const v = state.vertices.get(tr.dataset.id); if (v) tr.children[2].textContent = ago(v.since); } }, 5000);
 });

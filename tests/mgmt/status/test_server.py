@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from engine.engine import Engine
 from mgmt.status.model import StatusModel
-from mgmt.status.server import MAX_REQUEST, StatusServer
+from mgmt.status.server import MAX_REQUEST, StatusServer, to_dot
 
 
 def _port() -> int:
@@ -49,3 +52,26 @@ async def test_answers(tmp_path: Path, request_bytes: bytes, status: bytes) -> N
         await server.close()
         model.close()
         await engine.stop(graceful=False)
+
+
+def test_a_thousand_resources_without_edges_are_laid_out_as_a_grid() -> None:
+    """Graphviz stacked 1,000 unconnected files in one column (274 x 47,049 points: the page
+    fitted it at a scale of 0.007); in rows they make a picture about as wide as it is tall.
+    Resources with edges keep their layout."""
+    vertices = [
+        {"id": f"file[f{i}]", "kind": "file", "name": f"f{i}", "state": "converged"}
+        for i in range(1000)
+    ] + [{"id": "exec[e]", "kind": "exec", "name": "e", "state": "failed"}]
+    edges = [{"from": "file[f0]", "to": "exec[e]", "notify": True}]
+    source = to_dot({"vertices": vertices, "edges": edges})
+    assert '"file[f0]" -> "file[f1]"' not in source  # f0 has an edge: not in a row
+    assert source.count("[style=invis]") == 999 - 999 // 16 - 1  # rows of 16
+    dot = shutil.which("dot")
+    assert dot is not None, "graphviz is missing: scripts/install.sh --test installs it"
+    svg = subprocess.run(
+        [dot, "-Tsvg"], input=source.encode(), capture_output=True, check=True, timeout=120
+    ).stdout
+    match = re.search(rb'<svg width="(\d+)pt" height="(\d+)pt"', svg)
+    assert match is not None
+    width, height = int(match[1]), int(match[2])
+    assert height < 3 * width, (width, height)
