@@ -427,7 +427,6 @@ async def test_the_page_and_mgmt_status_show_every_host_of_the_cluster_live(
     """Two agents in one cluster (real etcd, TLS): h1's page shows both hosts, h2 failing, then
     repaired, then down, as it happens; `mgmt status --cluster` says the same, exit 1 while a
     host has failed or is down."""
-    from selenium.webdriver.common.by import By
 
     from tests.e2e.test_cluster_e2e import Host, fleet
 
