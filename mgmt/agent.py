@@ -288,17 +288,23 @@ class Agent:
         if self.metrics is not None:
             self.metrics.start()
         self.server = StatusServer(self.status, self.metrics.render if self.metrics else None)
+        private = True
+        try:  # the prefix first: a listener beyond loopback may keep its certificate there
+            await asyncio.to_thread(private_dir, self.engine.prefix)
+        except (OSError, MgmtError) as err:  # mgmt status cannot reach this agent, nothing else
+            log.warning("no status socket in %s: %s", self.engine.prefix, err)
+            private = False
         if self.config.status or self.metrics is not None:
-            url = await listen(self.server, self.config)
+            url = await listen(self.server, self.config, self.engine.prefix)
             if self.config.status:
                 log.info("status page on %s", url)
             if self.metrics is not None:
                 log.info("prometheus metrics on %smetrics", url)
-        try:
-            await asyncio.to_thread(private_dir, self.engine.prefix)
-            await self.server.listen_unix(self.engine.prefix / SOCKET)
-        except (OSError, MgmtError) as err:  # mgmt status cannot reach this agent, nothing else
-            log.warning("no status socket in %s: %s", self.engine.prefix, err)
+        if private:
+            try:
+                await self.server.listen_unix(self.engine.prefix / SOCKET)
+            except OSError as err:
+                log.warning("no status socket in %s: %s", self.engine.prefix, err)
 
     async def _start_background(self) -> None:
         if self.source is not None:

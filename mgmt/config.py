@@ -99,7 +99,7 @@ class Config:
         metadata=opt(
             "HOST:PORT for --prometheus and --status; :PORT means 127.0.0.1:PORT; a non-loopback "
             "HOST (e.g. 0.0.0.0) is served over the cluster's TLS, a client certificate from "
-            "its CA required (--tls-*, --cluster-cert-dir)",
+            "its CA required",
             metavar="HOST:PORT",
         ),
     )

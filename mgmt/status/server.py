@@ -10,10 +10,10 @@ It always listens on a Unix socket in the prefix (`<prefix>/status.sock`, 0600: 
 user alone; `mgmt status` reads it), and on TCP with --status or --prometheus (at
 --prometheus-listen, loopback by default; one listener for the page and /metrics; with
 --prometheus alone it serves /metrics only). Beyond loopback it speaks the cluster's TLS: HTTPS
-with this host's cluster certificate, and a client certificate from the cluster's CA required
-(mTLS); without those files it refuses to listen there (`listen()`), unless the cluster itself
-is insecure (--insecure-cluster: plain HTTP, with a warning). A small HTTP/1.1 server of our own on asyncio:
-GET and HEAD only, one request per connection, bounded request size and time; a client
+with this host's cluster certificate (given, or minted from the cluster's CA), and a client
+certificate from the cluster's CA required (mTLS); options the cluster would refuse are refused
+(`listen()`), and an insecure cluster's (--insecure-cluster) is plain HTTP, with a warning.
+A small HTTP/1.1 server of our own on asyncio: GET and HEAD only, one request per connection, bounded request size and time; a client
 that stops reading is dropped after SEND_TIMEOUT. On TCP, at most MAX_CONNECTIONS connections
 are served at once (the others wait in the kernel's backlog); the socket, private, is not
 limited, for `mgmt status`. At most MAX_STREAMS event streams; the snapshot each starts with
@@ -37,9 +37,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ValidationError
+from engine.errors import ValidationError, WorldError
 from engine.params import show
-from mgmt.cluster.pki import TLSFiles, host_files
 from mgmt.metrics import FLAG, parse_listen, resolve
 from mgmt.status.model import StatusModel
 from resources._lib import httpd
@@ -300,7 +299,7 @@ class _Listener:
         self.check_host, self.page, self.tls = check_host, page, tls
 
 
-async def listen(server: StatusServer, config: Config) -> str:
+async def listen(server: StatusServer, config: Config, prefix: Path) -> str:
     """Serve on --prometheus-listen as the config says (see the module docstring); the URL
     served. ValidationError (naming the flag) when it cannot: nothing is applied then."""
     what = "the status page" if config.status else "metrics"
@@ -309,7 +308,8 @@ async def listen(server: StatusServer, config: Config) -> str:
         address = await asyncio.to_thread(resolve, host, port)
         tls = None
         if not _is_loopback(address):
-            tls = await asyncio.to_thread(_tls_context, config)
+            shown = f"[{address}]" if ":" in address else address
+            tls = await asyncio.to_thread(_tls_context, config, prefix, f"https://{shown}:{port}")
             if tls is None:
                 log.warning(
                     "%s %s: %s served over plain HTTP beyond this host (%s), as the cluster "
@@ -329,15 +329,35 @@ async def listen(server: StatusServer, config: Config) -> str:
     return f"{'https' if tls else 'http'}://{shown}:{port}/"
 
 
-def _tls_context(config: Config) -> ssl.SSLContext | None:
-    """The cluster's TLS for a listener beyond loopback: this host's certificate, and a client
-    certificate from the cluster's CA required. None for an insecure cluster."""
-    if config.insecure_cluster:
+def _tls_context(config: Config, prefix: Path, url: str) -> ssl.SSLContext | None:
+    """The cluster's TLS for a listener beyond loopback (None for an insecure cluster): the
+    options the cluster would use (mgmt.cluster.options, refused as it would refuse them).
+    With files given (--tls-*, --cluster-cert-dir) those; else a certificate minted for `url`
+    from the cluster's CA (--cluster-ca-dir, default <prefix>/cluster-ca, created first on the
+    first host as the cluster would) into <prefix>/status-tls/. A client certificate from
+    that CA is required."""
+    from mgmt.cluster import pki
+    from mgmt.cluster.options import from_config
+
+    try:
+        options = from_config(config, prefix)
+    except ValidationError as err:
+        raise ValidationError(
+            f"{show(config.prometheus_listen)} is beyond loopback, which needs the cluster's "
+            f"TLS: {err}",
+            FLAG,
+        ) from None
+    if options.insecure:
         return None
-    if config.cluster_cert_dir is not None:
-        files = host_files(config.cluster_cert_dir)
-    else:
-        files = TLSFiles(config.tls_ca, config.tls_cert, config.tls_key)
+    files = options.tls
+    if options.ca_dir is not None:
+        try:
+            if options.create_ca and pki.create_ca(options.ca_dir):
+                log.info("created the cluster CA in %s", options.ca_dir)
+            names = pki.san_names(config.hostname, [url])
+            files = pki.mint(options.ca_dir, prefix / "status-tls", config.hostname, names)
+        except WorldError as err:
+            raise ValidationError(str(err), FLAG) from None
     if files.ca is None or files.cert is None or files.key is None:
         raise ValidationError(
             f"{show(config.prometheus_listen)} is beyond loopback: serving there needs the "

@@ -371,19 +371,28 @@ async def curl(*args: str) -> tuple[int, str]:
     return proc.returncode or 0, out.decode(errors="replace")
 
 
-@pytest.mark.parametrize("page", [True, False], ids=["status", "prometheus-alone"])
+@pytest.mark.parametrize(
+    ("page", "minted"),
+    [(True, False), (False, False), (True, True)],
+    ids=["status", "prometheus-alone", "minted-from-the-cluster-ca"],
+)
 async def test_beyond_loopback_the_page_needs_a_client_certificate_of_the_cluster(
-    tmp_path: Path, page: bool
+    tmp_path: Path, page: bool, minted: bool
 ) -> None:
     """Bound beyond loopback, the listener speaks HTTPS with the host's cluster certificate
-    and requires a client certificate from the cluster's CA (as etcd does); --prometheus alone
+    (the files given, or one minted from the cluster's CA as the cluster mints its own) and
+    requires a client certificate from the cluster's CA (as etcd does); --prometheus alone
     goes through the same server, /metrics only."""
     files = _pki(tmp_path)
     port = free_port()
     args = ["run", "--tmp-prefix", "--prometheus", "--prometheus-listen", f"0.0.0.0:{port}"]
     args += ["--status"] if page else []
-    args += ["--tls-ca", str(files["ca"]), "--tls-cert", str(files["cert"])]
-    args += ["--tls-key", str(files["key"]), "yaml", str(graph(tmp_path, 1))]
+    if minted:
+        args += ["--cluster-ca-dir", str(tmp_path / "ca")]
+    else:
+        args += ["--tls-ca", str(files["ca"]), "--tls-cert", str(files["cert"])]
+        args += ["--tls-key", str(files["key"])]
+    args += ["yaml", str(graph(tmp_path, 1))]
     async with Daemon(args) as daemon:
         await daemon.wait_log("converged:")
         assert f"metrics on https://0.0.0.0:{port}/metrics" in daemon.log
@@ -408,15 +417,18 @@ async def test_beyond_loopback_the_page_needs_a_client_certificate_of_the_cluste
         assert await daemon.wait() == 0
 
 
-def test_beyond_loopback_without_tls_files_is_refused(tmp_path: Path) -> None:
+def test_beyond_loopback_without_the_clusters_tls_is_refused(tmp_path: Path) -> None:
+    """A joining host without the cluster's CA: refused as the cluster refuses it (exit 2, one
+    line naming the flag, nothing applied), never served in plain HTTP."""
     target = tmp_path / "f"
     graph_file = tmp_path / "graph.yaml"
     graph_file.write_text(f"graph: g\nresources:\n  file:\n    - {{name: f, path: {target}}}\n")
     args = ["run", "--converged-timeout=0", "--tmp-prefix", "--status"]
-    code, out = run_mgmt([*args, "--prometheus-listen", f"0.0.0.0:{free_port()}", str(graph_file)])
+    args += ["--seeds", "https://127.0.0.1:1", "--prometheus-listen", f"0.0.0.0:{free_port()}"]
+    code, out = run_mgmt([*args, str(graph_file)])
     assert code == 2, out
     (line,) = out.splitlines()
-    assert "--prometheus-listen: " in line and "needs the cluster's TLS files" in line, line
+    assert "--seeds: joining a cluster needs its credentials" in line, line
     assert not target.exists()
 
 
