@@ -16,6 +16,7 @@ from collections.abc import Container
 
 from engine.events import CheckApplied
 from engine.graph import Key
+from engine.resource import Refreshable
 
 
 class RepairClock:
@@ -31,7 +32,7 @@ class RepairClock:
         cause = self._cause(event)
         if event.changed:  # the engine refreshes the notify targets next, apply or not
             for target, edge in vertex.engine.successors(vertex):
-                if edge.notify:
+                if edge.notify and isinstance(target.res, Refreshable):
                     known = self._refresh_cause.get(target.key, cause)
                     self._refresh_cause[target.key] = min(known, cause)
         if not (event.changed and event.apply):
