@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,14 +102,6 @@ def _client(args: argparse.Namespace) -> EtcdClient:
     return EtcdClient(urls, tls=tls, user=args.cluster_user, password=password, name="deploy")
 
 
-async def _connected(args: argparse.Namespace) -> EtcdClient:
-    client = _client(args)
-    if not await client.wait_connected(CONNECT_WAIT):
-        await client.close()
-        raise DeployError(f"no etcd member reachable at {args.seeds}: {client.last_error}")
-    return client
-
-
 # mgmt deploy --------------------------------------------------------------------------------
 
 
@@ -179,6 +172,8 @@ def deploy_main(argv: list[str]) -> int:
 
 
 def _run(coro: object) -> int:
+    # The command says itself what went wrong with the cluster, once (`client.last_error`).
+    logging.getLogger("cluster").setLevel(logging.ERROR)
     try:
         return int(asyncio.run(coro))  # type: ignore[arg-type]
     except Refused as err:
@@ -193,10 +188,17 @@ def _run(coro: object) -> int:
 
 async def _deploy(args: argparse.Namespace) -> ExitCode:
     bundle: Bundle | None = None
-    if args.target:
-        bundle = await asyncio.to_thread(_read_checked, args.target[0], Path(args.target[1]), args)
-    client = await _connected(args)
+    client = _client(args)
+    # Connecting (TLS, authentication) overlaps with the check; a bad program is still
+    # refused (exit 2) before anything is asked of the cluster, reachable or not.
+    connecting = asyncio.create_task(client.wait_connected(CONNECT_WAIT))
     try:
+        if args.target:
+            bundle = await asyncio.to_thread(
+                _read_checked, args.target[0], Path(args.target[1]), args
+            )
+        if not await connecting:
+            raise DeployError(f"no etcd member reachable at {args.seeds}: {client.last_error}")
         if args.list:
             print(await list_text(client))
             return ExitCode.OK
@@ -207,6 +209,8 @@ async def _deploy(args: argparse.Namespace) -> ExitCode:
             return ExitCode.OK
         return await _push(client, args, bundle)
     finally:
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
         await client.close()
 
 
