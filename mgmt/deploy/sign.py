@@ -34,9 +34,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from mgmt.deploy import DeployError
 
 NAMESPACE = "mgmt-deploy"
@@ -198,6 +195,9 @@ def verify_here(payload: bytes, signature: str, trusted: bytes) -> tuple[str, st
     """(principals, key fingerprint) if `signature` is a valid Ed25519 SSH signature over
     `payload` in our namespace by a key on a line of `trusted` (allowed_signers) that has no
     options; None otherwise (`ssh-keygen` decides then)."""
+    from cryptography.exceptions import InvalidSignature  # hosts only: not `mgmt deploy`'s
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     lines = signature.strip().splitlines()
     if len(lines) < 3 or (lines[0], lines[-1]) != _ARMOR:
         return None
