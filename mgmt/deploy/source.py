@@ -38,7 +38,7 @@ from mgmt.deploy import DeployError
 from mgmt.deploy import sign as signing
 from mgmt.deploy.bundle import Bundle
 from mgmt.deploy.status import HOSTS, STATUS, HostStatus, host_statuses, status_key
-from mgmt.deploy.store import PREFIX, Record, blob, newest_id, push, record, record_maker
+from mgmt.deploy.store import PREFIX, Record, blob, head, push, record, record_maker
 from mgmt.yamlgraph import GraphFileError, Loaded, parse
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ class DeploySource:
     async def _check(self) -> None:
         assert self._client is not None
         client = self._client
-        newest = await newest_id(client)
+        newest, kept = await head(client, limit=1)
         if newest == 0:
             if self._seed is not None:
                 await self._push_seed()
@@ -247,7 +247,7 @@ class DeploySource:
         if newest in (running, self._skip):
             return
         if self._ready is None or self._ready.record.id != newest:
-            rec = await record(client, newest)
+            rec = kept[-1] if kept and kept[-1].id == newest else await record(client, newest)
             data = await blob(client, rec.hash) if rec is not None else None
             if rec is None or data is None:
                 return  # compacted meanwhile: the watch tells us about the newer one
