@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] == "deploy":
         from mgmt.deploy.cli import deploy_main
 
-        return deploy_main(args[1:])
+        return deploy_main(args[1:], exit_now=argv is None)
     config = parse(args)
     from mgmt import agent
 

@@ -230,6 +230,7 @@ class DeploySource:
     async def _check(self) -> None:
         assert self._client is not None
         client = self._client
+        seen = asyncio.get_running_loop().time()
         newest, kept = await head(client, limit=1)
         if newest == 0:
             if self._seed is not None:
@@ -259,9 +260,11 @@ class DeploySource:
             await self._drop_ready()
             self._ready = prepared
             self._set_status(ready=newest)
-        if self.policy.together and not await self._all_ready(newest):
+        if self.policy.together:
+            if await self._all_ready(newest):
+                await self._switch()
             return
-        await self._switch()
+        await self._switch(seen)
 
     async def _all_ready(self, deploy_id: int) -> bool:
         assert self._client is not None
@@ -331,18 +334,24 @@ class DeploySource:
             loaded = await source.attach_world(self._world) or loaded
         return Prepared(rec, data, loaded, source)
 
-    async def _switch(self) -> None:
+    async def _switch(self, seen: float | None = None) -> None:
+        """Run the ready deploy; `seen`: when this host saw it in the cluster (loop time)."""
         prepared, self._ready = self._ready, None
         assert prepared is not None
         await self._stop_forward()
         old, self.running = self.running, prepared
         rec = prepared.record
+        after = ""
+        if seen is not None:
+            took = asyncio.get_running_loop().time() - seen
+            after = f", {took * 1000:.0f} ms after this host saw it"
         log.info(
-            "running deploy %d (%s %s, %s)",
+            "running deploy %d (%s %s, %s%s)",
             rec.id,
             rec.frontend,
             rec.entry,
             f"signed by {rec.key}" if rec.signature else "unsigned",
+            after,
         )
         if prepared.loaded is not None:
             self._emit(prepared.loaded)
