@@ -163,6 +163,8 @@ class DeploySource:
         """The graph of the deploy kept from the last run (verified again), if there is one:
         the agent's first graph, run whether or not the cluster is reached."""
         await self._restore()
+        if self.running is None or self.running.lang is None:
+            self._tasks.spawn(asyncio.to_thread(_load_language), "deploy warm-up")
         return self._take()
 
     async def attach_world(self, world: World) -> Loaded | None:
@@ -457,6 +459,17 @@ class DeploySource:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 self._publish.set()
+
+
+def _load_language() -> None:
+    """Load the language (its modules, parser and built-in types) while the host joins the
+    cluster: its first compile in a process costs ~0.5 s, which the first deploy would wait."""
+    from mgmt.lang import compile_bytes
+    from mgmt.lang.errors import CompileError
+    from mgmt.lang.source import LangSource  # noqa: F401  # what runs a program
+
+    with contextlib.suppress(CompileError):
+        compile_bytes(b"", "<warm-up>")
 
 
 def open_source(config: Config, prefix: Path) -> DeploySource:
