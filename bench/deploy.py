@@ -5,11 +5,17 @@ one SSH key). Each round writes a new version of a `lang DIR/` program (one file
 holding a fresh token) and pushes it, signed; the clock stops when every host's file holds
 the token (inotify). Two figures:
 
-- the whole command: `mgmt deploy` as an operator runs it (a Python process: start-up, check,
-  `ssh-keygen -Y sign`, the transaction), then every host's watch, `ssh-keygen -Y verify`
-  (two runs), extraction, compile, graph swap, atomic write;
+- the whole command: `mgmt deploy --timings` as an operator runs it (a Python process:
+  start-up and imports, check, connection, `ssh-keygen -Y sign`, the transaction), then every
+  host's watch, fetch (two round trips), verification (in-process for Ed25519), extraction,
+  compile, graph swap, atomic write;
 - the push alone, from the library (`store.push` with the same signing) in this process: the
-  cluster's part, without the command's start-up.
+  cluster's part, without the command's start-up and check.
+
+The two alternate, round by round, so that the machine's load weighs on both alike; the load
+average is printed with them. Also printed: when the command's steps ended (p50, from its
+`--timings`, ms since its process started; `exited`: its wall time as this script saw it), the
+library push's steps, and each host's own time from seeing a deploy to running it (its log).
 
 Target: p50 <= 100 ms.
 
@@ -20,13 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster_latency import free_ports, wait_all
@@ -95,47 +105,93 @@ async def wait_exists(path: Path) -> None:
                 return
 
 
-async def measure(work: Path, seeds: str, key: Path, count: int) -> tuple[list[float], list[float]]:
-    """(the whole command, the library push) -> running on all three, `count` times each."""
+@dataclass
+class Series:
+    """One way of pushing: the time to running on all three, and when its steps ended."""
+
+    total: list[float] = field(default_factory=list)
+    steps: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, total: float, steps: dict[str, float]) -> None:
+        self.total.append(total)
+        for step, at in steps.items():
+            self.steps.setdefault(step, []).append(at)
+
+    def steps_text(self) -> str:
+        return ", ".join(
+            f"{step} {statistics.median(ats) * 1000:.0f}" for step, ats in self.steps.items()
+        )
+
+
+TIMINGS = re.compile(rb"timings \(ms since the process started\): (.*)")
+
+
+async def measure(work: Path, seeds: str, key: Path, count: int) -> tuple[Series, Series]:
+    """(the whole command, the library push) -> running on all three, `count` times each,
+    alternating (the machine's load changes alike for both)."""
     src, out = work / "src", work / "out"
     targets = [out / h for h in HOSTS]
-    deploy = [*MGMT, "deploy", "--seeds", seeds, "--prefix", str(work / "h1")]
+    deploy = [*MGMT, "deploy", "--timings", "--seeds", seeds, "--prefix", str(work / "h1")]
     deploy += ["--sign-key", str(key), "lang", f"{src}/"]
     tls_dir = work / "h1" / "cluster-tls"
     await wait_exists(tls_dir / "host.key")
+    whole, library = Series(), Series()
+    tls = TLSFiles(tls_dir / "ca.pem", tls_dir / "host.pem", tls_dir / "host.key")
+    client = EtcdClient([seeds], tls=tls)
     async with PathWatcher(targets) as events:
         watcher = aiter(events)
 
-        async def command(token: str) -> float:
+        async def command(token: str) -> tuple[float, dict[str, float]]:
             program(src, out, token)
             start = time.perf_counter()
             proc = await asyncio.create_subprocess_exec(
                 *deploy, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
             )
             _, err = await proc.communicate()
-            if proc.returncode != 0:
+            exited = time.perf_counter() - start
+            said = TIMINGS.search(err)
+            if proc.returncode != 0 or said is None:
                 raise SystemExit(f"mgmt deploy failed: {err.decode()}")
+            steps = {}  # in the process's own clock: from its start (a few ms before `start`)
+            for step in said.group(1).decode().split(", "):
+                name, ms = step.split()
+                steps[name] = float(ms) / 1000
             done = await wait_all(watcher, targets, token)
-            return max(done.values()) - start
+            return max(done.values()) - start, {**steps, "exited": exited}
 
-        for _ in range(5):  # warm up (and let h2, h3 join)
-            await command(secrets.token_hex(8))
-        whole = [await command(secrets.token_hex(8)) for _ in range(count)]
-        tls = TLSFiles(tls_dir / "ca.pem", tls_dir / "host.pem", tls_dir / "host.key")
-        client = EtcdClient([seeds], tls=tls)
-        library: list[float] = []
+        async def pushed(token: str) -> tuple[float, dict[str, float]]:
+            program(src, out, token)
+            start = time.perf_counter()
+            bundle = read_program("lang", src)
+            make = await asyncio.to_thread(record_maker, bundle, key)
+            made = time.perf_counter() - start
+            await push(client, bundle, make)
+            stored = time.perf_counter() - start
+            done = await wait_all(watcher, targets, token)
+            return max(done.values()) - start, {"read+key": made, "signed+stored": stored}
+
         try:
+            for _ in range(5):  # warm up (and let h2, h3 join)
+                await command(secrets.token_hex(8))
+                await pushed(secrets.token_hex(8))
             for _ in range(count):
-                token = secrets.token_hex(8)
-                program(src, out, token)
-                start = time.perf_counter()
-                bundle = read_program("lang", src)
-                await push(client, bundle, await asyncio.to_thread(record_maker, bundle, key))
-                done = await wait_all(watcher, targets, token)
-                library.append(max(done.values()) - start)
+                whole.add(*await command(secrets.token_hex(8)))
+                library.add(*await pushed(secrets.token_hex(8)))
         finally:
             await client.close()
     return whole, library
+
+
+def host_steps(work: Path) -> list[float]:
+    """Each host's own time from seeing a deploy to running it, from its log (seconds)."""
+    said = re.compile(r"running deploy \d+ .*, (\d+) ms after this host saw it\)")
+    out = []
+    for host in HOSTS:
+        for line in (work / f"{host}.log").read_text().splitlines():
+            match = said.search(line)
+            if match:
+                out.append(int(match.group(1)) / 1000)
+    return out
 
 
 async def main() -> None:
@@ -155,13 +211,23 @@ async def main() -> None:
     try:
         procs = await start_hosts(work, ports, args.short_timings)
         seeds = f"https://127.0.0.1:{ports[0]}"
+        before = os.getloadavg()[0]
         whole, library = await measure(work, seeds, key, args.count)
+        after = os.getloadavg()[0]
         print(
-            f"deploy latency, {args.count} deploys each, 3 agents, "
-            f"{'short' if args.short_timings else 'default'} etcd timings"
+            f"deploy latency, {args.count} deploys each (alternating), 3 agents, "
+            f"{'short' if args.short_timings else 'default'} etcd timings, "
+            f"load {before:.1f} -> {after:.1f}"
         )
-        print(f"  `mgmt deploy` command -> running on all 3: {fmt_ms(percentiles(whole))}")
-        print(f"  library push          -> running on all 3: {fmt_ms(percentiles(library))}")
+        print(f"  `mgmt deploy` command -> running on all 3: {fmt_ms(percentiles(whole.total))}")
+        print(f"    its steps, p50 ms since its start: {whole.steps_text()}")
+        print(f"  library push          -> running on all 3: {fmt_ms(percentiles(library.total))}")
+        print(f"    its steps, p50 ms since its start: {library.steps_text()}")
+        seen = host_steps(work)
+        if seen:
+            print(
+                f"  a host, seen -> running (fetch, verify, compile): {fmt_ms(percentiles(seen))}"
+            )
     finally:
         for proc in procs:
             if proc.returncode is None:

@@ -9,8 +9,8 @@ mgmt check -e CODE              check inline Puppet code
 mgmt setup --install-service [--start] [run flags] FRONTEND...   a systemd service (mgmt/setup.py)
 mgmt status [--prefix DIR] [--json]   the running agent's resources and states (exit 1: failures)
 mgmt status --cluster [--seeds URLS]   every host: alive, deploy, converged, failures (exit 1: any)
-mgmt cluster mint-cert HOST --ca-dir DIR --out DIR [--core] [--san NAME]...
-mgmt cluster admit HOST --cert-dir DIR [--core] [--endpoints URLS]
+mgmt cluster mint-cert HOST|--operator NAME --ca-dir DIR --out DIR [--core] [--san NAME]...
+mgmt cluster admit HOST|--operator NAME --cert-dir DIR [--core] [--endpoints URLS]
                                 per-host etcd identities (docs/security.md): exit 0, 1, or 2
 mgmt deploy [flags] yaml FILE | lang FILE.mcl | lang DIR/ | --list | --status | --rollback N
 """
@@ -223,7 +223,14 @@ def build_cluster_parser() -> argparse.ArgumentParser:
         "if missing; keep it with the operator) into --out: ca.pem, host.pem, host.key. Copy "
         "--out to HOST and start it with --cluster-cert-dir.",
     )
-    mint.add_argument("host", metavar="HOST")
+    mint.add_argument("host", metavar="HOST", nargs="?")
+    mint.add_argument(
+        "--operator",
+        metavar="NAME",
+        help="instead of a host's: operator NAME's certificate (etcd user operator:NAME), "
+        "which may read the cluster and push deploys, nothing else (admit it with "
+        "`mgmt cluster admit --operator NAME`)",
+    )
     mint.add_argument("--ca-dir", type=Path, required=True, metavar="DIR")
     mint.add_argument("--out", type=Path, required=True, metavar="DIR")
     mint.add_argument(
@@ -241,7 +248,10 @@ def build_cluster_parser() -> argparse.ArgumentParser:
         help="create HOST's etcd user, before HOST first starts (run on a core member)",
         description="Create HOST's etcd user: core (--core: root) or confined to its own keys.",
     )
-    admit.add_argument("host", metavar="HOST")
+    admit.add_argument("host", metavar="HOST", nargs="?")
+    admit.add_argument(
+        "--operator", metavar="NAME", help="instead of a host: the operator NAME (mint-cert)"
+    )
     admit.add_argument(
         "--cert-dir",
         type=Path,
@@ -266,9 +276,16 @@ def cluster(argv: list[str]) -> int:
     from mgmt.cluster import pki
 
     try:
-        from mgmt.cluster.identity import check_host
+        from mgmt.cluster.identity import check_host, operator_user
 
-        check_host(args.host)
+        if (args.host is None) == (args.operator is None):
+            raise ValidationError("give HOST or --operator NAME", "HOST")
+        if args.operator is not None:
+            if args.core:
+                raise ValidationError("an operator is never a core host", "--core")
+            args.host = operator_user(args.operator)  # its etcd user: the certificate's CN
+        else:
+            check_host(args.host)
         if args.action == "mint-cert":
             for flag, name in (("HOST", args.host), *(("--san", n) for n in args.san)):
                 if pki.names_core(name) and not args.core:  # etcd's peer port would take it
@@ -289,11 +306,8 @@ def cluster(argv: list[str]) -> int:
                 files = pki.mint(args.ca_dir, args.out, args.host, [*names, *args.san], args.core)
             except WorldError as err:  # the CA directory: bad input
                 raise ValidationError(str(err), "--ca-dir") from None
-            print(
-                f"minted {args.host}'s certificate ({'core' if args.core else 'confined'}) "
-                f"in {files.cert}",
-                file=sys.stderr,
-            )
+            kind = "core" if args.core else "operator" if args.operator else "confined"
+            print(f"minted {args.host}'s certificate ({kind}) in {files.cert}", file=sys.stderr)
             return int(ExitCode.OK)
         from mgmt.cluster.identity import admit_remote
         from mgmt.cluster.options import check_url, split_urls
@@ -306,7 +320,8 @@ def cluster(argv: list[str]) -> int:
             assert path is not None
             if not path.is_file():
                 raise ValidationError(f"no {path.name} in {args.cert_dir}", "--cert-dir")
-        asyncio.run(admit_remote(endpoints, files, args.host, args.core))
+        name = args.operator or args.host
+        asyncio.run(admit_remote(endpoints, files, name, args.core, operator=bool(args.operator)))
     except ValidationError as err:
         print(f"mgmt cluster {args.action}: {err}", file=sys.stderr)
         return int(ExitCode.USAGE)
@@ -314,6 +329,8 @@ def cluster(argv: list[str]) -> int:
         print(f"mgmt cluster {args.action}: {err}", file=sys.stderr)
         return int(ExitCode.FAILED)
     role = "core (etcd root)" if args.core else "confined to its own keys"
+    if args.operator:
+        role = "may read the cluster and push deploys"
     print(f"admitted {args.host}: {role}", file=sys.stderr)
     return int(ExitCode.OK)
 
@@ -335,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] == "deploy":
         from mgmt.deploy.cli import deploy_main
 
-        return deploy_main(args[1:])
+        return deploy_main(args[1:], exit_now=argv is None)
     config = parse(args)
     from mgmt import agent
 

@@ -50,6 +50,10 @@ HOST_KEYS: tuple[tuple[str, bool], ...] = (
 SHARED_KEYS: tuple[tuple[str, bool], ...] = ((STRINGS, True),)
 # What every admitted host may read.
 READABLE = ROOT
+# An operator's etcd user (`mgmt cluster mint-cert --operator NAME`): it reads what hosts read
+# and writes the deploys only (mgmt.deploy.store), so it can push code and nothing else.
+OPERATOR = "operator:"
+DEPLOY_KEYS = ROOT + "deploy/"
 
 
 def role_name(host: str) -> str:
@@ -64,6 +68,7 @@ def check_host(host: str) -> None:
         or not host.isprintable()  # a newline would forge log lines naming another host
         or host != host.strip()
         or host == ROOT_ROLE
+        or host.startswith(OPERATOR)  # an operator's identity is never a host's
     ):
         raise ValidationError(
             f"{host!r} cannot be a host's identity (non-empty, printable, no '/', not 'root')",
@@ -81,6 +86,24 @@ def permissions(host: str) -> list[rpc.Permission]:
     return perms
 
 
+def operator_user(name: str) -> str:
+    """The etcd user (a certificate's CN) of the operator `name`; ValidationError if bad."""
+    if not name or not name.isprintable() or name != name.strip() or any(c in name for c in "/:"):
+        raise ValidationError(
+            f"{name!r} cannot be an operator's name (non-empty, printable, no '/' or ':')",
+            "--operator",
+        )
+    return OPERATOR + name
+
+
+def operator_permissions() -> list[rpc.Permission]:
+    """An operator's role: read /_mgmt/, write the deploys."""
+    return [
+        _perm(rpc.Permission.READ, READABLE, True),
+        _perm(rpc.Permission.READWRITE, DEPLOY_KEYS, True),
+    ]
+
+
 def _perm(kind: int, key: str, prefix: bool) -> rpc.Permission:
     raw = key.encode()
     return rpc.Permission(permType=kind, key=raw, range_end=range_end(raw) if prefix else b"")
@@ -90,17 +113,30 @@ async def admit(client: EtcdClient, host: str, core: bool) -> None:
     """Create `host`'s user (no password: its certificate is its credential) with the root role
     (`core`) or its own role. Running it again is harmless (it also widens a host to core)."""
     check_host(host)
+    if core:
+        await _add_user(client, host, ROOT_ROLE, [])
+    else:
+        await _add_user(client, host, role_name(host), permissions(host))
+
+
+async def admit_operator(client: EtcdClient, name: str) -> None:
+    """Create the operator `name`'s user (`operator_user`) and role (`operator_permissions`)."""
+    await _add_user(client, operator_user(name), f"mgmt-operator:{name}", operator_permissions())
+
+
+async def _add_user(client: EtcdClient, user: str, role: str, perms: list[rpc.Permission]) -> None:
+    """`user` (no password: its certificate is its credential) with `role`, which is created
+    with `perms` unless it is root's. Running it again is harmless."""
     options = rpc.UserAddOptions(no_password=True)
     await client.auth_request(
-        "UserAdd", rpc.AuthUserAddRequest(name=host, options=options), exists_ok=True
+        "UserAdd", rpc.AuthUserAddRequest(name=user, options=options), exists_ok=True
     )
-    role = ROOT_ROLE if core else role_name(host)
-    if not core:
+    if role != ROOT_ROLE:
         await client.auth_request("RoleAdd", rpc.AuthRoleAddRequest(name=role), exists_ok=True)
-        for perm in permissions(host):
+        for perm in perms:
             request = rpc.AuthRoleGrantPermissionRequest(name=role, perm=perm)
             await client.auth_request("RoleGrantPermission", request)
-    await client.auth_request("UserGrantRole", rpc.AuthUserGrantRoleRequest(user=host, role=role))
+    await client.auth_request("UserGrantRole", rpc.AuthUserGrantRoleRequest(user=user, role=role))
 
 
 async def is_core(client: EtcdClient, host: str) -> bool:
@@ -158,10 +194,17 @@ def not_admitted(host: str, why: str) -> NotAdmitted:
 
 
 async def admit_remote(
-    endpoints: list[str], tls: TLSFiles, host: str, core: bool, timeout: float = 5.0
+    endpoints: list[str],
+    tls: TLSFiles,
+    host: str,
+    core: bool,
+    timeout: float = 5.0,
+    *,
+    operator: bool = False,
 ) -> None:
-    """`mgmt cluster admit`: admit `host` through the cluster at `endpoints`, connected with a
-    core member's credentials `tls`; WorldError (one line) if it cannot be done."""
+    """`mgmt cluster admit`: admit `host` (or the operator `host`) through the cluster at
+    `endpoints`, connected with a core member's credentials `tls`; WorldError (one line) if it
+    cannot be done."""
     client = EtcdClient(endpoints, tls=tls, call_timeout=timeout / 2, retry_for=timeout)
     try:
         if not await client.wait_connected(timeout):
@@ -170,7 +213,7 @@ async def admit_remote(
                 f"{client.last_error or 'timeout'}"
             )
         try:
-            await admit(client, host, core)
+            await (admit_operator(client, host) if operator else admit(client, host, core))
         except WorldError as err:
             if "permission denied" in str(err) or "not enabled" in str(err):
                 raise WorldError(

@@ -7,13 +7,29 @@ the `allowed_signers` format (`principal key-type key`), no keyring, trust datab
 state on the hosts. The namespace keeps a deploy signature from being valid as anything else
 (a git commit, a file signature), and the other way round.
 
-Every call runs `ssh-keygen` with an argv list and a timeout, in a thread (callers on an event
-loop use `asyncio.to_thread`).
+Signing runs `ssh-keygen -Y sign` (the key may be in an agent, on a token, or need its
+passphrase). Two things are done here, in-process, to keep a deploy's latency low (each
+`ssh-keygen` costs a process, ~10 ms, more on a busy host):
+
+- a key's fingerprint is read from the key file (a public key, or the public half of an OpenSSH
+  private key); `ssh-keygen -l` only for other formats;
+- a host verifies an Ed25519 signature whose key is on a line of its trusted keys file without
+  options (valid for every namespace, at any time) itself: the SSHSIG format (OpenSSH's
+  PROTOCOL.sshsig) and the `cryptography` package's Ed25519. It can only accept: anything else
+  (another key type, a line with options, a signature that does not verify) goes to
+  `ssh-keygen -Y find-principals` and `-Y verify`, which decide and say why they refuse.
+
+Every `ssh-keygen` runs with an argv list and a timeout, in a thread (callers on an event loop
+use `asyncio.to_thread`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import re
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -45,15 +61,79 @@ def _said(proc: subprocess.CompletedProcess[bytes]) -> str:
     return " ".join(text.split()) or f"exit code {proc.returncode}"
 
 
+def fingerprint(blob: bytes) -> str:
+    """The SHA256 fingerprint of a public key blob (the wire format), as OpenSSH writes it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
 def key_fingerprint(key: Path) -> str:
     """The SHA256 fingerprint of a key file (private or public), as `ssh-keygen -l` says."""
     if not key.is_file():
         raise DeployError(f"--sign-key: no such file: {key}")
+    try:
+        blob = _public_blob(key.read_bytes())
+    except OSError as err:
+        raise DeployError(f"--sign-key {key}: cannot read it: {err.strerror or err}") from None
+    if blob is not None:
+        return fingerprint(blob)
     proc = _ssh_keygen(["-l", "-f", str(key)])
     match = _FINGERPRINT.search(proc.stdout.decode(errors="replace"))
     if proc.returncode != 0 or match is None:
         raise DeployError(f"--sign-key {key}: not an SSH key: {_said(proc)}")
     return match.group(1)
+
+
+_OPENSSH_KEY = b"openssh-key-v1\0"
+
+
+class _Reader:
+    """SSH wire format (RFC 4251): uint32 and length-prefixed strings; ValueError when short."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.at + n > len(self.data):
+            raise ValueError("truncated")
+        out = self.data[self.at : self.at + n]
+        self.at += n
+        return out
+
+    def uint32(self) -> int:
+        value: int = struct.unpack(">I", self.take(4))[0]
+        return value
+
+    def string(self) -> bytes:
+        return self.take(self.uint32())
+
+    def done(self) -> bool:
+        return self.at == len(self.data)
+
+
+def _string(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def _public_blob(text: bytes) -> bytes | None:
+    """The public key blob of a public key file (`type base64 [comment]`) or of an OpenSSH
+    private key (its public half is stored unencrypted); None for anything else."""
+    try:
+        if text.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
+            body = b"".join(line for line in text.splitlines()[1:] if not line.startswith(b"--"))
+            raw = base64.b64decode(body, validate=True)
+            if not raw.startswith(_OPENSSH_KEY):
+                return None
+            reader = _Reader(raw[len(_OPENSSH_KEY) :])
+            for _ in range(3):  # cipher name, kdf name, kdf options
+                reader.string()
+            return reader.string() if reader.uint32() == 1 else None
+        fields = text.split()
+        if len(fields) >= 2 and b"\n" not in text.strip():
+            blob = base64.b64decode(fields[1], validate=True)
+            return blob if _Reader(blob).string() == fields[0] else None
+    except (ValueError, binascii.Error):
+        return None
+    return None
 
 
 def sign(payload: bytes, key: Path) -> str:
@@ -78,6 +158,12 @@ def verify(payload: bytes, signature: str, trusted: Path, key: str = "") -> tupl
         st = trusted.stat()
     except OSError as err:
         raise DeployError(f"--trusted-keys: {err.strerror or err}: {trusted}") from None
+    try:
+        accepted = verify_here(payload, signature, trusted.read_bytes())
+    except OSError as err:
+        raise DeployError(f"--trusted-keys: {err.strerror or err}: {trusted}") from None
+    if accepted is not None:
+        return accepted
     file_id = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     with tempfile.TemporaryDirectory(prefix="mgmt-sig-") as tmp:
         sig = Path(tmp) / "deploy.sig"
@@ -97,6 +183,63 @@ def verify(payload: bytes, signature: str, trusted: Path, key: str = "") -> tupl
     fingerprint = _fingerprint_of(proc)
     _principals[(file_id, fingerprint)] = principals[0]
     return principals[0], fingerprint
+
+
+_ARMOR = ("-----BEGIN SSH SIGNATURE-----", "-----END SSH SIGNATURE-----")
+_MAGIC = b"SSHSIG"
+_HASHES = {b"sha256": hashlib.sha256, b"sha512": hashlib.sha512}
+_ED25519 = b"ssh-ed25519"
+
+
+def verify_here(payload: bytes, signature: str, trusted: bytes) -> tuple[str, str] | None:
+    """(principals, key fingerprint) if `signature` is a valid Ed25519 SSH signature over
+    `payload` in our namespace by a key on a line of `trusted` (allowed_signers) that has no
+    options; None otherwise (`ssh-keygen` decides then)."""
+    from cryptography.exceptions import InvalidSignature  # hosts only: not `mgmt deploy`'s
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    lines = signature.strip().splitlines()
+    if len(lines) < 3 or (lines[0], lines[-1]) != _ARMOR:
+        return None
+    try:
+        sig = _Reader(base64.b64decode("".join(lines[1:-1]), validate=True))
+        if sig.take(len(_MAGIC)) != _MAGIC or sig.uint32() != 1:
+            return None
+        public, namespace, reserved, hash_name, signed = (sig.string() for _ in range(5))
+        if not sig.done() or namespace != NAMESPACE.encode() or hash_name not in _HASHES:
+            return None
+        key, inner = _Reader(public), _Reader(signed)
+        if key.string() != _ED25519 or inner.string() != _ED25519:
+            return None
+        raw_key, raw_sig = key.string(), inner.string()
+        if not (key.done() and inner.done() and len(raw_key) == 32 and len(raw_sig) == 64):
+            return None
+        principals = _trusting(trusted, public)
+        if principals is None:
+            return None
+        digest = _HASHES[hash_name](payload).digest()
+        message = _MAGIC + b"".join(map(_string, (namespace, reserved, hash_name, digest)))
+        Ed25519PublicKey.from_public_bytes(raw_key).verify(raw_sig, message)
+    except (ValueError, binascii.Error, InvalidSignature):
+        return None
+    return principals, fingerprint(public)
+
+
+def _trusting(trusted: bytes, public: bytes) -> str | None:
+    """The principals of the first line of an allowed_signers file that trusts the key
+    `public` with no options (`principals ssh-ed25519 BASE64 [comment]`), or None."""
+    encoded = base64.b64encode(public)
+    for line in trusted.splitlines():
+        fields = line.split()
+        if (
+            len(fields) >= 3
+            and not fields[0].startswith(b"#")
+            and b'"' not in fields[0]
+            and fields[1] == _ED25519
+            and fields[2] == encoded
+        ):
+            return fields[0].decode(errors="replace")
+    return None
 
 
 def _verify_as(

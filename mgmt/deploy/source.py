@@ -38,7 +38,7 @@ from mgmt.deploy import DeployError
 from mgmt.deploy import sign as signing
 from mgmt.deploy.bundle import Bundle
 from mgmt.deploy.status import HOSTS, STATUS, HostStatus, host_statuses, status_key
-from mgmt.deploy.store import PREFIX, Record, blob, newest_id, push, record, record_maker
+from mgmt.deploy.store import PREFIX, Record, blob, head, push, record, record_maker
 from mgmt.yamlgraph import GraphFileError, Loaded, parse
 
 if TYPE_CHECKING:
@@ -163,6 +163,8 @@ class DeploySource:
         """The graph of the deploy kept from the last run (verified again), if there is one:
         the agent's first graph, run whether or not the cluster is reached."""
         await self._restore()
+        if self.running is None or self.running.lang is None:
+            self._tasks.spawn(asyncio.to_thread(_load_language), "deploy warm-up")
         return self._take()
 
     async def attach_world(self, world: World) -> Loaded | None:
@@ -230,7 +232,8 @@ class DeploySource:
     async def _check(self) -> None:
         assert self._client is not None
         client = self._client
-        newest = await newest_id(client)
+        seen = asyncio.get_running_loop().time()
+        newest, kept = await head(client, limit=1)
         if newest == 0:
             if self._seed is not None:
                 await self._push_seed()
@@ -247,7 +250,7 @@ class DeploySource:
         if newest in (running, self._skip):
             return
         if self._ready is None or self._ready.record.id != newest:
-            rec = await record(client, newest)
+            rec = kept[-1] if kept and kept[-1].id == newest else await record(client, newest)
             data = await blob(client, rec.hash) if rec is not None else None
             if rec is None or data is None:
                 return  # compacted meanwhile: the watch tells us about the newer one
@@ -259,9 +262,11 @@ class DeploySource:
             await self._drop_ready()
             self._ready = prepared
             self._set_status(ready=newest)
-        if self.policy.together and not await self._all_ready(newest):
+        if self.policy.together:
+            if await self._all_ready(newest):
+                await self._switch()
             return
-        await self._switch()
+        await self._switch(seen)
 
     async def _all_ready(self, deploy_id: int) -> bool:
         assert self._client is not None
@@ -331,18 +336,24 @@ class DeploySource:
             loaded = await source.attach_world(self._world) or loaded
         return Prepared(rec, data, loaded, source)
 
-    async def _switch(self) -> None:
+    async def _switch(self, seen: float | None = None) -> None:
+        """Run the ready deploy; `seen`: when this host saw it in the cluster (loop time)."""
         prepared, self._ready = self._ready, None
         assert prepared is not None
         await self._stop_forward()
         old, self.running = self.running, prepared
         rec = prepared.record
+        after = ""
+        if seen is not None:
+            took = asyncio.get_running_loop().time() - seen
+            after = f", {took * 1000:.0f} ms after this host saw it"
         log.info(
-            "running deploy %d (%s %s, %s)",
+            "running deploy %d (%s %s, %s%s)",
             rec.id,
             rec.frontend,
             rec.entry,
             f"signed by {rec.key}" if rec.signature else "unsigned",
+            after,
         )
         if prepared.loaded is not None:
             self._emit(prepared.loaded)
@@ -448,6 +459,17 @@ class DeploySource:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 self._publish.set()
+
+
+def _load_language() -> None:
+    """Load the language (its modules, parser and built-in types) while the host joins the
+    cluster: its first compile in a process costs ~0.5 s, which the first deploy would wait."""
+    from mgmt.lang import compile_bytes
+    from mgmt.lang.errors import CompileError
+    from mgmt.lang.source import LangSource  # noqa: F401  # what runs a program
+
+    with contextlib.suppress(CompileError):
+        compile_bytes(b"", "<warm-up>")
 
 
 def open_source(config: Config, prefix: Path) -> DeploySource:

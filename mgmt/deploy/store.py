@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 from aetcd import rpc
 
 from engine.errors import WorldError
-from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.client import EtcdClient, range_end
 from mgmt.deploy import DeployError
 from mgmt.deploy import sign as signing
 from mgmt.deploy.bundle import Bundle
@@ -138,13 +138,41 @@ async def newest_id(client: EtcdClient) -> int:
 async def records(client: EtcdClient) -> list[Record]:
     """Every deploy kept, oldest first (records that cannot be read are skipped)."""
     raw, _ = await client.get_prefix(IDS.encode())
+    return _decoded(sorted(raw.items()))
+
+
+def _decoded(items: Iterable[tuple[bytes, bytes]]) -> list[Record]:
     out = []
-    for key, value in sorted(raw.items()):
+    for key, value in items:
         try:
             out.append(Record.decode(value, key.decode(errors="replace")))
         except DeployError:
             continue
     return out
+
+
+async def head(client: EtcdClient, limit: int = 0) -> tuple[int, list[Record]]:
+    """The newest deploy's id and the records kept (the newest `limit`, 0: all), oldest first:
+    one read, one snapshot (a read-only transaction: one round trip)."""
+    ids = rpc.RangeRequest(
+        key=IDS.encode(),
+        range_end=range_end(IDS.encode()),
+        sort_order=rpc.RangeRequest.DESCEND,
+        sort_target=rpc.RangeRequest.KEY,
+        limit=limit,
+    )
+    ops = [
+        rpc.RequestOp(request_range=rpc.RangeRequest(key=NEWEST.encode())),
+        rpc.RequestOp(request_range=ids),
+    ]
+    response = await client.txn([], ops)
+    pointer, kept = (r.response_range.kvs for r in response.responses)
+    raw = bytes(pointer[0].value) if pointer else b"0"
+    try:
+        newest = int(raw)
+    except ValueError:
+        raise DeployError(f"{NEWEST}: not a deploy id: {raw!r}") from None
+    return newest, _decoded((bytes(kv.key), bytes(kv.value)) for kv in reversed(kept))
 
 
 async def record(client: EtcdClient, deploy_id: int) -> Record | None:
@@ -174,10 +202,7 @@ async def push(
         raise DeployError(f"--keep: must be >= 1, got {keep}")
     data = bundle.encode()
     for _ in range(attempts):
-        kept = await records(client)
-        parent = await newest_id(client)
-        if kept and kept[-1].id != parent:  # a push between the two reads: read again
-            continue
+        parent, kept = await head(client)
         rec = await make(parent + 1, parent)
         old, keeping = (
             kept[: max(len(kept) - (keep - 1), 0)],

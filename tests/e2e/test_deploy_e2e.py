@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,10 +57,18 @@ async def deploy(via: DeployHost, *args: str) -> tuple[int, str]:
     return await asyncio.to_thread(run_mgmt, [*base, *args])
 
 
-async def push(via: DeployHost, key: Key, source: Path) -> str:
-    code, out = await deploy(via, "--sign-key", str(key.private), "lang", f"{source}/")
+async def push(via: DeployHost, key: Key, source: Path, *flags: str) -> str:
+    code, out = await deploy(via, *flags, "--sign-key", str(key.private), "lang", f"{source}/")
     assert code == 0, out
     return out
+
+
+async def push_timed(via: DeployHost, key: Key, source: Path) -> list[str]:
+    """`push` with --timings: the steps the command says it timed, in the order they ended."""
+    out = await push(via, key, source, "--timings")
+    steps = re.search(r"timings \(ms since the process started\): (.*)", out)
+    assert steps is not None, out
+    return [step.split()[0] for step in steps.group(1).split(", ")]
 
 
 async def all_have(out: Path, hosts: list[DeployHost], version: str) -> None:
@@ -106,11 +115,16 @@ async def test_deploy_swap_refusal_rollback_and_catch_up_on_three_hosts(tmp_path
         for host in hosts:  # written in parallel with .ver: maybe a moment later
             await wait_path(out / f"{host.name}.keep", has_content("kept\n"), 15)
         kept = {h.name: os.stat(out / f"{h.name}.keep").st_ino for h in hosts}
-        # 2: swapped in live: the unchanged resource keeps running (and its file).
-        await push(h1, alice, program(src, out, "v2"))
+        # 2: swapped in live: the unchanged resource keeps running (and its file). With
+        # --timings, the command says when each of its steps ended; each host, how long it
+        # took from seeing the deploy to running it.
+        said = await push_timed(h1, alice, program(src, out, "v2"))
+        assert sorted(said) == ["checked", "closed", "connected", "imports", "signed", "stored"]
+        assert said[0] == "imports" and said[-3:] == ["signed", "stored", "closed"], said
         await all_have(out, hosts, "v2")
         for host in hosts:
             assert host.daemon is not None
+            await host.daemon.wait_log("ms after this host saw it)")
             await host.daemon.wait_log("graph swap: 1 kept, 1 stopped, 1 started")
             assert os.stat(out / f"{host.name}.keep").st_ino == kept[host.name]
         # 3: signed by a key no host trusts: refused everywhere, v2 keeps running.

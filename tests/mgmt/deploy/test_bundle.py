@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,61 @@ def test_signatures_verify_only_for_trusted_keys_and_untouched_records(tmp_path:
     trusted.write_text(mallory.allowed())
     with pytest.raises(DeployError, match="not signed by a key in"):
         signing.verify(payload, signature, trusted, key)
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa"])
+def test_a_key_fingerprint_is_read_from_the_file_as_ssh_keygen_says(
+    tmp_path: Path, kind: str
+) -> None:
+    key = tmp_path / kind
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(key)], check=True, timeout=30
+    )
+    said = (
+        subprocess.run(
+            ["ssh-keygen", "-l", "-f", str(key)], capture_output=True, check=True, timeout=30
+        )
+        .stdout.split()[1]
+        .decode()
+    )
+    assert signing._public_blob(key.read_bytes()) is not None  # no ssh-keygen for these
+    assert signing.key_fingerprint(key) == said
+    assert signing.key_fingerprint(key.with_suffix(".pub")) == said
+    (tmp_path / "junk").write_text("not a key\n")
+    with pytest.raises(DeployError, match="not an SSH key"):
+        signing.key_fingerprint(tmp_path / "junk")
+
+
+def test_a_host_verifies_an_ed25519_signature_itself_only_when_it_is_good(tmp_path: Path) -> None:
+    """In-process verification accepts exactly what ssh-keygen accepts for an Ed25519 key on
+    a line without options, and leaves everything else to ssh-keygen (None)."""
+    alice, mallory = make_key(tmp_path, "alice"), make_key(tmp_path, "mallory")
+    trusted = trusted_file(tmp_path, alice).read_bytes()
+    payload = record_of(Bundle("yaml", "g.yaml", {"g.yaml": b"graph: g\n"})).payload()
+    signature = signing.sign(payload, alice.private)
+    fingerprint = signing.key_fingerprint(alice.public)
+    assert signing.verify_here(payload, signature, trusted) == ("alice", fingerprint)
+    assert signing.verify_here(payload + b" ", signature, trusted) is None
+    assert signing.verify_here(payload, signing.sign(payload, mallory.private), trusted) is None
+    assert signing.verify_here(payload, "garbage", trusted) is None
+    # A signature in another namespace (e.g. a signed git commit) is not a deploy's.
+    other = subprocess.run(
+        ["ssh-keygen", "-Y", "sign", "-q", "-f", str(alice.private), "-n", "git"],
+        input=payload,
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout.decode()
+    assert signing.verify_here(payload, other, trusted) is None
+    # A line with options (here: other namespaces only) is ssh-keygen's to judge: it refuses.
+    restricted = tmp_path / "restricted"
+    restricted.write_text(f'alice namespaces="git" {alice.public.read_text().strip()}\n')
+    assert signing.verify_here(payload, signature, restricted.read_bytes()) is None
+    with pytest.raises(DeployError):
+        signing.verify(payload, signature, restricted)
+    # One flipped bit in the signature itself.
+    body = signature.strip().splitlines()
+    raw = bytearray(base64.b64decode("".join(body[1:-1])))
+    raw[-1] ^= 1
+    flipped = "\n".join([body[0], base64.b64encode(bytes(raw)).decode(), body[-1]])
+    assert signing.verify_here(payload, flipped, trusted) is None

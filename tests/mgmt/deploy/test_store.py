@@ -18,6 +18,7 @@ from mgmt.deploy.store import (
     IDS,
     NEWEST,
     Record,
+    head,
     id_key,
     new_record,
     push,
@@ -205,3 +206,10 @@ async def test_a_cluster_that_refuses_the_command_is_one_line_exit_1(tmp_path: P
     assert code == 1 and "Traceback" not in text, text
     assert text.startswith("mgmt: list /_mgmt/deploy-status/: etcdserver: user name is empty")
     assert text.count("\n") == 1, text
+
+
+async def test_the_head_is_the_newest_id_and_records_in_one_read(client: EtcdClient) -> None:
+    assert await head(client) == (0, [])
+    pushed = [await push_plain(client, bundle(x)) for x in "abc"]
+    assert await head(client) == (3, pushed)
+    assert await head(client, limit=1) == (3, pushed[-1:])  # what a host reads on a change

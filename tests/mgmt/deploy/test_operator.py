@@ -1,0 +1,78 @@
+"""An operator's identity, for real: one etcd with per-host identities (authentication on), an
+operator's certificate minted and admitted by the `mgmt cluster` commands; it pushes deploys
+and writes nothing else (every refusal etcd's own)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from engine.errors import WorldError
+from mgmt import cli
+from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.cluster import Cluster
+from mgmt.cluster.identity import HOSTS, operator_permissions
+from mgmt.cluster.pki import host_files, read_identity
+from mgmt.deploy.status import status_key
+from mgmt.deploy.store import NEWEST, records
+from tests.e2e.helpers import run_mgmt
+from tests.mgmt.cluster.helpers import options
+
+
+def _mint(tmp_path: Path, *who: str) -> Path:
+    out = tmp_path / "creds" / who[-1]
+    args = ["cluster", "mint-cert", *who, "--ca-dir", str(tmp_path / "ca"), "--out", str(out)]
+    assert cli.main(args) == 0  # in-process: fast
+    return out
+
+
+def test_an_operator_name_is_checked_and_never_a_host(tmp_path: Path) -> None:
+    (tmp_path / "creds").mkdir(mode=0o700)
+    base = ["cluster", "mint-cert", "--ca-dir", str(tmp_path / "ca")]
+    for bad in (
+        [*base, "--operator", "a/b", "--out", str(tmp_path / "x")],
+        [*base, "--operator", "alice", "--core", "--out", str(tmp_path / "x")],
+        [*base, "h1", "--operator", "alice", "--out", str(tmp_path / "x")],
+        [*base, "operator:alice", "--out", str(tmp_path / "x")],  # a host taking its name
+    ):
+        assert cli.main(bad) == 2
+    assert not (tmp_path / "x").exists()
+    creds = _mint(tmp_path, "--operator", "alice")
+    assert read_identity(creds / "host.pem") == ("operator:alice", False)
+    assert {bytes(p.key) for p in operator_permissions()} == {b"/_mgmt/", b"/_mgmt/deploy/"}
+
+
+async def test_an_operator_pushes_deploys_and_writes_nothing_else(tmp_path: Path) -> None:
+    (tmp_path / "creds").mkdir(mode=0o700)
+    core = _mint(tmp_path, "--core", "h1")
+    alice = _mint(tmp_path, "--operator", "alice")
+    tls_core = host_files(core)
+    opts = options("h1", scheme="https", tls=tls_core, peer_tls=tls_core, identities=True)
+    cluster = Cluster(opts, tmp_path / "h1")
+    url = opts.advertise_client_urls[0]
+    client = EtcdClient([url], tls=host_files(alice), call_timeout=1, retry_for=1)
+    try:
+        assert await cluster.start()
+        admit = ["cluster", "admit", "--operator", "alice", "--cert-dir", str(core)]
+        code, text = await asyncio.to_thread(run_mgmt, [*admit, "--endpoints", url])
+        assert (code, text.strip()) == (
+            0,
+            "admitted operator:alice: may read the cluster and push deploys",
+        )
+        # `mgmt deploy` with the operator's certificate: stored.
+        (tmp_path / "g.yaml").write_text("graph: g\n")
+        tls = [f"--tls-{n}={alice / f}" for n, f in (("ca", "ca.pem"), ("cert", "host.pem"))]
+        push = ["deploy", "--seeds", url, *tls, f"--tls-key={alice / 'host.key'}", "--unsigned"]
+        code, text = await asyncio.to_thread(run_mgmt, [*push, "yaml", str(tmp_path / "g.yaml")])
+        assert code == 0 and "deploy 1: yaml g.yaml" in text, text
+        assert [r.id for r in await records(client)] == [1]  # it reads the cluster
+        assert await client.get(NEWEST.encode()) == b"1"
+        # Anything but the deploys: etcd refuses.
+        for key in (status_key("h1"), HOSTS + "h1", "/_mgmt/exported/h1/x", "/_mgmt/deployx"):
+            with pytest.raises(WorldError, match="permission denied"):
+                await client.put(key.encode(), b"forged")
+    finally:
+        await client.close()
+        await cluster.stop()
