@@ -54,6 +54,16 @@ _CHANNEL_OPTIONS = [
 
 
 @dataclass(frozen=True)
+class Scan:
+    """What `EtcdClient.scan` read: key -> (value, mod revision). Every change up to revision
+    `first` (the first page's) is in it; later ones may be, up to `last` (the last page's)."""
+
+    items: dict[bytes, tuple[bytes, int]]
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
 class Member:
     id: int
     name: str  # "" until the member has started and published itself
@@ -365,14 +375,20 @@ class EtcdClient:
         return bytes(resp.kvs[0].value) if resp.kvs else None
 
     async def get_prefix(self, prefix: bytes) -> tuple[dict[bytes, bytes], int]:
-        """Every key under `prefix` with its value, and the store revision of the last read.
+        """Every key under `prefix` with its value, and the store revision of the last read."""
+        scan = await self.scan(prefix)
+        return {key: value for key, (value, _) in scan.items.items()}, scan.last
+
+    async def scan(self, prefix: bytes) -> Scan:
+        """Every key under `prefix` with its value and mod revision (see `Scan`).
 
         Read in pages of `_PAGE` keys, each within the receive limit whatever the values' size
         (etcd takes values up to its --max-request-bytes, 1.5 MiB): in one response, 48 values
         of 1.4 MB that one host wrote under its own exports stopped every collector. The pages
         are not one snapshot: a change between them is also a watch event, and read again."""
         end, start = range_end(prefix), prefix
-        items: dict[bytes, bytes] = {}
+        items: dict[bytes, tuple[bytes, int]] = {}
+        first = 0
         while True:
 
             async def fn(conn: _Conn, start: bytes = start) -> Any:
@@ -380,9 +396,12 @@ class EtcdClient:
                 return await conn.kv.Range(req, **self._opts(conn))
 
             resp = await self.call(f"list {prefix.decode(errors='replace')}", fn)
-            items.update((bytes(kv.key), bytes(kv.value)) for kv in resp.kvs)
+            first = first or int(resp.header.revision)
+            items.update(
+                (bytes(kv.key), (bytes(kv.value), int(kv.mod_revision))) for kv in resp.kvs
+            )
             if not resp.more or not resp.kvs:
-                return items, resp.header.revision
+                return Scan(items, first, int(resp.header.revision))
             start = bytes(resp.kvs[-1].key) + b"\0"
 
     async def keys_by_creation(self, prefix: bytes) -> list[bytes]:
@@ -609,14 +628,21 @@ class EtcdClient:
     # watches ------------------------------------------------------------------------------
 
     async def subscribe(
-        self, key: bytes, signal: Callable[[], None], prefix: bool = False
+        self,
+        key: bytes,
+        signal: Callable[[], None],
+        prefix: bool = False,
+        events: Callable[[Sequence[Any] | None], None] | None = None,
     ) -> Callable[[], Awaitable[None]]:
         """Call `signal()` on every change of `key` (or under it); returns the unsubscribe.
 
-        Returns once the etcd watch exists (or after `call_timeout` if no member answers: then
-        it signals as soon as the watch exists).
+        `events`, if given, is called before `signal()` with the changes themselves (etcd's
+        `mvccpb.Event`s, in revision order), and with None whenever the watch is (re)created:
+        changes may have been missed before then, so what was learnt from events must be read
+        again. Returns once the etcd watch exists (or after `call_timeout` if no member
+        answers: then it signals as soon as the watch exists).
         """
-        watch = _Watch(self, key, range_end(key) if prefix else b"", signal)
+        watch = _Watch(self, key, range_end(key) if prefix else b"", signal, events)
         watch.task = asyncio.create_task(watch.run(), name=f"watch {key.decode(errors='replace')}")
         self._watches.add(watch)
         try:
@@ -632,12 +658,18 @@ class EtcdClient:
 
 class _Watch:
     def __init__(
-        self, client: EtcdClient, key: bytes, end: bytes, signal: Callable[[], None]
+        self,
+        client: EtcdClient,
+        key: bytes,
+        end: bytes,
+        signal: Callable[[], None],
+        events: Callable[[Sequence[Any] | None], None] | None = None,
     ) -> None:
         self.client = client
         self.key = key
         self.end = end
         self.signal = signal
+        self.events = events
         self.created = asyncio.Event()
         self.returned = False
         self.task: asyncio.Task[None] | None = None
@@ -673,6 +705,8 @@ class _Watch:
                     return created
                 if resp.created and not created:
                     created = True
+                    if self.events is not None:
+                        self.events(None)  # what happened while no watch ran is unknown
                     if self.returned:
                         self.signal()  # we were away: whatever changed meanwhile
                     self.created.set()
@@ -684,6 +718,8 @@ class _Watch:
                             await self.client._authenticate(conn)
                     return created
                 if resp.events:
+                    if self.events is not None:
+                        self.events(resp.events)
                     self.signal()
         except grpc.aio.AioRpcError as err:
             if err.code() in _RETRY:

@@ -23,6 +23,7 @@ from engine.world import (
     strings_key,
 )
 from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.mirror import Mirror
 from mgmt.collectscope import shown
 
 log = logging.getLogger("cluster")
@@ -44,6 +45,10 @@ class EtcdWorld:
         self._hostname = hostname
         self.memberships = Memberships()
         self._malformed: set[bytes] = set()  # keys of malformed exported records, logged once
+        # Every host's exported records, kept by res_watch()'s events while one is held; each
+        # record decoded once per revision (a change costs O(change), not a read of them all).
+        self._exported = Mirror()
+        self._decoded: dict[bytes, tuple[int, Exported | None]] = {}
 
     @property
     def hostname(self) -> str:
@@ -112,7 +117,10 @@ class EtcdWorld:
     async def res_export(self, records: Sequence[Exported]) -> None:
         """Make this host's exported set exactly `records` (one transaction when it fits)."""
         mine = f"{EXPORTED}{self.hostname}/".encode()
-        current, _ = await self.client.get_prefix(mine)
+        if self._exported.synced:  # a stale copy costs one more write: the collector sees it
+            current = {k: v for k, (v, _) in self._exported.values.items() if k.startswith(mine)}
+        else:
+            current, _ = await self.client.get_prefix(mine)
         wanted = {r.key.encode(): r.to_json().encode() for r in records}
         ops = [
             rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v))
@@ -130,20 +138,47 @@ class EtcdWorld:
             log.debug("exported %d resources (%d changes)", len(wanted), len(ops))
 
     async def res_list(self) -> list[Exported]:
-        items, _ = await self.client.get_prefix(EXPORTED.encode())
-        records, malformed = [], set()
-        for key, value in sorted(items.items()):
-            try:
-                records.append(Exported.from_key(key.decode(), value))
-            except (WorldError, UnicodeDecodeError) as err:
-                malformed.add(key)
-                if key not in self._malformed:  # not at every read: any host could flood logs
-                    log.warning("ignoring a malformed exported record: %s", shown(str(err)))
-        self._malformed = malformed
+        mirror = self._exported
+        if not mirror.synced:
+            generation = mirror.generation
+            scan = await self.client.scan(EXPORTED.encode())
+            mirror.load(scan, generation)
+            items = scan.items if mirror.held == 0 else mirror.values
+        else:
+            items = mirror.values
+        records, malformed, decoded = [], set(), {}
+        for key, (value, revision) in sorted(items.items()):
+            known = self._decoded.get(key)
+            record = known[1] if known is not None and known[0] == revision else None
+            if record is None:
+                try:
+                    record = Exported.from_key(key.decode(), value)
+                except (WorldError, UnicodeDecodeError) as err:
+                    malformed.add(key)
+                    if key not in self._malformed:  # not at every read: any host could flood
+                        log.warning("ignoring a malformed exported record: %s", shown(str(err)))
+            decoded[key] = (revision, record)
+            if record is not None:
+                records.append(record)
+        self._malformed, self._decoded = malformed, decoded
         return records
 
     def res_watch(self) -> Changes:
-        return self._watch(EXPORTED, prefix=True)
+        mirror = self._exported
+
+        async def subscribe(signal: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+            cancel = await self.client.subscribe(
+                EXPORTED.encode(), signal, prefix=True, events=mirror.apply
+            )
+            mirror.held += 1
+
+            async def unsubscribe() -> None:
+                mirror.held -= 1
+                await cancel()
+
+            return unsubscribe
+
+        return Changes(subscribe)
 
     # scheduling ---------------------------------------------------------------------------
 

@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aetcd import rpc
 
 from engine.errors import WorldError
 from engine.meta import Meta
 from engine.world import Changes, Exported
-from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.client import EtcdClient, Scan
+from mgmt.cluster.mirror import Mirror
 from mgmt.cluster.world import EtcdWorld
 from resources.file import FileRes
 from tests.mgmt.cluster.helpers import Node, members, wait_pid_gone
@@ -127,3 +129,79 @@ async def test_a_malformed_record_is_logged_once(
         await client.put(b"/_mgmt/exported/zz/file/x", b"again")  # gone, then back: said again
         assert await world.res_list() == []
         assert caplog.text.count("ignoring a malformed exported record") == 3
+
+
+def _record(host: str, name: str, content: str) -> Exported:
+    return Exported.of(host, FileRes(name=name, content=content, meta=Meta(export=["h2"])))
+
+
+async def test_a_collector_follows_exports_by_events_without_reading_them_all_again(
+    tmp_path: Path, client_of: object
+) -> None:
+    """The watch event holds the change: a change costs no read of every record (it cost a
+    round trip and a decode of each record, on every collector, at every change)."""
+    async with members(tmp_path) as nodes:
+        h1 = EtcdWorld(client_of(nodes), "h1")  # type: ignore[operator]
+        client: EtcdClient = client_of(nodes)  # type: ignore[operator]
+        h2 = EtcdWorld(client, "h2")
+        scans = 0
+        scan = client.scan
+
+        async def counted(prefix: bytes) -> object:
+            nonlocal scans
+            scans += 1
+            return await scan(prefix)
+
+        client.scan = counted  # type: ignore[assignment,method-assign]
+        await client.put(b"/_mgmt/exported/zz/file/bad", b"not json")
+
+        async def seen(changes: Changes, want: dict[str, str]) -> None:
+            async with asyncio.timeout(5):
+                while {r.name: r.params["content"] for r in await h2.res_list()} != want:
+                    await anext(changes)
+
+        async with h2.res_watch() as changes:
+            await seen(changes, {})
+            for i in range(5):
+                await h1.res_export([_record("h1", "/a", str(i)), _record("h1", "/b", "b")])
+                await seen(changes, {"/a": str(i), "/b": "b"})
+            await h1.res_export([_record("h1", "/b", "b")])  # a deletion
+            await seen(changes, {"/b": "b"})
+            await client.delete(b"/_mgmt/exported/zz/file/bad")
+            await h1.res_export([])
+            await seen(changes, {})
+            assert scans == 1
+        assert await h2.res_list() == []  # no watch held: the store is read
+        assert scans == 2
+
+
+def _event(kind: int, key: bytes, value: bytes, revision: int) -> object:
+    kv = rpc.KeyValue(key=key, value=value, mod_revision=revision)
+    return rpc.Event(type=kind, kv=kv)
+
+
+def test_the_mirror_keeps_the_newest_revision_of_each_key() -> None:
+    """Events that a read already reflects are dropped; newer ones win over the read; a watch
+    created again makes the mirror unsynced until the next read."""
+    mirror = Mirror()
+    mirror.held = 1
+    assert not mirror.synced
+    generation = mirror.generation
+    mirror.apply([_event(rpc.Event.PUT, b"a", b"new", 12)])  # arrives during the read
+    mirror.apply([_event(rpc.Event.DELETE, b"c", b"", 11)])
+    mirror.load(Scan({b"a": (b"old", 9), b"b": (b"b", 5), b"c": (b"c", 7)}, 10, 13), generation)
+    assert mirror.synced
+    assert mirror.values == {b"a": (b"new", 12), b"b": (b"b", 5)}
+    mirror.apply([_event(rpc.Event.PUT, b"a", b"stale", 12), _event(rpc.Event.PUT, b"b", b"x", 9)])
+    mirror.apply([_event(rpc.Event.PUT, b"c", b"late", 11)])  # not newer than its deletion
+    assert mirror.values == {b"a": (b"new", 12), b"b": (b"b", 5)}
+    mirror.apply([_event(rpc.Event.DELETE, b"b", b"", 14), _event(rpc.Event.PUT, b"d", b"d", 15)])
+    assert mirror.values == {b"a": (b"new", 12), b"d": (b"d", 15)}
+    generation = mirror.generation
+    mirror.apply(None)  # the watch was created again: changes may have been missed
+    assert not mirror.synced
+    mirror.load(Scan({b"a": (b"new", 12)}, 16, 16), generation)  # a read from before that
+    assert not mirror.synced
+    mirror.held = 0
+    mirror.load(Scan({}, 17, 17), mirror.generation)
+    assert not mirror.synced  # nothing feeds it
