@@ -27,6 +27,7 @@ from engine.safefs import check_private, private_dir
 from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
 from mgmt import log as logsetup
+from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
@@ -128,6 +129,7 @@ async def run(config: Config, given: Loaded | None = None) -> ExitCode:
 
     `given`: a graph built by the caller, instead of the one the config names."""
     logsetup.setup(config.log_format, config.verbose)
+    priority.renice(config.nice)
     # Known before the program runs: its functions keep their files there too (local.*).
     prefix = Path(tempfile.mkdtemp(prefix="mgmt-")) if config.tmp_prefix else config.prefix
     try:

@@ -29,6 +29,7 @@ from typing import Any
 
 from engine.errors import ValidationError
 from engine.params import parse_int
+from mgmt import priority
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, Config, ExitCode, option_fields
 
 VERSION = "0.1.0"
@@ -142,6 +143,9 @@ def parse(argv: list[str]) -> Config:
             f"`empty`, got {' '.join(target)!r}"
         )
     values = {f.name: getattr(args, f.name) for f in option_fields()}
+    why = priority.check(values["nice"])
+    if why is not None:
+        parser.error(why)
     return Config(frontend=frontend, file=file, code=code, **values)
 
 

@@ -70,6 +70,14 @@ class Config:
         default=0, metadata=opt("at most N check_applies at once (0: no limit)", metavar="N")
     )
     no_watch: bool = field(default=False, metadata=opt("do not watch the graph file for edits"))
+    nice: int = field(
+        default=0,
+        metadata=opt(
+            "run at nice level N (-20 to 19; below 0 needs root): repairs drift sooner while "
+            "other work keeps the CPUs busy (mgmt.priority)",
+            metavar="N",
+        ),
+    )
     graphviz: Path | None = field(
         default=None, metadata=opt("write the graph in Graphviz dot format to FILE", metavar="FILE")
     )

@@ -1,0 +1,39 @@
+"""`mgmt run --nice N`: every thread of the agent runs at that nice level (mgmt.priority)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
+
+
+def _graph(tmp_path: Path) -> tuple[Path, Path]:
+    out = tmp_path / "out"
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(f'graph: g\nresources:\n  file:\n    - name: {out}\n      content: "x\\n"\n')
+    return graph, out
+
+
+def _nice_levels(pid: int) -> set[int]:
+    levels = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        levels.add(int(stat[stat.rindex(")") + 2 :].split()[16]))  # field 19: nice
+    return levels
+
+
+async def test_every_thread_of_the_agent_runs_at_the_nice_level(tmp_path: Path) -> None:
+    graph, out = _graph(tmp_path)
+    async with Daemon(["run", "--tmp-prefix", "--nice", "7", "yaml", str(graph)]) as daemon:
+        await wait_path(out, has_content("x\n"))  # written by an I/O thread: it exists too
+        await daemon.wait_log("running at nice 7")
+        assert daemon.proc is not None
+        assert _nice_levels(daemon.proc.pid) == {7}
+
+
+def test_a_nice_level_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    graph, out = _graph(tmp_path)
+    code, output = run_mgmt(["run", "--tmp-prefix", "--nice", "-21", "yaml", str(graph)])
+    assert code == 2
+    assert "--nice: expected a level from -20 to 19, got -21" in output
+    assert "Traceback" not in output and not out.exists()
