@@ -267,6 +267,7 @@ async def test_the_only_etcd_killed_and_restarted(tmp_path: Path) -> None:
         await start(h1)
         await start(h2, seeds=[h1])
         await wait_path(shared / "for-h1", has_content("before\n"), 10)
+        await wait_path(local, has_content("mine\n"))  # h2 publishes before it applies
         (etcd,) = h1.pids()
         os.kill(etcd, signal.SIGKILL)
         await wait_pid_gone(etcd)
