@@ -7,6 +7,9 @@ graph file is replaced and stops when the file (measured with inotify here) hold
 content: graph-file reload, export transaction, etcd raft commit across the three members,
 watch event, re-read, graph swap, atomic write.
 
+`--nice N` also measures this tree's agents started with `mgmt run --nice N` (their etcd
+members inherit it).
+
 Target (issue 16): p50 <= 10 ms, p99 <= 30 ms. etcd's own commit + watch is ~2.3 ms here.
 
 `--baseline DIR` runs the same measurement, round after round, with the agents of another
@@ -94,7 +97,9 @@ async def wait_all(
     return done
 
 
-async def measure(tree: Path, args: argparse.Namespace) -> tuple[list[float], list[float], int]:
+async def measure(
+    tree: Path, nice: int, args: argparse.Namespace
+) -> tuple[list[float], list[float], int]:
     """Seconds per collector update and per change (both updated), and the etcd members."""
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-cluster-"))
     ports = free_ports(2 * len(HOSTS))
@@ -113,6 +118,7 @@ async def measure(tree: Path, args: argparse.Namespace) -> tuple[list[float], li
                 "--server-urls", f"https://127.0.0.1:{ports[2 * i + 1]}",
                 "--cluster-ca-dir", str(work / "cluster-ca"),
                 *(timings if args.short_timings else []),
+                *(["--nice", str(nice)] if nice else []),
             ]  # fmt: skip
             if i:
                 argv += ["--seeds", f"https://127.0.0.1:{ports[0]}"]
@@ -156,20 +162,23 @@ async def main() -> None:
     parser.add_argument("--count", type=int, default=100, help="changes per round and tree")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--baseline", type=Path, help="another checkout, measured alternately")
+    parser.add_argument("--nice", type=int, default=0, help="also this tree's agents at --nice N")
     parser.add_argument(
         "--short-timings", action="store_true", help="etcd heartbeat 10 ms, election 100 ms"
     )
     args = parser.parse_args()
-    trees = {"this tree": ROOT}
+    trees = {"this tree": (ROOT, 0)}
+    if args.nice:
+        trees[f"this tree, --nice {args.nice}"] = (ROOT, args.nice)
     if args.baseline is not None:
-        trees["baseline"] = args.baseline.resolve()
+        trees["baseline"] = (args.baseline.resolve(), 0)
     per_host: dict[str, list[float]] = {name: [] for name in trees}
     both: dict[str, list[float]] = {name: [] for name in trees}
     loads: dict[str, list[float]] = {name: [] for name in trees}
     members = 0
     for _ in range(args.rounds):
-        for name, tree in trees.items():
-            one, all_, members = await measure(tree, args)
+        for name, (tree, nice) in trees.items():
+            one, all_, members = await measure(tree, nice, args)
             per_host[name] += one
             both[name] += all_
             loads[name].append(os.getloadavg()[0])
@@ -178,7 +187,7 @@ async def main() -> None:
         f"members), {'short' if args.short_timings else 'default'} etcd timings, "
         f"{os.cpu_count()} cores (target p50<=10ms p99<=30ms):"
     )
-    for name, tree in trees.items():
+    for name, (tree, _nice) in trees.items():
         load = "-".join(f"{x:.1f}" for x in (min(loads[name]), max(loads[name])))
         print(f"  {name} ({tree}), load {load}:")
         print(f"    file updated on a collector: {fmt_ms(percentiles(per_host[name]))}")
