@@ -54,15 +54,20 @@ class Mirror:
             return
         for event in events:
             kv = event.kv
-            key, revision = bytes(kv.key), int(kv.mod_revision)
-            if revision <= max(self._floor, self._revision(key)):
-                continue  # already known (from a read, or from another watch of the prefix)
-            if event.type == DELETE:
-                self.values.pop(key, None)
-                self._deleted[key] = revision
-            else:
-                self.values[key] = (bytes(kv.value), revision)
-                self._deleted.pop(key, None)
+            value = None if event.type == DELETE else bytes(kv.value)
+            self.change(bytes(kv.key), value, int(kv.mod_revision))
+
+    def change(self, key: bytes, value: bytes | None, revision: int) -> None:
+        """`key` was set to `value` (None: deleted) at `revision`: from a watch event, or from a
+        write of our own that succeeded (its event follows, and is then already known)."""
+        if revision <= max(self._floor, self._revision(key)):
+            return  # already known (from a read, our own write, or another watch of the prefix)
+        if value is None:
+            self.values.pop(key, None)
+            self._deleted[key] = revision
+        else:
+            self.values[key] = (value, revision)
+            self._deleted.pop(key, None)
 
     def load(self, scan: Scan, generation: int) -> None:
         """A full read, started when `self.generation` was `generation`."""

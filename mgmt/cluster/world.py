@@ -133,7 +133,14 @@ class EtcdWorld:
             if k not in wanted
         ]
         for start in range(0, len(ops), TXN_OPS):
-            await self.client.txn([], ops[start : start + TXN_OPS])
+            batch = ops[start : start + TXN_OPS]
+            response = await self.client.txn([], batch)
+            revision = int(response.header.revision)  # every change of a transaction has it
+            for op in batch:  # known now, before its watch event: the next export compares
+                if op.HasField("request_put"):
+                    self._exported.change(op.request_put.key, op.request_put.value, revision)
+                else:
+                    self._exported.change(op.request_delete_range.key, None, revision)
         if ops:
             log.debug("exported %d resources (%d changes)", len(wanted), len(ops))
 

@@ -205,3 +205,33 @@ def test_the_mirror_keeps_the_newest_revision_of_each_key() -> None:
     mirror.held = 0
     mirror.load(Scan({}, 17, 17), mirror.generation)
     assert not mirror.synced  # nothing feeds it
+
+
+async def test_exports_back_to_back_end_as_the_last_one(tmp_path: Path, client_of: object) -> None:
+    """Exporting compares with the copy the watch keeps: a write of our own is in it as soon as
+    it succeeded, not only when its event arrives (else a quick revert was taken for done)."""
+    async with members(tmp_path) as nodes:
+        h1 = EtcdWorld(client_of(nodes), "h1")  # type: ignore[operator]
+        reader: EtcdClient = client_of(nodes)  # type: ignore[operator]
+        async with h1.res_watch() as changes:
+            await h1.res_export([_record("h1", "/a", "1"), _record("h1", "/b", "b")])
+            await next_change(changes)
+            assert len(await h1.res_list()) == 2  # the copy is up to date
+            for _ in range(5):
+                await h1.res_export([_record("h1", "/a", "2")])
+                await h1.res_export([_record("h1", "/a", "1"), _record("h1", "/b", "b")])
+        stored, _ = await reader.get_prefix(b"/_mgmt/exported/h1/")
+        want = [_record("h1", "/a", "1"), _record("h1", "/b", "b")]
+        assert stored == {r.key.encode(): r.to_json().encode() for r in want}
+
+
+def test_the_mirror_knows_a_write_of_our_own_before_its_event() -> None:
+    mirror = Mirror()
+    mirror.held = 1
+    mirror.load(Scan({b"a": (b"1", 5)}, 6, 6), mirror.generation)
+    mirror.change(b"a", b"2", 7)  # our transaction returned revision 7
+    mirror.change(b"b", None, 7)  # and deleted a key that was not there
+    assert mirror.values == {b"a": (b"2", 7)}
+    mirror.change(b"a", b"1", 8)  # reverted at once: compared with "2", written
+    mirror.apply([_event(rpc.Event.PUT, b"a", b"2", 7)])  # the first write's event, late
+    assert mirror.values == {b"a": (b"1", 8)}
