@@ -637,9 +637,9 @@ class EtcdClient:
         """Call `signal()` on every change of `key` (or under it); returns the unsubscribe.
 
         `events`, if given, is called before `signal()` with the changes themselves (etcd's
-        `mvccpb.Event`s, in revision order), and with None whenever the watch is (re)created:
-        changes may have been missed before then, so what was learnt from events must be read
-        again. Returns once the etcd watch exists (or after `call_timeout` if no member
+        `mvccpb.Event`s, in revision order), and with None whenever the watch ends or is
+        (re)created: changes may be missed meanwhile, so what was learnt from events must be
+        read again. Returns once the etcd watch exists (or after `call_timeout` if no member
         answers: then it signals as soon as the watch exists).
         """
         watch = _Watch(self, key, range_end(key) if prefix else b"", signal, events)
@@ -733,3 +733,5 @@ class _Watch:
             return created  # its channel was closed by a failover
         finally:
             call.cancel()
+            if self.events is not None:
+                self.events(None)  # until a watch runs again, changes go unseen

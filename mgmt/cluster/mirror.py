@@ -3,7 +3,7 @@
 A collector used to read every exported record again (one round trip to etcd, and every
 record decoded) on each change; the watch event already holds the change. `Mirror` applies the
 events, and is read in full only when it may have missed some (before the first read, and
-whenever the watch is created again, e.g. after a failover):
+after the watch ended, e.g. at a failover, until it is created again):
 
     mirror = Mirror()
     await client.subscribe(prefix, signal, prefix=True, events=mirror.apply)  # held: mirror.held

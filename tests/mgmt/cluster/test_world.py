@@ -235,3 +235,25 @@ def test_the_mirror_knows_a_write_of_our_own_before_its_event() -> None:
     mirror.change(b"a", b"1", 8)  # reverted at once: compared with "2", written
     mirror.apply([_event(rpc.Event.PUT, b"a", b"2", 7)])  # the first write's event, late
     assert mirror.values == {b"a": (b"1", 8)}
+
+
+async def test_a_collector_reads_the_exports_again_after_its_member_died(
+    tmp_path: Path, client_of: object
+) -> None:
+    """Changes made while the watch moves to another member are not lost: the copy is read in
+    full again once the watch runs there."""
+    async with members(tmp_path, 3) as nodes:
+        client: EtcdClient = client_of(nodes)  # type: ignore[operator]
+        h2 = EtcdWorld(client, "h2")
+        async with h2.res_watch() as changes:
+            assert await h2.res_list() == []
+            victim = next(n for n in nodes if n.client_url == client.endpoint)
+            h1 = EtcdWorld(client_of([n for n in nodes if n is not victim]), "h1")  # type: ignore[operator]
+            pid = victim.pid
+            assert victim.proc.proc is not None
+            victim.proc.proc.send_signal(signal.SIGKILL)
+            await wait_pid_gone(pid)
+            await h1.res_export([_record("h1", "/a", "meanwhile")])
+            async with asyncio.timeout(10):
+                while [r.params["content"] for r in await h2.res_list()] != ["meanwhile"]:
+                    await anext(changes)
