@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
-from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
+import pytest
+
+from tests.e2e.helpers import MGMT, ROOT, Daemon, has_content, run_mgmt, wait_path
 
 
 def _graph(tmp_path: Path) -> tuple[Path, Path]:
@@ -37,3 +41,21 @@ def test_a_nice_level_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
     assert code == 2
     assert "--nice: expected a level from -20 to 19, got -21" in output
     assert "Traceback" not in output and not out.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping CAP_SYS_NICE needs it first")
+def test_a_refused_nice_level_is_said_and_the_graph_still_runs(tmp_path: Path) -> None:
+    graph, out = _graph(tmp_path)
+    no_nice = ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice", "--"]
+    run = [*MGMT, "run", "--tmp-prefix", "--converged-timeout", "0", "--nice", "-5"]
+    proc = subprocess.run(
+        [*no_nice, *run, "yaml", str(graph)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--nice -5: Permission denied; running at nice 0" in proc.stderr
+    assert out.read_text() == "x\n"
