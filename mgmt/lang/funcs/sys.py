@@ -8,7 +8,7 @@ import socket
 from typing import ClassVar
 
 from mgmt.lang import streams
-from mgmt.lang.funcs.registry import define
+from mgmt.lang.funcs.registry import define, fail
 from mgmt.lang.values import FrozenDict
 
 
@@ -31,14 +31,24 @@ class Uptime(streams.Stream):
 
 define("sys.load", "func() struct{x1 float; x5 float; x15 float}", stream=streams.Load)
 define("sys.hostname", "func() str", impl=operator.attrgetter("hostname"), ctx=True)
+
+
+def getenv(name: str) -> str:
+    """The variable's value ("" when set to ""); unset is a run-time error, which `<|>` catches
+    (`sys.getenv("X") <|> "default"`), as mgmt's."""
+    value = os.environ.get(name)
+    if value is None:
+        raise fail(f"environment variable not set: {name}")
+    return value
+
+
+define("sys.getenv", "func(str) str", impl=getenv, doc="unset: an error `<|>` catches")
 define(
-    "sys.getenv",
-    "func(str) str",
+    "sys.defaultenv",
     "func(str, str) str",
-    impl=lambda name, default="": os.environ.get(name) or default,
-    doc="with a default: used when the variable is unset or empty (as mgmt's)",
+    impl=os.environ.get,
+    doc="mgmt's earlier API: the default when the variable is unset (not when empty)",
 )
-define("sys.defaultenv", "func(str, str) str", impl=os.environ.get)
 define("sys.hasenv", "func(str) bool", impl=lambda name: name in os.environ)
 define("sys.cpu_count", "func() int", impl=streams.cpu_count)
 define("sys.cpucount", "func() int", impl=streams.cpu_count, doc="mgmt's spelling")

@@ -58,15 +58,21 @@ def test_stdlib_values() -> None:
 
 
 def test_mgmt_compatible_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """sys.getenv with a default (used when unset or empty) and structlookup, as in mgmt."""
+    """sys.getenv as mgmt's: an unset variable is an error `<|>` catches, an empty one is "";
+    sys.defaultenv (mgmt's earlier API) gives its default only when unset; structlookup."""
     monkeypatch.setenv("MGMT_T_SET", "123")
     monkeypatch.setenv("MGMT_T_EMPTY", "")
     monkeypatch.delenv("MGMT_T_UNSET", raising=False)
     prelude = 'import "sys"'
-    assert value_of('sys.getenv("MGMT_T_SET", "d")', prelude) == "123"
-    assert value_of('sys.getenv("MGMT_T_EMPTY", "d")', prelude) == "d"
-    assert value_of('sys.getenv("MGMT_T_UNSET", "d")', prelude) == "d"
-    assert value_of('sys.getenv("MGMT_T_UNSET")', prelude) == ""
+    assert value_of('sys.getenv("MGMT_T_SET") <|> "d"', prelude) == "123"
+    assert value_of('sys.getenv("MGMT_T_EMPTY") <|> "d"', prelude) == ""
+    assert value_of('sys.getenv("MGMT_T_UNSET") <|> "d"', prelude) == "d"
+    with pytest.raises(FuncError, match="environment variable not set: MGMT_T_UNSET"):
+        value_of('sys.getenv("MGMT_T_UNSET")', prelude)
+    assert value_of('sys.defaultenv("MGMT_T_EMPTY", "d")', prelude) == ""
+    assert value_of('sys.defaultenv("MGMT_T_UNSET", "d")', prelude) == "d"
+    assert value_of('sys.hasenv("MGMT_T_EMPTY")', prelude) is True
+    assert value_of('sys.hasenv("MGMT_T_UNSET")', prelude) is False
     assert value_of('structlookup(struct{a => 1, b => "x"}, "b") + "!"') == "x!"
 
 
