@@ -1,20 +1,45 @@
-"""import "fmt": printf."""
+"""import "fmt": printf.
+
+The format is usually a constant (a literal, or a variable bound to one): its verbs then type
+the values at check time. As in mgmt, it may also be any other string expression: the values'
+types must then be known from elsewhere, and each value is checked against its verb when the
+format is applied (a mismatch, or a verb without a value, is a run-time error).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from mgmt.lang import ast
 from mgmt.lang.errors import plural
-from mgmt.lang.funcs.registry import Typer, define
+from mgmt.lang.funcs.registry import Typer, define, fail
 from mgmt.lang.gofmt import VERB_TYPES, sprintf, verbs
 from mgmt.lang.types import BASIC, STR, Type
 
 
+def constant_str(e: ast.Expr) -> ast.Lit | None:
+    """The string literal `e` is, directly or through variables bound to it, else None."""
+    seen: set[int] = set()
+    while isinstance(e, ast.Var) and isinstance(e.target, ast.Bind) and id(e) not in seen:
+        if e.target.in_loop:
+            return None
+        seen.add(id(e))
+        e = e.target.expr
+    if isinstance(e, ast.Var) and isinstance(e.target, ast.Lit):
+        e = e.target
+    return e if isinstance(e, ast.Lit) and isinstance(e.value, str) else None
+
+
 def _type_printf(typer: Typer, e: ast.Call, args: list[Type]) -> Type:
-    """fmt.printf(format, values...): a constant format, one value per verb, of its type."""
-    if not e.args or not isinstance(e.args[0], ast.Lit) or not isinstance(e.args[0].value, str):
-        raise typer.abort(e.pos, "fmt.printf: the format must be a constant string")
+    """fmt.printf(format, values...): one value per verb, of its type (if format is constant)."""
+    if not e.args:
+        raise typer.abort(e.pos, "fmt.printf: expected a format and its values, got nothing")
+    typer.expect(args[0], STR, e.args[0].pos, "fmt.printf's format")
+    fmt = constant_str(e.args[0])
+    if fmt is None:
+        return STR  # checked when applied (_printf)
     try:
-        wanted = verbs(e.args[0].value)
+        wanted = verbs(fmt.value)
     except ValueError as err:
         raise typer.abort(e.args[0].pos, f"fmt.printf: {err}") from None
     if len(wanted) != len(args) - 1:
@@ -30,9 +55,26 @@ def _type_printf(typer: Typer, e: ast.Call, args: list[Type]) -> Type:
     return STR
 
 
-define(
-    "fmt.printf",
-    "func(str) str",
-    typing=_type_printf,
-    impl=lambda fmt, *args: sprintf(fmt, args),
-)
+_PY_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _printf(fmt: str, *values: Any) -> str:
+    """The format applied; a format that is not a constant is checked against the values here
+    (a constant one was checked already, so this finds nothing)."""
+    try:
+        wanted = verbs(fmt)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    if len(wanted) > len(values):
+        raise fail(f"more verbs ({len(wanted)}) than values ({len(values)}) in {fmt!r}")
+    for index, (verb, value) in enumerate(zip(wanted, values, strict=False)):
+        type_name = VERB_TYPES[verb.verb]
+        if type_name and type(value) is not _PY_TYPES[type_name]:
+            raise fail(f"%{verb.verb} (verb {index + 1} of {fmt!r}) needs a value of type {type_name}")
+    try:
+        return sprintf(fmt, values)
+    except ValueError as err:
+        raise fail(str(err)) from None
+
+
+define("fmt.printf", "func(str) str", typing=_type_printf, impl=_printf)

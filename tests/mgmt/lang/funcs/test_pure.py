@@ -198,3 +198,20 @@ def test_net_and_util_read_the_interfaces(tmp_path: Path, monkeypatch: pytest.Mo
     names = '{"00:11:22:33:44:56" => "hostname1", "AA:BB:CC:DD:EE:FF" => "hostname2"}'
     assert value_of(f"util.hostname_mapper({names})", 'import "util"') == "hostname1"
     assert value_of('util.hostname_mapper({"01:02:03:04:05:06" => "x"})', 'import "util"') == ""
+
+
+def test_printf_format_from_a_variable_or_computed_as_in_mgmt() -> None:
+    """A format bound to a variable is checked at compile time like a literal; one computed at
+    run time (mgmt allows it) is checked against the values when applied."""
+    prelude = 'import "fmt"\nimport "strings"'
+    assert value_of('fmt.printf($f, "n", 3.5)', f'{prelude}\n$f = "a %s is: %f"') == (
+        "a n is: 3.500000"
+    )
+    computed = 'strings.to_lower("%S=%D")'
+    assert value_of(f'fmt.printf({computed}, "a", 1)', prelude) == "a=1"
+    with pytest.raises(FuncError, match="%d .*needs a value of type int"):
+        value_of(f'fmt.printf({computed}, "a", "b")', prelude)
+    with pytest.raises(FuncError, match=r"more verbs \(2\) than values \(1\)"):
+        value_of(f'fmt.printf({computed}, "a")', prelude)
+    (problem,) = problems(f'{prelude}\n$s = fmt.printf(42, "a")')
+    assert problem.startswith("t.mcl:3:17: type error: fmt.printf's format: expected str, got int")
