@@ -70,7 +70,9 @@ def _printf(fmt: str, *values: Any) -> str:
     for index, (verb, value) in enumerate(zip(wanted, values, strict=False)):
         type_name = VERB_TYPES[verb.verb]
         if type_name and type(value) is not _PY_TYPES[type_name]:
-            raise fail(f"%{verb.verb} (verb {index + 1} of {fmt!r}) needs a value of type {type_name}")
+            raise fail(
+                f"%{verb.verb} (verb {index + 1} of {fmt!r}) needs a value of type {type_name}"
+            )
     try:
         return sprintf(fmt, values)
     except ValueError as err:

@@ -1,5 +1,6 @@
-"""import "net": this host's network interfaces (read from /sys/class/net and the kernel's
-interface ioctls when called; mgmt also re-reads on netlink events, not followed here)."""
+"""import "net": this host's network interfaces, read from /sys/class/net and the kernel's
+interface ioctls, and re-read on every netlink notification about links and addresses (as
+mgmt's): net.wired_interface() and net.interface_cidr(name) are streams."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ import struct
 from pathlib import Path
 from typing import ClassVar
 
+from mgmt.lang.funcs.netlink import (
+    NETLINK_ROUTE,
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_LINK,
+    NetlinkStream,
+)
 from mgmt.lang.funcs.registry import define, fail
 
 _SIOCGIFADDR = 0x8915
@@ -85,6 +93,23 @@ def cidr_to_ip(cidr: str) -> str:
         raise fail(str(err)) from None
 
 
-define("net.wired_interface", "func() str", impl=wired_interface, doc="the first wired one")
-define("net.interface_cidr", "func(str) str", impl=interface_cidr, doc='"192.168.1.5/24"')
+class _Interfaces(NetlinkStream):
+    """A value read from the interfaces, re-read on every netlink link or address event."""
+
+    PROTOCOL: ClassVar[int] = NETLINK_ROUTE
+    GROUPS: ClassVar[int] = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+
+
+class WiredInterface(_Interfaces):
+    def read(self) -> str:
+        return wired_interface()
+
+
+class InterfaceCidr(_Interfaces):
+    def read(self) -> str:
+        return interface_cidr(self.args[0])
+
+
+define("net.wired_interface", "func() str", stream=WiredInterface, doc="the first wired one")
+define("net.interface_cidr", "func(str) str", stream=InterfaceCidr, doc='"192.168.1.5/24"')
 define("net.cidr_to_ip", "func(str) str", impl=cidr_to_ip, doc='"192.168.1.5/24" -> "192.168.1.5"')

@@ -7,8 +7,10 @@ Streams (each follows what it reads: inotify, or the process's output):
 - os.system(cmd): `sh -c cmd`, then each line of its standard output as it comes (standard
   error goes to the log); a new command stops the previous one (as mgmt's);
 - os.user_exists(name): whether /etc/passwd has the user, re-read when the file changes.
-The others read once: the distribution family (/etc/*-release files), whether this is a
-virtual machine, loaded kernel modules (/proc/modules, which inotify cannot watch), argv.
+- os.family(), os.is_family_<name>(): the distribution family's files (/etc/debian_version...),
+  re-checked on every inotify event about them.
+- os.modinfo_loaded(module): /proc/modules, re-read on every kernel uevent (netlink).
+The others read once: whether this is a virtual machine, argv.
 """
 
 from __future__ import annotations
@@ -24,18 +26,22 @@ from pathlib import Path
 from typing import ClassVar
 
 from mgmt.lang import streams
+from mgmt.lang.funcs.netlink import NETLINK_KOBJECT_UEVENT, UEVENT_KERNEL, NetlinkStream
 from mgmt.lang.funcs.registry import define, fail
 
 log = logging.getLogger("lang")
 
 
 class _PathStream(streams.Stream):
-    """A value computed from a path, recomputed on every inotify event about it."""
+    """A value computed from a path (or several), recomputed on every inotify event about it."""
 
     def start(self) -> None:
-        self.path = self.resolve(self.args[0])
+        self.path = self.resolve(self.args[0] if self.args else "")
         self.recompute()
         self._tasks.append(self.host.spawn(self._watch(), f"{self.name} {self.path}"))
+
+    def watched(self) -> list[Path]:
+        return [self.path]
 
     def resolve(self, arg: str) -> Path:
         path = Path(arg)
@@ -47,7 +53,7 @@ class _PathStream(streams.Stream):
     async def _watch(self) -> None:
         from engine.watcher import PathWatcher
 
-        async with PathWatcher([self.path]) as watcher:
+        async with PathWatcher(self.watched()) as watcher:
             self.recompute()  # a change between the first look and the watch is not missed
             async for _ in watcher:
                 self.recompute()
@@ -173,6 +179,30 @@ def _family() -> str:
     return next((name for name in FAMILY_FILES if is_family(name)), "")
 
 
+class IsFamily(FileExists):
+    """os.is_family_<name>(): whether the family's file exists, re-checked on every change of
+    it (mgmt's reads once: "TODO: Detect OS changes"; an upgrade or a container image that
+    changes it is followed here)."""
+
+    FAMILY: ClassVar[str] = ""
+
+    def resolve(self, arg: str) -> Path:
+        return Path(FAMILY_FILES[self.FAMILY])
+
+
+class Family(_PathStream):
+    """os.family(): the first family whose file exists, re-checked when any of them changes."""
+
+    def resolve(self, arg: str) -> Path:
+        return Path(FAMILY_FILES["redhat"])
+
+    def watched(self) -> list[Path]:
+        return [Path(path) for path in FAMILY_FILES.values()]
+
+    def recompute(self) -> None:
+        self.emit(_family())
+
+
 def _read(path: str) -> str | None:
     try:
         return Path(path).read_text(errors="replace")
@@ -197,6 +227,19 @@ def modinfo_loaded(module: str, modules: str = "/proc/modules") -> bool:
     return module in {line.split(" ", 1)[0] for line in text.splitlines()}
 
 
+class ModinfoLoaded(NetlinkStream):
+    """os.modinfo_loaded(module): /proc/modules, re-read on every kernel uevent (a module's
+    load or unload is one: `add@/module/<name>`). mgmt's watches /proc/modules with inotify,
+    which the kernel never notifies: its value never changes after the first."""
+
+    PROTOCOL: ClassVar[int] = NETLINK_KOBJECT_UEVENT
+    GROUPS: ClassVar[int] = UEVENT_KERNEL
+    MODULES: ClassVar[str] = "/proc/modules"
+
+    def read(self) -> bool:
+        return modinfo_loaded(self.args[0], self.MODULES)
+
+
 def _home(user: str) -> str:
     try:
         home = pwd.getpwnam(user).pw_dir
@@ -210,10 +253,14 @@ define("os.file_exists", "func(str) bool", stream=FileExists, doc="re-emits on c
 define("os.system", "func(str) str", stream=System, doc="each line of the command's output")
 define("os.user_exists", "func(str) bool", stream=UserExists, doc="re-read when passwd changes")
 define("os.home", "func(str) str", impl=_home, doc="the user's home, ending with /")
-define("os.family", "func() str", impl=_family, doc='"redhat", "debian", "archlinux" or ""')
-define("os.is_family_redhat", "func() bool", impl=lambda: is_family("redhat"))
-define("os.is_family_debian", "func() bool", impl=lambda: is_family("debian"))
-define("os.is_family_archlinux", "func() bool", impl=lambda: is_family("archlinux"))
+define("os.family", "func() str", stream=Family, doc='"redhat", "debian", "archlinux" or ""')
+for _name, _file in FAMILY_FILES.items():
+    define(
+        f"os.is_family_{_name}",
+        "func() bool",
+        stream=type(f"IsFamily{_name.title()}", (IsFamily,), {"FAMILY": _name}),
+        doc=f"whether {_file} exists, as it changes",
+    )
 define("os.is_virtual", "func() bool", impl=is_virtual)
-define("os.modinfo_loaded", "func(str) bool", impl=modinfo_loaded)
+define("os.modinfo_loaded", "func(str) bool", stream=ModinfoLoaded, doc="follows uevents")
 define("os.args", "func() []str", impl=lambda: tuple(sys.argv), doc="the agent's argv")

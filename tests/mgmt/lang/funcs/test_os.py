@@ -12,16 +12,20 @@ from typing import Any
 
 import pytest
 
-from mgmt.lang.errors import FuncError, LangError
+from mgmt.lang.errors import FuncError, LangError, NotReady
 from mgmt.lang.funcs import os as los
 from mgmt.lang.runtime import Runtime
 from mgmt.lang.source import LangSource
 from tests.mgmt.lang.helpers import binding, run, value_of
 
+# What `until` waits for when $name must be a run-time error.
+ERROR = object()
+
 
 @contextlib.asynccontextmanager
 async def running(src: str) -> AsyncIterator[tuple[Runtime, Any]]:
-    """A runtime of the program, and `until(name, value)`: evaluate until $name is value."""
+    """A runtime of the program, and `until(name, value)`: evaluate until $name is value (or,
+    with ERROR, a run-time error)."""
     woke = asyncio.Event()
     rt = run(src, notify=woke.set)
     rt.evaluate()
@@ -30,8 +34,13 @@ async def running(src: str) -> AsyncIterator[tuple[Runtime, Any]]:
         async with asyncio.timeout(10):
             while True:
                 rt.evaluate()
-                with contextlib.suppress(LangError):  # no value yet, or an error for now
+                try:
                     if binding(rt, name) == value:
+                        return
+                except NotReady:  # no value yet
+                    pass
+                except LangError:  # an error (for now)
+                    if value is ERROR:
                         return
                 woke.clear()
                 if not rt.pending:
@@ -104,15 +113,28 @@ async def test_user_exists_rereads_passwd(tmp_path: Path, monkeypatch: pytest.Mo
         await until("u", True)
 
 
-def test_host_facts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_family_follows_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    etc = tmp_path / "etc"  # missing at first, as the files
+    for name in los.FAMILY_FILES:
+        monkeypatch.setitem(los.FAMILY_FILES, name, str(etc / f"{name}_version"))
+    src = 'import "os"\n$d = os.is_family_debian()\n$r = os.is_family_redhat()\n$f = os.family()\nnoop "n" {}\n'
+    async with running(src) as (_rt, until):
+        await until("d", False)
+        await until("f", "")
+        etc.mkdir()
+        (etc / "debian_version").write_text("12\n")
+        await until("d", True)
+        await until("f", "debian")
+        (etc / "redhat_version").write_text("x")  # the first of FAMILY_FILES wins
+        await until("r", True)
+        await until("f", "redhat")
+        (etc / "redhat_version").unlink()
+        await until("f", "debian")
+        await until("r", False)
+
+
+def test_host_facts(tmp_path: Path) -> None:
     prelude = 'import "os"'
-    debian = tmp_path / "debian_version"
-    debian.write_text("12\n")
-    monkeypatch.setitem(los.FAMILY_FILES, "debian", str(debian))
-    monkeypatch.setitem(los.FAMILY_FILES, "redhat", str(tmp_path / "redhat-release"))
-    assert value_of("os.is_family_debian()", prelude) is True
-    assert value_of("os.is_family_redhat()", prelude) is False
-    assert value_of("os.family()", prelude) == "debian"
     modules = tmp_path / "modules"
     modules.write_text("r8169 94208 0 - Live 0x0\nloop 32768 0 - Live 0x0\n")
     assert los.modinfo_loaded("r8169", str(modules)) is True
