@@ -335,6 +335,7 @@ class Runtime:
         entry = self.streams.get(key)
         if entry is None:
             stream = cls(self, tuple(args), builtin.name)
+            stream.result_type = call.type
             cell = Cell(f"{builtin.name} at {call.pos}")
             cell.error = NotReady(f"{call.pos}: {builtin.name} has no value yet")
             cell.computed = True

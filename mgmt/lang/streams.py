@@ -32,6 +32,7 @@ from engine.local import LocalValues
 from engine.world import Changes, World, check_key
 from mgmt.lang.clock import Clock, Timer
 from mgmt.lang.errors import FuncError
+from mgmt.lang.types import Type
 from mgmt.lang.values import FrozenDict, Struct
 
 
@@ -54,6 +55,9 @@ class Stream:
     # Indexes of the arguments that select an instance (None: all of them). The others are
     # inputs passed to update() on every evaluation (history's value).
     KEY_ARGS: ClassVar[tuple[int, ...] | None] = None
+    # The call's type as the checker inferred it (the runtime sets it; `types.resolve()` it):
+    # what a polymorphic stream returns (value.get's value).
+    result_type: Type | None = None
 
     def __init__(self, host: Host, args: tuple[Any, ...], name: str) -> None:
         self.host = host

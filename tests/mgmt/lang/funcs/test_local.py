@@ -65,6 +65,36 @@ async def test_value_get_reads_the_value_a_previous_run_stored(tmp_path: Path) -
         await rt.close()
 
 
+async def test_value_get_takes_the_type_the_program_gives_it(tmp_path: Path) -> None:
+    """value.get (mgmt's polymorphic one): the value's type comes from its use."""
+    local = LocalValues(tmp_path)
+    local.set("n", 41)
+    local.set("names", ["a", "b"])
+    src = (
+        'import "value"\n$n = value.get("n")\n$next = $n->value + 1\n'
+        '$l struct{value []str; ready bool} = value.get("names")\n'
+        '$z = value.get("unset")\n$f = $z->value * 2.0\n'
+        'noop "n" {}\n'
+    )
+    rt = runtime(src, local)
+    try:
+        assert binding(rt, "next") == 42
+        assert binding(rt, "l") == Struct(value=("a", "b"), ready=True)
+        assert binding(rt, "z") == Struct(value=0.0, ready=False)  # float's zero
+    finally:
+        await rt.close()
+    local.set("n", "forty-one")
+    rt = runtime(src, local)
+    try:
+        rt.evaluate()
+        with pytest.raises(
+            FuncError, match=r"type mismatch, check the type in Value\[n\]: expected int"
+        ):
+            binding(rt, "n")
+    finally:
+        await rt.close()
+
+
 def test_local_pool_and_vardir(tmp_path: Path) -> None:
     src = (
         'import "local"\n$i = local.pool("my_namespace", "james")\n'
