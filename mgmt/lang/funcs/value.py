@@ -95,5 +95,3 @@ for _kind in ("str", "bool", "int", "float"):
         stream=type(f"Get{_kind.title()}", (_Typed,), {"KIND": _kind}),
         doc="a value resource's value, as it changes",
     )
-
-
