@@ -13,6 +13,7 @@ buffer overflowing, ENOBUFS) is one more re-read, never a wrong value.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -71,8 +72,10 @@ class Netlink:
                     break
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:  # ENOBUFS: messages were lost; a re-read covers them
-                continue
+            except OSError as err:
+                if err.errno == errno.ENOBUFS:  # messages were lost: the re-read covers them
+                    continue
+                break
         self._ready.set()
 
     async def __aiter__(self) -> AsyncIterator[None]:
