@@ -23,6 +23,7 @@ INSIDE = os.environ.get("MGMT_TEST_NS") == "1"
 inside = pytest.mark.skipif(not INSIDE, reason="runs inside test_in_namespaces' namespaces")
 
 
+@pytest.mark.slow  # a pytest of its own in the namespaces: ~5 s, mostly start-up
 @pytest.mark.skipif(INSIDE, reason="this is the outer test")
 def test_in_namespaces() -> None:
     unshare = shutil.which("unshare")
