@@ -151,6 +151,11 @@ class Inotify:
             self._loop.remove_reader(fd)
             os.close(fd)
 
+    def drain(self) -> None:
+        """Read and hand over every event queued so far, now (the loop's reader does the
+        same when the descriptor becomes readable)."""
+        self._readable()
+
     def _readable(self) -> None:
         events: list[Event] = []
         for _ in range(_READS_PER_CALL):  # the reader fires again while more is queued

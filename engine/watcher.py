@@ -18,6 +18,19 @@ The hub's lifetime is that of its watchers, and nothing else holds it: the first
 on a loop opens it, and the last one to close closes its inotify fd (the next one opens a fresh
 hub). So the engine's resources, the agent's graph-file watch and the language's program watch
 share one fd without any of them owning it, and nobody has to create or close it.
+
+A check that observes the paths itself may say so (mgmt re-checks after every event, and so
+do we, except for the two kinds of events a check is known to subsume):
+- `settle()`, just before a check observes the paths: every event the kernel has queued so
+  far is dispatched, and what this watcher has pending is subsumed by the check about to run
+  (its watches are brought up to date, no wake is left). An event queued before the check
+  started cannot describe anything the check will not see.
+- `expecting(path)` around the check's own rename onto `path`: that rename's one MOVED_TO is
+  not reported (the check knows what it wrote); any other event is, also a second MOVED_TO.
+  On leaving, the queue is drained again (the kernel queued the event during the rename), so
+  no expectation outlives the write.
+Without these, a first run checked each file three times: once to write it, once for its
+parent directory appearing (queued before the check, read after it) and once for its rename.
 """
 
 from __future__ import annotations
@@ -72,6 +85,7 @@ STRUCTURAL = (
     | inotify.IGNORED
     | inotify.Q_OVERFLOW
 )
+MOVED_TO = inotify.MOVED_TO
 SELF_EVENTS = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED
 IGNORED = inotify.IGNORED
 DIRECTORY = inotify.ONLYDIR  # set in DIR_MASK only
@@ -91,7 +105,9 @@ class PathWatcher:
         self._hub: Hub | None = None
         self._registered: Desired = {}
         self._wake = asyncio.Event()
+        self._pending = False  # an event to report (a wake that settle() did not subsume)
         self._resync = False
+        self._expected: dict[tuple[Path, str], int] = {}  # own renames: (dir, name) -> count
 
     async def __aenter__(self) -> PathWatcher:
         self._hub = Hub.acquire(self)
@@ -123,19 +139,70 @@ class PathWatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._resync:
-                self._resync = False
-                # Re-scan until the watches match the tree: a directory created between the
-                # event and the new watch would otherwise go unseen, and so would the path.
-                for _ in range(64):
-                    if not self._sync():
-                        break
+            if not self._pending:
+                continue  # a check settled it meanwhile
+            self._pending = False
+            self._resync_now()
             yield None
 
     def deliver(self, structural: bool) -> None:
         """Called by the hub for every relevant event."""
         self._resync = self._resync or structural
+        self._pending = True
         self._wake.set()
+
+    def _resync_now(self) -> None:
+        if self._resync:
+            self._resync = False
+            # Re-scan until the watches match the tree: a directory created between the
+            # event and the new watch would otherwise go unseen, and so would the path.
+            for _ in range(64):
+                if not self._sync():
+                    break
+
+    def settle(self) -> None:
+        """A check is about to observe the paths: what is pending is subsumed by it (see the
+        module doc)."""
+        hub = self._hub
+        if hub is None:
+            return
+        hub.inotify.drain()
+        if self._pending:
+            self._pending = False
+            self._wake.clear()
+            self._resync_now()
+
+    @contextlib.contextmanager
+    def expecting(self, path: str) -> Iterator[None]:
+        """The caller renames onto `path` inside: that one MOVED_TO is not reported."""
+        hub = self._hub
+        if hub is None:
+            yield
+            return
+        full = Path(os.path.abspath(path))
+        key = (full.parent, full.name)
+        self._expected[key] = self._expected.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            if self._hub is hub and hub.inotify.fd is not None:
+                hub.inotify.drain()  # the rename's event is queued by now: consume it
+            count = self._expected.pop(key, 0) - 1
+            if count > 0:
+                self._expected[key] = count
+            if not self._pending:
+                self._resync_now()  # a consumed rename may need a watch on the new inode
+
+    def consume(self, path: Path, name: str) -> bool:
+        """Whether a MOVED_TO of `name` in `path` is an expected own rename (then it is
+        not reported; the watches are re-synced when the rename is done)."""
+        key = (path, name)
+        count = self._expected.get(key, 0)
+        if not count:
+            return False
+        self._expected[key] = count - 1
+        self._resync = True
+        return True
 
     def _sync(self) -> bool:
         """Register the watches that match what the paths look like now; True if they moved."""
@@ -326,7 +393,10 @@ class Hub:
             if mask & SELF_EVENTS or event.name is None:
                 targets = set().union(*index.values()) if index else set()
             else:
-                targets = index.get(os.fsdecode(event.name), set()) | index.get(ALL, set())
+                name = os.fsdecode(event.name)
+                targets = index.get(name, set()) | index.get(ALL, set())
+                if mask & MOVED_TO:
+                    targets = {w for w in targets if not (w._expected and w.consume(path, name))}
             for watcher in targets:
                 watcher.deliver(structural)
 

@@ -221,12 +221,18 @@ class FileRes(Edgeable, Reversible, Resource):
             recurse = self.recurse and (self.source is not None or self.purge)
             async with PathWatcher(paths, recurse=recurse) as watcher:
                 self._watching = paths
-                # The startup event; after a restart (a followed link moved) a catch-up event.
-                await self.handle.event()
-                async for _ in watcher:
+                # Only where the watched paths are fixed: else an event may mean "re-watch".
+                settles = not (recurse or self.follow or self.source is not None)
+                self._watcher = watcher if settles else None
+                try:
+                    # The startup event; after a restart (a followed link moved) a catch-up.
                     await self.handle.event()
-                    if self._watch_paths() != paths:
-                        break  # re-watch: a symlink now points elsewhere
+                    async for _ in watcher:
+                        await self.handle.event()
+                        if self._watch_paths() != paths:
+                            break  # re-watch: a symlink now points elsewhere
+                finally:
+                    self._watcher = None
 
     def _watch_paths(self) -> list[str]:
         paths = [self._fs_path]
@@ -241,6 +247,9 @@ class FileRes(Edgeable, Reversible, Resource):
         if not self._managed:
             why = f"none of state, {', '.join(_MANAGED)} is set"
             return nothing_to_do(self.handle, why)
+        watcher: PathWatcher | None = getattr(self, "_watcher", None)
+        if watcher is not None:
+            watcher.settle()  # what happened so far, this check sees (engine/watcher.py)
         with contextlib.ExitStack() as held:  # descriptors from the check through the changes
             try:
                 where, steps = await self._plan(held)
@@ -395,12 +404,24 @@ class FileRes(Edgeable, Reversible, Resource):
         if cur is not None:
             uid = cur.st_uid if uid == -1 else uid
             gid = cur.st_gid if gid == -1 else gid
-        write = functools.partial(where.write, TOP, filler(data), mode, uid, gid)
+        write = functools.partial(
+            self._rename_in, functools.partial(where.write, TOP, filler(data), mode, uid, gid)
+        )
         if cur is None:
-            create = Step(f"create {where.path}", f"created {where.path}", write, slow=True)
+            create = Step(f"create {where.path}", f"created {where.path}", write)
             return [*steps, create, *after]
         quiet = [dataclasses.replace(c, run=None) for c in changes]  # the write sets them
-        return [*steps, Step("update content", "content updated", write, slow=True), *quiet]
+        return [*steps, Step("update content", "content updated", write), *quiet]
+
+    async def _rename_in(self, write: functools.partial[None]) -> None:
+        """Run `write` (in a thread), which renames a new file onto the path: that rename's
+        own event is not a change to check again (engine/watcher.py, expecting)."""
+        watcher: PathWatcher | None = getattr(self, "_watcher", None)
+        if watcher is None or self.follow:
+            await in_thread(write)
+            return
+        with watcher.expecting(self._fs_path):
+            await in_thread(write)
 
     async def _plan_dir(
         self, where: Where, st: os.stat_result | None, held: contextlib.ExitStack

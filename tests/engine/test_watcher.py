@@ -160,3 +160,44 @@ async def test_a_whole_path_created_at_once_is_seen(tmp_path: Path, watch: objec
     assert path.exists()
     os.chmod(path, 0o600)  # and the file itself is watched now
     await counter.changed()
+
+
+async def test_settle_subsumes_what_is_queued_before_a_check(tmp_path: Path, watch: object) -> None:
+    """An event queued before settle() (a check about to observe) is not reported; one after
+    it is, and the watches moved down meanwhile (a parent that appeared) are in place."""
+    path = tmp_path / "d" / "f"
+    counter = await watch(path)  # type: ignore[operator]
+    (tmp_path / "d").mkdir()  # queued in the kernel, not read yet: no await since
+    path.write_text("a")  # not seen by the kernel watches (d/ is not watched yet)
+    counter.watcher.settle()
+    assert await counter.quiet()
+    assert counter.count == 0
+    path.write_text("b")  # the watch moved down to d/ during settle()
+    await counter.changed()
+
+
+async def test_an_expected_rename_is_consumed_once(tmp_path: Path, watch: object) -> None:
+    """expecting(path) swallows exactly one MOVED_TO onto path: a second rename (someone
+    else's) is reported, and so is any other event, and nothing is expected afterwards."""
+    path = tmp_path / "f"
+    counter = await watch(path)  # type: ignore[operator]
+    one, two = tmp_path / ".one", tmp_path / ".two"
+    one.write_text("1")
+    two.write_text("2")
+    with counter.watcher.expecting(str(path)):
+        os.replace(one, path)  # ours
+    assert await counter.quiet()
+    os.chmod(path, 0o600)  # the new inode was watched when the rename was consumed
+    await counter.changed()
+    with counter.watcher.expecting(str(path)):
+        os.replace(two, path)  # ours
+        three = tmp_path / ".three"
+        three.write_text("3")
+        os.replace(three, path)  # someone else's, right after
+    await counter.changed()
+    four = tmp_path / ".four"
+    four.write_text("4")
+    with counter.watcher.expecting(str(path)):
+        pass  # the write failed before its rename: the expectation does not outlive it
+    os.replace(four, path)
+    await counter.changed()
