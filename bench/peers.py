@@ -5,6 +5,11 @@ no-op run (all in place), the tools interleaved round by round; medians and rati
 A tool that is not installed is skipped, and the output says so. Each tool writes its own
 directory. This project fsyncs every file it writes; the peers do not.
 
+salt-call and pyinfra are looked up on PATH, then in `.bench-peers/bin/` of this checkout: a
+scratch venv for the benchmark only (not a dependency of the project), made with
+
+    python3 -m venv .bench-peers && .bench-peers/bin/pip install salt pyinfra
+
     .venv/bin/python bench/peers.py [--count 100] [--rounds 5]
 """
 
@@ -20,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import MGMT, files_graph
+from common import MGMT, ROOT, files_graph
 
 Setup = Callable[[Path, Path, int], list[str]]  # (work dir, output dir, count) -> argv
 
@@ -74,6 +79,13 @@ TOOLS: dict[str, tuple[str, Setup]] = {
 }
 
 
+def find(binary: str) -> str | None:
+    """The tool on PATH, else in the benchmark's scratch venv (see the module doc)."""
+    found = shutil.which(binary)
+    scratch = ROOT / ".bench-peers" / "bin" / binary
+    return found or (str(scratch) if scratch.exists() else None)
+
+
 def timed(argv: list[str], cwd: Path) -> float:
     start = time.perf_counter()
     subprocess.run(argv, cwd=cwd, check=True, capture_output=True, timeout=1800)
@@ -88,13 +100,15 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="mgmt-bench-peers-"))
     runs: dict[str, tuple[list[str], Path, Path]] = {}
     for label, (binary, setup) in TOOLS.items():
-        if binary and shutil.which(binary) is None:
+        path = find(binary) if binary else ""
+        if path is None:
             print(f"{label}: not installed here, skipped")
             continue
         work = root / label.split()[0]
         work.mkdir()
         out = work / "out"
-        runs[label] = (setup(work, out, args.count), work, out)
+        argv = setup(work, out, args.count)
+        runs[label] = ([path, *argv[1:]] if binary else argv, work, out)
     first: dict[str, list[float]] = {label: [] for label in runs}
     noop: dict[str, list[float]] = {label: [] for label in runs}
     try:
@@ -102,6 +116,9 @@ def main() -> None:
             for label, (argv, work, out) in runs.items():  # interleaved: A B C, A B C, ...
                 shutil.rmtree(out, ignore_errors=True)
                 first[label].append(timed(argv, work))
+                made = len(list(out.iterdir())) if out.is_dir() else 0
+                if made != args.count:  # a tool that exits 0 without doing the work
+                    raise SystemExit(f"{label} made {made} of {args.count} files: {argv}")
                 noop[label].append(timed(argv, work))
         load = os.getloadavg()[0]
         print(f"{args.count} files, {args.rounds} rounds, load {load:.1f} (whole process, median):")
