@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import gc
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,15 @@ settings.register_profile(
 settings.register_profile(
     "fuzz-long", max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck)
 )
+
+
+@pytest.fixture(autouse=True)
+def _thawed() -> Iterator[None]:
+    """A stopped engine leaves what it froze frozen (the process is ending, engine.py
+    _gc_resume); the test process goes on, so its garbage is collectable again after."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,0 +1,80 @@
+"""The cycle collector around the first run (engine.Engine._first_run_gc), with real probes."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine.engine import Engine
+from engine.graph import Edge, Graph
+from engine.resource import Resource, register
+from tests.engine.conftest import make_graph, settle
+from tests.engine.probe import state
+
+SEEN: list[tuple[bool, int]] = []  # (collector enabled, objects frozen) at each check_apply
+
+
+@register("gcprobe")
+@dataclass(kw_only=True, eq=False)
+class GcProbe(Resource):
+    async def check_apply(self, apply: bool) -> bool:
+        SEEN.append((gc.isenabled(), gc.get_freeze_count()))
+        return True
+
+
+def chain(names: str) -> Graph:
+    graph = Graph("test")
+    for name in names:
+        graph.add(GcProbe(name=name))
+    for src, dst in itertools.pairwise(names):
+        graph.connect(("gcprobe", src), ("gcprobe", dst), Edge())
+    return graph
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.enable()
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+    if was:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("collector")
+async def test_paused_during_the_first_pass_then_frozen(tmp_path: Path) -> None:
+    engine = Engine(hostname="test", prefix=tmp_path)
+    SEEN.clear()
+    try:
+        await engine.apply(chain("abc"))
+        await settle(engine)
+        assert SEEN == [(False, 0)] * 3  # no full pass while the first graph is checked
+        assert gc.isenabled() and gc.get_freeze_count() > 0  # then what lives is skipped
+        await engine.apply(chain("abcd"))
+        assert gc.isenabled() and gc.get_freeze_count() == 0  # a swap may make it garbage
+        await settle(engine)
+    finally:
+        await engine.stop()
+    assert gc.isenabled()
+
+
+@pytest.mark.usefixtures("collector")
+async def test_a_failure_or_a_stop_resumes_the_collector(tmp_path: Path) -> None:
+    engine = Engine(hostname="test", prefix=tmp_path)
+    state("b").failures_left = 100
+    try:
+        await engine.apply(make_graph("abc", [("b", "c")]))
+        await settle(engine, lambda: engine.vertices[("probe", "b")].error is not None)
+        assert gc.isenabled()  # c never runs (blocked): the failure ends the pause
+    finally:
+        await engine.stop()
+    engine = Engine(hostname="test", prefix=tmp_path)
+    await engine.apply(make_graph("a"))
+    await engine.stop(graceful=False)  # stopped before its first pass ended
+    assert gc.isenabled()
