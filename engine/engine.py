@@ -53,6 +53,7 @@ from engine.resource import (
 )
 from engine.reverse import ReverseStore
 from engine.safefs import fit_name
+from engine.slots import Slots
 from engine.tasks import TaskSet
 
 if TYPE_CHECKING:
@@ -542,7 +543,7 @@ class Engine:
         self._semas: dict[str, asyncio.Semaphore] = {}
         self._global_sema = asyncio.Semaphore(sema) if sema > 0 else None
         # check_applies at once (0: from the descriptor limit, see check_limit()).
-        self._checks = asyncio.Semaphore(max_checks or check_limit())
+        self._checks = Slots(max_checks or check_limit())
         self._clock = itertools.count(1)
         self._raw: _Raw | None = None  # the last graph as given, before prepare()
         self._retryreset: set[Key] = set()  # vertices with meta retryreset

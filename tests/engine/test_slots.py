@@ -1,0 +1,50 @@
+"""engine.slots.Slots: a bound, first come first served, and a cancelled waiter's slot."""
+
+from __future__ import annotations
+
+import asyncio
+
+from engine.slots import Slots
+
+
+async def test_at_most_size_holders_in_arrival_order() -> None:
+    slots = Slots(2)
+    order: list[int] = []
+    active = peak = 0
+    release = asyncio.Event()
+
+    async def hold(i: int) -> None:
+        nonlocal active, peak
+        async with slots:
+            order.append(i)
+            active += 1
+            peak = max(peak, active)
+            await release.wait()
+            active -= 1
+
+    tasks = [asyncio.create_task(hold(i)) for i in range(50)]
+    await asyncio.sleep(0)
+    assert order == [0, 1]
+    release.set()
+    await asyncio.gather(*tasks)
+    assert order == list(range(50)) and peak == 2 and slots.free == 2
+
+
+async def test_a_cancelled_waiter_gives_its_slot_on() -> None:
+    slots = Slots(1)
+    got: list[str] = []
+
+    async def hold(name: str) -> None:
+        async with slots:
+            got.append(name)
+
+    await slots.__aenter__()  # held by the test itself
+    waiting = asyncio.create_task(hold("cancelled while waiting"))
+    handed = asyncio.create_task(hold("cancelled once handed a slot"))
+    last = asyncio.create_task(hold("last"))
+    await asyncio.sleep(0)  # all three queued
+    waiting.cancel()
+    await slots.__aexit__(None, None, None)  # hands the slot to `handed` (`waiting` skipped)
+    handed.cancel()  # before it runs: the slot goes on to `last`
+    await asyncio.gather(waiting, handed, last, return_exceptions=True)
+    assert got == ["last"] and slots.free == 1
