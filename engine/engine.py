@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import watcher
+from engine import collector, watcher
 from engine.autoedge import add_autoedges
 from engine.autogroup import autogroup
 from engine.errors import GraphError, ResourceError
@@ -647,6 +647,8 @@ class Engine:
         raw = _Raw(graph, graph.name, graph.vertices, graph.succ)
         graph = graph.copy()
         self.prepare(graph)
+        if not self.vertices:
+            self._first_run_gc()
         old = self.vertices
         kept = {
             k
@@ -679,8 +681,10 @@ class Engine:
             log.info(
                 "graph swap: %d kept, %d stopped, %d started", len(kept), len(removed), len(added)
             )
-        if not old:
-            self._first_run_gc()
+        if self._first_pass is not None:
+            self._first_pass = set(vertices)
+            if not vertices:
+                self._gc_resume()
         await asyncio.gather(*(v.start() for v in added))
         for vertex in vertices.values():
             self.changed(vertex)
@@ -695,11 +699,11 @@ class Engine:
         until every vertex has processed once (or one failed, or the graph is swapped or
         stopped); then what lives is frozen (gc.freeze: later passes skip it) until the next
         swap or stop, which may make some of it garbage."""
-        if not gc.isenabled() or not self.vertices:
+        if not gc.isenabled():
             return
         gc.disable()
         self._gc = _GcState(paused=True, frozen=False)
-        self._first_pass = set(self.vertices)
+        self._first_pass = set()  # its vertices, once they are made
 
     def processed(self, vertex: Vertex, failed: bool) -> None:
         """`vertex` has an outcome: the first pass may be over (see _first_run_gc)."""
@@ -833,6 +837,6 @@ class Engine:
         """Stop every vertex (graceful: running check_applies finish first)."""
         self._gc_resume(thaw=False)
         vertices = list(self.vertices.values())
-        with watcher.shutting_down():
+        with watcher.shutting_down(), collector.paused():
             await asyncio.gather(*(v.stop(graceful) for v in vertices))
         await self.shared.aclose()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
+from engine import collector
 from engine.engine import Engine
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Graph
@@ -122,7 +123,8 @@ def load(config: Config) -> Loaded:
     if config.frontend == "empty" or config.file is None:
         return Loaded(Graph("empty"))
     # A watched file keeps what reparse() needs for an edit in O(change).
-    return load_file(config.file, config.max_graph_size, incremental=not config.no_watch)
+    with collector.paused():  # many objects, no cycles (engine/collector.py)
+        return load_file(config.file, config.max_graph_size, incremental=not config.no_watch)
 
 
 async def run(config: Config, given: Loaded | None = None) -> ExitCode:
