@@ -1,49 +1,82 @@
-"""Cron mode: `mgmt run --converged-timeout=0` of 100 file resources, whole-process wall time.
+"""Cron mode: `mgmt run --converged-timeout=0` of N file resources, whole process: wall time
+and CPU time (user + system of the child; on this shared machine the wall time mostly says how
+long the process waited for a core).
 
-Cold = the files are absent (100 writes); no-op = they are all in place already.
-Target: <= 0.25 s (ten times faster than the fastest peer tool measured here, salt-call).
+Cold = the files are absent (N fsynced writes); no-op = they are all in place already.
+`--base DIR` runs another checkout interleaved with this one, run by run, and prints the
+ratios: with its own .venv (e.g. /work/main), or with this one's when it has none (a `git
+archive` of another commit, byte-compiled: `python -m mgmt` run in DIR imports DIR's code).
 
-    .venv/bin/python bench/cron.py [--runs 10]
+    .venv/bin/python bench/cron.py [--runs 10] [--count 100] [--base /work/main]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
-from common import files_graph, timed_run
+from common import MGMT, ROOT, files_graph
+
+
+def timed(argv: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of one whole process (exit code must be 0)."""
+    before, start = os.times(), time.perf_counter()
+    subprocess.run(argv, cwd=cwd, check=True, capture_output=True, timeout=1800)
+    wall, after = time.perf_counter() - start, os.times()
+    cpu = after.children_user + after.children_system
+    return wall, cpu - before.children_user - before.children_system
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--base", type=Path, help="another checkout to compare, interleaved")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-cron-"))
+    sides = {"this": (MGMT, ROOT)}
+    if args.base is not None:
+        python = args.base / ".venv" / "bin" / "python"
+        base = str(python) if python.exists() else sys.executable
+        sides["base"] = ([base, "-m", "mgmt"], args.base)
     try:
         graph = work / "graph.yaml"
         out = work / "files"
         graph.write_text(files_graph(out, args.count))
         run = ["run", "--converged-timeout=0", "--tmp-prefix", "--no-watch", "yaml", str(graph)]
-        timed_run(["--version"])  # warm the page cache
-        startup = [timed_run(["--version"]) for _ in range(args.runs)]
-        cold, noop = [], []
+        samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for side, (mgmt, cwd) in sides.items():
+            timed([*mgmt, "--version"], cwd)  # warm the page cache
+            samples[(side, "start")] = []
         for _ in range(args.runs):
-            shutil.rmtree(out, ignore_errors=True)
-            cold.append(timed_run(run))
-            noop.append(timed_run(run))
-        print(f"cron run of {args.count} files, {args.runs} runs each (whole process):")
-        print(
-            f"  interpreter + CLI start (mgmt --version): median {statistics.median(startup):.3f}s"
-        )
-        for label, samples in (("cold", cold), ("no-op", noop)):
+            for side, (mgmt, cwd) in sides.items():  # interleaved: this, base, this, base...
+                samples[(side, "start")].append(timed([*mgmt, "--version"], cwd))
+                shutil.rmtree(out, ignore_errors=True)
+                samples.setdefault((side, "cold"), []).append(timed([*mgmt, *run], cwd))
+                samples.setdefault((side, "no-op"), []).append(timed([*mgmt, *run], cwd))
+        load = os.getloadavg()[0]
+        print(f"cron run of {args.count} files, {args.runs} runs each, load {load:.1f}:")
+        medians: dict[tuple[str, str], tuple[float, float]] = {}
+        for (side, label), got in samples.items():
+            wall = statistics.median(w for w, _ in got)
+            cpu = statistics.median(c for _, c in got)
+            medians[(side, label)] = (wall, cpu)
             print(
-                f"  {label:6s} median {statistics.median(samples):.3f}s  "
-                f"min {min(samples):.3f}s  max {max(samples):.3f}s  (target <= 0.250s)"
+                f"  {side:4s} {label:5s} wall median {wall:.3f}s min {min(w for w, _ in got):.3f}s"
+                f"   CPU median {cpu:.3f}s min {min(c for _, c in got):.3f}s"
+                + ("   (start = mgmt --version)" if label == "start" else "")
             )
+        if "base" in sides:
+            for label in ("start", "cold", "no-op"):
+                (tw, tc), (bw, bc) = medians[("this", label)], medians[("base", label)]
+                print(f"  this/base {label:5s} wall {tw / bw:.2f}  CPU {tc / max(bc, 1e-9):.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
