@@ -491,6 +491,9 @@ class _GcState:
 
 
 _NO_GC_STATE = _GcState(paused=False, frozen=False)
+# The collector's pause during a first pass ends after this long whatever still runs (an exec
+# whose command never ends must not keep it off for the life of the daemon).
+FIRST_PASS_GC_BOUND = 30.0
 
 
 # (base, keys): a graph is `base` with only the resources of `keys` replaced (Engine.apply).
@@ -549,6 +552,7 @@ class Engine:
         self._retryreset: set[Key] = set()  # vertices with meta retryreset
         self._first_pass: set[Key] | None = None  # the first graph's vertices yet to process
         self._gc = _NO_GC_STATE  # what _first_run_gc() changed, for _gc_resume()
+        self._gc_bound: asyncio.TimerHandle | None = None  # ends the pause (FIRST_PASS_GC_BOUND)
 
     def tick(self) -> int:
         return next(self._clock)
@@ -704,6 +708,9 @@ class Engine:
         gc.disable()
         self._gc = _GcState(paused=True, frozen=False)
         self._first_pass = set()  # its vertices, once they are made
+        self._gc_bound = asyncio.get_running_loop().call_later(
+            FIRST_PASS_GC_BOUND, self._end_first_pass
+        )
 
     def processed(self, vertex: Vertex, failed: bool) -> None:
         """`vertex` has an outcome: the first pass may be over (see _first_run_gc)."""
@@ -712,16 +719,25 @@ class Engine:
             return
         pending.discard(vertex.key)
         if failed or not pending:
-            self._first_pass = None
-            gc.freeze()
-            gc.enable()
-            self._gc = _GcState(paused=False, frozen=True)
+            self._end_first_pass()
+
+    def _end_first_pass(self) -> None:
+        if self._first_pass is None:
+            return
+        self._first_pass = None
+        if self._gc_bound is not None:
+            self._gc_bound.cancel()
+        gc.freeze()
+        gc.enable()
+        self._gc = _GcState(paused=False, frozen=True)
 
     def _gc_resume(self, thaw: bool = True) -> None:
         """The collector as it was before the first run; with `thaw` False (the engine stops:
         the process is ending) what is frozen stays so, else the next full pass would walk
         it all once more only to delay the exit (1.5-2 s at 10,000 files)."""
         self._first_pass = None
+        if self._gc_bound is not None:
+            self._gc_bound.cancel()
         state, self._gc = self._gc, _NO_GC_STATE
         if state.paused:
             gc.enable()

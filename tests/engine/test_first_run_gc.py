@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import engine as engine_module
 from engine.engine import Engine
 from engine.graph import Edge, Graph
 from engine.resource import Resource, register
@@ -77,4 +79,40 @@ async def test_a_failure_or_a_stop_resumes_the_collector(tmp_path: Path) -> None
     engine = Engine(hostname="test", prefix=tmp_path)
     await engine.apply(make_graph("a"))
     await engine.stop(graceful=False)  # stopped before its first pass ended
+    assert gc.isenabled()
+
+
+@register("gcstuck")
+@dataclass(kw_only=True, eq=False)
+class GcStuck(Resource):
+    """A check_apply that never ends (an exec whose command runs forever)."""
+
+    async def check_apply(self, apply: bool) -> bool:
+        await asyncio.Event().wait()
+        return True
+
+
+@pytest.mark.usefixtures("collector")
+async def test_a_first_pass_that_never_ends_resumes_the_collector_after_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "FIRST_PASS_GC_BOUND", 0.05)
+    graph = Graph("test")
+    graph.add(GcStuck(name="forever"))
+    engine = Engine(hostname="test", prefix=tmp_path)
+    ended = asyncio.Event()
+    end = engine._end_first_pass
+
+    def end_and_say() -> None:
+        end()
+        ended.set()
+
+    monkeypatch.setattr(engine, "_end_first_pass", end_and_say)
+    try:
+        await engine.apply(graph)
+        assert not gc.isenabled()
+        await asyncio.wait_for(ended.wait(), 10)
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        await engine.stop(graceful=False)
     assert gc.isenabled()
