@@ -562,3 +562,17 @@ def test_an_own_prefix_is_tightened_but_not_the_files_the_operator_keeps_in_it(
     assert code == 0, out
     assert "was mode 0755: tightened to 0700" in out
     assert has_mode(0o700)(prefix) and has_mode(0o755)(prefix / "script")
+
+
+def test_a_prefix_ending_in_dot_dot_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    """`--prefix /tmp/..` passed the check (the name `..` looked like a private directory of
+    root's) and made `/` 0700; here, tmp_path stands for `/`."""
+    graph = graph_file(tmp_path, HELLO)
+    (tmp_path / "sub").mkdir()
+    tmp_path.chmod(0o755)
+    prefix = tmp_path / "sub" / ".."
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--prefix", str(prefix), str(graph)])
+    assert code == 2, out
+    assert "name the directory itself" in out
+    assert has_mode(0o755)(tmp_path)
+    assert not (tmp_path / "out").exists()

@@ -279,3 +279,32 @@ def test_private_dir_never_changes_a_shared_directory(tmp_path: Path) -> None:
             safefs.private_dir(shared / "reverse", root=shared)
         assert bits(shared) == mode and bits(shared / "theirs") == 0o644
         assert not (shared / "reverse").exists()
+
+
+def test_a_private_dir_named_by_dot_dot_or_slash_is_refused_and_nothing_changes(
+    tmp_path: Path,
+) -> None:
+    """`X/..` (or `/`, `.`) names the directory above: `--prefix /tmp/..` made `/` 0700."""
+    (tmp_path / "sub").mkdir()
+    tmp_path.chmod(0o755)
+    for path in (tmp_path / "sub" / "..", Path("/"), Path(".")):
+        with pytest.raises(ResourceError, match="name the directory itself"):
+            safefs.check_private(path)
+    with pytest.raises(ResourceError, match="name the directory itself"):
+        safefs.private_dir(tmp_path / "sub" / "..")  # (never tried on / here: it is shared)
+    assert bits(tmp_path) == 0o755
+
+
+def test_a_relative_private_dir_is_taken_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As open() takes it: `--prefix state` was checked and made as `/state`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared").chmod(0o777)
+    with pytest.raises(ResourceError, match="can be written by others"):
+        safefs.check_private(Path("shared"))
+    (tmp_path / "own").mkdir(mode=0o755)
+    safefs.check_private(Path("own"))
+    safefs.private_dir(Path("own") / "state", root=Path("own"))
+    assert bits(tmp_path / "own") == bits(tmp_path / "own" / "state") == 0o700
