@@ -240,6 +240,30 @@ def test_max_runtime_bounds_a_run_whose_command_never_ends(tmp_path: Path) -> No
     assert "max runtime's grace: stopping now" in out
 
 
+def test_max_runtime_bounds_a_run_whose_input_is_a_fifo(tmp_path: Path) -> None:
+    """A FIFO where a gzip reads (its input, or its output that a local user replaced): opening
+    it waited for a writer in a thread that no cancel ends, so neither --max-runtime nor
+    SIGTERM ended the run. It is refused as not a regular file."""
+    os.mkfifo(tmp_path / "in")
+    os.mkfifo(tmp_path / "out.gz")
+    graph = graph_file(
+        tmp_path,
+        f"""
+        graph: fifo
+        resources:
+          gzip:
+            - name: {tmp_path}/a.gz
+              input: {tmp_path}/in
+            - name: {tmp_path}/out.gz
+              content: "x"
+        """,
+    )
+    code, out = run_mgmt(["run", "--max-runtime=2", "--tmp-prefix", str(graph)], timeout=40)
+    assert code == 1, out
+    assert f"cannot read {tmp_path}/in: not a regular file" in out
+    assert f"cannot read {tmp_path}/out.gz: not a regular file" in out
+
+
 def test_diamond_runs_in_parallel(tmp_path: Path) -> None:
     """b and c overlap in time; d starts after both ended; e does not wait for anything."""
     stamp = "date +%s.%N >> TMP/{name}.{what}"
