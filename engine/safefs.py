@@ -266,6 +266,17 @@ def open_read(dir_fd: int, name: str) -> int:
     return fd
 
 
+def open_regular(path: str) -> int:
+    """A read descriptor of the regular file `path` (symlinks followed); OSError EINVAL for
+    anything else. A FIFO is never waited on: opening one to read waits for a writer, forever,
+    in a thread that no cancel ends."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
 def read_at(dir_fd: int, name: str, limit: int) -> bytes | None:
     """Up to `limit` bytes of a regular file; None if it is bigger."""
     with open(open_read(dir_fd, name), "rb") as handle:

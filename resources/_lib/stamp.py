@@ -37,14 +37,11 @@ def check_abs_file(value: str, key: str) -> None:
 def hash_file(path: str) -> str:
     """The sha256 (hex) of a file (a symlink is read through, as mgmt does); "" if missing.
 
-    A FIFO or a device is refused, never read: opening a FIFO waits for a writer, forever, in
-    a thread that no stop can interrupt (--max-runtime never ended the run, SIGTERM neither)."""
+    A FIFO or a device is refused, never read (`safefs.open_regular`): --max-runtime and
+    SIGTERM never ended a run waiting on a FIFO."""
     digest = hashlib.sha256()
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        with open(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ResourceError(f"cannot read {path}: not a regular file")
+        with open(safefs.open_regular(path), "rb") as handle:
             while chunk := handle.read(CHUNK):
                 digest.update(chunk)
     except FileNotFoundError:
