@@ -128,6 +128,8 @@ def _public_blob(text: bytes) -> bytes | None:
                 reader.string()
             return reader.string() if reader.uint32() == 1 else None
         fields = text.split()
+        if len(fields) >= 2 and b"-cert-" in fields[0]:
+            return None  # a certificate: its fingerprint is its key's, not its blob's
         if len(fields) >= 2 and b"\n" not in text.strip():
             blob = base64.b64decode(fields[1], validate=True)
             return blob if _Reader(blob).string() == fields[0] else None

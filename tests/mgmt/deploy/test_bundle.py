@@ -249,3 +249,25 @@ def test_a_host_accepts_in_process_only_what_ssh_keygen_accepts(tmp_path: Path) 
             said = _ssh_keygen_says(payload, signature, trusted, tmp_path)
             assert here[0] == said, (sig_name, line_name, here, said)
     assert accepted == [("good", "plain"), ("good", "a list")]
+
+
+def test_a_deploy_signed_with_a_certificate_names_its_key_as_hosts_see_it(tmp_path: Path) -> None:
+    """`--sign-key` a certificate (hosts trust its CA: a cert-authority line): the record named
+    the hash of the certificate's blob, the hosts the key's fingerprint (`ssh-keygen -l`'s),
+    so every such deploy was refused as signed by another key."""
+    ca, key = make_key(tmp_path, "ca"), tmp_path / "alice"  # ssh-keygen finds alice beside
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30
+    )
+    argv = ["ssh-keygen", "-q", "-s", str(ca.private), "-I", "alice", "-n", "alice"]
+    subprocess.run([*argv, f"{key}.pub"], check=True, timeout=30)
+    cert = tmp_path / "alice-cert.pub"
+    said = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(cert)], capture_output=True, check=True, timeout=30
+    ).stdout.split()[1]
+    assert signing.key_fingerprint(cert) == said.decode()
+    trusted = tmp_path / "trusted"
+    trusted.write_text(f"alice cert-authority {ca.public.read_text().strip()}\n")
+    payload = record_of(Bundle("yaml", "g.yaml", {"g.yaml": b"graph: g\n"})).payload()
+    signature = signing.sign(payload, cert)
+    assert signing.verify(payload, signature, trusted) == ("alice", said.decode())
