@@ -15,7 +15,8 @@ certificate from the cluster's CA required (mTLS); options the cluster would ref
 (`listen()`), and an insecure cluster's (--insecure-cluster) is plain HTTP, with a warning.
 A small HTTP/1.1 server of our own on asyncio: GET and HEAD only, one request per connection, bounded request size and time; a client
 that stops reading is dropped after SEND_TIMEOUT. On TCP, at most MAX_CONNECTIONS connections
-are served at once (the others wait in the kernel's backlog); the socket, private, is not
+are served at once (the others wait in the kernel's backlog), beyond loopback at most PER_PEER
+from one address; the socket, private, is not
 limited, for `mgmt status`. At most MAX_STREAMS event streams; the snapshot each starts with
 is encoded once per change.
 """
