@@ -232,7 +232,7 @@ def verify_here(payload: bytes, signature: str, trusted: bytes) -> tuple[str, st
 def _dearmor(signature: str) -> bytes | None:
     """The blob of an armored signature written as `ssh-keygen -Y sign` writes it (lines
     ending in LF, canonical base64), or None: ssh-keygen judges any other spelling."""
-    begin, end = (f"{line}\n" for line in _ARMOR)
+    begin, end = f"{_ARMOR[0]}\n", f"\n{_ARMOR[1]}"  # after it: ignored, as ssh-keygen does
     if not signature.startswith(begin) or end not in signature:
         return None
     text = signature[len(begin) : signature.index(end)].replace("\n", "")
