@@ -224,6 +224,7 @@ def test_a_host_accepts_in_process_only_what_ssh_keygen_accepts(tmp_path: Path) 
     reserved = base64.b64encode(_sshsig(alice.private, payload, b"x")).decode()
     signatures = {
         "good": _armor(good),
+        "no last newline": _armor(good).rstrip("\n"),
         "reserved field signed as it is": _armor(reserved),
         "CRLF armor": _armor(good, "\r\n"),
         "blank line before the armor": "\n" + _armor(good),
@@ -248,7 +249,9 @@ def test_a_host_accepts_in_process_only_what_ssh_keygen_accepts(tmp_path: Path) 
             accepted.append((sig_name, line_name))
             said = _ssh_keygen_says(payload, signature, trusted, tmp_path)
             assert here[0] == said, (sig_name, line_name, here, said)
-    assert accepted == [("good", "plain"), ("good", "a list")]
+    assert accepted == [
+        (s, line) for s in ("good", "no last newline") for line in ("plain", "a list")
+    ]
 
 
 def test_a_deploy_signed_with_a_certificate_names_its_key_as_hosts_see_it(tmp_path: Path) -> None:
