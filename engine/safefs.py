@@ -88,6 +88,8 @@ def walk(
     UnsafePathError for a symlink the safe-path rule refuses. `check(fd, path)` is called on
     every directory on the way (e.g. `trusted_dir`), "/" included.
     """
+    if start is None and not path.startswith("/"):  # as open() takes it: from the cwd
+        path = os.path.join(os.getcwd(), path)
     if start is None or path.startswith("/"):
         fd = _open_no_symlinks(path) if check is None else None  # usually one system call
         if fd is not None:
@@ -261,6 +263,17 @@ def open_read(dir_fd: int, name: str) -> int:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", name)
+    return fd
+
+
+def open_regular(path: str) -> int:
+    """A read descriptor of the regular file `path` (symlinks followed); OSError EINVAL for
+    anything else. A FIFO is never waited on: opening one to read waits for a writer, forever,
+    in a thread that no cancel ends."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
     return fd
 
 
@@ -502,6 +515,7 @@ def check_private(path: Path) -> None:
     another user controls (`trusted_dir`), or `path` itself owned by another user or not a
     directory, or writable by others. Missing parts are fine (they will be made 0700).
     UnsafePathError."""
+    _named(path)
     fd, missing = walk(str(path.parent), check=trusted_dir)
     with closing(fd):
         st = None if missing else lstat_at(fd, path.name)
@@ -529,6 +543,7 @@ def private_dir(path: Path, *, root: Path | None = None) -> Path:
     directory another user controls (`trusted_dir`). Missing parents above `root` are made 0700.
     """
     root = root or path
+    _named(root)
     rel = path.relative_to(root).parts
     fd = open_dir(str(root.parent), create=0o700, check=trusted_dir)
     try:
@@ -543,6 +558,13 @@ def private_dir(path: Path, *, root: Path | None = None) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+def _named(path: Path) -> None:
+    """A private directory is named by its own name: `/`, `.` or `X/..` would make it the
+    directory above (`--prefix /tmp/..` made `/` 0700)."""
+    if path.name in ("", ".", ".."):
+        raise UnsafePathError(f"{path}: name the directory itself (not /, . or one ending in ..)")
 
 
 def _own(st: os.stat_result, shown: Path) -> None:

@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from engine import safefs
 from engine.errors import ValidationError
 from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Resource, register
@@ -145,7 +146,7 @@ class GzipRes(Edgeable, Resource):
                 read[0] = len(data)
                 out.write(packer.compress(data))
             else:
-                with open(self.input, "rb") as source:
+                with open(safefs.open_regular(self.input), "rb") as source:
                     while chunk := source.read(CHUNK):
                         read[0] += len(chunk)
                         out.write(packer.compress(chunk))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -23,6 +24,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.params import EMPTY_IS_UNSET
@@ -211,11 +213,17 @@ async def pump_and_poll(
 
 
 def _read(path: str) -> bytes | None:
+    """The destination's content; None if it is missing or not a regular file (a FIFO is
+    never waited on: it is replaced)."""
     try:
-        with open(path, "rb") as handle:
+        with open(safefs.open_regular(path), "rb") as handle:
             return handle.read()
-    except (FileNotFoundError, IsADirectoryError):
+    except FileNotFoundError:
         return None
+    except OSError as err:
+        if err.errno == errno.EINVAL:
+            return None
+        raise
 
 
 def _mtime(path: str) -> float | None:

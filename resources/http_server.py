@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
-from engine.safefs import closing, open_dir, open_read, sub_dir
+from engine.safefs import closing, open_dir, open_read, open_regular, sub_dir
 from engine.watcher import PathWatcher
 from resources._lib.httpd import Request, Response, http_date, parse_http_date, serve
 from resources._lib.plan import nothing_to_do
@@ -108,13 +108,14 @@ def read_under(root: str, rel: str) -> tuple[bytes, float] | None:
 
 def read_file(path: str) -> tuple[bytes, float] | None:
     try:
-        with open(path, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                return None
-            return handle.read(), st.st_mtime
+        with open(open_regular(path), "rb") as handle:  # a FIFO: refused, never waited on
+            return handle.read(), os.fstat(handle.fileno()).st_mtime
     except FileNotFoundError:
         return None
+    except OSError as err:
+        if err.errno == errno.EINVAL:  # not a regular file
+            return None
+        raise
 
 
 def answer(request: Request, path: str, content: bytes, mtime: float) -> Response:

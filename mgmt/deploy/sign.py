@@ -128,6 +128,8 @@ def _public_blob(text: bytes) -> bytes | None:
                 reader.string()
             return reader.string() if reader.uint32() == 1 else None
         fields = text.split()
+        if len(fields) >= 2 and b"-cert-" in fields[0]:
+            return None  # a certificate: its fingerprint is its key's, not its blob's
         if len(fields) >= 2 and b"\n" not in text.strip():
             blob = base64.b64decode(fields[1], validate=True)
             return blob if _Reader(blob).string() == fields[0] else None
@@ -198,15 +200,17 @@ def verify_here(payload: bytes, signature: str, trusted: bytes) -> tuple[str, st
     from cryptography.exceptions import InvalidSignature  # hosts only: not `mgmt deploy`'s
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    lines = signature.strip().splitlines()
-    if len(lines) < 3 or (lines[0], lines[-1]) != _ARMOR:
+    blob = _dearmor(signature)
+    if blob is None:
         return None
     try:
-        sig = _Reader(base64.b64decode("".join(lines[1:-1]), validate=True))
+        sig = _Reader(blob)
         if sig.take(len(_MAGIC)) != _MAGIC or sig.uint32() != 1:
             return None
         public, namespace, reserved, hash_name, signed = (sig.string() for _ in range(5))
         if not sig.done() or namespace != NAMESPACE.encode() or hash_name not in _HASHES:
+            return None
+        if reserved:  # ssh-keygen verifies over an empty one, whatever the signature carries
             return None
         key, inner = _Reader(public), _Reader(signed)
         if key.string() != _ED25519 or inner.string() != _ED25519:
@@ -225,20 +229,42 @@ def verify_here(payload: bytes, signature: str, trusted: bytes) -> tuple[str, st
     return principals, fingerprint(public)
 
 
+def _dearmor(signature: str) -> bytes | None:
+    """The blob of an armored signature written as `ssh-keygen -Y sign` writes it (lines
+    ending in LF, canonical base64), or None: ssh-keygen judges any other spelling."""
+    begin, end = f"{_ARMOR[0]}\n", f"\n{_ARMOR[1]}"  # after it: ignored, as ssh-keygen does
+    if not signature.startswith(begin) or end not in signature:
+        return None
+    text = signature[len(begin) : signature.index(end)].replace("\n", "")
+    try:
+        blob = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    return blob if base64.b64encode(blob).decode() == text else None
+
+
+# A principal taken as a plain name: anything else (patterns `*` `?`, negation `!`, quotes,
+# control bytes, an empty name in a list) is ssh-keygen's to match.
+_PRINCIPAL = re.compile(rb"[A-Za-z0-9._@+=:/-]+")
+
+
 def _trusting(trusted: bytes, public: bytes) -> str | None:
-    """The principals of the first line of an allowed_signers file that trusts the key
-    `public` with no options (`principals ssh-ed25519 BASE64 [comment]`), or None."""
+    """The first principal of the first line of an allowed_signers file that trusts the key
+    `public` with no options (`principals ssh-ed25519 BASE64 [comment]`), or None.
+
+    Lines are what ssh-keygen reads (ending in LF); one holding a byte that ssh-keygen and
+    `bytes.split` take differently (CR, VT, FF, NUL) is left to ssh-keygen."""
     encoded = base64.b64encode(public)
-    for line in trusted.splitlines():
+    for raw in trusted.split(b"\n"):
+        line = raw.removesuffix(b"\r")
+        if any(c in line for c in b"\r\x0b\x0c\x00"):
+            continue
         fields = line.split()
-        if (
-            len(fields) >= 3
-            and not fields[0].startswith(b"#")
-            and b'"' not in fields[0]
-            and fields[1] == _ED25519
-            and fields[2] == encoded
-        ):
-            return fields[0].decode(errors="replace")
+        if len(fields) < 3 or fields[1] != _ED25519 or fields[2] != encoded:
+            continue
+        names = fields[0].split(b",")
+        if all(_PRINCIPAL.fullmatch(name) for name in names):
+            return names[0].decode()
     return None
 
 

@@ -29,6 +29,10 @@ STATUS = "/_mgmt/deploy-status/"
 HOSTS = "/_mgmt/hosts/"  # every live agent's leased key (mgmt.cluster.cluster)
 SUMMARY = "/_mgmt/host-status/"  # every clustered agent's resources (mgmt.status.cluster)
 # Not stored in the deploy status: read from the liveness key and the summary.
+# A host writes its own summary: `since` beyond this (or NaN, infinite) is unreadable. 1e300
+# stopped `mgmt status --cluster` with a traceback (time_t), and NaN or Infinity made the page's
+# JSON one no browser parses.
+MAX_TIME = 2.0**33  # seconds since the epoch: the year 2242
 _READ = ("alive", "runs_deploys", "reports", "resources", "failed", "since", "last_error")
 
 
@@ -81,8 +85,11 @@ class HostStatus:
             if not (
                 type(converged) is bool
                 and type(since) in (int, float)
+                and 0 <= since < MAX_TIME  # also refuses NaN and infinities
                 and type(resources) is int
                 and type(failed) is int
+                and resources >= 0
+                and failed >= 0
                 and type(error) is str
             ):
                 raise TypeError("a field of the wrong type")

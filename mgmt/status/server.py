@@ -15,7 +15,8 @@ certificate from the cluster's CA required (mTLS); options the cluster would ref
 (`listen()`), and an insecure cluster's (--insecure-cluster) is plain HTTP, with a warning.
 A small HTTP/1.1 server of our own on asyncio: GET and HEAD only, one request per connection, bounded request size and time; a client
 that stops reading is dropped after SEND_TIMEOUT. On TCP, at most MAX_CONNECTIONS connections
-are served at once (the others wait in the kernel's backlog); the socket, private, is not
+are served at once (the others wait in the kernel's backlog), beyond loopback at most PER_PEER
+from one address; the socket, private, is not
 limited, for `mgmt status`. At most MAX_STREAMS event streams; the snapshot each starts with
 is encoded once per change.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import itertools
 import json
@@ -61,6 +63,11 @@ KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
 SEND_TIMEOUT = 30.0  # seconds a client may take to read what a stream sent it
 MAX_STREAMS = 64  # event streams at once: each holds a snapshot in flight
 MAX_CONNECTIONS = 128  # TCP connections served at once; the others wait in the backlog
+# TCP connections from one address at once beyond loopback: more are closed as soon as
+# accepted. Without it, one client that opened MAX_CONNECTIONS and sent nothing (no certificate
+# needed: the TLS handshake has REQUEST_TIMEOUT) held every slot, again and again: the page was
+# nobody else's. (On loopback every local user is 127.0.0.1: the socket is `mgmt status`'s.)
+PER_PEER = 16
 DOT_TIMEOUT = 60.0  # seconds Graphviz may take to lay out a graph
 SOCKET = "status.sock"
 COLORS = {
@@ -114,17 +121,34 @@ class StatusServer:
         thousands took every one the agent had: its resources failed with EMFILE)."""
         loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        peers: dict[str, int] = {}  # open connections by address
+
+        def done(peer: str, _task: asyncio.Task[None]) -> None:
+            slots.release()
+            peers[peer] -= 1
+            if not peers[peer]:
+                del peers[peer]
+
         while True:
             await slots.acquire()
             try:
-                conn, _ = await loop.sock_accept(sock)
+                conn, address = await loop.sock_accept(sock)
             except OSError as err:  # out of descriptors: the backlog keeps the client
                 slots.release()
                 log.debug("status listener: %s", err)
                 await asyncio.sleep(0.5)
                 continue
+            peer = str(address[0])
+            if not listener.check_host and peers.get(peer, 0) >= PER_PEER:
+                log.debug(
+                    "status listener: %s has %d connections open, closing one", peer, PER_PEER
+                )
+                conn.close()
+                slots.release()
+                continue
+            peers[peer] = peers.get(peer, 0) + 1
             task = asyncio.create_task(self._serve_socket(conn, listener))
-            task.add_done_callback(lambda _task: slots.release())
+            task.add_done_callback(functools.partial(done, peer))
 
     async def _serve_socket(self, conn: socket.socket, listener: _Listener) -> None:
         """One TCP connection: the TLS handshake first (a client without a certificate from

@@ -35,10 +35,13 @@ def check_abs_file(value: str, key: str) -> None:
 
 
 def hash_file(path: str) -> str:
-    """The sha256 (hex) of a file (a symlink is read through, as mgmt does); "" if missing."""
+    """The sha256 (hex) of a file (a symlink is read through, as mgmt does); "" if missing.
+
+    A FIFO or a device is refused, never read (`safefs.open_regular`): --max-runtime and
+    SIGTERM never ended a run waiting on a FIFO."""
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
+        with open(safefs.open_regular(path), "rb") as handle:
             while chunk := handle.read(CHUNK):
                 digest.update(chunk)
     except FileNotFoundError:

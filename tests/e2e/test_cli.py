@@ -240,6 +240,30 @@ def test_max_runtime_bounds_a_run_whose_command_never_ends(tmp_path: Path) -> No
     assert "max runtime's grace: stopping now" in out
 
 
+def test_max_runtime_bounds_a_run_whose_input_is_a_fifo(tmp_path: Path) -> None:
+    """A FIFO where a gzip reads (its input, or its output that a local user replaced): opening
+    it waited for a writer in a thread that no cancel ends, so neither --max-runtime nor
+    SIGTERM ended the run. It is refused as not a regular file."""
+    os.mkfifo(tmp_path / "in")
+    os.mkfifo(tmp_path / "out.gz")
+    graph = graph_file(
+        tmp_path,
+        f"""
+        graph: fifo
+        resources:
+          gzip:
+            - name: {tmp_path}/a.gz
+              input: {tmp_path}/in
+            - name: {tmp_path}/out.gz
+              content: "x"
+        """,
+    )
+    code, out = run_mgmt(["run", "--max-runtime=2", "--tmp-prefix", str(graph)], timeout=40)
+    assert code == 1, out
+    assert f"cannot read {tmp_path}/in: not a regular file" in out
+    assert f"cannot read {tmp_path}/out.gz: not a regular file" in out
+
+
 def test_diamond_runs_in_parallel(tmp_path: Path) -> None:
     """b and c overlap in time; d starts after both ended; e does not wait for anything."""
     stamp = "date +%s.%N >> TMP/{name}.{what}"
@@ -562,3 +586,17 @@ def test_an_own_prefix_is_tightened_but_not_the_files_the_operator_keeps_in_it(
     assert code == 0, out
     assert "was mode 0755: tightened to 0700" in out
     assert has_mode(0o700)(prefix) and has_mode(0o755)(prefix / "script")
+
+
+def test_a_prefix_ending_in_dot_dot_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    """`--prefix /tmp/..` passed the check (the name `..` looked like a private directory of
+    root's) and made `/` 0700; here, tmp_path stands for `/`."""
+    graph = graph_file(tmp_path, HELLO)
+    (tmp_path / "sub").mkdir()
+    tmp_path.chmod(0o755)
+    prefix = tmp_path / "sub" / ".."
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--prefix", str(prefix), str(graph)])
+    assert code == 2, out
+    assert "name the directory itself" in out
+    assert has_mode(0o755)(tmp_path)
+    assert not (tmp_path / "out").exists()

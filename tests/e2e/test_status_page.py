@@ -417,6 +417,40 @@ async def test_beyond_loopback_the_page_needs_a_client_certificate_of_the_cluste
         assert await daemon.wait() == 0
 
 
+async def test_beyond_loopback_one_address_cannot_hold_every_connection(tmp_path: Path) -> None:
+    """A client with no certificate that opens 200 connections and sends nothing (each held
+    for the TLS handshake's 10 s, then again) took every one of the 128 slots: the operator's
+    request waited in the backlog. One address now holds at most PER_PEER of them."""
+    files = _pki(tmp_path)
+    port = free_port()
+    args = ["run", "--tmp-prefix", "--status", "--prometheus-listen", f"0.0.0.0:{port}"]
+    args += ["--tls-ca", str(files["ca"]), "--tls-cert", str(files["cert"])]
+    args += ["--tls-key", str(files["key"]), "yaml", str(graph(tmp_path, 1))]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged:")
+        idle = []
+        try:
+            for _ in range(200):
+                sock = socket.socket()
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    sock.connect(("127.0.0.1", port))
+                idle.append(sock)
+            client = ["--cert", str(files["client_cert"]), "--key", str(files["client_key"])]
+            started = time.monotonic()
+            code, out = await curl(
+                "--interface", "127.0.0.2", "--cacert", str(files["ca"]), *client,
+                "-o", "/dev/null", "-w", "%{http_code}", f"https://127.0.0.1:{port}/api/status",
+            )  # fmt: skip
+            assert (code, out) == (0, "200"), out
+            assert time.monotonic() - started < 5
+        finally:
+            for sock in idle:
+                sock.close()
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
 def test_beyond_loopback_without_the_clusters_tls_is_refused(tmp_path: Path) -> None:
     """A joining host without the cluster's CA: refused as the cluster refuses it (exit 2, one
     line naming the flag, nothing applied), never served in plain HTTP."""

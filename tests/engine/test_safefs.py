@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -279,3 +280,61 @@ def test_private_dir_never_changes_a_shared_directory(tmp_path: Path) -> None:
             safefs.private_dir(shared / "reverse", root=shared)
         assert bits(shared) == mode and bits(shared / "theirs") == 0o644
         assert not (shared / "reverse").exists()
+
+
+def test_a_private_dir_named_by_dot_dot_or_slash_is_refused_and_nothing_changes(
+    tmp_path: Path,
+) -> None:
+    """`X/..` (or `/`, `.`) names the directory above: `--prefix /tmp/..` made `/` 0700."""
+    (tmp_path / "sub").mkdir()
+    tmp_path.chmod(0o755)
+    for path in (tmp_path / "sub" / "..", Path("/"), Path(".")):
+        with pytest.raises(ResourceError, match="name the directory itself"):
+            safefs.check_private(path)
+    with pytest.raises(ResourceError, match="name the directory itself"):
+        safefs.private_dir(tmp_path / "sub" / "..")  # (never tried on / here: it is shared)
+    assert bits(tmp_path) == 0o755
+
+
+def test_a_relative_private_dir_is_taken_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As open() takes it: `--prefix state` was checked and made as `/state`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared").chmod(0o777)
+    with pytest.raises(ResourceError, match="can be written by others"):
+        safefs.check_private(Path("shared"))
+    (tmp_path / "own").mkdir(mode=0o755)
+    safefs.check_private(Path("own"))
+    safefs.private_dir(Path("own") / "state", root=Path("own"))
+    assert bits(tmp_path / "own") == bits(tmp_path / "own" / "state") == 0o700
+
+
+def _unless_it_waits(fn: Callable[[], object], fifo: Path) -> object:
+    """fn() in a thread; AssertionError if it still runs after 5 s (a writer is then opened
+    and closed, so that a reader waiting on the FIFO returns, and the test ends)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(fn)
+        try:
+            return future.result(timeout=5)
+        except concurrent.futures.TimeoutError:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            raise AssertionError(f"waited on the FIFO {fifo}") from None
+
+
+def test_a_fifo_is_refused_by_every_reader_never_waited_on(tmp_path: Path) -> None:
+    """Opening a FIFO to read waits for a writer, forever, in a thread no cancel ends: the agent
+    could not stop (--max-runtime, SIGTERM), and each wait held a worker thread."""
+    from resources.http_client import _read
+    from resources.http_server import read_file
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        _unless_it_waits(lambda: safefs.open_regular(str(fifo)), fifo)
+    assert _unless_it_waits(lambda: read_file(str(fifo)), fifo) is None  # http: 404
+    assert _unless_it_waits(lambda: _read(str(fifo)), fifo) is None  # http_client: replaced
+    (tmp_path / "file").write_bytes(b"x")
+    assert read_file(str(tmp_path / "file"))[0] == b"x"  # type: ignore[index]
+    assert _read(str(tmp_path / "file")) == b"x"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import string
+import struct
 import subprocess
 from pathlib import Path
 
@@ -157,3 +160,117 @@ def test_a_host_verifies_an_ed25519_signature_itself_only_when_it_is_good(tmp_pa
     raw[-1] ^= 1
     flipped = "\n".join([body[0], base64.b64encode(bytes(raw)).decode(), body[-1]])
     assert signing.verify_here(payload, flipped, trusted) is None
+
+
+def _ssh_keygen_says(payload: bytes, signature: str, trusted: bytes, tmp: Path) -> str | None:
+    """What ssh-keygen alone decides (find-principals, then verify as the first): the
+    principal, or None."""
+    (tmp / "trusted").write_bytes(trusted)
+    (tmp / "sig").write_text(signature)
+    found = subprocess.run(
+        ["ssh-keygen", "-Y", "find-principals", "-f", str(tmp / "trusted"), "-s", str(tmp / "sig")],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    names = found.stdout.decode(errors="replace").split()
+    if found.returncode != 0 or not names:
+        return None
+    argv = ["-f", str(tmp / "trusted"), "-I", names[0], "-n", signing.NAMESPACE]
+    verified = subprocess.run(
+        ["ssh-keygen", "-Y", "verify", *argv, "-s", str(tmp / "sig")],
+        input=payload,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return names[0] if verified.returncode == 0 else None
+
+
+def _sshsig(private: Path, payload: bytes, reserved: bytes = b"") -> bytes:
+    """An SSHSIG blob over `payload` made by hand (sha512), `reserved` both carried and
+    signed: what a signer other than ssh-keygen could make."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = serialization.load_ssh_private_key(private.read_bytes(), None)
+    assert isinstance(key, Ed25519PrivateKey)
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    public = signing._string(b"ssh-ed25519") + signing._string(raw)
+    fields = [signing.NAMESPACE.encode(), reserved, b"sha512"]
+    signed = b"SSHSIG" + b"".join(map(signing._string, [*fields, hashlib.sha512(payload).digest()]))
+    inner = signing._string(b"ssh-ed25519") + signing._string(key.sign(signed))
+    head = b"SSHSIG" + struct.pack(">I", 1) + signing._string(public)
+    return head + b"".join(map(signing._string, [*fields, inner]))
+
+
+def _armor(b64: str, newline: str = "\n") -> str:
+    lines = [signing._ARMOR[0], *(b64[i : i + 70] for i in range(0, len(b64), 70))]
+    return newline.join([*lines, signing._ARMOR[1], ""])
+
+
+def test_a_host_accepts_in_process_only_what_ssh_keygen_accepts(tmp_path: Path) -> None:
+    """Differential: each spelling of a signature and of a trusted line is judged in-process
+    and by ssh-keygen; the host never accepts what ssh-keygen refuses, nor names another
+    principal."""
+    alice = make_key(tmp_path, "alice")
+    line = alice.public.read_text().split()
+    key = f"{line[0]} {line[1]}".encode()
+    payload = record_of(Bundle("yaml", "g.yaml", {"g.yaml": b"graph: g\n"})).payload()
+    good = base64.b64encode(_sshsig(alice.private, payload)).decode()
+    assert good.endswith("==")  # 181 bytes: 4 bits of the last character are not data
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "+/"
+    slop = good[:-3] + alphabet[alphabet.index(good[-3]) ^ 1] + "=="
+    reserved = base64.b64encode(_sshsig(alice.private, payload, b"x")).decode()
+    signatures = {
+        "good": _armor(good),
+        "no last newline": _armor(good).rstrip("\n"),
+        "reserved field signed as it is": _armor(reserved),
+        "CRLF armor": _armor(good, "\r\n"),
+        "blank line before the armor": "\n" + _armor(good),
+        "non-zero bits past the data": _armor(slop),
+    }
+    lines = {
+        "plain": b"alice " + key + b"\n",
+        "a list": b"alice,bob " + key + b"\n",
+        "CR before a second principal": b'alice namespaces="git"\rbob ' + key + b"\n",
+        "VT for a space": b"alice\x0b" + key + b"\n",
+        "FF for a space": b"alice\x0c" + key + b"\n",
+        "negated": b"!alice " + key + b"\n",
+        "empty name in a list": b"alice, " + key + b"\n",
+        "NUL in the name": b"al\0ice " + key + b"\n",
+    }
+    accepted = []
+    for sig_name, signature in signatures.items():
+        for line_name, trusted in lines.items():
+            here = signing.verify_here(payload, signature, trusted)
+            if here is None:
+                continue
+            accepted.append((sig_name, line_name))
+            said = _ssh_keygen_says(payload, signature, trusted, tmp_path)
+            assert here[0] == said, (sig_name, line_name, here, said)
+    assert accepted == [
+        (s, line) for s in ("good", "no last newline") for line in ("plain", "a list")
+    ]
+
+
+def test_a_deploy_signed_with_a_certificate_names_its_key_as_hosts_see_it(tmp_path: Path) -> None:
+    """`--sign-key` a certificate (hosts trust its CA: a cert-authority line): the record named
+    the hash of the certificate's blob, the hosts the key's fingerprint (`ssh-keygen -l`'s),
+    so every such deploy was refused as signed by another key."""
+    ca, key = make_key(tmp_path, "ca"), tmp_path / "alice"  # ssh-keygen finds alice beside
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30
+    )
+    argv = ["ssh-keygen", "-q", "-s", str(ca.private), "-I", "alice", "-n", "alice"]
+    subprocess.run([*argv, f"{key}.pub"], check=True, timeout=30)
+    cert = tmp_path / "alice-cert.pub"
+    said = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(cert)], capture_output=True, check=True, timeout=30
+    ).stdout.split()[1]
+    assert signing.key_fingerprint(cert) == said.decode()
+    trusted = tmp_path / "trusted"
+    trusted.write_text(f"alice cert-authority {ca.public.read_text().strip()}\n")
+    payload = record_of(Bundle("yaml", "g.yaml", {"g.yaml": b"graph: g\n"})).payload()
+    signature = signing.sign(payload, cert)
+    assert signing.verify(payload, signature, trusted) == ("alice", said.decode())

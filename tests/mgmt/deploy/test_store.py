@@ -180,6 +180,33 @@ async def test_summaries_make_the_cluster_report_and_its_exit_code(client: EtcdC
     assert row.last_error == "unreadable summary"
 
 
+async def test_a_summary_with_an_impossible_time_is_unreadable_not_a_crash(
+    client: EtcdClient,
+) -> None:
+    """A host writes its own summary: a `since` of 1e300 stopped `mgmt status --cluster` (and
+    `mgmt deploy --status`) with a traceback, and NaN or Infinity went into the page's JSON,
+    which no browser parses; a negative count is no count either."""
+    from mgmt.deploy.status import HOSTS, SUMMARY, host_statuses, report
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not JSON: {constant}")
+
+    await client.put((HOSTS + "h2").encode(), b"")
+    bad = ["1e300", "-1e300", "Infinity", "NaN", "-1"]
+    docs = [
+        f'{{"converged": true, "since": {v}, "resources": 1, "failed": 0, "error": ""}}'
+        for v in bad
+    ]
+    docs.append('{"converged": false, "since": 0, "resources": -1, "failed": -2, "error": ""}')
+    for doc in docs:
+        await client.put((SUMMARY + "h2").encode(), doc.encode())
+        text, _ = report(await host_statuses(client))
+        assert "unreadable summary" in text, (doc, text)
+        text, _ = report(await host_statuses(client), as_json=True)
+        (row,) = json.loads(text, parse_constant=refuse)
+        assert row["last_error"] == "unreadable summary", doc
+
+
 async def test_a_status_cannot_forge_another_hosts_row(client: EtcdClient) -> None:
     """A host writes its own status key only (per-host identities), but its `error` is its
     own text too: a newline in it added a row that looked like another host's."""
