@@ -281,7 +281,13 @@ def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where
     if isinstance(node, yaml.MappingNode):
         out = LocDict()
         out.line, out.lines, out.raw = node.start_mark.line + 1, {}, {}
+        merge: tuple[yaml.Node, yaml.Node] | None = None
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                if merge is not None:
+                    raise _NodeProblem(key_node.start_mark.line + 1, f"{where or '<<'}: two <<")
+                merge = (key_node, value_node)
+                continue
             key = _plain(key_node, constructor, where)
             key = str(key) if not isinstance(key, str) else key
             shown = key if len(key) <= 40 else key[:37] + "..."
@@ -292,6 +298,8 @@ def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where
             out.lines[key] = key_node.start_mark.line + 1
             if isinstance(value_node, yaml.ScalarNode) and not value_node.style:
                 out.raw[key] = value_node.value
+        if merge is not None:
+            _merge(out, merge[0].start_mark.line + 1, merge[1], constructor, where)
         return out
     if isinstance(node, yaml.SequenceNode):
         seq = LocList(
@@ -308,14 +316,37 @@ def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where
             f"{name}an integer of more than {MAX_INT_DIGITS:,} digits "
             "(quote it to make it a string)",
         )
-    if node.tag == _MERGE_TAG:
-        raise _NodeProblem(line, f"{name}merge keys (<<) are not supported: repeat the keys")
     try:
         return constructor.construct_object(node, deep=True)
     except yaml.MarkedYAMLError as err:
         raise _NodeProblem(line, f"{name}{err.problem or err.context}") from err
     except (ValueError, OverflowError, TypeError) as err:  # e.g. a date like 2001-13-45
         raise _NodeProblem(line, f"{name}cannot read {show(node.value)}: {err}") from err
+
+
+def _merge(
+    out: LocDict,
+    line: int,
+    value: yaml.Node,
+    constructor: yaml.constructor.SafeConstructor,
+    where: str,
+) -> None:
+    """Add to `out` the keys it lacks of the mapping(s) of a merge key (`<<: *base` or
+    `<<: [*a, *b]`, the first mapping listed winning, as in go-yaml) at `line`, which is the
+    line of each key it adds. Aliases were bounded by _check_shape like any others."""
+    sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
+    if not sources or not all(isinstance(source, yaml.MappingNode) for source in sources):
+        raise _NodeProblem(
+            line, f"{where or '<<'}: << takes a mapping or a list of mappings, e.g. <<: *base"
+        )
+    for source in sources:
+        mapping = _plain(source, constructor, where)
+        for key, item in mapping.items():
+            if key not in out:
+                out[key] = item
+                out.lines[key] = line
+                if key in mapping.raw:
+                    out.raw[key] = mapping.raw[key]
 
 
 class _Parser:
