@@ -647,8 +647,10 @@ class Engine:
 
     def prepare(self, graph: Graph) -> None:
         """Add automatic edges and merge groups (in place), then check cycles and semaphores."""
-        if self.autoedges:
-            add_autoedges(graph)
+        index = AutoIndex() if self.autoedges else None
+        self._autoindex = None
+        if index is not None:
+            add_autoedges(graph, index)
         if self.autogroup:
             autogroup(graph)
         graph.check()
@@ -660,6 +662,7 @@ class Engine:
                     raise GraphError(
                         f"semaphore {name!r} has size {first[0]} in {first[1]} but {size} in {res}"
                     )
+        self._autoindex = index
 
     async def apply(self, graph: Graph, since: Since | None = None) -> None:
         """Run `graph`: unchanged vertices keep running, removed stop, new ones start.
@@ -680,7 +683,6 @@ class Engine:
             await self._swap_replaced(graph, small)
             return
         raw = _Raw(graph, graph.name, graph.vertices, graph.succ, graph.pred)
-        self._autoindex = None
         graph = graph.copy()
         self.prepare(graph)
         if not self.vertices:
