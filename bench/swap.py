@@ -10,6 +10,11 @@ from the graph file's rename until the change is done:
 
 Edits go there and back too (the second restores the original content).
 
+With --lang, the same N files come from a program (a `for` over iter.range(N)) instead, and one
+of them depends on a file the program reads (os.readfile): the time is from that file's change
+to the resource's file on disk, through the function graph, a new graph of N resources, and the
+swap (the language's graph stream).
+
 The cost should grow with the size of the change, not with N (target: <= 50 ms for N=10,000).
 Each figure is printed with the load average (the machine is shared: compare in one run).
 
@@ -144,13 +149,64 @@ async def one(count: int, rounds: int) -> None:
         )
 
 
+PROGRAM = """
+import "fmt"
+import "iter"
+import "os"
+$value = os.readfile("{input}")
+for $i, $n in iter.range({count}) {{
+	file fmt.printf("{files}/f%d", $n) {{
+		content => if $n == {mid} {{ "seen ${{value}}" }} else {{ fmt.printf("file %d", $n) }},
+	}}
+}}
+"""
+
+
+async def lang(count: int, rounds: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="mgmt-bench-swap-"))
+    files, source, program = work / "files", work / "input", work / "main.mcl"
+    source.write_text("0")
+    mid = count // 2
+    target = files / f"f{mid}"
+    program.write_text(PROGRAM.format(input=source, count=count, files=files, mid=mid))
+    proc = await asyncio.create_subprocess_exec(
+        *MGMT, "run", "--tmp-prefix", "lang", str(program), stderr=asyncio.subprocess.PIPE
+    )
+    daemon = Daemon(proc)
+    samples: list[float] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            reader = group.create_task(daemon.read())
+            async with asyncio.timeout(600):
+                await daemon.converged.wait()
+            async with PathWatcher([target]) as watcher:
+                for i in range(1, 2 * rounds + 1):
+                    seen = daemon.swaps
+                    start = time.perf_counter()
+                    await asyncio.to_thread(write_atomically, source, str(i))
+                    await until(watcher, target, f"seen {i}")
+                    samples.append(time.perf_counter() - start)
+                    await daemon.next_swap(seen)
+            reader.cancel()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"N={count:6d}, lang   one value x{len(samples)}: {fmt_ms(percentiles(samples))}"
+        f"  (load {os.getloadavg()[0]:.1f})"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--count", type=int, default=20, help="rounds of the four changes")
+    parser.add_argument("--lang", action="store_true", help="from a program instead")
     args = parser.parse_args()
     for count in args.sizes:
-        await one(count, args.count)
+        await (lang if args.lang else one)(count, args.count)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 A graph of 10,000 resources is a few million objects; each full (generation 2) collection walks
 all of them: 0.1-0.3 s on a quiet machine and 0.4-2.9 s with both cores busy, measured in the
 daemon during swaps of one resource, whose own cost is ~20 ms. `FrozenHeap` moves everything
-alive after a full graph swap out of the collector's sight (gc.freeze(): O(1)), so collections
-walk only what is newer. What the frozen part later drops is freed by reference counting; only
+alive after a full graph swap, and again once that graph first converged (its first
+check_applies made as many objects again), out of the collector's sight (gc.freeze(): O(1)),
+so collections walk only what is newer. What the frozen part later drops is freed by reference counting; only
 cycles among it (a stopped vertex and its tasks) wait for the next full collection, made when
 the vertices stopped since the last one reach a quarter of the graph (at least MIN_STOPPED):
 memory held back is bounded by that, and the pause is paid once per as many swaps.
@@ -32,6 +33,7 @@ class FrozenHeap:
     def __init__(self, engine: Engine) -> None:
         self.stopped = 0  # vertices stopped since the last full collection
         self.collections = 0  # full collections made (tests)
+        self._fresh = False  # a full swap since the graph last converged
         self._unsubscribe = engine.listeners.subscribe(GraphSwapped, self._swapped)
 
     def _swapped(self, event: GraphSwapped) -> None:
@@ -44,6 +46,13 @@ class FrozenHeap:
             gc.freeze()
         elif event.replaced is None:
             gc.freeze()
+        self._fresh = self._fresh or event.replaced is None
+
+    def converged(self) -> None:
+        """The graph converged: what its first run made since a full swap is frozen too."""
+        if self._fresh:
+            gc.freeze()
+            self._fresh = False
 
     def close(self) -> None:
         self._unsubscribe()

@@ -331,6 +331,8 @@ class Agent:
         first = True
         while True:
             await self.converger.converged.wait()
+            if self.heap is not None:
+                self.heap.converged()
             self.status.set_converged(True)
             if self.metrics is not None:
                 self.metrics.set_converged(True)

@@ -31,6 +31,11 @@ async def test_a_full_swap_freezes_the_heap_small_ones_do_not(
     await settle(engine)
     assert gc.get_freeze_count() > 0  # the graph, its vertices and tasks
     gc.unfreeze()
+    frozen.converged()  # and again once it first converged
+    assert gc.get_freeze_count() > 0
+    gc.unfreeze()
+    frozen.converged()  # not again
+    assert gc.get_freeze_count() == 0
     second = first.copy()
     second.vertices[("probe", "p3")] = ProbeRes(name="p3", tag="x")
     await engine.apply(second)  # a small swap: what it made stays young
