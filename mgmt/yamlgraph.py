@@ -648,12 +648,13 @@ class _Parser:
 
 # Incremental re-parsing (issue 16) ------------------------------------------------------------
 #
-# An edit of one resource of a big graph file re-parses that resource alone: the text is compared
-# with the last version's, and when everything that changed lies inside one resource's mapping
-# (of a block list, its name unchanged), that mapping is parsed on its own, at its own line and
-# column, and every other resource is the very object of the last parse (so the engine keeps
-# those vertices on an identity check). Anything else, or any problem or warning at all, is a
-# full parse: its result and its messages are always those of parse().
+# An edit of a few resources of a big graph file re-parses those alone: the text is compared
+# with the last version's, and when everything that changed lies within the items of one block
+# list of resources (edited, added, removed, renamed), the whole lines of those items are parsed
+# on their own, at their own line, as a list; an item whose text is unchanged, and every other
+# resource, is the very object of the last parse (so the engine keeps those vertices on an
+# identity check). Anything else, or any problem or warning at all, is a full parse: its result
+# and its messages are always those of parse().
 
 _BREAKS_BUT_NL = ("\r", "\x85", "\u2028", "\u2029")  # YAML line breaks other than "\n"
 _RESOURCES_DEPTH = 3  # lists/mappings around a resource: the file, `resources`, its kind's list
