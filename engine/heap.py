@@ -10,8 +10,11 @@ cycles among it (a stopped vertex and its tasks) wait for the next full collecti
 the vertices stopped since the last one reach a quarter of the graph (at least MIN_STOPPED):
 memory held back is bounded by that, and the pause is paid once per as many swaps.
 
-For a process of its own (the CLI's agent): tests running many agents in one process leave it
-off, as gc.freeze() is process-wide.
+The engine itself pauses the collector during its first graph's first pass and freezes what
+lives then (Engine._first_run_gc), and thaws it at the next swap: that swap is then followed by
+a freeze here, so no full pass walks the graph again. For a process of its own (the CLI's
+agent): tests running many agents in one process leave it off, as gc.freeze() is
+process-wide.
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ class FrozenHeap:
             self.collections += 1
             self.stopped = 0
             gc.freeze()
-        elif event.replaced is None:
-            gc.freeze()
+        elif event.replaced is None or not gc.get_freeze_count():
+            gc.freeze()  # a full swap, or one that thawed the heap (Engine._gc_resume)
         self._fresh = self._fresh or event.replaced is None
 
     def converged(self) -> None:
