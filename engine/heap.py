@@ -47,8 +47,8 @@ class FrozenHeap:
             self.collections += 1
             self.stopped = 0
             gc.freeze()
-        elif event.replaced is None or not gc.get_freeze_count():
-            gc.freeze()  # a full swap, or one that thawed the heap (Engine._gc_resume)
+        else:  # after any swap: it may have thawed the heap (Engine._gc_resume); what it made
+            gc.freeze()  # and dropped is counted in `stopped` (gc.get_freeze_count() is O(n))
         self._fresh = self._fresh or event.replaced is None
 
     def converged(self) -> None:
