@@ -3,7 +3,7 @@
 A graph of 10,000 resources is a few million objects; each full (generation 2) collection walks
 all of them: 0.1-0.3 s on a quiet machine and 0.4-2.9 s with both cores busy, measured in the
 daemon during swaps of one resource, whose own cost is ~20 ms. `FrozenHeap` moves everything
-alive after a full graph swap, and again once that graph first converged (its first
+alive after each graph swap, and again once that graph first converged (its first
 check_applies made as many objects again), out of the collector's sight (gc.freeze(): O(1)),
 so collections walk only what is newer. What the frozen part later drops is freed by reference counting; only
 cycles among it (a stopped vertex and its tasks) wait for the next full collection, made when
@@ -31,7 +31,7 @@ MIN_STOPPED = 1000
 
 
 class FrozenHeap:
-    """Freeze the heap after each full graph swap; collect it all now and then."""
+    """Freeze the heap after each graph swap; collect it all now and then."""
 
     def __init__(self, engine: Engine) -> None:
         self.stopped = 0  # vertices stopped since the last full collection
