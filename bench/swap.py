@@ -1,7 +1,22 @@
-"""Graph swap: edit ONE resource of an N-resource graph file while the daemon runs; time from
-the graph file's rename until the edited resource's file has its new content (inotify).
+"""Graph swap: change ONE resource of an N-resource graph file while the daemon runs, and time
+from the graph file's rename until the change is done:
+
+- edit: a resource's content changes -> its file has the new content (inotify);
+- add: a resource is inserted in the middle of the list -> its file exists with its content;
+- remove: that resource is removed again -> the daemon logged the swap (a file that leaves the
+  graph stays on disk, so only the log tells);
+- rename: a resource's name and path change -> the new file has its content (and back:
+  the daemon logged the swap).
+
+Edits go there and back too (the second restores the original content).
+
+With --lang, the same N files come from a program (a `for` over iter.range(N)) instead, and one
+of them depends on a file the program reads (os.readfile): the time is from that file's change
+to the resource's file on disk, through the function graph, a new graph of N resources, and the
+swap (the language's graph stream).
 
 The cost should grow with the size of the change, not with N (target: <= 50 ms for N=10,000).
+Each figure is printed with the load average (the machine is shared: compare in one run).
 
     .venv/bin/python bench/swap.py [--sizes 1000 10000] [--count 20]
 """
@@ -15,12 +30,15 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from common import MGMT, ROOT, files_graph, fmt_ms, percentiles
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
+
+Done = Callable[[int], Awaitable[None]]  # given the swaps logged before the change
 
 
 def has(path: Path, content: str) -> bool:
@@ -45,50 +63,150 @@ def write_atomically(path: Path, text: str) -> None:
     os.rename(tmp, path)
 
 
-async def one(count: int, edits: int) -> None:
+def block(name: str, path: Path, content: str) -> str:
+    """One file resource as files_graph() writes them."""
+    escaped = content.replace("\n", "\\n")
+    return f'    - name: {name}\n      path: {path}\n      content: "{escaped}"\n'
+
+
+class Daemon:
+    """`mgmt run` on a graph file; its log lines counted as they come (stderr drained)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.swaps = 0
+        self.swapped = asyncio.Event()
+        self.converged = asyncio.Event()
+
+    async def read(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            if b"converged: all" in raw:
+                self.converged.set()
+            if b"graph swap:" in raw:
+                self.swaps += 1
+                self.swapped.set()
+
+    async def next_swap(self, seen: int) -> None:
+        async with asyncio.timeout(120):
+            while self.swaps <= seen:
+                self.swapped.clear()
+                await self.swapped.wait()
+
+
+async def one(count: int, rounds: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-swap-"))
     graph, files = work / "graph.yaml", work / "files"
     base = files_graph(files, count)
     graph.write_text(base)
-    target = files / f"f{count // 2}"
-    old_line = f'"file number {count // 2}\\n"'
+    mid = count // 2
+    target, old = files / f"f{mid}", block(f"f{mid}", files / f"f{mid}", f"file number {mid}\n")
+    added, renamed = files / "added", files / "renamed"
     proc = await asyncio.create_subprocess_exec(
         *MGMT, "run", "--tmp-prefix", "yaml", str(graph), stderr=asyncio.subprocess.PIPE
     )
+    daemon = Daemon(proc)
+    samples: dict[str, list[float]] = {"edit": [], "add": [], "remove": [], "rename": []}
     try:
-        assert proc.stderr is not None
-        async with asyncio.timeout(600):
-            async for raw in proc.stderr:
-                if b"converged: all" in raw:
-                    break
-        reader = asyncio.create_task(proc.stderr.read())  # keep the pipe drained
-        samples = []
-        async with PathWatcher([target]) as watcher:
-            for i in range(edits):
-                content = f"edit {i}\n" if i % 2 == 0 else f"file number {count // 2}\n"
-                text = base.replace(old_line, '"' + content.replace("\n", "\\n") + '"')
-                start = time.perf_counter()
-                await asyncio.to_thread(write_atomically, graph, text)
-                await until(watcher, target, content)
-                samples.append(time.perf_counter() - start)
-        print(
-            f"N={count:6d}, edit one resource x{edits}: {fmt_ms(percentiles(samples))}"
-            f"  (load {os.getloadavg()[0]:.1f}; target <= 50 ms at N=10,000)"
-        )
-        reader.cancel()
+        async with asyncio.TaskGroup() as group:
+            reader = group.create_task(daemon.read())
+            async with asyncio.timeout(600):
+                await daemon.converged.wait()
+            async with PathWatcher([target, added, renamed]) as watcher:
+
+                async def step(kind: str, text: str, done: Done) -> None:
+                    seen = daemon.swaps
+                    start = time.perf_counter()
+                    await asyncio.to_thread(write_atomically, graph, text)
+                    await done(seen)
+                    samples[kind].append(time.perf_counter() - start)
+                    await daemon.next_swap(seen)  # settled before the next step
+
+                def on_disk(path: Path, content: str) -> Done:
+                    return lambda _seen: until(watcher, path, content)
+
+                original = f"file number {mid}\n"
+                for i in range(rounds):
+                    edited = base.replace(old, block(f"f{mid}", target, f"edit {i}\n"))
+                    await step("edit", edited, on_disk(target, f"edit {i}\n"))
+                    await step("edit", base, on_disk(target, original))
+                    plus = base.replace(old, old + block("added", added, f"added {i}\n"))
+                    await step("add", plus, on_disk(added, f"added {i}\n"))
+                    await step("remove", base, daemon.next_swap)
+                    moved = base.replace(old, block(f"r{mid}", renamed, f"renamed {i}\n"))
+                    await step("rename", moved, on_disk(renamed, f"renamed {i}\n"))
+                    await step("rename", base, daemon.next_swap)  # f{mid} is on disk already
+            reader.cancel()
     finally:
-        proc.terminate()
+        if proc.returncode is None:
+            proc.terminate()
         await proc.wait()
         shutil.rmtree(work, ignore_errors=True)
+    for kind, values in samples.items():
+        print(
+            f"N={count:6d}, {kind:6s} one resource x{len(values)}: {fmt_ms(percentiles(values))}"
+            f"  (load {os.getloadavg()[0]:.1f})"
+        )
+
+
+PROGRAM = """
+import "fmt"
+import "iter"
+import "os"
+$value = os.readfile("{input}")
+for $i, $n in iter.range({count}) {{
+	file fmt.printf("{files}/f%d", $n) {{
+		content => if $n == {mid} {{ "seen ${{value}}" }} else {{ fmt.printf("file %d", $n) }},
+	}}
+}}
+"""
+
+
+async def lang(count: int, rounds: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="mgmt-bench-swap-"))
+    files, source, program = work / "files", work / "input", work / "main.mcl"
+    source.write_text("0")
+    mid = count // 2
+    target = files / f"f{mid}"
+    program.write_text(PROGRAM.format(input=source, count=count, files=files, mid=mid))
+    proc = await asyncio.create_subprocess_exec(
+        *MGMT, "run", "--tmp-prefix", "lang", str(program), stderr=asyncio.subprocess.PIPE
+    )
+    daemon = Daemon(proc)
+    samples: list[float] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            reader = group.create_task(daemon.read())
+            async with asyncio.timeout(600):
+                await daemon.converged.wait()
+            async with PathWatcher([target]) as watcher:
+                for i in range(1, 2 * rounds + 1):
+                    seen = daemon.swaps
+                    start = time.perf_counter()
+                    await asyncio.to_thread(write_atomically, source, str(i))
+                    await until(watcher, target, f"seen {i}")
+                    samples.append(time.perf_counter() - start)
+                    await daemon.next_swap(seen)
+            reader.cancel()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"N={count:6d}, lang   one value x{len(samples)}: {fmt_ms(percentiles(samples))}"
+        f"  (load {os.getloadavg()[0]:.1f})"
+    )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--count", type=int, default=20, help="rounds of the four changes")
+    parser.add_argument("--lang", action="store_true", help="from a program instead")
     args = parser.parse_args()
     for count in args.sizes:
-        await one(count, args.count)
+        await (lang if args.lang else one)(count, args.count)
 
 
 if __name__ == "__main__":

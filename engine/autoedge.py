@@ -10,28 +10,36 @@ resource out, on both sides.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from engine.graph import Edge, Graph, Key, fmt_key, key_of
-from engine.resource import UID, Edgeable
+from engine.resource import UID, Edgeable, Resource
 
 log = logging.getLogger("engine")
 
 AUTO = Edge(name="autoedge")
 
 
-def add_autoedges(graph: Graph) -> int:
-    """Add the automatic edges to `graph` in place; returns how many were added."""
+def add_autoedges(graph: Graph, index: AutoIndex | None = None) -> int:
+    """Add the automatic edges to `graph` in place; returns how many were added. `index`, if
+    given, counts what each resource provides and asks for (AutoIndex), at no extra call."""
     providers: dict[UID, Key] = {}
     wanting: list[tuple[Key, Edgeable]] = []
     for res in graph:
         if not res.meta.autoedge or not isinstance(res, Edgeable):
             continue
-        for uid in res.uids():
+        uids = res.uids()
+        for uid in uids:
             providers.setdefault(uid, key_of(res))
+        if index is not None:
+            index.counted(uids, index.provides)
         wanting.append((key_of(res), res))
     added = 0
     for key, edgeable in wanting:
-        for request in edgeable.autoedges():
+        requests = edgeable.autoedges()
+        if index is not None:
+            index.counted([uid for request in requests for uid in request], index.wants)
+        for request in requests:
             provider = next((providers[u] for u in request if providers.get(u, key) != key), None)
             if provider is None or key in graph.succ[provider]:
                 continue
@@ -45,3 +53,47 @@ def add_autoedges(graph: Graph) -> int:
             graph.connect(provider, key, AUTO)
             added += 1
     return added
+
+
+class AutoIndex:
+    """How many resources of a graph provide each UID, and how many ask for it: whether one
+    resource added or removed takes part in no automatic edge, in O(its UIDs), not O(graph)."""
+
+    def __init__(self, resources: Iterable[Resource] = ()) -> None:
+        self.provides: dict[UID, int] = {}
+        self.wants: dict[UID, int] = {}
+        for res in resources:
+            self.count(res, 1)
+
+    @staticmethod
+    def counted(uids: list[UID], table: dict[UID, int], sign: int = 1) -> None:
+        """Count `uids` in (sign 1) or out (-1) of `table`."""
+        for uid in uids:
+            left = table.get(uid, 0) + sign
+            if left:
+                table[uid] = left
+            else:
+                del table[uid]
+
+    @staticmethod
+    def _sides(res: Resource) -> tuple[list[UID], list[UID]]:
+        """The UIDs `res` provides and those it asks for (none when it opted out)."""
+        if not res.meta.autoedge or not isinstance(res, Edgeable):
+            return [], []
+        return res.uids(), [uid for request in res.autoedges() for uid in request]
+
+    def count(self, res: Resource, sign: int) -> None:
+        """Count `res` in (sign 1) or out (-1) of the graph."""
+        provides, wants = self._sides(res)
+        self.counted(provides, self.provides, sign)
+        self.counted(wants, self.wants, sign)
+
+    def alone(self, res: Resource, present: bool) -> bool:
+        """Whether `res` takes part in no automatic edge of the graph: nothing else provides
+        what it asks for, nothing else asks for what it provides. `present`: it is counted."""
+        provides, wants = self._sides(res)
+        mine = 1 if present else 0
+        own = set(provides)
+        return all(self.wants.get(uid, 0) <= mine * wants.count(uid) for uid in provides) and all(
+            self.provides.get(uid, 0) <= mine * (uid in own) for uid in wants
+        )

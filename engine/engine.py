@@ -26,13 +26,13 @@ import itertools
 import logging
 import resource
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import collector, watcher
-from engine.autoedge import add_autoedges
+from engine.autoedge import AutoIndex, add_autoedges
 from engine.autogroup import autogroup
 from engine.errors import GraphError, ResourceError
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged
@@ -496,8 +496,26 @@ _NO_GC_STATE = _GcState(paused=False, frozen=False)
 FIRST_PASS_GC_BOUND = 30.0
 
 
-# (base, keys): a graph is `base` with only the resources of `keys` replaced (Engine.apply).
+# (base, keys): a graph is `base` with only the resources of `keys` replaced, added or removed,
+# and no edge to or from those added or removed (Engine.apply).
 Since = tuple[Graph, frozenset[Key]]
+SMALL = 64  # vertices added or removed that Engine.apply looks for without `since`
+
+
+def _same_edges(graph: Graph, last: _Raw, keys: Iterable[Key]) -> bool:
+    """Whether `graph` has the edges of `last` given, the vertices `keys` (added or removed)
+    having none."""
+    if any(
+        graph.succ.get(k) or graph.pred.get(k) or last.succ.get(k) or last.pred.get(k) for k in keys
+    ):
+        return False
+    succ = dict(last.succ)
+    for key in keys:
+        if key in succ:
+            del succ[key]
+        else:
+            succ[key] = {}
+    return graph.succ == succ
 
 
 @dataclass(frozen=True)
@@ -508,6 +526,16 @@ class _Raw:
     name: str
     vertices: dict[Key, Resource]
     succ: dict[Key, dict[Key, Edge]]
+    pred: dict[Key, dict[Key, Edge]]
+
+
+@dataclass
+class _Small:
+    """A swap in O(change): the vertices replaced, added and removed, nothing else changed."""
+
+    replace: dict[Key, Resource] = field(default_factory=dict)
+    add: dict[Key, Resource] = field(default_factory=dict)
+    remove: list[Key] = field(default_factory=list)
 
 
 class Engine:
@@ -553,6 +581,9 @@ class Engine:
         self._first_pass: set[Key] | None = None  # the first graph's vertices yet to process
         self._gc = _NO_GC_STATE  # what _first_run_gc() changed, for _gc_resume()
         self._gc_bound: asyncio.TimerHandle | None = None  # ends the pause (FIRST_PASS_GC_BOUND)
+        # The automatic edges' UIDs of the last graph as given (made by prepare(), then kept
+        # up to date by small swaps).
+        self._autoindex: AutoIndex | None = None
 
     def tick(self) -> int:
         return next(self._clock)
@@ -616,8 +647,10 @@ class Engine:
 
     def prepare(self, graph: Graph) -> None:
         """Add automatic edges and merge groups (in place), then check cycles and semaphores."""
-        if self.autoedges:
-            add_autoedges(graph)
+        index = AutoIndex() if self.autoedges else None
+        self._autoindex = None
+        if index is not None:
+            add_autoedges(graph, index)
         if self.autogroup:
             autogroup(graph)
         graph.check()
@@ -629,6 +662,7 @@ class Engine:
                     raise GraphError(
                         f"semaphore {name!r} has size {first[0]} in {first[1]} but {size} in {res}"
                     )
+        self._autoindex = index
 
     async def apply(self, graph: Graph, since: Since | None = None) -> None:
         """Run `graph`: unchanged vertices keep running, removed stop, new ones start.
@@ -648,7 +682,7 @@ class Engine:
         if small is not None:
             await self._swap_replaced(graph, small)
             return
-        raw = _Raw(graph, graph.name, graph.vertices, graph.succ)
+        raw = _Raw(graph, graph.name, graph.vertices, graph.succ, graph.pred)
         graph = graph.copy()
         self.prepare(graph)
         if not self.vertices:
@@ -744,31 +778,63 @@ class Engine:
         if state.frozen and thaw:
             gc.unfreeze()
 
-    def _small_swap(self, graph: Graph, since: Since | None) -> dict[Key, Resource] | None:
-        """The resources to replace when `graph` differs from the last one only in resources
-        that can be swapped in place (same kind, automatic edges, group, semaphores); None
-        when the whole graph must be prepared again. One identity check per kept resource."""
+    def _small_swap(self, graph: Graph, since: Since | None) -> _Small | None:
+        """The vertices to replace, add and remove when `graph` differs from the last one only
+        in resources that can be swapped in place (same kind, automatic edges, group,
+        semaphores), or added or removed alone (no edge, group or semaphore); None when the
+        whole graph must be prepared again. One identity check per kept resource."""
         last = self._raw
         if last is None or graph is last.graph or graph.name != last.name:
             return None  # the first graph, or one given again (it may have been changed)
         given = last.vertices
         if since is not None and since[0] is last.graph:
-            changed = [(k, graph.vertices[k]) for k in since[1]]
-        elif graph.vertices.keys() != given.keys() or graph.succ != last.succ:
+            keys: Iterable[Key] = since[1]
+        elif graph.vertices.keys() != given.keys():
+            keys = graph.vertices.keys() ^ given.keys()
+            if len(keys) > SMALL or not _same_edges(graph, last, keys):
+                return None
+            keys = [*keys, *(k for k, r in graph.vertices.items() if given.get(k, r) is not r)]
+        elif graph.succ != last.succ:
             return None
         else:
-            changed = [(k, r) for k, r in graph.vertices.items() if r is not given[k]]
-        replace: dict[Key, Resource] = {}
-        for key, res in changed:
+            keys = [k for k, r in graph.vertices.items() if r is not given[k]]
+        small = _Small()
+        for key in keys:
+            res = graph.vertices.get(key)
             vertex = self.vertices.get(key)
-            if vertex is None:
+            if key not in given:
+                if res is None or key in self.vertices or not self._alone(graph, key, res, False):
+                    return None
+                small.add[key] = res
+            elif res is None:
+                if vertex is None or not self._alone(self.graph, key, given[key], True):
+                    return None
+                small.remove.append(key)
+            elif vertex is None:
                 return None  # grouped into another vertex
-            if same(vertex.pristine, res):
+            elif same(vertex.pristine, res):
                 continue
-            if not self._in_place(vertex, res):
+            elif not self._in_place(vertex, res):
                 return None  # the graph's shape may change
-            replace[key] = res
-        return replace
+            else:
+                small.replace[key] = res
+        return small
+
+    def _alone(self, graph: Graph, key: Key, res: Resource, present: bool) -> bool:
+        """Whether `res` (of `key`) is in `graph` (present) or may be added to it without
+        any edge, group or semaphore, nor changing another vertex's automatic edges."""
+        if graph.succ.get(key) or graph.pred.get(key) or res.meta.sema:
+            return False
+        if present and members(self.vertices[key].res):
+            return False
+        if self.autogroup and isinstance(res, Groupable):
+            return False
+        if not self.autoedges:
+            return True
+        if self._autoindex is None:
+            assert self._raw is not None
+            self._autoindex = AutoIndex(self._raw.vertices.values())
+        return self._autoindex.alone(res, present)
 
     def _in_place(self, vertex: Vertex, res: Resource) -> bool:
         """Whether `res` may replace `vertex` without preparing the graph again."""
@@ -782,16 +848,32 @@ class Engine:
             return res.uids() == old.uids() and res.autoedges() == old.autoedges()
         return True
 
-    async def _swap_replaced(self, given: Graph, replace: dict[Key, Resource]) -> None:
-        """The O(change) swap: the last prepared graph with the `replace`d vertices swapped."""
-        removed = [self.vertices[key] for key in replace]
+    async def _swap_replaced(self, given: Graph, small: _Small) -> None:
+        """The O(change) swap: the last prepared graph with the vertices of `small` replaced,
+        added and removed."""
+        replace = small.replace
+        removed = [self.vertices[key] for key in [*replace, *small.remove]]
         await asyncio.gather(*(v.stop(graceful=True) for v in removed))
+        gone = {key: self.vertices[key].res for key in small.remove}
+        await self._reverse(list(gone), gone)
         graph = Graph(given.name)  # shares the prepared edges: nobody changes them
-        graph.vertices = {**self.graph.vertices, **replace}
+        graph.vertices = {**self.graph.vertices, **replace, **small.add}
         graph.succ, graph.pred = self.graph.succ, self.graph.pred
         vertices = dict(self.vertices)
+        if small.add or small.remove:
+            graph.succ, graph.pred = dict(graph.succ), dict(graph.pred)
+            index = self._autoindex
+            for key in small.remove:
+                del graph.vertices[key], graph.succ[key], graph.pred[key], vertices[key]
+                self._retryreset.discard(key)
+                if index is not None:
+                    index.count(gone[key], -1)
+            for key, res in small.add.items():
+                graph.succ[key], graph.pred[key] = {}, {}
+                if index is not None:
+                    index.count(res, 1)
         added = []
-        for key, res in replace.items():
+        for key, res in {**replace, **small.add}.items():
             vertices[key] = Vertex(self, res)
             added.append(vertices[key])
             self._retryreset.discard(key)
@@ -802,13 +884,22 @@ class Engine:
                 self.retries.pop(key, None)
         self.graph = graph
         self.vertices = vertices
-        self._raw = _Raw(given, given.name, given.vertices, given.succ)
+        self._raw = _Raw(given, given.name, given.vertices, given.succ, given.pred)
         kept = len(vertices) - len(added)
         log.info("graph swap: %d kept, %d stopped, %d started", kept, len(removed), len(added))
         await asyncio.gather(*(v.start() for v in added))
         for vertex in added:
             self.changed(vertex)
-        self.listeners.emit(GraphSwapped(kept, len(removed), len(added), frozenset(replace)))
+        self.listeners.emit(
+            GraphSwapped(
+                kept,
+                len(removed),
+                len(added),
+                frozenset(replace) | frozenset(small.add),
+                frozenset(small.add),
+                frozenset(small.remove),
+            )
+        )
 
     # reversal ------------------------------------------------------------------------------
 

@@ -41,14 +41,17 @@ class CheckApplied:
 class GraphSwapped:
     """A graph was applied (the first one too): counts of vertices kept, stopped and started.
 
-    `replaced` names the vertices a small swap replaced (same keys, same edges: nothing else
-    changed, so a listener may update just those); None for any other swap.
+    `replaced` names the vertices a small swap replaced or added (nothing else changed but
+    `removed`, so a listener may update just those); None for any other swap. `added`: those of
+    `replaced` that are new.
     """
 
     kept: int
     stopped: int
     started: int
     replaced: frozenset[tuple[str, str]] | None = None
+    added: frozenset[tuple[str, str]] = frozenset()
+    removed: frozenset[tuple[str, str]] = frozenset()
 
 
 Event = VertexChanged | CheckApplied | GraphSwapped

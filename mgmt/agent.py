@@ -24,6 +24,7 @@ from engine import collector
 from engine.engine import Engine
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Graph
+from engine.heap import FrozenHeap
 from engine.local import LocalValues
 from engine.safefs import check_private, private_dir
 from engine.tasks import TaskSet
@@ -218,6 +219,7 @@ class Agent:
         timeout = config.exit_after
         # Always tracked (logged once converged); exits the run only in cron mode.
         self.converger = Converger(self.engine, max(timeout, 0))
+        self.heap = FrozenHeap(self.engine) if config.own_process else None
         self.exit_when_converged = timeout >= 0
         self._started = time.monotonic()
         self.stopping = asyncio.Event()
@@ -329,6 +331,8 @@ class Agent:
         first = True
         while True:
             await self.converger.converged.wait()
+            if self.heap is not None:
+                self.heap.converged()
             self.status.set_converged(True)
             if self.metrics is not None:
                 self.metrics.set_converged(True)
@@ -444,6 +448,8 @@ class Agent:
         self.converger.close()
         if self.cluster_status is not None:
             await self.cluster_status.stop()
+        if self.heap is not None:
+            self.heap.close()
         if self.cluster is not None:  # withdraw exports, leave, stop etcd
             await self.cluster.stop(graceful=not self._forced)
         if self.notifier is not None:

@@ -23,7 +23,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import MISSING
+from dataclasses import MISSING, replace
 from pathlib import Path
 from typing import Any
 
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         from mgmt.deploy.cli import deploy_main
 
         return deploy_main(args[1:], exit_now=argv is None)
-    config = parse(args)
+    config = replace(parse(args), own_process=True)
     from mgmt import agent
 
     try:

@@ -81,12 +81,13 @@ class Converger:
         self._rearm()
 
     def _swapped(self, event: GraphSwapped) -> None:
-        """After a swap: re-evaluate the vertices it replaced (a small swap that stopped no
-        failed vertex), else every vertex."""
+        """After a swap: re-evaluate the vertices it replaced or added (a small swap that
+        stopped no failed vertex), else every vertex."""
         replaced = event.replaced
-        if replaced is None or not self._failed.isdisjoint(replaced):
+        if replaced is None or not self._failed.isdisjoint(replaced | event.removed):
             self.recompute()
             return
+        self._unsettled.difference_update(event.removed)
         for key in replaced:
             vertex = self.engine.vertices[key]
             if vertex.failed:

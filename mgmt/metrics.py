@@ -133,7 +133,11 @@ class Metrics:
             self.latency.labels(kind).observe(latency)
 
     def graph_swapped(self, event: GraphSwapped) -> None:
-        if event.replaced is not None:  # a small swap: the same keys, so the same counts
+        if event.replaced is not None:  # a small swap: no group changed
+            for kind, count in Tally(key[0] for key in event.added).items():
+                self.resources.labels(kind).inc(count)
+            for kind, count in Tally(key[0] for key in event.removed).items():
+                self.resources.labels(kind).dec(count)
             self.graph_start.set(time.time())
             return
         self.clock.prune(self.engine.vertices)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from engine.errors import GraphError, MgmtError, ValidationError
-from engine.graph import Edge, Graph, Key, fmt_key
+from engine.graph import Edge, Graph, Key, fmt_key, key_of
 from engine.meta import Meta
 from engine.params import build, close_match, field_names, show
 from engine.resource import Resource, kinds, lookup, unsupported
@@ -281,7 +281,13 @@ def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where
     if isinstance(node, yaml.MappingNode):
         out = LocDict()
         out.line, out.lines, out.raw = node.start_mark.line + 1, {}, {}
+        merge: tuple[yaml.Node, yaml.Node] | None = None
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                if merge is not None:
+                    raise _NodeProblem(key_node.start_mark.line + 1, f"{where or '<<'}: two <<")
+                merge = (key_node, value_node)
+                continue
             key = _plain(key_node, constructor, where)
             key = str(key) if not isinstance(key, str) else key
             shown = key if len(key) <= 40 else key[:37] + "..."
@@ -292,6 +298,8 @@ def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where
             out.lines[key] = key_node.start_mark.line + 1
             if isinstance(value_node, yaml.ScalarNode) and not value_node.style:
                 out.raw[key] = value_node.value
+        if merge is not None:
+            _merge(out, merge[0].start_mark.line + 1, merge[1], constructor, where)
         return out
     if isinstance(node, yaml.SequenceNode):
         seq = LocList(
@@ -308,14 +316,37 @@ def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where
             f"{name}an integer of more than {MAX_INT_DIGITS:,} digits "
             "(quote it to make it a string)",
         )
-    if node.tag == _MERGE_TAG:
-        raise _NodeProblem(line, f"{name}merge keys (<<) are not supported: repeat the keys")
     try:
         return constructor.construct_object(node, deep=True)
     except yaml.MarkedYAMLError as err:
         raise _NodeProblem(line, f"{name}{err.problem or err.context}") from err
     except (ValueError, OverflowError, TypeError) as err:  # e.g. a date like 2001-13-45
         raise _NodeProblem(line, f"{name}cannot read {show(node.value)}: {err}") from err
+
+
+def _merge(
+    out: LocDict,
+    line: int,
+    value: yaml.Node,
+    constructor: yaml.constructor.SafeConstructor,
+    where: str,
+) -> None:
+    """Add to `out` the keys it lacks of the mapping(s) of a merge key (`<<: *base` or
+    `<<: [*a, *b]`, the first mapping listed winning, as in go-yaml) at `line`, which is the
+    line of each key it adds. Aliases were bounded by _check_shape like any others."""
+    sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
+    if not sources or not all(isinstance(source, yaml.MappingNode) for source in sources):
+        raise _NodeProblem(
+            line, f"{where or '<<'}: << takes a mapping or a list of mappings, e.g. <<: *base"
+        )
+    for source in sources:
+        mapping = _plain(source, constructor, where)
+        for key, item in mapping.items():
+            if key not in out:
+                out[key] = item
+                out.lines[key] = line
+                if key in mapping.raw:
+                    out.raw[key] = mapping.raw[key]
 
 
 class _Parser:
@@ -361,22 +392,22 @@ class _Parser:
             loaded.reuse = Reuse.of(data, node, self.parsed, loaded)
         return loaded
 
-    def item(self, text: str, line: int, col: int, old: _Item) -> Resource | None:
-        """The resource of `text`, the edited mapping of `old` at 0-based `line` and `col`;
-        None on any problem or warning, or if it changed its name."""
-        data = ("\n" * line + " " * col + text).encode()
+    def items(self, fragment: str, line: int) -> list[tuple[yaml.Node, LocDict]] | None:
+        """The mappings of `fragment`, whole lines of a block list of resources starting at
+        0-based `line`, with their nodes; None on any problem (or alias)."""
+        data = ("\n" * line + fragment).encode()
         try:
             node = _compose(data)
-            if not isinstance(node, yaml.MappingNode) or _check_shape(node, data, _RESOURCES_DEPTH):
+            if not isinstance(node, yaml.SequenceNode) or _check_shape(
+                node, data, _RESOURCES_DEPTH - 1
+            ):
                 return None
-            item = _plain(node, yaml.constructor.SafeConstructor(), "")
+            seq = _plain(node, yaml.constructor.SafeConstructor(), "")
         except (yaml.YAMLError, _NodeProblem):
             return None
-        cls = lookup(old.kind)
-        if not isinstance(item, LocDict) or item.get("name") != old.name or cls is None:
+        if not all(isinstance(item, LocDict) for item in seq):
             return None
-        res = self._resource(cls, old.kind, item, line + 1, old.index)
-        return None if self.problems or self.warnings else res
+        return list(zip(node.value, seq, strict=True))
 
     def _keys(self, data: LocDict, allowed: list[str], where: str, legacy: set[str]) -> None:
         for key in list(data):
@@ -617,12 +648,13 @@ class _Parser:
 
 # Incremental re-parsing (issue 16) ------------------------------------------------------------
 #
-# An edit of one resource of a big graph file re-parses that resource alone: the text is compared
-# with the last version's, and when everything that changed lies inside one resource's mapping
-# (of a block list, its name unchanged), that mapping is parsed on its own, at its own line and
-# column, and every other resource is the very object of the last parse (so the engine keeps
-# those vertices on an identity check). Anything else, or any problem or warning at all, is a
-# full parse: its result and its messages are always those of parse().
+# An edit of a few resources of a big graph file re-parses those alone: the text is compared
+# with the last version's, and when everything that changed lies within the items of one block
+# list of resources (edited, added, removed, renamed), the whole lines of those items are parsed
+# on their own, at their own line, as a list; an item whose text is unchanged, and every other
+# resource, is the very object of the last parse (so the engine keeps those vertices on an
+# identity check). Anything else, or any problem or warning at all, is a full parse: its result
+# and its messages are always those of parse().
 
 _BREAKS_BUT_NL = ("\r", "\x85", "\u2028", "\u2029")  # YAML line breaks other than "\n"
 _RESOURCES_DEPTH = 3  # lists/mappings around a resource: the file, `resources`, its kind's list
@@ -634,10 +666,19 @@ class _Item:
     """A resource of the parsed file, as reparse() may reuse it."""
 
     kind: str
-    index: int  # in its kind's list
     name: str  # as written ("@@" for an export)
     res: Resource
-    slot: int  # its index in Loaded.exported, or -1
+    # its mapping's text at column `col` of its line, to the next token's line (what it is
+    # read from: the same text there is the same resource)
+    text: str
+
+    @property
+    def key(self) -> Key:
+        return (self.kind, self.name.removeprefix(EXPORT_PREFIX))
+
+    @property
+    def export(self) -> bool:
+        return self.name.startswith(EXPORT_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -675,15 +716,15 @@ class Reuse:
             parsed
         ):
             return None  # the same resource twice
-        slots = {id(res): i for i, res in enumerate(loaded.exported)}
+        text = data.decode("utf-8")
         items, starts, ends, lines, cols = [], [], [], [], []
-        for (kind, index, name, res), node in zip(parsed, spans, strict=True):
-            items.append(_Item(kind, index, name, res, slots.get(id(res), -1)))
-            starts.append(node.start_mark.index)
-            ends.append(node.end_mark.index)
+        for (kind, _index, name, res), node in zip(parsed, spans, strict=True):
+            start, end = node.start_mark.index, node.end_mark.index
+            items.append(_Item(kind, name, res, text[start:end].rstrip(" ")))
+            starts.append(start)
+            ends.append(end)
             lines.append(node.start_mark.line)
             cols.append(node.start_mark.column)
-        text = data.decode("utf-8")
         return cls(
             text,
             starts,
@@ -697,10 +738,29 @@ class Reuse:
             list(loaded.pending),
         )
 
+    def _chunk(self, k: int) -> tuple[int, int]:
+        """The whole lines of the k-th resource in the text: from its line (the one of its "-")
+        to the line of the next token."""
+        text = self.text
+        return text.rfind("\n", 0, self.starts[k]) + 1, self.ends[k] - _indent_of_next(
+            text, self.ends[k]
+        )
+
+    def _locate(self, at: int) -> int | None:
+        """The resource whose chunk holds offset `at` (or ends at it), if any."""
+        k = bisect.bisect_right(self.starts, at) - 1
+        if k + 1 < len(self.starts) and at >= self._chunk(k + 1)[0]:
+            k += 1
+        if k < 0 or at > self._chunk(k)[1]:
+            return None
+        return k
+
     def edited(self, data: bytes, filename: str, base: Graph) -> Loaded | None:
-        """The parse of `data`, an edit of this text inside one resource; None if it is not
-        one, or if that resource has any problem (a full parse then reports it). `base` is the
-        graph of this text as given out: the new one is it with one resource replaced."""
+        """The parse of `data`, an edit of this text that adds, removes, renames or changes
+        resources of one block list only (whole resources, or inside them); None if it is not
+        one, or on any problem (a full parse then reports it). `base` is the graph of this text
+        as given out: the new one is it with only the changed resources replaced, added or
+        removed (Loaded.since)."""
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -708,40 +768,148 @@ class Reuse:
         old = self.text
         head = _common_prefix(old, text, min(len(old), len(text)))
         tail = _common_suffix(old, text, min(len(old), len(text)) - head)
-        i = bisect.bisect_right(self.starts, head) - 1
-        # The change must end before the line break that precedes the next token, unchanged.
-        if i < 0 or len(old) - tail >= self.ends[i] - _indent_of_next(old, self.ends[i]):
-            return None  # not inside one resource's mapping
+        i, j = self._locate(head), self._locate(len(old) - tail)
+        if i is None or j is None:
+            return None
+        lo, hi = min(i, j), max(i, j)
+        kind = self.items[lo].kind
+        if self.items[hi].kind != kind:
+            return None  # the change spans two lists
+        start, end = self._chunk(lo)[0], self._chunk(hi)[1]
         shift = len(text) - len(old)
-        start, col, item = self.starts[i], self.cols[i], self.items[i]
-        before, after = old[start : self.ends[i]], text[start : self.ends[i] + shift]
-        if not _self_contained(after, col) or any(b in before + after for b in _BREAKS_BUT_NL):
+        fragment = text[start : end + shift]
+        prefix = old[start : self.starts[lo]]
+        dash = len(prefix) - len(prefix.lstrip(" "))
+        if prefix[dash:].rstrip(" ") != "-" or not _block_items(fragment, dash):
             return None
-        res = _Parser(filename).item(after, self.lines[i], col, item)
-        if res is None:
+        if not fragment:  # every resource of the range removed: the list must keep one
+            first = lo == 0 or self.items[lo - 1].kind != kind
+            last = hi + 1 == len(self.items) or self.items[hi + 1].kind != kind
+            if first and last:
+                return None
+        found = _Parser(filename).items(fragment, self.lines[lo]) if fragment else []
+        if found is None:
             return None
+        new = self._new_items(
+            found=found, lo=lo, hi=hi, filename=filename, start=start, end=end + shift, text=text
+        )
+        if new is None:
+            return None
+        moved = fragment.count("\n") - old.count("\n", start, end)
+        after = start + dash if new else end + shift + _next_indent(text, end + shift)
+        return self._replaced(
+            text=text, lo=lo, hi=hi, new=new, moves=(shift, moved, after), base=base
+        )
+
+    def _new_items(
+        self,
+        *,
+        found: list[tuple[yaml.Node, LocDict]],
+        lo: int,
+        hi: int,
+        filename: str,
+        start: int,
+        end: int,
+        text: str,
+    ) -> list[tuple[_Item, int, int, int, int]] | None:
+        """The resources of the new fragment `text[start:end]` (found: its nodes and
+        mappings), each with its offsets, 0-based line and column in `text`; a resource whose
+        text is unchanged is the very object of the last parse. None on any problem."""
+        kind = self.items[lo].kind
+        cls = lookup(kind)
+        if cls is None:
+            return None
+        known = {(self.cols[k], self.items[k].text): self.items[k] for k in range(lo, hi + 1)}
+        line = self.lines[lo]  # the lines before the fragment: one character each in `data`
+        out = []
+        for n, (node, data) in enumerate(found):
+            first = start + node.start_mark.index - line
+            last = start + node.end_mark.index - line if n + 1 < len(found) else end
+            if last == end:  # the last one ends where the old range did: at the next token
+                last += _next_indent(text, end)
+            name, col = data.get("name"), node.start_mark.column
+            lead = text[text.rfind("\n", 0, first) + 1 : first]
+            if not isinstance(name, str) or lead.strip(" ") != "-" or col != len(lead):
+                return None  # the mapping must start on its "-" line
+            item = known.get((col, text[first:last].rstrip(" ")))
+            if item is None or item.name != name:
+                parser = _Parser(filename)
+                res = parser._resource(cls, kind, data, node.start_mark.line + 1, 0)
+                if res is None or parser.problems or parser.warnings:
+                    return None
+                item = _Item(kind, name, res, text[first:last].rstrip(" "))
+            out.append((item, first, last, node.start_mark.line, col))
+        return out
+
+    def _replaced(
+        self,
+        *,
+        text: str,
+        lo: int,
+        hi: int,
+        new: list[tuple[_Item, int, int, int, int]],
+        moves: tuple[int, int, int],
+        base: Graph,
+    ) -> Loaded | None:
+        """This parse with the resources lo..hi replaced by `new` (of the edited `text`); None
+        if that changes more than those resources (a duplicate, an edge's end). `moves`: how
+        many characters and lines the text after them moved, and where the resource before
+        them now ends (the next token)."""
+        shift, moved, after = moves
+        olds = self.items[lo : hi + 1]
+        gone = {item.key: item for item in olds}
+        came: dict[Key, _Item] = {}
+        for item, *_ in new:
+            if item.key in came:
+                return None  # the same resource twice
+            came[item.key] = item
+        exports = {key_of(res) for res in self.exported}
+        for key in came.keys() - gone.keys():
+            if key in self.graph.vertices or key in exports:
+                return None
+        edged = {key for edge in self.pending for key in edge[:2]}
+        for key in gone.keys() ^ came.keys():
+            if self.graph.succ.get(key) or self.graph.pred.get(key) or key in edged:
+                return None  # an edge names it: a full parse says what that means
+        for key in gone.keys() & came.keys():
+            if gone[key].export != came[key].export:
+                return None
+        rest = range(hi + 1, len(self.items))
         graph = _share(self.graph)
-        exported = list(self.exported)
-        changed: frozenset[Key] = frozenset()
-        if item.slot >= 0:
-            exported[item.slot] = res
+        changed: set[Key] = set()
+        for key, item in gone.items():
+            if not item.export and key not in came:
+                del graph.vertices[key], graph.succ[key], graph.pred[key]
+                changed.add(key)
+        for key, item in came.items():
+            if item.export:
+                continue
+            if key not in graph.vertices:
+                graph.succ[key], graph.pred[key] = {}, {}
+            if graph.vertices.get(key) is not item.res:
+                graph.vertices[key] = item.res
+                changed.add(key)
+        items = [*self.items[:lo], *(n[0] for n in new), *self.items[hi + 1 :]]
+        ends = [*self.ends[:lo], *(n[2] for n in new), *(self.ends[k] + shift for k in rest)]
+        if lo > 0 and items[lo - 1].kind == olds[0].kind:  # its end was the first one's "-"
+            prev = items[lo - 1]
+            ends[lo - 1] = after
+            items[lo - 1] = _Item(
+                prev.kind, prev.name, prev.res, text[self.starts[lo - 1] : after].rstrip(" ")
+            )
+        if any(item.export for item in olds) or any(item.export for item in came.values()):
+            exported = [item.res for item in items if item.export]
         else:
-            changed = frozenset({(item.kind, res.name)})
-            graph.vertices[(item.kind, res.name)] = res
+            exported = list(self.exported)
         loaded = Loaded(graph, exported, list(self.collect), pending=list(self.pending))
-        loaded.since = (base, changed)
-        moved = after.count("\n") - before.count("\n")
+        loaded.since = (base, frozenset(changed))
         loaded.reuse = Reuse(
             text,
-            self.starts[: i + 1] + [s + shift for s in self.starts[i + 1 :]],
-            self.ends[:i] + [e + shift for e in self.ends[i:]],
-            self.lines[: i + 1] + [n + moved for n in self.lines[i + 1 :]],
-            self.cols,
-            [
-                *self.items[:i],
-                _Item(item.kind, item.index, item.name, res, item.slot),
-                *self.items[i + 1 :],
-            ],
+            [*self.starts[:lo], *(n[1] for n in new), *(self.starts[k] + shift for k in rest)],
+            ends,
+            [*self.lines[:lo], *(n[3] for n in new), *(self.lines[k] + moved for k in rest)],
+            [*self.cols[:lo], *(n[4] for n in new), *self.cols[hi + 1 :]],
+            items,
             _share(graph),
             list(exported),
             self.collect,
@@ -787,18 +955,27 @@ def _indent_of_next(text: str, end: int) -> int:
     return len(line) if not line.strip(" ") else 0
 
 
-def _self_contained(fragment: str, col: int) -> bool:
-    """Whether `fragment`, the text of a block list item's mapping that starts at column `col`,
-    is read the same on its own: it starts with its first key, and every later line is blank, a
-    comment, or indented at least to `col` with spaces (a less indented line would end it)."""
-    lines = fragment.split("\n")
-    if not lines[0] or lines[0][0] in " \t#":
+def _next_indent(text: str, at: int) -> int:
+    """How many spaces start the line at offset `at` (the indentation of its token)."""
+    return len(text[at : at + 256]) - len(text[at : at + 256].lstrip(" "))
+
+
+def _block_items(fragment: str, dash: int) -> bool:
+    """Whether `fragment`, whole lines of a block list whose "-" are at column `dash`, is read
+    the same on its own: every line is blank, a comment, an item's "- " at `dash`, or indented
+    further with spaces (a less indented line, or another token at `dash`, would end the list),
+    and the first that is none of the first two starts an item."""
+    if (fragment and not fragment.endswith("\n")) or any(b in fragment for b in _BREAKS_BUT_NL):
         return False
-    for line in lines[1:]:
+    started = False
+    for line in fragment.split("\n")[:-1]:
         body = line.lstrip(" ")
-        if body.startswith("\t"):
-            return False
-        if body and not body.startswith("#") and len(line) - len(body) < col:
+        indent = len(line) - len(body)
+        if not body or body.startswith("#"):
+            continue
+        if indent == dash and body.startswith("- "):
+            started = True
+        elif not started or indent <= dash or body.startswith("\t"):
             return False
     return True
 

@@ -50,5 +50,5 @@ def needs_cluster(config: Config, loaded: Loaded, keys: Iterable[Key] | None = N
     vertices = loaded.graph.vertices
     return any(
         kind in CLUSTER_KINDS or vertices[(kind, name)].needs_world()
-        for kind, name in (vertices if keys is None else keys)
+        for kind, name in (vertices if keys is None else (k for k in keys if k in vertices))
     )

@@ -118,9 +118,11 @@ class StatusModel:
             for key in [k for k in self.info if k not in vertices]:
                 del self.info[key]
             self.clock.prune(vertices)
+        for key in event.removed:
+            self.info.pop(key, None)
         self.graph_version += 1
         self._publish({"type": "graph", "version": self.graph_version})
-        # A small swap replaced just these vertices (the same keys): the others are as they were.
+        # A small swap replaced or added just these vertices: the others are as they were.
         for key in vertices if event.replaced is None else event.replaced:
             self._update(vertices[key])
 

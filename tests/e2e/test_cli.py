@@ -97,6 +97,26 @@ def test_bad_input_exits_2_before_applying_anything(tmp_path: Path) -> None:
     assert not (tmp_path / "good").exists()
 
 
+def test_bad_merge_key_exits_2_naming_its_line(tmp_path: Path) -> None:
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: bad
+        comment: &notmap [1]
+        resources:
+          file:
+            - name: good
+              path: TMP/good
+              content: "x"
+              <<: *notmap
+        """,
+    )
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(graph)])
+    assert code == 2
+    assert f"{graph}:9: resources.file[0]: << takes a mapping or a list of mappings" in out
+    assert not (tmp_path / "good").exists()
+
+
 def test_failing_resource_exits_1_naming_it_and_siblings_still_run(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,

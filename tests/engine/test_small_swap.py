@@ -136,11 +136,58 @@ async def test_shape_changes_prepare_the_whole_graph(
     await settle(engine)
     assert len(prepares) == 1
 
-    added = moved.copy()  # a new vertex
-    added.add(FileRes(name="c", path=str(tmp_path / "c"), content="c\n"))
+    added = moved.copy()  # a new vertex that b's automatic edges would reach
+    added.add(FileRes(name="dir", path=str(tmp_path) + "/", state="exists"))
     await engine.apply(added)
     await settle(engine)
-    assert len(prepares) == 2 and (tmp_path / "c").read_text() == "c\n"
+    assert len(prepares) == 2 and ("file", "b") in engine.graph.succ[("file", "dir")]
+
+
+async def test_a_vertex_added_or_removed_alone_is_swapped_alone(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = files(tmp_path, {f"f{i}": f"{i}\n" for i in range(N)})
+    first.connect(("file", "f0"), ("file", "f1"))
+    await engine.apply(first)
+    await settle(engine)
+    before = dict(engine.vertices)
+    swaps: list[GraphSwapped] = []
+    engine.listeners.subscribe(GraphSwapped, swaps.append)
+    prepares = count_calls(monkeypatch, engine, "prepare")
+
+    second = first.copy()  # one added, one removed (a rename), without `since`
+    del second.vertices[("file", "f7")], second.succ[("file", "f7")], second.pred[("file", "f7")]
+    second.add(FileRes(name="g7", path=str(tmp_path / "out" / "g7"), content="g\n"))
+    await engine.apply(second)
+    await settle(engine)
+    assert not prepares
+    assert swaps == [
+        GraphSwapped(
+            N - 1,
+            1,
+            1,
+            frozenset({("file", "g7")}),
+            frozenset({("file", "g7")}),
+            frozenset({("file", "f7")}),
+        )
+    ]
+    assert (tmp_path / "out" / "g7").read_text() == "g\n"
+    assert ("file", "f7") not in engine.vertices and ("file", "f7") not in engine.graph.succ
+    for key, vertex in before.items():
+        assert key == ("file", "f7") or engine.vertices[key] is vertex
+
+    third = second.copy()  # with `since`: the added one only looked at
+    third.add(FileRes(name="h", path=str(tmp_path / "out" / "h"), content="h\n"))
+    await engine.apply(third, since=(second, frozenset({("file", "h")})))
+    await settle(engine)
+    assert not prepares and (tmp_path / "out" / "h").read_text() == "h\n"
+
+    fourth = third.copy()  # removing an edge's end changes the shape
+    del fourth.vertices[("file", "f1")], fourth.succ[("file", "f1")], fourth.pred[("file", "f1")]
+    del fourth.succ[("file", "f0")][("file", "f1")]
+    await engine.apply(fourth)
+    await settle(engine)
+    assert len(prepares) == 1 and ("file", "f1") not in engine.vertices
 
 
 async def test_the_same_graph_object_given_again_is_compared_in_full(

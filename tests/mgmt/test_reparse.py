@@ -3,6 +3,7 @@ and whatever the edit, the result (or the error) is exactly parse()'s."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -78,6 +79,49 @@ EDITS = {
     "a resource removed": lambda t: t.replace(
         '    - name: f5\n      path: /tmp/g/f5\n      content: "number 5"\n', ""
     ),
+    "a resource added first": lambda t: t.replace(
+        "  file:\n", "  file:\n    - name: new\n      path: /tmp/new\n"
+    ),
+    "a resource appended": lambda t: t.replace(
+        f'"number {N - 1}"\n', f'"number {N - 1}"\n    - name: new\n      path: /tmp/new\n'
+    ),
+    "an export added": lambda t: t.replace(
+        '"number 5"\n', "\"number 5\"\n    - name: '@@new'\n      path: /tmp/new\n"
+    ),
+    "a duplicate added": lambda t: t.replace(
+        '"number 5"\n', '"number 5"\n    - name: f9\n      path: /tmp/new\n'
+    ),
+    "an edge's end added": lambda t: t.replace(
+        '"number 5"\n', '"number 5"\n    - name: f1\n      path: /tmp/g/f1\n'
+    ),
+    "a bad resource added": lambda t: t.replace(
+        '"number 5"\n', '"number 5"\n    - name: new\n      pth: /tmp/new\n'
+    ),
+    "the first removed": lambda t: t.replace(
+        '    - name: f0\n      path: /tmp/g/f0\n      content: "number 0"\n', ""
+    ),
+    "the last removed": lambda t: t.replace(
+        f'    - name: f{N - 1}\n      path: /tmp/g/f{N - 1}\n      content: "number {N - 1}"\n', ""
+    ),
+    "three removed": lambda t: t.replace(
+        "".join(
+            f'    - name: f{i}\n      path: /tmp/g/f{i}\n      content: "number {i}"\n'
+            for i in (4, 5, 6)
+        ),
+        "",
+    ),
+    "an edge's end removed": lambda t: t.replace(
+        '    - name: f2\n      path: /tmp/g/f2\n      content: "number 2"\n', ""
+    ),
+    "two swapped": lambda t: t.replace(
+        '    - name: f5\n      path: /tmp/g/f5\n      content: "number 5"\n'
+        '    - name: f6\n      path: /tmp/g/f6\n      content: "number 6"\n',
+        '    - name: f6\n      path: /tmp/g/f6\n      content: "number 6"\n'
+        '    - name: f5\n      path: /tmp/g/f5\n      content: "number 5"\n',
+    ),
+    "a comment between": lambda t: t.replace("    - name: f6\n", "  # six\n\n    - name: f6\n"),
+    "a dash alone": lambda t: t.replace("    - name: f6\n", "    -\n      name: f6\n"),
+    "all removed": lambda t: "\n".join(t.split("\n")[:3]) + "\n",
     "indent before the next item": lambda t: t.replace("\n    - name: f6", "\n      - name: f6"),
     "the next item joined": lambda t: t.replace(
         '"number 5"\n    - name: f6', '"number 5"    - name: f6'
@@ -127,3 +171,76 @@ def test_no_reuse_state_without_incremental_or_with_aliases() -> None:
     assert parse(text(), "g.yaml").reuse is None
     aliased = text().replace('"number 5"', "&c five").replace('"number 6"', "*c")
     assert parse(aliased, "g.yaml", incremental=True).reuse is None
+
+
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    validated: list[str] = []
+    original = FileRes.validate
+
+    def counting(self: FileRes) -> None:
+        validated.append(self.name)
+        original(self)
+
+    monkeypatch.setattr(FileRes, "validate", counting)
+    return validated
+
+
+@pytest.mark.parametrize(
+    ("edit", "validated", "changed"),
+    [
+        ("a resource added inside", ["new"], {"new"}),
+        ("a resource appended", ["new"], {"new"}),
+        ("a resource added first", ["new"], {"new"}),
+        ("a resource removed", [], {"f5"}),
+        ("three removed", [], {"f4", "f5", "f6"}),
+        ("renamed", ["g5"], {"f5", "g5"}),
+        ("two swapped", [], set()),
+    ],
+)
+def test_adding_removing_renaming_parses_those_alone(
+    monkeypatch: pytest.MonkeyPatch, edit: str, validated: list[str], changed: set[str]
+) -> None:
+    first = parse(text(), "g.yaml", incremental=True)
+    seen = counted(monkeypatch)
+    second = reparse(EDITS[edit](text()).encode(), "g.yaml", first)
+    assert seen == validated  # the new resources alone, not N
+    assert second.since == (first.graph, frozenset(("file", name) for name in changed))
+    for key, res in second.graph.vertices.items():
+        assert (first.graph.vertices.get(key) is res) == (key[1] not in changed)
+
+
+def test_a_random_walk_of_edits_reparses_as_parse() -> None:
+    """Resources added, removed, renamed and edited anywhere, one after the other, each
+    reparse()d from the last: always what parse() makes of the text, mostly without it."""
+    rng = random.Random(16)
+    names = [f"f{i}" for i in range(N)]
+    contents = {name: "x" for name in names}
+
+    def render() -> str:
+        lines = ["graph: g", "resources:", "  file:"]
+        for name in names:
+            lines += [f"    - name: {name}", f"      path: /tmp/g/{name}"]
+            lines += [f'      content: "{contents[name]}"']
+        return "\n".join(lines) + "\n  noop:\n    - name: n\n" + EDGES
+
+    last = parse(render(), "g.yaml", incremental=True)
+    full = 0
+    for step in range(100):
+        at = rng.randrange(3, len(names))  # f1, f2 (edges' ends) stay
+        action = rng.choice(["add", "remove", "rename", "edit"])
+        if action == "add" or len(names) < 10:
+            names.insert(at, f"n{step}")
+            contents[f"n{step}"] = "new"
+        elif action == "remove":
+            del names[at]
+        elif action == "rename":
+            names[at] = f"r{step}"
+            contents[names[at]] = "renamed"
+        else:
+            contents[names[at]] = f"edit {step}"
+        now = render()
+        assert outcome(now, last) == outcome(now)
+        loaded = reparse(now.encode(), "g.yaml", last)
+        full += loaded.since is None
+        last = loaded
+    assert full == 0

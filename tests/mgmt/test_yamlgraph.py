@@ -265,6 +265,42 @@ def test_aliases_within_the_budget_work() -> None:
     assert MAX_ALIAS_VALUES == 100_000
 
 
+MERGED = """
+graph: g
+comment:
+  base: &base {mode: "0600", meta: {retry: 3}}
+  owner: &owner {content: "o\\n", mode: "0640"}
+resources:
+  file:
+    - name: a
+      path: /tmp/a
+      <<: *base
+    - name: b
+      path: /tmp/b
+      mode: "0644"
+      <<: [*owner, *base]
+"""
+
+
+def test_merge_keys_fill_the_keys_a_mapping_lacks() -> None:
+    graph = parse(MERGED, "g.yaml").graph
+    a, b = graph.vertices[("file", "a")], graph.vertices[("file", "b")]
+    assert a.mode == "0600" and a.meta.retry == 3  # type: ignore[attr-defined]
+    # the mapping's own keys win, then the first mapping merged (go-yaml, the YAML spec)
+    assert b.mode == "0644" and b.content == "o\n" and b.meta.retry == 3  # type: ignore[attr-defined]
+
+
+def test_a_bad_merged_value_names_the_merge_line() -> None:
+    text = MERGED.replace('mode: "0600"', "mode: 99999")
+    assert one_problem(text).startswith("g.yaml:10: file[a]: mode: ")
+
+
+def test_merge_keys_count_against_the_alias_budget() -> None:
+    wide = "graph: g\na: &a {" + ", ".join(f"k{i}: x" for i in range(999)) + "}\n"
+    uses = "".join(f"b{i}: {{<<: *a}}\n" for i in range(101))
+    assert "aliases expand to more than" in one_problem(wide + uses)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -285,9 +321,11 @@ def test_aliases_within_the_budget_work() -> None:
         ("graph: g\n x: 1\n", "g.yaml:2: YAML syntax error: "),  # parser
         ("graph: *nope\n", "g.yaml:1: YAML syntax error: found undefined alias"),
         (
-            "graph: g\nm: &m {a: 1}\nx:\n  <<: *m\n",
-            "g.yaml:4: x: merge keys (<<) are not supported",
+            "graph: g\nm: &m [1]\nx:\n  <<: *m\n",
+            "g.yaml:4: x: << takes a mapping or a list of mappings",
         ),
+        ("graph: g\nx:\n  <<: [{a: 1}, 2]\n", "g.yaml:3: x: << takes a mapping or a list"),
+        ("graph: g\nx:\n  <<: {a: 1}\n  <<: {b: 1}\n", "g.yaml:4: x: two <<"),
         ("graph: g\n---\ngraph: h\n", "g.yaml:2: YAML syntax error: but found another document"),
         (
             "graph: g\nresources:\n  noop:\n    - name: a\x01b\n",

@@ -1,0 +1,59 @@
+"""FrozenHeap: the heap is frozen after each graph swap (the collector walks only what is
+newer), and collected in full once enough vertices were stopped since the last time."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from engine import heap
+from engine.engine import Engine
+from engine.heap import FrozenHeap
+from tests.engine.conftest import make_graph, settle
+from tests.engine.probe import ProbeRes
+
+
+@pytest.fixture
+def frozen(engine: Engine) -> Iterator[FrozenHeap]:
+    watcher = FrozenHeap(engine)
+    yield watcher
+    watcher.close()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_every_swap_freezes_the_heap_and_first_convergence_too(
+    engine: Engine, frozen: FrozenHeap
+) -> None:
+    first = make_graph([f"p{i}" for i in range(20)])
+    await engine.apply(first)
+    await settle(engine)
+    assert gc.get_freeze_count() > 0  # the graph, its vertices and tasks
+    gc.unfreeze()
+    frozen.converged()  # and again once it first converged
+    assert gc.get_freeze_count() > 0
+    gc.unfreeze()
+    frozen.converged()  # not again
+    assert gc.get_freeze_count() == 0
+    second = first.copy()
+    second.vertices[("probe", "p3")] = ProbeRes(name="p3", tag="x")
+    await engine.apply(second)  # a small swap (on a heap thawed as Engine._gc_resume does)
+    await settle(engine)
+    assert gc.get_freeze_count() > 0 and frozen.collections == 0
+
+
+async def test_stopped_vertices_are_collected_in_full_now_and_then(
+    engine: Engine, frozen: FrozenHeap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(heap, "MIN_STOPPED", 3)
+    graph = make_graph([f"p{i}" for i in range(8)])
+    await engine.apply(graph)
+    await settle(engine)
+    for round_ in range(3):  # each swap stops one vertex; a quarter of 8 is 2, at least 3
+        graph = graph.copy()
+        graph.vertices[("probe", "p1")] = ProbeRes(name="p1", tag=str(round_))
+        await engine.apply(graph)
+        await settle(engine)
+    assert frozen.collections == 1 and frozen.stopped == 0
+    assert gc.get_freeze_count() > 0  # frozen again after the collection
