@@ -31,17 +31,19 @@ def check_program(frontend: str, data: bytes, filename: str, max_size: int) -> l
 
 
 def check_path(frontend: str, path: Path, max_size: int) -> list[str]:
-    """`check_program` of a file: "lang" (an mcl program) or "yaml" (a graph file)."""
+    """`check_program` of a file: "lang" (an mcl program, or a directory module) or "yaml"
+    (a graph file)."""
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import GraphFileError, read_limited
 
     try:
         if frontend == "lang":
-            from mgmt.lang import read_program
+            import resources  # noqa: F401  # kinds load on first use
+            from mgmt.lang import compile_file
 
-            data = read_program(path)
-        else:
-            data = read_limited(path, max_size)
+            compile_file(path)  # a file, or a module's directory (as `mgmt run lang` takes)
+            return []
+        data = read_limited(path, max_size)
     except (CompileError, GraphFileError) as err:
         return list(err.problems)
     return check_program(frontend, data, str(path), max_size)
