@@ -95,7 +95,8 @@ class Metadata:
 def _load_yaml(data: bytes) -> Any:
     """YAML as mgmt's parser reads it: that one also takes tabs between a value and its
     comment (`main: "x.mcl"\t# ...`, as in mgmt's own examples), which PyYAML refuses; on
-    such an error, the tabs after a line's first non-blank character are read as spaces."""
+    such an error, the tabs after a line's first non-blank character are read as spaces (one
+    each: an error still found is at its line and column in the file as written)."""
     try:
         return yaml.safe_load(data) or {}
     except yaml.YAMLError:
@@ -104,11 +105,7 @@ def _load_yaml(data: bytes) -> Any:
         for line in lines:
             body = line.lstrip(" \t")
             spaced.append(line[: len(line) - len(body)] + body.replace("\t", " "))
-        try:
-            return yaml.safe_load("".join(spaced)) or {}
-        except yaml.YAMLError:
-            pass
-        raise  # the first error, about the file as written
+        return yaml.safe_load("".join(spaced)) or {}
 
 
 def read_metadata(file: Path, data: bytes) -> Metadata:
