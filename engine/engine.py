@@ -295,6 +295,9 @@ class Vertex:
             try:
                 if meta.poll > 0:
                     await self._poll(meta.poll)
+                elif meta.poll < 0:  # once: the startup event, then nothing until stopped
+                    await self.handle.event()
+                    await asyncio.Future()
                 else:
                     await self.res.watch()
                 return

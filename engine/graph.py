@@ -39,9 +39,9 @@ def merge_duplicate(first: Resource, second: Resource) -> Resource:
         raise GraphError(f"incompatible duplicate resource {first}: meta params differ")
     try:
         merged = first.merge(second)
+        merged.validate()
     except ValidationError as err:
         raise GraphError(f"incompatible duplicate resource {first}: {err}") from None
-    merged.validate()
     return merged
 
 

@@ -24,7 +24,8 @@ class Meta:
     delay: int = 0
     # Seconds a single check_apply may take before it is a failure; 0 = no limit. Default 0.
     timeout: int = 0
-    # Seconds between polls instead of watching; 0 = use the resource's watch. Default 0.
+    # Seconds between polls instead of watching; 0 = use the resource's watch; -1 = neither:
+    # the startup event only, the resource is applied once (mgmt's). Default 0.
     poll: int = 0
     # Events processed per second at most (token bucket); inf = no limit. Default inf.
     limit: float = field(default=math.inf, metadata={"inf": True})
@@ -48,9 +49,11 @@ class Meta:
     def __post_init__(self) -> None:
         if self.retry < -1:
             raise ValidationError(f"must be -1 (forever) or >= 0, got {self.retry}", "retry")
-        for name in ("delay", "timeout", "poll", "burst"):
+        for name in ("delay", "timeout", "burst"):
             if getattr(self, name) < 0:
                 raise ValidationError(f"must be >= 0, got {getattr(self, name)}", name)
+        if self.poll < -1:
+            raise ValidationError(f"must be -1 (once), 0 (watch) or >= 1, got {self.poll}", "poll")
         if not self.limit > 0:
             raise ValidationError(f"must be > 0 events/s (or inf), got {self.limit}", "limit")
         names = [sema_size(entry)[0] for entry in self.sema]

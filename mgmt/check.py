@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.graph import Graph
 
 
 def check_program(frontend: str, data: bytes, filename: str, max_size: int) -> list[str]:
@@ -31,17 +36,67 @@ def check_program(frontend: str, data: bytes, filename: str, max_size: int) -> l
 
 
 def check_path(frontend: str, path: Path, max_size: int) -> list[str]:
-    """`check_program` of a file: "lang" (an mcl program) or "yaml" (a graph file)."""
+    """`check_program` of a file: "lang" (an mcl program, or a directory module) or "yaml"
+    (a graph file)."""
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import GraphFileError, read_limited
 
     try:
         if frontend == "lang":
-            from mgmt.lang import read_program
+            import resources  # noqa: F401  # kinds load on first use
+            from mgmt.lang import compile_file
 
-            data = read_program(path)
-        else:
-            data = read_limited(path, max_size)
+            compile_file(path)  # a file, or a module's directory (as `mgmt run lang` takes)
+            return []
+        data = read_limited(path, max_size)
     except (CompileError, GraphFileError) as err:
         return list(err.problems)
     return check_program(frontend, data, str(path), max_size)
+
+
+def graph_lines(graph: Graph) -> list[str]:
+    """A graph as sorted lines, as mgmt's language tests print one: `Vertex: kind[name]` for
+    each resource and `Edge: kind[a] -> kind[b]` for each edge (` # notify` when it notifies)."""
+    from engine.graph import fmt_key
+
+    lines = [f"Vertex: {fmt_key(key)}" for key in graph.vertices]
+    for src, targets in graph.succ.items():
+        for dst, edge in targets.items():
+            note = " # notify" if edge.notify else ""
+            lines.append(f"Edge: {fmt_key(src)} -> {fmt_key(dst)}{note}")
+    return sorted(lines)
+
+
+def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Graph:
+    """The graph a program (or graph file) gives `mgmt run` first, built and not applied:
+    a program runs until its streams have their first values (up to lang.source's
+    SETTLE_WAIT). CompileError (or GraphFileError) when it gives none: a run-time error (named
+    at its position) or a program that reads the cluster (world.*)."""
+    from mgmt.lang.errors import CompileError
+    from mgmt.yamlgraph import parse, read_limited
+
+    if frontend != "lang":
+        return parse(read_limited(path, max_size), str(path)).graph
+    import logging
+
+    from mgmt.lang.source import LangSource
+
+    async def run() -> tuple[Graph | None, str | None, bool]:
+        source = await LangSource.open(path, hostname=hostname, watch=False)
+        try:
+            first = source.first
+            return (first.graph if first else None), source.first_error, source.needs_cluster
+        finally:
+            await source.aclose()
+
+    quiet = logging.getLogger("lang")  # its one error is returned here, not logged too
+    quiet.disabled = True
+    try:
+        graph, error, cluster = asyncio.run(run())
+    finally:
+        quiet.disabled = False
+    if cluster:
+        raise CompileError([f"{path}: the program reads the cluster (world.*): run it to see"])
+    if graph is None:
+        raise CompileError([error or f"{path}: the program produced no graph"])
+    return graph

@@ -5,6 +5,7 @@ mgmt run [flags] lang FILE.mcl  (also: mgmt run [flags] FILE.mcl; or a program D
 mgmt run [flags] puppet FILE.pp (also: mgmt run [flags] FILE.pp; or puppet -e CODE)
 mgmt run [flags] empty
 mgmt check FILE...              check programs, graph files, manifests: exit 0, or 2
+mgmt check --graph FILE...      also print the graph each gives first (sorted Vertex:/Edge: lines)
 mgmt check -e CODE              check inline Puppet code
 mgmt setup --install-service [--start] [run flags] FRONTEND...   a systemd service (mgmt/setup.py)
 mgmt status [--prefix DIR] [--json]   the running agent's resources and states (exit 1: failures)
@@ -151,11 +152,15 @@ def parse(argv: list[str]) -> Config:
 
 def check(files: list[str]) -> int:
     """`mgmt check FILE...`: compile and type-check (.mcl), validate (YAML), or compile and
-    translate (.pp, or `-e CODE`: Puppet); nothing runs."""
-    inline = files[1:] if files[:1] == ["-e"] and len(files) == 2 else None
+    translate (.pp, or `-e CODE`: Puppet); nothing is applied. With `--graph`, a program (or
+    graph file) that checks is also run to its first graph, printed (mgmt.check.graph_lines)."""
+    graph = files[:1] == ["--graph"]
+    files = files[1:] if graph else files
+    inline = files[1:] if files[:1] == ["-e"] and len(files) == 2 and not graph else None
     if not files or (inline is None and any(f.startswith("-") for f in files)):
         print(
-            "usage: mgmt check FILE.mcl|FILE.yaml|FILE.pp... | mgmt check -e CODE", file=sys.stderr
+            "usage: mgmt check [--graph] FILE.mcl|DIR|FILE.yaml|FILE.pp... | mgmt check -e CODE",
+            file=sys.stderr,
         )
         return int(ExitCode.USAGE)
     hostname = _env_default("hostname", "str", socket.gethostname())
@@ -174,6 +179,8 @@ def check(files: list[str]) -> int:
             max_size,
         )
         problems = check_config(config)
+        if graph and not problems:
+            problems = _print_graph(config)
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:
@@ -181,6 +188,23 @@ def check(files: list[str]) -> int:
         else:
             print(f"{config.file or '<puppet -e>'}: ok", file=sys.stderr)
     return int(code)
+
+
+def _print_graph(config: Config) -> list[str]:
+    """`mgmt check --graph`: print the first graph of a checked program or graph file."""
+    from mgmt.check import first_graph, graph_lines
+    from mgmt.lang.errors import CompileError
+    from mgmt.yamlgraph import GraphFileError
+
+    if config.frontend not in ("lang", "yaml") or config.file is None:
+        return [f"{config.file or '<puppet -e>'}: --graph takes a program or a graph file"]
+    try:
+        graph = first_graph(config.frontend, config.file, config.hostname, config.max_graph_size)
+    except (CompileError, GraphFileError) as err:
+        return list(err.problems)
+    for line in graph_lines(graph):
+        print(line)
+    return []
 
 
 def check_config(config: Config) -> list[str]:

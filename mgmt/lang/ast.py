@@ -162,6 +162,28 @@ class UnOp(Expr):
     operand: Expr
 
 
+def constant(expr: Expr) -> Lit | None:
+    """The constant `expr` is once resolved, else None: a literal, a negated number literal
+    (`-1`), or a variable bound to one (through any chain of bindings and include arguments;
+    not a loop's per-element binding)."""
+    seen: set[int] = set()
+    while id(expr) not in seen:
+        seen.add(id(expr))
+        if isinstance(expr, Resolved):
+            expr = expr.inner
+        elif isinstance(expr, Var) and isinstance(expr.target, Bind) and not expr.target.in_loop:
+            expr = expr.target.expr
+        else:
+            break
+    if isinstance(expr, Lit):
+        return expr
+    if isinstance(expr, UnOp) and expr.op == "-" and isinstance(expr.operand, Lit):
+        value = expr.operand.value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return Lit(expr.pos, -value)
+    return None
+
+
 def children(expr: Expr) -> list[Expr]:
     """The expressions directly inside one. A Resolved's inner expression is not listed: it
     belongs to another scope (an include's argument) and is never walked again."""

@@ -2,8 +2,12 @@
 
 A resource's kind must be known, its params and metas known to the kind and typed as its
 dataclass hints say (mgmt.lang.kinds), each set once, the required ones present; a resource
-whose name and params are all constants is validated by its kind now. An edge names known kinds;
-a send/recv edge joins a value the sender sends to a param of the receiver.
+whose name and params are all constants is validated by its kind now, and when it is declared
+unconditionally (not in an `if` or a `for`), a second such declaration of its kind and name must
+be compatible with the first (engine.graph.merge_duplicate, the rule the run applies to every
+graph): two that cannot be one vertex are an error now rather than when the graph is built. An
+edge names known kinds; a send/recv edge joins a value the sender sends to a param of the
+receiver.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import ValidationError
+from engine.errors import GraphError, ValidationError
+from engine.graph import merge_duplicate
 from engine.params import close_match
+from engine.resource import Resource, unsupported
 from engine.resource import kinds as known_kinds
 from engine.resource import lookup as lookup_kind
-from engine.resource import unsupported
 from mgmt.collectscope import check_kind as collect_refusal
 from mgmt.lang import ast
 from mgmt.lang.errors import Abort, Pos, Problems
@@ -38,10 +43,20 @@ CheckExpr = Callable[[ast.Expr, Scope], Type]
 
 
 class ResourceChecker:
-    def __init__(self, problems: Problems, inference: Inference, check_expr: CheckExpr) -> None:
+    def __init__(
+        self,
+        problems: Problems,
+        inference: Inference,
+        check_expr: CheckExpr,
+        unconditional: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.problems = problems
         self.inference = inference
         self.check_expr = check_expr
+        # Whether the statement being checked is made whatever the values (no if, no for).
+        self.unconditional = unconditional
+        # (kind, name) -> the constant resource declared unconditionally, and where.
+        self._static: dict[tuple[str, str], tuple[Resource, Pos]] = {}
 
     def resource(self, res: ast.Resource, scope: Scope) -> None:
         table = kind_params(res.kind)
@@ -233,23 +248,41 @@ class ResourceChecker:
                 self.problems.add(res.pos, f"{res.kind}: param {name} is required")
 
     def _validate_constant(self, res: ast.Resource) -> None:
-        """A resource whose name and params are all constants is validated by its kind now."""
+        """A resource whose name and params are all constants (ast.constant: literals, or
+        variables bound to them) is validated by its kind now."""
         cls = lookup_kind(res.kind)
-        exprs = [res.name] + [p.expr for p in res.params] + [m.expr for m in res.metas]
         fields: list[ast.ResParam | ast.ResMeta] = [*res.params, *res.metas]
-        conditional = any(f.cond is not None for f in fields)
-        if cls is None or conditional or not all(isinstance(e, ast.Lit) for e in exprs):
+        if cls is None or any(f.cond is not None for f in fields):
             return
-        assert isinstance(res.name, ast.Lit)
-        data: dict[str, Any] = {p.name: p.expr.value for p in res.params}  # type: ignore[attr-defined]
-        meta: dict[str, Any] = {m.name: m.expr.value for m in res.metas}  # type: ignore[attr-defined]
+        name = ast.constant(res.name)
+        values = {id(f): ast.constant(f.expr) for f in fields}
+        if name is None or not isinstance(name.value, str) or None in values.values():
+            return
+        data: dict[str, Any] = {p.name: values[id(p)].value for p in res.params}  # type: ignore[union-attr]
+        meta: dict[str, Any] = {m.name: values[id(m)].value for m in res.metas}  # type: ignore[union-attr]
         lines = {p.name: p.pos for p in res.params}
         try:
-            build_resource(cls, res.name.value.removeprefix(EXPORT_PREFIX), data, meta)
+            built = build_resource(cls, name.value.removeprefix(EXPORT_PREFIX), data, meta)
         except ValidationError as err:
             key = (err.key or "").split(".")[0].split("[")[0]
             where = lines.get(key, res.pos)
-            self.problems.add(where, f"{res.kind}[{res.name.value}]: {err}")
+            self.problems.add(where, f"{res.kind}[{name.value}]: {err}")
+            return
+        if self.unconditional() and not name.value.startswith(EXPORT_PREFIX):
+            self._duplicate(built, res.pos)
+
+    def _duplicate(self, built: Resource, pos: Pos) -> None:
+        """A second unconditional constant declaration of a kind and name: compatible with
+        the first (then the two are one vertex, as the run merges them), or an error."""
+        key = (built.kind, built.name)
+        first = self._static.get(key)
+        if first is None:
+            self._static[key] = (built, pos)
+            return
+        try:
+            self._static[key] = (merge_duplicate(first[0], built), first[1])
+        except GraphError as err:
+            self.problems.add(pos, f"{err} (also at {first[1]})")
 
     def _edge_half(self, half: ast.EdgeHalf, scope: Scope) -> None:
         if kind_params(half.kind) is None and (refused := unsupported(half.kind)) is not None:

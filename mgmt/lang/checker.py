@@ -66,10 +66,13 @@ class Checker:
         self._modules = [module] if module is not None else []  # the files being checked
         self._loaded: dict[Path, Scope | None] = {}  # each local module, checked once
         self.inference = Inference(self.problems)
-        self.resources = ResourceChecker(self.problems, self.inference, self._check_expr)
+        self.resources = ResourceChecker(
+            self.problems, self.inference, self._check_expr, lambda: not self._branches
+        )
         self.bindings: list[Binding] = []
         self._including: list[ast.ClassDef] = []  # the includes being checked, outermost first
         self._loops = 0  # for loops around the block being checked
+        self._branches = 0  # if branches and for loops around it (its statements may not run)
 
     def check(self, program: ast.Program) -> Checked:
         self._block(program.body, Scope())
@@ -112,14 +115,14 @@ class Checker:
                     "(put resources in a class and include it)",
                 )
         scope = Scope()
-        saved = self._loops, self._including
-        self._loops, self._including = 0, []
+        saved = self._loops, self._including, self._branches
+        self._loops, self._including, self._branches = 0, [], 0
         self._modules.append(module)
         try:
             self._block(body, scope)
         finally:
             self._modules.pop()
-            self._loops, self._including = saved
+            self._loops, self._including, self._branches = saved
         self._loaded[module.file] = scope
         return scope
 
@@ -188,8 +191,12 @@ class Checker:
         if isinstance(stmt, ast.IfStmt):
             t = self._check_expr(stmt.cond, scope)
             self.inference.expect(t, BOOL, stmt.cond.pos, "the condition of an if")
-            self._block(stmt.then, Scope(scope))
-            self._block(stmt.other, Scope(scope))
+            self._branches += 1
+            try:
+                self._block(stmt.then, Scope(scope))
+                self._block(stmt.other, Scope(scope))
+            finally:
+                self._branches -= 1
         elif isinstance(stmt, ast.Resource):
             self.resources.resource(stmt, scope)
         elif isinstance(stmt, ast.Edge):
@@ -223,10 +230,12 @@ class Checker:
             param.env_key = f"{param.name}@{id(loop)}"  # a lambda's $x cannot shadow it
             inner.vars[param.name] = param
         self._loops += 1
+        self._branches += 1
         try:
             self._block(loop.body, inner)
         finally:
             self._loops -= 1
+            self._branches -= 1
 
     def _loop_body(self, stmts: list[ast.Stmt]) -> list[ast.Stmt]:
         """What a loop's body (or an if inside it) may hold: declarations and bindings, made

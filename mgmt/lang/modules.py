@@ -92,13 +92,29 @@ class Metadata:
     parentpathblock: bool = False  # do not look in the parents' `path`
 
 
+def _load_yaml(data: bytes) -> Any:
+    """YAML as mgmt's parser reads it: that one also takes tabs between a value and its
+    comment (`main: "x.mcl"\t# ...`, as in mgmt's own examples), which PyYAML refuses; on
+    such an error, the tabs after a line's first non-blank character are read as spaces (one
+    each: an error still found is at its line and column in the file as written)."""
+    try:
+        return yaml.safe_load(data) or {}
+    except yaml.YAMLError:
+        lines = data.decode(errors="replace").splitlines(keepends=True)
+        spaced = []
+        for line in lines:
+            body = line.lstrip(" \t")
+            spaced.append(line[: len(line) - len(body)] + body.replace("\t", " "))
+        return yaml.safe_load("".join(spaced)) or {}
+
+
 def read_metadata(file: Path, data: bytes) -> Metadata:
     """Parse a metadata.yaml's bytes (empty means the defaults); CompileError naming it."""
     where = Pos(str(file), 1, 1)
     if len(data) > MAX_METADATA:
         raise CompileError.at(where, f"metadata is larger than {MAX_METADATA:,} bytes")
     try:
-        raw: Any = yaml.safe_load(data) or {}
+        raw: Any = _load_yaml(data)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         if mark is not None:

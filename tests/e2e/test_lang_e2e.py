@@ -386,3 +386,44 @@ def test_a_bad_module_is_one_error_line_with_its_position_and_exit_2(tmp_path: P
         f'{program}:2:1: import "nope/": no such directory {tmp_path}/nope',
         f"{program}:3:17: type error: both sides of <|> must have one type: expected int, got str",
     ]
+
+
+def test_check_graph_prints_the_first_graph_of_a_directory_and_applies_nothing(
+    tmp_path: Path,
+) -> None:
+    """`mgmt check --graph DIR`: mgmt's `Vertex:`/`Edge:` lines, sorted; a metadata.yaml with
+    tabs before its comments, as mgmt's examples write them; a module imported by a module
+    resolves against its own directory."""
+    prog, out = tmp_path / "prog", tmp_path / "out"
+    (prog / "lib" / "deep").mkdir(parents=True)
+    (prog / "metadata.yaml").write_text('main: "site.mcl"\t# not the default\n')
+    (prog / "lib" / "main.mcl").write_text('import "deep/"\n$names = $deep.names\n')
+    (prog / "lib" / "deep" / "main.mcl").write_text('$names = ["b", "a"]\n')
+    (prog / "site.mcl").write_text(
+        f"""import "lib/"
+for $i, $n in $lib.names {{
+	file "{out}/${{n}}" {{ content => "x", }}
+}}
+if false {{
+	file "{out}/never" {{}}
+}}
+exec "e" {{ cmd => "true", Listen => File["{out}/b"], }}
+File["{out}/a"] -> File["{out}/b"]
+"""
+    )
+    code, log = run_mgmt(["check", "--graph", str(prog)])
+    assert code == 0, log
+    assert log.splitlines() == [
+        f"{prog}: ok",  # stderr first (run_mgmt joins stderr + stdout)
+        f"Edge: file[{out}/a] -> file[{out}/b]",
+        f"Edge: file[{out}/b] -> exec[e] # notify",
+        "Vertex: exec[e]",
+        f"Vertex: file[{out}/a]",
+        f"Vertex: file[{out}/b]",
+    ]
+    assert not out.exists()
+    # A program that fails when run: its error, where it is, exit 2.
+    bad = tmp_path / "div.mcl"
+    bad.write_text('$z = 0\ntest "t" { float64 => 42 / $z, }\n')
+    code, log = run_mgmt(["check", "--graph", str(bad)])
+    assert code == 2 and log.splitlines() == [f"{bad}:2:23: /: can't divide by zero"], log

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from engine.engine import Engine, Status
+from engine.errors import ValidationError
 from engine.graph import Edge
 from engine.meta import Meta
 from tests.engine.conftest import make_graph, settle
@@ -166,6 +169,16 @@ async def test_poll_meta_replaces_watch(engine: Engine) -> None:
     await engine.apply(make_graph("a", a={"meta": Meta(poll=1)}))
     await settle(engine, lambda: ran("a") >= 2, timeout=10)
     assert state("a").watch_starts == 0  # the resource's own watch never ran
+
+
+async def test_poll_minus_one_applies_once_without_watching(engine: Engine) -> None:
+    # mgmt's `Meta:poll => -1`: the startup event only. A polled sibling ticks meanwhile.
+    await engine.apply(make_graph("ab", a={"meta": Meta(poll=-1)}, b={"meta": Meta(poll=1)}))
+    await settle(engine, lambda: ran("b") >= 3, timeout=10)
+    assert ran("a") == 1 and state("a").watch_starts == 0
+    assert engine.vertices[("probe", "a")].status is Status.OK
+    with pytest.raises(ValidationError, match="must be -1 \\(once\\), 0 \\(watch\\) or >= 1"):
+        Meta(poll=-2)
 
 
 async def test_startup_event_gates_check_apply(engine: Engine) -> None:

@@ -195,6 +195,39 @@ def test_constant_resources_are_validated_by_their_kind() -> None:
     assert problem.startswith("t.mcl:3:3: file[/tmp/x]: mode:")
 
 
+def test_constants_through_variables_and_negatives_are_validated_too() -> None:
+    (problem,) = problems('$p = "relative"\n$q = $p\nfile $q { content => "x" }')
+    assert problem.startswith("t.mcl:3:1: file[relative]: name: expected an absolute path")
+    (problem,) = problems('test "a" { Meta:poll => -2 }')
+    assert "t.mcl:1:1: test[a]: Meta:poll: must be -1 (once), 0 (watch) or >= 1, got -2" in problem
+    compile_ok('test "a" { Meta:poll => -1 }')  # mgmt's "once"
+    # A class's argument is a constant where the include passes one.
+    (problem,) = problems('class c($p) { file $p { content => "x" } }\ninclude c("rel")')
+    assert "file[rel]: name: expected an absolute path" in problem
+
+
+def test_conflicting_duplicate_resources_are_found_when_constant_and_unconditional() -> None:
+    (problem,) = problems('test "a" { anotherstr => "x" }\n$v = "y"\ntest "a" { anotherstr => $v }')
+    assert problem == (
+        "t.mcl:3:1: incompatible duplicate resource test[a]: anotherstr: differs: "
+        "'x' vs 'y' (also at t.mcl:1:1)"
+    )
+    # The same declaration twice is one resource, and compatible ones merge (as when run).
+    compile_ok('test "a" { anotherstr => "x" }\ntest "a" { anotherstr => "x" }')
+    compile_ok('pkg "p" { state => "installed" }\npkg "p" { state => "newest" }')
+    # In exclusive branches, or with a value known only when run: not decided here.
+    compile_ok('if true { test "a" { anotherstr => "x" } } else { test "a" { anotherstr => "y" } }')
+    compile_ok(
+        'import "os"\ntest "a" { anotherstr => "x" }\ntest "a" { anotherstr => os.args()[0] }'
+    )
+    # Through a class included twice with different constants: found, named by the include.
+    (problem,) = problems(
+        'class c($x) { test "a" { anotherstr => $x } }\ninclude c("x")\ninclude c("y")'
+    )
+    assert "t.mcl:1:15: incompatible duplicate resource test[a]" in problem
+    assert "(in include c at t.mcl:3:1)" in problem
+
+
 def test_float_params_accept_ints() -> None:
     compile_ok('timer "t" { interval => 5 }\ntimer "u" { interval => 0.5 }')
 

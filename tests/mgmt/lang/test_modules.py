@@ -93,6 +93,18 @@ def test_a_module_imported_twice_is_checked_once(tmp_path: Path) -> None:
     assert sum(b.name == "z" for b in compile_file(tmp_path / "main.mcl").bindings) == 1
 
 
+def test_metadata_may_have_tabs_before_a_comment_as_mgmts_examples_do(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "metadata.yaml": 'main: "m/x.mcl"\t# not the default\nfiles: "files/"\t\t# extra\n',
+            "m/x.mcl": 'import "y.mcl"\nnoop [$y.n] {}\n',  # y.mcl next to x.mcl, not main
+            "m/y.mcl": '$n = "in m"\n',
+        },
+    )
+    assert names(tmp_path) == ["in m"]
+
+
 @pytest.mark.parametrize(
     ("files", "expected"),
     [
@@ -132,6 +144,10 @@ def test_a_module_imported_twice_is_checked_once(tmp_path: Path) -> None:
         (
             {"main.mcl": 'import "d/"\n', "d/metadata.yaml": "main: [1\n", "d/main.mcl": ""},
             "d/metadata.yaml:2:1: metadata: ",
+        ),
+        (  # a tab that is not between a value and its comment stays an error, at its place
+            {"main.mcl": 'import "d/"\n', "d/metadata.yaml": 'main: "m.mcl"\t# c\n\tfiles: x\n'},
+            "d/metadata.yaml:2:1: metadata: found character '\\t' that cannot start any token",
         ),
         (
             {"main.mcl": 'import "d/"\n', "d/metadata.yaml": "mian: x.mcl\n"},
