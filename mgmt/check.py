@@ -31,11 +31,17 @@ def check_program(frontend: str, data: bytes, filename: str, max_size: int) -> l
 
 
 def check_path(frontend: str, path: Path, max_size: int) -> list[str]:
-    """`check_program` of a file: "lang" (an mcl program) or "yaml" (a graph file)."""
+    """`check_program` of a file: "lang" (an mcl program, or a directory as `mgmt run lang
+    DIR` runs it) or "yaml" (a graph file)."""
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import GraphFileError, read_limited
 
     try:
+        if frontend == "lang" and path.is_dir():  # a module: its main.mcl or metadata.yaml
+            from mgmt.lang import compile_file
+
+            compile_file(path)
+            return []
         if frontend == "lang":
             from mgmt.lang import read_program
 
