@@ -116,7 +116,13 @@ def _client(args: argparse.Namespace) -> EtcdClient:
         )
         for flag, path in (("--tls-ca", tls.ca), ("--tls-cert", tls.cert), ("--tls-key", tls.key)):
             if path is not None and not path.is_file():
-                raise Refused(f"{flag}: no such file: {path} (give --prefix or --tls-*)")
+                if path.parent != own:
+                    raise Refused(f"{flag}: no such file: {path}")
+                raise Refused(  # per-host identities keep no certificate in the prefix
+                    f"{flag}: no such file: {path}: give --prefix DIR of a host of the cluster "
+                    "(shared CA), or --tls-ca/--tls-cert/--tls-key: ca.pem, host.pem and "
+                    "host.key of a --cluster-cert-dir or of an operator's credentials"
+                )
     password = None
     if args.cluster_user is not None:
         if args.cluster_password_file is None:
