@@ -90,9 +90,12 @@ class HostStatus:
             self.reports, self.last_error = True, "unreadable summary"
             return
         self.reports, self.resources, self.failed = True, resources, failed
-        self.since, self.last_error = float(since) if converged else 0.0, error
-        if not self.runs_deploys:
+        if not self.runs_deploys:  # else its deploy status says (not converged as it stops)
             self.converged = converged
+        # A row converged since a time, or not converged and since no time: a host stopped
+        # cleanly read `no` with its summary's time.
+        self.since = float(since) if converged and self.converged else 0.0
+        self.last_error = error
 
     @classmethod
     def decode(cls, host: str, data: bytes) -> HostStatus:
