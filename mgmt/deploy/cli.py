@@ -346,7 +346,7 @@ async def _push(
 
 async def cluster_status(client: EtcdClient, as_json: bool = False) -> ExitCode:
     """Print every host's row (`mgmt deploy --status`, `mgmt status --cluster`); FAILED when a
-    host is down or has a failed resource."""
+    host is down, has a failed resource or refused a deploy newer than the one it runs."""
     from mgmt.deploy.status import host_statuses, report
 
     text, code = report(await host_statuses(client), as_json)

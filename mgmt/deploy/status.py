@@ -136,9 +136,10 @@ async def host_statuses(client: EtcdClient) -> list[HostStatus]:
 
 
 def exit_code(rows: list[HostStatus]) -> ExitCode:
-    """FAILED when a host is down (its agent gone, or unreachable: its lease expired) or has a
-    failed resource; OK otherwise (a check: `mgmt status --cluster || alert`)."""
-    if any(row.state in ("down", "failed") for row in rows):
+    """FAILED when a host is down (its agent gone, or unreachable: its lease expired), has a
+    failed resource, or refused a deploy newer than the one it runs (an untrusted key: it does
+    not run what was pushed); OK otherwise (a check: `mgmt status --cluster || alert`)."""
+    if any(row.state in ("down", "failed") or row.refused > row.running for row in rows):
         return ExitCode.FAILED
     return ExitCode.OK
 

@@ -190,6 +190,17 @@ async def test_summaries_make_the_cluster_report_and_its_exit_code(client: EtcdC
     rows = {row.host: row for row in await host_statuses(client)}
     assert (rows["c"].converged, rows["c"].since) == (False, 0.0)
     assert table([rows["c"]]).splitlines()[1].split()[:6] == ["c", "no", "2", "2", "no", "-"]
+    # A host that refused the newest deploy (a key it does not trust) does not run what was
+    # pushed: `mgmt deploy ... && mgmt deploy --status` said all was well (exit 0).
+    await client.put((HOSTS + "c").encode(), b"")
+    refusing = HostStatus("c", running=2, ready=2, converged=True, refused=3, error="untrusted")
+    await client.put(status_key("c").encode(), refusing.encode())
+    rows = {row.host: row for row in await host_statuses(client)}
+    assert report([rows["c"]])[1] is ExitCode.FAILED
+    later = HostStatus("c", running=4, ready=4, converged=True, refused=3, error="untrusted")
+    await client.put(status_key("c").encode(), later.encode())
+    rows = {row.host: row for row in await host_statuses(client)}
+    assert report([rows["c"]])[1] is ExitCode.OK
     await client.put((SUMMARY + "a").encode(), b'{"converged": "yes"}')  # a bad writer
     row = (await host_statuses(client))[0]
     assert row.last_error == "unreadable summary"
