@@ -41,7 +41,7 @@ from mgmt.collectscope import Collect
 from mgmt.config import Config
 from mgmt.yamlgraph import Loaded
 from tests.e2e.helpers import run_mgmt
-from tests.mgmt.cluster.helpers import options, pid_alive, wait_pid_gone
+from tests.mgmt.cluster.helpers import free_ports, options, pid_alive, wait_pid_gone
 from tests.mgmt.cluster.test_pki import NOBODY
 from tests.mgmt.cluster.test_security import _http_get
 
@@ -192,6 +192,13 @@ def test_the_commands_refuse_bad_input_with_one_line(tmp_path: Path) -> None:
     args = ["cluster", "admit", "h2", "--cert-dir", str(tmp_path), "--endpoints", "http://a:1"]
     code, text = run_mgmt(args)
     assert code == 2 and text.strip().count("\n") == 0 and "--endpoints" in text, text
+    # A cluster out of reach: one line, exit 1 (the client's own warning came first).
+    creds = _mint(tmp_path, "h1", core=True)
+    (port,) = free_ports(1)
+    args = ["cluster", "admit", "h2", "--cert-dir", str(creds)]
+    code, text = run_mgmt([*args, "--endpoints", f"https://127.0.0.1:{port}"])
+    assert code == 1 and text.count("\n") == 1, text
+    assert text.startswith("mgmt cluster admit: no etcd member reachable at"), text
 
 
 def test_cluster_cert_dir_options(tmp_path: Path) -> None:
