@@ -76,10 +76,10 @@ def connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefix",
         type=Path,
-        default=Path("/var/lib/mgmt"),
+        default=Path(os.environ.get("MGMT_PREFIX") or "/var/lib/mgmt"),  # as `mgmt run` reads it
         metavar="DIR",
         help="a host's state directory: its certificate in DIR/cluster-tls/ is used "
-        "unless --tls-* are given (default /var/lib/mgmt)",
+        "unless --tls-* are given (default $MGMT_PREFIX, else /var/lib/mgmt)",
     )
     parser.add_argument("--tls-ca", type=Path, metavar="FILE", help="CA (PEM) of the cluster")
     parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="client certificate (PEM)")
