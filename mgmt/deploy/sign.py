@@ -167,7 +167,7 @@ def check_trusted(trusted: Path) -> None:
     except (OSError, MgmtError) as err:
         raise DeployError(f"--trusted-keys: {err}") from None
     if st is None:
-        raise DeployError(f"--trusted-keys: no such file: {trusted}")
+        raise DeployError(f"--trusted-keys: cannot read {trusted}: no such file")
     mode = stat.S_IMODE(st.st_mode)
     if not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, os.geteuid()) or mode & 0o022:
         raise DeployError(
