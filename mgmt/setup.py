@@ -121,13 +121,23 @@ def _run_args(rest: list[str], config: Config) -> list[str]:
     """`mgmt run`'s arguments, with the graph file's path, the prefix and every other path
     option (--trusted-keys, --cluster-ca-dir, --tls-*...) made absolute: the service runs in
     `/`. One given in the environment (MGMT_<FLAG>) is written out, since the unit does not
-    carry the environment. The file is matched as a path: `./g.yaml` is `g.yaml`."""
+    carry the environment. The file is matched as a path: `./g.yaml` is `g.yaml`; a flag may
+    be abbreviated, as argparse takes it (`--trusted`)."""
     from mgmt.config import option_fields
 
     args = list(rest)
     if config.file is not None:
         index = max(i for i, arg in enumerate(args) if Path(arg) == config.file)
         args[index] = str(config.file.absolute())
+    flags = ["--" + option.name.replace("_", "-") for option in option_fields()]
+
+    def flag_of(arg: str) -> str:
+        name = arg.split("=", 1)[0]
+        if name in flags or not name.startswith("--"):
+            return name
+        matches = [flag for flag in flags if flag.startswith(name)]
+        return matches[0] if len(matches) == 1 else name
+
     missing: list[str] = []
     for option in option_fields():
         value = getattr(config, option.name)
@@ -136,10 +146,12 @@ def _run_args(rest: list[str], config: Config) -> list[str]:
         flag, absolute = "--" + option.name.replace("_", "-"), str(value.absolute())
         given = False
         for index, arg in enumerate(args):
-            if arg == flag and index + 1 < len(args):
-                args[index + 1], given = absolute, True
-            elif arg.startswith(flag + "="):
+            if flag_of(arg) != flag:
+                continue
+            if "=" in arg:
                 args[index], given = f"{flag}={absolute}", True
+            elif index + 1 < len(args):
+                args[index], args[index + 1], given = flag, absolute, True
         if not given and (option.name == "prefix" or value != option.default):
             missing += [flag, absolute]
     return [*missing, *args]
