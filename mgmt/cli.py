@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import socket
 import sys
@@ -349,6 +350,8 @@ def cluster(argv: list[str]) -> int:
             if not path.is_file():
                 raise ValidationError(f"no {path.name} in {args.cert_dir}", "--cert-dir")
         name = args.operator or args.host
+        # The command says itself what went wrong with the cluster, once (as mgmt deploy does).
+        logging.getLogger("cluster").setLevel(logging.ERROR)
         asyncio.run(admit_remote(endpoints, files, name, args.core, operator=bool(args.operator)))
     except ValidationError as err:
         print(f"mgmt cluster {args.action}: {err}", file=sys.stderr)

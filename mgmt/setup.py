@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.errors import MgmtError
+from engine.errors import MgmtError, ValidationError
 from mgmt.config import Config, ExitCode
 
 UNIT = "mgmt"
@@ -75,7 +75,7 @@ def main(
             file=sys.stderr,
         )
         return int(ExitCode.USAGE)
-    problems = check(config)
+    problems = check(config) or _start_problems(config)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
@@ -87,22 +87,74 @@ def main(
     return install(own.unit, text, start=own.start)
 
 
+def _start_problems(config: Config) -> list[str]:
+    """What the agent would refuse at its start (exit 2, then a restart every RestartSec=, for
+    ever), found without running it: the prefix, the cluster's flags and files, the deploy
+    flags and the listen address. Reads files only; binds and writes nothing."""
+    from engine.safefs import check_private
+    from mgmt.cluster import flags_given
+
+    try:
+        try:
+            check_private(config.prefix)
+        except (OSError, MgmtError) as err:
+            raise ValidationError(str(err), "--prefix") from None
+        if config.status or config.prometheus:
+            from mgmt.metrics import parse_listen
+
+            parse_listen(config.prometheus_listen)
+        deploys = config.frontend == "empty" or config.deploy
+        if deploys or flags_given(config):
+            from mgmt.cluster.options import from_config
+
+            from_config(config, config.prefix)
+        if deploys:
+            from mgmt.deploy.source import open_source
+
+            open_source(config, config.prefix)
+    except MgmtError as err:  # ValidationError, DeployError: each says what is wrong
+        return [f"mgmt setup: {err}"]
+    return []
+
+
 def _run_args(rest: list[str], config: Config) -> list[str]:
-    """`mgmt run`'s arguments, with the graph file's path and the prefix made absolute (the
-    service runs in `/`). The file is matched as a path: `./g.yaml` is `g.yaml`."""
+    """`mgmt run`'s arguments, with the graph file's path, the prefix and every other path
+    option (--trusted-keys, --cluster-ca-dir, --tls-*...) made absolute: the service runs in
+    `/`. One given in the environment (MGMT_<FLAG>) is written out, since the unit does not
+    carry the environment. The file is matched as a path: `./g.yaml` is `g.yaml`; a flag may
+    be abbreviated, as argparse takes it (`--trusted`)."""
+    from mgmt.config import option_fields
+
     args = list(rest)
     if config.file is not None:
         index = max(i for i, arg in enumerate(args) if Path(arg) == config.file)
         args[index] = str(config.file.absolute())
-    prefix = str(config.prefix.absolute())
-    for index, arg in enumerate(args):
-        if arg == "--prefix" and index + 1 < len(args):
-            args[index + 1] = prefix
-        elif arg.startswith("--prefix="):
-            args[index] = "--prefix=" + prefix
-    if "--prefix" not in args and not any(a.startswith("--prefix=") for a in args):
-        args = ["--prefix", prefix, *args]
-    return args
+    flags = ["--" + option.name.replace("_", "-") for option in option_fields()]
+
+    def flag_of(arg: str) -> str:
+        name = arg.split("=", 1)[0]
+        if name in flags or not name.startswith("--"):
+            return name
+        matches = [flag for flag in flags if flag.startswith(name)]
+        return matches[0] if len(matches) == 1 else name
+
+    missing: list[str] = []
+    for option in option_fields():
+        value = getattr(config, option.name)
+        if not isinstance(value, Path):
+            continue
+        flag, absolute = "--" + option.name.replace("_", "-"), str(value.absolute())
+        given = False
+        for index, arg in enumerate(args):
+            if flag_of(arg) != flag:
+                continue
+            if "=" in arg:
+                args[index], given = f"{flag}={absolute}", True
+            elif index + 1 < len(args):
+                args[index], args[index + 1], given = flag, absolute, True
+        if not given and (option.name == "prefix" or value != option.default):
+            missing += [flag, absolute]
+    return [*missing, *args]
 
 
 def unit_text(run_args: list[str], watchdog_sec: int) -> str:

@@ -7,6 +7,14 @@ only when it does. A plain local cron run starts no etcd and imports no etcd cli
 
 from __future__ import annotations
 
+import os
+
+# Read by grpc when it is imported, which the first module importing aetcd does (this package's
+# modules, and mgmt.deploy.store, whose package imports this one first): gRPC's core logs on
+# stderr itself (`I1203 ... Handshake failed ...`) beside the one-line error it raises, so
+# errors only unless the operator asks for more (GRPC_VERBOSITY=info); and we fork etcd.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from typing import TYPE_CHECKING
 
 from engine.errors import ValidationError

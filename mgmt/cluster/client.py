@@ -18,13 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
-
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # we fork etcd; grpc need not know
 
 import grpc
 import grpc.aio

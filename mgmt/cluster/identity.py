@@ -71,7 +71,8 @@ def check_host(host: str) -> None:
         or host.startswith(OPERATOR)  # an operator's identity is never a host's
     ):
         raise ValidationError(
-            f"{host!r} cannot be a host's identity (non-empty, printable, no '/', not 'root')",
+            f"{host!r} cannot be a host's identity (non-empty, printable, no '/', not 'root', "
+            f"not starting with {OPERATOR!r}: an operator's)",
             "HOST",
         )
 

@@ -243,6 +243,15 @@ def _identity(config: Config, tls: TLSFiles, seeds: list[str]) -> tuple[bool, bo
         name, core = read_identity(files.cert)
     except (OSError, WorldError) as err:
         raise ValidationError(str(err), flag) from None
+    from mgmt.cluster.identity import OPERATOR  # with identities the client is needed anyway
+
+    if name.startswith(OPERATOR):  # its etcd user may write the deploys only: never an agent
+        raise ValidationError(
+            f"{files.cert} is an operator's certificate ({name!r}): it pushes deploys "
+            "(mgmt deploy --tls-*) and runs no agent: give this host its own (mgmt cluster "
+            "mint-cert HOST)",
+            flag,
+        )
     if name != config.hostname:
         raise ValidationError(
             f"{files.cert} is {name!r}'s certificate, not this host's ({config.hostname!r}): "

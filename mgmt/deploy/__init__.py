@@ -13,6 +13,7 @@ Importing this package is cheap: the etcd client is imported by `store` and `sou
 
 from __future__ import annotations
 
+import mgmt.cluster  # noqa: F401  # grpc's environment, before `store` imports aetcd
 from engine.errors import MgmtError
 
 

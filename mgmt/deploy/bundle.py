@@ -118,6 +118,7 @@ def program_files(frontend: str, path: Path) -> tuple[str, dict[str, Path]]:
     if frontend == "lang" and path.is_dir():
         if not (path / LANG_ENTRY).is_file():
             raise DeployError(f"{path}: a `lang DIR/` deploy needs {path / LANG_ENTRY}")
+        _imported(path / LANG_ENTRY)  # DIR is carried whole, but nothing it imports outside it
         return LANG_ENTRY, _tree(path)
     if not path.is_file():
         raise DeployError(f"{path}: no such file")

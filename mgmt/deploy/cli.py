@@ -76,10 +76,10 @@ def connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefix",
         type=Path,
-        default=Path("/var/lib/mgmt"),
+        default=Path(os.environ.get("MGMT_PREFIX") or "/var/lib/mgmt"),  # as `mgmt run` reads it
         metavar="DIR",
         help="a host's state directory: its certificate in DIR/cluster-tls/ is used "
-        "unless --tls-* are given (default /var/lib/mgmt)",
+        "unless --tls-* are given (default $MGMT_PREFIX, else /var/lib/mgmt)",
     )
     parser.add_argument("--tls-ca", type=Path, metavar="FILE", help="CA (PEM) of the cluster")
     parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="client certificate (PEM)")
@@ -116,7 +116,13 @@ def _client(args: argparse.Namespace) -> EtcdClient:
         )
         for flag, path in (("--tls-ca", tls.ca), ("--tls-cert", tls.cert), ("--tls-key", tls.key)):
             if path is not None and not path.is_file():
-                raise Refused(f"{flag}: no such file: {path} (give --prefix or --tls-*)")
+                if path.parent != own:
+                    raise Refused(f"{flag}: no such file: {path}")
+                raise Refused(  # per-host identities keep no certificate in the prefix
+                    f"{flag}: no such file: {path}: give --prefix DIR of a host of the cluster "
+                    "(shared CA), or --tls-ca/--tls-cert/--tls-key: ca.pem, host.pem and "
+                    "host.key of a --cluster-cert-dir or of an operator's credentials"
+                )
     password = None
     if args.cluster_user is not None:
         if args.cluster_password_file is None:
@@ -340,7 +346,7 @@ async def _push(
 
 async def cluster_status(client: EtcdClient, as_json: bool = False) -> ExitCode:
     """Print every host's row (`mgmt deploy --status`, `mgmt status --cluster`); FAILED when a
-    host is down or has a failed resource."""
+    host is down, has a failed resource or refused a deploy newer than the one it runs."""
     from mgmt.deploy.status import host_statuses, report
 
     text, code = report(await host_statuses(client), as_json)

@@ -28,12 +28,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import re
+import stat
 import struct
 import subprocess
 import tempfile
 from pathlib import Path
 
+from engine import safefs
+from engine.errors import MgmtError
 from mgmt.deploy import DeployError
 
 NAMESPACE = "mgmt-deploy"
@@ -152,10 +156,34 @@ def sign(payload: bytes, key: Path) -> str:
 _principals: dict[tuple[tuple[int, int, int, int], str], str] = {}
 
 
+def check_trusted(trusted: Path) -> None:
+    """DeployError unless only root or this agent's user can change the trusted keys file
+    (sshd's StrictModes for authorized_keys): a file owned by one of them, writable by nobody
+    else, below directories only they control (a sticky /tmp passes). Whoever could add a line
+    to it could make this host run anything, as root."""
+    real = Path(os.path.realpath(trusted))
+    try:
+        fd, missing = safefs.walk(str(real.parent), check=safefs.trusted_dir)
+        with safefs.closing(fd):
+            st = None if missing else safefs.lstat_at(fd, real.name)
+    except (OSError, MgmtError) as err:
+        raise DeployError(f"--trusted-keys: {err}") from None
+    if st is None:
+        raise DeployError(f"--trusted-keys: cannot read {trusted}: no such file")
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, os.geteuid()) or mode & 0o022:
+        raise DeployError(
+            f"--trusted-keys: {trusted} (owner uid {st.st_uid}, mode {mode:04o}): whoever can "
+            "change it can make this host run anything; it must be a file owned by root or "
+            "this agent's user, writable by nobody else (0644 or stricter)"
+        )
+
+
 def verify(payload: bytes, signature: str, trusted: Path, key: str = "") -> tuple[str, str]:
     """Check `signature` over `payload` against the allowed_signers file `trusted`; returns
     (principal, key fingerprint); DeployError saying why it is refused. `key`: the
     fingerprint the signature claims (it finds a principal found before for it)."""
+    check_trusted(trusted)
     try:
         st = trusted.stat()
     except OSError as err:

@@ -480,6 +480,7 @@ def open_source(config: Config, prefix: Path) -> DeploySource:
 
     trusted = config.trusted_keys
     if trusted is not None:
+        signing.check_trusted(trusted)
         try:
             text = trusted.read_text()
         except (OSError, UnicodeDecodeError) as err:

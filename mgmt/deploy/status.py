@@ -97,9 +97,12 @@ class HostStatus:
             self.reports, self.last_error = True, "unreadable summary"
             return
         self.reports, self.resources, self.failed = True, resources, failed
-        self.since, self.last_error = float(since) if converged else 0.0, error
-        if not self.runs_deploys:
+        if not self.runs_deploys:  # else its deploy status says (not converged as it stops)
             self.converged = converged
+        # A row converged since a time, or not converged and since no time: a host stopped
+        # cleanly read `no` with its summary's time.
+        self.since = float(since) if converged and self.converged else 0.0
+        self.last_error = error
 
     @classmethod
     def decode(cls, host: str, data: bytes) -> HostStatus:
@@ -140,9 +143,10 @@ async def host_statuses(client: EtcdClient) -> list[HostStatus]:
 
 
 def exit_code(rows: list[HostStatus]) -> ExitCode:
-    """FAILED when a host is down (its agent gone, or unreachable: its lease expired) or has a
-    failed resource; OK otherwise (a check: `mgmt status --cluster || alert`)."""
-    if any(row.state in ("down", "failed") for row in rows):
+    """FAILED when a host is down (its agent gone, or unreachable: its lease expired), has a
+    failed resource, or refused a deploy newer than the one it runs (an untrusted key: it does
+    not run what was pushed); OK otherwise (a check: `mgmt status --cluster || alert`)."""
+    if any(row.state in ("down", "failed") or row.refused > row.running for row in rows):
         return ExitCode.FAILED
     return ExitCode.OK
 

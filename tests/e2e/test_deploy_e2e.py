@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from mgmt.deploy.status import STATUS, host_statuses
 from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
 from tests.e2e.test_cluster_e2e import Host, client_of, fleet
+from tests.mgmt.cluster.certs import CA
 from tests.mgmt.cluster.helpers import free_ports
 from tests.mgmt.deploy.keys import Key, make_key, trusted_file
 
@@ -229,6 +232,31 @@ async def test_a_bad_program_or_flag_is_refused_before_the_cluster_is_asked(
         run_mgmt, ["run", "--tmp-prefix", "--deploy", "--allow-unsigned-deploys", str(bad)]
     )
     assert code == 2 and f"{bad}:2:" in text and "etcd" not in text, text
+
+
+async def test_a_member_of_another_ca_is_one_line(tmp_path: Path) -> None:
+    """A seed whose certificate is not from our CA (another cluster's, a wrong --prefix): the
+    error, one line, exit 1. gRPC's core also printed its own `I1203 ... Handshake failed` line
+    on stderr before it."""
+    ours, theirs = CA(tmp_path / "ours"), CA(tmp_path / "theirs", "another CA")
+    client, server = ours.leaf("operator"), theirs.leaf("h1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server.cert, server.key)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            await reader.read()
+        writer.close()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = listener.sockets[0].getsockname()[1]
+    tls = ["--tls-ca", str(ours.path), "--tls-cert", str(client.cert), "--tls-key", str(client.key)]
+    async with listener:
+        for args in (["deploy", "--list"], ["status", "--cluster"]):
+            args += ["--seeds", f"https://127.0.0.1:{port}", *tls]
+            code, text = await asyncio.to_thread(run_mgmt, args, 30)
+            assert code == 1 and text.count("\n") == 1, text
+            assert "no etcd member reachable" in text and "CERTIFICATE_VERIFY_FAILED" in text
 
 
 @pytest.mark.slow

@@ -39,6 +39,20 @@ def test_check_reports_every_problem_with_file_line_col_and_exits_2(tmp_path: Pa
     assert f"{program}:4:2: file has no param 'contnet' (did you mean 'content'?)" in out
 
 
+def test_check_takes_a_program_directory_as_run_does(tmp_path: Path) -> None:
+    """`mgmt check DIR/` (docs/language.md) was `DIR: cannot read: Is a directory`, exit 2, and
+    so was `mgmt setup --install-service ... lang DIR/`, which checks the same way."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "lib.mcl").write_text('$path = "/tmp/x"\n')
+    (site / "main.mcl").write_text('import "lib.mcl"\nfile $lib.path { content => "y", }\n')
+    code, out = run_mgmt(["check", f"{site}/"])
+    assert code == 0 and f"{site}: ok" in out, out
+    (site / "main.mcl").write_text('file "/tmp/x" {\n\tcontnet => "y",\n}\n')
+    code, out = run_mgmt(["check", str(site)])
+    assert code == 2 and f"{site}/main.mcl:2:2: file has no param 'contnet'" in out, out
+
+
 def test_run_refuses_a_program_that_does_not_compile(tmp_path: Path) -> None:
     program = tmp_path / "bad.mcl"
     program.write_text(

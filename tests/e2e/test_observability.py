@@ -191,3 +191,22 @@ def test_bad_prometheus_listen_is_one_line_and_exit_2(
     (line,) = out.splitlines()
     assert "--prometheus-listen: " in line and expected in line, line
     assert not target.exists()  # nothing applied
+
+
+async def test_mgmt_status_reads_the_prefix_from_the_environment_as_run_does(
+    tmp_path: Path,
+) -> None:
+    """`MGMT_PREFIX=/srv/mgmt mgmt run ...` then `MGMT_PREFIX=/srv/mgmt mgmt status`: it asked
+    /var/lib/mgmt's socket (`no agent answers`), as did `mgmt deploy` for the certificate."""
+    prefix = tmp_path / "prefix"
+    graph = tmp_path / "g.yaml"
+    graph.write_text(f"graph: g\nresources:\n  file:\n    - name: f\n      path: {tmp_path}/f\n")
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("converged:")
+        env = {"MGMT_PREFIX": str(prefix)}
+        code, out = await asyncio.to_thread(run_mgmt, ["status"], 30, env)
+        assert code == 0 and "file[f]" in out, out
+        code, out = await asyncio.to_thread(run_mgmt, ["deploy", "--list"], 30, env)
+        assert code == 2 and f"{prefix}/cluster-tls/ca.pem" in out, out
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0

@@ -85,6 +85,49 @@ def test_setup_refuses_a_bad_graph_or_flags_before_writing_anything(tmp_path: Pa
     assert code == 0 and f"run --prefix /var/lib/mgmt yaml {ROOT}/examples/hello.yaml" in out, out
 
 
+def test_setup_refuses_what_the_agent_would_refuse_at_its_start(tmp_path: Path) -> None:
+    """Each of these was installed, and the agent then exited 2 at every start, restarted
+    every 2 s for ever (Restart=on-failure): the unit is refused instead, one line, exit 2."""
+    operator = tmp_path / "alice"
+    mint = ["cluster", "mint-cert", "--operator", "alice", "--ca-dir", str(tmp_path / "ca")]
+    assert run_mgmt([*mint, "--out", str(operator)])[0] == 0
+    graph_file = str(graph(tmp_path))
+    prefix = ["--prefix", str(tmp_path / "prefix")]
+    for args, message in (
+        (["--seeds", "https://127.0.0.1:2379", "empty"], "--seeds: joining a cluster needs"),
+        (["--prefix", "/tmp", "empty"], "--prefix: /tmp can be written by others"),
+        ([*prefix, "--trusted-keys", str(tmp_path / "nokeys"), "empty"], "--trusted-keys"),
+        ([*prefix, "--deploy", "--sign-key", "/nonexistent", "yaml", graph_file], "--sign-key"),
+        ([*prefix, "--status", "--prometheus-listen", ":70000", "yaml", graph_file], "a port"),
+        (
+            [*prefix, "--hostname", "operator:alice", "--cluster-cert-dir", str(operator), "empty"],
+            "an operator's certificate",
+        ),
+    ):
+        code, out = run_mgmt(["setup", "--install-service", "--dry-run", *args])
+        assert code == 2 and out.count("\n") == 1 and message in out, (args, out)
+
+
+def test_setup_makes_every_path_option_absolute(tmp_path: Path) -> None:
+    """The service runs in `/`: a relative --trusted-keys (or --cluster-ca-dir, --tls-*...) was
+    kept as given, so the agent read `/keys` (exit 2 at every start), or made a new cluster CA
+    in `/ca`. One given in the environment is written out (the unit has no environment)."""
+    (tmp_path / "keys").write_text("alice ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFxu\n")
+    (tmp_path / "ca").mkdir(mode=0o700)
+    relative = os.path.relpath(tmp_path, ROOT)
+    args = ["setup", "--install-service", "--dry-run", "--prefix", str(tmp_path / "prefix")]
+    args += ["--trusted-keys", f"{relative}/keys", f"--cluster-ca-dir={relative}/ca", "empty"]
+    code, out = run_mgmt(args)
+    assert code == 0, out
+    where = ROOT / relative  # absolute, as the kernel resolves it from mgmt's directory
+    assert f"--trusted-keys {where}/keys --cluster-ca-dir={where}/ca empty" in out, out
+    code, out = run_mgmt([*args[:-4], "empty"], env={"MGMT_TRUSTED_KEYS": f"{relative}/keys"})
+    assert code == 0 and f"run --trusted-keys {where}/keys --prefix" in out, out
+    # Abbreviated, as argparse takes it: written out whole and absolute.
+    code, out = run_mgmt([*args[:-4], "--trusted", f"{relative}/keys", "empty"])
+    assert code == 0 and f"--trusted-keys {where}/keys empty" in out, out
+
+
 @pytest.mark.slow
 def test_setup_makes_relative_paths_absolute_however_they_are_spelled() -> None:
     """The service runs in `/`: `./examples/hello.yaml` and `--prefix state` must not stay

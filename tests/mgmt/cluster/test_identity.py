@@ -41,7 +41,7 @@ from mgmt.collectscope import Collect
 from mgmt.config import Config
 from mgmt.yamlgraph import Loaded
 from tests.e2e.helpers import run_mgmt
-from tests.mgmt.cluster.helpers import options, pid_alive, wait_pid_gone
+from tests.mgmt.cluster.helpers import free_ports, options, pid_alive, wait_pid_gone
 from tests.mgmt.cluster.test_pki import NOBODY
 from tests.mgmt.cluster.test_security import _http_get
 
@@ -187,14 +187,26 @@ async def _refused_when_not_admitted(tmp_path: Path, creds: Path, url: str) -> N
 def test_the_commands_refuse_bad_input_with_one_line(tmp_path: Path) -> None:
     code, text = run_mgmt(["cluster", "mint-cert", "root", "--ca-dir", "x", "--out", "y"])
     assert code == 2 and text.strip().count("\n") == 0 and "'root'" in text, text
+    code, text = run_mgmt(["cluster", "mint-cert", "operator:bob", "--ca-dir", "x", "--out", "y"])
+    assert code == 2 and text.strip().count("\n") == 0 and "not starting with 'operator:'" in text
     args = ["cluster", "admit", "h2", "--cert-dir", str(tmp_path), "--endpoints", "http://a:1"]
     code, text = run_mgmt(args)
     assert code == 2 and text.strip().count("\n") == 0 and "--endpoints" in text, text
+    # A cluster out of reach: one line, exit 1 (the client's own warning came first).
+    creds = _mint(tmp_path, "h1", core=True)
+    (port,) = free_ports(1)
+    args = ["cluster", "admit", "h2", "--cert-dir", str(creds)]
+    code, text = run_mgmt([*args, "--endpoints", f"https://127.0.0.1:{port}"])
+    assert code == 1 and text.count("\n") == 1, text
+    assert text.startswith("mgmt cluster admit: no etcd member reachable at"), text
 
 
 def test_cluster_cert_dir_options(tmp_path: Path) -> None:
     (tmp_path / "creds").mkdir(mode=0o700)
     core, confined = _mint(tmp_path, "h1", core=True), _mint(tmp_path, "h2", core=False)
+    operator = tmp_path / "creds" / "alice"
+    args = ["cluster", "mint-cert", "--operator", "alice", "--ca-dir", str(tmp_path / "ca")]
+    assert cli.main([*args, "--out", str(operator)]) == 0
     prefix = tmp_path / "prefix"
     prefix.mkdir(mode=0o700)
     opts = from_config(Config(hostname="h1", prefix=prefix, cluster_cert_dir=core))
@@ -208,6 +220,9 @@ def test_cluster_cert_dir_options(tmp_path: Path) -> None:
         ({"hostname": "h2", "cluster_cert_dir": confined}, "must be a core host"),
         ({"hostname": "h1", "cluster_cert_dir": tmp_path}, "mgmt cluster mint-cert h1"),
         ({"hostname": "h1", "cluster_cert_dir": core, "insecure_cluster": True}, "give it alone"),
+        # An operator's certificate runs no agent: its etcd user may write the deploys only,
+        # and the agent used to retry its lease forever (permission denied) instead of exiting.
+        ({"hostname": "operator:alice", "cluster_cert_dir": operator}, "an operator's certif"),
     ]
     for kwargs, message in bad:
         with pytest.raises(ValidationError, match="--cluster-cert-dir") as err:

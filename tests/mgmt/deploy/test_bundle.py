@@ -60,6 +60,10 @@ def test_a_lang_file_carries_the_modules_it_imports(tmp_path: Path) -> None:
     )
     with pytest.raises(DeployError, match="outside the program's directory"):
         read_program("lang", tmp_path / "sub" / "main.mcl")
+    # `lang DIR/` too: the check read ../lib from this machine, every host then refused it
+    # (`import "../lib/greet.mcl": no such file`).
+    with pytest.raises(DeployError, match="outside the program's directory"):
+        read_program("lang", tmp_path / "sub")
 
 
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../x", "a//b", "./a", ""])

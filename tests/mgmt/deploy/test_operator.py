@@ -76,3 +76,17 @@ async def test_an_operator_pushes_deploys_and_writes_nothing_else(tmp_path: Path
     finally:
         await client.close()
         await cluster.stop()
+
+
+def test_without_credentials_the_commands_say_where_they_are(tmp_path: Path) -> None:
+    """A host with per-host identities keeps its certificate in --cluster-cert-dir, not in
+    <prefix>/cluster-tls/: `mgmt status --cluster --prefix P` said `(give --prefix or --tls-*)`
+    to an operator who had given --prefix."""
+    prefix = tmp_path / "prefix"
+    for command in (["status", "--cluster"], ["deploy", "--list"]):
+        code, text = run_mgmt([*command, "--prefix", str(prefix)])
+        assert code == 2 and text.count("\n") == 1, text
+        assert f"no such file: {prefix}/cluster-tls/ca.pem: give --prefix DIR" in text, text
+        assert "ca.pem, host.pem and host.key of a --cluster-cert-dir" in text, text
+        code, text = run_mgmt([*command, "--tls-ca", str(tmp_path / "ca.pem")])
+        assert code == 2 and text.strip() == f"mgmt: --tls-ca: no such file: {tmp_path}/ca.pem"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from mgmt.deploy.bundle import Bundle
 from mgmt.deploy.source import DeploySource, Policy
 from mgmt.deploy.store import NEWEST, Record, push, record_maker
 from mgmt.yamlgraph import Loaded
+from tests.e2e.helpers import run_mgmt
 from tests.mgmt.cluster.helpers import members
 from tests.mgmt.deploy.keys import Key, make_key, trusted_file
 
@@ -114,6 +116,32 @@ async def test_what_a_host_refuses_and_that_it_keeps_running(
     first = await again.start()
     assert first is not None and first.graph.name == "six"
     await again.aclose()
+
+
+async def test_a_trusted_keys_file_others_can_change_trusts_nothing(
+    client: EtcdClient, host: tuple[DeploySource, AsyncIterator[Loaded], Key], tmp_path: Path
+) -> None:
+    """Whoever can add a line to the trusted keys file can make the host run anything, as
+    root: a file (or a directory above it) that others may write is refused, at start (exit 2)
+    and at every deploy (the file is read again each time), as sshd's StrictModes does."""
+    source, graphs, alice = host
+    assert source.policy.trusted_keys is not None
+    source.policy.trusted_keys.chmod(0o666)
+    await signed(client, graph("one"), alice)
+    error = await refused(source, 1)
+    assert f"(owner uid {os.geteuid()}, mode 0666): whoever can change it" in error, error
+    source.policy.trusted_keys.chmod(0o644)
+    await signed(client, graph("two"), alice)
+    assert await next_graph(graphs) == "two"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    keys = trusted_file(shared, alice)
+    code, out = await asyncio.to_thread(
+        run_mgmt, ["run", "--tmp-prefix", "--trusted-keys", str(keys), "empty"]
+    )
+    assert code == 2 and out.count("\n") == 1, out
+    assert f"--trusted-keys: {shared} can be written by others (mode 0777)" in out, out
 
 
 async def test_together_waits_for_the_live_hosts_that_run_deploys(

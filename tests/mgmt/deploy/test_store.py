@@ -153,7 +153,15 @@ async def test_summaries_make_the_cluster_report_and_its_exit_code(client: EtcdC
     """`mgmt status --cluster` and `mgmt deploy --status`: each host's summary (resources,
     failures, converged since) joins its row; exit 1 when a host is down or has failed."""
     from mgmt.config import ExitCode
-    from mgmt.deploy.status import HOSTS, SUMMARY, host_statuses, report
+    from mgmt.deploy.status import (
+        HOSTS,
+        SUMMARY,
+        HostStatus,
+        host_statuses,
+        report,
+        status_key,
+        table,
+    )
 
     def summary(failed: int, error: str = "") -> bytes:
         doc = {"converged": not failed, "since": 1e9, "resources": 3, "failed": failed}
@@ -175,8 +183,26 @@ async def test_summaries_make_the_cluster_report_and_its_exit_code(client: EtcdC
     rows = {row["host"]: row for row in json.loads(text)}
     assert code is ExitCode.FAILED and rows["b"]["state"] == "down", text
     assert rows["a"]["state"] == "converged" and rows["a"]["resources"] == 3
+    # A host that runs deploys says in its deploy status whether it is converged (not, once
+    # it stopped): its summary's time is not shown beside a `no`.
+    await client.put(status_key("c").encode(), HostStatus("c", running=2, ready=2).encode())
+    await client.put((SUMMARY + "c").encode(), summary(0))
+    rows = {row.host: row for row in await host_statuses(client)}
+    assert (rows["c"].converged, rows["c"].since) == (False, 0.0)
+    assert table([rows["c"]]).splitlines()[1].split()[:6] == ["c", "no", "2", "2", "no", "-"]
+    # A host that refused the newest deploy (a key it does not trust) does not run what was
+    # pushed: `mgmt deploy ... && mgmt deploy --status` said all was well (exit 0).
+    await client.put((HOSTS + "c").encode(), b"")
+    refusing = HostStatus("c", running=2, ready=2, converged=True, refused=3, error="untrusted")
+    await client.put(status_key("c").encode(), refusing.encode())
+    rows = {row.host: row for row in await host_statuses(client)}
+    assert report([rows["c"]])[1] is ExitCode.FAILED
+    later = HostStatus("c", running=4, ready=4, converged=True, refused=3, error="untrusted")
+    await client.put(status_key("c").encode(), later.encode())
+    rows = {row.host: row for row in await host_statuses(client)}
+    assert report([rows["c"]])[1] is ExitCode.OK
     await client.put((SUMMARY + "a").encode(), b'{"converged": "yes"}')  # a bad writer
-    (row, _) = await host_statuses(client)
+    row = (await host_statuses(client))[0]
     assert row.last_error == "unreadable summary"
 
 
