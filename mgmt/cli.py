@@ -302,11 +302,10 @@ def cluster(argv: list[str]) -> int:
     """`mgmt cluster ...`: 0 done, 1 the cluster refused or could not be reached, 2 usage."""
     args = build_cluster_parser().parse_args(argv)
     from engine.errors import WorldError
-    from mgmt.cluster import pki
+    from mgmt.cluster import check_host, pki
+    from mgmt.cluster.identity import operator_user
 
     try:
-        from mgmt.cluster.identity import check_host, operator_user
-
         if (args.host is None) == (args.operator is None):
             raise ValidationError("give HOST or --operator NAME", "HOST")
         if args.operator is not None:

@@ -60,3 +60,24 @@ def needs_cluster(config: Config, loaded: Loaded, keys: Iterable[Key] | None = N
         kind in CLUSTER_KINDS or vertices[(kind, name)].needs_world()
         for kind, name in (vertices if keys is None else (k for k in keys if k in vertices))
     )
+
+
+ROOT_ROLE = "root"  # etcd's administrator role
+OPERATOR = "operator:"  # the etcd user of operator NAME is operator:NAME
+
+
+def check_host(host: str, key: str = "HOST") -> None:
+    """ValidationError unless `host` can be an etcd identity (a certificate's CN)."""
+    if (
+        not host
+        or "/" in host
+        or not host.isprintable()  # a newline would forge log lines naming another host
+        or host != host.strip()
+        or host == ROOT_ROLE
+        or host.startswith(OPERATOR)  # an operator's identity is never a host's
+    ):
+        raise ValidationError(
+            f"{host!r} cannot be a host's identity (non-empty, printable, no '/', not 'root', "
+            f"not starting with {OPERATOR!r}: an operator's)",
+            key,
+        )

@@ -22,11 +22,9 @@ from aetcd import rpc
 
 from engine.errors import ValidationError, WorldError
 from engine.world import EXPORTED, HOST_STRINGS, ROOT, SCHEDULE, STRINGS
-from mgmt.cluster import NotAdmitted
+from mgmt.cluster import OPERATOR, ROOT_ROLE, NotAdmitted, check_host
 from mgmt.cluster.client import EtcdClient, range_end
 from mgmt.cluster.pki import TLSFiles
-
-ROOT_ROLE = "root"
 
 HOSTS = ROOT + "hosts/"  # every agent's liveness key, bound to its lease
 VOLUNTEERS = ROOT + "volunteers/"  # hosts offering to run a member
@@ -52,29 +50,11 @@ SHARED_KEYS: tuple[tuple[str, bool], ...] = ((STRINGS, True),)
 READABLE = ROOT
 # An operator's etcd user (`mgmt cluster mint-cert --operator NAME`): it reads what hosts read
 # and writes the deploys only (mgmt.deploy.store), so it can push code and nothing else.
-OPERATOR = "operator:"
 DEPLOY_KEYS = ROOT + "deploy/"
 
 
 def role_name(host: str) -> str:
     return f"mgmt-host:{host}"
-
-
-def check_host(host: str) -> None:
-    """ValidationError unless `host` can be an etcd identity (a certificate's CN)."""
-    if (
-        not host
-        or "/" in host
-        or not host.isprintable()  # a newline would forge log lines naming another host
-        or host != host.strip()
-        or host == ROOT_ROLE
-        or host.startswith(OPERATOR)  # an operator's identity is never a host's
-    ):
-        raise ValidationError(
-            f"{host!r} cannot be a host's identity (non-empty, printable, no '/', not 'root', "
-            f"not starting with {OPERATOR!r}: an operator's)",
-            "HOST",
-        )
 
 
 def permissions(host: str) -> list[rpc.Permission]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from engine import safefs
 from engine.errors import ResourceError, ValidationError, WorldError
 from mgmt.address import split_url
+from mgmt.cluster import OPERATOR, check_host
 from mgmt.cluster.pki import (
     CA_CERT,
     CA_KEY,
@@ -116,6 +117,9 @@ def from_config(config: Config, prefix: Path | None = None) -> Options:
 
     `prefix`: the state directory the run uses (default `config.prefix`), where the cluster CA
     lives unless `--cluster-ca-dir` says otherwise."""
+    # The name keys this host's etcd entries (hosts/<name>, exported/<name>/...): one with a
+    # '/' would overlap another host's, whose withdrawal would then delete this one's too.
+    check_host(config.hostname, "--hostname")
     insecure = config.insecure_cluster
     scheme = "http" if insecure else "https"
     lists: dict[str, list[str]] = {}
@@ -243,8 +247,6 @@ def _identity(config: Config, tls: TLSFiles, seeds: list[str]) -> tuple[bool, bo
         name, core = read_identity(files.cert)
     except (OSError, WorldError) as err:
         raise ValidationError(str(err), flag) from None
-    from mgmt.cluster.identity import OPERATOR  # with identities the client is needed anyway
-
     if name.startswith(OPERATOR):  # its etcd user may write the deploys only: never an agent
         raise ValidationError(
             f"{files.cert} is an operator's certificate ({name!r}): it pushes deploys "

@@ -222,12 +222,14 @@ def test_cluster_cert_dir_options(tmp_path: Path) -> None:
         ({"hostname": "h1", "cluster_cert_dir": core, "insecure_cluster": True}, "give it alone"),
         # An operator's certificate runs no agent: its etcd user may write the deploys only,
         # and the agent used to retry its lease forever (permission denied) instead of exiting.
-        ({"hostname": "operator:alice", "cluster_cert_dir": operator}, "an operator's certif"),
+        ({"hostname": "alice", "cluster_cert_dir": operator}, "an operator's certif"),
     ]
     for kwargs, message in bad:
         with pytest.raises(ValidationError, match="--cluster-cert-dir") as err:
             from_config(Config(prefix=prefix, **kwargs))  # type: ignore[arg-type]
         assert message in str(err.value)
+    with pytest.raises(ValidationError, match="--hostname: 'operator:alice' cannot be a host"):
+        from_config(Config(prefix=prefix, hostname="operator:alice", cluster_cert_dir=operator))
 
 
 @pytest.mark.parametrize(

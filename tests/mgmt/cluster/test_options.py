@@ -67,11 +67,16 @@ def test_cli_flags_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         ("seeds", f"https://{'x' * 64}.example:2379", "is neither an IP address nor a host"),
         ("advertise_server_urls", "https://-a.b:2380", "is neither an IP address nor a host"),
         ("advertise_client_urls", "https://a b:2379", "is neither an IP address nor a host"),
+        # Its etcd keys would overlap host a's (withdrawn with a's), or name an operator.
+        ("hostname", "a/b", "--hostname: 'a/b' cannot be a host's identity"),
+        ("hostname", "operator:x", "cannot be a host's identity"),
+        ("hostname", "h\nforged", "cannot be a host's identity"),
     ],
 )
 def test_bad_options_name_the_flag(field: str, value: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        from_config(Config(hostname="h", prefix=Path("/nonexistent"), **{field: value}))  # type: ignore[arg-type]
+        config = {"hostname": "h", "prefix": Path("/nonexistent"), field: value}
+        from_config(Config(**config))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
