@@ -33,6 +33,7 @@ from engine.errors import ValidationError
 from engine.params import parse_int
 from mgmt import priority
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, Config, ExitCode, option_fields
+from mgmt.usage import Parser
 
 VERSION = "0.1.0"
 
@@ -67,9 +68,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {"int": _int_arg, "Path": Path, "
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: `mgmt --version`, `mgmt run ...`."""
-    parser = argparse.ArgumentParser(
-        prog="mgmt", description="Event-driven, parallel configuration management."
-    )
+    parser = Parser(prog="mgmt", description="Event-driven, parallel configuration management.")
     parser.add_argument("--version", action="version", version=f"mgmt {VERSION}")
     parser.add_argument(
         "command",
@@ -84,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_run_parser() -> argparse.ArgumentParser:
     """`mgmt run`: one option per Config field, then the front-end and its file."""
-    run = argparse.ArgumentParser(
+    run = Parser(
         prog="mgmt run",
         description="Run a graph: `mgmt run [flags] yaml FILE`, `mgmt run FILE`, "
         "`mgmt run empty`. Every flag also reads MGMT_<FLAG> from the environment.",
@@ -241,9 +240,7 @@ def _check_puppet(config: Config) -> None:
 
 def build_cluster_parser() -> argparse.ArgumentParser:
     """`mgmt cluster mint-cert` and `mgmt cluster admit` (docs/security.md, attribution)."""
-    parser = argparse.ArgumentParser(
-        prog="mgmt cluster", description="Per-host etcd identities (docs/security.md)."
-    )
+    parser = Parser(prog="mgmt cluster", description="Per-host etcd identities (docs/security.md).")
     sub = parser.add_subparsers(dest="action", required=True)
     mint = sub.add_parser(
         "mint-cert",

@@ -23,13 +23,14 @@ from pathlib import Path
 
 from engine.errors import MgmtError, ValidationError
 from mgmt.config import Config, ExitCode
+from mgmt.usage import Parser
 
 UNIT = "mgmt"
 WATCHDOG_SEC = 30
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mgmt setup",
         description="Install the agent as a systemd service (the rest of the command line is "
         "what `mgmt run` gets).",

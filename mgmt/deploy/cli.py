@@ -22,6 +22,7 @@ from engine.errors import ValidationError, WorldError
 from engine.params import parse_int
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode
 from mgmt.deploy import DeployError
+from mgmt.usage import Parser
 
 if TYPE_CHECKING:
     from mgmt.cluster.client import EtcdClient
@@ -146,7 +147,7 @@ async def _connected(args: argparse.Namespace) -> EtcdClient:
 
 
 def deploy_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mgmt deploy",
         description="Push a program to the cluster as its next deploy (checked as `mgmt check` "
         "does, signed, stored in one transaction); list or roll back deploys.",

@@ -27,6 +27,7 @@ from typing import Any
 
 from mgmt.config import ExitCode
 from mgmt.status.server import SOCKET
+from mgmt.usage import Parser
 
 TIMEOUT = 10.0
 
@@ -34,7 +35,7 @@ TIMEOUT = 10.0
 def build_parser() -> argparse.ArgumentParser:
     from mgmt.deploy.cli import connection_args
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mgmt status",
         description="The running agent's resources and their states, or (--cluster) every host's.",
     )

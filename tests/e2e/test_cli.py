@@ -44,6 +44,9 @@ def test_usage_error_exits_2() -> None:
     assert code == 2 and "expected `yaml FILE`" in out
     code, out = run_mgmt(["bogus"])
     assert code == 2 and "invalid choice" in out
+    for args in (["bogus"], ["run", "--converged-timeout=x", "yaml", "f"], ["deploy", "--list=x"]):
+        code, out = run_mgmt(args)  # one line saying what is wrong, not the whole synopsis
+        assert code == 2 and len(out.strip().splitlines()) == 1 and "--help)" in out, out
 
 
 def test_cron_run_converges_and_second_run_changes_nothing(tmp_path: Path) -> None:

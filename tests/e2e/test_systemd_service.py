@@ -100,7 +100,7 @@ def test_setup_refuses_what_the_agent_would_refuse_at_its_start(tmp_path: Path) 
         ([*prefix, "--deploy", "--sign-key", "/nonexistent", "yaml", graph_file], "--sign-key"),
         ([*prefix, "--status", "--prometheus-listen", ":70000", "yaml", graph_file], "a port"),
         (
-            [*prefix, "--hostname", "operator:alice", "--cluster-cert-dir", str(operator), "empty"],
+            [*prefix, "--hostname", "alice", "--cluster-cert-dir", str(operator), "empty"],
             "an operator's certificate",
         ),
     ):
