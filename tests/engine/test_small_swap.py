@@ -224,3 +224,28 @@ async def test_check_applies_at_once_are_bounded(tmp_path: Path) -> None:
     finally:
         await engine.stop(graceful=False)
     assert check_limit() >= 16
+
+
+async def test_two_added_at_once_get_the_automatic_edge_between_them(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Each added resource is alone in the last graph, but not beside the other: a directory
+    and a file in it, added in one swap, are prepared (the file waits for its directory)."""
+    first = files(tmp_path, {"a": "1\n"})
+    await engine.apply(first)
+    await settle(engine)
+    second = first.copy()
+    second.add(FileRes(name="dir", path=str(tmp_path / "new") + "/", state="exists"))
+    second.add(FileRes(name="in", path=str(tmp_path / "new" / "in"), content="x\n"))
+    await engine.apply(second)
+    await settle(engine)
+    assert ("file", "in") in engine.graph.succ[("file", "dir")]
+
+    third = first.copy()  # the same with `since`, as reparse() gives it
+    third.add(FileRes(name="dir2", path=str(tmp_path / "new2") + "/", state="exists"))
+    third.add(FileRes(name="in2", path=str(tmp_path / "new2" / "in"), content="x\n"))
+    await engine.apply(first)
+    await settle(engine)
+    await engine.apply(third, since=(first, frozenset({("file", "dir2"), ("file", "in2")})))
+    await settle(engine)
+    assert ("file", "in2") in engine.graph.succ[("file", "dir2")]
