@@ -809,6 +809,8 @@ class Engine:
                 if res is None or key in self.vertices or not self._alone(graph, key, res, False):
                     return None
                 small.add[key] = res
+                if self._autoindex is not None:  # the next one added must be alone beside it
+                    self._autoindex.count(res, 1)  # (a fallback's prepare() drops the index)
             elif res is None:
                 if vertex is None or not self._alone(self.graph, key, given[key], True):
                     return None
@@ -871,10 +873,8 @@ class Engine:
                 self._retryreset.discard(key)
                 if index is not None:
                     index.count(gone[key], -1)
-            for key, res in small.add.items():
+            for key in small.add:  # counted in the index by _small_swap
                 graph.succ[key], graph.pred[key] = {}, {}
-                if index is not None:
-                    index.count(res, 1)
         added = []
         for key, res in {**replace, **small.add}.items():
             vertices[key] = Vertex(self, res)

@@ -775,6 +775,8 @@ class Reuse:
         kind = self.items[lo].kind
         if self.items[hi].kind != kind:
             return None  # the change spans two lists
+        if lo > 0 and self.items[lo - 1].kind == kind and head < self.starts[lo]:
+            lo -= 1  # the lines before the first one end the one before it (`|+` keeps them)
         start, end = self._chunk(lo)[0], self._chunk(hi)[1]
         shift = len(text) - len(old)
         fragment = text[start : end + shift]

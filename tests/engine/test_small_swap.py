@@ -9,6 +9,8 @@ even look at them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 from engine.engine import Engine, Status, check_limit
 from engine.events import GraphSwapped
 from engine.graph import Edge, Graph
+from engine.meta import Meta
 from resources.file import FileRes
 from tests.engine.conftest import make_graph, settle
 from tests.engine.probe import ProbeRes, state
@@ -224,3 +227,82 @@ async def test_check_applies_at_once_are_bounded(tmp_path: Path) -> None:
     finally:
         await engine.stop(graceful=False)
     assert check_limit() >= 16
+
+
+async def test_two_added_at_once_get_the_automatic_edge_between_them(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Each added resource is alone in the last graph, but not beside the other: a directory
+    and a file in it, added in one swap, are prepared (the file waits for its directory)."""
+    first = files(tmp_path, {"a": "1\n"})
+    await engine.apply(first)
+    await settle(engine)
+    second = first.copy()
+    second.add(FileRes(name="dir", path=str(tmp_path / "new") + "/", state="exists"))
+    second.add(FileRes(name="in", path=str(tmp_path / "new" / "in"), content="x\n"))
+    await engine.apply(second)
+    await settle(engine)
+    assert ("file", "in") in engine.graph.succ[("file", "dir")]
+
+    third = first.copy()  # the same with `since`, as reparse() gives it
+    third.add(FileRes(name="dir2", path=str(tmp_path / "new2") + "/", state="exists"))
+    third.add(FileRes(name="in2", path=str(tmp_path / "new2" / "in"), content="x\n"))
+    await engine.apply(first)
+    await settle(engine)
+    await engine.apply(third, since=(first, frozenset({("file", "dir2"), ("file", "in2")})))
+    await settle(engine)
+    assert ("file", "in2") in engine.graph.succ[("file", "dir2")]
+
+
+def prepared_edges(graph: Graph) -> list[tuple[Any, Any, Edge]]:
+    return sorted(graph.edges(), key=repr)
+
+
+@pytest.mark.parametrize("seed", range(40))
+async def test_random_small_swaps_run_the_graph_a_full_prepare_would(
+    tmp_path: Path, seed: int
+) -> None:
+    """Differential: files added, removed and replaced (one to three at a time, with and
+    without `since`) in directories whose files get automatic edges to them; after each swap
+    the running graph has the vertices and edges a full prepare() of the same graph has."""
+    rng = random.Random(seed)
+    dirs = ["", "a/", "a/b/", "c/"]
+
+    def res(name: str) -> FileRes:
+        where = tmp_path / "out" / rng.choice(dirs)
+        if rng.random() < 0.3:
+            return FileRes(name=name, path=f"{where}/", state="exists")
+        meta = Meta(autoedge=rng.random() > 0.2)
+        return FileRes(name=name, path=str(where / name), content="x\n", meta=meta)
+
+    last = Graph("g")
+    for i in range(6):
+        last.add(res(f"n{i}"))
+    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+    try:
+        await engine.apply(last)
+        for step in range(10):
+            new = last.copy()
+            for _ in range(rng.randint(1, 3)):
+                keys = [k for k in new.vertices if not new.succ[k] and not new.pred[k]]
+                if rng.random() < 0.5 or len(keys) < 3:
+                    new.add(res(f"s{step}-{rng.randrange(1000)}"))
+                elif rng.random() < 0.5:
+                    key = rng.choice(keys)
+                    del new.vertices[key], new.succ[key], new.pred[key]
+                else:
+                    key = rng.choice(list(new.vertices))
+                    old = new.vertices[key]
+                    assert isinstance(old, FileRes)
+                    content = None if old.content is None else f"{step}\n"
+                    new.vertices[key] = dataclasses.replace(old, content=content)
+            both = new.vertices.keys() | last.vertices.keys()
+            changed = frozenset(k for k in both if new.vertices.get(k) is not last.vertices.get(k))
+            await engine.apply(new, since=(last, changed) if rng.random() < 0.5 else None)
+            full = new.copy()
+            Engine(hostname="test", prefix=tmp_path / "prefix").prepare(full)
+            assert engine.graph.vertices.keys() == full.vertices.keys(), (seed, step)
+            assert prepared_edges(engine.graph) == prepared_edges(full), (seed, step)
+            last = new
+    finally:
+        await engine.stop(graceful=False)

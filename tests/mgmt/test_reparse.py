@@ -244,3 +244,25 @@ def test_a_random_walk_of_edits_reparses_as_parse() -> None:
         full += loaded.since is None
         last = loaded
     assert full == 0
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t.replace("    - name: b\n", "\n    - name: b\n"),  # a blank line before b
+        lambda t: t.replace("    - name: b\n", "\n\n    - name: c\n      path: /tmp/c\n"),
+        lambda t: t.replace("    - name: b\n      path: /tmp/b\n", ""),  # b removed
+        lambda t: t.replace("    - name: b\n", "  # b\n\n    - name: b\n"),
+    ],
+)
+def test_the_blank_lines_a_kept_block_scalar_ends_with_are_reparsed(edit: Any) -> None:
+    """The blank lines before an item end the item before it: its `|+` or `>+` value keeps
+    them, so an edit there re-parses that item too."""
+    before = (
+        "graph: g\nresources:\n  file:\n    - name: a\n      path: /tmp/a\n"
+        "      content: |+\n        x\n\n    - name: b\n      path: /tmp/b\n\n"
+        "    - name: d\n      path: /tmp/d\n      content: >+\n        y\n\n"
+    )
+    first = parse(before, "g.yaml", incremental=True)
+    after = edit(before)
+    assert outcome(after, first) == outcome(after)

@@ -1,0 +1,156 @@
+"""Differential fuzzing of reparse() (issue 16): random graph files, random chains of edits
+(lines added, removed, moved, swapped, re-indented; characters inserted and cut), each
+reparse()d from the last version's result and compared with parse() of the same text: the
+graph, exports, collects, pending edges, warnings or the problems (FILE:LINE) must be equal,
+and `since` must name every resource that is not the very object of the base graph.
+
+Seeded (random.Random), so a failure names its seed; `--fuzz-long` runs many more seeds.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from mgmt.yamlgraph import GraphFileError, Loaded, parse, reparse
+from tests import fuzz
+
+LINES = [
+    "    - name: a\n",
+    "    - name: b\n",
+    "    - name: '@@a'\n",
+    "      path: /tmp/x/a\n",
+    "      path: /tmp/x/b\n",
+    "      content: hi\n",
+    "      content: &c ho\n",
+    "      content: *c\n",
+    "      content: |+\n        k\n\n",
+    "      mode: '0600'\n",
+    "      pollint: 3\n",
+    "      <<: {mode: '0644'}\n",
+    "      meta: {retry: 2}\n",
+    "  # comment\n",
+    "\n",
+    "\n\n",
+    "    -\n",
+    "      name: d\n",
+    "        more\n",
+    "     content: bad\n",
+    "\t  path: /x\n",
+    "      path: /tmp/x/a\r\n",
+    "    - {name: f, path: /tmp/f}\n",
+    "  noop: [{name: z}]\n",
+    "  noop:\n",
+    "  file:\n",
+    "resources:\n",
+    "---\n",
+    "edges:\n  - {from: {kind: file, name: a0}, to: {kind: file, name: b0}}\n",
+    "collect:\n  - {kind: file, pattern: x}\n",
+]
+CONTENTS = ["x", "&q z", "|\n        block\n", "|+\n        keep\n\n", ">+\n        fold\n"]
+INSERTS = ["x", " ", "\n", "-", ":", "#", "\r", "'", "a0", "- ", "\n    - name: q\n"]
+
+
+def graph_file(rng: random.Random) -> str:
+    lines = ["graph: g\n", "resources:\n"]
+    for kind in rng.sample(["file", "noop"], rng.randint(1, 2)):
+        lines.append(f"  {kind}:\n")
+        for _ in range(rng.randint(1, 5)):
+            name = rng.choice("abcdefgh") + str(rng.randint(0, 3))
+            lines.append(f"    - name: {name}\n")
+            if kind == "file":
+                lines.append(f"      path: /tmp/x/{name}\n")
+                if rng.random() < 0.5:
+                    lines.append(f"      content: {rng.choice(CONTENTS)}\n")
+            if rng.random() < 0.2:
+                lines.append(rng.choice(["  # c\n", "\n", "      # deep\n"]))
+    if rng.random() < 0.4:
+        lines.append("edges:\n  - {from: {kind: file, name: a0}, to: {kind: file, name: b0}}\n")
+    return "".join(lines)
+
+
+def edit(rng: random.Random, text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    op, at = rng.randrange(8), rng.randrange(len(lines) + 1)
+    if len(lines) < 2:
+        op = 0
+    last = min(at, len(lines) - 1)
+    if op == 0:
+        lines.insert(at, rng.choice(LINES))
+    elif op == 1:
+        del lines[last]
+    elif op == 2:
+        lo, hi = sorted(rng.sample(range(len(lines) + 1), 2))
+        del lines[lo:hi]
+    elif op == 3:
+        lo, hi = sorted(rng.sample(range(len(lines)), 2))
+        lines[lo], lines[hi] = lines[hi], lines[lo]
+    elif op == 4:
+        lines[last] = rng.choice([" ", "  ", "\t"]) + lines[last]
+    elif op == 5:
+        lines[last] = lines[last][2:] if lines[last].startswith("  ") else lines[last]
+    elif op == 6:
+        lo, hi = sorted(rng.sample(range(len(lines) + 1), 2))
+        chunk = lines[lo:hi]
+        del lines[lo:hi]
+        to = rng.randrange(len(lines) + 1)
+        lines[to:to] = chunk
+    else:
+        joined = "".join(lines)
+        where = rng.randrange(len(joined))
+        if rng.random() < 0.5:
+            return joined[:where] + rng.choice(INSERTS) + joined[where:]
+        return joined[:where] + joined[where + rng.randint(1, 30) :]
+    return "".join(lines)
+
+
+def outcome(data: str, previous: Loaded | None) -> tuple[Any, Loaded | None]:
+    try:
+        if previous is None:
+            loaded = parse(data, "g.yaml", incremental=True)
+        else:
+            loaded = reparse(data.encode(), "g.yaml", previous)
+    except GraphFileError as err:
+        return err.problems, None
+    seen = (
+        loaded.graph.name,
+        {k: (type(r), r.params(), r.meta) for k, r in loaded.graph.vertices.items()},
+        sorted(map(repr, loaded.graph.edges())),
+        [r.params() for r in loaded.exported],
+        loaded.collect,
+        loaded.pending,
+        loaded.warnings,
+    )
+    return seen, loaded
+
+
+def check_since(loaded: Loaded) -> None:
+    """Every resource that `since` does not name is the very object of its base graph."""
+    if loaded.since is None:
+        return
+    base, changed = loaded.since
+    for key in base.vertices.keys() | loaded.graph.vertices.keys():
+        if key not in changed:
+            assert base.vertices.get(key) is loaded.graph.vertices.get(key), key
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_reparse_after_random_edits_is_parse(chunk: int) -> None:
+    seeds = 2500 if fuzz.LONG else 250
+    for seed in range(chunk * seeds, (chunk + 1) * seeds):
+        rng = random.Random(seed)
+        text = graph_file(rng)
+        try:
+            last = parse(text, "g.yaml", incremental=True)
+        except GraphFileError:
+            continue
+        for _ in range(rng.randint(1, 8)):
+            now = edit(rng, text)
+            seen, loaded = outcome(now, last)
+            assert seen == outcome(now, None)[0], (seed, text, now)
+            if loaded is None:
+                continue
+            check_since(loaded)
+            text, last = now, loaded
