@@ -154,8 +154,10 @@ class PathWatcher:
     def _resync_now(self) -> None:
         if self._resync:
             self._resync = False
-            # Re-scan until the watches match the tree: a directory created between the
-            # event and the new watch would otherwise go unseen, and so would the path.
+            # Re-scan while a sync puts a watch on a directory it did not watch before: what
+            # was created in it before the watch would otherwise go unseen, and so would the
+            # path. A new watch on a file or a kept directory needs no second look: a change
+            # of its entry meanwhile is reported by its directory's watch, already in place.
             for _ in range(64):
                 if not self._sync():
                     break
@@ -205,14 +207,17 @@ class PathWatcher:
         return True
 
     def _sync(self) -> bool:
-        """Register the watches that match what the paths look like now; True if they moved."""
+        """Register the watches that match what the paths look like now; True if a directory
+        is watched that was not before."""
         if self._hub is None:
             return False
-        desired = self._desired()
-        self._hub.register(self, desired, self._registered)
-        moved = desired.keys() != self._registered.keys()
+        desired, old = self._desired(), self._registered
+        self._hub.register(self, desired, old)
         self._registered = desired
-        return moved
+        return any(
+            mask & DIRECTORY and not old.get(path, (0,))[0] & DIRECTORY
+            for path, (mask, _names) in desired.items()
+        )
 
     def _desired(self) -> Desired:
         want: dict[Path, tuple[int, set[str]]] = {}
@@ -222,14 +227,16 @@ class PathWatcher:
             want[path] = (old_mask | mask, names | {name})
 
         for path in self.paths:
-            # The deepest existing ancestor watches for the next component to appear.
+            # The deepest existing ancestor watches for the next component to appear; when
+            # the path itself exists, that is its parent (no need to stat it: one stat less
+            # per path and sync, on the event loop, while the threads write beside it).
+            kind = _kind(path, follow=False)
             child = path
             for parent in path.parents:
-                if _kind(parent, follow=True) == stat.S_IFDIR:
+                if kind is not None or _kind(parent, follow=True) == stat.S_IFDIR:
                     add(parent, DIR_MASK, child.name)
                     break
                 child = parent
-            kind = _kind(path, follow=False)
             if kind is None or kind == stat.S_IFLNK:
                 continue
             if kind == stat.S_IFDIR:
