@@ -231,3 +231,43 @@ async def test_an_own_write_costs_one_stat_on_the_loop(
     await counter.changed()
     path.unlink()  # and its directory still reports its entry
     await counter.changed()
+
+
+async def test_a_directory_moved_away_and_made_again_is_watched_anew(
+    tmp_path: Path, watch: object
+) -> None:
+    """The watch on a directory follows its inode: when it is renamed away and a new one made
+    at its path, the path's watch moves to the new one, and a later watcher of the same
+    directory (which takes the hub's watch as its existence) sees its entries too."""
+    path = tmp_path / "d" / "f"
+    path.parent.mkdir()
+    counter = await watch(path)  # type: ignore[operator]
+    (tmp_path / "d").rename(tmp_path / "old")
+    (tmp_path / "d").mkdir()  # before the move's event is read: the re-sync finds a directory
+    await counter.changed()
+    path.write_text("x")
+    await counter.changed()
+    other = await watch(tmp_path / "d" / "g")  # type: ignore[operator]
+    (tmp_path / "d" / "g").write_text("y")
+    await other.changed()
+
+
+async def test_a_new_watcher_in_a_watched_directory_stats_its_path_alone(
+    tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second file of a watched directory starts with one stat (of itself): the hub's
+    watch says its directory exists. Its creation is then seen."""
+    await watch(tmp_path / "f")  # type: ignore[operator]
+    stats: list[str] = []
+    real = os.stat
+
+    def counted(target: object, *args: object, **kwargs: object) -> os.stat_result:
+        stats.append(str(target))
+        return real(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(watcher_module.os, "stat", counted)
+    counter = await watch(tmp_path / "g")  # type: ignore[operator]
+    monkeypatch.undo()
+    assert stats == [str(tmp_path / "g")]
+    (tmp_path / "g").write_text("x")
+    await counter.changed()
