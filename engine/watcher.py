@@ -41,7 +41,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
@@ -112,7 +112,7 @@ class PathWatcher:
     async def __aenter__(self) -> PathWatcher:
         self._hub = Hub.acquire(self)
         try:
-            self._sync()
+            self._sync(first=True)
         except BaseException:
             await self.aclose()
             raise
@@ -154,8 +154,10 @@ class PathWatcher:
     def _resync_now(self) -> None:
         if self._resync:
             self._resync = False
-            # Re-scan until the watches match the tree: a directory created between the
-            # event and the new watch would otherwise go unseen, and so would the path.
+            # Re-scan while a sync puts a watch on a directory it did not watch before: what
+            # was created in it before the watch would otherwise go unseen, and so would the
+            # path. A new watch on a file or a kept directory needs no second look: a change
+            # of its entry meanwhile is reported by its directory's watch, already in place.
             for _ in range(64):
                 if not self._sync():
                     break
@@ -204,17 +206,27 @@ class PathWatcher:
         self._resync = True
         return True
 
-    def _sync(self) -> bool:
-        """Register the watches that match what the paths look like now; True if they moved."""
-        if self._hub is None:
-            return False
-        desired = self._desired()
-        self._hub.register(self, desired, self._registered)
-        moved = desired.keys() != self._registered.keys()
-        self._registered = desired
-        return moved
+    def _sync(self, first: bool = False) -> bool:
+        """Register the watches that match what the paths look like now; True if a directory
+        is watched that was not before.
 
-    def _desired(self) -> Desired:
+        The first sync takes a directory the hub watches for another watcher as existing,
+        without a stat (a thousand files of one directory: one stat each, not two). It is as
+        fresh as a stat: had the directory gone, the event saying so reaches this watcher too
+        (its names are registered there), and a re-sync stats everything."""
+        hub = self._hub
+        if hub is None:
+            return False
+        desired, old = self._desired(hub.watches_dir if first else None), self._registered
+        hub.register(self, desired, old)
+        self._registered = desired
+        return any(
+            mask & DIRECTORY and not old.get(path, (0,))[0] & DIRECTORY
+            for path, (mask, _names) in desired.items()
+        )
+
+    def _desired(self, known: Callable[[Path], bool] | None = None) -> Desired:
+        """The watches the paths need now; `known(dir)` may say a directory exists."""
         want: dict[Path, tuple[int, set[str]]] = {}
 
         def add(path: Path, mask: int, name: str) -> None:
@@ -222,14 +234,20 @@ class PathWatcher:
             want[path] = (old_mask | mask, names | {name})
 
         for path in self.paths:
-            # The deepest existing ancestor watches for the next component to appear.
+            # The deepest existing ancestor watches for the next component to appear; when
+            # the path itself exists, that is its parent (no need to stat it: one stat less
+            # per path and sync, on the event loop, while the threads write beside it).
+            kind = _kind(path, follow=False)
             child = path
             for parent in path.parents:
-                if _kind(parent, follow=True) == stat.S_IFDIR:
+                if (
+                    kind is not None
+                    or (known is not None and known(parent))
+                    or _kind(parent, follow=True) == stat.S_IFDIR
+                ):
                     add(parent, DIR_MASK, child.name)
                     break
                 child = parent
-            kind = _kind(path, follow=False)
             if kind is None or kind == stat.S_IFLNK:
                 continue
             if kind == stat.S_IFDIR:
@@ -289,10 +307,21 @@ class Hub:
         self.kernel_mask: dict[Path, int] = {}
         self.path_wd: dict[Path, int] = {}
         self.wd_paths: dict[int, set[Path]] = {}
+        # Watched paths whose inode moved away or was deleted (their watch is on what was
+        # there): not known to be directories until watched again.
+        self.moved: set[Path] = set()
         # Everything is stopping: watches are left to close(), which drops them all at once
         # (removing them one by one costs ~0.1 ms each in the kernel).
         self.closing = False
         self.out_of_watches = False  # the kernel's watch limit was hit (reported once)
+
+    def watches_dir(self, path: Path) -> bool:
+        """Whether a directory watch is in place on `path` (no IGNORED read for it since)."""
+        return (
+            path in self.path_wd
+            and bool(self.kernel_mask.get(path, 0) & DIRECTORY)
+            and path not in self.moved
+        )
 
     def register(self, watcher: PathWatcher, desired: Desired, old: Desired) -> None:
         self._forget(watcher, old, desired)
@@ -304,8 +333,9 @@ class Hub:
                 mask & DIRECTORY
                 and path in self.path_wd
                 and self.kernel_mask.get(path, 0) | mask == self.kernel_mask.get(path)
+                and path not in self.moved
             ):
-                continue  # a watched directory keeps its inode until IGNORED says otherwise
+                continue  # a watched directory keeps its inode until it moves or goes
             self._add_kernel_watch(path)
 
     async def release(self, watcher: PathWatcher, old: Desired) -> None:
@@ -342,6 +372,7 @@ class Hub:
                 log.error("%s: %s: changes there go unseen", path, err.strerror)
             return  # else it vanished meanwhile: the parent's watch reports it
         self.kernel_mask[path] = mask
+        self.moved.discard(path)
         old = self.path_wd.get(path)
         if old is not None and old != wd:
             self._unmap(old, path)
@@ -349,6 +380,7 @@ class Hub:
         self.wd_paths.setdefault(wd, set()).add(path)
 
     def _drop_kernel_watch(self, path: Path) -> None:
+        self.moved.discard(path)
         self.masks.pop(path, None)
         self.by_name.pop(path, None)
         self.kernel_mask.pop(path, None)
@@ -383,6 +415,8 @@ class Hub:
             return
         wd = event.wd
         paths = list(self.wd_paths.get(wd, ()))
+        if mask & SELF_EVENTS:
+            self.moved.update(paths)
         if mask & IGNORED:
             for path in paths:
                 if self.path_wd.get(path) == wd:

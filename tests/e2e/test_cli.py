@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import textwrap
 from pathlib import Path
@@ -37,6 +38,15 @@ def test_version_and_help() -> None:
     assert code == 0 and "mgmt 0." in out
     code, out = run_mgmt(["run", "--help"])
     assert code == 0 and "--converged-timeout" in out and "MGMT_" in out
+
+
+def test_version_imports_no_event_loop() -> None:
+    """`mgmt --version` answers without importing asyncio (half of its start-up); `mgmt run`
+    imports it when it starts the loop."""
+    code, out = run_mgmt(["--version"], env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert code == 0 and "mgmt 0." in out
+    imported = re.findall(r"^import time:.*\|\s+(\S+)$", out, re.MULTILINE)
+    assert "mgmt.cli" in imported and "asyncio" not in imported
 
 
 def test_usage_error_exits_2() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import watcher as watcher_module
 from engine.watcher import Hub, PathWatcher
 
 
@@ -200,4 +201,73 @@ async def test_an_expected_rename_is_consumed_once(tmp_path: Path, watch: object
     with counter.watcher.expecting(str(path)):
         pass  # the write failed before its rename: the expectation does not outlive it
     os.replace(four, path)
+    await counter.changed()
+
+
+async def test_an_own_write_costs_one_stat_on_the_loop(
+    tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run's write of a file (its rename onto a path of a watched directory) re-syncs
+    the watches with one stat: an existing path's parent needs none, and a new watch on a file
+    needs no second look (its directory's watch was in place). The file is watched after."""
+    path = tmp_path / "f"
+    counter = await watch(path)  # type: ignore[operator]
+    stats: list[str] = []
+    real = os.stat
+
+    def counted(target: object, *args: object, **kwargs: object) -> os.stat_result:
+        stats.append(str(target))
+        return real(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    new = tmp_path / ".new"
+    new.write_text("1")
+    monkeypatch.setattr(watcher_module.os, "stat", counted)
+    with counter.watcher.expecting(str(path)):
+        os.replace(new, path)
+    monkeypatch.undo()
+    assert stats == [str(path)]
+    assert await counter.quiet()
+    os.chmod(path, 0o600)  # the new inode is watched
+    await counter.changed()
+    path.unlink()  # and its directory still reports its entry
+    await counter.changed()
+
+
+async def test_a_directory_moved_away_and_made_again_is_watched_anew(
+    tmp_path: Path, watch: object
+) -> None:
+    """The watch on a directory follows its inode: when it is renamed away and a new one made
+    at its path, the path's watch moves to the new one, and a later watcher of the same
+    directory (which takes the hub's watch as its existence) sees its entries too."""
+    path = tmp_path / "d" / "f"
+    path.parent.mkdir()
+    counter = await watch(path)  # type: ignore[operator]
+    (tmp_path / "d").rename(tmp_path / "old")
+    (tmp_path / "d").mkdir()  # before the move's event is read: the re-sync finds a directory
+    await counter.changed()
+    path.write_text("x")
+    await counter.changed()
+    other = await watch(tmp_path / "d" / "g")  # type: ignore[operator]
+    (tmp_path / "d" / "g").write_text("y")
+    await other.changed()
+
+
+async def test_a_new_watcher_in_a_watched_directory_stats_its_path_alone(
+    tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second file of a watched directory starts with one stat (of itself): the hub's
+    watch says its directory exists. Its creation is then seen."""
+    await watch(tmp_path / "f")  # type: ignore[operator]
+    stats: list[str] = []
+    real = os.stat
+
+    def counted(target: object, *args: object, **kwargs: object) -> os.stat_result:
+        stats.append(str(target))
+        return real(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(watcher_module.os, "stat", counted)
+    counter = await watch(tmp_path / "g")  # type: ignore[operator]
+    monkeypatch.undo()
+    assert stats == [str(tmp_path / "g")]
+    (tmp_path / "g").write_text("x")
     await counter.changed()
