@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -69,10 +68,14 @@ class BadRequest(Exception):
 
 
 def http_date(seconds: float) -> str:
+    import email.utils  # ~5 ms, and every run loads this module (the status socket)
+
     return email.utils.formatdate(seconds, usegmt=True)
 
 
 def parse_http_date(text: str) -> float | None:
+    import email.utils
+
     try:
         return email.utils.parsedate_to_datetime(text).timestamp()
     except (TypeError, ValueError, IndexError):
