@@ -45,6 +45,7 @@ KINDS: dict[str, str] = {
     "http:server:flag": "http_server",
     "http:client": "http_client",
     "schedule": "schedule",
+    "line": "line",
 }
 MODULES = tuple(sorted(set(KINDS.values())))
 

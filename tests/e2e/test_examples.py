@@ -92,6 +92,7 @@ STATE: dict[str, dict[str, str | None]] = {
     },
     "sysctl.yaml": {"/tmp/mgmt/sysctl/99-net.ipv4.ip_forward.conf": "net.ipv4.ip_forward = 1\n"},
     "http-server.yaml": {"/tmp/mgmt/http/ks-copy.cfg": "text\nreboot\n"},
+    "line.yaml": {"/tmp/mgmt/line/app.conf": "enabled = yes\n"},
     **{f"cluster-h{i}.yaml": {f"/tmp/mgmt/cluster/h{i}": f"hello from h{i}\n"} for i in (1, 2, 3)},
 }
 # Log lines the first run must show.
