@@ -46,6 +46,7 @@ KINDS: dict[str, str] = {
     "http:client": "http_client",
     "schedule": "schedule",
     "line": "line",
+    "exit": "exit",
 }
 MODULES = tuple(sorted(set(KINDS.values())))
 
