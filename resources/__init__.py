@@ -47,6 +47,7 @@ KINDS: dict[str, str] = {
     "schedule": "schedule",
     "line": "line",
     "exit": "exit",
+    "password": "password",
 }
 MODULES = tuple(sorted(set(KINDS.values())))
 

@@ -57,8 +57,9 @@ RERUNS = {
     "test.yaml",
     "value.yaml",
     "http-server.yaml",
-    # exit asks the agent to end on every run.
+    # exit asks the agent to end on every run; password is made anew under each --tmp-prefix.
     "exit.yaml",
+    "password.yaml",
 }
 # Examples whose runs end with another code than 0: the exit kind's.
 CODES = {"exit.yaml": 3}
