@@ -48,6 +48,7 @@ KINDS: dict[str, str] = {
     "line": "line",
     "exit": "exit",
     "password": "password",
+    "ssh:authorized_key": "ssh_authorized_key",
 }
 MODULES = tuple(sorted(set(KINDS.values())))
 

@@ -6,24 +6,18 @@ when the file does not hold it; with `absent` every occurrence of it is removed.
 byte of the file is kept, including whether it ends with a newline (a line added to a file
 without one starts on a line of its own). The file is read through its directory's descriptor
 and rewritten atomically and durably (engine.safefs), keeping its mode and owner; a missing
-file is created 0600 (its directory must exist), as mgmt does. Watched with inotify.
+file is created 0600 (its directory must exist), as mgmt does. Watched with inotify. The work
+is in resources/_lib/lines.py, shared with ssh:authorized_key.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Literal
 
-from engine import safefs
 from engine.errors import ValidationError
 from engine.resource import Resource, register
-from engine.watcher import PathWatcher
-from resources._lib import tablefile
-from resources._lib.events import pump_events
-from resources._lib.plan import Step, apply_steps, nothing_to_do
-
-NEW_MODE = 0o600  # a file the line creates (mgmt's)
+from resources._lib.lines import edit, watch_file
 
 
 @register("line")
@@ -46,78 +40,7 @@ class LineRes(Resource):
             raise ValidationError("must not contain a NUL byte", "content")
 
     async def watch(self) -> None:
-        async with PathWatcher([self.file]) as changes:
-            await self.handle.event()
-            await pump_events(self.handle, [changes])
+        await watch_file(self.handle, self.file)
 
     async def check_apply(self, apply: bool) -> bool:
-        if not self.content:
-            return nothing_to_do(self.handle, "no content: nothing to keep or remove")
-        text = tablefile.read_text(self.file, errors="surrogateescape")
-        block = _block(self.content)
-        lines = _lines(text or "")
-        found = _find(lines, block) >= 0
-        what = (
-            f"{len(block)} line(s) in {self.file}" if len(block) > 1 else f"a line in {self.file}"
-        )
-        if self.state == "exists":
-            if found:
-                return nothing_to_do(self.handle, f"{self.file} has the line(s)")
-            new = (text or "") + ("\n" if text and not text.endswith("\n") else "")
-            new += "".join(line + "\n" for line in block)
-            step = self._write(new, text is None, f"add {what}", f"added {what}")
-        else:
-            if not found:
-                return nothing_to_do(self.handle, f"{self.file} does not have the line(s)")
-            kept = _remove(lines, block)
-            assert text is not None
-            new = "\n".join(kept) + ("\n" if kept and text.endswith("\n") else "")
-            step = self._write(new, False, f"remove {what}", f"removed {what}")
-        await apply_steps(self.handle, [step], apply, errors=(OSError,))
-        return False
-
-    def _write(self, text: str, create: bool, would: str, done: str) -> Step:
-        data = text.encode(errors="surrogateescape")
-        path = self.file
-
-        def write() -> None:
-            parent, name = os.path.split(path)
-            with safefs.closing(safefs.open_dir(parent)) as dir_fd:
-                st = None if create else safefs.lstat_at(dir_fd, name)
-                mode, uid, gid = NEW_MODE, -1, -1
-                if st is not None:
-                    mode = st.st_mode & 0o7777
-                    if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-                        uid, gid = st.st_uid, st.st_gid
-                safefs.write_at(
-                    dir_fd, name, lambda out: out.write(data), mode=mode, uid=uid, gid=gid
-                )
-
-        return Step(would, done, write, slow=True)
-
-
-def _block(content: str) -> list[str]:
-    return content.removesuffix("\n").split("\n")
-
-
-def _lines(text: str) -> list[str]:
-    """The file's lines: split on newlines only, without the empty one after a final newline."""
-    return text.removesuffix("\n").split("\n") if text else []
-
-
-def _find(lines: list[str], block: list[str], start: int = 0) -> int:
-    """The first index >= start where `block` is in `lines`, or -1."""
-    for i in range(start, len(lines) - len(block) + 1):
-        if lines[i : i + len(block)] == block:
-            return i
-    return -1
-
-
-def _remove(lines: list[str], block: list[str]) -> list[str]:
-    """`lines` without any occurrence of `block` (scanned left to right, not overlapping)."""
-    out: list[str] = []
-    i = 0
-    while (found := _find(lines, block, i)) >= 0:
-        out += lines[i:found]
-        i = found + len(block)
-    return out + lines[i:]
+        return await edit(self.handle, self.file, self.state, self.content, apply)

@@ -99,6 +99,11 @@ STATE: dict[str, dict[str, str | None]] = {
     "http-server.yaml": {"/tmp/mgmt/http/ks-copy.cfg": "text\nreboot\n"},
     "line.yaml": {"/tmp/mgmt/line/app.conf": "enabled = yes\n"},
     "exit.yaml": {"/tmp/mgmt/exit/report": "done\n"},
+    "ssh-authorized-key.yaml": {
+        "/tmp/mgmt/ssh/authorized_keys": 'command="/usr/local/bin/deploy",no-pty,'
+        "no-agent-forwarding ssh-ed25519 "
+        "AAAAC3NzaC1lZDI1NTE5AAAAIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH deploy-bot@ci\n"
+    },
     **{f"cluster-h{i}.yaml": {f"/tmp/mgmt/cluster/h{i}": f"hello from h{i}\n"} for i in (1, 2, 3)},
 }
 # Log lines the first run must show.
