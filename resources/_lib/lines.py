@@ -18,7 +18,7 @@ from engine.handle import Handle
 from engine.watcher import PathWatcher
 from resources._lib import tablefile
 from resources._lib.events import pump_events
-from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 
 NEW_MODE = 0o600  # a file a line creates (mgmt's)
 
@@ -35,7 +35,7 @@ async def edit(handle: Handle, path: str, state: str, content: str, apply: bool)
     (see the module docstring); shared with the kinds made of a line (ssh:authorized_key)."""
     if not content:
         return nothing_to_do(handle, "no content: nothing to keep or remove")
-    text = tablefile.read_text(path, errors="surrogateescape")
+    text = await in_thread(lambda: tablefile.read_text(path, errors="surrogateescape"))
     block = _block(content)
     lines = _lines(text or "")
     found = _find(lines, block) >= 0
