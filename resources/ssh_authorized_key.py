@@ -75,6 +75,16 @@ class SshAuthorizedKeyRes(Resource):
         if not os.path.isabs(path) or path.endswith("/"):
             raise ValidationError(f"expected an absolute file path, got {path!r}", "file")
 
+    async def watch(self) -> None:
+        await watch_file(self.handle, self.path())
+
+    async def check_apply(self, apply: bool) -> bool:
+        try:
+            line, path = self.line(), self.path()
+        except ValidationError as err:  # a user gone since the check
+            raise ResourceError(str(err)) from None
+        return await edit(self.handle, path, self.state, line, apply)
+
     def line(self) -> str:
         """The line to keep, checked and normalized (single spaces between fields)."""
         if self.type:
@@ -100,16 +110,6 @@ class SshAuthorizedKeyRes(Resource):
         if path.startswith("~"):
             raise ValidationError(f"cannot expand {path!r}", "file")
         return path
-
-    async def watch(self) -> None:
-        await watch_file(self.handle, self.path())
-
-    async def check_apply(self, apply: bool) -> bool:
-        try:
-            line, path = self.line(), self.path()
-        except ValidationError as err:  # a user gone since the check
-            raise ResourceError(str(err)) from None
-        return await edit(self.handle, path, self.state, line, apply)
 
 
 def _parse(text: str, where: str) -> str:
