@@ -23,6 +23,7 @@ import resources  # noqa: F401  # registers the loader that imports kinds on fir
 from engine import collector
 from engine.engine import Engine
 from engine.errors import GraphError, MgmtError, ValidationError
+from engine.exit import exit_request
 from engine.graph import Graph
 from engine.heap import FrozenHeap
 from engine.local import LocalValues
@@ -128,7 +129,7 @@ def load(config: Config) -> Loaded:
         return load_file(config.file, config.max_graph_size, incremental=not config.no_watch)
 
 
-async def run(config: Config, given: Loaded | None = None) -> ExitCode:
+async def run(config: Config, given: Loaded | None = None) -> int:
     """Run the agent until it converges (cron mode), is stopped, or hits --max-runtime.
 
     `given`: a graph built by the caller, instead of the one the config names."""
@@ -149,7 +150,7 @@ async def run(config: Config, given: Loaded | None = None) -> ExitCode:
             shutil.rmtree(prefix, ignore_errors=True)
 
 
-async def _run(config: Config, given: Loaded | None, prefix: Path) -> ExitCode:
+async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
     source: GraphSource | None = None
     first: Loaded | None = None
     deploys = given is None and (config.frontend == "empty" or config.deploy)
@@ -237,12 +238,13 @@ class Agent:
         self._collected = asyncio.Event()  # the collected resources changed
         self._apply_lock = asyncio.Lock()
         self.metrics = Metrics(self.engine) if config.prometheus else None
+        self.exit = exit_request(self.engine.shared)  # kept: the engine's Shared ends at stop
         self.status = StatusModel(self.engine, config.hostname)  # mgmt status, the status page
         self.server: StatusServer | None = None
         self.cluster_status: ClusterStatus | None = None  # with the cluster: hosts on the page
         self.notifier = Notifier.from_environment()  # under systemd, Type=notify
 
-    async def run(self, loaded: Loaded) -> ExitCode:
+    async def run(self, loaded: Loaded) -> int:
         loop = asyncio.get_running_loop()
         # Resources do their blocking I/O (fsync...) in threads; more than 8 only contend for
         # directory locks (measured: 1,000 fsynced writes take longest with 1 or 32 threads).
@@ -398,6 +400,8 @@ class Agent:
             waiters[asyncio.create_task(self.converger.converged.wait())] = "converged"
         if self.config.max_runtime > 0:
             waiters[asyncio.create_task(asyncio.sleep(self.config.max_runtime))] = "max-runtime"
+        # An exit resource (engine.exit): a graceful stop, then its code.
+        waiters[asyncio.create_task(self.exit.requested.wait())] = "exit"
         try:
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -455,7 +459,7 @@ class Agent:
         if self.notifier is not None:
             self.notifier.close()
 
-    def _exit_code(self, reason: str) -> ExitCode:
+    def _exit_code(self, reason: str) -> int:
         vertices = self.engine.vertices.values()
         failed = [v for v in vertices if v.failed]
         for vertex in failed:
@@ -479,6 +483,10 @@ class Agent:
                 ]
                 log.error("did not converge; not converged: %s", ", ".join(unsettled))
                 return ExitCode.FAILED
+        if self.exit.code is not None:  # an exit resource was applied: its code, whatever ended
+            code = self.exit.code
+            log.info("an exit resource asked to exit with code %d, exiting", code)
+            return code
         if failed or self._forced:
             return ExitCode.FAILED
         etcd_failure = self.cluster.cluster.start_failure if self.cluster is not None else ""

@@ -45,6 +45,10 @@ KINDS: dict[str, str] = {
     "http:server:flag": "http_server",
     "http:client": "http_client",
     "schedule": "schedule",
+    "line": "line",
+    "exit": "exit",
+    "password": "password",
+    "ssh:authorized_key": "ssh_authorized_key",
 }
 MODULES = tuple(sorted(set(KINDS.values())))
 

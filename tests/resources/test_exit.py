@@ -1,0 +1,48 @@
+"""exit: the real agent (`mgmt run`) ends gracefully with the resource's code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.helpers import run_mgmt
+
+GRAPH = """graph: bye
+resources:
+  exec:
+    - name: slow
+      cmd: "sleep 0.5 && echo drained > {out}"
+      shell: /bin/sh
+  exit:
+    - name: bye
+      code: {code}
+"""
+
+
+def test_a_running_agent_exits_with_the_code_after_draining(tmp_path: Path) -> None:
+    out = tmp_path / "drained"
+    graph = tmp_path / "g.yaml"
+    graph.write_text(GRAPH.format(out=out, code=42))
+    # Not cron mode: without the exit resource this run would last until --max-runtime (exit 0).
+    code, log = run_mgmt(["run", "--max-runtime=50", "--tmp-prefix", "yaml", str(graph)])
+    assert code == 42, log
+    assert "exit[bye]: asked the agent to exit with code 42" in log
+    assert "max runtime" not in log
+    assert out.read_text() == "drained\n"  # a graceful stop: the running exec finished
+
+
+def test_noop_only_says_it_would_exit(tmp_path: Path) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text(GRAPH.format(out=tmp_path / "x", code=42))
+    args = ["run", "--noop", "--converged-timeout=0", "--tmp-prefix", "yaml", str(graph)]
+    code, log = run_mgmt(args)
+    assert code == 0, log
+    assert "exit[bye]: would exit with code 42" in log
+
+
+def test_a_code_out_of_range_is_refused(tmp_path: Path) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text(GRAPH.format(out=tmp_path / "x", code=126))
+    code, log = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", "yaml", str(graph)])
+    assert code == 2, log
+    assert "code" in log and "Traceback" not in log
+    assert not (tmp_path / "x").exists()
