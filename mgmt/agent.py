@@ -512,9 +512,9 @@ class Agent:
                 if self.cluster is not None and self.source is not None:
                     # The program can read the world now: apply what it then produces.
                     loaded = await self.source.attach_world(self.cluster.world) or loaded
-            if self.cluster is not None:  # publish exports, add what is collected
-                graph = await self.cluster.graph_for(loaded)
-            since = loaded.since if graph is loaded.graph else None  # not with collected ones
+            since = loaded.since
+            if self.cluster is not None:  # publish exports, add what is collected: O(change)
+                graph, since = await self.cluster.merge(loaded)
             await self.engine.apply(graph, since)  # the converger and metrics hear GraphSwapped
             if self.config.graphviz:
                 self.config.graphviz.write_text(self.engine.graph.to_dot())

@@ -6,6 +6,11 @@
 - A watch on `/_mgmt/exported/` re-reads the records on every change and, when the collected set
   differs from the one running, asks the agent to swap graphs (`on_change`); the engine then
   restarts only the vertices that changed.
+- A change costs O(change), not O(local graph): `merge(loaded)` builds the new graph from the
+  one it built last, replacing only the collected resources that changed (and the local ones
+  `loaded.since` names), and says so with a `since` for Engine.apply. It merges in full when
+  that cannot be vouched for: the first time, a local graph not derived from the last one, a
+  changed key both local and collected (a clash), or edges to collected resources (`pending`).
 - Publishing is desired state: if this host's records are changed or lost in the cluster, they
   are written again; a cluster that cannot be reached is retried in the background, never
   holding up the local graph.
@@ -30,6 +35,7 @@ from mgmt.cluster.options import Options
 from mgmt.collectscope import refusal, selects, shown, writer
 
 if TYPE_CHECKING:
+    from engine.engine import Since
     from mgmt.collectscope import Collect
     from mgmt.yamlgraph import Loaded
 
@@ -65,6 +71,8 @@ class ClusterLink:
         self._refused: set[tuple[str, str]] = set()  # (record key, why) already logged
         self._edge_notes: dict[tuple[Key, Key], str] = {}
         self._lock = asyncio.Lock()  # a graph being built vs the collector comparing with it
+        # The last merge: the local graph, the collected resources added to it, the result.
+        self._merged: tuple[Graph, dict[Key, Resource], Graph] | None = None
 
     async def start(self) -> None:
         await self.cluster.start()
@@ -87,10 +95,14 @@ class ClusterLink:
 
     async def graph_for(self, loaded: Loaded) -> Graph:
         """Publish `loaded`'s exports; the local graph plus what it collects."""
+        return (await self.merge(loaded))[0]
+
+    async def merge(self, loaded: Loaded) -> tuple[Graph, Since | None]:
+        """`graph_for`, and what the graph is since the last one (see the module doc)."""
         async with self._lock:
             return await self._graph_for(loaded)
 
-    async def _graph_for(self, loaded: Loaded) -> Graph:
+    async def _graph_for(self, loaded: Loaded) -> tuple[Graph, Since | None]:
         self._collect = list(loaded.collect)
         self._wanted = [Exported.of(self.host, res) for res in loaded.exported]
         if self._wanted != self._published:
@@ -99,9 +111,55 @@ class ClusterLink:
             if self.cluster.client.connected.is_set():
                 await self._wait_published(self._wanted, before)
         collected = self._collected()
+        self._running = self._signature(collected)
+        by_key = {(res.kind, res.name): res for _, res in collected}
+        small = self._merge_small(loaded, by_key)
+        if small is not None:
+            return small
+        graph = self._merge_full(loaded, dict(by_key))
+        self._merged = (loaded.graph, by_key, graph) if not loaded.pending else None
+        return graph, None
+
+    def _merge_small(
+        self, loaded: Loaded, by_key: dict[Key, Resource]
+    ) -> tuple[Graph, Since] | None:
+        """The merged graph built from the last one in O(change), or None (merge in full)."""
+        if self._merged is None or loaded.pending:
+            return None
+        base, collected, last = self._merged
+        local = loaded.graph
+        if local is base:
+            local_keys: frozenset[Key] = frozenset()
+        elif loaded.since is not None and loaded.since[0] is base:
+            local_keys = loaded.since[1]
+        else:
+            return None
+        changed = {
+            k for k in collected.keys() | by_key.keys() if collected.get(k) is not by_key.get(k)
+        }
+        # A key both local and collected (before or after) is a clash: the full merge decides.
+        if any(k in local.vertices or k in base.vertices for k in changed) or any(
+            k in by_key or k in collected for k in local_keys
+        ):
+            return None
+        graph = Graph(local.name)  # shares the edge maps of `last`: nobody changes them
+        vertices, succ, pred = dict(last.vertices), dict(last.succ), dict(last.pred)
+        for key in changed | local_keys:
+            res = by_key[key] if key in by_key else local.vertices.get(key)
+            if res is None:
+                del vertices[key], succ[key], pred[key]  # removed: it had no edges
+            elif key not in vertices:
+                vertices[key], succ[key], pred[key] = res, {}, {}  # added: it has none
+            else:
+                vertices[key] = res
+        graph.vertices, graph.succ, graph.pred = vertices, succ, pred
+        self._merged = (local, by_key, graph)
+        return graph, (last, frozenset(changed | local_keys))
+
+    def _merge_full(self, loaded: Loaded, by_key: dict[Key, Resource]) -> Graph:
+        """The local graph plus the collected resources `by_key` (which it consumes)."""
         # A local resource that is hidden (exported, not applied here) gives way to the same
         # resource collected; any other local one wins.
-        by_key = {(res.kind, res.name): res for _, res in collected}
         graph = Graph(loaded.graph.name)
         for res in loaded.graph:
             key = (res.kind, res.name)
@@ -124,7 +182,6 @@ class ClusterLink:
                 continue
             graph.connect(src, dst, edge)
             self._edge_notes.pop((src, dst), None)
-        self._running = self._signature(collected)
         return graph
 
     def _collected(self) -> list[tuple[Exported, Resource]]:

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from engine.engine import SMALL, Engine
+from engine.events import GraphSwapped
 from engine.graph import Graph
 from engine.world import Exported
 from mgmt.cluster.link import ClusterLink
 from mgmt.collectscope import Collect
 from mgmt.yamlgraph import Loaded
 from resources.file import FileRes
+from resources.noop import NoopRes
 from tests.mgmt.cluster.helpers import options
 
 
@@ -43,3 +46,70 @@ async def test_unchanged_records_give_the_same_resources(
     for key, res in first.vertices.items():
         assert (second.vertices[key] is res) == (key != ("file", "/srv/shared/f3"))
     await link.cluster.client.close()
+
+
+def _records(count: int, version: str) -> list[Exported]:
+    return [
+        Exported.of("db1", FileRes(name=f"/srv/shared/f{i}", content=f"{version} {i}\n"))
+        for i in range(count)
+    ]
+
+
+async def test_a_collected_change_swaps_in_o_change(tmp_path: Path) -> None:
+    """More collected resources changed than the engine looks for unaided (SMALL): the merge
+    says which (`since`), so the engine swaps those alone and keeps every local vertex."""
+    changed = SMALL + 6
+    local = Graph("local")
+    for i in range(500):
+        local.add(NoopRes(name=f"n{i}"))
+    local.connect(("noop", "n0"), ("noop", "n1"))
+    loaded = Loaded(local, collect=[Collect("file", "/srv/shared/")])
+    link = ClusterLink(options("web1"), tmp_path, lambda: None)
+    link._published = []  # nothing to publish: keep the cluster out of it
+    link.records = _records(changed, "a")
+    engine = Engine(hostname="web1", prefix=tmp_path / "prefix", noop=True)
+    swaps: list[GraphSwapped] = []
+    engine.listeners.subscribe(GraphSwapped, swaps.append)
+    try:
+        graph, since = await link.merge(loaded)
+        assert since is None  # the first merge is a full one
+        await engine.apply(graph, since)
+        before = dict(engine.vertices)
+        link.records = _records(changed, "b")[: changed - 1]  # all changed, the last one gone
+        graph, since = await link.merge(loaded)
+        assert since is not None and len(since[1]) == changed
+        await engine.apply(graph, since)
+        swap = swaps[-1]
+        shared = {("file", f"/srv/shared/f{i}") for i in range(changed - 1)}
+        assert swap.replaced == shared and swap.removed == {("file", f"/srv/shared/f{changed - 1}")}
+        assert swap.kept == len(local)
+        for key in local.vertices:
+            assert engine.vertices[key] is before[key]
+        assert ("noop", "n1") in engine.graph.succ[("noop", "n0")]
+        # A local edit that does not derive from the last local graph: merged in full.
+        again = Loaded(local.copy(), collect=loaded.collect)
+        assert (await link.merge(again))[1] is None
+    finally:
+        await engine.stop()
+        await link.cluster.client.close()
+
+
+async def test_a_clash_is_merged_in_full(tmp_path: Path) -> None:
+    """A collected resource of a key the local graph has: the local one wins (full merge)."""
+    local = Graph("local")
+    local.add(FileRes(name="/srv/shared/f0", content="local\n"))
+    loaded = Loaded(local, collect=[Collect("file", "/srv/shared/")])
+    link = ClusterLink(options("web1"), tmp_path, lambda: None)
+    link._published = []
+    link.records = _records(1, "a")[1:]
+    try:
+        await link.merge(loaded)
+        link.records = _records(2, "a")
+        graph, since = await link.merge(loaded)
+        assert since is None
+        assert (
+            graph.vertices[("file", "/srv/shared/f0")] is local.vertices[("file", "/srv/shared/f0")]
+        )
+        assert ("file", "/srv/shared/f1") in graph
+    finally:
+        await link.cluster.client.close()
