@@ -37,6 +37,7 @@ from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
 from mgmt.metrics import Metrics
 from mgmt.sdnotify import Notifier
+from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
 from mgmt.status.server import SOCKET, StatusServer, listen
 from mgmt.yamlgraph import GraphFileError, Loaded, digest, load_file, read_limited, reparse
@@ -249,11 +250,11 @@ class Agent:
         # Resources do their blocking I/O (fsync...) in threads; more than 8 only contend for
         # directory locks (measured: 1,000 fsynced writes take longest with 1 or 32 threads).
         loop.set_default_executor(ThreadPoolExecutor(max_workers=8, thread_name_prefix="io"))
-        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        previous = {sig: signal.getsignal(sig) for sig in signals}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._on_stop_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        stop, hup = self._on_stop_signal, lambda _: self._on_hup()
+        with Signals(loop, {signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGHUP: hup}):
+            return await self._run(loop, loaded)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, loaded: Loaded) -> ExitCode:
         reason = ""
         try:
             try:
@@ -285,9 +286,6 @@ class Agent:
             finally:
                 if bound is not None:
                     bound.cancel()
-                for sig in signals:
-                    loop.remove_signal_handler(sig)
-                    signal.signal(sig, previous[sig])  # as they were before run()
         return self._exit_code(reason)
 
     # lifecycle --------------------------------------------------------------------------
