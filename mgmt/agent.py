@@ -254,7 +254,7 @@ class Agent:
         with Signals(loop, {signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGHUP: hup}):
             return await self._run(loop, loaded)
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, loaded: Loaded) -> ExitCode:
+    async def _run(self, loop: asyncio.AbstractEventLoop, loaded: Loaded) -> int:
         reason = ""
         try:
             try:
