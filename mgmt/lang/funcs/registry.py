@@ -103,9 +103,17 @@ def fail(message: str) -> FuncError:
 _TEMPLATE_FUNCS: dict[str, Callable[..., Any]] = {}
 
 
+def template_name(module: str, short: str) -> str:
+    """The name a template calls a builtin by, as mgmt's golang.template names it: the import
+    path's `.` and `/` become `_` (`golang/strings.join` is `golang_strings_join`), and a
+    function without a module gets a leading `_` (`len` is `_len`), so that no module's
+    function can take a top-level function's name. Go's own (`printf`, `len`, ...) keep theirs."""
+    return f"{module.replace('/', '_')}_{short}" if module else f"_{short}"
+
+
 def template_funcs() -> dict[str, Callable[..., Any]]:
-    """Functions a template may call: Go's, and every pure builtin as `package_name`
-    (`golang/strings.join` is `golang_strings_join`, as in mgmt)."""
+    """Functions a template may call: Go's, and every pure builtin by mgmt's template name
+    (`template_name`)."""
     if not _TEMPLATE_FUNCS:
         _TEMPLATE_FUNCS.update(BASE_FUNCS)
         for module, table in MODULES.items():
@@ -114,6 +122,5 @@ def template_funcs() -> dict[str, Callable[..., Any]]:
                     continue
                 if short == "template":
                     continue
-                name = f"{module.replace('/', '_')}_{short}" if module else short
-                _TEMPLATE_FUNCS.setdefault(name, builtin.impl)
+                _TEMPLATE_FUNCS.setdefault(template_name(module, short), builtin.impl)
     return _TEMPLATE_FUNCS

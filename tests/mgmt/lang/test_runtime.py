@@ -104,6 +104,12 @@ def test_templates() -> None:
     )
     assert value_of(f"golang.template({text}, {data})", prelude) == "web: 80 443 on 007 3"
     assert value_of('golang.template("{{ datetime_print . }}", 0)', prelude).startswith("1970-01-0")
+    # mgmt's template names: `pkg/sub.f` is pkg_sub_f, a top-level builtin gets a leading `_`
+    # (so `{{ int2str . }}` of mgmt's template0.mcl is an unknown function, there and here).
+    text = '"{{ golang_strings_to_upper . }} {{ _len . }} {{ example_int2str 42 }}"'
+    assert value_of(f'golang.template({text}, "ab")', prelude) == "AB 2 42"
+    with pytest.raises(FuncError, match="int2str"):
+        value_of('golang.template("{{ int2str . }}", 42)', prelude)
     with pytest.raises(FuncError, match="can't evaluate field nope"):
         value_of('golang.template("{{ .nope }}", struct{a => 1})', prelude)
     # As in mgmt: struct fields Title-cased at any depth (lowercase is an error), map keys kept.
