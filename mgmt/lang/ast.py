@@ -165,7 +165,7 @@ class UnOp(Expr):
 def constant(expr: Expr) -> Lit | None:
     """The constant `expr` is once resolved, else None: a literal, a negated number literal
     (`-1`), or a variable bound to one (through any chain of bindings and include arguments;
-    not a loop's per-element binding)."""
+    not a loop's per-element binding), or one the checker resolved to a literal."""
     seen: set[int] = set()
     while id(expr) not in seen:
         seen.add(id(expr))
@@ -173,6 +173,8 @@ def constant(expr: Expr) -> Lit | None:
             expr = expr.inner
         elif isinstance(expr, Var) and isinstance(expr.target, Bind) and not expr.target.in_loop:
             expr = expr.target.expr
+        elif isinstance(expr, Var) and isinstance(expr.target, Lit):  # $const.res... constants
+            expr = expr.target
         else:
             break
     if isinstance(expr, Lit):

@@ -17,26 +17,13 @@ from mgmt.lang.gofmt import VERB_TYPES, sprintf, verbs
 from mgmt.lang.types import BASIC, STR, Type
 
 
-def constant_str(e: ast.Expr) -> ast.Lit | None:
-    """The string literal `e` is, directly or through variables bound to it, else None."""
-    seen: set[int] = set()
-    while isinstance(e, ast.Var) and isinstance(e.target, ast.Bind) and id(e) not in seen:
-        if e.target.in_loop:
-            return None
-        seen.add(id(e))
-        e = e.target.expr
-    if isinstance(e, ast.Var) and isinstance(e.target, ast.Lit):
-        e = e.target
-    return e if isinstance(e, ast.Lit) and isinstance(e.value, str) else None
-
-
 def _type_printf(typer: Typer, e: ast.Call, args: list[Type]) -> Type:
     """fmt.printf(format, values...): one value per verb, of its type (if format is constant)."""
     if not e.args:
         raise typer.abort(e.pos, "fmt.printf: expected a format and its values, got nothing")
     typer.expect(args[0], STR, e.args[0].pos, "fmt.printf's format")
-    fmt = constant_str(e.args[0])
-    if fmt is None:
+    fmt = ast.constant(e.args[0])
+    if fmt is None or not isinstance(fmt.value, str):
         return STR  # checked when applied (_printf)
     try:
         wanted = verbs(fmt.value)
