@@ -55,6 +55,11 @@ class Checked:
     files: list[Path] = field(default_factory=list)
     # The digest of those files as they were read (mgmt.lang.modules.read_again compares).
     digest: str = ""
+    # The deploy directory of each file in a directory module (by its name in positions): its
+    # innermost module's directory, what mgmt's `deploy.*` paths are relative to. A file
+    # outside any (a program run as a file, its `import "x.mcl"`) is not listed: the
+    # program's directory is its deploy.
+    deploy_dirs: dict[str, Path] = field(default_factory=dict)
 
 
 class Checker:
@@ -65,6 +70,7 @@ class Checker:
         self.loader = loader or ModuleLoader()
         self._modules = [module] if module is not None else []  # the files being checked
         self._loaded: dict[Path, Scope | None] = {}  # each local module, checked once
+        self._checked_modules: list[Module] = []  # in the order loaded
         self.inference = Inference(self.problems)
         self.resources = ResourceChecker(
             self.problems, self.inference, self._check_expr, lambda: not self._branches
@@ -80,7 +86,11 @@ class Checker:
         if self.problems.lines:
             raise CompileError(self.problems.lines)
         loader = self.loader
-        return Checked(program, self.bindings, self.resolver.modules, loader.files, loader.digest())
+        modules = [*self._modules[:1], *self._checked_modules]
+        dirs = {str(m.file): m.metadata[0][0] for m in modules if m.metadata}
+        return Checked(
+            program, self.bindings, self.resolver.modules, loader.files, loader.digest(), dirs
+        )
 
     def _load_module(self, stmt: ast.Import, imp: ImportName) -> Scope | None:
         """Read, parse and check a local module (once per file): its scope, or None once its
@@ -98,6 +108,7 @@ class Checker:
             return None
         if module.file in self._loaded:
             return self._loaded[module.file]
+        self._checked_modules.append(module)
         try:
             program = parse(module.text, str(module.file))
         except CompileError as err:

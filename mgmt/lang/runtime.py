@@ -324,6 +324,10 @@ class Runtime:
         await self._tasks.close()
         await self.reap()
 
+    def deploy_dir(self, file: str) -> Path:
+        """The directory deploy.* paths of code in `file` start at (Checked.deploy_dirs)."""
+        return self.checked.deploy_dirs.get(file, self.base_dir)
+
     def _stream(self, call: ast.Call, builtin: Builtin, args: list[Any], env: FrozenDict) -> Any:
         cls = builtin.stream
         assert cls is not None
@@ -336,6 +340,7 @@ class Runtime:
         if entry is None:
             stream = cls(self, tuple(args), builtin.name)
             stream.result_type = call.type
+            stream.pos = call.pos
             cell = Cell(f"{builtin.name} at {call.pos}")
             cell.error = NotReady(f"{call.pos}: {builtin.name} has no value yet")
             cell.computed = True

@@ -31,7 +31,7 @@ from engine.errors import ValidationError, WorldError
 from engine.local import LocalValues
 from engine.world import Changes, World, check_key
 from mgmt.lang.clock import Clock, Timer
-from mgmt.lang.errors import FuncError
+from mgmt.lang.errors import NOWHERE, FuncError, Pos
 from mgmt.lang.types import Type
 from mgmt.lang.values import FrozenDict, Struct
 
@@ -46,6 +46,8 @@ class Host(Protocol):
 
     def emit(self, stream: Stream, value: Any, error: FuncError | None = None) -> None: ...
 
+    def deploy_dir(self, file: str) -> Path: ...
+
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]: ...
 
 
@@ -58,6 +60,8 @@ class Stream:
     # The call's type as the checker inferred it (the runtime sets it; `types.resolve()` it):
     # what a polymorphic stream returns (value.get's value).
     result_type: Type | None = None
+    # Where the call is (the runtime sets it): deploy.* resolve paths in its module.
+    pos: Pos = NOWHERE
 
     def __init__(self, host: Host, args: tuple[Any, ...], name: str) -> None:
         self.host = host
@@ -150,11 +154,11 @@ class Load(Stream):
 
 
 class ReadFile(Stream):
-    """os.readfile(path): the content; re-read whenever inotify reports a change."""
+    """os.readfile(path): the content; re-read whenever inotify reports a change. A relative
+    path is relative to the agent's working directory, as in mgmt."""
 
     def start(self) -> None:
-        path = Path(self.args[0])
-        self.path = path if path.is_absolute() else self.host.base_dir / path
+        self.path = Path(self.args[0]).absolute()  # relative: to the agent's directory (mgmt's)
         self._read()
         self._tasks.append(self.host.spawn(self._watch(), f"watch {self.path}"))
 

@@ -1,5 +1,6 @@
-"""import "deploy": the code being run. Here a deploy is the program's directory: readfile's
-paths are relative to it ("/files/x" is files/x next to the entry file); binary_path is the
+"""import "deploy": the code being run. As in mgmt, a deploy path starts with `/`, the root of
+the module the call is in: its directory module's directory (where its metadata.yaml is), else
+the program's directory ("/files/x" is files/x next to the entry file). binary_path is the
 agent's program."""
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ class ReadFile(streams.ReadFile):
     """deploy.readfile(path): a file of the deploy, re-read on every change."""
 
     def start(self) -> None:
-        self.args = (str(self.host.base_dir / self.args[0].lstrip("/")),)
+        path = self.args[0]
+        if not path.startswith("/"):
+            self.fail(f"{path!r} is not absolute: a deploy path starts with / (its module's root)")
+            return
+        self.args = (str(self.host.deploy_dir(self.pos.file) / path[1:]),)
         super().start()
 
 
-define("deploy.readfile", "func(str) str", stream=ReadFile, doc="a file of the program's directory")
+define("deploy.readfile", "func(str) str", stream=ReadFile, doc="a file of the module's deploy")
 define("deploy.binary_path", "func() str", impl=executable, doc="the agent's program")

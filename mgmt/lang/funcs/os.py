@@ -44,8 +44,7 @@ class _PathStream(streams.Stream):
         return [self.path]
 
     def resolve(self, arg: str) -> Path:
-        path = Path(arg)
-        return path if path.is_absolute() else self.host.base_dir / path
+        return Path(arg).absolute()  # relative: to the agent's working directory (mgmt's)
 
     def recompute(self) -> None:
         raise NotImplementedError

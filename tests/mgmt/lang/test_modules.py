@@ -189,3 +189,49 @@ def test_import_names_and_their_default_aliases() -> None:
     for bad in ("", "/abs.mcl", "a//b.mcl", "a/../b/", "-x.mcl"):
         with pytest.raises(ValueError):
             parse_import(bad)
+
+
+async def test_deploy_readfile_is_relative_to_the_calling_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As mgmt's deploy.readfile: a path starting with `/` is in the deploy of the module the
+    call is in (a directory module's own directory; the program's for a plain file), a
+    relative one is an error; os.readfile's relative path is the agent's working directory."""
+    write(
+        tmp_path,
+        {
+            "prog/main.mcl": """
+                import "deploy"
+                import "os"
+                import "mod1/"
+                import "lib.mcl"
+                noop "top" { comment => deploy.readfile("/files/x") }
+                noop "mod" { comment => $mod1.text }
+                noop "lib" { comment => $lib.text }
+                noop "cwd" { comment => os.readfile("here") }
+            """,
+            "prog/lib.mcl": 'import "deploy"\n$text = deploy.readfile("/files/x")\n',
+            "prog/files/x": "program",
+            "prog/mod1/metadata.yaml": "",
+            "prog/mod1/main.mcl": 'import "deploy"\n$text = deploy.readfile("/files/x")\n',
+            "prog/mod1/files/x": "module",
+            "work/here": "cwd",
+        },
+    )
+    monkeypatch.chdir(tmp_path / "work")
+    prog = compile_file(tmp_path / "prog/main.mcl")
+    rt = Runtime(prog, ctx=Context("h"), base_dir=tmp_path / "prog")  # as mgmt.lang.source
+    try:
+        _changed, items, error = rt.evaluate()
+        assert error is None
+        got = {i.name: dict(i.params)["comment"] for i in items if isinstance(i, ResSpec)}
+        assert got == {"top": "program", "mod": "module", "lib": "program", "cwd": "cwd"}
+    finally:
+        await rt.close()
+    write(tmp_path, {"rel.mcl": 'import "deploy"\nnoop "n" { comment => deploy.readfile("x") }\n'})
+    rt = Runtime(compile_file(tmp_path / "rel.mcl"), ctx=Context("h"))
+    try:
+        _changed, _items, error = rt.evaluate()
+        assert error is not None and "'x' is not absolute" in str(error)
+    finally:
+        await rt.close()
