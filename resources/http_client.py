@@ -9,6 +9,11 @@ checked against `sha256`. The content is sent as `content`. Without `longpoll`, 
 required (mgmt's rule); with `longpoll` (and `longpoll_conditional`, the If-Modified-Since
 contract of http:server:file), watch holds a request open and each reply is an event whose body
 check_apply takes, so nothing is fetched twice.
+
+Each check_apply publishes the resource's response in the host's local values (engine.local,
+under `response_key(name)`), which the language's `net/http.response(name)` follows (mgmt's
+HTTP local API): the status (the HTTP code of the last reply, -1 after an engine-level error
+such as a network or disk failure) and the file holding the last downloaded body.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from resources._lib.plan import Step, apply_steps, nothing_to_do
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE")
 SAFE = ("GET", "HEAD")  # what --noop may still send
+ENGINE_ERROR = -1  # the published status after a failure that is not an HTTP reply
 RETRY_MIN, RETRY_MAX = 0.1, 15.0  # seconds: between long poll retries; longest Retry-After
 HELD_MIN = 1.0  # seconds: a 304 sooner than this means the server did not hold the request
 
@@ -109,6 +115,23 @@ class HTTPClientRes(Refreshable, Resource):
             await pump_and_poll(self.handle, changes, self._long_poll)
 
     async def check_apply(self, apply: bool) -> bool:
+        self._status: int | None = ENGINE_ERROR  # None: nothing was asked (nothing to publish)
+        try:
+            return await self._check_apply(apply)
+        finally:
+            await self._publish()
+
+    async def _publish(self) -> None:
+        """The response, for net/http.response: its status, and the file with the last body
+        (its size and mtime tell a new download of the same status from the last one)."""
+        local = self.handle.local
+        if local is None or self._status is None:
+            return
+        stat = await asyncio.to_thread(_stat, self._dst)
+        response = {"status": self._status, "path": self._dst if stat else "", "file": stat}
+        await asyncio.to_thread(local.set, response_key(self.name), response)
+
+    async def _check_apply(self, apply: bool) -> bool:
         reply, self._pending = self._pending, None
         if reply is not None:
             self._taken.set()
@@ -116,13 +139,16 @@ class HTTPClientRes(Refreshable, Resource):
         old = await asyncio.to_thread(_read, self._dst)
         known = reply is None and old is not None and self.sha256 and not refresh
         if known and hashlib.sha256(old or b"").hexdigest() == self.sha256:
+            self._status = 200  # (not asked again: the file is what the server gave)
             self.handle.send(content=(old or b"").decode("utf-8", "replace"))
             return nothing_to_do(self.handle, f"{self._dst} has the expected sha256")
         if reply is None:
             if not apply and self.method not in SAFE:
+                self._status = None
                 await apply_steps(self.handle, [Step(f"{self.method} {self.url}", "")], apply)
                 return False  # --noop sends only GET and HEAD
             reply = await self._ask(wait=False, refresh=refresh)
+        self._status = reply.status
         if reply.status == 304 and old is not None:
             self.handle.send(content=old.decode("utf-8", "replace"))
             return nothing_to_do(self.handle, f"{self._dst} is current (304)")
@@ -210,6 +236,20 @@ async def pump_and_poll(
             await handle.event()
 
     await run_all([file_changes, poll])
+
+
+def response_key(name: str) -> str:
+    """The local values key of http:client `name`'s response (net/http.response reads it)."""
+    return f"http:client[{name}]"
+
+
+def _stat(path: str) -> list[int] | None:
+    """The file's size and mtime (ns), or None if it is not a readable regular file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns] if os.path.isfile(path) else None
 
 
 def _read(path: str) -> bytes | None:

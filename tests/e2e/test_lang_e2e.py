@@ -441,3 +441,35 @@ File["{out}/a"] -> File["{out}/b"]
     bad.write_text('$z = 0\ntest "t" { float64 => 42 / $z, }\n')
     code, log = run_mgmt(["check", "--graph", str(bad)])
     assert code == 2 and log.splitlines() == [f"{bad}:2:23: /: can't divide by zero"], log
+
+
+def test_http_response_follows_the_http_client_resource(tmp_path: Path) -> None:
+    """net/http.response(uid): what http:client `uid` got from a real server (our http:server,
+    on 127.0.0.1), as mgmt's http-client1.mcl reads it: the status and the downloaded body;
+    0 and "" for a name no http:client has."""
+    from tests.resources.test_http_server import free_port
+
+    port = free_port()
+    dst, out = tmp_path / "page", tmp_path / "out"
+    program = tmp_path / "h.mcl"
+    program.write_text(
+        f"""
+        import "fmt"
+        import "net/http"
+        http:server ":{port}" {{}}
+        http:server:file "/page" {{ data => "page\\n", }}
+        http:client "{dst}" {{ url => "http://127.0.0.1:{port}/page", Meta:poll => 3600, }}
+        Http:Server[":{port}"] -> Http:Client["{dst}"]
+        $r = http.response("{dst}")
+        $none = http.response("none")
+        file "{out}" {{
+            state => "exists",
+            content => fmt.printf("%d %s|%d %q", $r->status, $r->output, $none->status,
+                $none->output),
+        }}
+        """
+    )
+    code, log = run_mgmt(["run", "--converged-timeout=1", "--tmp-prefix", "lang", str(program)])
+    assert code == 0, log
+    assert dst.read_text() == "page\n"
+    assert out.read_text() == '200 page\n|0 ""'
