@@ -71,6 +71,14 @@ class EdgeSpec(NamedTuple):
     pos: Pos
 
 
+class _Iteration(NamedTuple):
+    """One iteration of a top-level loop: what it declared, the cells it read, and when."""
+
+    declared: tuple[Any, ...]
+    deps: tuple[Cell, ...]
+    at: int  # the rev it was evaluated at
+
+
 class Cell:
     """A node of the function graph."""
 
@@ -125,12 +133,15 @@ class Runtime:
         self.rev = 0
         self.pending = True  # something changed since the last evaluate()
         self.recomputed = 0  # cells recomputed so far (tests and benchmarks read it)
+        self.iterations = 0  # loop bodies evaluated so far (the same)
         self._stack: list[list[Cell]] = []
         self._in_pass = False
         self._reshaped = False  # some cell's dependencies changed: collect garbage
         self._kept: set[Cell] = set()  # the stream cells the last full pass read
         self._last_root = -2
         self.streams: dict[Any, tuple[Stream, Cell]] = {}
+        # Each top-level loop's iterations, by element (Runtime._for).
+        self._iterations: dict[int, dict[tuple[Any, Any], _Iteration]] = {}
         self._stream_cells: dict[int, Cell] = {}
         self._tasks = TaskSet("lang", log)
         self._closing: list[Stream] = []
@@ -270,6 +281,7 @@ class Runtime:
     def _stop_streams(self, keep: set[Cell]) -> None:
         for key, (stream, cell) in list(self.streams.items()):
             if cell not in keep:
+                self._iterations.clear()  # none may keep reading a stopped stream's last value
                 del self.streams[key]
                 del self._stream_cells[id(stream)]
                 stream.close()
@@ -405,16 +417,62 @@ class Runtime:
         return ()
 
     def _for(self, loop: ast.For, env: FrozenDict) -> tuple[Any, ...]:
-        """The body's declarations once per element, with the loop's names bound (in env)."""
+        """The body's declarations once per element, with the loop's names bound (in env).
+
+        A loop at the top (not inside another loop or an included class's loop) keeps what
+        each iteration declared and the cells it read, by the element (index and value, or key
+        and value): an iteration whose element is the same and none of whose cells changed is
+        not evaluated again. So a change that one element's body reads re-evaluates that body
+        only (the rest costs a lookup each)."""
         value = self.eval(loop.expr, env)
         pairs = (
             sorted(value.items(), key=lambda kv: sort_key(kv[0])) if loop.kv else enumerate(value)
         )
         out: list[Any] = []
-        for first, second in pairs:
-            inner = FrozenDict({**env, loop.first.env_key: first, loop.second.env_key: second})
-            out += self._declare(loop.body, inner)
+        if env:  # nested: evaluated again with its enclosing iteration
+            for first, second in pairs:
+                inner = FrozenDict({**env, loop.first.env_key: first, loop.second.env_key: second})
+                out += self._declare(loop.body, inner)
+            return tuple(out)
+        old = self._iterations.get(id(loop), {})
+        new: dict[tuple[Any, Any], _Iteration] = {}
+        reads = self._stack[-1] if self._stack else []
+        try:
+            for first, second in pairs:
+                done = old.get((first, second))
+                if done is None or not self._still_valid(done):
+                    done = self._iteration(loop, first, second, reads)
+                else:
+                    reads += done.deps
+                new[first, second] = done
+                out += done.declared
+        except LangError:
+            self._iterations[id(loop)] = {**old, **new}  # those that did not fail are kept
+            raise
+        self._iterations[id(loop)] = new
         return tuple(out)
+
+    def _iteration(self, loop: ast.For, first: Any, second: Any, reads: list[Cell]) -> _Iteration:
+        """One top-level loop iteration evaluated: what it declares and the cells it read (also
+        added to `reads`, the loop's cell's, even when it fails: they make it recover)."""
+        self.iterations += 1
+        inner = FrozenDict({loop.first.env_key: first, loop.second.env_key: second})
+        deps: list[Cell] = []
+        self._stack.append(deps)
+        try:
+            declared = self._declare(loop.body, inner)
+        finally:
+            self._stack.pop()
+            reads += deps
+        return _Iteration(tuple(declared), tuple(dict.fromkeys(deps)), self.rev)
+
+    def _still_valid(self, done: _Iteration) -> bool:
+        """No cell the iteration read changed since (each brought up to date first)."""
+        for dep in done.deps:
+            self._refresh(dep)
+            if dep.changed_at > done.at or dep.error is not None:
+                return False
+        return True
 
     def _declare(self, stmts: list[ast.Stmt], env: FrozenDict) -> list[Any]:
         """What statements inside a loop declare (the checker allows only these kinds)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mgmt.lang.clock import ManualClock
+from mgmt.lang.errors import FuncError
 from tests.mgmt.lang.helpers import contents, problems, run
 
 
@@ -157,3 +158,39 @@ async def test_reordering_a_loops_list_keeps_the_streams_of_elements_that_stay(
         assert f"{tmp_path}/b" not in after
     finally:
         await rt.close()
+
+
+def test_a_change_read_by_one_iteration_evaluates_that_body_only() -> None:
+    """A top-level loop keeps each element's declarations and what they read: a change that
+    one element's body reads evaluates that body again, not the others; a failed iteration
+    recovers with what it reads; a new element is evaluated, the others are not."""
+    clock = ManualClock(start=100.5)
+    rt = run(
+        """
+        import "datetime"
+        import "fmt"
+        import "iter"
+        $now = datetime.now()
+        $size = if $now < 103 { 100 } else { 101 }
+        for $i, $x in iter.range($size) {
+            print fmt.printf("n%d", $x) {
+                msg => if $x == 50 { fmt.printf("%.1f", 10 / ($now - 100)) } else { "-" },
+            }
+        }
+        """,
+        clock,
+    )
+    with pytest.raises(FuncError, match="divide by zero"):
+        contents(rt)
+    assert rt.iterations == 51  # up to the failing one
+    steps = []
+    for _ in range(3):
+        clock.advance(1)
+        seen = rt.iterations
+        got = contents(rt)
+        steps.append((len(got), got["n50"], got["n49"], rt.iterations - seen))
+    assert steps == [
+        (100, "10.0", "-", 50),  # the failed one, and those after it not evaluated yet
+        (100, "5.0", "-", 1),  # the one reading $now
+        (101, "3.3", "-", 2),  # that one and the new element
+    ]
