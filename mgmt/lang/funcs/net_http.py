@@ -9,16 +9,15 @@ changes (not kept twice in memory), "" while there is none."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from mgmt.lang import streams
 from mgmt.lang.funcs.registry import define
+from mgmt.lang.funcs.value import FollowsLocal
 from mgmt.lang.values import Struct
 from resources.http_client import response_key
 
 
-class Response(streams.Stream):
+class Response(FollowsLocal):
     """net/http.response(uid): the http:client resource's response, as it changes."""
 
     def start(self) -> None:
@@ -26,21 +25,9 @@ class Response(streams.Stream):
         if not uid:
             self.fail("can't use an empty uid")
             return
-        local = self.host.local
-        if local is None:
-            self.fail("no local values here (the agent gives them)")
-            return
-        self.local = local
-        loop = asyncio.get_running_loop()
+        self.follow(response_key(uid))
 
-        # The resource publishes from a thread: read it back on the loop.
-        def signal() -> None:
-            loop.call_soon_threadsafe(self._read)
-
-        self.unsubscribe = local.subscribe(response_key(uid), signal)
-        self._read()
-
-    def _read(self) -> None:
+    def read(self) -> None:
         published = self.local.get(response_key(self.args[0]))
         if not isinstance(published, dict):
             self.emit(Struct(status=0, output=""))
@@ -53,12 +40,6 @@ class Response(streams.Stream):
                 self.fail(f"could not read the output of {self.args[0]!r}: {err.strerror}")
                 return
         self.emit(Struct(status=int(published.get("status", 0)), output=output))
-
-    def close(self) -> None:
-        unsubscribe = getattr(self, "unsubscribe", None)
-        if unsubscribe is not None:
-            unsubscribe()
-        super().close()
 
 
 define(

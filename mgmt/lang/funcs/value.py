@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar
 
+from engine.local import LocalValues
 from mgmt.lang import streams
 from mgmt.lang.errors import FuncError
 from mgmt.lang.funcs.encoding import from_json, zero
@@ -19,7 +20,37 @@ from mgmt.lang.types import BASIC, TStruct, TVar, Type, resolve
 from mgmt.lang.values import Struct
 
 
-class Get(streams.Stream):
+class FollowsLocal(streams.Stream):
+    """A stream of one of the host's local values (engine/local.py): `read()` runs on the loop
+    at the start and whenever the key changes (a resource may set it from a thread)."""
+
+    local: LocalValues
+
+    def follow(self, key: str) -> None:
+        local = self.host.local
+        if local is None:
+            self.fail("no local values here (the agent gives them)")
+            return
+        self.local = local
+        loop = asyncio.get_running_loop()
+
+        def signal() -> None:
+            loop.call_soon_threadsafe(self.read)
+
+        self.unsubscribe = local.subscribe(key, signal)
+        self.read()
+
+    def read(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        unsubscribe = getattr(self, "unsubscribe", None)
+        if unsubscribe is not None:
+            unsubscribe()
+        super().close()
+
+
+class Get(FollowsLocal):
     """value.get(key): what `value` resource `key` stores, as it changes, as the type the
     call's use gave `value`."""
 
@@ -39,21 +70,9 @@ class Get(streams.Stream):
         if self.type is None:
             self.fail(f"the type of Value[{key}]'s value is not known: use get_str... instead")
             return
-        local = self.host.local
-        if local is None:
-            self.fail("no local values here (the agent gives them)")
-            return
-        self.local = local
-        loop = asyncio.get_running_loop()
+        self.follow(key)
 
-        # A resource may set the value from a thread: read it back on the loop.
-        def signal() -> None:
-            loop.call_soon_threadsafe(self._read)
-
-        self.unsubscribe = local.subscribe(key, signal)
-        self._read()
-
-    def _read(self) -> None:
+    def read(self) -> None:
         key = self.args[0]
         value = self.local.get(key)
         if value is None:
@@ -65,12 +84,6 @@ class Get(streams.Stream):
             self.fail(f"type mismatch, check the type in Value[{key}]: expected {self.type}")
         else:
             self.emit(Struct(value=converted, ready=True))
-
-    def close(self) -> None:
-        unsubscribe = getattr(self, "unsubscribe", None)
-        if unsubscribe is not None:
-            unsubscribe()
-        super().close()
 
 
 class _Typed(Get):
