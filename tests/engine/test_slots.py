@@ -12,9 +12,11 @@ async def test_at_most_size_holders_in_arrival_order() -> None:
     order: list[int] = []
     active = peak = 0
     release = asyncio.Event()
+    arrived = [asyncio.Event() for _ in range(50)]
 
     async def hold(i: int) -> None:
         nonlocal active, peak
+        arrived[i].set()  # in the same step as its arrival at the slots (no await between)
         async with slots:
             order.append(i)
             active += 1
@@ -23,7 +25,7 @@ async def test_at_most_size_holders_in_arrival_order() -> None:
             active -= 1
 
     tasks = [asyncio.create_task(hold(i)) for i in range(50)]
-    await asyncio.sleep(0)
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in arrived)), 10)
     assert order == [0, 1]
     release.set()
     await asyncio.gather(*tasks)
@@ -33,16 +35,18 @@ async def test_at_most_size_holders_in_arrival_order() -> None:
 async def test_a_cancelled_waiter_gives_its_slot_on() -> None:
     slots = Slots(1)
     got: list[str] = []
+    queued = {name: asyncio.Event() for name in ("waiting", "handed", "last")}
 
     async def hold(name: str) -> None:
+        queued[name].set()  # in the same step as its arrival at the slots (no await between)
         async with slots:
             got.append(name)
 
     await slots.__aenter__()  # held by the test itself
-    waiting = asyncio.create_task(hold("cancelled while waiting"))
-    handed = asyncio.create_task(hold("cancelled once handed a slot"))
+    waiting = asyncio.create_task(hold("waiting"))
+    handed = asyncio.create_task(hold("handed"))
     last = asyncio.create_task(hold("last"))
-    await asyncio.sleep(0)  # all three queued
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in queued.values())), 10)
     waiting.cancel()
     await slots.__aexit__(None, None, None)  # hands the slot to `handed` (`waiting` skipped)
     handed.cancel()  # before it runs: the slot goes on to `last`

@@ -180,7 +180,7 @@ def _family() -> str:
 
 class IsFamily(FileExists):
     """os.is_family_<name>(): whether the family's file exists, re-checked on every change of
-    it (mgmt's reads once: "TODO: Detect OS changes"; an upgrade or a container image that
+    it (mgmt's reads once, its source noting OS changes as not yet detected; an upgrade or a container image that
     changes it is followed here)."""
 
     FAMILY: ClassVar[str] = ""

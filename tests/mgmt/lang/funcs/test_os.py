@@ -25,7 +25,7 @@ ERROR = object()
 @contextlib.asynccontextmanager
 async def running(src: str) -> AsyncIterator[tuple[Runtime, Any]]:
     """A runtime of the program, and `until(name, value)`: evaluate until $name is value (or,
-    with ERROR, a run-time error)."""
+    with ERROR, a run-time error; or, with a callable, until it holds for $name's value)."""
     woke = asyncio.Event()
     rt = run(src, notify=woke.set)
     rt.evaluate()
@@ -35,7 +35,8 @@ async def running(src: str) -> AsyncIterator[tuple[Runtime, Any]]:
             while True:
                 rt.evaluate()
                 try:
-                    if binding(rt, name) == value:
+                    found = binding(rt, name)
+                    if value(found) if callable(value) else found == value:
                         return
                 except NotReady:  # no value yet
                     pass
