@@ -34,7 +34,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from common import ROOT, fmt_ms, percentiles
+from common import ROOT, cluster_agent_argv, fmt_ms, percentiles
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -122,16 +122,11 @@ async def measure(
         for i, host in enumerate(HOSTS):
             graph = work / f"{host}.yaml"
             graph.write_text(exporter_graph(work, token) if i == 0 else collector_graph(work, host))
-            argv = [
-                sys.executable, "-m", "mgmt", "run", "--hostname", host, "--prefix", str(work / host),
-                "--client-urls", f"https://127.0.0.1:{ports[2 * i]}",
-                "--server-urls", f"https://127.0.0.1:{ports[2 * i + 1]}",
-                "--cluster-ca-dir", str(work / "cluster-ca"),
+            extra = [
                 *(timings if args.short_timings else []),
                 *(["--nice", str(nice)] if nice else []),
-            ]  # fmt: skip
-            if i:
-                argv += ["--seeds", f"https://127.0.0.1:{ports[0]}"]
+            ]
+            argv = cluster_agent_argv([sys.executable, "-m", "mgmt"], host, i, work, ports, *extra)
             log = (work / f"{host}.log").open("w")
             procs.append(
                 await asyncio.create_subprocess_exec(

@@ -51,3 +51,19 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 def fmt_ms(stats: dict[str, float]) -> str:
     return "  ".join(f"{k}={v * 1000:.2f}ms" for k, v in stats.items())
+
+
+def cluster_agent_argv(
+    mgmt: list[str], host: str, index: int, work: Path, ports: list[int], *extra: str
+) -> list[str]:
+    """`mgmt run` (before its front-end) for host `index` of a loopback test cluster: its own
+    prefix and two ports, the cluster CA in work/cluster-ca, the others joining the first."""
+    argv = [
+        *mgmt, "run", "--hostname", host, "--prefix", str(work / host),
+        "--client-urls", f"https://127.0.0.1:{ports[2 * index]}",
+        "--server-urls", f"https://127.0.0.1:{ports[2 * index + 1]}",
+        "--cluster-ca-dir", str(work / "cluster-ca"), *extra,
+    ]  # fmt: skip
+    if index:
+        argv += ["--seeds", f"https://127.0.0.1:{ports[0]}"]
+    return argv

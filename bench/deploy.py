@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster_latency import free_ports, wait_all
-from common import MGMT, ROOT, fmt_ms, percentiles
+from common import MGMT, ROOT, cluster_agent_argv, fmt_ms, percentiles
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -74,16 +74,8 @@ async def start_hosts(
     timings = ["--etcd-heartbeat-interval", "10", "--etcd-election-timeout", "100"]
     procs = []
     for i, host in enumerate(HOSTS):
-        argv = [
-            *MGMT, "run", "--hostname", host, "--prefix", str(work / host),
-            "--client-urls", f"https://127.0.0.1:{ports[2 * i]}",
-            "--server-urls", f"https://127.0.0.1:{ports[2 * i + 1]}",
-            "--cluster-ca-dir", str(work / "cluster-ca"),
-            "--trusted-keys", str(work / "trusted"),
-            *(timings if short else []),
-        ]  # fmt: skip
-        if i:
-            argv += ["--seeds", f"https://127.0.0.1:{ports[0]}"]
+        extra = ["--trusted-keys", str(work / "trusted"), *(timings if short else [])]
+        argv = cluster_agent_argv(MGMT, host, i, work, ports, *extra)
         log = (work / f"{host}.log").open("w")
         procs.append(
             await asyncio.create_subprocess_exec(*argv, "empty", stdout=log, stderr=log, cwd=ROOT)
