@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +38,7 @@ from mgmt.sdnotify import Notifier
 from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
 from mgmt.status.server import SOCKET, StatusServer, listen
+from mgmt.tmpprefix import TmpPrefix
 from mgmt.yamlgraph import GraphFileError, Loaded, digest, load_file, read_limited, reparse
 
 if TYPE_CHECKING:
@@ -137,18 +136,20 @@ async def run(config: Config, given: Loaded | None = None) -> int:
     logsetup.setup(config.log_format, config.verbose)
     priority.renice(config.nice)
     # Known before the program runs: its functions keep their files there too (local.*).
-    prefix = Path(tempfile.mkdtemp(prefix="mgmt-")) if config.tmp_prefix else config.prefix
-    try:
-        if not config.tmp_prefix:  # before anything is applied: a shared one is refused
-            try:
-                await asyncio.to_thread(check_private, prefix)
-            except (OSError, MgmtError) as err:
-                log.error("%s", ValidationError(str(err), "--prefix"))
-                return ExitCode.USAGE
-        return await _run(config, given, prefix)
-    finally:
-        if config.tmp_prefix:
-            shutil.rmtree(prefix, ignore_errors=True)
+    if config.tmp_prefix:  # removed at exit; a killed run's is removed by the next one
+        tmp = await asyncio.to_thread(TmpPrefix)
+        for name in tmp.removed:
+            log.debug("removed %s, the temporary prefix of a run that was killed", name)
+        try:
+            return await _run(config, given, tmp.path)
+        finally:
+            tmp.close()
+    try:  # before anything is applied: a shared prefix is refused
+        await asyncio.to_thread(check_private, config.prefix)
+    except (OSError, MgmtError) as err:
+        log.error("%s", ValidationError(str(err), "--prefix"))
+        return ExitCode.USAGE
+    return await _run(config, given, config.prefix)
 
 
 async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:

@@ -1,0 +1,107 @@
+"""`--tmp-prefix`: a fresh private prefix per run, and the leftovers of killed runs removed.
+
+A run removes its temporary prefix when it ends, but a run killed with SIGKILL (or by the OOM
+killer, or a power cut) cannot. Each temporary prefix therefore holds a lock file, locked
+(flock) for as long as its run lives; a later run removes the temporary prefixes of this user
+whose lock nobody holds. Only directories named like ours, owned by this user and private
+(mode 0700, as mkdtemp makes them) are candidates, and each is inspected through descriptors
+without following a symlink: another local user can create names in /tmp, but cannot make us
+remove anything of theirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+from engine.safefs import closing
+
+PREFIX = "mgmt-"
+LOCK = ".mgmt-run.lock"
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class TmpPrefix:
+    """A private temporary prefix, locked while this run holds it (a context manager)."""
+
+    def __init__(self, parent: Path | None = None) -> None:
+        self.parent = Path(parent or tempfile.gettempdir())
+        self.path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=self.parent))
+        self._lock = _hold_lock(self.path)
+        self.removed = sweep(self.parent, keep=self.path.name)
+
+    def close(self) -> None:
+        """Remove the prefix and everything in it, then drop the lock."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.close(self._lock)
+
+    def __enter__(self) -> TmpPrefix:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _hold_lock(path: Path) -> int:
+    """Create path/LOCK already locked (no instant where a sweep could take it for stale)."""
+    with closing(os.open(path, _DIR)) as dir_fd:
+        tmp = f"{LOCK}.new"
+        fd = os.open(
+            tmp,
+            os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=dir_fd,
+        )
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(tmp, LOCK, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    return fd
+
+
+def sweep(parent: Path, keep: str = "") -> list[str]:
+    """Remove this user's temporary prefixes under parent whose run is gone; their names."""
+    removed: list[str] = []
+    try:
+        parent_fd = os.open(parent, _DIR)
+    except OSError:
+        return removed
+    with closing(parent_fd), os.scandir(parent_fd) as entries:
+        names = [e.name for e in entries if e.name.startswith(PREFIX) and e.name != keep]
+        for name in names:
+            if _stale(parent_fd, name):
+                shutil.rmtree(name, dir_fd=parent_fd, ignore_errors=True)
+                removed.append(name)
+    return removed
+
+
+def _stale(parent_fd: int, name: str) -> bool:
+    """Whether parent/name is a prefix of ours whose run no longer holds its lock."""
+    try:
+        fd = os.open(name, _DIR, dir_fd=parent_fd)
+    except OSError:  # gone, a symlink, not a directory, not ours to read
+        return False
+    with closing(fd):
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
+            return False
+        try:
+            lock = os.open(LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except OSError:  # no lock file: not made by this code (or still being made)
+            return False
+        with closing(lock):
+            if not stat.S_ISREG(os.fstat(lock).st_mode):
+                return False
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return False  # its run is alive
+                raise
+            with contextlib.suppress(OSError):
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            return True

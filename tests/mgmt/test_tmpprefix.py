@@ -1,0 +1,95 @@
+"""--tmp-prefix: the prefix of a run that was killed is removed by the next run, nothing else is."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from mgmt.tmpprefix import LOCK, TmpPrefix, sweep
+
+HOLD = "import sys; from mgmt.tmpprefix import TmpPrefix; t = TmpPrefix(); print(t.path, flush=True); sys.stdin.read()"
+
+
+def _holder(parent: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A real process holding a temporary prefix under parent, and that prefix."""
+    env = {**os.environ, "TMPDIR": str(parent)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    return proc, Path(proc.stdout.readline().strip())
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL: the holder cannot clean up (communicate() reaps it and closes its pipes)."""
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+
+def test_a_killed_runs_prefix_is_removed_a_live_ones_is_kept(tmp_path: Path) -> None:
+    killed, dead_prefix = _holder(tmp_path)
+    live, live_prefix = _holder(tmp_path)
+    try:
+        (dead_prefix / "etcd").mkdir()
+        _kill(killed)
+        assert dead_prefix.is_dir()
+        with TmpPrefix(tmp_path) as mine:
+            assert mine.removed == [dead_prefix.name]
+            assert not dead_prefix.exists()
+            assert live_prefix.is_dir() and (live_prefix / LOCK).is_file()
+            assert mine.path.is_dir()
+        assert not mine.path.exists()
+    finally:
+        _kill(live)
+
+
+def test_only_our_private_prefixes_with_a_free_lock_are_removed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (elsewhere / LOCK).touch()
+    (tmp_path / "mgmt-link").symlink_to(elsewhere)  # planted by someone else: never followed
+    no_lock = tmp_path / "mgmt-nolock"  # an older run's, or one being made: not ours to judge
+    no_lock.mkdir(mode=0o700)
+    shared = tmp_path / "mgmt-shared"  # not private: not made by mkdtemp
+    shared.mkdir()
+    shared.chmod(0o755)
+    (shared / LOCK).touch()
+    lock_dir = tmp_path / "mgmt-lockdir"  # the lock is a directory: not ours
+    lock_dir.mkdir(mode=0o700)
+    (lock_dir / LOCK).mkdir()
+    (tmp_path / "mgmt-file").write_text("x")
+
+    assert sweep(tmp_path) == []
+    assert (elsewhere / LOCK).exists()
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "elsewhere",
+        "mgmt-link",
+        "mgmt-nolock",
+        "mgmt-shared",
+        "mgmt-lockdir",
+        "mgmt-file",
+    }
+
+
+def test_the_cli_cleans_up_its_own_and_a_killed_runs_prefix(tmp_path: Path) -> None:
+    killed, dead_prefix = _holder(tmp_path)
+    _kill(killed)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "mgmt", "run", "--tmp-prefix", "--converged-timeout=0", "empty"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not dead_prefix.exists()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("mgmt-")] == []
