@@ -10,6 +10,7 @@ default target (tests, chroots).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 from dataclasses import dataclass, field
@@ -78,7 +79,7 @@ class HostRes(Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         path = self._file
-        lines = tablefile.read_lines(path)
+        lines = await asyncio.to_thread(tablefile.read_lines, path)
         ours = [line for line in lines if self._selects(line)]
         wanted = None if self.state == "absent" else self._line()
         if (wanted is None and not ours) or (

@@ -12,6 +12,7 @@ the loop device's backing file. See docs/resources/mount.md.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import stat
@@ -125,7 +126,7 @@ class MountRes(Edgeable, Resource):
             await pump_events(self.handle, [table, fstab])
 
     async def check_apply(self, apply: bool) -> bool:
-        steps = self._fstab_steps() + self._mount_steps(apply)
+        steps = await asyncio.to_thread(self._steps, apply)  # reads files: off the loop
         if not steps:
             return nothing_to_do(self.handle, f"{self.name} is {self._shown()}")
         await apply_steps(self.handle, steps, apply, errors=(OSError,))
@@ -158,6 +159,9 @@ class MountRes(Edgeable, Resource):
                 str(self.passno),
             )
         )
+
+    def _steps(self, apply: bool) -> list[Step]:
+        return self._fstab_steps() + self._mount_steps(apply)
 
     def _fstab_steps(self) -> list[Step]:
         path = fstab_path()
