@@ -10,6 +10,7 @@ next event or `meta: poll` tick. See docs/resources/sysctl.md.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import os
@@ -111,7 +112,7 @@ class SysctlRes(Resource):
     async def check_apply(self, apply: bool) -> bool:
         steps: list[Step] = []
         if self.runtime:
-            have = self._read_runtime()
+            have = await asyncio.to_thread(self._read_runtime)
             if have != self.value + "\n":
                 steps.append(
                     Step(
@@ -122,7 +123,7 @@ class SysctlRes(Resource):
                 )
         if self.persist:
             line = f"{self.name} = {self.value}\n"
-            if self._read_persisted() != line.encode():
+            if await asyncio.to_thread(self._read_persisted) != line.encode():
                 write = functools.partial(safefs.write_file, self._file, line.encode(), 0o644)
                 steps.append(
                     Step(
