@@ -10,9 +10,8 @@ changes (or N seconds pass: then 304). `http:server:flag`
 takes POSTs to its path: the form value `key` becomes its `value`, sent along send/recv edges.
 
 In mgmt the file and flag resources autogroup into the server's vertex. Here each stays a vertex
-of its own (its own events, send/recv and `--noop` line) and joins its server through the
-engine's shared routes: `server` names the http:server (its name) to join; left out, it is
-served by every http:server of this agent. None of them changes the system: each is always in
+of its own and joins its servers as resources._lib.serving says: `server` names the http:server
+(its name) to join; left out, it is served by every http:server of this agent. None of them changes the system: each is always in
 the desired state, except when a received `data` or a POSTed flag value changed.
 """
 
@@ -20,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import ipaddress
 import math
 import os
 import stat
@@ -32,90 +29,42 @@ from dataclasses import dataclass
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
-from engine.safefs import closing, open_dir, open_read, open_regular, sub_dir
 from engine.watcher import PathWatcher
 from resources._lib.httpd import Request, Response, http_date, parse_http_date, serve
 from resources._lib.plan import nothing_to_do
-
-LOOPBACK = "127.0.0.1"  # what an empty host means here (docs/security.md: loopback by default)
+from resources._lib.serving import Offers, read_file, read_under, split_address
 
 
 class Routes:
     """The files and flags offered to this agent's http servers (one per engine, shared)."""
 
     def __init__(self) -> None:
-        self.files: list[HTTPServerFileRes] = []
-        self.flags: list[HTTPServerFlagRes] = []
+        self.files: Offers[HTTPServerFileRes] = Offers()
+        self.flags: Offers[HTTPServerFlagRes] = Offers()
 
     def add(self, res: HTTPServerFileRes | HTTPServerFlagRes) -> Callable[[], None]:
         """Offer `res`; returns the callable that withdraws it."""
-        into: list[HTTPServerFileRes] | list[HTTPServerFlagRes]
-        into = self.files if isinstance(res, HTTPServerFileRes) else self.flags
-        into.append(res)  # type: ignore[arg-type]
-        return lambda: into.remove(res)  # type: ignore[arg-type]
+        if isinstance(res, HTTPServerFileRes):
+            return self.files.add(res)
+        return self.flags.add(res)
 
     def file_for(self, server: str, path: str) -> HTTPServerFileRes | None:
         """The file that answers `path` on `server`: an exact one, else the longest directory."""
-        found = [f for f in self.files if f.server in (None, server) and f.accepts(path)]
+        found = [f for f in self.files.to(server) if f.accepts(path)]
         found.sort(key=lambda f: (f.url != path, -len(f.url)))
         return found[0] if found else None
 
     def flags_for(self, server: str, path: str) -> list[HTTPServerFlagRes]:
-        return [f for f in self.flags if f.server in (None, server) and f.url == path]
+        return [f for f in self.flags.to(server) if f.url == path]
 
 
 def routes(handle: Handle) -> Routes:
     return handle.shared.get(__name__, Routes)
 
 
-def split_address(address: str, key: str) -> tuple[str, int]:
-    """`host:port` (host may be empty, an IPv4 address or a bracketed IPv6 one)."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValidationError(f"expected host:port (e.g. ':8080'), got {address!r}", key)
-    host = host.removeprefix("[").removesuffix("]")
-    if host:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ValidationError(f"the host of {address!r} is not an IP address", key) from None
-    return host or LOOPBACK, int(port_text)
-
-
 def check_timeout(value: int | None, key: str) -> None:
     if value is not None and value < 0:
         raise ValidationError(f"must be >= 0 seconds, got {value}", key)
-
-
-def read_under(root: str, rel: str) -> tuple[bytes, float] | None:
-    """The content and mtime of the regular file root/rel, following no symlink and no `..`
-    below root (None: there is none)."""
-    parts = [p for p in rel.split("/") if p]
-    if not parts or any(p in (".", "..") for p in parts):
-        return None
-    try:
-        with (
-            closing(open_dir(root)) as top,
-            closing(sub_dir(top, tuple(parts[:-1]))) as fd,
-            open(open_read(fd, parts[-1]), "rb") as handle,
-        ):
-            return handle.read(), os.fstat(handle.fileno()).st_mtime
-    except OSError as err:
-        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EINVAL, errno.EACCES):
-            return None
-        raise
-
-
-def read_file(path: str) -> tuple[bytes, float] | None:
-    try:
-        with open(open_regular(path), "rb") as handle:  # a FIFO: refused, never waited on
-            return handle.read(), os.fstat(handle.fileno()).st_mtime
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        if err.errno == errno.EINVAL:  # not a regular file
-            return None
-        raise
 
 
 def answer(request: Request, path: str, content: bytes, mtime: float) -> Response:
