@@ -44,6 +44,8 @@ KINDS: dict[str, str] = {
     "http:server:file": "http_server",
     "http:server:flag": "http_server",
     "http:client": "http_client",
+    "tftp:server": "tftp",
+    "tftp:file": "tftp",
     "schedule": "schedule",
     "line": "line",
     "exit": "exit",

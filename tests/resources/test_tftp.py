@@ -1,0 +1,181 @@
+"""tftp:server and tftp:file on 127.0.0.1, asked by a real TFTP client (busybox tftp) and, for
+what that client cannot send (write requests, bad names, lost acknowledgements), by raw UDP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ValidationError
+from resources.tftp import TFTPFileRes, TFTPServerRes
+from tests.conftest import Running
+
+
+async def busybox_get(port: int, remote: str, local: Path, *blksize: str) -> tuple[int, str]:
+    busybox = shutil.which("busybox")
+    assert busybox, "busybox is needed (scripts/apt-packages.txt)"
+    argv = [busybox, "tftp", "-g", "-r", remote, "-l", str(local), *blksize, "127.0.0.1", str(port)]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+def request(opcode: int, name: str, mode: str = "octet", **options: str) -> bytes:
+    fields = [name, mode] + [x for kv in options.items() for x in kv]
+    return struct.pack("!H", opcode) + b"".join(f.encode() + b"\0" for f in fields)
+
+
+class Client:
+    """A raw UDP TFTP client: what it sends, what it receives (with a generous bound)."""
+
+    def __init__(self, port: int) -> None:
+        self.server = ("127.0.0.1", port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+
+    async def send(self, packet: bytes, to: tuple[str, int] | None = None) -> None:
+        await asyncio.get_running_loop().sock_sendto(self.sock, packet, to or self.server)
+
+    async def receive(self) -> tuple[int, bytes, tuple[str, int]]:
+        async with asyncio.timeout(30):
+            data, addr = await asyncio.get_running_loop().sock_recvfrom(self.sock, 70000)
+        return struct.unpack("!H", data[:2])[0], data[2:], addr
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def start(run_resource: object, *resources: TFTPServerRes | TFTPFileRes) -> int:
+    port = 0
+    for res in resources:
+        running: Running = await run_resource(res)  # type: ignore[operator]
+        assert await running.res.check_apply(True) is True  # nothing ever changes
+        if isinstance(res, TFTPServerRes):
+            port = res.port
+    return port
+
+
+async def test_files_and_root_are_served(run_resource: object, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "r.txt").write_text("in root\n")
+    (tmp_path / "secret").write_text("secret\n")
+    (root / "link").symlink_to(tmp_path / "secret")
+    big = os.urandom(200_000)  # 391 blocks of 512 bytes, or 4 of 65464
+    (tmp_path / "big").write_bytes(big)
+    port = await start(
+        run_resource,
+        TFTPFileRes(name="/file1", data="hello\n"),
+        TFTPFileRes(name="/big", path=str(tmp_path / "big")),
+        TFTPFileRes(name="/nope", data="not ours\n", server="another"),
+        TFTPServerRes(name="127.0.0.1:0", root=f"{root}/"),
+    )
+    got = tmp_path / "got"
+    assert (await busybox_get(port, "/file1", got))[0] == 0
+    assert got.read_text() == "hello\n"
+    assert (await busybox_get(port, "file1", got))[0] == 0  # the leading "/" is optional
+    assert (await busybox_get(port, "/big", got))[0] == 0
+    assert got.read_bytes() == big
+    assert (await busybox_get(port, "/big", got, "-b", "65464"))[0] == 0  # blksize option
+    assert got.read_bytes() == big
+    assert (await busybox_get(port, "sub/r.txt", got, "-b", "1024"))[0] == 0
+    assert got.read_text() == "in root\n"
+    for name in ("/nope", "/missing", "/link", "../secret", "sub/../../secret"):
+        code, out = await busybox_get(port, name, got)
+        assert code != 0 and "not found" in out, (name, out)
+
+
+async def test_protocol_details(run_resource: object, tmp_path: Path) -> None:
+    data = b"0123456789abcdef" * 64 + b"end\n"  # 1028 bytes: blocks of 512, 512 and 4
+    port = await start(
+        run_resource,
+        TFTPFileRes(name="f", data=data.decode()),
+        TFTPFileRes(name="text", data="a\nb\r"),
+        TFTPServerRes(name="127.0.0.1:0", timeout=2),
+    )
+    client = Client(port)
+    try:
+        await client.send(request(2, "f"))  # a write request: refused
+        opcode, body, _ = await client.receive()
+        assert (opcode, body[:2]) == (5, struct.pack("!H", 2))
+        await client.send(request(1, "text", "netascii"))
+        opcode, body, tid = await client.receive()
+        assert (opcode, body) == (3, b"\0\x01a\r\nb\r\0")
+        assert tid[1] != port  # a transfer ID (port) of its own
+        await client.send(struct.pack("!HH", 4, 1), tid)
+        # options: tsize and blksize acknowledged (OACK), then blocks of that size
+        await client.send(request(1, "f", tsize="0", blksize="600", bogus="1"))
+        opcode, body, tid = await client.receive()
+        assert opcode == 6 and body == b"blksize\x00600\x00tsize\x001028\x00"
+        await client.send(struct.pack("!HH", 4, 0), tid)
+        opcode, body, _ = await client.receive()
+        assert (opcode, body[2:]) == (3, data[:600])
+        # a lost acknowledgement: the block comes again (after `timeout`), an old ACK is ignored
+        opcode, again, _ = await client.receive()
+        assert (opcode, again) == (3, body)
+        await client.send(struct.pack("!HH", 4, 0), tid)
+        await client.send(struct.pack("!HH", 4, 1), tid)
+        while body[:2] == b"\0\x01":  # block 1 may come once more on a busy machine
+            opcode, body, _ = await client.receive()
+        assert (opcode, body) == (3, b"\0\x02" + data[600:])
+        stranger = Client(port)  # another client writing to this transfer's port
+        await stranger.send(struct.pack("!HH", 4, 2), tid)
+        opcode, body, _ = await stranger.receive()
+        assert (opcode, body[:2]) == (5, struct.pack("!H", 5))
+        stranger.close()
+        await client.send(struct.pack("!HH", 4, 2), tid)
+        junk = Client(port)
+        await junk.send(b"\0\x07junk")  # not a request: an error
+        opcode, body, _ = await junk.receive()
+        junk.close()
+        assert (opcode, body[:2]) == (5, struct.pack("!H", 4))
+    finally:
+        client.close()
+
+
+async def test_concurrent_transfers_are_limited(run_resource: object) -> None:
+    port = await start(
+        run_resource,
+        TFTPFileRes(name="f", data="x" * 2000),
+        TFTPServerRes(name="127.0.0.1:0", transfers=1),
+    )
+    first, second = Client(port), Client(port)
+    try:
+        await first.send(request(1, "f"))
+        assert (await first.receive())[0] == 3  # its transfer runs, waiting for our ACK
+        await second.send(request(1, "f"))
+        opcode, body, _ = await second.receive()
+        assert opcode == 5 and b"busy" in body
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize(
+    ("res", "key"),
+    [
+        (TFTPServerRes(name="nope"), "name"),
+        (TFTPServerRes(name="x", address="host:69"), "address"),
+        (TFTPServerRes(name=":69", root="relative/"), "root"),
+        (TFTPServerRes(name=":69", root="/no/slash"), "root"),
+        (TFTPServerRes(name=":69", timeout=0), "timeout"),
+        (TFTPServerRes(name=":69", transfers=0), "transfers"),
+        (TFTPFileRes(name="/"), "name"),
+        (TFTPFileRes(name="f", path="relative"), "path"),
+        (TFTPFileRes(name="f", path="/x", data="y"), "data"),
+    ],
+)
+def test_bad_params(res: TFTPServerRes | TFTPFileRes, key: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        res.validate()
+    assert err.value.key == key
