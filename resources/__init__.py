@@ -46,6 +46,9 @@ KINDS: dict[str, str] = {
     "http:client": "http_client",
     "tftp:server": "tftp",
     "tftp:file": "tftp",
+    "dhcp:server": "dhcp",
+    "dhcp:host": "dhcp",
+    "dhcp:range": "dhcp",
     "schedule": "schedule",
     "line": "line",
     "exit": "exit",
@@ -58,7 +61,6 @@ MODULES = tuple(sorted(set(KINDS.values())))
 # refused at check time with "kind X is not supported by this version: <why>".
 _NO_DOCKER = "it needs a Docker engine, and none can run where this version is tested"
 _NO_FWUPD = "it needs the fwupd daemon and firmware devices, absent where this version is tested"
-_NO_DHCP = "a DHCP server was not built: it could only be tested in network namespaces"
 _NO_HTTP_EXTRA = (
     "not built yet: http:server serves files (http:server:file) and takes flags "
     "(http:server:flag), but does not proxy or serve mgmt's web UI"
@@ -68,9 +70,6 @@ UNSUPPORTED: dict[str, str] = {
     "docker:container": _NO_DOCKER,
     "docker:image": _NO_DOCKER,
     "docker:network": _NO_DOCKER,
-    "dhcp:server": _NO_DHCP,
-    "dhcp:host": _NO_DHCP,
-    "dhcp:range": _NO_DHCP,
     "fwupd:device": _NO_FWUPD,
     "fwupd:remote": _NO_FWUPD,
     "fwupd:system": _NO_FWUPD,

@@ -1,0 +1,222 @@
+"""dhcp:server, dhcp:host and dhcp:range against a real DHCP client (busybox udhcpc).
+
+`test_in_namespaces` runs this file again under `unshare --mount --net` (as
+test_kernel_kinds does): there a bridge carries the server, and each client runs in a network
+namespace of its own (a nested `unshare --net`) on one end of a veth pair whose other end is
+on the bridge. The host's network is never changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ValidationError
+from resources.dhcp import (
+    MAGIC,
+    OPT_LEASE,
+    OPT_SERVER_ID,
+    DHCPHostRes,
+    DHCPRangeRes,
+    DHCPServerRes,
+    parse_duration,
+    parse_message,
+)
+from tests.conftest import Running
+
+INSIDE = os.environ.get("MGMT_TEST_NS") == "1"
+inside = pytest.mark.skipif(not INSIDE, reason="runs inside test_in_namespaces' namespaces")
+
+# What udhcpc hands its script, written to a file; the address is set as a real client does.
+SCRIPT = """#!/bin/sh
+case "$1" in
+bound)
+    ip addr add "$ip/$mask" dev "$interface"
+    {
+        echo "ip=$ip mask=$mask router=$router dns=$dns serverid=$serverid lease=$lease"
+        echo "tftp=$tftp bootfile=$bootfile"
+        ip -4 -o addr show dev "$interface"
+    } > "$OUT"
+    ;;
+esac
+"""
+
+
+@pytest.mark.slow  # a pytest of its own in the namespaces: a few seconds, mostly start-up
+@pytest.mark.skipif(INSIDE, reason="this is the outer test")
+def test_in_namespaces() -> None:
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare (util-linux) is needed"
+    argv = [unshare, "--mount", "--net", "--propagation", "private", "--"]
+    argv += [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", __file__]
+    env = {**os.environ, "MGMT_TEST_NS": "1"}
+    done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout.replace("1 skipped", "")
+
+
+async def ip(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec("ip", *args, stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(30):
+        _, err = await proc.communicate()
+    assert proc.returncode == 0, f"ip {' '.join(args)}: {err.decode()}"
+
+
+async def lease(tmp_path: Path, port: str, mac: str) -> str:
+    """Run udhcpc in a network namespace of its own on a new veth pair whose other end is
+    on br0; returns what its script recorded once bound."""
+    busybox = shutil.which("busybox")
+    assert busybox, "busybox is needed (scripts/apt-packages.txt)"
+    script = tmp_path / "udhcpc.sh"
+    script.write_text(SCRIPT)
+    script.chmod(0o755)
+    out = tmp_path / f"{port}.out"
+    client = (
+        f"echo ready; read go; ip link set lo up; ip link set c0 address {mac};"
+        f" ip link set c0 up; exec {busybox} udhcpc -f -q -n -t 5 -T 1 -i c0 -s {script}"
+        " -O tftp -O bootfile"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "unshare", "--net", "--", "sh", "-c", client,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "OUT": str(out)},
+    )  # fmt: skip
+    assert proc.stdin and proc.stdout
+    try:
+        async with asyncio.timeout(60):
+            assert await proc.stdout.readline() == b"ready\n"  # in its own namespace now
+            await ip(
+                "link", "add", port, "type", "veth", "peer", "name", "c0", "netns", str(proc.pid)
+            )
+            await ip("link", "set", port, "master", "br0", "up")
+            proc.stdin.write(b"go\n")
+            output, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, output.decode()
+    return out.read_text()
+
+
+@inside
+async def test_clients_get_their_leases(run_resource: object, tmp_path: Path) -> None:
+    await ip("link", "add", "br0", "type", "bridge")
+    await ip("addr", "add", "192.168.42.1/24", "dev", "br0")
+    await ip("link", "set", "br0", "up")
+    resources = [
+        DHCPServerRes(
+            name=":67",
+            interface="br0",
+            leasetime="60s",
+            dns=["192.0.2.53", "192.0.2.54"],
+            routers=["192.168.42.1"],
+        ),
+        DHCPHostRes(
+            name="host1",
+            mac="00:11:22:33:44:55",
+            ip="192.168.42.101/24",
+            nbp="tftp://192.168.42.1/pxelinux.0",
+        ),
+        DHCPHostRes(name="other", mac="00:11:22:33:44:66", ip="10.0.0.5/8", server="another"),
+        DHCPRangeRes(name="192.168.42.0/24", skip=["192.168.42.2/24"]),
+    ]
+    for res in resources:
+        running: Running = await run_resource(res)  # type: ignore[operator]
+        assert await running.res.check_apply(True) is True  # nothing ever changes
+    got = await lease(tmp_path, "h1", "00:11:22:33:44:55")  # the static host
+    assert "ip=192.168.42.101 mask=24 router=192.168.42.1 dns=192.0.2.53 192.0.2.54" in got
+    assert "serverid=192.168.42.1 lease=60" in got
+    assert "tftp=192.168.42.1 bootfile=/pxelinux.0" in got
+    assert "inet 192.168.42.101/24" in got  # the client's interface has it
+    # Any other client: from the range, past the server's own address and the skipped one
+    # (and 00:11:22:33:44:66's host is another server's: it gets a range address too).
+    got = await lease(tmp_path, "h2", "00:11:22:33:44:66")
+    assert "ip=192.168.42.3 mask=24" in got and "tftp= bootfile=" in got, got
+    got = await lease(tmp_path, "h3", "02:00:00:00:00:03")
+    assert "ip=192.168.42.4 mask=24" in got, got
+    got = await lease(tmp_path, "h4", "00:11:22:33:44:66")  # its lease is kept for it
+    assert "ip=192.168.42.3 mask=24" in got, got
+
+
+def test_durations() -> None:
+    assert parse_duration("60s", "k") == 60
+    assert parse_duration("10m", "k") == 600
+    assert parse_duration("1h42m13s", "k") == 6133
+    assert parse_duration("1.5h", "k") == 5400
+    for bad in ("", "10", "m", "1d", "10 m", "0s"):
+        with pytest.raises(ValidationError):
+            parse_duration(bad, "k")
+
+
+@pytest.mark.parametrize(
+    ("res", "key"),
+    [
+        (DHCPServerRes(name=":67"), "interface"),
+        (DHCPServerRes(name="67", interface="lo"), "name"),
+        (DHCPServerRes(name=":67", address="[::1]:67", interface="lo"), "address"),
+        (DHCPServerRes(name=":67", interface="lo", serverid="x"), "serverid"),
+        (DHCPServerRes(name=":67", interface="lo", leasetime="1 day"), "leasetime"),
+        (DHCPServerRes(name=":67", interface="lo", dns=["8.8.8.8", "dns"]), "dns"),
+        (DHCPServerRes(name=":67", interface="lo", routers=["::1"]), "routers"),
+        (DHCPServerRes(name=":67", interface="lo", nbp="http://x/y"), "nbp"),
+        (DHCPHostRes(name="h", mac="00:11:22:33:44:5", ip="10.0.0.1/8"), "mac"),
+        (DHCPHostRes(name="h", mac="00:11:22:33:44:AA", ip="10.0.0.1/8"), "mac"),
+        (DHCPHostRes(name="h", mac="00:11:22:33:44:55", ip="10.0.0.1"), "ip"),
+        (DHCPHostRes(name="h", mac="00:11:22:33:44:55", ip="10.0.0.1/8", nbp="pxe"), "nbp"),
+        (DHCPRangeRes(name="nope"), "name"),
+        (DHCPRangeRes(name="r", network="10.0.0.0/31"), "network"),
+        (DHCPRangeRes(name="10.0.0.0/24", skip=["10.0.0"]), "skip"),
+    ],
+)
+def test_bad_params(res: DHCPServerRes | DHCPHostRes | DHCPRangeRes, key: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        res.validate()
+    assert err.value.key == key
+
+
+def dhcp_request(kind: int, mac: str, **options: bytes) -> bytes:
+    """A client's message: `options` by number (o50=requested address, o54=server id)."""
+    head = bytes((1, 1, 6, 0)) + b"\x12\x34\x56\x78" + b"\0" * 20
+    head += bytes.fromhex(mac.replace(":", "")).ljust(16, b"\0") + b"\0" * 192 + MAGIC
+    body = bytes((53, 1, kind))
+    for name, value in options.items():
+        body += bytes((int(name[1:]), len(value))) + value
+    return head + body + b"\xff"
+
+
+async def test_answers(run_resource: object) -> None:
+    """The server's answers to what udhcpc does not send: a wrong address asked for, another
+    server chosen, a release, a decline, an unknown client."""
+    server = DHCPServerRes(name="10.9.0.1:0", interface="lo", leasetime="")
+    pool = DHCPRangeRes(name="r", network="10.9.0.0/29")
+    for res in (server, pool):
+        await run_resource(res, watch=False)  # type: ignore[operator]
+    assert await server.check_apply(True) is True
+    mac = "02:00:00:00:00:01"
+    offer = parse_message(server._answer(dhcp_request(1, mac))[0])  # type: ignore[index]
+    assert offer is not None and offer.kind == 2 and OPT_LEASE not in offer.options  # ""
+    assert offer.option_ip(OPT_SERVER_ID) == IPv4Address("10.9.0.1")
+    reply, to = server._answer(dhcp_request(3, mac, o50=IPv4Address("10.9.0.5").packed))  # type: ignore[misc]
+    nak = parse_message(reply)
+    assert nak is not None and nak.kind == 6 and to == ("255.255.255.255", 68)  # not its offer
+    asked = IPv4Address("10.9.0.2").packed
+    ack = parse_message(server._answer(dhcp_request(3, mac, o50=asked))[0])  # type: ignore[index]
+    assert ack is not None and ack.kind == 5
+    other = IPv4Address("10.9.0.99").packed
+    assert server._answer(dhcp_request(3, mac, o50=asked, o54=other)) is None  # not for us
+    second = parse_message(server._answer(dhcp_request(1, "02:00:00:00:00:02"))[0])  # type: ignore[index]
+    assert second is not None and second.yiaddr == IPv4Address("10.9.0.2")  # freed above
+    assert server._answer(dhcp_request(4, "02:00:00:00:00:02")) is None  # declined: set aside
+    third = parse_message(server._answer(dhcp_request(1, "02:00:00:00:00:03"))[0])  # type: ignore[index]
+    assert third is not None and third.yiaddr == IPv4Address("10.9.0.3")
+    assert server._answer(b"not dhcp") is None
