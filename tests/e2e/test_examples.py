@@ -57,6 +57,8 @@ RERUNS = {
     "test.yaml",
     "value.yaml",
     "http-server.yaml",
+    "tftp.yaml",
+    "dhcp.yaml",
     # exit asks the agent to end on every run; password is made anew under each --tmp-prefix.
     "exit.yaml",
     "password.yaml",
@@ -97,6 +99,7 @@ STATE: dict[str, dict[str, str | None]] = {
     },
     "sysctl.yaml": {"/tmp/mgmt/sysctl/99-net.ipv4.ip_forward.conf": "net.ipv4.ip_forward = 1\n"},
     "http-server.yaml": {"/tmp/mgmt/http/ks-copy.cfg": "text\nreboot\n"},
+    "tftp.yaml": {"/tmp/mgmt/tftp/got": "hello from tftp\n"},
     "line.yaml": {"/tmp/mgmt/line/app.conf": "enabled = yes\n"},
     "exit.yaml": {"/tmp/mgmt/exit/report": "done\n"},
     "ssh-authorized-key.yaml": {
@@ -124,6 +127,8 @@ LOGS = {
     "value.yaml": "print[show]: msg: 3",
     "http-server.yaml": "http:client[/tmp/mgmt/http/ks-copy.cfg]: downloaded",
     "schedule.yaml": "schedule[demo/workers]: joined the pool 'demo/workers'",
+    "tftp.yaml": "tftp:server[127.0.0.1:16969]: sent /hello to 127.0.0.1: 16 bytes",
+    "dhcp.yaml": "dhcp:server[127.0.0.1:16767]: listening on udp 127.0.0.1:16767 on lo",
 }
 
 SSH_UNIT = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"
