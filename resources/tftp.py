@@ -201,6 +201,8 @@ class TFTPServerRes(Edgeable, Resource):
             self.handle.logger.info("%s: %s", peer[0], err)
         except TimeoutError:
             self.handle.logger.info("%s: transfer timed out", peer[0])
+        except ConnectionAbortedError:
+            self.handle.logger.info("%s: the client ended the transfer", peer[0])
         except Exception:
             self.handle.logger.exception("%s: transfer failed", peer[0])
         finally:
@@ -279,8 +281,8 @@ class _Exchange:
                 opcode, number = struct.unpack("!HH", data[:4])
                 if opcode == ACK and number == block & 0xFFFF:
                     return
-                if opcode == ERROR:  # the client gave up (or refused our options)
-                    raise TFTPError(NOT_DEFINED, "the client ended the transfer")
+                if opcode == ERROR:  # the client gave up (or refused our options): no reply
+                    raise ConnectionAbortedError
             # an older ACK (a duplicate): ignored, never answered (the Sorcerer's Apprentice)
 
 
