@@ -80,7 +80,7 @@ async def lease(tmp_path: Path, port: str, mac: str) -> str:
     out = tmp_path / f"{port}.out"
     client = (
         f"echo ready; read go; ip link set lo up; ip link set c0 address {mac};"
-        f" ip link set c0 up; exec {busybox} udhcpc -f -q -n -t 5 -T 1 -i c0 -s {script}"
+        f" ip link set c0 up; exec {busybox} udhcpc -f -q -n -t 10 -T 1 -i c0 -s {script}"
         " -O tftp -O bootfile"
     )
     proc = await asyncio.create_subprocess_exec(
