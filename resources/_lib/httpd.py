@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger("engine")
@@ -56,6 +56,10 @@ class Response:
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    # The body as it comes, instead of `body` (e.g. a proxied download): written chunk by chunk,
+    # its length the `Content-Length` header if the handler set one, else the end of the
+    # connection. Closed (aclose) when the client goes away or the server stops.
+    stream: AsyncIterator[bytes] | None = None
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -129,7 +133,9 @@ async def read_request(
 
 
 def encode(response: Response, head_only: bool) -> bytes:
-    headers = {"Content-Length": str(len(response.body)), "Connection": "close"}
+    headers = {"Connection": "close"}
+    if response.stream is None:
+        headers["Content-Length"] = str(len(response.body))
     headers.update(response.headers)
     reason = REASONS.get(response.status, "Unknown")
     lines = [f"HTTP/1.1 {response.status} {reason}"] + [f"{k}: {v}" for k, v in headers.items()]
@@ -176,6 +182,8 @@ class Listener:
                 writer.write(encode(response, head_only))
                 async with asyncio.timeout(self._write_timeout):
                     await writer.drain()
+                if response.stream is not None:
+                    await self._write_stream(writer, response.stream, head_only)
         except (TimeoutError, ConnectionError):
             pass
         finally:
@@ -183,6 +191,19 @@ class Listener:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _write_stream(
+        self, writer: asyncio.StreamWriter, stream: AsyncIterator[bytes], head_only: bool
+    ) -> None:
+        """Each chunk of `stream`, each drained within the write timeout; the stream is closed
+        however this ends (the client gone, the server stopping, a HEAD)."""
+        async with contextlib.aclosing(stream):
+            if head_only:
+                return
+            async for chunk in stream:
+                writer.write(chunk)
+                async with asyncio.timeout(self._write_timeout):
+                    await writer.drain()
 
     async def _answer(self, reader: asyncio.StreamReader) -> tuple[Response | None, bool]:
         try:
@@ -220,22 +241,30 @@ class Reply:
     body: bytes
 
 
-async def fetch(
+@dataclass
+class StreamedReply:
+    status: int
+    headers: dict[str, str]  # names lower-cased
+    chunks: AsyncIterator[bytes]  # the body as it arrives (ValueError if it ends early)
+
+
+@contextlib.asynccontextmanager
+async def open_reply(
     url: str,
     *,
     method: str = "GET",
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
-    limit: int = 1 << 30,
-) -> Reply:
-    """One HTTP/1.1 request (http or https) on its own connection; cancellable at any point (a
-    held long poll too). The body is read to its Content-Length, or to the end of the
-    connection; chunked replies are decoded. OSError/ValueError when it cannot be done."""
+) -> AsyncIterator[StreamedReply]:
+    """One HTTP/1.1 request (http or https) on its own connection, its reply's body read as it
+    arrives; the connection is closed when the block ends. Cancellable at any point (a held long
+    poll too). OSError/ValueError when it cannot be done."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    target = urllib.parse.quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._")
+    target += f"?{parts.query}" if parts.query else ""
     ssl_context = None
     if parts.scheme == "https":
         import ssl
@@ -249,14 +278,39 @@ async def fetch(
             lines.append(f"Content-Length: {len(body)}")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
         await writer.drain()
-        return await _read_reply(reader, method, limit)
+        status, reply_headers = await _read_reply_head(reader)
+        chunks = _read_body(reader, reply_headers, empty=method == "HEAD" or status in (204, 304))
+        async with contextlib.aclosing(chunks):
+            yield StreamedReply(status, reply_headers, chunks)
     finally:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
 
 
-async def _read_reply(reader: asyncio.StreamReader, method: str, limit: int) -> Reply:
+async def fetch(
+    url: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    limit: int = 1 << 30,
+) -> Reply:
+    """One HTTP/1.1 request (see open_reply), its whole body read (chunked replies decoded; at
+    most `limit` bytes). OSError/ValueError when it cannot be done."""
+    async with open_reply(url, method=method, headers=headers, body=body) as reply:
+        length = reply.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise ValueError(f"the reply is larger than {limit} bytes")
+        data = bytearray()
+        async for chunk in reply.chunks:
+            data += chunk
+            if len(data) > limit:
+                raise ValueError(f"the reply is larger than {limit} bytes")
+        return Reply(reply.status, reply.headers, bytes(data))
+
+
+async def _read_reply_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
@@ -265,33 +319,39 @@ async def _read_reply(reader: asyncio.StreamReader, method: str, limit: int) -> 
     status_parts = lines[0].split(" ", 2)
     if len(status_parts) < 2 or not status_parts[1].isdigit():
         raise ValueError(f"bad status line {lines[0][:80]!r}")
-    status = int(status_parts[1])
     headers = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         if sep:
             headers[name.strip().lower()] = value.strip()
-    if method == "HEAD" or status in (204, 304):
-        return Reply(status, headers, b"")
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        data = bytearray()
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                break
-            if len(data) + size > limit:
-                raise ValueError(f"the reply is larger than {limit} bytes")
-            data += await reader.readexactly(size + 2)
-            del data[-2:]
-        return Reply(status, headers, bytes(data))
-    length = headers.get("content-length")
-    if length is not None and length.isdigit():
-        if int(length) > limit:
-            raise ValueError(f"the reply is larger than {limit} bytes")
-        return Reply(status, headers, await reader.readexactly(int(length)))
-    data = bytearray()
-    while chunk := await reader.read(65536):  # to the end of the connection
-        data += chunk
-        if len(data) > limit:
-            raise ValueError(f"the reply is larger than {limit} bytes")
-    return Reply(status, headers, bytes(data))
+    return int(status_parts[1]), headers
+
+
+CHUNK = 65536  # bytes read at a time from a reply body
+
+
+async def _read_body(
+    reader: asyncio.StreamReader, headers: dict[str, str], *, empty: bool
+) -> AsyncIterator[bytes]:
+    """The body's chunks: chunked, to its Content-Length, or to the end of the connection."""
+    if empty:
+        return
+    try:
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16):
+                yield (await reader.readexactly(size + 2))[:-2]
+            return
+        length = headers.get("content-length")
+        if length is not None and length.isdigit():
+            left = int(length)
+            while left:
+                chunk = await reader.read(min(left, CHUNK))
+                if not chunk:
+                    raise ValueError(f"the reply ended {left} bytes short of its Content-Length")
+                left -= len(chunk)
+                yield chunk
+            return
+        while chunk := await reader.read(CHUNK):  # to the end of the connection
+            yield chunk
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
+        raise ValueError("the reply ended in the middle of a chunk") from err
