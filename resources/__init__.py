@@ -43,6 +43,9 @@ KINDS: dict[str, str] = {
     "http:server": "http_server",
     "http:server:file": "http_server",
     "http:server:flag": "http_server",
+    "http:server:proxy": "http_server_proxy",
+    "http:server:ui": "http_server_ui",
+    "http:server:ui:input": "http_server_ui",
     "http:client": "http_client",
     "tftp:server": "tftp",
     "tftp:file": "tftp",
@@ -61,10 +64,7 @@ MODULES = tuple(sorted(set(KINDS.values())))
 # refused at check time with "kind X is not supported by this version: <why>".
 _NO_DOCKER = "it needs a Docker engine, and none can run where this version is tested"
 _NO_FWUPD = "it needs the fwupd daemon and firmware devices, absent where this version is tested"
-_NO_HTTP_EXTRA = (
-    "not built yet: http:server serves files (http:server:file) and takes flags "
-    "(http:server:flag), but does not proxy or serve mgmt's web UI"
-)
+_NO_DHCP = "a DHCP server was not built: it could only be tested in network namespaces"
 UNSUPPORTED: dict[str, str] = {
     "nspawn": "it needs systemd-machined and systemd as PID 1, absent where this version is tested",
     "docker:container": _NO_DOCKER,
@@ -75,9 +75,6 @@ UNSUPPORTED: dict[str, str] = {
     "fwupd:system": _NO_FWUPD,
     "consul:kv": "it needs a Consul cluster; this version's cluster store is etcd (use kv)",
     "aws:ec2": "it needs AWS credentials and network access to AWS, which this version cannot test",
-    "http:server:proxy": _NO_HTTP_EXTRA,
-    "http:server:ui": _NO_HTTP_EXTRA,
-    "http:server:ui:input": _NO_HTTP_EXTRA,
 }
 
 

@@ -25,6 +25,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
@@ -35,21 +36,36 @@ from resources._lib.plan import nothing_to_do
 from resources._lib.serving import Offers, read_file, read_under, split_address
 
 
+class Answerer(Protocol):
+    """What answers requests at its URL path (below it, for a directory): http:server:file,
+    http:server:proxy, http:server:ui."""
+
+    server: str | None
+
+    @property
+    def url(self) -> str: ...
+
+    def accepts(self, path: str) -> bool: ...
+
+    async def respond(self, request: Request) -> Response: ...
+
+
 class Routes:
-    """The files and flags offered to this agent's http servers (one per engine, shared)."""
+    """What is offered to this agent's http servers (one per engine, shared): the flags, and
+    the files, proxies and UIs that answer at their paths."""
 
     def __init__(self) -> None:
-        self.files: Offers[HTTPServerFileRes] = Offers()
+        self.files: Offers[Answerer] = Offers()
         self.flags: Offers[HTTPServerFlagRes] = Offers()
 
-    def add(self, res: HTTPServerFileRes | HTTPServerFlagRes) -> Callable[[], None]:
+    def add(self, res: Answerer | HTTPServerFlagRes) -> Callable[[], None]:
         """Offer `res`; returns the callable that withdraws it."""
-        if isinstance(res, HTTPServerFileRes):
-            return self.files.add(res)
-        return self.flags.add(res)
+        if isinstance(res, HTTPServerFlagRes):
+            return self.flags.add(res)
+        return self.files.add(res)
 
-    def file_for(self, server: str, path: str) -> HTTPServerFileRes | None:
-        """The file that answers `path` on `server`: an exact one, else the longest directory."""
+    def file_for(self, server: str, path: str) -> Answerer | None:
+        """What answers `path` on `server`: an exact one, else the longest directory."""
         found = [f for f in self.files.to(server) if f.accepts(path)]
         found.sort(key=lambda f: (f.url != path, -len(f.url)))
         return found[0] if found else None

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger("engine")
@@ -51,15 +51,40 @@ class Request:
         return values
 
 
+class Stream:
+    """A response body that comes as it is read from `chunks` (e.g. a proxied download);
+    `close()` runs once when the response ends, however it ends, even if never read."""
+
+    def __init__(
+        self, chunks: AsyncGenerator[bytes], close: Callable[[], Awaitable[object]]
+    ) -> None:
+        self._chunks = chunks
+        self._close: Callable[[], Awaitable[object]] | None = close
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await anext(self._chunks)
+
+    async def aclose(self) -> None:
+        close, self._close = self._close, None
+        if close is not None:
+            try:
+                await self._chunks.aclose()
+            finally:
+                await close()
+
+
 @dataclass
 class Response:
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
-    # The body as it comes, instead of `body` (e.g. a proxied download): written chunk by chunk,
-    # its length the `Content-Length` header if the handler set one, else the end of the
-    # connection. Closed (aclose) when the client goes away or the server stops.
-    stream: AsyncIterator[bytes] | None = None
+    # The body as it comes, instead of `body`: written chunk by chunk, its length the
+    # `Content-Length` header if the handler set one, else the end of the connection. Closed
+    # when the response ends (sent, the client gone, the server stopping).
+    stream: Stream | None = None
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -176,34 +201,31 @@ class Listener:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        response: Response | None = None
         try:
             response, head_only = await self._answer(reader)
             if response is not None:
                 writer.write(encode(response, head_only))
                 async with asyncio.timeout(self._write_timeout):
                     await writer.drain()
-                if response.stream is not None:
-                    await self._write_stream(writer, response.stream, head_only)
+                if response.stream is not None and not head_only:
+                    await self._write_stream(writer, response.stream)
         except (TimeoutError, ConnectionError):
             pass
         finally:
+            if response is not None and response.stream is not None:
+                await response.stream.aclose()
             self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _write_stream(
-        self, writer: asyncio.StreamWriter, stream: AsyncIterator[bytes], head_only: bool
-    ) -> None:
-        """Each chunk of `stream`, each drained within the write timeout; the stream is closed
-        however this ends (the client gone, the server stopping, a HEAD)."""
-        async with contextlib.aclosing(stream):
-            if head_only:
-                return
-            async for chunk in stream:
-                writer.write(chunk)
-                async with asyncio.timeout(self._write_timeout):
-                    await writer.drain()
+    async def _write_stream(self, writer: asyncio.StreamWriter, stream: Stream) -> None:
+        """Each chunk of `stream`, each drained within the write timeout."""
+        async for chunk in stream:
+            writer.write(chunk)
+            async with asyncio.timeout(self._write_timeout):
+                await writer.drain()
 
     async def _answer(self, reader: asyncio.StreamReader) -> tuple[Response | None, bool]:
         try:
@@ -245,7 +267,7 @@ class Reply:
 class StreamedReply:
     status: int
     headers: dict[str, str]  # names lower-cased
-    chunks: AsyncIterator[bytes]  # the body as it arrives (ValueError if it ends early)
+    chunks: AsyncGenerator[bytes]  # the body as it arrives (ValueError if it ends early)
 
 
 @contextlib.asynccontextmanager
@@ -332,7 +354,7 @@ CHUNK = 65536  # bytes read at a time from a reply body
 
 async def _read_body(
     reader: asyncio.StreamReader, headers: dict[str, str], *, empty: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes]:
     """The body's chunks: chunked, to its Content-Length, or to the end of the connection."""
     if empty:
         return

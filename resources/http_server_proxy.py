@@ -1,0 +1,292 @@
+"""http:server:proxy: a caching reverse proxy for a path prefix of an http:server (mgmt's). See
+docs/resources/http_server_proxy.md.
+
+A GET below the proxy's path (its name, or `path`) is answered from the `cache` directory when
+the file is there; else it is fetched from `head` + the request path without its `sub` prefix,
+streamed to the client as it arrives and, at the same time, into a new unnamed file in the cache
+that is fsynced and renamed into place only once the whole body arrived: a partial download is
+never visible in the cache, and a failed one leaves nothing. Paths below the cache are walked
+without following any symlink; a request path with `.`, `..` or an empty component is refused.
+
+Like http:server:file, the proxy joins its http:server through the engine's shared routes
+(resources.http_server) and changes nothing on the system itself: check_apply has nothing to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import mimetypes
+import os
+import queue
+import urllib.parse
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from engine.errors import ValidationError
+from engine.handle import Handle
+from engine.resource import UID, Edgeable, Resource, register
+from engine.safefs import closing, make_dirs, open_dir, open_read, sub_dir, write_at
+from resources._lib.httpd import (
+    CHUNK,
+    Request,
+    Response,
+    Stream,
+    StreamedReply,
+    http_date,
+    open_reply,
+    parse_http_date,
+)
+from resources._lib.plan import nothing_to_do
+from resources.http_server import routes
+
+CACHE_DIR_MODE = 0o755  # directories made in the cache
+CACHE_FILE_MODE = 0o644  # files stored in the cache (a public mirror)
+UPSTREAM_TIMEOUT = 60.0  # seconds: to connect upstream and get its reply's head
+
+
+class Refused(Exception):
+    """A request the proxy answers with an error status."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+
+
+@register("http:server:proxy")
+@dataclass(kw_only=True, eq=False)
+class HTTPServerProxyRes(Edgeable, Resource):
+    # The http:server (its name) that serves this proxy. Default None: every one of this agent.
+    server: str | None = None
+    # The URL path prefix proxied (e.g. "/fedora/"). Default None: the name.
+    path: str | None = None
+    # The prefix taken off the request path before it is added to `head` (absolute, ending
+    # with "/"). Default "": nothing is taken off.
+    sub: str = ""
+    # What the rest of the request path is added to, e.g. "https://mirror.example/fedora/"
+    # (ending with "/"). Default "": nothing is fetched, only the cache is served.
+    head: str = ""
+    # The directory (absolute, ending with "/") the downloads are kept in. Default "": none are.
+    cache: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.url.startswith("/"):
+            key = "path" if self.path is not None else "name"
+            raise ValidationError(f"must be a URL path starting with '/', got {self.url!r}", key)
+        if self.sub and not (self.sub.startswith("/") and self.sub.endswith("/")):
+            raise ValidationError(
+                f"must be empty or an absolute path ending with '/', got {self.sub!r}", "sub"
+            )
+        if self.head:
+            parts = urllib.parse.urlsplit(self.head)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValidationError(f"must be an http(s) URL, got {self.head!r}", "head")
+            if not self.head.endswith("/"):
+                raise ValidationError(f"must end with '/', got {self.head!r}", "head")
+        if self.cache and not (self.cache.startswith("/") and self.cache.endswith("/")):
+            raise ValidationError(
+                f"must be empty or an absolute directory ending with '/', got {self.cache!r}",
+                "cache",
+            )
+        if not (self.head or self.cache):
+            raise ValidationError("give head (what to proxy), cache, or both", "head")
+
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        handle.on_cleanup(routes(handle).add(self))
+
+    async def check_apply(self, apply: bool) -> bool:
+        return nothing_to_do(self.handle, f"proxying {self.url} to {self.head or 'the cache'}")
+
+    def uids(self) -> list[UID]:
+        return [UID("http:server:proxy", self.name)]
+
+    def autoedges(self) -> list[list[UID]]:
+        """The file resource that manages the cache directory, if any."""
+        return [[UID("file", self.cache)]] if self.cache else []
+
+    @property
+    def url(self) -> str:
+        return self.path if self.path is not None else self.name
+
+    def accepts(self, path: str) -> bool:
+        if self.url.endswith("/"):
+            return path.startswith(self.url)
+        return path == self.url
+
+    async def respond(self, request: Request) -> Response:
+        if request.method != "GET":
+            return Response(405, b"", {"Allow": "GET"})
+        try:
+            rel, upstream = self._locate(request.path)
+            if self.cache and rel:
+                cached = await asyncio.to_thread(open_cached, self.cache, rel)
+                if cached is not None:
+                    self.handle.logger.info("cache: %s", request.path)
+                    return from_cache(request, rel, *cached)
+            if upstream is None:
+                raise Refused(502, f"{request.path} is not in the cache, and there is no head")
+            return await self._proxy(request.path, rel, upstream)
+        except Refused as err:
+            self.handle.logger.info("%s: %s", request.path, err)
+            return Response(err.status, f"{err}\n".encode())
+
+    def _locate(self, path: str) -> tuple[list[str], str | None]:
+        """The cache path's components below `cache` ([]: a directory, never cached) and the
+        upstream URL (None without a head) of a request path."""
+        below = path[len(self.url) :] if self.url.endswith("/") else ""
+        names = below.split("/")
+        if (
+            any(n in ("", ".", "..") for n in names[:-1])
+            or names[-1] in (".", "..")
+            or "\0" in path
+        ):
+            raise Refused(400, f"{path!r} is not a clean path")
+        if self.sub and not path.startswith(self.sub):
+            raise Refused(404, f"{path} does not start with sub {self.sub}")
+        upstream = self.head + urllib.parse.quote(path[len(self.sub) :].lstrip("/"))
+        return (names if names[-1] else []), (upstream if self.head else None)
+
+    async def _proxy(self, path: str, rel: list[str], url: str) -> Response:
+        """Fetch `url` and stream it to the client (and into the cache, unless rel is [])."""
+        self.handle.logger.info("get: %s", url)
+        connection = contextlib.AsyncExitStack()
+        try:
+            async with asyncio.timeout(UPSTREAM_TIMEOUT):
+                reply = await connection.enter_async_context(open_reply(url))
+        except (OSError, ValueError, TimeoutError) as err:
+            await connection.aclose()
+            raise Refused(502, f"cannot fetch {url}: {err or 'timed out'}") from err
+        if reply.status != 200:
+            await connection.aclose()
+            raise Refused(404, f"{url} answered {reply.status}")
+        headers = {"Content-Type": content_type(path)}
+        for name in ("content-length", "last-modified"):
+            if name in reply.headers:
+                headers[name.title()] = reply.headers[name]
+        stream = Stream(self._relay(reply, rel), connection.aclose)
+        return Response(200, headers=headers, stream=stream)
+
+    async def _relay(self, reply: StreamedReply, rel: list[str]) -> AsyncGenerator[bytes]:
+        """The upstream body, chunk by chunk, into the cache too: the last chunk is held back
+        until the file is in the cache, so a client that has it all finds it there next time."""
+        where = "/".join(rel)
+        store = CacheWriter(self.cache, rel, reply.headers) if self.cache and rel else None
+        held = b""
+        try:
+            while True:
+                async with asyncio.timeout(UPSTREAM_TIMEOUT):
+                    chunk = await anext(reply.chunks, b"")
+                if not chunk:
+                    break
+                if store is not None:
+                    store.put(chunk)
+                if held:
+                    yield held
+                held = chunk
+            if store is not None:
+                try:
+                    await store.commit()
+                    self.handle.logger.info("cached: %s", where)
+                except OSError as err:  # the client gets it all; the cache could not keep it
+                    self.handle.logger.warning("not cached: %s: %s", where, err.strerror or err)
+            if held:
+                yield held
+        except (ValueError, TimeoutError) as err:  # upstream broke off: the client's body is short
+            self.handle.logger.warning("download of %s failed: %s", where, err or "timed out")
+        finally:
+            if store is not None:
+                await store.abort()
+
+
+def open_cached(cache: str, rel: list[str]) -> tuple[int, os.stat_result] | None:
+    """A read descriptor of the regular file cache/rel and its stat, following no symlink
+    (None: there is none)."""
+    try:
+        with closing(open_dir(cache)) as top, closing(sub_dir(top, tuple(rel[:-1]))) as fd:
+            handle = open_read(fd, rel[-1])
+            return handle, os.fstat(handle)
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EINVAL, errno.EACCES):
+            return None
+        raise
+
+
+def from_cache(request: Request, rel: list[str], fd: int, st: os.stat_result) -> Response:
+    """200 with the cached file (streamed from its descriptor), or 304 if the client's
+    If-Modified-Since is current."""
+    since = parse_http_date(request.headers.get("if-modified-since", ""))
+    headers = {"Last-Modified": http_date(st.st_mtime), "Content-Type": content_type(rel[-1])}
+    if since is not None and int(st.st_mtime) <= since:
+        os.close(fd)
+        return Response(304, b"", headers)
+    headers["Content-Length"] = str(st.st_size)
+    return Response(200, headers=headers, stream=Stream(read_chunks(fd), closer(fd)))
+
+
+async def read_chunks(fd: int) -> AsyncGenerator[bytes]:
+    while chunk := await asyncio.to_thread(os.read, fd, CHUNK):
+        yield chunk
+
+
+def closer(fd: int) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        os.close(fd)
+
+    return close
+
+
+def content_type(path: str) -> str:
+    return mimetypes.guess_type(path.rpartition("/")[2])[0] or "application/octet-stream"
+
+
+_END = b""  # a chunk queued to say the body is complete
+
+
+class CacheWriter:
+    """A download written into the cache by a worker thread (engine.safefs.write_at: a new
+    unnamed inode, fsynced, renamed into place) as its chunks are `put`: `commit()` once all of
+    it arrived, `abort()` otherwise (nothing becomes visible). A failure to store it (a
+    directory in the way, a full disk) is logged by commit; the client is served regardless."""
+
+    def __init__(self, cache: str, rel: list[str], headers: dict[str, str]) -> None:
+        self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._mtime = parse_http_date(headers.get("last-modified", ""))
+        self._done = False
+        self._task = asyncio.ensure_future(asyncio.to_thread(self._write, cache, rel))
+
+    def put(self, chunk: bytes) -> None:
+        if not self._task.done():  # else it failed: nothing would take the chunk
+            self._chunks.put(chunk)
+
+    async def commit(self) -> None:
+        """Store the file (OSError: it could not be)."""
+        self._done = True
+        self._chunks.put(_END)
+        await self._task
+
+    async def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._chunks.put(None)  # the worker raises: write_at leaves nothing behind
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._task)
+
+    def _write(self, cache: str, rel: list[str]) -> None:
+        with (
+            closing(open_dir(cache, create=CACHE_DIR_MODE)) as top,
+            closing(make_dirs(top, rel[:-1], CACHE_DIR_MODE)) as fd,
+        ):
+            write_at(fd, rel[-1], self._fill, mode=CACHE_FILE_MODE)
+
+    def _fill(self, out: BinaryIO) -> None:
+        while (chunk := self._chunks.get()) != _END:
+            if chunk is None:
+                raise InterruptedError("the download did not complete")
+            out.write(chunk)
+        out.flush()
+        if self._mtime is not None:
+            os.utime(out.fileno(), (self._mtime, self._mtime))

@@ -1,0 +1,454 @@
+"""http:server:ui and http:server:ui:input: a small web form served by an http:server (mgmt's).
+See docs/resources/http_server_ui.md.
+
+`http:server:ui` answers below its path (its name, or `path`, ending with "/"): `index.html` is
+an HTML form of the inputs that joined it, and a JSON API as mgmt's (`list/`, `list/<id>`,
+`watch/<id>`, `save/`, `ping`). The page's script posts each change to `save/` and keeps one
+long poll per input open on `watch/<id>`, which answers when that input's value changes (a save
+from another browser, a change in the store): every open page shows a change at once.
+
+`http:server:ui:input` is one field of it (text, or a range with `range://?min=..&max=..&step=..`)
+whose value is sent along send/recv edges as `value`. Its value comes from the `value` param, or
+lives in a `store`: `world://` (the cluster's string key, the `kv` resource's and
+`world.getval`'s) or `local://` (this host's local value, the `value` resource's and
+`value.get_str`'s), under the input's name or `?key=`. A saved value is written to the store;
+a change in the store is shown on the page; the last one wins.
+
+Like http:server:file, a UI joins its http:server through the engine's shared routes
+(resources.http_server); an input joins the UI named by its `path` (None: every UI). Each stays a
+vertex of its own (mgmt groups them into the server's vertex).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import ResourceError, ValidationError
+from engine.handle import Handle
+from engine.local import LocalValues
+from engine.resource import Resource, register
+from engine.world import Changes, Unsubscribe, World
+from resources._lib.httpd import Request, Response
+from resources._lib.plan import nothing_to_do
+from resources.http_server import routes
+
+TYPES = ("text", "range")
+STORES = ("world", "local")
+VALUE_LIMIT = 64 * 1024  # characters of a saved value
+
+
+@dataclass(kw_only=True)
+class UIData:
+    # The page's title. Default "".
+    title: str = ""
+    # HTML put into the page's <head> as it is (it is not escaped: only the graph's author
+    # writes it). Default "".
+    head: str = ""
+
+
+def inputs(handle: Handle) -> list[HTTPServerUIInputRes]:
+    """The inputs offered to this engine's UIs (one list per engine, shared)."""
+    return handle.shared.get(f"{__name__}:inputs", list)
+
+
+@register("http:server:ui")
+@dataclass(kw_only=True, eq=False)
+class HTTPServerUIRes(Resource):
+    # The http:server (its name) that serves this UI. Default None: every one of this agent.
+    server: str | None = None
+    # The URL path the UI is served under (absolute, ending with "/"). Default None: the name.
+    path: str | None = None
+    # The page's title and extra <head> HTML. Default None: no title.
+    data: UIData | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if not (self.url.startswith("/") and self.url.endswith("/")):
+            key = "path" if self.path is not None else "name"
+            raise ValidationError(
+                f"must be a URL path starting and ending with '/', got {self.url!r}", key
+            )
+
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        handle.on_cleanup(routes(handle).add(self))
+
+    async def check_apply(self, apply: bool) -> bool:
+        return nothing_to_do(self.handle, f"serving the ui at {self.url}")
+
+    @property
+    def url(self) -> str:
+        return self.path if self.path is not None else self.name
+
+    def accepts(self, path: str) -> bool:
+        return path.startswith(self.url)
+
+    def members(self) -> list[HTTPServerUIInputRes]:
+        """Our inputs, in display order (`sort`, then id)."""
+        found = [i for i in inputs(self.handle) if i.path in (None, self.name)]
+        return sorted(found, key=lambda i: (i.sort, i.ident))
+
+    def member(self, ident: str) -> HTTPServerUIInputRes | None:
+        return next((i for i in self.members() if i.ident == ident), None)
+
+    async def respond(self, request: Request) -> Response:
+        rest = request.path[len(self.url) :]
+        top, _, ident = rest.partition("/")
+        if request.method == "POST" and rest == "save/":
+            return self._save(request.form())
+        if request.method not in ("GET", "HEAD"):
+            return Response(
+                405, b"", {"Allow": "GET, HEAD" + (", POST" if rest == "save/" else "")}
+            )
+        if rest == "":
+            return Response(301, b"", {"Location": self.url + "index.html"})
+        if rest == "index.html":
+            return Response(
+                200, self._page().encode(), {"Content-Type": "text/html; charset=utf-8"}
+            )
+        if rest == "ping":
+            return reply(200, {"message": "pong"})
+        if rest == "list/":
+            return reply(200, {"elements": [i.element() for i in self.members()]})
+        if top in ("list", "watch") and ident:
+            found = self.member(ident)
+            if found is None:
+                return reply(400, {"error": f"id `{ident}` not found"})
+            if top == "watch":
+                await found.changed()
+                found = self.member(ident) or found  # replaced by a graph swap meanwhile
+            return reply(200, {"value": found.shown})
+        return Response(404, b"404 page not found\n")
+
+    def _save(self, form: dict[str, str]) -> Response:
+        ident, value = form.get("id", ""), form.get("value")
+        if not ident:
+            return reply(400, {"error": "missing id"})
+        if value is None:
+            return reply(400, {"error": "missing value"})
+        found = self.member(ident)
+        if found is None:
+            return reply(400, {"error": f"id `{ident}` not found"})
+        try:
+            found.save(value)
+        except ValidationError as err:
+            return reply(400, {"error": f"bad data: {err.message}"})
+        return reply(200, None)
+
+    def _page(self) -> str:
+        title = html.escape(self.data.title if self.data is not None else "")
+        head = self.data.head if self.data is not None else ""
+        fields = "\n".join(i.html() for i in self.members())
+        about = f"This is: mgmt, on {self.handle.hostname}"
+        return PAGE.format(title=title, head=head, about=html.escape(about), fields=fields)
+
+
+def reply(status: int, data: Any) -> Response:
+    body = json.dumps(data).encode() + b"\n"
+    return Response(status, body, {"Content-Type": "application/json"})
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """An input's parsed `type`: text, or range with its bounds."""
+
+    scheme: str
+    low: int | None = None
+    high: int | None = None
+    step: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> FieldType:
+        parts = urllib.parse.urlsplit(text)
+        if parts.scheme not in TYPES or parts.netloc or parts.path:
+            raise ValidationError(
+                f"expected text:// or range://?min=..&max=..&step=.., got {text!r}", "type"
+            )
+        query = urllib.parse.parse_qs(parts.query)
+        bounds: dict[str, int] = {}
+        for key in ("min", "max", "step"):
+            if key in query and parts.scheme == "range":
+                try:
+                    bounds[key] = int(query[key][0])
+                except ValueError:
+                    raise ValidationError(
+                        f"{key} must be an integer, got {query[key][0]!r}", "type"
+                    ) from None
+        if bounds.get("step", 1) <= 0:
+            raise ValidationError(f"step must be > 0, got {bounds['step']}", "type")
+        if bounds.get("min", 0) > bounds.get("max", bounds.get("min", 0)):
+            raise ValidationError(f"min {bounds['min']} is above max {bounds['max']}", "type")
+        return cls(parts.scheme, bounds.get("min"), bounds.get("max"), bounds.get("step"))
+
+    def check(self, value: str, key: str) -> None:
+        """ValidationError unless `value` fits this field."""
+        if len(value) > VALUE_LIMIT or "\0" in value:
+            raise ValidationError(f"at most {VALUE_LIMIT} characters, no NUL", key)
+        if self.scheme != "range":
+            return
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValidationError(f"expected an integer, got {value!r}", key) from None
+        low, high = self.low, self.high
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise ValidationError(f"{number} is outside {low}..{high}", key)
+
+    def attributes(self) -> dict[str, str]:
+        found = {"min": self.low, "max": self.high, "step": self.step}
+        return {"type": self.scheme} | {k: str(v) for k, v in found.items() if v is not None}
+
+
+@register("http:server:ui:input")
+@dataclass(kw_only=True, eq=False)
+class HTTPServerUIInputRes(Resource):
+    SENDS = ("value",)
+
+    # The http:server:ui (its name) this field is part of. Default None: every one of this agent.
+    path: str | None = None
+    # The field's id in the form (public: it is in the page). Default None: the name.
+    id: str | None = None
+    # The field's value, when there is no store. Default "".
+    value: str = ""
+    # Where the value lives: "world://" (the cluster's string key) or "local://" (this host's
+    # local value), each with an optional "?key=" (default: the name). Default "": no store.
+    store: str = ""
+    # "text://", or "range://?min=0&max=5&step=1" (integers). Default "text://".
+    type: str = "text://"
+    # The field's place among the UI's fields (they are sorted by it). Default "".
+    sort: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.ident:
+            raise ValidationError("must not be empty", "id")
+        kind = FieldType.parse(self.type)
+        if self.store:
+            if self.value:
+                raise ValidationError("give value or store, not both", "store")
+            self._store_key()
+        if self.value:
+            kind.check(self.value, "value")
+
+    def needs_world(self) -> bool:
+        return self.store.startswith("world:")
+
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        self._kind = FieldType.parse(self.type)
+        self._value = self.value  # what the page shows: the param, a saved or a stored value
+        self._sent: str | None = None  # the value at the last check_apply (value mode)
+        self._changed_event = asyncio.Event()  # set and replaced on each change: wakes watches
+        self._saved = asyncio.Event()  # a save from the page: an event for watch
+        offered = inputs(handle)
+        offered.append(self)
+        handle.on_cleanup(lambda: offered.remove(self))
+        handle.on_cleanup(self._changed_event.set)  # open watches answer (a swap replaced us)
+
+    async def watch(self) -> None:
+        if not self.store:
+            await self.handle.event()
+            while True:
+                await self._saved.wait()
+                self._saved.clear()
+                await self.handle.event()
+        async with self._changes() as changes, asyncio.TaskGroup() as tasks:
+            await self._pull()  # the stored value, before the page shows ours
+            tasks.create_task(self._follow(changes))
+            await self.handle.event()
+            while True:
+                await self._saved.wait()
+                self._saved.clear()
+                await self.handle.event()
+
+    async def check_apply(self, apply: bool) -> bool:
+        value = self._value
+        self.handle.send(value=value)  # under --noop too, as mgmt
+        if self.store:
+            return await self._store_check_apply(value, apply)
+        if value == self._sent:
+            return nothing_to_do(self.handle, f"{value!r} was sent already")
+        if apply:
+            self._sent = value
+        self.handle.logger.info("%s: %r", "sending" if apply else "would send", value)
+        return False
+
+    @property
+    def ident(self) -> str:
+        return self.id if self.id is not None else self.name
+
+    @property
+    def shown(self) -> str:
+        return self._value
+
+    async def changed(self) -> None:
+        """Until the shown value changes (or this input goes away)."""
+        await self._changed_event.wait()
+
+    def save(self, value: str) -> None:
+        """A value from the page: checked (ValidationError), shown, and an event."""
+        self._kind.check(value, "value")
+        self._show(value)
+        self._saved.set()
+
+    def element(self) -> dict[str, Any]:
+        """This field in `list/` (mgmt's form element)."""
+        return {
+            "kind": self.kind,
+            "id": self.ident,
+            "type": self._kind.attributes(),
+            "sort": self.sort,
+        }
+
+    def html(self) -> str:
+        ident = html.escape(self.ident)
+        attributes = {**self._kind.attributes(), "id": self.ident, "value": self._value}
+        shown = " ".join(f'{k}="{html.escape(v)}"' for k, v in attributes.items())
+        output = f'<output for="{ident}">{html.escape(self._value)}</output>'
+        extra = output if self._kind.scheme == "range" else ""
+        return f'<label for="{ident}">{ident}: </label><input {shown} data-id="{ident}">{extra}<br>'
+
+    def _show(self, value: str) -> None:
+        if value != self._value:
+            self._value = value
+            self._changed_event.set()
+            self._changed_event = asyncio.Event()
+
+    # the store ---------------------------------------------------------------------------
+
+    def _store_key(self) -> tuple[str, str]:
+        parts = urllib.parse.urlsplit(self.store)
+        if parts.scheme not in STORES or parts.netloc or parts.path:
+            raise ValidationError(
+                f"expected world:// or local:// (with ?key=...), got {self.store!r}", "store"
+            )
+        key = urllib.parse.parse_qs(parts.query).get("key", [""])[0]
+        return parts.scheme, key or self.name
+
+    async def _get(self) -> str | None:
+        scheme, key = self._store_key()
+        if scheme == "world":
+            return await self._world().str_get(key)
+        stored = await asyncio.to_thread(self._local().get, key)
+        return None if stored is None else str(stored)
+
+    async def _set(self, value: str) -> None:
+        scheme, key = self._store_key()
+        if scheme == "world":
+            await self._world().str_set(key, value)
+        else:
+            await asyncio.to_thread(self._local().set, key, value)
+
+    def _changes(self) -> Changes:
+        scheme, key = self._store_key()
+        if scheme == "world":
+            return self._world().str_watch(key)
+        local = self._local()
+        loop = asyncio.get_running_loop()
+
+        async def subscribe(signal: Callable[[], None]) -> Unsubscribe:
+            def from_any_thread() -> None:
+                loop.call_soon_threadsafe(signal)
+
+            return local.subscribe(key, from_any_thread)
+
+        return Changes(subscribe)
+
+    async def _pull(self) -> None:
+        """Show the stored value, if there is one."""
+        stored = await self._get()
+        if stored is not None:
+            self._show(stored)
+
+    async def _follow(self, changes: Changes) -> None:
+        async for _ in changes:  # a change in the store: shown (the last one wins)
+            await self._pull()
+            await self.handle.event()
+
+    async def _store_check_apply(self, value: str, apply: bool) -> bool:
+        stored = await self._get()
+        where = f"{self._store_key()[0]} key {self._store_key()[1]!r}"
+        if stored == value:
+            return nothing_to_do(self.handle, f"{where} holds {value!r}")
+        if not apply:
+            self.handle.logger.info("would store %r in %s", value, where)
+            return False
+        await self._set(value)  # the store differs only after a save from the page (or unset)
+        self.handle.logger.info("stored %r in %s", value, where)
+        return False
+
+    def _world(self) -> World:
+        if self.handle.world is None:
+            raise ResourceError("a world:// store needs the cluster, which this run did not start")
+        return self.handle.world
+
+    def _local(self) -> LocalValues:
+        if self.handle.local is None:
+            raise ResourceError("a local:// store needs the engine's local values")
+        return self.handle.local
+
+
+PAGE = """<!doctype html>
+<html>
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+{head}
+<style>
+body {{ font-family: sans-serif; margin: 1em 2em; }}
+h1 {{ color: #0d6efd; }}
+fieldset {{ background: #e7f1ff; border: 1px solid #0d6efd; padding: 10px; }}
+label {{ display: inline-block; width: 12em; text-align: right; margin: 0 10px 8px 0; }}
+input[type="text"], input[type="range"] {{ width: 30ch; vertical-align: middle; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<h6><pre>{about}</pre></h6>
+<hr>
+<fieldset id="form"><legend>live!</legend>
+{fields}
+</fieldset>
+<script>
+"use strict";
+const base = location.pathname.replace(/[^/]*$/, "");
+function shown(el, value) {{
+  el.value = value;
+  const out = document.querySelector(`output[for="${{CSS.escape(el.id)}}"]`);
+  if (out) out.textContent = value;
+}}
+async function save(el) {{
+  const body = new URLSearchParams({{id: el.dataset.id, value: el.value}});
+  const reply = await fetch(base + "save/", {{method: "POST", body}});
+  el.setCustomValidity(reply.ok ? "" : (await reply.json()).error);
+  el.reportValidity();
+}}
+async function follow(el) {{
+  const url = base + "watch/" + encodeURIComponent(el.dataset.id);
+  for (;;) {{
+    try {{
+      const reply = await fetch(url);
+      if (!reply.ok) throw new Error(`${{url}}: ${{reply.status}}`);
+      shown(el, (await reply.json()).value);
+    }} catch (err) {{
+      console.log(err);
+      await new Promise((done) => setTimeout(done, 2000));
+    }}
+  }}
+}}
+for (const el of document.querySelectorAll("input[data-id]")) {{
+  el.addEventListener("change", () => save(el));
+  el.addEventListener("input", () => shown(el, el.value));
+  follow(el);
+}}
+document.body.dataset.ready = "yes";
+</script>
+</body>
+</html>
+"""

@@ -1,0 +1,228 @@
+"""http:server:proxy in a real engine on 127.0.0.1, in front of a real upstream HTTP server
+(the standard library's, in a thread) that the test starts; asked by real HTTP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from engine.engine import Engine
+from engine.errors import ValidationError
+from resources._lib.httpd import fetch as raw_fetch
+from resources.http_server import HTTPServerRes
+from resources.http_server_proxy import HTTPServerProxyRes
+from tests.engine.conftest import engine, settle
+from tests.resources.test_http_server import fetch, free_port, graph_of
+
+__all__ = ["engine"]  # the fixture
+
+MODIFIED = 1_700_000_000  # the upstream files' Last-Modified (2023-11-14)
+BIG = 256 * 1024  # bytes of the file the upstream sends in two halves
+
+
+@dataclass
+class Upstream:
+    """What the upstream serves at each path, and the requests it got."""
+
+    port: int = 0
+    files: dict[str, bytes] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+    # /mirror/releases/big: the first half is sent, then the server waits for `resume`; `complete`
+    # says whether the second half follows or the connection is cut.
+    half_sent: threading.Event = field(default_factory=threading.Event)
+    resume: threading.Event = field(default_factory=threading.Event)
+    complete: bool = True
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    state = Upstream()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.asked.append(self.path)
+            if self.path == "/mirror/releases/big":
+                self._big()
+                return
+            body = state.files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Last-Modified", email.utils.formatdate(MODIFIED, usegmt=True))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _big(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(BIG))
+            self.end_headers()
+            self.wfile.write(b"a" * (BIG // 2))
+            self.wfile.flush()
+            state.half_sent.set()
+            state.resume.wait(30)
+            if state.complete:
+                self.wfile.write(b"b" * (BIG // 2))
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        state.resume.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+async def start(engine: Engine, upstream: Upstream, cache: Path, **params: str) -> str:
+    """An http:server with a proxy of /fedora/releases/ to the upstream's /mirror/; its URL."""
+    port = free_port()
+    proxy = HTTPServerProxyRes(
+        name="/fedora/releases/",
+        sub="/fedora/",
+        head=f"http://127.0.0.1:{upstream.port}/mirror/",
+        cache=f"{cache}/",
+        **params,
+    )
+    await engine.apply(graph_of(HTTPServerRes(name=f":{port}"), proxy))
+    await settle(engine)
+    return f"http://127.0.0.1:{port}"
+
+
+async def test_fetches_once_then_serves_the_cache(
+    tmp_path: Path, engine: Engine, upstream: Upstream
+) -> None:
+    upstream.files["/mirror/releases/38/os/Packages/c/cowsay.rpm"] = b"moo\n"
+    cache = tmp_path / "cache"
+    base = await start(engine, upstream, cache)
+    url = f"{base}/fedora/releases/38/os/Packages/c/cowsay.rpm"
+    status, body, headers = await fetch(url)
+    assert (status, body) == (200, b"moo\n")
+    assert upstream.asked == ["/mirror/releases/38/os/Packages/c/cowsay.rpm"]
+    cached = cache / "38/os/Packages/c/cowsay.rpm"  # the path below the proxy's, in the cache
+    assert cached.read_bytes() == b"moo\n"
+    assert cached.stat().st_mtime == MODIFIED  # the upstream's Last-Modified
+    assert oct(cached.stat().st_mode & 0o777) == "0o644"
+    # Again: from the cache, the upstream is not asked.
+    status, body, headers = await fetch(url)
+    assert (status, body) == (200, b"moo\n")
+    assert len(upstream.asked) == 1
+    assert headers["Last-Modified"] == email.utils.formatdate(MODIFIED, usegmt=True)
+    assert (await fetch(url, headers={"If-Modified-Since": headers["Last-Modified"]}))[0] == 304
+    # Missing upstream: 404, nothing cached; a directory is proxied, never cached.
+    assert (await fetch(f"{base}/fedora/releases/38/os/none"))[0] == 404
+    assert not (cache / "38/os/none").exists()
+    assert (await fetch(f"{base}/fedora/releases/38/", data=b"x"))[0] == 405
+    assert sorted(p.name for p in (cache / "38/os/Packages/c").iterdir()) == ["cowsay.rpm"]
+
+
+async def test_streams_and_never_shows_a_partial_file(
+    tmp_path: Path, engine: Engine, upstream: Upstream
+) -> None:
+    cache = tmp_path / "cache"
+    base = await start(engine, upstream, cache)
+    port = int(base.rpartition(":")[2])
+
+    async def ask() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /fedora/releases/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        return reader, writer, await reader.readuntil(b"\r\n\r\n")
+
+    # The client gets bytes while the upstream still holds the second half: streamed.
+    reader, writer, head = await ask()
+    assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {BIG}".encode() in head
+    got = await reader.read(BIG)
+    assert got and not upstream.resume.is_set()
+    assert await asyncio.to_thread(upstream.half_sent.wait, 10)
+    assert [p.name for p in cache.iterdir()] == []  # nothing in the cache, under any name
+    upstream.resume.set()
+    got += await reader.read()  # to the end: the proxy closes once the file is in the cache
+    writer.close()
+    assert got == b"a" * (BIG // 2) + b"b" * (BIG // 2)
+    assert (cache / "big").read_bytes() == got
+
+    # Cut off half-way: the client's body is short, and nothing is cached.
+    (cache / "big").unlink()
+    upstream.half_sent.clear()
+    upstream.resume.clear()
+    upstream.complete = False
+    reader, writer, head = await ask()
+    assert await asyncio.to_thread(upstream.half_sent.wait, 10)
+    upstream.resume.set()
+    assert 0 < len(await reader.read()) <= BIG // 2  # short: the client can tell
+    writer.close()
+    assert [p.name for p in cache.iterdir()] == []
+
+
+async def test_refuses_traversal_and_symlinks_out_of_the_cache(
+    tmp_path: Path, engine: Engine, upstream: Upstream
+) -> None:
+    upstream.files["/mirror/releases/out/x"] = b"from upstream\n"
+    cache, outside = tmp_path / "cache", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("secret\n")
+    cache.mkdir()
+    (cache / "out").symlink_to(outside)
+    base = await start(engine, upstream, cache)
+    for path in ("/fedora/releases/../x", "/fedora/releases/%2e%2e/x", "/fedora/releases/a//b"):
+        assert (await raw_fetch(base + path)).status == 400, path
+    # A symlink in the cache is not followed: neither read through nor written through.
+    assert (await fetch(f"{base}/fedora/releases/out/secret"))[0] == 404  # asked upstream
+    status, body, _ = await fetch(f"{base}/fedora/releases/out/x")
+    assert (status, body) == (200, b"from upstream\n")  # served, but not cached through it
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+    assert upstream.asked == ["/mirror/releases/out/secret", "/mirror/releases/out/x"]
+
+
+async def test_cache_only_and_an_unreachable_head(tmp_path: Path, engine: Engine) -> None:
+    cache = tmp_path / "cache"
+    (cache / "a").mkdir(parents=True)
+    (cache / "a" / "f").write_text("kept\n")
+    port, dead = free_port(), free_port()
+    await engine.apply(
+        graph_of(
+            HTTPServerRes(name=f":{port}"),
+            HTTPServerProxyRes(name="/only/", cache=f"{cache}/"),
+            HTTPServerProxyRes(name="/dead/", head=f"http://127.0.0.1:{dead}/"),
+        )
+    )
+    await settle(engine)
+    base = f"http://127.0.0.1:{port}"
+    assert (await fetch(f"{base}/only/a/f"))[:2] == (200, b"kept\n")
+    assert (await fetch(f"{base}/only/a/g"))[0] == 502  # not cached, nothing to fetch from
+    assert (await fetch(f"{base}/dead/x"))[0] == 502  # the head cannot be reached
+    os.chmod(cache / "a" / "f", 0o644)
+
+
+@pytest.mark.parametrize(
+    ("params", "key"),
+    [
+        ({"name": "fedora/", "head": "http://h/"}, "name"),
+        ({"name": "/f/", "sub": "fedora/", "head": "http://h/"}, "sub"),
+        ({"name": "/f/", "head": "ftp://h/"}, "head"),
+        ({"name": "/f/", "head": "http://h/x"}, "head"),
+        ({"name": "/f/", "cache": "rel/"}, "cache"),
+        ({"name": "/f/", "cache": "/srv/cache"}, "cache"),
+        ({"name": "/f/"}, "head"),
+    ],
+)
+def test_validation_names_the_key(params: dict[str, str], key: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        HTTPServerProxyRes(**params).validate()  # type: ignore[arg-type]
+    assert err.value.key == key
