@@ -276,7 +276,7 @@ class HTTPServerUIInputRes(Resource):
             return nothing_to_do(self.handle, f"{value!r} was sent already")
         if apply:
             self._sent = value
-        self.handle.logger.info("%s: %r", "sending" if apply else "would send", value)
+        self.handle.logger.info("sending: %r", value)
         return False
 
     @property

@@ -3,8 +3,8 @@
 `str` -> str, `int` -> int, `float` -> float (an int is accepted too), `bool` -> bool,
 `Literal["a", "b"]` -> str (a constant is checked at compile time), `list[X]` -> []X,
 `bool | int | str` (a union of scalars) -> any one of them,
-`dict[str, X]` -> map{str: X}, `X | None` -> X (leaving a param out means None), `Any` -> a
-value of any type. Params of other types cannot be set from the language (a clear error says so).
+`dict[str, X]` -> map{str: X}, a dataclass -> struct{field X; ...} (every field given, as in
+mgmt), `X | None` -> X (leaving a param out means None), `Any` -> a value of any type. Params of other types cannot be set from the language (a clear error says so).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from engine.meta import Meta
 from engine.params import build, hints
 from engine.resource import Resource, lookup
-from mgmt.lang.types import BOOL, FLOAT, INT, STR, TList, TMap, TVar, Type
+from mgmt.lang.types import BOOL, FLOAT, INT, STR, TList, TMap, TStruct, TVar, Type
 
 # A resource named "@@name" is exported only (as in graph files), not applied here.
 EXPORT_PREFIX = "@@"
@@ -79,6 +79,12 @@ def mcl_type(hint: Any) -> ParamType:
         if key is str and inner.type is not None:
             return ParamType(TMap(STR, inner.type))
         return ParamType(None, why=f"{hint}")
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        fields = {name: mcl_type(field) for name, field in hints(hint).items()}
+        missing = [f"{name}: {p.why}" for name, p in fields.items() if p.type is None]
+        if missing:
+            return ParamType(None, why=f"{hint.__name__} ({', '.join(missing)})")
+        return ParamType(TStruct(tuple((n, p.type) for n, p in fields.items() if p.type)))
     return ParamType(None, why=f"{hint}")
 
 
