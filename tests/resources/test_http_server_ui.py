@@ -1,0 +1,195 @@
+"""http:server:ui and http:server:ui:input in a real engine on 127.0.0.1, asked by a real HTTP
+client (urllib, in a thread): the page, mgmt's JSON API, saves sent along send/recv edges and
+kept in the stores, live updates by long poll."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.engine import Engine, Status
+from engine.errors import ValidationError
+from engine.graph import Edge
+from engine.world import MemoryWorld
+from resources.http_server import HTTPServerRes
+from resources.http_server_ui import HTTPServerUIInputRes, HTTPServerUIRes, UIData
+from resources.print import PrintRes
+from tests.engine.conftest import engine, settle
+from tests.resources.test_http_server import fetch, free_port, graph_of
+
+__all__ = ["engine"]  # the fixture
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def get_json(url: str) -> tuple[int, Any]:
+    status, body, _ = await fetch(url)
+    return status, json.loads(body)
+
+
+async def save(base: str, ident: str, value: str) -> tuple[int, Any]:
+    data = urllib.parse.urlencode({"id": ident, "value": value}).encode()
+    status, body, _ = await fetch(f"{base}/ui/save/", data=data, headers=FORM)
+    return status, json.loads(body)
+
+
+async def test_the_page_the_api_and_values_sent_on(tmp_path: Path, engine: Engine) -> None:
+    port = free_port()
+    shown = PrintRes(name="shown")
+    graph = graph_of(
+        HTTPServerRes(name=f":{port}"),
+        HTTPServerUIRes(name="/ui/", data=UIData(title="a <b>title</b>", head="<meta x=1>")),
+        HTTPServerUIInputRes(name="text1", value="default", sort="a"),
+        HTTPServerUIInputRes(name="range1", type="range://?min=0&max=5&step=1", sort="b"),
+        HTTPServerUIInputRes(name="elsewhere", path="/other/"),  # another UI's
+        shown,
+    )
+    graph.connect(
+        ("http:server:ui:input", "text1"), ("print", "shown"), Edge(sendrecv=(("value", "msg"),))
+    )
+    await engine.apply(graph)
+    await settle(engine, lambda: shown.msg == "default")
+    base = f"http://127.0.0.1:{port}"
+
+    status, page, headers = await fetch(f"{base}/ui/")  # urllib follows the 301
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    text = page.decode()
+    assert "<title>a &lt;b&gt;title&lt;/b&gt;</title>" in text and "<meta x=1>" in text
+    assert 'type="text" id="text1" value="default"' in text
+    assert 'type="range" min="0" max="5" step="1" id="range1" value=""' in text
+    assert "elsewhere" not in text
+    assert await get_json(f"{base}/ui/ping") == (200, {"message": "pong"})
+    assert await get_json(f"{base}/ui/list/") == (
+        200,
+        {
+            "elements": [
+                {
+                    "kind": "http:server:ui:input",
+                    "id": "text1",
+                    "type": {"type": "text"},
+                    "sort": "a",
+                },
+                {
+                    "kind": "http:server:ui:input",
+                    "id": "range1",
+                    "type": {"type": "range", "min": "0", "max": "5", "step": "1"},
+                    "sort": "b",
+                },
+            ]
+        },
+    )
+    assert await get_json(f"{base}/ui/list/text1") == (200, {"value": "default"})
+    assert (await get_json(f"{base}/ui/list/nope"))[0] == 400
+
+    # A save wakes the long poll of every page and is sent along the edge.
+    watch = asyncio.create_task(get_json(f"{base}/ui/watch/text1"))
+    done, _ = await asyncio.wait([watch], timeout=0.3)
+    assert not done  # held: nothing changed
+    assert await save(base, "text1", "hello") == (200, None)
+    async with asyncio.timeout(10):
+        assert await watch == (200, {"value": "hello"})
+    await settle(engine, lambda: shown.msg == "hello")
+    assert engine.vertices[("print", "shown")].status is Status.OK
+
+    # Bad saves: 400 with mgmt's JSON error, nothing changes.
+    assert await save(base, "range1", "9") == (400, {"error": "bad data: 9 is outside 0..5"})
+    assert await save(base, "range1", "x") == (
+        400,
+        {"error": "bad data: expected an integer, got 'x'"},
+    )
+    assert await save(base, "nope", "1") == (400, {"error": "id `nope` not found"})
+    assert await save(base, "", "1") == (400, {"error": "missing id"})
+    assert await save(base, "range1", "3") == (200, None)
+    assert await get_json(f"{base}/ui/list/range1") == (200, {"value": "3"})
+    assert (await fetch(f"{base}/ui/none"))[0] == 404
+
+
+@pytest.mark.parametrize("scheme", ["world", "local"])
+async def test_a_store_takes_saves_and_shows_its_changes(tmp_path: Path, scheme: str) -> None:
+    world = MemoryWorld("test")
+    engine = Engine(hostname="test", prefix=tmp_path, world=world)
+    try:
+        port = free_port()
+        if scheme == "world":
+            await world.str_set("k1", "from the store")
+        else:
+            engine.local.set("k1", "from the store")
+        field = HTTPServerUIInputRes(name="field", store=f"{scheme}://?key=k1")
+        await engine.apply(
+            graph_of(HTTPServerRes(name=f":{port}"), HTTPServerUIRes(name="/ui/"), field)
+        )
+        await settle(engine)
+        base = f"http://127.0.0.1:{port}"
+
+        async def stored() -> str | None:
+            if scheme == "world":
+                return await world.str_get("k1")
+            return engine.local.get("k1")  # type: ignore[no-any-return]
+
+        async def until_stored(value: str) -> None:
+            """Until the store holds `value`, woken by the store's own change events."""
+            changed = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            unsubscribe = engine.local.subscribe(
+                "k1", lambda: loop.call_soon_threadsafe(changed.set)
+            )
+            try:
+                async with world.str_watch("k1") as changes, asyncio.timeout(10):
+                    while await stored() != value:
+                        waits = [
+                            asyncio.ensure_future(anext(changes)),
+                            asyncio.ensure_future(changed.wait()),
+                        ]
+                        try:
+                            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            for wait in waits:
+                                wait.cancel()
+                        changed.clear()
+            finally:
+                unsubscribe()
+
+        assert await get_json(f"{base}/ui/list/field") == (200, {"value": "from the store"})
+        # A save from the page goes into the store.
+        assert await save(base, "field", "saved") == (200, None)
+        await until_stored("saved")
+        # A change in the store is shown on the page at once (the long poll answers).
+        watch = asyncio.create_task(get_json(f"{base}/ui/watch/field"))
+        done, _ = await asyncio.wait([watch], timeout=0.3)
+        assert not done
+        if scheme == "world":
+            await world.str_set("k1", "changed elsewhere")
+        else:
+            await asyncio.to_thread(engine.local.set, "k1", "changed elsewhere")
+        async with asyncio.timeout(10):
+            assert await watch == (200, {"value": "changed elsewhere"})
+        await settle(engine)
+        assert await stored() == "changed elsewhere"  # the last one wins: not overwritten
+    finally:
+        await engine.stop(graceful=False)
+
+
+@pytest.mark.parametrize(
+    ("res", "key"),
+    [
+        (HTTPServerUIRes(name="ui/"), "name"),
+        (HTTPServerUIRes(name="/ui", path="/ui"), "path"),
+        (HTTPServerUIInputRes(name="a", id=""), "id"),
+        (HTTPServerUIInputRes(name="a", type="slider://"), "type"),
+        (HTTPServerUIInputRes(name="a", type="range://?min=x"), "type"),
+        (HTTPServerUIInputRes(name="a", type="range://?min=5&max=1"), "type"),
+        (HTTPServerUIInputRes(name="a", type="range://?step=0"), "type"),
+        (HTTPServerUIInputRes(name="a", type="range://?max=5", value="7"), "value"),
+        (HTTPServerUIInputRes(name="a", store="etcd://"), "store"),
+        (HTTPServerUIInputRes(name="a", store="world://", value="x"), "store"),
+    ],
+)
+def test_validation_names_the_key(res: HTTPServerUIRes, key: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        res.validate()
+    assert err.value.key == key
