@@ -529,6 +529,8 @@ class _Parser:
         try:
             data = {**item, "name": name.removeprefix(EXPORT_PREFIX)}
             res = build(cls, data, raw=item.raw, skip=frozenset({"meta"}))
+            if meta is not None:  # before validate: a kind may check its meta (http:client's poll)
+                res.meta = meta
             res.validate()
         except ValidationError as err:
             self.problem(self._line_of(item, err.key, line), where, str(err))

@@ -59,6 +59,8 @@ RERUNS = {
     "http-server.yaml",
     "tftp.yaml",
     "dhcp.yaml",
+    "http-server-proxy.yaml",
+    "http-server-ui.yaml",
     # exit asks the agent to end on every run; password is made anew under each --tmp-prefix.
     "exit.yaml",
     "password.yaml",
@@ -100,6 +102,10 @@ STATE: dict[str, dict[str, str | None]] = {
     "sysctl.yaml": {"/tmp/mgmt/sysctl/99-net.ipv4.ip_forward.conf": "net.ipv4.ip_forward = 1\n"},
     "http-server.yaml": {"/tmp/mgmt/http/ks-copy.cfg": "text\nreboot\n"},
     "tftp.yaml": {"/tmp/mgmt/tftp/got": "hello from tftp\n"},
+    "http-server-proxy.yaml": {
+        "/tmp/mgmt/proxy/cowsay.rpm": "moo\n",
+        "/tmp/mgmt/proxy/cache/38/cowsay.rpm": "moo\n",
+    },
     "line.yaml": {"/tmp/mgmt/line/app.conf": "enabled = yes\n"},
     "exit.yaml": {"/tmp/mgmt/exit/report": "done\n"},
     "ssh-authorized-key.yaml": {
@@ -126,6 +132,8 @@ LOGS = {
     "test.yaml": "test[receiver]: AnotherStr: hello from the sender",
     "value.yaml": "print[show]: msg: 3",
     "http-server.yaml": "http:client[/tmp/mgmt/http/ks-copy.cfg]: downloaded",
+    "http-server-proxy.yaml": "http:server:proxy[/fedora/releases/]: cached: 38/cowsay.rpm",
+    "http-server-ui.yaml": "print[level]: msg: 2",
     "schedule.yaml": "schedule[demo/workers]: joined the pool 'demo/workers'",
     "tftp.yaml": "tftp:server[127.0.0.1:16969]: sent /hello to 127.0.0.1: 16 bytes",
     "dhcp.yaml": "dhcp:server[127.0.0.1:16767]: listening on udp 127.0.0.1:16767 on lo",
