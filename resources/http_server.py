@@ -10,8 +10,9 @@ changes (or N seconds pass: then 304). `http:server:flag`
 takes POSTs to its path: the form value `key` becomes its `value`, sent along send/recv edges.
 
 In mgmt the file and flag resources autogroup into the server's vertex. Here each stays a vertex
-of its own and joins its servers as resources._lib.serving says: `server` names the http:server
-(its name) to join; left out, it is served by every http:server of this agent. None of them changes the system: each is always in
+of its own (its own events, send/recv and `--noop` line) and joins its servers as
+resources._lib.http_routes says: `server` names the http:server (its name) to join; left out, it
+is served by every http:server of this agent. None of them changes the system: each is always in
 the desired state, except when a received `data` or a POSTed flag value changed.
 """
 
@@ -23,59 +24,16 @@ import math
 import os
 import stat
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
+from resources._lib.http_routes import routes
 from resources._lib.httpd import Request, Response, http_date, parse_http_date, serve
 from resources._lib.plan import nothing_to_do
-from resources._lib.serving import Offers, read_file, read_under, split_address
-
-
-class Answerer(Protocol):
-    """What answers requests at its URL path (below it, for a directory): http:server:file,
-    http:server:proxy, http:server:ui."""
-
-    server: str | None
-
-    @property
-    def url(self) -> str: ...
-
-    def accepts(self, path: str) -> bool: ...
-
-    async def respond(self, request: Request) -> Response: ...
-
-
-class Routes:
-    """What is offered to this agent's http servers (one per engine, shared): the flags, and
-    the files, proxies and UIs that answer at their paths."""
-
-    def __init__(self) -> None:
-        self.files: Offers[Answerer] = Offers()
-        self.flags: Offers[HTTPServerFlagRes] = Offers()
-
-    def add(self, res: Answerer | HTTPServerFlagRes) -> Callable[[], None]:
-        """Offer `res`; returns the callable that withdraws it."""
-        if isinstance(res, HTTPServerFlagRes):
-            return self.flags.add(res)
-        return self.files.add(res)
-
-    def file_for(self, server: str, path: str) -> Answerer | None:
-        """What answers `path` on `server`: an exact one, else the longest directory."""
-        found = [f for f in self.files.to(server) if f.accepts(path)]
-        found.sort(key=lambda f: (f.url != path, -len(f.url)))
-        return found[0] if found else None
-
-    def flags_for(self, server: str, path: str) -> list[HTTPServerFlagRes]:
-        return [f for f in self.flags.to(server) if f.url == path]
-
-
-def routes(handle: Handle) -> Routes:
-    return handle.shared.get(__name__, Routes)
+from resources._lib.serving import read_file, read_under, split_address
 
 
 def check_timeout(value: int | None, key: str) -> None:
@@ -192,7 +150,7 @@ class HTTPServerRes(Edgeable, Resource):
                 for flag in flags:
                     flag.receive(values)
                 return Response(200)
-        file = table.file_for(self.name, request.path)
+        file = table.answerer_for(self.name, request.path)
         if file is not None:
             return await file.respond(request)
         if self.root is not None and request.method in ("GET", "HEAD"):
@@ -245,7 +203,7 @@ class HTTPServerFileRes(Edgeable, Resource):
         self._data = self.data
         self._version = float(math.floor(time.time()))  # Last-Modified of data (and long polls)
         self._changed = asyncio.Event()  # set and replaced on each change: wakes long polls
-        handle.on_cleanup(routes(handle).add(self))
+        handle.on_cleanup(routes(handle).answer_at(self))
 
     async def watch(self) -> None:
         if not (self.longpoll and self.path is not None):
@@ -333,7 +291,7 @@ class HTTPServerFlagRes(Resource):
         self._value: str | None = None  # the last POSTed value (None: none, or empty)
         self._sent: str | None = None  # the value at the last check_apply
         self._posted = asyncio.Event()
-        handle.on_cleanup(routes(handle).add(self))
+        handle.on_cleanup(routes(handle).take_posts(self))
 
     async def watch(self) -> None:
         await self.handle.event()

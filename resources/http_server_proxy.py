@@ -29,6 +29,7 @@ from engine.errors import ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
 from engine.safefs import closing, make_dirs, open_dir, open_read, sub_dir, write_at
+from resources._lib.http_routes import routes
 from resources._lib.httpd import (
     CHUNK,
     Request,
@@ -40,7 +41,6 @@ from resources._lib.httpd import (
     parse_http_date,
 )
 from resources._lib.plan import nothing_to_do
-from resources.http_server import routes
 
 CACHE_DIR_MODE = 0o755  # directories made in the cache
 CACHE_FILE_MODE = 0o644  # files stored in the cache (a public mirror)
@@ -96,7 +96,7 @@ class HTTPServerProxyRes(Edgeable, Resource):
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
-        handle.on_cleanup(routes(handle).add(self))
+        handle.on_cleanup(routes(handle).answer_at(self))
 
     async def check_apply(self, apply: bool) -> bool:
         return nothing_to_do(self.handle, f"proxying {self.url} to {self.head or 'the cache'}")

@@ -22,6 +22,7 @@ vertex of its own (mgmt groups them into the server's vertex).
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import json
 import urllib.parse
@@ -34,9 +35,9 @@ from engine.handle import Handle
 from engine.local import LocalValues
 from engine.resource import Resource, register
 from engine.world import Changes, Unsubscribe, World
+from resources._lib.http_routes import routes
 from resources._lib.httpd import Request, Response
-from resources._lib.plan import nothing_to_do
-from resources.http_server import routes
+from resources._lib.plan import Step, apply_steps, nothing_to_do
 
 TYPES = ("text", "range")
 STORES = ("world", "local")
@@ -77,7 +78,7 @@ class HTTPServerUIRes(Resource):
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
-        handle.on_cleanup(routes(handle).add(self))
+        handle.on_cleanup(routes(handle).answer_at(self))
 
     async def check_apply(self, apply: bool) -> bool:
         return nothing_to_do(self.handle, f"serving the ui at {self.url}")
@@ -373,14 +374,17 @@ class HTTPServerUIInputRes(Resource):
 
     async def _store_check_apply(self, value: str, apply: bool) -> bool:
         stored = await self._get()
-        where = f"{self._store_key()[0]} key {self._store_key()[1]!r}"
+        scheme, key = self._store_key()
+        where = f"{scheme} key {key!r}"
         if stored == value:
             return nothing_to_do(self.handle, f"{where} holds {value!r}")
-        if not apply:
-            self.handle.logger.info("would store %r in %s", value, where)
-            return False
-        await self._set(value)  # the store differs only after a save from the page (or unset)
-        self.handle.logger.info("stored %r in %s", value, where)
+        # The store differs only after a save from the page (or while it has no value).
+        step = Step(
+            f"store {value!r} in {where}",
+            f"stored {value!r} in {where}",
+            functools.partial(self._set, value),
+        )
+        await apply_steps(self.handle, [step], apply)
         return False
 
     def _world(self) -> World:
