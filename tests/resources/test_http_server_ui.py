@@ -54,6 +54,7 @@ async def test_the_page_the_api_and_values_sent_on(tmp_path: Path, engine: Engin
     )
     await engine.apply(graph)
     await settle(engine, lambda: shown.msg == "default")
+    await settle(engine)  # the server too: it is listening
     base = f"http://127.0.0.1:{port}"
 
     status, page, headers = await fetch(f"{base}/ui/")  # urllib follows the 301
