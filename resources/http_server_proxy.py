@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import mimetypes
 import os
 import queue
@@ -40,7 +41,7 @@ from resources._lib.httpd import (
     open_reply,
     parse_http_date,
 )
-from resources._lib.plan import nothing_to_do
+from resources._lib.plan import in_thread, nothing_to_do
 
 CACHE_DIR_MODE = 0o755  # directories made in the cache
 CACHE_FILE_MODE = 0o644  # files stored in the cache (a public mirror)
@@ -228,7 +229,8 @@ def from_cache(request: Request, rel: list[str], fd: int, st: os.stat_result) ->
 
 
 async def read_chunks(fd: int) -> AsyncGenerator[bytes]:
-    while chunk := await asyncio.to_thread(os.read, fd, CHUNK):
+    # in_thread: a read cancelled half-way is still waited for, before the descriptor closes.
+    while chunk := await in_thread(functools.partial(os.read, fd, CHUNK)):
         yield chunk
 
 
