@@ -199,3 +199,13 @@ def test_a_range_value_param_is_not_checked_as_in_mgmt() -> None:
     """mgmt's http-server-ui-value.mcl feeds a range "whatever" for a moment: refusing it would
     keep the program at its last good graph."""
     HTTPServerUIInputRes(name="a", type="range://?min=0&max=5", value="whatever").validate()
+
+
+def test_the_language_types_data_as_mgmt_struct() -> None:
+    """A dataclass param is a struct of all its fields in the language (mgmt's `data`)."""
+    from tests.mgmt.lang.helpers import compile_ok, problems
+
+    compile_ok('http:server:ui "/ui/" {\n\tdata => struct{title => "t", head => "",},\n}\n')
+    (missing,) = problems('http:server:ui "/ui/" {\n\tdata => struct{title => "t",},\n}\n')
+    assert missing.startswith("t.mcl:2:10: type error: http:server:ui param data: expected struct{")
+    assert "the fields differ" in missing
