@@ -97,9 +97,11 @@ class HTTPServerProxyRes(Edgeable, Resource):
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
+        self._keep = False  # downloads are cached: set by a check_apply that may apply
         handle.on_cleanup(routes(handle).answer_at(self))
 
     async def check_apply(self, apply: bool) -> bool:
+        self._keep = apply  # under --noop, downloads are proxied but the cache is left alone
         return nothing_to_do(self.handle, f"proxying {self.url} to {self.head or 'the cache'}")
 
     def uids(self) -> list[UID]:
@@ -175,7 +177,8 @@ class HTTPServerProxyRes(Edgeable, Resource):
         """The upstream body, chunk by chunk, into the cache too: the last chunk is held back
         until the file is in the cache, so a client that has it all finds it there next time."""
         where = "/".join(rel)
-        store = CacheWriter(self.cache, rel, reply.headers) if self.cache and rel else None
+        keep = self.cache and rel and self._keep
+        store = CacheWriter(self.cache, rel, reply.headers) if keep else None
         held = b""
         try:
             while True:

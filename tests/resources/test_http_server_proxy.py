@@ -11,11 +11,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.engine import Engine
 from engine.errors import ValidationError
+from engine.meta import Meta
 from resources._lib.httpd import fetch as raw_fetch
 from resources.http_server import HTTPServerRes
 from resources.http_server_proxy import HTTPServerProxyRes
@@ -90,7 +92,7 @@ def upstream() -> Iterator[Upstream]:
         thread.join(10)
 
 
-async def start(engine: Engine, upstream: Upstream, cache: Path, **params: str) -> str:
+async def start(engine: Engine, upstream: Upstream, cache: Path, **params: Any) -> str:
     """An http:server with a proxy of /fedora/releases/ to the upstream's /mirror/; its URL."""
     port = free_port()
     proxy = HTTPServerProxyRes(
@@ -188,6 +190,18 @@ async def test_refuses_traversal_and_symlinks_out_of_the_cache(
     assert (status, body) == (200, b"from upstream\n")  # served, but not cached through it
     assert sorted(p.name for p in outside.iterdir()) == ["secret"]
     assert upstream.asked == ["/mirror/releases/out/secret", "/mirror/releases/out/x"]
+
+
+async def test_under_noop_the_cache_is_left_alone(
+    tmp_path: Path, engine: Engine, upstream: Upstream
+) -> None:
+    upstream.files["/mirror/releases/f"] = b"proxied\n"
+    cache = tmp_path / "cache"
+    base = await start(engine, upstream, cache, meta=Meta(noop=True))
+    assert (await fetch(f"{base}/fedora/releases/f"))[:2] == (200, b"proxied\n")
+    assert (await fetch(f"{base}/fedora/releases/f"))[:2] == (200, b"proxied\n")
+    assert upstream.asked == ["/mirror/releases/f"] * 2  # never cached
+    assert not cache.exists()
 
 
 async def test_cache_only_and_an_unreachable_head(tmp_path: Path, engine: Engine) -> None:
