@@ -21,6 +21,7 @@ import functools
 import mimetypes
 import os
 import queue
+import threading
 import urllib.parse
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ from resources._lib.plan import in_thread, nothing_to_do
 
 CACHE_DIR_MODE = 0o755  # directories made in the cache
 CACHE_FILE_MODE = 0o644  # files stored in the cache (a public mirror)
-UPSTREAM_TIMEOUT = 60.0  # seconds: to connect upstream and get its reply's head
+UPSTREAM_TIMEOUT = 60.0  # seconds: to connect upstream, and for each chunk of its reply
+PENDING = 16 * 1024 * 1024  # bytes of a download that may wait for the disk
 
 
 class Refused(Exception):
@@ -187,7 +189,7 @@ class HTTPServerProxyRes(Edgeable, Resource):
                 if not chunk:
                     break
                 if store is not None:
-                    store.put(chunk)
+                    await store.put(chunk)
                 if held:
                     yield held
                 held = chunk
@@ -254,18 +256,33 @@ _END = b""  # a chunk queued to say the body is complete
 class CacheWriter:
     """A download written into the cache by a worker thread (engine.safefs.write_at: a new
     unnamed inode, fsynced, renamed into place) as its chunks are `put`: `commit()` once all of
-    it arrived, `abort()` otherwise (nothing becomes visible). A failure to store it (a
-    directory in the way, a full disk) is logged by commit; the client is served regardless."""
+    it arrived, `abort()` otherwise (nothing becomes visible). At most PENDING bytes wait for
+    the disk: `put` waits beyond that (the download slows down to the disk's pace, instead of
+    filling memory). A failure to store it (a directory in the way, a full disk) is commit's
+    OSError; the client is served regardless."""
 
     def __init__(self, cache: str, rel: list[str], headers: dict[str, str]) -> None:
         self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._mtime = parse_http_date(headers.get("last-modified", ""))
         self._done = False
+        self._pending = 0  # bytes put and not written yet (the worker's writes lower it)
+        self._lock = threading.Lock()
+        self._drained = asyncio.Event()  # set (from the worker) once pending is low again
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.ensure_future(asyncio.to_thread(self._write, cache, rel))
 
-    def put(self, chunk: bytes) -> None:
-        if not self._task.done():  # else it failed: nothing would take the chunk
-            self._chunks.put(chunk)
+    async def put(self, chunk: bytes) -> None:
+        if self._task.done():  # it failed: nothing would take the chunk
+            return
+        with self._lock:
+            self._pending += len(chunk)
+        self._chunks.put(chunk)
+        while not self._task.done():
+            with self._lock:
+                if self._pending <= PENDING:
+                    return
+                self._drained.clear()  # on the loop's thread; the worker sets it through it
+            await self._drained.wait()
 
     async def commit(self) -> None:
         """Store the file (OSError: it could not be)."""
@@ -288,10 +305,18 @@ class CacheWriter:
             write_at(fd, rel[-1], self._fill, mode=CACHE_FILE_MODE)
 
     def _fill(self, out: BinaryIO) -> None:
-        while (chunk := self._chunks.get()) != _END:
-            if chunk is None:
-                raise InterruptedError("the download did not complete")
-            out.write(chunk)
-        out.flush()
+        try:
+            while (chunk := self._chunks.get()) != _END:
+                if chunk is None:
+                    raise InterruptedError("the download did not complete")
+                out.write(chunk)
+                with self._lock:
+                    self._pending -= len(chunk)
+                    low = self._pending <= PENDING
+                if low:
+                    self._loop.call_soon_threadsafe(self._drained.set)
+            out.flush()
+        finally:
+            self._loop.call_soon_threadsafe(self._drained.set)  # a waiting put ends
         if self._mtime is not None:
             os.utime(out.fileno(), (self._mtime, self._mtime))

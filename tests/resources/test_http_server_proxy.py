@@ -172,6 +172,19 @@ async def test_streams_and_never_shows_a_partial_file(
     assert [p.name for p in cache.iterdir()] == []
 
 
+async def test_a_download_waits_for_the_disk_beyond_the_pending_limit(
+    tmp_path: Path, engine: Engine, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import resources.http_server_proxy
+
+    monkeypatch.setattr(resources.http_server_proxy, "PENDING", 1024)  # every chunk waits
+    upstream.files["/mirror/releases/iso"] = body = os.urandom(BIG) * 4
+    cache = tmp_path / "cache"
+    base = await start(engine, upstream, cache)
+    assert (await fetch(f"{base}/fedora/releases/iso"))[:2] == (200, body)
+    assert (cache / "iso").read_bytes() == body
+
+
 async def test_refuses_traversal_and_symlinks_out_of_the_cache(
     tmp_path: Path, engine: Engine, upstream: Upstream
 ) -> None:
