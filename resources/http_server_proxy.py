@@ -47,6 +47,8 @@ from resources._lib.plan import in_thread, nothing_to_do
 CACHE_DIR_MODE = 0o755  # directories made in the cache
 CACHE_FILE_MODE = 0o644  # files stored in the cache (a public mirror)
 UPSTREAM_TIMEOUT = 60.0  # seconds: to connect upstream, and for each chunk of its reply
+REDIRECT = (301, 302, 303, 307, 308)
+REDIRECTS = 10  # followed at most (Go's client's limit)
 PENDING = 16 * 1024 * 1024  # bytes of a download that may wait for the disk
 
 
@@ -158,13 +160,20 @@ class HTTPServerProxyRes(Edgeable, Resource):
     async def _proxy(self, path: str, rel: list[str], url: str) -> Response:
         """Fetch `url` and stream it to the client (and into the cache, unless rel is [])."""
         self.handle.logger.info("get: %s", url)
-        connection = contextlib.AsyncExitStack()
-        try:
-            async with asyncio.timeout(UPSTREAM_TIMEOUT):
-                reply = await connection.enter_async_context(open_reply(url))
-        except (OSError, ValueError, TimeoutError) as err:
+        for _ in range(REDIRECTS + 1):  # as Go's client, mgmt's: redirects are followed
+            connection = contextlib.AsyncExitStack()
+            try:
+                async with asyncio.timeout(UPSTREAM_TIMEOUT):
+                    reply = await connection.enter_async_context(open_reply(url))
+            except (OSError, ValueError, TimeoutError) as err:
+                await connection.aclose()
+                raise Refused(502, f"cannot fetch {url}: {err or 'timed out'}") from err
+            location = reply.headers.get("location")
+            if reply.status == 200 or reply.status not in REDIRECT or not location:
+                break
             await connection.aclose()
-            raise Refused(502, f"cannot fetch {url}: {err or 'timed out'}") from err
+            url = urllib.parse.urljoin(url, location)
+            self.handle.logger.info("redirected to %s", url)
         if reply.status != 200:
             await connection.aclose()
             raise Refused(404, f"{url} answered {reply.status}")

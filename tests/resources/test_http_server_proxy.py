@@ -37,6 +37,7 @@ class Upstream:
     port: int = 0
     files: dict[str, bytes] = field(default_factory=dict)
     asked: list[str] = field(default_factory=list)
+    moved: dict[str, str] = field(default_factory=dict)  # path -> its 302's Location
     # /mirror/releases/big: the first half is sent, then the server waits for `resume`; `complete`
     # says whether the second half follows or the connection is cut.
     half_sent: threading.Event = field(default_factory=threading.Event)
@@ -53,6 +54,12 @@ def upstream() -> Iterator[Upstream]:
             state.asked.append(self.path)
             if self.path == "/mirror/releases/big":
                 self._big()
+                return
+            if self.path in state.moved:
+                self.send_response(302)
+                self.send_header("Location", state.moved[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             body = state.files.get(self.path)
             if body is None:
@@ -132,6 +139,11 @@ async def test_fetches_once_then_serves_the_cache(
     assert not (cache / "38/os/none").exists()
     assert (await fetch(f"{base}/fedora/releases/38/", data=b"x"))[0] == 405
     assert sorted(p.name for p in (cache / "38/os/Packages/c").iterdir()) == ["cowsay.rpm"]
+    # A redirect is followed (as mgmt's Go client does); the file is cached under our path.
+    upstream.moved["/mirror/releases/old.rpm"] = "new/cowsay.rpm"
+    upstream.files["/mirror/releases/new/cowsay.rpm"] = b"moved\n"
+    assert (await fetch(f"{base}/fedora/releases/old.rpm"))[:2] == (200, b"moved\n")
+    assert (cache / "old.rpm").read_bytes() == b"moved\n"
 
 
 async def test_streams_and_never_shows_a_partial_file(
