@@ -248,7 +248,7 @@ class HTTPServerUIInputRes(Resource):
         offered = inputs(handle)
         offered.append(self)
         handle.on_cleanup(lambda: offered.remove(self))
-        handle.on_cleanup(self._changed_event.set)  # open watches answer (a swap replaced us)
+        handle.on_cleanup(self._gone)
 
     async def watch(self) -> None:
         if not self.store:
@@ -312,6 +312,10 @@ class HTTPServerUIInputRes(Resource):
         output = f'<output for="{ident}">{html.escape(self._value)}</output>'
         extra = output if self._kind.scheme == "range" else ""
         return f'<label for="{ident}">{ident}: </label><input {shown} data-id="{ident}">{extra}<br>'
+
+    def _gone(self) -> None:
+        """Open watches answer: this input is gone (a graph swap may have replaced it)."""
+        self._changed_event.set()
 
     def _show(self, value: str) -> None:
         if value != self._value:

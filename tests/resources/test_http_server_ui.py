@@ -110,6 +110,27 @@ async def test_the_page_the_api_and_values_sent_on(tmp_path: Path, engine: Engin
     assert (await fetch(f"{base}/ui/none"))[0] == 404
 
 
+async def test_a_held_watch_answers_when_its_field_is_replaced(
+    tmp_path: Path, engine: Engine
+) -> None:
+    port = free_port()
+    server, ui = HTTPServerRes(name=f":{port}"), HTTPServerUIRes(name="/ui/")
+    await engine.apply(graph_of(server, ui, HTTPServerUIInputRes(name="f", value="a")))
+    await settle(engine)
+    base = f"http://127.0.0.1:{port}"
+    assert await save(base, "f", "saved") == (200, None)  # its change event is a new one now
+    watch = asyncio.create_task(get_json(f"{base}/ui/watch/f"))
+    done, _ = await asyncio.wait([watch], timeout=0.3)
+    assert not done
+    server2, ui2 = HTTPServerRes(name=f":{port}"), HTTPServerUIRes(name="/ui/")
+    await engine.apply(graph_of(server2, ui2, HTTPServerUIInputRes(name="f", value="b")))
+    async with asyncio.timeout(10):
+        status, _ = await watch  # the old field's value, or the new one's
+    assert status == 200
+    await settle(engine)
+    assert await get_json(f"{base}/ui/list/f") == (200, {"value": "b"})
+
+
 @pytest.mark.parametrize("scheme", ["world", "local"])
 async def test_a_store_takes_saves_and_shows_its_changes(tmp_path: Path, scheme: str) -> None:
     world = MemoryWorld("test")
