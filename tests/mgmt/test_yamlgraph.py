@@ -499,3 +499,17 @@ def test_compatible_pkg_duplicates_merge_into_newest() -> None:
 def test_incompatible_duplicates_name_both_lines(second: str, expected: str) -> None:
     text = f"graph: g\nresources:\n  pkg:\n    - {{name: cowsay}}\n    - {second}\n"
     assert problems(text) == [expected]
+
+
+def test_a_kind_that_checks_its_meta_sees_it_in_validate() -> None:
+    """http:client without long poll needs meta poll: given in the graph, it is accepted."""
+    text = """
+    graph: g
+    resources:
+      http:client:
+        - name: /tmp/x
+          url: http://127.0.0.1:1/x
+          meta: {poll: 60}
+    """
+    loaded = parse(textwrap.dedent(text), "g.yaml")
+    assert loaded.graph.vertices[("http:client", "/tmp/x")].meta.poll == 60
