@@ -21,7 +21,9 @@ import functools
 import mimetypes
 import os
 import queue
+import stat
 import threading
+import time
 import urllib.parse
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +32,16 @@ from typing import BinaryIO
 from engine.errors import ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
-from engine.safefs import closing, make_dirs, open_dir, open_read, sub_dir, write_at
+from engine.safefs import (
+    closing,
+    lstat_at,
+    make_dirs,
+    open_dir,
+    open_read,
+    remove_at,
+    sub_dir,
+    write_at,
+)
 from resources._lib.http_routes import routes
 from resources._lib.httpd import (
     CHUNK,
@@ -50,6 +61,7 @@ UPSTREAM_TIMEOUT = 60.0  # seconds: to connect upstream, and for each chunk of i
 REDIRECT = (301, 302, 303, 307, 308)
 REDIRECTS = 10  # followed at most (Go's client's limit)
 PENDING = 16 * 1024 * 1024  # bytes of a download that may wait for the disk
+clock = time.time  # what a cached file's age is measured with (tests move it)
 
 
 class Refused(Exception):
@@ -75,6 +87,12 @@ class HTTPServerProxyRes(Edgeable, Resource):
     head: str = ""
     # The directory (absolute, ending with "/") the downloads are kept in. Default "": none are.
     cache: str = ""
+    # Seconds a cached file is served for before it is fetched again (-1: forever; 0: never
+    # cache, just proxy). Default -1 (mgmt keeps cached files forever).
+    ttl: int = -1
+    # Replace what is in the way of a download in the cache (a directory where the file goes,
+    # a file or symlink where a directory goes). Default false: that download is not cached.
+    force: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -95,6 +113,10 @@ class HTTPServerProxyRes(Edgeable, Resource):
             raise ValidationError(
                 f"must be empty or an absolute directory ending with '/', got {self.cache!r}",
                 "cache",
+            )
+        if self.ttl < -1:
+            raise ValidationError(
+                f"must be -1 (forever), 0 (never) or seconds, got {self.ttl}", "ttl"
             )
         if not (self.head or self.cache):
             raise ValidationError("give head (what to proxy), cache, or both", "head")
@@ -119,6 +141,10 @@ class HTTPServerProxyRes(Edgeable, Resource):
     def url(self) -> str:
         return self.path if self.path is not None else self.name
 
+    @property
+    def _caching(self) -> bool:
+        return bool(self.cache) and self.ttl != 0
+
     def accepts(self, path: str) -> bool:
         if self.url.endswith("/"):
             return path.startswith(self.url)
@@ -129,8 +155,8 @@ class HTTPServerProxyRes(Edgeable, Resource):
             return Response(405, b"", {"Allow": "GET"})
         try:
             rel, upstream = self._locate(request.path)
-            if self.cache and rel:
-                cached = await asyncio.to_thread(open_cached, self.cache, rel)
+            if self._caching and rel:
+                cached = await asyncio.to_thread(open_cached, self.cache, rel, self.ttl)
                 if cached is not None:
                     self.handle.logger.info("cache: %s", request.path)
                     return from_cache(request, rel, *cached)
@@ -188,8 +214,8 @@ class HTTPServerProxyRes(Edgeable, Resource):
         """The upstream body, chunk by chunk, into the cache too: the last chunk is held back
         until the file is in the cache, so a client that has it all finds it there next time."""
         where = "/".join(rel)
-        keep = self.cache and rel and self._keep
-        store = CacheWriter(self.cache, rel, reply.headers) if keep else None
+        keep = self._caching and rel and self._keep
+        store = CacheWriter(self.cache, rel, reply.headers, self.force) if keep else None
         held = b""
         try:
             while True:
@@ -217,13 +243,17 @@ class HTTPServerProxyRes(Edgeable, Resource):
                 await store.abort()
 
 
-def open_cached(cache: str, rel: list[str]) -> tuple[int, os.stat_result] | None:
+def open_cached(cache: str, rel: list[str], ttl: int) -> tuple[int, os.stat_result] | None:
     """A read descriptor of the regular file cache/rel and its stat, following no symlink
-    (None: there is none)."""
+    (None: there is none, or it was stored more than `ttl` seconds ago; its ctime says when)."""
     try:
         with closing(open_dir(cache)) as top, closing(sub_dir(top, tuple(rel[:-1]))) as fd:
             handle = open_read(fd, rel[-1])
-            return handle, os.fstat(handle)
+            st = os.fstat(handle)
+            if ttl > 0 and clock() - st.st_ctime > ttl:
+                os.close(handle)
+                return None
+            return handle, st
     except OSError as err:
         if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EINVAL, errno.EACCES):
             return None
@@ -270,9 +300,10 @@ class CacheWriter:
     filling memory). A failure to store it (a directory in the way, a full disk) is commit's
     OSError; the client is served regardless."""
 
-    def __init__(self, cache: str, rel: list[str], headers: dict[str, str]) -> None:
+    def __init__(self, cache: str, rel: list[str], headers: dict[str, str], force: bool) -> None:
         self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._mtime = parse_http_date(headers.get("last-modified", ""))
+        self._force = force
         self._done = False
         self._pending = 0  # bytes put and not written yet (the worker's writes lower it)
         self._lock = threading.Lock()
@@ -309,9 +340,29 @@ class CacheWriter:
     def _write(self, cache: str, rel: list[str]) -> None:
         with (
             closing(open_dir(cache, create=CACHE_DIR_MODE)) as top,
-            closing(make_dirs(top, rel[:-1], CACHE_DIR_MODE)) as fd,
+            closing(self._parents(top, rel[:-1])) as fd,
         ):
+            if self._force and (st := lstat_at(fd, rel[-1])) and stat.S_ISDIR(st.st_mode):
+                remove_at(fd, rel[-1])  # a tree where the file goes: its links not followed
             write_at(fd, rel[-1], self._fill, mode=CACHE_FILE_MODE)
+
+    def _parents(self, top: int, names: list[str]) -> int:
+        """The directory top/names..., made where missing; with force, a file or a symlink in
+        the way is removed first (the link itself, never its target)."""
+        if not self._force:
+            return make_dirs(top, names, CACHE_DIR_MODE)
+        fd = os.dup(top)
+        try:
+            for name in names:
+                if (st := lstat_at(fd, name)) and not stat.S_ISDIR(st.st_mode):
+                    remove_at(fd, name)
+                new = make_dirs(fd, [name], CACHE_DIR_MODE)
+                os.close(fd)
+                fd = new
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _fill(self, out: BinaryIO) -> None:
         try:

@@ -8,6 +8,7 @@ import email.utils
 import http.server
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,6 +230,47 @@ async def test_under_noop_the_cache_is_left_alone(
     assert not cache.exists()
 
 
+async def test_ttl_refetches_old_files_and_zero_never_caches(
+    tmp_path: Path, engine: Engine, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import resources.http_server_proxy
+
+    upstream.files["/mirror/releases/f"] = b"one\n"
+    cache = tmp_path / "cache"
+    base = await start(engine, upstream, cache, ttl=3600)
+    assert (await fetch(f"{base}/fedora/releases/f"))[:2] == (200, b"one\n")
+    assert (await fetch(f"{base}/fedora/releases/f"))[:2] == (200, b"one\n")
+    assert len(upstream.asked) == 1  # younger than its ttl: from the cache
+    upstream.files["/mirror/releases/f"] = b"two\n"
+    later = time.time() + 3601
+    monkeypatch.setattr(resources.http_server_proxy, "clock", lambda: later)
+    assert (await fetch(f"{base}/fedora/releases/f"))[:2] == (200, b"two\n")
+    assert len(upstream.asked) == 2 and (cache / "f").read_bytes() == b"two\n"
+
+    never = tmp_path / "never"
+    base = await start(engine, upstream, never, ttl=0)
+    for _ in range(2):
+        assert (await fetch(f"{base}/fedora/releases/f"))[:2] == (200, b"two\n")
+    assert len(upstream.asked) == 4 and not never.exists()
+
+
+async def test_force_replaces_what_is_in_the_way(
+    tmp_path: Path, engine: Engine, upstream: Upstream
+) -> None:
+    for name in ("d", "a/f", "l/f"):
+        upstream.files[f"/mirror/releases/{name}"] = f"{name}\n".encode()
+    cache, outside = tmp_path / "cache", tmp_path / "outside"
+    (cache / "d" / "sub").mkdir(parents=True)  # a tree where the file d goes
+    (cache / "a").write_text("a file where a directory goes\n")
+    outside.mkdir()
+    (cache / "l").symlink_to(outside)  # a link where a directory goes
+    base = await start(engine, upstream, cache, force=True)
+    for name in ("d", "a/f", "l/f"):
+        assert (await fetch(f"{base}/fedora/releases/{name}"))[:2] == (200, f"{name}\n".encode())
+        assert (cache / name).read_text() == f"{name}\n"
+    assert not (cache / "l").is_symlink() and list(outside.iterdir()) == []
+
+
 async def test_cache_only_and_an_unreachable_head(tmp_path: Path, engine: Engine) -> None:
     cache = tmp_path / "cache"
     (cache / "a").mkdir(parents=True)
@@ -259,9 +301,10 @@ async def test_cache_only_and_an_unreachable_head(tmp_path: Path, engine: Engine
         ({"name": "/f/", "cache": "rel/"}, "cache"),
         ({"name": "/f/", "cache": "/srv/cache"}, "cache"),
         ({"name": "/f/"}, "head"),
+        ({"name": "/f/", "cache": "/srv/", "ttl": -2}, "ttl"),
     ],
 )
-def test_validation_names_the_key(params: dict[str, str], key: str) -> None:
+def test_validation_names_the_key(params: dict[str, Any], key: str) -> None:
     with pytest.raises(ValidationError) as err:
         HTTPServerProxyRes(**params).validate()  # type: ignore[arg-type]
     assert err.value.key == key
