@@ -212,9 +212,14 @@ class Listener:
                     await self._write_stream(writer, response.stream)
         except (TimeoutError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            pass  # aclose() ends us: Python 3.11's start_server reports a cancelled one as an error
         finally:
             if response is not None and response.stream is not None:
-                await response.stream.aclose()
+                try:
+                    await response.stream.aclose()
+                except Exception:
+                    log.exception("http: closing a streamed response failed")
             self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
