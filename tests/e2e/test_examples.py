@@ -126,7 +126,7 @@ LOGS = {
     "test.yaml": "test[receiver]: AnotherStr: hello from the sender",
     "value.yaml": "print[show]: msg: 3",
     "http-server.yaml": "http:client[/tmp/mgmt/http/ks-copy.cfg]: downloaded",
-    "schedule.yaml": "schedule[demo/workers]: joined the pool 'demo/workers'",
+    "schedule.yaml": "schedule[demo/archive]: joined the pool 'demo/archive' without a lease",
     "tftp.yaml": "tftp:server[127.0.0.1:16969]: sent /hello to 127.0.0.1: 16 bytes",
     "dhcp.yaml": "dhcp:server[127.0.0.1:16767]: listening on udp 127.0.0.1:16767 on lo",
 }
