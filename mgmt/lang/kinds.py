@@ -4,7 +4,9 @@
 `Literal["a", "b"]` -> str (a constant is checked at compile time), `list[X]` -> []X,
 `bool | int | str` (a union of scalars) -> any one of them,
 `dict[str, X]` -> map{str: X}, `X | None` -> X (leaving a param out means None), `Any` -> a
-value of any type. Params of other types cannot be set from the language (a clear error says so).
+value of any type, a dataclass -> a struct of its fields in their order (as mgmt's Go structs:
+every field given). Params of other types cannot be set from the language (a clear error says
+so).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from engine.meta import Meta
 from engine.params import build, hints
 from engine.resource import Resource, lookup
-from mgmt.lang.types import BOOL, FLOAT, INT, STR, TList, TMap, TVar, Type
+from mgmt.lang.types import BOOL, FLOAT, INT, STR, TList, TMap, TStruct, TVar, Type
 
 # A resource named "@@name" is exported only (as in graph files), not applied here.
 EXPORT_PREFIX = "@@"
@@ -79,7 +81,21 @@ def mcl_type(hint: Any) -> ParamType:
         if key is str and inner.type is not None:
             return ParamType(TMap(STR, inner.type))
         return ParamType(None, why=f"{hint}")
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _struct_type(hint)
     return ParamType(None, why=f"{hint}")
+
+
+def _struct_type(cls: type) -> ParamType:
+    """A dataclass (a device of virt, its auth...) as a struct of its fields, in their order."""
+    table = hints(cls)
+    fields: list[tuple[str, Type]] = []
+    for f in dataclasses.fields(cls):
+        inner = mcl_type(table[f.name])
+        if inner.type is None or inner.alternatives or inner.any or inner.numeric:
+            return ParamType(None, why=f"{cls.__name__}.{f.name}: {inner.why or table[f.name]}")
+        fields.append((f.name, inner.type))
+    return ParamType(TStruct(tuple(fields)))
 
 
 _PARAMS: dict[type, dict[str, ParamType]] = {}

@@ -23,11 +23,14 @@ Modules (libvirt itself is imported on first use, never by importing these):
 - events.py: libvirt's event loop on asyncio (libvirtaio, made safe for worker threads).
 - connection.py: one shared connection and its per-domain lifecycle-callback dispatch.
 - pool.py: the shared connections of an engine, one per URI (`pool_of(handle.shared)`).
+- auth.py: the credentials of a connection (mgmt's VirtAuth, the password never shown) and how
+  a connection is opened with them.
 - lib.py: the lazy import of libvirt.
 """
 
 from __future__ import annotations
 
+from resources.virt.auth import VirtAuth
 from resources.virt.calls import Attrs, Observed
 from resources.virt.connection import Connection
 from resources.virt.domain_xml import (
@@ -65,6 +68,7 @@ __all__ = [
     "NetworkDevice",
     "Observed",
     "Pool",
+    "VirtAuth",
     "VirtRes",
     "pool_of",
 ]

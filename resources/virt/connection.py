@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from resources.virt.auth import VirtAuth
 from resources.virt.lib import load_libvirt
 
 
@@ -18,8 +19,9 @@ class Connection:
     libvirt callback per connection, registered while anyone subscribes, dispatching by name.
     """
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, auth: VirtAuth | None = None) -> None:
         self.uri = uri
+        self.auth = auth  # the credentials it is opened with (never shown)
         self.conn: Any = None
         self.users = 0
         self.lost: str | None = None  # why the connection was closed under us
@@ -30,6 +32,11 @@ class Connection:
         self._subs: dict[str, list[tuple[Callable[[], None], Callable[..., None] | None]]] = {}
         self._cid: int | None = None  # the libvirt callback id while registered
         self._lock = asyncio.Lock()
+
+    @property
+    def key(self) -> tuple[str, VirtAuth | None]:
+        """What the pool shares it by: the URI and the credentials."""
+        return self.uri, self.auth
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(connection, *args) in a worker thread (a libvirt call may do a round trip)."""

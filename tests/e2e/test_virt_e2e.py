@@ -72,3 +72,25 @@ def test_noop_reports_what_it_would_do() -> None:
     assert "virt[vm1]: would define the domain" in out
     assert "virt[vm1]: would start the domain" in out
     assert "virt[vm1]: defined" not in out
+
+
+def test_auth_from_the_language_never_shows_the_password(tmp_path: Path) -> None:
+    """mgmt's `virt` `auth` struct, on a test-driver node that asks for credentials: the run
+    converges; a wrong password is a clear error; neither password is in any output line."""
+    secret, wrong = "pw-4f2-kept-out-of-logs", "pw-wrong-9x1-kept-out"
+    node = tmp_path / "node.xml"
+    node.write_text(f"<node><auth><user password='{secret}'>alice</user></auth></node>\n")
+    program = tmp_path / "vm.mcl"
+    body = (
+        'virt "vm1" {\n\turi => "test://NODE",\n\tstate => "running",\n'
+        '\tauth => struct{username => "alice", password => "PW",},\n}\n'
+    ).replace("NODE", str(node))
+    program.write_text(body.replace("PW", secret))
+    args = ["run", "--tmp-prefix", "--verbose", "--converged-timeout=1", "lang", str(program)]
+    code, out = run_mgmt(args)
+    assert code == 0 and "virt[vm1]: started" in out, out
+    assert secret not in out
+    program.write_text(body.replace("PW", wrong))
+    code, out = run_mgmt(args)
+    assert code != 0 and "authentication failed" in out, out
+    assert wrong not in out and secret not in out
