@@ -22,6 +22,8 @@ Modules (libvirt itself is imported on first use, never by importing these):
 - calls.py: the blocking libvirt calls run in worker threads, and what they observe.
 - events.py: libvirt's event loop on asyncio (libvirtaio, made safe for worker threads).
 - connection.py: one shared connection and its per-domain lifecycle-callback dispatch.
+- network.py: the `virt:network`, `virt:network:host` and `virt:network:range` kinds (a
+  libvirt network and its DHCP entries); network_xml.py: their XML.
 - pool.py: the shared connections of an engine, one per URI (`pool_of(handle.shared)`).
 - auth.py: the credentials of a connection (mgmt's VirtAuth, the password never shown) and how
   a connection is opened with them.
@@ -42,6 +44,11 @@ from resources.virt.domain_xml import (
     NetworkDevice,
 )
 from resources.virt.events import EVENTS
+from resources.virt.network import (  # importing it registers the virt:network kinds
+    VirtNetworkHostRes,
+    VirtNetworkRangeRes,
+    VirtNetworkRes,
+)
 from resources.virt.pool import LINGER, Pool, pool_of
 from resources.virt.resource import (  # importing it registers the "virt" kind
     BOOT_DEVICES,
@@ -69,6 +76,9 @@ __all__ = [
     "Observed",
     "Pool",
     "VirtAuth",
+    "VirtNetworkHostRes",
+    "VirtNetworkRangeRes",
+    "VirtNetworkRes",
     "VirtRes",
     "pool_of",
 ]
