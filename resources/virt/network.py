@@ -54,6 +54,8 @@ def _mac(value: str, key: str) -> None:
 
 def _interface(value: str, key: str) -> ipaddress.IPv4Interface:
     try:
+        if "/" not in value:
+            raise ValueError(value)
         return ipaddress.IPv4Interface(value)
     except ValueError:
         raise ValidationError(
@@ -439,11 +441,11 @@ class _Converge:
         )
         if not self.apply:
             return net
-        net = conn.networkDefineXML(new)
-        if active:
+        if active:  # stopped first: a driver may keep a running network's old definition
             net.destroy()
-            if restart:
-                net.create()
+        net = conn.networkDefineXML(new)
+        if restart:
+            net.create()
         return net
 
     def _entries(self, net: Any, want: nx.Wanted) -> None:
