@@ -42,6 +42,7 @@ RERUNS = {
     "noop-meta.yaml",
     # libvirt's test driver keeps its state in the mgmt process: every run defines anew.
     "virt.yaml",
+    "virt-network.yaml",
     "virt-many.yaml",
     "virt-restart.yaml",
     # each run has a fresh one-member cluster (--tmp-prefix): the keys are written anew.
@@ -112,6 +113,7 @@ STATE: dict[str, dict[str, str | None]] = {
 # Log lines the first run must show.
 LOGS = {
     "virt.yaml": "virt[vm1]: started",
+    "virt-network.yaml": "virt:network[labnet]: started the network",
     "virt-many.yaml": "virt[batch]: created (transient, running)",
     "virt-restart.yaml": "virt[app]: started",
     "notify.yaml": "print[reload]: msg: app.conf changed: reloading the app",
