@@ -23,7 +23,8 @@ Modules (libvirt itself is imported on first use, never by importing these):
 - events.py: libvirt's event loop on asyncio (libvirtaio, made safe for worker threads).
 - connection.py: one shared connection and its per-domain lifecycle-callback dispatch.
 - network.py: the `virt:network`, `virt:network:host` and `virt:network:range` kinds (a
-  libvirt network and its DHCP entries); network_xml.py: their XML.
+  libvirt network and its DHCP entries); network_xml.py: their XML; network_calls.py: their
+  blocking libvirt calls.
 - pool.py: the shared connections of an engine, one per URI (`pool_of(handle.shared)`).
 - auth.py: the credentials of a connection (mgmt's VirtAuth, the password never shown) and how
   a connection is opened with them.

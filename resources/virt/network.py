@@ -10,8 +10,9 @@ network and in the persistent definition; `purge_hosts`/`purge_ranges` delete th
 resource declares. Base fields that differ are rewritten in the definition and a running
 network is restarted to take them.
 
-check_apply runs as one blocking job in a worker thread on the shared connection
-(resources/virt/pool.py): each step reads what it needs, as libvirt's state changes under it.
+check_apply reads the network once (resources/virt/network_calls.py, in a worker thread on
+the shared connection, resources/virt/pool.py), works out its steps without I/O (`_plan`), then
+applies them, each a blocking libvirt call in a worker thread.
 Watch: libvirt's network lifecycle events (defined, undefined, started, stopped); libvirt
 gives none for a DHCP entry edited by someone else: that drift is repaired at the next event,
 refresh or poll (`meta: {poll: N}`), as in mgmt.
@@ -20,6 +21,7 @@ refresh or poll (`meta: {poll: N}`), as in mgmt.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import uuid as uuidlib
@@ -31,7 +33,8 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.params import EMPTY_IS_UNSET
 from engine.resource import Groupable, Resource, register
-from resources._lib.plan import nothing_to_do
+from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources.virt import network_calls as netcalls
 from resources.virt import network_xml as nx
 from resources.virt.auth import VirtAuth
 from resources.virt.connection import Connection
@@ -209,16 +212,130 @@ class VirtNetworkRes(Groupable, Resource):
     async def check_apply(self, apply: bool) -> bool:
         conn = await self._connection()
         libvirt = load_libvirt()
-        job = _Converge(self, self._wanted, apply)
         try:
-            changes = await conn.call(job.run)
+            obs = await conn.call(netcalls.observe, self.name)
+            steps = self._plan(conn, obs)
         except (libvirt.libvirtError, ValueError) as err:
-            raise ResourceError(str(err)) from err
-        if not changes:
-            return nothing_to_do(self.handle, job.why)
-        for change in changes:
-            self.handle.logger.info("%s", _done(change) if apply else f"would {change}")
+            raise ResourceError(f"cannot inspect the network: {err}") from err
+        if not steps:
+            return nothing_to_do(self.handle, lambda: _why(self.name, obs))
+        await apply_steps(self.handle, steps, apply, errors=(libvirt.libvirtError,))
         return False
+
+    # the plan: what must change, from the params and the observed network (no I/O) -------
+
+    def _plan(self, conn: Connection, obs: netcalls.Observed | None) -> list[Step]:
+        """mgmt's sub-checks in its order: removal, creation, base fields, DHCP entries, run
+        state, startup."""
+        if obs is None:
+            return [] if self.transient and self.state != "up" else self._plan_missing(conn)
+        steps: list[Step] = []
+        active, persistent = obs.active, obs.persistent
+        if active and self.state == "down":
+            steps.append(self._step(conn, "stop the network", "stopped the network", "destroy"))
+            active = False
+        if persistent and self.transient:
+            steps.append(
+                self._step(conn, "undefine the network", "undefined the network", "undefine")
+            )
+            persistent = False
+        if (not active and not persistent) or self._removes:
+            return steps
+        want = self._wanted
+        assert want is not None
+        diffs = nx.base_diff(nx.read(obs.base_xml, want.ip), want)
+        if diffs:
+            steps.append(self._rebase_step(conn, obs, diffs, active=active, persistent=persistent))
+            active = active or self.state == "up"
+        else:
+            views = [v for v in obs.views if active or v.flags != netcalls.LIVE]
+            steps += self._entry_steps(conn, views, want)
+            if self.state == "up" and not active:
+                steps.append(self._step(conn, "start the network", "started the network", "create"))
+        return steps + self._startup_steps(conn, obs.autostart if persistent else None)
+
+    def _plan_missing(self, conn: Connection) -> list[Step]:
+        want = self._wanted
+        assert want is not None
+        xml = nx.build(want)
+        if self.transient:
+            run = _call(conn, netcalls.create, xml)
+            return [Step("create the transient network", "created the network", run, True)]
+        steps = [
+            Step(
+                "define the network", "defined the network", _call(conn, netcalls.define, xml), True
+            )
+        ]
+        if self.state == "up":
+            steps.append(self._step(conn, "start the network", "started the network", "create"))
+        return steps + self._startup_steps(conn, False)
+
+    def _rebase_step(
+        self,
+        conn: Connection,
+        obs: netcalls.Observed,
+        diffs: list[str],
+        *,
+        active: bool,
+        persistent: bool,
+    ) -> Step:
+        """The base fields (and the DHCP entries with them) rewritten in the definition: a
+        persistent network is stopped, redefined and started again (a running one cannot take
+        them live); a transient one is created again."""
+        want = self._wanted
+        assert want is not None
+        xml, entries = nx.rebase(obs.base_xml, want, self.purge_hosts, self.purge_ranges)
+        what = ", ".join(diffs + entries)
+        if not persistent:
+            run = _call(conn, netcalls.recreate, self.name, xml)
+            return Step(
+                f"create the network again ({what})",
+                f"created the network again ({what})",
+                run,
+                True,
+            )
+        start = active or self.state == "up"
+        run = _call(conn, netcalls.redefine, self.name, xml, start)
+        would = f"redefine the network ({what})" + ("; restart it" if active else "")
+        done = f"redefined the network ({what})" + ("; restarted it" if active else "")
+        return Step(would, done, run, True)
+
+    def _entry_steps(
+        self, conn: Connection, views: list[netcalls.View], want: nx.Wanted
+    ) -> list[Step]:
+        """DHCP hosts and ranges of each definition, by libvirt's incremental update."""
+        steps = []
+        for view in views:
+            found = nx.read(view.xml, want.ip)
+            index = nx.owned_ip(found.ips, want.ip)
+            parent = -1 if index is None else index
+            for verb, section, entry in nx.entry_changes(
+                found, want, self.purge_hosts, self.purge_ranges
+            ):
+                text = f"{entry.describe()}{view.where}"
+                update = functools.partial(
+                    netcalls.update,
+                    verb=verb,
+                    section=section,
+                    parent=parent,
+                    xml=entry.xml(),
+                    flags=view.flags,
+                )
+                run = _call(conn, update, self.name)
+                steps.append(Step(f"{verb} {text}", f"{_PAST[verb]} {text}", run, True))
+        return steps
+
+    def _startup_steps(self, conn: Connection, autostart: bool | None) -> list[Step]:
+        """Autostart of a persistent network (`autostart` None: it is transient)."""
+        if self.startup is None or autostart is None or autostart == (self.startup == "enabled"):
+            return []
+        on = self.startup == "enabled"
+        verb = "enable" if on else "disable"
+        run = _call(conn, netcalls.set_autostart, self.name, on)
+        return [Step(f"{verb} startup on boot", f"{verb}d startup on boot", run, True)]
+
+    def _step(self, conn: Connection, would: str, done: str, method: str) -> Step:
+        return Step(would, done, _call(conn, netcalls.on_network, self.name, method), True)
 
     def group_cmp(self, other: Resource) -> bool:
         """A host or range that names this network, or names none."""
@@ -291,27 +408,6 @@ class VirtNetworkRes(Groupable, Resource):
             self._conn = None
 
 
-_PAST = {
-    "add": "added",
-    "create": "created",
-    "define": "defined",
-    "delete": "deleted",
-    "disable": "disabled",
-    "enable": "enabled",
-    "modify": "modified",
-    "redefine": "redefined",
-    "start": "started",
-    "stop": "stopped",
-    "undefine": "undefined",
-}
-
-
-def _done(change: str) -> str:
-    """'define the network' -> 'defined the network' (the log line of a change made)."""
-    verb, _, rest = change.partition(" ")
-    return f"{_PAST.get(verb, verb)} {rest}".replace("; restart it", "; restarted it")
-
-
 def _usable(
     ip: ipaddress.IPv4Address,
     net: ipaddress.IPv4Network,
@@ -326,204 +422,16 @@ def _usable(
         raise error(f"{key} {message}")
 
 
-class _Converge:
-    """check_apply's blocking job (a worker thread): mgmt's sub-checks in its order, each
-    reading the state it acts on. `run` returns the changes made (or, without apply, the
-    first ones that would be: a missing network stops the list there)."""
+_PAST = {"add": "added", "modify": "modified", "delete": "deleted"}
 
-    def __init__(self, res: VirtNetworkRes, want: nx.Wanted | None, apply: bool) -> None:
-        self.res, self.want, self.apply = res, want, apply
-        self.changes: list[str] = []
-        self.why = ""
 
-    def change(self, what: str, act: Callable[[], Any]) -> None:
-        self.changes.append(what)
-        if self.apply:
-            act()
+def _call(conn: Connection, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """A step's run: fn(libvirt connection, *args), blocking (Step.slow: a worker thread)."""
+    return lambda: fn(conn.conn, *args)
 
-    def run(self, conn: Any) -> list[str]:
-        libvirt = load_libvirt()
-        res = self.res
-        try:
-            net = conn.networkLookupByName(res.name)
-        except libvirt.libvirtError as err:
-            if err.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
-                raise
-            net = None
-        if net is None:
-            if res.transient and res.state != "up":
-                self.why = "network absent, as wanted" if res._removes else "no network to manage"
-                return []
-            net = self._add(conn)
-            if net is None:  # noop: what follows depends on it
-                return self.changes
-        elif self._remove(net):
-            return self.changes
-        assert self.want is not None
-        net = self._base(conn, net, self.want)
-        if net is not None:
-            self._entries(net, self.want)
-            self._active(net)
-            self._startup(net)
-        self.why = f"network {res.name} {'up' if net and net.isActive() else 'down'}, as wanted"
-        return self.changes
 
-    def _add(self, conn: Any) -> Any:
-        assert self.want is not None
-        xml = nx.build(self.want)
-        if self.res.transient:
-            self.change("create the transient network (started)", lambda: None)
-            return conn.networkCreateXML(xml) if self.apply else None
-        self.change("define the network", lambda: None)
-        if not self.apply:
-            return None
-        net = conn.networkDefineXML(xml)
-        if self.res.state == "up":
-            self.change("start the network", net.create)
-        return net
-
-    def _remove(self, net: Any) -> bool:
-        """Stop and undefine as wanted; True if nothing is left to manage."""
-        res = self.res
-        active, persistent = bool(net.isActive()), bool(net.isPersistent())
-        if active and res.state == "down":
-            self.change("stop the network", net.destroy)
-            active = False
-        if persistent and res.transient:
-            self.change("undefine the network", net.undefine)
-            persistent = False
-        if not active and not persistent:
-            self.why = "network absent, as wanted"
-            return True
-        return res._removes
-
-    def _views(self, net: Any) -> list[tuple[str, int]]:
-        """The definitions to manage: (xml, update flags): the persistent one and the live
-        one; a driver that cannot give the persistent one apart (the test driver) has one."""
-        libvirt = load_libvirt()
-        views = []
-        active = bool(net.isActive())
-        if net.isPersistent():
-            try:
-                inactive = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
-            except libvirt.libvirtError as err:
-                if err.get_error_code() not in (
-                    libvirt.VIR_ERR_NO_SUPPORT,
-                    libvirt.VIR_ERR_INVALID_ARG,
-                ):
-                    raise
-                return [(net.XMLDesc(0), libvirt.VIR_NETWORK_UPDATE_AFFECT_CURRENT)]
-            views.append((inactive, libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG))
-        if active:
-            views.append((net.XMLDesc(0), libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE))
-        return views
-
-    def _base(self, conn: Any, net: Any, want: nx.Wanted) -> Any:
-        """Rewrite differing base fields (the persistent definition, restarting a running
-        network; a transient one is created again). Returns the network to go on with."""
-        res = self.res
-        xml = net.XMLDesc(0) if res.transient or not net.isPersistent() else self._views(net)[0][0]
-        diffs = nx.base_diff(nx.read(xml, want.ip), want)
-        if not diffs:
-            return net
-        new = nx.rebase(xml, want)
-        what = ", ".join(diffs)
-        if res.transient or not net.isPersistent():
-            self.change(f"create the network again ({what})", lambda: None)
-            if not self.apply:
-                return net
-            net.destroy()
-            return conn.networkCreateXML(new)
-        active = bool(net.isActive())
-        restart = active and res.state != "down"
-        self.change(
-            f"redefine the network ({what})" + ("; restart it" if restart else ""), lambda: None
-        )
-        if not self.apply:
-            return net
-        if active:  # stopped first: a driver may keep a running network's old definition
-            net.destroy()
-        net = conn.networkDefineXML(new)
-        if restart:
-            net.create()
-        return net
-
-    def _entries(self, net: Any, want: nx.Wanted) -> None:
-        """DHCP hosts and ranges of every definition, by libvirt's incremental update."""
-        libvirt = load_libvirt()
-        section_host = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST
-        section_range = libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE
-        for xml, flags in self._views(net):
-            found = nx.read(xml, want.ip)
-            index = nx.owned_ip(found.ips, want.ip)
-            parent = -1 if index is None else index
-            where = {
-                libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG: " (persistent)",
-                libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE: " (live)",
-            }.get(flags, "")
-
-            def update(
-                cmd: int, section: int, entry: str, flags: int = flags, parent: int = parent
-            ) -> Callable[[], Any]:
-                return lambda: net.update(cmd, section, parent, entry, flags)
-
-            have = {h.mac: h for h in found.hosts}
-            for host in want.hosts:
-                old = have.get(host.mac)
-                if old == host:
-                    continue
-                if old is None:
-                    cmd, verb = libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, "add"
-                else:
-                    cmd, verb = libvirt.VIR_NETWORK_UPDATE_COMMAND_MODIFY, "modify"
-                self.change(
-                    f"{verb} dhcp host {host.mac} ({host.name}, {host.ip}){where}",
-                    update(cmd, section_host, host.xml()),
-                )
-            if self.res.purge_hosts:
-                wanted = {h.mac for h in want.hosts}
-                for old in found.hosts:
-                    if old.mac not in wanted:
-                        self.change(
-                            f"delete dhcp host {old.mac} ({old.name}, {old.ip}){where}",
-                            update(
-                                libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, section_host, old.xml()
-                            ),
-                        )
-            for pool in want.ranges:
-                if pool not in found.ranges:
-                    self.change(
-                        f"add dhcp range {pool}{where}",
-                        update(
-                            libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, section_range, pool.xml()
-                        ),
-                    )
-            if self.res.purge_ranges:
-                for old_range in found.ranges:
-                    if old_range not in want.ranges:
-                        self.change(
-                            f"delete dhcp range {old_range}{where}",
-                            update(
-                                libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-                                section_range,
-                                old_range.xml(),
-                            ),
-                        )
-
-    def _active(self, net: Any) -> None:
-        state, active = self.res.state, bool(net.isActive())
-        if state == "up" and not active:
-            self.change("start the network", net.create)
-        elif state == "down" and active:
-            self.change("stop the network", net.destroy)
-
-    def _startup(self, net: Any) -> None:
-        startup = self.res.startup
-        if startup is None or not net.isPersistent():
-            return
-        want = startup == "enabled"
-        if bool(net.autostart()) != want:
-            self.change(
-                f"{'enable' if want else 'disable'} startup on boot",
-                lambda: net.setAutostart(int(want)),
-            )
+def _why(name: str, obs: netcalls.Observed | None) -> str:
+    if obs is None:
+        return f"network {name} absent, as wanted"
+    how = "defined" if obs.persistent else "transient"
+    return f"network {name} {'up' if obs.active else 'down'}, {how}, as wanted"

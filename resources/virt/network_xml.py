@@ -26,6 +26,9 @@ class Host:
     def xml(self) -> str:
         return f"<host mac='{self.mac}' name='{_attr(self.name)}' ip='{self.ip}'/>"
 
+    def describe(self) -> str:
+        return f"dhcp host {self.mac} ({self.name}, {self.ip})"
+
 
 @dataclass(frozen=True)
 class Range:
@@ -37,8 +40,8 @@ class Range:
     def xml(self) -> str:
         return f"<range start='{self.start}' end='{self.end}'/>"
 
-    def __str__(self) -> str:
-        return f"{self.start}-{self.end}"
+    def describe(self) -> str:
+        return f"dhcp range {self.start}-{self.end}"
 
 
 @dataclass(frozen=True)
@@ -155,27 +158,68 @@ def base_diff(found: Found, want: Wanted) -> list[str]:
     return diffs
 
 
-def rebase(xml: str, want: Wanted) -> str:
-    """`xml` with its base fields set as wanted (everything else, DHCP entries included, kept)."""
+def entry_changes(
+    found: Found, want: Wanted, purge_hosts: bool, purge_ranges: bool
+) -> list[tuple[str, str, Host | Range]]:
+    """The DHCP entry changes that make `found` as wanted: (verb, section, entry), verb "add",
+    "modify" or "delete", section "host" or "range". Hosts are matched by MAC."""
+    changes: list[tuple[str, str, Host | Range]] = []
+    have = {h.mac: h for h in found.hosts}
+    for host in want.hosts:
+        old = have.get(host.mac)
+        if old != host:
+            changes.append(("add" if old is None else "modify", "host", host))
+    if purge_hosts:
+        wanted = {h.mac for h in want.hosts}
+        changes += [("delete", "host", h) for h in found.hosts if h.mac not in wanted]
+    changes += [("add", "range", r) for r in want.ranges if r not in found.ranges]
+    if purge_ranges:
+        changes += [("delete", "range", r) for r in found.ranges if r not in want.ranges]
+    return changes
+
+
+def rebase(
+    xml: str, want: Wanted, purge_hosts: bool = False, purge_ranges: bool = False
+) -> tuple[str, list[str]]:
+    """`xml` with its base fields set as wanted and its DHCP entries made as wanted (the rest
+    kept); also the entry changes that made, described ('add dhcp host ...')."""
     et = _et()
     root = et.fromstring(xml)
 
-    def child(tag: str) -> Any:
-        node = root.find(tag)
-        return node if node is not None else et.SubElement(root, tag)
+    def child(parent: Any, tag: str) -> Any:
+        node = parent.find(tag)
+        return node if node is not None else et.SubElement(parent, tag)
 
     if want.uuid is not None:
-        child("uuid").text = want.uuid
-    child("forward").set("mode", want.mode)
-    child("bridge").set("name", want.device)
-    child("mac").set("address", want.mac)
+        child(root, "uuid").text = want.uuid
+    child(root, "forward").set("mode", want.mode)
+    child(root, "bridge").set("name", want.device)
+    child(root, "mac").set("address", want.mac)
     ips = [ip for ip in root.findall("ip") if _is_ipv4(ip)]
-    index = owned_ip([(str(ip.get("address")), _netmask(ip)) for ip in ips], want.ip)
+    found = read(xml, want.ip)
+    index = owned_ip(found.ips, want.ip)
     ip = ips[index] if index is not None else et.SubElement(root, "ip")
     ip.attrib.pop("prefix", None)
     ip.set("address", str(want.ip.ip))
     ip.set("netmask", str(want.ip.netmask))
-    return str(et.tostring(root, encoding="unicode"))
+    changes = entry_changes(found, want, purge_hosts, purge_ranges)
+    if changes:
+        dhcp = child(ip, "dhcp")
+        for verb, section, entry in changes:
+            for old in dhcp.findall(section):
+                same_host = section == "host" and old.get("mac", "").lower() == getattr(
+                    entry, "mac", None
+                )
+                same_range = section == "range" and (old.get("start"), old.get("end")) == (
+                    getattr(entry, "start", None),
+                    getattr(entry, "end", None),
+                )
+                if same_host or same_range:
+                    dhcp.remove(old)
+            if verb != "delete":
+                dhcp.append(et.fromstring(entry.xml()))
+    described = [f"{verb} {entry.describe()}" for verb, _section, entry in changes]
+    return str(et.tostring(root, encoding="unicode")), described
 
 
 def build(want: Wanted) -> str:

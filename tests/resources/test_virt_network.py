@@ -99,7 +99,7 @@ async def test_define_start_with_entries_then_nothing_to_do(
     )
     assert "virt:network[mgmtnet]: defined the network" in caplog.text
     assert await running.res.check_apply(True) is True
-    assert "nothing to do: network mgmtnet up, as wanted" in caplog.text
+    assert "nothing to do: network mgmtnet up, defined, as wanted" in caplog.text
 
 
 async def test_entries_drift_is_repaired_and_purged(
