@@ -1,4 +1,5 @@
-"""One shared libvirt connection and the lifecycle-callback dispatch on it (per domain name)."""
+"""One shared libvirt connection and the lifecycle-callback dispatch on it (per domain or
+network name)."""
 
 from __future__ import annotations
 

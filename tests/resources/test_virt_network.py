@@ -259,3 +259,25 @@ def test_hosts_and_ranges_group_into_the_network_they_name() -> None:
     assert autogroup(graph) == 2
     assert set(graph.vertices) == {("virt:network", "a"), ("virt:network", "b")}
     assert a.grouped == [anyone] and b.grouped == [to_b]
+
+
+async def test_a_transient_network_is_created_again_for_a_base_change(
+    run_resource: Start, uri: str, outside: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    first = await run_resource(network(uri, host("web", 7), transient=True))
+    assert await first.res.check_apply(True) is False
+    changed = network(uri, host("web", 7), host("db", 13), transient=True, device="br9")
+    running = await run_resource(changed)
+    assert await running.res.check_apply(True) is False
+    assert (
+        "created the network again (device virbr0 -> br9, add dhcp host 52:54:00:00:00:0d "
+        "(db, 192.168.42.13))" in caplog.text
+    )
+    net = outside.networkLookupByName("mgmtnet")
+    assert net.isActive() and not net.isPersistent()
+    assert sorted(entries(outside)[0]) == [
+        ("52:54:00:00:00:07", "web", "192.168.42.7"),
+        ("52:54:00:00:00:0d", "db", "192.168.42.13"),
+    ]
+    assert await running.res.check_apply(True) is True
