@@ -1,5 +1,8 @@
 """Automatic grouping: compatible Groupable resources with no path between them become one vertex.
 
+Compatible is the leader's `group_cmp`: usually resources of its own kind (pkg), or of a kind
+nested in its own (virt:network takes in virt:network:host and virt:network:range).
+
 The first resource of a group stays in the graph and collects the others in its `grouped` list;
 their edges move to it. Merging two vertices with no path between them cannot create a cycle.
 `meta: {autogroup: false}` opts a resource out.
@@ -19,6 +22,9 @@ def autogroup(graph: Graph) -> int:
     """Merge groupable resources of `graph` in place; returns how many were merged away."""
     merged = 0
     candidates = [r for r in graph if r.meta.autogroup and isinstance(r, Groupable)]
+    # A kind may take in another (mgmt's hierarchical grouping: virt:network:host into
+    # virt:network): the outer kinds (fewer ':') lead, so they come first.
+    candidates.sort(key=lambda r: r.kind.count(":"))
     for res in candidates:
         res.grouped = []  # the same objects may be grouped again (a re-apply)
     leaders: list[Groupable] = []
@@ -26,7 +32,7 @@ def autogroup(graph: Graph) -> int:
         key = key_of(res)
         for leader in leaders:
             lead = key_of(leader)
-            if leader.kind != res.kind or not leader.group_cmp(res):
+            if not leader.group_cmp(res):
                 continue
             if graph.has_path(lead, key) or graph.has_path(key, lead):
                 continue

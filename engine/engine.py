@@ -116,11 +116,14 @@ class VertexStats:
 def same(old: Resource, new: Resource) -> bool:
     """Whether a running resource (as first given) may be kept for `new` across a swap: the
     kind's cmp() (params and meta), and the same for every member of its group."""
+    return old.cmp(new) and same_group(old, new)
+
+
+def same_group(old: Resource, new: Resource) -> bool:
+    """Whether the groups of `old` and `new` have the same members (by cmp)."""
     old_group, new_group = members(old), members(new)
-    return (
-        old.cmp(new)
-        and len(old_group) == len(new_group)
-        and all(a.cmp(b) for a, b in zip(old_group, new_group, strict=True))
+    return len(old_group) == len(new_group) and all(
+        a.cmp(b) for a, b in zip(old_group, new_group, strict=True)
     )
 
 
@@ -695,7 +698,12 @@ class Engine:
             k
             for k, v in old.items()
             if k in graph.vertices
-            and (graph.vertices[k] is v.res or same(v.pristine, graph.vertices[k]))
+            # The same object given again: its params are as given, but autogroup has just
+            # set its group afresh (a member may have come or gone).
+            and (
+                (graph.vertices[k] is v.res and same_group(v.pristine, v.res))
+                or same(v.pristine, graph.vertices[k])
+            )
         }
         removed = [v for k, v in old.items() if k not in kept]
         await asyncio.gather(*(v.stop(graceful=True) for v in removed))

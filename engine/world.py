@@ -9,10 +9,14 @@ mgmt's World interface, narrowed to what this project uses:
   `/_mgmt/hoststrings/<host>/<key>` (set and del touch this host's entry only);
 - exported resources: `res_export(records)` replaces this host's set under
   `/_mgmt/exported/<host>/<kind>/<name>`, `res_list()` returns every host's, `res_watch()`.
-- scheduling: `schedule_join(namespace, ttl)` is an async context manager that keeps this host
-  in `/_mgmt/scheduled/<host>/<namespace>` while entered (bound to a lease of `ttl` seconds on
-  etcd, so a host that dies leaves it within ttl); `schedule_hosts(namespace)` lists the hosts
-  in the order they joined; `schedule_watch(namespace)`.
+- scheduling: `schedule_join(namespace, ttl, linger=False)` is an async context manager that
+  keeps this host in `/_mgmt/scheduled/<host>/<namespace>` while entered (bound to a lease of
+  `ttl` seconds on etcd, so a host that dies leaves it within ttl; on exit the lease is revoked,
+  or, `linger`, left to expire); `schedule_persist(namespace)` puts this host's key without a
+  lease (it stays until withdrawn), `schedule_withdraw(namespace)` deletes it unless a join of
+  this agent holds it, `schedule_entry(namespace)` says how it is held ("leased", "persisted"
+  or None); `schedule_hosts(namespace)` lists the hosts in the order they joined;
+  `schedule_watch(namespace)`.
 
 A watch is an async context manager that is subscribed once entered and then iterates one
 `None` per change (changes that arrive faster than they are read coalesce into one): read the
@@ -180,6 +184,9 @@ def check_key(key: str) -> None:
 class World(Protocol):
     """The narrow cluster API resources and the agent use (see the module doc)."""
 
+    # This agent's joins of scheduling pools (who holds which namespace now).
+    memberships: Memberships
+
     @property
     def hostname(self) -> str: ...
 
@@ -209,7 +216,15 @@ class World(Protocol):
 
     def res_watch(self) -> Changes: ...
 
-    def schedule_join(self, namespace: str, ttl: int) -> AbstractAsyncContextManager[None]: ...
+    def schedule_join(
+        self, namespace: str, ttl: int, linger: bool = False
+    ) -> AbstractAsyncContextManager[None]: ...
+
+    async def schedule_persist(self, namespace: str) -> None: ...
+
+    async def schedule_withdraw(self, namespace: str) -> bool: ...
+
+    async def schedule_entry(self, namespace: str) -> str | None: ...
 
     async def schedule_hosts(self, namespace: str) -> list[str]: ...
 
@@ -223,6 +238,10 @@ class Memberships:
     def __init__(self) -> None:
         self._count: dict[str, int] = {}
         self._leave: dict[str, Callable[[], Awaitable[None]]] = {}  # the first joiner's
+
+    def held(self, namespace: str) -> bool:
+        """Whether a join of this agent holds the namespace now."""
+        return bool(self._count.get(namespace))
 
     @contextlib.asynccontextmanager
     async def hold(
@@ -315,6 +334,8 @@ class MemoryWorld:
     hostname: str
     store: MemoryStore = dataclasses.field(default_factory=MemoryStore)
     memberships: Memberships = dataclasses.field(default_factory=Memberships)
+    # Namespaces this host's key was put in without a lease (schedule_persist).
+    _persisted: set[str] = dataclasses.field(default_factory=set)
 
     def _key(self, key: str, mapped: bool) -> str:
         return strings_key(key, self.hostname if mapped else None)
@@ -367,11 +388,14 @@ class MemoryWorld:
         return self.store.watch(EXPORTED, prefix=True)
 
     @contextlib.asynccontextmanager
-    async def schedule_join(self, namespace: str, ttl: int) -> AsyncIterator[None]:
+    async def schedule_join(
+        self, namespace: str, ttl: int, linger: bool = False
+    ) -> AsyncIterator[None]:
         check_key(namespace)
-        key = schedule_key(namespace, self.hostname)  # no leases here: left on exit
+        key = schedule_key(namespace, self.hostname)  # no leases here: left on exit (linger too)
 
         async def enter() -> None:
+            self._persisted.discard(namespace)
             self.store.commit({key: ""})
 
         async def leave() -> None:
@@ -380,6 +404,27 @@ class MemoryWorld:
 
         async with self.memberships.hold(namespace, enter, leave):
             yield
+
+    async def schedule_persist(self, namespace: str) -> None:
+        check_key(namespace)
+        self.store.commit({schedule_key(namespace, self.hostname): ""})
+        self._persisted.add(namespace)
+
+    async def schedule_withdraw(self, namespace: str) -> bool:
+        check_key(namespace)
+        key = schedule_key(namespace, self.hostname)
+        if self.memberships.held(namespace) or self.store.get(key) is None:
+            return False
+        self.store.commit({}, [key])
+        self._persisted.discard(namespace)
+        return True
+
+    async def schedule_entry(self, namespace: str) -> str | None:
+        check_key(namespace)
+        if self.store.get(schedule_key(namespace, self.hostname)) is None:
+            return None
+        held = namespace in self._persisted and not self.memberships.held(namespace)
+        return "persisted" if held else "leased"
 
     async def schedule_hosts(self, namespace: str) -> list[str]:
         return per_host(SCHEDULE, namespace, self.store.get_prefix(SCHEDULE))  # in join order

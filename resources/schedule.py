@@ -2,12 +2,21 @@
 resource; the chosen hosts are read with `world.schedule(namespace)`). See
 docs/resources/schedule.md.
 
-check_apply joins the pool (the World's `schedule_join`: this host's key under
-`/_mgmt/schedule/<namespace>/`, bound to a lease of `ttl` seconds that the agent renews), so a
-host is offered only once everything before the resource in the graph is done. The membership
-is held until the resource stops (a clean stop leaves at once; a host that dies leaves within
-ttl); `withdraw: true` leaves it. Without a cluster (the agent starts one for this kind, as
-mgmt always has one), check_apply fails saying so.
+check_apply puts this host's key under `/_mgmt/scheduled/<host>/<namespace>`, so a host is
+offered only once everything before the resource in the graph is done. How the key is held is
+mgmt's choice of an etcd session lease or none:
+
+- by default, on a lease of 10 s that the agent renews (the World's `schedule_join`): a clean
+  stop of the resource (the agent exits, a graph swap removes it) revokes the lease, the key
+  goes at once; a host that dies leaves within 10 s;
+- `ttl: N` (N > 0): on a lease of N s, which a clean stop lets run out: the host stays N s
+  after its agent stopped (as after a crash);
+- `persist: true` (without a ttl): without a lease (`schedule_persist`): the key outlives the
+  agent until a `withdraw: true` resource (of any later run) deletes it.
+
+`withdraw: true` deletes this host's key unless a join of this agent still holds the namespace.
+Without a cluster (the agent starts one for this kind, as mgmt always has one), check_apply
+fails saying so.
 """
 
 from __future__ import annotations
@@ -36,9 +45,11 @@ class ScheduleRes(Resource):
     strategy: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # How many hosts are chosen (>= 1). Default None: 1, as above.
     max: int | None = None
-    # Keep the entry after this host stops: not supported here (entries are bound to a lease).
+    # Keep the entry after this host stops: without a ttl it has no lease and stays until
+    # withdrawn; with one it expires ttl seconds after the agent stopped. Default false.
     persist: bool = False
-    # Seconds a host that dies stays in the pool (its lease). Default None (or 0): 10.
+    # Seconds the entry outlives its agent (its lease, which a clean stop lets run out). Default
+    # None (or 0): a lease of 10 s that a clean stop revokes (a host that dies leaves in 10 s).
     ttl: int | None = None
     # Leave the pool instead of joining it. Default false.
     withdraw: bool = False
@@ -58,15 +69,9 @@ class ScheduleRes(Resource):
             raise ValidationError(f"must be at least 1, got {self.max}", "max")
         if self.ttl is not None and self.ttl < 0:
             raise ValidationError(f"must be >= 0 seconds, got {self.ttl}", "ttl")
-        if self.persist:
-            raise ValidationError(
-                "not supported here: a host's entry is bound to a lease, so it leaves the pool "
-                "within ttl seconds of its agent stopping",
-                "persist",
-            )
         if self.withdraw:
-            for key in ("strategy", "max", "ttl"):
-                if getattr(self, key) is not None:
+            for key in ("strategy", "max", "persist", "ttl"):
+                if getattr(self, key) not in (None, False):
                     raise ValidationError("cannot be combined with withdraw: true", key)
 
     async def init(self, handle: Handle) -> None:
@@ -88,28 +93,65 @@ class ScheduleRes(Resource):
     async def check_apply(self, apply: bool) -> bool:
         world = self._world()
         namespace = self._namespace
-        hosts = await world.schedule_hosts(namespace)
-        joined = self._membership is not None
         if self.withdraw:
-            if not joined:
-                why = f"this host is not in {namespace!r} by this resource"
-                if self.handle.hostname in hosts:
-                    why += " (world.schedule in the program keeps it in the pool)"
-                return nothing_to_do(self.handle, why)
-            step = Step(
-                f"leave the pool {namespace!r}", f"left the pool {namespace!r}", self._leave
-            )
-            await apply_steps(self.handle, [step], apply)
-            return False
-        if joined:
-            return nothing_to_do(self.handle, f"in the pool {namespace!r}: {hosts}")
-        step = Step(
-            f"join the pool {namespace!r}",
-            f"joined the pool {namespace!r}",
-            lambda: self._join(world),
-        )
+            step = await self._withdraw_step(world, namespace)
+        elif self._keeps:
+            step = await self._persist_step(world, namespace)
+        else:
+            step = await self._join_step(world, namespace)
+        if step is None:
+            return True
         await apply_steps(self.handle, [step], apply)
         return False
+
+    async def _join_step(self, world: World, namespace: str) -> Step | None:
+        if self._membership is not None:
+            hosts = await world.schedule_hosts(namespace)
+            nothing_to_do(self.handle, f"in the pool {namespace!r}: {hosts}")
+            return None
+        how = f" (kept {self.ttl}s after the agent stops)" if self.ttl else ""
+        return Step(
+            f"join the pool {namespace!r}{how}",
+            f"joined the pool {namespace!r}{how}",
+            lambda: self._join(world),
+        )
+
+    async def _persist_step(self, world: World, namespace: str) -> Step | None:
+        if await world.schedule_entry(namespace) == "persisted":
+            nothing_to_do(self.handle, f"in the pool {namespace!r} without a lease (persist)")
+            return None
+        return Step(
+            f"join the pool {namespace!r} without a lease (persist)",
+            f"joined the pool {namespace!r} without a lease (persist)",
+            lambda: world.schedule_persist(namespace),
+        )
+
+    async def _withdraw_step(self, world: World, namespace: str) -> Step | None:
+        if self._membership is not None:  # joined by this very resource (its params changed)
+            return Step(
+                f"leave the pool {namespace!r}", f"left the pool {namespace!r}", self._leave
+            )
+        if await world.schedule_entry(namespace) is None:
+            nothing_to_do(self.handle, f"this host is not in {namespace!r}")
+            return None
+        if world.memberships.held(namespace):
+            why = f"this agent still joins {namespace!r} (world.schedule in the program)"
+            nothing_to_do(self.handle, why)
+            return None
+
+        async def withdraw() -> None:
+            await world.schedule_withdraw(namespace)
+
+        return Step(
+            f"withdraw from the pool {namespace!r}",
+            f"withdrew from the pool {namespace!r}",
+            withdraw,
+        )
+
+    @property
+    def _keeps(self) -> bool:
+        """persist without a ttl: the key has no lease at all."""
+        return self.persist and not self.ttl
 
     @property
     def _namespace(self) -> str:
@@ -124,7 +166,7 @@ class ScheduleRes(Resource):
     async def _join(self, world: World) -> None:
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(
-            world.schedule_join(self._namespace, self.ttl or DEFAULT_TTL)
+            world.schedule_join(self._namespace, self.ttl or DEFAULT_TTL, linger=bool(self.ttl))
         )
         self._membership = stack
 

@@ -371,6 +371,16 @@ class EtcdClient:
         resp = await self.call(f"get {key.decode(errors='replace')}", fn)
         return bytes(resp.kvs[0].value) if resp.kvs else None
 
+    async def lease_of(self, key: bytes) -> int | None:
+        """The lease a key is bound to (0: none), or None if the key does not exist."""
+
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.RangeRequest(key=key, keys_only=True)
+            return await conn.kv.Range(req, **self._opts(conn))
+
+        resp = await self.call(f"get {key.decode(errors='replace')}", fn)
+        return int(resp.kvs[0].lease) if resp.kvs else None
+
     async def get_prefix(self, prefix: bytes) -> tuple[dict[bytes, bytes], int]:
         """Every key under `prefix` with its value, and the store revision of the last read."""
         scan = await self.scan(prefix)

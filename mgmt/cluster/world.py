@@ -190,10 +190,13 @@ class EtcdWorld:
     # scheduling ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def schedule_join(self, namespace: str, ttl: int) -> AsyncIterator[None]:
+    async def schedule_join(
+        self, namespace: str, ttl: int, linger: bool = False
+    ) -> AsyncIterator[None]:
         """This host's key in the namespace, bound to a lease of its own (renewed meanwhile);
         entering waits (up to JOIN_WAIT s) until the key is written, so that a first read
-        already counts this host."""
+        already counts this host. Leaving revokes the lease (the key goes at once) or, with
+        `linger`, only stops renewing it: the key goes when the lease expires, ttl s later."""
         check_key(namespace)
         key = schedule_key(namespace, self.hostname).encode()
         leases: list[int] = []
@@ -219,12 +222,32 @@ class EtcdWorld:
             if holder is not None:
                 holder.cancel()
                 await asyncio.gather(holder, return_exceptions=True)
-            if leases:
+            if leases and not linger:
                 with contextlib.suppress(WorldError):  # else the key expires with the lease
                     await self.client.lease_revoke(leases[-1])
 
         async with self.memberships.hold(namespace, enter, leave):
             yield
+
+    async def schedule_persist(self, namespace: str) -> None:
+        """This host's key in the namespace without a lease: it stays until withdrawn."""
+        check_key(namespace)
+        await self.client.put(schedule_key(namespace, self.hostname).encode(), b"")
+
+    async def schedule_withdraw(self, namespace: str) -> bool:
+        """Delete this host's key in the namespace (however held), unless a join of this agent
+        holds it; True if one was deleted."""
+        check_key(namespace)
+        if self.memberships.held(namespace):
+            return False
+        return await self.client.delete(schedule_key(namespace, self.hostname).encode()) > 0
+
+    async def schedule_entry(self, namespace: str) -> str | None:
+        check_key(namespace)
+        lease = await self.client.lease_of(schedule_key(namespace, self.hostname).encode())
+        if lease is None:
+            return None
+        return "leased" if lease else "persisted"
 
     async def schedule_hosts(self, namespace: str) -> list[str]:
         check_key(namespace)

@@ -3,8 +3,10 @@
 `str` -> str, `int` -> int, `float` -> float (an int is accepted too), `bool` -> bool,
 `Literal["a", "b"]` -> str (a constant is checked at compile time), `list[X]` -> []X,
 `bool | int | str` (a union of scalars) -> any one of them,
-`dict[str, X]` -> map{str: X}, a dataclass -> struct{field X; ...} (every field given, as in
-mgmt), `X | None` -> X (leaving a param out means None), `Any` -> a value of any type. Params of other types cannot be set from the language (a clear error says so).
+`dict[str, X]` -> map{str: X}, `X | None` -> X (leaving a param out means None), `Any` -> a
+value of any type, a dataclass -> a struct of its fields in their order (as mgmt's Go structs:
+every field given). Params of other types cannot be set from the language (a clear error says
+so).
 """
 
 from __future__ import annotations
@@ -80,12 +82,20 @@ def mcl_type(hint: Any) -> ParamType:
             return ParamType(TMap(STR, inner.type))
         return ParamType(None, why=f"{hint}")
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        fields = {name: mcl_type(field) for name, field in hints(hint).items()}
-        missing = [f"{name}: {p.why}" for name, p in fields.items() if p.type is None]
-        if missing:
-            return ParamType(None, why=f"{hint.__name__} ({', '.join(missing)})")
-        return ParamType(TStruct(tuple((n, p.type) for n, p in fields.items() if p.type)))
+        return _struct_type(hint)
     return ParamType(None, why=f"{hint}")
+
+
+def _struct_type(cls: type) -> ParamType:
+    """A dataclass (a device of virt, its auth...) as a struct of its fields, in their order."""
+    table = hints(cls)
+    fields: list[tuple[str, Type]] = []
+    for f in dataclasses.fields(cls):
+        inner = mcl_type(table[f.name])
+        if inner.type is None or inner.alternatives or inner.any or inner.numeric:
+            return ParamType(None, why=f"{cls.__name__}.{f.name}: {inner.why or table[f.name]}")
+        fields.append((f.name, inner.type))
+    return ParamType(TStruct(tuple(fields)))
 
 
 _PARAMS: dict[type, dict[str, ParamType]] = {}

@@ -22,12 +22,18 @@ Modules (libvirt itself is imported on first use, never by importing these):
 - calls.py: the blocking libvirt calls run in worker threads, and what they observe.
 - events.py: libvirt's event loop on asyncio (libvirtaio, made safe for worker threads).
 - connection.py: one shared connection and its per-domain lifecycle-callback dispatch.
+- network.py: the `virt:network`, `virt:network:host` and `virt:network:range` kinds (a
+  libvirt network and its DHCP entries); network_xml.py: their XML; network_calls.py: their
+  blocking libvirt calls.
 - pool.py: the shared connections of an engine, one per URI (`pool_of(handle.shared)`).
+- auth.py: the credentials of a connection (mgmt's VirtAuth, the password never shown) and how
+  a connection is opened with them.
 - lib.py: the lazy import of libvirt.
 """
 
 from __future__ import annotations
 
+from resources.virt.auth import VirtAuth
 from resources.virt.calls import Attrs, Observed
 from resources.virt.connection import Connection
 from resources.virt.domain_xml import (
@@ -39,6 +45,11 @@ from resources.virt.domain_xml import (
     NetworkDevice,
 )
 from resources.virt.events import EVENTS
+from resources.virt.network import (  # importing it registers the virt:network kinds
+    VirtNetworkHostRes,
+    VirtNetworkRangeRes,
+    VirtNetworkRes,
+)
 from resources.virt.pool import LINGER, Pool, pool_of
 from resources.virt.resource import (  # importing it registers the "virt" kind
     BOOT_DEVICES,
@@ -65,6 +76,10 @@ __all__ = [
     "NetworkDevice",
     "Observed",
     "Pool",
+    "VirtAuth",
+    "VirtNetworkHostRes",
+    "VirtNetworkRangeRes",
+    "VirtNetworkRes",
     "VirtRes",
     "pool_of",
 ]

@@ -1,4 +1,5 @@
-"""One shared libvirt connection and the lifecycle-callback dispatch on it (per domain name)."""
+"""One shared libvirt connection and the lifecycle-callback dispatch on it (per domain or
+network name)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from resources.virt.auth import VirtAuth
 from resources.virt.lib import load_libvirt
 
 
@@ -18,8 +20,9 @@ class Connection:
     libvirt callback per connection, registered while anyone subscribes, dispatching by name.
     """
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, auth: VirtAuth | None = None) -> None:
         self.uri = uri
+        self.auth = auth  # the credentials it is opened with (never shown)
         self.conn: Any = None
         self.users = 0
         self.lost: str | None = None  # why the connection was closed under us
@@ -27,25 +30,39 @@ class Connection:
         self.linger: asyncio.TimerHandle | None = None
         self.closed = False
         self._loop = asyncio.get_running_loop()
-        self._subs: dict[str, list[tuple[Callable[[], None], Callable[..., None] | None]]] = {}
-        self._cid: int | None = None  # the libvirt callback id while registered
+        # (family, name) -> subscribers; family is "domain" or "network".
+        self._subs: dict[
+            tuple[str, str], list[tuple[Callable[[], None], Callable[..., None] | None]]
+        ] = {}
+        self._cids: dict[str, int] = {}  # family -> the libvirt callback id while registered
         self._lock = asyncio.Lock()
+
+    @property
+    def key(self) -> tuple[str, VirtAuth | None]:
+        """What the pool shares it by: the URI and the credentials."""
+        return self.uri, self.auth
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(connection, *args) in a worker thread (a libvirt call may do a round trip)."""
         return await asyncio.to_thread(fn, self.conn, *args)
 
     async def subscribe(
-        self, name: str, notify: Callable[[], None], log: Callable[..., None] | None = None
+        self,
+        name: str,
+        notify: Callable[[], None],
+        log: Callable[..., None] | None = None,
+        family: str = "domain",
     ) -> Callable[[], Awaitable[None]]:
-        """Call notify() on the loop for each lifecycle event of domain `name` (and if the
-        connection is lost). Returns the (idempotent) unsubscribe coroutine function."""
+        """Call notify() on the loop for each lifecycle event of the domain (or, family
+        "network", the network) `name`, and if the connection is lost. Returns the
+        (idempotent) unsubscribe coroutine function."""
         sub = (notify, log)
-        self._subs.setdefault(name, []).append(sub)
+        key = (family, name)
+        self._subs.setdefault(key, []).append(sub)
         try:
-            await self._register()
+            await self._register(family)
         except BaseException:
-            self._drop(name, sub)
+            self._drop(key, sub)
             raise
         done = False
 
@@ -53,8 +70,8 @@ class Connection:
             nonlocal done
             if not done:
                 done = True
-                self._drop(name, sub)
-                await self._deregister()
+                self._drop(key, sub)
+                await self._deregister(family)
 
         return unsubscribe
 
@@ -71,39 +88,60 @@ class Connection:
             for notify, _log in list(subs):
                 notify()
 
-    def _drop(self, name: str, sub: tuple[Callable[[], None], Callable[..., None] | None]) -> None:
-        subs = self._subs.get(name, [])
+    def _drop(
+        self,
+        key: tuple[str, str],
+        sub: tuple[Callable[[], None], Callable[..., None] | None],
+    ) -> None:
+        subs = self._subs.get(key, [])
         if sub in subs:
             subs.remove(sub)
         if not subs:
-            self._subs.pop(name, None)
+            self._subs.pop(key, None)
 
-    async def _register(self) -> None:
+    async def _register(self, family: str) -> None:
         libvirt = load_libvirt()
         async with self._lock:
-            if self._cid is None:
-                self._cid = await self.call(
+            if family in self._cids:
+                return
+            if family == "network":
+                self._cids[family] = await self.call(
+                    lambda conn: conn.networkEventRegisterAny(
+                        None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE, self._on_network, None
+                    )
+                )
+            else:
+                self._cids[family] = await self.call(
                     lambda conn: conn.domainEventRegisterAny(
                         None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None
                     )
                 )
 
-    async def _deregister(self) -> None:
+    async def _deregister(self, family: str) -> None:
         libvirt = load_libvirt()
         async with self._lock:
-            if self._cid is None or self._subs:
+            if family not in self._cids or any(f == family for f, _ in self._subs):
                 return
-            cid, self._cid = self._cid, None
+            cid = self._cids.pop(family)
             if self.lost is None:
                 with contextlib.suppress(libvirt.libvirtError):
-                    await self.call(lambda conn: conn.domainEventDeregisterAny(cid))
+                    if family == "network":
+                        await self.call(lambda conn: conn.networkEventDeregisterAny(cid))
+                    else:
+                        await self.call(lambda conn: conn.domainEventDeregisterAny(cid))
 
     def _on_event(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
-        """libvirt's callback (dispatched from the loop's event timer)."""
-        subs = self._subs.get(dom.name())  # name(): local, no round trip
-        for notify, log in list(subs or ()):
+        """libvirt's domain callback (dispatched from the loop's event timer)."""
+        self._dispatch(("domain", dom.name()), _EVENT_NAMES.get(event, str(event)), detail)
+
+    def _on_network(self, _conn: Any, net: Any, event: int, detail: int, _opaque: Any) -> None:
+        """libvirt's network callback: name() is a field of the object, no round trip."""
+        self._dispatch(("network", net.name()), _NETWORK_EVENTS.get(event, str(event)), detail)
+
+    def _dispatch(self, key: tuple[str, str], what: str, detail: int) -> None:
+        for notify, log in list(self._subs.get(key) or ()):
             if log is not None:
-                log("libvirt event: %s (detail %d)", _EVENT_NAMES.get(event, str(event)), detail)
+                log("libvirt event: %s (detail %d)", what, detail)
             self._loop.call_soon_threadsafe(notify)
 
 
@@ -118,4 +156,5 @@ _EVENT_NAMES = {
     7: "pmsuspended",
     8: "crashed",
 }
+_NETWORK_EVENTS = {0: "defined", 1: "undefined", 2: "started", 3: "stopped"}
 _CLOSE_REASONS = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "closed by the client"}

@@ -4,8 +4,10 @@ read back from a domain's persistent definition. ElementTree is imported on firs
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from engine.params import EMPTY_IS_UNSET
 
 DEFAULT_MAXCPUS = 32  # vCPU slots of a new domain with hotcpus when maxcpus is not set (mgmt's)
 DEFAULT_MEMORY = 524288  # KiB of a new domain when memory is not set (512 MiB)
@@ -36,18 +38,19 @@ class CDRomDevice:
 class NetworkDevice:
     # Name of the libvirt network the interface is attached to. Required.
     name: str
-    # MAC address "52:54:00:xx:xx:xx". Default None: libvirt picks one when defining.
-    mac: str | None = None
+    # MAC address "52:54:00:xx:xx:xx". Default None (or ""): libvirt picks one when defining.
+    mac: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
 
 
 @dataclass(kw_only=True)
 class FilesystemDevice:
+    # (mgmt's field order: a language struct lists them so.)
+    # Access mode: passthrough, mapped or squash. Default None (or ""): libvirt's default.
+    access: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Host directory shared with the guest ("~" is expanded). Required.
     source: str
     # Mount tag (qemu) or path (lxc) in the guest. Required.
     target: str
-    # Access mode: passthrough, mapped or squash. Default None: libvirt's default.
-    access: str | None = None
     # Share it read-only. Default false.
     read_only: bool = False
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.errors import ResourceError
 from engine.handle import Shared
+from resources.virt.auth import VirtAuth, open_connection
 from resources.virt.connection import Connection
 from resources.virt.events import EVENTS
 from resources.virt.lib import load_libvirt
@@ -25,21 +26,25 @@ def pool_of(shared: Shared) -> Pool:
     return shared.get(__name__, Pool)
 
 
+# A connection is shared by the resources with the same URI and the same credentials.
+_Key = tuple[str, VirtAuth | None]
+
+
 class Pool:
-    """The shared connections of one engine, one per URI; an unused one is closed after LINGER
-    seconds, every one when the engine stops (`aclose`)."""
+    """The shared connections of one engine, one per URI and credentials; an unused one is
+    closed after LINGER seconds, every one when the engine stops (`aclose`)."""
 
     def __init__(self) -> None:
-        self._conns: dict[str, Connection] = {}
+        self._conns: dict[_Key, Connection] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
-    async def acquire(self, uri: str) -> Connection:
+    async def acquire(self, uri: str, auth: VirtAuth | None = None) -> Connection:
         if EVENTS.bind():
             self._forget_all()  # the previous loop is gone: start afresh
-        entry = self._conns.get(uri)
+        entry = self._conns.get((uri, auth))
         if entry is None:
-            entry = Connection(uri)
-            self._conns[uri] = entry
+            entry = Connection(uri, auth)
+            self._conns[entry.key] = entry
             entry.ready = asyncio.ensure_future(self._open(entry))
         entry.users += 1
         if entry.linger is not None:
@@ -63,9 +68,9 @@ class Pool:
             entry.linger = asyncio.get_running_loop().call_later(LINGER, self._expire, entry)
 
     @contextlib.asynccontextmanager
-    async def connection(self, uri: str) -> AsyncIterator[Connection]:
+    async def connection(self, uri: str, auth: VirtAuth | None = None) -> AsyncIterator[Connection]:
         """`async with pool.connection(uri) as conn:` the shared connection, released after."""
-        entry = await self.acquire(uri)
+        entry = await self.acquire(uri, auth)
         try:
             yield entry
         finally:
@@ -92,7 +97,7 @@ class Pool:
             loop.call_soon_threadsafe(self._lost, entry, reason)
 
         def connect() -> Any:
-            conn = libvirt.open(entry.uri)
+            conn = open_connection(entry.uri, entry.auth)
             with contextlib.suppress(libvirt.libvirtError):  # not every driver has one
                 conn.registerCloseCallback(on_close, None)
             return conn
@@ -100,15 +105,15 @@ class Pool:
         try:
             entry.conn = await asyncio.to_thread(connect)
         except libvirt.libvirtError as err:
-            if self._conns.get(entry.uri) is entry:
-                del self._conns[entry.uri]
+            if self._conns.get(entry.key) is entry:
+                del self._conns[entry.key]
             raise ResourceError(f"cannot connect to {entry.uri}: {err}") from err
         if entry.users == 0:  # every acquirer gave up while it opened
             entry.linger = loop.call_later(LINGER, self._expire, entry)
 
     def _lost(self, entry: Connection, reason: int) -> None:
-        if self._conns.get(entry.uri) is entry:
-            del self._conns[entry.uri]
+        if self._conns.get(entry.key) is entry:
+            del self._conns[entry.key]
         entry.mark_lost(reason)
 
     def _expire(self, entry: Connection) -> None:
@@ -116,8 +121,8 @@ class Pool:
         if entry.users or entry.closed:
             return
         entry.closed = True
-        if self._conns.get(entry.uri) is entry:
-            del self._conns[entry.uri]
+        if self._conns.get(entry.key) is entry:
+            del self._conns[entry.key]
         if entry.linger is not None:
             entry.linger.cancel()
         if entry.conn is None:

@@ -18,9 +18,11 @@ from urllib.parse import urlsplit
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
+from engine.params import EMPTY_IS_UNSET
 from engine.resource import Refreshable, Resource, register
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources.virt import calls
+from resources.virt.auth import VirtAuth
 from resources.virt.calls import Attrs, Observed
 from resources.virt.connection import Connection
 from resources.virt.domain_xml import (
@@ -46,6 +48,9 @@ class VirtRes(Refreshable, Resource):
     # libvirt connection URI, e.g. "qemu:///session" or "test:///default". Default
     # "qemu:///system".
     uri: str = "qemu:///system"
+    # Credentials libvirt asks for when the URI's transport needs them (username, password;
+    # the password is never shown). Default None: none given.
+    auth: VirtAuth | None = None
     # "running", "paused" or "shutoff". Default None: the run state is not managed.
     state: str | None = None
     # The domain is transient (exists only while it runs; transient + shutoff = absent) instead
@@ -62,8 +67,8 @@ class VirtRes(Refreshable, Resource):
     # Memory in KiB (current and maximum). Default None: not managed (a new domain gets
     # 524288).
     memory: int | None = None
-    # The init program of an lxc:// container. Default None.
-    osinit: str | None = None
+    # The init program of an lxc:// container. Default None ("" too, as in mgmt).
+    osinit: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Boot order of a new domain: any of "fd", "hd", "cdrom", "network". Default none.
     boot: list[str] = field(default_factory=list)
     # Disk images of a new domain (vda, vdb...). Default none.
@@ -75,8 +80,9 @@ class VirtRes(Refreshable, Resource):
     # Shared host directories of a new domain. Default none.
     filesystem: list[FilesystemDevice] = field(default_factory=list)
     # What to do when a change needs a restart of the running domain: "ignore" (change the
-    # persistent config only), "ifneeded" (restart it) or "error" (fail). Default "error".
-    restartondiverge: str = "error"
+    # persistent config only), "ifneeded" (restart it) or "error" (fail). Default "error" ("" too,
+    # as in mgmt).
+    restartondiverge: str = field(default="error", metadata=EMPTY_IS_UNSET)
     # Restart the running domain (graceful shutdown, start) when a refresh arrives. Default
     # false.
     restartonrefresh: bool = False
@@ -160,7 +166,7 @@ class VirtRes(Refreshable, Resource):
         await super().init(handle)
         self._conn: Connection | None = None
         self._unwatch: Callable[[], Awaitable[None]] | None = None
-        self._conn = await pool_of(handle.shared).acquire(self.uri)
+        self._conn = await pool_of(handle.shared).acquire(self.uri, self.auth)
         handle.on_cleanup(self._release)
 
     async def watch(self) -> None:
@@ -453,7 +459,7 @@ class VirtRes(Refreshable, Resource):
         """The shared connection; a new one if the old one was lost (libvirtd restarted)."""
         if self._conn is None or self._conn.lost is not None:
             self._release()
-            self._conn = await pool_of(self.handle.shared).acquire(self.uri)
+            self._conn = await pool_of(self.handle.shared).acquire(self.uri, self.auth)
         return self._conn
 
     def _release(self) -> None:

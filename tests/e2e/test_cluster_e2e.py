@@ -611,3 +611,35 @@ def test_an_etcd_that_fails_to_start_fails_a_cron_run_naming_its_error(tmp_path:
     assert "address already in use" in out.splitlines()[-1], out
     assert "this host's etcd did not start" in out.splitlines()[-1]
     assert local.read_text() == "mine"  # local convergence went on
+
+
+async def test_schedule_persist_outlives_its_agent_and_ttl_runs_out(tmp_path: Path) -> None:
+    """Two agents: h2 joins three pools. Its clean stop takes it out of the default one at
+    once; the `ttl` one keeps it until its lease runs out; the `persist` one keeps it for good
+    (docs/resources/schedule.md)."""
+    hosts = [Host("h1", tmp_path), Host("h2", tmp_path)]
+    h1, h2 = hosts
+    h1.graph.write_text("graph: g\nresources:\n  schedule:\n    - name: other\n")
+    h2.graph.write_text(
+        "graph: g\nresources:\n  schedule:\n"
+        "    - {name: keep, persist: true}\n    - {name: gone}\n    - {name: later, ttl: 4}\n"
+    )
+    async with fleet(hosts):
+        await h1.start()
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("converged", timeout=20)
+        await h2.start(seeds=[h1])
+        assert h2.daemon is not None
+        await h2.daemon.wait_log("converged", timeout=20)
+        assert "joined the pool 'keep' without a lease (persist)" in h2.daemon.log
+        async with client_of(h1) as client:
+            world = EtcdWorld(client, "checker")
+            for pool in ("keep", "gone", "later"):
+                assert await world.schedule_hosts(pool) == ["h2"], pool
+            async with world.schedule_watch("later") as changes, asyncio.timeout(20):
+                assert await h2.stop() == 0
+                assert await world.schedule_hosts("gone") == []  # revoked as it stopped
+                assert await world.schedule_hosts("later") == ["h2"]  # its lease runs on
+                while await world.schedule_hosts("later"):
+                    await anext(changes)
+            assert await world.schedule_hosts("keep") == ["h2"]  # no lease: still there

@@ -42,6 +42,7 @@ RERUNS = {
     "noop-meta.yaml",
     # libvirt's test driver keeps its state in the mgmt process: every run defines anew.
     "virt.yaml",
+    "virt-network.yaml",
     "virt-many.yaml",
     "virt-restart.yaml",
     # each run has a fresh one-member cluster (--tmp-prefix): the keys are written anew.
@@ -118,6 +119,7 @@ STATE: dict[str, dict[str, str | None]] = {
 # Log lines the first run must show.
 LOGS = {
     "virt.yaml": "virt[vm1]: started",
+    "virt-network.yaml": "virt:network[labnet]: started the network",
     "virt-many.yaml": "virt[batch]: created (transient, running)",
     "virt-restart.yaml": "virt[app]: started",
     "notify.yaml": "print[reload]: msg: app.conf changed: reloading the app",
@@ -134,7 +136,7 @@ LOGS = {
     "http-server.yaml": "http:client[/tmp/mgmt/http/ks-copy.cfg]: downloaded",
     "http-server-proxy.yaml": "http:server:proxy[/fedora/releases/]: cached: 38/cowsay.rpm",
     "http-server-ui.yaml": "print[level]: msg: 2",
-    "schedule.yaml": "schedule[demo/workers]: joined the pool 'demo/workers'",
+    "schedule.yaml": "schedule[demo/archive]: joined the pool 'demo/archive' without a lease",
     "tftp.yaml": "tftp:server[127.0.0.1:16969]: sent /hello to 127.0.0.1: 16 bytes",
     "dhcp.yaml": "dhcp:server[127.0.0.1:16767]: listening on udp 127.0.0.1:16767 on lo",
 }

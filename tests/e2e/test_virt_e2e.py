@@ -72,3 +72,53 @@ def test_noop_reports_what_it_would_do() -> None:
     assert "virt[vm1]: would define the domain" in out
     assert "virt[vm1]: would start the domain" in out
     assert "virt[vm1]: defined" not in out
+
+
+def test_auth_from_the_language_never_shows_the_password(tmp_path: Path) -> None:
+    """mgmt's `virt` `auth` struct, on a test-driver node that asks for credentials: the run
+    converges; a wrong password is a clear error; neither password is in any output line."""
+    secret, wrong = "pw-4f2-kept-out-of-logs", "pw-wrong-9x1-kept-out"
+    node = tmp_path / "node.xml"
+    node.write_text(f"<node><auth><user password='{secret}'>alice</user></auth></node>\n")
+    program = tmp_path / "vm.mcl"
+    body = (
+        'virt "vm1" {\n\turi => "test://NODE",\n\tstate => "running",\n'
+        '\tauth => struct{username => "alice", password => "PW",},\n}\n'
+    ).replace("NODE", str(node))
+    program.write_text(body.replace("PW", secret))
+    args = ["run", "--tmp-prefix", "--verbose", "--converged-timeout=1", "lang", str(program)]
+    code, out = run_mgmt(args)
+    assert code == 0 and "virt[vm1]: started" in out, out
+    assert secret not in out
+    program.write_text(body.replace("PW", wrong))
+    code, out = run_mgmt(args)
+    assert code != 0 and "authentication failed" in out, out
+    assert wrong not in out and secret not in out
+
+
+async def test_network_example_converges_and_a_new_host_is_added_live(tmp_path: Path) -> None:
+    """examples/virt-network.mcl in the daemon: the hosts and the range group into the
+    network's vertex, which defines and starts it; a host added to the program is added to
+    the running network as a DHCP entry (no redefinition, no restart)."""
+    program = tmp_path / "net.mcl"
+    program.write_text((ROOT / "examples" / "virt-network.mcl").read_text())
+    async with Daemon(["run", "--tmp-prefix", "lang", str(program)]) as daemon:
+        await daemon.wait_log("converged: all 1 resources")  # the network's vertex alone
+        for line in (
+            "virt:network[mgmtnet]: defined the network",
+            "virt:network[mgmtnet]: started the network",
+        ):
+            assert line in daemon.log
+        before = len(daemon.lines)
+        text = program.read_text() + (
+            'virt:network:host "cache" {\n\tmac => "52:54:00:00:00:21",\n'
+            '\tip => "192.168.42.21/24",\n}\n'
+        )
+        tmp = program.with_suffix(".new")
+        tmp.write_text(text)
+        tmp.replace(program)
+        await daemon.wait_log("added dhcp host 52:54:00:00:00:21 (cache, 192.168.42.21)")
+        after = "\n".join(daemon.lines[before:])
+        assert "defined the network" not in after and "started the network" not in after
+        daemon.signal(signal.SIGINT)
+        assert await daemon.wait() == 0, daemon.log

@@ -105,6 +105,19 @@ async def test_groupable_resources_merge_unless_a_path_joins_them(engine: Engine
     assert state("b").calls == [(True, False)]  # applied by its group's vertex
 
 
+async def test_a_member_joining_a_kept_group_restarts_its_vertex(engine: Engine) -> None:
+    """The lang front-end hands back the very objects of unchanged resources: a group that
+    gained a member must not be kept on that identity (the newcomer would never be applied)."""
+    a, b = GroupProbe(name="a"), GroupProbe(name="b")
+    await engine.apply(graph_of(a, b))
+    await settle(engine)
+    c = GroupProbe(name="c")
+    await engine.apply(graph_of(a, b, c))
+    await settle(engine)
+    assert [r.name for r in engine.vertices[("gprobe", "a")].res.grouped] == ["b", "c"]
+    assert state("c").calls == [(True, False)]
+
+
 def test_autogroup_can_be_turned_off(tmp_path: Path) -> None:
     graph = graph_of(GroupProbe(name="a"), GroupProbe(name="b", meta=Meta(autogroup=False)))
     Engine(hostname="t", prefix=tmp_path).prepare(graph)

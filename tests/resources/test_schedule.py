@@ -95,6 +95,58 @@ async def test_withdraw_leaves_what_it_joined(start: Start) -> None:
     assert await res.check_apply(True) is True
 
 
+async def persist_timeline(h1: World, h2: World, start: Start) -> None:
+    """persist (no ttl): the key has no lease, outlives its resource, and a withdraw (of a
+    later run) deletes it."""
+    res, handle = await start(h1, "h1", name="keep", persist=True, ttl=0)
+    assert await res.check_apply(False) is False  # noop: would join
+    assert await h1.schedule_entry("keep") is None
+    assert await res.check_apply(True) is False
+    assert await h1.schedule_entry("keep") == "persisted"
+    await handle.next_event()  # the pool changed
+    assert await res.check_apply(True) is True
+    await res.cleanup()
+    await handle.run_cleanups()  # the agent stops
+    assert await h2.schedule_hosts("keep") == ["h1"]  # still there
+    out, _ = await start(h1, "h1", name="keep", withdraw=True)
+    assert await out.check_apply(False) is False  # noop: would withdraw
+    assert await h2.schedule_hosts("keep") == ["h1"]
+    assert await out.check_apply(True) is False
+    assert await h2.schedule_hosts("keep") == []
+    assert await out.check_apply(True) is True
+
+
+async def test_persist_timeline_in_memory(start: Start) -> None:
+    store = MemoryStore()
+    await persist_timeline(MemoryWorld("h1", store), MemoryWorld("h2", store), start)
+
+
+async def test_persist_and_ttl_on_etcd(tmp_path: Path, start: Start) -> None:
+    """On etcd: persist puts the key without a lease; a ttl's lease is left to run out when
+    the resource stops (the host stays ttl seconds), a default one is revoked at once."""
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url])
+        try:
+            h1, h2 = EtcdWorld(client, "h1"), EtcdWorld(client, "h2")
+            await persist_timeline(h1, h2, start)
+            now, later = EtcdWorld(client, "h3"), EtcdWorld(client, "h4")
+            res_now, _ = await start(now, "h3", name="pool", ttl=0)
+            res_later, _ = await start(later, "h4", name="pool", ttl=1)
+            assert await res_now.check_apply(True) is False
+            assert await res_later.check_apply(True) is False
+            assert await h1.schedule_entry("pool") is None
+            assert await later.schedule_entry("pool") == "leased"
+            async with h1.schedule_watch("pool") as changes, asyncio.timeout(10):
+                for res in (res_now, res_later):
+                    await res.cleanup()
+                    await res.handle.run_cleanups()
+                assert await h1.schedule_hosts("pool") == ["h4"]  # h3 left at once
+                while await h1.schedule_hosts("pool"):  # h4's lease expires (1 s)
+                    await anext(changes)
+        finally:
+            await client.close()
+
+
 async def test_without_a_cluster_check_apply_says_so(start: Start) -> None:
     res, _ = await start(None, "h1", name="pool")
     with pytest.raises(ResourceError, match="needs the cluster"):
@@ -108,7 +160,7 @@ async def test_without_a_cluster_check_apply_says_so(start: Start) -> None:
         ({"name": "a", "strategy": "random"}, "strategy"),
         ({"name": "a", "max": 0}, "max"),
         ({"name": "a", "ttl": -1}, "ttl"),
-        ({"name": "a", "persist": True}, "persist"),
+        ({"name": "a", "withdraw": True, "persist": True}, "persist"),
         ({"name": "a", "withdraw": True, "max": 2}, "max"),
     ],
 )

@@ -642,6 +642,50 @@ async def test_cannot_connect_is_a_clear_error(run_resource: Start, tmp_path: Pa
         await run_resource(res)
 
 
+# auth -----------------------------------------------------------------------------------------
+
+SECRET = "pw-Zq8v-never-shown"
+
+
+@pytest.fixture
+def auth_uri(tmp_path: Path) -> str:
+    """A test-driver node that asks for credentials (libvirt's test driver checks them)."""
+    node = tmp_path / "auth-node.xml"
+    node.write_text(f"<node><auth><user password='{SECRET}'>alice</user></auth></node>\n")
+    return f"test://{node}"
+
+
+async def test_auth_opens_a_connection_that_asks_for_credentials(
+    run_resource: Start, pool: Pool, auth_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mgmt's `auth`: the username and password answer libvirt's questions; the password is
+    in no log line, no error and no repr of the resource."""
+    caplog.set_level(logging.DEBUG)
+    auth = virt.VirtAuth(username="alice", password=SECRET)
+    running = await run_resource(vm(auth_uri, state="running", auth=auth))
+    assert await running.res.check_apply(True) is False
+    assert await running.res.check_apply(True) is True
+    async with pool.connection(auth_uri, auth) as conn:  # the same (shared) connection
+        assert conn.conn.lookupByName("vm1").isActive()
+    wrong = vm(auth_uri, name="vm2", auth=virt.VirtAuth(username="alice", password="nope"))
+    with pytest.raises(ResourceError, match="authentication failed") as err:
+        await run_resource(wrong)
+    without = vm(auth_uri, name="vm3")
+    with pytest.raises(ResourceError, match="cannot connect to test://"):
+        await run_resource(without)
+    shown = [caplog.text, str(err.value), repr(running.res), str(running.res.params())]
+    assert all(SECRET not in text and "nope" not in text for text in shown)
+    assert "password=<set>" in repr(running.res)
+
+
+def test_auth_from_a_graph_file_and_the_language_struct() -> None:
+    res = build(VirtRes, {"name": "vm1", "auth": {"username": "u", "password": SECRET}})
+    assert res.auth == virt.VirtAuth(username="u", password=SECRET)
+    with pytest.raises(ValidationError) as err:
+        build(VirtRes, {"name": "vm1", "auth": {"user": "u"}})
+    assert err.value.key == "auth.user"
+
+
 async def test_libvirt_calls_in_threads_are_safe_for_the_loop(
     run_resource: Start, uri: str, outside: Any
 ) -> None:
