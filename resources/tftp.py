@@ -151,6 +151,8 @@ class TFTPServerRes(Edgeable, Resource):
             async with asyncio.TaskGroup() as group:
                 while True:
                     packet, peer = await inbox.queue.get()
+                    if packet[:2] == struct.pack("!H", ERROR):
+                        continue  # never an error for an error: two servers would loop
                     if len(running) >= self.transfers:
                         self.handle.logger.warning("busy: refused a request from %s", peer[0])
                         transport.sendto(error_packet(NOT_DEFINED, "server busy"), peer)
@@ -275,7 +277,8 @@ class _Exchange:
         while True:
             data, addr = await self.inbox.queue.get()
             if addr != self.peer:  # another client's packet to this transfer's port
-                self.transport.sendto(error_packet(UNKNOWN_TID, "unknown transfer ID"), addr)
+                if data[:2] != struct.pack("!H", ERROR):  # an error for an error: a loop
+                    self.transport.sendto(error_packet(UNKNOWN_TID, "unknown transfer ID"), addr)
                 continue
             if len(data) >= 4:
                 opcode, number = struct.unpack("!HH", data[:4])

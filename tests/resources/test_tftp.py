@@ -161,6 +161,43 @@ async def test_concurrent_transfers_are_limited(run_resource: object) -> None:
         second.close()
 
 
+async def test_error_packets_are_never_answered(run_resource: object) -> None:
+    """An error answered with an error makes two servers (or a server and any UDP echo) bounce
+    packets forever once a spoofed one starts them (the "Loop DoS", CVE-2024-2169): a stray
+    error packet gets no answer, on the server's port as on a transfer's."""
+    port = await start(
+        run_resource,
+        TFTPFileRes(name="f", data="x" * 2000),
+        TFTPServerRes(name="127.0.0.1:0"),
+    )
+    client, stray, witness = Client(port), Client(port), Client(port)
+    error = struct.pack("!HH", 5, 0) + b"loop\0"
+    try:
+        await stray.send(error)  # to the server's port, then a packet that is answered
+        await witness.send(b"\0\x07junk")
+        assert (await witness.receive())[:2] == (
+            5,
+            struct.pack("!H", 4) + b"expected a read request\0",
+        )
+        with pytest.raises(BlockingIOError):  # its answer would have come first
+            stray.sock.recv(100)
+        await client.send(request(1, "f"))
+        opcode, _, tid = await client.receive()
+        assert opcode == 3
+        await stray.send(error, tid)  # to a transfer's port, then a stranger's ACK there
+        await witness.send(struct.pack("!HH", 4, 1), tid)
+        opcode, body, _ = await witness.receive()
+        assert (opcode, body[:2]) == (5, struct.pack("!H", 5))  # unknown transfer ID
+        with pytest.raises(BlockingIOError):
+            stray.sock.recv(100)
+        await client.send(struct.pack("!HH", 4, 1), tid)  # the transfer carries on
+        opcode, body, _ = await client.receive()
+        assert (opcode, body[:2]) == (3, b"\0\x02")
+    finally:
+        for each in (client, stray, witness):
+            each.close()
+
+
 @pytest.mark.parametrize(
     ("res", "key"),
     [
