@@ -32,7 +32,7 @@ from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.httpd import Request, Response, http_date, parse_http_date, serve
 from resources._lib.plan import nothing_to_do
-from resources._lib.serving import Offers, read_file, read_under, split_address
+from resources._lib.serving import Offers, read_file, read_under, shown, split_address
 
 
 class Routes:
@@ -168,7 +168,7 @@ class HTTPServerRes(Edgeable, Resource):
 
     async def _serve(self, request: Request) -> Response:
         table = routes(self.handle)
-        self.handle.logger.info("%s %s", request.method, request.path)
+        self.handle.logger.info("%s %s", shown(request.method), shown(request.path))
         if request.method == "POST":
             flags = table.flags_for(self.name, request.path)
             if flags:

@@ -27,7 +27,14 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
 from resources._lib.plan import nothing_to_do
-from resources._lib.serving import Offers, offers, read_file, read_under, split_address
+from resources._lib.serving import (
+    Offers,
+    offers,
+    read_file,
+    read_under,
+    shown,
+    split_address,
+)
 
 RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
 # RFC 1350's error codes.
@@ -222,7 +229,7 @@ class TFTPServerRes(Edgeable, Resource):
             raise TFTPError(ACCESS_VIOLATION, "this server is read-only")
         if mode not in ("octet", "netascii"):
             raise TFTPError(ILLEGAL, f"unsupported mode {mode!r}")
-        self.handle.logger.info("read %s from %s", filename, peer[0])
+        self.handle.logger.info("read %s from %s", shown(filename), peer[0])
         content = await self._content(filename)
         if content is None:
             raise TFTPError(NOT_FOUND, "file not found")
@@ -238,7 +245,7 @@ class TFTPServerRes(Edgeable, Resource):
         for start in range(0, len(content) + 1, block):
             await exchange.send(data_packet(number, content[start : start + block]), number)
             number += 1
-        self.handle.logger.info("sent %s to %s: %d bytes", filename, peer[0], len(content))
+        self.handle.logger.info("sent %s to %s: %d bytes", shown(filename), peer[0], len(content))
 
     async def _content(self, filename: str) -> bytes | None:
         wanted = filename.lstrip("/")

@@ -17,6 +17,8 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from resources._lib.serving import shown
+
 log = logging.getLogger("engine")
 
 HEAD_LIMIT = 64 * 1024  # bytes of request line and headers
@@ -195,7 +197,7 @@ class Listener:
         try:
             return await self._handler(request), request.method == "HEAD"
         except Exception:
-            log.exception("http: handling %s %s failed", request.method, request.path)
+            log.exception("http: handling %s %s failed", shown(request.method), shown(request.path))
             return Response(500, b"internal error\n"), False
 
 

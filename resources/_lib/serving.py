@@ -66,6 +66,12 @@ def split_address(address: str, key: str, default_host: str = LOOPBACK) -> tuple
     return host or default_host, int(port_text)
 
 
+def shown(text: str) -> str:
+    """What a client sent (a file name, a path, a method) for a log line: control characters
+    escaped, so that a newline in it cannot forge the lines that follow."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def read_under(root: str, rel: str) -> tuple[bytes, float] | None:
     """The content and mtime of the regular file root/rel, following no symlink and no `..`
     below root (None: there is none)."""

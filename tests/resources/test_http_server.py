@@ -4,6 +4,7 @@ real HTTP client (urllib, in a thread)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import urllib.error
 import urllib.request
@@ -136,6 +137,23 @@ async def test_a_port_in_use_fails_the_server_only(tmp_path: Path, engine: Engin
         assert server.failed
         assert f"cannot listen on 127.0.0.1:{port}" in str(server.error)
         assert engine.vertices[("print", "other")].status is Status.OK
+
+
+async def test_requests_cannot_forge_log_lines(
+    tmp_path: Path, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    await engine.apply(graph_of(HTTPServerRes(name=f":{port}")))
+    await settle(engine)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    # a percent-encoded newline in the path, a bare one in the method (only CR LF ends a line)
+    writer.write(b"GET\nERROR:forged /a%0aERROR%20forged HTTP/1.1\r\n\r\n")
+    async with asyncio.timeout(10):
+        assert (await reader.read()).startswith(b"HTTP/1.1 404")
+    writer.close()
+    assert "GET\\nERROR:forged /a\\nERROR forged" in caplog.text
+    assert not [line for line in caplog.text.splitlines() if line.startswith("ERROR")]
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ what that client cannot send (write requests, bad names, lost acknowledgements),
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -159,6 +160,25 @@ async def test_concurrent_transfers_are_limited(run_resource: object) -> None:
     finally:
         first.close()
         second.close()
+
+
+async def test_names_cannot_forge_log_lines(
+    run_resource: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    port = await start(
+        run_resource, TFTPFileRes(name="a\nb", data="x"), TFTPServerRes(name="127.0.0.1:0")
+    )
+    client = Client(port)
+    try:
+        for name in ("x\nERROR forged", "a\nb"):  # each logged before it is answered
+            await client.send(request(1, name))
+            await client.receive()
+    finally:
+        client.close()
+    assert "read x\\nERROR forged from 127.0.0.1" in caplog.text
+    assert "read a\\nb from 127.0.0.1" in caplog.text
+    assert not [line for line in caplog.text.splitlines() if line.startswith("ERROR")]
 
 
 async def test_error_packets_are_never_answered(run_resource: object) -> None:
