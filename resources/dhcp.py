@@ -120,7 +120,8 @@ class Message:
 
     @property
     def kind(self) -> int:
-        return self.options.get(OPT_TYPE, b"\0")[0]
+        value = self.options.get(OPT_TYPE, b"")
+        return value[0] if value else 0  # an empty option 53 is no type
 
     def asks(self, option: int) -> bool:
         return option in self.options.get(OPT_PARAMS, b"")
@@ -234,7 +235,8 @@ class DHCPServerRes(Edgeable, Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._leases: dict[str, tuple[IPv4Address, float]] = {}  # range leases: mac -> ip, end
-        self._declined: set[IPv4Address] = set()
+        # Addresses clients declined, with when: set aside while the pool has others.
+        self._declined: dict[IPv4Address, float] = {}
         self._server_id: IPv4Address | None = None
 
     async def watch(self) -> None:
@@ -326,8 +328,8 @@ class DHCPServerRes(Edgeable, Resource):
         if request.kind in (RELEASE, DECLINE):
             held = self._leases.pop(request.mac, None)
             if request.kind == DECLINE and held is not None:
-                self.handle.logger.warning("%s declined %s: not leased again", request.mac, held[0])
-                self._declined.add(held[0])
+                self.handle.logger.warning("%s declined %s: set aside", request.mac, held[0])
+                self._declined[held[0]] = time.monotonic()
             return None
         wanted = request.option_ip(OPT_REQUESTED_IP) or (
             request.ciaddr if int(request.ciaddr) else None
@@ -381,25 +383,37 @@ class DHCPServerRes(Edgeable, Resource):
         self._leases = {m: held for m, held in self._leases.items() if held[1] > now}
         seconds = self._lease_seconds() or 24 * 3600
         held = self._leases.get(mac)
-        for pool in ranges(self.handle).to(self.name):
-            network = pool.subnet
-            boot = boot_options(pool.nbp or self.nbp, pool.nbp_path)
-            mask = IPv4Address(int(network.netmask))
-            if held is not None and held[0] in network:
+        pools = ranges(self.handle).to(self.name)
+        for pool in pools:
+            if held is not None and held[0] in pool.subnet:
                 self._leases[mac] = (held[0], now + seconds)
-                return Lease(held[0], mask, boot)
-            taken = self._taken(mac)
+                return self._range_lease(pool, held[0])
+        taken, declined = self._taken(mac), self._declined
+        for pool in pools:
+            network = pool.subnet
             free = [wanted] if wanted is not None and wanted in network else []
             for candidate in itertools.chain(free, network.hosts()):
-                if candidate not in taken and pool.allows(candidate):
+                if candidate not in taken and candidate not in declined and pool.allows(candidate):
                     self._leases[mac] = (candidate, now + seconds)
-                    return Lease(candidate, mask, boot)
+                    return self._range_lease(pool, candidate)
+        # None free: the address declined longest ago comes back (as dhcpd's abandoned leases),
+        # else DECLINEs, which any client can send, would empty the pools for good.
+        for candidate in sorted(declined, key=declined.__getitem__):
+            for pool in pools:
+                if candidate in pool.subnet and candidate not in taken and pool.allows(candidate):
+                    self.handle.logger.warning("leasing %s again: it was declined", candidate)
+                    del declined[candidate]
+                    self._leases[mac] = (candidate, now + seconds)
+                    return self._range_lease(pool, candidate)
         return None
+
+    def _range_lease(self, pool: DHCPRangeRes, ip: IPv4Address) -> Lease:
+        boot = boot_options(pool.nbp or self.nbp, pool.nbp_path)
+        return Lease(ip, IPv4Address(int(pool.subnet.netmask)), boot)
 
     def _taken(self, mac: str) -> set[IPv4Address]:
         taken = {ip for m, (ip, _) in self._leases.items() if m != mac}
         taken |= {IPv4Interface(h.ip).ip for h in hosts(self.handle).to(self.name)}
-        taken |= self._declined
         if self._server_id is not None:
             taken.add(self._server_id)
         return taken

@@ -220,3 +220,24 @@ async def test_answers(run_resource: object) -> None:
     third = parse_message(server._answer(dhcp_request(1, "02:00:00:00:00:03"))[0])  # type: ignore[index]
     assert third is not None and third.yiaddr == IPv4Address("10.9.0.3")
     assert server._answer(b"not dhcp") is None
+
+
+async def test_hostile_messages(run_resource: object) -> None:
+    """What any client on the network can send: a message type of no length (a traceback in
+    the log per packet, before), and DECLINEs of every address of the pool (emptied for good,
+    before: a declined address is set aside only while the pool has others)."""
+    server = DHCPServerRes(name="10.9.0.1:0", interface="lo")
+    pool = DHCPRangeRes(name="r", network="10.9.0.0/29")  # .2 to .6: the server is .1
+    for res in (server, pool):
+        await run_resource(res, watch=False)  # type: ignore[operator]
+    assert await server.check_apply(True) is True
+    empty_type = dhcp_request(1, "02:00:00:00:00:01").replace(b"\x35\x01\x01", b"\x35\x00", 1)
+    assert server._answer(empty_type) is None
+    for n in range(2, 7):  # each of 5 clients takes an address, then declines it
+        mac = f"02:00:00:00:00:{n:02x}"
+        offer = parse_message(server._answer(dhcp_request(1, mac))[0])  # type: ignore[index]
+        assert offer is not None and offer.yiaddr == IPv4Address(f"10.9.0.{n}")
+        assert server._answer(dhcp_request(4, mac, o50=offer.yiaddr.packed)) is None
+    for n, expected in ((7, "10.9.0.2"), (8, "10.9.0.3")):  # declined first, reused first
+        offer = parse_message(server._answer(dhcp_request(1, f"02:00:00:00:00:{n:02x}"))[0])  # type: ignore[index]
+        assert offer is not None and offer.yiaddr == IPv4Address(expected)
