@@ -241,3 +241,19 @@ async def test_hostile_messages(run_resource: object) -> None:
     for n, expected in ((7, "10.9.0.2"), (8, "10.9.0.3")):  # declined first, reused first
         offer = parse_message(server._answer(dhcp_request(1, f"02:00:00:00:00:{n:02x}"))[0])  # type: ignore[index]
         assert offer is not None and offer.yiaddr == IPv4Address(expected)
+
+
+async def test_a_lease_in_a_second_range_is_kept(run_resource: object) -> None:
+    server = DHCPServerRes(name="10.9.0.1:0", interface="lo")
+    first, second = DHCPRangeRes(name="10.9.0.0/29"), DHCPRangeRes(name="10.9.1.0/29")
+    for res in (server, first, second):
+        await run_resource(res, watch=False)  # type: ignore[operator]
+    assert await server.check_apply(True) is True
+    for n in range(2, 7):  # the first range is full
+        assert server._answer(dhcp_request(1, f"02:00:00:00:00:{n:02x}")) is not None
+    mac = "02:00:00:00:01:00"
+    offer = parse_message(server._answer(dhcp_request(1, mac))[0])  # type: ignore[index]
+    assert offer is not None and offer.yiaddr == IPv4Address("10.9.1.1")
+    assert server._answer(dhcp_request(7, "02:00:00:00:00:02")) is None  # frees 10.9.0.2
+    again = parse_message(server._answer(dhcp_request(1, mac))[0])  # type: ignore[index]
+    assert again is not None and again.yiaddr == IPv4Address("10.9.1.1")  # not moved
