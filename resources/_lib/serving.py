@@ -72,33 +72,45 @@ def shown(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
-def read_under(root: str, rel: str) -> tuple[bytes, float] | None:
-    """The content and mtime of the regular file root/rel, following no symlink and no `..`
-    below root (None: there is none)."""
+def open_under(root: str, rel: str) -> int | None:
+    """A read descriptor of the regular file root/rel, following no symlink and no `..` below
+    root (None: there is none)."""
     parts = [p for p in rel.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
         return None
     try:
-        with (
-            closing(open_dir(root)) as top,
-            closing(sub_dir(top, tuple(parts[:-1]))) as fd,
-            open(open_read(fd, parts[-1]), "rb") as handle,
-        ):
-            return handle.read(), os.fstat(handle.fileno()).st_mtime
+        with closing(open_dir(root)) as top, closing(sub_dir(top, tuple(parts[:-1]))) as fd:
+            return open_read(fd, parts[-1])
     except OSError as err:
         if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EINVAL, errno.EACCES):
             return None
         raise
 
 
-def read_file(path: str) -> tuple[bytes, float] | None:
-    """The content and mtime of the regular file `path` (None: missing or not a regular file)."""
+def open_file(path: str) -> int | None:
+    """A read descriptor of the regular file `path` (None: missing or not a regular file)."""
     try:
-        with open(open_regular(path), "rb") as handle:  # a FIFO: refused, never waited on
-            return handle.read(), os.fstat(handle.fileno()).st_mtime
+        return open_regular(path)  # a FIFO: refused, never waited on
     except FileNotFoundError:
         return None
     except OSError as err:
         if err.errno == errno.EINVAL:  # not a regular file
             return None
         raise
+
+
+def read_under(root: str, rel: str) -> tuple[bytes, float] | None:
+    """The content and mtime of the regular file root/rel (see open_under; None: none)."""
+    fd = open_under(root, rel)
+    return _read(fd) if fd is not None else None
+
+
+def read_file(path: str) -> tuple[bytes, float] | None:
+    """The content and mtime of the regular file `path` (None: missing or not a regular file)."""
+    fd = open_file(path)
+    return _read(fd) if fd is not None else None
+
+
+def _read(fd: int) -> tuple[bytes, float]:
+    with open(fd, "rb") as handle:
+        return handle.read(), os.fstat(handle.fileno()).st_mtime

@@ -144,6 +144,59 @@ async def test_protocol_details(run_resource: object, tmp_path: Path) -> None:
         client.close()
 
 
+async def fetch(client: Client, name: str, mode: str, **options: str) -> tuple[bytes, bytes]:
+    """The OACK's body (b"" if none) and the whole file, every block acknowledged."""
+    await client.send(request(1, name, mode, **options))
+    oack, content, number = b"", b"", 0
+    while True:
+        opcode, body, tid = await client.receive()
+        if opcode == 6:
+            oack = body
+            await client.send(struct.pack("!HH", 4, 0), tid)
+            continue
+        assert opcode == 3, body
+        if struct.unpack("!H", body[:2])[0] == (number + 1) & 0xFFFF:
+            number, content = number + 1, content + body[2:]
+        await client.send(struct.pack("!H", 4) + body[:2], tid)
+        if len(body) - 2 < int(options.get("blksize", 512)):
+            return oack, content
+
+
+def resident() -> int:
+    """This process's resident memory, in bytes."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_files_are_streamed_not_held(run_resource: object, tmp_path: Path) -> None:
+    """A transfer reads its file as it sends it: a client that asks for a big file and never
+    acknowledges held all of it in the agent's memory (a few such requests: out of memory)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    with (root / "big.iso").open("wb") as big:
+        big.truncate(128 << 20)  # sparse: no disk used
+    text = (b"line\r\n" * 9000 + b"bare\n" + b"x" * 70000 + b"\r") * 2  # past a read's chunk
+    (root / "text").write_bytes(text)
+    port = await start(run_resource, TFTPServerRes(name="127.0.0.1:0", root=f"{root}/"))
+    before = resident()
+    idle = [Client(port) for _ in range(4)]
+    try:
+        for client in idle:
+            await client.send(request(1, "big.iso", tsize="0"))
+            opcode, body, _ = await client.receive()
+            assert opcode == 6 and body == b"tsize\x00134217728\x00"
+        grown = resident() - before
+        assert grown < 64 << 20, f"{grown >> 20} MiB more for 4 transfers of 128 MiB"
+        client = Client(port)
+        oack, got = await fetch(client, "text", "netascii", blksize="1000", tsize="0")
+        client.close()
+    finally:
+        for each in idle:
+            each.close()
+    sent = text.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
+    assert oack == b"blksize\x001000\x00tsize\x00" + str(len(sent)).encode() + b"\x00"
+    assert got == sent
+
+
 async def test_concurrent_transfers_are_limited(run_resource: object) -> None:
     port = await start(
         run_resource,
