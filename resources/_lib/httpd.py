@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import socket
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ log = logging.getLogger("engine")
 
 HEAD_LIMIT = 64 * 1024  # bytes of request line and headers
 BODY_LIMIT = 4 * 1024 * 1024  # bytes of a request body (mgmt's limit for flag POSTs)
+MAX_CONNECTIONS = 128  # connections served at once; the others wait in the kernel's backlog
 REASONS = {
     200: "OK",
     304: "Not Modified",
@@ -148,30 +151,65 @@ class Listener:
         self._read_timeout = read_timeout
         self._write_timeout = write_timeout
         self._connections: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
+        self._sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._connection, host, port, limit=HEAD_LIMIT)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, port), family=family, backlog=MAX_CONNECTIONS)
+        self._sock.setblocking(False)
+        self._accepting = asyncio.create_task(self._accept(self._sock))
 
     @property
     def port(self) -> int:
         """The port listened on (the one the kernel chose, for port 0)."""
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        assert self._sock is not None
+        return int(self._sock.getsockname()[1])
 
     async def aclose(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+            await asyncio.gather(self._accepting, return_exceptions=True)
+        if self._sock is not None:
+            self._sock.close()
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+    async def _accept(self, sock: socket.socket) -> None:
+        """Accept a connection only when fewer than MAX_CONNECTIONS are open: the others wait
+        in the backlog and hold none of the agent's descriptors (as the status page does: a
+        client holding thousands of idle connections took every one, and the agent's other
+        resources failed with EMFILE)."""
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        while True:
+            await slots.acquire()
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as err:  # out of descriptors: the backlog keeps the client
+                slots.release()
+                log.debug("http: accept: %s", err)
+                await asyncio.sleep(0.5)
+                continue
+            task = asyncio.create_task(self._connection(conn))
+            self._connections.add(task)
+            task.add_done_callback(functools.partial(self._done, slots))
+
+    def _done(self, slots: asyncio.Semaphore, task: asyncio.Task[None]) -> None:
+        self._connections.discard(task)
+        slots.release()
+
+    async def _connection(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=HEAD_LIMIT)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, conn)
+        except OSError:
+            conn.close()
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         try:
             response, head_only = await self._answer(reader)
             if response is not None:
@@ -181,7 +219,6 @@ class Listener:
         except (TimeoutError, ConnectionError):
             pass
         finally:
-            self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -15,6 +16,7 @@ import pytest
 from engine.engine import Engine, Status
 from engine.errors import ValidationError
 from engine.graph import Edge, Graph
+from resources._lib.httpd import MAX_CONNECTIONS
 from resources.http_server import HTTPServerFileRes, HTTPServerFlagRes, HTTPServerRes
 from resources.print import PrintRes
 from tests.engine.conftest import engine, settle
@@ -154,6 +156,34 @@ async def test_requests_cannot_forge_log_lines(
     writer.close()
     assert "GET\\nERROR:forged /a\\nERROR forged" in caplog.text
     assert not [line for line in caplog.text.splitlines() if line.startswith("ERROR")]
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_idle_connections_cannot_take_every_descriptor(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """Every connection was accepted at once and held one of the agent's descriptors for as
+    long as the client liked (no read timeout by default, as mgmt): a local user opening
+    thousands took every one, and the agent's other resources failed with EMFILE. Now at most
+    MAX_CONNECTIONS are accepted; the others wait in the kernel's backlog."""
+    port = free_port()
+    await engine.apply(graph_of(HTTPServerRes(name=f":{port}")))
+    await settle(engine)
+    before = open_descriptors()
+    idle = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 64):  # all of them connected: in the backlog at worst
+            idle.append((await asyncio.open_connection("127.0.0.1", port))[1])
+        # ours (one per client) and the server's: at most MAX_CONNECTIONS, and a few more
+        grown = open_descriptors() - before - len(idle)
+        assert grown <= MAX_CONNECTIONS + 8, grown
+    finally:
+        for writer in idle:
+            writer.close()
+    assert (await fetch(f"http://127.0.0.1:{port}/x"))[0] == 404  # served once they are gone
 
 
 @pytest.mark.parametrize(
