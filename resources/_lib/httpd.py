@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import socket
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ log = logging.getLogger("engine")
 HEAD_LIMIT = 64 * 1024  # bytes of request line and headers
 BODY_LIMIT = 4 * 1024 * 1024  # bytes of a request body (mgmt's limit for flag POSTs)
 MAX_CONNECTIONS = 128  # connections served at once; the others wait in the kernel's backlog
+CHUNK = 1 << 16  # bytes of a file body read and written at once
 REASONS = {
     200: "OK",
     304: "Not Modified",
@@ -61,6 +63,9 @@ class Response:
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    # An open file whose content is the body instead, read as it is sent (a big one is never
+    # held in memory), then closed. Default None.
+    file: int | None = None
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -133,13 +138,33 @@ async def read_request(
     )
 
 
-def encode(response: Response, head_only: bool) -> bytes:
-    headers = {"Content-Length": str(len(response.body)), "Connection": "close"}
+def body_length(response: Response) -> int:
+    return len(response.body) if response.file is None else os.fstat(response.file).st_size
+
+
+def encode(response: Response, head_only: bool, length: int | None = None) -> bytes:
+    """The response's head and its body (not its `file`: see send_file), the body `length`
+    bytes long (None: found by body_length)."""
+    length = body_length(response) if length is None else length
+    headers = {"Content-Length": str(length), "Connection": "close"}
     headers.update(response.headers)
     reason = REASONS.get(response.status, "Unknown")
     lines = [f"HTTP/1.1 {response.status} {reason}"] + [f"{k}: {v}" for k, v in headers.items()]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     return head if head_only else head + response.body
+
+
+async def send_file(writer: asyncio.StreamWriter, fd: int, length: int) -> None:
+    """`length` bytes of the file fd, a chunk at a time, each written out before the next is
+    read (a file that shrank meanwhile ends the body short: the client sees it incomplete)."""
+    offset = 0
+    while offset < length:
+        chunk = await asyncio.to_thread(os.pread, fd, min(CHUNK, length - offset), offset)
+        if not chunk:
+            break
+        writer.write(chunk)
+        await writer.drain()
+        offset += len(chunk)
 
 
 class Listener:
@@ -213,9 +238,16 @@ class Listener:
         try:
             response, head_only = await self._answer(reader)
             if response is not None:
-                writer.write(encode(response, head_only))
-                async with asyncio.timeout(self._write_timeout):
-                    await writer.drain()
+                try:
+                    length = body_length(response)
+                    writer.write(encode(response, head_only, length))
+                    async with asyncio.timeout(self._write_timeout):
+                        await writer.drain()
+                        if response.file is not None and not head_only:
+                            await send_file(writer, response.file, length)
+                finally:
+                    if response.file is not None:
+                        os.close(response.file)
         except (TimeoutError, ConnectionError):
             pass
         finally:

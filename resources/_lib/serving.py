@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
@@ -97,20 +96,3 @@ def open_file(path: str) -> int | None:
         if err.errno == errno.EINVAL:  # not a regular file
             return None
         raise
-
-
-def read_under(root: str, rel: str) -> tuple[bytes, float] | None:
-    """The content and mtime of the regular file root/rel (see open_under; None: none)."""
-    fd = open_under(root, rel)
-    return _read(fd) if fd is not None else None
-
-
-def read_file(path: str) -> tuple[bytes, float] | None:
-    """The content and mtime of the regular file `path` (None: missing or not a regular file)."""
-    fd = open_file(path)
-    return _read(fd) if fd is not None else None
-
-
-def _read(fd: int) -> tuple[bytes, float]:
-    with open(fd, "rb") as handle:
-        return handle.read(), os.fstat(handle.fileno()).st_mtime

@@ -186,6 +186,44 @@ async def test_idle_connections_cannot_take_every_descriptor(
     assert (await fetch(f"http://127.0.0.1:{port}/x"))[0] == 404  # served once they are gone
 
 
+def resident() -> int:
+    """This process's resident memory, in bytes."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_files_are_streamed_not_held(tmp_path: Path, engine: Engine) -> None:
+    """A file was read whole, then copied behind the head, for each request: a client asking
+    for a big file (an image under root) and not reading held twice its size in the agent's
+    memory, with no write timeout by default, for as long as it liked."""
+    port = free_port()
+    root = tmp_path / "root"
+    root.mkdir()
+    with (root / "big.iso").open("wb") as big:
+        big.truncate(128 << 20)  # sparse: no disk used
+    (root / "small").write_bytes(b"x" * 200_000)
+    await engine.apply(graph_of(HTTPServerRes(name=f":{port}", root=f"{root}/")))
+    await settle(engine)
+    before = resident()
+    idle = []
+    try:
+        for _ in range(4):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /big.iso HTTP/1.1\r\n\r\n")
+            idle.append(writer)
+            async with asyncio.timeout(10):
+                assert await reader.readline() == b"HTTP/1.1 200 OK\r\n"
+        grown = resident() - before
+        assert grown < 64 << 20, f"{grown >> 20} MiB more for 4 requests of 128 MiB"
+    finally:
+        for writer in idle:
+            writer.close()
+    status, body, headers = await fetch(f"http://127.0.0.1:{port}/small")
+    assert (status, body, headers["Content-Length"]) == (200, b"x" * 200_000, "200000")
+    head = urllib.request.Request(f"http://127.0.0.1:{port}/big.iso", method="HEAD")
+    with await asyncio.to_thread(urllib.request.urlopen, head, timeout=10) as reply:
+        assert (reply.status, reply.headers["Content-Length"]) == (200, str(128 << 20))
+
+
 @pytest.mark.parametrize(
     ("res", "key"),
     [
