@@ -150,6 +150,7 @@ class TFTPServerRes(Edgeable, Resource):
         self._port = int(bound[1])
         await self.handle.event()
         running: set[asyncio.Task[None]] = set()
+        refused = 0  # requests refused since the server became busy (logged on the change)
         try:
             async with asyncio.TaskGroup() as group:
                 while True:
@@ -157,9 +158,18 @@ class TFTPServerRes(Edgeable, Resource):
                     if packet[:2] == struct.pack("!H", ERROR):
                         continue  # never an error for an error: two servers would loop
                     if len(running) >= self.transfers:
-                        self.handle.logger.warning("busy: refused a request from %s", peer[0])
+                        if not refused:  # not a line per request: clients can send floods
+                            self.handle.logger.warning(
+                                "busy (%d transfers): refusing requests, from %s first",
+                                len(running),
+                                peer[0],
+                            )
+                        refused += 1
                         transport.sendto(error_packet(NOT_DEFINED, "server busy"), peer)
                         continue
+                    if refused:
+                        self.handle.logger.info("no longer busy: %d requests refused", refused)
+                        refused = 0
                     task = group.create_task(self._transfer(host, packet, peer))
                     running.add(task)
                     task.add_done_callback(running.discard)

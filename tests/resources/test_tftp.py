@@ -197,19 +197,32 @@ async def test_files_are_streamed_not_held(run_resource: object, tmp_path: Path)
     assert got == sent
 
 
-async def test_concurrent_transfers_are_limited(run_resource: object) -> None:
+async def test_concurrent_transfers_are_limited(
+    run_resource: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     port = await start(
         run_resource,
-        TFTPFileRes(name="f", data="x" * 2000),
+        TFTPFileRes(name="f", data="x" * 100),
         TFTPServerRes(name="127.0.0.1:0", transfers=1),
     )
     first, second = Client(port), Client(port)
     try:
         await first.send(request(1, "f"))
-        assert (await first.receive())[0] == 3  # its transfer runs, waiting for our ACK
-        await second.send(request(1, "f"))
-        opcode, body, _ = await second.receive()
-        assert opcode == 5 and b"busy" in body
+        opcode, _, tid = await first.receive()
+        assert opcode == 3  # its transfer runs, waiting for our ACK
+        for _ in range(20):  # a flood while busy: each refused, one line logged for all
+            await second.send(request(1, "f"))
+            opcode, body, _ = await second.receive()
+            assert opcode == 5 and b"busy" in body
+        assert caplog.text.count("refusing requests") == 1
+        await first.send(struct.pack("!HH", 4, 1), tid)  # its transfer ends
+        async with asyncio.timeout(30):
+            while True:  # its slot is free once its task has ended
+                await second.send(request(1, "f"))
+                if (await second.receive())[0] == 3:
+                    break
+        assert "no longer busy: " in caplog.text
     finally:
         first.close()
         second.close()
