@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import itertools
+import heapq
 import re
 import socket
 import struct
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
@@ -120,7 +121,8 @@ class Message:
 
     @property
     def kind(self) -> int:
-        return self.options.get(OPT_TYPE, b"\0")[0]
+        value = self.options.get(OPT_TYPE, b"")
+        return value[0] if value else 0  # an empty option 53 is no type
 
     def asks(self, option: int) -> bool:
         return option in self.options.get(OPT_PARAMS, b"")
@@ -233,8 +235,7 @@ class DHCPServerRes(Edgeable, Resource):
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
-        self._leases: dict[str, tuple[IPv4Address, float]] = {}  # range leases: mac -> ip, end
-        self._declined: set[IPv4Address] = set()
+        self._leases = _Leases()
         self._server_id: IPv4Address | None = None
 
     async def watch(self) -> None:
@@ -321,13 +322,13 @@ class DHCPServerRes(Edgeable, Resource):
                 return None
         asked_server = request.option_ip(OPT_SERVER_ID)
         if asked_server is not None and self._server_id and asked_server != self._server_id:
-            self._leases.pop(request.mac, None)  # the client chose another server's offer
+            self._leases.drop(request.mac)  # the client chose another server's offer
             return None
         if request.kind in (RELEASE, DECLINE):
-            held = self._leases.pop(request.mac, None)
+            held = self._leases.drop(request.mac)
             if request.kind == DECLINE and held is not None:
-                self.handle.logger.warning("%s declined %s: not leased again", request.mac, held[0])
-                self._declined.add(held[0])
+                self.handle.logger.warning("%s declined %s: set aside", request.mac, held)
+                self._leases.declined[held] = None
             return None
         wanted = request.option_ip(OPT_REQUESTED_IP) or (
             request.ciaddr if int(request.ciaddr) else None
@@ -371,38 +372,142 @@ class DHCPServerRes(Edgeable, Resource):
 
     def _lease_for(self, mac: str, wanted: IPv4Address | None) -> Lease | None:
         """The address for `mac`: its dhcp:host's, else its range lease (kept, or new: the
-        address it wants if free, else the first free one)."""
-        for host in hosts(self.handle).to(self.name):
+        address it wants if free, else the lowest free one)."""
+        static = {IPv4Interface(h.ip).ip: h for h in hosts(self.handle).to(self.name)}
+        for ip, host in static.items():
             if host.mac == mac:
-                ip = IPv4Interface(host.ip)
                 boot = boot_options(host.nbp or self.nbp, host.nbp_path)
-                return Lease(ip.ip, IPv4Address(int(ip.netmask)), boot)
+                return Lease(ip, IPv4Address(int(IPv4Interface(host.ip).netmask)), boot)
+        leases = self._leases
         now = time.monotonic()
-        self._leases = {m: held for m, held in self._leases.items() if held[1] > now}
-        seconds = self._lease_seconds() or 24 * 3600
-        held = self._leases.get(mac)
-        for pool in ranges(self.handle).to(self.name):
-            network = pool.subnet
-            boot = boot_options(pool.nbp or self.nbp, pool.nbp_path)
-            mask = IPv4Address(int(network.netmask))
-            if held is not None and held[0] in network:
-                self._leases[mac] = (held[0], now + seconds)
-                return Lease(held[0], mask, boot)
-            taken = self._taken(mac)
-            free = [wanted] if wanted is not None and wanted in network else []
-            for candidate in itertools.chain(free, network.hosts()):
-                if candidate not in taken and pool.allows(candidate):
-                    self._leases[mac] = (candidate, now + seconds)
-                    return Lease(candidate, mask, boot)
+        pools = ranges(self.handle).to(self.name)
+        leases.expire(now, static, pools)
+        end = now + (self._lease_seconds() or 24 * 3600)
+        held = leases.held.get(mac)
+        for pool in pools:
+            if held is not None and held[0] in pool.subnet:
+                leases.give(mac, held[0], end)
+                return self._range_lease(pool, held[0])
+
+        def free(ip: IPv4Address, pool: DHCPRangeRes) -> bool:
+            return not (
+                ip in leases.owners
+                or ip in static
+                or ip in leases.declined
+                or ip == self._server_id
+                or not pool.allows(ip)
+            )
+
+        for pool in pools:
+            if wanted is not None and wanted in pool.subnet and free(wanted, pool):
+                found: IPv4Address | None = wanted
+            else:
+                found = leases.lowest_free(pool, free)
+            if found is not None:
+                leases.give(mac, found, end)
+                return self._range_lease(pool, found)
+        # None free: the address declined longest ago comes back (as dhcpd's abandoned leases),
+        # else DECLINEs, which any client can send, would empty the pools for good.
+        for ip in leases.declined:
+            for pool in pools:
+                if ip in pool.subnet and ip not in static and ip != self._server_id:
+                    self.handle.logger.warning("leasing %s again: it was declined", ip)
+                    del leases.declined[ip]
+                    leases.give(mac, ip, end)
+                    return self._range_lease(pool, ip)
         return None
 
-    def _taken(self, mac: str) -> set[IPv4Address]:
-        taken = {ip for m, (ip, _) in self._leases.items() if m != mac}
-        taken |= {IPv4Interface(h.ip).ip for h in hosts(self.handle).to(self.name)}
-        taken |= self._declined
-        if self._server_id is not None:
-            taken.add(self._server_id)
-        return taken
+    def _range_lease(self, pool: DHCPRangeRes, ip: IPv4Address) -> Lease:
+        boot = boot_options(pool.nbp or self.nbp, pool.nbp_path)
+        return Lease(ip, IPv4Address(int(pool.subnet.netmask)), boot)
+
+
+class _Free:
+    """Where a range's free addresses are: from `cursor` up, none was leased yet; below it,
+    those freed since are in the heap `freed` (so finding the lowest free one costs no scan of
+    the leased ones, which a client can make many of)."""
+
+    def __init__(self, network: IPv4Network) -> None:
+        self.cursor = int(network.network_address) + 1
+        self.end = int(network.broadcast_address)
+        self.freed: list[int] = []
+        self.queued: set[int] = set()
+
+    def push(self, ip: IPv4Address) -> None:
+        if int(ip) < self.cursor and int(ip) not in self.queued:
+            self.queued.add(int(ip))
+            heapq.heappush(self.freed, int(ip))
+
+
+class _Leases:
+    """A dhcp:server's range leases, indexed both ways, with their expiries in a heap."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[IPv4Address, float]] = {}  # mac -> address, end
+        self.owners: dict[IPv4Address, str] = {}  # address -> mac
+        self.declined: dict[IPv4Address, None] = {}  # set aside, the oldest first
+        self._ends: list[tuple[float, str]] = []  # (end, mac); stale ones skipped
+        self._free: dict[DHCPRangeRes, _Free] = {}
+        self._static: set[IPv4Address] = set()
+
+    def give(self, mac: str, ip: IPv4Address, end: float) -> None:
+        old = self.held.get(mac)
+        if old is not None and old[0] != ip:
+            self.drop(mac)
+        self.held[mac] = (ip, end)
+        self.owners[ip] = mac
+        heapq.heappush(self._ends, (end, mac))
+        if len(self._ends) > 2 * len(self.held) + 1024:  # renewals: stale entries pile up
+            self._ends = [(e, m) for m, (_, e) in self.held.items()]
+            heapq.heapify(self._ends)
+
+    def drop(self, mac: str) -> IPv4Address | None:
+        """End the lease of `mac`; its address, if it had one."""
+        held = self.held.pop(mac, None)
+        if held is None:
+            return None
+        del self.owners[held[0]]
+        self._freed(held[0])
+        return held[0]
+
+    def expire(
+        self, now: float, static: dict[IPv4Address, DHCPHostRes], pools: list[DHCPRangeRes]
+    ) -> None:
+        """Drop the leases that ended, and the state of ranges no longer offered; addresses
+        no longer a host's are free again."""
+        while self._ends and self._ends[0][0] <= now:
+            end, mac = heapq.heappop(self._ends)
+            held = self.held.get(mac)
+            if held is not None and held[1] == end:
+                self.drop(mac)
+        if len(self._free) > len(pools):
+            self._free = {p: s for p, s in self._free.items() if p in pools}
+        for ip in self._static - static.keys():
+            self._freed(ip)
+        self._static = set(static)
+
+    def lowest_free(
+        self, pool: DHCPRangeRes, free: Callable[[IPv4Address, DHCPRangeRes], bool]
+    ) -> IPv4Address | None:
+        state = self._free.get(pool)
+        if state is None:
+            state = self._free[pool] = _Free(pool.subnet)
+        while state.freed:
+            ip = IPv4Address(heapq.heappop(state.freed))
+            state.queued.discard(int(ip))
+            if free(ip, pool):
+                return ip
+        while state.cursor < state.end:
+            ip = IPv4Address(state.cursor)
+            state.cursor += 1
+            if free(ip, pool):
+                return ip
+        return None
+
+    def _freed(self, ip: IPv4Address) -> None:
+        for pool, state in self._free.items():
+            if ip in pool.subnet:
+                state.push(ip)
 
 
 def hosts(handle: Handle) -> Offers[DHCPHostRes]:

@@ -31,9 +31,16 @@ from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.http_routes import routes
-from resources._lib.httpd import Request, Response, http_date, parse_http_date, serve
+from resources._lib.httpd import (
+    Request,
+    Response,
+    file_body,
+    http_date,
+    parse_http_date,
+    serve,
+)
 from resources._lib.plan import nothing_to_do
-from resources._lib.serving import read_file, read_under, split_address
+from resources._lib.serving import open_file, open_under, shown, split_address
 
 
 def check_timeout(value: int | None, key: str) -> None:
@@ -41,13 +48,24 @@ def check_timeout(value: int | None, key: str) -> None:
         raise ValidationError(f"must be >= 0 seconds, got {value}", key)
 
 
-def answer(request: Request, path: str, content: bytes, mtime: float) -> Response:
-    """200 with the content, or 304 if the client's If-Modified-Since is current."""
+def answer(request: Request, path: str, content: bytes | int, mtime: float) -> Response:
+    """200 with the content (data, or an open file: sent, then closed), or 304 if the
+    client's If-Modified-Since is current."""
     since = parse_http_date(request.headers.get("if-modified-since", ""))
     headers = {"Last-Modified": http_date(mtime), "Content-Type": content_type(path)}
     if since is not None and math.floor(mtime) <= since:
+        if isinstance(content, int):
+            os.close(content)
         return Response(304, b"", headers)
+    if isinstance(content, int):
+        body, length = file_body(content)
+        return Response(200, b"", {**headers, "Content-Length": str(length)}, stream=body)
     return Response(200, content, headers)
+
+
+def opened(fd: int | None) -> tuple[int, float] | None:
+    """An open file and its mtime (None: there was none to open)."""
+    return (fd, os.fstat(fd).st_mtime) if fd is not None else None
 
 
 def prefer_wait(text: str) -> float | None:
@@ -142,7 +160,7 @@ class HTTPServerRes(Edgeable, Resource):
 
     async def _serve(self, request: Request) -> Response:
         table = routes(self.handle)
-        self.handle.logger.info("%s %s", request.method, request.path)
+        self.handle.logger.info("%s %s", shown(request.method), shown(request.path))
         if request.method == "POST":
             flags = table.flags_for(self.name, request.path)
             if flags:
@@ -154,7 +172,7 @@ class HTTPServerRes(Edgeable, Resource):
         if file is not None:
             return await file.respond(request)
         if self.root is not None and request.method in ("GET", "HEAD"):
-            found = await asyncio.to_thread(read_under, self.root, request.path)
+            found = opened(await asyncio.to_thread(open_under, self.root, request.path))
             if found is not None:
                 return answer(request, request.path, *found)
         return Response(404, b"404 page not found\n")
@@ -260,12 +278,14 @@ class HTTPServerFileRes(Edgeable, Resource):
         content, mtime = found
         return answer(request, request.path, content, self._version if self.longpoll else mtime)
 
-    async def _content(self, path: str) -> tuple[bytes, float] | None:
+    async def _content(self, path: str) -> tuple[bytes | int, float] | None:
+        """The data, or an open file (the caller closes it), and its mtime."""
         if self.path is None:
             return self._data.encode(), self._version
         if self.path.endswith("/") and self.url.endswith("/"):
-            return await asyncio.to_thread(read_under, self.path, path.removeprefix(self.url))
-        return await asyncio.to_thread(read_file, self.path)
+            rel = path.removeprefix(self.url)
+            return opened(await asyncio.to_thread(open_under, self.path, rel))
+        return opened(await asyncio.to_thread(open_file, self.path))
 
 
 @register("http:server:flag")

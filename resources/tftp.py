@@ -6,7 +6,8 @@ docs/resources/tftp.md.
 tsize and timeout options of RFC 2347/2348/2349) from the files offered to it, then from its
 `root` directory. Write requests are refused. Each transfer runs from a port of its own, as
 the RFC asks; at most `transfers` run at once, more are refused with a TFTP error. A file is
-read whole when its transfer starts (what TFTP serves, boot loaders and kernels, is small).
+opened when its transfer starts and read as it is sent, never held whole: a client that asks
+for a big file and never acknowledges costs a descriptor, not the file's size in memory.
 
 `tftp:file` offers a file (its `data`, or the file at `path`) under the name that is its name
 (or `filename`). It joins its server as resources._lib.serving says: `server` names the
@@ -21,13 +22,14 @@ import contextlib
 import os
 import stat
 import struct
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
 from resources._lib.plan import nothing_to_do
-from resources._lib.serving import Offers, offers, read_file, read_under, split_address
+from resources._lib.serving import Offers, offers, open_file, open_under, shown, split_address
 
 RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
 # RFC 1350's error codes.
@@ -35,6 +37,7 @@ NOT_DEFINED, NOT_FOUND, ACCESS_VIOLATION, ILLEGAL, UNKNOWN_TID, OPTION_REFUSED =
 BLOCK = 512  # RFC 1350's block size, without the blksize option
 MAX_BLOCK = 65464  # RFC 2348's largest blksize
 RETRIES = 5  # sends of one packet before a transfer is given up
+CHUNK = 1 << 16  # bytes of a file read at once: a transfer never holds its whole file
 
 
 class TFTPError(Exception):
@@ -147,14 +150,26 @@ class TFTPServerRes(Edgeable, Resource):
         self._port = int(bound[1])
         await self.handle.event()
         running: set[asyncio.Task[None]] = set()
+        refused = 0  # requests refused since the server became busy (logged on the change)
         try:
             async with asyncio.TaskGroup() as group:
                 while True:
                     packet, peer = await inbox.queue.get()
+                    if packet[:2] == struct.pack("!H", ERROR):
+                        continue  # never an error for an error: two servers would loop
                     if len(running) >= self.transfers:
-                        self.handle.logger.warning("busy: refused a request from %s", peer[0])
+                        if not refused:  # not a line per request: clients can send floods
+                            self.handle.logger.warning(
+                                "busy (%d transfers): refusing requests, from %s first",
+                                len(running),
+                                peer[0],
+                            )
+                        refused += 1
                         transport.sendto(error_packet(NOT_DEFINED, "server busy"), peer)
                         continue
+                    if refused:
+                        self.handle.logger.info("no longer busy: %d requests refused", refused)
+                        refused = 0
                     task = group.create_task(self._transfer(host, packet, peer))
                     running.add(task)
                     task.add_done_callback(running.discard)
@@ -220,33 +235,78 @@ class TFTPServerRes(Edgeable, Resource):
             raise TFTPError(ACCESS_VIOLATION, "this server is read-only")
         if mode not in ("octet", "netascii"):
             raise TFTPError(ILLEGAL, f"unsupported mode {mode!r}")
-        self.handle.logger.info("read %s from %s", filename, peer[0])
-        content = await self._content(filename)
-        if content is None:
+        self.handle.logger.info("read %s from %s", shown(filename), peer[0])
+        found = await self._source(filename)
+        if found is None:
             raise TFTPError(NOT_FOUND, "file not found")
-        if mode == "netascii":
-            content = netascii(content)
-        accepted, block, timeout = negotiate(options, len(content), float(self.timeout))
-        exchange = _Exchange(transport, inbox, peer, timeout)
-        if accepted:
-            oack = struct.pack("!H", OACK)
-            oack += b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in accepted.items())
-            await exchange.send(oack, 0)
-        number = 1
-        for start in range(0, len(content) + 1, block):
-            await exchange.send(data_packet(number, content[start : start + block]), number)
-            number += 1
-        self.handle.logger.info("sent %s to %s: %d bytes", filename, peer[0], len(content))
+        with found as source:
+            text = mode == "netascii"
+            size = await source.size(text) if options.get("tsize") == "0" else 0
+            accepted, block, timeout = negotiate(options, size, float(self.timeout))
+            exchange = _Exchange(transport, inbox, peer, timeout)
+            if accepted:
+                oack = struct.pack("!H", OACK)
+                oack += b"".join(
+                    k.encode() + b"\0" + v.encode() + b"\0" for k, v in accepted.items()
+                )
+                await exchange.send(oack, 0)
+            number, sent = 1, 0
+            async with contextlib.aclosing(source.blocks(block, text)) as blocks:
+                async for chunk in blocks:
+                    await exchange.send(data_packet(number, chunk), number)
+                    number, sent = number + 1, sent + len(chunk)
+        self.handle.logger.info("sent %s to %s: %d bytes", shown(filename), peer[0], sent)
 
-    async def _content(self, filename: str) -> bytes | None:
+    async def _source(self, filename: str) -> _Source | None:
         wanted = filename.lstrip("/")
         for file in files(self.handle).to(self.name):
             if file.served_name.lstrip("/") == wanted:
-                return await file.content()
+                return await file.source()
         if self.root is not None:
-            found = await asyncio.to_thread(read_under, self.root, wanted)
-            return found[0] if found is not None else None
+            fd = await asyncio.to_thread(open_under, self.root, wanted)
+            return _Source(fd) if fd is not None else None
         return None
+
+
+class _Source:
+    """What one transfer sends: a tftp:file's data, or an open file read as it is sent (a
+    file replaced during the transfer, as the file resource does, is sent as it was)."""
+
+    def __init__(self, content: bytes | int) -> None:
+        self.content = content
+
+    def __enter__(self) -> _Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if isinstance(self.content, int):
+            os.close(self.content)
+
+    async def size(self, text: bool) -> int:
+        """Its size in bytes as sent (netascii, with `text`, adds a byte per CR and LF)."""
+        if not text and isinstance(self.content, int):
+            return os.fstat(self.content).st_size
+        size = offset = 0
+        while chunk := await self._read(offset):
+            size, offset = size + len(netascii(chunk) if text else chunk), offset + len(chunk)
+        return size
+
+    async def blocks(self, block: int, text: bool) -> AsyncGenerator[bytes]:
+        """Its blocks of `block` bytes as sent, the last one shorter (maybe empty)."""
+        pending, offset = b"", 0
+        while chunk := await self._read(offset, max(CHUNK, block)):
+            offset += len(chunk)
+            pending += netascii(chunk) if text else chunk
+            whole = len(pending) // block * block
+            for start in range(0, whole, block):
+                yield pending[start : start + block]
+            pending = pending[whole:]
+        yield pending
+
+    async def _read(self, offset: int, size: int = CHUNK) -> bytes:
+        if isinstance(self.content, bytes):
+            return self.content[offset : offset + size]
+        return await asyncio.to_thread(os.pread, self.content, size, offset)
 
 
 class _Exchange:
@@ -275,7 +335,8 @@ class _Exchange:
         while True:
             data, addr = await self.inbox.queue.get()
             if addr != self.peer:  # another client's packet to this transfer's port
-                self.transport.sendto(error_packet(UNKNOWN_TID, "unknown transfer ID"), addr)
+                if data[:2] != struct.pack("!H", ERROR):  # an error for an error: a loop
+                    self.transport.sendto(error_packet(UNKNOWN_TID, "unknown transfer ID"), addr)
                 continue
             if len(data) >= 4:
                 opcode, number = struct.unpack("!HH", data[:4])
@@ -339,8 +400,9 @@ class TFTPFileRes(Edgeable, Resource):
     def served_name(self) -> str:
         return self.filename if self.filename is not None else self.name
 
-    async def content(self) -> bytes | None:
+    async def source(self) -> _Source | None:
+        """What a transfer of this file sends (None: `path` is missing)."""
         if self.path is None:
-            return self.data.encode()
-        found = await asyncio.to_thread(read_file, self.path)
-        return found[0] if found is not None else None
+            return _Source(self.data.encode())
+        fd = await asyncio.to_thread(open_file, self.path)
+        return _Source(fd) if fd is not None else None

@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import os
+import socket
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from resources._lib.serving import shown
+
 log = logging.getLogger("engine")
 
 HEAD_LIMIT = 64 * 1024  # bytes of request line and headers
+MAX_CONNECTIONS = 128  # connections served at once; the others wait in the kernel's backlog
+CHUNK = 1 << 16  # bytes of a body read and written at once
 BODY_LIMIT = 4 * 1024 * 1024  # bytes of a request body (mgmt's limit for flag POSTs)
 REASONS = {
     200: "OK",
@@ -74,6 +81,27 @@ class Stream:
                 await self._chunks.aclose()
             finally:
                 await close()
+
+
+def file_body(fd: int) -> tuple[Stream, int]:
+    """The open file fd as a streamed body, and its length: read a chunk at a time as it is
+    sent (a big file is never held in memory), closed when the response ends. A file that
+    shrank meanwhile ends the body short: the client sees it incomplete."""
+    length = os.fstat(fd).st_size
+
+    async def chunks() -> AsyncGenerator[bytes]:
+        offset = 0
+        while offset < length:
+            chunk = await asyncio.to_thread(os.pread, fd, min(CHUNK, length - offset), offset)
+            if not chunk:
+                return
+            offset += len(chunk)
+            yield chunk
+
+    async def close() -> None:
+        os.close(fd)
+
+    return Stream(chunks(), close), length
 
 
 @dataclass
@@ -177,30 +205,65 @@ class Listener:
         self._read_timeout = read_timeout
         self._write_timeout = write_timeout
         self._connections: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
+        self._sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._connection, host, port, limit=HEAD_LIMIT)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, port), family=family, backlog=MAX_CONNECTIONS)
+        self._sock.setblocking(False)
+        self._accepting = asyncio.create_task(self._accept(self._sock))
 
     @property
     def port(self) -> int:
         """The port listened on (the one the kernel chose, for port 0)."""
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        assert self._sock is not None
+        return int(self._sock.getsockname()[1])
 
     async def aclose(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+            await asyncio.gather(self._accepting, return_exceptions=True)
+        if self._sock is not None:
+            self._sock.close()
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+    async def _accept(self, sock: socket.socket) -> None:
+        """Accept a connection only when fewer than MAX_CONNECTIONS are open: the others wait
+        in the backlog and hold none of the agent's descriptors (as the status page does: a
+        client holding thousands of idle connections took every one, and the agent's other
+        resources failed with EMFILE)."""
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        while True:
+            await slots.acquire()
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as err:  # out of descriptors: the backlog keeps the client
+                slots.release()
+                log.debug("http: accept: %s", err)
+                await asyncio.sleep(0.5)
+                continue
+            task = asyncio.create_task(self._connection(conn))
+            self._connections.add(task)
+            task.add_done_callback(functools.partial(self._done, slots))
+
+    def _done(self, slots: asyncio.Semaphore, task: asyncio.Task[None]) -> None:
+        self._connections.discard(task)
+        slots.release()
+
+    async def _connection(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=HEAD_LIMIT)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, conn)
+        except OSError:
+            conn.close()
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         response: Response | None = None
         try:
             response, head_only = await self._answer(reader)
@@ -212,15 +275,12 @@ class Listener:
                     await self._write_stream(writer, response.stream)
         except (TimeoutError, ConnectionError):
             pass
-        except asyncio.CancelledError:
-            pass  # aclose() ends us: Python 3.11's start_server reports a cancelled one as an error
         finally:
             if response is not None and response.stream is not None:
                 try:
                     await response.stream.aclose()
                 except Exception:
                     log.exception("http: closing a streamed response failed")
-            self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -243,7 +303,7 @@ class Listener:
         try:
             return await self._handler(request), request.method == "HEAD"
         except Exception:
-            log.exception("http: handling %s %s failed", request.method, request.path)
+            log.exception("http: handling %s %s failed", shown(request.method), shown(request.path))
             return Response(500, b"internal error\n"), False
 
 
@@ -352,9 +412,6 @@ async def _read_reply_head(reader: asyncio.StreamReader) -> tuple[int, dict[str,
         if sep:
             headers[name.strip().lower()] = value.strip()
     return int(status_parts[1]), headers
-
-
-CHUNK = 65536  # bytes read at a time from a reply body
 
 
 async def _read_body(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
@@ -66,30 +65,31 @@ def split_address(address: str, key: str, default_host: str = LOOPBACK) -> tuple
     return host or default_host, int(port_text)
 
 
-def read_under(root: str, rel: str) -> tuple[bytes, float] | None:
-    """The content and mtime of the regular file root/rel, following no symlink and no `..`
-    below root (None: there is none)."""
+def shown(text: str) -> str:
+    """What a client sent (a file name, a path, a method) for a log line: control characters
+    escaped, so that a newline in it cannot forge the lines that follow."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def open_under(root: str, rel: str) -> int | None:
+    """A read descriptor of the regular file root/rel, following no symlink and no `..` below
+    root (None: there is none)."""
     parts = [p for p in rel.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
         return None
     try:
-        with (
-            closing(open_dir(root)) as top,
-            closing(sub_dir(top, tuple(parts[:-1]))) as fd,
-            open(open_read(fd, parts[-1]), "rb") as handle,
-        ):
-            return handle.read(), os.fstat(handle.fileno()).st_mtime
+        with closing(open_dir(root)) as top, closing(sub_dir(top, tuple(parts[:-1]))) as fd:
+            return open_read(fd, parts[-1])
     except OSError as err:
         if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EINVAL, errno.EACCES):
             return None
         raise
 
 
-def read_file(path: str) -> tuple[bytes, float] | None:
-    """The content and mtime of the regular file `path` (None: missing or not a regular file)."""
+def open_file(path: str) -> int | None:
+    """A read descriptor of the regular file `path` (None: missing or not a regular file)."""
     try:
-        with open(open_regular(path), "rb") as handle:  # a FIFO: refused, never waited on
-            return handle.read(), os.fstat(handle.fileno()).st_mtime
+        return open_regular(path)  # a FIFO: refused, never waited on
     except FileNotFoundError:
         return None
     except OSError as err:

@@ -326,15 +326,18 @@ def _unless_it_waits(fn: Callable[[], object], fifo: Path) -> object:
 def test_a_fifo_is_refused_by_every_reader_never_waited_on(tmp_path: Path) -> None:
     """Opening a FIFO to read waits for a writer, forever, in a thread no cancel ends: the agent
     could not stop (--max-runtime, SIGTERM), and each wait held a worker thread."""
+    from resources._lib.serving import open_file
     from resources.http_client import _read
-    from resources.http_server import read_file
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     with pytest.raises(OSError, match="not a regular file"):
         _unless_it_waits(lambda: safefs.open_regular(str(fifo)), fifo)
-    assert _unless_it_waits(lambda: read_file(str(fifo)), fifo) is None  # http: 404
+    assert _unless_it_waits(lambda: open_file(str(fifo)), fifo) is None  # http, tftp: 404
     assert _unless_it_waits(lambda: _read(str(fifo)), fifo) is None  # http_client: replaced
     (tmp_path / "file").write_bytes(b"x")
-    assert read_file(str(tmp_path / "file"))[0] == b"x"  # type: ignore[index]
+    fd = open_file(str(tmp_path / "file"))
+    assert fd is not None
+    with open(fd, "rb") as served:
+        assert served.read() == b"x"
     assert _read(str(tmp_path / "file")) == b"x"

@@ -4,6 +4,8 @@ real HTTP client (urllib, in a thread)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -14,6 +16,7 @@ import pytest
 from engine.engine import Engine, Status
 from engine.errors import ValidationError
 from engine.graph import Edge, Graph
+from resources._lib.httpd import MAX_CONNECTIONS
 from resources.http_server import HTTPServerFileRes, HTTPServerFlagRes, HTTPServerRes
 from resources.print import PrintRes
 from tests.engine.conftest import engine, settle
@@ -136,6 +139,89 @@ async def test_a_port_in_use_fails_the_server_only(tmp_path: Path, engine: Engin
         assert server.failed
         assert f"cannot listen on 127.0.0.1:{port}" in str(server.error)
         assert engine.vertices[("print", "other")].status is Status.OK
+
+
+async def test_requests_cannot_forge_log_lines(
+    tmp_path: Path, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    await engine.apply(graph_of(HTTPServerRes(name=f":{port}")))
+    await settle(engine)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    # a percent-encoded newline in the path, a bare one in the method (only CR LF ends a line)
+    writer.write(b"GET\nERROR:forged /a%0aERROR%20forged HTTP/1.1\r\n\r\n")
+    async with asyncio.timeout(10):
+        assert (await reader.read()).startswith(b"HTTP/1.1 404")
+    writer.close()
+    assert "GET\\nERROR:forged /a\\nERROR forged" in caplog.text
+    assert not [line for line in caplog.text.splitlines() if line.startswith("ERROR")]
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_idle_connections_cannot_take_every_descriptor(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """Every connection was accepted at once and held one of the agent's descriptors for as
+    long as the client liked (no read timeout by default, as mgmt): a local user opening
+    thousands took every one, and the agent's other resources failed with EMFILE. Now at most
+    MAX_CONNECTIONS are accepted; the others wait in the kernel's backlog."""
+    port = free_port()
+    await engine.apply(graph_of(HTTPServerRes(name=f":{port}")))
+    await settle(engine)
+    before = open_descriptors()
+    idle = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 64):  # all of them connected: in the backlog at worst
+            idle.append((await asyncio.open_connection("127.0.0.1", port))[1])
+        # ours (one per client) and the server's: at most MAX_CONNECTIONS, and a few more
+        grown = open_descriptors() - before - len(idle)
+        assert grown <= MAX_CONNECTIONS + 8, grown
+    finally:
+        for writer in idle:
+            writer.close()
+    assert (await fetch(f"http://127.0.0.1:{port}/x"))[0] == 404  # served once they are gone
+
+
+def resident() -> int:
+    """This process's resident memory, in bytes."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_files_are_streamed_not_held(tmp_path: Path, engine: Engine) -> None:
+    """A file was read whole, then copied behind the head, for each request: a client asking
+    for a big file (an image under root) and not reading held twice its size in the agent's
+    memory, with no write timeout by default, for as long as it liked."""
+    port = free_port()
+    root = tmp_path / "root"
+    root.mkdir()
+    with (root / "big.iso").open("wb") as big:
+        big.truncate(128 << 20)  # sparse: no disk used
+    (root / "small").write_bytes(b"x" * 200_000)
+    await engine.apply(graph_of(HTTPServerRes(name=f":{port}", root=f"{root}/")))
+    await settle(engine)
+    before = resident()
+    idle = []
+    try:
+        for _ in range(4):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /big.iso HTTP/1.1\r\n\r\n")
+            idle.append(writer)
+            async with asyncio.timeout(10):
+                assert await reader.readline() == b"HTTP/1.1 200 OK\r\n"
+        grown = resident() - before
+        assert grown < 64 << 20, f"{grown >> 20} MiB more for 4 requests of 128 MiB"
+    finally:
+        for writer in idle:
+            writer.close()
+    status, body, headers = await fetch(f"http://127.0.0.1:{port}/small")
+    assert (status, body, headers["Content-Length"]) == (200, b"x" * 200_000, "200000")
+    head = urllib.request.Request(f"http://127.0.0.1:{port}/big.iso", method="HEAD")
+    with await asyncio.to_thread(urllib.request.urlopen, head, timeout=10) as reply:
+        assert (reply.status, reply.headers["Content-Length"]) == (200, str(128 << 20))
 
 
 @pytest.mark.parametrize(

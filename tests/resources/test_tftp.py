@@ -4,6 +4,7 @@ what that client cannot send (write requests, bad names, lost acknowledgements),
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -143,22 +144,144 @@ async def test_protocol_details(run_resource: object, tmp_path: Path) -> None:
         client.close()
 
 
-async def test_concurrent_transfers_are_limited(run_resource: object) -> None:
+async def fetch(client: Client, name: str, mode: str, **options: str) -> tuple[bytes, bytes]:
+    """The OACK's body (b"" if none) and the whole file, every block acknowledged."""
+    await client.send(request(1, name, mode, **options))
+    oack, content, number = b"", b"", 0
+    while True:
+        opcode, body, tid = await client.receive()
+        if opcode == 6:
+            oack = body
+            await client.send(struct.pack("!HH", 4, 0), tid)
+            continue
+        assert opcode == 3, body
+        if struct.unpack("!H", body[:2])[0] == (number + 1) & 0xFFFF:
+            number, content = number + 1, content + body[2:]
+        await client.send(struct.pack("!H", 4) + body[:2], tid)
+        if len(body) - 2 < int(options.get("blksize", 512)):
+            return oack, content
+
+
+def resident() -> int:
+    """This process's resident memory, in bytes."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_files_are_streamed_not_held(run_resource: object, tmp_path: Path) -> None:
+    """A transfer reads its file as it sends it: a client that asks for a big file and never
+    acknowledges held all of it in the agent's memory (a few such requests: out of memory)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    with (root / "big.iso").open("wb") as big:
+        big.truncate(128 << 20)  # sparse: no disk used
+    text = (b"line\r\n" * 9000 + b"bare\n" + b"x" * 70000 + b"\r") * 2  # past a read's chunk
+    (root / "text").write_bytes(text)
+    port = await start(run_resource, TFTPServerRes(name="127.0.0.1:0", root=f"{root}/"))
+    before = resident()
+    idle = [Client(port) for _ in range(4)]
+    try:
+        for client in idle:
+            await client.send(request(1, "big.iso", tsize="0"))
+            opcode, body, _ = await client.receive()
+            assert opcode == 6 and body == b"tsize\x00134217728\x00"
+        grown = resident() - before
+        assert grown < 64 << 20, f"{grown >> 20} MiB more for 4 transfers of 128 MiB"
+        client = Client(port)
+        oack, got = await fetch(client, "text", "netascii", blksize="1000", tsize="0")
+        client.close()
+    finally:
+        for each in idle:
+            each.close()
+    sent = text.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
+    assert oack == b"blksize\x001000\x00tsize\x00" + str(len(sent)).encode() + b"\x00"
+    assert got == sent
+
+
+async def test_concurrent_transfers_are_limited(
+    run_resource: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     port = await start(
         run_resource,
-        TFTPFileRes(name="f", data="x" * 2000),
+        TFTPFileRes(name="f", data="x" * 100),
         TFTPServerRes(name="127.0.0.1:0", transfers=1),
     )
     first, second = Client(port), Client(port)
     try:
         await first.send(request(1, "f"))
-        assert (await first.receive())[0] == 3  # its transfer runs, waiting for our ACK
-        await second.send(request(1, "f"))
-        opcode, body, _ = await second.receive()
-        assert opcode == 5 and b"busy" in body
+        opcode, _, tid = await first.receive()
+        assert opcode == 3  # its transfer runs, waiting for our ACK
+        for _ in range(20):  # a flood while busy: each refused, one line logged for all
+            await second.send(request(1, "f"))
+            opcode, body, _ = await second.receive()
+            assert opcode == 5 and b"busy" in body
+        assert caplog.text.count("refusing requests") == 1
+        await first.send(struct.pack("!HH", 4, 1), tid)  # its transfer ends
+        async with asyncio.timeout(30):
+            while True:  # its slot is free once its task has ended
+                await second.send(request(1, "f"))
+                if (await second.receive())[0] == 3:
+                    break
+        assert "no longer busy: " in caplog.text
     finally:
         first.close()
         second.close()
+
+
+async def test_names_cannot_forge_log_lines(
+    run_resource: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    port = await start(
+        run_resource, TFTPFileRes(name="a\nb", data="x"), TFTPServerRes(name="127.0.0.1:0")
+    )
+    client = Client(port)
+    try:
+        for name in ("x\nERROR forged", "a\nb"):  # each logged before it is answered
+            await client.send(request(1, name))
+            await client.receive()
+    finally:
+        client.close()
+    assert "read x\\nERROR forged from 127.0.0.1" in caplog.text
+    assert "read a\\nb from 127.0.0.1" in caplog.text
+    assert not [line for line in caplog.text.splitlines() if line.startswith("ERROR")]
+
+
+async def test_error_packets_are_never_answered(run_resource: object) -> None:
+    """An error answered with an error makes two servers (or a server and any UDP echo) bounce
+    packets forever once a spoofed one starts them (the "Loop DoS", CVE-2024-2169): a stray
+    error packet gets no answer, on the server's port as on a transfer's."""
+    port = await start(
+        run_resource,
+        TFTPFileRes(name="f", data="x" * 2000),
+        TFTPServerRes(name="127.0.0.1:0"),
+    )
+    client, stray, witness = Client(port), Client(port), Client(port)
+    error = struct.pack("!HH", 5, 0) + b"loop\0"
+    try:
+        await stray.send(error)  # to the server's port, then a packet that is answered
+        await witness.send(b"\0\x07junk")
+        assert (await witness.receive())[:2] == (
+            5,
+            struct.pack("!H", 4) + b"expected a read request\0",
+        )
+        with pytest.raises(BlockingIOError):  # its answer would have come first
+            stray.sock.recv(100)
+        await client.send(request(1, "f"))
+        opcode, _, tid = await client.receive()
+        assert opcode == 3
+        await stray.send(error, tid)  # to a transfer's port, then a stranger's ACK there
+        await witness.send(struct.pack("!HH", 4, 1), tid)
+        opcode, body, _ = await witness.receive()
+        assert (opcode, body[:2]) == (5, struct.pack("!H", 5))  # unknown transfer ID
+        with pytest.raises(BlockingIOError):
+            stray.sock.recv(100)
+        await client.send(struct.pack("!HH", 4, 1), tid)  # the transfer carries on
+        opcode, body, _ = await client.receive()
+        assert (opcode, body[:2]) == (3, b"\0\x02")
+    finally:
+        for each in (client, stray, witness):
+            each.close()
 
 
 @pytest.mark.parametrize(
