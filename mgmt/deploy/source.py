@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from mgmt.cluster.client import EtcdClient
     from mgmt.config import Config
     from mgmt.converger import Converger
+    from mgmt.deploy.server import DeployServer
     from mgmt.lang.source import LangSource
 
 log = logging.getLogger("deploy")
@@ -112,6 +113,7 @@ class DeploySource:
         sign_key: Path | None = None,
     ) -> None:
         self.hostname = hostname
+        self.prefix = prefix
         self.dir = prefix / "deploy"
         self.policy = policy
         self.graphs = 1  # the empty graph it starts with counts
@@ -132,6 +134,7 @@ class DeploySource:
         self._unsubscribe: list[Callable[[], Awaitable[None]]] = []
         self._said = ""  # the last waiting/refusal line logged (each is said once)
         self._skip = 0  # the deploy last refused: not tried again until SIGHUP or a newer one
+        self._server: DeployServer | None = None  # `mgmt deploy`'s thin path (server.py)
 
     # the agent's side -----------------------------------------------------------------------
 
@@ -184,6 +187,7 @@ class DeploySource:
             self._unsubscribe.append(await client.subscribe(key.encode(), self._kick.set, True))
         self._kick.set()
         self._publish.set()  # this host runs deploys (`--deploy-switch together` counts it)
+        await self._listen(client)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SETTLE_WAIT):
                 self.checked.clear()
@@ -202,7 +206,22 @@ class DeploySource:
 
         self._tasks.spawn(follow(), "deploy convergence")
 
+    async def _listen(self, client: EtcdClient) -> None:
+        """`mgmt deploy` pushes through this agent (`<prefix>/deploy.sock`) from now on."""
+        from mgmt.deploy.server import DeployServer
+
+        server = DeployServer(self.prefix, client, self.policy.max_graph_size)
+        try:
+            await server.start()
+        except OSError as err:  # `mgmt deploy` pushes itself, as without an agent
+            log.warning("no deploy socket in %s: %s", self.prefix, err)
+            return
+        self._server = server
+
     async def aclose(self) -> None:
+        if self._server is not None:
+            await self._server.aclose()
+            self._server = None
         await self._tasks.close()
         for unsubscribe in self._unsubscribe:
             await unsubscribe()
