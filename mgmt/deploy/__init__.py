@@ -10,12 +10,12 @@
 - `cli`: `mgmt deploy` (`--list`, `--status`, `--rollback N`), pushing from its own process;
 - `client` and `server`: `mgmt deploy`'s thin path, through the local agent's deploy socket.
 
-Importing this package is cheap: the etcd client is imported by `store` and `source` only.
+Importing this package is cheap (the thin client imports it): the etcd client is imported by
+`store` and `source` only, after `mgmt.cluster` (grpc's environment).
 """
 
 from __future__ import annotations
 
-import mgmt.cluster  # noqa: F401  # grpc's environment, before `store` imports aetcd (cheap)
 from engine.errors import MgmtError
 
 

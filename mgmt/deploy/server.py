@@ -132,7 +132,10 @@ class DeployServer:
             if request.get("seeds") and not await self._ours(str(request["seeds"])):
                 raise Fallback(f"{request['seeds']}: not the agent's cluster")
             max_size = int(request.get("max_graph_size") or self.max_graph_size)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             bundle = await asyncio.to_thread(checked_bundle, request, self.work, max_size)
+            checked = loop.time()
             await _send(writer, {"checked": True})
             key = str(request.get("key") or "")
 
@@ -160,7 +163,13 @@ class DeployServer:
             log.info("deploy socket: the command pushes itself: %s", err)  # e.g. permissions
             return {"fallback": str(err)}
         self.pushed += 1
-        log.info("deploy %d pushed through the deploy socket", rec.id)
+        log.info(
+            "deploy %d pushed through the deploy socket (checked in %.0f ms, then signed and "
+            "stored in %.0f ms)",
+            rec.id,
+            (checked - started) * 1000,
+            (loop.time() - checked) * 1000,
+        )
         return {"done": f"deploy {rec.id}: {rec.frontend} {rec.entry}, {rec.hash[:12]}"}
 
     async def _ours(self, seeds: str) -> bool:
