@@ -267,15 +267,12 @@ async def _deploy(args: argparse.Namespace, timings: Timings | None = None) -> E
 
 def _read_checked(frontend: str, path: Path, args: argparse.Namespace) -> Bundle:
     """The program's bundle, checked as `mgmt check` checks it; Refused on any problem."""
-    from mgmt.check import check_program
-    from mgmt.deploy.bundle import read_program
+    from mgmt.deploy.bundle import read_checked
 
     try:
-        bundle = read_program(frontend, path)
+        bundle, problems = read_checked(frontend, path, args.max_graph_size)
     except DeployError as err:
         raise Refused(str(err)) from None
-    where = path / bundle.entry if path.is_dir() else path
-    problems = check_program(frontend, bundle.files[bundle.entry], str(where), args.max_graph_size)
     if problems:
         for problem in problems[:-1]:
             print(problem, file=sys.stderr)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import WorldError
 from engine.tasks import TaskSet
 from mgmt.deploy import DeployError
-from mgmt.deploy.bundle import LANG_ENTRY, Bundle, read_program
+from mgmt.deploy.bundle import LANG_ENTRY, Bundle, read_checked
 from mgmt.deploy.client import MAX_MESSAGE, SOCKET
 from mgmt.deploy.store import KEEP, Record, new_record, push
 
@@ -184,8 +184,6 @@ class DeployServer:
 def checked_bundle(request: dict[str, Any], work: Path, max_size: int) -> Bundle:
     """The bundle of the files sent, read and checked as the direct path reads and checks the
     operator's (blocking); Refused with the problems, their paths the operator's."""
-    from mgmt.check import check_program
-
     try:
         frontend, name, path = str(request["frontend"]), str(request["name"]), request["path"]
         base = str(request["base"])
@@ -200,12 +198,11 @@ def checked_bundle(request: dict[str, Any], work: Path, max_size: int) -> Bundle
         root = tmp / "program"
         sent.extract(root)
         try:
-            bundle = read_program(frontend, root / name if name else root)
+            bundle, problems = read_checked(frontend, root / name if name else root, max_size)
         except DeployError as err:
             raise Fallback(str(err)) from None
         where = str(root / bundle.entry)
         said = str(Path(path) / bundle.entry) if not name else str(path)
-        problems = check_program(frontend, bundle.files[bundle.entry], where, max_size)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if any(m in p for p in problems for m in MISSING):

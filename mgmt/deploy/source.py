@@ -542,8 +542,7 @@ def _load_language() -> None:
 def open_source(config: Config, prefix: Path) -> DeploySource:
     """The deploy source a run asks for (blocking: reads and checks files); DeployError
     naming the flag or file on bad input."""
-    from mgmt.check import check_program
-    from mgmt.deploy.bundle import read_program
+    from mgmt.deploy.bundle import read_checked
 
     trusted = config.trusted_keys
     if trusted is not None:
@@ -562,10 +561,7 @@ def open_source(config: Config, prefix: Path) -> DeploySource:
     seed = None
     if config.deploy and config.frontend != "empty":
         assert config.file is not None
-        seed = read_program(config.frontend, config.file)
-        where = config.file / seed.entry if config.file.is_dir() else config.file
-        data = seed.files[seed.entry]
-        problems = check_program(config.frontend, data, str(where), config.max_graph_size)
+        seed, problems = read_checked(config.frontend, config.file, config.max_graph_size)
         if problems:
             raise DeployError("\n".join(problems))
         if config.sign_key is not None:
