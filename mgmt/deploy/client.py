@@ -38,7 +38,7 @@ MAX_MESSAGE = 4 << 20  # bytes of one message (a bundle is at most 1 MiB, base64
 MAX_FILES = 1000  # as bundle.MAX_FILES
 MAX_BYTES = 1 << 20  # as bundle.MAX_BLOB
 MAX_WALK = 5000  # directory entries looked at for a `lang FILE.mcl`'s modules
-WAIT = 300.0  # seconds for one answer of the agent (a big program's check takes a while)
+WAIT = 60.0  # seconds for one answer of the agent (a big program's check takes a while)
 VALUED = ("--seeds", "--prefix", "--sign-key", "--keep", "--max-graph-size")
 SWITCHES = ("--unsigned", "--force", "--timings")
 
@@ -95,7 +95,10 @@ def receive(sock: _socket.socket) -> dict[str, Any]:
     (size,) = struct.unpack(">I", _exactly(sock, 4))
     if size > MAX_MESSAGE:
         raise Fallback(f"a message of {size} bytes")
-    message = json.loads(_exactly(sock, size))
+    try:
+        message = json.loads(_exactly(sock, size))
+    except ValueError:
+        raise Fallback("not a message") from None
     if not isinstance(message, dict):
         raise Fallback("not a message")
     return message
@@ -288,11 +291,23 @@ def push(opts: dict[str, Any], timings: Timings | None) -> int:
 
 
 def _conversation(sock: _socket.socket, key: str | None, timings: Timings | None) -> int:
+    checked = False  # from then on the agent may store it: no fallback but its own
     while True:
-        message = receive(sock)
-        if "fallback" in message:
+        try:
+            message = receive(sock)
+        except (OSError, Fallback) as err:
+            if not checked:
+                raise Fallback(str(err)) from None
+            print(
+                f"mgmt: the local agent did not answer ({err}): the deploy may have been "
+                "stored; see `mgmt deploy --list`",
+                file=sys.stderr,
+            )
+            return 1
+        if "fallback" in message:  # the agent stored nothing
             raise Fallback(str(message["fallback"]))
         if "checked" in message:
+            checked = True
             if timings:
                 timings.mark("checked")
             if key is None:

@@ -24,11 +24,15 @@ from tests.e2e.test_cluster_e2e import client_of, fleet
 from tests.e2e.test_deploy_e2e import DeployHost, all_have, deploy, program, push
 from tests.mgmt.deploy.keys import make_key, trusted_file
 
+PUSHED = "pushed through the deploy socket"
 
-def pushed_here(host: DeployHost) -> int:
-    """Deploys the host's agent stored for a `mgmt deploy` through its socket."""
+
+async def pushed_here(host: DeployHost, count: int) -> int:
+    """Deploys the host's agent stored for a `mgmt deploy` through its socket, once it said
+    `count` (its log is read meanwhile)."""
     assert host.daemon is not None
-    return host.daemon.log.count("pushed through the deploy socket")
+    await host.daemon.wait_log(PUSHED, count=count)
+    return host.daemon.log.count(PUSHED)
 
 
 async def newest(host: DeployHost) -> int:
@@ -76,6 +80,26 @@ def request_of(source: Path, key: Path, **changes: object) -> dict[str, Any]:
     }
 
 
+async def same_bundle_both_ways(host: DeployHost, key: Path, prog: Path) -> None:
+    """A `lang FILE.mcl` program with a module, files/ and an .mcl file nothing imports,
+    pushed through the agent and directly: the same hash."""
+    (prog / "lib").mkdir(parents=True)
+    (prog / "files").mkdir()
+    (prog / "files" / "motd").write_text("hello\n")
+    (prog / "lib" / "greet.mcl").write_text('$who = "world"\n')
+    (prog / "unused.mcl").write_text("not carried\n")
+    (prog / "site.mcl").write_text(
+        'import "lib/greet.mcl" as greet\nprint "p" {\n\tmsg => "hi " + $greet.who,\n}\n'
+    )
+    hashes = []
+    for extra in ([], ["--direct"]):
+        flags = [*extra, "--sign-key", str(key), "lang", str(prog / "site.mcl")]
+        code, text = await deploy(host, *flags)
+        assert code == 0 and ("through the local agent" in text) == (not extra), text
+        hashes.append(text.split(", ")[-1].split()[0])
+    assert hashes[0] == hashes[1], hashes
+
+
 @pytest.mark.slow
 async def test_a_push_through_the_local_agent_is_checked_signed_and_stored_as_directly(
     tmp_path: Path,
@@ -96,7 +120,7 @@ async def test_a_push_through_the_local_agent_is_checked_signed_and_stored_as_di
         said = await push(h1, alice, program(src, out, "v1"), "--timings")
         assert "deploy 1: lang main.mcl, " in said, said
         await all_have(out, hosts, "v1")
-        assert pushed_here(h1) == 1
+        assert await pushed_here(h1, 1) == 1
         # 2: a bad program: refused by the agent with the lines the direct path prints
         # (the operator's paths), exit 2, nothing stored.
         (src / "main.mcl").write_text('file "/tmp/x" {\n\tcontent => 42,\n}\n')
@@ -128,7 +152,7 @@ async def test_a_push_through_the_local_agent_is_checked_signed_and_stored_as_di
         assert [next(iter(a)) for a in answers] == ["checked", "sign", "sign", "done"]
         assert answers[-1]["done"].startswith("deploy 4: lang main.mcl"), answers
         await all_have(out, hosts, "v4")
-        assert pushed_here(h2) == 1
+        assert await pushed_here(h2, 1) == 1
         # 4: no agent in the prefix (a copy of h1's credentials alone): the direct path.
         alone = tmp_path / "alone"
         shutil.copytree(h1.prefix / "cluster-tls", alone / "cluster-tls")
@@ -136,10 +160,13 @@ async def test_a_push_through_the_local_agent_is_checked_signed_and_stored_as_di
         code, text = await asyncio.to_thread(
             run_mgmt, ["deploy", "--seeds", h1.url, "--prefix", str(alone), *args]
         )
-        assert code == 0 and "deploy 5: lang main.mcl" in text, text
+        assert code == 0 and "deploy 5: lang main.mcl" in text and "agent" not in text, text
         await all_have(out, hosts, "v5")
-        assert pushed_here(h1) == 1 and pushed_here(h2) == 1
-        # 5: --seeds of another cluster: the agent does not push it (the direct path does,
+        assert await pushed_here(h1, 1) == 1 and await pushed_here(h2, 1) == 1
+        # 5: `lang FILE.mcl` with a module, files/ and files its imports do not read: the
+        # agent bundles what the direct path bundles.
+        await same_bundle_both_ways(h1, alice.private, tmp_path / "prog")
+        # 6: --seeds of another cluster: the agent does not push it (the direct path does,
         # and says the other cluster cannot be reached).
         code, text = await deploy(h1, "--seeds", "https://127.0.0.1:9", *args)
         assert code == 1 and "no etcd member reachable" in text, text
@@ -189,4 +216,4 @@ async def test_the_deploy_socket_refuses_another_user(tmp_path: Path) -> None:
         assert json.loads(proc.stdout) == {"fallback": "uid 65534 may not use the agent's socket"}
         assert h1.daemon is not None
         await h1.daemon.wait_log("deploy socket: refused uid 65534")
-        assert await newest(h1) == 0 and pushed_here(h1) == 0
+        assert await newest(h1) == 0 and await pushed_here(h1, 0) == 0
