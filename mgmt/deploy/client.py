@@ -209,7 +209,8 @@ def read_files(frontend: str, path: str) -> tuple[str, str, dict[str, bytes]]:
 
 def _warm_up(key: str | None) -> None:
     """Import what signs an OpenSSH key in-process (the `cryptography` package: 10-30 ms) in
-    a thread, while this process reads the files and waits for the agent's check."""
+    a thread, while this process waits for the agent's check (not before: the import would
+    hold the interpreter lock while the files are read)."""
     try:
         with open(key or "", "rb") as file:
             if not file.read(40).startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
@@ -265,7 +266,6 @@ def push(opts: dict[str, Any], timings: Timings | None) -> int:
             raise Fallback(f"no agent: {err}") from None
         if timings:
             timings.mark("connected")
-        _warm_up(opts.get("--sign-key"))
         frontend, path = opts["target"]
         name, base, files = read_files(frontend, path)
         key = opts.get("--sign-key")
@@ -283,6 +283,7 @@ def push(opts: dict[str, Any], timings: Timings | None) -> int:
         }
         try:
             send(sock, request)
+            _warm_up(key)  # now that this process waits for the agent's check
             return _conversation(sock, key, timings)
         except OSError as err:
             raise Fallback(f"the agent: {err}") from None

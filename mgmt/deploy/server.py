@@ -42,7 +42,7 @@ from engine.tasks import TaskSet
 from mgmt.deploy import DeployError
 from mgmt.deploy.bundle import LANG_ENTRY, Bundle, read_checked
 from mgmt.deploy.client import MAX_MESSAGE, SOCKET
-from mgmt.deploy.store import KEEP, Record, new_record, push
+from mgmt.deploy.store import KEEP, Record, head, new_record, push
 
 if TYPE_CHECKING:
     from mgmt.cluster.client import EtcdClient
@@ -126,15 +126,21 @@ class DeployServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             if not self.client.connected.is_set():
                 raise Fallback("the agent is not connected to the cluster")
             if request.get("seeds") and not await self._ours(str(request["seeds"])):
                 raise Fallback(f"{request['seeds']}: not the agent's cluster")
             max_size = int(request.get("max_graph_size") or self.max_graph_size)
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            bundle = await asyncio.to_thread(checked_bundle, request, self.work, max_size)
+            newest = asyncio.create_task(head(self.client))  # meanwhile: one round trip less
+            try:
+                bundle = await asyncio.to_thread(checked_bundle, request, self.work, max_size)
+            except BaseException:
+                newest.cancel()
+                await asyncio.gather(newest, return_exceptions=True)
+                raise
             checked = loop.time()
             await _send(writer, {"checked": True})
             key = str(request.get("key") or "")
@@ -151,7 +157,9 @@ class DeployServer:
                 return replace(rec, signature=answer["signature"])
 
             keep = int(request.get("keep") or KEEP)
-            rec = await push(self.client, bundle, make, force=bool(request["force"]), keep=keep)
+            force = bool(request["force"])
+            known = await newest
+            rec = await push(self.client, bundle, make, force=force, keep=keep, known=known)
         except Fallback as err:
             log.info("deploy socket: the command pushes itself: %s", err)
             return {"fallback": str(err)}
@@ -176,9 +184,11 @@ class DeployServer:
         """Whether any of `seeds` is a client URL of this agent's cluster."""
         from mgmt.cluster.options import split_urls
 
-        known = set(self.client.endpoints)
-        known.update(u for m in await self.client.members() for u in m.client_urls)
-        return bool({u.rstrip("/") for u in split_urls(seeds)} & {u.rstrip("/") for u in known})
+        given = {u.rstrip("/") for u in split_urls(seeds)}
+        if given & {u.rstrip("/") for u in self.client.endpoints}:
+            return True  # no round trip: the members this agent knows
+        members = await self.client.members()
+        return bool(given & {u.rstrip("/") for m in members for u in m.client_urls})
 
 
 def checked_bundle(request: dict[str, Any], work: Path, max_size: int) -> Bundle:

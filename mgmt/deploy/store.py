@@ -196,11 +196,13 @@ async def push(
     force: bool = False,
     keep: int = KEEP,
     attempts: int = 5,
+    known: tuple[int, list[Record]] | None = None,
 ) -> Record:
     """Append a deploy: `make(id, parent)` builds (and signs) its record on the newest one.
 
     A deploy pushed by someone else meanwhile makes the transaction fail: DeployError, unless
     `force`, which builds the record again on the new newest (up to `attempts` times).
+    `known`: `head(client)` read meanwhile by the caller, for the first attempt.
     """
     from aetcd import rpc
 
@@ -208,7 +210,8 @@ async def push(
         raise DeployError(f"--keep: must be >= 1, got {keep}")
     data = bundle.encode()
     for _ in range(attempts):
-        parent, kept = await head(client)
+        parent, kept = known or await head(client)
+        known = None
         rec = await make(parent + 1, parent)
         old, keeping = (
             kept[: max(len(kept) - (keep - 1), 0)],
