@@ -4,7 +4,8 @@
 running deploys listens on `<prefix>/deploy.sock` (`server`), this process imports almost
 nothing (no asyncio, argparse, grpc or language): it reads the program's files, sends them,
 signs the record the agent makes with the operator's key (in-process for an unencrypted
-Ed25519 key, `ssh-keygen -Y sign` otherwise: the same SSHSIG bytes) and prints what the agent
+Ed25519 key, by OpenSSL through ctypes; `ssh-keygen -Y sign` otherwise: the same SSHSIG
+bytes) and prints what the agent
 says. The agent checks the program as `mgmt check` does and stores it with the transaction of
 the direct path (parent check, `--force`, `--keep`).
 
@@ -207,25 +208,6 @@ def read_files(frontend: str, path: str) -> tuple[str, str, dict[str, bytes]]:
 # the push -------------------------------------------------------------------------------------
 
 
-def _warm_up(key: str | None) -> None:
-    """Import what signs an OpenSSH key in-process (the `cryptography` package: 10-30 ms) in
-    a thread, while this process waits for the agent's check (not before: the import would
-    hold the interpreter lock while the files are read)."""
-    try:
-        with open(key or "", "rb") as file:
-            if not file.read(40).startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
-                return
-    except OSError:
-        return
-    import threading
-
-    threading.Thread(target=_load_signer, name="import cryptography", daemon=True).start()
-
-
-def _load_signer() -> None:
-    from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: F401
-
-
 def _signature(payload: bytes, key: str) -> str:
     from mgmt.deploy import sshkey
 
@@ -283,7 +265,6 @@ def push(opts: dict[str, Any], timings: Timings | None) -> int:
         }
         try:
             send(sock, request)
-            _warm_up(key)  # now that this process waits for the agent's check
             return _conversation(sock, key, timings)
         except OSError as err:
             raise Fallback(f"the agent: {err}") from None

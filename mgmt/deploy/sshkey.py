@@ -7,7 +7,8 @@ and so does `sign`, which runs `ssh-keygen` for anything this module does not do
   private key (stored unencrypted even when the private half is encrypted);
 - an Ed25519 signature by an unencrypted OpenSSH private key, made here exactly as
   `ssh-keygen -Y sign` makes it (OpenSSH's PROTOCOL.sshsig, sha512, armored in lines of 70):
-  Ed25519 is deterministic, so the bytes are the same as ssh-keygen's. An encrypted key, a key
+  Ed25519 is deterministic, so the bytes are the same as ssh-keygen's. OpenSSL signs (the
+  libcrypto `hashlib` uses, through ctypes), else the `cryptography` package. An encrypted key, a key
   held by ssh-agent (its public key given) or another key type: None, ssh-keygen signs.
 """
 
@@ -153,10 +154,59 @@ def sign_here(payload: bytes, key_text: bytes) -> str | None:
     found = ed25519_seed(key_text)
     if found is None:
         return None
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     public, seed = found
-    raw = Ed25519PrivateKey.from_private_bytes(seed).sign(signed_data(payload))
+    message = signed_data(payload)
+    raw = _openssl_ed25519(seed, message)
+    if raw is None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        raw = Ed25519PrivateKey.from_private_bytes(seed).sign(message)
     inner = string(ED25519) + string(raw)
     fields = (public, NAMESPACE.encode(), b"", b"sha512", inner)
     return armor(MAGIC + struct.pack(">I", 1) + b"".join(map(string, fields)))
+
+
+_EVP_PKEY_ED25519 = 1087  # OpenSSL's NID_ED25519
+
+
+def _openssl_ed25519(seed: bytes, message: bytes) -> bytes | None:
+    """The Ed25519 signature of `message` by OpenSSL's libcrypto, the one `hashlib` is linked
+    with (through ctypes: ~3 ms to import, where the `cryptography` package takes 10-40 ms);
+    None if it cannot be reached (another build, another platform): `cryptography` signs."""
+    try:
+        import _hashlib
+        import ctypes
+    except ImportError:
+        return None
+    void, size = ctypes.c_void_p, ctypes.c_size_t
+    try:
+        lib = ctypes.CDLL(_hashlib.__file__)  # its symbols and its libcrypto's
+        new_key = lib.EVP_PKEY_new_raw_private_key
+        new_key.restype, new_key.argtypes = void, [ctypes.c_int, void, ctypes.c_char_p, size]
+        new_ctx = lib.EVP_MD_CTX_new
+        new_ctx.restype, new_ctx.argtypes = void, []
+        init = lib.EVP_DigestSignInit
+        init.restype, init.argtypes = ctypes.c_int, [void, void, void, void, void]
+        sign = lib.EVP_DigestSign
+        sign.restype = ctypes.c_int
+        sign.argtypes = [void, ctypes.c_char_p, ctypes.POINTER(size), ctypes.c_char_p, size]
+        free_ctx, free_key = lib.EVP_MD_CTX_free, lib.EVP_PKEY_free
+        free_ctx.restype, free_ctx.argtypes = None, [void]
+        free_key.restype, free_key.argtypes = None, [void]
+    except (OSError, AttributeError):
+        return None
+    key = new_key(_EVP_PKEY_ED25519, None, seed, len(seed))
+    if not key:
+        return None
+    ctx = new_ctx()
+    try:
+        out, length = ctypes.create_string_buffer(64), size(64)
+        if not ctx or init(ctx, None, None, None, key) != 1:
+            return None
+        if sign(ctx, out, ctypes.byref(length), message, len(message)) != 1 or length.value != 64:
+            return None
+        return out.raw
+    finally:
+        if ctx:
+            free_ctx(ctx)
+        free_key(key)

@@ -115,6 +115,14 @@ def test_an_unencrypted_ed25519_key_signs_in_process_as_ssh_keygen_does(tmp_path
     said = subprocess.run(argv, input=payload, capture_output=True, check=True, timeout=30)
     here = sshkey.sign_here(payload, alice.private.read_bytes())
     assert here == said.stdout.decode()  # Ed25519 is deterministic: the same bytes
+    # Signed by OpenSSL (hashlib's libcrypto) here; the cryptography package agrees.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    found = sshkey.ed25519_seed(alice.private.read_bytes())
+    assert found is not None
+    message = sshkey.signed_data(payload)
+    by_openssl = sshkey._openssl_ed25519(found[1], message)
+    assert by_openssl == Ed25519PrivateKey.from_private_bytes(found[1]).sign(message)
     # An encrypted key, or a public key (one held by ssh-agent): ssh-keygen's to sign.
     locked = tmp_path / "locked"
     subprocess.run(
