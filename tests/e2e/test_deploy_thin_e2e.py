@@ -81,8 +81,8 @@ def request_of(source: Path, key: Path, **changes: object) -> dict[str, Any]:
 
 
 async def same_bundle_both_ways(host: DeployHost, key: Path, prog: Path) -> None:
-    """A `lang FILE.mcl` program with a module, files/ and an .mcl file nothing imports,
-    pushed through the agent and directly: the same hash."""
+    """A `lang FILE.mcl` program with a module, files/ and an .mcl file nothing imports, and
+    a `yaml FILE` beside it, pushed through the agent and directly: the same hashes."""
     (prog / "lib").mkdir(parents=True)
     (prog / "files").mkdir()
     (prog / "files" / "motd").write_text("hello\n")
@@ -91,13 +91,14 @@ async def same_bundle_both_ways(host: DeployHost, key: Path, prog: Path) -> None
     (prog / "site.mcl").write_text(
         'import "lib/greet.mcl" as greet\nprint "p" {\n\tmsg => "hi " + $greet.who,\n}\n'
     )
-    hashes = []
-    for extra in ([], ["--direct"]):
-        flags = [*extra, "--sign-key", str(key), "lang", str(prog / "site.mcl")]
-        code, text = await deploy(host, *flags)
-        assert code == 0 and ("through the local agent" in text) == (not extra), text
-        hashes.append(text.split(", ")[-1].split()[0])
-    assert hashes[0] == hashes[1], hashes
+    (prog / "g.yaml").write_text("graph: g\nresources:\n  noop:\n    - name: n\n")
+    for target in (["lang", str(prog / "site.mcl")], ["yaml", str(prog / "g.yaml")]):
+        hashes = []
+        for extra in ([], ["--direct"]):
+            code, text = await deploy(host, *extra, "--sign-key", str(key), *target)
+            assert code == 0 and ("through the local agent" in text) == (not extra), text
+            hashes.append(text.split(", ")[-1].split()[0])
+        assert hashes[0] == hashes[1], hashes
 
 
 @pytest.mark.slow
