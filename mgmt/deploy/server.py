@@ -113,8 +113,10 @@ class DeployServer:
                 request = await _receive(reader)
             async with self._lock:
                 await _send(writer, await self._answer(request, reader, writer))
-        except (OSError, EOFError, TimeoutError, ValueError) as err:  # the caller went away
+        except (OSError, EOFError, TimeoutError) as err:  # the caller went away
             log.debug("deploy socket: %s", err)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:  # not our client's
+            log.warning("deploy socket: a bad request (%s: %s)", type(err).__name__, err)
         finally:
             writer.close()
             with contextlib.suppress(OSError):

@@ -80,6 +80,16 @@ def request_of(source: Path, key: Path, **changes: object) -> dict[str, Any]:
     }
 
 
+def raw(path: Path, message: object) -> dict[str, Any]:
+    """One message to the socket, as root; its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(path))
+        data = json.dumps(message).encode()
+        sock.sendall(len(data).to_bytes(4, "big") + data)
+        return thin.receive(sock)
+
+
 async def same_bundle_both_ways(host: DeployHost, key: Path, prog: Path) -> None:
     """A `lang FILE.mcl` program with a module, files/ and an .mcl file nothing imports, and
     a `yaml FILE` beside it, pushed through the agent and directly: the same hashes."""
@@ -218,3 +228,11 @@ async def test_the_deploy_socket_refuses_another_user(tmp_path: Path) -> None:
         assert h1.daemon is not None
         await h1.daemon.wait_log("deploy socket: refused uid 65534")
         assert await newest(h1) == 0 and await pushed_here(h1, 0) == 0
+        # Root, but not the client's requests: one line each, nothing stored, still serving.
+        assert await asyncio.to_thread(raw, sock, {"frontend": "lang"}) == {
+            "fallback": "not a request: 'name'"
+        }
+        with pytest.raises(thin.Fallback, match="closed the connection"):
+            await asyncio.to_thread(raw, sock, [1, 2])
+        await h1.daemon.wait_log("deploy socket: a bad request (ValueError: not a message)")
+        assert await newest(h1) == 0
