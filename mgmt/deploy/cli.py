@@ -24,7 +24,7 @@ from engine.errors import ValidationError, WorldError
 from engine.params import parse_int
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode
 from mgmt.deploy import DeployError
-from mgmt.deploy.client import Timings
+from mgmt.deploy.client import UNSIGNED, Timings
 from mgmt.usage import Parser
 
 if TYPE_CHECKING:
@@ -302,11 +302,7 @@ async def _push(
         bundle, rollback_of = Bundle.decode(data), rec.id
     assert bundle is not None
     if args.unsigned:
-        print(
-            "mgmt: WARNING: pushing an UNSIGNED deploy: only hosts run with "
-            "--allow-unsigned-deploys will run it",
-            file=sys.stderr,
-        )
+        print(UNSIGNED, file=sys.stderr)
     try:
         make = await asyncio.to_thread(record_maker, bundle, args.sign_key, rollback_of)
     except DeployError as err:

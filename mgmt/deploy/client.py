@@ -5,9 +5,8 @@ running deploys listens on `<prefix>/deploy.sock` (`server`), this process impor
 nothing (no asyncio, argparse, grpc or language): it reads the program's files, sends them,
 signs the record the agent makes with the operator's key (in-process for an unencrypted
 Ed25519 key, by OpenSSL through ctypes; `ssh-keygen -Y sign` otherwise: the same SSHSIG
-bytes) and prints what the agent
-says. The agent checks the program as `mgmt check` does and stores it with the transaction of
-the direct path (parent check, `--force`, `--keep`).
+bytes) and prints what the agent says. The agent checks the program as `mgmt check` does and
+stores it with the transaction of the direct path (parent check, `--force`, `--keep`).
 
 `main` returns None (the caller runs the direct path, `mgmt.deploy.cli`, unchanged) when:
 the command is not a push of `yaml FILE`/`lang FILE|DIR/` with the flags below (`--list`,
@@ -36,12 +35,16 @@ if TYPE_CHECKING:
 
 SOCKET = "deploy.sock"  # in the agent's prefix
 MAX_MESSAGE = 4 << 20  # bytes of one message (a bundle is at most 1 MiB, base64 in JSON)
-MAX_FILES = 1000  # as bundle.MAX_FILES
-MAX_BYTES = 1 << 20  # as bundle.MAX_BLOB
+MAX_FILES = 1000  # bundle.MAX_FILES (not imported: dataclasses, shutil, tempfile; tested)
+MAX_BYTES = 1 << 20  # bundle.MAX_BLOB
 MAX_WALK = 5000  # directory entries looked at for a `lang FILE.mcl`'s modules
 WAIT = 60.0  # seconds for one answer of the agent (a big program's check takes a while)
 VALUED = ("--seeds", "--prefix", "--sign-key", "--keep", "--max-graph-size")
 SWITCHES = ("--unsigned", "--force", "--timings")
+UNSIGNED = (  # both paths say it
+    "mgmt: WARNING: pushing an UNSIGNED deploy: only hosts run with --allow-unsigned-deploys "
+    "will run it"
+)
 
 
 class Fallback(Exception):
@@ -293,11 +296,7 @@ def _conversation(sock: _socket.socket, key: str | None, timings: Timings | None
             if timings:
                 timings.mark("checked")
             if key is None:
-                print(
-                    "mgmt: WARNING: pushing an UNSIGNED deploy: only hosts run with "
-                    "--allow-unsigned-deploys will run it",
-                    file=sys.stderr,
-                )
+                print(UNSIGNED, file=sys.stderr)
         elif "sign" in message:
             assert key is not None
             try:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mgmt.deploy import bundle
 from mgmt.deploy import client as thin
 from tests.e2e.helpers import ROOT
 
@@ -37,6 +38,7 @@ def test_only_a_plain_push_takes_the_thin_path(argv: list[str], taken: bool) -> 
 
 
 def test_the_files_sent_are_those_the_direct_path_may_read(tmp_path: Path) -> None:
+    assert (thin.MAX_FILES, thin.MAX_BYTES) == (bundle.MAX_FILES, bundle.MAX_BLOB)
     (tmp_path / "lib").mkdir()
     (tmp_path / ".git").mkdir()
     (tmp_path / "files" / ".d").mkdir(parents=True)
