@@ -3,17 +3,22 @@
 Three agents on this machine (`mgmt run empty`, mutual TLS, their own etcd members, trusting
 one SSH key). Each round writes a new version of a `lang DIR/` program (one file per host,
 holding a fresh token) and pushes it, signed; the clock stops when every host's file holds
-the token (inotify). Two figures:
+the token (inotify). Four figures:
 
-- the whole command: `mgmt deploy --timings` as an operator runs it (a Python process:
-  start-up and imports, check, connection, `ssh-keygen -Y sign`, the transaction), then every
-  host's watch, fetch (two round trips), verification (in-process for Ed25519), extraction,
-  compile, graph swap, atomic write;
+- the whole command as an operator runs it, `mgmt deploy --timings`, on h1 (its prefix): the
+  thin path (a small Python process: start-up, read the files, hand them to h1's agent over
+  its deploy socket, which checks them and asks for the signature, sign in-process, the
+  agent's transaction), then every host's watch (its events carry the deploy), verification
+  (in-process for Ed25519), extraction, compile, graph swap, atomic write;
+- the same without `site` (`python -S -m mgmt`, the packages on PYTHONPATH): without the
+  development install's editable-package finder, which `site` imports at every start;
+- the same with `--direct`: the command checks, connects and pushes itself (start-up and
+  imports, check, connection, signing, the transaction);
 - the push alone, from the library (`store.push` with the same signing) in this process: the
   cluster's part, without the command's start-up and check.
 
-The two alternate, round by round, so that the machine's load weighs on both alike; the load
-average is printed with them. Also printed: when the command's steps ended (p50, from its
+The four alternate, round by round, so that the machine's load weighs on all alike; `uptime`
+is printed before and after. Also printed: when the command's steps ended (p50, from its
 `--timings`, ms since its process started; `exited`: its wall time as this script saw it), the
 library push's steps, and each host's own time from seeing a deploy to running it (its log).
 
@@ -118,32 +123,53 @@ class Series:
 TIMINGS = re.compile(rb"timings \(ms since the process started\): (.*)")
 
 
-async def measure(work: Path, seeds: str, key: Path, count: int) -> tuple[Series, Series]:
-    """(the whole command, the library push) -> running on all three, `count` times each,
-    alternating (the machine's load changes alike for both)."""
+def commands(work: Path, seeds: str, key: Path) -> tuple[list[str], list[str], list[str]]:
+    """`mgmt deploy` on h1 (through its agent); the same without `site` (what an installed,
+    not editable, package comes close to: the development install's editable-package finder,
+    imported by `site` at every start, costs 13 ms idle and 30-80 ms at load 10); --direct."""
+    deploy = [*MGMT, "deploy", "--timings", "--seeds", seeds, "--prefix", str(work / "h1")]
+    deploy += ["--sign-key", str(key), "lang", f"{work / 'src'}/"]
+    bare = [sys.executable, "-S", "-m", "mgmt", *deploy[len(MGMT) :]]
+    at = len(MGMT) + 1  # after `deploy`
+    return deploy, bare, [*deploy[:at], "--direct", *deploy[at:]]
+
+
+async def measure(
+    work: Path, seeds: str, key: Path, count: int
+) -> tuple[Series, Series, Series, Series]:
+    """(the command through the local agent, the same without `site`, the command pushing
+    itself, the library push)
+    -> running on all three, `count` times each, alternating (the machine's load changes
+    alike for all)."""
     src, out = work / "src", work / "out"
     targets = [out / h for h in HOSTS]
-    deploy = [*MGMT, "deploy", "--timings", "--seeds", seeds, "--prefix", str(work / "h1")]
-    deploy += ["--sign-key", str(key), "lang", f"{src}/"]
+    deploy, bare, direct = commands(work, seeds, key)
+    bare_env = {**os.environ, "PYTHONPATH": f"{ROOT}:{site_packages()}"}
     tls_dir = work / "h1" / "cluster-tls"
     await wait_exists(tls_dir / "host.key")
-    whole, library = Series(), Series()
+    await wait_exists(work / "h1" / "deploy.sock")  # h1's agent is in the cluster
+    thin, nosite, whole, library = Series(), Series(), Series(), Series()
     tls = TLSFiles(tls_dir / "ca.pem", tls_dir / "host.pem", tls_dir / "host.key")
     client = EtcdClient([seeds], tls=tls)
     async with PathWatcher(targets) as events:
         watcher = aiter(events)
 
-        async def command(token: str) -> tuple[float, dict[str, float]]:
+        async def command(token: str, argv: list[str]) -> tuple[float, dict[str, float]]:
             program(src, out, token)
             start = time.perf_counter()
             proc = await asyncio.create_subprocess_exec(
-                *deploy, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+                *argv,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env=bare_env if argv is bare else None,
             )
             _, err = await proc.communicate()
             exited = time.perf_counter() - start
             said = TIMINGS.search(err)
             if proc.returncode != 0 or said is None:
                 raise SystemExit(f"mgmt deploy failed: {err.decode()}")
+            if (argv is not direct) != (b"through the local agent" in err):
+                raise SystemExit(f"mgmt deploy took the wrong path: {err.decode()}")
             steps = {}  # in the process's own clock: from its start (a few ms before `start`)
             for step in said.group(1).decode().split(", "):
                 name, ms = step.split()
@@ -164,14 +190,30 @@ async def measure(work: Path, seeds: str, key: Path, count: int) -> tuple[Series
 
         try:
             for _ in range(5):  # warm up (and let h2, h3 join)
-                await command(secrets.token_hex(8))
+                await command(secrets.token_hex(8), deploy)
+                await command(secrets.token_hex(8), bare)
+                await command(secrets.token_hex(8), direct)
                 await pushed(secrets.token_hex(8))
             for _ in range(count):
-                whole.add(*await command(secrets.token_hex(8)))
+                thin.add(*await command(secrets.token_hex(8), deploy))
+                nosite.add(*await command(secrets.token_hex(8), bare))
+                whole.add(*await command(secrets.token_hex(8), direct))
                 library.add(*await pushed(secrets.token_hex(8)))
         finally:
             await client.close()
-    return whole, library
+    return thin, nosite, whole, library
+
+
+def site_packages() -> str:
+    import sysconfig
+
+    return sysconfig.get_paths()["purelib"]
+
+
+def uptime() -> str:
+    return subprocess.run(
+        ["uptime"], check=False, capture_output=True, text=True, timeout=10
+    ).stdout.strip()
 
 
 def host_steps(work: Path) -> list[float]:
@@ -203,17 +245,20 @@ async def main() -> None:
     try:
         procs = await start_hosts(work, ports, args.short_timings)
         seeds = f"https://127.0.0.1:{ports[0]}"
-        before = os.getloadavg()[0]
-        whole, library = await measure(work, seeds, key, args.count)
-        after = os.getloadavg()[0]
+        before = uptime()
+        thin, nosite, whole, library = await measure(work, seeds, key, args.count)
         print(
             f"deploy latency, {args.count} deploys each (alternating), 3 agents, "
-            f"{'short' if args.short_timings else 'default'} etcd timings, "
-            f"load {before:.1f} -> {after:.1f}"
+            f"{'short' if args.short_timings else 'default'} etcd timings\n"
+            f"  uptime before: {before}\n  uptime after:  {uptime()}"
         )
-        print(f"  `mgmt deploy` command -> running on all 3: {fmt_ms(percentiles(whole.total))}")
+        print(f"  `mgmt deploy` (agent)  -> running on all 3: {fmt_ms(percentiles(thin.total))}")
+        print(f"    its steps, p50 ms since its start: {thin.steps_text()}")
+        print(f"  the same, python -S    -> running on all 3: {fmt_ms(percentiles(nosite.total))}")
+        print(f"    its steps, p50 ms since its start: {nosite.steps_text()}")
+        print(f"  `mgmt deploy --direct` -> running on all 3: {fmt_ms(percentiles(whole.total))}")
         print(f"    its steps, p50 ms since its start: {whole.steps_text()}")
-        print(f"  library push          -> running on all 3: {fmt_ms(percentiles(library.total))}")
+        print(f"  library push           -> running on all 3: {fmt_ms(percentiles(library.total))}")
         print(f"    its steps, p50 ms since its start: {library.steps_text()}")
         seen = host_steps(work)
         if seen:

@@ -6,14 +6,16 @@
 - `store`: the etcd keys under `/_mgmt/deploy/` and the one transaction that appends a deploy;
 - `source`: what an agent runs (`mgmt run empty`): the newest deploy, verified, swapped in live;
 - `status`: each host's deploy and convergence (`/_mgmt/deploy-status/<host>`);
-- `cli`: `mgmt deploy` (`--list`, `--status`, `--rollback N`).
+- `sshkey`: SSH keys and signatures in-process (fingerprints, Ed25519 signing);
+- `cli`: `mgmt deploy` (`--list`, `--status`, `--rollback N`), pushing from its own process;
+- `client` and `server`: `mgmt deploy`'s thin path, through the local agent's deploy socket.
 
-Importing this package is cheap: the etcd client is imported by `store` and `source` only.
+Importing this package is cheap (the thin client imports it): the etcd client is imported by
+`store` and `source` only, after `mgmt.cluster` (grpc's environment).
 """
 
 from __future__ import annotations
 
-import mgmt.cluster  # noqa: F401  # grpc's environment, before `store` imports aetcd
 from engine.errors import MgmtError
 
 

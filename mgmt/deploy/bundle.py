@@ -109,37 +109,43 @@ def check_relative(path: str) -> None:
         raise DeployError(f"bundle: bad file name {path!r} (relative paths only, no '..')")
 
 
-def program_files(frontend: str, path: Path) -> tuple[str, dict[str, Path]]:
+def program_files(
+    frontend: str, path: Path, problems: list[str] | None = None
+) -> tuple[str, dict[str, Path]]:
     """The program's entry (relative name) and every file it needs, by relative name.
 
     A program file carries the local modules it imports (every file the language's module
-    loader read for it), which must lie in its directory or below.
+    loader read for it), which must lie in its directory or below. Finding them compiles a
+    `lang` program as `mgmt check` does: its problems, if any, are added to `problems`.
     """
     if frontend == "lang" and path.is_dir():
         if not (path / LANG_ENTRY).is_file():
             raise DeployError(f"{path}: a `lang DIR/` deploy needs {path / LANG_ENTRY}")
-        _imported(path / LANG_ENTRY)  # DIR is carried whole, but nothing it imports outside it
+        _imported(path / LANG_ENTRY, problems)  # DIR is carried whole, not imports outside it
         return LANG_ENTRY, _tree(path)
     if not path.is_file():
         raise DeployError(f"{path}: no such file")
     files = {path.name: path}
     if frontend == "lang":
-        files.update(_imported(path))
+        files.update(_imported(path, problems))
     if (path.parent / FILES_DIR).is_dir():
         for rel, file in _tree(path.parent / FILES_DIR).items():
             files[f"{FILES_DIR}/{rel}"] = file
     return path.name, files
 
 
-def _imported(path: Path) -> dict[str, Path]:
-    """The files a program's `import`s read, by name relative to its directory."""
+def _imported(path: Path, problems: list[str] | None) -> dict[str, Path]:
+    """The files a program's `import`s read, by name relative to its directory; the compile's
+    problems into `problems`."""
     from mgmt.lang import compile_file
     from mgmt.lang.errors import CompileError
 
     try:
         checked = compile_file(path)
-    except CompileError:
-        return {}  # the check (mgmt check's own) reports it
+    except CompileError as err:
+        if problems is not None:
+            problems.extend(err.problems)
+        return {}
     base = path.parent.resolve()
     out: dict[str, Path] = {}
     for file in checked.files:
@@ -170,11 +176,13 @@ def _tree(root: Path) -> dict[str, Path]:
     return out
 
 
-def read_program(frontend: str, path: Path) -> Bundle:
-    """Read the program and its files into a bundle; DeployError naming the file on problems."""
+def read_program(frontend: str, path: Path, problems: list[str] | None = None) -> Bundle:
+    """Read the program and its files into a bundle; DeployError naming the file on problems.
+    A `lang` program is compiled as `mgmt check` does (`check.check_path`) to find its
+    imports: its problems go to `problems` (a `yaml` one is not checked here)."""
     if frontend not in FRONTENDS:
         raise DeployError(f"unknown front-end {frontend!r}: expected yaml or lang")
-    entry, paths = program_files(frontend, path)
+    entry, paths = program_files(frontend, path, problems)
     files: dict[str, bytes] = {}
     total = 0
     for rel, file in paths.items():
@@ -191,3 +199,17 @@ def read_program(frontend: str, path: Path) -> Bundle:
     if len(bundle.encode()) > MAX_BLOB:
         raise DeployError(f"{path}: the encoded deploy exceeds {MAX_BLOB} bytes")
     return bundle
+
+
+def read_checked(frontend: str, path: Path, max_size: int) -> tuple[Bundle, list[str]]:
+    """The program's bundle and its problems (one line each, `file:line:col: ...`; [] if it
+    is good), checked as `mgmt check` checks it: a `lang` program compiled once (which also
+    finds its imports), a `yaml` graph file parsed. DeployError if it cannot be read."""
+    from mgmt.check import check_program
+
+    problems: list[str] = []
+    bundle = read_program(frontend, path, problems)
+    if frontend != "lang":
+        where = str(path / bundle.entry if path.is_dir() else path)
+        problems = check_program(frontend, bundle.files[bundle.entry], where, max_size)
+    return bundle, problems

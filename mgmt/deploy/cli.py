@@ -4,6 +4,9 @@ mgmt deploy [flags] yaml FILE | lang FILE.mcl | lang DIR/   push a program as th
 mgmt deploy [flags] --list                                  the deploys kept, newest last
 mgmt deploy [flags] --status                                each host's deploy and convergence
 mgmt deploy [flags] --rollback N                            a new deploy with N's content
+
+This is the direct path: the command checks, connects and pushes itself. A push is first
+offered to the local agent (`client`, before this module is imported), unless --direct.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import datetime
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,7 @@ from engine.errors import ValidationError, WorldError
 from engine.params import parse_int
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode
 from mgmt.deploy import DeployError
+from mgmt.deploy.client import UNSIGNED, Timings
 from mgmt.usage import Parser
 
 if TYPE_CHECKING:
@@ -33,30 +36,6 @@ CONNECT_WAIT = 5.0  # seconds to reach a member before giving up
 
 class Refused(DeployError):
     """Bad input (a bad program, flag or file): exit 2, nothing stored."""
-
-
-class Timings:
-    """When each step of the command ended, in ms since the process started (`--timings`)."""
-
-    def __init__(self) -> None:
-        self.marks: list[tuple[str, float]] = [("imports", self._now())]
-
-    @staticmethod
-    def _now() -> float:
-        # The process's own start (Linux: /proc, in clock ticks since boot) on the same clock.
-        try:
-            ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-            started = ticks / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return 0.0
-        return (time.clock_gettime(time.CLOCK_BOOTTIME) - started) * 1000
-
-    def mark(self, step: str) -> None:
-        self.marks.append((step, self._now()))
-
-    def line(self) -> str:
-        steps = ", ".join(f"{step} {at:.0f}" for step, at in sorted(self.marks, key=lambda m: m[1]))
-        return f"timings (ms since the process started): {steps}"
 
 
 def _int(text: str) -> int:
@@ -192,6 +171,11 @@ def deploy_parser() -> argparse.ArgumentParser:
         help="refuse a graph file larger than BYTES, as mgmt check does",
     )
     parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="push from this process even when a local agent offers to (its deploy socket)",
+    )
+    parser.add_argument(
         "--timings",
         action="store_true",
         help="print when each step ended (ms since the process started): imports, check, "
@@ -283,15 +267,12 @@ async def _deploy(args: argparse.Namespace, timings: Timings | None = None) -> E
 
 def _read_checked(frontend: str, path: Path, args: argparse.Namespace) -> Bundle:
     """The program's bundle, checked as `mgmt check` checks it; Refused on any problem."""
-    from mgmt.check import check_program
-    from mgmt.deploy.bundle import read_program
+    from mgmt.deploy.bundle import read_checked
 
     try:
-        bundle = read_program(frontend, path)
+        bundle, problems = read_checked(frontend, path, args.max_graph_size)
     except DeployError as err:
         raise Refused(str(err)) from None
-    where = path / bundle.entry if path.is_dir() else path
-    problems = check_program(frontend, bundle.files[bundle.entry], str(where), args.max_graph_size)
     if problems:
         for problem in problems[:-1]:
             print(problem, file=sys.stderr)
@@ -321,11 +302,7 @@ async def _push(
         bundle, rollback_of = Bundle.decode(data), rec.id
     assert bundle is not None
     if args.unsigned:
-        print(
-            "mgmt: WARNING: pushing an UNSIGNED deploy: only hosts run with "
-            "--allow-unsigned-deploys will run it",
-            file=sys.stderr,
-        )
+        print(UNSIGNED, file=sys.stderr)
     try:
         make = await asyncio.to_thread(record_maker, bundle, args.sign_key, rollback_of)
     except DeployError as err:

@@ -8,9 +8,10 @@ state on the hosts. The namespace keeps a deploy signature from being valid as a
 (a git commit, a file signature), and the other way round.
 
 Signing runs `ssh-keygen -Y sign` (the key may be in an agent, on a token, or need its
-passphrase). Two things are done here, in-process, to keep a deploy's latency low (each
-`ssh-keygen` costs a process, ~10 ms, more on a busy host):
+passphrase). Three things are done in-process instead (`sshkey`), to keep a deploy's latency
+low (each `ssh-keygen` costs a process, ~10 ms, more on a busy host):
 
+- an unencrypted Ed25519 private key signs here, the same bytes as `ssh-keygen -Y sign`;
 - a key's fingerprint is read from the key file (a public key, or the public half of an OpenSSH
   private key); `ssh-keygen -l` only for other formats;
 - a host verifies an Ed25519 signature whose key is on a line of its trusted keys file without
@@ -27,20 +28,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import re
 import stat
-import struct
 import subprocess
 import tempfile
 from pathlib import Path
 
 from engine import safefs
 from engine.errors import MgmtError
-from mgmt.deploy import DeployError
+from mgmt.deploy import DeployError, sshkey
 
-NAMESPACE = "mgmt-deploy"
+NAMESPACE = sshkey.NAMESPACE
+
 TIMEOUT = 10.0  # seconds for one ssh-keygen (an agent asking for a touch takes a while)
 _FINGERPRINT = re.compile(r"\b(SHA256:[A-Za-z0-9+/=]+)")
 
@@ -65,21 +65,16 @@ def _said(proc: subprocess.CompletedProcess[bytes]) -> str:
     return " ".join(text.split()) or f"exit code {proc.returncode}"
 
 
-def fingerprint(blob: bytes) -> str:
-    """The SHA256 fingerprint of a public key blob (the wire format), as OpenSSH writes it."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
 def key_fingerprint(key: Path) -> str:
     """The SHA256 fingerprint of a key file (private or public), as `ssh-keygen -l` says."""
     if not key.is_file():
         raise DeployError(f"--sign-key: no such file: {key}")
     try:
-        blob = _public_blob(key.read_bytes())
+        blob = sshkey.public_blob(key.read_bytes())
     except OSError as err:
         raise DeployError(f"--sign-key {key}: cannot read it: {err.strerror or err}") from None
     if blob is not None:
-        return fingerprint(blob)
+        return sshkey.fingerprint(blob)
     proc = _ssh_keygen(["-l", "-f", str(key)])
     match = _FINGERPRINT.search(proc.stdout.decode(errors="replace"))
     if proc.returncode != 0 or match is None:
@@ -87,64 +82,16 @@ def key_fingerprint(key: Path) -> str:
     return match.group(1)
 
 
-_OPENSSH_KEY = b"openssh-key-v1\0"
-
-
-class _Reader:
-    """SSH wire format (RFC 4251): uint32 and length-prefixed strings; ValueError when short."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.at = data, 0
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.at + n > len(self.data):
-            raise ValueError("truncated")
-        out = self.data[self.at : self.at + n]
-        self.at += n
-        return out
-
-    def uint32(self) -> int:
-        value: int = struct.unpack(">I", self.take(4))[0]
-        return value
-
-    def string(self) -> bytes:
-        return self.take(self.uint32())
-
-    def done(self) -> bool:
-        return self.at == len(self.data)
-
-
-def _string(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
-
-
-def _public_blob(text: bytes) -> bytes | None:
-    """The public key blob of a public key file (`type base64 [comment]`) or of an OpenSSH
-    private key (its public half is stored unencrypted); None for anything else."""
-    try:
-        if text.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
-            body = b"".join(line for line in text.splitlines()[1:] if not line.startswith(b"--"))
-            raw = base64.b64decode(body, validate=True)
-            if not raw.startswith(_OPENSSH_KEY):
-                return None
-            reader = _Reader(raw[len(_OPENSSH_KEY) :])
-            for _ in range(3):  # cipher name, kdf name, kdf options
-                reader.string()
-            return reader.string() if reader.uint32() == 1 else None
-        fields = text.split()
-        if len(fields) >= 2 and b"-cert-" in fields[0]:
-            return None  # a certificate: its fingerprint is its key's, not its blob's
-        if len(fields) >= 2 and b"\n" not in text.strip():
-            blob = base64.b64decode(fields[1], validate=True)
-            return blob if _Reader(blob).string() == fields[0] else None
-    except (ValueError, binascii.Error):
-        return None
-    return None
-
-
 def sign(payload: bytes, key: Path) -> str:
     """Sign `payload` with the private key `key` (or the public key of a key held by
-    ssh-agent); returns the armored signature."""
+    ssh-agent); returns the armored signature. An unencrypted Ed25519 key is used in-process
+    (the same bytes as ssh-keygen's), any other with `ssh-keygen -Y sign`."""
+    try:
+        here = sshkey.sign_here(payload, key.read_bytes())
+    except OSError as err:
+        raise DeployError(f"--sign-key {key}: cannot read it: {err.strerror or err}") from None
+    if here is not None:
+        return here
     proc = _ssh_keygen(["-Y", "sign", "-q", "-f", str(key), "-n", NAMESPACE], payload)
     if proc.returncode != 0:
         raise DeployError(f"--sign-key {key}: cannot sign: {_said(proc)}")
@@ -215,12 +162,6 @@ def verify(payload: bytes, signature: str, trusted: Path, key: str = "") -> tupl
     return principals[0], fingerprint
 
 
-_ARMOR = ("-----BEGIN SSH SIGNATURE-----", "-----END SSH SIGNATURE-----")
-_MAGIC = b"SSHSIG"
-_HASHES = {b"sha256": hashlib.sha256, b"sha512": hashlib.sha512}
-_ED25519 = b"ssh-ed25519"
-
-
 def verify_here(payload: bytes, signature: str, trusted: bytes) -> tuple[str, str] | None:
     """(principals, key fingerprint) if `signature` is a valid Ed25519 SSH signature over
     `payload` in our namespace by a key on a line of `trusted` (allowed_signers) that has no
@@ -228,20 +169,20 @@ def verify_here(payload: bytes, signature: str, trusted: bytes) -> tuple[str, st
     from cryptography.exceptions import InvalidSignature  # hosts only: not `mgmt deploy`'s
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    blob = _dearmor(signature)
+    blob = sshkey.dearmor(signature)
     if blob is None:
         return None
     try:
-        sig = _Reader(blob)
-        if sig.take(len(_MAGIC)) != _MAGIC or sig.uint32() != 1:
+        sig = sshkey.Reader(blob)
+        if sig.take(len(sshkey.MAGIC)) != sshkey.MAGIC or sig.uint32() != 1:
             return None
         public, namespace, reserved, hash_name, signed = (sig.string() for _ in range(5))
-        if not sig.done() or namespace != NAMESPACE.encode() or hash_name not in _HASHES:
+        if not sig.done() or namespace != NAMESPACE.encode() or hash_name not in sshkey.HASHES:
             return None
         if reserved:  # ssh-keygen verifies over an empty one, whatever the signature carries
             return None
-        key, inner = _Reader(public), _Reader(signed)
-        if key.string() != _ED25519 or inner.string() != _ED25519:
+        key, inner = sshkey.Reader(public), sshkey.Reader(signed)
+        if key.string() != sshkey.ED25519 or inner.string() != sshkey.ED25519:
             return None
         raw_key, raw_sig = key.string(), inner.string()
         if not (key.done() and inner.done() and len(raw_key) == 32 and len(raw_sig) == 64):
@@ -249,26 +190,11 @@ def verify_here(payload: bytes, signature: str, trusted: bytes) -> tuple[str, st
         principals = _trusting(trusted, public)
         if principals is None:
             return None
-        digest = _HASHES[hash_name](payload).digest()
-        message = _MAGIC + b"".join(map(_string, (namespace, reserved, hash_name, digest)))
+        message = sshkey.signed_data(payload, hash_name, reserved)
         Ed25519PublicKey.from_public_bytes(raw_key).verify(raw_sig, message)
     except (ValueError, binascii.Error, InvalidSignature):
         return None
-    return principals, fingerprint(public)
-
-
-def _dearmor(signature: str) -> bytes | None:
-    """The blob of an armored signature written as `ssh-keygen -Y sign` writes it (lines
-    ending in LF, canonical base64), or None: ssh-keygen judges any other spelling."""
-    begin, end = f"{_ARMOR[0]}\n", f"\n{_ARMOR[1]}"  # after it: ignored, as ssh-keygen does
-    if not signature.startswith(begin) or end not in signature:
-        return None
-    text = signature[len(begin) : signature.index(end)].replace("\n", "")
-    try:
-        blob = base64.b64decode(text, validate=True)
-    except (ValueError, binascii.Error):
-        return None
-    return blob if base64.b64encode(blob).decode() == text else None
+    return principals, sshkey.fingerprint(public)
 
 
 # A principal taken as a plain name: anything else (patterns `*` `?`, negation `!`, quotes,
@@ -288,7 +214,7 @@ def _trusting(trusted: bytes, public: bytes) -> str | None:
         if any(c in line for c in b"\r\x0b\x0c\x00"):
             continue
         fields = line.split()
-        if len(fields) < 3 or fields[1] != _ED25519 or fields[2] != encoded:
+        if len(fields) < 3 or fields[1] != sshkey.ED25519 or fields[2] != encoded:
             continue
         names = fields[0].split(b",")
         if all(_PRINCIPAL.fullmatch(name) for name in names):

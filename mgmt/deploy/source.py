@@ -27,7 +27,7 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,18 @@ from mgmt.deploy import DeployError
 from mgmt.deploy import sign as signing
 from mgmt.deploy.bundle import Bundle
 from mgmt.deploy.status import HOSTS, STATUS, HostStatus, host_statuses, status_key
-from mgmt.deploy.store import PREFIX, Record, blob, head, push, record, record_maker
+from mgmt.deploy.store import (
+    BLOBS,
+    NEWEST,
+    PREFIX,
+    Record,
+    blob,
+    head,
+    id_key,
+    push,
+    record,
+    record_maker,
+)
 from mgmt.yamlgraph import GraphFileError, Loaded, parse
 
 if TYPE_CHECKING:
@@ -46,6 +57,7 @@ if TYPE_CHECKING:
     from mgmt.cluster.client import EtcdClient
     from mgmt.config import Config
     from mgmt.converger import Converger
+    from mgmt.deploy.server import DeployServer
     from mgmt.lang.source import LangSource
 
 log = logging.getLogger("deploy")
@@ -112,6 +124,7 @@ class DeploySource:
         sign_key: Path | None = None,
     ) -> None:
         self.hostname = hostname
+        self.prefix = prefix
         self.dir = prefix / "deploy"
         self.policy = policy
         self.graphs = 1  # the empty graph it starts with counts
@@ -132,6 +145,10 @@ class DeploySource:
         self._unsubscribe: list[Callable[[], Awaitable[None]]] = []
         self._said = ""  # the last waiting/refusal line logged (each is said once)
         self._skip = 0  # the deploy last refused: not tried again until SIGHUP or a newer one
+        self._server: DeployServer | None = None  # `mgmt deploy`'s thin path (server.py)
+        # The deploys' keys as the watch's events carried them since the last look: a push's
+        # transaction (newest, record, blob) needs no read (two round trips) to be run.
+        self._noted: dict[bytes, bytes] = {}
 
     # the agent's side -----------------------------------------------------------------------
 
@@ -179,11 +196,14 @@ class DeploySource:
                 self._emit(loaded)
         self._tasks.spawn(self._follow(), "deploy follow")
         self._tasks.spawn(self._publisher(), "deploy status")
-        keys = [PREFIX] + ([STATUS, HOSTS] if self.policy.together else [])
-        for key in keys:
+        self._unsubscribe.append(
+            await client.subscribe(PREFIX.encode(), self._kick.set, True, events=self._note)
+        )
+        for key in [STATUS, HOSTS] if self.policy.together else []:
             self._unsubscribe.append(await client.subscribe(key.encode(), self._kick.set, True))
         self._kick.set()
         self._publish.set()  # this host runs deploys (`--deploy-switch together` counts it)
+        await self._listen(client)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SETTLE_WAIT):
                 self.checked.clear()
@@ -202,7 +222,22 @@ class DeploySource:
 
         self._tasks.spawn(follow(), "deploy convergence")
 
+    async def _listen(self, client: EtcdClient) -> None:
+        """`mgmt deploy` pushes through this agent (`<prefix>/deploy.sock`) from now on."""
+        from mgmt.deploy.server import DeployServer
+
+        server = DeployServer(self.prefix, client, self.policy.max_graph_size)
+        try:
+            await server.start()
+        except OSError as err:  # `mgmt deploy` pushes itself, as without an agent
+            log.warning("no deploy socket in %s: %s", self.prefix, err)
+            return
+        self._server = server
+
     async def aclose(self) -> None:
+        if self._server is not None:
+            await self._server.aclose()
+            self._server = None
         await self._tasks.close()
         for unsubscribe in self._unsubscribe:
             await unsubscribe()
@@ -229,11 +264,28 @@ class DeploySource:
             finally:
                 self.checked.set()
 
+    def _note(self, events: Sequence[Any] | None) -> None:
+        """The watch's changes under /_mgmt/deploy/ (None: some may have been missed)."""
+        if events is None:
+            self._noted.clear()
+            return
+        for event in events:
+            key = bytes(event.kv.key)
+            if event.type == 0:  # PUT
+                self._noted[key] = bytes(event.kv.value)
+            else:
+                self._noted.pop(key, None)
+
     async def _check(self) -> None:
         assert self._client is not None
         client = self._client
         seen = asyncio.get_running_loop().time()
-        newest, kept = await head(client, limit=1)
+        noted, self._noted = self._noted, {}
+        pushed = _pushed(noted)
+        if pushed is not None:  # the newest deploy came whole in the watch's events
+            newest, kept, data = pushed[0].id, [pushed[0]], pushed[1]
+        else:
+            (newest, kept), data = await head(client, limit=1), None
         if newest == 0:
             if self._seed is not None:
                 await self._push_seed()
@@ -251,7 +303,8 @@ class DeploySource:
             return
         if self._ready is None or self._ready.record.id != newest:
             rec = kept[-1] if kept and kept[-1].id == newest else await record(client, newest)
-            data = await blob(client, rec.hash) if rec is not None else None
+            if data is None and rec is not None:
+                data = await blob(client, rec.hash)
             if rec is None or data is None:
                 return  # compacted meanwhile: the watch tells us about the newer one
             try:
@@ -461,6 +514,20 @@ class DeploySource:
                 self._publish.set()
 
 
+def _pushed(noted: dict[bytes, bytes]) -> tuple[Record, bytes] | None:
+    """The newest deploy's record and blob if the watch's events carried all three keys (as
+    a push's transaction does), else None (they are read)."""
+    raw = noted.get(NEWEST.encode())
+    try:
+        newest = int(raw) if raw is not None else 0
+        rec_raw = noted.get(id_key(newest).encode()) if newest else None
+        rec = Record.decode(rec_raw, id_key(newest)) if rec_raw is not None else None
+    except (ValueError, DeployError):
+        return None
+    data = noted.get((BLOBS + rec.hash).encode()) if rec is not None else None
+    return (rec, data) if rec is not None and data is not None else None
+
+
 def _load_language() -> None:
     """Load the language (its modules, parser and built-in types) while the host joins the
     cluster: its first compile in a process costs ~0.5 s, which the first deploy would wait."""
@@ -475,8 +542,7 @@ def _load_language() -> None:
 def open_source(config: Config, prefix: Path) -> DeploySource:
     """The deploy source a run asks for (blocking: reads and checks files); DeployError
     naming the flag or file on bad input."""
-    from mgmt.check import check_program
-    from mgmt.deploy.bundle import read_program
+    from mgmt.deploy.bundle import read_checked
 
     trusted = config.trusted_keys
     if trusted is not None:
@@ -495,10 +561,7 @@ def open_source(config: Config, prefix: Path) -> DeploySource:
     seed = None
     if config.deploy and config.frontend != "empty":
         assert config.file is not None
-        seed = read_program(config.frontend, config.file)
-        where = config.file / seed.entry if config.file.is_dir() else config.file
-        data = seed.files[seed.entry]
-        problems = check_program(config.frontend, data, str(where), config.max_graph_size)
+        seed, problems = read_checked(config.frontend, config.file, config.max_graph_size)
         if problems:
             raise DeployError("\n".join(problems))
         if config.sign_key is not None:

@@ -23,10 +23,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from aetcd import rpc
-
 from engine.errors import WorldError
-from mgmt.cluster.client import EtcdClient, range_end
+from mgmt.cluster.client import EtcdClient, range_end  # first: grpc's environment (mgmt.cluster)
 from mgmt.deploy import DeployError
 from mgmt.deploy import sign as signing
 from mgmt.deploy.bundle import Bundle
@@ -120,10 +118,14 @@ def record_maker(
 
 
 def _put(key: str, value: bytes) -> Any:
+    from aetcd import rpc
+
     return rpc.RequestOp(request_put=rpc.PutRequest(key=key.encode(), value=value))
 
 
 def _delete(key: str) -> Any:
+    from aetcd import rpc
+
     return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key.encode()))
 
 
@@ -154,6 +156,8 @@ def _decoded(items: Iterable[tuple[bytes, bytes]]) -> list[Record]:
 async def head(client: EtcdClient, limit: int = 0) -> tuple[int, list[Record]]:
     """The newest deploy's id and the records kept (the newest `limit`, 0: all), oldest first:
     one read, one snapshot (a read-only transaction: one round trip)."""
+    from aetcd import rpc
+
     ids = rpc.RangeRequest(
         key=IDS.encode(),
         range_end=range_end(IDS.encode()),
@@ -192,17 +196,22 @@ async def push(
     force: bool = False,
     keep: int = KEEP,
     attempts: int = 5,
+    known: tuple[int, list[Record]] | None = None,
 ) -> Record:
     """Append a deploy: `make(id, parent)` builds (and signs) its record on the newest one.
 
     A deploy pushed by someone else meanwhile makes the transaction fail: DeployError, unless
     `force`, which builds the record again on the new newest (up to `attempts` times).
+    `known`: `head(client)` read meanwhile by the caller, for the first attempt.
     """
+    from aetcd import rpc
+
     if keep < 1:
         raise DeployError(f"--keep: must be >= 1, got {keep}")
     data = bundle.encode()
     for _ in range(attempts):
-        parent, kept = await head(client)
+        parent, kept = known or await head(client)
+        known = None
         rec = await make(parent + 1, parent)
         old, keeping = (
             kept[: max(len(kept) - (keep - 1), 0)],

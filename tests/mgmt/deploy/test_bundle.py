@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mgmt.deploy import DeployError
+from mgmt.deploy import DeployError, sshkey
 from mgmt.deploy import sign as signing
 from mgmt.deploy.bundle import Bundle, read_program
 from mgmt.deploy.store import Record, new_record
@@ -108,6 +108,33 @@ def test_signatures_verify_only_for_trusted_keys_and_untouched_records(tmp_path:
         signing.verify(payload, signature, trusted, key)
 
 
+def test_an_unencrypted_ed25519_key_signs_in_process_as_ssh_keygen_does(tmp_path: Path) -> None:
+    alice = make_key(tmp_path, "alice")
+    payload = record_of(Bundle("yaml", "g.yaml", {"g.yaml": b"graph: g\n"})).payload()
+    argv = ["ssh-keygen", "-Y", "sign", "-q", "-f", str(alice.private), "-n", signing.NAMESPACE]
+    said = subprocess.run(argv, input=payload, capture_output=True, check=True, timeout=30)
+    here = sshkey.sign_here(payload, alice.private.read_bytes())
+    assert here == said.stdout.decode()  # Ed25519 is deterministic: the same bytes
+    # Signed by OpenSSL (hashlib's libcrypto) here; the cryptography package agrees.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    found = sshkey.ed25519_seed(alice.private.read_bytes())
+    assert found is not None
+    message = sshkey.signed_data(payload)
+    by_openssl = sshkey._openssl_ed25519(found[1], message)
+    assert by_openssl == Ed25519PrivateKey.from_private_bytes(found[1]).sign(message)
+    # An encrypted key, or a public key (one held by ssh-agent): ssh-keygen's to sign.
+    locked = tmp_path / "locked"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(locked)],
+        check=True,
+        timeout=30,
+    )
+    assert sshkey.sign_here(payload, locked.read_bytes()) is None
+    assert sshkey.sign_here(payload, alice.public.read_bytes()) is None
+    assert sshkey.public_blob(locked.read_bytes()) is not None
+
+
 @pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa"])
 def test_a_key_fingerprint_is_read_from_the_file_as_ssh_keygen_says(
     tmp_path: Path, kind: str
@@ -123,7 +150,7 @@ def test_a_key_fingerprint_is_read_from_the_file_as_ssh_keygen_says(
         .stdout.split()[1]
         .decode()
     )
-    assert signing._public_blob(key.read_bytes()) is not None  # no ssh-keygen for these
+    assert sshkey.public_blob(key.read_bytes()) is not None  # no ssh-keygen for these
     assert signing.key_fingerprint(key) == said
     assert signing.key_fingerprint(key.with_suffix(".pub")) == said
     (tmp_path / "junk").write_text("not a key\n")
@@ -200,17 +227,17 @@ def _sshsig(private: Path, payload: bytes, reserved: bytes = b"") -> bytes:
     key = serialization.load_ssh_private_key(private.read_bytes(), None)
     assert isinstance(key, Ed25519PrivateKey)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    public = signing._string(b"ssh-ed25519") + signing._string(raw)
+    public = sshkey.string(b"ssh-ed25519") + sshkey.string(raw)
     fields = [signing.NAMESPACE.encode(), reserved, b"sha512"]
-    signed = b"SSHSIG" + b"".join(map(signing._string, [*fields, hashlib.sha512(payload).digest()]))
-    inner = signing._string(b"ssh-ed25519") + signing._string(key.sign(signed))
-    head = b"SSHSIG" + struct.pack(">I", 1) + signing._string(public)
-    return head + b"".join(map(signing._string, [*fields, inner]))
+    signed = b"SSHSIG" + b"".join(map(sshkey.string, [*fields, hashlib.sha512(payload).digest()]))
+    inner = sshkey.string(b"ssh-ed25519") + sshkey.string(key.sign(signed))
+    head = b"SSHSIG" + struct.pack(">I", 1) + sshkey.string(public)
+    return head + b"".join(map(sshkey.string, [*fields, inner]))
 
 
 def _armor(b64: str, newline: str = "\n") -> str:
-    lines = [signing._ARMOR[0], *(b64[i : i + 70] for i in range(0, len(b64), 70))]
-    return newline.join([*lines, signing._ARMOR[1], ""])
+    lines = [sshkey.ARMOR[0], *(b64[i : i + 70] for i in range(0, len(b64), 70))]
+    return newline.join([*lines, sshkey.ARMOR[1], ""])
 
 
 def test_a_host_accepts_in_process_only_what_ssh_keygen_accepts(tmp_path: Path) -> None:

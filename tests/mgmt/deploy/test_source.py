@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,3 +169,47 @@ async def test_together_waits_for_the_live_hosts_that_run_deploys(
         assert await next_graph(graphs) == "one"  # not held back by `plain`
     finally:
         await source.aclose()
+
+
+class CountingClient(EtcdClient):
+    """The real client, counting its reads (`get`, `txn`: head, record, blob)."""
+
+    reads = 0
+
+    async def get(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads += 1
+        return await super().get(*args, **kwargs)
+
+    async def txn(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads += 1
+        return await super().txn(*args, **kwargs)
+
+
+async def test_a_pushed_deploy_runs_from_the_watchs_events_without_reading_it(
+    client: EtcdClient, tmp_path: Path
+) -> None:
+    alice = make_key(tmp_path / "keys", "alice")
+    policy = Policy(trusted_file(tmp_path / "keys", alice), False, False, 1 << 20)
+    own = CountingClient(client.endpoints, call_timeout=2)
+    source = DeploySource("h1", tmp_path / "prefix", policy)
+    try:
+        await source.start()
+        await source.attach_world(EtcdWorld(own, "h1"))
+        graphs = aiter(source)
+        await signed(client, graph("one"), alice)
+        before = own.reads
+        assert await next_graph(graphs) == "one"
+        # Newest, record and blob came in the watch's events (one transaction): no read.
+        assert own.reads == before
+        # A change that does not carry them all (the newest pointer alone): read.
+        await signed(client, graph("two"), alice)
+        assert await next_graph(graphs) == "two"
+        await client.put(NEWEST.encode(), b"1")
+        async with asyncio.timeout(10):
+            while own.reads == before:
+                source.checked.clear()
+                await source.checked.wait()
+        assert source.running is not None and source.running.record.id == 2
+    finally:
+        await source.aclose()
+        await own.close()

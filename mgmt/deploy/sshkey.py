@@ -1,0 +1,212 @@
+"""SSH keys and signatures in-process: the wire format, fingerprints, the SSHSIG envelope.
+
+Light on purpose (base64, hashlib, struct): `mgmt deploy`'s thin client (`client`) imports it,
+and so does `sign`, which runs `ssh-keygen` for anything this module does not do itself:
+
+- a key's fingerprint, read from a public key file or from the public half of an OpenSSH
+  private key (stored unencrypted even when the private half is encrypted);
+- an Ed25519 signature by an unencrypted OpenSSH private key, made here exactly as
+  `ssh-keygen -Y sign` makes it (OpenSSH's PROTOCOL.sshsig, sha512, armored in lines of 70):
+  Ed25519 is deterministic, so the bytes are the same as ssh-keygen's. OpenSSL signs (the
+  libcrypto `hashlib` uses, through ctypes), else the `cryptography` package. An encrypted key, a key
+  held by ssh-agent (its public key given) or another key type: None, ssh-keygen signs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import struct
+
+NAMESPACE = "mgmt-deploy"
+ARMOR = ("-----BEGIN SSH SIGNATURE-----", "-----END SSH SIGNATURE-----")
+MAGIC = b"SSHSIG"
+ED25519 = b"ssh-ed25519"
+HASHES = {b"sha256": hashlib.sha256, b"sha512": hashlib.sha512}
+_OPENSSH_KEY = b"openssh-key-v1\0"
+_LINE = 70  # base64 columns of an armored signature, as ssh-keygen writes it
+
+
+class Reader:
+    """SSH wire format (RFC 4251): uint32 and length-prefixed strings; ValueError when short."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.at + n > len(self.data):
+            raise ValueError("truncated")
+        out = self.data[self.at : self.at + n]
+        self.at += n
+        return out
+
+    def uint32(self) -> int:
+        value: int = struct.unpack(">I", self.take(4))[0]
+        return value
+
+    def string(self) -> bytes:
+        return self.take(self.uint32())
+
+    def done(self) -> bool:
+        return self.at == len(self.data)
+
+
+def string(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def fingerprint(blob: bytes) -> str:
+    """The SHA256 fingerprint of a public key blob (the wire format), as OpenSSH writes it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _openssh_private(text: bytes) -> Reader | None:
+    """A reader after the magic of an OpenSSH private key file, or None."""
+    if not text.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
+        return None
+    body = b"".join(line for line in text.splitlines()[1:] if not line.startswith(b"--"))
+    raw = base64.b64decode(body, validate=True)
+    if not raw.startswith(_OPENSSH_KEY):
+        return None
+    return Reader(raw[len(_OPENSSH_KEY) :])
+
+
+def public_blob(text: bytes) -> bytes | None:
+    """The public key blob of a public key file (`type base64 [comment]`) or of an OpenSSH
+    private key (its public half is stored unencrypted); None for anything else."""
+    try:
+        reader = _openssh_private(text)
+        if reader is not None:
+            for _ in range(3):  # cipher name, kdf name, kdf options
+                reader.string()
+            return reader.string() if reader.uint32() == 1 else None
+        if text.startswith(b"-----"):
+            return None
+        fields = text.split()
+        if len(fields) >= 2 and b"-cert-" in fields[0]:
+            return None  # a certificate: its fingerprint is its key's, not its blob's
+        if len(fields) >= 2 and b"\n" not in text.strip():
+            blob = base64.b64decode(fields[1], validate=True)
+            return blob if Reader(blob).string() == fields[0] else None
+    except (ValueError, binascii.Error):
+        return None
+    return None
+
+
+def ed25519_seed(text: bytes) -> tuple[bytes, bytes] | None:
+    """(public key blob, 32-byte seed) of an unencrypted OpenSSH Ed25519 private key, or None
+    (encrypted, another type or format: ssh-keygen's to read)."""
+    try:
+        reader = _openssh_private(text)
+        if reader is None:
+            return None
+        cipher, kdf, _ = reader.string(), reader.string(), reader.string()
+        if cipher != b"none" or kdf != b"none" or reader.uint32() != 1:
+            return None
+        public = reader.string()
+        private = Reader(reader.string())
+        if private.uint32() != private.uint32():  # the check integers of a decrypted key
+            return None
+        if private.string() != ED25519:
+            return None
+        raw_public, secret = private.string(), private.string()
+        if Reader(public).string() != ED25519 or len(secret) != 64 or secret[32:] != raw_public:
+            return None
+        key = Reader(public)
+        key.string()
+        if key.string() != raw_public:
+            return None
+    except (ValueError, binascii.Error):
+        return None
+    return public, secret[:32]
+
+
+def signed_data(payload: bytes, hash_name: bytes = b"sha512", reserved: bytes = b"") -> bytes:
+    """What an SSH signature's key signs for `payload` (PROTOCOL.sshsig)."""
+    digest = HASHES[hash_name](payload).digest()
+    return MAGIC + b"".join(map(string, (NAMESPACE.encode(), reserved, hash_name, digest)))
+
+
+def armor(blob: bytes) -> str:
+    text = base64.b64encode(blob).decode()
+    lines = [text[i : i + _LINE] for i in range(0, len(text), _LINE)]
+    return "\n".join([ARMOR[0], *lines, ARMOR[1]]) + "\n"
+
+
+def dearmor(signature: str) -> bytes | None:
+    """The blob of an armored signature written as `ssh-keygen -Y sign` writes it (lines
+    ending in LF, canonical base64), or None: ssh-keygen judges any other spelling."""
+    begin, end = f"{ARMOR[0]}\n", f"\n{ARMOR[1]}"  # after it: ignored, as ssh-keygen does
+    if not signature.startswith(begin) or end not in signature:
+        return None
+    text = signature[len(begin) : signature.index(end)].replace("\n", "")
+    try:
+        blob = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    return blob if base64.b64encode(blob).decode() == text else None
+
+
+def sign_here(payload: bytes, key_text: bytes) -> str | None:
+    """The armored signature `ssh-keygen -Y sign -n mgmt-deploy` makes over `payload` with the
+    private key `key_text`, if it is an unencrypted OpenSSH Ed25519 key; None otherwise."""
+    found = ed25519_seed(key_text)
+    if found is None:
+        return None
+    public, seed = found
+    message = signed_data(payload)
+    raw = _openssl_ed25519(seed, message)
+    if raw is None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        raw = Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+    inner = string(ED25519) + string(raw)
+    fields = (public, NAMESPACE.encode(), b"", b"sha512", inner)
+    return armor(MAGIC + struct.pack(">I", 1) + b"".join(map(string, fields)))
+
+
+_EVP_PKEY_ED25519 = 1087  # OpenSSL's NID_ED25519
+
+
+def _openssl_ed25519(seed: bytes, message: bytes) -> bytes | None:
+    """The Ed25519 signature of `message` by OpenSSL's libcrypto, the one `hashlib` is linked
+    with (through ctypes: ~3 ms to import, where the `cryptography` package takes 10-40 ms);
+    None if it cannot be reached (another build, another platform): `cryptography` signs."""
+    try:
+        import _hashlib
+        import ctypes
+    except ImportError:
+        return None
+    void, size = ctypes.c_void_p, ctypes.c_size_t
+    try:
+        lib = ctypes.CDLL(_hashlib.__file__)  # its symbols and its libcrypto's
+        new_key = lib.EVP_PKEY_new_raw_private_key
+        new_key.restype, new_key.argtypes = void, [ctypes.c_int, void, ctypes.c_char_p, size]
+        new_ctx = lib.EVP_MD_CTX_new
+        new_ctx.restype, new_ctx.argtypes = void, []
+        init = lib.EVP_DigestSignInit
+        init.restype, init.argtypes = ctypes.c_int, [void, void, void, void, void]
+        sign = lib.EVP_DigestSign
+        sign.restype = ctypes.c_int
+        sign.argtypes = [void, ctypes.c_char_p, ctypes.POINTER(size), ctypes.c_char_p, size]
+        free_ctx, free_key = lib.EVP_MD_CTX_free, lib.EVP_PKEY_free
+        free_ctx.restype, free_ctx.argtypes = None, [void]
+        free_key.restype, free_key.argtypes = None, [void]
+    except (OSError, AttributeError):
+        return None
+    key = new_key(_EVP_PKEY_ED25519, None, seed, len(seed))
+    if not key:
+        return None
+    ctx = new_ctx()
+    try:
+        out, length = ctypes.create_string_buffer(64), size(64)
+        if not ctx or init(ctx, None, None, None, key) != 1:
+            return None
+        if sign(ctx, out, ctypes.byref(length), message, len(message)) != 1 or length.value != 64:
+            return None
+        return out.raw
+    finally:
+        if ctx:
+            free_ctx(ctx)
+        free_key(key)
