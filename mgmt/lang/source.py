@@ -185,15 +185,14 @@ class Output:
             return None  # most of it changed: as fast in full
         change = Change()
         removed: set[Key] = set()
-        unlinked: set[tuple[Key, Key]] = set()
+        unlinked: dict[tuple[Key, Key], EdgeSpec] = {}
         for item in gone:
             if isinstance(item, ResSpec):
                 removed.add((item.kind, item.name))
             elif isinstance(item, EdgeSpec):
-                unlinked.add((item.src, item.dst))
+                unlinked[item.src, item.dst] = item
             else:
                 return None
-        change.disconnect = list(unlinked)
         built: Built = {}
         edges: dict[tuple[Key, Key], EdgeSpec] = {}
         for item in came:
@@ -211,17 +210,22 @@ class Output:
                 if ends in edges or (ends in self._edges and ends not in unlinked):
                     return None  # declared twice
                 edges[ends] = item
-                change.connect.append((*ends, Edge("", item.notify, item.sendrecv)))
+                old = unlinked.get(ends)
+                if old is not None and (old.notify, old.sendrecv) == (item.notify, item.sendrecv):
+                    del unlinked[ends]  # declared again alike: the edge stays
+                else:
+                    change.connect.append((*ends, Edge("", item.notify, item.sendrecv)))
             else:
                 return None
         change.remove = removed - built.keys()
+        change.disconnect = list(unlinked)
         try:
             derived = derive(self.loaded.graph, change)
         except GraphError:
             return None  # a missing end, a cycle: build_graph says which, where
         for key in change.remove:
             del self._built[key]
-        for ends in change.disconnect:
+        for ends in unlinked:
             del self._edges[ends]
         self._built.update(built)
         self._edges.update(edges)

@@ -24,6 +24,7 @@ for $i, $n in iter.range(200) {
     file fmt.printf("TMP/f%d", $n) {
         content => if $n == 7 { $value } else { "x" },
     }
+    Noop["a"] -> File[fmt.printf("TMP/f%d", $n)]
 }
 noop "a" {}
 noop "b" {}
@@ -74,6 +75,7 @@ async def test_one_value_changes_one_vertex_of_the_last_graph(
     assert first.vertices[f7(tmp_path)].content == "0"  # type: ignore[attr-defined]
     same = [k for k, res in first.vertices.items() if graph.vertices[k] is res]
     assert len(same) == len(first) - 1 == 201
+    assert graph.succ == first.succ  # its edge, declared again alike, stays
 
 
 async def test_edges_and_vertices_come_and_go(source: LangSource, tmp_path: Path) -> None:
