@@ -190,8 +190,8 @@ async def test_autoscaler_flips_only_after_the_load_held_for_the_hold_time(
         set_load("garbage")  # a run-time error: the last graph stays
         await daemon.wait_log("cannot parse 'garbage' as a float")
         assert "keeping the last good graph" in daemon.log
+        start = time.monotonic()  # before the write: the test may be descheduled after it
         set_load("2.0")  # the program recovers and still flips only after the hold time
-        start = time.monotonic()
         await daemon.wait_log(f"{vm}: shut down: done", count=2)
         assert time.monotonic() - start >= hold
         assert "the program produces a graph again" in daemon.log
