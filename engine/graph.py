@@ -8,7 +8,7 @@ cycle. The test suite checks these algorithms against networkx.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.errors import GraphError, ValidationError
 from engine.params import to_plain
@@ -166,17 +166,24 @@ class Graph:
         return order
 
     def has_path(self, src: Key, dst: Key) -> bool:
-        seen = {src}
+        return self.path(src, dst) is not None
+
+    def path(self, src: Key, dst: Key) -> list[Key] | None:
+        """A path of edges [src, ..., dst], or None (depth first: O(what src reaches))."""
+        parent: dict[Key, Key | None] = {src: None}
         todo = [src]
         while todo:
             key = todo.pop()
             if key == dst:
-                return True
+                out = [key]
+                while (up := parent[out[-1]]) is not None:
+                    out.append(up)
+                return out[::-1]
             for nxt in self.succ[key]:
-                if nxt not in seen:
-                    seen.add(nxt)
+                if nxt not in parent:
+                    parent[nxt] = key
                     todo.append(nxt)
-        return False
+        return None
 
     def ancestors(self, key: Key) -> set[Key]:
         seen: set[Key] = set()
@@ -199,6 +206,81 @@ class Graph:
             lines.append(f'  "{_dot(fmt_key(src))}" -> "{_dot(fmt_key(dst))}"{style};')
         lines.append("}")
         return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Change:
+    """What a front-end changes in the graph it gave last (`derive`): vertices put (added, or
+    replaced by another resource of the same kind and name) and removed, edges connected and
+    disconnected (a removed vertex's edges must be among those)."""
+
+    put: dict[Key, Resource] = field(default_factory=dict)
+    remove: set[Key] = field(default_factory=set)
+    connect: list[tuple[Key, Key, Edge]] = field(default_factory=list)
+    disconnect: list[tuple[Key, Key]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A graph derived from `base` (`derive`), and what changed: `keys`, the vertices whose
+    resource is another object (or that came or left); `edges`, whether any edge did."""
+
+    graph: Graph
+    base: Graph
+    keys: frozenset[Key]
+    edges: bool
+
+
+def derive(base: Graph, change: Change) -> Derived:
+    """`base` with `change` made, in O(change): the new graph shares base's structure (a copy
+    of its outer maps, the neighbour maps of untouched vertices themselves), and base is left
+    as it is (nobody changes a graph once given). GraphError for an edge to a missing vertex
+    or to itself, a removed vertex with an edge left, or a cycle, which only the connected
+    edges are searched for (a path back from each: the graph was a DAG). The one way the
+    front-ends (graph files, programs) make their next graph from their last one; the engine
+    swaps it in O(change) too given Derived.keys (Engine.apply's `since`), if no edge changed.
+    """
+    graph = Graph(base.name)
+    graph.vertices, graph.succ, graph.pred = dict(base.vertices), dict(base.succ), dict(base.pred)
+    keys: set[Key] = set()
+    owned: set[Key] = set()  # vertices whose neighbour maps are this graph's own copies
+
+    def own(key: Key) -> None:
+        if key not in owned:
+            owned.add(key)
+            graph.succ[key], graph.pred[key] = dict(graph.succ[key]), dict(graph.pred[key])
+
+    for src, dst in change.disconnect:
+        if dst not in graph.succ.get(src, {}):
+            raise GraphError(f"no edge {fmt_key(src)} -> {fmt_key(dst)} to remove")
+        own(src)
+        own(dst)
+        del graph.succ[src][dst], graph.pred[dst][src]
+    for key in change.remove:
+        if key not in graph.vertices:
+            raise GraphError(f"no resource {fmt_key(key)} to remove")
+        if graph.succ[key] or graph.pred[key]:
+            raise GraphError(f"{fmt_key(key)} is removed with its edges left")
+        del graph.vertices[key], graph.succ[key], graph.pred[key]
+        keys.add(key)
+    for key, res in change.put.items():
+        if key_of(res) != key:
+            raise GraphError(f"{res} put as {fmt_key(key)}")
+        if key not in graph.vertices:
+            graph.succ[key], graph.pred[key] = {}, {}
+            owned.add(key)
+        if graph.vertices.get(key) is not res:
+            graph.vertices[key] = res
+            keys.add(key)
+    for src, dst, edge in change.connect:
+        if src in graph.vertices and dst in graph.vertices and src != dst:
+            own(src)
+            own(dst)
+            back = graph.path(dst, src)
+            if back is not None:
+                raise GraphError("cycle: " + " -> ".join(fmt_key(k) for k in [src, *back]))
+        graph.connect(src, dst, edge)  # GraphError for a missing end, or to itself
+    return Derived(graph, base, frozenset(keys), bool(change.connect or change.disconnect))
 
 
 def _dot(text: str) -> str:

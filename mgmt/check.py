@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.graph import Graph
+    from mgmt.yamlgraph import Loaded
 
 
 def check_program(frontend: str, data: bytes, filename: str, max_size: int) -> list[str]:
@@ -54,20 +54,40 @@ def check_path(frontend: str, path: Path, max_size: int) -> list[str]:
     return check_program(frontend, data, str(path), max_size)
 
 
-def graph_lines(graph: Graph) -> list[str]:
+def graph_lines(loaded: Loaded, autoedges: bool = True) -> list[str]:
     """A graph as sorted lines, as mgmt's language tests print one: `Vertex: kind[name]` for
-    each resource and `Edge: kind[a] -> kind[b]` for each edge (` # notify` when it notifies)."""
+    each resource and `Edge: kind[a] -> kind[b]` for each edge (` # notify` when it notifies),
+    with the automatic edges the engine adds (engine.autoedge; ` # autoedge`) unless told not
+    to. Then, as comments, what depends on the cluster, which is not read here: `# Collect:`
+    lines for what the program collects (mgmt's graph has the collected resources it has read
+    by then; here none), `# Export:` for resources exported only (`@@name`), and `# Edge:` for
+    edges that wait for a collected resource."""
+    from engine.autoedge import AUTO, add_autoedges
     from engine.graph import fmt_key
 
+    graph = loaded.graph
+    if autoedges:
+        graph = graph.copy()
+        add_autoedges(graph)
     lines = [f"Vertex: {fmt_key(key)}" for key in graph.vertices]
-    for src, targets in graph.succ.items():
-        for dst, edge in targets.items():
-            note = " # notify" if edge.notify else ""
-            lines.append(f"Edge: {fmt_key(src)} -> {fmt_key(dst)}{note}")
-    return sorted(lines)
+    for src, dst, edge in graph.edges():
+        note = " # autoedge" if edge is AUTO else " # notify" if edge.notify else ""
+        lines.append(f"Edge: {fmt_key(src)} -> {fmt_key(dst)}{note}")
+    out = sorted(lines)
+    notes = [
+        f"# Collect: {fmt_key((c.kind, c.name or c.pattern + '*'))} from {c.host or 'any host'}"
+        for c in loaded.collect
+    ]
+    notes += [
+        f"# Export: {fmt_key((res.kind, res.name))}"
+        for res in loaded.exported
+        if (res.kind, res.name) not in loaded.graph
+    ]
+    notes += [f"# Edge: {fmt_key(src)} -> {fmt_key(dst)}" for src, dst, _ in loaded.pending]
+    return out + sorted(notes)
 
 
-def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Graph:
+def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Loaded:
     """The graph a program (or graph file) gives `mgmt run` first, built and not applied:
     a program runs until its streams have their first values (up to lang.source's
     SETTLE_WAIT). CompileError (or GraphFileError) when it gives none: a run-time error (named
@@ -76,27 +96,26 @@ def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Grap
     from mgmt.yamlgraph import parse, read_limited
 
     if frontend != "lang":
-        return parse(read_limited(path, max_size), str(path)).graph
+        return parse(read_limited(path, max_size), str(path))
     import logging
 
     from mgmt.lang.source import LangSource
 
-    async def run() -> tuple[Graph | None, str | None, bool]:
+    async def run() -> tuple[Loaded | None, str | None, bool]:
         source = await LangSource.open(path, hostname=hostname, watch=False)
         try:
-            first = source.first
-            return (first.graph if first else None), source.first_error, source.needs_cluster
+            return source.first, source.first_error, source.needs_cluster
         finally:
             await source.aclose()
 
     quiet = logging.getLogger("lang")  # its one error is returned here, not logged too
     quiet.disabled = True
     try:
-        graph, error, cluster = asyncio.run(run())
+        loaded, error, cluster = asyncio.run(run())
     finally:
         quiet.disabled = False
     if cluster:
         raise CompileError([f"{path}: the program reads the cluster (world.*): run it to see"])
-    if graph is None:
+    if loaded is None:
         raise CompileError([error or f"{path}: the program produced no graph"])
-    return graph
+    return loaded

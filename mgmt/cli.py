@@ -5,7 +5,7 @@ mgmt run [flags] lang FILE.mcl  (also: mgmt run [flags] FILE.mcl; or a program D
 mgmt run [flags] puppet FILE.pp (also: mgmt run [flags] FILE.pp; or puppet -e CODE)
 mgmt run [flags] empty
 mgmt check FILE...              check programs, graph files, manifests: exit 0, or 2
-mgmt check --graph FILE...      also print the graph each gives first (sorted Vertex:/Edge: lines)
+mgmt check --graph FILE...      also print the graph each gives first (Vertex:/Edge: lines)
 mgmt check -e CODE              check inline Puppet code
 mgmt setup --install-service [--start] [run flags] FRONTEND...   a systemd service (mgmt/setup.py)
 mgmt status [--prefix DIR] [--json]   the running agent's resources and states (exit 1: failures)
@@ -175,6 +175,7 @@ def check(files: list[str]) -> int:
     hostname = _env_default("hostname", "str", socket.gethostname())
     fallback = _env_default("puppet_fallback", "bool", False)
     max_size = _env_default("max_graph_size", "int", DEFAULT_MAX_GRAPH_SIZE)
+    no_autoedges = _env_default("no_autoedges", "bool", False)
     code = ExitCode.OK
     configs = (
         [Config(frontend="puppet", code=inline[0])]
@@ -187,6 +188,7 @@ def check(files: list[str]) -> int:
             fallback,
             max_size,
         )
+        config.no_autoedges = no_autoedges
         problems = check_config(config)
         if graph and not problems:
             problems = _print_graph(config)
@@ -208,10 +210,10 @@ def _print_graph(config: Config) -> list[str]:
     if config.frontend not in ("lang", "yaml") or config.file is None:
         return [f"{config.file or '<puppet -e>'}: --graph takes a program or a graph file"]
     try:
-        graph = first_graph(config.frontend, config.file, config.hostname, config.max_graph_size)
+        loaded = first_graph(config.frontend, config.file, config.hostname, config.max_graph_size)
     except (CompileError, GraphFileError) as err:
         return list(err.problems)
-    for line in graph_lines(graph):
+    for line in graph_lines(loaded, autoedges=not config.no_autoedges):
         print(line)
     return []
 

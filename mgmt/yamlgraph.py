@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from engine.errors import GraphError, MgmtError, ValidationError
-from engine.graph import Edge, Graph, Key, fmt_key, key_of
+from engine.graph import Change, Edge, Graph, Key, derive, fmt_key, key_of
 from engine.meta import Meta
 from engine.params import build, close_match, field_names, show
 from engine.resource import Resource, kinds, lookup, unsupported
@@ -879,20 +879,14 @@ class Reuse:
             if gone[key].export != came[key].export:
                 return None
         rest = range(hi + 1, len(self.items))
-        graph = _share(self.graph)
-        changed: set[Key] = set()
-        for key, item in gone.items():
-            if not item.export and key not in came:
-                del graph.vertices[key], graph.succ[key], graph.pred[key]
-                changed.add(key)
-        for key, item in came.items():
-            if item.export:
-                continue
-            if key not in graph.vertices:
-                graph.succ[key], graph.pred[key] = {}, {}
-            if graph.vertices.get(key) is not item.res:
-                graph.vertices[key] = item.res
-                changed.add(key)
+        derived = derive(
+            self.graph,
+            Change(
+                put={key: item.res for key, item in came.items() if not item.export},
+                remove={key for key, item in gone.items() if not item.export and key not in came},
+            ),
+        )
+        graph = derived.graph
         items = [*self.items[:lo], *(n[0] for n in new), *self.items[hi + 1 :]]
         ends = [*self.ends[:lo], *(n[2] for n in new), *(self.ends[k] + shift for k in rest)]
         if lo > 0 and items[lo - 1].kind == olds[0].kind:  # its end was the first one's "-"
@@ -906,7 +900,7 @@ class Reuse:
         else:
             exported = list(self.exported)
         loaded = Loaded(graph, exported, list(self.collect), pending=list(self.pending))
-        loaded.since = (base, frozenset(changed))
+        loaded.since = (base, derived.keys)
         loaded.reuse = Reuse(
             text,
             [*self.starts[:lo], *(n[1] for n in new), *(self.starts[k] + shift for k in rest)],

@@ -79,6 +79,52 @@ class _Iteration(NamedTuple):
     at: int  # the rev it was evaluated at
 
 
+class _Loop:
+    """A top-level loop's last pass: its list, each element's iteration in the list's order,
+    where the declarations of each start in its output, and which elements read each cell."""
+
+    def __init__(self, value: Any, iterations: dict[tuple[Any, Any], _Iteration], at: int) -> None:
+        self.value = value
+        self.iterations = iterations
+        self.at = at  # every iteration was valid at this rev
+        self.readers: dict[Cell, set[tuple[Any, Any]]] = {}
+        self.starts: dict[tuple[Any, Any], int] = {}
+        out: list[Any] = []
+        for key, done in iterations.items():
+            self.starts[key] = len(out)
+            out += done.declared
+            for dep in done.deps:
+                self.readers.setdefault(dep, set()).add(key)
+        self.out = tuple(out)
+
+    def stale(self, refresh: Callable[[Cell], None]) -> list[tuple[Any, Any]]:
+        """The elements that read a cell changed (or failed) since, in the list's order."""
+        found: set[tuple[Any, Any]] = set()
+        for dep, keys in self.readers.items():
+            refresh(dep)
+            if dep.changed_at > self.at or dep.error is not None:
+                found |= keys
+        return sorted(found, key=self.starts.__getitem__)
+
+    def replace(self, key: tuple[Any, Any], done: _Iteration) -> bool:
+        """`done` is the element's iteration now; False if its output changed size (the
+        loop's state must then be made again)."""
+        old = self.iterations[key]
+        self.iterations[key] = done
+        for dep in old.deps:
+            keys = self.readers[dep]
+            keys.discard(key)
+            if not keys:
+                del self.readers[dep]
+        for dep in done.deps:
+            self.readers.setdefault(dep, set()).add(key)
+        if len(done.declared) != len(old.declared):
+            return False
+        start = self.starts[key]
+        self.out = (*self.out[:start], *done.declared, *self.out[start + len(old.declared) :])
+        return True
+
+
 class Cell:
     """A node of the function graph."""
 
@@ -134,6 +180,7 @@ class Runtime:
         self.pending = True  # something changed since the last evaluate()
         self.recomputed = 0  # cells recomputed so far (tests and benchmarks read it)
         self.iterations = 0  # loop bodies evaluated so far (the same)
+        self.revisited = 0  # kept loop iterations checked one by one so far (the same)
         self._stack: list[list[Cell]] = []
         self._in_pass = False
         self._reshaped = False  # some cell's dependencies changed: collect garbage
@@ -142,6 +189,7 @@ class Runtime:
         self.streams: dict[Any, tuple[Stream, Cell]] = {}
         # Each top-level loop's iterations, by element (Runtime._for).
         self._iterations: dict[int, dict[tuple[Any, Any], _Iteration]] = {}
+        self._loops: dict[int, _Loop] = {}  # each top-level loop's last pass, by id(loop)
         self._stream_cells: dict[int, Cell] = {}
         self._tasks = TaskSet("lang", log)
         self._closing: list[Stream] = []
@@ -282,6 +330,7 @@ class Runtime:
         for key, (stream, cell) in list(self.streams.items()):
             if cell not in keep:
                 self._iterations.clear()  # none may keep reading a stopped stream's last value
+                self._loops.clear()
                 del self.streams[key]
                 del self._stream_cells[id(stream)]
                 stream.close()
@@ -434,9 +483,12 @@ class Runtime:
                 inner = FrozenDict({**env, loop.first.env_key: first, loop.second.env_key: second})
                 out += self._declare(loop.body, inner)
             return tuple(out)
+        reads = self._stack[-1] if self._stack else []
+        last = self._loops.pop(id(loop), None)
+        if last is not None and (value is last.value or value == last.value):
+            return self._for_again(loop, last, reads)
         old = self._iterations.get(id(loop), {})
         new: dict[tuple[Any, Any], _Iteration] = {}
-        reads = self._stack[-1] if self._stack else []
         try:
             for first, second in pairs:
                 done = old.get((first, second))
@@ -444,13 +496,35 @@ class Runtime:
                     done = self._iteration(loop, first, second, reads)
                 else:
                     reads += done.deps
+                    self.revisited += 1
                 new[first, second] = done
                 out += done.declared
         except LangError:
             self._iterations[id(loop)] = {**old, **new}  # those that did not fail are kept
             raise
         self._iterations[id(loop)] = new
-        return tuple(out)
+        state = self._loops[id(loop)] = _Loop(value, new, self.rev)
+        return state.out
+
+    def _for_again(self, loop: ast.For, last: _Loop, reads: list[Cell]) -> tuple[Any, ...]:
+        """A top-level loop over the same list as last time: only the elements that read a
+        cell that changed are evaluated again, and their declarations replaced in the last
+        output; the others cost nothing (per change, not per element). After an error, the
+        next pass goes through every element (_for)."""
+        resized = False
+        try:
+            for first, second in last.stale(self._refresh):
+                done = self._iteration(loop, first, second, reads)
+                resized = not last.replace((first, second), done) or resized
+        except LangError:
+            self._iterations[id(loop)] = last.iterations
+            raise
+        reads.extend(last.readers)
+        if resized:
+            last = _Loop(last.value, last.iterations, self.rev)
+        last.at = self.rev
+        self._loops[id(loop)] = last
+        return last.out
 
     def _iteration(self, loop: ast.For, first: Any, second: Any, reads: list[Cell]) -> _Iteration:
         """One top-level loop iteration evaluated: what it declares and the cells it read (also

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import GraphError, MgmtError, ValidationError
-from engine.graph import Edge, Graph, fmt_key
+from engine.graph import Change, Edge, Graph, Key, derive, fmt_key
 from engine.local import LocalValues
 from engine.resource import Resource, lookup
 from engine.tasks import TaskSet
@@ -129,6 +129,126 @@ def build_graph(
     return loaded
 
 
+class Output:
+    """The graphs of a program's output, each made from the last one in O(change).
+
+    The runtime hands back the very objects it declared before for whatever did not change
+    (a loop's unchanged iterations, statements not recomputed), so the items that left and
+    came are found by identity; only their vertices and edges are changed in the last graph
+    (engine.graph.derive, the path graph files' edits take too), with a cycle check of the
+    edges added only. The engine then swaps in O(change) as well (Loaded.since), unless an
+    edge changed (it prepares the graph again). A program whose output has duplicates, exports
+    or collects, an error, or a change of most of the output is built in full (build_graph),
+    which also says what is wrong.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loaded: Loaded | None = None  # the last graph made
+        self.derived = 0  # graphs made from the last one (tests read it)
+        self._items: dict[int, Any] = {}  # id -> item of the last output (they are kept alive)
+        self._built: Built = {}  # its resources by key, with the statement of each
+        self._edges: dict[tuple[Key, Key], EdgeSpec] = {}  # its edges by their ends
+        self._plain = False  # no duplicate, export, collect: the next may be derived
+
+    def build(self, items: tuple[Any, ...]) -> Loaded:
+        """The graph of `items` (FuncError, with the statement's position)."""
+        ids = dict(zip(map(id, items), items, strict=True))
+        loaded = self._derive(ids) if self._plain and self.loaded is not None else None
+        if loaded is None:
+            loaded = self._full(items)
+        else:
+            self.derived += 1
+        self.loaded, self._items = loaded, ids
+        return loaded
+
+    def _full(self, items: tuple[Any, ...]) -> Loaded:
+        built: Built = {}
+        loaded = build_graph(items, self.name, self._built, built)
+        edges = {(e.src, e.dst): e for e in items if isinstance(e, EdgeSpec)}
+        specs = sum(1 for item in items if isinstance(item, ResSpec))
+        self._plain = (
+            not (loaded.exported or loaded.collect or loaded.pending)
+            and specs == len(built)
+            and len(edges) == len(items) - specs
+        )
+        self._built, self._edges = built, edges
+        return loaded
+
+    def _derive(self, ids: dict[int, Any]) -> Loaded | None:
+        """The graph of the output `ids` made from the last one, or None (build it in full)."""
+        assert self.loaded is not None
+        last = self._items
+        gone = [last[i] for i in last.keys() - ids.keys()]
+        came = [ids[i] for i in ids.keys() - last.keys()]
+        if 2 * (len(gone) + len(came)) > len(ids) + 8:
+            return None  # most of it changed: as fast in full
+        change = Change()
+        removed: set[Key] = set()
+        unlinked: dict[tuple[Key, Key], EdgeSpec] = {}
+        for item in gone:
+            if isinstance(item, ResSpec):
+                removed.add((item.kind, item.name))
+            elif isinstance(item, EdgeSpec):
+                unlinked[item.src, item.dst] = item
+            else:
+                return None
+        built: Built = {}
+        edges: dict[tuple[Key, Key], EdgeSpec] = {}
+        for item in came:
+            if isinstance(item, ResSpec):
+                key = (item.kind, item.name)
+                if key in built or (key in self._built and key not in removed):
+                    return None  # declared twice
+                res = self._resource(item)
+                if res is None:
+                    return None
+                built[key] = (item, res)
+                change.put[key] = res
+            elif isinstance(item, EdgeSpec):
+                ends = (item.src, item.dst)
+                if ends in edges or (ends in self._edges and ends not in unlinked):
+                    return None  # declared twice
+                edges[ends] = item
+                old = unlinked.get(ends)
+                if old is not None and (old.notify, old.sendrecv) == (item.notify, item.sendrecv):
+                    del unlinked[ends]  # declared again alike: the edge stays
+                else:
+                    change.connect.append((*ends, Edge("", item.notify, item.sendrecv)))
+            else:
+                return None
+        change.remove = removed - built.keys()
+        change.disconnect = list(unlinked)
+        try:
+            derived = derive(self.loaded.graph, change)
+        except GraphError:
+            return None  # a missing end, a cycle: build_graph says which, where
+        for key in change.remove:
+            del self._built[key]
+        for ends in unlinked:
+            del self._edges[ends]
+        self._built.update(built)
+        self._edges.update(edges)
+        loaded = Loaded(derived.graph)
+        if not derived.edges:
+            loaded.since = (derived.base, derived.keys)
+        return loaded
+
+    def _resource(self, item: ResSpec) -> Resource | None:
+        """The resource of a statement: the last one if declared alike; None if it is exported
+        or wrong (build_graph says why)."""
+        if item.name.startswith(EXPORT_PREFIX):
+            return None
+        before = self._built.get((item.kind, item.name))
+        if before is not None and (before[0].params, before[0].meta) == (item.params, item.meta):
+            return before[1]
+        try:
+            res = _build(item, item.name)
+        except FuncError:
+            return None
+        return None if res.meta.export else res
+
+
 def _merge(loaded: Loaded, item: ResSpec, first: ResSpec) -> None:
     """Merge a second, different declaration into the graph's vertex (engine.graph's rules:
     compatible ones merge, e.g. pkg installed + newest); FuncError naming both positions."""
@@ -186,7 +306,7 @@ class LangSource:
         self.evaluated = asyncio.Event()  # set after each evaluation (tests wait on it)
         self._digest = ""
         self._last_items: Any = None
-        self._built: Built = {}  # the resources of the last graph built (reused if unchanged)
+        self._output = Output(path.stem)  # the graphs of its output
         self._last_error: str | None = None
         self._latest: Loaded | None = None
         self._ready = asyncio.Event()
@@ -345,9 +465,8 @@ class LangSource:
         if error is None:
             try:
                 if items != self._last_items:
-                    built: Built = {}
-                    loaded = build_graph(items, self.path.stem, self._built, built)
-                    self._last_items, self._built = items, built
+                    loaded = self._output.build(items)
+                    self._last_items = items
                     self._emit(loaded)
                 self._report(None)
             except (LangError, MgmtError) as err:

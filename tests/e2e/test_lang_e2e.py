@@ -190,8 +190,8 @@ async def test_autoscaler_flips_only_after_the_load_held_for_the_hold_time(
         set_load("garbage")  # a run-time error: the last graph stays
         await daemon.wait_log("cannot parse 'garbage' as a float")
         assert "keeping the last good graph" in daemon.log
+        start = time.monotonic()  # before the write: the test may be descheduled after it
         set_load("2.0")  # the program recovers and still flips only after the hold time
-        start = time.monotonic()
         await daemon.wait_log(f"{vm}: shut down: done", count=2)
         assert time.monotonic() - start >= hold
         assert "the program produces a graph again" in daemon.log
@@ -473,3 +473,32 @@ def test_http_response_follows_the_http_client_resource(tmp_path: Path) -> None:
     assert code == 0, log
     assert dst.read_text() == "page\n"
     assert out.read_text() == '200 page\n|0 ""'
+
+
+def test_check_graph_shows_the_automatic_edges_and_what_is_collected(tmp_path: Path) -> None:
+    """`mgmt check --graph` adds the engine's automatic edges (a file after its directory),
+    marked ` # autoedge` (MGMT_NO_AUTOEDGES=1 leaves them out, as `mgmt run --no-autoedges`),
+    and says as comments what the cluster would bring: what is collected, edges waiting for
+    it (nothing is read from the cluster, so none of it is in the graph)."""
+    out = tmp_path / "out"
+    program = tmp_path / "main.mcl"
+    program.write_text(
+        f"""file "{out}/" {{ state => "exists", }}
+file "{out}/a" {{ content => "x", }}
+collect file "/shared/h1" {{}}
+File["{out}/a"] -> File["/shared/h1"]
+"""
+    )
+    code, log = run_mgmt(["check", "--graph", str(program)])
+    assert code == 0, log
+    assert log.splitlines() == [
+        f"{program}: ok",
+        f"Edge: file[{out}/] -> file[{out}/a] # autoedge",
+        f"Vertex: file[{out}/]",
+        f"Vertex: file[{out}/a]",
+        "# Collect: file[/shared/h1] from any host",
+        f"# Edge: file[{out}/a] -> file[/shared/h1]",
+    ]
+    code, log = run_mgmt(["check", "--graph", str(program)], env={"MGMT_NO_AUTOEDGES": "1"})
+    assert code == 0 and "autoedge" not in log, log
+    assert not out.exists()

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import GraphError
-from engine.graph import Edge, Graph, merge_duplicate
+from engine.graph import Change, Edge, Graph, derive, merge_duplicate
 from resources.noop import NoopRes
 from resources.pkg import PkgRes
 from tests.engine.conftest import make_graph
@@ -90,3 +90,58 @@ def test_kinds_without_a_merge_hook_merge_nothing() -> None:
     a, b = NoopRes(name="n", comment="x"), NoopRes(name="n", comment="y")
     with pytest.raises(GraphError, match="comment: differs: 'x' vs 'y'"):
         merge_duplicate(a, b)
+
+
+@settings(max_examples=200, deadline=None)
+@given(edges_strategy, edges_strategy, st.sets(st.integers(0, 7), max_size=3))
+def test_derive_agrees_with_a_graph_built_anew(
+    before: list[tuple[int, int]], after: list[tuple[int, int]], dropped: set[int]
+) -> None:
+    """derive(base, change) is the graph built from scratch with the change, or the same
+    GraphError for a cycle (checked on the added edges only), and leaves base as it was."""
+    names = [chr(ord("a") + i) for i in range(8)]
+    keys = [("probe", n) for n in names]
+    base = make_graph(names)
+    for src, dst in dict.fromkeys(before):
+        if not base.has_path(keys[dst], keys[src]):
+            base.connect(keys[src], keys[dst], Edge())
+    snapshot = (dict(base.vertices), {k: dict(v) for k, v in base.succ.items()})
+    old = {(s, d) for s, targets in base.succ.items() for d in targets}
+    new = {(keys[s], keys[d]) for s, d in after if s not in dropped and d not in dropped}
+    gone = {keys[i] for i in dropped}
+    fresh = make_graph(names)  # the put resources: new objects for the dropped ones' peers
+    change = Change(
+        put={k: fresh.vertices[k] for k in keys[:2] if k not in gone},
+        remove=gone,
+        connect=[(s, d, Edge()) for s, d in sorted(new - old)],
+        disconnect=sorted(old - new),
+    )
+    anew = Graph()
+    for key in keys:
+        if key not in gone:
+            anew.add(change.put.get(key, base.vertices[key]))
+    for src, dst in sorted(new):
+        anew.connect(src, dst, Edge())
+    try:
+        derived = derive(base, change)
+    except GraphError as err:
+        assert str(err).startswith("cycle: ")
+        assert anew.find_cycle() is not None
+    else:
+        assert anew.find_cycle() is None
+        assert derived.graph.vertices == anew.vertices
+        assert derived.graph.succ == anew.succ and derived.graph.pred == anew.pred
+        assert derived.keys == gone | {k for k in change.put if k not in gone}
+        assert derived.edges == bool(new ^ old)
+    assert (base.vertices, {k: dict(v) for k, v in base.succ.items()}) == snapshot
+
+
+def test_derive_refuses_a_removed_vertex_with_edges_and_a_missing_end() -> None:
+    base = make_graph(["a", "b"])
+    base.connect(("probe", "a"), ("probe", "b"), Edge())
+    with pytest.raises(GraphError, match=r"probe\[a\] is removed with its edges left"):
+        derive(base, Change(remove={("probe", "a")}))
+    with pytest.raises(GraphError, match=r"missing resource probe\[c\]"):
+        derive(base, Change(connect=[(("probe", "a"), ("probe", "c"), Edge())]))
+    with pytest.raises(GraphError, match=r"cycle: probe\[b\] -> probe\[a\] -> probe\[b\]"):
+        derive(base, Change(connect=[(("probe", "b"), ("probe", "a"), Edge())]))

@@ -194,3 +194,31 @@ def test_a_change_read_by_one_iteration_evaluates_that_body_only() -> None:
         (100, "5.0", "-", 1),  # the one reading $now
         (101, "3.3", "-", 2),  # that one and the new element
     ]
+
+
+def test_a_loop_over_the_same_list_visits_only_the_elements_a_change_reads() -> None:
+    """Over the same list, a change costs the elements that read it, not one check per element
+    (Runtime.revisited): the others' declarations are the very objects of the last output."""
+    clock = ManualClock(start=100.5)
+    rt = run(
+        """
+        import "datetime"
+        import "fmt"
+        import "iter"
+        $now = datetime.now()
+        for $i, $x in iter.range(2000) {
+            print fmt.printf("n%d", $x) {
+                msg => if $x == 7 { fmt.printf("%d", $now) } else { "-" },
+            }
+        }
+        """,
+        clock,
+    )
+    first = rt.evaluate()[1]
+    assert rt.iterations == 2000
+    clock.advance(1)
+    seen = rt.revisited
+    _changed, items, error = rt.evaluate()
+    assert error is None and (rt.iterations, rt.revisited) == (2001, seen)
+    assert items[7].params == (("msg", "101"),) and first[7].params == (("msg", "100"),)
+    assert all(a is b for a, b in zip(first, items, strict=True) if a.name != "n7")

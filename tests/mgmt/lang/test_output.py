@@ -1,0 +1,108 @@
+"""The language's graph stream in O(change) (issues 15/16): a new output is diffed against the
+last one by identity, and only what came or left changes in the last graph (engine.graph.derive):
+the engine is told which resources those are (Loaded.since), unless an edge changed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mgmt.lang.source import LangSource
+from mgmt.yamlgraph import Loaded
+
+PROGRAM = """
+import "fmt"
+import "iter"
+import "os"
+$value = os.readfile("TMP/input")
+for $i, $n in iter.range(200) {
+    file fmt.printf("TMP/f%d", $n) {
+        content => if $n == 7 { $value } else { "x" },
+    }
+    Noop["a"] -> File[fmt.printf("TMP/f%d", $n)]
+}
+noop "a" {}
+noop "b" {}
+if $value == "edge" {
+    Noop["a"] -> Noop["b"]
+}
+if $value == "more" {
+    noop "c" {}
+}
+if $value == "cycle" {
+    Noop["a"] -> Noop["b"]
+    Noop["b"] -> Noop["a"]
+}
+"""
+
+
+@pytest.fixture
+async def source(tmp_path: Path) -> AsyncIterator[LangSource]:
+    (tmp_path / "input").write_text("0")
+    program = tmp_path / "main.mcl"
+    program.write_text(textwrap.dedent(PROGRAM).replace("TMP", str(tmp_path)))
+    opened = await LangSource.open(program, hostname="h", watch=False)
+    yield opened
+    await opened.aclose()
+
+
+async def change(source: LangSource, tmp_path: Path, value: str) -> Loaded:
+    """The graph after the input became `value` (read through inotify)."""
+    (tmp_path / "input").write_text(value)
+    async with asyncio.timeout(10):
+        return await anext(aiter(source))
+
+
+def f7(tmp_path: Path) -> tuple[str, str]:
+    return ("file", f"{tmp_path}/f7")
+
+
+async def test_one_value_changes_one_vertex_of_the_last_graph(
+    source: LangSource, tmp_path: Path
+) -> None:
+    assert source.first is not None
+    first = source.first.graph
+    loaded = await change(source, tmp_path, "1")
+    assert source._output.derived == 1
+    assert loaded.since == (first, frozenset({f7(tmp_path)}))
+    graph = loaded.graph
+    assert graph.vertices[f7(tmp_path)].content == "1"  # type: ignore[attr-defined]
+    assert first.vertices[f7(tmp_path)].content == "0"  # type: ignore[attr-defined]
+    same = [k for k, res in first.vertices.items() if graph.vertices[k] is res]
+    assert len(same) == len(first) - 1 == 201
+    assert graph.succ == first.succ  # its edge, declared again alike, stays
+
+
+async def test_edges_and_vertices_come_and_go(source: LangSource, tmp_path: Path) -> None:
+    a, b, c = ("noop", "a"), ("noop", "b"), ("noop", "c")
+    loaded = await change(source, tmp_path, "edge")
+    assert a in loaded.graph.pred[b] and loaded.since is None  # the engine prepares it again
+    loaded = await change(source, tmp_path, "1")
+    assert not loaded.graph.pred[b] and loaded.since is None
+    loaded = await change(source, tmp_path, "more")
+    assert c in loaded.graph and loaded.since is not None
+    assert loaded.since[1] == {f7(tmp_path), c}
+    loaded = await change(source, tmp_path, "2")
+    assert c not in loaded.graph and len(loaded.graph) == 202
+    assert loaded.since is not None and loaded.since[1] == {f7(tmp_path), c}
+    assert source._output.derived == 4
+
+
+async def test_a_cycle_keeps_the_last_graph_and_says_where(
+    source: LangSource, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, "lang")
+    graphs = source.graphs
+    source.evaluated.clear()
+    (tmp_path / "input").write_text("cycle")
+    async with asyncio.timeout(10):
+        await source.evaluated.wait()
+    assert source.graphs == graphs
+    assert "cycle: noop[a] -> noop[b] -> noop[a] (keeping the last good graph)" in caplog.text
+    loaded = await change(source, tmp_path, "2")
+    assert loaded.graph.vertices[f7(tmp_path)].content == "2"  # type: ignore[attr-defined]
