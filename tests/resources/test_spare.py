@@ -69,7 +69,8 @@ async def test_a_spare_for_other_content_is_not_used(tmp_path: Path, run_resourc
     res.content = "y\n"
     assert await res.check_apply(True) is False
     assert path.read_text() == "y\n"
-    assert unnamed_files() - before == {await ready_spare(res)}  # the one of "x\n" is closed
+    made = await ready_spare(res)  # of "y\n"
+    assert unnamed_files() - before == {made}  # the one of "x\n" is closed
     await running.handle.run_cleanups()
     assert unnamed_files() - before == set()  # cleanup closes it
     assert spare_mod.Spare._held == 0
