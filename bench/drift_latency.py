@@ -8,6 +8,9 @@ Target: p50 <= 2 ms, p99 <= 10 ms; also with `--busy 2`: two busy-loop processes
 - busy:           the busy loops running, the agent at nice 0;
 - busy, nice N:   the busy loops running, the agent started with `mgmt run --nice N`.
 
+`--pause MS` waits that long after each repair before the next drift (default 0: back to back,
+which leaves the agent no time for work it does after a repair, such as its spare copy).
+
 `--baseline DIR` measures the agent of another checkout too (e.g. `git archive BASE | tar -x -C
 DIR`), each configuration alternately with this tree's, and prints both.
 
@@ -16,7 +19,7 @@ drift and the inotify observer) at nice M, so that its own wait for a core is no
 the agent's; the figures say which was used.
 
     .venv/bin/python bench/drift_latency.py [--count 200] [--busy 2] [--nice -10] [--rounds 2]
-        [--observer-nice -10] [--baseline DIR]
+        [--observer-nice -10] [--baseline DIR] [--pause MS]
 """
 
 from __future__ import annotations
@@ -55,10 +58,12 @@ async def repaired(watcher: PathWatcher, path: Path) -> None:
                 return
 
 
-async def measure(path: Path, count: int, drift: str) -> list[float]:
+async def measure(path: Path, count: int, drift: str, pause: float) -> list[float]:
     samples = []
     async with PathWatcher([path]) as watcher:
         for _ in range(count):
+            if pause:
+                await asyncio.sleep(pause)  # pacing the drifts (the agent's work is done)
             start = time.perf_counter()
             if drift == "delete":
                 os.unlink(path)
@@ -121,6 +126,9 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds of all configurations")
     parser.add_argument("--observer-nice", type=int, default=0, help="this process's nice level")
     parser.add_argument("--baseline", type=Path, help="another checkout, measured alternately")
+    parser.add_argument(
+        "--pause", type=float, default=0, help="ms between a repair and the next drift"
+    )
     args = parser.parse_args()
     if args.observer_nice:
         os.setpriority(os.PRIO_PROCESS, 0, args.observer_nice)
@@ -139,7 +147,7 @@ async def main() -> None:
             for name, busy, nice, tree in configs:  # interleaved: the machine's load moves
                 async with busy_loops(busy, unnice), agent(work, nice, unnice, tree) as path:
                     for drift in DRIFTS:
-                        got = await measure(path, args.count, drift)
+                        got = await measure(path, args.count, drift, args.pause / 1000)
                         samples.setdefault((name, drift), []).extend(got)
                     loads.setdefault(name, []).append(os.getloadavg()[0])
     finally:
