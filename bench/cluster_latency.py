@@ -12,11 +12,14 @@ members inherit it).
 
 Target (issue 16): p50 <= 10 ms, p99 <= 30 ms. etcd's own commit + watch is ~2.3 ms here.
 
+`--stages` adds where the time goes, per stage (medians over the changes, per tree): every agent
+imports bench/stages/sitecustomize.py, which timestamps a few of its methods (see there).
+
 `--baseline DIR` runs the same measurement, round after round, with the agents of another
 checkout (e.g. `git archive BASE | tar -x -C DIR`) and prints both side by side with the load.
 
     .venv/bin/python bench/cluster_latency.py [--count 100] [--short-timings] [--rounds 1]
-        [--baseline DIR]
+        [--baseline DIR] [--stages]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -107,10 +111,18 @@ async def all_members(log: Path) -> None:
             await anext(writes)
 
 
+Marks = list[tuple[float, list[float]]]  # per change: its start, when each collector had it
+
+
 async def measure(
-    tree: Path, nice: int, args: argparse.Namespace
+    tree: Path, nice: int, args: argparse.Namespace, stages: Path | None, marks: Marks
 ) -> tuple[list[float], list[float], int]:
-    """Seconds per collector update and per change (both updated), and the etcd members."""
+    """Seconds per collector update and per change (both updated), and the etcd members; with
+    `stages`, the agents write their stage timestamps there, and each change goes in marks."""
+    env = None
+    if stages is not None:
+        hook = {"PYTHONPATH": str(ROOT / "bench" / "stages"), "MGMT_BENCH_STAGES": str(stages)}
+        env = {**os.environ, **hook}
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-cluster-"))
     ports = free_ports(2 * len(HOSTS))
     timings = ["--etcd-heartbeat-interval", "10", "--etcd-election-timeout", "100"]
@@ -130,7 +142,7 @@ async def measure(
             log = (work / f"{host}.log").open("w")
             procs.append(
                 await asyncio.create_subprocess_exec(
-                    *argv, "yaml", str(graph), stdout=log, stderr=log, cwd=tree
+                    *argv, "yaml", str(graph), stdout=log, stderr=log, cwd=tree, env=env
                 )
             )
         (work / "shared" / "h2").mkdir(parents=True)
@@ -152,6 +164,7 @@ async def measure(
                 done = await wait_all(watcher, targets, token)
                 per_host += [t - start for t in done.values()]
                 both.append(max(done.values()) - start)
+                marks.append((start, list(done.values())))
         members = (work / "h1.log").read_text().count("is now a voting member")
         return per_host, both, members + 1
     finally:
@@ -163,12 +176,55 @@ async def measure(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def stage_report(stages: Path, marks: Marks) -> list[str]:
+    """Median milliseconds of each stage (bench/stages/sitecustomize.py) over the changes."""
+    agents = {
+        f.stem: [(int(t) / 1e9, name) for t, name in (line.split() for line in f.open())]
+        for f in stages.glob("*.txt")
+    }
+    steps: dict[str, list[float]] = {}
+
+    def add(step: str, begin: float | None, end: float | None) -> None:
+        if begin is not None and end is not None:
+            steps.setdefault(step, []).append((end - begin) * 1000)
+
+    for start, done in marks:
+        window = [(pid, [(t, n) for t, n in stamps if start <= t <= max(done)])
+                  for pid, stamps in agents.items()]  # fmt: skip
+
+        def first(stamps: list[tuple[float, str]], name: str, after: float = start) -> float | None:
+            return next((t for t, n in stamps if n == name and t >= after), None)
+
+        exporter = next((s for _, s in window if first(s, "reload>") is not None), [])
+        export = first(exporter, "export>")
+        add("h1: graph file replaced -> reload", start, first(exporter, "reload>"))
+        add("h1: reload -> export transaction", first(exporter, "reload>"), export)
+        add("h1: export transaction (etcd commit)", export, first(exporter, "export<"))
+        for _, stamps in window:
+            event = first(stamps, "read>")
+            if stamps is exporter or event is None:
+                continue
+            swap = first(stamps, "engine_apply>", event)
+            write = first(stamps, "write>", event)
+            add("collector: export sent -> watch event", export, event)
+            add("collector: watch event -> graph swap", event, swap)
+            add("collector: graph swap -> file's check", swap, first(stamps, "check>", event))
+            add("collector: check -> write", first(stamps, "check>", event), write)
+            seen = min((d for d in done if write is not None and d >= write), default=None)
+            add("collector: write -> on disk (thread, fsync, rename)", write, seen)
+    return [
+        f"      {step:44s} p50 {statistics.median(ms):6.2f} ms  p90 {sorted(ms)[int(0.9 * len(ms))]:6.2f} ms"
+        for step, ms in steps.items()
+    ]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=100, help="changes per round and tree")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--baseline", type=Path, help="another checkout, measured alternately")
     parser.add_argument("--nice", type=int, default=0, help="also this tree's agents at --nice N")
+    parser.add_argument("--stages", action="store_true", help="also the time of each stage")
     parser.add_argument(
         "--short-timings", action="store_true", help="etcd heartbeat 10 ms, election 100 ms"
     )
@@ -182,9 +238,14 @@ async def main() -> None:
     both: dict[str, list[float]] = {name: [] for name in trees}
     loads: dict[str, list[float]] = {name: [] for name in trees}
     members = 0
+    scratch = Path(tempfile.mkdtemp(prefix="mgmt-bench-stages-"))
+    stages = {name: scratch / str(i) for i, name in enumerate(trees)} if args.stages else {}
+    marks: dict[str, Marks] = {name: [] for name in trees}
+    for directory in stages.values():
+        directory.mkdir()
     for _ in range(args.rounds):
         for name, (tree, nice) in trees.items():
-            one, all_, members = await measure(tree, nice, args)
+            one, all_, members = await measure(tree, nice, args, stages.get(name), marks[name])
             per_host[name] += one
             both[name] += all_
             loads[name].append(os.getloadavg()[0])
@@ -198,6 +259,10 @@ async def main() -> None:
         print(f"  {name} ({tree}), load {load}:")
         print(f"    file updated on a collector: {fmt_ms(percentiles(per_host[name]))}")
         print(f"    updated on both collectors:  {fmt_ms(percentiles(both[name]))}")
+        if name in stages:
+            print("    stages (medians over the changes):")
+            print("\n".join(stage_report(stages[name], marks[name])))
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

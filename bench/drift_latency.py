@@ -8,12 +8,18 @@ Target: p50 <= 2 ms, p99 <= 10 ms; also with `--busy 2`: two busy-loop processes
 - busy:           the busy loops running, the agent at nice 0;
 - busy, nice N:   the busy loops running, the agent started with `mgmt run --nice N`.
 
+`--pause MS` waits that long after each repair before the next drift (default 0: back to back,
+which leaves the agent no time for work it does after a repair, such as its spare copy).
+
+`--baseline DIR` measures the agent of another checkout too (e.g. `git archive BASE | tar -x -C
+DIR`), each configuration alternately with this tree's, and prints both.
+
 The busy loops always run at nice 0. `--observer-nice M` runs this process (the clock, the
 drift and the inotify observer) at nice M, so that its own wait for a core is not counted as
 the agent's; the figures say which was used.
 
     .venv/bin/python bench/drift_latency.py [--count 200] [--busy 2] [--nice -10] [--rounds 2]
-        [--observer-nice -10]
+        [--observer-nice -10] [--baseline DIR] [--pause MS]
 """
 
 from __future__ import annotations
@@ -52,10 +58,12 @@ async def repaired(watcher: PathWatcher, path: Path) -> None:
                 return
 
 
-async def measure(path: Path, count: int, drift: str) -> list[float]:
+async def measure(path: Path, count: int, drift: str, pause: float) -> list[float]:
     samples = []
     async with PathWatcher([path]) as watcher:
         for _ in range(count):
+            if pause:
+                await asyncio.sleep(pause)  # pacing the drifts (the agent's work is done)
             start = time.perf_counter()
             if drift == "delete":
                 os.unlink(path)
@@ -81,17 +89,22 @@ async def busy_loops(count: int, unnice: list[str]) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def agent(work: Path, nice: int, unnice: list[str]) -> AsyncIterator[Path]:
-    """A running agent enforcing one file (returned once it holds the content)."""
+async def agent(work: Path, nice: int, unnice: list[str], tree: Path) -> AsyncIterator[Path]:
+    """A running agent of `tree` enforcing one file (returned once it holds the content).
+
+    The file is removed first: the content left by the previous agent would say "ready" before
+    this one had started, and the first drift measured its start-up (0.2-2 s, issue 16)."""
     path = work / "out" / "hello"
+    path.unlink(missing_ok=True)
     graph = work / "graph.yaml"
     graph.write_text(
         f"graph: drift\nresources:\n  file:\n    - name: hello\n      path: {path}\n"
         f'      content: "hello world\\n"\n'
     )
     proc = await asyncio.create_subprocess_exec(
-        *unnice, *MGMT, "run", "--nice", str(nice), "--tmp-prefix", "yaml", str(graph),
-        stderr=asyncio.subprocess.DEVNULL,
+        *unnice, *(MGMT if tree == ROOT else [sys.executable, "-m", "mgmt"]), "run",
+        "--nice", str(nice), "--tmp-prefix", "yaml", str(graph),
+        stderr=asyncio.subprocess.DEVNULL, cwd=tree,
     )  # fmt: skip
     try:
         async with asyncio.timeout(20), PathWatcher([path]) as watcher:
@@ -112,23 +125,29 @@ async def main() -> None:
     parser.add_argument("--nice", type=int, default=-10, help="the agent's --nice under load")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of all configurations")
     parser.add_argument("--observer-nice", type=int, default=0, help="this process's nice level")
+    parser.add_argument("--baseline", type=Path, help="another checkout, measured alternately")
+    parser.add_argument(
+        "--pause", type=float, default=0, help="ms between a repair and the next drift"
+    )
     args = parser.parse_args()
     if args.observer_nice:
         os.setpriority(os.PRIO_PROCESS, 0, args.observer_nice)
     # What this process starts runs at nice 0 (or its own --nice), not at the observer's level.
     unnice = ["nice", "-n", str(-args.observer_nice)] if args.observer_nice else []
-    configs = [("quiet", 0, 0)]
+    kinds = [("quiet", 0, 0)]
     if args.busy:
-        configs += [("busy", args.busy, 0), (f"busy, nice {args.nice}", args.busy, args.nice)]
+        kinds += [("busy", args.busy, 0), (f"busy, nice {args.nice}", args.busy, args.nice)]
+    trees = [("", ROOT)] + ([("base ", args.baseline.resolve())] if args.baseline else [])
+    configs = [(tag + name, busy, nice, tree) for name, busy, nice in kinds for tag, tree in trees]
     samples: dict[tuple[str, str], list[float]] = {}
     loads: dict[str, list[float]] = {}
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-drift-"))
     try:
         for _ in range(args.rounds):
-            for name, busy, nice in configs:  # interleaved: the machine's load moves
-                async with busy_loops(busy, unnice), agent(work, nice, unnice) as path:
+            for name, busy, nice, tree in configs:  # interleaved: the machine's load moves
+                async with busy_loops(busy, unnice), agent(work, nice, unnice, tree) as path:
                     for drift in DRIFTS:
-                        got = await measure(path, args.count, drift)
+                        got = await measure(path, args.count, drift, args.pause / 1000)
                         samples.setdefault((name, drift), []).extend(got)
                     loads.setdefault(name, []).append(os.getloadavg()[0])
     finally:
@@ -137,11 +156,13 @@ async def main() -> None:
         f"drift repair, {args.count} drifts x {args.rounds} rounds per line (target p50<=2ms "
         f"p99<=10ms), {os.cpu_count()} cores, observer at nice {args.observer_nice}:"
     )
-    for name, _busy, _nice in configs:
+    if args.baseline:
+        print(f"  (base: {args.baseline})")
+    for name, _busy, _nice, _tree in configs:
         load = "-".join(f"{x:.1f}" for x in (min(loads[name]), max(loads[name])))
         for drift in DRIFTS:
             figures = fmt_ms(percentiles(samples[(name, drift)]))
-            print(f"  {name:16s} {drift:9s} {figures}  (load {load})")
+            print(f"  {name:21s} {drift:9s} {figures}  (load {load})")
 
 
 if __name__ == "__main__":

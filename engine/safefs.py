@@ -16,7 +16,8 @@ never wider than the final mode), which gets its owner and final mode, is fsynce
 under a temp name (`.mgmt.<12 hex>`) and renamed over the target. A crash leaves no named temp
 file, except in the window between the link and the rename; `stale_temps()` finds such
 leftovers (and those of older versions, which used named temp files throughout) so that a
-later run removes them.
+later run removes them. `unnamed_at` makes such a complete, fsynced inode ahead of time and
+`link_at` puts it in place later (resources/_lib/spare.py: a repair without an fsync to wait for).
 """
 
 from __future__ import annotations
@@ -425,17 +426,57 @@ def write_at(
     with _temp(dir_fd) as tmp:
         fd, named = _new_file(dir_fd, tmp, mode)
         with open(fd, "wb") as out:
-            fill(out)
-            out.flush()
-            if uid != -1 or gid != -1:
-                os.fchown(fd, uid, gid)
-            os.fchmod(fd, mode)  # after chown, which clears setuid bits
-            os.fsync(fd)
+            _complete(out, fill, mode, uid, gid)
             if not named:  # complete, with its final owner and mode: now it may get a name
                 os.link(f"{_PROC_FD}/{fd}", tmp, dst_dir_fd=dir_fd, follow_symlinks=True)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     # No directory fsync: the data is on disk before the rename, so after a crash the path
     # holds the old or the new content, never a mix; a lost rename is re-applied next run.
+
+
+def _complete(
+    out: BinaryIO, fill: Callable[[BinaryIO], object], mode: int, uid: int, gid: int
+) -> None:
+    """Fill a new file, give it its owner and mode, and fsync it."""
+    fill(out)
+    out.flush()
+    fd = out.fileno()
+    if uid != -1 or gid != -1:
+        os.fchown(fd, uid, gid)
+    os.fchmod(fd, mode)  # after chown, which clears setuid bits
+    os.fsync(fd)
+
+
+def unnamed_at(
+    dir_fd: int, fill: Callable[[BinaryIO], object], *, mode: int, uid: int = -1, gid: int = -1
+) -> int | None:
+    """A complete new file in dir_fd that has no name yet (O_TMPFILE): filled, with its owner
+    and mode, fsynced; its descriptor, for `link_at` to put it in place later (the fsync is
+    then already done), or None where the file system makes no unnamed files. Closing the
+    descriptor unused frees it."""
+    if not _HAS_PROC:
+        return None
+    try:
+        fd = os.open(".", _TMPFILE, mode & 0o600, dir_fd=dir_fd)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+    try:
+        with open(fd, "wb", closefd=False) as out:
+            _complete(out, fill, mode, uid, gid)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def link_at(dir_fd: int, name: str, fd: int) -> None:
+    """Atomically replace dir_fd/name by the complete unnamed file `fd` (see unnamed_at): a
+    link under a temp name, renamed over name. fd stays open (the caller closes it)."""
+    with _temp(dir_fd) as tmp:
+        os.link(f"{_PROC_FD}/{fd}", tmp, dst_dir_fd=dir_fd, follow_symlinks=True)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def write_file(path: str, data: bytes, mode: int, *, parents: int = 0o755) -> None:

@@ -36,6 +36,7 @@ from resources._lib.ids import (
     resolve_uid,
 )
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
+from resources._lib.spare import Spare
 from resources.file.extras import plan_purge, read_fragments, selinux_steps
 from resources.file.extras import selinux_enabled as selinux_enabled
 from resources.file.modes import mode_after as mode_after
@@ -404,14 +405,41 @@ class FileRes(Edgeable, Reversible, Resource):
         if cur is not None:
             uid = cur.st_uid if uid == -1 else uid
             gid = cur.st_gid if gid == -1 else gid
-        write = functools.partial(
-            self._rename_in, functools.partial(where.write, TOP, filler(data), mode, uid, gid)
-        )
+        write = functools.partial(self._write, where, data, mode, uid, gid)
         if cur is None:
             create = Step(f"create {where.path}", f"created {where.path}", write)
             return [*steps, create, *after]
         quiet = [dataclasses.replace(c, run=None) for c in changes]  # the write sets them
         return [*steps, Step("update content", "content updated", write), *quiet]
+
+    async def _write(
+        self, where: Where, data: bytes | int | None, mode: int, uid: int, gid: int
+    ) -> None:
+        """Write the file; a repair links in the spare made after the last one and makes the
+        next (resources/_lib/spare.py)."""
+        want = None
+        if isinstance(data, bytes) and not self.follow:
+            want = Spare.want(where.fd, data, mode, uid, gid)
+        spare: Spare | None = getattr(self, "_spare", None)
+        fd = None if spare is None or want is None else await spare.take(want)
+        if fd is None:
+            await self._rename_in(functools.partial(where.write, TOP, filler(data), mode, uid, gid))
+        else:
+            with safefs.closing(fd):
+                await self._rename_in(functools.partial(where.link, TOP, fd))
+        if want is None or not getattr(self, "_wrote", False):
+            self._wrote = True  # the first write (a first run): no spare
+            return
+        if spare is None:
+            spare = self._spare = Spare()
+            self.handle.on_cleanup(self._drop_spare)
+        spare.prepare(where.fd, want)
+
+    async def _drop_spare(self) -> None:
+        spare: Spare | None = getattr(self, "_spare", None)
+        if spare is not None:
+            del self._spare
+            await spare.close()
 
     async def _rename_in(self, write: functools.partial[None]) -> None:
         """Run `write` (in a thread), which renames a new file onto the path: that rename's

@@ -228,6 +228,11 @@ class Where:
         with self._at(entry) as (fd, name):
             safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid)
 
+    def link(self, entry: Entry, fd: int) -> None:
+        """Put the complete unnamed file fd in place (safefs.link_at)."""
+        with self._at(entry) as (dir_fd, name):
+            safefs.link_at(dir_fd, name, fd)
+
     def copy(self, entry: Entry, src: Src, mode: int, uid: int, gid: int) -> None:
         """Copy the source tree's entry src (its root and names) to entry."""
         root, rel = src

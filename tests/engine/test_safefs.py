@@ -148,6 +148,21 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
     assert (tmp_path / "f").read_text() == "old"
 
 
+def test_an_unnamed_file_made_ahead_is_linked_in_later(tmp_path: Path) -> None:
+    """unnamed_at: complete (content, mode) but invisible until link_at renames it in place."""
+    (tmp_path / "f").write_text("old")
+    with safefs.closing(safefs.open_dir(str(tmp_path))) as dir_fd:
+        made = safefs.unnamed_at(dir_fd, lambda out: out.write(b"new"), mode=0o640)
+        assert made is not None
+        with safefs.closing(made):
+            assert os.listdir(tmp_path) == ["f"]
+            assert (tmp_path / "f").read_text() == "old"
+            safefs.link_at(dir_fd, "f", made)
+            assert os.fstat(made).st_ino == (tmp_path / "f").stat().st_ino
+    assert os.listdir(tmp_path) == ["f"]
+    assert ((tmp_path / "f").read_text(), bits(tmp_path / "f")) == ("new", 0o640)
+
+
 def test_a_write_replaces_a_symlink_and_never_follows_it(tmp_path: Path) -> None:
     (tmp_path / "victim").write_text("victim")
     (tmp_path / "f").symlink_to(tmp_path / "victim")

@@ -1,0 +1,76 @@
+"""A file's spare copy (resources/_lib/spare.py): written and fsynced before the drift it
+repairs, on a real file system, through the file resource."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from resources._lib import spare as spare_mod
+from resources._lib.spare import Spare
+from resources.file import FileRes
+
+
+def unnamed_files() -> set[int]:
+    """The inodes of this process's open unnamed (O_TMPFILE) files."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if "/#" in target and target.endswith(" (deleted)"):
+                found.add(os.fstat(int(fd)).st_ino)
+        except OSError:
+            continue
+    return found
+
+
+async def ready_spare(res: FileRes) -> int:
+    """The inode of the spare the resource made after its last repair."""
+    spare: Spare = res._spare
+    assert spare._job is not None
+    fd = await spare._job
+    assert fd is not None
+    return os.fstat(fd).st_ino
+
+
+async def test_a_repair_links_in_the_spare_made_before_the_drift(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    path = tmp_path / "f"
+    res = FileRes(name="f", path=str(path), content="x\n", mode="0640")
+    await run_resource(res, watch=False)
+    before = unnamed_files()
+    assert await res.check_apply(True) is False  # the first write: no spare
+    assert getattr(res, "_spare", None) is None
+    for drift in (Path.unlink, lambda p: p.write_text("changed")):
+        drift(path)
+        assert await res.check_apply(True) is False  # a repair: a spare for the next one
+        inode = await ready_spare(res)
+        assert inode in unnamed_files() - before
+        assert inode != path.stat().st_ino
+        drift(path)
+        assert await res.check_apply(True) is False
+        st = path.stat()
+        assert (path.read_text(), st.st_mode & 0o777, st.st_ino) == ("x\n", 0o640, inode)
+        assert await res.check_apply(True) is True
+    assert [n for n in os.listdir(tmp_path) if n != "f"] == []  # no temp file left
+
+
+async def test_a_spare_for_other_content_is_not_used(tmp_path: Path, run_resource: Any) -> None:
+    path = tmp_path / "f"
+    res = FileRes(name="f", path=str(path), content="x\n")
+    running = await run_resource(res, watch=False)
+    before = unnamed_files()
+    for _ in range(2):  # the second write is a repair: it leaves a spare of "x\n"
+        path.unlink(missing_ok=True)
+        assert await res.check_apply(True) is False
+    await ready_spare(res)
+    res.content = "y\n"
+    assert await res.check_apply(True) is False
+    assert path.read_text() == "y\n"
+    made = await ready_spare(res)  # of "y\n"
+    assert unnamed_files() - before == {made}  # the one of "x\n" is closed
+    await running.handle.run_cleanups()
+    assert unnamed_files() - before == set()  # cleanup closes it
+    assert spare_mod.Spare._held == 0
