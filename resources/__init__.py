@@ -60,6 +60,7 @@ KINDS: dict[str, str] = {
     "exit": "exit",
     "password": "password",
     "ssh:authorized_key": "ssh_authorized_key",
+    "deploy:tar": "deploy_tar",
 }
 MODULES = tuple(sorted(set(KINDS.values())))
 
