@@ -29,6 +29,9 @@ class Program:
     entry: str  # the program's relative path among `files`
     files: Mapping[str, bytes]  # relative POSIX path -> content
     origin: str  # where it comes from, for logs: "deploy 4", "/srv/site/main.mcl"
+    # Local paths whose change may change it (a local program's directory, watched recursively
+    # by a resource that follows it); none for a deploy (a new one comes with a new graph).
+    watch: tuple[str, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -51,11 +54,12 @@ class ProgramRef:
         self._lock = threading.Lock()  # get() and reload() run in worker threads
         self._listeners: list[Callable[[], None]] = []
 
-    def get(self) -> Program | None:
-        """The program (None: the agent runs none, e.g. before its first deploy). May read
-        files: call it in a thread. A failed read raises (ResourceError)."""
+    def get(self, fresh: bool = False) -> Program | None:
+        """The program (None: the agent runs none, e.g. before its first deploy); `fresh`:
+        read again (cheap when nothing changed: the loaders keep what they read while its
+        files are unchanged). May read files: call it in a thread. A failed read raises."""
         with self._lock:
-            if not self._loaded:
+            if fresh or not self._loaded:
                 self._cached, self._loaded = self._load(), True
             return self._cached
 

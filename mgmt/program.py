@@ -28,24 +28,34 @@ _Stamp = tuple[tuple[str, int, int], ...]
 
 def program_ref(config: Config, deploys: DeploySource | None) -> ProgramRef:
     if deploys is not None:
-        return ProgramRef(lambda: _running_deploy(deploys))
+        return ProgramRef(_deploy_loader(deploys))
     if config.file is not None and config.frontend in ("yaml", "lang"):
         return ProgramRef(_local_loader(config.frontend, config.file))
     return ProgramRef(lambda: None)
 
 
-def _running_deploy(deploys: DeploySource) -> Program | None:
-    from mgmt.deploy import DeployError
-    from mgmt.deploy.bundle import Bundle
+def _deploy_loader(deploys: DeploySource) -> Callable[[], Program | None]:
+    last: list[tuple[int, Program]] = []
 
-    running = deploys.running
-    if running is None:
-        return None
-    try:
-        bundle = Bundle.decode(running.data)
-    except DeployError as err:  # verified when it was prepared: not expected
-        raise ResourceError(f"deploy {running.record.id}: {err}") from None
-    return Program(bundle.frontend, bundle.entry, bundle.files, f"deploy {running.record.id}")
+    def load() -> Program | None:
+        from mgmt.deploy import DeployError
+        from mgmt.deploy.bundle import Bundle
+
+        running = deploys.running
+        if running is None:
+            return None
+        rec = running.record
+        if last and last[0][0] == rec.id:
+            return last[0][1]
+        try:
+            bundle = Bundle.decode(running.data)
+        except DeployError as err:  # verified when it was prepared: not expected
+            raise ResourceError(f"deploy {rec.id}: {err}") from None
+        program = Program(bundle.frontend, bundle.entry, bundle.files, f"deploy {rec.id}")
+        last[:] = [(rec.id, program)]
+        return program
+
+    return load
 
 
 def _local_loader(frontend: str, path: Path) -> Callable[[], Program]:
@@ -67,7 +77,9 @@ def _local_loader(frontend: str, path: Path) -> Callable[[], Program]:
         if (base / "files").is_dir():
             dirs |= {root for root, _, _ in os.walk(base / "files")}
         stamp = _stamp_of(tuple((str(p), 0, 0) for p in [*names, *map(Path, sorted(dirs))]))
-        program = Program(bundle.frontend, bundle.entry, bundle.files, str(path))
+        program = Program(
+            bundle.frontend, bundle.entry, bundle.files, str(path), watch=(str(base),)
+        )
         last[:] = [(stamp, program)]
         return program
 

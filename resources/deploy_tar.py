@@ -10,6 +10,8 @@ compares its sha256 with the file's, and a re-run writes nothing; any edit of th
 repaired. It is written atomically (a new inode renamed over it, through directory
 descriptors, no symlink followed) and durably (the file, then its directory, fsynced); an
 existing archive keeps its mode (a file resource may manage it), a new one gets 0644.
+The watch is inotify on the archive, and on the program's directory (recursively) when it
+is a local program; a new deploy is the program's change event (ProgramRef.subscribe).
 See docs/resources/deploy_tar.md.
 """
 
@@ -32,9 +34,9 @@ from engine.params import EMPTY_IS_UNSET
 from engine.program import Program
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
+from resources._lib import tarformat
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 from resources._lib.stamp import check_abs_file, file_needs, file_uids, hash_file
-from resources.tar import FORMATS, TarRes
 
 NEW_MODE = 0o644  # a new archive's mode (an existing one keeps its own)
 
@@ -43,7 +45,7 @@ NEW_MODE = 0o644  # a new archive's mode (an existing one keeps its own)
 @dataclass(kw_only=True, eq=False)
 class DeployTarRes(Edgeable, Resource):
     # mgmt's $const.res.tar.format.<name> constants, as tar's.
-    CONSTANTS: ClassVar[dict[str, dict[str, int | str]]] = TarRes.CONSTANTS
+    CONSTANTS: ClassVar[dict[str, dict[str, int | str]]] = tarformat.CONSTANTS
 
     # The archive (absolute, not ending in '/'). Default None: the name.
     path: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
@@ -57,11 +59,8 @@ class DeployTarRes(Edgeable, Resource):
     def validate(self) -> None:
         super().validate()
         check_abs_file(self._path, "path" if self.path is not None else "name")
-        if self.format not in FORMATS:
-            raise ValidationError(
-                f"expected 0 (unknown), 2 (ustar), 4 (pax) or 8 (gnu), got {self.format}",
-                "format",
-            )
+        if self.format not in tarformat.FORMATS:
+            raise ValidationError(f"{tarformat.FORMAT_HELP}, got {self.format}", "format")
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
@@ -70,7 +69,13 @@ class DeployTarRes(Edgeable, Resource):
             handle.on_cleanup(handle.program.subscribe(self._program_changed.set))
 
     async def watch(self) -> None:
-        async with PathWatcher([self._path]) as changes:
+        ref = self.handle.program
+        try:
+            program = await in_thread(ref.get) if ref is not None else None
+        except ResourceError:  # reported by check_apply
+            program = None
+        follow = program.watch if program is not None else ()
+        async with PathWatcher([self._path, *follow], recurse=bool(follow)) as changes:
             await self.handle.event()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._watch_program())
@@ -110,7 +115,7 @@ class DeployTarRes(Edgeable, Resource):
 
     async def _program(self) -> Program:
         ref = self.handle.program
-        program = await in_thread(ref.get) if ref is not None else None
+        program = await in_thread(lambda: ref.get(fresh=True)) if ref is not None else None
         if program is None:
             raise ResourceError(
                 "this agent runs no program to archive (it runs a puppet manifest or a graph "
@@ -142,7 +147,7 @@ class DeployTarRes(Edgeable, Resource):
 def archive(program: Program, fmt: int = 0) -> bytes:
     """The deterministic tar archive of the program's files (see the module docstring)."""
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=FORMATS[fmt]) as tar:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=out, mode="w", format=tarformat.FORMATS[fmt]) as tar:
         for name, data in entries(program.files):
             info = tarfile.TarInfo(name)
             info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
