@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import Daemon, run_mgmt, wait_path
-from tests.e2e.test_deploy_e2e import DeployHost, push
 from tests.e2e.test_cluster_e2e import fleet
+from tests.e2e.test_deploy_e2e import DeployHost, push
 from tests.mgmt.deploy.keys import make_key, trusted_file
 
 
