@@ -61,6 +61,7 @@ KINDS: dict[str, str] = {
     "password": "password",
     "ssh:authorized_key": "ssh_authorized_key",
     "deploy:tar": "deploy_tar",
+    "remote": "remote",
 }
 MODULES = tuple(sorted(set(KINDS.values())))
 

@@ -1,0 +1,117 @@
+"""remote end to end: the real agent connects to a real sshd on 127.0.0.1 (tests/e2e/sshd.py)
+by key, copies our zipapp and its program, and the remote agent converges a file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
+from tests.e2e.sshd import Sshd, sshd
+
+pytestmark = pytest.mark.slow
+
+
+def program(path: Path, server: Sshd, out: Path, **params: object) -> Path:
+    """A program that runs itself on the "far" host through `remote`, where it writes a file."""
+    lines = [
+        f'remote "{server.url}" {{',
+        f'\tssh_id => "{server.client_key}",',
+        f'\thostkey => "{server.hostkey}",',
+        f'\tpython => "{sys.executable}",',
+        '\thostname => "far",',
+    ]
+    for key, value in params.items():
+        text = str(value).lower() if isinstance(value, bool) else value
+        lines.append(f"\t{key} => {text},")
+    lines.append("}")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "main.mcl").write_text(
+        'if $hostname == "near" {\n'
+        + "\n".join("\t" + line for line in lines)
+        + "\n}\n"
+        + 'if $hostname == "far" {\n'
+        + f'\tfile "{out}" {{\n\t\tcontent => "hello from ${{hostname}}\\n",\n\t}}\n}}\n'
+    )
+    return path / "main.mcl"
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its new parent, init, to reap it is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def workdir(server: Sshd) -> Path:
+    (found,) = (server.var_lib / "mgmt" / "remote").iterdir()
+    return found
+
+
+async def test_a_transient_remote_agent_converges_and_exits(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "hello"
+    out.parent.mkdir()
+    async with sshd(tmp_path / "sshd") as server:
+        main = program(tmp_path / "src", server, out, converger_timeout=0, tunnelled=False)
+        args = ["run", "--hostname", "near", "--tmp-prefix", "--converged-timeout", "0"]
+        code, log = await asyncio.to_thread(run_mgmt, [*args, "lang", str(main)], 120)
+        assert code == 0, log
+        assert out.read_text() == "hello from far\n"
+        assert "copying mgmt.pyz" in log
+        assert "the remote agent converged and exited" in log
+        wd = workdir(server)
+        assert oct(wd.stat().st_mode & 0o777) == oct(0o700)
+        assert "converged:" in (wd / "mgmt.log").read_text()
+        out.unlink()
+        code, log = await asyncio.to_thread(run_mgmt, [*args, "lang", str(main)], 120)
+        assert code == 0, log
+        assert "mgmt.pyz is cached there" in log and "copied" not in log
+        assert out.read_text() == "hello from far\n"
+
+
+async def test_a_persistent_remote_agent_is_restarted_then_stopped(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "hello"
+    out.parent.mkdir()
+    async with sshd(tmp_path / "sshd") as server:
+        main = program(tmp_path / "src", server, out, transient=False, tunnelled=False)
+        args = ["run", "--hostname", "near", "--tmp-prefix", "lang", str(main)]
+        async with Daemon(args) as daemon:
+            await wait_path(out, has_content("hello from far\n"), 60)
+            pid = int((workdir(server) / "pid").read_text())
+            await daemon.wait_log("converged:", timeout=60)
+            out.unlink()
+            os.kill(pid, signal.SIGKILL)  # the remote agent dies: the watch sees it
+            await daemon.wait_log("the remote agent exited", timeout=30)
+            await daemon.wait_log("starting the remote agent", timeout=30, count=2)
+            await wait_path(out, has_content("hello from far\n"), 60)  # the new one's work
+            pid2 = int((workdir(server) / "pid").read_text())
+            assert pid2 != pid and alive(pid2)
+            daemon.signal(signal.SIGTERM)  # not transient: it runs on
+            assert await daemon.wait(60) == 0
+        assert alive(pid2)
+        main = program(tmp_path / "src", server, out, state='"stopped"', tunnelled=False)
+        args = ["run", "--hostname", "near", "--tmp-prefix", "--converged-timeout", "0"]
+        code, log = await asyncio.to_thread(run_mgmt, [*args, "lang", str(main)], 120)
+        assert code == 0, log
+        assert "stopped the remote agent" in log
+        assert not alive(pid2)
+
+
+async def test_an_untrusted_host_key_is_one_line_and_nothing_runs(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "hello"
+    async with sshd(tmp_path / "sshd") as server:
+        other = Sshd(server.port, server.client_key, server.hostkey, server.var_lib, server.proc)
+        other.hostkey = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+        main = program(tmp_path / "src", other, out, tunnelled=False)
+        args = ["run", "--hostname", "near", "--tmp-prefix", "--max-runtime", "5"]
+        code, log = await asyncio.to_thread(run_mgmt, [*args, "lang", str(main)], 120)
+        assert code == 1, log
+        assert "Traceback" not in log
+        assert f"ssh://root@127.0.0.1:{server.port}/: Host key is not trusted" in log, log
+        assert not (server.var_lib / "mgmt").exists()
