@@ -67,7 +67,8 @@ PACKAGES = ("engine", "resources", "mgmt")
 
 # Runs on the remote host: `status`, `wait [SECONDS]`, `stop SECONDS` on the child whose pid
 # is in PIDFILE and whose command line names MARKER (our zipapp). Exit codes: status 0 running,
-# 1 not; wait 0 exited (or not running), 3 still running after SECONDS; stop 0 stopped.
+# 1 not; wait 0 exited (or not running), 3 still running after SECONDS; stop 0 stopped. A
+# wait without SECONDS also ends (4) when its stdin does: the SSH channel closed, nobody waits.
 HELPER = r"""
 import os, select, signal, sys
 action, pidfile, marker = sys.argv[1:4]
@@ -84,7 +85,8 @@ if action == "status":
 if fd is None:
     sys.exit(0)
 if action == "wait":
-    sys.exit(0 if select.select([fd], [], [], arg)[0] else 3)
+    ready = select.select([fd] if arg is not None else [fd, 0], [], [], arg)[0]
+    sys.exit(0 if fd in ready else 4 if ready else 3)
 signal.pidfd_send_signal(fd, signal.SIGINT)
 if not select.select([fd], [], [], arg)[0]:
     signal.pidfd_send_signal(fd, signal.SIGKILL)
@@ -232,9 +234,7 @@ class RemoteRes(Resource):
             while True:  # a persistent child: an event when it exits
                 await self._started.wait()
                 self._started.clear()
-                await self._connect()
-                code = await self._helper("wait")
-                if code == 0:
+                if await self._wait_exit() == 0:
                     self.handle.logger.info("the remote agent exited")
                     await self.handle.event()
         finally:
@@ -327,11 +327,23 @@ class RemoteRes(Resource):
         out = _text(result.stdout) + _text(result.stderr)
         return (result.exit_status if result.exit_status is not None else 255), out
 
+    async def _wait_exit(self) -> int | None:
+        """Wait until the persistent child exits (0); its stdin is the channel's, so the
+        remote helper ends with the channel if this task is cancelled (no waiter left)."""
+        conn = await self._connect()
+        argv = [self.python, "-c", HELPER, "wait", self._path(PID), self._path(PYZ)]
+        process = await conn.create_process(shlex.join(argv))
+        try:
+            result = await process.wait(check=False)
+        finally:
+            process.close()
+        return result.exit_status
+
     async def _helper(self, action: str, arg: float | None = None) -> int:
         argv = [self.python, "-c", HELPER, action, self._path(PID), self._path(PYZ)]
         if arg is not None:
             argv.append(str(arg))
-        code, out = await self._run(argv, timeout=None if action == "wait" else COMMAND_TIMEOUT)
+        code, out = await self._run(argv)
         if code not in (0, 1, 3):
             raise ResourceError(f"{redacted(self._remote)}: {self.python}: {out.strip()[-300:]}")
         return code

@@ -45,8 +45,8 @@ def _keygen(path: Path) -> None:
     )
 
 
-@contextlib.asynccontextmanager
-async def sshd(root: Path) -> AsyncIterator[Sshd]:
+def _prepare(root: Path, port: int) -> Path:
+    """Keys, authorized_keys, the directories to bind, the config: its path."""
     assert shutil.which("ssh-keygen") and os.path.exists(SSHD), "scripts/apt-packages.txt"
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     _keygen(root / "host_key")
@@ -54,7 +54,6 @@ async def sshd(root: Path) -> AsyncIterator[Sshd]:
     (root / "authorized_keys").write_bytes((root / "id_ed25519.pub").read_bytes())
     (root / "run" / "sshd").mkdir(parents=True, mode=0o755)
     (root / "var_lib").mkdir(mode=0o755)
-    (port,) = free_ports(1)
     config = root / "sshd_config"
     config.write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root}/host_key\n"
@@ -62,6 +61,24 @@ async def sshd(root: Path) -> AsyncIterator[Sshd]:
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
         "StrictModes no\nPidFile none\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n"
     )
+    return config
+
+
+def _left_in(namespace: str) -> list[int]:
+    """The processes still in the mount namespace `namespace` (what our sshd started)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{entry}/ns/mnt") == namespace:
+                    found.append(int(entry))
+    return found
+
+
+@contextlib.asynccontextmanager
+async def sshd(root: Path) -> AsyncIterator[Sshd]:
+    (port,) = free_ports(1)
+    config = await asyncio.to_thread(_prepare, root, port)
     inner = (
         f"mount --bind {root}/run /run && mount --bind {root}/var_lib /var/lib && "
         f"exec {SSHD} -D -e -f {config}"
@@ -90,6 +107,7 @@ async def sshd(root: Path) -> AsyncIterator[Sshd]:
                 break
     drain = asyncio.create_task(_drain(proc.stderr))
     hostkey = (root / "host_key.pub").read_text().split()[1]
+    namespace = os.readlink(f"/proc/{proc.pid}/ns/mnt")
     try:
         yield Sshd(port, root / "id_ed25519", hostkey, root / "var_lib", proc)
     finally:
@@ -103,6 +121,9 @@ async def sshd(root: Path) -> AsyncIterator[Sshd]:
                 await proc.wait()
         drain.cancel()
         await asyncio.gather(drain, return_exceptions=True)
+        for pid in await asyncio.to_thread(_left_in, namespace):  # a remote agent left running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:
