@@ -29,8 +29,9 @@ class Program:
     entry: str  # the program's relative path among `files`
     files: Mapping[str, bytes]  # relative POSIX path -> content
     origin: str  # where it comes from, for logs: "deploy 4", "/srv/site/main.mcl"
-    # Local paths whose change may change it (a local program's directory, watched recursively
-    # by a resource that follows it); none for a deploy (a new one comes with a new graph).
+    # Local paths whose change may change it, for a resource that follows it: a local
+    # program's files, and (ending in '/', watched recursively) its `files/` directory or the
+    # directory of a `lang DIR/`; none for a deploy (a new one comes with a new graph).
     watch: tuple[str, ...] = ()
 
     @property

@@ -77,9 +77,12 @@ def _local_loader(frontend: str, path: Path) -> Callable[[], Program]:
         if (base / "files").is_dir():
             dirs |= {root for root, _, _ in os.walk(base / "files")}
         stamp = _stamp_of(tuple((str(p), 0, 0) for p in [*names, *map(Path, sorted(dirs))]))
-        program = Program(
-            bundle.frontend, bundle.entry, bundle.files, str(path), watch=(str(base),)
-        )
+        if path.is_dir():
+            follow: tuple[str, ...] = (f"{base}/",)
+        else:
+            own = [str(base / name) for name in bundle.files if not name.startswith("files/")]
+            follow = (*own, *([f"{base}/files/"] if (base / "files").is_dir() else []))
+        program = Program(bundle.frontend, bundle.entry, bundle.files, str(path), watch=follow)
         last[:] = [(stamp, program)]
         return program
 

@@ -10,8 +10,8 @@ compares its sha256 with the file's, and a re-run writes nothing; any edit of th
 repaired. It is written atomically (a new inode renamed over it, through directory
 descriptors, no symlink followed) and durably (the file, then its directory, fsynced); an
 existing archive keeps its mode (a file resource may manage it), a new one gets 0644.
-The watch is inotify on the archive, and on the program's directory (recursively) when it
-is a local program; a new deploy is the program's change event (ProgramRef.subscribe).
+The watch is inotify on the archive and, for a local program, on its files (`files/` or a
+`lang DIR/` recursively); a new deploy is the program's change event (ProgramRef.subscribe).
 See docs/resources/deploy_tar.md.
 """
 
@@ -75,12 +75,14 @@ class DeployTarRes(Edgeable, Resource):
         except ResourceError:  # reported by check_apply
             program = None
         follow = program.watch if program is not None else ()
-        async with PathWatcher([self._path, *follow], recurse=bool(follow)) as changes:
+        files = [self._path, *(p for p in follow if not p.endswith("/"))]
+        trees = [p for p in follow if p.endswith("/")]
+        async with PathWatcher(files) as changes, PathWatcher(trees, recurse=True) as tree:
             await self.handle.event()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._watch_program())
-                async for _ in changes:
-                    await self.handle.event()
+                group.create_task(self._forward(tree))
+                await self._forward(changes)
 
     async def check_apply(self, apply: bool) -> bool:
         program = await self._program()
@@ -106,6 +108,10 @@ class DeployTarRes(Edgeable, Resource):
 
     def autoedges(self) -> list[list[UID]]:
         return file_needs(self._path, [])
+
+    async def _forward(self, changes: PathWatcher) -> None:
+        async for _ in changes:
+            await self.handle.event()
 
     async def _watch_program(self) -> None:
         while True:

@@ -66,6 +66,8 @@ async def test_a_local_program_is_archived_once_and_again_when_edited(tmp_path: 
         await daemon.wait_log("converged:")
         program(tmp_path / "src", out, "v2")  # the program's edit: a new graph, a new archive
         await wait_path(out / "p.tar", holds("v2"))  # type: ignore[arg-type]
+        (tmp_path / "src" / "files" / "motd").write_text("bye\n")  # no new graph: watched
+        await wait_path(out / "p.tar", lambda p: names(p).get("files/motd") == b"bye\n")  # type: ignore[arg-type]
 
 
 @pytest.mark.slow
