@@ -139,6 +139,7 @@ LOGS = {
     "schedule.yaml": "schedule[demo/archive]: joined the pool 'demo/archive' without a lease",
     "tftp.yaml": "tftp:server[127.0.0.1:16969]: sent /hello to 127.0.0.1: 16 bytes",
     "dhcp.yaml": "dhcp:server[127.0.0.1:16767]: listening on udp 127.0.0.1:16767 on lo",
+    "deploy-tar.yaml": "deploy:tar[/tmp/mgmt/deploy-tar/site.tar]: archived",
 }
 
 SSH_UNIT = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
+from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_path
 from tests.e2e.sshd import Sshd, sshd
 
 pytestmark = pytest.mark.slow
@@ -54,11 +55,24 @@ def workdir(server: Sshd) -> Path:
     return found
 
 
+def example(path: Path, server: Sshd, out: Path) -> Path:
+    """examples/remote.mcl, pointed at `server`, its /tmp/mgmt/ at out's directory."""
+    text = (ROOT / "examples" / "remote.mcl").read_text()
+    values = {"url": server.url, "key": server.client_key, "hostkey": server.hostkey}
+    values["python"] = sys.executable
+    for name, value in values.items():
+        text, n = re.subn(rf'^\${name} = ".*"', f'${name} = "{value}"', text, flags=re.M)
+        assert n == 1, name
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "main.mcl").write_text(text.replace("/tmp/mgmt/remote/", f"{out.parent}/"))
+    return path / "main.mcl"
+
+
 async def test_a_transient_remote_agent_converges_and_exits(tmp_path: Path) -> None:
+    """examples/remote.mcl: its transient agent converges there, then exits; then here."""
     out = tmp_path / "out" / "hello"
-    out.parent.mkdir()
     async with sshd(tmp_path / "sshd") as server:
-        main = program(tmp_path / "src", server, out, converger_timeout=0, tunnelled=False)
+        main = example(tmp_path / "src", server, out)
         args = ["run", "--hostname", "near", "--tmp-prefix", "--converged-timeout", "0"]
         code, log = await asyncio.to_thread(run_mgmt, [*args, "lang", str(main)], 120)
         assert code == 0, log
@@ -108,10 +122,19 @@ async def test_an_untrusted_host_key_is_one_line_and_nothing_runs(tmp_path: Path
     async with sshd(tmp_path / "sshd") as server:
         other = Sshd(server.port, server.client_key, server.hostkey, server.var_lib, server.proc)
         other.hostkey = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
-        main = program(tmp_path / "src", other, out, tunnelled=False)
+        secret = f'"ssh://root:hunter2@127.0.0.1:{server.port}/"'  # never logged
+        main = program(
+            tmp_path / "src",
+            other,
+            out,
+            tunnelled=False,
+            remote=secret,
+            allow_cleartext_password=True,
+        )
         args = ["run", "--hostname", "near", "--tmp-prefix", "--max-runtime", "5"]
         code, log = await asyncio.to_thread(run_mgmt, [*args, "lang", str(main)], 120)
         assert code == 1, log
         assert "Traceback" not in log
         assert f"ssh://root@127.0.0.1:{server.port}/: Host key is not trusted" in log, log
         assert not (server.var_lib / "mgmt").exists()
+        assert "hunter2" not in log
