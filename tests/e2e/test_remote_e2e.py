@@ -117,6 +117,22 @@ async def test_a_persistent_remote_agent_is_restarted_then_stopped(tmp_path: Pat
         assert not alive(pid2)
 
 
+async def test_stopping_this_agent_stops_its_transient_remote_agent(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "hello"
+    out.parent.mkdir()
+    async with sshd(tmp_path / "sshd") as server:
+        main = program(tmp_path / "src", server, out, tunnelled=False)  # transient, no timeout
+        args = ["run", "--hostname", "near", "--tmp-prefix", "lang", str(main)]
+        async with Daemon(args) as daemon:
+            await wait_path(out, has_content("hello from far\n"), 60)
+            pid = int((workdir(server) / "pid").read_text())
+            assert alive(pid)
+            daemon.signal(signal.SIGTERM)  # mgmt's transient: the remote agent stops with us
+            assert await daemon.wait(60) == 0
+            await daemon.wait_log("stopping the transient remote agent")
+        assert not alive(pid)
+
+
 async def test_an_untrusted_host_key_is_one_line_and_nothing_runs(tmp_path: Path) -> None:
     out = tmp_path / "out" / "hello"
     async with sshd(tmp_path / "sshd") as server:
