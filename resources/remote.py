@@ -47,6 +47,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.program import Program
 from engine.resource import Resource, register
+from engine.world import join_info
 from resources._lib.plan import in_thread, nothing_to_do
 
 if TYPE_CHECKING:
@@ -211,6 +212,10 @@ class RemoteRes(Resource):
                 raise ValidationError(str(err), "hostkey") from None
         if not self.python.strip():
             raise ValidationError("must not be empty", "python")
+
+    def needs_world(self) -> bool:
+        """Tunnelled, the remote agent joins this agent's cluster: it must have one."""
+        return self.tunnelled and self.state == RUNNING
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
@@ -451,17 +456,17 @@ class RemoteRes(Resource):
 
     # the child --------------------------------------------------------------------------
 
-    async def _child_argv(self, program: Program) -> list[str]:
+    async def _child_argv(self, program: Program, seeds: list[str] | None = None) -> list[str]:
         if not self._hostname:
             code, out = await self._run(["hostname"])
             name = out.strip()
             if code != 0 or not name or any(c.isspace() for c in name):
                 raise ResourceError(f"cannot read the remote hostname: {out.strip()[:200]!r}")
             self._hostname = name
-        if self.tunnelled and self.handle.world is not None and not self._said_standalone:
+        if self.tunnelled and seeds is None and not self._said_standalone:
             self.handle.logger.warning(
-                "tunnelled: this version does not tunnel the cluster; the remote agent "
-                "runs the program standalone"
+                "tunnelled: this agent has no cluster to tunnel; the remote agent runs the "
+                "program standalone"
             )
             self._said_standalone = True
         folder = self._path(f"program-{program.digest[:16]}")
@@ -470,7 +475,7 @@ class RemoteRes(Resource):
         argv += ["--prefix", self._path(CHILD_PREFIX)]
         if self.converger_timeout is not None:
             argv += ["--converged-timeout", str(self.converger_timeout)]
-        return [*argv, program.frontend, entry]
+        return [*argv, *(seeds or []), program.frontend, entry]
 
     def _launcher(self, argv: list[str]) -> str:
         """sh: record the pid, then become the agent (output to its log, no terminal)."""
@@ -479,8 +484,48 @@ class RemoteRes(Resource):
             f"exec {shlex.join(argv)} > {shlex.quote(self._path(LOG))} 2>&1 < /dev/null"
         )
 
+    async def _tunnel(self) -> tuple[Any, list[str]] | None:
+        """With a cluster here: a reverse tunnel from `tunnel_addr` there to this host's etcd,
+        and the flags that make the remote agent join through it (None: no cluster)."""
+        join = join_info(self.handle.world) if self.tunnelled else None
+        if join is None:
+            return None
+        if join.ca_dir is None and not join.insecure:
+            raise ResourceError(
+                "tunnelled: this cluster uses per-host identities; the remote agent would need "
+                "its own certificate (not built): use tunnelled => false"
+            )
+        url = urlsplit(join.url)
+        host, _, port = self.tunnel_addr.rpartition(":")
+        conn = await self._connect()
+        listener = await conn.forward_remote_port(
+            host, int(port), url.hostname or "127.0.0.1", url.port or 2379
+        )
+        there = f"{url.scheme}://{host}:{listener.get_port()}"
+        self.handle.logger.info("tunnel: %s there -> %s here", there, join.url)
+        flags = ["--seeds", there, "--no-server"]
+        if join.insecure:
+            flags.append("--insecure-cluster")
+        else:
+            assert join.ca_dir is not None
+            ca = Path(join.ca_dir)
+            files = await in_thread(
+                lambda: {f"cluster-ca/{n}": (ca / n).read_bytes() for n in ("ca.pem", "ca.key")}
+            )
+            await self._upload(files)
+            flags += ["--cluster-ca-dir", self._path("cluster-ca")]
+        return listener, flags
+
     async def _run_transient(self, program: Program) -> bool:
-        argv = await self._child_argv(program)
+        tunnel = await self._tunnel()
+        try:
+            return await self._wait_transient(program, tunnel[1] if tunnel else None)
+        finally:
+            if tunnel is not None:
+                tunnel[0].close()
+
+    async def _wait_transient(self, program: Program, seeds: list[str] | None) -> bool:
+        argv = await self._child_argv(program, seeds)
         conn = await self._connect()
         self.handle.logger.info("starting the remote agent: %s", shlex.join(argv))
         process = await conn.create_process(f"sh -c {shlex.quote(self._launcher(argv))}")

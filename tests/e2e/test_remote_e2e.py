@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_path
 from tests.e2e.sshd import Sshd, sshd
+from tests.mgmt.cluster.helpers import free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -131,6 +132,43 @@ async def test_stopping_this_agent_stops_its_transient_remote_agent(tmp_path: Pa
             assert await daemon.wait(60) == 0
             await daemon.wait_log("stopping the transient remote agent")
         assert not alive(pid)
+
+
+async def test_a_tunnelled_remote_agent_joins_this_cluster(tmp_path: Path) -> None:
+    """mgmt's remote1.mcl: the remote agent joins our cluster through the reverse tunnel, and
+    what it writes there (kv) is read here (world.kvlookup)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    async with sshd(tmp_path / "sshd") as server:
+        (tmp_path / "src").mkdir()
+        main = tmp_path / "src" / "main.mcl"
+        main.write_text(
+            'import "world"\n$ns = "remote-test"\n'
+            'if $hostname == "near" {\n'
+            '\t$state = world.kvlookup($ns)["far"] <|> ""\n'
+            f'\tfile "{out}/near" {{\n\t\tcontent => "far says ${{state}}\\n",\n\t}}\n'
+            '\tif $state != "ok" {\n'
+            f'\t\tremote "{server.url}" {{\n'
+            f'\t\t\tssh_id => "{server.client_key}",\n'
+            f'\t\t\thostkey => "{server.hostkey}",\n'
+            f'\t\t\tpython => "{sys.executable}",\n'
+            '\t\t\thostname => "far",\n'
+            "\t\t\tconverger_timeout => 1,\n"
+            '\t\t\ttunnel_addr => "127.0.0.1:0",\n'
+            "\t\t}\n\t}\n}\n"
+            'if $hostname == "far" {\n'
+            '\tkv "ok@${hostname}" {\n\t\tkey => $ns,\n\t\tvalue => "ok",\n'
+            "\t\tmapped => true,\n\t}\n}\n"
+        )
+        client, peer = free_ports(2)
+        args = ["run", "--hostname", "near", "--tmp-prefix"]
+        args += ["--client-urls", f"https://127.0.0.1:{client}"]
+        args += ["--server-urls", f"https://127.0.0.1:{peer}", "lang", str(main)]
+        async with Daemon(args) as daemon:
+            await wait_path(out / "near", has_content("far says ok\n"), 90)
+            await daemon.wait_log("tunnel: https://127.0.0.1:")
+        log = (workdir(server) / "mgmt.log").read_text()
+        assert "kv[ok@far]: remote-test (far's entry) set to 'ok'" in log  # in our cluster
 
 
 async def test_an_untrusted_host_key_is_one_line_and_nothing_runs(tmp_path: Path) -> None:
