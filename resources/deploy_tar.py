@@ -33,9 +33,9 @@ from engine.handle import Handle
 from engine.params import EMPTY_IS_UNSET
 from engine.program import Program
 from engine.resource import UID, Edgeable, Resource, register
-from engine.watcher import PathWatcher
 from resources._lib import tarformat
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
+from resources._lib.programwatch import follow_program
 from resources._lib.stamp import check_abs_file, file_needs, file_uids, hash_file
 
 NEW_MODE = 0o644  # a new archive's mode (an existing one keeps its own)
@@ -69,20 +69,7 @@ class DeployTarRes(Edgeable, Resource):
             handle.on_cleanup(handle.program.subscribe(self._program_changed.set))
 
     async def watch(self) -> None:
-        ref = self.handle.program
-        try:
-            program = await in_thread(ref.get) if ref is not None else None
-        except ResourceError:  # reported by check_apply
-            program = None
-        follow = program.watch if program is not None else ()
-        files = [self._path, *(p for p in follow if not p.endswith("/"))]
-        trees = [p for p in follow if p.endswith("/")]
-        async with PathWatcher(files) as changes, PathWatcher(trees, recurse=True) as tree:
-            await self.handle.event()
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._watch_program())
-                group.create_task(self._forward(tree))
-                await self._forward(changes)
+        await follow_program(self.handle, self._program_changed, [self._path])
 
     async def check_apply(self, apply: bool) -> bool:
         program = await self._program()
@@ -108,16 +95,6 @@ class DeployTarRes(Edgeable, Resource):
 
     def autoedges(self) -> list[list[UID]]:
         return file_needs(self._path, [])
-
-    async def _forward(self, changes: PathWatcher) -> None:
-        async for _ in changes:
-            await self.handle.event()
-
-    async def _watch_program(self) -> None:
-        while True:
-            await self._program_changed.wait()
-            self._program_changed.clear()
-            await self.handle.event()
 
     async def _program(self) -> Program:
         ref = self.handle.program

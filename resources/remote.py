@@ -49,6 +49,7 @@ from engine.program import Program
 from engine.resource import Resource, register
 from engine.world import join_info
 from resources._lib.plan import in_thread, nothing_to_do
+from resources._lib.programwatch import follow_program
 
 if TYPE_CHECKING:
     import asyncssh
@@ -60,6 +61,7 @@ CACHE_PREFIX = "/var/lib/mgmt/remote"  # mgmt's remoteCachePrefix
 USER_PREFIX = ".mgmt/remote"  # beneath the remote user's home (mgmt's remoteUserPrefix)
 UID_LENGTH = 10  # hex digits of the working directory's name
 PYZ, PID, LOG, CHILD_PREFIX = "mgmt.pyz", "pid", "mgmt.log", "prefix"
+RAN = "program"  # the program folder the child was started with
 EXIT_TIMEOUT = 30  # seconds a stopped child gets after SIGINT before SIGKILL (mgmt's)
 STARTUP_GRACE = 3  # seconds a started persistent child must live to count as started
 CONNECT_TIMEOUT = 30
@@ -227,23 +229,38 @@ class RemoteRes(Resource):
         self._interrupted = asyncio.Event()  # the watch was cancelled: we are stopping
         self._started = asyncio.Event()  # a persistent child was (re)started
         self._said_standalone = False
+        self._program_changed = asyncio.Event()  # for the watch: an event
+        self._new_program = asyncio.Event()  # for a transient child's wait: restart it
+        if handle.program is not None:
+            handle.on_cleanup(handle.program.subscribe(self._on_program))
+
+    def _on_program(self) -> None:
+        self._program_changed.set()
+        self._new_program.set()
 
     async def cleanup(self) -> None:
         await self._disconnect()
 
     async def watch(self) -> None:
         try:
-            await self.handle.event()
-            if self.transient or self.state == STOPPED or self.meta.poll:
-                await asyncio.Event().wait()
-            while True:  # a persistent child: an event when it exits
-                await self._started.wait()
-                self._started.clear()
-                if await self._wait_exit() == 0:
-                    self.handle.logger.info("the remote agent exited")
-                    await self.handle.event()
+            async with asyncio.TaskGroup() as group:
+                if not (self.transient or self.state == STOPPED or self.meta.poll):
+                    group.create_task(self._watch_child())
+                # A new program: an event (the child is restarted with it).
+                await follow_program(
+                    self.handle, self._program_changed, on_files=self._new_program.set
+                )
         finally:
             self._interrupted.set()
+
+    async def _watch_child(self) -> None:
+        """A persistent child: an event when it exits."""
+        while True:
+            await self._started.wait()
+            self._started.clear()
+            if await self._wait_exit() == 0:
+                self.handle.logger.info("the remote agent exited")
+                await self.handle.event()
 
     async def check_apply(self, apply: bool) -> bool:
         try:
@@ -263,9 +280,13 @@ class RemoteRes(Resource):
             else:
                 self.handle.logger.info("would stop the remote agent")
             return False
+        program = await self._program()
+        why = "left running by an earlier run"  # transient: its exit status is not ours to see
         if running and not self.transient:
-            self._started.set()
-            return nothing_to_do(self.handle, "the remote agent is running")
+            if await self._running_program() == _folder(program):
+                self._started.set()
+                return nothing_to_do(self.handle, "the remote agent runs the program")
+            why = f"running another program than {program.origin}"
         if not apply:
             self.handle.logger.info(
                 "would %s the remote agent on %s",
@@ -273,10 +294,9 @@ class RemoteRes(Resource):
                 redacted(self._remote),
             )
             return False
-        if running:  # transient, left by an earlier run: its exit status is not ours to see
-            self.handle.logger.info("restarting the remote agent left running")
+        if running:
+            self.handle.logger.info("restarting the remote agent (%s)", why)
             await self._stop()
-        program = await self._program()
         try:
             await self._push(program)
             if self.transient:
@@ -411,7 +431,7 @@ class RemoteRes(Resource):
         else:
             self.handle.logger.info("copying %s (%d bytes)", PYZ, len(pyz))
             await self._upload({PYZ: pyz})
-        folder = f"program-{program.digest[:16]}"
+        folder = _folder(program)
         code, _ = await self._run(["test", "-f", self._path(f"{folder}/.complete")])
         if code != 0:
             files = {f"{folder}/{name}": data for name, data in program.files.items()}
@@ -469,7 +489,7 @@ class RemoteRes(Resource):
                 "program standalone"
             )
             self._said_standalone = True
-        folder = self._path(f"program-{program.digest[:16]}")
+        folder = self._path(_folder(program))
         entry = f"{folder}/" if program.entry == "main.mcl" else f"{folder}/{program.entry}"
         argv = [self.python, self._path(PYZ), "run", "--hostname", self._hostname]
         argv += ["--prefix", self._path(CHILD_PREFIX)]
@@ -477,12 +497,20 @@ class RemoteRes(Resource):
             argv += ["--converged-timeout", str(self.converger_timeout)]
         return [*argv, *(seeds or []), program.frontend, entry]
 
-    def _launcher(self, argv: list[str]) -> str:
-        """sh: record the pid, then become the agent (output to its log, no terminal)."""
+    def _launcher(self, argv: list[str], program: Program) -> str:
+        """sh: record the pid and the program, then become the agent (output to its log, no
+        terminal)."""
+        q = shlex.quote
         return (
-            f"cd {shlex.quote(self._wd)} && echo $$ > {shlex.quote(self._path(PID))} && "
-            f"exec {shlex.join(argv)} > {shlex.quote(self._path(LOG))} 2>&1 < /dev/null"
+            f"cd {q(self._wd)} && echo $$ > {q(self._path(PID))} && "
+            f"echo {q(_folder(program))} > {q(self._path(RAN))} && "
+            f"exec {shlex.join(argv)} > {q(self._path(LOG))} 2>&1 < /dev/null"
         )
+
+    async def _running_program(self) -> str:
+        """The program folder the running child was started with ("": unknown)."""
+        code, out = await self._run(["cat", self._path(RAN)])
+        return out.strip() if code == 0 else ""
 
     async def _tunnel(self) -> tuple[Any, list[str]] | None:
         """With a cluster here: a reverse tunnel from `tunnel_addr` there to this host's etcd,
@@ -525,18 +553,24 @@ class RemoteRes(Resource):
                 tunnel[0].close()
 
     async def _wait_transient(self, program: Program, seeds: list[str] | None) -> bool:
+        self._new_program.clear()  # the program of this child: a later change restarts it
         argv = await self._child_argv(program, seeds)
         conn = await self._connect()
         self.handle.logger.info("starting the remote agent: %s", shlex.join(argv))
-        process = await conn.create_process(f"sh -c {shlex.quote(self._launcher(argv))}")
+        process = await conn.create_process(f"sh -c {shlex.quote(self._launcher(argv, program))}")
         waited = asyncio.ensure_future(process.wait(check=False))
         interrupted = asyncio.ensure_future(self._interrupted.wait())
+        renewed = asyncio.ensure_future(self._new_program.wait())
         try:
-            await asyncio.wait([waited, interrupted], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([waited, interrupted, renewed], return_when=asyncio.FIRST_COMPLETED)
         finally:
             interrupted.cancel()
-            if not waited.done():  # we are stopping: so does the child (mgmt's transient)
-                self.handle.logger.info("stopping the transient remote agent")
+            renewed.cancel()
+            if not waited.done():  # we are stopping (mgmt's transient), or the program changed
+                self.handle.logger.info(
+                    "stopping the transient remote agent%s",
+                    ": the program changed" if self._new_program.is_set() else "",
+                )
                 with contextlib.suppress(Exception):
                     await self._stop()
                 waited.cancel()
@@ -554,7 +588,8 @@ class RemoteRes(Resource):
     async def _start_detached(self, program: Program) -> None:
         argv = await self._child_argv(program)
         self.handle.logger.info("starting the remote agent: %s", shlex.join(argv))
-        cmd = f"setsid sh -c {shlex.quote(self._launcher(argv))} > /dev/null 2>&1 < /dev/null &"
+        launch = shlex.quote(self._launcher(argv, program))
+        cmd = f"setsid sh -c {launch} > /dev/null 2>&1 < /dev/null &"
         code, out = await self._run(["sh", "-c", cmd])
         if code != 0:
             raise ResourceError(f"cannot start the remote agent: {out.strip()[-300:]}")
@@ -575,6 +610,11 @@ class RemoteRes(Resource):
             return
         await self._run(["rm", "-rf", "--one-file-system", self._wd])
         self._wd = ""
+
+
+def _folder(program: Program) -> str:
+    """The working directory's folder holding `program` (named by its digest)."""
+    return f"program-{program.digest[:16]}"
 
 
 def _text(data: object) -> str:

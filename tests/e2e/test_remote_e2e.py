@@ -19,7 +19,7 @@ from tests.mgmt.cluster.helpers import free_ports
 pytestmark = pytest.mark.slow
 
 
-def program(path: Path, server: Sshd, out: Path, **params: object) -> Path:
+def program(path: Path, server: Sshd, out: Path, greeting: str = "hello", **params: object) -> Path:
     """A program that runs itself on the "far" host through `remote`, where it writes a file."""
     lines = [
         f'remote "{server.url}" {{',
@@ -38,7 +38,7 @@ def program(path: Path, server: Sshd, out: Path, **params: object) -> Path:
         + "\n".join("\t" + line for line in lines)
         + "\n}\n"
         + 'if $hostname == "far" {\n'
-        + f'\tfile "{out}" {{\n\t\tcontent => "hello from ${{hostname}}\\n",\n\t}}\n}}\n'
+        + f'\tfile "{out}" {{\n\t\tcontent => "{greeting} from ${{hostname}}\\n",\n\t}}\n}}\n'
     )
     return path / "main.mcl"
 
@@ -107,6 +107,11 @@ async def test_a_persistent_remote_agent_is_restarted_then_stopped(tmp_path: Pat
             await wait_path(out, has_content("hello from far\n"), 60)  # the new one's work
             pid2 = int((workdir(server) / "pid").read_text())
             assert pid2 != pid and alive(pid2)
+            # A new program (a new greeting there, the same graph here): restarted with it.
+            program(tmp_path / "src", server, out, "hi", transient=False, tunnelled=False)
+            await wait_path(out, has_content("hi from far\n"), 60)
+            await daemon.wait_log("running another program than")
+            pid2 = int((workdir(server) / "pid").read_text())
             daemon.signal(signal.SIGTERM)  # not transient: it runs on
             assert await daemon.wait(60) == 0
         assert alive(pid2)
@@ -128,6 +133,11 @@ async def test_stopping_this_agent_stops_its_transient_remote_agent(tmp_path: Pa
             await wait_path(out, has_content("hello from far\n"), 60)
             pid = int((workdir(server) / "pid").read_text())
             assert alive(pid)
+            program(tmp_path / "src", server, out, "hi", tunnelled=False)  # restarted with it
+            await wait_path(out, has_content("hi from far\n"), 60)
+            await daemon.wait_log("stopping the transient remote agent: the program changed")
+            assert not alive(pid)
+            pid = int((workdir(server) / "pid").read_text())
             daemon.signal(signal.SIGTERM)  # mgmt's transient: the remote agent stops with us
             assert await daemon.wait(60) == 0
             await daemon.wait_log("stopping the transient remote agent")
