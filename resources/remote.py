@@ -15,9 +15,10 @@ cluster and receives the deploy from etcd):
   Python >= 3.11 with our dependencies; `install_deps` makes a venv there and pip-installs
   them when they are missing);
 - the program this agent runs (`handle.program`, engine.program: the running deploy's files,
-  or the local program's), into `program-<digest>/`, and the child runs it standalone
-  (`mgmt run lang|yaml`). Tunnelled etcd (the child joining this agent's cluster through a
-  reverse SSH tunnel) is not built: see docs/resources/remote.md.
+  or the local program's), into `program-<digest>/`, which the child runs (`mgmt run
+  lang|yaml`); a new program restarts it. `tunnelled`: a reverse SSH tunnel from
+  `tunnel_addr` there to this agent's etcd, and the child joins the cluster through it
+  (`--seeds`, `--no-server`, a copy of the cluster's CA: engine.world.JoinInfo).
 
 The child's pid is kept in the working directory; it is found again (its /proc cmdline must
 name our zipapp: a recycled pid is not ours), waited for and stopped by a small Python helper
@@ -157,10 +158,10 @@ class RemoteRes(Resource):
     # Wait for the child to exit (converged) and stop it when this resource stops; False: it
     # runs on, detached, supervised by the watch. Default True.
     transient: bool = True
-    # Tunnel the child's cluster connection back through SSH (needs transient; see the docs:
-    # the child runs the program standalone in this version). Default True.
+    # The child joins this agent's cluster through a reverse SSH tunnel (needs transient).
+    # Default True.
     tunnelled: bool = True
-    # Where the tunnel listens on the remote host. Default 127.0.0.1:2379.
+    # Where the tunnel listens on the remote host (port 0: any). Default 127.0.0.1:2379.
     tunnel_addr: str = DEFAULT_TUNNEL_ADDR
     # Make a venv on the remote host and pip-install our dependencies if they are missing.
     # Default False.
