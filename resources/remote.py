@@ -49,7 +49,7 @@ from engine.handle import Handle
 from engine.program import Program
 from engine.resource import Resource, register
 from engine.world import join_info
-from resources._lib.plan import in_thread, nothing_to_do
+from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 from resources._lib.programwatch import follow_program
 
 if TYPE_CHECKING:
@@ -275,11 +275,8 @@ class RemoteRes(Resource):
         if self.state == STOPPED:
             if not running:
                 return nothing_to_do(self.handle, "the remote agent is not running")
-            if apply:
-                await self._stop()
-                self.handle.logger.info("stopped the remote agent")
-            else:
-                self.handle.logger.info("would stop the remote agent")
+            stop = Step("stop the remote agent", "stopped the remote agent", self._stop)
+            await apply_steps(self.handle, [stop], apply)
             return False
         program = await self._program()
         why = "left running by an earlier run"  # transient: its exit status is not ours to see
@@ -288,12 +285,10 @@ class RemoteRes(Resource):
                 self._started.set()
                 return nothing_to_do(self.handle, "the remote agent runs the program")
             why = f"running another program than {program.origin}"
-        if not apply:
-            self.handle.logger.info(
-                "would %s the remote agent on %s",
-                "restart" if running else "start",
-                redacted(self._remote),
-            )
+        if not apply:  # the start itself is below: its steps wait on the remote agent
+            verb = "restart" if running else "start"
+            start = Step(f"{verb} the remote agent on {redacted(self._remote)}", "")
+            await apply_steps(self.handle, [start], apply)
             return False
         if running:
             self.handle.logger.info("restarting the remote agent (%s)", why)
