@@ -252,9 +252,12 @@ def test_there_is_an_example_per_kind() -> None:
     from engine.resource import lookup
 
     text = "\n".join(path.read_text() for path in EXAMPLES)
+    # An mcl example counts too when a test runs it (remote.mcl: tests/e2e/test_remote_e2e.py).
+    mcl = "\n".join(path.read_text() for path in sorted((ROOT / "examples").glob("*.mcl")))
     for kind, module in resources.KINDS.items():
         assert lookup(kind) is not None, f"module {module} registers no kind {kind!r}"
-        assert f"\n  {kind}:\n" in text, f"no example uses kind {kind!r}"
+        used = f"\n  {kind}:\n" in text or f"\n\t{kind} " in mcl or f"\n{kind} " in mcl
+        assert used, f"no example uses kind {kind!r}"
 
 
 @pytest.mark.parametrize(
