@@ -547,6 +547,9 @@ class RemoteRes(Resource):
         finally:
             if tunnel is not None:
                 tunnel[0].close()
+                if "--cluster-ca-dir" in tunnel[1]:  # the CA's key leaves with the agent
+                    with contextlib.suppress(Exception):
+                        await self._run(["rm", "-rf", self._path("cluster-ca")])
 
     async def _wait_transient(self, program: Program, seeds: list[str] | None) -> bool:
         self._new_program.clear()  # the program of this child: a later change restarts it

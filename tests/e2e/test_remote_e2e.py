@@ -94,21 +94,31 @@ async def test_a_persistent_remote_agent_is_restarted_then_stopped(tmp_path: Pat
     out = tmp_path / "out" / "hello"
     out.parent.mkdir()
     async with sshd(tmp_path / "sshd") as server:
-        main = program(tmp_path / "src", server, out, transient=False, tunnelled=False)
+        main = program(
+            tmp_path / "src", server, out, transient=False, tunnelled=False, install_deps=True
+        )  # install_deps: its python has them, nothing to install
         args = ["run", "--hostname", "near", "--tmp-prefix", "lang", str(main)]
         async with Daemon(args) as daemon:
             await wait_path(out, has_content("hello from far\n"), 60)
             pid = int((workdir(server) / "pid").read_text())
             await daemon.wait_log("converged:", timeout=60)
-            out.unlink()
             os.kill(pid, signal.SIGKILL)  # the remote agent dies: the watch sees it
             await daemon.wait_log("the remote agent exited", timeout=30)
+            out.unlink()  # (the killed agent cannot write it again: the new one does)
             await daemon.wait_log("starting the remote agent", timeout=30, count=2)
             await wait_path(out, has_content("hello from far\n"), 60)  # the new one's work
             pid2 = int((workdir(server) / "pid").read_text())
             assert pid2 != pid and alive(pid2)
             # A new program (a new greeting there, the same graph here): restarted with it.
-            program(tmp_path / "src", server, out, "hi", transient=False, tunnelled=False)
+            program(
+                tmp_path / "src",
+                server,
+                out,
+                "hi",
+                transient=False,
+                tunnelled=False,
+                install_deps=True,
+            )
             await wait_path(out, has_content("hi from far\n"), 60)
             await daemon.wait_log("running another program than")
             pid2 = int((workdir(server) / "pid").read_text())
@@ -179,6 +189,7 @@ async def test_a_tunnelled_remote_agent_joins_this_cluster(tmp_path: Path) -> No
             await daemon.wait_log("tunnel: https://127.0.0.1:")
         log = (workdir(server) / "mgmt.log").read_text()
         assert "kv[ok@far]: remote-test (far's entry) set to 'ok'" in log  # in our cluster
+        assert not (workdir(server) / "cluster-ca").exists()  # its key left with the agent
 
 
 async def test_an_untrusted_host_key_is_one_line_and_nothing_runs(tmp_path: Path) -> None:
