@@ -665,6 +665,8 @@ def _say(err: BaseException) -> str:
     """One line for a connection error (asyncssh's reason, or the OS's)."""
     if isinstance(err, TimeoutError):
         return f"timed out after {CONNECT_TIMEOUT}s"
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
     reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or str(err)
     return str(reason).splitlines()[0] if str(reason) else type(err).__name__
 
