@@ -682,7 +682,7 @@ def zipapp() -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         main = zipfile.ZipInfo("__main__.py", (1980, 1, 1, 0, 0, 0))
-        zf.writestr(main, "import sys\nfrom mgmt.cli import main\nsys.exit(main())\n")
+        zf.writestr(main, "import sys\nfrom mgmt.__main__ import main\nsys.exit(main())\n")
         for package in PACKAGES:
             for path in sorted((root / package).rglob("*")):
                 rel = path.relative_to(root).as_posix()
