@@ -57,6 +57,7 @@ from engine.slots import Slots
 from engine.tasks import TaskSet
 
 if TYPE_CHECKING:
+    from engine.program import ProgramRef
     from engine.world import World
 
 log = logging.getLogger("engine")
@@ -176,6 +177,7 @@ class Vertex:
             local=engine.local,
             shared=engine.shared,
             peers=lambda: list(engine.graph.vertices.values()),  # the graph of the moment
+            program=engine.program,
         )
         self._tasks = TaskSet(f"{res.kind}[{res.name}]", log)  # its watch and work tasks
         self._watch_task: asyncio.Task[None] | None = None  # exactly when init() succeeded
@@ -559,8 +561,10 @@ class Engine:
         autogroup: bool = True,
         max_checks: int = 0,
         local: LocalValues | None = None,
+        program: ProgramRef | None = None,
     ) -> None:
         self.hostname = hostname
+        self.program = program  # the running program's files, for resources (engine.program)
         self.autoedges = autoedges
         self.autogroup = autogroup
         self.reversals = ReverseStore(prefix)

@@ -13,6 +13,7 @@ from engine.safefs import private_dir
 
 if TYPE_CHECKING:
     from engine.local import LocalValues
+    from engine.program import ProgramRef
     from engine.resource import Resource
     from engine.world import World
 
@@ -81,12 +82,14 @@ class Handle:
         prefix: Path | None = None,
         shared: Shared | None = None,
         peers: Callable[[], Iterable[Resource]] | None = None,
+        program: ProgramRef | None = None,
     ) -> None:
         self.kind = kind
         self.name = name
         self.hostname = hostname
         self.world = world  # the cluster's shared store; None when this run has no cluster
         self.local = local  # this host's values shared with the language (engine.local)
+        self.program = program  # the files of the program the agent runs (engine.program)
         self.shared = shared if shared is not None else Shared()  # the engine's: see Shared
         self._var_dir = var_dir
         self._prefix = prefix  # var_dir's directories from here down are kept private

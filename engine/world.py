@@ -181,6 +181,22 @@ def check_key(key: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class JoinInfo:
+    """How another agent joins this cluster as a client (the `remote` kind's tunnel; mgmt's
+    EndpointsWorld): a World that can say so has it as its `join` attribute."""
+
+    url: str  # an etcd client URL this host reaches (its own, or a seed's)
+    ca_dir: str | None  # the cluster's CA (ca.pem, ca.key) a joiner mints from; None: none
+    insecure: bool  # plain http, no certificates (--insecure-cluster)
+
+
+def join_info(world: object) -> JoinInfo | None:
+    """The world's JoinInfo, if it has one."""
+    join = getattr(world, "join", None)
+    return join if isinstance(join, JoinInfo) else None
+
+
 class World(Protocol):
     """The narrow cluster API resources and the agent use (see the module doc)."""
 

@@ -25,6 +25,7 @@ from engine.exit import exit_request
 from engine.graph import Graph
 from engine.heap import FrozenHeap
 from engine.local import LocalValues
+from engine.program import ProgramRef
 from engine.safefs import check_private, private_dir
 from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
@@ -191,7 +192,10 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
             return ExitCode.USAGE
         if deploy_source is not None:  # the deploy this host ran last, if any
             loaded = await deploy_source.start() or loaded
-        agent = Agent(config, prefix, deploy_source or source, local)
+        from mgmt.program import program_ref
+
+        program = None if given is not None else program_ref(config, deploy_source)
+        agent = Agent(config, prefix, deploy_source or source, local, program)
         if deploy_source is not None:
             deploy_source.follow_convergence(agent.converger)
         return await agent.run(loaded)
@@ -207,6 +211,7 @@ class Agent:
         prefix: Path,
         source: GraphSource | None = None,
         local: LocalValues | None = None,
+        program: ProgramRef | None = None,
     ) -> None:
         self.config = config
         self.source = source  # a front-end that produces graphs itself (the language)
@@ -218,6 +223,7 @@ class Agent:
             autoedges=not config.no_autoedges,
             autogroup=not config.no_autogroup,
             local=local,
+            program=program,
         )
         timeout = config.exit_after
         # Always tracked (logged once converged); exits the run only in cron mode.
@@ -586,6 +592,21 @@ class Agent:
             self.swapped.clear()
             await self._apply(loaded)
             self.swapped.set()
+            await self._program_changed()
+
+    async def _program_changed(self) -> None:
+        """After a new graph: tell the resources that read the program's files (deploy:tar,
+        remote) if they changed; nothing is read while none listens."""
+        ref = self.engine.program
+        if ref is None or not ref.listened:
+            return
+        try:
+            changed = await asyncio.to_thread(ref.reload)
+        except MgmtError as err:  # the resources report it at their next check
+            log.warning("%s", err)
+            changed = True
+        if changed:
+            ref.notify()
 
     async def _reload(self) -> None:
         """Swap in the edited graph file. Reading and parsing run in a thread: the running
@@ -610,6 +631,7 @@ class Agent:
         self.swapped.clear()
         await self._apply(loaded)
         self.swapped.set()
+        await self._program_changed()
 
     def _refuse(self, err: GraphFileError, refused: str) -> None:
         """Report a bad graph file once (its digest is remembered) and keep the running graph."""

@@ -60,6 +60,8 @@ KINDS: dict[str, str] = {
     "exit": "exit",
     "password": "password",
     "ssh:authorized_key": "ssh_authorized_key",
+    "deploy:tar": "deploy_tar",
+    "remote": "remote",
 }
 MODULES = tuple(sorted(set(KINDS.values())))
 

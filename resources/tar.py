@@ -22,6 +22,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
+from resources._lib import tarformat
 from resources._lib.missing import Missing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 from resources._lib.stamp import (
@@ -37,22 +38,12 @@ from resources._lib.stamp import (
     write_stamp,
 )
 
-# mgmt's format numbers (Go's archive/tar) -> Python's; "unknown" lets the library choose.
-FORMATS = {
-    0: tarfile.PAX_FORMAT,
-    2: tarfile.USTAR_FORMAT,
-    4: tarfile.PAX_FORMAT,
-    8: tarfile.GNU_FORMAT,
-}
-
 
 @register("tar")
 @dataclass(kw_only=True, eq=False)
 class TarRes(Edgeable, Resource):
     # mgmt's $const.res.tar.format.<name> constants.
-    CONSTANTS: ClassVar[dict[str, dict[str, int | str]]] = {
-        "format": {"unknown": 0, "ustar": 2, "pax": 4, "gnu": 8}
-    }
+    CONSTANTS: ClassVar[dict[str, dict[str, int | str]]] = tarformat.CONSTANTS
 
     # The archive (absolute, not ending in '/'). Default None: the name.
     path: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
@@ -77,11 +68,8 @@ class TarRes(Edgeable, Resource):
                 raise ValidationError(
                     f"expected an absolute path, got {item!r}", f"inputs[{index}]"
                 )
-        if self.format not in FORMATS:
-            raise ValidationError(
-                f"expected 0 (unknown), 2 (ustar), 4 (pax) or 8 (gnu), got {self.format}",
-                "format",
-            )
+        if self.format not in tarformat.FORMATS:
+            raise ValidationError(f"{tarformat.FORMAT_HELP}, got {self.format}", "format")
 
     async def watch(self) -> None:
         async with PathWatcher([self._path, *self._inputs], recurse=True) as changes:
@@ -159,7 +147,7 @@ class TarRes(Edgeable, Resource):
             with tarfile.open(
                 fileobj=out,
                 mode="w|",
-                format=FORMATS[self.format],  # type: ignore[call-overload]
+                format=tarformat.FORMATS[self.format],  # type: ignore[call-overload]
             ) as archive:
                 for source, name in members:
                     archive.add(source, arcname=name, recursive=False)

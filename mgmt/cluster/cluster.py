@@ -41,7 +41,7 @@ from aetcd import rpc
 
 from engine.errors import WorldError
 from engine.tasks import TaskSet
-from engine.world import EXPORTED
+from engine.world import EXPORTED, JoinInfo
 from mgmt.cluster import NotAdmitted, identity
 from mgmt.cluster.client import EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
@@ -87,6 +87,9 @@ class Cluster:
             call_timeout=options.call_timeout,
         )
         self.world = EtcdWorld(self.client, self.host)
+        ca_dir = None if options.insecure or options.ca_dir is None else str(options.ca_dir)
+        join_url = (options.seeds or options.advertise_client_urls)[0]
+        self.world.join = JoinInfo(join_url, ca_dir, options.insecure)
         self.member: EtcdProcess | None = None  # this host's etcd, while it runs one
         # Why this host's etcd last failed to start, until one serves ("": it did not).
         self.start_failure = ""

@@ -16,6 +16,7 @@ from engine.world import (
     SCHEDULE,
     Changes,
     Exported,
+    JoinInfo,
     Memberships,
     check_key,
     per_host,
@@ -43,6 +44,7 @@ class EtcdWorld:
     def __init__(self, client: EtcdClient, hostname: str) -> None:
         self.client = client
         self._hostname = hostname
+        self.join: JoinInfo | None = None  # how another agent joins (engine.world.JoinInfo)
         self.memberships = Memberships()
         self._malformed: set[bytes] = set()  # keys of malformed exported records, logged once
         # Every host's exported records, kept by res_watch()'s events while one is held; each

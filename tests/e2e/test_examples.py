@@ -139,6 +139,7 @@ LOGS = {
     "schedule.yaml": "schedule[demo/archive]: joined the pool 'demo/archive' without a lease",
     "tftp.yaml": "tftp:server[127.0.0.1:16969]: sent /hello to 127.0.0.1: 16 bytes",
     "dhcp.yaml": "dhcp:server[127.0.0.1:16767]: listening on udp 127.0.0.1:16767 on lo",
+    "deploy-tar.yaml": "deploy:tar[/tmp/mgmt/deploy-tar/site.tar]: archived",
 }
 
 SSH_UNIT = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"
@@ -251,9 +252,12 @@ def test_there_is_an_example_per_kind() -> None:
     from engine.resource import lookup
 
     text = "\n".join(path.read_text() for path in EXAMPLES)
+    # An mcl example counts too when a test runs it (remote.mcl: tests/e2e/test_remote_e2e.py).
+    mcl = "\n".join(path.read_text() for path in sorted((ROOT / "examples").glob("*.mcl")))
     for kind, module in resources.KINDS.items():
         assert lookup(kind) is not None, f"module {module} registers no kind {kind!r}"
-        assert f"\n  {kind}:\n" in text, f"no example uses kind {kind!r}"
+        used = f"\n  {kind}:\n" in text or f"\n\t{kind} " in mcl or f"\n{kind} " in mcl
+        assert used, f"no example uses kind {kind!r}"
 
 
 @pytest.mark.parametrize(
