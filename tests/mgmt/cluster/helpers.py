@@ -22,17 +22,27 @@ HEARTBEAT_MS = 10
 ELECTION_MS = 100
 
 
+_GIVEN: set[int] = set()  # every port free_ports handed out in this process
+
+
 def free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports free on 127.0.0.1 right now."""
-    socks = []
+    """`count` distinct TCP ports free on 127.0.0.1 right now, none handed out before in this
+    process: the kernel may give a port back as soon as it is closed, and two hosts of one test
+    with the same peer port make a cluster that cannot grow (etcd: "Peer URLs already exists")."""
+    held: list[socket.socket] = []  # open until the end: the kernel gives them to no one else
+    fresh: list[int] = []
     try:
-        for _ in range(count):
+        while len(fresh) < count:
             sock = socket.socket()
+            held.append(sock)
             sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
+            port = int(sock.getsockname()[1])
+            if port not in _GIVEN:
+                fresh.append(port)
+        _GIVEN.update(fresh)
+        return fresh
     finally:
-        for sock in socks:
+        for sock in held:
             sock.close()
 
 
