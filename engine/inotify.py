@@ -8,11 +8,9 @@ This replaces asyncinotify: it looked libc up with `ctypes.util.find_library`, w
 about 10 ms at every start of the agent (a cron run's budget is 250 ms in all); libc is
 already loaded in the process, so `CDLL(None)` finds the three functions at no cost.
 
-The queue is read by libc's read() called with the GIL held (ctypes.PyDLL): the descriptor is
-non-blocking, so the call cannot wait, and `os.read` would release the GIL and then wait to get
-it back from the threads that hold it. During a first run of 10,000 files, the writing threads
-held it: each of the event loop's ~2 reads per file waited ~0.1 ms (cProfile), twice what the
-rest of the read cost.
+The queue is read by libc's read() with the GIL held (engine/libc.py): the descriptor is
+non-blocking, so the call cannot wait; `os.read` released the GIL and then waited ~0.1 ms to
+get it back from the writing threads of a first run, twice per file.
 """
 
 from __future__ import annotations
@@ -27,6 +25,8 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
+
+from engine import libc
 
 log = logging.getLogger("engine")
 
@@ -67,13 +67,10 @@ class Event(NamedTuple):
 
 
 class _Libc:
-    """The three inotify calls and read(), with errno."""
+    """The three inotify calls, with errno."""
 
     def __init__(self) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
-        self.read = ctypes.PyDLL(None, use_errno=True).read  # the GIL held: see the module doc
-        self.read.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
-        self.read.restype = ctypes.c_ssize_t
         self.init1 = libc.inotify_init1
         self.init1.argtypes = [ctypes.c_int]
         self.add_watch = libc.inotify_add_watch
@@ -171,7 +168,7 @@ class Inotify:
         for _ in range(_READS_PER_CALL):  # the reader fires again while more is queued
             if self.fd is None:
                 break
-            size = self._calls.read(self.fd, self._buffer, _READ_SIZE)
+            size = libc.read(self.fd, self._buffer, _READ_SIZE)
             if size < 0:
                 code = ctypes.get_errno()
                 if code == errno.EINTR:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from engine import libc
 from engine.errors import ResourceError
 
 log = logging.getLogger("engine")
@@ -141,7 +142,7 @@ _SYS_OPENAT2 = 437  # the same number on every architecture Linux added it to (5
 _RESOLVE_NO_SYMLINKS = 0x04
 _AT_FDCWD = -100
 _HOW = _OpenHow(_DIR & ~os.O_NOFOLLOW, 0, _RESOLVE_NO_SYMLINKS)
-_syscall = ctypes.CDLL(None, use_errno=True).syscall
+_syscall = libc.syscall  # the GIL held: a lookup of directories (engine/libc.py)
 _openat2_usable = [True]  # cleared when the kernel (or a sandbox) refuses openat2
 
 

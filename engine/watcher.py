@@ -49,7 +49,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, TypeVar
 
-from engine import inotify
+from engine import inotify, libc
 from engine.inotify import Event, Inotify
 
 log = logging.getLogger("engine")
@@ -295,11 +295,9 @@ class Rename:
 
 
 def _kind(path: Path, follow: bool) -> int | None:
-    """The file type bits of path (stat.S_IFDIR...), or None if it does not exist."""
-    try:
-        return stat.S_IFMT(os.stat(path, follow_symlinks=follow).st_mode)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    """The file type bits of path (stat.S_IFDIR...), or None if it does not exist (a statx
+    with the GIL held: engine/libc.py)."""
+    return libc.file_type(path, follow)
 
 
 class Hub:

@@ -215,15 +215,15 @@ async def test_an_own_write_costs_no_stat_on_the_loop(
     path = tmp_path / "f"
     counter = await watch(path)  # type: ignore[operator]
     stats: list[tuple[str, bool]] = []
-    real = os.stat
+    real = watcher_module._kind
 
-    def counted(target: object, *args: object, **kwargs: object) -> os.stat_result:
+    def counted(target: Path, follow: bool) -> int | None:
         stats.append((str(target), threading.current_thread() is threading.main_thread()))
-        return real(target, *args, **kwargs)  # type: ignore[arg-type]
+        return real(target, follow)
 
     new = tmp_path / ".new"
     new.write_text("1")
-    monkeypatch.setattr(watcher_module.os, "stat", counted)
+    monkeypatch.setattr(watcher_module, "_kind", counted)
     with counter.watcher.expecting(str(path)) as rename:
         await asyncio.to_thread(rename.run, lambda: os.replace(new, path))
     assert await counter.quiet()  # the rename was read and consumed meanwhile
@@ -261,13 +261,13 @@ async def test_a_new_watcher_in_a_watched_directory_stats_its_path_alone(
     watch says its directory exists. Its creation is then seen."""
     await watch(tmp_path / "f")  # type: ignore[operator]
     stats: list[str] = []
-    real = os.stat
+    real = watcher_module._kind
 
-    def counted(target: object, *args: object, **kwargs: object) -> os.stat_result:
+    def counted(target: Path, follow: bool) -> int | None:
         stats.append(str(target))
-        return real(target, *args, **kwargs)  # type: ignore[arg-type]
+        return real(target, follow)
 
-    monkeypatch.setattr(watcher_module.os, "stat", counted)
+    monkeypatch.setattr(watcher_module, "_kind", counted)
     counter = await watch(tmp_path / "g")  # type: ignore[operator]
     monkeypatch.undo()
     assert stats == [str(tmp_path / "g")]
