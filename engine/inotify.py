@@ -6,7 +6,7 @@ the running loop's reader: whenever the kernel has events, the loop reads them a
 
 This replaces asyncinotify: it looked libc up with `ctypes.util.find_library`, which costs
 about 10 ms at every start of the agent (a cron run's budget is 250 ms in all); libc is
-already loaded in the process, so `CDLL(None)` finds the three functions at no cost.
+already loaded in the process, so `PyDLL(None)` finds the three functions at no cost.
 
 The queue is read by libc's read() with the GIL held (engine/libc.py): the descriptor is
 non-blocking, so the call cannot wait; `os.read` released the GIL and then waited ~0.1 ms to
@@ -67,10 +67,11 @@ class Event(NamedTuple):
 
 
 class _Libc:
-    """The three inotify calls, with errno."""
+    """The three inotify calls, with errno, the GIL held (engine/libc.py: a watch is added
+    on the event loop, also while the writing threads of a first run hold the GIL)."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.PyDLL(None, use_errno=True)
         self.init1 = libc.inotify_init1
         self.init1.argtypes = [ctypes.c_int]
         self.add_watch = libc.inotify_add_watch
