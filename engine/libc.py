@@ -13,6 +13,8 @@ from __future__ import annotations
 import ctypes
 import os
 import stat
+import struct
+import threading
 
 _libc = ctypes.PyDLL(None, use_errno=True)
 
@@ -30,16 +32,21 @@ _STATX_TYPE = 0x1
 _STATX_SIZE = 256  # struct statx
 _MODE = 28  # offset of stx_mode (a u16) in struct statx, the same on every architecture
 _MISSING = {2, 20}  # ENOENT, ENOTDIR
+_U16 = struct.Struct("=H")
+_local = threading.local()
 
 
 def file_type(path: str | os.PathLike[str], follow: bool) -> int | None:
     """The file type bits of path (stat.S_IFDIR...), None if it does not exist; OSError for
     any other failure (as os.stat)."""
-    buffer = ctypes.create_string_buffer(_STATX_SIZE)
+    try:
+        buffer = _local.statx
+    except AttributeError:  # one per thread: the GIL may pass between the call and the read
+        buffer = _local.statx = ctypes.create_string_buffer(_STATX_SIZE)
     flags = 0 if follow else _AT_SYMLINK_NOFOLLOW
     if _statx(_AT_FDCWD, os.fsencode(path), flags, _STATX_TYPE, buffer) < 0:
         code = ctypes.get_errno()
         if code in _MISSING:
             return None
         raise OSError(code, os.strerror(code), os.fspath(path))
-    return stat.S_IFMT(ctypes.c_uint16.from_buffer(buffer, _MODE).value)
+    return stat.S_IFMT(_U16.unpack_from(buffer, _MODE)[0])
