@@ -28,11 +28,15 @@ _statx = _libc.statx
 _statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
 _AT_FDCWD = -100
 _AT_SYMLINK_NOFOLLOW = 0x100
+_AT_EMPTY_PATH = 0x1000
 _STATX_TYPE = 0x1
+_STATX_INO = 0x100
 _STATX_SIZE = 256  # struct statx
-_MODE = 28  # offset of stx_mode (a u16) in struct statx, the same on every architecture
+# Offsets in struct statx (the same on every architecture): stx_mode (u16), stx_ino (u64),
+# stx_dev_major and stx_dev_minor (u32 each).
+_MODE, _INO, _DEV_MAJOR = 28, 32, 136
 _MISSING = {2, 20}  # ENOENT, ENOTDIR
-_U16 = struct.Struct("=H")
+_U16, _U64, _DEV = struct.Struct("=H"), struct.Struct("=Q"), struct.Struct("=II")
 _local = threading.local()
 
 
@@ -50,3 +54,17 @@ def file_type(path: str | os.PathLike[str], follow: bool) -> int | None:
             return None
         raise OSError(code, os.strerror(code), os.fspath(path))
     return stat.S_IFMT(_U16.unpack_from(buffer, _MODE)[0])
+
+
+def file_id(fd: int) -> tuple[int, int, int]:
+    """What identifies the file open as `fd`: (device major, device minor, inode number)."""
+    try:
+        buffer = _local.statx
+    except AttributeError:
+        buffer = _local.statx = ctypes.create_string_buffer(_STATX_SIZE)
+    if _statx(fd, b"", _AT_EMPTY_PATH, _STATX_INO, buffer) < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    (ino,) = _U64.unpack_from(buffer, _INO)
+    major, minor = _DEV.unpack_from(buffer, _DEV_MAJOR)
+    return major, minor, ino
