@@ -49,7 +49,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, TypeVar
 
-from engine import inotify, libc
+from engine import inotify
 from engine.inotify import Event, Inotify
 
 log = logging.getLogger("engine")
@@ -295,9 +295,15 @@ class Rename:
 
 
 def _kind(path: Path, follow: bool) -> int | None:
-    """The file type bits of path (stat.S_IFDIR...), or None if it does not exist (a statx
-    with the GIL held: engine/libc.py)."""
-    return libc.file_type(path, follow)
+    """The file type bits of path (stat.S_IFDIR...), or None if it does not exist.
+
+    Not with the GIL held (engine/libc.py): a name not in the kernel's cache is looked up
+    under its directory's lock, which a rename or create beside it holds, for as long as
+    that waits for the journal: the writing threads would stop with it."""
+    try:
+        return stat.S_IFMT(os.stat(path, follow_symlinks=follow).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 class Hub:

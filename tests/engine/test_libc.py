@@ -5,32 +5,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import stat
 from pathlib import Path
 
-import pytest
-
 from engine import libc
-
-
-def test_file_type_is_that_of_stat(tmp_path: Path) -> None:
-    """file_type agrees with os.stat for every kind of file, follows a symlink only when
-    asked, says None for a missing path (also below a file) and raises other errors."""
-    (tmp_path / "file").write_text("x")
-    (tmp_path / "dir").mkdir()
-    os.mkfifo(tmp_path / "fifo")
-    (tmp_path / "link").symlink_to("dir")
-    for name in ("file", "dir", "fifo", "link"):
-        path = tmp_path / name
-        for follow in (False, True):
-            want = stat.S_IFMT(os.stat(path, follow_symlinks=follow).st_mode)
-            assert libc.file_type(path, follow) == want, (name, follow)
-    assert libc.file_type(tmp_path / "link", False) == stat.S_IFLNK
-    assert libc.file_type(tmp_path / "missing", False) is None
-    assert libc.file_type(tmp_path / "file" / "below", True) is None
-    with pytest.raises(OSError) as raised:
-        libc.file_type(tmp_path / ("x" * 300), False)
-    assert raised.value.errno == errno.ENAMETOOLONG
 
 
 def test_file_id_is_that_of_fstat(tmp_path: Path) -> None:
