@@ -739,8 +739,8 @@ class Engine:
             if not vertices:
                 self._gc_resume()
         await asyncio.gather(*(v.start() for v in added))
-        for vertex in vertices.values():
-            self.changed(vertex)
+        for key in kept:  # a started vertex told its status itself (10,000 events less at first)
+            self.changed(vertices[key])
         self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
 
     # the cycle collector during the first run -----------------------------------------------

@@ -6,7 +6,11 @@ the running loop's reader: whenever the kernel has events, the loop reads them a
 
 This replaces asyncinotify: it looked libc up with `ctypes.util.find_library`, which costs
 about 10 ms at every start of the agent (a cron run's budget is 250 ms in all); libc is
-already loaded in the process, so `CDLL(None)` finds the three functions at no cost.
+already loaded in the process, so `PyDLL(None)` finds the three functions at no cost.
+
+The queue is read by libc's read() with the GIL held (engine/libc.py): the descriptor is
+non-blocking, so the call cannot wait; `os.read` released the GIL and then waited ~0.1 ms to
+get it back from the writing threads of a first run, twice per file.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
+
+from engine import libc
 
 log = logging.getLogger("engine")
 
@@ -61,10 +67,11 @@ class Event(NamedTuple):
 
 
 class _Libc:
-    """The three inotify calls, with errno."""
+    """The three inotify calls, with errno, the GIL held (engine/libc.py: a watch is added
+    on the event loop, also while the writing threads of a first run hold the GIL)."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.PyDLL(None, use_errno=True)
         self.init1 = libc.inotify_init1
         self.init1.argtypes = [ctypes.c_int]
         self.add_watch = libc.inotify_add_watch
@@ -127,6 +134,7 @@ class Inotify:
         if fd < 0:
             raise _error("inotify_init1")
         self.fd: int | None = fd
+        self._buffer = ctypes.create_string_buffer(_READ_SIZE)
         self._on_events = on_events
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(fd, self._readable)
@@ -161,14 +169,16 @@ class Inotify:
         for _ in range(_READS_PER_CALL):  # the reader fires again while more is queued
             if self.fd is None:
                 break
-            try:
-                data = os.read(self.fd, _READ_SIZE)
-            except BlockingIOError:
+            size = libc.read(self.fd, self._buffer, _READ_SIZE)
+            if size < 0:
+                code = ctypes.get_errno()
+                if code == errno.EINTR:
+                    continue
+                if code != errno.EAGAIN:  # not expected from inotify: treat it as lost events
+                    err = os.strerror(code)
+                    log.error("reading inotify failed: %s; re-scanning every watch", err)
+                    events.append(Event(-1, Q_OVERFLOW, 0, None))
                 break
-            except OSError as err:  # not expected from inotify: treat it as lost events
-                log.error("reading inotify failed: %s; re-scanning every watch", err)
-                events.append(Event(-1, Q_OVERFLOW, 0, None))
-                break
-            events += parse(data)
+            events += parse(ctypes.string_at(self._buffer, size))
         if events:
             self._on_events(events)

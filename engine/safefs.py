@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from engine import libc
 from engine.errors import ResourceError
 
 log = logging.getLogger("engine")
@@ -141,7 +142,7 @@ _SYS_OPENAT2 = 437  # the same number on every architecture Linux added it to (5
 _RESOLVE_NO_SYMLINKS = 0x04
 _AT_FDCWD = -100
 _HOW = _OpenHow(_DIR & ~os.O_NOFOLLOW, 0, _RESOLVE_NO_SYMLINKS)
-_syscall = ctypes.CDLL(None, use_errno=True).syscall
+_syscall = libc.syscall  # the GIL held: a lookup of directories (engine/libc.py)
 _openat2_usable = [True]  # cleared when the kernel (or a sandbox) refuses openat2
 
 
@@ -399,6 +400,9 @@ def _temp(dir_fd: int) -> Iterator[str]:
             _in_flight.discard(name)
 
 
+_WRITE_BUFFER = 1 << 16
+
+
 def _new_file(dir_fd: int, tmp: str, mode: int) -> tuple[int, bool]:
     """A new file to fill in dir_fd: (fd, named). Unnamed (O_TMPFILE) when the file system
     allows, else created as `tmp`; either way with mode `mode & 0600`, never wider than the
@@ -425,7 +429,8 @@ def write_at(
     """Atomically replace dir_fd/name: fill a new inode, set owner and mode, fsync, rename."""
     with _temp(dir_fd) as tmp:
         fd, named = _new_file(dir_fd, tmp, mode)
-        with open(fd, "wb") as out:
+        # An explicit buffer size: else open() asks whether fd is a terminal (an ioctl per file).
+        with open(fd, "wb", buffering=_WRITE_BUFFER) as out:
             _complete(out, fill, mode, uid, gid)
             if not named:  # complete, with its final owner and mode: now it may get a name
                 os.link(f"{_PROC_FD}/{fd}", tmp, dst_dir_fd=dir_fd, follow_symlinks=True)
@@ -463,7 +468,7 @@ def unnamed_at(
             return None
         raise
     try:
-        with open(fd, "wb", closefd=False) as out:
+        with open(fd, "wb", buffering=_WRITE_BUFFER, closefd=False) as out:
             _complete(out, fill, mode, uid, gid)
     except BaseException:
         os.close(fd)

@@ -443,13 +443,14 @@ class FileRes(Edgeable, Reversible, Resource):
 
     async def _rename_in(self, write: functools.partial[None]) -> None:
         """Run `write` (in a thread), which renames a new file onto the path: that rename's
-        own event is not a change to check again (engine/watcher.py, expecting)."""
+        own event is not a change to check again, and the thread looks at the watched paths
+        after it (engine/watcher.py, expecting)."""
         watcher: PathWatcher | None = getattr(self, "_watcher", None)
         if watcher is None or self.follow:
             await in_thread(write)
             return
-        with watcher.expecting(self._fs_path):
-            await in_thread(write)
+        with watcher.expecting(self._fs_path) as rename:
+            await in_thread(functools.partial(rename.run, write))
 
     async def _plan_dir(
         self, where: Where, st: os.stat_result | None, held: contextlib.ExitStack

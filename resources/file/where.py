@@ -12,7 +12,7 @@ import stat
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from engine import safefs
+from engine import libc, safefs
 from engine.errors import MgmtError, ResourceError
 from resources._lib.ids import (
     group_name,
@@ -29,7 +29,7 @@ Entry = tuple[str, ...]  # something below the managed path, by its names; TOP: 
 TOP: Entry = ()
 Src = tuple[int, Entry]  # something below a source directory: the open source, and names
 
-_clean_dirs: set[tuple[int, int]] = set()  # directories (device, inode) found free of leftovers
+_clean_dirs: set[tuple[int, int, int]] = set()  # directories found free of leftovers (libc.file_id)
 _KINDS = {
     stat.S_IFREG: "file",
     stat.S_IFDIR: "directory",
@@ -202,12 +202,12 @@ class Where:
         """Removing temp files that crashed writes left next to the path (once per directory)."""
         if self.missing:
             return []
-        st = os.fstat(self.fd)
-        if (st.st_dev, st.st_ino) in _clean_dirs:
+        here_id = libc.file_id(self.fd)  # the GIL held: a check runs on the event loop
+        if here_id in _clean_dirs:
             return []
         stale = safefs.stale_temps(self.fd)
         if not stale:
-            _clean_dirs.add((st.st_dev, st.st_ino))
+            _clean_dirs.add(here_id)
         here = os.path.dirname(self.path)
         return [
             Step(

@@ -74,6 +74,32 @@ async def test_events_arrive_in_order_with_names(tmp_path: Path) -> None:
         got.ino.close()
 
 
+async def test_the_queue_is_read_holding_the_gil(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drain reads every queued event, in order, by libc's read() with the GIL held: not by
+    os.read, which releases the GIL and then waits for the writing threads to give it back
+    (about 0.1 ms per read of a first run's event loop at 10,000 files). An empty queue is
+    no error."""
+
+    def forbidden(*args: object) -> bytes:
+        raise AssertionError("os.read releases the GIL")
+
+    monkeypatch.setattr(inotify.os, "read", forbidden)
+    got = Collected()
+    try:
+        got.ino.add_watch(tmp_path, inotify.CREATE)
+        got.ino.drain()
+        assert got.events == []
+        names = [f"f{i:03d}-{'x' * 200}".encode() for i in range(400)]  # more than one read
+        for name in names:
+            (tmp_path / name.decode()).touch()
+        got.ino.drain()
+        assert [e.name for e in got.events] == names
+    finally:
+        got.ino.close()
+
+
 async def test_errors_name_the_path_and_close_is_final(tmp_path: Path) -> None:
     got = Collected()
     missing = tmp_path / "missing"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -185,13 +186,13 @@ async def test_an_expected_rename_is_consumed_once(tmp_path: Path, watch: object
     one, two = tmp_path / ".one", tmp_path / ".two"
     one.write_text("1")
     two.write_text("2")
-    with counter.watcher.expecting(str(path)):
-        os.replace(one, path)  # ours
+    with counter.watcher.expecting(str(path)) as rename:
+        rename.run(lambda: os.replace(one, path))  # ours
     assert await counter.quiet()
     os.chmod(path, 0o600)  # the new inode was watched when the rename was consumed
     await counter.changed()
-    with counter.watcher.expecting(str(path)):
-        os.replace(two, path)  # ours
+    with counter.watcher.expecting(str(path)) as rename:
+        rename.run(lambda: os.replace(two, path))  # ours
         three = tmp_path / ".three"
         three.write_text("3")
         os.replace(three, path)  # someone else's, right after
@@ -204,29 +205,30 @@ async def test_an_expected_rename_is_consumed_once(tmp_path: Path, watch: object
     await counter.changed()
 
 
-async def test_an_own_write_costs_one_stat_on_the_loop(
+async def test_an_own_write_costs_no_stat_on_the_loop(
     tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A first run's write of a file (its rename onto a path of a watched directory) re-syncs
-    the watches with one stat: an existing path's parent needs none, and a new watch on a file
-    needs no second look (its directory's watch was in place). The file is watched after."""
+    the watches from one stat in the writing thread, none on the event loop: an existing
+    path's parent needs none, and a new watch on a file needs no second look (its directory's
+    watch was in place). The file is watched after, and its directory still reports it."""
     path = tmp_path / "f"
     counter = await watch(path)  # type: ignore[operator]
-    stats: list[str] = []
-    real = os.stat
+    stats: list[tuple[str, bool]] = []
+    real = watcher_module._kind
 
-    def counted(target: object, *args: object, **kwargs: object) -> os.stat_result:
-        stats.append(str(target))
-        return real(target, *args, **kwargs)  # type: ignore[arg-type]
+    def counted(target: Path, follow: bool) -> int | None:
+        stats.append((str(target), threading.current_thread() is threading.main_thread()))
+        return real(target, follow)
 
     new = tmp_path / ".new"
     new.write_text("1")
-    monkeypatch.setattr(watcher_module.os, "stat", counted)
-    with counter.watcher.expecting(str(path)):
-        os.replace(new, path)
+    monkeypatch.setattr(watcher_module, "_kind", counted)
+    with counter.watcher.expecting(str(path)) as rename:
+        await asyncio.to_thread(rename.run, lambda: os.replace(new, path))
+    assert await counter.quiet()  # the rename was read and consumed meanwhile
     monkeypatch.undo()
-    assert stats == [str(path)]
-    assert await counter.quiet()
+    assert stats == [(str(path), False)]
     os.chmod(path, 0o600)  # the new inode is watched
     await counter.changed()
     path.unlink()  # and its directory still reports its entry
@@ -259,13 +261,13 @@ async def test_a_new_watcher_in_a_watched_directory_stats_its_path_alone(
     watch says its directory exists. Its creation is then seen."""
     await watch(tmp_path / "f")  # type: ignore[operator]
     stats: list[str] = []
-    real = os.stat
+    real = watcher_module._kind
 
-    def counted(target: object, *args: object, **kwargs: object) -> os.stat_result:
+    def counted(target: Path, follow: bool) -> int | None:
         stats.append(str(target))
-        return real(target, *args, **kwargs)  # type: ignore[arg-type]
+        return real(target, follow)
 
-    monkeypatch.setattr(watcher_module.os, "stat", counted)
+    monkeypatch.setattr(watcher_module, "_kind", counted)
     counter = await watch(tmp_path / "g")  # type: ignore[operator]
     monkeypatch.undo()
     assert stats == [str(tmp_path / "g")]
