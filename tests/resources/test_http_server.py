@@ -48,6 +48,17 @@ async def fetch(
     return await asyncio.to_thread(get)
 
 
+async def status_line(port: int, path: str) -> bytes:
+    """The first line of the answer to a GET of `path` on 127.0.0.1:`port` (urllib hides
+    the reason phrase)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        return (await asyncio.wait_for(reader.readline(), 10)).rstrip(b"\r\n")
+    finally:
+        writer.close()
+
+
 async def test_files_root_and_flags_are_served(tmp_path: Path, engine: Engine) -> None:
     port = free_port()
     root = tmp_path / "root"

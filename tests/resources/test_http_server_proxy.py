@@ -23,7 +23,7 @@ from resources._lib.httpd import fetch as raw_fetch
 from resources.http_server import HTTPServerRes
 from resources.http_server_proxy import HTTPServerProxyRes
 from tests.engine.conftest import engine, settle
-from tests.resources.test_http_server import fetch, free_port, graph_of
+from tests.resources.test_http_server import fetch, free_port, graph_of, status_line
 
 __all__ = ["engine"]  # the fixture
 
@@ -288,6 +288,7 @@ async def test_cache_only_and_an_unreachable_head(tmp_path: Path, engine: Engine
     assert (await fetch(f"{base}/only/a/f"))[:2] == (200, b"kept\n")
     assert (await fetch(f"{base}/only/a/g"))[0] == 502  # not cached, nothing to fetch from
     assert (await fetch(f"{base}/dead/x"))[0] == 502  # the head cannot be reached
+    assert await status_line(port, "/dead/x") == b"HTTP/1.1 502 Bad Gateway"
     os.chmod(cache / "a" / "f", 0o644)
 
 

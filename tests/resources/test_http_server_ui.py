@@ -20,7 +20,7 @@ from resources.http_server import HTTPServerRes
 from resources.http_server_ui import HTTPServerUIInputRes, HTTPServerUIRes, UIData
 from resources.print import PrintRes
 from tests.engine.conftest import engine, settle
-from tests.resources.test_http_server import fetch, free_port, graph_of
+from tests.resources.test_http_server import fetch, free_port, graph_of, status_line
 
 __all__ = ["engine"]  # the fixture
 
@@ -57,6 +57,7 @@ async def test_the_page_the_api_and_values_sent_on(tmp_path: Path, engine: Engin
     await settle(engine)  # the server too: it is listening
     base = f"http://127.0.0.1:{port}"
 
+    assert await status_line(port, "/ui/") == b"HTTP/1.1 301 Moved Permanently"
     status, page, headers = await fetch(f"{base}/ui/")  # urllib follows the 301
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     text = page.decode()
