@@ -70,7 +70,8 @@ def graph_lines(graph: Graph) -> list[str]:
 def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Graph:
     """The graph a program (or graph file) gives `mgmt run` first, built and not applied:
     a program runs until its streams have their first values (up to lang.source's
-    SETTLE_WAIT). CompileError (or GraphFileError) when it gives none: a run-time error (named
+    SETTLE_WAIT), with the local values of a fresh host (`value.get_str` not ready, as on a
+    first `mgmt run --tmp-prefix`). CompileError (or GraphFileError) when it gives none: a run-time error (named
     at its position) or a program that reads the cluster (world.*)."""
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import parse, read_limited
@@ -78,11 +79,14 @@ def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Grap
     if frontend != "lang":
         return parse(read_limited(path, max_size), str(path)).graph
     import logging
+    import tempfile
 
+    from engine.local import LocalValues
     from mgmt.lang.source import LangSource
 
-    async def run() -> tuple[Graph | None, str | None, bool]:
-        source = await LangSource.open(path, hostname=hostname, watch=False)
+    async def run(prefix: str) -> tuple[Graph | None, str | None, bool]:
+        local = LocalValues(Path(prefix))  # a fresh host's: no value stored yet
+        source = await LangSource.open(path, hostname=hostname, watch=False, local=local)
         try:
             first = source.first
             return (first.graph if first else None), source.first_error, source.needs_cluster
@@ -92,7 +96,8 @@ def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Grap
     quiet = logging.getLogger("lang")  # its one error is returned here, not logged too
     quiet.disabled = True
     try:
-        graph, error, cluster = asyncio.run(run())
+        with tempfile.TemporaryDirectory(prefix="mgmt-check-") as prefix:
+            graph, error, cluster = asyncio.run(run(prefix))
     finally:
         quiet.disabled = False
     if cluster:

@@ -441,6 +441,14 @@ File["{out}/a"] -> File["{out}/b"]
     bad.write_text('$z = 0\ntest "t" { float64 => 42 / $z, }\n')
     code, log = run_mgmt(["check", "--graph", str(bad)])
     assert code == 2 and log.splitlines() == [f"{bad}:2:23: /: can't divide by zero"], log
+    # Local values (mgmt's http-server-ui-value.mcl reads them): those of a fresh host.
+    local = tmp_path / "local.mcl"
+    local.write_text(
+        'import "value"\n$v = value.get_str("k")\n'
+        'test (if $v->ready { "set" } else { "not-ready" }) {}\n'
+    )
+    code, log = run_mgmt(["check", "--graph", str(local)])
+    assert code == 0 and log.splitlines() == [f"{local}: ok", "Vertex: test[not-ready]"], log
 
 
 def test_http_response_follows_the_http_client_resource(tmp_path: Path) -> None:
