@@ -217,6 +217,30 @@ def test_validation_names_the_key(res: HTTPServerUIRes, key: str) -> None:
     assert err.value.key == key
 
 
+def test_an_unknown_option_in_type_or_store_is_named_with_what_is_accepted() -> None:
+    """A typo (`?mn=`, `?kee=`) would silently give another range or another key (mgmt
+    ignores unknown options)."""
+    for res, text in [
+        (
+            HTTPServerUIInputRes(name="a", type="range://?mn=1"),
+            "'mn' in 'range://?mn=1' (accepted: min, max, step)",
+        ),
+        (
+            HTTPServerUIInputRes(name="a", type="text://?max=3"),
+            "'max' in 'text://?max=3' (accepted: none)",
+        ),
+        (
+            HTTPServerUIInputRes(name="a", store="local://?kee=k"),
+            "'kee' in 'local://?kee=k' (accepted: key)",
+        ),
+    ]:
+        with pytest.raises(ValidationError) as err:
+            res.validate()
+        assert str(err.value).endswith(f"unknown option {text}")
+    HTTPServerUIInputRes(name="a", type="range://?min=0&max=5&step=1").validate()
+    HTTPServerUIInputRes(name="a", store="world://?key=k").validate()
+
+
 def test_a_range_value_param_is_not_checked_as_in_mgmt() -> None:
     """mgmt's http-server-ui-value.mcl feeds a range "whatever" for a moment: refusing it would
     keep the program at its last good graph."""
