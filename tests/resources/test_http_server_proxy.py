@@ -309,3 +309,17 @@ def test_validation_names_the_key(params: dict[str, Any], key: str) -> None:
     with pytest.raises(ValidationError) as err:
         HTTPServerProxyRes(**params).validate()  # type: ignore[arg-type]
     assert err.value.key == key
+
+
+def test_a_sub_no_request_can_start_with_is_refused() -> None:
+    """mgmt answers every request of such a proxy 404; a typo in `sub` is found by check."""
+    with pytest.raises(ValidationError) as err:
+        HTTPServerProxyRes(name="/mirror/", sub="/fedora/", head="http://h/").validate()
+    assert err.value.key == "sub" and "no request under '/mirror/' starts with" in str(err.value)
+    for path, sub in [
+        ("/fedora/38/", "/fedora/"),
+        ("/f/", "/f/"),
+        ("/f/", "/f/a/"),
+        ("/f/x", "/f/"),
+    ]:
+        HTTPServerProxyRes(name=path, sub=sub, head="http://h/").validate()
