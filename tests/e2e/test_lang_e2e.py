@@ -27,6 +27,8 @@ def test_check_also_validates_graph_files_and_needs_a_file() -> None:
     assert code == 0, out
     code, out = run_mgmt(["check"])
     assert code == 2 and "usage: mgmt check" in out
+    code, out = run_mgmt(["check", "--grap", "examples/hello.mcl"])  # a typo: named
+    assert code == 2 and "mgmt check: unknown option '--grap' (options: --graph, -e)" in out
 
 
 def test_check_reports_every_problem_with_file_line_col_and_exits_2(tmp_path: Path) -> None:
