@@ -22,9 +22,6 @@ log = logging.getLogger("engine")
 
 HEAD_LIMIT = 64 * 1024  # bytes of request line and headers
 BODY_LIMIT = 4 * 1024 * 1024  # bytes of a request body (mgmt's limit for flag POSTs)
-# Connections open at once per listener: each holds one of the agent's descriptors, and any
-# local user can connect to a loopback server. Beyond it, a connection gets 503 and is closed.
-MAX_CONNECTIONS = 512
 REASONS = {
     200: "OK",
     304: "Not Modified",
@@ -184,18 +181,10 @@ class Listener:
     """A listening server; `aclose()` stops listening and ends the open connections (a held
     long poll among them)."""
 
-    def __init__(
-        self,
-        handler: Handler,
-        read_timeout: float | None,
-        write_timeout: float | None,
-        max_connections: int = MAX_CONNECTIONS,
-    ):
+    def __init__(self, handler: Handler, read_timeout: float | None, write_timeout: float | None):
         self._handler = handler
         self._read_timeout = read_timeout
         self._write_timeout = write_timeout
-        self._max_connections = max_connections
-        self._full = False  # refusing connections (logged once per flood)
         self._connections: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
@@ -218,11 +207,6 @@ class Listener:
             await self._server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._connections) >= self._max_connections:
-            await self._refuse(writer)
-            return
-        if len(self._connections) < self._max_connections // 2:
-            self._full = False  # the flood is over: a new one is logged again
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -248,19 +232,6 @@ class Listener:
             self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _refuse(self, writer: asyncio.StreamWriter) -> None:
-        """503 and close at once: MAX_CONNECTIONS are open already."""
-        if not self._full:
-            log.warning(
-                "http: %d connections open: refusing more until some end", len(self._connections)
-            )
-            self._full = True
-        writer.write(encode(Response(503, b"too many connections\n"), head_only=False))
-        writer.close()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1):
                 await writer.wait_closed()
 
     async def _write_stream(self, writer: asyncio.StreamWriter, stream: Stream) -> None:
@@ -292,10 +263,9 @@ async def serve(
     *,
     read_timeout: float | None = None,
     write_timeout: float | None = None,
-    max_connections: int = MAX_CONNECTIONS,
 ) -> Listener:
     """Listen on host:port; each connection reads one request, answers it and closes."""
-    listener = Listener(handler, read_timeout, write_timeout, max_connections)
+    listener = Listener(handler, read_timeout, write_timeout)
     await listener.start(host, port)
     return listener
 

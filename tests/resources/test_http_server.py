@@ -14,7 +14,6 @@ import pytest
 from engine.engine import Engine, Status
 from engine.errors import ValidationError
 from engine.graph import Edge, Graph
-from resources._lib.httpd import MAX_CONNECTIONS
 from resources.http_server import HTTPServerFileRes, HTTPServerFlagRes, HTTPServerRes
 from resources.print import PrintRes
 from tests.engine.conftest import engine, settle
@@ -134,31 +133,6 @@ async def test_if_modified_since_and_long_poll(tmp_path: Path, engine: Engine) -
         status, body, new = await held
     assert (status, body) == (200, b"two\n")
     assert new["Last-Modified"] != headers["Last-Modified"]
-
-
-async def test_idle_connections_beyond_the_cap_get_503_and_hold_no_descriptor(
-    engine: Engine,
-) -> None:
-    """A local user who opens connections and sends nothing cannot take every descriptor of
-    the agent (its file resources could no longer be repaired): beyond MAX_CONNECTIONS, 503."""
-    port = free_port()
-    await engine.apply(graph_of(HTTPServerRes(name=f":{port}")))
-    await settle(engine)
-
-    def connect() -> list[socket.socket]:
-        return [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS)]
-
-    idle = await asyncio.to_thread(connect)  # in a thread: the server accepts meanwhile
-    try:
-        assert await status_line(port, "/") == b"HTTP/1.1 503 Service Unavailable"
-    finally:
-        for sock in idle:
-            sock.close()
-    for _ in range(100):  # the server sees them end as its loop runs
-        if await status_line(port, "/") == b"HTTP/1.1 404 Not Found":
-            break
-        await asyncio.sleep(0.05)
-    assert await status_line(port, "/") == b"HTTP/1.1 404 Not Found"
 
 
 async def test_a_port_in_use_fails_the_server_only(tmp_path: Path, engine: Engine) -> None:
