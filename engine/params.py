@@ -146,6 +146,11 @@ def convert(hint: Any, value: Any, key: str, raw: str | None = None, *, inf: boo
             return raw
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value) if not isinstance(value, int) else str(check_int(value, key))
+        if raw is not None and isinstance(value, bool):  # YAML's `yes`, `off`...
+            raise ValidationError(
+                f"expected a string, got {raw} (a boolean to YAML unquoted): quote it, '{raw}'",
+                key,
+            )
         raise ValidationError(f"expected a string, got {show(value)}", key)
     if hint is bool:
         if isinstance(value, bool):

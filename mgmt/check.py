@@ -90,7 +90,8 @@ def graph_lines(loaded: Loaded, autoedges: bool = True) -> list[str]:
 def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Loaded:
     """The graph a program (or graph file) gives `mgmt run` first, built and not applied:
     a program runs until its streams have their first values (up to lang.source's
-    SETTLE_WAIT). CompileError (or GraphFileError) when it gives none: a run-time error (named
+    SETTLE_WAIT), with the local values of a fresh host (`value.get_str` not ready, as on a
+    first `mgmt run --tmp-prefix`). CompileError (or GraphFileError) when it gives none: a run-time error (named
     at its position) or a program that reads the cluster (world.*)."""
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import parse, read_limited
@@ -98,11 +99,14 @@ def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Load
     if frontend != "lang":
         return parse(read_limited(path, max_size), str(path))
     import logging
+    import tempfile
 
+    from engine.local import LocalValues
     from mgmt.lang.source import LangSource
 
-    async def run() -> tuple[Loaded | None, str | None, bool]:
-        source = await LangSource.open(path, hostname=hostname, watch=False)
+    async def run(prefix: str) -> tuple[Loaded | None, str | None, bool]:
+        local = LocalValues(Path(prefix))  # a fresh host's: no value stored yet
+        source = await LangSource.open(path, hostname=hostname, watch=False, local=local)
         try:
             return source.first, source.first_error, source.needs_cluster
         finally:
@@ -111,7 +115,8 @@ def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Load
     quiet = logging.getLogger("lang")  # its one error is returned here, not logged too
     quiet.disabled = True
     try:
-        loaded, error, cluster = asyncio.run(run())
+        with tempfile.TemporaryDirectory(prefix="mgmt-check-") as prefix:
+            loaded, error, cluster = asyncio.run(run(prefix))
     finally:
         quiet.disabled = False
     if cluster:

@@ -166,6 +166,9 @@ def check(files: list[str]) -> int:
     graph = files[:1] == ["--graph"]
     files = files[1:] if graph else files
     inline = files[1:] if files[:1] == ["-e"] and len(files) == 2 and not graph else None
+    unknown = [f for f in files if f.startswith("-") and f != "-e"] if inline is None else []
+    if unknown:
+        print(f"mgmt check: unknown option {unknown[0]!r} (options: --graph, -e)", file=sys.stderr)
     if not files or (inline is None and any(f.startswith("-") for f in files)):
         print(
             "usage: mgmt check [--graph] FILE.mcl|DIR|FILE.yaml|FILE.pp... | mgmt check -e CODE",

@@ -30,6 +30,7 @@ from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
 from resources._lib.plan import nothing_to_do
 from resources._lib.serving import Offers, offers, split_address
+from resources.net import check_interface_name
 
 DEFAULT_LEASE = "10m"  # mgmt's default lease time (dhcpd's)
 MAGIC = b"\x63\x82\x53\x63"
@@ -220,6 +221,7 @@ class DHCPServerRes(Edgeable, Resource):
         super().validate()
         if not self.interface:
             raise ValidationError("must name the network interface to serve on", "interface")
+        check_interface_name(self.interface, "interface")
         key = "address" if self.address is not None else "name"
         host, _ = split_address(self._address, key, "0.0.0.0")
         check_ipv4(host, key)

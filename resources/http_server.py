@@ -128,7 +128,8 @@ class HTTPServerRes(Edgeable, Resource):
                 write_timeout=self._limit(self.write_timeout),
             )
         except OSError as err:
-            raise ResourceError(f"cannot listen on {host}:{port}: {err.strerror}") from err
+            reason = os.strerror(err.errno) if err.errno else str(err)  # not asyncio's text
+            raise ResourceError(f"cannot listen on {host}:{port}: {reason}") from err
         self.handle.on_cleanup(listener.aclose)
         self.handle.logger.info("listening on %s:%d", host, listener.port)
         await self.handle.event()

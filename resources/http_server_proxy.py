@@ -103,6 +103,15 @@ class HTTPServerProxyRes(Edgeable, Resource):
             raise ValidationError(
                 f"must be empty or an absolute path ending with '/', got {self.sub!r}", "sub"
             )
+        reachable = self.url.startswith(self.sub) or (
+            self.url.endswith("/") and self.sub.startswith(self.url)
+        )
+        if self.sub and not reachable:
+            raise ValidationError(
+                f"no request under {self.url!r} starts with {self.sub!r} (each would be 404): "
+                "expected a prefix of the path, e.g. '/' or the path itself",
+                "sub",
+            )
         if self.head:
             parts = urllib.parse.urlsplit(self.head)
             if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -155,6 +155,17 @@ def reply(status: int, data: Any) -> Response:
     return Response(status, body, {"Content-Type": "application/json"})
 
 
+def only_options(query: dict[str, list[str]], known: tuple[str, ...], text: str, key: str) -> None:
+    """ValidationError naming the first option of `text` (a type or store URL) that is not
+    one of `known` (mgmt ignores them: a typo such as `?kee=` would go unnoticed)."""
+    for option in query:
+        if option not in known:
+            accepted = ", ".join(known) or "none"
+            raise ValidationError(
+                f"unknown option {option!r} in {text!r} (accepted: {accepted})", key
+            )
+
+
 @dataclass(frozen=True)
 class FieldType:
     """An input's parsed `type`: text, or range with its bounds."""
@@ -172,6 +183,7 @@ class FieldType:
                 f"expected text:// or range://?min=..&max=..&step=.., got {text!r}", "type"
             )
         query = urllib.parse.parse_qs(parts.query)
+        only_options(query, ("min", "max", "step") if parts.scheme == "range" else (), text, "type")
         bounds: dict[str, int] = {}
         for key in ("min", "max", "step"):
             if key in query and parts.scheme == "range":
@@ -331,7 +343,9 @@ class HTTPServerUIInputRes(Resource):
             raise ValidationError(
                 f"expected world:// or local:// (with ?key=...), got {self.store!r}", "store"
             )
-        key = urllib.parse.parse_qs(parts.query).get("key", [""])[0]
+        query = urllib.parse.parse_qs(parts.query)
+        only_options(query, ("key",), self.store, "store")
+        key = query.get("key", [""])[0]
         return parts.scheme, key or self.name
 
     async def _get(self) -> str | None:

@@ -72,6 +72,21 @@ class Netlink:
             yield None
 
 
+def check_interface_name(name: str, key: str) -> None:
+    """ValidationError unless `name` can be a Linux network interface's (dev_valid_name)."""
+    if (
+        not name
+        or len(name) >= IFNAMSIZ
+        or name in (".", "..")
+        or any(c in "/:" or c.isspace() for c in name)
+    ):
+        raise ValidationError(
+            f"expected an interface name (under {IFNAMSIZ} characters, no '/', ':' or "
+            f"spaces), got {name!r}",
+            key,
+        )
+
+
 @register("net")
 @dataclass(kw_only=True, eq=False)
 class NetRes(Resource):
@@ -90,17 +105,7 @@ class NetRes(Resource):
 
     def validate(self) -> None:
         super().validate()
-        name = self.name
-        if (
-            len(name) >= IFNAMSIZ
-            or name in (".", "..")
-            or any(c in "/:" or c.isspace() for c in name)
-        ):
-            raise ValidationError(
-                f"expected an interface name (under {IFNAMSIZ} characters, no '/', ':' or "
-                f"spaces), got {name!r}",
-                "name",
-            )
+        check_interface_name(self.name, "name")
         for index, addr in enumerate(self.addrs or []):
             try:
                 ipaddress.ip_interface(addr)

@@ -162,10 +162,10 @@ class UnOp(Expr):
     operand: Expr
 
 
-def constant(expr: Expr) -> Lit | None:
-    """The constant `expr` is once resolved, else None: a literal, a negated number literal
-    (`-1`), or a variable bound to one (through any chain of bindings and include arguments;
-    not a loop's per-element binding), or one the checker resolved to a literal."""
+def deref(expr: Expr) -> Expr:
+    """What `expr` stands for: through any chain of variables bound to an expression (and
+    include arguments; not a loop's per-element binding) to the first one that is not such a
+    variable."""
     seen: set[int] = set()
     while id(expr) not in seen:
         seen.add(id(expr))
@@ -177,6 +177,14 @@ def constant(expr: Expr) -> Lit | None:
             expr = expr.target
         else:
             break
+    return expr
+
+
+def constant(expr: Expr) -> Lit | None:
+    """The constant `expr` is once resolved, else None: a literal, a negated number literal
+    (`-1`), or a variable bound to one (through any chain of bindings and include arguments;
+    not a loop's per-element binding), or one the checker resolved to a literal."""
+    expr = deref(expr)
     if isinstance(expr, Lit):
         return expr
     if isinstance(expr, UnOp) and expr.op == "-" and isinstance(expr.operand, Lit):

@@ -248,18 +248,18 @@ class ResourceChecker:
                 self.problems.add(res.pos, f"{res.kind}: param {name} is required")
 
     def _validate_constant(self, res: ast.Resource) -> None:
-        """A resource whose name and params are all constants (ast.constant: literals, or
-        variables bound to them) is validated by its kind now."""
+        """A resource whose name and params are all constants (literals, lists, maps and
+        structs of them, or variables bound to them) is validated by its kind now."""
         cls = lookup_kind(res.kind)
         fields: list[ast.ResParam | ast.ResMeta] = [*res.params, *res.metas]
         if cls is None or any(f.cond is not None for f in fields):
             return
         name = ast.constant(res.name)
-        values = {id(f): ast.constant(f.expr) for f in fields}
-        if name is None or not isinstance(name.value, str) or None in values.values():
+        values = {id(f): plain_constant(f.expr) for f in fields}
+        if name is None or not isinstance(name.value, str) or NOT_CONSTANT in values.values():
             return
-        data: dict[str, Any] = {p.name: values[id(p)].value for p in res.params}  # type: ignore[union-attr]
-        meta: dict[str, Any] = {m.name: values[id(m)].value for m in res.metas}  # type: ignore[union-attr]
+        data: dict[str, Any] = {p.name: values[id(p)] for p in res.params}
+        meta: dict[str, Any] = {m.name: values[id(m)] for m in res.metas}
         lines = {p.name: p.pos for p in res.params}
         try:
             built = build_resource(cls, name.value.removeprefix(EXPORT_PREFIX), data, meta)
@@ -294,3 +294,32 @@ class ResourceChecker:
                 half.pos, f"unknown resource kind {cap}{close_match(cap, names)}"
             )
         self._names(half.name, scope, f"the name in {capitalized(half.kind)}[...]")
+
+
+NOT_CONSTANT = object()  # plain_constant's answer for an expression known only when run
+
+
+def plain_constant(expr: ast.Expr) -> Any:
+    """The value a resource param gets from `expr` (plain data, as mgmt.lang.values.to_plain
+    gives it when run) if it is a constant (ast.constant), or a list, map or struct literal of
+    constants, through variables bound to one; else NOT_CONSTANT."""
+    lit = ast.constant(expr)
+    if lit is not None:
+        return lit.value
+    expr = ast.deref(expr)
+    if isinstance(expr, ast.ListLit):
+        items = [plain_constant(item) for item in expr.items]
+        return NOT_CONSTANT if NOT_CONSTANT in items else items
+    pairs: list[tuple[Any, Any]]
+    if isinstance(expr, ast.StructLit):
+        pairs = [(name, plain_constant(value)) for name, value in expr.fields]
+    elif isinstance(expr, ast.MapLit):
+        pairs = [(plain_constant(key), plain_constant(value)) for key, value in expr.pairs]
+    else:
+        return NOT_CONSTANT
+    if any(NOT_CONSTANT in pair for pair in pairs):
+        return NOT_CONSTANT
+    try:
+        return dict(pairs)
+    except TypeError:  # a list or map key: the run has its own hashable form of it
+        return NOT_CONSTANT

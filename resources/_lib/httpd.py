@@ -19,6 +19,7 @@ import socket
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
 from resources._lib.serving import shown
 
@@ -185,12 +186,20 @@ async def read_request(
     )
 
 
+def _phrase(status: int) -> str:
+    """The standard reason phrase of a status not in REASONS (301, 502...)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
 def encode(response: Response, head_only: bool) -> bytes:
     headers = {"Connection": "close"}
     if response.stream is None:
         headers["Content-Length"] = str(len(response.body))
     headers.update(response.headers)
-    reason = REASONS.get(response.status, "Unknown")
+    reason = REASONS.get(response.status) or _phrase(response.status)
     lines = [f"HTTP/1.1 {response.status} {reason}"] + [f"{k}: {v}" for k, v in headers.items()]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     return head if head_only else head + response.body

@@ -27,6 +27,8 @@ def test_check_also_validates_graph_files_and_needs_a_file() -> None:
     assert code == 0, out
     code, out = run_mgmt(["check"])
     assert code == 2 and "usage: mgmt check" in out
+    code, out = run_mgmt(["check", "--grap", "examples/hello.mcl"])  # a typo: named
+    assert code == 2 and "mgmt check: unknown option '--grap' (options: --graph, -e)" in out
 
 
 def test_check_reports_every_problem_with_file_line_col_and_exits_2(tmp_path: Path) -> None:
@@ -441,6 +443,14 @@ File["{out}/a"] -> File["{out}/b"]
     bad.write_text('$z = 0\ntest "t" { float64 => 42 / $z, }\n')
     code, log = run_mgmt(["check", "--graph", str(bad)])
     assert code == 2 and log.splitlines() == [f"{bad}:2:23: /: can't divide by zero"], log
+    # Local values (mgmt's http-server-ui-value.mcl reads them): those of a fresh host.
+    local = tmp_path / "local.mcl"
+    local.write_text(
+        'import "value"\n$v = value.get_str("k")\n'
+        'test (if $v->ready { "set" } else { "not-ready" }) {}\n'
+    )
+    code, log = run_mgmt(["check", "--graph", str(local)])
+    assert code == 0 and log.splitlines() == [f"{local}: ok", "Vertex: test[not-ready]"], log
 
 
 def test_http_response_follows_the_http_client_resource(tmp_path: Path) -> None:

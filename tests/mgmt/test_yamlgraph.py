@@ -416,6 +416,16 @@ def test_a_string_param_keeps_a_long_number_as_text() -> None:
     assert printer.msg == "1" + "0" * 400  # type: ignore[attr-defined]
 
 
+def test_a_yaml_boolean_given_to_a_string_param_says_to_quote_it() -> None:
+    text = (
+        "graph: g\nresources:\n  print:\n    - {name: p, msg: off}\n    - {name: q, msg: 'off'}\n"
+    )
+    assert problems(text) == [
+        "g.yaml:4: print[p]: msg: expected a string, got off (a boolean to YAML unquoted): "
+        "quote it, 'off'"
+    ]
+
+
 def test_values_in_problems_are_short_and_on_one_line() -> None:
     text = "graph: g\nresources:\n  noop:\n    - name: a\n      meta: {retry: '%s'}\n"
     problem = one_problem(text % ("x\\n" * 10_000))

@@ -163,6 +163,8 @@ def test_durations() -> None:
     ("res", "key"),
     [
         (DHCPServerRes(name=":67"), "interface"),
+        (DHCPServerRes(name=":67", interface="an-interface-name-too-long"), "interface"),
+        (DHCPServerRes(name=":67", interface="eth0 "), "interface"),
         (DHCPServerRes(name="67", interface="lo"), "name"),
         (DHCPServerRes(name=":67", address="[::1]:67", interface="lo"), "address"),
         (DHCPServerRes(name=":67", interface="lo", serverid="x"), "serverid"),

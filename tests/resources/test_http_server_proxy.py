@@ -23,7 +23,7 @@ from resources._lib.httpd import fetch as raw_fetch
 from resources.http_server import HTTPServerRes
 from resources.http_server_proxy import HTTPServerProxyRes
 from tests.engine.conftest import engine, settle
-from tests.resources.test_http_server import fetch, free_port, graph_of
+from tests.resources.test_http_server import fetch, free_port, graph_of, status_line
 
 __all__ = ["engine"]  # the fixture
 
@@ -288,6 +288,7 @@ async def test_cache_only_and_an_unreachable_head(tmp_path: Path, engine: Engine
     assert (await fetch(f"{base}/only/a/f"))[:2] == (200, b"kept\n")
     assert (await fetch(f"{base}/only/a/g"))[0] == 502  # not cached, nothing to fetch from
     assert (await fetch(f"{base}/dead/x"))[0] == 502  # the head cannot be reached
+    assert await status_line(port, "/dead/x") == b"HTTP/1.1 502 Bad Gateway"
     os.chmod(cache / "a" / "f", 0o644)
 
 
@@ -308,3 +309,17 @@ def test_validation_names_the_key(params: dict[str, Any], key: str) -> None:
     with pytest.raises(ValidationError) as err:
         HTTPServerProxyRes(**params).validate()  # type: ignore[arg-type]
     assert err.value.key == key
+
+
+def test_a_sub_no_request_can_start_with_is_refused() -> None:
+    """mgmt answers every request of such a proxy 404; a typo in `sub` is found by check."""
+    with pytest.raises(ValidationError) as err:
+        HTTPServerProxyRes(name="/mirror/", sub="/fedora/", head="http://h/").validate()
+    assert err.value.key == "sub" and "no request under '/mirror/' starts with" in str(err.value)
+    for path, sub in [
+        ("/fedora/38/", "/fedora/"),
+        ("/f/", "/f/"),
+        ("/f/", "/f/a/"),
+        ("/f/x", "/f/"),
+    ]:
+        HTTPServerProxyRes(name=path, sub=sub, head="http://h/").validate()

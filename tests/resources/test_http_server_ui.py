@@ -20,7 +20,7 @@ from resources.http_server import HTTPServerRes
 from resources.http_server_ui import HTTPServerUIInputRes, HTTPServerUIRes, UIData
 from resources.print import PrintRes
 from tests.engine.conftest import engine, settle
-from tests.resources.test_http_server import fetch, free_port, graph_of
+from tests.resources.test_http_server import fetch, free_port, graph_of, status_line
 
 __all__ = ["engine"]  # the fixture
 
@@ -57,6 +57,7 @@ async def test_the_page_the_api_and_values_sent_on(tmp_path: Path, engine: Engin
     await settle(engine)  # the server too: it is listening
     base = f"http://127.0.0.1:{port}"
 
+    assert await status_line(port, "/ui/") == b"HTTP/1.1 301 Moved Permanently"
     status, page, headers = await fetch(f"{base}/ui/")  # urllib follows the 301
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     text = page.decode()
@@ -214,6 +215,30 @@ def test_validation_names_the_key(res: HTTPServerUIRes, key: str) -> None:
     with pytest.raises(ValidationError) as err:
         res.validate()
     assert err.value.key == key
+
+
+def test_an_unknown_option_in_type_or_store_is_named_with_what_is_accepted() -> None:
+    """A typo (`?mn=`, `?kee=`) would silently give another range or another key (mgmt
+    ignores unknown options)."""
+    for res, text in [
+        (
+            HTTPServerUIInputRes(name="a", type="range://?mn=1"),
+            "'mn' in 'range://?mn=1' (accepted: min, max, step)",
+        ),
+        (
+            HTTPServerUIInputRes(name="a", type="text://?max=3"),
+            "'max' in 'text://?max=3' (accepted: none)",
+        ),
+        (
+            HTTPServerUIInputRes(name="a", store="local://?kee=k"),
+            "'kee' in 'local://?kee=k' (accepted: key)",
+        ),
+    ]:
+        with pytest.raises(ValidationError) as err:
+            res.validate()
+        assert str(err.value).endswith(f"unknown option {text}")
+    HTTPServerUIInputRes(name="a", type="range://?min=0&max=5&step=1").validate()
+    HTTPServerUIInputRes(name="a", store="world://?key=k").validate()
 
 
 def test_a_range_value_param_is_not_checked_as_in_mgmt() -> None:

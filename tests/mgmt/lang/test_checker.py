@@ -206,6 +206,20 @@ def test_constants_through_variables_and_negatives_are_validated_too() -> None:
     assert "file[rel]: name: expected an absolute path" in problem
 
 
+def test_list_map_and_struct_literals_of_constants_are_validated_too() -> None:
+    # A list param (through a variable), a struct param: checked now, not only when run.
+    (problem,) = problems(
+        '$d = ["8.8.8.8", "1.1.1"]\ndhcp:server ":67" {\n  interface => "lo",\n  dns => $d,\n}'
+    )
+    assert problem == "t.mcl:4:3: dhcp:server[:67]: dns: expected an IPv4 address, got '1.1.1'"
+    (problem,) = problems('http:server:ui "ui" { data => struct{title => "t", head => "",}, }')
+    assert problem.startswith("t.mcl:1:1: http:server:ui[ui]: name: must be a URL path")
+    compile_ok('http:server:ui "/ui/" { data => struct{title => "t", head => "",}, }')
+    compile_ok('dhcp:server ":67" { interface => "lo", dns => ["192.0.2.53"], routers => [] }')
+    # An element known only when run: not decided here.
+    compile_ok('import "os"\ndhcp:server ":67" { interface => "lo", dns => [os.args()[0]] }')
+
+
 def test_conflicting_duplicate_resources_are_found_when_constant_and_unconditional() -> None:
     (problem,) = problems('test "a" { anotherstr => "x" }\n$v = "y"\ntest "a" { anotherstr => $v }')
     assert problem == (
