@@ -376,9 +376,14 @@ class RemoteRes(Resource):
 
     async def _workdir(self) -> None:
         """Make the private working directory (mgmt's secureRemoteDir): every component a
-        real directory (no symlink), made 0700; the base not writable by others."""
+        real directory (no symlink), owned by root or the remote user, made 0700; the base
+        not writable by others (another user owning a component could swap the zipapp)."""
         if self._wd:
             return
+        code, out = await self._run(["id", "-u"])
+        if code != 0 or not out.strip().isdigit():
+            raise ResourceError(f"cannot read the remote user's uid: {out.strip()[:200]!r}")
+        owners = (0, int(out))
         conn = await self._connect()
         async with conn.start_sftp_client() as sftp:
             if self.caching:
@@ -393,6 +398,8 @@ class RemoteRes(Resource):
                 raise ResourceError(f"remote: {base} is not a directory (or is a symlink)")
             if mode & 0o022:
                 raise ResourceError(f"remote: {base} is writable by other users")
+            if attrs.uid not in owners:
+                raise ResourceError(f"remote: {base} is owned by uid {attrs.uid}")
             path = base
             for part in [*parts, self._uid]:
                 path = f"{path}/{part}"
@@ -402,6 +409,8 @@ class RemoteRes(Resource):
                 mode = attrs.permissions or 0
                 if stat.S_ISLNK(mode) or not stat.S_ISDIR(mode):
                     raise ResourceError(f"remote: {path} is not a directory (or is a symlink)")
+                if attrs.uid not in owners:
+                    raise ResourceError(f"remote: {path} is owned by uid {attrs.uid}")
                 await sftp.chmod(path, 0o700)
         self._wd = path
         self.handle.logger.debug("remote working directory: %s", path)
