@@ -303,6 +303,16 @@ class RemoteRes(Resource):
             raise ResourceError(f"{redacted(self._remote)}: {_say(err)}") from None
         return False
 
+    def merge(self, other: Resource) -> Resource:
+        """As every kind's, but the URLs a conflict shows are shown without their passwords
+        (the message is logged)."""
+        if isinstance(other, RemoteRes) and self._remote != other._remote:
+            mine, theirs = _shown(self._remote), _shown(other._remote)
+            if mine == theirs:
+                mine, theirs = f"{mine} (a password)", f"{theirs} (another password)"
+            raise ValidationError(f"differs: {mine!r} vs {theirs!r}", "remote")
+        return super().merge(other)
+
     # connection -------------------------------------------------------------------------
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
@@ -618,6 +628,14 @@ class RemoteRes(Resource):
             return
         await self._run(["rm", "-rf", "--one-file-system", self._wd])
         self._wd = ""
+
+
+def _shown(raw: str) -> str:
+    """The URL without its password, or a word if it cannot be parsed (validate says why)."""
+    try:
+        return redacted(raw)
+    except ValueError:
+        return "an unparsable URL"
 
 
 def _folder(program: Program) -> str:

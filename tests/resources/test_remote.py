@@ -90,3 +90,17 @@ def test_the_helper_finds_no_child_without_its_pid(tmp_path: Path) -> None:
     pid.write_text("1\n")  # a pid that is not ours (its command line does not name the zipapp)
     assert helper("status", str(pid), pyz) == 1
     assert helper("stop", str(pid), pyz, "1") == 0  # nothing of ours to stop: init untouched
+
+
+def test_two_declarations_differing_in_their_url_keep_its_password_secret(tmp_path: Path) -> None:
+    """`mgmt check` (and the agent's log) names the param that differs, not the passwords."""
+    from tests.e2e.helpers import run_mgmt
+
+    block = (
+        'remote "far" {{\n\tremote => "ssh://root:{}@127.0.0.1:1/",\n'
+        "\tallow_cleartext_password => true,\n\ttunnelled => false,\n}}\n"
+    )
+    (tmp_path / "main.mcl").write_text(block.format("hunter2") + block.format("hunter3"))
+    code, out = run_mgmt(["check", "lang", str(tmp_path / "main.mcl")])
+    assert code == 2 and "incompatible duplicate resource remote[far]: remote: differs" in out
+    assert "hunter" not in out and "ssh://root@127.0.0.1:1/" in out, out
