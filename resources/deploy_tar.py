@@ -9,7 +9,8 @@ and 0755. So the archive is a function of the program and the format alone: the 
 compares its sha256 with the file's, and a re-run writes nothing; any edit of the archive is
 repaired. It is written atomically (a new inode renamed over it, through directory
 descriptors, no symlink followed) and durably (the file, then its directory, fsynced); an
-existing archive keeps its mode (a file resource may manage it), a new one gets 0644.
+existing archive of root or this agent's user keeps its permission bits (a file resource may
+manage them), a new one (or one replacing another user's file) gets 0644.
 The watch is inotify on the archive and, for a local program, on its files (`files/` or a
 `lang DIR/` recursively); a new deploy is the program's change event (ProgramRef.subscribe).
 See docs/resources/deploy_tar.md.
@@ -117,7 +118,9 @@ class DeployTarRes(Edgeable, Resource):
             st = safefs.lstat_at(dir_fd, name)
             if st is not None and not stat.S_ISREG(st.st_mode):
                 raise ResourceError(f"{self._path} exists and is not a regular file")
-            mode = stat.S_IMODE(st.st_mode) if st is not None else NEW_MODE
+            mode = NEW_MODE
+            if st is not None and st.st_uid in (0, os.geteuid()):  # not another user's (/tmp)
+                mode = stat.S_IMODE(st.st_mode) & 0o777  # permission bits: no setuid, setgid
             safefs.write_at(dir_fd, name, lambda out: out.write(data), mode=mode)
             dir_only = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
             try:
