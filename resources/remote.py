@@ -42,7 +42,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
@@ -111,16 +111,23 @@ class Target:
 def parse_remote(raw: str) -> Target:
     """`ssh://user[:password]@host[:port][/]`, `host` or `host:port` (mgmt's rules)."""
     text = raw if "://" in raw else "ssh://" + raw
+    # The messages name no part of the URL: a raw '/', '?', '#' or '@' in a password splits
+    # it elsewhere, and a fragment of the password is then taken for the port or the path.
+    encode = "a '/', '?', '#' or '@' in the user or password must be percent-encoded"
     try:
         url = urlsplit(text)
         port = url.port
-    except ValueError as err:
-        raise ValueError(f"cannot parse it: {err}") from None
+    except ValueError:
+        raise ValueError(f"cannot parse it: a bad port? ({encode})") from None
     if url.scheme != "ssh":
         raise ValueError(f"unknown scheme {url.scheme!r}: expected ssh://")
+    if url.path not in ("", "/") or url.query or url.fragment:
+        raise ValueError(f"a path, a query or a fragment ({encode})")
     if not url.hostname:
         raise ValueError("no host")
-    return Target(url.hostname, port or DEFAULT_PORT, url.username or DEFAULT_USER, url.password)
+    user = unquote(url.username) if url.username else DEFAULT_USER  # as Go's url.Parse
+    password = unquote(url.password) if url.password is not None else None
+    return Target(url.hostname, port or DEFAULT_PORT, user, password)
 
 
 def redacted(raw: str) -> str:

@@ -104,3 +104,20 @@ def test_two_declarations_differing_in_their_url_keep_its_password_secret(tmp_pa
     code, out = run_mgmt(["check", "lang", str(tmp_path / "main.mcl")])
     assert code == 2 and "incompatible duplicate resource remote[far]: remote: differs" in out
     assert "hunter" not in out and "ssh://root@127.0.0.1:1/" in out, out
+
+
+def test_a_password_is_percent_decoded_and_never_in_a_parse_error() -> None:
+    """As Go's url.Parse (mgmt): userinfo is percent-decoded. A '/', '?', '#' or '@' left
+    raw in the password splits the URL elsewhere: refused, the message naming no part of it
+    (a fragment of the password was taken for the host, the port or the path)."""
+    assert parse_remote("ssh://b%40b:p%40ss%2Fw%23@h:2/") == Target("h", 2, "b@b", "p@ss/w#")
+    for raw in (
+        "ssh://root:hunter/2@h/",
+        "ssh://root:hunter#2@h/",
+        "ssh://root:hun?ter2@h/",
+        "ssh://root:22/hunter2@h/",
+    ):
+        with pytest.raises(ValueError) as err:
+            RemoteRes(name="r", remote=raw, allow_cleartext_password=True).validate()
+        assert "hunter" not in str(err.value) and "ter2" not in str(err.value), err.value
+        assert "percent-encoded" in str(err.value)
