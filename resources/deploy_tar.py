@@ -9,7 +9,8 @@ and 0755. So the archive is a function of the program and the format alone: the 
 compares its sha256 with the file's, and a re-run writes nothing; any edit of the archive is
 repaired. It is written atomically (a new inode renamed over it, through directory
 descriptors, no symlink followed) and durably (the file, then its directory, fsynced); an
-existing archive keeps its mode (a file resource may manage it), a new one gets 0644.
+existing archive of root or this agent's user keeps its permission bits (a file resource may
+manage them), a new one (or one replacing another user's file) gets 0644.
 The watch is inotify on the archive and, for a local program, on its files (`files/` or a
 `lang DIR/` recursively); a new deploy is the program's change event (ProgramRef.subscribe).
 See docs/resources/deploy_tar.md.
@@ -18,6 +19,7 @@ See docs/resources/deploy_tar.md.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import io
 import os
@@ -36,9 +38,10 @@ from engine.resource import UID, Edgeable, Resource, register
 from resources._lib import tarformat
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 from resources._lib.programwatch import follow_program
-from resources._lib.stamp import check_abs_file, file_needs, file_uids, hash_file
+from resources._lib.stamp import check_abs_file, file_needs, file_uids
 
 NEW_MODE = 0o644  # a new archive's mode (an existing one keeps its own)
+LINK = "a symbolic link"  # `_held` of a link at the path: no sha256
 
 
 @register("deploy:tar")
@@ -74,13 +77,13 @@ class DeployTarRes(Edgeable, Resource):
     async def check_apply(self, apply: bool) -> bool:
         program = await self._program()
         path = self._path
-        want, have = await in_thread(lambda: (archive(program, self.format), hash_file(path)))
+        want, have = await in_thread(lambda: (archive(program, self.format), _held(path)))
         digest = hashlib.sha256(want).hexdigest()
         if have == digest:
             return nothing_to_do(
                 self.handle, f"{path} holds {program.origin} ({len(program.files)} files)"
             )
-        why = "is missing" if not have else "differs"
+        why = "is missing" if not have else "is a symbolic link" if have == LINK else "differs"
         step = Step(
             f"archive {program.origin} ({len(program.files)} files) into {path} (it {why})",
             "",
@@ -117,7 +120,9 @@ class DeployTarRes(Edgeable, Resource):
             st = safefs.lstat_at(dir_fd, name)
             if st is not None and not stat.S_ISREG(st.st_mode):
                 raise ResourceError(f"{self._path} exists and is not a regular file")
-            mode = stat.S_IMODE(st.st_mode) if st is not None else NEW_MODE
+            mode = NEW_MODE
+            if st is not None and st.st_uid in (0, os.geteuid()):  # not another user's (/tmp)
+                mode = stat.S_IMODE(st.st_mode) & 0o777  # permission bits: no setuid, setgid
             safefs.write_at(dir_fd, name, lambda out: out.write(data), mode=mode)
             dir_only = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
             try:
@@ -125,6 +130,28 @@ class DeployTarRes(Edgeable, Resource):
             finally:
                 os.close(dir_only)
         return f"archived {program.origin} ({len(program.files)} files, {len(data)} bytes)"
+
+
+def _held(path: str) -> str:
+    """The sha256 of the archive at `path`, "" if missing, LINK for a symbolic link: never
+    read through (the write refuses it; another user's link, in /tmp, to a copy of the right
+    archive is not the archive). Opened without following a link: no race with a swap."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return ""
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return LINK
+        raise ResourceError(f"cannot read {path}: {err.strerror}") from err
+    digest = hashlib.sha256()
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, a device: never read
+            raise ResourceError(f"cannot read {path}: not a regular file")
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def archive(program: Program, fmt: int = 0) -> bytes:

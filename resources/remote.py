@@ -42,7 +42,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
@@ -111,16 +111,23 @@ class Target:
 def parse_remote(raw: str) -> Target:
     """`ssh://user[:password]@host[:port][/]`, `host` or `host:port` (mgmt's rules)."""
     text = raw if "://" in raw else "ssh://" + raw
+    # The messages name no part of the URL: a raw '/', '?', '#' or '@' in a password splits
+    # it elsewhere, and a fragment of the password is then taken for the port or the path.
+    encode = "a '/', '?', '#' or '@' in the user or password must be percent-encoded"
     try:
         url = urlsplit(text)
         port = url.port
-    except ValueError as err:
-        raise ValueError(f"cannot parse it: {err}") from None
+    except ValueError:
+        raise ValueError(f"cannot parse it: a bad port? ({encode})") from None
     if url.scheme != "ssh":
         raise ValueError(f"unknown scheme {url.scheme!r}: expected ssh://")
+    if url.path not in ("", "/") or url.query or url.fragment:
+        raise ValueError(f"a path, a query or a fragment ({encode})")
     if not url.hostname:
         raise ValueError("no host")
-    return Target(url.hostname, port or DEFAULT_PORT, url.username or DEFAULT_USER, url.password)
+    user = unquote(url.username) if url.username else DEFAULT_USER  # as Go's url.Parse
+    password = unquote(url.password) if url.password is not None else None
+    return Target(url.hostname, port or DEFAULT_PORT, user, password)
 
 
 def redacted(raw: str) -> str:
@@ -303,6 +310,16 @@ class RemoteRes(Resource):
             raise ResourceError(f"{redacted(self._remote)}: {_say(err)}") from None
         return False
 
+    def merge(self, other: Resource) -> Resource:
+        """As every kind's, but the URLs a conflict shows are shown without their passwords
+        (the message is logged)."""
+        if isinstance(other, RemoteRes) and self._remote != other._remote:
+            mine, theirs = _shown(self._remote), _shown(other._remote)
+            if mine == theirs:
+                mine, theirs = f"{mine} (a password)", f"{theirs} (another password)"
+            raise ValidationError(f"differs: {mine!r} vs {theirs!r}", "remote")
+        return super().merge(other)
+
     # connection -------------------------------------------------------------------------
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
@@ -376,9 +393,14 @@ class RemoteRes(Resource):
 
     async def _workdir(self) -> None:
         """Make the private working directory (mgmt's secureRemoteDir): every component a
-        real directory (no symlink), made 0700; the base not writable by others."""
+        real directory (no symlink), owned by root or the remote user, made 0700; the base
+        not writable by others (another user owning a component could swap the zipapp)."""
         if self._wd:
             return
+        code, out = await self._run(["id", "-u"])
+        if code != 0 or not out.strip().isdigit():
+            raise ResourceError(f"cannot read the remote user's uid: {out.strip()[:200]!r}")
+        owners = (0, int(out))
         conn = await self._connect()
         async with conn.start_sftp_client() as sftp:
             if self.caching:
@@ -393,6 +415,8 @@ class RemoteRes(Resource):
                 raise ResourceError(f"remote: {base} is not a directory (or is a symlink)")
             if mode & 0o022:
                 raise ResourceError(f"remote: {base} is writable by other users")
+            if attrs.uid not in owners:
+                raise ResourceError(f"remote: {base} is owned by uid {attrs.uid}")
             path = base
             for part in [*parts, self._uid]:
                 path = f"{path}/{part}"
@@ -402,6 +426,8 @@ class RemoteRes(Resource):
                 mode = attrs.permissions or 0
                 if stat.S_ISLNK(mode) or not stat.S_ISDIR(mode):
                     raise ResourceError(f"remote: {path} is not a directory (or is a symlink)")
+                if attrs.uid not in owners:
+                    raise ResourceError(f"remote: {path} is owned by uid {attrs.uid}")
                 await sftp.chmod(path, 0o700)
         self._wd = path
         self.handle.logger.debug("remote working directory: %s", path)
@@ -609,6 +635,14 @@ class RemoteRes(Resource):
             return
         await self._run(["rm", "-rf", "--one-file-system", self._wd])
         self._wd = ""
+
+
+def _shown(raw: str) -> str:
+    """The URL without its password, or a word if it cannot be parsed (validate says why)."""
+    try:
+        return redacted(raw)
+    except ValueError:
+        return "an unparsable URL"
 
 
 def _folder(program: Program) -> str:

@@ -11,7 +11,8 @@ stores it with the transaction of the direct path (parent check, `--force`, `--k
 `main` returns None (the caller runs the direct path, `mgmt.deploy.cli`, unchanged) when:
 the command is not a push of `yaml FILE`/`lang FILE|DIR/` with the flags below (`--list`,
 `--status`, `--rollback`, `--tls-*`, `--cluster-user`, `--insecure-cluster`, `--direct`,
-`--help` stay direct), no agent answers on the socket, the agent refuses this user or cannot
+`--help` stay direct), no agent answers on the socket, the agent runs as a user neither
+root nor this one (it would choose what the operator's key signs), the agent refuses this user or cannot
 push (not connected, not this cluster, its etcd user may not write deploys), the files are
 not plain (a symbolic link, too many or too large) or the key is one whose fingerprint
 `ssh-keygen` must read, or the agent's check failed on a missing file (the direct path,
@@ -249,6 +250,7 @@ def push(opts: dict[str, Any], timings: Timings | None) -> int:
             sock.connect(os.path.join(prefix, SOCKET))
         except OSError as err:
             raise Fallback(f"no agent: {err}") from None
+        _trusted(sock)
         if timings:
             timings.mark("connected")
         frontend, path = opts["target"]
@@ -273,6 +275,15 @@ def push(opts: dict[str, Any], timings: Timings | None) -> int:
             raise Fallback(f"the agent: {err}") from None
     finally:
         sock.close()
+
+
+def _trusted(sock: _socket.socket) -> None:
+    """Fallback unless the agent listening is root or this user: another user's (a prefix it
+    could write in) would get the program's files and choose what the operator's key signs."""
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    if uid not in (0, os.geteuid()):
+        raise Fallback(f"the socket's agent runs as uid {uid}, neither root nor this user")
 
 
 def _conversation(sock: _socket.socket, key: str | None, timings: Timings | None) -> int:

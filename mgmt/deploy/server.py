@@ -136,6 +136,10 @@ class DeployServer:
             if request.get("seeds") and not await self._ours(str(request["seeds"])):
                 raise Fallback(f"{request['seeds']}: not the agent's cluster")
             max_size = int(request.get("max_graph_size") or self.max_graph_size)
+            try:  # before the check: after it, the caller may think something was stored
+                keep, force = int(request.get("keep") or KEEP), bool(request["force"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise Fallback(f"not a request: {err}") from None
             newest = asyncio.create_task(head(self.client))  # meanwhile: one round trip less
             try:
                 bundle = await asyncio.to_thread(checked_bundle, request, self.work, max_size)
@@ -158,8 +162,6 @@ class DeployServer:
                     raise EOFError("the caller did not sign")
                 return replace(rec, signature=answer["signature"])
 
-            keep = int(request.get("keep") or KEEP)
-            force = bool(request["force"])
             known = await newest
             rec = await push(self.client, bundle, make, force=force, keep=keep, known=known)
         except Fallback as err:

@@ -230,9 +230,17 @@ async def test_the_deploy_socket_refuses_another_user(tmp_path: Path) -> None:
         assert await newest(h1) == 0 and await pushed_here(h1, 0) == 0
         # Root, but not the client's requests: one line each, nothing stored, still serving.
         assert await asyncio.to_thread(raw, sock, {"frontend": "lang"}) == {
-            "fallback": "not a request: 'name'"
+            "fallback": "not a request: 'force'"
         }
         with pytest.raises(thin.Fallback, match="closed the connection"):
             await asyncio.to_thread(raw, sock, [1, 2])
+        # A bad `keep` or no `force`: refused before the check (after a `checked`, the client
+        # says the deploy may have been stored), nothing left running.
+        for bad, says in (({"keep": "x"}, "invalid literal"), ({"force": None}, "'force'")):
+            broken = {
+                k: v for k, v in request_of(src, alice.private, **bad).items() if v is not None
+            }
+            answer = await asyncio.to_thread(raw, sock, broken)
+            assert answer["fallback"].startswith("not a request: ") and says in answer["fallback"]
         await h1.daemon.wait_log("deploy socket: a bad request (ValueError: not a message)")
         assert await newest(h1) == 0

@@ -213,3 +213,19 @@ async def test_an_untrusted_host_key_is_one_line_and_nothing_runs(tmp_path: Path
         assert f"ssh://root@127.0.0.1:{server.port}/: Host key is not trusted" in log, log
         assert not (server.var_lib / "mgmt").exists()
         assert "hunter2" not in log
+
+
+async def test_a_working_directory_another_user_owns_is_refused(tmp_path: Path) -> None:
+    """/var/lib/mgmt/ owned by another user (mode 0755: not writable by others, but its owner
+    may replace what is in it): nothing is copied there, nothing runs."""
+    out = tmp_path / "out" / "hello"
+    async with sshd(tmp_path / "sshd") as server:
+        base = server.var_lib / "mgmt"
+        base.mkdir(mode=0o755)
+        os.chown(base, 65534, 65534)
+        main = program(tmp_path / "src", server, out, tunnelled=False)
+        args = ["run", "--hostname", "near", "--tmp-prefix", "--max-runtime", "5"]
+        code, log = await asyncio.to_thread(run_mgmt, [*args, "lang", str(main)], 120)
+        assert code == 1, log
+        assert "failed: remote: /var/lib/mgmt is owned by uid 65534" in log, log
+        assert "copying mgmt.pyz" not in log and not (base / "remote").exists()

@@ -151,3 +151,46 @@ def test_validation(params: dict[str, object], key: str) -> None:
     with pytest.raises(ValidationError) as err:
         DeployTarRes(**params).validate()  # type: ignore[arg-type]
     assert err.value.key == key
+
+
+async def test_another_users_file_lends_no_mode(start: Start, tmp_path: Path) -> None:
+    """In a directory others may create files in (sticky, like /tmp), another user's file at
+    the path (setuid, world-writable) is replaced by a new 0644 archive, not one with its mode;
+    our own keeps its permission bits only."""
+    share = tmp_path / "share"
+    share.mkdir()
+    share.chmod(0o1777)
+    out = share / "p.tar"
+    out.write_bytes(b"theirs")
+    os.chown(out, 65534, 65534)
+    out.chmod(0o6777)
+    res = DeployTarRes(name=str(out))
+    await start(res, ProgramRef(lambda: PROGRAM))
+    assert await res.check_apply(True) is False
+    st = out.stat()
+    assert (st.st_uid, oct(st.st_mode & 0o7777)) == (os.geteuid(), oct(0o644))
+    assert out.read_bytes() == archive(PROGRAM)
+    out.chmod(0o4640)
+    out.write_bytes(b"drift")
+    assert await res.check_apply(True) is False
+    assert oct(out.stat().st_mode & 0o7777) == oct(0o640)
+
+
+async def test_a_symlink_at_the_path_is_refused_even_to_the_right_content(
+    start: Start, tmp_path: Path
+) -> None:
+    """Another user's link (in a sticky directory) to a copy of the right archive, which they
+    may change later: not "nothing to do", refused as the write refuses it."""
+    share = tmp_path / "share"
+    share.mkdir()
+    share.chmod(0o1777)
+    copy = tmp_path / "theirs.tar"
+    copy.write_bytes(archive(PROGRAM))
+    out = share / "p.tar"
+    out.symlink_to(copy)
+    os.chown(out, 65534, 65534, follow_symlinks=False)
+    res = DeployTarRes(name=str(out))
+    await start(res, ProgramRef(lambda: PROGRAM))
+    with pytest.raises(ResourceError, match="exists and is not a regular file"):
+        await res.check_apply(True)
+    assert out.is_symlink()

@@ -90,3 +90,34 @@ def test_the_helper_finds_no_child_without_its_pid(tmp_path: Path) -> None:
     pid.write_text("1\n")  # a pid that is not ours (its command line does not name the zipapp)
     assert helper("status", str(pid), pyz) == 1
     assert helper("stop", str(pid), pyz, "1") == 0  # nothing of ours to stop: init untouched
+
+
+def test_two_declarations_differing_in_their_url_keep_its_password_secret(tmp_path: Path) -> None:
+    """`mgmt check` (and the agent's log) names the param that differs, not the passwords."""
+    from tests.e2e.helpers import run_mgmt
+
+    block = (
+        'remote "far" {{\n\tremote => "ssh://root:{}@127.0.0.1:1/",\n'
+        "\tallow_cleartext_password => true,\n\ttunnelled => false,\n}}\n"
+    )
+    (tmp_path / "main.mcl").write_text(block.format("hunter2") + block.format("hunter3"))
+    code, out = run_mgmt(["check", "lang", str(tmp_path / "main.mcl")])
+    assert code == 2 and "incompatible duplicate resource remote[far]: remote: differs" in out
+    assert "hunter" not in out and "ssh://root@127.0.0.1:1/" in out, out
+
+
+def test_a_password_is_percent_decoded_and_never_in_a_parse_error() -> None:
+    """As Go's url.Parse (mgmt): userinfo is percent-decoded. A '/', '?', '#' or '@' left
+    raw in the password splits the URL elsewhere: refused, the message naming no part of it
+    (a fragment of the password was taken for the host, the port or the path)."""
+    assert parse_remote("ssh://b%40b:p%40ss%2Fw%23@h:2/") == Target("h", 2, "b@b", "p@ss/w#")
+    for raw in (
+        "ssh://root:hunter/2@h/",
+        "ssh://root:hunter#2@h/",
+        "ssh://root:hun?ter2@h/",
+        "ssh://root:22/hunter2@h/",
+    ):
+        with pytest.raises(ValueError) as err:
+            RemoteRes(name="r", remote=raw, allow_cleartext_password=True).validate()
+        assert "hunter" not in str(err.value) and "ter2" not in str(err.value), err.value
+        assert "percent-encoded" in str(err.value)

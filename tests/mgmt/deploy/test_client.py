@@ -76,3 +76,54 @@ def test_the_thin_path_imports_neither_the_cli_nor_grpc_nor_the_language(tmp_pat
         cwd=ROOT,
     )
     assert out.returncode == 0 and out.stdout.strip() == "[]", out
+
+
+HOSTILE = """
+import base64, json, os, socket, sys
+from mgmt.deploy import client
+os.chdir(sys.argv[1])  # its parents are root's alone
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(client.SOCKET + ".new"); os.rename(client.SOCKET + ".new", client.SOCKET); s.listen()
+print("ready", flush=True)
+s.settimeout(30)
+conn, _ = s.accept(); conn.settimeout(30)
+got = {}
+try:
+    got["request"] = sorted(client.receive(conn)["files"])
+    client.send(conn, {"checked": True})
+    client.send(conn, {"sign": base64.b64encode(b"mgmt deploy v1\\n{chosen by uid 65534}").decode()})
+    got["signed"] = client.receive(conn)
+    client.send(conn, {"done": "deploy 1: yaml g.yaml, 0"})
+except Exception as err:
+    got["ended"] = repr(err)
+print(json.dumps(got))
+"""
+
+
+def test_an_agent_of_another_user_is_not_trusted(tmp_path: Path) -> None:
+    """A socket another user listens on (a prefix it could write in) gets neither the
+    program's files nor a signature: the direct path runs."""
+    from tests.mgmt.deploy.keys import make_key
+
+    key = make_key(tmp_path / "keys", "alice")
+    prefix = tmp_path / "prefix"
+    prefix.mkdir(mode=0o777)
+    os.chmod(prefix, 0o777)
+    (tmp_path / "g.yaml").write_text("graph: g\nresources: {}\n")
+    hostile = subprocess.Popen(
+        [sys.executable, "-c", HOSTILE, str(prefix)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert hostile.stdout is not None and hostile.stdout.readline() == "ready\n"
+        assert (prefix / thin.SOCKET).stat().st_uid == 65534
+        argv = ["--prefix", str(prefix), "--sign-key", str(key.private), "yaml"]
+        assert thin.main([*argv, str(tmp_path / "g.yaml")]) is None
+    finally:
+        if hostile.poll() is None:
+            hostile.kill()
+        out, _ = hostile.communicate(timeout=30)
+    assert "signed" not in out and "request" not in out, out
