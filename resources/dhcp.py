@@ -28,9 +28,9 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
+from resources._lib.ifname import check_interface_name
 from resources._lib.plan import nothing_to_do
 from resources._lib.serving import Offers, offers, split_address
-from resources.net import check_interface_name
 
 DEFAULT_LEASE = "10m"  # mgmt's default lease time (dhcpd's)
 MAGIC = b"\x63\x82\x53\x63"

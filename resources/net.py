@@ -27,6 +27,7 @@ from engine.params import EMPTY_IS_UNSET
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.events import pump_events
+from resources._lib.ifname import check_interface_name
 from resources._lib.missing import Missing, would_wait
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources._lib.proc import run_command
@@ -35,7 +36,6 @@ IP_TIMEOUT = 30
 PREFIX = "mgmt-"
 # rtnetlink multicast groups: links, IPv4 addresses, IPv4 routes, IPv6 addresses.
 GROUPS = 0x1 | 0x10 | 0x40 | 0x100
-IFNAMSIZ = 16
 
 
 def networkd_dir() -> str:
@@ -70,21 +70,6 @@ class Netlink:
             await self._wake.wait()
             self._wake.clear()
             yield None
-
-
-def check_interface_name(name: str, key: str) -> None:
-    """ValidationError unless `name` can be a Linux network interface's (dev_valid_name)."""
-    if (
-        not name
-        or len(name) >= IFNAMSIZ
-        or name in (".", "..")
-        or any(c in "/:" or c.isspace() for c in name)
-    ):
-        raise ValidationError(
-            f"expected an interface name (under {IFNAMSIZ} characters, no '/', ':' or "
-            f"spaces), got {name!r}",
-            key,
-        )
 
 
 @register("net")
