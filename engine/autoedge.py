@@ -34,7 +34,7 @@ def add_autoedges(graph: Graph, index: AutoIndex | None = None) -> int:
         if index is not None:
             index.counted(uids, index.provides)
         wanting.append((key_of(res), res))
-    added = 0
+    added = skipped = 0
     for key, edgeable in wanting:
         requests = edgeable.autoedges()
         if index is not None:
@@ -49,10 +49,20 @@ def add_autoedges(graph: Graph, index: AutoIndex | None = None) -> int:
                     fmt_key(provider),
                     fmt_key(key),
                 )
+                skipped += 1
                 continue
             graph.connect(provider, key, AUTO)
             added += 1
+    if index is not None:
+        index.skipped = skipped
     return added
+
+
+def may_edge(provider: Resource, wanter: Resource) -> bool:
+    """Whether `provider` provides something `wanter` asks for (an automatic edge between
+    them, if nothing else provides it first): O(their UIDs)."""
+    provides = set(AutoIndex.sides(provider)[0])
+    return any(uid in provides for uid in AutoIndex.sides(wanter)[1])
 
 
 class AutoIndex:
@@ -62,6 +72,8 @@ class AutoIndex:
     def __init__(self, resources: Iterable[Resource] = ()) -> None:
         self.provides: dict[UID, int] = {}
         self.wants: dict[UID, int] = {}
+        # Automatic edges add_autoedges() skipped for a cycle (None: unknown, not made by it).
+        self.skipped: int | None = None
         for res in resources:
             self.count(res, 1)
 
@@ -76,7 +88,7 @@ class AutoIndex:
                 del table[uid]
 
     @staticmethod
-    def _sides(res: Resource) -> tuple[list[UID], list[UID]]:
+    def sides(res: Resource) -> tuple[list[UID], list[UID]]:
         """The UIDs `res` provides and those it asks for (none when it opted out)."""
         if not res.meta.autoedge or not isinstance(res, Edgeable):
             return [], []
@@ -84,14 +96,14 @@ class AutoIndex:
 
     def count(self, res: Resource, sign: int) -> None:
         """Count `res` in (sign 1) or out (-1) of the graph."""
-        provides, wants = self._sides(res)
+        provides, wants = self.sides(res)
         self.counted(provides, self.provides, sign)
         self.counted(wants, self.wants, sign)
 
     def alone(self, res: Resource, present: bool) -> bool:
         """Whether `res` takes part in no automatic edge of the graph: nothing else provides
         what it asks for, nothing else asks for what it provides. `present`: it is counted."""
-        provides, wants = self._sides(res)
+        provides, wants = self.sides(res)
         mine = 1 if present else 0
         own = set(provides)
         return all(self.wants.get(uid, 0) <= mine * wants.count(uid) for uid in provides) and all(

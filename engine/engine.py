@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import collector, watcher
-from engine.autoedge import AutoIndex, add_autoedges
+from engine.autoedge import AutoIndex, add_autoedges, may_edge
 from engine.autogroup import autogroup
 from engine.errors import GraphError, ResourceError
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged
@@ -484,6 +484,14 @@ class Vertex:
         self.engine.changed(self)
 
 
+def _release(vertices: Iterable[Vertex]) -> None:
+    """Poke the vertices that lost a predecessor in a swap and wait (PENDING): one waiting for
+    it runs now (mgmt: a removed edge no longer holds its target back)."""
+    for vertex in vertices:
+        if vertex.status is Status.PENDING:
+            vertex.poke()
+
+
 def check_limit() -> int:
     """How many check_applies may run at once: a quarter of the descriptors the process may
     open. A check may hold descriptors (a file's directory) while it waits for an I/O thread:
@@ -505,9 +513,36 @@ FIRST_PASS_GC_BOUND = 30.0
 
 
 # (base, keys): a graph is `base` with only the resources of `keys` replaced, added or removed,
-# and no edge to or from those added or removed (Engine.apply).
+# and only edges between two of `keys` connected or disconnected (Engine.apply).
 Since = tuple[Graph, frozenset[Key]]
+Ends = tuple[Key, Key]
 SMALL = 64  # vertices added or removed that Engine.apply looks for without `since`
+
+
+def _edge_changes(
+    graph: Graph, last: _Raw, keys: Iterable[Key]
+) -> tuple[dict[Ends, Edge], set[Ends]]:
+    """The edges of `graph` that `last` has not (or not alike), and those of `last` that
+    `graph` has not (or not alike), looking at the edges of `keys` only: O(their degree)."""
+    connect: dict[Ends, Edge] = {}
+    disconnect: set[Ends] = set()
+    for key in keys:
+        for new, old, out in (
+            (graph.succ.get(key) or {}, last.succ.get(key) or {}, True),
+            (graph.pred.get(key) or {}, last.pred.get(key) or {}, False),
+        ):
+            if new is old or new == old:
+                continue
+            for other in new.keys() | old.keys():
+                edge, was = new.get(other), old.get(other)
+                if edge == was:
+                    continue
+                ends = (key, other) if out else (other, key)
+                if was is not None:
+                    disconnect.add(ends)
+                if edge is not None:
+                    connect[ends] = edge
+    return connect, disconnect
 
 
 def _same_edges(graph: Graph, last: _Raw, keys: Iterable[Key]) -> bool:
@@ -544,6 +579,12 @@ class _Small:
     replace: dict[Key, Resource] = field(default_factory=dict)
     add: dict[Key, Resource] = field(default_factory=dict)
     remove: list[Key] = field(default_factory=list)
+    # The prepared graph's edge maps after the swap (_reshaped), and the kept vertices whose
+    # edges changed (`rewired`), of which `release` lost a predecessor.
+    succ: dict[Key, dict[Key, Edge]] = field(default_factory=dict)
+    pred: dict[Key, dict[Key, Edge]] = field(default_factory=dict)
+    rewired: frozenset[Key] = frozenset()
+    release: frozenset[Key] = frozenset()
 
 
 class Engine:
@@ -594,6 +635,9 @@ class Engine:
         # The automatic edges' UIDs of the last graph as given (made by prepare(), then kept
         # up to date by small swaps).
         self._autoindex: AutoIndex | None = None
+        # The last prepared graph has a resource autogroup could group: a path between two
+        # may decide whether it does, so no edge changes without preparing again.
+        self._groupable = False
 
     def tick(self) -> int:
         return next(self._clock)
@@ -663,6 +707,8 @@ class Engine:
             add_autoedges(graph, index)
         if self.autogroup:
             autogroup(graph)
+            candidates = (r for r in graph if r.meta.autogroup and isinstance(r, Groupable))
+            self._groupable = next(candidates, None) is not None
         graph.check()
         sizes: dict[str, tuple[int, Resource]] = {}
         for res in graph:
@@ -726,6 +772,10 @@ class Engine:
             else:
                 vertices[key] = Vertex(self, res)
                 added.append(vertices[key])
+        # Kept vertices that lost a predecessor: one waiting for it is released.
+        released = [
+            vertices[k] for k in kept if self.graph.pred.get(k, {}).keys() - graph.pred[k].keys()
+        ]
         self.graph = graph
         self.vertices = vertices
         self._raw = raw
@@ -741,6 +791,7 @@ class Engine:
         await asyncio.gather(*(v.start() for v in added))
         for key in kept:  # a started vertex told its status itself (10,000 events less at first)
             self.changed(vertices[key])
+        _release(released)
         self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
 
     # the cycle collector during the first run -----------------------------------------------
@@ -835,7 +886,71 @@ class Engine:
                 return None  # the graph's shape may change
             else:
                 small.replace[key] = res
+        connect, disconnect = _edge_changes(graph, last, keys)
+        return self._reshaped(graph, small, connect, disconnect)
+
+    def _reshaped(
+        self, graph: Graph, small: _Small, connect: dict[Ends, Edge], disconnect: set[Ends]
+    ) -> _Small | None:
+        """`small` with the prepared graph's edge maps after it (`graph`'s edges `connect`ed
+        and `disconnect`ed in the last ones, which are left alone); None when that could change
+        an automatic edge or a group, or makes a cycle (a full prepare() then decides)."""
+        if not (small.add or small.remove or connect or disconnect):
+            small.succ, small.pred = self.graph.succ, self.graph.pred
+            return small
+        if (connect or disconnect) and not self._rewirable(graph, disconnect):
+            return None
+        succ, pred = dict(self.graph.succ), dict(self.graph.pred)
+        owned: set[Key] = set()  # vertices whose neighbour maps are copies of the last ones
+
+        def own(*keys: Key) -> None:
+            for key in keys:
+                if key not in owned:
+                    owned.add(key)
+                    succ[key], pred[key] = dict(succ[key]), dict(pred[key])
+
+        for src, dst in disconnect:
+            own(src, dst)
+            del succ[src][dst], pred[dst][src]
+        for key in small.remove:
+            if succ[key] or pred[key]:
+                return None  # an edge the given graph did not have (grouped, or automatic)
+            del succ[key], pred[key]
+        for key in small.add:
+            succ[key], pred[key] = {}, {}
+            owned.add(key)
+        for (src, dst), edge in connect.items():
+            own(src, dst)
+            # The given edge replaces an automatic one alike: prepare() would not add that.
+            succ[src][dst] = pred[dst][src] = edge
+        shape = Graph()
+        shape.succ = succ
+        if any(shape.path(dst, src) is not None for src, dst in connect):
+            return None  # a cycle, or one that prepare() avoids by skipping an automatic edge
+        ends = {key for pair in [*connect, *disconnect] for key in pair}
+        new = small.replace.keys() | small.add.keys()
+        small.rewired = frozenset(k for k in ends if k in self.vertices and k not in new)
+        small.release = frozenset(d for _s, d in disconnect if d in small.rewired)
+        small.succ, small.pred = succ, pred
         return small
+
+    def _rewirable(self, graph: Graph, disconnect: set[Ends]) -> bool:
+        """Whether edges of the given graph may change with no group nor automatic edge
+        changing: no two resources that autogroup could group (a path decides whether it
+        does), and no disconnected edge that prepare() would then add as an automatic one (or
+        an automatic edge it skipped for a cycle that may be added now)."""
+        if self.autogroup and self._groupable:
+            return False
+        if not self.autoedges or not disconnect:
+            return True
+        index = self._autoindex
+        if index is None or index.skipped != 0:
+            return False
+        for src, dst in disconnect:
+            provider, wanter = graph.vertices.get(src), graph.vertices.get(dst)
+            if provider is not None and wanter is not None and may_edge(provider, wanter):
+                return False
+        return True
 
     def _alone(self, graph: Graph, key: Key, res: Resource, present: bool) -> bool:
         """Whether `res` (of `key`) is in `graph` (present) or may be added to it without
@@ -875,18 +990,14 @@ class Engine:
         await self._reverse(list(gone), gone)
         graph = Graph(given.name)  # shares the prepared edges: nobody changes them
         graph.vertices = {**self.graph.vertices, **replace, **small.add}
-        graph.succ, graph.pred = self.graph.succ, self.graph.pred
+        graph.succ, graph.pred = small.succ, small.pred
         vertices = dict(self.vertices)
-        if small.add or small.remove:
-            graph.succ, graph.pred = dict(graph.succ), dict(graph.pred)
-            index = self._autoindex
-            for key in small.remove:
-                del graph.vertices[key], graph.succ[key], graph.pred[key], vertices[key]
-                self._retryreset.discard(key)
-                if index is not None:
-                    index.count(gone[key], -1)
-            for key in small.add:  # counted in the index by _small_swap
-                graph.succ[key], graph.pred[key] = {}, {}
+        index = self._autoindex
+        for key in small.remove:
+            del graph.vertices[key], vertices[key]
+            self._retryreset.discard(key)
+            if index is not None:
+                index.count(gone[key], -1)
         added = []
         for key, res in {**replace, **small.add}.items():
             vertices[key] = Vertex(self, res)
@@ -905,6 +1016,7 @@ class Engine:
         await asyncio.gather(*(v.start() for v in added))
         for vertex in added:
             self.changed(vertex)
+        _release(vertices[key] for key in small.release)
         self.listeners.emit(
             GraphSwapped(
                 kept,
@@ -913,6 +1025,7 @@ class Engine:
                 frozenset(replace) | frozenset(small.add),
                 frozenset(small.add),
                 frozenset(small.remove),
+                small.rewired,
             )
         )
 

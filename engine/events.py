@@ -43,7 +43,8 @@ class GraphSwapped:
 
     `replaced` names the vertices a small swap replaced or added (nothing else changed but
     `removed`, so a listener may update just those); None for any other swap. `added`: those of
-    `replaced` that are new.
+    `replaced` that are new. `rewired`: kept vertices whose edges a small swap changed (a
+    failure upstream may now block them, or no longer).
     """
 
     kept: int
@@ -52,6 +53,7 @@ class GraphSwapped:
     replaced: frozenset[tuple[str, str]] | None = None
     added: frozenset[tuple[str, str]] = frozenset()
     removed: frozenset[tuple[str, str]] = frozenset()
+    rewired: frozenset[tuple[str, str]] = frozenset()
 
 
 Event = VertexChanged | CheckApplied | GraphSwapped

@@ -223,12 +223,15 @@ class Change:
 @dataclass(frozen=True)
 class Derived:
     """A graph derived from `base` (`derive`), and what changed: `keys`, the vertices whose
-    resource is another object (or that came or left); `edges`, whether any edge did."""
+    resource is another object (or that came or left); `edges`, whether any edge did;
+    `touched`, `keys` and the ends of every edge connected or disconnected (Engine.apply's
+    `since`: the only vertices whose resource or edges differ from base's)."""
 
     graph: Graph
     base: Graph
     keys: frozenset[Key]
     edges: bool
+    touched: frozenset[Key]
 
 
 def derive(base: Graph, change: Change) -> Derived:
@@ -238,7 +241,7 @@ def derive(base: Graph, change: Change) -> Derived:
     or to itself, a removed vertex with an edge left, or a cycle, which only the connected
     edges are searched for (a path back from each: the graph was a DAG). The one way the
     front-ends (graph files, programs) make their next graph from their last one; the engine
-    swaps it in O(change) too given Derived.keys (Engine.apply's `since`), if no edge changed.
+    swaps it in O(change) too given Derived.touched (Engine.apply's `since`).
     """
     graph = Graph(base.name)
     graph.vertices, graph.succ, graph.pred = dict(base.vertices), dict(base.succ), dict(base.pred)
@@ -280,7 +283,15 @@ def derive(base: Graph, change: Change) -> Derived:
             if back is not None:
                 raise GraphError("cycle: " + " -> ".join(fmt_key(k) for k in [src, *back]))
         graph.connect(src, dst, edge)  # GraphError for a missing end, or to itself
-    return Derived(graph, base, frozenset(keys), bool(change.connect or change.disconnect))
+    ends = {key for src, dst, _edge in change.connect for key in (src, dst)}
+    ends.update(key for pair in change.disconnect for key in pair)
+    return Derived(
+        graph,
+        base,
+        frozenset(keys),
+        bool(change.connect or change.disconnect),
+        frozenset(keys | ends),
+    )
 
 
 def _dot(text: str) -> str:

@@ -82,9 +82,13 @@ class Converger:
 
     def _swapped(self, event: GraphSwapped) -> None:
         """After a swap: re-evaluate the vertices it replaced or added (a small swap that
-        stopped no failed vertex), else every vertex."""
+        stopped no failed vertex and changed no edge while one is failed), else every vertex."""
         replaced = event.replaced
-        if replaced is None or not self._failed.isdisjoint(replaced | event.removed):
+        if (
+            replaced is None
+            or not self._failed.isdisjoint(replaced | event.removed)
+            or (event.rewired and self._failed)
+        ):
             self.recompute()
             return
         self._unsettled.difference_update(event.removed)

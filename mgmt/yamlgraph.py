@@ -900,7 +900,7 @@ class Reuse:
         else:
             exported = list(self.exported)
         loaded = Loaded(graph, exported, list(self.collect), pending=list(self.pending))
-        loaded.since = (base, derived.keys)
+        loaded.since = (base, derived.touched)
         loaded.reuse = Reuse(
             text,
             [*self.starts[:lo], *(n[1] for n in new), *(self.starts[k] + shift for k in rest)],

@@ -136,8 +136,8 @@ class Output:
     (a loop's unchanged iterations, statements not recomputed), so the items that left and
     came are found by identity; only their vertices and edges are changed in the last graph
     (engine.graph.derive, the path graph files' edits take too), with a cycle check of the
-    edges added only. The engine then swaps in O(change) as well (Loaded.since), unless an
-    edge changed (it prepares the graph again). A program whose output has duplicates, exports
+    edges added only. The engine then swaps in O(change) as well (Loaded.since: the resources
+    and the ends of the edges that changed). A program whose output has duplicates, exports
     or collects, an error, or a change of most of the output is built in full (build_graph),
     which also says what is wrong.
     """
@@ -230,8 +230,7 @@ class Output:
         self._built.update(built)
         self._edges.update(edges)
         loaded = Loaded(derived.graph)
-        if not derived.edges:
-            loaded.since = (derived.base, derived.keys)
+        loaded.since = (derived.base, derived.touched)
         return loaded
 
     def _resource(self, item: ResSpec) -> Resource | None:

@@ -1,6 +1,7 @@
 """The language's graph stream in O(change) (issues 15/16): a new output is diffed against the
 last one by identity, and only what came or left changes in the last graph (engine.graph.derive):
-the engine is told which resources those are (Loaded.since), unless an edge changed."""
+the engine is told which resources those are and the ends of the edges that changed
+(Loaded.since)."""
 
 from __future__ import annotations
 
@@ -81,9 +82,11 @@ async def test_one_value_changes_one_vertex_of_the_last_graph(
 async def test_edges_and_vertices_come_and_go(source: LangSource, tmp_path: Path) -> None:
     a, b, c = ("noop", "a"), ("noop", "b"), ("noop", "c")
     loaded = await change(source, tmp_path, "edge")
-    assert a in loaded.graph.pred[b] and loaded.since is None  # the engine prepares it again
+    assert a in loaded.graph.pred[b] and loaded.since is not None
+    assert loaded.since[1] == {f7(tmp_path), a, b}  # the engine swaps the edge in O(change)
     loaded = await change(source, tmp_path, "1")
-    assert not loaded.graph.pred[b] and loaded.since is None
+    assert not loaded.graph.pred[b] and loaded.since is not None
+    assert loaded.since[1] == {f7(tmp_path), a, b}
     loaded = await change(source, tmp_path, "more")
     assert c in loaded.graph and loaded.since is not None
     assert loaded.since[1] == {f7(tmp_path), c}
