@@ -36,7 +36,7 @@ from engine.autoedge import AutoIndex, add_autoedges, may_edge
 from engine.autogroup import autogroup
 from engine.errors import GraphError, ResourceError
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged
-from engine.graph import Edge, Graph, Key, fmt_key, key_of
+from engine.graph import Edge, Graph, Key, fmt_key, key_of, rewired
 from engine.handle import Handle, Shared
 from engine.local import LocalValues
 from engine.meta import sema_size
@@ -519,32 +519,6 @@ Ends = tuple[Key, Key]
 SMALL = 64  # vertices added or removed that Engine.apply looks for without `since`
 
 
-def _edge_changes(
-    graph: Graph, last: _Raw, keys: Iterable[Key]
-) -> tuple[dict[Ends, Edge], set[Ends]]:
-    """The edges of `graph` that `last` has not (or not alike), and those of `last` that
-    `graph` has not (or not alike), looking at the edges of `keys` only: O(their degree)."""
-    connect: dict[Ends, Edge] = {}
-    disconnect: set[Ends] = set()
-    for key in keys:
-        for new, old, out in (
-            (graph.succ.get(key) or {}, last.succ.get(key) or {}, True),
-            (graph.pred.get(key) or {}, last.pred.get(key) or {}, False),
-        ):
-            if new is old or new == old:
-                continue
-            for other in new.keys() | old.keys():
-                edge, was = new.get(other), old.get(other)
-                if edge == was:
-                    continue
-                ends = (key, other) if out else (other, key)
-                if was is not None:
-                    disconnect.add(ends)
-                if edge is not None:
-                    connect[ends] = edge
-    return connect, disconnect
-
-
 def _same_edges(graph: Graph, last: _Raw, keys: Iterable[Key]) -> bool:
     """Whether `graph` has the edges of `last` given, the vertices `keys` (added or removed)
     having none."""
@@ -886,8 +860,9 @@ class Engine:
                 return None  # the graph's shape may change
             else:
                 small.replace[key] = res
-        connect, disconnect = _edge_changes(graph, last, keys)
-        return self._reshaped(graph, small, connect, disconnect)
+        edges = rewired(graph, last.graph, keys)
+        connect = {(src, dst): edge for src, dst, edge in edges.connect}
+        return self._reshaped(graph, small, connect, set(edges.disconnect))
 
     def _reshaped(
         self, graph: Graph, small: _Small, connect: dict[Ends, Edge], disconnect: set[Ends]

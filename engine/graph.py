@@ -7,7 +7,7 @@ cycle. The test suite checks these algorithms against networkx.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from engine.errors import GraphError, ValidationError
@@ -232,6 +232,31 @@ class Derived:
     keys: frozenset[Key]
     edges: bool
     touched: frozenset[Key]
+
+
+def rewired(new: Graph, old: Graph, keys: Iterable[Key]) -> Change:
+    """The edges to connect and disconnect in `old` to have those of `new`, looking only at
+    the edges of `keys` (the ends of every edge that differs must be among them): O(their
+    degree). An edge that changed is disconnected and connected again."""
+    change = Change()
+    keys = keys if isinstance(keys, (set, frozenset)) else set(keys)
+    for key in keys:
+        for now, was, out in (
+            (new.succ.get(key) or {}, old.succ.get(key) or {}, True),
+            (new.pred.get(key) or {}, old.pred.get(key) or {}, False),
+        ):
+            if now is was or now == was:
+                continue
+            for other in now.keys() | was.keys():
+                edge, before = now.get(other), was.get(other)
+                if edge == before or (not out and other in keys):
+                    continue  # alike, or seen from its source (also among `keys`)
+                src, dst = (key, other) if out else (other, key)
+                if before is not None:
+                    change.disconnect.append((src, dst))
+                if edge is not None:
+                    change.connect.append((src, dst, edge))
+    return change
 
 
 def derive(base: Graph, change: Change) -> Derived:

@@ -7,8 +7,9 @@
   differs from the one running, asks the agent to swap graphs (`on_change`); the engine then
   restarts only the vertices that changed.
 - A change costs O(change), not O(local graph): `merge(loaded)` builds the new graph from the
-  one it built last, replacing only the collected resources that changed (and the local ones
-  `loaded.since` names), and says so with a `since` for Engine.apply. It merges in full when
+  one it built last (engine.graph.derive), replacing only the collected resources that
+  changed (and the local resources and edges `loaded.since` names), and says so with a `since`
+  for Engine.apply. It merges in full when
   that cannot be vouched for: the first time, a local graph not derived from the last one, a
   changed key both local and collected (a clash), or edges to collected resources (`pending`).
 - Publishing is desired state: if this host's records are changed or lost in the cluster, they
@@ -25,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.errors import ValidationError, WorldError
-from engine.graph import Graph, Key, fmt_key
+from engine.errors import GraphError, ValidationError, WorldError
+from engine.graph import Graph, Key, derive, fmt_key, rewired
 from engine.resource import Resource
 from engine.tasks import TaskSet
 from engine.world import Changes, Exported
@@ -142,19 +143,20 @@ class ClusterLink:
             k in by_key or k in collected for k in local_keys
         ):
             return None
-        graph = Graph(local.name)  # shares the edge maps of `last`: nobody changes them
-        vertices, succ, pred = dict(last.vertices), dict(last.succ), dict(last.pred)
+        # The local graph's changes (its edges' too) and the collected ones, made in `last`.
+        change = rewired(local, base, local_keys)
         for key in changed | local_keys:
             res = by_key[key] if key in by_key else local.vertices.get(key)
             if res is None:
-                del vertices[key], succ[key], pred[key]  # removed: it had no edges
-            elif key not in vertices:
-                vertices[key], succ[key], pred[key] = res, {}, {}  # added: it has none
+                change.remove.add(key)
             else:
-                vertices[key] = res
-        graph.vertices, graph.succ, graph.pred = vertices, succ, pred
-        self._merged = (local, by_key, graph)
-        return graph, (last, frozenset(changed | local_keys))
+                change.put[key] = res
+        try:
+            derived = derive(last, change)
+        except GraphError:
+            return None  # the full merge says what is wrong
+        self._merged = (local, by_key, derived.graph)
+        return derived.graph, (last, derived.touched)
 
     def _merge_full(self, loaded: Loaded, by_key: dict[Key, Resource]) -> Graph:
         """The local graph plus the collected resources `by_key` (which it consumes)."""
