@@ -903,7 +903,7 @@ class Engine:
         if any(shape.path(dst, src) is not None for src, dst in connect):
             return None  # a cycle, or one that prepare() avoids by skipping an automatic edge
         ends = {key for pair in [*connect, *disconnect] for key in pair}
-        new = small.replace.keys() | small.add.keys()
+        new = {*small.replace, *small.add, *small.remove}
         small.rewired = frozenset(k for k in ends if k in self.vertices and k not in new)
         small.release = frozenset(d for _s, d in disconnect if d in small.rewired)
         small.succ, small.pred = succ, pred
@@ -929,8 +929,9 @@ class Engine:
 
     def _alone(self, graph: Graph, key: Key, res: Resource, present: bool) -> bool:
         """Whether `res` (of `key`) is in `graph` (present) or may be added to it without
-        any edge, group or semaphore, nor changing another vertex's automatic edges."""
-        if graph.succ.get(key) or graph.pred.get(key) or res.meta.sema:
+        any group or semaphore, nor changing another vertex's automatic edges (its given
+        edges are `_reshaped`'s)."""
+        if res.meta.sema:
             return False
         if present and members(self.vertices[key].res):
             return False
