@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--stream", type=int, default=10000, help="resources (0: skip)")
-    parser.add_argument("--rounds", type=int, default=10, help="events x2 at --stream")
+    parser.add_argument("--rounds", type=int, default=10, help="events x3 at --stream")
     args = parser.parse_args()
     bench_compile(args.runs)
     asyncio.run(bench_latency(args.count))

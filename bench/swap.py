@@ -13,7 +13,8 @@ Edits go there and back too (the second restores the original content).
 With --lang, the same N files come from a program (a `for` over iter.range(N)) instead, and one
 of them depends on a file the program reads (os.readfile): the time is from that file's change
 to the resource's file on disk, through the function graph, a new graph of N resources, and the
-swap (the language's graph stream).
+swap (the language's graph stream). Every other change also adds an edge to that resource (an
+`if` on the value: `edge+`), and the next one removes it (`edge-`).
 
 The cost should grow with the size of the change, not with N (target: <= 50 ms for N=10,000).
 Each figure is printed with the load average (the machine is shared: compare in one run).
@@ -159,7 +160,13 @@ for $i, $n in iter.range({count}) {{
 		content => if $n == {mid} {{ "seen ${{value}}" }} else {{ fmt.printf("file %d", $n) }},
 	}}
 }}
+noop "anchor" {{}}
+if len($value) > 5 {{
+	Noop["anchor"] -> File["{files}/f{mid}"]
+}}
 """
+# The values written, round i: a value change only, one that adds the edge, one that removes it.
+STEPS = (("value", "{i}"), ("edge+", "edge-{i}"), ("edge-", "{i}-"))
 
 
 async def lang(count: int, rounds: int) -> None:
@@ -173,30 +180,33 @@ async def lang(count: int, rounds: int) -> None:
         *MGMT, "run", "--tmp-prefix", "lang", str(program), stderr=asyncio.subprocess.PIPE
     )
     daemon = Daemon(proc)
-    samples: list[float] = []
+    samples: dict[str, list[float]] = {kind: [] for kind, _ in STEPS}
     try:
         async with asyncio.TaskGroup() as group:
             reader = group.create_task(daemon.read())
             async with asyncio.timeout(600):
                 await daemon.converged.wait()
             async with PathWatcher([target]) as watcher:
-                for i in range(1, 2 * rounds + 1):
-                    seen = daemon.swaps
-                    start = time.perf_counter()
-                    await asyncio.to_thread(write_atomically, source, str(i))
-                    await until(watcher, target, f"seen {i}")
-                    samples.append(time.perf_counter() - start)
-                    await daemon.next_swap(seen)
+                for i in range(1, rounds + 1):
+                    for kind, pattern in STEPS:
+                        value = pattern.format(i=i)
+                        seen = daemon.swaps
+                        start = time.perf_counter()
+                        await asyncio.to_thread(write_atomically, source, value)
+                        await until(watcher, target, f"seen {value}")
+                        samples[kind].append(time.perf_counter() - start)
+                        await daemon.next_swap(seen)
             reader.cancel()
     finally:
         if proc.returncode is None:
             proc.terminate()
         await proc.wait()
         shutil.rmtree(work, ignore_errors=True)
-    print(
-        f"N={count:6d}, lang   one value x{len(samples)}: {fmt_ms(percentiles(samples))}"
-        f"  (load {os.getloadavg()[0]:.1f})"
-    )
+    for kind, values in samples.items():
+        print(
+            f"N={count:6d}, lang {kind:6s} x{len(values)}: {fmt_ms(percentiles(values))}"
+            f"  (load {os.getloadavg()[0]:.1f})"
+        )
 
 
 async def main() -> None:
