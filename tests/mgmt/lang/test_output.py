@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from engine.engine import Engine
+from engine.events import GraphSwapped
+from engine.graph import Graph
 from mgmt.lang.source import LangSource
 from mgmt.yamlgraph import Loaded
+from tests.engine.conftest import settle
 
 PROGRAM = """
 import "fmt"
@@ -109,3 +113,37 @@ async def test_a_cycle_keeps_the_last_graph_and_says_where(
     assert "cycle: noop[a] -> noop[b] -> noop[a] (keeping the last good graph)" in caplog.text
     loaded = await change(source, tmp_path, "2")
     assert loaded.graph.vertices[f7(tmp_path)].content == "2"  # type: ignore[attr-defined]
+
+
+async def test_the_engine_swaps_an_edge_of_the_stream_alone(
+    source: LangSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end on real files: the graphs of an edge added and removed by an `if` are swapped
+    without preparing the whole graph, and the files are what the program says."""
+    assert source.first is not None
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    swaps: list[GraphSwapped] = []
+    engine.listeners.subscribe(GraphSwapped, swaps.append)
+    a, b = ("noop", "a"), ("noop", "b")
+    try:
+        await engine.apply(source.first.graph)
+        await settle(engine)
+        prepares = 0
+        original = engine.prepare
+
+        def counted(graph: Graph) -> None:
+            nonlocal prepares
+            prepares += 1
+            original(graph)
+
+        monkeypatch.setattr(engine, "prepare", counted)
+        for value in ("edge", "1", "edge"):
+            loaded = await change(source, tmp_path, value)
+            await engine.apply(loaded.graph, loaded.since)
+            await settle(engine)
+            assert (tmp_path / "f7").read_text() == value
+            assert (a in engine.graph.pred[b]) == (value == "edge")
+            assert swaps[-1].rewired == {a, b} and swaps[-1].replaced == {f7(tmp_path)}
+        assert prepares == 0
+    finally:
+        await engine.stop()
