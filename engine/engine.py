@@ -747,8 +747,11 @@ class Engine:
                 vertices[key] = Vertex(self, res)
                 added.append(vertices[key])
         # Kept vertices that lost a predecessor: one waiting for it is released.
+        last_pred = self.graph.pred
         released = [
-            vertices[k] for k in kept if self.graph.pred.get(k, {}).keys() - graph.pred[k].keys()
+            vertices[k]
+            for k in kept
+            if (lost := last_pred.get(k)) and not lost.keys() <= graph.pred[k].keys()
         ]
         self.graph = graph
         self.vertices = vertices
