@@ -9,7 +9,7 @@ import pytest
 
 from engine.engine import SMALL, Engine
 from engine.events import GraphSwapped
-from engine.graph import Graph
+from engine.graph import Change, Edge, Graph, derive
 from engine.world import Exported
 from mgmt.cluster.link import ClusterLink
 from mgmt.collectscope import Collect
@@ -112,4 +112,43 @@ async def test_a_clash_is_merged_in_full(tmp_path: Path) -> None:
         )
         assert ("file", "/srv/shared/f1") in graph
     finally:
+        await link.cluster.client.close()
+
+
+async def test_a_local_edge_change_is_merged_and_swapped_in_o_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edge the local graph connects and one it disconnects (named by `since`) are made in
+    the last merged graph (engine.graph.derive), and the engine swaps just those."""
+    local = Graph("local")
+    for i in range(50):
+        local.add(NoopRes(name=f"n{i}"))
+    n0, n1, n2, n3 = (("noop", f"n{i}") for i in range(4))
+    local.connect(n0, n1)
+    loaded = Loaded(local, collect=[Collect("file", "/srv/shared/")])
+    link = ClusterLink(options("web1"), tmp_path, lambda: None)
+    link._published = []  # nothing to publish: keep the cluster out of it
+    link.records = _records(5, "a")
+    engine = Engine(hostname="web1", prefix=tmp_path / "prefix", noop=True)
+    swaps: list[GraphSwapped] = []
+    engine.listeners.subscribe(GraphSwapped, swaps.append)
+    try:
+        graph, since = await link.merge(loaded)
+        await engine.apply(graph, since)
+        prepares: list[Graph] = []
+        monkeypatch.setattr(engine, "prepare", prepares.append)
+        derived = derive(
+            local, Change(connect=[(n2, n3, Edge(notify=True))], disconnect=[(n0, n1)])
+        )
+        edited = Loaded(derived.graph, collect=loaded.collect)
+        edited.since = (local, derived.touched)
+        graph, since = await link.merge(edited)
+        assert since is not None and since[1] == {n0, n1, n2, n3}
+        assert graph.succ[n2] == {n3: Edge(notify=True)} and not graph.succ[n0]
+        assert len(graph) == 55  # the collected resources are still there
+        await engine.apply(graph, since)
+        assert not prepares and swaps[-1].rewired == {n0, n1, n2, n3}
+        assert engine.graph.succ[n2] == {n3: Edge(notify=True)} and not engine.graph.pred[n1]
+    finally:
+        await engine.stop()
         await link.cluster.client.close()
