@@ -400,7 +400,7 @@ class Hub:
         for needed in self.masks[path].values():
             mask |= needed
         try:
-            wd = self.inotify.add_watch(path, mask)  # re-adding catches a new inode
+            wd = self._add_watch(path, mask)  # re-adding catches a new inode
         except OSError as err:
             if err.errno == errno.ENOSPC and not self.out_of_watches:  # said once per hub
                 self.out_of_watches = True
@@ -413,6 +413,18 @@ class Hub:
             self._unmap(old, path)
         self.path_wd[path] = wd
         self.wd_paths.setdefault(wd, set()).add(path)
+
+    def _add_watch(self, path: Path, mask: int) -> int:
+        try:
+            return self.inotify.add_watch(path, mask)
+        except OSError as err:
+            if err.errno != errno.ENOTDIR or not mask & DIRECTORY:
+                raise
+        # A directory reached through a symlink (a parent such as /var/run -> /run: safefs
+        # follows a safe one, and _desired takes it for a directory): the directory it points
+        # to is where the path's entry is, so that is what is watched. Not the link itself:
+        # the link changing is seen only by a watch on its own directory, if any.
+        return self.inotify.add_watch(path, mask & ~inotify.DONT_FOLLOW)
 
     def _drop_kernel_watch(self, path: Path) -> None:
         self.moved.discard(path)

@@ -13,7 +13,8 @@ holds the old or the new content, as before.
 Only after a repair (a file that drifted once is the one likely to drift again; a first run of
 100,000 files makes none), only for content up to `SIZE_MAX`, and at most `COUNT_MAX` spares
 in the process at once (each holds a descriptor and an inode). A spare is used only for the
-very directory, content, mode, owner and group it was made for; else the repair writes as
+very directory (as it was: its group and mode too, which give a new file its group when
+setgid), content, mode, owner and group it was made for; else the repair writes as
 before and the spare is dropped. A repair that comes while the spare is still being written
 waits for it: that fsync started earlier than a new one would.
 """
@@ -33,9 +34,10 @@ COUNT_MAX = 256  # spares held by the process at once
 
 @dataclass(frozen=True)
 class Want:
-    """What a write would make: the directory (device, inode), content, mode, owner, group."""
+    """What a write would make: the directory (device, inode, and its group and mode, which
+    a new file's group follows: setgid), content, mode, owner, group."""
 
-    dir: tuple[int, int]
+    dir: tuple[int, int, int, int]
     data: bytes
     mode: int
     uid: int
@@ -57,7 +59,7 @@ class Spare:
         if len(data) > SIZE_MAX:
             return None
         st = os.fstat(dir_fd)
-        return Want((st.st_dev, st.st_ino), data, mode, uid, gid)
+        return Want((st.st_dev, st.st_ino, st.st_gid, st.st_mode), data, mode, uid, gid)
 
     async def take(self, want: Want) -> int | None:
         """The spare's descriptor if it was made for `want` (the caller links it in, then

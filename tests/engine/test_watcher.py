@@ -116,6 +116,25 @@ async def test_symlink_is_not_followed(tmp_path: Path, watch: object) -> None:
     assert await counter.quiet()
 
 
+async def test_a_parent_reached_through_a_symlink_is_watched(tmp_path: Path, watch: object) -> None:
+    # /var/run -> /run: the file resource follows a safe symlink among the parents, so the
+    # directory it points to is where the path is; a watch refusing to follow it left nothing
+    # watching that directory, and a file appearing at the path went unseen.
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "run").symlink_to(real)
+    absent = await watch(tmp_path / "run" / "x")  # type: ignore[operator]
+    deeper = await watch(tmp_path / "run" / "a" / "x")  # type: ignore[operator]
+    (real / "x").write_text("appeared")
+    await absent.changed()
+    (real / "x").unlink()
+    await absent.changed()
+    (real / "a").mkdir()
+    await deeper.changed()
+    (real / "a" / "x").write_text("appeared")
+    await deeper.changed()
+
+
 async def test_one_inotify_instance_for_many_watchers(tmp_path: Path, watch: object) -> None:
     # More watchers than the kernel's default of 128 inotify instances per user.
     counters = [await watch(tmp_path / f"f{i}") for i in range(300)]  # type: ignore[operator]

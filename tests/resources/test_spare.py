@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from resources._lib import spare as spare_mod
 from resources._lib.spare import Spare
 from resources.file import FileRes
@@ -74,3 +76,29 @@ async def test_a_spare_for_other_content_is_not_used(tmp_path: Path, run_resourc
     await running.handle.run_cleanups()
     assert unnamed_files() - before == set()  # cleanup closes it
     assert spare_mod.Spare._held == 0
+
+
+async def test_a_spare_is_not_used_once_its_directory_gives_another_group(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    # A setgid directory gives a new file its group: the spare got the group the directory
+    # had when it was made; a repair after the directory's group changed must give the new one,
+    # as a write would (the group is not managed here).
+    if os.geteuid() != 0:
+        pytest.skip("needs root to change a directory's group")
+    here = tmp_path / "d"
+    here.mkdir()
+    os.chown(here, -1, 1)
+    os.chmod(here, 0o2755)
+    path = here / "f"
+    res = FileRes(name="f", path=str(path), content="x\n")
+    await run_resource(res, watch=False)
+    for _ in range(2):  # the second write is a repair: it leaves a spare
+        path.unlink(missing_ok=True)
+        assert await res.check_apply(True) is False
+    await ready_spare(res)
+    assert path.stat().st_gid == 1
+    os.chown(here, -1, 2)
+    path.unlink()
+    assert await res.check_apply(True) is False
+    assert path.stat().st_gid == 2
