@@ -250,13 +250,18 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
 
 
 def scan(dir_fd: int, name: str | None = None) -> dict[str, os.stat_result]:
-    """Every entry of the directory dir_fd (or dir_fd/name) with its lstat."""
+    """Every entry of the directory dir_fd (or dir_fd/name) with its lstat; one gone before its
+    lstat (a sibling's temp file renamed meanwhile) is left out."""
     fd = os.open(name or ".", _READ | os.O_DIRECTORY, dir_fd=dir_fd)
+    found: dict[str, os.stat_result] = {}
     try:
         with os.scandir(fd) as entries:
-            return {e.name: e.stat(follow_symlinks=False) for e in entries}
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    found[entry.name] = entry.stat(follow_symlinks=False)
     finally:
         os.close(fd)
+    return found
 
 
 def open_read(dir_fd: int, name: str) -> int:

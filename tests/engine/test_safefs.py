@@ -356,3 +356,37 @@ def test_a_fifo_is_refused_by_every_reader_never_waited_on(tmp_path: Path) -> No
     with open(fd, "rb") as served:
         assert served.read() == b"x"
     assert _read(str(tmp_path / "file")) == b"x"
+
+
+def test_scan_leaves_out_an_entry_gone_before_its_lstat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sibling's temp file renamed between the listing and its lstat (two files of one
+    directory written at once) is no error: the scan leaves it out."""
+    (tmp_path / "kept").write_text("k")
+    (tmp_path / ".mgmt.0123456789ab").write_text("t")
+    real_scandir = os.scandir
+
+    class Racing:
+        """A listing whose temp file is renamed away just before its lstat."""
+
+        def __init__(self, fd: int) -> None:
+            self.it = real_scandir(fd)
+
+        def __enter__(self) -> Iterator[os.DirEntry[str]]:
+            for entry in self.it:
+                if entry.name.startswith(".mgmt."):
+                    (tmp_path / entry.name).rename(tmp_path / "renamed")
+                yield entry
+
+        def __exit__(self, *exc: object) -> None:
+            self.it.close()
+
+    monkeypatch.setattr(safefs.os, "scandir", Racing)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        found = safefs.scan(fd)
+    finally:
+        os.close(fd)
+    assert "kept" in found
+    assert ".mgmt.0123456789ab" not in found
