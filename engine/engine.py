@@ -157,6 +157,12 @@ class Vertex:
         # upstream that changed nothing): not activity for the converger unless it changes
         # something (mgmt resets its timer only then).
         self.poll_tick = False
+        # Why the pending work was asked for: `forward` (an event, an upstream poke, a retry,
+        # a refresh, a swap) or only back-pokes, from the successors in `backpokers` (and the
+        # answers to our own back-pokes).
+        self.forward = False
+        self.backpokers: set[Vertex] = set()
+        self._asked: tuple[bool, set[Vertex]] = (False, set())  # those of the run under way
         self.stats = VertexStats()
         self.dirty = asyncio.Event()
         self.started = asyncio.Event()
@@ -264,13 +270,18 @@ class Vertex:
             self.handle.logger.exception("cleanup failed")
         await self.handle.run_cleanups()
 
-    def poke(self, tick: bool = False) -> None:
-        """Ask the worker to process (from upstream, a back-poke, a retry, or a poll `tick`).
+    def poke(self, tick: bool = False, by: Vertex | None = None, answer: bool = False) -> None:
+        """Ask the worker to process (from upstream, a retry, a poll `tick`, a back-poke `by` a
+        successor waiting for it, or the `answer` of a predecessor we back-poked).
 
         Work pending for poll ticks only is marked `poll_tick`; any other poke clears it.
         """
         if self._status in _INERT:
             return
+        if by is not None:
+            self.backpokers.add(by)
+        elif not answer:
+            self.forward = True
         if self.dirty.is_set():
             if not tick and self.poll_tick:
                 self.poll_tick = False
@@ -342,9 +353,11 @@ class Vertex:
             if stale:
                 for vertex in stale:
                     if vertex.status not in (Status.FAILED, Status.RETRYING, Status.DEAD):
-                        vertex.poke(self.poll_tick)  # a failed one retries on its own
+                        vertex.poke(self.poll_tick, by=self)  # a failed one retries on its own
                 self._set_status(Status.PENDING)
                 continue
+            self._asked = (self.forward, self.backpokers)  # a poke from now on asks anew
+            self.forward, self.backpokers = False, set()
             self.idle.clear()
             try:
                 retry_in = await self._process()
@@ -438,8 +451,18 @@ class Vertex:
         self.engine.retries[self.key] = 0
         self.error = None
         quiet = self.poll_tick and not changed  # a tick that changed nothing stays a tick
+        # A run asked for by back-pokes only (and their answers) that changed nothing is news to
+        # those who asked alone, and only an answer: the other successors have run since our
+        # last run already. (Poking them all ran them again, and on a diamond the far vertex,
+        # run before the near one, back-pokes us again: a livelock.)
+        forward, askers = self._asked
+        everyone = forward or changed
         for target, _edge in self.engine.successors(self):
-            target.poke(quiet)  # before our own status: the converger sees them dirty first
+            # Before our own status: the converger sees them dirty first.
+            if everyone:
+                target.poke(quiet)
+            elif target in askers:
+                target.poke(quiet, answer=True)
         self._set_outcome(Status.OK)
 
     def _failed(self, err: BaseException) -> float | None:

@@ -7,6 +7,7 @@ before the near one every time.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def diamond(root: Path, contents: dict[str, str], long_path: int) -> Graph:
     for name in names:
         path = root / "out" / name
         graph.add(FileRes(name=name, path=str(path), content=contents.get(name, "")))
-    for src, dst in [*zip(names, names[1:], strict=False), ("a", "c")]:
+    for src, dst in [*itertools.pairwise(names), ("a", "c")]:
         graph.connect(("file", src), ("file", dst), Edge())
     return graph
 
