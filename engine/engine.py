@@ -3,7 +3,9 @@
 Semantics (mgmt's):
 - A vertex processes only after its watch sent the startup event, and only when every
   predecessor has processed successfully since the vertex's own last run (timestamps). If one
-  has not, the vertex pokes it ("back-poke") and waits to be poked back.
+  has not, the vertex pokes it ("back-poke") and waits to be poked back. A run asked for by
+  back-pokes only that changes nothing pokes back only those who asked (a diamond livelocked
+  when it poked every successor).
 - A watch event marks the vertex's state unknown; a poke from upstream does not. Processing a
   vertex whose state is known good (and that has no pending refresh) skips check_apply.
 - After a successful process the vertex pokes its successors; a real change (check_apply
