@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import math
 import os
-import stat
 import time
 from dataclasses import dataclass
 
@@ -40,7 +39,7 @@ from resources._lib.httpd import (
     serve,
 )
 from resources._lib.plan import nothing_to_do
-from resources._lib.serving import open_file, open_under, shown, split_address
+from resources._lib.serving import check_root, open_file, open_under, shown, split_address
 
 
 def check_timeout(value: int | None, key: str) -> None:
@@ -136,12 +135,7 @@ class HTTPServerRes(Edgeable, Resource):
         await asyncio.Event().wait()
 
     async def check_apply(self, apply: bool) -> bool:
-        if self.root is not None:
-            st = await asyncio.to_thread(_stat, self.root)
-            if st is None:  # e.g. under --noop, before the file resource that makes it
-                self.handle.logger.warning("root %s is missing: its files are 404", self.root)
-            elif not stat.S_ISDIR(st.st_mode):
-                raise ResourceError(f"root {self.root} is not a directory")
+        await check_root(self.handle, self.root, "its files are 404")
         return nothing_to_do(self.handle, f"serving on {self._address}")
 
     def uids(self) -> list[UID]:
@@ -177,13 +171,6 @@ class HTTPServerRes(Edgeable, Resource):
             if found is not None:
                 return answer(request, request.path, *found)
         return Response(404, b"404 page not found\n")
-
-
-def _stat(path: str) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except OSError:
-        return None
 
 
 @register("http:server:file")

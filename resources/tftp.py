@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import stat
 import struct
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -29,7 +28,15 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
 from resources._lib.plan import nothing_to_do
-from resources._lib.serving import Offers, offers, open_file, open_under, shown, split_address
+from resources._lib.serving import (
+    Offers,
+    check_root,
+    offers,
+    open_file,
+    open_under,
+    shown,
+    split_address,
+)
 
 RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
 # RFC 1350's error codes.
@@ -177,12 +184,7 @@ class TFTPServerRes(Edgeable, Resource):
             transport.close()
 
     async def check_apply(self, apply: bool) -> bool:
-        if self.root is not None:
-            st = await asyncio.to_thread(_stat, self.root)
-            if st is None:  # e.g. under --noop, before the file resource that makes it
-                self.handle.logger.warning("root %s is missing: its files are not found", self.root)
-            elif not stat.S_ISDIR(st.st_mode):
-                raise ResourceError(f"root {self.root} is not a directory")
+        await check_root(self.handle, self.root, "its files are not found")
         return nothing_to_do(self.handle, f"serving on udp {self._address}")
 
     def uids(self) -> list[UID]:
@@ -350,13 +352,6 @@ class _Exchange:
 def files(handle: Handle) -> Offers[TFTPFileRes]:
     """The tftp:file resources offered to this engine's tftp servers."""
     return offers(handle, "tftp:file", Offers[TFTPFileRes])
-
-
-def _stat(path: str) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except OSError:
-        return None
 
 
 @register("tftp:file")

@@ -10,12 +10,15 @@ served by every server of the family, else only by the server of that name.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
+import os
+import stat
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from engine.errors import ValidationError
+from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.safefs import closing, open_dir, open_read, open_regular, sub_dir
 
@@ -96,3 +99,18 @@ def open_file(path: str) -> int | None:
         if err.errno == errno.EINVAL:  # not a regular file
             return None
         raise
+
+
+async def check_root(handle: Handle, root: str | None, unserved: str) -> None:
+    """A server's `root` (None: it has none): a warning while it is missing (e.g. under --noop,
+    before the file resource that makes it), saying what that means (`unserved`: "its files
+    are 404"); ResourceError when it is not a directory."""
+    if root is None:
+        return
+    try:
+        st = await asyncio.to_thread(os.stat, root)
+    except OSError:
+        handle.logger.warning("root %s is missing: %s", root, unserved)
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise ResourceError(f"root {root} is not a directory")
