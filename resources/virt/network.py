@@ -39,7 +39,7 @@ from resources.virt import network_xml as nx
 from resources.virt.auth import VirtAuth
 from resources.virt.connection import Connection
 from resources.virt.lib import load_libvirt
-from resources.virt.pool import pool_of
+from resources.virt.pool import Lease
 
 STATES = ("up", "down")
 STARTUPS = ("enabled", "disabled")
@@ -188,14 +188,15 @@ class VirtNetworkRes(Groupable, Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._wanted = None if self._removes else self.wanted()  # checks the grouped ones
-        self._conn: Connection | None = await pool_of(handle.shared).acquire(self.uri, self.auth)
+        self._lease = Lease(handle.shared, self.uri, self.auth)
+        await self._lease.get()
         self._unwatch: Callable[[], Awaitable[None]] | None = None
-        handle.on_cleanup(self._release)
+        handle.on_cleanup(self._lease.release)
 
     async def watch(self) -> None:
         if self._unwatch is not None:  # a restarted watch (meta rewatch)
             await self._unwatch()
-        conn = await self._connection()
+        conn = await self._lease.get()
         changed = asyncio.Event()
         self._unwatch = await conn.subscribe(
             self.name, changed.set, self.handle.logger.debug, family="network"
@@ -210,7 +211,7 @@ class VirtNetworkRes(Groupable, Resource):
             await self.handle.event()
 
     async def check_apply(self, apply: bool) -> bool:
-        conn = await self._connection()
+        conn = await self._lease.get()
         libvirt = load_libvirt()
         try:
             obs = await conn.call(netcalls.observe, self.name)
@@ -392,20 +393,6 @@ class VirtNetworkRes(Groupable, Resource):
             hosts=tuple(h.entry() for h in hosts),
             ranges=tuple(r.entry() for r in ranges),
         )
-
-    # helpers --------------------------------------------------------------------------------
-
-    async def _connection(self) -> Connection:
-        """The shared connection; a new one if the old one was lost."""
-        if self._conn is None or self._conn.lost is not None:
-            self._release()
-            self._conn = await pool_of(self.handle.shared).acquire(self.uri, self.auth)
-        return self._conn
-
-    def _release(self) -> None:
-        if self._conn is not None:
-            pool_of(self.handle.shared).release(self._conn)
-            self._conn = None
 
 
 def _usable(

@@ -26,6 +26,33 @@ def pool_of(shared: Shared) -> Pool:
     return shared.get(__name__, Pool)
 
 
+class Lease:
+    """One resource's use of the pool: its connection (acquired at once, again if it was lost:
+    libvirtd restarted), released once when the resource is done (`release`)."""
+
+    def __init__(self, shared: Shared, uri: str, auth: VirtAuth | None) -> None:
+        self._pool = pool_of(shared)
+        self._uri, self._auth = uri, auth
+        self._conn: Connection | None = None
+
+    async def get(self) -> Connection:
+        """The connection; a new one if there is none or it was lost."""
+        if self._conn is None or self._conn.lost is not None:
+            self.release()
+            self._conn = await self._pool.acquire(self._uri, self._auth)
+        return self._conn
+
+    @property
+    def conn(self) -> Connection | None:
+        """The connection held now (None: released, or not acquired yet)."""
+        return self._conn
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._pool.release(self._conn)
+            self._conn = None
+
+
 # A connection is shared by the resources with the same URI and the same credentials.
 _Key = tuple[str, VirtAuth | None]
 

@@ -24,7 +24,6 @@ from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources.virt import calls
 from resources.virt.auth import VirtAuth
 from resources.virt.calls import Attrs, Observed
-from resources.virt.connection import Connection
 from resources.virt.domain_xml import (
     CDRomDevice,
     DiskDevice,
@@ -33,7 +32,7 @@ from resources.virt.domain_xml import (
     build_domain_xml,
 )
 from resources.virt.lib import load_libvirt
-from resources.virt.pool import pool_of
+from resources.virt.pool import Lease
 
 STATES = ("running", "paused", "shutoff")
 POLICIES = ("ignore", "ifneeded", "error")
@@ -164,15 +163,15 @@ class VirtRes(Refreshable, Resource):
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
-        self._conn: Connection | None = None
         self._unwatch: Callable[[], Awaitable[None]] | None = None
-        self._conn = await pool_of(handle.shared).acquire(self.uri, self.auth)
-        handle.on_cleanup(self._release)
+        self._lease = Lease(handle.shared, self.uri, self.auth)
+        await self._lease.get()
+        handle.on_cleanup(self._lease.release)
 
     async def watch(self) -> None:
         if self._unwatch is not None:  # a restarted watch (meta rewatch): drop the old one
             await self._unwatch()
-        conn = await self._connection()
+        conn = await self._lease.get()
         changed = asyncio.Event()
         self._unwatch = await conn.subscribe(self.name, changed.set, self.handle.logger.debug)
         self.handle.on_cleanup(self._unwatch)
@@ -186,7 +185,7 @@ class VirtRes(Refreshable, Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         log = self.handle.logger
-        conn = await self._connection()
+        conn = await self._lease.get()
         libvirt = load_libvirt()
         try:
             obs = await conn.call(calls.observe, self.name)
@@ -403,7 +402,7 @@ class VirtRes(Refreshable, Resource):
         """A step that runs fn(domain, *args) in a worker thread."""
 
         async def run() -> None:
-            conn = await self._connection()
+            conn = await self._lease.get()
             await conn.call(calls.on_domain, self.name, fn, *args)
 
         return Step(would=would, done=done, run=run)
@@ -412,7 +411,7 @@ class VirtRes(Refreshable, Resource):
         """A step that runs fn(connection, *args) in a worker thread."""
 
         async def run() -> None:
-            conn = await self._connection()
+            conn = await self._lease.get()
             await conn.call(fn, *args)
 
         return Step(would=would, done=done, run=run)
@@ -432,7 +431,7 @@ class VirtRes(Refreshable, Resource):
 
         The wait is on the domain's lifecycle events (with the timeout), never a blocking call.
         """
-        conn = await self._connection()
+        conn = await self._lease.get()
         changed = asyncio.Event()
         unsubscribe = await conn.subscribe(self.name, changed.set)
         try:
@@ -454,18 +453,6 @@ class VirtRes(Refreshable, Resource):
             await unsubscribe()
 
     # helpers -------------------------------------------------------------------------------------
-
-    async def _connection(self) -> Connection:
-        """The shared connection; a new one if the old one was lost (libvirtd restarted)."""
-        if self._conn is None or self._conn.lost is not None:
-            self._release()
-            self._conn = await pool_of(self.handle.shared).acquire(self.uri, self.auth)
-        return self._conn
-
-    def _release(self) -> None:
-        if self._conn is not None:
-            pool_of(self.handle.shared).release(self._conn)
-            self._conn = None
 
     @property
     def _driver(self) -> str:

@@ -595,7 +595,8 @@ async def test_callbacks_are_released_on_cleanup(pool: Pool, run_resource: Start
         assert conn.callbacks() == conn.subscribers() == 0
         first = await run_resource(vm(uri, name="a", state="running"))
         second = await run_resource(vm(uri, name="b", state="running"))
-        assert first.res._conn is conn and second.res._conn is conn  # one shared connection
+        # One shared connection:
+        assert first.res._lease.conn is conn and second.res._lease.conn is conn
         assert (conn.callbacks(), conn.subscribers()) == (1, 2)  # one libvirt callback, fanned out
         assert await first.res.check_apply(True) is False  # a shutdown waiter comes and goes
         for running in (first, second):
@@ -626,14 +627,14 @@ async def test_lost_connection_fails_the_watch_and_check_apply_reconnects(
 ) -> None:
     running = await run_resource(vm(uri, state="running"))
     assert await running.res.check_apply(True) is False
-    old = running.res._conn
+    old = running.res._lease.conn
     assert old is not None and running.task is not None
     pool._lost(old, libvirt.VIR_CONNECT_CLOSE_REASON_EOF)  # what libvirt's close callback does
     with pytest.raises(ResourceError, match=r"libvirt connection to test://.* lost: end of file"):
         async with asyncio.timeout(5):
             await running.task
     assert await running.res.check_apply(True) is False  # a new connection (a new test state)
-    assert running.res._conn is not old and old.closed
+    assert running.res._lease.conn is not old and old.closed
 
 
 async def test_cannot_connect_is_a_clear_error(run_resource: Start, tmp_path: Path) -> None:
