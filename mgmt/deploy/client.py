@@ -22,9 +22,9 @@ fallback.
 
 from __future__ import annotations
 
+import _json  # not `json` (nor `base64`): they import `re` and `enum`, ~5-25 ms of this command
 import _socket  # not `socket`: its enums and selectors cost this command ~5 ms
-import base64
-import json
+import binascii
 import os
 import struct
 import sys
@@ -78,10 +78,63 @@ class Timings:
 
 
 # the wire: a 4-byte length, then JSON ---------------------------------------------------------
+# By `json`'s own C parts (`_json`), without importing `json`: the same bytes as
+# `json.dumps(message, separators=(",", ":"))`, the same objects as `json.loads` (tested).
+
+
+def _not_json(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+_ENCODE = _json.make_encoder(
+    None, _not_json, _json.encode_basestring_ascii, None, ":", ",", False, False, True
+)
+
+
+class _Parsing:
+    """What `_json`'s scanner reads of `json.JSONDecoder`: strict, without hooks."""
+
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+
+    @staticmethod
+    def parse_constant(name: str) -> float:  # NaN, Infinity, -Infinity: as json.loads
+        return float(name.replace("Infinity", "inf"))
+
+
+_SCAN = _json.make_scanner(_Parsing())  # type: ignore[arg-type]  # typeshed: a JSONDecoder
+_BLANK = " \t\n\r"
+
+
+def dumps(message: dict[str, Any]) -> bytes:
+    return "".join(_ENCODE(message, 0)).encode()
+
+
+def loads(data: bytes) -> object:
+    """`json.loads` of UTF-8 `data`; ValueError when it is not one JSON value."""
+    text = data.decode()
+    start = len(text) - len(text.lstrip(_BLANK))
+    try:
+        value, end = _SCAN(text, start)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if text[end:].strip(_BLANK):
+        raise ValueError("extra data after JSON")
+    return value
+
+
+def b64encode(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode()
+
+
+def b64decode(text: str) -> bytes:
+    """Strict base64 (`base64.b64decode(text, validate=True)`); binascii.Error (a ValueError)."""
+    return binascii.a2b_base64(text, strict_mode=True)
 
 
 def send(sock: _socket.socket, message: dict[str, Any]) -> None:
-    data = json.dumps(message, separators=(",", ":")).encode()
+    data = dumps(message)
     sock.sendall(struct.pack(">I", len(data)) + data)
 
 
@@ -101,8 +154,8 @@ def receive(sock: _socket.socket) -> dict[str, Any]:
     if size > MAX_MESSAGE:
         raise Fallback(f"a message of {size} bytes")
     try:
-        message = json.loads(_exactly(sock, size))
-    except ValueError:
+        message = loads(_exactly(sock, size))
+    except ValueError:  # UnicodeDecodeError too
         raise Fallback("not a message") from None
     if not isinstance(message, dict):
         raise Fallback("not a message")
@@ -261,7 +314,7 @@ def push(opts: dict[str, Any], timings: Timings | None) -> int:
             "path": path,
             "name": name,
             "base": base,
-            "files": {k: base64.b64encode(v).decode() for k, v in files.items()},
+            "files": {k: b64encode(v) for k, v in files.items()},
             "key": _fingerprint(key) if key else "",
             "force": bool(opts.get("--force")),
             "keep": int(opts.get("--keep", "0")),
@@ -311,7 +364,7 @@ def _conversation(sock: _socket.socket, key: str | None, timings: Timings | None
         elif "sign" in message:
             assert key is not None
             try:
-                signature = _signature(base64.b64decode(message["sign"]), key)
+                signature = _signature(b64decode(message["sign"]), key)
             except Exception as err:  # DeployError, OSError: said once, nothing stored
                 send(sock, {"error": str(err)})
                 print(f"mgmt: {err}", file=sys.stderr)

@@ -23,10 +23,8 @@ cluster it is not in, an etcd user that may not write deploys, no connection) it
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -41,7 +39,7 @@ from engine.errors import WorldError
 from engine.tasks import TaskSet
 from mgmt.deploy import DeployError
 from mgmt.deploy.bundle import LANG_ENTRY, Bundle, read_checked
-from mgmt.deploy.client import MAX_MESSAGE, SOCKET
+from mgmt.deploy.client import MAX_MESSAGE, SOCKET, b64decode, b64encode, dumps, loads
 from mgmt.deploy.store import KEEP, Record, head, new_record, push
 
 if TYPE_CHECKING:
@@ -155,7 +153,7 @@ class DeployServer:
                 rec = replace(new_record(bundle, deploy_id, parent), key=key)
                 if not key:
                     return rec
-                await _send(writer, {"sign": base64.b64encode(rec.payload()).decode()})
+                await _send(writer, {"sign": b64encode(rec.payload())})
                 async with asyncio.timeout(SIGN_WAIT):
                     answer = await _receive(reader)
                 if not isinstance(answer.get("signature"), str):
@@ -201,7 +199,7 @@ def checked_bundle(request: dict[str, Any], work: Path, max_size: int) -> Bundle
     try:
         frontend, name, path = str(request["frontend"]), str(request["name"]), request["path"]
         base = str(request["base"])
-        files = {str(k): base64.b64decode(v, validate=True) for k, v in request["files"].items()}
+        files = {str(k): b64decode(v) for k, v in request["files"].items()}
         sent = Bundle(frontend, name or LANG_ENTRY, files)
         sent.check()
     except (KeyError, TypeError, AttributeError, binascii.Error, DeployError) as err:
@@ -241,7 +239,7 @@ async def _receive(reader: asyncio.StreamReader) -> dict[str, Any]:
         (size,) = struct.unpack(">I", await reader.readexactly(4))
         if size > MAX_MESSAGE:
             raise ValueError(f"a message of {size} bytes")
-        message = json.loads(await reader.readexactly(size))
+        message = loads(await reader.readexactly(size))
     except asyncio.IncompleteReadError:
         raise EOFError("the caller closed the connection") from None
     if not isinstance(message, dict):
@@ -250,7 +248,7 @@ async def _receive(reader: asyncio.StreamReader) -> dict[str, Any]:
 
 
 async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    data = json.dumps(message, separators=(",", ":")).encode()
+    data = dumps(message)
     writer.write(struct.pack(">I", len(data)) + data)
     await writer.drain()
 

@@ -1,7 +1,8 @@
 """SSH keys and signatures in-process: the wire format, fingerprints, the SSHSIG envelope.
 
-Light on purpose (base64, hashlib, struct): `mgmt deploy`'s thin client (`client`) imports it,
-and so does `sign`, which runs `ssh-keygen` for anything this module does not do itself:
+Light on purpose (binascii, hashlib, struct; not `base64`, which imports `re`): `mgmt deploy`'s
+thin client (`client`) imports it, and so does `sign`, which runs `ssh-keygen` for anything
+this module does not do itself:
 
 - a key's fingerprint, read from a public key file or from the public half of an OpenSSH
   private key (stored unencrypted even when the private half is encrypted);
@@ -14,7 +15,6 @@ and so does `sign`, which runs `ssh-keygen` for anything this module does not do
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import struct
@@ -52,13 +52,17 @@ class Reader:
         return self.at == len(self.data)
 
 
+def _b64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode()
+
+
 def string(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
 def fingerprint(blob: bytes) -> str:
     """The SHA256 fingerprint of a public key blob (the wire format), as OpenSSH writes it."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return "SHA256:" + _b64(hashlib.sha256(blob).digest()).rstrip("=")
 
 
 def _openssh_private(text: bytes) -> Reader | None:
@@ -66,7 +70,7 @@ def _openssh_private(text: bytes) -> Reader | None:
     if not text.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
         return None
     body = b"".join(line for line in text.splitlines()[1:] if not line.startswith(b"--"))
-    raw = base64.b64decode(body, validate=True)
+    raw = binascii.a2b_base64(body, strict_mode=True)
     if not raw.startswith(_OPENSSH_KEY):
         return None
     return Reader(raw[len(_OPENSSH_KEY) :])
@@ -87,7 +91,7 @@ def public_blob(text: bytes) -> bytes | None:
         if len(fields) >= 2 and b"-cert-" in fields[0]:
             return None  # a certificate: its fingerprint is its key's, not its blob's
         if len(fields) >= 2 and b"\n" not in text.strip():
-            blob = base64.b64decode(fields[1], validate=True)
+            blob = binascii.a2b_base64(fields[1], strict_mode=True)
             return blob if Reader(blob).string() == fields[0] else None
     except (ValueError, binascii.Error):
         return None
@@ -129,7 +133,7 @@ def signed_data(payload: bytes, hash_name: bytes = b"sha512", reserved: bytes = 
 
 
 def armor(blob: bytes) -> str:
-    text = base64.b64encode(blob).decode()
+    text = _b64(blob)
     lines = [text[i : i + _LINE] for i in range(0, len(text), _LINE)]
     return "\n".join([ARMOR[0], *lines, ARMOR[1]]) + "\n"
 
@@ -142,10 +146,10 @@ def dearmor(signature: str) -> bytes | None:
         return None
     text = signature[len(begin) : signature.index(end)].replace("\n", "")
     try:
-        blob = base64.b64decode(text, validate=True)
+        blob = binascii.a2b_base64(text, strict_mode=True)
     except (ValueError, binascii.Error):
         return None
-    return blob if base64.b64encode(blob).decode() == text else None
+    return blob if _b64(blob) == text else None
 
 
 def sign_here(payload: bytes, key_text: bytes) -> str | None:

@@ -59,12 +59,14 @@ def test_the_files_sent_are_those_the_direct_path_may_read(tmp_path: Path) -> No
 
 
 def test_the_thin_path_imports_neither_the_cli_nor_grpc_nor_the_language(tmp_path: Path) -> None:
-    """No agent here: `main` says so (None) having imported nothing heavy."""
+    """No agent here: `main` says so (None) having imported nothing heavy: not even `re`
+    (`json`, `base64`) nor `enum`, also not for signing (`sshkey`)."""
     script = (
         "import sys\n"
-        "from mgmt.deploy import client\n"
+        "from mgmt.deploy import client, sshkey\n"
         f"assert client.main(['--prefix', {str(tmp_path)!r}, '--unsigned', 'lang', 'x/']) is None\n"
-        "heavy = {'asyncio', 'argparse', 'grpc', 'typing', 'mgmt.lang', 'mgmt.cli', 'socket'}\n"
+        "heavy = {'asyncio', 'argparse', 'grpc', 'typing', 'mgmt.lang', 'mgmt.cli', 'socket',\n"
+        "         're', 'enum', 'json', 'base64'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     out = subprocess.run(
@@ -76,6 +78,40 @@ def test_the_thin_path_imports_neither_the_cli_nor_grpc_nor_the_language(tmp_pat
         cwd=ROOT,
     )
     assert out.returncode == 0 and out.stdout.strip() == "[]", out
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {},
+        {"files": {"a/b.mcl": "QUJD", "é": ""}, "force": True, "keep": 0, "key": "", "n": None},
+        {"error": 'x\n"y" \u2028 \U0001f600', "lines": ["a", "b"], "code": 2, "f": 1.5},
+    ],
+)
+def test_the_wire_is_json_without_importing_it(message: dict[str, object]) -> None:
+    """`_json`'s encoder and scanner: the bytes of `json.dumps`, the objects of `json.loads`."""
+    import json
+
+    data = thin.dumps(message)
+    assert data == json.dumps(message, separators=(",", ":")).encode()
+    assert thin.loads(data) == message == thin.loads(b" \n" + json.dumps(message).encode() + b"\n")
+
+
+@pytest.mark.parametrize("data", [b"", b" ", b"{", b'{"a":1}x', b'{"a":1}{}', b"\xff", b"{'a':1}"])
+def test_what_is_not_json_is_refused(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        thin.loads(data)
+
+
+def test_base64_is_strict_as_the_agent_is() -> None:
+    import base64
+    import binascii
+
+    assert thin.b64encode(b"\0\xffab") == base64.b64encode(b"\0\xffab").decode()
+    assert thin.b64decode("AP9hYg==") == b"\0\xffab"
+    for bad in ("AP9hYg", "AP9h Yg==", "AP9hYg==x", "é"):
+        with pytest.raises((binascii.Error, ValueError)):
+            thin.b64decode(bad)
 
 
 HOSTILE = """
