@@ -39,7 +39,7 @@ from resources._lib.httpd import (
     serve,
 )
 from resources._lib.plan import nothing_to_do
-from resources._lib.serving import check_root, open_file, open_under, shown, split_address
+from resources._lib.serving import RootedServer, open_file, open_under, shown
 
 
 def check_timeout(value: int | None, key: str) -> None:
@@ -88,9 +88,9 @@ def content_type(path: str) -> str:
 
 @register("http:server")
 @dataclass(kw_only=True, eq=False)
-class HTTPServerRes(Edgeable, Resource):
-    # Where to listen, host:port (":8080": 127.0.0.1, port 8080). Default None: the name.
-    address: str | None = None
+class HTTPServerRes(RootedServer):
+    # `address` and `root`: serving.RootedServer.
+    UNSERVED = "its files are 404"
     # Seconds for each timeout below that is not set. Default None (none).
     timeout: int | None = None
     # Seconds to read a request (0: no limit). Default None: `timeout`.
@@ -100,24 +100,14 @@ class HTTPServerRes(Edgeable, Resource):
     # Seconds open requests may finish in when the server stops. Default None: `timeout`, else
     # 0 (they are cut off at once).
     shutdown_timeout: int | None = None
-    # A directory (absolute, ending with "/") whose files are served after the offered ones.
-    # Default None (none).
-    root: str | None = None
 
     def validate(self) -> None:
         super().validate()
-        split_address(self._address, "address" if self.address is not None else "name")
         for key in ("timeout", "read_timeout", "write_timeout", "shutdown_timeout"):
             check_timeout(getattr(self, key), key)
-        if self.root is not None and not (self.root.startswith("/") and self.root.endswith("/")):
-            raise ValidationError(
-                f"must be an absolute directory ending with '/', got {self.root!r}", "root"
-            )
 
     async def watch(self) -> None:
-        host, port = split_address(self._address, "address")
-        if host in ("0.0.0.0", "::"):
-            self.handle.logger.warning("listening on all interfaces at %s", self._address)
+        host, port = self._listen_address()
         try:
             listener = await serve(
                 host,
@@ -135,19 +125,8 @@ class HTTPServerRes(Edgeable, Resource):
         await asyncio.Event().wait()
 
     async def check_apply(self, apply: bool) -> bool:
-        await check_root(self.handle, self.root, "its files are 404")
+        await self._check_root()
         return nothing_to_do(self.handle, f"serving on {self._address}")
-
-    def uids(self) -> list[UID]:
-        return [UID("http:server", self.name)]
-
-    def autoedges(self) -> list[list[UID]]:
-        """The file resource that manages the root directory, if any."""
-        return [[UID("file", self.root)]] if self.root is not None else []
-
-    @property
-    def _address(self) -> str:
-        return self.address if self.address is not None else self.name
 
     def _limit(self, value: int | None) -> float | None:
         value = value if value is not None else self.timeout

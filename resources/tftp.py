@@ -30,12 +30,11 @@ from engine.resource import UID, Edgeable, Resource, register
 from resources._lib.plan import nothing_to_do
 from resources._lib.serving import (
     Offers,
-    check_root,
+    RootedServer,
     offers,
     open_file,
     open_under,
     shown,
-    split_address,
 )
 
 RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
@@ -117,35 +116,25 @@ class _Inbox(asyncio.DatagramProtocol):
 
 @register("tftp:server")
 @dataclass(kw_only=True, eq=False)
-class TFTPServerRes(Edgeable, Resource):
-    # Where to listen, host:port on UDP (":69" is TFTP's port; ":1069" needs no privilege; an
-    # empty host is 127.0.0.1). Default None: the name.
-    address: str | None = None
+class TFTPServerRes(RootedServer):
+    # `address` is host:port on UDP (":69" is TFTP's port; ":1069" needs no privilege; an
+    # empty host is 127.0.0.1); `root` and `address`: serving.RootedServer.
+
     # Seconds to wait for an acknowledgement before sending again (a client's `timeout` option
     # overrides it for its transfer). Default 5, as mgmt.
     timeout: int = 5
-    # A directory (absolute, ending with "/") whose files are served after the offered ones;
-    # nothing outside it, nor through a symlink, is served. Default None (none).
-    root: str | None = None
     # The most transfers at once; more requests are refused with an error. Default 64.
     transfers: int = 64
 
     def validate(self) -> None:
         super().validate()
-        split_address(self._address, "address" if self.address is not None else "name")
         if self.timeout < 1:
             raise ValidationError(f"must be >= 1 second, got {self.timeout}", "timeout")
         if self.transfers < 1:
             raise ValidationError(f"must be >= 1, got {self.transfers}", "transfers")
-        if self.root is not None and not (self.root.startswith("/") and self.root.endswith("/")):
-            raise ValidationError(
-                f"must be an absolute directory ending with '/', got {self.root!r}", "root"
-            )
 
     async def watch(self) -> None:
-        host, port = split_address(self._address, "address")
-        if host in ("0.0.0.0", "::"):
-            self.handle.logger.warning("listening on all interfaces at %s", self._address)
+        host, port = self._listen_address()
         loop = asyncio.get_running_loop()
         try:
             transport, inbox = await loop.create_datagram_endpoint(_Inbox, local_addr=(host, port))
@@ -184,19 +173,8 @@ class TFTPServerRes(Edgeable, Resource):
             transport.close()
 
     async def check_apply(self, apply: bool) -> bool:
-        await check_root(self.handle, self.root, "its files are not found")
+        await self._check_root()
         return nothing_to_do(self.handle, f"serving on udp {self._address}")
-
-    def uids(self) -> list[UID]:
-        return [UID("tftp:server", self.name)]
-
-    def autoedges(self) -> list[list[UID]]:
-        """The file resource that manages the root directory, if any."""
-        return [[UID("file", self.root)]] if self.root is not None else []
-
-    @property
-    def _address(self) -> str:
-        return self.address if self.address is not None else self.name
 
     @property
     def port(self) -> int:

@@ -16,10 +16,12 @@ import ipaddress
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
+from engine.resource import UID, Edgeable, Resource
 from engine.safefs import closing, open_dir, open_read, open_regular, sub_dir
 
 LOOPBACK = "127.0.0.1"  # what an empty host means here (docs/security.md: loopback by default)
@@ -114,3 +116,47 @@ async def check_root(handle: Handle, root: str | None, unserved: str) -> None:
         return
     if not stat.S_ISDIR(st.st_mode):
         raise ResourceError(f"root {root} is not a directory")
+
+
+@dataclass(kw_only=True, eq=False)
+class RootedServer(Edgeable, Resource):
+    """What http:server and tftp:server share: where they listen and the directory they serve
+    (its check, and the automatic edge to the file resource that manages it)."""
+
+    # Where to listen, host:port (":8080": 127.0.0.1, port 8080). Default None: the name.
+    address: str | None = None
+    # A directory (absolute, ending with "/") whose files are served after the offered ones;
+    # nothing outside it, nor through a symlink, is served. Default None (none).
+    root: str | None = None
+
+    # The server's own word for a file not found, in the warning about a missing root.
+    UNSERVED = "its files are not found"
+
+    def validate(self) -> None:
+        super().validate()
+        split_address(self._address, "address" if self.address is not None else "name")
+        if self.root is not None and not (self.root.startswith("/") and self.root.endswith("/")):
+            raise ValidationError(
+                f"must be an absolute directory ending with '/', got {self.root!r}", "root"
+            )
+
+    def uids(self) -> list[UID]:
+        return [UID(self.kind, self.name)]
+
+    def autoedges(self) -> list[list[UID]]:
+        """The file resource that manages the root directory, if any."""
+        return [[UID("file", self.root)]] if self.root is not None else []
+
+    @property
+    def _address(self) -> str:
+        return self.address if self.address is not None else self.name
+
+    def _listen_address(self) -> tuple[str, int]:
+        """The host and port to bind (a warning when that is every interface)."""
+        host, port = split_address(self._address, "address")
+        if host in ("0.0.0.0", "::"):
+            self.handle.logger.warning("listening on all interfaces at %s", self._address)
+        return host, port
+
+    async def _check_root(self) -> None:
+        await check_root(self.handle, self.root, self.UNSERVED)
