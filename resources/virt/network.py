@@ -20,12 +20,11 @@ refresh or poll (`meta: {poll: N}`), as in mgmt.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
 import re
 import uuid as uuidlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,25 +189,10 @@ class VirtNetworkRes(Groupable, Resource):
         self._wanted = None if self._removes else self.wanted()  # checks the grouped ones
         self._lease = Lease(handle.shared, self.uri, self.auth)
         await self._lease.get()
-        self._unwatch: Callable[[], Awaitable[None]] | None = None
         handle.on_cleanup(self._lease.release)
 
     async def watch(self) -> None:
-        if self._unwatch is not None:  # a restarted watch (meta rewatch)
-            await self._unwatch()
-        conn = await self._lease.get()
-        changed = asyncio.Event()
-        self._unwatch = await conn.subscribe(
-            self.name, changed.set, self.handle.logger.debug, family="network"
-        )
-        self.handle.on_cleanup(self._unwatch)
-        await self.handle.event()
-        while True:
-            await changed.wait()
-            changed.clear()
-            if conn.lost is not None:
-                raise ResourceError(f"libvirt connection to {self.uri} lost: {conn.lost}")
-            await self.handle.event()
+        await self._lease.watch(self.handle, self.name, family="network")
 
     async def check_apply(self, apply: bool) -> bool:
         conn = await self._lease.get()

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from engine.errors import ResourceError
-from engine.handle import Shared
+from engine.handle import Handle, Shared
 from resources.virt.auth import VirtAuth, open_connection
 from resources.virt.connection import Connection
 from resources.virt.events import EVENTS
@@ -34,6 +34,7 @@ class Lease:
         self._pool = pool_of(shared)
         self._uri, self._auth = uri, auth
         self._conn: Connection | None = None
+        self._unwatch: Callable[[], Awaitable[None]] | None = None
 
     async def get(self) -> Connection:
         """The connection; a new one if there is none or it was lost."""
@@ -41,6 +42,24 @@ class Lease:
             self.release()
             self._conn = await self._pool.acquire(self._uri, self._auth)
         return self._conn
+
+    async def watch(self, handle: Handle, name: str, family: str = "domain") -> None:
+        """A resource's watch: an event once subscribed, then one per libvirt event about
+        `name` (a domain, or a network); ResourceError when the connection is lost. A restarted
+        watch (meta rewatch) drops the old subscription first."""
+        if self._unwatch is not None:
+            await self._unwatch()
+        conn = await self.get()
+        changed = asyncio.Event()
+        self._unwatch = await conn.subscribe(name, changed.set, handle.logger.debug, family=family)
+        handle.on_cleanup(self._unwatch)
+        await handle.event()
+        while True:
+            await changed.wait()
+            changed.clear()
+            if conn.lost is not None:
+                raise ResourceError(f"libvirt connection to {self._uri} lost: {conn.lost}")
+            await handle.event()
 
     @property
     def conn(self) -> Connection | None:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -163,25 +163,12 @@ class VirtRes(Refreshable, Resource):
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
-        self._unwatch: Callable[[], Awaitable[None]] | None = None
         self._lease = Lease(handle.shared, self.uri, self.auth)
         await self._lease.get()
         handle.on_cleanup(self._lease.release)
 
     async def watch(self) -> None:
-        if self._unwatch is not None:  # a restarted watch (meta rewatch): drop the old one
-            await self._unwatch()
-        conn = await self._lease.get()
-        changed = asyncio.Event()
-        self._unwatch = await conn.subscribe(self.name, changed.set, self.handle.logger.debug)
-        self.handle.on_cleanup(self._unwatch)
-        await self.handle.event()
-        while True:
-            await changed.wait()
-            changed.clear()
-            if conn.lost is not None:
-                raise ResourceError(f"libvirt connection to {self.uri} lost: {conn.lost}")
-            await self.handle.event()
+        await self._lease.watch(self.handle, self.name)
 
     async def check_apply(self, apply: bool) -> bool:
         log = self.handle.logger
