@@ -40,7 +40,7 @@ from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 from resources._lib.programwatch import follow_program
 from resources._lib.stamp import check_abs_file, file_needs, file_uids
 
-NEW_MODE = 0o644  # a new archive's mode (an existing one keeps its own)
+NEW_MODE = 0o600  # a new archive's mode: a program may hold secrets (an existing one keeps its own)
 LINK = "a symbolic link"  # `_held` of a link at the path: no sha256
 
 

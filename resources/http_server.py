@@ -86,6 +86,9 @@ def content_type(path: str) -> str:
     }.get(suffix, "application/octet-stream" if suffix else "text/plain; charset=utf-8")
 
 
+READ_TIMEOUT = 60  # seconds to read a request when neither `read_timeout` nor `timeout` is set
+
+
 @register("http:server")
 @dataclass(kw_only=True, eq=False)
 class HTTPServerRes(RootedServer):
@@ -93,7 +96,7 @@ class HTTPServerRes(RootedServer):
     UNSERVED = "its files are 404"
     # Seconds for each timeout below that is not set. Default None (none).
     timeout: int | None = None
-    # Seconds to read a request (0: no limit). Default None: `timeout`.
+    # Seconds to read a request (0: no limit). Default None: `timeout`, else READ_TIMEOUT.
     read_timeout: int | None = None
     # Seconds to write a response (0: no limit). Default None: `timeout`.
     write_timeout: int | None = None
@@ -113,7 +116,7 @@ class HTTPServerRes(RootedServer):
                 host,
                 port,
                 self._serve,
-                read_timeout=self._limit(self.read_timeout),
+                read_timeout=self._read_limit(),
                 write_timeout=self._limit(self.write_timeout),
             )
         except OSError as err:
@@ -131,6 +134,13 @@ class HTTPServerRes(RootedServer):
     def _limit(self, value: int | None) -> float | None:
         value = value if value is not None else self.timeout
         return float(value) if value else None
+
+    def _read_limit(self) -> float | None:
+        """`read_timeout`, else `timeout`, else READ_TIMEOUT: a client that connects and sends
+        nothing (or half a request) must not hold a connection, of the 128, forever."""
+        if self.read_timeout is None and self.timeout is None:
+            return float(READ_TIMEOUT)
+        return self._limit(self.read_timeout)
 
     async def _serve(self, request: Request) -> Response:
         table = routes(self.handle)

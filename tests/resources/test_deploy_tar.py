@@ -86,7 +86,7 @@ async def test_timeline(start: Start, tmp_path: Path, caplog: pytest.LogCaptureF
     assert f"would archive deploy 3 (4 files) into {out} (it is missing)" in caplog.text
     assert await res.check_apply(True) is False
     assert out.read_bytes() == archive(PROGRAM)
-    assert oct(out.stat().st_mode & 0o777) == oct(0o644)
+    assert oct(out.stat().st_mode & 0o777) == oct(0o600)
     await handle.next_event()  # our own write, seen by the watch
     assert await res.check_apply(True) is True  # a re-run writes nothing
     inode = out.stat().st_ino
@@ -155,7 +155,7 @@ def test_validation(params: dict[str, object], key: str) -> None:
 
 async def test_another_users_file_lends_no_mode(start: Start, tmp_path: Path) -> None:
     """In a directory others may create files in (sticky, like /tmp), another user's file at
-    the path (setuid, world-writable) is replaced by a new 0644 archive, not one with its mode;
+    the path (setuid, world-writable) is replaced by a new 0600 archive, not one with its mode;
     our own keeps its permission bits only."""
     share = tmp_path / "share"
     share.mkdir()
@@ -168,7 +168,7 @@ async def test_another_users_file_lends_no_mode(start: Start, tmp_path: Path) ->
     await start(res, ProgramRef(lambda: PROGRAM))
     assert await res.check_apply(True) is False
     st = out.stat()
-    assert (st.st_uid, oct(st.st_mode & 0o7777)) == (os.geteuid(), oct(0o644))
+    assert (st.st_uid, oct(st.st_mode & 0o7777)) == (os.geteuid(), oct(0o600))
     assert out.read_bytes() == archive(PROGRAM)
     out.chmod(0o4640)
     out.write_bytes(b"drift")

@@ -16,6 +16,7 @@ import pytest
 from engine.engine import Engine, Status
 from engine.errors import ValidationError
 from engine.graph import Edge, Graph
+from resources import http_server
 from resources._lib.httpd import MAX_CONNECTIONS
 from resources.http_server import HTTPServerFileRes, HTTPServerFlagRes, HTTPServerRes
 from resources.print import PrintRes
@@ -178,7 +179,7 @@ async def test_idle_connections_cannot_take_every_descriptor(
     tmp_path: Path, engine: Engine
 ) -> None:
     """Every connection was accepted at once and held one of the agent's descriptors for as
-    long as the client liked (no read timeout by default, as mgmt): a local user opening
+    long as the client liked (no read timeout by default then, as mgmt): a local user opening
     thousands took every one, and the agent's other resources failed with EMFILE. Now at most
     MAX_CONNECTIONS are accepted; the others wait in the kernel's backlog."""
     port = free_port()
@@ -196,6 +197,30 @@ async def test_idle_connections_cannot_take_every_descriptor(
         for writer in idle:
             writer.close()
     assert (await fetch(f"http://127.0.0.1:{port}/x"))[0] == 404  # served once they are gone
+
+
+async def test_a_silent_client_is_disconnected_by_default(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No read timeout was set by default (mgmt's has none): a client that connected and sent
+    half a request held its connection forever, and 128 of them held the server. Now a request
+    must arrive within READ_TIMEOUT (shortened here) unless `read_timeout` or `timeout` says
+    otherwise; `read_timeout: 0` still means no limit."""
+    monkeypatch.setattr(http_server, "READ_TIMEOUT", 0.3)
+    assert HTTPServerRes(name=":1", read_timeout=0)._read_limit() is None
+    assert HTTPServerRes(name=":1", timeout=7)._read_limit() == 7.0
+    port = free_port()
+    await engine.apply(graph_of(HTTPServerRes(name=f":{port}")))
+    await settle(engine)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+        await writer.drain()
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""  # closed by the server, no answer
+    finally:
+        writer.close()
+    assert (await fetch(f"http://127.0.0.1:{port}/x"))[0] == 404
 
 
 def resident() -> int:
