@@ -153,6 +153,8 @@ def parse(argv: list[str]) -> Config:
             f"`empty`, got {' '.join(target)!r}"
         )
     values = {f.name: getattr(args, f.name) for f in option_fields()}
+    if values["tmp_prefix"] and values["prefix"] != Config.prefix:
+        parser.error("--prefix and --tmp-prefix exclude each other (as in mgmt): choose one")
     why = priority.check(values["nice"])
     if why is not None:
         parser.error(why)

@@ -57,6 +57,8 @@ def test_usage_error_exits_2() -> None:
     for args in (["bogus"], ["run", "--converged-timeout=x", "yaml", "f"], ["deploy", "--list=x"]):
         code, out = run_mgmt(args)  # one line saying what is wrong, not the whole synopsis
         assert code == 2 and len(out.strip().splitlines()) == 1 and "--help)" in out, out
+    code, out = run_mgmt(["run", "--tmp-prefix", "--prefix", "/nonexistent", "yaml", "f"])
+    assert code == 2 and "--prefix and --tmp-prefix exclude each other" in out, out  # not silent
 
 
 def test_cron_run_converges_and_second_run_changes_nothing(tmp_path: Path) -> None:
