@@ -112,13 +112,37 @@ async def all_members(log: Path) -> None:
 
 
 Marks = list[tuple[float, list[float]]]  # per change: its start, when each collector had it
+CpuUse = dict[str, float]  # process ("h1 agent", "h1 etcd"...) -> CPU seconds it used
+
+
+def cpu_of(agents: dict[str, int]) -> CpuUse:
+    """CPU seconds (user + system) used so far by each agent and its children (its etcd)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    use: CpuUse = {}
+
+    def seconds(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    for host, pid in agents.items():
+        use[f"{host} agent"] = seconds(pid)
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            use[f"{host} etcd"] = use.get(f"{host} etcd", 0.0) + seconds(int(child))
+    return use
 
 
 async def measure(
-    tree: Path, nice: int, args: argparse.Namespace, stages: Path | None, marks: Marks
+    tree: Path,
+    nice: int,
+    args: argparse.Namespace,
+    stages: Path | None,
+    *,
+    marks: Marks,
+    cpu: CpuUse,
 ) -> tuple[list[float], list[float], int]:
     """Seconds per collector update and per change (both updated), and the etcd members; with
-    `stages`, the agents write their stage timestamps there, and each change goes in marks."""
+    `stages`, the agents write their stage timestamps there, and each change goes in marks;
+    the CPU each process used during the changes is added to `cpu`."""
     env = None
     if stages is not None:
         hook = {"PYTHONPATH": str(ROOT / "bench" / "stages"), "MGMT_BENCH_STAGES": str(stages)}
@@ -157,6 +181,8 @@ async def measure(
                 await wait_all(watcher, targets, token)
             per_host: list[float] = []
             both: list[float] = []
+            agents = {host: proc.pid for host, proc in zip(HOSTS, procs, strict=True)}
+            before = cpu_of(agents)
             for _ in range(args.count):
                 token = secrets.token_hex(8)
                 start = time.perf_counter()
@@ -165,6 +191,8 @@ async def measure(
                 per_host += [t - start for t in done.values()]
                 both.append(max(done.values()) - start)
                 marks.append((start, list(done.values())))
+            for name, used in cpu_of(agents).items():
+                cpu[name] = cpu.get(name, 0.0) + used - before.get(name, 0.0)
         members = (work / "h1.log").read_text().count("is now a voting member")
         return per_host, both, members + 1
     finally:
@@ -212,6 +240,17 @@ def stage_report(stages: Path, marks: Marks) -> list[str]:
             add("collector: check -> write", first(stamps, "check>", event), write)
             seen = min((d for d in done if write is not None and d >= write), default=None)
             add("collector: write -> on disk (thread, fsync, rename)", write, seen)
+    for start, done in marks:  # the collector's passes (any agent) while a change was under way
+        paused = 0.0
+        for stamps in agents.values():
+            begin = None
+            for t, name in stamps:
+                if name == "gc>":
+                    begin = t
+                elif name == "gc<" and begin is not None:
+                    paused += max(0.0, min(t, max(done)) - max(begin, start))
+                    begin = None
+        steps.setdefault("any agent: garbage collection during it", []).append(paused * 1000)
     return [
         f"      {step:44s} p50 {statistics.median(ms):6.2f} ms  p90 {sorted(ms)[int(0.9 * len(ms))]:6.2f} ms"
         for step, ms in steps.items()
@@ -241,11 +280,14 @@ async def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="mgmt-bench-stages-"))
     stages = {name: scratch / str(i) for i, name in enumerate(trees)} if args.stages else {}
     marks: dict[str, Marks] = {name: [] for name in trees}
+    cpu: dict[str, CpuUse] = {name: {} for name in trees}
     for directory in stages.values():
         directory.mkdir()
     for _ in range(args.rounds):
         for name, (tree, nice) in trees.items():
-            one, all_, members = await measure(tree, nice, args, stages.get(name), marks[name])
+            one, all_, members = await measure(
+                tree, nice, args, stages.get(name), marks=marks[name], cpu=cpu[name]
+            )
             per_host[name] += one
             both[name] += all_
             loads[name].append(os.getloadavg()[0])
@@ -259,6 +301,9 @@ async def main() -> None:
         print(f"  {name} ({tree}), load {load}:")
         print(f"    file updated on a collector: {fmt_ms(percentiles(per_host[name]))}")
         print(f"    updated on both collectors:  {fmt_ms(percentiles(both[name]))}")
+        changes = args.count * args.rounds
+        used = ", ".join(f"{k} {v / changes * 1000:.1f}" for k, v in sorted(cpu[name].items()))
+        print(f"    CPU per change (ms): {used}")
         if name in stages:
             print("    stages (medians over the changes):")
             print("\n".join(stage_report(stages[name], marks[name])))
