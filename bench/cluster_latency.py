@@ -45,6 +45,7 @@ from engine.watcher import PathWatcher
 from mgmt.cluster.pki import create_ca
 
 HOSTS = ("h1", "h2", "h3")
+IDLE = 2.0  # seconds after the changes in which the CPU the processes use idle is measured
 
 
 def free_ports(count: int) -> list[int]:
@@ -191,8 +192,12 @@ async def measure(
                 per_host += [t - start for t in done.values()]
                 both.append(max(done.values()) - start)
                 marks.append((start, list(done.values())))
-            for name, used in cpu_of(agents).items():
+            after = cpu_of(agents)
+            for name, used in after.items():
                 cpu[name] = cpu.get(name, 0.0) + used - before.get(name, 0.0)
+            await asyncio.sleep(IDLE)  # a window of no change: what the processes use idle
+            for name, used in cpu_of(agents).items():
+                cpu[f"idle {name}"] = cpu.get(f"idle {name}", 0.0) + used - after.get(name, 0.0)
         members = (work / "h1.log").read_text().count("is now a voting member")
         return per_host, both, members + 1
     finally:
@@ -205,18 +210,22 @@ async def measure(
 
 
 def stage_report(stages: Path, marks: Marks) -> list[str]:
-    """Median milliseconds of each stage (bench/stages/sitecustomize.py) over the changes."""
+    """Milliseconds of each stage (bench/stages/sitecustomize.py): its median and p90 over the
+    changes, and its median over the slowest tenth of them (where the tail comes from)."""
     agents = {
         f.stem: [(int(t) / 1e9, name) for t, name in (line.split() for line in f.open())]
         for f in stages.glob("*.txt")
     }
-    steps: dict[str, list[float]] = {}
+    steps: dict[str, list[tuple[int, float]]] = {}  # per stage: (change, milliseconds)
+    slowest = sorted(range(len(marks)), key=lambda i: marks[i][0] - max(marks[i][1]))
+    tail = set(slowest[: max(1, len(marks) // 10)])
+    change = 0
 
     def add(step: str, begin: float | None, end: float | None) -> None:
         if begin is not None and end is not None:
-            steps.setdefault(step, []).append((end - begin) * 1000)
+            steps.setdefault(step, []).append((change, (end - begin) * 1000))
 
-    for start, done in marks:
+    for change, (start, done) in enumerate(marks):  # noqa: B007 (add() reads it)
         window = [(pid, [(t, n) for t, n in stamps if start <= t <= max(done)])
                   for pid, stamps in agents.items()]  # fmt: skip
 
@@ -240,7 +249,7 @@ def stage_report(stages: Path, marks: Marks) -> list[str]:
             add("collector: check -> write", first(stamps, "check>", event), write)
             seen = min((d for d in done if write is not None and d >= write), default=None)
             add("collector: write -> on disk (thread, fsync, rename)", write, seen)
-    for start, done in marks:  # the collector's passes (any agent) while a change was under way
+    for change, (start, done) in enumerate(marks):  # the collector's passes (any agent)
         paused = 0.0
         for stamps in agents.values():
             begin = None
@@ -250,11 +259,18 @@ def stage_report(stages: Path, marks: Marks) -> list[str]:
                 elif name == "gc<" and begin is not None:
                     paused += max(0.0, min(t, max(done)) - max(begin, start))
                     begin = None
-        steps.setdefault("any agent: garbage collection during it", []).append(paused * 1000)
-    return [
-        f"      {step:44s} p50 {statistics.median(ms):6.2f} ms  p90 {sorted(ms)[int(0.9 * len(ms))]:6.2f} ms"
-        for step, ms in steps.items()
-    ]
+        steps.setdefault("any agent: garbage collection during it", []).append(
+            (change, paused * 1000)
+        )
+    lines = []
+    for step, samples in steps.items():
+        ms = sorted(m for _, m in samples)
+        slow = [m for i, m in samples if i in tail] or [0.0]
+        lines.append(
+            f"      {step:52s} p50 {statistics.median(ms):6.2f}  p90 {ms[int(0.9 * len(ms))]:6.2f}"
+            f"  slowest tenth p50 {statistics.median(slow):6.2f} ms"
+        )
+    return lines
 
 
 async def main() -> None:
@@ -301,11 +317,18 @@ async def main() -> None:
         print(f"  {name} ({tree}), load {load}:")
         print(f"    file updated on a collector: {fmt_ms(percentiles(per_host[name]))}")
         print(f"    updated on both collectors:  {fmt_ms(percentiles(both[name]))}")
-        changes = args.count * args.rounds
-        used = ", ".join(f"{k} {v / changes * 1000:.1f}" for k, v in sorted(cpu[name].items()))
-        print(f"    CPU per change (ms): {used}")
+        changes, idle = args.count * args.rounds, IDLE * args.rounds
+        busy = {k: v for k, v in cpu[name].items() if not k.startswith("idle ")}
+        print(
+            "    CPU per change (ms): "
+            + ", ".join(f"{k} {v / changes * 1000:.1f}" for k, v in sorted(busy.items()))
+        )
+        print(
+            "    CPU idle (ms per s): "
+            + ", ".join(f"{k} {cpu[name][f'idle {k}'] / idle * 1000:.1f}" for k in sorted(busy))
+        )
         if name in stages:
-            print("    stages (medians over the changes):")
+            print("    stages (ms over the changes; the last column: over the slowest tenth):")
             print("\n".join(stage_report(stages[name], marks[name])))
     shutil.rmtree(scratch, ignore_errors=True)
 
