@@ -53,6 +53,7 @@ log = logging.getLogger("cluster")
 
 _NO_SPACE = "no space left on device"
 NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
+PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (ErrPeerURLexist)
 
 
 def has_member(data_dir: Path) -> bool:
@@ -104,6 +105,9 @@ class Cluster:
         self._learners: dict[int, float] = {}  # learner id -> when first seen
         self._gone: dict[str, float] = {}  # exporting host whose agent is gone -> since when
         self._confined_volunteers: set[str] = set()  # said once: not nominated
+        # Volunteer -> the peer URLs it advertised that a member already has (said once, not
+        # added again while it advertises those).
+        self._taken_urls: dict[str, list[str]] = {}
         self._expiry: asyncio.TimerHandle | None = None  # the next export expiry check
         self._nominated = False  # our nomination key was seen (its deletion un-nominates)
         # Seconds a nominee may take to start its member before the leader removes it.
@@ -517,7 +521,7 @@ class Cluster:
             if host not in names:
                 await client.delete((NOMINATED + host).encode())
         if len(voters) < ideal:
-            await self._grow(voters, vols, noms, names)
+            await self._grow(members, vols, noms)
         elif len(voters) > ideal:
             victim = max((m for m in voters if m.name != self.host), key=lambda m: m.name)
             log.info("%d members for an ideal %d: removing %s", len(voters), ideal, victim.name)
@@ -622,29 +626,57 @@ class Cluster:
 
     async def _grow(
         self,
-        voters: list[Member],
+        members: list[Member],
         vols: dict[str, dict[str, Any]],
         noms: dict[str, dict[str, Any]],
-        names: set[str],
     ) -> None:
+        """Add the first volunteer that can be added as a learner, and nominate it."""
+        names = {m.name for m in members}
+        voters = [m for m in members if not m.is_learner]
         candidates = sorted(h for h in vols if h not in names and h not in noms)
+        self._taken_urls = {h: u for h, u in self._taken_urls.items() if h in candidates}
         if not candidates:
             return
         for member in voters:  # only add to a cluster whose every member answers
             if member.name != self.host and not await self._answers(member):
                 return
-        host = candidates[0]
-        peer_urls = [str(u) for u in vols[host].get("peer_urls", [])]
-        try:
-            new, members = await self.client.member_add_learner(peer_urls)
-        except WorldError as err:
-            log.warning("could not add %s: %s", host, err)
-            return
+        for host in candidates:
+            peer_urls = [str(u) for u in vols[host].get("peer_urls", [])]
+            if self._taken_urls.get(host) == peer_urls:
+                continue  # said already; a volunteer with other URLs is tried again
+            # etcd refuses a peer URL a member has ("Peer URLs already exists"): say whose.
+            owner = next((m for m in members for u in m.peer_urls if u in peer_urls), None)
+            if owner is None:
+                try:
+                    new, members = await self.client.member_add_learner(peer_urls)
+                except WorldError as err:
+                    if PEER_URL_TAKEN not in str(err):
+                        log.warning("could not add %s: %s", host, err)
+                        return
+                else:
+                    await self._nominate(host, new, members, peer_urls)
+                    log.info(
+                        "nominated %s (member %d of %d)", host, len(voters) + 1, len(names) + 1
+                    )
+                    return
+            self._taken_urls[host] = peer_urls
+            log.error(
+                "cannot add %s as an etcd member: its peer URL %s is already %s (each host "
+                "needs its own --server-urls or --advertise-server-urls); not tried again "
+                "until it volunteers other URLs",
+                host,
+                ", ".join(u for u in peer_urls if owner is None or u in owner.peer_urls),
+                "another member's" if owner is None else f"{owner.name or owner.id}'s",
+            )
+
+    async def _nominate(
+        self, host: str, new: Member, members: list[Member], peer_urls: list[str]
+    ) -> None:
+        """`host` was added as the learner `new`: tell it how to start its member."""
         self._learners[new.id] = time.monotonic()
         initial = ",".join(f"{m.name or host}={u}" for m in members for u in m.peer_urls)
         nomination = {"initial_cluster": initial, "peer_urls": peer_urls, "voting": False}
         await self.client.put((NOMINATED + host).encode(), json.dumps(nomination).encode())
-        log.info("nominated %s (member %d of %d)", host, len(voters) + 1, len(names) + 1)
 
     async def _remove(self, member: Member, host: str) -> None:
         with contextlib.suppress(WorldError):

@@ -258,6 +258,54 @@ async def test_a_nominee_that_never_starts_is_removed(
     assert "exited (code" not in caplog.text  # the last voter stays (a learner is no quorum)
 
 
+async def test_a_volunteer_whose_peer_url_is_taken_is_an_error_not_a_retry(
+    tmp_path: Path, log_event: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A volunteer that advertises a peer URL a member already has (a copied config): etcd
+    refuses its member add, and the leader used to try again at every reconcile, forever, with
+    nobody else ever nominated. Now: one error naming both hosts and the URL, no member add for
+    it while it volunteers that URL, and the next volunteer is nominated."""
+    caplog.set_level(logging.INFO, logger="cluster")
+    refused = log_event("cannot add twin as an etcd member")  # type: ignore[operator]
+    nominated = log_event("nominated zz-ghost")  # type: ignore[operator]
+    cluster = Cluster(options("h1"), tmp_path)
+    (peer,) = free_ports(1)
+    twin = {"peer_urls": cluster.options.advertise_server_urls, "serving": False}
+    ghost = {"peer_urls": [f"http://127.0.0.1:{peer}"], "serving": False}
+
+    async def volunteer(host: str, value: dict[str, object], lease: int) -> None:
+        await cluster.client.put(
+            f"/_mgmt/volunteers/{host}".encode(), json.dumps(value).encode(), lease=lease
+        )
+
+    try:
+        assert await cluster.start()
+        holders = [
+            asyncio.create_task(
+                cluster.client.keep_leased(5, lambda lease: volunteer("twin", twin, lease))
+            )
+        ]
+        async with asyncio.timeout(20):
+            await refused.wait()
+            holders.append(
+                asyncio.create_task(
+                    cluster.client.keep_leased(5, lambda lease: volunteer("zz-ghost", ghost, lease))
+                )
+            )
+            await nominated.wait()  # the leader reconciled again, past the twin
+        members = await cluster.client.members()
+        assert [m.peer_urls for m in members if m.is_learner] == [ghost["peer_urls"]]
+        for holder in holders:
+            holder.cancel()
+        await asyncio.gather(*holders, return_exceptions=True)
+    finally:
+        await cluster.stop()
+    errors = [r for r in caplog.records if "twin" in r.getMessage()]
+    assert len(errors) == 1 and errors[0].levelno == logging.ERROR, caplog.text
+    message = errors[0].getMessage()
+    assert cluster.options.advertise_server_urls[0] in message and "h1" in message, message
+
+
 def test_the_export_grace_option() -> None:
     from mgmt.cluster.options import from_config
     from mgmt.config import Config
