@@ -1,0 +1,69 @@
+"""This host's summary in a real etcd (mgmt.status.cluster): written once per burst of changes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.engine import Engine
+from mgmt.cluster.client import EtcdClient
+from mgmt.deploy.status import SUMMARY
+from mgmt.status import cluster as status_cluster
+from mgmt.status.cluster import ClusterStatus
+from mgmt.status.model import StatusModel
+from tests.mgmt.cluster.helpers import members
+
+
+async def test_a_burst_of_changes_is_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not converged, then converged again a few turns of the loop later (a collected change
+    swapped in and applied): one write of the summary, not one per step. Each write is a raft
+    commit that the next export queues behind, and a read of three prefixes by every agent
+    (issue 16). HOLD is made long here so that a busy machine cannot split the burst."""
+    monkeypatch.setattr(status_cluster, "HOLD", 0.5)
+    key = (SUMMARY + "h").encode()
+    written: list[dict[str, Any]] = []
+    arrived = asyncio.Event()
+
+    def on_events(events: Any) -> None:
+        for event in events or []:
+            written.append(json.loads(bytes(event.kv.value)))
+        arrived.set()
+
+    async def next_write(count: int) -> None:
+        async with asyncio.timeout(20):
+            while len(written) < count:
+                arrived.clear()
+                await arrived.wait()
+
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url])
+        unsubscribe = await client.subscribe(key, lambda: None, events=on_events)
+        status = ClusterStatus(model, client, "h")
+        try:
+            model.set_converged(True)
+            status.start()
+            await next_write(1)
+            model.set_converged(False)
+            for _ in range(5):  # the swap and the checks: turns of the loop, not time
+                await asyncio.sleep(0)
+            model.set_converged(True)
+            await next_write(2)
+            with pytest.raises(TimeoutError):  # nothing else comes: generous, not a threshold
+                async with asyncio.timeout(1.5):
+                    await next_write(3)
+        finally:
+            await status.stop()
+            await unsubscribe()
+            await client.close()
+            model.close()
+            await engine.stop(graceful=False)
+    assert [w["converged"] for w in written] == [True, True], written
+    assert written[1]["since"] == model.converged_since
