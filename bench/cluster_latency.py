@@ -235,7 +235,9 @@ def stage_report(stages: Path, marks: Marks) -> list[str]:
         exporter = next((s for _, s in window if first(s, "reload>") is not None), [])
         export = first(exporter, "export>")
         add("h1: graph file replaced -> reload", start, first(exporter, "reload>"))
-        add("h1: reload -> export transaction", first(exporter, "reload>"), export)
+        applied = first(exporter, "apply>")
+        add("h1: reload -> graph read, parsed (thread)", first(exporter, "reload>"), applied)
+        add("h1: graph -> export transaction", applied, export)
         add("h1: export transaction (etcd commit)", export, first(exporter, "export<"))
         for _, stamps in window:
             event = first(stamps, "read>")
