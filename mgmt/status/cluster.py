@@ -7,17 +7,19 @@ It also watches the summaries, the deploy statuses and the liveness keys of ever
 the page every host's row (mgmt.deploy.status.HostStatus: the same rows `mgmt status --cluster`
 and `mgmt deploy --status` print) as they change: no polling.
 
-Both wait HOLD seconds after a change before they write or read: one change of the graph is a
-burst of changes of the model (the swap, each resource's check, converged since a new time),
-and each write is a raft commit with a WAL fsync on every member and wakes every agent to read
-three prefixes. Written at each step, this host's status was ~4 writes and ~25 reads in the
-cluster per collected change (issue 16): the etcd commit of the next export queued behind them,
-and the agents spent more CPU on them than on the change. The page is HOLD s later instead.
+Both wait BURST seconds after a change before they write or read: one change of the graph is
+a burst of changes of the model (the swap, each resource's check, converged since a new time),
+and on N hosts, N summaries written within a few ms; each write is a raft commit with a WAL
+fsync on every member, and every host reads the rows again. Written and read at each step, the
+summaries were ~4 writes and ~25 reads in the cluster per collected change (issue 16): the
+next export's commit queued behind them, and the agents spent more CPU on them than on the
+change. Then the summary also waits for the graph to settle (HOLD).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import asdict
@@ -31,8 +33,10 @@ from mgmt.status.model import StatusModel
 
 log = logging.getLogger("cluster")
 
+HOLD = 1.0  # seconds a summary written while the graph is not converged waits for it
 RETRY_MAX = 2.0  # seconds between attempts while the cluster cannot be reached (doubling)
-HOLD = 0.25  # seconds a change waits for the rest of its burst (see the module doc)
+
+BURST = 0.25  # seconds a change waits for the rest of its burst (see the module doc)
 
 
 def summary(model: StatusModel) -> dict[str, Any]:
@@ -76,7 +80,8 @@ class ClusterStatus:
         delay = 0.05
         while True:
             await self._changed.wait()
-            await asyncio.sleep(HOLD)  # the rest of the burst: one write (not readiness)
+            await asyncio.sleep(BURST)  # the rest of the burst: one write (not readiness)
+            await self._settled()
             self._changed.clear()
             data = json.dumps(summary(self.model), sort_keys=True).encode()
             if data == published:
@@ -90,6 +95,17 @@ class ClusterStatus:
                 await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
                 delay = min(delay * 2, RETRY_MAX)
                 self._changed.set()
+
+    async def _settled(self) -> None:
+        """While the graph is not converged (mostly: a swap is being applied), until it is, at
+        most HOLD: the summary written at once would be written again a few ms later, and
+        each write is one of every member's log, on the disks and cores that apply the swap
+        (the deploys' latency). A change while converged is written at once."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HOLD):
+                while self.model.converged_since is None:
+                    self._changed.clear()
+                    await self._changed.wait()
 
     async def _follow(self) -> None:
         changed = asyncio.Event()
@@ -112,7 +128,7 @@ class ClusterStatus:
                 delay = 0.05
                 self.model.set_hosts([{**asdict(row), "state": row.state} for row in rows])
                 await changed.wait()
-                await asyncio.sleep(HOLD)  # the rest of the burst: one read (not readiness)
+                await asyncio.sleep(BURST)  # the rest of the burst: one read (not readiness)
         finally:
             for unsubscribe in unsubscribes:
                 await unsubscribe()

@@ -22,10 +22,10 @@ async def test_a_burst_of_changes_is_one_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not converged, then converged again a few turns of the loop later (a collected change
-    swapped in and applied): one write of the summary, not one per step. Each write is a raft
+    swapped in and applied), twice: one write of the summary, not one per step or change. Each write is a raft
     commit that the next export queues behind, and a read of three prefixes by every agent
-    (issue 16). HOLD is made long here so that a busy machine cannot split the burst."""
-    monkeypatch.setattr(status_cluster, "HOLD", 0.5)
+    (issue 16). BURST is made long here so that a busy machine cannot split the burst."""
+    monkeypatch.setattr(status_cluster, "BURST", 0.5)
     key = (SUMMARY + "h").encode()
     written: list[dict[str, Any]] = []
     arrived = asyncio.Event()
@@ -51,10 +51,13 @@ async def test_a_burst_of_changes_is_one_write(
             model.set_converged(True)
             status.start()
             await next_write(1)
-            model.set_converged(False)
-            for _ in range(5):  # the swap and the checks: turns of the loop, not time
-                await asyncio.sleep(0)
-            model.set_converged(True)
+            for _ in range(2):  # two changes back to back, each applied and converged
+                model.set_converged(False)
+                for _ in range(5):  # the swap and the checks: turns of the loop, not time
+                    await asyncio.sleep(0)
+                model.set_converged(True)
+                for _ in range(5):
+                    await asyncio.sleep(0)
             await next_write(2)
             with pytest.raises(TimeoutError):  # nothing else comes: generous, not a threshold
                 async with asyncio.timeout(1.5):
