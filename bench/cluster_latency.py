@@ -12,8 +12,12 @@ members inherit it).
 
 Target (issue 16): p50 <= 10 ms, p99 <= 30 ms. etcd's own commit + watch is ~2.3 ms here.
 
-`--stages` adds where the time goes, per stage (medians over the changes, per tree): every agent
-imports bench/stages/sitecustomize.py, which timestamps a few of its methods (see there).
+`--stages` adds where the time goes, per stage (p50 and p90 over the changes, and p50 over the
+slowest tenth of them, per tree): every agent imports bench/stages/sitecustomize.py, which
+timestamps a few of its methods and the garbage collector's passes (see there). Every run also
+prints the CPU each agent and its etcd member used per change and, in IDLE seconds after the
+changes, per second. `MGMT_BENCH_PROFILE=DIR PYTHONPATH=bench/stages` profiles each agent's main
+thread (cProfile, DIR/<pid>.prof; wall time: inflated on a loaded machine).
 
 `--baseline DIR` runs the same measurement, round after round, with the agents of another
 checkout (e.g. `git archive BASE | tar -x -C DIR`) and prints both side by side with the load.
