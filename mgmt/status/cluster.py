@@ -7,13 +7,14 @@ It also watches the summaries, the deploy statuses and the liveness keys of ever
 the page every host's row (mgmt.deploy.status.HostStatus: the same rows `mgmt status --cluster`
 and `mgmt deploy --status` print) as they change: no polling.
 
-Both wait BURST seconds after a change before they write or read: one change of the graph is
-a burst of changes of the model (the swap, each resource's check, converged since a new time),
-and on N hosts, N summaries written within a few ms; each write is a raft commit with a WAL
-fsync on every member, and every host reads the rows again. Written and read at each step, the
-summaries were ~4 writes and ~25 reads in the cluster per collected change (issue 16): the
-next export's commit queued behind them, and the agents spent more CPU on them than on the
-change. Then the summary also waits for the graph to settle (HOLD).
+Both act at most once per BURST seconds: one change of the graph is a burst of changes of
+the model (the swap, each resource's check, converged since a new time), and on N hosts, N
+summaries written within a few ms; each write is a raft commit with a WAL fsync on every
+member, and every host reads the rows again. Written and read at each step, the summaries were
+~4 writes and ~25 reads in the cluster per collected change (issue 16): the next export's
+commit queued behind them, and the agents spent more CPU on them than on the change. A first
+change is written (once the graph settled, see HOLD) and read at once; what follows within
+BURST comes with the next write or read.
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ class ClusterStatus:
         delay = 0.05
         while True:
             await self._changed.wait()
-            await asyncio.sleep(BURST)  # the rest of the burst: one write (not readiness)
             await self._settled()
             self._changed.clear()
             data = json.dumps(summary(self.model), sort_keys=True).encode()
@@ -89,6 +89,7 @@ class ClusterStatus:
             try:
                 await self.client.put(self.key, data)
                 published, delay = data, 0.05
+                await asyncio.sleep(BURST)  # the rest of a burst waits: not a readiness wait
             except WorldError as err:
                 log.debug("host status: %s", err)
                 await self.client.connected.wait()
@@ -127,8 +128,8 @@ class ClusterStatus:
                     continue
                 delay = 0.05
                 self.model.set_hosts([{**asdict(row), "state": row.state} for row in rows])
+                await asyncio.sleep(BURST)  # the rest of a burst waits: not a readiness wait
                 await changed.wait()
-                await asyncio.sleep(BURST)  # the rest of the burst: one read (not readiness)
         finally:
             for unsubscribe in unsubscribes:
                 await unsubscribe()
