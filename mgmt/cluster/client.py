@@ -444,13 +444,17 @@ class EtcdClient:
         return int(resp.deleted)
 
     async def txn(
-        self, compare: Sequence[Any], success: Sequence[Any], failure: Sequence[Any] = ()
+        self,
+        compare: Sequence[Any],
+        success: Sequence[Any],
+        failure: Sequence[Any] = (),
+        what: str = "transaction",  # its name in errors
     ) -> Any:
         async def fn(conn: _Conn) -> Any:
             req = rpc.TxnRequest(compare=compare, success=success, failure=failure)
             return await conn.kv.Txn(req, **self._opts(conn))
 
-        return await self.call("transaction", fn)
+        return await self.call(what, fn)
 
     async def compact(self, revision: int) -> None:
         async def fn(conn: _Conn) -> Any:

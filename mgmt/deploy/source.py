@@ -15,6 +15,12 @@ change running. Once the cluster is up (`attach_world`) it:
 4. keeps its current deploy in `<prefix>/deploy/current.*`: restarted, it runs it again
    (verified again) whether or not it reaches the cluster.
 
+Its bookkeeping after a switch (this host's status in the cluster, the kept copy, written
+with fsync) waits until the engine has applied the new graph and it settled, at most `HOLD`:
+each status write is a write of every etcd member's log, and on the cluster's disks and
+cores they competed with the program's own first changes (the deploy's latency). The status
+then says the deploy runs, converged, in one write.
+
 A deploy older than the one running is never switched to (an old, validly signed deploy
 replayed into etcd cannot roll a host back): `mgmt deploy --rollback N` makes a new deploy.
 """
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import WorldError
+from engine.events import GraphSwapped
 from engine.tasks import TaskSet
 from mgmt.deploy import DeployError
 from mgmt.deploy import sign as signing
@@ -63,6 +70,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("deploy")
 
 SETTLE_WAIT = 2.0  # seconds attach_world waits for the first look at the cluster's deploys
+HOLD = 1.0  # seconds a switch's bookkeeping waits at most for its graph to be applied, settled
 
 
 @dataclass
@@ -140,6 +148,11 @@ class DeploySource:
         self._new = asyncio.Event()
         self._kick = asyncio.Event()
         self._publish = asyncio.Event()
+        self._keeping = asyncio.Event()  # the running deploy is to be kept (`_keeper`)
+        self._writing: asyncio.Future[None] | None = None  # a keep's thread, not cancelled
+        self._converger: Converger | None = None
+        # Set once the engine applied the graph of the last switch (None: no switch waits).
+        self._applied: asyncio.Event | None = None
         self._tasks = TaskSet("deploy", log)
         self._forward: asyncio.Task[None] | None = None
         self._unsubscribe: list[Callable[[], Awaitable[None]]] = []
@@ -196,6 +209,7 @@ class DeploySource:
                 self._emit(loaded)
         self._tasks.spawn(self._follow(), "deploy follow")
         self._tasks.spawn(self._publisher(), "deploy status")
+        self._tasks.spawn(self._keeper(), "deploy keep")
         self._unsubscribe.append(
             await client.subscribe(PREFIX.encode(), self._kick.set, True, events=self._note)
         )
@@ -212,6 +226,10 @@ class DeploySource:
 
     def follow_convergence(self, converger: Converger) -> None:
         """Report the graph's convergence in this host's status."""
+        self._converger = converger
+        self._unsubscribe.append(
+            _async(converger.engine.listeners.subscribe(GraphSwapped, self._swapped))
+        )
 
         async def follow() -> None:
             while True:
@@ -242,6 +260,10 @@ class DeploySource:
         for unsubscribe in self._unsubscribe:
             await unsubscribe()
         self._unsubscribe = []
+        if self._writing is not None:  # its thread runs on: the files must be whole
+            await asyncio.gather(self._writing, return_exceptions=True)
+        if self._keeping.is_set():  # a switch not kept yet: before the process ends
+            await self._keep_running()
         await self._stop_forward()
         for prepared in (self._ready, self.running):
             if prepared is not None and prepared.lang is not None:
@@ -314,7 +336,8 @@ class DeploySource:
                 return
             await self._drop_ready()
             self._ready = prepared
-            self._set_status(ready=newest)
+            # Others wait for it only when switching together; else the switch says it.
+            self._set_status(publish=self.policy.together, ready=newest)
         if self.policy.together:
             if await self._all_ready(newest):
                 await self._switch()
@@ -389,8 +412,9 @@ class DeploySource:
             loaded = await source.attach_world(self._world) or loaded
         return Prepared(rec, data, loaded, source)
 
-    async def _switch(self, seen: float | None = None) -> None:
-        """Run the ready deploy; `seen`: when this host saw it in the cluster (loop time)."""
+    async def _switch(self, seen: float | None = None, hold: bool = True) -> None:
+        """Run the ready deploy; `seen`: when this host saw it in the cluster (loop time);
+        `hold`: its status and copy wait for its graph (not when restored: nothing runs yet)."""
         prepared, self._ready = self._ready, None
         assert prepared is not None
         await self._stop_forward()
@@ -400,6 +424,8 @@ class DeploySource:
         if seen is not None:
             took = asyncio.get_running_loop().time() - seen
             after = f", {took * 1000:.0f} ms after this host saw it"
+        if self._converger is not None and hold:
+            self._applied = asyncio.Event()  # the status and the copy wait for it (HOLD)
         log.info(
             "running deploy %d (%s %s, %s%s)",
             rec.id,
@@ -417,10 +443,48 @@ class DeploySource:
         refused = self.status.refused if self.status.refused > rec.id else 0
         error = self.status.error if refused else ""
         self._set_status(running=rec.id, ready=rec.id, refused=refused, error=error)
+        if not hold:
+            await self._keep_running()
+        else:
+            self._keeping.set()
+
+    def _swapped(self, _: GraphSwapped) -> None:
+        if self._applied is not None:
+            self._applied.set()
+
+    async def _settled(self) -> None:
+        """Until the graph of the last switch is applied and settled, at most HOLD (a graph
+        that does not settle soon, a graph the agent never applies: the status says so)."""
+        applied = self._applied
+        if applied is None:
+            return
         try:
-            await asyncio.to_thread(self._keep, prepared)
+            async with asyncio.timeout(HOLD):
+                await applied.wait()
+                if self._converger is not None:
+                    await self._converger.converged.wait()
+        except TimeoutError:
+            pass
+        if self._applied is applied:
+            self._applied = None
+
+    async def _keeper(self) -> None:
+        """Keep the running deploy in the prefix after each switch, once its graph settled."""
+        while True:
+            await self._keeping.wait()
+            await self._settled()
+            await self._keep_running()
+
+    async def _keep_running(self) -> None:
+        self._keeping.clear()
+        prepared = self.running
+        if prepared is None:
+            return
+        self._writing = asyncio.ensure_future(asyncio.to_thread(self._keep, prepared))
+        try:
+            await asyncio.shield(self._writing)
         except OSError as err:
-            log.warning("cannot keep deploy %d in %s: %s", rec.id, self.dir, err)
+            log.warning("cannot keep deploy %d in %s: %s", prepared.record.id, self.dir, err)
 
     async def _forward_graphs(self, source: LangSource) -> None:
         async for loaded in source:
@@ -487,14 +551,15 @@ class DeploySource:
             log.error("not running the kept deploy from %s: %s", self.dir, err)
             return
         log.info("restarting with deploy %d, kept from the last run", rec.id)
-        await self._switch()
+        await self._switch(hold=False)
 
     # status -----------------------------------------------------------------------------------
 
-    def _set_status(self, **changes: Any) -> None:
+    def _set_status(self, publish: bool = True, **changes: Any) -> None:
         for name, value in changes.items():
             setattr(self.status, name, value)
-        self._publish.set()
+        if publish:
+            self._publish.set()
 
     async def _publisher(self) -> None:
         """Keep this host's status key as `self.status` (desired state, retried)."""
@@ -502,6 +567,7 @@ class DeploySource:
         delay = 0.05
         while True:
             await self._publish.wait()
+            await self._settled()  # a switch's status changes: one write, after its graph
             self._publish.clear()
             try:
                 await self._client.put(status_key(self.hostname).encode(), self.status.encode())
@@ -512,6 +578,13 @@ class DeploySource:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 self._publish.set()
+
+
+def _async(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        fn()
+
+    return call
 
 
 def _pushed(noted: dict[bytes, bytes]) -> tuple[Record, bytes] | None:

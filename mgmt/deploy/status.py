@@ -33,6 +33,9 @@ SUMMARY = "/_mgmt/host-status/"  # every clustered agent's resources (mgmt.statu
 # stopped `mgmt status --cluster` with a traceback (time_t), and NaN or Infinity made the page's
 # JSON one no browser parses.
 MAX_TIME = 2.0**33  # seconds since the epoch: the year 2242
+# Keys per prefix read in one transaction: 3 x 8 values of etcd's largest (1.5 MiB) stay within
+# the client's receive limit (64 MiB).
+SMALL = 8
 _READ = ("alive", "runs_deploys", "reports", "resources", "failed", "since", "last_error")
 
 
@@ -126,9 +129,13 @@ class HostStatus:
 
 async def host_statuses(client: EtcdClient) -> list[HostStatus]:
     """Every host that has a deploy status or a summary, or is alive, by name."""
-    raw, _ = await client.get_prefix(STATUS.encode())
-    alive, _ = await client.get_prefix(HOSTS.encode())
-    summaries, _ = await client.get_prefix(SUMMARY.encode())
+    read = await _small_read(client)
+    if read is None:  # many hosts: each prefix in pages (see EtcdClient.scan)
+        raw, _ = await client.get_prefix(STATUS.encode())
+        alive, _ = await client.get_prefix(HOSTS.encode())
+        summaries, _ = await client.get_prefix(SUMMARY.encode())
+    else:
+        raw, alive, summaries = read
     rows = {
         key.decode()[len(STATUS) :]: HostStatus.decode(key.decode()[len(STATUS) :], value)
         for key, value in raw.items()
@@ -140,6 +147,32 @@ async def host_statuses(client: EtcdClient) -> list[HostStatus]:
         host = key.decode()[len(SUMMARY) :]
         rows.setdefault(host, HostStatus(host)).merge_summary(value)
     return [rows[h] for h in sorted(rows)]
+
+
+async def _small_read(
+    client: EtcdClient,
+) -> tuple[dict[bytes, bytes], dict[bytes, bytes], dict[bytes, bytes]] | None:
+    """The three prefixes in one read-only transaction (one round trip: every host reads
+    them again at each host's status change), or None when one holds more than SMALL keys
+    (their values, which each host writes, could then pass the client's receive limit)."""
+    from aetcd import rpc
+
+    from mgmt.cluster.client import range_end
+
+    ops = [
+        rpc.RequestOp(
+            request_range=rpc.RangeRequest(
+                key=p.encode(), range_end=range_end(p.encode()), limit=SMALL
+            )
+        )
+        for p in (STATUS, HOSTS, SUMMARY)
+    ]
+    response = await client.txn([], ops, what=f"list {STATUS}, {HOSTS}, {SUMMARY}")
+    ranges = [r.response_range for r in response.responses]
+    if any(r.more for r in ranges):
+        return None
+    status, alive, summaries = ({bytes(kv.key): bytes(kv.value) for kv in r.kvs} for r in ranges)
+    return status, alive, summaries
 
 
 def exit_code(rows: list[HostStatus]) -> ExitCode:

@@ -112,7 +112,9 @@ async def test_what_a_host_refuses_and_that_it_keeps_running(
                 source.checked.clear()
                 await source.checked.wait()
     assert source.running.record.id == 6
-    # Restarted, the host runs 6 again from what it kept, before reaching the cluster.
+    # Restarted, the host runs 6 again from what it kept, before reaching the cluster (it
+    # keeps it once its graph settled, in a task: stopping finishes that).
+    await source.aclose()
     again = DeploySource("h1", tmp_path / "prefix", source.policy)
     first = await again.start()
     assert first is not None and first.graph.name == "six"
