@@ -10,8 +10,8 @@ the token (inotify). Four figures:
   its deploy socket, which checks them and asks for the signature, sign in-process, the
   agent's transaction), then every host's watch (its events carry the deploy), verification
   (in-process for Ed25519), extraction, compile, graph swap, atomic write;
-- the same without `site` (`python -S -m mgmt`, the packages on PYTHONPATH): without the
-  development install's editable-package finder, which `site` imports at every start;
+- the same with `site` (`python -m mgmt`): the `mgmt` launcher `scripts/install.sh` writes
+  starts Python without it (-S), which the thin path does not need;
 - the same with `--direct`: the command checks, connects and pushes itself (start-up and
   imports, check, connection, signing, the transaction);
 - the push alone, from the library (`store.push` with the same signing) in this process: the
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import secrets
 import shutil
@@ -125,31 +124,29 @@ TIMINGS = re.compile(rb"timings \(ms since the process started\): (.*)")
 
 
 def commands(work: Path, seeds: str, key: Path) -> tuple[list[str], list[str], list[str]]:
-    """`mgmt deploy` on h1 (through its agent); the same without `site` (what an installed,
-    not editable, package comes close to: the development install's editable-package finder,
-    imported by `site` at every start, costs 13 ms idle and 30-80 ms at load 10); --direct."""
+    """`mgmt deploy` on h1 (through its agent); the same with `site` (`python -m mgmt`: the
+    launcher skips it); --direct."""
     deploy = [*MGMT, "deploy", "--timings", "--seeds", seeds, "--prefix", str(work / "h1")]
     deploy += ["--sign-key", str(key), "lang", f"{work / 'src'}/"]
-    bare = [sys.executable, "-S", "-m", "mgmt", *deploy[len(MGMT) :]]
+    sited = [sys.executable, "-m", "mgmt", *deploy[len(MGMT) :]]
     at = len(MGMT) + 1  # after `deploy`
-    return deploy, bare, [*deploy[:at], "--direct", *deploy[at:]]
+    return deploy, sited, [*deploy[:at], "--direct", *deploy[at:]]
 
 
 async def measure(
     work: Path, seeds: str, key: Path, count: int
 ) -> tuple[Series, Series, Series, Series]:
-    """(the command through the local agent, the same without `site`, the command pushing
+    """(the command through the local agent, the same with `site`, the command pushing
     itself, the library push)
     -> running on all three, `count` times each, alternating (the machine's load changes
     alike for all)."""
     src, out = work / "src", work / "out"
     targets = [out / h for h in HOSTS]
-    deploy, bare, direct = commands(work, seeds, key)
-    bare_env = {**os.environ, "PYTHONPATH": f"{ROOT}:{site_packages()}"}
+    deploy, sited, direct = commands(work, seeds, key)
     tls_dir = work / "h1" / "cluster-tls"
     await wait_exists(tls_dir / "host.key")
     await wait_exists(work / "h1" / "deploy.sock")  # h1's agent is in the cluster
-    thin, nosite, whole, library = Series(), Series(), Series(), Series()
+    thin, site, whole, library = Series(), Series(), Series(), Series()
     tls = TLSFiles(tls_dir / "ca.pem", tls_dir / "host.pem", tls_dir / "host.key")
     client = EtcdClient([seeds], tls=tls)
     async with PathWatcher(targets) as events:
@@ -162,7 +159,6 @@ async def measure(
                 *argv,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-                env=bare_env if argv is bare else None,
             )
             _, err = await proc.communicate()
             exited = time.perf_counter() - start
@@ -192,23 +188,17 @@ async def measure(
         try:
             for _ in range(5):  # warm up (and let h2, h3 join)
                 await command(secrets.token_hex(8), deploy)
-                await command(secrets.token_hex(8), bare)
+                await command(secrets.token_hex(8), sited)
                 await command(secrets.token_hex(8), direct)
                 await pushed(secrets.token_hex(8))
             for _ in range(count):
                 thin.add(*await command(secrets.token_hex(8), deploy))
-                nosite.add(*await command(secrets.token_hex(8), bare))
+                site.add(*await command(secrets.token_hex(8), sited))
                 whole.add(*await command(secrets.token_hex(8), direct))
                 library.add(*await pushed(secrets.token_hex(8)))
         finally:
             await client.close()
-    return thin, nosite, whole, library
-
-
-def site_packages() -> str:
-    import sysconfig
-
-    return sysconfig.get_paths()["purelib"]
+    return thin, site, whole, library
 
 
 def uptime() -> str:
@@ -247,7 +237,7 @@ async def main() -> None:
         procs = await start_hosts(work, ports, args.short_timings)
         seeds = f"https://127.0.0.1:{ports[0]}"
         before = uptime()
-        thin, nosite, whole, library = await measure(work, seeds, key, args.count)
+        thin, site, whole, library = await measure(work, seeds, key, args.count)
         print(
             f"deploy latency, {args.count} deploys each (alternating), 3 agents, "
             f"{'short' if args.short_timings else 'default'} etcd timings\n"
@@ -255,8 +245,8 @@ async def main() -> None:
         )
         print(f"  `mgmt deploy` (agent)  -> running on all 3: {fmt_ms(percentiles(thin.total))}")
         print(f"    its steps, p50 ms since its start: {thin.steps_text()}")
-        print(f"  the same, python -S    -> running on all 3: {fmt_ms(percentiles(nosite.total))}")
-        print(f"    its steps, p50 ms since its start: {nosite.steps_text()}")
+        print(f"  the same, with `site`  -> running on all 3: {fmt_ms(percentiles(site.total))}")
+        print(f"    its steps, p50 ms since its start: {site.steps_text()}")
         print(f"  `mgmt deploy --direct` -> running on all 3: {fmt_ms(percentiles(whole.total))}")
         print(f"    its steps, p50 ms since its start: {whole.steps_text()}")
         print(f"  library push           -> running on all 3: {fmt_ms(percentiles(library.total))}")

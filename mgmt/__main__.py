@@ -1,8 +1,23 @@
 """`python -m mgmt` and the `mgmt` command: `mgmt deploy` tries its thin path first
-(`mgmt.deploy.client`: through the local agent, without importing the CLI), else the CLI."""
+(`mgmt.deploy.client`: through the local agent, without importing the CLI), else the CLI.
+
+`scripts/install.sh`'s `mgmt` launcher starts Python without `site` (`-S`, ~5 ms of every
+start: the venv's paths, its `.pth` files): the thin path needs the standard library and this
+package only. Whatever needs the installed packages runs `site` first (`full_site`)."""
 
 import os
 import sys
+
+_SITE: list[bool] = []  # [True] once `full_site` ran `site`
+
+
+def full_site() -> None:
+    """The installed packages' paths, if the interpreter started without `site` (-S)."""
+    if sys.flags.no_site and not _SITE:
+        _SITE.append(True)
+        import site
+
+        site.main()
 
 
 def main() -> int:
@@ -17,6 +32,7 @@ def main() -> int:
             except OSError:
                 return code  # let the interpreter say it
             os._exit(code)
+    full_site()
     from mgmt.cli import main as cli
 
     return cli()

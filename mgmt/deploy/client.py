@@ -323,6 +323,10 @@ def push(opts: dict[str, Any], timings: Timings | None) -> int:
         }
         try:
             send(sock, request)
+            if key:  # while the agent checks: what signing needs (ctypes, OpenSSL)
+                from mgmt.deploy import sshkey
+
+                sshkey.load_openssl()
             return _conversation(sock, key, timings)
         except OSError as err:
             raise Fallback(f"the agent: {err}") from None

@@ -91,14 +91,13 @@ class Prepared:
     lang: LangSource | None = None  # a running program
 
 
-async def verify(rec: Record, data: bytes, policy: Policy) -> Bundle:
-    """The bundle of `rec` if its blob and signature are good for this host; else DeployError."""
+def verify(rec: Record, data: bytes, policy: Policy) -> Bundle:
+    """The bundle of `rec` if its blob and signature are good for this host; else DeployError
+    (blocking: reads the trusted keys)."""
     if hashlib.sha256(data).hexdigest() != rec.hash:
         raise DeployError(f"its blob does not match its hash {rec.hash[:12]}")
     if rec.signature and policy.trusted_keys is not None:
-        _, key = await asyncio.to_thread(
-            signing.verify, rec.payload(), rec.signature, policy.trusted_keys, rec.key
-        )
+        _, key = signing.verify(rec.payload(), rec.signature, policy.trusted_keys, rec.key)
         if key != rec.key:
             raise DeployError(f"its record names the key {rec.key}, it was signed by {key}")
     elif not policy.allow_unsigned:
@@ -378,11 +377,7 @@ class DeploySource:
     # preparing and switching ----------------------------------------------------------------
 
     async def _prepare(self, rec: Record, data: bytes) -> Prepared:
-        bundle = await verify(rec, data, self.policy)
-        try:
-            entry = await asyncio.to_thread(bundle.extract, self.dir / str(rec.id))
-        except OSError as err:  # e.g. a bundle naming both `a` and `a/b`
-            raise DeployError(f"cannot extract it into {self.dir}: {err}") from None
+        bundle, entry = await asyncio.to_thread(self._verify_extract, rec, data)
         if bundle.frontend == "yaml":
             text = bundle.files[bundle.entry]
             if len(text) > self.policy.max_graph_size:
@@ -398,6 +393,14 @@ class DeploySource:
                 log.warning("%s", warning)
             return Prepared(rec, data, loaded)
         return await self._open_lang(rec, data, entry)
+
+    def _verify_extract(self, rec: Record, data: bytes) -> tuple[Bundle, Path]:
+        """(blocking: one thread's work, not two: each hop waited for a thread and the GIL)"""
+        bundle = verify(rec, data, self.policy)
+        try:
+            return bundle, bundle.extract(self.dir / str(rec.id))
+        except OSError as err:  # e.g. a bundle naming both `a` and `a/b`
+            raise DeployError(f"cannot extract it into {self.dir}: {err}") from None
 
     async def _open_lang(self, rec: Record, data: bytes, entry: Path) -> Prepared:
         from mgmt.lang.errors import CompileError

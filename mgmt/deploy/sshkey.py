@@ -19,6 +19,10 @@ import binascii
 import hashlib
 import struct
 
+TYPE_CHECKING = False  # not `typing`'s: the thin client imports this module
+if TYPE_CHECKING:
+    from typing import Any
+
 NAMESPACE = "mgmt-deploy"
 ARMOR = ("-----BEGIN SSH SIGNATURE-----", "-----END SSH SIGNATURE-----")
 MAGIC = b"SSHSIG"
@@ -162,6 +166,9 @@ def sign_here(payload: bytes, key_text: bytes) -> str | None:
     message = signed_data(payload)
     raw = _openssl_ed25519(seed, message)
     if raw is None:
+        from mgmt.__main__ import full_site
+
+        full_site()  # `cryptography` is an installed package
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         raw = Ed25519PrivateKey.from_private_bytes(seed).sign(message)
@@ -173,10 +180,18 @@ def sign_here(payload: bytes, key_text: bytes) -> str | None:
 _EVP_PKEY_ED25519 = 1087  # OpenSSL's NID_ED25519
 
 
-def _openssl_ed25519(seed: bytes, message: bytes) -> bytes | None:
-    """The Ed25519 signature of `message` by OpenSSL's libcrypto, the one `hashlib` is linked
-    with (through ctypes: ~3 ms to import, where the `cryptography` package takes 10-40 ms);
-    None if it cannot be reached (another build, another platform): `cryptography` signs."""
+_LIBCRYPTO: list[Any] = []  # [the functions] once loaded, [None] if they cannot be
+
+
+def load_openssl() -> Any:
+    """OpenSSL's functions this module signs with (loaded once; None if they cannot be): the
+    thin client loads them while the agent checks the program."""
+    if not _LIBCRYPTO:
+        _LIBCRYPTO.append(_load_openssl())
+    return _LIBCRYPTO[0]
+
+
+def _load_openssl() -> Any:
     try:
         import _hashlib
         import ctypes
@@ -199,6 +214,18 @@ def _openssl_ed25519(seed: bytes, message: bytes) -> bytes | None:
         free_key.restype, free_key.argtypes = None, [void]
     except (OSError, AttributeError):
         return None
+    return ctypes, new_key, new_ctx, init, sign, free_ctx, free_key
+
+
+def _openssl_ed25519(seed: bytes, message: bytes) -> bytes | None:
+    """The Ed25519 signature of `message` by OpenSSL's libcrypto, the one `hashlib` is linked
+    with (through ctypes: ~3 ms to import, where the `cryptography` package takes 10-40 ms);
+    None if it cannot be reached (another build, another platform): `cryptography` signs."""
+    lib = load_openssl()
+    if lib is None:
+        return None
+    ctypes, new_key, new_ctx, init, sign, free_ctx, free_key = lib
+    size = ctypes.c_size_t
     key = new_key(_EVP_PKEY_ED25519, None, seed, len(seed))
     if not key:
         return None
@@ -209,7 +236,7 @@ def _openssl_ed25519(seed: bytes, message: bytes) -> bytes | None:
             return None
         if sign(ctx, out, ctypes.byref(length), message, len(message)) != 1 or length.value != 64:
             return None
-        return out.raw
+        return bytes(out.raw)
     finally:
         if ctx:
             free_ctx(ctx)

@@ -90,6 +90,16 @@ def raw(path: Path, message: object) -> dict[str, Any]:
         return thin.receive(sock)
 
 
+async def through_the_launcher(host: DeployHost, args: list[str]) -> None:
+    launcher = ROOT / ".venv" / "bin" / "mgmt"
+    assert launcher.read_text().startswith("#!") and " -S\n" in launcher.read_text()
+    base = ["deploy", "--seeds", host.url, "--prefix", str(host.prefix), *args]
+    done = await asyncio.to_thread(
+        subprocess.run, [str(launcher), *base], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and "(through the local agent)" in done.stderr, done
+
+
 async def same_bundle_both_ways(host: DeployHost, key: Path, prog: Path) -> None:
     """A `lang FILE.mcl` program with a module, files/ and an .mcl file nothing imports, and
     a `yaml FILE` beside it, pushed through the agent and directly: the same hashes."""
@@ -181,6 +191,10 @@ async def test_a_push_through_the_local_agent_is_checked_signed_and_stored_as_di
         # and says the other cluster cannot be reached).
         code, text = await deploy(h1, "--seeds", "https://127.0.0.1:9", *args)
         assert code == 1 and "no etcd member reachable" in text, text
+        # 7: through install.sh's launcher, Python without `site` (-S): the same thin path.
+        program(src, out, "v7")
+        await through_the_launcher(h1, args)
+        await all_have(out, hosts, "v7")
 
 
 @pytest.mark.slow

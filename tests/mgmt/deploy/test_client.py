@@ -80,6 +80,29 @@ def test_the_thin_path_imports_neither_the_cli_nor_grpc_nor_the_language(tmp_pat
     assert out.returncode == 0 and out.stdout.strip() == "[]", out
 
 
+def test_the_launcher_starts_without_site_and_the_cli_gets_it(tmp_path: Path) -> None:
+    """install.sh's `mgmt` starts Python with -S (the thin path needs no installed package);
+    a command that does (the direct path, here the check's YAML parser) runs `site` first."""
+    launcher = ROOT / ".venv" / "bin" / "mgmt"
+    assert launcher.read_text().splitlines()[0].endswith(" -S"), "scripts/install.sh writes it"
+    graph = tmp_path / "g.yaml"
+    graph.write_text(f"graph: g\nresources:\n  file:\n    - name: {tmp_path}/x\n")
+    for argv in (["check", str(graph)], ["deploy", "--prefix", str(tmp_path), "--help"]):
+        out = subprocess.run(
+            [str(launcher), *argv], check=False, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out
+    script = "import sys; print('site' in sys.modules)"
+    out = subprocess.run(
+        [*launcher.read_text().splitlines()[0][2:].split(), "-c", script],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "False", out
+
+
 @pytest.mark.parametrize(
     "message",
     [
