@@ -568,13 +568,19 @@ class DeploySource:
         """Keep this host's status key as `self.status` (desired state, retried)."""
         assert self._client is not None
         delay = 0.05
+        published = b""
         while True:
             await self._publish.wait()
             await self._settled()  # a switch's status changes: one write, after its graph
             self._publish.clear()
+            if self._converger is not None:  # as of now (`follow` may not have run yet)
+                self.status.converged = self._converger.converged.is_set()
+            data = self.status.encode()
+            if data == published:
+                continue
             try:
-                await self._client.put(status_key(self.hostname).encode(), self.status.encode())
-                delay = 0.05
+                await self._client.put(status_key(self.hostname).encode(), data)
+                published, delay = data, 0.05
             except WorldError as err:
                 log.debug("deploy status: %s", err)
                 await self._client.connected.wait()

@@ -215,3 +215,59 @@ async def test_a_pushed_deploy_runs_from_the_watchs_events_without_reading_it(
     finally:
         await source.aclose()
         await own.close()
+
+
+async def test_a_switch_is_recorded_once_its_graph_ran(
+    client: EtcdClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host's status (running, converged) and its kept copy are written once the engine
+    applied the deploy's graph and it settled: each write is one of every etcd member's log,
+    and written at once they competed with the program's own first changes (a real engine
+    and converger; the bound made long: this test decides when the graph is applied)."""
+    from engine.engine import Engine
+    from mgmt.converger import Converger
+    from mgmt.deploy import source as deploy_source
+    from mgmt.deploy.status import HostStatus, status_key
+
+    monkeypatch.setattr(deploy_source, "HOLD", 60.0)
+    alice = make_key(tmp_path / "keys", "alice")
+    policy = Policy(trusted_file(tmp_path / "keys", alice), False, False, 1 << 20)
+    engine = Engine(hostname="h1", prefix=tmp_path / "engine")
+    converger = Converger(engine, timeout=0)
+    source = DeploySource("h1", tmp_path / "prefix", policy)
+    source.follow_convergence(converger)
+    try:
+        assert await source.start() is None
+        await source.attach_world(EtcdWorld(client, "h1"))
+        graphs = aiter(source)
+        await signed(client, graph("one"), alice)
+        async with asyncio.timeout(10):
+            loaded = await anext(graphs)
+            while source.running is None:
+                source.checked.clear()
+                await source.checked.wait()
+        # Switched, not applied yet: nothing recorded.
+        assert not (tmp_path / "prefix" / "deploy" / "current.json").exists()
+        before = await client.get(status_key("h1").encode())  # "runs deploys", from the start
+        assert before is not None and HostStatus.decode("h1", before).running == 0
+        # Applied and settled: recorded, in one status write.
+        revisions: list[bytes] = []
+        written = asyncio.Event()
+
+        def seen(events: Any) -> None:
+            revisions.extend(bytes(e.kv.value) for e in events or [])
+
+        key = status_key("h1").encode()
+        unsubscribe = await client.subscribe(key, written.set, events=seen)
+        await engine.apply(loaded.graph)
+        async with asyncio.timeout(30):  # hang-preventing bound only
+            await written.wait()
+        await unsubscribe()
+        status = HostStatus.decode("h1", revisions[0])
+        assert (status.running, status.converged) == (1, True), revisions
+        await source.aclose()  # what it kept is whole once it stopped
+        assert (tmp_path / "prefix" / "deploy" / "current.json").exists()
+    finally:
+        await source.aclose()
+        converger.close()
+        await engine.stop(graceful=False)
