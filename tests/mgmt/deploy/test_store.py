@@ -129,6 +129,20 @@ def test_a_record_field_of_the_wrong_type_is_refused() -> None:
             Record.decode(json.dumps(doc).encode(), "ids/1")
 
 
+async def test_status_rows_of_many_hosts_are_read_in_pages(client: EtcdClient) -> None:
+    """Up to SMALL hosts: one transaction; more: each prefix in pages, the same rows."""
+    from mgmt.deploy.status import HOSTS, SMALL, HostStatus, host_statuses, status_key
+
+    names = [f"h{i:02}" for i in range(SMALL + 3)]
+    for count, name in enumerate(names, 1):
+        await client.put(status_key(name).encode(), HostStatus(name, running=count).encode())
+        await client.put((HOSTS + name).encode(), b"")
+        rows = await host_statuses(client)
+        assert [(r.host, r.alive, r.running) for r in rows] == [
+            (n, True, i) for i, n in enumerate(names[:count], 1)
+        ]
+
+
 async def test_status_rows_say_who_is_alive_and_who_runs_deploys(client: EtcdClient) -> None:
     from mgmt.deploy.status import HOSTS, HostStatus, host_statuses, status_key, table
 
