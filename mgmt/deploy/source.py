@@ -519,7 +519,8 @@ class DeploySource:
     # this host's deploy, kept in the prefix --------------------------------------------------
 
     def _keep(self, prepared: Prepared) -> None:
-        """Write the running deploy's record and blob (atomically), drop older directories."""
+        """Write the running deploy's record and blob (atomically), drop older directories
+        (blocking; `_keeper` runs it after a switch, while a newer deploy may be prepared)."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name, data in (
             ("current.blob", prepared.data),
@@ -532,9 +533,12 @@ class DeploySource:
                 file.flush()
                 os.fsync(file.fileno())
             tmp.rename(self.dir / name)
-        keep = {str(prepared.record.id)} | ({str(self._ready.record.id)} if self._ready else set())
+        # Older deploys' files only: a newer one may be being prepared meanwhile (extracted,
+        # compiled from there), its id is not known here before it is ready.
+        ready = self._ready.record.id if self._ready else 0
         for child in self.dir.iterdir():
-            if child.is_dir() and not child.name.startswith(".") and child.name not in keep:
+            older = child.name.isdigit() and int(child.name) < prepared.record.id
+            if older and int(child.name) != ready and child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
 
     async def _restore(self) -> None:

@@ -259,6 +259,8 @@ async def test_a_switch_is_recorded_once_its_graph_ran(
 
         key = status_key("h1").encode()
         unsubscribe = await client.subscribe(key, written.set, events=seen)
+        newer = tmp_path / "prefix" / "deploy" / "2"  # as if deploy 2 were being prepared
+        newer.mkdir()
         await engine.apply(loaded.graph)
         async with asyncio.timeout(30):  # hang-preventing bound only
             await written.wait()
@@ -267,6 +269,7 @@ async def test_a_switch_is_recorded_once_its_graph_ran(
         assert (status.running, status.converged) == (1, True), revisions
         await source.aclose()  # what it kept is whole once it stopped
         assert (tmp_path / "prefix" / "deploy" / "current.json").exists()
+        assert newer.is_dir()  # only older deploys' files are dropped
     finally:
         await source.aclose()
         converger.close()
