@@ -25,13 +25,19 @@ host's own time from seeing a deploy to running it (its log).
 
 Target: p50 <= 100 ms.
 
-    .venv/bin/python bench/deploy.py [--count 20] [--short-timings]
+With `--against TREE` (another checkout, e.g. `git worktree add /tmp/base main`; this venv's
+packages), it measures instead two clusters at once, one of this tree and one of TREE (its
+`python -m mgmt` with PYTHONPATH=TREE, or the `mgmt` launcher of TREE/.venv if it has one),
+the thin command to each in turn: a change's figure side by side with the same load.
+
+    .venv/bin/python bench/deploy.py [--count 20] [--short-timings] [--against TREE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import secrets
 import shutil
@@ -73,17 +79,37 @@ def make_key(work: Path) -> Path:
     return key
 
 
+@dataclass
+class Tree:
+    """A checkout whose `mgmt` runs the agents and the command."""
+
+    root: Path
+    mgmt: list[str]
+    env: dict[str, str] | None = None  # None: this process's
+
+
+THIS = Tree(ROOT, MGMT)
+
+
+def other_tree(root: Path) -> Tree:
+    launcher = root / ".venv" / "bin" / "mgmt"
+    mgmt = [str(launcher)] if launcher.exists() else [sys.executable, "-m", "mgmt"]
+    return Tree(root, mgmt, {**os.environ, "PYTHONPATH": str(root)})
+
+
 async def start_hosts(
-    work: Path, ports: list[int], short: bool
+    work: Path, ports: list[int], short: bool, tree: Tree = THIS
 ) -> list[asyncio.subprocess.Process]:
     timings = ["--etcd-heartbeat-interval", "10", "--etcd-election-timeout", "100"]
     procs = []
     for i, host in enumerate(HOSTS):
         extra = ["--trusted-keys", str(work / "trusted"), *(timings if short else [])]
-        argv = cluster_agent_argv(MGMT, host, i, work, ports, *extra)
+        argv = cluster_agent_argv(tree.mgmt, host, i, work, ports, *extra)
         log = (work / f"{host}.log").open("w")
         procs.append(
-            await asyncio.create_subprocess_exec(*argv, "empty", stdout=log, stderr=log, cwd=ROOT)
+            await asyncio.create_subprocess_exec(
+                *argv, "empty", stdout=log, stderr=log, cwd=tree.root, env=tree.env
+            )
         )
     return procs
 
@@ -123,13 +149,15 @@ class Series:
 TIMINGS = re.compile(rb"timings \(ms since the process started\): (.*)")
 
 
-def commands(work: Path, seeds: str, key: Path) -> tuple[list[str], list[str], list[str]]:
+def commands(
+    work: Path, seeds: str, key: Path, mgmt: list[str] = MGMT
+) -> tuple[list[str], list[str], list[str]]:
     """`mgmt deploy` on h1 (through its agent); the same with `site` (`python -m mgmt`: the
     launcher skips it); --direct."""
-    deploy = [*MGMT, "deploy", "--timings", "--seeds", seeds, "--prefix", str(work / "h1")]
+    deploy = [*mgmt, "deploy", "--timings", "--seeds", seeds, "--prefix", str(work / "h1")]
     deploy += ["--sign-key", str(key), "lang", f"{work / 'src'}/"]
-    sited = [sys.executable, "-m", "mgmt", *deploy[len(MGMT) :]]
-    at = len(MGMT) + 1  # after `deploy`
+    sited = [sys.executable, "-m", "mgmt", *deploy[len(mgmt) :]]
+    at = len(mgmt) + 1  # after `deploy`
     return deploy, sited, [*deploy[:at], "--direct", *deploy[at:]]
 
 
@@ -201,6 +229,68 @@ async def measure(
     return thin, site, whole, library
 
 
+async def compare(against: Path, count: int, short: bool) -> None:
+    """This tree's cluster and TREE's, at once; the thin command to each in turn."""
+    trees = {"this tree": THIS, str(against): other_tree(against)}
+    await asyncio.to_thread(byte_compile, against)
+    works: dict[str, Path] = {}
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        argvs, targets = {}, {}
+        for name, tree in trees.items():
+            work = works[name] = Path(tempfile.mkdtemp(prefix="mgmt-bench-deploy-"))
+            ports = free_ports(2 * len(HOSTS))
+            key = await asyncio.to_thread(make_key, work)
+            create_ca(work / "cluster-ca")
+            (work / "src").mkdir()
+            (work / "out").mkdir()
+            procs += await start_hosts(work, ports, short, tree)
+            seeds = f"https://127.0.0.1:{ports[0]}"
+            argvs[name] = commands(work, seeds, key, tree.mgmt)[0]
+            targets[name] = [work / "out" / h for h in HOSTS]
+        for work in works.values():
+            await wait_exists(work / "h1" / "deploy.sock")
+        series = {name: Series() for name in trees}
+        before = uptime()
+        async with PathWatcher([p for paths in targets.values() for p in paths]) as events:
+            watcher = aiter(events)
+            for round_ in range(5 + count):  # 5 to warm up (and let h2, h3 join)
+                for name, tree in trees.items():
+                    token = secrets.token_hex(8)
+                    program(works[name] / "src", works[name] / "out", token)
+                    start = time.perf_counter()
+                    proc = await asyncio.create_subprocess_exec(
+                        *argvs[name],
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=asyncio.subprocess.PIPE,
+                        env=tree.env,
+                    )
+                    _, err = await proc.communicate()
+                    said = TIMINGS.search(err)
+                    if proc.returncode != 0 or said is None:
+                        raise SystemExit(f"{name}: mgmt deploy failed: {err.decode()}")
+                    done = await wait_all(watcher, targets[name], token)
+                    steps = {}
+                    for step in said.group(1).decode().split(", "):
+                        step_name, ms = step.split()
+                        steps[step_name] = float(ms) / 1000
+                    if round_ >= 5:
+                        series[name].add(max(done.values()) - start, steps)
+        print(f"deploy latency side by side, {count} deploys each (in turn), 3 agents each")
+        print(f"  uptime before: {before}\n  uptime after:  {uptime()}")
+        for name, got in series.items():
+            print(f"  {name}: `mgmt deploy` -> running on all 3: {fmt_ms(percentiles(got.total))}")
+            print(f"    its steps, p50 ms since its start: {got.steps_text()}")
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            await proc.wait()
+        for work in works.values():
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def uptime() -> str:
     return subprocess.run(
         ["uptime"], check=False, capture_output=True, text=True, timeout=10
@@ -225,7 +315,11 @@ async def main() -> None:
     parser.add_argument(
         "--short-timings", action="store_true", help="etcd heartbeat 10 ms, election 100 ms"
     )
+    parser.add_argument("--against", type=Path, help="another checkout, measured side by side")
     args = parser.parse_args()
+    if args.against is not None:
+        await compare(args.against.resolve(), args.count, args.short_timings)
+        return
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-deploy-"))
     ports = free_ports(2 * len(HOSTS))
     key = await asyncio.to_thread(make_key, work)
@@ -265,14 +359,18 @@ async def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-if __name__ == "__main__":
-    # Stale bytecode (an edited tree, PYTHONDONTWRITEBYTECODE set) would be compiled again by
-    # every process: ~50 ms of each command, which the figures are not about.
+def byte_compile(root: Path) -> None:
+    """Stale bytecode (an edited tree, PYTHONDONTWRITEBYTECODE set) would be compiled again by
+    every process: ~50 ms of each command, which the figures are not about."""
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", "engine", "resources", "mgmt"],
         check=True,
-        cwd=ROOT,
+        cwd=root,
         stdout=subprocess.DEVNULL,
         timeout=300,
     )
+
+
+if __name__ == "__main__":
+    byte_compile(ROOT)
     asyncio.run(main())
