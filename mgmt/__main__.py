@@ -3,21 +3,12 @@
 
 `scripts/install.sh`'s `mgmt` launcher starts Python without `site` (`-S`, ~5 ms of every
 start: the venv's paths, its `.pth` files): the thin path needs the standard library and this
-package only. Whatever needs the installed packages runs `site` first (`full_site`)."""
+package only. Whatever needs the installed packages runs `site` first (`mgmt.full_site`)."""
 
 import os
 import sys
 
-_SITE: list[bool] = []  # [True] once `full_site` ran `site`
-
-
-def full_site() -> None:
-    """The installed packages' paths, if the interpreter started without `site` (-S)."""
-    if sys.flags.no_site and not _SITE:
-        _SITE.append(True)
-        import site
-
-        site.main()
+from mgmt import full_site
 
 
 def main() -> int:

@@ -166,7 +166,7 @@ def sign_here(payload: bytes, key_text: bytes) -> str | None:
     message = signed_data(payload)
     raw = _openssl_ed25519(seed, message)
     if raw is None:
-        from mgmt.__main__ import full_site
+        from mgmt import full_site
 
         full_site()  # `cryptography` is an installed package
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
