@@ -427,7 +427,7 @@ class DeploySource:
         if seen is not None:
             took = asyncio.get_running_loop().time() - seen
             after = f", {took * 1000:.0f} ms after this host saw it"
-        if self._converger is not None and hold:
+        if self._converger is not None and hold and prepared.loaded is not None:
             self._applied = asyncio.Event()  # the status and the copy wait for it (HOLD)
         log.info(
             "running deploy %d (%s %s, %s%s)",
