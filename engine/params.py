@@ -45,7 +45,40 @@ def hints(cls: type) -> dict[str, Any]:
 
 def field_names(cls: type) -> list[str]:
     """The init-able dataclass fields of `cls`, in declaration order."""
-    return [f.name for f in dataclasses.fields(cls) if f.init]
+    return list(_plan(cls).names)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What build() needs of a dataclass, computed once per class."""
+
+    names: tuple[str, ...]  # init-able fields, in declaration order
+    types: dict[str, Any]  # field -> resolved type hint
+    unset_empty: frozenset[str]  # fields where "" means "not set" (EMPTY_IS_UNSET)
+    inf: frozenset[str]  # float fields that may be inf
+    required: tuple[str, ...]  # init-able fields without a default
+    text: frozenset[str]  # fields a string is given to as it is (str, str | None)
+
+
+@functools.cache
+def _plan(cls: type) -> _Plan:
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    return _Plan(
+        names=tuple(f.name for f in fields),
+        types={f.name: hints(cls)[f.name] for f in fields},
+        unset_empty=frozenset(f.name for f in fields if f.metadata.get("empty_is_unset")),
+        inf=frozenset(f.name for f in fields if f.metadata.get("inf")),
+        required=tuple(
+            f.name
+            for f in fields
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ),
+        text=frozenset(
+            f.name
+            for f in fields
+            if hints(cls)[f.name] in (str, str | None) and not f.metadata.get("empty_is_unset")
+        ),
+    )
 
 
 def close_match(key: str, names: list[str]) -> str:
@@ -61,32 +94,31 @@ def build(
     raw: Mapping[str, str] | None = None,
     prefix: str = "",
     skip: frozenset[str] = frozenset(),
+    given: Mapping[str, Any] | None = None,
 ) -> T:
-    """Build `cls` from `data`; unknown keys and wrong types raise ValidationError."""
-    names = field_names(cls)
-    types_ = hints(cls)  # type: ignore[arg-type]
-    fields_ = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
+    """Build `cls` from `data`; unknown keys and wrong types raise ValidationError. `given`:
+    fields already built (e.g. `meta`), passed to `cls` as they are (keys of `skip` in data)."""
+    plan = _plan(cls)  # type: ignore[arg-type]
+    types_ = plan.types
+    kwargs: dict[str, Any] = dict(given) if given else {}
     for key, value in data.items():
         if key in skip:
             continue
-        if not isinstance(key, str) or key not in names:
-            raise ValidationError(f"unknown key{close_match(str(key), names)}", prefix + str(key))
-        if value == "" and fields_[key].metadata.get("empty_is_unset"):
+        if type(value) is str and key in plan.text:
+            kwargs[key] = value  # the common case, at no call
+            continue
+        hint = types_.get(key) if isinstance(key, str) else None
+        if hint is None:
+            raise ValidationError(
+                f"unknown key{close_match(str(key), list(plan.names))}", prefix + str(key)
+            )
+        if value == "" and key in plan.unset_empty:
             continue  # mgmt's zero value: the default applies
         source = raw.get(key) if raw else None
-        inf = bool(fields_[key].metadata.get("inf"))
-        kwargs[key] = convert(types_[key], value, prefix + key, source, inf=inf)
-    missing = [
-        f.name
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if f.init
-        and f.name not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ValidationError("is required", prefix + missing[0])
+        kwargs[key] = convert(hint, value, prefix + key, source, inf=key in plan.inf)
+    for name in plan.required:
+        if name not in kwargs:
+            raise ValidationError("is required", prefix + name)
     try:
         return cls(**kwargs)
     except ValidationError as err:

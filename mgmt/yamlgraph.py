@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from engine import collector
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Change, Edge, Graph, Key, derive, fmt_key, key_of
 from engine.meta import Meta
@@ -49,6 +50,10 @@ LEGACY: dict[str, set[str]] = {
     "exec": {"state"},
 }
 EXPORT_PREFIX = "@@"
+# The meta of a resource given none (one object: a Meta is frozen).
+_NO_META = Meta()
+# Keys _resource() builds itself.
+_GIVEN = frozenset({"name", "meta"})
 
 # Input limits (docs/graph-format.md#limits): each bounds the time and memory a graph file can
 # cost, however hostile, and each is a one-line error naming the file and line.
@@ -149,7 +154,8 @@ def read_limited(path: Path, max_size: int = MAX_SIZE) -> bytes:
 def parse(text: str | bytes, filename: str = "<graph>", incremental: bool = False) -> Loaded:
     """Parse graph-file text (bytes: UTF-8, or UTF-16 with a BOM); GraphFileError lists every
     problem found. `incremental` keeps what reparse() needs in `Loaded.reuse`."""
-    return _Parser(filename, incremental).parse(text)
+    with collector.paused():  # many objects, no cycles: half the time went to full passes
+        return _Parser(filename, incremental).parse(text)
 
 
 class _NodeProblem(Exception):
@@ -206,6 +212,10 @@ def _alias_line(data: bytes, index: int) -> int:
             if seen == index:
                 return int(event.start_mark.line) + 1
     return 1
+
+
+# Every anchor is written "&name": a text without this byte has no alias (UTF-8 or UTF-16).
+_ANCHOR = b"&"
 
 
 def _check_shape(root: yaml.Node, data: bytes, depth: int = 0) -> int:
@@ -273,41 +283,76 @@ def _check_shape(root: yaml.Node, data: bytes, depth: int = 0) -> int:
     return aliases
 
 
-def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where: str) -> Any:
+def _plain(
+    node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where: str, depth: int = 0
+) -> Any:
     """A composed YAML node as Python data, with line numbers kept (1-based); _NodeProblem.
 
-    `where` names the value in problems (`resources.file[0].mode`).
+    `where` names the value in problems (`resources.file[0].mode`); `depth`: how many lists
+    and mappings are around it (bounded here too: a file without aliases skips _check_shape).
     """
+    if node.__class__ is _SCALAR:
+        return _scalar(node, constructor, where)
+    if depth >= MAX_DEPTH:
+        raise _NodeProblem(node.start_mark.line + 1, f"YAML: nests deeper than {MAX_DEPTH} levels")
     if isinstance(node, yaml.MappingNode):
         out = LocDict()
         out.line, out.lines, out.raw = node.start_mark.line + 1, {}, {}
+        lines, raw = out.lines, out.raw
         merge: tuple[yaml.Node, yaml.Node] | None = None
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
+            if key_node.__class__ is _SCALAR and key_node.tag == _STR_TAG:
+                key = key_node.value  # the common case, at no call
+            elif key_node.tag == _MERGE_TAG:
                 if merge is not None:
                     raise _NodeProblem(key_node.start_mark.line + 1, f"{where or '<<'}: two <<")
                 merge = (key_node, value_node)
                 continue
-            key = _plain(key_node, constructor, where)
-            key = str(key) if not isinstance(key, str) else key
-            shown = key if len(key) <= 40 else key[:37] + "..."
-            path = f"{where}.{shown}" if where else shown
+            else:
+                key = _plain(key_node, constructor, where, depth + 1)
+                key = str(key) if not isinstance(key, str) else key
             if key in out:
-                raise _NodeProblem(key_node.start_mark.line + 1, f"{path}: duplicate key")
-            out[key] = _plain(value_node, constructor, path)
-            out.lines[key] = key_node.start_mark.line + 1
-            if isinstance(value_node, yaml.ScalarNode) and not value_node.style:
-                out.raw[key] = value_node.value
+                raise _NodeProblem(
+                    key_node.start_mark.line + 1, f"{_path(where, key)}: duplicate key"
+                )
+            if value_node.__class__ is _SCALAR:
+                if value_node.tag == _STR_TAG:
+                    out[key] = value_node.value
+                else:
+                    out[key] = _scalar(value_node, constructor, _path(where, key))
+                if not value_node.style:
+                    raw[key] = value_node.value
+            else:
+                out[key] = _plain(value_node, constructor, _path(where, key), depth + 1)
+            lines[key] = key_node.start_mark.line + 1
         if merge is not None:
-            _merge(out, merge[0].start_mark.line + 1, merge[1], constructor, where)
+            _merge(out, merge[0].start_mark.line + 1, merge[1], constructor, where, depth=depth)
         return out
     if isinstance(node, yaml.SequenceNode):
         seq = LocList(
-            _plain(item, constructor, f"{where}[{i}]") for i, item in enumerate(node.value)
+            _plain(item, constructor, f"{where}[{i}]", depth + 1)
+            for i, item in enumerate(node.value)
         )
         seq.line = node.start_mark.line + 1
         seq.lines = [item.start_mark.line + 1 for item in node.value]
         return seq
+    return _scalar(node, constructor, where)
+
+
+_SCALAR = yaml.ScalarNode
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _path(where: str, key: str) -> str:
+    """`where` and then `key` (shortened), as problems name a value."""
+    shown = key if len(key) <= 40 else key[:37] + "..."
+    return f"{where}.{shown}" if where else shown
+
+
+def _scalar(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where: str) -> Any:
+    """A scalar node (or one of an unknown tag) as Python data; _NodeProblem."""
+    if node.__class__ is _SCALAR and node.tag == _STR_TAG:
+        return node.value
     line = node.start_mark.line + 1
     name = f"{where}: " if where else ""
     if node.tag == _INT_TAG and len(node.value) > MAX_INT_DIGITS:
@@ -330,6 +375,8 @@ def _merge(
     value: yaml.Node,
     constructor: yaml.constructor.SafeConstructor,
     where: str,
+    *,
+    depth: int,
 ) -> None:
     """Add to `out` the keys it lacks of the mapping(s) of a merge key (`<<: *base` or
     `<<: [*a, *b]`, the first mapping listed winning, as in go-yaml) at `line`, which is the
@@ -340,7 +387,7 @@ def _merge(
             line, f"{where or '<<'}: << takes a mapping or a list of mappings, e.g. <<: *base"
         )
     for source in sources:
-        mapping = _plain(source, constructor, where)
+        mapping = _plain(source, constructor, where, depth + 1)
         for key, item in mapping.items():
             if key not in out:
                 out[key] = item
@@ -375,7 +422,7 @@ class _Parser:
             node = _compose(data)
             if node is None:
                 raise self.fail(1, "the graph file must be a mapping")
-            aliases = _check_shape(node, data)
+            aliases = _check_shape(node, data) if _ANCHOR in data else 0
             doc = _plain(node, yaml.constructor.SafeConstructor(), "")
         except yaml.YAMLError as err:
             line, message = _yaml_problem(err, data)
@@ -398,11 +445,11 @@ class _Parser:
         data = ("\n" * line + fragment).encode()
         try:
             node = _compose(data)
-            if not isinstance(node, yaml.SequenceNode) or _check_shape(
-                node, data, _RESOURCES_DEPTH - 1
+            if not isinstance(node, yaml.SequenceNode) or (
+                _ANCHOR in data and _check_shape(node, data, _RESOURCES_DEPTH - 1)
             ):
                 return None
-            seq = _plain(node, yaml.constructor.SafeConstructor(), "")
+            seq = _plain(node, yaml.constructor.SafeConstructor(), "", _RESOURCES_DEPTH - 1)
         except (yaml.YAMLError, _NodeProblem):
             return None
         if not all(isinstance(item, LocDict) for item in seq):
@@ -514,31 +561,28 @@ class _Parser:
             self.warn(item.lines[key], where, f"'{key}' is an old mgmt key with no effect")
             del item[key]
         meta_data = item.get("meta") or {}
-        meta: Meta | None = None
+        meta: Meta | None = _NO_META
         if not isinstance(meta_data, dict):
             self.problem(
                 item.lines.get("meta", line),
                 where,
                 f"meta: expected a mapping, got {show(meta_data)}",
             )
-            meta_data = {}
+        elif meta_data:
+            try:
+                meta = build(Meta, meta_data, raw=getattr(meta_data, "raw", None), prefix="meta.")
+            except ValidationError as err:
+                meta = None
+                self.problem(self._line_of(item, err.key, line), where, str(err))
+        # The meta is given before validate: a kind may check it (http:client's poll).
+        given = {"name": name.removeprefix(EXPORT_PREFIX), "meta": meta or _NO_META}
         try:
-            meta = build(Meta, meta_data, raw=getattr(meta_data, "raw", None), prefix="meta.")
-        except ValidationError as err:
-            self.problem(self._line_of(item, err.key, line), where, str(err))
-        try:
-            data = {**item, "name": name.removeprefix(EXPORT_PREFIX)}
-            res = build(cls, data, raw=item.raw, skip=frozenset({"meta"}))
-            if meta is not None:  # before validate: a kind may check its meta (http:client's poll)
-                res.meta = meta
+            res = build(cls, item, raw=item.raw, skip=_GIVEN, given=given)
             res.validate()
         except ValidationError as err:
             self.problem(self._line_of(item, err.key, line), where, str(err))
             return None
-        if meta is None:
-            return None
-        res.meta = meta
-        return res
+        return res if meta is not None else None
 
     @staticmethod
     def _line_of(item: LocDict, key: str | None, default: int) -> int:

@@ -523,3 +523,44 @@ def test_a_kind_that_checks_its_meta_sees_it_in_validate() -> None:
     """
     loaded = parse(textwrap.dedent(text), "g.yaml")
     assert loaded.graph.vertices[("http:client", "/tmp/x")].meta.poll == 60
+
+
+# the fast paths of the parse (issue 16): the same result and limits on every path -------------
+
+
+@pytest.mark.parametrize("extra", ["", "comment: 'a && b'\n"])
+def test_nesting_is_bounded_with_or_without_an_anchor_byte(extra: str) -> None:
+    """A file with no "&" skips the alias pass: the depth limit still holds, at its line."""
+    deep = "x: " + "{a: " * 64 + "1" + "}" * 64 + "\n"
+    line = 2 + extra.count("\n")
+    assert one_problem("graph: g\n" + extra + deep) == (
+        f"g.yaml:{line}: YAML: nests deeper than 64 levels"
+    )
+    fits = "x: " + "{a: " * 63 + "1" + "}" * 63 + "\n"  # read: only the key is unknown
+    assert one_problem("graph: g\n" + extra + fits).endswith("unknown key 'x'")
+    seq = "x: " + "[" * 63 + "{a: 1}" + "]" * 63 + "\n"
+    assert one_problem("graph: g\n" + extra + seq).startswith(f"g.yaml:{line}: YAML: nests")
+
+
+def test_params_read_the_same_with_or_without_an_anchor_byte() -> None:
+    body = """\
+        graph: g
+        resources:
+          file:
+            - name: /tmp/a
+              content: "x"
+              mode: 0644
+              selinux: ''
+              meta: {retry: 2}
+            - name: /tmp/b
+              content: "{amp}"
+              owner: 0
+              force: yes
+        """
+    plain = parse(textwrap.dedent(body).replace("{amp}", "y")).graph
+    amp = parse(textwrap.dedent(body).replace("{amp}", "&")).graph
+    a, b = plain.vertices[("file", "/tmp/a")], amp.vertices[("file", "/tmp/a")]
+    assert a.cmp(b) and a.mode == "0644" and a.selinux is None and a.meta.retry == 2
+    b1 = plain.vertices[("file", "/tmp/b")]
+    assert b1.owner == "0" and b1.force is True and b1.meta.retry == 0
+    assert amp.vertices[("file", "/tmp/b")].content == "&"
