@@ -35,13 +35,14 @@ def add_autoedges(graph: Graph, index: AutoIndex | None = None) -> int:
             index.counted(uids, index.provides)
         wanting.append((key_of(res), res))
     added = skipped = 0
+    succ = graph.succ
     for key, edgeable in wanting:
         requests = edgeable.autoedges()
         if index is not None:
             index.counted([uid for request in requests for uid in request], index.wants)
         for request in requests:
-            provider = next((providers[u] for u in request if providers.get(u, key) != key), None)
-            if provider is None or key in graph.succ[provider]:
+            provider = _first(providers, request, key)
+            if provider is None or key in succ[provider]:
                 continue
             if graph.has_path(key, provider):
                 log.debug(
@@ -56,6 +57,15 @@ def add_autoedges(graph: Graph, index: AutoIndex | None = None) -> int:
     if index is not None:
         index.skipped = skipped
     return added
+
+
+def _first(providers: dict[UID, Key], request: list[UID], key: Key) -> Key | None:
+    """The first provider of `request` other than `key` itself, if any."""
+    for uid in request:
+        provider = providers.get(uid)
+        if provider is not None and provider != key:
+            return provider
+    return None
 
 
 def may_edge(provider: Resource, wanter: Resource) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
 from engine.errors import ValidationError
 from engine.meta import Meta
@@ -174,12 +174,12 @@ class Resource:
         return data
 
 
-@dataclass(frozen=True)
-class UID:
+class UID(NamedTuple):
     """What a resource *is*, for automatic edges: e.g. UID("file", "/etc/ssh/sshd_config").
 
     Directories end with "/" (UID("file", "/etc/ssh/")), users are UID("user", "alice"), groups
     UID("group", "wheel"), packages UID("pkg", "openssh-server"), units UID("svc", "sshd").
+    A tuple: hashed and compared in C (automatic edges hash ~15 per file resource).
     """
 
     kind: str
