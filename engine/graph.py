@@ -55,6 +55,14 @@ class Edge:
     sendrecv: tuple[tuple[str, str], ...] = ()
 
 
+def both(old: Edge | None, edge: Edge) -> Edge:
+    """The one edge for `old` and `edge` between the same pair: it notifies if either does."""
+    if old is None:
+        return edge
+    pairs = old.sendrecv + tuple(p for p in edge.sendrecv if p not in old.sendrecv)
+    return Edge(old.name or edge.name, old.notify or edge.notify, pairs)
+
+
 class Graph:
     """Vertices keyed by (kind, name); edges from -> to mean "to runs after from"."""
 
@@ -99,11 +107,7 @@ class Graph:
                 raise GraphError(f"edge refers to missing resource {fmt_key(key)}")
         if src == dst:
             raise GraphError(f"edge from {fmt_key(src)} to itself")
-        edge = edge or Edge()
-        old = self.succ[src].get(dst)
-        if old is not None:  # two edges between the same pair: notify if either says so
-            pairs = old.sendrecv + tuple(p for p in edge.sendrecv if p not in old.sendrecv)
-            edge = Edge(old.name or edge.name, old.notify or edge.notify, pairs)
+        edge = both(self.succ[src].get(dst), edge or Edge())
         self.succ[src][dst] = edge
         self.pred[dst][src] = edge
 

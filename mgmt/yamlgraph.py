@@ -27,7 +27,7 @@ import yaml
 
 from engine import collector
 from engine.errors import GraphError, MgmtError, ValidationError
-from engine.graph import Change, Edge, Graph, Key, derive, fmt_key, key_of
+from engine.graph import Change, Edge, Graph, Key, both, derive, fmt_key, key_of
 from engine.meta import Meta
 from engine.params import build, close_match, field_names, show
 from engine.resource import Resource, kinds, lookup, unsupported
@@ -403,6 +403,8 @@ class _Parser:
         self.warnings: list[str] = []
         # With `incremental`: each resource parsed (kind, index in its list, name, resource).
         self.parsed: list[tuple[str, int, str, Resource]] | None = [] if incremental else None
+        # The edges the file declares, one per pair of ends (as Graph.connect merges them).
+        self.edges: dict[Ends, Edge] = {}
 
     def problem(self, line: int, where: str, message: str) -> None:
         self.problems.append(f"{self.filename}:{line}: {where}: {message}")
@@ -436,7 +438,7 @@ class _Parser:
             raise GraphFileError(self.problems)
         loaded.warnings = self.warnings
         if self.parsed is not None and not aliases and not self.warnings:
-            loaded.reuse = Reuse.of(data, node, self.parsed, loaded)
+            loaded.reuse = Reuse.of(data, node, self.parsed, loaded, self.edges)
         return loaded
 
     def items(self, fragment: str, line: int) -> list[tuple[yaml.Node, LocDict]] | None:
@@ -491,7 +493,11 @@ class _Parser:
         if edges is not None:
             if isinstance(edges, LocList):
                 for index, edge in enumerate(edges):
-                    self._edge(edge, edges.lines[index], index, loaded, edge_lines)
+                    found = self._edge(edge, edges.lines[index], index, loaded)
+                    if found is not None:
+                        graph.connect(*found)
+                        edge_lines[found[:2]] = edges.lines[index]
+                        self.edges[found[:2]] = both(self.edges.get(found[:2]), found[2])
             else:
                 self.problem(doc.lines["edges"], "edges", "expected a list of edges")
         if not self.problems:
@@ -609,12 +615,14 @@ class _Parser:
         return (kind, name)
 
     def _edge(
-        self, edge: Any, line: int, index: int, loaded: Loaded, lines: dict[tuple[Key, Key], int]
-    ) -> None:
+        self, edge: Any, line: int, index: int, loaded: Loaded
+    ) -> tuple[Key, Key, Edge] | None:
+        """The edge of the graph `edge` declares (None when it names a resource that will be
+        collected: it is pending, or after reporting a problem); loaded.graph is not changed."""
         graph = loaded.graph
         if not isinstance(edge, LocDict):
             self.problem(line, f"edges[{index}]", "expected a mapping with from, to")
-            return
+            return None
         where = f"edge {edge.get('name') or index}"
         self._keys(edge, EDGE_KEYS, where, set())
         for key in ("from", "to"):
@@ -625,27 +633,26 @@ class _Parser:
             self.problem(
                 edge.lines["notify"], where, f"notify: expected true or false, got {show(notify)}"
             )
-            return
+            return None
         if "from" not in edge or "to" not in edge:
-            return
+            return None
         src = self._vertex(edge["from"], edge.lines["from"], f"{where}: from", loaded)
         dst = self._vertex(edge["to"], edge.lines["to"], f"{where}: to", loaded)
         if src is None or dst is None:
-            return
+            return None
         if src == dst:
             self.problem(line, where, f"edge from {fmt_key(src)} to itself")
-            return
+            return None
         if src not in graph or dst not in graph:  # to or from a collected resource
             if "send" in edge or "recv" in edge:
                 self.problem(line, where, "send/recv cannot involve a collected resource (yet)")
-                return
+                return None
             loaded.pending.append((src, dst, Edge(str(edge.get("name") or ""), notify)))
-            return
+            return None
         pairs = self._sendrecv(edge, line, where, graph.vertices[src], graph.vertices[dst])
         if pairs is None:
-            return
-        graph.connect(src, dst, Edge(str(edge.get("name") or ""), notify, pairs))
-        lines[(src, dst)] = line
+            return None
+        return src, dst, Edge(str(edge.get("name") or ""), notify, pairs)
 
     def _sendrecv(
         self, edge: LocDict, line: int, where: str, sender: Resource, receiver: Resource
@@ -727,6 +734,47 @@ class _Item:
         return self.name.startswith(EXPORT_PREFIX)
 
 
+Ends = tuple[Key, Key]
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Where the `edges` block list lies in the text: its whole lines, from the one of its
+    first "-" (character offsets `start`, `end`, 0-based `line`), the "-"s at column `dash`."""
+
+    start: int
+    end: int
+    line: int
+    dash: int
+
+    @classmethod
+    def of(cls, root: yaml.Node, text: str) -> _Span | None:
+        """The span of the top-level `edges` list of `text` (composed: `root`), if it is a
+        block list of mappings."""
+        if not isinstance(root, yaml.MappingNode):
+            return None
+        lists = [value for key, value in root.value if key.value == "edges"]
+        if len(lists) != 1 or not isinstance(lists[0], yaml.SequenceNode):
+            return None
+        node = lists[0]
+        if node.flow_style or not node.value:
+            return None
+        if not all(isinstance(item, yaml.MappingNode) for item in node.value):
+            return None
+        start = text.rfind("\n", 0, node.start_mark.index) + 1
+        if text[start : node.start_mark.index].strip(" "):
+            return None
+        end = node.end_mark.index - _indent_of_next(text, node.end_mark.index)
+        return cls(start, end, node.start_mark.line, node.start_mark.column)
+
+    def moved(self, at: int, shift: int, lines: int) -> _Span:
+        """This span after an edit at offset `at` (not inside it) that added `shift`
+        characters and `lines` lines."""
+        if self.start < at:
+            return self
+        return _Span(self.start + shift, self.end + shift, self.line + lines, self.dash)
+
+
 @dataclass(frozen=True)
 class Reuse:
     """A parsed graph file, for the next parse of its edited text: its text, where each
@@ -743,6 +791,9 @@ class Reuse:
     exported: list[Resource]
     collect: list[Collect]
     pending: list[tuple[Key, Key, Edge]]
+    # Where the `edges` block list lies (None: no such list), and the edges it declares.
+    edge_span: _Span | None = None
+    edges: dict[Ends, Edge] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -751,6 +802,7 @@ class Reuse:
         root: yaml.Node,
         parsed: list[tuple[str, int, str, Resource]],
         loaded: Loaded,
+        edges: dict[Ends, Edge],
     ) -> Reuse | None:
         """The reusable state of a full parse; None when a later edit must parse it all."""
         if data[:3] == b"\xef\xbb\xbf" or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
@@ -782,6 +834,8 @@ class Reuse:
             list(loaded.exported),
             list(loaded.collect),
             list(loaded.pending),
+            _Span.of(root, text),
+            dict(edges),
         )
 
     def _chunk(self, k: int) -> tuple[int, int]:
@@ -814,6 +868,9 @@ class Reuse:
         old = self.text
         head = _common_prefix(old, text, min(len(old), len(text)))
         tail = _common_suffix(old, text, min(len(old), len(text)) - head)
+        span = self.edge_span
+        if span is not None and span.start <= head and len(old) - tail <= span.end:
+            return self._edges_edited(text, filename, base)
         i, j = self._locate(head), self._locate(len(old) - tail)
         if i is None or j is None:
             return None
@@ -956,8 +1013,72 @@ class Reuse:
             list(exported),
             self.collect,
             self.pending,
+            self.edge_span.moved(self.starts[lo], shift, moved) if self.edge_span else None,
+            self.edges,
         )
         return loaded
+
+    def _edges_edited(self, text: str, filename: str, base: Graph) -> Loaded | None:
+        """The parse of `text`, an edit inside the `edges` list alone: that list is parsed on
+        its own (the resources are the very objects of the last parse) and the graph derived
+        with the edges that changed; None on any problem (a full parse then reports it)."""
+        span = self.edge_span
+        if span is None or self.pending:
+            return None
+        shift = len(text) - len(self.text)
+        fragment = text[span.start : span.end + shift]
+        if not fragment or not _block_items(fragment, span.dash):
+            return None
+        parser = _Parser(filename)
+        found = parser.items(fragment, span.line)
+        if found is None:
+            return None
+        loaded = Loaded(self.graph, collect=list(self.collect))  # _edge reads the graph only
+        edges: dict[Ends, Edge] = {}
+        for index, (node, data) in enumerate(found):
+            edge = parser._edge(data, node.start_mark.line + 1, index, loaded)
+            if edge is not None:
+                edges[edge[:2]] = both(edges.get(edge[:2]), edge[2])
+        if parser.problems or parser.warnings or loaded.pending:
+            return None
+        last = self.edges
+        change = Change(
+            connect=[
+                (src, dst, edge)
+                for (src, dst), edge in edges.items()
+                if last.get((src, dst)) != edge
+            ],
+            disconnect=[ends for ends, edge in last.items() if edges.get(ends) != edge],
+        )
+        try:
+            derived = derive(self.graph, change)
+        except GraphError:
+            return None  # a cycle: a full parse says which edge closes it
+        moved = fragment.count("\n") - self.text.count("\n", span.start, span.end)
+        after = range(len(self.starts))
+        out = Loaded(derived.graph, list(self.exported), list(self.collect))
+        out.since = (base, derived.touched)
+        out.reuse = Reuse(
+            text,
+            [a + shift * (a >= span.end) for a in self.starts],
+            [
+                a + shift * (self.starts[k] >= span.end)
+                for k, a in zip(after, self.ends, strict=True)
+            ],
+            [
+                a + moved * (self.starts[k] >= span.end)
+                for k, a in zip(after, self.lines, strict=True)
+            ],
+            self.cols,
+            self.items,
+            _share(derived.graph),
+            list(self.exported),
+            self.collect,
+            self.pending,
+            _Span(span.start, span.end + shift, span.line, span.dash),
+            edges,
+        )
+        return out
 
 
 def reparse(data: bytes, filename: str, previous: Loaded | None) -> Loaded:

@@ -62,6 +62,8 @@ def test_an_edit_inside_one_resource_parses_it_alone(monkeypatch: pytest.MonkeyP
 
 
 EDGES = "edges:\n  - {name: e, from: {kind: file, name: f1}, to: {kind: file, name: f2}}\n"
+EDGE_34 = "  - {from: {kind: file, name: f3}, to: {kind: file, name: f4}}\n"
+EDGE_34_BLOCK = "  - from: {kind: file, name: f3}\n    to: {kind: file, name: f4}\n"
 
 EDITS = {
     "content": lambda t: t.replace('"number 5"', '"five"'),
@@ -145,13 +147,41 @@ EDITS = {
     "nothing": lambda t: t,
     "deep nesting": lambda t: t.replace('"number 5"', "[" * 62 + "]" * 62),
     "too deep": lambda t: t.replace('"number 5"', "[" * 63 + "]" * 63),
+    # inside the `edges` list (the "edges" base): the edges alone are parsed again
+    "an edge notifies": lambda t: t.replace("{name: e, from", "{name: e, notify: true, from"),
+    "an edge added": lambda t: t.replace(EDGES, EDGES + EDGE_34),
+    "an edge added first": lambda t: t.replace(EDGES, "edges:\n" + EDGE_34 + EDGES[7:]),
+    "an edge reversed": lambda t: t.replace(
+        "name: f1}, to: {kind: file, name: f2", "name: f2}, to: {kind: file, name: f1"
+    ),
+    "an edge's end renamed": lambda t: t.replace(
+        "to: {kind: file, name: f2}", "to: {kind: file, name: f9}"
+    ),
+    "an edge to nothing": lambda t: t.replace("name: f2}}", "name: nope}}"),
+    "an edge to itself": lambda t: t.replace("name: f2}}", "name: f1}}"),
+    "an edge closing a cycle": lambda t: t.replace(
+        EDGES, EDGES + "  - {from: {kind: file, name: f2}, to: {kind: file, name: f1}}\n"
+    ),
+    "an edge twice": lambda t: t.replace(
+        EDGES, EDGES + EDGES[7:].replace("{name: e,", "{notify: true,")
+    ),
+    "an edge with an unknown key": lambda t: t.replace("{name: e,", "{name: e, nope: 1,"),
+    "an edge as a block mapping": lambda t: t.replace(EDGES, EDGES + EDGE_34_BLOCK),
+    "an edge's key unindented": lambda t: t.replace(
+        EDGES, EDGES + EDGE_34_BLOCK.replace("    to", "to")
+    ),
+    "an edge removed": lambda t: t.replace(EDGES, "edges: []\n"),
+    "an edge commented out": lambda t: t.replace("  - {name: e", "  # - {name: e"),
+    "an edge's list unindented": lambda t: t.replace(EDGES, EDGES.replace("  - {", "- {")),
 }
 
 
-@pytest.mark.parametrize("base", ["plain", "edges", "unicode", "export"])
+@pytest.mark.parametrize("base", ["plain", "edges", "unicode", "export", "edges first"])
 @pytest.mark.parametrize("edit", sorted(EDITS))
 def test_reparse_is_parse_whatever_the_edit(base: str, edit: str) -> None:
     before = text(tail=EDGES if base == "edges" else "")
+    if base == "edges first":
+        before = before.replace("resources:\n", EDGES + "resources:\n")
     if base == "unicode":
         before = before.replace('"number 3"', '"drei ✓ é"')
     if base == "export":  # f5, the resource most edits change, is exported only
@@ -266,3 +296,84 @@ def test_the_blank_lines_a_kept_block_scalar_ends_with_are_reparsed(edit: Any) -
     first = parse(before, "g.yaml", incremental=True)
     after = edit(before)
     assert outcome(after, first) == outcome(after)
+
+
+@pytest.mark.parametrize(
+    ("edit", "changed"),
+    [
+        ("an edge notifies", {"f1", "f2"}),
+        ("an edge added", {"f3", "f4"}),
+        ("an edge added first", {"f3", "f4"}),
+        ("an edge reversed", {"f1", "f2"}),
+        ("an edge's end renamed", {"f1", "f2", "f9"}),
+        ("an edge twice", {"f1", "f2"}),
+        ("an edge as a block mapping", {"f3", "f4"}),
+        ("a comment between", set()),
+    ],
+)
+@pytest.mark.parametrize("first_in_file", [False, True])
+def test_an_edit_of_the_edges_parses_them_alone(
+    monkeypatch: pytest.MonkeyPatch, edit: str, changed: set[str], first_in_file: bool
+) -> None:
+    """An edit inside the `edges` list parses that list alone: no resource is validated, each
+    is the very object of the last parse, and `since` names the ends of the changed edges."""
+    before = text(tail=EDGES)
+    if first_in_file:
+        before = text().replace("resources:\n", EDGES + "resources:\n")
+    first = parse(before, "g.yaml", incremental=True)
+    seen = counted(monkeypatch)
+    after = EDITS[edit](before)
+    if edit == "a comment between":
+        after = before.replace("  - {name: e", "  # a comment\n\n  - {name: e")
+    second = reparse(after.encode(), "g.yaml", first)
+    assert seen == []
+    assert second.since == (first.graph, frozenset(("file", name) for name in changed))
+    for key, res in second.graph.vertices.items():
+        assert first.graph.vertices[key] is res
+    assert outcome(after, first) == outcome(after)
+    again = after.replace('"number 9"', '"nine"')  # then a resource edit, from what it kept
+    third = reparse(again.encode(), "g.yaml", second)
+    assert third.since == (second.graph, frozenset({("file", "f9")}))
+    assert outcome(again, second) == outcome(again)
+
+
+def test_a_random_walk_of_edge_edits_reparses_as_parse() -> None:
+    """Edges added, removed, reversed and changed, one after the other, each reparse()d from
+    the last: always what parse() makes of the text, never a full parse for a valid one."""
+    rng = random.Random(16)
+    edges: list[tuple[int, int, bool]] = [(1, 2, False)]
+
+    def render() -> str:
+        lines = ["edges:"]
+        for src, dst, notify in edges:
+            flag = ", notify: true" if notify else ""
+            lines.append(
+                f"  - {{from: {{kind: file, name: f{src}}}, to: {{kind: file, name: f{dst}}}{flag}}}"
+            )
+        return text(tail="\n".join(lines) + "\n")
+
+    last = parse(render(), "g.yaml", incremental=True)
+    full = 0
+    for _ in range(100):
+        action = rng.choice(["add", "remove", "flip", "notify"])
+        at = rng.randrange(len(edges))
+        src, dst, notify = edges[at]
+        if action == "add" or len(edges) < 3:
+            a, b = sorted(rng.sample(range(N), 2))  # low -> high: never a cycle
+            edges.insert(rng.randrange(len(edges) + 1), (a, b, rng.random() < 0.5))
+        elif action == "remove":
+            del edges[at]
+        elif action == "flip":
+            edges[at] = (dst, src, notify)  # may close a cycle: then parse's error
+        else:
+            edges[at] = (src, dst, not notify)
+        now = render()
+        expected = outcome(now)
+        assert outcome(now, last) == expected
+        if isinstance(expected, list):  # an error: undo it
+            edges[at] = (src, dst, notify)
+            continue
+        loaded = reparse(now.encode(), "g.yaml", last)
+        full += loaded.since is None
+        last = loaded
+    assert full == 0
