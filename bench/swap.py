@@ -7,6 +7,8 @@ from the graph file's rename until the change is done:
   graph stays on disk, so only the log tells);
 - rename: a resource's name and path change -> the new file has its content (and back:
   the daemon logged the swap).
+- edge+ / edge-: an edge between two resources is added to the graph file's `edges` list, then
+  removed -> the daemon logged the swap (the file already has an edge, so the list is there).
 
 Edits go there and back too (the second restores the original content).
 
@@ -98,16 +100,20 @@ class Daemon:
 async def one(count: int, rounds: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-swap-"))
     graph, files = work / "graph.yaml", work / "files"
-    base = files_graph(files, count)
-    graph.write_text(base)
     mid = count // 2
+    edges = "edges:\n  - {name: e, from: {kind: file, name: f0}, to: {kind: file, name: f1}}\n"
+    base = files_graph(files, count) + edges
+    graph.write_text(base)
+    edge = f"  - {{from: {{kind: file, name: f{mid - 1}}}, to: {{kind: file, name: f{mid}}}}}\n"
     target, old = files / f"f{mid}", block(f"f{mid}", files / f"f{mid}", f"file number {mid}\n")
     added, renamed = files / "added", files / "renamed"
     proc = await asyncio.create_subprocess_exec(
         *MGMT, "run", "--tmp-prefix", "yaml", str(graph), stderr=asyncio.subprocess.PIPE
     )
     daemon = Daemon(proc)
-    samples: dict[str, list[float]] = {"edit": [], "add": [], "remove": [], "rename": []}
+    samples: dict[str, list[float]] = {
+        kind: [] for kind in ("edit", "add", "remove", "rename", "edge+", "edge-")
+    }
     try:
         async with asyncio.TaskGroup() as group:
             reader = group.create_task(daemon.read())
@@ -137,6 +143,8 @@ async def one(count: int, rounds: int) -> None:
                     moved = base.replace(old, block(f"r{mid}", renamed, f"renamed {i}\n"))
                     await step("rename", moved, on_disk(renamed, f"renamed {i}\n"))
                     await step("rename", base, daemon.next_swap)  # f{mid} is on disk already
+                    await step("edge+", base + edge, daemon.next_swap)
+                    await step("edge-", base, daemon.next_swap)
             reader.cancel()
     finally:
         if proc.returncode is None:
