@@ -61,7 +61,31 @@ MAX_SIZE = DEFAULT_MAX_GRAPH_SIZE  # bytes in the file; --max-graph-size overrid
 MAX_ALIAS_VALUES = 100_000  # values aliases add, an aliased value counted at each use
 MAX_DEPTH = 64  # lists and mappings nested in each other
 MAX_INT_DIGITS = 4_300  # characters of an integer (Python's own int() limit, for every base)
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR_TAG = "tag:yaml.org,2002:str"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[misc]
+    """The safe loader with its resolver's common cases at one call (there are no path
+    resolvers): ~70,000 calls for a 10,000-resource graph."""
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode:
+            if implicit[0]:  # a plain scalar: 1, true, null... by the implicit resolvers
+                return str(_BASE_LOADER.resolve(self, kind, value, implicit))
+            return _STR_TAG
+        return _MAP_TAG if kind is yaml.MappingNode else _SEQ_TAG
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+
+_LOADER = _Loader
 
 
 class GraphFileError(MgmtError):
@@ -340,7 +364,6 @@ def _plain(
 
 
 _SCALAR = yaml.ScalarNode
-_STR_TAG = "tag:yaml.org,2002:str"
 
 
 def _path(where: str, key: str) -> str:
