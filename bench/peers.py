@@ -10,7 +10,10 @@ scratch venv for the benchmark only (not a dependency of the project), made with
 
     python3 -m venv .bench-peers && .bench-peers/bin/pip install salt pyinfra
 
-    .venv/bin/python bench/peers.py [--count 100] [--rounds 5]
+`--base DIR` adds another checkout of this project (run as `python -m mgmt` in DIR, as
+bench/cron.py does: with DIR's .venv, or this one's for a byte-compiled `git archive`).
+
+    .venv/bin/python bench/peers.py [--count 100] [--rounds 5] [--base DIR]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -86,6 +90,17 @@ def find(binary: str) -> str | None:
     return found or (str(scratch) if scratch.exists() else None)
 
 
+def based(base: Path) -> Setup:
+    """The mgmt setup for the checkout `base`: `python -m mgmt` run in it."""
+    python = base / ".venv" / "bin" / "python"
+
+    def setup(work: Path, out: Path, count: int) -> list[str]:
+        argv = mgmt(work, out, count)[len(MGMT) :]
+        return [str(python) if python.exists() else sys.executable, "-m", "mgmt", *argv]
+
+    return setup
+
+
 def timed(argv: list[str], cwd: Path) -> float:
     start = time.perf_counter()
     subprocess.run(argv, cwd=cwd, check=True, capture_output=True, timeout=1800)
@@ -96,19 +111,24 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--base", type=Path, help="another checkout of mgmt, interleaved")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mgmt-bench-peers-"))
-    runs: dict[str, tuple[list[str], Path, Path]] = {}
-    for label, (binary, setup) in TOOLS.items():
+    runs: dict[str, tuple[list[str], Path, Path]] = {}  # label -> argv, its cwd, its output
+    tools = dict(TOOLS)
+    if args.base is not None:
+        tools = {"mgmt": TOOLS["mgmt"], "mgmt (base)": ("", based(args.base.resolve())), **TOOLS}
+    for label, (binary, setup) in tools.items():
         path = find(binary) if binary else ""
         if path is None:
             print(f"{label}: not installed here, skipped")
             continue
-        work = root / label.split()[0]
-        work.mkdir()
+        work = root / label.split()[0].replace("(", "").replace(")", "") / str(len(runs))
+        work.mkdir(parents=True)
         out = work / "out"
         argv = setup(work, out, args.count)
-        runs[label] = ([path, *argv[1:]] if binary else argv, work, out)
+        cwd = args.base if label == "mgmt (base)" else work
+        runs[label] = ([path, *argv[1:]] if binary else argv, cwd, out)
     first: dict[str, list[float]] = {label: [] for label in runs}
     noop: dict[str, list[float]] = {label: [] for label in runs}
     try:
