@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import CheckApplied
+from engine.events import CheckApplied, GraphSwapped
 from mgmt.agent import Agent, load
 from mgmt.config import Config, ExitCode
 from resources.file import FileRes
@@ -35,14 +35,7 @@ async def test_editing_one_resource_touches_that_resource_alone(
     async with asyncio.timeout(20):
         await agent.converger.converged.wait()
     before = dict(agent.engine.vertices)
-    validated: list[str] = []
-    original = FileRes.validate
-
-    def counting(self: FileRes) -> None:
-        validated.append(self.name)
-        original(self)
-
-    monkeypatch.setattr(FileRes, "validate", counting)
+    validated = counted_validate(monkeypatch)
     asked: list[str] = []  # whether a resource needs the cluster: asked of the changed one only
     monkeypatch.setattr(FileRes, "needs_world", lambda self: asked.append(self.name) or False)
     updated: list[str] = []  # the status model looks at the replaced vertex only
@@ -76,3 +69,54 @@ async def test_editing_one_resource_touches_that_resource_alone(
     agent.stopping.set()
     async with asyncio.timeout(20):
         assert await runner == ExitCode.OK
+
+
+async def test_an_edge_added_to_the_edges_list_rewires_those_two_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit inside the graph file's `edges` list: no resource is validated again, the
+    engine does not prepare the graph again, every vertex is kept, the new edge runs."""
+    path, out = tmp_path / "graph.yaml", tmp_path / "out"
+    edges = "edges:\n  - {from: {kind: file, name: f0}, to: {kind: file, name: f1}}\n"
+    path.write_text(graph(out) + edges)
+    config = Config(file=path, prefix=tmp_path / "prefix", hostname="t")
+    agent = Agent(config, config.prefix)
+    runner = asyncio.create_task(agent.run(load(config)))
+    async with asyncio.timeout(20):
+        await agent.converger.converged.wait()
+    before = dict(agent.engine.vertices)
+    validated = counted_validate(monkeypatch)
+    prepared: list[int] = []
+    original = agent.engine.prepare
+    monkeypatch.setattr(agent.engine, "prepare", lambda g: prepared.append(1) or original(g))
+    swapped: list[GraphSwapped] = []
+    done = asyncio.Event()
+    agent.engine.listeners.subscribe(GraphSwapped, lambda e: swapped.append(e) or done.set())
+    more = "  - {from: {kind: file, name: f7}, to: {kind: file, name: f8}, notify: true}\n"
+    tmp = tmp_path / "graph.tmp"
+    tmp.write_text(graph(out) + edges + more)
+    tmp.rename(path)
+    async with asyncio.timeout(20):
+        await done.wait()
+        await agent.converger.converged.wait()
+    assert validated == []
+    assert prepared == []
+    assert swapped[0].rewired == frozenset({("file", "f7"), ("file", "f8")})
+    assert agent.engine.graph.succ[("file", "f7")][("file", "f8")].notify
+    for key, vertex in before.items():
+        assert agent.engine.vertices[key] is vertex
+    agent.stopping.set()
+    async with asyncio.timeout(20):
+        assert await runner == ExitCode.OK
+
+
+def counted_validate(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    validated: list[str] = []
+    original = FileRes.validate
+
+    def counting(self: FileRes) -> None:
+        validated.append(self.name)
+        original(self)
+
+    monkeypatch.setattr(FileRes, "validate", counting)
+    return validated
