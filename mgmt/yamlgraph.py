@@ -13,7 +13,6 @@ line each. Keys mgmt once had and ignores today only warn.
 from __future__ import annotations
 
 import bisect
-import difflib
 import hashlib
 import itertools
 import logging
@@ -541,8 +540,7 @@ class _Parser:
                 self.problem(line, f"resources.{kind}", refused)
                 continue
             if cls is None:
-                match = difflib.get_close_matches(kind, known, n=1)
-                hint = f" (did you mean '{match[0]}'?)" if match else ""
+                hint = close_match(kind, known)
                 self.problem(
                     line,
                     f"resources.{kind}",
