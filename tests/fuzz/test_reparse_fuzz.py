@@ -48,6 +48,10 @@ LINES = [
     "---\n",
     "edges:\n  - {from: {kind: file, name: a0}, to: {kind: file, name: b0}}\n",
     "collect:\n  - {kind: file, pattern: x}\n",
+    "  - {from: {kind: file, name: a0}, to: {kind: file, name: b0}}\n",
+    "  - {from: {kind: file, name: b0}, to: {kind: file, name: a0}, notify: true}\n",
+    "  - from: {kind: noop, name: z}\n    to: {kind: file, name: a0}\n",
+    "- {from: {kind: file, name: a0}, to: {kind: noop, name: a0}}\n",
 ]
 CONTENTS = ["x", "&q z", "|\n        block\n", "|+\n        keep\n\n", ">+\n        fold\n"]
 INSERTS = ["x", " ", "\n", "-", ":", "#", "\r", "'", "a0", "- ", "\n    - name: q\n"]
@@ -55,10 +59,12 @@ INSERTS = ["x", " ", "\n", "-", ":", "#", "\r", "'", "a0", "- ", "\n    - name: 
 
 def graph_file(rng: random.Random) -> str:
     lines = ["graph: g\n", "resources:\n"]
+    declared: list[tuple[str, str]] = []
     for kind in rng.sample(["file", "noop"], rng.randint(1, 2)):
         lines.append(f"  {kind}:\n")
         for _ in range(rng.randint(1, 5)):
             name = rng.choice("abcdefgh") + str(rng.randint(0, 3))
+            declared.append((kind, name))
             lines.append(f"    - name: {name}\n")
             if kind == "file":
                 lines.append(f"      path: /tmp/x/{name}\n")
@@ -68,6 +74,14 @@ def graph_file(rng: random.Random) -> str:
                 lines.append(rng.choice(["  # c\n", "\n", "      # deep\n"]))
     if rng.random() < 0.4:
         lines.append("edges:\n  - {from: {kind: file, name: a0}, to: {kind: file, name: b0}}\n")
+    elif rng.random() < 0.5 and len(set(declared)) > 1:  # edges between declared resources
+        lines.append("edges:\n")
+        for _ in range(rng.randint(1, 3)):
+            (k1, n1), (k2, n2) = sorted(rng.sample(sorted(set(declared)), 2))  # no cycle
+            notify = ", notify: true" if rng.random() < 0.3 else ""
+            lines.append(
+                f"  - {{from: {{kind: {k1}, name: {n1}}}, to: {{kind: {k2}, name: {n2}}}{notify}}}\n"
+            )
     return "".join(lines)
 
 
