@@ -425,8 +425,8 @@ class _Parser:
         self.warnings: list[str] = []
         # With `incremental`: each resource parsed (kind, index in its list, name, resource).
         self.parsed: list[tuple[str, int, str, Resource]] | None = [] if incremental else None
-        # The edges the file declares, one per pair of ends (as Graph.connect merges them).
-        self.edges: dict[Ends, Edge] = {}
+        # The edge each item of `edges` declares (None: pending, or a problem).
+        self.edges: list[tuple[Key, Key, Edge] | None] = []
 
     def problem(self, line: int, where: str, message: str) -> None:
         self.problems.append(f"{self.filename}:{line}: {where}: {message}")
@@ -516,10 +516,10 @@ class _Parser:
             if isinstance(edges, LocList):
                 for index, edge in enumerate(edges):
                     found = self._edge(edge, edges.lines[index], index, loaded)
+                    self.edges.append(found)
                     if found is not None:
                         graph.connect(*found)
                         edge_lines[found[:2]] = edges.lines[index]
-                        self.edges[found[:2]] = both(self.edges.get(found[:2]), found[2])
             else:
                 self.problem(doc.lines["edges"], "edges", "expected a list of edges")
         if not self.problems:
@@ -768,10 +768,9 @@ class _Span:
     line: int
     dash: int
 
-    @classmethod
-    def of(cls, root: yaml.Node, text: str) -> _Span | None:
-        """The span of the top-level `edges` list of `text` (composed: `root`), if it is a
-        block list of mappings."""
+    @staticmethod
+    def node(root: yaml.Node) -> yaml.Node | None:
+        """The top-level `edges` list of a composed file, if it is a block list of mappings."""
         if not isinstance(root, yaml.MappingNode):
             return None
         lists = [value for key, value in root.value if key.value == "edges"]
@@ -781,6 +780,21 @@ class _Span:
         if node.flow_style or not node.value:
             return None
         if not all(isinstance(item, yaml.MappingNode) for item in node.value):
+            return None
+        return node
+
+    @classmethod
+    def item_lines(cls, root: yaml.Node) -> list[int]:
+        """The 0-based line of each item of the `edges` list (see node())."""
+        node = cls.node(root)
+        return [item.start_mark.line for item in node.value] if node is not None else []
+
+    @classmethod
+    def of(cls, root: yaml.Node, text: str) -> _Span | None:
+        """The span of the top-level `edges` list of `text` (composed: `root`), if it is a
+        block list of mappings."""
+        node = cls.node(root)
+        if node is None:
             return None
         start = text.rfind("\n", 0, node.start_mark.index) + 1
         if text[start : node.start_mark.index].strip(" "):
@@ -812,9 +826,12 @@ class Reuse:
     exported: list[Resource]
     collect: list[Collect]
     pending: list[tuple[Key, Key, Edge]]
-    # Where the `edges` block list lies (None: no such list), and the edges it declares.
+    # Where the `edges` block list lies (None: no such list, or not one reparse() may redo),
+    # the edges it declares, one per pair of ends (as Graph.connect merges them), and the edge
+    # of each item's text (an item whose text is unchanged is not parsed again).
     edge_span: _Span | None = None
     edges: dict[Ends, Edge] = field(default_factory=dict)
+    edge_items: dict[str, tuple[Key, Key, Edge]] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -823,7 +840,7 @@ class Reuse:
         root: yaml.Node,
         parsed: list[tuple[str, int, str, Resource]],
         loaded: Loaded,
-        edges: dict[Ends, Edge],
+        edges: list[tuple[Key, Key, Edge] | None],
     ) -> Reuse | None:
         """The reusable state of a full parse; None when a later edit must parse it all."""
         if data[:3] == b"\xef\xbb\xbf" or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
@@ -855,8 +872,7 @@ class Reuse:
             list(loaded.exported),
             list(loaded.collect),
             list(loaded.pending),
-            _Span.of(root, text),
-            dict(edges),
+            *_edge_state(root, text, edges),
         )
 
     def _chunk(self, k: int) -> tuple[int, int]:
@@ -1036,6 +1052,7 @@ class Reuse:
             self.pending,
             self.edge_span.moved(self.starts[lo], shift, moved) if self.edge_span else None,
             self.edges,
+            self.edge_items,
         )
         return loaded
 
@@ -1051,17 +1068,21 @@ class Reuse:
         if not fragment or not _block_items(fragment, span.dash):
             return None
         parser = _Parser(filename)
-        found = parser.items(fragment, span.line)
-        if found is None:
-            return None
         loaded = Loaded(self.graph, collect=list(self.collect))  # _edge reads the graph only
+        items: dict[str, tuple[Key, Key, Edge]] = {}
         edges: dict[Ends, Edge] = {}
-        for index, (node, data) in enumerate(found):
-            edge = parser._edge(data, node.start_mark.line + 1, index, loaded)
-            if edge is not None:
-                edges[edge[:2]] = both(edges.get(edge[:2]), edge[2])
-        if parser.problems or parser.warnings or loaded.pending:
-            return None
+        for index, (offset, chunk) in enumerate(_edge_chunks(fragment, span.dash)):
+            edge = self.edge_items.get(chunk)
+            if edge is None:  # a new or edited item: parsed alone, at its line
+                found = parser.items(chunk, span.line + offset)
+                if found is None or len(found) != 1:
+                    return None
+                node, data = found[0]
+                edge = parser._edge(data, node.start_mark.line + 1, index, loaded)
+                if edge is None or parser.problems or parser.warnings or loaded.pending:
+                    return None
+            items[chunk] = edge
+            edges[edge[:2]] = both(edges.get(edge[:2]), edge[2])
         last = self.edges
         change = Change(
             connect=[
@@ -1098,6 +1119,7 @@ class Reuse:
             self.pending,
             _Span(span.start, span.end + shift, span.line, span.dash),
             edges,
+            items,
         )
         return out
 
@@ -1162,6 +1184,42 @@ def _block_items(fragment: str, dash: int) -> bool:
         elif not started or indent <= dash or body.startswith("\t"):
             return False
     return True
+
+
+def _edge_chunks(fragment: str, dash: int) -> list[tuple[int, str]]:
+    """The items of `fragment` (whole lines of a block list whose "-" are at column `dash`,
+    checked by _block_items): each one's first line (0-based, in the fragment) and its text,
+    from its "- " line to the next one's (the blank and comment lines before the first are
+    no item's)."""
+    starts: list[tuple[int, int]] = []  # line number and offset of each item's "- " line
+    at = 0
+    for number, line in enumerate(fragment.split("\n")[:-1]):
+        if line[dash : dash + 2] == "- " and not line[:dash].strip(" "):
+            starts.append((number, at))
+        at += len(line) + 1
+    ends = [offset for _number, offset in starts[1:]] + [len(fragment)] * bool(starts)
+    return [(number, fragment[o:e]) for (number, o), e in zip(starts, ends, strict=True)]
+
+
+def _edge_state(
+    root: yaml.Node, text: str, edges: list[tuple[Key, Key, Edge] | None]
+) -> tuple[_Span | None, dict[Ends, Edge], dict[str, tuple[Key, Key, Edge]]]:
+    """Reuse's edge fields for the `edges` list of `text` (composed: `root`) whose items
+    declared `edges`: none when an item is pending, or the items are not one per "- " line."""
+    span = _Span.of(root, text)
+    if span is None or None in edges:
+        return None, {}, {}
+    chunks = _edge_chunks(text[span.start : span.end], span.dash)
+    lines = [span.line + number for number, _chunk in chunks]
+    if lines != _Span.item_lines(root):
+        return None, {}, {}
+    merged: dict[Ends, Edge] = {}
+    items: dict[str, tuple[Key, Key, Edge]] = {}
+    for (_number, chunk), edge in zip(chunks, edges, strict=True):
+        assert edge is not None
+        merged[edge[:2]] = both(merged.get(edge[:2]), edge[2])
+        items[chunk] = edge
+    return span, merged, items
 
 
 def _common_prefix(a: str, b: str, limit: int) -> int:

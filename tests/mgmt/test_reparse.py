@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mgmt.yamlgraph import GraphFileError, Loaded, parse, reparse
+from mgmt.yamlgraph import GraphFileError, Loaded, _Parser, parse, reparse
 from resources.file import FileRes
 
 N = 40
@@ -377,3 +377,26 @@ def test_a_random_walk_of_edge_edits_reparses_as_parse() -> None:
         full += loaded.since is None
         last = loaded
     assert full == 0
+
+
+def test_an_edit_of_one_edge_parses_that_edge_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Of a list of many edges, the item whose text changed is parsed alone (O(change))."""
+    many = "edges:\n" + "".join(
+        f"  - {{from: {{kind: file, name: f{i}}}, to: {{kind: file, name: f{i + 1}}}}}\n"
+        for i in range(N - 1)
+    )
+    first = parse(text(tail=many), "g.yaml", incremental=True)
+    read: list[Any] = []
+    original = _Parser._edge
+    monkeypatch.setattr(_Parser, "_edge", lambda self, *a: read.append(a[0]) or original(self, *a))
+    after = text(tail=many.replace("name: f8}}", "name: f8}, notify: true}"))
+    second = reparse(after.encode(), "g.yaml", first)
+    assert [dict(edge) for edge in read] == [
+        {
+            "from": {"kind": "file", "name": "f7"},
+            "to": {"kind": "file", "name": "f8"},
+            "notify": True,
+        }
+    ]
+    assert second.since == (first.graph, frozenset({("file", "f7"), ("file", "f8")}))
+    assert outcome(after, first) == outcome(after)
