@@ -45,7 +45,6 @@ import logging
 import os
 import stat
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, TypeVar
 
@@ -96,7 +95,7 @@ OVERFLOW = inotify.Q_OVERFLOW
 
 ALL = "*"  # every entry of a watched directory (or every event of a watched file) matters
 
-Desired = dict[Path, tuple[int, frozenset[str]]]
+Desired = dict[str, tuple[int, frozenset[str]]]  # absolute path -> (mask, entry names)
 T = TypeVar("T")
 
 
@@ -104,14 +103,14 @@ class PathWatcher:
     """Watch paths for any change (see module docstring)."""
 
     def __init__(self, paths: Iterable[str | os.PathLike[str]], *, recurse: bool = False) -> None:
-        self.paths = [Path(os.path.abspath(p)) for p in paths]
+        self.paths = [os.path.abspath(p) for p in paths]  # str: cheaper than Path to hash
         self.recurse = recurse
         self._hub: Hub | None = None
         self._registered: Desired = {}
         self._wake = asyncio.Event()
         self._pending = False  # an event to report (a wake that settle() did not subsume)
         self._resync = False
-        self._expected: dict[tuple[Path, str], int] = {}  # own renames: (dir, name) -> count
+        self._expected: dict[tuple[str, str], int] = {}  # own renames: (dir, name) -> count
 
     async def __aenter__(self) -> PathWatcher:
         self._hub = Hub.acquire(self)
@@ -190,8 +189,7 @@ class PathWatcher:
         if hub is None:
             yield rename
             return
-        full = Path(os.path.abspath(path))
-        key = (full.parent, full.name)
+        key = os.path.split(os.path.abspath(path))
         self._expected[key] = self._expected.get(key, 0) + 1
         try:
             yield rename
@@ -205,7 +203,7 @@ class PathWatcher:
                 # A consumed rename may need a watch on the new inode.
                 self._resync_now(rename.seen)
 
-    def consume(self, path: Path, name: str) -> bool:
+    def consume(self, path: str, name: str) -> bool:
         """Whether a MOVED_TO of `name` in `path` is an expected own rename (then it is
         not reported; the watches are re-synced when the rename is done)."""
         key = (path, name)
@@ -237,13 +235,17 @@ class PathWatcher:
             for path, (mask, _names) in desired.items()
         )
 
-    def _desired(self, known: Callable[[Path], bool] | None = None) -> Desired:
+    def _desired(self, known: Callable[[str], bool] | None = None) -> Desired:
         """The watches the paths need now; `known(dir)` may say a directory exists."""
-        want: dict[Path, tuple[int, set[str]]] = {}
+        want: dict[str, tuple[int, set[str]]] = {}
 
-        def add(path: Path, mask: int, name: str) -> None:
-            old_mask, names = want.get(path, (0, set()))
-            want[path] = (old_mask | mask, names | {name})
+        def add(path: str, mask: int, name: str) -> None:
+            had = want.get(path)
+            if had is None:
+                want[path] = (mask, {name})
+            else:
+                had[1].add(name)
+                want[path] = (had[0] | mask, had[1])
 
         for path in self.paths:
             # The deepest existing ancestor watches for the next component to appear; when
@@ -251,13 +253,14 @@ class PathWatcher:
             # per path and sync, on the event loop, while the threads write beside it).
             kind = _kind(path, follow=False)
             child = path
-            for parent in path.parents:
+            while child != "/":
+                parent = os.path.dirname(child)
                 if (
                     kind is not None
                     or (known is not None and known(parent))
                     or _kind(parent, follow=True) == stat.S_IFDIR
                 ):
-                    add(parent, DIR_MASK, child.name)
+                    add(parent, DIR_MASK, os.path.basename(child))
                     break
                 child = parent
             if kind is None or kind == stat.S_IFLNK:
@@ -267,8 +270,8 @@ class PathWatcher:
                 if self.recurse:
                     for root, dirs, _files in os.walk(path):
                         for name in dirs:
-                            sub = Path(root, name)
-                            if not sub.is_symlink():
+                            sub = os.path.join(root, name)
+                            if not os.path.islink(sub):
                                 add(sub, DIR_MASK, ALL)
             else:
                 add(path, FILE_MASK, ALL)
@@ -294,7 +297,7 @@ class Rename:
         return result
 
 
-def _kind(path: Path, follow: bool) -> int | None:
+def _kind(path: str, follow: bool) -> int | None:
     """The file type bits of path (stat.S_IFDIR...), or None if it does not exist.
 
     Not with the GIL held (engine/libc.py): a name not in the kernel's cache is looked up
@@ -337,20 +340,20 @@ class Hub:
         self.inotify = Inotify(self._on_events)
         self.subscribers: set[PathWatcher] = set()
         # path -> entry name (or ALL) -> watchers; path -> watcher -> mask it needs
-        self.by_name: dict[Path, dict[str, set[PathWatcher]]] = {}
-        self.masks: dict[Path, dict[PathWatcher, int]] = {}
-        self.kernel_mask: dict[Path, int] = {}
-        self.path_wd: dict[Path, int] = {}
-        self.wd_paths: dict[int, set[Path]] = {}
+        self.by_name: dict[str, dict[str, set[PathWatcher]]] = {}
+        self.masks: dict[str, dict[PathWatcher, int]] = {}
+        self.kernel_mask: dict[str, int] = {}
+        self.path_wd: dict[str, int] = {}
+        self.wd_paths: dict[int, set[str]] = {}
         # Watched paths whose inode moved away or was deleted (their watch is on what was
         # there): not known to be directories until watched again.
-        self.moved: set[Path] = set()
+        self.moved: set[str] = set()
         # Everything is stopping: watches are left to close(), which drops them all at once
         # (removing them one by one costs ~0.1 ms each in the kernel).
         self.closing = False
         self.out_of_watches = False  # the kernel's watch limit was hit (reported once)
 
-    def watches_dir(self, path: Path) -> bool:
+    def watches_dir(self, path: str) -> bool:
         """Whether a directory watch is in place on `path` (no IGNORED read for it since)."""
         return (
             path in self.path_wd
@@ -359,15 +362,30 @@ class Hub:
         )
 
     def register(self, watcher: PathWatcher, desired: Desired, old: Desired) -> None:
-        self._forget(watcher, old, desired)
+        if old:
+            self._forget(watcher, old, desired)
+        by_name, masks = self.by_name, self.masks
         for path, (mask, names) in desired.items():
+            index = by_name.get(path)
+            if index is None:
+                index = by_name[path] = {}
             for name in names:
-                self.by_name.setdefault(path, {}).setdefault(name, set()).add(watcher)
-            self.masks.setdefault(path, {})[watcher] = mask
+                watchers = index.get(name)
+                if watchers is None:
+                    index[name] = {watcher}
+                else:
+                    watchers.add(watcher)
+            needs = masks.get(path)
+            if needs is None:
+                masks[path] = {watcher: mask}
+            else:
+                needs[watcher] = mask
+            kernel = self.kernel_mask.get(path)
             if (
                 mask & DIRECTORY
+                and kernel is not None
+                and kernel | mask == kernel
                 and path in self.path_wd
-                and self.kernel_mask.get(path, 0) | mask == self.kernel_mask.get(path)
                 and path not in self.moved
             ):
                 continue  # a watched directory keeps its inode until it moves or goes
@@ -395,7 +413,7 @@ class Hub:
                 if not self.masks.get(path):
                     self._drop_kernel_watch(path)
 
-    def _add_kernel_watch(self, path: Path) -> None:
+    def _add_kernel_watch(self, path: str) -> None:
         mask = 0
         for needed in self.masks[path].values():
             mask |= needed
@@ -414,7 +432,7 @@ class Hub:
         self.path_wd[path] = wd
         self.wd_paths.setdefault(wd, set()).add(path)
 
-    def _add_watch(self, path: Path, mask: int) -> int:
+    def _add_watch(self, path: str, mask: int) -> int:
         try:
             return self.inotify.add_watch(path, mask)
         except OSError as err:
@@ -426,7 +444,7 @@ class Hub:
         # the link changing is seen only by a watch on its own directory, if any.
         return self.inotify.add_watch(path, mask & ~inotify.DONT_FOLLOW)
 
-    def _drop_kernel_watch(self, path: Path) -> None:
+    def _drop_kernel_watch(self, path: str) -> None:
         self.moved.discard(path)
         self.masks.pop(path, None)
         self.by_name.pop(path, None)
@@ -435,7 +453,7 @@ class Hub:
         if wd is not None:
             self._unmap(wd, path)
 
-    def _unmap(self, wd: int, path: Path) -> None:
+    def _unmap(self, wd: int, path: str) -> None:
         paths = self.wd_paths.get(wd)
         if paths is None:
             return
