@@ -14,6 +14,11 @@ which leaves the agent no time for work it does after a repair, such as its spar
 `--baseline DIR` measures the agent of another checkout too (e.g. `git archive BASE | tar -x -C
 DIR`), each configuration alternately with this tree's, and prints both.
 
+Each line also says how often the agent's threads went to sleep per repair (`switches`: the
+voluntary context switches of all its threads, /proc/PID/task/*/status, over the line's drifts):
+a count the machine's load does not move, unlike the times; each is a wake-up that waits for a
+core when both are busy.
+
 The busy loops always run at nice 0. `--observer-nice M` runs this process (the clock, the
 drift and the inotify observer) at nice M, so that its own wait for a core is not counted as
 the agent's; the figures say which was used.
@@ -42,6 +47,17 @@ from engine.watcher import PathWatcher
 
 CONTENT = "hello world\n"
 DRIFTS = ("delete", "overwrite")
+
+
+def switches(pid: int) -> int:
+    """The voluntary context switches of every thread of process pid so far."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
 
 
 def good(path: Path) -> bool:
@@ -89,7 +105,9 @@ async def busy_loops(count: int, unnice: list[str]) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def agent(work: Path, nice: int, unnice: list[str], tree: Path) -> AsyncIterator[Path]:
+async def agent(
+    work: Path, nice: int, unnice: list[str], tree: Path
+) -> AsyncIterator[tuple[Path, int]]:
     """A running agent of `tree` enforcing one file (returned once it holds the content).
 
     The file is removed first: the content left by the previous agent would say "ready" before
@@ -112,7 +130,7 @@ async def agent(work: Path, nice: int, unnice: list[str], tree: Path) -> AsyncIt
                 async for _ in watcher:
                     if good(path):
                         break
-        yield path
+        yield path, proc.pid
     finally:
         proc.terminate()
         await proc.wait()
@@ -141,14 +159,17 @@ async def main() -> None:
     configs = [(tag + name, busy, nice, tree) for name, busy, nice in kinds for tag, tree in trees]
     samples: dict[tuple[str, str], list[float]] = {}
     loads: dict[str, list[float]] = {}
+    slept: dict[tuple[str, str], list[int]] = {}  # voluntary context switches per line
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-drift-"))
     try:
         for _ in range(args.rounds):
             for name, busy, nice, tree in configs:  # interleaved: the machine's load moves
-                async with busy_loops(busy, unnice), agent(work, nice, unnice, tree) as path:
+                async with busy_loops(busy, unnice), agent(work, nice, unnice, tree) as (path, pid):
                     for drift in DRIFTS:
+                        before = switches(pid)
                         got = await measure(path, args.count, drift, args.pause / 1000)
                         samples.setdefault((name, drift), []).extend(got)
+                        slept.setdefault((name, drift), []).append(switches(pid) - before)
                     loads.setdefault(name, []).append(os.getloadavg()[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -162,7 +183,8 @@ async def main() -> None:
         load = "-".join(f"{x:.1f}" for x in (min(loads[name]), max(loads[name])))
         for drift in DRIFTS:
             figures = fmt_ms(percentiles(samples[(name, drift)]))
-            print(f"  {name:21s} {drift:9s} {figures}  (load {load})")
+            per = sum(slept[(name, drift)]) / len(samples[(name, drift)])
+            print(f"  {name:21s} {drift:9s} {figures}  switches {per:.1f}  (load {load})")
 
 
 if __name__ == "__main__":

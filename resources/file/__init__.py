@@ -112,7 +112,13 @@ class FileRes(Edgeable, Reversible, Resource):
 
     @property
     def _fs_path(self) -> str:
-        return os.path.normpath(self._spec_path)
+        spec = self.path if self.path is not None else self.name
+        cached: tuple[str, str] | None = self.__dict__.get("_fs_cache")
+        if cached is not None and cached[0] is spec:  # asked ~5 times per check
+            return cached[1]
+        norm = os.path.normpath(spec)
+        self._fs_cache = (spec, norm)
+        return norm
 
     @property
     def _is_dir(self) -> bool:
@@ -418,17 +424,18 @@ class FileRes(Edgeable, Reversible, Resource):
         """Write the file; a repair links in the spare made after the last one and makes the
         next (resources/_lib/spare.py)."""
         want = None
-        if isinstance(data, bytes) and not self.follow:
+        wrote = getattr(self, "_wrote", False)  # before the first (a first run): no spare
+        if wrote and isinstance(data, bytes) and not self.follow:
             want = Spare.want(where.fd, data, mode, uid, gid)
         spare: Spare | None = getattr(self, "_spare", None)
         fd = None if spare is None or want is None else await spare.take(want)
         if fd is None:
             await self._rename_in(functools.partial(where.write, TOP, filler(data), mode, uid, gid))
         else:
-            with safefs.closing(fd):
-                await self._rename_in(functools.partial(where.link, TOP, fd))
-        if want is None or not getattr(self, "_wrote", False):
-            self._wrote = True  # the first write (a first run): no spare
+            # A link and a rename, no fsync: on the loop.
+            await self._rename_in(functools.partial(_link_spare, where, fd), inline=True)
+        self._wrote = True
+        if want is None:
             return
         if spare is None:
             spare = self._spare = Spare()
@@ -441,16 +448,18 @@ class FileRes(Edgeable, Reversible, Resource):
             del self._spare
             await spare.close()
 
-    async def _rename_in(self, write: functools.partial[None]) -> None:
-        """Run `write` (in a thread), which renames a new file onto the path: that rename's
-        own event is not a change to check again, and the thread looks at the watched paths
-        after it (engine/watcher.py, expecting)."""
+    async def _rename_in(self, write: functools.partial[None], inline: bool = False) -> None:
+        """Run `write` (in a thread; `inline`: here, for a repair's link of its spare: no fsync
+        to wait for, and under load each hand-off to a thread and back waits for a core), which renames a new file onto the path: that rename's own event is not a
+        change to check again, and the writer looks at the watched paths after it
+        (engine/watcher.py, expecting)."""
         watcher: PathWatcher | None = getattr(self, "_watcher", None)
         if watcher is None or self.follow:
-            await in_thread(write)
+            write() if inline else await in_thread(write)
             return
         with watcher.expecting(self._fs_path) as rename:
-            await in_thread(functools.partial(rename.run, write))
+            run = functools.partial(rename.run, write)
+            run() if inline else await in_thread(run)
 
     async def _plan_dir(
         self, where: Where, st: os.stat_result | None, held: contextlib.ExitStack
@@ -631,6 +640,15 @@ class FileRes(Edgeable, Reversible, Resource):
         if self.mode is not None:
             return mode_after(self.mode, start, is_dir)
         return src_bits if src_bits is not None else start
+
+
+def _link_spare(where: Where, fd: int) -> None:
+    """Put the spare fd in place, and close it before its inode is watched: it was written
+    through fd, so its close would be a change to check again (a second check per repair)."""
+    try:
+        where.link(TOP, fd)
+    finally:
+        os.close(fd)
 
 
 # owners --------------------------------------------------------------------------------------

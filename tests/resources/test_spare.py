@@ -102,3 +102,22 @@ async def test_a_spare_is_not_used_once_its_directory_gives_another_group(
     path.unlink()
     assert await res.check_apply(True) is False
     assert path.stat().st_gid == 2
+
+
+async def test_a_repair_by_the_spare_leaves_no_event_to_check_again(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    """The spare was written through its descriptor: closed after its inode is watched again,
+    that close was an event, and each repair was checked twice."""
+    path = tmp_path / "f"
+    res = FileRes(name="f", path=str(path), content="x\n")
+    running = await run_resource(res)
+    assert await res.check_apply(True) is False
+    for _ in range(3):  # a repair that makes a spare, then two that link one in
+        if getattr(res, "_spare", None) is not None:
+            await ready_spare(res)
+        path.unlink()
+        await running.handle.next_event()
+        assert await res.check_apply(True) is False
+        assert path.read_text() == "x\n"
+        assert await running.handle.no_event()
