@@ -252,9 +252,8 @@ class PathWatcher:
             # the path itself exists, that is its parent (no need to stat it: one stat less
             # per path and sync, on the event loop, while the threads write beside it).
             kind = _kind(path, follow=False)
-            child = path
-            while child != "/":
-                parent = os.path.dirname(child)
+            child, parent = path, os.path.dirname(path)
+            while parent != child:  # up to "/" (or "//", which POSIX keeps)
                 if (
                     kind is not None
                     or (known is not None and known(parent))
@@ -262,7 +261,7 @@ class PathWatcher:
                 ):
                     add(parent, DIR_MASK, os.path.basename(child))
                     break
-                child = parent
+                child, parent = parent, os.path.dirname(parent)
             if kind is None or kind == stat.S_IFLNK:
                 continue
             if kind == stat.S_IFDIR:

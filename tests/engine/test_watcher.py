@@ -292,3 +292,15 @@ async def test_a_new_watcher_in_a_watched_directory_stats_its_path_alone(
     assert stats == [str(tmp_path / "g")]
     (tmp_path / "g").write_text("x")
     await counter.changed()
+
+
+async def test_a_path_with_two_leading_slashes_is_watched(tmp_path: Path, watch: object) -> None:
+    """POSIX keeps a leading "//" (os.path.dirname("//") is "//"): the walk up to the deepest
+    existing directory ends there as at "/"."""
+    path = Path("/" + str(tmp_path / "missing" / "f"))
+    async with asyncio.timeout(5):
+        counter = await watch(path)  # type: ignore[operator]
+    (tmp_path / "missing").mkdir()
+    await counter.changed()
+    (tmp_path / "missing" / "f").write_text("x")
+    await counter.changed()
