@@ -406,6 +406,9 @@ def _temp(dir_fd: int) -> Iterator[str]:
 
 
 _WRITE_BUFFER = 1 << 16
+# What a new file gets: bytes (written as they are, no buffer to allocate: ~8 us less per file),
+# or a function that writes it through a buffered file object (a copy, a download).
+Fill = bytes | Callable[[BinaryIO], object]
 
 
 def _new_file(dir_fd: int, tmp: str, mode: int) -> tuple[int, bool]:
@@ -425,7 +428,7 @@ def _new_file(dir_fd: int, tmp: str, mode: int) -> tuple[int, bool]:
 def write_at(
     dir_fd: int,
     name: str,
-    fill: Callable[[BinaryIO], object],
+    fill: Fill,
     *,
     mode: int,
     uid: int = -1,
@@ -434,9 +437,8 @@ def write_at(
     """Atomically replace dir_fd/name: fill a new inode, set owner and mode, fsync, rename."""
     with _temp(dir_fd) as tmp:
         fd, named = _new_file(dir_fd, tmp, mode)
-        # An explicit buffer size: else open() asks whether fd is a terminal (an ioctl per file).
-        with open(fd, "wb", buffering=_WRITE_BUFFER) as out:
-            _complete(out, fill, mode, uid, gid)
+        with closing(fd):
+            _complete(fd, fill, mode, uid, gid)
             if not named:  # complete, with its final owner and mode: now it may get a name
                 os.link(f"{_PROC_FD}/{fd}", tmp, dst_dir_fd=dir_fd, follow_symlinks=True)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -444,22 +446,23 @@ def write_at(
     # holds the old or the new content, never a mix; a lost rename is re-applied next run.
 
 
-def _complete(
-    out: BinaryIO, fill: Callable[[BinaryIO], object], mode: int, uid: int, gid: int
-) -> None:
-    """Fill a new file, give it its owner and mode, and fsync it."""
-    fill(out)
-    out.flush()
-    fd = out.fileno()
+def _complete(fd: int, fill: Fill, mode: int, uid: int, gid: int) -> None:
+    """Fill the new file open as fd, give it its owner and mode, and fsync it."""
+    if isinstance(fill, bytes):
+        view = memoryview(fill)
+        while view:
+            view = view[os.write(fd, view) :]
+    else:
+        # An explicit buffer size: else open() asks whether fd is a terminal (an ioctl per file).
+        with open(fd, "wb", buffering=_WRITE_BUFFER, closefd=False) as out:
+            fill(out)
     if uid != -1 or gid != -1:
         os.fchown(fd, uid, gid)
     os.fchmod(fd, mode)  # after chown, which clears setuid bits
     os.fsync(fd)
 
 
-def unnamed_at(
-    dir_fd: int, fill: Callable[[BinaryIO], object], *, mode: int, uid: int = -1, gid: int = -1
-) -> int | None:
+def unnamed_at(dir_fd: int, fill: Fill, *, mode: int, uid: int = -1, gid: int = -1) -> int | None:
     """A complete new file in dir_fd that has no name yet (O_TMPFILE): filled, with its owner
     and mode, fsynced; its descriptor, for `link_at` to put it in place later (the fsync is
     then already done), or None where the file system makes no unnamed files. Closing the
@@ -473,8 +476,7 @@ def unnamed_at(
             return None
         raise
     try:
-        with open(fd, "wb", buffering=_WRITE_BUFFER, closefd=False) as out:
-            _complete(out, fill, mode, uid, gid)
+        _complete(fd, fill, mode, uid, gid)
     except BaseException:
         os.close(fd)
         raise
@@ -492,7 +494,7 @@ def link_at(dir_fd: int, name: str, fd: int) -> None:
 def write_file(path: str, data: bytes, mode: int, *, parents: int = 0o755) -> None:
     """Atomically write `data` to path (missing parents made with mode `parents`)."""
     with closing(open_dir(os.path.dirname(path), create=parents)) as dir_fd:
-        write_at(dir_fd, os.path.basename(path), lambda out: out.write(data), mode=mode)
+        write_at(dir_fd, os.path.basename(path), data, mode=mode)
 
 
 def symlink_at(dir_fd: int, name: str, target: str, uid: int, gid: int) -> None:

@@ -69,7 +69,7 @@ def _write(path: str, text: str, create: bool, would: str, done: str) -> Step:
                 mode = st.st_mode & 0o7777
                 if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
                     uid, gid = st.st_uid, st.st_gid
-            safefs.write_at(dir_fd, name, lambda out: out.write(data), mode=mode, uid=uid, gid=gid)
+            safefs.write_at(dir_fd, name, data, mode=mode, uid=uid, gid=gid)
 
     return Step(would, done, write, slow=True)
 

@@ -86,9 +86,7 @@ class Spare:
 
         def make() -> int | None:
             with safefs.closing(fd):
-                return safefs.unnamed_at(
-                    fd, lambda out: out.write(want.data), mode=want.mode, uid=want.uid, gid=want.gid
-                )
+                return safefs.unnamed_at(fd, want.data, mode=want.mode, uid=want.uid, gid=want.gid)
 
         Spare._held += 1
         self._want = want

@@ -9,7 +9,7 @@ import errno
 import functools
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from engine import libc, safefs
@@ -222,9 +222,7 @@ class Where:
         with contextlib.suppress(FileNotFoundError):  # a sibling resource removed it first
             os.unlink(name, dir_fd=self.fd)
 
-    def write(
-        self, entry: Entry, fill: Callable[[BinaryIO], object], mode: int, uid: int, gid: int
-    ) -> None:
+    def write(self, entry: Entry, fill: safefs.Fill, mode: int, uid: int, gid: int) -> None:
         with self._at(entry) as (fd, name):
             safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid)
 
@@ -304,17 +302,19 @@ async def same(where: Where, st: os.stat_result, want: bytes | int, size: int) -
     return await _in_thread(functools.partial(where.same, TOP, want, size))
 
 
-def filler(data: bytes | int | None) -> Callable[[BinaryIO], object]:
-    """Writes `data` into a file: bytes, what the file open as an int holds, or nothing."""
+def filler(data: bytes | int | None) -> safefs.Fill:
+    """What makes a new file's content: bytes, what the file open as an int holds, or nothing."""
+    if data is None:
+        return b""
+    if isinstance(data, bytes):
+        return data
+    source = data
 
     def fill(out: BinaryIO) -> None:
-        if isinstance(data, bytes):
-            out.write(data)
-        elif isinstance(data, int):
-            offset = 0
-            while chunk := os.pread(data, CHUNK, offset):
-                out.write(chunk)
-                offset += len(chunk)
+        offset = 0
+        while chunk := os.pread(source, CHUNK, offset):
+            out.write(chunk)
+            offset += len(chunk)
 
     return fill
 
