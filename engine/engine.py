@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import enum
 import gc
 import itertools
@@ -54,7 +53,6 @@ from engine.resource import (
     members,
 )
 from engine.reverse import ReverseStore
-from engine.safefs import fit_name
 from engine.slots import Slots
 from engine.tasks import TaskSet
 
@@ -144,9 +142,9 @@ class Vertex:
         self.res = res
         self.key: Key = key_of(res)
         # As first given (before received values change params), for cmp() at the next swap.
-        self.pristine = copy.copy(res)
+        self.pristine = _twin(res)
         if isinstance(res, Groupable) and isinstance(self.pristine, Groupable):
-            self.pristine.grouped = [copy.copy(g) for g in res.grouped]
+            self.pristine.grouped = [_twin(g) for g in res.grouped]
         self.sent: dict[str, Any] = {}  # values published with handle.send()
         self.received: dict[str, bool] = {}  # params set by the last _receive: changed?
         self._status = Status.NEW
@@ -175,8 +173,7 @@ class Vertex:
             kind=res.kind,
             name=res.name,
             hostname=engine.hostname,
-            var_dir=engine.prefix / "var" / res.kind / fit_name(res.name.replace("/", "_")),
-            prefix=engine.prefix,
+            prefix=engine.prefix,  # var_dir: PREFIX/var/KIND/NAME, made when first asked for
             on_event=self._on_event,
             get_refresh=lambda: self.refresh_pending,
             on_send=self.sent.update,
@@ -291,9 +288,14 @@ class Vertex:
             return
         if tick and not self.poll_tick and self._status is Status.RUNNING:
             tick = False  # a real change is being processed: this tick does not relabel it
+        relabelled = tick is not self.poll_tick
         self.poll_tick = tick
         self.dirty.set()
-        self.engine.changed(self)
+        # Pending work is news only to a vertex that is OK (it is no longer settled) or that
+        # changed its label: any other status says all already (the startup event of each
+        # vertex of a first run told nobody anything).
+        if relabelled or self._status is Status.OK:
+            self.engine.changed(self)
 
     # tasks -------------------------------------------------------------------------------
 
@@ -412,7 +414,7 @@ class Vertex:
         events_before, refreshes_before = self.stats.events, self.stats.refreshes
         self._set_status(Status.RUNNING)
         try:
-            async with self.engine.locks(meta.sema):
+            async with self.engine.locks(meta.sema) if meta.sema else self.engine.slot():
                 if self._status is Status.STOPPING:
                     return None  # stopping while we waited for a semaphore: run nothing new
                 async with asyncio.timeout(meta.timeout or None):
@@ -507,6 +509,14 @@ class Vertex:
                 raise TransitionError(f"{self.name}: {old.value} -> {status.value} is not allowed")
             self._status = status
         self.engine.changed(self)
+
+
+def _twin(res: Resource) -> Resource:
+    """A shallow copy of `res` (copy.copy's result, without its generic __reduce_ex__ path:
+    a resource is a plain dataclass instance; 10,000 vertices made 10,000 copies)."""
+    twin = object.__new__(type(res))
+    twin.__dict__.update(res.__dict__)
+    return twin
 
 
 def _release(vertices: Iterable[Vertex]) -> None:
@@ -682,6 +692,11 @@ class Engine:
         return any(
             self.vertices[k].failed for k in self.graph.ancestors(vertex.key) if k in self.vertices
         )
+
+    def slot(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """What a check_apply of a vertex without named semaphores holds: the global semaphore
+        (--sema) if any, else just a check_apply slot (no exit stack: one per process)."""
+        return self._checks if self._global_sema is None else self.locks([])
 
     @contextlib.asynccontextmanager
     async def locks(self, names: list[str]) -> AsyncIterator[None]:
@@ -1075,7 +1090,7 @@ class Engine:
     async def stop(self, graceful: bool = True) -> None:
         """Stop every vertex (graceful: running check_applies finish first)."""
         self._gc_resume(thaw=False)
-        vertices = list(self.vertices.values())
+        vertices = [v for v in self.vertices.values() if v.status is not Status.STOPPED]
         with watcher.shutting_down(), collector.paused():
             await asyncio.gather(*(v.stop(graceful) for v in vertices))
         await self.shared.aclose()

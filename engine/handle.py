@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from engine.safefs import private_dir
+from engine.safefs import fit_name, private_dir
 
 if TYPE_CHECKING:
     from engine.local import LocalValues
@@ -72,7 +72,7 @@ class Handle:
         kind: str,
         name: str,
         hostname: str,
-        var_dir: Path,
+        var_dir: Path | None = None,
         on_event: Callable[[], None] | None = None,
         get_refresh: Callable[[], bool] | None = None,
         on_send: Callable[[dict[str, Any]], None] | None = None,
@@ -91,7 +91,7 @@ class Handle:
         self.local = local  # this host's values shared with the language (engine.local)
         self.program = program  # the files of the program the agent runs (engine.program)
         self.shared = shared if shared is not None else Shared()  # the engine's: see Shared
-        self._var_dir = var_dir
+        self._var_dir = var_dir  # None: made from the prefix on first use (see var_dir)
         self._prefix = prefix  # var_dir's directories from here down are kept private
         self._on_event = on_event or (lambda: None)
         self._get_refresh = get_refresh or (lambda: False)
@@ -103,7 +103,13 @@ class Handle:
 
     @property
     def var_dir(self) -> Path:
-        """A private state directory for this resource (0700 from the prefix down, made on use)."""
+        """A private state directory for this resource (0700 from the prefix down, made on use):
+        by default PREFIX/var/KIND/NAME (a path made only when a resource asks: few do)."""
+        if self._var_dir is None:
+            if self._prefix is None:
+                raise RuntimeError(f"{self.kind}[{self.name}]: no var_dir and no prefix")
+            name = fit_name(self.name.replace("/", "_"))
+            self._var_dir = self._prefix / "var" / self.kind / name
         return private_dir(self._var_dir, root=self._prefix)
 
     async def event(self) -> None:

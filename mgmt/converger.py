@@ -104,8 +104,10 @@ class Converger:
         self._rearm()
 
     def _settled(self, vertex: Vertex) -> bool:
-        if vertex.failed:
-            return True
+        return vertex.failed or self._settled_alive(vertex)
+
+    def _settled_alive(self, vertex: Vertex) -> bool:
+        """_settled() of a vertex that is not failed."""
         if vertex.status is Status.OK and not vertex.dirty.is_set():
             return True
         if vertex.poll_tick and vertex.outcome is Status.OK and not vertex.stopping:
@@ -116,15 +118,20 @@ class Converger:
 
     def _changed(self, event: VertexChanged) -> None:
         vertex = event.vertex
-        if self.engine.vertices.get(vertex.key) is not vertex:
+        key = vertex.key
+        if self.engine.vertices.get(key) is not vertex:
             return  # a vertex being stopped by a swap; recompute() follows the swap
-        if vertex.failed != (vertex.key in self._failed):
+        failed = vertex.failed
+        if failed != (key in self._failed):
             self.recompute()  # a failure blocks (or a recovery unblocks) a whole subgraph
             return
-        if self._settled(vertex):
-            self._unsettled.discard(vertex.key)
+        unsettled = self._unsettled
+        if failed or self._settled_alive(vertex):
+            unsettled.discard(key)
+        elif key not in unsettled:
+            unsettled.add(key)
         else:
-            self._unsettled.add(vertex.key)
+            return  # unsettled before and after: nothing to re-arm (most of a first run)
         self._rearm()
 
     def _check_applied(self, event: CheckApplied) -> None:

@@ -33,19 +33,21 @@ QUEUE = 1000  # updates a slow subscriber may lag behind before it is dropped
 STATES = ("pending", "applying", "converged", "retrying", "failed")
 
 
+# A vertex's status as a state (a stopping one shows its last outcome: see state_of).
+_STATES = {
+    Status.NEW: "pending",
+    Status.PENDING: "pending",
+    Status.RUNNING: "applying",
+    Status.OK: "converged",
+    Status.RETRYING: "retrying",
+    Status.FAILED: "failed",
+    Status.DEAD: "failed",
+}
+
+
 def state_of(vertex: Vertex) -> str:
-    status = vertex.status
-    if status in (Status.STOPPING, Status.STOPPED):
-        status = vertex.outcome
-    if status is Status.RUNNING:
-        return "applying"
-    if status is Status.OK:
-        return "converged"
-    if status is Status.RETRYING:
-        return "retrying"
-    if status in (Status.FAILED, Status.DEAD):
-        return "failed"
-    return "pending"
+    state = _STATES.get(vertex.status)
+    return state if state is not None else _STATES[vertex.outcome]
 
 
 @dataclass
