@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class VertexChanged:
-    """A vertex changed status or was poked (it has work pending)."""
+    """A vertex (re)set its status, or was poked while OK (it has work pending: not settled),
+    or a poll tick relabelled its pending work (Vertex.poke)."""
 
     vertex: Vertex
 

@@ -139,6 +139,9 @@ class Handle:
         """Register something to undo at cleanup (sync or async), run in reverse order."""
         self._cleanups.append(fn)
 
+    def has_cleanups(self) -> bool:
+        return bool(self._cleanups)
+
     async def run_cleanups(self) -> None:
         """Run the registered cleanups, newest first; a failing one is logged, not raised."""
         while self._cleanups:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -75,6 +75,30 @@ async def test_a_vertex_lives_pending_running_ok_stopping_stopped(engine: Engine
     ]
     for old, new in zip(seen["a"], seen["a"][1:], strict=False):
         assert new in TRANSITIONS[old]
+
+
+async def test_a_vertex_tells_each_status_once_and_not_its_startup_event(
+    engine: Engine,
+) -> None:
+    """A first run tells its listeners of each status and nothing more: the startup event
+    that makes a PENDING vertex dirty changes how nobody sees it (no 6th event per vertex)."""
+    told: list[Status] = []
+    engine.listeners.subscribe(VertexChanged, lambda e: told.append(e.vertex.status))
+    await engine.apply(make_graph("a"))
+    await settle(engine)
+    await engine.stop()
+    assert told == [Status.PENDING, Status.RUNNING, Status.OK, Status.STOPPING, Status.STOPPED]
+
+
+async def test_a_poke_of_a_settled_vertex_is_told(engine: Engine) -> None:
+    """Work pending on an OK vertex unsettles it: that poke is told."""
+    await engine.apply(make_graph("a"))
+    await settle(engine)
+    vertex = engine.vertices[("probe", "a")]
+    told: list[bool] = []
+    engine.listeners.subscribe(VertexChanged, lambda e: told.append(e.vertex.dirty.is_set()))
+    vertex.poke()
+    assert told == [True]
 
 
 @register("silentprobe")
@@ -160,13 +184,42 @@ async def test_a_failed_outcome_is_kept_after_stop(engine: Engine) -> None:
     assert vertex.status is Status.STOPPED and vertex.outcome is Status.FAILED and vertex.failed
 
 
-async def test_stop_while_init_runs_cleans_up_once(engine: Engine) -> None:
+@register("slowinit")
+@dataclass(kw_only=True, eq=False)
+class SlowInit(ProbeRes):
+    """Its init() waits until `release` is set (entered: `entered`)."""
+
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def init(self, handle: Handle) -> None:
+        self.entered.set()
+        await self.release.wait()
+        await super().init(handle)
+
+
+async def test_a_graceful_stop_while_init_runs_lets_it_finish_then_cleans_up_once(
+    engine: Engine,
+) -> None:
+    res = SlowInit(name="a")
+    vertex = Vertex(engine, res)
+    vertex.start()
+    await res.entered.wait()
+    stopping = asyncio.create_task(vertex.stop())
+    await asyncio.sleep(0)
+    assert not stopping.done()  # it waits for init()
+    res.release.set()
+    await stopping
+    assert vertex.status is Status.STOPPED and not vertex._tasks and vertex.ready.is_set()
+    assert state("a").handle is not None and state("a").cleanups == 1
+
+
+async def test_a_vertex_stopped_before_its_task_ran_is_never_initialized(engine: Engine) -> None:
     vertex = Vertex(engine, ProbeRes(name="a"))
-    starting = asyncio.create_task(vertex.start())
+    vertex.start()
     await vertex.stop()
-    await starting
-    assert vertex.status is Status.STOPPED and not vertex._tasks
-    assert state("a").cleanups == 1
+    assert vertex.status is Status.STOPPED and not vertex._tasks and vertex.ready.is_set()
+    assert state("a").handle is None and state("a").cleanups == 0
 
 
 # events --------------------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""mgmt.log: the lines of one pass of the event loop are written together, all and in order."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from mgmt.log import BatchingStreamHandler
+
+
+class CountingStream(io.StringIO):
+    """A text stream that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.fixture
+def logged() -> Iterator[tuple[logging.Logger, CountingStream]]:
+    stream = CountingStream()
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("test.mgmt.log")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    yield logger, stream
+    logger.removeHandler(handler)
+    handler.close()
+
+
+async def test_the_lines_of_one_loop_pass_are_one_write(
+    logged: tuple[logging.Logger, CountingStream],
+) -> None:
+    logger, stream = logged
+    for i in range(100):
+        logger.info("line %d", i)
+    assert stream.writes == 0  # not yet: at the end of this pass
+    await asyncio.sleep(0)
+    assert stream.writes == 1
+    assert stream.getvalue() == "".join(f"line {i}\n" for i in range(100))
+
+
+async def test_a_line_of_another_thread_comes_after_the_pending_ones_at_once(
+    logged: tuple[logging.Logger, CountingStream],
+) -> None:
+    logger, stream = logged
+    logger.info("on the loop")
+    thread = threading.Thread(target=logger.info, args=("in a thread",))
+    thread.start()
+    thread.join()
+    assert stream.getvalue() == "on the loop\nin a thread\n"  # before the loop's pass ended
+    await asyncio.sleep(0)
+    assert stream.getvalue() == "on the loop\nin a thread\n"
+
+
+def test_outside_a_loop_each_line_is_written_at_once(
+    logged: tuple[logging.Logger, CountingStream],
+) -> None:
+    logger, stream = logged
+    logger.info("before")
+    assert stream.getvalue() == "before\n"
+
+
+def test_lines_a_stopped_loop_never_wrote_come_before_the_next_ones(
+    logged: tuple[logging.Logger, CountingStream],
+) -> None:
+    logger, stream = logged
+    loop = asyncio.new_event_loop()
+
+    def log_and_stop() -> None:
+        logger.info("last line of the loop")  # its flush would run in the next pass: none
+        loop.stop()
+
+    try:
+        loop.call_soon(log_and_stop)
+        loop.run_forever()
+    finally:
+        loop.close()
+    assert stream.getvalue() == ""
+    logger.info("after the loop")
+    assert stream.getvalue() == "last line of the loop\nafter the loop\n"
