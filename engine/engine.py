@@ -189,6 +189,7 @@ class Vertex:
         self._watch_task: asyncio.Task[None] | None = None  # once init() succeeded
         self._inited = False  # init() succeeded: cleanup() is owed
         self.ready = asyncio.Event()  # init() has ended (or the vertex stopped): see start()
+        self.changed_event = VertexChanged(self)  # what Engine.changed tells (one, immutable)
 
     def __repr__(self) -> str:
         return f"<Vertex {fmt_key(self.key)} {self._status.value}>"
@@ -716,7 +717,7 @@ class Engine:
     def changed(self, vertex: Vertex) -> None:
         """Tell the listeners that `vertex` (re)set its status or was poked (see poke())."""
         if self._on_vertex:
-            event = VertexChanged(vertex)
+            event = vertex.changed_event
             for listener in list(self._on_vertex):
                 listener(event)
 

@@ -52,8 +52,9 @@ class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
     """Prefixes every line with `kind[name]: ` (log format: `HH:MM:SS engine: file[x]: msg`)."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        extra = dict(self.extra or {})
-        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        extra = self.extra or {}
+        given = kwargs.get("extra")
+        kwargs["extra"] = extra if given is None else {**extra, **given}  # logging copies it
         return f"{extra['res_kind']}[{extra['res_name']}]: {msg}", kwargs
 
 

@@ -157,7 +157,10 @@ class StatusModel:
         state = state_of(vertex)
         if state != info.state:
             info.state, info.since = state, time.time()
-            self._publish({"type": "vertex", **self._vertex(vertex.key, info)})
+            if self._subscribers:
+                self._publish({"type": "vertex", **self._vertex(vertex.key, info)})
+            else:  # nobody reads the update: not built (3 per resource in a first run)
+                self._touched()
 
     def _event(self, vertex: Vertex, what: str, message: str, latency: float | None) -> None:
         event = {
@@ -235,14 +238,18 @@ class StatusModel:
         return lambda: self._watchers.remove(callback) if callback in self._watchers else None
 
     def _publish(self, update: dict[str, Any]) -> None:
-        self._changes += 1
-        for callback in list(self._watchers):
-            callback()
+        self._touched()
         for queue in list(self._subscribers):
             try:
                 queue.put_nowait(update)
             except asyncio.QueueFull:  # a reader that stopped reading: dropped (it reconnects)
                 self._subscribers.discard(queue)
+
+    def _touched(self) -> None:
+        """Something changed: the encoded snapshot is stale, the on_change callbacks run."""
+        self._changes += 1
+        for callback in list(self._watchers):
+            callback()
 
     def subscribed(self, queue: asyncio.Queue[dict[str, Any]]) -> bool:
         return queue in self._subscribers
