@@ -24,6 +24,21 @@ from typing import Any, TextIO
 from resources._lib import journal
 
 
+class TextFormatter(logging.Formatter):
+    """`HH:MM:SS logger: message`; the time is formatted once per second, not once per line."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(name)s: %(message)s", "%H:%M:%S")
+        self._stamp: tuple[int, str] = (-1, "")  # (second, its text), replaced as one
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        stamp = self._stamp
+        if stamp[0] != second:
+            stamp = self._stamp = (second, super().formatTime(record, datefmt))
+        return stamp[1]
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, kind, name, message."""
 
@@ -146,7 +161,7 @@ def setup(fmt: str = "text", verbose: bool = False) -> None:
     elif fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mgmt.log import BatchingStreamHandler
+from mgmt.log import BatchingStreamHandler, TextFormatter
 
 
 class CountingStream(io.StringIO):
@@ -90,3 +90,14 @@ def test_lines_a_stopped_loop_never_wrote_come_before_the_next_ones(
     assert stream.getvalue() == ""
     logger.info("after the loop")
     assert stream.getvalue() == "last line of the loop\nafter the loop\n"
+
+
+def test_the_text_format_gives_each_line_its_own_second() -> None:
+    formatter = TextFormatter()
+    record = logging.LogRecord("engine", logging.INFO, __file__, 1, "hello", None, None)
+    record.created = 3600.2
+    first = formatter.format(record)
+    record.created = 3601.9
+    second = formatter.format(record)
+    assert first.endswith(" engine: hello") and second.endswith(" engine: hello")
+    assert first[:8] != second[:8] and first[6:8] != second[6:8]  # HH:MM:SS, one second on
