@@ -255,6 +255,7 @@ class Vertex:
             finally:
                 self.idle.set()
             self._inited = True
+            self.engine.progressed()
             if self.stopping:
                 return False
             self._set_status(Status.PENDING)
@@ -334,7 +335,9 @@ class Vertex:
         self.stats.last_event = time.monotonic()
         self.stats.events += 1
         self.state_ok = False
-        self.started.set()
+        if not self.started.is_set():
+            self.started.set()
+            self.engine.progressed()
         self.poke(tick)
 
     async def _watch(self) -> None:
@@ -605,10 +608,11 @@ class _GcState:
 
 
 _NO_GC_STATE = _GcState(paused=False, frozen=False)
-# The collector's pause during a first pass ends once no vertex has had its first outcome for
-# this long, whatever still runs (an exec whose command never ends must not keep it off for the
-# life of the daemon). Measured from the last first outcome, not from the start: a first pass of
-# 50,000 files lasts minutes, and collections from 30 s on took 16 of its 69 s of user CPU).
+# The collector's pause during a first pass ends once no vertex took a first step (its start,
+# its startup event, its first outcome: a few per vertex, so a poll does not count) for this
+# long, whatever still runs (an exec whose command never ends must not keep it off for the life
+# of the daemon). Measured from the last such step, not from the start: a first pass of 50,000
+# files lasts minutes, and collections from the 30th second on took 16 of its 69 s of user CPU.
 FIRST_PASS_GC_BOUND = 30.0
 
 
@@ -891,9 +895,10 @@ class Engine:
         gc.disable()
         self._gc = _GcState(paused=True, frozen=False)
         self._first_pass = set()  # its vertices, once they are made
-        loop = asyncio.get_running_loop()
-        self._first_progress = loop.time()
-        self._gc_bound = loop.call_later(FIRST_PASS_GC_BOUND, self._first_pass_stalled)
+        self._first_progress = time.monotonic()
+        self._gc_bound = asyncio.get_running_loop().call_later(
+            FIRST_PASS_GC_BOUND, self._first_pass_stalled
+        )
 
     def processed(self, vertex: Vertex, failed: bool) -> None:
         """`vertex` has an outcome: the first pass may be over (see _first_run_gc)."""
@@ -902,16 +907,22 @@ class Engine:
             return
         if vertex.key in pending:
             pending.discard(vertex.key)
-            self._first_progress = asyncio.get_running_loop().time()
+            self._first_progress = time.monotonic()
         if failed or not pending:
             self._end_first_pass()
 
+    def progressed(self) -> None:
+        """A vertex took a first step (started, or got its startup event): the first pass is
+        not stalled (see FIRST_PASS_GC_BOUND)."""
+        if self._first_pass is not None:
+            self._first_progress = time.monotonic()
+
     def _first_pass_stalled(self) -> None:
-        """The bound's timer: end the pause if no vertex had its first outcome for
-        FIRST_PASS_GC_BOUND seconds, else look again when that would be so (one timer, not
-        one per outcome)."""
+        """The bound's timer: end the pause if no vertex took a first step (start, startup
+        event, first outcome) for FIRST_PASS_GC_BOUND seconds, else look again when that would
+        be so (one timer, not one per step)."""
         loop = asyncio.get_running_loop()
-        left = self._first_progress + FIRST_PASS_GC_BOUND - loop.time()
+        left = self._first_progress + FIRST_PASS_GC_BOUND - time.monotonic()
         if left > 0 and self._first_pass is not None:
             self._gc_bound = loop.call_later(left, self._first_pass_stalled)
         else:

@@ -57,6 +57,14 @@ class FrozenHeap:
             gc.freeze()
             self._fresh = False
 
-    def close(self) -> None:
+    def close(self, ending: bool = False) -> None:
+        """Stop freezing. `ending`: the process ends next (the CLI's agent has stopped): what
+        lives is frozen and the collector stays off, else the next full collection (and the
+        interpreter's at exit) walked the whole stopped graph once more only to delay the exit
+        (1.2 s at 20,000 files)."""
         self._unsubscribe()
-        gc.unfreeze()
+        if ending:
+            gc.disable()
+            gc.freeze()
+        else:
+            gc.unfreeze()

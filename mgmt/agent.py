@@ -458,7 +458,7 @@ class Agent:
         if self.cluster_status is not None:
             await self.cluster_status.stop()
         if self.heap is not None:
-            self.heap.close()
+            self.heap.close(ending=True)  # a process of its own: it ends when the agent has
         if self.cluster is not None:  # withdraw exports, leave, stop etcd
             await self.cluster.stop(graceful=not self._forced)
         if self.notifier is not None:

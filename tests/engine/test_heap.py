@@ -57,3 +57,19 @@ async def test_stopped_vertices_are_collected_in_full_now_and_then(
         await settle(engine)
     assert frozen.collections == 1 and frozen.stopped == 0
     assert gc.get_freeze_count() > 0  # frozen again after the collection
+
+
+def test_closing_for_the_end_of_the_process_leaves_the_heap_frozen_and_the_collector_off(
+    engine: Engine,
+) -> None:
+    """The CLI's agent ends its process: the stopped graph is not walked once more."""
+    was = gc.isenabled()
+    heap_watch = FrozenHeap(engine)
+    try:
+        gc.enable()
+        heap_watch.close(ending=True)
+        assert not gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        if was:
+            gc.enable()
