@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -127,7 +128,10 @@ def load(config: Config) -> Loaded:
         return Loaded(Graph("empty"))
     # A watched file keeps what reparse() needs for an edit in O(change).
     with collector.paused():  # many objects, no cycles (engine/collector.py)
-        return load_file(config.file, config.max_graph_size, incremental=not config.no_watch)
+        loaded = load_file(config.file, config.max_graph_size, incremental=not config.no_watch)
+        if config.own_process:  # they live on: no full collection walks them once resumed
+            gc.freeze()  # (engine/heap.py; tests running many agents in a process do not)
+        return loaded
 
 
 async def run(config: Config, given: Loaded | None = None) -> int:
