@@ -551,6 +551,7 @@ class DeploySource:
     async def _restore(self) -> None:
         """Run the deploy kept by the last run (verified again), if there is one."""
         try:
+            await asyncio.to_thread(_drop_leftovers, self.dir)
             kept = await asyncio.to_thread(_read_kept, self.dir)
         except OSError as err:
             log.warning("cannot read the kept deploy in %s: %s", self.dir, err)
@@ -605,6 +606,20 @@ class DeploySource:
 def _kept_blob(digest: str) -> str:
     """The name of a kept blob in the prefix (`current.<sha256>.blob`)."""
     return f"current.{digest}.blob"
+
+
+def _drop_leftovers(directory: Path) -> None:
+    """Remove what a killed agent left half-written in `directory` (blocking; at the start:
+    nothing is extracted nor kept yet): a deploy's extraction (`Bundle.extract`'s
+    `.extract-*`, as large as its `files/`) and a kept file's temporary copy. Nothing else
+    removes them: `_keep` drops older deploys' directories only."""
+    if not directory.is_dir():
+        return
+    for child in directory.iterdir():
+        if child.name.startswith(".extract-") and child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        elif child.name.startswith(".current.") and child.name.endswith(".tmp"):
+            child.unlink(missing_ok=True)
 
 
 def _read_kept(directory: Path) -> tuple[Record, bytes] | None:

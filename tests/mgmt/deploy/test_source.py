@@ -322,3 +322,21 @@ async def test_a_host_killed_while_keeping_its_deploy_restarts_with_a_whole_one(
         assert loaded.graph.name == "g1"
     finally:
         await source.aclose()
+
+
+async def test_what_a_killed_agent_left_half_written_is_removed_at_the_start(
+    tmp_path: Path,
+) -> None:
+    """A deploy being extracted or kept when the agent was killed (kill -9) left its
+    temporary files in the prefix; the next start removes them, keeps the rest."""
+    kept = tmp_path / "prefix" / "deploy"
+    (kept / ".extract-x1y2z3" / "files").mkdir(parents=True)
+    (kept / ".extract-x1y2z3" / "files" / "big").write_bytes(b"x" * 4096)
+    (kept / ".current.json.tmp").write_bytes(b"{")
+    (kept / "7").mkdir()  # a deploy's directory: `_keep` decides
+    source = DeploySource("h1", tmp_path / "prefix", Policy(None, True, False, 1 << 20))
+    try:
+        assert await source.start() is None  # nothing kept
+    finally:
+        await source.aclose()
+    assert sorted(p.name for p in kept.iterdir()) == ["7"]
