@@ -340,3 +340,28 @@ async def test_what_a_killed_agent_left_half_written_is_removed_at_the_start(
     finally:
         await source.aclose()
     assert sorted(p.name for p in kept.iterdir()) == ["7"]
+
+
+async def test_a_deploy_kept_as_before_the_blobs_were_named_by_hash_still_runs(
+    tmp_path: Path,
+) -> None:
+    """An agent upgraded from a version that kept `current.blob` restarts with that deploy,
+    and keeps it the new way (one blob, named by its hash)."""
+    import hashlib
+
+    kept = tmp_path / "prefix" / "deploy"
+    kept.mkdir(parents=True)
+    data = graph("old").encode()
+    rec = Record(3, 2, 0.0, hashlib.sha256(data).hexdigest(), "yaml", "g.yaml")
+    (kept / "current.blob").write_bytes(data)
+    (kept / "current.json").write_bytes(rec.encode())
+    source = DeploySource("h1", tmp_path / "prefix", Policy(None, True, False, 1 << 20))
+    try:
+        loaded = await source.start()
+        assert loaded is not None and loaded.graph.name == "old"
+    finally:
+        await source.aclose()
+    assert sorted(p.name for p in kept.glob("current.*")) == [
+        f"current.{rec.hash}.blob",
+        "current.json",
+    ]
