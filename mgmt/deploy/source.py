@@ -519,15 +519,18 @@ class DeploySource:
     # this host's deploy, kept in the prefix --------------------------------------------------
 
     def _keep(self, prepared: Prepared) -> None:
-        """Write the running deploy's record and blob (atomically), drop older directories
-        (blocking; `_keeper` runs it after a switch, while a newer deploy may be prepared)."""
+        """Write the running deploy's blob, then its record (each atomically: the record's
+        rename is the commit), drop older blobs and directories (blocking; `_keeper` runs it
+        after a switch, while a newer deploy may be prepared).
+
+        The blob is named by its hash: the record and the blob in the prefix always match,
+        whenever the process is killed (the same name for both, a kill between the two
+        renames kept one deploy's record with another's blob: refused at the restart)."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for name, data in (
-            ("current.blob", prepared.data),
-            ("current.json", prepared.record.encode()),
-        ):
+        blob = _kept_blob(prepared.record.hash)
+        for name, data in ((blob, prepared.data), ("current.json", prepared.record.encode())):
             tmp = self.dir / f".{name}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
                 file.flush()
@@ -537,6 +540,10 @@ class DeploySource:
         # compiled from there), its id is not known here before it is ready.
         ready = self._ready.record.id if self._ready else 0
         for child in self.dir.iterdir():
+            if child.name.startswith("current.") and child.name.endswith(".blob"):
+                if child.name != blob:  # another deploy's, or `current.blob` (before)
+                    child.unlink(missing_ok=True)
+                continue
             older = child.name.isdigit() and int(child.name) < prepared.record.id
             if older and int(child.name) != ready and child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
@@ -544,15 +551,18 @@ class DeploySource:
     async def _restore(self) -> None:
         """Run the deploy kept by the last run (verified again), if there is one."""
         try:
-            raw = await asyncio.to_thread((self.dir / "current.json").read_bytes)
-            data = await asyncio.to_thread((self.dir / "current.blob").read_bytes)
-        except FileNotFoundError:
-            return
+            await asyncio.to_thread(_drop_leftovers, self.dir)
+            kept = await asyncio.to_thread(_read_kept, self.dir)
         except OSError as err:
             log.warning("cannot read the kept deploy in %s: %s", self.dir, err)
             return
+        except DeployError as err:
+            log.error("not running the kept deploy from %s: %s", self.dir, err)
+            return
+        if kept is None:
+            return
+        rec, data = kept
         try:
-            rec = Record.decode(raw, str(self.dir / "current.json"))
             self._ready = await self._prepare(rec, data)
         except DeployError as err:
             log.error("not running the kept deploy from %s: %s", self.dir, err)
@@ -591,6 +601,41 @@ class DeploySource:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 self._publish.set()
+
+
+def _kept_blob(digest: str) -> str:
+    """The name of a kept blob in the prefix (`current.<sha256>.blob`)."""
+    return f"current.{digest}.blob"
+
+
+def _drop_leftovers(directory: Path) -> None:
+    """Remove what a killed agent left half-written in `directory` (blocking; at the start:
+    nothing is extracted nor kept yet): a deploy's extraction (`Bundle.extract`'s
+    `.extract-*`, as large as its `files/`) and a kept file's temporary copy. Nothing else
+    removes them: `_keep` drops older deploys' directories only."""
+    if not directory.is_dir():
+        return
+    for child in directory.iterdir():
+        if child.name.startswith(".extract-") and child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        elif child.name.startswith(".current.") and child.name.endswith(".tmp"):
+            child.unlink(missing_ok=True)
+
+
+def _read_kept(directory: Path) -> tuple[Record, bytes] | None:
+    """The record and blob `_keep` wrote in `directory`, None if none (blocking; OSError,
+    DeployError). A prefix kept before the blobs were named by hash has `current.blob`."""
+    try:
+        raw = (directory / "current.json").read_bytes()
+    except FileNotFoundError:
+        return None
+    rec = Record.decode(raw, str(directory / "current.json"))
+    if len(rec.hash) != 64 or rec.hash.strip("0123456789abcdef"):
+        raise DeployError(f"{directory / 'current.json'}: its hash is {rec.hash!r}")
+    try:
+        return rec, (directory / _kept_blob(rec.hash)).read_bytes()
+    except FileNotFoundError:
+        return rec, (directory / "current.blob").read_bytes()
 
 
 def _async(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:

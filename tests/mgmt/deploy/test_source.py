@@ -274,3 +274,94 @@ async def test_a_switch_is_recorded_once_its_graph_ran(
         await source.aclose()
         converger.close()
         await engine.stop(graceful=False)
+
+
+# A host that keeps deploy 1, then deploy 2 and is killed (SIGKILL) right before it renames
+# deploy 2's record into place: the moment the files can least afford it.
+KEEPER = """
+import hashlib, os, signal, sys
+from pathlib import Path
+from mgmt.deploy.bundle import Bundle
+from mgmt.deploy.source import DeploySource, Policy, Prepared
+from mgmt.deploy.store import Record
+
+source = DeploySource("h1", Path(sys.argv[1]), Policy(None, True, False, 1 << 20))
+prepared = []
+for i in (1, 2):
+    text = f"graph: g{i}\\nresources:\\n  noop:\\n    - name: n{i}\\n"
+    data = Bundle("yaml", "g.yaml", {"g.yaml": text.encode()}).encode()
+    rec = Record(i, i - 1, 0.0, hashlib.sha256(data).hexdigest(), "yaml", "g.yaml")
+    prepared.append(Prepared(rec, data, None))
+source._keep(prepared[0])
+
+def hook(event, args):
+    if event == "os.rename" and str(args[1]).endswith("current.json"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+sys.addaudithook(hook)
+source._keep(prepared[1])
+"""
+
+
+async def test_a_host_killed_while_keeping_its_deploy_restarts_with_a_whole_one(
+    tmp_path: Path,
+) -> None:
+    """The kept deploy's record and blob match whenever the agent is killed (kill -9 while it
+    writes them after a switch): a restart runs the deploy kept before, not refused."""
+    import signal
+    import sys
+
+    prefix = tmp_path / "prefix"
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", KEEPER, str(prefix))
+    async with asyncio.timeout(30):  # hang-preventing bound only
+        assert await proc.wait() == -signal.SIGKILL
+    source = DeploySource("h1", prefix, Policy(None, True, False, 1 << 20))
+    try:
+        loaded = await source.start()
+        assert loaded is not None, "the kept deploy was refused"
+        assert loaded.graph.name == "g1"
+    finally:
+        await source.aclose()
+
+
+async def test_what_a_killed_agent_left_half_written_is_removed_at_the_start(
+    tmp_path: Path,
+) -> None:
+    """A deploy being extracted or kept when the agent was killed (kill -9) left its
+    temporary files in the prefix; the next start removes them, keeps the rest."""
+    kept = tmp_path / "prefix" / "deploy"
+    (kept / ".extract-x1y2z3" / "files").mkdir(parents=True)
+    (kept / ".extract-x1y2z3" / "files" / "big").write_bytes(b"x" * 4096)
+    (kept / ".current.json.tmp").write_bytes(b"{")
+    (kept / "7").mkdir()  # a deploy's directory: `_keep` decides
+    source = DeploySource("h1", tmp_path / "prefix", Policy(None, True, False, 1 << 20))
+    try:
+        assert await source.start() is None  # nothing kept
+    finally:
+        await source.aclose()
+    assert sorted(p.name for p in kept.iterdir()) == ["7"]
+
+
+async def test_a_deploy_kept_as_before_the_blobs_were_named_by_hash_still_runs(
+    tmp_path: Path,
+) -> None:
+    """An agent upgraded from a version that kept `current.blob` restarts with that deploy,
+    and keeps it the new way (one blob, named by its hash)."""
+    import hashlib
+
+    kept = tmp_path / "prefix" / "deploy"
+    kept.mkdir(parents=True)
+    data = graph("old").encode()
+    rec = Record(3, 2, 0.0, hashlib.sha256(data).hexdigest(), "yaml", "g.yaml")
+    (kept / "current.blob").write_bytes(data)
+    (kept / "current.json").write_bytes(rec.encode())
+    source = DeploySource("h1", tmp_path / "prefix", Policy(None, True, False, 1 << 20))
+    try:
+        loaded = await source.start()
+        assert loaded is not None and loaded.graph.name == "old"
+    finally:
+        await source.aclose()
+    assert sorted(p.name for p in kept.glob("current.*")) == [
+        f"current.{rec.hash}.blob",
+        "current.json",
+    ]
