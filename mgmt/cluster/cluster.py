@@ -642,9 +642,8 @@ class Cluster:
                 return
         for host in candidates:
             peer_urls = [str(u) for u in vols[host].get("peer_urls", [])]
-            if self._taken_urls.get(host) == peer_urls:
-                continue  # said already; a volunteer with other URLs is tried again
             # etcd refuses a peer URL a member has ("Peer URLs already exists"): say whose.
+            # Looked up at every pass: once that member is gone, the volunteer is added.
             owner = next((m for m in members for u in m.peer_urls if u in peer_urls), None)
             if owner is None:
                 try:
@@ -659,11 +658,13 @@ class Cluster:
                         "nominated %s (member %d of %d)", host, len(voters) + 1, len(names) + 1
                     )
                     return
+            if self._taken_urls.get(host) == peer_urls:
+                continue  # said already; the next volunteer is tried
             self._taken_urls[host] = peer_urls
             log.error(
                 "cannot add %s as an etcd member: its peer URL %s is already %s (each host "
-                "needs its own --server-urls or --advertise-server-urls); not tried again "
-                "until it volunteers other URLs",
+                "needs its own --server-urls or --advertise-server-urls); added once that "
+                "member is gone or it volunteers other URLs",
                 host,
                 ", ".join(u for u in peer_urls if owner is None or u in owner.peer_urls),
                 "another member's" if owner is None else f"{owner.name or owner.id}'s",

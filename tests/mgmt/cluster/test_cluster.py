@@ -14,6 +14,7 @@ from engine.errors import ValidationError, WorldError
 from engine.graph import Edge, Graph
 from engine.meta import Meta
 from engine.world import Exported
+from mgmt.cluster.client import Member
 from mgmt.cluster.cluster import Cluster
 from mgmt.cluster.identity import IDEAL, NOMINATED
 from mgmt.cluster.link import ClusterLink
@@ -304,6 +305,33 @@ async def test_a_volunteer_whose_peer_url_is_taken_is_an_error_not_a_retry(
     assert len(errors) == 1 and errors[0].levelno == logging.ERROR, caplog.text
     message = errors[0].getMessage()
     assert cluster.options.advertise_server_urls[0] in message and "h1" in message, message
+
+
+async def test_a_volunteer_refused_for_a_taken_url_is_added_once_its_owner_is_gone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A volunteer refused because a member had its peer URL stayed skipped for as long as it
+    volunteered that URL, even after that member was gone. Now who has the URL is looked up at
+    every pass: refused (logged once) while the member is there, added once it is not."""
+    caplog.set_level(logging.INFO, logger="cluster")
+    cluster = Cluster(options("h1"), tmp_path)
+    (peer,) = free_ports(1)
+    url = f"http://127.0.0.1:{peer}"
+    owner = Member(id=1, name="old", peer_urls=[url], client_urls=[], is_learner=True)
+    vols: dict[str, dict[str, object]] = {"copy": {"peer_urls": [url], "serving": False}}
+    try:
+        assert await cluster.start()
+        members = await cluster.client.members()
+        for _ in range(2):  # refused, and said once
+            await cluster._grow([*members, owner], vols, {})
+        assert not [m for m in await cluster.client.members() if m.is_learner]
+        await cluster._grow(members, vols, {})  # its owner is gone
+        assert [m.peer_urls for m in await cluster.client.members() if m.is_learner] == [[url]]
+    finally:
+        await cluster.stop()
+    refused = [r for r in caplog.records if "cannot add copy" in r.getMessage()]
+    assert len(refused) == 1 and "old's" in refused[0].getMessage(), caplog.text
+    assert "nominated copy" in caplog.text
 
 
 def test_the_export_grace_option() -> None:
