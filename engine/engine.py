@@ -445,12 +445,14 @@ class Vertex:
         apply = not (self.engine.noop or meta.noop)
         if apply and meta.reverse:
             await self.engine.prepare_reversal(self)  # nothing is changed if it cannot be kept
-        events_before, refreshes_before = self.stats.events, self.stats.refreshes
+        refreshes_before = self.stats.refreshes
         self._set_status(Status.RUNNING)
         try:
             async with self.engine.locks(meta.sema) if meta.sema else self.engine.slot():
                 if self._status is Status.STOPPING:
                     return None  # stopping while we waited for a semaphore: run nothing new
+                # An event while we waited for the slot is older than the check: it sees it.
+                events_before = self.stats.events
                 async with asyncio.timeout(meta.timeout or None):
                     result: Any = await self.res.check_apply(apply)
             if not isinstance(result, bool):

@@ -34,6 +34,9 @@ do we, except for the two kinds of events a check is known to subsume):
   directory and the GIL that the writing threads hold).
 Without these, a first run checked each file three times: once to write it, once for its
 parent directory appearing (queued before the check, read after it) and once for its rename.
+A file whose check waits for the engine's slot (10,000 files, 5,000 slots) gets the directory's
+appearance through this watcher before its check starts: the engine does not count such an
+event against the check (docs/engine.md, known-good state).
 """
 
 from __future__ import annotations
