@@ -62,6 +62,19 @@ _MANAGED = ("content", "source", "fragments", "owner", "group", "mode", "selinux
 _CONTEXT = re.compile(r"[A-Za-z0-9_.]+:[A-Za-z0-9_.]+:[A-Za-z0-9_.]+(:[A-Za-z0-9_.:,-]+)?")
 
 
+@functools.lru_cache(maxsize=4096)
+def _parents(directory: str) -> list[UID]:
+    """The UIDs of `directory` and of each directory above it, nearest first: one list shared
+    by all the files of `directory` (its users only read it), not one built per file."""
+    parents, path = [], directory
+    while True:
+        parents.append(UID("file", path if path == "/" else path + "/"))
+        parent = os.path.dirname(path)
+        if parent == path:  # "/" (or "//", which POSIX keeps)
+            return parents
+        path = parent
+
+
 @register("file")
 @dataclass(kw_only=True, eq=False)
 class FileRes(Edgeable, Reversible, Resource):
@@ -284,11 +297,8 @@ class FileRes(Edgeable, Reversible, Resource):
 
     def autoedges(self) -> list[list[UID]]:
         """The nearest managed parent directory, and a managed source."""
-        parents, path = [], self._fs_path
-        while path != "/":
-            path = os.path.dirname(path)
-            parents.append(UID("file", path if path == "/" else path + "/"))
-        wants = [parents]
+        path = self._fs_path
+        wants = [_parents(os.path.dirname(path)) if path != "/" else []]
         for fragment in self.fragments or []:
             norm = os.path.normpath(fragment)
             wants.append([UID("file", norm + "/" if fragment.endswith("/") else norm)])

@@ -20,6 +20,7 @@ import pytest
 
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
+from engine.resource import UID
 from engine.safefs import TEMP_PREFIX
 from resources._lib.plan import in_thread as _in_thread
 from resources.file import INLINE_LIMIT, FileRes, mode_after, selinux_enabled
@@ -1159,3 +1160,13 @@ async def test_a_first_run_checks_each_file_once(tmp_path: Path, max_checks: int
     finally:
         await engine.stop(graceful=False)
 
+
+def test_the_files_of_a_directory_share_their_list_of_parents() -> None:
+    """autoedges() asks for the nearest managed parent directory; the list of parents is
+    built once per directory, not once per file (half of add_autoedges at 10,000 files)."""
+    a = FileRes(name="a", path="/srv/data/a", content="a\n")
+    b = FileRes(name="b", path="/srv/data/b", content="b\n")
+    want = [UID("file", "/srv/data/"), UID("file", "/srv/"), UID("file", "/")]
+    assert a.autoedges() == [want] and b.autoedges() == [want]
+    assert a.autoedges()[0] is b.autoedges()[0]
+    assert FileRes(name="top", path="/top", content="").autoedges() == [[UID("file", "/")]]
