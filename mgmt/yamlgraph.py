@@ -408,8 +408,11 @@ def _merge(
         raise _NodeProblem(
             line, f"{where or '<<'}: << takes a mapping or a list of mappings, e.g. <<: *base"
         )
+    # Each mapping is nested in the `<<` value, and in its list too when it is in one (as
+    # _check_shape counts it).
+    inner = depth + 1 + isinstance(value, yaml.SequenceNode)
     for source in sources:
-        mapping = _plain(source, constructor, where, depth + 1)
+        mapping = _plain(source, constructor, where, inner)
         for key, item in mapping.items():
             if key not in out:
                 out[key] = item
