@@ -848,6 +848,8 @@ class Reuse:
         """The reusable state of a full parse; None when a later edit must parse it all."""
         if data[:3] == b"\xef\xbb\xbf" or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
             return None  # marks count characters after a BOM, or in UTF-16
+        if data[:1] == b"%" or b"\n%" in data:
+            return None  # a directive (%TAG !! ...): a part read alone would read tags otherwise
         spans = _item_nodes(root)
         if spans is None or len(spans) != len(parsed):
             return None  # a resource was refused, or the resources are not all in block lists
