@@ -408,8 +408,11 @@ def _merge(
         raise _NodeProblem(
             line, f"{where or '<<'}: << takes a mapping or a list of mappings, e.g. <<: *base"
         )
+    # Each mapping is nested in the `<<` value, and in its list too when it is in one (as
+    # _check_shape counts it).
+    inner = depth + 1 + isinstance(value, yaml.SequenceNode)
     for source in sources:
-        mapping = _plain(source, constructor, where, depth + 1)
+        mapping = _plain(source, constructor, where, inner)
         for key, item in mapping.items():
             if key not in out:
                 out[key] = item
@@ -845,6 +848,8 @@ class Reuse:
         """The reusable state of a full parse; None when a later edit must parse it all."""
         if data[:3] == b"\xef\xbb\xbf" or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
             return None  # marks count characters after a BOM, or in UTF-16
+        if data[:1] == b"%" or b"\n%" in data:
+            return None  # a directive (%TAG !! ...): a part read alone would read tags otherwise
         spans = _item_nodes(root)
         if spans is None or len(spans) != len(parsed):
             return None  # a resource was refused, or the resources are not all in block lists

@@ -203,6 +203,23 @@ def test_no_reuse_state_without_incremental_or_with_aliases() -> None:
     assert parse(aliased, "g.yaml", incremental=True).reuse is None
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t.replace('"number 9"', "!!str nine"),  # inside a resource
+        lambda t: t.replace("{name: e,", "{name: !!str e,"),  # inside the edges list
+    ],
+)
+def test_a_directive_keeps_a_part_from_being_read_alone(edit: Any) -> None:
+    """`%TAG !! ...` changes what `!!str` means in the whole document: a part read alone (one
+    resource, one edge) would read it as the standard tag and take what parse() refuses."""
+    before = "%TAG !! tag:example.com,2000:\n---\n" + text(tail=EDGES)
+    first = parse(before, "g.yaml", incremental=True)
+    after = edit(before)
+    assert outcome(after, first) == outcome(after)
+    assert "could not determine a constructor" in outcome(after)[0]
+
+
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     validated: list[str] = []
     original = FileRes.validate

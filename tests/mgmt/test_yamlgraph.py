@@ -542,6 +542,16 @@ def test_nesting_is_bounded_with_or_without_an_anchor_byte(extra: str) -> None:
     assert one_problem("graph: g\n" + extra + seq).startswith(f"g.yaml:{line}: YAML: nests")
 
 
+@pytest.mark.parametrize("extra", ["", "comment: 'a && b'\n"])
+def test_a_merge_list_counts_in_the_nesting_with_or_without_an_anchor_byte(extra: str) -> None:
+    """`<<: [{...}]`: the list is a level as any other, whether _check_shape or _plain
+    bounds it (a merge needs no alias)."""
+    deep = "x:\n  <<: [" + "{a: " * 62 + "1" + "}" * 62 + "]\n"
+    assert one_problem("graph: g\n" + extra + deep) == (
+        f"g.yaml:{3 + extra.count(chr(10))}: YAML: nests deeper than 64 levels"
+    )
+
+
 def test_params_read_the_same_with_or_without_an_anchor_byte() -> None:
     body = """\
         graph: g
