@@ -285,9 +285,11 @@ class FileRes(Edgeable, Reversible, Resource):
     def autoedges(self) -> list[list[UID]]:
         """The nearest managed parent directory, and a managed source."""
         parents, path = [], self._fs_path
-        while path != "/":
-            path = os.path.dirname(path)
-            parents.append(UID("file", path if path == "/" else path + "/"))
+        # Up to the root: "/", or "//" for a path that starts with exactly two slashes
+        # (normpath keeps them, POSIX), whose dirname is itself: it stands for "/".
+        while (parent := os.path.dirname(path)) != path:
+            path = parent
+            parents.append(UID("file", "/" if path in ("/", "//") else path + "/"))
         wants = [parents]
         for fragment in self.fragments or []:
             norm = os.path.normpath(fragment)
