@@ -68,9 +68,11 @@ def _parents(directory: str) -> list[UID]:
     by all the files of `directory` (its users only read it), not one built per file."""
     parents, path = [], directory
     while True:
-        parents.append(UID("file", path if path == "/" else path + "/"))
+        # "//" (a path that starts with exactly two slashes: normpath keeps them, as POSIX
+        # allows) is the root too, and its own dirname.
+        parents.append(UID("file", "/" if path in ("/", "//") else path + "/"))
         parent = os.path.dirname(path)
-        if parent == path:  # "/" (or "//", which POSIX keeps)
+        if parent == path:
             return parents
         path = parent
 

@@ -11,6 +11,7 @@ import pytest
 from engine.engine import Engine, Status
 from engine.graph import Edge, Graph
 from engine.meta import Meta
+from engine.resource import UID
 from resources.exec import ExecRes
 from resources.file import FileRes
 from tests.engine.conftest import settle
@@ -240,3 +241,10 @@ def test_agent_flags_reach_the_engine(tmp_path: Path, flag: str) -> None:
 
     agent = Agent(Config(prefix=tmp_path, hostname="t", **{flag: True}), tmp_path)
     assert getattr(agent.engine, flag.removeprefix("no_")) is False
+
+
+def test_autoedges_of_a_path_with_two_leading_slashes_end_at_the_root() -> None:
+    """normpath keeps "//" at the start of a path, and dirname("//") is "//": the walk up to
+    the root never ended (the agent spun at 100% CPU before its first resource)."""
+    res = FileRes(name="f", path="//srv/a/f")
+    assert res.autoedges()[0] == [UID("file", "//srv/a/"), UID("file", "//srv/"), UID("file", "/")]
