@@ -205,6 +205,8 @@ def deploy_main(argv: list[str], exit_now: bool = False) -> int:
     code = _run(_deploy(args, Timings() if args.timings else None))
     if exit_now:  # the client is closed, ssh-keygen reaped, the threads joined: nothing runs
         try:
+            for handler in logging.getLogger().handlers:  # lines a stopped loop left pending
+                handler.flush()
             sys.stdout.flush()
             sys.stderr.flush()
         except OSError:
