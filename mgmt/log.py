@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import os
+import select
 import socket
 import sys
 from typing import Any, TextIO
@@ -99,6 +101,25 @@ class JournalHandler(logging.Handler):
         super().close()
 
 
+def write_all(stream: TextIO, text: str) -> None:
+    """Write all of `text` to `stream`. A text stream over an unbuffered file (`python -u`,
+    PYTHONUNBUFFERED=1, common in service units) passes each write to the system call once and
+    drops what a partial write leaves: a write to a pipe interrupted by a signal (SIGTERM
+    during a first run) lost the end of a loop pass's lines. Such a stream gets its bytes
+    written here, until they are all out."""
+    raw = getattr(stream, "buffer", None)
+    if not isinstance(raw, io.RawIOBase):
+        stream.write(text)  # buffered: its writer finishes partial writes itself
+        return
+    data = memoryview(text.encode(stream.encoding or "utf-8", stream.errors or "strict"))
+    while data:
+        written = raw.write(data)
+        if written is None:  # a non-blocking descriptor that is full: wait for room
+            select.select([], [raw], [])
+            continue
+        data = data[written:]
+
+
 class BatchingStreamHandler(logging.StreamHandler[TextIO]):
     """A StreamHandler that writes the lines logged during one pass of the running event loop
     with one write at its end (a call_soon); outside a loop (another thread, before or after
@@ -135,7 +156,7 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
                 data = "".join(self._pending)
                 self._pending.clear()
                 try:
-                    self.stream.write(data)
+                    write_all(self.stream, data)
                 except (OSError, ValueError):  # stderr closed: nothing more can be said
                     return
             with contextlib.suppress(OSError, ValueError):
