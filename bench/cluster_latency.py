@@ -33,7 +33,6 @@ import asyncio
 import os
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import sys
@@ -42,7 +41,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from common import ROOT, cluster_agent_argv, fmt_ms, percentiles
+from common import ROOT, cluster_agent_argv, fmt_ms, percentiles, terminate
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -205,11 +204,7 @@ async def measure(
         members = (work / "h1.log").read_text().count("is now a voting member")
         return per_host, both, members + 1
     finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            await proc.wait()
+        await terminate(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,3 +70,13 @@ def cluster_agent_argv(
     if index:
         argv += ["--seeds", f"https://127.0.0.1:{ports[0]}"]
     return argv
+
+
+async def terminate(procs: Iterable[asyncio.subprocess.Process]) -> None:
+    """SIGTERM each of `procs` still running, then wait for every one of them."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        await proc.wait()

@@ -41,7 +41,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -51,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster_latency import free_ports, wait_all
-from common import MGMT, ROOT, cluster_agent_argv, fmt_ms, percentiles
+from common import MGMT, ROOT, cluster_agent_argv, fmt_ms, percentiles, terminate
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -282,11 +281,7 @@ async def compare(against: Path, count: int, short: bool) -> None:
             print(f"  {name}: `mgmt deploy` -> running on all 3: {fmt_ms(percentiles(got.total))}")
             print(f"    its steps, p50 ms since its start: {got.steps_text()}")
     finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            await proc.wait()
+        await terminate(procs)
         for work in works.values():
             shutil.rmtree(work, ignore_errors=True)
 
@@ -351,11 +346,7 @@ async def main() -> None:
                 f"  a host, seen -> running (fetch, verify, compile): {fmt_ms(percentiles(seen))}"
             )
     finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            await proc.wait()
+        await terminate(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cluster_latency import free_ports, replace, wait_all
-from common import MGMT, ROOT
+from common import MGMT, ROOT, terminate
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -102,11 +102,7 @@ class Fleet:
             os.kill(each, signal.SIGSTOP)
 
     async def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            await proc.wait()
+        await terminate(self.procs.values())
 
     async def roles(self) -> tuple[str, list[str]]:
         """The leader's name and the started voting members' names (waits up to 60 s until

@@ -12,6 +12,7 @@ from engine.events import CheckApplied, GraphSwapped
 from mgmt.agent import Agent, load
 from mgmt.config import Config, ExitCode
 from resources.file import FileRes
+from tests.mgmt.test_reparse import counted
 
 N = 50
 
@@ -24,18 +25,24 @@ def graph(out: Path, edited: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+async def converged_agent(path: Path, prefix: Path) -> tuple[Agent, asyncio.Task[int]]:
+    """An agent running the graph file `path`, once it has converged, and its task."""
+    config = Config(file=path, prefix=prefix, hostname="t")
+    agent = Agent(config, config.prefix)
+    runner = asyncio.create_task(agent.run(load(config)))
+    async with asyncio.timeout(20):
+        await agent.converger.converged.wait()
+    return agent, runner
+
+
 async def test_editing_one_resource_touches_that_resource_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, out = tmp_path / "graph.yaml", tmp_path / "out"
     path.write_text(graph(out))
-    config = Config(file=path, prefix=tmp_path / "prefix", hostname="t")
-    agent = Agent(config, config.prefix)
-    runner = asyncio.create_task(agent.run(load(config)))
-    async with asyncio.timeout(20):
-        await agent.converger.converged.wait()
+    agent, runner = await converged_agent(path, tmp_path / "prefix")
     before = dict(agent.engine.vertices)
-    validated = counted_validate(monkeypatch)
+    validated = counted(monkeypatch)
     asked: list[str] = []  # whether a resource needs the cluster: asked of the changed one only
     monkeypatch.setattr(FileRes, "needs_world", lambda self: asked.append(self.name) or False)
     updated: list[str] = []  # the status model looks at the replaced vertex only
@@ -79,13 +86,9 @@ async def test_an_edge_added_to_the_edges_list_rewires_those_two_alone(
     path, out = tmp_path / "graph.yaml", tmp_path / "out"
     edges = "edges:\n  - {from: {kind: file, name: f0}, to: {kind: file, name: f1}}\n"
     path.write_text(graph(out) + edges)
-    config = Config(file=path, prefix=tmp_path / "prefix", hostname="t")
-    agent = Agent(config, config.prefix)
-    runner = asyncio.create_task(agent.run(load(config)))
-    async with asyncio.timeout(20):
-        await agent.converger.converged.wait()
+    agent, runner = await converged_agent(path, tmp_path / "prefix")
     before = dict(agent.engine.vertices)
-    validated = counted_validate(monkeypatch)
+    validated = counted(monkeypatch)
     prepared: list[int] = []
     original = agent.engine.prepare
     monkeypatch.setattr(agent.engine, "prepare", lambda g: prepared.append(1) or original(g))
@@ -108,15 +111,3 @@ async def test_an_edge_added_to_the_edges_list_rewires_those_two_alone(
     agent.stopping.set()
     async with asyncio.timeout(20):
         assert await runner == ExitCode.OK
-
-
-def counted_validate(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    validated: list[str] = []
-    original = FileRes.validate
-
-    def counting(self: FileRes) -> None:
-        validated.append(self.name)
-        original(self)
-
-    monkeypatch.setattr(FileRes, "validate", counting)
-    return validated
