@@ -193,7 +193,7 @@ def journal_stream() -> bool:
     value = os.environ.get("JOURNAL_STREAM", "")
     try:
         st = os.fstat(sys.stderr.fileno())
-    except (OSError, ValueError):
+    except (AttributeError, OSError, ValueError):  # AttributeError: no stderr (`2>&-`)
         return False
     return value == f"{st.st_dev}:{st.st_ino}"
 
@@ -202,7 +202,9 @@ def setup(fmt: str = "text", verbose: bool = False) -> None:
     """Configure the root logger: the journal under systemd, otherwise stderr."""
     logging._srcfile = None  # no caller lookup per record: no format shows it (logging's docs)
     handler: logging.Handler = BatchingStreamHandler(sys.stderr)
-    if journal_stream() and os.path.exists(journal.socket_path()):
+    if sys.stderr is None:  # started with fd 2 closed (`2>&-`): nowhere to say anything
+        handler = logging.NullHandler()
+    elif journal_stream() and os.path.exists(journal.socket_path()):
         handler = JournalHandler(journal.socket_path())
     elif fmt == "json":
         handler.setFormatter(JsonFormatter())
