@@ -335,7 +335,7 @@ class Agent:
             self.reload.set()  # catch an edit made between loading and watching
         self._spawn(self._reload_loop())
         self._spawn(self._report_convergence())
-        if sys.stderr.isatty() and self.config.log_format == "text":
+        if sys.stderr is not None and sys.stderr.isatty() and self.config.log_format == "text":
             self._spawn(self._show_progress())
 
     async def _report_convergence(self) -> None:

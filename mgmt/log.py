@@ -20,6 +20,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import sys
 from typing import Any, TextIO
 
@@ -62,6 +63,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data)
 
 
+SEND_WAIT = 2.0  # seconds a journal record waits for room in journald's queue, at most
+
 # logging's levels as syslog's priorities (the journal's PRIORITY field).
 PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6}
 
@@ -73,7 +76,13 @@ class JournalHandler(logging.Handler):
         super().__init__()
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self.sock.setblocking(False)
+        # journald's queue holds few datagrams (net.unix.max_dgram_qlen: 10 on some hosts) and
+        # a first run logs thousands of lines at once: a send waits for room, as libsystemd's
+        # does, but at most SEND_WAIT, so that a wedged journald cannot wedge the agent.
+        timeout = struct.pack("ll", int(SEND_WAIT), int(SEND_WAIT % 1 * 1_000_000))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
+        self._stalled = False  # a send timed out: don't wait again until one goes through
+        self._dropped = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -91,9 +100,25 @@ class JournalHandler(logging.Handler):
                 fields["MGMT_KIND"] = str(kind)
                 fields["MGMT_NAME"] = str(getattr(record, "res_name", ""))
             data = journal.encode(fields)[: journal.MAX_DATAGRAM]
-            self.sock.sendto(data, self.path)
+            self._send(data)
         except OSError:
             self.handleError(record)
+
+    def _send(self, data: bytes) -> None:
+        flags = socket.MSG_DONTWAIT if self._stalled else 0
+        try:
+            self.sock.sendto(data, flags, self.path)
+        except BlockingIOError:  # still full after SEND_WAIT (stderr is journald's too: no word)
+            self._stalled = True
+            self._dropped += 1
+            return
+        self._stalled = False
+        if self._dropped:
+            lost = {"MESSAGE": f"{self._dropped} log lines dropped: the journal was full"}
+            self._dropped = 0
+            fields = {**lost, "PRIORITY": "4", "SYSLOG_IDENTIFIER": "mgmt", "MGMT_LOGGER": "log"}
+            with contextlib.suppress(OSError):
+                self.sock.sendto(journal.encode(fields), socket.MSG_DONTWAIT, self.path)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -168,7 +193,7 @@ def journal_stream() -> bool:
     value = os.environ.get("JOURNAL_STREAM", "")
     try:
         st = os.fstat(sys.stderr.fileno())
-    except (OSError, ValueError):
+    except (AttributeError, OSError, ValueError):  # AttributeError: no stderr (`2>&-`)
         return False
     return value == f"{st.st_dev}:{st.st_ino}"
 
@@ -177,7 +202,9 @@ def setup(fmt: str = "text", verbose: bool = False) -> None:
     """Configure the root logger: the journal under systemd, otherwise stderr."""
     logging._srcfile = None  # no caller lookup per record: no format shows it (logging's docs)
     handler: logging.Handler = BatchingStreamHandler(sys.stderr)
-    if journal_stream() and os.path.exists(journal.socket_path()):
+    if sys.stderr is None:  # started with fd 2 closed (`2>&-`): nowhere to say anything
+        handler = logging.NullHandler()
+    elif journal_stream() and os.path.exists(journal.socket_path()):
         handler = JournalHandler(journal.socket_path())
     elif fmt == "json":
         handler.setFormatter(JsonFormatter())

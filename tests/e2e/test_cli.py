@@ -6,12 +6,22 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Daemon, has_content, has_mode, pid_alive, run_mgmt, wait_path
+from tests.e2e.helpers import (
+    MGMT,
+    ROOT,
+    Daemon,
+    has_content,
+    has_mode,
+    pid_alive,
+    run_mgmt,
+    wait_path,
+)
 from tests.fuzz.hostile import BIG, HUGE, LAUGHS
 
 
@@ -635,3 +645,24 @@ def test_a_prefix_ending_in_dot_dot_is_refused_and_left_as_it_is(tmp_path: Path)
     assert "name the directory itself" in out
     assert has_mode(0o755)(tmp_path)
     assert not (tmp_path / "out").exists()
+
+
+def test_run_with_stderr_closed_applies_the_graph(tmp_path: Path) -> None:
+    """Started with fd 2 closed (`2>&-`, as some cron jobs and daemons are), Python's
+    sys.stderr is None: the agent still applies the graph and exits 0 (it crashed with an
+    AttributeError in its log setup, and applied nothing)."""
+    spec = tmp_path / "graph.yaml"
+    out = tmp_path / "out"
+    spec.write_text(
+        f"graph: g\nresources:\n  file:\n    - name: a\n      path: {out}\n      content: x\n"
+    )
+    argv = [*MGMT, "run", "--tmp-prefix", "--converged-timeout", "0", "yaml", str(spec)]
+    proc = subprocess.run(
+        ["sh", "-c", 'exec "$@" 2>&-', "sh", *argv],
+        check=False,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    assert out.read_text() == "x"
