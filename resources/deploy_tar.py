@@ -37,7 +37,7 @@ from engine.program import Program
 from engine.resource import UID, Edgeable, Resource, register
 from resources._lib import tarformat
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.programwatch import follow_program
+from resources._lib.programwatch import current_program, follow_program
 from resources._lib.stamp import check_abs_file, file_needs, file_uids
 
 NEW_MODE = 0o600  # a new archive's mode: a program may hold secrets (an existing one keeps its own)
@@ -100,14 +100,7 @@ class DeployTarRes(Edgeable, Resource):
         return file_needs(self._path, [])
 
     async def _program(self) -> Program:
-        ref = self.handle.program
-        program = await in_thread(lambda: ref.get(fresh=True)) if ref is not None else None
-        if program is None:
-            raise ResourceError(
-                "this agent runs no program to archive (it runs a puppet manifest or a graph "
-                "given by the caller, or waits for its first deploy)"
-            )
-        return program
+        return await current_program(self.handle, "to archive")
 
     def _write(self, data: bytes, program: Program) -> str:
         """Replace the archive with `data` (in a worker thread); the line to log."""

@@ -50,7 +50,7 @@ from engine.program import Program
 from engine.resource import Resource, register
 from engine.world import join_info
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.programwatch import follow_program
+from resources._lib.programwatch import current_program, follow_program
 
 if TYPE_CHECKING:
     import asyncssh
@@ -435,14 +435,7 @@ class RemoteRes(Resource):
     # what the child needs ---------------------------------------------------------------
 
     async def _program(self) -> Program:
-        ref = self.handle.program
-        program = await in_thread(lambda: ref.get(fresh=True)) if ref is not None else None
-        if program is None:
-            raise ResourceError(
-                "this agent runs no program to run remotely (it runs a puppet manifest or a "
-                "graph given by the caller, or waits for its first deploy)"
-            )
-        return program
+        return await current_program(self.handle, "to run remotely")
 
     async def _push(self, program: Program) -> None:
         pyz = await in_thread(zipapp)

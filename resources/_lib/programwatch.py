@@ -4,6 +4,8 @@
 the paths in `also`, of a local program's files (`Program.watch`: its files, and its
 `files/` or `lang DIR/` recursively) and for each new program (`changed`, set by the kind's
 `handle.program.subscribe` callback: a new deploy). Runs until cancelled.
+`current_program(handle, doing)`: the program as it is now, or a ResourceError saying why
+there is none.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from engine.errors import ResourceError
 from engine.handle import Handle
+from engine.program import Program
 from engine.watcher import PathWatcher
 from resources._lib.plan import in_thread
 
@@ -49,3 +52,16 @@ async def _forward(handle: Handle, changes: PathWatcher, before: Callable[[], No
         if before is not None:
             before()
         await handle.event()
+
+
+async def current_program(handle: Handle, doing: str) -> Program:
+    """The program this agent runs, read afresh; a ResourceError if it runs none (`doing`:
+    what the kind would do with it, for the message)."""
+    ref = handle.program
+    program = await in_thread(lambda: ref.get(fresh=True)) if ref is not None else None
+    if program is None:
+        raise ResourceError(
+            f"this agent runs no program {doing} (it runs a puppet manifest or a graph given "
+            "by the caller, or waits for its first deploy)"
+        )
+    return program

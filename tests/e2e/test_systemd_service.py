@@ -259,6 +259,8 @@ def test_a_first_runs_burst_of_lines_all_reach_a_busy_journal(tmp_path: Path) ->
 
     def busy_journal() -> None:  # takes the first line, then is busy for a while
         records.append(receiver.recv(300_000))
+        # The scenario, not a wait for an event: journald busy for 1 s (less than the agent's
+        # SEND_WAIT of 2 s), so that the queue fills and the agent's sends must wait for room.
         time.sleep(1.0)
         receiver.settimeout(2)  # the agent is done when its lines stop
         with contextlib.suppress(OSError):

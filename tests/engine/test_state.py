@@ -203,11 +203,19 @@ async def test_a_graceful_stop_while_init_runs_lets_it_finish_then_cleans_up_onc
 ) -> None:
     res = SlowInit(name="a")
     vertex = Vertex(engine, res)
+    stopping_told = asyncio.Event()
+
+    def told(event: VertexChanged) -> None:
+        if event.vertex.status is Status.STOPPING:
+            stopping_told.set()
+
+    engine.listeners.subscribe(VertexChanged, told)
     vertex.start()
     await res.entered.wait()
     stopping = asyncio.create_task(vertex.stop())
-    await asyncio.sleep(0)
-    assert not stopping.done()  # it waits for init()
+    async with asyncio.timeout(10):
+        await stopping_told.wait()  # the stop began, and waits for init() since
+    assert not stopping.done()
     res.release.set()
     await stopping
     assert vertex.status is Status.STOPPED and not vertex._tasks and vertex.ready.is_set()

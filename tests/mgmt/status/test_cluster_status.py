@@ -15,6 +15,7 @@ from mgmt.deploy.status import SUMMARY
 from mgmt.status import cluster as status_cluster
 from mgmt.status.cluster import ClusterStatus
 from mgmt.status.model import StatusModel
+from tests.aio import pass_ended
 from tests.mgmt.cluster.helpers import members
 
 
@@ -53,11 +54,11 @@ async def test_a_burst_of_changes_is_one_write(
             await next_write(1)
             for _ in range(2):  # two changes back to back, each applied and converged
                 model.set_converged(False)
-                for _ in range(5):  # the swap and the checks: turns of the loop, not time
-                    await asyncio.sleep(0)
+                for _ in range(5):  # the swap and the checks: passes of the loop, not time
+                    await pass_ended()
                 model.set_converged(True)
                 for _ in range(5):
-                    await asyncio.sleep(0)
+                    await pass_ended()
             await next_write(2)
             with pytest.raises(TimeoutError):  # nothing else comes: generous, not a threshold
                 async with asyncio.timeout(1.5):
