@@ -60,6 +60,14 @@ async def deploy(via: DeployHost, *args: str) -> tuple[int, str]:
     return await asyncio.to_thread(run_mgmt, [*base, *args])
 
 
+async def serving(*hosts: DeployHost) -> None:
+    """Wait until each host's own etcd member serves clients (a host is in the cluster as a
+    client first; `mgmt deploy --seeds` its URL before its member starts is refused)."""
+    for host in hosts:
+        assert host.daemon is not None
+        await host.daemon.wait_log(f"etcd member {host.name} serving clients", timeout=60)
+
+
 async def push(via: DeployHost, key: Key, source: Path, *flags: str) -> str:
     code, out = await deploy(via, *flags, "--sign-key", str(key.private), "lang", f"{source}/")
     assert code == 0, out
@@ -112,6 +120,7 @@ async def test_deploy_swap_refusal_rollback_and_catch_up_on_three_hosts(tmp_path
     async with fleet(hosts):  # type: ignore[arg-type]
         for i, host in enumerate(hosts):
             await host.start(seeds=hosts[:1] if i else [])
+        await serving(h2, h3)  # pushed through below
         # 1: pushed once, to any host: every host runs it.
         await push(h2, alice, program(src, out, "v1"))
         await all_have(out, hosts, "v1")
