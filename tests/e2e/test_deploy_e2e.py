@@ -60,9 +60,12 @@ async def deploy(via: DeployHost, *args: str) -> tuple[int, str]:
     return await asyncio.to_thread(run_mgmt, [*base, *args])
 
 
-async def serving(*hosts: DeployHost) -> None:
-    """Wait until each host's own etcd member serves clients (a host is in the cluster as a
-    client first; `mgmt deploy --seeds` its URL before its member starts is refused)."""
+async def start_serving(hosts: list[DeployHost]) -> None:
+    """Start the hosts (the first makes the cluster, the others join it), then wait until each
+    one's own etcd member serves clients (a host is in the cluster as a client first:
+    `mgmt deploy --seeds` its URL before its member starts is refused)."""
+    for i, host in enumerate(hosts):
+        await host.start(seeds=hosts[:1] if i else [])
     for host in hosts:
         assert host.daemon is not None
         await host.daemon.wait_log(f"etcd member {host.name} serving clients", timeout=60)
@@ -118,9 +121,7 @@ async def test_deploy_swap_refusal_rollback_and_catch_up_on_three_hosts(tmp_path
     ]
     h1, h2, h3 = hosts
     async with fleet(hosts):  # type: ignore[arg-type]
-        for i, host in enumerate(hosts):
-            await host.start(seeds=hosts[:1] if i else [])
-        await serving(h2, h3)  # pushed through below
+        await start_serving(hosts)  # pushed through h2 and h3 below
         # 1: pushed once, to any host: every host runs it.
         await push(h2, alice, program(src, out, "v1"))
         await all_have(out, hosts, "v1")
