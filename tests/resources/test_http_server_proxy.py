@@ -151,6 +151,7 @@ async def test_streams_and_never_shows_a_partial_file(
     tmp_path: Path, engine: Engine, upstream: Upstream
 ) -> None:
     cache = tmp_path / "cache"
+    cache.mkdir()  # there before the download: its listing is what the client could see
     base = await start(engine, upstream, cache)
     port = int(base.rpartition(":")[2])
 
