@@ -21,23 +21,29 @@ thread (cProfile, DIR/<pid>.prof; wall time: inflated on a loaded machine).
 
 `--baseline DIR` runs the same measurement, round after round, with the agents of another
 checkout (e.g. `git archive BASE | tar -x -C DIR`) and prints both side by side with the load.
+`--etcd-arg ARG` (repeatable) also measures this tree with ARG added to every etcd member's
+command line (an `etcd` wrapper first on that variant's PATH), to weigh an etcd setting, e.g.
+`--etcd-arg=--wal-dir={shm}` ({shm}: a fresh directory on tmpfs per member) (see docs/benchmarks.md for what each one costs).
 
     .venv/bin/python bench/cluster_latency.py [--count 100] [--short-timings] [--rounds 1]
-        [--baseline DIR] [--stages]
+        [--baseline DIR] [--stages] [--etcd-arg ARG ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import statistics
 import sys
 import tempfile
 import time
+from asyncio.subprocess import PIPE, STDOUT, Process, create_subprocess_exec
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -105,14 +111,44 @@ async def wait_all(
     return done
 
 
-async def all_members(log: Path) -> None:
-    """Until h1 logged that h2 and h3 are voting members (on each write to its log). Measured
-    while a nominee was still starting, one change took 3.9 s (and one 25 s): the cluster had
-    two members, one of them not running, so no quorum until it was replaced."""
-    async with asyncio.timeout(60), PathWatcher([log]) as watcher:
-        writes = aiter(watcher)
-        while log.read_text().count("is now a voting member") < len(HOSTS) - 1:  # noqa: ASYNC240
-            await anext(writes)
+class AgentLog:
+    """What an agent wrote to its stdout and stderr, through a pipe (as to journald under
+    systemd), kept in memory; or, with `to_file`, a file on the disk that the agent writes
+    itself (`mgmt run > FILE`: each line written may wait for an ext4 journal commit, i.e.
+    for the fsyncs of every process on the file system)."""
+
+    def __init__(self, path: Path, to_file: bool) -> None:
+        self.path = path
+        self.text = bytearray()
+        self.grew = asyncio.Event()
+        self.to_file = to_file
+
+    async def start(self, argv: list[str], cwd: Path, env: dict[str, str]) -> Process:
+        """The agent `argv` writing here; follow() must then run until it exits."""
+        if not self.to_file:
+            return await create_subprocess_exec(*argv, stdout=PIPE, stderr=STDOUT, cwd=cwd, env=env)
+        with self.path.open("wb") as out:
+            return await create_subprocess_exec(*argv, stdout=out, stderr=out, cwd=cwd, env=env)
+
+    async def follow(self, proc: Process) -> None:
+        """The agent's output until it ends (a task per agent; with to_file, nothing to do)."""
+        while proc.stdout is not None and (chunk := await proc.stdout.read(65536)):
+            self.text += chunk
+            self.grew.set()
+
+    def read(self) -> str:
+        return self.path.read_text() if self.to_file else self.text.decode(errors="replace")
+
+    async def all_members(self) -> None:
+        """Until h1 logged that h2 and h3 are voting members (on each write to its log).
+        Measured while a nominee was still starting, one change took 3.9 s (and one 25 s):
+        the cluster had two members, one of them not running, so no quorum until it was
+        replaced."""
+        async with asyncio.timeout(60), contextlib.AsyncExitStack() as stack:
+            writes = aiter(await stack.enter_async_context(PathWatcher([self.path])))
+            while self.read().count("is now a voting member") < len(HOSTS) - 1:
+                self.grew.clear()
+                await (anext(writes) if self.to_file else self.grew.wait())
 
 
 Marks = list[tuple[float, list[float]]]  # per change: its start, when each collector had it
@@ -135,6 +171,20 @@ def cpu_of(agents: dict[str, int]) -> CpuUse:
     return use
 
 
+def etcd_wrapper(scratch: Path, shm: Path, extra: list[str]) -> dict[str, str]:
+    """Environment in which `etcd` (found on PATH by the agents) runs with `extra` appended.
+    `{shm}` in an argument is a fresh directory per member on tmpfs, under `shm` (a WAL dir)."""
+    etcd = shutil.which("etcd") or "/usr/bin/etcd"
+    wrapper = scratch / "etcd-wrapper"
+    wrapper.mkdir()
+    fresh = f"'\"$(mktemp -d -p {shlex.quote(str(shm))})\"'"
+    args = " ".join(shlex.quote(a).replace("{shm}", fresh) for a in extra)
+    script = wrapper / "etcd"
+    script.write_text(f'#!/bin/sh\nexec {shlex.quote(etcd)} "$@" {args}\n')
+    script.chmod(0o755)
+    return {"PATH": f"{wrapper}:{os.environ.get('PATH', '')}"}
+
+
 async def measure(
     tree: Path,
     nice: int,
@@ -143,18 +193,20 @@ async def measure(
     *,
     marks: Marks,
     cpu: CpuUse,
+    extra_env: dict[str, str],
+    log_files: bool,
 ) -> tuple[list[float], list[float], int]:
     """Seconds per collector update and per change (both updated), and the etcd members; with
     `stages`, the agents write their stage timestamps there, and each change goes in marks;
     the CPU each process used during the changes is added to `cpu`."""
-    env = None
-    if stages is not None:
-        hook = {"PYTHONPATH": str(ROOT / "bench" / "stages"), "MGMT_BENCH_STAGES": str(stages)}
-        env = {**os.environ, **hook}
+    hook = {"PYTHONPATH": str(ROOT / "bench" / "stages"), "MGMT_BENCH_STAGES": str(stages)}
+    env = {**os.environ, **extra_env, **(hook if stages is not None else {})}
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-cluster-"))
     ports = free_ports(2 * len(HOSTS))
     timings = ["--etcd-heartbeat-interval", "10", "--etcd-election-timeout", "100"]
-    procs: list[asyncio.subprocess.Process] = []
+    procs: list[Process] = []
+    logs = [AgentLog(work / f"{host}.log", log_files) for host in HOSTS]
+    readers: list[asyncio.Task[None]] = []
     targets = [work / "shared" / peer / "value" for peer in HOSTS[1:]]
     create_ca(work / "cluster-ca")  # every host mints its certificate from it
     try:
@@ -167,18 +219,14 @@ async def measure(
                 *(["--nice", str(nice)] if nice else []),
             ]
             argv = cluster_agent_argv([sys.executable, "-m", "mgmt"], host, i, work, ports, *extra)
-            log = (work / f"{host}.log").open("w")
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    *argv, "yaml", str(graph), stdout=log, stderr=log, cwd=tree, env=env
-                )
-            )
+            procs.append(await logs[i].start([*argv, "yaml", str(graph)], tree, env))
+            readers.append(asyncio.create_task(logs[i].follow(procs[-1])))
         (work / "shared" / "h2").mkdir(parents=True)
         (work / "shared" / "h3").mkdir(parents=True)
         async with PathWatcher(targets) as events:
             watcher = aiter(events)
             await wait_all(watcher, targets, token)
-            await all_members(work / "h1.log")  # not measuring the cluster's growth
+            await logs[0].all_members()  # not measuring the cluster's growth
             for _ in range(10):  # warm up
                 token = secrets.token_hex(8)
                 replace(work / "h1.yaml", exporter_graph(work, token))
@@ -201,10 +249,11 @@ async def measure(
             await asyncio.sleep(IDLE)  # a window of no change: what the processes use idle
             for name, used in cpu_of(agents).items():
                 cpu[f"idle {name}"] = cpu.get(f"idle {name}", 0.0) + used - after.get(name, 0.0)
-        members = (work / "h1.log").read_text().count("is now a voting member")
+        members = logs[0].read().count("is now a voting member")
         return per_host, both, members + 1
     finally:
         await terminate(procs)
+        await asyncio.gather(*readers)  # the pipes' ends: each agent has exited
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -284,27 +333,47 @@ async def main() -> None:
     parser.add_argument(
         "--short-timings", action="store_true", help="etcd heartbeat 10 ms, election 100 ms"
     )
+    parser.add_argument(
+        "--etcd-arg",
+        action="append",
+        default=[],
+        help="also this tree with ARG on etcd's command line ({shm}: a fresh dir on tmpfs)",
+    )
+    parser.add_argument(
+        "--log-files",
+        action="store_true",
+        help="also this tree with each agent writing its log to a file (not a pipe)",
+    )
     args = parser.parse_args()
-    trees = {"this tree": (ROOT, 0)}
+    scratch = Path(tempfile.mkdtemp(prefix="mgmt-bench-stages-"))
+    trees: dict[str, tuple[Path, int, dict[str, str], bool]] = {"this tree": (ROOT, 0, {}, False)}
     if args.nice:
-        trees[f"this tree, --nice {args.nice}"] = (ROOT, args.nice)
+        trees[f"this tree, --nice {args.nice}"] = (ROOT, args.nice, {}, False)
+    if args.log_files:
+        trees["this tree, logs to files"] = (ROOT, 0, {}, True)
+    shm = Path("/dev/shm") / scratch.name  # only made and used for {shm}
+    if args.etcd_arg:
+        if any("{shm}" in a for a in args.etcd_arg):
+            shm.mkdir()
+        env = etcd_wrapper(scratch, shm, args.etcd_arg)
+        trees[f"this tree, etcd {' '.join(args.etcd_arg)}"] = (ROOT, 0, env, False)
     if args.baseline is not None:
-        trees["baseline"] = (args.baseline.resolve(), 0)
+        trees["baseline"] = (args.baseline.resolve(), 0, {}, False)
     per_host: dict[str, list[float]] = {name: [] for name in trees}
     both: dict[str, list[float]] = {name: [] for name in trees}
     loads: dict[str, list[float]] = {name: [] for name in trees}
     members = 0
-    scratch = Path(tempfile.mkdtemp(prefix="mgmt-bench-stages-"))
     stages = {name: scratch / str(i) for i, name in enumerate(trees)} if args.stages else {}
     marks: dict[str, Marks] = {name: [] for name in trees}
     cpu: dict[str, CpuUse] = {name: {} for name in trees}
     for directory in stages.values():
         directory.mkdir()
     for _ in range(args.rounds):
-        for name, (tree, nice) in trees.items():
+        for name, (tree, nice, extra_env, log_files) in trees.items():
             one, all_, members = await measure(
-                tree, nice, args, stages.get(name), marks=marks[name], cpu=cpu[name]
-            )
+                tree, nice, args, stages.get(name), marks=marks[name], cpu=cpu[name],
+                extra_env=extra_env, log_files=log_files,
+            )  # fmt: skip
             per_host[name] += one
             both[name] += all_
             loads[name].append(os.getloadavg()[0])
@@ -313,7 +382,7 @@ async def main() -> None:
         f"members), {'short' if args.short_timings else 'default'} etcd timings, "
         f"{os.cpu_count()} cores (target p50<=10ms p99<=30ms):"
     )
-    for name, (tree, _nice) in trees.items():
+    for name, (tree, *_) in trees.items():
         load = "-".join(f"{x:.1f}" for x in (min(loads[name]), max(loads[name])))
         print(f"  {name} ({tree}), load {load}:")
         print(f"    file updated on a collector: {fmt_ms(percentiles(per_host[name]))}")
@@ -332,6 +401,7 @@ async def main() -> None:
             print("    stages (ms over the changes; the last column: over the slowest tenth):")
             print("\n".join(stage_report(stages[name], marks[name])))
     shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(shm, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -7,20 +7,22 @@ It also watches the summaries, the deploy statuses and the liveness keys of ever
 the page every host's row (mgmt.deploy.status.HostStatus: the same rows `mgmt status --cluster`
 and `mgmt deploy --status` print) as they change: no polling.
 
-Both act at most once per BURST seconds: one change of the graph is a burst of changes of
-the model (the swap, each resource's check, converged since a new time), and on N hosts, N
-summaries written within a few ms; each write is a raft commit with a WAL fsync on every
-member, and every host reads the rows again. Written and read at each step, the summaries were
-~4 writes and ~25 reads in the cluster per collected change (issue 16): the next export's
-commit queued behind them, and the agents spent more CPU on them than on the change. A first
-change is written (once the graph settled, see HOLD) and read at once; what follows within
-BURST comes with the next write or read.
+The summary is written once the model has been quiet for QUIET seconds (and the graph is
+converged), or MAX_DELAY seconds after the first change of a stream of changes that does not
+stop: one change of the graph is a burst of changes of the model (the swap, each resource's
+check, converged since a new time), and each write is a raft commit with a WAL fsync on every
+member, which every host answers with a read of the rows. Written at each step, the summaries
+were ~4 writes and ~25 reads in the cluster per collected change (issue 16); written at the
+first convergence of each BURST, they still landed right after a change, where the next one
+starts: its export's commit queued behind two or three of them (cluster_latency.py, ~2 ms of
+the median, a fifth of the CPU per change). So a summary is up to QUIET late after a lone
+change, and MAX_DELAY late while changes keep coming. The rows are read at once after a
+change, then at most once per BURST.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from dataclasses import asdict
@@ -34,10 +36,11 @@ from mgmt.status.model import StatusModel
 
 log = logging.getLogger("cluster")
 
-HOLD = 1.0  # seconds a summary written while the graph is not converged waits for it
+QUIET = 0.25  # seconds without a change (and converged) before the summary is written
+MAX_DELAY = 2.0  # seconds a summary waits at most while its model keeps changing
 RETRY_MAX = 2.0  # seconds between attempts while the cluster cannot be reached (doubling)
 
-BURST = 0.25  # seconds a change waits for the rest of its burst (see the module doc)
+BURST = 0.25  # seconds between two reads of the rows (see the module doc)
 
 
 def summary(model: StatusModel) -> dict[str, Any]:
@@ -81,15 +84,13 @@ class ClusterStatus:
         delay = 0.05
         while True:
             await self._changed.wait()
-            await self._settled()
-            self._changed.clear()
+            await self._quiet()
             data = json.dumps(summary(self.model), sort_keys=True).encode()
             if data == published:
                 continue
             try:
                 await self.client.put(self.key, data)
                 published, delay = data, 0.05
-                await asyncio.sleep(BURST)  # the rest of a burst waits: not a readiness wait
             except WorldError as err:
                 log.debug("host status: %s", err)
                 await self.client.connected.wait()
@@ -97,16 +98,20 @@ class ClusterStatus:
                 delay = min(delay * 2, RETRY_MAX)
                 self._changed.set()
 
-    async def _settled(self) -> None:
-        """While the graph is not converged (mostly: a swap is being applied), until it is, at
-        most HOLD: the summary written at once would be written again a few ms later, and
-        each write is one of every member's log, on the disks and cores that apply the swap
-        (the deploys' latency). A change while converged is written at once."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(HOLD):
-                while self.model.converged_since is None:
-                    self._changed.clear()
+    async def _quiet(self) -> None:
+        """Until the model has not changed for QUIET s and the graph is converged (a summary
+        written in the middle of a swap would be written again a few ms later), at most
+        MAX_DELAY s. Not a readiness wait: the time a summary is held back, on purpose."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MAX_DELAY
+        while (left := deadline - loop.time()) > 0:
+            self._changed.clear()
+            try:
+                async with asyncio.timeout(min(QUIET, left)):
                     await self._changed.wait()
+            except TimeoutError:
+                if self.model.converged_since is not None:
+                    return
 
     async def _follow(self) -> None:
         changed = asyncio.Event()

@@ -1,4 +1,5 @@
-"""This host's summary in a real etcd (mgmt.status.cluster): written once per burst of changes."""
+"""This host's summary in a real etcd (mgmt.status.cluster): written once a burst of changes
+is over, and not in the middle of a stream of changes (where the next export waits)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ async def test_a_burst_of_changes_is_one_write(
     """Not converged, then converged again a few turns of the loop later (a collected change
     swapped in and applied), twice: one write of the summary, not one per step or change. Each write is a raft
     commit that the next export queues behind, and a read of three prefixes by every agent
-    (issue 16). BURST is made long here so that a busy machine cannot split the burst."""
-    monkeypatch.setattr(status_cluster, "BURST", 0.5)
+    (issue 16). QUIET is made long here so that a busy machine cannot split the burst."""
+    monkeypatch.setattr(status_cluster, "QUIET", 0.5)
     key = (SUMMARY + "h").encode()
     written: list[dict[str, Any]] = []
     arrived = asyncio.Event()
@@ -71,3 +72,61 @@ async def test_a_burst_of_changes_is_one_write(
             await engine.stop(graceful=False)
     assert [w["converged"] for w in written] == [True, True], written
     assert written[1]["since"] == model.converged_since
+
+
+async def test_no_write_while_changes_keep_coming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream of changes (a collected change swapped in and converged every ~10 ms, as in
+    bench/cluster_latency.py) for longer than the reads' BURST: the summary is written once it
+    is over, not at the first convergence of each BURST, where it landed right after a change,
+    in front of the next one's export (issue 16). Then, with a short MAX_DELAY, a stream that
+    does not stop is still written while it goes on."""
+    monkeypatch.setattr(status_cluster, "QUIET", 1.0)  # long: gaps of a busy machine's loop
+    monkeypatch.setattr(status_cluster, "MAX_DELAY", 600.0)
+    key = (SUMMARY + "h").encode()
+    written: list[dict[str, Any]] = []
+    arrived = asyncio.Event()
+
+    def on_events(events: Any) -> None:
+        for event in events or []:
+            written.append(json.loads(bytes(event.kv.value)))
+        arrived.set()
+
+    async def next_write(count: int) -> None:
+        async with asyncio.timeout(20):
+            while len(written) < count:
+                arrived.clear()
+                await arrived.wait()
+
+    async def stream(seconds: float) -> None:
+        end = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < end:
+            model.set_converged(False)
+            await pass_ended()
+            model.set_converged(True)
+            await asyncio.sleep(0.01)  # the pace of the changes: not a readiness wait
+
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url])
+        unsubscribe = await client.subscribe(key, lambda: None, events=on_events)
+        status = ClusterStatus(model, client, "h")
+        try:
+            model.set_converged(True)
+            status.start()
+            await next_write(1)
+            await stream(4 * status_cluster.BURST)
+            assert len(written) == 1, written  # nothing in the middle of the stream
+            await next_write(2)
+            assert written[1]["since"] == model.converged_since
+            monkeypatch.setattr(status_cluster, "MAX_DELAY", 0.3)
+            await stream(3.0)  # at least one write per 0.3 s on an idle machine: ~10
+            assert len(written) >= 3, written
+        finally:
+            await status.stop()
+            await unsubscribe()
+            await client.close()
+            model.close()
+            await engine.stop(graceful=False)
