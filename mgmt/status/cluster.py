@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from dataclasses import asdict
 from typing import Any
 
@@ -68,8 +69,13 @@ class ClusterStatus:
         self.key = (SUMMARY + hostname).encode()
         self._changed = asyncio.Event()
         self._changed.set()
+        self._last = -math.inf  # the loop's time of the model's last change
         self._tasks = TaskSet("cluster status", log)
-        self._unwatch = model.on_change(self._changed.set)
+        self._unwatch = model.on_change(self._on_change)
+
+    def _on_change(self) -> None:
+        self._last = asyncio.get_running_loop().time()
+        self._changed.set()
 
     def start(self) -> None:
         self._tasks.spawn(self._publish(), "publish the summary")
@@ -101,17 +107,18 @@ class ClusterStatus:
     async def _quiet(self) -> None:
         """Until the model has not changed for QUIET s and the graph is converged (a summary
         written in the middle of a swap would be written again a few ms later), at most
-        MAX_DELAY s. Not a readiness wait: the time a summary is held back, on purpose."""
+        MAX_DELAY s. Not a readiness wait: the time a summary is held back, on purpose. It
+        sleeps (at most once per QUIET), not woken by each of a swap's many model changes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + MAX_DELAY
-        while (left := deadline - loop.time()) > 0:
-            self._changed.clear()
-            try:
-                async with asyncio.timeout(min(QUIET, left)):
-                    await self._changed.wait()
-            except TimeoutError:
-                if self.model.converged_since is not None:
-                    return
+        while True:
+            now = loop.time()
+            quiet_at = self._last + QUIET
+            if now >= deadline or (now >= quiet_at and self.model.converged_since is not None):
+                self._changed.clear()  # what changed until now is in the summary written next
+                return
+            wake = quiet_at if quiet_at > now else now + QUIET  # quiet, not converged: again
+            await asyncio.sleep(min(wake, deadline) - now)
 
     async def _follow(self) -> None:
         changed = asyncio.Event()
