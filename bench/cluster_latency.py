@@ -323,7 +323,7 @@ def stage_report(stages: Path, marks: Marks) -> list[str]:
     return lines
 
 
-async def main() -> None:
+def options() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=100, help="changes per round and tree")
     parser.add_argument("--rounds", type=int, default=1)
@@ -344,26 +344,42 @@ async def main() -> None:
         action="store_true",
         help="also this tree with each agent writing its log to a file (not a pipe)",
     )
-    args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="mgmt-bench-stages-"))
-    trees: dict[str, tuple[Path, int, dict[str, str], bool]] = {"this tree": (ROOT, 0, {}, False)}
+    return parser.parse_args()
+
+
+Variant = tuple[Path, int, dict[str, str], bool]  # tree, nice, environment, logs to files
+
+
+def variants(args: argparse.Namespace, scratch: Path, shm: Path) -> dict[str, Variant]:
+    """What is measured, by name."""
+    trees: dict[str, Variant] = {"this tree": (ROOT, 0, {}, False)}
     if args.nice:
         trees[f"this tree, --nice {args.nice}"] = (ROOT, args.nice, {}, False)
     if args.log_files:
         trees["this tree, logs to files"] = (ROOT, 0, {}, True)
-    shm = Path("/dev/shm") / scratch.name  # only made and used for {shm}
     if args.etcd_arg:
-        if any("{shm}" in a for a in args.etcd_arg):
-            shm.mkdir()
         env = etcd_wrapper(scratch, shm, args.etcd_arg)
         trees[f"this tree, etcd {' '.join(args.etcd_arg)}"] = (ROOT, 0, env, False)
     if args.baseline is not None:
         trees["baseline"] = (args.baseline.resolve(), 0, {}, False)
+    return trees
+
+
+async def main() -> None:
+    args = options()
+    scratch = Path(tempfile.mkdtemp(prefix="mgmt-bench-stages-"))
+    # On tmpfs: the WAL dirs of {shm}, and the stage stamps (written by the agents' loops: on
+    # ext4, a write may wait for a journal commit, i.e. for everyone's fsyncs).
+    shm = Path("/dev/shm") / scratch.name
+    if shm.parent.is_dir() and (args.stages or any("{shm}" in a for a in args.etcd_arg)):
+        shm.mkdir()
+    trees = variants(args, scratch, shm)
     per_host: dict[str, list[float]] = {name: [] for name in trees}
     both: dict[str, list[float]] = {name: [] for name in trees}
     loads: dict[str, list[float]] = {name: [] for name in trees}
     members = 0
-    stages = {name: scratch / str(i) for i, name in enumerate(trees)} if args.stages else {}
+    stamps = shm if shm.is_dir() else scratch
+    stages = {name: stamps / str(i) for i, name in enumerate(trees)} if args.stages else {}
     marks: dict[str, Marks] = {name: [] for name in trees}
     cpu: dict[str, CpuUse] = {name: {} for name in trees}
     for directory in stages.values():
