@@ -7,6 +7,10 @@ graph file is replaced and stops when the file (measured with inotify here) hold
 content: graph-file reload, export transaction, etcd raft commit across the three members,
 watch event, re-read, graph swap, atomic write.
 
+`--observer-nice M` runs this process (the clock and the inotify watch that sees each file
+updated) at nice M and its agents at 0 (as bench/drift_latency.py): at M < 0 a core is free for
+the observer sooner when the machine is busy, so its own wake-up weighs less in the figure.
+
 `--nice N` also measures this tree's agents started with `mgmt run --nice N` (their etcd
 members inherit it).
 
@@ -26,7 +30,7 @@ command line (an `etcd` wrapper first on that variant's PATH), to weigh an etcd 
 `--etcd-arg=--wal-dir={shm}` ({shm}: a fresh directory on tmpfs per member) (see docs/benchmarks.md for what each one costs).
 
     .venv/bin/python bench/cluster_latency.py [--count 100] [--short-timings] [--rounds 1]
-        [--baseline DIR] [--stages] [--etcd-arg ARG ...]
+        [--baseline DIR] [--stages] [--etcd-arg ARG ...] [--log-files] [--observer-nice M]
 """
 
 from __future__ import annotations
@@ -185,6 +189,13 @@ def etcd_wrapper(scratch: Path, shm: Path, extra: list[str]) -> dict[str, str]:
     return {"PATH": f"{wrapper}:{os.environ.get('PATH', '')}"}
 
 
+def agent_command(args: argparse.Namespace) -> list[str]:
+    """`python -m mgmt`, at nice 0 when this process runs at --observer-nice (`nice` execs:
+    the process is the agent)."""
+    unnice = ["nice", "-n", str(-args.observer_nice)] if args.observer_nice else []
+    return [*unnice, sys.executable, "-m", "mgmt"]
+
+
 async def measure(
     tree: Path,
     nice: int,
@@ -218,7 +229,7 @@ async def measure(
                 *(timings if args.short_timings else []),
                 *(["--nice", str(nice)] if nice else []),
             ]
-            argv = cluster_agent_argv([sys.executable, "-m", "mgmt"], host, i, work, ports, *extra)
+            argv = cluster_agent_argv(agent_command(args), host, i, work, ports, *extra)
             procs.append(await logs[i].start([*argv, "yaml", str(graph)], tree, env))
             readers.append(asyncio.create_task(logs[i].follow(procs[-1])))
         (work / "shared" / "h2").mkdir(parents=True)
@@ -330,6 +341,7 @@ def options() -> argparse.Namespace:
     parser.add_argument("--baseline", type=Path, help="another checkout, measured alternately")
     parser.add_argument("--nice", type=int, default=0, help="also this tree's agents at --nice N")
     parser.add_argument("--stages", action="store_true", help="also the time of each stage")
+    parser.add_argument("--observer-nice", type=int, default=0, help="this process's nice level")
     parser.add_argument(
         "--short-timings", action="store_true", help="etcd heartbeat 10 ms, election 100 ms"
     )
@@ -367,6 +379,8 @@ def variants(args: argparse.Namespace, scratch: Path, shm: Path) -> dict[str, Va
 
 async def main() -> None:
     args = options()
+    if args.observer_nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.observer_nice)
     scratch = Path(tempfile.mkdtemp(prefix="mgmt-bench-stages-"))
     # On tmpfs: the WAL dirs of {shm}, and the stage stamps (written by the agents' loops: on
     # ext4, a write may wait for a journal commit, i.e. for everyone's fsyncs).
@@ -396,7 +410,8 @@ async def main() -> None:
     print(
         f"cluster latency, {args.count} changes x {args.rounds} rounds, 3 agents ({members} etcd "
         f"members), {'short' if args.short_timings else 'default'} etcd timings, "
-        f"{os.cpu_count()} cores (target p50<=10ms p99<=30ms):"
+        f"{os.cpu_count()} cores, observer at nice {args.observer_nice} "
+        "(target p50<=10ms p99<=30ms):"
     )
     for name, (tree, *_) in trees.items():
         load = "-".join(f"{x:.1f}" for x in (min(loads[name]), max(loads[name])))
