@@ -86,10 +86,15 @@ def collector_graph(work: Path, host: str) -> str:
     return f"graph: {host}\ncollect:\n  - {{kind: file, pattern: {work}/shared/}}\n"
 
 
-def replace(path: Path, text: str) -> None:
+def replace(path: Path, text: str) -> float:
+    """Replace `path` with `text` (a rename); the time (perf_counter) of the rename, when the
+    change is there for the agent to see. Writing the temporary file before it is this
+    script's work, not counted (an ext4 write waits for the journal when the disk is busy)."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
+    start = time.perf_counter()
     os.replace(tmp, path)
+    return start
 
 
 async def wait_all(
@@ -248,8 +253,7 @@ async def measure(
             before = cpu_of(agents)
             for _ in range(args.count):
                 token = secrets.token_hex(8)
-                start = time.perf_counter()
-                replace(work / "h1.yaml", exporter_graph(work, token))
+                start = replace(work / "h1.yaml", exporter_graph(work, token))
                 done = await wait_all(watcher, targets, token)
                 per_host += [t - start for t in done.values()]
                 both.append(max(done.values()) - start)
