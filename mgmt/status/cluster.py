@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -69,12 +70,12 @@ class ClusterStatus:
         self.key = (SUMMARY + hostname).encode()
         self._changed = asyncio.Event()
         self._changed.set()
-        self._last = -math.inf  # the loop's time of the model's last change
+        self._last = -math.inf  # time.monotonic() of the model's last change
         self._tasks = TaskSet("cluster status", log)
         self._unwatch = model.on_change(self._on_change)
 
     def _on_change(self) -> None:
-        self._last = asyncio.get_running_loop().time()
+        self._last = time.monotonic()
         self._changed.set()
 
     def start(self) -> None:
@@ -109,10 +110,9 @@ class ClusterStatus:
         written in the middle of a swap would be written again a few ms later), at most
         MAX_DELAY s. Not a readiness wait: the time a summary is held back, on purpose. It
         sleeps (at most once per QUIET), not woken by each of a swap's many model changes."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + MAX_DELAY
+        deadline = time.monotonic() + MAX_DELAY
         while True:
-            now = loop.time()
+            now = time.monotonic()
             quiet_at = self._last + QUIET
             if now >= deadline or (now >= quiet_at and self.model.converged_since is not None):
                 self._changed.clear()  # what changed until now is in the summary written next
