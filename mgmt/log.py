@@ -1,9 +1,13 @@
 """Log setup: one line per event, `HH:MM:SS engine: file[hello]: content updated`, or JSON.
 
-The lines logged on the event loop's thread during one pass of the loop are written to stderr
-together at the end of it (BatchingStreamHandler: a cold run of 10,000 files logs 10,000
-lines, a write each cost ~9% of it); every line is written, in order, before the loop waits
-for anything, and any other thread's lines are written at once.
+The lines logged on the event loop's thread during one pass of the loop are handed together at
+the end of it to a writer thread, which writes them to stderr with one write
+(BatchingStreamHandler: a cold run of 10,000 files logs 10,000 lines, a write each cost ~9% of
+it); any other thread's lines are handed over at once, after the pending ones. Every line is
+written, in order. The loop never waits for stderr: when it blocks (a pipe nobody reads), the
+lines wait, up to BUFFER_LIMIT, then are dropped and counted, and "N log lines dropped" takes
+their place once stderr takes lines again; at exit the last lines get WRITE_WAIT, then are
+given up on (SIGTERM stops an agent whose stderr is wedged).
 
 Under systemd, when stderr is the journal (JOURNAL_STREAM names it), records go to the journal
 through its native protocol instead, with structured fields: PRIORITY, MGMT_LOGGER, and for a
@@ -14,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import os
@@ -22,6 +25,7 @@ import select
 import socket
 import struct
 import sys
+import threading
 from typing import Any, TextIO
 
 from resources._lib import journal
@@ -126,39 +130,182 @@ class JournalHandler(logging.Handler):
         super().close()
 
 
-def write_all(stream: TextIO, text: str) -> None:
-    """Write all of `text` to `stream`. A text stream over an unbuffered file (`python -u`,
-    PYTHONUNBUFFERED=1, common in service units) passes each write to the system call once and
-    drops what a partial write leaves: a write to a pipe interrupted by a signal (SIGTERM
-    during a first run) lost the end of a loop pass's lines. Such a stream gets its bytes
-    written here, until they are all out."""
-    raw = getattr(stream, "buffer", None)
-    if not isinstance(raw, io.RawIOBase):
-        stream.write(text)  # buffered: its writer finishes partial writes itself
-        return
-    data = memoryview(text.encode(stream.encoding or "utf-8", stream.errors or "strict"))
-    while data:
-        written = raw.write(data)
-        if written is None:  # a non-blocking descriptor that is full: wait for room
-            select.select([], [raw], [])
+# Lines waiting for stderr (a pipe nobody reads blocks its writes): at most this many characters
+# (~80,000 lines) wait, beside the write in progress; then lines are dropped and counted.
+BUFFER_LIMIT = 8 << 20
+WRITE_WAIT = 2.0  # seconds a line logged outside the loop, or the last ones at exit, wait at most
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to the file descriptor `fd`. write(2) may take part of it: a pipe
+    with less room than the data, a signal arriving mid-write (SIGTERM during a first run
+    cut a loop pass's lines short, with PYTHONUNBUFFERED=1), a non-blocking descriptor that
+    is full (then wait for room). The rest is written until all is out."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            select.select([], [fd], [])
             continue
-        data = data[written:]
+        view = view[written:]
+
+
+class _Gap:
+    """Lines dropped, in a row, at their place among the lines waiting to be written."""
+
+    def __init__(self) -> None:
+        self.count = 1
+
+    def record(self) -> logging.LogRecord:
+        message = "%d log lines dropped: nothing read stderr for a while (its pipe was full)"
+        return logging.LogRecord("log", logging.WARNING, __file__, 0, message, (self.count,), None)
+
+
+class _Writer:
+    """A thread that writes what the handler hands it, in order, and lines the loop never waits
+    for. At most `limit` characters wait for it (beside the write in progress): a line that
+    does not fit is dropped and counted, and the count is written in its place, as one
+    "N log lines dropped" line, once the stream takes lines again."""
+
+    def __init__(self, handler: BatchingStreamHandler, limit: int) -> None:
+        self.handler = handler
+        self.limit = limit
+        self.dropped = 0  # lines dropped, in all
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting: list[str | _Gap] = []
+        self._size = 0  # characters of the lines in self._waiting
+        self._handed = 0  # hand-overs so far: put() counts them, ...
+        self._done = 0  # ... the thread says how many of them it wrote (or failed to write)
+        self._stalled = False  # a wait ran out: don't wait again until a write ends
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        fd: int | None = None
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            fd = handler.stream.fileno()  # StringIO: io.UnsupportedOperation (an OSError)
+        self._fd = fd
+
+    def put(self, lines: list[str]) -> None:
+        """Hand `lines` over to the thread (in order after those handed before); never waits."""
+        with self._cond:
+            text = "".join(lines)
+            if self._size + len(text) <= self.limit:
+                self._waiting.append(text)
+                self._size += len(text)
+            else:
+                for line in lines:
+                    self._add(line)
+            self._handed += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="log writer", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _gap(self) -> _Gap | None:
+        last = self._waiting[-1] if self._waiting else None
+        return last if isinstance(last, _Gap) else None
+
+    def _add(self, line: str) -> None:
+        if self._size + len(line) <= self.limit:
+            self._waiting.append(line)
+            self._size += len(line)
+            return
+        self.dropped += 1
+        gap = self._gap()
+        if gap is None:
+            self._waiting.append(_Gap())
+        else:
+            gap.count += 1
+
+    def wait(self, timeout: float, stalled: bool = True) -> None:
+        """Wait until what was handed over is written, at most `timeout` seconds; not at all
+        while the stream stalls (a wait ran out and no write ended since), unless `stalled`
+        is false."""
+        with self._cond:
+            target = self._handed
+            if self._done >= target or (self._stalled and stalled):
+                return
+            if not self._cond.wait_for(lambda: self._done >= target, timeout):
+                self._stalled = True
+
+    def close(self) -> None:
+        """Let the thread end once it wrote what waits (a blocked write is never waited for)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting:
+                    if self._closing:
+                        self._thread = None
+                        return
+                    self._cond.wait()
+                items, self._waiting, self._size = self._waiting, [], 0
+                handed = self._handed
+            self._write(items)
+            with self._cond:
+                self._done = handed
+                self._stalled = False
+                self._cond.notify_all()
+
+    def _write(self, items: list[str | _Gap]) -> None:
+        parts = []
+        for item in items:
+            if isinstance(item, _Gap):
+                with contextlib.suppress(Exception):
+                    parts.append(self.handler.format(item.record()) + self.handler.terminator)
+            else:
+                parts.append(item)
+        text = "".join(parts)
+        stream = self.handler.stream
+        try:
+            if self._fd is None:  # not a file (a test's StringIO)
+                stream.write(text)
+                stream.flush()
+                return
+            # To the file itself, not through the stream's buffer: a write that blocks holds
+            # the buffer's lock, and the interpreter's exit, flushing stderr, would abort on it.
+            write_all(self._fd, text.encode(stream.encoding or "utf-8", "backslashreplace"))
+        except (OSError, ValueError):  # stderr closed, or its reader gone: nowhere to say it
+            return
 
 
 class BatchingStreamHandler(logging.StreamHandler[TextIO]):
-    """A StreamHandler that writes the lines logged during one pass of the running event loop
-    with one write at its end (a call_soon); outside a loop (another thread, before or after
-    the loop runs) a line and any before it are written at once. logging.shutdown() (at exit)
-    flushes what a loop stopped before writing."""
+    """A StreamHandler whose lines a writer thread writes, so that a stream that blocks (a
+    pipe nobody reads) never blocks the event loop. The lines logged during one pass of the
+    running loop are handed over together at its end (a call_soon): one write for them all.
+    Outside a loop (another thread, before or after the loop runs) a line and any before it
+    are handed over at once, and the caller waits until they are written, at most WRITE_WAIT
+    (and not while the stream stalls). flush() (logging.shutdown() at exit) hands over what a
+    loop stopped before handing over, and waits for it at most WRITE_WAIT."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, limit: int = BUFFER_LIMIT) -> None:
         super().__init__(stream)
         self._pending: list[str] = []
         self._scheduled_on: asyncio.AbstractEventLoop | None = None
+        self._writer = _Writer(self, limit)
+
+    @property
+    def dropped(self) -> int:
+        """Lines dropped so far: the stream took none for longer than `limit` lines last."""
+        return self._writer.dropped
+
+    def _locked(self) -> contextlib.AbstractContextManager[object]:
+        return self.lock if self.lock is not None else contextlib.nullcontext()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """As logging's, without holding the handler's lock while a line waits for its write
+        (the loop's thread takes that lock to log)."""
+        kept = self.filter(record)
+        if kept:
+            self.emit(record)
+        return bool(kept)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._pending.append(self.format(record) + self.terminator)  # under self.lock
+            line = self.format(record) + self.terminator
         except Exception:
             self.handleError(record)
             return
@@ -166,26 +313,38 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is not None and loop is self._scheduled_on:
-            return
-        if loop is None:
-            self.flush()
-            return
-        self._scheduled_on = loop
-        loop.call_soon(self.flush)
+        with self._locked():
+            self._pending.append(line)
+            if loop is not None:
+                if loop is not self._scheduled_on:
+                    self._scheduled_on = loop
+                    loop.call_soon(self._end_of_pass)
+                return
+            self._hand_over()
+        self._writer.wait(WRITE_WAIT)
+
+    def _end_of_pass(self) -> None:
+        with self._locked():
+            self._scheduled_on = None
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._pending:
+            self._writer.put(self._pending)
+            self._pending = []
 
     def flush(self) -> None:
-        with self.lock if self.lock is not None else contextlib.nullcontext():
-            self._scheduled_on = None
-            if self._pending:
-                data = "".join(self._pending)
-                self._pending.clear()
-                try:
-                    write_all(self.stream, data)
-                except (OSError, ValueError):  # stderr closed: nothing more can be said
-                    return
-            with contextlib.suppress(OSError, ValueError):
-                self.stream.flush()
+        with self._locked():
+            self._hand_over()
+        self._writer.wait(WRITE_WAIT, stalled=False)
+
+    def close(self) -> None:
+        """Hand over the lines left; the writer ends once they are written (never waited for:
+        flush() waits, logging.shutdown() calls it first)."""
+        with self._locked():
+            self._hand_over()
+        self._writer.close()
+        super().close()
 
 
 def journal_stream() -> bool:
@@ -211,5 +370,8 @@ def setup(fmt: str = "text", verbose: bool = False) -> None:
     else:
         handler.setFormatter(TextFormatter())
     root = logging.getLogger()
+    for old in root.handlers:  # set up again (tests running agents in-process): theirs end
+        if isinstance(old, BatchingStreamHandler | JournalHandler):
+            old.close()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

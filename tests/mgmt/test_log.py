@@ -51,7 +51,8 @@ async def test_the_lines_of_one_loop_pass_are_one_write(
     for i in range(100):
         logger.info("line %d", i)
     assert stream.writes == 0  # not yet: at the end of this pass
-    await pass_ended()
+    await pass_ended()  # handed over to the writer thread,
+    logging.getLogger("test.mgmt.log").handlers[0].flush()  # which wrote them
     assert stream.writes == 1
     assert stream.getvalue() == "".join(f"line {i}\n" for i in range(100))
 
