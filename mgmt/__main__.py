@@ -11,7 +11,24 @@ import sys
 from mgmt import full_site
 
 
+def quiet_stderr() -> None:
+    """Started with fd 2 closed (`2>&-`): sys.stderr is None, and print(..., file=sys.stderr)
+    writes to stdout (a usage error amid `mgmt deploy --list`'s output), and the next file
+    opened takes fd 2 (what a child writes to its stderr would land in it). /dev/null takes
+    fd 2's place, and sys.stderr writes there: nothing is said, as `mgmt run` logs nothing."""
+    if sys.stderr is not None:
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != 2:
+        os.dup2(null, 2)  # inheritable: a child's stderr too
+        os.close(null)
+    else:
+        os.set_inheritable(2, True)
+    sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115 (for good)
+
+
 def main() -> int:
+    quiet_stderr()
     if sys.argv[1:2] == ["deploy"]:
         from mgmt.deploy.client import main as thin
 

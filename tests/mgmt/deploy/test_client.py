@@ -11,7 +11,7 @@ import pytest
 
 from mgmt.deploy import bundle
 from mgmt.deploy import client as thin
-from tests.e2e.helpers import ROOT
+from tests.e2e.helpers import MGMT, ROOT
 
 
 @pytest.mark.parametrize(
@@ -186,3 +186,39 @@ def test_an_agent_of_another_user_is_not_trusted(tmp_path: Path) -> None:
             hostile.kill()
         out, _ = hostile.communicate(timeout=30)
     assert "signed" not in out and "request" not in out, out
+
+
+def _stderr_closed(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """`argv` started with fd 2 closed (`2>&-`, as some cron jobs are)."""
+    return subprocess.run(
+        ["sh", "-c", 'exec "$@" 2>&-', "sh", *argv],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["deploy", "--bogus"],
+        ["deploy", "yaml"],
+        ["deploy", "--keep", "0", "--unsigned", "lang", "d/"],
+        ["deploy", "--list", "--unsigned", "yaml", "g"],
+        ["run", "--bogus"],
+    ],
+)
+def test_with_stderr_closed_a_usage_error_says_nothing_and_exits_2(argv: list[str]) -> None:
+    """sys.stderr is None then, and print(..., file=sys.stderr) wrote the usage error to
+    stdout (where `mgmt deploy --list` writes its table)."""
+    proc = _stderr_closed([*MGMT, *argv])
+    assert (proc.returncode, proc.stdout) == (2, b"")
+
+
+def test_with_stderr_closed_fd_2_is_dev_null() -> None:
+    """Not the next file opened, where what a child writes to its stderr would land."""
+    code = "import os\nfrom mgmt.__main__ import quiet_stderr\nquiet_stderr()\n"
+    code += "print(os.readlink('/proc/self/fd/2'), os.get_inheritable(2))\n"
+    proc = _stderr_closed([sys.executable, "-c", code])
+    assert (proc.returncode, proc.stdout) == (0, b"/dev/null True\n")
