@@ -36,6 +36,7 @@ from engine.params import EMPTY_IS_UNSET
 from engine.program import Program
 from engine.resource import UID, Edgeable, Resource, register
 from resources._lib import tarformat
+from resources._lib.named import or_name
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 from resources._lib.programwatch import current_program, follow_program
 from resources._lib.stamp import check_abs_file, file_needs, file_uids
@@ -57,11 +58,11 @@ class DeployTarRes(Edgeable, Resource):
 
     @property
     def _path(self) -> str:
-        return self.path if self.path is not None else self.name
+        return or_name(self, "path")[0]
 
     def validate(self) -> None:
         super().validate()
-        check_abs_file(self._path, "path" if self.path is not None else "name")
+        check_abs_file(*or_name(self, "path"))
         if self.format not in tarformat.FORMATS:
             raise ValidationError(f"{tarformat.FORMAT_HELP}, got {self.format}", "format")
 

@@ -21,6 +21,7 @@ from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.missing import Missing, would_wait
+from resources._lib.named import or_name
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 from resources._lib.stamp import (
     CHUNK,
@@ -64,11 +65,11 @@ class GzipRes(Edgeable, Resource):
 
     @property
     def _path(self) -> str:
-        return self.path if self.path is not None else self.name
+        return or_name(self, "path")[0]
 
     def validate(self) -> None:
         super().validate()
-        check_abs_file(self._path, "path" if self.path is not None else "name")
+        check_abs_file(*or_name(self, "path"))
         if self.input is not None:
             check_abs_file(self.input, "input")
             if os.path.normpath(self.input) == os.path.normpath(self._path):

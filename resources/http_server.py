@@ -38,6 +38,7 @@ from resources._lib.httpd import (
     parse_http_date,
     serve,
 )
+from resources._lib.named import or_name
 from resources._lib.plan import nothing_to_do
 from resources._lib.serving import RootedServer, open_file, open_under, shown
 
@@ -182,9 +183,9 @@ class HTTPServerFileRes(Edgeable, Resource):
 
     def validate(self) -> None:
         super().validate()
-        if not self.url.startswith("/"):
-            key = "filename" if self.filename is not None else "name"
-            raise ValidationError(f"must be a URL path starting with '/', got {self.url!r}", key)
+        url, key = or_name(self, "filename")
+        if not url.startswith("/"):
+            raise ValidationError(f"must be a URL path starting with '/', got {url!r}", key)
         if self.path is not None:
             if not self.path.startswith("/"):
                 raise ValidationError(f"must be absolute, got {self.path!r}", "path")
@@ -226,7 +227,7 @@ class HTTPServerFileRes(Edgeable, Resource):
 
     @property
     def url(self) -> str:
-        return self.filename if self.filename is not None else self.name
+        return or_name(self, "filename")[0]
 
     def accepts(self, path: str) -> bool:
         if self.path is not None and self.path.endswith("/") and self.url.endswith("/"):
@@ -279,9 +280,9 @@ class HTTPServerFlagRes(Resource):
 
     def validate(self) -> None:
         super().validate()
-        if not self.url.startswith("/"):
-            key = "path" if self.path is not None else "name"
-            raise ValidationError(f"must be a URL path starting with '/', got {self.url!r}", key)
+        url, key = or_name(self, "path")
+        if not url.startswith("/"):
+            raise ValidationError(f"must be a URL path starting with '/', got {url!r}", key)
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
@@ -308,7 +309,7 @@ class HTTPServerFlagRes(Resource):
 
     @property
     def url(self) -> str:
-        return self.path if self.path is not None else self.name
+        return or_name(self, "path")[0]
 
     def receive(self, form: dict[str, str]) -> None:
         """A POST to our path: take our key's value (empty or missing: none) and wake watch."""

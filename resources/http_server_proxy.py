@@ -53,6 +53,7 @@ from resources._lib.httpd import (
     open_reply,
     parse_http_date,
 )
+from resources._lib.named import or_name
 from resources._lib.plan import in_thread, nothing_to_do
 
 CACHE_DIR_MODE = 0o755  # directories made in the cache
@@ -96,9 +97,9 @@ class HTTPServerProxyRes(Edgeable, Resource):
 
     def validate(self) -> None:
         super().validate()
-        if not self.url.startswith("/"):
-            key = "path" if self.path is not None else "name"
-            raise ValidationError(f"must be a URL path starting with '/', got {self.url!r}", key)
+        url, key = or_name(self, "path")
+        if not url.startswith("/"):
+            raise ValidationError(f"must be a URL path starting with '/', got {url!r}", key)
         if self.sub and not (self.sub.startswith("/") and self.sub.endswith("/")):
             raise ValidationError(
                 f"must be empty or an absolute path ending with '/', got {self.sub!r}", "sub"
@@ -148,7 +149,7 @@ class HTTPServerProxyRes(Edgeable, Resource):
 
     @property
     def url(self) -> str:
-        return self.path if self.path is not None else self.name
+        return or_name(self, "path")[0]
 
     @property
     def _caching(self) -> bool:

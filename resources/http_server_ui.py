@@ -37,6 +37,7 @@ from engine.resource import Resource, register
 from engine.world import Changes, Unsubscribe, World
 from resources._lib.http_routes import routes
 from resources._lib.httpd import Request, Response
+from resources._lib.named import or_name
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 
 TYPES = ("text", "range")
@@ -70,10 +71,10 @@ class HTTPServerUIRes(Resource):
 
     def validate(self) -> None:
         super().validate()
-        if not (self.url.startswith("/") and self.url.endswith("/")):
-            key = "path" if self.path is not None else "name"
+        url, key = or_name(self, "path")
+        if not (url.startswith("/") and url.endswith("/")):
             raise ValidationError(
-                f"must be a URL path starting and ending with '/', got {self.url!r}", key
+                f"must be a URL path starting and ending with '/', got {url!r}", key
             )
 
     async def init(self, handle: Handle) -> None:
@@ -85,7 +86,7 @@ class HTTPServerUIRes(Resource):
 
     @property
     def url(self) -> str:
-        return self.path if self.path is not None else self.name
+        return or_name(self, "path")[0]
 
     def accepts(self, path: str) -> bool:
         return path.startswith(self.url)

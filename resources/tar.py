@@ -24,6 +24,7 @@ from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from resources._lib import tarformat
 from resources._lib.missing import Missing, would_wait
+from resources._lib.named import or_name
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 from resources._lib.stamp import (
     INPUT,
@@ -54,7 +55,7 @@ class TarRes(Edgeable, Resource):
 
     @property
     def _path(self) -> str:
-        return self.path if self.path is not None else self.name
+        return or_name(self, "path")[0]
 
     @property
     def _inputs(self) -> list[str]:
@@ -62,7 +63,7 @@ class TarRes(Edgeable, Resource):
 
     def validate(self) -> None:
         super().validate()
-        check_abs_file(self._path, "path" if self.path is not None else "name")
+        check_abs_file(*or_name(self, "path"))
         for index, item in enumerate(self._inputs):
             if not item.startswith("/") or "\0" in item:
                 raise ValidationError(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
+from resources._lib.named import or_name
 from resources._lib.plan import nothing_to_do
 from resources._lib.serving import (
     Offers,
@@ -346,9 +347,9 @@ class TFTPFileRes(Edgeable, Resource):
 
     def validate(self) -> None:
         super().validate()
-        if not self.served_name.strip("/"):
-            key = "filename" if self.filename is not None else "name"
-            raise ValidationError(f"must name a file, got {self.served_name!r}", key)
+        served, key = or_name(self, "filename")
+        if not served.strip("/"):
+            raise ValidationError(f"must name a file, got {served!r}", key)
         if self.path is not None:
             if not self.path.startswith("/") or self.path.endswith("/"):
                 raise ValidationError(f"must be an absolute file, got {self.path!r}", "path")
@@ -371,7 +372,7 @@ class TFTPFileRes(Edgeable, Resource):
 
     @property
     def served_name(self) -> str:
-        return self.filename if self.filename is not None else self.name
+        return or_name(self, "filename")[0]
 
     async def source(self) -> _Source | None:
         """What a transfer of this file sends (None: `path` is missing)."""

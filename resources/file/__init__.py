@@ -35,6 +35,7 @@ from resources._lib.ids import (
     resolve_gid,
     resolve_uid,
 )
+from resources._lib.named import or_name
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 from resources._lib.spare import Spare
 from resources.file.extras import plan_purge, read_fragments, selinux_steps
@@ -123,7 +124,7 @@ class FileRes(Edgeable, Reversible, Resource):
 
     @property
     def _spec_path(self) -> str:
-        return self.path if self.path is not None else self.name
+        return or_name(self, "path")[0]
 
     @property
     def _fs_path(self) -> str:
@@ -184,7 +185,7 @@ class FileRes(Edgeable, Reversible, Resource):
             _validate_id(getattr(self, key), key)
 
     def _validate_path(self) -> None:
-        key, path = ("path" if self.path is not None else "name"), self._spec_path
+        path, key = or_name(self, "path")
         if not os.path.isabs(path) or "\0" in path:
             raise ValidationError(f"expected an absolute path, got {path!r}", key)
         if self._fs_path == "/":
@@ -229,7 +230,7 @@ class FileRes(Edgeable, Reversible, Resource):
         if not self._is_dir and (self.recurse or source.endswith("/")):
             raise ValidationError(
                 f"a directory source needs a path ending in '/', got {self._spec_path!r}",
-                "path" if self.path is not None else "name",
+                or_name(self, "path")[1],
             )
         src, dst = os.path.normpath(source), self._fs_path
         if self._is_dir and os.path.commonpath([src, dst]) in (src, dst):
