@@ -198,7 +198,14 @@ class _Writer:
             self._handed += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="log writer", daemon=True)
-                self._thread.start()
+                try:
+                    self._thread.start()
+                except RuntimeError:  # at the interpreter's exit (3.12+): this thread writes
+                    self._thread = None
+                    items, self._waiting, self._size = self._waiting, [], 0
+                    self._write(items)
+                    self._done = self._handed
+                    return
             self._cond.notify()
 
     def _gap(self) -> _Gap | None:
@@ -260,6 +267,8 @@ class _Writer:
                 parts.append(item)
         text = "".join(parts)
         stream = self.handler.stream
+        if getattr(stream, "closed", False):  # its descriptor may be another file's by now
+            return
         try:
             if self._fd is None:  # not a file (a test's StringIO)
                 stream.write(text)
@@ -268,8 +277,8 @@ class _Writer:
             # To the file itself, not through the stream's buffer: a write that blocks holds
             # the buffer's lock, and the interpreter's exit, flushing stderr, would abort on it.
             write_all(self._fd, text.encode(stream.encoding or "utf-8", "backslashreplace"))
-        except (OSError, ValueError):  # stderr closed, or its reader gone: nowhere to say it
-            return
+        except Exception:  # stderr closed, its reader gone...: nowhere to say it, and the
+            return  # thread goes on (an exception would end it, and the lines after wait)
 
 
 class BatchingStreamHandler(logging.StreamHandler[TextIO]):
@@ -289,7 +298,7 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
 
     @property
     def dropped(self) -> int:
-        """Lines dropped so far: the stream took none for longer than `limit` lines last."""
+        """Lines dropped so far (`limit` characters of lines waited for the stream)."""
         return self._writer.dropped
 
     def _locked(self) -> contextlib.AbstractContextManager[object]:
@@ -299,6 +308,8 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
         """As logging's, without holding the handler's lock while a line waits for its write
         (the loop's thread takes that lock to log)."""
         kept = self.filter(record)
+        if isinstance(kept, logging.LogRecord):  # Python 3.12+: a filter may replace it
+            record = kept
         if kept:
             self.emit(record)
         return bool(kept)
