@@ -158,7 +158,7 @@ class _Gap:
         self.count = 1
 
     def record(self) -> logging.LogRecord:
-        message = "%d log lines dropped: nothing read stderr for a while (its pipe was full)"
+        message = "%d log lines dropped: writes to stderr blocked (nothing read it)"
         return logging.LogRecord("log", logging.WARNING, __file__, 0, message, (self.count,), None)
 
 
