@@ -41,7 +41,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from common import ROOT, cluster_agent_argv, fmt_ms, percentiles, terminate
+from common import ROOT, cluster_agent_argv, fmt_ms, percentiles, run_script, terminate
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -298,41 +298,43 @@ async def main() -> None:
     stages = {name: scratch / str(i) for i, name in enumerate(trees)} if args.stages else {}
     marks: dict[str, Marks] = {name: [] for name in trees}
     cpu: dict[str, CpuUse] = {name: {} for name in trees}
-    for directory in stages.values():
-        directory.mkdir()
-    for _ in range(args.rounds):
-        for name, (tree, nice) in trees.items():
-            one, all_, members = await measure(
-                tree, nice, args, stages.get(name), marks=marks[name], cpu=cpu[name]
+    try:
+        for directory in stages.values():
+            directory.mkdir()
+        for _ in range(args.rounds):
+            for name, (tree, nice) in trees.items():
+                one, all_, members = await measure(
+                    tree, nice, args, stages.get(name), marks=marks[name], cpu=cpu[name]
+                )
+                per_host[name] += one
+                both[name] += all_
+                loads[name].append(os.getloadavg()[0])
+        print(
+            f"cluster latency, {args.count} changes x {args.rounds} rounds, 3 agents ({members} etcd "
+            f"members), {'short' if args.short_timings else 'default'} etcd timings, "
+            f"{os.cpu_count()} cores (target p50<=10ms p99<=30ms):"
+        )
+        for name, (tree, _nice) in trees.items():
+            load = "-".join(f"{x:.1f}" for x in (min(loads[name]), max(loads[name])))
+            print(f"  {name} ({tree}), load {load}:")
+            print(f"    file updated on a collector: {fmt_ms(percentiles(per_host[name]))}")
+            print(f"    updated on both collectors:  {fmt_ms(percentiles(both[name]))}")
+            changes, idle = args.count * args.rounds, IDLE * args.rounds
+            busy = {k: v for k, v in cpu[name].items() if not k.startswith("idle ")}
+            print(
+                "    CPU per change (ms): "
+                + ", ".join(f"{k} {v / changes * 1000:.1f}" for k, v in sorted(busy.items()))
             )
-            per_host[name] += one
-            both[name] += all_
-            loads[name].append(os.getloadavg()[0])
-    print(
-        f"cluster latency, {args.count} changes x {args.rounds} rounds, 3 agents ({members} etcd "
-        f"members), {'short' if args.short_timings else 'default'} etcd timings, "
-        f"{os.cpu_count()} cores (target p50<=10ms p99<=30ms):"
-    )
-    for name, (tree, _nice) in trees.items():
-        load = "-".join(f"{x:.1f}" for x in (min(loads[name]), max(loads[name])))
-        print(f"  {name} ({tree}), load {load}:")
-        print(f"    file updated on a collector: {fmt_ms(percentiles(per_host[name]))}")
-        print(f"    updated on both collectors:  {fmt_ms(percentiles(both[name]))}")
-        changes, idle = args.count * args.rounds, IDLE * args.rounds
-        busy = {k: v for k, v in cpu[name].items() if not k.startswith("idle ")}
-        print(
-            "    CPU per change (ms): "
-            + ", ".join(f"{k} {v / changes * 1000:.1f}" for k, v in sorted(busy.items()))
-        )
-        print(
-            "    CPU idle (ms per s): "
-            + ", ".join(f"{k} {cpu[name][f'idle {k}'] / idle * 1000:.1f}" for k in sorted(busy))
-        )
-        if name in stages:
-            print("    stages (ms over the changes; the last column: over the slowest tenth):")
-            print("\n".join(stage_report(stages[name], marks[name])))
-    shutil.rmtree(scratch, ignore_errors=True)
+            print(
+                "    CPU idle (ms per s): "
+                + ", ".join(f"{k} {cpu[name][f'idle {k}'] / idle * 1000:.1f}" for k in sorted(busy))
+            )
+            if name in stages:
+                print("    stages (ms over the changes; the last column: over the slowest tenth):")
+                print("\n".join(stage_report(stages[name], marks[name])))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_script(main)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +30,49 @@ def files_graph(directory: Path, count: int, name: str = "files") -> str:
     return "\n".join(lines) + "\n"
 
 
+STOP_GRACE = 10.0  # seconds a child interrupted by Ctrl-C gets to stop before it is killed
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """Run a script's `main` (a function, or a coroutine function under asyncio.run). Ctrl-C
+    stops it: its `finally` blocks stop what it started and remove its files, then one line
+    instead of a traceback, and exit 130."""
+    try:
+        result = main()
+        if inspect.iscoroutine(result):
+            asyncio.run(result)
+    except KeyboardInterrupt:
+        print(f"{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def run_child(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    """subprocess.run(argv, check=True, capture_output=True), except on Ctrl-C: the child
+    (SIGINT from the terminal too, else SIGTERM from here) gets STOP_GRACE seconds to stop on
+    its own, before SIGKILL: an `mgmt run --tmp-prefix` removes its prefix then (subprocess.run
+    kills it after 0.25 s, leaving the prefix in $TMPDIR)."""
+    with subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=1800)
+        except BaseException:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=STOP_GRACE)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                proc.kill()
+                proc.wait()
+            raise
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, argv, out, err)
+
+
 def timed_run(args: list[str], env: dict[str, str] | None = None) -> float:
     """Wall time of one whole `mgmt` process (exit code must be 0)."""
     start = time.perf_counter()
-    subprocess.run(
-        [*MGMT, *args], check=True, capture_output=True, env={**os.environ, **(env or {})}
-    )
+    run_child([*MGMT, *args], env={**os.environ, **(env or {})})
     return time.perf_counter() - start
 
 

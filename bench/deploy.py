@@ -50,7 +50,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster_latency import free_ports, wait_all
-from common import MGMT, ROOT, cluster_agent_argv, fmt_ms, percentiles, terminate
+from common import (
+    MGMT,
+    ROOT,
+    cluster_agent_argv,
+    fmt_ms,
+    percentiles,
+    run_script,
+    terminate,
+)
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -364,4 +372,4 @@ def byte_compile(root: Path) -> None:
 
 if __name__ == "__main__":
     byte_compile(ROOT)
-    asyncio.run(main())
+    run_script(main)

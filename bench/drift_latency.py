@@ -40,7 +40,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from common import MGMT, ROOT, fmt_ms, percentiles
+from common import MGMT, ROOT, fmt_ms, percentiles, run_script
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -188,4 +188,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_script(main)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import swap
-from common import MGMT, ROOT, fmt_ms, percentiles
+from common import MGMT, ROOT, fmt_ms, percentiles, run_script
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -182,4 +182,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

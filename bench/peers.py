@@ -22,14 +22,13 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import MGMT, ROOT, files_graph
+from common import MGMT, ROOT, files_graph, run_child, run_script
 
 Setup = Callable[[Path, Path, int], list[str]]  # (work dir, output dir, count) -> argv
 
@@ -103,7 +102,7 @@ def based(base: Path) -> Setup:
 
 def timed(argv: list[str], cwd: Path) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, capture_output=True, timeout=1800)
+    run_child(argv, cwd)
     return time.perf_counter() - start
 
 
@@ -155,4 +154,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import MGMT, files_graph
+from common import MGMT, files_graph, run_script
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -71,4 +71,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_script(main)

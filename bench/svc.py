@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from common import MGMT, ROOT, fmt_ms, percentiles
+from common import MGMT, ROOT, fmt_ms, percentiles, run_script
 from dbus_fast import Message, MessageType
 
 sys.path.insert(0, str(ROOT))
@@ -193,4 +193,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
