@@ -41,7 +41,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from common import ROOT, cluster_agent_argv, fmt_ms, percentiles, run_script, terminate
+from common import ROOT, checkout, cluster_agent_argv, fmt_ms, percentiles, run_script, terminate
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -285,6 +285,8 @@ async def main() -> None:
         "--short-timings", action="store_true", help="etcd heartbeat 10 ms, election 100 ms"
     )
     args = parser.parse_args()
+    if args.baseline is not None:
+        args.baseline = checkout(args.baseline, "--baseline")
     trees = {"this tree": (ROOT, 0)}
     if args.nice:
         trees[f"this tree, --nice {args.nice}"] = (ROOT, args.nice)

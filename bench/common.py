@@ -46,6 +46,17 @@ def run_script(main: Callable[[], object]) -> None:
         sys.exit(130)
 
 
+def checkout(path: Path, flag: str) -> Path:
+    """`path` resolved, if it is a checkout of this project (its `mgmt` package); else exit 2.
+    `python -m mgmt` run in any other directory imports this tree's (the venv's path entry):
+    a mistyped DIR would compare this tree with itself."""
+    path = path.resolve()
+    if not (path / "mgmt" / "__main__.py").is_file():
+        print(f"{flag} {path}: not a checkout of mgmt (no mgmt/__main__.py in it)", file=sys.stderr)
+        sys.exit(2)
+    return path
+
+
 def run_child(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
     """subprocess.run(argv, check=True, capture_output=True), except on Ctrl-C: the child
     (SIGINT from the terminal too, else SIGTERM from here) gets STOP_GRACE seconds to stop on

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import MGMT, ROOT, files_graph, run_child, run_script
+from common import MGMT, ROOT, checkout, files_graph, run_child, run_script
 
 
 def timed(argv: list[str], cwd: Path) -> tuple[float, float]:
@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--base", type=Path, help="another checkout to compare, interleaved")
     args = parser.parse_args()
+    if args.base is not None:
+        args.base = checkout(args.base, "--base")
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-cron-"))
     sides = {"this": (MGMT, ROOT)}
     if args.base is not None:

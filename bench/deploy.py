@@ -53,6 +53,7 @@ from cluster_latency import free_ports, wait_all
 from common import (
     MGMT,
     ROOT,
+    checkout,
     cluster_agent_argv,
     fmt_ms,
     percentiles,
@@ -321,7 +322,7 @@ async def main() -> None:
     parser.add_argument("--against", type=Path, help="another checkout, measured side by side")
     args = parser.parse_args()
     if args.against is not None:
-        await compare(args.against.resolve(), args.count, args.short_timings)
+        await compare(checkout(args.against, "--against"), args.count, args.short_timings)
         return
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-deploy-"))
     ports = free_ports(2 * len(HOSTS))

@@ -40,7 +40,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from common import MGMT, ROOT, fmt_ms, percentiles, run_script
+from common import MGMT, ROOT, checkout, fmt_ms, percentiles, run_script
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -148,6 +148,8 @@ async def main() -> None:
         "--pause", type=float, default=0, help="ms between a repair and the next drift"
     )
     args = parser.parse_args()
+    if args.baseline is not None:
+        args.baseline = checkout(args.baseline, "--baseline")
     if args.observer_nice:
         os.setpriority(os.PRIO_PROCESS, 0, args.observer_nice)
     # What this process starts runs at nice 0 (or its own --nice), not at the observer's level.

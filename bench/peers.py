@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import MGMT, ROOT, files_graph, run_child, run_script
+from common import MGMT, ROOT, checkout, files_graph, run_child, run_script
 
 Setup = Callable[[Path, Path, int], list[str]]  # (work dir, output dir, count) -> argv
 
@@ -112,6 +112,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--base", type=Path, help="another checkout of mgmt, interleaved")
     args = parser.parse_args()
+    if args.base is not None:
+        args.base = checkout(args.base, "--base")
     root = Path(tempfile.mkdtemp(prefix="mgmt-bench-peers-"))
     runs: dict[str, tuple[list[str], Path, Path]] = {}  # label -> argv, its cwd, its output
     tools = dict(TOOLS)
