@@ -58,10 +58,10 @@ def checkout(path: Path, flag: str) -> Path:
 
 
 def run_child(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
-    """subprocess.run(argv, check=True, capture_output=True), except on Ctrl-C: the child
-    (SIGINT from the terminal too, else SIGTERM from here) gets STOP_GRACE seconds to stop on
-    its own, before SIGKILL: an `mgmt run --tmp-prefix` removes its prefix then (subprocess.run
-    kills it after 0.25 s, leaving the prefix in $TMPDIR)."""
+    """subprocess.run(argv, check=True, capture_output=True), except on Ctrl-C: the child is
+    sent SIGTERM (after the terminal's SIGINT, `mgmt run` then stops at once) and gets
+    STOP_GRACE seconds before SIGKILL, so an `mgmt run --tmp-prefix` removes its prefix
+    (subprocess.run kills it after 0.25 s, leaving the prefix in $TMPDIR)."""
     with subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as proc:
