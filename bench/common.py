@@ -10,8 +10,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_MGMT = ROOT / ".venv" / "bin" / "mgmt"
@@ -34,16 +35,53 @@ STOP_GRACE = 10.0  # seconds a child interrupted by Ctrl-C gets to stop before i
 
 
 def run_script(main: Callable[[], object]) -> None:
-    """Run a script's `main` (a function, or a coroutine function under asyncio.run). Ctrl-C
-    stops it: its `finally` blocks stop what it started and remove its files, then one line
-    instead of a traceback, and exit 130."""
+    """Run a script's `main` (a function, or a coroutine function). Ctrl-C stops it: its
+    `finally` blocks stop what it started and remove its files, then one line instead of a
+    traceback, and exit 130. A second Ctrl-C while they run only says so (a third leaves
+    them: the processes and files of a half-done teardown)."""
     try:
         result = main()
         if inspect.iscoroutine(result):
-            asyncio.run(result)
+            _run_async(result)
     except KeyboardInterrupt:
         print(f"{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _run_async(main: Coroutine[Any, Any, object]) -> None:
+    """asyncio.run(main), with run_script's Ctrl-C: the first cancels `main` (asyncio.run's
+    own handler cancels it on the first and raises KeyboardInterrupt on the next, wherever the
+    teardown is)."""
+    interrupts = 0
+    task: asyncio.Task[object] | None = None
+
+    async def run() -> object:
+        nonlocal task
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        signal.signal(signal.SIGINT, lambda *_: loop.call_soon_threadsafe(interrupted))
+        return await main
+
+    def interrupted() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1 and task is not None:
+            task.cancel()
+        elif interrupts == 2:
+            print("stopping what it started (Ctrl-C again to leave it)", file=sys.stderr)
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        asyncio.run(run())
+    except asyncio.CancelledError:
+        if not interrupts:
+            raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupts:
+        raise KeyboardInterrupt
 
 
 def checkout(path: Path, flag: str) -> Path:

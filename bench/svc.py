@@ -164,7 +164,8 @@ async def bench(manager: RealSystemd, work: Path, runs: int) -> None:
                 observer, link, runs, lambda: asyncio.to_thread(link.unlink)
             )
         finally:
-            proc.send_signal(signal.SIGTERM)
+            if proc.returncode is None:  # not already stopped by a Ctrl-C
+                proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(30):
                 await proc.wait()
             await reader
