@@ -232,12 +232,19 @@ def stage_report(stages: Path, marks: Marks) -> list[str]:
             return next((t for t, n in stamps if n == name and t >= after), None)
 
         exporter = next((s for _, s in window if first(s, "reload>") is not None), [])
-        export = first(exporter, "export>")
-        add("h1: graph file replaced -> reload", start, first(exporter, "reload>"))
-        applied = first(exporter, "apply>")
-        add("h1: reload -> graph read, parsed (thread)", first(exporter, "reload>"), applied)
+        # Each stage is looked for after the one before it: an `export>` stamp earlier than
+        # this change's `apply>` fell in its window once, and the stage came out negative.
+        reload = first(exporter, "reload>")
+        applied = first(exporter, "apply>", reload or start)
+        export = first(exporter, "export>", applied or start)
+        add("h1: graph file replaced -> reload", start, reload)
+        add("h1: reload -> graph read, parsed (thread)", reload, applied)
         add("h1: graph -> export transaction", applied, export)
-        add("h1: export transaction (etcd commit)", export, first(exporter, "export<"))
+        add(
+            "h1: export transaction (etcd commit)",
+            export,
+            first(exporter, "export<", export or start),
+        )
         for _, stamps in window:
             event = first(stamps, "read>")
             if stamps is exporter or event is None:
