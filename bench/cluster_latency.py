@@ -51,7 +51,7 @@ from asyncio.subprocess import PIPE, STDOUT, Process, create_subprocess_exec
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from common import ROOT, cluster_agent_argv, fmt_ms, percentiles, terminate
+from common import ROOT, checkout, cluster_agent_argv, fmt_ms, percentiles, run_script, terminate
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -296,12 +296,19 @@ def stage_report(stages: Path, marks: Marks) -> list[str]:
             return next((t for t, n in stamps if n == name and t >= after), None)
 
         exporter = next((s for _, s in window if first(s, "reload>") is not None), [])
-        export = first(exporter, "export>")
-        add("h1: graph file replaced -> reload", start, first(exporter, "reload>"))
-        applied = first(exporter, "apply>")
-        add("h1: reload -> graph read, parsed (thread)", first(exporter, "reload>"), applied)
+        # Each stage is looked for after the one before it: an `export>` stamp earlier than
+        # this change's `apply>` fell in its window once, and the stage came out negative.
+        reload = first(exporter, "reload>")
+        applied = first(exporter, "apply>", reload or start)
+        export = first(exporter, "export>", applied or start)
+        add("h1: graph file replaced -> reload", start, reload)
+        add("h1: reload -> graph read, parsed (thread)", reload, applied)
         add("h1: graph -> export transaction", applied, export)
-        add("h1: export transaction (etcd commit)", export, first(exporter, "export<"))
+        add(
+            "h1: export transaction (etcd commit)",
+            export,
+            first(exporter, "export<", export or start),
+        )
         for _, stamps in window:
             event = first(stamps, "read>")
             if stamps is exporter or event is None:
@@ -360,7 +367,10 @@ def options() -> argparse.Namespace:
         action="store_true",
         help="also this tree with each agent writing its log to a file (not a pipe)",
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.baseline is not None:
+        args.baseline = checkout(args.baseline, "--baseline")
+    return args
 
 
 Variant = tuple[Path, int, dict[str, str], bool]  # tree, nice, environment, logs to files
@@ -400,44 +410,46 @@ async def main() -> None:
     stages = {name: stamps / str(i) for i, name in enumerate(trees)} if args.stages else {}
     marks: dict[str, Marks] = {name: [] for name in trees}
     cpu: dict[str, CpuUse] = {name: {} for name in trees}
-    for directory in stages.values():
-        directory.mkdir()
-    for _ in range(args.rounds):
-        for name, (tree, nice, extra_env, log_files) in trees.items():
-            one, all_, members = await measure(
-                tree, nice, args, stages.get(name), marks=marks[name], cpu=cpu[name],
-                extra_env=extra_env, log_files=log_files,
-            )  # fmt: skip
-            per_host[name] += one
-            both[name] += all_
-            loads[name].append(os.getloadavg()[0])
-    print(
-        f"cluster latency, {args.count} changes x {args.rounds} rounds, 3 agents ({members} etcd "
-        f"members), {'short' if args.short_timings else 'default'} etcd timings, "
-        f"{os.cpu_count()} cores, observer at nice {args.observer_nice} "
-        "(target p50<=10ms p99<=30ms):"
-    )
-    for name, (tree, *_) in trees.items():
-        load = "-".join(f"{x:.1f}" for x in (min(loads[name]), max(loads[name])))
-        print(f"  {name} ({tree}), load {load}:")
-        print(f"    file updated on a collector: {fmt_ms(percentiles(per_host[name]))}")
-        print(f"    updated on both collectors:  {fmt_ms(percentiles(both[name]))}")
-        changes, idle = args.count * args.rounds, IDLE * args.rounds
-        busy = {k: v for k, v in cpu[name].items() if not k.startswith("idle ")}
+    try:
+        for directory in stages.values():
+            directory.mkdir()
+        for _ in range(args.rounds):
+            for name, (tree, nice, extra_env, log_files) in trees.items():
+                one, all_, members = await measure(
+                    tree, nice, args, stages.get(name), marks=marks[name], cpu=cpu[name],
+                    extra_env=extra_env, log_files=log_files,
+                )  # fmt: skip
+                per_host[name] += one
+                both[name] += all_
+                loads[name].append(os.getloadavg()[0])
         print(
-            "    CPU per change (ms): "
-            + ", ".join(f"{k} {v / changes * 1000:.1f}" for k, v in sorted(busy.items()))
+            f"cluster latency, {args.count} changes x {args.rounds} rounds, 3 agents ({members} etcd "
+            f"members), {'short' if args.short_timings else 'default'} etcd timings, "
+            f"{os.cpu_count()} cores, observer at nice {args.observer_nice} "
+            "(target p50<=10ms p99<=30ms):"
         )
-        print(
-            "    CPU idle (ms per s): "
-            + ", ".join(f"{k} {cpu[name][f'idle {k}'] / idle * 1000:.1f}" for k in sorted(busy))
-        )
-        if name in stages:
-            print("    stages (ms over the changes; the last column: over the slowest tenth):")
-            print("\n".join(stage_report(stages[name], marks[name])))
-    shutil.rmtree(scratch, ignore_errors=True)
-    shutil.rmtree(shm, ignore_errors=True)
+        for name, (tree, *_) in trees.items():
+            load = "-".join(f"{x:.1f}" for x in (min(loads[name]), max(loads[name])))
+            print(f"  {name} ({tree}), load {load}:")
+            print(f"    file updated on a collector: {fmt_ms(percentiles(per_host[name]))}")
+            print(f"    updated on both collectors:  {fmt_ms(percentiles(both[name]))}")
+            changes, idle = args.count * args.rounds, IDLE * args.rounds
+            busy = {k: v for k, v in cpu[name].items() if not k.startswith("idle ")}
+            print(
+                "    CPU per change (ms): "
+                + ", ".join(f"{k} {v / changes * 1000:.1f}" for k, v in sorted(busy.items()))
+            )
+            print(
+                "    CPU idle (ms per s): "
+                + ", ".join(f"{k} {cpu[name][f'idle {k}'] / idle * 1000:.1f}" for k in sorted(busy))
+            )
+            if name in stages:
+                print("    stages (ms over the changes; the last column: over the slowest tenth):")
+                print("\n".join(stage_report(stages[name], marks[name])))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(shm, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_script(main)

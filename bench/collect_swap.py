@@ -12,13 +12,14 @@ compare; a checkout without `ClusterLink.merge` is measured through `graph_for` 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from common import run_script
 
 from engine.engine import Engine
 from engine.graph import Graph
@@ -90,4 +91,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_script(main)

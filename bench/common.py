@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_MGMT = ROOT / ".venv" / "bin" / "mgmt"
@@ -29,12 +31,97 @@ def files_graph(directory: Path, count: int, name: str = "files") -> str:
     return "\n".join(lines) + "\n"
 
 
+STOP_GRACE = 10.0  # seconds a child interrupted by Ctrl-C gets to stop before it is killed
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """Run a script's `main` (a function, or a coroutine function). Ctrl-C stops it: its
+    `finally` blocks stop what it started and remove its files, then one line instead of a
+    traceback, and exit 130. A second Ctrl-C while they run only says so (a third leaves
+    them: the processes and files of a half-done teardown)."""
+    try:
+        result = main()
+        if inspect.iscoroutine(result):
+            _run_async(result)
+    except KeyboardInterrupt:
+        print(f"{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def _run_async(main: Coroutine[Any, Any, object]) -> None:
+    """asyncio.run(main), with run_script's Ctrl-C: the first cancels `main` (asyncio.run's
+    own handler cancels it on the first and raises KeyboardInterrupt on the next, wherever the
+    teardown is)."""
+    interrupts = 0
+    task: asyncio.Task[object] | None = None
+
+    async def run() -> object:
+        nonlocal task
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        signal.signal(signal.SIGINT, lambda *_: loop.call_soon_threadsafe(interrupted))
+        return await main
+
+    def interrupted() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1 and task is not None:
+            task.cancel()
+        elif interrupts == 2:
+            print("stopping what it started (Ctrl-C again to leave it)", file=sys.stderr)
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        asyncio.run(run())
+    except asyncio.CancelledError:
+        if not interrupts:
+            raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupts:
+        raise KeyboardInterrupt
+
+
+def checkout(path: Path, flag: str) -> Path:
+    """`path` resolved, if it is a checkout of this project (its `mgmt` package); else exit 2.
+    `python -m mgmt` run in any other directory imports this tree's (the venv's path entry):
+    a mistyped DIR would compare this tree with itself."""
+    path = path.resolve()
+    if not (path / "mgmt" / "__main__.py").is_file():
+        print(f"{flag} {path}: not a checkout of mgmt (no mgmt/__main__.py in it)", file=sys.stderr)
+        sys.exit(2)
+    return path
+
+
+def run_child(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    """subprocess.run(argv, check=True, capture_output=True), except on Ctrl-C: the child is
+    sent SIGTERM (after the terminal's SIGINT, `mgmt run` then stops at once) and gets
+    STOP_GRACE seconds before SIGKILL, so an `mgmt run --tmp-prefix` removes its prefix
+    (subprocess.run kills it after 0.25 s, leaving the prefix in $TMPDIR)."""
+    with subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=1800)
+        except BaseException:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=STOP_GRACE)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                proc.kill()
+                proc.wait()
+            raise
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, argv, out, err)
+
+
 def timed_run(args: list[str], env: dict[str, str] | None = None) -> float:
     """Wall time of one whole `mgmt` process (exit code must be 0)."""
     start = time.perf_counter()
-    subprocess.run(
-        [*MGMT, *args], check=True, capture_output=True, env={**os.environ, **(env or {})}
-    )
+    run_child([*MGMT, *args], env={**os.environ, **(env or {})})
     return time.perf_counter() - start
 
 

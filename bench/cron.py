@@ -16,19 +16,18 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import MGMT, ROOT, files_graph
+from common import MGMT, ROOT, checkout, files_graph, run_child, run_script
 
 
 def timed(argv: list[str], cwd: Path) -> tuple[float, float]:
     """(wall, CPU) seconds of one whole process (exit code must be 0)."""
     before, start = os.times(), time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, capture_output=True, timeout=1800)
+    run_child(argv, cwd)
     wall, after = time.perf_counter() - start, os.times()
     cpu = after.children_user + after.children_system
     return wall, cpu - before.children_user - before.children_system
@@ -40,6 +39,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--base", type=Path, help="another checkout to compare, interleaved")
     args = parser.parse_args()
+    if args.base is not None:
+        args.base = checkout(args.base, "--base")
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-cron-"))
     sides = {"this": (MGMT, ROOT)}
     if args.base is not None:
@@ -82,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -50,7 +50,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster_latency import free_ports, wait_all
-from common import MGMT, ROOT, cluster_agent_argv, fmt_ms, percentiles, terminate
+from common import (
+    MGMT,
+    ROOT,
+    checkout,
+    cluster_agent_argv,
+    fmt_ms,
+    percentiles,
+    run_script,
+    terminate,
+)
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -313,7 +322,7 @@ async def main() -> None:
     parser.add_argument("--against", type=Path, help="another checkout, measured side by side")
     args = parser.parse_args()
     if args.against is not None:
-        await compare(args.against.resolve(), args.count, args.short_timings)
+        await compare(checkout(args.against, "--against"), args.count, args.short_timings)
         return
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-deploy-"))
     ports = free_ports(2 * len(HOSTS))
@@ -364,4 +373,4 @@ def byte_compile(root: Path) -> None:
 
 if __name__ == "__main__":
     byte_compile(ROOT)
-    asyncio.run(main())
+    run_script(main)

@@ -40,13 +40,16 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from common import MGMT, ROOT, fmt_ms, percentiles
+from common import MGMT, ROOT, checkout, fmt_ms, percentiles, run_script, terminate
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
 
 CONTENT = "hello world\n"
 DRIFTS = ("delete", "overwrite")
+
+# A busy loop; Ctrl-C (the terminal's SIGINT) ends it without a KeyboardInterrupt traceback.
+BUSY = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_DFL)\nwhile True: pass"
 
 
 def switches(pid: int) -> int:
@@ -93,15 +96,13 @@ async def measure(path: Path, count: int, drift: str, pause: float) -> list[floa
 @contextlib.asynccontextmanager
 async def busy_loops(count: int, unnice: list[str]) -> AsyncIterator[None]:
     loops = [
-        await asyncio.create_subprocess_exec(*unnice, sys.executable, "-c", "while True: pass")
+        await asyncio.create_subprocess_exec(*unnice, sys.executable, "-c", BUSY)
         for _ in range(count)
     ]
     try:
         yield
     finally:
-        for loop in loops:
-            loop.terminate()
-            await loop.wait()
+        await terminate(loops)
 
 
 @contextlib.asynccontextmanager
@@ -132,8 +133,7 @@ async def agent(
                         break
         yield path, proc.pid
     finally:
-        proc.terminate()
-        await proc.wait()
+        await terminate([proc])
 
 
 async def main() -> None:
@@ -148,6 +148,8 @@ async def main() -> None:
         "--pause", type=float, default=0, help="ms between a repair and the next drift"
     )
     args = parser.parse_args()
+    if args.baseline is not None:
+        args.baseline = checkout(args.baseline, "--baseline")
     if args.observer_nice:
         os.setpriority(os.PRIO_PROCESS, 0, args.observer_nice)
     # What this process starts runs at nice 0 (or its own --nice), not at the observer's level.
@@ -188,4 +190,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_script(main)

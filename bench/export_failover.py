@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -30,7 +31,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cluster_latency import free_ports, replace, wait_all
-from common import MGMT, ROOT, terminate
+from common import MGMT, ROOT, run_script, terminate
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -69,6 +70,7 @@ class Fleet:
         self.timings = ["--etcd-heartbeat-interval", "10", "--etcd-election-timeout", "100"]
         self.short = short
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.frozen: list[int] = []  # SIGSTOPped pids: a stop must SIGCONT them to end them
 
     async def start(self, host: str, seeds: list[str]) -> None:
         argv = [
@@ -100,8 +102,14 @@ class Fleet:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         for each in [pid, *map(int, children)]:
             os.kill(each, signal.SIGSTOP)
+            self.frozen.append(each)
 
     async def stop(self) -> None:
+        """Stop every agent (and its etcd); a frozen one would never act on its SIGTERM."""
+        for pid in self.frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.frozen.clear()
         await terminate(self.procs.values())
 
     async def roles(self) -> tuple[str, list[str]]:
@@ -162,6 +170,7 @@ async def trial(
     later = await change(fleet, watcher, alive)
     if freeze:
         await fleet.kill(victim)  # its etcd dies with it (PR_SET_PDEATHSIG)
+        fleet.frozen.clear()
     await fleet.start(victim, [v for v in voters if v != victim])
     await fleet.roles()
     await change(fleet, watcher, list(targets.values()))
@@ -183,6 +192,7 @@ async def main() -> None:
     fleet = Fleet(work, args.short_timings)
     first: dict[str, list[float]] = {"leader": [], "follower": []}
     later: list[float] = []
+    did, done = ("froze", "frozen") if args.freeze else ("killed", "killed")
     try:
         token = secrets.token_hex(8)
         for host in HOSTS:
@@ -201,7 +211,7 @@ async def main() -> None:
                 first[kind].append(once)
                 later.append(next_one)
                 print(
-                    f"trial {i}: killed {victim} ({kind}): first change {once * 1000:.0f} ms, "
+                    f"trial {i}: {did} {victim} ({kind}): first change {once * 1000:.0f} ms, "
                     f"next {next_one * 1000:.0f} ms"
                 )
         print(
@@ -211,7 +221,7 @@ async def main() -> None:
         for kind, samples in first.items():
             if samples:
                 print(
-                    f"  first change, {kind} killed: p50 {statistics.median(samples) * 1000:.0f} "
+                    f"  first change, {kind} {done}: p50 {statistics.median(samples) * 1000:.0f} "
                     f"ms (max {max(samples) * 1000:.0f} ms, {len(samples)} trials)"
                 )
         print(f"  the change after it: p50 {statistics.median(later) * 1000:.0f} ms")
@@ -221,4 +231,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_script(main)

@@ -9,7 +9,6 @@ PathWatcher entered, as the resource's watch does before its first check, then l
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import shutil
@@ -20,6 +19,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import run_script
 
 from engine.handle import Handle
 from engine.watcher import PathWatcher
@@ -68,4 +69,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_script(main)

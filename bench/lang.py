@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import swap
-from common import MGMT, ROOT, fmt_ms, percentiles
+from common import MGMT, ROOT, fmt_ms, percentiles, run_script, terminate
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -123,8 +123,7 @@ async def bench_latency(count: int) -> None:
                                 continue
                     samples.append(time.perf_counter() - start)
         finally:
-            proc.terminate()
-            await proc.wait()
+            await terminate([proc])
     print(f"event -> applied ({count}x): " + fmt_ms(percentiles(samples)))
 
 
@@ -150,8 +149,7 @@ async def bench_idle_cpu(seconds: float) -> None:
             await asyncio.sleep(seconds)  # measuring an interval, not synchronising
             used = _cpu(proc.pid) - before
         finally:
-            proc.terminate()
-            await proc.wait()
+            await terminate([proc])
     print(
         f"datetime demo: {used:.3f} s CPU over {seconds:.0f} s "
         f"({used / seconds * 100:.2f}% of a core, {seconds:.0f} updates)"
@@ -182,4 +180,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

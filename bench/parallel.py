@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import timed_run
+from common import run_script, timed_run
 
 
 def main() -> None:
@@ -63,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import ROOT, files_graph
+from common import ROOT, files_graph, run_script
 
 sys.path.append(str(ROOT))  # after PYTHONPATH: `PYTHONPATH=DIR` measures DIR
 import resources  # noqa: F401  # registers the kinds' loader
@@ -85,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -22,14 +22,13 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import MGMT, ROOT, files_graph
+from common import MGMT, ROOT, checkout, files_graph, run_child, run_script
 
 Setup = Callable[[Path, Path, int], list[str]]  # (work dir, output dir, count) -> argv
 
@@ -103,7 +102,7 @@ def based(base: Path) -> Setup:
 
 def timed(argv: list[str], cwd: Path) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, capture_output=True, timeout=1800)
+    run_child(argv, cwd)
     return time.perf_counter() - start
 
 
@@ -113,6 +112,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--base", type=Path, help="another checkout of mgmt, interleaved")
     args = parser.parse_args()
+    if args.base is not None:
+        args.base = checkout(args.base, "--base")
     root = Path(tempfile.mkdtemp(prefix="mgmt-bench-peers-"))
     runs: dict[str, tuple[list[str], Path, Path]] = {}  # label -> argv, its cwd, its output
     tools = dict(TOOLS)
@@ -155,4 +156,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

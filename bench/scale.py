@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import MGMT, files_graph
+from common import MGMT, files_graph, run_script, terminate
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -56,8 +56,7 @@ async def one(count: int, idle: float) -> None:
         )
         reader.cancel()
     finally:
-        proc.terminate()
-        await proc.wait()
+        await terminate([proc])
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -71,4 +70,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_script(main)

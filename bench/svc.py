@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from common import MGMT, ROOT, fmt_ms, percentiles
+from common import MGMT, ROOT, fmt_ms, percentiles, run_script
 from dbus_fast import Message, MessageType
 
 sys.path.insert(0, str(ROOT))
@@ -164,7 +164,8 @@ async def bench(manager: RealSystemd, work: Path, runs: int) -> None:
                 observer, link, runs, lambda: asyncio.to_thread(link.unlink)
             )
         finally:
-            proc.send_signal(signal.SIGTERM)
+            if proc.returncode is None:  # not already stopped by a Ctrl-C
+                proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(30):
                 await proc.wait()
             await reader
@@ -193,4 +194,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -36,7 +36,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from common import MGMT, ROOT, files_graph, fmt_ms, percentiles
+from common import MGMT, ROOT, files_graph, fmt_ms, percentiles, run_script
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -228,4 +228,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_script(main)

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import ROOT, fmt_ms, percentiles
+from common import ROOT, fmt_ms, percentiles, run_script
 
 sys.path.insert(0, str(ROOT))
 import libvirt
@@ -102,4 +102,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_script(main)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 log = logging.getLogger("engine")
@@ -58,3 +58,20 @@ class TaskSet:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def thread_to_end(
+    func: Callable[..., T], *args: Any, undo: Callable[[T], object] | None = None
+) -> T:
+    """asyncio.to_thread(func, *args), except that a cancellation waits for the thread to end
+    before it is raised (and then gives `undo` what the thread returned): a thread cannot be
+    stopped, and one still running would act after the caller's cleanup (a temporary prefix
+    made again once it was removed)."""
+    future = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait({future})
+        if undo is not None and not future.cancelled() and future.exception() is None:
+            undo(future.result())
+        raise

@@ -40,10 +40,13 @@ def main() -> int:
             except OSError:
                 return code  # let the interpreter say it
             os._exit(code)
-    full_site()
-    from mgmt.cli import main as cli
+    try:
+        full_site()
+        from mgmt.cli import main as cli
 
-    return cli()
+        return cli()
+    except KeyboardInterrupt:  # a Ctrl-C before the agent's handlers: as mgmt.cli's own
+        return 1
 
 
 if __name__ == "__main__":

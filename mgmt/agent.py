@@ -28,7 +28,7 @@ from engine.heap import FrozenHeap
 from engine.local import LocalValues
 from engine.program import ProgramRef
 from engine.safefs import check_private, private_dir
-from engine.tasks import TaskSet
+from engine.tasks import TaskSet, thread_to_end
 from engine.watcher import PathWatcher
 from mgmt import log as logsetup
 from mgmt import priority
@@ -142,7 +142,7 @@ async def run(config: Config, given: Loaded | None = None) -> int:
     priority.renice(config.nice)
     # Known before the program runs: its functions keep their files there too (local.*).
     if config.tmp_prefix:  # removed at exit; a killed run's is removed by the next one
-        tmp = await asyncio.to_thread(TmpPrefix)
+        tmp = await thread_to_end(TmpPrefix, undo=TmpPrefix.close)
         for name in tmp.removed:
             log.debug("removed %s, the temporary prefix of a run that was killed", name)
         try:
@@ -150,7 +150,7 @@ async def run(config: Config, given: Loaded | None = None) -> int:
         finally:
             tmp.close()
     try:  # before anything is applied: a shared prefix is refused
-        await asyncio.to_thread(check_private, config.prefix)
+        await thread_to_end(check_private, config.prefix)
     except (OSError, MgmtError) as err:
         log.error("%s", ValidationError(str(err), "--prefix"))
         return ExitCode.USAGE
@@ -308,7 +308,7 @@ class Agent:
         self.server = StatusServer(self.status, self.metrics.render if self.metrics else None)
         private = True
         try:  # the prefix first: a listener beyond loopback may keep its certificate there
-            await asyncio.to_thread(private_dir, self.engine.prefix)
+            await thread_to_end(private_dir, self.engine.prefix)
         except (OSError, MgmtError) as err:  # mgmt status cannot reach this agent, nothing else
             log.warning("no status socket in %s: %s", self.engine.prefix, err)
             private = False

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -666,3 +667,30 @@ def test_run_with_stderr_closed_applies_the_graph(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0
     assert out.read_text() == "x"
+
+
+INTERRUPT_AT_CLI = """
+import os, signal, sys
+
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "mgmt.cli":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, Interrupt())
+"""
+
+
+def test_ctrl_c_while_starting_up_exits_without_a_traceback(tmp_path: Path) -> None:
+    """A Ctrl-C during the imports (before the event loop and the agent's handlers) stops it
+    as one in the loop's start does: exit 1, no KeyboardInterrupt traceback."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(INTERRUPT_AT_CLI)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "hook")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mgmt", "run", "--prefix", str(tmp_path / "p"), "empty"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (1, "")

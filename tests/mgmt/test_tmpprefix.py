@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
+import pytest
+
+from engine.safefs import private_dir
+from mgmt import agent
+from mgmt.config import Config
 from mgmt.tmpprefix import LOCK, TmpPrefix, sweep
 
 HOLD = "import sys; from mgmt.tmpprefix import TmpPrefix; t = TmpPrefix(); print(t.path, flush=True); sys.stdin.read()"
@@ -93,3 +101,41 @@ def test_the_cli_cleans_up_its_own_and_a_killed_runs_prefix(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert not dead_prefix.exists()
     assert [p for p in tmp_path.iterdir() if p.name.startswith("mgmt-")] == []
+
+
+async def test_a_run_cancelled_while_its_prefix_is_made_private_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C before the agent's own handlers cancels the run (asyncio.run's handler). The
+    status socket's private_dir() of the prefix, still running in its thread, made the removed
+    prefix again: an empty directory without a lock, which no later run sweeps."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    entered, release, closing = threading.Event(), threading.Event(), threading.Event()
+    ended = threading.Event()
+
+    def held(path: Path) -> Path:
+        entered.set()
+        release.wait(30)
+        try:
+            return private_dir(path)
+        finally:
+            ended.set()
+
+    def close(tmp: TmpPrefix) -> None:
+        closing.set()
+        real_close(tmp)
+
+    real_close = TmpPrefix.close
+    monkeypatch.setattr(agent, "private_dir", held)
+    monkeypatch.setattr(TmpPrefix, "close", close)
+    config = Config(frontend="empty", tmp_prefix=True, hostname="t", converged_timeout=0)
+    run = asyncio.ensure_future(agent.run(config))
+    await asyncio.to_thread(entered.wait, 30)
+    run.cancel()
+    # Before the fix the run removed its prefix at once; now it waits for the thread.
+    await asyncio.to_thread(closing.wait, 1)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    await asyncio.to_thread(ended.wait, 30)
+    assert [n for n in await asyncio.to_thread(os.listdir, tmp_path) if n.startswith("mgmt-")] == []
