@@ -8,7 +8,7 @@ package only. Whatever needs the installed packages runs `site` first (`mgmt.ful
 import os
 import sys
 
-from mgmt import full_site
+from mgmt import full_site, lazyimport
 
 
 def quiet_stderr() -> None:
@@ -41,6 +41,7 @@ def main() -> int:
                 return code  # let the interpreter say it
             os._exit(code)
     full_site()
+    lazyimport.install()  # ssl runs on first use: a graph file's run does no TLS
     from mgmt.cli import main as cli
 
     return cli()
