@@ -8,14 +8,20 @@ first read of one of its attributes (`ssl.create_default_context`, `isinstance(s
 in asyncio's socket calls...): TLS users, ours and asyncio's, get the real module at that moment,
 whichever thread reads first (the others wait for it). Nothing else changes: the library API
 (`mgmt.agent.run`) imports as usual.
+
+`patterns_on_use(package)` defers the regular expressions a package compiles at import
+(PyYAML's reader and resolver: ~7 ms of every start, for patterns a graph file mostly never
+uses) to their first use.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 from _thread import RLock
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib.machinery import ModuleSpec, PathFinder
 from typing import TYPE_CHECKING, Any
 
@@ -101,3 +107,36 @@ def install() -> None:
     if "_ssl" not in sys.modules and PathFinder.find_spec("_ssl") is None:
         return
     sys.meta_path.insert(0, _Finder())
+
+
+class _Pattern:
+    """A regular expression compiled at its first use. Its methods are then the compiled
+    pattern's own, kept in this object: a call costs no more than the pattern's."""
+
+    def __init__(self, pattern: str, flags: int) -> None:
+        self._source = (pattern, flags)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(re.compile(*self._source), name)
+        if callable(value):
+            self.__dict__[name] = value
+        return value
+
+
+@contextmanager
+def patterns_on_use(package: str) -> Iterator[None]:
+    """While importing `package`: the patterns its modules compile (`re.compile(TEXT)`) are
+    compiled at their first use instead. Calls from any other module (any thread) are as usual."""
+    real = re.compile
+
+    def compile_on_use(pattern: Any, flags: Any = 0) -> Any:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if isinstance(pattern, str) and caller.partition(".")[0] == package:
+            return _Pattern(pattern, int(flags))
+        return real(pattern, flags)
+
+    re.compile = compile_on_use
+    try:
+        yield
+    finally:
+        re.compile = real
