@@ -36,15 +36,46 @@ def test_a_cron_run_of_a_graph_file_loads_no_tls(tmp_path: Path) -> None:
         '      content: "a\\n"\n'
     )
     script = (
-        "import sys\n"
+        "import atexit, sys\n"
         "from mgmt.__main__ import main\n"
         "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
-        "assert main() == 0\n"
-        "print(sorted(m for m in ('_ssl', 'ssl', 'asyncio.sslproto') if m in sys.modules and "
-        "type(sys.modules[m]).__name__ == 'module'))\n"
+        "atexit.register(lambda: print(sorted(m for m in ('_ssl', 'ssl', 'asyncio.sslproto') if "
+        "m in sys.modules and type(sys.modules[m]).__name__ == 'module')))\n"
+        "main()\n"
+        "print('main returned')\n"
     )
     assert _python(script, str(graph)) == "[]"
     assert (tmp_path / "a").read_text() == "a\n"
+
+
+def test_a_finished_run_exits_without_the_interpreters_teardown(tmp_path: Path) -> None:
+    """Its atexit handlers run and its output is flushed, then the process ends (no teardown:
+    what a `__del__` would print at it does not show); its exit code is the run's."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text("graph: g\nresources:\n  exec:\n    - name: x\n      cmd: exit 3\n")
+    script = (
+        "import atexit, sys\n"
+        "from mgmt.__main__ import main\n"
+        "class Late:\n"
+        "    def __del__(self):\n"
+        "        print('torn down')\n"
+        "late = Late()\n"
+        "atexit.register(print, 'atexit ran')\n"
+        "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
+        "sys.stdout.write('buffered, ')\n"
+        "main()\n"
+        "print('main returned')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", script, str(graph)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 1 and out.stdout == "buffered, atexit ran\n", out
+    assert "failed" in out.stderr
 
 
 def test_a_deferred_ssl_runs_at_first_use_in_every_thread(tmp_path: Path) -> None:
