@@ -28,8 +28,9 @@ def _python(script: str, *args: str) -> str:
     return out.stdout.strip()
 
 
-def test_a_cron_run_of_a_graph_file_loads_no_tls(tmp_path: Path) -> None:
-    """asyncio's ssl (OpenSSL) is imported, not run: nothing in a file graph's run reads it."""
+def test_a_cron_run_of_a_graph_file_loads_no_tls_nor_http(tmp_path: Path) -> None:
+    """asyncio's ssl (OpenSSL) is imported, not run: nothing in a file graph's run reads it;
+    the status socket's HTTP code is imported at its first request, argparse not at all."""
     graph = tmp_path / "g.yaml"
     graph.write_text(
         f"graph: g\nresources:\n  file:\n    - name: a\n      path: {tmp_path}/a\n"
@@ -39,7 +40,8 @@ def test_a_cron_run_of_a_graph_file_loads_no_tls(tmp_path: Path) -> None:
         "import atexit, sys\n"
         "from mgmt.__main__ import main\n"
         "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
-        "atexit.register(lambda: print(sorted(m for m in ('_ssl', 'ssl', 'asyncio.sslproto') if "
+        "names = ('_ssl', 'ssl', 'asyncio.sslproto', 'resources._lib.httpd', 'http', 'argparse')\n"
+        "atexit.register(lambda: print(sorted(m for m in names if "
         "m in sys.modules and type(sys.modules[m]).__name__ == 'module')))\n"
         "main()\n"
         "print('main returned')\n"
