@@ -33,11 +33,12 @@ def quiet_stderr() -> None:
 
 def _exit_now(code: int) -> None:
     """Exit with `code` now, the output flushed; returns if that cannot be done safely (another
-    thread still runs: the interpreter's exit waits for it)."""
+    thread still runs, not a daemon: the interpreter's exit waits for it)."""
     import atexit
     import threading
 
-    if threading.active_count() != 1:
+    main = threading.main_thread()
+    if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
         return
     atexit._run_exitfuncs()
     try:

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import os
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,42 @@ async def test_a_queue_overflow_reaches_every_watcher(tmp_path: Path) -> None:
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+def _inotify_fds() -> set[int]:
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:inotify":
+                found.add(int(name))
+        except FileNotFoundError:
+            pass
+    return found
+
+
+async def test_close_leaves_the_kernels_teardown_to_a_thread(tmp_path: Path) -> None:
+    """An instance with watches is torn down after a grace period of the kernel's (7-23 ms,
+    one watch or many): its descriptor is closed at once, and its last reference (a duplicate)
+    by a thread of its own, not on the loop; once that thread is done, nothing is left open."""
+    started: list[str] = []
+
+    def seen(frame: object, event: str, arg: object) -> None:
+        if event == "call" and not started:
+            started.append(threading.current_thread().name)
+
+    before = _inotify_fds()
+    got = Collected()
+    fd = got.ino.fd
+    assert fd is not None
+    got.ino.add_watch(tmp_path, inotify.CREATE)
+    threading.setprofile(seen)  # threads started from now on report their name
+    try:
+        got.ino.close()
+    finally:
+        threading.setprofile(None)  # type: ignore[arg-type]
+    assert fd not in _inotify_fds() and got.ino.fd is None
+    assert started == ["inotify close"]
+    for thread in threading.enumerate():
+        if thread.name == "inotify close":
+            thread.join(30)
+    assert _inotify_fds() == before
