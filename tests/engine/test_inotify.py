@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import struct
 import threading
@@ -167,26 +168,31 @@ def _inotify_fds() -> set[int]:
 async def test_close_leaves_the_kernels_teardown_to_a_thread(tmp_path: Path) -> None:
     """An instance with watches is torn down after a grace period of the kernel's (7-23 ms,
     one watch or many): its descriptor is closed at once, and its last reference (a duplicate)
-    by a thread of its own, not on the loop; once that thread is done, nothing is left open."""
-    started: list[str] = []
+    by another thread, not on the loop; once that is done, nothing is left open."""
+    done = threading.Event()
+    records: list[logging.LogRecord] = []
 
-    def seen(frame: object, event: str, arg: object) -> None:
-        if event == "call" and not started:
-            started.append(threading.current_thread().name)
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "torn down" in record.getMessage():
+                records.append(record)
+                done.set()
 
-    before = _inotify_fds()
-    got = Collected()
-    fd = got.ino.fd
-    assert fd is not None
-    got.ino.add_watch(tmp_path, inotify.CREATE)
-    threading.setprofile(seen)  # threads started from now on report their name
+    engine_log = logging.getLogger("engine")
+    handler, level = Seen(), engine_log.level
+    engine_log.addHandler(handler)
+    engine_log.setLevel(logging.DEBUG)
     try:
+        before = _inotify_fds()
+        got = Collected()
+        fd = got.ino.fd
+        assert fd is not None
+        got.ino.add_watch(tmp_path, inotify.CREATE)
         got.ino.close()
+        assert fd not in _inotify_fds() and got.ino.fd is None
+        assert await asyncio.to_thread(done.wait, 30)
     finally:
-        threading.setprofile(None)  # type: ignore[arg-type]
-    assert fd not in _inotify_fds() and got.ino.fd is None
-    assert started == ["inotify close"]
-    for thread in threading.enumerate():
-        if thread.name == "inotify close":
-            thread.join(30)
+        engine_log.removeHandler(handler)
+        engine_log.setLevel(level)
+    assert len(records) == 1 and records[0].thread != threading.get_ident()
     assert _inotify_fds() == before
