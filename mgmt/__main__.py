@@ -64,7 +64,10 @@ def main() -> int:
             os._exit(code)
     full_site()
     lazyimport.install()  # ssl runs on first use: a graph file's run does no TLS
-    from mgmt.cli import main as cli
+    from engine.collector import lasting
+
+    with lasting():  # imports: objects that live as long as the process, and no garbage
+        from mgmt.cli import main as cli
 
     code = cli()
     if sys.argv[1:2] == ["run"]:

@@ -468,7 +468,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return deploy_main(args[1:], exit_now=argv is None)
     config = replace(parse(args), own_process=True)
-    from mgmt import agent
+    from engine import collector
+
+    with collector.lasting():  # its imports: ~40 collections walked their objects, for nothing
+        from mgmt import agent
 
     try:
         return int(run_loop(agent.run(config)))
