@@ -12,7 +12,7 @@ flush...) have."""
 import os
 import sys
 
-from mgmt import full_site, lazyimport
+from mgmt import full_site
 
 
 def quiet_stderr() -> None:
@@ -63,10 +63,12 @@ def main() -> int:
                 return code  # let the interpreter say it
             os._exit(code)
     full_site()
-    lazyimport.install()  # ssl runs on first use: a graph file's run does no TLS
     from engine.collector import lasting
 
     with lasting():  # imports: objects that live as long as the process, and no garbage
+        from mgmt import lazyimport
+
+        lazyimport.install()  # ssl runs on first use: a graph file's run does no TLS
         from mgmt.cli import main as cli
 
     code = cli()

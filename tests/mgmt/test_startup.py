@@ -238,3 +238,16 @@ def test_a_runs_imports_are_frozen_not_collected(tmp_path: Path) -> None:
         "main()\n"
     )
     assert _python(script, str(graph)) == "True True"
+
+
+def test_the_thin_deploy_path_imports_nothing_of_the_cli(tmp_path: Path) -> None:
+    """`mgmt deploy` through the local agent (mgmt.deploy.client) starts as before: the
+    command's start-up work (lazy imports, the paused collector) is the CLI's only."""
+    script = (
+        "import sys\n"
+        f"sys.argv[1:] = ['deploy', '--prefix', {str(tmp_path)!r}, '--unsigned', 'lang', 'x/']\n"
+        "import mgmt.__main__\n"
+        "heavy = {'typing', 're', 'contextlib', 'mgmt.lazyimport', 'engine.collector', 'gc'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    assert _python(script) == "[]"
