@@ -117,7 +117,11 @@ def _error(what: str, path: str | None = None) -> OSError:
 def _close_last(fd: int) -> None:
     """Close an instance's last descriptor: the kernel tears the instance down meanwhile."""
     start = time.monotonic()
-    os.close(fd)
+    try:
+        os.close(fd)
+    except OSError as err:  # nothing a thread of its own could do about it but say it
+        log.warning("closing an inotify instance: %s", err)
+        return
     if log.isEnabledFor(logging.DEBUG):
         log.debug("inotify instance torn down in %.1f ms", (time.monotonic() - start) * 1000)
 
