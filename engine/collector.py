@@ -23,3 +23,13 @@ def paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+@contextlib.contextmanager
+def lasting() -> Iterator[None]:
+    """For a block whose objects live as long as the process (the `mgmt` command's imports):
+    no collection inside, then everything alive is frozen (gc.freeze: later collections skip
+    it). Without the freeze, the first collection after the block walked all of it at once."""
+    with paused():
+        yield
+        gc.freeze()

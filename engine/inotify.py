@@ -22,6 +22,8 @@ import functools
 import logging
 import os
 import struct
+import time
+from _thread import start_new_thread
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -112,6 +114,18 @@ def _error(what: str, path: str | None = None) -> OSError:
     return OSError(code, f"{what}: {os.strerror(code)}{limit_hint(what, code)}", path)
 
 
+def _close_last(fd: int) -> None:
+    """Close an instance's last descriptor: the kernel tears the instance down meanwhile."""
+    start = time.monotonic()
+    try:
+        os.close(fd)
+    except OSError as err:  # nothing a thread of its own could do about it but say it
+        log.warning("closing an inotify instance: %s", err)
+        return
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("inotify instance torn down in %.1f ms", (time.monotonic() - start) * 1000)
+
+
 def parse(data: bytes) -> list[Event]:
     """The events in one read() of an inotify descriptor."""
     events = []
@@ -153,11 +167,26 @@ class Inotify:
             raise _error("inotify_rm_watch")
 
     def close(self) -> None:
-        """Stop reading and close: the kernel drops every watch at once."""
+        """Stop reading and close: the kernel drops every watch at once.
+
+        The kernel's teardown of an instance that has watches waits for a grace period of
+        its own (7-23 ms measured here, one watch or a hundred): the descriptor is closed now,
+        and the instance's last reference (a duplicate) by a thread of its own, started without
+        waiting for it to run, so neither the loop nor the rest of a cron run's exit waits."""
         fd, self.fd = self.fd, None
-        if fd is not None:
-            self._loop.remove_reader(fd)
+        if fd is None:
+            return
+        self._loop.remove_reader(fd)
+        try:
+            last = os.dup(fd)
+        except OSError:  # no descriptor left for it: close it here, waiting
             os.close(fd)
+            return
+        os.close(fd)
+        try:
+            start_new_thread(_close_last, (last,))
+        except RuntimeError:  # no thread can start
+            _close_last(last)
 
     def drain(self) -> None:
         """Read and hand over every event queued so far, now (the loop's reader does the

@@ -18,7 +18,6 @@ mgmt deploy [flags] yaml FILE | lang FILE.mcl | lang DIR/ | --list | --status | 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import socket
@@ -26,13 +25,15 @@ import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import MISSING, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from engine.errors import ValidationError
 from engine.params import parse_int
 from mgmt import priority
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, Config, ExitCode, option_fields
-from mgmt.usage import Parser
+
+if TYPE_CHECKING:
+    import argparse
 
 T = TypeVar("T")
 
@@ -64,10 +65,17 @@ def _env_default(name: str, kind: Any, default: Any) -> Any:
     return value
 
 
+def _int(text: str) -> int:
+    """An integer flag's value: what parse_int accepts (a 64-bit integer); ValidationError."""
+    return parse_int(text.strip())
+
+
 def _int_arg(text: str) -> int:
-    """argparse's type for integer flags: what parse_int accepts (a 64-bit integer)."""
+    """argparse's type for integer flags: _int, its error argparse's."""
+    import argparse
+
     try:
-        return parse_int(text.strip())
+        return _int(text)
     except ValidationError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -75,8 +83,16 @@ def _int_arg(text: str) -> int:
 _CONVERTERS: dict[str, Callable[[str], Any]] = {"int": _int_arg, "Path": Path, "Path | None": Path}
 
 
+def _default(f: Any) -> Any:
+    """An option's default: its MGMT_<FLAG> from the environment, else the field's."""
+    default = f.default if f.default is not MISSING else f.default_factory()
+    return _env_default(f.name, f.type, default)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: `mgmt --version`, `mgmt run ...`."""
+    from mgmt.usage import Parser
+
     parser = Parser(prog="mgmt", description="Event-driven, parallel configuration management.")
     parser.add_argument("--version", action="version", version=f"mgmt {VERSION}")
     parser.add_argument(
@@ -92,14 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_run_parser() -> argparse.ArgumentParser:
     """`mgmt run`: one option per Config field, then the front-end and its file."""
+    from mgmt.usage import Parser
+
     run = Parser(
         prog="mgmt run",
         description="Run a graph: `mgmt run [flags] yaml FILE`, `mgmt run FILE`, "
         "`mgmt run empty`. Every flag also reads MGMT_<FLAG> from the environment.",
     )
     for f in option_fields():
-        default = f.default if f.default is not MISSING else f.default_factory()
-        default = _env_default(f.name, f.type, default)
+        default = _default(f)
         flag = "--" + f.name.replace("_", "-")
         extra = {k: v for k, v in f.metadata.items() if k != "help"}
         if f.type == "bool":
@@ -129,17 +146,70 @@ def _frontend_of(path: Path) -> str:
     return "lang" if path.is_dir() else SUFFIXES.get(path.suffix, "yaml")
 
 
+def _usage_error(message: str) -> NoReturn:
+    """`mgmt run`'s usage error: one line, exit 2 (mgmt.usage)."""
+    build_run_parser().error(message)
+
+
+_PLAIN_TYPES = frozenset({"bool", "int", "str", "str | None", "Path", "Path | None"})
+_PLAIN_KEYS = frozenset({"help", "metavar", "choices"})
+
+
+def _plain_run_args(argv: list[str]) -> tuple[dict[str, Any], list[str], str | None] | None:
+    """`mgmt run`'s argv (without "run") as argparse parses it: (option values, front-end
+    words, -e CODE), for a plain argv: whole flag names, `--flag=VALUE` or `--flag VALUE`
+    (a VALUE not starting with "-"), good values, a front-end. argparse's import and parser
+    cost ~10 ms of every run's start; None for anything else (--help, an abbreviation, a bad
+    value...): argparse parses that, and says what is wrong."""
+    options = {"--" + f.name.replace("_", "-"): f for f in option_fields()}
+    values = {f.name: _default(f) for f in options.values()}
+    target: list[str] = []
+    code: str | None = None
+    words = iter(argv)
+    for word in words:
+        if not word.startswith("-"):
+            target.append(word)
+            continue
+        flag, given, value = word.partition("=")
+        f = options.get(flag)
+        if f is not None and (f.type not in _PLAIN_TYPES or not _PLAIN_KEYS.issuperset(f.metadata)):
+            return None  # an option this parser does not know how argparse would take
+        if f is not None and f.type == "bool":
+            if given:
+                return None  # argparse: "ignored explicit argument"
+            values[f.name] = True
+            continue
+        if f is None and (flag not in ("-e", "--execute") or (given and flag == "-e")):
+            return None
+        if not given:
+            value = next(words, "-")
+            if value.startswith("-"):
+                return None  # a negative number, a missing value: argparse's call
+        if f is None:
+            code = value
+            continue
+        choices = f.metadata.get("choices")
+        try:
+            values[f.name] = _int(value) if f.type == "int" else _CONVERTERS.get(f.type, str)(value)
+        except ValidationError:
+            return None
+        if choices is not None and values[f.name] not in choices:
+            return None
+    return (values, target, code) if target else None
+
+
 def parse(argv: list[str]) -> Config:
     """argv (without the program name) -> Config; exits 2 on a usage error."""
     if not argv or argv[0] != "run":
         build_parser().parse_args(argv[:1])  # --help, --version, or a usage error (exit 2)
-    parser = build_run_parser()
-    args = parser.parse_intermixed_args(argv[1:])
-    target: list[str] = args.target
-    code: str | None = args.execute
+    plain = _plain_run_args(argv[1:])
+    if plain is None:
+        args = build_run_parser().parse_intermixed_args(argv[1:])
+        plain = {f.name: getattr(args, f.name) for f in option_fields()}, args.target, args.execute
+    values, target, code = plain
     file: Path | None = None
     if code is not None and target != ["puppet"]:
-        parser.error("-e CODE is for Puppet code: `mgmt run [flags] puppet -e CODE`")
+        _usage_error("-e CODE is for Puppet code: `mgmt run [flags] puppet -e CODE`")
     if target == ["empty"] or (target == ["puppet"] and code is not None):
         frontend = target[0]
     elif len(target) == 2 and target[0] in FRONTENDS:
@@ -148,16 +218,15 @@ def parse(argv: list[str]) -> Config:
         frontend = _frontend_of(Path(target[0]))
         file = Path(target[0])
     else:
-        parser.error(
+        _usage_error(
             "expected `yaml FILE`, `lang FILE`, `puppet FILE`, `puppet -e CODE`, `FILE` or "
             f"`empty`, got {' '.join(target)!r}"
         )
-    values = {f.name: getattr(args, f.name) for f in option_fields()}
     if values["tmp_prefix"] and values["prefix"] != Config.prefix:
-        parser.error("--prefix and --tmp-prefix exclude each other (as in mgmt): choose one")
+        _usage_error("--prefix and --tmp-prefix exclude each other (as in mgmt): choose one")
     why = priority.check(values["nice"])
     if why is not None:
-        parser.error(why)
+        _usage_error(why)
     return Config(frontend=frontend, file=file, code=code, **values)
 
 
@@ -256,6 +325,8 @@ def _check_puppet(config: Config) -> None:
 
 def build_cluster_parser() -> argparse.ArgumentParser:
     """`mgmt cluster mint-cert` and `mgmt cluster admit` (docs/security.md, attribution)."""
+    from mgmt.usage import Parser
+
     parser = Parser(prog="mgmt cluster", description="Per-host etcd identities (docs/security.md).")
     sub = parser.add_subparsers(dest="action", required=True)
     mint = sub.add_parser(
@@ -397,7 +468,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return deploy_main(args[1:], exit_now=argv is None)
     config = replace(parse(args), own_process=True)
-    from mgmt import agent
+    from engine import collector
+
+    with collector.lasting():  # its imports: ~40 collections walked their objects, for nothing
+        from mgmt import agent
 
     try:
         return int(run_loop(agent.run(config)))

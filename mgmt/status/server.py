@@ -43,7 +43,6 @@ from engine.errors import ValidationError, WorldError
 from engine.params import show
 from mgmt.metrics import FLAG, parse_listen, resolve
 from mgmt.status.model import StatusModel
-from resources._lib import httpd
 
 if TYPE_CHECKING:
     from mgmt.config import Config
@@ -193,6 +192,8 @@ class StatusServer:
         check_host: bool = False,
         page: bool = True,
     ) -> None:
+        from resources._lib import httpd  # at the first request: not in a cron run's start
+
         task = asyncio.current_task()
         assert task is not None
         self._streams.add(task)
@@ -522,6 +523,8 @@ HEADERS = {
 
 
 async def _send(writer: asyncio.StreamWriter, response: Response, head: bool = False) -> None:
+    from resources._lib import httpd
+
     code, content_type, body = response
     headers = {"Content-Type": content_type, **HEADERS}
     writer.write(httpd.encode(httpd.Response(code, body, headers), head))

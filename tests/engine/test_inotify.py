@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,47 @@ async def test_a_queue_overflow_reaches_every_watcher(tmp_path: Path) -> None:
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+def _inotify_fds() -> set[int]:
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:inotify":
+                found.add(int(name))
+        except FileNotFoundError:
+            pass
+    return found
+
+
+async def test_close_leaves_the_kernels_teardown_to_a_thread(tmp_path: Path) -> None:
+    """An instance with watches is torn down after a grace period of the kernel's (7-23 ms,
+    one watch or many): its descriptor is closed at once, and its last reference (a duplicate)
+    by another thread, not on the loop; once that is done, nothing is left open."""
+    done = threading.Event()
+    records: list[logging.LogRecord] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "torn down" in record.getMessage():
+                records.append(record)
+                done.set()
+
+    engine_log = logging.getLogger("engine")
+    handler, level = Seen(), engine_log.level
+    engine_log.addHandler(handler)
+    engine_log.setLevel(logging.DEBUG)
+    try:
+        before = _inotify_fds()
+        got = Collected()
+        fd = got.ino.fd
+        assert fd is not None
+        got.ino.add_watch(tmp_path, inotify.CREATE)
+        got.ino.close()
+        assert fd not in _inotify_fds() and got.ino.fd is None
+        assert await asyncio.to_thread(done.wait, 30)
+    finally:
+        engine_log.removeHandler(handler)
+        engine_log.setLevel(level)
+    assert len(records) == 1 and records[0].thread != threading.get_ident()
+    assert _inotify_fds() == before

@@ -1,0 +1,142 @@
+"""Modules whose code runs on first use instead of at import, for the `mgmt` command's start-up.
+
+asyncio imports `ssl` (and `asyncio.sslproto`, which reads two of ssl's classes at import) for
+the TLS it may be asked to do: ~10 ms of every `mgmt run`, most of it loading OpenSSL, which a
+cron run of a graph file never uses. `install()` (the command does it before anything imports
+asyncio) makes `import ssl` and `import asyncio.sslproto` give a module whose code runs at the
+first read of one of its attributes (`ssl.create_default_context`, `isinstance(s, ssl.SSLSocket)`
+in asyncio's socket calls...): TLS users, ours and asyncio's, get the real module at that moment,
+whichever thread reads first (the others wait for it). Nothing else changes: the library API
+(`mgmt.agent.run`) imports as usual.
+
+`patterns_on_use(package)` defers the regular expressions a package compiles at import
+(PyYAML's reader and resolver: ~7 ms of every start, for patterns a graph file mostly never
+uses) to their first use.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from _thread import RLock
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib.machinery import ModuleSpec, PathFinder
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from importlib.abc import Loader as _LoaderBase
+else:
+    _LoaderBase = object  # importlib.abc costs more to import than this module saves
+
+# What runs on first use: ssl (OpenSSL) and asyncio's module that reads ssl's classes at import.
+LAZY = frozenset({"ssl", "asyncio.sslproto"})
+_LOCK = RLock()  # one thread runs a module's code; a read from another waits for it
+_RUNNING: set[str] = set()  # modules whose code runs now (a read from their own code: missing)
+
+
+class _Lazy(types.ModuleType):
+    """A module whose code has not run yet: reading an attribute it lacks runs it."""
+
+    def __getattr__(self, name: str) -> Any:
+        _run(self)
+        return types.ModuleType.__getattribute__(self, name)
+
+
+class _Loader(_LoaderBase):
+    """Creates the module as the import system does, and defers its code (`_run`)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def create_module(self, spec: ModuleSpec) -> types.ModuleType | None:
+        return None  # the import system's default module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        _become(module, _Lazy)
+
+
+def _run(module: types.ModuleType) -> None:
+    """Run the real module's code in `module` (once; a concurrent reader waits for it)."""
+    with _LOCK:
+        name = module.__name__
+        if type(module) is not _Lazy or name in _RUNNING:
+            return  # ran already, or its own code reads a name it has not set yet
+        spec = module.__spec__
+        assert spec is not None and isinstance(spec.loader, _Loader)
+        real = spec.loader.real
+        _RUNNING.add(name)
+        try:
+            spec.loader = module.__loader__ = real
+            real.exec_module(module)
+        except BaseException:
+            spec.loader = module.__loader__ = _Loader(real)  # the next read tries again
+            raise
+        finally:
+            _RUNNING.discard(name)
+        _become(module, types.ModuleType)
+
+
+def _become(module: types.ModuleType, cls: type[types.ModuleType]) -> None:
+    module.__class__ = cls
+
+
+class _Finder:
+    """A meta path finder for the LAZY modules: the real spec, with a deferring loader."""
+
+    @staticmethod
+    def find_spec(
+        fullname: str, path: Sequence[str] | None = None, target: types.ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname not in LAZY:
+            return None
+        spec = PathFinder.find_spec(fullname, path)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = _Loader(spec.loader)
+        return spec
+
+
+def install() -> None:
+    """Defer the LAZY modules not imported yet (those imported already stay as they are).
+    Without OpenSSL's extension nothing is deferred: `import ssl` fails at import, as asyncio
+    expects."""
+    if any(isinstance(f, _Finder) for f in sys.meta_path):
+        return
+    if "_ssl" not in sys.modules and PathFinder.find_spec("_ssl") is None:
+        return
+    sys.meta_path.insert(0, _Finder())
+
+
+class _Pattern:
+    """A regular expression compiled at its first use. Its methods are then the compiled
+    pattern's own, kept in this object: a call costs no more than the pattern's."""
+
+    def __init__(self, pattern: str, flags: int) -> None:
+        self._source = (pattern, flags)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(re.compile(*self._source), name)
+        if callable(value):
+            self.__dict__[name] = value
+        return value
+
+
+@contextmanager
+def patterns_on_use(package: str) -> Iterator[None]:
+    """While importing `package`: the patterns its modules compile (`re.compile(TEXT)`) are
+    compiled at their first use instead. Calls from any other module (any thread) are as usual."""
+    real = re.compile
+
+    def compile_on_use(pattern: Any, flags: Any = 0) -> Any:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if isinstance(pattern, str) and caller.partition(".")[0] == package:
+            return _Pattern(pattern, int(flags))
+        return real(pattern, flags)
+
+    re.compile = compile_on_use
+    try:
+        yield
+    finally:
+        re.compile = real

@@ -1,0 +1,253 @@
+"""The `mgmt` command's start-up: what a cron run of a graph file imports (and what it defers)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mgmt import cli
+from mgmt.config import option_fields
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _python(script: str, *args: str) -> str:
+    """Run `script` in a new interpreter started as the `mgmt` launcher starts it (-S)."""
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", script, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out
+    return out.stdout.strip()
+
+
+def test_a_cron_run_of_a_graph_file_loads_no_tls_nor_http(tmp_path: Path) -> None:
+    """asyncio's ssl (OpenSSL) is imported, not run: nothing in a file graph's run reads it;
+    the status socket's HTTP code is imported at its first request, argparse not at all."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        f"graph: g\nresources:\n  file:\n    - name: a\n      path: {tmp_path}/a\n"
+        '      content: "a\\n"\n'
+    )
+    script = (
+        "import atexit, sys\n"
+        "from mgmt.__main__ import main\n"
+        "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
+        "names = ('_ssl', 'ssl', 'asyncio.sslproto', 'resources._lib.httpd', 'http', 'argparse')\n"
+        "atexit.register(lambda: print(sorted(m for m in names if "
+        "m in sys.modules and type(sys.modules[m]).__name__ == 'module')))\n"
+        "main()\n"
+        "print('main returned')\n"
+    )
+    assert _python(script, str(graph)) == "[]"
+    assert (tmp_path / "a").read_text() == "a\n"
+
+
+def test_a_finished_run_exits_without_the_interpreters_teardown(tmp_path: Path) -> None:
+    """Its atexit handlers run and its output is flushed, then the process ends (no teardown:
+    what a `__del__` would print at it does not show); its exit code is the run's."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text("graph: g\nresources:\n  exec:\n    - name: x\n      cmd: exit 3\n")
+    script = (
+        "import atexit, sys\n"
+        "from mgmt.__main__ import main\n"
+        "class Late:\n"
+        "    def __del__(self):\n"
+        "        print('torn down')\n"
+        "late = Late()\n"
+        "atexit.register(print, 'atexit ran')\n"
+        "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
+        "sys.stdout.write('buffered, ')\n"
+        "main()\n"
+        "print('main returned')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", script, str(graph)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 1 and out.stdout == "buffered, atexit ran\n", out
+    assert "failed" in out.stderr
+
+
+def test_a_deferred_ssl_runs_at_first_use_in_every_thread(tmp_path: Path) -> None:
+    """The first read of an attribute runs the module's code once; readers in other threads
+    wait for it and see the whole module; asyncio's TLS then works: a real handshake."""
+    script = """
+import sys, threading
+from pathlib import Path
+from mgmt import lazyimport
+lazyimport.install()
+import asyncio
+import ssl
+from asyncio import sslproto
+assert "_ssl" not in sys.modules and type(ssl).__name__ == "_Lazy", type(ssl)
+got = []
+start = threading.Barrier(8)
+def read():
+    start.wait()
+    got.append(ssl.PROTOCOL_TLS_CLIENT)
+threads = [threading.Thread(target=read) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert got == [ssl.PROTOCOL_TLS_CLIENT] * 8, got
+assert type(ssl) is type(sys) and ssl.__loader__.__class__.__name__ != "_Loader"
+assert type(sslproto).__name__ == "_Lazy"  # read by asyncio's TLS transport only
+
+import mgmt; mgmt.full_site()
+from mgmt.cluster import pki
+work = Path(sys.argv[1])
+pki.create_ca(work / "ca")
+files = pki.mint(work / "ca", work / "host", "h1", ["127.0.0.1"])
+
+async def handshake() -> bytes:
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(files.cert, files.key)
+    client = ssl.create_default_context(cafile=files.ca)
+    async def answer(reader, writer):
+        writer.write(await reader.readline())
+        await writer.drain()
+        writer.close()
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=served)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client, server_hostname="127.0.0.1"
+        )
+        writer.write(b"over tls\\n")
+        line = await asyncio.wait_for(reader.readline(), 30)
+        writer.close()
+        return line
+
+print(asyncio.run(handshake()).decode().strip(), type(sslproto).__name__)
+"""
+    assert _python(script, str(tmp_path)) == "over tls module"
+
+
+PLAIN = [
+    ["yaml", "g.yaml"],
+    ["g.yaml"],
+    ["empty"],
+    ["--converged-timeout=0", "--tmp-prefix", "--no-watch", "yaml", "g.yaml"],
+    ["--converged-timeout", "5", "yaml", "--noop", "g.yaml", "--sema=3"],
+    ["--prefix", "/x/y", "--log-format", "json", "--verbose", "p.mcl"],
+    ["--hostname=h1", "--graphviz=", "--prefix=", "--nice", "7", "lang", "dir/"],
+    ["--deploy-switch=together", "--max-graph-size", "1024", "--cluster-user", "u", "empty"],
+    ["puppet", "-e", "notify { 'hi': }"],
+    ["--execute=file { '/x': }", "puppet", "--execute", "notify {}"],
+    ["", "x"],
+    ["--sema= 5", "--max-runtime", "+3", "yaml", "g"],
+    ["--noop", "--noop", "--sema=1", "--sema=2", "yaml", "g"],
+]
+ARGPARSE = [  # what the plain parser leaves to argparse (it parses, or says what is wrong)
+    ["--conv=0", "yaml", "g.yaml"],  # an abbreviation
+    ["--nice", "-5", "yaml", "g.yaml"],  # a negative number
+    ["--noop=1", "yaml", "g.yaml"],
+    ["--sema=x", "yaml", "g.yaml"],
+    ["--max-graph-size", "0x10", "yaml", "g.yaml"],
+    ["--log-format=xml", "yaml", "g.yaml"],
+    ["--prefix"],
+    ["--noop"],
+    ["-h"],
+    ["--", "yaml", "g.yaml"],
+    ["-e=x", "puppet"],
+    ["-ex", "puppet"],
+]
+
+
+@pytest.mark.parametrize("argv", PLAIN)
+def test_the_plain_run_parser_gives_what_argparse_gives(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mgmt run`'s usual argv skips argparse (~10 ms of a run): the same values, env
+    defaults included."""
+    monkeypatch.setenv("MGMT_SEMA", "4")
+    monkeypatch.setenv("MGMT_PREFIX", "/from/env")
+    monkeypatch.setenv("MGMT_NO_AUTOEDGES", "yes")
+    plain = cli._plain_run_args(argv)
+    assert plain is not None
+    args = cli.build_run_parser().parse_intermixed_args(argv)
+    wanted = {f.name: getattr(args, f.name) for f in option_fields()}
+    assert plain == (wanted, args.target, args.execute)
+
+
+@pytest.mark.parametrize("argv", ARGPARSE)
+def test_the_plain_run_parser_leaves_the_rest_to_argparse(argv: list[str]) -> None:
+    assert cli._plain_run_args(argv) is None
+
+
+def test_a_run_imports_no_argparse(tmp_path: Path) -> None:
+    """Its parser, its translations (gettext, locale): what a cron run does not need."""
+    script = (
+        "import sys\n"
+        "from mgmt import cli\n"
+        "config = cli.parse(['run', '--converged-timeout=0', '--noop', 'yaml', 'g.yaml'])\n"
+        "assert config.noop and config.exit_after == 0 and config.file.name == 'g.yaml'\n"
+        "print(sorted({'argparse', 'gettext', 'locale'} & set(sys.modules)))\n"
+    )
+    assert _python(script) == "[]"
+
+
+def test_yamls_patterns_compile_at_first_use_and_resolve_as_before() -> None:
+    """PyYAML's reader and resolver patterns (~7 ms at import) compile when first used; the
+    values they resolve, and the reader's refusal of a control character, are unchanged."""
+    script = """
+import re, sys
+import mgmt; mgmt.full_site()
+import mgmt.yamlgraph
+import yaml
+lazy = type(yaml.reader.Reader.NON_PRINTABLE).__name__
+text = "a: yes\\nb: 2001-12-14\\nc: 0x1F\\nd: 1.5e+3\\ne: ~\\ng: plain\\n"
+got = yaml.load(text, Loader=yaml.SafeLoader)
+try:
+    yaml.load("a: \\x07", Loader=yaml.SafeLoader)
+except yaml.reader.ReaderError as err:
+    refused = "special characters are not allowed" in str(err)
+print(lazy, sorted(got.items()) == sorted({
+    "a": True, "b": __import__("datetime").date(2001, 12, 14), "c": 31, "d": 1500.0,
+    "e": None, "g": "plain"}.items()), refused, re.compile("x").__class__.__name__)
+"""
+    assert _python(script) == "_Pattern True True Pattern"
+
+
+def test_a_runs_imports_are_frozen_not_collected(tmp_path: Path) -> None:
+    """The imports make ~40,000 objects that live as long as the process and no garbage: the
+    collector walked them ~45 times (4 of them older generations) before the graph was read.
+    Now it is paused for them and they are frozen: a handful of young collections in all."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text(f"graph: g\nresources:\n  file:\n    - name: a\n      path: {tmp_path}/a\n")
+    script = (
+        "import atexit, gc, sys\n"
+        "runs = []\n"
+        "gc.callbacks.append(lambda phase, info: phase == 'stop' and runs.append(1))\n"
+        "from mgmt.__main__ import main\n"
+        "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
+        "atexit.register(lambda: print(len(runs) < 15, gc.get_freeze_count() > 20_000))\n"
+        "main()\n"
+    )
+    assert _python(script, str(graph)) == "True True"
+
+
+def test_the_thin_deploy_path_imports_nothing_of_the_cli(tmp_path: Path) -> None:
+    """`mgmt deploy` through the local agent (mgmt.deploy.client) starts as before: the
+    command's start-up work (lazy imports, the paused collector) is the CLI's only."""
+    script = (
+        "import sys\n"
+        f"sys.argv[1:] = ['deploy', '--prefix', {str(tmp_path)!r}, '--unsigned', 'lang', 'x/']\n"
+        "import mgmt.__main__\n"
+        "heavy = {'typing', 're', 'contextlib', 'mgmt.lazyimport', 'engine.collector', 'gc'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    assert _python(script) == "[]"
