@@ -242,10 +242,10 @@ class FileRes(Edgeable, Reversible, Resource):
         while True:
             paths = self._watch_paths()
             recurse = self.recurse and (self.source is not None or self.purge)
-            async with PathWatcher(paths, recurse=recurse) as watcher:
+            # Only where the watched paths are fixed: else an event may mean "re-watch".
+            settles = not (recurse or self.follow or self.source is not None)
+            async with PathWatcher(paths, recurse=recurse, checked=settles) as watcher:
                 self._watching = paths
-                # Only where the watched paths are fixed: else an event may mean "re-watch".
-                settles = not (recurse or self.follow or self.source is not None)
                 self._watcher = watcher if settles else None
                 try:
                     # The startup event; after a restart (a followed link moved) a catch-up.
@@ -272,12 +272,17 @@ class FileRes(Edgeable, Reversible, Resource):
             return nothing_to_do(self.handle, why)
         watcher: PathWatcher | None = getattr(self, "_watcher", None)
         if watcher is not None:
-            watcher.settle()  # what happened so far, this check sees (engine/watcher.py)
+            # What happened so far, this check sees; it looks the path up itself, once
+            # (engine/watcher.py), and tells the watcher what it found (_plan).
+            watcher.settle()
         with contextlib.ExitStack() as held:  # descriptors from the check through the changes
             try:
-                where, steps = await self._plan(held)
+                where, steps = await self._plan(held, watcher)
             except OSError as err:
                 raise ResourceError(f"cannot inspect {self._fs_path}: {err}") from err
+            finally:
+                if watcher is not None:
+                    watcher.observed()  # the check failed before it looked: the watcher looks
             self.handle.send(content=functools.partial(read_small, where.path))
             if not steps:
                 return nothing_to_do(self.handle, functools.partial(self._why, where.path))
@@ -340,8 +345,12 @@ class FileRes(Edgeable, Reversible, Resource):
 
     # planning: observe (lstat, read) and decide; nothing here writes --------------------------
 
-    async def _plan(self, held: contextlib.ExitStack) -> tuple[Where, list[Step]]:
+    async def _plan(
+        self, held: contextlib.ExitStack, watcher: PathWatcher | None = None
+    ) -> tuple[Where, list[Step]]:
         where, st = self._locate(held)
+        if watcher is not None:  # not following symlinks: where.path is the watched path
+            watcher.observed(None if st is None else stat.S_IFMT(st.st_mode))
         if self.state == "absent":
             return where, self._plan_absent(where, st)
         if self.symlink:

@@ -101,7 +101,7 @@ class Where:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
+        libc.close_path(self.fd)  # O_PATH (safefs.walk): the GIL held, nothing to wait for
 
     def follow(self) -> Where:
         """Where the symlink at the path points, if the safe-path rule allows following it.
