@@ -12,11 +12,13 @@ The queue is read by libc's read() with the GIL held (engine/libc.py): the descr
 non-blocking, so the call cannot wait; `os.read` released the GIL and then waited ~0.1 ms to
 get it back from the writing threads of a first run, twice per file.
 
-`Inotify(on_events, hashed=wants)`: an event whose entry name starts with "#" is dropped while
-it is parsed, before any object is made for it, unless `wants(wd)` says that watch has a
-reader for such names. The kernel names an unnamed `O_TMPFILE` inode "#<inode number>" and
-reports its writes on the directory (~3 events for every file engine.safefs writes, 30,000 in
-a 10,000-file first run), events that no path watcher asks for.
+`Inotify(on_events, private=wants)`: an event of an entry with a writer's private name (see
+`is_private`) is dropped while it is parsed, before any object is made for it, unless
+`wants(wd)` says that watch has a reader for such names. engine.safefs writes a file as an
+unnamed `O_TMPFILE` inode, which the kernel names "#<inode number>" in the events of its
+writes, and links it in under a ".mgmt.<hex>" temp name that it then renames: 5 of the 6
+events that each file written in a watched directory costs (60,000 events in a 10,000-file
+first run), which no path watcher asks for.
 """
 
 from __future__ import annotations
@@ -132,19 +134,34 @@ def _close_last(fd: int) -> None:
         log.debug("inotify instance torn down in %.1f ms", (time.monotonic() - start) * 1000)
 
 
-_HASH = ord("#")
+# The first characters of private names: an O_TMPFILE inode's ("#<inode>") and engine.safefs's
+# temp names (its TEMP_PREFIX, ".mgmt.<hex>").
+PRIVATE = ("#", ".mgmt.")
+_FIRST = frozenset(ord(prefix[0]) for prefix in PRIVATE)
+_PRIVATE = tuple(prefix.encode() for prefix in PRIVATE)
 
 
-def parse(data: bytes, hashed: Callable[[int], bool] | None = None) -> list[Event]:
-    """The events in one read() of an inotify descriptor; with `hashed`, those of entries
-    named "#..." only where `hashed(wd)` (see the module doc)."""
+def is_private(name: str) -> bool:
+    """Whether `name` is one a writer uses for a file before it is in place (PRIVATE)."""
+    return name.startswith(PRIVATE)
+
+
+def parse(data: bytes, private: Callable[[int], bool] | None = None) -> list[Event]:
+    """The events in one read() of an inotify descriptor; with `private`, those of entries
+    with a private name only where `private(wd)` (see the module doc)."""
     events = []
     offset, end, size = 0, len(data), _HEADER.size
     unpack = _HEADER.unpack_from
     while offset + size <= end:
         wd, mask, cookie, length = unpack(data, offset)
         offset += size
-        if length and hashed is not None and data[offset] == _HASH and not hashed(wd):
+        if (
+            length
+            and private is not None
+            and data[offset] in _FIRST
+            and data.startswith(_PRIVATE, offset)
+            and not private(wd)
+        ):
             offset += length
             continue
         name = data[offset : offset + length].rstrip(b"\0") or None
@@ -159,7 +176,7 @@ class Inotify:
     def __init__(
         self,
         on_events: Callable[[list[Event]], None],
-        hashed: Callable[[int], bool] | None = None,
+        private: Callable[[int], bool] | None = None,
     ) -> None:
         self._calls = _calls()
         fd = self._calls.init1(_NONBLOCK | _CLOEXEC)
@@ -168,7 +185,7 @@ class Inotify:
         self.fd: int | None = fd
         self._buffer = ctypes.create_string_buffer(_READ_SIZE)
         self._on_events = on_events
-        self._hashed = hashed
+        self._private = private
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(fd, self._readable)
 
@@ -227,6 +244,6 @@ class Inotify:
                     log.error("reading inotify failed: %s; re-scanning every watch", err)
                     events.append(Event(-1, Q_OVERFLOW, 0, None))
                 break
-            events += parse(ctypes.string_at(self._buffer, size), self._hashed)
+            events += parse(ctypes.string_at(self._buffer, size), self._private)
         if events:
             self._on_events(events)

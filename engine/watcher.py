@@ -168,9 +168,10 @@ class PathWatcher:
         self._pending = True
         self._wake.set()
 
-    def _resync_now(self, seen: Desired | None = None) -> None:
+    def _resync_now(self, seen: Desired | None = None, look: bool = False) -> None:
         """Bring the watches up to date after a structural event; `seen`: what the paths
-        looked like since that event (observed by a writing thread, see Rename)."""
+        looked like since that event (observed by a writing thread, see Rename); `look`: at
+        every path (see _sync)."""
         if self._resync:
             self._resync = False
             # Re-scan while a sync puts a watch on a directory it did not watch before: what
@@ -178,7 +179,7 @@ class PathWatcher:
             # path. A new watch on a file or a kept directory needs no second look: a change
             # of its entry meanwhile is reported by its directory's watch, already in place.
             for _ in range(64):
-                if not self._sync(seen=seen):
+                if not self._sync(seen=seen, look=look):
                     break
                 seen = None
 
@@ -215,7 +216,7 @@ class PathWatcher:
             return  # its directory's watch, in place, is all it needs
         if kind != stat.S_IFREG:  # a directory (its entries too), or not seen: look
             self._resync = True
-            self._resync_now()
+            self._resync_now(look=True)
             return
         desired = dict(self._registered)
         mask, names = desired.get(path, (0, frozenset()))
@@ -256,7 +257,7 @@ class PathWatcher:
         self._resync = True
         return True
 
-    def _sync(self, first: bool = False, seen: Desired | None = None) -> bool:
+    def _sync(self, first: bool = False, seen: Desired | None = None, look: bool = False) -> bool:
         """Register the watches that match what the paths look like now; True if a directory
         is watched that was not before.
 
@@ -265,14 +266,14 @@ class PathWatcher:
         fresh as a stat: had the directory gone, the event saying so reaches this watcher too
         (its names are registered there), and a re-sync stats everything. `seen`: the watches
         as a writing thread found them needed (Rename), no stat here. A `checked` watcher may
-        leave its first path's own lookup to the check (settle())."""
+        leave its first path's own lookup to the check (settle()), unless told to `look`."""
         hub = self._hub
         if hub is None:
             return False
         owed = None
         if seen is not None:
             desired = seen
-        elif self.checked:
+        elif self.checked and not look:
             deferred: list[str] = []
             desired = self._desired(hub.watches_dir, defer=(self.paths[0], deferred))
             owed = self.paths[0] if deferred else None
@@ -400,14 +401,14 @@ class Hub:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.inotify = Inotify(self._on_events, hashed=self.wants_hashed)
+        self.inotify = Inotify(self._on_events, private=self.wants_private)
         self.subscribers: set[PathWatcher] = set()
         # path -> entry name (or ALL) -> watchers; path -> watcher -> mask it needs
         self.by_name: dict[str, dict[str, set[PathWatcher]]] = {}
         self.masks: dict[str, dict[PathWatcher, int]] = {}
-        # path -> how many of its entry names (or ALL) start with "#": where the events of an
-        # O_TMPFILE inode ("#<inode>") have a reader (engine/inotify.py drops the others).
-        self.hashed: dict[str, int] = {}
+        # path -> how many of its entry names are ALL or private (inotify.is_private): where
+        # the events of a writer's temp files have a reader (engine/inotify.py drops others).
+        self.private: dict[str, int] = {}
         self.kernel_mask: dict[str, int] = {}
         self.path_wd: dict[str, int] = {}
         self.wd_paths: dict[int, set[str]] = {}
@@ -427,10 +428,10 @@ class Hub:
             and path not in self.moved
         )
 
-    def wants_hashed(self, wd: int) -> bool:
-        """Whether an event of an entry named "#..." on watch `wd` may have a reader."""
+    def wants_private(self, wd: int) -> bool:
+        """Whether an event of an entry with a private name on watch `wd` may have a reader."""
         paths = self.wd_paths.get(wd)
-        return paths is not None and any(path in self.hashed for path in paths)
+        return paths is not None and any(path in self.private for path in paths)
 
     def register(self, watcher: PathWatcher, desired: Desired, old: Desired) -> None:
         if old:
@@ -444,8 +445,8 @@ class Hub:
                 watchers = index.get(name)
                 if watchers is None:
                     index[name] = {watcher}
-                    if name == ALL or name.startswith("#"):
-                        self.hashed[path] = self.hashed.get(path, 0) + 1
+                    if name == ALL or inotify.is_private(name):
+                        self.private[path] = self.private.get(path, 0) + 1
                 else:
                     watchers.add(watcher)
             needs = masks.get(path)
@@ -481,19 +482,19 @@ class Hub:
                     watchers.discard(watcher)
                     if not watchers:
                         del self.by_name[path][name]
-                        if name == ALL or name.startswith("#"):
-                            self._unhash(path)
+                        if name == ALL or inotify.is_private(name):
+                            self._unread_private(path)
             if path not in keep:
                 self.masks.get(path, {}).pop(watcher, None)
                 if not self.masks.get(path):
                     self._drop_kernel_watch(path)
 
-    def _unhash(self, path: str) -> None:
-        count = self.hashed.get(path, 0) - 1
+    def _unread_private(self, path: str) -> None:
+        count = self.private.get(path, 0) - 1
         if count > 0:
-            self.hashed[path] = count
+            self.private[path] = count
         else:
-            self.hashed.pop(path, None)
+            self.private.pop(path, None)
 
     def _add_kernel_watch(self, path: str) -> None:
         mask = 0
@@ -530,7 +531,7 @@ class Hub:
         self.moved.discard(path)
         self.masks.pop(path, None)
         self.by_name.pop(path, None)
-        self.hashed.pop(path, None)
+        self.private.pop(path, None)
         self.kernel_mask.pop(path, None)
         wd = self.path_wd.pop(path, None)
         if wd is not None:

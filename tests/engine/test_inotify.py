@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import inotify
+from engine import inotify, safefs
 from engine.inotify import Event, Inotify, parse
 from engine.watcher import PathWatcher
 
@@ -53,6 +53,27 @@ def test_parse_reads_every_event_of_a_buffer() -> None:
         Event(-1, inotify.Q_OVERFLOW, 0, None),
     ]
     assert parse(b"") == []
+
+
+def test_parse_drops_private_names_where_nobody_reads_them() -> None:
+    """An O_TMPFILE's "#<inode>" and safefs's ".mgmt.<hex>" temp names: dropped while parsed,
+    unless their watch has a reader; any other name is kept, "#" or "." inside it too."""
+
+    def raw(wd: int, name: bytes) -> bytes:
+        padded = name + b"\0" * (16 - len(name) % 16)
+        return struct.pack("iIII", wd, inotify.MODIFY, 0, len(padded)) + padded
+
+    names = [b"#12", b".mgmt.0a1b2c3d4e5f", b"f", b".hidden", b"a#b", b"#12"]
+    data = b"".join(raw(1 if i < 5 else 2, name) for i, name in enumerate(names))
+    got = parse(data, private=lambda wd: wd == 2)
+    assert [(e.wd, e.name) for e in got] == [
+        (1, b"f"),
+        (1, b".hidden"),
+        (1, b"a#b"),
+        (2, b"#12"),
+    ]
+    assert [e.name for e in parse(data)] == names
+    assert inotify.is_private(safefs.TEMP_PREFIX + "0a1b2c3d4e5f")
 
 
 async def test_events_arrive_in_order_with_names(tmp_path: Path) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from engine import safefs
 from engine import watcher as watcher_module
+from engine.inotify import Event
 from engine.watcher import Hub, PathWatcher
 
 
@@ -45,8 +48,8 @@ class Counter:
 async def watch(tmp_path: Path) -> AsyncIterator[object]:
     counters: list[Counter] = []
 
-    async def start(*paths: Path, recurse: bool = False) -> Counter:
-        watcher = PathWatcher(paths, recurse=recurse)
+    async def start(*paths: Path, recurse: bool = False, checked: bool = False) -> Counter:
+        watcher = PathWatcher(paths, recurse=recurse, checked=checked)
         await watcher.__aenter__()
         counter = Counter(watcher)
         counters.append(counter)
@@ -292,6 +295,100 @@ async def test_a_new_watcher_in_a_watched_directory_stats_its_path_alone(
     assert stats == [str(tmp_path / "g")]
     (tmp_path / "g").write_text("x")
     await counter.changed()
+
+
+async def test_a_checked_watcher_leaves_its_paths_lookup_to_the_check(
+    tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `checked` watcher (file's: a check follows every report) does not look its path up
+    where the hub watches the directory already, neither when it starts nor when that
+    directory appears (10,000 files: one lookup of each new name on the event loop, the
+    check's, not three). The check tells what it found: a file's own inode is watched from
+    then on (a write through another hard link is reported)."""
+    d = tmp_path / "d"
+    one, two, three = d / "one", d / "two", d / "three"
+    looked: list[str] = []
+    real = watcher_module._kind
+
+    def counted(target: Path, follow: bool) -> int | None:
+        looked.append(str(target))
+        return real(target, follow)
+
+    monkeypatch.setattr(watcher_module, "_kind", counted)
+    first = await watch(one, checked=True)  # type: ignore[operator]
+    second = await watch(two, checked=True)  # type: ignore[operator]
+    assert looked.count(str(one)) + looked.count(str(two)) == 2  # when they started: d/ absent
+    d.mkdir()  # both are told; the first to re-sync looks, and then watches d/
+    await first.changed()
+    await second.changed()
+    assert looked.count(str(one)) + looked.count(str(two)) == 3
+    (d / "three").write_text("3")
+    third = await watch(three, checked=True)  # type: ignore[operator]
+    for counter in (first, second):
+        counter.watcher.settle()
+        counter.watcher.observed(None)
+    monkeypatch.undo()
+    assert str(three) not in looked
+    assert looked.count(str(one)) + looked.count(str(two)) == 3
+    third.watcher.settle()
+    third.watcher.observed(stat.S_IFREG)  # the check found a file: its inode is watched
+    os.link(three, tmp_path / "link")
+    (tmp_path / "link").write_text("more")  # not through d/: its inode's watch tells
+    await third.changed()
+    two.write_text("2")  # d/ is watched for the other two
+    await second.changed()
+
+
+async def test_a_check_that_did_not_look_leaves_the_lookup_to_the_watcher(
+    tmp_path: Path, watch: object
+) -> None:
+    """observed() without a finding (the check failed before its lookup): the watcher looks,
+    and a file found is watched."""
+    await watch(tmp_path / "other")  # type: ignore[operator]
+    path = tmp_path / "f"
+    path.write_text("1")
+    counter = await watch(path, checked=True)  # type: ignore[operator]
+    counter.watcher.settle()
+    counter.watcher.observed()
+    os.link(path, tmp_path / "link")
+    (tmp_path / "link").write_text("more")
+    await counter.changed()
+
+
+async def test_private_names_reach_only_their_readers(
+    tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A durable write (an O_TMPFILE inode, "#<inode>" in its events, linked in as a temp
+    ".mgmt.<hex>" name, renamed) in a directory watched for file paths alone: none of the
+    temp names' events is dispatched, only the rename onto the path. A directory's watcher
+    and a watcher of a path named like that still get theirs."""
+    names: list[bytes | None] = []
+    real = Hub._dispatch
+
+    def dispatched(hub: Hub, event: Event) -> None:
+        names.append(event.name)
+        real(hub, event)
+
+    monkeypatch.setattr(Hub, "_dispatch", dispatched)
+    path = tmp_path / "f"
+    counter = await watch(path)  # type: ignore[operator]
+    fd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        await asyncio.to_thread(safefs.write_at, fd, "f", b"x", mode=0o644)
+        await counter.changed()
+        assert [n for n in names if n and n.startswith((b"#", b".mgmt."))] == []
+        assert b"f" in names
+        whole = await watch(tmp_path)  # type: ignore[operator]
+        named = await watch(tmp_path / "#1")  # type: ignore[operator]
+        (tmp_path / "#1").write_text("1")
+        await whole.changed()
+        await named.changed()
+        names.clear()
+        await asyncio.to_thread(safefs.write_at, fd, "g", b"y", mode=0o644)
+        await whole.changed()
+        assert any(n and n.startswith(b"#") and n != b"#1" for n in names)
+    finally:
+        os.close(fd)
 
 
 async def test_a_path_with_two_leading_slashes_is_watched(tmp_path: Path, watch: object) -> None:
