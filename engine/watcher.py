@@ -32,6 +32,11 @@ do we, except for the two kinds of events a check is known to subsume):
   writing thread looks at the paths right after its rename: the re-sync that follows needs
   no stat on the event loop (where, during a first run, each waited ~0.1-0.2 ms for the
   directory and the GIL that the writing threads hold).
+- `PathWatcher(paths, checked=True)`: the check looks the first path up itself, right after
+  `settle()`, and tells `observed(kind)` what it found. Where the hub already watches that
+  path's directory, the watcher does not look it up too (at its start, on a re-sync, in
+  settle()): the directory's watch, in place before the check looks, reports any change
+  after it, and the path's own watch (a file's inode) is added from what the check found.
 Without these, a first run checked each file three times: once to write it, once for its
 parent directory appearing (queued before the check, read after it) and once for its rename.
 A file whose check waits for the engine's slot (10,000 files, 5,000 slots) gets the directory's
