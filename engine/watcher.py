@@ -223,10 +223,10 @@ class PathWatcher:
             self._resync = True
             self._resync_now(look=True)
             return
-        desired = dict(self._registered)
-        mask, names = desired.get(path, (0, frozenset()))
-        desired[path] = (mask | FILE_MASK, names | {ALL})
-        self._sync(seen=desired)
+        mask, names = self._registered.get(path, (0, frozenset()))
+        mask, names = mask | FILE_MASK, names | {ALL}
+        self._registered = {**self._registered, path: (mask, names)}
+        self._hub.register_path(self, path, mask, names)
 
     @contextlib.contextmanager
     def expecting(self, path: str) -> Iterator[Rename]:
@@ -441,34 +441,40 @@ class Hub:
     def register(self, watcher: PathWatcher, desired: Desired, old: Desired) -> None:
         if old:
             self._forget(watcher, old, desired)
-        by_name, masks = self.by_name, self.masks
         for path, (mask, names) in desired.items():
-            index = by_name.get(path)
-            if index is None:
-                index = by_name[path] = {}
-            for name in names:
-                watchers = index.get(name)
-                if watchers is None:
-                    index[name] = {watcher}
-                    if name == ALL or inotify.is_private(name):
-                        self.private[path] = self.private.get(path, 0) + 1
-                else:
-                    watchers.add(watcher)
-            needs = masks.get(path)
-            if needs is None:
-                masks[path] = {watcher: mask}
+            self.register_path(watcher, path, mask, names)
+
+    def register_path(
+        self, watcher: PathWatcher, path: str, mask: int, names: frozenset[str]
+    ) -> None:
+        """`watcher` needs `path` watched with `mask`, for the entries `names` (added to what
+        it had there)."""
+        index = self.by_name.get(path)
+        if index is None:
+            index = self.by_name[path] = {}
+        for name in names:
+            watchers = index.get(name)
+            if watchers is None:
+                index[name] = {watcher}
+                if name == ALL or inotify.is_private(name):
+                    self.private[path] = self.private.get(path, 0) + 1
             else:
-                needs[watcher] = mask
-            kernel = self.kernel_mask.get(path)
-            if (
-                mask & DIRECTORY
-                and kernel is not None
-                and kernel | mask == kernel
-                and path in self.path_wd
-                and path not in self.moved
-            ):
-                continue  # a watched directory keeps its inode until it moves or goes
-            self._add_kernel_watch(path)
+                watchers.add(watcher)
+        needs = self.masks.get(path)
+        if needs is None:
+            self.masks[path] = {watcher: mask}
+        else:
+            needs[watcher] = mask
+        kernel = self.kernel_mask.get(path)
+        if (
+            mask & DIRECTORY
+            and kernel is not None
+            and kernel | mask == kernel
+            and path in self.path_wd
+            and path not in self.moved
+        ):
+            return  # a watched directory keeps its inode until it moves or goes
+        self._add_kernel_watch(path)
 
     async def release(self, watcher: PathWatcher, old: Desired) -> None:
         """`watcher` lets go of its watches and of the hub; the last one closes the fd."""
