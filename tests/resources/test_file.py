@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import resources.file as file_module
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID
@@ -523,6 +524,69 @@ async def test_logs_say_what_and_why(
     assert caplog.messages == [
         f"file[f]: nothing to do: file {path} exists with the wanted content, mode"
     ]
+
+
+async def test_a_first_write_beside_others_looks_up_and_creates_in_one_hop(
+    tmp_path: Path,
+    run_resource: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While other writes are in flight (a first run), a file's first check looks its path up
+    in the I/O thread and creates it there: no lookup on the event loop, the plan's lines, the
+    file's own rename not reported, a later change seen. A file found there is planned as
+    ever (its update logged as such)."""
+    monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
+    looked: list[tuple[str, bool]] = []
+    real = safefs.lstat_at
+
+    def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
+        looked.append((name, threading.current_thread() is threading.main_thread()))
+        return real(dir_fd, name)
+
+    monkeypatch.setattr(safefs, "lstat_at", lstat_at)
+    caplog.set_level(logging.INFO, logger="engine")
+    (tmp_path / "d").mkdir()
+    path, other = tmp_path / "d" / "f", tmp_path / "d" / "g"
+    res = FileRes(name="f", path=str(path), content="x", mode="0600")
+    running = await run_resource(res)
+    assert await res.check_apply(True) is False
+    assert looked == [("f", False)]
+    assert caplog.messages == [f"file[f]: created {path}"]
+    assert path.read_text() == "x"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert await running.handle.no_event()  # its own rename
+    assert await res.check_apply(True) is True  # not its first write: looked up on the loop
+    assert looked[-1] == ("f", True)
+    path.chmod(0o644)
+    await running.handle.next_event()
+    other.write_text("old")
+    second = FileRes(name="g", path=str(other), content="new")
+    await run_resource(second)
+    caplog.clear()
+    assert await second.check_apply(True) is False
+    assert caplog.messages == ["file[g]: content updated"]
+    assert other.read_text() == "new"
+
+
+async def test_a_first_write_in_one_hop_makes_missing_parents(
+    tmp_path: Path,
+    run_resource: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(file_module, "_writing", [1])
+    caplog.set_level(logging.INFO, logger="engine")
+    path = tmp_path / "a" / "b" / "f"
+    res = FileRes(name="f", path=str(path), content="x")
+    await run_resource(res)
+    await converges(res)
+    assert caplog.messages[:3] == [
+        f"file[f]: created parent directory {tmp_path / 'a'}",
+        f"file[f]: created parent directory {tmp_path / 'a' / 'b'}",
+        f"file[f]: created {path}",
+    ]
+    assert path.read_text() == "x"
 
 
 # symlink races and the safe-path rule (issue 11) ---------------------------------------------
