@@ -27,6 +27,7 @@ import asyncio
 import ctypes
 import errno
 import functools
+import itertools
 import logging
 import os
 import struct
@@ -122,8 +123,12 @@ def _error(what: str, path: str | None = None) -> OSError:
     return OSError(code, f"{what}: {os.strerror(code)}{limit_hint(what, code)}", path)
 
 
-def _close_last(fd: int) -> None:
-    """Close an instance's last descriptor: the kernel tears the instance down meanwhile."""
+_serials = itertools.count(1)  # instances by number, in the log
+
+
+def _close_last(fd: int, name: int) -> None:
+    """Close an instance's last descriptor `fd` (instance number `name`, in the log): the kernel
+    tears the instance down meanwhile."""
     start = time.monotonic()
     try:
         os.close(fd)
@@ -131,7 +136,8 @@ def _close_last(fd: int) -> None:
         log.warning("closing an inotify instance: %s", err)
         return
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("inotify instance torn down in %.1f ms", (time.monotonic() - start) * 1000)
+        took = (time.monotonic() - start) * 1000
+        log.debug("inotify instance #%d torn down in %.1f ms", name, took)
 
 
 # The first characters of private names: an O_TMPFILE inode's ("#<inode>") and engine.safefs's
@@ -183,6 +189,7 @@ class Inotify:
         if fd < 0:
             raise _error("inotify_init1")
         self.fd: int | None = fd
+        self.serial = next(_serials)
         self._buffer = ctypes.create_string_buffer(_READ_SIZE)
         self._on_events = on_events
         self._private = private
@@ -220,9 +227,9 @@ class Inotify:
             return
         os.close(fd)
         try:
-            start_new_thread(_close_last, (last,))
+            start_new_thread(_close_last, (last, self.serial))
         except RuntimeError:  # no thread can start
-            _close_last(last)
+            _close_last(last, self.serial)
 
     def drain(self) -> None:
         """Read and hand over every event queued so far, now (the loop's reader does the
