@@ -27,11 +27,9 @@ import asyncio
 import ctypes
 import errno
 import functools
-import itertools
 import logging
 import os
 import struct
-import time
 from _thread import start_new_thread
 from collections.abc import Callable
 from pathlib import Path
@@ -123,21 +121,15 @@ def _error(what: str, path: str | None = None) -> OSError:
     return OSError(code, f"{what}: {os.strerror(code)}{limit_hint(what, code)}", path)
 
 
-_serials = itertools.count(1)  # instances by number, in the log
-
-
-def _close_last(fd: int, name: int) -> None:
-    """Close an instance's last descriptor `fd` (instance number `name`, in the log): the kernel
-    tears the instance down meanwhile."""
-    start = time.monotonic()
+def _close_last(fd: int, then: Callable[[], None] | None) -> None:
+    """Close an instance's last descriptor: the kernel tears the instance down meanwhile;
+    then call `then`, if given."""
     try:
         os.close(fd)
     except OSError as err:  # nothing a thread of its own could do about it but say it
         log.warning("closing an inotify instance: %s", err)
-        return
-    if log.isEnabledFor(logging.DEBUG):
-        took = (time.monotonic() - start) * 1000
-        log.debug("inotify instance #%d torn down in %.1f ms", name, took)
+    if then is not None:
+        then()
 
 
 # The first characters of private names: an O_TMPFILE inode's ("#<inode>") and engine.safefs's
@@ -189,7 +181,6 @@ class Inotify:
         if fd < 0:
             raise _error("inotify_init1")
         self.fd: int | None = fd
-        self.serial = next(_serials)
         self._buffer = ctypes.create_string_buffer(_READ_SIZE)
         self._on_events = on_events
         self._private = private
@@ -209,8 +200,9 @@ class Inotify:
         if self._calls.rm_watch(self.fd, wd) < 0:
             raise _error("inotify_rm_watch")
 
-    def close(self) -> None:
-        """Stop reading and close: the kernel drops every watch at once.
+    def close(self, then: Callable[[], None] | None = None) -> None:
+        """Stop reading and close: the kernel drops every watch at once (`then` is called, from
+        another thread, once it has).
 
         The kernel's teardown of an instance that has watches waits for a grace period of
         its own (7-23 ms measured here, one watch or a hundred): the descriptor is closed now,
@@ -223,13 +215,13 @@ class Inotify:
         try:
             last = os.dup(fd)
         except OSError:  # no descriptor left for it: close it here, waiting
-            os.close(fd)
+            _close_last(fd, then)
             return
         os.close(fd)
         try:
-            start_new_thread(_close_last, (last, self.serial))
+            start_new_thread(_close_last, (last, then))
         except RuntimeError:  # no thread can start
-            _close_last(last, self.serial)
+            _close_last(last, then)
 
     def drain(self) -> None:
         """Read and hand over every event queued so far, now (the loop's reader does the
