@@ -429,6 +429,28 @@ async def test_a_stop_signal_is_graceful_and_a_second_one_forces(
     assert not pid_alive(pid)  # the command's process was killed, not orphaned
 
 
+async def test_a_forced_stop_of_a_first_run_makes_no_change_it_does_not_log(
+    tmp_path: Path,
+) -> None:
+    """A second SIGTERM during a first run of 2,000 files: the writes queued for the I/O
+    threads are given up, not made, and each write made has its line, those a thread
+    finished while the stop was under way too. (The queued ones were all made in the
+    seconds after "stopping now", unlogged: ~2,000 files on disk, a few hundred lines.)"""
+    out = tmp_path / "out"
+    out.mkdir()
+    items = "".join(f"    - name: {out}/f{i}\n      content: x\n" for i in range(2000))
+    graph = graph_file(tmp_path, f"graph: g\nresources:\n  file:\n{items}")
+    async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
+        await daemon.wait_log(": created ")
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait_log("stopping gracefully")
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 1
+    logged = {m.group(1) for m in re.finditer(r": created (\S+)", "\n".join(daemon.lines))}
+    made = {str(path) for path in out.iterdir()}
+    assert made == logged, (len(made - logged), len(logged - made))
+
+
 def test_graphviz_output(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
