@@ -368,6 +368,21 @@ def journal_stream() -> bool:
     return value == f"{st.st_dev}:{st.st_ino}"
 
 
+def _flush_first(hook: Any) -> Any:
+    """`hook` (sys.excepthook), once the lines logged before are written: the interpreter
+    writes a traceback to stderr itself, and it came before the crash's last lines, or amid
+    them (they wait for the writer thread)."""
+
+    def excepthook(*args: Any) -> None:
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        hook(*args)
+
+    excepthook.flushes_first = True  # type: ignore[attr-defined]
+    return excepthook
+
+
 def setup(fmt: str = "text", verbose: bool = False) -> None:
     """Configure the root logger: the journal under systemd, otherwise stderr."""
     logging._srcfile = None  # no caller lookup per record: no format shows it (logging's docs)
@@ -386,3 +401,5 @@ def setup(fmt: str = "text", verbose: bool = False) -> None:
             old.close()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not getattr(sys.excepthook, "flushes_first", False):
+        sys.excepthook = _flush_first(sys.excepthook)
