@@ -451,6 +451,33 @@ async def test_a_forced_stop_of_a_first_run_makes_no_change_it_does_not_log(
     assert made == logged, (len(made - logged), len(logged - made))
 
 
+def _status_to_a_full_disk(prefix: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    with open("/dev/full", "w") as full:
+        return subprocess.run(
+            [*MGMT, "status", "--prefix", str(prefix), *extra],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+            check=False,
+        )
+
+
+async def test_mgmt_status_says_it_cannot_write_its_output(tmp_path: Path) -> None:
+    """`mgmt status > file` on a full disk: one line saying so and exit 1, not a traceback."""
+    prefix = tmp_path / "prefix"
+    graph = graph_file(tmp_path, HELLO)
+    async with Daemon(["run", "--prefix", str(prefix), str(graph)]) as daemon:
+        await daemon.wait_log("converged:")
+        for extra in ([], ["--json"]):
+            proc = await asyncio.to_thread(_status_to_a_full_disk, prefix, *extra)
+            assert proc.returncode == 1, proc.stderr
+            assert proc.stderr == "mgmt status: cannot write the status: No space left on device\n"
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
 def test_graphviz_output(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
