@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import select
 import socket
 import struct
@@ -30,13 +31,33 @@ from typing import Any, TextIO
 
 from resources._lib import journal
 
+# Control characters of a message, escaped in a text line (the tab kept): a newline in a name
+# (a file a local user made in a purged directory) forged whole log lines, and a terminal
+# reads the escape sequences of a name.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _escape(char: re.Match[str]) -> str:
+    return repr(char.group())[1:-1]
+
 
 class TextFormatter(logging.Formatter):
-    """`HH:MM:SS logger: message`; the time is formatted once per second, not once per line."""
+    """`HH:MM:SS logger: message`, one line each (a traceback follows on lines of its own);
+    the time is formatted once per second, not once per line."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(name)s: %(message)s", "%H:%M:%S")
         self._stamp: tuple[int, str] = (-1, "")  # (second, its text), replaced as one
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        if _CONTROL.search(message) is None:
+            return super().formatMessage(record)
+        record.message = _CONTROL.sub(_escape, message)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         second = int(record.created)

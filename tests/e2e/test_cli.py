@@ -478,6 +478,32 @@ async def test_mgmt_status_says_it_cannot_write_its_output(tmp_path: Path) -> No
         assert await daemon.wait() == 0
 
 
+def test_a_file_name_cannot_forge_log_lines_or_reach_the_terminal(tmp_path: Path) -> None:
+    """A local user names a file in a purged directory with a newline and a log line after
+    it, or with an escape sequence: the agent's "purged" line shows them escaped, one line."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    forged = "00:00:00 main: converged: all 1 resources in the desired state (0.001s)"
+    (tmp_path / "dst" / f"evil\n{forged}").touch()
+    (tmp_path / "dst" / "red\x1b[31m").touch()
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: purge
+        resources:
+          file:
+            - name: TMP/dst/
+              source: TMP/src/
+              recurse: true
+              purge: true
+        """,
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", str(graph)])
+    assert code == 0, out
+    assert forged not in out.splitlines() and "\x1b" not in out, out
+    assert f"purged evil\\n{forged}\n" in out and "purged red\\x1b[31m\n" in out, out
+
+
 def test_graphviz_output(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
