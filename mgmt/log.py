@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import select
 import socket
 import struct
@@ -30,13 +31,33 @@ from typing import Any, TextIO
 
 from resources._lib import journal
 
+# Control characters of a message, escaped in a text line (the tab kept): a newline in a name
+# (a file a local user made in a purged directory) forged whole log lines, and a terminal
+# reads the escape sequences of a name.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _escape(char: re.Match[str]) -> str:
+    return repr(char.group())[1:-1]
+
 
 class TextFormatter(logging.Formatter):
-    """`HH:MM:SS logger: message`; the time is formatted once per second, not once per line."""
+    """`HH:MM:SS logger: message`, one line each (a traceback follows on lines of its own);
+    the time is formatted once per second, not once per line."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(name)s: %(message)s", "%H:%M:%S")
         self._stamp: tuple[int, str] = (-1, "")  # (second, its text), replaced as one
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        if _CONTROL.search(message) is None:
+            return super().formatMessage(record)
+        record.message = _CONTROL.sub(_escape, message)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         second = int(record.created)
@@ -368,6 +389,21 @@ def journal_stream() -> bool:
     return value == f"{st.st_dev}:{st.st_ino}"
 
 
+def _flush_first(hook: Any) -> Any:
+    """`hook` (sys.excepthook), once the lines logged before are written: the interpreter
+    writes a traceback to stderr itself, and it came before the crash's last lines, or amid
+    them (they wait for the writer thread)."""
+
+    def excepthook(*args: Any) -> None:
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        hook(*args)
+
+    excepthook.flushes_first = True  # type: ignore[attr-defined]
+    return excepthook
+
+
 def setup(fmt: str = "text", verbose: bool = False) -> None:
     """Configure the root logger: the journal under systemd, otherwise stderr."""
     logging._srcfile = None  # no caller lookup per record: no format shows it (logging's docs)
@@ -386,3 +422,5 @@ def setup(fmt: str = "text", verbose: bool = False) -> None:
             old.close()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not getattr(sys.excepthook, "flushes_first", False):
+        sys.excepthook = _flush_first(sys.excepthook)

@@ -62,10 +62,13 @@ def main(argv: list[str]) -> int:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         print(f"mgmt status: no agent answers on {path}: {reason}", file=sys.stderr)
         return int(ExitCode.USAGE)
-    if args.json:
-        print(json.dumps(snapshot, indent=2))
-    else:
-        print(table(snapshot), end="")
+    text = json.dumps(snapshot, indent=2) + "\n" if args.json else table(snapshot)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as err:  # a full disk (`> file`): said, not a traceback
+        print(f"mgmt status: cannot write the status: {err.strerror or err}", file=sys.stderr)
+        return int(ExitCode.FAILED)
     return int(ExitCode.FAILED if snapshot["counts"].get("failed") else ExitCode.OK)
 
 

@@ -14,7 +14,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from engine.errors import ResourceError
 from engine.handle import Handle
@@ -34,6 +34,10 @@ class Step:
     slow: bool = False  # `run` blocks: it runs in a worker thread (see in_thread)
 
 
+# The note in_thread adds to the CancelledError of a call whose function ran to its end.
+DONE_NOTE = "in_thread: done before the cancellation took effect"
+
+
 async def apply_steps(
     handle: Handle,
     steps: list[Step],
@@ -49,6 +53,10 @@ async def apply_steps(
             continue
         try:
             result = await _execute(step)
+        except asyncio.CancelledError as err:
+            if DONE_NOTE in getattr(err, "__notes__", ()) and step.done:
+                handle.logger.info("%s", step.done)  # cancelled once done (a forced stop)
+            raise
         except errors as err:
             raise ResourceError(f"could not {step.would}: {err}") from err
         done = result if isinstance(result, str) else step.done
@@ -75,12 +83,26 @@ async def _execute(step: Step) -> object:
 
 async def in_thread(fn: Callable[[], T]) -> T:
     """Run fn in a thread; if cancelled, still wait for it: it may use descriptors that the
-    caller closes after."""
-    done = asyncio.get_running_loop().run_in_executor(None, fn)
+    caller closes after. Cancelled before a thread took it, fn never runs: a forced stop of
+    a first run left thousands queued, then each changed the system with no line logged."""
+    task = asyncio.current_task()
+    requests = task.cancelling() if task is not None else 0
+    ran = False
+
+    def call() -> T | None:  # task.cancel() counts at once: no wait for the loop to tell us
+        nonlocal ran
+        if task is not None and task.cancelling() > requests:
+            return None  # never returned: the task gets its CancelledError
+        ran = True
+        return fn()
+
+    done = asyncio.get_running_loop().run_in_executor(None, call)
     try:
-        return await asyncio.shield(done)
-    except asyncio.CancelledError:
+        return cast(T, await asyncio.shield(done))
+    except asyncio.CancelledError as err:
         while not done.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait([done])
+        if ran and not done.cancelled() and done.exception() is None:
+            err.add_note(DONE_NOTE)  # apply_steps logs the step: it was done
         raise

@@ -430,6 +430,81 @@ async def test_a_stop_signal_is_graceful_and_a_second_one_forces(
     assert not pid_alive(pid)  # the command's process was killed, not orphaned
 
 
+async def test_a_forced_stop_of_a_first_run_makes_no_change_it_does_not_log(
+    tmp_path: Path,
+) -> None:
+    """A second SIGTERM during a first run of 2,000 files: the writes queued for the I/O
+    threads are given up, not made, and each write made has its line, those a thread
+    finished while the stop was under way too. (The queued ones were all made in the
+    seconds after "stopping now", unlogged: ~2,000 files on disk, a few hundred lines.)"""
+    out = tmp_path / "out"
+    out.mkdir()
+    items = "".join(f"    - name: {out}/f{i}\n      content: x\n" for i in range(2000))
+    graph = graph_file(tmp_path, f"graph: g\nresources:\n  file:\n{items}")
+    async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
+        await daemon.wait_log(": created ")
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait_log("stopping gracefully")
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 1
+    logged = {m.group(1) for m in re.finditer(r": created (\S+)", "\n".join(daemon.lines))}
+    made = {str(path) for path in out.iterdir()}
+    assert made == logged, (len(made - logged), len(logged - made))
+
+
+def _status_to_a_full_disk(prefix: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    with open("/dev/full", "w") as full:
+        return subprocess.run(
+            [*MGMT, "status", "--prefix", str(prefix), *extra],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+            check=False,
+        )
+
+
+async def test_mgmt_status_says_it_cannot_write_its_output(tmp_path: Path) -> None:
+    """`mgmt status > file` on a full disk: one line saying so and exit 1, not a traceback."""
+    prefix = tmp_path / "prefix"
+    graph = graph_file(tmp_path, HELLO)
+    async with Daemon(["run", "--prefix", str(prefix), str(graph)]) as daemon:
+        await daemon.wait_log("converged:")
+        for extra in ([], ["--json"]):
+            proc = await asyncio.to_thread(_status_to_a_full_disk, prefix, *extra)
+            assert proc.returncode == 1, proc.stderr
+            assert proc.stderr == "mgmt status: cannot write the status: No space left on device\n"
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+def test_a_file_name_cannot_forge_log_lines_or_reach_the_terminal(tmp_path: Path) -> None:
+    """A local user names a file in a purged directory with a newline and a log line after
+    it, or with an escape sequence: the agent's "purged" line shows them escaped, one line."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    forged = "00:00:00 main: converged: all 1 resources in the desired state (0.001s)"
+    (tmp_path / "dst" / f"evil\n{forged}").touch()
+    (tmp_path / "dst" / "red\x1b[31m").touch()
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: purge
+        resources:
+          file:
+            - name: TMP/dst/
+              source: TMP/src/
+              recurse: true
+              purge: true
+        """,
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", str(graph)])
+    assert code == 0, out
+    assert forged not in out.splitlines() and "\x1b" not in out, out
+    assert f"purged evil\\n{forged}\n" in out and "purged red\\x1b[31m\n" in out, out
+
+
 def test_graphviz_output(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,

@@ -141,3 +141,31 @@ def test_a_partial_write_loses_no_line() -> None:
     lines = child.stderr.decode().splitlines()
     assert child.returncode == 0, lines[-5:]
     assert len(lines) == 5000 and lines[-1].endswith(f"line 4999 {'x' * 60}"), len(lines)
+
+
+CRASH = """
+import asyncio, logging
+from mgmt import log as logsetup
+logsetup.setup()
+log = logging.getLogger("t")
+async def main() -> None:
+    for i in range(2000):
+        log.info("line %d %s", i, "x" * 60)
+    raise RuntimeError("boom")
+asyncio.run(main())
+"""
+
+
+def test_a_crash_traceback_comes_after_the_lines_logged_before_it() -> None:
+    """An exception nobody catches: the interpreter writes its traceback to stderr itself,
+    while the last loop pass's lines still wait for the writer thread; it came first, or
+    amid them. The lines are written first."""
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.run(
+        [sys.executable, "-c", CRASH], capture_output=True, cwd=root, timeout=60, check=False
+    )
+    lines = child.stderr.decode().splitlines()
+    assert child.returncode == 1
+    assert len(lines) > 2000 and lines[-1] == "RuntimeError: boom", lines[-3:]
+    assert lines[1999].endswith(f" t: line 1999 {'x' * 60}"), lines[1995:2005]
+    assert lines[2000] == "Traceback (most recent call last):"
