@@ -576,6 +576,7 @@ class Agent:
         if self.source is None and self.config.file is None:
             log.info("SIGHUP: no graph file to reload")
             return
+        log.info("SIGHUP: reading %s again", self.config.file or "the program")
         self.reload.set()
 
     async def _reload_loop(self) -> None:

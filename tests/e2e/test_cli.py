@@ -376,7 +376,8 @@ async def test_daemon_swaps_graph_on_edit_and_keeps_unchanged(tmp_path: Path) ->
         tmp.replace(graph)  # what editors do
         await wait_path(tmp_path / "out/second", has_content("two\n"))
         await daemon.wait_log("graph swap: 1 kept, 0 stopped, 1 started")
-        daemon.signal(signal.SIGHUP)  # unchanged file: nothing to swap
+        daemon.signal(signal.SIGHUP)  # unchanged file: nothing to swap, the signal said
+        await daemon.wait_log("SIGHUP: reading")
         graph.write_text(text.replace("two", "three"))
         await wait_path(tmp_path / "out/second", has_content("three\n"))
         await daemon.wait_log("graph swap: 1 kept, 1 stopped, 1 started")
