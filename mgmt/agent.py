@@ -422,6 +422,7 @@ class Agent:
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         if not self.stopping.is_set():
             log.info("%s: stopping gracefully (send it again to force)", sig.name)
+            logsetup.stopping()  # the last lines at exit: a bounded wait for stderr
             self.stopping.set()
         else:
             self._force(f"{sig.name} again")

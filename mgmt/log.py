@@ -6,8 +6,10 @@ the end of it to a writer thread, which writes them to stderr with one write
 it); any other thread's lines are handed over at once, after the pending ones. Every line is
 written, in order. The loop never waits for stderr: when it blocks (a pipe nobody reads), the
 lines wait, up to BUFFER_LIMIT, then are dropped and counted, and "N log lines dropped" takes
-their place once stderr takes lines again; at exit the last lines get WRITE_WAIT, then are
-given up on (SIGTERM stops an agent whose stderr is wedged).
+their place once stderr takes lines again. At exit the last lines are waited for as long as
+it takes (a slow reader, `mgmt run ... 2>&1 | less`, gets them all, as from any command), but
+after a stop signal (stopping()) at most WRITE_WAIT, then given up on: SIGTERM stops an agent
+whose stderr is wedged.
 
 Under systemd, when stderr is the journal (JOURNAL_STREAM names it), records go to the journal
 through its native protocol instead, with structured fields: PRIORITY, MGMT_LOGGER, and for a
@@ -155,6 +157,12 @@ class JournalHandler(logging.Handler):
 # (~80,000 lines) wait, beside the write in progress; then lines are dropped and counted.
 BUFFER_LIMIT = 8 << 20
 WRITE_WAIT = 2.0  # seconds a line logged outside the loop, or the last ones at exit, wait at most
+_stopping = threading.Event()  # set: the last lines' wait at exit is bounded (WRITE_WAIT)
+
+
+def stopping() -> None:
+    """A stop signal came: the last lines at exit wait at most WRITE_WAIT for stderr."""
+    _stopping.set()
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -245,7 +253,7 @@ class _Writer:
         else:
             gap.count += 1
 
-    def wait(self, timeout: float, stalled: bool = True) -> None:
+    def wait(self, timeout: float | None, stalled: bool = True) -> None:
         """Wait until what was handed over is written, at most `timeout` seconds; not at all
         while the stream stalls (a wait ran out and no write ended since), unless `stalled`
         is false."""
@@ -309,7 +317,7 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
     Outside a loop (another thread, before or after the loop runs) a line and any before it
     are handed over at once, and the caller waits until they are written, at most WRITE_WAIT
     (and not while the stream stalls). flush() (logging.shutdown() at exit) hands over what a
-    loop stopped before handing over, and waits for it at most WRITE_WAIT."""
+    loop stopped before handing over, and waits for it (after stopping(): at most WRITE_WAIT)."""
 
     def __init__(self, stream: TextIO, limit: int = BUFFER_LIMIT) -> None:
         super().__init__(stream)
@@ -368,7 +376,7 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
     def flush(self) -> None:
         with self._locked():
             self._hand_over()
-        self._writer.wait(WRITE_WAIT, stalled=False)
+        self._writer.wait(WRITE_WAIT if _stopping.is_set() else None, stalled=False)
 
     def close(self) -> None:
         """Hand over the lines left; the writer ends once they are written (never waited for:

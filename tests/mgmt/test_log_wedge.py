@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from mgmt.log import WRITE_WAIT
+
 ROOT = Path(__file__).resolve().parents[2]
 BOUND = 60  # seconds: hang-preventing bounds only
 
@@ -143,3 +145,36 @@ def test_a_signal_stops_the_agent_whose_stderr_nobody_reads(
     created = [line for line in lines if " created " in line]
     assert len(created) >= 10 and len(lines) < 200, lines[-3:]
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d [\w.:-]+: .+", line) for line in lines), lines
+
+
+def test_a_run_that_ends_on_its_own_waits_for_its_slow_reader(tmp_path: Path) -> None:
+    """A cron run (--converged-timeout) whose stderr is read late (`| less`, a busy shipper)
+    waits for it as long as it takes, as any command does: every line is there, the last one
+    too. (The 2 s bound is for a stop signal's exit.)"""
+    graph = _graph(tmp_path, 200)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(BOUND)
+    read, write = _small_pipe()
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    argv = [sys.executable, "-m", "mgmt", "run", "--tmp-prefix", "--converged-timeout=0"]
+    argv += ["yaml", str(graph)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=write, cwd=ROOT, env=env)
+    os.close(write)
+    try:
+        status = ""
+        while not status.startswith("converged"):
+            message = notify.recv(4096).decode()  # socket.timeout after BOUND: a failure
+            status = dict(line.partition("=")[::2] for line in message.split("\n"))["STATUS"]
+        with pytest.raises(subprocess.TimeoutExpired):  # beyond the stop signal's bound
+            proc.wait(timeout=WRITE_WAIT + 2)
+        with os.fdopen(read, "rb") as pipe:
+            lines = pipe.read().decode().split("\n")
+        assert proc.wait(timeout=BOUND) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        notify.close()
+    assert lines[-1] == ""  # the last line whole
+    assert sum(" created " in line for line in lines) == 200
+    assert "converged" in lines[-2] and "dropped" not in "".join(lines), lines[-3:]
