@@ -232,8 +232,8 @@ class Cluster:
             if self._lease:
                 with contextlib.suppress(WorldError):
                     await self.client.lease_revoke(self._lease)
-            if self.member is not None and self.member_ready.is_set():
-                left = await self._leave()
+            if self.member is not None:  # serving, or still starting: the leader may promote
+                left = await self._leave()  # it any moment (two voters, one gone: no quorum)
         await self.client.close()
         if self._serve_task is not None:
             self._serve_task.cancel()
@@ -248,8 +248,10 @@ class Cluster:
             members = await self.client.members()
         except WorldError:
             return False
-        own = next((m for m in members if m.name == self.host), None)
-        if own is None or sum(not m.is_learner for m in members) == 1:  # the last voter stays
+        peers = set(self.options.advertise_server_urls)  # a member not started has no name
+        own = next((m for m in members if m.name == self.host or peers & set(m.peer_urls)), None)
+        voters = sum(not m.is_learner for m in members)
+        if own is None or (not own.is_learner and voters == 1):  # the last voter stays
             return False
         with contextlib.suppress(WorldError):
             await self.client.delete((NOMINATED + self.host).encode())

@@ -396,6 +396,31 @@ async def test_a_withdrawn_export_with_reverse_is_undone(tmp_path: Path) -> None
         await wait_path(shared / "h2", lambda p: not p.exists(), 10)
 
 
+@pytest.mark.parametrize("when", ["nominated", "serving"])
+async def test_a_member_stopped_as_it_starts_leaves_the_cluster(tmp_path: Path, when: str) -> None:
+    """h2, nominated, is stopped while its etcd member starts (or once it serves): it leaves,
+    so h1 keeps its quorum. (It left only once its member served: promoted by the leader in
+    between, two voters with one gone refused every write, seen once in CI; that window is
+    too narrow to hit at will: this test guards the two sides of it.)"""
+    h1, h2 = Host("h1", tmp_path), Host("h2", tmp_path)
+    for host in (h1, h2):
+        host.graph.write_text(f"graph: {host.name}\nresources: {{}}\n")
+    async with fleet([h1, h2]):
+        await h1.start()
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("converged", timeout=20)
+        await h2.start(seeds=[h1])
+        assert h2.daemon is not None
+        await h2.daemon.wait_log(
+            "nominated; starting an etcd member" if when == "nominated" else "serving clients",
+            timeout=30,
+        )
+        assert await h2.stop() == 0
+        async with client_of(h1) as client, asyncio.timeout(30):
+            await client.put(b"/test/after", b"written")  # a quorum
+            assert [m.name for m in await client.members()] == ["h1"]
+
+
 @pytest.mark.slow
 async def test_kill_9_of_a_core_member_and_its_return(tmp_path: Path) -> None:
     """Ideal size 3 among four agents: kill -9 the first (leader) one; the rest re-elect, keep
