@@ -18,7 +18,9 @@ queue was "running": a SIGTERM went on to write thousands of files for seconds. 
   finishes as it would have (a file's write is one job: done whole or not at all).
 
 Generic for every kind that does its work in the executor; work done on the event loop (a
-subprocess) is not gated. A check_apply's jobs after it returned (a task it spawned) are never
+subprocess) is not gated. The rule assumes what kinds do: observe in the executor before any
+change (a stat, a read). A kind that changed something on the loop before its first executor
+job would be stopped at that job, its change done but not reported. A check_apply's jobs after it returned (a task it spawned) are never
 refused. Without a `GatedExecutor` as the default executor, nothing is refused: a stop is as
 graceful as before.
 """
