@@ -13,7 +13,6 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,6 +27,7 @@ from engine.heap import FrozenHeap
 from engine.local import LocalValues
 from engine.program import ProgramRef
 from engine.safefs import check_private, private_dir
+from engine.stopgate import GatedExecutor
 from engine.tasks import TaskSet, thread_to_end
 from engine.watcher import PathWatcher
 from mgmt import log as logsetup
@@ -260,7 +260,8 @@ class Agent:
         loop = asyncio.get_running_loop()
         # Resources do their blocking I/O (fsync...) in threads; more than 8 only contend for
         # directory locks (measured: 1,000 fsynced writes take longest with 1 or 32 threads).
-        loop.set_default_executor(ThreadPoolExecutor(max_workers=8, thread_name_prefix="io"))
+        # Gated: a check_apply's job not started when the engine stops never starts.
+        loop.set_default_executor(GatedExecutor(max_workers=8, thread_name_prefix="io"))
         stop, hup = self._on_stop_signal, lambda _: self._on_hup()
         with Signals(loop, {signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGHUP: hup}):
             return await self._run(loop, loaded)
@@ -423,6 +424,7 @@ class Agent:
         if not self.stopping.is_set():
             log.info("%s: stopping gracefully (send it again to force)", sig.name)
             logsetup.stopping()  # the last lines at exit: a bounded wait for stderr
+            self.engine.gate.close()  # from now on no check_apply begins (engine/stopgate.py)
             self.stopping.set()
         else:
             self._force(f"{sig.name} again")
@@ -438,6 +440,7 @@ class Agent:
 
     async def _shutdown(self) -> None:
         self.stopping.set()
+        self.engine.gate.close()
         if self.notifier is not None:
             self.notifier.stopping()
         await self._tasks.close()

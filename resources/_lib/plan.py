@@ -103,6 +103,8 @@ async def in_thread(fn: Callable[[], T]) -> T:
         while not done.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait([done])
-        if ran and not done.cancelled() and done.exception() is None:
+        # The exception read in any case (a job a stop refused: engine.stopgate.Stopped), or
+        # the future logs it as never retrieved when collected.
+        if not done.cancelled() and done.exception() is None and ran:
             err.add_note(DONE_NOTE)  # apply_steps logs the step: it was done
         raise

@@ -1,0 +1,189 @@
+"""engine.stopgate: a stop refuses the executor jobs of check_applies whose work has not begun.
+
+Real threads (a GatedExecutor of one worker, kept busy by a job of the test's own), a real
+engine, the real file kind on tmp_path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine.engine import Engine, Status
+from engine.errors import ResourceError
+from engine.graph import Graph
+from engine.resource import Resource, register
+from engine.stopgate import Gate, GatedExecutor, Stopped
+from resources.file import FileRes
+from tests.engine.conftest import settle
+
+RAN: list[str] = []  # the jobs of StopJob that ran, in order
+HOLD = threading.Event()  # a StopJob with `hold` waits for it in its first job...
+HELD = threading.Event()  # ...once it has set this
+BOUND = 10.0  # seconds: a hang-preventing bound, never a measure
+
+
+@register("stopjob")
+@dataclass(kw_only=True, eq=False)
+class StopJob(Resource):
+    """A check_apply that does `jobs` jobs in the executor, one after another, and turns any
+    error into a failure (as kinds do)."""
+
+    # How many jobs each check_apply runs. Default 1.
+    jobs: int = 1
+    # The first job waits for HOLD (after setting HELD). Default false.
+    hold: bool = False
+
+    async def check_apply(self, apply: bool) -> bool:
+        try:
+            for i in range(self.jobs):
+                await asyncio.to_thread(self._job, i)
+        except Exception as err:
+            raise ResourceError(f"{self.name}: {err}") from err
+        return False
+
+    def _job(self, i: int) -> None:
+        if self.hold and i == 0:
+            HELD.set()
+            HOLD.wait(BOUND)
+        RAN.append(f"{self.name}{i}")
+
+
+@pytest.fixture
+async def one_worker() -> AsyncIterator[GatedExecutor]:
+    """The loop's default executor: a GatedExecutor with one worker (as the agent's, smaller)."""
+    executor = GatedExecutor(max_workers=1, thread_name_prefix="gated")
+    asyncio.get_running_loop().set_default_executor(executor)
+    RAN.clear()
+    HOLD.clear()
+    HELD.clear()
+    try:
+        yield executor
+    finally:
+        HOLD.set()
+        executor.shutdown(wait=True)
+
+
+async def in_other_thread(event: threading.Event) -> None:
+    """Wait for `event` in a thread that is not the (busy) default executor's."""
+    with ThreadPoolExecutor(1) as waiter:
+        assert await asyncio.get_running_loop().run_in_executor(waiter, event.wait, BOUND)
+
+
+def all_in(engine: Engine, status: Status) -> Callable[[], bool]:
+    return lambda: all(v.status is status for v in engine.vertices.values())
+
+
+def file_graph(out: Path, n: int) -> Graph:
+    graph = Graph("files")
+    graph.add(StopJob(name="busy", hold=True))  # holds the one worker: the writes queue
+    for i in range(n):
+        graph.add(FileRes(name=f"f{i}", path=str(out / f"f{i}"), content=f"{i}\n"))
+    return graph
+
+
+async def stop_while_queued(engine: Engine, graceful: bool = True) -> None:
+    """Stop `engine` while its check_applies wait for the held worker, then free it."""
+    await in_other_thread(HELD)
+    await settle(engine, all_in(engine, Status.RUNNING), BOUND)  # each has queued its job
+    stop = asyncio.create_task(engine.stop(graceful))
+    await settle(engine, all_in(engine, Status.STOPPING), BOUND)  # the gate is closed
+    HOLD.set()
+    async with asyncio.timeout(BOUND):
+        await stop
+
+
+@pytest.mark.usefixtures("one_worker")
+async def test_queued_file_writes_never_start_once_the_engine_stops(tmp_path: Path) -> None:
+    """The issue: a graceful stop wrote every file whose check_apply was queued in the executor.
+    Now the running job finishes, and no file is written, none failed, none is applied."""
+    out = tmp_path / "out"
+    out.mkdir()
+    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+    await engine.apply(file_graph(out, 20))
+    await stop_while_queued(engine)
+    assert RAN == ["busy0"]
+    assert sorted(p.name for p in out.iterdir()) == []  # no file, no temp file
+    for vertex in engine.vertices.values():
+        if vertex.name == "stopjob[busy]":
+            continue
+        assert vertex.error is None and not vertex.failed and not vertex.changed_last
+        assert vertex.outcome is Status.PENDING and not vertex.state_ok  # not applied
+    assert engine.gate.refused == 20 and not engine.gate.closed  # open again after the stop
+
+
+@pytest.mark.usefixtures("one_worker")
+async def test_a_forced_stop_does_not_wait_for_queued_jobs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop(graceful=False) still cancels; a file check_apply cancelled waits for its queued
+    job (resources._lib.plan.in_thread), and that job is refused at once, quietly (its Stopped
+    was "never retrieved", logged when collected, in the middle of whatever ran then)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+    await engine.apply(file_graph(out, 5))
+    await stop_while_queued(engine, graceful=False)
+    assert list(out.iterdir()) == []
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+
+
+@pytest.mark.usefixtures("one_worker")
+async def test_a_check_apply_that_has_begun_finishes(tmp_path: Path) -> None:
+    """`a`'s first job runs when the stop comes: its second job runs too. `b`'s first job was
+    only queued: it never runs, though b's `except Exception` would have made a failure of it."""
+    engine = Engine(hostname="test", prefix=tmp_path)
+    graph = Graph("jobs")
+    graph.add(StopJob(name="a", jobs=2, hold=True))
+    await engine.apply(graph)
+    await in_other_thread(HELD)  # a's first job holds the one worker
+    graph = Graph("jobs")
+    graph.add(StopJob(name="a", jobs=2, hold=True))
+    graph.add(StopJob(name="b", jobs=2))
+    await engine.apply(graph)  # a is kept; b queues its first job
+    await settle(engine, all_in(engine, Status.RUNNING), BOUND)
+    stop = asyncio.create_task(engine.stop())
+    await settle(engine, all_in(engine, Status.STOPPING), BOUND)
+    HOLD.set()
+    async with asyncio.timeout(BOUND):
+        await stop
+    assert RAN == ["a0", "a1"]
+    a, b = engine.vertices[("stopjob", "a")], engine.vertices[("stopjob", "b")]
+    assert a.outcome is Status.OK and a.changed_last
+    assert b.outcome is Status.PENDING and b.error is None and not b.failed
+    assert engine.gate.refused == 1
+
+
+async def test_the_gate_admits_what_is_not_a_check_apply_not_begun() -> None:
+    loop = asyncio.get_running_loop()
+    gate = Gate()
+    with GatedExecutor(max_workers=1) as executor:
+        gate.close()
+        assert await loop.run_in_executor(executor, str, "out") == "out"  # no check_apply
+        with pytest.raises(Stopped), gate.work():  # a check_apply's first job, gate closed
+            await loop.run_in_executor(executor, str, "refused")
+        assert gate.refused == 1
+        with gate.closing():
+            pass
+        assert not gate.closed  # open again after a stop
+        with gate.work():
+            assert await loop.run_in_executor(executor, str, 1) == "1"  # begun while open...
+            gate.close()
+            assert await loop.run_in_executor(executor, str, 2) == "2"  # ...so it goes on
+        hold = threading.Event()
+        blocker = loop.run_in_executor(executor, hold.wait, BOUND)
+        fresh = Gate()
+        with fresh.work():
+            left = loop.run_in_executor(executor, str, "left")  # queued behind the blocker
+        fresh.close()  # its check_apply has returned: what it left behind is not gated
+        hold.set()
+        assert await blocker
+        assert await left == "left"
