@@ -3,6 +3,7 @@ and counted, and SIGTERM stops the agent. Real subprocesses, real pipes."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,21 +114,17 @@ def _graph(tmp_path: Path, count: int) -> Path:
     return graph
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda sig: sig.name)
-def test_a_signal_stops_the_agent_whose_stderr_nobody_reads(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
-    """The agent's stderr is a pipe nobody reads: the agent converges anyway (systemd's
-    STATUS=converged tells), and SIGTERM (SIGINT) stops it, the last lines given up on after
-    a bounded wait. (Its loop blocked in write(2): deaf to signals until SIGKILL.) Then the
-    pipe, read, holds the first lines, whole and in order."""
+@contextlib.contextmanager
+def _converged_agent(tmp_path: Path, *flags: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """An agent (`mgmt run FLAGS`) on 200 files whose stderr is a one-page pipe nobody reads,
+    once it converged (systemd's STATUS=converged tells): it and the pipe's read end."""
     graph = _graph(tmp_path, 200)
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(BOUND)
     read, write = _small_pipe()
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")}
-    argv = [sys.executable, "-m", "mgmt", "run", "--tmp-prefix", "yaml", str(graph)]
+    argv = [sys.executable, "-m", "mgmt", "run", "--tmp-prefix", *flags, "yaml", str(graph)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=write, cwd=ROOT, env=env)
     os.close(write)
     try:
@@ -134,12 +132,24 @@ def test_a_signal_stops_the_agent_whose_stderr_nobody_reads(
         while not status.startswith("converged"):
             message = notify.recv(4096).decode()  # socket.timeout after BOUND: a failure
             status = dict(line.partition("=")[::2] for line in message.split("\n"))["STATUS"]
-        proc.send_signal(sig)
-        assert proc.wait(timeout=BOUND) == 0
+        yield proc, read
     finally:
         proc.kill()
         proc.wait()
         notify.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda sig: sig.name)
+def test_a_signal_stops_the_agent_whose_stderr_nobody_reads(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """The agent's stderr is a pipe nobody reads: the agent converges anyway, and SIGTERM
+    (SIGINT) stops it, the last lines given up on after a bounded wait. (Its loop blocked in
+    write(2): deaf to signals until SIGKILL.) Then the pipe, read, holds the first lines, whole
+    and in order."""
+    with _converged_agent(tmp_path) as (proc, read):
+        proc.send_signal(sig)
+        assert proc.wait(timeout=BOUND) == 0
     with os.fdopen(read, "rb") as pipe:
         lines = pipe.read().decode().split("\n")[:-1]  # the last one may be cut short
     created = [line for line in lines if " created " in line]
@@ -151,30 +161,12 @@ def test_a_run_that_ends_on_its_own_waits_for_its_slow_reader(tmp_path: Path) ->
     """A cron run (--converged-timeout) whose stderr is read late (`| less`, a busy shipper)
     waits for it as long as it takes, as any command does: every line is there, the last one
     too. (The 2 s bound is for a stop signal's exit.)"""
-    graph = _graph(tmp_path, 200)
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify"))
-    notify.settimeout(BOUND)
-    read, write = _small_pipe()
-    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")}
-    argv = [sys.executable, "-m", "mgmt", "run", "--tmp-prefix", "--converged-timeout=0"]
-    argv += ["yaml", str(graph)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=write, cwd=ROOT, env=env)
-    os.close(write)
-    try:
-        status = ""
-        while not status.startswith("converged"):
-            message = notify.recv(4096).decode()  # socket.timeout after BOUND: a failure
-            status = dict(line.partition("=")[::2] for line in message.split("\n"))["STATUS"]
+    with _converged_agent(tmp_path, "--converged-timeout=0") as (proc, read):
         with pytest.raises(subprocess.TimeoutExpired):  # beyond the stop signal's bound
             proc.wait(timeout=WRITE_WAIT + 2)
         with os.fdopen(read, "rb") as pipe:
             lines = pipe.read().decode().split("\n")
         assert proc.wait(timeout=BOUND) == 0
-    finally:
-        proc.kill()
-        proc.wait()
-        notify.close()
     assert lines[-1] == ""  # the last line whole
     assert sum(" created " in line for line in lines) == 200
     assert "converged" in lines[-2] and "dropped" not in "".join(lines), lines[-3:]

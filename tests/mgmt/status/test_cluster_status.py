@@ -20,6 +20,26 @@ from tests.aio import pass_ended
 from tests.mgmt.cluster.helpers import members
 
 
+class Writes:
+    """The summaries written to a key, as its watch's events bring them."""
+
+    def __init__(self) -> None:
+        self.written: list[dict[str, Any]] = []
+        self._arrived = asyncio.Event()
+
+    def on_events(self, events: Any) -> None:
+        for event in events or []:
+            self.written.append(json.loads(bytes(event.kv.value)))
+        self._arrived.set()
+
+    async def next(self, count: int) -> None:
+        """Wait until `count` summaries were written in all."""
+        async with asyncio.timeout(20):
+            while len(self.written) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+
 async def test_a_burst_of_changes_is_one_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -29,19 +49,8 @@ async def test_a_burst_of_changes_is_one_write(
     (issue 16). QUIET is made long here so that a busy machine cannot split the burst."""
     monkeypatch.setattr(status_cluster, "QUIET", 0.5)
     key = (SUMMARY + "h").encode()
-    written: list[dict[str, Any]] = []
-    arrived = asyncio.Event()
-
-    def on_events(events: Any) -> None:
-        for event in events or []:
-            written.append(json.loads(bytes(event.kv.value)))
-        arrived.set()
-
-    async def next_write(count: int) -> None:
-        async with asyncio.timeout(20):
-            while len(written) < count:
-                arrived.clear()
-                await arrived.wait()
+    writes = Writes()
+    written, on_events, next_write = writes.written, writes.on_events, writes.next
 
     engine = Engine(hostname="h", prefix=tmp_path / "prefix")
     model = StatusModel(engine, "h")
@@ -85,19 +94,8 @@ async def test_no_write_while_changes_keep_coming(
     monkeypatch.setattr(status_cluster, "QUIET", 1.0)  # long: gaps of a busy machine's loop
     monkeypatch.setattr(status_cluster, "MAX_DELAY", 600.0)
     key = (SUMMARY + "h").encode()
-    written: list[dict[str, Any]] = []
-    arrived = asyncio.Event()
-
-    def on_events(events: Any) -> None:
-        for event in events or []:
-            written.append(json.loads(bytes(event.kv.value)))
-        arrived.set()
-
-    async def next_write(count: int) -> None:
-        async with asyncio.timeout(20):
-            while len(written) < count:
-                arrived.clear()
-                await arrived.wait()
+    writes = Writes()
+    written, on_events, next_write = writes.written, writes.on_events, writes.next
 
     async def stream(seconds: float) -> None:
         end = asyncio.get_running_loop().time() + seconds
