@@ -351,7 +351,7 @@ async def test_the_seeds_three_host_demo(tmp_path: Path) -> None:
             for peer in hosts[: i + 1]:
                 await wait_dot(peer, holds(*paths[: i + 1]))
             for peer in hosts[: i + 1]:
-                await wait_path(shared / peer.name, has_content(contents[peer.name] + "\n"), 5)
+                await wait_path(shared / peer.name, has_content(contents[peer.name] + "\n"), 10)
             took = asyncio.get_running_loop().time() - started
             assert took < 3.0, f"{host.name} took {took:.2f}s to reach every graph"
         h1, h2, h3 = hosts
