@@ -800,17 +800,19 @@ async def attacker(spot: Path, target: Path, mode: str) -> AsyncIterator[None]:
 
 
 RACES = 400  # check_applies per race test; each one races the attacker's swaps
-MAX_RACES = 10 * RACES  # on a loaded machine, more until both outcomes were seen
+RACE_BOUND = 60.0  # seconds: on a loaded machine, more until both outcomes were seen
 
 
 async def race(res: FileRes, victim: Path) -> tuple[int, int]:
-    """Run check_apply RACES times (more, up to MAX_RACES, until it was both applied and
-    refused: the race really ran); the victim must never change. (applied, refused) counts."""
+    """Run check_apply RACES times (more, for up to RACE_BOUND seconds, until it was both
+    applied and refused: the race really ran; a starved attacker may not swap for a while);
+    the victim must never change. (applied, refused) counts."""
     before = snapshot(victim)
-    applied = refused = 0
-    for done in range(MAX_RACES):
-        if done >= RACES and applied and refused:
-            break
+    applied = refused = done = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RACE_BOUND
+    while not (done >= RACES and applied and refused) and loop.time() < deadline:
+        done += 1
         try:
             await res.check_apply(True)
             applied += 1
