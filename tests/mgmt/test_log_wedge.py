@@ -25,6 +25,7 @@ BOUND = 60  # seconds: hang-preventing bounds only
 CHILD = """
 import asyncio, logging, sys
 from mgmt.log import BatchingStreamHandler
+from tests.aio import pass_ended
 handler = BatchingStreamHandler(sys.stderr, limit=20_000)
 handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
 logging.getLogger().handlers[:] = [handler]
@@ -36,7 +37,7 @@ async def main() -> None:
         for _ in range(100):
             log.info("line %d %s", logged, "x" * 60)
             logged += 1
-        await asyncio.sleep(0)
+        await pass_ended()  # the pass's lines handed over: an event, not a time
     print(logged, flush=True)
     await asyncio.to_thread(sys.stdin.readline)  # stderr is read from then on
     log.info("after")

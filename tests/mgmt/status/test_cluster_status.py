@@ -4,7 +4,9 @@ is over, and not in the middle of a stream of changes (where the next export wai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,30 @@ class Writes:
                 await self._arrived.wait()
 
 
+@contextlib.asynccontextmanager
+async def summary(tmp_path: Path, writes: Writes) -> AsyncIterator[tuple[StatusModel, EtcdClient]]:
+    """Host h's status model and its summary in a real etcd, written since converged; the
+    summaries written go to `writes`."""
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url])
+        key = (SUMMARY + "h").encode()
+        unsubscribe = await client.subscribe(key, lambda: None, events=writes.on_events)
+        status = ClusterStatus(model, client, "h")
+        try:
+            model.set_converged(True)
+            status.start()
+            await writes.next(1)
+            yield model, client
+        finally:
+            await status.stop()
+            await unsubscribe()
+            await client.close()
+            model.close()
+            await engine.stop(graceful=False)
+
+
 async def test_a_burst_of_changes_is_one_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -48,37 +74,20 @@ async def test_a_burst_of_changes_is_one_write(
     commit that the next export queues behind, and a read of three prefixes by every agent
     (issue 16). QUIET is made long here so that a busy machine cannot split the burst."""
     monkeypatch.setattr(status_cluster, "QUIET", 0.5)
-    key = (SUMMARY + "h").encode()
     writes = Writes()
-    written, on_events, next_write = writes.written, writes.on_events, writes.next
-
-    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
-    model = StatusModel(engine, "h")
-    async with members(tmp_path) as (node,):
-        client = EtcdClient([node.client_url])
-        unsubscribe = await client.subscribe(key, lambda: None, events=on_events)
-        status = ClusterStatus(model, client, "h")
-        try:
+    written = writes.written
+    async with summary(tmp_path, writes) as (model, _client):
+        for _ in range(2):  # two changes back to back, each applied and converged
+            model.set_converged(False)
+            for _ in range(5):  # the swap and the checks: passes of the loop, not time
+                await pass_ended()
             model.set_converged(True)
-            status.start()
-            await next_write(1)
-            for _ in range(2):  # two changes back to back, each applied and converged
-                model.set_converged(False)
-                for _ in range(5):  # the swap and the checks: passes of the loop, not time
-                    await pass_ended()
-                model.set_converged(True)
-                for _ in range(5):
-                    await pass_ended()
-            await next_write(2)
-            with pytest.raises(TimeoutError):  # nothing else comes: generous, not a threshold
-                async with asyncio.timeout(1.5):
-                    await next_write(3)
-        finally:
-            await status.stop()
-            await unsubscribe()
-            await client.close()
-            model.close()
-            await engine.stop(graceful=False)
+            for _ in range(5):
+                await pass_ended()
+        await writes.next(2)
+        with pytest.raises(TimeoutError):  # nothing else comes: generous, not a threshold
+            async with asyncio.timeout(1.5):
+                await writes.next(3)
     assert [w["converged"] for w in written] == [True, True], written
     assert written[1]["since"] == model.converged_since
 
@@ -93,38 +102,22 @@ async def test_no_write_while_changes_keep_coming(
     does not stop is still written while it goes on."""
     monkeypatch.setattr(status_cluster, "QUIET", 1.0)  # long: gaps of a busy machine's loop
     monkeypatch.setattr(status_cluster, "MAX_DELAY", 600.0)
-    key = (SUMMARY + "h").encode()
     writes = Writes()
-    written, on_events, next_write = writes.written, writes.on_events, writes.next
+    written = writes.written
 
-    async def stream(seconds: float) -> None:
+    async def stream(client: EtcdClient, seconds: float) -> None:
         end = asyncio.get_running_loop().time() + seconds
         while asyncio.get_running_loop().time() < end:
             model.set_converged(False)
             await pass_ended()
             model.set_converged(True)
-            await asyncio.sleep(0.01)  # the pace of the changes: not a readiness wait
+            await client.put(b"/test/pace", b"x")  # paced by etcd, as exports are
 
-    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
-    model = StatusModel(engine, "h")
-    async with members(tmp_path) as (node,):
-        client = EtcdClient([node.client_url])
-        unsubscribe = await client.subscribe(key, lambda: None, events=on_events)
-        status = ClusterStatus(model, client, "h")
-        try:
-            model.set_converged(True)
-            status.start()
-            await next_write(1)
-            await stream(4 * status_cluster.BURST)
-            assert len(written) == 1, written  # nothing in the middle of the stream
-            await next_write(2)
-            assert written[1]["since"] == model.converged_since
-            monkeypatch.setattr(status_cluster, "MAX_DELAY", 0.3)
-            await stream(3.0)  # at least one write per 0.3 s on an idle machine: ~10
-            assert len(written) >= 3, written
-        finally:
-            await status.stop()
-            await unsubscribe()
-            await client.close()
-            model.close()
-            await engine.stop(graceful=False)
+    async with summary(tmp_path, writes) as (model, client):
+        await stream(client, 4 * status_cluster.BURST)
+        assert len(written) == 1, written  # nothing in the middle of the stream
+        await writes.next(2)
+        assert written[1]["since"] == model.converged_since
+        monkeypatch.setattr(status_cluster, "MAX_DELAY", 0.3)
+        await stream(client, 3.0)  # at least one write per 0.3 s on an idle machine: ~10
+        assert len(written) >= 3, written
