@@ -134,7 +134,9 @@ class PathWatcher:
     async def __aenter__(self) -> PathWatcher:
         self._hub = Hub.acquire(self)
         try:
-            self._sync(first=True)
+            if self._sync(first=True):
+                self._resync = True  # what it looked up may have changed before the watch
+                self._resync_now()
         except BaseException:
             await self.aclose()
             raise
@@ -179,9 +181,9 @@ class PathWatcher:
         every path (see _sync)."""
         if self._resync:
             self._resync = False
-            # Re-scan while a sync puts a watch on a directory it did not watch before: what
+            # Re-scan while a sync puts a watch on a directory the hub did not watch: what
             # was created in it before the watch would otherwise go unseen, and so would the
-            # path. A new watch on a file or a kept directory needs no second look: a change
+            # path. A new watch on a file or a watched directory needs no second look: a change
             # of its entry meanwhile is reported by its directory's watch, already in place.
             for _ in range(64):
                 if not self._sync(seen=seen, look=look):
@@ -263,8 +265,11 @@ class PathWatcher:
         return True
 
     def _sync(self, first: bool = False, seen: Desired | None = None, look: bool = False) -> bool:
-        """Register the watches that match what the paths look like now; True if a directory
-        is watched that was not before.
+        """Register the watches that match what the paths look like now; True if it put a
+        watch on a directory that the hub did not watch: what was looked up there before may
+        have changed before the watch was in place, unseen (a directory made and a file renamed
+        into it meanwhile), so look again. In a directory the hub watched already, a change
+        after the lookup is queued by the kernel and read by the loop after this registration.
 
         The first sync takes a directory the hub watches for another watcher as existing,
         without a stat (a thousand files of one directory: one stat each, not two). It is as
@@ -285,13 +290,12 @@ class PathWatcher:
         else:
             desired = self._desired(hub.watches_dir if first else None)
         self._owed = owed
-        old = self._registered
-        hub.register(self, desired, old)
-        self._registered = desired
-        return any(
-            mask & DIRECTORY and not old.get(path, (0,))[0] & DIRECTORY
-            for path, (mask, _names) in desired.items()
+        fresh = any(
+            mask & DIRECTORY and not hub.watches_dir(path) for path, (mask, _) in desired.items()
         )
+        hub.register(self, desired, self._registered)
+        self._registered = desired
+        return fresh
 
     def _desired(
         self,

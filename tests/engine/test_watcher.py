@@ -317,11 +317,13 @@ async def test_a_checked_watcher_leaves_its_paths_lookup_to_the_check(
     monkeypatch.setattr(watcher_module, "_kind", counted)
     first = await watch(one, checked=True)  # type: ignore[operator]
     second = await watch(two, checked=True)  # type: ignore[operator]
-    assert looked.count(str(one)) + looked.count(str(two)) == 2  # when they started: d/ absent
+    # When they started, d/ absent: each looked once, and the first again once its new watch
+    # on tmp_path was in place (what it saw may have changed before).
+    assert looked.count(str(one)) + looked.count(str(two)) == 3
     d.mkdir()  # both are told; the first to re-sync looks, and then watches d/
     await first.changed()
     await second.changed()
-    assert looked.count(str(one)) + looked.count(str(two)) == 3
+    assert looked.count(str(one)) + looked.count(str(two)) == 4
     (d / "three").write_text("3")
     third = await watch(three, checked=True)  # type: ignore[operator]
     for counter in (first, second):
@@ -329,7 +331,7 @@ async def test_a_checked_watcher_leaves_its_paths_lookup_to_the_check(
         counter.watcher.observed(None)
     monkeypatch.undo()
     assert str(three) not in looked
-    assert looked.count(str(one)) + looked.count(str(two)) == 3
+    assert looked.count(str(one)) + looked.count(str(two)) == 4
     third.watcher.settle()
     third.watcher.observed(stat.S_IFREG)  # the check found a file: its inode is watched
     os.link(three, tmp_path / "link")
@@ -401,3 +403,30 @@ async def test_a_path_with_two_leading_slashes_is_watched(tmp_path: Path, watch:
     await counter.changed()
     (tmp_path / "missing" / "f").write_text("x")
     await counter.changed()
+
+
+async def test_a_directory_made_before_its_watch_is_in_place_is_watched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watcher looks the path up, then puts its watches in place: a directory made in
+    between (by another process: here, right after the lookup) is watched too, so a file
+    renamed into it later is seen. (Only the directory above was watched: the file's arrival
+    went unseen, 83 times in 2,000 races of a thread against the watcher's start.)"""
+    path = tmp_path / "shared" / "h1"
+    real = PathWatcher._desired
+
+    def racing(self: PathWatcher, *args: object, **kwargs: object) -> object:
+        desired = real(self, *args, **kwargs)  # type: ignore[arg-type]
+        path.parent.mkdir(exist_ok=True)  # after the lookup, before the watch
+        return desired
+
+    monkeypatch.setattr(PathWatcher, "_desired", racing)
+    async with PathWatcher([path]) as watcher:
+        monkeypatch.undo()
+        counter = Counter(watcher)
+        try:
+            (tmp_path / "tmp").write_text("x")
+            os.rename(tmp_path / "tmp", path)
+            await counter.changed()
+        finally:
+            counter.task.cancel()
