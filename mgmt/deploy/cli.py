@@ -30,6 +30,7 @@ from mgmt.usage import Parser
 if TYPE_CHECKING:
     from mgmt.cluster.client import EtcdClient
     from mgmt.deploy.bundle import Bundle
+    from mgmt.deploy.store import Record
 
 CONNECT_WAIT = 5.0  # seconds to reach a member before giving up
 
@@ -293,7 +294,7 @@ async def _push(
     client: EtcdClient, args: argparse.Namespace, bundle: Bundle | None, timings: Timings | None
 ) -> ExitCode:
     from mgmt.deploy.bundle import Bundle
-    from mgmt.deploy.store import Record, blob, push, record, record_maker
+    from mgmt.deploy.store import blob, push, record, record_maker
 
     rollback_of = 0
     if args.rollback is not None:
@@ -302,6 +303,7 @@ async def _push(
         if rec is None or data is None:
             raise Refused(f"--rollback: deploy {args.rollback} is not kept (see --list)")
         bundle, rollback_of = Bundle.decode(data), rec.id
+        await asyncio.to_thread(_signed_as_kept, rec, bundle, args.unsigned)
     assert bundle is not None
     if args.unsigned:
         print(UNSIGNED, file=sys.stderr)
@@ -322,6 +324,30 @@ async def _push(
     what = f" (the content of deploy {rollback_of})" if rollback_of else ""
     print(f"deploy {rec.id}{what}: {rec.frontend} {rec.entry}, {rec.hash[:12]}", file=sys.stderr)
     return ExitCode.OK
+
+
+def _signed_as_kept(rec: Record, bundle: Bundle, unsigned: bool) -> None:
+    """DeployError unless `bundle` is the content deploy `rec` was pushed with and `rec` is
+    signed as it says (or unsigned, for an `--unsigned` rollback): a rollback signs it anew,
+    and anyone who may write the cluster may have changed its blob or its record since."""
+    from mgmt.deploy.sign import signer
+
+    where = f"--rollback: deploy {rec.id}"
+    if bundle.hash != rec.hash:
+        raise DeployError(
+            f"{where}: its blob does not match the hash its record names ({rec.hash[:12]}): "
+            "changed in the cluster; push its source again"
+        )
+    if not rec.signature:
+        if unsigned:
+            return
+        raise DeployError(f"{where} is unsigned: push its source again, signed (or --unsigned)")
+    try:
+        key = signer(rec.payload(), rec.signature)
+    except DeployError as err:
+        raise DeployError(f"{where}: its record: {err}") from None
+    if key != rec.key:
+        raise DeployError(f"{where}: its record names key {rec.key}, its signature is {key}'s")
 
 
 async def cluster_status(client: EtcdClient, as_json: bool = False) -> ExitCode:

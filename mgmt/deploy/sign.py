@@ -98,6 +98,21 @@ def sign(payload: bytes, key: Path) -> str:
     return proc.stdout.decode()
 
 
+def signer(payload: bytes, signature: str) -> str:
+    """The fingerprint of the key whose valid signature over `payload` (in our namespace)
+    `signature` is, whatever key that is (`ssh-keygen -Y check-novalidate`: no trusted keys
+    file); DeployError if it does not verify."""
+    with tempfile.TemporaryDirectory(prefix="mgmt-sig-") as tmp:
+        sig = Path(tmp) / "deploy.sig"
+        sig.write_text(signature)
+        argv = ["-Y", "check-novalidate", "-n", NAMESPACE, "-s", str(sig)]
+        proc = _ssh_keygen(argv, payload)
+    fingerprint = _fingerprint_of(proc)
+    if proc.returncode != 0 or not fingerprint:
+        raise DeployError(f"bad signature: {_said(proc)}")
+    return fingerprint
+
+
 # (trusted file's identity, signing key's fingerprint) -> its principal in that file: a key
 # seen before is verified with one ssh-keygen run instead of two.
 _principals: dict[tuple[tuple[int, int, int, int], str], str] = {}

@@ -281,3 +281,50 @@ async def test_the_head_is_the_newest_id_and_records_in_one_read(client: EtcdCli
     pushed = [await push_plain(client, bundle(x)) for x in "abc"]
     assert await head(client) == (3, pushed)
     assert await head(client, limit=1) == (3, pushed[-1:])  # what a host reads on a change
+
+
+async def test_a_rollback_signs_only_what_its_deploy_signed(tmp_path: Path) -> None:
+    """`--rollback N` signs N's content anew with the operator's key: a blob or a record
+    changed in etcd since N was pushed (by anyone who may write the cluster), or an unsigned
+    N, is refused (exit 1, nothing stored), not signed."""
+    from tests.e2e.helpers import run_mgmt
+    from tests.mgmt.deploy.keys import make_key
+
+    alice = make_key(tmp_path / "keys", "alice")
+    good, evil = bundle("good"), bundle("evil")
+    async with members(tmp_path) as nodes:
+        client = EtcdClient([nodes[0].client_url], call_timeout=2)
+        base = ["deploy", "--insecure-cluster", "--seeds", nodes[0].client_url]
+
+        async def rollback(n: int, *flags: str) -> tuple[int, str]:
+            flags = flags or ("--sign-key", str(alice.private))
+            return await asyncio.to_thread(run_mgmt, [*base, *flags, "--rollback", str(n)])
+
+        try:
+            signed = await push(client, good, record_maker(good, alice.private))
+            await push_plain(client, bundle("unsigned"))
+            code, text = await rollback(2)
+            assert code == 1 and "deploy 2 is unsigned" in text, text
+            code, text = await rollback(2, "--unsigned")  # as unsigned as it was
+            assert code == 0 and "deploy 3 (the content of deploy 2)" in text, text
+            # Deploy 1's blob replaced: its name is the hash the record signs, not its content.
+            await client.put((BLOBS + good.hash).encode(), evil.encode())
+            code, text = await rollback(1)
+            assert code == 1 and "blob does not match" in text, text
+            # Its record pointed at another blob: the signature no longer covers it.
+            await client.put((BLOBS + good.hash).encode(), good.encode())
+            await client.put((BLOBS + evil.hash).encode(), evil.encode())
+            forged = json.loads(signed.encode())
+            forged["hash"] = evil.hash
+            await client.put(id_key(1).encode(), json.dumps(forged).encode())
+            code, text = await rollback(1)
+            assert code == 1 and "signature" in text, text
+            assert (await head(client))[0] == 3  # nothing stored
+            await client.put(id_key(1).encode(), signed.encode())
+            code, text = await rollback(1)
+            assert (
+                code == 0
+                and f"deploy 4 (the content of deploy 1): yaml g.yaml, {good.hash[:12]}" in text
+            ), text
+        finally:
+            await client.close()
