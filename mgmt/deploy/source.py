@@ -328,6 +328,9 @@ class DeploySource:
                 data = await blob(client, rec.hash)
             if rec is None or data is None:
                 return  # compacted meanwhile: the watch tells us about the newer one
+            if rec.id != newest:  # signed as that id: running it would roll this host back
+                self._refuse(newest, f"its record is deploy {rec.id}'s, replayed under a new id")
+                return
             try:
                 prepared = await self._prepare(rec, data)
             except DeployError as err:
@@ -655,8 +658,10 @@ def _pushed(noted: dict[bytes, bytes]) -> tuple[Record, bytes] | None:
         rec = Record.decode(rec_raw, id_key(newest)) if rec_raw is not None else None
     except (ValueError, DeployError):
         return None
-    data = noted.get((BLOBS + rec.hash).encode()) if rec is not None else None
-    return (rec, data) if rec is not None and data is not None else None
+    if rec is None or rec.id != newest:  # another deploy's record: `_check` refuses it
+        return None
+    data = noted.get((BLOBS + rec.hash).encode())
+    return (rec, data) if data is not None else None
 
 
 def _load_language() -> None:

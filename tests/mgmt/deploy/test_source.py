@@ -16,7 +16,7 @@ from mgmt.cluster.client import EtcdClient
 from mgmt.cluster.world import EtcdWorld
 from mgmt.deploy.bundle import Bundle
 from mgmt.deploy.source import DeploySource, Policy
-from mgmt.deploy.store import NEWEST, Record, push, record_maker
+from mgmt.deploy.store import NEWEST, Record, _put, id_key, push, record, record_maker
 from mgmt.yamlgraph import Loaded
 from tests.e2e.helpers import run_mgmt
 from tests.mgmt.cluster.helpers import members
@@ -112,12 +112,24 @@ async def test_what_a_host_refuses_and_that_it_keeps_running(
                 source.checked.clear()
                 await source.checked.wait()
     assert source.running.record.id == 6
-    # Restarted, the host runs 6 again from what it kept, before reaching the cluster (it
+    # An older deploy's record, validly signed, replayed under a newer id: refused, 6 runs on.
+    # Put apart (the pointer then read) and in one transaction (the watch carries it).
+    one = await record(client, 1)
+    assert one is not None
+    await client.put(id_key(7).encode(), one.encode())
+    await client.put(NEWEST.encode(), b"7")
+    assert "its record is deploy 1's" in await refused(source, 7)
+    await client.txn([], [_put(id_key(8), one.encode()), _put(NEWEST, b"8")])
+    assert "its record is deploy 1's" in await refused(source, 8)
+    assert source.running.record.id == 6
+    await signed(client, graph("nine"), alice)  # what is pushed next runs
+    assert await next_graph(graphs) == "nine"
+    # Restarted, the host runs 9 again from what it kept, before reaching the cluster (it
     # keeps it once its graph settled, in a task: stopping finishes that).
     await source.aclose()
     again = DeploySource("h1", tmp_path / "prefix", source.policy)
     first = await again.start()
-    assert first is not None and first.graph.name == "six"
+    assert first is not None and first.graph.name == "nine"
     await again.aclose()
 
 
