@@ -375,7 +375,7 @@ def status_main(args: argparse.Namespace) -> int:
 
 async def list_text(client: EtcdClient) -> str:
     """The deploys kept, newest last, with the hosts running each."""
-    from mgmt.deploy.status import host_statuses
+    from mgmt.deploy.status import host_statuses, shown
     from mgmt.deploy.store import records
 
     rows = [["ID", "TIME", "KEY", "HASH", "PROGRAM", "HOSTS"]]
@@ -388,7 +388,8 @@ async def list_text(client: EtcdClient) -> str:
         program = f"{rec.frontend} {rec.entry}"
         if rec.rollback_of:
             program += f" (rollback to {rec.rollback_of})"
-        rows.append([str(rec.id), when, rec.key or "UNSIGNED", rec.hash[:12], program, hosts])
+        row = [str(rec.id), when, rec.key or "UNSIGNED", rec.hash[:12], program, hosts]
+        rows.append([shown(cell) for cell in row])  # a record is anyone's who writes etcd
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows

@@ -193,9 +193,10 @@ def report(rows: list[HostStatus], as_json: bool = False) -> tuple[str, ExitCode
     return text, exit_code(rows)
 
 
-def _shown(text: str) -> str:
+def shown(text: str) -> str:
     """`text` on one line, control characters escaped: a host writes its own status, and its
-    `error` must not add rows (another host's) or terminal escapes to the operator's table."""
+    `error` must not add rows (another host's) or terminal escapes to the operator's table (nor
+    a record's fields to `mgmt deploy --list`)."""
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
@@ -205,12 +206,12 @@ def table(rows: list[HostStatus]) -> str:
     header.append("REFUSED / LAST ERROR")
     lines = [header]
     for row in rows:
-        error = _shown(row.error)
+        error = shown(row.error)
         refused = f"{row.refused}: {error}" if row.refused else error
-        last = _shown(row.last_error)
+        last = shown(row.last_error)
         lines.append(
             [
-                _shown(row.host),
+                shown(row.host),
                 "yes" if row.alive else "no",
                 str(row.running or "-"),
                 str(row.ready or "-"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -328,3 +329,16 @@ async def test_a_rollback_signs_only_what_its_deploy_signed(tmp_path: Path) -> N
             ), text
         finally:
             await client.close()
+
+
+async def test_the_list_escapes_what_the_cluster_says(client: EtcdClient) -> None:
+    """Records are anyone's who may write the cluster: `--list` shows their fields on one
+    line each, control characters escaped (no rows or terminal escapes of theirs)."""
+    from mgmt.deploy.cli import list_text
+
+    first = await push_plain(client, bundle("a"))
+    forged = replace(first, id=2, parent=1, entry="g.yaml\x1b[2K\rfake\nrow", key="SHA256:\x1b[31m")
+    await client.put(id_key(2).encode(), forged.encode())
+    text = await list_text(client)
+    assert len(text.splitlines()) == 3 and "\x1b" not in text and "\r" not in text, text
+    assert "yaml g.yaml\\x1b[2K\\rfake\\nrow" in text and "SHA256:\\x1b[31m" in text, text
