@@ -34,6 +34,7 @@ NEWEST = PREFIX + "newest"
 IDS = PREFIX + "ids/"
 BLOBS = PREFIX + "blobs/"
 KEEP = 10  # deploys kept by default (`mgmt deploy --keep`)
+MAX_FLOOR = 10**15  # a host's status saying it runs a higher id is not believed (`floor`)
 SIGNED_HEADER = b"mgmt deploy v1\n"
 
 
@@ -179,6 +180,27 @@ async def head(client: EtcdClient, limit: int = 0) -> tuple[int, list[Record]]:
     return newest, _decoded((bytes(kv.key), bytes(kv.value)) for kv in reversed(kept))
 
 
+async def floor(client: EtcdClient) -> int:
+    """The highest deploy id a host's status says it runs or has ready (0: none). A cluster
+    that lost its deploys (rebuilt, or every member left at once) numbers its next one above
+    it: hosts never switch to an older id, and would keep their deploy whatever is pushed. A
+    host writes its own status: an id above MAX_FLOOR is not believed (ids have 20 digits)."""
+    from mgmt.deploy.status import STATUS
+
+    statuses, _ = await client.get_prefix(STATUS.encode())
+    highest = 0
+    for value in statuses.values():
+        try:
+            doc = json.loads(value)
+        except ValueError:
+            continue
+        for name in ("running", "ready") if isinstance(doc, dict) else ():
+            said = doc.get(name)
+            if type(said) is int and highest < said <= MAX_FLOOR:
+                highest = said
+    return highest
+
+
 async def record(client: EtcdClient, deploy_id: int) -> Record | None:
     raw = await client.get(id_key(deploy_id).encode())
     return Record.decode(raw, id_key(deploy_id)) if raw is not None else None
@@ -198,7 +220,8 @@ async def push(
     attempts: int = 5,
     known: tuple[int, list[Record]] | None = None,
 ) -> Record:
-    """Append a deploy: `make(id, parent)` builds (and signs) its record on the newest one.
+    """Append a deploy: `make(id, parent)` builds (and signs) its record on the newest one
+    (its id the next one, or above what hosts run: `floor`).
 
     A deploy pushed by someone else meanwhile makes the transaction fail: DeployError, unless
     `force`, which builds the record again on the new newest (up to `attempts` times).
@@ -209,10 +232,11 @@ async def push(
     if keep < 1:
         raise DeployError(f"--keep: must be >= 1, got {keep}")
     data = bundle.encode()
+    above = await floor(client)
     for _ in range(attempts):
         parent, kept = known or await head(client)
         known = None
-        rec = await make(parent + 1, parent)
+        rec = await make(max(parent, above) + 1, parent)
         old, keeping = (
             kept[: max(len(kept) - (keep - 1), 0)],
             kept[-(keep - 1) :] if keep > 1 else [],

@@ -342,3 +342,23 @@ async def test_the_list_escapes_what_the_cluster_says(client: EtcdClient) -> Non
     text = await list_text(client)
     assert len(text.splitlines()) == 3 and "\x1b" not in text and "\r" not in text, text
     assert "yaml g.yaml\\x1b[2K\\rfake\\nrow" in text and "SHA256:\\x1b[31m" in text, text
+
+
+async def test_a_rebuilt_cluster_numbers_its_deploys_above_what_hosts_run(
+    client: EtcdClient,
+) -> None:
+    """A cluster that lost its deploys (rebuilt, or every member left at once) while its
+    hosts kept running deploy 32: hosts never switch to an older id, so the next deploy is 33
+    (on parent 0), not 1, which every host would keep as older. A host writes its own
+    status: an id no cluster reaches is not believed."""
+    from mgmt.deploy.status import HostStatus, status_key
+
+    await client.put(status_key("h1").encode(), HostStatus("h1", running=32, ready=32).encode())
+    await client.put(status_key("h2").encode(), HostStatus("h2", running=30).encode())
+    await client.put(status_key("bad").encode(), HostStatus("bad", running=10**19).encode())
+    await client.put(status_key("junk").encode(), b"[1")
+    first = await push_plain(client, bundle("a"))
+    assert (first.id, first.parent) == (33, 0)
+    second = await push_plain(client, bundle("b"))
+    assert (second.id, second.parent) == (34, 33)
+    assert await head(client) == (34, [first, second])
