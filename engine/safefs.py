@@ -558,8 +558,8 @@ def trusted_dir(fd: int, shown: str) -> None:
     if not why:
         return
     raise UnsafePathError(
-        f"{shown} {why}: refusing to keep state below it (every directory above the state must "
-        "be owned by root or this agent's user, and writable only by them)"
+        f"{shown} {why}: refusing to trust what is below it (every directory above the agent's "
+        "state or trusted keys must be owned by root or this agent's user, writable only by them)"
     )
 
 

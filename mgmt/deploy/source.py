@@ -360,7 +360,8 @@ class DeploySource:
             self._say(
                 logging.INFO,
                 f"deploy {deploy_id} is ready; switching together once "
-                f"{', '.join(waiting)} have it too (--deploy-switch together)",
+                f"{', '.join(waiting)} {'has' if len(waiting) == 1 else 'have'} it too "
+                "(--deploy-switch together)",
             )
         return not waiting
 

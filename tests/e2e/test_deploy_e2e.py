@@ -203,7 +203,7 @@ async def test_run_deploy_seeds_the_cluster_and_together_waits_for_every_host(
         await d2.wait_log("refused deploy 1: not signed by a key in")
         # h2 cannot take 2 either: h1 has it ready and waits.
         await push(h1, alice, program(src, out, "v2"))
-        await h1.daemon.wait_log("deploy 2 is ready; switching together once h2 have it too")
+        await h1.daemon.wait_log("deploy 2 is ready; switching together once h2 has it too")
         assert (out / "h1.ver").read_text() == "v1\n"
         # h2 trusts alice too now (the file is read at every deploy): 3 switches on both.
         trusts_mallory.write_text(alice.allowed() + mallory.allowed())
