@@ -480,9 +480,10 @@ def _unraisablehook(unraisable: sys.UnraisableHookArgs) -> None:
     _python.error("%s: %.200r", what, unraisable.object, exc_info=exc_info)
 
 
-def setup(fmt: str = "text", verbose: bool = False) -> None:
-    """Configure the root logger: the journal under systemd, otherwise stderr; what Python
-    writes to stderr itself goes through it (see _excepthook)."""
+def setup(fmt: str = "text", verbose: bool = False, own_process: bool = False) -> None:
+    """Configure the root logger: the journal under systemd, otherwise stderr. With
+    `own_process` (the `mgmt` command; not a test running agents in its own process, whose
+    hooks stay its own), what Python writes to stderr itself is logged (see _excepthook)."""
     logging._srcfile = None  # no caller lookup per record: no format shows it (logging's docs)
     handler: logging.Handler = BatchingStreamHandler(sys.stderr)
     if sys.stderr is None:  # started with fd 2 closed (`2>&-`): nowhere to say anything
@@ -499,7 +500,8 @@ def setup(fmt: str = "text", verbose: bool = False) -> None:
             old.close()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    warnings.showwarning = _showwarning
-    sys.excepthook = _excepthook
-    threading.excepthook = _thread_excepthook
-    sys.unraisablehook = _unraisablehook
+    if own_process:
+        warnings.showwarning = _showwarning
+        sys.excepthook = _excepthook
+        threading.excepthook = _thread_excepthook
+        sys.unraisablehook = _unraisablehook

@@ -146,7 +146,7 @@ def test_a_partial_write_loses_no_line() -> None:
 CRASH = """
 import asyncio, logging
 from mgmt import log as logsetup
-logsetup.setup()
+logsetup.setup(own_process=True)
 log = logging.getLogger("t")
 async def main() -> None:
     for i in range(2000):

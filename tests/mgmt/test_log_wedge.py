@@ -269,7 +269,7 @@ try:  # stderr, a pipe nobody reads, filled up (a write of a page at most is all
         os.write(2, b"f" * 4095 + b"\\n")
 except BlockingIOError:
     os.set_blocking(2, True)
-setup()
+setup(own_process=True)
 class Broken:
     def __del__(self) -> None:
         raise ValueError("in __del__")
