@@ -393,7 +393,7 @@ class JournalHandler(WriterHandler[bytes]):
     some hosts) and a first run logs thousands of lines at once: the writer thread's send
     waits for room, as libsystemd's does; the loop never does (see WriterHandler)."""
 
-    blocked = "the journal took none (journald read nothing)"
+    blocked = "sends to the journal blocked (journald read nothing)"
 
     def __init__(self, path: str, limit: int = BUFFER_LIMIT) -> None:
         super().__init__(limit)
