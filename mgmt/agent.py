@@ -138,7 +138,7 @@ async def run(config: Config, given: Loaded | None = None) -> int:
     """Run the agent until it converges (cron mode), is stopped, or hits --max-runtime.
 
     `given`: a graph built by the caller, instead of the one the config names."""
-    logsetup.setup(config.log_format, config.verbose)
+    logsetup.setup(config.log_format, config.verbose, config.own_process)
     priority.renice(config.nice)
     # Known before the program runs: its functions keep their files there too (local.*).
     if config.tmp_prefix:  # removed at exit; a killed run's is removed by the next one

@@ -48,7 +48,8 @@ class Config:
         default=False, metadata=opt("use a fresh temporary directory as the prefix")
     )
     # The agent has the process to itself (the CLI): it may freeze the heap after each graph
-    # swap (engine/heap.py). Not an option: tests run many agents in one process.
+    # swap (engine/heap.py), and logs what Python writes to stderr itself (mgmt/log.py). Not
+    # an option: tests run many agents in one process.
     own_process: bool = False
     converged_timeout: int = field(
         default=-1,

@@ -13,7 +13,12 @@ whose stderr is wedged.
 
 Under systemd, when stderr is the journal (JOURNAL_STREAM names it), records go to the journal
 through its native protocol instead, with structured fields: PRIORITY, MGMT_LOGGER, and for a
-resource's lines MGMT_KIND and MGMT_NAME (`journalctl MGMT_KIND=file`).
+resource's lines MGMT_KIND and MGMT_NAME (`journalctl MGMT_KIND=file`). The same writer
+(WriterHandler) sends them, one datagram each: a journald that reads nothing (its queue full)
+is a stderr that blocks, with the same buffer, count of dropped lines and exit.
+
+What Python writes to stderr itself (a warning, an exception no thread caught, one ignored in a
+__del__, a record logging cannot format) is logged instead, through the same writer.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ import os
 import re
 import select
 import socket
-import struct
 import sys
 import threading
-from typing import Any, TextIO
+import warnings
+from types import TracebackType
+from typing import Any, Generic, TextIO, TypeVar
 
 from resources._lib import journal
 
@@ -90,78 +96,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data)
 
 
-SEND_WAIT = 2.0  # seconds a journal record waits for room in journald's queue, at most
-
 # logging's levels as syslog's priorities (the journal's PRIORITY field).
 PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6}
 
-
-class JournalHandler(logging.Handler):
-    """Each record as one journal entry with structured fields (see the module docstring)."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        # journald's queue holds few datagrams (net.unix.max_dgram_qlen: 10 on some hosts) and
-        # a first run logs thousands of lines at once: a send waits for room, as libsystemd's
-        # does, but at most SEND_WAIT, so that a wedged journald cannot wedge the agent.
-        timeout = struct.pack("ll", int(SEND_WAIT), int(SEND_WAIT % 1 * 1_000_000))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
-        self._stalled = False  # a send timed out: don't wait again until one goes through
-        self._dropped = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-            if record.exc_info:
-                message += "\n" + logging.Formatter().formatException(record.exc_info)
-            fields = {
-                "MESSAGE": message,
-                "PRIORITY": str(PRIORITIES.get(record.levelno, 7)),
-                "SYSLOG_IDENTIFIER": "mgmt",
-                "MGMT_LOGGER": record.name,
-            }
-            kind = getattr(record, "res_kind", None)
-            if kind is not None:
-                fields["MGMT_KIND"] = str(kind)
-                fields["MGMT_NAME"] = str(getattr(record, "res_name", ""))
-            data = journal.encode(fields)[: journal.MAX_DATAGRAM]
-            self._send(data)
-        except OSError:
-            self.handleError(record)
-
-    def _send(self, data: bytes) -> None:
-        flags = socket.MSG_DONTWAIT if self._stalled else 0
-        try:
-            self.sock.sendto(data, flags, self.path)
-        except BlockingIOError:  # still full after SEND_WAIT (stderr is journald's too: no word)
-            self._stalled = True
-            self._dropped += 1
-            return
-        self._stalled = False
-        if self._dropped:
-            lost = {"MESSAGE": f"{self._dropped} log lines dropped: the journal was full"}
-            self._dropped = 0
-            fields = {**lost, "PRIORITY": "4", "SYSLOG_IDENTIFIER": "mgmt", "MGMT_LOGGER": "log"}
-            with contextlib.suppress(OSError):
-                self.sock.sendto(journal.encode(fields), socket.MSG_DONTWAIT, self.path)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-        super().close()
-
-
-# Lines waiting for stderr (a pipe nobody reads blocks its writes): at most this many characters
-# (~80,000 lines) wait, beside the write in progress; then lines are dropped and counted.
+# Lines waiting for their sink (stderr: a pipe nobody reads blocks its writes; the journal: a
+# journald that reads nothing blocks its sends once its queue is full): at most this many
+# characters (bytes of datagrams for the journal; ~80,000 lines) wait, beside the write in
+# progress; then lines are dropped and counted.
 BUFFER_LIMIT = 8 << 20
 WRITE_WAIT = 2.0  # seconds a line logged outside the loop, or the last ones at exit, wait at most
 _stopping = threading.Event()  # set: the last lines' wait at exit is bounded (WRITE_WAIT)
 
+Item = TypeVar("Item", str, bytes)  # a line as its sink takes it: text, or a journal datagram
+
 
 def stopping() -> None:
-    """A stop signal came: the last lines at exit wait at most WRITE_WAIT for stderr."""
+    """A stop signal came: the last lines at exit wait at most WRITE_WAIT for their sink."""
     _stopping.set()
 
 
@@ -186,41 +136,33 @@ class _Gap:
     def __init__(self) -> None:
         self.count = 1
 
-    def record(self) -> logging.LogRecord:
-        message = "%d log lines dropped: writes to stderr blocked (nothing read it)"
-        return logging.LogRecord("log", logging.WARNING, __file__, 0, message, (self.count,), None)
 
-
-class _Writer:
+class _Writer(Generic[Item]):
     """A thread that writes what the handler hands it, in order, and lines the loop never waits
     for. At most `limit` characters wait for it (beside the write in progress): a line that
     does not fit is dropped and counted, and the count is written in its place, as one
-    "N log lines dropped" line, once the stream takes lines again."""
+    "N log lines dropped" line, once the sink takes lines again."""
 
-    def __init__(self, handler: BatchingStreamHandler, limit: int) -> None:
-        self.handler = handler
+    def __init__(self, handler: WriterHandler[Item], limit: int) -> None:
+        self.handler: WriterHandler[Item] = handler
         self.limit = limit
         self.dropped = 0  # lines dropped, in all
         self._cond = threading.Condition(threading.Lock())
-        self._waiting: list[str | _Gap] = []
+        self._waiting: list[Item | _Gap] = []
         self._size = 0  # characters of the lines in self._waiting
         self._handed = 0  # hand-overs so far: put() counts them, ...
         self._done = 0  # ... the thread says how many of them it wrote (or failed to write)
         self._stalled = False  # a wait ran out: don't wait again until a write ends
         self._closing = False
         self._thread: threading.Thread | None = None
-        fd: int | None = None
-        with contextlib.suppress(AttributeError, OSError, ValueError):
-            fd = handler.stream.fileno()  # StringIO: io.UnsupportedOperation (an OSError)
-        self._fd = fd
 
-    def put(self, lines: list[str]) -> None:
+    def put(self, lines: list[Item]) -> None:
         """Hand `lines` over to the thread (in order after those handed before); never waits."""
         with self._cond:
-            text = "".join(lines)
-            if self._size + len(text) <= self.limit:
-                self._waiting.append(text)
-                self._size += len(text)
+            size = sum(map(len, lines))
+            if self._size + size <= self.limit:
+                self._waiting += lines
+                self._size += size
             else:
                 for line in lines:
                     self._add(line)
@@ -237,25 +179,21 @@ class _Writer:
                     return
             self._cond.notify()
 
-    def _gap(self) -> _Gap | None:
-        last = self._waiting[-1] if self._waiting else None
-        return last if isinstance(last, _Gap) else None
-
-    def _add(self, line: str) -> None:
+    def _add(self, line: Item) -> None:
         if self._size + len(line) <= self.limit:
             self._waiting.append(line)
             self._size += len(line)
             return
         self.dropped += 1
-        gap = self._gap()
-        if gap is None:
-            self._waiting.append(_Gap())
+        last = self._waiting[-1] if self._waiting else None
+        if isinstance(last, _Gap):
+            last.count += 1
         else:
-            gap.count += 1
+            self._waiting.append(_Gap())
 
     def wait(self, timeout: float | None, stalled: bool = True) -> None:
         """Wait until what was handed over is written, at most `timeout` seconds; not at all
-        while the stream stalls (a wait ran out and no write ended since), unless `stalled`
+        while the sink stalls (a wait ran out and no write ended since), unless `stalled`
         is false."""
         with self._cond:
             target = self._handed
@@ -265,19 +203,23 @@ class _Writer:
                 self._stalled = True
 
     def close(self) -> None:
-        """Let the thread end once it wrote what waits (a blocked write is never waited for)."""
+        """Let the thread end once it wrote what waits (a blocked write is never waited for);
+        the handler's sink is released then (at once if no thread runs)."""
         with self._cond:
             self._closing = True
+            running = self._thread is not None
             self._cond.notify()
+        if not running:
+            self.handler.release()
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._waiting:
-                    if self._closing:
-                        self._thread = None
-                        return
+                while not self._waiting and not self._closing:
                     self._cond.wait()
+                if not self._waiting:  # closing, and everything is written
+                    self._thread = None
+                    break
                 items, self._waiting, self._size = self._waiting, [], 0
                 handed = self._handed
             self._write(items)
@@ -285,49 +227,61 @@ class _Writer:
                 self._done = handed
                 self._stalled = False
                 self._cond.notify_all()
+        self.handler.release()
 
-    def _write(self, items: list[str | _Gap]) -> None:
-        parts = []
+    def _write(self, items: list[Item | _Gap]) -> None:
+        lines: list[Item] = []
         for item in items:
             if isinstance(item, _Gap):
                 with contextlib.suppress(Exception):
-                    parts.append(self.handler.format(item.record()) + self.handler.terminator)
+                    lines.append(self.handler.render(self.handler.gap(item.count)))
             else:
-                parts.append(item)
-        text = "".join(parts)
-        stream = self.handler.stream
-        if getattr(stream, "closed", False):  # its descriptor may be another file's by now
-            return
+                lines.append(item)
         try:
-            if self._fd is None:  # not a file (a test's StringIO)
-                stream.write(text)
-                stream.flush()
-                return
-            # To the file itself, not through the stream's buffer: a write that blocks holds
-            # the buffer's lock, and the interpreter's exit, flushing stderr, would abort on it.
-            write_all(self._fd, text.encode(stream.encoding or "utf-8", "backslashreplace"))
-        except Exception:  # stderr closed, its reader gone...: nowhere to say it, and the
+            self.handler.write(lines)
+        except Exception:  # the sink closed, its reader gone...: nowhere to say it, and the
             return  # thread goes on (an exception would end it, and the lines after wait)
 
 
-class BatchingStreamHandler(logging.StreamHandler[TextIO]):
-    """A StreamHandler whose lines a writer thread writes, so that a stream that blocks (a
-    pipe nobody reads) never blocks the event loop. The lines logged during one pass of the
-    running loop are handed over together at its end (a call_soon): one write for them all.
-    Outside a loop (another thread, before or after the loop runs) a line and any before it
-    are handed over at once, and the caller waits until they are written, at most WRITE_WAIT
-    (and not while the stream stalls). flush() (logging.shutdown() at exit) hands over what a
-    loop stopped before handing over, and waits for it (after stopping(): at most WRITE_WAIT)."""
+class WriterHandler(logging.Handler, Generic[Item]):
+    """A handler whose lines a writer thread writes to its sink, so that a sink that blocks (a
+    pipe nobody reads, a full journal) never blocks the event loop. Each record is rendered
+    (`render`: formatted, encoded) where it is logged; the writer thread `write`s them. The
+    lines logged during one pass of the running loop are handed over together at its end (a
+    call_soon): one hand-over, and for stderr one write, for them all. Outside a loop
+    (another thread, before or after the loop runs) a line and any before it are handed over
+    at once, and the caller waits until they are written, at most WRITE_WAIT (and not while
+    the sink stalls). flush() (logging.shutdown() at exit) hands over what a loop stopped
+    before handing over, and waits for it (after stopping(): at most WRITE_WAIT)."""
 
-    def __init__(self, stream: TextIO, limit: int = BUFFER_LIMIT) -> None:
-        super().__init__(stream)
-        self._pending: list[str] = []
+    blocked = "writes blocked"  # why lines were dropped, as the "N log lines dropped" line says
+
+    def __init__(self, limit: int = BUFFER_LIMIT) -> None:
+        super().__init__()
+        self._pending: list[Item] = []
         self._scheduled_on: asyncio.AbstractEventLoop | None = None
-        self._writer = _Writer(self, limit)
+        self._writer: _Writer[Item] = _Writer(self, limit)
+
+    def render(self, record: logging.LogRecord) -> Item:
+        """`record` as the sink takes it (on the thread that logs it)."""
+        raise NotImplementedError
+
+    def write(self, lines: list[Item]) -> None:
+        """Write `lines` to the sink, in order (in the writer thread; it may block)."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """The writer thread has ended after close(): let go of the sink."""
+
+    def gap(self, count: int) -> logging.LogRecord:
+        """The line that takes the place of `count` lines dropped in a row."""
+        message = "%d log lines dropped: %s"
+        args = (count, self.blocked)
+        return logging.LogRecord("log", logging.WARNING, __file__, 0, message, args, None)
 
     @property
     def dropped(self) -> int:
-        """Lines dropped so far (`limit` characters of lines waited for the stream)."""
+        """Lines dropped so far (`limit` characters of lines waited for the sink)."""
         return self._writer.dropped
 
     def _locked(self) -> contextlib.AbstractContextManager[object]:
@@ -345,10 +299,24 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
+            line = self.render(record)
         except Exception:
             self.handleError(record)
             return
+        self._put(line)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A record that cannot be rendered (a bad format string): one line says so, through
+        the writer. (logging's own writes a traceback to sys.stderr, from the thread that
+        logged: the event loop, blocked by a full pipe.)"""
+        err = sys.exc_info()[1]
+        message = "cannot log a line of %s (%.200r): %s: %s"
+        args = (record.name, record.msg, type(err).__name__, err)
+        note = logging.LogRecord("log", logging.ERROR, __file__, 0, message, args, None)
+        with contextlib.suppress(Exception):
+            self._put(self.render(note))
+
+    def _put(self, line: Item) -> None:
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -380,11 +348,83 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
 
     def close(self) -> None:
         """Hand over the lines left; the writer ends once they are written (never waited for:
-        flush() waits, logging.shutdown() calls it first)."""
+        flush() waits, logging.shutdown() calls it first), then releases the sink."""
         with self._locked():
             self._hand_over()
         self._writer.close()
         super().close()
+
+
+class BatchingStreamHandler(WriterHandler[str]):
+    """Lines to a text stream (stderr), formatted by the handler's formatter; the lines of a
+    loop pass are written with one write (see WriterHandler)."""
+
+    blocked = "writes to stderr blocked (nothing read it)"
+    terminator = "\n"
+
+    def __init__(self, stream: TextIO, limit: int = BUFFER_LIMIT) -> None:
+        super().__init__(limit)
+        self.stream = stream
+        fd: int | None = None
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            fd = stream.fileno()  # StringIO: io.UnsupportedOperation (an OSError)
+        self._fd = fd
+
+    def render(self, record: logging.LogRecord) -> str:
+        return self.format(record) + self.terminator
+
+    def write(self, lines: list[str]) -> None:
+        text = "".join(lines)
+        stream = self.stream
+        if getattr(stream, "closed", False):  # its descriptor may be another file's by now
+            return
+        if self._fd is None:  # not a file (a test's StringIO)
+            stream.write(text)
+            stream.flush()
+            return
+        # To the file itself, not through the stream's buffer: a write that blocks holds the
+        # buffer's lock, and the interpreter's exit, flushing stderr, would abort on it.
+        write_all(self._fd, text.encode(stream.encoding or "utf-8", "backslashreplace"))
+
+
+class JournalHandler(WriterHandler[bytes]):
+    """Each record as one journal entry with structured fields (see the module docstring),
+    one datagram each. journald's queue holds few datagrams (net.unix.max_dgram_qlen: 10 on
+    some hosts) and a first run logs thousands of lines at once: the writer thread's send
+    waits for room, as libsystemd's does; the loop never does (see WriterHandler)."""
+
+    blocked = "sends to the journal blocked (journald read nothing)"
+
+    def __init__(self, path: str, limit: int = BUFFER_LIMIT) -> None:
+        super().__init__(limit)
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    def render(self, record: logging.LogRecord) -> bytes:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+        fields = {
+            "MESSAGE": message,
+            "PRIORITY": str(PRIORITIES.get(record.levelno, 7)),
+            "SYSLOG_IDENTIFIER": "mgmt",
+            "MGMT_LOGGER": record.name,
+        }
+        kind = getattr(record, "res_kind", None)
+        if kind is not None:
+            fields["MGMT_KIND"] = str(kind)
+            fields["MGMT_NAME"] = str(getattr(record, "res_name", ""))
+        return journal.encode(fields)[: journal.MAX_DATAGRAM]
+
+    def write(self, lines: list[bytes]) -> None:
+        for data in lines:
+            # journald gone (restarting: no socket): the line is lost, and said nowhere (stderr
+            # is journald's too), as a write to a closed stderr
+            with contextlib.suppress(OSError):
+                self.sock.sendto(data, self.path)
+
+    def release(self) -> None:
+        self.sock.close()
 
 
 def journal_stream() -> bool:
@@ -397,23 +437,53 @@ def journal_stream() -> bool:
     return value == f"{st.st_dev}:{st.st_ino}"
 
 
-def _flush_first(hook: Any) -> Any:
-    """`hook` (sys.excepthook), once the lines logged before are written: the interpreter
-    writes a traceback to stderr itself, and it came before the crash's last lines, or amid
-    them (they wait for the writer thread)."""
-
-    def excepthook(*args: Any) -> None:
-        for handler in logging.getLogger().handlers:
-            with contextlib.suppress(Exception):
-                handler.flush()
-        hook(*args)
-
-    excepthook.flushes_first = True  # type: ignore[attr-defined]
-    return excepthook
+# What Python itself writes to sys.stderr, from whichever thread it happens in (the event
+# loop's: a full pipe blocked it), goes through logging, and so through the writer thread,
+# in order after the lines logged before: a warning, an exception no thread caught, one
+# ignored in a __del__ or a callback (sys.unraisablehook). asyncio's own reports (an
+# exception never retrieved, a task destroyed pending) are logging's already.
+_python = logging.getLogger("python")
 
 
-def setup(fmt: str = "text", verbose: bool = False) -> None:
-    """Configure the root logger: the journal under systemd, otherwise stderr."""
+def _showwarning(  # noqa: PLR0917 (warnings.showwarning's signature)
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    if file is not None:  # asked for somewhere else: as the warnings module does
+        with contextlib.suppress(OSError):
+            file.write(warnings.formatwarning(message, category, filename, lineno, line))
+        return
+    _python.warning("%s:%d: %s: %s", filename, lineno, category.__name__, message)
+
+
+def _excepthook(kind: type[BaseException], err: BaseException, tb: TracebackType | None) -> None:
+    _python.critical("unhandled exception: %s", kind.__name__, exc_info=(kind, err, tb))
+
+
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:  # as the interpreter's: a thread's sys.exit() is quiet
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    err = args.exc_value
+    exc_info = (type(err), err, args.exc_traceback) if err is not None else None
+    _python.error("unhandled exception in thread %s", name, exc_info=exc_info)
+
+
+def _unraisablehook(unraisable: sys.UnraisableHookArgs) -> None:
+    what = unraisable.err_msg or "Exception ignored in"
+    err = unraisable.exc_value
+    exc_info = (type(err), err, unraisable.exc_traceback) if err is not None else None
+    _python.error("%s: %.200r", what, unraisable.object, exc_info=exc_info)
+
+
+def setup(fmt: str = "text", verbose: bool = False, own_process: bool = False) -> None:
+    """Configure the root logger: the journal under systemd, otherwise stderr. With
+    `own_process` (the `mgmt` command; not a test running agents in its own process, whose
+    hooks stay its own), what Python writes to stderr itself is logged (see _excepthook)."""
     logging._srcfile = None  # no caller lookup per record: no format shows it (logging's docs)
     handler: logging.Handler = BatchingStreamHandler(sys.stderr)
     if sys.stderr is None:  # started with fd 2 closed (`2>&-`): nowhere to say anything
@@ -426,9 +496,12 @@ def setup(fmt: str = "text", verbose: bool = False) -> None:
         handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for old in root.handlers:  # set up again (tests running agents in-process): theirs end
-        if isinstance(old, BatchingStreamHandler | JournalHandler):
+        if isinstance(old, WriterHandler):
             old.close()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not getattr(sys.excepthook, "flushes_first", False):
-        sys.excepthook = _flush_first(sys.excepthook)
+    if own_process:
+        warnings.showwarning = _showwarning
+        sys.excepthook = _excepthook
+        threading.excepthook = _thread_excepthook
+        sys.unraisablehook = _unraisablehook

@@ -18,6 +18,7 @@ from typing import TypeVar, cast
 
 from engine.errors import ResourceError
 from engine.handle import Handle
+from engine.stopgate import awaited
 
 T = TypeVar("T")
 
@@ -82,29 +83,19 @@ async def _execute(step: Step) -> object:
 
 
 async def in_thread(fn: Callable[[], T]) -> T:
-    """Run fn in a thread; if cancelled, still wait for it: it may use descriptors that the
-    caller closes after. Cancelled before a thread took it, fn never runs: a forced stop of
-    a first run left thousands queued, then each changed the system with no line logged."""
-    task = asyncio.current_task()
-    requests = task.cancelling() if task is not None else 0
-    ran = False
-
-    def call() -> T | None:  # task.cancel() counts at once: no wait for the loop to tell us
-        nonlocal ran
-        if task is not None and task.cancelling() > requests:
-            return None  # never returned: the task gets its CancelledError
-        ran = True
-        return fn()
-
-    done = asyncio.get_running_loop().run_in_executor(None, call)
+    """Run fn in a thread (the loop's default executor); if cancelled, still wait for its job
+    to end: it may use descriptors that the caller closes after. A job not started when the
+    caller is cancelled never starts (engine.stopgate.awaited: a forced stop of a first run
+    left thousands queued, then each changed the system with no line logged)."""
+    done = asyncio.get_running_loop().run_in_executor(None, awaited(fn))
     try:
         return cast(T, await asyncio.shield(done))
     except asyncio.CancelledError as err:
         while not done.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait([done])
-        # The exception read in any case (a job a stop refused: engine.stopgate.Stopped), or
-        # the future logs it as never retrieved when collected.
-        if not done.cancelled() and done.exception() is None and ran:
+        # The exception read in any case (a job refused: engine.stopgate.Stopped), or the
+        # future logs it as never retrieved when collected.
+        if not done.cancelled() and done.exception() is None:
             err.add_note(DONE_NOTE)  # apply_steps logs the step: it was done
         raise

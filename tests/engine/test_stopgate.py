@@ -1,4 +1,5 @@
-"""engine.stopgate: a stop refuses the executor jobs of check_applies whose work has not begun.
+"""engine.stopgate: a stop refuses the executor jobs of check_applies whose work has not begun,
+and a job its cancelled caller would wait for (in_thread) never starts.
 
 Real threads (a GatedExecutor of one worker, kept busy by a job of the test's own), a real
 engine, the real file kind on tmp_path.
@@ -7,6 +8,7 @@ engine, the real file kind on tmp_path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +23,9 @@ from engine.errors import ResourceError
 from engine.graph import Graph
 from engine.resource import Resource, register
 from engine.stopgate import Gate, GatedExecutor, Stopped
+from resources._lib.plan import DONE_NOTE, in_thread
 from resources.file import FileRes
+from tests.aio import pass_ended
 from tests.engine.conftest import settle
 
 RAN: list[str] = []  # the jobs of StopJob that ran, in order
@@ -187,3 +191,31 @@ async def test_the_gate_admits_what_is_not_a_check_apply_not_begun() -> None:
         hold.set()
         assert await blocker
         assert await left == "left"
+
+
+async def test_a_job_its_cancelled_caller_would_wait_for_never_starts() -> None:
+    """in_thread waits for its job even when cancelled; a job still queued then never starts
+    (a forced stop's cancelled check_applies wrote their files after all, logging nothing),
+    with any executor. A job whose future outlives its task (a spare file made ahead) runs."""
+    loop = asyncio.get_running_loop()
+    ran: list[str] = []
+    hold = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        loop.set_default_executor(executor)
+        blocker = loop.run_in_executor(None, hold.wait, BOUND)  # holds the one worker
+        detached: list[asyncio.Future[None]] = []
+
+        async def caller() -> None:
+            detached.append(loop.run_in_executor(None, ran.append, "detached"))
+            await in_thread(functools.partial(ran.append, "awaited"))
+
+        task = asyncio.create_task(caller())
+        await pass_ended()  # both jobs are queued behind the blocker
+        task.cancel()
+        hold.set()
+        with pytest.raises(asyncio.CancelledError) as cancelled:
+            await task
+        assert await blocker
+        await detached[0]
+    assert ran == ["detached"]
+    assert DONE_NOTE not in getattr(cancelled.value, "__notes__", ())

@@ -146,7 +146,7 @@ def test_a_partial_write_loses_no_line() -> None:
 CRASH = """
 import asyncio, logging
 from mgmt import log as logsetup
-logsetup.setup()
+logsetup.setup(own_process=True)
 log = logging.getLogger("t")
 async def main() -> None:
     for i in range(2000):
@@ -157,9 +157,9 @@ asyncio.run(main())
 
 
 def test_a_crash_traceback_comes_after_the_lines_logged_before_it() -> None:
-    """An exception nobody catches: the interpreter writes its traceback to stderr itself,
-    while the last loop pass's lines still wait for the writer thread; it came first, or
-    amid them. The lines are written first."""
+    """An exception nobody catches: the interpreter wrote its traceback to stderr itself,
+    while the last loop pass's lines still waited for the writer thread; it came first, or
+    amid them. It is logged now (sys.excepthook), after them."""
     root = Path(__file__).resolve().parents[2]
     child = subprocess.run(
         [sys.executable, "-c", CRASH], capture_output=True, cwd=root, timeout=60, check=False
@@ -168,4 +168,5 @@ def test_a_crash_traceback_comes_after_the_lines_logged_before_it() -> None:
     assert child.returncode == 1
     assert len(lines) > 2000 and lines[-1] == "RuntimeError: boom", lines[-3:]
     assert lines[1999].endswith(f" t: line 1999 {'x' * 60}"), lines[1995:2005]
-    assert lines[2000] == "Traceback (most recent call last):"
+    assert lines[2000].endswith(" python: unhandled exception: RuntimeError"), lines[2000]
+    assert lines[2001] == "Traceback (most recent call last):"
