@@ -363,6 +363,13 @@ def options() -> argparse.Namespace:
         help="also this tree with ARG on etcd's command line ({shm}: a fresh dir on tmpfs)",
     )
     parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE[ NAME=VALUE...]",
+        help="also this tree with these in the agents' environment (repeatable: a variant each)",
+    )
+    parser.add_argument(
         "--log-files",
         action="store_true",
         help="also this tree with each agent writing its log to a file (not a pipe)",
@@ -386,6 +393,9 @@ def variants(args: argparse.Namespace, scratch: Path, shm: Path) -> dict[str, Va
     if args.etcd_arg:
         env = etcd_wrapper(scratch, shm, args.etcd_arg)
         trees[f"this tree, etcd {' '.join(args.etcd_arg)}"] = (ROOT, 0, env, False)
+    for assignments in args.env:
+        env = dict(item.partition("=")[::2] for item in assignments.split())
+        trees[f"this tree, {assignments}"] = (ROOT, 0, env, False)
     if args.baseline is not None:
         trees["baseline"] = (args.baseline.resolve(), 0, {}, False)
     return trees

@@ -57,6 +57,7 @@ class ClusterLink:
         self.records: list[Exported] = []  # every host's exports, as last read
         self._wanted: list[Exported] = []  # this host's exports
         self._published: list[Exported] | None = None
+        self._exporting: list[Exported] | None = None  # being written now (by the publisher)
         self._attempts = 0  # export attempts made by the publisher (the only writer)
         self._export_error = ""  # why the last attempt failed ("": it did not)
         self._exported = asyncio.Condition()  # notified after every attempt
@@ -266,8 +267,11 @@ class ClusterLink:
         self.records = await self.world.res_list()
 
     async def _export(self) -> None:
-        wanted = list(self._wanted)
-        await self.world.res_export(wanted)
+        wanted = self._exporting = list(self._wanted)
+        try:
+            await self.world.res_export(wanted)
+        finally:
+            self._exporting = None
         self._published = wanted
 
     async def _wait_published(self, wanted: list[Exported], before: int) -> None:
@@ -294,12 +298,24 @@ class ClusterLink:
             except WorldError as err:
                 log.debug("collect: %s", err)
                 continue
-            mine = {r.key: r for r in self.records if r.host == self.host}
-            if self._published is not None and mine != {r.key: r for r in self._published}:
+            if self._lost():
                 self._publish.set()  # ours were changed or lost: write them again
             async with self._lock:
                 if self._signature(self._collected()) != self._running:
                     self.on_change()
+
+    def _lost(self) -> bool:
+        """Whether this host's records, as last read, are neither what it published nor what
+        it is writing now. The watch event of our own transaction often comes before its
+        answer: it is no loss (once taken for one, it cost a second export per change)."""
+        if self._published is None:
+            return False
+        mine = {r.key: r for r in self.records if r.host == self.host}
+        return all(
+            mine != {r.key: r for r in records}
+            for records in (self._published, self._exporting)
+            if records is not None
+        )
 
     async def _publisher(self) -> None:
         delay = 0.05

@@ -376,3 +376,40 @@ async def test_a_swap_that_stops_waiting_leaves_its_export_running(
         assert link._attempts == 1
     finally:
         await link.stop()
+
+
+async def test_the_echo_of_an_export_does_not_publish_again(tmp_path: Path) -> None:
+    """The watch event of this host's own export transaction often arrives before the
+    transaction's answer: the collector then saw its records differ from the last published
+    ones and asked for a second export of every change (issue 16: CPU on the propagation
+    path). One attempt per change, and nothing pending once the events are all read."""
+    link = ClusterLink(options("h1"), tmp_path, lambda: None)
+    reads = asyncio.Event()
+    read = link._read
+
+    async def reading() -> None:
+        await read()
+        reads.set()
+
+    link._read = reading  # type: ignore[method-assign]
+    changes = 15
+    try:
+        await link.start()
+        for i in range(changes):
+            exported = FileRes(name="/srv/shared/h1", content=f"{i}\n", meta=Meta(hidden=True))
+            await link.graph_for(Loaded(Graph("g"), exported=[exported]))
+        # Another host's record, after the last export: once the collector has read it, it
+        # has read every event before it (a watch's events come in revision order).
+        other = Exported.of("zz", NoopRes(name="sentinel"))
+        await link.cluster.client.put(other.key.encode(), other.to_json().encode())
+        async with asyncio.timeout(10):
+            while not any(r.host == "zz" for r in link.records):
+                reads.clear()
+                await reads.wait()
+            async with link._exported:
+                await link._exported.wait_for(
+                    lambda: not link._publish.is_set() and getattr(link, "_exporting", None) is None
+                )
+        assert link._attempts == changes
+    finally:
+        await link.stop()
