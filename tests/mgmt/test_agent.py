@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
+import pytest
+
+from mgmt import agent as agent_module
 from mgmt.agent import Agent, load
 from mgmt.config import Config, ExitCode
+from mgmt.yamlgraph import reparse
 
 GRAPH = """
 graph: swap
@@ -72,3 +77,40 @@ async def test_signal_handlers_are_restored(tmp_path: Path) -> None:
         await Agent(config, config.prefix).run(load(config))
     after = {s: signal.getsignal(s) for s in before}
     assert after == before
+
+
+async def test_a_small_graph_file_is_parsed_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the hop to a thread and back cost the exporter ~1 ms per edit under load; a
+    small file without aliases is read and parsed on the loop. One with an alias (whose
+    expansion is bounded, not linear in its size) or a large one still goes to a thread."""
+    parsed_in: list[int] = []
+
+    def spy(data: bytes, filename: str, previous: object) -> object:
+        parsed_in.append(threading.get_ident())
+        return reparse(data, filename, previous)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(agent_module, "reparse", spy)
+    path = tmp_path / "graph.yaml"
+    path.write_text(GRAPH.format(msg="one", extra=""))
+    config = Config(file=path, prefix=tmp_path / "prefix", hostname="t")
+    agent = Agent(config, config.prefix)
+    runner = asyncio.create_task(agent.run(load(config)))
+    edits = [
+        GRAPH.format(msg="two", extra=""),
+        GRAPH.format(msg="three", extra="  timer:\n    - &x {name: aliased, interval: 60}\n"),
+        GRAPH.format(msg="four", extra="#" * 10_000),  # over INLINE_BYTES
+    ]
+    async with asyncio.timeout(10):
+        await agent.swapped.wait()
+        for edit in edits:
+            agent.swapped.clear()
+            path.write_text(edit)
+            await agent.swapped.wait()
+    assert agent.engine.vertices[("print", "change")].res.msg == "four"  # type: ignore[attr-defined]
+    loop = threading.get_ident()
+    assert [thread == loop for thread in parsed_in] == [True, False, False]
+    agent.stopping.set()
+    async with asyncio.timeout(10):
+        assert await runner == ExitCode.OK
