@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cluster")
 
+Signed = tuple[str, str, str]  # a collected record: kind, name, value (to_json)
+
 PUBLISH_WAIT = 2.0  # seconds a graph swap waits for its exports to be published
 
 
@@ -62,7 +64,19 @@ class ClusterLink:
         self._export_error = ""  # why the last attempt failed ("": it did not)
         self._exported = asyncio.Condition()  # notified after every attempt
         self._collect: list[Collect] = []
-        self._running: list[tuple[str, str, str]] = []  # the collected records in the graph
+        self._running: list[Signed] = []  # the collected records in the graph
+        # The last _collected_signed(): its inputs (records, collect entries, own exports) and
+        # its result.
+        self._last_collected: (
+            tuple[
+                list[Exported],
+                list[Collect],
+                list[Exported],
+                list[tuple[Exported, Resource]],
+                list[Signed],
+            ]
+            | None
+        ) = None
         self._changes: Changes | None = None
         self._publish = asyncio.Event()
         self._tasks = TaskSet("cluster link", log)
@@ -112,8 +126,7 @@ class ClusterLink:
             self._publish.set()
             if self.cluster.client.connected.is_set():
                 await self._wait_published(self._wanted, before)
-        collected = self._collected()
-        self._running = self._signature(collected)
+        collected, self._running = self._collected_signed()
         by_key = {(res.kind, res.name): res for _, res in collected}
         small = self._merge_small(loaded, by_key)
         if small is not None:
@@ -187,6 +200,19 @@ class ClusterLink:
             self._edge_notes.pop((src, dst), None)
         return graph
 
+    def _collected_signed(self) -> tuple[list[tuple[Exported, Resource]], list[Signed]]:
+        """`_collected()` and its signature; computed again only when the records (a new
+        list at each read), the collect entries or this host's exports differ from the last
+        call's: a watch event's comparison and the swap it starts share one."""
+        inputs = (self.records, self._collect, self._wanted)
+        last = self._last_collected
+        if last is not None and last[0] is inputs[0] and last[1:3] == inputs[1:]:
+            return last[3], last[4]
+        collected = self._collected()
+        signature = self._signature(collected)
+        self._last_collected = (*inputs, collected, signature)
+        return collected, signature
+
     def _collected(self) -> list[tuple[Exported, Resource]]:
         out: dict[tuple[str, str], tuple[Exported, Resource]] = {}
         # This host's own records come from its graph, not from the last read: while exports
@@ -247,7 +273,7 @@ class ClusterLink:
             log.warning("refused exported record %s written by %s: %s", key, who, why)
 
     @staticmethod
-    def _signature(collected: list[tuple[Exported, Resource]]) -> list[tuple[str, str, str]]:
+    def _signature(collected: list[tuple[Exported, Resource]]) -> list[Signed]:
         return sorted((r.kind, r.name, r.to_json()) for r, _ in collected)
 
     def _warn_once(self, key: tuple[str, str], message: str) -> None:
@@ -301,7 +327,7 @@ class ClusterLink:
             if self._lost():
                 self._publish.set()  # ours were changed or lost: write them again
             async with self._lock:
-                if self._signature(self._collected()) != self._running:
+                if self._collected_signed()[1] != self._running:
                     self.on_change()
 
     def _lost(self) -> bool:

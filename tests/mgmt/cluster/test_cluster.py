@@ -413,3 +413,36 @@ async def test_the_echo_of_an_export_does_not_publish_again(tmp_path: Path) -> N
         assert link._attempts == changes
     finally:
         await link.stop()
+
+
+async def test_a_collect_event_selects_the_records_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: a watch event made the collector go through every record to compare the
+    collected set with the running one, then the swap it asked for went through them all
+    again; the swap now takes what the comparison found (the same records, entries, exports)."""
+    from mgmt.cluster import link as link_module
+
+    changed = asyncio.Event()
+    link = ClusterLink(options("h1"), tmp_path, changed.set)
+    loaded = Loaded(Graph("g"), collect=[Collect("noop", "")])
+    selected: list[str] = []
+    selects = link_module.selects
+
+    def counting(collect: Collect, record: Exported) -> bool:
+        selected.append(record.name)
+        return selects(collect, record)
+
+    try:
+        await link.start()
+        await link.graph_for(loaded)
+        monkeypatch.setattr(link_module, "selects", counting)
+        other = Exported.of("zz", NoopRes(name="collected"))
+        await link.cluster.client.put(other.key.encode(), other.to_json().encode())
+        async with asyncio.timeout(10):
+            await changed.wait()
+        graph = await link.graph_for(loaded)
+        assert ("noop", "collected") in graph.vertices
+        assert selected == ["collected"]
+    finally:
+        await link.stop()
