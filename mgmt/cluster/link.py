@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cluster")
 
-Signed = tuple[str, str, str]  # a collected record: kind, name, value (to_json)
-
 PUBLISH_WAIT = 2.0  # seconds a graph swap waits for its exports to be published
 
 
@@ -64,7 +62,7 @@ class ClusterLink:
         self._export_error = ""  # why the last attempt failed ("": it did not)
         self._exported = asyncio.Condition()  # notified after every attempt
         self._collect: list[Collect] = []
-        self._running: list[Signed] = []  # the collected records in the graph
+        self._running: list[Exported] = []  # the collected records in the graph
         # The last _collected_signed(): its inputs (records, collect entries, own exports) and
         # its result.
         self._last_collected: (
@@ -73,7 +71,7 @@ class ClusterLink:
                 list[Collect],
                 list[Exported],
                 list[tuple[Exported, Resource]],
-                list[Signed],
+                list[Exported],
             ]
             | None
         ) = None
@@ -200,7 +198,7 @@ class ClusterLink:
             self._edge_notes.pop((src, dst), None)
         return graph
 
-    def _collected_signed(self) -> tuple[list[tuple[Exported, Resource]], list[Signed]]:
+    def _collected_signed(self) -> tuple[list[tuple[Exported, Resource]], list[Exported]]:
         """`_collected()` and its signature; computed again only when the records (a new
         list at each read), the collect entries or this host's exports differ from the last
         call's: a watch event's comparison and the swap it starts share one."""
@@ -273,8 +271,11 @@ class ClusterLink:
             log.warning("refused exported record %s written by %s: %s", key, who, why)
 
     @staticmethod
-    def _signature(collected: list[tuple[Exported, Resource]]) -> list[Signed]:
-        return sorted((r.kind, r.name, r.to_json()) for r, _ in collected)
+    def _signature(collected: list[tuple[Exported, Resource]]) -> list[Exported]:
+        """The collected records, in key order. An unchanged record is the very object of the
+        last read (EtcdWorld.res_list decodes a key once per revision): comparing two
+        signatures costs an identity check per unchanged record, not a JSON encoding each."""
+        return [record for record, _ in collected]
 
     def _warn_once(self, key: tuple[str, str], message: str) -> None:
         if key not in self._warned:

@@ -152,3 +152,32 @@ async def test_a_local_edge_change_is_merged_and_swapped_in_o_change(
     finally:
         await engine.stop()
         await link.cluster.client.close()
+
+
+async def test_comparing_the_collected_set_encodes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: every watch event compared the collected set with the running one by the JSON
+    of each collected record (O(collected) encodings per event); an unchanged record is the
+    same object at each read (decoded once per revision), so identity checks decide."""
+    link = ClusterLink(options("web1"), tmp_path, lambda: None)
+    link._published = []  # nothing to publish: keep the cluster out of it
+    loaded = Loaded(Graph("local"), collect=[Collect("file", "/srv/shared/")])
+    records = _records(50, "a")
+    link.records = list(records)
+    await link.graph_for(loaded)
+    encoded: list[str] = []
+    original = Exported.to_json
+
+    def counting(self: Exported) -> str:
+        encoded.append(self.name)
+        return original(self)
+
+    monkeypatch.setattr(Exported, "to_json", counting)
+    changed = Exported.of("db1", FileRes(name="/srv/shared/f7", content="b\n"))
+    link.records = [changed if r.name == changed.name else r for r in records]  # a new read
+    graph = await link.graph_for(loaded)
+    assert graph.vertices[("file", "/srv/shared/f7")].content == "b\n"  # type: ignore[attr-defined]
+    assert encoded == []
+    assert any(record is changed for record in link._running)
+    await link.cluster.client.close()
