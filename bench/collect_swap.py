@@ -34,11 +34,13 @@ from tests.mgmt.cluster.helpers import options
 ROUNDS = 20
 
 
-def records(count: int, changed: int, version: int) -> list[Exported]:
+def records(count: int, changed: int, version: int, last: list[Exported]) -> list[Exported]:
+    """The records as read after `version`: the `changed` first ones new objects, the others
+    the objects of the `last` read (EtcdWorld.res_list decodes a key once per revision)."""
     return [
-        Exported.of(
-            "db1", FileRes(name=f"/srv/shared/f{i}", content=f"{version if i < changed else 0}")
-        )
+        Exported.of("db1", FileRes(name=f"/srv/shared/f{i}", content=f"{version}"))
+        if i < changed or not last
+        else last[i]
         for i in range(count)
     ]
 
@@ -56,7 +58,7 @@ async def one(work: Path, local_count: int, collected: int, changed: int) -> lis
     times = []
     try:
         for version in range(ROUNDS + 1):
-            link.records = records(collected, changed, version)
+            link.records = records(collected, changed, version, link.records)
             start = time.perf_counter()
             if merge is not None:
                 graph, since = await merge(loaded)

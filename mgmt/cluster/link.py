@@ -83,6 +83,10 @@ class ClusterLink:
         # gives the very same object again, which the engine keeps on an identity check.
         self._built: dict[tuple[str, str], tuple[Exported, Collect, Resource]] = {}
         self._refused: set[tuple[str, str]] = set()  # (record key, why) already logged
+        # Per record object (by id, the object kept to check it): the collect entry chosen for
+        # it and why it was refused, decided under the entries `_decided_for`.
+        self._decisions: dict[int, tuple[Exported, Collect | None, str]] = {}
+        self._decided_for: list[Collect] = []
         self._edge_notes: dict[tuple[Key, Key], str] = {}
         self._lock = asyncio.Lock()  # a graph being built vs the collector comparing with it
         # The last merge: the local graph, the collected resources added to it, the result.
@@ -217,17 +221,19 @@ class ClusterLink:
         # cannot be published (a partition), the cluster's copy of them is stale.
         others = [r for r in self.records if r.host != self.host]
         records = sorted(others + self._wanted, key=lambda r: r.key)
+        if self._decided_for != self._collect:  # other entries: every record decided again
+            self._decided_for, self._decisions = list(self._collect), {}
+        decisions: dict[int, tuple[Exported, Collect | None, str]] = {}
         for record in records:
-            if not record.visible_to(self.host):
-                continue
-            asking = [c for c in self._collect if selects(c, record)]
-            # This host's own exports come from its own graph, as trusted as the graph is.
-            own = record.host == self.host
-            chosen = next((c for c in asking if own or refusal(c, record) is None), None)
+            decided = self._decisions.get(id(record))
+            if decided is None or decided[0] is not record:
+                decided = (record, *self._decide(record))
+            decisions[id(record)] = decided
+            _, chosen, refused = decided
             key = (record.kind, record.name)
             if chosen is None:
-                if asking:
-                    self._refuse(record, str(refusal(asking[0], record)))
+                if refused:
+                    self._refuse(record, refused)
                 continue
             if key in out:
                 first = out[key][0]
@@ -244,7 +250,22 @@ class ClusterLink:
                 who = writer(record.host, self.options.identities)
                 self._warn_once(key, f"cannot collect %s written by {who}: {err}")
         self._built = {k: v for k, v in self._built.items() if k in out}
+        self._decisions = decisions
         return list(out.values())
+
+    def _decide(self, record: Exported) -> tuple[Collect | None, str]:
+        """The collect entry that brings `record` in (None: none), and why it is refused ("":
+        it is not, or no entry asks for it). The same record object (a key is decoded once
+        per revision) is decided once while the entries stay the same (`_decisions`)."""
+        if not record.visible_to(self.host):
+            return None, ""
+        asking = [c for c in self._collect if selects(c, record)]
+        # This host's own exports come from its own graph, as trusted as the graph is.
+        own = record.host == self.host
+        chosen = next((c for c in asking if own or refusal(c, record) is None), None)
+        if chosen is None and asking:
+            return None, str(refusal(asking[0], record))
+        return chosen, ""
 
     def _build(self, record: Exported, chosen: Collect) -> Resource:
         """The resource of `record` as `chosen` collects it: the one built last time if both
@@ -253,9 +274,12 @@ class ClusterLink:
         last = self._built.get(key)
         if last is not None:
             old, collect, res = last
-            if (old.host, old.params, old.meta) == (record.host, record.params, record.meta) and (
-                collect == chosen
-            ):
+            same = old is record or (old.host, old.params, old.meta) == (
+                record.host,
+                record.params,
+                record.meta,
+            )
+            if same and (collect is chosen or collect == chosen):
                 return res
         res = record.build(chosen.params, chosen.meta)
         self._built[key] = (record, chosen, res)

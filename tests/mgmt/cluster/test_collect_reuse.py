@@ -181,3 +181,40 @@ async def test_comparing_the_collected_set_encodes_nothing(
     assert encoded == []
     assert any(record is changed for record in link._running)
     await link.cluster.client.close()
+
+
+async def test_a_collected_change_decides_that_record_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: each watch event went through every record's collect scope (selects, refusal:
+    paths normalised, params checked): at 2,000 collected records ~20 ms for one change. A
+    record object seen before (res_list gives the same object until its key's revision
+    changes) keeps its decision while the collect entries stay the same."""
+    from mgmt.cluster import link as link_module
+
+    link = ClusterLink(options("web1"), tmp_path, lambda: None)
+    link._published = []  # nothing to publish: keep the cluster out of it
+    entries = [Collect("file", "/srv/shared/")]
+    records = [*_records(50, "a"), Exported("db1", "file", "/srv/shared/x", {"follow": True})]
+    link.records = list(records)
+    await link.graph_for(Loaded(Graph("local"), collect=entries))
+    selected: list[str] = []
+    selects = link_module.selects
+
+    def counting(collect: Collect, record: Exported) -> bool:
+        selected.append(record.name)
+        return selects(collect, record)
+
+    monkeypatch.setattr(link_module, "selects", counting)
+    changed = Exported.of("db1", FileRes(name="/srv/shared/f7", content="b\n"))
+    link.records = [changed if r.name == changed.name else r for r in records]
+    graph = await link.graph_for(Loaded(Graph("local"), collect=list(entries)))
+    assert selected == ["/srv/shared/f7"]
+    assert graph.vertices[("file", "/srv/shared/f7")].content == "b\n"  # type: ignore[attr-defined]
+    assert ("file", "/srv/shared/x") not in graph.vertices  # still refused (its follow)
+    selected.clear()
+    narrower = [Collect("file", "/srv/shared/f1")]  # other entries: every record again
+    graph = await link.graph_for(Loaded(Graph("local"), collect=narrower))
+    assert len(selected) == len(records)
+    assert sorted(r.name for r in graph) == [f"/srv/shared/f1{i}" for i in ["", *range(10)]]
+    await link.cluster.client.close()
