@@ -56,6 +56,8 @@ class ClusterLink:
         self.on_change = on_change
         self.records: list[Exported] = []  # every host's exports, as last read
         self._wanted: list[Exported] = []  # this host's exports
+        # Per exported resource object (by id, the object kept to check it): its record.
+        self._records_made: dict[int, tuple[Resource, Exported]] = {}
         self._published: list[Exported] | None = None
         self._exporting: list[Exported] | None = None  # being written now (by the publisher)
         self._attempts = 0  # export attempts made by the publisher (the only writer)
@@ -122,7 +124,7 @@ class ClusterLink:
 
     async def _graph_for(self, loaded: Loaded) -> tuple[Graph, Since | None]:
         self._collect = list(loaded.collect)
-        self._wanted = [Exported.of(self.host, res) for res in loaded.exported]
+        self._wanted = self._records_of(loaded)
         if self._wanted != self._published:
             before = self._attempts
             self._publish.set()
@@ -136,6 +138,24 @@ class ClusterLink:
         graph = self._merge_full(loaded, dict(by_key))
         self._merged = (loaded.graph, by_key, graph) if not loaded.pending else None
         return graph, None
+
+    def _records_of(self, loaded: Loaded) -> list[Exported]:
+        """This host's records of `loaded`'s exported resources: the record made last time for
+        a resource object given again (the front-ends hand back the very objects of unchanged
+        resources), so an edit costs a record per changed resource, not one per export. One
+        the engine also runs here (a language resource both exported and applied) is made
+        again each time, as before: the engine may have changed it (a received value)."""
+        last, made = self._records_made, {}
+        applied = loaded.graph.vertices
+        records = []
+        for res in loaded.exported:
+            hit = last.get(id(res))
+            if hit is None or hit[0] is not res or applied.get((res.kind, res.name)) is res:
+                hit = (res, Exported.of(self.host, res))
+            made[id(res)] = hit
+            records.append(hit[1])
+        self._records_made = made
+        return records
 
     def _merge_small(
         self, loaded: Loaded, by_key: dict[Key, Resource]

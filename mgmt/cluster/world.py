@@ -51,6 +51,8 @@ class EtcdWorld:
         # record decoded once per revision (a change costs O(change), not a read of them all).
         self._exported = Mirror()
         self._decoded: dict[bytes, tuple[int, Exported | None]] = {}
+        # This host's records as last exported, by id (the object kept to check it): key, value.
+        self._encoded: dict[int, tuple[Exported, bytes, bytes]] = {}
 
     @property
     def hostname(self) -> str:
@@ -123,7 +125,7 @@ class EtcdWorld:
             current = {k: v for k, (v, _) in self._exported.values.items() if k.startswith(mine)}
         else:
             current, _ = await self.client.get_prefix(mine)
-        wanted = {r.key.encode(): r.to_json().encode() for r in records}
+        wanted = dict(self._encode(records))
         ops = [
             rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v))
             for k, v in wanted.items()
@@ -145,6 +147,20 @@ class EtcdWorld:
                     self._exported.change(op.request_delete_range.key, None, revision)
         if ops:
             log.debug("exported %d resources (%d changes)", len(wanted), len(ops))
+
+    def _encode(self, records: Sequence[Exported]) -> list[tuple[bytes, bytes]]:
+        """Each record's key and value as stored; a record object given again (the link makes
+        one per changed resource: ClusterLink._records_of) is not encoded again."""
+        last, made = self._encoded, {}
+        out = []
+        for record in records:
+            hit = last.get(id(record))
+            if hit is None or hit[0] is not record:
+                hit = (record, record.key.encode(), record.to_json().encode())
+            made[id(record)] = hit
+            out.append(hit[1:])
+        self._encoded = made
+        return out
 
     async def res_list(self) -> list[Exported]:
         mirror = self._exported
