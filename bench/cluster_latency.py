@@ -28,9 +28,12 @@ checkout (e.g. `git archive BASE | tar -x -C DIR`) and prints both side by side 
 `--etcd-arg ARG` (repeatable) also measures this tree with ARG added to every etcd member's
 command line (an `etcd` wrapper first on that variant's PATH), to weigh an etcd setting, e.g.
 `--etcd-arg=--wal-dir={shm}` ({shm}: a fresh directory on tmpfs per member) (see docs/benchmarks.md for what each one costs).
+`--env "NAME=VALUE ..."` (repeatable: a variant each) also measures this tree with those in its
+agents' environment (e.g. a gRPC setting, `GRPC_EXPERIMENTS=...`).
 
     .venv/bin/python bench/cluster_latency.py [--count 100] [--short-timings] [--rounds 1]
-        [--baseline DIR] [--stages] [--etcd-arg ARG ...] [--log-files] [--observer-nice M]
+        [--baseline DIR] [--stages] [--etcd-arg ARG ...] [--env "NAME=VALUE ..." ...]
+        [--log-files] [--observer-nice M]
 """
 
 from __future__ import annotations
@@ -302,7 +305,7 @@ def stage_report(stages: Path, marks: Marks) -> list[str]:
         applied = first(exporter, "apply>", reload or start)
         export = first(exporter, "export>", applied or start)
         add("h1: graph file replaced -> reload", start, reload)
-        add("h1: reload -> graph read, parsed (thread)", reload, applied)
+        add("h1: reload -> graph read, parsed", reload, applied)
         add("h1: graph -> export transaction", applied, export)
         add(
             "h1: export transaction (etcd commit)",
