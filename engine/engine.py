@@ -609,6 +609,8 @@ def check_limit() -> int:
 
 @dataclass(frozen=True)
 class _GcState:
+    """What the engine did to the garbage collector."""
+
     paused: bool  # the engine disabled the collector
     frozen: bool  # the engine froze what lived after the first pass
 

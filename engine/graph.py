@@ -47,6 +47,8 @@ def merge_duplicate(first: Resource, second: Resource) -> Resource:
 
 @dataclass(frozen=True)
 class Edge:
+    """An edge's properties: what the engine does along it."""
+
     # The edge's name in the graph file (informational).
     name: str = ""
     # A real change upstream refreshes the downstream resource. Default false.

@@ -14,6 +14,8 @@ from engine.params import parse_int, show
 
 @dataclass(kw_only=True, frozen=True)
 class Meta:
+    """The engine's settings of one resource (its `meta:` in a graph file)."""
+
     # Run check_apply with apply=False: report, change nothing. Default false.
     noop: bool = False
     # Retries after a failure before the vertex is failed; -1 retries forever. Default 0.

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Program:
+    """A program's files, as read: what deploy:tar and remote resources send."""
+
     frontend: str  # "yaml" or "lang"
     entry: str  # the program's relative path among `files`
     files: Mapping[str, bytes]  # relative POSIX path -> content

@@ -663,6 +663,8 @@ class Agent:
 
 @dataclass
 class _Reread:
+    """What a re-read of the graph file found."""
+
     digest: str  # of what was read ("": unreadable)
     loaded: Loaded | None = None  # None: not parsed (unchanged), or refused
     error: GraphFileError | None = None

@@ -28,6 +28,8 @@ def opt(help: str, **kwargs: Any) -> Any:
 
 @dataclass(kw_only=True)
 class Config:
+    """What a run of the agent does: the options of `mgmt run`, one object (mgmt.cli builds it)."""
+
     # Where the graph comes from: "yaml" (a graph file), "lang" (an mcl program), "puppet" (a
     # Puppet manifest) or "empty".
     frontend: str = "yaml"

@@ -22,7 +22,7 @@ import types
 from _thread import RLock
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from importlib.machinery import ModuleSpec, PathFinder
+from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader, SourcelessFileLoader
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,8 +30,30 @@ if TYPE_CHECKING:
 else:
     _LoaderBase = object  # importlib.abc costs more to import than this module saves
 
-# What runs on first use: ssl (OpenSSL) and asyncio's module that reads ssl's classes at import.
-LAZY = frozenset({"ssl", "asyncio.sslproto"})
+# What runs on first use: ssl (OpenSSL) and asyncio's module that reads ssl's classes at import;
+# then modules of the standard library that a cron run of a graph file imports and never uses
+# (measured: each stays deferred through a first run and a no-op run of bench/peers.py's graph):
+# what traceback needs to print one (linecache, tokenize, textwrap), json (the local values, the
+# status page, the log's json format), what shutil and urllib.parse import for their rare paths
+# (bz2, lzma, fnmatch, ipaddress), subprocess's locale (text mode), copy and base64. Source
+# modules only (`_Finder`).
+LAZY = frozenset(
+    {
+        "ssl",
+        "asyncio.sslproto",
+        "base64",
+        "bz2",
+        "copy",
+        "fnmatch",
+        "ipaddress",
+        "json",
+        "linecache",
+        "locale",
+        "lzma",
+        "textwrap",
+        "tokenize",
+    }
+)
 _LOCK = RLock()  # one thread runs a module's code; a read from another waits for it
 _RUNNING: set[str] = set()  # modules whose code runs now (a read from their own code: missing)
 
@@ -92,8 +114,8 @@ class _Finder:
         if fullname not in LAZY:
             return None
         spec = PathFinder.find_spec(fullname, path)
-        if spec is None or not hasattr(spec.loader, "exec_module"):
-            return spec
+        if spec is None or not isinstance(spec.loader, SourceFileLoader | SourcelessFileLoader):
+            return spec  # an extension module's code cannot run in a module made beforehand
         spec.loader = _Loader(spec.loader)
         return spec
 

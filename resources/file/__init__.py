@@ -81,6 +81,8 @@ def _parents(directory: str) -> list[UID]:
 @register("file")
 @dataclass(kw_only=True, eq=False)
 class FileRes(Edgeable, Reversible, Resource):
+    """A file, a directory or a symlink: its content, mode, owner and state."""
+
     SENDS: ClassVar[tuple[str, ...]] = ("content",)
 
     # Absolute path; a trailing "/" means a directory. Default None: the resource name.
