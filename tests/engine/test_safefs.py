@@ -131,6 +131,7 @@ def test_the_temp_file_is_never_wider_than_the_final_mode(
     [(mode, temps)] = seen
     assert mode & ~final == 0 and mode & ~0o600 == 0
     assert (len(temps) == 0) is unnamed  # O_TMPFILE: no name while it is written
+    assert all(safefs.TEMP_NAME.fullmatch(n) and len(n) == len(".mgmt.") + 12 for n in temps)
     assert bits(tmp_path / "f") == final
     assert (tmp_path / "f").read_bytes() == b"secret"
     assert os.listdir(tmp_path) == ["f"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mgmt import cli
+from mgmt import cli, lazyimport
 from mgmt.config import option_fields
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +48,69 @@ def test_a_cron_run_of_a_graph_file_loads_no_tls_nor_http(tmp_path: Path) -> Non
     )
     assert _python(script, str(graph)) == "[]"
     assert (tmp_path / "a").read_text() == "a\n"
+
+
+# What a cron run imports and never uses (mgmt.lazyimport.LAZY beyond ssl), and secrets (not
+# imported: the atomic writes' temp names come from os.urandom).
+UNUSED = ("base64", "bz2", "copy", "fnmatch", "ipaddress", "json", "linecache", "locale", "lzma")
+UNUSED += ("textwrap", "tokenize", "secrets")
+
+
+def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
+    tmp_path: Path,
+) -> None:
+    """The modules deferred for a cron run stay so through a run that writes the file and a run
+    that finds it in place: none of their code runs."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        f"graph: g\nresources:\n  file:\n    - name: a\n      path: {tmp_path}/d/a\n"
+        '      content: "a\\n"\n'
+    )
+    script = (
+        "import atexit, sys\n"
+        "from mgmt.__main__ import main\n"
+        "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
+        f"names = {UNUSED!r}\n"
+        "atexit.register(lambda: print(sorted(m for m in names if "
+        "m in sys.modules and type(sys.modules[m]).__name__ == 'module')))\n"
+        "main()\n"
+    )
+    assert _python(script, str(graph)) == "[]"  # the first run: the directory, the file
+    assert (tmp_path / "d" / "a").read_text() == "a\n"
+    assert _python(script, str(graph)) == "[]"  # the no-op run
+
+
+def test_deferred_modules_work_at_first_use() -> None:
+    """Each deferred module, at its first use, is the real one: a traceback printed with its
+    source line (linecache, tokenize), json, urllib.parse's check of an IPv6 host (ipaddress),
+    shutil's archive formats (bz2, lzma), copy, base64, fnmatch, textwrap, locale."""
+    script = """
+import sys
+import mgmt; mgmt.full_site()
+from mgmt import lazyimport
+lazyimport.install()
+import base64, copy, fnmatch, json, locale, shutil, textwrap, traceback, urllib.parse
+assert type(json).__name__ == "_Lazy" and type(base64).__name__ == "_Lazy", (json, base64)
+try:
+    json.loads("{")
+except ValueError:
+    text = traceback.format_exc()
+print("return _default_decoder.decode(s)" in text, json.loads(json.dumps({"a": [1]})) == {"a": [1]},
+      urllib.parse.urlsplit("http://[::1]:80/").port, "bztar" in dict(shutil.get_archive_formats()),
+      copy.copy([1]) == [1], base64.b64encode(b"a"), fnmatch.fnmatch("a.py", "*.py"),
+      textwrap.dedent("  x"), isinstance(locale.getpreferredencoding(False), str),
+      type(json).__name__)
+"""
+    assert _python(script) == "True True 80 True True b'YQ==' True x True module"
+
+
+def test_an_extension_module_is_never_deferred(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its code cannot run in a module made beforehand: it is imported as usual."""
+    monkeypatch.setattr(lazyimport, "LAZY", frozenset({"zlib", "json"}))
+    zlib = lazyimport._Finder.find_spec("zlib")
+    assert zlib is not None and not isinstance(zlib.loader, lazyimport._Loader)
+    json = lazyimport._Finder.find_spec("json")
+    assert json is not None and isinstance(json.loader, lazyimport._Loader)
 
 
 def test_a_finished_run_exits_without_the_interpreters_teardown(tmp_path: Path) -> None:
