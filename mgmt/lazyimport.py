@@ -35,8 +35,8 @@ else:
 # (measured: each stays deferred through a first run and a no-op run of bench/peers.py's graph):
 # what traceback needs to print one (linecache, tokenize, textwrap), json (the local values, the
 # status page, the log's json format), what shutil and urllib.parse import for their rare paths
-# (bz2, lzma, fnmatch, ipaddress), subprocess's locale (text mode), copy and base64. Source
-# modules only (`_Finder`).
+# (bz2, lzma, fnmatch, ipaddress), subprocess's locale (text mode), copy and base64; hashlib
+# (OpenSSL: the graph file's digest uses the interpreter's own sha256). Source modules only.
 LAZY = frozenset(
     {
         "ssl",
@@ -45,6 +45,7 @@ LAZY = frozenset(
         "bz2",
         "copy",
         "fnmatch",
+        "hashlib",
         "ipaddress",
         "json",
         "linecache",
