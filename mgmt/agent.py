@@ -14,6 +14,7 @@ import signal
 import stat
 import sys
 import time
+import weakref
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,10 +140,26 @@ def load(config: Config) -> Loaded:
         return loaded
 
 
+def io_threads(loop: asyncio.AbstractEventLoop) -> None:
+    """The loop's default executor, once per loop: resources do their blocking I/O (fsync...)
+    in threads; more than 8 only contend for directory locks (measured: 1,000 fsynced writes
+    take longest with 1 or 32 threads). Gated: a check_apply's job not started when the engine
+    stops never starts. Set before the run's first hop to a thread (its temporary prefix): one
+    pool, whose threads the engine reuses (not a pool of asyncio's whose thread starts, waits
+    idle and ends)."""
+    if loop not in _IO_LOOPS:
+        _IO_LOOPS.add(loop)
+        loop.set_default_executor(GatedExecutor(max_workers=8, thread_name_prefix="io"))
+
+
+_IO_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
 async def run(config: Config, given: Loaded | None = None) -> int:
     """Run the agent until it converges (cron mode), is stopped, or hits --max-runtime.
 
     `given`: a graph built by the caller, instead of the one the config names."""
+    io_threads(asyncio.get_running_loop())
     logsetup.setup(config.log_format, config.verbose, config.own_process)
     priority.renice(config.nice)
     # Known before the program runs: its functions keep their files there too (local.*).
@@ -263,10 +280,7 @@ class Agent:
 
     async def run(self, loaded: Loaded) -> int:
         loop = asyncio.get_running_loop()
-        # Resources do their blocking I/O (fsync...) in threads; more than 8 only contend for
-        # directory locks (measured: 1,000 fsynced writes take longest with 1 or 32 threads).
-        # Gated: a check_apply's job not started when the engine stops never starts.
-        loop.set_default_executor(GatedExecutor(max_workers=8, thread_name_prefix="io"))
+        io_threads(loop)
         stop, hup = self._on_stop_signal, lambda _: self._on_hup()
         with Signals(loop, {signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGHUP: hup}):
             return await self._run(loop, loaded)

@@ -80,6 +80,29 @@ def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
     assert _python(script, str(graph)) == "[]"  # the no-op run
 
 
+def test_a_cron_runs_hops_to_threads_share_the_engines_pool(tmp_path: Path) -> None:
+    """The temporary prefix, the status socket's checks and the engine's writes run in one
+    pool (the loop's default executor, set before the first hop): no pool of asyncio's is
+    started for the first hops, to wait idle beside the engine's and end."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text(f"graph: g\nresources:\n  file:\n    - name: a\n      path: {tmp_path}/a\n")
+    script = (
+        "import sys, threading\n"
+        "names = []\n"
+        "start = threading.Thread.start\n"
+        "def started(thread):\n"
+        "    names.append(thread.name.rstrip('0123456789'))\n"
+        "    start(thread)\n"
+        "threading.Thread.start = started\n"
+        "import atexit\n"
+        "atexit.register(lambda: print(sorted(set(names))))\n"
+        "from mgmt.__main__ import main\n"
+        "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
+        "main()\n"
+    )
+    assert _python(script, str(graph)) == "['Thread-1 (_do_shutdown)', 'io_', 'log writer']"
+
+
 def test_deferred_modules_work_at_first_use() -> None:
     """Each deferred module, at its first use, is the real one: a traceback printed with its
     source line (linecache, tokenize), json, urllib.parse's check of an IPv6 host (ipaddress),
