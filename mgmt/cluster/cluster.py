@@ -13,7 +13,15 @@ agent a client of any core member.
   member whose agent is gone (its volunteer key expired with its lease) and that no longer
   answers, and removes members beyond the ideal size.
 - A clean stop withdraws this host's exports and volunteer key and, unless it is the last
-  member, removes its member from the cluster and deletes its data.
+  voting member, removes its member from the cluster and deletes its data. Leaving takes a
+  turn (`/_mgmt/leaving`, bound to a lease): hosts stopped together leave one after the other,
+  so the last voter always stays (removing every voter makes a data dir etcd can never start
+  again: `panic: removed all voters`). A host that left remembers the members it left behind
+  (`<prefix>/cluster-peers.json`) and, restarted without a data dir, joins them (even without
+  `--seeds`) instead of starting a new cluster.
+- A data dir etcd panics on at start is moved aside (`<prefix>/etcd.unusable-<time>`, kept
+  for a manual recovery); the host then joins (seeds or remembered members) or, with neither,
+  starts a new cluster.
 
 The leader also withdraws the exports of a host whose agent is gone (its lease expired) once it
 has been gone for `--export-grace` seconds (-1: never).
@@ -33,7 +41,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +49,7 @@ from aetcd import rpc
 
 from engine.errors import WorldError
 from engine.tasks import TaskSet
-from engine.world import EXPORTED, JoinInfo
+from engine.world import EXPORTED, ROOT, JoinInfo
 from mgmt.cluster import NotAdmitted, identity
 from mgmt.cluster.client import EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
@@ -54,6 +62,39 @@ log = logging.getLogger("cluster")
 _NO_SPACE = "no space left on device"
 NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
 PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (ErrPeerURLexist)
+# Held (bound to a lease) by the one host leaving the cluster at a time: hosts stopped
+# together must not all remove themselves (the last voter stays).
+LEAVING = ROOT + "leaving"
+LEAVE_WAIT = 10.0  # seconds a stopping host waits for its turn to leave (then it stays)
+PEERS_FILE = "cluster-peers.json"  # in the prefix: the members a host left behind
+
+
+def remembered_peers(prefix: Path) -> list[str]:
+    """The client URLs of the members this host left behind at its last clean stop."""
+    try:
+        urls = json.loads((prefix / PEERS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
+
+
+def remember_peers(prefix: Path, urls: list[str]) -> None:
+    path = prefix / PEERS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(urls) + "\n")
+    tmp.replace(path)
+
+
+def move_aside(data_dir: Path) -> Path:
+    """Rename an etcd data dir that cannot start; returns its new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    aside = data_dir.with_name(f"{data_dir.name}.unusable-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = data_dir.with_name(f"{data_dir.name}.unusable-{stamp}-{n}")
+    data_dir.rename(aside)
+    return aside
 
 
 def has_member(data_dir: Path) -> bool:
@@ -78,6 +119,7 @@ class Cluster:
     def __init__(self, options: Options, prefix: Path) -> None:
         self.options = options
         self.host = options.hostname
+        self.prefix = prefix
         self.data_dir = prefix / "etcd"
         self.tls_dir = prefix / "cluster-tls"  # this host's minted certificate (docs/security.md)
         self.client = EtcdClient(
@@ -142,6 +184,8 @@ class Cluster:
                 log.error("cluster TLS: %s", err)  # the client cannot connect: said again there
         has_data = has_member(self.data_dir)
         own = self.options.advertise_client_urls
+        if not has_data and not self.options.no_server:
+            await self._join_remembered()
         if not self.options.seeds:
             self.client.set_endpoints(own, preferred=own[0])
             initial = "" if has_data else self._initial_self()
@@ -154,6 +198,8 @@ class Cluster:
                     await self._tried.wait()  # ready, or it failed: no point waiting
         elif has_data and not self.options.no_server:
             log.info("restarting this host's etcd member from %s", self.data_dir)
+            # Its own member too: after a stop of every host it may hold the only cluster.
+            self.client.set_endpoints([*self.options.seeds, *own])
             self._serve(EtcdSpec(self.host, self.data_dir, self.options, "", "existing"), False)
         self._spawn(self._follow_nominations())
         self._spawn(self._register())
@@ -241,9 +287,62 @@ class Cluster:
         if left:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    async def _join_remembered(self) -> None:
+        """This host left a cluster at its last stop: join its members (besides the seeds)
+        rather than start a new cluster without them."""
+        remembered = await asyncio.to_thread(remembered_peers, self.prefix)
+        urls = [u for u in remembered if u not in self.options.seeds]
+        if not urls:
+            return
+        log.info(
+            "joining the cluster this host left at its last stop, through %s (delete %s to "
+            "start a new one)",
+            ", ".join(urls),
+            self.prefix / PEERS_FILE,
+        )
+        seeds = [*self.options.seeds, *urls]
+        self.options = dataclasses.replace(self.options, seeds=seeds)
+        self.client.set_endpoints(seeds)
+
     async def _leave(self) -> bool:
         """Remove our member unless it is the last voting one (which keeps the data for a
-        restart)."""
+        restart); one host at a time (LEAVING)."""
+        try:
+            async with self._leaving_turn():
+                return await self._leave_now()
+        except (WorldError, TimeoutError) as err:
+            log.warning(
+                "could not leave the cluster (%s): this host's member stays",
+                str(err) or f"no turn within {LEAVE_WAIT:g}s",
+            )
+            return False
+
+    @contextlib.asynccontextmanager
+    async def _leaving_turn(self) -> AsyncIterator[None]:
+        """Hold LEAVING (bound to a new lease, so a host that dies holding it cannot block the
+        others for longer than its TTL); wait for it while another host holds it."""
+        client, key = self.client, LEAVING.encode()
+        lease = await client.lease_grant(self.options.lease_ttl)
+        changed = asyncio.Event()
+        unsubscribe = await client.subscribe(key, changed.set)
+        try:
+            absent = rpc.Compare(key=key, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL)
+            take = rpc.RequestOp(
+                request_put=rpc.PutRequest(key=key, value=self.host.encode(), lease=lease)
+            )
+            async with asyncio.timeout(LEAVE_WAIT):
+                while True:
+                    changed.clear()
+                    if (await client.txn([absent], [take], what="leave turn")).succeeded:
+                        break
+                    await changed.wait()  # its holder released it, or its lease expired
+            yield
+        finally:
+            await unsubscribe()
+            with contextlib.suppress(WorldError):  # releases the turn (else: its TTL does)
+                await client.lease_revoke(lease)
+
+    async def _leave_now(self) -> bool:
         try:
             members = await self.client.members()
         except WorldError:
@@ -261,6 +360,9 @@ class Cluster:
             if "not found" not in str(err):  # the removal went through, its answer got lost
                 log.warning("could not leave: %s", err)
                 return False
+        others = [u for m in members if m is not own and not m.is_learner for u in m.client_urls]
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(remember_peers, self.prefix, others)
         log.info("this host's member left the cluster")
         return True
 
@@ -303,6 +405,14 @@ class Cluster:
                 if self.stopping:
                     return
                 failures += 1
+                if proc.start_failure and proc.panicked and has_member(self.data_dir):
+                    if await self._unusable(proc):
+                        return
+                    spec = first = EtcdSpec(
+                        self.host, self.data_dir, self.options, self._initial_self(), "new"
+                    )
+                    bootstrap, failures = True, 0
+                    continue
                 if proc.removed or (self.options.seeds and failures >= 3):
                     log.info("this host's etcd member is not one any more; client only")
                     self.start_failure = ""  # not a failure: the cluster goes on without it
@@ -319,6 +429,30 @@ class Cluster:
         finally:
             if self.member is not None:
                 await self.member.stop()
+
+    async def _unusable(self, proc: EtcdProcess) -> bool:
+        """etcd panicked starting from its data dir (e.g. `removed all voters`): that data can
+        never start. Move it aside (kept for a manual recovery) and join the cluster (True:
+        client and volunteer) or, with no seeds and no remembered members, start a new one."""
+        try:
+            aside = await asyncio.to_thread(move_aside, self.data_dir)
+        except OSError as err:
+            log.error("cannot move etcd's unusable data dir %s aside: %s", self.data_dir, err)
+            return False
+        await self._join_remembered()
+        log.error(
+            "etcd cannot start from its data dir (%s): moved it to %s; %s",
+            proc.panicked,
+            aside,
+            "joining the cluster as a client and volunteer"
+            if self.options.seeds
+            else "starting a new cluster (what the old one held is in that copy)",
+        )
+        if self.options.seeds:
+            self.start_failure = ""
+            self._drop_member()
+            return True
+        return False
 
     def _report_exit(self, proc: EtcdProcess, delay: float, reported: str) -> str:
         """Say why etcd is restarted (an error once; the same failure again: debug)."""
@@ -350,6 +484,8 @@ class Cluster:
 
     async def _on_member_ready(self, bootstrap: bool) -> None:
         client = self.client
+        with contextlib.suppress(OSError):  # a member again: its data dir knows the cluster
+            await asyncio.to_thread((self.prefix / PEERS_FILE).unlink, missing_ok=True)
         if bootstrap:
             try:
                 await client.put(IDEAL.encode(), str(self.options.ideal_cluster_size).encode())

@@ -5,6 +5,9 @@
 - Readiness is an event: etcd's own log line saying it serves clients (it logs JSON on stderr,
   `--logger zap`), which it prints only after it has joined the raft group and published its
   member attributes. An exit before that is a WorldError carrying etcd's last error line.
+- What etcd writes that is not JSON (a Go `panic:`, a runtime `fatal error:`, its stack) is
+  kept, the last `TAIL` lines only, and logged when etcd exits on its own with an error: the
+  operator sees e.g. `panic: removed all voters`, which is also the exit's reason.
 - `stop()` sends SIGTERM and waits (SIGKILL after a timeout).
 """
 
@@ -16,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,9 @@ _REMOVED = (
     "the member has been permanently removed from the cluster",
     "data-dir used by this member must be removed",
 )
+TAIL = 20  # non-JSON lines of etcd's output kept to be logged when it exits with an error
+# How a Go program says why it died (the first such line is the exit's reason).
+_GO_DEATH = ("panic:", "fatal error:")
 
 
 @dataclass
@@ -141,6 +148,8 @@ class EtcdProcess:
         self.removed = False  # etcd said this member was removed from the cluster
         self.leader_changed: Callable[[], None] = lambda: None
         self.last_error = ""
+        self.panicked = ""  # etcd's first Go `panic:`/`fatal error:` line ("": none)
+        self.tail: deque[str] = deque(maxlen=TAIL)  # its last lines that were not JSON
         # Why etcd exited before it served clients, unless we stopped it ("": it did not).
         self.start_failure = ""
         self._reader: asyncio.Task[None] | None = None
@@ -226,6 +235,9 @@ class EtcdProcess:
             if not (self.ready.is_set() or self._stopping):
                 self.start_failure = self.last_error or f"exit code {self.proc.returncode}"
             self.exited.set()
+            code = self.proc.returncode
+            if self.tail and not self._stopping and (self.start_failure or code):
+                self._log_tail(code)
             if self.start_failure:  # a port in use, a bad certificate: what the user must fix
                 log.error(
                     "etcd member %s failed to start (code %s): %s; the local graph keeps "
@@ -242,6 +254,17 @@ class EtcdProcess:
                     f": {self.last_error}" if self.last_error else "",
                 )
 
+    def _log_tail(self, code: int | None) -> None:
+        """Say what etcd wrote that was not JSON (bounded): its panic and stack."""
+        log.error(
+            "etcd member %s exited (code %s); its last %d lines that were not JSON follow",
+            self.spec.name,
+            code,
+            len(self.tail),
+        )
+        for line in self.tail:
+            log.error("etcd %s: %s", self.spec.name, line)
+
     def log_event(self, text: str) -> asyncio.Event:
         """An event set when etcd logs a message containing `text` (from now on)."""
         event = asyncio.Event()
@@ -253,6 +276,11 @@ class EtcdProcess:
         with contextlib.suppress(ValueError):
             parsed = json.loads(line)
             entry = parsed if isinstance(parsed, dict) else {}
+        if not entry:  # not etcd's JSON log: a Go panic, a fatal error, a stack
+            if line:
+                self.tail.append(line[:500])
+            if not self.panicked and line.startswith(_GO_DEATH):
+                self.panicked = self.last_error = line[:500]
         msg, level = str(entry.get("msg", line)), str(entry.get("level", "info"))
         for text, event in self._log_events:
             if text in msg:
@@ -263,7 +291,7 @@ class EtcdProcess:
             self.leader_changed()
         if any(text in msg or text in str(entry.get("error", "")) for text in _REMOVED):
             self.removed = True
-        if level in ("error", "fatal", "panic", "dpanic"):
+        if level in ("error", "fatal", "panic", "dpanic") and not self.panicked:
             detail = entry.get("error", "")
             self.last_error = f"{msg}: {detail}" if detail else msg
             log.debug("etcd: %s", self.last_error)

@@ -1,0 +1,74 @@
+"""A whole cluster stopped at once (SIGTERM to every agent together, as `systemctl stop`
+everywhere or a reboot of every machine does) starts again by itself, in any order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import wait_path
+from tests.e2e.test_cluster_e2e import Host, client_of, exporter, fleet, holds, wait_dot
+
+KEPT = b"/_mgmt/test/kept"  # stands for what the cluster keeps across a stop (deploys, kv)
+
+
+async def members_of(hosts: list[Host], want: int, timeout: float = 30) -> list[str]:
+    """The voting members' names once there are `want` of them (asked every 0.2 s: etcd has
+    no watch on its membership)."""
+    async with client_of(*hosts) as client, asyncio.timeout(timeout):
+        while True:
+            with contextlib.suppress(Exception):
+                voters = sorted(m.name for m in await client.members() if not m.is_learner)
+                if len(voters) == want and all(voters):
+                    return voters
+            await asyncio.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["h1 first", "h1 last"])
+async def test_a_cluster_stopped_at_once_starts_again(tmp_path: Path, order: str) -> None:
+    """Three agents SIGTERMed together, then restarted: one cluster again, every export
+    published and collected, what the cluster held before kept, no etcd left failing."""
+    shared = tmp_path / "shared"
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3)]
+    h1 = hosts[0]
+    h1.extra_args = ["--ideal-cluster-size", "3"]
+    for host in hosts:
+        host.graph.write_text(exporter(shared, host.name, f"from {host.name}"))
+    paths = [f"{shared}/{h.name}" for h in hosts]
+    async with fleet(hosts):
+        for i, host in enumerate(hosts):
+            await host.start(seeds=[] if i == 0 else [h1])
+        for host in hosts:
+            await wait_dot(host, holds(*paths), timeout=20)
+        assert await members_of(hosts, 3) == ["h1", "h2", "h3"]
+        async with client_of(*hosts) as client:
+            await client.put(KEPT, b"yes")
+        for host in hosts:  # at the same moment
+            assert host.daemon is not None
+            host.pids()
+            host.daemon.signal(signal.SIGTERM)
+        codes = await asyncio.gather(*(h.daemon.wait(30) for h in hosts if h.daemon))
+        assert codes == [0, 0, 0]
+        for host in hosts:
+            assert host.daemon is not None
+            await host.daemon.__aexit__(None, None, None)
+            for path in shared.iterdir():  # the next start must collect them again
+                path.unlink()
+        again = hosts if order == "h1 first" else hosts[::-1]
+        for host in again:
+            await host.start(seeds=[] if host is h1 else [h1])
+        for host in hosts:
+            await wait_dot(host, holds(*paths), timeout=30)
+        for host in hosts:
+            await wait_path(shared / host.name, lambda p: p.exists(), 10)
+        assert await members_of(hosts, 3) == ["h1", "h2", "h3"]
+        async with client_of(*hosts) as client:
+            assert await client.get(KEPT) == b"yes"
+        for host in hosts:
+            assert host.daemon is not None
+            assert "failed to start" not in host.daemon.log, host.daemon.log
