@@ -398,7 +398,8 @@ class Cluster:
                     bootstrap = False
                     self._tried.set()
                     await proc.exited.wait()
-                self._tried.set()
+                if not proc.panicked:  # a data dir that panics is moved aside: not over yet
+                    self._tried.set()
                 self.member_ready.clear()
                 await proc.stop()
                 self.start_failure = proc.start_failure or self.start_failure
@@ -406,13 +407,15 @@ class Cluster:
                     return
                 failures += 1
                 if proc.start_failure and proc.panicked and has_member(self.data_dir):
-                    if await self._unusable(proc):
+                    joined = await self._unusable(proc)
+                    if joined:
                         return
-                    spec = first = EtcdSpec(
-                        self.host, self.data_dir, self.options, self._initial_self(), "new"
-                    )
-                    bootstrap, failures = True, 0
-                    continue
+                    if joined is not None:  # moved aside: a new cluster, at once
+                        spec = first = EtcdSpec(
+                            self.host, self.data_dir, self.options, self._initial_self(), "new"
+                        )
+                        bootstrap, failures = True, 0
+                        continue
                 if proc.removed or (self.options.seeds and failures >= 3):
                     log.info("this host's etcd member is not one any more; client only")
                     self.start_failure = ""  # not a failure: the cluster goes on without it
@@ -430,15 +433,16 @@ class Cluster:
             if self.member is not None:
                 await self.member.stop()
 
-    async def _unusable(self, proc: EtcdProcess) -> bool:
+    async def _unusable(self, proc: EtcdProcess) -> bool | None:
         """etcd panicked starting from its data dir (e.g. `removed all voters`): that data can
         never start. Move it aside (kept for a manual recovery) and join the cluster (True:
-        client and volunteer) or, with no seeds and no remembered members, start a new one."""
+        client and volunteer) or, with no seeds and no remembered members, start a new one
+        (False). None: it could not be moved (retried as any failed start)."""
         try:
             aside = await asyncio.to_thread(move_aside, self.data_dir)
         except OSError as err:
             log.error("cannot move etcd's unusable data dir %s aside: %s", self.data_dir, err)
-            return False
+            return None
         await self._join_remembered()
         log.error(
             "etcd cannot start from its data dir (%s): moved it to %s; %s",
