@@ -56,7 +56,7 @@ async def test_etcds_panic_is_the_reason_and_its_last_lines_are_logged(
 async def test_a_host_without_seeds_moves_the_dead_data_aside_and_starts_anew(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    data_dir, opts = await no_voters_left(tmp_path / "old")
+    data_dir, _ = await no_voters_left(tmp_path / "old")
     prefix = tmp_path / "prefix"
     prefix.mkdir()
     data_dir.rename(prefix / "etcd")
