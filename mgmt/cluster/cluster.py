@@ -352,6 +352,10 @@ class Cluster:
         voters = sum(not m.is_learner for m in members)
         if own is None or (not own.is_learner and voters == 1):  # the last voter stays
             return False
+        # Remembered even if the removal fails: the leader may remove this member later.
+        others = [u for m in members if m is not own and not m.is_learner for u in m.client_urls]
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(remember_peers, self.prefix, others)
         with contextlib.suppress(WorldError):
             await self.client.delete((NOMINATED + self.host).encode())
         try:
@@ -360,9 +364,6 @@ class Cluster:
             if "not found" not in str(err):  # the removal went through, its answer got lost
                 log.warning("could not leave: %s", err)
                 return False
-        others = [u for m in members if m is not own and not m.is_learner for u in m.client_urls]
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(remember_peers, self.prefix, others)
         log.info("this host's member left the cluster")
         return True
 
@@ -417,9 +418,7 @@ class Cluster:
                         bootstrap, failures = True, 0
                         continue
                 if proc.removed or (self.options.seeds and failures >= 3):
-                    log.info("this host's etcd member is not one any more; client only")
-                    self.start_failure = ""  # not a failure: the cluster goes on without it
-                    self._drop_member()
+                    await self._client_only()
                     return
                 reported = self._report_exit(proc, delay, reported)
                 if has_member(self.data_dir):  # restart the member from its data
@@ -475,6 +474,13 @@ class Cluster:
         else:
             log.log(level, "etcd exited; restarting it in %.0fs", delay)
         return why
+
+    async def _client_only(self) -> None:
+        """This host's member is not one any more: drop it, stay a client and volunteer."""
+        await self._join_remembered()
+        log.info("this host's etcd member is not one any more; client only")
+        self.start_failure = ""  # not a failure: the cluster goes on without it
+        self._drop_member()
 
     def _drop_member(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
