@@ -319,28 +319,32 @@ class Cluster:
 
     @contextlib.asynccontextmanager
     async def _leaving_turn(self) -> AsyncIterator[None]:
-        """Hold LEAVING (bound to a new lease, so a host that dies holding it cannot block the
-        others for longer than its TTL); wait for it while another host holds it."""
+        """Hold LEAVING (bound to a lease of LEAVE_WAIT seconds, so a host that dies holding
+        it cannot block the others for longer); wait for it while another host holds it."""
         client, key = self.client, LEAVING.encode()
-        lease = await client.lease_grant(self.options.lease_ttl)
+        absent = rpc.Compare(key=key, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL)
         changed = asyncio.Event()
         unsubscribe = await client.subscribe(key, changed.set)
+        lease = 0
         try:
-            absent = rpc.Compare(key=key, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL)
-            take = rpc.RequestOp(
-                request_put=rpc.PutRequest(key=key, value=self.host.encode(), lease=lease)
-            )
             async with asyncio.timeout(LEAVE_WAIT):
                 while True:
                     changed.clear()
+                    lease = await client.lease_grant(int(LEAVE_WAIT))  # fresh at each try
+                    put = rpc.PutRequest(key=key, value=self.host.encode(), lease=lease)
+                    take = rpc.RequestOp(request_put=put)
                     if (await client.txn([absent], [take], what="leave turn")).succeeded:
                         break
+                    with contextlib.suppress(WorldError):
+                        await client.lease_revoke(lease)
+                    lease = 0
                     await changed.wait()  # its holder released it, or its lease expired
             yield
         finally:
             await unsubscribe()
-            with contextlib.suppress(WorldError):  # releases the turn (else: its TTL does)
-                await client.lease_revoke(lease)
+            if lease:
+                with contextlib.suppress(WorldError):  # releases the turn (else: its TTL does)
+                    await client.lease_revoke(lease)
 
     async def _leave_now(self) -> bool:
         try:
@@ -356,14 +360,16 @@ class Cluster:
         others = [u for m in members if m is not own and not m.is_learner for u in m.client_urls]
         with contextlib.suppress(OSError):
             await asyncio.to_thread(remember_peers, self.prefix, others)
-        with contextlib.suppress(WorldError):
-            await self.client.delete((NOMINATED + self.host).encode())
+        if others:  # our own member stops as it is removed: what follows goes elsewhere
+            self.client.set_endpoints(others, preferred=others[0])
         try:
             await self.client.member_remove(own.id)
         except WorldError as err:
             if "not found" not in str(err):  # the removal went through, its answer got lost
                 log.warning("could not leave: %s", err)
                 return False
+        with contextlib.suppress(WorldError):  # (else the leader deletes it: not a member)
+            await self.client.delete((NOMINATED + self.host).encode())
         log.info("this host's member left the cluster")
         return True
 
@@ -399,7 +405,8 @@ class Cluster:
                     bootstrap = False
                     self._tried.set()
                     await proc.exited.wait()
-                if not proc.panicked:  # a data dir that panics is moved aside: not over yet
+                unusable = bool(proc.start_failure and proc.panicked and has_member(self.data_dir))
+                if not unusable:  # (moved aside, and started again at once: not over yet)
                     self._tried.set()
                 self.member_ready.clear()
                 await proc.stop()
@@ -407,7 +414,7 @@ class Cluster:
                 if self.stopping:
                     return
                 failures += 1
-                if proc.start_failure and proc.panicked and has_member(self.data_dir):
+                if unusable:
                     joined = await self._unusable(proc)
                     if joined:
                         return
@@ -547,6 +554,9 @@ class Cluster:
             return
         urls = [u for m in members if not m.is_learner for u in m.client_urls]
         own = self.options.advertise_client_urls[0]
+        if self.member_ready.is_set() and not self.voting:
+            # etcd's membership says so even if our nomination key went (a leave that failed).
+            self.voting = any(m.name == self.host and not m.is_learner for m in members)
         preferred = own if self.voting and self.member_ready.is_set() else None
         self.client.set_endpoints([*urls, *self.options.seeds], preferred)
 

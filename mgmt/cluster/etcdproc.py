@@ -39,7 +39,8 @@ _REMOVED = (
     "the member has been permanently removed from the cluster",
     "data-dir used by this member must be removed",
 )
-TAIL = 20  # non-JSON lines of etcd's output kept to be logged when it exits with an error
+TAIL = 10  # non-JSON lines of etcd's output kept to be logged when it exits with an error
+_SAID: dict[str, str] = {}  # data dir -> the last panic whose output was logged
 # How a Go program says why it died (the first such line is the exit's reason).
 _GO_DEATH = ("panic:", "fatal error:")
 
@@ -149,6 +150,7 @@ class EtcdProcess:
         self.leader_changed: Callable[[], None] = lambda: None
         self.last_error = ""
         self.panicked = ""  # etcd's first Go `panic:`/`fatal error:` line ("": none)
+        self._fatal = False  # etcd logged (JSON) a panic or fatal entry: its error says why
         self.tail: deque[str] = deque(maxlen=TAIL)  # its last lines that were not JSON
         # Why etcd exited before it served clients, unless we stopped it ("": it did not).
         self.start_failure = ""
@@ -255,15 +257,22 @@ class EtcdProcess:
                 )
 
     def _log_tail(self, code: int | None) -> None:
-        """Say what etcd wrote that was not JSON (bounded): its panic and stack."""
-        log.error(
-            "etcd member %s exited (code %s); its last %d lines that were not JSON follow",
+        """Say what etcd wrote that was not JSON (bounded): its panic, the end of its stack.
+        The same panic from the same data dir again (a retry): debug only."""
+        key = str(self.spec.data_dir)
+        level = logging.DEBUG if _SAID.get(key) == self.panicked != "" else logging.ERROR
+        _SAID[key] = self.panicked
+        lines = list(self.tail)
+        if self.panicked and self.panicked not in lines:
+            lines = [self.panicked, "...", *lines]
+        log.log(
+            level,
+            "etcd member %s exited (code %s); what it wrote that was not JSON:",
             self.spec.name,
             code,
-            len(self.tail),
         )
-        for line in self.tail:
-            log.error("etcd %s: %s", self.spec.name, line)
+        for line in lines:
+            log.log(level, "etcd %s: %s", self.spec.name, line)
 
     def log_event(self, text: str) -> asyncio.Event:
         """An event set when etcd logs a message containing `text` (from now on)."""
@@ -280,7 +289,9 @@ class EtcdProcess:
             if line:
                 self.tail.append(line[:500])
             if not self.panicked and line.startswith(_GO_DEATH):
-                self.panicked = self.last_error = line[:500]
+                self.panicked = line[:500]
+                if not self._fatal:  # zap's Panic() logged it already, with its error
+                    self.last_error = self.panicked
         msg, level = str(entry.get("msg", line)), str(entry.get("level", "info"))
         for text, event in self._log_events:
             if text in msg:
@@ -292,6 +303,7 @@ class EtcdProcess:
         if any(text in msg or text in str(entry.get("error", "")) for text in _REMOVED):
             self.removed = True
         if level in ("error", "fatal", "panic", "dpanic") and not self.panicked:
+            self._fatal = level != "error"
             detail = entry.get("error", "")
             self.last_error = f"{msg}: {detail}" if detail else msg
             log.debug("etcd: %s", self.last_error)
