@@ -6,8 +6,9 @@
   `--logger zap`), which it prints only after it has joined the raft group and published its
   member attributes. An exit before that is a WorldError carrying etcd's last error line.
 - What etcd writes that is not JSON (a Go `panic:`, a runtime `fatal error:`, its stack) is
-  kept, the last `TAIL` lines only, and logged when etcd exits on its own with an error: the
-  operator sees e.g. `panic: removed all voters`, which is also the exit's reason.
+  kept, its first panic line and the last `TAIL` lines only, and logged when etcd exits on its
+  own with an error: the operator sees e.g. `panic: removed all voters`, which is also the
+  exit's reason (unless etcd's JSON log gave one with more detail).
 - `stop()` sends SIGTERM and waits (SIGKILL after a timeout).
 """
 
