@@ -47,7 +47,8 @@ from typing import Any
 
 from aetcd import rpc
 
-from engine.errors import WorldError
+from engine import safefs
+from engine.errors import ResourceError, WorldError
 from engine.tasks import TaskSet
 from engine.world import EXPORTED, ROOT, JoinInfo
 from mgmt.cluster import NotAdmitted, identity
@@ -79,10 +80,8 @@ def remembered_peers(prefix: Path) -> list[str]:
 
 
 def remember_peers(prefix: Path, urls: list[str]) -> None:
-    path = prefix / PEERS_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(urls) + "\n")
-    tmp.replace(path)
+    """Write them (atomically, 0600 like everything in the prefix)."""
+    safefs.write_file(str(prefix / PEERS_FILE), (json.dumps(urls) + "\n").encode(), 0o600)
 
 
 def move_aside(data_dir: Path) -> Path:
@@ -358,7 +357,7 @@ class Cluster:
             return False
         # Remembered even if the removal fails: the leader may remove this member later.
         others = [u for m in members if m is not own and not m.is_learner for u in m.client_urls]
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ResourceError):
             await asyncio.to_thread(remember_peers, self.prefix, others)
         if others:  # our own member stops as it is removed: what follows goes elsewhere
             self.client.set_endpoints(others, preferred=others[0])

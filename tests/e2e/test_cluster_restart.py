@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mgmt.cluster.cluster import has_member
 from tests.e2e.helpers import wait_path
 from tests.e2e.test_cluster_e2e import Host, client_of, exporter, fleet, holds, wait_dot
 
@@ -49,11 +50,13 @@ async def test_a_cluster_stopped_at_once_starts_again(tmp_path: Path, order: str
         async with client_of(*hosts) as client:
             await client.put(KEPT, b"yes")
         first_logs: dict[str, str] = {}
+        stopping = asyncio.get_running_loop().time()
         for host in hosts:  # at the same moment
             assert host.daemon is not None
             host.pids()
             host.daemon.signal(signal.SIGTERM)
         codes = await asyncio.gather(*(h.daemon.wait(30) for h in hosts if h.daemon))
+        print(f"all three stopped in {asyncio.get_running_loop().time() - stopping:.2f}s")
         assert codes == [0, 0, 0]
         for host in hosts:
             assert host.daemon is not None
@@ -62,6 +65,15 @@ async def test_a_cluster_stopped_at_once_starts_again(tmp_path: Path, order: str
             await host.daemon.__aexit__(None, None, None)
             for path in shared.iterdir():  # the next start must collect them again
                 path.unlink()
+        # One after the other: two left (remembering the rest), the last voter stayed.
+        left = [h for h in hosts if "this host's member left the cluster" in first_logs[h.name]]
+        assert len(left) == 2
+        for host in hosts:
+            peers = host.root / host.name / "prefix" / "cluster-peers.json"
+            assert peers.exists() == (host in left)
+            assert host in left or has_member(host.root / host.name / "prefix" / "etcd")
+            if host in left:
+                assert peers.stat().st_mode & 0o777 == 0o600
         again = hosts if order == "h1 first" else hosts[::-1]
         for host in again:
             await host.start(seeds=[] if host is h1 else [h1])
@@ -75,4 +87,6 @@ async def test_a_cluster_stopped_at_once_starts_again(tmp_path: Path, order: str
         for host in hosts:
             assert host.daemon is not None
             assert "panic" not in host.daemon.log, host.daemon.log
+            # Members again: what they remembered is in their data dirs now.
+            assert not (host.root / host.name / "prefix" / "cluster-peers.json").exists()
             assert "could not leave" not in first_logs[host.name]
