@@ -3,6 +3,14 @@ and CPU time (user + system of the child; on this shared machine the wall time m
 long the process waited for a core).
 
 Cold = the files are absent (N fsynced writes); no-op = they are all in place already.
+Between runs the last run's files are moved aside, not deleted (all are deleted at the end):
+ext4 without a journal (this machine's root file system) does not reuse an inode number freed
+in the last 60 s (300 s while its inode table block is dirty), and each new inode's allocation
+looks past every such number in its block group, one buffer lookup each: created right after
+the last run's 10,000 files were deleted, 10,000 files cost ~2.5 s more system CPU (perf: 94%
+of the O_TMPFILE opens' time in `recently_deleted`), a cost that a first run on a machine
+whose files never existed does not pay. `--delete-between` measures that case: the last run's
+files deleted right before each cold run, as this script did before 2026-12-04.
 `--base DIR` runs another checkout interleaved with this one, run by run, and prints the
 ratios: with its own .venv (e.g. /work/main), or with this one's when it has none (a `git
 archive` of another commit, byte-compiled: `python -m mgmt` run in DIR imports DIR's code).
@@ -38,6 +46,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--base", type=Path, help="another checkout to compare, interleaved")
+    parser.add_argument(
+        "--delete-between",
+        action="store_true",
+        help="delete the last run's files right before each cold run (see above), not move them",
+    )
     args = parser.parse_args()
     if args.base is not None:
         args.base = checkout(args.base, "--base")
@@ -52,6 +65,8 @@ def main() -> None:
         out = work / "files"
         graph.write_text(files_graph(out, args.count))
         run = ["run", "--converged-timeout=0", "--tmp-prefix", "--no-watch", "yaml", str(graph)]
+        aside = work / "aside"
+        aside.mkdir()
         samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for side, (mgmt, cwd) in sides.items():
             timed([*mgmt, "--version"], cwd)  # warm the page cache
@@ -59,11 +74,18 @@ def main() -> None:
         for _ in range(args.runs):
             for side, (mgmt, cwd) in sides.items():  # interleaved: this, base, this, base...
                 samples[(side, "start")].append(timed([*mgmt, "--version"], cwd))
-                shutil.rmtree(out, ignore_errors=True)
+                if args.delete_between:
+                    shutil.rmtree(out, ignore_errors=True)
+                elif out.exists():
+                    out.rename(aside / str(len(list(aside.iterdir()))))  # no inode freed
                 samples.setdefault((side, "cold"), []).append(timed([*mgmt, *run], cwd))
                 samples.setdefault((side, "no-op"), []).append(timed([*mgmt, *run], cwd))
         load = os.getloadavg()[0]
-        print(f"cron run of {args.count} files, {args.runs} runs each, load {load:.1f}:")
+        how = "deleted" if args.delete_between else "moved aside"
+        print(
+            f"cron run of {args.count} files, {args.runs} runs each, load {load:.1f} (the last"
+            f" run's files {how} before each cold run):"
+        )
         medians: dict[tuple[str, str], tuple[float, float]] = {}
         for (side, label), got in samples.items():
             wall = statistics.median(w for w, _ in got)
