@@ -32,13 +32,14 @@ from pathlib import Path
 from common import MGMT, ROOT, checkout, files_graph, run_child, run_script
 
 
-def timed(argv: list[str], cwd: Path) -> tuple[float, float]:
-    """(wall, CPU) seconds of one whole process (exit code must be 0)."""
+def timed(argv: list[str], cwd: Path) -> tuple[float, float, float]:
+    """(wall, CPU, system CPU) seconds of one whole process (exit code must be 0)."""
     before, start = os.times(), time.perf_counter()
     run_child(argv, cwd)
     wall, after = time.perf_counter() - start, os.times()
     cpu = after.children_user + after.children_system
-    return wall, cpu - before.children_user - before.children_system
+    system = after.children_system - before.children_system
+    return wall, cpu - before.children_user - before.children_system, system
 
 
 def main() -> None:
@@ -67,7 +68,7 @@ def main() -> None:
         run = ["run", "--converged-timeout=0", "--tmp-prefix", "--no-watch", "yaml", str(graph)]
         aside = work / "aside"
         aside.mkdir()
-        samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        samples: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
         for side, (mgmt, cwd) in sides.items():
             timed([*mgmt, "--version"], cwd)  # warm the page cache
             samples[(side, "start")] = []
@@ -88,12 +89,14 @@ def main() -> None:
         )
         medians: dict[tuple[str, str], tuple[float, float]] = {}
         for (side, label), got in samples.items():
-            wall = statistics.median(w for w, _ in got)
-            cpu = statistics.median(c for _, c in got)
+            wall = statistics.median(w for w, _, _ in got)
+            cpu = statistics.median(c for _, c, _ in got)
+            system = statistics.median(s for _, _, s in got)
             medians[(side, label)] = (wall, cpu)
             print(
-                f"  {side:4s} {label:5s} wall median {wall:.3f}s min {min(w for w, _ in got):.3f}s"
-                f"   CPU median {cpu:.3f}s min {min(c for _, c in got):.3f}s"
+                f"  {side:4s} {label:5s} wall median {wall:.3f}s min {min(w for w, _, _ in got):.3f}s"
+                f"   CPU median {cpu:.3f}s min {min(c for _, c, _ in got):.3f}s"
+                f" (system {system:.3f}s)"
                 + ("   (start = mgmt --version)" if label == "start" else "")
             )
         if "base" in sides:
