@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from engine import libc
 from engine.errors import ResourceError
@@ -433,31 +433,66 @@ def write_at(
     uid: int = -1,
     gid: int = -1,
 ) -> None:
-    """Atomically replace dir_fd/name: fill a new inode, set owner and mode, fsync, rename."""
+    """Atomically replace dir_fd/name: fill a new inode, set owner and mode, fsync, rename.
+    A small file's quick calls keep the GIL (engine/libc.py): only its open and its fsync,
+    which wait for the disk, release it."""
+    calls = _HOLDING if isinstance(fill, bytes) and len(fill) <= QUICK_WRITE else _RELEASING
     with _temp(dir_fd) as tmp:
         fd, named = _new_file(dir_fd, tmp, mode)
-        with closing(fd):
-            _complete(fd, fill, mode, uid, gid)
+        try:
+            _complete(fd, fill, mode, uid, gid, calls=calls)
             if not named:  # complete, with its final owner and mode: now it may get a name
-                os.link(f"{_PROC_FD}/{fd}", tmp, dst_dir_fd=dir_fd, follow_symlinks=True)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                calls.link(f"{_PROC_FD}/{fd}", dir_fd, tmp)
+        finally:
+            calls.close(fd)
+        calls.rename(dir_fd, tmp, dir_fd, name)
     # No directory fsync: the data is on disk before the rename, so after a crash the path
     # holds the old or the new content, never a mix; a lost rename is re-applied next run.
 
 
-def _complete(fd: int, fill: Fill, mode: int, uid: int, gid: int) -> None:
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Calls(NamedTuple):
+    """The quick calls of a write: through `os` (the GIL released around each), or through
+    engine/libc.py (held: a copy of at most QUICK_WRITE bytes, a chmod, a link, a rename, the
+    close of a file already fsynced)."""
+
+    write_all: Callable[[int, bytes], None]
+    fchmod: Callable[[int, int], None]
+    link: Callable[[str, int, str], None]  # (path, dst_dir_fd, dst), symlinks followed
+    rename: Callable[[int, str, int, str], None]  # (src_dir_fd, src, dst_dir_fd, dst)
+    close: Callable[[int], None]
+
+
+_RELEASING = _Calls(
+    _write_all,
+    os.fchmod,
+    lambda src, dir_fd, dst: os.link(src, dst, dst_dir_fd=dir_fd, follow_symlinks=True),
+    lambda src_fd, src, dst_fd, dst: os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd),
+    os.close,
+)
+_HOLDING = _Calls(libc.write_all, libc.fchmod, libc.link, libc.rename, libc.close)
+# Contents up to this size are written by write_at with the GIL held around the quick calls.
+QUICK_WRITE = 1 << 16
+
+
+def _complete(
+    fd: int, fill: Fill, mode: int, uid: int, gid: int, *, calls: _Calls = _RELEASING
+) -> None:
     """Fill the new file open as fd, give it its owner and mode, and fsync it."""
     if isinstance(fill, bytes):
-        view = memoryview(fill)
-        while view:
-            view = view[os.write(fd, view) :]
+        calls.write_all(fd, fill)
     else:
         # An explicit buffer size: else open() asks whether fd is a terminal (an ioctl per file).
         with open(fd, "wb", buffering=_WRITE_BUFFER, closefd=False) as out:
             fill(out)
     if uid != -1 or gid != -1:
         os.fchown(fd, uid, gid)
-    os.fchmod(fd, mode)  # after chown, which clears setuid bits
+    calls.fchmod(fd, mode)  # after chown, which clears setuid bits
     os.fsync(fd)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import logging
 import os
 import stat
@@ -12,7 +13,7 @@ from typing import BinaryIO
 
 import pytest
 
-from engine import safefs
+from engine import libc, safefs
 from engine.errors import ResourceError
 
 NOBODY = 65534
@@ -147,6 +148,51 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
         safefs.write_at(fd, "f", fill, mode=0o644)
     assert os.listdir(tmp_path) == ["f"]
     assert (tmp_path / "f").read_text() == "old"
+
+
+def test_a_small_write_keeps_the_gil_for_its_quick_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small content is written, chmodded, linked, renamed and closed through engine/libc.py
+    (the GIL held), not through `os` (which releases it and then waits for it, behind a busy
+    event loop); a content over QUICK_WRITE goes through `os`, as before."""
+
+    def released(*_args: object) -> None:
+        raise AssertionError("a call that releases the GIL")
+
+    monkeypatch.setattr(safefs, "_RELEASING", safefs._Calls(*[released] * 5))
+    with safefs.closing(safefs.open_dir(str(tmp_path))) as fd:
+        safefs.write_at(fd, "small", b"x" * safefs.QUICK_WRITE, mode=0o640)
+        with pytest.raises(AssertionError, match="releases the GIL"):
+            safefs.write_at(fd, "big", b"x" * (safefs.QUICK_WRITE + 1), mode=0o640)
+    assert (tmp_path / "small").read_bytes() == b"x" * safefs.QUICK_WRITE
+    assert bits(tmp_path / "small") == 0o640
+    assert os.listdir(tmp_path) == ["small"]  # the big one's temp file was removed
+
+
+def test_a_small_writes_errors_name_what_os_names(tmp_path: Path) -> None:
+    """The libc calls' errors are the OSError subclasses, with the names, that `os` gives: a
+    rename onto a directory, a failed write of a small file, leave nothing behind."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").write_text("keep")
+    with (
+        safefs.closing(safefs.open_dir(str(tmp_path))) as fd,
+        pytest.raises(IsADirectoryError) as raised,
+    ):
+        safefs.write_at(fd, "d", b"small", mode=0o644)
+    err = raised.value
+    assert err.filename.startswith(safefs.TEMP_PREFIX) and err.filename2 == "d"
+    assert str(err).endswith(f"'{err.filename}' -> 'd'")
+    assert sorted(os.listdir(tmp_path)) == ["d"]
+    with pytest.raises(FileNotFoundError) as missing:
+        libc.rename(-100, str(tmp_path / "absent"), -100, str(tmp_path / "there"))
+    assert (missing.value.filename, missing.value.filename2) == (
+        str(tmp_path / "absent"),
+        str(tmp_path / "there"),
+    )
+    with pytest.raises(OSError) as bad:
+        libc.fchmod(-1, 0o644)
+    assert bad.value.errno == errno.EBADF
 
 
 def test_an_unnamed_file_made_ahead_is_linked_in_later(tmp_path: Path) -> None:
