@@ -14,7 +14,9 @@ The I/O threads' quick calls of a small file's durable write are made here too (
 the GIL for each of them waited for it after each, behind the event loop that holds it while a
 first run's writes complete (10,000 writes on 8 threads beside a thread running Python: 9.8-27 s
 with the GIL released around every call, 4.8-5.7 s with it held for these; bare, 2 s). The
-O_TMPFILE open and the fsync, which wait for the disk, still release it.
+O_TMPFILE open and the fsync, which wait for the disk, still release it. Only on a local file
+system (`local_fs`): on a network one (NFS, CIFS, FUSE...) a link or a rename waits for a
+server, and with the GIL held the whole process would wait with it.
 """
 
 from __future__ import annotations
@@ -97,6 +99,40 @@ def close(fd: int) -> None:
     Like os.close, the descriptor is gone even when the call reports an error."""
     if _close(fd) < 0:
         raise _failed()
+
+
+# File systems whose link, rename, chmod and close of an fsynced file wait for no server.
+LOCAL_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "zfs", "overlay"})
+_fs_types: dict[tuple[int, int], str] = {}  # device (major, minor) -> type, from mountinfo
+
+
+def local_fs(fd: int) -> bool:
+    """Whether the file open as fd is on a local file system (LOCAL_FS), by its device's
+    entry in /proc/self/mountinfo (read again for a device not seen yet); False if unknown."""
+    major, minor, _ino = file_id(fd)
+    kind = _fs_types.get((major, minor))
+    if kind is None:
+        _fs_types.update(_mount_types())
+        kind = _fs_types.setdefault((major, minor), "")
+    return kind in LOCAL_FS
+
+
+def _mount_types() -> dict[tuple[int, int], str]:
+    """Each mounted device's file system type ("major:minor ... - type source options")."""
+    types: dict[tuple[int, int], str] = {}
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                fields, _dash, rest = line.partition(" - ")
+                parts = fields.split()
+                if len(parts) < 3 or not rest:
+                    continue
+                major, _colon, minor = parts[2].partition(":")
+                if major.isdigit() and minor.isdigit():
+                    types.setdefault((int(major), int(minor)), rest.split(" ", 1)[0])
+    except OSError:
+        pass
+    return types
 
 
 _statx = _libc.statx

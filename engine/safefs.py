@@ -434,9 +434,10 @@ def write_at(
     gid: int = -1,
 ) -> None:
     """Atomically replace dir_fd/name: fill a new inode, set owner and mode, fsync, rename.
-    A small file's quick calls keep the GIL (engine/libc.py): only its open and its fsync,
-    which wait for the disk, release it."""
-    calls = _HOLDING if isinstance(fill, bytes) and len(fill) <= QUICK_WRITE else _RELEASING
+    A small file's quick calls keep the GIL on a local file system (engine/libc.py): only its
+    open and its fsync, which wait for the disk, release it."""
+    small = isinstance(fill, bytes) and len(fill) <= QUICK_WRITE
+    calls = _HOLDING if small and libc.local_fs(dir_fd) else _RELEASING
     with _temp(dir_fd) as tmp:
         fd, named = _new_file(dir_fd, tmp, mode)
         try:

@@ -168,6 +168,25 @@ def test_a_small_write_keeps_the_gil_for_its_quick_calls(
     assert (tmp_path / "small").read_bytes() == b"x" * safefs.QUICK_WRITE
     assert bits(tmp_path / "small") == 0o640
     assert os.listdir(tmp_path) == ["small"]  # the big one's temp file was removed
+    # On a file system not known to be local (NFS...), a rename may wait for a server: `os`.
+    monkeypatch.setattr(libc, "LOCAL_FS", frozenset())
+    with (
+        safefs.closing(safefs.open_dir(str(tmp_path))) as fd,
+        pytest.raises(AssertionError, match="releases the GIL"),
+    ):
+        safefs.write_at(fd, "remote", b"small", mode=0o640)
+
+
+def test_the_file_system_of_a_descriptor_is_known_from_mountinfo(tmp_path: Path) -> None:
+    """local_fs: this machine's tmp_path is on a local file system (ext4, tmpfs, ...); /proc
+    is not one of them."""
+    with safefs.closing(safefs.open_dir(str(tmp_path))) as here:
+        assert libc.local_fs(here)
+    proc = os.open("/proc/self", os.O_PATH | os.O_DIRECTORY)
+    try:
+        assert not libc.local_fs(proc)
+    finally:
+        os.close(proc)
 
 
 def test_a_small_writes_errors_name_what_os_names(tmp_path: Path) -> None:
