@@ -54,7 +54,7 @@ from engine.resource import (
 )
 from engine.reverse import ReverseStore
 from engine.slots import Slots
-from engine.stopgate import Gate, Stopped
+from engine.stopgate import Gate, Stopped, Work
 from engine.tasks import TaskSet
 
 if TYPE_CHECKING:
@@ -155,6 +155,7 @@ class Vertex:
         self.state_ok = False  # mgmt's isStateOK: no event since the last good check_apply
         self.error: BaseException | None = None
         self.changed_last = False  # the last check_apply reported a change
+        self.work: Work | None = None  # the running check_apply's (stopgate): refused if we stop
         # The work pending or running came from poll ticks only (a tick, or a poke from a tick
         # upstream that changed nothing): not activity for the converger unless it changes
         # something (mgmt resets its timer only then).
@@ -277,6 +278,8 @@ class Vertex:
         """Stop's first step: no new process starts, the watch is cancelled."""
         if self._status is not Status.STOPPING:
             self._set_status(Status.STOPPING)
+        if self.work is not None:  # a check_apply whose work has not begun never begins it
+            self.work.stop()
         if self._watch_task is not None:
             self._watch_task.cancel()
 
@@ -455,8 +458,8 @@ class Vertex:
                 # An event while we waited for the slot is older than the check: it sees it.
                 events_before = self.stats.events
                 async with asyncio.timeout(meta.timeout or None):
-                    with self.engine.gate.work():  # its executor jobs: refused once stopping
-                        result: Any = await self.res.check_apply(apply)
+                    with self.engine.gate.work() as self.work:  # its executor jobs: refused
+                        result: Any = await self.res.check_apply(apply)  # once stopping
             if not isinstance(result, bool):
                 raise ResourceError(f"check_apply returned {result!r}, expected a bool")
         except asyncio.CancelledError:

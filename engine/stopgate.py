@@ -59,19 +59,24 @@ class Stopped(BaseException):
 class Work:
     """One check_apply: whether its work has begun (a job of it started)."""
 
-    __slots__ = ("_gate", "begun", "over")
+    __slots__ = ("_gate", "begun", "over", "stopping")
 
     def __init__(self, gate: Gate) -> None:
         self._gate = gate
         self.begun = False
         self.over = False  # the check_apply returned: what it left behind is not gated
+        self.stopping = False  # its vertex stops (a swap removed or replaced it)
+
+    def stop(self) -> None:
+        """Its vertex alone stops (the engine runs on): refused as if the gate were closed."""
+        self.stopping = True
 
     def admit(self) -> None:
         """In the worker thread, as a job starts: raise Stopped if it is the check_apply's
-        first and the gate is closed."""
+        first and the gate is closed (or its vertex stops)."""
         if self.begun or self.over:
             return
-        if self._gate.closed:
+        if self._gate.closed or self.stopping:
             raise Stopped
         self.begun = True
 
@@ -94,7 +99,8 @@ class Gate:
         try:
             yield work
         except Stopped:
-            self.refused += 1
+            if self.closed:  # the engine's stop reports them; a swap's are its own business
+                self.refused += 1
             raise
         finally:
             work.over = True

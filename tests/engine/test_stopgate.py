@@ -219,3 +219,28 @@ async def test_a_job_its_cancelled_caller_would_wait_for_never_starts() -> None:
         await detached[0]
     assert ran == ["detached"]
     assert DONE_NOTE not in getattr(cancelled.value, "__notes__", ())
+
+
+@pytest.mark.usefixtures("one_worker")
+async def test_a_swap_never_starts_the_queued_writes_of_the_resources_it_removes(
+    tmp_path: Path,
+) -> None:
+    """A graph file edited during a big first run, removing resources: their check_applies
+    queued in the executor ran all the same (the swap waited for them), writing files the
+    new graph no longer has. Now their work never begins; the kept ones are written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+    await engine.apply(file_graph(out, 20))
+    await in_other_thread(HELD)
+    await settle(engine, all_in(engine, Status.RUNNING), BOUND)  # each has queued its job
+    swap = asyncio.create_task(engine.apply(file_graph(out, 5)))  # f5..f19 removed
+    removed = [engine.vertices[("file", f"f{i}")] for i in range(5, 20)]
+    await settle(engine, lambda: all(v.status is Status.STOPPING for v in removed), BOUND)
+    HOLD.set()
+    async with asyncio.timeout(BOUND):
+        await swap
+    await settle(engine)  # the kept ones applied
+    assert sorted(p.name for p in out.iterdir()) == [f"f{i}" for i in range(5)]
+    assert not engine.gate.closed and engine.gate.refused == 0  # no stop: nothing to report
+    await engine.stop()
