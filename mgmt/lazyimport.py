@@ -33,10 +33,12 @@ else:
 # What runs on first use: ssl (OpenSSL) and asyncio's module that reads ssl's classes at import;
 # then modules of the standard library that a cron run of a graph file imports and never uses
 # (measured: each stays deferred through a first run and a no-op run of bench/peers.py's graph):
-# what traceback needs to print one (linecache, tokenize, textwrap), json (the local values, the
-# status page, the log's json format), what shutil and urllib.parse import for their rare paths
+# what traceback needs to print one (linecache, tokenize, textwrap), what shutil and urllib.parse import for their rare paths
 # (bz2, lzma, fnmatch, ipaddress), subprocess's locale (text mode), copy and base64; hashlib
-# (OpenSSL: the graph file's digest uses the interpreter's own sha256). Source modules only.
+# (OpenSSL: the graph file's digest uses the interpreter's own sha256). Source modules only,
+# and no packages: a thread importing a package's submodule (`import json.decoder`) while
+# another's first use runs the package took the import system's lock for the submodule and
+# this module's lock in the opposite order (a deadlock, seen by a tester in 8 of 12 runs).
 LAZY = frozenset(
     {
         "ssl",
@@ -47,7 +49,6 @@ LAZY = frozenset(
         "fnmatch",
         "hashlib",
         "ipaddress",
-        "json",
         "linecache",
         "locale",
         "lzma",
@@ -117,6 +118,8 @@ class _Finder:
         spec = PathFinder.find_spec(fullname, path)
         if spec is None or not isinstance(spec.loader, SourceFileLoader | SourcelessFileLoader):
             return spec  # an extension module's code cannot run in a module made beforehand
+        if spec.submodule_search_locations is not None:
+            return spec  # a package: imported as usual (see LAZY)
         spec.loader = _Loader(spec.loader)
         return spec
 
