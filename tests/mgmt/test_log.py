@@ -1,5 +1,4 @@
-"""mgmt.log: the lines of one pass of the event loop are written together, all and in order;
-a busy loop's lines are handed over at most every HAND_OVER_EVERY."""
+"""mgmt.log: the lines of one pass of the event loop are written together, all and in order."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mgmt.log import HAND_OVER_EVERY, BatchingStreamHandler, TextFormatter
+from mgmt.log import BatchingStreamHandler, TextFormatter
 from tests.aio import pass_ended
 
 
@@ -56,38 +55,6 @@ async def test_the_lines_of_one_loop_pass_are_one_write(
     logging.getLogger("test.mgmt.log").handlers[0].flush()  # which wrote them
     assert stream.writes == 1
     assert stream.getvalue() == "".join(f"line {i}\n" for i in range(100))
-
-
-async def test_lines_logged_right_after_a_hand_over_join_the_next_ones(
-    logged: tuple[logging.Logger, CountingStream],
-) -> None:
-    """A loop that logs at every pass (a first run's "created" lines) wakes the writer thread
-    at most every HAND_OVER_EVERY, not at every pass; a line after a quiet spell still goes at
-    the end of its pass."""
-    logger, stream = logged
-    handler = logger.handlers[0]
-    assert isinstance(handler, BatchingStreamHandler)
-    handed = asyncio.Event()
-    end_of_pass = handler._end_of_pass
-
-    def counted() -> None:
-        end_of_pass()
-        handed.set()
-
-    handler._end_of_pass = counted  # type: ignore[method-assign]
-    logger.info("first")
-    await pass_ended()
-    assert handed.is_set()  # after a quiet spell: at the end of its pass
-    handed.clear()
-    for i in range(3):  # three more passes, each logging a line
-        logger.info("line %d", i)
-        await pass_ended()
-    assert not handed.is_set()  # they wait for the hand-over after the last one
-    async with asyncio.timeout(10 + HAND_OVER_EVERY):
-        await handed.wait()
-    handler.flush()
-    assert stream.writes == 2
-    assert stream.getvalue() == "first\n" + "".join(f"line {i}\n" for i in range(3))
 
 
 async def test_a_line_of_another_thread_comes_after_the_pending_ones_at_once(
