@@ -258,6 +258,9 @@ class HTTPServerUIInputRes(Resource):
         self._sent: str | None = None  # the value at the last check_apply (value mode)
         self._changed_event = asyncio.Event()  # set and replaced on each change: wakes watches
         self._saved = asyncio.Event()  # a save from the page: an event for watch
+        # Saves from the page and own writes to the store so far: a read of the store begun
+        # before one of them may answer with an older value than this input holds.
+        self._changes_here = 0
         offered = inputs(handle)
         offered.append(self)
         handle.on_cleanup(lambda: offered.remove(self))
@@ -306,6 +309,7 @@ class HTTPServerUIInputRes(Resource):
     def save(self, value: str) -> None:
         """A value from the page: checked (ValidationError), shown, and an event."""
         self._kind.check(value, "value")
+        self._changes_here += 1
         self._show(value)
         self._saved.set()
 
@@ -357,6 +361,7 @@ class HTTPServerUIInputRes(Resource):
         return None if stored is None else str(stored)
 
     async def _set(self, value: str) -> None:
+        self._changes_here += 1
         scheme, key = self._store_key()
         if scheme == "world":
             await self._world().str_set(key, value)
@@ -379,9 +384,13 @@ class HTTPServerUIInputRes(Resource):
         return Changes(subscribe)
 
     async def _pull(self) -> None:
-        """Show the stored value, if there is one."""
+        """Show the stored value, if there is one, unless the page saved one or this input
+        wrote one while it was read: the read may answer with an older value, and the next check
+        would store it over the newer one (seen: the read of a watch event answered after a save
+        and its write, the save undone). The event of that write reads again."""
+        changes = self._changes_here
         stored = await self._get()
-        if stored is not None:
+        if stored is not None and changes == self._changes_here:
             self._show(stored)
 
     async def _follow(self, changes: Changes) -> None:
@@ -393,6 +402,8 @@ class HTTPServerUIInputRes(Resource):
         stored = await self._get()
         scheme, key = self._store_key()
         where = f"{scheme} key {key!r}"
+        if self._value != value:  # a save meanwhile: its own check stores it, not this one
+            return nothing_to_do(self.handle, f"a newer value than {value!r} is to be stored")
         if stored == value:
             return nothing_to_do(self.handle, f"{where} holds {value!r}")
         # The store differs only after a save from the page (or while it has no value).

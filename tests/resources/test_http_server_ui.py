@@ -255,3 +255,51 @@ def test_the_language_types_data_as_mgmt_struct() -> None:
     (missing,) = problems('http:server:ui "/ui/" {\n\tdata => struct{title => "t",},\n}\n')
     assert missing.startswith("t.mcl:2:10: type error: http:server:ui param data: expected struct{")
     assert "the fields differ" in missing
+
+
+class SlowWorld(MemoryWorld):
+    """A MemoryWorld whose next read, once `hold()` is called, is answered late: the value it
+    read at once, delivered when `release()` is called (a reply in flight from a busy etcd)."""
+
+    def hold(self) -> None:
+        self._held = asyncio.Event()
+        self.reading = asyncio.Event()
+
+    def release(self) -> None:
+        self._held.set()
+
+    async def str_get(self, key: str, mapped: bool = False) -> str | None:
+        value = await super().str_get(key, mapped)
+        held = getattr(self, "_held", None)
+        if held is not None and not held.is_set() and not self.reading.is_set():
+            self.reading.set()
+            await held.wait()
+        return value
+
+
+async def test_a_read_of_the_store_answered_after_a_save_does_not_undo_it(tmp_path: Path) -> None:
+    """A change elsewhere, then a save from the page while the store's read for that change
+    is still in flight: the save is the newer value, shown and kept in the store."""
+    world = SlowWorld("test")
+    engine = Engine(hostname="test", prefix=tmp_path, world=world)
+    try:
+        port = free_port()
+        await world.str_set("k1", "first")
+        field = HTTPServerUIInputRes(name="field", store="world://?key=k1")
+        await engine.apply(
+            graph_of(HTTPServerRes(name=f":{port}"), HTTPServerUIRes(name="/ui/"), field)
+        )
+        await settle(engine)
+        base = f"http://127.0.0.1:{port}"
+        world.hold()
+        await world.str_set("k1", "elsewhere")  # the watch's read of it is held
+        async with asyncio.timeout(10):
+            await world.reading.wait()
+        assert await save(base, "field", "mine") == (200, None)
+        await settle(engine)
+        world.release()  # "elsewhere", read before the save, arrives after it
+        await settle(engine)
+        assert await get_json(f"{base}/ui/list/field") == (200, {"value": "mine"})
+        assert await world.str_get("k1") == "mine"
+    finally:
+        await engine.stop(graceful=False)
