@@ -4,13 +4,13 @@ everywhere or a reboot of every machine does) starts again by itself, in any ord
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from pathlib import Path
 
 import pytest
 
 from mgmt.cluster.cluster import has_member
+from mgmt.cluster.identity import NOMINATED
 from tests.e2e.helpers import wait_path
 from tests.e2e.test_cluster_e2e import Host, client_of, exporter, fleet, holds, wait_dot
 
@@ -18,15 +18,23 @@ KEPT = b"/_mgmt/test/kept"  # stands for what the cluster keeps across a stop (d
 
 
 async def members_of(hosts: list[Host], want: int, timeout: float = 30) -> list[str]:
-    """The voting members' names once there are `want` of them (asked every 0.2 s: etcd has
-    no watch on its membership)."""
+    """The voting members' names once there are `want` of them. etcd has no watch on its
+    membership: the list is asked again at each change of the nominations, which the leader
+    writes after every promotion (mgmt/cluster/cluster.py), and when the watch is made anew."""
+    changed = asyncio.Event()
     async with client_of(*hosts) as client, asyncio.timeout(timeout):
-        while True:
-            with contextlib.suppress(Exception):
+        unsubscribe = await client.subscribe(
+            NOMINATED.encode(), changed.set, prefix=True, events=lambda _: changed.set()
+        )
+        try:
+            while True:
+                changed.clear()
                 voters = sorted(m.name for m in await client.members() if not m.is_learner)
                 if len(voters) == want and all(voters):
                     return voters
-            await asyncio.sleep(0.2)
+                await changed.wait()
+        finally:
+            await unsubscribe()
 
 
 @pytest.mark.slow
