@@ -116,15 +116,37 @@ def check_cert_dir(directory: Path) -> None:
     files = host_files(directory)
     for path in (files.ca, files.cert):
         assert path is not None
-        st = os.lstat(path)
-        mode = stat.S_IMODE(st.st_mode)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or mode & 0o022:
-            raise WorldError(
-                f"{path} (owner uid {st.st_uid}, mode {mode:04o}): a certificate must be a file "
-                f"owned by this agent's user (uid {os.geteuid()}), writable by nobody else"
-            )
+        check_cert(path)
     assert files.key is not None
     check_key(files.key)
+
+
+def check_cert(path: Path) -> None:
+    """WorldError unless the certificate `path` is a file of this agent's user that nobody else
+    may write: whoever could swap a CA would be trusted as the cluster."""
+    st = os.lstat(path)
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or mode & 0o022:
+        raise WorldError(
+            f"{path} (owner uid {st.st_uid}, mode {mode:04o}): a certificate must be a file "
+            f"owned by this agent's user (uid {os.geteuid()}), writable by nobody else"
+        )
+
+
+def check_credentials(files: TLSFiles) -> None:
+    """WorldError unless an operator's credentials (`mgmt deploy`, `mgmt status --cluster`:
+    a host's `<prefix>/cluster-tls/` or the --tls-* files) are this user's to trust: each below
+    directories only it (or root) controls, the certificates writable by nobody else, the key
+    its alone. Another local user's CA would have the command trust their server as the
+    cluster, and give it the deploy."""
+    for path in (files.ca, files.cert, files.key):
+        if path is None:
+            continue
+        try:
+            safefs.check_private(path.parent)
+        except ResourceError as err:
+            raise WorldError(f"{path}: {err}") from err
+        (check_key if path == files.key else check_cert)(path)
 
 
 def check_new_or_private(directory: Path) -> None:

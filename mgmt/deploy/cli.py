@@ -77,7 +77,7 @@ def connection_args(parser: argparse.ArgumentParser) -> None:
 def _client(args: argparse.Namespace) -> EtcdClient:
     from mgmt.cluster.client import EtcdClient
     from mgmt.cluster.options import check_url, split_urls
-    from mgmt.cluster.pki import HOST_CERT, HOST_KEY, TLSFiles
+    from mgmt.cluster.pki import HOST_CERT, HOST_KEY, TLSFiles, check_credentials
 
     urls = split_urls(args.seeds)
     if not urls:
@@ -104,6 +104,10 @@ def _client(args: argparse.Namespace) -> EtcdClient:
                     "(shared CA), or --tls-ca/--tls-cert/--tls-key: ca.pem, host.pem and "
                     "host.key of a --cluster-cert-dir or of an operator's credentials"
                 )
+        try:
+            check_credentials(tls)
+        except WorldError as err:
+            raise Refused(str(err)) from None
     password = None
     if args.cluster_user is not None:
         if args.cluster_password_file is None:

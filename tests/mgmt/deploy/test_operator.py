@@ -5,6 +5,7 @@ and writes nothing else (every refusal etcd's own)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,35 @@ def test_without_credentials_the_commands_say_where_they_are(tmp_path: Path) -> 
         assert "ca.pem, host.pem and host.key of a --cluster-cert-dir" in text, text
         code, text = run_mgmt([*command, "--tls-ca", str(tmp_path / "ca.pem")])
         assert code == 2 and text.strip() == f"mgmt: --tls-ca: no such file: {tmp_path}/ca.pem"
+
+
+def test_credentials_another_user_could_change_are_refused(tmp_path: Path) -> None:
+    """`mgmt deploy --prefix P` and the --tls-* files: a CA that another local user could swap
+    (a file writable by others, a directory they own) would have the command trust their
+    server as the cluster, and give it the deploy. Refused before connecting, one line, exit 2."""
+    (tmp_path / "creds").mkdir(mode=0o700)
+    alice = _mint(tmp_path, "--operator", "alice")
+    own = tmp_path / "prefix" / "cluster-tls"
+    own.parent.mkdir(mode=0o700)
+    own.mkdir(mode=0o700)
+    for name in ("ca.pem", "host.pem", "host.key"):
+        (own / name).write_bytes((alice / name).read_bytes())
+        (own / name).chmod(0o600)
+    listing = ["deploy", "--list", "--seeds", "https://127.0.0.1:9", "--prefix", str(own.parent)]
+
+    def refused(argv: list[str], says: str) -> None:
+        code, text = run_mgmt(argv)
+        assert code == 2 and text.count("\n") == 1 and says in text, text
+
+    (own / "ca.pem").chmod(0o666)
+    refused(listing, f"{own}/ca.pem (owner uid 0, mode 0666): a certificate must be")
+    (own / "ca.pem").chmod(0o644)
+    (own / "host.key").chmod(0o640)
+    refused(listing, f"{own}/host.key (owner uid 0, mode 0640): a private key must be")
+    (own / "host.key").chmod(0o600)
+    os.chown(own, 65534, 65534)  # nobody's directory: they could swap what is in it
+    refused(listing, f"{own}/ca.pem: {own} is owned by uid 65534")
+    os.chown(own, 0, 0)
+    explicit = [*listing[:4], f"--tls-ca={own / 'ca.pem'}", f"--tls-cert={alice / 'host.pem'}"]
+    (alice / "host.key").chmod(0o604)
+    refused([*explicit, f"--tls-key={alice / 'host.key'}"], "a private key must be a file")
