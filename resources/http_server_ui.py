@@ -22,7 +22,6 @@ vertex of its own (mgmt groups them into the server's vertex).
 from __future__ import annotations
 
 import asyncio
-import functools
 import html
 import json
 import urllib.parse
@@ -258,8 +257,12 @@ class HTTPServerUIInputRes(Resource):
         self._sent: str | None = None  # the value at the last check_apply (value mode)
         self._changed_event = asyncio.Event()  # set and replaced on each change: wakes watches
         self._saved = asyncio.Event()  # a save from the page: an event for watch
-        # Saves from the page and own writes to the store so far: a read of the store begun
-        # before one of them may answer with an older value than this input holds.
+        # Saves from the page so far, and how many of them a check has stored (or found stored,
+        # or, under --noop, would have stored): while one is not stored, the store holds an
+        # older value than the page's, and a read of it is not shown (see _pull).
+        self._saves = self._saves_stored = 0
+        # Saves from the page, and own writes to the store begun and ended, so far: a read of
+        # the store during which this moved may answer with an older value than this input's.
         self._changes_here = 0
         offered = inputs(handle)
         offered.append(self)
@@ -283,10 +286,13 @@ class HTTPServerUIInputRes(Resource):
                 await self.handle.event()
 
     async def check_apply(self, apply: bool) -> bool:
-        value = self._value
-        self.handle.send(value=value)  # under --noop too, as mgmt
         if self.store:
-            return await self._store_check_apply(value, apply)
+            try:
+                return await self._store_check_apply(apply)
+            finally:
+                self.handle.send(value=self._value)  # under --noop too, as mgmt
+        value = self._value
+        self.handle.send(value=value)
         if value == self._sent:
             return nothing_to_do(self.handle, f"{value!r} was sent already")
         if apply:
@@ -309,6 +315,7 @@ class HTTPServerUIInputRes(Resource):
     def save(self, value: str) -> None:
         """A value from the page: checked (ValidationError), shown, and an event."""
         self._kind.check(value, "value")
+        self._saves += 1
         self._changes_here += 1
         self._show(value)
         self._saved.set()
@@ -362,11 +369,14 @@ class HTTPServerUIInputRes(Resource):
 
     async def _set(self, value: str) -> None:
         self._changes_here += 1
-        scheme, key = self._store_key()
-        if scheme == "world":
-            await self._world().str_set(key, value)
-        else:
-            await asyncio.to_thread(self._local().set, key, value)
+        try:
+            scheme, key = self._store_key()
+            if scheme == "world":
+                await self._world().str_set(key, value)
+            else:
+                await asyncio.to_thread(self._local().set, key, value)
+        finally:
+            self._changes_here += 1
 
     def _changes(self) -> Changes:
         scheme, key = self._store_key()
@@ -383,14 +393,21 @@ class HTTPServerUIInputRes(Resource):
 
         return Changes(subscribe)
 
+    @property
+    def _unstored(self) -> bool:
+        """Whether the page saved a value that no check has stored yet."""
+        return self._saves != self._saves_stored
+
     async def _pull(self) -> None:
-        """Show the stored value, if there is one, unless the page saved one or this input
-        wrote one while it was read: the read may answer with an older value, and the next check
-        would store it over the newer one (seen: the read of a watch event answered after a save
-        and its write, the save undone). The event of that write reads again."""
+        """Show the stored value, if there is one, unless a save from the page is not stored
+        yet, or the page saved one or this input wrote one while it was read: the store then
+        holds, or the read may answer with, an older value than the page's, and showing it
+        dropped the save (its check saw a newer value than its own and stored nothing: the
+        read of a change made before a save, answered after it). The save's check stores it,
+        and the event of that write, or of any later change, reads again."""
         changes = self._changes_here
         stored = await self._get()
-        if stored is not None and changes == self._changes_here:
+        if stored is not None and changes == self._changes_here and not self._unstored:
             self._show(stored)
 
     async def _follow(self, changes: Changes) -> None:
@@ -398,21 +415,31 @@ class HTTPServerUIInputRes(Resource):
             await self._pull()
             await self.handle.event()
 
-    async def _store_check_apply(self, value: str, apply: bool) -> bool:
+    async def _store_check_apply(self, apply: bool) -> bool:
+        """The last save from the page into the store; without one (all stored), the stored
+        value onto the page (a read of a change that _pull did not show); a missing key gets
+        the shown value."""
+        saves, value = self._saves, self._value
         stored = await self._get()
         scheme, key = self._store_key()
         where = f"{scheme} key {key!r}"
-        if self._value != value:  # a save meanwhile: its own check stores it, not this one
+        if self._saves != saves:  # a save meanwhile: its own check stores it, not this one
             return nothing_to_do(self.handle, f"a newer value than {value!r} is to be stored")
+        if saves == self._saves_stored and stored is not None:
+            self._show(stored)  # no save to store: the store's value is the field's
+            return nothing_to_do(self.handle, f"{where} holds {stored!r}")
         if stored == value:
+            self._saves_stored = saves
             return nothing_to_do(self.handle, f"{where} holds {value!r}")
-        # The store differs only after a save from the page (or while it has no value).
-        step = Step(
-            f"store {value!r} in {where}",
-            f"stored {value!r} in {where}",
-            functools.partial(self._set, value),
-        )
+
+        async def store() -> None:
+            await self._set(value)
+            self._saves_stored = saves
+
+        step = Step(f"store {value!r} in {where}", f"stored {value!r} in {where}", store)
         await apply_steps(self.handle, [step], apply)
+        if not apply:  # not stored: a later change of the store is shown again
+            self._saves_stored = saves
         return False
 
     def _world(self) -> World:
