@@ -264,8 +264,11 @@ class HTTPServerUIInputRes(Resource):
         # Saves from the page, and own writes to the store begun and ended, so far: a read of
         # the store during which this moved may answer with an older value than this input's.
         self._changes_here = 0
+        self._apply: bool | None = None  # the last check_apply's `apply`: None before the first
         offered = inputs(handle)
         offered.append(self)
+        if self.store:
+            handle.on_cleanup(self._store_at_stop)  # the last cleanup: once it left the UI
         handle.on_cleanup(lambda: offered.remove(self))
         handle.on_cleanup(self._gone)
 
@@ -287,6 +290,7 @@ class HTTPServerUIInputRes(Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         if self.store:
+            self._apply = apply
             try:
                 return await self._store_check_apply(apply)
             finally:
@@ -421,8 +425,7 @@ class HTTPServerUIInputRes(Resource):
         the shown value."""
         saves, value = self._saves, self._value
         stored = await self._get()
-        scheme, key = self._store_key()
-        where = f"{scheme} key {key!r}"
+        where = self._where()
         if self._saves != saves:  # a save meanwhile: its own check stores it, not this one
             return nothing_to_do(self.handle, f"a newer value than {value!r} is to be stored")
         if saves == self._saves_stored and stored is not None:
@@ -431,16 +434,33 @@ class HTTPServerUIInputRes(Resource):
         if stored == value:
             self._saves_stored = saves
             return nothing_to_do(self.handle, f"{where} holds {value!r}")
+        await apply_steps(self.handle, [self._store_step(value, saves)], apply)
+        if not apply:  # not stored: a later change of the store is shown again
+            self._saves_stored = saves
+        return False
+
+    async def _store_at_stop(self) -> None:
+        """A save from the page that no check stored (it came while this input stopped, for a
+        graph swap that replaces it or the agent's exit, or its check was left for the next one,
+        which a stop does not run) is stored as the input stops, once no save can reach it any
+        more, unless its checks ran under --noop: the page said it was saved, and the input that
+        replaces this one reads it."""
+        if self._unstored and self._apply:
+            await apply_steps(self.handle, [self._store_step(self._value, self._saves)], True)
+
+    def _store_step(self, value: str, saves: int) -> Step:
+        """Writing `value`, the page's after its save number `saves`, into the store."""
+        where = self._where()
 
         async def store() -> None:
             await self._set(value)
             self._saves_stored = saves
 
-        step = Step(f"store {value!r} in {where}", f"stored {value!r} in {where}", store)
-        await apply_steps(self.handle, [step], apply)
-        if not apply:  # not stored: a later change of the store is shown again
-            self._saves_stored = saves
-        return False
+        return Step(f"store {value!r} in {where}", f"stored {value!r} in {where}", store)
+
+    def _where(self) -> str:
+        scheme, key = self._store_key()
+        return f"{scheme} key {key!r}"
 
     def _world(self) -> World:
         if self.handle.world is None:

@@ -405,3 +405,33 @@ async def test_a_change_read_after_a_save_not_yet_stored_does_not_undo_it(
         assert await get_json(f"{base}/ui/list/field") == (200, {"value": "mine"})
     finally:
         await engine.stop(graceful=False)
+
+
+async def test_a_save_to_a_field_being_replaced_is_stored(tmp_path: Path) -> None:
+    """A graph swap replaces a field (its sort changed) while its check runs, and a save
+    comes meanwhile: the check sees a newer save and leaves it to the next check, which the
+    stop does not run. The save is stored as the field stops, and the new field shows it."""
+    world = HeldWorld("test")
+    engine = Engine(hostname="test", prefix=tmp_path, world=world)
+    try:
+        await world.str_set("k1", "first")
+        base, _ = await ui_with_field(engine, "world://?key=k1")
+        await settle(engine)
+        (old,) = [v for v in engine.vertices.values() if v.res.kind == "http:server:ui:input"]
+        check = world.hold("read")
+        assert await save(base, "field", "a") == (200, None)
+        async with asyncio.timeout(10):
+            await check.reached.wait()  # its check reads the store
+        graph = graph_of(*[v.res for v in engine.vertices.values() if v is not old])
+        graph.add(HTTPServerUIInputRes(name="field", store="world://?key=k1", sort="z"))
+        swap = asyncio.create_task(engine.apply(graph))
+        await settle(engine, lambda: old.stopping)  # it waits for the check
+        assert await save(base, "field", "b") == (200, None)
+        check.release()
+        async with asyncio.timeout(10):
+            await swap
+        await settle(engine)
+        assert await world.str_get("k1") == "b"
+        assert await get_json(f"{base}/ui/list/field") == (200, {"value": "b"})
+    finally:
+        await engine.stop(graceful=False)
