@@ -121,7 +121,10 @@ class HTTPServerUIRes(Resource):
             found = self.member(ident)
             if found is None:
                 return reply(400, {"error": f"id `{ident}` not found"})
-            if top == "watch":
+            # watch/ID?value=V (our page's): V is the value the page shows, another is answered
+            # at once (a change made before the request came, since the page was made or the
+            # last answer, was missed until the next one); without it, mgmt's: the next change.
+            if top == "watch" and request.query.get("value") in (None, found.shown):
                 await found.changed()
                 found = self.member(ident) or found  # replaced by a graph swap meanwhile
             return reply(200, {"value": found.shown})
@@ -509,12 +512,14 @@ async function save(el) {{
   el.reportValidity();
 }}
 async function follow(el) {{
-  const url = base + "watch/" + encodeURIComponent(el.dataset.id);
+  const url = base + "watch/" + encodeURIComponent(el.dataset.id) + "?value=";
+  let known = el.defaultValue;  // the value the page was made with, then the last answer's
   for (;;) {{
     try {{
-      const reply = await fetch(url);
+      const reply = await fetch(url + encodeURIComponent(known));
       if (!reply.ok) throw new Error(`${{url}}: ${{reply.status}}`);
-      shown(el, (await reply.json()).value);
+      known = (await reply.json()).value;
+      shown(el, known);
     }} catch (err) {{
       console.log(err);
       await new Promise((done) => setTimeout(done, 2000));

@@ -435,3 +435,24 @@ async def test_a_save_to_a_field_being_replaced_is_stored(tmp_path: Path) -> Non
         assert await get_json(f"{base}/ui/list/field") == (200, {"value": "b"})
     finally:
         await engine.stop(graceful=False)
+
+
+async def test_a_watch_given_the_shown_value_answers_a_change_it_came_after(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """The page's long poll says what it shows (`?value=`): a change made before the request
+    came (after the page was made, or between two polls) is answered at once, not missed until
+    the next one; the value it shows waits for the next change."""
+    port = free_port()
+    server, ui = HTTPServerRes(name=f":{port}"), HTTPServerUIRes(name="/ui/")
+    await engine.apply(graph_of(server, ui, HTTPServerUIInputRes(name="f", value="a")))
+    await settle(engine)
+    base = f"http://127.0.0.1:{port}"
+    _, page, _ = await fetch(f"{base}/ui/index.html")
+    assert 'id="f" value="a"' in page.decode() and '"watch/"' in page.decode()
+    assert await save(base, "f", "b") == (200, None)  # before the page's poll came
+    async with asyncio.timeout(10):
+        assert await get_json(f"{base}/ui/watch/f?value=a") == (200, {"value": "b"})
+        watch = asyncio.create_task(get_json(f"{base}/ui/watch/f?value=b"))
+        assert await save(base, "f", "c") == (200, None)  # before or after the poll came
+        assert await watch == (200, {"value": "c"})
