@@ -5,10 +5,10 @@ kept in the stores, live updates by long poll."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -259,14 +259,14 @@ def test_the_language_types_data_as_mgmt_struct() -> None:
     assert "the fields differ" in missing
 
 
-@dataclass
+@dataclasses.dataclass
 class Hold:
     """One held read, write or notification of a HeldWorld: `reached` once it waits,
     `answered` once a read returns (its caller has run on to its next wait)."""
 
-    reached: asyncio.Event = field(default_factory=asyncio.Event)
-    released: asyncio.Event = field(default_factory=asyncio.Event)
-    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    reached: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    released: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    answered: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     def release(self) -> None:
         self.released.set()
