@@ -22,7 +22,6 @@ vertex of its own (mgmt groups them into the server's vertex).
 from __future__ import annotations
 
 import asyncio
-import functools
 import html
 import json
 import urllib.parse
@@ -122,7 +121,10 @@ class HTTPServerUIRes(Resource):
             found = self.member(ident)
             if found is None:
                 return reply(400, {"error": f"id `{ident}` not found"})
-            if top == "watch":
+            # watch/ID?value=V (our page's): V is the value the page shows, another is answered
+            # at once (a change made before the request came, since the page was made or the
+            # last answer, was missed until the next one); without it, mgmt's: the next change.
+            if top == "watch" and request.query.get("value") in (None, found.shown):
                 await found.changed()
                 found = self.member(ident) or found  # replaced by a graph swap meanwhile
             return reply(200, {"value": found.shown})
@@ -258,11 +260,18 @@ class HTTPServerUIInputRes(Resource):
         self._sent: str | None = None  # the value at the last check_apply (value mode)
         self._changed_event = asyncio.Event()  # set and replaced on each change: wakes watches
         self._saved = asyncio.Event()  # a save from the page: an event for watch
-        # Saves from the page and own writes to the store so far: a read of the store begun
-        # before one of them may answer with an older value than this input holds.
+        # Saves from the page so far, and how many of them a check has stored (or found stored,
+        # or, under --noop, would have stored): while one is not stored, the store holds an
+        # older value than the page's, and a read of it is not shown (see _pull).
+        self._saves = self._saves_stored = 0
+        # Saves from the page, and own writes to the store begun and ended, so far: a read of
+        # the store during which this moved may answer with an older value than this input's.
         self._changes_here = 0
+        self._apply: bool | None = None  # the last check_apply's `apply`: None before the first
         offered = inputs(handle)
         offered.append(self)
+        if self.store:
+            handle.on_cleanup(self._store_at_stop)  # the last cleanup: once it left the UI
         handle.on_cleanup(lambda: offered.remove(self))
         handle.on_cleanup(self._gone)
 
@@ -283,10 +292,14 @@ class HTTPServerUIInputRes(Resource):
                 await self.handle.event()
 
     async def check_apply(self, apply: bool) -> bool:
-        value = self._value
-        self.handle.send(value=value)  # under --noop too, as mgmt
         if self.store:
-            return await self._store_check_apply(value, apply)
+            self._apply = apply
+            try:
+                return await self._store_check_apply(apply)
+            finally:
+                self.handle.send(value=self._value)  # under --noop too, as mgmt
+        value = self._value
+        self.handle.send(value=value)
         if value == self._sent:
             return nothing_to_do(self.handle, f"{value!r} was sent already")
         if apply:
@@ -309,6 +322,7 @@ class HTTPServerUIInputRes(Resource):
     def save(self, value: str) -> None:
         """A value from the page: checked (ValidationError), shown, and an event."""
         self._kind.check(value, "value")
+        self._saves += 1
         self._changes_here += 1
         self._show(value)
         self._saved.set()
@@ -362,11 +376,14 @@ class HTTPServerUIInputRes(Resource):
 
     async def _set(self, value: str) -> None:
         self._changes_here += 1
-        scheme, key = self._store_key()
-        if scheme == "world":
-            await self._world().str_set(key, value)
-        else:
-            await asyncio.to_thread(self._local().set, key, value)
+        try:
+            scheme, key = self._store_key()
+            if scheme == "world":
+                await self._world().str_set(key, value)
+            else:
+                await asyncio.to_thread(self._local().set, key, value)
+        finally:
+            self._changes_here += 1
 
     def _changes(self) -> Changes:
         scheme, key = self._store_key()
@@ -383,14 +400,21 @@ class HTTPServerUIInputRes(Resource):
 
         return Changes(subscribe)
 
+    @property
+    def _unstored(self) -> bool:
+        """Whether the page saved a value that no check has stored yet."""
+        return self._saves != self._saves_stored
+
     async def _pull(self) -> None:
-        """Show the stored value, if there is one, unless the page saved one or this input
-        wrote one while it was read: the read may answer with an older value, and the next check
-        would store it over the newer one (seen: the read of a watch event answered after a save
-        and its write, the save undone). The event of that write reads again."""
+        """Show the stored value, if there is one, unless a save from the page is not stored
+        yet, or the page saved one or this input wrote one while it was read: the store then
+        holds, or the read may answer with, an older value than the page's, and showing it
+        dropped the save (its check saw a newer value than its own and stored nothing: the
+        read of a change made before a save, answered after it). The save's check stores it,
+        and the event of that write, or of any later change, reads again."""
         changes = self._changes_here
         stored = await self._get()
-        if stored is not None and changes == self._changes_here:
+        if stored is not None and changes == self._changes_here and not self._unstored:
             self._show(stored)
 
     async def _follow(self, changes: Changes) -> None:
@@ -398,22 +422,48 @@ class HTTPServerUIInputRes(Resource):
             await self._pull()
             await self.handle.event()
 
-    async def _store_check_apply(self, value: str, apply: bool) -> bool:
+    async def _store_check_apply(self, apply: bool) -> bool:
+        """The last save from the page into the store; without one (all stored), the stored
+        value onto the page (a read of a change that _pull did not show); a missing key gets
+        the shown value."""
+        saves, value = self._saves, self._value
         stored = await self._get()
-        scheme, key = self._store_key()
-        where = f"{scheme} key {key!r}"
-        if self._value != value:  # a save meanwhile: its own check stores it, not this one
+        where = self._where()
+        if self._saves != saves:  # a save meanwhile: its own check stores it, not this one
             return nothing_to_do(self.handle, f"a newer value than {value!r} is to be stored")
+        if saves == self._saves_stored and stored is not None:
+            self._show(stored)  # no save to store: the store's value is the field's
+            return nothing_to_do(self.handle, f"{where} holds {stored!r}")
         if stored == value:
+            self._saves_stored = saves
             return nothing_to_do(self.handle, f"{where} holds {value!r}")
-        # The store differs only after a save from the page (or while it has no value).
-        step = Step(
-            f"store {value!r} in {where}",
-            f"stored {value!r} in {where}",
-            functools.partial(self._set, value),
-        )
-        await apply_steps(self.handle, [step], apply)
+        await apply_steps(self.handle, [self._store_step(value, saves)], apply)
+        if not apply:  # not stored: a later change of the store is shown again
+            self._saves_stored = saves
         return False
+
+    async def _store_at_stop(self) -> None:
+        """A save from the page that no check stored (it came while this input stopped, for a
+        graph swap that replaces it or the agent's exit, or its check was left for the next one,
+        which a stop does not run) is stored as the input stops, once no save can reach it any
+        more, unless its checks ran under --noop: the page said it was saved, and the input that
+        replaces this one reads it."""
+        if self._unstored and self._apply:
+            await apply_steps(self.handle, [self._store_step(self._value, self._saves)], True)
+
+    def _store_step(self, value: str, saves: int) -> Step:
+        """Writing `value`, the page's after its save number `saves`, into the store."""
+        where = self._where()
+
+        async def store() -> None:
+            await self._set(value)
+            self._saves_stored = saves
+
+        return Step(f"store {value!r} in {where}", f"stored {value!r} in {where}", store)
+
+    def _where(self) -> str:
+        scheme, key = self._store_key()
+        return f"{scheme} key {key!r}"
 
     def _world(self) -> World:
         if self.handle.world is None:
@@ -462,12 +512,14 @@ async function save(el) {{
   el.reportValidity();
 }}
 async function follow(el) {{
-  const url = base + "watch/" + encodeURIComponent(el.dataset.id);
+  const url = base + "watch/" + encodeURIComponent(el.dataset.id) + "?value=";
+  let known = el.defaultValue;  // the value the page was made with, then the last answer's
   for (;;) {{
     try {{
-      const reply = await fetch(url);
+      const reply = await fetch(url + encodeURIComponent(known));
       if (!reply.ok) throw new Error(`${{url}}: ${{reply.status}}`);
-      shown(el, (await reply.json()).value);
+      known = (await reply.json()).value;
+      shown(el, known);
     }} catch (err) {{
       console.log(err);
       await new Promise((done) => setTimeout(done, 2000));
