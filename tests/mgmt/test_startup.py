@@ -53,7 +53,17 @@ def test_a_cron_run_of_a_graph_file_loads_no_tls_nor_http(tmp_path: Path) -> Non
 # What a cron run imports and never uses (mgmt.lazyimport.LAZY beyond ssl), and secrets (not
 # imported: the atomic writes' temp names come from os.urandom).
 UNUSED = ("base64", "bz2", "copy", "fnmatch", "ipaddress", "linecache", "locale", "lzma")
-UNUSED += ("textwrap", "tokenize", "secrets", "hashlib", "_hashlib")
+UNUSED += (
+    "textwrap",
+    "tokenize",
+    "secrets",
+    "hashlib",
+    "_hashlib",
+    "inspect",
+    "ast",
+    "dis",
+    "opcode",
+)
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
