@@ -379,3 +379,92 @@ def test_the_thin_deploy_path_imports_nothing_of_the_cli(tmp_path: Path) -> None
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     assert _python(script) == "[]"
+
+
+def test_dataclasses_made_without_compiling_source_behave_as_dataclasses_own() -> None:
+    """The same classes made before and after `quickclasses.install()`: their reprs (a
+    recursive one too), comparisons, hashes, orderings and the frozen ones' errors are the
+    same, and the methods are quickclasses' closures."""
+    script = """
+import dataclasses, sys
+from dataclasses import dataclass, field
+
+def made():
+    @dataclass
+    class Plain:
+        a: int
+        b: str = "x"
+        c: list = field(default_factory=list)
+
+    @dataclass(frozen=True)
+    class Frozen:
+        a: int
+        b: float = 0.0
+        h: int = field(default=0, hash=False)
+        r: int = field(default=0, repr=False, compare=False)
+
+    @dataclass(frozen=True, slots=True)
+    class Slotted:
+        x: object
+
+    @dataclass(order=True)
+    class Ordered:
+        a: int
+        b: int = 0
+
+    @dataclass(unsafe_hash=True)
+    class Hashed:
+        a: float
+
+    @dataclass
+    class Empty:
+        pass
+
+    @dataclass(frozen=True)
+    class EmptyFrozen:
+        pass
+
+    @dataclass(frozen=True)
+    class Child(Frozen):
+        d: int = 1
+
+    @dataclass(kw_only=True, eq=False)
+    class NoEq:
+        a: int = 0
+
+    return Plain, Frozen, Slotted, Ordered, Hashed, Empty, EmptyFrozen, Child, NoEq
+
+def said(f):
+    try:
+        return repr(f())
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+def behaviour(classes):
+    Plain, Frozen, Slotted, Ordered, Hashed, Empty, EmptyFrozen, Child, NoEq = classes
+    p = Plain(1)
+    p.c.append(p)
+    nan = float("nan")
+    out = [repr(p), p == Plain(1), Plain(1) == Plain(1), Plain(1) != Plain(2), Plain(1) == 1]
+    out += [repr(Frozen(1, r=5)), Frozen(1, r=5) == Frozen(1, r=6), hash(Frozen(1, h=2))]
+    out += [hash(Frozen(1)) == hash((1, 0.0)), said(lambda: setattr(Frozen(1), "a", 2))]
+    out += [said(lambda: delattr(Frozen(1), "b")), said(lambda: setattr(Frozen(1), "z", 2))]
+    out += [repr(Slotted(nan)), Slotted(nan) == Slotted(nan), hash(Slotted("s"))]
+    out += [said(lambda: setattr(Slotted(1), "x", 2)), Ordered(1) < Ordered(1, 1)]
+    out += [Ordered(2) >= Ordered(1, 5), said(lambda: Ordered(1) < 1), hash(Hashed(nan)) > -1]
+    out += [repr(Empty()), Empty() == Empty(), hash(EmptyFrozen()), repr(Child(1, d=3))]
+    out += [Child(1) == Frozen(1), said(lambda: setattr(Child(1), "d", 0)), NoEq() == NoEq()]
+    out += [repr(NoEq(a=2)), Plain.__eq__.__qualname__, Frozen.__setattr__.__qualname__]
+    out += [Slotted.__hash__.__qualname__, Ordered.__lt__.__name__, Plain.__repr__.__name__]
+    return out
+
+before = behaviour(made())
+from mgmt import quickclasses
+quickclasses.install()
+after_classes = made()
+after = behaviour(after_classes)
+assert before == after, [(b, a) for b, a in zip(before, after) if b != a]
+methods = [c.__eq__ for c in after_classes[:5]] + [after_classes[1].__setattr__]
+print(sorted({m.__code__.co_filename.rsplit("/", 1)[-1] for m in methods}))
+"""
+    assert _python(script) == "['quickclasses.py']"
