@@ -6,7 +6,8 @@
 command does it before its imports) makes the comparison, hash, repr and frozen
 `__setattr__`/`__delattr__` methods closures over the fields' names instead, which behave as the
 generated ones do (the same results, exceptions and messages, field by field in the same
-order); `__init__` (its signature, defaults and errors) is still `dataclasses`' own. Nothing
+order); `__init__` is still `dataclasses`' own, compiled from a shorter text (its parameters'
+annotations set after, not compiled). Nothing
 else changes: the library API (`mgmt.agent.run`, the tests) makes its dataclasses as usual.
 
 Python 3.11 only (the private builders replaced are of its `dataclasses`; 3.13's compiles a
@@ -93,9 +94,63 @@ def _frozen_get_del_attr(
     return __setattr__, __delattr__
 
 
+def _init_param(f: dataclasses.Field[Any]) -> str:
+    """A parameter of `__init__` as `dataclasses` writes it, without its annotation."""
+    if f.default is not dataclasses.MISSING:
+        return f"{f.name}=_dflt_{f.name}"
+    if f.default_factory is not dataclasses.MISSING:
+        return f"{f.name}=_HAS_DEFAULT_FACTORY"
+    return f.name
+
+
+def _init_fn(  # noqa: PLR0917 (called as dataclasses calls its own)
+    fields: Sequence[dataclasses.Field[Any]],
+    std_fields: Sequence[dataclasses.Field[Any]],
+    kw_only_fields: Sequence[dataclasses.Field[Any]],
+    frozen: bool,
+    has_post_init: bool,
+    self_name: str,
+    globals: dict[str, Any],
+    slots: bool,
+) -> Any:
+    """`dataclasses`' own `__init__`, compiled from a shorter text: its parameters' annotations
+    are set on the function after, not written in its source (a third of the text)."""
+    seen_default = False
+    for f in std_fields:
+        if f.init:
+            if not (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
+                seen_default = True
+            elif seen_default:
+                raise TypeError(f"non-default argument {f.name!r} follows default argument")
+    locals: dict[str, Any] = {
+        "MISSING": dataclasses.MISSING,
+        "_HAS_DEFAULT_FACTORY": dataclasses._HAS_DEFAULT_FACTORY,  # type: ignore[attr-defined]
+        "__dataclass_builtins_object__": object,
+    }
+    field_init = dataclasses._field_init  # type: ignore[attr-defined]
+    body = [line for f in fields if (line := field_init(f, frozen, locals, self_name, slots))]
+    if has_post_init:
+        initvars = ",".join(
+            f.name
+            for f in fields
+            if f._field_type is dataclasses._FIELD_INITVAR  # type: ignore[attr-defined]
+        )
+        body.append(f"{self_name}.__post_init__({initvars})")
+    params = [_init_param(f) for f in std_fields]
+    if kw_only_fields:
+        params += ["*", *(_init_param(f) for f in kw_only_fields)]
+    create = dataclasses._create_fn  # type: ignore[attr-defined]
+    init = create(
+        "__init__", [self_name, *params], body or ["pass"], locals=locals, globals=globals
+    )
+    init.__annotations__ = {f.name: f.type for f in (*std_fields, *kw_only_fields)}
+    init.__annotations__["return"] = None
+    return init
+
+
 def install() -> None:
     """Make the dataclasses defined from now on with the closures above (see the module doc)."""
     if sys.version_info[:2] != (3, 11):
         return
-    for builder in (_cmp_fn, _hash_fn, _repr_fn, _frozen_get_del_attr):
+    for builder in (_cmp_fn, _hash_fn, _repr_fn, _frozen_get_del_attr, _init_fn):
         setattr(dataclasses, builder.__name__, builder)
