@@ -116,13 +116,15 @@ def test_a_cron_runs_hops_to_threads_share_the_engines_pool(tmp_path: Path) -> N
 def test_deferred_modules_work_at_first_use() -> None:
     """Each deferred module, at its first use, is the real one: a traceback printed with its
     source line (linecache, tokenize), urllib.parse's check of an IPv6 host (ipaddress),
-    shutil's archive formats (bz2, lzma), copy, base64, fnmatch, textwrap, locale."""
+    shutil's archive formats (bz2, lzma), copy, base64, fnmatch, textwrap, locale, inspect,
+    pathlib's Windows paths (ntpath), asyncio's trsock and staggered."""
     script = """
 import sys
 import mgmt; mgmt.full_site()
 from mgmt import lazyimport
 lazyimport.install()
-import base64, copy, fnmatch, locale, shutil, textwrap, traceback, urllib.parse
+import base64, copy, fnmatch, inspect, locale, shutil, textwrap, traceback, urllib.parse
+import asyncio, pathlib
 assert type(copy).__name__ == "_Lazy" and type(base64).__name__ == "_Lazy", (copy, base64)
 try:
     base64.b64decode(b"=", validate=True)
@@ -132,9 +134,12 @@ print("return binascii.a2b_base64(s, strict_mode=validate)" in text,
       urllib.parse.urlsplit("http://[::1]:80/").port, "bztar" in dict(shutil.get_archive_formats()),
       copy.copy([1]) == [1], base64.b64encode(b"a"), fnmatch.fnmatch("a.py", "*.py"),
       textwrap.dedent("  x"), isinstance(locale.getpreferredencoding(False), str),
-      type(base64).__name__)
+      type(base64).__name__, inspect.signature(lambda a, b=1: 0),
+      type(inspect).__name__, str(pathlib.PureWindowsPath("c:/a")),
+      asyncio.trsock.TransportSocket.__name__, asyncio.staggered.__name__)
 """
-    assert _python(script) == "True 80 True True b'YQ==' True x True module"
+    out = "True 80 True True b'YQ==' True x True module (a, b=1) module c:\\a"
+    assert _python(script) == out + " TransportSocket asyncio.staggered"
 
 
 def test_an_extension_module_or_a_package_is_never_deferred(
