@@ -50,8 +50,9 @@ def test_a_cron_run_of_a_graph_file_loads_no_tls_nor_http(tmp_path: Path) -> Non
     assert (tmp_path / "a").read_text() == "a\n"
 
 
-# What a cron run imports and never uses (mgmt.lazyimport.LAZY beyond ssl), and secrets (not
-# imported: the atomic writes' temp names come from os.urandom).
+# What a cron run imports and never uses (mgmt.lazyimport.LAZY beyond ssl), and secrets and
+# json (not imported: the atomic writes' temp names come from os.urandom; json is imported
+# where it is used).
 UNUSED = ("base64", "bz2", "copy", "fnmatch", "ipaddress", "linecache", "locale", "lzma")
 UNUSED += (
     "textwrap",
@@ -64,6 +65,7 @@ UNUSED += (
     "dis",
     "opcode",
 )
+UNUSED += ("asyncio.format_helpers", "asyncio.staggered", "asyncio.trsock", "ntpath", "json")
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
