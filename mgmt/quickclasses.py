@@ -7,7 +7,7 @@ command does it before its imports) makes the comparison, hash, repr and frozen
 `__setattr__`/`__delattr__` methods closures over the fields' names instead, which behave as the
 generated ones do (the same results, exceptions and messages, field by field in the same
 order); `__init__` is still `dataclasses`' own, compiled from a shorter text (its parameters'
-annotations set after, not compiled). Nothing
+defaults and annotations set after, not compiled). Nothing
 else changes: the library API (`mgmt.agent.run`, the tests) makes its dataclasses as usual.
 
 Python 3.11 only (the private builders replaced are of its `dataclasses`; 3.13's compiles a
@@ -94,13 +94,14 @@ def _frozen_get_del_attr(
     return __setattr__, __delattr__
 
 
-def _init_param(f: dataclasses.Field[Any]) -> str:
-    """A parameter of `__init__` as `dataclasses` writes it, without its annotation."""
+def _default(f: dataclasses.Field[Any]) -> Any:
+    """A field's default in `__init__`, as `dataclasses` gives it: its default value, the
+    marker of a default factory (the body calls it), or MISSING (none)."""
     if f.default is not dataclasses.MISSING:
-        return f"{f.name}=_dflt_{f.name}"
+        return f.default
     if f.default_factory is not dataclasses.MISSING:
-        return f"{f.name}=_HAS_DEFAULT_FACTORY"
-    return f.name
+        return dataclasses._HAS_DEFAULT_FACTORY  # type: ignore[attr-defined]
+    return dataclasses.MISSING
 
 
 def _init_fn(  # noqa: PLR0917 (called as dataclasses calls its own)
@@ -113,8 +114,9 @@ def _init_fn(  # noqa: PLR0917 (called as dataclasses calls its own)
     globals: dict[str, Any],
     slots: bool,
 ) -> Any:
-    """`dataclasses`' own `__init__`, compiled from a shorter text: its parameters' annotations
-    are set on the function after, not written in its source (a third of the text)."""
+    """`dataclasses`' own `__init__` (the same body, signature, defaults and annotations),
+    compiled from a shorter text: its parameters' defaults and annotations are set on the
+    function after, not written in its source (two thirds of the text)."""
     seen_default = False
     for f in std_fields:
         if f.init:
@@ -136,13 +138,18 @@ def _init_fn(  # noqa: PLR0917 (called as dataclasses calls its own)
             if f._field_type is dataclasses._FIELD_INITVAR  # type: ignore[attr-defined]
         )
         body.append(f"{self_name}.__post_init__({initvars})")
-    params = [_init_param(f) for f in std_fields]
-    if kw_only_fields:
-        params += ["*", *(_init_param(f) for f in kw_only_fields)]
+    text = "\n".join(body)
+    used = {name: value for name, value in locals.items() if name in text}
+    used["_"] = None  # every default in the source: replaced below
+    defaults = [(f.name, _default(f)) for f in std_fields]
+    kw_defaults = [(f.name, _default(f)) for f in kw_only_fields]
+    params = [name if d is dataclasses.MISSING else f"{name}=_" for name, d in defaults]
+    if kw_defaults:
+        params += ["*", *(n if d is dataclasses.MISSING else f"{n}=_" for n, d in kw_defaults)]
     create = dataclasses._create_fn  # type: ignore[attr-defined]
-    init = create(
-        "__init__", [self_name, *params], body or ["pass"], locals=locals, globals=globals
-    )
+    init = create("__init__", [self_name, *params], body or ["pass"], locals=used, globals=globals)
+    init.__defaults__ = tuple(d for _, d in defaults if d is not dataclasses.MISSING) or None
+    init.__kwdefaults__ = {n: d for n, d in kw_defaults if d is not dataclasses.MISSING} or None
     init.__annotations__ = {f.name: f.type for f in (*std_fields, *kw_only_fields)}
     init.__annotations__["return"] = None
     return init
