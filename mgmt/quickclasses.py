@@ -7,11 +7,11 @@ command does it before its imports) makes the comparison, hash, repr and frozen
 `__setattr__`/`__delattr__` methods closures over the fields' names instead, which behave as the
 generated ones do (the same results, exceptions and messages, field by field in the same
 order); `__init__` is still `dataclasses`' own, compiled from a shorter text (its parameters'
-defaults and annotations set after, not compiled). Nothing
-else changes: the library API (`mgmt.agent.run`, the tests) makes its dataclasses as usual.
+defaults and annotations set on it after, not compiled). Nothing else changes: the library
+API (`mgmt.agent.run`, the tests) makes its dataclasses as usual.
 
-Python 3.11 only (the private builders replaced are of its `dataclasses`; 3.13's compiles a
-class's methods in one `exec`): on another version `install()` does nothing.
+Python 3.11 only (the private builders replaced are those of its `dataclasses`): on another
+version `install()` does nothing.
 """
 
 from __future__ import annotations
