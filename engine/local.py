@@ -19,7 +19,6 @@ unsubscribe callable. Reads and writes touch small files: callers on the event l
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -35,6 +34,8 @@ log = logging.getLogger("engine")
 
 def plain(value: Any) -> Any:
     """`value` as JSON data: tuples become lists, mappings dicts (the language's frozen values)."""
+    import json  # here: a cron run needs no json (~5 M instructions of its start)
+
     return json.loads(json.dumps(value, default=_default))
 
 
@@ -105,6 +106,8 @@ class LocalValues:
         return unsubscribe
 
     def _read(self, key: str) -> Any:
+        import json  # here: a cron run needs no json (~5 M instructions of its start)
+
         try:
             text = self._path(key).read_text()
         except FileNotFoundError:
@@ -119,6 +122,8 @@ class LocalValues:
             return None
 
     def _write(self, key: str, value: Any) -> None:
+        import json  # here: a cron run needs no json (~5 M instructions of its start)
+
         path = self._path(key)
         if value is None:
             with contextlib.suppress(FileNotFoundError):

@@ -70,6 +70,9 @@ def main() -> int:
             from mgmt import lazyimport
 
             lazyimport.install()  # ssl runs on first use: a graph file's run does no TLS
+            from mgmt import quickclasses  # imports dataclasses: after lazyimport's install
+
+            quickclasses.install()  # dataclasses' methods made without compiling source
             from mgmt.cli import main as cli
 
         code = cli()

@@ -35,7 +35,11 @@ else:
 # (measured: each stays deferred through a first run and a no-op run of bench/peers.py's graph):
 # what traceback needs to print one (linecache, tokenize, textwrap), what shutil and urllib.parse import for their rare paths
 # (bz2, lzma, fnmatch, ipaddress), subprocess's locale (text mode), copy and base64; hashlib
-# (OpenSSL: the graph file's digest uses the interpreter's own sha256). Source modules only,
+# (OpenSSL: the graph file's digest uses the interpreter's own sha256); inspect, which asyncio
+# and dataclasses import for their rare paths (a task's repr, a class without a docstring), with
+# the ast, dis and opcode it imports (~140 classes made at import); asyncio's debug reprs
+# (format_helpers), happy eyeballs (staggered) and its transports' socket wrapper (trsock, a
+# status socket's first client), pathlib's Windows paths (ntpath). Source modules only,
 # and no packages: a thread importing a package's submodule (`import json.decoder`) while
 # another's first use runs the package took the import system's lock for the submodule and
 # this module's lock in the opposite order (a deadlock, seen by a tester in 8 of 12 runs).
@@ -43,15 +47,23 @@ LAZY = frozenset(
     {
         "ssl",
         "asyncio.sslproto",
+        "asyncio.format_helpers",
+        "asyncio.staggered",
+        "asyncio.trsock",
+        "ast",
         "base64",
         "bz2",
         "copy",
+        "dis",
         "fnmatch",
         "hashlib",
+        "inspect",
         "ipaddress",
         "linecache",
         "locale",
         "lzma",
+        "ntpath",
+        "opcode",
         "textwrap",
         "tokenize",
     }

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -93,6 +92,8 @@ class JsonFormatter(logging.Formatter):
         data["message"] = message
         if record.exc_info:
             data["error"] = self.formatException(record.exc_info)
+        import json  # here: a cron run logs text (json: ~5 M instructions of its start)
+
         return json.dumps(data)
 
 

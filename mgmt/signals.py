@@ -7,6 +7,11 @@ bytes fill the pipe, the signal's byte is dropped ("Exception ignored when tryin
 the signal wakeup fd: BlockingIOError") and the handler never runs: a daemon ignored two
 SIGTERMs. `Signals` gives signals a pipe of their own, which only signals write to.
 
+A handler is set with `_signal.signal`, which returns the previous one as it is: `signal.signal`
+tries to make it a `signal.Handlers` member, and asyncio.run's SIGINT handler, a `partial` over
+its main task, is none: the `ValueError` it builds holds the partial's repr, which formats the
+task and its callbacks (~2 ms of a cron run: `inspect` and `ast` imported for that alone).
+
     with Signals(loop, {signal.SIGTERM: on_term}):
         ...  # on_term(signal.SIGTERM) runs on the loop for every SIGTERM
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+from _signal import signal as set_handler  # type: ignore[import-not-found]  # see the doc
 from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
@@ -45,7 +51,7 @@ class Signals:
         self._wakeup = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
         self.loop.add_reader(self._read.fileno(), self._on_readable)
         for sig in self.handlers:
-            self._previous[sig] = signal.signal(sig, _ignore)
+            self._previous[sig] = set_handler(sig, _ignore)
         return self
 
     def __exit__(
@@ -55,7 +61,7 @@ class Signals:
         traceback: TracebackType | None,
     ) -> None:
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)  # as they were before
+            set_handler(sig, previous)  # as they were before
         signal.set_wakeup_fd(self._wakeup)
         self.loop.remove_reader(self._read.fileno())
         self._read.close()

@@ -10,7 +10,6 @@ server-sent events) get every update as it happens; nothing polls.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -220,6 +219,8 @@ class StatusModel:
         resource snapshot takes tens of milliseconds of the event loop to build."""
         key = (self._changes, id(self.engine.vertices), id(self.engine.graph))
         if self._encoded[0] != key:
+            import json  # here: a cron run serves no client (~5 M instructions of its start)
+
             self._encoded = (key, json.dumps(self.snapshot()).encode())
         return self._encoded[1]
 

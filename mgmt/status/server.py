@@ -28,7 +28,6 @@ import contextlib
 import functools
 import ipaddress
 import itertools
-import json
 import logging
 import math
 import os
@@ -511,6 +510,8 @@ async def _drain(writer: asyncio.StreamWriter) -> None:
 
 
 def _sse(data: dict[str, Any]) -> bytes:
+    import json  # here: a cron run serves no client (~5 M instructions of its start-up)
+
     return b"data: " + json.dumps(data).encode() + b"\n\n"
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
@@ -77,7 +76,7 @@ async def _execute(step: Step) -> object:
     if step.run is None:
         return None
     result = await in_thread(step.run) if step.slow else step.run()
-    if inspect.isawaitable(result):
+    if isinstance(result, Awaitable):  # a coroutine, a future (not inspect's: see LAZY)
         result = await result
     return result
 

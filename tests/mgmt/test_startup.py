@@ -50,10 +50,22 @@ def test_a_cron_run_of_a_graph_file_loads_no_tls_nor_http(tmp_path: Path) -> Non
     assert (tmp_path / "a").read_text() == "a\n"
 
 
-# What a cron run imports and never uses (mgmt.lazyimport.LAZY beyond ssl), and secrets (not
-# imported: the atomic writes' temp names come from os.urandom).
+# What a cron run imports and never uses (mgmt.lazyimport.LAZY beyond ssl), and secrets and
+# json (not imported: the atomic writes' temp names come from os.urandom; json is imported
+# where it is used).
 UNUSED = ("base64", "bz2", "copy", "fnmatch", "ipaddress", "linecache", "locale", "lzma")
-UNUSED += ("textwrap", "tokenize", "secrets", "hashlib", "_hashlib")
+UNUSED += (
+    "textwrap",
+    "tokenize",
+    "secrets",
+    "hashlib",
+    "_hashlib",
+    "inspect",
+    "ast",
+    "dis",
+    "opcode",
+)
+UNUSED += ("asyncio.format_helpers", "asyncio.staggered", "asyncio.trsock", "ntpath", "json")
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
@@ -106,13 +118,15 @@ def test_a_cron_runs_hops_to_threads_share_the_engines_pool(tmp_path: Path) -> N
 def test_deferred_modules_work_at_first_use() -> None:
     """Each deferred module, at its first use, is the real one: a traceback printed with its
     source line (linecache, tokenize), urllib.parse's check of an IPv6 host (ipaddress),
-    shutil's archive formats (bz2, lzma), copy, base64, fnmatch, textwrap, locale."""
+    shutil's archive formats (bz2, lzma), copy, base64, fnmatch, textwrap, locale, inspect,
+    pathlib's Windows paths (ntpath), asyncio's trsock and staggered."""
     script = """
 import sys
 import mgmt; mgmt.full_site()
 from mgmt import lazyimport
 lazyimport.install()
-import base64, copy, fnmatch, locale, shutil, textwrap, traceback, urllib.parse
+import base64, copy, fnmatch, inspect, locale, shutil, textwrap, traceback, urllib.parse
+import asyncio, pathlib
 assert type(copy).__name__ == "_Lazy" and type(base64).__name__ == "_Lazy", (copy, base64)
 try:
     base64.b64decode(b"=", validate=True)
@@ -122,9 +136,12 @@ print("return binascii.a2b_base64(s, strict_mode=validate)" in text,
       urllib.parse.urlsplit("http://[::1]:80/").port, "bztar" in dict(shutil.get_archive_formats()),
       copy.copy([1]) == [1], base64.b64encode(b"a"), fnmatch.fnmatch("a.py", "*.py"),
       textwrap.dedent("  x"), isinstance(locale.getpreferredencoding(False), str),
-      type(base64).__name__)
+      type(base64).__name__, inspect.signature(lambda a, b=1: 0),
+      type(inspect).__name__, str(pathlib.PureWindowsPath("c:/a")),
+      asyncio.trsock.TransportSocket.__name__, asyncio.staggered.__name__)
 """
-    assert _python(script) == "True 80 True True b'YQ==' True x True module"
+    out = "True 80 True True b'YQ==' True x True module (a, b=1) module c:\\a"
+    assert _python(script) == out + " TransportSocket asyncio.staggered"
 
 
 def test_an_extension_module_or_a_package_is_never_deferred(
@@ -369,3 +386,112 @@ def test_the_thin_deploy_path_imports_nothing_of_the_cli(tmp_path: Path) -> None
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     assert _python(script) == "[]"
+
+
+def test_dataclasses_made_without_compiling_source_behave_as_dataclasses_own() -> None:
+    """The same classes made before and after `quickclasses.install()`: their signatures,
+    `__init__`'s annotations and errors, reprs (a recursive one too), comparisons, hashes,
+    orderings and the frozen ones' errors are the same; the methods but `__init__` are
+    quickclasses' closures (`__init__` is compiled, from a shorter text)."""
+    script = """
+import dataclasses, sys
+from dataclasses import dataclass, field
+
+def made():
+    @dataclass
+    class Plain:
+        a: int
+        b: str = "x"
+        c: list = field(default_factory=list)
+
+    @dataclass(frozen=True)
+    class Frozen:
+        a: int
+        b: float = 0.0
+        h: int = field(default=0, hash=False)
+        r: int = field(default=0, repr=False, compare=False)
+
+    @dataclass(frozen=True, slots=True)
+    class Slotted:
+        x: object
+
+    @dataclass(order=True)
+    class Ordered:
+        a: int
+        b: int = 0
+
+    @dataclass(unsafe_hash=True)
+    class Hashed:
+        a: float
+
+    @dataclass
+    class Empty:
+        pass
+
+    @dataclass(frozen=True)
+    class EmptyFrozen:
+        pass
+
+    @dataclass(frozen=True)
+    class Child(Frozen):
+        d: int = 1
+
+    @dataclass(kw_only=True, eq=False)
+    class NoEq:
+        a: int = 0
+
+    @dataclass
+    class Post:
+        a: int
+        b: dataclasses.InitVar[int] = 2
+        c: list = field(default_factory=list, init=False)
+        d: int = field(default=4, kw_only=True)
+
+        def __post_init__(self, b):
+            self.c.append(b)
+
+    return Plain, Frozen, Slotted, Ordered, Hashed, Empty, EmptyFrozen, Child, NoEq, Post
+
+def said(f):
+    try:
+        return repr(f())
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+def behaviour(classes):
+    Plain, Frozen, Slotted, Ordered, Hashed, Empty, EmptyFrozen, Child, NoEq, Post = classes
+    import inspect
+    out = [str(inspect.signature(c)) for c in classes]
+    out += [repr(c.__init__.__annotations__) for c in classes]
+    out += [said(lambda: Plain()), said(lambda: Plain(1, "y", [], 4)), said(lambda: NoEq(1))]
+    out += [said(lambda: NoEq(b=1)), said(lambda: Frozen()), repr(Post(1, 3, d=5))]
+    out += [said(lambda: Post(1, 3, 5)), Plain(1).c is not Plain(1).c, repr(Slotted(x=3))]
+    out += [said(lambda: dataclass(type("Bad", (), {"__annotations__": {"a": int, "b": int},
+                                                     "a": 0})))]
+    p = Plain(1)
+    p.c.append(p)
+    nan = float("nan")
+    out += [repr(p), p == Plain(1), Plain(1) == Plain(1), Plain(1) != Plain(2), Plain(1) == 1]
+    out += [repr(Frozen(1, r=5)), Frozen(1, r=5) == Frozen(1, r=6), hash(Frozen(1, h=2))]
+    out += [hash(Frozen(1)) == hash((1, 0.0)), said(lambda: setattr(Frozen(1), "a", 2))]
+    out += [said(lambda: delattr(Frozen(1), "b")), said(lambda: setattr(Frozen(1), "z", 2))]
+    out += [repr(Slotted(nan)), Slotted(nan) == Slotted(nan), hash(Slotted("s"))]
+    out += [said(lambda: setattr(Slotted(1), "x", 2)), Ordered(1) < Ordered(1, 1)]
+    out += [Ordered(2) >= Ordered(1, 5), said(lambda: Ordered(1) < 1), hash(Hashed(1.5)) == hash((1.5,))]
+    out += [repr(Empty()), Empty() == Empty(), hash(EmptyFrozen()), repr(Child(1, d=3))]
+    out += [Child(1) == Frozen(1), said(lambda: setattr(Child(1), "d", 0)), NoEq() == NoEq()]
+    out += [repr(NoEq(a=2)), Plain.__eq__.__qualname__, Frozen.__setattr__.__qualname__]
+    out += [Slotted.__hash__.__qualname__, Ordered.__lt__.__name__, Plain.__repr__.__name__]
+    return out
+
+before = behaviour(made())
+from mgmt import quickclasses
+quickclasses.install()
+after_classes = made()
+after = behaviour(after_classes)
+assert before == after, [(b, a) for b, a in zip(before, after) if b != a]
+methods = [c.__eq__ for c in after_classes[:5]] + [after_classes[1].__setattr__]
+methods += [c.__init__ for c in after_classes]
+print(sorted({m.__code__.co_filename.rsplit("/", 1)[-1] for m in methods}))
+"""
+    assert _python(script) == "['<string>', 'quickclasses.py']"
