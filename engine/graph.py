@@ -192,14 +192,10 @@ class Graph:
         return None
 
     def ancestors(self, key: Key) -> set[Key]:
-        seen: set[Key] = set()
-        todo = list(self.pred[key])
-        while todo:
-            cur = todo.pop()
-            if cur not in seen:
-                seen.add(cur)
-                todo.extend(self.pred[cur])
-        return seen
+        return _reach(self.pred, key)
+
+    def descendants(self, key: Key) -> set[Key]:
+        return _reach(self.succ, key)
 
     def to_dot(self) -> str:
         """The graph in Graphviz dot format (notify edges are bold)."""
@@ -238,6 +234,19 @@ class Derived:
     keys: frozenset[Key]
     edges: bool
     touched: frozenset[Key]
+
+
+def _reach(edges: dict[Key, dict[Key, Edge]], key: Key) -> set[Key]:
+    """The keys reachable from `key` along `edges` (succ or pred), `key` itself not included
+    unless on a cycle."""
+    seen: set[Key] = set()
+    todo = list(edges.get(key, ()))
+    while todo:
+        cur = todo.pop()
+        if cur not in seen:
+            seen.add(cur)
+            todo.extend(edges.get(cur, ()))
+    return seen
 
 
 def rewired(new: Graph, old: Graph, keys: Iterable[Key]) -> Change:

@@ -60,6 +60,9 @@ MAX_RUNTIME_GRACE = 5.0
 # A graph file of at most this many bytes, without aliases, is read and parsed on the event loop
 # (`Agent._reload`): a 1 KiB file parses in ~0.2 ms, less than the hop to a thread and back.
 INLINE_BYTES = 8192
+# Resources named at most in one summary line (the exit's list of failures, the converged
+# line, noop's changes): 20,000 failing files made one line of 269 KB, and systemd's STATUS=.
+NAMED = 20
 
 
 class GraphSource(Protocol):
@@ -413,9 +416,9 @@ class Agent:
         good = n - len(failed) - len(blocked)
         summary = f"{good} of {n} resources in the desired state"
         if failed:
-            summary += "; failed: " + ", ".join(failed)
+            summary += "; failed: " + named(failed)
         if blocked:
-            summary += "; blocked by a failure: " + ", ".join(blocked)
+            summary += "; blocked by a failure: " + named(blocked)
         return summary
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -497,15 +500,17 @@ class Agent:
     def _exit_code(self, reason: str) -> int:
         vertices = self.engine.vertices.values()
         failed = [v for v in vertices if v.failed]
-        for vertex in failed:
+        for vertex in failed[:NAMED]:
             log.error("%s: failed: %s", vertex.name, vertex.error)
+        if len(failed) > NAMED:
+            log.error("and %d more failed (each said so when it failed)", len(failed) - NAMED)
         if self.config.noop:
             changes = sorted(v.name for v in vertices if v.changed_last)
             log.info(
                 "noop: %d of %d resources would change%s",
                 len(changes),
                 len(vertices),
-                (": " + ", ".join(changes)) if changes else "",
+                (": " + named(changes)) if changes else "",
             )
         if reason == "converged":
             log.info("converged for %ss, exiting", self.config.exit_after)
@@ -516,7 +521,7 @@ class Agent:
                 unsettled = self._not_converged or [
                     f"none, but settled for less than {self.converger.timeout}s"
                 ]
-                log.error("did not converge; not converged: %s", ", ".join(unsettled))
+                log.error("did not converge; not converged: %s", named(unsettled))
                 return ExitCode.FAILED
         if self.exit.code is not None:  # an exit resource was applied: its code, whatever ended
             code = self.exit.code
@@ -727,3 +732,9 @@ def _parsed(data: bytes, path: Path, skip: tuple[str, str], last: Loaded | None)
         return _Reread(new, reparse(data, str(path), last))
     except GraphFileError as err:
         return _Reread(new, error=err)
+
+
+def named(names: list[str]) -> str:
+    """`names` joined, at most NAMED of them, then how many more."""
+    shown = ", ".join(names[:NAMED])
+    return shown if len(names) <= NAMED else f"{shown} and {len(names) - NAMED} more"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.engine import Engine, Status
+from engine.engine import Engine, Status, Vertex
 from engine.meta import Meta
 from mgmt.converger import Converger
 from tests.engine import probe
@@ -54,5 +54,45 @@ async def test_unsettled_names_the_running_vertex(tmp_path: Path) -> None:
         assert [(v.name, why) for v, why in converger.unsettled()] == [("probe[a]", "running")]
     finally:
         gate.set()
+        converger.close()
+        await engine.stop(graceful=False)
+
+
+async def test_a_failure_re_evaluates_its_descendants_only(tmp_path: Path) -> None:
+    """`a -> b`, and `c`...`f` on their own: a's failure and its recovery re-evaluate a and
+    its descendant b only (re-evaluating the whole graph at every failure made 20,000 failing
+    files quadratic), and the converger's failed list stays right."""
+    engine = Engine(hostname="test", prefix=tmp_path)
+    converger = Converger(engine, timeout=0.1)
+    seen: list[str] = []
+    settled = converger._settled
+
+    def counting(vertex: Vertex) -> bool:
+        seen.append(vertex.key[1])
+        return settled(vertex)
+
+    converger._settled = counting  # type: ignore[method-assign]
+    a = ("probe", "a")
+    try:
+        await engine.apply(make_graph("abcdef", [("a", "b")], a={"meta": Meta(retry=0)}))
+        async with asyncio.timeout(20):  # hang-preventing bound only
+            await converger.converged.wait()
+        seen.clear()  # the first graph's swap re-evaluated every vertex
+        probe.state("a").failures_left = 1
+        engine.vertices[a]._on_event()  # as its watch would: the next check fails
+        await settle(engine, lambda: engine.vertices[a].failed)
+        async with asyncio.timeout(20):
+            await converger.converged.wait()
+        assert [v.name for v in converger.failed()] == ["probe[a]"]
+        assert converger.blocked() == []  # b ran before a failed: it is not held back
+        assert sorted(seen) == ["a", "b"], seen  # the failure: a and its descendant
+        seen.clear()
+        engine.vertices[a]._on_event()  # an event: a failed vertex checks again, and succeeds
+        await settle(engine, lambda: engine.vertices[a].status is Status.OK)
+        async with asyncio.timeout(20):
+            await converger.converged.wait()
+        assert converger.failed() == [] and converger.blocked() == []
+        assert set(seen) <= {"a", "b"}, seen  # the recovery: the same two, none of c...f
+    finally:
         converger.close()
         await engine.stop(graceful=False)
