@@ -106,14 +106,36 @@ def limit_hint(what: str, code: int) -> str:
     if (what, code) not in LIMITS:
         return ""
     name, suggested = LIMITS[(what, code)]
-    try:
-        now = int(Path("/proc/sys", *name.split(".")).read_text())
-    except (OSError, ValueError):
+    now = _sysctl(name)
+    if now is None:
         return f"; the limit is the sysctl {name}: raise it (sysctl -w {name}={suggested})"
+    # The same limit of the user namespace the agent runs in (a rootless container's): the
+    # lower one is the one hit, and only that namespace's owner can raise it.
+    nsname = NAMESPACED[name]
+    there = _sysctl(nsname)
+    if there is not None and there < now:
+        return (
+            f"; this user namespace's limit {nsname} is {there:,} (the host's {name}: "
+            f"{now:,}): raise it where the namespace is made (sysctl -w {nsname}=...)"
+        )
     return (
         f"; the kernel limit {name} is {now:,} (per user): raise it, e.g. "
         f"sysctl -w {name}={max(suggested, 2 * now)} (and in /etc/sysctl.d/ to keep it)"
     )
+
+
+# A limit's sysctl -> the same limit of the user namespace (user_namespaces(7)).
+NAMESPACED = {
+    "fs.inotify.max_user_watches": "user.max_inotify_watches",
+    "fs.inotify.max_user_instances": "user.max_inotify_instances",
+}
+
+
+def _sysctl(name: str) -> int | None:
+    try:
+        return int(Path("/proc/sys", *name.split(".")).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _error(what: str, path: str | None = None) -> OSError:
@@ -166,6 +188,29 @@ def parse(data: bytes, private: Callable[[int], bool] | None = None) -> list[Eve
         offset += length
         events.append(Event(wd, mask, cookie, name))
     return events
+
+
+class Blind:
+    """In place of an Inotify when none could be made (the kernel's limit of instances per
+    user, `fs.inotify.max_user_instances`): it watches nothing, and says why at each try."""
+
+    fd: int | None = None
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+    def add_watch(self, path: str | os.PathLike[str], mask: int) -> int:
+        raise OSError(self.error.errno, self.error.strerror, os.fspath(path))
+
+    def rm_watch(self, wd: int) -> None:
+        """Nothing is watched: nothing to remove."""
+
+    def close(self, then: Callable[[], None] | None = None) -> None:
+        if then is not None:
+            then()
+
+    def drain(self) -> None:
+        """Nothing is watched: no event."""
 
 
 class Inotify:

@@ -57,7 +57,7 @@ from types import TracebackType
 from typing import ClassVar, TypeVar
 
 from engine import inotify
-from engine.inotify import Event, Inotify
+from engine.inotify import Blind, Event, Inotify
 
 log = logging.getLogger("engine")
 
@@ -410,7 +410,16 @@ class Hub:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.inotify = Inotify(self._on_events, private=self.wants_private)
+        self.inotify: Inotify | Blind
+        try:
+            self.inotify = Inotify(self._on_events, private=self.wants_private)
+        except OSError as err:  # no instance left (the kernel's limit): applied, not watched
+            log.error(
+                "%s: no change is seen until the agent restarts (each resource is applied, "
+                "not watched)",
+                err.strerror,
+            )
+            self.inotify = Blind(err)
         self.subscribers: set[PathWatcher] = set()
         # path -> entry name (or ALL) -> watchers; path -> watcher -> mask it needs
         self.by_name: dict[str, dict[str, set[PathWatcher]]] = {}
@@ -427,7 +436,8 @@ class Hub:
         # Everything is stopping: watches are left to close(), which drops them all at once
         # (removing them one by one costs ~0.1 ms each in the kernel).
         self.closing = False
-        self.out_of_watches = False  # the kernel's watch limit was hit (reported once)
+        # The kernel's watch limit was hit, or no instance could be made (reported once).
+        self.out_of_watches = isinstance(self.inotify, Blind)
 
     def watches_dir(self, path: str) -> bool:
         """Whether a directory watch is in place on `path` (no IGNORED read for it since)."""
