@@ -71,6 +71,8 @@ def test_a_real_kernel_limit_is_said_once_and_the_graph_still_applied(
 ) -> None:
     if shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) is not installed")
+    if subprocess.run(["unshare", "-Ur", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("no new user namespace here (unshare -Ur true failed)")
     files = tmp_path / "files"
     graph = tmp_path / "g.yaml"
     graph.write_text(
