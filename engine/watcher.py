@@ -130,6 +130,9 @@ class PathWatcher:
         self._resync = False
         self._expected: dict[tuple[str, str], int] = {}  # own renames: (dir, name) -> count
         self._owed: str | None = None  # a path settle() left for the check to look up
+        # The last event was a write (or a truncation) not yet followed by its writer's close:
+        # what the paths hold may be half of what is being written.
+        self.writing = False
 
     async def __aenter__(self) -> PathWatcher:
         self._hub = Hub.acquire(self)
@@ -169,8 +172,12 @@ class PathWatcher:
             self._resync_now()
             yield None
 
-    def deliver(self, structural: bool) -> None:
-        """Called by the hub for every relevant event."""
+    def deliver(self, structural: bool, mask: int = 0) -> None:
+        """Called by the hub for every relevant event (`mask`: its inotify mask)."""
+        if structural or mask & inotify.CLOSE_WRITE:
+            self.writing = False
+        elif mask & inotify.MODIFY:
+            self.writing = True
         self._resync = self._resync or structural
         self._pending = True
         self._wake.set()
@@ -606,7 +613,7 @@ class Hub:
                 if mask & MOVED_TO:
                     targets = {w for w in targets if not (w._expected and w.consume(path, name))}
             for watcher in targets:
-                watcher.deliver(structural)
+                watcher.deliver(structural, mask)
 
 
 @contextlib.contextmanager

@@ -60,6 +60,9 @@ MAX_RUNTIME_GRACE = 5.0
 # A graph file of at most this many bytes, without aliases, is read and parsed on the event loop
 # (`Agent._reload`): a 1 KiB file parses in ~0.2 ms, less than the hop to a thread and back.
 INLINE_BYTES = 8192
+# Seconds after the last write to the graph file that it is read though its writer has not
+# closed it (see _watch_graph_file).
+WRITER_WAIT = 2.0
 # Resources named at most in one summary line (the exit's list of failures, the converged
 # line, noop's changes): 20,000 failing files made one line of 269 KB, and systemd's STATUS=.
 NAMED = 20
@@ -600,8 +603,23 @@ class Agent:
                 self.swapped.set()
 
     async def _watch_graph_file(self, watcher: PathWatcher) -> None:
-        async for _ in watcher:
-            self.reload.set()
+        """Reload the graph file once its writer is done: at its close after writing in
+        place (`cat > FILE`, scp, an editor saving in place), not at each write, which may
+        have put half of a graph there (a swap stopping the other half); a writer that keeps
+        it open still gets it read WRITER_WAIT s after its last write."""
+        late: asyncio.TimerHandle | None = None
+        try:
+            async for _ in watcher:
+                if late is not None:
+                    late.cancel()
+                    late = None
+                if watcher.writing:
+                    late = asyncio.get_running_loop().call_later(WRITER_WAIT, self.reload.set)
+                    continue
+                self.reload.set()
+        finally:
+            if late is not None:
+                late.cancel()
 
     def _on_hup(self) -> None:
         if self.source is None and self.config.file is None:
