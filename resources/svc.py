@@ -163,8 +163,8 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         """What systemd says once the unit has stopped deactivating (bounded by SETTLE_TIMEOUT).
 
         A stop job of someone else's is running: a StartUnit now would cancel it (mode
-        "replace") and systemd would count that start twice against the unit's start limit
-        (StartLimitBurst), so a few stops by hand and a crash would leave it failed with
+        "replace"), and such starts use up the unit's start limit (StartLimitBurst) far sooner
+        (see docs/resources/svc.md): a few stops by hand and a crash left it failed with
         start-limit-hit. Let the stop finish, then start the unit that stopped."""
         route = (unit_object_path(self.unit), PROPERTIES, "PropertiesChanged")
         signals = await bus.signals(SYSTEMD, [route], lambda _msg: True)
