@@ -18,10 +18,13 @@ The D-Bus and systemd client lives in resources/_lib/systemd.py.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import os
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
@@ -29,8 +32,10 @@ from engine.resource import UID, Edgeable, Refreshable, Resource, register
 from resources._lib.events import pump_events
 from resources._lib.plan import Step, nothing_to_do
 from resources._lib.systemd import (
+    CALL_TIMEOUT,
     ENABLED,
     FIXED,
+    PROPERTIES,
     RUNNING,
     STOPPED,
     SYSTEMD,
@@ -45,8 +50,12 @@ from resources._lib.systemd import (
     unit_dir,
     unit_file_names,
     unit_key,
+    unit_object_path,
     unit_search_dirs,
 )
+
+# How long check_apply lets a stop it did not ask for finish before starting the unit anyway.
+SETTLE_TIMEOUT = CALL_TIMEOUT
 
 # the resource --------------------------------------------------------------------------------
 
@@ -129,6 +138,8 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         bus = await self._connect(self.handle, self.session)
         await bus.subscribe_systemd()
         seen = await self._observe(bus)
+        if self.state == "running" and seen.active == "deactivating":
+            seen = await self._settled(bus)
         changes = self._plan(bus, seen, refresh)
         if not changes:
             return nothing_to_do(self.handle, functools.partial(self._why, seen, refresh))
@@ -147,6 +158,29 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         load, active = str(props["LoadState"]), str(props["ActiveState"])
         stale = bool(props["NeedDaemonReload"])
         return Observed(load=load, active=active, file_state=file_state, stale=stale)
+
+    async def _settled(self, bus: Bus) -> Observed:
+        """What systemd says once the unit has stopped deactivating (bounded by SETTLE_TIMEOUT).
+
+        A stop job of someone else's is running: a StartUnit now would cancel it (mode
+        "replace"), and such starts use up the unit's start limit (StartLimitBurst) far sooner
+        (see docs/resources/svc.md): a few stops by hand and a crash left it failed with
+        start-limit-hit. Let the stop finish, then start the unit that stopped."""
+        route = (unit_object_path(self.unit), PROPERTIES, "PropertiesChanged")
+        signals = await bus.signals(SYSTEMD, [route], lambda _msg: True)
+        try:
+            self.handle.logger.debug("waiting for %s to finish deactivating", self.unit)
+            changes = cast("AsyncGenerator[None, None]", aiter(signals))
+            async with contextlib.aclosing(changes) as wakes:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SETTLE_TIMEOUT):
+                        while (seen := await self._observe(bus)).active == "deactivating":
+                            await anext(wakes)
+                        return seen
+            self.handle.logger.debug("%s is still deactivating: starting it anyway", self.unit)
+            return await self._observe(bus)
+        finally:
+            await signals.aclose()
 
     def _plan(self, bus: Bus, seen: Observed, refresh: bool) -> list[Step]:
         """What must change, from the params and what systemd says (no I/O)."""

@@ -137,9 +137,13 @@ edges:
         assert await runs(1001)
         pid = await sd.main_pid(name)
         write_graph(1002)  # the daemon swaps the new graph in
+        # The daemon-reload shows the new ExecStart before the restart that follows it: wait
+        # for the restart (a new main PID), then for the new definition.
+        await sd.running_with_new_pid(name, pid)
         await sd.wait_until(lambda: runs(1002))
-        assert await sd.main_pid(name) != pid
         assert (await sd.props(name))["NeedDaemonReload"] is False
+        res = name.removesuffix(".service")
+        await daemon.wait_log(f"svc[{res}]: restarted {name} (refresh: its unit file changed)")
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0, daemon.log
 

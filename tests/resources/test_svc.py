@@ -104,6 +104,62 @@ async def test_crash_is_repaired(manager: RealSystemd, sd: Client, start: Start)
     assert await sd.running_with_new_pid(name, old) != old
 
 
+class OnLog(logging.Handler):
+    """Sets `seen` when a record with `text` is logged (in the loop's thread)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+async def test_a_stop_by_hand_is_let_finish_then_repaired(
+    manager: RealSystemd,
+    sd: Client,
+    start: Start,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A start while someone's stop job runs would cancel it and count twice against the
+    unit's start limit (a few stops and a crash: start-limit-hit): the stop finishes first."""
+    fifo = tmp_path / "stop"
+    os.mkfifo(fifo)
+    name = unit(manager, ExecStop=f"/bin/sh -c 'read line < {fifo}'")
+    removed: dict[str, str] = {}
+
+    def on_job_removed(msg: Message) -> None:
+        if msg.member == "JobRemoved" and msg.body[2] == name:
+            removed[msg.body[1]] = msg.body[3]
+
+    sd.conn.add_message_handler(on_job_removed)
+    running = await start(svc(name, state="running"))
+    assert await running.res.check_apply(True) is False
+    old = await sd.main_pid(name)
+    await manager.systemctl("stop", "--no-block", name)  # ExecStop waits on the FIFO
+    await sd.wait_until(lambda: _is(sd, name, "deactivating"))
+    (stop_job,) = (await sd.props(name))["Job"][1:]
+    caplog.set_level(logging.DEBUG, logger="engine")
+    waiting = OnLog("finish deactivating")
+    logging.getLogger("engine").addHandler(waiting)
+    try:
+        repair = asyncio.create_task(running.res.check_apply(True))
+        async with asyncio.timeout(15):
+            await waiting.seen.wait()  # the repair has seen the stop and lets it finish
+    finally:
+        logging.getLogger("engine").removeHandler(waiting)
+    writer = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)  # the stop may finish
+    os.write(writer, b"go\n")
+    os.close(writer)
+    async with asyncio.timeout(15):
+        assert await repair is False
+    assert removed[stop_job] == "done"  # not "canceled" by our start
+    assert await sd.running_with_new_pid(name, old) != old
+
+
 async def test_a_crash_right_after_our_start_is_seen(
     manager: RealSystemd, sd: Client, start: Start
 ) -> None:
