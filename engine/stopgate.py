@@ -193,10 +193,11 @@ class Replies:
     reply's future in one callback. asyncio's run_in_executor wakes the loop once per job and
     takes three callbacks more on the loop to reach its awaiter (its future chained to the
     executor's, then in_thread's shield); a first run of 10,000 files makes 10,000 such hops.
-    One per loop (`install`)."""
+    One per loop (`install`); it holds its loop weakly (the registry's value must not keep
+    its key alive)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, executor: GatedExecutor) -> None:
-        self._loop = loop
+        self._loop = weakref.ref(loop)
         self._executor = executor
         self._queued: collections.deque[Reply[Any]] = collections.deque()
         self._waking = False
@@ -204,7 +205,7 @@ class Replies:
     def submit(self, job: Job) -> Reply[Any]:
         """Run `job` in the executor (gated as its `submit` gates: see the module doc); its
         outcome comes back in the returned Reply. On the loop's thread."""
-        reply: Reply[Any] = Reply(self._loop.create_future())
+        reply: Reply[Any] = Reply(asyncio.get_running_loop().create_future())
         work = _WORK.get()
         if work is not None:
             job.work = work
@@ -220,10 +221,11 @@ class Replies:
         self._queued.append(reply)
         # Queued first, then looked: a wake-up seen pending has not drained yet, so it takes
         # this reply too; else this one wakes the loop (under the GIL, both are atomic).
-        if not self._waking:
+        loop = self._loop()
+        if not self._waking and loop is not None:
             self._waking = True
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                self._loop.call_soon_threadsafe(self._deliver)
+                loop.call_soon_threadsafe(self._deliver)
 
     def _deliver(self) -> None:
         """On the loop: hand every queued reply to its future."""

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import gc
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -310,3 +311,18 @@ async def test_a_cancelled_caller_of_a_running_job_waits_for_its_end() -> None:
             await task
         assert ended.is_set()
     assert DONE_NOTE in getattr(cancelled.value, "__notes__", ())
+
+
+def test_an_installed_loop_is_not_kept_alive_by_its_replies() -> None:
+    """stopgate.install's registry holds a loop weakly: a loop used and closed is freed
+    (tests run many agents in one process, each on its own loop)."""
+    loop = asyncio.new_event_loop()
+    executor = GatedExecutor(max_workers=1)
+    stopgate.install(loop, executor)
+    assert loop.run_until_complete(in_thread(lambda: 42)) == 42
+    executor.shutdown(wait=True)
+    loop.close()
+    freed = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert freed() is None
