@@ -568,7 +568,12 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
     tasks = [task for vertex in vertices for task in vertex._tasks]
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)  # their errors are logged already
+    if tasks:
+        # Their cancellations run in the order they were asked: once the last has ended,
+        # every other has taken its step, and most have ended too (a gather of them all
+        # ran a callback of its own per task: 20,000 at a 10,000-file stop).
+        await asyncio.wait([tasks[-1]])
+        await asyncio.gather(*(t for t in tasks if not t.done()), return_exceptions=True)
     waits = []
     for vertex in vertices:
         if vertex._needs_cleanup():

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
-from engine import collector
+from engine import collector, stopgate
 from engine.engine import Engine
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.exit import exit_request
@@ -155,7 +155,7 @@ def io_threads(loop: asyncio.AbstractEventLoop) -> None:
     idle and ends)."""
     if loop not in _IO_LOOPS:
         _IO_LOOPS.add(loop)
-        loop.set_default_executor(GatedExecutor(max_workers=8, thread_name_prefix="io"))
+        stopgate.install(loop, GatedExecutor(max_workers=8, thread_name_prefix="io"))
 
 
 _IO_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
+from engine import stopgate
 from engine.errors import ResourceError
 from engine.handle import Handle
 from engine.stopgate import awaited
@@ -85,8 +86,30 @@ async def in_thread(fn: Callable[[], T]) -> T:
     """Run fn in a thread (the loop's default executor); if cancelled, still wait for its job
     to end: it may use descriptors that the caller closes after. A job not started when the
     caller is cancelled never starts (engine.stopgate.awaited: a forced stop of a first run
-    left thousands queued, then each changed the system with no line logged)."""
-    done = asyncio.get_running_loop().run_in_executor(None, awaited(fn))
+    left thousands queued, then each changed the system with no line logged). With the
+    agent's executor (stopgate.install) the job's outcome comes back through its Replies
+    (batched: stopgate.Replies), else through asyncio's executor future."""
+    loop = asyncio.get_running_loop()
+    replies = stopgate.replies(loop)
+    if replies is None:
+        return await _in_default_executor(loop, fn)
+    reply = replies.submit(awaited(fn))
+    try:
+        return cast(T, await reply.future)
+    except asyncio.CancelledError as err:
+        while not reply.over:
+            if reply.ended is None:
+                reply.ended = loop.create_future()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([reply.ended])
+        if reply.error is None:
+            err.add_note(DONE_NOTE)  # apply_steps logs the step: it was done
+        raise
+
+
+async def _in_default_executor(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> T:
+    """in_thread through run_in_executor (a default executor not set by stopgate.install)."""
+    done = loop.run_in_executor(None, awaited(fn))
     try:
         return cast(T, await asyncio.shield(done))
     except asyncio.CancelledError as err:

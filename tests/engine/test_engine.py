@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from engine.engine import Engine, Status
 from engine.errors import ValidationError
-from engine.graph import Edge
+from engine.graph import Edge, Graph
 from engine.meta import Meta
+from engine.resource import Resource, register
+from tests.aio import pass_ended
 from tests.engine.conftest import make_graph, settle
 from tests.engine.probe import state
 
@@ -323,3 +326,56 @@ def test_semaphore_named_twice_is_refused() -> None:
 
     with pytest.raises(ValidationError, match="twice"):
         Meta(sema=["lock", "lock:2"])
+
+
+# SlowStop's events, made by the test that uses them (an Event is bound to its loop).
+SLOW_STOP: dict[str, asyncio.Event] = {}
+
+
+@register("slowstop")
+@dataclass(kw_only=True, eq=False)
+class SlowStop(Resource):
+    """A watch whose cancellation takes more than one step (`slow`: once cancelled, it sets
+    SLOW_STOP["unwinding"] and waits for SLOW_STOP["release"])."""
+
+    # Whether its watch waits for SLOW_STOP["release"] once cancelled. Default false.
+    slow: bool = False
+
+    async def watch(self) -> None:
+        await self.handle.event()
+        try:
+            await asyncio.Future()
+        except asyncio.CancelledError:
+            if self.slow:
+                SLOW_STOP["unwinding"].set()
+                await SLOW_STOP["release"].wait()
+            raise
+
+    async def check_apply(self, apply: bool) -> bool:
+        return True
+
+
+async def test_stop_waits_for_every_task_also_one_whose_cancel_takes_steps(
+    engine: Engine,
+) -> None:
+    """stop_all waits for the last task it cancelled, then for those still running: a watch
+    whose cancellation waits (the first of three here) is waited for, and the stop ends with
+    every vertex's tasks ended."""
+    SLOW_STOP.update(unwinding=asyncio.Event(), release=asyncio.Event())
+    graph = Graph()
+    graph.add(SlowStop(name="a", slow=True))
+    graph.add(SlowStop(name="b"))
+    graph.add(SlowStop(name="c"))
+    await engine.apply(graph)
+    await settle(engine)
+    stopper = asyncio.create_task(engine.stop())
+    async with asyncio.timeout(5):
+        await SLOW_STOP["unwinding"].wait()
+    await pass_ended()
+    assert not stopper.done()  # b's and c's tasks have ended; a's watch has not
+    assert [len(v._tasks) for v in engine.vertices.values()] == [1, 0, 0]
+    SLOW_STOP["release"].set()
+    async with asyncio.timeout(5):
+        await stopper
+    for vertex in engine.vertices.values():
+        assert vertex.status is Status.STOPPED and len(vertex._tasks) == 0

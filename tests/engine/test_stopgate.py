@@ -11,6 +11,7 @@ import asyncio
 import functools
 import gc
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import stopgate
 from engine.engine import Engine, Status
 from engine.errors import ResourceError
 from engine.graph import Graph
@@ -64,7 +66,7 @@ class StopJob(Resource):
 async def one_worker() -> AsyncIterator[GatedExecutor]:
     """The loop's default executor: a GatedExecutor with one worker (as the agent's, smaller)."""
     executor = GatedExecutor(max_workers=1, thread_name_prefix="gated")
-    asyncio.get_running_loop().set_default_executor(executor)
+    stopgate.install(asyncio.get_running_loop(), executor)  # in_thread's replies in batches
     RAN.clear()
     HOLD.clear()
     HELD.clear()
@@ -193,15 +195,20 @@ async def test_the_gate_admits_what_is_not_a_check_apply_not_begun() -> None:
         assert await left == "left"
 
 
-async def test_a_job_its_cancelled_caller_would_wait_for_never_starts() -> None:
+@pytest.mark.parametrize("installed", [True, False], ids=["replies", "any-executor"])
+async def test_a_job_its_cancelled_caller_would_wait_for_never_starts(installed: bool) -> None:
     """in_thread waits for its job even when cancelled; a job still queued then never starts
     (a forced stop's cancelled check_applies wrote their files after all, logging nothing),
-    with any executor. A job whose future outlives its task (a spare file made ahead) runs."""
+    with the agent's executor (stopgate.install) or any other. A job whose future outlives
+    its task (a spare file made ahead) runs."""
     loop = asyncio.get_running_loop()
     ran: list[str] = []
     hold = threading.Event()
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        loop.set_default_executor(executor)
+    with GatedExecutor(max_workers=1) if installed else ThreadPoolExecutor(1) as executor:
+        if isinstance(executor, GatedExecutor):
+            stopgate.install(loop, executor)
+        else:
+            loop.set_default_executor(executor)
         blocker = loop.run_in_executor(None, hold.wait, BOUND)  # holds the one worker
         detached: list[asyncio.Future[None]] = []
 
@@ -244,3 +251,78 @@ async def test_a_swap_never_starts_the_queued_writes_of_the_resources_it_removes
     assert sorted(p.name for p in out.iterdir()) == [f"f{i}" for i in range(5)]
     assert not engine.gate.closed and engine.gate.refused == 0  # no stop: nothing to report
     await engine.stop()
+
+
+async def test_replies_come_back_together_each_to_its_caller() -> None:
+    """stopgate.Replies: the outcomes of many in_thread jobs that ended while the loop was
+    busy come back with one wake-up of the loop, each to its own caller: its value, or its
+    exception."""
+    loop = asyncio.get_running_loop()
+    with GatedExecutor(max_workers=4) as executor:
+        stopgate.install(loop, executor)
+        wakes = 0
+        deliver = stopgate.replies(loop)._deliver  # type: ignore[union-attr]
+
+        def counted() -> None:
+            nonlocal wakes
+            wakes += 1
+            deliver()
+
+        stopgate.replies(loop)._deliver = counted  # type: ignore[union-attr,method-assign]
+        gate = threading.Event()
+
+        def job(i: int) -> int:
+            gate.wait(BOUND)
+            if i == 7:
+                raise ValueError("seven")
+            return i * i
+
+        calls = [asyncio.ensure_future(in_thread(functools.partial(job, i))) for i in range(40)]
+        await pass_ended()  # all submitted
+        gate.set()
+        executor.shutdown(wait=True)  # every job has ended, none handed back yet
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    assert [r for i, r in enumerate(results) if i != 7] == [i * i for i in range(40) if i != 7]
+    assert isinstance(results[7], ValueError) and str(results[7]) == "seven"
+    assert wakes == 1
+
+
+async def test_a_cancelled_caller_of_a_running_job_waits_for_its_end() -> None:
+    """in_thread through stopgate.Replies, cancelled while its job runs: it waits for the job's
+    end (the job may use the caller's descriptors), then raises CancelledError noting that
+    the job was done (apply_steps then logs its step)."""
+    loop = asyncio.get_running_loop()
+    started, hold, ended = threading.Event(), threading.Event(), threading.Event()
+
+    def job() -> None:
+        started.set()
+        hold.wait(BOUND)
+        ended.set()
+
+    with GatedExecutor(max_workers=1) as executor:
+        stopgate.install(loop, executor)
+        task = asyncio.create_task(in_thread(job))
+        await in_other_thread(started)
+        task.cancel()
+        await pass_ended()
+        assert not task.done()  # waiting for the job
+        hold.set()
+        with pytest.raises(asyncio.CancelledError) as cancelled:
+            await task
+        assert ended.is_set()
+    assert DONE_NOTE in getattr(cancelled.value, "__notes__", ())
+
+
+def test_an_installed_loop_is_not_kept_alive_by_its_replies() -> None:
+    """stopgate.install's registry holds a loop weakly: a loop used and closed is freed
+    (tests run many agents in one process, each on its own loop)."""
+    loop = asyncio.new_event_loop()
+    executor = GatedExecutor(max_workers=1)
+    stopgate.install(loop, executor)
+    assert loop.run_until_complete(in_thread(lambda: 42)) == 42
+    executor.shutdown(wait=True)
+    loop.close()
+    freed = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert freed() is None
