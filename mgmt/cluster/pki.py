@@ -83,13 +83,7 @@ def names_core(name: str) -> bool:
 def check_key(path: Path) -> None:
     """WorldError unless the private key `path` is this agent's alone: a regular file owned by
     its user, no access for group or others (ssh's rule)."""
-    st = os.lstat(path)
-    mode = stat.S_IMODE(st.st_mode)
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or mode & 0o077:
-        raise WorldError(
-            f"{path} (owner uid {st.st_uid}, mode {mode:04o}): a private key must be a file "
-            f"owned by this agent's user (uid {os.geteuid()}), mode 0600"
-        )
+    _check_file(path, 0o077, "a private key", "mode 0600")
 
 
 def check_ca_dir(ca_dir: Path) -> None:
@@ -124,12 +118,18 @@ def check_cert_dir(directory: Path) -> None:
 def check_cert(path: Path) -> None:
     """WorldError unless the certificate `path` is a file of this agent's user that nobody else
     may write: whoever could swap a CA would be trusted as the cluster."""
+    _check_file(path, 0o022, "a certificate", "writable by nobody else")
+
+
+def _check_file(path: Path, others: int, what: str, rule: str) -> None:
+    """WorldError unless `path` is a regular file (not followed if a symlink) owned by this
+    process's user, without any of the mode bits `others`."""
     st = os.lstat(path)
     mode = stat.S_IMODE(st.st_mode)
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or mode & 0o022:
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or mode & others:
         raise WorldError(
-            f"{path} (owner uid {st.st_uid}, mode {mode:04o}): a certificate must be a file "
-            f"owned by this agent's user (uid {os.geteuid()}), writable by nobody else"
+            f"{path} (owner uid {st.st_uid}, mode {mode:04o}): {what} must be a file "
+            f"owned by this agent's user (uid {os.geteuid()}), {rule}"
         )
 
 
