@@ -5,10 +5,11 @@ kept in the stores, live updates by long poll."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -341,15 +342,25 @@ async def ui_with_field(engine: Engine, store: str) -> tuple[str, HTTPServerUIIn
     return f"http://127.0.0.1:{port}", field
 
 
-async def test_a_read_of_the_store_answered_after_a_save_does_not_undo_it(tmp_path: Path) -> None:
-    """A change elsewhere, then a save from the page while the store's read for that change
-    is still in flight: the save is the newer value, shown and kept in the store."""
+@contextlib.asynccontextmanager
+async def held_ui(tmp_path: Path) -> AsyncIterator[tuple[HeldWorld, Engine, str]]:
+    """A HeldWorld whose key k1 holds "first", and an engine running a UI with a field kept
+    there, settled: (world, engine, base URL); the engine is stopped after."""
     world = HeldWorld("test")
     engine = Engine(hostname="test", prefix=tmp_path, world=world)
     try:
         await world.str_set("k1", "first")
         base, _ = await ui_with_field(engine, "world://?key=k1")
         await settle(engine)
+        yield world, engine, base
+    finally:
+        await engine.stop(graceful=False)
+
+
+async def test_a_read_of_the_store_answered_after_a_save_does_not_undo_it(tmp_path: Path) -> None:
+    """A change elsewhere, then a save from the page while the store's read for that change
+    is still in flight: the save is the newer value, shown and kept in the store."""
+    async with held_ui(tmp_path) as (world, engine, base):
         read = world.hold("read")
         await world.str_set("k1", "elsewhere")  # the watch's read of it is held
         async with asyncio.timeout(10):
@@ -360,8 +371,6 @@ async def test_a_read_of_the_store_answered_after_a_save_does_not_undo_it(tmp_pa
         await settle(engine)
         assert await get_json(f"{base}/ui/list/field") == (200, {"value": "mine"})
         assert await world.str_get("k1") == "mine"
-    finally:
-        await engine.stop(graceful=False)
 
 
 @pytest.mark.parametrize("before", ["elsewhere", "own write"])
@@ -411,12 +420,7 @@ async def test_a_save_to_a_field_being_replaced_is_stored(tmp_path: Path) -> Non
     """A graph swap replaces a field (its sort changed) while its check runs, and a save
     comes meanwhile: the check sees a newer save and leaves it to the next check, which the
     stop does not run. The save is stored as the field stops, and the new field shows it."""
-    world = HeldWorld("test")
-    engine = Engine(hostname="test", prefix=tmp_path, world=world)
-    try:
-        await world.str_set("k1", "first")
-        base, _ = await ui_with_field(engine, "world://?key=k1")
-        await settle(engine)
+    async with held_ui(tmp_path) as (world, engine, base):
         (old,) = [v for v in engine.vertices.values() if v.res.kind == "http:server:ui:input"]
         check = world.hold("read")
         assert await save(base, "field", "a") == (200, None)
@@ -433,8 +437,6 @@ async def test_a_save_to_a_field_being_replaced_is_stored(tmp_path: Path) -> Non
         await settle(engine)
         assert await world.str_get("k1") == "b"
         assert await get_json(f"{base}/ui/list/field") == (200, {"value": "b"})
-    finally:
-        await engine.stop(graceful=False)
 
 
 async def test_a_watch_given_the_shown_value_answers_a_change_it_came_after(
