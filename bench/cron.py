@@ -3,14 +3,9 @@ and CPU time (user + system of the child; on this shared machine the wall time m
 long the process waited for a core).
 
 Cold = the files are absent (N fsynced writes); no-op = they are all in place already.
-Between runs the last run's files are moved aside, not deleted (all are deleted at the end):
-ext4 without a journal (this machine's root file system) does not reuse an inode number freed
-in the last 60 s (300 s while its inode table block is dirty), and each new inode's allocation
-looks past every such number in its block group, one buffer lookup each: created right after
-the last run's 10,000 files were deleted, 10,000 files cost ~2.5 s more system CPU (perf: 94%
-of the O_TMPFILE opens' time in `recently_deleted`), a cost that a first run on a machine
-whose files never existed does not pay. `--delete-between` measures that case: the last run's
-files deleted right before each cold run, as this script did before 2026-12-04.
+Between runs the last run's files are moved aside, not deleted (all are deleted at the end);
+`--delete-between` deletes them right before each cold run instead, as this script did before
+2026-12-04: see `common.make_absent` for why that costs a new file ~O(N) more system CPU here.
 `--base DIR` runs another checkout interleaved with this one, run by run, and prints the
 ratios: with its own .venv (e.g. /work/main), or with this one's when it has none (a `git
 archive` of another commit, byte-compiled: `python -m mgmt` run in DIR imports DIR's code).
@@ -29,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import MGMT, ROOT, checkout, files_graph, run_child, run_script
+from common import MGMT, ROOT, checkout, files_graph, make_absent, run_child, run_script
 
 
 def timed(argv: list[str], cwd: Path) -> tuple[float, float, float]:
@@ -67,7 +62,6 @@ def main() -> None:
         graph.write_text(files_graph(out, args.count))
         run = ["run", "--converged-timeout=0", "--tmp-prefix", "--no-watch", "yaml", str(graph)]
         aside = work / "aside"
-        aside.mkdir()
         samples: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
         for side, (mgmt, cwd) in sides.items():
             timed([*mgmt, "--version"], cwd)  # warm the page cache
@@ -75,10 +69,7 @@ def main() -> None:
         for _ in range(args.runs):
             for side, (mgmt, cwd) in sides.items():  # interleaved: this, base, this, base...
                 samples[(side, "start")].append(timed([*mgmt, "--version"], cwd))
-                if args.delete_between:
-                    shutil.rmtree(out, ignore_errors=True)
-                elif out.exists():
-                    out.rename(aside / str(len(list(aside.iterdir()))))  # no inode freed
+                make_absent(out, aside, args.delete_between)
                 samples.setdefault((side, "cold"), []).append(timed([*mgmt, *run], cwd))
                 samples.setdefault((side, "no-op"), []).append(timed([*mgmt, *run], cwd))
         load = os.getloadavg()[0]

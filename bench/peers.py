@@ -3,7 +3,10 @@ puppet apply, pyinfra @local), whole-process wall time: a first run (the files a
 no-op run (all in place), the tools interleaved round by round; medians and ratios printed.
 
 A tool that is not installed is skipped, and the output says so. Each tool writes its own
-directory. This project fsyncs every file it writes; the peers do not.
+directory. This project fsyncs every file it writes; the peers do not. Before each first run
+the tool's last files are moved aside, not deleted (all are deleted at the end); with
+`--delete-between` they are deleted right before it, as this script did before 2026-12-04 (see
+`common.make_absent`: on this machine that costs every tool ~O(N) more system CPU per new file).
 
 salt-call and pyinfra are looked up on PATH, then in `.bench-peers/bin/` of this checkout: a
 scratch venv for the benchmark only (not a dependency of the project), made with
@@ -13,7 +16,7 @@ scratch venv for the benchmark only (not a dependency of the project), made with
 `--base DIR` adds another checkout of this project (run as `python -m mgmt` in DIR, as
 bench/cron.py does: with DIR's .venv, or this one's for a byte-compiled `git archive`).
 
-    .venv/bin/python bench/peers.py [--count 100] [--rounds 5] [--base DIR]
+    .venv/bin/python bench/peers.py [--count 100] [--rounds 5] [--base DIR] [--delete-between]
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import MGMT, ROOT, checkout, files_graph, run_child, run_script
+from common import MGMT, ROOT, checkout, files_graph, make_absent, run_child, run_script
 
 Setup = Callable[[Path, Path, int], list[str]]  # (work dir, output dir, count) -> argv
 
@@ -111,6 +114,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--base", type=Path, help="another checkout of mgmt, interleaved")
+    parser.add_argument(
+        "--delete-between",
+        action="store_true",
+        help="delete each tool's last files right before its first run, not move them aside",
+    )
     args = parser.parse_args()
     if args.base is not None:
         args.base = checkout(args.base, "--base")
@@ -135,14 +143,18 @@ def main() -> None:
     try:
         for _ in range(args.rounds):
             for label, (argv, work, out) in runs.items():  # interleaved: A B C, A B C, ...
-                shutil.rmtree(out, ignore_errors=True)
+                make_absent(out, out.parent / "aside", args.delete_between)
                 first[label].append(timed(argv, work))
                 made = len(list(out.iterdir())) if out.is_dir() else 0
                 if made != args.count:  # a tool that exits 0 without doing the work
                     raise SystemExit(f"{label} made {made} of {args.count} files: {argv}")
                 noop[label].append(timed(argv, work))
         load = os.getloadavg()[0]
-        print(f"{args.count} files, {args.rounds} rounds, load {load:.1f} (whole process, median):")
+        how = "deleted" if args.delete_between else "moved aside"
+        print(
+            f"{args.count} files, {args.rounds} rounds, load {load:.1f} (whole process, median;"
+            f" the last files {how} before each first run):"
+        )
         base_first = statistics.median(first["mgmt"])
         base_noop = statistics.median(noop["mgmt"])
         for label in runs:
