@@ -175,13 +175,17 @@ def read_limited(path: Path, max_size: int = MAX_SIZE) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
         raise GraphFileError([f"{path}: cannot read: {err.strerror}"]) from err
-    with os.fdopen(fd, "rb") as file:
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise GraphFileError([f"{path}: cannot read: not a regular file"])
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # before fdopen: it raises IsADirectoryError itself
+            what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise GraphFileError([f"{path}: cannot read: {what}"])
+        with os.fdopen(fd, "rb", closefd=False) as file:
             data = file.read(max(max_size, 0) + 1)
-        except OSError as err:
-            raise GraphFileError([f"{path}: cannot read: {err.strerror}"]) from err
+    except OSError as err:
+        raise GraphFileError([f"{path}: cannot read: {err.strerror}"]) from err
+    finally:
+        os.close(fd)
     if len(data) > max_size:
         raise GraphFileError(
             [

@@ -310,6 +310,14 @@ def test_max_runtime_bounds_a_run_whose_input_is_a_fifo(tmp_path: Path) -> None:
     assert f"cannot read {tmp_path}/out.gz: not a regular file" in out
 
 
+def test_a_directory_given_as_the_graph_file_is_one_line(tmp_path: Path) -> None:
+    """It was a traceback (IsADirectoryError from the file object), exit 1."""
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", "yaml", str(tmp_path)])
+    assert code == 2, out
+    assert out.strip().endswith(f"{tmp_path}: cannot read: a directory"), out
+    assert "Traceback" not in out and len(out.strip().splitlines()) == 1, out
+
+
 def test_diamond_runs_in_parallel(tmp_path: Path) -> None:
     """b and c overlap in time; d starts after both ended; e does not wait for anything."""
     stamp = "date +%s.%N >> TMP/{name}.{what}"
