@@ -13,6 +13,7 @@ import collections
 import logging
 from collections.abc import Iterable
 
+from engine.errors import GraphError
 from engine.graph import Edge, Graph, Key, fmt_key
 from engine.resource import UID, Edgeable, Resource
 
@@ -21,10 +22,14 @@ log = logging.getLogger("engine")
 AUTO = Edge(name="autoedge")
 
 
-def add_autoedges(graph: Graph, index: AutoIndex | None = None) -> int:
+def add_autoedges(
+    graph: Graph, index: AutoIndex | None = None, providers: dict[UID, Key] | None = None
+) -> int:
     """Add the automatic edges to `graph` in place; returns how many were added. `index`, if
-    given, counts what each resource provides and asks for (AutoIndex), at no extra call."""
-    providers: dict[UID, Key] = {}
+    given, counts what each resource provides and asks for (AutoIndex), at no extra call.
+    `providers`, if given, gets who provides each UID (`owners` of the resources taking part:
+    GraphError if two provide one)."""
+    providers = {} if providers is None else providers
     wanting: list[tuple[Key, Edgeable]] = []
     provided: list[UID] = []  # every UID provided, and asked for, counted at the end
     wanted: list[UID] = []
@@ -33,7 +38,8 @@ def add_autoedges(graph: Graph, index: AutoIndex | None = None) -> int:
             continue
         uids = res.uids()
         for uid in uids:
-            providers.setdefault(uid, key)
+            if providers.setdefault(uid, key) != key:
+                raise GraphError(both_manage(uid, providers[uid], key))
         provided += uids
         wanting.append((key, res))
     added = skipped = 0
@@ -60,6 +66,35 @@ def add_autoedges(graph: Graph, index: AutoIndex | None = None) -> int:
         index.counted(wanted, index.wants)
         index.skipped = skipped
     return added
+
+
+def managed(res: Resource) -> list[UID]:
+    """What `res` manages, as its kind says (Edgeable: its UIDs), whatever its meta autoedge."""
+    return res.uids() if isinstance(res, Edgeable) else []
+
+
+def owners(graph: Graph, found: dict[UID, Key] | None = None) -> dict[UID, Key]:
+    """Who manages each UID of `graph`; GraphError when two resources manage the same thing
+    (two files of one path, two svc of one unit): each would undo the other's changes forever.
+    mgmt runs such a graph (its resources fight); we refuse it, as puppet does. `found`: what
+    `add_autoedges` found already (its `providers`: those taking part are not asked again)."""
+    autoedged = found is not None
+    found = {} if found is None else found
+    for key, res in graph.vertices.items():
+        if autoedged and res.meta.autoedge:
+            continue  # counted by add_autoedges, if Edgeable
+        for uid in managed(res):
+            owner = found.setdefault(uid, key)
+            if owner != key:
+                raise GraphError(both_manage(uid, owner, key))
+    return found
+
+
+def both_manage(uid: UID, first: Key, second: Key) -> str:
+    return (
+        f"{fmt_key(second)} and {fmt_key(first)} both manage {uid.kind} {uid.key}: each would"
+        " undo the other's changes (keep one of them)"
+    )
 
 
 def _first(providers: dict[UID, Key], request: list[UID], key: Key) -> Key | None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import collector, watcher
-from engine.autoedge import AutoIndex, add_autoedges, may_edge
+from engine.autoedge import AutoIndex, add_autoedges, managed, may_edge, owners
 from engine.autogroup import autogroup
 from engine.errors import GraphError, ResourceError
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged
@@ -44,6 +44,7 @@ from engine.meta import sema_size
 from engine.params import build
 from engine.ratelimit import TokenBucket
 from engine.resource import (
+    UID,
     Edgeable,
     Groupable,
     Refreshable,
@@ -666,6 +667,24 @@ class _Raw:
     pred: dict[Key, dict[Key, Edge]]
 
 
+def verify(graph: Graph, found: dict[UID, Key] | None = None) -> dict[UID, Key]:
+    """What a graph must be before it runs, whatever made it: no cycle, no two resources
+    managing the same thing (`engine.autoedge.owners`, returned; `found`: the providers that
+    add_autoedges found), one size per semaphore. GraphError if not. `prepare()` runs it after
+    the automatic edges and groups."""
+    graph.check()
+    found = owners(graph, found)
+    sizes: dict[str, tuple[int, Resource]] = {}
+    for res in graph:
+        for name, size in (sema_size(entry) for entry in res.meta.sema):
+            first = sizes.setdefault(name, (size, res))
+            if first[0] != size:
+                raise GraphError(
+                    f"semaphore {name!r} has size {first[0]} in {first[1]} but {size} in {res}"
+                )
+    return found
+
+
 @dataclass
 class _Small:
     """A swap in O(change): the vertices replaced, added and removed, nothing else changed."""
@@ -731,6 +750,9 @@ class Engine:
         # The automatic edges' UIDs of the last graph as given (made by prepare(), then kept
         # up to date by small swaps).
         self._autoindex: AutoIndex | None = None
+        # Who manages each UID of the last prepared graph (engine.autoedge.owners; made by
+        # prepare(), then kept up to date by small swaps).
+        self._owners: dict[UID, Key] | None = None
         # The last prepared graph has a resource autogroup could group: a path between two
         # may decide whether it does, so no edge changes without preparing again.
         self._groupable = False
@@ -804,21 +826,16 @@ class Engine:
         """Add automatic edges and merge groups (in place), then check cycles and semaphores."""
         index = AutoIndex() if self.autoedges else None
         self._autoindex = None
+        self._owners = None
+        found: dict[UID, Key] | None = None
         if index is not None:
-            add_autoedges(graph, index)
+            found = {}
+            add_autoedges(graph, index, found)  # GraphError if two resources manage one thing
         if self.autogroup:
             autogroup(graph)
             candidates = (r for r in graph if r.meta.autogroup and isinstance(r, Groupable))
             self._groupable = next(candidates, None) is not None
-        graph.check()
-        sizes: dict[str, tuple[int, Resource]] = {}
-        for res in graph:
-            for name, size in (sema_size(entry) for entry in res.meta.sema):
-                first = sizes.setdefault(name, (size, res))
-                if first[0] != size:
-                    raise GraphError(
-                        f"semaphore {name!r} has size {first[0]} in {first[1]} but {size} in {res}"
-                    )
+        self._owners = verify(graph, found)
         self._autoindex = index
 
     async def apply(self, graph: Graph, since: Since | None = None) -> None:
@@ -1013,6 +1030,8 @@ class Engine:
                 return None  # the graph's shape may change
             else:
                 small.replace[key] = res
+        if (small.add or small.remove) and not self._reclaim(small, given):
+            return None  # two resources manage one thing: prepare() names them
         edges = rewired(graph, last.graph, keys)
         connect = {(src, dst): edge for src, dst, edge in edges.connect}
         return self._reshaped(graph, small, connect, set(edges.disconnect))
@@ -1098,15 +1117,36 @@ class Engine:
         return self._autoindex.alone(res, present)
 
     def _in_place(self, vertex: Vertex, res: Resource) -> bool:
-        """Whether `res` may replace `vertex` without preparing the graph again."""
+        """Whether `res` may replace `vertex` without preparing the graph again: the same
+        kind, semaphores, and what it manages (`managed`) and asks for automatically."""
         old = vertex.pristine
         if type(res) is not type(old) or isinstance(res, Groupable) or members(vertex.res):
             return False
         if res.meta.sema != old.meta.sema or res.meta.autoedge != old.meta.autoedge:
             return False
+        if managed(res) != managed(old):
+            return False
         if self.autoedges and res.meta.autoedge and isinstance(res, Edgeable):
             assert isinstance(old, Edgeable)
-            return res.uids() == old.uids() and res.autoedges() == old.autoedges()
+            return res.autoedges() == old.autoedges()
+        return True
+
+    def _reclaim(self, small: _Small, given: dict[Key, Resource]) -> bool:
+        """Whether what `small` adds manages nothing another vertex manages once what it
+        removes is gone (a rename of a file resource frees its path first); `_owners` is then
+        so (a fallback's prepare() makes it again)."""
+        if self._owners is None:
+            self._owners = owners(self.graph)  # the prepared graph: it was verified
+        found = self._owners
+        for key in small.remove:
+            for uid in managed(given[key]):
+                if found.get(uid) == key:
+                    del found[uid]
+        for key, res in small.add.items():
+            uids = managed(res)
+            if any(found.get(uid, key) != key for uid in uids):
+                return False
+            found.update(dict.fromkeys(uids, key))
         return True
 
     async def _swap_replaced(self, given: Graph, small: _Small) -> None:

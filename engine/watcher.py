@@ -629,3 +629,31 @@ def shutting_down() -> Iterator[None]:
         yield
     finally:
         hub.closing = False
+
+
+# Seconds after the last write to a file that it is read though its writer has not closed it
+# (`follow_writes`).
+WRITER_WAIT = 2.0
+
+
+async def follow_writes(
+    watcher: PathWatcher, ready: Callable[[], None], wait: float = WRITER_WAIT
+) -> None:
+    """Call `ready()` each time what `watcher` watches is worth reading again: at once for a
+    file created, removed, renamed or closed after writing (`cat > FILE`, scp, an editor
+    saving in place), not at each write, which may have put half of it there (a truncate
+    first: an empty file); a writer that keeps it open gets it read `wait` s after its last
+    write. For readers of whole files: the agent's graph file, the language's os.readfile."""
+    late: asyncio.TimerHandle | None = None
+    try:
+        async for _ in watcher:
+            if late is not None:
+                late.cancel()
+                late = None
+            if watcher.writing:
+                late = asyncio.get_running_loop().call_later(wait, ready)
+                continue
+            ready()
+    finally:
+        if late is not None:
+            late.cancel()

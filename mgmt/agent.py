@@ -32,7 +32,7 @@ from engine.program import ProgramRef
 from engine.safefs import check_private, private_dir
 from engine.stopgate import GatedExecutor
 from engine.tasks import TaskSet, thread_to_end
-from engine.watcher import PathWatcher
+from engine.watcher import PathWatcher, follow_writes
 from mgmt import log as logsetup
 from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
@@ -60,9 +60,6 @@ MAX_RUNTIME_GRACE = 5.0
 # A graph file of at most this many bytes, without aliases, is read and parsed on the event loop
 # (`Agent._reload`): a 1 KiB file parses in ~0.2 ms, less than the hop to a thread and back.
 INLINE_BYTES = 8192
-# Seconds after the last write to the graph file that it is read though its writer has not
-# closed it (see _watch_graph_file).
-WRITER_WAIT = 2.0
 # Resources named at most in one summary line (the exit's list of failures, the converged
 # line, noop's changes): 20,000 failing files made one line of 269 KB, and systemd's STATUS=.
 NAMED = 20
@@ -357,7 +354,7 @@ class Agent:
             watcher = PathWatcher([self.config.file])
             await watcher.__aenter__()  # watching before we report ready: no edit is missed
             self._file_watcher = watcher
-            self._spawn(self._watch_graph_file(watcher))
+            self._spawn(follow_writes(watcher, self.reload.set))
             self.reload.set()  # catch an edit made between loading and watching
         self._spawn(self._reload_loop())
         self._spawn(self._report_convergence())
@@ -543,7 +540,8 @@ class Agent:
 
     async def _apply(self, loaded: Loaded) -> None:
         async with self._apply_lock:
-            last, self._digest, self._loaded = self._loaded, loaded.digest, loaded
+            last, last_digest = self._loaded, self._digest
+            self._digest, self._loaded = loaded.digest, loaded
             graph = loaded.graph
             # After a swap that replaced a few resources of a graph that did not need it, only
             # those can make the cluster needed.
@@ -558,7 +556,11 @@ class Agent:
             since = loaded.since
             if self.cluster is not None:  # publish exports, add what is collected: O(change)
                 graph, since = await self.cluster.merge(loaded)
-            await self.engine.apply(graph, since)  # the converger and metrics hear GraphSwapped
+            try:  # the converger and metrics hear GraphSwapped
+                await self.engine.apply(graph, since)
+            except GraphError:  # refused before anything ran: the running graph stays
+                self._digest, self._loaded = last_digest, last
+                raise
             if self.config.graphviz:
                 self.config.graphviz.write_text(self.engine.graph.to_dot())
 
@@ -602,25 +604,6 @@ class Agent:
                     log.exception("applying the collected resources failed")
                 self.swapped.set()
 
-    async def _watch_graph_file(self, watcher: PathWatcher) -> None:
-        """Reload the graph file once its writer is done: at its close after writing in
-        place (`cat > FILE`, scp, an editor saving in place), not at each write, which may
-        have put half of a graph there (a swap stopping the other half); a writer that keeps
-        it open still gets it read WRITER_WAIT s after its last write."""
-        late: asyncio.TimerHandle | None = None
-        try:
-            async for _ in watcher:
-                if late is not None:
-                    late.cancel()
-                    late = None
-                if watcher.writing:
-                    late = asyncio.get_running_loop().call_later(WRITER_WAIT, self.reload.set)
-                    continue
-                self.reload.set()
-        finally:
-            if late is not None:
-                late.cancel()
-
     def _on_hup(self) -> None:
         if self.source is None and self.config.file is None:
             log.info("SIGHUP: no graph file to reload")
@@ -644,8 +627,13 @@ class Agent:
         """Swap in every graph the front-end produces."""
         async for loaded in source:
             self.swapped.clear()
-            await self._apply(loaded)
-            self.swapped.set()
+            try:
+                await self._apply(loaded)
+            except GraphError as err:  # e.g. two resources managing one file
+                log.error("%s: %s (keeping the last good graph)", self.config.file or "lang", err)
+                continue
+            finally:
+                self.swapped.set()
             await self._program_changed()
 
     async def _program_changed(self) -> None:
@@ -689,8 +677,14 @@ class Agent:
             log.warning("%s", warning)
         log.info("graph file changed: swapping in the new graph")
         self.swapped.clear()
-        await self._apply(loaded)
-        self.swapped.set()
+        try:
+            await self._apply(loaded)
+        except GraphError as err:  # e.g. two resources managing one file: one line, once
+            self._rejected = got.digest
+            log.error("%s: %s; keeping the running graph", file, err)
+            return
+        finally:
+            self.swapped.set()
         await self._program_changed()
 
     def _refuse(self, err: GraphFileError, refused: str) -> None:

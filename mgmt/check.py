@@ -16,6 +16,8 @@ def check_program(frontend: str, data: bytes, filename: str, max_size: int) -> l
     `frontend`: "lang" compiles and type-checks an mcl program, "yaml" validates a graph file.
     """
     import resources  # noqa: F401  # kinds load on first use
+    from engine.engine import verify
+    from engine.errors import GraphError
     from mgmt.lang import compile_bytes
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import GraphFileError, parse
@@ -29,9 +31,11 @@ def check_program(frontend: str, data: bytes, filename: str, max_size: int) -> l
                     f"{filename}:1: the graph file is larger than {max_size:,} bytes "
                     "(--max-graph-size, MGMT_MAX_GRAPH_SIZE)"
                 ]
-            parse(data, filename)
+            verify(parse(data, filename).graph.copy())  # what `mgmt run` refuses too
     except (CompileError, GraphFileError) as err:
         return list(err.problems)
+    except GraphError as err:
+        return [f"{filename}: {err}"]
     return []
 
 

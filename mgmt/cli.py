@@ -277,6 +277,8 @@ def check(files: list[str]) -> int:
 
 def _print_graph(config: Config) -> list[str]:
     """`mgmt check --graph`: print the first graph of a checked program or graph file."""
+    from engine.engine import verify
+    from engine.errors import GraphError
     from mgmt.check import first_graph, graph_lines
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import GraphFileError
@@ -285,8 +287,11 @@ def _print_graph(config: Config) -> list[str]:
         return [f"{config.file or '<puppet -e>'}: --graph takes a program or a graph file"]
     try:
         loaded = first_graph(config.frontend, config.file, config.hostname, config.max_graph_size)
+        verify(loaded.graph.copy())  # what `mgmt run` refuses too
     except (CompileError, GraphFileError) as err:
         return list(err.problems)
+    except GraphError as err:
+        return [f"{config.file}: {err}"]
     for line in graph_lines(loaded, autoedges=not config.no_autoedges):
         print(line)
     return []

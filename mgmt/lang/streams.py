@@ -3,7 +3,8 @@ one Stream instance that emits new values to the runtime.
 
 - datetime.now(): unix seconds, a new value at every whole second.
 - sys.load(): struct{x1; x5; x15} from /proc/loadavg, polled every second.
-- os.readfile(path): the file's content, re-read on every inotify event (engine.watcher).
+- os.readfile(path): the file's content, re-read on every inotify event once a writer in place
+  closed it (engine.watcher.follow_writes).
 - history(value, ms): the value as it was `ms` milliseconds ago (the oldest value seen, while
   less than `ms` of history exists).
 - debounce(value, ms): the value, changed only once the new value has held for `ms`
@@ -154,8 +155,10 @@ class Load(Stream):
 
 
 class ReadFile(Stream):
-    """os.readfile(path): the content; re-read whenever inotify reports a change. A relative
-    path is relative to the agent's working directory, as in mgmt."""
+    """os.readfile(path): the content; re-read whenever inotify reports a change, once a
+    writer in place closed it (engine.watcher.follow_writes: mgmt reads at each event, and a
+    truncate then gave ''). A relative path is relative to the agent's working directory, as
+    in mgmt."""
 
     def start(self) -> None:
         self.path = Path(self.args[0]).absolute()  # relative: to the agent's directory (mgmt's)
@@ -172,12 +175,11 @@ class ReadFile(Stream):
         self.emit(text)
 
     async def _watch(self) -> None:
-        from engine.watcher import PathWatcher
+        from engine.watcher import PathWatcher, follow_writes
 
         async with PathWatcher([self.path]) as watcher:
             self._read()  # a change between the first read and the watch start is not missed
-            async for _ in watcher:
-                self._read()
+            await follow_writes(watcher, self._read)  # not a half-written file's first half
 
 
 class History(Stream):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from engine.autoedge import AUTO
+from engine.autoedge import AUTO, managed
 from engine.engine import Engine, Status, check_limit
 from engine.errors import GraphError
 from engine.events import CheckApplied, GraphSwapped
@@ -195,6 +195,49 @@ async def test_a_vertex_added_or_removed_alone_is_swapped_alone(
     assert len(prepares) == 1 and ("file", "f1") not in engine.vertices
 
 
+async def test_two_resources_managing_one_path_are_refused_and_a_rename_is_not(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two file resources of one path would undo each other's changes forever: the graph is
+    refused before anything runs, on a full prepare and on a small swap (the running graph
+    kept); a rename (removed and added with the same path) is still a small swap."""
+    out = tmp_path / "out"
+    clash = files(tmp_path, {"a": "x\n"})
+    clash.add(FileRes(name="b", path=str(out / "a"), content="y\n"))
+    with pytest.raises(GraphError, match=r"file\[b\] and file\[a\] both manage file .*/out/a:"):
+        await engine.apply(clash)
+    assert not engine.vertices and not out.exists()
+
+    first = files(tmp_path, {f"f{i}": f"{i}\n" for i in range(N)})
+    await engine.apply(first)
+    await settle(engine)
+    before = dict(engine.vertices)
+    prepares = count_calls(monkeypatch, engine, "prepare")
+    second = first.copy()  # f7's path under another name, beside f7
+    second.add(FileRes(name="g7", path=str(out / "f7"), content="g\n"))
+    with pytest.raises(GraphError, match=r"file\[g7\] and file\[f7\] both manage file"):
+        await engine.apply(second)
+    await settle(engine)
+    assert engine.vertices == before and (out / "f7").read_text() == "7\n"
+    assert len(prepares) == 1  # the small swap fell back to the prepare that refused it
+
+    third = first.copy()  # f7 renamed g7, the same path: no clash, and still O(change)
+    del third.vertices[("file", "f7")], third.succ[("file", "f7")], third.pred[("file", "f7")]
+    third.add(FileRes(name="g7", path=str(out / "f7"), content="g\n"))
+    await engine.apply(third)
+    await settle(engine)
+    assert len(prepares) == 1 and (out / "f7").read_text() == "g\n"
+    fourth = third.copy()  # f8's path given to a new resource while f8 stays: refused again
+    fourth.add(FileRes(name="h8", path=str(out / "f8"), content="h\n"))
+    with pytest.raises(GraphError, match=r"file\[h8\] and file\[f8\] both manage file"):
+        await engine.apply(fourth)
+    fifth = third.copy()  # and a path freed by the rename is free: f7's old name takes a new one
+    fifth.add(FileRes(name="f7", path=str(out / "new7"), content="n\n"))
+    await engine.apply(fifth)
+    await settle(engine)
+    assert (out / "new7").read_text() == "n\n" and (out / "f7").read_text() == "g\n"
+
+
 async def test_the_same_graph_object_given_again_is_compared_in_full(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -260,6 +303,23 @@ def prepared_edges(graph: Graph) -> list[tuple[Any, Any, Edge]]:
     return sorted(graph.edges(), key=repr)
 
 
+def clashes(graph: Graph, res: FileRes) -> bool:
+    """Whether `res` manages a path that a resource of `graph` manages."""
+    return any(managed(other) == managed(res) for other in graph)
+
+
+async def refused(engine: Engine, graph: Graph, res: FileRes) -> bool:
+    """Whether `graph` with `res` added clashes (two resources managing one path): then the
+    engine refuses it (and keeps running what it ran)."""
+    if not clashes(graph, res):
+        return False
+    clash = graph.copy()
+    clash.add(res)
+    with pytest.raises(GraphError, match="both manage"):
+        await engine.apply(clash)
+    return True
+
+
 @pytest.mark.parametrize("seed", range(40))
 async def test_random_small_swaps_run_the_graph_a_full_prepare_would(
     tmp_path: Path, seed: int
@@ -279,7 +339,8 @@ async def test_random_small_swaps_run_the_graph_a_full_prepare_would(
 
     last = Graph("g")
     for i in range(6):
-        last.add(res(f"n{i}"))
+        if not clashes(last, made := res(f"n{i}")):
+            last.add(made)
     engine = Engine(hostname="test", prefix=tmp_path / "prefix")
     try:
         await engine.apply(last)
@@ -296,8 +357,10 @@ async def test_random_small_swaps_run_the_graph_a_full_prepare_would(
                         new.connect(src, dst, Edge(notify=rng.random() < 0.5))
                 elif rng.random() < 0.5 or len(keys) < 3:
                     name = f"s{step}-{rng.randrange(1000)}"
-                    if ("file", name) not in new:
-                        new.add(res(name))
+                    if ("file", name) in new:
+                        continue
+                    if not await refused(engine, new, made := res(name)):
+                        new.add(made)
                 elif rng.random() < 0.5:
                     key = rng.choice(keys)
                     del new.vertices[key], new.succ[key], new.pred[key]
@@ -448,7 +511,10 @@ async def test_random_edge_swaps_apply_what_a_full_swap_applies(  # noqa: PLR091
     edges: dict[tuple[str, str], bool] = {}  # (from, to) -> notify
 
     def new_spec() -> tuple[str, bool, bool, str]:
-        return rng.choice(dirs), rng.random() < 0.25, rng.random() > 0.5, f"{rng.random()}\n"
+        where, is_dir = rng.choice(dirs), rng.random() < 0.25
+        if is_dir and any(spec[n][:2] == (where, True) for n in spec):
+            is_dir = False  # one resource per directory (two would be refused: both manage it)
+        return where, is_dir, rng.random() > 0.5, f"{rng.random()}\n"
 
     def build(root: Path, name: str) -> FileRes:
         where, is_dir, autoedge, content = spec[name]

@@ -4,6 +4,7 @@ of many re-parses, validates and check_applies that one alone; every other verte
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,56 @@ async def test_a_graph_file_written_in_place_is_read_once_its_writer_closes_it(
             await agent.converger.diverged.wait()
             await agent.converger.converged.wait()
     assert [(s.kept, s.stopped, s.started) for s in swaps] == [(N - 1, 1, 1)]
+    agent.stopping.set()
+    async with asyncio.timeout(20):
+        assert await runner == ExitCode.OK
+
+
+async def test_an_edit_making_two_resources_manage_one_file_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """Two file resources of one path would undo each other's changes forever: the edit is
+    refused before anything runs (one line naming both, the running graph kept), and the next
+    good edit is swapped in."""
+    path, out = tmp_path / "graph.yaml", tmp_path / "out"
+    path.write_text(graph(out))
+    agent, runner = await converged_agent(path, tmp_path / "prefix")
+    before = dict(agent.engine.vertices)
+    refused = asyncio.Event()
+    lines: list[str] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+            if "both manage" in lines[-1]:
+                refused.set()
+
+    seen = Seen()
+    logging.getLogger().addHandler(seen)
+    try:
+        clash = graph(out) + f'    - name: other\n      path: {out}/f7\n      content: "x"\n'
+        tmp = tmp_path / "graph.tmp"
+        tmp.write_text(clash)
+        tmp.rename(path)
+        async with asyncio.timeout(20):
+            await refused.wait()
+        line = next(x for x in lines if "both manage" in x)
+        assert line == (
+            f"{path}: file[other] and file[f7] both manage file {out}/f7: each would undo the"
+            " other's changes (keep one of them); keeping the running graph"
+        )
+        assert agent.engine.vertices == before and (out / "f7").read_text() == "number 7\n"
+
+        swapped = asyncio.Event()
+        agent.engine.listeners.subscribe(GraphSwapped, lambda _: swapped.set())
+        tmp.write_text(graph(out, edited="edited"))
+        tmp.rename(path)
+        async with asyncio.timeout(20):
+            await swapped.wait()
+            await agent.converger.converged.wait()
+        assert (out / "f7").read_text() == "edited\n"
+    finally:
+        logging.getLogger().removeHandler(seen)
     agent.stopping.set()
     async with asyncio.timeout(20):
         assert await runner == ExitCode.OK

@@ -200,3 +200,23 @@ async def test_a_program_directory_reloads_when_one_of_its_modules_changes(
         ]
     finally:
         await source.aclose()
+
+
+async def test_an_input_written_in_place_is_read_once_its_writer_closes_it(
+    agent: Running, tmp_path: Path
+) -> None:
+    """os.readfile of a file written in place (`cat > input`: truncated, then written piece
+    by piece): read at each write, the program saw '' and then a first half, and swapped a
+    graph in for each (a tester saw `mode: ... got ''`). It is read at the writer's close."""
+    graphs = agent.source.graphs
+    with (tmp_path / "input").open("w") as writer:
+        writer.write("wor")
+        writer.flush()
+        # A barrier: drift of a managed file, queued after the writes' events on the same
+        # inotify instance; once it is repaired those events were seen.
+        (tmp_path / "out").write_text("drift\n")
+        await wait_path(tmp_path / "out", has_content("HELLO\n"))
+        assert agent.source.graphs == graphs
+        writer.write("ld\n")
+    await wait_path(tmp_path / "out", has_content("WORLD\n"))
+    assert agent.source.graphs == graphs + 1
