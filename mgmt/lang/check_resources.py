@@ -78,6 +78,7 @@ class ResourceChecker:
             self._names(res.name, scope, f"the name of a {res.kind}")
         ok = True
         given: set[str] = set()
+        label = _label(res)
         items: list[ast.ResParam | ast.ResMeta | ast.ResEdge] = [*res.params, *res.metas]
         items += res.edges
         for item in items:
@@ -98,6 +99,7 @@ class ResourceChecker:
                 pos=param.pos,
                 scope=scope,
                 given=given,
+                label=label,
             )
         meta_given: set[str] = set()
         for meta in res.metas:
@@ -109,6 +111,7 @@ class ResourceChecker:
                 pos=meta.pos,
                 scope=scope,
                 given=meta_given,
+                label=label,
             )
         for edge in res.edges:
             if edge.target.field is not None:
@@ -188,10 +191,13 @@ class ResourceChecker:
         pos: Pos,
         scope: Scope,
         given: set[str],
+        label: str,
     ) -> bool:
+        """Check one param (or meta param, `kind` "Meta") of a resource (`label`: _label)."""
         what = "Meta:" + name if kind == "Meta" else f"{kind} param {name}"
         if name in given:
-            self.problems.add(pos, f"{what} is set twice")
+            twice = "Meta:" + name if kind == "Meta" else f"param {name}"
+            self.problems.add(pos, f"{label}: {twice} is set twice")
             return False
         given.add(name)
         ptype = table.get(name)
@@ -323,3 +329,14 @@ def plain_constant(expr: ast.Expr) -> Any:
         return dict(pairs)
     except TypeError:  # a list or map key: the run has its own hashable form of it
         return NOT_CONSTANT
+
+
+def _label(res: ast.Resource) -> str:
+    """A resource as problems name it: `file[f1]` when its name is a constant string (as its
+    validation's problems name it), else its kind."""
+    name = ast.constant(res.name)
+    return (
+        f"{res.kind}[{name.value}]"
+        if name is not None and isinstance(name.value, str)
+        else res.kind
+    )

@@ -119,7 +119,7 @@ async def test_a_small_graph_file_is_parsed_on_the_loop(
 def test_named_lists_at_most_named_resources() -> None:
     """The exit's and the converged line's lists of resources: 20,000 failing files made one
     line of 269 KB (and systemd's STATUS=)."""
-    from mgmt.agent import NAMED, named
+    from mgmt.listing import NAMED, named
 
     assert named(["a", "b"]) == "a, b"
     many = [f"file[f{i}]" for i in range(NAMED + 5)]
