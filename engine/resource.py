@@ -161,6 +161,13 @@ class Resource:
                 raise ValidationError(f"differs: {mine[key]!r} vs {theirs.get(key)!r}", key)
         raise ValidationError("the two declarations differ")
 
+    @classmethod
+    def validate_together(cls, resources: list[Resource]) -> list[tuple[Resource, ValidationError]]:
+        """What is wrong with `resources`, all of this kind and of one graph, together (two
+        http:server:ui:input of one UI with one id): each one refused, and why. Runs with
+        validate, before anything is applied (`refused_together`); by default, nothing."""
+        return []
+
     def needs_world(self) -> bool:
         """Whether this resource needs the cluster's store (a kind that needs it only for some
         params, like json:edit with an etcd:// store, says so here)."""
@@ -264,6 +271,22 @@ CAPABILITIES: dict[type, tuple[str, ...]] = {
     Groupable: ("group_cmp",),
     Reversible: ("reversal", "reverse"),
 }
+
+
+def validates_together(cls: type[Resource]) -> bool:
+    """Whether a kind checks its resources of one graph together (Resource.validate_together)."""
+    return cls.validate_together.__func__ is not _TOGETHER  # type: ignore[attr-defined]
+
+
+def refused_together(
+    by_kind: dict[type[Resource], list[Resource]],
+) -> list[tuple[Resource, ValidationError]]:
+    """validate_together of each kind's resources of one graph (those of kinds that check
+    together: `validates_together`), in the order of the kinds and then of what each said."""
+    return [found for cls, group in by_kind.items() for found in cls.validate_together(group)]
+
+
+_TOGETHER = Resource.validate_together.__func__  # type: ignore[attr-defined]
 
 
 def check_contract(cls: type[Resource], kind: str) -> None:

@@ -28,7 +28,14 @@ from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Change, Edge, Graph, Key, both, derive, fmt_key, key_of
 from engine.meta import Meta
 from engine.params import build, close_match, field_names, show
-from engine.resource import Resource, kinds, lookup, unsupported
+from engine.resource import (
+    Resource,
+    kinds,
+    lookup,
+    refused_together,
+    unsupported,
+    validates_together,
+)
 from mgmt.collectscope import Collect, check_kind, collects
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE
 from mgmt.lazyimport import patterns_on_use
@@ -625,6 +632,7 @@ class _Parser:
     def _resources(self, resources: LocDict, loaded: Loaded) -> None:
         known = kinds()
         first_lines: dict[Key, int] = {}  # where each vertex was first declared
+        together: dict[type[Resource], list[Key]] = {}  # the kinds that validate_together
         for kind, items in resources.items():
             line = resources.lines[kind]
             cls = lookup(kind)
@@ -659,6 +667,13 @@ class _Parser:
                         f" (also declared at line {first})" if first != items.lines[index] else ""
                     )
                     self.problem(items.lines[index], str(res), f"{err}{also}")
+                    continue
+                if validates_together(cls) and first == items.lines[index]:
+                    together.setdefault(cls, []).append((res.kind, res.name))
+        vertices = loaded.graph.vertices
+        by_kind = {cls: [vertices[key] for key in keys] for cls, keys in together.items()}
+        for res, refusal in refused_together(by_kind):
+            self.problem(first_lines[key_of(res)], str(res), str(refusal))
 
     def _resource(
         self, cls: type[Resource], kind: str, item: Any, line: int, index: int
@@ -1053,8 +1068,8 @@ class Reuse:
         text is unchanged is the very object of the last parse. None on any problem."""
         kind = self.items[lo].kind
         cls = lookup(kind)
-        if cls is None:
-            return None
+        if cls is None or validates_together(cls):
+            return None  # (a kind checked together: a full parse checks them all)
         known = {(self.cols[k], self.items[k].text): self.items[k] for k in range(lo, hi + 1)}
         line = self.lines[lo]  # the lines before the fragment: one character each in `data`
         out = []

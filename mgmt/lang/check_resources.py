@@ -18,7 +18,7 @@ from typing import Any
 from engine.errors import GraphError, ValidationError
 from engine.graph import merge_duplicate
 from engine.params import close_match
-from engine.resource import Resource, unsupported
+from engine.resource import Resource, refused_together, unsupported, validates_together
 from engine.resource import kinds as known_kinds
 from engine.resource import lookup as lookup_kind
 from mgmt.collectscope import check_kind as collect_refusal
@@ -289,6 +289,16 @@ class ResourceChecker:
             self._static[key] = (merge_duplicate(first[0], built), first[1])
         except GraphError as err:
             self.problems.add(pos, f"{err} (also at {first[1]})")
+
+    def finish(self) -> None:
+        """Check the constant resources declared unconditionally together, as their kinds do
+        (Resource.validate_together: two inputs of one UI with one id), once all are seen."""
+        together: dict[type[Resource], list[Resource]] = {}
+        for built, _pos in self._static.values():
+            if validates_together(type(built)):
+                together.setdefault(type(built), []).append(built)
+        for res, err in refused_together(together):
+            self.problems.add(self._static[(res.kind, res.name)][1], f"{res}: {err}")
 
     def _edge_half(self, half: ast.EdgeHalf, scope: Scope) -> None:
         if kind_params(half.kind) is None and (refused := unsupported(half.kind)) is not None:

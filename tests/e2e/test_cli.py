@@ -662,6 +662,35 @@ def test_ten_thousand_bad_keys_list_twenty_problems_and_how_many_more(tmp_path: 
     assert not (tmp_path / "out").exists()
 
 
+def test_two_ui_inputs_with_one_id_are_a_bad_graph(tmp_path: Path) -> None:
+    """mgmt does not check (every save went to the first input): one line, exit 2, at the
+    second input, from a graph file and from a program."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: g
+        resources:
+          http:server:ui:
+            - name: /ui/
+          http:server:ui:input:
+            - {name: a, id: x}
+            - {name: b, id: x}
+        """,
+    )
+    assert _refused_in_one_line(graph) == (
+        f"{graph}:8: http:server:ui:input[b]: id: 'x' is also the id of http:server:ui:input[a] "
+        "in the same ui (ids are unique in a ui: a save goes to one input)"
+    )
+    program = tmp_path / "ui.mcl"
+    program.write_text(
+        'http:server:ui "/ui/" {}\n'
+        'http:server:ui:input "a" { id => "x", }\n'
+        'http:server:ui:input "b" { id => "x", }\n'
+    )
+    line = _refused_in_one_line(program, lang=True)
+    assert line.startswith(f"{program}:3:1: http:server:ui:input[b]: id: 'x' is also the id"), line
+
+
 def test_check_refuses_a_graph_file_over_the_size_limit(tmp_path: Path) -> None:
     graph = graph_file(tmp_path, HELLO)
     code, out = run_mgmt(["check", str(graph)], env={"MGMT_MAX_GRAPH_SIZE": "100"})
