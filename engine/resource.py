@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 R = TypeVar("R", bound="type[Resource]")
 
 _REGISTRY: dict[str, type[Resource]] = {}
+_TOGETHER_KINDS: set[str] = set()  # the kinds whose class defines validate_together
 _LOADER: Callable[[str], object] | None = None  # imports the module of a kind on first use
 _KNOWN: tuple[str, ...] = ()  # kinds the loader can provide
 _UNSUPPORTED: dict[str, str] = {}  # mgmt's kinds this version does not have -> why
@@ -68,6 +69,8 @@ def register(kind: str) -> Callable[[R], R]:
         check_contract(cls, kind)
         cls.KIND = kind
         _REGISTRY[kind] = cls
+        if validates_together(cls):
+            _TOGETHER_KINDS.add(kind)
         return cls
 
     return decorator
@@ -271,6 +274,11 @@ CAPABILITIES: dict[type, tuple[str, ...]] = {
     Groupable: ("group_cmp",),
     Reversible: ("reversal", "reverse"),
 }
+
+
+def together_kinds() -> frozenset[str]:
+    """The kinds registered so far (loaded on first use) that validate_together."""
+    return frozenset(_TOGETHER_KINDS)
 
 
 def validates_together(cls: type[Resource]) -> bool:

@@ -650,6 +650,7 @@ class _Parser:
             if not isinstance(items, LocList):
                 self.problem(line, f"resources.{kind}", "expected a list of resources")
                 continue
+            checked_together = validates_together(cls)
             for index, item in enumerate(items):
                 res = self._resource(cls, kind, item, items.lines[index], index)
                 if res is None:
@@ -668,7 +669,7 @@ class _Parser:
                     )
                     self.problem(items.lines[index], str(res), f"{err}{also}")
                     continue
-                if validates_together(cls) and first == items.lines[index]:
+                if checked_together and first == items.lines[index]:
                     together.setdefault(cls, []).append((res.kind, res.name))
         vertices = loaded.graph.vertices
         by_kind = {cls: [vertices[key] for key in keys] for cls, keys in together.items()}

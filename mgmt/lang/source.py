@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Change, Edge, Graph, Key, derive, fmt_key, key_of
 from engine.local import LocalValues
-from engine.resource import Resource, lookup, refused_together, validates_together
+from engine.resource import Resource, lookup, refused_together, together_kinds, validates_together
 from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
 from mgmt.collectscope import Collect, collects
@@ -133,9 +133,10 @@ def _check(graph: Graph, seen: dict[Key, ResSpec]) -> None:
         graph.check()
     except GraphError as err:
         raise FuncError(str(err)) from None
+    kinds = together_kinds()  # none unless such a kind was loaded: no pass at all
     together: dict[type[Resource], list[Resource]] = {}
-    for res in graph.vertices.values():
-        if validates_together(type(res)):
+    for (kind, _name), res in graph.vertices.items() if kinds else ():
+        if kind in kinds:
             together.setdefault(type(res), []).append(res)
     for res, refusal in refused_together(together):
         raise FuncError(f"{res}: {refusal}", seen[key_of(res)].pos)
