@@ -124,3 +124,15 @@ def test_named_lists_at_most_named_resources() -> None:
     assert named(["a", "b"]) == "a, b"
     many = [f"file[f{i}]" for i in range(NAMED + 5)]
     assert named(many) == ", ".join(many[:NAMED]) + " and 5 more"
+
+
+def test_capped_lists_at_most_named_lines_and_is_the_same_capped_again() -> None:
+    """A bad graph's or program's problems: 10,000 copies of one bad key made 10,000 lines."""
+    from mgmt.listing import NAMED, capped
+
+    lines = [f"g.yaml:{i}: x" for i in range(NAMED + 1)]
+    assert capped(lines, "problems") == lines  # the last line would hide no fewer
+    many = [f"g.yaml:{i}: x" for i in range(10_000)]
+    shown = capped(many, "problems")
+    assert shown == [*many[:NAMED], f"and {10_000 - NAMED} more problems"]
+    assert capped(shown, "problems") == shown  # a CompileError's, made a GraphFileError
