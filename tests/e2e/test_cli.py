@@ -564,7 +564,7 @@ async def test_sighup_without_a_graph_file_is_harmless(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (LAUGHS, ":7: YAML: aliases expand to more than 100,000 values"),
+        (LAUGHS, ":7: f[0]: YAML: aliases expand to more than 100,000 values"),
         (
             "graph: g\nresources:\n  noop:\n    - name: a\x01\n",
             ":4: YAML: control character U+0001 is not allowed",
