@@ -231,9 +231,16 @@ async def test_a_start_not_ours_that_fails_is_repaired_after_it(
     running = await start(svc(name, state="running"))
     await manager.systemctl("start", "--no-block", name)
     await sd.wait_until(lambda: _is(sd, name, "activating"))
+    theirs = (await sd.props(name))["InvocationID"]
     repair = await _repair_waiting(running, caplog)
     await _feed(fifo, "fail")  # someone's start fails
-    await _feed(fifo, "go")  # the repair's start (the FIFO is read again)
+
+    async def started_again() -> bool:  # the repair's start, in its own ExecStartPre
+        props = await sd.props(name)
+        return props["ActiveState"] == "activating" and props["InvocationID"] != theirs
+
+    await sd.wait_until(started_again)  # (their reader gone: a line now is the new one's)
+    await _feed(fifo, "go")
     async with asyncio.timeout(15):
         assert await repair is False
     assert await sd.active(name) == "active"
