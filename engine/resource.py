@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 R = TypeVar("R", bound="type[Resource]")
 
 _REGISTRY: dict[str, type[Resource]] = {}
+_TOGETHER_KINDS: set[str] = set()  # the kinds whose class defines validate_together
 _LOADER: Callable[[str], object] | None = None  # imports the module of a kind on first use
 _KNOWN: tuple[str, ...] = ()  # kinds the loader can provide
 _UNSUPPORTED: dict[str, str] = {}  # mgmt's kinds this version does not have -> why
@@ -68,6 +69,8 @@ def register(kind: str) -> Callable[[R], R]:
         check_contract(cls, kind)
         cls.KIND = kind
         _REGISTRY[kind] = cls
+        if validates_together(cls):
+            _TOGETHER_KINDS.add(kind)
         return cls
 
     return decorator
@@ -160,6 +163,13 @@ class Resource:
             if mine[key] != theirs.get(key):
                 raise ValidationError(f"differs: {mine[key]!r} vs {theirs.get(key)!r}", key)
         raise ValidationError("the two declarations differ")
+
+    @classmethod
+    def validate_together(cls, resources: list[Resource]) -> list[tuple[Resource, ValidationError]]:
+        """What is wrong with `resources`, all of this kind and of one graph, together (two
+        http:server:ui:input of one UI with one id): each one refused, and why. Runs with
+        validate, before anything is applied (`refused_together`); by default, nothing."""
+        return []
 
     def needs_world(self) -> bool:
         """Whether this resource needs the cluster's store (a kind that needs it only for some
@@ -264,6 +274,27 @@ CAPABILITIES: dict[type, tuple[str, ...]] = {
     Groupable: ("group_cmp",),
     Reversible: ("reversal", "reverse"),
 }
+
+
+def together_kinds() -> frozenset[str]:
+    """The kinds registered so far (loaded on first use) that validate_together."""
+    return frozenset(_TOGETHER_KINDS)
+
+
+def validates_together(cls: type[Resource]) -> bool:
+    """Whether a kind checks its resources of one graph together (Resource.validate_together)."""
+    return cls.validate_together.__func__ is not _TOGETHER  # type: ignore[attr-defined]
+
+
+def refused_together(
+    by_kind: dict[type[Resource], list[Resource]],
+) -> list[tuple[Resource, ValidationError]]:
+    """validate_together of each kind's resources of one graph (those of kinds that check
+    together: `validates_together`), in the order of the kinds and then of what each said."""
+    return [found for cls, group in by_kind.items() for found in cls.validate_together(group)]
+
+
+_TOGETHER = Resource.validate_together.__func__  # type: ignore[attr-defined]
 
 
 def check_contract(cls: type[Resource], kind: str) -> None:

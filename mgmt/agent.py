@@ -38,6 +38,7 @@ from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
+from mgmt.listing import capped, named
 from mgmt.metrics import Metrics
 from mgmt.sdnotify import Notifier
 from mgmt.signals import Signals
@@ -60,9 +61,6 @@ MAX_RUNTIME_GRACE = 5.0
 # A graph file of at most this many bytes, without aliases, is read and parsed on the event loop
 # (`Agent._reload`): a 1 KiB file parses in ~0.2 ms, less than the hop to a thread and back.
 INLINE_BYTES = 8192
-# Resources named at most in one summary line (the exit's list of failures, the converged
-# line, noop's changes): 20,000 failing files made one line of 269 KB, and systemd's STATUS=.
-NAMED = 20
 
 
 class GraphSource(Protocol):
@@ -500,10 +498,11 @@ class Agent:
     def _exit_code(self, reason: str) -> int:
         vertices = self.engine.vertices.values()
         failed = [v for v in vertices if v.failed]
-        for vertex in failed[:NAMED]:
-            log.error("%s: failed: %s", vertex.name, vertex.error)
-        if len(failed) > NAMED:
-            log.error("and %d more failed (each said so when it failed)", len(failed) - NAMED)
+        for line in capped(
+            [f"{vertex.name}: failed: {vertex.error}" for vertex in failed],
+            "failed (each said so when it failed)",
+        ):
+            log.error("%s", line)
         if self.config.noop:
             changes = sorted(v.name for v in vertices if v.changed_last)
             log.info(
@@ -744,9 +743,3 @@ def _parsed(data: bytes, path: Path, skip: tuple[str, str], last: Loaded | None)
         return _Reread(new, reparse(data, str(path), last))
     except GraphFileError as err:
         return _Reread(new, error=err)
-
-
-def named(names: list[str]) -> str:
-    """`names` joined, at most NAMED of them, then how many more."""
-    shown = ", ".join(names[:NAMED])
-    return shown if len(names) <= NAMED else f"{shown} and {len(names) - NAMED} more"

@@ -28,10 +28,18 @@ from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Change, Edge, Graph, Key, both, derive, fmt_key, key_of
 from engine.meta import Meta
 from engine.params import build, close_match, field_names, show
-from engine.resource import Resource, kinds, lookup, unsupported
+from engine.resource import (
+    Resource,
+    kinds,
+    lookup,
+    refused_together,
+    unsupported,
+    validates_together,
+)
 from mgmt.collectscope import Collect, check_kind, collects
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE
 from mgmt.lazyimport import patterns_on_use
+from mgmt.listing import capped
 
 with patterns_on_use("yaml"):  # its reader's and resolver's, mostly unused: ~7 ms of a start
     import yaml
@@ -91,10 +99,11 @@ _LOADER = _Loader
 
 
 class GraphFileError(MgmtError):
-    """One or more problems in a graph file; each is one line, `file:line: where: what`."""
+    """One or more problems in a graph file; each is one line, `file:line: where: what`, at
+    most NAMED of them then how many more there were (mgmt.listing.capped)."""
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = [one_line(p) for p in problems]
+        self.problems = [one_line(p) for p in capped(problems, "problems")]
         super().__init__("\n".join(self.problems))
 
 
@@ -204,12 +213,27 @@ def parse(text: str | bytes, filename: str = "<graph>", incremental: bool = Fals
 
 
 class _NodeProblem(Exception):
-    """A problem found while turning YAML nodes into data: (line, message)."""
+    """A problem found while turning YAML nodes into data: its line, the value it is about
+    (`where`: `resources.file[0].mode`, "" for none) and what is wrong."""
 
-    def __init__(self, line: int, message: str) -> None:
+    def __init__(self, line: int, message: str, where: str = "") -> None:
         super().__init__(message)
         self.line = line
         self.message = message
+        self.where = where
+
+    def text(self, root: yaml.Node | None) -> str:
+        """The problem as reported: the value named as other problems name it (`_by_name`),
+        a path of more than _MAX_WHERE characters (a deep nesting's) cut short."""
+        if not self.where:
+            return self.message
+        where = _by_name(root, self.where)
+        if len(where) > _MAX_WHERE:
+            where = where[: _MAX_WHERE - 3] + "..."
+        return f"{where}: {self.message}"
+
+
+_MAX_WHERE = 120
 
 
 _INT_TAG = "tag:yaml.org,2002:int"
@@ -279,24 +303,30 @@ def _check_shape(root: yaml.Node, data: bytes, depth: int = 0) -> int:
         nonlocal aliases, aliased
         aliases += 1
         if id(node) not in sizes:  # still open: an alias inside its own anchor
-            raise _NodeProblem(_alias_line(data, aliases), "YAML: a recursive alias")
+            raise _NodeProblem(
+                _alias_line(data, aliases), "YAML: a recursive alias", _where_in(stack)
+            )
         aliased += sizes[id(node)]
         if aliased > MAX_ALIAS_VALUES:
             raise _NodeProblem(
                 _alias_line(data, aliases),
                 f"YAML: aliases expand to more than {MAX_ALIAS_VALUES:,} values "
                 "(each use counts the whole aliased value)",
+                _where_in(stack),
             )
         if level + heights[id(node)] > MAX_DEPTH:
             raise _NodeProblem(
-                _alias_line(data, aliases), f"YAML: nests deeper than {MAX_DEPTH} levels"
+                _alias_line(data, aliases),
+                f"YAML: nests deeper than {MAX_DEPTH} levels",
+                _where_in(stack),
             )
         frame[2] += sizes[id(node)]
         frame[3] = max(frame[3], heights[id(node)])
 
     seen: set[int] = set()
-    # Frames: [node, children iterator, expanded size so far, tallest child so far].
-    top: list[Any] = [None, iter([root]), 0, 0]
+    # Frames: [node, children iterator, expanded size so far, tallest child so far, children
+    # taken so far (to name the value a problem is about)].
+    top: list[Any] = [None, iter([root]), 0, 0, 0]
     stack = [top]
     while stack:
         frame = stack[-1]
@@ -309,6 +339,7 @@ def _check_shape(root: yaml.Node, data: bytes, depth: int = 0) -> int:
                 stack[-1][2] += frame[2] + 1
                 stack[-1][3] = max(stack[-1][3], frame[3] + 1)
             continue
+        frame[4] += 1
         level = len(stack) - 1 + depth  # lists/mappings around `child`
         if id(child) in seen:
             alias(child, level, frame)
@@ -320,12 +351,60 @@ def _check_shape(root: yaml.Node, data: bytes, depth: int = 0) -> int:
             continue
         if level + 1 > MAX_DEPTH:
             raise _NodeProblem(
-                child.start_mark.line + 1, f"YAML: nests deeper than {MAX_DEPTH} levels"
+                child.start_mark.line + 1,
+                f"YAML: nests deeper than {MAX_DEPTH} levels",
+                _where_in(stack),
             )
         pairs = isinstance(child, yaml.MappingNode)
         items = itertools.chain.from_iterable(child.value) if pairs else iter(child.value)
-        stack.append([child, items, 0, 0])
+        stack.append([child, items, 0, 0, 0])
     return aliases
+
+
+def _where_in(stack: list[list[Any]]) -> str:
+    """The value the last child taken in _check_shape's `stack` is, named as _plain names it
+    (`resources.file[0].content`): a key's value adds the key, a list's item its index, and a
+    merge (`<<: *base`, `<<: [*a, *b]`) adds nothing (its keys are the mapping's)."""
+    where, merged = "", False
+    for frame in stack[1:]:
+        node, taken = frame[0], frame[4] - 1
+        if isinstance(node, yaml.MappingNode):
+            key = node.value[taken // 2][0]
+            merged = key.tag == _MERGE_TAG
+            if taken % 2 and not merged:  # a value (a key is named by its mapping)
+                name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+                where = _path(where, str(name))
+        elif merged:  # the list of mappings of a merge
+            merged = False
+        else:
+            where = f"{where}[{taken}]"
+    return where
+
+
+def _by_name(root: yaml.Node | None, where: str) -> str:
+    """`where` with a resource's `resources.KIND[N]` said `KIND[NAME]` when it has a name (as
+    the problems of its parameters name it), else as it is."""
+    if not where.startswith("resources.") or not isinstance(root, yaml.MappingNode):
+        return where
+    for key, value in root.value:
+        if key.value != "resources" or not isinstance(value, yaml.MappingNode):
+            continue
+        for kind, items in value.value:
+            head = _path("resources", str(kind.value)) + "["
+            if not isinstance(items, yaml.SequenceNode) or not where.startswith(head):
+                continue
+            index, found, rest = where[len(head) :].partition("]")
+            if not found or not index.isdigit() or int(index) >= len(items.value):
+                continue
+            item = items.value[int(index)]
+            names = [
+                v.value
+                for k, v in (item.value if isinstance(item, yaml.MappingNode) else [])
+                if k.value == "name" and isinstance(v, yaml.ScalarNode) and v.tag == _STR_TAG
+            ]
+            if names and names[0]:
+                return f"{kind.value}[{names[0]}]{rest}"
+    return where
 
 
 def _plain(
@@ -339,7 +418,9 @@ def _plain(
     if node.__class__ is _SCALAR:
         return _scalar(node, constructor, where)
     if depth >= MAX_DEPTH:
-        raise _NodeProblem(node.start_mark.line + 1, f"YAML: nests deeper than {MAX_DEPTH} levels")
+        raise _NodeProblem(
+            node.start_mark.line + 1, f"YAML: nests deeper than {MAX_DEPTH} levels", where
+        )
     if isinstance(node, yaml.MappingNode):
         out = LocDict()
         out.line, out.lines, out.raw = node.start_mark.line + 1, {}, {}
@@ -350,16 +431,14 @@ def _plain(
                 key = key_node.value  # the common case, at no call
             elif key_node.tag == _MERGE_TAG:
                 if merge is not None:
-                    raise _NodeProblem(key_node.start_mark.line + 1, f"{where or '<<'}: two <<")
+                    raise _NodeProblem(key_node.start_mark.line + 1, "two <<", where or "<<")
                 merge = (key_node, value_node)
                 continue
             else:
                 key = _plain(key_node, constructor, where, depth + 1)
                 key = str(key) if not isinstance(key, str) else key
             if key in out:
-                raise _NodeProblem(
-                    key_node.start_mark.line + 1, f"{_path(where, key)}: duplicate key"
-                )
+                raise _NodeProblem(key_node.start_mark.line + 1, "duplicate key", _path(where, key))
             if value_node.__class__ is _SCALAR:
                 if value_node.tag == _STR_TAG:
                     out[key] = value_node.value
@@ -398,19 +477,18 @@ def _scalar(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, wher
     if node.__class__ is _SCALAR and node.tag == _STR_TAG:
         return node.value
     line = node.start_mark.line + 1
-    name = f"{where}: " if where else ""
     if node.tag == _INT_TAG and len(node.value) > MAX_INT_DIGITS:
         raise _NodeProblem(
             line,
-            f"{name}an integer of more than {MAX_INT_DIGITS:,} digits "
-            "(quote it to make it a string)",
+            f"an integer of more than {MAX_INT_DIGITS:,} digits (quote it to make it a string)",
+            where,
         )
     try:
         return constructor.construct_object(node, deep=True)
     except yaml.MarkedYAMLError as err:
-        raise _NodeProblem(line, f"{name}{err.problem or err.context}") from err
+        raise _NodeProblem(line, str(err.problem or err.context), where) from err
     except (ValueError, OverflowError, TypeError) as err:  # e.g. a date like 2001-13-45
-        raise _NodeProblem(line, f"{name}cannot read {show(node.value)}: {err}") from err
+        raise _NodeProblem(line, f"cannot read {show(node.value)}: {err}", where) from err
 
 
 def _merge(
@@ -428,7 +506,7 @@ def _merge(
     sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
     if not sources or not all(isinstance(source, yaml.MappingNode) for source in sources):
         raise _NodeProblem(
-            line, f"{where or '<<'}: << takes a mapping or a list of mappings, e.g. <<: *base"
+            line, "<< takes a mapping or a list of mappings, e.g. <<: *base", where or "<<"
         )
     # Each mapping is nested in the `<<` value, and in its list too when it is in one (as
     # _check_shape counts it).
@@ -477,7 +555,7 @@ class _Parser:
             line, message = _yaml_problem(err, data)
             raise self.fail(line, message) from err
         except _NodeProblem as err:
-            raise self.fail(err.line, err.message) from err
+            raise self.fail(err.line, err.text(node)) from err
         if not isinstance(doc, LocDict):
             raise self.fail(1, "the graph file must be a mapping")
         loaded = self._document(doc)
@@ -558,6 +636,7 @@ class _Parser:
     def _resources(self, resources: LocDict, loaded: Loaded) -> None:
         known = kinds()
         first_lines: dict[Key, int] = {}  # where each vertex was first declared
+        together: dict[type[Resource], list[Key]] = {}  # the kinds that validate_together
         for kind, items in resources.items():
             line = resources.lines[kind]
             cls = lookup(kind)
@@ -575,6 +654,7 @@ class _Parser:
             if not isinstance(items, LocList):
                 self.problem(line, f"resources.{kind}", "expected a list of resources")
                 continue
+            checked_together = validates_together(cls)
             for index, item in enumerate(items):
                 res = self._resource(cls, kind, item, items.lines[index], index)
                 if res is None:
@@ -592,6 +672,13 @@ class _Parser:
                         f" (also declared at line {first})" if first != items.lines[index] else ""
                     )
                     self.problem(items.lines[index], str(res), f"{err}{also}")
+                    continue
+                if checked_together and first == items.lines[index]:
+                    together.setdefault(cls, []).append((res.kind, res.name))
+        vertices = loaded.graph.vertices
+        by_kind = {cls: [vertices[key] for key in keys] for cls, keys in together.items()}
+        for res, refusal in refused_together(by_kind):
+            self.problem(first_lines[key_of(res)], str(res), str(refusal))
 
     def _resource(
         self, cls: type[Resource], kind: str, item: Any, line: int, index: int
@@ -986,8 +1073,8 @@ class Reuse:
         text is unchanged is the very object of the last parse. None on any problem."""
         kind = self.items[lo].kind
         cls = lookup(kind)
-        if cls is None:
-            return None
+        if cls is None or validates_together(cls):
+            return None  # (a kind checked together: a full parse checks them all)
         known = {(self.cols[k], self.items[k].text): self.items[k] for k in range(lo, hi + 1)}
         line = self.lines[lo]  # the lines before the fragment: one character each in `data`
         out = []

@@ -22,6 +22,7 @@ vertex of its own (mgmt groups them into the server's vertex).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import urllib.parse
@@ -53,9 +54,55 @@ class UIData:
     head: str = ""
 
 
-def inputs(handle: Handle) -> list[HTTPServerUIInputRes]:
-    """The inputs offered to this engine's UIs (one list per engine, shared)."""
-    return handle.shared.get(f"{__name__}:inputs", list)
+# Seconds a request for an input that left in a graph swap (stopped before its replacement
+# starts) waits for an input of its id, from when it left: then the id is unknown (400).
+SWAP_WAIT = 5.0
+
+
+class Offered:
+    """The inputs offered to this engine's UIs (one per engine, shared), and when inputs left
+    lately, by id: a graph swap stops an input before its replacement starts, and a request
+    for it meanwhile (a save from an open page) waits for the replacement (`find`)."""
+
+    def __init__(self) -> None:
+        self.inputs: list[HTTPServerUIInputRes] = []
+        self._left: dict[str, float] = {}  # id -> the loop's time when an input of it left
+        self._joined = asyncio.Event()  # set and replaced when an input joins
+
+    def join(self, res: HTTPServerUIInputRes) -> None:
+        self.inputs.append(res)
+        self._left.pop(res.ident, None)
+        self._joined.set()
+        self._joined = asyncio.Event()
+
+    def leave(self, res: HTTPServerUIInputRes) -> None:
+        self.inputs.remove(res)
+        now = asyncio.get_running_loop().time()
+        self._left = {i: t for i, t in self._left.items() if t > now - SWAP_WAIT}
+        self._left[res.ident] = now
+
+    async def find(
+        self, ident: str, member: Callable[[str], HTTPServerUIInputRes | None]
+    ) -> HTTPServerUIInputRes | None:
+        """member(ident); None at once if there is none and no input of that id left less
+        than SWAP_WAIT ago, else once one has joined, or at SWAP_WAIT after it left."""
+        found = member(ident)
+        left = self._left.get(ident)
+        if found is not None or left is None:
+            return found
+        loop = asyncio.get_running_loop()
+        deadline = left + SWAP_WAIT
+        while found is None and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._joined.wait()
+            found = member(ident)
+        return found
+
+
+def inputs(handle: Handle) -> Offered:
+    """The inputs offered to this engine's UIs (one Offered per engine, shared)."""
+    return handle.shared.get(f"{__name__}:inputs", Offered)
 
 
 @register("http:server:ui")
@@ -92,17 +139,21 @@ class HTTPServerUIRes(Resource):
 
     def members(self) -> list[HTTPServerUIInputRes]:
         """Our inputs, in display order (`sort`, then id)."""
-        found = [i for i in inputs(self.handle) if i.path in (None, self.name)]
+        found = [i for i in inputs(self.handle).inputs if i.path in (None, self.name)]
         return sorted(found, key=lambda i: (i.sort, i.ident))
 
     def member(self, ident: str) -> HTTPServerUIInputRes | None:
         return next((i for i in self.members() if i.ident == ident), None)
 
+    async def replaced(self, ident: str) -> HTTPServerUIInputRes | None:
+        """Our input `ident`, waiting for it if one of that id has just left (Offered.find)."""
+        return await inputs(self.handle).find(ident, self.member)
+
     async def respond(self, request: Request) -> Response:
         rest = request.path[len(self.url) :]
         top, _, ident = rest.partition("/")
         if request.method == "POST" and rest == "save/":
-            return self._save(request.form())
+            return await self._save(request.form())
         if request.method not in ("GET", "HEAD"):
             return Response(
                 405, b"", {"Allow": "GET, HEAD" + (", POST" if rest == "save/" else "")}
@@ -118,7 +169,7 @@ class HTTPServerUIRes(Resource):
         if rest == "list/":
             return reply(200, {"elements": [i.element() for i in self.members()]})
         if top in ("list", "watch") and ident:
-            found = self.member(ident)
+            found = await self.replaced(ident)
             if found is None:
                 return reply(400, {"error": f"id `{ident}` not found"})
             # watch/ID?value=V (our page's): V is the value the page shows, another is answered
@@ -126,17 +177,17 @@ class HTTPServerUIRes(Resource):
             # last answer, was missed until the next one); without it, mgmt's: the next change.
             if top == "watch" and request.query.get("value") in (None, found.shown):
                 await found.changed()
-                found = self.member(ident) or found  # replaced by a graph swap meanwhile
+                found = await self.replaced(ident) or found  # replaced by a graph swap
             return reply(200, {"value": found.shown})
         return Response(404, b"404 page not found\n")
 
-    def _save(self, form: dict[str, str]) -> Response:
+    async def _save(self, form: dict[str, str]) -> Response:
         ident, value = form.get("id", ""), form.get("value")
         if not ident:
             return reply(400, {"error": "missing id"})
         if value is None:
             return reply(400, {"error": "missing value"})
-        found = self.member(ident)
+        found = await self.replaced(ident)  # (a graph swap: its replacement)
         if found is None:
             return reply(400, {"error": f"id `{ident}` not found"})
         try:
@@ -250,6 +301,33 @@ class HTTPServerUIInputRes(Resource):
                 raise ValidationError("give value or store, not both", "store")
             self._store_key()
 
+    @classmethod
+    def validate_together(cls, resources: list[Resource]) -> list[tuple[Resource, ValidationError]]:
+        """Two inputs of one graph that can join one UI (the same `path`, or one of them
+        none) with one id: refused (mgmt does not check; its saves reach the first found)."""
+        problems: list[tuple[Resource, ValidationError]] = []
+        seen: dict[str, list[HTTPServerUIInputRes]] = {}
+        for res in resources:
+            assert isinstance(res, HTTPServerUIInputRes)
+            same = seen.setdefault(res.ident, [])
+            other = next(
+                (o for o in same if None in (o.path, res.path) or o.path == res.path), None
+            )
+            if other is not None:
+                ui = f"ui {res.path or other.path}" if (res.path or other.path) else "ui"
+                problems.append(
+                    (
+                        res,
+                        ValidationError(
+                            f"{res.ident!r} is also the id of {other} in the same {ui} "
+                            "(ids are unique in a ui: a save goes to one input)",
+                            "id",
+                        ),
+                    )
+                )
+            same.append(res)
+        return problems
+
     def needs_world(self) -> bool:
         return self.store.startswith("world:")
 
@@ -269,10 +347,10 @@ class HTTPServerUIInputRes(Resource):
         self._changes_here = 0
         self._apply: bool | None = None  # the last check_apply's `apply`: None before the first
         offered = inputs(handle)
-        offered.append(self)
+        offered.join(self)
         if self.store:
             handle.on_cleanup(self._store_at_stop)  # the last cleanup: once it left the UI
-        handle.on_cleanup(lambda: offered.remove(self))
+        handle.on_cleanup(lambda: offered.leave(self))
         handle.on_cleanup(self._gone)
 
     async def watch(self) -> None:

@@ -54,8 +54,11 @@ from resources._lib.systemd import (
     unit_search_dirs,
 )
 
-# How long check_apply lets a stop it did not ask for finish before starting the unit anyway.
+# How long check_apply lets a start, stop or restart it did not ask for finish (the unit
+# activating or deactivating) before starting the unit anyway.
 SETTLE_TIMEOUT = CALL_TIMEOUT
+# The ActiveStates of a unit systemd is changing: a start waits for the state it reaches.
+SETTLING = frozenset({"activating", "deactivating"})
 
 # the resource --------------------------------------------------------------------------------
 
@@ -138,8 +141,8 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         bus = await self._connect(self.handle, self.session)
         await bus.subscribe_systemd()
         seen = await self._observe(bus)
-        if self.state == "running" and seen.active == "deactivating":
-            seen = await self._settled(bus)
+        if self.state == "running" and seen.active in SETTLING:
+            seen = await self._settled(bus, seen)
         changes = self._plan(bus, seen, refresh)
         if not changes:
             return nothing_to_do(self.handle, functools.partial(self._why, seen, refresh))
@@ -159,26 +162,32 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         stale = bool(props["NeedDaemonReload"])
         return Observed(load=load, active=active, file_state=file_state, stale=stale)
 
-    async def _settled(self, bus: Bus) -> Observed:
-        """What systemd says once the unit has stopped deactivating (bounded by SETTLE_TIMEOUT).
+    async def _settled(self, bus: Bus, seen: Observed) -> Observed:
+        """What systemd says once the unit has stopped activating or deactivating (bounded by
+        SETTLE_TIMEOUT; `seen` is what it said last).
 
-        A stop job of someone else's is running: a StartUnit now would cancel it (mode
-        "replace"), and such starts use up the unit's start limit (StartLimitBurst) far sooner
-        (see docs/resources/svc.md): a few stops by hand and a crash left it failed with
-        start-limit-hit. Let the stop finish, then start the unit that stopped."""
+        A job not ours is starting, stopping or restarting the unit, or an auto-restart waits
+        for its hold-off (`Restart=`): systemd is already changing it. A StartUnit now would
+        cancel a stop job (mode "replace"), and each start call is counted against the unit's
+        start limit (StartLimitBurst) however it ends: a start queued behind a stop, or a
+        "hurry up" during an auto-restart, is run again and again (see docs/resources/svc.md):
+        a few stops by hand and a crash left it failed with start-limit-hit. And while the unit
+        is activating it is being started already: one that comes up needs nothing, one that
+        fails is started then. Let systemd finish, then plan on the state it reached."""
         route = (unit_object_path(self.unit), PROPERTIES, "PropertiesChanged")
         signals = await bus.signals(SYSTEMD, [route], lambda _msg: True)
         try:
-            self.handle.logger.debug("waiting for %s to finish deactivating", self.unit)
+            self.handle.logger.debug("waiting for %s to finish %s", self.unit, seen.active)
             changes = cast("AsyncGenerator[None, None]", aiter(signals))
             async with contextlib.aclosing(changes) as wakes:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(SETTLE_TIMEOUT):
-                        while (seen := await self._observe(bus)).active == "deactivating":
+                        while (seen := await self._observe(bus)).active in SETTLING:
                             await anext(wakes)
                         return seen
-            self.handle.logger.debug("%s is still deactivating: starting it anyway", self.unit)
-            return await self._observe(bus)
+            seen = await self._observe(bus)
+            self.handle.logger.debug("%s is still %s: starting it anyway", self.unit, seen.active)
+            return seen
         finally:
             await signals.aclose()
 

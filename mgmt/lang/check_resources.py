@@ -18,7 +18,7 @@ from typing import Any
 from engine.errors import GraphError, ValidationError
 from engine.graph import merge_duplicate
 from engine.params import close_match
-from engine.resource import Resource, unsupported
+from engine.resource import Resource, refused_together, unsupported, validates_together
 from engine.resource import kinds as known_kinds
 from engine.resource import lookup as lookup_kind
 from mgmt.collectscope import check_kind as collect_refusal
@@ -78,6 +78,7 @@ class ResourceChecker:
             self._names(res.name, scope, f"the name of a {res.kind}")
         ok = True
         given: set[str] = set()
+        label = _label(res)
         items: list[ast.ResParam | ast.ResMeta | ast.ResEdge] = [*res.params, *res.metas]
         items += res.edges
         for item in items:
@@ -98,6 +99,7 @@ class ResourceChecker:
                 pos=param.pos,
                 scope=scope,
                 given=given,
+                label=label,
             )
         meta_given: set[str] = set()
         for meta in res.metas:
@@ -109,6 +111,7 @@ class ResourceChecker:
                 pos=meta.pos,
                 scope=scope,
                 given=meta_given,
+                label=label,
             )
         for edge in res.edges:
             if edge.target.field is not None:
@@ -188,10 +191,13 @@ class ResourceChecker:
         pos: Pos,
         scope: Scope,
         given: set[str],
+        label: str,
     ) -> bool:
+        """Check one param (or meta param, `kind` "Meta") of a resource (`label`: _label)."""
         what = "Meta:" + name if kind == "Meta" else f"{kind} param {name}"
         if name in given:
-            self.problems.add(pos, f"{what} is set twice")
+            twice = "Meta:" + name if kind == "Meta" else f"param {name}"
+            self.problems.add(pos, f"{label}: {twice} is set twice")
             return False
         given.add(name)
         ptype = table.get(name)
@@ -284,6 +290,16 @@ class ResourceChecker:
         except GraphError as err:
             self.problems.add(pos, f"{err} (also at {first[1]})")
 
+    def finish(self) -> None:
+        """Check the constant resources declared unconditionally together, as their kinds do
+        (Resource.validate_together: two inputs of one UI with one id), once all are seen."""
+        together: dict[type[Resource], list[Resource]] = {}
+        for built, _pos in self._static.values():
+            if validates_together(type(built)):
+                together.setdefault(type(built), []).append(built)
+        for res, err in refused_together(together):
+            self.problems.add(self._static[(res.kind, res.name)][1], f"{res}: {err}")
+
     def _edge_half(self, half: ast.EdgeHalf, scope: Scope) -> None:
         if kind_params(half.kind) is None and (refused := unsupported(half.kind)) is not None:
             raise self.problems.abort(half.pos, refused)
@@ -323,3 +339,14 @@ def plain_constant(expr: ast.Expr) -> Any:
         return dict(pairs)
     except TypeError:  # a list or map key: the run has its own hashable form of it
         return NOT_CONSTANT
+
+
+def _label(res: ast.Resource) -> str:
+    """A resource as problems name it: `file[f1]` when its name is a constant string (as its
+    validation's problems name it), else its kind."""
+    name = ast.constant(res.name)
+    return (
+        f"{res.kind}[{name.value}]"
+        if name is not None and isinstance(name.value, str)
+        else res.kind
+    )

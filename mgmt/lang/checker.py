@@ -83,6 +83,7 @@ class Checker:
     def check(self, program: ast.Program) -> Checked:
         self._block(program.body, Scope())
         self.inference.solve(final=True)
+        self.resources.finish()
         if self.problems.lines:
             raise CompileError(self.problems.lines)
         loader = self.loader

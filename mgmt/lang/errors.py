@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from engine.errors import MgmtError
+from mgmt.listing import capped
 
 # Control characters (a newline in a name or a string quoted by a message, a stray byte) would
 # break the one-line `file:line:col: message` form; they are shown escaped.
@@ -37,10 +38,11 @@ class LangError(MgmtError):
 
 
 class CompileError(LangError):
-    """One or more problems found before anything runs; each is `file:line:col: message`."""
+    """One or more problems found before anything runs; each is `file:line:col: message`, at
+    most NAMED of them then how many more there were (mgmt.listing.capped)."""
 
     def __init__(self, problems: list[str]) -> None:
-        problems = [one_line(p) for p in problems]
+        problems = [one_line(p) for p in capped(problems, "problems")]
         super().__init__("\n".join(problems))
         self.problems = problems
 

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import GraphError, MgmtError, ValidationError
-from engine.graph import Change, Edge, Graph, Key, derive, fmt_key
+from engine.graph import Change, Edge, Graph, Key, derive, fmt_key, key_of
 from engine.local import LocalValues
-from engine.resource import Resource, lookup
+from engine.resource import Resource, lookup, refused_together, together_kinds, validates_together
 from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
 from mgmt.collectscope import Collect, collects
@@ -122,11 +122,24 @@ def build_graph(
             raise FuncError("send/recv cannot involve a collected resource (yet)", item.pos)
         else:  # added once the collected resource is in the graph
             loaded.pending.append((item.src, item.dst, edge))
+    _check(graph, seen)
+    return loaded
+
+
+def _check(graph: Graph, seen: dict[Key, ResSpec]) -> None:
+    """FuncError for a cycle, or (at its statement) for the first resource of `graph` that its
+    kind refuses together with others of the graph (Resource.validate_together)."""
     try:
         graph.check()
     except GraphError as err:
         raise FuncError(str(err)) from None
-    return loaded
+    kinds = together_kinds()  # none unless such a kind was loaded: no pass at all
+    together: dict[type[Resource], list[Resource]] = {}
+    for (kind, _name), res in graph.vertices.items() if kinds else ():
+        if kind in kinds:
+            together.setdefault(type(res), []).append(res)
+    for res, refusal in refused_together(together):
+        raise FuncError(f"{res}: {refusal}", seen[key_of(res)].pos)
 
 
 class Output:
@@ -201,8 +214,8 @@ class Output:
                 if key in built or (key in self._built and key not in removed):
                     return None  # declared twice
                 res = self._resource(item)
-                if res is None:
-                    return None
+                if res is None or validates_together(type(res)):
+                    return None  # (a kind checked together: build_graph checks them all)
                 built[key] = (item, res)
                 change.put[key] = res
             elif isinstance(item, EdgeSpec):

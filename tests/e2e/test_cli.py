@@ -139,7 +139,7 @@ def test_bad_merge_key_exits_2_naming_its_line(tmp_path: Path) -> None:
     )
     code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(graph)])
     assert code == 2
-    assert f"{graph}:9: resources.file[0]: << takes a mapping or a list of mappings" in out
+    assert f"{graph}:9: file[good]: << takes a mapping or a list of mappings" in out
     assert not (tmp_path / "good").exists()
 
 
@@ -612,7 +612,7 @@ async def test_sighup_without_a_graph_file_is_harmless(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (LAUGHS, ":7: YAML: aliases expand to more than 100,000 values"),
+        (LAUGHS, ":7: f[0]: YAML: aliases expand to more than 100,000 values"),
         (
             "graph: g\nresources:\n  noop:\n    - name: a\x01\n",
             ":4: YAML: control character U+0001 is not allowed",
@@ -631,6 +631,112 @@ def test_check_refuses_hostile_graphs_in_one_line(tmp_path: Path, text: str, exp
     assert "Traceback" not in out
     (line,) = out.splitlines()
     assert line.startswith(f"{graph}{expected}"), line
+
+
+def _refused_in_one_line(path: Path, *, lang: bool = False) -> str:
+    """`mgmt run` of a bad graph file (or mcl program): exit 2, nothing done, its one line."""
+    front = ["lang"] if lang else []
+    code, out = run_mgmt(["run", "--converged-timeout=0", *front, str(path)], timeout=60)
+    assert code == 2, out
+    assert "Traceback" not in out
+    (line,) = [line for line in out.splitlines() if str(path) in line]
+    return line.split(" main: ", 1)[-1]
+
+
+def test_an_alias_bomb_or_deep_nesting_names_the_key_path(tmp_path: Path) -> None:
+    """The limits' problems name the value as any other problem does, by its resource's name."""
+    out = tmp_path / "out"
+    head = f"graph: g\nresources:\n  file:\n    - name: f0\n      path: {out}/f0\n"
+    laughs = "".join(f"{line.replace('graph: bomb', '')}\n" for line in LAUGHS.splitlines()[1:])
+    bomb = graph_file(
+        tmp_path, head.replace("graph: g\n", "graph: g\n" + laughs) + "      content: *i\n"
+    )
+    line = _refused_in_one_line(bomb)
+    assert line.startswith(f"{bomb}:7: f[0]: YAML: aliases expand to more than 100,000"), line
+    small = "a: &a [lol, lol]\n"
+    bomb2 = graph_file(
+        tmp_path,
+        head.replace("graph: g\n", "graph: g\n" + small)
+        + "      content: ["
+        + ", ".join(["*a"] * 60_000)
+        + "]\n",
+        "bomb2.yaml",
+    )
+    line = _refused_in_one_line(bomb2)
+    assert line.startswith(f"{bomb2}:7: file[f0].content[33333]: YAML: aliases expand"), (
+        line
+    )  # 3 values a use
+    deep = graph_file(tmp_path, head + "      content: " + "[" * 70 + "]" * 70 + "\n", "deep.yaml")
+    line = _refused_in_one_line(deep)
+    assert line.startswith(f"{deep}:6: file[f0].content[0][0]"), line
+    assert line.endswith(": YAML: nests deeper than 64 levels"), line
+    assert not out.exists()
+
+
+def test_a_duplicate_key_names_its_resource_by_name(tmp_path: Path) -> None:
+    items = "".join(f"    - name: f{i}\n      path: TMP/out/f{i}\n" for i in range(4000))
+    dup = "    - name: f4000\n      path: TMP/out/x\n      path: TMP/out/y\n"
+    graph = graph_file(tmp_path, "graph: g\nresources:\n  file:\n" + items + dup)
+    assert _refused_in_one_line(graph) == f"{graph}:8006: file[f4000].path: duplicate key"
+    program = tmp_path / "dup.mcl"
+    program.write_text('file "f1" {\n  path => "/tmp/x",\n  path => "/tmp/y",\n}\n')
+    line = _refused_in_one_line(program, lang=True)
+    assert line == f"{program}:3:3: file[f1]: param path is set twice"
+    assert not (tmp_path / "out").exists()
+
+
+def test_ten_thousand_bad_keys_list_twenty_problems_and_how_many_more(tmp_path: Path) -> None:
+    items = "".join(
+        f"    - name: f{i}\n      path: TMP/out/f{i}\n      contnet: x\n" for i in range(10_000)
+    )
+    graph = graph_file(tmp_path, "graph: g\nresources:\n  file:\n" + items)
+    program = tmp_path / "many.mcl"
+    program.write_text(
+        "".join(
+            f'file "f{i}" {{\n  path => "/tmp/x{i}",\n  contnet => "x",\n}}\n' for i in range(3000)
+        )
+    )
+    for path, front, first in [
+        (graph, [], ":6: file[f0]: contnet: unknown key"),
+        (program, ["lang"], ":3:3: file has no param 'contnet'"),
+    ]:
+        code, out = run_mgmt(["run", "--converged-timeout=0", *front, str(path)], timeout=60)
+        assert code == 2, out
+        lines = [line.split(" main: ", 1)[-1] for line in out.splitlines()]
+        assert len(lines) == 21, lines
+        assert lines[0].startswith(f"{path}{first}"), lines[0]
+        assert all(line.startswith(f"{path}:") for line in lines[:20]), lines
+        assert lines[20] == f"and {10_000 - 20 if path == graph else 3000 - 20} more problems"
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_ui_inputs_with_one_id_are_a_bad_graph(tmp_path: Path) -> None:
+    """mgmt does not check (every save went to the first input): one line, exit 2, at the
+    second input, from a graph file and from a program."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: g
+        resources:
+          http:server:ui:
+            - name: /ui/
+          http:server:ui:input:
+            - {name: a, id: x}
+            - {name: b, id: x}
+        """,
+    )
+    assert _refused_in_one_line(graph) == (
+        f"{graph}:8: http:server:ui:input[b]: id: 'x' is also the id of http:server:ui:input[a] "
+        "in the same ui (ids are unique in a ui: a save goes to one input)"
+    )
+    program = tmp_path / "ui.mcl"
+    program.write_text(
+        'http:server:ui "/ui/" {}\n'
+        'http:server:ui:input "a" { id => "x", }\n'
+        'http:server:ui:input "b" { id => "x", }\n'
+    )
+    line = _refused_in_one_line(program, lang=True)
+    assert line.startswith(f"{program}:3:1: http:server:ui:input[b]: id: 'x' is also the id"), line
 
 
 def test_check_refuses_a_graph_file_over_the_size_limit(tmp_path: Path) -> None:

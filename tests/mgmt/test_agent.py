@@ -119,8 +119,20 @@ async def test_a_small_graph_file_is_parsed_on_the_loop(
 def test_named_lists_at_most_named_resources() -> None:
     """The exit's and the converged line's lists of resources: 20,000 failing files made one
     line of 269 KB (and systemd's STATUS=)."""
-    from mgmt.agent import NAMED, named
+    from mgmt.listing import NAMED, named
 
     assert named(["a", "b"]) == "a, b"
     many = [f"file[f{i}]" for i in range(NAMED + 5)]
     assert named(many) == ", ".join(many[:NAMED]) + " and 5 more"
+
+
+def test_capped_lists_at_most_named_lines_and_is_the_same_capped_again() -> None:
+    """A bad graph's or program's problems: 10,000 copies of one bad key made 10,000 lines."""
+    from mgmt.listing import NAMED, capped
+
+    lines = [f"g.yaml:{i}: x" for i in range(NAMED + 1)]
+    assert capped(lines, "problems") == lines  # the last line would hide no fewer
+    many = [f"g.yaml:{i}: x" for i in range(10_000)]
+    shown = capped(many, "problems")
+    assert shown == [*many[:NAMED], f"and {10_000 - NAMED} more problems"]
+    assert capped(shown, "problems") == shown  # a CompileError's, made a GraphFileError

@@ -19,6 +19,7 @@ from engine.engine import Engine, Status
 from engine.errors import ValidationError
 from engine.graph import Edge
 from engine.world import Changes, MemoryWorld, Unsubscribe
+from resources import http_server_ui
 from resources.http_server import HTTPServerRes
 from resources.http_server_ui import HTTPServerUIInputRes, HTTPServerUIRes, UIData
 from resources.print import PrintRes
@@ -437,6 +438,67 @@ async def test_a_save_to_a_field_being_replaced_is_stored(tmp_path: Path) -> Non
         await settle(engine)
         assert await world.str_get("k1") == "b"
         assert await get_json(f"{base}/ui/list/field") == (200, {"value": "b"})
+
+
+async def test_a_save_between_a_field_leaving_and_its_replacement_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """A graph swap stops a field (here its last cleanup is held, storing a save) before its
+    replacement starts: a save meanwhile waits for the replacement and goes to it (it was a
+    400, `id not found`, the page's save lost)."""
+    async with held_ui(tmp_path) as (world, engine, base):
+        (old,) = [v for v in engine.vertices.values() if v.res.kind == "http:server:ui:input"]
+        check = world.hold("read")
+        assert await save(base, "field", "a") == (200, None)
+        async with asyncio.timeout(10):
+            await check.reached.wait()
+        graph = graph_of(*[v.res for v in engine.vertices.values() if v is not old])
+        graph.add(HTTPServerUIInputRes(name="field", store="world://?key=k1", sort="z"))
+        swap = asyncio.create_task(engine.apply(graph))
+        await settle(engine, lambda: old.stopping)
+        assert await save(base, "field", "b") == (200, None)  # stored as it stops
+        write = world.hold("write")
+        check.release()
+        async with asyncio.timeout(10):
+            await write.reached.wait()  # it has left the UI; its replacement is not started
+        saving = asyncio.create_task(save(base, "field", "c"))
+        done, _ = await asyncio.wait([saving], timeout=0.3)
+        assert not done  # held until the replacement joins
+        write.release()
+        async with asyncio.timeout(10):
+            assert await saving == (200, None)
+            await swap
+        await settle(engine)
+        assert await get_json(f"{base}/ui/list/field") == (200, {"value": "c"})
+        assert await world.str_get("k1") == "c"
+
+
+async def test_an_id_that_left_for_good_is_unknown_after_the_swap_wait(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request for an input removed with no replacement waits SWAP_WAIT at most (from when
+    it left), then is answered as any unknown id; a later one at once."""
+    monkeypatch.setattr(http_server_ui, "SWAP_WAIT", 0.5)
+    port = free_port()
+    server, ui = HTTPServerRes(name=f":{port}"), HTTPServerUIRes(name="/ui/")
+    await engine.apply(graph_of(server, ui, HTTPServerUIInputRes(name="f")))
+    await settle(engine)
+    base = f"http://127.0.0.1:{port}"
+    await engine.apply(graph_of(server, ui))
+    async with asyncio.timeout(10):
+        assert await save(base, "f", "x") == (400, {"error": "id `f` not found"})
+        assert await get_json(f"{base}/ui/list/f") == (400, {"error": "id `f` not found"})
+
+
+def test_two_inputs_of_one_ui_with_one_id_are_refused() -> None:
+    """mgmt does not check (a save goes to the first input found); we refuse the graph."""
+    a = HTTPServerUIInputRes(name="a", id="x")
+    b = HTTPServerUIInputRes(name="b", id="x", path="/ui/")
+    c = HTTPServerUIInputRes(name="c", id="y", path="/one/")
+    d = HTTPServerUIInputRes(name="d", id="y", path="/two/")  # another UI's: fine
+    ((res, err),) = HTTPServerUIInputRes.validate_together([a, b, c, d])
+    assert res is b and err.key == "id"
+    assert str(err).startswith("id: 'x' is also the id of http:server:ui:input[a]")
 
 
 async def test_a_watch_given_the_shown_value_answers_a_change_it_came_after(

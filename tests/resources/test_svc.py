@@ -160,6 +160,93 @@ async def test_a_stop_by_hand_is_let_finish_then_repaired(
     assert await sd.running_with_new_pid(name, old) != old
 
 
+async def _feed(fifo: Path, line: str) -> None:
+    """Write a line to the FIFO a unit's command reads (once it opens it)."""
+    writer = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)
+    os.write(writer, line.encode() + b"\n")
+    os.close(writer)
+
+
+async def _repair_waiting(running: Running, caplog: pytest.LogCaptureFixture) -> asyncio.Task[bool]:
+    """A repair (check_apply(True)) begun, once it waits for the unit to finish activating."""
+    caplog.set_level(logging.DEBUG, logger="engine")
+    waiting = OnLog("finish activating")
+    logging.getLogger("engine").addHandler(waiting)
+    try:
+        repair = asyncio.create_task(running.res.check_apply(True))
+        async with asyncio.timeout(15):
+            await waiting.seen.wait()
+    finally:
+        logging.getLogger("engine").removeHandler(waiting)
+    return repair
+
+
+async def test_an_auto_restart_in_progress_is_let_come_up_not_started(
+    manager: RealSystemd,
+    sd: Client,
+    start: Start,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A crash of a `Restart=always` unit: systemd restarts it (`activating`: the hold-off, then
+    the start, held here in ExecStartPre). A start of ours then merged into systemd's job or,
+    in the hold-off, was a "hurry up" counted against the start limit, and said `started`:
+    the repair waits for the state the unit reaches, and it came up: nothing to do."""
+    fifo = tmp_path / "pre"
+    os.mkfifo(fifo)
+    name = unit(
+        manager,
+        ExecStartPre=f"/bin/sh -c 'read line < {fifo}'",
+        Restart="always",
+        RestartSec="100ms",
+    )
+    running = await start(svc(name, state="running"))
+    first = asyncio.create_task(running.res.check_apply(True))
+    await _feed(fifo, "go")
+    async with asyncio.timeout(15):
+        assert await first is False
+    old = await sd.main_pid(name)
+    os.kill(old, signal.SIGKILL)
+    await sd.wait_until(lambda: _is(sd, name, "activating"))
+    repair = await _repair_waiting(running, caplog)
+    await _feed(fifo, "go")  # systemd's restart comes up
+    async with asyncio.timeout(15):
+        assert await repair is True
+    assert (await sd.props(name, "Service"))["NRestarts"] == 1
+    assert await sd.active(name) == "active" and await sd.main_pid(name) != old
+
+
+async def test_a_start_not_ours_that_fails_is_repaired_after_it(
+    manager: RealSystemd,
+    sd: Client,
+    start: Start,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Someone's start is in progress (`activating`) and fails: the repair, which waited for
+    it, starts the unit then."""
+    fifo = tmp_path / "pre"
+    os.mkfifo(fifo)
+    name = unit(manager, ExecStartPre=f"/bin/sh -c 'read line < {fifo}; [ \"$line\" = go ]'")
+    running = await start(svc(name, state="running"))
+    await manager.systemctl("start", "--no-block", name)
+    await sd.wait_until(lambda: _is(sd, name, "activating"))
+    theirs = (await sd.props(name))["InvocationID"]
+    repair = await _repair_waiting(running, caplog)
+    await _feed(fifo, "fail")  # someone's start fails
+
+    async def started_again() -> bool:  # the repair's start, in its own ExecStartPre
+        props = await sd.props(name)
+        return props["ActiveState"] == "activating" and props["InvocationID"] != theirs
+
+    await sd.wait_until(started_again)  # (their reader gone: a line now is the new one's)
+    await _feed(fifo, "go")
+    async with asyncio.timeout(15):
+        assert await repair is False
+    assert await sd.active(name) == "active"
+    assert f"started {name}" in caplog.text
+
+
 async def test_a_crash_right_after_our_start_is_seen(
     manager: RealSystemd, sd: Client, start: Start
 ) -> None:
