@@ -1,7 +1,12 @@
-"""Scale: N file resources in one daemon: time to first convergence, peak RSS, and CPU used
-while idle for 10 s after convergence (target ~0: event-driven, no polling).
+"""Scale: N file resources in one daemon: time to first convergence, peak RSS, CPU used
+while idle for 10 s after convergence (target ~0: event-driven, no polling), and the stop:
+SIGTERM to exit, wall and CPU (the process's CPU from the signal to its end).
 
-    .venv/bin/python bench/scale.py [--sizes 1000 10000] [--idle 10]
+    .venv/bin/python bench/scale.py [--sizes 1000 10000] [--idle 10] [--base DIR]
+        [--rounds N] [--busy N]
+
+`--base DIR` runs another checkout's agent (e.g. a byte-compiled `git archive`) alternately
+with this one's, `--rounds` times; `--busy N` runs N busy loops beside each agent.
 """
 
 from __future__ import annotations
@@ -9,19 +14,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import MGMT, files_graph, run_script, terminate
+from common import ROOT, checkout, files_graph, run_script, terminate
 
 TICKS = os.sysconf("SC_CLK_TCK")
+BUSY = "while 1: pass"
 
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def children_cpu() -> float:
+    """The CPU of every child waited for so far (the agent's, once it has ended)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -31,15 +46,21 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def one(count: int, idle: float) -> None:
+async def one(count: int, idle: float, tree: Path, busy: int) -> str:
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-scale-"))
     graph = work / "graph.yaml"
     graph.write_text(files_graph(work / "files", count))
-    start = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        *MGMT, "run", "--tmp-prefix", "yaml", str(graph), stderr=asyncio.subprocess.PIPE
-    )
+    loops: list[asyncio.subprocess.Process] = []
+    proc = None
     try:
+        for _ in range(busy):
+            loops.append(await asyncio.create_subprocess_exec(sys.executable, "-c", BUSY))
+        start = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "mgmt", "run", "--tmp-prefix", "yaml", str(graph)],
+            stderr=asyncio.subprocess.PIPE,
+            cwd=tree,  # `python -m mgmt` imports the mgmt of its directory
+        )
         assert proc.stderr is not None
         async with asyncio.timeout(600):
             async for raw in proc.stderr:
@@ -50,13 +71,22 @@ async def one(count: int, idle: float) -> None:
         before = cpu_seconds(proc.pid)
         await asyncio.sleep(idle)
         idle_cpu = cpu_seconds(proc.pid) - before
-        print(
-            f"N={count:6d}: first convergence {converged:.2f}s  peak RSS {peak_rss_mib(proc.pid):.0f} MiB  "
-            f"idle CPU {idle_cpu:.3f}s over {idle:.0f}s ({100 * idle_cpu / idle:.2f}%)"
+        rss = peak_rss_mib(proc.pid)
+        waited = children_cpu()
+        at_signal = cpu_seconds(proc.pid)
+        start = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait()
+        stop = time.perf_counter() - start
+        stop_cpu = children_cpu() - waited - at_signal  # to a tick (1/TICKS s)
+        await reader
+        return (
+            f"first convergence {converged:.2f}s  peak RSS {rss:.0f} MiB  "
+            f"idle CPU {idle_cpu:.3f}s over {idle:.0f}s ({100 * idle_cpu / idle:.2f}%)  "
+            f"stop {stop:.2f}s (CPU {stop_cpu:.2f}s)"
         )
-        reader.cancel()
     finally:
-        await terminate([proc])
+        await terminate([*([proc] if proc else []), *loops])
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -64,9 +94,20 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--idle", type=float, default=10.0)
+    parser.add_argument("--base", type=Path, help="another checkout, measured alternately")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--busy", type=int, default=0, help="busy loops beside each agent")
     args = parser.parse_args()
+    trees = [("this", ROOT)]
+    if args.base is not None:
+        trees.append(("BASE", checkout(args.base, "--base")))
+        print(f"BASE: {trees[1][1]}")
     for count in args.sizes:
-        await one(count, args.idle)
+        for _ in range(args.rounds):
+            for name, tree in trees:  # interleaved: the machine's load moves
+                figures = await one(count, args.idle, tree, args.busy)
+                load = os.getloadavg()[0]
+                print(f"N={count:6d} {name}: {figures}  (load {load:.1f})", flush=True)
 
 
 if __name__ == "__main__":

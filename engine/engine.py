@@ -290,6 +290,12 @@ class Vertex:
             self._inited = False
             self._watch_task = None
             await self._cleanup()
+        self._stopped_now()
+
+    def _stopped_now(self) -> None:
+        """_stopped() of a vertex with no cleanup to run (not _needs_cleanup()): no await."""
+        self._inited = False
+        self._watch_task = None
         self._set_status(Status.STOPPED)
         self.ready.set()  # an apply() waiting for a vertex stopped before its task ran
 
@@ -565,7 +571,8 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
         vertex._stopping()
     if graceful:
         for vertex in vertices:
-            await vertex.idle.wait()
+            if not vertex.idle.is_set():
+                await vertex.idle.wait()
     tasks = [task for vertex in vertices for task in vertex._tasks]
     for task in tasks:
         task.cancel()
@@ -580,7 +587,7 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
         if vertex._needs_cleanup():
             waits.append(vertex)
         elif vertex.status is not Status.STOPPED:
-            await vertex._stopped()  # nothing in it waits: no task needed
+            vertex._stopped_now()  # nothing to clean up: no task, no await
     await asyncio.gather(*(v._stopped() for v in waits if v.status is not Status.STOPPED))
 
 

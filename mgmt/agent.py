@@ -478,6 +478,7 @@ class Agent:
             # re-enabled after the engine's stop, it collected what the stop had made (0.2 s
             # of a 10,000-file cron run's exit), only to delay the exit.
             self.heap.close(ending=True)
+        self.converger.stopping()
         self._stop_task = asyncio.create_task(self.engine.stop(graceful=not self._forced))
         try:
             await self._stop_task

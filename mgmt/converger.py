@@ -42,6 +42,16 @@ class Converger:
         if self._timer:
             self._timer.cancel()
 
+    def stopping(self) -> None:
+        """The engine is about to stop every vertex (the agent's end): not converged from now
+        on, as the first vertex stopping would have said, and no vertex followed any longer
+        (a 20,000-file stop told it 40,000 status changes, ~1/6 of the stop's CPU)."""
+        self.close()
+        if self.engine.vertices:  # an empty graph stays as it is (no vertex would stop)
+            self._unsettled.update(self.engine.vertices)
+            self.converged.clear()
+            self.diverged.set()
+
     def failed(self) -> list[Vertex]:
         vertices = self.engine.vertices
         return [vertices[k] for k in self._failed if k in vertices]

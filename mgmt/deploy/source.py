@@ -44,7 +44,14 @@ from engine.tasks import TaskSet
 from mgmt.deploy import DeployError
 from mgmt.deploy import sign as signing
 from mgmt.deploy.bundle import Bundle
-from mgmt.deploy.status import HOSTS, STATUS, HostStatus, host_statuses, status_key
+from mgmt.deploy.status import (
+    HOSTS,
+    STATUS,
+    UNSIGNED,
+    HostStatus,
+    host_statuses,
+    status_key,
+)
 from mgmt.deploy.store import (
     BLOBS,
     NEWEST,
@@ -89,11 +96,14 @@ class Prepared:
     data: bytes  # the blob
     loaded: Loaded | None  # its first graph (None: a program that has not produced one yet)
     lang: LangSource | None = None  # a running program
+    unverified: str = ""  # why it runs unverified (`verify`), "" if it was verified
 
 
-def verify(rec: Record, data: bytes, policy: Policy) -> Bundle:
-    """The bundle of `rec` if its blob and signature are good for this host; else DeployError
-    (blocking: reads the trusted keys)."""
+def verify(rec: Record, data: bytes, policy: Policy) -> tuple[Bundle, str]:
+    """The bundle of `rec` if its blob and signature are good for this host, and why it runs
+    unverified (`--allow-unsigned-deploys`: "unsigned" or "no --trusted-keys"; "" when it was
+    verified); else DeployError (blocking: reads the trusted keys)."""
+    unverified = ""
     if hashlib.sha256(data).hexdigest() != rec.hash:
         raise DeployError(f"its blob does not match its hash {rec.hash[:12]}")
     if rec.signature and policy.trusted_keys is not None:
@@ -107,16 +117,17 @@ def verify(rec: Record, data: bytes, policy: Policy) -> Bundle:
             "unsigned (hosts run unsigned deploys only with --allow-unsigned-deploys)"
         )
     else:
+        unverified = UNSIGNED if not rec.signature else "no --trusted-keys"
         log.warning(
             "deploy %d is NOT VERIFIED (%s): running it because of --allow-unsigned-deploys "
             "(development only: whoever can write the cluster can make this host run anything)",
             rec.id,
-            "unsigned" if not rec.signature else "no --trusted-keys",
+            unverified,
         )
     bundle = Bundle.decode(data)
     if (bundle.frontend, bundle.entry) != (rec.frontend, rec.entry):
         raise DeployError("its record and its bundle disagree on the program")
-    return bundle
+    return bundle, unverified
 
 
 class DeploySource:
@@ -381,7 +392,12 @@ class DeploySource:
     # preparing and switching ----------------------------------------------------------------
 
     async def _prepare(self, rec: Record, data: bytes) -> Prepared:
-        bundle, entry = await asyncio.to_thread(self._verify_extract, rec, data)
+        bundle, entry, unverified = await asyncio.to_thread(self._verify_extract, rec, data)
+        prepared = await self._load(rec, data, bundle, entry)
+        prepared.unverified = unverified
+        return prepared
+
+    async def _load(self, rec: Record, data: bytes, bundle: Bundle, entry: Path) -> Prepared:
         if bundle.frontend == "yaml":
             text = bundle.files[bundle.entry]
             if len(text) > self.policy.max_graph_size:
@@ -398,11 +414,11 @@ class DeploySource:
             return Prepared(rec, data, loaded)
         return await self._open_lang(rec, data, entry)
 
-    def _verify_extract(self, rec: Record, data: bytes) -> tuple[Bundle, Path]:
+    def _verify_extract(self, rec: Record, data: bytes) -> tuple[Bundle, Path, str]:
         """(blocking: one thread's work, not two: each hop waited for a thread and the GIL)"""
-        bundle = verify(rec, data, self.policy)
+        bundle, unverified = verify(rec, data, self.policy)
         try:
-            return bundle, bundle.extract(self.dir / str(rec.id))
+            return bundle, bundle.extract(self.dir / str(rec.id)), unverified
         except OSError as err:  # e.g. a bundle naming both `a` and `a/b`
             raise DeployError(f"cannot extract it into {self.dir}: {err}") from None
 
@@ -449,7 +465,13 @@ class DeploySource:
             await old.lang.aclose()
         refused = self.status.refused if self.status.refused > rec.id else 0
         error = self.status.error if refused else ""
-        self._set_status(running=rec.id, ready=rec.id, refused=refused, error=error)
+        self._set_status(
+            running=rec.id,
+            ready=rec.id,
+            unverified=prepared.unverified,
+            refused=refused,
+            error=error,
+        )
         if not hold:
             await self._keep_running()
         else:

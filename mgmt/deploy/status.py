@@ -39,6 +39,9 @@ SMALL = 8
 _READ = ("alive", "runs_deploys", "reports", "resources", "failed", "since", "last_error")
 
 
+UNSIGNED = "unsigned"  # a host's `unverified`: it runs an unsigned deploy
+
+
 def status_key(host: str) -> str:
     return STATUS + host
 
@@ -51,6 +54,9 @@ class HostStatus:
     converged: bool = False  # its graph is converged
     refused: int = 0  # the last deploy it refused (0: none)
     error: str = ""  # why it refused it, or why the running deploy fails
+    # Why the running deploy was not verified (run with --allow-unsigned-deploys): UNSIGNED,
+    # or "no --trusted-keys" (signed, but the host has no key to verify it); "" if it was.
+    unverified: str = ""
     alive: bool = False  # its agent holds its liveness key (not stored: read from hosts/)
     runs_deploys: bool = False  # it has a status key (not stored: a host that runs no
     # deploys, e.g. `mgmt run yaml FILE`, has none)
@@ -67,6 +73,18 @@ class HostStatus:
         for name in _READ:
             del doc[name]
         return json.dumps(doc, sort_keys=True).encode()
+
+    @property
+    def warning(self) -> str:
+        """UNSIGNED or UNVERIFIED beside the deploy it runs ("" if verified or none): what
+        the table and the page show (a host writes its own status: a label, never its text)."""
+        if not self.running or not self.unverified:
+            return ""
+        return "UNSIGNED" if self.unverified == UNSIGNED else "UNVERIFIED"
+
+    def doc(self) -> dict[str, Any]:
+        """The row as JSON (`--json`, the status page): its fields, `state` and `warning`."""
+        return {**asdict(self), "state": self.state, "warning": self.warning}
 
     @property
     def state(self) -> str:
@@ -186,10 +204,7 @@ def exit_code(rows: list[HostStatus]) -> ExitCode:
 
 def report(rows: list[HostStatus], as_json: bool = False) -> tuple[str, ExitCode]:
     """What `mgmt deploy --status` and `mgmt status --cluster` print, and their exit code."""
-    if as_json:
-        text = json.dumps([{**asdict(row), "state": row.state} for row in rows], indent=2)
-    else:
-        text = table(rows)
+    text = json.dumps([row.doc() for row in rows], indent=2) if as_json else table(rows)
     return text, exit_code(rows)
 
 
@@ -213,7 +228,7 @@ def table(rows: list[HostStatus]) -> str:
             [
                 shown(row.host),
                 "yes" if row.alive else "no",
-                str(row.running or "-"),
+                f"{row.running} ({row.warning})" if row.warning else str(row.running or "-"),
                 str(row.ready or "-"),
                 "yes" if row.converged else "no",
                 _clock(row.since),

@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict
 from typing import Any
 
 from engine.errors import WorldError
@@ -139,7 +138,7 @@ class ClusterStatus:
                     delay = min(delay * 2, RETRY_MAX)
                     continue
                 delay = 0.05
-                self.model.set_hosts([{**asdict(row), "state": row.state} for row in rows])
+                self.model.set_hosts([row.doc() for row in rows])
                 await asyncio.sleep(BURST)  # the rest of a burst waits: not a readiness wait
                 await changed.wait()
         finally:

@@ -9,8 +9,9 @@ a resource has failed (usable as a check), 2 when no agent answers.
 
 With --cluster it reads the cluster instead (etcd at --seeds, with this host's certificate in
 `<prefix>/cluster-tls/` or --tls-*, as `mgmt deploy` does) and prints one row per host: alive,
-the deploy it runs, converged since when, its resources, how many failed and the last error
-(mgmt.deploy.status.report: what `mgmt deploy --status` prints too). Exit code 1 when a host is
+the deploy it runs (`7 (UNSIGNED)` or `7 (UNVERIFIED)` when run unverified), converged since
+when, its resources, how many failed and the last error (mgmt.deploy.status.report: what
+`mgmt deploy --status` prints too). Exit code 1 when a host is
 down (its agent gone or unreachable: its lease expired) or has a failed resource, or when the
 cluster cannot be reached.
 """

@@ -8,12 +8,15 @@ import contextlib
 import os
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from mgmt.deploy import DeployError
 from mgmt.deploy.status import STATUS, host_statuses
+from mgmt.deploy.store import Record
 from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
 from tests.e2e.test_cluster_e2e import Host, client_of, fleet
 from tests.mgmt.cluster.certs import CA
@@ -88,6 +91,18 @@ async def push_timed(via: DeployHost, key: Key, source: Path) -> list[str]:
 async def all_have(out: Path, hosts: list[DeployHost], version: str) -> None:
     for host in hosts:
         await wait_path(out / f"{host.name}.ver", has_content(f"{version}\n"), 30)
+
+
+def keeps(deploy_id: int) -> Callable[[Path], bool]:
+    """A host's kept record (`<prefix>/deploy/current.json`) is deploy `deploy_id`'s."""
+
+    def check(path: Path) -> bool:
+        try:
+            return Record.decode(path.read_bytes(), str(path)).id == deploy_id
+        except (OSError, DeployError):
+            return False
+
+    return check
 
 
 async def statuses_say(via: DeployHost, expected: list[tuple[str, int, bool]]) -> None:
@@ -288,6 +303,9 @@ async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
         await h1.kill()  # the only etcd member: h2 has no cluster now
         (out / "h2.ver").unlink()
         await all_have(out, [h2], "v1")  # still enforced
+        # Kept once its graph settled (at most 1 s after the switch): killed before, a host
+        # restarts with the deploy before it (here none; docs/deploys.md).
+        await wait_path(h2.prefix / "deploy" / "current.json", keeps(1), 30)
         await h2.kill()
         (out / "h2.ver").unlink()
         d2 = await h2.start(seeds=[h1])  # the cluster is still gone

@@ -533,3 +533,58 @@ async def test_the_page_and_mgmt_status_show_every_host_of_the_cluster_live(
         assert code == 1 and rows["h2"]["state"] == "down", rows
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
+
+
+@pytest.mark.slow
+async def test_an_unsigned_deploy_says_so_in_the_status_table_and_on_the_page(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A host run with --allow-unsigned-deploys: the deploy it runs unsigned is `1 (UNSIGNED)`
+    in `mgmt status --cluster`, `mgmt deploy --status` and the page's hosts; the next one,
+    signed by a key it trusts, is plain `2`."""
+    from tests.e2e.test_cluster_e2e import fleet
+    from tests.e2e.test_deploy_e2e import DeployHost, all_have, deploy, program, push
+    from tests.mgmt.deploy.keys import make_key, trusted_file
+
+    keys, out, src = tmp_path / "keys", tmp_path / "out", tmp_path / "src"
+    alice = make_key(keys, "alice")
+    out.mkdir()
+    port = free_port()
+    flags = ["--allow-unsigned-deploys", "--trusted-keys", str(trusted_file(keys, alice))]
+    flags += ["--status", "--prometheus-listen", f"127.0.0.1:{port}"]
+    h1 = DeployHost("h1", tmp_path, extra_args=flags)
+
+    def cell(host: str) -> str | None:
+        """The DEPLOY cell of the host's row on the page."""
+        return browser.execute_script(  # type: ignore[no-any-return]
+            "const tr = document.querySelector(`#hosts tr[data-host='${arguments[0]}']`);"
+            "return tr ? tr.children[3].textContent : null;",
+            host,
+        )
+
+    async def tables_say(deploy_cell: str) -> None:
+        """Both commands' tables (the same report), h1's row: DEPLOY is `deploy_cell`."""
+        status = ["status", "--cluster", "--seeds", h1.url, "--prefix", str(h1.prefix)]
+        for said in (
+            await asyncio.to_thread(run_mgmt, status),
+            await deploy(h1, "--status"),
+        ):
+            code, text = said
+            header, row = text.strip().splitlines()[-2:]
+            start = header.index("DEPLOY")
+            assert code == 0 and row[start:].startswith(f"{deploy_cell}  "), text
+
+    async with fleet([h1]):  # type: ignore[list-item]
+        await h1.start()
+        code, text = await deploy(h1, "--unsigned", "lang", f"{program(src, out, 'v1')}/")
+        assert code == 0 and "UNSIGNED" in text, text
+        await all_have(out, [h1], "v1")
+        await asyncio.to_thread(browser.get, f"http://127.0.0.1:{port}/")
+        await until(browser, lambda: cell("h1") == "1 (UNSIGNED)", 30)
+        await tables_say("1 (UNSIGNED)")
+        await push(h1, alice, program(src, out, "v2"))
+        await all_have(out, [h1], "v2")
+        await until(browser, lambda: cell("h1") == "2", 30)
+        await tables_say("2")
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []

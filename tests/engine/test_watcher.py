@@ -430,3 +430,36 @@ async def test_a_directory_made_before_its_watch_is_in_place_is_watched(
             await counter.changed()
         finally:
             counter.task.cancel()
+
+
+async def test_a_watcher_that_outlives_a_stop_still_sees_its_paths(
+    tmp_path: Path, watch: object
+) -> None:
+    """While everything stops (`shutting_down`), a closed watcher's paths are not forgotten one
+    by one; after it, they are, if the hub is still open. One watcher left open, one closed and
+    opened again during the stop: both see their changes, and nothing is left of the others."""
+    kept = await watch(tmp_path / "kept")  # type: ignore[operator]
+    hub = Hub.running()
+    assert hub is not None
+    with watcher_module.shutting_down():
+        closed = [PathWatcher([tmp_path / f"gone{i}"]) for i in range(3)]
+        for watcher in closed:
+            await watcher.__aenter__()
+        for watcher in closed:
+            await watcher.aclose()
+        assert set(hub.released) == set(closed)
+        again = closed[0]
+        await again.__aenter__()  # its last paths forgotten, its new ones watched
+        assert again not in hub.released
+    assert hub.released == {}
+    assert not any(path.endswith(("gone1", "gone2")) for path in hub.masks)
+    counter = Counter(again)
+    try:
+        (tmp_path / "gone0").write_text("x")
+        await counter.changed()
+        (tmp_path / "kept").write_text("x")
+        await kept.changed()
+    finally:
+        counter.task.cancel()
+        await asyncio.gather(counter.task, return_exceptions=True)
+        await again.aclose()

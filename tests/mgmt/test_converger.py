@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.engine import Engine, Status, Vertex
+from engine.events import VertexChanged
 from engine.meta import Meta
 from mgmt.converger import Converger
 from tests.engine import probe
@@ -96,3 +97,35 @@ async def test_a_failure_re_evaluates_its_descendants_only(tmp_path: Path) -> No
     finally:
         converger.close()
         await engine.stop(graceful=False)
+
+
+async def test_stopping_says_not_converged_and_follows_no_vertex(tmp_path: Path) -> None:
+    """The agent's end: not converged at once (as the first vertex stopping said), then the
+    engine's stop tells the converger nothing; an empty graph stays converged."""
+    engine = Engine(hostname="test", prefix=tmp_path)
+    converger = Converger(engine, timeout=0)
+    try:
+        await engine.apply(make_graph("ab", [("a", "b")]))
+        async with asyncio.timeout(20):  # hang-preventing bound only
+            await converger.converged.wait()
+        converger.stopping()
+        assert not converger.converged.is_set() and converger.diverged.is_set()
+        assert {v.name for v, _ in converger.unsettled()} == {"probe[a]", "probe[b]"}
+        assert converger._changed not in engine.listeners.of(VertexChanged)
+        await engine.stop()
+        assert not converger.converged.is_set()
+    finally:
+        converger.close()
+        await engine.stop(graceful=False)
+    empty = Engine(hostname="test", prefix=tmp_path / "empty")
+    idle = Converger(empty, timeout=0)
+    try:
+        await empty.apply(make_graph(""))
+        async with asyncio.timeout(20):
+            await idle.converged.wait()
+        idle.stopping()
+        await empty.stop()
+        assert idle.converged.is_set()
+    finally:
+        idle.close()
+        await empty.stop(graceful=False)

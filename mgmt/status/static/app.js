@@ -170,7 +170,9 @@ function hosts(rows) {
     tr.append(
       text("td", h.host), text("td", h.state, `state ${h.state}`),
       text("td", h.converged ? `yes${since}` : "no"),
-      text("td", h.running ? String(h.running) : "–"),
+      // An unsigned or unverified deploy (--allow-unsigned-deploys) says so, as in the table.
+      text("td", h.running ? `${h.running}${h.warning ? ` (${h.warning})` : ""}` : "–",
+        h.warning ? "unsigned" : ""),
       text("td", h.reports ? String(h.resources) : "–"),
       text("td", h.reports ? String(h.failed) : "–"),
       text("td", [h.refused ? `refused ${h.refused}: ${h.error}` : h.error, h.last_error].filter(Boolean).join("; ")),

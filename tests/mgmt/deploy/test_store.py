@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -246,6 +247,30 @@ async def test_a_summary_with_an_impossible_time_is_unreadable_not_a_crash(
         text, _ = report(await host_statuses(client), as_json=True)
         (row,) = json.loads(text, parse_constant=refuse)
         assert row["last_error"] == "unreadable summary", doc
+
+
+async def test_a_deploy_run_unverified_says_so_in_its_row(client: EtcdClient) -> None:
+    """A host run with --allow-unsigned-deploys says why its deploy was not verified; the
+    table and the JSON label it UNSIGNED or UNVERIFIED (a label, never the host's text)."""
+    from mgmt.deploy.status import UNSIGNED, HostStatus, host_statuses, report, status_key
+
+    for host, unverified in (("a", UNSIGNED), ("b", "no --trusted-keys"), ("c", ""), ("d", "x")):
+        status = HostStatus(host, running=2, ready=2, unverified=unverified)
+        await client.put(status_key(host).encode(), status.encode())
+    await client.put(status_key("e").encode(), HostStatus("e", unverified=UNSIGNED).encode())
+    rows = await host_statuses(client)
+    lines = report(rows)[0].splitlines()
+    assert [re.split(r"\s{2,}", line)[2] for line in lines[1:]] == [
+        "2 (UNSIGNED)", "2 (UNVERIFIED)", "2", "2 (UNVERIFIED)", "-"
+    ], lines  # fmt: skip
+    text, _ = report(rows, as_json=True)
+    assert [(r["unverified"], r["warning"]) for r in json.loads(text)] == [
+        (UNSIGNED, "UNSIGNED"),
+        ("no --trusted-keys", "UNVERIFIED"),
+        ("", ""),
+        ("x", "UNVERIFIED"),
+        (UNSIGNED, ""),  # it runs nothing
+    ]
 
 
 async def test_a_status_cannot_forge_another_hosts_row(client: EtcdClient) -> None:
