@@ -134,9 +134,9 @@ class Vertex:
 
     Its state is `status` (moved only by `_set_status`, along TRANSITIONS), `outcome` (the
     result of its last process, kept while it stops), `ts` and `state_ok` (for scheduling),
-    `stats` (counters) and four asyncio events: `ready` (init() ended, or it stopped),
-    `started` (the startup event came), `dirty` (a poke is pending) and `idle` (not in init()
-    nor processing).
+    `stats` (counters), `started` (the startup event came) and three asyncio events: `ready`
+    (init() ended, or it stopped), `dirty` (a poke is pending) and `idle` (not in init() nor
+    processing).
     """
 
     def __init__(self, engine: Engine, res: Resource) -> None:
@@ -168,7 +168,8 @@ class Vertex:
         self._asked: tuple[bool, set[Vertex]] = (False, set())  # those of the run under way
         self.stats = VertexStats()
         self.dirty = asyncio.Event()
-        self.started = asyncio.Event()
+        self.started = False  # the startup event came: the worker may process (not an Event:
+        # the worker waits for `dirty` alone, which the startup event sets too)
         self.idle = asyncio.Event()
         self.idle.set()
         self.bucket = TokenBucket(res.meta.limit, res.meta.burst)
@@ -235,7 +236,7 @@ class Vertex:
 
     async def _run(self) -> None:
         if self.res.meta.hidden:  # ordered like any vertex, never applied
-            self.started.set()
+            self.started = True
             self.state_ok = True
             self._set_status(Status.PENDING)
             self.ready.set()
@@ -339,8 +340,8 @@ class Vertex:
         self.stats.last_event = time.monotonic()
         self.stats.events += 1
         self.state_ok = False
-        if not self.started.is_set():
-            self.started.set()
+        if not self.started:
+            self.started = True
             self.engine.progressed()
         self.poke(tick)
 
@@ -381,10 +382,11 @@ class Vertex:
             self._on_event(tick=True)
 
     async def _work(self) -> None:
-        await self.started.wait()
         while True:
             await self.dirty.wait()
             self.dirty.clear()
+            if not self.started:
+                continue  # poked before its startup event, which pokes it again
             await self.bucket.acquire()
             if self._status in _INERT:
                 if self._status is not Status.DEAD:

@@ -67,7 +67,7 @@ class Converger:
             if vertex.status is Status.OK and vertex.dirty.is_set():
                 why = "an event is pending"
             elif vertex.status is Status.PENDING and vertex.ts == 0:
-                why = "pending, never applied" if vertex.started.is_set() else "waiting to start"
+                why = "pending, never applied" if vertex.started else "waiting to start"
             if vertex.error is not None:
                 why += f": {vertex.error}"
             result.append((vertex, why))
