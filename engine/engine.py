@@ -444,7 +444,10 @@ class Vertex:
             self.stats.refreshes_seen = self.stats.refreshes
             self._succeeded(changed=False)
             return None
-        await self._receive()
+        if self.engine.graph.pred.get(self.key):
+            await self._receive()
+        elif self.received:  # no predecessor: nothing received (and no coroutine to await)
+            self.received = {}
         if self.state_ok and not self.refresh_pending:
             self._succeeded(changed=False)
             return None
@@ -775,6 +778,8 @@ class Engine:
 
     def stale_predecessors(self, vertex: Vertex) -> list[Vertex]:
         """Predecessors that have not processed successfully since `vertex` last did."""
+        if not self.graph.pred.get(vertex.key):
+            return []
         return [p for p in self.predecessors(vertex) if p.ts <= vertex.ts]
 
     def blocked(self, vertex: Vertex) -> bool:
