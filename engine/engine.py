@@ -286,10 +286,16 @@ class Vertex:
 
     async def _stopped(self) -> None:
         """Stop's last step, once its tasks have ended: cleanup (if init() succeeded), once."""
-        if self._inited:
+        if self._needs_cleanup():
             self._inited = False
-            self._watch_task = None
             await self._cleanup()
+        self._ended()
+
+    def _ended(self) -> None:
+        """_stopped() without the cleanup, for a vertex with none to wait for (no coroutine:
+        see _needs_cleanup)."""
+        self._inited = False
+        self._watch_task = None
         self._set_status(Status.STOPPED)
         self.ready.set()  # an apply() waiting for a vertex stopped before its task ran
 
@@ -385,14 +391,14 @@ class Vertex:
         while True:
             await self.dirty.wait()
             self.dirty.clear()
-            if not self.started:
-                continue  # poked before its startup event, which pokes it again
-            await self.bucket.acquire()
             if self._status in _INERT:
                 if self._status is not Status.DEAD:
                     return  # stopping
                 self.engine.changed(self)  # poked before its watch failed for good: not dirty
                 continue
+            if not self.started:
+                continue  # poked before its startup event, which pokes it again
+            await self.bucket.acquire()
             stale = self.engine.stale_predecessors(self)
             if stale:
                 for vertex in stale:
@@ -587,7 +593,7 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
         if vertex._needs_cleanup():
             waits.append(vertex)
         elif vertex.status is not Status.STOPPED:
-            await vertex._stopped()  # nothing in it waits: no task needed
+            vertex._ended()  # nothing to wait for: no task, nor coroutine, needed
     await asyncio.gather(*(v._stopped() for v in waits if v.status is not Status.STOPPED))
 
 
