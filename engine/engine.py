@@ -27,7 +27,7 @@ import itertools
 import logging
 import resource
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,7 @@ from engine.ratelimit import TokenBucket
 from engine.resource import (
     Edgeable,
     Groupable,
+    Listening,
     Refreshable,
     Resource,
     Reversible,
@@ -130,7 +131,8 @@ def same_group(old: Resource, new: Resource) -> bool:
 
 
 class Vertex:
-    """A running resource: its handle, its two tasks (work, watch) and its scheduling state.
+    """A running resource: its handle, its tasks (work; watch, unless it listens: Listening)
+    and its scheduling state.
 
     Its state is `status` (moved only by `_set_status`, along TRANSITIONS), `outcome` (the
     result of its last process, kept while it stops), `ts` and `state_ok` (for scheduling),
@@ -189,7 +191,8 @@ class Vertex:
             program=engine.program,
         )
         self._tasks = TaskSet(f"{res.kind}[{res.name}]", log)  # its work and watch tasks
-        self._watch_task: asyncio.Task[None] | None = None  # once init() succeeded
+        self._watch_task: asyncio.Task[None] | None = None  # once init() succeeded...
+        self._unlisten: Callable[[], None] | None = None  # ...or this, without a task (_listen)
         self._inited = False  # init() succeeded: cleanup() is owed
         self.ready = asyncio.Event()  # init() has ended (or the vertex stopped): see start()
         self.changed_event = VertexChanged(self)  # what Engine.changed tells (one, immutable)
@@ -262,10 +265,50 @@ class Vertex:
             if self.stopping:
                 return False
             self._set_status(Status.PENDING)
-            self._watch_task = self._tasks.spawn(self._watch(), f"watch {self.name}")
+            if not self._listen():
+                self._watch_task = self._tasks.spawn(self._watch(), f"watch {self.name}")
             return True
         finally:
             self.ready.set()
+
+    def _listen(self) -> bool:
+        """Watch without a task (a Listening kind), and send the startup event; False when the
+        resource watches with a watch() task instead."""
+        res = self.res
+        if not isinstance(res, Listening) or res.meta.poll != 0:
+            return False
+        try:
+            unlisten = res.listen(self._on_event, self._listen_failed)
+        except Exception:
+            return False  # its watch() task tries again: it fails or restarts as any watch
+        if unlisten is None:
+            return False
+        self._unlisten = unlisten
+        self.stats.watch_starts += 1
+        # The startup event, in the loop's next step, as a watch task's first step sends it:
+        # the vertices of a graph start in the same order whatever their kinds watch with.
+        asyncio.get_running_loop().call_soon(self._startup)
+        return True
+
+    def _startup(self) -> None:
+        if self._unlisten is not None:  # not stopped (nor failed) meanwhile
+            self._on_event()
+
+    def _listen_failed(self, err: Exception) -> None:
+        """A watch without a task failed: as one in a task (_watch), which it becomes."""
+        self._stop_listening()
+        if self.stopping:
+            return
+        if not self.res.meta.rewatch:
+            self._fail_permanently(err, "watch")
+            return
+        self.handle.logger.warning("watch failed, restarting: %s", err)
+        self._watch_task = self._tasks.spawn(self._watch(failed=True), f"watch {self.name}")
+
+    def _stop_listening(self) -> None:
+        unlisten, self._unlisten = self._unlisten, None
+        if unlisten is not None:
+            unlisten()
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop watching; with graceful, let a running init() or check_apply finish; then
@@ -281,6 +324,7 @@ class Vertex:
             self._set_status(Status.STOPPING)
         if self.work is not None:  # a check_apply whose work has not begun never begins it
             self.work.stop()
+        self._stop_listening()
         if self._watch_task is not None:
             self._watch_task.cancel()
 
@@ -351,9 +395,14 @@ class Vertex:
             self.engine.progressed()
         self.poke(tick)
 
-    async def _watch(self) -> None:
+    async def _watch(self, failed: bool = False) -> None:
+        """Run the resource's watch (or poll) until cancelled, restarted when it fails (meta
+        rewatch); `failed`: a watch without a task failed (_listen_failed), restart it."""
         meta = self.res.meta
         backoff = REWATCH_MIN
+        if failed:
+            await asyncio.sleep(max(meta.delay / 1000, backoff))
+            backoff = min(backoff * 2, REWATCH_MAX)
         while True:
             self.stats.watch_starts += 1
             started = time.monotonic()

@@ -314,7 +314,8 @@ async def test_reversal_error_fails_the_vertex_not_the_worker(tmp_path: Path) ->
         await settle(eng)
         vertex = eng.vertices[("file", "f")]
         assert vertex.status is Status.FAILED
-        assert len(vertex._tasks) == 2  # its watch and worker are alive
+        # its worker is alive, and so is its watch (a file's, without a task: Listening)
+        assert len(vertex._tasks) == 1 and vertex._unlisten is not None
     finally:
         await eng.stop()
 
