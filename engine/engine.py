@@ -25,6 +25,7 @@ import enum
 import gc
 import itertools
 import logging
+import math
 import resource
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -174,7 +175,9 @@ class Vertex:
         # the worker waits for `dirty` alone, which the startup event sets too)
         self.idle = asyncio.Event()
         self.idle.set()
-        self.bucket = TokenBucket(res.meta.limit, res.meta.burst)
+        # meta limit: its token bucket (none without a limit: no coroutine per process)
+        limited = not math.isinf(res.meta.limit)
+        self.bucket = TokenBucket(res.meta.limit, res.meta.burst) if limited else None
         self.handle = Handle(
             kind=res.kind,
             name=res.name,
@@ -447,7 +450,8 @@ class Vertex:
                 continue
             if not self.started:
                 continue  # poked before its startup event, which pokes it again
-            await self.bucket.acquire()
+            if self.bucket is not None:
+                await self.bucket.acquire()
             stale = self.engine.stale_predecessors(self)
             if stale:
                 for vertex in stale:
@@ -627,7 +631,8 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
         vertex._stopping()
     if graceful:
         for vertex in vertices:
-            await vertex.idle.wait()
+            if not vertex.idle.is_set():  # else no coroutine to make
+                await vertex.idle.wait()
     tasks = [task for vertex in vertices for task in vertex._tasks]
     for task in tasks:
         task.cancel()
@@ -659,7 +664,8 @@ async def _start(vertices: list[Vertex]) -> None:
     for vertex in vertices:
         vertex.start()
     for vertex in vertices:
-        await vertex.ready.wait()  # at most a few waits: the others are ready by then
+        if not vertex.ready.is_set():  # at most a few waits: the others are ready by then
+            await vertex.ready.wait()
 
 
 def _release(vertices: Iterable[Vertex]) -> None:
