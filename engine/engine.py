@@ -599,7 +599,8 @@ class Vertex:
             for target, edge in self.engine.successors(self):
                 if edge.notify and isinstance(target.res, Refreshable):
                     target.refresh()
-        log.debug("%s: check_apply(apply=%s) -> %s", self.name, apply, result)
+        if log.isEnabledFor(logging.DEBUG):  # else not even its name is formatted
+            log.debug("%s: check_apply(apply=%s) -> %s", self.name, apply, result)
         self._succeeded(changed)
         return None
 

@@ -173,8 +173,9 @@ class Converger:
             if self._timer:
                 self._timer.cancel()
                 self._timer = None
-            self.converged.clear()
-            self.diverged.set()
+            if self.converged.is_set() or not self.diverged.is_set():  # once per divergence
+                self.converged.clear()
+                self.diverged.set()
         elif self._timer is None and not self.converged.is_set():
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.timeout, self._fire)
