@@ -325,7 +325,7 @@ class Vertex:
         self.stats.watch_starts += 1
         # The startup event, in the loop's next step, as a watch task's first step sends it:
         # the vertices of a graph start in the same order whatever their kinds watch with.
-        asyncio.get_running_loop().call_soon(self._startup)
+        self.engine.start_later(self)
         return True
 
     def _startup(self) -> None:
@@ -840,6 +840,7 @@ class Engine:
         self._checks = Slots(max_checks or check_limit())
         self.gate = Gate()  # closed by stop(): check_applies not begun then never begin
         self._clock = itertools.count(1)
+        self._startups: list[Vertex] = []  # listening vertices owed their startup event
         self._raw: _Raw | None = None  # the last graph as given, before prepare()
         self._retryreset: set[Key] = set()  # vertices with meta retryreset
         self._first_pass: set[Key] | None = None  # the first graph's vertices yet to process
@@ -855,6 +856,18 @@ class Engine:
 
     def tick(self) -> int:
         return next(self._clock)
+
+    def start_later(self, vertex: Vertex) -> None:
+        """Send `vertex`'s startup event in the loop's next step (one callback for all the
+        vertices started in this one)."""
+        if not self._startups:
+            asyncio.get_running_loop().call_soon(self._send_startups)
+        self._startups.append(vertex)
+
+    def _send_startups(self) -> None:
+        startups, self._startups = self._startups, []
+        for vertex in startups:
+            vertex._startup()
 
     def changed(self, vertex: Vertex) -> None:
         """Tell the listeners that `vertex` (re)set its status or was poked (see poke())."""
