@@ -25,9 +25,10 @@ import enum
 import gc
 import itertools
 import logging
+import math
 import resource
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ from engine.resource import (
     UID,
     Edgeable,
     Groupable,
+    Listening,
     Refreshable,
     Resource,
     Reversible,
@@ -131,14 +133,48 @@ def same_group(old: Resource, new: Resource) -> bool:
 
 
 class Vertex:
-    """A running resource: its handle, its two tasks (work, watch) and its scheduling state.
+    """A running resource: its handle, its tasks (work; watch, unless it listens: Listening)
+    and its scheduling state.
 
     Its state is `status` (moved only by `_set_status`, along TRANSITIONS), `outcome` (the
     result of its last process, kept while it stops), `ts` and `state_ok` (for scheduling),
-    `stats` (counters) and four asyncio events: `ready` (init() ended, or it stopped),
-    `started` (the startup event came), `dirty` (a poke is pending) and `idle` (not in init()
-    nor processing).
+    `stats` (counters), `started` (the startup event came), `busy` (in init() or processing:
+    `wait_idle()`) and two asyncio events: `ready` (init() ended, or it stopped) and `dirty`
+    (a poke is pending).
     """
+
+    __slots__ = (
+        "_asked",
+        "_idle",
+        "_inited",
+        "_status",
+        "_tasks",
+        "_unlisten",
+        "_watch_task",
+        "backpokers",
+        "bucket",
+        "busy",
+        "changed_event",
+        "changed_last",
+        "dirty",
+        "engine",
+        "error",
+        "forward",
+        "handle",
+        "key",
+        "outcome",
+        "poll_tick",
+        "pristine",
+        "ready",
+        "received",
+        "res",
+        "sent",
+        "started",
+        "state_ok",
+        "stats",
+        "ts",
+        "work",
+    )  # attributes in slots: read ~100 times per vertex and process, faster than a dict's
 
     def __init__(self, engine: Engine, res: Resource) -> None:
         self.engine = engine
@@ -169,10 +205,15 @@ class Vertex:
         self._asked: tuple[bool, set[Vertex]] = (False, set())  # those of the run under way
         self.stats = VertexStats()
         self.dirty = asyncio.Event()
-        self.started = asyncio.Event()
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.bucket = TokenBucket(res.meta.limit, res.meta.burst)
+        self.started = False  # the startup event came: the worker may process (not an Event:
+        # the worker waits for `dirty` alone, which the startup event sets too)
+        # In init() or processing (a graceful stop waits until it is not: wait_idle()); the
+        # event is made only for such a wait, and dropped when it ends.
+        self.busy = False
+        self._idle: asyncio.Event | None = None
+        # meta limit: its token bucket (none without a limit: no coroutine per process)
+        limited = not math.isinf(res.meta.limit)
+        self.bucket = TokenBucket(res.meta.limit, res.meta.burst) if limited else None
         self.handle = Handle(
             kind=res.kind,
             name=res.name,
@@ -189,7 +230,8 @@ class Vertex:
             program=engine.program,
         )
         self._tasks = TaskSet(f"{res.kind}[{res.name}]", log)  # its work and watch tasks
-        self._watch_task: asyncio.Task[None] | None = None  # once init() succeeded
+        self._watch_task: asyncio.Task[None] | None = None  # once init() succeeded...
+        self._unlisten: Callable[[], None] | None = None  # ...or this, without a task (_listen)
         self._inited = False  # init() succeeded: cleanup() is owed
         self.ready = asyncio.Event()  # init() has ended (or the vertex stopped): see start()
         self.changed_event = VertexChanged(self)  # what Engine.changed tells (one, immutable)
@@ -236,7 +278,7 @@ class Vertex:
 
     async def _run(self) -> None:
         if self.res.meta.hidden:  # ordered like any vertex, never applied
-            self.started.set()
+            self.started = True
             self.state_ok = True
             self._set_status(Status.PENDING)
             self.ready.set()
@@ -248,7 +290,7 @@ class Vertex:
     async def _init(self) -> bool:
         """init() the resource (a graceful stop waits for it as for a check_apply), then start
         its watch; False when init() failed or the vertex is stopping (stop() cleans up)."""
-        self.idle.clear()
+        self.busy = True
         try:
             try:
                 await self.res.init(self.handle)
@@ -256,16 +298,69 @@ class Vertex:
                 self._fail_permanently(err, "init")
                 return False
             finally:
-                self.idle.set()
+                self._not_busy()
             self._inited = True
             self.engine.progressed()
             if self.stopping:
                 return False
             self._set_status(Status.PENDING)
-            self._watch_task = self._tasks.spawn(self._watch(), f"watch {self.name}")
+            if not self._listen():
+                self._watch_task = self._tasks.spawn(self._watch(), f"watch {self.name}")
             return True
         finally:
             self.ready.set()
+
+    def _listen(self) -> bool:
+        """Watch without a task (a Listening kind), and send the startup event; False when the
+        resource watches with a watch() task instead."""
+        res = self.res
+        if not isinstance(res, Listening) or res.meta.poll != 0:
+            return False
+        try:
+            unlisten = res.listen(self._on_event, self._listen_failed)
+        except Exception:
+            return False  # its watch() task tries again: it fails or restarts as any watch
+        if unlisten is None:
+            return False
+        self._unlisten = unlisten
+        self.stats.watch_starts += 1
+        # The startup event, in the loop's next step, as a watch task's first step sends it:
+        # the vertices of a graph start in the same order whatever their kinds watch with.
+        self.engine.start_later(self)
+        return True
+
+    def _startup(self) -> None:
+        if self._unlisten is not None:  # not stopped (nor failed) meanwhile
+            self._on_event()
+
+    def _listen_failed(self, err: Exception) -> None:
+        """A watch without a task failed: as one in a task (_watch), which it becomes."""
+        self._stop_listening()
+        if self.stopping:
+            return
+        if not self.res.meta.rewatch:
+            self._fail_permanently(err, "watch")
+            return
+        self.handle.logger.warning("watch failed, restarting: %s", err)
+        self._watch_task = self._tasks.spawn(self._watch(failed=True), f"watch {self.name}")
+
+    def _stop_listening(self) -> None:
+        unlisten, self._unlisten = self._unlisten, None
+        if unlisten is not None:
+            unlisten()
+
+    def _not_busy(self) -> None:
+        self.busy = False
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            idle.set()
+
+    async def wait_idle(self) -> None:
+        """Until the vertex is not busy (in init() nor processing) once."""
+        if self.busy:
+            if self._idle is None:
+                self._idle = asyncio.Event()
+            await self._idle.wait()
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop watching; with graceful, let a running init() or check_apply finish; then
@@ -281,19 +376,20 @@ class Vertex:
             self._set_status(Status.STOPPING)
         if self.work is not None:  # a check_apply whose work has not begun never begins it
             self.work.stop()
+        self._stop_listening()
         if self._watch_task is not None:
             self._watch_task.cancel()
 
     async def _stopped(self) -> None:
         """Stop's last step, once its tasks have ended: cleanup (if init() succeeded), once."""
-        if self._inited:
+        if self._needs_cleanup():
             self._inited = False
-            self._watch_task = None
             await self._cleanup()
-        self._stopped_now()
+        self._ended()
 
-    def _stopped_now(self) -> None:
-        """_stopped() of a vertex with no cleanup to run (not _needs_cleanup()): no await."""
+    def _ended(self) -> None:
+        """_stopped() without the cleanup, for a vertex with none to wait for (no coroutine:
+        see _needs_cleanup)."""
         self._inited = False
         self._watch_task = None
         self._set_status(Status.STOPPED)
@@ -346,14 +442,19 @@ class Vertex:
         self.stats.last_event = time.monotonic()
         self.stats.events += 1
         self.state_ok = False
-        if not self.started.is_set():
-            self.started.set()
+        if not self.started:
+            self.started = True
             self.engine.progressed()
         self.poke(tick)
 
-    async def _watch(self) -> None:
+    async def _watch(self, failed: bool = False) -> None:
+        """Run the resource's watch (or poll) until cancelled, restarted when it fails (meta
+        rewatch); `failed`: a watch without a task failed (_listen_failed), restart it."""
         meta = self.res.meta
         backoff = REWATCH_MIN
+        if failed:
+            await asyncio.sleep(max(meta.delay / 1000, backoff))
+            backoff = min(backoff * 2, REWATCH_MAX)
         while True:
             self.stats.watch_starts += 1
             started = time.monotonic()
@@ -388,16 +489,18 @@ class Vertex:
             self._on_event(tick=True)
 
     async def _work(self) -> None:
-        await self.started.wait()
         while True:
             await self.dirty.wait()
             self.dirty.clear()
-            await self.bucket.acquire()
             if self._status in _INERT:
                 if self._status is not Status.DEAD:
                     return  # stopping
                 self.engine.changed(self)  # poked before its watch failed for good: not dirty
                 continue
+            if not self.started:
+                continue  # poked before its startup event, which pokes it again
+            if self.bucket is not None:
+                await self.bucket.acquire()
             stale = self.engine.stale_predecessors(self)
             if stale:
                 for vertex in stale:
@@ -407,7 +510,7 @@ class Vertex:
                 continue
             self._asked = (self.forward, self.backpokers)  # a poke from now on asks anew
             self.forward, self.backpokers = False, set()
-            self.idle.clear()
+            self.busy = True
             try:
                 retry_in = await self._process()
             except Exception as err:  # outside check_apply (receive, reversal): still ours
@@ -415,7 +518,7 @@ class Vertex:
             finally:
                 if not self.dirty.is_set():
                     self.poll_tick = False  # else it describes the work that is pending now
-                self.idle.set()
+                self._not_busy()
             if retry_in is not None:
                 await asyncio.sleep(retry_in)
                 self.poke()
@@ -449,7 +552,10 @@ class Vertex:
             self.stats.refreshes_seen = self.stats.refreshes
             self._succeeded(changed=False)
             return None
-        await self._receive()
+        if self.engine.graph.pred.get(self.key):
+            await self._receive()
+        elif self.received:  # no predecessor: nothing received (and no coroutine to await)
+            self.received = {}
         if self.state_ok and not self.refresh_pending:
             self._succeeded(changed=False)
             return None
@@ -464,9 +570,12 @@ class Vertex:
                     return None  # stopping while we waited for a slot: run nothing new
                 # An event while we waited for the slot is older than the check: it sees it.
                 events_before = self.stats.events
-                async with asyncio.timeout(meta.timeout or None):
-                    with self.engine.gate.work() as self.work:  # its executor jobs: refused
-                        result: Any = await self.res.check_apply(apply)  # once stopping
+                with self.engine.gate.work() as self.work:  # its executor jobs: refused
+                    if meta.timeout:  # once stopping
+                        async with asyncio.timeout(meta.timeout):
+                            result: Any = await self.res.check_apply(apply)
+                    else:  # no Timeout context: ~5 us per check
+                        result = await self.res.check_apply(apply)
             if not isinstance(result, bool):
                 raise ResourceError(f"check_apply returned {result!r}, expected a bool")
         except asyncio.CancelledError:
@@ -491,7 +600,8 @@ class Vertex:
             for target, edge in self.engine.successors(self):
                 if edge.notify and isinstance(target.res, Refreshable):
                     target.refresh()
-        log.debug("%s: check_apply(apply=%s) -> %s", self.name, apply, result)
+        if log.isEnabledFor(logging.DEBUG):  # else not even its name is formatted
+            log.debug("%s: check_apply(apply=%s) -> %s", self.name, apply, result)
         self._succeeded(changed)
         return None
 
@@ -571,8 +681,8 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
         vertex._stopping()
     if graceful:
         for vertex in vertices:
-            if not vertex.idle.is_set():
-                await vertex.idle.wait()
+            if vertex.busy:
+                await vertex.wait_idle()
     tasks = [task for vertex in vertices for task in vertex._tasks]
     for task in tasks:
         task.cancel()
@@ -587,7 +697,7 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
         if vertex._needs_cleanup():
             waits.append(vertex)
         elif vertex.status is not Status.STOPPED:
-            vertex._stopped_now()  # nothing to clean up: no task, no await
+            vertex._ended()  # nothing to wait for: no task, nor coroutine, needed
     await asyncio.gather(*(v._stopped() for v in waits if v.status is not Status.STOPPED))
 
 
@@ -604,7 +714,8 @@ async def _start(vertices: list[Vertex]) -> None:
     for vertex in vertices:
         vertex.start()
     for vertex in vertices:
-        await vertex.ready.wait()  # at most a few waits: the others are ready by then
+        if not vertex.ready.is_set():  # at most a few waits: the others are ready by then
+            await vertex.ready.wait()
 
 
 def _release(vertices: Iterable[Vertex]) -> None:
@@ -748,6 +859,7 @@ class Engine:
         self._checks = Slots(max_checks or check_limit())
         self.gate = Gate()  # closed by stop(): check_applies not begun then never begin
         self._clock = itertools.count(1)
+        self._startups: list[Vertex] = []  # listening vertices owed their startup event
         self._raw: _Raw | None = None  # the last graph as given, before prepare()
         self._retryreset: set[Key] = set()  # vertices with meta retryreset
         self._first_pass: set[Key] | None = None  # the first graph's vertices yet to process
@@ -766,6 +878,18 @@ class Engine:
 
     def tick(self) -> int:
         return next(self._clock)
+
+    def start_later(self, vertex: Vertex) -> None:
+        """Send `vertex`'s startup event in the loop's next step (one callback for all the
+        vertices started in this one)."""
+        if not self._startups:
+            asyncio.get_running_loop().call_soon(self._send_startups)
+        self._startups.append(vertex)
+
+    def _send_startups(self) -> None:
+        startups, self._startups = self._startups, []
+        for vertex in startups:
+            vertex._startup()
 
     def changed(self, vertex: Vertex) -> None:
         """Tell the listeners that `vertex` (re)set its status or was poked (see poke())."""
@@ -799,6 +923,8 @@ class Engine:
 
     def stale_predecessors(self, vertex: Vertex) -> list[Vertex]:
         """Predecessors that have not processed successfully since `vertex` last did."""
+        if not self.graph.pred.get(vertex.key):
+            return []
         return [p for p in self.predecessors(vertex) if p.ts <= vertex.ts]
 
     def blocked(self, vertex: Vertex) -> bool:

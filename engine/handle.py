@@ -99,6 +99,7 @@ class Handle:
         self._on_send = on_send or (lambda values: None)
         self._get_received = get_received or dict
         self._cleanups: list[Cleanup] = []
+        self._started = False  # event() was called: the startup event was reported
         self._peers = peers or (lambda: ())
         self.logger = ResourceLogger(log, {"res_kind": kind, "res_name": name})
 
@@ -114,9 +115,16 @@ class Handle:
         return private_dir(self._var_dir, root=self._prefix)
 
     async def event(self) -> None:
-        """Report a change. The first call is the startup event that lets check_apply run."""
+        """Report a change. The first call is the startup event that lets check_apply run.
+
+        Each later call yields to the loop (a watch that reports in a loop lets the others
+        run); the startup event does not: a watch goes on to wait for changes (one step of
+        its task less per resource, ~1,000 at 1,000 files)."""
         self._on_event()
-        await asyncio.sleep(0)
+        if self._started:
+            await asyncio.sleep(0)
+        else:
+            self._started = True
 
     def refresh(self) -> bool:
         """True once per notify: an upstream resource changed along a `notify` edge."""

@@ -44,6 +44,7 @@ import functools
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -61,13 +62,29 @@ class Stopped(BaseException):
 class Work:
     """One check_apply: whether its work has begun (a job of it started)."""
 
-    __slots__ = ("_gate", "begun", "over", "stopping")
+    __slots__ = ("_gate", "_token", "begun", "over", "stopping")
 
     def __init__(self, gate: Gate) -> None:
         self._gate = gate
         self.begun = False
         self.over = False  # the check_apply returned: what it left behind is not gated
         self.stopping = False  # its vertex stops (a swap removed or replaced it)
+
+    # Gate.work()'s context (a class, not a generator's: one per check_apply)
+    def __enter__(self) -> Work:
+        self._token = _WORK.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, Stopped) and self._gate.closed:
+            self._gate.refused += 1  # the engine's stop reports them; a swap's are its own
+        self.over = True
+        _WORK.reset(self._token)
 
     def stop(self) -> None:
         """Its vertex alone stops (the engine runs on): refused as if the gate were closed."""
@@ -93,20 +110,10 @@ class Gate:
         self.closed = False
         self.refused = 0  # check_applies refused
 
-    @contextlib.contextmanager
-    def work(self) -> Iterator[Work]:
-        """Around one check_apply (in its task): the jobs it submits carry its Work."""
-        work = Work(self)
-        token = _WORK.set(work)
-        try:
-            yield work
-        except Stopped:
-            if self.closed:  # the engine's stop reports them; a swap's are its own business
-                self.refused += 1
-            raise
-        finally:
-            work.over = True
-            _WORK.reset(token)
+    def work(self) -> Work:
+        """Around one check_apply (in its task, `with gate.work() as work:`): the jobs it
+        submits carry its Work."""
+        return Work(self)
 
     def close(self) -> None:
         """From now on, no check_apply begins its work (until `closing()` ends)."""

@@ -10,6 +10,11 @@ everything below a directory path counts too. Symlinks are never followed.
         async for _ in watcher:
             await handle.event()
 
+Without a task: `PathWatcher(paths, on_change=f, on_error=g)`, `open()` and `close()`; each
+change calls `f()` from a callback of the loop, in a later step than the event (as a task waiting
+for the next change would wake: a check that settles meanwhile subsumes it); a failed re-sync
+calls `g(err)`. The file resource watches so (engine.resource.Listening).
+
 All watchers of an event loop share ONE inotify instance, its `Hub` (the kernel allows only 128
 instances per user by default), read by the event loop itself; events are dispatched by (watched
 path, entry name), so ten thousand files in one directory cost O(1) per event, not O(N).
@@ -117,6 +122,8 @@ class PathWatcher:
         *,
         recurse: bool = False,
         checked: bool = False,
+        on_change: Callable[[], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.paths = [os.path.abspath(p) for p in paths]  # str: cheaper than Path to hash
         self.recurse = recurse
@@ -133,17 +140,25 @@ class PathWatcher:
         # The last event was a write (or a truncation) not yet followed by its writer's close:
         # what the paths hold may be half of what is being written.
         self.writing = False
+        # Without a task (see listen()): what a report calls, from a callback of the loop.
+        self._on_change = on_change
+        self._on_error = on_error
+        self._report_due = False  # a report is scheduled (call_soon): bursts coalesce
 
     async def __aenter__(self) -> PathWatcher:
+        self.open()
+        return self
+
+    def open(self) -> None:
+        """Put the watches in place (what `async with` does on entering; `close()` undoes)."""
         self._hub = Hub.acquire(self)
         try:
             if self._sync(first=True):
                 self._resync = True  # what it looked up may have changed before the watch
                 self._resync_now()
         except BaseException:
-            await self.aclose()
+            self.close()
             raise
-        return self
 
     async def __aexit__(
         self,
@@ -154,9 +169,12 @@ class PathWatcher:
         await self.aclose()
 
     async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
         hub, self._hub = self._hub, None
         if hub is not None:
-            await hub.release(self, self._registered)
+            hub.release(self, self._registered)
             self._registered = {}
 
     async def __aiter__(self) -> AsyncIterator[None]:
@@ -180,7 +198,27 @@ class PathWatcher:
             self.writing = True
         self._resync = self._resync or structural
         self._pending = True
-        self._wake.set()
+        if self._on_change is None:
+            self._wake.set()
+        elif not self._report_due and self._hub is not None:
+            # Reported in a later step, as a task waiting for _wake would be: a check that
+            # settles before then subsumes it.
+            self._report_due = True
+            self._hub.loop.call_soon(self._report)
+
+    def _report(self) -> None:
+        """A change, for a watcher without a task (`on_change`): __aiter__'s step."""
+        self._report_due = False
+        if not self._pending or self._hub is None:
+            return  # a check settled it meanwhile, or the watcher is closed
+        self._pending = False
+        assert self._on_change is not None and self._on_error is not None
+        try:
+            self._resync_now()
+        except Exception as err:
+            self._on_error(err)
+            return
+        self._on_change()
 
     def _resync_now(self, seen: Desired | None = None, look: bool = False) -> None:
         """Bring the watches up to date after a structural event; `seen`: what the paths
@@ -502,7 +540,7 @@ class Hub:
             return  # a watched directory keeps its inode until it moves or goes
         self._add_kernel_watch(path)
 
-    async def release(self, watcher: PathWatcher, old: Desired) -> None:
+    def release(self, watcher: PathWatcher, old: Desired) -> None:
         """`watcher` lets go of its watches and of the hub; the last one closes the fd (and
         with it every watch: nothing is forgotten one by one)."""
         self.subscribers.discard(watcher)

@@ -77,7 +77,7 @@ class Converger:
             if vertex.status is Status.OK and vertex.dirty.is_set():
                 why = "an event is pending"
             elif vertex.status is Status.PENDING and vertex.ts == 0:
-                why = "pending, never applied" if vertex.started.is_set() else "waiting to start"
+                why = "pending, never applied" if vertex.started else "waiting to start"
             if vertex.error is not None:
                 why += f": {vertex.error}"
             result.append((vertex, why))
@@ -183,8 +183,9 @@ class Converger:
             if self._timer:
                 self._timer.cancel()
                 self._timer = None
-            self.converged.clear()
-            self.diverged.set()
+            if self.converged.is_set() or not self.diverged.is_set():  # once per divergence
+                self.converged.clear()
+                self.diverged.set()
         elif self._timer is None and not self.converged.is_set():
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.timeout, self._fire)

@@ -29,13 +29,17 @@ class RepairClock:
         if event.error is not None:
             return None  # retried: the refresh (and its cause) is still pending
         vertex = event.vertex
+        if not event.changed:  # the usual case: no latency, only a refresh's cause to forget
+            if vertex.refresh_pending:
+                self._refresh_cause.pop(vertex.key, None)
+            return None
         cause = self._cause(event)
-        if event.changed:  # the engine refreshes the notify targets next, apply or not
-            for target, edge in vertex.engine.successors(vertex):
-                if edge.notify and isinstance(target.res, Refreshable):
-                    known = self._refresh_cause.get(target.key, cause)
-                    self._refresh_cause[target.key] = min(known, cause)
-        if not (event.changed and event.apply):
+        # The engine refreshes the notify targets next, apply or not.
+        for target, edge in vertex.engine.successors(vertex):
+            if edge.notify and isinstance(target.res, Refreshable):
+                known = self._refresh_cause.get(target.key, cause)
+                self._refresh_cause[target.key] = min(known, cause)
+        if not event.apply:
             return None
         return time.monotonic() - cause
 

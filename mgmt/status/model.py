@@ -32,7 +32,7 @@ QUEUE = 1000  # updates a slow subscriber may lag behind before it is dropped
 STATES = ("pending", "applying", "converged", "retrying", "failed")
 
 
-# A vertex's status as a state (a stopping one shows its last outcome: see state_of).
+# A vertex's status as a state (a stopping one shows its last outcome: see _update).
 _STATES = {
     Status.NEW: "pending",
     Status.PENDING: "pending",
@@ -42,11 +42,6 @@ _STATES = {
     Status.FAILED: "failed",
     Status.DEAD: "failed",
 }
-
-
-def state_of(vertex: Vertex) -> str:
-    state = _STATES.get(vertex.status)
-    return state if state is not None else _STATES[vertex.outcome]
 
 
 @dataclass
@@ -111,7 +106,7 @@ class StatusModel:
             self._event(vertex, "repaired", info.last_change or "changed", latency)
         else:
             info.error = ""
-        self._update(vertex)
+        # Its state is "applying" still: its outcome comes next (VertexChanged), with the error.
 
     def _swapped(self, event: GraphSwapped) -> None:
         vertices = self.engine.vertices
@@ -123,9 +118,8 @@ class StatusModel:
             self.info.pop(key, None)
         self.graph_version += 1
         self._publish({"type": "graph", "version": self.graph_version})
-        # A small swap replaced or added just these vertices: the others are as they were.
-        for key in vertices if event.replaced is None else event.replaced:
-            self._update(vertices[key])
+        # Each vertex of the new graph has told its state already (VertexChanged: the engine
+        # tells those it kept, and a started one tells its own), before GraphSwapped.
 
     def logged(self, key: Key, message: str) -> None:
         """A resource logged a change (what changed and why): kept as its last change."""
@@ -152,8 +146,10 @@ class StatusModel:
         return info
 
     def _update(self, vertex: Vertex) -> None:
-        info = self._info(vertex.key)
-        state = state_of(vertex)
+        info = self.info.get(vertex.key)
+        if info is None:
+            info = self.info[vertex.key] = Info()
+        state = _STATES.get(vertex.status) or _STATES[vertex.outcome]
         if state != info.state:
             info.state, info.since = state, time.time()
             if self._subscribers:

@@ -19,6 +19,7 @@ import functools
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -26,7 +27,7 @@ from typing import Any, ClassVar, Literal
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.params import EMPTY_IS_UNSET
-from engine.resource import UID, Edgeable, Resource, Reversible, register
+from engine.resource import UID, Edgeable, Listening, Resource, Reversible, register
 from engine.watcher import PathWatcher, Rename
 from resources._lib.ids import (
     MAX_ID,
@@ -80,7 +81,7 @@ def _parents(directory: str) -> list[UID]:
 
 @register("file")
 @dataclass(kw_only=True, eq=False)
-class FileRes(Edgeable, Reversible, Resource):
+class FileRes(Edgeable, Reversible, Listening, Resource):
     """A file, a directory or a symlink: its content, mode, owner and state."""
 
     SENDS: ClassVar[tuple[str, ...]] = ("content",)
@@ -243,9 +244,8 @@ class FileRes(Edgeable, Reversible, Resource):
     async def watch(self) -> None:
         while True:
             paths = self._watch_paths()
-            recurse = self.recurse and (self.source is not None or self.purge)
-            # Only where the watched paths are fixed: else an event may mean "re-watch".
-            settles = not (recurse or self.follow or self.source is not None)
+            recurse = self._recurse_watch()
+            settles = self._settles()
             async with PathWatcher(paths, recurse=recurse, checked=settles) as watcher:
                 self._watching = paths
                 self._watcher = watcher if settles else None
@@ -258,6 +258,14 @@ class FileRes(Edgeable, Reversible, Resource):
                             break  # re-watch: a symlink now points elsewhere
                 finally:
                     self._watcher = None
+
+    def _recurse_watch(self) -> bool:
+        return self.recurse and (self.source is not None or self.purge)
+
+    def _settles(self) -> bool:
+        """Whether the watched paths are fixed, so that a check settles what the watcher has
+        pending (engine/watcher.py): else an event may mean "re-watch"."""
+        return not (self._recurse_watch() or self.follow or self.source is not None)
 
     def _watch_paths(self) -> list[str]:
         paths = [self._fs_path]
@@ -306,7 +314,7 @@ class FileRes(Edgeable, Reversible, Resource):
         kind = "directory" if self._is_dir else "file"
         return f"{kind} {path} exists" + (f" with the wanted {', '.join(what)}" if what else "")
 
-    # capabilities: autoedges, reversal -----------------------------------------------------------
+    # capabilities: autoedges, reversal, a watch without a task --------------------------------
 
     def uids(self) -> list[UID]:
         return [UID("file", self._fs_path + ("/" if self._is_dir and self._fs_path != "/" else ""))]
@@ -350,6 +358,24 @@ class FileRes(Edgeable, Reversible, Resource):
             elif st is not None:
                 mode = None if stat.S_ISLNK(st.st_mode) else prior["mode"]
                 where.attrs(TOP, st, uid=prior["uid"], gid=prior["gid"], mode=mode)
+
+    def listen(
+        self, report: Callable[[], None], failed: Callable[[Exception], None]
+    ) -> Callable[[], None] | None:
+        """watch() without its task where the watched paths are fixed (then watch() reports
+        each change, and never re-watches); None where they may move."""
+        if not self._settles():
+            return None
+        paths = self._watch_paths()
+        watcher = PathWatcher(paths, checked=True, on_change=report, on_error=failed)
+        watcher.open()
+        self._watching, self._watcher = paths, watcher
+
+        def close() -> None:
+            self._watcher = None
+            watcher.close()
+
+        return close
 
     # a first write beside others: the lookup and the write in one hop to an I/O thread -------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from engine.engine import Engine, Status
 from engine.graph import Edge, Graph
 from engine.meta import Meta
-from engine.resource import UID
+from engine.resource import UID, Listening
 from resources.exec import ExecRes
 from resources.file import FileRes
 from tests.engine.conftest import settle
@@ -232,6 +233,46 @@ async def test_rewatch_restarts_a_failed_watch(engine: Engine) -> None:
     assert state("w").watch_starts == 2
     await settle(engine)
     assert engine.vertices[("probe", "x")].status is Status.DEAD  # no rewatch: failed for good
+
+
+LISTENING: dict[str, tuple[Callable[[], None], Callable[[Exception], None]]] = {}
+
+
+class ListenProbe(Listening, ProbeRes):
+    """Watches without a task: the test reports its changes and failures."""
+
+    def listen(
+        self, report: Callable[[], None], failed: Callable[[Exception], None]
+    ) -> Callable[[], None] | None:
+        LISTENING[self.name] = (report, failed)
+
+        def stop() -> None:
+            del LISTENING[self.name]
+
+        return stop
+
+
+async def test_a_watch_without_a_task_reports_restarts_and_fails(engine: Engine) -> None:
+    graph = graph_of(
+        ListenProbe(name="l", meta=Meta(rewatch=True)),
+        ListenProbe(name="m"),
+    )
+    await engine.apply(graph)
+    await settle(engine)
+    listening = engine.vertices[("probe", "l")]
+    assert len(state("l").calls) == 1 and state("l").watch_starts == 0  # no watch() task
+    assert len(listening._tasks) == 1 and listening.stats.watch_starts == 1
+    LISTENING["l"][0]()  # a change: checked again
+    await settle(engine, lambda: len(state("l").calls) == 2)
+    LISTENING["l"][1](RuntimeError("watch broke"))  # rewatch: a watch() task takes over...
+    assert "l" not in LISTENING  # ...once the failed one is stopped
+    await settle(engine, lambda: len(state("l").calls) == 3)  # its startup event: a catch-up
+    assert state("l").watch_starts == 1 and len(listening._tasks) == 2
+    LISTENING["m"][1](RuntimeError("watch broke"))  # no rewatch: failed for good
+    await settle(engine)
+    assert engine.vertices[("probe", "m")].status is Status.DEAD and "m" not in LISTENING
+    await engine.stop()
+    assert "l" not in LISTENING and listening.status is Status.STOPPED
 
 
 @pytest.mark.parametrize("flag", ["no_autoedges", "no_autogroup"])

@@ -196,7 +196,7 @@ async def test_startup_event_gates_check_apply(engine: Engine) -> None:
     graph.add(Slow(name="slow"))
     await engine.apply(graph)
     vertex = engine.vertices[("probe", "slow")]
-    assert not vertex.started.is_set()
+    assert not vertex.started
     assert ran("slow") == 0
     state("slow").entered.set()
     await settle(engine, lambda: ran("slow") == 1)
@@ -314,7 +314,8 @@ async def test_reversal_error_fails_the_vertex_not_the_worker(tmp_path: Path) ->
         await settle(eng)
         vertex = eng.vertices[("file", "f")]
         assert vertex.status is Status.FAILED
-        assert len(vertex._tasks) == 2  # its watch and worker are alive
+        # its worker is alive, and so is its watch (a file's, without a task: Listening)
+        assert len(vertex._tasks) == 1 and vertex._unlisten is not None
     finally:
         await eng.stop()
 
