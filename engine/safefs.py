@@ -390,7 +390,7 @@ def make_dirs(dir_fd: int, missing: list[str], mode: int) -> int:
 @contextlib.contextmanager
 def _temp(dir_fd: int) -> Iterator[str]:
     """A fresh temp name in dir_fd, known as ours while in use; removed if left behind."""
-    name = TEMP_PREFIX + os.urandom(6).hex()  # secrets.token_hex(6), without its imports
+    name = TEMP_PREFIX + libc.random_bytes(6).hex()  # secrets.token_hex(6), the GIL held
     with _in_flight_lock:
         _in_flight.add(name)
     try:

@@ -56,7 +56,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import ClassVar, TypeVar
 
-from engine import inotify
+from engine import inotify, libc
 from engine.inotify import Blind, Event, Inotify
 
 log = logging.getLogger("engine")
@@ -308,11 +308,14 @@ class PathWatcher:
         self,
         known: Callable[[str], bool] | None = None,
         defer: tuple[str, list[str]] | None = None,
+        look: Callable[[str, bool], int | None] | None = None,
     ) -> Desired:
         """The watches the paths need now; `known(dir)` may say a directory exists. `defer`:
         (a path, a list): that path is not looked up if `known` says its directory exists
-        (only its directory is watched; then the path is appended to the list)."""
+        (only its directory is watched; then the path is appended to the list). `look`: how
+        a path's type is found (`_kind`)."""
         want: dict[str, tuple[int, set[str]]] = {}
+        type_of = look or _kind
 
         def add(path: str, mask: int, name: str) -> None:
             had = want.get(path)
@@ -332,13 +335,13 @@ class PathWatcher:
             # The deepest existing ancestor watches for the next component to appear; when
             # the path itself exists, that is its parent (no need to stat it: one stat less
             # per path and sync, on the event loop, while the threads write beside it).
-            kind = _kind(path, follow=False)
+            kind = type_of(path, False)
             child, parent = path, os.path.dirname(path)
             while parent != child:  # up to "/" (or "//", which POSIX keeps)
                 if (
                     kind is not None
                     or (known is not None and known(parent))
-                    or _kind(parent, follow=True) == stat.S_IFDIR
+                    or type_of(parent, True) == stat.S_IFDIR
                 ):
                     add(parent, DIR_MASK, os.path.basename(child))
                     break
@@ -368,12 +371,14 @@ class Rename:
         self.renamed = False  # `write` returned: its rename's event is queued
         self.seen: Desired | None = None  # the watches the paths needed right after it
 
-    def run(self, write: Callable[[], T]) -> T:
-        """Call `write` (which renames onto the expected path), then observe the paths."""
+    def run(self, write: Callable[[], T], local: bool = False) -> T:
+        """Call `write` (which renames onto the expected path), then observe the paths; with
+        the GIL held if `local` (the path's directory is on a local file system: the names
+        just renamed into are in the kernel's cache, libc.file_type)."""
         result = write()
         self.renamed = True
         with contextlib.suppress(OSError):  # the loop's re-sync stats again, and reports it
-            self.seen = self._watcher._desired()
+            self.seen = self._watcher._desired(look=libc.file_type if local else None)
         return result
 
 
@@ -382,7 +387,8 @@ def _kind(path: str, follow: bool) -> int | None:
 
     Not with the GIL held (engine/libc.py): a name not in the kernel's cache is looked up
     under its directory's lock, which a rename or create beside it holds, for as long as
-    that waits for the journal: the writing threads would stop with it."""
+    that waits for the journal: the writing threads would stop with it. (A writing thread
+    looks at the path it just renamed into place with it held: Rename.run.)"""
     try:
         return stat.S_IFMT(os.stat(path, follow_symlinks=follow).st_mode)
     except (FileNotFoundError, NotADirectoryError):

@@ -139,6 +139,11 @@ class Where:
         with self._at(entry) as (fd, name):
             return safefs.lstat_at(fd, name)
 
+    def absent(self) -> bool:
+        """Whether the path is absent, found with the GIL held on a local file system
+        (libc.absent: only in a writing I/O thread); False: it exists, or ask lstat."""
+        return bool(self.missing) or (libc.local_fs(self.fd) and libc.absent(self.fd, self.name))
+
     @contextlib.contextmanager
     def at_fd(self, entry: Entry) -> Iterator[int]:
         """entry open read-only (a file or a directory; a symlink is not followed)."""

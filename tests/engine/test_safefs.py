@@ -160,7 +160,9 @@ def test_a_small_write_keeps_the_gil_for_its_quick_calls(
     def released(*_args: object) -> None:
         raise AssertionError("a call that releases the GIL")
 
-    monkeypatch.setattr(safefs, "_RELEASING", safefs._Calls(*[released] * 5))
+    monkeypatch.setattr(
+        safefs, "_RELEASING", safefs._Calls(*[released] * len(safefs._Calls._fields))
+    )
     with safefs.closing(safefs.open_dir(str(tmp_path))) as fd:
         safefs.write_at(fd, "small", b"x" * safefs.QUICK_WRITE, mode=0o640)
         with pytest.raises(AssertionError, match="releases the GIL"):
