@@ -432,23 +432,40 @@ def write_at(
     mode: int,
     uid: int = -1,
     gid: int = -1,
+    new: bool = False,
 ) -> None:
     """Atomically replace dir_fd/name: fill a new inode, set owner and mode, fsync, rename.
     A small file's quick calls keep the GIL on a local file system (engine/libc.py): only its
-    open and its fsync, which wait for the disk, release it."""
+    open and its fsync, which wait for the disk, release it. `new`: the name was just found
+    absent; the complete unnamed file is then linked at it directly (one link, no temp name
+    and rename: each a search of the directory, linear on ext4 without dir_index), unless it
+    appeared meanwhile."""
     small = isinstance(fill, bytes) and len(fill) <= QUICK_WRITE
     calls = _HOLDING if small and libc.local_fs(dir_fd) else _RELEASING
     with _temp(dir_fd) as tmp:
         fd, named = _new_file(dir_fd, tmp, mode)
+        placed = False
         try:
             _complete(fd, fill, mode, uid, gid, calls=calls)
             if not named:  # complete, with its final owner and mode: now it may get a name
-                calls.link(f"{_PROC_FD}/{fd}", dir_fd, tmp)
+                placed = new and _link_new(calls, fd, dir_fd, name)
+                if not placed:
+                    calls.link(f"{_PROC_FD}/{fd}", dir_fd, tmp)
         finally:
             calls.close(fd)
-        calls.rename(dir_fd, tmp, dir_fd, name)
+        if not placed:
+            calls.rename(dir_fd, tmp, dir_fd, name)
     # No directory fsync: the data is on disk before the rename, so after a crash the path
     # holds the old or the new content, never a mix; a lost rename is re-applied next run.
+
+
+def _link_new(calls: _Calls, fd: int, dir_fd: int, name: str) -> bool:
+    """Link the complete unnamed file fd at dir_fd/name; False if the name exists."""
+    try:
+        calls.link(f"{_PROC_FD}/{fd}", dir_fd, name)
+    except FileExistsError:
+        return False
+    return True
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -25,9 +25,9 @@ do we, except for the two kinds of events a check is known to subsume):
   far is dispatched, and what this watcher has pending is subsumed by the check about to run
   (its watches are brought up to date, no wake is left). An event queued before the check
   started cannot describe anything the check will not see.
-- `expecting(path)` around the check's own rename onto `path`, done by `Rename.run` in the
-  writing thread: that rename's one MOVED_TO is not reported (the check knows what it wrote);
-  any other event is, also a second MOVED_TO. On leaving, the queue is drained again (the
+- `expecting(path)` around the check's own rename onto `path` (or link of a new file at it),
+  done by `Rename.run` in the writing thread: that rename's one MOVED_TO (the link's CREATE)
+  is not reported (the check knows what it wrote); any other event is, also a second one. On leaving, the queue is drained again (the
   kernel queued the event during the rename), so no expectation outlives the write. The
   writing thread looks at the paths right after its rename: the re-sync that follows needs
   no stat on the event loop (where, during a first run, each waited ~0.1-0.2 ms for the
@@ -95,7 +95,8 @@ STRUCTURAL = (
     | inotify.IGNORED
     | inotify.Q_OVERFLOW
 )
-MOVED_TO = inotify.MOVED_TO
+# An own write putting its file in place: a rename onto the path, or a link of a new file at it.
+PLACED = inotify.MOVED_TO | inotify.CREATE
 SELF_EVENTS = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED
 IGNORED = inotify.IGNORED
 DIRECTORY = inotify.ONLYDIR  # set in DIR_MASK only
@@ -239,8 +240,8 @@ class PathWatcher:
 
     @contextlib.contextmanager
     def expecting(self, path: str) -> Iterator[Rename]:
-        """The caller renames onto `path` inside, by `Rename.run` (in its thread): that one
-        MOVED_TO is not reported (see the module doc)."""
+        """The caller renames onto `path` (or links a new file at it) inside, by `Rename.run`
+        (in its thread): that one MOVED_TO (or CREATE) is not reported (see the module doc)."""
         rename = Rename(self)
         hub = self._hub
         if hub is None:
@@ -261,8 +262,8 @@ class PathWatcher:
                 self._resync_now(rename.seen)
 
     def consume(self, path: str, name: str) -> bool:
-        """Whether a MOVED_TO of `name` in `path` is an expected own rename (then it is
-        not reported; the watches are re-synced when the rename is done)."""
+        """Whether a MOVED_TO (or CREATE) of `name` in `path` is an expected own rename (or
+        link: then it is not reported; the watches are re-synced when the rename is done)."""
         key = (path, name)
         count = self._expected.get(key, 0)
         if not count:
@@ -616,7 +617,7 @@ class Hub:
             else:
                 name = os.fsdecode(event.name)
                 targets = index.get(name, set()) | index.get(ALL, set())
-                if mask & MOVED_TO:
+                if mask & PLACED:
                     targets = {w for w in targets if not (w._expected and w.consume(path, name))}
             for watcher in targets:
                 watcher.deliver(structural, mask)

@@ -406,7 +406,7 @@ class FileRes(Edgeable, Reversible, Resource):
         if st is not None:
             return where, st
         data, mode, uid, gid = new
-        write = functools.partial(where.write, TOP, data, mode, uid, gid)
+        write = functools.partial(where.write, TOP, data, mode, uid, gid, new=True)
         local = libc.local_fs(where.fd)  # the directories made on the way are on it too
         run = functools.partial(rename.run, write, local)
         create = Step(f"create {where.path}", f"created {where.path}", run)

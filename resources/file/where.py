@@ -227,9 +227,12 @@ class Where:
         with contextlib.suppress(FileNotFoundError):  # a sibling resource removed it first
             os.unlink(name, dir_fd=self.fd)
 
-    def write(self, entry: Entry, fill: safefs.Fill, mode: int, uid: int, gid: int) -> None:
+    def write(
+        self, entry: Entry, fill: safefs.Fill, mode: int, uid: int, gid: int, *, new: bool = False
+    ) -> None:
+        """Atomically replace entry (safefs.write_at; `new`: it was just found absent)."""
         with self._at(entry) as (fd, name):
-            safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid)
+            safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid, new=new)
 
     def link(self, entry: Entry, fd: int) -> None:
         """Put the complete unnamed file fd in place (safefs.link_at)."""
