@@ -27,11 +27,11 @@ do we, except for the two kinds of events a check is known to subsume):
   started cannot describe anything the check will not see.
 - `expecting(path)` around the check's own rename onto `path` (or link of a new file at it),
   done by `Rename.run` in the writing thread: that rename's one MOVED_TO (the link's CREATE)
-  is not reported (the check knows what it wrote); any other event is, also a second one. On leaving, the queue is drained again (the
-  kernel queued the event during the rename), so no expectation outlives the write. The
-  writing thread looks at the paths right after its rename: the re-sync that follows needs
-  no stat on the event loop (where, during a first run, each waited ~0.1-0.2 ms for the
-  directory and the GIL that the writing threads hold).
+  is not reported (the check knows what it wrote); any other event is, also a second one.
+  On leaving, the queue is drained again (the kernel queued the event during the rename), so
+  no expectation outlives the write. The writing thread looks at the paths right after its
+  rename: the re-sync that follows needs no stat on the event loop (where, during a first
+  run, each waited ~0.1-0.2 ms for the directory and the GIL that the writing threads hold).
 - `PathWatcher(paths, checked=True)`: the check looks the first path up itself, right after
   `settle()`, and tells `observed(kind)` what it found. Where the hub already watches that
   path's directory, the watcher does not look it up too (at its start, on a re-sync, in
