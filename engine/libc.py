@@ -10,13 +10,20 @@ A lookup of a name in a directory being written is not one of them (engine/watch
 _kind).
 
 The I/O threads' quick calls of a small file's durable write are made here too (`write`,
-`fchmod`, `linkat`, `renameat`, `close`; engine/safefs.py, write_at): a thread that released
-the GIL for each of them waited for it after each, behind the event loop that holds it while a
-first run's writes complete (10,000 writes on 8 threads beside a thread running Python: 9.8-27 s
-with the GIL released around every call, 4.8-5.7 s with it held for these; bare, 2 s). The
-O_TMPFILE open and the fsync, which wait for the disk, still release it. Only on a local file
-system (`local_fs`): on a network one (NFS, CIFS, FUSE...) a link or a rename waits for a
-server, and with the GIL held the whole process would wait with it.
+`fchmod`, `linkat`, `renameat`, `close`; engine/safefs.py, write_at), and so are the lookup
+before a first write in a writing thread (`absent`), its temp name's `getrandom` and the look
+at the path after its rename (`file_type`): a thread that released the GIL for each of them
+waited for it after each, behind the event loop that holds it while a first run's writes
+complete (10,000 writes on 8 threads beside a thread running Python: 9.8-27 s with the GIL
+released around every call, 4.8-5.7 s with it held for these; bare, 2 s). The O_TMPFILE open
+and the fsync still release it (two waits for the GIL per file, not five): the fsync waits for
+the disk, and the open allocates an inode, which on ext4 right after many deletes scans
+every inode freed in the last minutes (see bench/cron.py), for milliseconds. None of the held
+calls waits for another of this process's threads: the directory's lock, which a lookup of a
+name not in the kernel's cache waits for, is taken by this process's links and renames with
+the GIL held. Only on a local file system (`local_fs`): on a network one (NFS, CIFS, FUSE...)
+a link or a rename waits for a server, and with the GIL held the whole process would wait with
+it.
 """
 
 from __future__ import annotations
@@ -101,6 +108,21 @@ def close(fd: int) -> None:
         raise _failed()
 
 
+_getrandom = _libc.getrandom
+_getrandom.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
+_getrandom.restype = ctypes.c_ssize_t
+_GRND_NONBLOCK = 0x1
+
+
+def random_bytes(count: int) -> bytes:
+    """os.urandom(count) for a small count (a temp file's name): getrandom(2) does not wait
+    once the kernel's pool is ready (GRND_NONBLOCK: before then, os.urandom's wait)."""
+    buffer = ctypes.create_string_buffer(count)
+    if _getrandom(buffer, count, _GRND_NONBLOCK) != count:
+        return os.urandom(count)
+    return buffer.raw
+
+
 # File systems whose link, rename, chmod and close of an fsynced file wait for no server.
 LOCAL_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "zfs", "overlay"})
 _fs_types: dict[tuple[int, int], str] = {}  # device (major, minor) -> type, from mountinfo
@@ -159,3 +181,46 @@ def file_id(fd: int) -> tuple[int, int, int]:
     (ino,) = _U64.unpack_from(buffer, _INO)
     major, minor = _DEV.unpack_from(buffer, _DEV_MAJOR)
     return major, minor, ino
+
+
+_AT_SYMLINK_NOFOLLOW = 0x100
+
+
+def absent(dir_fd: int, name: str) -> bool:
+    """Whether dir_fd/name does not exist (a symlink there is not followed): True only for
+    ENOENT; False when it exists or the lookup failed otherwise (os.stat tells why).
+
+    Only for a name in a directory on a local file system (`local_fs`) that this process's
+    writing threads write into: the lookup of a name not in the kernel's cache waits for the
+    directory's lock, which their links and renames take with the GIL held, so not while
+    this call holds it."""
+    try:
+        buffer = _local.statx
+    except AttributeError:
+        buffer = _local.statx = ctypes.create_string_buffer(_STATX_SIZE)
+    if _statx(dir_fd, os.fsencode(name), _AT_SYMLINK_NOFOLLOW, 0, buffer) == 0:
+        return False
+    return ctypes.get_errno() == errno.ENOENT
+
+
+_STATX_TYPE = 0x1
+_MODE = struct.Struct("=H")  # stx_mode, at offset 28 of struct statx
+_NOT_THERE = (errno.ENOENT, errno.ENOTDIR)
+
+
+def file_type(path: str, follow: bool) -> int | None:
+    """The file type bits of `path` (stat.S_IFMT), None if it does not exist: for a path this
+    thread just renamed into place (its names in the kernel's cache, looked up without a
+    directory's lock), as `absent` on a local file system. OSError otherwise."""
+    try:
+        buffer = _local.statx
+    except AttributeError:
+        buffer = _local.statx = ctypes.create_string_buffer(_STATX_SIZE)
+    flags = 0 if follow else _AT_SYMLINK_NOFOLLOW
+    if _statx(_AT_FDCWD, os.fsencode(path), flags, _STATX_TYPE, buffer) < 0:
+        code = ctypes.get_errno()
+        if code in _NOT_THERE:
+            return None
+        raise OSError(code, os.strerror(code), path)
+    mode: int = _MODE.unpack_from(buffer, 28)[0]
+    return mode & 0o170000

@@ -390,7 +390,7 @@ def make_dirs(dir_fd: int, missing: list[str], mode: int) -> int:
 @contextlib.contextmanager
 def _temp(dir_fd: int) -> Iterator[str]:
     """A fresh temp name in dir_fd, known as ours while in use; removed if left behind."""
-    name = TEMP_PREFIX + os.urandom(6).hex()  # secrets.token_hex(6), without its imports
+    name = TEMP_PREFIX + libc.random_bytes(6).hex()  # secrets.token_hex(6), the GIL held
     with _in_flight_lock:
         _in_flight.add(name)
     try:
@@ -410,18 +410,17 @@ _WRITE_BUFFER = 1 << 16
 Fill = bytes | Callable[[BinaryIO], object]
 
 
-def _new_file(dir_fd: int, tmp: str, mode: int) -> tuple[int, bool]:
-    """A new file to fill in dir_fd: (fd, named). Unnamed (O_TMPFILE) when the file system
-    allows, else created as `tmp`; either way with mode `mode & 0600`, never wider than the
-    final mode nor than 0600."""
-    initial = mode & 0o600
-    if _HAS_PROC:
-        try:
-            return os.open(".", _TMPFILE, initial, dir_fd=dir_fd), False
-        except OSError as err:
-            if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                raise
-    return os.open(tmp, _CREATE, initial, dir_fd=dir_fd), True
+def _unnamed(dir_fd: int, mode: int) -> int | None:
+    """A new unnamed file (O_TMPFILE) in dir_fd, with mode `mode & 0600` (never wider than the
+    final mode nor than 0600); None where the file system makes no unnamed files."""
+    if not _HAS_PROC:
+        return None
+    try:
+        return os.open(".", _TMPFILE, mode & 0o600, dir_fd=dir_fd)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
 
 
 def write_at(
@@ -432,23 +431,47 @@ def write_at(
     mode: int,
     uid: int = -1,
     gid: int = -1,
+    new: bool = False,
 ) -> None:
-    """Atomically replace dir_fd/name: fill a new inode, set owner and mode, fsync, rename.
-    A small file's quick calls keep the GIL on a local file system (engine/libc.py): only its
-    open and its fsync, which wait for the disk, release it."""
+    """Atomically replace dir_fd/name: fill a new inode, set owner and mode, fsync, then link it
+    under a temp name renamed over `name`. A small file's quick calls keep the GIL on a local
+    file system (engine/libc.py): only its open and its fsync, which wait for the disk,
+    release it. `new`: the name was just found absent; the complete unnamed file is then
+    linked at it directly (no temp name, no rename: each a search of the directory, linear on
+    ext4 without dir_index), unless it appeared meanwhile."""
     small = isinstance(fill, bytes) and len(fill) <= QUICK_WRITE
     calls = _HOLDING if small and libc.local_fs(dir_fd) else _RELEASING
-    with _temp(dir_fd) as tmp:
-        fd, named = _new_file(dir_fd, tmp, mode)
-        try:
-            _complete(fd, fill, mode, uid, gid, calls=calls)
-            if not named:  # complete, with its final owner and mode: now it may get a name
-                calls.link(f"{_PROC_FD}/{fd}", dir_fd, tmp)
-        finally:
-            calls.close(fd)
-        calls.rename(dir_fd, tmp, dir_fd, name)
+    fd = _unnamed(dir_fd, mode)
+    if fd is None:  # named from the start, complete before the rename
+        with _temp(dir_fd) as tmp:
+            fd = os.open(tmp, _CREATE, mode & 0o600, dir_fd=dir_fd)
+            try:
+                _complete(fd, fill, mode, uid, gid, calls=calls)
+            finally:
+                calls.close(fd)
+            calls.rename(dir_fd, tmp, dir_fd, name)
+        return
+    try:
+        _complete(fd, fill, mode, uid, gid, calls=calls)
+        # Complete, with its final owner and mode: now it may get a name.
+        if new and _link_new(calls, fd, dir_fd, name):
+            return
+        with _temp(dir_fd) as tmp:
+            calls.link(f"{_PROC_FD}/{fd}", dir_fd, tmp)
+            calls.rename(dir_fd, tmp, dir_fd, name)
+    finally:
+        calls.close(fd)
     # No directory fsync: the data is on disk before the rename, so after a crash the path
     # holds the old or the new content, never a mix; a lost rename is re-applied next run.
+
+
+def _link_new(calls: _Calls, fd: int, dir_fd: int, name: str) -> bool:
+    """Link the complete unnamed file fd at dir_fd/name; False if the name exists."""
+    try:
+        calls.link(f"{_PROC_FD}/{fd}", dir_fd, name)
+    except FileExistsError:
+        return False
+    return True
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -502,14 +525,9 @@ def unnamed_at(dir_fd: int, fill: Fill, *, mode: int, uid: int = -1, gid: int = 
     and mode, fsynced; its descriptor, for `link_at` to put it in place later (the fsync is
     then already done), or None where the file system makes no unnamed files. Closing the
     descriptor unused frees it."""
-    if not _HAS_PROC:
+    fd = _unnamed(dir_fd, mode)
+    if fd is None:
         return None
-    try:
-        fd = os.open(".", _TMPFILE, mode & 0o600, dir_fd=dir_fd)
-    except OSError as err:
-        if err.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            return None
-        raise
     try:
         _complete(fd, fill, mode, uid, gid)
     except BaseException:

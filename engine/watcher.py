@@ -30,13 +30,13 @@ do we, except for the two kinds of events a check is known to subsume):
   far is dispatched, and what this watcher has pending is subsumed by the check about to run
   (its watches are brought up to date, no wake is left). An event queued before the check
   started cannot describe anything the check will not see.
-- `expecting(path)` around the check's own rename onto `path`, done by `Rename.run` in the
-  writing thread: that rename's one MOVED_TO is not reported (the check knows what it wrote);
-  any other event is, also a second MOVED_TO. On leaving, the queue is drained again (the
-  kernel queued the event during the rename), so no expectation outlives the write. The
-  writing thread looks at the paths right after its rename: the re-sync that follows needs
-  no stat on the event loop (where, during a first run, each waited ~0.1-0.2 ms for the
-  directory and the GIL that the writing threads hold).
+- `expecting(path)` around the check's own rename onto `path` (or link of a new file at it),
+  done by `Rename.run` in the writing thread: that rename's one MOVED_TO (the link's CREATE)
+  is not reported (the check knows what it wrote); any other event is, also a second one.
+  On leaving, the queue is drained again (the kernel queued the event during the rename), so
+  no expectation outlives the write. The writing thread looks at the paths right after its
+  rename: the re-sync that follows needs no stat on the event loop (where, during a first
+  run, each waited ~0.1-0.2 ms for the directory and the GIL that the writing threads hold).
 - `PathWatcher(paths, checked=True)`: the check looks the first path up itself, right after
   `settle()`, and tells `observed(kind)` what it found. Where the hub already watches that
   path's directory, the watcher does not look it up too (at its start, on a re-sync, in
@@ -61,7 +61,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import ClassVar, TypeVar
 
-from engine import inotify
+from engine import inotify, libc
 from engine.inotify import Blind, Event, Inotify
 
 log = logging.getLogger("engine")
@@ -100,7 +100,8 @@ STRUCTURAL = (
     | inotify.IGNORED
     | inotify.Q_OVERFLOW
 )
-MOVED_TO = inotify.MOVED_TO
+# An own write putting its file in place: a rename onto the path, or a link of a new file at it.
+PLACED = inotify.MOVED_TO | inotify.CREATE
 SELF_EVENTS = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED
 IGNORED = inotify.IGNORED
 DIRECTORY = inotify.ONLYDIR  # set in DIR_MASK only
@@ -277,8 +278,8 @@ class PathWatcher:
 
     @contextlib.contextmanager
     def expecting(self, path: str) -> Iterator[Rename]:
-        """The caller renames onto `path` inside, by `Rename.run` (in its thread): that one
-        MOVED_TO is not reported (see the module doc)."""
+        """The caller renames onto `path` (or links a new file at it) inside, by `Rename.run`
+        (in its thread): that one MOVED_TO (or CREATE) is not reported (see the module doc)."""
         rename = Rename(self)
         hub = self._hub
         if hub is None:
@@ -299,8 +300,8 @@ class PathWatcher:
                 self._resync_now(rename.seen)
 
     def consume(self, path: str, name: str) -> bool:
-        """Whether a MOVED_TO of `name` in `path` is an expected own rename (then it is
-        not reported; the watches are re-synced when the rename is done)."""
+        """Whether a MOVED_TO (or CREATE) of `name` in `path` is an expected own rename (or
+        link: then it is not reported; the watches are re-synced when the rename is done)."""
         key = (path, name)
         count = self._expected.get(key, 0)
         if not count:
@@ -346,11 +347,14 @@ class PathWatcher:
         self,
         known: Callable[[str], bool] | None = None,
         defer: tuple[str, list[str]] | None = None,
+        look: Callable[[str, bool], int | None] | None = None,
     ) -> Desired:
         """The watches the paths need now; `known(dir)` may say a directory exists. `defer`:
         (a path, a list): that path is not looked up if `known` says its directory exists
-        (only its directory is watched; then the path is appended to the list)."""
+        (only its directory is watched; then the path is appended to the list). `look`: how
+        a path's type is found (`_kind`)."""
         want: dict[str, tuple[int, set[str]]] = {}
+        type_of = look or _kind
 
         def add(path: str, mask: int, name: str) -> None:
             had = want.get(path)
@@ -370,13 +374,13 @@ class PathWatcher:
             # The deepest existing ancestor watches for the next component to appear; when
             # the path itself exists, that is its parent (no need to stat it: one stat less
             # per path and sync, on the event loop, while the threads write beside it).
-            kind = _kind(path, follow=False)
+            kind = type_of(path, False)
             child, parent = path, os.path.dirname(path)
             while parent != child:  # up to "/" (or "//", which POSIX keeps)
                 if (
                     kind is not None
                     or (known is not None and known(parent))
-                    or _kind(parent, follow=True) == stat.S_IFDIR
+                    or type_of(parent, True) == stat.S_IFDIR
                 ):
                     add(parent, DIR_MASK, os.path.basename(child))
                     break
@@ -406,12 +410,14 @@ class Rename:
         self.renamed = False  # `write` returned: its rename's event is queued
         self.seen: Desired | None = None  # the watches the paths needed right after it
 
-    def run(self, write: Callable[[], T]) -> T:
-        """Call `write` (which renames onto the expected path), then observe the paths."""
+    def run(self, write: Callable[[], T], local: bool = False) -> T:
+        """Call `write` (which renames onto the expected path), then observe the paths; with
+        the GIL held if `local` (the path's directory is on a local file system: the names
+        just renamed into are in the kernel's cache, libc.file_type)."""
         result = write()
         self.renamed = True
         with contextlib.suppress(OSError):  # the loop's re-sync stats again, and reports it
-            self.seen = self._watcher._desired()
+            self.seen = self._watcher._desired(look=libc.file_type if local else None)
         return result
 
 
@@ -420,7 +426,8 @@ def _kind(path: str, follow: bool) -> int | None:
 
     Not with the GIL held (engine/libc.py): a name not in the kernel's cache is looked up
     under its directory's lock, which a rename or create beside it holds, for as long as
-    that waits for the journal: the writing threads would stop with it."""
+    that waits for the journal: the writing threads would stop with it. (A writing thread
+    looks at the path it just renamed into place with it held: Rename.run.)"""
     try:
         return stat.S_IFMT(os.stat(path, follow_symlinks=follow).st_mode)
     except (FileNotFoundError, NotADirectoryError):
@@ -664,7 +671,7 @@ class Hub:
             else:
                 name = os.fsdecode(event.name)
                 targets = index.get(name, set()) | index.get(ALL, set())
-                if mask & MOVED_TO:
+                if mask & PLACED:
                     targets = {w for w in targets if not (w._expected and w.consume(path, name))}
             for watcher in targets:
                 watcher.deliver(structural, mask)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from engine import safefs
+from engine import libc, safefs
 from engine.errors import ResourceError, ValidationError
 from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Listening, Resource, Reversible, register
@@ -428,14 +428,14 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         done: list[str],
     ) -> tuple[Where, os.stat_result] | None:
         """_create_in_thread's part in the I/O thread."""
-        where, st = self._locate(held)
+        where, st = self._locate(held, writing=True)
         if st is not None:
             return where, st
         data, mode, uid, gid = new
-        write = functools.partial(where.write, TOP, data, mode, uid, gid)
-        create = Step(
-            f"create {where.path}", f"created {where.path}", functools.partial(rename.run, write)
-        )
+        write = functools.partial(where.write, TOP, data, mode, uid, gid, new=True)
+        local = libc.local_fs(where.fd)  # the directories made on the way are on it too
+        run = functools.partial(rename.run, write, local)
+        create = Step(f"create {where.path}", f"created {where.path}", run)
         for step in [*where.parent_steps(), *where.temp_steps(), create]:
             assert step.run is not None
             try:
@@ -482,10 +482,13 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         link = functools.partial(where.symlink, TOP, target, uid, gid)
         return [*steps, Step(f"link {path} -> {target}", f"linked {path} -> {target}", link)]
 
-    def _locate(self, held: contextlib.ExitStack) -> tuple[Where, os.stat_result | None]:
-        """Where the path to manage is (a followed symlink's target) and its lstat."""
+    def _locate(
+        self, held: contextlib.ExitStack, *, writing: bool = False
+    ) -> tuple[Where, os.stat_result | None]:
+        """Where the path to manage is (a followed symlink's target) and its lstat. `writing`:
+        in a writing I/O thread, where an absent path is found with the GIL held."""
         where = held.enter_context(Where(self._fs_path))
-        st = where.lstat(TOP)
+        st = None if writing and where.absent() else where.lstat(TOP)
         if st is None or not stat.S_ISLNK(st.st_mode):
             return where, st
         if self.follow:

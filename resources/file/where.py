@@ -139,6 +139,11 @@ class Where:
         with self._at(entry) as (fd, name):
             return safefs.lstat_at(fd, name)
 
+    def absent(self) -> bool:
+        """Whether the path is absent, found with the GIL held on a local file system
+        (libc.absent: only in a writing I/O thread); False: it exists, or ask lstat."""
+        return bool(self.missing) or (libc.local_fs(self.fd) and libc.absent(self.fd, self.name))
+
     @contextlib.contextmanager
     def at_fd(self, entry: Entry) -> Iterator[int]:
         """entry open read-only (a file or a directory; a symlink is not followed)."""
@@ -222,9 +227,12 @@ class Where:
         with contextlib.suppress(FileNotFoundError):  # a sibling resource removed it first
             os.unlink(name, dir_fd=self.fd)
 
-    def write(self, entry: Entry, fill: safefs.Fill, mode: int, uid: int, gid: int) -> None:
+    def write(
+        self, entry: Entry, fill: safefs.Fill, mode: int, uid: int, gid: int, *, new: bool = False
+    ) -> None:
+        """Atomically replace entry (safefs.write_at; `new`: it was just found absent)."""
         with self._at(entry) as (fd, name):
-            safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid)
+            safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid, new=new)
 
     def link(self, entry: Entry, fd: int) -> None:
         """Put the complete unnamed file fd in place (safefs.link_at)."""

@@ -1,11 +1,14 @@
-"""engine/libc.py: the event loop's quick calls, on the real kernel."""
+"""engine/libc.py: the event loop's and the writing threads' quick calls, on the real kernel."""
 
 from __future__ import annotations
 
 import ctypes
 import errno
 import os
+import stat
 from pathlib import Path
+
+import pytest
 
 from engine import libc
 
@@ -39,3 +42,33 @@ def test_read_reports_errno(tmp_path: Path) -> None:
     finally:
         os.close(reader)
         os.close(writer)
+
+
+def test_absent_and_file_type_look_up_as_lstat_and_stat(tmp_path: Path) -> None:
+    """absent: True only for a missing name (a dangling symlink is there); file_type: the
+    type bits as lstat or stat give them, None for a missing path or one under a file."""
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "to_d").symlink_to(tmp_path / "d")
+    here = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        assert libc.absent(here, "nowhere")
+        assert not any(libc.absent(here, name) for name in ("f", "d", "dangling", "to_d"))
+        assert not libc.absent(here, "f/under")  # ENOTDIR: not known absent, lstat says why
+    finally:
+        os.close(here)
+    for name in ("f", "d", "dangling", "to_d"):
+        path = str(tmp_path / name)
+        assert libc.file_type(path, False) == stat.S_IFMT(os.lstat(path).st_mode)
+    assert libc.file_type(str(tmp_path / "to_d"), True) == stat.S_IFDIR
+    assert libc.file_type(str(tmp_path / "dangling"), True) is None
+    assert libc.file_type(str(tmp_path / "f" / "under"), False) is None
+    with pytest.raises(OSError) as raised:
+        libc.file_type(str(tmp_path / ("x" * 300)), False)
+    assert raised.value.errno == errno.ENAMETOOLONG
+
+
+def test_random_bytes_are_as_many_as_asked_and_differ() -> None:
+    assert len({libc.random_bytes(6) for _ in range(100)}) == 100
+    assert all(len(libc.random_bytes(n)) == n for n in (1, 6, 32))

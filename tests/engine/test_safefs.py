@@ -160,7 +160,9 @@ def test_a_small_write_keeps_the_gil_for_its_quick_calls(
     def released(*_args: object) -> None:
         raise AssertionError("a call that releases the GIL")
 
-    monkeypatch.setattr(safefs, "_RELEASING", safefs._Calls(*[released] * 5))
+    monkeypatch.setattr(
+        safefs, "_RELEASING", safefs._Calls(*[released] * len(safefs._Calls._fields))
+    )
     with safefs.closing(safefs.open_dir(str(tmp_path))) as fd:
         safefs.write_at(fd, "small", b"x" * safefs.QUICK_WRITE, mode=0o640)
         with pytest.raises(AssertionError, match="releases the GIL"):
@@ -175,6 +177,30 @@ def test_a_small_write_keeps_the_gil_for_its_quick_calls(
         pytest.raises(AssertionError, match="releases the GIL"),
     ):
         safefs.write_at(fd, "remote", b"small", mode=0o640)
+
+
+def test_a_new_file_is_linked_at_its_name_without_a_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """write_at(new=True): the complete file is linked at its name, no temp name renamed
+    (each a search of the directory); a name that appeared meanwhile is replaced as ever."""
+    renamed: list[str] = []
+    real = safefs._HOLDING
+
+    def rename(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
+        renamed.append(dst)
+        real.rename(src_fd, src, dst_fd, dst)
+
+    monkeypatch.setattr(safefs, "_HOLDING", real._replace(rename=rename))
+    (tmp_path / "there").write_text("old")
+    with safefs.closing(safefs.open_dir(str(tmp_path))) as fd:
+        safefs.write_at(fd, "new", b"fresh", mode=0o640, new=True)
+        safefs.write_at(fd, "there", b"replaced", mode=0o640, new=True)
+    assert renamed == ["there"]
+    assert (tmp_path / "new").read_bytes() == b"fresh"
+    assert bits(tmp_path / "new") == 0o640
+    assert (tmp_path / "there").read_bytes() == b"replaced"
+    assert sorted(os.listdir(tmp_path)) == ["new", "there"]  # no temp file left
 
 
 def test_the_file_system_of_a_descriptor_is_known_from_mountinfo(tmp_path: Path) -> None:

@@ -227,6 +227,21 @@ async def test_an_expected_rename_is_consumed_once(tmp_path: Path, watch: object
     await counter.changed()
 
 
+async def test_an_expected_link_of_a_new_file_is_consumed_once(
+    tmp_path: Path, watch: object
+) -> None:
+    """A new file linked at the path (safefs.write_at's new=True: a CREATE, not a MOVED_TO)
+    is an expected own write as a rename is; the next change is reported."""
+    path = tmp_path / "f"
+    counter = await watch(path)  # type: ignore[operator]
+    with safefs.closing(safefs.open_dir(str(tmp_path))) as fd:
+        with counter.watcher.expecting(str(path)) as rename:
+            rename.run(lambda: safefs.write_at(fd, "f", b"x", mode=0o644, new=True), True)
+        assert await counter.quiet()
+        os.chmod(path, 0o600)  # the new inode was watched when the link was consumed
+        await counter.changed()
+
+
 async def test_an_own_write_costs_no_stat_on_the_loop(
     tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,4 +1,5 @@
-"""mgmt.log: the lines of one pass of the event loop are written together, all and in order."""
+"""mgmt.log: the lines of one pass of the event loop are written together, all and in order;
+a busy loop's lines are handed over at most every HAND_OVER_EVERY."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mgmt import log
 from mgmt.log import BatchingStreamHandler, TextFormatter
 from tests.aio import pass_ended
 
@@ -55,6 +57,64 @@ async def test_the_lines_of_one_loop_pass_are_one_write(
     logging.getLogger("test.mgmt.log").handlers[0].flush()  # which wrote them
     assert stream.writes == 1
     assert stream.getvalue() == "".join(f"line {i}\n" for i in range(100))
+
+
+def _counting_hand_overs(handler: BatchingStreamHandler) -> asyncio.Event:
+    """An event set at each of the handler's hand-overs from the loop."""
+    handed = asyncio.Event()
+    end_of_pass = handler._end_of_pass
+
+    def counted() -> None:
+        end_of_pass()
+        handed.set()
+
+    handler._end_of_pass = counted  # type: ignore[method-assign]
+    return handed
+
+
+async def test_lines_logged_right_after_a_hand_over_join_the_next_ones(
+    logged: tuple[logging.Logger, CountingStream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop that logs at every pass (a first run's "created" lines) wakes the writer thread
+    at most every HAND_OVER_EVERY, not at every pass; a line after a quiet spell still goes at
+    the end of its pass."""
+    monkeypatch.setattr(log, "HAND_OVER_EVERY", 3600.0)  # longer than any test
+    logger, stream = logged
+    handler = logger.handlers[0]
+    assert isinstance(handler, BatchingStreamHandler)
+    handed = _counting_hand_overs(handler)
+    logger.info("first")
+    await pass_ended()
+    assert handed.is_set()  # after a quiet spell: at the end of its pass
+    handler.flush()  # written
+    handed.clear()
+    for i in range(3):  # three more passes, each logging a line
+        logger.info("line %d", i)
+        await pass_ended()
+    assert not handed.is_set()  # they wait for the next hand-over
+    handler.flush()  # at exit: handed over and written
+    assert stream.writes == 2
+    assert stream.getvalue() == "first\n" + "".join(f"line {i}\n" for i in range(3))
+
+
+async def test_lines_that_wait_for_the_next_hand_over_get_it_without_another_line(
+    logged: tuple[logging.Logger, CountingStream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines held back after a hand-over are handed over HAND_OVER_EVERY after it, whether
+    or not the loop logs again."""
+    monkeypatch.setattr(log, "HAND_OVER_EVERY", 0.01)
+    logger, stream = logged
+    handler = logger.handlers[0]
+    assert isinstance(handler, BatchingStreamHandler)
+    handed = _counting_hand_overs(handler)
+    logger.info("first")
+    await pass_ended()
+    handed.clear()
+    logger.info("second")
+    async with asyncio.timeout(10):  # an anti-hang bound
+        await handed.wait()
+        while stream.getvalue() != "first\nsecond\n":
+            await asyncio.to_thread(handler._writer.wait, 10.0)
 
 
 async def test_a_line_of_another_thread_comes_after_the_pending_ones_at_once(

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import resources.file as file_module
-from engine import safefs
+from engine import libc, safefs
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID
 from engine.safefs import TEMP_PREFIX
@@ -533,25 +533,30 @@ async def test_a_first_write_beside_others_looks_up_and_creates_in_one_hop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """While other writes are in flight (a first run), a file's first check looks its path up
-    in the I/O thread and creates it there: no lookup on the event loop, the plan's lines, the
-    file's own rename not reported, a later change seen. A file found there is planned as
-    ever (its update logged as such)."""
+    in the I/O thread (with the GIL held: libc.absent) and creates it there: no lookup on the
+    event loop, the plan's lines, the file's own rename not reported, a later change seen. A
+    file found there is planned as ever (its update logged as such)."""
     monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
     looked: list[tuple[str, bool]] = []
-    real = safefs.lstat_at
+    real, real_absent = safefs.lstat_at, libc.absent
 
     def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
         looked.append((name, threading.current_thread() is threading.main_thread()))
         return real(dir_fd, name)
 
+    def absent(dir_fd: int, name: str) -> bool:
+        looked.append(("absent " + name, threading.current_thread() is threading.main_thread()))
+        return real_absent(dir_fd, name)
+
     monkeypatch.setattr(safefs, "lstat_at", lstat_at)
+    monkeypatch.setattr(libc, "absent", absent)
     caplog.set_level(logging.INFO, logger="engine")
     (tmp_path / "d").mkdir()
     path, other = tmp_path / "d" / "f", tmp_path / "d" / "g"
     res = FileRes(name="f", path=str(path), content="x", mode="0600")
     running = await run_resource(res)
     assert await res.check_apply(True) is False
-    assert looked == [("f", False)]
+    assert looked == [("absent f", False)]
     assert caplog.messages == [f"file[f]: created {path}"]
     assert path.read_text() == "x"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -565,6 +570,7 @@ async def test_a_first_write_beside_others_looks_up_and_creates_in_one_hop(
     await run_resource(second)
     caplog.clear()
     assert await second.check_apply(True) is False
+    assert looked[-2:] == [("absent g", False), ("g", False)]  # there: lstat says what it is
     assert caplog.messages == ["file[g]: content updated"]
     assert other.read_text() == "new"
 
