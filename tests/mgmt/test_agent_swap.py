@@ -26,6 +26,13 @@ def graph(out: Path, edited: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def renamed_in(path: Path, text: str) -> None:
+    """`path` edited the safe way: `text` written beside it, then renamed onto it."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.rename(path)
+
+
 async def converged_agent(path: Path, prefix: Path) -> tuple[Agent, asyncio.Task[int]]:
     """An agent running the graph file `path`, once it has converged, and its task."""
     config = Config(file=path, prefix=prefix, hostname="t")
@@ -60,9 +67,7 @@ async def test_editing_one_resource_touches_that_resource_alone(
             applied.set()
 
     agent.engine.listeners.subscribe(CheckApplied, on_check)
-    tmp = tmp_path / "graph.tmp"
-    tmp.write_text(graph(out, edited="edited"))
-    tmp.rename(path)
+    renamed_in(path, graph(out, edited="edited"))
     async with asyncio.timeout(20):
         await applied.wait()
         await agent.converger.converged.wait()
@@ -97,9 +102,7 @@ async def test_an_edge_added_to_the_edges_list_rewires_those_two_alone(
     done = asyncio.Event()
     agent.engine.listeners.subscribe(GraphSwapped, lambda e: swapped.append(e) or done.set())
     more = "  - {from: {kind: file, name: f7}, to: {kind: file, name: f8}, notify: true}\n"
-    tmp = tmp_path / "graph.tmp"
-    tmp.write_text(graph(out) + edges + more)
-    tmp.rename(path)
+    renamed_in(path, graph(out) + edges + more)
     async with asyncio.timeout(20):
         await done.wait()
         await agent.converger.converged.wait()
@@ -173,9 +176,7 @@ async def test_an_edit_making_two_resources_manage_one_file_is_refused_in_one_li
     logging.getLogger().addHandler(seen)
     try:
         clash = graph(out) + f'    - name: other\n      path: {out}/f7\n      content: "x"\n'
-        tmp = tmp_path / "graph.tmp"
-        tmp.write_text(clash)
-        tmp.rename(path)
+        renamed_in(path, clash)
         async with asyncio.timeout(20):
             await refused.wait()
         line = next(x for x in lines if "both manage" in x)
@@ -187,8 +188,7 @@ async def test_an_edit_making_two_resources_manage_one_file_is_refused_in_one_li
 
         swapped = asyncio.Event()
         agent.engine.listeners.subscribe(GraphSwapped, lambda _: swapped.set())
-        tmp.write_text(graph(out, edited="edited"))
-        tmp.rename(path)
+        renamed_in(path, graph(out, edited="edited"))
         async with asyncio.timeout(20):
             await swapped.wait()
             await agent.converger.converged.wait()

@@ -59,8 +59,13 @@ async def test_the_lines_of_one_loop_pass_are_one_write(
     assert stream.getvalue() == "".join(f"line {i}\n" for i in range(100))
 
 
-def _counting_hand_overs(handler: BatchingStreamHandler) -> asyncio.Event:
-    """An event set at each of the handler's hand-overs from the loop."""
+def _counting_hand_overs(
+    logger: logging.Logger,
+) -> tuple[BatchingStreamHandler, asyncio.Event]:
+    """The logger's batching handler, and an event set at each of its hand-overs from the
+    loop."""
+    handler = logger.handlers[0]
+    assert isinstance(handler, BatchingStreamHandler)
     handed = asyncio.Event()
     end_of_pass = handler._end_of_pass
 
@@ -69,7 +74,7 @@ def _counting_hand_overs(handler: BatchingStreamHandler) -> asyncio.Event:
         handed.set()
 
     handler._end_of_pass = counted  # type: ignore[method-assign]
-    return handed
+    return handler, handed
 
 
 async def test_lines_logged_right_after_a_hand_over_join_the_next_ones(
@@ -80,9 +85,7 @@ async def test_lines_logged_right_after_a_hand_over_join_the_next_ones(
     the end of its pass."""
     monkeypatch.setattr(log, "HAND_OVER_EVERY", 3600.0)  # longer than any test
     logger, stream = logged
-    handler = logger.handlers[0]
-    assert isinstance(handler, BatchingStreamHandler)
-    handed = _counting_hand_overs(handler)
+    handler, handed = _counting_hand_overs(logger)
     logger.info("first")
     await pass_ended()
     assert handed.is_set()  # after a quiet spell: at the end of its pass
@@ -104,9 +107,7 @@ async def test_lines_that_wait_for_the_next_hand_over_get_it_without_another_lin
     or not the loop logs again."""
     monkeypatch.setattr(log, "HAND_OVER_EVERY", 0.01)
     logger, stream = logged
-    handler = logger.handlers[0]
-    assert isinstance(handler, BatchingStreamHandler)
-    handed = _counting_hand_overs(handler)
+    handler, handed = _counting_hand_overs(logger)
     logger.info("first")
     await pass_ended()
     handed.clear()

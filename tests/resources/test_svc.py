@@ -142,18 +142,8 @@ async def test_a_stop_by_hand_is_let_finish_then_repaired(
     await manager.systemctl("stop", "--no-block", name)  # ExecStop waits on the FIFO
     await sd.wait_until(lambda: _is(sd, name, "deactivating"))
     (stop_job,) = (await sd.props(name))["Job"][1:]
-    caplog.set_level(logging.DEBUG, logger="engine")
-    waiting = OnLog("finish deactivating")
-    logging.getLogger("engine").addHandler(waiting)
-    try:
-        repair = asyncio.create_task(running.res.check_apply(True))
-        async with asyncio.timeout(15):
-            await waiting.seen.wait()  # the repair has seen the stop and lets it finish
-    finally:
-        logging.getLogger("engine").removeHandler(waiting)
-    writer = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)  # the stop may finish
-    os.write(writer, b"go\n")
-    os.close(writer)
+    repair = await _repair_waiting(running, caplog, "deactivating")  # lets the stop finish
+    await _feed(fifo, "go")  # the stop may finish
     async with asyncio.timeout(15):
         assert await repair is False
     assert removed[stop_job] == "done"  # not "canceled" by our start
@@ -167,10 +157,12 @@ async def _feed(fifo: Path, line: str) -> None:
     os.close(writer)
 
 
-async def _repair_waiting(running: Running, caplog: pytest.LogCaptureFixture) -> asyncio.Task[bool]:
-    """A repair (check_apply(True)) begun, once it waits for the unit to finish activating."""
+async def _repair_waiting(
+    running: Running, caplog: pytest.LogCaptureFixture, state: str = "activating"
+) -> asyncio.Task[bool]:
+    """A repair (check_apply(True)) begun, once it waits for the unit to finish `state`."""
     caplog.set_level(logging.DEBUG, logger="engine")
-    waiting = OnLog("finish activating")
+    waiting = OnLog(f"finish {state}")
     logging.getLogger("engine").addHandler(waiting)
     try:
         repair = asyncio.create_task(running.res.check_apply(True))
