@@ -18,6 +18,9 @@ class ValidationError(MgmtError, ValueError):
         super().__init__(message)
         self.key = key
         self.message = message
+        # More problems found in the same pass (engine.params.build: every key of a resource
+        # is looked at, so a typo in two keys is told at once).
+        self.others: list[ValidationError] = []
 
     def __str__(self) -> str:
         return f"{self.key}: {self.message}" if self.key else self.message

@@ -97,11 +97,13 @@ def build(
     skip: frozenset[str] = frozenset(),
     given: Mapping[str, Any] | None = None,
 ) -> T:
-    """Build `cls` from `data`; unknown keys and wrong types raise ValidationError. `given`:
-    fields already built (e.g. `meta`), passed to `cls` as they are (keys of `skip` in data)."""
+    """Build `cls` from `data`; unknown keys and wrong types raise ValidationError (the first
+    one, with the others of `data` in its `others`). `given`: fields already built (e.g.
+    `meta`), passed to `cls` as they are (keys of `skip` in data)."""
     plan = _plan(cls)  # type: ignore[arg-type]
     types_ = plan.types
     kwargs: dict[str, Any] = dict(given) if given else {}
+    problems: list[ValidationError] = []
     for key, value in data.items():
         if key in skip:
             continue
@@ -110,16 +112,27 @@ def build(
             continue
         hint = types_.get(key) if isinstance(key, str) else None
         if hint is None:
-            raise ValidationError(
-                f"unknown key{close_match(str(key), list(plan.names))}", prefix + str(key)
+            problems.append(
+                ValidationError(
+                    f"unknown key{close_match(str(key), list(plan.names))}", prefix + str(key)
+                )
             )
+            continue
         if value == "" and key in plan.unset_empty:
             continue  # mgmt's zero value: the default applies
         source = raw.get(key) if raw else None
-        kwargs[key] = convert(hint, value, prefix + key, source, inf=key in plan.inf)
-    for name in plan.required:
-        if name not in kwargs:
-            raise ValidationError("is required", prefix + name)
+        try:
+            kwargs[key] = convert(hint, value, prefix + key, source, inf=key in plan.inf)
+        except ValidationError as err:
+            problems.append(err)
+    problems += [
+        ValidationError("is required", prefix + name)
+        for name in plan.required
+        if name not in kwargs and name not in data  # given but wrong: told above
+    ]
+    if problems:
+        problems[0].others = problems[1:]
+        raise problems[0]
     try:
         return cls(**kwargs)
     except ValidationError as err:

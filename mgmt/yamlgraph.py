@@ -712,14 +712,16 @@ class _Parser:
                 meta = build(Meta, meta_data, raw=getattr(meta_data, "raw", None), prefix="meta.")
             except ValidationError as err:
                 meta = None
-                self.problem(self._line_of(item, err.key, line), where, str(err))
+                for each in (err, *err.others):
+                    self.problem(self._line_of(item, each.key, line), where, str(each))
         # The meta is given before validate: a kind may check it (http:client's poll).
         given = {"name": name.removeprefix(EXPORT_PREFIX), "meta": meta or _NO_META}
         try:
             res = build(cls, item, raw=item.raw, skip=_GIVEN, given=given)
             res.validate()
         except ValidationError as err:
-            self.problem(self._line_of(item, err.key, line), where, str(err))
+            for each in (err, *err.others):  # every key's problem at once
+                self.problem(self._line_of(item, each.key, line), where, str(each))
             return None
         return res if meta is not None else None
 

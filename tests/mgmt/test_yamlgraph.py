@@ -38,6 +38,28 @@ edges:
 """
 
 
+def test_every_problem_of_a_resource_is_told_at_once() -> None:
+    """A typo in two params and two in its meta: four lines, not one per run (a tester fixed
+    one typo per run)."""
+    assert problems(
+        """
+        graph: g
+        resources:
+          file:
+            - name: a
+              path: /tmp/a
+              contnet: "x"
+              mdoe: "0644"
+              meta: {retry: three, delya: 5}
+        """
+    ) == [
+        "g.yaml:9: file[a]: meta.retry: expected an integer, got 'three'",
+        "g.yaml:9: file[a]: meta.delya: unknown key (did you mean 'delay'?)",
+        "g.yaml:7: file[a]: contnet: unknown key (did you mean 'content'?)",
+        "g.yaml:8: file[a]: mdoe: unknown key (did you mean 'mode'?)",
+    ]
+
+
 def test_good_graph() -> None:
     loaded = parse(GOOD, "g.yaml")
     graph = loaded.graph
