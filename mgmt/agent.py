@@ -503,9 +503,12 @@ class Agent:
     def _exit_code(self, reason: str) -> int:
         vertices = self.engine.vertices.values()
         failed = [v for v in vertices if v.failed]
-        for vertex in failed[:NAMED]:
+        # A stop asked for by a signal is a clean stop, failures or not (docs/operations.md,
+        # "Stopping"): each failure was logged when it happened, and is not repeated here.
+        asked = reason == "signal" and not self._forced
+        for vertex in [] if asked else failed[:NAMED]:
             log.error("%s: failed: %s", vertex.name, vertex.error)
-        if len(failed) > NAMED:
+        if len(failed) > NAMED and not asked:
             log.error("and %d more failed (each said so when it failed)", len(failed) - NAMED)
         if self.config.noop:
             changes = sorted(v.name for v in vertices if v.changed_last)
@@ -530,6 +533,8 @@ class Agent:
             code = self.exit.code
             log.info("an exit resource asked to exit with code %d, exiting", code)
             return code
+        if asked:
+            return ExitCode.OK
         if failed or self._forced:
             return ExitCode.FAILED
         etcd_failure = self.cluster.cluster.start_failure if self.cluster is not None else ""

@@ -431,6 +431,31 @@ async def test_a_stop_signal_is_graceful_and_a_second_one_forces(
     assert not pid_alive(pid)  # the command's process was killed, not orphaned
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_stop_signal_exits_0_though_a_resource_failed(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A stop asked for is a clean stop (`systemctl stop` must not leave the unit failed):
+    exit 0, and the failure, logged when it happened, is not logged again at the stop."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: failing
+        resources:
+          exec:
+            - {name: broken, cmd: "false"}
+          file:
+            - {name: TMP/ok, content: "ok\\n"}
+        """,
+    )
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("converged: 1 of 2 resources in the desired state")
+        daemon.signal(sig)
+        assert await daemon.wait() == 0, daemon.log
+    assert "stopping gracefully" in daemon.log
+    assert sum("exec[broken]: failed" in line for line in daemon.lines) == 1, daemon.log
+
+
 async def test_a_forced_stop_of_a_first_run_makes_no_change_it_does_not_log(
     tmp_path: Path,
 ) -> None:
