@@ -12,7 +12,7 @@ flush...) have."""
 import os
 import sys
 
-from mgmt import full_site
+from mgmt import full_site, hold_signals
 
 
 def quiet_stderr() -> None:
@@ -50,6 +50,8 @@ def _exit_now(code: int) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["run"]:
+        hold_signals()  # first: a stop signal at any time is a clean stop (mgmt.hold_signals)
     quiet_stderr()
     if sys.argv[1:2] == ["deploy"]:
         from mgmt.deploy.client import main as thin

@@ -777,21 +777,34 @@ class Interrupt:
     def find_spec(self, name, path=None, target=None):
         if name == "mgmt.cli":
             sys.meta_path.remove(self)
-            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(int(os.environ["SIGNALS"])):
+                os.kill(os.getpid(), getattr(signal, os.environ["SIG"]))
         return None
 
 sys.meta_path.insert(0, Interrupt())
 """
 
 
-def test_ctrl_c_while_starting_up_exits_without_a_traceback(tmp_path: Path) -> None:
-    """A Ctrl-C during the imports (before the event loop and the agent's handlers) stops it
-    as one in the loop's start does: exit 1, no KeyboardInterrupt traceback."""
+@pytest.mark.parametrize(("sig", "signals"), [("SIGINT", 1), ("SIGTERM", 1), ("SIGINT", 2)])
+def test_a_stop_signal_while_starting_up_is_a_clean_stop(
+    tmp_path: Path, sig: str, signals: int
+) -> None:
+    """A Ctrl-C or SIGTERM during the imports (before the event loop and the agent's handlers) is held
+    until the agent runs (mgmt.hold_signals): a graceful stop before anything is applied,
+    exit 0; a second one stops at once, exit 1 (as later); no KeyboardInterrupt traceback."""
     (tmp_path / "hook").mkdir()
     (tmp_path / "hook" / "sitecustomize.py").write_text(INTERRUPT_AT_CLI)
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "hook")}
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "hook"), "SIGNALS": str(signals), "SIG": sig}
+    graph = graph_file(tmp_path, HELLO)
     done = subprocess.run(
-        [sys.executable, "-m", "mgmt", "run", "--prefix", str(tmp_path / "p"), "empty"],
+        [sys.executable, "-m", "mgmt", "run", "--prefix", str(tmp_path / "p"), str(graph)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert (done.returncode, done.stderr) == (1, "")
+    assert not (tmp_path / "out").exists()  # nothing applied
+    assert "Traceback" not in done.stderr
+    if signals == 1:
+        assert done.returncode == 0, done.stderr
+        assert f"{sig}: stopping gracefully" in done.stderr
+        assert "stopped: 1 of 1 resources left undone" in done.stderr
+    else:
+        assert (done.returncode, done.stderr) == (1, "")
