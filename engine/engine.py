@@ -201,6 +201,12 @@ class Vertex:
         return self._status
 
     @property
+    def would_change(self) -> bool:
+        """Its last check_apply, in noop mode (--noop or its meta), found a change it did not
+        make: not left undone, nor in the desired state."""
+        return self.changed_last and not self.state_ok and self.ts > 0 and not self.failed
+
+    @property
     def failed(self) -> bool:
         """Failed: out of retries (until its next event), or DEAD. Once it stops: whether its
         last process had failed so."""
@@ -1203,7 +1209,9 @@ class Engine:
         self._gc_resume(thaw=False)
         with watcher.shutting_down(), collector.paused(), self.gate.closing():
             await stop_all(list(self.vertices.values()), graceful)
-        undone = sum(1 for v in self.vertices.values() if not (v.state_ok or v.failed))
+        undone = sum(
+            1 for v in self.vertices.values() if not (v.state_ok or v.failed or v.would_change)
+        )
         if undone:
             log.info(
                 "stopped: %d of %d resources left undone (%d check_applies stopped before "

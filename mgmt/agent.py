@@ -414,10 +414,14 @@ class Agent:
         n = len(self.engine.vertices)
         failed = sorted(v.name for v in self.converger.failed())
         blocked = sorted(v.name for v in self.converger.blocked())
-        if not failed and not blocked:
+        # noop (--noop, or a resource's meta): checked, not changed, so not in the desired state
+        would = sorted(v.name for v in self.engine.vertices.values() if v.would_change)
+        if not failed and not blocked and not would:
             return f"all {n} resources in the desired state"
-        good = n - len(failed) - len(blocked)
+        good = n - len(failed) - len(blocked) - len(would)
         summary = f"{good} of {n} resources in the desired state"
+        if would:
+            summary += "; would change (noop): " + named(would)
         if failed:
             summary += "; failed: " + named(failed)
         if blocked:

@@ -100,6 +100,11 @@ def test_noop_reports_and_changes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
     assert "would" in out and "file[hello]" in out
     assert "1 of 1 resources would change: file[hello]" in out
+    # The summary tells the truth: nothing is in the desired state, nothing was left undone.
+    assert (
+        "converged: 0 of 1 resources in the desired state; would change (noop): file[hello]" in out
+    )
+    assert "converged: all" not in out and "left undone" not in out
 
 
 def test_bad_input_exits_2_before_applying_anything(tmp_path: Path) -> None:
