@@ -50,9 +50,9 @@ def _exit_now(code: int) -> None:
 
 
 def main() -> int:
+    quiet_stderr()  # first: fd 2 is not free for the pipe of the signals held
     if sys.argv[1:2] == ["run"]:
-        hold_signals()  # first: a stop signal at any time is a clean stop (mgmt.hold_signals)
-    quiet_stderr()
+        hold_signals()  # a stop signal from now on is a clean stop (mgmt.hold_signals)
     if sys.argv[1:2] == ["deploy"]:
         from mgmt.deploy.client import main as thin
 

@@ -93,7 +93,7 @@ async def test_prometheus_metrics_from_a_live_agent(tmp_path: Path) -> None:
         assert metric(text, "mgmt_event_to_converged_seconds_count", kind="file") is not None
         assert metric(text, "mgmt_converged") in (0.0, 1.0)
         daemon.signal(signal.SIGTERM)
-        assert await daemon.wait() == 1  # the failed resource makes the exit code 1
+        assert await daemon.wait() == 0  # a stop asked for is a clean one, failures or not
 
 
 def test_json_logs(tmp_path: Path) -> None:
