@@ -365,7 +365,12 @@ class Agent:
             self._spawn(self._show_progress())
 
     async def _report_convergence(self) -> None:
-        first = True
+        # The line is logged when the graph first converges, with the time that took; the
+        # converged timeout (the state's, and cron mode's exit) runs from then on.
+        await self.converger.settled.wait()
+        took = time.monotonic() - self._started
+        log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
+        again = False
         while True:
             await self.converger.converged.wait()
             if self.heap is not None:
@@ -375,12 +380,11 @@ class Agent:
                 self.metrics.set_converged(True)
             if self.notifier is not None:
                 self.notifier.status(self._status())
-            if first:
-                took = time.monotonic() - self._started
-                log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
-                first = False
-            elif log.isEnabledFor(logging.DEBUG):  # the summary is O(graph): not for nothing
+            if again and log.isEnabledFor(
+                logging.DEBUG
+            ):  # the summary is O(graph): not for nothing
                 log.debug("converged again: %s", self._convergence_summary())
+            again = True
             await self.converger.diverged.wait()
             self.status.set_converged(False)
             if self.metrics is not None:

@@ -181,6 +181,18 @@ def test_failing_resource_exits_1_naming_it_and_siblings_still_run(tmp_path: Pat
     ) in out
 
 
+async def test_the_converged_line_is_logged_when_the_graph_converges(tmp_path: Path) -> None:
+    """Not held back until the converged timeout has run out (it was: its time included the
+    wait); the exit, after the timeout, says so on a line of its own."""
+    graph = graph_file(tmp_path, HELLO)
+    args = ["run", "--converged-timeout=3600", "--tmp-prefix", "yaml", str(graph)]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged: all 1 resources in the desired state", timeout=60)
+        assert "exiting" not in daemon.log
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
 def test_polled_resources_converge(tmp_path: Path) -> None:
     """A poll tick that changes nothing is not activity: the converged timeout still fires."""
     graph = graph_file(
@@ -688,7 +700,7 @@ def test_duplicate_resources_merge_or_refuse_before_anything_runs(tmp_path: Path
     )
     code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", "--noop", str(merged)])
     assert code == 0, out
-    assert "converged: all 2 resources" in out
+    assert "converged: 0 of 2 resources in the desired state; would change (noop)" in out
     clash = graph_file(
         tmp_path,
         """
