@@ -524,14 +524,17 @@ class Vertex:
         meta = self.res.meta
         count = self.engine.retries.get(self.key, 0) + 1
         self.engine.retries[self.key] = count
-        self.error = err
+        previous, self.error = self.error, err
         if meta.retry == -1 or count <= meta.retry:
             if self.outcome is not Status.RETRYING:
                 left = "forever" if meta.retry == -1 else f"{meta.retry - count + 1} left"
                 self.handle.logger.warning("failed, retrying (%s): %s", left, err)
             self._set_outcome(Status.RETRYING)
             return meta.delay / 1000
-        self.handle.logger.error("failed: %s", err)
+        if self.outcome is Status.FAILED and str(previous) == str(err):
+            self.handle.logger.debug("failed again: %s", err)  # said when it first failed so
+        else:
+            self.handle.logger.error("failed: %s", err)
         self._set_outcome(Status.FAILED)
         return None
 

@@ -367,7 +367,9 @@ class Agent:
     async def _report_convergence(self) -> None:
         # The line is logged when the graph first converges, with the time that took; the
         # converged timeout (the state's, and cron mode's exit) runs from then on.
-        await self.converger.settled.wait()
+        settled = self.converger.settled
+        while not settled.is_set():  # still settled once this task runs: not a transition's
+            await settled.wait()  # moment (a vertex failing, then running again at its event)
         took = time.monotonic() - self._started
         log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
         again = False
@@ -514,10 +516,9 @@ class Agent:
         # A stop asked for by a signal is a clean stop, failures or not (docs/operations.md,
         # "Stopping"): each failure was logged when it happened, and is not repeated here.
         asked = reason == "signal" and not self._forced
-        for vertex in [] if asked else failed[:NAMED]:
-            log.error("%s: failed: %s", vertex.name, vertex.error)
-        if len(failed) > NAMED and not asked:
-            log.error("and %d more failed (each said so when it failed)", len(failed) - NAMED)
+        if failed and not asked:  # named, not said again: each said why when it failed
+            names = sorted(v.name for v in failed)
+            log.error("%d of %d resources failed: %s", len(names), len(vertices), named(names))
         if self.config.noop:
             changes = sorted(v.name for v in vertices if v.changed_last)
             log.info(

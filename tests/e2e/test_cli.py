@@ -825,3 +825,25 @@ def test_a_stop_signal_while_starting_up_is_a_clean_stop(
         assert "stopped: 1 of 1 resources left undone" in done.stderr
     else:
         assert (done.returncode, done.stderr) == (1, "")
+
+
+def test_a_refused_entry_of_a_tree_does_not_stop_the_repair_of_the_rest(tmp_path: Path) -> None:
+    """examples/file-dir.yaml, its copy broken twice: index.html made a symlink (refused
+    without force) and css/ moved away. css/ is put back all the same; the resource fails,
+    naming the refused entry, and that failure is logged once."""
+    example = (ROOT / "examples/file-dir.yaml").read_text()
+    graph = graph_file(tmp_path, example.replace("/tmp/mgmt", "TMP"))
+    args = ["run", "--converged-timeout=0", "--tmp-prefix", "yaml", str(graph)]
+    code, out = run_mgmt(args)
+    assert code == 0, out
+    site = tmp_path / "site"
+    (site / "index.html").unlink()
+    (site / "index.html").symlink_to(tmp_path / "elsewhere")
+    (site / "css").rename(tmp_path / "css.away")
+    code, out = run_mgmt(args)
+    assert code == 1, out
+    assert (site / "css/style.css").read_text() == "h1 { color: teal; }\n", out
+    assert (site / "index.html").is_symlink()
+    refused = "file[site]: failed: index.html is a symlink, expected a file: set force: true"
+    assert sum(refused in line for line in out.splitlines()) == 1, out
+    assert "1 of 3 resources failed: file[site]" in out
