@@ -305,7 +305,11 @@ class Agent:
                 log.error("cluster: %s", err)
                 return ExitCode.USAGE
             if self.source is not None and not self.source.graphs and self.exit_when_converged:
-                log.error("the program produced no graph")  # cron mode: nothing to converge to
+                # Cron mode: nothing to converge to. A run-time error (FILE:LINE:COL, logged
+                # by the front-end) is bad input, as in `mgmt check`: exit 2.
+                if getattr(self.source, "first_error", None):
+                    return ExitCode.USAGE
+                log.error("the program produced no graph")
                 return ExitCode.FAILED
             await self._start_background()
             self.swapped.set()
