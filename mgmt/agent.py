@@ -167,6 +167,8 @@ async def run(config: Config, given: Loaded | None = None) -> int:
     `given`: a graph built by the caller, instead of the one the config names."""
     io_threads(asyncio.get_running_loop())
     logsetup.setup(config.log_format, config.verbose, config.own_process)
+    if config.converged_exit and config.exit_after < 0:  # mgmt's newer spelling, half given
+        log.warning("--converged-exit without --converger-timeout N: the run will not exit")
     priority.renice(config.nice)
     # Known before the program runs: its functions keep their files there too (local.*).
     if config.tmp_prefix:  # removed at exit; a killed run's is removed by the next one
@@ -271,6 +273,7 @@ class Agent:
         self._forced = False
         self._stop_task: asyncio.Task[None] | None = None
         self._not_converged: list[str] = []  # "kind[name] (why)", when the run ended
+        self._unconverged = False  # --max-runtime ended a cron-mode run before it converged
         self._tasks = TaskSet("agent", log)
         self._file_watcher: PathWatcher | None = None
         self.cluster: ClusterLink | None = None  # started when a graph first needs it
@@ -318,6 +321,8 @@ class Agent:
                 self._spawn(self.notifier.keep_alive())
             reason = await self._wait_for_end()
             self._not_converged = [f"{v.name} ({why})" for v, why in self.converger.unsettled()]
+            if reason == "max-runtime":  # said when the stop starts, not after its grace
+                self._max_runtime_reached()
         finally:
             bound = None
             if reason == "max-runtime":
@@ -459,6 +464,20 @@ class Agent:
             await asyncio.gather(*waiters, return_exceptions=True)
         return waiters[done.pop()]
 
+    def _max_runtime_reached(self) -> None:
+        config = self.config
+        log.info(
+            "max runtime of %ss reached: stopping (what runs gets %ss to finish)",
+            *(config.max_runtime, MAX_RUNTIME_GRACE),
+        )
+        if self.exit_when_converged and not self.converger.converged.is_set():
+            self._unconverged = True
+            timeout = self.converger.timeout
+            if self._not_converged:  # as they were when the run ended (a stop unsettles all)
+                log.error("did not converge: not settled: %s", named(self._not_converged))
+            else:
+                log.error("did not converge: settled, but for less than %ss", timeout)
+
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         if not self.stopping.is_set():
             log.info("%s: stopping gracefully (send it again to force)", sig.name)
@@ -533,15 +552,8 @@ class Agent:
             )
         if reason == "converged":
             log.info("converged for %ss, exiting", self.config.exit_after)
-        elif reason == "max-runtime":
-            log.info("max runtime of %ss reached, exiting", self.config.max_runtime)
-            if self.exit_when_converged and not self.converger.converged.is_set():
-                # As they were when the run ended (stopping unsettles every vertex).
-                unsettled = self._not_converged or [
-                    f"none, but settled for less than {self.converger.timeout}s"
-                ]
-                log.error("did not converge; not converged: %s", named(unsettled))
-                return ExitCode.FAILED
+        elif reason == "max-runtime" and self._unconverged:
+            return ExitCode.FAILED
         if self.exit.code is not None:  # an exit resource was applied: its code, whatever ended
             code = self.exit.code
             log.info("an exit resource asked to exit with code %d, exiting", code)

@@ -264,8 +264,8 @@ def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:
         ["run", "--converged-timeout=1", "--max-runtime=2", "--tmp-prefix", str(graph)]
     )
     assert code == 1, out
-    assert "did not converge; not converged: exec[slow] (running)" in out
-    assert "exec[quick]" not in out.split("not converged:")[1].splitlines()[0]
+    assert "did not converge: not settled: exec[slow] (running)" in out
+    assert "exec[quick]" not in out.split("not settled:")[1].splitlines()[0]
 
 
 def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
@@ -300,7 +300,20 @@ def test_max_runtime_bounds_a_run_whose_command_never_ends(tmp_path: Path) -> No
     )
     code, out = run_mgmt(["run", "--max-runtime=1", "--tmp-prefix", str(graph)], timeout=40)
     assert code == 1, out
-    assert "max runtime's grace: stopping now" in out
+    lines = out.splitlines()
+    reached = next(
+        i for i, line in enumerate(lines) if "max runtime of 1s reached: stopping" in line
+    )
+    grace = next(i for i, line in enumerate(lines) if "max runtime's grace: stopping now" in line)
+    assert reached < grace, out  # said when the stop starts, not once its grace is over
+
+
+def test_converged_exit_without_its_timeout_is_warned_about(tmp_path: Path) -> None:
+    graph = graph_file(tmp_path, HELLO)
+    args = ["run", "--converged-exit", "--max-runtime=1", "--tmp-prefix", str(graph)]
+    code, out = run_mgmt(args)
+    assert code == 0, out
+    assert "--converged-exit without --converger-timeout N: the run will not exit" in out
 
 
 def test_max_runtime_bounds_a_run_whose_input_is_a_fifo(tmp_path: Path) -> None:
