@@ -374,16 +374,19 @@ class Agent:
             self._spawn(self._show_progress())
 
     async def _report_convergence(self) -> None:
-        # The line is logged when the graph first converges, with the time that took; the
-        # converged timeout (the state's, and cron mode's exit) runs from then on.
-        settled = self.converger.settled
-        while not settled.is_set():  # still settled once this task runs: not a transition's
-            await settled.wait()  # moment (a vertex failing, then running again at its event)
-        took = time.monotonic() - self._started
-        log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
+        # The line is logged when the graph first converges, with the time that took: with a
+        # converged timeout, as soon as every vertex is settled, not once the timeout (the
+        # converged state's, and cron mode's exit) has run out (its time included the wait).
+        converger = self.converger
+        logged = False
+        if converger.timeout > 0:
+            while not converger.settled.is_set():  # still settled once this task runs: not
+                await converger.settled.wait()  # a transition's moment
+            self._log_converged()
+            logged = True
         again = False
         while True:
-            await self.converger.converged.wait()
+            await converger.converged.wait()
             if self.heap is not None:
                 self.heap.converged()
             self.status.set_converged(True)
@@ -391,17 +394,22 @@ class Agent:
                 self.metrics.set_converged(True)
             if self.notifier is not None:
                 self.notifier.status(self._status())
-            if again and log.isEnabledFor(
-                logging.DEBUG
-            ):  # the summary is O(graph): not for nothing
+            if not logged:
+                self._log_converged()
+                logged = True
+            elif again and log.isEnabledFor(logging.DEBUG):  # O(graph): not for nothing
                 log.debug("converged again: %s", self._convergence_summary())
             again = True
-            await self.converger.diverged.wait()
+            await converger.diverged.wait()
             self.status.set_converged(False)
             if self.metrics is not None:
                 self.metrics.set_converged(False)
             if self.notifier is not None:
                 self.notifier.status(self._status())
+
+    def _log_converged(self) -> None:
+        took = time.monotonic() - self._started
+        log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
 
     def _status(self) -> str:
         """One line for systemd's STATUS= (and `systemctl status`)."""
