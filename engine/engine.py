@@ -244,6 +244,12 @@ class Vertex:
         return self._status
 
     @property
+    def would_change(self) -> bool:
+        """Its last check_apply, in noop mode (--noop or its meta), found a change it did not
+        make: not left undone, nor in the desired state."""
+        return self.changed_last and not self.state_ok and self.ts > 0 and not self.failed
+
+    @property
     def failed(self) -> bool:
         """Failed: out of retries (until its next event), or DEAD. Once it stops: whether its
         last process had failed so."""
@@ -635,14 +641,17 @@ class Vertex:
         meta = self.res.meta
         count = self.engine.retries.get(self.key, 0) + 1
         self.engine.retries[self.key] = count
-        self.error = err
+        previous, self.error = self.error, err
         if meta.retry == -1 or count <= meta.retry:
             if self.outcome is not Status.RETRYING:
                 left = "forever" if meta.retry == -1 else f"{meta.retry - count + 1} left"
                 self.handle.logger.warning("failed, retrying (%s): %s", left, err)
             self._set_outcome(Status.RETRYING)
             return meta.delay / 1000
-        self.handle.logger.error("failed: %s", err)
+        if self.outcome is Status.FAILED and str(previous) == str(err):
+            self.handle.logger.debug("failed again: %s", err)  # said when it first failed so
+        else:
+            self.handle.logger.error("failed: %s", err)
         self._set_outcome(Status.FAILED)
         return None
 
@@ -1376,7 +1385,9 @@ class Engine:
         self._gc_resume(thaw=False)
         with watcher.shutting_down(), collector.paused(), self.gate.closing():
             await stop_all(list(self.vertices.values()), graceful)
-        undone = sum(1 for v in self.vertices.values() if not (v.state_ok or v.failed))
+        undone = sum(
+            1 for v in self.vertices.values() if not (v.state_ok or v.failed or v.would_change)
+        )
         if undone:
             log.info(
                 "stopped: %d of %d resources left undone (%d check_applies stopped before "

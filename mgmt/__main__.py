@@ -12,7 +12,7 @@ flush...) have."""
 import os
 import sys
 
-from mgmt import full_site
+from mgmt import full_site, hold_signals
 
 
 def quiet_stderr() -> None:
@@ -50,7 +50,9 @@ def _exit_now(code: int) -> None:
 
 
 def main() -> int:
-    quiet_stderr()
+    quiet_stderr()  # first: fd 2 is not free for the pipe of the signals held
+    if sys.argv[1:2] == ["run"]:
+        hold_signals()  # a stop signal from now on is a clean stop (mgmt.hold_signals)
     if sys.argv[1:2] == ["deploy"]:
         from mgmt.deploy.client import main as thin
 

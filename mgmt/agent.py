@@ -38,7 +38,7 @@ from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
-from mgmt.listing import capped, named
+from mgmt.listing import named
 from mgmt.metrics import Metrics
 from mgmt.sdnotify import Notifier
 from mgmt.signals import Signals
@@ -162,6 +162,8 @@ async def run(config: Config, given: Loaded | None = None) -> int:
     `given`: a graph built by the caller, instead of the one the config names."""
     io_threads(asyncio.get_running_loop())
     logsetup.setup(config.log_format, config.verbose, config.own_process)
+    if config.converged_exit and config.exit_after < 0:  # mgmt's newer spelling, half given
+        log.warning("--converged-exit without --converger-timeout N: the run will not exit")
     priority.renice(config.nice)
     # Known before the program runs: its functions keep their files there too (local.*).
     if config.tmp_prefix:  # removed at exit; a killed run's is removed by the next one
@@ -266,6 +268,7 @@ class Agent:
         self._forced = False
         self._stop_task: asyncio.Task[None] | None = None
         self._not_converged: list[str] = []  # "kind[name] (why)", when the run ended
+        self._unconverged = False  # --max-runtime ended a cron-mode run before it converged
         self._tasks = TaskSet("agent", log)
         self._file_watcher: PathWatcher | None = None
         self.cluster: ClusterLink | None = None  # started when a graph first needs it
@@ -300,7 +303,11 @@ class Agent:
                 log.error("cluster: %s", err)
                 return ExitCode.USAGE
             if self.source is not None and not self.source.graphs and self.exit_when_converged:
-                log.error("the program produced no graph")  # cron mode: nothing to converge to
+                # Cron mode: nothing to converge to. A run-time error (FILE:LINE:COL, logged
+                # by the front-end) is bad input, as in `mgmt check`: exit 2.
+                if getattr(self.source, "first_error", None):
+                    return ExitCode.USAGE
+                log.error("the program produced no graph")
                 return ExitCode.FAILED
             await self._start_background()
             self.swapped.set()
@@ -309,6 +316,8 @@ class Agent:
                 self._spawn(self.notifier.keep_alive())
             reason = await self._wait_for_end()
             self._not_converged = [f"{v.name} ({why})" for v, why in self.converger.unsettled()]
+            if reason == "max-runtime":  # said when the stop starts, not after its grace
+                self._max_runtime_reached()
         finally:
             bound = None
             if reason == "max-runtime":
@@ -360,9 +369,19 @@ class Agent:
             self._spawn(self._show_progress())
 
     async def _report_convergence(self) -> None:
-        first = True
+        # The line is logged when the graph first converges, with the time that took: with a
+        # converged timeout, as soon as every vertex is settled, not once the timeout (the
+        # converged state's, and cron mode's exit) has run out (its time included the wait).
+        converger = self.converger
+        logged = False
+        if converger.timeout > 0:
+            while not converger.settled.is_set():  # still settled once this task runs: not
+                await converger.settled.wait()  # a transition's moment
+            self._log_converged()
+            logged = True
+        again = False
         while True:
-            await self.converger.converged.wait()
+            await converger.converged.wait()
             if self.heap is not None:
                 self.heap.converged()
             self.status.set_converged(True)
@@ -370,18 +389,22 @@ class Agent:
                 self.metrics.set_converged(True)
             if self.notifier is not None:
                 self.notifier.status(self._status())
-            if first:
-                took = time.monotonic() - self._started
-                log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
-                first = False
-            elif log.isEnabledFor(logging.DEBUG):  # the summary is O(graph): not for nothing
+            if not logged:
+                self._log_converged()
+                logged = True
+            elif again and log.isEnabledFor(logging.DEBUG):  # O(graph): not for nothing
                 log.debug("converged again: %s", self._convergence_summary())
-            await self.converger.diverged.wait()
+            again = True
+            await converger.diverged.wait()
             self.status.set_converged(False)
             if self.metrics is not None:
                 self.metrics.set_converged(False)
             if self.notifier is not None:
                 self.notifier.status(self._status())
+
+    def _log_converged(self) -> None:
+        took = time.monotonic() - self._started
+        log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
 
     def _status(self) -> str:
         """One line for systemd's STATUS= (and `systemctl status`)."""
@@ -409,10 +432,14 @@ class Agent:
         n = len(self.engine.vertices)
         failed = sorted(v.name for v in self.converger.failed())
         blocked = sorted(v.name for v in self.converger.blocked())
-        if not failed and not blocked:
+        # noop (--noop, or a resource's meta): checked, not changed, so not in the desired state
+        would = sorted(v.name for v in self.engine.vertices.values() if v.would_change)
+        if not failed and not blocked and not would:
             return f"all {n} resources in the desired state"
-        good = n - len(failed) - len(blocked)
+        good = n - len(failed) - len(blocked) - len(would)
         summary = f"{good} of {n} resources in the desired state"
+        if would:
+            summary += "; would change (noop): " + named(would)
         if failed:
             summary += "; failed: " + named(failed)
         if blocked:
@@ -439,6 +466,20 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
         return waiters[done.pop()]
+
+    def _max_runtime_reached(self) -> None:
+        config = self.config
+        log.info(
+            "max runtime of %ss reached: stopping (what runs gets %ss to finish)",
+            *(config.max_runtime, MAX_RUNTIME_GRACE),
+        )
+        if self.exit_when_converged and not self.converger.converged.is_set():
+            self._unconverged = True
+            timeout = self.converger.timeout
+            if self._not_converged:  # as they were when the run ended (a stop unsettles all)
+                log.error("did not converge: not settled: %s", named(self._not_converged))
+            else:
+                log.error("did not converge: settled, but for less than %ss", timeout)
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         if not self.stopping.is_set():
@@ -499,11 +540,12 @@ class Agent:
     def _exit_code(self, reason: str) -> int:
         vertices = self.engine.vertices.values()
         failed = [v for v in vertices if v.failed]
-        for line in capped(
-            [f"{vertex.name}: failed: {vertex.error}" for vertex in failed],
-            "failed (each said so when it failed)",
-        ):
-            log.error("%s", line)
+        # A stop asked for by a signal is a clean stop, failures or not (docs/operations.md,
+        # "Stopping"): each failure was logged when it happened, and is not repeated here.
+        asked = reason == "signal" and not self._forced
+        if failed and not asked:  # named, not said again: each said why when it failed
+            names = sorted(v.name for v in failed)
+            log.error("%d of %d resources failed: %s", len(names), len(vertices), named(names))
         if self.config.noop:
             changes = sorted(v.name for v in vertices if v.changed_last)
             log.info(
@@ -514,19 +556,14 @@ class Agent:
             )
         if reason == "converged":
             log.info("converged for %ss, exiting", self.config.exit_after)
-        elif reason == "max-runtime":
-            log.info("max runtime of %ss reached, exiting", self.config.max_runtime)
-            if self.exit_when_converged and not self.converger.converged.is_set():
-                # As they were when the run ended (stopping unsettles every vertex).
-                unsettled = self._not_converged or [
-                    f"none, but settled for less than {self.converger.timeout}s"
-                ]
-                log.error("did not converge; not converged: %s", named(unsettled))
-                return ExitCode.FAILED
+        elif reason == "max-runtime" and self._unconverged:
+            return ExitCode.FAILED
         if self.exit.code is not None:  # an exit resource was applied: its code, whatever ended
             code = self.exit.code
             log.info("an exit resource asked to exit with code %d, exiting", code)
             return code
+        if asked:
+            return ExitCode.OK
         if failed or self._forced:
             return ExitCode.FAILED
         etcd_failure = self.cluster.cluster.start_failure if self.cluster is not None else ""

@@ -27,6 +27,9 @@ class Converger:
         self.converged = asyncio.Event()
         self.diverged = asyncio.Event()  # the opposite of converged, to await either way
         self.diverged.set()
+        # Every vertex settled now, the timeout not yet run out: the graph has converged; it
+        # stays so (`converged`) once settled for `timeout` s.
+        self.settled = asyncio.Event()
         self._unsettled: set[Key] = set()
         self._failed: set[Key] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -183,10 +186,13 @@ class Converger:
             if self._timer:
                 self._timer.cancel()
                 self._timer = None
+            self.settled.clear()
             if self.converged.is_set() or not self.diverged.is_set():  # once per divergence
                 self.converged.clear()
                 self.diverged.set()
-        elif self._timer is None and not self.converged.is_set():
+            return
+        self.settled.set()
+        if self._timer is None and not self.converged.is_set():
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.timeout, self._fire)
 

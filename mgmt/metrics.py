@@ -5,6 +5,7 @@
     mgmt_resources{kind}                                 vertices in the running graph
     mgmt_graph_start_time_seconds                        when the running graph was swapped in
     mgmt_converged                                       1 while the graph is converged
+                                                         (failed resources are settled)
     mgmt_event_to_converged_seconds{kind}                watch event (for a refresh: the
                                                          upstream one) -> end of the repairing
                                                          check_apply (histogram)

@@ -32,7 +32,7 @@ from engine.tasks import TaskSet
 from mgmt.lang import ast
 from mgmt.lang.checker import Checked
 from mgmt.lang.clock import Clock, LoopClock
-from mgmt.lang.errors import FuncError, LangError, NotReady, Pos
+from mgmt.lang.errors import NOWHERE, FuncError, LangError, NotReady, Pos
 from mgmt.lang.funcs import Builtin, Context
 from mgmt.lang.streams import Stream
 from mgmt.lang.values import INT_MIN, Closure, FrozenDict, Struct, int64, sized, sort_key
@@ -348,6 +348,8 @@ class Runtime:
         cell = self._stream_cells.get(id(stream))
         if cell is None:
             return  # closed
+        if error is not None and error.pos is None and stream.pos is not NOWHERE:
+            error = FuncError(error.message, stream.pos)  # where the call is: FILE:LINE:COL
         if cell.computed and _same(cell.value, cell.error, value, error):
             return
         cell.value, cell.error, cell.computed = value, error, True
@@ -681,7 +683,12 @@ class Runtime:
         args = [self.eval(a, env) for a in e.args]
         if e.callee is not None:
             fn = self.eval(e.callee, env)
-            return fn(*args)
+            try:
+                return fn(*args)
+            except FuncError as err:  # a function value: a builtin's error has no position
+                if err.pos is None:
+                    raise FuncError(err.message, e.pos) from None
+                raise
         target = e.target
         if isinstance(target, ast.FuncDef):
             return self._apply(Closure(target.lam, EMPTY, self._apply), *args)

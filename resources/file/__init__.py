@@ -60,6 +60,7 @@ from resources.file.where import INLINE_LIMIT as INLINE_LIMIT
 
 FILE_BASE = 0o644  # permission bits of a new file when neither mode nor source says otherwise
 
+REFUSED_NAMED = 5  # entries of a tree not replaced, named at most in the failure's message
 _MANAGED = ("content", "source", "fragments", "owner", "group", "mode", "selinux")
 _CONTEXT = re.compile(r"[A-Za-z0-9_.]+:[A-Za-z0-9_.]+:[A-Za-z0-9_.]+(:[A-Za-z0-9_.:,-]+)?")
 
@@ -285,6 +286,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             # What happened so far, this check sees; it looks the path up itself, once
             # (engine/watcher.py), and tells the watcher what it found (_plan).
             watcher.settle()
+        self._refused: list[str] = []  # entries of a tree not replaced (_plan_tree)
         with contextlib.ExitStack() as held:  # descriptors from the check through the changes
             try:
                 found = None
@@ -300,11 +302,17 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 if watcher is not None:
                     watcher.observed()  # the check failed before it looked: the watcher looks
             self.handle.send(content=functools.partial(read_small, where.path))
-            if not steps:
+            if not steps and not self._refused:
                 return nothing_to_do(self.handle, functools.partial(self._why, where.path))
             if apply and self.meta.reverse and getattr(self, "_prior", None) is None:
                 self._prior = where.observe()
             await apply_steps(self.handle, steps, apply, errors=(OSError,))
+        if self._refused:  # the rest of the tree was repaired: it fails, naming what was not
+            more = len(self._refused) - REFUSED_NAMED
+            raise ResourceError(
+                "; ".join(self._refused[:REFUSED_NAMED])
+                + (f"; and {more} more" if more > 0 else "")
+            )
         return False
 
     def _why(self, path: str) -> str:
@@ -650,9 +658,12 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             del have[name]
         for name, src_st in sorted(want.items()):
             entry = child(dst, name)
-            steps += self._plan_entry(
-                where, (src_root, (*src_rel, name)), entry, src_st, have.get(name), ids=ids
-            )
+            try:
+                steps += self._plan_entry(
+                    where, (src_root, (*src_rel, name)), entry, src_st, have.get(name), ids=ids
+                )
+            except ResourceError as err:  # one entry refused: its siblings are still repaired
+                self._refused.append(str(err))
         if self.purge:
             for name in sorted(have.keys() - want.keys()):
                 entry, label = child(dst, name), entry_label(child(dst, name))

@@ -100,6 +100,11 @@ def test_noop_reports_and_changes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
     assert "would" in out and "file[hello]" in out
     assert "1 of 1 resources would change: file[hello]" in out
+    # The summary tells the truth: nothing is in the desired state, nothing was left undone.
+    assert (
+        "converged: 0 of 1 resources in the desired state; would change (noop): file[hello]" in out
+    )
+    assert "converged: all" not in out and "left undone" not in out
 
 
 def test_bad_input_exits_2_before_applying_anything(tmp_path: Path) -> None:
@@ -176,6 +181,18 @@ def test_failing_resource_exits_1_naming_it_and_siblings_still_run(tmp_path: Pat
     ) in out
 
 
+async def test_the_converged_line_is_logged_when_the_graph_converges(tmp_path: Path) -> None:
+    """Not held back until the converged timeout has run out (it was: its time included the
+    wait); the exit, after the timeout, says so on a line of its own."""
+    graph = graph_file(tmp_path, HELLO)
+    args = ["run", "--converged-timeout=3600", "--tmp-prefix", "yaml", str(graph)]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged: all 1 resources in the desired state", timeout=60)
+        assert "exiting" not in daemon.log
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
 def test_polled_resources_converge(tmp_path: Path) -> None:
     """A poll tick that changes nothing is not activity: the converged timeout still fires."""
     graph = graph_file(
@@ -247,8 +264,8 @@ def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:
         ["run", "--converged-timeout=1", "--max-runtime=2", "--tmp-prefix", str(graph)]
     )
     assert code == 1, out
-    assert "did not converge; not converged: exec[slow] (running)" in out
-    assert "exec[quick]" not in out.split("not converged:")[1].splitlines()[0]
+    assert "did not converge: not settled: exec[slow] (running)" in out
+    assert "exec[quick]" not in out.split("not settled:")[1].splitlines()[0]
 
 
 def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
@@ -283,7 +300,20 @@ def test_max_runtime_bounds_a_run_whose_command_never_ends(tmp_path: Path) -> No
     )
     code, out = run_mgmt(["run", "--max-runtime=1", "--tmp-prefix", str(graph)], timeout=40)
     assert code == 1, out
-    assert "max runtime's grace: stopping now" in out
+    lines = out.splitlines()
+    reached = next(
+        i for i, line in enumerate(lines) if "max runtime of 1s reached: stopping" in line
+    )
+    grace = next(i for i, line in enumerate(lines) if "max runtime's grace: stopping now" in line)
+    assert reached < grace, out  # said when the stop starts, not once its grace is over
+
+
+def test_converged_exit_without_its_timeout_is_warned_about(tmp_path: Path) -> None:
+    graph = graph_file(tmp_path, HELLO)
+    args = ["run", "--converged-exit", "--max-runtime=1", "--tmp-prefix", str(graph)]
+    code, out = run_mgmt(args)
+    assert code == 0, out
+    assert "--converged-exit without --converger-timeout N: the run will not exit" in out
 
 
 def test_max_runtime_bounds_a_run_whose_input_is_a_fifo(tmp_path: Path) -> None:
@@ -477,6 +507,31 @@ async def test_a_stop_signal_is_graceful_and_a_second_one_forces(
         assert await daemon.wait() == 1  # forced: a check_apply was interrupted
         assert "stopping now" in daemon.log
     assert not pid_alive(pid)  # the command's process was killed, not orphaned
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_stop_signal_exits_0_though_a_resource_failed(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A stop asked for is a clean stop (`systemctl stop` must not leave the unit failed):
+    exit 0, and the failure, logged when it happened, is not logged again at the stop."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: failing
+        resources:
+          exec:
+            - {name: broken, cmd: "false"}
+          file:
+            - {name: TMP/ok, content: "ok\\n"}
+        """,
+    )
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("converged: 1 of 2 resources in the desired state")
+        daemon.signal(sig)
+        assert await daemon.wait() == 0, daemon.log
+    assert "stopping gracefully" in daemon.log
+    assert sum("exec[broken]: failed" in line for line in daemon.lines) == 1, daemon.log
 
 
 async def test_a_forced_stop_of_a_first_run_makes_no_change_it_does_not_log(
@@ -812,7 +867,7 @@ def test_duplicate_resources_merge_or_refuse_before_anything_runs(tmp_path: Path
     )
     code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", "--noop", str(merged)])
     assert code == 0, out
-    assert "converged: all 2 resources" in out
+    assert "converged: 0 of 2 resources in the desired state; would change (noop)" in out
     clash = graph_file(
         tmp_path,
         """
@@ -906,21 +961,56 @@ class Interrupt:
     def find_spec(self, name, path=None, target=None):
         if name == "mgmt.cli":
             sys.meta_path.remove(self)
-            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(int(os.environ["SIGNALS"])):
+                os.kill(os.getpid(), getattr(signal, os.environ["SIG"]))
         return None
 
 sys.meta_path.insert(0, Interrupt())
 """
 
 
-def test_ctrl_c_while_starting_up_exits_without_a_traceback(tmp_path: Path) -> None:
-    """A Ctrl-C during the imports (before the event loop and the agent's handlers) stops it
-    as one in the loop's start does: exit 1, no KeyboardInterrupt traceback."""
+@pytest.mark.parametrize(("sig", "signals"), [("SIGINT", 1), ("SIGTERM", 1), ("SIGINT", 2)])
+def test_a_stop_signal_while_starting_up_is_a_clean_stop(
+    tmp_path: Path, sig: str, signals: int
+) -> None:
+    """A Ctrl-C or SIGTERM during the imports (before the event loop and the agent's handlers) is held
+    until the agent runs (mgmt.hold_signals): a graceful stop before anything is applied,
+    exit 0; a second one stops at once, exit 1 (as later); no KeyboardInterrupt traceback."""
     (tmp_path / "hook").mkdir()
     (tmp_path / "hook" / "sitecustomize.py").write_text(INTERRUPT_AT_CLI)
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "hook")}
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "hook"), "SIGNALS": str(signals), "SIG": sig}
+    graph = graph_file(tmp_path, HELLO)
     done = subprocess.run(
-        [sys.executable, "-m", "mgmt", "run", "--prefix", str(tmp_path / "p"), "empty"],
+        [sys.executable, "-m", "mgmt", "run", "--prefix", str(tmp_path / "p"), str(graph)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert (done.returncode, done.stderr) == (1, "")
+    assert not (tmp_path / "out").exists()  # nothing applied
+    assert "Traceback" not in done.stderr
+    if signals == 1:
+        assert done.returncode == 0, done.stderr
+        assert f"{sig}: stopping gracefully" in done.stderr
+        assert "stopped: 1 of 1 resources left undone" in done.stderr
+    else:
+        assert (done.returncode, done.stderr) == (1, "")
+
+
+def test_a_refused_entry_of_a_tree_does_not_stop_the_repair_of_the_rest(tmp_path: Path) -> None:
+    """examples/file-dir.yaml, its copy broken twice: index.html made a symlink (refused
+    without force) and css/ moved away. css/ is put back all the same; the resource fails,
+    naming the refused entry, and that failure is logged once."""
+    example = (ROOT / "examples/file-dir.yaml").read_text()
+    graph = graph_file(tmp_path, example.replace("/tmp/mgmt", "TMP"))
+    args = ["run", "--converged-timeout=0", "--tmp-prefix", "yaml", str(graph)]
+    code, out = run_mgmt(args)
+    assert code == 0, out
+    site = tmp_path / "site"
+    (site / "index.html").unlink()
+    (site / "index.html").symlink_to(tmp_path / "elsewhere")
+    (site / "css").rename(tmp_path / "css.away")
+    code, out = run_mgmt(args)
+    assert code == 1, out
+    assert (site / "css/style.css").read_text() == "h1 { color: teal; }\n", out
+    assert (site / "index.html").is_symlink()
+    refused = "file[site]: failed: index.html is a symlink, expected a file: set force: true"
+    assert sum(refused in line for line in out.splitlines()) == 1, out
+    assert "1 of 3 resources failed: file[site]" in out

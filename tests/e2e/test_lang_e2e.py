@@ -443,6 +443,17 @@ File["{out}/a"] -> File["{out}/b"]
     bad.write_text('$z = 0\ntest "t" { float64 => 42 / $z, }\n')
     code, log = run_mgmt(["check", "--graph", str(bad)])
     assert code == 2 and log.splitlines() == [f"{bad}:2:23: /: can't divide by zero"], log
+    # A function's run-time error has the call's position too; `mgmt run`: that line, exit 2.
+    missing = tmp_path / "readfile.mcl"
+    missing.write_text(f'import "os"\n$x = os.readfile("{tmp_path}/nonexistent")\n'
+                       f'file "{out}/x" {{ content => $x, }}\n')  # fmt: skip
+    code, log = run_mgmt(["check", "--graph", str(missing)])
+    assert code == 2, log
+    assert log.startswith(f"{missing}:2:6: os.readfile: cannot read {tmp_path}/nonexistent"), log
+    code, log = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", "lang", str(missing)])
+    assert code == 2, log
+    assert f"lang: {missing}:2:6: os.readfile: cannot read" in log
+    assert "produced no graph" not in log and not out.exists()
     # Local values (mgmt's http-server-ui-value.mcl reads them): those of a fresh host.
     local = tmp_path / "local.mcl"
     local.write_text(
