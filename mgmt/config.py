@@ -62,7 +62,10 @@ class Config:
     )
     converger_timeout: int = field(
         default=-1,
-        metadata=opt("mgmt's newer spelling: with --converged-exit, same as --converged-timeout"),
+        metadata=opt(
+            "mgmt's newer spelling: with --converged-exit, same as --converged-timeout",
+            metavar="N",
+        ),
     )
     converged_exit: bool = field(
         default=False, metadata=opt("exit when converged for --converger-timeout seconds")
