@@ -48,6 +48,50 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(main)
 
 
+# The MGMT_ variables read besides the flags' (MGMT_<FLAG>): where resources find the host's
+# files (tests and containers point them elsewhere), and the test suite's and benchmarks' own.
+# tests/mgmt/test_env.py keeps this list whole.
+OTHER_ENV = frozenset(
+    {
+        "MGMT_FSTAB",
+        "MGMT_HOSTNAME_FILE",
+        "MGMT_HOSTS_FILE",
+        "MGMT_JOURNAL_SOCKET",
+        "MGMT_MACHINE_INFO_FILE",
+        "MGMT_NETWORKD_DIR",
+        "MGMT_PROC_SYS",
+        "MGMT_SYSTEMD_UNIT_DIR",
+        "MGMT_BENCH_PROFILE",
+        "MGMT_BENCH_STAGES",
+        "MGMT_TEST_NS",
+    }
+)
+
+
+def warn_misspelled_env() -> None:
+    """One line per MGMT_ variable of the environment that mgmt does not read but that is close
+    to one it reads (`MGMT_CONVERGED_TIMOUT`): a typo would otherwise be ignored silently. Any
+    other MGMT_ name is left alone: a program may read it (`sys.getenv`)."""
+    given = [name for name in os.environ if name.startswith("MGMT_")]
+    if not given:
+        return  # the common case: no option to build, nothing imported
+    known = {"MGMT_" + f.name.upper() for f in option_fields()} | OTHER_ENV
+    unknown = sorted(name for name in given if name not in known)
+    if not unknown:
+        return
+    import difflib  # only for a name mgmt does not read (~2.5 ms)
+
+    names = sorted(known)
+    for name in unknown:
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
+        if close:
+            print(
+                f"mgmt: warning: {name} is not a variable mgmt reads (ignored): did you mean "
+                f"{close[0]}?",
+                file=sys.stderr,
+            )
+
+
 def _env_default(name: str, kind: Any, default: Any) -> Any:
     value = os.environ.get("MGMT_" + name.upper())
     if value is None:
@@ -202,6 +246,7 @@ def parse(argv: list[str]) -> Config:
     """argv (without the program name) -> Config; exits 2 on a usage error."""
     if not argv or argv[0] != "run":
         build_parser().parse_args(argv[:1])  # --help, --version, or a usage error (exit 2)
+    warn_misspelled_env()
     plain = _plain_run_args(argv[1:])
     if plain is None:
         args = build_run_parser().parse_intermixed_args(argv[1:])
@@ -246,6 +291,7 @@ def check(files: list[str]) -> int:
             file=sys.stderr,
         )
         return int(ExitCode.USAGE)
+    warn_misspelled_env()
     hostname = _env_default("hostname", "str", socket.gethostname())
     fallback = _env_default("puppet_fallback", "bool", False)
     max_size = _env_default("max_graph_size", "int", DEFAULT_MAX_GRAPH_SIZE)

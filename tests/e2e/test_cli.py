@@ -652,6 +652,37 @@ def test_bad_env_value_exits_2(tmp_path: Path) -> None:
     assert code == 2 and "MGMT_SEMA: expected a 64-bit integer, got 'many'" in out
 
 
+def test_misspelled_env_variable_is_named_with_the_nearest(tmp_path: Path) -> None:
+    """A typo of a flag's MGMT_<FLAG> is one warning line naming the variable it is close to
+    (the run goes on, without it); a name close to none is a program's own (sys.getenv)."""
+    graph = graph_file(tmp_path, HELLO)
+    env = {"MGMT_CONVERGED_TIMOUT": "5", "MGMT_DEMO_GREETING": "hi", "MGMT_NOOP": "1"}
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(graph)], env=env)
+    warnings = [line for line in out.splitlines() if "warning: MGMT_" in line]
+    assert code == 0 and warnings == [
+        "mgmt: warning: MGMT_CONVERGED_TIMOUT is not a variable mgmt reads (ignored): "
+        "did you mean MGMT_CONVERGED_TIMEOUT?"
+    ], out
+    assert not (tmp_path / "out").exists()  # MGMT_NOOP=1 was read: a known name is used
+    code, out = run_mgmt(["check", str(graph)], env={"MGMT_MAX_GRAPH_SIZ": "9"})
+    assert code == 0 and "MGMT_MAX_GRAPH_SIZ is not a variable mgmt reads" in out, out
+    assert "did you mean MGMT_MAX_GRAPH_SIZE?" in out
+
+
+def test_every_mgmt_variable_read_is_known() -> None:
+    """The MGMT_ names the code reads are flags' or cli.OTHER_ENV: none is taken for a typo."""
+    from mgmt.cli import OTHER_ENV
+    from mgmt.config import option_fields
+
+    known = {"MGMT_" + f.name.upper() for f in option_fields()} | OTHER_ENV
+    read = re.compile(r"""environ(?:\.get\(|\[|\.pop\()["'](MGMT_[A-Z0-9_]+)["']""")
+    found: set[str] = set()
+    for top in ("mgmt", "engine", "resources", "bench", "tests"):
+        for path in (ROOT / top).rglob("*.py"):
+            found.update(read.findall(path.read_text()))
+    assert "MGMT_PROC_SYS" in found and found <= known, sorted(found - known)
+
+
 async def test_sighup_without_a_graph_file_is_harmless(tmp_path: Path) -> None:
     async with Daemon(["run", "--tmp-prefix", "empty"]) as daemon:
         await daemon.wait_log("converged")
