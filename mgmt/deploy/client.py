@@ -5,8 +5,9 @@ running deploys listens on `<prefix>/deploy.sock` (`server`), this process impor
 nothing (no asyncio, argparse, grpc or language): it reads the program's files, sends them,
 signs the record the agent makes with the operator's key (in-process for an unencrypted
 Ed25519 key, by OpenSSL through ctypes; `ssh-keygen -Y sign` otherwise: the same SSHSIG
-bytes) and prints what the agent says. The agent checks the program as `mgmt check` does and
-stores it with the transaction of the direct path (parent check, `--force`, `--keep`).
+bytes) and prints what the agent says. The agent checks the program as `mgmt check` does,
+refuses a record it would not run itself (its trusted keys), and stores it with the
+transaction of the direct path (parent check, `--force`, `--keep`).
 
 `main` returns None (the caller runs the direct path, `mgmt.deploy.cli`, unchanged) when:
 the command is not a push of `yaml FILE`/`lang FILE|DIR/` with the flags below (`--list`,

@@ -12,7 +12,10 @@ spend 300 ms of CPU getting. For each connection it:
    same lines, its paths the operator's, exit 2, nothing stored;
 3. pushes it with the direct path's transaction (`store.push`: parent check, `--force`,
    `--keep`), with its own etcd connection; the record it makes for each parent is sent to
-   the caller, who signs it with the operator's key and sends the signature back.
+   the caller, who signs it with the operator's key and sends the signature back. A record
+   this host would refuse to run (`source.signed_for`: a key not in its --trusted-keys, or
+   unsigned without --allow-unsigned-deploys) is refused, exit 1, before it is stored: every
+   host is given the same trusted keys, so the others would refuse it too.
 
 The agent never signs: every host still verifies the operator's signature against its own
 trusted keys. Whatever it cannot answer as the direct path would (a file it cannot see, a
@@ -44,6 +47,7 @@ from mgmt.deploy.store import KEEP, Record, head, new_record, push
 
 if TYPE_CHECKING:
     from mgmt.cluster.client import EtcdClient
+    from mgmt.deploy.source import Policy
 
 log = logging.getLogger("deploy")
 
@@ -67,11 +71,13 @@ class Refused(Exception):
 class DeployServer:
     """`<prefix>/deploy.sock` of an agent running deploys; `start`, then `aclose`."""
 
-    def __init__(self, prefix: Path, client: EtcdClient, max_graph_size: int) -> None:
+    def __init__(self, prefix: Path, client: EtcdClient, policy: Policy, hostname: str) -> None:
         self.path = prefix / SOCKET
         self.work = prefix / "deploy"
         self.client = client
-        self.max_graph_size = max_graph_size
+        self.policy = policy  # this host's: what it would run
+        self.hostname = hostname
+        self.max_graph_size = policy.max_graph_size
         self.pushed = 0  # deploys stored through the socket (tests read it in the log)
         self._server: asyncio.AbstractServer | None = None
         self._lock = asyncio.Lock()  # one push at a time: each is a few ms of the agent's
@@ -151,14 +157,15 @@ class DeployServer:
 
             async def make(deploy_id: int, parent: int) -> Record:
                 rec = replace(new_record(bundle, deploy_id, parent), key=key)
-                if not key:
-                    return rec
-                await _send(writer, {"sign": b64encode(rec.payload())})
-                async with asyncio.timeout(SIGN_WAIT):
-                    answer = await _receive(reader)
-                if not isinstance(answer.get("signature"), str):
-                    raise EOFError("the caller did not sign")
-                return replace(rec, signature=answer["signature"])
+                if key:
+                    await _send(writer, {"sign": b64encode(rec.payload())})
+                    async with asyncio.timeout(SIGN_WAIT):
+                        answer = await _receive(reader)
+                    if not isinstance(answer.get("signature"), str):
+                        raise EOFError("the caller did not sign")
+                    rec = replace(rec, signature=answer["signature"])
+                await asyncio.to_thread(self._would_run, rec)
+                return rec
 
             known = await newest
             rec = await push(self.client, bundle, make, force=force, keep=keep, known=known)
@@ -181,6 +188,23 @@ class DeployServer:
             (loop.time() - checked) * 1000,
         )
         return {"done": f"deploy {rec.id}: {rec.frontend} {rec.entry}, {rec.hash[:12]}"}
+
+    def _would_run(self, rec: Record) -> None:
+        """Refused (exit 1) unless this host would run `rec` (blocking: reads its trusted
+        keys; for a key other than Ed25519, `ssh-keygen`)."""
+        from mgmt.deploy.source import signed_for
+
+        try:
+            signed_for(rec, self.policy)
+        except DeployError as err:
+            raise Refused(
+                [
+                    f"deploy {rec.id} refused, nothing stored: this host ({self.hostname}) would "
+                    f"not run it: {err} (hosts share their trusted keys: the others would "
+                    "not either; --direct stores it anyway)"
+                ],
+                1,
+            ) from None
 
     async def _ours(self, seeds: str) -> bool:
         """Whether any of `seeds` is a client URL of this agent's cluster."""

@@ -103,21 +103,10 @@ def verify(rec: Record, data: bytes, policy: Policy) -> tuple[Bundle, str]:
     """The bundle of `rec` if its blob and signature are good for this host, and why it runs
     unverified (`--allow-unsigned-deploys`: "unsigned" or "no --trusted-keys"; "" when it was
     verified); else DeployError (blocking: reads the trusted keys)."""
-    unverified = ""
     if hashlib.sha256(data).hexdigest() != rec.hash:
         raise DeployError(f"its blob does not match its hash {rec.hash[:12]}")
-    if rec.signature and policy.trusted_keys is not None:
-        _, key = signing.verify(rec.payload(), rec.signature, policy.trusted_keys, rec.key)
-        if key != rec.key:
-            raise DeployError(f"its record names the key {rec.key}, it was signed by {key}")
-    elif not policy.allow_unsigned:
-        if rec.signature:
-            raise DeployError("signed, but this host has no --trusted-keys to verify it")
-        raise DeployError(
-            "unsigned (hosts run unsigned deploys only with --allow-unsigned-deploys)"
-        )
-    else:
-        unverified = UNSIGNED if not rec.signature else "no --trusted-keys"
+    unverified = signed_for(rec, policy)
+    if unverified:
         log.warning(
             "deploy %d is NOT VERIFIED (%s): running it because of --allow-unsigned-deploys "
             "(development only: whoever can write the cluster can make this host run anything)",
@@ -128,6 +117,25 @@ def verify(rec: Record, data: bytes, policy: Policy) -> tuple[Bundle, str]:
     if (bundle.frontend, bundle.entry) != (rec.frontend, rec.entry):
         raise DeployError("its record and its bundle disagree on the program")
     return bundle, unverified
+
+
+def signed_for(rec: Record, policy: Policy) -> str:
+    """Why this host would run `rec` unverified ("unsigned" or "no --trusted-keys", with
+    --allow-unsigned-deploys), "" if its signature is by a key it trusts; DeployError if it
+    would refuse it (blocking: reads the trusted keys). `verify` asks it of every deploy, the
+    deploy socket of a record before it is stored."""
+    if rec.signature and policy.trusted_keys is not None:
+        _, key = signing.verify(rec.payload(), rec.signature, policy.trusted_keys, rec.key)
+        if key != rec.key:
+            raise DeployError(f"its record names the key {rec.key}, it was signed by {key}")
+        return ""
+    if not policy.allow_unsigned:
+        if rec.signature:
+            raise DeployError("signed, but this host has no --trusted-keys to verify it")
+        raise DeployError(
+            "unsigned (hosts run unsigned deploys only with --allow-unsigned-deploys)"
+        )
+    return UNSIGNED if not rec.signature else "no --trusted-keys"
 
 
 class DeploySource:
@@ -254,7 +262,7 @@ class DeploySource:
         """`mgmt deploy` pushes through this agent (`<prefix>/deploy.sock`) from now on."""
         from mgmt.deploy.server import DeployServer
 
-        server = DeployServer(self.prefix, client, self.policy.max_graph_size)
+        server = DeployServer(self.prefix, client, self.policy, self.hostname)
         try:
             await server.start()
         except OSError as err:  # `mgmt deploy` pushes itself, as without an agent

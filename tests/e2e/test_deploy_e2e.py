@@ -17,6 +17,7 @@ import pytest
 from mgmt.deploy import DeployError
 from mgmt.deploy.status import STATUS, host_statuses
 from mgmt.deploy.store import Record
+from mgmt.listing import NAMED
 from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
 from tests.e2e.test_cluster_e2e import Host, client_of, fleet
 from tests.mgmt.cluster.certs import CA
@@ -155,8 +156,9 @@ async def test_deploy_swap_refusal_rollback_and_catch_up_on_three_hosts(tmp_path
             await host.daemon.wait_log("ms after this host saw it)")
             await host.daemon.wait_log("graph swap: 1 kept, 1 stopped, 1 started")
             assert os.stat(out / f"{host.name}.keep").st_ino == kept[host.name]
-        # 3: signed by a key no host trusts: refused everywhere, v2 keeps running.
-        await push(h1, mallory, program(src, out, "evil"))
+        # 3: signed by a key no host trusts: refused everywhere, v2 keeps running (--direct:
+        # through h1's agent it is refused before it is stored, test_deploy_thin_e2e).
+        await push(h1, mallory, program(src, out, "evil"), "--direct")
         for host in hosts:
             assert host.daemon is not None
             await host.daemon.wait_log("refused deploy 3: not signed by a key in")
@@ -257,6 +259,26 @@ async def test_a_bad_program_or_flag_is_refused_before_the_cluster_is_asked(
         run_mgmt, ["run", "--tmp-prefix", "--deploy", "--allow-unsigned-deploys", str(bad)]
     )
     assert code == 2 and f"{bad}:2:" in text and "etcd" not in text, text
+
+
+async def test_a_deploys_problems_are_one_capped_list(tmp_path: Path) -> None:
+    """A program and the module it imports, 25 problems each: `mgmt deploy` lists them as
+    `mgmt check` does, one list capped once (NAMED lines, then `and N more`, last)."""
+    (port,) = free_ports(1)
+    seeds = ["--insecure-cluster", "--seeds", f"http://127.0.0.1:{port}"]
+    bad = '$x{} = 1 + "a"\n'
+    (tmp_path / "mod.mcl").write_text("".join(bad.format(i) for i in range(25)))
+    main = tmp_path / "main.mcl"
+    main.write_text('import "mod.mcl"\n' + "".join(bad.format(i) for i in range(25)))
+    code, text = await asyncio.to_thread(
+        run_mgmt, ["deploy", *seeds, "--unsigned", "lang", str(main)]
+    )
+    lines = text.splitlines()
+    assert code == 2 and len(lines) == NAMED + 1, text
+    assert [n for n, line in enumerate(lines) if "more problems" in line] == [NAMED], text
+    assert lines[-1] == f"mgmt: and {50 - NAMED} more problems (nothing deployed)", text
+    code, checked = await asyncio.to_thread(run_mgmt, ["check", str(main)])
+    assert code == 2 and checked.splitlines() == [*lines[:-1], f"and {50 - NAMED} more problems"]
 
 
 async def test_a_member_of_another_ca_is_one_line(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from mgmt.deploy.store import newest_id
 from tests.e2e.helpers import ROOT, run_mgmt, wait_path
 from tests.e2e.test_cluster_e2e import client_of, fleet
 from tests.e2e.test_deploy_e2e import DeployHost, all_have, deploy, program, push
-from tests.mgmt.deploy.keys import make_key, trusted_file
+from tests.mgmt.deploy.keys import Key, make_key, trusted_file
 
 PUSHED = "pushed through the deploy socket"
 
@@ -121,6 +121,33 @@ async def same_bundle_both_ways(host: DeployHost, key: Path, prog: Path) -> None
         assert hashes[0] == hashes[1], hashes
 
 
+async def without_an_agent(
+    hosts: list[DeployHost], alone: Path, src: Path, args: list[str]
+) -> None:
+    """`mgmt deploy` with a prefix holding a copy of the first host's credentials and no
+    agent: the direct path stores it, deploy 5."""
+    shutil.copytree(hosts[0].prefix / "cluster-tls", alone / "cluster-tls")
+    code, text = await asyncio.to_thread(
+        run_mgmt, ["deploy", "--seeds", hosts[0].url, "--prefix", str(alone), *args]
+    )
+    assert code == 0 and "deploy 5: lang main.mcl" in text and "agent" not in text, text
+
+
+async def refused_before_stored(host: DeployHost, untrusted: Key, src: Path) -> None:
+    """A push the hosts would refuse (a key not in their trusted keys; unsigned, which they do
+    not allow): the agent refuses it before it is stored, exit 1; --direct stores it (nothing
+    asks a host first), and the hosts refuse it."""
+    before = await newest(host)
+    for how in (["--sign-key", str(untrusted.private)], ["--unsigned"]):
+        code, text = await deploy(host, *how, "lang", f"{src}/")
+        assert code == 1 and f"this host ({host.name}) would not run it" in text, text
+        assert ("not signed by a key in" if len(how) == 2 else "unsigned (hosts run") in text
+        assert "refused, nothing stored" in text and await newest(host) == before, text
+    args = ["--direct", "--sign-key", str(untrusted.private), "lang", f"{src}/"]
+    code, text = await deploy(host, *args)
+    assert code == 0 and await newest(host) == before + 1, text
+
+
 @pytest.mark.slow
 async def test_a_push_through_the_local_agent_is_checked_signed_and_stored_as_directly(
     tmp_path: Path,
@@ -175,13 +202,7 @@ async def test_a_push_through_the_local_agent_is_checked_signed_and_stored_as_di
         await all_have(out, hosts, "v4")
         assert await pushed_here(h2, 1) == 1
         # 4: no agent in the prefix (a copy of h1's credentials alone): the direct path.
-        alone = tmp_path / "alone"
-        shutil.copytree(h1.prefix / "cluster-tls", alone / "cluster-tls")
-        program(src, out, "v5")
-        code, text = await asyncio.to_thread(
-            run_mgmt, ["deploy", "--seeds", h1.url, "--prefix", str(alone), *args]
-        )
-        assert code == 0 and "deploy 5: lang main.mcl" in text and "agent" not in text, text
+        await without_an_agent(hosts, tmp_path / "alone", program(src, out, "v5"), args)
         await all_have(out, hosts, "v5")
         assert await pushed_here(h1, 1) == 1 and await pushed_here(h2, 1) == 1
         # 5: `lang FILE.mcl` with a module, files/ and files its imports do not read: the
@@ -195,6 +216,8 @@ async def test_a_push_through_the_local_agent_is_checked_signed_and_stored_as_di
         program(src, out, "v7")
         await through_the_launcher(h1, args)
         await all_have(out, hosts, "v7")
+        # 8: a deploy the hosts would refuse: refused before it is stored.
+        await refused_before_stored(h1, make_key(keys, "bob"), src)
 
 
 @pytest.mark.slow
