@@ -4,6 +4,7 @@
   content-addressed blob;
 - `sign`: SSH signatures (`ssh-keygen -Y sign/verify`, namespace `mgmt-deploy`);
 - `store`: the etcd keys under `/_mgmt/deploy/` and the one transaction that appends a deploy;
+- `policy`: which deploys a host runs (its trusted keys), asked by `source` and `server`;
 - `source`: what an agent runs (`mgmt run empty`): the newest deploy, verified, swapped in live;
 - `status`: each host's deploy and convergence (`/_mgmt/deploy-status/<host>`);
 - `sshkey`: SSH keys and signatures in-process (fingerprints, Ed25519 signing);

@@ -13,7 +13,7 @@ spend 300 ms of CPU getting. For each connection it:
 3. pushes it with the direct path's transaction (`store.push`: parent check, `--force`,
    `--keep`), with its own etcd connection; the record it makes for each parent is sent to
    the caller, who signs it with the operator's key and sends the signature back. A record
-   this host would refuse to run (`source.signed_for`: a key not in its --trusted-keys, or
+   this host would refuse to run (`policy.signed_for`: a key not in its --trusted-keys, or
    unsigned without --allow-unsigned-deploys) is refused, exit 1, before it is stored: every
    host is given the same trusted keys, so the others would refuse it too.
 
@@ -43,11 +43,11 @@ from engine.tasks import TaskSet
 from mgmt.deploy import DeployError
 from mgmt.deploy.bundle import LANG_ENTRY, Bundle, read_checked
 from mgmt.deploy.client import MAX_MESSAGE, SOCKET, b64decode, b64encode, dumps, loads
+from mgmt.deploy.policy import Policy, signed_for
 from mgmt.deploy.store import KEEP, Record, head, new_record, push
 
 if TYPE_CHECKING:
     from mgmt.cluster.client import EtcdClient
-    from mgmt.deploy.source import Policy
 
 log = logging.getLogger("deploy")
 
@@ -192,11 +192,10 @@ class DeployServer:
     def _would_run(self, rec: Record) -> None:
         """Refused (exit 1) unless this host would run `rec` (blocking: reads its trusted
         keys; for a key other than Ed25519, `ssh-keygen`)."""
-        from mgmt.deploy.source import signed_for
-
         try:
             signed_for(rec, self.policy)
         except DeployError as err:
+            log.info("deploy socket: deploy %d refused before it was stored: %s", rec.id, err)
             raise Refused(
                 [
                     f"deploy {rec.id} refused, nothing stored: this host ({self.hostname}) would "

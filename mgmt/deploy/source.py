@@ -44,10 +44,10 @@ from engine.tasks import TaskSet
 from mgmt.deploy import DeployError
 from mgmt.deploy import sign as signing
 from mgmt.deploy.bundle import Bundle
+from mgmt.deploy.policy import Policy, signed_for
 from mgmt.deploy.status import (
     HOSTS,
     STATUS,
-    UNSIGNED,
     HostStatus,
     host_statuses,
     status_key,
@@ -81,16 +81,6 @@ HOLD = 1.0  # seconds a switch's bookkeeping waits at most for its graph to be a
 
 
 @dataclass
-class Policy:
-    """What this host accepts and when it switches (from the Config)."""
-
-    trusted_keys: Path | None
-    allow_unsigned: bool
-    together: bool
-    max_graph_size: int
-
-
-@dataclass
 class Prepared:
     record: Record
     data: bytes  # the blob
@@ -117,25 +107,6 @@ def verify(rec: Record, data: bytes, policy: Policy) -> tuple[Bundle, str]:
     if (bundle.frontend, bundle.entry) != (rec.frontend, rec.entry):
         raise DeployError("its record and its bundle disagree on the program")
     return bundle, unverified
-
-
-def signed_for(rec: Record, policy: Policy) -> str:
-    """Why this host would run `rec` unverified ("unsigned" or "no --trusted-keys", with
-    --allow-unsigned-deploys), "" if its signature is by a key it trusts; DeployError if it
-    would refuse it (blocking: reads the trusted keys). `verify` asks it of every deploy, the
-    deploy socket of a record before it is stored."""
-    if rec.signature and policy.trusted_keys is not None:
-        _, key = signing.verify(rec.payload(), rec.signature, policy.trusted_keys, rec.key)
-        if key != rec.key:
-            raise DeployError(f"its record names the key {rec.key}, it was signed by {key}")
-        return ""
-    if not policy.allow_unsigned:
-        if rec.signature:
-            raise DeployError("signed, but this host has no --trusted-keys to verify it")
-        raise DeployError(
-            "unsigned (hosts run unsigned deploys only with --allow-unsigned-deploys)"
-        )
-    return UNSIGNED if not rec.signature else "no --trusted-keys"
 
 
 class DeploySource:
