@@ -19,6 +19,7 @@ import pytest
 
 from mgmt.deploy import client as thin
 from mgmt.deploy.store import newest_id
+from mgmt.listing import NAMED
 from tests.e2e.helpers import ROOT, run_mgmt, wait_path
 from tests.e2e.test_cluster_e2e import client_of, fleet
 from tests.e2e.test_deploy_e2e import DeployHost, all_have, deploy, program, push
@@ -121,6 +122,27 @@ async def same_bundle_both_ways(host: DeployHost, key: Path, prog: Path) -> None
         assert hashes[0] == hashes[1], hashes
 
 
+async def bad_programs_refused_as_directly(host: DeployHost, src: Path, args: list[str]) -> None:
+    """Bad programs, pushed through the agent: refused with the lines the direct path prints
+    (the operator's paths), exit 2, nothing stored; one problem, then a program and the module
+    it imports with 25 each: one list capped once (NAMED lines, then `and N more`, last)."""
+    bad = '$x{} = 1 + "a"\n'
+    many = "".join(bad.format(i) for i in range(25))
+    (src / "mod.mcl").write_text(many)
+    for main, lines, first in (
+        ('file "/tmp/x" {\n\tcontent => 42,\n}\n', 1, "main.mcl:2:"),
+        ('import "mod.mcl"\n' + many, NAMED + 1, "mod.mcl:1:"),
+    ):
+        (src / "main.mcl").write_text(main)
+        code, text = await deploy(host, *args)
+        direct = await deploy(host, "--direct", *args)
+        assert (code, text) == direct and code == 2, (text, direct)
+        assert text.count("\n") == lines and f"{src}/{first}" in text, text
+        assert text.endswith("(nothing deployed)\n") and text.count("more problems") == lines // 21
+        assert await newest(host) == 1
+    (src / "mod.mcl").unlink()
+
+
 async def without_an_agent(
     hosts: list[DeployHost], alone: Path, src: Path, args: list[str]
 ) -> None:
@@ -169,15 +191,9 @@ async def test_a_push_through_the_local_agent_is_checked_signed_and_stored_as_di
         assert "deploy 1: lang main.mcl, " in said, said
         await all_have(out, hosts, "v1")
         assert await pushed_here(h1, 1) == 1
-        # 2: a bad program: refused by the agent with the lines the direct path prints
-        # (the operator's paths), exit 2, nothing stored.
-        (src / "main.mcl").write_text('file "/tmp/x" {\n\tcontent => 42,\n}\n')
+        # 2: a bad program: refused by the agent with the lines the direct path prints.
         args = ["--sign-key", str(alice.private), "lang", f"{src}/"]
-        code, text = await deploy(h1, *args)
-        direct = await deploy(h1, "--direct", *args)
-        assert (code, text) == direct and code == 2, (text, direct)
-        assert text.count("\n") == 1 and f"{src}/main.mcl:2:" in text, text
-        assert await newest(h1) == 1
+        await bad_programs_refused_as_directly(h1, src, args)
         # 3: a race: another deploy is stored while the agent waits for the caller (an
         # unsigned push, in the raw protocol): refused, its parent is no longer the newest.
         program(src, out, "v3")
