@@ -80,6 +80,10 @@ SETTLE_WAIT = 2.0  # seconds attach_world waits for the first look at the cluste
 HOLD = 1.0  # seconds a switch's bookkeeping waits at most for its graph to be applied, settled
 
 
+class Unrunnable(DeployError):
+    """A deploy this host would refuse (`policy.signed_for`), made here: not stored."""
+
+
 @dataclass
 class Prepared:
     record: Record
@@ -358,9 +362,22 @@ class DeploySource:
     async def _push_seed(self) -> None:
         assert self._client is not None and self._seed is not None
         seed, key = self._seed, self._sign_key
+
+        async def checked(deploy_id: int, parent: int) -> Record:
+            rec = await make(deploy_id, parent)
+            try:  # as the deploy socket does: never store what this host would refuse
+                await asyncio.to_thread(signed_for, rec, self.policy)
+            except DeployError as err:
+                raise Unrunnable(str(err)) from None
+            return rec
+
         try:
             make = await asyncio.to_thread(record_maker, seed, key)
-            rec = await push(self._client, seed, make)
+            rec = await push(self._client, seed, checked)
+        except Unrunnable as err:
+            log.error(
+                "not seeding the cluster with this program: this host would not run it: %s", err
+            )
         except DeployError as err:
             log.info("not seeding the cluster with this program: %s", err)
         else:

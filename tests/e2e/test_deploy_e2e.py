@@ -16,7 +16,7 @@ import pytest
 
 from mgmt.deploy import DeployError
 from mgmt.deploy.status import STATUS, host_statuses
-from mgmt.deploy.store import Record
+from mgmt.deploy.store import Record, newest_id
 from mgmt.listing import NAMED
 from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
 from tests.e2e.test_cluster_e2e import Host, client_of, fleet
@@ -226,6 +226,28 @@ async def test_run_deploy_seeds_the_cluster_and_together_waits_for_every_host(
         trusts_mallory.write_text(alice.allowed() + mallory.allowed())
         await push(h1, alice, program(src, out, "v3"))
         await all_have(out, [h1, h2], "v3")
+
+
+async def test_run_deploy_does_not_seed_what_this_host_would_refuse(tmp_path: Path) -> None:
+    """`run --deploy --sign-key KEY` with KEY not in the host's own trusted keys: nothing is
+    stored (the host would refuse it at once), one error line says why."""
+    keys = tmp_path / "keys"
+    alice, mallory = make_key(keys, "alice"), make_key(keys, "mallory")
+    out, src = tmp_path / "out", tmp_path / "src"
+    out.mkdir()
+    tail = ["--deploy", "--sign-key", str(mallory.private), "lang", str(program(src, out, "v1"))]
+    h1 = DeployHost(
+        "h1", tmp_path, extra_args=["--trusted-keys", str(trusted_file(keys, alice))], tail=tail
+    )
+    async with fleet([h1]):  # type: ignore[list-item]
+        daemon = await h1.start()
+        await daemon.wait_log(
+            "not seeding the cluster with this program: this host would not run it: not "
+            "signed by a key in"
+        )
+        async with client_of(h1) as client:
+            assert await newest_id(client) == 0
+        assert not (out / "h1.ver").exists()
 
 
 async def test_a_bad_program_or_flag_is_refused_before_the_cluster_is_asked(
