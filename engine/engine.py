@@ -246,8 +246,15 @@ class Vertex:
     @property
     def would_change(self) -> bool:
         """Its last check_apply, in noop mode (--noop or its meta), found a change it did not
-        make: not left undone, nor in the desired state."""
-        return self.changed_last and not self.state_ok and self.ts > 0 and not self.failed
+        make: not left undone, nor in the desired state. Never so outside noop mode: there a
+        change found is made (an event since, its own or not, leaves it to be checked)."""
+        return (
+            self.changed_last
+            and (self.engine.noop or self.res.meta.noop)
+            and not self.state_ok
+            and self.ts > 0
+            and not self.failed
+        )
 
     @property
     def failed(self) -> bool:

@@ -107,6 +107,52 @@ def test_noop_reports_and_changes_nothing(tmp_path: Path) -> None:
     assert "converged: all" not in out and "left undone" not in out
 
 
+REPAIRS = {  # what differs on disk -> the line that repairs it
+    "mode": "mode 0644 -> 0600",
+    "owner": "owner nobody -> root",
+    "content": "content updated",
+}
+
+
+@pytest.mark.parametrize("differs", sorted(REPAIRS))
+def test_a_repair_converges_true_without_checking_its_own_events(
+    tmp_path: Path, differs: str
+) -> None:
+    """A repair's own chmod, chown or write is seen by the file's watch: that event must not
+    make it look unconverged (the summary named it "would change (noop)" outside noop mode),
+    nor check it a second time (engine/watcher.py, settle() after the check's own changes)."""
+    path = tmp_path / "a"
+    path.write_text("a\n" if differs != "content" else "old\n")
+    path.chmod(0o644 if differs == "mode" else 0o600)
+    if differs == "owner":
+        if os.geteuid() != 0:
+            pytest.skip("needs root (chown)")
+        os.chown(path, 65534, -1)
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: repair
+        resources:
+          file:
+            - name: a
+              path: TMP/a
+              content: "a\\n"
+              mode: "600"
+        """
+        + ("      owner: root\n" if differs == "owner" else ""),
+    )
+    args = ["run", "--tmp-prefix", "--converged-timeout=0", "--verbose", "yaml", str(graph)]
+    code, out = run_mgmt(args)
+    assert code == 0, out
+    assert f"file[a]: {REPAIRS[differs]}" in out
+    assert "converged: all 1 resources in the desired state" in out, out
+    assert "would change" not in out and "converged again" not in out
+    assert out.count("file[a]: check_apply(") == 1, out
+    st = path.stat()
+    assert (path.read_text(), st.st_mode & 0o777) == ("a\n", 0o600)
+    assert differs != "owner" or st.st_uid == 0
+
+
 def test_bad_input_exits_2_before_applying_anything(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
