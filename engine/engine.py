@@ -389,6 +389,7 @@ class Vertex:
             self._set_status(Status.STOPPING)
         if self.work is not None:  # a check_apply whose work has not begun never begins it
             self.work.stop()
+        self.handle.request_stop()  # work in progress that can end early does (exec: `sig`)
         self._stop_listening()
         if self._watch_task is not None:
             self._watch_task.cancel()

@@ -333,7 +333,8 @@ def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
 
 
 def test_max_runtime_bounds_a_run_whose_command_never_ends(tmp_path: Path) -> None:
-    """The flag is a bound: a command still running gets a grace, then it is cancelled."""
+    """The flag is a bound: a command still running after its `sig` (here one that does not
+    end it) gets a grace, then it is cancelled."""
     graph = graph_file(
         tmp_path,
         """
@@ -342,6 +343,7 @@ def test_max_runtime_bounds_a_run_whose_command_never_ends(tmp_path: Path) -> No
           exec:
             - name: stuck
               cmd: /bin/sleep 600
+              sig: SIGCONT
         """,
     )
     code, out = run_mgmt(["run", "--max-runtime=1", "--tmp-prefix", str(graph)], timeout=40)
@@ -538,15 +540,16 @@ async def test_a_stop_signal_is_graceful_and_a_second_one_forces(
             - name: slow
               shell: /bin/sh
               cmd: "echo $$ > TMP/pid; exec sleep 30"
+              sig: SIGCONT
         """,
     )
     async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
         await wait_path(tmp_path / "pid", lambda p: p.exists() and p.read_text().strip() != "")
         pid = int((tmp_path / "pid").read_text())
         daemon.signal(sig)
-        await daemon.wait_log("stopping gracefully")
+        await daemon.wait_log("exec[slow]: cmd: stopping: sent SIGCONT")
         assert daemon.proc is not None
-        with pytest.raises(TimeoutError):  # still waiting for the running command
+        with pytest.raises(TimeoutError):  # still waiting for the command its sig left running
             async with asyncio.timeout(0.5):
                 await asyncio.shield(daemon.proc.wait())
         daemon.signal(sig)
