@@ -314,6 +314,26 @@ def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:
     assert "exec[quick]" not in out.split("not settled:")[1].splitlines()[0]
 
 
+@pytest.mark.parametrize("converged", [[], ["--converged-timeout=5"]], ids=["alone", "cron"])
+def test_max_runtime_names_what_did_not_converge(tmp_path: Path, converged: list[str]) -> None:
+    """--max-runtime alone, too: exit 1, naming the resources not settled and why (the
+    command is sent its sig: a graceful stop)."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: never
+        resources:
+          exec:
+            - name: slow
+              cmd: sleep 30
+        """,
+    )
+    code, out = run_mgmt(["run", *converged, "--max-runtime=1", "--tmp-prefix", "yaml", str(graph)])
+    assert code == 1, out
+    assert "did not converge: not settled: exec[slow] (running)" in out
+    assert "exec[slow]: cmd: stopping: sent SIGTERM" in out
+
+
 def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
