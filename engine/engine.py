@@ -651,9 +651,10 @@ class Vertex:
         self.engine.retries[self.key] = count
         previous, self.error = self.error, err
         if meta.retry == -1 or count <= meta.retry:
-            if self.outcome is not Status.RETRYING:
-                left = "forever" if meta.retry == -1 else f"{meta.retry - count + 1} left"
-                self.handle.logger.warning("failed, retrying (%s): %s", left, err)
+            # Each failed attempt, one line (as mgmt logs each retry): its error, what is left.
+            left = "forever" if meta.retry == -1 else f"{meta.retry - count + 1} left"
+            delay = meta.delay / 1000
+            self.handle.logger.warning("failed, retrying in %gs (%s): %s", delay, left, err)
             self._set_outcome(Status.RETRYING)
             return meta.delay / 1000
         if self.outcome is Status.FAILED and str(previous) == str(err):

@@ -334,6 +334,58 @@ def test_max_runtime_names_what_did_not_converge(tmp_path: Path, converged: list
     assert "exec[slow]: cmd: stopping: sent SIGTERM" in out
 
 
+def test_each_failed_attempt_logs_its_error_and_what_is_left(tmp_path: Path) -> None:
+    """As mgmt logs each retry: one line per failed attempt, with its error (attempts 2 and 3
+    were silent, even with --verbose)."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: retry
+        resources:
+          exec:
+            - name: f
+              cmd: /bin/false
+              meta: {retry: 3, delay: 10}
+        """,
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
+    assert code == 1, out
+    error = "cmd exited with code 1; no stderr"
+    lines = [line.split(": ", 1)[1] for line in out.splitlines() if "exec[f]: " in line]
+    assert lines == [
+        "exec[f]: running: /bin/false",
+        f"exec[f]: failed, retrying in 0.01s (3 left): {error}",
+        "exec[f]: running: /bin/false",
+        f"exec[f]: failed, retrying in 0.01s (2 left): {error}",
+        "exec[f]: running: /bin/false",
+        f"exec[f]: failed, retrying in 0.01s (1 left): {error}",
+        "exec[f]: running: /bin/false",
+        f"exec[f]: failed: {error}",
+    ], out
+
+
+def test_retrying_forever_logs_one_line_per_attempt(tmp_path: Path) -> None:
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: retry
+        resources:
+          exec:
+            - name: f
+              cmd: /bin/false
+              meta: {retry: -1, delay: 20}
+        """,
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--max-runtime=1", "yaml", str(graph)])
+    assert code == 1, out
+    runs = out.count("exec[f]: running: /bin/false")
+    retries = out.count("exec[f]: failed, retrying in 0.02s (forever): cmd exited with code 1")
+    assert runs > 1 and retries in (runs - 1, runs), out
+    known = ("running: /bin/false", "failed, retrying in", "cmd: stopping:", "cmd stopped (")
+    others = [line for line in out.splitlines() if "exec[f]: " in line]
+    assert not [line for line in others if not any(k in line for k in known)], out
+
+
 def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
