@@ -17,7 +17,8 @@ DIR`), each configuration alternately with this tree's, and prints both.
 Each line also says how often the agent's threads went to sleep per repair (`switches`: the
 voluntary context switches of all its threads, /proc/PID/task/*/status, over the line's drifts):
 a count the machine's load does not move, unlike the times; each is a wake-up that waits for a
-core when both are busy.
+core when both are busy. `cpu` is the CPU time of all its threads per repair
+(/proc/PID/task/*/schedstat), which the load moves less than the times.
 
 The busy loops always run at nice 0. `--observer-nice M` runs this process (the clock, the
 drift and the inotify observer) at nice M, so that its own wait for a core is not counted as
@@ -60,6 +61,15 @@ def switches(pid: int) -> int:
             for line in (task / "status").read_text().splitlines():
                 if line.startswith("voluntary_ctxt_switches:"):
                     total += int(line.split()[1])
+    return total
+
+
+def cpu_ns(pid: int) -> int:
+    """The CPU time (ns) of every thread of process pid so far."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            total += int((task / "schedstat").read_text().split()[0])
     return total
 
 
@@ -162,16 +172,18 @@ async def main() -> None:
     samples: dict[tuple[str, str], list[float]] = {}
     loads: dict[str, list[float]] = {}
     slept: dict[tuple[str, str], list[int]] = {}  # voluntary context switches per line
+    spent: dict[tuple[str, str], list[int]] = {}  # the agent's CPU ns per line
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-drift-"))
     try:
         for _ in range(args.rounds):
             for name, busy, nice, tree in configs:  # interleaved: the machine's load moves
                 async with busy_loops(busy, unnice), agent(work, nice, unnice, tree) as (path, pid):
                     for drift in DRIFTS:
-                        before = switches(pid)
+                        before, cpu = switches(pid), cpu_ns(pid)
                         got = await measure(path, args.count, drift, args.pause / 1000)
                         samples.setdefault((name, drift), []).extend(got)
                         slept.setdefault((name, drift), []).append(switches(pid) - before)
+                        spent.setdefault((name, drift), []).append(cpu_ns(pid) - cpu)
                     loads.setdefault(name, []).append(os.getloadavg()[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -186,7 +198,11 @@ async def main() -> None:
         for drift in DRIFTS:
             figures = fmt_ms(percentiles(samples[(name, drift)]))
             per = sum(slept[(name, drift)]) / len(samples[(name, drift)])
-            print(f"  {name:21s} {drift:9s} {figures}  switches {per:.1f}  (load {load})")
+            cpu = sum(spent[(name, drift)]) / len(samples[(name, drift)]) / 1000
+            print(
+                f"  {name:21s} {drift:9s} {figures}  switches {per:.1f}  cpu {cpu:.0f}us"
+                f"  (load {load})"
+            )
 
 
 if __name__ == "__main__":

@@ -246,8 +246,15 @@ class Vertex:
     @property
     def would_change(self) -> bool:
         """Its last check_apply, in noop mode (--noop or its meta), found a change it did not
-        make: not left undone, nor in the desired state."""
-        return self.changed_last and not self.state_ok and self.ts > 0 and not self.failed
+        make: not left undone, nor in the desired state. Never so outside noop mode: there a
+        change found is made (an event since, its own or not, leaves it to be checked)."""
+        return (
+            self.changed_last
+            and (self.engine.noop or self.res.meta.noop)
+            and not self.state_ok
+            and self.ts > 0
+            and not self.failed
+        )
 
     @property
     def failed(self) -> bool:
@@ -382,6 +389,7 @@ class Vertex:
             self._set_status(Status.STOPPING)
         if self.work is not None:  # a check_apply whose work has not begun never begins it
             self.work.stop()
+        self.handle.request_stop()  # work in progress that can end early does (exec: `sig`)
         self._stop_listening()
         if self._watch_task is not None:
             self._watch_task.cancel()
@@ -643,9 +651,10 @@ class Vertex:
         self.engine.retries[self.key] = count
         previous, self.error = self.error, err
         if meta.retry == -1 or count <= meta.retry:
-            if self.outcome is not Status.RETRYING:
-                left = "forever" if meta.retry == -1 else f"{meta.retry - count + 1} left"
-                self.handle.logger.warning("failed, retrying (%s): %s", left, err)
+            # Each failed attempt, one line (as mgmt logs each retry): its error, what is left.
+            left = "forever" if meta.retry == -1 else f"{meta.retry - count + 1} left"
+            delay = meta.delay / 1000
+            self.handle.logger.warning("failed, retrying in %gs (%s): %s", delay, left, err)
             self._set_outcome(Status.RETRYING)
             return meta.delay / 1000
         if self.outcome is Status.FAILED and str(previous) == str(err):

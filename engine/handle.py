@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -63,8 +64,9 @@ class Handle:
 
     `event()` reports a change (the first call is the startup event), `refresh()` says whether a
     notify arrived since the last successful check_apply, `on_cleanup()` registers an
-    unsubscribe callable that runs after `cleanup()`. `shared` holds what the resources of one
-    engine share (connections, locks), closed when the engine stops.
+    unsubscribe callable that runs after `cleanup()`, `on_stop()` a callable the engine's stop
+    of the resource calls (work in progress that ends early). `shared` holds what the
+    resources of one engine share (connections, locks), closed when the engine stops.
     """
 
     def __init__(
@@ -99,6 +101,8 @@ class Handle:
         self._on_send = on_send or (lambda values: None)
         self._get_received = get_received or dict
         self._cleanups: list[Cleanup] = []
+        self.stopping = False  # the engine stops this resource (request_stop)
+        self._on_stop: list[Callable[[], None]] | None = None
         self._started = False  # event() was called: the startup event was reported
         self._peers = peers or (lambda: ())
         self.logger = ResourceLogger(log, {"res_kind": kind, "res_name": name})
@@ -143,6 +147,37 @@ class Handle:
         """The params set along send/recv edges before this check_apply, each with whether its
         value changed then (mgmt's Recv())."""
         return self._get_received()
+
+    def on_stop(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call `fn()` once the engine stops this resource (the agent's stop, graceful or not,
+        or a swap that removes or replaces it), at once if it is stopping already: what may
+        end work in progress early (exec sends its command `sig`, as mgmt's exec does when its
+        context is cancelled). Returns what unregisters it."""
+        if self.stopping:
+            fn()
+            return lambda: None
+        if self._on_stop is None:
+            self._on_stop = []
+        callbacks = self._on_stop
+        callbacks.append(fn)
+
+        def unregister() -> None:
+            with contextlib.suppress(ValueError):
+                callbacks.remove(fn)
+
+        return unregister
+
+    def request_stop(self) -> None:
+        """The engine stops this resource: call what on_stop() registered (once)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        callbacks, self._on_stop = self._on_stop, None
+        for fn in callbacks or ():
+            try:
+                fn()
+            except Exception:
+                self.logger.exception("stopping failed")
 
     def on_cleanup(self, fn: Cleanup) -> None:
         """Register something to undo at cleanup (sync or async), run in reverse order."""

@@ -59,6 +59,12 @@ class Stopped(BaseException):
     """
 
 
+class Interrupted(Stopped):
+    """A check_apply's work cut short by its vertex's stop (exec's command, sent its `sig` by
+    a graceful stop, as mgmt's context cancel does): not applied, no error, the state left
+    unknown, as a refused one; but it had begun, so it is not counted as refused."""
+
+
 class Work:
     """One check_apply: whether its work has begun (a job of it started)."""
 
@@ -81,7 +87,7 @@ class Work:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc, Stopped) and self._gate.closed:
+        if isinstance(exc, Stopped) and not isinstance(exc, Interrupted) and self._gate.closed:
             self._gate.refused += 1  # the engine's stop reports them; a swap's are its own
         self.over = True
         _WORK.reset(self._token)

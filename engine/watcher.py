@@ -25,11 +25,16 @@ hub). So the engine's resources, the agent's graph-file watch and the language's
 share one fd without any of them owning it, and nobody has to create or close it.
 
 A check that observes the paths itself may say so (mgmt re-checks after every event, and so
-do we, except for the two kinds of events a check is known to subsume):
+do we, except for the kinds of events a check is known to subsume):
 - `settle()`, just before a check observes the paths: every event the kernel has queued so
   far is dispatched, and what this watcher has pending is subsumed by the check about to run
   (its watches are brought up to date, no wake is left). An event queued before the check
   started cannot describe anything the check will not see.
+- `settle()` again after the check's own changes, then a second look: the events of its own
+  chmod, chown or write (the kernel queues them in the syscall) are subsumed by that look
+  if it finds the paths as wanted, else the check calls `changed()`. Reported, they made a
+  second check of every repair, and the converger could call the graph converged with the
+  event queued but unread (the agent's summary was taken as the vertex went dirty again).
 - `expecting(path)` around the check's own rename onto `path` (or link of a new file at it),
   done by `Rename.run` in the writing thread: that rename's one MOVED_TO (the link's CREATE)
   is not reported (the check knows what it wrote); any other event is, also a second one.
@@ -145,6 +150,7 @@ class PathWatcher:
         self._on_change = on_change
         self._on_error = on_error
         self._report_due = False  # a report is scheduled (call_soon): bursts coalesce
+        self._held = False  # a check is changing the paths: reports wait (changing())
 
     async def __aenter__(self) -> PathWatcher:
         self.open()
@@ -185,8 +191,8 @@ class PathWatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._pending:
-                continue  # a check settled it meanwhile
+            if not self._pending or self._held:
+                continue  # a check settled it meanwhile, or holds it (changing())
             self._pending = False
             self._resync_now()
             yield None
@@ -199,6 +205,29 @@ class PathWatcher:
             self.writing = True
         self._resync = self._resync or structural
         self._pending = True
+        self._kick()
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """A check changes the paths inside, then settle()s and looks again: what happens
+        meanwhile is reported only on leaving, unless settle() set it aside (a report while
+        its own write ran in a thread made a second check of the repair)."""
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
+            if self._pending:
+                self._kick()
+
+    def changed(self) -> None:
+        """Report a change, as an event would: a check that looked again after its own
+        changes (settle()) found the paths not as it wants them."""
+        self._pending = True
+        self._kick()
+
+    def _kick(self) -> None:
+        """Report what is pending: wake the task iterating, or schedule `on_change`."""
         if self._on_change is None:
             self._wake.set()
         elif not self._report_due and self._hub is not None:
@@ -210,8 +239,8 @@ class PathWatcher:
     def _report(self) -> None:
         """A change, for a watcher without a task (`on_change`): __aiter__'s step."""
         self._report_due = False
-        if not self._pending or self._hub is None:
-            return  # a check settled it meanwhile, or the watcher is closed
+        if not self._pending or self._hub is None or self._held:
+            return  # a check settled it meanwhile (or holds it), or the watcher is closed
         self._pending = False
         assert self._on_change is not None and self._on_error is not None
         try:
@@ -236,9 +265,12 @@ class PathWatcher:
                     break
                 seen = None
 
-    def settle(self) -> None:
+    def settle(self) -> bool:
         """A check is about to observe the paths: what is pending is subsumed by it (see the
-        module doc).
+        module doc); True if something was. Also after the check's own changes (a chmod, a
+        chown, a write whose old inode's watch sees it unlinked): their events are set
+        aside, and a check that gets True looks again, calling `changed()` if the paths are
+        not as it wants them (an event not its own: any later one is reported as usual).
 
         A `checked` watcher's check looks its first path up right after this, and tells
         `observed()` what it found: where the hub already watches that path's directory, the
@@ -251,12 +283,14 @@ class PathWatcher:
         under cProfile, for lookups that the check made again)."""
         hub = self._hub
         if hub is None:
-            return
+            return False
         hub.inotify.drain()
-        if self._pending:
-            self._pending = False
-            self._wake.clear()
-            self._resync_now()
+        if not self._pending:
+            return False
+        self._pending = False
+        self._wake.clear()
+        self._resync_now()
+        return True
 
     def observed(self, kind: int | None = UNSEEN) -> None:
         """What the check of a `checked` watcher found at its first path, right after

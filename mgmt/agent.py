@@ -473,7 +473,11 @@ class Agent:
             "max runtime of %ss reached: stopping (what runs gets %ss to finish)",
             *(config.max_runtime, MAX_RUNTIME_GRACE),
         )
-        if self.exit_when_converged and not self.converger.converged.is_set():
+        # Not converged (in cron mode: settled for --converged-timeout; else: settled): exit
+        # 1, naming what was not and why (README, "Cron mode"), whatever the other flags.
+        if self._not_converged or (
+            self.exit_when_converged and not self.converger.converged.is_set()
+        ):
             self._unconverged = True
             timeout = self.converger.timeout
             if self._not_converged:  # as they were when the run ended (a stop unsettles all)

@@ -31,12 +31,13 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.params import EMPTY_IS_UNSET, parse_int, show
 from engine.resource import UID, Edgeable, Refreshable, Resource, register
+from engine.stopgate import Interrupted
 from engine.watcher import PathWatcher
 from resources._lib import ids
 from resources._lib.events import Source, run_all
 from resources._lib.ids import MAX_ID
 from resources._lib.plan import Step, apply_steps, nothing_to_do
-from resources._lib.proc import close_pipes, exited, stop_group
+from resources._lib.proc import close_pipes, exited, signal_group, stop_group
 
 TAIL = 10  # stderr lines quoted in a failure
 GRACE = 1.0  # seconds to wait for a killed command's pipes before closing them
@@ -324,19 +325,42 @@ class ExecRes(Refreshable, Edgeable, Resource):
     async def _execute(
         self, argv: list[str], cwd: str | None, what: str, level: int
     ) -> tuple[int, list[Line]]:
-        """Run one command to completion (bounded by `timeout`); its exit code and output."""
+        """Run one command to completion (bounded by `timeout`); its exit code and output.
+
+        The resource's stop (a graceful stop of the agent, a swap that removes it) sends the
+        command `sig` (SIGTERM by default) and lets it end as it will (a second signal to the
+        agent kills it); none starts once it stops. A command so stopped did not do its
+        work, whatever its exit code: Interrupted (not applied, no error; no donecmd), as
+        mgmt's exec when its context is cancelled."""
+        if self.handle.stopping:
+            raise Interrupted
         lines: list[Line] = []
+        signalled: list[signal.Signals] = []
         async with self._spawn(argv, cwd, what) as proc:
             stdout, stderr = _streams(proc)
             readers = [
                 asyncio.create_task(self._pump(stdout, "out", what, keep=lines, level=level)),
                 asyncio.create_task(self._pump(stderr, "err", what, keep=lines, level=level)),
             ]
+
+            def stop() -> None:
+                if proc.returncode is None:
+                    signalled.append(self._stop_signal())
+                    self.handle.logger.info("%s: stopping: sent %s", what, signalled[0].name)
+                    signal_group(proc, signalled[0])
+
+            unregister = self.handle.on_stop(stop)
             try:
                 async with asyncio.timeout(self.timeout or None):
                     code = await self._finish(proc, readers)
             except TimeoutError:
                 raise ResourceError(f"{what} timed out after {self.timeout}s: killed") from None
+            finally:
+                unregister()
+        if signalled:
+            how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            self.handle.logger.info("%s stopped (%s): not done, the next run runs it", what, how)
+            raise Interrupted
         return code, lines
 
     @contextlib.asynccontextmanager
@@ -359,7 +383,11 @@ class ExecRes(Refreshable, Edgeable, Resource):
         try:
             yield proc
         finally:
-            await stop_group(proc, first=_signal(self.sig) if self.sig else signal.SIGTERM)
+            await stop_group(proc, first=self._stop_signal())
+
+    def _stop_signal(self) -> signal.Signals:
+        """The signal that stops a running command (`sig`): SIGTERM unless set."""
+        return _signal(self.sig) if self.sig else signal.SIGTERM
 
     async def _finish(
         self, proc: asyncio.subprocess.Process, readers: list[asyncio.Task[None]]

@@ -119,6 +119,12 @@ def close_pipes(proc: asyncio.subprocess.Process) -> None:
         transport.close()
 
 
+def signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    """Send `sig` to the process group of `proc` if it still runs (nothing waits)."""
+    if proc.returncode is None:
+        _signal_group(proc.pid, sig)
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)

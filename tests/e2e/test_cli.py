@@ -107,6 +107,52 @@ def test_noop_reports_and_changes_nothing(tmp_path: Path) -> None:
     assert "converged: all" not in out and "left undone" not in out
 
 
+REPAIRS = {  # what differs on disk -> the line that repairs it
+    "mode": "mode 0644 -> 0600",
+    "owner": "owner nobody -> root",
+    "content": "content updated",
+}
+
+
+@pytest.mark.parametrize("differs", sorted(REPAIRS))
+def test_a_repair_converges_true_without_checking_its_own_events(
+    tmp_path: Path, differs: str
+) -> None:
+    """A repair's own chmod, chown or write is seen by the file's watch: that event must not
+    make it look unconverged (the summary named it "would change (noop)" outside noop mode),
+    nor check it a second time (engine/watcher.py, settle() after the check's own changes)."""
+    path = tmp_path / "a"
+    path.write_text("a\n" if differs != "content" else "old\n")
+    path.chmod(0o644 if differs == "mode" else 0o600)
+    if differs == "owner":
+        if os.geteuid() != 0:
+            pytest.skip("needs root (chown)")
+        os.chown(path, 65534, -1)
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: repair
+        resources:
+          file:
+            - name: a
+              path: TMP/a
+              content: "a\\n"
+              mode: "600"
+        """
+        + ("      owner: root\n" if differs == "owner" else ""),
+    )
+    args = ["run", "--tmp-prefix", "--converged-timeout=0", "--verbose", "yaml", str(graph)]
+    code, out = run_mgmt(args)
+    assert code == 0, out
+    assert f"file[a]: {REPAIRS[differs]}" in out
+    assert "converged: all 1 resources in the desired state" in out, out
+    assert "would change" not in out and "converged again" not in out
+    assert out.count("file[a]: check_apply(") == 1, out
+    st = path.stat()
+    assert (path.read_text(), st.st_mode & 0o777) == ("a\n", 0o600)
+    assert differs != "owner" or st.st_uid == 0
+
+
 def test_bad_input_exits_2_before_applying_anything(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
@@ -268,6 +314,78 @@ def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:
     assert "exec[quick]" not in out.split("not settled:")[1].splitlines()[0]
 
 
+@pytest.mark.parametrize("converged", [[], ["--converged-timeout=5"]], ids=["alone", "cron"])
+def test_max_runtime_names_what_did_not_converge(tmp_path: Path, converged: list[str]) -> None:
+    """--max-runtime alone, too: exit 1, naming the resources not settled and why (the
+    command is sent its sig: a graceful stop)."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: never
+        resources:
+          exec:
+            - name: slow
+              cmd: sleep 30
+        """,
+    )
+    code, out = run_mgmt(["run", *converged, "--max-runtime=1", "--tmp-prefix", "yaml", str(graph)])
+    assert code == 1, out
+    assert "did not converge: not settled: exec[slow] (running)" in out
+    assert "exec[slow]: cmd: stopping: sent SIGTERM" in out
+
+
+def test_each_failed_attempt_logs_its_error_and_what_is_left(tmp_path: Path) -> None:
+    """As mgmt logs each retry: one line per failed attempt, with its error (attempts 2 and 3
+    were silent, even with --verbose)."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: retry
+        resources:
+          exec:
+            - name: f
+              cmd: /bin/false
+              meta: {retry: 3, delay: 10}
+        """,
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
+    assert code == 1, out
+    error = "cmd exited with code 1; no stderr"
+    lines = [line.split(": ", 1)[1] for line in out.splitlines() if "exec[f]: " in line]
+    assert lines == [
+        "exec[f]: running: /bin/false",
+        f"exec[f]: failed, retrying in 0.01s (3 left): {error}",
+        "exec[f]: running: /bin/false",
+        f"exec[f]: failed, retrying in 0.01s (2 left): {error}",
+        "exec[f]: running: /bin/false",
+        f"exec[f]: failed, retrying in 0.01s (1 left): {error}",
+        "exec[f]: running: /bin/false",
+        f"exec[f]: failed: {error}",
+    ], out
+
+
+def test_retrying_forever_logs_one_line_per_attempt(tmp_path: Path) -> None:
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: retry
+        resources:
+          exec:
+            - name: f
+              cmd: /bin/false
+              meta: {retry: -1, delay: 20}
+        """,
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--max-runtime=1", "yaml", str(graph)])
+    assert code == 1, out
+    runs = out.count("exec[f]: running: /bin/false")
+    retries = out.count("exec[f]: failed, retrying in 0.02s (forever): cmd exited with code 1")
+    assert runs > 1 and retries in (runs - 1, runs), out
+    known = ("running: /bin/false", "failed, retrying in", "cmd: stopping:", "cmd stopped (")
+    others = [line for line in out.splitlines() if "exec[f]: " in line]
+    assert not [line for line in others if not any(k in line for k in known)], out
+
+
 def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
@@ -287,7 +405,8 @@ def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
 
 
 def test_max_runtime_bounds_a_run_whose_command_never_ends(tmp_path: Path) -> None:
-    """The flag is a bound: a command still running gets a grace, then it is cancelled."""
+    """The flag is a bound: a command still running after its `sig` (here one that does not
+    end it) gets a grace, then it is cancelled."""
     graph = graph_file(
         tmp_path,
         """
@@ -296,6 +415,7 @@ def test_max_runtime_bounds_a_run_whose_command_never_ends(tmp_path: Path) -> No
           exec:
             - name: stuck
               cmd: /bin/sleep 600
+              sig: SIGCONT
         """,
     )
     code, out = run_mgmt(["run", "--max-runtime=1", "--tmp-prefix", str(graph)], timeout=40)
@@ -492,15 +612,16 @@ async def test_a_stop_signal_is_graceful_and_a_second_one_forces(
             - name: slow
               shell: /bin/sh
               cmd: "echo $$ > TMP/pid; exec sleep 30"
+              sig: SIGCONT
         """,
     )
     async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
         await wait_path(tmp_path / "pid", lambda p: p.exists() and p.read_text().strip() != "")
         pid = int((tmp_path / "pid").read_text())
         daemon.signal(sig)
-        await daemon.wait_log("stopping gracefully")
+        await daemon.wait_log("exec[slow]: cmd: stopping: sent SIGCONT")
         assert daemon.proc is not None
-        with pytest.raises(TimeoutError):  # still waiting for the running command
+        with pytest.raises(TimeoutError):  # still waiting for the command its sig left running
             async with asyncio.timeout(0.5):
                 await asyncio.shield(daemon.proc.wait())
         daemon.signal(sig)

@@ -4,6 +4,8 @@ real files, real signals."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import signal
 from pathlib import Path
@@ -63,3 +65,50 @@ async def test_a_stop_during_a_first_run_leaves_the_rest_to_the_next_run(
         assert await second.wait(timeout=120) == 0
     assert complete(out) == done | created(second)
     assert len(created(second)) == N - len(done)
+
+
+EXEC_SIG = """
+exec "hi" {
+	cmd => "/bin/cat",
+	args => ["FIFO"],
+	SIG
+	donecmd => "echo all done",
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("sig", "signals"), [("SIGCONT", 1), ("", 1), ("SIGCONT", 2)], ids=["sig", "default", "twice"]
+)
+async def test_a_graceful_stop_sends_a_running_exec_its_sig(
+    tmp_path: Path, sig: str, signals: int
+) -> None:
+    """mgmt's examples/lang/exec-sig.mcl, its `sleep` a `cat` of a FIFO that the test ends: the
+    first Ctrl-C sends the command `sig` (SIGTERM by default, which ends it) and its run is
+    not done (no donecmd, whatever its exit code), as mgmt's exec when its context is
+    cancelled; a second one kills it (a forced stop, exit 1)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code = EXEC_SIG.replace("FIFO", str(fifo))
+    code = code.replace("SIG\n", f'sig => "{sig}",\n' if sig else "")
+    program = tmp_path / "exec-sig.mcl"
+    program.write_text(code)
+    async with Daemon(["run", "--tmp-prefix", "lang", str(program)]) as daemon:
+        # Opened once cat has opened it to read: the command runs.
+        writer = await asyncio.to_thread(open, fifo, "w")
+        try:
+            daemon.signal(signal.SIGINT)
+            await daemon.wait_log(f"exec[hi]: cmd: stopping: sent {sig or 'SIGTERM'}")
+            if signals == 2:
+                daemon.signal(signal.SIGINT)
+                assert await daemon.wait() == 1
+        finally:
+            writer.close()  # cat, still running if SIGCONT was all it got, reads its end
+        if signals == 1:
+            assert await daemon.wait() == 0
+    how = "exited with code 0" if sig else "killed by signal 15"
+    if signals == 1:
+        assert f"exec[hi]: cmd stopped ({how}): not done, the next run runs it" in daemon.log
+        assert "stopped: 1 of 1 resources left undone" in daemon.log
+    assert "all done" not in daemon.log and "ran:" not in daemon.log
+    assert "failed" not in daemon.log and "Traceback" not in daemon.log

@@ -217,11 +217,12 @@ async def test_failing_unit_is_retried_per_meta(
     code, out = await mgmt(args)
     assert code == 1, out
     error = f"could not start {name}: its job ended with result 'failed'"
-    # The first failure says a retry follows, the last one that it is out of retries; the
-    # exit names the resource without repeating the error.
-    assert f"failed, retrying (2 left): {error}" in out, out
+    # Each failure says a retry follows and how many are left, the last one that it is out of
+    # retries; the exit names the resource without repeating the error.
+    assert f"failed, retrying in 0.01s (2 left): {error}" in out, out
+    assert f"failed, retrying in 0.01s (1 left): {error}" in out, out
     assert f"svc[{name.removesuffix('.service')}]: failed: {error}" in out, out
-    assert out.count(error) == 2, out
+    assert out.count(error) == 3, out
     assert await sd.active(name) == "failed"
 
 

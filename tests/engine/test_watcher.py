@@ -186,6 +186,37 @@ async def test_a_whole_path_created_at_once_is_seen(tmp_path: Path, watch: objec
     await counter.changed()
 
 
+async def test_a_check_own_changes_are_set_aside_and_others_reported_after_it(
+    tmp_path: Path, watch: object
+) -> None:
+    """changing(): a check's own chmod is set aside by settle() (True: it looks again); what
+    its look finds not as wanted is reported once it leaves (changed()), and so is an event
+    after settle(); reports wait meanwhile, also across awaits (its write in a thread)."""
+    path = tmp_path / "f"
+    path.write_text("a")
+    counter = await watch(path)  # type: ignore[operator]
+    watcher = counter.watcher
+    os.chmod(path, 0o600)
+    await counter.changed()  # the file's own watch is in place
+    with watcher.changing():
+        os.chmod(path, 0o640)  # its own
+        await asyncio.sleep(0)  # the loop reads the event: not reported while held
+        assert watcher.settle() is True
+    assert await counter.quiet()
+    assert watcher.settle() is False
+    with watcher.changing():
+        os.chmod(path, 0o600)
+        assert watcher.settle() is True
+        watcher.changed()  # its look found something else
+        assert await counter.quiet()
+    await counter.changed()
+    with watcher.changing():
+        assert watcher.settle() is False
+        os.chmod(path, 0o644)  # after its settle(): not its own
+        assert await counter.quiet()
+    await counter.changed()
+
+
 async def test_settle_subsumes_what_is_queued_before_a_check(tmp_path: Path, watch: object) -> None:
     """An event queued before settle() (a check about to observe) is not reported; one after
     it is, and the watches moved down meanwhile (a parent that appeared) are in place."""

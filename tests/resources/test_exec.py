@@ -17,6 +17,7 @@ import pytest
 from engine.errors import ResourceError, ValidationError
 from engine.meta import Meta
 from engine.params import build
+from engine.stopgate import Interrupted
 from resources.exec import ExecRes
 from tests.conftest import Running
 
@@ -557,6 +558,31 @@ async def test_sig_is_what_a_timeout_sends_first(run_resource: Start, tmp_path: 
     with pytest.raises(ResourceError, match="cmd timed out after 1s"):
         await running.res.check_apply(True)
     assert marker.read_text() == "int\n"
+
+
+async def test_a_stop_sends_the_running_command_its_sig_and_its_run_is_not_done(
+    run_resource: Start, tmp_path: Path
+) -> None:
+    """The resource's stop (a graceful stop, a swap) sends the running command `sig` and lets
+    it end; one that exits 0 after it did not do its work all the same: Interrupted (not
+    applied), no donecmd (mgmt's exec when its context is cancelled). Once stopping, no
+    command starts."""
+    marker, done, ready = tmp_path / "got", tmp_path / "done", tmp_path / "ready"
+    trap = f"trap 'echo int > {marker}; kill $!; exit 0' INT"
+    cmd = f"{trap}; touch {ready}.new; mv {ready}.new {ready}; sleep 30 & wait"
+    res = ExecRes(
+        name="x", cmd=cmd, shell="/bin/sh", sig="SIGINT", donecmd=f"touch {done}",
+        watchfiles=[str(ready)],
+    )  # fmt: skip
+    running = await run_resource(res)
+    task = asyncio.create_task(res.check_apply(True))
+    await running.handle.next_event()  # the trap is set
+    running.handle.request_stop()
+    with pytest.raises(Interrupted):
+        await task
+    assert marker.read_text() == "int\n" and not done.exists()
+    with pytest.raises(Interrupted):  # stopping: nothing starts
+        await res.check_apply(True)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ resources:
     - name: slow
       cmd: "sleep 0.5 && echo drained > {out}"
       shell: /bin/sh
+      sig: SIGCONT
   exit:
     - name: bye
       code: {code}
@@ -27,7 +28,9 @@ def test_a_running_agent_exits_with_the_code_after_draining(tmp_path: Path) -> N
     assert code == 42, log
     assert "exit[bye]: asked the agent to exit with code 42" in log
     assert "max runtime" not in log
-    assert out.read_text() == "drained\n"  # a graceful stop: the running exec finished
+    # A graceful stop: the running exec, sent its sig (SIGCONT: it runs on), finished.
+    assert "exec[slow]: cmd: stopping: sent SIGCONT" in log
+    assert out.read_text() == "drained\n"
 
 
 def test_noop_only_says_it_would_exit(tmp_path: Path) -> None:
