@@ -128,6 +128,53 @@ def test_bad_input_exits_2_before_applying_anything(tmp_path: Path) -> None:
     assert not (tmp_path / "good").exists()
 
 
+def test_problems_are_told_in_file_order(tmp_path: Path) -> None:
+    """A param's wrong type (line 9) before its meta's (line 10), though meta is checked first
+    (a tester saw line 10 before line 9)."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: bad
+        resources:
+          file:
+            - name: f
+              path: TMP/f
+              state: exists
+              content: [1]
+              meta: {retry: x}
+        """,
+    )
+    code, out = run_mgmt(["check", str(graph)])
+    assert code == 2
+    assert out.splitlines() == [
+        f"{graph}:8: file[f]: content: expected a string, got [1]",
+        f"{graph}:9: file[f]: meta.retry: expected an integer, got 'x'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        (
+            "g.yaml",
+            "graph: g\nresources:\n  flie:\n  - name: f\n    path: /f\n",
+            "3: resources.flie",
+        ),
+        ("g.mcl", 'flie "/f" {\n}\n', "1:1"),
+    ],
+)
+def test_a_swapped_kind_suggests_the_kind_both_front_ends(
+    tmp_path: Path, name: str, text: str, where: str
+) -> None:
+    """`flie` is one swap from `file` and two edits from `line`: both suggest `file`."""
+    path = tmp_path / name
+    path.write_text(text)
+    code, out = run_mgmt(["check", str(path)])
+    assert code == 2
+    assert f"{path}:{where}: unknown " in out
+    assert "kind 'flie' (did you mean 'file'?)" in out
+
+
 def test_bad_merge_key_exits_2_naming_its_line(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
