@@ -44,6 +44,20 @@ def test_check_reports_every_problem_with_file_line_col_and_exits_2(tmp_path: Pa
     ]
 
 
+def test_os_exec_names_mgmts_os_system(tmp_path: Path) -> None:
+    """mgmt's examples/lang/exec_func.mcl calls os.exec, which mgmt's source names os.system."""
+    program = tmp_path / "exec_func.mcl"
+    program.write_text(
+        'import "os"\n$n = os.exec("echo hi")\ntest "out" {\n\tanotherstr => $n,\n}\n'
+    )
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 2
+    assert out.strip() == f"{program}:2:6: module os has no function exec (mgmt calls it os.system)"
+    program.write_text(program.read_text().replace("os.exec", "os.system"))
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 0, out
+
+
 def test_check_takes_a_program_directory_as_run_does(tmp_path: Path) -> None:
     """`mgmt check DIR/` (docs/language.md) was `DIR: cannot read: Is a directory`, exit 2, and
     so was `mgmt setup --install-service ... lang DIR/`, which checks the same way."""
