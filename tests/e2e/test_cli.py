@@ -72,6 +72,23 @@ def test_usage_error_exits_2() -> None:
     assert code == 2 and "--prefix and --tmp-prefix exclude each other" in out, out  # not silent
 
 
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["run", "--only-unify", "lang", "x.mcl"], "`mgmt check FILE.mcl` is that"),
+        (["run", "--download", "lang", "x.mcl"], "remote modules are not downloaded here"),
+        (["deploy", "--no-git", "lang", "x.mcl"], "not needed: deploys are chained by id"),
+        (["run", "--noopp", "empty"], "(did you mean '--noop'?)"),
+    ],
+)
+def test_a_flag_of_mgmts_says_what_to_do_here(args: list[str], hint: str) -> None:
+    """A flag mgmt has and this project does not take: one line, the way here or why none is
+    needed; any other unknown flag: the close one."""
+    code, out = run_mgmt(args)
+    assert code == 2 and len(out.strip().splitlines()) == 1, out
+    assert "unrecognized arguments: " in out and hint in out, out
+
+
 def test_cron_run_converges_and_second_run_changes_nothing(tmp_path: Path) -> None:
     graph = graph_file(tmp_path, HELLO)
     code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", "yaml", str(graph)])

@@ -28,7 +28,11 @@ def test_check_also_validates_graph_files_and_needs_a_file() -> None:
     code, out = run_mgmt(["check"])
     assert code == 2 and "usage: mgmt check" in out
     code, out = run_mgmt(["check", "--grap", "examples/hello.mcl"])  # a typo: named
-    assert code == 2 and "mgmt check: unknown option '--grap' (options: --graph, -e)" in out
+    assert code == 2 and "mgmt check: unknown option '--grap' (did you mean '--graph'?)" in out
+    code, out = run_mgmt(["check", "--only-unify", "examples/hello.mcl"])  # mgmt's: a hint
+    assert code == 2 and "(mgmt's --only-unify: `mgmt check FILE.mcl` is that" in out
+    code, out = run_mgmt(["check", "--hostname", "h1", "--no-autoedges", "examples/hello.mcl"])
+    assert code == 0, out  # run's front-end options mean the same here
 
 
 def test_check_reports_every_problem_with_file_line_col_and_exits_2(tmp_path: Path) -> None:
