@@ -62,6 +62,33 @@ def test_os_exec_names_mgmts_os_system(tmp_path: Path) -> None:
     assert code == 0, out
 
 
+def test_deploy_directory_of_a_local_run_is_the_programs_own(tmp_path: Path) -> None:
+    """mgmt's directory0.mcl, run locally: the directory beside the program is the source;
+    a path that is not a directory of it is a run-time error naming the call."""
+    (tmp_path / "files/foo/sub").mkdir(parents=True)
+    (tmp_path / "files/foo/sub/b").write_text("b\n")
+    program = tmp_path / "directory0.mcl"
+    program.write_text(
+        'import "deploy"\n'
+        f'file "{tmp_path}/out/foo/" {{\n\tstate => "exists",\n'
+        '\tsource => deploy.directory("/files/foo/"),\n\trecurse => true,\n}\n'
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(program)])
+    assert code == 0, out
+    assert (tmp_path / "out/foo/sub/b").read_text() == "b\n"
+    for bad, why in [
+        ("/files/nope/", "no such directory in the deploy"),
+        ("files/foo/", "a deploy directory starts with /"),
+        ("/files/foo", "ends with /"),
+        ("/files/../../", "'..' is not allowed"),
+    ]:
+        program.write_text(program.read_text().replace("/files/foo/", bad, 1))
+        code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", str(program)])
+        assert code == 2 and f"{program}:4:12: deploy.directory: {bad!r}: " in out, out
+        assert why in out, out
+        program.write_text(program.read_text().replace(bad, "/files/foo/", 1))
+
+
 def test_check_takes_a_program_directory_as_run_does(tmp_path: Path) -> None:
     """`mgmt check DIR/` (docs/language.md) was `DIR: cannot read: Is a directory`, exit 2, and
     so was `mgmt setup --install-service ... lang DIR/`, which checks the same way."""
