@@ -244,9 +244,6 @@ _CHECK_USAGE = (
 
 def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None] | str:
     """`mgmt check`'s argv: (options, files, -e CODE), or what is wrong with it."""
-    from engine.params import close_match
-    from mgmt.usage import mgmt_flag_hint
-
     options: dict[str, Any] = {
         "graph": False,
         "hostname": _env_default("hostname", "str", socket.gethostname()),
@@ -277,6 +274,9 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
                 except ValidationError as err:
                     return f"{flag}: {err}"
         else:
+            from engine.params import close_match
+            from mgmt.usage import mgmt_flag_hint  # argparse's import: only on this error
+
             known = ["--graph", "-e", *_CHECK_FLAGS, *_CHECK_VALUES]
             hint = mgmt_flag_hint(flag) or close_match(flag, known)
             return f"unknown option {word!r}{hint} (options: {', '.join(known)})"

@@ -694,6 +694,45 @@ def test_graphviz_output(tmp_path: Path) -> None:
     assert '"noop[a]" -> "noop[b]"' in dot.read_text()
 
 
+def test_a_package_comes_before_what_runs_or_manages_its_files(tmp_path: Path) -> None:
+    """As mgmt's autoedges5.yaml: an installed package's files (dpkg's list) give it an edge to
+    the exec running one of its programs, the file resource managing one of its files and the
+    svc of its unit. A package not installed lists nothing yet (as in mgmt on Debian), and one
+    to remove gives no edge. Packages of scripts/apt-packages.txt, installed here."""
+    text = """
+        graph: pkgedges
+        resources:
+          pkg:
+            - name: inotify-tools
+            - name: dbus
+            - name: openssh-server
+              state: uninstalled
+            - name: hello-not-installed-here
+          exec:
+            - name: watch
+              cmd: /usr/bin/inotifywait --help
+            - name: shell
+              cmd: echo hi
+              shell: /usr/sbin/sshd
+            - name: hello
+              cmd: /usr/bin/hello-not-installed-here
+          file:
+            - name: doc
+              path: /usr/share/doc/inotify-tools/copyright
+              state: exists
+          svc:
+            - name: dbus
+        """
+    code, out = run_mgmt(["check", "--graph", str(graph_file(tmp_path, text))])
+    assert code == 0, out
+    edges = [line for line in out.splitlines() if line.startswith("Edge:")]
+    assert edges == [
+        "Edge: pkg[dbus] -> svc[dbus] # autoedge",
+        "Edge: pkg[inotify-tools] -> exec[watch] # autoedge",
+        "Edge: pkg[inotify-tools] -> file[doc] # autoedge",
+    ]
+
+
 def test_conflicting_semaphore_sizes_exit_2(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
