@@ -5,21 +5,27 @@ each a list of alternative UIDs, most preferred first). For every request, the f
 provided by another resource in the graph becomes an edge provider -> resource, unless that edge
 would close a cycle (then it is skipped with a debug line). `meta: {autoedge: false}` opts a
 resource out, on both sides.
+
+A kind may provide some UIDs lazily (`Edgeable.LAZY`, `lazy_uids`): a package's files are read
+only when the graph has a package and something asking for a path, never for other graphs.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from typing import TypeVar
 
 from engine.errors import GraphError
 from engine.graph import Edge, Graph, Key, fmt_key
-from engine.resource import UID, Edgeable, Resource
+from engine.resource import LAZY_PROVIDERS, UID, Edgeable, Resource
 
 log = logging.getLogger("engine")
 
 AUTO = Edge(name="autoedge")
+
+H = TypeVar("H", bound=Hashable)
 
 
 def add_autoedges(
@@ -31,6 +37,8 @@ def add_autoedges(
     GraphError if two provide one)."""
     providers = {} if providers is None else providers
     wanting: list[tuple[Key, Edgeable]] = []
+    lazy: list[tuple[Key, Edgeable]] = []  # those providing some UIDs only when asked
+    lazy_types = LAZY_PROVIDERS
     provided: list[UID] = []  # every UID provided, and asked for, counted at the end
     wanted: list[UID] = []
     for key, res in graph.vertices.items():
@@ -42,13 +50,24 @@ def add_autoedges(
                 raise GraphError(both_manage(uid, providers[uid], key))
         provided += uids
         wanting.append((key, res))
+        if lazy_types and type(res) in lazy_types:
+            lazy.append((key, res))
+    asked: Iterable[tuple[Key, list[list[UID]]]]
+    lookup = providers
+    if lazy:  # all the requests first, with those of the lazy kinds
+        kinds = frozenset(kind for _key, res in lazy for kind in res.LAZY)
+        asked = [(key, [*res.autoedges(), *res.lazy_autoedges(kinds)]) for key, res in wanting]
+        found = _lazy_providers(kinds, lazy, asked, providers)
+        if found:  # not in `providers`: those are what each resource manages
+            lookup = {**providers, **found}
+    else:
+        asked = ((key, res.autoedges()) for key, res in wanting)
     added = skipped = 0
     succ = graph.succ
-    for key, edgeable in wanting:
-        requests = edgeable.autoedges()
+    for key, requests in asked:
         for request in requests:
             wanted += request
-            provider = _first(providers, request, key)
+            provider = _first(lookup, request, key)
             if provider is None or key in succ[provider]:
                 continue
             if graph.has_path(key, provider):
@@ -64,8 +83,32 @@ def add_autoedges(
     if index is not None:
         index.counted(provided, index.provides)
         index.counted(wanted, index.wants)
+        index.counted([kind for _key, res in lazy for kind in res.LAZY], index.lazy)
         index.skipped = skipped
     return added
+
+
+def _lazy_providers(
+    kinds: frozenset[str],
+    lazy: list[tuple[Key, Edgeable]],
+    asked: list[tuple[Key, list[list[UID]]]],
+    providers: dict[UID, Key],
+) -> dict[UID, Key]:
+    """Who provides, lazily, the UIDs of the lazy `kinds` that are asked for and that no
+    resource provides as its own (the first one, in graph order, when several do)."""
+    wanted = {
+        uid
+        for _key, requests in asked
+        for request in requests
+        for uid in request
+        if uid.kind in kinds and uid not in providers
+    }
+    found: dict[UID, Key] = {}
+    if wanted:
+        for key, res in lazy:
+            for uid in res.lazy_uids(wanted):
+                found.setdefault(uid, key)
+    return found
 
 
 def managed(res: Resource) -> list[UID]:
@@ -109,8 +152,22 @@ def _first(providers: dict[UID, Key], request: list[UID], key: Key) -> Key | Non
 def may_edge(provider: Resource, wanter: Resource) -> bool:
     """Whether `provider` provides something `wanter` asks for (an automatic edge between
     them, if nothing else provides it first): O(their UIDs)."""
-    provides = set(AutoIndex.sides(provider)[0])
-    return any(uid in provides for uid in AutoIndex.sides(wanter)[1])
+    provider_uids, _ = AutoIndex.sides(provider)
+    provides = set(provider_uids)
+    wants = AutoIndex.sides(wanter)[1]
+    if provides and isinstance(provider, Edgeable) and provider.LAZY:
+        lazy = provider.LAZY
+        wants += lazy_requests(wanter, lazy)
+        if any(uid.kind in lazy for uid in wants):
+            return True  # what it provides lazily is not listed: it may provide that
+    return any(uid in provides for uid in wants)
+
+
+def lazy_requests(res: Resource, kinds: frozenset[str]) -> list[UID]:
+    """The UIDs of lazily provided `kinds` that `res` asks for only beside such a provider."""
+    if not res.meta.autoedge or not isinstance(res, Edgeable):
+        return []
+    return [uid for request in res.lazy_autoedges(kinds) for uid in request]
 
 
 class AutoIndex:
@@ -120,13 +177,14 @@ class AutoIndex:
     def __init__(self, resources: Iterable[Resource] = ()) -> None:
         self.provides: dict[UID, int] = {}
         self.wants: dict[UID, int] = {}
+        self.lazy: dict[str, int] = {}  # how many resources provide each LAZY kind
         # Automatic edges add_autoedges() skipped for a cycle (None: unknown, not made by it).
         self.skipped: int | None = None
         for res in resources:
             self.count(res, 1)
 
     @staticmethod
-    def counted(uids: list[UID], table: dict[UID, int], sign: int = 1) -> None:
+    def counted(uids: list[H], table: dict[H, int], sign: int = 1) -> None:
         """Count `uids` in (sign 1) or out (-1) of `table`."""
         for uid, times in collections.Counter(uids).items():  # a C loop over uids
             left = table.get(uid, 0) + sign * times
@@ -147,11 +205,20 @@ class AutoIndex:
         provides, wants = self.sides(res)
         self.counted(provides, self.provides, sign)
         self.counted(wants, self.wants, sign)
+        if LAZY_PROVIDERS and provides and type(res) in LAZY_PROVIDERS:
+            assert isinstance(res, Edgeable)
+            self.counted(list(res.LAZY), self.lazy, sign)
 
     def alone(self, res: Resource, present: bool) -> bool:
         """Whether `res` takes part in no automatic edge of the graph: nothing else provides
         what it asks for, nothing else asks for what it provides. `present`: it is counted."""
         provides, wants = self.sides(res)
+        if LAZY_PROVIDERS and provides and type(res) in LAZY_PROVIDERS:
+            return False  # what it provides is not listed: it may provide what one asks for
+        if self.lazy:  # a lazy provider may provide what it asks for
+            kinds = frozenset(self.lazy)
+            if any(uid.kind in kinds for uid in wants) or lazy_requests(res, kinds):
+                return False
         mine = 1 if present else 0
         own = set(provides)
         return all(self.wants.get(uid, 0) <= mine * wants.count(uid) for uid in provides) and all(

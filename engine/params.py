@@ -81,11 +81,32 @@ def _plan(cls: type) -> _Plan:
 
 
 def close_match(key: str, names: list[str]) -> str:
-    """A ' (did you mean 'x'?)' hint, or ''."""
+    """A ' (did you mean 'x'?)' hint, or '': the one suggestion of every front-end (YAML, mcl,
+    puppet). Of difflib's close names, the fewest edits away wins, a swap of two neighbours
+    being one edit (`flie` is `file`, not `line`, though difflib scores them alike)."""
     import difflib  # an error's hint: not imported by every run (~2.5 ms)
 
-    match = difflib.get_close_matches(key, names, n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    matches = difflib.get_close_matches(key, names, n=5)
+    if not matches:
+        return ""
+    best = min(matches, key=lambda name: _edits(key, name))  # ties: difflib's order
+    return f" (did you mean '{best}'?)"
+
+
+def _edits(a: str, b: str) -> int:
+    """Edits from `a` to `b`: insert, delete, replace, or swap two neighbours (optimal string
+    alignment distance)."""
+    two_back: list[int] = []  # the rows of a[: i - 2], a[: i - 1] and a[:i]
+    row = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        before, row = row, [i, *[0] * len(b)]
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            row[j] = min(row[j - 1] + 1, before[j] + 1, before[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], two_back[j - 2] + 1)
+        two_back = before
+    return row[-1]
 
 
 def build(

@@ -213,6 +213,10 @@ class Refreshable(_Capability):
     """
 
 
+# The kinds that provide some UIDs lazily (Edgeable.LAZY): none until such a kind is imported.
+LAZY_PROVIDERS: set[type] = set()
+
+
 class Edgeable(_Capability):
     """Capability: the kind takes part in automatic edges (meta autoedge, --no-autoedges).
 
@@ -223,11 +227,32 @@ class Edgeable(_Capability):
     skipped (with a debug line).
     """
 
+    # Kinds of UID the resource provides only when asked (`lazy_uids`), too costly to list for
+    # every graph: a package's files (UID("pkgfile", path)) are read from dpkg only in a graph
+    # where some resource asks for one. Not managed: two packages may own one path.
+    LAZY: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.LAZY:
+            LAZY_PROVIDERS.add(cls)
+
     def uids(self) -> list[UID]:
         raise NotImplementedError
 
     def autoedges(self) -> list[list[UID]]:
         raise NotImplementedError
+
+    def lazy_uids(self, wanted: set[UID]) -> list[UID]:
+        """Which of `wanted` (UIDs of its LAZY kinds that resources of the graph ask for) it
+        provides."""
+        return []
+
+    def lazy_autoedges(self, kinds: frozenset[str]) -> list[list[UID]]:
+        """Requests for UIDs of `kinds`, asked only in a graph where a resource provides such
+        kinds lazily (so a graph of 10,000 files without a package builds none). They must
+        follow from `uids()`: a resource replaced in place keeps them."""
+        return []
 
 
 class Groupable(_Capability):

@@ -7,6 +7,8 @@ mgmt run [flags] empty
 mgmt check FILE...              check programs, graph files, manifests: exit 0, or 2
 mgmt check --graph FILE...      also print the graph each gives first (Vertex:/Edge: lines)
 mgmt check -e CODE              check inline Puppet code
+mgmt check [--hostname NAME] [--puppet-fallback] [--no-autoedges] [--max-graph-size BYTES] ...
+                                run's front-end options, with their meaning (nothing is applied)
 mgmt setup --install-service [--start] [run flags] FRONTEND...   a systemd service (mgmt/setup.py)
 mgmt status [--prefix DIR] [--json]   the running agent's resources and states (exit 1: failures)
 mgmt status --cluster [--seeds URLS]   every host: alive, deploy, converged, failures (exit 1: any)
@@ -275,40 +277,81 @@ def parse(argv: list[str]) -> Config:
     return Config(frontend=frontend, file=file, code=code, **values)
 
 
-def check(files: list[str]) -> int:
+# `mgmt check`'s options: the front-ends' options of `mgmt run` (each also read from its
+# MGMT_<FLAG>, as run reads it), so what run takes is checked as run would take it.
+_CHECK_FLAGS = ("--puppet-fallback", "--no-autoedges")
+_CHECK_VALUES = ("--hostname", "--max-graph-size")
+_CHECK_USAGE = (
+    "usage: mgmt check [--graph] [--hostname NAME] [--puppet-fallback] [--no-autoedges] "
+    "[--max-graph-size BYTES] FILE.mcl|DIR|FILE.yaml|FILE.pp... | mgmt check [...] -e CODE"
+)
+
+
+def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None] | str:
+    """`mgmt check`'s argv: (options, files, -e CODE), or what is wrong with it."""
+    options: dict[str, Any] = {
+        "graph": False,
+        "hostname": _env_default("hostname", "str", socket.gethostname()),
+        "puppet_fallback": _env_default("puppet_fallback", "bool", False),
+        "max_graph_size": _env_default("max_graph_size", "int", DEFAULT_MAX_GRAPH_SIZE),
+        "no_autoedges": _env_default("no_autoedges", "bool", False),
+    }
+    files: list[str] = []
+    code: str | None = None
+    words = iter(args)
+    for word in words:
+        flag, given, value = word.partition("=")
+        if not word.startswith("-"):
+            files.append(word)
+        elif word in ("--graph", *_CHECK_FLAGS):
+            options[word[2:].replace("-", "_")] = True
+        elif flag in ("-e", *_CHECK_VALUES):
+            value = value if given else next(words, "")
+            if not value or (flag != "-e" and value.startswith("-")):
+                return f"{flag} needs a value"
+            if flag == "-e":
+                code = value
+            elif flag == "--hostname":
+                options["hostname"] = value
+            else:
+                try:
+                    options["max_graph_size"] = _int(value)
+                except ValidationError as err:
+                    return f"{flag}: {err}"
+        else:
+            from engine.params import close_match
+            from mgmt.usage import mgmt_flag_hint  # argparse's import: only on this error
+
+            known = ["--graph", "-e", *_CHECK_FLAGS, *_CHECK_VALUES]
+            hint = mgmt_flag_hint(flag) or close_match(flag, known)
+            return f"unknown option {word!r}{hint} (options: {', '.join(known)})"
+    if code is not None and files:
+        return "-e CODE is instead of files"
+    if code is None and not files:
+        return "expected FILE... or -e CODE"
+    return options, files, code
+
+
+def check(args: list[str]) -> int:
     """`mgmt check FILE...`: compile and type-check (.mcl), validate (YAML), or compile and
     translate (.pp, or `-e CODE`: Puppet); nothing is applied. With `--graph`, a program (or
-    graph file) that checks is also run to its first graph, printed (mgmt.check.graph_lines)."""
-    graph = files[:1] == ["--graph"]
-    files = files[1:] if graph else files
-    inline = files[1:] if files[:1] == ["-e"] and len(files) == 2 and not graph else None
-    unknown = [f for f in files if f.startswith("-") and f != "-e"] if inline is None else []
-    if unknown:
-        print(f"mgmt check: unknown option {unknown[0]!r} (options: --graph, -e)", file=sys.stderr)
-    if not files or (inline is None and any(f.startswith("-") for f in files)):
-        print(
-            "usage: mgmt check [--graph] FILE.mcl|DIR|FILE.yaml|FILE.pp... | mgmt check -e CODE",
-            file=sys.stderr,
-        )
+    graph file) that checks is also run to its first graph, printed (mgmt.check.graph_lines).
+    The front-ends' options of `mgmt run` mean the same here (`--puppet-fallback`...)."""
+    parsed = _check_args(args)
+    if isinstance(parsed, str):
+        print(f"mgmt check: {parsed}", file=sys.stderr)
+        print(_CHECK_USAGE, file=sys.stderr)
         return int(ExitCode.USAGE)
     warn_misspelled_env()
-    hostname = _env_default("hostname", "str", socket.gethostname())
-    fallback = _env_default("puppet_fallback", "bool", False)
-    max_size = _env_default("max_graph_size", "int", DEFAULT_MAX_GRAPH_SIZE)
-    no_autoedges = _env_default("no_autoedges", "bool", False)
+    options, files, inline = parsed
+    graph = options.pop("graph")
     code = ExitCode.OK
     configs = (
-        [Config(frontend="puppet", code=inline[0])]
+        [Config(frontend="puppet", code=inline, **options)]
         if inline is not None
-        else [Config(frontend=_frontend_of(Path(f)), file=Path(f)) for f in files]
+        else [Config(frontend=_frontend_of(Path(f)), file=Path(f), **options) for f in files]
     )
     for config in configs:
-        config.hostname, config.puppet_fallback, config.max_graph_size = (
-            hostname,
-            fallback,
-            max_size,
-        )
-        config.no_autoedges = no_autoedges
         problems = check_config(config)
         if graph and not problems:
             problems = _print_graph(config)

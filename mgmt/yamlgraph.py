@@ -526,6 +526,7 @@ class _Parser:
         self.filename = filename
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self._lines: list[int] = []  # each problem's line: reported in file order
         # With `incremental`: each resource parsed (kind, index in its list, name, resource).
         self.parsed: list[tuple[str, int, str, Resource]] | None = [] if incremental else None
         # The edge each item of `edges` declares (None: pending, or a problem).
@@ -533,6 +534,7 @@ class _Parser:
 
     def problem(self, line: int, where: str, message: str) -> None:
         self.problems.append(f"{self.filename}:{line}: {where}: {message}")
+        self._lines.append(line)
 
     def warn(self, line: int, where: str, message: str) -> None:
         self.warnings.append(f"{self.filename}:{line}: {where}: {message}")
@@ -560,7 +562,9 @@ class _Parser:
             raise self.fail(1, "the graph file must be a mapping")
         loaded = self._document(doc)
         if self.problems:
-            raise GraphFileError(self.problems)
+            # Found by pass (meta before params, resources before edges), told in file order.
+            order = sorted(range(len(self.problems)), key=self._lines.__getitem__)
+            raise GraphFileError([self.problems[i] for i in order])
         loaded.warnings = self.warnings
         if self.parsed is not None and not aliases and not self.warnings:
             loaded.reuse = Reuse.of(data, node, self.parsed, loaded, self.edges)

@@ -261,7 +261,8 @@ class ExecRes(Refreshable, Edgeable, Resource):
         return [UID("exec", self.name)]
 
     def autoedges(self) -> list[list[UID]]:
-        """A managed binary (an absolute argv[0]) and managed working directories."""
+        """A managed binary (an absolute argv[0]), managed working directories, and the package
+        owning each program it runs (its shell, or argv[0], of each command: mgmt's cmdFiles)."""
         wants: list[list[UID]] = []
         if self.shell is None and self.cmd:
             program = self.cmd if self.args is not None else (shlex.split(self.cmd) or [""])[0]
@@ -269,7 +270,31 @@ class ExecRes(Refreshable, Edgeable, Resource):
                 wants.append([UID("file", os.path.normpath(program))])
         for cwd in {self.cwd, self.ifcwd, self.watchcwd, self.nifcwd, self.donecwd} - {None}:
             wants.append([UID("file", os.path.normpath(str(cwd)).rstrip("/") + "/")])
+        wants += [[UID("pkgfile", program)] for program in self._programs()]
         return wants
+
+    def _programs(self) -> list[str]:
+        """The absolute paths of the programs its commands start (a shell, or argv[0])."""
+        found: list[str] = []
+        for cmd, shell, whole in (
+            (self.cmd, self.shell, self.args is not None),  # with args, cmd is the program
+            (self.watchcmd, self.watchshell, False),
+            (self.ifcmd, self.ifshell, False),
+            (self.nifcmd, self.nifshell, False),
+            (self.donecmd, self.doneshell, False),
+        ):
+            if cmd is None:
+                continue
+            program = shell or (cmd if whole else "")
+            if not program:
+                try:
+                    program = (shlex.split(cmd) or [""])[0]
+                except ValueError:
+                    continue
+            program = os.path.normpath(program)
+            if os.path.isabs(program) and program not in found:
+                found.append(program)
+        return found
 
     def _main_argv(self) -> list[str]:
         cmd = self.cmd or ""

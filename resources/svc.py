@@ -272,6 +272,16 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
 
     def autoedges(self) -> list[list[UID]]:
         """The unit file, if a file resource manages it (the admin's directory first)."""
+        return [[UID("file", path) for path in self._unit_files()]]
+
+    def lazy_autoedges(self, kinds: frozenset[str]) -> list[list[UID]]:
+        """Beside a package: the package shipping the unit file (mgmt's edge from a package to
+        the svc of its `.service` files)."""
+        if "pkgfile" not in kinds:
+            return []
+        return [[UID("pkgfile", path) for path in self._unit_files()]]
+
+    def _unit_files(self) -> list[str]:
+        """Where its unit file may be, in systemd's order (the admin's directory first)."""
         names = unit_file_names(self.unit)
-        dirs = unit_search_dirs(self.session)
-        return [[UID("file", os.path.join(d, name)) for d in dirs for name in names]]
+        return [os.path.join(d, name) for d in unit_search_dirs(self.session) for name in names]

@@ -85,7 +85,7 @@ class Checker:
         self.inference.solve(final=True)
         self.resources.finish()
         if self.problems.lines:
-            raise CompileError(self.problems.lines)
+            raise CompileError(self.problems.ordered())
         loader = self.loader
         modules = [*self._modules[:1], *self._checked_modules]
         dirs = {str(m.file): m.metadata[0][0] for m in modules if m.metadata}
@@ -100,7 +100,7 @@ class Checker:
         try:
             module = self.loader.load(imp, importer, stmt.pos)
         except CompileError as err:
-            self.problems.lines += err.problems
+            self.problems.extend(err.problems, stmt.pos)
             return None
         chain = [m.file for m in self._modules]
         if module.file in chain:
@@ -113,7 +113,7 @@ class Checker:
         try:
             program = parse(module.text, str(module.file))
         except CompileError as err:
-            self.problems.lines += err.problems
+            self.problems.extend(err.problems, stmt.pos)
             self._loaded[module.file] = None
             return None
         body: list[ast.Stmt] = []
@@ -310,6 +310,7 @@ class Checker:
             if not self._including:  # say which top-level include it came through
                 where = f" (in include {inc.name} at {inc.pos})"
                 problems[before:] = [p + where for p in problems[before:]]
+                self.problems.at[before:] = [inc.pos] * (len(problems) - before)
 
 
 def check(

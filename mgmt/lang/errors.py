@@ -69,13 +69,30 @@ class Abort(Exception):
 
 
 class Problems:
-    """What the checker's parts found, in the order found: `file:line:col: message` each."""
+    """What the checker's parts found: `file:line:col: message` each. The parts run one after
+    the other (names, then types, then resources), so `ordered()` tells them in file order."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.at: list[Pos] = []  # where each line sorts
 
     def add(self, pos: Pos, message: str) -> None:
         self.lines.append(f"{pos}: {message}")
+        self.at.append(pos)
+
+    def extend(self, lines: list[str], pos: Pos) -> None:
+        """Another file's problems (a module's), told where `pos` brought them in."""
+        self.lines += lines
+        self.at += [pos] * len(lines)
+
+    def ordered(self) -> list[str]:
+        """The lines by file (the first one named first), then line and column."""
+        files: dict[str, int] = {}
+        for pos in self.at:
+            files.setdefault(pos.file, len(files))
+        at = self.at
+        order = sorted(range(len(at)), key=lambda i: (files[at[i].file], at[i].line, at[i].col))
+        return [self.lines[i] for i in order]
 
     def abort(self, pos: Pos, message: str) -> Abort:
         """Record a problem; the caller raises the Abort to give up on the current check."""

@@ -387,11 +387,13 @@ class Resolver:
             raise self.problems.abort(call.pos, f"unknown package {alias!r} in {name}(){hint}")
         builtin = funcs.lookup(module, short)
         if builtin is None:
-            raise self.problems.abort(
-                call.pos,
-                f"module {module} has no function {short}"
-                f"{close_match(short, list(funcs.MODULES[module]))}",
+            renamed = funcs.RENAMED.get(f"{module}.{short}")
+            hint = (
+                f" (mgmt calls it {renamed})"
+                if renamed
+                else close_match(short, list(funcs.MODULES[module]))
             )
+            raise self.problems.abort(call.pos, f"module {module} has no function {short}{hint}")
         return builtin
 
 

@@ -358,6 +358,14 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             wants.append([UID("file", source), UID("file", source.rstrip("/") + "/")])
         return wants
 
+    def lazy_autoedges(self, kinds: frozenset[str]) -> list[list[UID]]:
+        """Beside a package: the package owning the file (a regular file's path it lists), so
+        it is installed first, as in mgmt."""
+        spec = self.path if self.path is not None else self.name
+        if "pkgfile" not in kinds or spec.endswith("/"):  # a directory: not asked for
+            return []
+        return [[UID("pkgfile", self._fs_path)]]
+
     def reversal(self) -> Any:
         """What path (with follow: the link's target) was before this resource changed it."""
         prior = getattr(self, "_prior", None)

@@ -149,11 +149,30 @@ class PkgRes(Edgeable, Groupable, Resource):
 
     # capabilities --------------------------------------------------------------------------
 
+    # What a package provides when something asks for a path: its files (as in mgmt).
+    LAZY = frozenset({"pkgfile"})
+
     def uids(self) -> list[UID]:
         return [UID("pkg", member.name) for member in self._members()]
 
     def autoedges(self) -> list[list[UID]]:
         return []
+
+    def lazy_uids(self, wanted: set[UID]) -> list[UID]:
+        """The asked-for paths (UID("pkgfile", path)) the package owns, as the package database
+        lists them: known once it is installed (as in mgmt on Debian, whose PackageKit lists
+        only an installed package's files). A package to remove provides none: nothing waits
+        for its removal."""
+        backend = self._backend or detect()
+        paths = {uid.key for uid in wanted if uid.kind == "pkgfile"}
+        if backend is None or not paths:
+            return []
+        return [
+            UID("pkgfile", path)
+            for member in self._members()
+            if member.state != "uninstalled"
+            for path in sorted(paths & backend.files(member.name))
+        ]
 
     def group_cmp(self, other: Resource) -> bool:
         """Another package that can share this one's transaction.

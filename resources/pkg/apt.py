@@ -8,7 +8,9 @@ process group, and bounded by a timeout. Transactions keep locally changed confi
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import re
 from collections.abc import Sequence
 
@@ -58,6 +60,19 @@ _DEPENDENT = re.compile(r"^ (\S+) (?:pre-)?depends on ")
 _PROGRESS = re.compile(r"^\(Reading database \.\.\. \d+%$")
 
 
+# dpkg's list of each installed package's paths: NAME.list, or NAME:ARCH.list for a package
+# of a multi-arch "same" library.
+DPKG_INFO = "/var/lib/dpkg/info"
+# dpkg's name of this machine's architecture (what `dpkg --print-architecture` says).
+_DPKG_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "i686": "i386",
+    "armv7l": "armhf",
+    "ppc64le": "ppc64el",
+}
+
+
 class AptBackend(Backend):
     name = "apt"
     cache = "apt cache"
@@ -67,6 +82,17 @@ class AptBackend(Backend):
     @classmethod
     def usable(cls) -> bool:
         return which("apt-get", "apt-cache", "dpkg-query", "dpkg")
+
+    def files(self, name: str) -> frozenset[str]:
+        arch = os.uname().machine
+        for base in (name, f"{name}:{_DPKG_ARCH.get(arch, arch)}"):
+            path = os.path.join(DPKG_INFO, base + ".list")
+            try:
+                changed = os.stat(path).st_mtime_ns
+            except OSError:
+                continue
+            return _read_list(path, changed)
+        return frozenset()
 
     async def installed(self, names: Sequence[str]) -> dict[str, Installed]:
         # Exit 1 only means that some name is unknown to dpkg: those are not installed.
@@ -227,3 +253,14 @@ async def run(
     """Run one apt/dpkg command to completion; (exit code, stdout, stderr) (see run_command)."""
     label = " ".join(argv[:2])
     return await run_command(argv, timeout=timeout, env=ENV, ok=ok, label=label, grace=GRACE)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_list(path: str, _changed: int) -> frozenset[str]:
+    """A dpkg .list file's paths (cached until the file changes: dpkg rewrites it on every
+    install or upgrade of its package); the root `/.` is left out."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as lines:
+            return frozenset(line.rstrip("\n") for line in lines) - {"/."}
+    except OSError:
+        return frozenset()

@@ -83,6 +83,12 @@ class Backend(abc.ABC):
     def usable(cls) -> bool:
         """The backend's tools are present on this host."""
 
+    def files(self, name: str) -> frozenset[str]:
+        """The paths the installed package `name` owns, as the package database lists them
+        (empty when it is not installed, or when the backend cannot tell). Synchronous, read
+        from the database's files: automatic edges are computed before anything runs."""
+        return frozenset()
+
     @abc.abstractmethod
     async def installed(self, names: Sequence[str]) -> dict[str, Installed]:
         """The packages among `names` that the package database knows (absent: not there)."""

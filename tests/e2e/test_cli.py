@@ -72,6 +72,23 @@ def test_usage_error_exits_2() -> None:
     assert code == 2 and "--prefix and --tmp-prefix exclude each other" in out, out  # not silent
 
 
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["run", "--only-unify", "lang", "x.mcl"], "`mgmt check FILE.mcl` is that"),
+        (["run", "--download", "lang", "x.mcl"], "remote modules are not downloaded here"),
+        (["deploy", "--no-git", "lang", "x.mcl"], "not needed: deploys are chained by id"),
+        (["run", "--noopp", "empty"], "(did you mean '--noop'?)"),
+    ],
+)
+def test_a_flag_of_mgmts_says_what_to_do_here(args: list[str], hint: str) -> None:
+    """A flag mgmt has and this project does not take: one line, the way here or why none is
+    needed; any other unknown flag: the close one."""
+    code, out = run_mgmt(args)
+    assert code == 2 and len(out.strip().splitlines()) == 1, out
+    assert "unrecognized arguments: " in out and hint in out, out
+
+
 def test_cron_run_converges_and_second_run_changes_nothing(tmp_path: Path) -> None:
     graph = graph_file(tmp_path, HELLO)
     code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", "yaml", str(graph)])
@@ -172,6 +189,53 @@ def test_bad_input_exits_2_before_applying_anything(tmp_path: Path) -> None:
     assert code == 2
     assert f"{graph}:10: file[bad]: contnet: unknown key (did you mean 'content'?)" in out
     assert not (tmp_path / "good").exists()
+
+
+def test_problems_are_told_in_file_order(tmp_path: Path) -> None:
+    """A param's wrong type (line 9) before its meta's (line 10), though meta is checked first
+    (a tester saw line 10 before line 9)."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: bad
+        resources:
+          file:
+            - name: f
+              path: TMP/f
+              state: exists
+              content: [1]
+              meta: {retry: x}
+        """,
+    )
+    code, out = run_mgmt(["check", str(graph)])
+    assert code == 2
+    assert out.splitlines() == [
+        f"{graph}:8: file[f]: content: expected a string, got [1]",
+        f"{graph}:9: file[f]: meta.retry: expected an integer, got 'x'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        (
+            "g.yaml",
+            "graph: g\nresources:\n  flie:\n  - name: f\n    path: /f\n",
+            "3: resources.flie",
+        ),
+        ("g.mcl", 'flie "/f" {\n}\n', "1:1"),
+    ],
+)
+def test_a_swapped_kind_suggests_the_kind_both_front_ends(
+    tmp_path: Path, name: str, text: str, where: str
+) -> None:
+    """`flie` is one swap from `file` and two edits from `line`: both suggest `file`."""
+    path = tmp_path / name
+    path.write_text(text)
+    code, out = run_mgmt(["check", str(path)])
+    assert code == 2
+    assert f"{path}:{where}: unknown " in out
+    assert "kind 'flie' (did you mean 'file'?)" in out
 
 
 def test_bad_merge_key_exits_2_naming_its_line(tmp_path: Path) -> None:
@@ -749,6 +813,45 @@ def test_graphviz_output(tmp_path: Path) -> None:
     )
     assert code == 0, out
     assert '"noop[a]" -> "noop[b]"' in dot.read_text()
+
+
+def test_a_package_comes_before_what_runs_or_manages_its_files(tmp_path: Path) -> None:
+    """As mgmt's autoedges5.yaml: an installed package's files (dpkg's list) give it an edge to
+    the exec running one of its programs, the file resource managing one of its files and the
+    svc of its unit. A package not installed lists nothing yet (as in mgmt on Debian), and one
+    to remove gives no edge. Packages of scripts/apt-packages.txt, installed here."""
+    text = """
+        graph: pkgedges
+        resources:
+          pkg:
+            - name: inotify-tools
+            - name: dbus
+            - name: openssh-server
+              state: uninstalled
+            - name: hello-not-installed-here
+          exec:
+            - name: watch
+              cmd: /usr/bin/inotifywait --help
+            - name: shell
+              cmd: echo hi
+              shell: /usr/sbin/sshd
+            - name: hello
+              cmd: /usr/bin/hello-not-installed-here
+          file:
+            - name: doc
+              path: /usr/share/doc/inotify-tools/copyright
+              state: exists
+          svc:
+            - name: dbus
+        """
+    code, out = run_mgmt(["check", "--graph", str(graph_file(tmp_path, text))])
+    assert code == 0, out
+    edges = [line for line in out.splitlines() if line.startswith("Edge:")]
+    assert edges == [
+        "Edge: pkg[dbus] -> svc[dbus] # autoedge",
+        "Edge: pkg[inotify-tools] -> exec[watch] # autoedge",
+        "Edge: pkg[inotify-tools] -> file[doc] # autoedge",
+    ]
 
 
 def test_conflicting_semaphore_sizes_exit_2(tmp_path: Path) -> None:

@@ -250,6 +250,36 @@ async def test_run_deploy_does_not_seed_what_this_host_would_refuse(tmp_path: Pa
         assert not (out / "h1.ver").exists()
 
 
+@pytest.mark.slow
+async def test_deploy_directory_is_the_deploys_own_copy(tmp_path: Path) -> None:
+    """mgmt's directory0.mcl: deploy.directory("/files/foo/") is the directory of the deploy
+    (extracted under the host's prefix), a file resource's source."""
+    keys = tmp_path / "keys"
+    alice = make_key(keys / "a", "alice")
+    out, src = tmp_path / "out", tmp_path / "src"
+    (src / "files/foo/sub").mkdir(parents=True)
+    (src / "files/foo/a").write_text("a\n")
+    (src / "files/foo/sub/b").write_text("b\n")
+    (src / "main.mcl").write_text(
+        'import "deploy"\n'
+        f'file "{out}/foo/" {{\n\tstate => "exists",\n'
+        '\tsource => deploy.directory("/files/foo/"),\n\trecurse => true,\n}\n'
+        f'file "{out}/where" {{\n\tcontent => deploy.directory("/files/foo/"),\n}}\n'
+    )
+    h1 = DeployHost(
+        "h1",
+        tmp_path,
+        extra_args=["--trusted-keys", str(trusted_file(keys / "a", alice))],
+        tail=["--deploy", "--sign-key", str(alice.private), "lang", f"{src}/"],
+    )
+    async with fleet([h1]):  # type: ignore[list-item]
+        await h1.start()
+        await wait_path(out / "foo/sub/b", has_content("b\n"), 30)
+        assert (out / "foo/a").read_text() == "a\n"
+        where = Path((out / "where").read_text())
+        assert where.is_relative_to(h1.prefix / "deploy") and str(where).endswith("/files/foo")
+
+
 async def test_a_bad_program_or_flag_is_refused_before_the_cluster_is_asked(
     tmp_path: Path,
 ) -> None:

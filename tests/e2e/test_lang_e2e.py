@@ -28,17 +28,65 @@ def test_check_also_validates_graph_files_and_needs_a_file() -> None:
     code, out = run_mgmt(["check"])
     assert code == 2 and "usage: mgmt check" in out
     code, out = run_mgmt(["check", "--grap", "examples/hello.mcl"])  # a typo: named
-    assert code == 2 and "mgmt check: unknown option '--grap' (options: --graph, -e)" in out
+    assert code == 2 and "mgmt check: unknown option '--grap' (did you mean '--graph'?)" in out
+    code, out = run_mgmt(["check", "--only-unify", "examples/hello.mcl"])  # mgmt's: a hint
+    assert code == 2 and "(mgmt's --only-unify: `mgmt check FILE.mcl` is that" in out
+    code, out = run_mgmt(["check", "--hostname", "h1", "--no-autoedges", "examples/hello.mcl"])
+    assert code == 0, out  # run's front-end options mean the same here
 
 
 def test_check_reports_every_problem_with_file_line_col_and_exits_2(tmp_path: Path) -> None:
+    """In file order, though names, types and resources are checked one after the other."""
     program = tmp_path / "bad.mcl"
-    program.write_text('$a = 1 + "x"\n$b = $nope\nfile "/tmp/x" {\n\tcontnet => "y",\n}\n')
+    program.write_text('file "/tmp/x" {\n\tcontnet => "y",\n}\n$a = 1 + "x"\n$b = $nope\n')
     code, out = run_mgmt(["check", str(program)])
     assert code == 2
-    assert f"{program}:1:6: type error: operator + cannot combine int and str" in out
-    assert f"{program}:2:6: undefined variable $nope" in out
-    assert f"{program}:4:2: file has no param 'contnet' (did you mean 'content'?)" in out
+    assert [line.split(" (did")[0] for line in out.splitlines()] == [
+        f"{program}:2:2: file has no param 'contnet'",
+        f"{program}:4:6: type error: operator + cannot combine int and str",
+        f"{program}:5:6: undefined variable $nope",
+    ]
+
+
+def test_os_exec_names_mgmts_os_system(tmp_path: Path) -> None:
+    """mgmt's examples/lang/exec_func.mcl calls os.exec, which mgmt's source names os.system."""
+    program = tmp_path / "exec_func.mcl"
+    program.write_text(
+        'import "os"\n$n = os.exec("echo hi")\ntest "out" {\n\tanotherstr => $n,\n}\n'
+    )
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 2
+    assert out.strip() == f"{program}:2:6: module os has no function exec (mgmt calls it os.system)"
+    program.write_text(program.read_text().replace("os.exec", "os.system"))
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 0, out
+
+
+def test_deploy_directory_of_a_local_run_is_the_programs_own(tmp_path: Path) -> None:
+    """mgmt's directory0.mcl, run locally: the directory beside the program is the source;
+    a path that is not a directory of it is a run-time error naming the call."""
+    (tmp_path / "files/foo/sub").mkdir(parents=True)
+    (tmp_path / "files/foo/sub/b").write_text("b\n")
+    program = tmp_path / "directory0.mcl"
+    program.write_text(
+        'import "deploy"\n'
+        f'file "{tmp_path}/out/foo/" {{\n\tstate => "exists",\n'
+        '\tsource => deploy.directory("/files/foo/"),\n\trecurse => true,\n}\n'
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(program)])
+    assert code == 0, out
+    assert (tmp_path / "out/foo/sub/b").read_text() == "b\n"
+    for bad, why in [
+        ("/files/nope/", "no such directory in the deploy"),
+        ("files/foo/", "a deploy directory starts with /"),
+        ("/files/foo", "ends with /"),
+        ("/files/../../", "'..' is not allowed"),
+    ]:
+        program.write_text(program.read_text().replace("/files/foo/", bad, 1))
+        code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", str(program)])
+        assert code == 2 and f"{program}:4:12: deploy.directory: {bad!r}: " in out, out
+        assert why in out, out
+        program.write_text(program.read_text().replace(bad, "/files/foo/", 1))
 
 
 def test_check_takes_a_program_directory_as_run_does(tmp_path: Path) -> None:

@@ -163,6 +163,11 @@ def test_types_without_a_translation_are_listed_or_run_through_puppet_resource(
     assert status == 2, out
     assert f"<puppet -e>:1: Tidy[{old}]: no translation for Puppet type Tidy" in out
     assert "<puppet -e>:2: Package[puppet-agent]: no translation for param install_options" in out
+    # `mgmt check` takes the fallback as `mgmt run` does, and applies nothing.
+    status, out = run_mgmt(["check", "--puppet-fallback", "-e", code.splitlines()[0]], 120)
+    assert status == 0, out
+    assert "runs through `puppet resource` (--puppet-fallback)" in out
+    assert (old / "core.1").exists()
     # With the fallback, `puppet resource` itself applies the tidy.
     status, out = run_mgmt(
         [

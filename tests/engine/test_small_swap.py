@@ -299,6 +299,26 @@ async def test_two_added_at_once_get_the_automatic_edge_between_them(
     assert ("file", "in2") in engine.graph.succ[("file", "dir2")]
 
 
+async def test_an_exec_added_beside_the_package_of_its_program_gets_its_edge(
+    engine: Engine,
+) -> None:
+    """A package's files are provided lazily (read from dpkg only when asked), so an exec
+    added beside an installed package is not alone: it is prepared, and waits for it."""
+    from resources.exec import ExecRes
+    from resources.pkg import PkgRes
+
+    noop = Meta(noop=True)
+    first = Graph("pkg")
+    first.add(PkgRes(name="inotify-tools", meta=noop))  # installed by scripts/apt-packages.txt
+    await engine.apply(first)
+    await settle(engine)
+    second = first.copy()
+    second.add(ExecRes(name="watch", cmd="/usr/bin/inotifywait --help", meta=noop))
+    await engine.apply(second)
+    await settle(engine)
+    assert engine.graph.succ[("pkg", "inotify-tools")] == {("exec", "watch"): AUTO}
+
+
 def prepared_edges(graph: Graph) -> list[tuple[Any, Any, Edge]]:
     return sorted(graph.edges(), key=repr)
 

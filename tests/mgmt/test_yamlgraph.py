@@ -53,10 +53,10 @@ def test_every_problem_of_a_resource_is_told_at_once() -> None:
               meta: {retry: three, delya: 5}
         """
     ) == [
-        "g.yaml:9: file[a]: meta.retry: expected an integer, got 'three'",
-        "g.yaml:9: file[a]: meta.delya: unknown key (did you mean 'delay'?)",
         "g.yaml:7: file[a]: contnet: unknown key (did you mean 'content'?)",
         "g.yaml:8: file[a]: mdoe: unknown key (did you mean 'mode'?)",
+        "g.yaml:9: file[a]: meta.retry: expected an integer, got 'three'",
+        "g.yaml:9: file[a]: meta.delya: unknown key (did you mean 'delay'?)",
     ]
 
 

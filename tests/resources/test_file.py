@@ -1247,3 +1247,7 @@ def test_the_files_of_a_directory_share_their_list_of_parents() -> None:
     assert a.autoedges() == [want] and b.autoedges() == [want]
     assert a.autoedges()[0] is b.autoedges()[0]
     assert FileRes(name="top", path="/top", content="").autoedges() == [[UID("file", "/")]]
+    # Only beside a package: the package owning it (a directory is not asked for).
+    pkg = frozenset({"pkgfile"})
+    assert a.lazy_autoedges(pkg) == [[UID("pkgfile", "/srv/data/a")]]
+    assert FileRes(name="d", path="/d/", state="exists").lazy_autoedges(pkg) == []

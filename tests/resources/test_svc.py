@@ -652,13 +652,14 @@ def test_edges(monkeypatch: pytest.MonkeyPatch) -> None:
     res = SvcRes(name="nginx")
     assert isinstance(res, Edgeable)
     assert res.uids() == [UID("svc", "nginx")]
-    assert res.autoedges() == [
-        [
-            UID("file", "/srv/units/nginx.service"),
-            UID("file", "/usr/lib/systemd/system/nginx.service"),
-            UID("file", "/lib/systemd/system/nginx.service"),
-        ]
+    files = [
+        "/srv/units/nginx.service",
+        "/usr/lib/systemd/system/nginx.service",
+        "/lib/systemd/system/nginx.service",
     ]
+    assert res.autoedges() == [[UID("file", path) for path in files]]
+    # Beside a package, the package shipping its unit file too.
+    assert res.lazy_autoedges(frozenset({"pkgfile"})) == [[UID("pkgfile", p) for p in files]]
     monkeypatch.setenv("XDG_CONFIG_HOME", "/home/u/.config")
     user = SvcRes(name="agent@1", session=True)
     assert user.uids() == [UID("svc", "session:agent@1")]

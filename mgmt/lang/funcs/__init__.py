@@ -45,6 +45,7 @@ from mgmt.lang.funcs import (
 )
 from mgmt.lang.funcs.registry import (
     MODULES,
+    RENAMED,
     Builtin,
     Context,
     Rule,
@@ -56,6 +57,7 @@ from mgmt.lang.funcs.registry import (
 
 __all__ = [
     "MODULES",
+    "RENAMED",
     "Builtin",
     "Context",
     "Rule",

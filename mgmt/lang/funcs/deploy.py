@@ -22,5 +22,29 @@ class ReadFile(streams.ReadFile):
         super().start()
 
 
+class Directory(streams.Stream):
+    """deploy.directory(path): a directory of the deploy, as an absolute path ending in `/`
+    (mgmt's, for a file resource's `source`). mgmt copies it out of its deploy's file system
+    into its vardir; a deploy here is already on disk, private (`<prefix>/deploy/<id>/`, and
+    the program's own directory for a local run), so the path is that directory's."""
+
+    def start(self) -> None:
+        path = self.args[0]
+        if not path.startswith("/") or not path.endswith("/"):
+            self.fail(
+                f"{path!r}: a deploy directory starts with / (its module's root), ends with /"
+            )
+            return
+        if ".." in path.split("/"):
+            self.fail(f"{path!r}: '..' is not allowed (a directory of the deploy)")
+            return
+        found = self.host.deploy_dir(self.pos.file) / path[1:]
+        if not found.is_dir():
+            self.fail(f"{path!r}: no such directory in the deploy ({found})")
+            return
+        self.emit(str(found) + "/")
+
+
 define("deploy.readfile", "func(str) str", stream=ReadFile, doc="a file of the module's deploy")
+define("deploy.directory", "func(str) str", stream=Directory, doc="a directory of the deploy")
 define("deploy.binary_path", "func() str", impl=executable, doc="the agent's program")

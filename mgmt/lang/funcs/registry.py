@@ -68,6 +68,10 @@ class Builtin:
 
 MODULES: dict[str, dict[str, Builtin]] = {}
 
+# Names some of mgmt's own examples still call, with mgmt's name for the function: an unknown
+# function's error names it (mgmt has no alias; its examples/lang/exec_func.mcl is stale).
+RENAMED = {"os.exec": "os.system"}
+
 
 def define(
     name: str,
