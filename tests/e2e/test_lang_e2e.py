@@ -78,7 +78,7 @@ def test_deploy_directory_of_a_local_run_is_the_programs_own(tmp_path: Path) -> 
     assert (tmp_path / "out/foo/sub/b").read_text() == "b\n"
     for bad, why in [
         ("/files/nope/", "no such directory in the deploy"),
-        ("files/foo/", "a deploy directory starts with /"),
+        ("files/foo/", "a deploy path starts with /"),
         ("/files/foo", "ends with /"),
         ("/files/../../", "'..' is not allowed"),
     ]:
@@ -87,6 +87,20 @@ def test_deploy_directory_of_a_local_run_is_the_programs_own(tmp_path: Path) -> 
         assert code == 2 and f"{program}:4:12: deploy.directory: {bad!r}: " in out, out
         assert why in out, out
         program.write_text(program.read_text().replace(bad, "/files/foo/", 1))
+
+
+def test_deploy_readfile_stays_within_the_deploy(tmp_path: Path) -> None:
+    """deploy.readfile refuses '..' as deploy.directory does: a deploy's paths name its files."""
+    (tmp_path / "files").mkdir()
+    (tmp_path / "secret").write_text("s\n")
+    program = tmp_path / "main.mcl"
+    program.write_text(
+        'import "deploy"\n'
+        f'file "{tmp_path}/out" {{\n\tcontent => deploy.readfile("/files/../secret"),\n}}\n'
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(program)])
+    assert code == 2 and "deploy.readfile: '/files/../secret': '..' is not allowed" in out, out
+    assert not (tmp_path / "out").exists()
 
 
 def test_check_takes_a_program_directory_as_run_does(tmp_path: Path) -> None:

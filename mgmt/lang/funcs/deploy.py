@@ -10,13 +10,25 @@ from mgmt.lang.funcs.golang_os import executable
 from mgmt.lang.funcs.registry import define
 
 
+def outside(path: str) -> str | None:
+    """Why `path` does not name something of the deploy, or None: it starts with / (the
+    module's root) and has no '..' (mgmt's paths are cleaned within the deploy's own file
+    system; here the deploy is a directory on disk, so '..' is refused)."""
+    if not path.startswith("/"):
+        return f"{path!r}: not absolute: a deploy path starts with / (its module's root)"
+    if ".." in path.split("/"):
+        return f"{path!r}: '..' is not allowed (a path of the deploy)"
+    return None
+
+
 class ReadFile(streams.ReadFile):
     """deploy.readfile(path): a file of the deploy, re-read on every change."""
 
     def start(self) -> None:
         path = self.args[0]
-        if not path.startswith("/"):
-            self.fail(f"{path!r} is not absolute: a deploy path starts with / (its module's root)")
+        problem = outside(path)
+        if problem is not None:
+            self.fail(problem)
             return
         self.args = (str(self.host.deploy_dir(self.pos.file) / path[1:]),)
         super().start()
@@ -30,13 +42,11 @@ class Directory(streams.Stream):
 
     def start(self) -> None:
         path = self.args[0]
-        if not path.startswith("/") or not path.endswith("/"):
-            self.fail(
-                f"{path!r}: a deploy directory starts with / (its module's root), ends with /"
-            )
-            return
-        if ".." in path.split("/"):
-            self.fail(f"{path!r}: '..' is not allowed (a directory of the deploy)")
+        problem = outside(path) or (
+            None if path.endswith("/") else f"{path!r}: a deploy directory ends with /"
+        )
+        if problem is not None:
+            self.fail(problem)
             return
         found = self.host.deploy_dir(self.pos.file) / path[1:]
         if not found.is_dir():

@@ -232,6 +232,6 @@ async def test_deploy_readfile_is_relative_to_the_calling_module(
     rt = Runtime(compile_file(tmp_path / "rel.mcl"), ctx=Context("h"))
     try:
         _changed, _items, error = rt.evaluate()
-        assert error is not None and "'x' is not absolute" in str(error)
+        assert error is not None and "'x': not absolute" in str(error)
     finally:
         await rt.close()
