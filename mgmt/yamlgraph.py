@@ -17,6 +17,7 @@ import functools
 import importlib
 import itertools
 import logging
+import operator
 import os
 import stat
 from dataclasses import dataclass, field
@@ -86,7 +87,9 @@ _IMPLICIT: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
     for first, found in _BASE_LOADER.yaml_implicit_resolvers.items()
     if first is not None
 }
-_ANY_FIRST = tuple(_BASE_LOADER.yaml_implicit_resolvers.get(None, ()))
+_ANY_FIRST: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    _BASE_LOADER.yaml_implicit_resolvers.get(None, ())
+)
 
 
 class _Loader(_BASE_LOADER):  # type: ignore[misc]
@@ -103,11 +106,10 @@ class _Loader(_BASE_LOADER):  # type: ignore[misc]
             return _STR_TAG
         return _MAP_TAG if kind is yaml.MappingNode else _SEQ_TAG
 
-    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
-        return None
-
-    def ascend_resolver(self) -> None:
-        return None
+    # No path resolvers: the composer's two calls per node do nothing, in C (a builtin is
+    # not bound as a method: called with the composer's arguments alone).
+    descend_resolver = operator.is_
+    ascend_resolver = tuple
 
 
 _LOADER = _Loader
