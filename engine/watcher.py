@@ -327,18 +327,28 @@ class PathWatcher:
         if hub is None:
             return False
         owed = None
+        fresh: bool | None = None
         if seen is not None:
             desired = seen
         elif self.checked and not look:
-            deferred: list[str] = []
-            desired = self._desired(hub.watches_dir, defer=(self.paths[0], deferred))
-            owed = self.paths[0] if deferred else None
+            path = self.paths[0]
+            parent, name = os.path.split(path)
+            if len(self.paths) == 1 and parent != path and hub.watches_dir(parent):
+                # What _desired gives, at no call: one path in a directory the hub watches
+                # (each file of a directory but the first), deferred to the check.
+                desired, owed, fresh = {parent: (DIR_MASK, frozenset((name,)))}, path, False
+            else:
+                deferred: list[str] = []
+                desired = self._desired(hub.watches_dir, defer=(path, deferred))
+                owed = path if deferred else None
         else:
             desired = self._desired(hub.watches_dir if first else None)
         self._owed = owed
-        fresh = any(
-            mask & DIRECTORY and not hub.watches_dir(path) for path, (mask, _) in desired.items()
-        )
+        if fresh is None:
+            fresh = any(
+                mask & DIRECTORY and not hub.watches_dir(path)
+                for path, (mask, _) in desired.items()
+            )
         hub.register(self, desired, self._registered)
         self._registered = desired
         return fresh
