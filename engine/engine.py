@@ -139,6 +139,39 @@ def same_group(old: Resource, new: Resource) -> bool:
     )
 
 
+class _Dirty:
+    """A vertex's `dirty`: asyncio.Event's is_set/set/clear/wait for its one waiter, the worker
+    (no deque of waiters, no loop check at each wait: two waits per vertex in a run)."""
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+
 class Vertex:
     """A running resource: its handle, its tasks (work; watch, unless it listens: Listening)
     and its scheduling state.
@@ -146,8 +179,8 @@ class Vertex:
     Its state is `status` (moved only by `_set_status`, along TRANSITIONS), `outcome` (the
     result of its last process, kept while it stops), `ts` and `state_ok` (for scheduling),
     `stats` (counters), `started` (the startup event came), `busy` (in init() or processing:
-    `wait_idle()`) and two asyncio events: `ready` (init() ended, or it stopped) and `dirty`
-    (a poke is pending).
+    `wait_idle()`), an asyncio event `ready` (init() ended, or it stopped) and `dirty`
+    (a poke is pending: an event for its one waiter, the worker).
     """
 
     __slots__ = (
@@ -211,7 +244,7 @@ class Vertex:
         self.backpokers: set[Vertex] = set()
         self._asked: tuple[bool, set[Vertex]] = (False, set())  # those of the run under way
         self.stats = VertexStats()
-        self.dirty = asyncio.Event()
+        self.dirty = _Dirty()
         self.started = False  # the startup event came: the worker may process (not an Event:
         # the worker waits for `dirty` alone, which the startup event sets too)
         # In init() or processing (a graceful stop waits until it is not: wait_idle()); the
