@@ -38,6 +38,7 @@ from engine.autoedge import AutoIndex, add_autoedges, managed, may_edge, owners
 from engine.autogroup import autogroup
 from engine.errors import GraphError, ResourceError
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged
+from engine.flag import Flag
 from engine.graph import Edge, Graph, Key, fmt_key, key_of, rewired
 from engine.handle import Handle, Shared
 from engine.local import LocalValues
@@ -139,39 +140,6 @@ def same_group(old: Resource, new: Resource) -> bool:
     )
 
 
-class _Dirty:
-    """A vertex's `dirty`: asyncio.Event's is_set/set/clear/wait for its one waiter, the worker
-    (no deque of waiters, no loop check at each wait: two waits per vertex in a run)."""
-
-    __slots__ = ("_set", "_waiter")
-
-    def __init__(self) -> None:
-        self._set = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        if not self._set:
-            self._set = True
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-    def clear(self) -> None:
-        self._set = False
-
-    async def wait(self) -> None:
-        if self._set:
-            return
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-
-
 class Vertex:
     """A running resource: its handle, its tasks (work; watch, unless it listens: Listening)
     and its scheduling state.
@@ -179,8 +147,8 @@ class Vertex:
     Its state is `status` (moved only by `_set_status`, along TRANSITIONS), `outcome` (the
     result of its last process, kept while it stops), `ts` and `state_ok` (for scheduling),
     `stats` (counters), `started` (the startup event came), `busy` (in init() or processing:
-    `wait_idle()`), an asyncio event `ready` (init() ended, or it stopped) and `dirty`
-    (a poke is pending: an event for its one waiter, the worker).
+    `wait_idle()`) and two flags (engine.flag: asyncio events, lighter): `ready` (init() ended,
+    or it stopped) and `dirty` (a poke is pending).
     """
 
     __slots__ = (
@@ -244,7 +212,7 @@ class Vertex:
         self.backpokers: set[Vertex] = set()
         self._asked: tuple[bool, set[Vertex]] = (False, set())  # those of the run under way
         self.stats = VertexStats()
-        self.dirty = _Dirty()
+        self.dirty = Flag()
         self.started = False  # the startup event came: the worker may process (not an Event:
         # the worker waits for `dirty` alone, which the startup event sets too)
         # In init() or processing (a graceful stop waits until it is not: wait_idle()); the
@@ -273,7 +241,7 @@ class Vertex:
         self._watch_task: asyncio.Task[None] | None = None  # once init() succeeded...
         self._unlisten: Callable[[], None] | None = None  # ...or this, without a task (_listen)
         self._inited = False  # init() succeeded: cleanup() is owed
-        self.ready = asyncio.Event()  # init() has ended (or the vertex stopped): see start()
+        self.ready = Flag()  # init() has ended (or the vertex stopped): see start()
         self.changed_event = VertexChanged(self)  # what Engine.changed tells (one, immutable)
 
     def __repr__(self) -> str:

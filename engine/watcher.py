@@ -62,6 +62,7 @@ from types import TracebackType
 from typing import ClassVar, TypeVar
 
 from engine import inotify, libc
+from engine.flag import Flag
 from engine.inotify import Blind, Event, Inotify
 
 log = logging.getLogger("engine")
@@ -133,7 +134,7 @@ class PathWatcher:
         self.checked = checked
         self._hub: Hub | None = None
         self._registered: Desired = {}
-        self._wake = asyncio.Event()
+        self._wake = Flag()
         self._pending = False  # an event to report (a wake that settle() did not subsume)
         self._resync = False
         self._expected: dict[tuple[str, str], int] = {}  # own renames: (dir, name) -> count
