@@ -63,6 +63,14 @@ LEGACY: dict[str, set[str]] = {
     "exec": {"state"},
 }
 EXPORT_PREFIX = "@@"
+
+
+@functools.cache
+def _legacy_keys(kind: str) -> frozenset[str]:
+    """The old keys of a resource of `kind` (LEGACY's "*" and its own)."""
+    return frozenset(LEGACY["*"] | LEGACY.get(kind, set()))
+
+
 # The meta of a resource given none (one object: a Meta is frozen).
 _NO_META = Meta()
 # Keys _resource() builds itself.
@@ -712,10 +720,11 @@ class _Parser:
             )
             return None
         where = f"{kind}[{name}]"
-        legacy = LEGACY["*"] | LEGACY.get(kind, set())
-        for key in [k for k in item if k in legacy]:
-            self.warn(item.lines[key], where, f"'{key}' is an old mgmt key with no effect")
-            del item[key]
+        legacy = _legacy_keys(kind)
+        if not legacy.isdisjoint(item):
+            for key in [k for k in item if k in legacy]:
+                self.warn(item.lines[key], where, f"'{key}' is an old mgmt key with no effect")
+                del item[key]
         meta_data = item.get("meta") or {}
         meta: Meta | None = _NO_META
         if not isinstance(meta_data, dict):
