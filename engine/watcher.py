@@ -115,6 +115,12 @@ Desired = dict[str, tuple[int, frozenset[str]]]  # absolute path -> (mask, entry
 T = TypeVar("T")
 
 
+def _absolute(path: str | os.PathLike[str]) -> str:
+    """os.path.abspath(path), at one call for an absolute path (a watch per file resource)."""
+    path = os.fspath(path)
+    return os.path.normpath(path) if path.startswith("/") else os.path.abspath(path)
+
+
 class PathWatcher:
     """Watch paths for any change (see module docstring)."""
 
@@ -127,7 +133,7 @@ class PathWatcher:
         on_change: Callable[[], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
     ) -> None:
-        self.paths = [os.path.abspath(p) for p in paths]  # str: cheaper than Path to hash
+        self.paths = [_absolute(p) for p in paths]  # str: cheaper than Path to hash
         self.recurse = recurse
         # A check looks the first path up after every change reported, between settle() and
         # observed(): the watcher leaves that lookup to it (see settle()).

@@ -273,6 +273,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         return not (self._recurse_watch() or self.follow or self.source is not None)
 
     def _watch_paths(self) -> list[str]:
+        if not (self.follow or self.source is not None or self.fragments):
+            return [self._fs_path]  # the usual case, at no more call
         paths = [self._fs_path]
         if self.follow:
             paths.append(os.path.realpath(self._fs_path))
