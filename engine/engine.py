@@ -515,7 +515,10 @@ class Vertex:
                 continue  # poked before its startup event, which pokes it again
             if self.bucket is not None:
                 await self.bucket.acquire()
-            stale = self.engine.stale_predecessors(self)
+            # (No call for a vertex without predecessors: most of a graph of files.)
+            stale = (
+                self.engine.stale_predecessors(self) if self.engine.graph.pred.get(self.key) else ()
+            )
             if stale:
                 for vertex in stale:
                     if vertex.status not in (FAILED, RETRYING, DEAD):
@@ -635,7 +638,8 @@ class Vertex:
         # run before the near one, back-pokes us again: a livelock.)
         forward, askers = self._asked
         everyone = forward or changed
-        for target, _edge in self.engine.successors(self):
+        successors = self.engine.successors(self) if self.engine.graph.succ.get(self.key) else ()
+        for target, _edge in successors:
             # Before our own status: the converger sees them dirty first.
             if everyone:
                 target.poke(quiet)
