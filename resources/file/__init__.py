@@ -146,7 +146,9 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     @property
     def _managed(self) -> bool:
-        return self.state is not None or any(getattr(self, k) is not None for k in _MANAGED)
+        if self.state is not None or self.content is not None:  # the usual cases, at no call
+            return True
+        return any(getattr(self, k) is not None for k in _MANAGED)
 
     def validate(self) -> None:
         super().validate()
