@@ -815,6 +815,8 @@ def verify(graph: Graph, found: dict[UID, Key] | None = None) -> dict[UID, Key]:
     found = owners(graph, found)
     sizes: dict[str, tuple[int, Resource]] = {}
     for res in graph:
+        if not res.meta.sema:
+            continue  # most resources: no generator
         for name, size in (sema_size(entry) for entry in res.meta.sema):
             first = sizes.setdefault(name, (size, res))
             if first[0] != size:
