@@ -96,6 +96,12 @@ class Converger:
     def _swapped(self, event: GraphSwapped) -> None:
         """After a swap: re-evaluate the vertices it replaced or added (a small swap that
         stopped no failed vertex and changed no edge while one is failed), else every vertex."""
+        if not (event.kept or event.stopped):
+            # The first graph (no vertex before it; the converger follows its engine from
+            # before any graph): each vertex told its state as it started (VertexChanged), and
+            # nothing else was known: nothing to re-evaluate (1,000 vertices: 1% of a run).
+            self._rearm()
+            return
         replaced = event.replaced
         if (
             replaced is None
