@@ -47,6 +47,7 @@ with patterns_on_use("yaml"):  # its reader's and resolver's, mostly unused: ~7 
 
 if TYPE_CHECKING:
     import re
+    from collections.abc import Callable
 
     from engine.engine import Since
 
@@ -98,6 +99,17 @@ _IMPLICIT: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
 _ANY_FIRST: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     _BASE_LOADER.yaml_implicit_resolvers.get(None, ())
 )
+# The same with each pattern's bound match(), made on first use per character (the patterns
+# are compiled on first use too, mgmt.lazyimport; a read of a pattern's method costs a call).
+_MATCHERS: dict[str, tuple[tuple[str, Callable[[str], object]], ...]] = {}
+
+
+def _matchers(first: str) -> tuple[tuple[str, Callable[[str], object]], ...]:
+    found = _MATCHERS.get(first)
+    if found is None:
+        pairs = _IMPLICIT.get(first, _ANY_FIRST)
+        found = _MATCHERS[first] = tuple((tag, regexp.match) for tag, regexp in pairs)
+    return found
 
 
 class _Loader(_BASE_LOADER):  # type: ignore[misc]
@@ -108,8 +120,10 @@ class _Loader(_BASE_LOADER):  # type: ignore[misc]
     def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
         if kind is yaml.ScalarNode:
             if implicit[0]:  # a plain scalar: 1, true, null... by the implicit resolvers
-                for tag, regexp in _IMPLICIT.get(value[:1], _ANY_FIRST):
-                    if regexp.match(value):
+                first = value[:1]
+                found = _MATCHERS.get(first)
+                for tag, match in _matchers(first) if found is None else found:
+                    if match(value):
                         return tag
             return _STR_TAG
         return _MAP_TAG if kind is yaml.MappingNode else _SEQ_TAG
