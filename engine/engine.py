@@ -38,6 +38,7 @@ from engine.autoedge import AutoIndex, add_autoedges, managed, may_edge, owners
 from engine.autogroup import autogroup
 from engine.errors import GraphError, ResourceError
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged
+from engine.flag import Flag
 from engine.graph import Edge, Graph, Key, fmt_key, key_of, rewired
 from engine.handle import Handle, Shared
 from engine.local import LocalValues
@@ -83,20 +84,27 @@ class Status(enum.Enum):
     STOPPED = "stopped"  # its tasks ended and it was cleaned up
 
 
-_RUN = frozenset({Status.PENDING, Status.RUNNING, Status.OK, Status.RETRYING, Status.FAILED})
-_OUTCOMES = frozenset({Status.OK, Status.RETRYING, Status.FAILED, Status.DEAD})
-_INERT = frozenset({Status.DEAD, Status.STOPPING, Status.STOPPED})  # a poke does nothing
+# The members as module constants, for the hot paths: in Python 3.11 a read of `Status.OK`
+# goes through EnumType's __getattr__ slot (a bound method made and called, ~850 instructions
+# against ~50 for a global), and a vertex's run and stop read ~50 of them.
+NEW, PENDING, RUNNING = Status.NEW, Status.PENDING, Status.RUNNING
+OK, RETRYING, FAILED, DEAD = Status.OK, Status.RETRYING, Status.FAILED, Status.DEAD
+STOPPING, STOPPED = Status.STOPPING, Status.STOPPED
+
+_RUN = frozenset({PENDING, RUNNING, OK, RETRYING, FAILED})
+_OUTCOMES = frozenset({OK, RETRYING, FAILED, DEAD})
+_INERT = frozenset({DEAD, STOPPING, STOPPED})  # a poke does nothing
 # status -> the statuses it may move to. Anything else is a bug (TransitionError).
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.NEW: frozenset({Status.PENDING, Status.DEAD, Status.STOPPING}),
-    Status.PENDING: _RUN | {Status.DEAD, Status.STOPPING},
-    Status.RUNNING: _OUTCOMES | {Status.STOPPING},
-    Status.OK: _RUN | {Status.DEAD, Status.STOPPING},
-    Status.RETRYING: _RUN | {Status.DEAD, Status.STOPPING},
-    Status.FAILED: _RUN | {Status.DEAD, Status.STOPPING},
-    Status.DEAD: frozenset({Status.STOPPING}),
-    Status.STOPPING: frozenset({Status.STOPPED}),
-    Status.STOPPED: frozenset(),
+    NEW: frozenset({PENDING, DEAD, STOPPING}),
+    PENDING: _RUN | {DEAD, STOPPING},
+    RUNNING: _OUTCOMES | {STOPPING},
+    OK: _RUN | {DEAD, STOPPING},
+    RETRYING: _RUN | {DEAD, STOPPING},
+    FAILED: _RUN | {DEAD, STOPPING},
+    DEAD: frozenset({STOPPING}),
+    STOPPING: frozenset({STOPPED}),
+    STOPPED: frozenset(),
 }
 
 
@@ -139,8 +147,8 @@ class Vertex:
     Its state is `status` (moved only by `_set_status`, along TRANSITIONS), `outcome` (the
     result of its last process, kept while it stops), `ts` and `state_ok` (for scheduling),
     `stats` (counters), `started` (the startup event came), `busy` (in init() or processing:
-    `wait_idle()`) and two asyncio events: `ready` (init() ended, or it stopped) and `dirty`
-    (a poke is pending).
+    `wait_idle()`) and two flags (engine.flag: asyncio events, lighter): `ready` (init() ended,
+    or it stopped) and `dirty` (a poke is pending).
     """
 
     __slots__ = (
@@ -186,8 +194,8 @@ class Vertex:
             self.pristine.grouped = [_twin(g) for g in res.grouped]
         self.sent: dict[str, Any] = {}  # values published with handle.send()
         self.received: dict[str, bool] = {}  # params set by the last _receive: changed?
-        self._status = Status.NEW
-        self.outcome = Status.PENDING  # OK, RETRYING, FAILED or DEAD once it has processed
+        self._status = NEW
+        self.outcome = PENDING  # OK, RETRYING, FAILED or DEAD once it has processed
         self.ts = 0  # logical time of the last successful process (0 = never)
         self.state_ok = False  # mgmt's isStateOK: no event since the last good check_apply
         self.error: BaseException | None = None
@@ -204,7 +212,7 @@ class Vertex:
         self.backpokers: set[Vertex] = set()
         self._asked: tuple[bool, set[Vertex]] = (False, set())  # those of the run under way
         self.stats = VertexStats()
-        self.dirty = asyncio.Event()
+        self.dirty = Flag()
         self.started = False  # the startup event came: the worker may process (not an Event:
         # the worker waits for `dirty` alone, which the startup event sets too)
         # In init() or processing (a graceful stop waits until it is not: wait_idle()); the
@@ -233,7 +241,7 @@ class Vertex:
         self._watch_task: asyncio.Task[None] | None = None  # once init() succeeded...
         self._unlisten: Callable[[], None] | None = None  # ...or this, without a task (_listen)
         self._inited = False  # init() succeeded: cleanup() is owed
-        self.ready = asyncio.Event()  # init() has ended (or the vertex stopped): see start()
+        self.ready = Flag()  # init() has ended (or the vertex stopped): see start()
         self.changed_event = VertexChanged(self)  # what Engine.changed tells (one, immutable)
 
     def __repr__(self) -> str:
@@ -261,13 +269,13 @@ class Vertex:
         """Failed: out of retries (until its next event), or DEAD. Once it stops: whether its
         last process had failed so."""
         status = self._status
-        if status is Status.STOPPING or status is Status.STOPPED:
+        if status is STOPPING or status is STOPPED:
             status = self.outcome
-        return status is Status.FAILED or status is Status.DEAD
+        return status is FAILED or status is DEAD
 
     @property
     def stopping(self) -> bool:
-        return self._status in (Status.STOPPING, Status.STOPPED)
+        return self._status in (STOPPING, STOPPED)
 
     @property
     def refresh_pending(self) -> bool:
@@ -293,7 +301,7 @@ class Vertex:
         if self.res.meta.hidden:  # ordered like any vertex, never applied
             self.started = True
             self.state_ok = True
-            self._set_status(Status.PENDING)
+            self._set_status(PENDING)
             self.ready.set()
             self.poke()
         elif not await self._init():
@@ -316,7 +324,7 @@ class Vertex:
             self.engine.progressed()
             if self.stopping:
                 return False
-            self._set_status(Status.PENDING)
+            self._set_status(PENDING)
             if not self._listen():
                 self._watch_task = self._tasks.spawn(self._watch(), f"watch {self.name}")
             return True
@@ -385,8 +393,8 @@ class Vertex:
 
     def _stopping(self) -> None:
         """Stop's first step: no new process starts, the watch is cancelled."""
-        if self._status is not Status.STOPPING:
-            self._set_status(Status.STOPPING)
+        if self._status is not STOPPING:
+            self._set_status(STOPPING)
         if self.work is not None:  # a check_apply whose work has not begun never begins it
             self.work.stop()
         self.handle.request_stop()  # work in progress that can end early does (exec: `sig`)
@@ -406,7 +414,7 @@ class Vertex:
         see _needs_cleanup)."""
         self._inited = False
         self._watch_task = None
-        self._set_status(Status.STOPPED)
+        self._set_status(STOPPED)
         self.ready.set()  # an apply() waiting for a vertex stopped before its task ran
 
     def _needs_cleanup(self) -> bool:
@@ -439,7 +447,7 @@ class Vertex:
                 self.poll_tick = False
                 self.engine.changed(self)
             return
-        if tick and not self.poll_tick and self._status is Status.RUNNING:
+        if tick and not self.poll_tick and self._status is RUNNING:
             tick = False  # a real change is being processed: this tick does not relabel it
         relabelled = tick is not self.poll_tick
         self.poll_tick = tick
@@ -447,7 +455,7 @@ class Vertex:
         # Pending work is news only to a vertex that is OK (it is no longer settled) or that
         # changed its label: any other status says all already (the startup event of each
         # vertex of a first run told nobody anything).
-        if relabelled or self._status is Status.OK:
+        if relabelled or self._status is OK:
             self.engine.changed(self)
 
     # tasks -------------------------------------------------------------------------------
@@ -507,7 +515,7 @@ class Vertex:
             await self.dirty.wait()
             self.dirty.clear()
             if self._status in _INERT:
-                if self._status is not Status.DEAD:
+                if self._status is not DEAD:
                     return  # stopping
                 self.engine.changed(self)  # poked before its watch failed for good: not dirty
                 continue
@@ -515,12 +523,15 @@ class Vertex:
                 continue  # poked before its startup event, which pokes it again
             if self.bucket is not None:
                 await self.bucket.acquire()
-            stale = self.engine.stale_predecessors(self)
+            # (No call for a vertex without predecessors: most of a graph of files.)
+            stale = (
+                self.engine.stale_predecessors(self) if self.engine.graph.pred.get(self.key) else ()
+            )
             if stale:
                 for vertex in stale:
-                    if vertex.status not in (Status.FAILED, Status.RETRYING, Status.DEAD):
+                    if vertex.status not in (FAILED, RETRYING, DEAD):
                         vertex.poke(self.poll_tick, by=self)  # a failed one retries on its own
-                self._set_status(Status.PENDING)
+                self._set_status(PENDING)
                 continue
             self._asked = (self.forward, self.backpokers)  # a poke from now on asks anew
             self.forward, self.backpokers = False, set()
@@ -577,10 +588,10 @@ class Vertex:
         if apply and meta.reverse:
             await self.engine.prepare_reversal(self)  # nothing is changed if it cannot be kept
         refreshes_before = self.stats.refreshes
-        self._set_status(Status.RUNNING)
+        self._set_status(RUNNING)
         try:
             async with self.engine.locks(meta.sema) if meta.sema else self.engine.slot():
-                if self._status is Status.STOPPING or self.engine.gate.closed:
+                if self._status is STOPPING or self.engine.gate.closed:
                     return None  # stopping while we waited for a slot: run nothing new
                 # An event while we waited for the slot is older than the check: it sees it.
                 events_before = self.stats.events
@@ -620,11 +631,11 @@ class Vertex:
         return None
 
     def _succeeded(self, changed: bool) -> None:
-        if self.outcome is Status.DEAD:
+        if self.outcome is DEAD:
             return  # its watch failed for good: it stays failed, nothing downstream runs
         self.ts = self.engine.tick()
         self.changed_last = changed
-        if self.outcome in (Status.RETRYING, Status.FAILED):
+        if self.outcome in (RETRYING, FAILED):
             self.handle.logger.info("recovered")
         self.engine.retries[self.key] = 0
         self.error = None
@@ -635,16 +646,17 @@ class Vertex:
         # run before the near one, back-pokes us again: a livelock.)
         forward, askers = self._asked
         everyone = forward or changed
-        for target, _edge in self.engine.successors(self):
+        successors = self.engine.successors(self) if self.engine.graph.succ.get(self.key) else ()
+        for target, _edge in successors:
             # Before our own status: the converger sees them dirty first.
             if everyone:
                 target.poke(quiet)
             elif target in askers:
                 target.poke(quiet, answer=True)
-        self._set_outcome(Status.OK)
+        self._set_outcome(OK)
 
     def _failed(self, err: BaseException) -> float | None:
-        if self.outcome is Status.DEAD:
+        if self.outcome is DEAD:
             return None
         meta = self.res.meta
         count = self.engine.retries.get(self.key, 0) + 1
@@ -655,25 +667,25 @@ class Vertex:
             left = "forever" if meta.retry == -1 else f"{meta.retry - count + 1} left"
             delay = meta.delay / 1000
             self.handle.logger.warning("failed, retrying in %gs (%s): %s", delay, left, err)
-            self._set_outcome(Status.RETRYING)
+            self._set_outcome(RETRYING)
             return meta.delay / 1000
-        if self.outcome is Status.FAILED and str(previous) == str(err):
+        if self.outcome is FAILED and str(previous) == str(err):
             self.handle.logger.debug("failed again: %s", err)  # said when it first failed so
         else:
             self.handle.logger.error("failed: %s", err)
-        self._set_outcome(Status.FAILED)
+        self._set_outcome(FAILED)
         return None
 
     def _fail_permanently(self, err: BaseException, where: str) -> None:
         self.error = err
         self.handle.logger.error("%s failed: %s", where, err)
-        self._set_outcome(Status.DEAD)
+        self._set_outcome(DEAD)
 
     def _set_outcome(self, outcome: Status) -> None:
         """Record how the last process ended; the status follows unless the vertex is stopping
         (then the outcome is kept for the exit report, and nothing more is scheduled)."""
         self.outcome = outcome
-        self.engine.processed(self, outcome is not Status.OK)
+        self.engine.processed(self, outcome is not OK)
         self._set_status(outcome)
 
     def _set_status(self, status: Status) -> None:
@@ -682,7 +694,7 @@ class Vertex:
         old = self._status
         if status is not old:
             if status not in TRANSITIONS[old]:
-                if old in (Status.STOPPING, Status.STOPPED) and status is not Status.NEW:
+                if old in (STOPPING, STOPPED) and status is not NEW:
                     return  # a process that ends while stopping: recorded in `outcome` only
                 raise TransitionError(f"{self.name}: {old.value} -> {status.value} is not allowed")
             self._status = status
@@ -694,7 +706,7 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
     running init()s and check_applies finish; their tasks end; then each is cleaned up. One
     wait for all their tasks, and a task of its own only for a cleanup that may wait (at
     10,000 files, a task per vertex stopped cost 10,000 tasks more)."""
-    vertices = [v for v in vertices if v.status is not Status.STOPPED]
+    vertices = [v for v in vertices if v.status is not STOPPED]
     for vertex in vertices:
         vertex._stopping()
     if graceful:
@@ -714,9 +726,9 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
     for vertex in vertices:
         if vertex._needs_cleanup():
             waits.append(vertex)
-        elif vertex.status is not Status.STOPPED:
+        elif vertex.status is not STOPPED:
             vertex._ended()  # nothing to wait for: no task, nor coroutine, needed
-    await asyncio.gather(*(v._stopped() for v in waits if v.status is not Status.STOPPED))
+    await asyncio.gather(*(v._stopped() for v in waits if v.status is not STOPPED))
 
 
 def _twin(res: Resource) -> Resource:
@@ -740,7 +752,7 @@ def _release(vertices: Iterable[Vertex]) -> None:
     """Poke the vertices that lost a predecessor in a swap and wait (PENDING): one waiting for
     it runs now (mgmt: a removed edge no longer holds its target back)."""
     for vertex in vertices:
-        if vertex.status is Status.PENDING:
+        if vertex.status is PENDING:
             vertex.poke()
 
 
@@ -812,6 +824,8 @@ def verify(graph: Graph, found: dict[UID, Key] | None = None) -> dict[UID, Key]:
     found = owners(graph, found)
     sizes: dict[str, tuple[int, Resource]] = {}
     for res in graph:
+        if not res.meta.sema:
+            continue  # most resources: no generator
         for name, size in (sema_size(entry) for entry in res.meta.sema):
             first = sizes.setdefault(name, (size, res))
             if first[0] != size:

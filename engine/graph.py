@@ -130,9 +130,10 @@ class Graph:
         """One cycle as [a, b, ..., a], or None if the graph is a DAG (iterative DFS)."""
         white, grey, black = 0, 1, 2
         color = dict.fromkeys(self.vertices, white)
+        succ = self.succ
         for root in self.vertices:
-            if color[root] != white:
-                continue
+            if color[root] != white or not succ[root]:
+                continue  # seen, or no edge out: on no cycle (most vertices: no DFS)
             path: list[Key] = [root]
             stack: list[Iterator[Key]] = [iter(self.succ[root])]
             color[root] = grey

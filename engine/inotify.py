@@ -63,6 +63,7 @@ _NONBLOCK = os.O_NONBLOCK
 _CLOEXEC = os.O_CLOEXEC
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of NUL-padded name)
 _READ_SIZE = 64 * 1024
+_READ_SIZE_T = ctypes.c_size_t(_READ_SIZE)  # as libc.read takes it
 _READS_PER_CALL = 16  # at most 1 MiB of events per callback, so the loop stays responsive
 
 
@@ -83,8 +84,9 @@ class _Libc:
         libc = ctypes.PyDLL(None, use_errno=True)
         self.init1 = libc.inotify_init1
         self.init1.argtypes = [ctypes.c_int]
+        # (int, const char *, uint32_t), without argtypes (one call per file: see engine/libc.py);
+        # every mask the watcher uses fits a C int.
         self.add_watch = libc.inotify_add_watch
-        self.add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         self.rm_watch = libc.inotify_rm_watch
         self.rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
 
@@ -278,7 +280,7 @@ class Inotify:
         for _ in range(_READS_PER_CALL):  # the reader fires again while more is queued
             if self.fd is None:
                 break
-            size = libc.read(self.fd, self._buffer, _READ_SIZE)
+            size = libc.read(self.fd, self._buffer, _READ_SIZE_T)
             if size < 0:
                 code = ctypes.get_errno()
                 if code == errno.EINTR:

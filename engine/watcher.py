@@ -67,6 +67,7 @@ from types import TracebackType
 from typing import ClassVar, TypeVar
 
 from engine import inotify, libc
+from engine.flag import Flag
 from engine.inotify import Blind, Event, Inotify
 
 log = logging.getLogger("engine")
@@ -119,6 +120,12 @@ Desired = dict[str, tuple[int, frozenset[str]]]  # absolute path -> (mask, entry
 T = TypeVar("T")
 
 
+def _absolute(path: str | os.PathLike[str]) -> str:
+    """os.path.abspath(path), at one call for an absolute path (a watch per file resource)."""
+    path = os.fspath(path)
+    return os.path.normpath(path) if path.startswith("/") else os.path.abspath(path)
+
+
 class PathWatcher:
     """Watch paths for any change (see module docstring)."""
 
@@ -131,14 +138,14 @@ class PathWatcher:
         on_change: Callable[[], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
     ) -> None:
-        self.paths = [os.path.abspath(p) for p in paths]  # str: cheaper than Path to hash
+        self.paths = [_absolute(p) for p in paths]  # str: cheaper than Path to hash
         self.recurse = recurse
         # A check looks the first path up after every change reported, between settle() and
         # observed(): the watcher leaves that lookup to it (see settle()).
         self.checked = checked
         self._hub: Hub | None = None
         self._registered: Desired = {}
-        self._wake = asyncio.Event()
+        self._wake = Flag()
         self._pending = False  # an event to report (a wake that settle() did not subsume)
         self._resync = False
         self._expected: dict[tuple[str, str], int] = {}  # own renames: (dir, name) -> count
@@ -361,18 +368,28 @@ class PathWatcher:
         if hub is None:
             return False
         owed = None
+        fresh: bool | None = None
         if seen is not None:
             desired = seen
         elif self.checked and not look:
-            deferred: list[str] = []
-            desired = self._desired(hub.watches_dir, defer=(self.paths[0], deferred))
-            owed = self.paths[0] if deferred else None
+            path = self.paths[0]
+            parent, name = os.path.split(path)
+            if len(self.paths) == 1 and parent != path and hub.watches_dir(parent):
+                # What _desired gives, at no call: one path in a directory the hub watches
+                # (each file of a directory but the first), deferred to the check.
+                desired, owed, fresh = {parent: (DIR_MASK, frozenset((name,)))}, path, False
+            else:
+                deferred: list[str] = []
+                desired = self._desired(hub.watches_dir, defer=(path, deferred))
+                owed = path if deferred else None
         else:
             desired = self._desired(hub.watches_dir if first else None)
         self._owed = owed
-        fresh = any(
-            mask & DIRECTORY and not hub.watches_dir(path) for path, (mask, _) in desired.items()
-        )
+        if fresh is None:
+            fresh = any(
+                mask & DIRECTORY and not hub.watches_dir(path)
+                for path, (mask, _) in desired.items()
+            )
         hub.register(self, desired, self._registered)
         self._registered = desired
         return fresh

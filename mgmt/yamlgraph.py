@@ -17,6 +17,7 @@ import functools
 import importlib
 import itertools
 import logging
+import operator
 import os
 import stat
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ with patterns_on_use("yaml"):  # its reader's and resolver's, mostly unused: ~7 
     import yaml
 
 if TYPE_CHECKING:
+    import re
+    from collections.abc import Callable
+
     from engine.engine import Since
 
 log = logging.getLogger("main")
@@ -60,6 +64,14 @@ LEGACY: dict[str, set[str]] = {
     "exec": {"state"},
 }
 EXPORT_PREFIX = "@@"
+
+
+@functools.cache
+def _legacy_keys(kind: str) -> frozenset[str]:
+    """The old keys of a resource of `kind` (LEGACY's "*" and its own)."""
+    return frozenset(LEGACY["*"] | LEGACY.get(kind, set()))
+
+
 # The meta of a resource given none (one object: a Meta is frozen).
 _NO_META = Meta()
 # Keys _resource() builds itself.
@@ -77,22 +89,49 @@ _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
 
 
+# The safe loader's implicit resolvers by a plain scalar's first character ("" for an empty
+# one), those for any character (None) appended, as its resolve() tries them.
+_IMPLICIT: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
+    first: tuple(found) + tuple(_BASE_LOADER.yaml_implicit_resolvers.get(None, ()))
+    for first, found in _BASE_LOADER.yaml_implicit_resolvers.items()
+    if first is not None
+}
+_ANY_FIRST: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    _BASE_LOADER.yaml_implicit_resolvers.get(None, ())
+)
+# The same with each pattern's bound match(), made on first use per character (the patterns
+# are compiled on first use too, mgmt.lazyimport; a read of a pattern's method costs a call).
+_MATCHERS: dict[str, tuple[tuple[str, Callable[[str], object]], ...]] = {}
+
+
+def _matchers(first: str) -> tuple[tuple[str, Callable[[str], object]], ...]:
+    found = _MATCHERS.get(first)
+    if found is None:
+        pairs = _IMPLICIT.get(first, _ANY_FIRST)
+        found = _MATCHERS[first] = tuple((tag, regexp.match) for tag, regexp in pairs)
+    return found
+
+
 class _Loader(_BASE_LOADER):  # type: ignore[misc]
-    """The safe loader with its resolver's common cases at one call (there are no path
-    resolvers): ~70,000 calls for a 10,000-resource graph."""
+    """The safe loader with its resolver at one call (there are no path resolvers): ~70,000
+    calls for a 10,000-resource graph, most of them plain scalars that no implicit resolver
+    matches by their first character (`name`, `/etc/motd`)."""
 
     def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
         if kind is yaml.ScalarNode:
             if implicit[0]:  # a plain scalar: 1, true, null... by the implicit resolvers
-                return str(_BASE_LOADER.resolve(self, kind, value, implicit))
+                first = value[:1]
+                found = _MATCHERS.get(first)
+                for tag, match in _matchers(first) if found is None else found:
+                    if match(value):
+                        return tag
             return _STR_TAG
         return _MAP_TAG if kind is yaml.MappingNode else _SEQ_TAG
 
-    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
-        return None
-
-    def ascend_resolver(self) -> None:
-        return None
+    # No path resolvers: the composer's two calls per node do nothing, in C (a builtin is
+    # not bound as a method: called with the composer's arguments alone).
+    descend_resolver = operator.is_
+    ascend_resolver = tuple
 
 
 _LOADER = _Loader
@@ -699,10 +738,11 @@ class _Parser:
             )
             return None
         where = f"{kind}[{name}]"
-        legacy = LEGACY["*"] | LEGACY.get(kind, set())
-        for key in [k for k in item if k in legacy]:
-            self.warn(item.lines[key], where, f"'{key}' is an old mgmt key with no effect")
-            del item[key]
+        legacy = _legacy_keys(kind)
+        if not legacy.isdisjoint(item):
+            for key in [k for k in item if k in legacy]:
+                self.warn(item.lines[key], where, f"'{key}' is an old mgmt key with no effect")
+                del item[key]
         meta_data = item.get("meta") or {}
         meta: Meta | None = _NO_META
         if not isinstance(meta_data, dict):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engine.engine import Status
+from engine.engine import DEAD, FAILED, NEW, OK, PENDING, RETRYING, RUNNING
 from engine.events import CheckApplied, GraphSwapped, VertexChanged
 from engine.graph import Key, fmt_key
 from mgmt.status.latency import RepairClock
@@ -34,13 +34,13 @@ STATES = ("pending", "applying", "converged", "retrying", "failed")
 
 # A vertex's status as a state (a stopping one shows its last outcome: see _update).
 _STATES = {
-    Status.NEW: "pending",
-    Status.PENDING: "pending",
-    Status.RUNNING: "applying",
-    Status.OK: "converged",
-    Status.RETRYING: "retrying",
-    Status.FAILED: "failed",
-    Status.DEAD: "failed",
+    NEW: "pending",
+    PENDING: "pending",
+    RUNNING: "applying",
+    OK: "converged",
+    RETRYING: "retrying",
+    FAILED: "failed",
+    DEAD: "failed",
 }
 
 

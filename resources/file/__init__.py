@@ -142,19 +142,23 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     @property
     def _is_dir(self) -> bool:
-        return self._spec_path.endswith("/")
+        return (self.path if self.path is not None else self.name).endswith("/")  # _spec_path's
 
     @property
     def _managed(self) -> bool:
-        return self.state is not None or any(getattr(self, k) is not None for k in _MANAGED)
+        if self.state is not None or self.content is not None:  # the usual cases, at no call
+            return True
+        return any(getattr(self, k) is not None for k in _MANAGED)
 
     def validate(self) -> None:
         super().validate()
         self._validate_path()
         if self.content is not None and self.source is not None:
             raise ValidationError("cannot be combined with content: set one of them", "source")
-        self._validate_fragments()
-        self._validate_symlink()
+        if self.fragments is not None:
+            self._validate_fragments()
+        if self.symlink:
+            self._validate_symlink()
         if self.selinux is not None and not _CONTEXT.fullmatch(self.selinux):
             raise ValidationError(
                 f"expected a context like 'system_u:object_r:bin_t:s0', got {self.selinux!r}",
@@ -169,7 +173,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 if getattr(self, key) is not None:
                     value = getattr(self, key)
                     raise ValidationError(f"cannot be set with state 'absent' (got {value!r})", key)
-        self._validate_source()
+        if self.source is not None:
+            self._validate_source()
         if self.recurse and not self._is_dir and self.state != "absent":
             raise ValidationError(
                 "needs a directory path (ending in '/') or state 'absent' (to remove a tree)",
@@ -185,12 +190,13 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                     f"expected octal like '0644' or symbolic like 'u=rw,go=r', got {self.mode!r}",
                     "mode",
                 ) from None
-        for key in ("owner", "group"):
-            _validate_id(getattr(self, key), key)
+        if self.owner is not None or self.group is not None:
+            for key in ("owner", "group"):
+                _validate_id(getattr(self, key), key)
 
     def _validate_path(self) -> None:
         path, key = or_name(self, "path")
-        if not os.path.isabs(path) or "\0" in path:
+        if not path.startswith("/") or "\0" in path:  # os.path.isabs(), at no call
             raise ValidationError(f"expected an absolute path, got {path!r}", key)
         if self._fs_path == "/":
             raise ValidationError("refusing to manage '/'", key)
@@ -269,6 +275,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         return not (self._recurse_watch() or self.follow or self.source is not None)
 
     def _watch_paths(self) -> list[str]:
+        if not (self.follow or self.source is not None or self.fragments):
+            return [self._fs_path]  # the usual case, at no more call
         paths = [self._fs_path]
         if self.follow:
             paths.append(os.path.realpath(self._fs_path))
