@@ -41,6 +41,7 @@ import collections
 import contextlib
 import contextvars
 import functools
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +49,8 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+# Jobs a drain of Replies runs before it lets the executor's other queued jobs go first.
+DRAIN_TURN = 64
 
 
 class Stopped(BaseException):
@@ -163,6 +166,10 @@ class GatedExecutor(ThreadPoolExecutor):
     """A ThreadPoolExecutor whose jobs submitted inside `Gate.work()` are admitted by their
     Work as they start (the loop's default executor: see the module doc)."""
 
+    def __init__(self, max_workers: int, thread_name_prefix: str = "") -> None:
+        super().__init__(max_workers, thread_name_prefix)
+        self.workers = max_workers
+
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         work = _WORK.get()
         if work is None:
@@ -200,12 +207,24 @@ class Replies:
     reply's future in one callback. asyncio's run_in_executor wakes the loop once per job and
     takes three callbacks more on the loop to reach its awaiter (its future chained to the
     executor's, then in_thread's shield); a first run of 10,000 files makes 10,000 such hops.
+
+    The jobs wait in a queue of their own, in order, which at most `workers` executor jobs
+    (`_drain`) run one after another: an executor job per in_thread call cost a Future with
+    its Condition, and the executor's idle count (a Python Semaphore, waited on with a zero
+    timeout while every worker is busy) on the loop and again in the worker, ~15 us a file of
+    a first run. A drain yields its thread after DRAIN_TURN jobs (it submits itself again,
+    behind the executor's other jobs: asyncio.to_thread's, getaddrinfo's), so a stream of
+    in_thread jobs does not keep them waiting.
+
     One per loop (`install`); it holds its loop weakly (the registry's value must not keep
     its key alive)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, executor: GatedExecutor) -> None:
         self._loop = weakref.ref(loop)
         self._executor = executor
+        self._jobs: collections.deque[tuple[Job, Reply[Any]]] = collections.deque()
+        self._lock = threading.Lock()  # _jobs with _draining: a job queued is never left
+        self._draining = 0  # drains submitted and not ended
         self._queued: collections.deque[Reply[Any]] = collections.deque()
         self._waking = False
 
@@ -216,8 +235,41 @@ class Replies:
         work = _WORK.get()
         if work is not None:
             job.work = work
-        self._executor.submit_plain(functools.partial(self._run, job, reply))
+        item = (job, reply)
+        with self._lock:
+            self._jobs.append(item)
+            if self._draining >= self._executor.workers:
+                return reply  # a running drain takes it
+            self._draining += 1
+        try:
+            self._executor.submit_plain(self._drain)
+        except BaseException:  # shut down: not queued, unless a drain runs it already
+            with self._lock:
+                self._draining -= 1
+                if item in self._jobs:
+                    self._jobs.remove(item)
+                    raise
         return reply
+
+    def _drain(self) -> None:
+        """In a worker thread: run the queued jobs in turn until none is left; after
+        DRAIN_TURN of them, go on in a new executor job, behind the others queued there."""
+        turn = 0
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._draining -= 1
+                    return
+                job, reply = self._jobs.popleft()
+            self._run(job, reply)
+            turn += 1
+            if turn >= DRAIN_TURN:
+                try:
+                    self._executor.submit_plain(self._drain)
+                except RuntimeError:  # shut down: this one drains what is left
+                    turn = 0
+                    continue
+                return
 
     def _run(self, job: Job, reply: Reply[Any]) -> None:
         """In the worker thread: run the job, queue its reply, wake the loop if need be."""
