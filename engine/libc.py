@@ -92,6 +92,15 @@ def write_all(fd: int, data: bytes) -> None:
         done += wrote
 
 
+_ONE = (1).to_bytes(8, sys.byteorder)
+
+
+def signal_eventfd(fd: int) -> None:
+    """Add 1 to the counter of the non-blocking eventfd `fd` (it never waits: a failure, the
+    counter full, is ignored; the reader wakes all the same)."""
+    _write(fd, _ONE, 8)
+
+
 def fchmod(fd: int, mode: int) -> None:
     if _fchmod(fd, mode) < 0:
         raise _failed()

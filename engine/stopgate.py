@@ -40,13 +40,17 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import ctypes
 import functools
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Generic, TypeVar
+
+from engine import libc
 
 T = TypeVar("T")
 # Jobs a drain of Replies runs before it lets the executor's other queued jobs go first.
@@ -202,11 +206,16 @@ class Reply(Generic[T]):
 
 class Replies:
     """Jobs run in a loop's I/O executor whose outcomes come back to the loop together: a
-    worker thread queues a job's reply and wakes the loop (call_soon_threadsafe: a write to
-    its self-pipe) only when no wake-up is pending already; the loop then sets every queued
-    reply's future in one callback. asyncio's run_in_executor wakes the loop once per job and
-    takes three callbacks more on the loop to reach its awaiter (its future chained to the
-    executor's, then in_thread's shield); a first run of 10,000 files makes 10,000 such hops.
+    worker thread queues a job's reply and wakes the loop only when no wake-up is pending
+    already; the loop then sets every queued reply's future in one callback. asyncio's
+    run_in_executor wakes the loop once per job and takes three callbacks more on the loop to
+    reach its awaiter (its future chained to the executor's, then in_thread's shield); a first
+    run of 10,000 files makes 10,000 such hops.
+
+    The wake-up is an eventfd of its own, written by the worker and read by the loop's reader
+    with the GIL held (engine/libc.py): asyncio's `call_soon_threadsafe` writes its self-pipe
+    with `socket.send` and the loop reads it with `recv` until empty, each call releasing the
+    GIL and then waiting for it behind the threads (a first run's loop waited ~1 ms per wake).
 
     The jobs wait in a queue of their own, in order, which at most `workers` executor jobs
     (`_drain`) run one after another: an executor job per in_thread call cost a Future with
@@ -227,6 +236,10 @@ class Replies:
         self._draining = 0  # drains submitted and not ended
         self._queued: collections.deque[Reply[Any]] = collections.deque()
         self._waking = False
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._counter = ctypes.create_string_buffer(8)  # what a read of it returns
+        weakref.finalize(loop, os.close, self._wake_fd)  # the loop's reader holds it till then
+        loop.add_reader(self._wake_fd, self._woken)
 
     def submit(self, job: Job) -> Reply[Any]:
         """Run `job` in the executor (gated as its `submit` gates: see the module doc); its
@@ -280,11 +293,17 @@ class Replies:
         self._queued.append(reply)
         # Queued first, then looked: a wake-up seen pending has not drained yet, so it takes
         # this reply too; else this one wakes the loop (under the GIL, both are atomic).
-        loop = self._loop()
-        if not self._waking and loop is not None:
-            self._waking = True
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(self._deliver)
+        if not self._waking:
+            loop = self._loop()
+            if loop is not None and not loop.is_closed():  # else nobody waits
+                self._waking = True
+                libc.signal_eventfd(self._wake_fd)  # the GIL held: it never waits
+
+    def _woken(self) -> None:
+        """On the loop, its reader of the wake-up: reset it, then deliver (reset first: a
+        wake-up after this read is read next time, for the replies queued after it)."""
+        libc.read(self._wake_fd, self._counter, 8)
+        self._deliver()
 
     def _deliver(self) -> None:
         """On the loop: hand every queued reply to its future."""
