@@ -159,10 +159,10 @@ class Job:
         return self.fn()
 
 
-def awaited(fn: Callable[[], T]) -> Job:
-    """`fn` as a job that the current task waits for even when cancelled (in_thread): refused
-    if the task is cancelled before the job starts."""
-    task = asyncio.current_task()
+def awaited(fn: Callable[[], T], loop: asyncio.AbstractEventLoop | None = None) -> Job:
+    """`fn` as a job that the current task (of `loop`, the running one) waits for even when
+    cancelled (in_thread): refused if the task is cancelled before the job starts."""
+    task = asyncio.current_task(loop)
     return Job(fn, task, task.cancelling() if task is not None else 0)
 
 
@@ -244,7 +244,9 @@ class Replies:
     def submit(self, job: Job) -> Reply[Any]:
         """Run `job` in the executor (gated as its `submit` gates: see the module doc); its
         outcome comes back in the returned Reply. On the loop's thread."""
-        reply: Reply[Any] = Reply(asyncio.get_running_loop().create_future())
+        loop = self._loop()
+        assert loop is not None  # the running loop: submit is called on it
+        reply: Reply[Any] = Reply(loop.create_future())
         work = _WORK.get()
         if work is not None:
             job.work = work
