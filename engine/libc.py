@@ -10,7 +10,9 @@ A lookup of a name in a directory being written is not one of them (engine/watch
 _kind).
 
 The I/O threads' quick calls of a small file's durable write are made here too (`write`,
-`fchmod`, `linkat`, `renameat`, `close`; engine/safefs.py, write_at), and so are the lookup
+`fchmod`, `linkat`, `renameat`, `close`; engine/safefs.py, write_at), so are the wake-up of
+the loop when a job's reply is ready and its reset by the loop (an eventfd: `signal_eventfd`,
+`read`; engine/stopgate.py, Replies), and so are the lookup
 before a first write in a writing thread (`absent`), its temp name's `getrandom` and the look
 at the path after its rename (`file_type`): a thread that released the GIL for each of them
 waited for it after each, behind the event loop that holds it while a first run's writes
