@@ -174,6 +174,7 @@ def parse(data: bytes, private: Callable[[int], bool] | None = None) -> list[Eve
     events = []
     offset, end, size = 0, len(data), _HEADER.size
     unpack = _HEADER.unpack_from
+    readers: dict[int, bool] = {}  # private(wd), asked once per watch (a write makes ~3 events)
     while offset + size <= end:
         wd, mask, cookie, length = unpack(data, offset)
         offset += size
@@ -182,10 +183,13 @@ def parse(data: bytes, private: Callable[[int], bool] | None = None) -> list[Eve
             and private is not None
             and data[offset] in _FIRST
             and data.startswith(_PRIVATE, offset)
-            and not private(wd)
         ):
-            offset += length
-            continue
+            read = readers.get(wd)
+            if read is None:
+                read = readers[wd] = private(wd)
+            if not read:
+                offset += length
+                continue
         name = data[offset : offset + length].rstrip(b"\0") or None
         offset += length
         events.append(Event(wd, mask, cookie, name))

@@ -10,7 +10,9 @@ A lookup of a name in a directory being written is not one of them (engine/watch
 _kind).
 
 The I/O threads' quick calls of a small file's durable write are made here too (`write`,
-`fchmod`, `linkat`, `renameat`, `close`; engine/safefs.py, write_at), and so are the lookup
+`fchmod`, `linkat`, `renameat`, `close`; engine/safefs.py, write_at), so are the wake-up of
+the loop when a job's reply is ready and its reset by the loop (an eventfd: `signal_eventfd`,
+`read`; engine/stopgate.py, Replies), and so are the lookup
 before a first write in a writing thread (`absent`), its temp name's `getrandom` and the look
 at the path after its rename (`file_type`): a thread that released the GIL for each of them
 waited for it after each, behind the event loop that holds it while a first run's writes
@@ -32,9 +34,17 @@ import ctypes
 import errno
 import os
 import struct
+import sys
 import threading
 
 _libc = ctypes.PyDLL(None, use_errno=True)
+_ENCODING, _ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
+def fsencode(path: str) -> bytes:
+    """os.fsencode of a str, without its Python frame (a few calls per file written)."""
+    return path.encode(_ENCODING, _ERRORS)
+
 
 # read(fd, buffer, size) -> size, or -1 with ctypes.get_errno(); `size` a ctypes.c_size_t (no
 # argtypes: the inotify drain reads once per check, see below).
@@ -88,6 +98,15 @@ def write_all(fd: int, data: bytes) -> None:
         done += wrote
 
 
+_ONE = (1).to_bytes(8, sys.byteorder)
+
+
+def signal_eventfd(fd: int) -> None:
+    """Add 1 to the counter of the non-blocking eventfd `fd` (it never waits: a failure, the
+    counter full, is ignored; the reader wakes all the same)."""
+    _write(fd, _ONE, 8)
+
+
 def fchmod(fd: int, mode: int) -> None:
     if _fchmod(fd, mode) < 0:
         raise _failed()
@@ -95,13 +114,13 @@ def fchmod(fd: int, mode: int) -> None:
 
 def link(src: str, dst_dir_fd: int, dst: str) -> None:
     """os.link(src, dst, dst_dir_fd=dst_dir_fd, follow_symlinks=True)."""
-    if _linkat(_AT_FDCWD, os.fsencode(src), dst_dir_fd, os.fsencode(dst), _AT_SYMLINK_FOLLOW) < 0:
+    if _linkat(_AT_FDCWD, fsencode(src), dst_dir_fd, fsencode(dst), _AT_SYMLINK_FOLLOW) < 0:
         raise _failed(src, dst)
 
 
 def rename(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> None:
     """os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)."""
-    if _renameat(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst)) < 0:
+    if _renameat(src_dir_fd, fsencode(src), dst_dir_fd, fsencode(dst)) < 0:
         raise _failed(src, dst)
 
 
@@ -135,7 +154,12 @@ _fs_types: dict[tuple[int, int], str] = {}  # device (major, minor) -> type, fro
 def local_fs(fd: int) -> bool:
     """Whether the file open as fd is on a local file system (LOCAL_FS), by its device's
     entry in /proc/self/mountinfo (read again for a device not seen yet); False if unknown."""
-    major, minor, _ino = file_id(fd)
+    return local_dev(file_id(fd))
+
+
+def local_dev(ident: tuple[int, int, int]) -> bool:
+    """local_fs of the file whose `file_id` is `ident` (its device's part)."""
+    major, minor, _ino = ident
     kind = _fs_types.get((major, minor))
     if kind is None:
         _fs_types.update(_mount_types())
@@ -201,7 +225,7 @@ def absent(dir_fd: int, name: str) -> bool:
         buffer = _local.statx
     except AttributeError:
         buffer = _local.statx = ctypes.create_string_buffer(_STATX_SIZE)
-    if _statx(dir_fd, os.fsencode(name), _AT_SYMLINK_NOFOLLOW, 0, buffer) == 0:
+    if _statx(dir_fd, fsencode(name), _AT_SYMLINK_NOFOLLOW, 0, buffer) == 0:
         return False
     return ctypes.get_errno() == errno.ENOENT
 
@@ -220,7 +244,7 @@ def file_type(path: str, follow: bool) -> int | None:
     except AttributeError:
         buffer = _local.statx = ctypes.create_string_buffer(_STATX_SIZE)
     flags = 0 if follow else _AT_SYMLINK_NOFOLLOW
-    if _statx(_AT_FDCWD, os.fsencode(path), flags, _STATX_TYPE, buffer) < 0:
+    if _statx(_AT_FDCWD, fsencode(path), flags, _STATX_TYPE, buffer) < 0:
         code = ctypes.get_errno()
         if code in _NOT_THERE:
             return None

@@ -153,7 +153,7 @@ def _open_no_symlinks(path: str) -> int | None:
     """
     if not _openat2_usable or "\0" in path:
         return None
-    fd: int = _syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), ctypes.byref(_HOW), 24)
+    fd: int = _syscall(_SYS_OPENAT2, _AT_FDCWD, libc.fsencode(path), ctypes.byref(_HOW), 24)
     if fd >= 0:
         return fd
     if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG):
@@ -436,15 +436,19 @@ def write_at(
     uid: int = -1,
     gid: int = -1,
     new: bool = False,
+    local: bool | None = None,
 ) -> None:
     """Atomically replace dir_fd/name: fill a new inode, set owner and mode, fsync, then link it
     under a temp name renamed over `name`. A small file's quick calls keep the GIL on a local
-    file system (engine/libc.py): only its open and its fsync, which wait for the disk,
-    release it. `new`: the name was just found absent; the complete unnamed file is then
-    linked at it directly (no temp name, no rename: each a search of the directory, linear on
-    ext4 without dir_index), unless it appeared meanwhile."""
+    file system (engine/libc.py; `local`: whether dir_fd is on one, if the caller knows):
+    only its open and its fsync, which wait for the disk, release it. `new`: the name was
+    just found absent; the complete unnamed file is then linked at it directly (no temp name,
+    no rename: each a search of the directory, linear on ext4 without dir_index), unless it
+    appeared meanwhile."""
     small = isinstance(fill, bytes) and len(fill) <= QUICK_WRITE
-    calls = _HOLDING if small and libc.local_fs(dir_fd) else _RELEASING
+    if small and local is None:
+        local = libc.local_fs(dir_fd)
+    calls = _HOLDING if small and local else _RELEASING
     fd = _unnamed(dir_fd, mode)
     if fd is None:  # named from the start, complete before the rename
         with _temp(dir_fd) as tmp:

@@ -40,14 +40,21 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import ctypes
 import functools
+import os
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from engine import libc
+
 T = TypeVar("T")
+# Jobs a drain of Replies runs before it lets the executor's other queued jobs go first.
+DRAIN_TURN = 64
 
 
 class Stopped(BaseException):
@@ -158,16 +165,20 @@ class Job:
         return self.fn()
 
 
-def awaited(fn: Callable[[], T]) -> Job:
-    """`fn` as a job that the current task waits for even when cancelled (in_thread): refused
-    if the task is cancelled before the job starts."""
-    task = asyncio.current_task()
+def awaited(fn: Callable[[], T], loop: asyncio.AbstractEventLoop | None = None) -> Job:
+    """`fn` as a job that the current task (of `loop`, the running one) waits for even when
+    cancelled (in_thread): refused if the task is cancelled before the job starts."""
+    task = asyncio.current_task(loop)
     return Job(fn, task, task.cancelling() if task is not None else 0)
 
 
 class GatedExecutor(ThreadPoolExecutor):
     """A ThreadPoolExecutor whose jobs submitted inside `Gate.work()` are admitted by their
     Work as they start (the loop's default executor: see the module doc)."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "") -> None:
+        super().__init__(max_workers, thread_name_prefix)
+        self.workers = max_workers
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         work = _WORK.get()
@@ -201,29 +212,86 @@ class Reply(Generic[T]):
 
 class Replies:
     """Jobs run in a loop's I/O executor whose outcomes come back to the loop together: a
-    worker thread queues a job's reply and wakes the loop (call_soon_threadsafe: a write to
-    its self-pipe) only when no wake-up is pending already; the loop then sets every queued
-    reply's future in one callback. asyncio's run_in_executor wakes the loop once per job and
-    takes three callbacks more on the loop to reach its awaiter (its future chained to the
-    executor's, then in_thread's shield); a first run of 10,000 files makes 10,000 such hops.
+    worker thread queues a job's reply and wakes the loop only when no wake-up is pending
+    already; the loop then sets every queued reply's future in one callback. asyncio's
+    run_in_executor wakes the loop once per job and takes three callbacks more on the loop to
+    reach its awaiter (its future chained to the executor's, then in_thread's shield); a first
+    run of 10,000 files makes 10,000 such hops.
+
+    The wake-up is an eventfd of its own, written by the worker and read by the loop's reader
+    with the GIL held (engine/libc.py): asyncio's `call_soon_threadsafe` writes its self-pipe
+    with `socket.send` and the loop reads it with `recv` until empty, each call releasing the
+    GIL and then waiting for it behind the threads (cProfile of a 1,000-file first run: the
+    loop's 62 `recv` calls took 70 ms).
+
+    The jobs wait in a queue of their own, in order, which at most `workers` executor jobs
+    (`_drain`) run one after another: an executor job per in_thread call cost a Future with
+    its Condition, and the executor's idle count (a Python Semaphore, waited on with a zero
+    timeout while every worker is busy) on the loop and again in the worker: ~47,000
+    instructions a file of a first run, the loop's and the worker's together. A drain yields its thread after DRAIN_TURN jobs (it submits itself again,
+    behind the executor's other jobs: asyncio.to_thread's, getaddrinfo's), so a stream of
+    in_thread jobs does not keep them waiting.
+
     One per loop (`install`); it holds its loop weakly (the registry's value must not keep
     its key alive)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, executor: GatedExecutor) -> None:
         self._loop = weakref.ref(loop)
         self._executor = executor
+        self._jobs: collections.deque[tuple[Job, Reply[Any]]] = collections.deque()
+        self._lock = threading.Lock()  # _jobs with _draining: a job queued is never left
+        self._draining = 0  # drains submitted and not ended
         self._queued: collections.deque[Reply[Any]] = collections.deque()
         self._waking = False
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._counter = ctypes.create_string_buffer(8)  # what a read of it returns
+        weakref.finalize(loop, os.close, self._wake_fd)  # the loop's reader holds it till then
+        loop.add_reader(self._wake_fd, self._woken)
 
     def submit(self, job: Job) -> Reply[Any]:
         """Run `job` in the executor (gated as its `submit` gates: see the module doc); its
         outcome comes back in the returned Reply. On the loop's thread."""
-        reply: Reply[Any] = Reply(asyncio.get_running_loop().create_future())
+        loop = self._loop()
+        assert loop is not None  # the running loop: submit is called on it
+        reply: Reply[Any] = Reply(loop.create_future())
         work = _WORK.get()
         if work is not None:
             job.work = work
-        self._executor.submit_plain(functools.partial(self._run, job, reply))
+        item = (job, reply)
+        with self._lock:
+            self._jobs.append(item)
+            if self._draining >= self._executor.workers:
+                return reply  # a running drain takes it
+            self._draining += 1
+        try:
+            self._executor.submit_plain(self._drain)
+        except BaseException:  # shut down: not queued, unless a drain runs it already
+            with self._lock:
+                self._draining -= 1
+                if item in self._jobs:
+                    self._jobs.remove(item)
+                    raise
         return reply
+
+    def _drain(self) -> None:
+        """In a worker thread: run the queued jobs in turn until none is left; after
+        DRAIN_TURN of them, go on in a new executor job, behind the others queued there."""
+        turn = 0
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._draining -= 1
+                    return
+                job, reply = self._jobs.popleft()
+            self._run(job, reply)
+            turn += 1
+            if turn >= DRAIN_TURN:
+                try:
+                    self._executor.submit_plain(self._drain)
+                except RuntimeError:  # shut down: this one drains what is left
+                    turn = 0
+                    continue
+                return
 
     def _run(self, job: Job, reply: Reply[Any]) -> None:
         """In the worker thread: run the job, queue its reply, wake the loop if need be."""
@@ -234,11 +302,17 @@ class Replies:
         self._queued.append(reply)
         # Queued first, then looked: a wake-up seen pending has not drained yet, so it takes
         # this reply too; else this one wakes the loop (under the GIL, both are atomic).
-        loop = self._loop()
-        if not self._waking and loop is not None:
-            self._waking = True
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(self._deliver)
+        if not self._waking:
+            loop = self._loop()
+            if loop is not None and not loop.is_closed():  # else nobody waits
+                self._waking = True
+                libc.signal_eventfd(self._wake_fd)  # the GIL held: it never waits
+
+    def _woken(self) -> None:
+        """On the loop, its reader of the wake-up: reset it, then deliver (reset first: a
+        wake-up after this read is read next time, for the replies queued after it)."""
+        libc.read(self._wake_fd, self._counter, 8)
+        self._deliver()
 
     def _deliver(self) -> None:
         """On the loop: hand every queued reply to its future."""

@@ -93,7 +93,7 @@ async def in_thread(fn: Callable[[], T]) -> T:
     replies = stopgate.replies(loop)
     if replies is None:
         return await _in_default_executor(loop, fn)
-    reply = replies.submit(awaited(fn))
+    reply = replies.submit(awaited(fn, loop))
     try:
         return cast(T, await reply.future)
     except asyncio.CancelledError as err:
@@ -109,7 +109,7 @@ async def in_thread(fn: Callable[[], T]) -> T:
 
 async def _in_default_executor(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> T:
     """in_thread through run_in_executor (a default executor not set by stopgate.install)."""
-    done = loop.run_in_executor(None, awaited(fn))
+    done = loop.run_in_executor(None, awaited(fn, loop))
     try:
         return cast(T, await asyncio.shield(done))
     except asyncio.CancelledError as err:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from engine import libc, safefs
+from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Listening, Resource, Reversible, register
@@ -476,7 +476,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             return where, st
         data, mode, uid, gid = new
         write = functools.partial(where.write, TOP, data, mode, uid, gid, new=True)
-        local = libc.local_fs(where.fd)  # the directories made on the way are on it too
+        local = where.local()  # the directories made on the way are on it too
         run = functools.partial(rename.run, write, local)
         create = Step(f"create {where.path}", f"created {where.path}", run)
         for step in [*where.parent_steps(), *where.temp_steps(), create]:

@@ -96,6 +96,19 @@ class Where:
         parent, self.name = os.path.split(path)
         self.path = shown or path  # for messages
         self.fd, self.missing = safefs.walk(parent or ".", start=start)
+        self._ident: tuple[int, int, int] | None = None  # libc.file_id(fd), once asked
+
+    def ident(self) -> tuple[int, int, int]:
+        """What identifies the directory open as `fd` (libc.file_id, asked once: with the
+        GIL held, see temp_steps)."""
+        ident = self._ident
+        if ident is None:
+            ident = self._ident = libc.file_id(self.fd)
+        return ident
+
+    def local(self) -> bool:
+        """Whether the directory open as `fd` is on a local file system (libc.local_fs)."""
+        return libc.local_dev(self.ident())
 
     def __enter__(self) -> Where:
         return self
@@ -142,7 +155,7 @@ class Where:
     def absent(self) -> bool:
         """Whether the path is absent, found with the GIL held on a local file system
         (libc.absent: only in a writing I/O thread); False: it exists, or ask lstat."""
-        return bool(self.missing) or (libc.local_fs(self.fd) and libc.absent(self.fd, self.name))
+        return bool(self.missing) or (self.local() and libc.absent(self.fd, self.name))
 
     @contextlib.contextmanager
     def at_fd(self, entry: Entry) -> Iterator[int]:
@@ -201,13 +214,13 @@ class Where:
         """Create the next missing parent directory (mode 0755, whatever the umask)."""
         fd = safefs.make_dirs(self.fd, self.missing[:1], DIR_BASE)
         os.close(self.fd)
-        self.fd, self.missing = fd, self.missing[1:]
+        self.fd, self.missing, self._ident = fd, self.missing[1:], None
 
     def temp_steps(self) -> list[Step]:
         """Removing temp files that crashed writes left next to the path (once per directory)."""
         if self.missing:
             return []
-        here_id = libc.file_id(self.fd)  # the GIL held: a check runs on the event loop
+        here_id = self.ident()  # the GIL held: a check runs on the event loop
         if here_id in _clean_dirs:
             return []
         stale = safefs.stale_temps(self.fd)
@@ -231,6 +244,12 @@ class Where:
         self, entry: Entry, fill: safefs.Fill, mode: int, uid: int, gid: int, *, new: bool = False
     ) -> None:
         """Atomically replace entry (safefs.write_at; `new`: it was just found absent)."""
+        if not entry and not self.missing:  # the usual case, without the context manager's
+            local = self.local() if isinstance(fill, bytes) else None
+            safefs.write_at(
+                self.fd, self.name, fill, mode=mode, uid=uid, gid=gid, new=new, local=local
+            )
+            return
         with self._at(entry) as (fd, name):
             safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid, new=new)
 

@@ -326,3 +326,27 @@ def test_an_installed_loop_is_not_kept_alive_by_its_replies() -> None:
     del loop
     gc.collect()
     assert freed() is None
+
+
+async def test_queued_in_thread_jobs_let_the_executors_other_jobs_take_turns() -> None:
+    """stopgate.Replies runs in_thread's jobs from a queue of its own, at most one executor
+    job (a drain) per worker; a drain yields its worker after DRAIN_TURN jobs, so a job
+    submitted to the executor otherwise (asyncio.to_thread's) runs before a long queue of
+    in_thread jobs is through, and every job runs, in order."""
+    loop = asyncio.get_running_loop()
+    ran: list[object] = []
+    hold = threading.Event()
+    count = stopgate.DRAIN_TURN * 3
+    with GatedExecutor(max_workers=1) as executor:
+        stopgate.install(loop, executor)
+        first = asyncio.ensure_future(in_thread(functools.partial(hold.wait, BOUND)))
+        calls = [
+            asyncio.ensure_future(in_thread(functools.partial(ran.append, i))) for i in range(count)
+        ]
+        await pass_ended()  # all queued behind the held first job
+        other = loop.run_in_executor(None, ran.append, "other")
+        hold.set()
+        assert await first
+        await asyncio.gather(*calls, other)
+    assert [r for r in ran if r != "other"] == list(range(count))
+    assert ran.index("other") <= stopgate.DRAIN_TURN
