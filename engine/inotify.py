@@ -19,6 +19,15 @@ unnamed `O_TMPFILE` inode, which the kernel names "#<inode number>" in the event
 writes, and links it in under a ".mgmt.<hex>" temp name that it then renames: 5 of the 6
 events that each file written in a watched directory costs (60,000 events in a 10,000-file
 first run), which no path watcher asks for.
+
+Closing an instance that has had watches makes the kernel wait for a grace period of its own
+(7-23 ms measured here, whatever the number of watches; none without watches): `Inotify.close`
+leaves that to a thread. At the end of the `mgmt` command a thread would not do: the process's
+exit waits for its threads, that one included (~10-17 ms of every cron run, its parent waiting
+for it). Once `leave_to_exit()` was called (the agent's final stop), instances closed keep
+their last descriptor, and `hand_over()` (the command's last step) gives those to a process
+that ends when this one does (`cat`, its input a pipe that this process's exit closes): the
+kernel tears the instances down in that one's exit, which nobody waits for.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import functools
 import logging
 import os
 import struct
+import subprocess
 from _thread import start_new_thread
 from collections.abc import Callable
 from pathlib import Path
@@ -154,6 +164,51 @@ def _close_last(fd: int, then: Callable[[], None] | None) -> None:
         then()
 
 
+class _Exit:
+    """The process is ending (`leave_to_exit`): what `hand_over` gives away."""
+
+    def __init__(self) -> None:
+        self.ending = False
+        self.left: list[tuple[int, Callable[[], None] | None]] = []  # (last fd, then)
+        self.holders: list[subprocess.Popen[bytes]] = []  # kept until the exit (they end with it)
+
+
+_EXIT = _Exit()
+# What `hand_over` starts: it reads its input until this process's exit closes the pipe.
+HOLDER = ("/bin/cat", "/usr/bin/cat")
+
+
+def leave_to_exit() -> None:
+    """The process is ending: instances closed from now on are torn down by `hand_over()`."""
+    _EXIT.ending = True
+
+
+def hand_over() -> None:
+    """Give the instances closed since `leave_to_exit()` to a process of their own, which ends
+    when this one does and then tears them down (see the module doc); this process no longer
+    holds them. Without such a process (no `cat`, no process can start), they are closed here,
+    waiting for the kernel. Call it last: after it, this process's exit is what ends that one."""
+    left, _EXIT.left = _EXIT.left, []
+    if not left:
+        return
+    holder = next((path for path in HOLDER if os.access(path, os.X_OK)), None)
+    try:
+        if holder is not None:
+            _EXIT.holders.append(
+                subprocess.Popen(
+                    [holder],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    pass_fds=[fd for fd, _then in left],
+                )
+            )
+    except OSError as err:
+        log.debug("no process to hand the inotify instances over to: %s", err)
+    for fd, then in left:
+        _close_last(fd, then)
+
+
 # The first characters of private names: an O_TMPFILE inode's ("#<inode>") and engine.safefs's
 # temp names (its TEMP_PREFIX, ".mgmt.<hex>").
 PRIVATE = ("#", ".mgmt.")
@@ -247,12 +302,13 @@ class Inotify:
 
     def close(self, then: Callable[[], None] | None = None) -> None:
         """Stop reading and close: the kernel drops every watch at once (`then` is called, from
-        another thread, once it has).
+        another thread, once it has; after `leave_to_exit()`, by `hand_over()`).
 
         The kernel's teardown of an instance that has watches waits for a grace period of
         its own (7-23 ms measured here, one watch or a hundred): the descriptor is closed now,
         and the instance's last reference (a duplicate) by a thread of its own, started without
-        waiting for it to run, so neither the loop nor the rest of a cron run's exit waits."""
+        waiting for it to run, so neither the loop nor the rest of a cron run's exit waits; or,
+        once the process is ending, by `hand_over()` (see the module doc)."""
         fd, self.fd = self.fd, None
         if fd is None:
             return
@@ -263,6 +319,9 @@ class Inotify:
             _close_last(fd, then)
             return
         os.close(fd)
+        if _EXIT.ending:
+            _EXIT.left.append((last, then))
+            return
         try:
             start_new_thread(_close_last, (last, then))
         except RuntimeError:  # no thread can start
