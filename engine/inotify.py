@@ -24,10 +24,10 @@ Closing an instance that has had watches makes the kernel wait for a grace perio
 (7-23 ms measured here, whatever the number of watches; none without watches): `Inotify.close`
 leaves that to a thread. At the end of the `mgmt` command a thread would not do: the process's
 exit waits for its threads, that one included (~10-17 ms of every cron run, its parent waiting
-for it). Once `leave_to_exit()` was called (the agent's final stop), instances closed keep
-their last descriptor, and `hand_over()` (the command's last step) gives those to a process
-that ends when this one does (`cat`, its input a pipe that this process's exit closes): the
-kernel tears the instances down in that one's exit, which nobody waits for.
+for it). Once `leave_to_exit()` was called (the agent's final stop), that thread gives the
+instance's last descriptor to a process that ends when this one does (`cat`, its input a pipe
+that this process's exit closes), then closes its own: the kernel tears the instance down in
+that one's exit, which nobody waits for.
 """
 
 from __future__ import annotations
@@ -165,32 +165,28 @@ def _close_last(fd: int, then: Callable[[], None] | None) -> None:
 
 
 class _Exit:
-    """The process is ending (`leave_to_exit`): what `hand_over` gives away."""
+    """The process is ending (`leave_to_exit`), and the processes `_hand_over` started."""
 
     def __init__(self) -> None:
         self.ending = False
-        self.left: list[tuple[int, Callable[[], None] | None]] = []  # (last fd, then)
         self.holders: list[subprocess.Popen[bytes]] = []  # kept until the exit (they end with it)
 
 
 _EXIT = _Exit()
-# What `hand_over` starts: it reads its input until this process's exit closes the pipe.
+# What `_hand_over` starts: it reads its input until this process's exit closes the pipe.
 HOLDER = ("/bin/cat", "/usr/bin/cat")
 
 
 def leave_to_exit() -> None:
-    """The process is ending: instances closed from now on are torn down by `hand_over()`."""
+    """The process is ending: an instance closed from now on is handed over (`_hand_over`)."""
     _EXIT.ending = True
 
 
-def hand_over() -> None:
-    """Give the instances closed since `leave_to_exit()` to a process of their own, which ends
-    when this one does and then tears them down (see the module doc); this process no longer
-    holds them. Without such a process (no `cat`, no process can start), they are closed here,
-    waiting for the kernel. Call it last: after it, this process's exit is what ends that one."""
-    left, _EXIT.left = _EXIT.left, []
-    if not left:
-        return
+def _hand_over(fd: int, then: Callable[[], None] | None) -> None:
+    """Give an instance's last descriptor to a process of its own, which ends when this one
+    does and then tears the instance down (see the module doc); then close it here. Without
+    such a process (no `cat`, none can start), this close is the last: it waits for the
+    kernel."""
     holder = next((path for path in HOLDER if os.access(path, os.X_OK)), None)
     try:
         if holder is not None:
@@ -200,13 +196,12 @@ def hand_over() -> None:
                     stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
-                    pass_fds=[fd for fd, _then in left],
+                    pass_fds=[fd],
                 )
             )
     except OSError as err:
-        log.debug("no process to hand the inotify instances over to: %s", err)
-    for fd, then in left:
-        _close_last(fd, then)
+        log.debug("no process to hand an inotify instance over to: %s", err)
+    _close_last(fd, then)
 
 
 # The first characters of private names: an O_TMPFILE inode's ("#<inode>") and engine.safefs's
@@ -302,13 +297,13 @@ class Inotify:
 
     def close(self, then: Callable[[], None] | None = None) -> None:
         """Stop reading and close: the kernel drops every watch at once (`then` is called, from
-        another thread, once it has; after `leave_to_exit()`, by `hand_over()`).
+        another thread, once it has).
 
         The kernel's teardown of an instance that has watches waits for a grace period of
         its own (7-23 ms measured here, one watch or a hundred): the descriptor is closed now,
         and the instance's last reference (a duplicate) by a thread of its own, started without
-        waiting for it to run, so neither the loop nor the rest of a cron run's exit waits; or,
-        once the process is ending, by `hand_over()` (see the module doc)."""
+        waiting for it to run, so neither the loop nor the rest of a cron run's exit waits;
+        once the process is ending, that thread hands it over (`_hand_over`, the module doc)."""
         fd, self.fd = self.fd, None
         if fd is None:
             return
@@ -319,13 +314,11 @@ class Inotify:
             _close_last(fd, then)
             return
         os.close(fd)
-        if _EXIT.ending:
-            _EXIT.left.append((last, then))
-            return
+        finish = _hand_over if _EXIT.ending else _close_last
         try:
-            start_new_thread(_close_last, (last, then))
+            start_new_thread(finish, (last, then))
         except RuntimeError:  # no thread can start
-            _close_last(last, then)
+            finish(last, then)
 
     def drain(self) -> None:
         """Read and hand over every event queued so far, now (the loop's reader does the

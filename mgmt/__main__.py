@@ -8,7 +8,7 @@ package only. Whatever needs the installed packages runs `site` first (`mgmt.ful
 A finished `mgmt run` exits without the interpreter's teardown (freeing each of its objects one
 by one: ~5 ms of a cron run), once no other thread runs and the `atexit` handlers (logging's
 flush...) have; the kernel's teardown of its inotify watches is handed to a process that ends
-with it (`engine.inotify.hand_over`: 10-17 ms its parent no longer waits for)."""
+with it (`engine.inotify.leave_to_exit`: 10-17 ms its parent no longer waits for)."""
 
 import os
 import sys
@@ -38,9 +38,6 @@ def _exit_now(code: int) -> None:
     import atexit
     import threading
 
-    inotify = sys.modules.get("engine.inotify")
-    if inotify is not None:  # the kernel's teardown of the watches: not this exit's to wait for
-        inotify.hand_over()
     main = threading.main_thread()
     if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
         return
