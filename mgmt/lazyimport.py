@@ -39,7 +39,8 @@ else:
 # and dataclasses import for their rare paths (a task's repr, a class without a docstring), with
 # the ast, dis and opcode it imports (~140 classes made at import); asyncio's debug reprs
 # (format_helpers), happy eyeballs (staggered) and its transports' socket wrapper (trsock, a
-# status socket's first client), pathlib's Windows paths (ntpath). Source modules only,
+# status socket's first client), pathlib's Windows paths (ntpath), urllib.parse (pathlib's
+# as_uri, the cluster's and the status page's URLs, reversal records' names). Source modules only,
 # and no packages: a thread importing a package's submodule (`import json.decoder`) while
 # another's first use runs the package took the import system's lock for the submodule and
 # this module's lock in the opposite order (a deadlock, seen by a tester in 8 of 12 runs).
@@ -66,8 +67,13 @@ LAZY = frozenset(
         "opcode",
         "textwrap",
         "tokenize",
+        "urllib.parse",
     }
 )
+# Functions that a module imports by name from a deferred one at its own import (`from M import
+# f`, which reads the attribute and would run M): M gets a stand-in for each, which runs M at
+# its first call, then calls M's own. pathlib reads urllib.parse's quote_from_bytes (its as_uri).
+CALLED_LATER: dict[str, tuple[str, ...]] = {"urllib.parse": ("quote_from_bytes",)}
 _LOCK = RLock()  # one thread runs a module's code; a read from another waits for it
 _RUNNING: set[str] = set()  # modules whose code runs now (a read from their own code: missing)
 
@@ -76,6 +82,8 @@ class _Lazy(types.ModuleType):
     """A module whose code has not run yet: reading an attribute it lacks runs it."""
 
     def __getattr__(self, name: str) -> Any:
+        if name == "__path__":  # what `from M import f` asks first: a module (not a package)
+            raise AttributeError(name)  # has none, whether its code ran or not
         _run(self)
         return types.ModuleType.__getattribute__(self, name)
 
@@ -91,6 +99,20 @@ class _Loader(_LoaderBase):
 
     def exec_module(self, module: types.ModuleType) -> None:
         _become(module, _Lazy)
+        for name in CALLED_LATER.get(module.__name__, ()):
+            setattr(module, name, _stand_in(module, name))
+
+
+def _stand_in(module: types.ModuleType, name: str) -> Any:
+    """A function that runs `module`'s code at its first call, then calls its `name` (which
+    the module's code puts in place of this one)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        _run(module)
+        return getattr(module, name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 def _run(module: types.ModuleType) -> None:

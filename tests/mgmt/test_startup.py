@@ -66,6 +66,7 @@ UNUSED += (
     "opcode",
 )
 UNUSED += ("asyncio.format_helpers", "asyncio.staggered", "asyncio.trsock", "ntpath", "json")
+UNUSED += ("urllib.parse",)
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
@@ -121,7 +122,8 @@ def test_deferred_modules_work_at_first_use() -> None:
     """Each deferred module, at its first use, is the real one: a traceback printed with its
     source line (linecache, tokenize), urllib.parse's check of an IPv6 host (ipaddress),
     shutil's archive formats (bz2, lzma), copy, base64, fnmatch, textwrap, locale, inspect,
-    pathlib's Windows paths (ntpath), asyncio's trsock and staggered."""
+    pathlib's Windows paths (ntpath), asyncio's trsock and staggered; pathlib's as_uri, through
+    the stand-in of urllib.parse's quote_from_bytes that pathlib imported (CALLED_LATER)."""
     script = """
 import sys
 import mgmt; mgmt.full_site()
@@ -130,6 +132,8 @@ lazyimport.install()
 import base64, copy, fnmatch, inspect, locale, shutil, textwrap, traceback, urllib.parse
 import asyncio, pathlib
 assert type(copy).__name__ == "_Lazy" and type(base64).__name__ == "_Lazy", (copy, base64)
+assert type(urllib.parse).__name__ == "_Lazy", urllib.parse  # pathlib's import left it so
+uri = pathlib.PurePosixPath("/a b/%").as_uri()
 try:
     base64.b64decode(b"=", validate=True)
 except ValueError:
@@ -140,10 +144,12 @@ print("return binascii.a2b_base64(s, strict_mode=validate)" in text,
       textwrap.dedent("  x"), isinstance(locale.getpreferredencoding(False), str),
       type(base64).__name__, inspect.signature(lambda a, b=1: 0),
       type(inspect).__name__, str(pathlib.PureWindowsPath("c:/a")),
-      asyncio.trsock.TransportSocket.__name__, asyncio.staggered.__name__)
+      asyncio.trsock.TransportSocket.__name__, asyncio.staggered.__name__, uri,
+      pathlib.PurePosixPath("/c").as_uri(), type(urllib.parse).__name__)
 """
     out = "True 80 True True b'YQ==' True x True module (a, b=1) module c:\\a"
-    assert _python(script) == out + " TransportSocket asyncio.staggered"
+    out += " TransportSocket asyncio.staggered file:///a%20b/%25 file:///c module"
+    assert _python(script) == out
 
 
 def test_an_extension_module_or_a_package_is_never_deferred(
