@@ -76,6 +76,8 @@ def main() -> int:
             from mgmt import quickclasses  # imports dataclasses: after lazyimport's install
 
             quickclasses.install()  # dataclasses' methods made without compiling source
+            with lazyimport.patterns_on_use("logging", "string"):  # their unused styles'
+                import logging  # noqa: F401
             from mgmt.cli import main as cli
 
         code = cli()

@@ -9,9 +9,10 @@ in asyncio's socket calls...): TLS users, ours and asyncio's, get the real modul
 whichever thread reads first (the others wait for it). Nothing else changes: the library API
 (`mgmt.agent.run`) imports as usual.
 
-`patterns_on_use(package)` defers the regular expressions a package compiles at import
+`patterns_on_use(*packages)` defers the regular expressions packages compile at import
 (PyYAML's reader and resolver: ~7 ms of every start, for patterns a graph file mostly never
-uses) to their first use.
+uses; logging's str.format and string.Template styles, which the agent's lines do not use) to
+their first use.
 """
 
 from __future__ import annotations
@@ -169,6 +170,10 @@ def install() -> None:
     sys.meta_path.insert(0, _Finder())
 
 
+_compile = re.compile  # the real one (patterns_on_use replaces re.compile while it runs)
+_DEFERRING: list[str] = []  # the packages of the patterns_on_use running now (they may nest)
+
+
 class _Pattern:
     """A regular expression compiled at its first use. Its methods are then the compiled
     pattern's own, kept in this object: a call costs no more than the pattern's."""
@@ -177,26 +182,31 @@ class _Pattern:
         self._source = (pattern, flags)
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(re.compile(*self._source), name)
+        value = getattr(_compile(*self._source), name)
         if callable(value):
             self.__dict__[name] = value
         return value
 
 
+def _compile_on_use(pattern: Any, flags: Any = 0) -> Any:
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    if isinstance(pattern, str) and caller.partition(".")[0] in _DEFERRING:
+        return _Pattern(pattern, int(flags))
+    return _compile(pattern, flags)
+
+
 @contextmanager
-def patterns_on_use(package: str) -> Iterator[None]:
-    """While importing `package`: the patterns its modules compile (`re.compile(TEXT)`) are
-    compiled at their first use instead. Calls from any other module (any thread) are as usual."""
-    real = re.compile
-
-    def compile_on_use(pattern: Any, flags: Any = 0) -> Any:
-        caller = sys._getframe(1).f_globals.get("__name__", "")
-        if isinstance(pattern, str) and caller.partition(".")[0] == package:
-            return _Pattern(pattern, int(flags))
-        return real(pattern, flags)
-
-    re.compile = compile_on_use
+def patterns_on_use(*packages: str) -> Iterator[None]:
+    """While importing `packages`: the patterns their modules compile (`re.compile(TEXT)`) are
+    compiled at their first use instead (their modules use them through their methods only:
+    `P.fullmatch(s)`, never `re.fullmatch(P, s)`). Calls from any other module (any thread)
+    are as usual."""
+    _DEFERRING.extend(packages)
+    re.compile = _compile_on_use
     try:
         yield
     finally:
-        re.compile = real
+        for package in packages:
+            _DEFERRING.remove(package)
+        if not _DEFERRING:
+            re.compile = _compile

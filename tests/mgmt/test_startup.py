@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -503,3 +504,20 @@ methods += [c.__init__ for c in after_classes]
 print(sorted({m.__code__.co_filename.rsplit("/", 1)[-1] for m in methods}))
 """
     assert _python(script) == "['<string>', 'quickclasses.py']"
+
+
+def test_patterns_on_use_nest_and_end_with_the_last() -> None:
+    """Nested, the outer context's packages stay deferred after the inner one ends; a deferred
+    pattern's methods are the compiled one's; another package's compile is as usual; re.compile
+    is the real one again once the last context ends."""
+    real = re.compile
+    with lazyimport.patterns_on_use("yaml"):
+        usual = re.compile("x+")  # this module is not yaml's
+        with lazyimport.patterns_on_use("tests"):
+            inner = re.compile("a+")
+        after = re.compile("c+")
+        assert re.compile is not real
+    assert re.compile is real
+    assert [type(p).__name__ for p in (usual, inner, after)] == ["Pattern", "_Pattern", "Pattern"]
+    match = inner.fullmatch("aa")
+    assert match is not None and match.group() == "aa" and inner.pattern == "a+"
