@@ -521,3 +521,36 @@ def test_patterns_on_use_nest_and_end_with_the_last() -> None:
     assert [type(p).__name__ for p in (usual, inner, after)] == ["Pattern", "_Pattern", "Pattern"]
     match = inner.fullmatch("aa")
     assert match is not None and match.group() == "aa" and inner.pattern == "a+"
+
+
+def test_forward_references_keep_their_text_and_resolve_as_before() -> None:
+    """After `quickclasses.install()`, a forward reference keeps its text (evaluated when
+    resolved) instead of a code object of `compile`'s; a NamedTuple's string annotations and
+    typing.get_type_hints (a name of the class's module, a class-level name) resolve as
+    before; a bad annotation still raises typing's SyntaxError, when it is made."""
+    script = """
+from __future__ import annotations
+import typing
+from typing import NamedTuple
+from mgmt import quickclasses
+quickclasses.install()
+ref = typing.ForwardRef("int | None")
+class Pair(NamedTuple):
+    a: int
+    b: str | None = None
+class Box:
+    Inner = bytes
+    pair: Pair
+    inner: Inner
+    many: list[Pair] | None
+try:
+    typing.ForwardRef("int |")
+except SyntaxError as err:
+    bad = "Forward reference must be an expression" in str(err)
+print(ref.__forward_code__, Pair(1), typing.get_type_hints(Pair), bad)
+print(typing.get_type_hints(Box))
+"""
+    out = "int | None Pair(a=1, b=None) {'a': <class 'int'>, 'b': str | None} True\n"
+    out += "{'pair': <class '__main__.Pair'>, 'inner': <class 'bytes'>, "
+    out += "'many': list[__main__.Pair] | None}"
+    assert _python(script) == out
