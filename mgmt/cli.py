@@ -500,9 +500,14 @@ def main(argv: list[str] | None = None) -> int:
         from mgmt import agent
 
     try:
-        return int(run_loop(agent.run(config)))
+        code = int(run_loop(agent.run(config)))
     except KeyboardInterrupt:  # a signal before the agent installed its handlers
         return int(ExitCode.FAILED)
+    # The run's last lines are written before it returns (the exit's flush would wait for them
+    # anyway): a caller in this process then writes after them.
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    return code
 
 
 if __name__ == "__main__":
