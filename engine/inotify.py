@@ -19,6 +19,15 @@ unnamed `O_TMPFILE` inode, which the kernel names "#<inode number>" in the event
 writes, and links it in under a ".mgmt.<hex>" temp name that it then renames: 5 of the 6
 events that each file written in a watched directory costs (60,000 events in a 10,000-file
 first run), which no path watcher asks for.
+
+Closing an instance that has had watches makes the kernel wait for a grace period of its own
+(7-23 ms measured here, whatever the number of watches; none without watches): `Inotify.close`
+leaves that to a thread. At the end of the `mgmt` command a thread would not do: the process's
+exit waits for its threads, that one included (~10-17 ms of every cron run, its parent waiting
+for it). Once `leave_to_exit()` was called (the agent's final stop), that thread gives the
+instance's last descriptor to a process that ends when this one does (`cat`, its input a pipe
+that this process's exit closes), then closes its own: the kernel tears the instance down in
+that one's exit, which nobody waits for.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import functools
 import logging
 import os
 import struct
+import subprocess
 from _thread import start_new_thread
 from collections.abc import Callable
 from pathlib import Path
@@ -156,6 +166,46 @@ def _close_last(fd: int, then: Callable[[], None] | None) -> None:
         then()
 
 
+class _Exit:
+    """The process is ending (`leave_to_exit`), and the processes `_hand_over` started."""
+
+    def __init__(self) -> None:
+        self.ending = False
+        self.holders: list[subprocess.Popen[bytes]] = []  # kept until the exit (they end with it)
+
+
+_EXIT = _Exit()
+# What `_hand_over` starts: it reads its input until this process's exit closes the pipe.
+HOLDER = ("/bin/cat", "/usr/bin/cat")
+
+
+def leave_to_exit() -> None:
+    """The process is ending: an instance closed from now on is handed over (`_hand_over`)."""
+    _EXIT.ending = True
+
+
+def _hand_over(fd: int, then: Callable[[], None] | None) -> None:
+    """Give an instance's last descriptor to a process of its own, which ends when this one
+    does and then tears the instance down (see the module doc); then close it here. Without
+    such a process (no `cat`, none can start), this close is the last: it waits for the
+    kernel."""
+    holder = next((path for path in HOLDER if os.access(path, os.X_OK)), None)
+    try:
+        if holder is not None:
+            _EXIT.holders.append(
+                subprocess.Popen(
+                    [holder],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    pass_fds=[fd],
+                )
+            )
+    except OSError as err:
+        log.debug("no process to hand an inotify instance over to: %s", err)
+    _close_last(fd, then)
+
+
 # The first characters of private names: an O_TMPFILE inode's ("#<inode>") and engine.safefs's
 # temp names (its TEMP_PREFIX, ".mgmt.<hex>").
 PRIVATE = ("#", ".mgmt.")
@@ -258,7 +308,8 @@ class Inotify:
         The kernel's teardown of an instance that has watches waits for a grace period of
         its own (7-23 ms measured here, one watch or a hundred): the descriptor is closed now,
         and the instance's last reference (a duplicate) by a thread of its own, started without
-        waiting for it to run, so neither the loop nor the rest of a cron run's exit waits."""
+        waiting for it to run, so neither the loop nor the rest of a cron run's exit waits;
+        once the process is ending, that thread hands it over (`_hand_over`, the module doc)."""
         fd, self.fd = self.fd, None
         if fd is None:
             return
@@ -269,10 +320,11 @@ class Inotify:
             _close_last(fd, then)
             return
         os.close(fd)
+        finish = _hand_over if _EXIT.ending else _close_last
         try:
-            start_new_thread(_close_last, (last, then))
+            start_new_thread(finish, (last, then))
         except RuntimeError:  # no thread can start
-            _close_last(last, then)
+            finish(last, then)
 
     def drain(self) -> None:
         """Read and hand over every event queued so far, now (the loop's reader does the

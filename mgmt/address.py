@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from urllib.parse import SplitResult, urlsplit
+import urllib.parse
+from typing import TYPE_CHECKING
 
 from engine.errors import ValidationError
 from engine.params import show
+
+if TYPE_CHECKING:
+    from urllib.parse import SplitResult
 
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")  # one DNS label (underscore: tolerated)
 MAX_NAME = 253  # longest DNS name, without the trailing dot
@@ -44,7 +48,7 @@ def check_host(host: str, flag: str, given: str) -> None:
 def split_url(url: str, flag: str) -> SplitResult:
     """`url` split, its host checked (check_host); ValidationError naming `flag`."""
     try:
-        parts = urlsplit(url)
+        parts = urllib.parse.urlsplit(url)
         host = parts.hostname
     except ValueError as err:  # "Invalid IPv6 URL", a bad character in the network location
         raise ValidationError(f"{show(url)} is not a URL: {err}", flag) from None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
-from engine import collector, stopgate
+from engine import collector, inotify, stopgate
 from engine.engine import Engine
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.exit import exit_request
@@ -504,6 +504,8 @@ class Agent:
             self._stop_task.cancel()
 
     async def _shutdown(self) -> None:
+        if self.config.own_process:  # the process ends with this stop (mgmt.__main__)
+            inotify.leave_to_exit()
         self.stopping.set()
         self.engine.gate.close()
         if self.notifier is not None:

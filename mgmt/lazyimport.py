@@ -9,9 +9,10 @@ in asyncio's socket calls...): TLS users, ours and asyncio's, get the real modul
 whichever thread reads first (the others wait for it). Nothing else changes: the library API
 (`mgmt.agent.run`) imports as usual.
 
-`patterns_on_use(package)` defers the regular expressions a package compiles at import
+`patterns_on_use(*packages)` defers the regular expressions packages compile at import
 (PyYAML's reader and resolver: ~7 ms of every start, for patterns a graph file mostly never
-uses) to their first use.
+uses; logging's str.format and string.Template styles, which the agent's lines do not use) to
+their first use.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ else:
 # and dataclasses import for their rare paths (a task's repr, a class without a docstring), with
 # the ast, dis and opcode it imports (~140 classes made at import); asyncio's debug reprs
 # (format_helpers), happy eyeballs (staggered) and its transports' socket wrapper (trsock, a
-# status socket's first client), pathlib's Windows paths (ntpath). Source modules only,
+# status socket's first client), pathlib's Windows paths (ntpath), urllib.parse (pathlib's
+# as_uri, the cluster's and the status page's URLs, reversal records' names). Source modules only,
 # and no packages: a thread importing a package's submodule (`import json.decoder`) while
 # another's first use runs the package took the import system's lock for the submodule and
 # this module's lock in the opposite order (a deadlock, seen by a tester in 8 of 12 runs).
@@ -66,8 +68,13 @@ LAZY = frozenset(
         "opcode",
         "textwrap",
         "tokenize",
+        "urllib.parse",
     }
 )
+# Functions that a module imports by name from a deferred one at its own import (`from M import
+# f`, which reads the attribute and would run M): M gets a stand-in for each, which runs M at
+# its first call, then calls M's own. pathlib reads urllib.parse's quote_from_bytes (its as_uri).
+CALLED_LATER: dict[str, tuple[str, ...]] = {"urllib.parse": ("quote_from_bytes",)}
 _LOCK = RLock()  # one thread runs a module's code; a read from another waits for it
 _RUNNING: set[str] = set()  # modules whose code runs now (a read from their own code: missing)
 
@@ -76,6 +83,8 @@ class _Lazy(types.ModuleType):
     """A module whose code has not run yet: reading an attribute it lacks runs it."""
 
     def __getattr__(self, name: str) -> Any:
+        if name == "__path__":  # what `from M import f` asks first: a module (not a package)
+            raise AttributeError(name)  # has none, whether its code ran or not
         _run(self)
         return types.ModuleType.__getattribute__(self, name)
 
@@ -91,6 +100,20 @@ class _Loader(_LoaderBase):
 
     def exec_module(self, module: types.ModuleType) -> None:
         _become(module, _Lazy)
+        for name in CALLED_LATER.get(module.__name__, ()):
+            setattr(module, name, _stand_in(module, name))
+
+
+def _stand_in(module: types.ModuleType, name: str) -> Any:
+    """A function that runs `module`'s code at its first call, then calls its `name` (which
+    the module's code puts in place of this one)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        _run(module)
+        return getattr(module, name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 def _run(module: types.ModuleType) -> None:
@@ -147,6 +170,10 @@ def install() -> None:
     sys.meta_path.insert(0, _Finder())
 
 
+_compile = re.compile  # the real one (patterns_on_use replaces re.compile while it runs)
+_DEFERRING: list[str] = []  # the packages of the patterns_on_use running now (they may nest)
+
+
 class _Pattern:
     """A regular expression compiled at its first use. Its methods are then the compiled
     pattern's own, kept in this object: a call costs no more than the pattern's."""
@@ -155,26 +182,31 @@ class _Pattern:
         self._source = (pattern, flags)
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(re.compile(*self._source), name)
+        value = getattr(_compile(*self._source), name)
         if callable(value):
             self.__dict__[name] = value
         return value
 
 
+def _compile_on_use(pattern: Any, flags: Any = 0) -> Any:
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    if isinstance(pattern, str) and caller.partition(".")[0] in _DEFERRING:
+        return _Pattern(pattern, int(flags))
+    return _compile(pattern, flags)
+
+
 @contextmanager
-def patterns_on_use(package: str) -> Iterator[None]:
-    """While importing `package`: the patterns its modules compile (`re.compile(TEXT)`) are
-    compiled at their first use instead. Calls from any other module (any thread) are as usual."""
-    real = re.compile
-
-    def compile_on_use(pattern: Any, flags: Any = 0) -> Any:
-        caller = sys._getframe(1).f_globals.get("__name__", "")
-        if isinstance(pattern, str) and caller.partition(".")[0] == package:
-            return _Pattern(pattern, int(flags))
-        return real(pattern, flags)
-
-    re.compile = compile_on_use
+def patterns_on_use(*packages: str) -> Iterator[None]:
+    """While importing `packages`: the patterns their modules compile (`re.compile(TEXT)`) are
+    compiled at their first use instead (their modules use them through their methods only:
+    `P.fullmatch(s)`, never `re.fullmatch(P, s)`). Calls from any other module (any thread)
+    are as usual."""
+    _DEFERRING.extend(packages)
+    re.compile = _compile_on_use
     try:
         yield
     finally:
-        re.compile = real
+        for package in packages:
+            _DEFERRING.remove(package)
+        if not _DEFERRING:
+            re.compile = _compile

@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 import warnings
+from _thread import start_new_thread
 from types import TracebackType
 from typing import Any, Generic, TextIO, TypeVar
 
@@ -163,7 +164,7 @@ class _Writer(Generic[Item]):
         self._done = 0  # ... the thread says how many of them it wrote (or failed to write)
         self._stalled = False  # a wait ran out: don't wait again until a write ends
         self._closing = False
-        self._thread: threading.Thread | None = None
+        self._running = False  # the thread was started and has not ended
 
     def put(self, lines: list[Item]) -> None:
         """Hand `lines` over to the thread (in order after those handed before); never waits."""
@@ -176,16 +177,18 @@ class _Writer(Generic[Item]):
                 for line in lines:
                     self._add(line)
             self._handed += 1
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="log writer", daemon=True)
+            if not self._running:
+                # A thread of `_thread`'s: started without waiting for it to run, as
+                # threading.Thread.start() does (0.2-3 ms of a cron run, a busy machine's
+                # scheduler's); a daemon's, as the interpreter's exit ends it (flush() waits).
                 try:
-                    self._thread.start()
+                    start_new_thread(self._run, ())
                 except RuntimeError:  # at the interpreter's exit (3.12+): this thread writes
-                    self._thread = None
                     items, self._waiting, self._size = self._waiting, [], 0
                     self._write(items)
                     self._done = self._handed
                     return
+                self._running = True
             self._cond.notify()
 
     def _add(self, line: Item) -> None:
@@ -216,7 +219,7 @@ class _Writer(Generic[Item]):
         the handler's sink is released then (at once if no thread runs)."""
         with self._cond:
             self._closing = True
-            running = self._thread is not None
+            running = self._running
             self._cond.notify()
         if not running:
             self.handler.release()
@@ -227,7 +230,7 @@ class _Writer(Generic[Item]):
                 while not self._waiting and not self._closing:
                     self._cond.wait()
                 if not self._waiting:  # closing, and everything is written
-                    self._thread = None
+                    self._running = False
                     break
                 items, self._waiting, self._size = self._waiting, [], 0
                 handed = self._handed

@@ -10,6 +10,9 @@ order); `__init__` is still `dataclasses`' own, compiled from a shorter text (it
 defaults and annotations set on it after, not compiled). Nothing else changes: the library
 API (`mgmt.agent.run`, the tests) makes its dataclasses as usual.
 
+typing's forward references (each string annotation of a NamedTuple, each type hint resolved)
+keep their text, `eval`ed when resolved, not a code object of `compile`'s (`_forward_code`).
+
 Python 3.11 only (the private builders replaced are those of its `dataclasses`): on another
 version `install()` does nothing.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -155,9 +159,23 @@ def _init_fn(  # noqa: PLR0917 (called as dataclasses calls its own)
     return init
 
 
+def _forward_code(source: str, filename: str, mode: str) -> str:
+    """typing's `compile` (its one use: a ForwardRef's text, which it then `eval`s): the text
+    itself, checked to be an expression (a SyntaxError, as compile raises) but not compiled by
+    `compile`, whose first call in a process builds the `ast` module's ~120 node types (~9 M
+    instructions, 3% of a cron run; a string annotation, which `from __future__ import
+    annotations` makes of each, becomes a ForwardRef: NamedTuple fields, the params' type
+    hints). `eval` of the text gives what `eval` of its code gave."""
+    assert mode == "eval", mode
+    eval("lambda: (\n" + source + "\n)", {})  # parsed: a syntax error raises, nothing runs
+    return source
+
+
 def install() -> None:
-    """Make the dataclasses defined from now on with the closures above (see the module doc)."""
+    """Make the dataclasses defined from now on with the closures above (see the module doc),
+    and typing's forward references with `_forward_code`."""
     if sys.version_info[:2] != (3, 11):
         return
     for builder in (_cmp_fn, _hash_fn, _repr_fn, _frozen_get_del_attr, _init_fn):
         setattr(dataclasses, builder.__name__, builder)
+    typing.compile = _forward_code  # type: ignore[attr-defined]  # its ForwardRef's only use

@@ -93,7 +93,7 @@ def raw(path: Path, message: object) -> dict[str, Any]:
 
 async def through_the_launcher(host: DeployHost, args: list[str]) -> None:
     launcher = ROOT / ".venv" / "bin" / "mgmt"
-    assert launcher.read_text().startswith("#!") and " -S\n" in launcher.read_text()
+    assert launcher.read_text().startswith("#!") and " -SP\n" in launcher.read_text()
     base = ["deploy", "--seeds", host.url, "--prefix", str(host.prefix), *args]
     done = await asyncio.to_thread(
         subprocess.run, [str(launcher), *base], capture_output=True, text=True, timeout=60

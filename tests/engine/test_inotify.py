@@ -206,3 +206,31 @@ async def test_close_leaves_the_kernels_teardown_to_a_thread(tmp_path: Path) -> 
     assert await asyncio.to_thread(done.wait, 30)
     assert len(threads) == 1 and threads[0] != threading.get_ident()
     assert _inotify_fds() <= before  # (an earlier test's may have closed meanwhile)
+
+
+async def test_at_the_exit_the_teardown_is_handed_to_a_process_ending_with_ours(
+    tmp_path: Path,
+) -> None:
+    """Once the process is ending (`leave_to_exit`), the thread that closes an instance's last
+    descriptor first gives it to a process of its own (`cat`), which holds it until its input,
+    a pipe of this process's, is closed (at this one's exit), then ends: the kernel's teardown
+    is in that process's exit, not this one's."""
+    done = threading.Event()
+    got = Collected()
+    fd = got.ino.fd
+    assert fd is not None
+    before = _inotify_fds() - {fd}
+    got.ino.add_watch(tmp_path, inotify.CREATE)
+    inotify.leave_to_exit()
+    try:
+        got.ino.close(done.set)
+    finally:
+        inotify._EXIT.ending = False  # (this test's process does not end here)
+    assert await asyncio.to_thread(done.wait, 30)
+    assert _inotify_fds() <= before
+    holder = inotify._EXIT.holders.pop()
+    fds = os.listdir(f"/proc/{holder.pid}/fd")
+    assert "anon_inode:inotify" in [os.readlink(f"/proc/{holder.pid}/fd/{n}") for n in fds]
+    assert holder.stdin is not None
+    holder.stdin.close()  # what this process's exit does
+    assert await asyncio.to_thread(holder.wait, 30) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,7 @@ UNUSED += (
     "opcode",
 )
 UNUSED += ("asyncio.format_helpers", "asyncio.staggered", "asyncio.trsock", "ntpath", "json")
+UNUSED += ("urllib.parse",)
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
@@ -95,7 +97,9 @@ def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
 def test_a_cron_runs_hops_to_threads_share_the_engines_pool(tmp_path: Path) -> None:
     """The temporary prefix, the status socket's checks and the engine's writes run in one
     pool (the loop's default executor, set before the first hop): no pool of asyncio's is
-    started for the first hops, to wait idle beside the engine's and end."""
+    started for the first hops, to wait idle beside the engine's and end; nor, at the end,
+    asyncio's thread that joins the pool (mgmt.cli.run_loop joins it). (The log writer is a
+    thread of `_thread`'s, started without waiting for it: not a threading.Thread.)"""
     graph = tmp_path / "g.yaml"
     graph.write_text(f"graph: g\nresources:\n  file:\n    - name: a\n      path: {tmp_path}/a\n")
     script = (
@@ -112,14 +116,15 @@ def test_a_cron_runs_hops_to_threads_share_the_engines_pool(tmp_path: Path) -> N
         "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
         "main()\n"
     )
-    assert _python(script, str(graph)) == "['Thread-1 (_do_shutdown)', 'io_', 'log writer']"
+    assert _python(script, str(graph)) == "['io_']"
 
 
 def test_deferred_modules_work_at_first_use() -> None:
     """Each deferred module, at its first use, is the real one: a traceback printed with its
     source line (linecache, tokenize), urllib.parse's check of an IPv6 host (ipaddress),
     shutil's archive formats (bz2, lzma), copy, base64, fnmatch, textwrap, locale, inspect,
-    pathlib's Windows paths (ntpath), asyncio's trsock and staggered."""
+    pathlib's Windows paths (ntpath), asyncio's trsock and staggered; pathlib's as_uri, through
+    the stand-in of urllib.parse's quote_from_bytes that pathlib imported (CALLED_LATER)."""
     script = """
 import sys
 import mgmt; mgmt.full_site()
@@ -128,6 +133,8 @@ lazyimport.install()
 import base64, copy, fnmatch, inspect, locale, shutil, textwrap, traceback, urllib.parse
 import asyncio, pathlib
 assert type(copy).__name__ == "_Lazy" and type(base64).__name__ == "_Lazy", (copy, base64)
+assert type(urllib.parse).__name__ == "_Lazy", urllib.parse  # pathlib's import left it so
+uri = pathlib.PurePosixPath("/a b/%").as_uri()
 try:
     base64.b64decode(b"=", validate=True)
 except ValueError:
@@ -138,10 +145,12 @@ print("return binascii.a2b_base64(s, strict_mode=validate)" in text,
       textwrap.dedent("  x"), isinstance(locale.getpreferredencoding(False), str),
       type(base64).__name__, inspect.signature(lambda a, b=1: 0),
       type(inspect).__name__, str(pathlib.PureWindowsPath("c:/a")),
-      asyncio.trsock.TransportSocket.__name__, asyncio.staggered.__name__)
+      asyncio.trsock.TransportSocket.__name__, asyncio.staggered.__name__, uri,
+      pathlib.PurePosixPath("/c").as_uri(), type(urllib.parse).__name__)
 """
     out = "True 80 True True b'YQ==' True x True module (a, b=1) module c:\\a"
-    assert _python(script) == out + " TransportSocket asyncio.staggered"
+    out += " TransportSocket asyncio.staggered file:///a%20b/%25 file:///c module"
+    assert _python(script) == out
 
 
 def test_an_extension_module_or_a_package_is_never_deferred(
@@ -495,3 +504,53 @@ methods += [c.__init__ for c in after_classes]
 print(sorted({m.__code__.co_filename.rsplit("/", 1)[-1] for m in methods}))
 """
     assert _python(script) == "['<string>', 'quickclasses.py']"
+
+
+def test_patterns_on_use_nest_and_end_with_the_last() -> None:
+    """Nested, the outer context's packages stay deferred after the inner one ends; a deferred
+    pattern's methods are the compiled one's; another package's compile is as usual; re.compile
+    is the real one again once the last context ends."""
+    real = re.compile
+    with lazyimport.patterns_on_use("yaml"):
+        usual = re.compile("x+")  # this module is not yaml's
+        with lazyimport.patterns_on_use("tests"):
+            inner = re.compile("a+")
+        after = re.compile("c+")
+        assert re.compile is not real
+    assert re.compile is real
+    assert [type(p).__name__ for p in (usual, inner, after)] == ["Pattern", "_Pattern", "Pattern"]
+    match = inner.fullmatch("aa")
+    assert match is not None and match.group() == "aa" and inner.pattern == "a+"
+
+
+def test_forward_references_keep_their_text_and_resolve_as_before() -> None:
+    """After `quickclasses.install()`, a forward reference keeps its text (evaluated when
+    resolved) instead of a code object of `compile`'s; a NamedTuple's string annotations and
+    typing.get_type_hints (a name of the class's module, a class-level name) resolve as
+    before; a bad annotation still raises typing's SyntaxError, when it is made."""
+    script = """
+from __future__ import annotations
+import typing
+from typing import NamedTuple
+from mgmt import quickclasses
+quickclasses.install()
+ref = typing.ForwardRef("int | None")
+class Pair(NamedTuple):
+    a: int
+    b: str | None = None
+class Box:
+    Inner = bytes
+    pair: Pair
+    inner: Inner
+    many: list[Pair] | None
+try:
+    typing.ForwardRef("int |")
+except SyntaxError as err:
+    bad = "Forward reference must be an expression" in str(err)
+print(ref.__forward_code__, Pair(1), typing.get_type_hints(Pair), bad)
+print(typing.get_type_hints(Box))
+"""
+    out = "int | None Pair(a=1, b=None) {'a': <class 'int'>, 'b': str | None} True\n"
+    out += "{'pair': <class '__main__.Pair'>, 'inner': <class 'bytes'>, "
+    out += "'many': list[__main__.Pair] | None}"
+    assert _python(script) == out

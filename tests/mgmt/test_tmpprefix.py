@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from engine.safefs import private_dir
 from mgmt import agent
 from mgmt.config import Config
-from mgmt.tmpprefix import LOCK, TmpPrefix, sweep
+from mgmt.tmpprefix import LOCK, TmpPrefix, make_private, sweep
 
 HOLD = "import sys; from mgmt.tmpprefix import TmpPrefix; t = TmpPrefix(); print(t.path, flush=True); sys.stdin.read()"
 
@@ -109,7 +108,7 @@ async def test_a_run_cancelled_while_its_prefix_is_made_private_leaves_none(
     """A Ctrl-C before the agent's own handlers cancels the run (asyncio.run's handler). The
     status socket's private_dir() of the prefix, still running in its thread, made the removed
     prefix again: an empty directory without a lock, which no later run sweeps."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     entered, release, closing = threading.Event(), threading.Event(), threading.Event()
     ended = threading.Event()
 
@@ -139,3 +138,21 @@ async def test_a_run_cancelled_while_its_prefix_is_made_private_leaves_none(
         await run
     await asyncio.to_thread(ended.wait, 30)
     assert [n for n in await asyncio.to_thread(os.listdir, tmp_path) if n.startswith("mgmt-")] == []
+
+
+def test_a_prefix_is_made_where_tempfile_would_make_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a parent: in the first of $TMPDIR, $TEMP, $TMP, /tmp... where a directory can be
+    made (a missing one, or a file, is passed over), private; with a parent, there or an error."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("TEMP", str(tmp_path / "file"))
+    monkeypatch.setenv("TMP", str(tmp_path))
+    made = make_private()
+    assert made.parent == tmp_path and made.name.startswith("mgmt-") and len(made.name) == 17
+    assert made.stat().st_mode & 0o777 == 0o700
+    with TmpPrefix() as tmp:
+        assert tmp.parent == tmp_path and tmp.path != made
+    with pytest.raises(FileNotFoundError):
+        make_private(tmp_path / "missing")

@@ -81,10 +81,11 @@ def test_the_thin_path_imports_neither_the_cli_nor_grpc_nor_the_language(tmp_pat
 
 
 def test_the_launcher_starts_without_site_and_the_cli_gets_it(tmp_path: Path) -> None:
-    """install.sh's `mgmt` starts Python with -S (the thin path needs no installed package);
-    a command that does (the direct path, here the check's YAML parser) runs `site` first."""
+    """install.sh's `mgmt` starts Python with -S (the thin path needs no installed package)
+    and -P (nothing imported from .venv/bin); a command that needs the installed packages
+    (the direct path, here the check's YAML parser) runs `site` first."""
     launcher = ROOT / ".venv" / "bin" / "mgmt"
-    assert launcher.read_text().splitlines()[0].endswith(" -S"), "scripts/install.sh writes it"
+    assert launcher.read_text().splitlines()[0].endswith(" -SP"), "scripts/install.sh writes it"
     graph = tmp_path / "g.yaml"
     graph.write_text(f"graph: g\nresources:\n  file:\n    - name: {tmp_path}/x\n")
     for argv in (["check", str(graph)], ["deploy", "--prefix", str(tmp_path), "--help"]):
