@@ -398,20 +398,25 @@ def test_max_runtime_names_what_did_not_converge(tmp_path: Path, converged: list
     assert "exec[slow]: cmd: stopping: sent SIGTERM" in out
 
 
-def test_each_failed_attempt_logs_its_error_and_what_is_left(tmp_path: Path) -> None:
-    """As mgmt logs each retry: one line per failed attempt, with its error (attempts 2 and 3
-    were silent, even with --verbose)."""
-    graph = graph_file(
+def _failing_exec(tmp_path: Path, retry: int, delay: int) -> Path:
+    """A graph of one exec that always fails, retried per `retry` and `delay` (ms)."""
+    return graph_file(
         tmp_path,
-        """
+        f"""
         graph: retry
         resources:
           exec:
             - name: f
               cmd: /bin/false
-              meta: {retry: 3, delay: 10}
+              meta: {{retry: {retry}, delay: {delay}}}
         """,
     )
+
+
+def test_each_failed_attempt_logs_its_error_and_what_is_left(tmp_path: Path) -> None:
+    """As mgmt logs each retry: one line per failed attempt, with its error (attempts 2 and 3
+    were silent, even with --verbose)."""
+    graph = _failing_exec(tmp_path, retry=3, delay=10)
     code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
     assert code == 1, out
     error = "cmd exited with code 1; no stderr"
@@ -429,17 +434,7 @@ def test_each_failed_attempt_logs_its_error_and_what_is_left(tmp_path: Path) -> 
 
 
 def test_retrying_forever_logs_one_line_per_attempt(tmp_path: Path) -> None:
-    graph = graph_file(
-        tmp_path,
-        """
-        graph: retry
-        resources:
-          exec:
-            - name: f
-              cmd: /bin/false
-              meta: {retry: -1, delay: 20}
-        """,
-    )
+    graph = _failing_exec(tmp_path, retry=-1, delay=20)
     code, out = run_mgmt(["run", "--tmp-prefix", "--max-runtime=1", "yaml", str(graph)])
     assert code == 1, out
     runs = out.count("exec[f]: running: /bin/false")
