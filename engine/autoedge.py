@@ -46,7 +46,7 @@ def add_autoedges(
             continue
         uids = res.uids()
         for uid in uids:
-            if providers.setdefault(uid, key) != key:
+            if clash(providers.setdefault(uid, key), key):
                 raise GraphError(both_manage(uid, providers[uid], key))
         provided += uids
         wanting.append((key, res))
@@ -117,10 +117,10 @@ def managed(res: Resource) -> list[UID]:
 
 
 def owners(graph: Graph, found: dict[UID, Key] | None = None) -> dict[UID, Key]:
-    """Who manages each UID of `graph`; GraphError when two resources manage the same thing
-    (two files of one path, two svc of one unit): each would undo the other's changes forever.
-    mgmt runs such a graph (its resources fight); we refuse it, as puppet does. `found`: what
-    `add_autoedges` found already (its `providers`: those taking part are not asked again)."""
+    """Who manages each UID of `graph` (the first, in graph order, when resources of several
+    kinds do); GraphError when two resources of one kind manage the same thing (`clash`).
+    `found`: what `add_autoedges` found already (its `providers`: those taking part are not
+    asked again)."""
     autoedged = found is not None
     found = {} if found is None else found
     for key, res in graph.vertices.items():
@@ -128,9 +128,24 @@ def owners(graph: Graph, found: dict[UID, Key] | None = None) -> dict[UID, Key]:
             continue  # counted by add_autoedges, if Edgeable
         for uid in managed(res):
             owner = found.setdefault(uid, key)
-            if owner != key:
+            if clash(owner, key):
                 raise GraphError(both_manage(uid, owner, key))
     return found
+
+
+def clash(owner: Key, key: Key) -> bool:
+    """Whether `key` managing what `owner` manages is refused: two resources of one kind (two
+    files of one path, two svc of one unit) would undo each other's changes forever. mgmt runs
+    such a graph (its resources fight); we refuse it, as puppet refuses a duplicate declaration.
+    Resources of different kinds may share a UID (mgmt's deploy-tar.mcl: a `deploy:tar` writes
+    an archive, a `file` of its path sets its mode): the first provides it to automatic edges."""
+    return owner != key and owner[0] == key[0]
+
+
+def owned_by_kind(graph: Graph) -> dict[tuple[str, UID], Key]:
+    """Who manages each UID, per kind of resource: what `clash` compares, kept exactly (an
+    `owners` map keeps one resource per UID)."""
+    return {(key[0], uid): key for key, res in graph.vertices.items() for uid in managed(res)}
 
 
 def both_manage(uid: UID, first: Key, second: Key) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import collector, watcher
-from engine.autoedge import AutoIndex, add_autoedges, managed, may_edge, owners
+from engine.autoedge import AutoIndex, add_autoedges, managed, may_edge, owned_by_kind, owners
 from engine.autogroup import autogroup
 from engine.errors import GraphError, ResourceError
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged
@@ -903,7 +903,7 @@ class Engine:
         self._autoindex: AutoIndex | None = None
         # Who manages each UID of the last prepared graph (engine.autoedge.owners; made by
         # prepare(), then kept up to date by small swaps).
-        self._owners: dict[UID, Key] | None = None
+        self._owners: dict[tuple[str, UID], Key] | None = None  # `_reclaim`'s, made at need
         # The last prepared graph has a resource autogroup could group: a path between two
         # may decide whether it does, so no edge changes without preparing again.
         self._groupable = False
@@ -1000,7 +1000,7 @@ class Engine:
             autogroup(graph)
             candidates = (r for r in graph if r.meta.autogroup and isinstance(r, Groupable))
             self._groupable = next(candidates, None) is not None
-        self._owners = verify(graph, found)
+        verify(graph, found)
         self._autoindex = index
 
     async def apply(self, graph: Graph, since: Since | None = None) -> None:
@@ -1301,17 +1301,17 @@ class Engine:
         removes is gone (a rename of a file resource frees its path first); `_owners` is then
         so (a fallback's prepare() makes it again)."""
         if self._owners is None:
-            self._owners = owners(self.graph)  # the prepared graph: it was verified
+            self._owners = owned_by_kind(self.graph)  # the prepared graph: it was verified
         found = self._owners
         for key in small.remove:
             for uid in managed(given[key]):
-                if found.get(uid) == key:
-                    del found[uid]
+                if found.get((key[0], uid)) == key:
+                    del found[(key[0], uid)]
         for key, res in small.add.items():
-            uids = managed(res)
-            if any(found.get(uid, key) != key for uid in uids):
+            mine = [(key[0], uid) for uid in managed(res)]
+            if any(found.get(kind_uid, key) != key for kind_uid in mine):
                 return False
-            found.update(dict.fromkeys(uids, key))
+            found.update(dict.fromkeys(mine, key))
         return True
 
     async def _swap_replaced(self, given: Graph, small: _Small) -> None:

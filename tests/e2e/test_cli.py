@@ -567,6 +567,34 @@ def test_two_resources_managing_one_file_are_refused_before_anything_runs(
     assert (code, out.strip()) == (2, want.replace(str(graph), str(program))), out
 
 
+def test_resources_of_two_kinds_may_manage_one_file(tmp_path: Path) -> None:
+    """mgmt's deploy-tar.mcl: an archive's kind writes it, a `file` of its path sets its mode.
+    Only resources of one kind clash (the test above); this graph checks and runs."""
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree/hello").write_text("hello\n")
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: two-kinds
+        resources:
+          tar:
+            - name: TMP/site.tar
+              inputs: [TMP/tree/]
+          file:
+            - name: TMP/site.tar
+              mode: "0600"
+        edges:
+          - from: {kind: tar, name: TMP/site.tar}
+            to: {kind: file, name: TMP/site.tar}
+        """,
+    )
+    code, out = run_mgmt(["check", str(graph)])
+    assert (code, out.strip()) == (0, f"{graph}: ok"), out
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", "yaml", str(graph)])
+    assert code == 0, out
+    assert (tmp_path / "site.tar").stat().st_mode & 0o777 == 0o600, out
+
+
 def test_diamond_runs_in_parallel(tmp_path: Path) -> None:
     """b and c overlap in time; d starts after both ended; e does not wait for anything."""
     stamp = "date +%s.%N >> TMP/{name}.{what}"
