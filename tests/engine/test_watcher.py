@@ -200,7 +200,7 @@ async def test_a_check_own_changes_are_set_aside_and_others_reported_after_it(
     await counter.changed()  # the file's own watch is in place
     with watcher.changing():
         os.chmod(path, 0o640)  # its own
-        await asyncio.sleep(0)  # the loop reads the event: not reported while held
+        assert await counter.quiet()  # the loop reads the event meanwhile: held, not reported
         assert watcher.settle() is True
     assert await counter.quiet()
     assert watcher.settle() is False
