@@ -46,6 +46,17 @@ class DeployHost(Host):
         return self.root / self.name / "prefix"
 
 
+def seeding(tmp_path: Path, signer: Key, src: Path, trusts: Path, *extra: str) -> DeployHost:
+    """h1, whose `run --deploy ... lang SRC/` seeds the cluster with `src` signed by `signer`;
+    it trusts the keys of the file `trusts`."""
+    return DeployHost(
+        "h1",
+        tmp_path,
+        extra_args=[*extra, "--trusted-keys", str(trusts)],
+        tail=["--deploy", "--sign-key", str(signer.private), "lang", f"{src}/"],
+    )
+
+
 def program(directory: Path, out: Path, version: str) -> Path:
     """A `lang DIR/` program: per host, a file that never changes and one holding `version`."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -204,12 +215,7 @@ async def test_run_deploy_seeds_the_cluster_and_together_waits_for_every_host(
     out, src = tmp_path / "out", tmp_path / "src"
     out.mkdir()
     together = ["--deploy-switch", "together"]
-    h1 = DeployHost(
-        "h1",
-        tmp_path,
-        extra_args=[*together, "--trusted-keys", str(trusts_alice)],
-        tail=["--deploy", "--sign-key", str(alice.private), "lang", str(program(src, out, "v1"))],
-    )
+    h1 = seeding(tmp_path, alice, program(src, out, "v1"), trusts_alice, *together)
     h2 = DeployHost("h2", tmp_path, extra_args=[*together, "--trusted-keys", str(trusts_mallory)])
     async with fleet([h1, h2]):  # type: ignore[list-item]
         await h1.start()
@@ -235,10 +241,7 @@ async def test_run_deploy_does_not_seed_what_this_host_would_refuse(tmp_path: Pa
     alice, mallory = make_key(keys, "alice"), make_key(keys, "mallory")
     out, src = tmp_path / "out", tmp_path / "src"
     out.mkdir()
-    tail = ["--deploy", "--sign-key", str(mallory.private), "lang", str(program(src, out, "v1"))]
-    h1 = DeployHost(
-        "h1", tmp_path, extra_args=["--trusted-keys", str(trusted_file(keys, alice))], tail=tail
-    )
+    h1 = seeding(tmp_path, mallory, program(src, out, "v1"), trusted_file(keys, alice))
     async with fleet([h1]):  # type: ignore[list-item]
         daemon = await h1.start()
         await daemon.wait_log(
@@ -266,12 +269,7 @@ async def test_deploy_directory_is_the_deploys_own_copy(tmp_path: Path) -> None:
         '\tsource => deploy.directory("/files/foo/"),\n\trecurse => true,\n}\n'
         f'file "{out}/where" {{\n\tcontent => deploy.directory("/files/foo/"),\n}}\n'
     )
-    h1 = DeployHost(
-        "h1",
-        tmp_path,
-        extra_args=["--trusted-keys", str(trusted_file(keys / "a", alice))],
-        tail=["--deploy", "--sign-key", str(alice.private), "lang", f"{src}/"],
-    )
+    h1 = seeding(tmp_path, alice, src, trusted_file(keys / "a", alice))
     async with fleet([h1]):  # type: ignore[list-item]
         await h1.start()
         await wait_path(out / "foo/sub/b", has_content("b\n"), 30)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.helpers import Daemon, run_mgmt, wait_path
 from tests.e2e.test_cluster_e2e import fleet
-from tests.e2e.test_deploy_e2e import DeployHost, push
+from tests.e2e.test_deploy_e2e import push, seeding
 from tests.mgmt.deploy.keys import make_key, trusted_file
 
 
@@ -76,12 +76,7 @@ async def test_the_running_deploy_is_archived_and_follows_new_deploys(tmp_path: 
     alice = make_key(keys / "a", "alice")
     out, src = tmp_path / "out", tmp_path / "src"
     program(src, out, "d1")
-    h1 = DeployHost(
-        "h1",
-        tmp_path,
-        extra_args=["--trusted-keys", str(trusted_file(keys / "a", alice))],
-        tail=["--deploy", "--sign-key", str(alice.private), "lang", f"{src}/"],
-    )
+    h1 = seeding(tmp_path, alice, src, trusted_file(keys / "a", alice))
     async with fleet([h1]):  # type: ignore[list-item]
         await h1.start()
         await wait_path(out / "p.tar", holds("d1"), 30)  # type: ignore[arg-type]
