@@ -89,6 +89,21 @@ def test_deploy_directory_of_a_local_run_is_the_programs_own(tmp_path: Path) -> 
         program.write_text(program.read_text().replace(bad, "/files/foo/", 1))
 
 
+def test_the_deploy_directory_example_copies_its_site(tmp_path: Path) -> None:
+    """examples/deploy-directory/: a directory program whose files/site/ is copied, recursively
+    and purged, by a local run; a file dropped there is purged again by the next run."""
+    env = {"MGMT_DEMO_DIR": str(tmp_path)}
+    args = ["run", "--tmp-prefix", "--converged-timeout=0", "lang", "examples/deploy-directory/"]
+    code, out = run_mgmt(args, env=env)
+    assert code == 0, out
+    site = ROOT / "examples/deploy-directory/files/site"
+    assert (tmp_path / "site/index.html").read_bytes() == (site / "index.html").read_bytes()
+    assert (tmp_path / "site/css/site.css").read_bytes() == (site / "css/site.css").read_bytes()
+    (tmp_path / "site/stray").write_text("x")
+    code, out = run_mgmt(args, env=env)
+    assert code == 0 and not (tmp_path / "site/stray").exists(), out
+
+
 def test_deploy_readfile_stays_within_the_deploy(tmp_path: Path) -> None:
     """deploy.readfile refuses '..' as deploy.directory does: a deploy's paths name its files."""
     (tmp_path / "files").mkdir()
