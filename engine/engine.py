@@ -94,6 +94,7 @@ STOPPING, STOPPED = Status.STOPPING, Status.STOPPED
 _RUN = frozenset({PENDING, RUNNING, OK, RETRYING, FAILED})
 _OUTCOMES = frozenset({OK, RETRYING, FAILED, DEAD})
 _INERT = frozenset({DEAD, STOPPING, STOPPED})  # a poke does nothing
+NAMED = 3  # resources the stop's summary names (interrupted ones), then "and N more"
 # status -> the statuses it may move to. Anything else is a bug (TransitionError).
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     NEW: frozenset({PENDING, DEAD, STOPPING}),
@@ -1402,19 +1403,33 @@ class Engine:
             raise ResourceError(f"unknown kind {key[0]!r}")
         return build(cls, {"name": key[1], **params})
 
+    def _undone_why(self, undone: list[Vertex]) -> str:
+        """What the stop cut short, for its summary (" (...)"), or "": the check_applies the
+        gate refused, and the resources whose running work was interrupted (exec), by name."""
+        why = []
+        if refused := self.gate.refused:
+            why.append(
+                f"{refused} check_apply{'' if refused == 1 else 's'} stopped before "
+                f"{'its' if refused == 1 else 'their'} work began"
+            )
+        names = sorted(v.name for v in undone if v.work is not None and v.work.interrupted)
+        if names:
+            more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
+            why.append(f"{', '.join(names[:NAMED])}{more} interrupted")
+        return f" ({'; '.join(why)})" if why else ""
+
     async def stop(self, graceful: bool = True) -> None:
         """Stop every vertex (graceful: running check_applies finish first; one whose work
         has not begun never begins it: engine/stopgate.py)."""
         self._gc_resume(thaw=False)
         with watcher.shutting_down(), collector.paused(), self.gate.closing():
             await stop_all(list(self.vertices.values()), graceful)
-        undone = sum(
-            1 for v in self.vertices.values() if not (v.state_ok or v.failed or v.would_change)
-        )
+        undone = [
+            v for v in self.vertices.values() if not (v.state_ok or v.failed or v.would_change)
+        ]
         if undone:
             log.info(
-                "stopped: %d of %d resources left undone (%d check_applies stopped before "
-                "their work began); the next run applies them",
-                *(undone, len(self.vertices), self.gate.refused),
+                "stopped: %d of %d resources left undone%s; the next run applies them",
+                *(len(undone), len(self.vertices), self._undone_why(undone)),
             )
         await self.shared.aclose()

@@ -75,12 +75,13 @@ class Interrupted(Stopped):
 class Work:
     """One check_apply: whether its work has begun (a job of it started)."""
 
-    __slots__ = ("_gate", "_token", "begun", "over", "stopping")
+    __slots__ = ("_gate", "_token", "begun", "interrupted", "over", "stopping")
 
     def __init__(self, gate: Gate) -> None:
         self._gate = gate
         self.begun = False
         self.over = False  # the check_apply returned: what it left behind is not gated
+        self.interrupted = False  # it ended Interrupted (the engine's stop names it)
         self.stopping = False  # its vertex stops (a swap removed or replaced it)
 
     # Gate.work()'s context (a class, not a generator's: one per check_apply)
@@ -94,8 +95,11 @@ class Work:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc, Stopped) and not isinstance(exc, Interrupted) and self._gate.closed:
-            self._gate.refused += 1  # the engine's stop reports them; a swap's are its own
+        if isinstance(exc, Stopped):
+            if isinstance(exc, Interrupted):
+                self.interrupted = True
+            elif self._gate.closed:
+                self._gate.refused += 1  # the engine's stop reports them; a swap's are its own
         self.over = True
         _WORK.reset(self._token)
 
