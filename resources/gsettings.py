@@ -23,7 +23,7 @@ from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.ids import id_number, lookup_uid, lookup_user, passwd, resolve_gid
 from resources._lib.plan import Step, apply_steps, nothing_to_do
-from resources._lib.proc import run_command, stop_group
+from resources._lib.proc import run_command, stop_group, tool_lock
 
 TIMEOUT = 30
 PASSWD = "/etc/passwd"
@@ -155,7 +155,11 @@ class GsettingsRes(Resource):
         if have == wanted:
             return nothing_to_do(self.handle, f"{schema} {key} is {wanted}")
         setter = self._as_user([self._tool(), "set", schema, key, wanted])
-        run = _runner(setter, self._env(), f"gsettings set {schema} {key}")
+        # One `gsettings set` at a time per user: with a file backend (GLib's keyfile) each
+        # one reads the whole file, changes its key and writes it all back, so two at once
+        # lose one's change (dconf's service queues them anyway).
+        lock = tool_lock(self.handle.shared, f"gsettings:{self.user or ''}")
+        run = _runner(setter, self._env(), f"gsettings set {schema} {key}", lock)
         step = Step(
             f"set {schema} {key} to {wanted} (now {have})",
             f"{schema} {key} set to {wanted} (was {have})",
@@ -201,8 +205,11 @@ class GsettingsRes(Resource):
         }
 
 
-def _runner(argv: list[str], env: dict[str, str], label: str) -> Callable[[], Awaitable[None]]:
+def _runner(
+    argv: list[str], env: dict[str, str], label: str, lock: asyncio.Lock
+) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
-        await run_command(argv, timeout=TIMEOUT, env=env, label=label)
+        async with lock:
+            await run_command(argv, timeout=TIMEOUT, env=env, label=label)
 
     return run

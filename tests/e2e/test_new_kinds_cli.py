@@ -4,6 +4,8 @@ time naming file and line; gzip and tar are usable from mcl, mgmt's constants in
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -81,3 +83,41 @@ def test_a_union_of_scalars_from_mcl(tmp_path: Path) -> None:
     code, out = run_mgmt(["check", str(program)])
     assert code == 2, out
     assert f"{program}:3:" in out and "gsettings param value: expected one of bool, int, str" in out
+
+
+GSETTINGS = {  # keys of org.gnome.desktop.interface, none at its default
+    "clock-show-seconds": ("bool", "true", "true"),
+    "clock-show-weekday": ("bool", "true", "true"),
+    "clock-show-date": ("bool", "false", "false"),
+    "enable-animations": ("bool", "false", "false"),
+    "cursor-size": ("int", "32", "32"),
+    "cursor-blink-time": ("int", "900", "900"),
+    "gtk-theme": ("str", "Adwaita-dark", "'Adwaita-dark'"),
+    "icon-theme": ("str", "Papirus", "'Papirus'"),
+}
+
+
+def test_gsettings_keys_set_at_once_in_one_keyfile_are_all_kept(tmp_path: Path) -> None:
+    """Eight gsettings resources set their keys in one run, GLib's keyfile backend: each
+    `gsettings set` rewrites the whole file, so the agent runs them one at a time; two at once
+    lost one's change (a key set again, or left unset when the run ended)."""
+    graph = tmp_path / "g.yaml"
+    items = [
+        f"    - {{name: org.gnome.desktop.interface {key}, type: {kind}, value: {value}}}\n"
+        for key, (kind, value, _) in GSETTINGS.items()
+    ]
+    graph.write_text("graph: g\nresources:\n  gsettings:\n" + "".join(items))
+    env = {"GSETTINGS_BACKEND": "keyfile", "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    args = ["run", "--tmp-prefix", "--converged-timeout=0", "--max-runtime=60", "yaml", str(graph)]
+    code, out = run_mgmt(args, env=env)
+    assert code == 0, out
+    assert out.count(" set to ") == len(GSETTINGS), out  # each key set once, none lost
+    for key, (_, _, printed) in GSETTINGS.items():
+        get = ["gsettings", "get", "org.gnome.desktop.interface", key]
+        environ = {**os.environ, **env}
+        done = subprocess.run(
+            get, env=environ, capture_output=True, text=True, timeout=30, check=False
+        )
+        assert done.stdout.strip() == printed, (key, done.stderr)
+    code, out = run_mgmt(args, env=env)
+    assert code == 0 and " engine: " not in out, out
