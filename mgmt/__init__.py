@@ -1,5 +1,14 @@
-"""mgmt: the agent, its front-ends and its commands (`mgmt.__main__`)."""
+"""mgmt: the agent, its front-ends and its commands (`mgmt.__main__`).
 
+Here, what a command does at its start before its own imports (the thin `mgmt deploy` imports
+nothing of the CLI, and a module more costs it ~0.6 M instructions, 1.4%): `full_site`,
+`hold_signals`, and `warn_misspelled_env`, which every subcommand that reads MGMT_ variables
+calls first (`mgmt run`, `check`, `setup`, `status`, `deploy`, its thin path too). The names of
+the flags' variables are listed here, not made from `mgmt.config` (~20 ms of imports);
+tests/e2e/test_cli.py keeps the two lists whole.
+"""
+
+import os
 import sys
 
 _SITE: list[bool] = []  # [True] once `full_site` ran `site`
@@ -62,3 +71,103 @@ def held_signals() -> tuple[int, int] | None:
     before the agent are forgotten (it reads them from the pipe)."""
     _STOPS.clear()
     return (_HELD[0], _HELD[1]) if _HELD else None
+
+
+# MGMT_<FLAG> of every option of `mgmt run` (mgmt.config.option_fields).
+FLAG_ENV = frozenset(
+    {
+        "MGMT_HOSTNAME",
+        "MGMT_PREFIX",
+        "MGMT_TMP_PREFIX",
+        "MGMT_CONVERGED_TIMEOUT",
+        "MGMT_CONVERGER_TIMEOUT",
+        "MGMT_CONVERGED_EXIT",
+        "MGMT_MAX_RUNTIME",
+        "MGMT_NOOP",
+        "MGMT_SEMA",
+        "MGMT_NO_WATCH",
+        "MGMT_NICE",
+        "MGMT_GRAPHVIZ",
+        "MGMT_NO_AUTOEDGES",
+        "MGMT_PUPPET_FALLBACK",
+        "MGMT_NO_AUTOGROUP",
+        "MGMT_PROMETHEUS",
+        "MGMT_STATUS",
+        "MGMT_PROMETHEUS_LISTEN",
+        "MGMT_MAX_GRAPH_SIZE",
+        "MGMT_SEEDS",
+        "MGMT_CLIENT_URLS",
+        "MGMT_SERVER_URLS",
+        "MGMT_ADVERTISE_CLIENT_URLS",
+        "MGMT_ADVERTISE_SERVER_URLS",
+        "MGMT_IDEAL_CLUSTER_SIZE",
+        "MGMT_NO_SERVER",
+        "MGMT_EXPORT_GRACE",
+        "MGMT_TLS_CA",
+        "MGMT_TLS_CERT",
+        "MGMT_TLS_KEY",
+        "MGMT_PEER_TLS_CA",
+        "MGMT_PEER_TLS_CERT",
+        "MGMT_PEER_TLS_KEY",
+        "MGMT_CLUSTER_USER",
+        "MGMT_CLUSTER_PASSWORD_FILE",
+        "MGMT_CLUSTER_CA_DIR",
+        "MGMT_CLUSTER_CERT_DIR",
+        "MGMT_INSECURE_CLUSTER",
+        "MGMT_ETCD_HEARTBEAT_INTERVAL",
+        "MGMT_ETCD_ELECTION_TIMEOUT",
+        "MGMT_ETCD_QUOTA_BACKEND_BYTES",
+        "MGMT_ETCD_COMPACTION_RETENTION",
+        "MGMT_DEPLOY",
+        "MGMT_TRUSTED_KEYS",
+        "MGMT_ALLOW_UNSIGNED_DEPLOYS",
+        "MGMT_DEPLOY_SWITCH",
+        "MGMT_SIGN_KEY",
+        "MGMT_LOG_FORMAT",
+        "MGMT_VERBOSE",
+    }
+)
+
+# The MGMT_ variables read besides the flags': where resources find the host's files (tests
+# and containers point them elsewhere), and the test suite's and benchmarks' own.
+OTHER_ENV = frozenset(
+    {
+        "MGMT_FSTAB",
+        "MGMT_HOSTNAME_FILE",
+        "MGMT_HOSTS_FILE",
+        "MGMT_JOURNAL_SOCKET",
+        "MGMT_MACHINE_INFO_FILE",
+        "MGMT_NETWORKD_DIR",
+        "MGMT_PROC_SYS",
+        "MGMT_SYSTEMD_UNIT_DIR",
+        "MGMT_BENCH_PROFILE",
+        "MGMT_BENCH_STAGES",
+        "MGMT_TEST_NS",
+    }
+)
+
+_WARNED: list[bool] = []  # [True] once it ran: the thin deploy's fallback to the CLI says it once
+
+
+def warn_misspelled_env() -> None:
+    """One line per MGMT_ variable of the environment that mgmt does not read but that is close
+    to one it reads (`MGMT_CONVERGED_TIMOUT`): a typo would otherwise be ignored silently. Any
+    other MGMT_ name is left alone: a program may read it (`sys.getenv`). Once per process."""
+    if _WARNED:
+        return
+    _WARNED.append(True)
+    known = FLAG_ENV | OTHER_ENV
+    unknown = sorted(name for name in os.environ if name.startswith("MGMT_") and name not in known)
+    if not unknown:
+        return  # the common case: nothing imported
+    import difflib  # only for a name mgmt does not read (~2.5 ms)
+
+    names = sorted(known)
+    for name in unknown:
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
+        if close:
+            print(
+                f"mgmt: warning: {name} is not a variable mgmt reads (ignored): did you mean "
+                f"{close[0]}?",
+                file=sys.stderr,
+            )

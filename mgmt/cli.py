@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from engine.errors import ValidationError
 from engine.params import parse_int
-from mgmt import priority
+from mgmt import priority, warn_misspelled_env
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, Config, ExitCode, option_fields
 
 if TYPE_CHECKING:
@@ -66,50 +66,6 @@ async def _join_executor(loop: Any) -> None:
     executor = getattr(loop, "_default_executor", None)
     if executor is not None:
         executor.shutdown(wait=True)
-
-
-# The MGMT_ variables read besides the flags' (MGMT_<FLAG>): where resources find the host's
-# files (tests and containers point them elsewhere), and the test suite's and benchmarks' own.
-# tests/mgmt/test_env.py keeps this list whole.
-OTHER_ENV = frozenset(
-    {
-        "MGMT_FSTAB",
-        "MGMT_HOSTNAME_FILE",
-        "MGMT_HOSTS_FILE",
-        "MGMT_JOURNAL_SOCKET",
-        "MGMT_MACHINE_INFO_FILE",
-        "MGMT_NETWORKD_DIR",
-        "MGMT_PROC_SYS",
-        "MGMT_SYSTEMD_UNIT_DIR",
-        "MGMT_BENCH_PROFILE",
-        "MGMT_BENCH_STAGES",
-        "MGMT_TEST_NS",
-    }
-)
-
-
-def warn_misspelled_env() -> None:
-    """One line per MGMT_ variable of the environment that mgmt does not read but that is close
-    to one it reads (`MGMT_CONVERGED_TIMOUT`): a typo would otherwise be ignored silently. Any
-    other MGMT_ name is left alone: a program may read it (`sys.getenv`)."""
-    given = [name for name in os.environ if name.startswith("MGMT_")]
-    if not given:
-        return  # the common case: no option to build, nothing imported
-    known = {"MGMT_" + f.name.upper() for f in option_fields()} | OTHER_ENV
-    unknown = sorted(name for name in given if name not in known)
-    if not unknown:
-        return
-    import difflib  # only for a name mgmt does not read (~2.5 ms)
-
-    names = sorted(known)
-    for name in unknown:
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
-        if close:
-            print(
-                f"mgmt: warning: {name} is not a variable mgmt reads (ignored): did you mean "
-                f"{close[0]}?",
-                file=sys.stderr,
-            )
 
 
 def _env_default(name: str, kind: Any, default: Any) -> Any:

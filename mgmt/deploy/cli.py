@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from engine.errors import ValidationError, WorldError
 from engine.params import parse_int
+from mgmt import warn_misspelled_env
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode
 from mgmt.deploy import DeployError
 from mgmt.deploy.client import UNSIGNED, Timings
@@ -194,6 +195,7 @@ def deploy_main(argv: list[str], exit_now: bool = False) -> int:
     """`mgmt deploy ...`: its exit code. `exit_now` (the `mgmt` program itself, not a caller
     in-process): once done, exit without the interpreter's teardown of the compiler's and
     gRPC's objects (0.1-0.4 s, more than the rest of a push after the check)."""
+    warn_misspelled_env()  # it reads MGMT_PREFIX (once: the thin path may have said it)
     parser = deploy_parser()
     args = parser.parse_intermixed_args(argv)
     actions = sum([bool(args.target), args.list, args.status, args.rollback is not None])

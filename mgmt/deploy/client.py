@@ -31,6 +31,8 @@ import struct
 import sys
 import time
 
+from mgmt import warn_misspelled_env
+
 TYPE_CHECKING = False  # not `typing`'s: importing it costs this command 3-4 ms
 if TYPE_CHECKING:
     from typing import Any
@@ -393,6 +395,7 @@ def main(argv: list[str]) -> int | None:
     """`mgmt deploy ARGV` through the local agent: its exit code, or None (run the direct
     path, `mgmt.deploy.cli.deploy_main`)."""
     started = Timings()
+    warn_misspelled_env()  # it reads MGMT_PREFIX
     opts = parse(argv)
     if opts is None:
         return None

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mgmt import warn_misspelled_env
 from mgmt.config import ExitCode
 from mgmt.status.server import SOCKET
 from mgmt.usage import Parser
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    warn_misspelled_env()  # it reads MGMT_PREFIX
     args = build_parser().parse_args(argv)
     if args.cluster:
         from mgmt.deploy.cli import status_main

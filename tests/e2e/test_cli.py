@@ -914,14 +914,30 @@ def test_misspelled_env_variable_is_named_with_the_nearest(tmp_path: Path) -> No
     code, out = run_mgmt(["check", str(graph)], env={"MGMT_MAX_GRAPH_SIZ": "9"})
     assert code == 0 and "MGMT_MAX_GRAPH_SIZ is not a variable mgmt reads" in out, out
     assert "did you mean MGMT_MAX_GRAPH_SIZE?" in out
+    # status and deploy read MGMT_PREFIX: the same line, once (deploy's thin path finds no
+    # agent here and hands over to the CLI, which does not say it again).
+    perfix = (
+        "mgmt: warning: MGMT_PERFIX is not a variable mgmt reads (ignored): did you mean "
+        "MGMT_PREFIX?\n"
+    )
+    nowhere = ["--prefix", str(tmp_path / "nowhere")]
+    for args in (
+        ["status", *nowhere],
+        ["deploy", *nowhere, "--unsigned", "yaml", str(graph)],
+        ["deploy", "--list", "--bad-flag"],
+    ):
+        code, out = run_mgmt(args, env={"MGMT_PERFIX": "/elsewhere"})
+        assert code == 2 and out.count(perfix) == 1, (args, out)
 
 
 def test_every_mgmt_variable_read_is_known() -> None:
-    """The MGMT_ names the code reads are flags' or cli.OTHER_ENV: none is taken for a typo."""
-    from mgmt.cli import OTHER_ENV
+    """The MGMT_ names the code reads are flags' or mgmt.OTHER_ENV: none is taken for a
+    typo; mgmt.FLAG_ENV is every flag's."""
+    from mgmt import FLAG_ENV, OTHER_ENV
     from mgmt.config import option_fields
 
-    known = {"MGMT_" + f.name.upper() for f in option_fields()} | OTHER_ENV
+    assert {"MGMT_" + f.name.upper() for f in option_fields()} == FLAG_ENV
+    known = FLAG_ENV | OTHER_ENV
     read = re.compile(r"""environ(?:\.get\(|\[|\.pop\()["'](MGMT_[A-Z0-9_]+)["']""")
     found: set[str] = set()
     for top in ("mgmt", "engine", "resources", "bench", "tests"):

@@ -95,10 +95,18 @@ async def through_the_launcher(host: DeployHost, args: list[str]) -> None:
     launcher = ROOT / ".venv" / "bin" / "mgmt"
     assert launcher.read_text().startswith("#!") and " -SP\n" in launcher.read_text()
     base = ["deploy", "--seeds", host.url, "--prefix", str(host.prefix), *args]
+    env = {**os.environ, "MGMT_PERFIX": "/elsewhere"}  # a typo: said, as `mgmt run` says it
     done = await asyncio.to_thread(
-        subprocess.run, [str(launcher), *base], capture_output=True, text=True, timeout=60
+        subprocess.run,
+        [str(launcher), *base],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert done.returncode == 0 and "(through the local agent)" in done.stderr, done
+    warning = "mgmt: warning: MGMT_PERFIX is not a variable mgmt reads (ignored): did you mean "
+    assert done.stderr.count(warning + "MGMT_PREFIX?\n") == 1, done
 
 
 async def same_bundle_both_ways(host: DeployHost, key: Path, prog: Path) -> None:
