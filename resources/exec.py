@@ -261,9 +261,15 @@ class ExecRes(Refreshable, Edgeable, Resource):
         return [UID("exec", self.name)]
 
     def autoedges(self) -> list[list[UID]]:
-        """A managed binary (an absolute argv[0]), managed working directories, and the package
-        owning each program it runs (its shell, or argv[0], of each command: mgmt's cmdFiles)."""
+        """A managed binary (an absolute argv[0]), managed working directories, the package
+        owning each program it runs (its shell, or argv[0], of each command: mgmt's cmdFiles),
+        and the user and group it runs as (mgmt's UserUID and GroupUID: a name, or an id that
+        a `user`/`group` resource sets as its `uid`/`gid`)."""
         wants: list[list[UID]] = []
+        if self.user is not None:
+            wants.append([UID("user", self.user)])
+        if self.group is not None:
+            wants.append([UID("group", self.group)])
         if self.shell is None and self.cmd:
             program = self.cmd if self.args is not None else (shlex.split(self.cmd) or [""])[0]
             if os.path.isabs(program):

@@ -877,6 +877,39 @@ def test_a_package_comes_before_what_runs_or_manages_its_files(tmp_path: Path) -
     ]
 
 
+def test_an_exec_runs_after_the_user_and_group_it_runs_as(tmp_path: Path) -> None:
+    """An exec with `user`/`group` gets automatic edges from the `user` and `group` resources
+    that make them (mgmt's exec: UserUID, GroupUID), by name or by the id one sets."""
+    text = """
+        graph: runas
+        resources:
+          user:
+            - name: builder
+            - name: other
+              uid: 4321
+          group:
+            - name: builders
+          exec:
+            - name: build
+              cmd: "true"
+              user: builder
+              group: builders
+            - name: by-id
+              cmd: "true"
+              user: "4321"
+            - name: plain
+              cmd: "true"
+        """
+    code, out = run_mgmt(["check", "--graph", str(graph_file(tmp_path, text))])
+    assert code == 0, out
+    edges = [line for line in out.splitlines() if line.startswith("Edge:") and "exec[" in line]
+    assert sorted(edges) == [
+        "Edge: group[builders] -> exec[build] # autoedge",
+        "Edge: user[builder] -> exec[build] # autoedge",
+        "Edge: user[other] -> exec[by-id] # autoedge",
+    ], out
+
+
 def test_conflicting_semaphore_sizes_exit_2(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
