@@ -39,7 +39,7 @@ import time
 import warnings
 from _thread import start_new_thread
 from types import TracebackType
-from typing import Any, Generic, TextIO, TypeVar
+from typing import Any, Generic, TextIO, TypeVar, cast
 
 from resources._lib import journal
 
@@ -55,11 +55,29 @@ def _escape(char: re.Match[str]) -> str:
 
 class TextFormatter(logging.Formatter):
     """`HH:MM:SS logger: message`, one line each (a traceback follows on lines of its own);
-    the time is formatted once per second, not once per line."""
+    the time is formatted once per second, not once per line. A record with no traceback or
+    stack is made into its line by `line()`, as a resource's INFO line without a record is
+    (BatchingStreamHandler.emit_line): one text for both."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(name)s: %(message)s", "%H:%M:%S")
         self._stamp: tuple[int, str] = (-1, "")  # (second, its text), replaced as one
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        # as logging.Formatter.format, which leaves both on the record (others' handlers read)
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        return self.line(record.asctime, record.name, record.message)
+
+    @staticmethod
+    def line(stamp: str, logger: str, message: str) -> str:
+        """The format's line: "%(asctime)s %(name)s: %(message)s", the message's control
+        characters escaped."""
+        if _CONTROL.search(message) is not None:
+            message = _CONTROL.sub(_escape, message)
+        return f"{stamp} {logger}: {message}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         message = record.message
@@ -72,10 +90,17 @@ class TextFormatter(logging.Formatter):
             record.message = message
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        if datefmt is not None and datefmt != self.datefmt:
+            return super().formatTime(record, datefmt)
+        return self.stamp(record.created)
+
+    def stamp(self, created: float) -> str:
+        """The time `created` (time.time()) as the format shows it, made once a second."""
+        second = int(created)
         stamp = self._stamp
         if stamp[0] != second:
-            stamp = self._stamp = (second, super().formatTime(record, datefmt))
+            text = time.strftime(self.datefmt or "%H:%M:%S", self.converter(created))
+            stamp = self._stamp = (second, text)
         return stamp[1]
 
 
@@ -391,6 +416,21 @@ class BatchingStreamHandler(WriterHandler[str]):
 
     def render(self, record: logging.LogRecord) -> str:
         return self.format(record) + self.terminator
+
+    def takes_lines(self) -> bool:
+        """engine.handle.LineSink: emit_line is handle()'s work with this class and format."""
+        return (
+            type(self) is BatchingStreamHandler
+            and type(self.formatter) is TextFormatter
+            and not self.filters
+        )
+
+    def emit_line(self, logger: str, created: float, kind: str, name: str, message: str) -> None:
+        """A resource's INFO line, as render() makes the record of it (engine.handle.LineSink;
+        takes_lines() said so: the formatter is a TextFormatter)."""
+        formatter = cast(TextFormatter, self.formatter)
+        stamp = formatter.stamp(created)
+        self._put(formatter.line(stamp, logger, f"{kind}[{name}]: {message}") + self.terminator)
 
     def write(self, lines: list[str]) -> None:
         text = "".join(lines)
