@@ -276,7 +276,11 @@ class _ChangeLog(logging.Handler):
         if kind is None:
             return
         name = str(getattr(record, "res_name", ""))
-        message = record.getMessage().removeprefix(f"{kind}[{name}]: ")
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format: the stderr handler says so, the resource goes on
+            return
+        message = text.removeprefix(f"{kind}[{name}]: ")
         self.model.logged((str(kind), name), message)
 
     def takes_lines(self) -> bool:
