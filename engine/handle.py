@@ -93,35 +93,30 @@ class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
     Any other handler (caplog, an embedder's, the JSON format, the journal) or a filter: the
     line takes logging's path, as every other level's lines do."""
 
-    def __init__(self, logger: logging.Logger, kind: str, name: str) -> None:
-        super().__init__(logger, {"res_kind": kind, "res_name": name})
-        self._kind = kind
-        self._name = name
-        self._prefix = f"{kind}[{name}]: "
-        # The prefix in a message that logging formats (`msg % args`): a name's '%' (a file
-        # "/srv/100%") kept as is, not read as a conversion (its lines were lost: "cannot log")
-        self._escaped = self._prefix.replace("%", "%%")
-
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         """Every level's line (LoggerAdapter's info(), warning()... call it)."""
         logger = self.logger
         if not logger.isEnabledFor(level):
             return
+        extra: Mapping[str, object] = self.extra or {}
         if level == logging.INFO and not kwargs:
             sinks = line_sinks(logger)
             if sinks is not None:
                 message = _message(msg, args)
                 if message is not None:
                     created = time.time()
+                    kind, name = str(extra["res_kind"]), str(extra["res_name"])
                     for sink in sinks:
-                        sink.emit_line(logger.name, created, self._kind, self._name, message)
+                        sink.emit_line(logger.name, created, kind, name, message)
                     return
-        extra = self.extra or {}
         given = kwargs.get("extra")
         kwargs["extra"] = extra if given is None else {**extra, **given}  # logging copies it
+        prefix = f"{extra['res_kind']}[{extra['res_name']}]: "
+        if args:  # logging formats `msg % args`: a name's '%' (a file "/srv/100%") kept as is,
+            prefix = prefix.replace("%", "%%")  # not read as a conversion ("cannot log" it)
         # the record's caller (when logging looks for it) is the resource: this frame skipped
         kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        logger.log(level, f"{self._escaped if args else self._prefix}{msg}", *args, **kwargs)
+        logger.log(level, f"{prefix}{msg}", *args, **kwargs)
 
 
 def _message(msg: Any, args: tuple[Any, ...]) -> str | None:
@@ -185,7 +180,7 @@ class Handle:
         self._on_stop: list[Callable[[], None]] | None = None
         self._started = False  # event() was called: the startup event was reported
         self._peers = peers or (lambda: ())
-        self.logger = ResourceLogger(log, kind, name)
+        self.logger = ResourceLogger(log, {"res_kind": kind, "res_name": name})
 
     @property
     def var_dir(self) -> Path:
