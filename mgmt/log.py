@@ -463,17 +463,33 @@ class JournalHandler(WriterHandler[bytes]):
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + logging.Formatter().formatException(record.exc_info)
+        kind = getattr(record, "res_kind", None)
+        if kind is None:
+            return self._datagram(message, record.levelno, record.name, None, "")
+        name = str(getattr(record, "res_name", ""))
+        return self._datagram(message, record.levelno, record.name, str(kind), name)
+
+    def _datagram(
+        self, message: str, level: int, logger: str, kind: str | None, name: str
+    ) -> bytes:
         fields = {
             "MESSAGE": message,
-            "PRIORITY": str(PRIORITIES.get(record.levelno, 7)),
+            "PRIORITY": str(PRIORITIES.get(level, 7)),
             "SYSLOG_IDENTIFIER": "mgmt",
-            "MGMT_LOGGER": record.name,
+            "MGMT_LOGGER": logger,
         }
-        kind = getattr(record, "res_kind", None)
         if kind is not None:
-            fields["MGMT_KIND"] = str(kind)
-            fields["MGMT_NAME"] = str(getattr(record, "res_name", ""))
+            fields["MGMT_KIND"] = kind
+            fields["MGMT_NAME"] = name
         return journal.encode(fields)[: journal.MAX_DATAGRAM]
+
+    def takes_lines(self) -> bool:
+        """engine.handle.LineSink: emit_line is handle()'s work with this class."""
+        return type(self) is JournalHandler and not self.filters
+
+    def emit_line(self, logger: str, created: float, kind: str, name: str, message: str) -> None:
+        """A resource's INFO line, as render() makes the record of it (engine.handle.LineSink)."""
+        self._put(self._datagram(f"{kind}[{name}]: {message}", logging.INFO, logger, kind, name))
 
     def write(self, lines: list[bytes]) -> None:
         for data in lines:

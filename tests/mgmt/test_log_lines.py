@@ -9,9 +9,10 @@ import io
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 from engine.engine import Engine
 from engine.handle import Handle
-from mgmt.log import BatchingStreamHandler, TextFormatter
+from mgmt.log import BatchingStreamHandler, JournalHandler, TextFormatter, WriterHandler
 from mgmt.status.model import StatusModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,24 +50,51 @@ class Records(logging.Handler):
 
 
 @contextlib.contextmanager
-def ours_only(prefix: Path) -> Iterator[tuple[io.StringIO, StatusModel]]:
-    """The root logger with our stderr handler only (pytest's set aside: it adds them for each
-    phase of a test), a status model on the "engine" logger, as `mgmt run` has them."""
+def ours_only(tmp_path: Path, sink: str) -> Iterator[tuple[Callable[[], list[Any]], StatusModel]]:
+    """The root logger with one handler of ours (pytest's set aside: it adds them for each
+    phase of a test), a status model on the "engine" logger, as `mgmt run` has them; and what
+    reads the sink: stderr's lines (without their time), or the journal's datagrams."""
     root = logging.getLogger()
     kept, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    handler = BatchingStreamHandler(stream)
-    handler.setFormatter(TextFormatter())
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    model = StatusModel(Engine(hostname="h", prefix=prefix), "h")
-    try:
-        yield stream, model
-    finally:
-        model.close()
-        handler.close()
-        root.handlers[:] = kept
-        root.setLevel(level)
+    with contextlib.ExitStack() as stack:
+        handler: WriterHandler[Any]
+        read: Callable[[], list[Any]]
+        if sink == "text":
+            stream = io.StringIO()
+            handler = BatchingStreamHandler(stream)
+            handler.setFormatter(TextFormatter())
+
+            def read() -> list[Any]:
+                handler.flush()
+                lines = [line[9:] for line in stream.getvalue().splitlines()]
+                stream.seek(0)
+                stream.truncate()
+                return lines
+
+        else:
+            journald = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+            journald.bind(str(tmp_path / "journal"))
+            journald.setblocking(False)
+            handler = JournalHandler(str(tmp_path / "journal"))
+
+            def read() -> list[Any]:
+                handler.flush()
+                datagrams = []
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        datagrams.append(journald.recv(65536))
+                return datagrams
+
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+        model = StatusModel(Engine(hostname="h", prefix=tmp_path / "prefix"), "h")
+        try:
+            yield read, model
+        finally:
+            model.close()
+            handler.close()
+            root.handlers[:] = kept
+            root.setLevel(level)
 
 
 def _log_all(made: list[int]) -> None:
@@ -85,43 +113,47 @@ def _log_all(made: list[int]) -> None:
         logging.setLogRecordFactory(factory)
 
 
-def _seen(stream: io.StringIO, model: StatusModel) -> tuple[list[str], dict[Any, str]]:
-    """The stderr lines without their time, and each resource's last change in the model."""
-    logging.getLogger().handlers[0].flush()
-    lines = [line[9:] for line in stream.getvalue().splitlines()]
-    stream.seek(0)
-    stream.truncate()
+def _changes(model: StatusModel) -> dict[Any, str]:
+    """Each resource's last change in the model (then forgotten)."""
     changes = {key: info.last_change for key, info in model.info.items()}
     model.info.clear()
-    return lines, changes
+    return changes
 
 
-def test_our_handlers_only_get_the_lines_logging_would_give_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sink", ["text", "journal"])
+def test_our_handlers_only_get_the_lines_logging_would_give_them(tmp_path: Path, sink: str) -> None:
     other = Records()
     direct, through_logging = [0], [0]
-    with ours_only(tmp_path) as (stream, model):
+    with ours_only(tmp_path, sink) as (read, model):
         _log_all(direct)
-        fast = _seen(stream, model)
+        fast = read(), _changes(model)
         logging.getLogger().addHandler(other)
         _log_all(through_logging)
-        slow = _seen(stream, model)
+        slow = read(), _changes(model)
 
     # the lines logging takes itself: one mapping as args, a bad format
     assert direct[0] == 2
     assert through_logging[0] == len(LINES)
     assert fast == slow
     lines, changes = fast
-    assert lines == [
-        "engine: file[/srv/a]: created /srv/a",
-        "engine: file[/srv/100%]: created /srv/100%",
-        "engine: file[/srv/%s%d]: content updated",
-        "engine: file[/srv/b]: created /srv/b 100%",
-        "engine: file[/srv/c\\nforged: line]: created /srv/c\\n\\x1b[31m",
-        "engine: exec[x]: ran true: exit 0",
-        "engine: kv[k]: k1 set",
-        "log: cannot log a line of engine ('kv[bad]: %d'): TypeError: %d format: a real"
-        " number is required, not str",
-    ]
+    if sink == "text":
+        assert lines == [
+            "engine: file[/srv/a]: created /srv/a",
+            "engine: file[/srv/100%]: created /srv/100%",
+            "engine: file[/srv/%s%d]: content updated",
+            "engine: file[/srv/b]: created /srv/b 100%",
+            "engine: file[/srv/c\\nforged: line]: created /srv/c\\n\\x1b[31m",
+            "engine: exec[x]: ran true: exit 0",
+            "engine: kv[k]: k1 set",
+            "log: cannot log a line of engine ('kv[bad]: %d'): TypeError: %d format: a real"
+            " number is required, not str",
+        ]
+    else:
+        assert len(lines) == len(LINES)
+        assert lines[1] == (
+            b"MESSAGE=file[/srv/100%]: created /srv/100%\nPRIORITY=6\nSYSLOG_IDENTIFIER=mgmt\n"
+            b"MGMT_LOGGER=engine\nMGMT_KIND=file\nMGMT_NAME=/srv/100%\n"
+        )
     assert changes[("file", "/srv/100%")] == "created /srv/100%"
     assert changes[("file", "/srv/c\nforged: line")] == "created /srv/c\n\x1b[31m"
     assert ("kv", "bad") not in changes
