@@ -71,6 +71,10 @@ class TextFormatter(logging.Formatter):
         record.asctime = self.formatTime(record, self.datefmt)
         return self.line(record.asctime, record.name, record.message)
 
+    def resource_line(self, logger: str, created: float, kind: str, name: str, message: str) -> str:
+        """format()'s line of a resource's INFO record (BatchingStreamHandler.emit_line)."""
+        return self.line(self.stamp(created), logger, f"{kind}[{name}]: {message}")
+
     @staticmethod
     def line(stamp: str, logger: str, message: str) -> str:
         """The format's line: "%(asctime)s %(name)s: %(message)s", the message's control
@@ -108,20 +112,38 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, kind, name, message."""
 
     def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-        }
         kind = getattr(record, "res_kind", None)
         message = record.getMessage()
+        name = getattr(record, "res_name", "") if kind is not None else None
+        if kind is not None:
+            message = message.removeprefix(f"{kind}[{name}]: ")
+        error = self.formatException(record.exc_info) if record.exc_info else None
+        when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        return self._line(when, record.levelname.lower(), record.name, kind, name, message, error)
+
+    def resource_line(self, logger: str, created: float, kind: str, name: str, message: str) -> str:
+        """format()'s line of a resource's INFO record (BatchingStreamHandler.emit_line)."""
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(created))
+        level = logging.getLevelName(logging.INFO).lower()  # a record's levelname
+        return self._line(when, level, logger, kind, name, message, None)
+
+    @staticmethod
+    def _line(  # noqa: PLR0917 (the line's fields)
+        when: str,
+        level: str,
+        logger: str,
+        kind: object,
+        name: object,
+        message: str,
+        error: str | None,
+    ) -> str:
+        data: dict[str, Any] = {"time": when, "level": level, "logger": logger}
         if kind is not None:
             data["kind"] = kind
-            data["name"] = getattr(record, "res_name", "")
-            message = message.removeprefix(f"{kind}[{data['name']}]: ")
+            data["name"] = name
         data["message"] = message
-        if record.exc_info:
-            data["error"] = self.formatException(record.exc_info)
+        if error is not None:
+            data["error"] = error
         import json  # here: a cron run logs text (json: ~5 M instructions of its start)
 
         return json.dumps(data)
@@ -421,16 +443,15 @@ class BatchingStreamHandler(WriterHandler[str]):
         """engine.handle.LineSink: emit_line is handle()'s work with this class and format."""
         return (
             type(self) is BatchingStreamHandler
-            and type(self.formatter) is TextFormatter
+            and type(self.formatter) in _RESOURCE_LINES
             and not self.filters
         )
 
     def emit_line(self, logger: str, created: float, kind: str, name: str, message: str) -> None:
         """A resource's INFO line, as render() makes the record of it (engine.handle.LineSink;
-        takes_lines() said so: the formatter is a TextFormatter)."""
-        formatter = cast(TextFormatter, self.formatter)
-        stamp = formatter.stamp(created)
-        self._put(formatter.line(stamp, logger, f"{kind}[{name}]: {message}") + self.terminator)
+        takes_lines() said so: the formatter is ours, one of _RESOURCE_LINES)."""
+        formatter = cast(TextFormatter | JsonFormatter, self.formatter)
+        self._put(formatter.resource_line(logger, created, kind, name, message) + self.terminator)
 
     def write(self, lines: list[str]) -> None:
         text = "".join(lines)
@@ -444,6 +465,10 @@ class BatchingStreamHandler(WriterHandler[str]):
         # To the file itself, not through the stream's buffer: a write that blocks holds the
         # buffer's lock, and the interpreter's exit, flushing stderr, would abort on it.
         write_all(self._fd, text.encode(stream.encoding or "utf-8", "backslashreplace"))
+
+
+# The formatters whose resource_line() is their format() of a resource's INFO record.
+_RESOURCE_LINES = (TextFormatter, JsonFormatter)
 
 
 class JournalHandler(WriterHandler[bytes]):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -20,7 +21,13 @@ import pytest
 
 from engine.engine import Engine
 from engine.handle import Handle
-from mgmt.log import BatchingStreamHandler, JournalHandler, TextFormatter, WriterHandler
+from mgmt.log import (
+    BatchingStreamHandler,
+    JournalHandler,
+    JsonFormatter,
+    TextFormatter,
+    WriterHandler,
+)
 from mgmt.status.model import StatusModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,14 +66,14 @@ def ours_only(tmp_path: Path, sink: str) -> Iterator[tuple[Callable[[], list[Any
     with contextlib.ExitStack() as stack:
         handler: WriterHandler[Any]
         read: Callable[[], list[Any]]
-        if sink == "text":
+        if sink in {"text", "json"}:
             stream = io.StringIO()
             handler = BatchingStreamHandler(stream)
-            handler.setFormatter(TextFormatter())
+            handler.setFormatter(TextFormatter() if sink == "text" else JsonFormatter())
 
             def read() -> list[Any]:
                 handler.flush()
-                lines = [line[9:] for line in stream.getvalue().splitlines()]
+                lines = [_timeless(line) for line in stream.getvalue().splitlines()]
                 stream.seek(0)
                 stream.truncate()
                 return lines
@@ -97,6 +104,15 @@ def ours_only(tmp_path: Path, sink: str) -> Iterator[tuple[Callable[[], list[Any
             root.setLevel(level)
 
 
+def _timeless(line: str) -> str:
+    """A line of stderr without its time (text or JSON)."""
+    if not line.startswith("{"):
+        return line[9:]
+    data = json.loads(line)
+    del data["time"]
+    return json.dumps(data)
+
+
 def _log_all(made: list[int]) -> None:
     """Log LINES, counting the LogRecords made into `made`."""
     factory = logging.getLogRecordFactory()
@@ -120,7 +136,7 @@ def _changes(model: StatusModel) -> dict[Any, str]:
     return changes
 
 
-@pytest.mark.parametrize("sink", ["text", "journal"])
+@pytest.mark.parametrize("sink", ["text", "json", "journal"])
 def test_our_handlers_only_get_the_lines_logging_would_give_them(tmp_path: Path, sink: str) -> None:
     other = Records()
     direct, through_logging = [0], [0]
@@ -148,6 +164,15 @@ def test_our_handlers_only_get_the_lines_logging_would_give_them(tmp_path: Path,
             "log: cannot log a line of engine ('kv[bad]: %d'): TypeError: %d format: a real"
             " number is required, not str",
         ]
+    elif sink == "json":
+        assert len(lines) == len(LINES)
+        assert json.loads(lines[1]) == {
+            "level": "info",
+            "logger": "engine",
+            "kind": "file",
+            "name": "/srv/100%",
+            "message": "created /srv/100%",
+        }
     else:
         assert len(lines) == len(LINES)
         assert lines[1] == (
@@ -230,20 +255,26 @@ def _run(tmp_path: Path, tag: str, other: bool, *flags: str) -> tuple[list[str],
     )
 
     def masked(line: str) -> str:
-        return re.sub(r"\(\d+\.\d+s\)", "(Ns)", line[9:].replace(str(out), "OUT"))
+        return re.sub(r"\(\d+\.\d+s\)", "(Ns)", _timeless(line).replace(str(out), "OUT"))
 
-    assert all(re.match(r"\d\d:\d\d:\d\d ", line) for line in run.stderr.splitlines())
+    assert all(re.match(r'\d\d:\d\d:\d\d |\{"time": "', line) for line in run.stderr.splitlines())
     return sorted(map(masked, run.stderr.splitlines())), int(run.stdout.split()[-1])
 
 
-@pytest.mark.parametrize("flags", [(), ("--noop",)])
+@pytest.mark.parametrize("flags", [(), ("--noop",), ("--log-format", "json")])
 def test_a_run_writes_the_same_stderr_either_way(tmp_path: Path, flags: tuple[str, ...]) -> None:
     direct, direct_records = _run(tmp_path, "direct", False, *flags)
     through_logging, records = _run(tmp_path, "logging", True, *flags)
     assert direct == through_logging
-    verb = "would create" if flags else "created"
-    assert "engine: file[100%]: " + verb + " OUT/100%" in direct
-    assert "engine: file[c\\nforged]: " + verb + " OUT/c\\nforged" in direct
-    changes = [line for line in direct if line.startswith("engine: file[")]
+    verb = "would create" if "--noop" in flags else "created"
+    if "json" in flags:
+        changes = [line for line in direct if '"kind": "file"' in line]
+        messages = {json.loads(line)["name"]: json.loads(line)["message"] for line in changes}
+        assert messages["100%"] == f"{verb} OUT/100%"
+        assert messages["c\nforged"] == f"{verb} OUT/c\nforged"
+    else:
+        changes = [line for line in direct if line.startswith("engine: file[")]
+        assert f"engine: file[100%]: {verb} OUT/100%" in changes
+        assert f"engine: file[c\\nforged]: {verb} OUT/c\\nforged" in changes
     assert len(changes) >= 3
     assert records - direct_records == len(changes)  # the direct path made no record of them
