@@ -67,7 +67,8 @@ class LineSink(Protocol):
 def line_sinks(logger: logging.Logger) -> list[LineSink] | None:
     """The handlers an INFO record of `logger` would reach, in logging's order, when every one
     is a LineSink that takes lines and the logger neither filters nor is disabled (None:
-    logging's own path, e.g. caplog's handler or a JSON formatter is there)."""
+    logging's own path: caplog's handler, an embedder's, a formatter not ours...). A handler
+    not ours puts every line on logging's path, even one of a level above INFO."""
     if logger.filters or logger.disabled:
         return None
     sinks: list[LineSink] = []
@@ -88,10 +89,10 @@ class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
 
     An INFO line, a resource's change lines (a first run's "created PATH", one per file), skips
     logging's LogRecord and handler calls (~7 us a line) when every handler the line reaches is
-    one of ours (line_sinks: the stderr text handler, the status model's): each gets the line's
-    parts, and makes of them what it makes of a record (the same text, the same change kept).
-    Any other handler (caplog, an embedder's, the JSON format, the journal) or a filter: the
-    line takes logging's path, as every other level's lines do."""
+    one of ours (line_sinks: stderr's, text or JSON, the journal's, the status model's): each
+    gets the line's parts, and makes of them what it makes of a record (the same text, the same
+    change kept). Any other handler (caplog, an embedder's) or a filter: the line takes
+    logging's path, as every other level's lines do (tests/mgmt/test_log_lines.py)."""
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         """Every level's line (LoggerAdapter's info(), warning()... call it)."""
