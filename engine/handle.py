@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from engine.safefs import fit_name, private_dir
 
@@ -49,14 +50,89 @@ class Shared:
                     log.exception("closing %r failed", item)
 
 
-class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every line with `kind[name]: ` (log format: `HH:MM:SS engine: file[x]: msg`)."""
+class LineSink(Protocol):
+    """A handler of ours that takes a resource's INFO line as its parts, no LogRecord made (see
+    ResourceLogger.log): what it does with them is what its `handle(record)` does with the
+    record logging would make of them."""
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        extra = self.extra or {}
+    def takes_lines(self) -> bool:
+        """Whether emit_line is, now, what handle() would do (its exact class, no filters...)."""
+        ...
+
+    def emit_line(self, logger: str, created: float, kind: str, name: str, message: str) -> None:
+        """The line `kind[name]: message` that `logger` logs at INFO at time.time() `created`."""
+        ...
+
+
+def line_sinks(logger: logging.Logger) -> list[LineSink] | None:
+    """The handlers an INFO record of `logger` would reach, in logging's order, when every one
+    is a LineSink that takes lines and the logger neither filters nor is disabled (None:
+    logging's own path: caplog's handler, an embedder's, a formatter not ours...). A handler
+    not ours puts every line on logging's path, even one of a level above INFO."""
+    if logger.filters or logger.disabled:
+        return None
+    sinks: list[LineSink] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            takes = getattr(handler, "takes_lines", None)
+            if takes is None or not takes():
+                return None
+            if handler.level <= logging.INFO:
+                sinks.append(cast("LineSink", handler))
+        current = current.parent if current.propagate else None
+    return sinks or None  # none: logging's last resort (or its "no handlers" note)
+
+
+class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every line with `kind[name]: ` (log format: `HH:MM:SS engine: file[x]: msg`).
+
+    An INFO line, a resource's change lines (a first run's "created PATH", one per file), skips
+    logging's LogRecord and handler calls (~7 us a line) when every handler the line reaches is
+    one of ours (line_sinks: stderr's, text or JSON, the journal's, the status model's): each
+    gets the line's parts, and makes of them what it makes of a record (the same text, the same
+    change kept). Any other handler (caplog, an embedder's) or a filter: the line takes
+    logging's path, as every other level's lines do (tests/mgmt/test_log_lines.py)."""
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """Every level's line (LoggerAdapter's info(), warning()... call it)."""
+        logger = self.logger
+        if not logger.isEnabledFor(level):
+            return
+        extra: Mapping[str, object] = self.extra or {}
+        if level == logging.INFO and not kwargs:
+            sinks = line_sinks(logger)
+            if sinks is not None:
+                message = _message(msg, args)
+                if message is not None:
+                    created = time.time()
+                    kind, name = str(extra["res_kind"]), str(extra["res_name"])
+                    for sink in sinks:
+                        sink.emit_line(logger.name, created, kind, name, message)
+                    return
         given = kwargs.get("extra")
         kwargs["extra"] = extra if given is None else {**extra, **given}  # logging copies it
-        return f"{extra['res_kind']}[{extra['res_name']}]: {msg}", kwargs
+        prefix = f"{extra['res_kind']}[{extra['res_name']}]: "
+        if args:  # logging formats `msg % args`: a name's '%' (a file "/srv/100%") kept as is,
+            prefix = prefix.replace("%", "%%")  # not read as a conversion ("cannot log" it)
+        # the record's caller (when logging looks for it) is the resource: this frame skipped
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+        logger.log(level, f"{prefix}{msg}", *args, **kwargs)
+
+
+def _message(msg: Any, args: tuple[Any, ...]) -> str | None:
+    """`f"{msg}" % args`, as LogRecord.getMessage makes it of ResourceLogger's message; None
+    where logging does otherwise (one mapping as args: a record's args are the mapping) or
+    fails (a bad format: its handlers say so)."""
+    text = f"{msg}"
+    if not args:
+        return text
+    if len(args) == 1 and not isinstance(args[0], str) and isinstance(args[0], Mapping):
+        return None
+    try:
+        return text % args
+    except Exception:
+        return None
 
 
 class Handle:

@@ -39,7 +39,7 @@ import time
 import warnings
 from _thread import start_new_thread
 from types import TracebackType
-from typing import Any, Generic, TextIO, TypeVar
+from typing import Any, Generic, TextIO, TypeVar, cast
 
 from resources._lib import journal
 
@@ -55,11 +55,33 @@ def _escape(char: re.Match[str]) -> str:
 
 class TextFormatter(logging.Formatter):
     """`HH:MM:SS logger: message`, one line each (a traceback follows on lines of its own);
-    the time is formatted once per second, not once per line."""
+    the time is formatted once per second, not once per line. A record with no traceback or
+    stack is made into its line by `line()`, as a resource's INFO line without a record is
+    (BatchingStreamHandler.emit_line): one text for both."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(name)s: %(message)s", "%H:%M:%S")
         self._stamp: tuple[int, str] = (-1, "")  # (second, its text), replaced as one
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        # as logging.Formatter.format, which leaves both on the record (others' handlers read)
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        return self.line(record.asctime, record.name, record.message)
+
+    def resource_line(self, logger: str, created: float, kind: str, name: str, message: str) -> str:
+        """format()'s line of a resource's INFO record (BatchingStreamHandler.emit_line)."""
+        return self.line(self.stamp(created), logger, f"{kind}[{name}]: {message}")
+
+    @staticmethod
+    def line(stamp: str, logger: str, message: str) -> str:
+        """The format's line: "%(asctime)s %(name)s: %(message)s", the message's control
+        characters escaped."""
+        if not message.isprintable() and _CONTROL.search(message) is not None:
+            message = _CONTROL.sub(_escape, message)  # (a printable text has none: quicker)
+        return f"{stamp} {logger}: {message}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         message = record.message
@@ -72,10 +94,17 @@ class TextFormatter(logging.Formatter):
             record.message = message
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        if datefmt is not None and datefmt != self.datefmt:
+            return super().formatTime(record, datefmt)
+        return self.stamp(record.created)
+
+    def stamp(self, created: float) -> str:
+        """The time `created` (time.time()) as the format shows it, made once a second."""
+        second = int(created)
         stamp = self._stamp
         if stamp[0] != second:
-            stamp = self._stamp = (second, super().formatTime(record, datefmt))
+            text = time.strftime(self.datefmt or "%H:%M:%S", self.converter(created))
+            stamp = self._stamp = (second, text)
         return stamp[1]
 
 
@@ -83,20 +112,38 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, kind, name, message."""
 
     def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-        }
         kind = getattr(record, "res_kind", None)
         message = record.getMessage()
+        name = getattr(record, "res_name", "") if kind is not None else None
+        if kind is not None:
+            message = message.removeprefix(f"{kind}[{name}]: ")
+        error = self.formatException(record.exc_info) if record.exc_info else None
+        when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        return self._line(when, record.levelname.lower(), record.name, kind, name, message, error)
+
+    def resource_line(self, logger: str, created: float, kind: str, name: str, message: str) -> str:
+        """format()'s line of a resource's INFO record (BatchingStreamHandler.emit_line)."""
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(created))
+        level = logging.getLevelName(logging.INFO).lower()  # a record's levelname
+        return self._line(when, level, logger, kind, name, message, None)
+
+    @staticmethod
+    def _line(  # noqa: PLR0917 (the line's fields)
+        when: str,
+        level: str,
+        logger: str,
+        kind: object,
+        name: object,
+        message: str,
+        error: str | None,
+    ) -> str:
+        data: dict[str, Any] = {"time": when, "level": level, "logger": logger}
         if kind is not None:
             data["kind"] = kind
-            data["name"] = getattr(record, "res_name", "")
-            message = message.removeprefix(f"{kind}[{data['name']}]: ")
+            data["name"] = name
         data["message"] = message
-        if record.exc_info:
-            data["error"] = self.formatException(record.exc_info)
+        if error is not None:
+            data["error"] = error
         import json  # here: a cron run logs text (json: ~5 M instructions of its start)
 
         return json.dumps(data)
@@ -392,6 +439,20 @@ class BatchingStreamHandler(WriterHandler[str]):
     def render(self, record: logging.LogRecord) -> str:
         return self.format(record) + self.terminator
 
+    def takes_lines(self) -> bool:
+        """engine.handle.LineSink: emit_line is handle()'s work with this class and format."""
+        return (
+            type(self) is BatchingStreamHandler
+            and type(self.formatter) in _RESOURCE_LINES
+            and not self.filters
+        )
+
+    def emit_line(self, logger: str, created: float, kind: str, name: str, message: str) -> None:
+        """A resource's INFO line, as render() makes the record of it (engine.handle.LineSink;
+        takes_lines() said so: the formatter is ours, one of _RESOURCE_LINES)."""
+        formatter = cast(TextFormatter | JsonFormatter, self.formatter)
+        self._put(formatter.resource_line(logger, created, kind, name, message) + self.terminator)
+
     def write(self, lines: list[str]) -> None:
         text = "".join(lines)
         stream = self.stream
@@ -404,6 +465,10 @@ class BatchingStreamHandler(WriterHandler[str]):
         # To the file itself, not through the stream's buffer: a write that blocks holds the
         # buffer's lock, and the interpreter's exit, flushing stderr, would abort on it.
         write_all(self._fd, text.encode(stream.encoding or "utf-8", "backslashreplace"))
+
+
+# The formatters whose resource_line() is their format() of a resource's INFO record.
+_RESOURCE_LINES = (TextFormatter, JsonFormatter)
 
 
 class JournalHandler(WriterHandler[bytes]):
@@ -423,17 +488,33 @@ class JournalHandler(WriterHandler[bytes]):
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + logging.Formatter().formatException(record.exc_info)
+        kind = getattr(record, "res_kind", None)
+        if kind is None:
+            return self._datagram(message, record.levelno, record.name, None, "")
+        name = str(getattr(record, "res_name", ""))
+        return self._datagram(message, record.levelno, record.name, str(kind), name)
+
+    def _datagram(
+        self, message: str, level: int, logger: str, kind: str | None, name: str
+    ) -> bytes:
         fields = {
             "MESSAGE": message,
-            "PRIORITY": str(PRIORITIES.get(record.levelno, 7)),
+            "PRIORITY": str(PRIORITIES.get(level, 7)),
             "SYSLOG_IDENTIFIER": "mgmt",
-            "MGMT_LOGGER": record.name,
+            "MGMT_LOGGER": logger,
         }
-        kind = getattr(record, "res_kind", None)
         if kind is not None:
-            fields["MGMT_KIND"] = str(kind)
-            fields["MGMT_NAME"] = str(getattr(record, "res_name", ""))
+            fields["MGMT_KIND"] = kind
+            fields["MGMT_NAME"] = name
         return journal.encode(fields)[: journal.MAX_DATAGRAM]
+
+    def takes_lines(self) -> bool:
+        """engine.handle.LineSink: emit_line is handle()'s work with this class."""
+        return type(self) is JournalHandler and not self.filters
+
+    def emit_line(self, logger: str, created: float, kind: str, name: str, message: str) -> None:
+        """A resource's INFO line, as render() makes the record of it (engine.handle.LineSink)."""
+        self._put(self._datagram(f"{kind}[{name}]: {message}", logging.INFO, logger, kind, name))
 
     def write(self, lines: list[bytes]) -> None:
         for data in lines:

@@ -276,5 +276,18 @@ class _ChangeLog(logging.Handler):
         if kind is None:
             return
         name = str(getattr(record, "res_name", ""))
-        message = record.getMessage().removeprefix(f"{kind}[{name}]: ")
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format: the stderr handler says so, the resource goes on
+            return
+        message = text.removeprefix(f"{kind}[{name}]: ")
         self.model.logged((str(kind), name), message)
+
+    def takes_lines(self) -> bool:
+        """engine.handle.LineSink: emit_line is handle()'s work with this class."""
+        return type(self) is _ChangeLog and not self.filters
+
+    def emit_line(self, logger: str, created: float, kind: str, name: str, message: str) -> None:
+        """A resource's INFO line, as emit() takes the record of it (under handle()'s lock)."""
+        with self.lock:  # type: ignore[union-attr]  # createLock() made it
+            self.model.logged((kind, name), message)
