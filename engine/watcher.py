@@ -361,7 +361,9 @@ class PathWatcher:
         The first sync takes a directory the hub watches for another watcher as existing,
         without a stat (a thousand files of one directory: one stat each, not two). It is as
         fresh as a stat: had the directory gone, the event saying so reaches this watcher too
-        (its names are registered there), and a re-sync stats everything. `seen`: the watches
+        (its names are registered there), and a re-sync stats everything. So is a path that
+        another watcher's first look found missing below such a directory (Hub.absent), until
+        the hub reads its next event. `seen`: the watches
         as a writing thread found them needed (Rename), no stat here. A `checked` watcher may
         leave its first path's own lookup to the check (settle()), unless told to `look`."""
         hub = self._hub
@@ -380,10 +382,12 @@ class PathWatcher:
                 desired, owed, fresh = {parent: (DIR_MASK, frozenset((name,)))}, path, False
             else:
                 deferred: list[str] = []
-                desired = self._desired(hub.watches_dir, defer=(path, deferred))
+                desired = self._desired(hub.watches_dir, defer=(path, deferred), absent=hub.absent)
                 owed = path if deferred else None
+        elif first:
+            desired = self._desired(hub.watches_dir, absent=hub.absent)
         else:
-            desired = self._desired(hub.watches_dir if first else None)
+            desired = self._desired()
         self._owed = owed
         if fresh is None:
             fresh = any(
@@ -399,11 +403,13 @@ class PathWatcher:
         known: Callable[[str], bool] | None = None,
         defer: tuple[str, list[str]] | None = None,
         look: Callable[[str, bool], int | None] | None = None,
+        absent: dict[str, str] | None = None,
     ) -> Desired:
         """The watches the paths need now; `known(dir)` may say a directory exists. `defer`:
         (a path, a list): that path is not looked up if `known` says its directory exists
         (only its directory is watched; then the path is appended to the list). `look`: how
-        a path's type is found (`_kind`)."""
+        a path's type is found (`_kind`). `absent` (with `known`): Hub.absent, which says
+        an ancestor is missing without a look, and learns what this one finds missing."""
         want: dict[str, tuple[int, set[str]]] = {}
         type_of = look or _kind
 
@@ -425,16 +431,31 @@ class PathWatcher:
             # The deepest existing ancestor watches for the next component to appear; when
             # the path itself exists, that is its parent (no need to stat it: one stat less
             # per path and sync, on the event loop, while the threads write beside it).
-            kind = type_of(path, False)
             child, parent = path, os.path.dirname(path)
+            if absent and known and (watched := absent.get(parent)) is not None and known(watched):
+                kind = None  # below a directory known missing
+            else:
+                kind = type_of(path, False)
+            missing = False  # child (an ancestor of path) was found missing
             while parent != child:  # up to "/" (or "//", which POSIX keeps)
-                if (
-                    kind is not None
-                    or (known is not None and known(parent))
-                    or type_of(parent, True) == stat.S_IFDIR
-                ):
+                if kind is not None or (known is not None and known(parent)):
+                    if missing and absent is not None:
+                        absent[child] = parent
                     add(parent, DIR_MASK, os.path.basename(child))
                     break
+                if (
+                    absent
+                    and known
+                    and (watched := absent.get(parent)) is not None
+                    and known(watched)
+                ):
+                    missing = True
+                else:
+                    found = type_of(parent, True)
+                    if found == stat.S_IFDIR:
+                        add(parent, DIR_MASK, os.path.basename(child))
+                        break
+                    missing = found is None
                 child, parent = parent, os.path.dirname(parent)
             if kind is None or kind == stat.S_IFLNK:
                 continue
@@ -544,6 +565,13 @@ class Hub:
         # still open then (forgetting each one's paths: ~0.1 s of a 20,000-file stop).
         self.closing = False
         self.released: dict[PathWatcher, Desired] = {}
+        # Paths found missing by a watcher's first look (PathWatcher._desired), each with
+        # the watched directory it would appear in: a later watcher of a path below takes
+        # them as missing without a look (a first run's thousand files of a directory not
+        # made yet: two failed stats each on the loop, ~11 K instructions). Any event read
+        # forgets them all: one that could say a path appeared is still unread while they
+        # are used, and reaches the watcher that used them (its names are registered there).
+        self.absent: dict[str, str] = {}
         # The kernel's watch limit was hit, or no instance could be made (reported once).
         self.out_of_watches = isinstance(self.inotify, Blind)
 
@@ -672,6 +700,7 @@ class Hub:
         return self.inotify.add_watch(path, mask & ~inotify.DONT_FOLLOW)
 
     def _drop_kernel_watch(self, path: str) -> None:
+        self.absent.clear()  # what was seen missing below it may appear unseen from now on
         self.moved.discard(path)
         self.masks.pop(path, None)
         self.by_name.pop(path, None)
@@ -700,6 +729,8 @@ class Hub:
                 log.exception("inotify dispatch failed")
 
     def _dispatch(self, event: Event) -> None:
+        if self.absent:
+            self.absent.clear()
         mask = event.mask
         structural = bool(mask & STRUCTURAL)
         if mask & OVERFLOW:

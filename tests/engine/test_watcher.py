@@ -363,13 +363,15 @@ async def test_a_checked_watcher_leaves_its_paths_lookup_to_the_check(
     monkeypatch.setattr(watcher_module, "_kind", counted)
     first = await watch(one, checked=True)  # type: ignore[operator]
     second = await watch(two, checked=True)  # type: ignore[operator]
-    # When they started, d/ absent: each looked once, and the first again once its new watch
-    # on tmp_path was in place (what it saw may have changed before).
-    assert looked.count(str(one)) + looked.count(str(two)) == 3
+    # When they started, d/ absent: the first looked, and again once its new watch on
+    # tmp_path was in place (what it saw may have changed before); the second took d/ as
+    # missing from that look (Hub.absent), no event having been read since.
+    assert looked.count(str(one)) == 2
+    assert str(two) not in looked and looked.count(str(d)) == 2
     d.mkdir()  # both are told; the first to re-sync looks, and then watches d/
     await first.changed()
     await second.changed()
-    assert looked.count(str(one)) + looked.count(str(two)) == 4
+    assert looked.count(str(one)) + looked.count(str(two)) == 3
     (d / "three").write_text("3")
     third = await watch(three, checked=True)  # type: ignore[operator]
     for counter in (first, second):
@@ -377,7 +379,7 @@ async def test_a_checked_watcher_leaves_its_paths_lookup_to_the_check(
         counter.watcher.observed(None)
     monkeypatch.undo()
     assert str(three) not in looked
-    assert looked.count(str(one)) + looked.count(str(two)) == 4
+    assert looked.count(str(one)) + looked.count(str(two)) == 3
     third.watcher.settle()
     third.watcher.observed(stat.S_IFREG)  # the check found a file: its inode is watched
     os.link(three, tmp_path / "link")
@@ -385,6 +387,39 @@ async def test_a_checked_watcher_leaves_its_paths_lookup_to_the_check(
     await third.changed()
     two.write_text("2")  # d/ is watched for the other two
     await second.changed()
+
+
+@pytest.mark.parametrize("checked", [False, True])
+async def test_a_directory_made_after_a_watcher_saw_it_missing_is_seen_by_the_next(
+    tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch, checked: bool
+) -> None:
+    """A watcher that starts below a directory another one found missing takes it as missing
+    without a look (Hub.absent: a first run's thousand files of a new directory). Made in
+    between, its event still unread, the directory is reported to the new watcher too, which
+    then watches its path in it; once an event was read, a new watcher looks again."""
+    d = tmp_path / "d"
+    looked: list[str] = []
+    real = watcher_module._kind
+
+    def counted(target: Path, follow: bool) -> int | None:
+        looked.append(str(target))
+        return real(target, follow)
+
+    monkeypatch.setattr(watcher_module, "_kind", counted)
+    await watch(tmp_path / "other")  # type: ignore[operator]
+    await watch(d / "one", checked=checked)  # type: ignore[operator]
+    d.mkdir()  # its event is queued, not read before the next watcher starts
+    looked.clear()
+    second = await watch(d / "two", checked=checked)  # type: ignore[operator]
+    assert looked == []  # d/ taken as missing: the first's look
+    await second.changed()  # the directory's creation reaches it
+    (d / "two").write_text("2")
+    await second.changed()  # and its path in d/ is watched
+    looked.clear()
+    third = await watch(d / "sub" / "three", checked=checked)  # type: ignore[operator]
+    assert str(d / "sub") in looked  # events were read since: it looks for itself
+    (d / "sub").mkdir()
+    await third.changed()
 
 
 async def test_a_check_that_did_not_look_leaves_the_lookup_to_the_watcher(
