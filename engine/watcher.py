@@ -39,7 +39,8 @@ do we, except for the kinds of events a check is known to subsume):
   done by `Rename.run` in the writing thread: that rename's one MOVED_TO (the link's CREATE)
   is not reported (the check knows what it wrote); any other event is, also a second one.
   On leaving, the queue is drained again (the kernel queued the event during the rename), so
-  no expectation outlives the write. The writing thread looks at the paths right after its
+  no expectation outlives the write; not when a drain meanwhile (another check's) consumed it
+  (a first run's replies: two of three such drains read nothing, ~7 K instructions each). The writing thread looks at the paths right after its
   rename: the re-sync that follows needs no stat on the event loop (where, during a first
   run, each waited ~0.1-0.2 ms for the directory and the GIL that the writing threads hold).
 - `PathWatcher(paths, checked=True)`: the check looks the first path up itself, right after
@@ -331,7 +332,12 @@ class PathWatcher:
         try:
             yield rename
         finally:
-            if rename.renamed and self._hub is hub and hub.inotify.fd is not None:
+            if (
+                rename.renamed
+                and self._expected.get(key)  # not consumed yet (a drain meanwhile read it)
+                and self._hub is hub
+                and hub.inotify.fd is not None
+            ):
                 hub.inotify.drain()  # the rename's event is queued by now: consume it
             count = self._expected.pop(key, 0) - 1
             if count > 0:

@@ -258,6 +258,42 @@ async def test_an_expected_rename_is_consumed_once(tmp_path: Path, watch: object
     await counter.changed()
 
 
+async def test_an_expected_rename_read_by_another_drain_is_consumed_then(
+    tmp_path: Path, watch: object
+) -> None:
+    """The own rename's event read before leaving expecting() (another check's settle() drained
+    the queue meanwhile) is consumed then: leaving reads nothing more, the new inode is
+    watched, and someone else's rename right after is reported (read by the loop)."""
+    path = tmp_path / "f"
+    counter = await watch(path)  # type: ignore[operator]
+    hub = Hub.running()
+    assert hub is not None
+    one, two, three = tmp_path / ".one", tmp_path / ".two", tmp_path / ".three"
+    for tmp in (one, two, three):
+        tmp.write_text(tmp.name)
+    reads: list[int] = []
+    real = hub.inotify.drain
+
+    def counted() -> None:
+        reads.append(1)
+        real()
+
+    hub.inotify.drain = counted  # type: ignore[method-assign]
+    with counter.watcher.expecting(str(path)) as rename:
+        rename.run(lambda: os.replace(one, path))  # ours
+        hub.inotify.drain()  # another check's settle(): ours is read and consumed
+    assert len(reads) == 1  # leaving did not read again
+    assert await counter.quiet()
+    os.chmod(path, 0o600)  # the new inode was watched when leaving
+    await counter.changed()
+    with counter.watcher.expecting(str(path)) as rename:
+        rename.run(lambda: os.replace(two, path))  # ours
+        hub.inotify.drain()
+        os.replace(three, path)  # someone else's, right after: queued, not read on leaving
+    assert len(reads) == 2  # nor here
+    await counter.changed()
+
+
 async def test_an_expected_link_of_a_new_file_is_consumed_once(
     tmp_path: Path, watch: object
 ) -> None:
