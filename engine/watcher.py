@@ -595,10 +595,22 @@ class Hub:
         return paths is not None and any(path in self.private for path in paths)
 
     def register(self, watcher: PathWatcher, desired: Desired, old: Desired) -> None:
+        """`watcher` needs the watches `desired` instead of `old`: only what changed is
+        forgotten and registered (a first run's write keeps its directory's watch as it was,
+        and adds its file's)."""
         if old:
             self._forget(watcher, old, desired)
-        for path, (mask, names) in desired.items():
-            self.register_path(watcher, path, mask, names)
+        for path, want in desired.items():
+            mask = want[0]
+            if (
+                mask & DIRECTORY
+                and old.get(path) == want
+                and self.kernel_mask.get(path, 0) & mask == mask
+                and path in self.path_wd
+                and path not in self.moved
+            ):
+                continue  # registered as it is, its watch in place (see register_path)
+            self.register_path(watcher, path, mask, want[1])
 
     def register_path(
         self, watcher: PathWatcher, path: str, mask: int, names: frozenset[str]
@@ -653,8 +665,11 @@ class Hub:
             self._forget(watcher, old, {})
 
     def _forget(self, watcher: PathWatcher, old: Desired, keep: Desired) -> None:
-        for path, (_mask, names) in old.items():
-            for name in names - keep.get(path, (0, frozenset()))[1]:
+        for path, had in old.items():
+            kept = keep.get(path)
+            if kept == had:
+                continue
+            for name in had[1] if kept is None else had[1] - kept[1]:
                 watchers = self.by_name.get(path, {}).get(name)
                 if watchers is not None:
                     watchers.discard(watcher)
@@ -662,7 +677,7 @@ class Hub:
                         del self.by_name[path][name]
                         if name == ALL or inotify.is_private(name):
                             self._unread_private(path)
-            if path not in keep:
+            if kept is None:
                 self.masks.get(path, {}).pop(watcher, None)
                 if not self.masks.get(path):
                     self._drop_kernel_watch(path)
