@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import stat
 import threading
@@ -456,6 +457,54 @@ async def test_a_directory_made_after_a_watcher_saw_it_missing_is_seen_by_the_ne
     assert str(d / "sub") in looked  # events were read since: it looks for itself
     (d / "sub").mkdir()
     await third.changed()
+
+
+async def test_watchers_without_a_task_are_reported_after_the_event(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A directory appearing below many watchers without a task (a first run's files): each
+    one's `on_change` is called once, in a later step than the event (Hub.report_later: one
+    callback for all); one that settled meanwhile was subsumed by its check, and
+    one whose `on_change` fails does not keep the others from theirs."""
+    d = tmp_path / "d"
+    reports: list[int] = []
+    last = asyncio.Event()
+
+    def on_change(i: int) -> None:
+        reports.append(i)
+        if i == 1:
+            raise RuntimeError("a failing report")
+        if i == 4:
+            last.set()
+
+    watchers = [
+        PathWatcher(
+            [d / f"f{i}"],
+            checked=True,
+            on_change=functools.partial(on_change, i),
+            on_error=lambda err: None,
+        )
+        for i in range(5)
+    ]
+    for watcher in watchers:
+        watcher.open()
+    try:
+        d.mkdir()
+        assert watchers[2].settle()  # reads the event: the others are due, 2's check runs
+        watchers[2].observed(None)
+        assert reports == []  # not from within the read
+        async with asyncio.timeout(5):
+            await last.wait()
+        assert sorted(reports) == [0, 1, 3, 4]
+        assert "a failing report" in caplog.text
+        last.clear()
+        (d / "f4").write_text("4")  # each watches its path in d/ now
+        async with asyncio.timeout(5):
+            await last.wait()
+        assert sorted(reports) == [0, 1, 3, 4, 4]
+    finally:
+        for watcher in watchers:
+            watcher.close()
 
 
 async def test_a_check_that_did_not_look_leaves_the_lookup_to_the_watcher(
