@@ -395,11 +395,12 @@ class PathWatcher:
         else:
             desired = self._desired()
         self._owed = owed
-        if fresh is None:
-            fresh = any(
-                mask & DIRECTORY and not hub.watches_dir(path)
-                for path, (mask, _) in desired.items()
-            )
+        if fresh is None:  # a loop, not any() of a generator: ~2 K instructions less a sync
+            fresh = False
+            for path, (mask, _) in desired.items():
+                if mask & DIRECTORY and not hub.watches_dir(path):
+                    fresh = True
+                    break
         hub.register(self, desired, self._registered)
         self._registered = desired
         return fresh
