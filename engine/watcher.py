@@ -600,8 +600,11 @@ class Hub:
         """`watcher` needs the watches `desired` instead of `old`: only what changed is
         forgotten and registered (a first run's write keeps its directory's watch as it was,
         and adds its file's)."""
-        if old:
-            self._forget(watcher, old, desired)
+        if not old:  # a first sync
+            for path, (mask, names) in desired.items():
+                self.register_path(watcher, path, mask, names)
+            return
+        self._forget(watcher, old, desired)
         for path, want in desired.items():
             mask = want[0]
             if (
