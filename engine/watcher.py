@@ -144,6 +144,8 @@ class PathWatcher:
         # A check looks the first path up after every change reported, between settle() and
         # observed(): the watcher leaves that lookup to it (see settle()).
         self.checked = checked
+        # The first path's (directory, name), split once (each sync and own write uses it).
+        self._split = os.path.split(self.paths[0]) if self.paths else ("", "")
         self._hub: Hub | None = None
         self._registered: Desired = {}
         self._wake = Flag()
@@ -327,7 +329,8 @@ class PathWatcher:
         if hub is None:
             yield rename
             return
-        key = os.path.split(os.path.abspath(path))
+        mine = self.paths and path == self.paths[0]  # the usual case: no call
+        key = self._split if mine else os.path.split(_absolute(path))
         self._expected[key] = self._expected.get(key, 0) + 1
         try:
             yield rename
@@ -381,7 +384,7 @@ class PathWatcher:
             desired = seen
         elif self.checked and not look:
             path = self.paths[0]
-            parent, name = os.path.split(path)
+            parent, name = self._split
             if len(self.paths) == 1 and parent != path and hub.watches_dir(parent):
                 # What _desired gives, at no call: one path in a directory the hub watches
                 # (each file of a directory but the first), deferred to the check.

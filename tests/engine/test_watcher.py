@@ -259,6 +259,22 @@ async def test_an_expected_rename_is_consumed_once(tmp_path: Path, watch: object
     await counter.changed()
 
 
+async def test_an_expected_rename_onto_the_path_spelled_otherwise_is_consumed(
+    tmp_path: Path, watch: object
+) -> None:
+    """expecting() takes the path as the watcher does (absolute, normalized): the same path
+    spelled with a "./" is the watched one."""
+    path = tmp_path / "f"
+    counter = await watch(path)  # type: ignore[operator]
+    new = tmp_path / ".new"
+    new.write_text("1")
+    with counter.watcher.expecting(f"{tmp_path}/./f") as rename:
+        rename.run(lambda: os.replace(new, path))  # ours
+    assert await counter.quiet()
+    os.chmod(path, 0o600)  # the new inode was watched when the rename was consumed
+    await counter.changed()
+
+
 async def test_an_expected_rename_read_by_another_drain_is_consumed_then(
     tmp_path: Path, watch: object
 ) -> None:
