@@ -803,7 +803,7 @@ class Hub:
             if mask & SELF_EVENTS or event.name is None:
                 targets = set().union(*index.values()) if index else set()
             else:
-                name = os.fsdecode(event.name)
+                name = libc.fsdecode(event.name)
                 targets = index.get(name, set()) | index.get(ALL, set())
                 if mask & PLACED:
                     targets = {w for w in targets if not (w._expected and w.consume(path, name))}
