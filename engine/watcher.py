@@ -443,9 +443,9 @@ class PathWatcher:
             # per path and sync, on the event loop, while the threads write beside it).
             child, parent = path, os.path.dirname(path)
             if absent and known and (watched := absent.get(parent)) is not None and known(watched):
-                kind = None  # below a directory known missing
-            else:
-                kind = type_of(path, False)
+                add(watched, DIR_MASK, os.path.basename(parent))  # below one known missing
+                continue
+            kind = type_of(path, False)
             missing = False  # child (an ancestor of path) was found missing
             while parent != child:  # up to "/" (or "//", which POSIX keeps)
                 if kind is not None or (known is not None and known(parent)):
@@ -597,7 +597,11 @@ class Hub:
     def wants_private(self, wd: int) -> bool:
         """Whether an event of an entry with a private name on watch `wd` may have a reader."""
         paths = self.wd_paths.get(wd)
-        return paths is not None and any(path in self.private for path in paths)
+        if paths is not None:
+            for path in paths:  # a loop, not any() of a generator: once per write's events
+                if path in self.private:
+                    return True
+        return False
 
     def register(self, watcher: PathWatcher, desired: Desired, old: Desired) -> None:
         """`watcher` needs the watches `desired` instead of `old`: only what changed is
