@@ -385,10 +385,13 @@ class PathWatcher:
         elif self.checked and not look:
             path = self.paths[0]
             parent, name = self._split
-            if len(self.paths) == 1 and parent != path and hub.watches_dir(parent):
-                # What _desired gives, at no call: one path in a directory the hub watches
-                # (each file of a directory but the first), deferred to the check.
-                desired, owed, fresh = {parent: (DIR_MASK, frozenset((name,)))}, path, False
+            if len(self.paths) == 1 and parent != path:
+                if hub.watches_dir(parent):
+                    # What _desired gives, at no call: one path in a directory the hub
+                    # watches (each file of a directory but the first), deferred to the check.
+                    desired, owed, fresh = {parent: (DIR_MASK, frozenset((name,)))}, path, False
+                else:  # nothing to defer (_desired would ask the same)
+                    desired = self._desired(hub.watches_dir, absent=hub.absent)
             else:
                 deferred: list[str] = []
                 desired = self._desired(hub.watches_dir, defer=(path, deferred), absent=hub.absent)
