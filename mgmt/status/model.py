@@ -100,9 +100,9 @@ class StatusModel:
             info.error = str(event.error)
             self._event(vertex, "error", info.error, None)
         elif latency is not None:
-            kind = self.latencies.get(vertex.res.kind)
+            kind = self.latencies.get(vertex.key[0])  # the resource's kind, no property call
             if kind is None:  # not setdefault(): a deque made per change, mostly thrown away
-                kind = self.latencies[vertex.res.kind] = deque(maxlen=LATENCIES)
+                kind = self.latencies[vertex.key[0]] = deque(maxlen=LATENCIES)
             kind.append(latency)
             info.error = ""
             self._event(vertex, "repaired", info.last_change or "changed", latency)
@@ -163,7 +163,7 @@ class StatusModel:
         event = {
             "time": time.time(),
             "id": fmt_key(vertex.key),
-            "kind": vertex.res.kind,
+            "kind": vertex.key[0],
             "what": what,
             "message": message,
             "latency_ms": None if latency is None else round(latency * 1000, 3),
