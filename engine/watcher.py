@@ -40,9 +40,10 @@ do we, except for the kinds of events a check is known to subsume):
   is not reported (the check knows what it wrote); any other event is, also a second one.
   On leaving, the queue is drained again (the kernel queued the event during the rename), so
   no expectation outlives the write; not when a drain meanwhile (another check's) consumed it
-  (a first run's replies: two of three such drains read nothing, ~7 K instructions each). The writing thread looks at the paths right after its
-  rename: the re-sync that follows needs no stat on the event loop (where, during a first
-  run, each waited ~0.1-0.2 ms for the directory and the GIL that the writing threads hold).
+  (a first run's replies: two of three such drains read nothing, ~7 K instructions each).
+  The writing thread looks at the paths right after its rename: the re-sync that follows
+  needs no stat on the event loop (where, during a first run, each waited ~0.1-0.2 ms for the
+  directory and the GIL that the writing threads hold).
 - `PathWatcher(paths, checked=True)`: the check looks the first path up itself, right after
   `settle()`, and tells `observed(kind)` what it found. Where the hub already watches that
   path's directory, the watcher does not look it up too (at its start, on a re-sync, in
@@ -372,9 +373,9 @@ class PathWatcher:
         fresh as a stat: had the directory gone, the event saying so reaches this watcher too
         (its names are registered there), and a re-sync stats everything. So is a path that
         another watcher's first look found missing below such a directory (Hub.absent), until
-        the hub reads its next event. `seen`: the watches
-        as a writing thread found them needed (Rename), no stat here. A `checked` watcher may
-        leave its first path's own lookup to the check (settle()), unless told to `look`."""
+        the hub reads its next event. `seen`: the watches as a writing thread found them
+        needed (Rename), no stat here. A `checked` watcher may leave its first path's own
+        lookup to the check (settle()), unless told to `look`."""
         hub = self._hub
         if hub is None:
             return False
@@ -763,9 +764,9 @@ class Hub:
         run's) made a thousand callbacks (~7 K instructions each, beyond the report)."""
         self._due.append(watcher)
         if len(self._due) == 1:
-            self.loop.call_soon(self._report_due)
+            self.loop.call_soon(self._report_all)
 
-    def _report_due(self) -> None:
+    def _report_all(self) -> None:
         due, self._due = self._due, []
         done = 0
         try:
