@@ -46,6 +46,11 @@ def fsencode(path: str) -> bytes:
     return path.encode(_ENCODING, _ERRORS)
 
 
+def fsdecode(name: bytes) -> str:
+    """os.fsdecode of bytes, without its Python frame (an inotify event's entry name)."""
+    return name.decode(_ENCODING, _ERRORS)
+
+
 # read(fd, buffer, size) -> size, or -1 with ctypes.get_errno(); `size` a ctypes.c_size_t (no
 # argtypes: the inotify drain reads once per check, see below).
 read = _libc.read

@@ -39,9 +39,11 @@ do we, except for the kinds of events a check is known to subsume):
   done by `Rename.run` in the writing thread: that rename's one MOVED_TO (the link's CREATE)
   is not reported (the check knows what it wrote); any other event is, also a second one.
   On leaving, the queue is drained again (the kernel queued the event during the rename), so
-  no expectation outlives the write. The writing thread looks at the paths right after its
-  rename: the re-sync that follows needs no stat on the event loop (where, during a first
-  run, each waited ~0.1-0.2 ms for the directory and the GIL that the writing threads hold).
+  no expectation outlives the write; not when a drain meanwhile (another check's) consumed it
+  (a first run's replies: two of three such drains read nothing, ~7 K instructions each).
+  The writing thread looks at the paths right after its rename: the re-sync that follows
+  needs no stat on the event loop (where, during a first run, each waited ~0.1-0.2 ms for the
+  directory and the GIL that the writing threads hold).
 - `PathWatcher(paths, checked=True)`: the check looks the first path up itself, right after
   `settle()`, and tells `observed(kind)` what it found. Where the hub already watches that
   path's directory, the watcher does not look it up too (at its start, on a re-sync, in
@@ -143,6 +145,8 @@ class PathWatcher:
         # A check looks the first path up after every change reported, between settle() and
         # observed(): the watcher leaves that lookup to it (see settle()).
         self.checked = checked
+        # The first path's (directory, name), split once (each sync and own write uses it).
+        self._split = os.path.split(self.paths[0]) if self.paths else ("", "")
         self._hub: Hub | None = None
         self._registered: Desired = {}
         self._wake = Flag()
@@ -156,7 +160,7 @@ class PathWatcher:
         # Without a task (see listen()): what a report calls, from a callback of the loop.
         self._on_change = on_change
         self._on_error = on_error
-        self._report_due = False  # a report is scheduled (call_soon): bursts coalesce
+        self._report_due = False  # a report is scheduled (Hub.report_later): bursts coalesce
         self._held = False  # a check is changing the paths: reports wait (changing())
 
     async def __aenter__(self) -> PathWatcher:
@@ -241,7 +245,7 @@ class PathWatcher:
             # Reported in a later step, as a task waiting for _wake would be: a check that
             # settles before then subsumes it.
             self._report_due = True
-            self._hub.loop.call_soon(self._report)
+            self._hub.report_later(self)
 
     def _report(self) -> None:
         """A change, for a watcher without a task (`on_change`): __aiter__'s step."""
@@ -326,12 +330,18 @@ class PathWatcher:
         if hub is None:
             yield rename
             return
-        key = os.path.split(os.path.abspath(path))
+        mine = self.paths and path == self.paths[0]  # the usual case: no call
+        key = self._split if mine else os.path.split(_absolute(path))
         self._expected[key] = self._expected.get(key, 0) + 1
         try:
             yield rename
         finally:
-            if rename.renamed and self._hub is hub and hub.inotify.fd is not None:
+            if (
+                rename.renamed
+                and self._expected.get(key)  # not consumed yet (a drain meanwhile read it)
+                and self._hub is hub
+                and hub.inotify.fd is not None
+            ):
                 hub.inotify.drain()  # the rename's event is queued by now: consume it
             count = self._expected.pop(key, 0) - 1
             if count > 0:
@@ -361,9 +371,11 @@ class PathWatcher:
         The first sync takes a directory the hub watches for another watcher as existing,
         without a stat (a thousand files of one directory: one stat each, not two). It is as
         fresh as a stat: had the directory gone, the event saying so reaches this watcher too
-        (its names are registered there), and a re-sync stats everything. `seen`: the watches
-        as a writing thread found them needed (Rename), no stat here. A `checked` watcher may
-        leave its first path's own lookup to the check (settle()), unless told to `look`."""
+        (its names are registered there), and a re-sync stats everything. So is a path that
+        another watcher's first look found missing below such a directory (Hub.absent), until
+        the hub reads its next event. `seen`: the watches as a writing thread found them
+        needed (Rename), no stat here. A `checked` watcher may leave its first path's own
+        lookup to the check (settle()), unless told to `look`."""
         hub = self._hub
         if hub is None:
             return False
@@ -373,23 +385,29 @@ class PathWatcher:
             desired = seen
         elif self.checked and not look:
             path = self.paths[0]
-            parent, name = os.path.split(path)
-            if len(self.paths) == 1 and parent != path and hub.watches_dir(parent):
-                # What _desired gives, at no call: one path in a directory the hub watches
-                # (each file of a directory but the first), deferred to the check.
-                desired, owed, fresh = {parent: (DIR_MASK, frozenset((name,)))}, path, False
+            parent, name = self._split
+            if len(self.paths) == 1 and parent != path:
+                if hub.watches_dir(parent):
+                    # What _desired gives, at no call: one path in a directory the hub
+                    # watches (each file of a directory but the first), deferred to the check.
+                    desired, owed, fresh = {parent: (DIR_MASK, frozenset((name,)))}, path, False
+                else:  # nothing to defer (_desired would ask the same)
+                    desired = self._desired(hub.watches_dir, absent=hub.absent)
             else:
                 deferred: list[str] = []
-                desired = self._desired(hub.watches_dir, defer=(path, deferred))
+                desired = self._desired(hub.watches_dir, defer=(path, deferred), absent=hub.absent)
                 owed = path if deferred else None
+        elif first:
+            desired = self._desired(hub.watches_dir, absent=hub.absent)
         else:
-            desired = self._desired(hub.watches_dir if first else None)
+            desired = self._desired()
         self._owed = owed
-        if fresh is None:
-            fresh = any(
-                mask & DIRECTORY and not hub.watches_dir(path)
-                for path, (mask, _) in desired.items()
-            )
+        if fresh is None:  # a loop, not any() of a generator: ~2 K instructions less a sync
+            fresh = False
+            for path, (mask, _) in desired.items():
+                if mask & DIRECTORY and not hub.watches_dir(path):
+                    fresh = True
+                    break
         hub.register(self, desired, self._registered)
         self._registered = desired
         return fresh
@@ -399,11 +417,13 @@ class PathWatcher:
         known: Callable[[str], bool] | None = None,
         defer: tuple[str, list[str]] | None = None,
         look: Callable[[str, bool], int | None] | None = None,
+        absent: dict[str, str] | None = None,
     ) -> Desired:
         """The watches the paths need now; `known(dir)` may say a directory exists. `defer`:
         (a path, a list): that path is not looked up if `known` says its directory exists
         (only its directory is watched; then the path is appended to the list). `look`: how
-        a path's type is found (`_kind`)."""
+        a path's type is found (`_kind`). `absent` (with `known`): Hub.absent, which says
+        an ancestor is missing without a look, and learns what this one finds missing."""
         want: dict[str, tuple[int, set[str]]] = {}
         type_of = look or _kind
 
@@ -425,16 +445,31 @@ class PathWatcher:
             # The deepest existing ancestor watches for the next component to appear; when
             # the path itself exists, that is its parent (no need to stat it: one stat less
             # per path and sync, on the event loop, while the threads write beside it).
-            kind = type_of(path, False)
             child, parent = path, os.path.dirname(path)
+            if absent and known and (watched := absent.get(parent)) is not None and known(watched):
+                add(watched, DIR_MASK, os.path.basename(parent))  # below one known missing
+                continue
+            kind = type_of(path, False)
+            missing = False  # child (an ancestor of path) was found missing
             while parent != child:  # up to "/" (or "//", which POSIX keeps)
-                if (
-                    kind is not None
-                    or (known is not None and known(parent))
-                    or type_of(parent, True) == stat.S_IFDIR
-                ):
+                if kind is not None or (known is not None and known(parent)):
+                    if missing and absent is not None:
+                        absent[child] = parent
                     add(parent, DIR_MASK, os.path.basename(child))
                     break
+                if (
+                    absent
+                    and known
+                    and (watched := absent.get(parent)) is not None
+                    and known(watched)
+                ):
+                    missing = True
+                else:
+                    found = type_of(parent, True)
+                    if found == stat.S_IFDIR:
+                        add(parent, DIR_MASK, os.path.basename(child))
+                        break
+                    missing = found is None
                 child, parent = parent, os.path.dirname(parent)
             if kind is None or kind == stat.S_IFLNK:
                 continue
@@ -544,6 +579,14 @@ class Hub:
         # still open then (forgetting each one's paths: ~0.1 s of a 20,000-file stop).
         self.closing = False
         self.released: dict[PathWatcher, Desired] = {}
+        self._due: list[PathWatcher] = []  # watchers whose report_later() is pending
+        # Paths found missing by a watcher's first look (PathWatcher._desired), each with
+        # the watched directory it would appear in: a later watcher of a path below takes
+        # them as missing without a look (a first run's thousand files of a directory not
+        # made yet: two failed stats each on the loop, ~11 K instructions). Any event read
+        # forgets them all: one that could say a path appeared is still unread while they
+        # are used, and reaches the watcher that used them (its names are registered there).
+        self.absent: dict[str, str] = {}
         # The kernel's watch limit was hit, or no instance could be made (reported once).
         self.out_of_watches = isinstance(self.inotify, Blind)
 
@@ -558,13 +601,32 @@ class Hub:
     def wants_private(self, wd: int) -> bool:
         """Whether an event of an entry with a private name on watch `wd` may have a reader."""
         paths = self.wd_paths.get(wd)
-        return paths is not None and any(path in self.private for path in paths)
+        if paths is not None:
+            for path in paths:  # a loop, not any() of a generator: once per write's events
+                if path in self.private:
+                    return True
+        return False
 
     def register(self, watcher: PathWatcher, desired: Desired, old: Desired) -> None:
-        if old:
-            self._forget(watcher, old, desired)
-        for path, (mask, names) in desired.items():
-            self.register_path(watcher, path, mask, names)
+        """`watcher` needs the watches `desired` instead of `old`: only what changed is
+        forgotten and registered (a first run's write keeps its directory's watch as it was,
+        and adds its file's)."""
+        if not old:  # a first sync
+            for path, (mask, names) in desired.items():
+                self.register_path(watcher, path, mask, names)
+            return
+        self._forget(watcher, old, desired)
+        for path, want in desired.items():
+            mask = want[0]
+            if (
+                mask & DIRECTORY
+                and old.get(path) == want
+                and self.kernel_mask.get(path, 0) & mask == mask
+                and path in self.path_wd
+                and path not in self.moved
+            ):
+                continue  # registered as it is, its watch in place (see register_path)
+            self.register_path(watcher, path, mask, want[1])
 
     def register_path(
         self, watcher: PathWatcher, path: str, mask: int, names: frozenset[str]
@@ -619,8 +681,11 @@ class Hub:
             self._forget(watcher, old, {})
 
     def _forget(self, watcher: PathWatcher, old: Desired, keep: Desired) -> None:
-        for path, (_mask, names) in old.items():
-            for name in names - keep.get(path, (0, frozenset()))[1]:
+        for path, had in old.items():
+            kept = keep.get(path)
+            if kept == had:
+                continue
+            for name in had[1] if kept is None else had[1] - kept[1]:
                 watchers = self.by_name.get(path, {}).get(name)
                 if watchers is not None:
                     watchers.discard(watcher)
@@ -628,7 +693,7 @@ class Hub:
                         del self.by_name[path][name]
                         if name == ALL or inotify.is_private(name):
                             self._unread_private(path)
-            if path not in keep:
+            if kept is None:
                 self.masks.get(path, {}).pop(watcher, None)
                 if not self.masks.get(path):
                     self._drop_kernel_watch(path)
@@ -672,6 +737,7 @@ class Hub:
         return self.inotify.add_watch(path, mask & ~inotify.DONT_FOLLOW)
 
     def _drop_kernel_watch(self, path: str) -> None:
+        self.absent.clear()  # what was seen missing below it may appear unseen from now on
         self.moved.discard(path)
         self.masks.pop(path, None)
         self.by_name.pop(path, None)
@@ -692,6 +758,29 @@ class Hub:
                 with contextlib.suppress(OSError):  # already gone with its inode
                     self.inotify.rm_watch(wd)
 
+    def report_later(self, watcher: PathWatcher) -> None:
+        """Call `watcher._report()` in a later step of the loop. The reports due meanwhile
+        share one callback, in order: a directory appearing below a thousand watchers (a first
+        run's) made a thousand callbacks (~7 K instructions each, beyond the report)."""
+        self._due.append(watcher)
+        if len(self._due) == 1:
+            self.loop.call_soon(self._report_all)
+
+    def _report_all(self) -> None:
+        due, self._due = self._due, []
+        done = 0
+        try:
+            for watcher in due:
+                done += 1
+                try:
+                    watcher._report()
+                except Exception:
+                    log.exception("a watcher's report failed")
+        finally:
+            if done < len(due):  # stopped by a BaseException: the rest in a later step
+                for watcher in due[done:]:
+                    self.report_later(watcher)
+
     def _on_events(self, events: list[Event]) -> None:
         for event in events:
             try:
@@ -700,6 +789,8 @@ class Hub:
                 log.exception("inotify dispatch failed")
 
     def _dispatch(self, event: Event) -> None:
+        if self.absent:
+            self.absent.clear()
         mask = event.mask
         structural = bool(mask & STRUCTURAL)
         if mask & OVERFLOW:
@@ -720,7 +811,7 @@ class Hub:
             if mask & SELF_EVENTS or event.name is None:
                 targets = set().union(*index.values()) if index else set()
             else:
-                name = os.fsdecode(event.name)
+                name = libc.fsdecode(event.name)
                 targets = index.get(name, set()) | index.get(ALL, set())
                 if mask & PLACED:
                     targets = {w for w in targets if not (w._expected and w.consume(path, name))}

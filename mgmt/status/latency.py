@@ -35,7 +35,9 @@ class RepairClock:
             return None
         cause = self._cause(event)
         # The engine refreshes the notify targets next, apply or not.
-        for target, edge in vertex.engine.successors(vertex):
+        engine = vertex.engine
+        successors = engine.successors(vertex) if engine.graph.succ.get(vertex.key) else ()
+        for target, edge in successors:
             if edge.notify and isinstance(target.res, Refreshable):
                 known = self._refresh_cause.get(target.key, cause)
                 self._refresh_cause[target.key] = min(known, cause)

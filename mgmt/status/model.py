@@ -100,7 +100,9 @@ class StatusModel:
             info.error = str(event.error)
             self._event(vertex, "error", info.error, None)
         elif latency is not None:
-            kind = self.latencies.setdefault(vertex.res.kind, deque(maxlen=LATENCIES))
+            kind = self.latencies.get(vertex.key[0])  # the resource's kind, no property call
+            if kind is None:  # not setdefault(): a deque made per change, mostly thrown away
+                kind = self.latencies[vertex.key[0]] = deque(maxlen=LATENCIES)
             kind.append(latency)
             info.error = ""
             self._event(vertex, "repaired", info.last_change or "changed", latency)
@@ -161,13 +163,16 @@ class StatusModel:
         event = {
             "time": time.time(),
             "id": fmt_key(vertex.key),
-            "kind": vertex.res.kind,
+            "kind": vertex.key[0],
             "what": what,
             "message": message,
             "latency_ms": None if latency is None else round(latency * 1000, 3),
         }
         self.events.append(event)
-        self._publish({"type": "event", **event})
+        if self._subscribers:
+            self._publish({"type": "event", **event})
+        else:  # nobody reads the update: not built (one per file a first run creates)
+            self._touched()
 
     def _vertex(self, key: Key, info: Info) -> dict[str, Any]:
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import stat
 import threading
@@ -258,6 +259,58 @@ async def test_an_expected_rename_is_consumed_once(tmp_path: Path, watch: object
     await counter.changed()
 
 
+async def test_an_expected_rename_onto_the_path_spelled_otherwise_is_consumed(
+    tmp_path: Path, watch: object
+) -> None:
+    """expecting() takes the path as the watcher does (absolute, normalized): the same path
+    spelled with a "./" is the watched one."""
+    path = tmp_path / "f"
+    counter = await watch(path)  # type: ignore[operator]
+    new = tmp_path / ".new"
+    new.write_text("1")
+    with counter.watcher.expecting(f"{tmp_path}/./f") as rename:
+        rename.run(lambda: os.replace(new, path))  # ours
+    assert await counter.quiet()
+    os.chmod(path, 0o600)  # the new inode was watched when the rename was consumed
+    await counter.changed()
+
+
+async def test_an_expected_rename_read_by_another_drain_is_consumed_then(
+    tmp_path: Path, watch: object
+) -> None:
+    """The own rename's event read before leaving expecting() (another check's settle() drained
+    the queue meanwhile) is consumed then: leaving reads nothing more, the new inode is
+    watched, and someone else's rename right after is reported (read by the loop)."""
+    path = tmp_path / "f"
+    counter = await watch(path)  # type: ignore[operator]
+    hub = Hub.running()
+    assert hub is not None
+    one, two, three = tmp_path / ".one", tmp_path / ".two", tmp_path / ".three"
+    for tmp in (one, two, three):
+        tmp.write_text(tmp.name)
+    reads: list[int] = []
+    real = hub.inotify.drain
+
+    def counted() -> None:
+        reads.append(1)
+        real()
+
+    hub.inotify.drain = counted  # type: ignore[method-assign]
+    with counter.watcher.expecting(str(path)) as rename:
+        rename.run(lambda: os.replace(one, path))  # ours
+        hub.inotify.drain()  # another check's settle(): ours is read and consumed
+    assert len(reads) == 1  # leaving did not read again
+    assert await counter.quiet()
+    os.chmod(path, 0o600)  # the new inode was watched when leaving
+    await counter.changed()
+    with counter.watcher.expecting(str(path)) as rename:
+        rename.run(lambda: os.replace(two, path))  # ours
+        hub.inotify.drain()
+        os.replace(three, path)  # someone else's, right after: queued, not read on leaving
+    assert len(reads) == 2  # nor here
+    await counter.changed()
+
+
 async def test_an_expected_link_of_a_new_file_is_consumed_once(
     tmp_path: Path, watch: object
 ) -> None:
@@ -363,13 +416,15 @@ async def test_a_checked_watcher_leaves_its_paths_lookup_to_the_check(
     monkeypatch.setattr(watcher_module, "_kind", counted)
     first = await watch(one, checked=True)  # type: ignore[operator]
     second = await watch(two, checked=True)  # type: ignore[operator]
-    # When they started, d/ absent: each looked once, and the first again once its new watch
-    # on tmp_path was in place (what it saw may have changed before).
-    assert looked.count(str(one)) + looked.count(str(two)) == 3
+    # When they started, d/ absent: the first looked, and again once its new watch on
+    # tmp_path was in place (what it saw may have changed before); the second took d/ as
+    # missing from that look (Hub.absent), no event having been read since.
+    assert looked.count(str(one)) == 2
+    assert str(two) not in looked and looked.count(str(d)) == 2
     d.mkdir()  # both are told; the first to re-sync looks, and then watches d/
     await first.changed()
     await second.changed()
-    assert looked.count(str(one)) + looked.count(str(two)) == 4
+    assert looked.count(str(one)) + looked.count(str(two)) == 3
     (d / "three").write_text("3")
     third = await watch(three, checked=True)  # type: ignore[operator]
     for counter in (first, second):
@@ -377,7 +432,7 @@ async def test_a_checked_watcher_leaves_its_paths_lookup_to_the_check(
         counter.watcher.observed(None)
     monkeypatch.undo()
     assert str(three) not in looked
-    assert looked.count(str(one)) + looked.count(str(two)) == 4
+    assert looked.count(str(one)) + looked.count(str(two)) == 3
     third.watcher.settle()
     third.watcher.observed(stat.S_IFREG)  # the check found a file: its inode is watched
     os.link(three, tmp_path / "link")
@@ -385,6 +440,87 @@ async def test_a_checked_watcher_leaves_its_paths_lookup_to_the_check(
     await third.changed()
     two.write_text("2")  # d/ is watched for the other two
     await second.changed()
+
+
+@pytest.mark.parametrize("checked", [False, True])
+async def test_a_directory_made_after_a_watcher_saw_it_missing_is_seen_by_the_next(
+    tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch, checked: bool
+) -> None:
+    """A watcher that starts below a directory another one found missing takes it as missing
+    without a look (Hub.absent: a first run's thousand files of a new directory). Made in
+    between, its event still unread, the directory is reported to the new watcher too, which
+    then watches its path in it; once an event was read, a new watcher looks again."""
+    d = tmp_path / "d"
+    looked: list[str] = []
+    real = watcher_module._kind
+
+    def counted(target: Path, follow: bool) -> int | None:
+        looked.append(str(target))
+        return real(target, follow)
+
+    monkeypatch.setattr(watcher_module, "_kind", counted)
+    await watch(tmp_path / "other")  # type: ignore[operator]
+    await watch(d / "one", checked=checked)  # type: ignore[operator]
+    d.mkdir()  # its event is queued, not read before the next watcher starts
+    looked.clear()
+    second = await watch(d / "two", checked=checked)  # type: ignore[operator]
+    assert looked == []  # d/ taken as missing: the first's look
+    await second.changed()  # the directory's creation reaches it
+    (d / "two").write_text("2")
+    await second.changed()  # and its path in d/ is watched
+    looked.clear()
+    third = await watch(d / "sub" / "three", checked=checked)  # type: ignore[operator]
+    assert str(d / "sub") in looked  # events were read since: it looks for itself
+    (d / "sub").mkdir()
+    await third.changed()
+
+
+async def test_watchers_without_a_task_are_reported_after_the_event(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A directory appearing below many watchers without a task (a first run's files): each
+    one's `on_change` is called once, in a later step than the event (Hub.report_later: one
+    callback for all); one that settled meanwhile was subsumed by its check, and
+    one whose `on_change` fails does not keep the others from theirs."""
+    d = tmp_path / "d"
+    reports: list[int] = []
+    last = asyncio.Event()
+
+    def on_change(i: int) -> None:
+        reports.append(i)
+        if i == 1:
+            raise RuntimeError("a failing report")
+        if i == 4:
+            last.set()
+
+    watchers = [
+        PathWatcher(
+            [d / f"f{i}"],
+            checked=True,
+            on_change=functools.partial(on_change, i),
+            on_error=lambda err: None,
+        )
+        for i in range(5)
+    ]
+    for watcher in watchers:
+        watcher.open()
+    try:
+        d.mkdir()
+        assert watchers[2].settle()  # reads the event: the others are due, 2's check runs
+        watchers[2].observed(None)
+        assert reports == []  # not from within the read
+        async with asyncio.timeout(5):
+            await last.wait()
+        assert sorted(reports) == [0, 1, 3, 4]
+        assert "a failing report" in caplog.text
+        last.clear()
+        (d / "f4").write_text("4")  # each watches its path in d/ now
+        async with asyncio.timeout(5):
+            await last.wait()
+        assert sorted(reports) == [0, 1, 3, 4, 4]
+    finally:
+        for watcher in watchers:
+            watcher.close()
 
 
 async def test_a_check_that_did_not_look_leaves_the_lookup_to_the_watcher(
