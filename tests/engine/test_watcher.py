@@ -375,20 +375,27 @@ async def test_a_directory_moved_away_and_made_again_is_watched_anew(
     await other.changed()
 
 
+def counted_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every path the watcher looks up itself (watcher._kind) from now on, in order, until
+    `monkeypatch.undo()`."""
+    looked: list[str] = []
+    real = watcher_module._kind
+
+    def counted(target: Path, follow: bool) -> int | None:
+        looked.append(str(target))
+        return real(target, follow)
+
+    monkeypatch.setattr(watcher_module, "_kind", counted)
+    return looked
+
+
 async def test_a_new_watcher_in_a_watched_directory_stats_its_path_alone(
     tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The second file of a watched directory starts with one stat (of itself): the hub's
     watch says its directory exists. Its creation is then seen."""
     await watch(tmp_path / "f")  # type: ignore[operator]
-    stats: list[str] = []
-    real = watcher_module._kind
-
-    def counted(target: Path, follow: bool) -> int | None:
-        stats.append(str(target))
-        return real(target, follow)
-
-    monkeypatch.setattr(watcher_module, "_kind", counted)
+    stats = counted_lookups(monkeypatch)
     counter = await watch(tmp_path / "g")  # type: ignore[operator]
     monkeypatch.undo()
     assert stats == [str(tmp_path / "g")]
@@ -406,14 +413,7 @@ async def test_a_checked_watcher_leaves_its_paths_lookup_to_the_check(
     then on (a write through another hard link is reported)."""
     d = tmp_path / "d"
     one, two, three = d / "one", d / "two", d / "three"
-    looked: list[str] = []
-    real = watcher_module._kind
-
-    def counted(target: Path, follow: bool) -> int | None:
-        looked.append(str(target))
-        return real(target, follow)
-
-    monkeypatch.setattr(watcher_module, "_kind", counted)
+    looked = counted_lookups(monkeypatch)
     first = await watch(one, checked=True)  # type: ignore[operator]
     second = await watch(two, checked=True)  # type: ignore[operator]
     # When they started, d/ absent: the first looked, and again once its new watch on
@@ -451,14 +451,7 @@ async def test_a_directory_made_after_a_watcher_saw_it_missing_is_seen_by_the_ne
     between, its event still unread, the directory is reported to the new watcher too, which
     then watches its path in it; once an event was read, a new watcher looks again."""
     d = tmp_path / "d"
-    looked: list[str] = []
-    real = watcher_module._kind
-
-    def counted(target: Path, follow: bool) -> int | None:
-        looked.append(str(target))
-        return real(target, follow)
-
-    monkeypatch.setattr(watcher_module, "_kind", counted)
+    looked = counted_lookups(monkeypatch)
     await watch(tmp_path / "other")  # type: ignore[operator]
     await watch(d / "one", checked=checked)  # type: ignore[operator]
     d.mkdir()  # its event is queued, not read before the next watcher starts
