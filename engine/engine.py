@@ -1409,7 +1409,7 @@ class Engine:
         why = []
         if refused := self.gate.refused:
             why.append(
-                f"{refused} check_apply{'' if refused == 1 else 's'} stopped before "
+                f"{refused} check_{'apply' if refused == 1 else 'applies'} stopped before "
                 f"{'its' if refused == 1 else 'their'} work began"
             )
         names = sorted(v.name for v in undone if v.work is not None and v.work.interrupted)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import logging
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -107,9 +108,13 @@ async def stop_while_queued(engine: Engine, graceful: bool = True) -> None:
 
 
 @pytest.mark.usefixtures("one_worker")
-async def test_queued_file_writes_never_start_once_the_engine_stops(tmp_path: Path) -> None:
+async def test_queued_file_writes_never_start_once_the_engine_stops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The issue: a graceful stop wrote every file whose check_apply was queued in the executor.
-    Now the running job finishes, and no file is written, none failed, none is applied."""
+    Now the running job finishes, and no file is written, none failed, none is applied; the
+    stop's summary counts them."""
+    caplog.set_level(logging.INFO, logger="engine")
     out = tmp_path / "out"
     out.mkdir()
     engine = Engine(hostname="test", prefix=tmp_path / "prefix")
@@ -123,6 +128,7 @@ async def test_queued_file_writes_never_start_once_the_engine_stops(tmp_path: Pa
         assert vertex.error is None and not vertex.failed and not vertex.changed_last
         assert vertex.outcome is Status.PENDING and not vertex.state_ok  # not applied
     assert engine.gate.refused == 20 and not engine.gate.closed  # open again after the stop
+    assert "(20 check_applies stopped before their work began)" in caplog.text
 
 
 @pytest.mark.usefixtures("one_worker")
