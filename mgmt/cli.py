@@ -259,6 +259,18 @@ _CHECK_USAGE = (
     "usage: mgmt check [--graph] [--hostname NAME] [--puppet-fallback] [--no-autoedges] "
     "[--max-graph-size BYTES] FILE.mcl|DIR|FILE.yaml|FILE.pp... | mgmt check [...] -e CODE"
 )
+_CHECK_HELP = """
+Check programs and graph files without applying anything: compile and type-check mcl,
+validate YAML, compile and translate Puppet (-e CODE: a Puppet manifest given inline).
+Exit 0 if all check, 2 if not (each problem: file, line and key, one line).
+
+options:
+  --graph              also run each one to its first graph and print it
+  --hostname NAME      the host name the program sees (as mgmt run's)
+  --puppet-fallback    as mgmt run's: a Puppet type not translated runs through
+                       `puppet resource`
+  --no-autoedges       as mgmt run's: --graph without automatic edges
+  --max-graph-size B   as mgmt run's: the largest graph file read"""
 
 
 def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None] | str:
@@ -311,6 +323,10 @@ def check(args: list[str]) -> int:
     translate (.pp, or `-e CODE`: Puppet); nothing is applied. With `--graph`, a program (or
     graph file) that checks is also run to its first graph, printed (mgmt.check.graph_lines).
     The front-ends' options of `mgmt run` mean the same here (`--puppet-fallback`...)."""
+    if "-h" in args or "--help" in args:  # as run's, status's and deploy's --help: usage, 0
+        print(_CHECK_USAGE)
+        print(_CHECK_HELP)
+        return int(ExitCode.OK)
     parsed = _check_args(args)
     if isinstance(parsed, str):
         print(f"mgmt check: {parsed}", file=sys.stderr)

@@ -27,6 +27,9 @@ def test_check_also_validates_graph_files_and_needs_a_file() -> None:
     assert code == 0, out
     code, out = run_mgmt(["check"])
     assert code == 2 and "usage: mgmt check" in out
+    for flag in ("--help", "-h"):  # as run's, status's and deploy's: the usage and options, 0
+        code, out = run_mgmt(["check", flag])
+        assert code == 0 and "usage: mgmt check" in out and "--puppet-fallback" in out, out
     code, out = run_mgmt(["check", "--grap", "examples/hello.mcl"])  # a typo: named
     assert code == 2 and "mgmt check: unknown option '--grap' (did you mean '--graph'?)" in out
     code, out = run_mgmt(["check", "--only-unify", "examples/hello.mcl"])  # mgmt's: a hint
