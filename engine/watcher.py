@@ -3,7 +3,9 @@
 `PathWatcher(paths)` reports every change to each path (created, deleted, written, chmod/chown,
 moved), also when a missing parent directory appears later: it watches the deepest existing
 ancestor and moves its watches down as the path comes into existence. With `recurse=True`,
-everything below a directory path counts too. Symlinks are never followed.
+everything below a directory path counts too. Symlinks are never followed. An ancestor above
+the watched directories moved or removed (their watches went along with it, unseen) is seen
+too: each such directory has a watch of its own move and deletion (Hub.guarded).
 
     async with PathWatcher([path]) as watcher:
         await handle.event()          # startup event, after the watches exist
@@ -111,6 +113,9 @@ STRUCTURAL = (
 # An own write putting its file in place: a rename onto the path, or a link of a new file at it.
 PLACED = inotify.MOVED_TO | inotify.CREATE
 SELF_EVENTS = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED
+# A directory above a watched one: its own move or deletion only, no entry events (Hub._guard).
+GUARD_MASK = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.DONT_FOLLOW
+GONE = inotify.DELETE_SELF | inotify.MOVE_SELF
 IGNORED = inotify.IGNORED
 DIRECTORY = inotify.ONLYDIR  # set in DIR_MASK only
 OVERFLOW = inotify.Q_OVERFLOW
@@ -589,6 +594,13 @@ class Hub:
         self.absent: dict[str, str] = {}
         # The kernel's watch limit was hit, or no instance could be made (reported once).
         self.out_of_watches = isinstance(self.inotify, Blind)
+        # Directories above a watched directory, each with how many watched directories are
+        # below it (those counted: `guarding`). Each has a watch of its own move and deletion
+        # (GUARD_MASK, or a watcher's own mask where it is registered too): `mv /srv/site
+        # /srv/old` moves a watched /srv/site/www along, and no watch below says so; the
+        # guard's event makes every watcher below re-sync (_gone_below).
+        self.guarded: dict[str, int] = {}
+        self.guarding: set[str] = set()
 
     def watches_dir(self, path: str) -> bool:
         """Whether a directory watch is in place on `path` (no IGNORED read for it since)."""
@@ -716,6 +728,12 @@ class Hub:
                 self.out_of_watches = True
                 log.error("%s: %s: changes there go unseen", path, err.strerror)
             return  # else it vanished meanwhile: the parent's watch reports it
+        self._map(path, wd, mask)
+        if mask & DIRECTORY:
+            self._guard_above(path)
+
+    def _map(self, path: str, wd: int, mask: int) -> None:
+        """`path`'s kernel watch is now `wd`, with `mask`."""
         self.kernel_mask[path] = mask
         self.moved.discard(path)
         old = self.path_wd.get(path)
@@ -723,6 +741,59 @@ class Hub:
             self._unmap(old, path)
         self.path_wd[path] = wd
         self.wd_paths.setdefault(wd, set()).add(path)
+
+    def _guard_above(self, path: str) -> None:
+        """Each directory above `path` (a watched directory; "/" never moves) has a watch of
+        its own move and deletion (see `guarded`): counted once per watched directory, put
+        back where one moved or went."""
+        new = path not in self.guarding
+        if new:
+            self.guarding.add(path)
+        child, parent = path, os.path.dirname(path)
+        while parent not in (child, "/"):
+            count = self.guarded.get(parent, 0)
+            if new:
+                self.guarded[parent] = count + 1
+            if parent not in self.masks and (
+                not count or parent in self.moved or parent not in self.path_wd
+            ):
+                self._guard(parent)  # (a registered path's own mask has GUARD_MASK's events)
+            child, parent = parent, os.path.dirname(parent)
+
+    def _guard(self, path: str) -> None:
+        try:
+            wd = self.inotify.add_watch(path, GUARD_MASK)
+        except OSError:
+            return  # gone (a watch below reports it), or out of watches (said once elsewhere)
+        self._map(path, wd, GUARD_MASK)
+
+    def _unguard_above(self, path: str) -> None:
+        """`path` is no longer a watched directory: the guards above it count it no more, and
+        one that guards nothing now is dropped (unless a watcher registered its path)."""
+        self.guarding.discard(path)
+        child, parent = path, os.path.dirname(path)
+        while parent not in (child, "/"):
+            count = self.guarded.get(parent, 0) - 1
+            if count > 0:
+                self.guarded[parent] = count
+            else:
+                self.guarded.pop(parent, None)
+                if parent not in self.masks:
+                    self._forget_watch(parent)
+            child, parent = parent, os.path.dirname(parent)
+
+    def _gone_below(self, top: str, mask: int) -> None:
+        """The guarded directory `top` moved or went: so did every watched path below it
+        (their watches went along, unseen). Their watchers re-sync."""
+        prefix = top + "/"
+        below = [path for path in self.masks if path.startswith(prefix)]
+        self.moved.update(below)
+        self.moved.update(path for path in self.guarded if path.startswith(prefix))
+        targets: set[PathWatcher] = set()
+        for path in below:
+            targets.update(self.masks[path])
+        for watcher in targets:
+            watcher.deliver(True, mask)
 
     def _add_watch(self, path: str, mask: int) -> int:
         try:
@@ -738,10 +809,18 @@ class Hub:
 
     def _drop_kernel_watch(self, path: str) -> None:
         self.absent.clear()  # what was seen missing below it may appear unseen from now on
-        self.moved.discard(path)
+        if path in self.guarding:
+            self._unguard_above(path)
         self.masks.pop(path, None)
         self.by_name.pop(path, None)
         self.private.pop(path, None)
+        if path in self.guarded and path not in self.moved and path in self.path_wd:
+            self._guard(path)  # still above a watched directory: its own events kept
+            return
+        self._forget_watch(path)
+
+    def _forget_watch(self, path: str) -> None:
+        self.moved.discard(path)
         self.kernel_mask.pop(path, None)
         wd = self.path_wd.pop(path, None)
         if wd is not None:
@@ -806,6 +885,10 @@ class Hub:
                 if self.path_wd.get(path) == wd:
                     del self.path_wd[path]
             self.wd_paths.pop(wd, None)
+        if mask & GONE and self.guarded:
+            for path in paths:
+                if path in self.guarded:
+                    self._gone_below(path, mask)
         for path in paths:
             index = self.by_name.get(path, {})
             if mask & SELF_EVENTS or event.name is None:

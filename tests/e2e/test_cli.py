@@ -642,6 +642,21 @@ async def test_daemon_repairs_drift(tmp_path: Path, drift: str) -> None:
         assert await daemon.wait() == 0
 
 
+async def test_daemon_repairs_a_file_whose_ancestor_was_moved_away(tmp_path: Path) -> None:
+    """`mv top old` above the file's directory moves the watched directory along (a watch
+    follows its inode): the watch of top's own move says so (engine/watcher.py, Hub.guarded),
+    and the file is made again at its path at once, each time."""
+    graph = graph_file(tmp_path, HELLO.replace("TMP/out/hello", "TMP/top/out/hello"))
+    target = tmp_path / "top/out/hello"
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await wait_path(target, has_content("hello world\n"))
+        for attempt in range(3):
+            (tmp_path / "top").rename(tmp_path / f"old{attempt}")
+            await wait_path(target, has_content("hello world\n"))
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
 async def test_daemon_swaps_graph_on_edit_and_keeps_unchanged(tmp_path: Path) -> None:
     graph = graph_file(tmp_path, HELLO)
     async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:

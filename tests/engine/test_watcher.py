@@ -638,3 +638,45 @@ async def test_a_watcher_that_outlives_a_stop_still_sees_its_paths(
         counter.task.cancel()
         await asyncio.gather(counter.task, return_exceptions=True)
         await again.aclose()
+
+
+async def test_an_ancestor_moved_away_is_seen_by_the_watchers_below(
+    tmp_path: Path, watch: object
+) -> None:
+    """`mv top old` moves the watched directory top/a along (a watch follows its inode), and
+    no watch below says so: the watch of top's own move (Hub.guarded) tells every watcher
+    below, which re-syncs to where its path is now. The moved copy is not its path any more;
+    the path made again is seen."""
+    top = tmp_path / "top"
+    path = top / "a" / "f"
+    path.parent.mkdir(parents=True)
+    path.write_text("x")
+    counter = await watch(path)  # type: ignore[operator]
+    top.rename(tmp_path / "old")
+    await counter.changed()
+    (tmp_path / "old" / "a" / "f").write_text("y")
+    assert await counter.quiet()
+    path.parent.mkdir(parents=True)
+    await counter.changed()
+    path.write_text("z")
+    await counter.changed()
+    (tmp_path / "top").rename(tmp_path / "old2")  # its guard is back in place
+    await counter.changed()
+
+
+async def test_the_guards_above_a_closed_watcher_go_with_it(tmp_path: Path, watch: object) -> None:
+    """The directories above a watched one are watched for their own moves only while a
+    watched directory below needs it: closing its watcher drops them (not those another
+    watcher still needs)."""
+    one, two = tmp_path / "x" / "a" / "f", tmp_path / "y" / "g"
+    one.parent.mkdir(parents=True)
+    two.parent.mkdir()
+    first = await watch(one)  # type: ignore[operator]
+    await watch(two)  # type: ignore[operator]
+    hub = Hub.running()
+    assert hub is not None
+    assert {str(tmp_path / "x"), str(tmp_path)} <= set(hub.guarded)
+    await first.watcher.aclose()
+    assert str(tmp_path / "x") not in hub.guarded and str(tmp_path / "x") not in hub.path_wd
+    assert str(tmp_path) in hub.guarded  # above y/: still guarded
+    assert not any(p.startswith(str(tmp_path / "x")) for p in hub.path_wd)
