@@ -760,12 +760,14 @@ class Hub:
                 self._guard(parent)  # (a registered path's own mask has GUARD_MASK's events)
             child, parent = parent, os.path.dirname(parent)
 
-    def _guard(self, path: str) -> None:
+    def _guard(self, path: str) -> bool:
+        """Watch `path`'s own move and deletion only; False if it cannot be watched."""
         try:
             wd = self.inotify.add_watch(path, GUARD_MASK)
         except OSError:
-            return  # gone (a watch below reports it), or out of watches (said once elsewhere)
+            return False  # gone (a watch below reports it), or out of watches (said elsewhere)
         self._map(path, wd, GUARD_MASK)
+        return True
 
     def _unguard_above(self, path: str) -> None:
         """`path` is no longer a watched directory: the guards above it count it no more, and
@@ -814,8 +816,12 @@ class Hub:
         self.masks.pop(path, None)
         self.by_name.pop(path, None)
         self.private.pop(path, None)
-        if path in self.guarded and path not in self.moved and path in self.path_wd:
-            self._guard(path)  # still above a watched directory: its own events kept
+        if (
+            path in self.guarded
+            and path not in self.moved
+            and path in self.path_wd
+            and self._guard(path)  # still above a watched directory: its own events kept
+        ):
             return
         self._forget_watch(path)
 
