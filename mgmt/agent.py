@@ -537,7 +537,7 @@ class Agent:
             await self.source.aclose()
         self.converger.close()
         if self.cluster_status is not None:
-            await self.cluster_status.stop()
+            await self.cluster_status.stop(graceful=not self._forced)
         if self.cluster is not None:  # withdraw exports, leave, stop etcd
             await self.cluster.stop(graceful=not self._forced)
         if self.notifier is not None:

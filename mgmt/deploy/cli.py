@@ -372,11 +372,26 @@ def status_main(args: argparse.Namespace) -> int:
     async def run() -> ExitCode:
         client = await _connected(args)
         try:
+            if getattr(args, "forget", None) is not None:
+                return await _forget(client, args.forget)
             return await cluster_status(client, args.json)
         finally:
             await client.close()
 
     return _run(run())
+
+
+async def _forget(client: EtcdClient, host: str) -> ExitCode:
+    """`mgmt status --cluster --forget HOST`."""
+    from mgmt.deploy.status import HostAlive, forget
+
+    try:
+        if not await forget(client, host):
+            raise Refused(f"no rows of host {host!r} in the cluster")
+    except HostAlive as err:
+        raise Refused(str(err)) from None
+    print(f"forgot {host}: its deploy status and summary are deleted")
+    return ExitCode.OK
 
 
 async def list_text(client: EtcdClient) -> str:

@@ -6,6 +6,11 @@ its graph is converged, and the last deploy it refused and why. The key is not l
 that is down keeps its last status, and `alive` (its `/_mgmt/hosts/<host>` liveness key) says
 it is down.
 
+A host that stops cleanly (SIGTERM, `systemctl stop`) writes `left` (the time) into its summary
+before it leaves: its row then reads `left`, not `down`, and is no failure (exit 0). A host
+that left or is down keeps its rows until it comes back or an operator forgets it
+(`forget`, `mgmt status --cluster --forget HOST`).
+
 Every clustered agent also keeps `/_mgmt/host-status/<host>` (JSON, mgmt.status.cluster): its
 resources, how many have failed and the last error, converged or not and since when.
 
@@ -36,7 +41,7 @@ MAX_TIME = 2.0**33  # seconds since the epoch: the year 2242
 # Keys per prefix read in one transaction: 3 x 8 values of etcd's largest (1.5 MiB) stay within
 # the client's receive limit (64 MiB).
 SMALL = 8
-_READ = ("alive", "runs_deploys", "reports", "resources", "failed", "since", "last_error")
+_READ = ("alive", "runs_deploys", "reports", "resources", "failed", "since", "last_error", "left")
 
 
 UNSIGNED = "unsigned"  # a host's `unverified`: it runs an unsigned deploy
@@ -67,6 +72,7 @@ class HostStatus:
     failed: int = 0
     since: float = 0.0
     last_error: str = ""
+    left: float = 0.0  # when it stopped cleanly (its summary's `left`): 0 if it did not
 
     def encode(self) -> bytes:
         doc = asdict(self)
@@ -88,9 +94,10 @@ class HostStatus:
 
     @property
     def state(self) -> str:
-        """down (no live agent), failed (a resource has), converged or converging."""
+        """left (stopped cleanly), down (no live agent otherwise), failed (a resource has),
+        converged or converging."""
         if not self.alive:
-            return "down"
+            return "left" if self.left else "down"
         if self.failed:
             return "failed"
         return "converged" if self.converged else "converging"
@@ -103,10 +110,11 @@ class HostStatus:
                 raise TypeError("not an object")
             converged, since = doc["converged"], doc["since"] or 0.0
             resources, failed, error = doc["resources"], doc["failed"], doc["error"]
+            left = doc.get("left", 0.0)
             if not (
                 type(converged) is bool
-                and type(since) in (int, float)
-                and 0 <= since < MAX_TIME  # also refuses NaN and infinities
+                and _time(since)
+                and _time(left)
                 and type(resources) is int
                 and type(failed) is int
                 and resources >= 0
@@ -124,6 +132,7 @@ class HostStatus:
         # cleanly read `no` with its summary's time.
         self.since = float(since) if converged and self.converged else 0.0
         self.last_error = error
+        self.left = float(left)
 
     @classmethod
     def decode(cls, host: str, data: bytes) -> HostStatus:
@@ -193,10 +202,41 @@ async def _small_read(
     return status, alive, summaries
 
 
+def _time(value: object) -> bool:
+    """A time a host wrote: seconds since the epoch, at most MAX_TIME (also refuses NaN and
+    infinities)."""
+    return type(value) in (int, float) and 0 <= value < MAX_TIME  # type: ignore[operator]
+
+
+async def forget(client: EtcdClient, host: str) -> bool:
+    """Delete the rows of `host`, which left or is down (its deploy status and summary);
+    False if it has none. Refused (`HostAlive`) while its agent is alive: it would write them
+    again. Needs the right to write another host's keys (a core host's, or a shared
+    certificate's: an operator's certificate writes deploys only)."""
+    from aetcd import rpc
+
+    alive = rpc.Compare(
+        key=(HOSTS + host).encode(), target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL
+    )
+    deletes = [
+        rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=(prefix + host).encode()))
+        for prefix in (STATUS, SUMMARY)
+    ]
+    response = await client.txn([alive], deletes, what=f"forget {host}")
+    if not response.succeeded:
+        raise HostAlive(f"{host} is alive: stop its agent first (it writes its rows again)")
+    return any(r.response_delete_range.deleted for r in response.responses)
+
+
+class HostAlive(Exception):
+    """`forget` of a host whose agent runs."""
+
+
 def exit_code(rows: list[HostStatus]) -> ExitCode:
-    """FAILED when a host is down (its agent gone, or unreachable: its lease expired), has a
-    failed resource, or refused a deploy newer than the one it runs (an untrusted key: it does
-    not run what was pushed); OK otherwise (a check: `mgmt status --cluster || alert`)."""
+    """FAILED when a host is down (its agent gone without leaving, or unreachable: its lease
+    expired), has a failed resource, or refused a deploy newer than the one it runs (an untrusted key: it does
+    not run what was pushed); OK otherwise, a host that left cleanly included (a check:
+    `mgmt status --cluster || alert`)."""
     if any(row.state in ("down", "failed") or row.refused > row.running for row in rows):
         return ExitCode.FAILED
     return ExitCode.OK
@@ -227,7 +267,7 @@ def table(rows: list[HostStatus]) -> str:
         lines.append(
             [
                 shown(row.host),
-                "yes" if row.alive else "no",
+                _alive(row),
                 f"{row.running} ({row.warning})" if row.warning else str(row.running or "-"),
                 str(row.ready or "-"),
                 "yes" if row.converged else "no",
@@ -244,6 +284,12 @@ def table(rows: list[HostStatus]) -> str:
         + line[-1]
         for line in lines
     )
+
+
+def _alive(row: HostStatus) -> str:
+    if row.alive:
+        return "yes"
+    return f"left {_clock(row.left)}" if row.left else "no"
 
 
 def _clock(seconds: float) -> str:

@@ -18,6 +18,10 @@ starts: its export's commit queued behind two or three of them (cluster_latency.
 per change 2.4 / 1.2 / 1.3 ms instead of 3.1 / 1.8 / 2.0 ms at load 12). So a summary is up to
 QUIET late after a lone change, and MAX_DELAY late while changes keep coming. The rows are read
 at once after a change, then at most once per BURST.
+
+A clean stop writes the summary once more, with `left` (the time), before the host leaves the
+cluster: `mgmt status --cluster` then tells a host stopped on purpose (`left`) from one that
+went away (`down`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ MAX_DELAY = 2.0  # seconds a summary waits at most while its model keeps changin
 RETRY_MAX = 2.0  # seconds between attempts while the cluster cannot be reached (doubling)
 
 BURST = 0.25  # seconds between two reads of the rows (see the module doc)
+LEAVE_WAIT = 1.0  # seconds the summary of a clean stop may take (it must not hold the exit)
 
 
 def summary(model: StatusModel) -> dict[str, Any]:
@@ -81,9 +86,20 @@ class ClusterStatus:
         self._tasks.spawn(self._publish(), "publish the summary")
         self._tasks.spawn(self._follow(), "follow the hosts")
 
-    async def stop(self) -> None:
+    async def stop(self, graceful: bool = False) -> None:
+        """Stop publishing and following; graceful (a clean stop, before the host leaves the
+        cluster): the summary last written says when this host left (its row reads `left`,
+        not `down`: mgmt.deploy.status), within LEAVE_WAIT s or not at all."""
         self._unwatch()
         await self._tasks.close()
+        if not graceful or not self.client.connected.is_set():
+            return
+        data = json.dumps({**summary(self.model), "left": time.time()}, sort_keys=True)
+        try:
+            async with asyncio.timeout(LEAVE_WAIT):
+                await self.client.put(self.key, data.encode())
+        except (WorldError, TimeoutError) as err:  # then it reads `down`, as after a crash
+            log.debug("host status at leaving: %s", err)
 
     async def _publish(self) -> None:
         published: bytes | None = None

@@ -12,8 +12,9 @@ With --cluster it reads the cluster instead (etcd at --seeds, with this host's c
 the deploy it runs (`7 (UNSIGNED)` or `7 (UNVERIFIED)` when run unverified), converged since
 when, its resources, how many failed and the last error (mgmt.deploy.status.report: what
 `mgmt deploy --status` prints too). Exit code 1 when a host is
-down (its agent gone or unreachable: its lease expired) or has a failed resource, or when the
-cluster cannot be reached.
+down (its agent gone without leaving, or unreachable: its lease expired) or has a failed
+resource, or when the cluster cannot be reached; a host stopped cleanly reads `left` and is no
+failure. `--cluster --forget HOST` deletes the rows of a host that left or is down.
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="every host of the cluster (reached at --seeds), not this agent",
     )
+    parser.add_argument(
+        "--forget",
+        metavar="HOST",
+        help="with --cluster: delete the rows of HOST, which left or is down (refused while its "
+        "agent is alive)",
+    )
     parser.add_argument("--json", action="store_true", help="the data, as JSON")
     connection_args(parser)  # --prefix: the agent's (its socket, and its cluster certificate)
     return parser
@@ -53,7 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     warn_misspelled_env()  # it reads MGMT_PREFIX
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.forget is not None:
+        from engine.errors import ValidationError
+        from mgmt.cluster import check_host
+
+        if not args.cluster:
+            parser.error("--forget HOST needs --cluster")
+        try:
+            check_host(args.forget, "--forget")
+        except ValidationError as err:
+            parser.error(str(err))
     if args.cluster:
         from mgmt.deploy.cli import status_main
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import resource
 import shutil
 import signal
@@ -471,8 +472,8 @@ async def test_the_page_and_mgmt_status_show_every_host_of_the_cluster_live(
     browser: Any, tmp_path: Path
 ) -> None:
     """Two agents in one cluster (real etcd, TLS): h1's page shows both hosts, h2 failing, then
-    repaired, then down, as it happens; `mgmt status --cluster` says the same, exit 1 while a
-    host has failed or is down."""
+    repaired, then left (stopped cleanly), then forgotten, as it happens; `mgmt status
+    --cluster` says the same, exit 1 while a host has failed, 0 once it left."""
 
     from tests.e2e.test_cluster_e2e import Host, fleet
 
@@ -526,11 +527,27 @@ async def test_the_page_and_mgmt_status_show_every_host_of_the_cluster_live(
         browser.save_screenshot(str(ARTEFACTS / "status-page-cluster.png"))
         code, rows = await cluster_status()
         assert code == 0 and {r["state"] for r in rows.values()} == {"converged"}, rows
-        # h2 goes away: down on the page, exit 1.
+        # h1 is alive: its rows cannot be forgotten (exit 2, nothing deleted).
+        prefix = ["--seeds", h1.url, "--prefix", str(tmp_path / "h1" / "prefix")]
+        code, text = await asyncio.to_thread(
+            run_mgmt, ["status", "--cluster", "--forget", "h1", *prefix]
+        )
+        assert code == 2 and "h1 is alive: stop its agent first" in text, text
+        # h2 stops cleanly: it left (not down) on the page and in the table, no failure.
         await h2.stop()
-        await until(browser, lambda: row("h2").get("state") == "down", 30)
+        await until(browser, lambda: row("h2").get("state") == "left", 30)
         code, rows = await cluster_status()
-        assert code == 1 and rows["h2"]["state"] == "down", rows
+        assert code == 0 and rows["h2"]["state"] == "left" and rows["h2"]["left"] > 0, rows
+        code, text = await asyncio.to_thread(run_mgmt, ["status", "--cluster", *prefix])
+        assert code == 0 and re.search(r"^h2 +left \d\d:\d\d:\d\d ", text, re.M), text
+        # Forgotten: its row goes, from the page too.
+        code, text = await asyncio.to_thread(
+            run_mgmt, ["status", "--cluster", "--forget", "h2", *prefix]
+        )
+        assert code == 0 and "forgot h2" in text, text
+        await until(browser, lambda: row("h2") == {}, 30)
+        code, rows = await cluster_status()
+        assert code == 0 and list(rows) == ["h1"], rows
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
 

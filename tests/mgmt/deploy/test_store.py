@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -220,6 +221,54 @@ async def test_summaries_make_the_cluster_report_and_its_exit_code(client: EtcdC
     await client.put((SUMMARY + "a").encode(), b'{"converged": "yes"}')  # a bad writer
     row = (await host_statuses(client))[0]
     assert row.last_error == "unreadable summary"
+
+
+async def test_a_host_that_left_is_no_failure_and_can_be_forgotten(client: EtcdClient) -> None:
+    """A host whose last summary says it left (a clean stop) reads `left` with the time, not
+    `down`, and is no failure (exit 0); without `left` a gone host is down (exit 1). `forget`
+    deletes a gone host's rows, is refused while the host is alive, and says when it has none."""
+    from mgmt.config import ExitCode
+    from mgmt.deploy.status import (
+        HOSTS,
+        SUMMARY,
+        HostAlive,
+        HostStatus,
+        forget,
+        host_statuses,
+        report,
+        status_key,
+    )
+
+    def summary(**more: object) -> bytes:
+        doc = {"converged": False, "since": 0, "resources": 2, "failed": 0, "error": ""}
+        return json.dumps({**doc, **more}).encode()
+
+    await client.put((SUMMARY + "gone").encode(), summary())
+    await client.put(status_key("gone").encode(), HostStatus("gone", running=1).encode())
+    await client.put((SUMMARY + "left").encode(), summary(left=1.7e9))
+    await client.put((HOSTS + "up").encode(), b"")
+    await client.put((SUMMARY + "up").encode(), summary(left=1.6e9))  # left, then came back
+    text, code = report(await host_statuses(client), as_json=True)
+    states = {row["host"]: row["state"] for row in json.loads(text)}
+    assert states == {"gone": "down", "left": "left", "up": "converging"}, text
+    assert code is ExitCode.FAILED  # `gone` is down
+    text, _ = report(await host_statuses(client))
+    left_row = next(line for line in text.splitlines() if line.startswith("left "))
+    assert left_row.split()[1:3] == ["left", time.strftime("%H:%M:%S", time.localtime(1.7e9))]
+    assert await forget(client, "gone") is True
+    assert await client.get(status_key("gone").encode()) is None
+    text, code = report(await host_statuses(client))
+    assert code is ExitCode.OK and "gone" not in text, text
+    assert await forget(client, "gone") is False  # nothing left to forget
+    with pytest.raises(HostAlive, match="up is alive"):
+        await forget(client, "up")
+    assert await client.get((SUMMARY + "up").encode()) is not None
+    for bad in ("1e300", "-1", "NaN", '"yesterday"'):
+        await client.put(
+            (SUMMARY + "left").encode(), summary().replace(b"}", b', "left": %s}' % bad.encode())
+        )
+        (row,) = [r for r in await host_statuses(client) if r.host == "left"]
+        assert row.last_error == "unreadable summary" and row.state == "down", bad
 
 
 async def test_a_summary_with_an_impossible_time_is_unreadable_not_a_crash(
