@@ -257,11 +257,14 @@ _CHECK_FLAGS = ("--puppet-fallback", "--no-autoedges")
 _CHECK_VALUES = ("--hostname", "--max-graph-size")
 _CHECK_USAGE = (
     "usage: mgmt check [--graph] [--hostname NAME] [--puppet-fallback] [--no-autoedges] "
-    "[--max-graph-size BYTES] FILE.mcl|DIR|FILE.yaml|FILE.pp... | mgmt check [...] -e CODE"
+    "[--max-graph-size BYTES] [lang|yaml|puppet] FILE.mcl|DIR|FILE.yaml|FILE.pp... | "
+    "mgmt check [...] [puppet] -e CODE"
 )
 _CHECK_HELP = """
 Check programs and graph files without applying anything: compile and type-check mcl,
 validate YAML, compile and translate Puppet (-e CODE: a Puppet manifest given inline).
+Each file's front-end is told by its suffix (a directory is an mcl program), or by the word
+before the files, as in `mgmt run lang FILE`: `mgmt check lang main.mcl`.
 Exit 0 if all check, 2 if not (each problem: file, line and key, one line).
 
 options:
@@ -311,6 +314,10 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
             known = ["--graph", "-e", *_CHECK_FLAGS, *_CHECK_VALUES]
             hint = mgmt_flag_hint(flag) or close_match(flag, known)
             return f"unknown option {word!r}{hint} (options: {', '.join(known)})"
+    if files and files[0] in FRONTENDS and not os.path.lexists(files[0]):
+        options["frontend"] = files.pop(0)  # as `mgmt run lang FILE`: the files' front-end
+        if code is not None and options["frontend"] != "puppet":
+            return "-e CODE is Puppet code: `mgmt check puppet -e CODE`"
     if code is not None and files:
         return "-e CODE is instead of files"
     if code is None and not files:
@@ -335,11 +342,15 @@ def check(args: list[str]) -> int:
     warn_misspelled_env()
     options, files, inline = parsed
     graph = options.pop("graph")
+    frontend = options.pop("frontend", None)
     code = ExitCode.OK
     configs = (
         [Config(frontend="puppet", code=inline, **options)]
         if inline is not None
-        else [Config(frontend=_frontend_of(Path(f)), file=Path(f), **options) for f in files]
+        else [
+            Config(frontend=frontend or _frontend_of(Path(f)), file=Path(f), **options)
+            for f in files
+        ]
     )
     for config in configs:
         problems = check_config(config)

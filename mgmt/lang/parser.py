@@ -244,7 +244,8 @@ def _parse(text: str, filename: str, start: str, line0: int, col0: int) -> Any:
     except UnexpectedInput as err:
         line = line0 + err.line - 1 if err.line > 0 else line0
         col = (col0 + err.column - 1 if err.line == 1 else err.column) if err.column > 0 else col0
-        raise CompileError.at(Pos(filename, line, col), _describe(err)) from None
+        message = _describe(err) + _hint(text, err, line0, col0)
+        raise CompileError.at(Pos(filename, line, col), message) from None
 
 
 def _describe(err: UnexpectedInput) -> str:
@@ -260,6 +261,64 @@ def _describe(err: UnexpectedInput) -> str:
     if isinstance(err, UnexpectedEOF):
         return "syntax error: unexpected end of file" + _expected(set(err.expected))
     return "syntax error"
+
+
+_OPENERS = {"{": "}", "(": ")", "[": "]"}
+_TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[{}()\[\]\n]')
+_OLD_HISTORY = re.compile(r"\$[A-Za-z_][A-Za-z0-9_.]*$")
+_LOWER_EDGE = re.compile(r"^\s*([a-z][a-z0-9_]*(?::[a-z0-9_]+)*)\[.*->")
+
+
+def _hint(text: str, err: UnexpectedInput, line0: int, col0: int) -> str:
+    """What a syntax error most likely is, when the text says so clearly (" (...)"), else "":
+    a string without its closing quote, a brace left open before a line that starts a new
+    statement, an edge naming a kind in lower case, the old history syntax `$x{1}`."""
+    if isinstance(err, UnexpectedCharacters):
+        if err.char == '"':  # STRING matches up to the end of its line, or here it would not
+            return " (a string without its closing '\"' on this line)"
+        return ""
+    if not isinstance(err, (UnexpectedToken, UnexpectedEOF)):
+        return ""
+    lines = text.splitlines()
+    at = len(lines) if err.line <= 0 else err.line  # 1-based in `text`
+    here = lines[at - 1] if 0 < at <= len(lines) else ""
+    if (
+        isinstance(err, UnexpectedToken)
+        and err.token.type == "LBRACE"
+        and _OLD_HISTORY.search(here[: max(err.column - 1, 0)].rstrip())
+    ):
+        return " ($x{N}, the old history syntax, is history($x, N) now)"
+    match = _LOWER_EDGE.match(here)
+    if match:
+        kind = match.group(1)
+        title = ":".join(part[:1].upper() + part[1:] for part in kind.split(":"))
+        return f" (an edge names a resource by its kind capitalised: {title}[...])"
+    eof = isinstance(err, UnexpectedEOF) or err.token.type == "$END"
+    opened = _open_brackets(text, len(lines) + 1 if eof else at)
+    starts_statement = here[:1].isalpha() or here.startswith("$")  # unindented
+    if opened and (eof or (starts_statement and opened[-1][0] < at)):
+        char, line, col = opened[-1][1], opened[-1][0], opened[-1][2]
+        line, col = line0 + line - 1, (col0 + col - 1 if line == 1 else col)
+        return f" (the {char!r} at {line}:{col} is not closed: a missing {_OPENERS[char]!r}?)"
+    return ""
+
+
+def _open_brackets(text: str, before_line: int) -> list[tuple[int, str, int]]:
+    """The brackets still open at the start of line `before_line` (1-based; past the end: at
+    the end): (line, bracket, column) each, outermost first; strings and comments skipped."""
+    stack: list[tuple[int, str, int]] = []
+    line, start = 1, 0
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        if token == "\n":
+            line, start = line + 1, match.end()
+            if line >= before_line:
+                break
+        elif token in _OPENERS:
+            stack.append((line, token, match.start() - start + 1))
+        elif stack and token == _OPENERS.get(stack[-1][1]):
+            stack.pop()
+    return stack
 
 
 _TERMINAL_NAMES = {

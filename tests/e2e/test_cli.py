@@ -1136,6 +1136,24 @@ def test_two_ui_inputs_with_one_id_are_a_bad_graph(tmp_path: Path) -> None:
     assert line.startswith(f"{program}:3:1: http:server:ui:input[b]: id: 'x' is also the id"), line
 
 
+def test_check_takes_the_front_end_word_as_run_does(tmp_path: Path) -> None:
+    """`mgmt check lang FILE` as `mgmt run lang FILE` (an operator's habit): the word names the
+    files' front-end; it was read as a file that does not exist."""
+    program = tmp_path / "main.txt"  # no .mcl suffix: the word decides
+    program.write_text('print "p" {\n\tmsg => "x",\n\nprint "q" { msg => "y", }\n')
+    code, out = run_mgmt(["check", "lang", str(program)])
+    assert code == 2, out
+    assert out.strip() == (
+        f"{program}:4:7: syntax error: unexpected '\"q\"' (the '{{' at 1:11 is not closed: a "
+        "missing '}'?)"
+    )
+    program.write_text('print "p" { msg => "x", }\n')
+    code, out = run_mgmt(["check", "lang", str(program)])
+    assert code == 0 and out.strip() == f"{program}: ok", out
+    code, out = run_mgmt(["check", "yaml", "-e", "x"])
+    assert code == 2 and "`mgmt check puppet -e CODE`" in out, out
+
+
 def test_check_refuses_a_graph_file_over_the_size_limit(tmp_path: Path) -> None:
     graph = graph_file(tmp_path, HELLO)
     code, out = run_mgmt(["check", str(graph)], env={"MGMT_MAX_GRAPH_SIZE": "100"})

@@ -127,6 +127,31 @@ def test_syntax_errors_have_positions(src: str, where: str, text: str) -> None:
     assert text in message
 
 
+@pytest.mark.parametrize(
+    ("src", "hint"),
+    [
+        # A brace left open: the next unindented statement (or the end) says where it opened.
+        ('file "/a" {\n\tcontent => "x",\n\nprint "p" { msg => "y", }\n', "the '{' at 1:11 is not"),
+        ('file "/a" {\n\tcontent => "x",\n', "the '{' at 1:11 is not closed: a missing '}'?"),
+        ('$x = "unterminated\nfile "/a" { content => $x, }\n', "without its closing '\"'"),
+        ('print "p" { msg => "a", }\nprint["p"] -> print["q"]\n', "capitalised: Print[...]"),
+        ("$dt = 1\n$x = $dt{1}\n", "is history($x, N) now"),
+        # No guess where the text does not say: a value missing in an open, indented body.
+        ('file "/a" {\n\tcontent => ,\n}\n', ""),
+        ('$b = "{" # {\n$x = 1 +\n$y = 2\n', ""),  # in a string or a comment: no brace
+    ],
+)
+def test_syntax_errors_say_what_is_likely_wrong(src: str, hint: str) -> None:
+    with pytest.raises(CompileError) as info:
+        parse(src, "t.mcl")
+    message = str(info.value)
+    assert "\n" not in message
+    if hint:
+        assert hint in message and message.endswith(")"), message
+    else:
+        assert not message.endswith(")"), message
+
+
 # The parser tables -------------------------------------------------------------------------
 
 
