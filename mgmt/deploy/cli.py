@@ -167,6 +167,11 @@ def deploy_parser() -> argparse.ArgumentParser:
         help="each host's deploy (running, ready, refused) and whether it is converged",
     )
     parser.add_argument(
+        "--json",
+        action="store_true",
+        help="with --status: the rows as JSON (as `mgmt status --cluster --json`)",
+    )
+    parser.add_argument(
         "--rollback", type=_int, metavar="N", help="push a new deploy whose content is deploy N's"
     )
     parser.add_argument(
@@ -205,6 +210,8 @@ def deploy_main(argv: list[str], exit_now: bool = False) -> int:
         parser.error(f"expected `yaml FILE` or `lang FILE|DIR/`, got {' '.join(args.target)!r}")
     if args.keep < 1:
         parser.error(f"--keep: must be >= 1, got {args.keep}")
+    if args.json and not args.status:
+        parser.error("--json is for --status")
     if (args.target or args.rollback is not None) and (args.sign_key is None) == (
         not args.unsigned
     ):
@@ -263,7 +270,7 @@ async def _deploy(args: argparse.Namespace, timings: Timings | None = None) -> E
             print(await list_text(client))
             return ExitCode.OK
         if args.status:
-            return await cluster_status(client)
+            return await cluster_status(client, args.json)
         return await _push(client, args, bundle, timings)
     finally:
         connecting.cancel()

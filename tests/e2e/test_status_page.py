@@ -580,7 +580,8 @@ async def test_an_unsigned_deploy_says_so_in_the_status_table_and_on_the_page(
         )
 
     async def tables_say(deploy_cell: str) -> None:
-        """Both commands' tables (the same report), h1's row: DEPLOY is `deploy_cell`."""
+        """Both commands' tables (the same report), h1's row: DEPLOY is `deploy_cell`; and
+        their JSON (`--json`), its `warning`."""
         status = ["status", "--cluster", "--seeds", h1.url, "--prefix", str(h1.prefix)]
         for said in (
             await asyncio.to_thread(run_mgmt, status),
@@ -590,6 +591,14 @@ async def test_an_unsigned_deploy_says_so_in_the_status_table_and_on_the_page(
             header, row = text.strip().splitlines()[-2:]
             start = header.index("DEPLOY")
             assert code == 0 and row[start:].startswith(f"{deploy_cell}  "), text
+        running, _, label = deploy_cell.partition(" ")
+        for code, text in (
+            await asyncio.to_thread(run_mgmt, [*status, "--json"]),
+            await deploy(h1, "--status", "--json"),
+        ):
+            (doc,) = json.loads(text[text.index("[") :])
+            assert code == 0 and doc["running"] == int(running), text
+            assert doc["warning"] == label.strip("()"), text
 
     async with fleet([h1]):  # type: ignore[list-item]
         await h1.start()
