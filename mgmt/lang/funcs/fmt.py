@@ -33,7 +33,8 @@ def _type_printf(typer: Typer, e: ast.Call, args: list[Type]) -> Type:
         raise typer.abort(
             e.pos,
             f"fmt.printf: the format has {plural(len(wanted), 'verb')} "
-            f"but {plural(len(args) - 1, 'value')} follow",
+            f"but {plural(len(args) - 1, 'value')} "
+            f"{'follows' if len(args) == 2 else 'follow'}",
         )
     for index, (verb, t) in enumerate(zip(wanted, args[1:], strict=True)):
         type_name = VERB_TYPES[verb.verb]

@@ -144,7 +144,7 @@ def test_printf_is_typed_from_its_format() -> None:
     (problem,) = problems('import "fmt"\n$s = fmt.printf("%d", "a")')
     assert problem == "t.mcl:2:23: type error: fmt.printf %d: expected int, got str"
     (problem,) = problems('import "fmt"\n$s = fmt.printf("%d %d", 1)')
-    assert "the format has 2 verbs but 1 value follow" in problem
+    assert "the format has 2 verbs but 1 value follows" in problem
     (problem,) = problems('import "fmt"\n$f = "%d"\n$s = fmt.printf($f, "a")')
     assert problem == "t.mcl:3:21: type error: fmt.printf %d: expected int, got str"
 
