@@ -357,6 +357,39 @@ def test_exec_empty_strings_mean_not_set_as_in_mgmt(tmp_path: Path) -> None:
     assert (tmp_path / "ran").exists()
 
 
+async def test_exec_watchfiles_counts_its_directory_appearing_not_higher_ones(
+    tmp_path: Path,
+) -> None:
+    """`watchfiles: [a/b/trigger]` with `a`, `a/b` and the file made by hand ran 3 times: as in
+    mgmt's recwatch, `a/b` appearing (the file's own directory) is an event, `a` is not; the
+    file's removal (rm -rf a) is one, its directories going with it are not."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: deep
+        resources:
+          exec:
+            - name: deep
+              cmd: /bin/true
+              watchfiles: [TMP/a/b/trigger]
+        """,
+    )
+    ran, skipped = "exec[deep]: ran: /bin/true", "a directory above changed: no event"
+    async with Daemon(["run", "--tmp-prefix", "--verbose", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log(ran)  # the startup event
+        (tmp_path / "a").mkdir()
+        await daemon.wait_log(skipped)
+        (tmp_path / "a/b").mkdir()
+        await daemon.wait_log(ran, count=2)
+        (tmp_path / "a/b/trigger").touch()
+        await daemon.wait_log(ran, count=3)
+        await asyncio.to_thread(subprocess.run, ["rm", "-rf", str(tmp_path / "a")], check=True)
+        await daemon.wait_log(ran, count=4)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+    assert sum(ran in line for line in daemon.lines) == 4, daemon.log
+
+
 def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
