@@ -31,7 +31,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.params import EMPTY_IS_UNSET, parse_int, show
 from engine.resource import UID, Edgeable, Refreshable, Resource, register
-from engine.stopgate import Interrupted
+from engine.stopgate import Interrupted, interrupted
 from engine.watcher import PathWatcher
 from resources._lib import ids
 from resources._lib.events import Source, run_all
@@ -397,6 +397,11 @@ class ExecRes(Refreshable, Edgeable, Resource):
                     code = await self._finish(proc, readers)
             except TimeoutError:
                 raise ResourceError(f"{what} timed out after {self.timeout}s: killed") from None
+            except asyncio.CancelledError:
+                if self.handle.stopping:  # a forced stop: the stop's summary names it too
+                    self.handle.logger.info("%s killed (a forced stop): not done", what)
+                    interrupted()
+                raise
             finally:
                 unregister()
         if signalled:
