@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -1009,6 +1010,30 @@ def test_misspelled_env_variable_is_named_with_the_nearest(tmp_path: Path) -> No
     ):
         code, out = run_mgmt(args, env={"MGMT_PERFIX": "/elsewhere"})
         assert code == 2 and out.count(perfix) == 1, (args, out)
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_misspelled_env_warning_is_a_json_line_with_log_format_json(
+    tmp_path: Path, how: str
+) -> None:
+    """Said before logging starts, it was plain text among JSON lines: with json (the flag
+    or MGMT_LOG_FORMAT), it is one JSON line like the others."""
+    graph = graph_file(tmp_path, HELLO)
+    args = ["run", "--converged-timeout=0", "--tmp-prefix", str(graph)]
+    env = {"MGMT_CONVERGED_TIMOUT": "5"}
+    if how == "flag":
+        args.insert(1, "--log-format=json")
+    else:
+        env["MGMT_LOG_FORMAT"] = "json"
+    code, out = run_mgmt(args, env=env)
+    assert code == 0, out
+    lines = [json.loads(line) for line in out.splitlines()]  # every line is JSON
+    warnings = [line for line in lines if "MGMT_CONVERGED_TIMOUT" in line["message"]]
+    assert [(w["level"], w["logger"]) for w in warnings] == [("warning", "main")], out
+    assert warnings[0]["message"] == (
+        "MGMT_CONVERGED_TIMOUT is not a variable mgmt reads (ignored): "
+        "did you mean MGMT_CONVERGED_TIMEOUT?"
+    )
 
 
 def test_every_mgmt_variable_read_is_known() -> None:
