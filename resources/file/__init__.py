@@ -37,7 +37,7 @@ from resources._lib.ids import (
     resolve_uid,
 )
 from resources._lib.named import or_name
-from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
+from resources._lib.plan import Step, apply_steps, describe, in_thread, nothing_to_do
 from resources._lib.spare import Spare
 from resources.file.extras import plan_purge, read_fragments, selinux_steps
 from resources.file.extras import selinux_enabled as selinux_enabled
@@ -305,7 +305,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                         return False
                 where, steps = await self._plan(held, watcher, found)
             except OSError as err:
-                raise ResourceError(f"cannot inspect {self._fs_path}: {err}") from err
+                raise ResourceError(f"cannot inspect {self._fs_path}: {describe(err)}") from err
             finally:
                 if watcher is not None:
                     watcher.observed()  # the check failed before it looked: the watcher looks
