@@ -81,7 +81,9 @@ class Work:
         self._gate = gate
         self.begun = False
         self.over = False  # the check_apply returned: what it left behind is not gated
-        self.interrupted = False  # it ended Interrupted (the engine's stop names it)
+        # It ended Interrupted, or was cancelled in the middle of its work (interrupted()):
+        # the engine's stop names it.
+        self.interrupted = False
         self.stopping = False  # its vertex stops (a swap removed or replaced it)
 
     # Gate.work()'s context (a class, not a generator's: one per check_apply)
@@ -118,6 +120,14 @@ class Work:
 
 
 _WORK: contextvars.ContextVar[Work | None] = contextvars.ContextVar("engine_work", default=None)
+
+
+def interrupted() -> None:
+    """The running check_apply's work is cut short by a forced stop's cancellation (exec's
+    command killed): the engine's stop names it, as one that ended Interrupted."""
+    work = _WORK.get()
+    if work is not None:
+        work.interrupted = True
 
 
 class Gate:

@@ -149,10 +149,11 @@ OTHER_ENV = frozenset(
 _WARNED: list[bool] = []  # [True] once it ran: the thin deploy's fallback to the CLI says it once
 
 
-def warn_misspelled_env() -> None:
+def warn_misspelled_env(log_format: str = "text") -> None:
     """One line per MGMT_ variable of the environment that mgmt does not read but that is close
     to one it reads (`MGMT_CONVERGED_TIMOUT`): a typo would otherwise be ignored silently. Any
-    other MGMT_ name is left alone: a program may read it (`sys.getenv`). Once per process."""
+    other MGMT_ name is left alone: a program may read it (`sys.getenv`). Once per process.
+    Said before logging is set up: with `log_format` "json", as a JSON line like the log's."""
     if _WARNED:
         return
     _WARNED.append(True)
@@ -165,9 +166,14 @@ def warn_misspelled_env() -> None:
     names = sorted(known)
     for name in unknown:
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
-        if close:
-            print(
-                f"mgmt: warning: {name} is not a variable mgmt reads (ignored): did you mean "
-                f"{close[0]}?",
-                file=sys.stderr,
-            )
+        if not close:
+            continue
+        text = f"{name} is not a variable mgmt reads (ignored): did you mean {close[0]}?"
+        if log_format == "json":
+            import logging
+
+            from mgmt.log import JsonFormatter
+
+            print(JsonFormatter().plain_line(logging.WARNING, "main", text), file=sys.stderr)
+        else:
+            print(f"mgmt: warning: {text}", file=sys.stderr)

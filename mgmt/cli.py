@@ -222,12 +222,12 @@ def parse(argv: list[str]) -> Config:
     """argv (without the program name) -> Config; exits 2 on a usage error."""
     if not argv or argv[0] != "run":
         build_parser().parse_args(argv[:1])  # --help, --version, or a usage error (exit 2)
-    warn_misspelled_env()
     plain = _plain_run_args(argv[1:])
     if plain is None:
         args = build_run_parser().parse_intermixed_args(argv[1:])
         plain = {f.name: getattr(args, f.name) for f in option_fields()}, args.target, args.execute
     values, target, code = plain
+    warn_misspelled_env(values["log_format"])  # a line of the format the log will have
     file: Path | None = None
     if code is not None and target != ["puppet"]:
         _usage_error("-e CODE is for Puppet code: `mgmt run [flags] puppet -e CODE`")

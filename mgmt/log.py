@@ -127,6 +127,14 @@ class JsonFormatter(logging.Formatter):
         level = logging.getLevelName(logging.INFO).lower()  # a record's levelname
         return self._line(when, level, logger, kind, name, message, None)
 
+    def plain_line(self, level: int, logger: str, message: str) -> str:
+        """The line of a record of `logger` at `level` made now, for what is said before
+        logging is set up (mgmt.warn_misspelled_env)."""
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(time.time()))
+        return self._line(
+            when, logging.getLevelName(level).lower(), logger, None, None, message, None
+        )
+
     @staticmethod
     def _line(  # noqa: PLR0917 (the line's fields)
         when: str,

@@ -31,7 +31,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.params import EMPTY_IS_UNSET, parse_int, show
 from engine.resource import UID, Edgeable, Refreshable, Resource, register
-from engine.stopgate import Interrupted
+from engine.stopgate import Interrupted, interrupted
 from engine.watcher import PathWatcher
 from resources._lib import ids
 from resources._lib.events import Source, run_all
@@ -333,8 +333,19 @@ class ExecRes(Refreshable, Edgeable, Resource):
         await self.handle.event()
 
     async def _watch_files(self, watcher: PathWatcher) -> None:
+        """One event per change to a watched path or in its own directory, as mgmt's recwatch
+        (util/recwatch/recwatch.go), which sends one for the path's direct parent appearing
+        but not for the directories above it, nor for the parent's removal with no file in
+        it. So a change is not an event when, for every path, its directory is missing and
+        the path itself was missing at the last look (only directories above it changed)."""
+        paths = watcher.paths
+        seen = await asyncio.to_thread(_look, paths)
         async for _ in watcher:
-            await self._event()
+            before, seen = seen, await asyncio.to_thread(_look, paths)
+            if any(now[0] or then[1] for now, then in zip(seen, before, strict=True)):
+                await self._event()
+            else:
+                self.handle.logger.debug("watchfiles: a directory above changed: no event")
 
     async def _watch_cmd(self, proc: asyncio.subprocess.Process) -> None:
         """One event per line of `watchcmd`; its exit (any code) fails the watch."""
@@ -386,6 +397,11 @@ class ExecRes(Refreshable, Edgeable, Resource):
                     code = await self._finish(proc, readers)
             except TimeoutError:
                 raise ResourceError(f"{what} timed out after {self.timeout}s: killed") from None
+            except asyncio.CancelledError:
+                if self.handle.stopping:  # a forced stop: the stop's summary names it too
+                    self.handle.logger.info("%s killed (a forced stop): not done", what)
+                    interrupted()
+                raise
             finally:
                 unregister()
         if signalled:
@@ -520,6 +536,11 @@ def _newer_than(paths: list[str], stamp: Path) -> str | None:
         if mtime > since:
             return f"{path} changed since the last run" if since >= 0 else "no run recorded yet"
     return None
+
+
+def _look(paths: list[str]) -> list[tuple[bool, bool]]:
+    """For each of `paths`: whether its directory exists, whether it exists (a link counts)."""
+    return [(os.path.isdir(os.path.dirname(p)), os.path.lexists(p)) for p in paths]
 
 
 def _stamp(stamp: Path, started: int) -> None:

@@ -152,8 +152,10 @@ class GsettingsRes(Resource):
             label=f"gsettings get {schema} {key}",
         )
         have = out.strip()
+        # The key, unless the resource's name is it (every line already starts with the name).
+        target = "" if self.name == f"{schema} {key}" else f"{schema} {key} "
         if have == wanted:
-            return nothing_to_do(self.handle, f"{schema} {key} is {wanted}")
+            return nothing_to_do(self.handle, f"{target or 'the value '}is {wanted}")
         setter = self._as_user([self._tool(), "set", schema, key, wanted])
         # One `gsettings set` at a time per user: with a file backend (GLib's keyfile) each
         # one reads the whole file, changes its key and writes it all back, so two at once
@@ -161,9 +163,7 @@ class GsettingsRes(Resource):
         lock = tool_lock(self.handle.shared, f"gsettings:{self.user or ''}")
         run = _runner(setter, self._env(), f"gsettings set {schema} {key}", lock)
         step = Step(
-            f"set {schema} {key} to {wanted} (now {have})",
-            f"{schema} {key} set to {wanted} (was {have})",
-            run,
+            f"set {target}to {wanted} (now {have})", f"{target}set to {wanted} (was {have})", run
         )
         await apply_steps(self.handle, [step], apply)
         return False

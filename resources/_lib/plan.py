@@ -45,9 +45,11 @@ async def apply_steps(
     apply: bool,
     *,
     errors: tuple[type[BaseException], ...] = (),
+    explain: Callable[[BaseException], str] | None = None,
 ) -> None:
     """Log "would ..." for each step (apply False), or do it and log it (apply True). An
-    exception of a type in `errors` becomes ResourceError("could not <would>: <error>")."""
+    exception of a type in `errors` becomes ResourceError("could not <would>: <error>"), the
+    error as `explain` (default: describe) tells it."""
     for step in steps:
         if not apply:
             handle.logger.info("would %s", step.would)
@@ -59,10 +61,24 @@ async def apply_steps(
                 handle.logger.info("%s", step.done)  # cancelled once done (a forced stop)
             raise
         except errors as err:
-            raise ResourceError(f"could not {step.would}: {err}") from err
+            raise ResourceError(f"could not {step.would}: {(explain or describe)(err)}") from err
         done = result if isinstance(result, str) else step.done
         if done:
             handle.logger.info("%s", done)
+
+
+def describe(err: BaseException) -> str:
+    """An error as a user reads it: an OSError's text without the names only the agent knows
+    (a descriptor's /proc/self/fd/N, a temp name or any name relative to an open directory);
+    the message it goes in names the user's path ("could not create /x/y")."""
+    if not isinstance(err, OSError) or not err.strerror:
+        return str(err)
+    names = [repr(name) for name in (err.filename, err.filename2) if _shown(name)]
+    return f"{err.strerror}: {' -> '.join(names)}" if names else err.strerror
+
+
+def _shown(name: object) -> bool:
+    return isinstance(name, str) and name.startswith("/") and not name.startswith("/proc/")
 
 
 def nothing_to_do(handle: Handle, why: str | Callable[[], str]) -> bool:

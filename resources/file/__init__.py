@@ -37,7 +37,7 @@ from resources._lib.ids import (
     resolve_uid,
 )
 from resources._lib.named import or_name
-from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
+from resources._lib.plan import Step, apply_steps, describe, in_thread, nothing_to_do
 from resources._lib.spare import Spare
 from resources.file.extras import plan_purge, read_fragments, selinux_steps
 from resources.file.extras import selinux_enabled as selinux_enabled
@@ -305,7 +305,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                         return False
                 where, steps = await self._plan(held, watcher, found)
             except OSError as err:
-                raise ResourceError(f"cannot inspect {self._fs_path}: {err}") from err
+                raise ResourceError(f"cannot inspect {self._fs_path}: {describe(err)}") from err
             finally:
                 if watcher is not None:
                     watcher.observed()  # the check failed before it looked: the watcher looks
@@ -316,11 +316,15 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 self._prior = where.observe()
             if apply and watcher is not None:
                 with watcher.changing():  # its own changes' events: not a change to check
-                    await apply_steps(self.handle, steps, apply, errors=(OSError,))
+                    await apply_steps(
+                        self.handle, steps, apply, errors=(OSError,), explain=where.explain
+                    )
                     if not self._refused and watcher.settle():
                         await self._look_again(held, watcher)
             else:
-                await apply_steps(self.handle, steps, apply, errors=(OSError,))
+                await apply_steps(
+                    self.handle, steps, apply, errors=(OSError,), explain=where.explain
+                )
         if self._refused:  # the rest of the tree was repaired: it fails, naming what was not
             more = len(self._refused) - REFUSED_NAMED
             raise ResourceError(
@@ -484,7 +488,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             try:
                 step.run()
             except OSError as err:
-                raise ResourceError(f"could not {step.would}: {err}") from err
+                raise ResourceError(f"could not {step.would}: {where.explain(err)}") from err
             done.append(step.done)
         return None
 

@@ -18,7 +18,7 @@ from resources._lib.ids import (
     group_name,
     user_name,
 )
-from resources._lib.plan import Step
+from resources._lib.plan import Step, describe
 from resources._lib.plan import in_thread as _in_thread
 
 CHUNK = 1 << 20  # read/copy block size
@@ -196,6 +196,21 @@ class Where:
         return _prior(self.fd, self.name)
 
     # changing
+
+    def explain(self, err: BaseException) -> str:
+        """A change's failure as the user reads it (plan.describe), or that the directory the
+        change was made in was removed meanwhile (an rm -rf racing with a repair: the kernel
+        then answers EPERM or ENOENT about names of ours)."""
+        try:
+            gone = os.fstat(self.fd).st_nlink == 0
+        except OSError:
+            gone = False
+        if not gone:
+            return describe(err)
+        here = os.path.dirname(self.path)
+        for _ in self.missing:
+            here = os.path.dirname(here)
+        return f"directory {here} vanished while writing"
 
     def parent_steps(self) -> list[Step]:
         """Creating the missing parent directories, outermost first."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -355,6 +356,41 @@ def test_exec_empty_strings_mean_not_set_as_in_mgmt(tmp_path: Path) -> None:
     )
     assert code == 0, out
     assert (tmp_path / "ran").exists()
+
+
+async def test_exec_watchfiles_counts_its_directory_appearing_not_higher_ones(
+    tmp_path: Path,
+) -> None:
+    """`watchfiles: [a/b/trigger]` with `a`, `a/b` and the file made by hand ran 3 times: as in
+    mgmt's recwatch, `a/b` appearing (the file's own directory) is an event, `a` is not; the
+    file's removal (rm -rf a) is one, its directories going with it are not."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: deep
+        resources:
+          exec:
+            - name: deep
+              cmd: /bin/true
+              watchfiles: [TMP/a/b/trigger]
+        """,
+    )
+    ran, skipped = "exec[deep]: ran: /bin/true", "a directory above changed: no event"
+    async with Daemon(["run", "--tmp-prefix", "--verbose", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log(ran)  # the startup event
+        (tmp_path / "a").mkdir()
+        await daemon.wait_log(skipped)
+        (tmp_path / "a/b").mkdir()
+        await daemon.wait_log(ran, count=2)
+        # Renamed in: one event (touch's ATTRIB and its later close of fd 0 may be two wakes).
+        (tmp_path / "staged").write_text("go\n")
+        (tmp_path / "staged").rename(tmp_path / "a/b/trigger")
+        await daemon.wait_log(ran, count=3)
+        await asyncio.to_thread(subprocess.run, ["rm", "-rf", str(tmp_path / "a")], check=True)
+        await daemon.wait_log(ran, count=4)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+    assert sum(ran in line for line in daemon.lines) == 4, daemon.log
 
 
 def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:
@@ -976,6 +1012,30 @@ def test_misspelled_env_variable_is_named_with_the_nearest(tmp_path: Path) -> No
     ):
         code, out = run_mgmt(args, env={"MGMT_PERFIX": "/elsewhere"})
         assert code == 2 and out.count(perfix) == 1, (args, out)
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_misspelled_env_warning_is_a_json_line_with_log_format_json(
+    tmp_path: Path, how: str
+) -> None:
+    """Said before logging starts, it was plain text among JSON lines: with json (the flag
+    or MGMT_LOG_FORMAT), it is one JSON line like the others."""
+    graph = graph_file(tmp_path, HELLO)
+    args = ["run", "--converged-timeout=0", "--tmp-prefix", str(graph)]
+    env = {"MGMT_CONVERGED_TIMOUT": "5"}
+    if how == "flag":
+        args.insert(1, "--log-format=json")
+    else:
+        env["MGMT_LOG_FORMAT"] = "json"
+    code, out = run_mgmt(args, env=env)
+    assert code == 0, out
+    lines = [json.loads(line) for line in out.splitlines()]  # every line is JSON
+    warnings = [line for line in lines if "MGMT_CONVERGED_TIMOUT" in line["message"]]
+    assert [(w["level"], w["logger"]) for w in warnings] == [("warning", "main")], out
+    assert warnings[0]["message"] == (
+        "MGMT_CONVERGED_TIMOUT is not a variable mgmt reads (ignored): "
+        "did you mean MGMT_CONVERGED_TIMEOUT?"
+    )
 
 
 def test_every_mgmt_variable_read_is_known() -> None:

@@ -128,6 +128,10 @@ LOGS = {
     "svc.yaml": "svc[ssh]: started ssh.service",
     "cron.yaml": "cron[mgmt-tmp-cleanup]: started mgmt-tmp-cleanup.timer",
     "hostname.yaml": "hostname[web1]: static hostname set to 'web1'",
+    # The key only where the name is not it (the name starts every line).
+    "gsettings.yaml": (
+        "gsettings[org.gnome.desktop.interface clock-show-seconds]: set to true (was false)"
+    ),
     "kv.yaml": "kv[app-version]: app/version set to '1.4.2'",
     "json-edit-etcd.yaml": "json:edit[inventory]: edited etcd:///inventory/hosts: ",
     "net.yaml": "net[mgmt-example0]: would configure mgmt-example0 (there is no interface",

@@ -112,6 +112,8 @@ def test_gsettings_keys_set_at_once_in_one_keyfile_are_all_kept(tmp_path: Path) 
     code, out = run_mgmt(args, env=env)
     assert code == 0, out
     assert out.count(" set to ") == len(GSETTINGS), out  # each key set once, none lost
+    for key, (_, _, printed) in GSETTINGS.items():  # the name is the key: not said twice
+        assert f"gsettings[org.gnome.desktop.interface {key}]: set to {printed} (was " in out
     for key, (_, _, printed) in GSETTINGS.items():
         get = ["gsettings", "get", "org.gnome.desktop.interface", key]
         environ = {**os.environ, **env}

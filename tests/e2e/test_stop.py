@@ -86,7 +86,8 @@ async def test_a_graceful_stop_sends_a_running_exec_its_sig(
     """mgmt's examples/lang/exec-sig.mcl, its `sleep` a `cat` of a FIFO that the test ends: the
     first Ctrl-C sends the command `sig` (SIGTERM by default, which ends it) and its run is
     not done (no donecmd, whatever its exit code), as mgmt's exec when its context is
-    cancelled; a second one kills it (a forced stop, exit 1)."""
+    cancelled; a second one kills it (a forced stop, exit 1), and the stop's summary names it
+    either way."""
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     code = EXEC_SIG.replace("FIFO", str(fifo))
@@ -113,5 +114,9 @@ async def test_a_graceful_stop_sends_a_running_exec_its_sig(
         undone = "stopped: 1 of 1 resources left undone (exec[hi] interrupted); the next run"
         assert undone in daemon.log
         assert "check_appl" not in daemon.log.split("stopped: 1 of 1")[1]
+    else:  # the forced stop kills it, and names it too
+        assert "exec[hi]: cmd killed (a forced stop): not done" in daemon.log
+        undone = "stopped: 1 of 1 resources left undone (exec[hi] interrupted); the next run"
+        assert undone in daemon.log
     assert "all done" not in daemon.log and "ran:" not in daemon.log
     assert "failed" not in daemon.log and "Traceback" not in daemon.log
