@@ -155,6 +155,7 @@ class Cluster:
         self.nominee_grace = max(NOMINEE_GRACE, 10 * options.election_ms / 1000)
         self._recheck = asyncio.Event()  # re-read our nomination (set by its watch, and after
         # this host's member was dropped: a nomination that came meanwhile is still ours)
+        self._remembered: list[str] | None = None  # what PEERS_FILE holds (None: not read)
 
     @property
     def serving(self) -> bool:
@@ -482,14 +483,27 @@ class Cluster:
         return why
 
     async def _client_only(self) -> None:
-        """This host's member is not one any more: drop it, stay a client and volunteer."""
+        """This host's member is not one any more: drop it, stay a client and volunteer (of
+        the members it remembers, if it was started without seeds). Knowing none, it keeps its
+        data dir: the only record of the cluster's members, for a restart with --seeds."""
         await self._join_remembered()
-        log.info("this host's etcd member is not one any more; client only")
         self.start_failure = ""  # not a failure: the cluster goes on without it
-        self._drop_member()
+        if self.options.seeds:
+            log.info("this host's etcd member is not one any more; client only")
+            self._drop_member()
+            return
+        log.error(
+            "this host's etcd member was removed from its cluster and this host knows no "
+            "other member (no --seeds, no %s): restart it with --seeds URL (a member's client "
+            "URL) to rejoin; its data dir %s is kept",
+            self.prefix / PEERS_FILE,
+            self.data_dir,
+        )
+        self._drop_member(keep_data=True)
 
-    def _drop_member(self) -> None:
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+    def _drop_member(self, keep_data: bool = False) -> None:
+        if not keep_data:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
         self.member = None
         self.voting = False
         self._nominated = False
@@ -500,8 +514,6 @@ class Cluster:
 
     async def _on_member_ready(self, bootstrap: bool) -> None:
         client = self.client
-        with contextlib.suppress(OSError):  # a member again: its data dir knows the cluster
-            await asyncio.to_thread((self.prefix / PEERS_FILE).unlink, missing_ok=True)
         if bootstrap:
             try:
                 await client.put(IDEAL.encode(), str(self.options.ideal_cluster_size).encode())
@@ -558,6 +570,27 @@ class Cluster:
             self.voting = any(m.name == self.host and not m.is_learner for m in members)
         preferred = own if self.voting and self.member_ready.is_set() else None
         self.client.set_endpoints([*urls, *self.options.seeds], preferred)
+        if self.member_ready.is_set() and any(m.name == self.host for m in members):
+            others = [m for m in members if not m.is_learner and m.name != self.host]
+            await self._remember([u for m in others for u in m.client_urls])
+
+    async def _remember(self, urls: list[str]) -> None:
+        """Keep PEERS_FILE up to date with the other voting members while this host runs one:
+        a crashed host the others removed meanwhile rejoins them through it (its data dir
+        then only says it was removed). None left: the file goes."""
+        if self._remembered is None:
+            self._remembered = await asyncio.to_thread(remembered_peers, self.prefix)
+        if urls == self._remembered:
+            return
+        try:
+            if urls:
+                await asyncio.to_thread(remember_peers, self.prefix, urls)
+            else:
+                await asyncio.to_thread((self.prefix / PEERS_FILE).unlink, missing_ok=True)
+        except (OSError, ResourceError) as err:
+            log.warning("cannot remember the cluster's members in %s: %s", PEERS_FILE, err)
+            return
+        self._remembered = urls
 
     # volunteering -------------------------------------------------------------------------
 
