@@ -51,7 +51,7 @@ from engine import safefs
 from engine.errors import ResourceError, WorldError
 from engine.tasks import TaskSet
 from engine.world import EXPORTED, ROOT, JoinInfo
-from mgmt.cluster import NotAdmitted, identity
+from mgmt.cluster import HostnameTaken, NotAdmitted, identity
 from mgmt.cluster.client import EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
 from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS
@@ -156,6 +156,7 @@ class Cluster:
         self._recheck = asyncio.Event()  # re-read our nomination (set by its watch, and after
         # this host's member was dropped: a nomination that came meanwhile is still ours)
         self._remembered: list[str] | None = None  # what PEERS_FILE holds (None: not read)
+        self._name_ok = asyncio.Event()  # no other agent runs under this host's name
 
     @property
     def serving(self) -> bool:
@@ -201,13 +202,16 @@ class Cluster:
             # Its own member too: after a stop of every host it may hold the only cluster.
             self.client.set_endpoints([*self.options.seeds, *own])
             self._serve(EtcdSpec(self.host, self.data_dir, self.options, "", "existing"), False)
-        self._spawn(self._follow_nominations())
-        self._spawn(self._register())
-        if not self.options.no_server:
-            self._spawn(self._lead())
         connected = await self.client.wait_connected(wait)
         if self.options.identities and not (connected and await self._admitted()):
             self._spawn(self._check_admitted_later())  # said when the cluster answers
+        if connected:
+            await self._check_name()  # HostnameTaken: before this run writes anything
+            self._name_ok.set()
+        self._spawn(self._follow_nominations())
+        self._spawn(self._register(checked=connected))
+        if not self.options.no_server:
+            self._spawn(self._lead())
         if not connected:
             log.error(
                 "no etcd member reachable yet (%s); the local graph runs, cluster "
@@ -215,6 +219,41 @@ class Cluster:
                 self.client.last_error or "connecting",
             )
         return connected
+
+    async def _check_name(self) -> None:
+        """HostnameTaken if another agent runs under this host's name: its liveness key is
+        bound to a lease that is renewed. A key left by this host's agent that crashed is not
+        (it goes when its lease expires, within its TTL: waited for, on a watch)."""
+        key = (HOSTS + self.host).encode()
+        try:
+            lease = await self.client.lease_of(key)
+            left = await self.client.lease_left(lease) if lease else -1
+            if not lease or left < 0:
+                return
+            changed = asyncio.Event()
+            unsubscribe = await self.client.subscribe(key, changed.set)
+            try:
+                if await self.client.lease_of(key) != lease:
+                    return  # expired (or taken again) meanwhile
+                log.info(
+                    "%s's liveness key is held (%ds left): waiting for it to expire (an agent "
+                    "of this host that crashed) or be renewed (another agent under this name)",
+                    self.host,
+                    left,
+                )
+                with contextlib.suppress(TimeoutError):  # not renewed: gone within `left` s
+                    async with asyncio.timeout(left + 1 + self.options.call_timeout):
+                        await changed.wait()
+            finally:
+                await unsubscribe()
+            if await self.client.lease_of(key) != lease:
+                return
+        except WorldError as err:
+            log.debug("checking this host's name: %s", err)
+            return
+        raise HostnameTaken(
+            f"host {self.host} is alive in the cluster: another agent runs under this name"
+        )
 
     async def _admitted(self) -> bool:
         """Per-host identities: True if etcd takes this host's certificate as a user, False if
@@ -594,9 +633,19 @@ class Cluster:
 
     # volunteering -------------------------------------------------------------------------
 
-    async def _register(self) -> None:
+    async def _register(self, checked: bool) -> None:
         """Hold a lease and, bound to it, this host's liveness key (every agent) and volunteer
-        key (unless --no-server); renew until stopped."""
+        key (unless --no-server); renew until stopped. Not `checked` at start (the cluster was
+        out of reach): its name is checked first, once it is reachable; taken, this host does
+        not register (said, an error: the run goes on, its cluster features stay off)."""
+        if not checked:
+            await self.client.connected.wait()
+            try:
+                await self._check_name()
+            except HostnameTaken as err:
+                log.error("%s; this host stays out of the cluster", err)
+                return
+            self._name_ok.set()
 
         async def on_lease(lease: int) -> None:
             self._lease = lease
@@ -620,6 +669,7 @@ class Cluster:
 
     async def _follow_nominations(self) -> None:
         """React to our own nomination (start or stop a member) and to membership changes."""
+        await self._name_ok.wait()  # (another agent's nomination is not ours)
         async with self._subscribe(NOMINATED, prefix=True, signal=self._recheck.set):
             while True:
                 self._recheck.clear()
