@@ -18,7 +18,11 @@ agent a client of any core member.
   so the last voter always stays (removing every voter makes a data dir etcd can never start
   again: `panic: removed all voters`). A host that left remembers the members it left behind
   (`<prefix>/cluster-peers.json`) and, restarted without a data dir, joins them (even without
-  `--seeds`) instead of starting a new cluster.
+  `--seeds`) instead of starting a new cluster. A member keeps that file up to date while it
+  runs: a host that crashed and was removed meanwhile (its restarted etcd says so) joins them
+  too; knowing none, it keeps its data dir (the only record of them) and says so.
+- Another agent alive under this host's name (its liveness key held and renewed) refuses the
+  run at start, before it writes anything (HostnameTaken).
 - A data dir etcd panics on at start is moved aside (`<prefix>/etcd.unusable-<time>`, kept
   for a manual recovery); the host then joins (seeds or remembered members) or, with neither,
   starts a new cluster.
@@ -39,6 +43,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -67,7 +72,8 @@ PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (E
 # together must not all remove themselves (the last voter stays).
 LEAVING = ROOT + "leaving"
 LEAVE_WAIT = 10.0  # seconds a stopping host waits for its turn to leave (then it stays)
-PEERS_FILE = "cluster-peers.json"  # in the prefix: the members a host left behind
+PEERS_FILE = "cluster-peers.json"  # in the prefix: the other members a host knew last
+AGENT_ID_FILE = "cluster-agent-id"  # in the prefix: its agent's id, in its liveness key
 
 
 def remembered_peers(prefix: Path) -> list[str]:
@@ -82,6 +88,18 @@ def remembered_peers(prefix: Path) -> list[str]:
 def remember_peers(prefix: Path, urls: list[str]) -> None:
     """Write them (atomically, 0600 like everything in the prefix)."""
     safefs.write_file(str(prefix / PEERS_FILE), (json.dumps(urls) + "\n").encode(), 0o600)
+
+
+def agent_id(prefix: Path) -> bytes:
+    """The id of the agent at `prefix` (made at its first clustered start, then kept)."""
+    path = prefix / AGENT_ID_FILE
+    with contextlib.suppress(OSError):
+        found = path.read_bytes().strip()
+        if len(found) == 32:
+            return found
+    made = os.urandom(16).hex().encode()
+    safefs.write_file(str(path), made + b"\n", 0o600)
+    return made
 
 
 def move_aside(data_dir: Path) -> Path:
@@ -157,6 +175,7 @@ class Cluster:
         # this host's member was dropped: a nomination that came meanwhile is still ours)
         self._remembered: list[str] | None = None  # what PEERS_FILE holds (None: not read)
         self._name_ok = asyncio.Event()  # no other agent runs under this host's name
+        self._agent_id = b""  # this prefix's agent (AGENT_ID_FILE), read at start
 
     @property
     def serving(self) -> bool:
@@ -185,6 +204,10 @@ class Cluster:
                 log.error("cluster TLS: %s", err)  # the client cannot connect: said again there
         has_data = has_member(self.data_dir)
         own = self.options.advertise_client_urls
+        try:
+            self._agent_id = await asyncio.to_thread(agent_id, self.prefix)
+        except (OSError, ResourceError) as err:
+            log.warning("cannot keep this agent's id in %s: %s", self.prefix, err)
         if not has_data and not self.options.no_server:
             await self._join_remembered()
         if not self.options.seeds:
@@ -221,39 +244,44 @@ class Cluster:
         return connected
 
     async def _check_name(self) -> None:
-        """HostnameTaken if another agent runs under this host's name: its liveness key is
-        bound to a lease that is renewed. A key left by this host's agent that crashed is not
-        (it goes when its lease expires, within its TTL: waited for, on a watch)."""
+        """HostnameTaken if another agent runs under this host's name. The liveness key holds
+        the id of the agent that wrote it (`<prefix>/AGENT_ID_FILE`): ours, it is this prefix's
+        agent's from an earlier run, which crashed (the prefix's lock says none runs now).
+        Another's: waited for until its lease expires (an agent elsewhere that crashed, or of
+        an older version) or outlives its time left (renewed: that agent is alive)."""
         key = (HOSTS + self.host).encode()
+        loop = asyncio.get_running_loop()
         try:
+            if await self.client.get(key) in (None, self._agent_id):
+                return
             lease = await self.client.lease_of(key)
             left = await self.client.lease_left(lease) if lease else -1
             if not lease or left < 0:
                 return
+            log.info(
+                "%s's liveness key is held by another agent (%ds left): waiting for it to "
+                "expire (that agent crashed) or be renewed (it runs)",
+                self.host,
+                left,
+            )
+            deadline = loop.time() + left + 1 + self.options.call_timeout
             changed = asyncio.Event()
             unsubscribe = await self.client.subscribe(key, changed.set)
             try:
-                if await self.client.lease_of(key) != lease:
-                    return  # expired (or taken again) meanwhile
-                log.info(
-                    "%s's liveness key is held (%ds left): waiting for it to expire (an agent "
-                    "of this host that crashed) or be renewed (another agent under this name)",
-                    self.host,
-                    left,
-                )
-                with contextlib.suppress(TimeoutError):  # not renewed: gone within `left` s
-                    async with asyncio.timeout(left + 1 + self.options.call_timeout):
-                        await changed.wait()
+                while await self.client.lease_of(key) == lease:
+                    if loop.time() >= deadline:
+                        raise HostnameTaken(
+                            f"host {self.host} is alive in the cluster: another agent runs "
+                            "under this name"
+                        )
+                    changed.clear()
+                    with contextlib.suppress(TimeoutError):  # not renewed: gone by then
+                        async with asyncio.timeout(deadline - loop.time()):
+                            await changed.wait()
             finally:
                 await unsubscribe()
-            if await self.client.lease_of(key) != lease:
-                return
         except WorldError as err:
             log.debug("checking this host's name: %s", err)
-            return
-        raise HostnameTaken(
-            f"host {self.host} is alive in the cluster: another agent runs under this name"
-        )
 
     async def _admitted(self) -> bool:
         """Per-host identities: True if etcd takes this host's certificate as a user, False if
@@ -649,7 +677,7 @@ class Cluster:
 
         async def on_lease(lease: int) -> None:
             self._lease = lease
-            await self.client.put((HOSTS + self.host).encode(), b"", lease=lease)
+            await self.client.put((HOSTS + self.host).encode(), self._agent_id, lease=lease)
             await self._put_volunteer()
 
         await self.client.keep_leased(self.options.lease_ttl, on_lease)
