@@ -73,6 +73,7 @@ PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (E
 LEAVING = ROOT + "leaving"
 LEAVE_WAIT = 10.0  # seconds a stopping host waits for its turn to leave (then it stays)
 PEERS_FILE = "cluster-peers.json"  # in the prefix: the other members a host knew last
+URLS_FILE = "cluster-urls.json"  # in the prefix: the URLs its agent reaches the cluster at
 AGENT_ID_FILE = "cluster-agent-id"  # in the prefix: its agent's id, in its liveness key
 
 
@@ -88,6 +89,18 @@ def remembered_peers(prefix: Path) -> list[str]:
 def remember_peers(prefix: Path, urls: list[str]) -> None:
     """Write them (atomically, 0600 like everything in the prefix)."""
     safefs.write_file(str(prefix / PEERS_FILE), (json.dumps(urls) + "\n").encode(), 0o600)
+
+
+def agent_urls(prefix: Path) -> list[str]:
+    """The client URLs the agent at `prefix` reaches the cluster at (its own member's, its
+    seeds, and the other members it knew last): the default seeds of `mgmt status
+    --cluster` and `mgmt deploy` given that prefix. [] if no agent there ran a cluster."""
+    try:
+        urls = json.loads((prefix / URLS_FILE).read_text())
+    except (OSError, ValueError):
+        urls = []
+    found = [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
+    return list(dict.fromkeys([*found, *remembered_peers(prefix)]))
 
 
 def agent_id(prefix: Path) -> bytes:
@@ -210,6 +223,13 @@ class Cluster:
             log.warning("cannot keep this agent's id in %s: %s", self.prefix, err)
         if not has_data and not self.options.no_server:
             await self._join_remembered()
+        urls = json.dumps(list(dict.fromkeys([*own, *self.options.seeds]))) + "\n"
+        try:  # for `mgmt status --cluster --prefix` and `mgmt deploy --prefix`, without --seeds
+            await asyncio.to_thread(
+                safefs.write_file, str(self.prefix / URLS_FILE), urls.encode(), 0o600
+            )
+        except (OSError, ResourceError) as err:
+            log.warning("cannot write %s: %s", self.prefix / URLS_FILE, err)
         if not self.options.seeds:
             self.client.set_endpoints(own, preferred=own[0])
             initial = "" if has_data else self._initial_self()

@@ -721,3 +721,38 @@ async def test_a_second_agent_under_a_live_hosts_name_is_refused(tmp_path: Path)
                 await changed.wait()
             await unsubscribe()
 
+
+async def test_status_and_deploy_list_find_the_cluster_through_the_agents_prefix(
+    tmp_path: Path,
+) -> None:
+    """`mgmt status --cluster --prefix DIR` and `mgmt deploy --list --prefix DIR` without
+    --seeds reach the cluster at the URLs the agent at DIR wrote there (cluster-urls.json: a
+    client-only host's seeds too), not only https://127.0.0.1:2379; a prefix without them
+    says which URLs were tried and why."""
+    h1, h2 = Host("h1", tmp_path), Host("h2", tmp_path)
+    h2.extra_args = ["--no-server"]  # a client: only its seeds serve
+    for host in (h1, h2):
+        host.graph.write_text("graph: g\nresources: {}\n")
+    async with fleet([h1, h2]):
+        await h1.start()
+        await h2.start([h1])
+        for host in (h1, h2):
+            assert host.daemon is not None
+            await host.daemon.wait_log("converged", timeout=30)
+        for host in (h1, h2):
+            prefix = ["--prefix", str(tmp_path / host.name / "prefix")]
+            code, text = await asyncio.to_thread(run_mgmt, ["status", "--cluster", *prefix])
+            assert code == 0 and re.search(r"^h1 ", text, re.M), text
+            assert re.search(r"^h2 ", text, re.M), text
+            code, text = await asyncio.to_thread(run_mgmt, ["deploy", "--list", *prefix])
+            assert code == 0, text
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o700)
+    tls = ["--tls-ca", str(h1.ca_dir / "ca.pem")]
+    tls += ["--tls-cert", str(tmp_path / "h1/prefix/cluster-tls/host.pem")]
+    tls += ["--tls-key", str(tmp_path / "h1/prefix/cluster-tls/host.key")]
+    code, text = await asyncio.to_thread(
+        run_mgmt, ["status", "--cluster", "--prefix", str(empty), *tls], 30
+    )
+    assert code == 1, text
+    assert f"no etcd member reachable at https://127.0.0.1:2379 (no agent's URLs in {empty}" in text
