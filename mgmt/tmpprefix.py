@@ -25,6 +25,9 @@ from engine.safefs import closing
 
 PREFIX = "mgmt-"
 LOCK = ".mgmt-run.lock"
+# An agent's lock on a prefix of its own: another name, so that a sweep never takes a stopped
+# agent's prefix named like ours (`--prefix /tmp/mgmt-test`) for a killed run's leftovers.
+AGENT_LOCK = ".mgmt-agent.lock"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -103,18 +106,18 @@ class PrefixBusy(MgmtError):
 
 
 def hold_prefix(path: Path) -> int:
-    """Lock path/LOCK (made if missing) for the agent's life, as a temporary prefix is: one
+    """Lock path/AGENT_LOCK (made if missing) for the agent's life, as a temporary prefix is: one
     agent per prefix (its status socket, per-resource state and etcd data are its own). The
     descriptor holds it; the kernel drops it when the agent dies, even by SIGKILL. PrefixBusy
     (naming the other agent's pid, written in the file) if another agent holds it. `path`
     exists and is private already (safefs.private_dir)."""
     with closing(os.open(path, _DIR)) as dir_fd:
         fd = os.open(
-            LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
+            AGENT_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
         )
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise PrefixBusy(f"{path / LOCK} is not a regular file")
+            raise PrefixBusy(f"{path / AGENT_LOCK} is not a regular file")
         _lock_as_ours(fd)
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
