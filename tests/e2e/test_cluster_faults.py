@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from mgmt.cluster.client import Member
+from mgmt.cluster.cluster import has_member
 from mgmt.cluster.world import EtcdWorld
 from tests.e2e.helpers import has_content, wait_path
 from tests.e2e.test_cluster_e2e import (
@@ -141,6 +142,18 @@ async def test_the_first_host_killed_removed_and_restarted_rejoins(tmp_path: Pat
         await wait_dot(h1, holds(*paths), timeout=20)
         assert "failed to start" not in h1.daemon.log
         assert "was removed from its cluster" in h1.daemon.log
+        # Again, its cluster-peers.json deleted: it knows no member, keeps its data dir (the
+        # only record of them) and says so; restarted with --seeds, it rejoins.
+        await h1.kill()
+        await wait_any_log([h2, h3], "member h1 is gone; removing it", timeout=20)
+        await wait_voters([h2, h3], ["h2", "h3"], timeout=10)
+        peers.unlink()
+        await start(h1)
+        await h1.daemon.wait_log("this host knows no other member", timeout=20)
+        assert has_member(h1.root / "h1" / "prefix" / "etcd")
+        await h1.stop()
+        await start(h1, seeds=[h2])
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=30)
 
 
 @pytest.mark.slow
