@@ -44,7 +44,7 @@ from mgmt.sdnotify import Notifier
 from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
 from mgmt.status.server import SOCKET, StatusServer, listen
-from mgmt.tmpprefix import TmpPrefix
+from mgmt.tmpprefix import PrefixBusy, TmpPrefix, hold_prefix
 from mgmt.yamlgraph import GraphFileError, Loaded, digest, load_file, read_limited, reparse
 
 if TYPE_CHECKING:
@@ -179,7 +179,24 @@ async def run(config: Config, given: Loaded | None = None) -> int:
     except (OSError, MgmtError) as err:
         log.error("%s", ValidationError(str(err), "--prefix"))
         return ExitCode.USAGE
-    return await _run(config, given, config.prefix)
+    try:  # and so is a prefix another agent runs with
+        lock = await thread_to_end(lock_prefix, config.prefix, undo=os.close)
+    except PrefixBusy as err:
+        log.error("%s", err)
+        return ExitCode.USAGE
+    except (OSError, MgmtError) as err:
+        log.error("%s", ValidationError(str(err), "--prefix"))
+        return ExitCode.USAGE
+    try:
+        return await _run(config, given, config.prefix)
+    finally:
+        os.close(lock)
+
+
+def lock_prefix(prefix: Path) -> int:
+    """Make the prefix (private) and hold its lock (blocking)."""
+    private_dir(prefix)
+    return hold_prefix(prefix)
 
 
 async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:

@@ -1,4 +1,5 @@
-"""`--tmp-prefix`: a fresh private prefix per run, and the leftovers of killed runs removed.
+"""`--tmp-prefix`: a fresh private prefix per run, and the leftovers of killed runs removed;
+the lock every agent holds on its prefix (`hold_prefix`: one agent per prefix).
 
 A run removes its temporary prefix when it ends, but a run killed with SIGKILL (or by the OOM
 killer, or a power cut) cannot. Each temporary prefix therefore holds a lock file, locked
@@ -19,10 +20,14 @@ import shutil
 import stat
 from pathlib import Path
 
+from engine.errors import MgmtError
 from engine.safefs import closing
 
 PREFIX = "mgmt-"
 LOCK = ".mgmt-run.lock"
+# An agent's lock on a prefix of its own: another name, so that a sweep never takes a stopped
+# agent's prefix named like ours (`--prefix /tmp/mgmt-test`) for a killed run's leftovers.
+AGENT_LOCK = ".mgmt-agent.lock"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -91,9 +96,48 @@ def _hold_lock(path: Path) -> int:
             0o600,
             dir_fd=dir_fd,
         )
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock_as_ours(fd)
         os.rename(tmp, LOCK, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     return fd
+
+
+class PrefixBusy(MgmtError):
+    """Another agent holds the prefix's lock."""
+
+
+def hold_prefix(path: Path) -> int:
+    """Lock path/AGENT_LOCK (made if missing) for the agent's life, as a temporary prefix is: one
+    agent per prefix (its status socket, per-resource state and etcd data are its own). The
+    descriptor holds it; the kernel drops it when the agent dies, even by SIGKILL. PrefixBusy
+    (naming the other agent's pid, written in the file) if another agent holds it. `path`
+    exists and is private already (safefs.private_dir)."""
+    with closing(os.open(path, _DIR)) as dir_fd:
+        fd = os.open(
+            AGENT_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
+        )
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PrefixBusy(f"{path / AGENT_LOCK} is not a regular file")
+        _lock_as_ours(fd)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        who = f"pid {holder}" if holder.isdigit() else "pid unknown"
+        raise PrefixBusy(
+            f"another agent ({who}) runs with --prefix {path}: one agent per prefix (give "
+            "each its own --prefix)"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _lock_as_ours(fd: int) -> None:
+    """flock `fd` (BlockingIOError if held) and write our pid in it (for the one refused)."""
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
 
 def sweep(parent: Path, keep: str = "") -> list[str]:

@@ -32,6 +32,11 @@ class NotAdmitted(ValidationError):
     must be admitted (`mgmt cluster admit HOST`) before it can start."""
 
 
+class HostnameTaken(NotAdmitted):
+    """Another agent runs under this host's name (its liveness key is held and renewed): the
+    run is refused before it writes anything (mgmt.cluster.cluster)."""
+
+
 # Kinds whose presence in a graph needs the cluster.
 CLUSTER_KINDS = frozenset({"kv", "schedule"})
 

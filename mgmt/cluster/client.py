@@ -516,6 +516,15 @@ class EtcdClient:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    async def lease_left(self, lease_id: int) -> int:
+        """The seconds a lease has left (-1: it is gone)."""
+
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.LeaseTimeToLiveRequest(ID=lease_id)
+            return await conn.lease.LeaseTimeToLive(req, **self._opts(conn))
+
+        return int((await self.call("lease time to live", fn)).TTL)
+
     async def lease_revoke(self, lease_id: int) -> None:
         async def fn(conn: _Conn) -> Any:
             return await conn.lease.LeaseRevoke(

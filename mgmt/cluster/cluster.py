@@ -18,7 +18,11 @@ agent a client of any core member.
   so the last voter always stays (removing every voter makes a data dir etcd can never start
   again: `panic: removed all voters`). A host that left remembers the members it left behind
   (`<prefix>/cluster-peers.json`) and, restarted without a data dir, joins them (even without
-  `--seeds`) instead of starting a new cluster.
+  `--seeds`) instead of starting a new cluster. A member keeps that file up to date while it
+  runs: a host that crashed and was removed meanwhile (its restarted etcd says so) joins them
+  too; knowing none, it keeps its data dir (the only record of them) and says so.
+- Another agent alive under this host's name (its liveness key held and renewed) refuses the
+  run at start, before it writes anything (HostnameTaken).
 - A data dir etcd panics on at start is moved aside (`<prefix>/etcd.unusable-<time>`, kept
   for a manual recovery); the host then joins (seeds or remembered members) or, with neither,
   starts a new cluster.
@@ -39,6 +43,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -51,7 +56,7 @@ from engine import safefs
 from engine.errors import ResourceError, WorldError
 from engine.tasks import TaskSet
 from engine.world import EXPORTED, ROOT, JoinInfo
-from mgmt.cluster import NotAdmitted, identity
+from mgmt.cluster import HostnameTaken, NotAdmitted, identity
 from mgmt.cluster.client import EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
 from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS
@@ -67,7 +72,9 @@ PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (E
 # together must not all remove themselves (the last voter stays).
 LEAVING = ROOT + "leaving"
 LEAVE_WAIT = 10.0  # seconds a stopping host waits for its turn to leave (then it stays)
-PEERS_FILE = "cluster-peers.json"  # in the prefix: the members a host left behind
+PEERS_FILE = "cluster-peers.json"  # in the prefix: the other members a host knew last
+URLS_FILE = "cluster-urls.json"  # in the prefix: the URLs its agent reaches the cluster at
+AGENT_ID_FILE = "cluster-agent-id"  # in the prefix: its agent's id, in its liveness key
 
 
 def remembered_peers(prefix: Path) -> list[str]:
@@ -82,6 +89,30 @@ def remembered_peers(prefix: Path) -> list[str]:
 def remember_peers(prefix: Path, urls: list[str]) -> None:
     """Write them (atomically, 0600 like everything in the prefix)."""
     safefs.write_file(str(prefix / PEERS_FILE), (json.dumps(urls) + "\n").encode(), 0o600)
+
+
+def agent_urls(prefix: Path) -> list[str]:
+    """The client URLs the agent at `prefix` reaches the cluster at (its own member's, its
+    seeds, and the other members it knew last): the default seeds of `mgmt status
+    --cluster` and `mgmt deploy` given that prefix. [] if no agent there ran a cluster."""
+    try:
+        urls = json.loads((prefix / URLS_FILE).read_text())
+    except (OSError, ValueError):
+        urls = []
+    found = [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
+    return list(dict.fromkeys([*found, *remembered_peers(prefix)]))
+
+
+def agent_id(prefix: Path) -> bytes:
+    """The id of the agent at `prefix` (made at its first clustered start, then kept)."""
+    path = prefix / AGENT_ID_FILE
+    with contextlib.suppress(OSError):
+        found = path.read_bytes().strip()
+        if len(found) == 32:
+            return found
+    made = os.urandom(16).hex().encode()
+    safefs.write_file(str(path), made + b"\n", 0o600)
+    return made
 
 
 def move_aside(data_dir: Path) -> Path:
@@ -155,6 +186,9 @@ class Cluster:
         self.nominee_grace = max(NOMINEE_GRACE, 10 * options.election_ms / 1000)
         self._recheck = asyncio.Event()  # re-read our nomination (set by its watch, and after
         # this host's member was dropped: a nomination that came meanwhile is still ours)
+        self._remembered: list[str] | None = None  # what PEERS_FILE holds (None: not read)
+        self._name_ok = asyncio.Event()  # no other agent runs under this host's name
+        self._agent_id = b""  # this prefix's agent (AGENT_ID_FILE), read at start
 
     @property
     def serving(self) -> bool:
@@ -183,8 +217,19 @@ class Cluster:
                 log.error("cluster TLS: %s", err)  # the client cannot connect: said again there
         has_data = has_member(self.data_dir)
         own = self.options.advertise_client_urls
+        try:
+            self._agent_id = await asyncio.to_thread(agent_id, self.prefix)
+        except (OSError, ResourceError) as err:
+            log.warning("cannot keep this agent's id in %s: %s", self.prefix, err)
         if not has_data and not self.options.no_server:
             await self._join_remembered()
+        urls = json.dumps(list(dict.fromkeys([*own, *self.options.seeds]))) + "\n"
+        try:  # for `mgmt status --cluster --prefix` and `mgmt deploy --prefix`, without --seeds
+            await asyncio.to_thread(
+                safefs.write_file, str(self.prefix / URLS_FILE), urls.encode(), 0o600
+            )
+        except (OSError, ResourceError) as err:
+            log.warning("cannot write %s: %s", self.prefix / URLS_FILE, err)
         if not self.options.seeds:
             self.client.set_endpoints(own, preferred=own[0])
             initial = "" if has_data else self._initial_self()
@@ -200,13 +245,16 @@ class Cluster:
             # Its own member too: after a stop of every host it may hold the only cluster.
             self.client.set_endpoints([*self.options.seeds, *own])
             self._serve(EtcdSpec(self.host, self.data_dir, self.options, "", "existing"), False)
-        self._spawn(self._follow_nominations())
-        self._spawn(self._register())
-        if not self.options.no_server:
-            self._spawn(self._lead())
         connected = await self.client.wait_connected(wait)
         if self.options.identities and not (connected and await self._admitted()):
             self._spawn(self._check_admitted_later())  # said when the cluster answers
+        if connected:
+            await self._check_name()  # HostnameTaken: before this run writes anything
+            self._name_ok.set()
+        self._spawn(self._follow_nominations())
+        self._spawn(self._register(checked=connected))
+        if not self.options.no_server:
+            self._spawn(self._lead())
         if not connected:
             log.error(
                 "no etcd member reachable yet (%s); the local graph runs, cluster "
@@ -214,6 +262,46 @@ class Cluster:
                 self.client.last_error or "connecting",
             )
         return connected
+
+    async def _check_name(self) -> None:
+        """HostnameTaken if another agent runs under this host's name. The liveness key holds
+        the id of the agent that wrote it (`<prefix>/AGENT_ID_FILE`): ours, it is this prefix's
+        agent's from an earlier run, which crashed (the prefix's lock says none runs now).
+        Another's: waited for until its lease expires (an agent elsewhere that crashed, or of
+        an older version) or outlives its time left (renewed: that agent is alive)."""
+        key = (HOSTS + self.host).encode()
+        loop = asyncio.get_running_loop()
+        try:
+            if await self.client.get(key) in (None, self._agent_id):
+                return
+            lease = await self.client.lease_of(key)
+            left = await self.client.lease_left(lease) if lease else -1
+            if not lease or left < 0:
+                return
+            log.info(
+                "%s's liveness key is held by another agent (%ds left): waiting for it to "
+                "expire (that agent crashed) or be renewed (it runs)",
+                self.host,
+                left,
+            )
+            deadline = loop.time() + left + 1 + self.options.call_timeout
+            changed = asyncio.Event()
+            unsubscribe = await self.client.subscribe(key, changed.set)
+            try:
+                while await self.client.lease_of(key) == lease:
+                    if loop.time() >= deadline:
+                        raise HostnameTaken(
+                            f"host {self.host} is alive in the cluster: another agent runs "
+                            "under this name"
+                        )
+                    changed.clear()
+                    with contextlib.suppress(TimeoutError):  # not renewed: gone by then
+                        async with asyncio.timeout(deadline - loop.time()):
+                            await changed.wait()
+            finally:
+                await unsubscribe()
+        except WorldError as err:
+            log.debug("checking this host's name: %s", err)
 
     async def _admitted(self) -> bool:
         """Per-host identities: True if etcd takes this host's certificate as a user, False if
@@ -482,14 +570,27 @@ class Cluster:
         return why
 
     async def _client_only(self) -> None:
-        """This host's member is not one any more: drop it, stay a client and volunteer."""
+        """This host's member is not one any more: drop it, stay a client and volunteer (of
+        the members it remembers, if it was started without seeds). Knowing none, it keeps its
+        data dir: the only record of the cluster's members, for a restart with --seeds."""
         await self._join_remembered()
-        log.info("this host's etcd member is not one any more; client only")
         self.start_failure = ""  # not a failure: the cluster goes on without it
-        self._drop_member()
+        if self.options.seeds:
+            log.info("this host's etcd member is not one any more; client only")
+            self._drop_member()
+            return
+        log.error(
+            "this host's etcd member was removed from its cluster and this host knows no "
+            "other member (no --seeds, no %s): restart it with --seeds URL (a member's client "
+            "URL) to rejoin; its data dir %s is kept",
+            self.prefix / PEERS_FILE,
+            self.data_dir,
+        )
+        self._drop_member(keep_data=True)
 
-    def _drop_member(self) -> None:
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+    def _drop_member(self, keep_data: bool = False) -> None:
+        if not keep_data:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
         self.member = None
         self.voting = False
         self._nominated = False
@@ -500,8 +601,6 @@ class Cluster:
 
     async def _on_member_ready(self, bootstrap: bool) -> None:
         client = self.client
-        with contextlib.suppress(OSError):  # a member again: its data dir knows the cluster
-            await asyncio.to_thread((self.prefix / PEERS_FILE).unlink, missing_ok=True)
         if bootstrap:
             try:
                 await client.put(IDEAL.encode(), str(self.options.ideal_cluster_size).encode())
@@ -558,16 +657,47 @@ class Cluster:
             self.voting = any(m.name == self.host and not m.is_learner for m in members)
         preferred = own if self.voting and self.member_ready.is_set() else None
         self.client.set_endpoints([*urls, *self.options.seeds], preferred)
+        if self.member_ready.is_set() and any(m.name == self.host for m in members):
+            others = [m for m in members if not m.is_learner and m.name != self.host]
+            await self._remember([u for m in others for u in m.client_urls])
+
+    async def _remember(self, urls: list[str]) -> None:
+        """Keep PEERS_FILE up to date with the other voting members while this host runs one:
+        a crashed host the others removed meanwhile rejoins them through it (its data dir
+        then only says it was removed). None left: the file goes."""
+        if self._remembered is None:
+            self._remembered = await asyncio.to_thread(remembered_peers, self.prefix)
+        if urls == self._remembered:
+            return
+        try:
+            if urls:
+                await asyncio.to_thread(remember_peers, self.prefix, urls)
+            else:
+                await asyncio.to_thread((self.prefix / PEERS_FILE).unlink, missing_ok=True)
+        except (OSError, ResourceError) as err:
+            log.warning("cannot remember the cluster's members in %s: %s", PEERS_FILE, err)
+            return
+        self._remembered = urls
 
     # volunteering -------------------------------------------------------------------------
 
-    async def _register(self) -> None:
+    async def _register(self, checked: bool) -> None:
         """Hold a lease and, bound to it, this host's liveness key (every agent) and volunteer
-        key (unless --no-server); renew until stopped."""
+        key (unless --no-server); renew until stopped. Not `checked` at start (the cluster was
+        out of reach): its name is checked first, once it is reachable; taken, this host does
+        not register (said, an error: the run goes on, its cluster features stay off)."""
+        if not checked:
+            await self.client.connected.wait()
+            try:
+                await self._check_name()
+            except HostnameTaken as err:
+                log.error("%s; this host stays out of the cluster", err)
+                return
+            self._name_ok.set()
 
         async def on_lease(lease: int) -> None:
             self._lease = lease
-            await self.client.put((HOSTS + self.host).encode(), b"", lease=lease)
+            await self.client.put((HOSTS + self.host).encode(), self._agent_id, lease=lease)
             await self._put_volunteer()
 
         await self.client.keep_leased(self.options.lease_ttl, on_lease)
@@ -587,6 +717,7 @@ class Cluster:
 
     async def _follow_nominations(self) -> None:
         """React to our own nomination (start or stop a member) and to membership changes."""
+        await self._name_ok.wait()  # (another agent's nomination is not ours)
         async with self._subscribe(NOMINATED, prefix=True, signal=self._recheck.set):
             while True:
                 self._recheck.clear()

@@ -235,13 +235,21 @@ class EtcdProcess:
                     self.proc.kill()
             raise
         finally:
-            if not (self.ready.is_set() or self._stopping):
-                self.start_failure = self.last_error or f"exit code {self.proc.returncode}"
-            self.exited.set()
             code = self.proc.returncode
+            # Removed: not a failure to fix (the cluster went on without this member).
+            if not (self.removed or self.ready.is_set() or self._stopping):
+                self.start_failure = self.last_error or "it exited with no error logged"
+            self.exited.set()
             if self.tail and not self._stopping and (self.start_failure or code):
                 self._log_tail(code)
-            if self.start_failure:  # a port in use, a bad certificate: what the user must fix
+            if self.removed and not self._stopping:
+                log.warning(
+                    "etcd member %s was removed from its cluster (while this host was away, "
+                    "or by its clean leave): etcd exited (code %s)",
+                    self.spec.name,
+                    code,
+                )
+            elif self.start_failure:  # a port in use, a bad certificate: what the user must fix
                 log.error(
                     "etcd member %s failed to start (code %s): %s; the local graph keeps "
                     "running without the cluster",

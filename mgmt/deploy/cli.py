@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from mgmt.deploy.store import Record
 
 CONNECT_WAIT = 5.0  # seconds to reach a member before giving up
+DEFAULT_SEEDS = "https://127.0.0.1:2379"  # without --seeds, and no agent's URLs at --prefix
 
 
 class Refused(DeployError):
@@ -51,9 +52,9 @@ def connection_args(parser: argparse.ArgumentParser) -> None:
     """How to reach the cluster: a host's own credentials, or files given."""
     parser.add_argument(
         "--seeds",
-        default="https://127.0.0.1:2379",
         metavar="URLS",
-        help="etcd client URLs of the cluster (comma-separated; default https://127.0.0.1:2379)",
+        help="etcd client URLs of the cluster (comma-separated; default: those the agent at "
+        f"--prefix reaches it at, DIR/cluster-urls.json, else {DEFAULT_SEEDS})",
     )
     parser.add_argument(
         "--prefix",
@@ -80,6 +81,16 @@ def _client(args: argparse.Namespace) -> EtcdClient:
     from mgmt.cluster.options import check_url, split_urls
     from mgmt.cluster.pki import HOST_CERT, HOST_KEY, TLSFiles, check_credentials
 
+    if args.seeds is None:  # the agent's at --prefix, else the default (said on failure)
+        from mgmt.cluster.cluster import URLS_FILE, agent_urls
+
+        found = agent_urls(args.prefix)
+        args.seeds = ",".join(found) or DEFAULT_SEEDS
+        args.seeds_from = (
+            f" (the agent's, from {args.prefix / URLS_FILE}; or give --seeds)"
+            if found
+            else f" (no agent's URLs in {args.prefix / URLS_FILE}: give --seeds or --prefix)"
+        )
     urls = split_urls(args.seeds)
     if not urls:
         raise Refused("--seeds: no URL given")
@@ -124,8 +135,14 @@ async def _connected(args: argparse.Namespace) -> EtcdClient:
     client = _client(args)
     if not await client.wait_connected(CONNECT_WAIT):
         await client.close()
-        raise DeployError(f"no etcd member reachable at {args.seeds}: {client.last_error}")
+        raise _unreachable(args, client)
     return client
+
+
+def _unreachable(args: argparse.Namespace, client: EtcdClient) -> DeployError:
+    """No member answered: which URLs were tried (and where they came from), and why."""
+    tried = f"{args.seeds}{getattr(args, 'seeds_from', '')}"
+    return DeployError(f"no etcd member reachable at {tried}: {client.last_error}")
 
 
 # mgmt deploy --------------------------------------------------------------------------------
@@ -265,7 +282,7 @@ async def _deploy(args: argparse.Namespace, timings: Timings | None = None) -> E
             if timings:
                 timings.mark("checked")
         if not await connecting:
-            raise DeployError(f"no etcd member reachable at {args.seeds}: {client.last_error}")
+            raise _unreachable(args, client)
         if args.list:
             print(await list_text(client))
             return ExitCode.OK

@@ -1435,3 +1435,30 @@ def test_a_refused_entry_of_a_tree_does_not_stop_the_repair_of_the_rest(tmp_path
     refused = "file[site]: failed: index.html is a symlink, expected a file: set force: true"
     assert sum(refused in line for line in out.splitlines()) == 1, out
     assert "1 of 3 resources failed: file[site]" in out
+
+
+async def test_one_agent_per_prefix(tmp_path: Path) -> None:
+    """A second agent on a prefix an agent runs with is refused (exit 2, one line naming the
+    prefix and the other agent's pid) before it takes anything (its status socket); readers
+    (`mgmt status`) keep working beside the agent; the lock goes with the agent, even when it
+    is killed with -9."""
+    graph = graph_file(tmp_path, HELLO)
+    prefix = tmp_path / "prefix"
+    args = ["run", "--prefix", str(prefix), "yaml", str(graph)]
+    async with Daemon(args) as first:
+        await first.wait_log("converged:")
+        assert first.proc is not None
+        sock = prefix / "status.sock"
+        inode = sock.stat().st_ino
+        code, out = await asyncio.to_thread(run_mgmt, ["run", "--converged-timeout=0", *args[1:]])
+        assert code == 2, out
+        lines = out.strip().splitlines()
+        assert len(lines) == 1, out
+        assert f"another agent (pid {first.proc.pid}) runs with --prefix {prefix}" in lines[0]
+        assert sock.stat().st_ino == inode  # still the first agent's
+        code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 0 and "file[hello]" in out, out
+        first.proc.kill()
+        await first.proc.wait()
+    code, out = await asyncio.to_thread(run_mgmt, ["run", "--converged-timeout=0", *args[1:]])
+    assert code == 0, out

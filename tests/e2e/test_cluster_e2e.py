@@ -671,3 +671,88 @@ async def test_schedule_persist_outlives_its_agent_and_ttl_runs_out(tmp_path: Pa
                 while await world.schedule_hosts("later"):
                     await anext(changes)
             assert await world.schedule_hosts("keep") == ["h2"]  # no lease: still there
+
+
+async def test_a_second_agent_under_a_live_hosts_name_is_refused(tmp_path: Path) -> None:
+    """With x1 running, another agent started as x1 (its own prefix and ports, joining through
+    x1) is refused at start (exit 2, one error line) before it writes anything: x1's liveness
+    key keeps its lease, and `mgmt status --cluster` still shows the real x1. x1 itself, killed
+    with -9 and restarted at once, knows its old key (still held) as its own: it runs."""
+    x1 = Host("x1", tmp_path)
+    x1.graph.write_text(
+        f"graph: g\nresources:\n  file:\n    - {{name: {tmp_path}/out, content: x}}\n"
+    )
+    impostor = Host("x1", tmp_path / "other")
+    impostor.graph.write_text("graph: g\nresources: {}\n")
+    args = [str(x1.ca_dir) if a == str(impostor.ca_dir) else a for a in impostor.args([x1])]
+    key = b"/_mgmt/hosts/x1"
+    status = ["status", "--cluster", "--json", "--seeds", x1.url]
+    status += ["--prefix", str(tmp_path / "x1" / "prefix")]
+    async with fleet([x1]):
+        await x1.start()
+        assert x1.daemon is not None
+        await x1.daemon.wait_log("converged:", timeout=30)
+        async with client_of(x1) as client:
+            lease = await client.lease_of(key)
+        assert lease
+        code, out = await asyncio.to_thread(run_mgmt, args)
+        assert code == 2, out
+        assert "x1's liveness key is held by another agent" in out, out
+        errors = [line for line in out.splitlines() if "alive" in line]
+        assert errors and errors[0].endswith(
+            "host x1 is alive in the cluster: another agent runs under this name"
+        ), out
+        assert "nominated" not in out and "etcd member" not in out, out
+        async with client_of(x1) as client:
+            assert await client.lease_of(key) == lease
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        rows = {r["host"]: r for r in json.loads(text[text.index("[") :])}
+        assert code == 0 and rows["x1"]["state"] == "converged", text
+        # x1 killed and restarted at once: its own stale key does not refuse it.
+        await x1.kill()
+        await x1.start()
+        await x1.daemon.wait_log("converged:", timeout=30)
+        assert "liveness key is held" not in x1.daemon.log  # its own (cluster-agent-id)
+        async with client_of(x1) as client, asyncio.timeout(20):
+            changed = asyncio.Event()
+            unsubscribe = await client.subscribe(key, changed.set)
+            while (await client.lease_of(key)) in (None, lease):
+                changed.clear()
+                await changed.wait()
+            await unsubscribe()
+
+
+async def test_status_and_deploy_list_find_the_cluster_through_the_agents_prefix(
+    tmp_path: Path,
+) -> None:
+    """`mgmt status --cluster --prefix DIR` and `mgmt deploy --list --prefix DIR` without
+    --seeds reach the cluster at the URLs the agent at DIR wrote there (cluster-urls.json: a
+    client-only host's seeds too), not only https://127.0.0.1:2379; a prefix without them
+    says which URLs were tried and why."""
+    h1, h2 = Host("h1", tmp_path), Host("h2", tmp_path)
+    h2.extra_args = ["--no-server"]  # a client: only its seeds serve
+    for host in (h1, h2):
+        host.graph.write_text("graph: g\nresources: {}\n")
+    async with fleet([h1, h2]):
+        await h1.start()
+        await h2.start([h1])
+        for host in (h1, h2):
+            assert host.daemon is not None
+            await host.daemon.wait_log("converged", timeout=30)
+        for host in (h1, h2):
+            prefix = ["--prefix", str(tmp_path / host.name / "prefix")]
+            code, text = await asyncio.to_thread(run_mgmt, ["status", "--cluster", *prefix])
+            assert code == 0 and re.search(r"^h1 ", text, re.M), text
+            assert re.search(r"^h2 ", text, re.M), text
+            code, text = await asyncio.to_thread(run_mgmt, ["deploy", "--list", *prefix])
+            assert code == 0, text
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o700)
+    tls = ["--tls-ca", str(h1.ca_dir / "ca.pem")]
+    tls += ["--tls-cert", str(tmp_path / "h1/prefix/cluster-tls/host.pem")]
+    tls += ["--tls-key", str(tmp_path / "h1/prefix/cluster-tls/host.key")]
+    code, text = await asyncio.to_thread(
+        run_mgmt, ["status", "--cluster", "--prefix", str(empty), *tls], 30
+    )
+    assert code == 1, text
+    assert f"no etcd member reachable at https://127.0.0.1:2379 (no agent's URLs in {empty}" in text

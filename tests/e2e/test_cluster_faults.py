@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from mgmt.cluster.client import Member
+from mgmt.cluster.cluster import has_member
 from mgmt.cluster.world import EtcdWorld
 from tests.e2e.helpers import has_content, wait_path
 from tests.e2e.test_cluster_e2e import (
@@ -37,6 +38,7 @@ from tests.e2e.test_cluster_e2e import (
     wait_any_log,
     wait_dot,
 )
+from tests.e2e.test_cluster_restart import remembers
 from tests.mgmt.cluster.helpers import wait_pid_gone
 
 
@@ -103,6 +105,55 @@ async def test_a_member_killed_and_restarted_rejoins_as_a_voter(tmp_path: Path) 
         assert h3.daemon is not None
         h3.graph.write_text(exporter(shared, "h3", "h3 is back"))
         await wait_path(shared / "h3", has_content("h3 is back\n"), 10)
+
+
+@pytest.mark.slow
+async def test_the_first_host_killed_removed_and_restarted_rejoins(tmp_path: Path) -> None:
+    """The host started without --seeds (as the quick start shows) killed with -9; the others
+    keep quorum and remove its member. Restarted with its original command, it rejoins the
+    members it knew while running (<prefix>/cluster-peers.json, kept up to date by a member),
+    not an isolated client: a voting member again, its exports published and collected."""
+    shared = tmp_path / "shared"
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3)]
+    for host in hosts:
+        host.graph.write_text(exporter(shared, host.name, f"from {host.name}"))
+    h1, h2, h3 = hosts
+    paths = [f"{shared}/{h.name}" for h in hosts]
+    async with fleet(hosts):
+        await start(h1)
+        for host in (h2, h3):
+            await start(host, seeds=[h1])
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=20)
+        for host in hosts:
+            await wait_dot(host, holds(*paths))
+        peers = h1.root / "h1" / "prefix" / "cluster-peers.json"
+        await wait_path(peers, remembers(sorted([h2.url, h3.url])))
+        await h1.kill()
+        for pid in h1.pids():
+            await wait_pid_gone(pid)
+        await wait_any_log([h2, h3], "member h1 is gone; removing it", timeout=20)
+        await wait_voters([h2, h3], ["h2", "h3"], timeout=10)
+        h1.graph.write_text(exporter(shared, "h1", "h1 is back"))
+        await start(h1)
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("joining the cluster this host left", timeout=20)
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=30)
+        await wait_path(shared / "h1", has_content("h1 is back\n"), 20)
+        await wait_dot(h1, holds(*paths), timeout=20)
+        assert "failed to start" not in h1.daemon.log
+        assert "was removed from its cluster" in h1.daemon.log
+        # Again, its cluster-peers.json deleted: it knows no member, keeps its data dir (the
+        # only record of them) and says so; restarted with --seeds, it rejoins.
+        await h1.kill()
+        await wait_any_log([h2, h3], "member h1 is gone; removing it", timeout=20)
+        await wait_voters([h2, h3], ["h2", "h3"], timeout=10)
+        peers.unlink()
+        await start(h1)
+        await h1.daemon.wait_log("this host knows no other member", timeout=20)
+        assert has_member(h1.root / "h1" / "prefix" / "etcd")
+        await h1.stop()
+        await start(h1, seeds=[h2])
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=30)
 
 
 @pytest.mark.slow

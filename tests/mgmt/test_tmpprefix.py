@@ -15,7 +15,7 @@ import pytest
 from engine.safefs import private_dir
 from mgmt import agent
 from mgmt.config import Config
-from mgmt.tmpprefix import LOCK, TmpPrefix, make_private, sweep
+from mgmt.tmpprefix import LOCK, PrefixBusy, TmpPrefix, hold_prefix, make_private, sweep
 
 HOLD = "import sys; from mgmt.tmpprefix import TmpPrefix; t = TmpPrefix(); print(t.path, flush=True); sys.stdin.read()"
 
@@ -156,3 +156,20 @@ def test_a_prefix_is_made_where_tempfile_would_make_it(
         assert tmp.parent == tmp_path and tmp.path != made
     with pytest.raises(FileNotFoundError):
         make_private(tmp_path / "missing")
+
+
+def test_an_agents_prefix_lock_is_exclusive_and_never_taken_for_a_killed_run(
+    tmp_path: Path,
+) -> None:
+    """`hold_prefix`: a second holder is refused naming the first's pid; once released, a
+    prefix named like a temporary one (`--prefix /tmp/mgmt-...`) is not swept: its lock file
+    is not a temporary prefix's."""
+    prefix = private_dir(tmp_path / "mgmt-0123456789ab")
+    fd = hold_prefix(prefix)
+    try:
+        with pytest.raises(PrefixBusy, match=f"another agent \\(pid {os.getpid()}\\) runs with"):
+            hold_prefix(prefix)
+    finally:
+        os.close(fd)
+    assert sweep(tmp_path) == [] and prefix.is_dir()
+    os.close(hold_prefix(prefix))  # free again
