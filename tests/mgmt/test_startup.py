@@ -153,6 +153,30 @@ print("return binascii.a2b_base64(s, strict_mode=validate)" in text,
     assert _python(script) == out
 
 
+def test_datetime_is_the_extensions_with_the_same_names() -> None:
+    """After install(), `datetime` is `_datetime`'s classes (3.12's datetime.py): the same
+    public names, values and doc as 3.11's module gives, its pure-Python classes never made;
+    PyYAML reads and writes timestamps through it."""
+    names = (
+        "sorted((n, repr(getattr(m, n)).split(' at ')[0]) for n in dir(m) "
+        "if not n.startswith('__') and n != 'sys'), m.__doc__, m.__all__"
+    )
+    real = _python(f"import datetime as m\nprint({names})")
+    script = f"""
+import mgmt; mgmt.full_site()
+from mgmt import lazyimport
+lazyimport.install()
+import datetime as m, _datetime, pickle, yaml
+print({names})
+print(m.datetime is _datetime.datetime, "_ymd2ord" in vars(m),
+      pickle.loads(pickle.dumps(m.datetime(2001, 12, 14, tzinfo=m.UTC))),
+      yaml.safe_load("a: 2001-12-14 21:59:43.10-05:00")["a"].utcoffset(),
+      yaml.safe_dump(m.date(2001, 1, 2)).split()[0])
+"""
+    out = _python(script).splitlines()
+    assert out == [real, "True False 2001-12-14 00:00:00+00:00 -1 day, 19:00:00 2001-01-02"]
+
+
 def test_an_extension_module_or_a_package_is_never_deferred(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
