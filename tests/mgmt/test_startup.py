@@ -551,7 +551,8 @@ def test_forward_references_keep_their_text_and_resolve_as_before() -> None:
     """After `quickclasses.install()`, a forward reference keeps its text (evaluated when
     resolved) instead of a code object of `compile`'s; a NamedTuple's string annotations and
     typing.get_type_hints (a name of the class's module, a class-level name) resolve as
-    before; a bad annotation still raises typing's SyntaxError, when it is made."""
+    before; a bad annotation still raises typing's SyntaxError, when it is made, every time
+    (a keyword too, though a name is not parsed; a text once good is not parsed again)."""
     script = """
 from __future__ import annotations
 import typing
@@ -567,14 +568,18 @@ class Box:
     pair: Pair
     inner: Inner
     many: list[Pair] | None
-try:
-    typing.ForwardRef("int |")
-except SyntaxError as err:
-    bad = "Forward reference must be an expression" in str(err)
+bad = []
+for text in ("int |", "int |", "class", "await", "lambda"):
+    try:
+        typing.ForwardRef(text)
+    except SyntaxError as err:
+        bad.append("Forward reference must be an expression" in str(err))
+typing.ForwardRef("None"), typing.ForwardRef("int | None")
 print(ref.__forward_code__, Pair(1), typing.get_type_hints(Pair), bad)
 print(typing.get_type_hints(Box))
 """
-    out = "int | None Pair(a=1, b=None) {'a': <class 'int'>, 'b': str | None} True\n"
+    out = "int | None Pair(a=1, b=None) {'a': <class 'int'>, 'b': str | None} "
+    out += "[True, True, True, True, True]\n"
     out += "{'pair': <class '__main__.Pair'>, 'inner': <class 'bytes'>, "
     out += "'many': list[__main__.Pair] | None}"
     assert _python(script) == out
