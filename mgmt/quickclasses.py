@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import sys
+import types
 import typing
 from collections.abc import Callable, Sequence
 from keyword import iskeyword
@@ -109,6 +110,166 @@ def _default(f: dataclasses.Field[Any]) -> Any:
     return dataclasses.MISSING
 
 
+# Python 3.11's opcodes, and the inline cache entries after each (opcode.opmap,
+# opcode._inline_cache_entries; a test compares): what `_init_code` writes.
+_RESUME, _LOAD_FAST, _LOAD_CONST, _STORE_ATTR, _LOAD_METHOD = 151, 124, 100, 95, 160
+_IS_OP, _POP_JUMP_FORWARD_IF_FALSE, _JUMP_FORWARD, _PUSH_NULL = 117, 114, 110, 2
+_PRECALL, _CALL, _POP_TOP, _RETURN_VALUE = 166, 171, 1, 83
+_CACHES = {_STORE_ATTR: 4, _LOAD_METHOD: 10, _PRECALL: 1, _CALL: 4}
+_FIELD = getattr(dataclasses, "_FIELD", None)
+_FIELD_INITVAR = getattr(dataclasses, "_FIELD_INITVAR", None)
+_HAS_DEFAULT_FACTORY = getattr(dataclasses, "_HAS_DEFAULT_FACTORY", None)
+_TEMPLATE = (lambda: None).__code__  # replaced whole: its kind of code object only
+
+
+class _Body:
+    """The bytecode of an `__init__`, one statement (a line of dataclasses' text) after another,
+    with its line table: each statement on its own line, from line 3, as dataclasses' text
+    puts them (`def __create_fn__(...)` on line 1, `def __init__(...)` on line 2)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.code = bytearray([_RESUME, 0])
+        self.lines = bytearray(_line_entry(1, 0))
+        self.line = 2
+        self.consts: list[Any] = [None]
+        self.names: list[str] = []
+        self.varnames = names
+
+    def op(self, opcode: int, arg: int = 0) -> None:
+        if not 0 <= arg <= 255:
+            raise _TooLarge
+        self.code += bytes((opcode, arg)) + bytes(2 * _CACHES.get(opcode, 0))
+
+    def const(self, value: Any) -> None:
+        self.consts.append(value)
+        self.op(_LOAD_CONST, len(self.consts) - 1)
+
+    def fast(self, name: str) -> None:
+        self.op(_LOAD_FAST, self.varnames.index(name))
+
+    def name(self, name: str) -> int:
+        if name not in self.names:
+            self.names.append(name)
+        return self.names.index(name)
+
+    def call(self, count: int) -> None:
+        self.op(_PRECALL, count)
+        self.op(_CALL, count)
+
+    def statement(self, start: int) -> None:
+        """The code from `start` (in bytes) is the next line's."""
+        self.line += 1
+        delta, units = 1, (len(self.code) - start) // 2
+        while units > 0:
+            self.lines += _line_entry(min(units, 8), delta)
+            units, delta = units - 8, 0
+
+
+class _TooLarge(Exception):
+    """An argument beyond one byte (EXTENDED_ARG): the class's `__init__` is compiled."""
+
+
+def _line_entry(units: int, delta: int) -> bytes:
+    """A 3.11 line table entry without columns (PY_CODE_LOCATION_INFO_NO_COLUMNS, 13): `units`
+    code units (1-8) on the line `delta` after the previous entry's (a signed varint)."""
+    value = (-delta << 1) | 1 if delta < 0 else delta << 1
+    out = bytearray([0x80 | (13 << 3) | (units - 1)])
+    while value >= 64:
+        out.append(0x40 | (value & 63))
+        value >>= 6
+    out.append(value)
+    return bytes(out)
+
+
+def _init_code(  # noqa: PLR0917 (dataclasses' _init_fn's own arguments)
+    fields: Sequence[dataclasses.Field[Any]],
+    std_fields: Sequence[dataclasses.Field[Any]],
+    kw_only_fields: Sequence[dataclasses.Field[Any]],
+    frozen: bool,
+    has_post_init: bool,
+    self_name: str,
+    slots: bool,
+) -> Any:
+    """The code of dataclasses' `__init__`, written as bytecode: the same statements in the
+    same order, on the same lines, for the same arguments (its names, positional then
+    keyword-only). What the text reads from `__create_fn__`'s closure (a default factory, the
+    factory marker, `object.__setattr__` of a frozen class) the code has as constants."""
+    body = _Body([self_name, *(f.name for f in (*std_fields, *kw_only_fields))])
+    for f in fields:
+        start = len(body.code)
+        if f._field_type is _FIELD_INITVAR or (  # type: ignore[attr-defined]
+            not f.init
+            and f.default_factory is dataclasses.MISSING
+            and not (slots and f.default is not dataclasses.MISSING)
+        ):
+            continue  # no statement (an InitVar's factory is only called when assigned)
+        if frozen:  # object.__setattr__(self, 'name', value)
+            body.op(_PUSH_NULL)
+            body.const(object.__setattr__)
+            body.fast(self_name)
+            body.const(f.name)
+        if f.default_factory is not dataclasses.MISSING:
+            if f.init:  # factory() if name is _HAS_DEFAULT_FACTORY else name
+                body.fast(f.name)
+                body.const(_HAS_DEFAULT_FACTORY)
+                body.op(_IS_OP, 0)
+                body.op(_POP_JUMP_FORWARD_IF_FALSE, 10)  # to the else: 10 code units on
+            body.op(_PUSH_NULL)
+            body.const(f.default_factory)
+            body.call(0)
+            if f.init:
+                body.op(_JUMP_FORWARD, 1)
+                body.fast(f.name)
+        elif f.init:
+            body.fast(f.name)
+        else:  # a slotted class's field not in __init__, with a default
+            body.const(f.default)
+        if frozen:
+            body.call(3)
+            body.op(_POP_TOP)
+        else:
+            body.fast(self_name)
+            body.op(_STORE_ATTR, body.name(f.name))
+        body.statement(start)
+    if has_post_init:  # self.__post_init__(initvars...)
+        start = len(body.code)
+        initvars = [f.name for f in fields if f._field_type is _FIELD_INITVAR]  # type: ignore[attr-defined]
+        body.fast(self_name)
+        body.op(_LOAD_METHOD, body.name("__post_init__"))
+        for name in initvars:
+            body.fast(name)
+        body.call(len(initvars))
+        body.op(_POP_TOP)
+        body.statement(start)
+    start = len(body.code)
+    body.op(_LOAD_CONST, 0)
+    body.op(_RETURN_VALUE)
+    if body.line == 2:  # no statement: dataclasses' `pass`
+        body.statement(start)
+    else:  # the return is the last statement's
+        body.lines += _line_entry(2, 0)
+    return _TEMPLATE.replace(
+        co_argcount=1 + len(std_fields),
+        co_posonlyargcount=0,
+        co_kwonlyargcount=len(kw_only_fields),
+        co_nlocals=len(body.varnames),
+        co_stacksize=8 + len(fields),  # at most 6 and 2 + the InitVars: more is harmless
+        co_flags=0x3,  # CO_OPTIMIZED | CO_NEWLOCALS
+        co_code=bytes(body.code),
+        co_consts=tuple(body.consts),
+        co_names=tuple(body.names),
+        co_varnames=tuple(body.varnames),
+        co_filename="<string>",
+        co_name="__init__",
+        co_qualname="__create_fn__.<locals>.__init__",
+        co_firstlineno=2,
+        co_linetable=bytes(body.lines),
+        co_exceptiontable=b"",
+        co_freevars=(),
+        co_cellvars=(),
+    )
+
+
 def _init_fn(  # noqa: PLR0917 (called as dataclasses calls its own)
     fields: Sequence[dataclasses.Field[Any]],
     std_fields: Sequence[dataclasses.Field[Any]],
@@ -119,9 +280,9 @@ def _init_fn(  # noqa: PLR0917 (called as dataclasses calls its own)
     globals: dict[str, Any],
     slots: bool,
 ) -> Any:
-    """`dataclasses`' own `__init__` (the same body, signature, defaults and annotations),
-    compiled from a shorter text: its parameters' defaults and annotations are set on the
-    function after, not written in its source (two thirds of the text)."""
+    """`dataclasses`' own `__init__` (the same statements, signature, defaults and
+    annotations), its code written as bytecode (`_init_code`), not compiled from text: its
+    parameters' defaults and annotations are set on the function after."""
     seen_default = False
     for f in std_fields:
         if f.init:
@@ -129,35 +290,53 @@ def _init_fn(  # noqa: PLR0917 (called as dataclasses calls its own)
                 seen_default = True
             elif seen_default:
                 raise TypeError(f"non-default argument {f.name!r} follows default argument")
-    locals: dict[str, Any] = {
-        "MISSING": dataclasses.MISSING,
-        "_HAS_DEFAULT_FACTORY": dataclasses._HAS_DEFAULT_FACTORY,  # type: ignore[attr-defined]
-        "__dataclass_builtins_object__": object,
-    }
-    field_init = dataclasses._field_init  # type: ignore[attr-defined]
-    body = [line for f in fields if (line := field_init(f, frozen, locals, self_name, slots))]
-    if has_post_init:
-        initvars = ",".join(
-            f.name
-            for f in fields
-            if f._field_type is dataclasses._FIELD_INITVAR  # type: ignore[attr-defined]
-        )
-        body.append(f"{self_name}.__post_init__({initvars})")
-    text = "\n".join(body)
-    used = {name: value for name, value in locals.items() if name in text}
-    used["_"] = None  # every default in the source: replaced below
+    args = (fields, std_fields, kw_only_fields, frozen, has_post_init, self_name)
+    try:
+        init = types.FunctionType(_init_code(*args, slots), globals, "__init__")
+    except _TooLarge:
+        init = _compiled_init(*args, globals, slots)
     defaults = [(f.name, _default(f)) for f in std_fields]
     kw_defaults = [(f.name, _default(f)) for f in kw_only_fields]
-    params = [name if d is dataclasses.MISSING else f"{name}=_" for name, d in defaults]
-    if kw_defaults:
-        params += ["*", *(n if d is dataclasses.MISSING else f"{n}=_" for n, d in kw_defaults)]
-    create = dataclasses._create_fn  # type: ignore[attr-defined]
-    init = create("__init__", [self_name, *params], body or ["pass"], locals=used, globals=globals)
     init.__defaults__ = tuple(d for _, d in defaults if d is not dataclasses.MISSING) or None
     init.__kwdefaults__ = {n: d for n, d in kw_defaults if d is not dataclasses.MISSING} or None
     init.__annotations__ = {f.name: f.type for f in (*std_fields, *kw_only_fields)}
     init.__annotations__["return"] = None
     return init
+
+
+def _compiled_init(  # noqa: PLR0917
+    fields: Sequence[dataclasses.Field[Any]],
+    std_fields: Sequence[dataclasses.Field[Any]],
+    kw_only_fields: Sequence[dataclasses.Field[Any]],
+    frozen: bool,
+    has_post_init: bool,
+    self_name: str,
+    globals: dict[str, Any],
+    slots: bool,
+) -> Any:
+    """`__init__` compiled from dataclasses' text, with every default written `_` (its
+    defaults are set after): a class whose bytecode would need EXTENDED_ARG (over 255 fields)."""
+    locals: dict[str, Any] = {
+        "MISSING": dataclasses.MISSING,
+        "_HAS_DEFAULT_FACTORY": _HAS_DEFAULT_FACTORY,
+        "__dataclass_builtins_object__": object,
+    }
+    field_init = dataclasses._field_init  # type: ignore[attr-defined]
+    body = [line for f in fields if (line := field_init(f, frozen, locals, self_name, slots))]
+    if has_post_init:
+        initvars = ",".join(f.name for f in fields if f._field_type is _FIELD_INITVAR)  # type: ignore[attr-defined]
+        body.append(f"{self_name}.__post_init__({initvars})")
+    text = "\n".join(body)
+    used = {name: value for name, value in locals.items() if name in text}
+    used["_"] = None  # every default in the source: replaced by the caller
+    params = [f.name if _default(f) is dataclasses.MISSING else f"{f.name}=_" for f in std_fields]
+    if kw_only_fields:
+        params += ["*"]
+        params += [
+            f.name if _default(f) is dataclasses.MISSING else f"{f.name}=_" for f in kw_only_fields
+        ]
+    create = dataclasses._create_fn  # type: ignore[attr-defined]
+    return create("__init__", [self_name, *params], body or ["pass"], locals=used, globals=globals)
 
 
 _CHECKED: set[str] = set()  # the forward references' texts checked: each is checked once
