@@ -21,6 +21,7 @@ version `install()` does nothing.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import operator
 import sys
@@ -117,7 +118,8 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 _RESUME, _LOAD_FAST, _LOAD_CONST, _STORE_ATTR, _LOAD_METHOD = 151, 124, 100, 95, 160
 _IS_OP, _POP_JUMP_FORWARD_IF_FALSE, _JUMP_FORWARD, _PUSH_NULL = 117, 114, 110, 2
 _PRECALL, _CALL, _POP_TOP, _RETURN_VALUE = 166, 171, 1, 83
-_CACHES = {_STORE_ATTR: 4, _LOAD_METHOD: 10, _PRECALL: 1, _CALL: 4}
+_LOAD_GLOBAL, _BUILD_TUPLE = 116, 102
+_CACHES = {_STORE_ATTR: 4, _LOAD_METHOD: 10, _PRECALL: 1, _CALL: 4, _LOAD_GLOBAL: 5}
 _FIELD = getattr(dataclasses, "_FIELD", None)
 _FIELD_INITVAR = getattr(dataclasses, "_FIELD_INITVAR", None)
 _HAS_DEFAULT_FACTORY = getattr(dataclasses, "_HAS_DEFAULT_FACTORY", None)
@@ -341,6 +343,52 @@ def _compiled_init(  # noqa: PLR0917
     return create("__init__", [self_name, *params], body or ["pass"], locals=used, globals=globals)
 
 
+_NEW_HEAD, _NEW_CALL = "lambda _cls, ", ": _tuple_new(_cls, ("
+
+
+def _namedtuple_eval(source: str, namespace: dict[str, Any]) -> Any:
+    """collections.namedtuple's `eval` (its one use: the class's `__new__`, `lambda _cls, a,
+    b: _tuple_new(_cls, (a, b))`): that lambda's code written as bytecode, not compiled (10
+    namedtuples on a cron run's imports, ~0.2 M instructions each); any other text (over 254
+    fields: an argument beyond a byte) evaluated as before."""
+    head, sep, rest = source.partition(_NEW_CALL)
+    names = head.removeprefix(_NEW_HEAD).rstrip(",").split(", ")
+    if not (sep and head.startswith(_NEW_HEAD) and rest == head[len(_NEW_HEAD) :] + "))"):
+        return eval(source, namespace)
+    if len(names) > 254 or not all(name.isidentifier() for name in names):
+        return eval(source, namespace)
+    body = _Body(["_cls", *names])
+    body.code = bytearray([_RESUME, 0])
+    body.names = ["_tuple_new"]
+    body.op(_LOAD_GLOBAL, 1)  # NULL + _tuple_new
+    for name in body.varnames:
+        body.fast(name)
+    body.op(_BUILD_TUPLE, len(names))
+    body.call(2)
+    body.op(_RETURN_VALUE)
+    units, lines = len(body.code) // 2, bytearray()
+    while units > 0:
+        lines += _line_entry(min(units, 8), 0)
+        units -= 8
+    code = _TEMPLATE.replace(
+        co_argcount=len(body.varnames),
+        co_nlocals=len(body.varnames),
+        co_stacksize=3 + len(names),
+        co_flags=0x3,  # CO_OPTIMIZED | CO_NEWLOCALS
+        co_code=bytes(body.code),
+        co_consts=(None,),
+        co_names=tuple(body.names),
+        co_varnames=tuple(body.varnames),
+        co_filename="<string>",
+        co_name="<lambda>",
+        co_qualname="<lambda>",
+        co_firstlineno=1,
+        co_linetable=bytes(lines),
+        co_exceptiontable=b"",
+    )
+    return types.FunctionType(code, namespace)
+
+
 _CHECKED: set[str] = set()  # the forward references' texts checked: each is checked once
 
 
@@ -368,3 +416,4 @@ def install() -> None:
     for builder in (_cmp_fn, _hash_fn, _repr_fn, _frozen_get_del_attr, _init_fn):
         setattr(dataclasses, builder.__name__, builder)
     typing.compile = _forward_code  # type: ignore[attr-defined]  # its ForwardRef's only use
+    collections.eval = _namedtuple_eval  # type: ignore[attr-defined]  # namedtuple's only use

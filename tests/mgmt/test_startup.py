@@ -629,8 +629,58 @@ caches = {n: opcode._inline_cache_entries[opcode.opmap[n[1:]]] for n in ops}
 assert all(quickclasses._CACHES.get(ops[n], 0) == c for n, c in caches.items()), caches
 print(len(ops), [bool(c.__init__.__code__.co_flags & 16) for c in after_classes])
 """
-    out = "13 [False, False, False, False, False, False, False, True]"
+    out = "15 [False, False, False, False, False, False, False, True]"
     assert _python(script) == out
+
+
+def test_namedtuple_new_written_as_bytecode_does_what_the_evaluated_one_does() -> None:
+    """A namedtuple's `__new__` written as bytecode (quickclasses._namedtuple_eval) against the
+    one `collections.namedtuple` evaluates: the same results, errors, signatures, docs, names
+    and defaults; no fields, or over 254, are evaluated as before."""
+    script = """
+import collections, inspect, typing
+
+def made():
+    P = collections.namedtuple("P", "x y", defaults=[3])
+    One = collections.namedtuple("One", "a")
+    Zero = collections.namedtuple("Zero", "")
+    Renamed = collections.namedtuple("Renamed", "a def a", rename=True)
+
+    class Typed(typing.NamedTuple):
+        a: int
+        b: str = "s"
+
+    Big = collections.namedtuple("Big", [f"f{i}" for i in range(300)])
+    return P, One, Zero, Renamed, Typed, Big
+
+def said(f):
+    try:
+        return repr(f())
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+def behaviour(classes):
+    P, One, Zero, Renamed, Typed, Big = classes
+    out = [repr(P(1)), repr(P(1, 2)), said(lambda: P()), said(lambda: P(1, 2, 3))]
+    out += [said(lambda: P(x=1, z=2)), repr(One(1)), repr(Zero()), repr(Renamed(1, 2, 3))]
+    out += [repr(Typed(1)), said(lambda: Typed()), repr(P._make([1, 2])), P(1) == (1, 3)]
+    out += [repr(P(1)._replace(y=5)), Big(*range(300))[299], said(lambda: Big())[:60]]
+    for c in classes:
+        new = c.__new__
+        out += [new.__doc__, new.__qualname__, new.__name__, new.__defaults__]
+        out += [new.__code__.co_varnames[:4], new.__globals__["__name__"]]
+        out += [str(inspect.signature(c))[:40]]
+    return out
+
+before = behaviour(made())
+from mgmt import quickclasses
+quickclasses.install()
+after_classes = made()
+after = behaviour(after_classes)
+assert before == after, [(b, a) for b, a in zip(before, after) if b != a]
+print([c.__new__.__code__.co_linetable[0] == 0x80 for c in after_classes])
+"""
+    assert _python(script) == "[False, False, True, False, False, True]"
 
 
 def test_patterns_on_use_nest_and_end_with_the_last() -> None:
