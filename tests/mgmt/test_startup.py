@@ -633,6 +633,66 @@ print(len(ops), [bool(c.__init__.__code__.co_flags & 16) for c in after_classes]
     assert _python(script) == out
 
 
+def test_string_annotations_are_told_apart_as_dataclasses_tells_them() -> None:
+    """With string annotations (`from __future__ import annotations`), quickclasses'
+    `_is_type` finds the same ClassVars, InitVars and KW_ONLY markers as dataclasses' own:
+    by name, through the module (`typing.ClassVar`, `dc.InitVar`), an alias made in the
+    module (found) or in the class (not found, as dataclasses says), a text seen twice."""
+    script = """
+from __future__ import annotations
+import dataclasses, typing
+import dataclasses as dc
+from dataclasses import KW_ONLY, InitVar, dataclass
+from typing import ClassVar
+
+CV = ClassVar
+
+def made():
+    @dataclass
+    class Marked:
+        a: int
+        b: ClassVar[int] = 1
+        c: typing.ClassVar[str] = "c"
+        d: InitVar[int] = 2
+        e: dc.InitVar[str] = "e"
+        f: CV[int] = 3
+        _: KW_ONLY
+        g: int = 4
+        h: ClassVar[int] = 5
+
+        def __post_init__(self, d, e):
+            self.seen = (d, e)
+
+    @dataclass
+    class Local:
+        LCV = ClassVar
+        x: LCV[int] = 1
+        y: int = 2
+
+    return Marked, Local
+
+def behaviour(classes):
+    out = []
+    for c in classes:
+        out += [[(f.name, f._field_type.name, f.kw_only is True) for f in c.__dataclass_fields__.values()]]
+        out += [sorted(c.__dataclass_fields__), str(__import__("inspect").signature(c))]
+    out += [repr(classes[0](1, g=7)), classes[0](1).seen, repr(classes[1]())]
+    return out
+
+before = behaviour(made())
+from mgmt import quickclasses
+quickclasses.install()
+after = behaviour(made())
+assert before == after, [(b, a) for b, a in zip(before, after) if b != a]
+print(before[0])
+"""
+    out = "[('a', '_FIELD', False), ('b', '_FIELD_CLASSVAR', False), "
+    out += "('c', '_FIELD_CLASSVAR', False), ('d', '_FIELD_INITVAR', False), "
+    out += "('e', '_FIELD_INITVAR', False), ('f', '_FIELD_CLASSVAR', False), "
+    out += "('g', '_FIELD', True), ('h', '_FIELD_CLASSVAR', False)]"
+    assert _python(script) == out
+
+
 def test_namedtuple_new_written_as_bytecode_does_what_the_evaluated_one_does() -> None:
     """A namedtuple's `__new__` written as bytecode (quickclasses._namedtuple_eval) against the
     one `collections.namedtuple` evaluates: the same results, errors, signatures, docs, names
