@@ -67,7 +67,7 @@ UNUSED += (
     "opcode",
 )
 UNUSED += ("asyncio.format_helpers", "asyncio.staggered", "asyncio.trsock", "ntpath", "json")
-UNUSED += ("urllib.parse",)
+UNUSED += ("urllib.parse", "mgmt.metrics", "mgmt.address")  # the last two: --prometheus's
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
