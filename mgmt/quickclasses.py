@@ -8,8 +8,8 @@ command does it before its imports) makes the comparison, hash, repr and frozen
 generated ones do (the same results, exceptions and messages, field by field in the same
 order); `__init__` is the generated one's bytecode, written by `_init_code` (the same
 statements on the same lines, for the same arguments; its defaults and annotations set on the
-function after), which spares the last ~21 M of compiling (a class with over 255 fields is
-still compiled). Nothing else changes: the library API (`mgmt.agent.run`, the tests) makes
+function after), which spares the last ~21 M of compiling (a class with over 255 fields, or
+an InitVar outside `__init__`, is still compiled). Nothing else changes: the library API (`mgmt.agent.run`, the tests) makes
 its dataclasses as usual.
 
 typing's forward references (each string annotation of a NamedTuple, each type hint resolved)
@@ -144,7 +144,7 @@ class _Body:
 
     def op(self, opcode: int, arg: int = 0) -> None:
         if not 0 <= arg <= 255:
-            raise _TooLarge
+            raise _Compiled
         self.code += bytes((opcode, arg)) + bytes(2 * _CACHES.get(opcode, 0))
 
     def const(self, value: Any) -> None:
@@ -152,6 +152,8 @@ class _Body:
         self.op(_LOAD_CONST, len(self.consts) - 1)
 
     def fast(self, name: str) -> None:
+        if name not in self.varnames:  # an InitVar not in __init__: the text's name is global
+            raise _Compiled
         self.op(_LOAD_FAST, self.varnames.index(name))
 
     def name(self, name: str) -> int:
@@ -172,8 +174,9 @@ class _Body:
             units, delta = units - 8, 0
 
 
-class _TooLarge(Exception):
-    """An argument beyond one byte (EXTENDED_ARG): the class's `__init__` is compiled."""
+class _Compiled(Exception):
+    """What `_init_code` does not write (an argument beyond one byte, EXTENDED_ARG; a name
+    not among the arguments): the class's `__init__` is compiled from text as before."""
 
 
 def _line_entry(units: int, delta: int) -> bytes:
@@ -300,7 +303,7 @@ def _init_fn(  # noqa: PLR0917 (called as dataclasses calls its own)
     args = (fields, std_fields, kw_only_fields, frozen, has_post_init, self_name)
     try:
         init = types.FunctionType(_init_code(*args, slots), globals, "__init__")
-    except _TooLarge:
+    except _Compiled:
         init = _compiled_init(*args, globals, slots)
     defaults = [(f.name, _default(f)) for f in std_fields]
     kw_defaults = [(f.name, _default(f)) for f in kw_only_fields]
