@@ -9,8 +9,8 @@ generated ones do (the same results, exceptions and messages, field by field in 
 order); `__init__` is the generated one's bytecode, written by `_init_code` (the same
 statements on the same lines, for the same arguments; its defaults and annotations set on the
 function after), which spares the last ~21 M of compiling (a class with over 255 fields, or
-an InitVar outside `__init__`, is still compiled). Nothing else changes: the library API (`mgmt.agent.run`, the tests) makes
-its dataclasses as usual.
+an InitVar outside `__init__`, is still compiled). Nothing else changes: the library API
+(`mgmt.agent.run`, the tests) makes its dataclasses as usual.
 
 typing's forward references (each string annotation of a NamedTuple, each type hint resolved)
 keep their text, `eval`ed when resolved, not a code object of `compile`'s (`_forward_code`);
@@ -123,7 +123,6 @@ _IS_OP, _POP_JUMP_FORWARD_IF_FALSE, _JUMP_FORWARD, _PUSH_NULL = 117, 114, 110, 2
 _PRECALL, _CALL, _POP_TOP, _RETURN_VALUE = 166, 171, 1, 83
 _LOAD_GLOBAL, _BUILD_TUPLE = 116, 102
 _CACHES = {_STORE_ATTR: 4, _LOAD_METHOD: 10, _PRECALL: 1, _CALL: 4, _LOAD_GLOBAL: 5}
-_FIELD = getattr(dataclasses, "_FIELD", None)
 _FIELD_INITVAR = getattr(dataclasses, "_FIELD_INITVAR", None)
 _HAS_DEFAULT_FACTORY = getattr(dataclasses, "_HAS_DEFAULT_FACTORY", None)
 _TEMPLATE = (lambda: None).__code__  # replaced whole: its kind of code object only
@@ -325,7 +324,7 @@ def _compiled_init(  # noqa: PLR0917
     slots: bool,
 ) -> Any:
     """`__init__` compiled from dataclasses' text, with every default written `_` (its
-    defaults are set after): a class whose bytecode would need EXTENDED_ARG (over 255 fields)."""
+    defaults are set after): what `_init_code` does not write (`_Compiled`)."""
     locals: dict[str, Any] = {
         "MISSING": dataclasses.MISSING,
         "_HAS_DEFAULT_FACTORY": _HAS_DEFAULT_FACTORY,
@@ -363,10 +362,8 @@ def _namedtuple_eval(source: str, namespace: dict[str, Any]) -> Any:
         return eval(source, namespace)
     if len(names) > 254 or not all(name.isidentifier() for name in names):
         return eval(source, namespace)
-    body = _Body(["_cls", *names])
-    body.code = bytearray([_RESUME, 0])
-    body.names = ["_tuple_new"]
-    body.op(_LOAD_GLOBAL, 1)  # NULL + _tuple_new
+    body = _Body(["_cls", *names])  # its code starts with RESUME
+    body.op(_LOAD_GLOBAL, body.name("_tuple_new") << 1 | 1)  # NULL + _tuple_new
     for name in body.varnames:
         body.fast(name)
     body.op(_BUILD_TUPLE, len(names))
