@@ -39,7 +39,6 @@ from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
 from mgmt.listing import named
-from mgmt.metrics import Metrics
 from mgmt.sdnotify import Notifier
 from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
@@ -51,6 +50,7 @@ if TYPE_CHECKING:
     from engine.world import World
     from mgmt.cluster.link import ClusterLink
     from mgmt.deploy.source import DeploySource
+    from mgmt.metrics import Metrics
     from mgmt.status.cluster import ClusterStatus
 
 log = logging.getLogger("main")
@@ -292,7 +292,11 @@ class Agent:
         self._loaded: Loaded | None = None  # the last graph file loaded (collect re-merges it)
         self._collected = asyncio.Event()  # the collected resources changed
         self._apply_lock = asyncio.Lock()
-        self.metrics = Metrics(self.engine) if config.prometheus else None
+        self.metrics: Metrics | None = None
+        if config.prometheus:  # imported only then (~1.5 M instructions)
+            from mgmt.metrics import Metrics
+
+            self.metrics = Metrics(self.engine)
         self.exit = exit_request(self.engine.shared)  # kept: the engine's Shared ends at stop
         self.status = StatusModel(self.engine, config.hostname)  # mgmt status, the status page
         self.server: StatusServer | None = None

@@ -6,12 +6,17 @@
 command does it before its imports) makes the comparison, hash, repr and frozen
 `__setattr__`/`__delattr__` methods closures over the fields' names instead, which behave as the
 generated ones do (the same results, exceptions and messages, field by field in the same
-order); `__init__` is still `dataclasses`' own, compiled from a shorter text (its parameters'
-defaults and annotations set on it after, not compiled). Nothing else changes: the library
-API (`mgmt.agent.run`, the tests) makes its dataclasses as usual.
+order); `__init__` is the generated one's bytecode, written by `_init_code` (the same
+statements on the same lines, for the same arguments; its defaults and annotations set on the
+function after), which spares the last ~21 M of compiling (a class with over 255 fields, or
+an InitVar outside `__init__`, is still compiled). Nothing else changes: the library API
+(`mgmt.agent.run`, the tests) makes its dataclasses as usual.
 
 typing's forward references (each string annotation of a NamedTuple, each type hint resolved)
-keep their text, `eval`ed when resolved, not a code object of `compile`'s (`_forward_code`).
+keep their text, `eval`ed when resolved, not a code object of `compile`'s (`_forward_code`);
+a namedtuple's `__new__` is bytecode written as the evaluated lambda's (`_namedtuple_eval`);
+dataclasses' check of a string annotation for ClassVar, InitVar or KW_ONLY matches its
+pattern once per text (`_is_type`).
 
 Python 3.11 only (the private builders replaced are those of its `dataclasses`): on another
 version `install()` does nothing.
@@ -19,11 +24,14 @@ version `install()` does nothing.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import operator
 import sys
+import types
 import typing
 from collections.abc import Callable, Sequence
+from keyword import iskeyword
 from typing import Any
 
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
@@ -108,6 +116,169 @@ def _default(f: dataclasses.Field[Any]) -> Any:
     return dataclasses.MISSING
 
 
+# Python 3.11's opcodes, and the inline cache entries after each (opcode.opmap,
+# opcode._inline_cache_entries; a test compares): what `_init_code` writes.
+_RESUME, _LOAD_FAST, _LOAD_CONST, _STORE_ATTR, _LOAD_METHOD = 151, 124, 100, 95, 160
+_IS_OP, _POP_JUMP_FORWARD_IF_FALSE, _JUMP_FORWARD, _PUSH_NULL = 117, 114, 110, 2
+_PRECALL, _CALL, _POP_TOP, _RETURN_VALUE = 166, 171, 1, 83
+_LOAD_GLOBAL, _BUILD_TUPLE = 116, 102
+_CACHES = {_STORE_ATTR: 4, _LOAD_METHOD: 10, _PRECALL: 1, _CALL: 4, _LOAD_GLOBAL: 5}
+_FIELD_INITVAR = getattr(dataclasses, "_FIELD_INITVAR", None)
+_HAS_DEFAULT_FACTORY = getattr(dataclasses, "_HAS_DEFAULT_FACTORY", None)
+_TEMPLATE = (lambda: None).__code__  # replaced whole: its kind of code object only
+
+
+class _Body:
+    """The bytecode of an `__init__`, one statement (a line of dataclasses' text) after another,
+    with its line table: each statement on its own line, from line 3, as dataclasses' text
+    puts them (`def __create_fn__(...)` on line 1, `def __init__(...)` on line 2)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.code = bytearray([_RESUME, 0])
+        self.lines = bytearray(_line_entry(1, 0))
+        self.line = 2
+        self.consts: list[Any] = [None]
+        self.names: list[str] = []
+        self.varnames = names
+
+    def op(self, opcode: int, arg: int = 0) -> None:
+        if not 0 <= arg <= 255:
+            raise _Compiled
+        self.code += bytes((opcode, arg)) + bytes(2 * _CACHES.get(opcode, 0))
+
+    def const(self, value: Any) -> None:
+        self.consts.append(value)
+        self.op(_LOAD_CONST, len(self.consts) - 1)
+
+    def fast(self, name: str) -> None:
+        if name not in self.varnames:  # an InitVar not in __init__: the text's name is global
+            raise _Compiled
+        self.op(_LOAD_FAST, self.varnames.index(name))
+
+    def name(self, name: str) -> int:
+        if name not in self.names:
+            self.names.append(name)
+        return self.names.index(name)
+
+    def call(self, count: int) -> None:
+        self.op(_PRECALL, count)
+        self.op(_CALL, count)
+
+    def statement(self, start: int) -> None:
+        """The code from `start` (in bytes) is the next line's."""
+        self.line += 1
+        delta, units = 1, (len(self.code) - start) // 2
+        while units > 0:
+            self.lines += _line_entry(min(units, 8), delta)
+            units, delta = units - 8, 0
+
+
+class _Compiled(Exception):
+    """What `_init_code` does not write (an argument beyond one byte, EXTENDED_ARG; a name
+    not among the arguments): the class's `__init__` is compiled from text as before."""
+
+
+def _line_entry(units: int, delta: int) -> bytes:
+    """A 3.11 line table entry without columns (PY_CODE_LOCATION_INFO_NO_COLUMNS, 13): `units`
+    code units (1-8) on the line `delta` after the previous entry's (a signed varint)."""
+    value = (-delta << 1) | 1 if delta < 0 else delta << 1
+    out = bytearray([0x80 | (13 << 3) | (units - 1)])
+    while value >= 64:
+        out.append(0x40 | (value & 63))
+        value >>= 6
+    out.append(value)
+    return bytes(out)
+
+
+def _init_code(  # noqa: PLR0917 (dataclasses' _init_fn's own arguments)
+    fields: Sequence[dataclasses.Field[Any]],
+    std_fields: Sequence[dataclasses.Field[Any]],
+    kw_only_fields: Sequence[dataclasses.Field[Any]],
+    frozen: bool,
+    has_post_init: bool,
+    self_name: str,
+    slots: bool,
+) -> Any:
+    """The code of dataclasses' `__init__`, written as bytecode: the same statements in the
+    same order, on the same lines, for the same arguments (its names, positional then
+    keyword-only). What the text reads from `__create_fn__`'s closure (a default factory, the
+    factory marker, `object.__setattr__` of a frozen class) the code has as constants."""
+    body = _Body([self_name, *(f.name for f in (*std_fields, *kw_only_fields))])
+    for f in fields:
+        start = len(body.code)
+        if f._field_type is _FIELD_INITVAR or (  # type: ignore[attr-defined]
+            not f.init
+            and f.default_factory is dataclasses.MISSING
+            and not (slots and f.default is not dataclasses.MISSING)
+        ):
+            continue  # no statement (an InitVar's factory is only called when assigned)
+        if frozen:  # object.__setattr__(self, 'name', value)
+            body.op(_PUSH_NULL)
+            body.const(object.__setattr__)
+            body.fast(self_name)
+            body.const(f.name)
+        if f.default_factory is not dataclasses.MISSING:
+            if f.init:  # factory() if name is _HAS_DEFAULT_FACTORY else name
+                body.fast(f.name)
+                body.const(_HAS_DEFAULT_FACTORY)
+                body.op(_IS_OP, 0)
+                body.op(_POP_JUMP_FORWARD_IF_FALSE, 10)  # to the else: 10 code units on
+            body.op(_PUSH_NULL)
+            body.const(f.default_factory)
+            body.call(0)
+            if f.init:
+                body.op(_JUMP_FORWARD, 1)
+                body.fast(f.name)
+        elif f.init:
+            body.fast(f.name)
+        else:  # a slotted class's field not in __init__, with a default
+            body.const(f.default)
+        if frozen:
+            body.call(3)
+            body.op(_POP_TOP)
+        else:
+            body.fast(self_name)
+            body.op(_STORE_ATTR, body.name(f.name))
+        body.statement(start)
+    if has_post_init:  # self.__post_init__(initvars...)
+        start = len(body.code)
+        initvars = [f.name for f in fields if f._field_type is _FIELD_INITVAR]  # type: ignore[attr-defined]
+        body.fast(self_name)
+        body.op(_LOAD_METHOD, body.name("__post_init__"))
+        for name in initvars:
+            body.fast(name)
+        body.call(len(initvars))
+        body.op(_POP_TOP)
+        body.statement(start)
+    start = len(body.code)
+    body.op(_LOAD_CONST, 0)
+    body.op(_RETURN_VALUE)
+    if body.line == 2:  # no statement: dataclasses' `pass`
+        body.statement(start)
+    else:  # the return is the last statement's
+        body.lines += _line_entry(2, 0)
+    return _TEMPLATE.replace(
+        co_argcount=1 + len(std_fields),
+        co_posonlyargcount=0,
+        co_kwonlyargcount=len(kw_only_fields),
+        co_nlocals=len(body.varnames),
+        co_stacksize=8 + len(fields),  # at most 6 and 2 + the InitVars: more is harmless
+        co_flags=0x3,  # CO_OPTIMIZED | CO_NEWLOCALS
+        co_code=bytes(body.code),
+        co_consts=tuple(body.consts),
+        co_names=tuple(body.names),
+        co_varnames=tuple(body.varnames),
+        co_filename="<string>",
+        co_name="__init__",
+        co_qualname="__create_fn__.<locals>.__init__",
+        co_firstlineno=2,
+        co_linetable=bytes(body.lines),
+        co_exceptiontable=b"",
+        co_freevars=(),
+        co_cellvars=(),
+    )
+
+
 def _init_fn(  # noqa: PLR0917 (called as dataclasses calls its own)
     fields: Sequence[dataclasses.Field[Any]],
     std_fields: Sequence[dataclasses.Field[Any]],
@@ -118,9 +289,9 @@ def _init_fn(  # noqa: PLR0917 (called as dataclasses calls its own)
     globals: dict[str, Any],
     slots: bool,
 ) -> Any:
-    """`dataclasses`' own `__init__` (the same body, signature, defaults and annotations),
-    compiled from a shorter text: its parameters' defaults and annotations are set on the
-    function after, not written in its source (two thirds of the text)."""
+    """`dataclasses`' own `__init__` (the same statements, signature, defaults and
+    annotations), its code written as bytecode (`_init_code`), not compiled from text: its
+    parameters' defaults and annotations are set on the function after."""
     seen_default = False
     for f in std_fields:
         if f.init:
@@ -128,35 +299,127 @@ def _init_fn(  # noqa: PLR0917 (called as dataclasses calls its own)
                 seen_default = True
             elif seen_default:
                 raise TypeError(f"non-default argument {f.name!r} follows default argument")
-    locals: dict[str, Any] = {
-        "MISSING": dataclasses.MISSING,
-        "_HAS_DEFAULT_FACTORY": dataclasses._HAS_DEFAULT_FACTORY,  # type: ignore[attr-defined]
-        "__dataclass_builtins_object__": object,
-    }
-    field_init = dataclasses._field_init  # type: ignore[attr-defined]
-    body = [line for f in fields if (line := field_init(f, frozen, locals, self_name, slots))]
-    if has_post_init:
-        initvars = ",".join(
-            f.name
-            for f in fields
-            if f._field_type is dataclasses._FIELD_INITVAR  # type: ignore[attr-defined]
-        )
-        body.append(f"{self_name}.__post_init__({initvars})")
-    text = "\n".join(body)
-    used = {name: value for name, value in locals.items() if name in text}
-    used["_"] = None  # every default in the source: replaced below
+    args = (fields, std_fields, kw_only_fields, frozen, has_post_init, self_name)
+    try:
+        init = types.FunctionType(_init_code(*args, slots), globals, "__init__")
+    except _Compiled:
+        init = _compiled_init(*args, globals, slots)
     defaults = [(f.name, _default(f)) for f in std_fields]
     kw_defaults = [(f.name, _default(f)) for f in kw_only_fields]
-    params = [name if d is dataclasses.MISSING else f"{name}=_" for name, d in defaults]
-    if kw_defaults:
-        params += ["*", *(n if d is dataclasses.MISSING else f"{n}=_" for n, d in kw_defaults)]
-    create = dataclasses._create_fn  # type: ignore[attr-defined]
-    init = create("__init__", [self_name, *params], body or ["pass"], locals=used, globals=globals)
     init.__defaults__ = tuple(d for _, d in defaults if d is not dataclasses.MISSING) or None
     init.__kwdefaults__ = {n: d for n, d in kw_defaults if d is not dataclasses.MISSING} or None
     init.__annotations__ = {f.name: f.type for f in (*std_fields, *kw_only_fields)}
     init.__annotations__["return"] = None
     return init
+
+
+def _compiled_init(  # noqa: PLR0917
+    fields: Sequence[dataclasses.Field[Any]],
+    std_fields: Sequence[dataclasses.Field[Any]],
+    kw_only_fields: Sequence[dataclasses.Field[Any]],
+    frozen: bool,
+    has_post_init: bool,
+    self_name: str,
+    globals: dict[str, Any],
+    slots: bool,
+) -> Any:
+    """`__init__` compiled from dataclasses' text, with every default written `_` (its
+    defaults are set after): what `_init_code` does not write (`_Compiled`)."""
+    locals: dict[str, Any] = {
+        "MISSING": dataclasses.MISSING,
+        "_HAS_DEFAULT_FACTORY": _HAS_DEFAULT_FACTORY,
+        "__dataclass_builtins_object__": object,
+    }
+    field_init = dataclasses._field_init  # type: ignore[attr-defined]
+    body = [line for f in fields if (line := field_init(f, frozen, locals, self_name, slots))]
+    if has_post_init:
+        initvars = ",".join(f.name for f in fields if f._field_type is _FIELD_INITVAR)  # type: ignore[attr-defined]
+        body.append(f"{self_name}.__post_init__({initvars})")
+    text = "\n".join(body)
+    used = {name: value for name, value in locals.items() if name in text}
+    used["_"] = None  # every default in the source: replaced by the caller
+    params = [f.name if _default(f) is dataclasses.MISSING else f"{f.name}=_" for f in std_fields]
+    if kw_only_fields:
+        params += ["*"]
+        params += [
+            f.name if _default(f) is dataclasses.MISSING else f"{f.name}=_" for f in kw_only_fields
+        ]
+    create = dataclasses._create_fn  # type: ignore[attr-defined]
+    return create("__init__", [self_name, *params], body or ["pass"], locals=used, globals=globals)
+
+
+_NEW_HEAD, _NEW_CALL = "lambda _cls, ", ": _tuple_new(_cls, ("
+
+
+def _namedtuple_eval(source: str, namespace: dict[str, Any]) -> Any:
+    """collections.namedtuple's `eval` (its one use: the class's `__new__`, `lambda _cls, a,
+    b: _tuple_new(_cls, (a, b))`): that lambda's code written as bytecode, not compiled (10
+    namedtuples on a cron run's imports, ~0.2 M instructions each); any other text (over 254
+    fields: an argument beyond a byte) evaluated as before."""
+    head, sep, rest = source.partition(_NEW_CALL)
+    names = head.removeprefix(_NEW_HEAD).rstrip(",").split(", ")
+    if not (sep and head.startswith(_NEW_HEAD) and rest == head[len(_NEW_HEAD) :] + "))"):
+        return eval(source, namespace)
+    if len(names) > 254 or not all(name.isidentifier() for name in names):
+        return eval(source, namespace)
+    body = _Body(["_cls", *names])  # its code starts with RESUME
+    body.op(_LOAD_GLOBAL, body.name("_tuple_new") << 1 | 1)  # NULL + _tuple_new
+    for name in body.varnames:
+        body.fast(name)
+    body.op(_BUILD_TUPLE, len(names))
+    body.call(2)
+    body.op(_RETURN_VALUE)
+    units, lines = len(body.code) // 2, bytearray()
+    while units > 0:
+        lines += _line_entry(min(units, 8), 0)
+        units -= 8
+    code = _TEMPLATE.replace(
+        co_argcount=len(body.varnames),
+        co_nlocals=len(body.varnames),
+        co_stacksize=3 + len(names),
+        co_flags=0x3,  # CO_OPTIMIZED | CO_NEWLOCALS
+        co_code=bytes(body.code),
+        co_consts=(None,),
+        co_names=tuple(body.names),
+        co_varnames=tuple(body.varnames),
+        co_filename="<string>",
+        co_name="<lambda>",
+        co_qualname="<lambda>",
+        co_firstlineno=1,
+        co_linetable=bytes(lines),
+        co_exceptiontable=b"",
+    )
+    return types.FunctionType(code, namespace)
+
+
+_IDENTIFIERS: dict[str, tuple[str | None, str] | None] = {}  # _is_type's match, by annotation
+
+
+def _is_type(
+    annotation: str, cls: type, a_module: Any, a_type: Any, is_type_predicate: Any
+) -> bool:
+    """dataclasses' `_is_type` (does a string annotation name `a_type` of `a_module`: a
+    ClassVar, an InitVar, KW_ONLY), the same lookups, with its pattern's match of each
+    annotation text made once (two or three calls a field, ~580 a cron run)."""
+    try:
+        found = _IDENTIFIERS[annotation]
+    except KeyError:
+        match = dataclasses._MODULE_IDENTIFIER_RE.match(annotation)  # type: ignore[attr-defined]
+        found = _IDENTIFIERS[annotation] = match and (match.group(1), match.group(2))
+    if not found:
+        return False
+    module_name, name = found
+    ns = None
+    if not module_name:
+        ns = sys.modules.get(cls.__module__).__dict__
+    else:
+        module = sys.modules.get(cls.__module__)
+        if module and module.__dict__.get(module_name) is a_module:
+            ns = sys.modules.get(a_type.__module__).__dict__
+    return bool(ns and is_type_predicate(ns.get(name), a_module))
+
+
+_CHECKED: set[str] = set()  # the forward references' texts checked: each is checked once
 
 
 def _forward_code(source: str, filename: str, mode: str) -> str:
@@ -165,9 +428,13 @@ def _forward_code(source: str, filename: str, mode: str) -> str:
     `compile`, whose first call in a process builds the `ast` module's ~120 node types (~9 M
     instructions, 3% of a cron run; a string annotation, which `from __future__ import
     annotations` makes of each, becomes a ForwardRef: NamedTuple fields, the params' type
-    hints). `eval` of the text gives what `eval` of its code gave."""
+    hints). `eval` of the text gives what `eval` of its code gave. A text is parsed for the
+    check once (18 distinct of a cron run's 33), a name that is not a keyword not at all."""
     assert mode == "eval", mode
-    eval("lambda: (\n" + source + "\n)", {})  # parsed: a syntax error raises, nothing runs
+    if source not in _CHECKED:
+        if not source.isidentifier() or iskeyword(source):
+            eval("lambda: (\n" + source + "\n)", {})  # parsed: a syntax error raises
+        _CHECKED.add(source)
     return source
 
 
@@ -176,6 +443,7 @@ def install() -> None:
     and typing's forward references with `_forward_code`."""
     if sys.version_info[:2] != (3, 11):
         return
-    for builder in (_cmp_fn, _hash_fn, _repr_fn, _frozen_get_del_attr, _init_fn):
+    for builder in (_cmp_fn, _hash_fn, _repr_fn, _frozen_get_del_attr, _init_fn, _is_type):
         setattr(dataclasses, builder.__name__, builder)
     typing.compile = _forward_code  # type: ignore[attr-defined]  # its ForwardRef's only use
+    collections.eval = _namedtuple_eval  # type: ignore[attr-defined]  # namedtuple's only use

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import ValidationError, WorldError
 from engine.params import show
-from mgmt.metrics import FLAG, parse_listen, resolve
 from mgmt.status.model import StatusModel
 
 if TYPE_CHECKING:
@@ -326,6 +325,8 @@ class _Listener:
 async def listen(server: StatusServer, config: Config, prefix: Path) -> str:
     """Serve on --prometheus-listen as the config says (see the module docstring); the URL
     served. ValidationError (naming the flag) when it cannot: nothing is applied then."""
+    from mgmt.metrics import FLAG, parse_listen, resolve  # a listener's: not every run's
+
     what = "the status page" if config.status else "metrics"
     host, port = parse_listen(config.prometheus_listen)
     try:
@@ -362,6 +363,7 @@ def _tls_context(config: Config, prefix: Path, url: str) -> ssl.SSLContext | Non
     that CA is required."""
     from mgmt.cluster import pki
     from mgmt.cluster.options import from_config
+    from mgmt.metrics import FLAG
 
     try:
         options = from_config(config, prefix)

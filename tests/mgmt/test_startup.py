@@ -67,7 +67,7 @@ UNUSED += (
     "opcode",
 )
 UNUSED += ("asyncio.format_helpers", "asyncio.staggered", "asyncio.trsock", "ntpath", "json")
-UNUSED += ("urllib.parse",)
+UNUSED += ("urllib.parse", "mgmt.metrics", "mgmt.address")  # the last two: --prometheus's
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
@@ -151,6 +151,30 @@ print("return binascii.a2b_base64(s, strict_mode=validate)" in text,
     out = "True 80 True True b'YQ==' True x True module (a, b=1) module c:\\a"
     out += " TransportSocket asyncio.staggered file:///a%20b/%25 file:///c module"
     assert _python(script) == out
+
+
+def test_datetime_is_the_extensions_with_the_same_names() -> None:
+    """After install(), `datetime` is `_datetime`'s classes (3.12's datetime.py): the same
+    public names, values and doc as 3.11's module gives, its pure-Python classes never made;
+    PyYAML reads and writes timestamps through it."""
+    names = (
+        "sorted((n, repr(getattr(m, n)).split(' at ')[0]) for n in dir(m) "
+        "if not n.startswith('__') and n != 'sys'), m.__doc__, m.__all__"
+    )
+    real = _python(f"import datetime as m\nprint({names})")
+    script = f"""
+import mgmt; mgmt.full_site()
+from mgmt import lazyimport
+lazyimport.install()
+import datetime as m, _datetime, pickle, yaml
+print({names})
+print(m.datetime is _datetime.datetime, "_ymd2ord" in vars(m),
+      pickle.loads(pickle.dumps(m.datetime(2001, 12, 14, tzinfo=m.UTC))),
+      yaml.safe_load("a: 2001-12-14 21:59:43.10-05:00")["a"].utcoffset(),
+      yaml.safe_dump(m.date(2001, 1, 2)).split()[0])
+"""
+    out = _python(script).splitlines()
+    assert out == [real, "True False 2001-12-14 00:00:00+00:00 -1 day, 19:00:00 2001-01-02"]
 
 
 def test_an_extension_module_or_a_package_is_never_deferred(
@@ -506,6 +530,229 @@ print(sorted({m.__code__.co_filename.rsplit("/", 1)[-1] for m in methods}))
     assert _python(script) == "['<string>', 'quickclasses.py']"
 
 
+def test_dataclass_init_written_as_bytecode_does_what_the_compiled_one_does() -> None:
+    """`__init__` written as bytecode (quickclasses._init_code) against dataclasses' compiled
+    one: default factories (frozen or not, in __init__ or not), InitVars and __post_init__, a
+    slotted class's field not in __init__, keyword-only fields; the same results, errors and
+    line numbers in a traceback through it, names and signatures. Over 255 fields (an argument
+    beyond a byte) or an InitVar outside `__init__` (the text's name is a global then), it is
+    compiled as before. The opcodes written are 3.11's."""
+    script = """
+import dataclasses, opcode, traceback
+from dataclasses import InitVar, dataclass, field
+
+def made():
+    def boom():
+        raise ValueError("boom")
+
+    @dataclass(frozen=True)
+    class Frozen:
+        a: int
+        b: list = field(default_factory=list)
+        c: InitVar[int] = 3
+        d: list = field(default_factory=list, init=False)
+
+        def __post_init__(self, c):
+            object.__setattr__(self, "e", c)
+
+    @dataclass(slots=True)
+    class Slotted:
+        a: int
+        b: int = field(default=7, init=False)
+        c: list = field(default_factory=list, init=False)
+        d: int = field(default=8, init=False, repr=False)
+
+    @dataclass
+    class Boom:
+        a: int
+        b: list = field(default_factory=boom)
+
+    @dataclass
+    class PostBoom:
+        a: int
+
+        def __post_init__(self):
+            raise KeyError(self.a)
+
+    @dataclass
+    class Vars:
+        x: InitVar[list] = None
+        y: int = 0
+        z: InitVar[int] = 1
+
+        def __post_init__(self, x, z):
+            self.w = (x, z)
+
+    @dataclass(kw_only=True, frozen=True)
+    class Keywords:
+        a: int
+        b: int = 2
+
+    @dataclass
+    class Nothing:
+        a: int = field(default=1, init=False)
+
+    @dataclass
+    class Hidden:  # an InitVar not in __init__: the text's __post_init__ call reads a global
+        a: int
+        x: InitVar[int] = field(default=1, init=False)
+
+        def __post_init__(self, x):
+            self.x = x
+
+    fields = [(f"f{i}", int, field(default=i)) for i in range(300)]
+    Big = dataclasses.make_dataclass("Big", fields)
+    return Frozen, Slotted, Boom, PostBoom, Vars, Keywords, Nothing, Hidden, Big
+
+def said(f):
+    try:
+        return repr(f())
+    except Exception as e:
+        frames = traceback.extract_tb(e.__traceback__)[1:]
+        return [(t.name, t.lineno, t.filename) for t in frames], repr(e)
+
+def behaviour(classes):
+    Frozen, Slotted, Boom, PostBoom, Vars, Keywords, Nothing, Hidden, Big = classes
+    out = [repr(Frozen(1)), Frozen(1).e, repr(Frozen(1, [2], 5)), Frozen(1).b is not Frozen(1).b]
+    out += [repr(Slotted(1)), Slotted(1).d, Slotted(1).c is not Slotted(1).c, said(lambda: Boom(1))]
+    out += [repr(Boom(1, [])), said(lambda: PostBoom(2)), repr(Vars()), Vars([1], z=2).w]
+    out += [Big(f5=-1).f5, Big().f299, repr(Keywords(a=1)), said(lambda: Keywords(1))]
+    out += [said(lambda: Frozen()), said(lambda: Frozen(1, 2, 3, 4)), repr(Nothing()), Nothing().a]
+    out += [said(lambda: Hidden(1))]
+    for c in classes:
+        code = c.__init__.__code__
+        lines = sorted({line for *_, line in code.co_lines() if line is not None})
+        out.append((lines, code.co_varnames, code.co_argcount, code.co_kwonlyargcount))
+        out.append((c.__init__.__doc__, c.__init__.__qualname__, code.co_filename, code.co_name))
+    return out
+
+before = behaviour(made())
+from mgmt import quickclasses
+quickclasses.install()
+after_classes = made()
+after = behaviour(after_classes)
+assert before == after, [(b, a) for b, a in zip(before, after) if b != a]
+names = [n for n in dir(quickclasses) if n.isupper() and n.startswith("_") and n != "_CACHES"]
+ops = {n: getattr(quickclasses, n) for n in names if n[1:] in opcode.opmap}
+assert ops and all(opcode.opmap[n[1:]] == v for n, v in ops.items()), ops
+caches = {n: opcode._inline_cache_entries[opcode.opmap[n[1:]]] for n in ops}
+assert all(quickclasses._CACHES.get(ops[n], 0) == c for n, c in caches.items()), caches
+print(len(ops), [bool(c.__init__.__code__.co_flags & 16) for c in after_classes])
+"""
+    out = "15 [False, False, False, False, False, False, False, True, True]"
+    assert _python(script) == out
+
+
+def test_string_annotations_are_told_apart_as_dataclasses_tells_them() -> None:
+    """With string annotations (`from __future__ import annotations`), quickclasses'
+    `_is_type` finds the same ClassVars, InitVars and KW_ONLY markers as dataclasses' own:
+    by name, through the module (`typing.ClassVar`, `dc.InitVar`), an alias made in the
+    module (found) or in the class (not found, as dataclasses says), a text seen twice."""
+    script = """
+from __future__ import annotations
+import dataclasses, typing
+import dataclasses as dc
+from dataclasses import KW_ONLY, InitVar, dataclass
+from typing import ClassVar
+
+CV = ClassVar
+
+def made():
+    @dataclass
+    class Marked:
+        a: int
+        b: ClassVar[int] = 1
+        c: typing.ClassVar[str] = "c"
+        d: InitVar[int] = 2
+        e: dc.InitVar[str] = "e"
+        f: CV[int] = 3
+        _: KW_ONLY
+        g: int = 4
+        h: ClassVar[int] = 5
+
+        def __post_init__(self, d, e):
+            self.seen = (d, e)
+
+    @dataclass
+    class Local:
+        LCV = ClassVar
+        x: LCV[int] = 1
+        y: int = 2
+
+    return Marked, Local
+
+def behaviour(classes):
+    out = []
+    for c in classes:
+        out += [[(f.name, f._field_type.name, f.kw_only is True) for f in c.__dataclass_fields__.values()]]
+        out += [sorted(c.__dataclass_fields__), str(__import__("inspect").signature(c))]
+    out += [repr(classes[0](1, g=7)), classes[0](1).seen, repr(classes[1]())]
+    return out
+
+before = behaviour(made())
+from mgmt import quickclasses
+quickclasses.install()
+after = behaviour(made())
+assert before == after, [(b, a) for b, a in zip(before, after) if b != a]
+print(before[0])
+"""
+    out = "[('a', '_FIELD', False), ('b', '_FIELD_CLASSVAR', False), "
+    out += "('c', '_FIELD_CLASSVAR', False), ('d', '_FIELD_INITVAR', False), "
+    out += "('e', '_FIELD_INITVAR', False), ('f', '_FIELD_CLASSVAR', False), "
+    out += "('g', '_FIELD', True), ('h', '_FIELD_CLASSVAR', False)]"
+    assert _python(script) == out
+
+
+def test_namedtuple_new_written_as_bytecode_does_what_the_evaluated_one_does() -> None:
+    """A namedtuple's `__new__` written as bytecode (quickclasses._namedtuple_eval) against the
+    one `collections.namedtuple` evaluates: the same results, errors, signatures, docs, names
+    and defaults; no fields, or over 254, are evaluated as before."""
+    script = """
+import collections, inspect, typing
+
+def made():
+    P = collections.namedtuple("P", "x y", defaults=[3])
+    One = collections.namedtuple("One", "a")
+    Zero = collections.namedtuple("Zero", "")
+    Renamed = collections.namedtuple("Renamed", "a def a", rename=True)
+
+    class Typed(typing.NamedTuple):
+        a: int
+        b: str = "s"
+
+    Big = collections.namedtuple("Big", [f"f{i}" for i in range(300)])
+    return P, One, Zero, Renamed, Typed, Big
+
+def said(f):
+    try:
+        return repr(f())
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+def behaviour(classes):
+    P, One, Zero, Renamed, Typed, Big = classes
+    out = [repr(P(1)), repr(P(1, 2)), said(lambda: P()), said(lambda: P(1, 2, 3))]
+    out += [said(lambda: P(x=1, z=2)), repr(One(1)), repr(Zero()), repr(Renamed(1, 2, 3))]
+    out += [repr(Typed(1)), said(lambda: Typed()), repr(P._make([1, 2])), P(1) == (1, 3)]
+    out += [repr(P(1)._replace(y=5)), Big(*range(300))[299], said(lambda: Big())[:60]]
+    for c in classes:
+        new = c.__new__
+        out += [new.__doc__, new.__qualname__, new.__name__, new.__defaults__]
+        out += [new.__code__.co_varnames[:4], new.__globals__["__name__"]]
+        out += [str(inspect.signature(c))[:40]]
+    return out
+
+before = behaviour(made())
+from mgmt import quickclasses
+quickclasses.install()
+after_classes = made()
+after = behaviour(after_classes)
+assert before == after, [(b, a) for b, a in zip(before, after) if b != a]
+print([c.__new__.__code__.co_linetable[0] == 0x80 for c in after_classes])
+"""
+    assert _python(script) == "[False, False, True, False, False, True]"
+
+
 def test_patterns_on_use_nest_and_end_with_the_last() -> None:
     """Nested, the outer context's packages stay deferred after the inner one ends; a deferred
     pattern's methods are the compiled one's; another package's compile is as usual; re.compile
@@ -527,7 +774,8 @@ def test_forward_references_keep_their_text_and_resolve_as_before() -> None:
     """After `quickclasses.install()`, a forward reference keeps its text (evaluated when
     resolved) instead of a code object of `compile`'s; a NamedTuple's string annotations and
     typing.get_type_hints (a name of the class's module, a class-level name) resolve as
-    before; a bad annotation still raises typing's SyntaxError, when it is made."""
+    before; a bad annotation still raises typing's SyntaxError, when it is made, every time
+    (a keyword too, though a name is not parsed; a text once good is not parsed again)."""
     script = """
 from __future__ import annotations
 import typing
@@ -543,14 +791,18 @@ class Box:
     pair: Pair
     inner: Inner
     many: list[Pair] | None
-try:
-    typing.ForwardRef("int |")
-except SyntaxError as err:
-    bad = "Forward reference must be an expression" in str(err)
+bad = []
+for text in ("int |", "int |", "class", "await", "lambda"):
+    try:
+        typing.ForwardRef(text)
+    except SyntaxError as err:
+        bad.append("Forward reference must be an expression" in str(err))
+typing.ForwardRef("None"), typing.ForwardRef("int | None")
 print(ref.__forward_code__, Pair(1), typing.get_type_hints(Pair), bad)
 print(typing.get_type_hints(Box))
 """
-    out = "int | None Pair(a=1, b=None) {'a': <class 'int'>, 'b': str | None} True\n"
+    out = "int | None Pair(a=1, b=None) {'a': <class 'int'>, 'b': str | None} "
+    out += "[True, True, True, True, True]\n"
     out += "{'pair': <class '__main__.Pair'>, 'inner': <class 'bytes'>, "
     out += "'many': list[__main__.Pair] | None}"
     assert _python(script) == out
