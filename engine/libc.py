@@ -14,7 +14,7 @@ The I/O threads' quick calls of a small file's durable write are made here too (
 the loop when a job's reply is ready and its reset by the loop (an eventfd: `signal_eventfd`,
 `read`; engine/stopgate.py, Replies), and so are the lookup
 before a first write in a writing thread (`absent`), its temp name's `getrandom` and the look
-at the path after its rename (`file_type`): a thread that released the GIL for each of them
+at a watcher's other paths after its rename (`file_type`): a thread that released the GIL for each of them
 waited for it after each, behind the event loop that holds it while a first run's writes
 complete (10,000 writes on 8 threads beside a thread running Python: 9.8-27 s with the GIL
 released around every call, 4.8-5.7 s with it held for these; bare, 2 s). The O_TMPFILE open
@@ -241,9 +241,9 @@ _NOT_THERE = (errno.ENOENT, errno.ENOTDIR)
 
 
 def file_type(path: str, follow: bool) -> int | None:
-    """The file type bits of `path` (stat.S_IFMT), None if it does not exist: for a path this
-    thread just renamed into place (its names in the kernel's cache, looked up without a
-    directory's lock), as `absent` on a local file system. OSError otherwise."""
+    """The file type bits of `path` (stat.S_IFMT), None if it does not exist: for a watcher's
+    other paths after this thread renamed onto one (engine/watcher.py, Rename.run), as
+    `absent` on a local file system. OSError otherwise."""
     try:
         buffer = _local.statx
     except AttributeError:
