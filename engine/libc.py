@@ -79,14 +79,13 @@ def _failed(src: str | None = None, dst: str | None = None) -> OSError:
 
 
 _write = _libc.write
-_write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+_write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]  # a size_t: not a C int
 _write.restype = ctypes.c_ssize_t
-_fchmod = _libc.fchmod
-_fchmod.argtypes = [ctypes.c_int, ctypes.c_uint]
-_linkat = _libc.linkat
-_linkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-_renameat = _libc.renameat
-_renameat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+# No argtypes (as close's and statx's above, ~1 K instructions an argument less, ~7 K a file
+# written): descriptors, a mode and flags that fit a C int, and bytes (fsencode'd names).
+_fchmod = _libc.fchmod  # (int, mode_t)
+_linkat = _libc.linkat  # (int, const char *, int, const char *, int)
+_renameat = _libc.renameat  # (int, const char *, int, const char *)
 _AT_FDCWD = -100
 _AT_SYMLINK_FOLLOW = 0x400
 
