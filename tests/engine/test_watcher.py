@@ -357,6 +357,27 @@ async def test_an_own_write_costs_no_stat_on_the_loop(
     await counter.changed()
 
 
+async def test_an_own_write_beside_another_watched_path_keeps_both_watched(
+    tmp_path: Path, watch: object
+) -> None:
+    """A watcher of two paths (a file's and a fragment's): after an own write onto the first,
+    taken as the regular file written without a look, the other path is looked at as before;
+    both inodes are watched after the re-sync."""
+    path, other = tmp_path / "f", tmp_path / "sub" / "g"
+    other.parent.mkdir()
+    other.write_text("g")
+    counter = await watch(path, other)  # type: ignore[operator]
+    new = tmp_path / ".new"
+    new.write_text("1")
+    with counter.watcher.expecting(str(path)) as rename:
+        rename.run(lambda: os.replace(new, path))  # ours
+    assert await counter.quiet()
+    os.chmod(path, 0o600)  # the new inode is watched
+    await counter.changed()
+    os.chmod(other, 0o600)  # and so is the other path's
+    await counter.changed()
+
+
 @pytest.mark.parametrize("checked", [False, True])
 async def test_an_own_write_replaced_right_after_is_reported_and_watched_anew(
     tmp_path: Path, watch: object, checked: bool
