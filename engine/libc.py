@@ -14,7 +14,7 @@ The I/O threads' quick calls of a small file's durable write are made here too (
 the loop when a job's reply is ready and its reset by the loop (an eventfd: `signal_eventfd`,
 `read`; engine/stopgate.py, Replies), and so are the lookup
 before a first write in a writing thread (`absent`), its temp name's `getrandom` and the look
-at the path after its rename (`file_type`): a thread that released the GIL for each of them
+at a watcher's other paths after its rename (`file_type`): a thread that released the GIL for each of them
 waited for it after each, behind the event loop that holds it while a first run's writes
 complete (10,000 writes on 8 threads beside a thread running Python: 9.8-27 s with the GIL
 released around every call, 4.8-5.7 s with it held for these; bare, 2 s). The O_TMPFILE open
@@ -79,14 +79,13 @@ def _failed(src: str | None = None, dst: str | None = None) -> OSError:
 
 
 _write = _libc.write
-_write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+_write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]  # a size_t: not a C int
 _write.restype = ctypes.c_ssize_t
-_fchmod = _libc.fchmod
-_fchmod.argtypes = [ctypes.c_int, ctypes.c_uint]
-_linkat = _libc.linkat
-_linkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-_renameat = _libc.renameat
-_renameat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+# No argtypes (as close's and statx's above, ~1 K instructions an argument less, ~7 K a file
+# written): descriptors, a mode and flags that fit a C int, and bytes (fsencode'd names).
+_fchmod = _libc.fchmod  # (int, mode_t)
+_linkat = _libc.linkat  # (int, const char *, int, const char *, int)
+_renameat = _libc.renameat  # (int, const char *, int, const char *)
 _AT_FDCWD = -100
 _AT_SYMLINK_FOLLOW = 0x400
 
@@ -241,9 +240,9 @@ _NOT_THERE = (errno.ENOENT, errno.ENOTDIR)
 
 
 def file_type(path: str, follow: bool) -> int | None:
-    """The file type bits of `path` (stat.S_IFMT), None if it does not exist: for a path this
-    thread just renamed into place (its names in the kernel's cache, looked up without a
-    directory's lock), as `absent` on a local file system. OSError otherwise."""
+    """The file type bits of `path` (stat.S_IFMT), None if it does not exist: for a watcher's
+    other paths after this thread renamed onto one (engine/watcher.py, Rename.run), as
+    `absent` on a local file system. OSError otherwise."""
     try:
         buffer = _local.statx
     except AttributeError:

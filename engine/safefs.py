@@ -141,6 +141,7 @@ _SYS_OPENAT2 = 437  # the same number on every architecture Linux added it to (5
 _RESOLVE_NO_SYMLINKS = 0x04
 _AT_FDCWD = -100
 _HOW = _OpenHow(_DIR & ~os.O_NOFOLLOW, 0, _RESOLVE_NO_SYMLINKS)
+_HOW_REF = ctypes.byref(_HOW)  # made once: one per call cost an object a directory opened
 _syscall = libc.syscall  # the GIL held: a lookup of directories (engine/libc.py)
 _openat2_usable = [True]  # cleared when the kernel (or a sandbox) refuses openat2
 
@@ -153,7 +154,7 @@ def _open_no_symlinks(path: str) -> int | None:
     """
     if not _openat2_usable or "\0" in path:
         return None
-    fd: int = _syscall(_SYS_OPENAT2, _AT_FDCWD, libc.fsencode(path), ctypes.byref(_HOW), 24)
+    fd: int = _syscall(_SYS_OPENAT2, _AT_FDCWD, libc.fsencode(path), _HOW_REF, 24)
     if fd >= 0:
         return fd
     if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG):

@@ -43,9 +43,11 @@ do we, except for the kinds of events a check is known to subsume):
   On leaving, the queue is drained again (the kernel queued the event during the rename), so
   no expectation outlives the write; not when a drain meanwhile (another check's) consumed it
   (a first run's replies: two of three such drains read nothing, ~7 K instructions each).
-  The writing thread looks at the paths right after its rename: the re-sync that follows
-  needs no stat on the event loop (where, during a first run, each waited ~0.1-0.2 ms for the
-  directory and the GIL that the writing threads hold).
+  The writing thread says what watches the paths need right after its rename, the path
+  taken as the regular file it just put there (no look: anything put there since is a second
+  event, reported): the re-sync that follows needs no stat on the event loop (where, during
+  a first run, each waited ~0.1-0.2 ms for the directory and the GIL that the writing
+  threads hold), nor in the thread.
 - `PathWatcher(paths, checked=True)`: the check looks the first path up itself, right after
   `settle()`, and tells `observed(kind)` what it found. Where the hub already watches that
   path's directory, the watcher does not look it up too (at its start, on a re-sync, in
@@ -122,6 +124,7 @@ OVERFLOW = inotify.Q_OVERFLOW
 
 UNSEEN = -1  # PathWatcher.observed(): the check did not get to look (not a file type)
 ALL = "*"  # every entry of a watched directory (or every event of a watched file) matters
+EVERY = frozenset((ALL,))
 
 Desired = dict[str, tuple[int, frozenset[str]]]  # absolute path -> (mask, entry names)
 T = TypeVar("T")
@@ -330,13 +333,14 @@ class PathWatcher:
     def expecting(self, path: str) -> Iterator[Rename]:
         """The caller renames onto `path` (or links a new file at it) inside, by `Rename.run`
         (in its thread): that one MOVED_TO (or CREATE) is not reported (see the module doc)."""
-        rename = Rename(self)
+        mine = self.paths and path == self.paths[0]  # the usual case: no call
+        target = path if mine else _absolute(path)
+        rename = Rename(self, target)
         hub = self._hub
         if hub is None:
             yield rename
             return
-        mine = self.paths and path == self.paths[0]  # the usual case: no call
-        key = self._split if mine else os.path.split(_absolute(path))
+        key = self._split if mine else os.path.split(target)
         self._expected[key] = self._expected.get(key, 0) + 1
         try:
             yield rename
@@ -490,25 +494,45 @@ class PathWatcher:
                 add(path, FILE_MASK, ALL)
         return {path: (mask, frozenset(names)) for path, (mask, names) in want.items()}
 
+    def _placed(self, path: str, look: Callable[[str, bool], int | None] | None) -> Desired:
+        """The watches the paths need right after an own write put a regular file at `path`
+        (Rename.run), as _desired would find them, without looking at `path`: anything put
+        there since is another event of its directory's watch (a second one, reported: see
+        expecting), or, where that directory was not watched yet, looked at by the re-sync
+        that puts its watch in place (_resync_now). `look`: how the other paths are looked at."""
+        if len(self.paths) == 1 and path == self.paths[0]:  # the usual case: no look at all
+            parent, name = self._split
+            if parent != path:
+                return {parent: (DIR_MASK, frozenset((name,))), path: (FILE_MASK, EVERY)}
+        other = look or _kind
+
+        def kind(target: str, follow: bool) -> int | None:
+            return stat.S_IFREG if target == path and not follow else other(target, follow)
+
+        return self._desired(look=kind)
+
 
 class Rename:
     """An own rename onto a watched path (PathWatcher.expecting): `run(write)`, in the
-    writing thread, renames and then looks at the watcher's paths from there, so the re-sync
-    that follows the rename needs no stat on the event loop."""
+    writing thread, renames and then says what watches the paths need, so the re-sync that
+    follows the rename needs no stat on the event loop."""
 
-    def __init__(self, watcher: PathWatcher) -> None:
+    def __init__(self, watcher: PathWatcher, path: str) -> None:
         self._watcher = watcher
+        self._path = path  # the expected path, as the watcher spells it (absolute, normalized)
         self.renamed = False  # `write` returned: its rename's event is queued
         self.seen: Desired | None = None  # the watches the paths needed right after it
 
     def run(self, write: Callable[[], T], local: bool = False) -> T:
-        """Call `write` (which renames onto the expected path), then observe the paths; with
-        the GIL held if `local` (the path's directory is on a local file system: the names
-        just renamed into are in the kernel's cache, libc.file_type)."""
+        """Call `write`, which puts a regular file at the expected path (a rename onto it, or
+        a link of a new file), then say what the watcher's paths need (PathWatcher._placed):
+        that path is taken as the regular file just put there, without a look; the others
+        are looked at from here, with the GIL held if `local` (the path's directory is on a
+        local file system: libc.file_type)."""
         result = write()
         self.renamed = True
         with contextlib.suppress(OSError):  # the loop's re-sync stats again, and reports it
-            self.seen = self._watcher._desired(look=libc.file_type if local else None)
+            self.seen = self._watcher._placed(self._path, libc.file_type if local else None)
         return result
 
 
@@ -518,7 +542,8 @@ def _kind(path: str, follow: bool) -> int | None:
     Not with the GIL held (engine/libc.py): a name not in the kernel's cache is looked up
     under its directory's lock, which a rename or create beside it holds, for as long as
     that waits for the journal: the writing threads would stop with it. (A writing thread
-    looks at the path it just renamed into place with it held: Rename.run.)"""
+    looks at a watcher's other paths with it held, its names in the kernel's cache:
+    Rename.run.)"""
     try:
         return stat.S_IFMT(os.stat(path, follow_symlinks=follow).st_mode)
     except (FileNotFoundError, NotADirectoryError):

@@ -479,17 +479,20 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         if st is not None:
             return where, st
         data, mode, uid, gid = new
-        write = functools.partial(where.write, TOP, data, mode, uid, gid, new=True)
         local = where.local()  # the directories made on the way are on it too
-        run = functools.partial(rename.run, write, local)
-        create = Step(f"create {where.path}", f"created {where.path}", run)
-        for step in [*where.parent_steps(), *where.temp_steps(), create]:
+        for step in [*where.parent_steps(), *where.temp_steps()]:  # usually none
             assert step.run is not None
             try:
                 step.run()
             except OSError as err:
                 raise ResourceError(f"could not {step.would}: {where.explain(err)}") from err
             done.append(step.done)
+        write = functools.partial(where.write, TOP, data, mode, uid, gid, new=True)
+        try:
+            rename.run(write, local)
+        except OSError as err:
+            raise ResourceError(f"could not create {where.path}: {err}") from err
+        done.append(f"created {where.path}")
         return None
 
     # planning: observe (lstat, read) and decide; nothing here writes --------------------------

@@ -97,6 +97,7 @@ class Where:
         self.path = shown or path  # for messages
         self.fd, self.missing = safefs.walk(parent or ".", start=start)
         self._ident: tuple[int, int, int] | None = None  # libc.file_id(fd), once asked
+        self._local: bool | None = None  # local(), once asked
 
     def ident(self) -> tuple[int, int, int]:
         """What identifies the directory open as `fd` (libc.file_id, asked once: with the
@@ -107,8 +108,12 @@ class Where:
         return ident
 
     def local(self) -> bool:
-        """Whether the directory open as `fd` is on a local file system (libc.local_fs)."""
-        return libc.local_dev(self.ident())
+        """Whether the directory open as `fd` is on a local file system (libc.local_fs; asked
+        once: the parent directories make_parent makes are on the same one)."""
+        local = self._local
+        if local is None:
+            local = self._local = libc.local_dev(self.ident())
+        return local
 
     def __enter__(self) -> Where:
         return self

@@ -330,9 +330,10 @@ async def test_an_own_write_costs_no_stat_on_the_loop(
     tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A first run's write of a file (its rename onto a path of a watched directory) re-syncs
-    the watches from one stat in the writing thread, none on the event loop: an existing
-    path's parent needs none, and a new watch on a file needs no second look (its directory's
-    watch was in place). The file is watched after, and its directory still reports it."""
+    the watches without a stat, in the writing thread or on the event loop: the path holds the
+    regular file just put there, an existing path's parent needs none, and a new watch on a
+    file needs no second look (its directory's watch was in place). The file is watched after,
+    and its directory still reports it."""
     path = tmp_path / "f"
     counter = await watch(path)  # type: ignore[operator]
     stats: list[tuple[str, bool]] = []
@@ -349,10 +350,55 @@ async def test_an_own_write_costs_no_stat_on_the_loop(
         await asyncio.to_thread(rename.run, lambda: os.replace(new, path))
     assert await counter.quiet()  # the rename was read and consumed meanwhile
     monkeypatch.undo()
-    assert stats == [(str(path), False)]
+    assert stats == []
     os.chmod(path, 0o600)  # the new inode is watched
     await counter.changed()
     path.unlink()  # and its directory still reports its entry
+    await counter.changed()
+
+
+async def test_an_own_write_beside_another_watched_path_keeps_both_watched(
+    tmp_path: Path, watch: object
+) -> None:
+    """A watcher of two paths (a file's and a fragment's): after an own write onto the first,
+    taken as the regular file written without a look, the other path is looked at as before;
+    both inodes are watched after the re-sync."""
+    path, other = tmp_path / "f", tmp_path / "sub" / "g"
+    other.parent.mkdir()
+    other.write_text("g")
+    counter = await watch(path, other)  # type: ignore[operator]
+    new = tmp_path / ".new"
+    new.write_text("1")
+    with counter.watcher.expecting(str(path)) as rename:
+        rename.run(lambda: os.replace(new, path))  # ours
+    assert await counter.quiet()
+    os.chmod(path, 0o600)  # the new inode is watched
+    await counter.changed()
+    os.chmod(other, 0o600)  # and so is the other path's
+    await counter.changed()
+
+
+@pytest.mark.parametrize("checked", [False, True])
+async def test_an_own_write_replaced_right_after_is_reported_and_watched_anew(
+    tmp_path: Path, watch: object, checked: bool
+) -> None:
+    """The writing thread takes its path as the regular file it just put there, without a
+    look: a directory put there right after, before the loop re-syncs (with the file's
+    watch on the directory's inode), is reported, as the second event of the path, and is
+    then watched as what it is: an entry made in it is reported too."""
+    path = tmp_path / "f"
+    counter = await watch(path, checked=checked)  # type: ignore[operator]
+    new = tmp_path / ".new"
+    new.write_text("1")
+    with counter.watcher.expecting(str(path)) as rename:
+        rename.run(lambda: os.replace(new, path))  # ours
+        path.unlink()  # someone else's, right after
+        path.mkdir()
+    await counter.changed()
+    if checked:  # the check that follows the report looks, and says what it found
+        counter.watcher.settle()
+        counter.watcher.observed(stat.S_IFDIR)
+    (path / "x").write_text("x")
     await counter.changed()
 
 

@@ -23,6 +23,7 @@ from engine import libc, safefs
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID
 from engine.safefs import TEMP_PREFIX
+from engine.watcher import FILE_MASK, Hub
 from resources._lib.plan import in_thread as _in_thread
 from resources.file import INLINE_LIMIT, FileRes, mode_after, selinux_enabled
 
@@ -586,17 +587,30 @@ async def test_a_first_write_in_one_hop_makes_missing_parents(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The lookup and the write in the I/O thread make the missing parents first; the new
+    file's own inode is watched after that one check (its directory was not watched before
+    it: the re-sync looks), so a write through another hard link of it is seen."""
     monkeypatch.setattr(file_module, "_writing", [1])
     caplog.set_level(logging.INFO, logger="engine")
     path = tmp_path / "a" / "b" / "f"
     res = FileRes(name="f", path=str(path), content="x")
-    await run_resource(res)
-    await converges(res)
+    running = await run_resource(res)
+    assert await res.check_apply(True) is False
     assert caplog.messages[:3] == [
         f"file[f]: created parent directory {tmp_path / 'a'}",
         f"file[f]: created parent directory {tmp_path / 'a' / 'b'}",
         f"file[f]: created {path}",
     ]
+    assert path.read_text() == "x"
+    hub = Hub.running()
+    assert hub is not None
+    assert hub.kernel_mask.get(str(path), 0) & FILE_MASK == FILE_MASK  # the inode's own watch
+    assert await res.check_apply(True) is True
+    hard = tmp_path / "hard"
+    os.link(path, hard)  # in a directory this watch does not read: only the inode's watch
+    hard.write_text("y")
+    await running.handle.next_event()
+    await converges(res)
     assert path.read_text() == "x"
 
 
