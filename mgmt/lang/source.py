@@ -4,8 +4,10 @@
 its function graph and computes the first graph. Iterating the source yields every later graph
 that differs from the last one sent; the agent swaps each into the engine (unchanged vertices
 keep running). A run-time error in a function is logged once and the last good graph stays.
-The source watches its program file (unless told not to) and swaps in a new program on edit;
-a program that does not compile is reported and the running one stays.
+The source watches its program's files (unless told not to) and swaps in a new program on edit,
+once the writer has closed the file (engine.watcher.follow_writes, as for graph files: a file
+rewritten in place is empty, then half written, before it is whole); a program that does not
+compile is reported once and the running one stays.
 
 A program that imports "world" needs the cluster: the graphs it yields say so (`Loaded.cluster`),
 even before it has produced one (an empty graph then, or the last one after an edit), so that
@@ -28,7 +30,7 @@ from engine.graph import Change, Edge, Graph, Key, derive, fmt_key, key_of
 from engine.local import LocalValues
 from engine.resource import Resource, lookup, refused_together, together_kinds, validates_together
 from engine.tasks import TaskSet
-from engine.watcher import PathWatcher
+from engine.watcher import PathWatcher, follow_writes
 from mgmt.collectscope import Collect, collects
 from mgmt.lang import compile_file
 from mgmt.lang.checker import Checked
@@ -326,6 +328,7 @@ class LangSource:
         self._reload = False
         self._tasks = TaskSet("lang", log)
         self._files: list[Path] = [path]  # the program's files, as last compiled
+        self._refused = ""  # the digest of the files as last refused (said once)
         self._watcher: PathWatcher | None = None
         self._watcher_files: list[Path] = []
         self._watcher_task: asyncio.Task[None] | None = None
@@ -405,7 +408,12 @@ class LangSource:
                 yield latest
 
     def reload(self) -> None:
-        """Re-read the program (SIGHUP); an unchanged file is not recompiled."""
+        """Re-read the program (SIGHUP); an unchanged file is not recompiled, unless it was
+        refused (a module it lacked may be there now)."""
+        self._refused = ""
+        self._edited()
+
+    def _edited(self) -> None:
         self._reload = True
         self._kick.set()
 
@@ -460,8 +468,7 @@ class LangSource:
                 await self.runtime.reap()
 
     async def _watch_file(self, watcher: PathWatcher) -> None:
-        async for _ in watcher:
-            self.reload()
+        await follow_writes(watcher, self._edited)  # not a half-written file (truncated first)
 
     def _evaluate(self) -> None:
         try:
@@ -522,18 +529,21 @@ class LangSource:
 
     async def _recompile(self) -> None:
         try:
-            if await asyncio.to_thread(read_again, self._files) == self._digest:
-                log.debug("program files unchanged, nothing to swap")
+            digest = await asyncio.to_thread(read_again, self._files)
+            if digest in (self._digest, self._refused):
+                log.debug("program files unchanged since compiled or refused, nothing to swap")
                 return
             log.debug("program file changed (one of %d): checking it", len(self._files))
             checked = await self._compile()
             if self.watch:
                 await self._watch(checked.files)
         except CompileError as err:
+            self._refused = digest
             for problem in err.problems:
                 log.error("%s", problem)
             log.error("keeping the running program")
             return
+        self._refused = ""
         log.info("program file changed: swapping in the new program")
         old = self.runtime
         self._start(checked)
