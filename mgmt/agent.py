@@ -15,7 +15,7 @@ import stat
 import sys
 import time
 import weakref
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,7 +38,7 @@ from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
-from mgmt.listing import named
+from mgmt.listing import first_of, named
 from mgmt.metrics import Metrics
 from mgmt.sdnotify import Notifier
 from mgmt.signals import Signals
@@ -72,6 +72,11 @@ class GraphSource(Protocol):
     """
 
     graphs: int  # graphs produced so far
+    # What is wrong with the program while something is (it does not compile, a function
+    # fails: the host does not run what it was asked to), "" otherwise; `on_problem` is called
+    # with each new one (the agent's status model: `mgmt status` fails on it).
+    problem: str
+    on_problem: Callable[[str], None] | None
 
     def __aiter__(self) -> AsyncIterator[Loaded]: ...
 
@@ -278,6 +283,9 @@ class Agent:
         self.metrics = Metrics(self.engine) if config.prometheus else None
         self.exit = exit_request(self.engine.shared)  # kept: the engine's Shared ends at stop
         self.status = StatusModel(self.engine, config.hostname)  # mgmt status, the status page
+        if source is not None:
+            source.on_problem = self.status.set_program_error
+            self.status.set_program_error(source.problem)
         self.server: StatusServer | None = None
         self.cluster_status: ClusterStatus | None = None  # with the cluster: hosts on the page
         self.notifier = Notifier.from_environment()  # under systemd, Type=notify
@@ -716,6 +724,7 @@ class Agent:
         loaded = got.loaded
         loaded.digest = got.digest
         self._rejected = ""  # a bad file written again later is reported again
+        self.status.set_program_error("")
         for warning in loaded.warnings:
             log.warning("%s", warning)
         log.info("graph file changed: swapping in the new graph")
@@ -736,6 +745,7 @@ class Agent:
         for problem in err.problems:
             log.error("%s", problem)
         log.error("keeping the running graph")
+        self.status.set_program_error(first_of(err.problems, "keeping the running graph"))
 
 
 @dataclass

@@ -9,6 +9,11 @@ once the writer has closed the file (engine.watcher.follow_writes, as for graph 
 rewritten in place is empty, then half written, before it is whole); a program that does not
 compile is reported once and the running one stays.
 
+`problem` says what is wrong with the program while something is ("" otherwise): the last edit
+does not compile (the previous program runs), or a function fails (the last good graph runs, or
+none yet: `otherwise` says what runs then, e.g. a deploy's "deploy 2's graph still runs");
+`on_problem` is called with each new one (the agent's status: `mgmt status` fails on it).
+
 A program that imports "world" needs the cluster: the graphs it yields say so (`Loaded.cluster`),
 even before it has produced one (an empty graph then, or the last one after an edit), so that
 the agent starts the cluster and hands over its World (`attach_world`); the world.* functions
@@ -21,7 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +46,7 @@ from mgmt.lang.kinds import EXPORT_PREFIX, build_resource
 from mgmt.lang.modules import read_again
 from mgmt.lang.runtime import CollectSpec, EdgeSpec, ResSpec, Runtime
 from mgmt.lang.values import to_plain
+from mgmt.listing import first_of
 from mgmt.yamlgraph import Loaded
 
 if TYPE_CHECKING:
@@ -306,6 +312,7 @@ class LangSource:
         watch: bool = True,
         clock: Clock | None = None,
         local: LocalValues | None = None,
+        otherwise: str = "no graph yet",
     ) -> None:
         self.path = path
         self.ctx = Context(hostname, local=local)
@@ -316,6 +323,11 @@ class LangSource:
         self.first_error: str | None = None
         self.graphs = 0  # graphs produced so far (the agent and tests read it)
         self.needs_cluster = False  # the program imports "world"
+        self.problem = ""  # what is wrong with the program, if anything (module docstring)
+        self.on_problem: Callable[[str], None] | None = None  # called with each new problem
+        self.otherwise = otherwise  # what runs while the program has produced no graph
+        self._compile_problem = ""  # the last edit's compile error (the previous one runs)
+        self._run_problem = ""  # a function's error, and what runs meanwhile
         self._last: Loaded | None = None  # the last graph produced
         self.evaluated = asyncio.Event()  # set after each evaluation (tests wait on it)
         self._digest = ""
@@ -342,9 +354,12 @@ class LangSource:
         watch: bool = True,
         clock: Clock | None = None,
         local: LocalValues | None = None,
+        otherwise: str = "no graph yet",
     ) -> LangSource:
         """Compile (CompileError), start, and compute the first graph (or first_error)."""
-        source = cls(path, hostname=hostname, watch=watch, clock=clock, local=local)
+        source = cls(
+            path, hostname=hostname, watch=watch, clock=clock, local=local, otherwise=otherwise
+        )
         checked = await source._compile()
         if watch:
             await source._watch(checked.files)  # before the first graph: no edit is missed
@@ -518,14 +533,24 @@ class LangSource:
             return
         if text is None:
             log.info("%s: the program produces a graph again", self.path)
+            self._run_problem = ""
         else:
             keeping = (
-                "keeping the last good graph" if self._last_items is not None else "no graph yet"
+                "keeping the last good graph" if self._last_items is not None else self.otherwise
             )
             log.error("%s (%s)", text, keeping)
+            self._run_problem = f"{text} ({keeping})"
             if self.first is None and self.graphs == 0:
                 self.first_error = text
         self._last_error = text
+        self._set_problem()
+
+    def _set_problem(self) -> None:
+        problem = self._compile_problem or self._run_problem
+        if problem != self.problem:
+            self.problem = problem
+            if self.on_problem is not None:
+                self.on_problem(problem)
 
     async def _recompile(self) -> None:
         try:
@@ -542,8 +567,10 @@ class LangSource:
             for problem in err.problems:
                 log.error("%s", problem)
             log.error("keeping the running program")
+            self._compile_problem = first_of(err.problems, "keeping the running program")
+            self._set_problem()
             return
-        self._refused = ""
+        self._refused = self._compile_problem = self._run_problem = ""
         log.info("program file changed: swapping in the new program")
         old = self.runtime
         self._start(checked)
@@ -551,4 +578,5 @@ class LangSource:
             await old.close()
         self._last_error = None
         self._evaluate()
+        self._set_problem()
         self._ask_for_cluster()

@@ -13,11 +13,12 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.tasks import TaskSet
 from engine.watcher import PathWatcher
+from mgmt.listing import first_of
 from mgmt.puppet.compile import Manifest, compile_catalog
 from mgmt.puppet.translate import translate
 from mgmt.yamlgraph import GraphFileError, Loaded
@@ -51,6 +52,8 @@ class PuppetSource:
         self.fallback = fallback
         self.graphs = 0
         self.first: Loaded | None = None
+        self.problem = ""  # agent.GraphSource: the last edit's compile error, if it failed
+        self.on_problem: Callable[[str], None] | None = None
         self._digest = ""
         self._kick = asyncio.Event()
         self._out: asyncio.Queue[Loaded] = asyncio.Queue()
@@ -93,6 +96,12 @@ class PuppetSource:
             await self._watcher.aclose()
             self._watcher = None
 
+    def _set_problem(self, problem: str) -> None:
+        if problem != self.problem:
+            self.problem = problem
+            if self.on_problem is not None:
+                self.on_problem(problem)
+
     async def _watch(self, watcher: PathWatcher) -> None:
         async for _ in watcher:
             self._kick.set()
@@ -107,7 +116,9 @@ class PuppetSource:
                 for problem in err.problems:
                     log.error("%s", problem)
                 log.error("keeping the running graph")
+                self._set_problem(first_of(err.problems, "keeping the running graph"))
                 continue
+            self._set_problem("")
             if loaded.digest == self._digest:
                 log.debug("the catalog is unchanged: nothing to swap")
                 continue
