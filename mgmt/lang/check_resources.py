@@ -67,10 +67,11 @@ class ResourceChecker:
         self._static: dict[tuple[str, str], tuple[Resource, Pos]] = {}
         # Every (kind, name) a resource statement may declare, conditionally or not; the kinds
         # whose names are known only when run, or which are collected (see the module doc).
-        self._declared: set[tuple[str, str]] = set()
+        # (Few objects: a big program's checks run between the garbage collector's passes.)
+        self._declared: dict[str, set[str]] = {}  # kind -> names
         self._open_kinds: set[str] = set()
         # The ends of the edges made unconditionally whose kind and names are constants.
-        self._ends: list[tuple[str, list[str], Pos]] = []
+        self._ends: list[ast.EdgeHalf] = []
 
     def resource(self, res: ast.Resource, scope: Scope) -> None:
         table = kind_params(res.kind)
@@ -94,7 +95,10 @@ class ResourceChecker:
         if res.collect or names is None:
             self._open_kinds.add(res.kind)
         else:
-            self._declared.update((res.kind, name) for name in names)
+            declared = self._declared.get(res.kind)
+            if declared is None:
+                declared = self._declared[res.kind] = set()
+            declared.update(names)
         ok = True
         given: set[str] = set()
         label = _label(res)
@@ -316,21 +320,22 @@ class ResourceChecker:
 
     def _end(self, half: ast.EdgeHalf) -> None:
         """Note an end of an edge, if it is made unconditionally and constant (`finish`)."""
-        names = _constant_names(half.name)
-        if names is not None and self.unconditional():
-            self._ends.append((half.kind, names, half.pos))
+        if self.unconditional() and _constant_names(half.name) is not None:
+            self._ends.append(half)
 
     def finish(self) -> None:
         """Check the constant resources declared unconditionally together, as their kinds do
         (Resource.validate_together: two inputs of one UI with one id), once all are seen;
         and that each certain end of an edge is declared (see the module doc)."""
-        for kind, names, pos in self._ends:
+        for half in self._ends:
+            kind = half.kind
             if kind in self._open_kinds:
                 continue
-            for name in names:
-                if (kind, name) not in self._declared and not name.startswith(EXPORT_PREFIX):
+            declared = self._declared.get(kind, set())
+            for name in _constant_names(half.name) or ():
+                if name not in declared and not name.startswith(EXPORT_PREFIX):
                     self.problems.add(
-                        pos,
+                        half.pos,
                         f"edge to {fmt_key((kind, name))}: no such resource in the program",
                     )
         together: dict[type[Resource], list[Resource]] = {}
@@ -381,9 +386,11 @@ def plain_constant(expr: ast.Expr) -> Any:
         return NOT_CONSTANT
 
 
-def _constant_names(expr: ast.Expr) -> list[str] | None:
+def _constant_names(expr: ast.Expr) -> tuple[str, ...] | list[str] | None:
     """The names `expr` gives a resource or an edge's end (a str or a list of str) if it is a
     constant; else None."""
+    if type(expr) is ast.Lit and type(expr.value) is str:  # most names: no walk
+        return (expr.value,)
     value = plain_constant(expr)
     if isinstance(value, str):
         return [value]
