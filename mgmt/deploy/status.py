@@ -70,7 +70,8 @@ class HostStatus:
     ready: int = 0  # the newest deploy it has verified and prepared
     converged: bool = False  # its graph is converged
     refused: int = 0  # the last deploy it refused (0: none)
-    error: str = ""  # why it refused it, or why the running deploy fails
+    # Why it refused it. (Why the running deploy fails is its summary's `program_error`.)
+    error: str = ""
     # Why the running deploy was not verified (run with --allow-unsigned-deploys): UNSIGNED,
     # or "no --trusted-keys" (signed, but the host has no key to verify it); "" if it was.
     unverified: str = ""

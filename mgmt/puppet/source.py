@@ -2,9 +2,11 @@
 
 `PuppetSource.open` compiles the manifest with the real Puppet and translates its catalog
 (GraphFileError before anything runs). The source then watches the manifest file (unless told
-not to): on an edit, or on SIGHUP, it compiles again and yields the new graph if the catalog
+not to): on an edit (read once its writer has closed it: engine.watcher.follow_writes), or on
+SIGHUP, it compiles again and yields the new graph if the catalog
 changed; the agent swaps it in, keeping unchanged resources running. A manifest that no longer
-compiles is reported and the running graph stays.
+compiles is reported and the running graph stays (and is the source's `problem`: `mgmt
+status` fails until a good edit).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.tasks import TaskSet
-from engine.watcher import PathWatcher
+from engine.watcher import PathWatcher, follow_writes
 from mgmt.listing import first_of
 from mgmt.puppet.compile import Manifest, compile_catalog
 from mgmt.puppet.translate import translate
@@ -103,8 +105,7 @@ class PuppetSource:
                 self.on_problem(problem)
 
     async def _watch(self, watcher: PathWatcher) -> None:
-        async for _ in watcher:
-            self._kick.set()
+        await follow_writes(watcher, self._kick.set)  # not a half-written manifest
 
     async def _loop(self) -> None:
         while True:
