@@ -283,12 +283,12 @@ class Agent:
         self.metrics = Metrics(self.engine) if config.prometheus else None
         self.exit = exit_request(self.engine.shared)  # kept: the engine's Shared ends at stop
         self.status = StatusModel(self.engine, config.hostname)  # mgmt status, the status page
-        if source is not None:
-            source.on_problem = self.status.set_program_error
-            self.status.set_program_error(source.problem)
         self.server: StatusServer | None = None
         self.cluster_status: ClusterStatus | None = None  # with the cluster: hosts on the page
         self.notifier = Notifier.from_environment()  # under systemd, Type=notify
+        if source is not None:
+            source.on_problem = self._program_error
+            self.status.set_program_error(source.problem)
 
     async def run(self, loaded: Loaded) -> int:
         loop = asyncio.get_running_loop()
@@ -414,14 +414,24 @@ class Agent:
         took = time.monotonic() - self._started
         log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
 
+    def _program_error(self, problem: str) -> None:
+        """What is wrong with the program now ("": nothing): `mgmt status`, the page and
+        systemd's STATUS= say it."""
+        self.status.set_program_error(problem)
+        if self.notifier is not None:
+            self.notifier.status(self._status())
+
     def _status(self) -> str:
-        """One line for systemd's STATUS= (and `systemctl status`)."""
+        """One line for systemd's STATUS= (and `systemctl status`), the program's error first
+        if it has one (its first 200 characters)."""
+        problem = self.status.program_error
+        head = f"program error: {problem[:200]}; " if problem else ""
         if self.converger.converged.is_set():
-            return "converged: " + self._convergence_summary()
+            return head + "converged: " + self._convergence_summary()
         n = len(self.engine.vertices)
         waiting = len(self.converger.unsettled())
         failed = len(self.converger.failed())
-        return f"converging: {n - waiting} of {n} resources settled, {failed} failed"
+        return f"{head}converging: {n - waiting} of {n} resources settled, {failed} failed"
 
     async def _show_progress(self) -> None:
         """On a terminal, a line every PROGRESS_EVERY seconds until the first convergence."""
@@ -724,7 +734,7 @@ class Agent:
         loaded = got.loaded
         loaded.digest = got.digest
         self._rejected = ""  # a bad file written again later is reported again
-        self.status.set_program_error("")
+        self._program_error("")
         for warning in loaded.warnings:
             log.warning("%s", warning)
         log.info("graph file changed: swapping in the new graph")
@@ -745,7 +755,7 @@ class Agent:
         for problem in err.problems:
             log.error("%s", problem)
         log.error("keeping the running graph")
-        self.status.set_program_error(first_of(err.problems, "keeping the running graph"))
+        self._program_error(first_of(err.problems, "keeping the running graph"))
 
 
 @dataclass

@@ -5,7 +5,10 @@ that does not run as asked (an edit refused, a function failing) fails `mgmt sta
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
 
@@ -67,11 +70,24 @@ async def test_a_program_rewritten_in_place_swaps_once_closed_and_errors_keep_it
 
 
 async def test_mgmt_status_fails_while_the_program_has_no_graph_then_recovers(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A program whose function fails before its first graph (`os.readfile` of a missing
-    file, no fallback): the host runs nothing it was asked to, `mgmt status` says why, exit 1;
-    once the file is there the program runs and the status is clean again."""
+    file, no fallback): the host runs nothing it was asked to, `mgmt status` says why, exit 1,
+    and so does systemd's STATUS=; once the file is there the program runs and the status is
+    clean again."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    said: list[str] = []
+
+    async def status_says(text: str) -> None:
+        async with asyncio.timeout(15):
+            while not any(text in line for line in said):
+                data = await asyncio.get_running_loop().sock_recv(notify, 4096)
+                said.extend(data.decode().splitlines())
+
     out, prefix, missing = tmp_path / "out", tmp_path / "prefix", tmp_path / "missing"
     out.mkdir()
     program = tmp_path / "main.mcl"
@@ -80,6 +96,8 @@ async def test_mgmt_status_fails_while_the_program_has_no_graph_then_recovers(
     args = ["run", "--prefix", str(prefix), "lang", str(program)]
     async with Daemon(args) as daemon:
         await daemon.wait_log("converged:")
+        await status_says("READY=1")
+        assert any(line.startswith("STATUS=program error: ") for line in said), said
         code, text = await asyncio.to_thread(run_mgmt, status)
         assert code == 1, text
         assert f"cannot read {missing}" in text and "(no graph yet)" in text, text
@@ -89,6 +107,8 @@ async def test_mgmt_status_fails_while_the_program_has_no_graph_then_recovers(
         await wait_path(out / "a", has_content("there\n"))
         code, text = await asyncio.to_thread(run_mgmt, status)
         assert code == 0 and "program error" not in text, text
+        await status_says("STATUS=converged: ")
+    notify.close()
 
 
 async def test_mgmt_status_fails_while_a_graph_file_edit_is_refused(tmp_path: Path) -> None:
