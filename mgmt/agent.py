@@ -15,7 +15,7 @@ import stat
 import sys
 import time
 import weakref
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,7 +38,7 @@ from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
-from mgmt.listing import named
+from mgmt.listing import first_of, named
 from mgmt.sdnotify import Notifier
 from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
@@ -72,6 +72,11 @@ class GraphSource(Protocol):
     """
 
     graphs: int  # graphs produced so far
+    # What is wrong with the program while something is (it does not compile, a function
+    # fails: the host does not run what it was asked to), "" otherwise; `on_problem` is called
+    # with each new one (the agent's status model: `mgmt status` fails on it).
+    problem: str
+    on_problem: Callable[[str], None] | None
 
     def __aiter__(self) -> AsyncIterator[Loaded]: ...
 
@@ -302,6 +307,9 @@ class Agent:
         self.server: StatusServer | None = None
         self.cluster_status: ClusterStatus | None = None  # with the cluster: hosts on the page
         self.notifier = Notifier.from_environment()  # under systemd, Type=notify
+        if source is not None:
+            source.on_problem = self._program_error
+            self.status.set_program_error(source.problem)
 
     async def run(self, loaded: Loaded) -> int:
         loop = asyncio.get_running_loop()
@@ -427,14 +435,24 @@ class Agent:
         took = time.monotonic() - self._started
         log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
 
+    def _program_error(self, problem: str) -> None:
+        """What is wrong with the program now ("": nothing): `mgmt status`, the page and
+        systemd's STATUS= say it."""
+        self.status.set_program_error(problem)
+        if self.notifier is not None:
+            self.notifier.status(self._status())
+
     def _status(self) -> str:
-        """One line for systemd's STATUS= (and `systemctl status`)."""
+        """One line for systemd's STATUS= (and `systemctl status`), the program's error first
+        if it has one (its first 200 characters)."""
+        problem = self.status.program_error
+        head = f"program error: {problem[:200]}; " if problem else ""
         if self.converger.converged.is_set():
-            return "converged: " + self._convergence_summary()
+            return head + "converged: " + self._convergence_summary()
         n = len(self.engine.vertices)
         waiting = len(self.converger.unsettled())
         failed = len(self.converger.failed())
-        return f"converging: {n - waiting} of {n} resources settled, {failed} failed"
+        return f"{head}converging: {n - waiting} of {n} resources settled, {failed} failed"
 
     async def _show_progress(self) -> None:
         """On a terminal, a line every PROGRESS_EVERY seconds until the first convergence."""
@@ -737,6 +755,7 @@ class Agent:
         loaded = got.loaded
         loaded.digest = got.digest
         self._rejected = ""  # a bad file written again later is reported again
+        self._program_error("")
         for warning in loaded.warnings:
             log.warning("%s", warning)
         log.info("graph file changed: swapping in the new graph")
@@ -757,6 +776,7 @@ class Agent:
         for problem in err.problems:
             log.error("%s", problem)
         log.error("keeping the running graph")
+        self._program_error(first_of(err.problems, "keeping the running graph"))
 
 
 @dataclass

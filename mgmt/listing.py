@@ -21,3 +21,11 @@ def capped(lines: list[str], what: str) -> list[str]:
     if len(lines) <= NAMED + 1:
         return lines
     return [*lines[:NAMED], f"and {len(lines) - NAMED} more {what}"]
+
+
+def first_of(problems: list[str], keeping: str) -> str:
+    """One line for many problems (a program's status): the first one, how many others there
+    were, and what runs instead (`keeping`, e.g. "keeping the running program")."""
+    first = problems[0] if problems else "an unknown problem"
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{first}{more} ({keeping})"

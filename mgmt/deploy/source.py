@@ -21,6 +21,11 @@ each status write is a write of every etcd member's log, and on the cluster's di
 cores they competed with the program's own first changes (the deploy's latency). The status
 then says the deploy runs, converged, in one write.
 
+A running deploy's program that fails (a function's error: it checked, but `os.readfile` of a
+missing file cannot run) is this source's `problem` (agent.GraphSource): the agent's status
+(`mgmt status`, the host's summary in the cluster) says it has failed, and what still runs
+(the graph of an older deploy, or the last good one of this deploy).
+
 A deploy older than the one running is never switched to (an old, validly signed deploy
 replayed into etcd cannot roll a host back): `mgmt deploy --rollback N` makes a new deploy.
 """
@@ -129,6 +134,9 @@ class DeploySource:
         self.dir = prefix / "deploy"
         self.policy = policy
         self.graphs = 1  # the empty graph it starts with counts
+        self.problem = ""  # the running deploy's program's problem (agent.GraphSource)
+        self.on_problem: Callable[[str], None] | None = None
+        self._graph_of = 0  # the deploy whose graph the agent runs (0: none)
         self.running: Prepared | None = None
         self.status = HostStatus(hostname)
         self.checked = asyncio.Event()  # set after each look at the cluster (tests wait on it)
@@ -423,7 +431,9 @@ class DeploySource:
         from mgmt.lang.source import LangSource
 
         try:
-            source = await LangSource.open(entry, hostname=self.hostname, watch=False)
+            source = await LangSource.open(
+                entry, hostname=self.hostname, watch=False, otherwise=self._what_runs()
+            )
         except CompileError as err:
             raise DeployError("; ".join(err.problems)) from None
         loaded = source.first
@@ -445,18 +455,28 @@ class DeploySource:
             after = f", {took * 1000:.0f} ms after this host saw it"
         if self._converger is not None and hold and prepared.loaded is not None:
             self._applied = asyncio.Event()  # the status and the copy wait for it (HOLD)
+        runs = ""
+        if prepared.loaded is None:
+            runs = f"; it has no graph yet: {self._what_runs()}"
         log.info(
-            "running deploy %d (%s %s, %s%s)",
+            "running deploy %d (%s %s, %s%s)%s",
             rec.id,
             rec.frontend,
             rec.entry,
             f"signed by {rec.key}" if rec.signature else "unsigned",
             after,
+            runs,
         )
         if prepared.loaded is not None:
+            self._graph_of = rec.id
             self._emit(prepared.loaded)
-        if prepared.lang is not None:
-            self._forward = asyncio.create_task(self._forward_graphs(prepared.lang))
+        if old is not None and old.lang is not None:
+            old.lang.on_problem = None
+        lang = prepared.lang
+        if lang is not None:
+            self._forward = asyncio.create_task(self._forward_graphs(lang))
+            lang.on_problem = lambda problem: self._set_problem(rec.id, problem)
+        self._set_problem(rec.id, lang.problem if lang is not None else "")
         if old is not None and old.lang is not None:
             await old.lang.aclose()
         refused = self.status.refused if self.status.refused > rec.id else 0
@@ -513,7 +533,22 @@ class DeploySource:
 
     async def _forward_graphs(self, source: LangSource) -> None:
         async for loaded in source:
+            if self.running is not None:
+                self._graph_of = self.running.record.id
             self._emit(loaded)
+
+    def _what_runs(self) -> str:
+        """What the agent runs while a new deploy's program has produced no graph."""
+        if self._graph_of:
+            return f"deploy {self._graph_of}'s graph still runs"
+        return "no graph yet"
+
+    def _set_problem(self, deploy_id: int, problem: str) -> None:
+        problem = f"deploy {deploy_id}: {problem}" if problem else ""
+        if problem != self.problem:
+            self.problem = problem
+            if self.on_problem is not None:
+                self.on_problem(problem)
 
     async def _stop_forward(self) -> None:
         task, self._forward = self._forward, None

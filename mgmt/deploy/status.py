@@ -12,7 +12,9 @@ that left or is down keeps its rows until it comes back or an operator forgets i
 (`forget`, `mgmt status --cluster --forget HOST`).
 
 Every clustered agent also keeps `/_mgmt/host-status/<host>` (JSON, mgmt.status.cluster): its
-resources, how many have failed and the last error, converged or not and since when.
+resources, how many have failed and the last error, converged or not and since when, and its
+program's error if it has one (a row then reads `failed`: the host does not run what it was
+asked to, e.g. a deploy that cannot run while an older deploy's graph still runs).
 
 `host_statuses(client)` is the data (every host's, from any host or an operator's machine),
 merging the three; `report(rows, as_json)` the text and exit code that `mgmt deploy --status`
@@ -41,7 +43,17 @@ MAX_TIME = 2.0**33  # seconds since the epoch: the year 2242
 # Keys per prefix read in one transaction: 3 x 8 values of etcd's largest (1.5 MiB) stay within
 # the client's receive limit (64 MiB).
 SMALL = 8
-_READ = ("alive", "runs_deploys", "reports", "resources", "failed", "since", "last_error", "left")
+_READ = (
+    "alive",
+    "runs_deploys",
+    "reports",
+    "resources",
+    "failed",
+    "since",
+    "last_error",
+    "left",
+    "program_error",
+)
 
 
 UNSIGNED = "unsigned"  # a host's `unverified`: it runs an unsigned deploy
@@ -58,7 +70,8 @@ class HostStatus:
     ready: int = 0  # the newest deploy it has verified and prepared
     converged: bool = False  # its graph is converged
     refused: int = 0  # the last deploy it refused (0: none)
-    error: str = ""  # why it refused it, or why the running deploy fails
+    # Why it refused it. (Why the running deploy fails is its summary's `program_error`.)
+    error: str = ""
     # Why the running deploy was not verified (run with --allow-unsigned-deploys): UNSIGNED,
     # or "no --trusted-keys" (signed, but the host has no key to verify it); "" if it was.
     unverified: str = ""
@@ -73,6 +86,10 @@ class HostStatus:
     since: float = 0.0
     last_error: str = ""
     left: float = 0.0  # when it stopped cleanly (its summary's `left`): 0 if it did not
+    # What is wrong with its program (its summary's; "": nothing): its last edit does not
+    # compile, or a function fails (e.g. a deploy that checked but cannot run: the graph of an
+    # older one still runs). The host does not run what it was asked to: it has failed.
+    program_error: str = ""
 
     def encode(self) -> bytes:
         doc = asdict(self)
@@ -94,11 +111,11 @@ class HostStatus:
 
     @property
     def state(self) -> str:
-        """left (stopped cleanly), down (no live agent otherwise), failed (a resource has),
-        converged or converging."""
+        """left (stopped cleanly), down (no live agent otherwise), failed (a resource has, or
+        its program has an error), converged or converging."""
         if not self.alive:
             return "left" if self.left else "down"
-        if self.failed:
+        if self.failed or self.program_error:
             return "failed"
         return "converged" if self.converged else "converging"
 
@@ -111,6 +128,7 @@ class HostStatus:
             converged, since = doc["converged"], doc["since"] or 0.0
             resources, failed, error = doc["resources"], doc["failed"], doc["error"]
             left = doc.get("left", 0.0)
+            program_error = doc.get("program_error", "")
             if not (
                 type(converged) is bool
                 and _time(since)
@@ -120,6 +138,7 @@ class HostStatus:
                 and resources >= 0
                 and failed >= 0
                 and type(error) is str
+                and type(program_error) is str
             ):
                 raise TypeError("a field of the wrong type")
         except (ValueError, TypeError, KeyError):
@@ -133,6 +152,7 @@ class HostStatus:
         self.since = float(since) if converged and self.converged else 0.0
         self.last_error = error
         self.left = float(left)
+        self.program_error = program_error
 
     @classmethod
     def decode(cls, host: str, data: bytes) -> HostStatus:
@@ -234,7 +254,7 @@ class HostAlive(Exception):
 
 def exit_code(rows: list[HostStatus]) -> ExitCode:
     """FAILED when a host is down (its agent gone without leaving, or unreachable: its lease
-    expired), has a failed resource, or refused a deploy newer than the one it runs (an untrusted key: it does
+    expired), has a failed resource or a program error, or refused a deploy newer than the one it runs (an untrusted key: it does
     not run what was pushed); OK otherwise, a host that left cleanly included (a check:
     `mgmt status --cluster || alert`)."""
     if any(row.state in ("down", "failed") or row.refused > row.running for row in rows):
@@ -264,6 +284,8 @@ def table(rows: list[HostStatus]) -> str:
         error = shown(row.error)
         refused = f"{row.refused}: {error}" if row.refused else error
         last = shown(row.last_error)
+        if row.program_error:
+            last = "; ".join(t for t in (f"program: {shown(row.program_error)}", last) if t)
         lines.append(
             [
                 shown(row.host),

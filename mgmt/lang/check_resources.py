@@ -8,6 +8,14 @@ be compatible with the first (engine.graph.merge_duplicate, the rule the run app
 graph): two that cannot be one vertex are an error now rather than when the graph is built. An
 edge names known kinds; a send/recv edge joins a value the sender sends to a param of the
 receiver.
+
+An edge made unconditionally (an edge statement, or a resource's `Before => Kind["x"]` without
+`?:`, outside any `if` or `for`) to a constant kind and name that no statement of the program
+can declare is an error now, as the run says when it builds the graph ("no such resource in the
+graph"). Only when that is certain: a kind of which any resource has a name known only when run
+(a variable, an interpolation, a loop's element) or which the program collects may have it at
+run time, and a resource declared under a condition may be there: those edges are left to the
+run.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.errors import GraphError, ValidationError
-from engine.graph import merge_duplicate
+from engine.graph import fmt_key, merge_duplicate
 from engine.params import close_match
 from engine.resource import Resource, refused_together, unsupported, validates_together
 from engine.resource import kinds as known_kinds
@@ -57,6 +65,13 @@ class ResourceChecker:
         self.unconditional = unconditional
         # (kind, name) -> the constant resource declared unconditionally, and where.
         self._static: dict[tuple[str, str], tuple[Resource, Pos]] = {}
+        # Every (kind, name) a resource statement may declare, conditionally or not; the kinds
+        # whose names are known only when run, or which are collected (see the module doc).
+        # (Few objects: a big program's checks run between the garbage collector's passes.)
+        self._declared: dict[str, set[str]] = {}  # kind -> names
+        self._open_kinds: set[str] = set()
+        # The ends of the edges made unconditionally whose kind and names are constants.
+        self._ends: list[ast.EdgeHalf] = []
 
     def resource(self, res: ast.Resource, scope: Scope) -> None:
         table = kind_params(res.kind)
@@ -76,6 +91,14 @@ class ResourceChecker:
                 self.problems.add(edge.pos, "a collect statement cannot have edges")
         else:
             self._names(res.name, scope, f"the name of a {res.kind}")
+        names = _constant_names(res.name)
+        if res.collect or names is None:
+            self._open_kinds.add(res.kind)
+        else:
+            declared = self._declared.get(res.kind)
+            if declared is None:
+                declared = self._declared[res.kind] = set()
+            declared.update(names)
         ok = True
         given: set[str] = set()
         label = _label(res)
@@ -126,6 +149,9 @@ class ResourceChecker:
                 self._edge_half(edge.target, scope)
             except Abort:
                 ok = False
+                continue
+            if edge.cond is None and not res.collect:
+                self._end(edge.target)
         if res.collect:
             return  # overrides only: the exported resource has the rest
         self._required(res, given)
@@ -135,6 +161,8 @@ class ResourceChecker:
     def edge(self, edge: ast.Edge, scope: Scope) -> None:
         for half in edge.halves:
             self._edge_half(half, scope)
+        for half in edge.halves:
+            self._end(half)
         fields = [h.field for h in edge.halves]
         if all(f is None for f in fields):
             return
@@ -290,9 +318,26 @@ class ResourceChecker:
         except GraphError as err:
             self.problems.add(pos, f"{err} (also at {first[1]})")
 
+    def _end(self, half: ast.EdgeHalf) -> None:
+        """Note an end of an edge, if it is made unconditionally and constant (`finish`)."""
+        if self.unconditional() and _constant_names(half.name) is not None:
+            self._ends.append(half)
+
     def finish(self) -> None:
         """Check the constant resources declared unconditionally together, as their kinds do
-        (Resource.validate_together: two inputs of one UI with one id), once all are seen."""
+        (Resource.validate_together: two inputs of one UI with one id), once all are seen;
+        and that each certain end of an edge is declared (see the module doc)."""
+        for half in self._ends:
+            kind = half.kind
+            if kind in self._open_kinds:
+                continue
+            declared = self._declared.get(kind, set())
+            for name in _constant_names(half.name) or ():
+                if name not in declared and not name.startswith(EXPORT_PREFIX):
+                    self.problems.add(
+                        half.pos,
+                        f"edge to {fmt_key((kind, name))}: no such resource in the program",
+                    )
         together: dict[type[Resource], list[Resource]] = {}
         for built, _pos in self._static.values():
             if validates_together(type(built)):
@@ -339,6 +384,19 @@ def plain_constant(expr: ast.Expr) -> Any:
         return dict(pairs)
     except TypeError:  # a list or map key: the run has its own hashable form of it
         return NOT_CONSTANT
+
+
+def _constant_names(expr: ast.Expr) -> tuple[str, ...] | list[str] | None:
+    """The names `expr` gives a resource or an edge's end (a str or a list of str) if it is a
+    constant; else None."""
+    if type(expr) is ast.Lit and type(expr.value) is str:  # most names: no walk
+        return (expr.value,)
+    value = plain_constant(expr)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    return None
 
 
 def _label(res: ast.Resource) -> str:

@@ -4,8 +4,15 @@
 its function graph and computes the first graph. Iterating the source yields every later graph
 that differs from the last one sent; the agent swaps each into the engine (unchanged vertices
 keep running). A run-time error in a function is logged once and the last good graph stays.
-The source watches its program file (unless told not to) and swaps in a new program on edit;
-a program that does not compile is reported and the running one stays.
+The source watches its program's files (unless told not to) and swaps in a new program on edit,
+once the writer has closed the file (engine.watcher.follow_writes, as for graph files: a file
+rewritten in place is empty, then half written, before it is whole); a program that does not
+compile is reported once and the running one stays.
+
+`problem` says what is wrong with the program while something is ("" otherwise): the last edit
+does not compile (the previous program runs), or a function fails (the last good graph runs, or
+none yet: `otherwise` says what runs then, e.g. a deploy's "deploy 2's graph still runs");
+`on_problem` is called with each new one (the agent's status: `mgmt status` fails on it).
 
 A program that imports "world" needs the cluster: the graphs it yields say so (`Loaded.cluster`),
 even before it has produced one (an empty graph then, or the last one after an edit), so that
@@ -19,7 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +35,7 @@ from engine.graph import Change, Edge, Graph, Key, derive, fmt_key, key_of
 from engine.local import LocalValues
 from engine.resource import Resource, lookup, refused_together, together_kinds, validates_together
 from engine.tasks import TaskSet
-from engine.watcher import PathWatcher
+from engine.watcher import PathWatcher, follow_writes
 from mgmt.collectscope import Collect, collects
 from mgmt.lang import compile_file
 from mgmt.lang.checker import Checked
@@ -39,6 +46,7 @@ from mgmt.lang.kinds import EXPORT_PREFIX, build_resource
 from mgmt.lang.modules import read_again
 from mgmt.lang.runtime import CollectSpec, EdgeSpec, ResSpec, Runtime
 from mgmt.lang.values import to_plain
+from mgmt.listing import first_of
 from mgmt.yamlgraph import Loaded
 
 if TYPE_CHECKING:
@@ -304,6 +312,7 @@ class LangSource:
         watch: bool = True,
         clock: Clock | None = None,
         local: LocalValues | None = None,
+        otherwise: str = "no graph yet",
     ) -> None:
         self.path = path
         self.ctx = Context(hostname, local=local)
@@ -314,6 +323,11 @@ class LangSource:
         self.first_error: str | None = None
         self.graphs = 0  # graphs produced so far (the agent and tests read it)
         self.needs_cluster = False  # the program imports "world"
+        self.problem = ""  # what is wrong with the program, if anything (module docstring)
+        self.on_problem: Callable[[str], None] | None = None  # called with each new problem
+        self.otherwise = otherwise  # what runs while the program has produced no graph
+        self._compile_problem = ""  # the last edit's compile error (the previous one runs)
+        self._run_problem = ""  # a function's error, and what runs meanwhile
         self._last: Loaded | None = None  # the last graph produced
         self.evaluated = asyncio.Event()  # set after each evaluation (tests wait on it)
         self._digest = ""
@@ -326,6 +340,7 @@ class LangSource:
         self._reload = False
         self._tasks = TaskSet("lang", log)
         self._files: list[Path] = [path]  # the program's files, as last compiled
+        self._refused = ""  # the digest of the files as last refused (said once)
         self._watcher: PathWatcher | None = None
         self._watcher_files: list[Path] = []
         self._watcher_task: asyncio.Task[None] | None = None
@@ -339,9 +354,12 @@ class LangSource:
         watch: bool = True,
         clock: Clock | None = None,
         local: LocalValues | None = None,
+        otherwise: str = "no graph yet",
     ) -> LangSource:
         """Compile (CompileError), start, and compute the first graph (or first_error)."""
-        source = cls(path, hostname=hostname, watch=watch, clock=clock, local=local)
+        source = cls(
+            path, hostname=hostname, watch=watch, clock=clock, local=local, otherwise=otherwise
+        )
         checked = await source._compile()
         if watch:
             await source._watch(checked.files)  # before the first graph: no edit is missed
@@ -405,7 +423,12 @@ class LangSource:
                 yield latest
 
     def reload(self) -> None:
-        """Re-read the program (SIGHUP); an unchanged file is not recompiled."""
+        """Re-read the program (SIGHUP); an unchanged file is not recompiled, unless it was
+        refused (a module it lacked may be there now)."""
+        self._refused = ""
+        self._edited()
+
+    def _edited(self) -> None:
         self._reload = True
         self._kick.set()
 
@@ -460,8 +483,7 @@ class LangSource:
                 await self.runtime.reap()
 
     async def _watch_file(self, watcher: PathWatcher) -> None:
-        async for _ in watcher:
-            self.reload()
+        await follow_writes(watcher, self._edited)  # not a half-written file (truncated first)
 
     def _evaluate(self) -> None:
         try:
@@ -511,29 +533,44 @@ class LangSource:
             return
         if text is None:
             log.info("%s: the program produces a graph again", self.path)
+            self._run_problem = ""
         else:
             keeping = (
-                "keeping the last good graph" if self._last_items is not None else "no graph yet"
+                "keeping the last good graph" if self._last_items is not None else self.otherwise
             )
             log.error("%s (%s)", text, keeping)
+            self._run_problem = f"{text} ({keeping})"
             if self.first is None and self.graphs == 0:
                 self.first_error = text
         self._last_error = text
+        self._set_problem()
+
+    def _set_problem(self) -> None:
+        problem = self._compile_problem or self._run_problem
+        if problem != self.problem:
+            self.problem = problem
+            if self.on_problem is not None:
+                self.on_problem(problem)
 
     async def _recompile(self) -> None:
         try:
-            if await asyncio.to_thread(read_again, self._files) == self._digest:
-                log.debug("program files unchanged, nothing to swap")
+            digest = await asyncio.to_thread(read_again, self._files)
+            if digest in (self._digest, self._refused):
+                log.debug("program files unchanged since compiled or refused, nothing to swap")
                 return
             log.debug("program file changed (one of %d): checking it", len(self._files))
             checked = await self._compile()
             if self.watch:
                 await self._watch(checked.files)
         except CompileError as err:
+            self._refused = digest
             for problem in err.problems:
                 log.error("%s", problem)
             log.error("keeping the running program")
+            self._compile_problem = first_of(err.problems, "keeping the running program")
+            self._set_problem()
             return
+        self._refused = self._compile_problem = self._run_problem = ""
         log.info("program file changed: swapping in the new program")
         old = self.runtime
         self._start(checked)
@@ -541,4 +578,5 @@ class LangSource:
             await old.close()
         self._last_error = None
         self._evaluate()
+        self._set_problem()
         self._ask_for_cluster()

@@ -2,9 +2,11 @@
 
 `PuppetSource.open` compiles the manifest with the real Puppet and translates its catalog
 (GraphFileError before anything runs). The source then watches the manifest file (unless told
-not to): on an edit, or on SIGHUP, it compiles again and yields the new graph if the catalog
+not to): on an edit (read once its writer has closed it: engine.watcher.follow_writes), or on
+SIGHUP, it compiles again and yields the new graph if the catalog
 changed; the agent swaps it in, keeping unchanged resources running. A manifest that no longer
-compiles is reported and the running graph stays.
+compiles is reported and the running graph stays (and is the source's `problem`: `mgmt
+status` fails until a good edit).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.tasks import TaskSet
-from engine.watcher import PathWatcher
+from engine.watcher import PathWatcher, follow_writes
+from mgmt.listing import first_of
 from mgmt.puppet.compile import Manifest, compile_catalog
 from mgmt.puppet.translate import translate
 from mgmt.yamlgraph import GraphFileError, Loaded
@@ -51,6 +54,8 @@ class PuppetSource:
         self.fallback = fallback
         self.graphs = 0
         self.first: Loaded | None = None
+        self.problem = ""  # agent.GraphSource: the last edit's compile error, if it failed
+        self.on_problem: Callable[[str], None] | None = None
         self._digest = ""
         self._kick = asyncio.Event()
         self._out: asyncio.Queue[Loaded] = asyncio.Queue()
@@ -93,9 +98,14 @@ class PuppetSource:
             await self._watcher.aclose()
             self._watcher = None
 
+    def _set_problem(self, problem: str) -> None:
+        if problem != self.problem:
+            self.problem = problem
+            if self.on_problem is not None:
+                self.on_problem(problem)
+
     async def _watch(self, watcher: PathWatcher) -> None:
-        async for _ in watcher:
-            self._kick.set()
+        await follow_writes(watcher, self._kick.set)  # not a half-written manifest
 
     async def _loop(self) -> None:
         while True:
@@ -107,7 +117,9 @@ class PuppetSource:
                 for problem in err.problems:
                     log.error("%s", problem)
                 log.error("keeping the running graph")
+                self._set_problem(first_of(err.problems, "keeping the running graph"))
                 continue
+            self._set_problem("")
             if loaded.digest == self._digest:
                 log.debug("the catalog is unchanged: nothing to swap")
                 continue

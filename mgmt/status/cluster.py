@@ -1,7 +1,8 @@
 """The cluster on the status page: this host's summary published, every host's followed.
 
 A clustered agent keeps `/_mgmt/host-status/<host>` as the summary of its status model (its
-resources, how many have failed and one's last error, converged or not and since when),
+resources, how many have failed and one's last error, converged or not and since when, and its
+program's error: `program_error`, a later field, absent from an older host's summary),
 rewritten whenever that changes (desired state: retried while the cluster cannot be reached).
 It also watches the summaries, the deploy statuses and the liveness keys of every host and gives
 the page every host's row (mgmt.deploy.status.HostStatus: the same rows `mgmt status --cluster`
@@ -62,6 +63,7 @@ def summary(model: StatusModel) -> dict[str, Any]:
         "resources": len(model.engine.vertices),
         "failed": len(failed),
         "error": error,
+        "program_error": model.program_error[:300],
     }
 
 

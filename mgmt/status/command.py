@@ -3,9 +3,12 @@
 
 It asks the agent through its status socket (`<prefix>/status.sock`, readable by the agent's
 user alone) and prints a table: each resource, its state and since when, its last change, and
-for a failed one its last error; then whether the graph is converged, since when. `--json`
-prints the agent's snapshot as it is, for scripts. Exit code: 0 when nothing has failed, 1 when
-a resource has failed (usable as a check), 2 when no agent answers.
+for a failed one its last error; then whether the graph is converged, since when, and what is
+wrong with the program if anything is (`program error: ...`: its last edit does not compile, or
+a function fails; the host does not run what it was asked to). `--json` prints the agent's
+snapshot as it is, for scripts (`program_error`). Exit code: 0 when nothing has failed, 1 when
+a resource has failed or the program has an error (usable as a check: `mgmt status || alert`),
+2 when no agent answers.
 
 With --cluster it reads the cluster instead (etcd at --seeds, with this host's certificate in
 `<prefix>/cluster-tls/` or --tls-*, as `mgmt deploy` does) and prints one row per host: alive,
@@ -90,7 +93,8 @@ def main(argv: list[str]) -> int:
     except OSError as err:  # a full disk (`> file`): said, not a traceback
         print(f"mgmt status: cannot write the status: {err.strerror or err}", file=sys.stderr)
         return int(ExitCode.FAILED)
-    return int(ExitCode.FAILED if snapshot["counts"].get("failed") else ExitCode.OK)
+    failed = snapshot["counts"].get("failed") or snapshot.get("program_error")
+    return int(ExitCode.FAILED if failed else ExitCode.OK)
 
 
 async def fetch(path: Path) -> Any:
@@ -119,6 +123,8 @@ def table(snapshot: dict[str, Any]) -> str:
         head = "not converged"
     parts = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     lines = [f"{_printable(snapshot['host'])}: {head}; {total} resources: {parts or 'none'}"]
+    if snapshot.get("program_error"):
+        lines.append(f"program error: {_printable(snapshot['program_error'])}")
     rows = [("RESOURCE", "STATE", "SINCE", "LAST CHANGE / ERROR")]
     for v in snapshot["vertices"]:
         detail = f"error: {v['error']}" if v["error"] else v["last_change"]

@@ -68,6 +68,10 @@ class StatusModel:
         self.converged_since: float | None = None
         self.clock = RepairClock()
         self.graph_version = 0  # bumped at each swap (the page redraws the picture)
+        # What is wrong with the program ("": nothing): the host does not run what it was
+        # asked to (agent.GraphSource.problem, a refused graph file). Program-level: set on
+        # the program's events, never per resource.
+        self.program_error = ""
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._watchers: list[Callable[[], None]] = []  # on_change callbacks
         self.hosts: list[dict[str, Any]] = []  # every host of the cluster (mgmt.status.cluster)
@@ -134,6 +138,11 @@ class StatusModel:
         if hosts != self.hosts:
             self.hosts = hosts
             self._publish({"type": "hosts", "hosts": hosts})
+
+    def set_program_error(self, error: str) -> None:
+        if error != self.program_error:
+            self.program_error = error
+            self._publish({"type": "program", "error": error})
 
     def set_converged(self, converged: bool) -> None:
         self.converged_since = time.time() if converged else None
@@ -203,6 +212,7 @@ class StatusModel:
             "started": self.started,
             "converged": self.converged_since is not None,
             "converged_since": self.converged_since,
+            "program_error": self.program_error,
             "counts": counts,
             "kinds": kinds,
             "vertices": vertices,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mgmt.deploy import DeployError
-from mgmt.deploy.status import STATUS, host_statuses
+from mgmt.deploy.status import STATUS, SUMMARY, host_statuses
 from mgmt.deploy.store import Record, newest_id
 from mgmt.listing import NAMED
 from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
@@ -383,3 +383,68 @@ async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
         d2 = await h2.start(seeds=[h1])  # the cluster is still gone
         await all_have(out, [h2], "v1")
         await d2.wait_log("restarting with deploy 1, kept from the last run")
+
+
+async def _program_errors(via: DeployHost, expected: dict[str, bool]) -> None:
+    """Wait (on a watch of the summaries) until each host's row has a program error or not."""
+    async with client_of(via) as client:
+        changed = asyncio.Event()
+        unsubscribe = await client.subscribe(SUMMARY.encode(), changed.set, prefix=True)
+        try:
+            async with asyncio.timeout(15):
+                while True:
+                    changed.clear()
+                    rows = await host_statuses(client)
+                    if {r.host: bool(r.program_error) for r in rows} == expected:
+                        return
+                    await changed.wait()
+        finally:
+            await unsubscribe()
+
+
+async def test_a_deploy_that_cannot_run_is_a_failure_in_every_status(tmp_path: Path) -> None:
+    """Deploy 2 checks, but its function fails when run (`os.readfile` of a missing file): the
+    host runs deploy 1's graph still, and says so: its log, `mgmt status` (exit 1), `mgmt
+    deploy --status` and `mgmt status --cluster` (its row `failed`, exit 1). Deploy 3, which
+    runs, clears it."""
+    keys = tmp_path / "keys"
+    alice = make_key(keys, "alice")
+    out, src, missing = tmp_path / "out", tmp_path / "src", tmp_path / "missing"
+    out.mkdir()
+    h1 = DeployHost("h1", tmp_path, extra_args=["--trusted-keys", str(trusted_file(keys, alice))])
+    async with fleet([h1]):  # type: ignore[list-item]
+        await start_serving([h1])
+        await push(h1, alice, program(src, out, "v1"))
+        await all_have(out, [h1], "v1")
+        ver = f'content => os.readfile("{missing}")'  # checks; fails when run
+        (src / "main.mcl").write_text(
+            (src / "main.mcl").read_text().replace('content => "v1\\n"', ver)
+        )
+        (src / "main.mcl").write_text('import "os"\n' + (src / "main.mcl").read_text())
+        await push(h1, alice, src)
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("(deploy 1's graph still runs)")
+        await h1.daemon.wait_log("running deploy 2 (")
+        assert "it has no graph yet: deploy 1's graph still runs" in h1.daemon.log
+        code, text = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(h1.prefix)])
+        assert code == 1 and "program error: deploy 2: " in text, text
+        assert f"os.readfile: cannot read {missing}" in text, text
+        await _program_errors(h1, {"h1": True})
+        for command in (["--status"], []):
+            if command:
+                code, text = await deploy(h1, *command)
+            else:
+                args = ["status", "--cluster", "--seeds", h1.url, "--prefix", str(h1.prefix)]
+                code, text = await asyncio.to_thread(run_mgmt, args)
+            assert code == 1 and "program: deploy 2: " in text, text
+        code, text = await asyncio.to_thread(
+            run_mgmt,
+            ["status", "--cluster", "--json", "--seeds", h1.url, "--prefix", str(h1.prefix)],
+        )
+        assert code == 1 and '"state": "failed"' in text, text
+        assert (out / "h1.ver").read_text() == "v1\n"
+        await push(h1, alice, program(src, out, "v3"))
+        await all_have(out, [h1], "v3")
+        await _program_errors(h1, {"h1": False})
+        code, text = await deploy(h1, "--status")
+        assert code == 0, text

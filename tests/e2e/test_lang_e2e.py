@@ -51,6 +51,16 @@ def test_check_reports_every_problem_with_file_line_col_and_exits_2(tmp_path: Pa
     ]
 
 
+def test_check_finds_an_edge_to_a_resource_no_statement_declares(tmp_path: Path) -> None:
+    program = tmp_path / "edge.mcl"
+    program.write_text('print "p" {\n\tmsg => "hi",\n}\nFile["/nope"] -> Print["p"]\n')
+    code, out = run_mgmt(["check", str(program)])
+    assert (code, out) == (
+        2,
+        f"{program}:4:1: edge to file[/nope]: no such resource in the program\n",
+    )
+
+
 def test_os_exec_names_mgmts_os_system(tmp_path: Path) -> None:
     """mgmt's examples/lang/exec_func.mcl calls os.exec, which mgmt's source names os.system."""
     program = tmp_path / "exec_func.mcl"

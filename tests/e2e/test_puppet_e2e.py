@@ -125,13 +125,16 @@ async def test_an_edited_manifest_is_swapped_in_and_a_bad_edit_keeps_the_graph(
     pp = tmp_path / "site.pp"
     out = tmp_path / "out"
     pp.write_text(f"file {{ '{out}': content => \"one\\n\" }}\n")
-    async with Daemon(["run", "--tmp-prefix", "puppet", str(pp)]) as daemon:
+    prefix = tmp_path / "prefix"
+    async with Daemon(["run", "--prefix", str(prefix), "puppet", str(pp)]) as daemon:
         await wait_path(out, has_content("one\n"), timeout=60)
         pp.write_text(f"file {{ '{out}': content => \"two\\n\" }}\n")
         await wait_path(out, has_content("two\n"), timeout=60)
         pp.write_text(f"file {{ '{out}': content => \"three\\n\" \n")
         await daemon.wait_log("keeping the running graph", timeout=60)
         assert "Syntax error" in daemon.log
+        code, text = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 1 and "program error: " in text, text  # not what it was asked to run
         out.unlink()  # still enforced
         await wait_path(out, has_content("two\n"))
         daemon.signal(signal.SIGTERM)

@@ -175,10 +175,17 @@ function hosts(rows) {
         h.warning ? "unsigned" : ""),
       text("td", h.reports ? String(h.resources) : "–"),
       text("td", h.reports ? String(h.failed) : "–"),
-      text("td", [h.refused ? `refused ${h.refused}: ${h.error}` : h.error, h.last_error].filter(Boolean).join("; ")),
+      text("td", [h.refused ? `refused ${h.refused}: ${h.error}` : h.error,
+        h.program_error ? `program: ${h.program_error}` : "", h.last_error].filter(Boolean).join("; ")),
     );
     return tr;
   }));
+}
+
+// What is wrong with the program ("": nothing): the host does not run what it was asked to.
+function program(error) {
+  $("program").hidden = !error;
+  $("program").textContent = error ? `program error: ${error}` : "";
 }
 
 function converged(flag, since) {
@@ -201,6 +208,7 @@ function onSnapshot(s) {
   kinds(s.kinds);
   counts();
   converged(s.converged, s.converged_since);
+  program(s.program_error);
   hosts(s.hosts);
   drawGraph(s.graph_version);
 }
@@ -215,6 +223,8 @@ function onUpdate(u) {
     addEvent(u);
   } else if (u.type === "hosts") {
     hosts(u.hosts);
+  } else if (u.type === "program") {
+    program(u.error);
   } else if (u.type === "converged") {
     converged(u.converged, u.since);
   } else if (u.type === "graph") {

@@ -252,6 +252,30 @@ def test_edges_name_known_kinds() -> None:
     assert "t.mcl:2:1: unknown resource kind Nop (did you mean 'Noop'?)" in problem
 
 
+def test_an_edge_to_a_resource_no_statement_declares_is_an_error_when_certain() -> None:
+    (problem,) = problems('print "p" { msg => "hi" }\nFile["/nope"] -> Print["p"]\n')
+    assert problem == "t.mcl:2:1: edge to file[/nope]: no such resource in the program"
+    (problem,) = problems('noop "n" { Before => File[["/a", "/b"]] }\nfile "/a" {}\n')
+    assert "edge to file[/b]: no such resource in the program" in problem
+    compile_ok('$f = "/x"\nfile $f {}\nnoop "n" {}\nFile["/x"] -> Noop["n"]\n')  # constants
+    # Left to the run: a name known only when run, a collected kind, a resource or an edge
+    # made under a condition, an end whose name is not a constant.
+    compile_ok(
+        'import "sys"\n$h = sys.hostname()\nfile "/x${h}" {}\nnoop "n" {}\nFile["/nope"] -> Noop["n"]\n'
+    )
+    compile_ok('noop "n" {}\ncollect file "/c" {}\nFile["/nope"] -> Noop["n"]\n')
+    compile_ok('noop "n" {}\nif true { file "/x" {} }\nFile["/x"] -> Noop["n"]\n')
+    compile_ok('noop "n" {}\nif false { File["/nope"] -> Noop["n"] }\n')
+    compile_ok('noop "n" { Before => true ?: File["/nope"] }\n')
+    compile_ok('import "sys"\n$h = sys.hostname()\nnoop "n" {}\nFile["/nope${h}"] -> Noop["n"]\n')
+    # Through a class: its includes are checked as they are made.
+    compile_ok(
+        'class c($p) {\n\tfile $p {}\n}\ninclude c("/x")\nnoop "n" {}\nFile["/x"] -> Noop["n"]\n'
+    )
+    (problem,) = problems('class c {\n\tnoop "n" {}\n\tFile["/y"] -> Noop["n"]\n}\ninclude c\n')
+    assert "edge to file[/y]: no such resource in the program" in problem
+
+
 def test_send_recv_is_checked() -> None:
     compile_ok(
         'exec "x" { cmd => "echo hi" }\nfile "/tmp/y" {}\nExec["x"].output -> File["/tmp/y"].content'

@@ -73,7 +73,8 @@ def test_edges_to_collected_resources_wait_for_them() -> None:
         (("file", "/srv/x"), ("noop", "n")),
         (("noop", "n"), ("file", "/srv/x")),
     ]
-    items = items_of('noop "n" {}\nNoop["n"] -> File["/srv/nowhere"]\n')
+    # (Unconditional, it is a compile error: test_check_resources; under an if, the run's.)
+    items = items_of('noop "n" {}\nif true { Noop["n"] -> File["/srv/nowhere"] }\n')
     with pytest.raises(FuncError, match=r"edge to file\[/srv/nowhere\]: no such resource"):
         build_graph(items, "main")
     items = items_of(

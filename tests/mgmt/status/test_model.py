@@ -71,3 +71,42 @@ async def test_a_refresh_driven_repair_is_timed_from_the_upstream_drift(tmp_path
         metrics.stop()
         model.close()
         await engine.stop(graceful=False)
+
+
+async def test_a_program_error_is_one_update_and_in_the_summary_and_the_row(
+    tmp_path: Path,
+) -> None:
+    """Program-level: one update when it changes (none when set again), in the snapshot, the
+    host's summary and its row (`failed`, exit 1); a summary without it (an older host's) is
+    read as none."""
+    from mgmt.config import ExitCode
+    from mgmt.deploy.status import HostStatus, exit_code, table
+    from mgmt.status.cluster import summary
+
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    try:
+        queue = model.subscribe()
+        model.set_program_error("main.mcl:1:1: boom (no graph yet)")
+        model.set_program_error("main.mcl:1:1: boom (no graph yet)")
+        assert queue.get_nowait() == {
+            "type": "program",
+            "error": "main.mcl:1:1: boom (no graph yet)",
+        }
+        assert queue.empty()
+        assert model.snapshot()["program_error"] == "main.mcl:1:1: boom (no graph yet)"
+        row = HostStatus("h", alive=True)
+        row.merge_summary(json.dumps(summary(model)).encode())
+        assert (row.state, row.program_error) == ("failed", "main.mcl:1:1: boom (no graph yet)")
+        assert exit_code([row]) == ExitCode.FAILED
+        assert "program: main.mcl:1:1: boom (no graph yet)" in table([row])
+        model.set_program_error("")
+        old = {k: v for k, v in summary(model).items() if k != "program_error"}
+        row = HostStatus("h", alive=True)
+        row.merge_summary(json.dumps(old).encode())
+        assert (row.state, row.program_error, row.last_error) == ("converging", "", "")
+        row.merge_summary(json.dumps({**old, "program_error": 3}).encode())
+        assert row.last_error == "unreadable summary"
+    finally:
+        model.close()
+        await engine.stop(graceful=False)

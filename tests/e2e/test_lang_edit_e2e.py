@@ -1,0 +1,131 @@
+"""A running program edited in place, as `open('w')`, `cat > FILE` and many editors do: the
+file is truncated, then written, then closed; only the closed file is the program. A program
+that does not run as asked (an edit refused, a function failing) fails `mgmt status`."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
+
+
+def _program(out: Path, names: str) -> str:
+    return "".join(f'file "{out}/{n}" {{ content => "{n}\\n", }}\n' for n in names)
+
+
+async def _repaired(out: Path, name: str) -> None:
+    """Delete a managed file and wait for its repair: the daemon has handled every inotify
+    event before that one (one inotify queue, read in order)."""
+    (out / name).unlink()
+    await wait_path(out / name, has_content(f"{name}\n"))
+
+
+async def test_a_program_rewritten_in_place_swaps_once_closed_and_errors_keep_it(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    program = tmp_path / "main.mcl"
+    program.write_text(_program(out, "abcde"))
+    prefix = tmp_path / "prefix"
+    args = ["run", "--prefix", str(prefix), "--verbose", "lang", str(program)]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged:")
+        with program.open("w") as writer:  # truncated: empty until written
+            writer.flush()
+            await _repaired(out, "a")
+            writer.write(_program(out, "abcd"))
+            writer.flush()
+            writer.write(_program(out, "f"))
+            writer.flush()
+            await _repaired(out, "b")
+            assert "program file changed" not in daemon.log  # not while it is written
+        await daemon.wait_log("swapping in the new program")
+        await wait_path(out / "f", has_content("f\n"))
+        await daemon.wait_log("graph swap: 4 kept, 1 stopped, 1 started")
+        assert daemon.log.count("swapping in the new program") == 1
+
+        # An error written in place: the running program (not an empty one) stays, said once.
+        with program.open("w") as writer:
+            writer.flush()
+            writer.write("file {")
+        await daemon.wait_log("keeping the running program")
+        code, status = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 1, status  # it does not run what it was asked to
+        assert "5 resources: 5 converged" in status, status
+        assert "program error: " in status and "(keeping the running program)" in status
+        (out / "f").unlink()
+        await _repaired(out, "c")
+        await wait_path(out / "f", has_content("f\n"))
+        with program.open("a") as writer:  # `echo ... >> FILE`: one write, one close
+            writer.write("still bad\n")
+        await daemon.wait_log("keeping the running program", count=2)
+        await _repaired(out, "d")
+        assert daemon.log.count("keeping the running program") == 2
+        assert daemon.log.count("swapping in the new program") == 1
+
+
+async def test_mgmt_status_fails_while_the_program_has_no_graph_then_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program whose function fails before its first graph (`os.readfile` of a missing
+    file, no fallback): the host runs nothing it was asked to, `mgmt status` says why, exit 1,
+    and so does systemd's STATUS=; once the file is there the program runs and the status is
+    clean again."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    said: list[str] = []
+
+    async def status_says(text: str) -> None:
+        async with asyncio.timeout(15):
+            while not any(text in line for line in said):
+                data = await asyncio.get_running_loop().sock_recv(notify, 4096)
+                said.extend(data.decode().splitlines())
+
+    out, prefix, missing = tmp_path / "out", tmp_path / "prefix", tmp_path / "missing"
+    out.mkdir()
+    program = tmp_path / "main.mcl"
+    program.write_text(f'import "os"\nfile "{out}/a" {{ content => os.readfile("{missing}"), }}\n')
+    status = ["status", "--prefix", str(prefix)]
+    args = ["run", "--prefix", str(prefix), "lang", str(program)]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged:")
+        await status_says("READY=1")
+        assert any(line.startswith("STATUS=program error: ") for line in said), said
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 1, text
+        assert f"cannot read {missing}" in text and "(no graph yet)" in text, text
+        code, text = await asyncio.to_thread(run_mgmt, [*status, "--json"])
+        assert code == 1 and '"program_error": "' in text, text
+        missing.write_text("there\n")
+        await wait_path(out / "a", has_content("there\n"))
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 0 and "program error" not in text, text
+        await status_says("STATUS=converged: ")
+    notify.close()
+
+
+async def test_mgmt_status_fails_while_a_graph_file_edit_is_refused(tmp_path: Path) -> None:
+    """The YAML front-end alike: a graph file edited into one that does not parse keeps the
+    running graph, and `mgmt status` says so (exit 1) until a good edit."""
+    out, prefix, graph = tmp_path / "out", tmp_path / "prefix", tmp_path / "g.yaml"
+    out.mkdir()
+    good = f"graph: g\nresources:\n  file:\n  - name: {out}/a\n    content: a\n"
+    graph.write_text(good)
+    status = ["status", "--prefix", str(prefix)]
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("converged:")
+        graph.write_text("graph: [")
+        await daemon.wait_log("keeping the running graph")
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 1 and "program error: " in text and "1 converged" in text, text
+        graph.write_text(good.replace("content: a", "content: b"))
+        await wait_path(out / "a", has_content("b"))
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 0 and "program error" not in text, text
