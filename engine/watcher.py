@@ -117,7 +117,13 @@ PLACED = inotify.MOVED_TO | inotify.CREATE
 SELF_EVENTS = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED
 # A directory above a watched one: its own move or deletion only, no entry events (Hub._guard).
 GUARD_MASK = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.DONT_FOLLOW
+# The parent of a watched directory: also its entries' deletion. A directory's DELETE_SELF comes
+# only once nothing holds it (an open descriptor, a process's cwd, a file made with O_TMPFILE in
+# it: the file resource's spare): `rm -rf` of a directory a shell is in went unseen. Its parent's
+# DELETE of its name is not held back (Hub._dispatch).
+PARENT_MASK = GUARD_MASK | inotify.DELETE
 GONE = inotify.DELETE_SELF | inotify.MOVE_SELF
+DELETED_DIR = inotify.DELETE | inotify.ISDIR
 IGNORED = inotify.IGNORED
 DIRECTORY = inotify.ONLYDIR  # set in DIR_MASK only
 OVERFLOW = inotify.Q_OVERFLOW
@@ -626,6 +632,8 @@ class Hub:
         # guard's event makes every watcher below re-sync (_gone_below).
         self.guarded: dict[str, int] = {}
         self.guarding: set[str] = set()
+        # The directories holding a watched directory, each with how many (PARENT_MASK).
+        self.parents: dict[str, int] = {}
 
     def watches_dir(self, path: str) -> bool:
         """Whether a directory watch is in place on `path` (no IGNORED read for it since)."""
@@ -772,26 +780,34 @@ class Hub:
         its own move and deletion (see `guarded`): counted once per watched directory, put
         back where one moved or went."""
         new = path not in self.guarding
+        child, parent = path, os.path.dirname(path)
         if new:
             self.guarding.add(path)
-        child, parent = path, os.path.dirname(path)
+            self.parents[parent] = self.parents.get(parent, 0) + 1
+            if parent == "/" and parent not in self.masks:
+                self._guard(parent)  # "/" never moves, but its entries go
         while parent not in (child, "/"):
             count = self.guarded.get(parent, 0)
             if new:
                 self.guarded[parent] = count + 1
             if parent not in self.masks and (
-                not count or parent in self.moved or parent not in self.path_wd
+                not count
+                or parent in self.moved
+                or parent not in self.path_wd
+                or (new and child == path and self.parents[parent] == 1)  # now a parent
             ):
-                self._guard(parent)  # (a registered path's own mask has GUARD_MASK's events)
+                self._guard(parent)  # (a registered path's own mask has PARENT_MASK's events)
             child, parent = parent, os.path.dirname(parent)
 
     def _guard(self, path: str) -> bool:
-        """Watch `path`'s own move and deletion only; False if it cannot be watched."""
+        """Watch `path`'s own move and deletion only (and its entries' deletion if it holds a
+        watched directory); False if it cannot be watched."""
+        mask = PARENT_MASK if path in self.parents else GUARD_MASK
         try:
-            wd = self.inotify.add_watch(path, GUARD_MASK)
+            wd = self.inotify.add_watch(path, mask)
         except OSError:
             return False  # gone (a watch below reports it), or out of watches (said elsewhere)
-        self._map(path, wd, GUARD_MASK)
+        self._map(path, wd, mask)
         return True
 
     def _unguard_above(self, path: str) -> None:
@@ -799,6 +815,13 @@ class Hub:
         one that guards nothing now is dropped (unless a watcher registered its path)."""
         self.guarding.discard(path)
         child, parent = path, os.path.dirname(path)
+        count = self.parents.get(parent, 0) - 1
+        if count > 0:
+            self.parents[parent] = count
+        else:  # its watch keeps PARENT_MASK: the deletions it reports are not dispatched
+            self.parents.pop(parent, None)
+            if parent == "/" and parent not in self.masks:
+                self._forget_watch(parent)
         while parent not in (child, "/"):
             count = self.guarded.get(parent, 0) - 1
             if count > 0:
@@ -809,11 +832,14 @@ class Hub:
                     self._forget_watch(parent)
             child, parent = parent, os.path.dirname(parent)
 
-    def _gone_below(self, top: str, mask: int) -> None:
+    def _gone_below(self, top: str, mask: int, itself: bool = False) -> None:
         """The guarded directory `top` moved or went: so did every watched path below it
-        (their watches went along, unseen). Their watchers re-sync."""
-        prefix = top + "/"
-        below = [path for path in self.masks if path.startswith(prefix)]
+        (their watches went along, unseen). Their watchers re-sync; `itself`: `top` too (a
+        watched directory whose deletion its parent reported)."""
+        prefix = top + "/" if top != "/" else top
+        below = [path for path in self.masks if path.startswith(prefix) or path == top]
+        if not itself and top in below:
+            below.remove(top)
         self.moved.update(below)
         self.moved.update(path for path in self.guarded if path.startswith(prefix))
         targets: set[PathWatcher] = set()
@@ -842,7 +868,7 @@ class Hub:
         self.by_name.pop(path, None)
         self.private.pop(path, None)
         if (
-            path in self.guarded
+            (path in self.guarded or path in self.parents)
             and path not in self.moved
             and path in self.path_wd
             and self._guard(path)  # still above a watched directory: its own events kept
@@ -920,6 +946,13 @@ class Hub:
             for path in paths:
                 if path in self.guarded:
                     self._gone_below(path, mask)
+        if mask & DELETED_DIR == DELETED_DIR and event.name is not None:
+            name = libc.fsdecode(event.name)
+            for path in paths:
+                if path in self.parents:  # a watched directory's DELETE_SELF may never come
+                    child = os.path.join(path, name)
+                    if child in self.guarding:
+                        self._gone_below(child, mask, itself=True)
         for path in paths:
             index = self.by_name.get(path, {})
             if mask & SELF_EVENTS or event.name is None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -689,6 +690,40 @@ async def test_daemon_repairs_a_file_whose_ancestor_was_moved_away(tmp_path: Pat
         for attempt in range(3):
             (tmp_path / "top").rename(tmp_path / f"old{attempt}")
             await wait_path(target, has_content("hello world\n"))
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+def _remove_tree(top: Path) -> None:
+    """`rm -rf top` until one pass removes it whole (blocking; bounded)."""
+    for _ in range(10_000):
+        try:
+            shutil.rmtree(top)
+            return
+        except OSError:
+            continue  # the agent made something again meanwhile
+    raise AssertionError(f"{top} could not be removed whole")
+
+
+async def test_daemon_repairs_a_file_after_rm_rf_of_a_directory_a_shell_is_in(
+    tmp_path: Path,
+) -> None:
+    """An operator's shell sits in the file's directory while another removes the tree: the
+    directory's own deletion event waits until nothing holds it, and the agent stayed
+    "converged" with nothing repaired. Its parent's deletion of its name is seen: repaired."""
+    graph = graph_file(tmp_path, HELLO.replace("TMP/out/hello", "TMP/top/out/hello"))
+    target = tmp_path / "top/out/hello"
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await wait_path(target, has_content("hello world\n"))
+        shell = await asyncio.create_subprocess_exec("sleep", "60", cwd=target.parent)
+        try:
+            for _ in range(3):
+                # The agent repairs at once: removed again until the whole tree went at once.
+                await asyncio.wait_for(asyncio.to_thread(_remove_tree, tmp_path / "top"), 30)
+                await wait_path(target, has_content("hello world\n"))
+        finally:
+            shell.kill()
+            await shell.wait()
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
 

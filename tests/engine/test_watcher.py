@@ -726,3 +726,41 @@ async def test_the_guards_above_a_closed_watcher_go_with_it(tmp_path: Path, watc
     assert str(tmp_path / "x") not in hub.guarded and str(tmp_path / "x") not in hub.path_wd
     assert str(tmp_path) in hub.guarded  # above y/: still guarded
     assert not any(p.startswith(str(tmp_path / "x")) for p in hub.path_wd)
+
+
+@pytest.mark.parametrize("hold", ["fd", "cwd", "tmpfile"])
+async def test_a_directory_removed_while_something_holds_it_is_seen(
+    tmp_path: Path, watch: object, hold: str
+) -> None:
+    """A directory's DELETE_SELF comes only once nothing holds it: an open descriptor, a
+    process whose cwd it is (a shell `cd`ed there), a file made in it with O_TMPFILE (the file
+    resource's spare). `rm -rf top` then said nothing to the watchers below: the parent's
+    deletion of its name does (PARENT_MASK), and each level made again is seen."""
+    top = tmp_path / "top"
+    path = top / "a" / "f"
+    path.parent.mkdir(parents=True)
+    path.write_text("x")
+    counter = await watch(path)  # type: ignore[operator]
+    holder: asyncio.subprocess.Process | None = None
+    fd = -1
+    if hold == "cwd":  # a real process sitting in the directory, as a shell would
+        holder = await asyncio.create_subprocess_exec("sleep", "60", cwd=path.parent)
+    else:
+        flags = os.O_RDONLY if hold == "fd" else os.O_WRONLY | os.O_TMPFILE
+        fd = os.open(path.parent, flags, 0o600)
+    try:
+        path.unlink()
+        await counter.changed()
+        path.parent.rmdir()
+        top.rmdir()
+        await counter.changed()  # before: never (the watch of top/a held, unseen gone)
+        path.parent.mkdir(parents=True)
+        await counter.changed()
+        path.write_text("y")
+        await counter.changed()
+    finally:
+        if holder is not None:
+            holder.kill()
+            await holder.wait()
+        if fd >= 0:
+            os.close(fd)
