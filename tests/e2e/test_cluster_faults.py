@@ -72,16 +72,22 @@ async def wait_voters(hosts: list[Host], names: list[str], timeout: float) -> No
                     wait.cancel()
 
 
-@pytest.mark.slow
-async def test_a_member_killed_and_restarted_rejoins_as_a_voter(tmp_path: Path) -> None:
-    """Three members; kill -9 one and wait until the leader removed it; restart it (its data
-    dir is left over): it becomes a voting member again, and the others kept serving."""
+def three_exporters(tmp_path: Path) -> tuple[list[Host], Path, list[str]]:
+    """Hosts h1-h3, each exporting `from <host>` to a file of its name in `shared`: the hosts,
+    `shared` and those files' paths."""
     shared = tmp_path / "shared"
     hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3)]
     for host in hosts:
         host.graph.write_text(exporter(shared, host.name, f"from {host.name}"))
+    return hosts, shared, [f"{shared}/{h.name}" for h in hosts]
+
+
+@pytest.mark.slow
+async def test_a_member_killed_and_restarted_rejoins_as_a_voter(tmp_path: Path) -> None:
+    """Three members; kill -9 one and wait until the leader removed it; restart it (its data
+    dir is left over): it becomes a voting member again, and the others kept serving."""
+    hosts, shared, paths = three_exporters(tmp_path)
     h1, h2, h3 = hosts
-    paths = [f"{shared}/{h.name}" for h in hosts]
     async with fleet(hosts):
         await start(h1)
         for host in (h2, h3):
@@ -113,12 +119,8 @@ async def test_the_first_host_killed_removed_and_restarted_rejoins(tmp_path: Pat
     keep quorum and remove its member. Restarted with its original command, it rejoins the
     members it knew while running (<prefix>/cluster-peers.json, kept up to date by a member),
     not an isolated client: a voting member again, its exports published and collected."""
-    shared = tmp_path / "shared"
-    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3)]
-    for host in hosts:
-        host.graph.write_text(exporter(shared, host.name, f"from {host.name}"))
+    hosts, shared, paths = three_exporters(tmp_path)
     h1, h2, h3 = hosts
-    paths = [f"{shared}/{h.name}" for h in hosts]
     async with fleet(hosts):
         await start(h1)
         for host in (h2, h3):
