@@ -92,8 +92,13 @@ def compile_bytes(data: bytes, filename: str) -> Checked:
 def compile_file(path: Path) -> Checked:
     """Read, parse and check a program: a .mcl file, or a directory whose metadata.yaml (or
     main.mcl) names its entry file, as mgmt runs a module."""
+    from mgmt.lang.errors import CompileError
     from mgmt.lang.modules import ModuleLoader
 
     loader = ModuleLoader()
-    module = loader.entry(path)
-    return _compile(module, str(module.file if path.is_dir() else path), loader)
+    try:
+        module = loader.entry(path)
+        return _compile(module, str(module.file if path.is_dir() else path), loader)
+    except CompileError as err:
+        err.looked_at = loader.looked_at()
+        raise

@@ -271,6 +271,10 @@ class Checker:
         scope, after one binding per parameter to the argument (typed where it is written)."""
         found = scope.cls(inc.name)
         if found is None:
+            prefix = inc.name.rpartition(".")[0]
+            space = scope.namespace(prefix) if prefix else None
+            if space is not None and space.broken:
+                raise Abort()  # its import failed: reported
             names = scope.all_classes()
             raise self.problems.abort(
                 inc.pos, f"undefined class {inc.name}{close_match(inc.name, names)}"

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.errors import MgmtError
 from mgmt.listing import capped
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # Control characters (a newline in a name or a string quoted by a message, a stray byte) would
 # break the one-line `file:line:col: message` form; they are shown escaped.
@@ -39,7 +43,13 @@ class LangError(MgmtError):
 
 class CompileError(LangError):
     """One or more problems found before anything runs; each is `file:line:col: message`, at
-    most NAMED of them then how many more there were (mgmt.listing.capped)."""
+    most NAMED of them then how many more there were (mgmt.listing.capped).
+
+    `looked_at` (set by compile_file) is every file the refused program depended on and their
+    digest as read (ModuleLoader.looked_at): what to watch for the edit that fixes it.
+    """
+
+    looked_at: tuple[list[Path], str] | None = None
 
     def __init__(self, problems: list[str]) -> None:
         problems = [one_line(p) for p in capped(problems, "problems")]

@@ -164,15 +164,17 @@ def files_digest(read: dict[Path, bytes]) -> str:
 
 
 def read_again(files: list[Path]) -> str:
-    """The digest the files have now (a missing one counts as empty): equal to the program's
-    digest when none of them changed."""
-    read: dict[Path, bytes] = {}
-    for path in files:
-        try:
-            read[path] = path.read_bytes()
-        except OSError:
-            read[path] = b""
-    return files_digest(read)
+    """The digest the files have now: equal to the program's digest when none of them changed.
+    One that cannot be read counts as why (missing, a directory...): a module's directory
+    appearing where a program looked for it is a change."""
+    return files_digest({path: _bytes_now(path) for path in files})
+
+
+def _bytes_now(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        return f"\0unreadable {err.errno}".encode()
 
 
 @dataclass
@@ -186,10 +188,19 @@ class ModuleLoader:
     modules_dir: Path | None = None
     read: dict[Path, bytes] = field(default_factory=dict)
     _modules: dict[Path, Module] = field(default_factory=dict)
+    # Files and directories looked for and not found (an import of a module not written yet):
+    # a program refused for them is compiled again when they appear.
+    missing: list[Path] = field(default_factory=list)
 
     @property
     def files(self) -> list[Path]:
         return list(self.read)
+
+    def looked_at(self) -> tuple[list[Path], str]:
+        """Every path this load depended on (read or missing) and their digest as read (a
+        missing one as it is now, just after), comparable with read_again's of the same list."""
+        files = [*self.read, *(p for p in self.missing if p not in self.read)]
+        return files, files_digest({p: self.read.get(p) or _bytes_now(p) for p in files})
 
     def digest(self) -> str:
         return files_digest(self.read)
@@ -208,10 +219,12 @@ class ModuleLoader:
         target = base / imp.path
         if imp.file:
             if not target.is_file():
+                self.missing.append(target)
                 raise CompileError.at(pos, f'import "{imp.name}": no such file {target}')
             return self._read(target.resolve(), importer.metadata)
         if not imp.remote:
             if not target.is_dir():
+                self.missing.append(target)
                 raise CompileError.at(pos, f'import "{imp.name}": no such directory {target}')
             return self._directory(target, importer.metadata)
         for where in self._search_path(importer.metadata):
@@ -253,7 +266,11 @@ class ModuleLoader:
         known = self._modules.get(file)
         if known is not None:
             return known
-        data = read_program(file)
+        try:
+            data = read_program(file)
+        except CompileError:
+            self.missing.append(file)
+            raise
         self.read[file] = data
         module = self._modules[file] = Module(file, decode(data, str(file)), chain)
         return module

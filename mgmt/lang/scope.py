@@ -42,6 +42,9 @@ class Scope:
         # `include ... as name` statements of this block not checked yet (their namespace is
         # made when they are): a `$name.x` read before waits for it (Resolver.settle).
         self.includes: dict[str, ast.Include] = {}
+        # The namespace of a module whose import failed (reported): its uses are not errors
+        # of their own.
+        self.broken = False
 
     def chain(self) -> Iterable[Scope]:
         """This scope, then each enclosing one."""
@@ -183,6 +186,9 @@ class Resolver:
             return
         space = self.load(stmt, imp) if self.load is not None else None
         if space is None:
+            if alias != "*":
+                scope.namespaces[alias] = space = Scope()
+                space.broken = True
             return
         if alias != "*":
             scope.namespaces[alias] = space
@@ -329,6 +335,8 @@ class Resolver:
         prefix, _, short = expr.name.rpartition(".")
         space = scope.namespace(prefix)
         if space is not None:
+            if space.broken:
+                raise Abort()
             target = space.vars.get(short)
             if target is None:
                 raise self.problems.abort(
@@ -371,6 +379,8 @@ class Resolver:
         alias, _, short = name.rpartition(".")
         space = scope.namespace(alias)
         if space is not None:
+            if space.broken:
+                raise Abort()
             fdef = space.funcs.get(short)
             if fdef is None:
                 raise self.problems.abort(

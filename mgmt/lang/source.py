@@ -339,8 +339,8 @@ class LangSource:
         self._kick = asyncio.Event()
         self._reload = False
         self._tasks = TaskSet("lang", log)
-        self._files: list[Path] = [path]  # the program's files, as last compiled
-        self._refused = ""  # the digest of the files as last refused (said once)
+        self._files: list[Path] = [path]  # the program's files, as last compiled or refused
+        self._refused = ""  # the digest of self._files as last refused (said once)
         self._watcher: PathWatcher | None = None
         self._watcher_files: list[Path] = []
         self._watcher_task: asyncio.Task[None] | None = None
@@ -553,21 +553,33 @@ class LangSource:
                 self.on_problem(problem)
 
     async def _recompile(self) -> None:
+        # self._files: the files the last compile (kept or refused) depended on, their digest
+        # self._digest (the running program's) or self._refused.
         try:
             digest = await asyncio.to_thread(read_again, self._files)
             if digest in (self._digest, self._refused):
                 log.debug("program files unchanged since compiled or refused, nothing to swap")
                 return
             log.debug("program file changed (one of %d): checking it", len(self._files))
+            running = self._digest
             checked = await self._compile()
             if self.watch:
                 await self._watch(checked.files)
         except CompileError as err:
-            self._refused = digest
+            # Watch what the refused program read or looked for (a module it imports may not
+            # be written yet): the edit that fixes it may be to a file the running one lacks.
+            self._files, self._refused = err.looked_at or (self._files, digest)
+            if self.watch:
+                await self._watch(self._files)
             for problem in err.problems:
                 log.error("%s", problem)
             log.error("keeping the running program")
             self._compile_problem = first_of(err.problems, "keeping the running program")
+            self._set_problem()
+            return
+        if checked.digest == running:
+            self._refused = self._compile_problem = ""
+            log.info("program files are back to the running program's: nothing to swap")
             self._set_problem()
             return
         self._refused = self._compile_problem = self._run_problem = ""

@@ -129,3 +129,37 @@ async def test_mgmt_status_fails_while_a_graph_file_edit_is_refused(tmp_path: Pa
         await wait_path(out / "a", has_content("b"))
         code, text = await asyncio.to_thread(run_mgmt, status)
         assert code == 0 and "program error" not in text, text
+
+
+async def test_an_edit_refused_for_a_module_not_written_yet_is_taken_once_it_is(
+    tmp_path: Path,
+) -> None:
+    """An edit that imports a module not there yet (or not right yet) is refused; the files
+    it read or looked for are watched from then on, so writing the module (its directory, its
+    main.mcl, a fix of it) is what swaps the program in, with no edit of the main file. A
+    refused edit reverted swaps nothing: the running program is the same."""
+    out = tmp_path / "out"
+    out.mkdir()
+    program, mod = tmp_path / "main.mcl", tmp_path / "mod"
+    program.write_text(f'file "{out}/a" {{ content => "one\\n", }}\n')
+    args = ["run", "--tmp-prefix", "--verbose", "lang", str(program)]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged:")
+        program.write_text(f'import "mod/"\nfile "{out}/a" {{ content => $mod.x, }}\n')
+        await daemon.wait_log("keeping the running program")
+        assert f'import "mod/": no such directory {mod}' in daemon.log
+        assert "undefined variable" not in daemon.log  # the import's failure said once
+        mod.mkdir()
+        await daemon.wait_log("cannot read: No such file or directory")
+        (mod / "main.mcl").write_text('$x = "two\\n" +\n')
+        await daemon.wait_log("syntax error")
+        (mod / "main.mcl").write_text('$x = "two\\n"\n')
+        await wait_path(out / "a", has_content("two\n"))
+        await daemon.wait_log("swapping in the new program")
+
+        good = program.read_text()
+        program.write_text(good + "file {\n")
+        await daemon.wait_log("keeping the running program", count=4)
+        program.write_text(good)
+        await daemon.wait_log("back to the running program's: nothing to swap")
+        assert daemon.log.count("swapping in the new program") == 1

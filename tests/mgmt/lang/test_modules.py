@@ -11,7 +11,7 @@ import pytest
 from mgmt.lang import compile_file
 from mgmt.lang.errors import CompileError
 from mgmt.lang.funcs import Context
-from mgmt.lang.modules import parse_import
+from mgmt.lang.modules import parse_import, read_again
 from mgmt.lang.runtime import ResSpec, Runtime
 
 
@@ -175,6 +175,27 @@ def test_module_errors_name_the_file_line_and_column(
     shown = [p.replace(f"{tmp_path}/", "") for p in found]
     assert any(p.startswith(expected) for p in shown), shown
     assert all(len(p.splitlines()) == 1 for p in found)
+
+
+def test_a_failed_import_is_said_once_and_what_it_looked_for_is_known(tmp_path: Path) -> None:
+    """The uses of a module whose import failed are not errors of their own; the error knows
+    every file the program read or looked for (what a running agent watches to retry it)."""
+    uses = 'import "m/"\nimport "fmt"\ninclude m.c\nnoop [fmt.printf("%s", $m.x, m.f())] {}\n'
+    write(tmp_path, {"main.mcl": uses})
+    with pytest.raises(CompileError) as info:
+        compile_file(tmp_path / "main.mcl")
+    assert info.value.problems == [
+        f'{tmp_path}/main.mcl:1:1: import "m/": no such directory {tmp_path}/m'
+    ]
+    assert info.value.looked_at is not None
+    files, digest = info.value.looked_at
+    assert files == [tmp_path / "main.mcl", tmp_path / "m"]
+    assert digest == read_again(files)
+    (tmp_path / "m").mkdir()
+    assert read_again(files) != digest  # the directory appearing is a change
+    assert [p.replace(f"{tmp_path}/", "") for p in problems(tmp_path / "main.mcl")] == [
+        "m/main.mcl: cannot read: No such file or directory"
+    ]
 
 
 def test_import_names_and_their_default_aliases() -> None:
