@@ -307,8 +307,11 @@ class Agent:
         self.server: StatusServer | None = None
         self.cluster_status: ClusterStatus | None = None  # with the cluster: hosts on the page
         self.notifier = Notifier.from_environment()  # under systemd, Type=notify
+        self._problem = ""  # the front-end's (the program's, the graph file's)
+        self._graph_refused = ""  # the engine refused its last graph (two own one file...)
         if source is not None:
             source.on_problem = self._program_error
+            self._problem = source.problem
             self.status.set_program_error(source.problem)
 
     async def run(self, loaded: Loaded) -> int:
@@ -437,8 +440,17 @@ class Agent:
 
     def _program_error(self, problem: str) -> None:
         """What is wrong with the program now ("": nothing): `mgmt status`, the page and
-        systemd's STATUS= say it."""
-        self.status.set_program_error(problem)
+        systemd's STATUS= say it (the engine's refusal of its last graph first)."""
+        self._problem = problem
+        self._show_problem()
+
+    def _refused_graph(self, problem: str) -> None:
+        """The engine refused the front-end's last graph ("": it took one since)."""
+        self._graph_refused = problem
+        self._show_problem()
+
+    def _show_problem(self) -> None:
+        self.status.set_program_error(self._graph_refused or self._problem)
         if self.notifier is not None:
             self.notifier.status(self._status())
 
@@ -713,9 +725,12 @@ class Agent:
                 await self._apply(loaded)
             except GraphError as err:  # e.g. two resources managing one file
                 log.error("%s: %s (keeping the last good graph)", self.config.file or "lang", err)
+                self._refused_graph(f"{err} (keeping the last good graph)")
                 continue
             finally:
                 self.swapped.set()
+            if self._graph_refused:
+                self._refused_graph("")
             await self._program_changed()
 
     async def _program_changed(self) -> None:
@@ -750,11 +765,18 @@ class Agent:
             self._refuse(got.error, got.digest)
             return
         if got.loaded is None:
+            if got.digest == self._digest and self._rejected:  # an edit undone
+                self._rejected = ""  # written again later, a bad file is reported again
+                self._graph_refused = ""
+                self._program_error("")
+                log.info("graph file is back to the running graph: nothing to swap")
+                return
             log.debug("graph file unchanged since it was last loaded or refused, nothing to swap")
             return
         loaded = got.loaded
         loaded.digest = got.digest
         self._rejected = ""  # a bad file written again later is reported again
+        self._graph_refused = ""
         self._program_error("")
         for warning in loaded.warnings:
             log.warning("%s", warning)
@@ -765,6 +787,7 @@ class Agent:
         except GraphError as err:  # e.g. two resources managing one file: one line, once
             self._rejected = got.digest
             log.error("%s: %s; keeping the running graph", file, err)
+            self._refused_graph(f"{file}: {err} (keeping the running graph)")
             return
         finally:
             self.swapped.set()

@@ -163,3 +163,58 @@ async def test_an_edit_refused_for_a_module_not_written_yet_is_taken_once_it_is(
         program.write_text(good)
         await daemon.wait_log("back to the running program's: nothing to swap")
         assert daemon.log.count("swapping in the new program") == 1
+
+
+async def test_a_refused_graph_file_edit_undone_or_refused_by_the_engine_shows_in_status(
+    tmp_path: Path,
+) -> None:
+    """A bad edit undone (the file is the running graph's again) clears the program error; a
+    graph the engine refuses (two resources own one file) is one too, until a good edit."""
+    out, prefix, graph = tmp_path / "out", tmp_path / "prefix", tmp_path / "g.yaml"
+    out.mkdir()
+    good = f"graph: g\nresources:\n  file:\n  - name: {out}/a\n    content: a\n"
+    graph.write_text(good)
+    status = ["status", "--prefix", str(prefix)]
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("converged:")
+        with graph.open("a") as writer:
+            writer.write("x: [\n")
+        await daemon.wait_log("keeping the running graph")
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 1 and "program error: " in text, text
+        graph.write_text(good)
+        await daemon.wait_log("back to the running graph: nothing to swap")
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 0 and "program error" not in text, text
+
+        both = good + f"  - name: b\n    path: {out}/a\n    content: b\n"
+        graph.write_text(both)
+        await daemon.wait_log("both manage file")
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 1 and "program error: " in text and "both manage file" in text, text
+        graph.write_text(good.replace("content: a", "content: c"))
+        await wait_path(out / "a", has_content("c"))
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 0 and "program error" not in text, text
+
+
+async def test_a_program_graph_the_engine_refuses_shows_in_status_until_a_good_one(
+    tmp_path: Path,
+) -> None:
+    """The language alike: an edit whose graph has two resources owning one file compiles, but
+    the engine refuses the graph; the last good graph stays and `mgmt status` says why."""
+    out, prefix, program = tmp_path / "out", tmp_path / "prefix", tmp_path / "main.mcl"
+    out.mkdir()
+    one = f'file "a" {{ path => "{out}/x", content => "a", }}\n'
+    program.write_text(one)
+    status = ["status", "--prefix", str(prefix)]
+    async with Daemon(["run", "--prefix", str(prefix), "lang", str(program)]) as daemon:
+        await daemon.wait_log("converged:")
+        program.write_text(one + f'file "b" {{ path => "{out}/x", content => "b", }}\n')
+        await daemon.wait_log("both manage file")
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 1 and "both manage file" in text, text
+        program.write_text(one.replace('"a", }', '"c", }'))
+        await wait_path(out / "x", has_content("c"))
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 0 and "program error" not in text, text
