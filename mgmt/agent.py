@@ -172,7 +172,11 @@ async def run(config: Config, given: Loaded | None = None) -> int:
     priority.renice(config.nice)
     # Known before the program runs: its functions keep their files there too (local.*).
     if config.tmp_prefix:  # removed at exit; a killed run's is removed by the next one
-        tmp = await thread_to_end(TmpPrefix, undo=TmpPrefix.close)
+        try:
+            tmp = await thread_to_end(TmpPrefix, undo=TmpPrefix.close)
+        except (OSError, MgmtError) as err:  # e.g. $TMPDIR another user controls
+            log.error("%s", ValidationError(str(err), "--tmp-prefix"))
+            return ExitCode.USAGE
         for name in tmp.removed:
             log.debug("removed %s, the temporary prefix of a run that was killed", name)
         try:

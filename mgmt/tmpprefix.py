@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 
 from engine.errors import MgmtError
-from engine.safefs import closing
+from engine.safefs import UnsafePathError, closing, open_dir, trusted_dir
 
 PREFIX = "mgmt-"
 LOCK = ".mgmt-run.lock"
@@ -52,15 +52,18 @@ class TmpPrefix:
         self.close()
 
 
-def _parents() -> list[str]:
-    """Where a temporary prefix may be made, in order: tempfile.gettempdir()'s candidates
-    ($TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, the working directory)."""
-    found = [value for name in ("TMPDIR", "TEMP", "TMP") if (value := os.environ.get(name))]
-    found += ["/tmp", "/var/tmp", "/usr/tmp"]
+def _parents() -> list[tuple[str, str]]:
+    """Where a temporary prefix may be made, in order, each with what named it:
+    tempfile.gettempdir()'s candidates ($TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, the
+    working directory)."""
+    found = [
+        (value, f"${name}") for name in ("TMPDIR", "TEMP", "TMP") if (value := os.environ.get(name))
+    ]
+    found += [(path, path) for path in ("/tmp", "/var/tmp", "/usr/tmp")]
     try:
-        found.append(os.getcwd())
+        found.append((os.getcwd(), "the working directory"))
     except OSError:
-        found.append(os.curdir)
+        found.append((os.curdir, "the working directory"))
     return found
 
 
@@ -68,22 +71,38 @@ def make_private(parent: Path | None = None) -> Path:
     """A new private directory (mode 0700) named PREFIX and 12 random hex digits, in `parent`,
     else in the first of `_parents()` where one can be made: as tempfile.mkdtemp() in
     tempfile.gettempdir() (which tries a file in each), without importing tempfile (with
-    random: ~1 ms of every cron run)."""
-    candidates = [os.fspath(parent)] if parent is not None else _parents()
-    for where in candidates:
+    random: ~1 ms of every cron run). A directory another user controls, or any above it (the
+    safe-path rule, safefs.trusted_dir: $TMPDIR set to another user's directory), is refused
+    (UnsafePathError), not passed over: it was asked for."""
+    given = os.fspath(parent) if parent is not None else None
+    candidates = [(given, given)] if given is not None else _parents()
+    for where, named in candidates:
         directory = os.path.abspath(where)
-        for _ in range(100):  # a name taken: another (as mkdtemp's names, they rarely are)
-            path = os.path.join(directory, PREFIX + os.urandom(6).hex())
-            try:
-                os.mkdir(path, 0o700)
-            except FileExistsError:
-                continue
-            except OSError:
-                if parent is not None:
-                    raise
-                break  # not there, not a directory, not ours to write: the next one
-            return Path(path)
-    raise FileNotFoundError(errno.ENOENT, f"No usable temporary directory found in {candidates}")
+        try:
+            dir_fd = open_dir(directory, check=trusted_dir)
+        except UnsafePathError as err:
+            raise UnsafePathError(
+                f"{named}: {err}" if named.startswith("$") else str(err)
+            ) from None
+        except OSError:
+            if parent is not None:
+                raise
+            continue  # not there, not a directory: the next one
+        with closing(dir_fd):
+            for _ in range(100):  # a name taken: another (as mkdtemp's names, they rarely are)
+                name = PREFIX + os.urandom(6).hex()
+                try:
+                    os.mkdir(name, 0o700, dir_fd=dir_fd)
+                except FileExistsError:
+                    continue
+                except OSError:
+                    if parent is not None:
+                        raise
+                    break  # not ours to write: the next one
+                return Path(directory, name)
+    raise FileNotFoundError(
+        errno.ENOENT, f"No usable temporary directory found in {[c for c, _ in candidates]}"
+    )
 
 
 def _hold_lock(path: Path) -> int:

@@ -173,3 +173,32 @@ def test_an_agents_prefix_lock_is_exclusive_and_never_taken_for_a_killed_run(
         os.close(fd)
     assert sweep(tmp_path) == [] and prefix.is_dir()
     os.close(hold_prefix(prefix))  # free again
+
+
+@pytest.mark.parametrize("control", ["writable", "owner"])
+def test_a_tmpdir_another_user_controls_is_refused_before_anything(
+    tmp_path: Path, control: str
+) -> None:
+    """$TMPDIR naming a directory others can write (or another user's) is refused, exit 2, one
+    line naming it; nothing is made there (another user could swap the prefix below us)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    if control == "writable":
+        shared.chmod(0o777)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("needs root (chown)")
+        os.chown(shared, 65534, 65534)
+    done = subprocess.run(
+        [sys.executable, "-m", "mgmt", "run", "--tmp-prefix", "--converged-timeout=0", "empty"],
+        env={**os.environ, "TMPDIR": str(shared)},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    why = "mode 0777" if control == "writable" else "owned by uid 65534"
+    assert done.stderr.count("\n") == 1 and f"$TMPDIR: {shared} " in done.stderr, done.stderr
+    assert why in done.stderr and "--tmp-prefix" in done.stderr, done.stderr
+    assert list(shared.iterdir()) == []
