@@ -28,11 +28,11 @@ from engine.exit import exit_request
 from engine.graph import Graph
 from engine.heap import FrozenHeap
 from engine.local import LocalValues
+from engine.namedpath import NamedPaths
 from engine.program import ProgramRef
 from engine.safefs import check_private, private_dir
 from engine.stopgate import GatedExecutor
 from engine.tasks import TaskSet, thread_to_end
-from engine.watcher import PathWatcher, follow_writes
 from mgmt import log as logsetup
 from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
@@ -296,7 +296,7 @@ class Agent:
         self._not_converged: list[str] = []  # "kind[name] (why)", when the run ended
         self._unconverged = False  # --max-runtime ended a cron-mode run before it converged
         self._tasks = TaskSet("agent", log)
-        self._file_watcher: PathWatcher | None = None
+        self._file_watcher: NamedPaths | None = None
         self.cluster: ClusterLink | None = None  # started when a graph first needs it
         self._loaded: Loaded | None = None  # the last graph file loaded (collect re-merges it)
         self._collected = asyncio.Event()  # the collected resources changed
@@ -394,10 +394,11 @@ class Agent:
         if self.source is not None:
             self._spawn(self._follow(self.source))
         elif self.config.file is not None and not self.config.no_watch:
-            watcher = PathWatcher([self.config.file])
+            # Through its symlinks (`current` -> `releases/42`): it is read through them.
+            watcher = NamedPaths([self.config.file])
             await watcher.__aenter__()  # watching before we report ready: no edit is missed
             self._file_watcher = watcher
-            self._spawn(follow_writes(watcher, self.reload.set))
+            self._spawn(watcher.follow(self.reload.set))
             self.reload.set()  # catch an edit made between loading and watching
         self._spawn(self._reload_loop())
         self._spawn(self._report_convergence())

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Change, Edge, Graph, Key, derive, fmt_key, key_of
 from engine.local import LocalValues
+from engine.namedpath import NamedPaths
 from engine.resource import Resource, lookup, refused_together, together_kinds, validates_together
 from engine.tasks import TaskSet
-from engine.watcher import PathWatcher, follow_writes
 from mgmt.collectscope import Collect, collects
 from mgmt.lang import compile_file
 from mgmt.lang.checker import Checked
@@ -341,8 +341,9 @@ class LangSource:
         self._tasks = TaskSet("lang", log)
         self._files: list[Path] = [path]  # the program's files, as last compiled or refused
         self._refused = ""  # the digest of self._files as last refused (said once)
-        self._watcher: PathWatcher | None = None
+        self._watcher: NamedPaths | None = None
         self._watcher_files: list[Path] = []
+        self._relink = False  # the program's path was re-pointed (a symlink on the way)
         self._watcher_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -373,18 +374,24 @@ class LangSource:
         return source
 
     async def _watch(self, files: list[Path]) -> None:
-        """Watch the program's files (its own and its local modules'): a change reloads it."""
+        """Watch the program's files (its own and its local modules'), and the path it was
+        given through its symlinks (`current` -> `releases/42`): a change reloads it."""
         if self._watcher is not None and self._watcher_files == files:
             return
         if self._watcher_task is not None:
             self._watcher_task.cancel()
         if self._watcher is not None:
             await self._watcher.aclose()
-        self._watcher, self._watcher_files = PathWatcher(files), files
+        self._watcher, self._watcher_files = NamedPaths([self.path, *files]), files
         await self._watcher.__aenter__()
         self._watcher_task = self._tasks.spawn(
-            self._watch_file(self._watcher), "lang program watch"
+            self._watcher.follow(self._edited, self._relinked), "lang program watch"
         )
+
+    def _relinked(self) -> None:
+        """The program's path leads elsewhere now: its files there are compiled, even if the
+        ones it read are unchanged."""
+        self._relink = True
 
     async def _compile(self) -> Checked:
         """Read and compile the program and its modules (CompileError), in a thread: a big
@@ -482,9 +489,6 @@ class LangSource:
                 self._evaluate()
                 await self.runtime.reap()
 
-    async def _watch_file(self, watcher: PathWatcher) -> None:
-        await follow_writes(watcher, self._edited)  # not a half-written file (truncated first)
-
     def _evaluate(self) -> None:
         try:
             self._evaluate_once()
@@ -557,7 +561,8 @@ class LangSource:
         # self._digest (the running program's) or self._refused.
         try:
             digest = await asyncio.to_thread(read_again, self._files)
-            if digest in (self._digest, self._refused):
+            relinked, self._relink = self._relink, False
+            if digest in (self._digest, self._refused) and not relinked:
                 log.debug("program files unchanged since compiled or refused, nothing to swap")
                 return
             log.debug("program file changed (one of %d): checking it", len(self._files))

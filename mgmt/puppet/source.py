@@ -18,8 +18,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+from engine.namedpath import NamedPaths
 from engine.tasks import TaskSet
-from engine.watcher import PathWatcher, follow_writes
 from mgmt.listing import first_of
 from mgmt.puppet.compile import Manifest, compile_catalog
 from mgmt.puppet.translate import translate
@@ -60,7 +60,7 @@ class PuppetSource:
         self._kick = asyncio.Event()
         self._out: asyncio.Queue[Loaded] = asyncio.Queue()
         self._tasks = TaskSet("puppet", log)
-        self._watcher: PathWatcher | None = None
+        self._watcher: NamedPaths | None = None
 
     @classmethod
     async def open(
@@ -68,7 +68,7 @@ class PuppetSource:
     ) -> PuppetSource:
         source = cls(manifest, hostname=hostname, fallback=fallback)
         if watch and manifest.file is not None:
-            source._watcher = PathWatcher([manifest.file])
+            source._watcher = NamedPaths([manifest.file])  # through its symlinks
             await source._watcher.__aenter__()  # before the first compile: no edit is missed
         try:
             source.first = await load(manifest, hostname, fallback=fallback)
@@ -104,8 +104,8 @@ class PuppetSource:
             if self.on_problem is not None:
                 self.on_problem(problem)
 
-    async def _watch(self, watcher: PathWatcher) -> None:
-        await follow_writes(watcher, self._kick.set)  # not a half-written manifest
+    async def _watch(self, watcher: NamedPaths) -> None:
+        await watcher.follow(self._kick.set)  # not a half-written manifest
 
     async def _loop(self) -> None:
         while True:

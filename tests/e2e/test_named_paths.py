@@ -1,0 +1,88 @@
+"""A graph file or program given through symlinks (`current` -> `releases/N`, re-pointed by each
+release) is watched through them: re-pointing a link on the way is an edit, and so is an edit
+of the file it now leads to (engine.namedpath). Managed paths are never followed: this is only
+for what the agent reads on the operator's word."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engine.namedpath import watch_list
+from tests.e2e.helpers import Daemon, has_content, wait_path
+
+
+def _repoint(link: Path, target: str) -> None:
+    """As a release script does: a new link renamed over the old one (atomic)."""
+    new = link.with_name(link.name + ".new")
+    new.symlink_to(target)
+    new.rename(link)
+
+
+def test_the_watch_list_names_each_link_on_the_way_and_where_it_leads(tmp_path: Path) -> None:
+    (tmp_path / "rel1").mkdir()
+    (tmp_path / "current").symlink_to("rel1")
+    (tmp_path / "graph.yaml").symlink_to(tmp_path / "current" / "g.yaml")
+    (tmp_path / "loop").symlink_to("loop")
+    assert watch_list([tmp_path / "graph.yaml", tmp_path / "rel1" / ".." / "current" / "x"]) == [
+        str(tmp_path / "graph.yaml"),
+        str(tmp_path / "current"),
+        str(tmp_path / "rel1" / "g.yaml"),  # missing: watched as written from there
+        str(tmp_path / "rel1" / "x"),
+    ]
+    assert watch_list([tmp_path / "loop" / "x"]) == [str(tmp_path / "loop")]  # (ELOOP)
+
+
+async def test_a_graph_file_through_symlinks_follows_each_repointing_and_edit(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for release, content in (("rel1", "one"), ("rel2", "two")):
+        (tmp_path / release).mkdir()
+        (tmp_path / release / "g.yaml").write_text(
+            f"graph: g\nresources:\n  file:\n  - name: {out}/a\n    content: {content}\n"
+        )
+    (tmp_path / "current").symlink_to("rel1")
+    (tmp_path / "graph.yaml").symlink_to("current/g.yaml")
+    args = ["run", "--tmp-prefix", "yaml", str(tmp_path / "graph.yaml")]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged:")
+        assert (out / "a").read_text() == "one"
+        _repoint(tmp_path / "current", "rel2")  # the directory link
+        await wait_path(out / "a", has_content("two"))
+        new = tmp_path / "rel2" / "g.yaml.tmp"  # an edit where it leads now
+        new.write_text((tmp_path / "rel2" / "g.yaml").read_text().replace("two", "three"))
+        os.rename(new, tmp_path / "rel2" / "g.yaml")
+        await wait_path(out / "a", has_content("three"))
+        _repoint(tmp_path / "graph.yaml", "rel1/g.yaml")  # the file link
+        await wait_path(out / "a", has_content("one"))
+        with (tmp_path / "rel1" / "g.yaml").open("r+") as writer:  # in place, where it leads
+            text = writer.read().replace("one", "four")
+            writer.seek(0)
+            writer.write(text)
+        await wait_path(out / "a", has_content("four"))
+
+
+async def test_a_program_through_a_symlinked_directory_follows_its_repointing(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for release, content in (("rel1", "one"), ("rel2", "two")):
+        (tmp_path / release).mkdir()
+        (tmp_path / release / "main.mcl").write_text(
+            f'file "{out}/a" {{ content => "{content}", }}\n'
+        )
+    (tmp_path / "current").symlink_to("rel1")
+    args = ["run", "--tmp-prefix", "lang", str(tmp_path / "current" / "main.mcl")]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged:")
+        _repoint(tmp_path / "current", "rel2")
+        await wait_path(out / "a", has_content("two"))
+        (tmp_path / "rel2" / "main.mcl").write_text(f'file "{out}/a" {{ content => "three", }}\n')
+        await wait_path(out / "a", has_content("three"))
+        # Same text in both releases: still the one it leads to now (its own paths).
+        (tmp_path / "rel1" / "main.mcl").write_text(f'file "{out}/a" {{ content => "three", }}\n')
+        _repoint(tmp_path / "current", "rel1")
+        await daemon.wait_log("swapping in the new program", count=3)
