@@ -19,6 +19,18 @@ def _repoint(link: Path, target: str) -> None:
     new.rename(link)
 
 
+def _releases(root: Path, name: str, text: str) -> Path:
+    """rel1 and rel2, each with `name` holding `text` with "{}" as "one" and "two"; `current`
+    a link to rel1; the directory for the managed files."""
+    for release, content in (("rel1", "one"), ("rel2", "two")):
+        (root / release).mkdir()
+        (root / release / name).write_text(text.replace("{}", content))
+    (root / "current").symlink_to("rel1")
+    out = root / "out"
+    out.mkdir()
+    return out
+
+
 def test_the_watch_list_names_each_link_on_the_way_and_where_it_leads(tmp_path: Path) -> None:
     (tmp_path / "rel1").mkdir()
     (tmp_path / "current").symlink_to("rel1")
@@ -36,14 +48,8 @@ def test_the_watch_list_names_each_link_on_the_way_and_where_it_leads(tmp_path: 
 async def test_a_graph_file_through_symlinks_follows_each_repointing_and_edit(
     tmp_path: Path,
 ) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
-    for release, content in (("rel1", "one"), ("rel2", "two")):
-        (tmp_path / release).mkdir()
-        (tmp_path / release / "g.yaml").write_text(
-            f"graph: g\nresources:\n  file:\n  - name: {out}/a\n    content: {content}\n"
-        )
-    (tmp_path / "current").symlink_to("rel1")
+    graph = f"graph: g\nresources:\n  file:\n  - name: {tmp_path}/out/a\n    content: {{}}\n"
+    out = _releases(tmp_path, "g.yaml", graph)
     (tmp_path / "graph.yaml").symlink_to("current/g.yaml")
     args = ["run", "--tmp-prefix", "yaml", str(tmp_path / "graph.yaml")]
     async with Daemon(args) as daemon:
@@ -67,14 +73,7 @@ async def test_a_graph_file_through_symlinks_follows_each_repointing_and_edit(
 async def test_a_program_through_a_symlinked_directory_follows_its_repointing(
     tmp_path: Path,
 ) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
-    for release, content in (("rel1", "one"), ("rel2", "two")):
-        (tmp_path / release).mkdir()
-        (tmp_path / release / "main.mcl").write_text(
-            f'file "{out}/a" {{ content => "{content}", }}\n'
-        )
-    (tmp_path / "current").symlink_to("rel1")
+    out = _releases(tmp_path, "main.mcl", f'file "{tmp_path}/out/a" {{ content => "{{}}", }}\n')
     args = ["run", "--tmp-prefix", "lang", str(tmp_path / "current" / "main.mcl")]
     async with Daemon(args) as daemon:
         await daemon.wait_log("converged:")
