@@ -38,7 +38,7 @@ from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
-from mgmt.listing import first_of, named
+from mgmt.listing import first_of, named, resource_count
 from mgmt.sdnotify import Notifier
 from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
@@ -452,7 +452,7 @@ class Agent:
         n = len(self.engine.vertices)
         waiting = len(self.converger.unsettled())
         failed = len(self.converger.failed())
-        return f"{head}converging: {n - waiting} of {n} resources settled, {failed} failed"
+        return f"{head}converging: {n - waiting} of {resource_count(n)} settled, {failed} failed"
 
     async def _show_progress(self) -> None:
         """On a terminal, a line every PROGRESS_EVERY seconds until the first convergence."""
@@ -474,9 +474,9 @@ class Agent:
         # noop (--noop, or a resource's meta): checked, not changed, so not in the desired state
         would = sorted(v.name for v in self.engine.vertices.values() if v.would_change)
         if not failed and not blocked and not would:
-            return f"all {n} resources in the desired state"
+            return f"{'the' if n == 1 else 'all'} {resource_count(n)} in the desired state"
         good = n - len(failed) - len(blocked) - len(would)
-        summary = f"{good} of {n} resources in the desired state"
+        summary = f"{good} of {resource_count(n)} in the desired state"
         if would:
             summary += "; would change (noop): " + named(would)
         if failed:
@@ -590,13 +590,15 @@ class Agent:
         asked = reason == "signal" and not self._forced
         if failed and not asked:  # named, not said again: each said why when it failed
             names = sorted(v.name for v in failed)
-            log.error("%d of %d resources failed: %s", len(names), len(vertices), named(names))
+            log.error(
+                "%d of %s failed: %s", len(names), resource_count(len(vertices)), named(names)
+            )
         if self.config.noop:
             changes = sorted(v.name for v in vertices if v.changed_last)
             log.info(
-                "noop: %d of %d resources would change%s",
+                "noop: %d of %s would change%s",
                 len(changes),
-                len(vertices),
+                resource_count(len(vertices)),
                 (": " + named(changes)) if changes else "",
             )
         if reason == "converged":

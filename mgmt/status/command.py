@@ -32,6 +32,7 @@ from typing import Any
 
 from mgmt import warn_misspelled_env
 from mgmt.config import ExitCode
+from mgmt.listing import resource_count
 from mgmt.status.server import SOCKET
 from mgmt.usage import Parser
 
@@ -122,7 +123,7 @@ def table(snapshot: dict[str, Any]) -> str:
     else:
         head = "not converged"
     parts = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-    lines = [f"{_printable(snapshot['host'])}: {head}; {total} resources: {parts or 'none'}"]
+    lines = [f"{_printable(snapshot['host'])}: {head}; {resource_count(total)}: {parts or 'none'}"]
     if snapshot.get("program_error"):
         lines.append(f"program error: {_printable(snapshot['program_error'])}")
     rows = [("RESOURCE", "STATE", "SINCE", "LAST CHANGE / ERROR")]

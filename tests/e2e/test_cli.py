@@ -118,10 +118,10 @@ def test_noop_reports_and_changes_nothing(tmp_path: Path) -> None:
     assert code == 0, out
     assert not (tmp_path / "out").exists()
     assert "would" in out and "file[hello]" in out
-    assert "1 of 1 resources would change: file[hello]" in out
+    assert "1 of 1 resource would change: file[hello]" in out
     # The summary tells the truth: nothing is in the desired state, nothing was left undone.
     assert (
-        "converged: 0 of 1 resources in the desired state; would change (noop): file[hello]" in out
+        "converged: 0 of 1 resource in the desired state; would change (noop): file[hello]" in out
     )
     assert "converged: all" not in out and "left undone" not in out
 
@@ -164,7 +164,7 @@ def test_a_repair_converges_true_without_checking_its_own_events(
     code, out = run_mgmt(args)
     assert code == 0, out
     assert f"file[a]: {REPAIRS[differs]}" in out
-    assert "converged: all 1 resources in the desired state" in out, out
+    assert "converged: the 1 resource in the desired state" in out, out
     assert "would change" not in out and "converged again" not in out
     assert out.count("file[a]: check_apply(") == 1, out
     st = path.stat()
@@ -299,7 +299,7 @@ async def test_the_converged_line_is_logged_when_the_graph_converges(tmp_path: P
     graph = graph_file(tmp_path, HELLO)
     args = ["run", "--converged-timeout=3600", "--tmp-prefix", "yaml", str(graph)]
     async with Daemon(args) as daemon:
-        await daemon.wait_log("converged: all 1 resources in the desired state", timeout=60)
+        await daemon.wait_log("converged: the 1 resource in the desired state", timeout=60)
         assert "exiting" not in daemon.log
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
@@ -882,7 +882,7 @@ def test_a_file_name_cannot_forge_log_lines_or_reach_the_terminal(tmp_path: Path
     it, or with an escape sequence: the agent's "purged" line shows them escaped, one line."""
     (tmp_path / "src").mkdir()
     (tmp_path / "dst").mkdir()
-    forged = "00:00:00 main: converged: all 1 resources in the desired state (0.001s)"
+    forged = "00:00:00 main: converged: the 1 resource in the desired state (0.001s)"
     (tmp_path / "dst" / f"evil\n{forged}").touch()
     (tmp_path / "dst" / "red\x1b[31m").touch()
     graph = graph_file(
@@ -1445,7 +1445,7 @@ def test_a_stop_signal_while_starting_up_is_a_clean_stop(
         assert done.returncode == 0, done.stderr
         assert f"{sig}: stopping gracefully" in done.stderr
         # Nothing had begun: nothing refused or interrupted to tell, no "(0 ...)".
-        assert "stopped: 1 of 1 resources left undone; the next run" in done.stderr
+        assert "stopped: 1 of 1 resource left undone; the next run" in done.stderr
     else:
         assert (done.returncode, done.stderr) == (1, "")
 
