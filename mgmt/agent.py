@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from engine.world import World
     from mgmt.cluster.link import ClusterLink
     from mgmt.deploy.source import DeploySource
+    from mgmt.deploy.status import HostStatus
     from mgmt.metrics import Metrics
     from mgmt.status.cluster import ClusterStatus
 
@@ -249,6 +250,7 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
         agent = Agent(config, prefix, deploy_source or source, local, program)
         if deploy_source is not None:
             deploy_source.follow_convergence(agent.converger)
+            agent.follow_deploys(deploy_source)
         return await agent.run(loaded)
     except GraphError as err:  # found when the engine prepares the graph, before it runs
         log.error("%s: %s", config.file or "graph", err)
@@ -298,6 +300,8 @@ class Agent:
         self._collected = asyncio.Event()  # the collected resources changed
         self._apply_lock = asyncio.Lock()
         self.metrics: Metrics | None = None
+        self._deploys: HostStatus | None = None  # the deploys' status, when it runs them
+        self._said_waiting = False  # "waiting for the first deploy" was logged
         if config.prometheus:  # imported only then (~1.5 M instructions)
             from mgmt.metrics import Metrics
 
@@ -406,8 +410,7 @@ class Agent:
         if converger.timeout > 0:
             while not converger.settled.is_set():  # still settled once this task runs: not
                 await converger.settled.wait()  # a transition's moment
-            self._log_converged()
-            logged = True
+            logged = self._log_converged()
         again = False
         while True:
             await converger.converged.wait()
@@ -419,8 +422,7 @@ class Agent:
             if self.notifier is not None:
                 self.notifier.status(self._status())
             if not logged:
-                self._log_converged()
-                logged = True
+                logged = self._log_converged()
             elif again and log.isEnabledFor(logging.DEBUG):  # O(graph): not for nothing
                 log.debug("converged again: %s", self._convergence_summary())
             again = True
@@ -431,9 +433,18 @@ class Agent:
             if self.notifier is not None:
                 self.notifier.status(self._status())
 
-    def _log_converged(self) -> None:
-        took = time.monotonic() - self._started
-        log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
+    def _log_converged(self) -> bool:
+        """The converged line (once: True), or that the agent waits for its first deploy
+        (False: the line comes once a deploy's graph has converged)."""
+        waiting = self._waiting_for_deploy()
+        if not (waiting and self._said_waiting):
+            took = time.monotonic() - self._started
+            log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
+        self._said_waiting = waiting
+        return not waiting
+
+    def _waiting_for_deploy(self) -> bool:
+        return self._deploys is not None and not self._deploys.running
 
     def _program_error(self, problem: str) -> None:
         """What is wrong with the program now ("": nothing): `mgmt status`, the page and
@@ -466,9 +477,22 @@ class Agent:
                 async with asyncio.timeout(PROGRESS_EVERY):
                     await self.converger.converged.wait()
 
+    def follow_deploys(self, source: DeploySource) -> None:
+        """The agent runs the cluster's deploys: say which runs (none yet: it waits for the
+        first), from now on."""
+        self._deploys = source.status
+        source.on_status = self._deploy_changed
+        self._deploy_changed(source.status)
+
+    def _deploy_changed(self, status: HostStatus) -> None:
+        self._deploys = status
+
     def _convergence_summary(self) -> str:
-        """How many resources are in the desired state, naming the failed and blocked ones."""
+        """How many resources are in the desired state, naming the failed and blocked ones;
+        for an agent of deploys that runs none yet, that it waits for the first."""
         n = len(self.engine.vertices)
+        if not n and self._waiting_for_deploy():
+            return "waiting for the first deploy (none runs yet)"
         failed = sorted(v.name for v in self.converger.failed())
         blocked = sorted(v.name for v in self.converger.blocked())
         # noop (--noop, or a resource's meta): checked, not changed, so not in the desired state

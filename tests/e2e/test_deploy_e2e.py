@@ -448,3 +448,21 @@ async def test_a_deploy_that_cannot_run_is_a_failure_in_every_status(tmp_path: P
         await _program_errors(h1, {"h1": False})
         code, text = await deploy(h1, "--status")
         assert code == 0, text
+
+
+async def test_a_host_without_a_deploy_says_it_waits_for_the_first(tmp_path: Path) -> None:
+    """Before its first deploy, an agent of deploys says it waits for one (not "converged:
+    all 0 resources"), once; the deploy's graph then converges as any graph does."""
+    keys = tmp_path / "keys"
+    alice = make_key(keys, "alice")
+    out, src = tmp_path / "out", tmp_path / "src"
+    out.mkdir()
+    h1 = DeployHost("h1", tmp_path, extra_args=["--trusted-keys", str(trusted_file(keys, alice))])
+    async with fleet([h1]):  # type: ignore[list-item]
+        await start_serving([h1])
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("converged: waiting for the first deploy (none runs yet)")
+        await push(h1, alice, program(src, out, "v1"))
+        await h1.daemon.wait_log("converged: all 2 resources in the desired state")
+        assert "0 resources" not in h1.daemon.log
+        assert h1.daemon.log.count("waiting for the first deploy") == 1, h1.daemon.log
