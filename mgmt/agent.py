@@ -486,6 +486,15 @@ class Agent:
 
     def _deploy_changed(self, status: HostStatus) -> None:
         self._deploys = status
+        refused = status.refused if status.refused > status.running else 0
+        self.status.set_deploy(
+            {
+                "running": status.running,
+                "warning": status.warning,
+                "refused": refused,
+                "error": status.error if refused else "",
+            }
+        )
 
     def _convergence_summary(self) -> str:
         """How many resources are in the desired state, naming the failed and blocked ones;

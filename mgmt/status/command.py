@@ -6,9 +6,11 @@ user alone) and prints a table: each resource, its state and since when, its las
 for a failed one its last error; then whether the graph is converged, since when, and what is
 wrong with the program if anything is (`program error: ...`: its last edit does not compile, or
 a function fails; the host does not run what it was asked to). `--json` prints the agent's
-snapshot as it is, for scripts (`program_error`). Exit code: 0 when nothing has failed, 1 when
-a resource has failed or the program has an error (usable as a check: `mgmt status || alert`),
-2 when no agent answers.
+snapshot as it is, for scripts (`program_error`). An agent that runs the cluster's deploys
+says which (`deploy: 7`, `deploy: 7 (UNSIGNED)`, `deploy: none yet, waiting for the first`) and
+a newer deploy it refused and why (`; refused deploy 8: ...`; `deploy` in the JSON). Exit code:
+0 when nothing has failed, 1 when a resource has failed, the program has an error or a newer
+deploy was refused (usable as a check: `mgmt status || alert`), 2 when no agent answers.
 
 With --cluster it reads the cluster instead (etcd at --seeds, with this host's certificate in
 `<prefix>/cluster-tls/` or --tls-*, as `mgmt deploy` does) and prints one row per host: alive,
@@ -94,8 +96,7 @@ def main(argv: list[str]) -> int:
     except OSError as err:  # a full disk (`> file`): said, not a traceback
         print(f"mgmt status: cannot write the status: {err.strerror or err}", file=sys.stderr)
         return int(ExitCode.FAILED)
-    failed = snapshot["counts"].get("failed") or snapshot.get("program_error")
-    return int(ExitCode.FAILED if failed else ExitCode.OK)
+    return int(ExitCode.FAILED if failed(snapshot) else ExitCode.OK)
 
 
 async def fetch(path: Path) -> Any:
@@ -126,6 +127,8 @@ def table(snapshot: dict[str, Any]) -> str:
     lines = [f"{_printable(snapshot['host'])}: {head}; {resource_count(total)}: {parts or 'none'}"]
     if snapshot.get("program_error"):
         lines.append(f"program error: {_printable(snapshot['program_error'])}")
+    if deploy := snapshot.get("deploy"):
+        lines.append(_printable(deploy_line(deploy)))
     rows = [("RESOURCE", "STATE", "SINCE", "LAST CHANGE / ERROR")]
     for v in snapshot["vertices"]:
         detail = f"error: {v['error']}" if v["error"] else v["last_change"]
@@ -135,6 +138,29 @@ def table(snapshot: dict[str, Any]) -> str:
         cells = [row[i].ljust(widths[i]) for i in range(3)] + [row[3]]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def deploy_line(deploy: dict[str, Any]) -> str:
+    """The deploy the host runs (`deploy: 7`, `deploy: 7 (UNSIGNED)`, `deploy: none yet,
+    waiting for the first`), and one newer it refused (`; refused deploy 8: why`)."""
+    running = deploy.get("running") or 0
+    if not running:
+        line = "deploy: none yet, waiting for the first"
+    else:
+        warning = deploy.get("warning")
+        line = f"deploy: {running}" + (f" ({warning})" if warning else "")
+    if deploy.get("refused"):
+        line += f"; refused deploy {deploy['refused']}: {deploy.get('error') or '?'}"
+    return line
+
+
+def failed(snapshot: dict[str, Any]) -> bool:
+    """Something has failed: a resource, the program, or a deploy this host refused (newer
+    than the one it runs: it does not run what was pushed)."""
+    deploy = snapshot.get("deploy") or {}
+    return bool(
+        snapshot["counts"].get("failed") or snapshot.get("program_error") or deploy.get("refused")
+    )
 
 
 def _clock(seconds: float | None) -> str:

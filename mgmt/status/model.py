@@ -72,6 +72,11 @@ class StatusModel:
         # asked to (agent.GraphSource.problem, a refused graph file). Program-level: set on
         # the program's events, never per resource.
         self.program_error = ""
+        # The deploy this host runs, when it runs the cluster's deploys (None otherwise):
+        # {"running": id (0: none yet), "warning": UNSIGNED, UNVERIFIED or "", "refused": a
+        # deploy newer than the running one it refused (0: none), "error": why}. A refused
+        # deploy is a failure, as a program error is: the host does not run what was pushed.
+        self.deploy: dict[str, Any] | None = None
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._watchers: list[Callable[[], None]] = []  # on_change callbacks
         self.hosts: list[dict[str, Any]] = []  # every host of the cluster (mgmt.status.cluster)
@@ -144,6 +149,11 @@ class StatusModel:
             self.program_error = error
             self._publish({"type": "program", "error": error})
 
+    def set_deploy(self, deploy: dict[str, Any]) -> None:
+        if deploy != self.deploy:
+            self.deploy = deploy
+            self._publish({"type": "deploy", "deploy": deploy})
+
     def set_converged(self, converged: bool) -> None:
         self.converged_since = time.time() if converged else None
         self._publish({"type": "converged", "converged": converged, "since": self.converged_since})
@@ -213,6 +223,7 @@ class StatusModel:
             "converged": self.converged_since is not None,
             "converged_since": self.converged_since,
             "program_error": self.program_error,
+            "deploy": self.deploy,
             "counts": counts,
             "kinds": kinds,
             "vertices": vertices,

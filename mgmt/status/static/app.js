@@ -188,6 +188,17 @@ function program(error) {
   $("program").textContent = error ? `program error: ${error}` : "";
 }
 
+// The deploy the host runs, and a newer one it refused (null: it runs no deploys).
+function deploy(d) {
+  const el = $("deploy");
+  el.hidden = !d;
+  if (!d) return;
+  let line = d.running ? `deploy ${d.running}${d.warning ? ` (${d.warning})` : ""}` : "no deploy yet: waiting for the first";
+  if (d.refused) line += `; refused deploy ${d.refused}: ${d.error}`;
+  el.dataset.refused = String(Boolean(d.refused));
+  el.textContent = line;
+}
+
 function converged(flag, since) {
   const el = $("converged");
   el.dataset.converged = String(flag);
@@ -209,6 +220,7 @@ function onSnapshot(s) {
   counts();
   converged(s.converged, s.converged_since);
   program(s.program_error);
+  deploy(s.deploy);
   hosts(s.hosts);
   drawGraph(s.graph_version);
 }
@@ -225,6 +237,8 @@ function onUpdate(u) {
     hosts(u.hosts);
   } else if (u.type === "program") {
     program(u.error);
+  } else if (u.type === "deploy") {
+    deploy(u.deploy);
   } else if (u.type === "converged") {
     converged(u.converged, u.since);
   } else if (u.type === "graph") {
