@@ -2,8 +2,8 @@
 `mgmt status --cluster [--seeds URLS] [--json]`: every host of the cluster.
 
 It asks the agent through its status socket (`<prefix>/status.sock`, readable by the agent's
-user alone) and prints a table: each resource, its state and since when, its last change, and
-for a failed one its last error; then whether the graph is converged, since when, and what is
+user alone) and prints a table: each resource, its state and since when, its last change, for
+a failed one its last error, for a pending one what it waits for (`waits for exec[x] (failed)`); then whether the graph is converged, since when, and what is
 wrong with the program if anything is (`program error: ...`: its last edit does not compile, or
 a function fails; the host does not run what it was asked to). `--json` prints the agent's
 snapshot as it is, for scripts (`program_error`). An agent that runs the cluster's deploys
@@ -132,6 +132,8 @@ def table(snapshot: dict[str, Any]) -> str:
     rows = [("RESOURCE", "STATE", "SINCE", "LAST CHANGE / ERROR")]
     for v in snapshot["vertices"]:
         detail = f"error: {v['error']}" if v["error"] else v["last_change"]
+        if v.get("waits"):
+            detail = "waits for " + ", ".join(f"{w['id']} ({w['state']})" for w in v["waits"])
         rows.append((_printable(v["id"]), v["state"], _clock(v["since"]), _printable(detail)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:

@@ -1,7 +1,7 @@
 """What the status page and `mgmt status` show, kept up to date from the engine's events.
 
 Per resource: its state (pending, applying, converged, retrying, failed), its last error and
-its last change. A bounded stream of recent events: each change a resource made (the line it
+its last change; for a pending one, the dependencies it waits for and their states. A bounded stream of recent events: each change a resource made (the line it
 logged: what changed and why), with the repair latency from the watch event that caused it,
 and each failure (latency: mgmt.status.latency). Per kind: counts and latency percentiles. Subscribers (the page's
 server-sent events) get every update as it happens; nothing polls.
@@ -30,6 +30,7 @@ LATENCIES = 1000  # latencies kept per kind, for the percentiles
 QUEUE = 1000  # updates a slow subscriber may lag behind before it is dropped
 
 STATES = ("pending", "applying", "converged", "retrying", "failed")
+SETTLED = ("converged",)  # what a dependency is in once its dependents may run
 
 
 # A vertex's status as a state (a stopping one shows its last outcome: see _update).
@@ -194,7 +195,7 @@ class StatusModel:
             self._touched()
 
     def _vertex(self, key: Key, info: Info) -> dict[str, Any]:
-        return {
+        vertex = {
             "id": fmt_key(key),
             "kind": key[0],
             "name": key[1],
@@ -203,6 +204,23 @@ class StatusModel:
             "error": info.error,
             "last_change": info.last_change,
         }
+        if info.state == "pending":
+            vertex["waits"] = self.waits(key)
+        return vertex
+
+    def waits(self, key: Key) -> list[dict[str, str]]:
+        """What a pending resource waits for: its dependencies not in their desired state
+        (pending, applying, retrying or failed), each with its state."""
+        preds = self.engine.graph.pred.get(key)
+        if not preds:
+            return []
+        waits = []
+        for pred in sorted(preds):
+            info = self.info.get(pred)
+            state = info.state if info is not None else "pending"
+            if state not in SETTLED and pred in self.engine.vertices:
+                waits.append({"id": fmt_key(pred), "state": state})
+        return waits
 
     # readers -------------------------------------------------------------------------------
 
