@@ -631,7 +631,6 @@ resources:
 async def test_a_pending_resource_says_what_it_waits_for(browser: Any, tmp_path: Path) -> None:
     """A resource pending behind a dependency says which and in what state, in `mgmt status`,
     its JSON and the page: behind a failed one (exit 1), behind one still applying."""
-    from selenium.webdriver.common.by import By
 
     port, prefix, out, fifo = free_port(), tmp_path / "prefix", tmp_path / "out", tmp_path / "go"
     out.mkdir()
@@ -652,11 +651,11 @@ async def test_a_pending_resource_says_what_it_waits_for(browser: Any, tmp_path:
         await asyncio.to_thread(browser.get, f"http://127.0.0.1:{port}/")
 
         def says(vertex: str, expected: str) -> Any:
-            def check() -> bool:
-                rows = browser.find_elements(By.CSS_SELECTOR, f'#vertices tr[data-id="{vertex}"]')
-                return bool(rows) and rows[0].find_elements(By.TAG_NAME, "td")[3].text == expected
-
-            return check
+            script = (  # in one call: the page redraws rows (WebDriver's elements go stale)
+                f"const row = document.querySelector('#vertices tr[data-id=\"{vertex}\"]');"
+                "return row ? row.children[3].textContent : null;"
+            )
+            return lambda: browser.execute_script(script) == expected
 
         await until(browser, says("file[b]", "waits for exec[bad] (failed)"), 20)
         # A gate that runs until the test opens it: what waits for it says so, live.
