@@ -1,6 +1,6 @@
 """What the status page and `mgmt status` show, kept up to date from the engine's events.
 
-Per resource: its state (pending, applying, converged, retrying, failed), its last error and
+Per resource: its state (pending, applying, converged, differs, retrying, failed), its last error and
 its last change; for a pending one, the dependencies it waits for and their states. A bounded stream of recent events: each change a resource made (the line it
 logged: what changed and why), with the repair latency from the watch event that caused it,
 and each failure (latency: mgmt.status.latency). Per kind: counts and latency percentiles. Subscribers (the page's
@@ -29,8 +29,10 @@ EVENTS = 200  # recent events kept
 LATENCIES = 1000  # latencies kept per kind, for the percentiles
 QUEUE = 1000  # updates a slow subscriber may lag behind before it is dropped
 
-STATES = ("pending", "applying", "converged", "retrying", "failed")
-SETTLED = ("converged",)  # what a dependency is in once its dependents may run
+# differs: checked in noop mode (--noop, or its meta), found not in the desired state and left
+# so (the log's "would change"): settled, not converged.
+STATES = ("pending", "applying", "converged", "differs", "retrying", "failed")
+SETTLED = ("converged", "differs")  # what a dependency is in once its dependents may run
 
 
 # A vertex's status as a state (a stopping one shows its last outcome: see _update).
@@ -172,6 +174,8 @@ class StatusModel:
         if info is None:
             info = self.info[vertex.key] = Info()
         state = _STATES.get(vertex.status) or _STATES[vertex.outcome]
+        if state == "converged" and vertex.changed_last and vertex.would_change:
+            state = "differs"
         if state != info.state:
             info.state, info.since = state, time.time()
             if self._subscribers:

@@ -126,6 +126,43 @@ def test_noop_reports_and_changes_nothing(tmp_path: Path) -> None:
     assert "converged: all" not in out and "left undone" not in out
 
 
+async def test_under_noop_status_says_what_differs_as_the_log_does(tmp_path: Path) -> None:
+    """--noop: a resource found not in the desired state reads `differs` in `mgmt status` (and
+    its count, the JSON), as the log says it would change: not `converged`. Exit 0 (nothing
+    failed). Repaired by hand, it is checked again and reads `converged`."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "same").write_text("same\n")
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: noop
+        resources:
+          file:
+            - {name: same, path: TMP/out/same, content: "same\\n"}
+            - {name: new, path: TMP/out/new, content: "new\\n"}
+        """,
+    )
+    prefix = tmp_path / "prefix"
+    status = ["status", "--prefix", str(prefix)]
+    async with Daemon(["run", "--noop", "--verbose", "--prefix", str(prefix), str(graph)]) as d:
+        await d.wait_log("converged: 1 of 2 resources in the desired state; would change (noop)")
+        assert f"file[new]: would create {tmp_path}/out/new" in d.log
+        code, out = await asyncio.to_thread(run_mgmt, status)
+        assert code == 0, out
+        assert "2 resources: 1 converged, 1 differs\n" in out, out
+        assert re.search(rf"file\[new\] +differs +\S+ +would create {tmp_path}/out/new\n", out)
+        assert re.search(r"file\[same\] +converged ", out), out
+        code, out = await asyncio.to_thread(run_mgmt, [*status, "--json"])
+        snapshot = json.loads(out)
+        assert snapshot["counts"]["differs"] == 1 and snapshot["counts"]["converged"] == 1
+        (tmp_path / "out" / "new").write_text("new\n")
+        await d.wait_log("file[new]: check_apply(apply=False) -> True")
+        code, out = await asyncio.to_thread(run_mgmt, status)
+        assert code == 0 and "2 resources: 2 converged\n" in out, out
+        d.signal(signal.SIGTERM)
+        assert await d.wait() == 0
+
+
 REPAIRS = {  # what differs on disk -> the line that repairs it
     "mode": "mode 0644 -> 0600",
     "owner": "owner nobody -> root",

@@ -2,7 +2,7 @@
 "use strict";
 
 const COLORS = {
-  pending: "#d0d0d0", applying: "#6fa8dc", converged: "#93c47d",
+  pending: "#d0d0d0", applying: "#6fa8dc", converged: "#93c47d", differs: "#ffd966",
   retrying: "#f6b26b", failed: "#e06666",
 };
 const MAX_EVENTS = 200;
@@ -10,7 +10,7 @@ const state = {
   vertices: new Map(), rows: new Map(), preds: new Map(), succs: new Map(),
   graphVersion: -1, scale: 1, x: 0, y: 0,
 };
-const SETTLED = new Set(["converged"]);
+const SETTLED = new Set(["converged", "differs"]);
 // Vertex updates are drawn in batches: a 1,000-resource graph converging sends thousands, and
 // redrawing the counts and the search per update froze the page for seconds.
 const pending = new Map();
@@ -144,7 +144,7 @@ function waitsFor(id) {
 }
 
 function counts() {
-  const tally = { pending: 0, applying: 0, converged: 0, retrying: 0, failed: 0 };
+  const tally = { pending: 0, applying: 0, converged: 0, differs: 0, retrying: 0, failed: 0 };
   for (const v of state.vertices.values()) tally[v.state] += 1;
   $("counts").replaceChildren(...Object.entries(tally).map(([k, n]) => {
     const li = text("li", `${k}: ${n}`);
