@@ -472,59 +472,94 @@ class Cluster:
         self._serve_task = asyncio.create_task(self._serve_loop(spec, bootstrap), name="etcd")
 
     async def _serve_loop(self, spec: EtcdSpec, bootstrap: bool) -> None:
-        delay, failures, first = 1.0, 0, spec
-        reported = ""  # the last exit reported as an error (the same one again: debug)
+        """Run this host's etcd member until the host stops or drops it (`_supervise`). An
+        error of our own there (a bug, not etcd's exit) is said, one line with its reason, and
+        the member restarted as after etcd's exit (from its data dir, backoff 1 s to 30 s):
+        before, it ended the loop silently, and the host ran no member from then on."""
+        delay, said = 1.0, ""
         try:
-            while not self.stopping:
-                proc = EtcdProcess(spec)
-                proc.leader_changed = self._wake.set
-                self.member = proc
+            while True:
                 try:
-                    await proc.spawn()
-                    ready = await proc.wait_ready()
-                except WorldError as err:
-                    log.error("%s", err)
-                    ready, proc.start_failure = False, str(err)
-                if ready:
-                    delay, failures, reported = 1.0, 0, ""
-                    self.start_failure = ""
-                    await self._on_member_ready(bootstrap)
-                    bootstrap = False
-                    self._tried.set()
-                    await proc.exited.wait()
-                unusable = bool(proc.start_failure and proc.panicked and has_member(self.data_dir))
-                if not unusable:  # (moved aside, and started again at once: not over yet)
-                    self._tried.set()
+                    await self._supervise(spec, bootstrap)
+                    return
+                except Exception as err:  # not CancelledError: a stop ends it
+                    why = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+                    level = logging.DEBUG if why == said else logging.ERROR
+                    log.log(
+                        level,
+                        "supervising this host's etcd failed (%s); restarting it in %.0fs",
+                        *(why, delay),
+                        exc_info=log.isEnabledFor(logging.DEBUG),
+                    )
+                    said = why
+                if self.member is not None:
+                    await self.member.stop()
                 self.member_ready.clear()
-                await proc.stop()
-                self.start_failure = proc.start_failure or self.start_failure
                 if self.stopping:
                     return
-                failures += 1
-                if unusable:
-                    joined = await self._unusable(proc)
-                    if joined:
-                        return
-                    if joined is not None:  # moved aside: a new cluster, at once
-                        spec = first = EtcdSpec(
-                            self.host, self.data_dir, self.options, self._initial_self(), "new"
-                        )
-                        bootstrap, failures = True, 0
-                        continue
-                if proc.removed or (self.options.seeds and failures >= 3):
-                    await self._client_only()
-                    return
-                reported = self._report_exit(proc, delay, reported)
-                if has_member(self.data_dir):  # restart the member from its data
-                    spec = dataclasses.replace(first, initial_cluster="")
-                else:  # it never got as far as a member: start afresh, as the first time
-                    shutil.rmtree(self.data_dir / "member", ignore_errors=True)
-                    spec = first
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+                if self._tried.is_set():  # it served once: what bootstrap does is done
+                    bootstrap = False
+                if has_member(self.data_dir):  # restart the member from its data
+                    spec = dataclasses.replace(spec, initial_cluster="")
+                else:  # it never got as far as a member: start afresh, as the first time
+                    shutil.rmtree(self.data_dir / "member", ignore_errors=True)
         finally:
             if self.member is not None:
                 await self.member.stop()
+
+    async def _supervise(self, spec: EtcdSpec, bootstrap: bool) -> None:
+        """Start etcd, and restart it when it exits (see `_serve_loop`)."""
+        delay, failures, first = 1.0, 0, spec
+        reported = ""  # the last exit reported as an error (the same one again: debug)
+        while not self.stopping:
+            proc = EtcdProcess(spec)
+            proc.leader_changed = self._wake.set
+            self.member = proc
+            try:
+                await proc.spawn()
+                ready = await proc.wait_ready()
+            except WorldError as err:
+                log.error("%s", err)
+                ready, proc.start_failure = False, str(err)
+            if ready:
+                delay, failures, reported = 1.0, 0, ""
+                self.start_failure = ""
+                await self._on_member_ready(bootstrap)
+                bootstrap = False
+                self._tried.set()
+                await proc.exited.wait()
+            unusable = bool(proc.start_failure and proc.panicked and has_member(self.data_dir))
+            if not unusable:  # (moved aside, and started again at once: not over yet)
+                self._tried.set()
+            self.member_ready.clear()
+            await proc.stop()
+            self.start_failure = proc.start_failure or self.start_failure
+            if self.stopping:
+                return
+            failures += 1
+            if unusable:
+                joined = await self._unusable(proc)
+                if joined:
+                    return
+                if joined is not None:  # moved aside: a new cluster, at once
+                    spec = first = EtcdSpec(
+                        self.host, self.data_dir, self.options, self._initial_self(), "new"
+                    )
+                    bootstrap, failures = True, 0
+                    continue
+            if proc.removed or (self.options.seeds and failures >= 3):
+                await self._client_only()
+                return
+            reported = self._report_exit(proc, delay, reported)
+            if has_member(self.data_dir):  # restart the member from its data
+                spec = dataclasses.replace(first, initial_cluster="")
+            else:  # it never got as far as a member: start afresh, as the first time
+                shutil.rmtree(self.data_dir / "member", ignore_errors=True)
+                spec = first
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     async def _unusable(self, proc: EtcdProcess) -> bool | None:
         """etcd panicked starting from its data dir (e.g. `removed all voters`): that data can
