@@ -11,7 +11,8 @@ agent a client of any core member.
   cost the cluster its quorum), the nominee starts its etcd with `--initial-cluster-state
   existing`, and once it serves the leader promotes it; up to the ideal size. It removes a
   member whose agent is gone (its volunteer key expired with its lease) and that no longer
-  answers, and removes members beyond the ideal size.
+  answers, the member of a host that left cleanly without probing it (its summary says it
+  left, and its agent is not alive), and removes members beyond the ideal size.
 - A clean stop withdraws this host's exports and volunteer key and, unless it is the last
   voting member, removes its member from the cluster and deletes its data. Leaving takes a
   turn (`/_mgmt/leaving`, bound to a lease): hosts stopped together leave one after the other,
@@ -62,6 +63,7 @@ from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
 from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS
 from mgmt.cluster.options import Options
 from mgmt.cluster.world import EtcdWorld
+from mgmt.deploy.status import SUMMARY
 
 log = logging.getLogger("cluster")
 
@@ -441,6 +443,9 @@ class Cluster:
         peers = set(self.options.advertise_server_urls)  # a member not started has no name
         own = next((m for m in members if m.name == self.host or peers & set(m.peer_urls)), None)
         voters = sum(not m.is_learner for m in members)
+        if own is None and has_member(self.data_dir):  # removed by the leader as we left
+            log.info("this host's member left the cluster (removed by the leader)")
+            return True
         if own is None or (not own.is_learner and voters == 1):  # the last voter stays
             return False
         # Remembered even if the removal fails: the leader may remove this member later.
@@ -834,8 +839,14 @@ class Cluster:
         if await self._settle_learners(members, vols, noms):
             return
         voters = [m for m in members if not m.is_learner]
-        for member in voters:
-            if member.name and member.name not in vols and not await self._answers(member):
+        unvolunteered = [m for m in voters if m.name and m.name not in vols]
+        left = await self._left_hosts() if unvolunteered else set()
+        for member in unvolunteered:
+            if member.name in left:  # stopped cleanly: not probed (it comes back alive)
+                log.info("member %s: its host left the cluster; removing it", member.name)
+                await self._remove(member, member.name)
+                return
+            if not await self._answers(member):
                 log.warning("member %s is gone; removing it", member.name)
                 await self._remove(member, member.name)
                 return
@@ -1026,6 +1037,13 @@ class Cluster:
         for alarm in await self.client.space_alarms():
             await self.client.disarm(alarm)
         log.warning("etcd storage reclaimed; writes accepted again")
+
+    async def _left_hosts(self) -> set[str]:
+        """The hosts that left the cluster cleanly: their summary says when (written before
+        they leave) and their agent is not alive (a host that comes back is alive again)."""
+        alive = await self._read_prefix(HOSTS, values=False)
+        summaries = await self._read_prefix(SUMMARY)
+        return {host for host, doc in summaries.items() if doc.get("left") and host not in alive}
 
     def _probe(self, member: Member, timeout: float = 0.5) -> EtcdClient:
         """A short-lived client of one member."""

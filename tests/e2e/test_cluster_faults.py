@@ -113,6 +113,31 @@ async def test_a_member_killed_and_restarted_rejoins_as_a_voter(tmp_path: Path) 
         await wait_path(shared / "h3", has_content("h3 is back\n"), 10)
 
 
+async def test_a_host_that_left_is_not_probed_until_it_comes_back(tmp_path: Path) -> None:
+    """Three members; h2 stops cleanly (its row reads `left`): its member goes, and no host
+    probes it (`probe h2: ...`, a client of its member alone, logged under --verbose): the
+    leader removes a left host's member without one. Back, it is a voting member again."""
+    hosts = [Host(f"h{i}", tmp_path, extra_args=["--verbose"]) for i in (1, 2, 3)]
+    for host in hosts:
+        host.graph.write_text(f"graph: {host.name}\nresources: {{}}\n")
+    h1, h2, h3 = hosts
+    async with fleet(hosts):
+        await start(h1)
+        for host in (h2, h3):
+            await start(host, seeds=[h1])
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=20)
+        assert h1.daemon is not None and h3.daemon is not None
+        before = {h.name: len(h.daemon.lines) for h in (h1, h3) if h.daemon is not None}
+        assert await h2.stop() == 0
+        await wait_voters(hosts, ["h1", "h3"], timeout=20)
+        for host in (h1, h3):
+            assert host.daemon is not None
+            after = host.daemon.lines[before[host.name] :]
+            assert not [line for line in after if "probe h2" in line], "\n".join(after)
+        await start(h2, seeds=[h1])
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=20)
+
+
 @pytest.mark.slow
 async def test_the_first_host_killed_removed_and_restarted_rejoins(tmp_path: Path) -> None:
     """The host started without --seeds (as the quick start shows) killed with -9; the others
