@@ -191,6 +191,8 @@ class Cluster:
         self._remembered: list[str] | None = None  # what PEERS_FILE holds (None: not read)
         self._name_ok = asyncio.Event()  # no other agent runs under this host's name
         self._agent_id = b""  # this prefix's agent (AGENT_ID_FILE), read at start
+        self._quorum_lost = False  # said so (`_explain`): said again when it is back
+        self.client.explain = self._explain
 
     @property
     def serving(self) -> bool:
@@ -1038,6 +1040,44 @@ class Cluster:
             await self.client.disarm(alarm)
         log.warning("etcd storage reclaimed; writes accepted again")
 
+    async def _explain(self, err: WorldError | None) -> bool:
+        """Why a lease cannot be held (the client's `explain`): a lost quorum is named, once,
+        with how many voting members answer; and when a lease is held again, that it is back.
+        True if said (else the client says `err`). The client is connected to a member (its
+        membership is served locally, as its status: both answer without a leader)."""
+        if err is None:
+            if self._quorum_lost:
+                self._quorum_lost = False
+                try:
+                    up, voters = await self._reachable()
+                except WorldError:
+                    log.info("the cluster has its quorum again")
+                else:
+                    log.info(
+                        "the cluster has its quorum again: %d of %d members reachable", up, voters
+                    )
+            return True
+        try:
+            up, voters = await self._reachable()
+        except WorldError:
+            return False
+        if not voters or up > voters // 2:
+            return False  # not a quorum's loss: the client says what it is
+        if not self._quorum_lost:
+            self._quorum_lost = True
+            log.warning(
+                "lost the cluster's quorum: %d of %d members reachable; waiting for %d to "
+                "answer (the local graph keeps running; the cluster's features resume then)",
+                *(up, voters, voters // 2 + 1),
+            )
+        return True
+
+    async def _reachable(self) -> tuple[int, int]:
+        """How many voting members answer now, of how many."""
+        voters = [m for m in await self.client.members() if not m.is_learner]
+        answers = await asyncio.gather(*(self._answers(m) for m in voters))
+        return sum(answers), len(voters)
+
     async def _left_hosts(self) -> set[str]:
         """The hosts that left the cluster cleanly: their summary says when (written before
         they leave) and their agent is not alive (a host that comes back is alive again)."""
@@ -1047,7 +1087,7 @@ class Cluster:
 
     def _probe(self, member: Member, timeout: float = 0.5) -> EtcdClient:
         """A short-lived client of one member."""
-        return EtcdClient(
+        probe = EtcdClient(
             member.client_urls,
             tls=self.options.tls,
             user=self.options.user,
@@ -1056,6 +1096,8 @@ class Cluster:
             retry_for=timeout,
             name=f"probe {member.name}",
         )
+        probe.quiet = True  # whether it answers is its caller's to say
+        return probe
 
     def _wake_later(self, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self._wake.set)
