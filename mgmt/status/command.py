@@ -3,9 +3,10 @@
 
 It asks the agent through its status socket (`<prefix>/status.sock`, readable by the agent's
 user alone) and prints a table: each resource, its state and since when, its last change, for
-a failed one its last error, for a pending one what it waits for (`waits for exec[x] (failed)`); then whether the graph is converged, since when, and what is
-wrong with the program if anything is (`program error: ...`: its last edit does not compile, or
-a function fails; the host does not run what it was asked to). `--json` prints the agent's
+a failed one its last error, for a pending one what it waits for (`waits for exec[x]
+(failed)`); then whether the graph is converged, since when, and what is wrong with the
+program if anything is (`program error: ...`: its last edit does not compile, or a function
+fails; the host does not run what it was asked to). `--json` prints the agent's
 snapshot as it is, for scripts (`program_error`). An agent that runs the cluster's deploys
 says which (`deploy: 7`, `deploy: 7 (UNSIGNED)`, `deploy: none yet, waiting for the first`) and
 a newer deploy it refused and why (`; refused deploy 8: ...`; `deploy` in the JSON). Exit code:

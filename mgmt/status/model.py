@@ -1,10 +1,11 @@
 """What the status page and `mgmt status` show, kept up to date from the engine's events.
 
-Per resource: its state (pending, applying, converged, differs, retrying, failed), its last error and
-its last change; for a pending one, the dependencies it waits for and their states. A bounded stream of recent events: each change a resource made (the line it
-logged: what changed and why), with the repair latency from the watch event that caused it,
-and each failure (latency: mgmt.status.latency). Per kind: counts and latency percentiles. Subscribers (the page's
-server-sent events) get every update as it happens; nothing polls.
+Per resource: its state (pending, applying, converged, differs, retrying, failed), its last
+error and its last change; for a pending one, the dependencies it waits for and their states.
+A bounded stream of recent events: each change a resource made (the line it logged: what
+changed and why), with the repair latency from the watch event that caused it, and each
+failure (latency: mgmt.status.latency). Per kind: counts and latency percentiles. Subscribers
+(the page's server-sent events) get every update as it happens; nothing polls.
 """
 
 from __future__ import annotations

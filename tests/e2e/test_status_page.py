@@ -659,7 +659,8 @@ async def test_a_pending_resource_says_what_it_waits_for(browser: Any, tmp_path:
 
         await until(browser, says("file[b]", "waits for exec[bad] (failed)"), 20)
         # A gate that runs until the test opens it: what waits for it says so, live.
-        gate = f'    - {{name: gate, shell: /bin/sh, cmd: "read x < {fifo} && touch {out}/done", creates: {out}/done}}\n'
+        run = f"read x < {fifo} && touch {out}/done"
+        gate = f'    - {{name: gate, shell: /bin/sh, cmd: "{run}", creates: {out}/done}}\n'
         a = f'    - {{name: a, path: {out}/a, content: "a\\n"}}\n'
         edge = "  - {from: {kind: exec, name: gate}, to: {kind: file, name: a}}\n"
         path.write_text(WAITING.format(out=out, gate=gate, a=a, edge=edge))
