@@ -1429,7 +1429,8 @@ class Engine:
         ]
         if undone:
             log.info(
-                "stopped: %d of %d resources left undone%s; the next run applies them",
-                *(len(undone), len(self.vertices), self._undone_why(undone)),
+                "stopped: %d of %d resource%s left undone%s; the next run applies them",
+                *(len(undone), len(self.vertices), "s" * (len(self.vertices) != 1)),
+                self._undone_why(undone),
             )
         await self.shared.aclose()

@@ -38,7 +38,7 @@ from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
-from mgmt.listing import first_of, named
+from mgmt.listing import first_of, named, resource_count
 from mgmt.sdnotify import Notifier
 from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from engine.world import World
     from mgmt.cluster.link import ClusterLink
     from mgmt.deploy.source import DeploySource
+    from mgmt.deploy.status import HostStatus
     from mgmt.metrics import Metrics
     from mgmt.status.cluster import ClusterStatus
 
@@ -253,6 +254,7 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
         agent = Agent(config, prefix, deploy_source or source, local, program)
         if deploy_source is not None:
             deploy_source.follow_convergence(agent.converger)
+            agent.follow_deploys(deploy_source)
         return await agent.run(loaded)
     except GraphError as err:  # found when the engine prepares the graph, before it runs
         log.error("%s: %s", config.file or "graph", err)
@@ -302,6 +304,8 @@ class Agent:
         self._collected = asyncio.Event()  # the collected resources changed
         self._apply_lock = asyncio.Lock()
         self.metrics: Metrics | None = None
+        self._deploys: HostStatus | None = None  # the deploys' status, when it runs them
+        self._said_waiting = False  # "waiting for the first deploy" was logged
         if config.prometheus:  # imported only then (~1.5 M instructions)
             from mgmt.metrics import Metrics
 
@@ -414,8 +418,7 @@ class Agent:
         if converger.timeout > 0:
             while not converger.settled.is_set():  # still settled once this task runs: not
                 await converger.settled.wait()  # a transition's moment
-            self._log_converged()
-            logged = True
+            logged = self._log_converged()
         again = False
         while True:
             await converger.converged.wait()
@@ -427,8 +430,7 @@ class Agent:
             if self.notifier is not None:
                 self.notifier.status(self._status())
             if not logged:
-                self._log_converged()
-                logged = True
+                logged = self._log_converged()
             elif again and log.isEnabledFor(logging.DEBUG):  # O(graph): not for nothing
                 log.debug("converged again: %s", self._convergence_summary())
             again = True
@@ -439,9 +441,18 @@ class Agent:
             if self.notifier is not None:
                 self.notifier.status(self._status())
 
-    def _log_converged(self) -> None:
-        took = time.monotonic() - self._started
-        log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
+    def _log_converged(self) -> bool:
+        """The converged line (once: True), or that the agent waits for its first deploy
+        (False: the line comes once a deploy's graph has converged)."""
+        waiting = self._waiting_for_deploy()
+        if not (waiting and self._said_waiting):
+            took = time.monotonic() - self._started
+            log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
+        self._said_waiting = waiting
+        return not waiting
+
+    def _waiting_for_deploy(self) -> bool:
+        return self._deploys is not None and not self._deploys.running
 
     def _program_error(self, problem: str) -> None:
         """What is wrong with the program now ("": nothing): `mgmt status`, the page and
@@ -469,7 +480,7 @@ class Agent:
         n = len(self.engine.vertices)
         waiting = len(self.converger.unsettled())
         failed = len(self.converger.failed())
-        return f"{head}converging: {n - waiting} of {n} resources settled, {failed} failed"
+        return f"{head}converging: {n - waiting} of {resource_count(n)} settled, {failed} failed"
 
     async def _show_progress(self) -> None:
         """On a terminal, a line every PROGRESS_EVERY seconds until the first convergence."""
@@ -483,17 +494,39 @@ class Agent:
                 async with asyncio.timeout(PROGRESS_EVERY):
                     await self.converger.converged.wait()
 
+    def follow_deploys(self, source: DeploySource) -> None:
+        """The agent runs the cluster's deploys: say which runs (none yet: it waits for the
+        first), from now on."""
+        self._deploys = source.status
+        source.on_status = self._deploy_changed
+        self._deploy_changed(source.status)
+
+    def _deploy_changed(self, status: HostStatus) -> None:
+        self._deploys = status
+        refused = status.refused if status.refused > status.running else 0
+        self.status.set_deploy(
+            {
+                "running": status.running,
+                "warning": status.warning,
+                "refused": refused,
+                "error": status.error if refused else "",
+            }
+        )
+
     def _convergence_summary(self) -> str:
-        """How many resources are in the desired state, naming the failed and blocked ones."""
+        """How many resources are in the desired state, naming the failed and blocked ones;
+        for an agent of deploys that runs none yet, that it waits for the first."""
         n = len(self.engine.vertices)
+        if not n and self._waiting_for_deploy():
+            return "waiting for the first deploy (none runs yet)"
         failed = sorted(v.name for v in self.converger.failed())
         blocked = sorted(v.name for v in self.converger.blocked())
         # noop (--noop, or a resource's meta): checked, not changed, so not in the desired state
         would = sorted(v.name for v in self.engine.vertices.values() if v.would_change)
         if not failed and not blocked and not would:
-            return f"all {n} resources in the desired state"
+            return f"{'the' if n == 1 else 'all'} {resource_count(n)} in the desired state"
         good = n - len(failed) - len(blocked) - len(would)
-        summary = f"{good} of {n} resources in the desired state"
+        summary = f"{good} of {resource_count(n)} in the desired state"
         if would:
             summary += "; would change (noop): " + named(would)
         if failed:
@@ -607,13 +640,15 @@ class Agent:
         asked = reason == "signal" and not self._forced
         if failed and not asked:  # named, not said again: each said why when it failed
             names = sorted(v.name for v in failed)
-            log.error("%d of %d resources failed: %s", len(names), len(vertices), named(names))
+            log.error(
+                "%d of %s failed: %s", len(names), resource_count(len(vertices)), named(names)
+            )
         if self.config.noop:
             changes = sorted(v.name for v in vertices if v.changed_last)
             log.info(
-                "noop: %d of %d resources would change%s",
+                "noop: %d of %s would change%s",
                 len(changes),
-                len(vertices),
+                resource_count(len(vertices)),
                 (": " + named(changes)) if changes else "",
             )
         if reason == "converged":

@@ -8,6 +8,11 @@ from __future__ import annotations
 NAMED = 20
 
 
+def resource_count(count: int) -> str:
+    """`1 resource`, `2 resources`, `0 resources`: how many, in the summaries."""
+    return f"{count} resource{'s' * (count != 1)}"
+
+
 def named(names: list[str]) -> str:
     """`names` joined, at most NAMED of them, then how many more."""
     shown = ", ".join(names[:NAMED])

@@ -142,6 +142,10 @@ class EtcdClient:
         self._maintainer: asyncio.Task[None] | None = None
         self._credentials: grpc.ChannelCredentials | None = None
         self._was_connected = False
+        # Says why a lease cannot be held (e.g. the cluster lost its quorum) and when it can be
+        # again (called with None): True if it said so, for keep_leased (mgmt.cluster.cluster).
+        self.explain: Callable[[WorldError | None], Awaitable[bool]] | None = None
+        self.quiet = False  # a probe: failing to connect is its caller's to say (debug)
 
     def __repr__(self) -> str:
         return f"<EtcdClient {self.name or 'main'} {self.endpoint or 'not connected'}>"
@@ -214,7 +218,8 @@ class EtcdClient:
             except WorldError as err:
                 self.attempted.set()
                 if self._was_connected or not self.last_error:
-                    log.warning("%sno etcd member reachable: %s", self._tag, err)
+                    level = logging.DEBUG if self.quiet else logging.WARNING
+                    log.log(level, "%sno etcd member reachable: %s", self._tag, err)
                 self._was_connected = False
                 self.last_error = str(err)
                 await asyncio.sleep(delay)
@@ -490,21 +495,28 @@ class EtcdClient:
         """Hold a lease of `ttl` seconds until cancelled: grant it, call `on_lease(id)` (to put
         the keys bound to it), renew it three times per TTL. After an expiry (a partition that
         outlasted it) start again with a new lease; after an error, revoke the lease (if any),
-        wait for the cluster and retry with a growing delay (0.1 s to 5 s)."""
-        delay, reported = 0.1, ""
+        wait for the cluster and retry with a growing delay (0.1 s to 5 s). Why it cannot hold
+        one is said once per distinct problem (by `explain` when it knows, e.g. a lost quorum)."""
+        delay, reported, troubled = 0.1, "", False
         while True:
             lease = 0
             try:
                 lease = await self.lease_grant(ttl)
                 await on_lease(lease)
-                delay, reported = 0.1, ""
+                if troubled and self.explain is not None:
+                    await self.explain(None)
+                delay, reported, troubled = 0.1, "", False
                 while True:
                     if await self.lease_keepalive(lease) <= 0:
                         break
                     await asyncio.sleep(ttl / 3)  # a renewal period, not a poll
                 log.warning("a lease of %d s expired (a partition?): taking a new one", ttl)
             except WorldError as err:
-                if str(err) != reported:  # once per distinct problem, not every retry
+                troubled = True
+                said = False
+                if self.connected.is_set() and self.explain is not None:
+                    said = await self.explain(err)
+                if str(err) != reported and not said:  # once per problem, not every retry
                     reported = str(err)
                     # Unreachable: said elsewhere. Reachable but refused (auth?): say it here.
                     level = logging.WARNING if self.connected.is_set() else logging.DEBUG

@@ -11,7 +11,8 @@ agent a client of any core member.
   cost the cluster its quorum), the nominee starts its etcd with `--initial-cluster-state
   existing`, and once it serves the leader promotes it; up to the ideal size. It removes a
   member whose agent is gone (its volunteer key expired with its lease) and that no longer
-  answers, and removes members beyond the ideal size.
+  answers, the member of a host that left cleanly without probing it (its summary says it
+  left, and its agent is not alive), and removes members beyond the ideal size.
 - A clean stop withdraws this host's exports and volunteer key and, unless it is the last
   voting member, removes its member from the cluster and deletes its data. Leaving takes a
   turn (`/_mgmt/leaving`, bound to a lease): hosts stopped together leave one after the other,
@@ -62,6 +63,7 @@ from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
 from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS
 from mgmt.cluster.options import Options
 from mgmt.cluster.world import EtcdWorld
+from mgmt.deploy.status import SUMMARY
 
 log = logging.getLogger("cluster")
 
@@ -189,6 +191,8 @@ class Cluster:
         self._remembered: list[str] | None = None  # what PEERS_FILE holds (None: not read)
         self._name_ok = asyncio.Event()  # no other agent runs under this host's name
         self._agent_id = b""  # this prefix's agent (AGENT_ID_FILE), read at start
+        self._quorum_lost = False  # said so (`_explain`): said again when it is back
+        self.client.explain = self._explain
 
     @property
     def serving(self) -> bool:
@@ -441,6 +445,9 @@ class Cluster:
         peers = set(self.options.advertise_server_urls)  # a member not started has no name
         own = next((m for m in members if m.name == self.host or peers & set(m.peer_urls)), None)
         voters = sum(not m.is_learner for m in members)
+        if own is None and has_member(self.data_dir):  # removed by the leader as we left
+            log.info("this host's member left the cluster (removed by the leader)")
+            return True
         if own is None or (not own.is_learner and voters == 1):  # the last voter stays
             return False
         # Remembered even if the removal fails: the leader may remove this member later.
@@ -472,59 +479,94 @@ class Cluster:
         self._serve_task = asyncio.create_task(self._serve_loop(spec, bootstrap), name="etcd")
 
     async def _serve_loop(self, spec: EtcdSpec, bootstrap: bool) -> None:
-        delay, failures, first = 1.0, 0, spec
-        reported = ""  # the last exit reported as an error (the same one again: debug)
+        """Run this host's etcd member until the host stops or drops it (`_supervise`). An
+        error of our own there (a bug, not etcd's exit) is said, one line with its reason, and
+        the member restarted as after etcd's exit (from its data dir, backoff 1 s to 30 s):
+        before, it ended the loop silently, and the host ran no member from then on."""
+        delay, said = 1.0, ""
         try:
-            while not self.stopping:
-                proc = EtcdProcess(spec)
-                proc.leader_changed = self._wake.set
-                self.member = proc
+            while True:
                 try:
-                    await proc.spawn()
-                    ready = await proc.wait_ready()
-                except WorldError as err:
-                    log.error("%s", err)
-                    ready, proc.start_failure = False, str(err)
-                if ready:
-                    delay, failures, reported = 1.0, 0, ""
-                    self.start_failure = ""
-                    await self._on_member_ready(bootstrap)
-                    bootstrap = False
-                    self._tried.set()
-                    await proc.exited.wait()
-                unusable = bool(proc.start_failure and proc.panicked and has_member(self.data_dir))
-                if not unusable:  # (moved aside, and started again at once: not over yet)
-                    self._tried.set()
+                    await self._supervise(spec, bootstrap)
+                    return
+                except Exception as err:  # not CancelledError: a stop ends it
+                    why = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+                    level = logging.DEBUG if why == said else logging.ERROR
+                    log.log(
+                        level,
+                        "supervising this host's etcd failed (%s); restarting it in %.0fs",
+                        *(why, delay),
+                        exc_info=log.isEnabledFor(logging.DEBUG),
+                    )
+                    said = why
+                if self.member is not None:
+                    await self.member.stop()
                 self.member_ready.clear()
-                await proc.stop()
-                self.start_failure = proc.start_failure or self.start_failure
                 if self.stopping:
                     return
-                failures += 1
-                if unusable:
-                    joined = await self._unusable(proc)
-                    if joined:
-                        return
-                    if joined is not None:  # moved aside: a new cluster, at once
-                        spec = first = EtcdSpec(
-                            self.host, self.data_dir, self.options, self._initial_self(), "new"
-                        )
-                        bootstrap, failures = True, 0
-                        continue
-                if proc.removed or (self.options.seeds and failures >= 3):
-                    await self._client_only()
-                    return
-                reported = self._report_exit(proc, delay, reported)
-                if has_member(self.data_dir):  # restart the member from its data
-                    spec = dataclasses.replace(first, initial_cluster="")
-                else:  # it never got as far as a member: start afresh, as the first time
-                    shutil.rmtree(self.data_dir / "member", ignore_errors=True)
-                    spec = first
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+                if self._tried.is_set():  # it served once: what bootstrap does is done
+                    bootstrap = False
+                if has_member(self.data_dir):  # restart the member from its data
+                    spec = dataclasses.replace(spec, initial_cluster="")
+                else:  # it never got as far as a member: start afresh, as the first time
+                    shutil.rmtree(self.data_dir / "member", ignore_errors=True)
         finally:
             if self.member is not None:
                 await self.member.stop()
+
+    async def _supervise(self, spec: EtcdSpec, bootstrap: bool) -> None:
+        """Start etcd, and restart it when it exits (see `_serve_loop`)."""
+        delay, failures, first = 1.0, 0, spec
+        reported = ""  # the last exit reported as an error (the same one again: debug)
+        while not self.stopping:
+            proc = EtcdProcess(spec)
+            proc.leader_changed = self._wake.set
+            self.member = proc
+            try:
+                await proc.spawn()
+                ready = await proc.wait_ready()
+            except WorldError as err:
+                log.error("%s", err)
+                ready, proc.start_failure = False, str(err)
+            if ready:
+                delay, failures, reported = 1.0, 0, ""
+                self.start_failure = ""
+                await self._on_member_ready(bootstrap)
+                bootstrap = False
+                self._tried.set()
+                await proc.exited.wait()
+            unusable = bool(proc.start_failure and proc.panicked and has_member(self.data_dir))
+            if not unusable:  # (moved aside, and started again at once: not over yet)
+                self._tried.set()
+            self.member_ready.clear()
+            await proc.stop()
+            self.start_failure = proc.start_failure or self.start_failure
+            if self.stopping:
+                return
+            failures += 1
+            if unusable:
+                joined = await self._unusable(proc)
+                if joined:
+                    return
+                if joined is not None:  # moved aside: a new cluster, at once
+                    spec = first = EtcdSpec(
+                        self.host, self.data_dir, self.options, self._initial_self(), "new"
+                    )
+                    bootstrap, failures = True, 0
+                    continue
+            if proc.removed or (self.options.seeds and failures >= 3):
+                await self._client_only()
+                return
+            reported = self._report_exit(proc, delay, reported)
+            if has_member(self.data_dir):  # restart the member from its data
+                spec = dataclasses.replace(first, initial_cluster="")
+            else:  # it never got as far as a member: start afresh, as the first time
+                shutil.rmtree(self.data_dir / "member", ignore_errors=True)
+                spec = first
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     async def _unusable(self, proc: EtcdProcess) -> bool | None:
         """etcd panicked starting from its data dir (e.g. `removed all voters`): that data can
@@ -799,8 +841,14 @@ class Cluster:
         if await self._settle_learners(members, vols, noms):
             return
         voters = [m for m in members if not m.is_learner]
-        for member in voters:
-            if member.name and member.name not in vols and not await self._answers(member):
+        unvolunteered = [m for m in voters if m.name and m.name not in vols]
+        left = await self._left_hosts() if unvolunteered else set()
+        for member in unvolunteered:
+            if member.name in left:  # stopped cleanly: not probed (it comes back alive)
+                log.info("member %s: its host left the cluster; removing it", member.name)
+                await self._remove(member, member.name)
+                return
+            if not await self._answers(member):
                 log.warning("member %s is gone; removing it", member.name)
                 await self._remove(member, member.name)
                 return
@@ -992,9 +1040,54 @@ class Cluster:
             await self.client.disarm(alarm)
         log.warning("etcd storage reclaimed; writes accepted again")
 
+    async def _explain(self, err: WorldError | None) -> bool:
+        """Why a lease cannot be held (the client's `explain`): a lost quorum is named, once,
+        with how many voting members answer; and when a lease is held again, that it is back.
+        True if said (else the client says `err`). The client is connected to a member (its
+        membership is served locally, as its status: both answer without a leader)."""
+        if err is None:
+            if self._quorum_lost:
+                self._quorum_lost = False
+                try:
+                    up, voters = await self._reachable()
+                except WorldError:
+                    log.info("the cluster has its quorum again")
+                else:
+                    log.info(
+                        "the cluster has its quorum again: %d of %d members reachable", up, voters
+                    )
+            return True
+        try:
+            up, voters = await self._reachable()
+        except WorldError:
+            return False
+        if not voters or up > voters // 2:
+            return False  # not a quorum's loss: the client says what it is
+        if not self._quorum_lost:
+            self._quorum_lost = True
+            log.warning(
+                "lost the cluster's quorum: %d of %d members reachable; waiting for %d to "
+                "answer (the local graph keeps running; the cluster's features resume then)",
+                *(up, voters, voters // 2 + 1),
+            )
+        return True
+
+    async def _reachable(self) -> tuple[int, int]:
+        """How many voting members answer now, of how many."""
+        voters = [m for m in await self.client.members() if not m.is_learner]
+        answers = await asyncio.gather(*(self._answers(m) for m in voters))
+        return sum(answers), len(voters)
+
+    async def _left_hosts(self) -> set[str]:
+        """The hosts that left the cluster cleanly: their summary says when (written before
+        they leave) and their agent is not alive (a host that comes back is alive again)."""
+        alive = await self._read_prefix(HOSTS, values=False)
+        summaries = await self._read_prefix(SUMMARY)
+        return {host for host, doc in summaries.items() if doc.get("left") and host not in alive}
+
     def _probe(self, member: Member, timeout: float = 0.5) -> EtcdClient:
         """A short-lived client of one member."""
-        return EtcdClient(
+        probe = EtcdClient(
             member.client_urls,
             tls=self.options.tls,
             user=self.options.user,
@@ -1003,6 +1096,8 @@ class Cluster:
             retry_for=timeout,
             name=f"probe {member.name}",
         )
+        probe.quiet = True  # whether it answers is its caller's to say
+        return probe
 
     def _wake_later(self, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self._wake.set)

@@ -139,6 +139,8 @@ class DeploySource:
         self._graph_of = 0  # the deploy whose graph the agent runs (0: none)
         self.running: Prepared | None = None
         self.status = HostStatus(hostname)
+        # Called with `status` after each change of it (the agent: `mgmt status`, the log).
+        self.on_status: Callable[[HostStatus], None] | None = None
         self.checked = asyncio.Event()  # set after each look at the cluster (tests wait on it)
         self._seed = seed  # `run yaml|lang --deploy`: the first deploy if the cluster has none
         self._sign_key = sign_key
@@ -632,6 +634,8 @@ class DeploySource:
     def _set_status(self, publish: bool = True, **changes: Any) -> None:
         for name, value in changes.items():
             setattr(self.status, name, value)
+        if self.on_status is not None:
+            self.on_status(self.status)
         if publish:
             self._publish.set()
 

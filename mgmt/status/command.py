@@ -2,13 +2,16 @@
 `mgmt status --cluster [--seeds URLS] [--json]`: every host of the cluster.
 
 It asks the agent through its status socket (`<prefix>/status.sock`, readable by the agent's
-user alone) and prints a table: each resource, its state and since when, its last change, and
-for a failed one its last error; then whether the graph is converged, since when, and what is
-wrong with the program if anything is (`program error: ...`: its last edit does not compile, or
-a function fails; the host does not run what it was asked to). `--json` prints the agent's
-snapshot as it is, for scripts (`program_error`). Exit code: 0 when nothing has failed, 1 when
-a resource has failed or the program has an error (usable as a check: `mgmt status || alert`),
-2 when no agent answers.
+user alone) and prints a table: each resource, its state and since when, its last change, for
+a failed one its last error, for a pending one what it waits for (`waits for exec[x]
+(failed)`); then whether the graph is converged, since when, and what is wrong with the
+program if anything is (`program error: ...`: its last edit does not compile, or a function
+fails; the host does not run what it was asked to). `--json` prints the agent's
+snapshot as it is, for scripts (`program_error`). An agent that runs the cluster's deploys
+says which (`deploy: 7`, `deploy: 7 (UNSIGNED)`, `deploy: none yet, waiting for the first`) and
+a newer deploy it refused and why (`; refused deploy 8: ...`; `deploy` in the JSON). Exit code:
+0 when nothing has failed, 1 when a resource has failed, the program has an error or a newer
+deploy was refused (usable as a check: `mgmt status || alert`), 2 when no agent answers.
 
 With --cluster it reads the cluster instead (etcd at --seeds, with this host's certificate in
 `<prefix>/cluster-tls/` or --tls-*, as `mgmt deploy` does) and prints one row per host: alive,
@@ -32,6 +35,7 @@ from typing import Any
 
 from mgmt import warn_misspelled_env
 from mgmt.config import ExitCode
+from mgmt.listing import resource_count
 from mgmt.status.server import SOCKET
 from mgmt.usage import Parser
 
@@ -93,8 +97,7 @@ def main(argv: list[str]) -> int:
     except OSError as err:  # a full disk (`> file`): said, not a traceback
         print(f"mgmt status: cannot write the status: {err.strerror or err}", file=sys.stderr)
         return int(ExitCode.FAILED)
-    failed = snapshot["counts"].get("failed") or snapshot.get("program_error")
-    return int(ExitCode.FAILED if failed else ExitCode.OK)
+    return int(ExitCode.FAILED if failed(snapshot) else ExitCode.OK)
 
 
 async def fetch(path: Path) -> Any:
@@ -122,18 +125,45 @@ def table(snapshot: dict[str, Any]) -> str:
     else:
         head = "not converged"
     parts = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-    lines = [f"{_printable(snapshot['host'])}: {head}; {total} resources: {parts or 'none'}"]
+    lines = [f"{_printable(snapshot['host'])}: {head}; {resource_count(total)}: {parts or 'none'}"]
     if snapshot.get("program_error"):
         lines.append(f"program error: {_printable(snapshot['program_error'])}")
+    if deploy := snapshot.get("deploy"):
+        lines.append(_printable(deploy_line(deploy)))
     rows = [("RESOURCE", "STATE", "SINCE", "LAST CHANGE / ERROR")]
     for v in snapshot["vertices"]:
         detail = f"error: {v['error']}" if v["error"] else v["last_change"]
+        if v.get("waits"):
+            detail = "waits for " + ", ".join(f"{w['id']} ({w['state']})" for w in v["waits"])
         rows.append((_printable(v["id"]), v["state"], _clock(v["since"]), _printable(detail)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         cells = [row[i].ljust(widths[i]) for i in range(3)] + [row[3]]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def deploy_line(deploy: dict[str, Any]) -> str:
+    """The deploy the host runs (`deploy: 7`, `deploy: 7 (UNSIGNED)`, `deploy: none yet,
+    waiting for the first`), and one newer it refused (`; refused deploy 8: why`)."""
+    running = deploy.get("running") or 0
+    if not running:
+        line = "deploy: none yet, waiting for the first"
+    else:
+        warning = deploy.get("warning")
+        line = f"deploy: {running}" + (f" ({warning})" if warning else "")
+    if deploy.get("refused"):
+        line += f"; refused deploy {deploy['refused']}: {deploy.get('error') or '?'}"
+    return line
+
+
+def failed(snapshot: dict[str, Any]) -> bool:
+    """Something has failed: a resource, the program, or a deploy this host refused (newer
+    than the one it runs: it does not run what was pushed)."""
+    deploy = snapshot.get("deploy") or {}
+    return bool(
+        snapshot["counts"].get("failed") or snapshot.get("program_error") or deploy.get("refused")
+    )
 
 
 def _clock(seconds: float | None) -> str:

@@ -1,10 +1,11 @@
 """What the status page and `mgmt status` show, kept up to date from the engine's events.
 
-Per resource: its state (pending, applying, converged, retrying, failed), its last error and
-its last change. A bounded stream of recent events: each change a resource made (the line it
-logged: what changed and why), with the repair latency from the watch event that caused it,
-and each failure (latency: mgmt.status.latency). Per kind: counts and latency percentiles. Subscribers (the page's
-server-sent events) get every update as it happens; nothing polls.
+Per resource: its state (pending, applying, converged, differs, retrying, failed), its last
+error and its last change; for a pending one, the dependencies it waits for and their states.
+A bounded stream of recent events: each change a resource made (the line it logged: what
+changed and why), with the repair latency from the watch event that caused it, and each
+failure (latency: mgmt.status.latency). Per kind: counts and latency percentiles. Subscribers
+(the page's server-sent events) get every update as it happens; nothing polls.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ EVENTS = 200  # recent events kept
 LATENCIES = 1000  # latencies kept per kind, for the percentiles
 QUEUE = 1000  # updates a slow subscriber may lag behind before it is dropped
 
-STATES = ("pending", "applying", "converged", "retrying", "failed")
+# differs: checked in noop mode (--noop, or its meta), found not in the desired state and left
+# so (the log's "would change"): settled, not converged.
+STATES = ("pending", "applying", "converged", "differs", "retrying", "failed")
+SETTLED = ("converged", "differs")  # what a dependency is in once its dependents may run
 
 
 # A vertex's status as a state (a stopping one shows its last outcome: see _update).
@@ -72,6 +76,11 @@ class StatusModel:
         # asked to (agent.GraphSource.problem, a refused graph file). Program-level: set on
         # the program's events, never per resource.
         self.program_error = ""
+        # The deploy this host runs, when it runs the cluster's deploys (None otherwise):
+        # {"running": id (0: none yet), "warning": UNSIGNED, UNVERIFIED or "", "refused": a
+        # deploy newer than the running one it refused (0: none), "error": why}. A refused
+        # deploy is a failure, as a program error is: the host does not run what was pushed.
+        self.deploy: dict[str, Any] | None = None
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._watchers: list[Callable[[], None]] = []  # on_change callbacks
         self.hosts: list[dict[str, Any]] = []  # every host of the cluster (mgmt.status.cluster)
@@ -144,6 +153,11 @@ class StatusModel:
             self.program_error = error
             self._publish({"type": "program", "error": error})
 
+    def set_deploy(self, deploy: dict[str, Any]) -> None:
+        if deploy != self.deploy:
+            self.deploy = deploy
+            self._publish({"type": "deploy", "deploy": deploy})
+
     def set_converged(self, converged: bool) -> None:
         self.converged_since = time.time() if converged else None
         self._publish({"type": "converged", "converged": converged, "since": self.converged_since})
@@ -161,6 +175,8 @@ class StatusModel:
         if info is None:
             info = self.info[vertex.key] = Info()
         state = _STATES.get(vertex.status) or _STATES[vertex.outcome]
+        if state == "converged" and vertex.changed_last and vertex.would_change:
+            state = "differs"
         if state != info.state:
             info.state, info.since = state, time.time()
             if self._subscribers:
@@ -184,7 +200,7 @@ class StatusModel:
             self._touched()
 
     def _vertex(self, key: Key, info: Info) -> dict[str, Any]:
-        return {
+        vertex = {
             "id": fmt_key(key),
             "kind": key[0],
             "name": key[1],
@@ -193,6 +209,23 @@ class StatusModel:
             "error": info.error,
             "last_change": info.last_change,
         }
+        if info.state == "pending":
+            vertex["waits"] = self.waits(key)
+        return vertex
+
+    def waits(self, key: Key) -> list[dict[str, str]]:
+        """What a pending resource waits for: its dependencies not in their desired state
+        (pending, applying, retrying or failed), each with its state."""
+        preds = self.engine.graph.pred.get(key)
+        if not preds:
+            return []
+        waits = []
+        for pred in sorted(preds):
+            info = self.info.get(pred)
+            state = info.state if info is not None else "pending"
+            if state not in SETTLED and pred in self.engine.vertices:
+                waits.append({"id": fmt_key(pred), "state": state})
+        return waits
 
     # readers -------------------------------------------------------------------------------
 
@@ -213,6 +246,7 @@ class StatusModel:
             "converged": self.converged_since is not None,
             "converged_since": self.converged_since,
             "program_error": self.program_error,
+            "deploy": self.deploy,
             "counts": counts,
             "kinds": kinds,
             "vertices": vertices,

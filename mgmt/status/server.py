@@ -71,6 +71,7 @@ COLORS = {
     "pending": "#d0d0d0",
     "applying": "#6fa8dc",
     "converged": "#93c47d",
+    "differs": "#ffd966",
     "retrying": "#f6b26b",
     "failed": "#e06666",
 }

@@ -118,12 +118,49 @@ def test_noop_reports_and_changes_nothing(tmp_path: Path) -> None:
     assert code == 0, out
     assert not (tmp_path / "out").exists()
     assert "would" in out and "file[hello]" in out
-    assert "1 of 1 resources would change: file[hello]" in out
+    assert "1 of 1 resource would change: file[hello]" in out
     # The summary tells the truth: nothing is in the desired state, nothing was left undone.
     assert (
-        "converged: 0 of 1 resources in the desired state; would change (noop): file[hello]" in out
+        "converged: 0 of 1 resource in the desired state; would change (noop): file[hello]" in out
     )
     assert "converged: all" not in out and "left undone" not in out
+
+
+async def test_under_noop_status_says_what_differs_as_the_log_does(tmp_path: Path) -> None:
+    """--noop: a resource found not in the desired state reads `differs` in `mgmt status` (and
+    its count, the JSON), as the log says it would change: not `converged`. Exit 0 (nothing
+    failed). Repaired by hand, it is checked again and reads `converged`."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "same").write_text("same\n")
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: noop
+        resources:
+          file:
+            - {name: same, path: TMP/out/same, content: "same\\n"}
+            - {name: new, path: TMP/out/new, content: "new\\n"}
+        """,
+    )
+    prefix = tmp_path / "prefix"
+    status = ["status", "--prefix", str(prefix)]
+    async with Daemon(["run", "--noop", "--verbose", "--prefix", str(prefix), str(graph)]) as d:
+        await d.wait_log("converged: 1 of 2 resources in the desired state; would change (noop)")
+        assert f"file[new]: would create {tmp_path}/out/new" in d.log
+        code, out = await asyncio.to_thread(run_mgmt, status)
+        assert code == 0, out
+        assert "2 resources: 1 converged, 1 differs\n" in out, out
+        assert re.search(rf"file\[new\] +differs +\S+ +would create {tmp_path}/out/new\n", out)
+        assert re.search(r"file\[same\] +converged ", out), out
+        code, out = await asyncio.to_thread(run_mgmt, [*status, "--json"])
+        snapshot = json.loads(out)
+        assert snapshot["counts"]["differs"] == 1 and snapshot["counts"]["converged"] == 1
+        (tmp_path / "out" / "new").write_text("new\n")
+        await d.wait_log("file[new]: check_apply(apply=False) -> True")
+        code, out = await asyncio.to_thread(run_mgmt, status)
+        assert code == 0 and "2 resources: 2 converged\n" in out, out
+        d.signal(signal.SIGTERM)
+        assert await d.wait() == 0
 
 
 REPAIRS = {  # what differs on disk -> the line that repairs it
@@ -164,7 +201,7 @@ def test_a_repair_converges_true_without_checking_its_own_events(
     code, out = run_mgmt(args)
     assert code == 0, out
     assert f"file[a]: {REPAIRS[differs]}" in out
-    assert "converged: all 1 resources in the desired state" in out, out
+    assert "converged: the 1 resource in the desired state" in out, out
     assert "would change" not in out and "converged again" not in out
     assert out.count("file[a]: check_apply(") == 1, out
     st = path.stat()
@@ -299,7 +336,7 @@ async def test_the_converged_line_is_logged_when_the_graph_converges(tmp_path: P
     graph = graph_file(tmp_path, HELLO)
     args = ["run", "--converged-timeout=3600", "--tmp-prefix", "yaml", str(graph)]
     async with Daemon(args) as daemon:
-        await daemon.wait_log("converged: all 1 resources in the desired state", timeout=60)
+        await daemon.wait_log("converged: the 1 resource in the desired state", timeout=60)
         assert "exiting" not in daemon.log
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
@@ -882,7 +919,7 @@ def test_a_file_name_cannot_forge_log_lines_or_reach_the_terminal(tmp_path: Path
     it, or with an escape sequence: the agent's "purged" line shows them escaped, one line."""
     (tmp_path / "src").mkdir()
     (tmp_path / "dst").mkdir()
-    forged = "00:00:00 main: converged: all 1 resources in the desired state (0.001s)"
+    forged = "00:00:00 main: converged: the 1 resource in the desired state (0.001s)"
     (tmp_path / "dst" / f"evil\n{forged}").touch()
     (tmp_path / "dst" / "red\x1b[31m").touch()
     graph = graph_file(
@@ -1445,7 +1482,7 @@ def test_a_stop_signal_while_starting_up_is_a_clean_stop(
         assert done.returncode == 0, done.stderr
         assert f"{sig}: stopping gracefully" in done.stderr
         # Nothing had begun: nothing refused or interrupted to tell, no "(0 ...)".
-        assert "stopped: 1 of 1 resources left undone; the next run" in done.stderr
+        assert "stopped: 1 of 1 resource left undone; the next run" in done.stderr
     else:
         assert (done.returncode, done.stderr) == (1, "")
 

@@ -113,6 +113,31 @@ async def test_a_member_killed_and_restarted_rejoins_as_a_voter(tmp_path: Path) 
         await wait_path(shared / "h3", has_content("h3 is back\n"), 10)
 
 
+async def test_a_host_that_left_is_not_probed_until_it_comes_back(tmp_path: Path) -> None:
+    """Three members; h2 stops cleanly (its row reads `left`): its member goes, and no host
+    probes it (`probe h2: ...`, a client of its member alone, logged under --verbose): the
+    leader removes a left host's member without one. Back, it is a voting member again."""
+    hosts = [Host(f"h{i}", tmp_path, extra_args=["--verbose"]) for i in (1, 2, 3)]
+    for host in hosts:
+        host.graph.write_text(f"graph: {host.name}\nresources: {{}}\n")
+    h1, h2, h3 = hosts
+    async with fleet(hosts):
+        await start(h1)
+        for host in (h2, h3):
+            await start(host, seeds=[h1])
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=20)
+        assert h1.daemon is not None and h3.daemon is not None
+        before = {h.name: len(h.daemon.lines) for h in (h1, h3) if h.daemon is not None}
+        assert await h2.stop() == 0
+        await wait_voters(hosts, ["h1", "h3"], timeout=20)
+        for host in (h1, h3):
+            assert host.daemon is not None
+            after = host.daemon.lines[before[host.name] :]
+            assert not [line for line in after if "probe h2" in line], "\n".join(after)
+        await start(h2, seeds=[h1])
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=20)
+
+
 @pytest.mark.slow
 async def test_the_first_host_killed_removed_and_restarted_rejoins(tmp_path: Path) -> None:
     """The host started without --seeds (as the quick start shows) killed with -9; the others
@@ -287,9 +312,10 @@ def exports_to_each(
 
 @pytest.mark.slow
 async def test_a_lost_quorum_and_its_return(tmp_path: Path) -> None:
-    """Three members; kill -9 two of them: the survivor keeps enforcing its local graph, and
+    """Three members; kill -9 two of them: the survivor says it lost the quorum (once, how many
+    members answer; not the lease's `Deadline Exceeded`), keeps enforcing its local graph, and
     an export it changed meanwhile reaches the others once they are back (from their data
-    dirs: nobody could remove them without a quorum)."""
+    dirs: nobody could remove them without a quorum); it says the quorum is back."""
     shared, local = tmp_path / "shared", tmp_path / "local"
     hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3)]
     h1, h2, h3 = hosts
@@ -307,6 +333,8 @@ async def test_a_lost_quorum_and_its_return(tmp_path: Path) -> None:
         for pid in h2.pids() + h3.pids():
             await wait_pid_gone(pid)
         assert h1.daemon is not None
+        lost = "lost the cluster's quorum: 1 of 3 members reachable; waiting for 2 to answer"
+        await h1.daemon.wait_log(lost, timeout=30)
         local.unlink()  # the local graph is still enforced without a quorum
         await wait_path(local, has_content("mine\n"))
         h1.graph.write_text(exports_to_each(shared, "during the outage", local, ["h2", "h3"]))
@@ -317,6 +345,9 @@ async def test_a_lost_quorum_and_its_return(tmp_path: Path) -> None:
         for peer in ("h2", "h3"):
             await wait_path(shared / f"for-{peer}", has_content("during the outage\n"), 30)
         await wait_voters(hosts, ["h1", "h2", "h3"], timeout=20)
+        await h1.daemon.wait_log("the cluster has its quorum again: ", timeout=30)
+        assert h1.daemon.log.count("lost the cluster's quorum") == 1, h1.daemon.log
+        assert "cannot hold a lease" not in h1.daemon.log, h1.daemon.log
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import ssl
@@ -448,3 +449,35 @@ async def test_a_deploy_that_cannot_run_is_a_failure_in_every_status(tmp_path: P
         await _program_errors(h1, {"h1": False})
         code, text = await deploy(h1, "--status")
         assert code == 0, text
+
+
+async def test_a_host_without_a_deploy_says_it_waits_for_the_first(tmp_path: Path) -> None:
+    """Before its first deploy, an agent of deploys says it waits for one (not "converged:
+    all 0 resources"), once; the deploy's graph then converges as any graph does. Its local
+    `mgmt status` says which deploy runs, and a newer one refused (exit 1, as the cluster's)."""
+    keys = tmp_path / "keys"
+    alice, mallory = make_key(keys, "alice"), make_key(keys, "mallory")
+    out, src = tmp_path / "out", tmp_path / "src"
+    out.mkdir()
+    h1 = DeployHost("h1", tmp_path, extra_args=["--trusted-keys", str(trusted_file(keys, alice))])
+    async with fleet([h1]):  # type: ignore[list-item]
+        await start_serving([h1])
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("converged: waiting for the first deploy (none runs yet)")
+        status = ["status", "--prefix", str(h1.prefix)]
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 0 and "\ndeploy: none yet, waiting for the first\n" in text, text
+        await push(h1, mallory, program(src, out, "evil"), "--direct")
+        await h1.daemon.wait_log("refused deploy 1: not signed by a key in")
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        refused = "deploy: none yet, waiting for the first; refused deploy 1: not signed by"
+        assert code == 1 and refused in text, text
+        await push(h1, alice, program(src, out, "v1"))
+        await h1.daemon.wait_log("converged: all 2 resources in the desired state")
+        assert "0 resources" not in h1.daemon.log
+        assert h1.daemon.log.count("waiting for the first deploy") == 1, h1.daemon.log
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 0 and "\ndeploy: 2\n" in text and "refused" not in text, text
+        code, text = await asyncio.to_thread(run_mgmt, [*status, "--json"])
+        deploy_doc = json.loads(text)["deploy"]
+        assert deploy_doc == {"running": 2, "warning": "", "refused": 0, "error": ""}, text

@@ -273,7 +273,7 @@ async def test_autoscaler_flips_only_after_the_load_held_for_the_hold_time(
 
     async with Daemon(["run", "--tmp-prefix", "examples/autoscaler.mcl"]) as daemon:
         await daemon.wait_log(f"{vm}: started")
-        await daemon.wait_log("converged: all 1 resources")
+        await daemon.wait_log("converged: the 1 resource")
         for value, expected, count in (("2.5", "shut down: done", 1), ("0.2", "started", 2)):
             start = time.monotonic()
             set_load(value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import resource
 import shutil
@@ -614,3 +615,63 @@ async def test_an_unsigned_deploy_says_so_in_the_status_table_and_on_the_page(
         await tables_say("2")
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
+
+
+WAITING = """graph: g
+resources:
+  exec:
+    - {{name: bad, cmd: /bin/false}}
+{gate}  file:
+    - {{name: b, path: {out}/b, content: "b\\n"}}
+{a}edges:
+  - {{from: {{kind: exec, name: bad}}, to: {{kind: file, name: b}}}}
+{edge}"""
+
+
+async def test_a_pending_resource_says_what_it_waits_for(browser: Any, tmp_path: Path) -> None:
+    """A resource pending behind a dependency says which and in what state, in `mgmt status`,
+    its JSON and the page: behind a failed one (exit 1), behind one still applying."""
+
+    port, prefix, out, fifo = free_port(), tmp_path / "prefix", tmp_path / "out", tmp_path / "go"
+    out.mkdir()
+    os.mkfifo(fifo)
+    path = tmp_path / "graph.yaml"
+    path.write_text(WAITING.format(out=out, gate="", a="", edge=""))
+    status = ["status", "--prefix", str(prefix)]
+    args = ["run", "--prefix", str(prefix), "--status", "--prometheus"]
+    async with Daemon([*args, "--prometheus-listen", f"127.0.0.1:{port}", "yaml", str(path)]) as d:
+        await d.wait_log("converged:")
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 1 and re.search(
+            r"file\[b\] +pending .* waits for exec\[bad\] \(failed\)\n", text
+        ), text
+        code, text = await asyncio.to_thread(run_mgmt, [*status, "--json"])
+        (b,) = [v for v in json.loads(text)["vertices"] if v["id"] == "file[b]"]
+        assert b["waits"] == [{"id": "exec[bad]", "state": "failed"}], b
+        await asyncio.to_thread(browser.get, f"http://127.0.0.1:{port}/")
+
+        def says(vertex: str, expected: str) -> Any:
+            script = (  # in one call: the page redraws rows (WebDriver's elements go stale)
+                f"const row = document.querySelector('#vertices tr[data-id=\"{vertex}\"]');"
+                "return row ? row.children[3].textContent : null;"
+            )
+            return lambda: browser.execute_script(script) == expected
+
+        await until(browser, says("file[b]", "waits for exec[bad] (failed)"), 20)
+        # A gate that runs until the test opens it: what waits for it says so, live.
+        run = f"read x < {fifo} && touch {out}/done"
+        gate = f'    - {{name: gate, shell: /bin/sh, cmd: "{run}", creates: {out}/done}}\n'
+        a = f'    - {{name: a, path: {out}/a, content: "a\\n"}}\n'
+        edge = "  - {from: {kind: exec, name: gate}, to: {kind: file, name: a}}\n"
+        path.write_text(WAITING.format(out=out, gate=gate, a=a, edge=edge))
+        await d.wait_log("exec[gate]: running")
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert re.search(r"file\[a\] +pending .* waits for exec\[gate\] \(applying\)\n", text), text
+        await until(browser, says("file[a]", "waits for exec[gate] (applying)"), 20)
+        await asyncio.to_thread(fifo.write_text, "go\n")
+        await wait_path(out / "a", lambda p: p.exists())
+        await until(browser, says("file[a]", f"created {out}/a"), 20)
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert "waits for exec[gate]" not in text and "waits for exec[bad] (failed)" in text, text
+        d.signal(signal.SIGTERM)
+        assert await d.wait() == 0

@@ -111,12 +111,12 @@ async def test_a_graceful_stop_sends_a_running_exec_its_sig(
     if signals == 1:
         assert f"exec[hi]: cmd stopped ({how}): not done, the next run runs it" in daemon.log
         # The summary names the interrupted exec, and no count of refused ones (none were).
-        undone = "stopped: 1 of 1 resources left undone (exec[hi] interrupted); the next run"
+        undone = "stopped: 1 of 1 resource left undone (exec[hi] interrupted); the next run"
         assert undone in daemon.log
         assert "check_appl" not in daemon.log.split("stopped: 1 of 1")[1]
     else:  # the forced stop kills it, and names it too
         assert "exec[hi]: cmd killed (a forced stop): not done" in daemon.log
-        undone = "stopped: 1 of 1 resources left undone (exec[hi] interrupted); the next run"
+        undone = "stopped: 1 of 1 resource left undone (exec[hi] interrupted); the next run"
         assert undone in daemon.log
     assert "all done" not in daemon.log and "ran:" not in daemon.log
     assert "failed" not in daemon.log and "Traceback" not in daemon.log

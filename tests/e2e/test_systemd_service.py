@@ -48,7 +48,7 @@ async def test_installed_service_is_ready_reports_status_and_the_watchdog_restar
 
     async def converged() -> bool:
         status = str((await sd.props(service, "Service"))["StatusText"])
-        return status.startswith("converged: all 1 resources")
+        return status.startswith("converged: the 1 resource")
 
     await sd.wait_until(converged)
     # A wedged event loop stops the watchdog pings: systemd aborts and restarts the agent.
@@ -195,7 +195,7 @@ def test_progress_lines_on_a_terminal_only(tmp_path: Path) -> None:
         output += chunk
     os.close(parent)
     assert proc.wait(timeout=60) == 0
-    assert b"converging: 0 of 1 resources settled, 0 failed" in output, output
+    assert b"converging: 0 of 1 resource settled, 0 failed" in output, output
     code, out = run_mgmt(argv[len(MGMT) :])
     assert code == 0 and "converging:" not in out, out
 

@@ -30,7 +30,7 @@ async def test_cpus_edit_is_hot_plugged_through_a_graph_swap(tmp_path: Path) -> 
     graph.write_text(EXAMPLE.read_text())
     async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
         await daemon.wait_log("virt[vm1]: started")
-        await daemon.wait_log("converged: all 1 resources")
+        await daemon.wait_log("converged: the 1 resource")
         before = len(daemon.lines)
         replace_text(graph, "cpus: 2\n", "cpus: 4\n")
         await daemon.wait_log("virt[vm1]: cpus hot-plugged: 2 -> 4")
@@ -50,7 +50,7 @@ async def test_change_needing_a_restart_fails_clearly_by_default(tmp_path: Path)
         EXAMPLE.read_text().replace("maxcpus: 8\n", "maxcpus: 8\n      hotcpus: false\n")
     )
     async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
-        await daemon.wait_log("converged: all 1 resources")
+        await daemon.wait_log("converged: the 1 resource")
         replace_text(graph, "cpus: 2\n", "cpus: 3\n")
         await daemon.wait_log("virt[vm1]: failed: cpus: 2 -> 3 with hotcpus false")
         assert "restartondiverge is 'error'" in daemon.log
@@ -103,7 +103,7 @@ async def test_network_example_converges_and_a_new_host_is_added_live(tmp_path: 
     program = tmp_path / "net.mcl"
     program.write_text((ROOT / "examples" / "virt-network.mcl").read_text())
     async with Daemon(["run", "--tmp-prefix", "lang", str(program)]) as daemon:
-        await daemon.wait_log("converged: all 1 resources")  # the network's vertex alone
+        await daemon.wait_log("converged: the 1 resource")  # the network's vertex alone
         for line in (
             "virt:network[mgmtnet]: defined the network",
             "virt:network[mgmtnet]: started the network",

@@ -2,11 +2,15 @@
 "use strict";
 
 const COLORS = {
-  pending: "#d0d0d0", applying: "#6fa8dc", converged: "#93c47d",
+  pending: "#d0d0d0", applying: "#6fa8dc", converged: "#93c47d", differs: "#ffd966",
   retrying: "#f6b26b", failed: "#e06666",
 };
 const MAX_EVENTS = 200;
-const state = { vertices: new Map(), rows: new Map(), graphVersion: -1, scale: 1, x: 0, y: 0 };
+const state = {
+  vertices: new Map(), rows: new Map(), preds: new Map(), succs: new Map(),
+  graphVersion: -1, scale: 1, x: 0, y: 0,
+};
+const SETTLED = new Set(["converged", "differs"]);
 // Vertex updates are drawn in batches: a 1,000-resource graph converging sends thousands, and
 // redrawing the counts and the search per update froze the page for seconds.
 const pending = new Map();
@@ -125,14 +129,22 @@ function row(v) {
     $("vertices").appendChild(tr);
   }
   tr.dataset.state = v.state;
+  const waits = v.state === "pending" ? waitsFor(v.id) : "";
   tr.replaceChildren(
     text("td", v.id), text("td", v.state, `state ${v.state}`), text("td", ago(v.since)),
-    text("td", v.last_change || ""), text("td", v.error || ""),
+    text("td", waits || v.last_change || ""), text("td", v.error || ""),
   );
 }
 
+// What a pending resource waits for: its dependencies not converged, with their states.
+function waitsFor(id) {
+  const waits = (state.preds.get(id) || []).map((p) => state.vertices.get(p))
+    .filter((p) => p && !SETTLED.has(p.state)).map((p) => `${p.id} (${p.state})`);
+  return waits.length ? `waits for ${waits.join(", ")}` : "";
+}
+
 function counts() {
-  const tally = { pending: 0, applying: 0, converged: 0, retrying: 0, failed: 0 };
+  const tally = { pending: 0, applying: 0, converged: 0, differs: 0, retrying: 0, failed: 0 };
   for (const v of state.vertices.values()) tally[v.state] += 1;
   $("counts").replaceChildren(...Object.entries(tally).map(([k, n]) => {
     const li = text("li", `${k}: ${n}`);
@@ -188,6 +200,17 @@ function program(error) {
   $("program").textContent = error ? `program error: ${error}` : "";
 }
 
+// The deploy the host runs, and a newer one it refused (null: it runs no deploys).
+function deploy(d) {
+  const el = $("deploy");
+  el.hidden = !d;
+  if (!d) return;
+  let line = d.running ? `deploy ${d.running}${d.warning ? ` (${d.warning})` : ""}` : "no deploy yet: waiting for the first";
+  if (d.refused) line += `; refused deploy ${d.refused}: ${d.error}`;
+  el.dataset.refused = String(Boolean(d.refused));
+  el.textContent = line;
+}
+
 function converged(flag, since) {
   const el = $("converged");
   el.dataset.converged = String(flag);
@@ -199,6 +222,13 @@ function converged(flag, since) {
 function onSnapshot(s) {
   $("host").textContent = s.host;
   state.vertices = new Map(s.vertices.map((v) => [v.id, v]));
+  state.preds = new Map(); state.succs = new Map();
+  for (const e of s.edges) {
+    if (!state.preds.has(e.to)) state.preds.set(e.to, []);
+    state.preds.get(e.to).push(e.from);
+    if (!state.succs.has(e.from)) state.succs.set(e.from, []);
+    state.succs.get(e.from).push(e.to);
+  }
   pending.clear();
   state.rows.clear();
   $("vertices").replaceChildren();
@@ -209,6 +239,7 @@ function onSnapshot(s) {
   counts();
   converged(s.converged, s.converged_since);
   program(s.program_error);
+  deploy(s.deploy);
   hosts(s.hosts);
   drawGraph(s.graph_version);
 }
@@ -225,6 +256,8 @@ function onUpdate(u) {
     hosts(u.hosts);
   } else if (u.type === "program") {
     program(u.error);
+  } else if (u.type === "deploy") {
+    deploy(u.deploy);
   } else if (u.type === "converged") {
     converged(u.converged, u.since);
   } else if (u.type === "graph") {
@@ -234,7 +267,15 @@ function onUpdate(u) {
 
 function flush() {
   flushing = null;
-  for (const v of pending.values()) { row(v); paint(v); }
+  const waiting = new Set();  // pending dependents of a changed vertex: what they wait for changed
+  for (const v of pending.values()) {
+    row(v); paint(v);
+    for (const id of state.succs.get(v.id) || []) waiting.add(id);
+  }
+  for (const id of waiting) {
+    const v = state.vertices.get(id);
+    if (v && v.state === "pending" && !pending.has(id)) row(v);
+  }
   pending.clear();
   counts();
   applySearch();

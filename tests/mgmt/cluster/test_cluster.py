@@ -114,6 +114,43 @@ async def test_a_crashed_etcd_is_restarted(tmp_path: Path, log_event: object) ->
         await cluster.stop()
 
 
+async def test_an_error_in_etcds_supervision_is_said_and_etcd_restarted(
+    tmp_path: Path, log_event: object
+) -> None:
+    """A bug of ours while supervising etcd (here: injected once, where a restarted member is
+    made ready) is one error line with its reason, and the member is restarted from its data
+    as after etcd's exit: it no longer ended the supervision silently, leaving no member."""
+    said = log_event(  # type: ignore[operator]
+        "supervising this host's etcd failed (RuntimeError: injected); restarting it in 1s"
+    )
+    cluster = Cluster(options("h1"), tmp_path)
+    try:
+        assert await cluster.start()
+        await cluster.world.str_set("k", "before")
+        ready = cluster._on_member_ready
+        failures = [RuntimeError("injected")]
+
+        async def failing_once(bootstrap: bool) -> None:
+            if failures:
+                raise failures.pop()
+            await ready(bootstrap)
+
+        cluster._on_member_ready = failing_once  # type: ignore[method-assign]
+        crashed = cluster.member
+        assert crashed is not None and crashed.proc is not None and crashed.pid is not None
+        crashed.proc.kill()  # restarted: the injected error comes once it is ready again
+        await wait_pid_gone(crashed.pid)
+        async with asyncio.timeout(20):
+            await said.wait()
+            cluster.member_ready.clear()  # (set by the start, maybe not cleared yet)
+            await cluster.member_ready.wait()
+        assert not failures and cluster.member is not None and cluster.member is not crashed
+        assert cluster.member.pid is not None and pid_alive(cluster.member.pid)
+        assert await cluster.world.str_get("k") == "before"  # same member, same data
+    finally:
+        await cluster.stop()
+
+
 async def test_collected_resources_join_the_local_graph(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
