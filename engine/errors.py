@@ -30,5 +30,22 @@ class ResourceError(MgmtError):
     """A resource failed to reach its desired state."""
 
 
+class Interfered(MgmtError, FileNotFoundError):
+    """A change was cut short by another's change to the same place: a name of its own (a
+    write's temp name, engine.safefs) or its directory was removed between two of its calls
+    (an `rm -rf` listed the directory meanwhile). Not the last word on the resource: its
+    watch may see no event for it (a temp name's are not read, engine/inotify.py), so the
+    engine checks it again, as after an event (`interfered`)."""
+
+
+def interfered(err: BaseException | None) -> bool:
+    """Whether `err`, or an error it was raised from, is an Interfered."""
+    while err is not None:
+        if isinstance(err, Interfered):
+            return True
+        err = err.__cause__
+    return False
+
+
 class WorldError(MgmtError):
     """The cluster (World) could not answer."""
