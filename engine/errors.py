@@ -40,7 +40,9 @@ class Interfered(MgmtError, FileNotFoundError):
 
 def interfered(err: BaseException | None) -> bool:
     """Whether `err`, or an error it was raised from, is an Interfered."""
-    while err is not None:
+    for _ in range(8):  # a few `raise ... from` deep at most (and never a cycle's loop)
+        if err is None:
+            return False
         if isinstance(err, Interfered):
             return True
         err = err.__cause__
