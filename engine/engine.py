@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from engine import collector, watcher
 from engine.autoedge import AutoIndex, add_autoedges, managed, may_edge, owned_by_kind, owners
 from engine.autogroup import autogroup
-from engine.errors import GraphError, ResourceError
+from engine.errors import GraphError, ResourceError, interfered
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged
 from engine.flag import Flag
 from engine.graph import Edge, Graph, Key, fmt_key, key_of, rewired
@@ -659,6 +659,8 @@ class Vertex:
     def _failed(self, err: BaseException) -> float | None:
         if self.outcome is DEAD:
             return None
+        if interfered(err):  # another changed what it was changing: an event its watch may miss
+            self._on_event()
         meta = self.res.meta
         count = self.engine.retries.get(self.key, 0) + 1
         self.engine.retries[self.key] = count

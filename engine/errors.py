@@ -30,5 +30,24 @@ class ResourceError(MgmtError):
     """A resource failed to reach its desired state."""
 
 
+class Interfered(MgmtError, FileNotFoundError):
+    """A change was cut short by another's change to the same place: a name of its own (a
+    write's temp name, engine.safefs) or its directory was removed between two of its calls
+    (an `rm -rf` listed the directory meanwhile). Not the last word on the resource: its
+    watch may see no event for it (a temp name's are not read, engine/inotify.py), so the
+    engine checks it again, as after an event (`interfered`)."""
+
+
+def interfered(err: BaseException | None) -> bool:
+    """Whether `err`, or an error it was raised from, is an Interfered."""
+    for _ in range(8):  # a few `raise ... from` deep at most (and never a cycle's loop)
+        if err is None:
+            return False
+        if isinstance(err, Interfered):
+            return True
+        err = err.__cause__
+    return False
+
+
 class WorldError(MgmtError):
     """The cluster (World) could not answer."""

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from engine import libc
-from engine.errors import ResourceError
+from engine.errors import Interfered, ResourceError
 
 log = logging.getLogger("engine")
 
@@ -400,9 +400,13 @@ def _temp(dir_fd: int) -> Iterator[str]:
         _in_flight.add(name)
     try:
         yield name
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=dir_fd)
+        if isinstance(err, FileNotFoundError) and not isinstance(err, Interfered):
+            # Our temp name, or the directory, was removed by another meanwhile (an `rm -rf`
+            # listed it): told apart, so that the resource is checked again (errors.Interfered).
+            raise Interfered(err.errno, err.strerror, err.filename, None, err.filename2) from err
         raise
     finally:
         with _in_flight_lock:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.errors import Interfered, ResourceError
 from engine.handle import Handle
 from engine.resource import Groupable, Refreshable, Resource, register
 
@@ -18,6 +21,7 @@ class ProbeState:
     active: int = 0  # check_applies running right now
     max_active: int = 0
     failures_left: int = 0
+    interfered_left: int = 0  # failures caused by another's change meanwhile (errors.Interfered)
     gate: asyncio.Event | None = None  # check_apply waits for it when set
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     handle: Handle | None = None
@@ -63,6 +67,10 @@ class ProbeRes(Refreshable, Resource):
             if st.failures_left:
                 st.failures_left -= 1
                 raise RuntimeError(f"{self.name} failed on purpose")
+            if st.interfered_left:
+                st.interfered_left -= 1
+                cause = Interfered(errno.ENOENT, os.strerror(errno.ENOENT))
+                raise ResourceError(f"{self.name} interfered with") from cause
             if st.result is not None:
                 return st.result  # type: ignore[no-any-return]
             if self.change and not self._changed:

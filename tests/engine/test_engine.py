@@ -78,6 +78,21 @@ async def test_retries_exhausted_then_a_new_event_gets_one_more_attempt(engine: 
     await settle(engine, lambda: vertex.status is Status.OK)
 
 
+async def test_a_failure_another_change_caused_is_checked_again_without_retries(
+    engine: Engine,
+) -> None:
+    """errors.Interfered under the failure: what it changed was changed by another meanwhile,
+    an event its watch may not see (a write's temp name removed): checked again at once."""
+    graph = make_graph("ab", a={"meta": Meta(retry=0)})
+    state("a").interfered_left = 2
+    state("b").failures_left = 1
+    await engine.apply(graph)
+    await settle(engine)
+    a, b = engine.vertices[("probe", "a")], engine.vertices[("probe", "b")]
+    assert (a.status, ran("a"), a.stats.events) == (Status.OK, 3, 3)  # the startup event, 2
+    assert (b.status, ran("b")) == (Status.FAILED, 1)  # a plain failure waits for an event
+
+
 async def test_exception_and_non_bool_are_vertex_failures(engine: Engine) -> None:
     graph = make_graph("ab")
     state("a").result = "yes"

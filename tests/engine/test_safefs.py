@@ -14,7 +14,7 @@ from typing import BinaryIO
 import pytest
 
 from engine import libc, safefs
-from engine.errors import ResourceError
+from engine.errors import Interfered, ResourceError
 
 NOBODY = 65534
 
@@ -253,6 +253,25 @@ def test_an_unnamed_file_made_ahead_is_linked_in_later(tmp_path: Path) -> None:
             assert os.fstat(made).st_ino == (tmp_path / "f").stat().st_ino
     assert os.listdir(tmp_path) == ["f"]
     assert ((tmp_path / "f").read_text(), bits(tmp_path / "f")) == ("new", 0o640)
+
+
+def test_a_write_cut_short_by_another_removal_says_interfered(tmp_path: Path) -> None:
+    """Its temp name (an `rm -rf` listed it between the link and the rename), or the
+    directory, removed by another: errors.Interfered, the engine checks the resource again."""
+    with safefs.closing(safefs.open_dir(str(tmp_path))) as dir_fd:
+        with pytest.raises(Interfered), safefs._temp(dir_fd) as tmp:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=dir_fd))
+            os.unlink(tmp, dir_fd=dir_fd)  # what another's removal does
+            os.rename(tmp, "f", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        made = safefs.unnamed_at(dir_fd, b"new", mode=0o644)
+        assert made is not None
+        with safefs.closing(made):
+            os.mkdir(tmp_path / "d")
+            with safefs.closing(safefs.open_dir(str(tmp_path / "d"))) as gone:
+                os.rmdir(tmp_path / "d")
+                with pytest.raises(Interfered) as caught:
+                    safefs.link_at(gone, "f", made)
+    assert caught.value.errno == errno.ENOENT and os.listdir(tmp_path) == []
 
 
 def test_a_write_replaces_a_symlink_and_never_follows_it(tmp_path: Path) -> None:
