@@ -542,6 +542,12 @@ class Vertex:
             except Exception as err:  # outside check_apply (receive, reversal): still ours
                 retry_in = self._failed(err)
             finally:
+                if self._status is FAILED and not self.forward:
+                    # Back-pokes (and their answers) that came while it ran ask nothing of a
+                    # vertex failed for good: it waits for an event (an exec with retry 0
+                    # that a successor back-poked as it ran ran twice).
+                    self.dirty.clear()
+                    self.backpokers = set()
                 if not self.dirty.is_set():
                     self.poll_tick = False  # else it describes the work that is pending now
                 self._not_busy()

@@ -330,6 +330,37 @@ def test_failing_resource_exits_1_naming_it_and_siblings_still_run(tmp_path: Pat
     ) in out
 
 
+@pytest.mark.parametrize("retry", [0, 2])
+def test_a_failing_exec_runs_once_per_attempt_though_its_successor_waits(
+    tmp_path: Path, retry: int
+) -> None:
+    """Its successor back-pokes it while it runs (it has not run yet); that asks nothing of
+    it once it has failed: 1 + retry runs. (It ran once more, retry 0 too: a command with side
+    effects run twice.)"""
+    graph = graph_file(
+        tmp_path,
+        f"""
+        graph: once
+        resources:
+          exec:
+            - name: bad
+              cmd: "echo run >> TMP/runs; exit 1"
+              shell: /bin/sh
+              meta: {{retry: {retry}, delay: 10}}
+          file:
+            - name: TMP/out
+              content: x
+        edges:
+          - {{name: e, from: {{kind: exec, name: bad}}, to: {{kind: file, name: TMP/out}}}}
+        """,
+    )
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(graph)])
+    assert code == 1, out
+    assert (tmp_path / "runs").read_text() == "run\n" * (1 + retry), out
+    assert out.count("exec[bad]: running") == 1 + retry, out
+    assert not (tmp_path / "out").exists()
+
+
 async def test_the_converged_line_is_logged_when_the_graph_converges(tmp_path: Path) -> None:
     """Not held back until the converged timeout has run out (it was: its time included the
     wait); the exit, after the timeout, says so on a line of its own."""
