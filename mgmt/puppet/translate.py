@@ -242,6 +242,7 @@ def _file(res: PRes) -> Spec:
         params.update(state="exists", symlink=True, source=target)
     else:
         raise Untranslatable(f"ensure => {ensure!r} has no translation")
+    _unapplied(res, ensure, bool(params.get("symlink")))
     for ours in ("content", "source", "owner", "group", "mode"):
         value = res.take(ours)
         if value is not None:
@@ -266,6 +267,21 @@ def _file(res: PRes) -> Spec:
     if untouched:
         return Spec("noop", f"file:{path}", {})
     return Spec("file", path, {"path": path, **params})
+
+
+def _unapplied(res: PRes, ensure: Any, symlink: bool) -> None:
+    """Drop what Puppet does not apply, as resource defaults (`File { mode => '0600' }`) give it
+    to every file: all but the removal of an absent path, a link's mode (and recursion)."""
+    links = res.take("links")
+    if links not in (None, "manage"):
+        raise Untranslatable(
+            f"links => {links!r} has no translation: a symlink at the path is never followed "
+            "(links => manage, Puppet's default)"
+        )
+    if ensure == "absent":
+        _ignore(res, "content", "source", "owner", "group", "mode", "purge")
+    elif symlink:
+        _ignore(res, "mode", "recurse", "purge")
 
 
 def _dir_mode(mode: str, is_dir: bool | None) -> str:

@@ -256,3 +256,28 @@ def test_a_file_without_ensure_is_left_missing_as_puppet_does(tmp_path: Path) ->
     assert not (t / "missing").exists(), out
     assert (t / "there").stat().st_mode & 0o7777 == 0o600
     assert (t / "made").read_text() == "y" and (t / "after").exists()
+
+
+def test_resource_defaults_apply_as_puppet_applies_them(tmp_path: Path) -> None:
+    """`File { mode => ..., owner => ... }` gives every file its attributes: Puppet (the real
+    `puppet apply` does so) sets a link's owner on the link itself and ignores its mode, and
+    only removes an absent path. `links => manage` is Puppet's default, and ours."""
+    t = tmp_path
+    (t / "gone").write_text("x")
+    pp = t / "defaults.pp"
+    pp.write_text(
+        "File { mode => '0600', owner => 'nobody', group => 'nogroup', links => manage }\n"
+        f"file {{ '{t}/f': ensure => file, content => 'x', owner => 'root', group => 'root' }}\n"
+        f"file {{ '{t}/link': ensure => link, target => '{t}/f' }}\n"
+        f"file {{ '{t}/gone': ensure => absent }}\n"
+    )
+    code, out = run_mgmt(["check", str(pp)])
+    assert code == 0, out
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    assert code == 0, out
+    assert (t / "f").stat().st_mode & 0o7777 == 0o600
+    link = (t / "link").lstat()
+    assert os.readlink(t / "link") == f"{t}/f" and pwd.getpwuid(link.st_uid).pw_name == "nobody"
+    assert not (t / "gone").exists()
+    code, out = run_mgmt(["check", "-e", f"file {{ '{t}/f': content => 'x', links => follow }}"])
+    assert code == 2 and "links => 'follow' has no translation" in out, out
