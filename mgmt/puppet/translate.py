@@ -205,7 +205,8 @@ def _default_provider(res: PRes, *allowed: str) -> None:
 
 
 def _ignore(res: PRes, *names: str) -> None:
-    """Params that change nothing in our model (e.g. Puppet's file backups)."""
+    """Params that change nothing in our model (e.g. Puppet's file backups): each is listed,
+    with why, in docs/puppet.md's table (tests/mgmt/test_puppet.py checks it)."""
     for name in names:
         res.take(name)
 
@@ -427,7 +428,8 @@ def _user(res: PRes) -> Spec:
         value = res.take(theirs)
         if value is not None:
             params[ours] = _str(value, theirs)
-    if res.take("allowdupe") is not None:
+    allowdupe = res.take("allowdupe")
+    if allowdupe is not None and _bool(allowdupe, "allowdupe"):
         params["allowduplicateuid"] = True
     managehome = res.take("managehome")
     if managehome is not None and _bool(managehome, "managehome"):
@@ -548,7 +550,7 @@ def _number(text: str, name: str) -> str:
 
 def _host(res: PRes) -> Spec:
     name = _str(res.take("name", res.title), "name")
-    _ignore(res, "provider")
+    _default_provider(res, "parsed")
     ensure = res.take("ensure", "present")
     if ensure not in ("present", "absent"):
         raise Untranslatable(f"ensure => {ensure!r} has no translation")
@@ -569,7 +571,8 @@ def _host(res: PRes) -> Spec:
 
 def _mount(res: PRes) -> Spec:
     point = _str(res.take("name", res.title), "name")
-    _ignore(res, "remounts", "atboot", "provider")
+    _default_provider(res, "parsed")
+    _ignore(res, "remounts", "atboot")
     ensure = res.take("ensure", "mounted")
     if ensure == "absent":
         for name in ("device", "fstype", "options", "dump", "pass"):
