@@ -107,8 +107,9 @@ async def open_lang(
     return source, source.first
 
 
-async def open_puppet(config: Config) -> tuple[GraphSource, Loaded | None]:
-    """Compile a Puppet manifest and translate its catalog (GraphFileError: nothing has run)."""
+async def open_puppet(config: Config, prefix: Path) -> tuple[GraphSource, Loaded | None]:
+    """Compile a Puppet manifest and translate its catalog (GraphFileError: nothing has run);
+    with --puppet-fallback, `puppet resource` keeps its state in the prefix's puppet/."""
     from mgmt.puppet.compile import Manifest
     from mgmt.puppet.source import PuppetSource
 
@@ -116,7 +117,7 @@ async def open_puppet(config: Config) -> tuple[GraphSource, Loaded | None]:
     source = await PuppetSource.open(
         manifest,
         hostname=config.hostname,
-        fallback=config.puppet_fallback,
+        fallback=prefix / "puppet" if config.puppet_fallback else None,
         watch=not config.no_watch,
     )
     return source, source.first
@@ -219,7 +220,7 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
             source, first = await open_lang(config, local)
             loaded = first or Loaded(Graph("empty"))
         elif config.frontend == "puppet":
-            source, first = await open_puppet(config)
+            source, first = await open_puppet(config, prefix)
             loaded = first or Loaded(Graph("empty"))
         else:
             loaded = load(config)

@@ -413,7 +413,8 @@ def _check_puppet(config: Config) -> None:
     from mgmt.puppet.source import load
 
     manifest = Manifest(file=config.file, code=config.code)
-    loaded = run_loop(load(manifest, config.hostname, fallback=config.puppet_fallback))
+    fallback = config.prefix / "puppet" if config.puppet_fallback else None  # as run's
+    loaded = run_loop(load(manifest, config.hostname, fallback=fallback))
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
 

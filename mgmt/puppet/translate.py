@@ -7,8 +7,9 @@ notify edges (a refresh: a refreshonly exec runs, a service restarts). Puppet's 
 manifest ordering is not kept: resources without a relationship run in parallel (docs/puppet.md).
 
 A resource type, or a parameter, without a translation is an error listing every such resource
-with its file and line; with `fallback`, such a resource runs instead as an exec of
-`puppet resource TYPE TITLE param=value...` (as mgmt's Puppet support did).
+with its file and line; with `fallback` (a directory), such a resource runs instead as an exec
+of `puppet resource TYPE TITLE param=value...` (as mgmt's Puppet support did), whose Puppet
+keeps its settings and state in that directory (the agent's prefix/puppet), not the host's.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine.errors import ValidationError
 from engine.graph import Edge, Graph
 from engine.resource import lookup
 from mgmt.lang.kinds import build_resource
+from mgmt.puppet.compile import MODULEPATH, isolated
 from mgmt.yamlgraph import GraphFileError, Loaded
 
 # Metaparams every type accepts: edges, or nothing to do for us (tags, log levels...).
@@ -69,8 +72,9 @@ class Spec:
 Translator = Callable[[PRes], Spec]
 
 
-def translate(catalog: Any, label: str, *, fallback: bool = False) -> Loaded:
-    """Our graph for `catalog`; GraphFileError listing every resource without a translation."""
+def translate(catalog: Any, label: str, *, fallback: Path | None = None) -> Loaded:
+    """Our graph for `catalog`; GraphFileError listing every resource without a translation
+    (unless `fallback`: the directory `puppet resource` runs them with)."""
     resources = [_pres(raw, label) for raw in catalog.get("resources", [])]
     by_ref = {r.ref: r for r in resources}
     children: dict[str, list[str]] = {}
@@ -149,7 +153,7 @@ def _class(kind: str) -> Any:
     return cls
 
 
-def _translate(res: PRes, fallback: bool) -> Spec:
+def _translate(res: PRes, fallback: Path | None) -> Spec:
     """Translate one resource, or its `puppet resource` exec with `fallback`."""
     params = dict(res.params)
     try:
@@ -169,10 +173,10 @@ def _translate(res: PRes, fallback: bool) -> Spec:
             )
         return spec
     except Untranslatable:
-        if not fallback:
+        if fallback is None:
             raise
     res.params = params
-    return _puppet_resource(res)
+    return _puppet_resource(res, fallback)
 
 
 # Values -----------------------------------------------------------------------------------
@@ -600,10 +604,11 @@ def _mount(res: PRes) -> Spec:
     return Spec("mount", point, params)
 
 
-def _puppet_resource(res: PRes) -> Spec:
+def _puppet_resource(res: PRes, work: Path) -> Spec:
     """The fallback: `puppet resource TYPE TITLE param=value...` as an exec (at startup and on
-    each refresh; Puppet makes it idempotent)."""
-    args = ["resource", res.type.lower(), res.title]
+    each refresh; Puppet makes it idempotent), its settings and state in `work`."""
+    args = ["resource", *isolated(work), "--basemodulepath", MODULEPATH]
+    args += [res.type.lower(), res.title]
     for name, value in sorted(res.params.items()):
         if name in IGNORED_META:
             continue

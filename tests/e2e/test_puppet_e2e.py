@@ -171,11 +171,14 @@ def test_types_without_a_translation_are_listed_or_run_through_puppet_resource(
     assert status == 0, out
     assert "runs through `puppet resource` (--puppet-fallback)" in out
     assert (old / "core.1").exists()
-    # With the fallback, `puppet resource` itself applies the tidy.
+    # With the fallback, `puppet resource` itself applies the tidy: its output plain text,
+    # its settings and state in the agent's prefix (not the host's /var/cache/puppet).
+    prefix = tmp_path / "prefix"
     status, out = run_mgmt(
         [
             "run",
-            "--tmp-prefix",
+            "--prefix",
+            str(prefix),
             "--converged-timeout",
             "0",
             "--puppet-fallback",
@@ -187,6 +190,8 @@ def test_types_without_a_translation_are_listed_or_run_through_puppet_resource(
     )
     assert status == 0, out
     assert not (old / "core.1").exists()
+    assert "\x1b" not in out and "Notice: " in out, out
+    assert (prefix / "puppet/vardir/state/state.yaml").exists()
 
 
 def test_the_example_manifest_converges(tmp_path: Path) -> None:

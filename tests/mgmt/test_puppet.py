@@ -201,9 +201,11 @@ def test_every_untranslatable_resource_is_listed(catalog: Any) -> None:
         "/x.pp:5: Cron[c]: monthday and weekday both set: cron runs when either matches, a "
         "systemd calendar only when both do",
     ]
-    fallback = translate(bad, "site.pp", fallback=True).graph
+    fallback = translate(bad, "site.pp", fallback=Path("/p")).graph
     tidy = fallback.vertices[("exec", "puppet resource Tidy[/t]")]
-    assert (tidy.cmd, tidy.args) == ("puppet", ["resource", "tidy", "/t"])
+    assert (tidy.cmd, tidy.args[0], tidy.args[-2:]) == ("puppet", "resource", ["tidy", "/t"])
+    # Plain text, and the settings and state of its own directory, not the host's.
+    assert "--color=false" in tidy.args and tidy.args[2:4] == ["--vardir", "/p/vardir"]
 
 
 def test_compile_errors_carry_puppets_message_and_position(tmp_path: Path) -> None:
