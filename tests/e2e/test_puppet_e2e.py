@@ -286,3 +286,28 @@ def test_resource_defaults_apply_as_puppet_applies_them(tmp_path: Path) -> None:
     assert not (t / "gone").exists()
     code, out = run_mgmt(["check", "-e", f"file {{ '{t}/f': content => 'x', links => follow }}"])
     assert code == 2 and "links => 'follow' has no translation" in out, out
+
+
+def test_check_graph_prints_a_manifests_translated_catalog(tmp_path: Path) -> None:
+    t = tmp_path
+    pp = t / "site.pp"
+    pp.write_text(
+        f"file {{ '{t}/d': ensure => directory }}\n"
+        f"file {{ '{t}/d/f': content => 'x', notify => Exec['seen'] }}\n"
+        "exec { 'seen': command => '/bin/true', refreshonly => true }\n"
+    )
+    code, out = run_mgmt(["check", "--graph", str(pp)])
+    assert code == 0, out
+    lines = out.splitlines()
+    for line in (
+        f"Vertex: file[{t}/d/]",
+        f"Vertex: file[{t}/d/f]",
+        "Vertex: exec[seen]",
+        f"Edge: file[{t}/d/f] -> exec[seen] # notify",
+        f"Edge: file[{t}/d/] -> file[{t}/d/f] # autoedge",
+        f"{pp}: ok",
+    ):
+        assert line in lines, out
+    assert not (t / "d").exists()  # nothing applied
+    code, out = run_mgmt(["check", "--graph", "-e", f"tidy {{ '{t}': }}"])
+    assert code == 2 and "no translation for Puppet type Tidy" in out, out
