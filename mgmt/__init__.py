@@ -125,6 +125,7 @@ FLAG_ENV = frozenset(
         "MGMT_SIGN_KEY",
         "MGMT_LOG_FORMAT",
         "MGMT_VERBOSE",
+        "MGMT_QUIET",
     }
 )
 

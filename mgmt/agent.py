@@ -24,6 +24,7 @@ import resources  # noqa: F401  # registers the loader that imports kinds on fir
 from engine import collector, inotify, stopgate
 from engine.engine import Engine
 from engine.errors import GraphError, MgmtError, ValidationError
+from engine.events import CheckApplied
 from engine.exit import exit_request
 from engine.graph import Graph
 from engine.heap import FrozenHeap
@@ -167,7 +168,7 @@ async def run(config: Config, given: Loaded | None = None) -> int:
 
     `given`: a graph built by the caller, instead of the one the config names."""
     io_threads(asyncio.get_running_loop())
-    logsetup.setup(config.log_format, config.verbose, config.own_process)
+    logsetup.setup(config.log_format, config.verbose, config.own_process, config.quiet)
     if config.converged_exit and config.exit_after < 0:  # mgmt's newer spelling, half given
         log.warning("--converged-exit without --converger-timeout N: the run will not exit")
     priority.renice(config.nice)
@@ -292,6 +293,13 @@ class Agent:
         self._stop_task: asyncio.Task[None] | None = None
         self._not_converged: list[str] = []  # "kind[name] (why)", when the run ended
         self._unconverged = False  # --max-runtime ended a cron-mode run before it converged
+        # A check_apply changed something (with --noop: would have), for --quiet (listened
+        # to only for it: one call per check_apply).
+        self._changed = False
+        self._changes: set[str] = set()  # the resources a check_apply changed (not noop's)
+        self._converged_line: tuple[str, float] | None = None  # --quiet: held back, unsaid
+        if config.quiet:
+            self.engine.listeners.subscribe(CheckApplied, self._check_applied)
         self._tasks = TaskSet("agent", log)
         self._file_watcher: PathWatcher | None = None
         self.cluster: ClusterLink | None = None  # started when a graph first needs it
@@ -432,9 +440,25 @@ class Agent:
             if self.notifier is not None:
                 self.notifier.status(self._status())
 
+    def _check_applied(self, event: CheckApplied) -> None:
+        if event.changed:
+            self._changed = True
+            if event.apply and self.config.quiet:  # said at the exit: no line said it
+                self._changes.add(event.vertex.name)
+
+    def _eventful(self) -> bool:
+        """Whether the run's summary is worth saying under --quiet: something changed, failed
+        or would change (noop). Always, without --quiet (O(graph) only with it)."""
+        if not self.config.quiet or self._changed:
+            return True
+        return any(v.failed or v.would_change for v in self.engine.vertices.values())
+
     def _log_converged(self) -> None:
         took = time.monotonic() - self._started
-        log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
+        shown = self._eventful()
+        if not shown:  # --quiet: said at the exit if something changes by then
+            self._converged_line = (self._convergence_summary(), took)
+        logsetup.summary(log, shown, "converged: %s (%.3fs)", self._convergence_summary(), took)
 
     def _program_error(self, problem: str) -> None:
         """What is wrong with the program now ("": nothing): `mgmt status`, the page and
@@ -592,16 +616,27 @@ class Agent:
         if failed and not asked:  # named, not said again: each said why when it failed
             names = sorted(v.name for v in failed)
             log.error("%d of %d resources failed: %s", len(names), len(vertices), named(names))
+        shown = self._eventful()
+        if shown and self._converged_line is not None:  # --quiet held it back: said now
+            logsetup.summary(log, shown, "converged: %s (%.3fs)", *self._converged_line)
+        if self._changes:  # --quiet: what its resources' lines would have said
+            changes = sorted(self._changes)
+            logsetup.summary(
+                log, shown, "changed: %d of %d resources: %s", *(len(changes), len(vertices)),
+                named(changes),
+            )  # fmt: skip
         if self.config.noop:
             changes = sorted(v.name for v in vertices if v.changed_last)
-            log.info(
+            logsetup.summary(
+                log,
+                shown,
                 "noop: %d of %d resources would change%s",
                 len(changes),
                 len(vertices),
                 (": " + named(changes)) if changes else "",
             )
         if reason == "converged":
-            log.info("converged for %ss, exiting", self.config.exit_after)
+            logsetup.summary(log, shown, "converged for %ss, exiting", self.config.exit_after)
         elif reason == "max-runtime" and self._unconverged:
             return ExitCode.FAILED
         if self.exit.code is not None:  # an exit resource was applied: its code, whatever ended

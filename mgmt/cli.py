@@ -248,6 +248,8 @@ def parse(argv: list[str]) -> Config:
         )
     if values["tmp_prefix"] and values["prefix"] != Config.prefix:
         _usage_error("--prefix and --tmp-prefix exclude each other (as in mgmt): choose one")
+    if values["quiet"] and values["verbose"]:
+        _usage_error("--quiet and --verbose exclude each other (or MGMT_QUIET, MGMT_VERBOSE)")
     why = priority.check(values["nice"])
     if why is not None:
         _usage_error(why)

@@ -291,6 +291,13 @@ class Config:
         default="text", metadata=opt("text (one line per event) or json", choices=["text", "json"])
     )
     verbose: bool = field(default=False, metadata=opt("log debug lines too"))
+    quiet: bool = field(
+        default=False,
+        metadata=opt(
+            "log warnings and errors only, and the run's summary when something changed, "
+            "failed or would change (--noop): a cron run that changed nothing says nothing"
+        ),
+    )
 
     @property
     def exit_after(self) -> int:

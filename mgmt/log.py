@@ -604,8 +604,21 @@ def _unraisablehook(unraisable: sys.UnraisableHookArgs) -> None:
     _python.error("%s: %.200r", what, unraisable.object, exc_info=exc_info)
 
 
-def setup(fmt: str = "text", verbose: bool = False, own_process: bool = False) -> None:
-    """Configure the root logger: the journal under systemd, otherwise stderr. With
+def summary(logger: logging.Logger, shown: bool, message: str, *args: object) -> None:
+    """An INFO line of the run's summary: logged as `logger.info` would, and also under
+    --quiet (the root logger at WARNING) when `shown` (something changed, failed or would
+    change): it then bypasses the level, as one record handed to the handlers."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(message, *args)
+    elif shown:
+        logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, message, args, None))
+
+
+def setup(
+    fmt: str = "text", verbose: bool = False, own_process: bool = False, quiet: bool = False
+) -> None:
+    """Configure the root logger: the journal under systemd, otherwise stderr; INFO and up
+    (`verbose`: DEBUG; `quiet`: WARNING, and what summary() says). With
     `own_process` (the `mgmt` command; not a test running agents in its own process, whose
     hooks stay its own), what Python writes to stderr itself is logged (see _excepthook)."""
     logging._srcfile = None  # no caller lookup per record: no format shows it (logging's docs)
@@ -623,7 +636,7 @@ def setup(fmt: str = "text", verbose: bool = False, own_process: bool = False) -
         if isinstance(old, WriterHandler):
             old.close()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     if own_process:
         warnings.showwarning = _showwarning
         sys.excepthook = _excepthook
