@@ -84,6 +84,7 @@ FLAG_ENV = frozenset(
         "MGMT_CONVERGED_EXIT",
         "MGMT_MAX_RUNTIME",
         "MGMT_NOOP",
+        "MGMT_DETAILED_EXITCODES",
         "MGMT_SEMA",
         "MGMT_NO_WATCH",
         "MGMT_NICE",

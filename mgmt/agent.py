@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
 from engine import collector, inotify, stopgate
-from engine.engine import Engine
+from engine.engine import Engine, Vertex
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.events import CheckApplied
 from engine.exit import exit_request
@@ -293,12 +293,12 @@ class Agent:
         self._stop_task: asyncio.Task[None] | None = None
         self._not_converged: list[str] = []  # "kind[name] (why)", when the run ended
         self._unconverged = False  # --max-runtime ended a cron-mode run before it converged
-        # A check_apply changed something (with --noop: would have), for --quiet (listened
-        # to only for it: one call per check_apply).
+        # A check_apply changed something (with --noop: would have), for --quiet and
+        # --detailed-exitcodes (listened to only for them: one call per check_apply).
         self._changed = False
         self._changes: set[str] = set()  # the resources a check_apply changed (not noop's)
         self._converged_line: tuple[str, float] | None = None  # --quiet: held back, unsaid
-        if config.quiet:
+        if config.quiet or config.detailed_exitcodes:
             self.engine.listeners.subscribe(CheckApplied, self._check_applied)
         self._tasks = TaskSet("agent", log)
         self._file_watcher: PathWatcher | None = None
@@ -644,7 +644,7 @@ class Agent:
             log.info("an exit resource asked to exit with code %d, exiting", code)
             return code
         if asked:
-            return ExitCode.OK
+            return self._ok(failed)
         if failed or self._forced:
             return ExitCode.FAILED
         etcd_failure = self.cluster.cluster.start_failure if self.cluster is not None else ""
@@ -652,6 +652,13 @@ class Agent:
             # The local graph converged all the same (docs/clustering.md), but not the run.
             log.error("cluster: this host's etcd did not start: %s", etcd_failure)
             return ExitCode.FAILED
+        return self._ok(failed)
+
+    def _ok(self, failed: list[Vertex]) -> int:
+        """A run's success: 0, or with --detailed-exitcodes 3 when it changed something (with
+        --noop: would have) and nothing failed."""
+        if self.config.detailed_exitcodes and self._changed and not failed:
+            return ExitCode.CHANGED
         return ExitCode.OK
 
     # graphs -----------------------------------------------------------------------------

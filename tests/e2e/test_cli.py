@@ -1499,10 +1499,11 @@ async def test_one_agent_per_prefix(tmp_path: Path) -> None:
     assert code == 0, out
 
 
-def test_quiet_for_cron(tmp_path: Path) -> None:
+def test_quiet_and_detailed_exitcodes_for_cron(tmp_path: Path) -> None:
     """--quiet: a run that changes nothing writes nothing (cron mails nothing); one that
     changes, fails or would change (--noop) says its summary (and what changed), besides the
-    warnings and errors. MGMT_QUIET too."""
+    warnings and errors. --detailed-exitcodes: 0 nothing changed, 3 changed (or would), 1 a
+    failure. Both read their MGMT_ variables too."""
     graph = graph_file(
         tmp_path,
         """
@@ -1516,22 +1517,25 @@ def test_quiet_for_cron(tmp_path: Path) -> None:
         """,
     )
     cron = ["run", "--tmp-prefix", "--converged-timeout", "0"]
-    code, out = run_mgmt([*cron, "--quiet", str(graph)])
+    code, out = run_mgmt([*cron, "--quiet", "--detailed-exitcodes", str(graph)])
     lines = [re.sub(r"\(\d+\.\d+s\)", "(Ns)", line.split(" ", 1)[1]) for line in out.splitlines()]
-    assert code == 0 and lines == [
+    assert code == 3 and lines == [
         "main: converged: all 3 resources in the desired state (Ns)",
         "main: changed: 2 of 3 resources: file[a], file[b]",
         "main: converged for 0s, exiting",
     ], out
-    # Nothing to do: not a line.
-    assert run_mgmt([*cron, "--quiet", str(graph)]) == (0, "")
-    env = {"MGMT_QUIET": "1"}
+    # Nothing to do: not a line, exit 0.
+    assert run_mgmt([*cron, "--quiet", "--detailed-exitcodes", str(graph)]) == (0, "")
+    env = {"MGMT_QUIET": "1", "MGMT_DETAILED_EXITCODES": "1"}
     assert run_mgmt([*cron, str(graph)], env=env) == (0, "")
-    # Drift, under --noop: would change; nothing changed.
+    # Drift, under --noop: would change, exit 3; nothing changed.
     (tmp_path / "a").write_text("drift\n")
     code, out = run_mgmt([*cron, "--noop", str(graph)], env=env)
-    assert code == 0 and "noop: 1 of 3 resources would change: file[a]" in out, out
+    assert code == 3 and "noop: 1 of 3 resources would change: file[a]" in out, out
     assert "changed:" not in out and (tmp_path / "a").read_text() == "drift\n"
+    # Without --detailed-exitcodes the exit codes are as before: 0 for a change.
+    code, out = run_mgmt([*cron, "--quiet", str(graph)])
+    assert code == 0 and "changed: 1 of 3 resources: file[a]" in out, out
     # A failure: its error and the summary, exit 1.
     bad = graph_file(tmp_path, "graph: f\nresources:\n  exec:\n    - {name: x, cmd: /bin/false}\n")
     code, out = run_mgmt([*cron, str(bad)], env=env)
