@@ -28,9 +28,10 @@ from mgmt.lang.kinds import build_resource
 from mgmt.puppet.compile import MODULEPATH, isolated
 from mgmt.yamlgraph import GraphFileError, Loaded
 
-# Metaparams every type accepts: edges, or nothing to do for us (tags, log levels...).
+# Metaparams every type accepts: edges, or nothing to do for us (docs/puppet.md says why for
+# each). `schedule` is not one: it limits when Puppet applies the resource.
 EDGE_PARAMS = ("before", "require", "notify", "subscribe")
-IGNORED_META = frozenset({"tag", "alias", "loglevel", "stage", "schedule", "audit"})
+IGNORED_META = frozenset({"tag", "alias", "loglevel", "stage", "audit"})
 EXEC_TIMEOUT = 300  # Puppet's default exec timeout, in seconds
 CONTAINER_KINDS = frozenset({"unknown", "defined_type"})  # classes, stages, defines
 
@@ -161,6 +162,12 @@ def _translate(res: PRes, fallback: Path | None) -> Spec:
         if translator is None:
             raise Untranslatable(f"no translation for Puppet type {res.type}")
         noop = res.take("noop")
+        schedule = res.take("schedule")
+        if schedule is not None:
+            raise Untranslatable(
+                f"schedule => {schedule!r} has no translation: a Puppet schedule limits when "
+                "the resource is applied, ours are applied at once and kept so"
+            )
         for name in IGNORED_META:
             res.take(name)
         spec = translator(res)

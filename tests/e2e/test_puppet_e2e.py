@@ -286,6 +286,8 @@ def test_resource_defaults_apply_as_puppet_applies_them(tmp_path: Path) -> None:
     assert not (t / "gone").exists()
     code, out = run_mgmt(["check", "-e", f"file {{ '{t}/f': content => 'x', links => follow }}"])
     assert code == 2 and "links => 'follow' has no translation" in out, out
+    code, out = run_mgmt(["check", "-e", "notify { 'n': schedule => daily, tag => 't' }"])
+    assert code == 2 and "schedule => 'daily' has no translation: a Puppet schedule" in out, out
 
 
 def test_check_graph_prints_a_manifests_translated_catalog(tmp_path: Path) -> None:

@@ -255,6 +255,9 @@ def test_every_ignored_param_is_in_the_docs() -> None:
         n for n in ignored if not any(f"`{n}`" in row.split("ignored", 1)[1] for row in rows)
     }
     assert ignored and not missing, missing
+    # The metaparams every type ignores: in the paragraph after the table, with why.
+    (meta,) = [p for p in docs.split("\n\n") if p.startswith("Every resource accepts `noop`")]
+    assert not [n for n in module.IGNORED_META if f"`{n}` (" not in meta], meta
 
 
 def test_allowdupe_false_allows_no_duplicate() -> None:
