@@ -441,7 +441,9 @@ class Agent:
                 self.notifier.status(self._status())
 
     def _check_applied(self, event: CheckApplied) -> None:
-        if event.changed:
+        """A change, or under --noop one that would be (a resource's own `noop` meta param
+        in a run that applies is not: nothing would change without it either)."""
+        if event.changed and (event.apply or self.config.noop):
             self._changed = True
             if event.apply and self.config.quiet:  # said at the exit: no line said it
                 self._changes.add(event.vertex.name)
@@ -455,10 +457,10 @@ class Agent:
 
     def _log_converged(self) -> None:
         took = time.monotonic() - self._started
-        shown = self._eventful()
+        shown, summary = self._eventful(), self._convergence_summary()
         if not shown:  # --quiet: said at the exit if something changes by then
-            self._converged_line = (self._convergence_summary(), took)
-        logsetup.summary(log, shown, "converged: %s (%.3fs)", self._convergence_summary(), took)
+            self._converged_line = (summary, took)
+        logsetup.summary(log, shown, "converged: %s (%.3fs)", summary, took)
 
     def _program_error(self, problem: str) -> None:
         """What is wrong with the program now ("": nothing): `mgmt status`, the page and
@@ -621,10 +623,8 @@ class Agent:
             logsetup.summary(log, shown, "converged: %s (%.3fs)", *self._converged_line)
         if self._changes:  # --quiet: what its resources' lines would have said
             changes = sorted(self._changes)
-            logsetup.summary(
-                log, shown, "changed: %d of %d resources: %s", *(len(changes), len(vertices)),
-                named(changes),
-            )  # fmt: skip
+            count = f"{len(changes)} of {len(vertices)}"
+            logsetup.summary(log, shown, "changed: %s resources: %s", count, named(changes))
         if self.config.noop:
             changes = sorted(v.name for v in vertices if v.changed_last)
             logsetup.summary(

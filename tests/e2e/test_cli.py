@@ -1536,6 +1536,12 @@ def test_quiet_and_detailed_exitcodes_for_cron(tmp_path: Path) -> None:
     # Without --detailed-exitcodes the exit codes are as before: 0 for a change.
     code, out = run_mgmt([*cron, "--quiet", str(graph)])
     assert code == 0 and "changed: 1 of 3 resources: file[a]" in out, out
+    # A resource's own `noop` meta param in a run that applies: nothing would change, exit 0.
+    held = graph_file(
+        tmp_path,
+        "graph: m\nresources:\n  file:\n    - {name: m, path: TMP/m, content: x, meta: {noop: true}}\n",
+    )
+    assert run_mgmt([*cron, "--detailed-exitcodes", str(held)])[0] == 0
     # A failure: its error and the summary, exit 1.
     bad = graph_file(tmp_path, "graph: f\nresources:\n  exec:\n    - {name: x, cmd: /bin/false}\n")
     code, out = run_mgmt([*cron, str(bad)], env=env)
