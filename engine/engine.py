@@ -1411,9 +1411,10 @@ class Engine:
             raise ResourceError(f"unknown kind {key[0]!r}")
         return build(cls, {"name": key[1], **params})
 
-    def _undone_why(self, undone: list[Vertex]) -> str:
+    def _undone_why(self, undone: list[Vertex], retrying: set[Key]) -> str:
         """What the stop cut short, for its summary (" (...)"), or "": the check_applies the
-        gate refused, and the resources whose running work was interrupted (exec), by name."""
+        gate refused, the resources whose running work was interrupted (exec), and those that
+        were waiting to retry after a failure (`retrying`, as the stop found them), by name."""
         why = []
         if refused := self.gate.refused:
             why.append(
@@ -1421,15 +1422,18 @@ class Engine:
                 f"{'its' if refused == 1 else 'their'} work began"
             )
         names = sorted(v.name for v in undone if v.work is not None and v.work.interrupted)
-        if names:
-            more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
-            why.append(f"{', '.join(names[:NAMED])}{more} interrupted")
+        again = sorted(v.name for v in undone if v.key in retrying)
+        for listed, what in ((names, "interrupted"), (again, "retrying after a failure")):
+            if listed:
+                more = f" and {len(listed) - NAMED} more" if len(listed) > NAMED else ""
+                why.append(f"{', '.join(listed[:NAMED])}{more} {what}")
         return f" ({'; '.join(why)})" if why else ""
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop every vertex (graceful: running check_applies finish first; one whose work
         has not begun never begins it: engine/stopgate.py)."""
         self._gc_resume(thaw=False)
+        retrying = {key for key, v in self.vertices.items() if v.status is RETRYING}
         with watcher.shutting_down(), collector.paused(), self.gate.closing():
             await stop_all(list(self.vertices.values()), graceful)
         undone = [
@@ -1439,6 +1443,6 @@ class Engine:
             log.info(
                 "stopped: %d of %d resource%s left undone%s; the next run applies them",
                 *(len(undone), len(self.vertices), "s" * (len(self.vertices) != 1)),
-                self._undone_why(undone),
+                self._undone_why(undone, retrying),
             )
         await self.shared.aclose()

@@ -84,6 +84,7 @@ FLAG_ENV = frozenset(
         "MGMT_CONVERGED_EXIT",
         "MGMT_MAX_RUNTIME",
         "MGMT_NOOP",
+        "MGMT_DETAILED_EXITCODES",
         "MGMT_SEMA",
         "MGMT_NO_WATCH",
         "MGMT_NICE",
@@ -125,6 +126,7 @@ FLAG_ENV = frozenset(
         "MGMT_SIGN_KEY",
         "MGMT_LOG_FORMAT",
         "MGMT_VERBOSE",
+        "MGMT_QUIET",
     }
 )
 

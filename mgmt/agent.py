@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
 from engine import collector, inotify, stopgate
-from engine.engine import Engine
+from engine.engine import Engine, Vertex
 from engine.errors import GraphError, MgmtError, ValidationError
+from engine.events import CheckApplied
 from engine.exit import exit_request
 from engine.graph import Graph
 from engine.heap import FrozenHeap
@@ -108,8 +109,9 @@ async def open_lang(
     return source, source.first
 
 
-async def open_puppet(config: Config) -> tuple[GraphSource, Loaded | None]:
-    """Compile a Puppet manifest and translate its catalog (GraphFileError: nothing has run)."""
+async def open_puppet(config: Config, prefix: Path) -> tuple[GraphSource, Loaded | None]:
+    """Compile a Puppet manifest and translate its catalog (GraphFileError: nothing has run);
+    with --puppet-fallback, `puppet resource` keeps its state in the prefix's puppet/."""
     from mgmt.puppet.compile import Manifest
     from mgmt.puppet.source import PuppetSource
 
@@ -117,7 +119,7 @@ async def open_puppet(config: Config) -> tuple[GraphSource, Loaded | None]:
     source = await PuppetSource.open(
         manifest,
         hostname=config.hostname,
-        fallback=config.puppet_fallback,
+        fallback=prefix / "puppet" if config.puppet_fallback else None,
         watch=not config.no_watch,
     )
     return source, source.first
@@ -167,7 +169,7 @@ async def run(config: Config, given: Loaded | None = None) -> int:
 
     `given`: a graph built by the caller, instead of the one the config names."""
     io_threads(asyncio.get_running_loop())
-    logsetup.setup(config.log_format, config.verbose, config.own_process)
+    logsetup.setup(config.log_format, config.verbose, config.own_process, config.quiet)
     if config.converged_exit and config.exit_after < 0:  # mgmt's newer spelling, half given
         log.warning("--converged-exit without --converger-timeout N: the run will not exit")
     priority.renice(config.nice)
@@ -224,7 +226,7 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
             source, first = await open_lang(config, local)
             loaded = first or Loaded(Graph("empty"))
         elif config.frontend == "puppet":
-            source, first = await open_puppet(config)
+            source, first = await open_puppet(config, prefix)
             loaded = first or Loaded(Graph("empty"))
         else:
             loaded = load(config)
@@ -297,6 +299,13 @@ class Agent:
         self._stop_task: asyncio.Task[None] | None = None
         self._not_converged: list[str] = []  # "kind[name] (why)", when the run ended
         self._unconverged = False  # --max-runtime ended a cron-mode run before it converged
+        # A check_apply changed something (with --noop: would have), for --quiet and
+        # --detailed-exitcodes (listened to only for them: one call per check_apply).
+        self._changed = False
+        self._changes: set[str] = set()  # the resources a check_apply changed (not noop's)
+        self._converged_line: tuple[str, float] | None = None  # --quiet: held back, unsaid
+        if config.quiet or config.detailed_exitcodes:
+            self.engine.listeners.subscribe(CheckApplied, self._check_applied)
         self._tasks = TaskSet("agent", log)
         self._file_watcher: NamedPaths | None = None
         self.cluster: ClusterLink | None = None  # started when a graph first needs it
@@ -441,13 +450,32 @@ class Agent:
             if self.notifier is not None:
                 self.notifier.status(self._status())
 
+    def _check_applied(self, event: CheckApplied) -> None:
+        """A change, or under --noop one that would be (a resource's own `noop` meta param
+        in a run that applies is not: nothing would change without it either)."""
+        if event.changed and (event.apply or self.config.noop):
+            self._changed = True
+            if event.apply and self.config.quiet:  # said at the exit: no line said it
+                self._changes.add(event.vertex.name)
+
+    def _eventful(self) -> bool:
+        """Whether the run's summary is worth saying under --quiet: something changed, failed
+        or would change (noop). Always, without --quiet (O(graph) only with it)."""
+        if not self.config.quiet or self._changed:
+            return True
+        return any(v.failed or v.would_change for v in self.engine.vertices.values())
+
     def _log_converged(self) -> bool:
         """The converged line (once: True), or that the agent waits for its first deploy
-        (False: the line comes once a deploy's graph has converged)."""
+        (False: the line comes once a deploy's graph has converged). Under --quiet with
+        nothing to say, the line is held for the exit (said then if something changes)."""
         waiting = self._waiting_for_deploy()
         if not (waiting and self._said_waiting):
             took = time.monotonic() - self._started
-            log.info("converged: %s (%.3fs)", self._convergence_summary(), took)
+            shown, summary = self._eventful(), self._convergence_summary()
+            if not shown:
+                self._converged_line = (summary, took)
+            logsetup.summary(log, shown, "converged: %s (%.3fs)", summary, took)
         self._said_waiting = waiting
         return not waiting
 
@@ -643,16 +671,25 @@ class Agent:
             log.error(
                 "%d of %s failed: %s", len(names), resource_count(len(vertices)), named(names)
             )
+        shown = self._eventful()
+        if shown and self._converged_line is not None:  # --quiet held it back: said now
+            logsetup.summary(log, shown, "converged: %s (%.3fs)", *self._converged_line)
+        if self._changes:  # --quiet: what its resources' lines would have said
+            changes = sorted(self._changes)
+            count = f"{len(changes)} of {resource_count(len(vertices))}"
+            logsetup.summary(log, shown, "changed: %s: %s", count, named(changes))
         if self.config.noop:
             changes = sorted(v.name for v in vertices if v.changed_last)
-            log.info(
+            logsetup.summary(
+                log,
+                shown,
                 "noop: %d of %s would change%s",
                 len(changes),
                 resource_count(len(vertices)),
                 (": " + named(changes)) if changes else "",
             )
         if reason == "converged":
-            log.info("converged for %ss, exiting", self.config.exit_after)
+            logsetup.summary(log, shown, "converged for %ss, exiting", self.config.exit_after)
         elif reason == "max-runtime" and self._unconverged:
             return ExitCode.FAILED
         if self.exit.code is not None:  # an exit resource was applied: its code, whatever ended
@@ -660,7 +697,7 @@ class Agent:
             log.info("an exit resource asked to exit with code %d, exiting", code)
             return code
         if asked:
-            return ExitCode.OK
+            return self._ok(failed)
         if failed or self._forced:
             return ExitCode.FAILED
         etcd_failure = self.cluster.cluster.start_failure if self.cluster is not None else ""
@@ -668,6 +705,13 @@ class Agent:
             # The local graph converged all the same (docs/clustering.md), but not the run.
             log.error("cluster: this host's etcd did not start: %s", etcd_failure)
             return ExitCode.FAILED
+        return self._ok(failed)
+
+    def _ok(self, failed: list[Vertex]) -> int:
+        """A run's success: 0, or with --detailed-exitcodes 3 when it changed something (with
+        --noop: would have) and nothing failed."""
+        if self.config.detailed_exitcodes and self._changed and not failed:
+            return ExitCode.CHANGED
         return ExitCode.OK
 
     # graphs -----------------------------------------------------------------------------

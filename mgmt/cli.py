@@ -6,6 +6,7 @@ mgmt run [flags] puppet FILE.pp (also: mgmt run [flags] FILE.pp; or puppet -e CO
 mgmt run [flags] empty
 mgmt check FILE...              check programs, graph files, manifests: exit 0, or 2
 mgmt check --graph FILE...      also print the graph each gives first (Vertex:/Edge: lines)
+                                (a manifest's: its catalog, translated)
 mgmt check -e CODE              check inline Puppet code
 mgmt check [--hostname NAME] [--puppet-fallback] [--no-autoedges] [--max-graph-size BYTES] ...
                                 run's front-end options, with their meaning (nothing is applied)
@@ -37,6 +38,8 @@ from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, Config, ExitCode, option_fields
 
 if TYPE_CHECKING:
     import argparse
+
+    from mgmt.yamlgraph import Loaded
 
 T = TypeVar("T")
 
@@ -245,6 +248,8 @@ def parse(argv: list[str]) -> Config:
         )
     if values["tmp_prefix"] and values["prefix"] != Config.prefix:
         _usage_error("--prefix and --tmp-prefix exclude each other (as in mgmt): choose one")
+    if values["quiet"] and values["verbose"]:
+        _usage_error("--quiet and --verbose exclude each other (or MGMT_QUIET, MGMT_VERBOSE)")
     why = priority.check(values["nice"])
     if why is not None:
         _usage_error(why)
@@ -268,7 +273,8 @@ before the files, as in `mgmt run lang FILE`: `mgmt check lang main.mcl`.
 Exit 0 if all check, 2 if not (each problem: file, line and key, one line).
 
 options:
-  --graph              also run each one to its first graph and print it
+  --graph              also print the graph each gives first: a program run to its
+                       first graph, a graph file's, a manifest's translated catalog
   --hostname NAME      the host name the program sees (as mgmt run's)
   --puppet-fallback    as mgmt run's: a Puppet type not translated runs through
                        `puppet resource`
@@ -353,9 +359,7 @@ def check(args: list[str]) -> int:
         ]
     )
     for config in configs:
-        problems = check_config(config)
-        if graph and not problems:
-            problems = _print_graph(config)
+        problems = _print_graph(config) if graph else check_config(config)
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:
@@ -366,17 +370,28 @@ def check(args: list[str]) -> int:
 
 
 def _print_graph(config: Config) -> list[str]:
-    """`mgmt check --graph`: print the first graph of a checked program or graph file."""
+    """`mgmt check --graph`: check a program, graph file or manifest (check_config), then print
+    the first graph it gives (a manifest's: its translated catalog, compiled once)."""
     from engine.engine import verify
     from engine.errors import GraphError
     from mgmt.check import first_graph, graph_lines
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import GraphFileError
 
-    if config.frontend not in ("lang", "yaml") or config.file is None:
-        return [f"{config.file or '<puppet -e>'}: --graph takes a program or a graph file"]
+    if config.frontend != "puppet":
+        problems = check_config(config)
+        if problems:
+            return problems
     try:
-        loaded = first_graph(config.frontend, config.file, config.hostname, config.max_graph_size)
+        if config.frontend == "puppet":
+            import resources  # noqa: F401  # kinds load on first use
+
+            loaded = _check_puppet(config)
+        else:
+            assert config.file is not None  # check() gives -e CODE to Puppet only
+            loaded = first_graph(
+                config.frontend, config.file, config.hostname, config.max_graph_size
+            )
         verify(loaded.graph.copy())  # what `mgmt run` refuses too
     except (CompileError, GraphFileError) as err:
         return list(err.problems)
@@ -407,15 +422,17 @@ def check_config(config: Config) -> list[str]:
     return []
 
 
-def _check_puppet(config: Config) -> None:
+def _check_puppet(config: Config) -> Loaded:
     """Compile a manifest (or inline code) with Puppet and translate its catalog."""
     from mgmt.puppet.compile import Manifest
     from mgmt.puppet.source import load
 
     manifest = Manifest(file=config.file, code=config.code)
-    loaded = run_loop(load(manifest, config.hostname, fallback=config.puppet_fallback))
+    fallback = config.prefix / "puppet" if config.puppet_fallback else None  # as run's
+    loaded = run_loop(load(manifest, config.hostname, fallback=fallback))
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    return loaded
 
 
 def build_cluster_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ class ExitCode(enum.IntEnum):
     OK = 0  # converged, or stopped cleanly
     FAILED = 1  # resources failed (or did not converge within --max-runtime)
     USAGE = 2  # bad input: graph file, flags
+    CHANGED = 3  # --detailed-exitcodes: changes made (or, with --noop, would be), none failed
 
 
 def opt(help: str, **kwargs: Any) -> Any:
@@ -75,6 +76,13 @@ class Config:
         metadata=opt("stop after N seconds whatever the state (0: no limit)", metavar="N"),
     )
     noop: bool = field(default=False, metadata=opt("report what would change, change nothing"))
+    detailed_exitcodes: bool = field(
+        default=False,
+        metadata=opt(
+            "exit 3 when changes were made (with --noop: would be) and none failed; 0 nothing "
+            "changed, 1 a failure, 2 bad input (Puppet's name; its codes: docs/operations.md)"
+        ),
+    )
     sema: int = field(
         default=0, metadata=opt("at most N check_applies at once (0: no limit)", metavar="N")
     )
@@ -291,6 +299,13 @@ class Config:
         default="text", metadata=opt("text (one line per event) or json", choices=["text", "json"])
     )
     verbose: bool = field(default=False, metadata=opt("log debug lines too"))
+    quiet: bool = field(
+        default=False,
+        metadata=opt(
+            "log warnings and errors only, and the run's summary when something changed, "
+            "failed or would change (--noop): a cron run that changed nothing says nothing"
+        ),
+    )
 
     @property
     def exit_after(self) -> int:

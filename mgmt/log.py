@@ -109,7 +109,18 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, kind, name, message."""
+    """One JSON object per line: time (RFC 3339, local, with milliseconds and the offset:
+    `2026-12-04T22:35:57.123+00:00`), level, logger, kind, name, message."""
+
+    def when(self, created: float) -> str:
+        """The time `created` (time.time()) in RFC 3339, as the line's `time` says it."""
+        tm = self.converter(created)
+        offset = tm.tm_gmtoff or 0
+        sign = "-" if offset < 0 else "+"
+        hours, minutes = divmod(abs(offset) // 60, 60)
+        millis = int((created - int(created)) * 1000)  # as logging's msecs
+        day = time.strftime("%Y-%m-%dT%H:%M:%S", tm)
+        return f"{day}.{millis:03d}{sign}{hours:02d}:{minutes:02d}"
 
     def format(self, record: logging.LogRecord) -> str:
         kind = getattr(record, "res_kind", None)
@@ -118,21 +129,26 @@ class JsonFormatter(logging.Formatter):
         if kind is not None:
             message = message.removeprefix(f"{kind}[{name}]: ")
         error = self.formatException(record.exc_info) if record.exc_info else None
-        when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        when = self.when(record.created)
         return self._line(when, record.levelname.lower(), record.name, kind, name, message, error)
 
     def resource_line(self, logger: str, created: float, kind: str, name: str, message: str) -> str:
         """format()'s line of a resource's INFO record (BatchingStreamHandler.emit_line)."""
-        when = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(created))
+        when = self.when(created)
         level = logging.getLevelName(logging.INFO).lower()  # a record's levelname
         return self._line(when, level, logger, kind, name, message, None)
 
     def plain_line(self, level: int, logger: str, message: str) -> str:
         """The line of a record of `logger` at `level` made now, for what is said before
         logging is set up (mgmt.warn_misspelled_env)."""
-        when = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(time.time()))
         return self._line(
-            when, logging.getLevelName(level).lower(), logger, None, None, message, None
+            self.when(time.time()),
+            logging.getLevelName(level).lower(),
+            logger,
+            None,
+            None,
+            message,
+            None,
         )
 
     @staticmethod
@@ -588,8 +604,21 @@ def _unraisablehook(unraisable: sys.UnraisableHookArgs) -> None:
     _python.error("%s: %.200r", what, unraisable.object, exc_info=exc_info)
 
 
-def setup(fmt: str = "text", verbose: bool = False, own_process: bool = False) -> None:
-    """Configure the root logger: the journal under systemd, otherwise stderr. With
+def summary(logger: logging.Logger, shown: bool, message: str, *args: object) -> None:
+    """An INFO line of the run's summary: logged as `logger.info` would, and also under
+    --quiet (the root logger at WARNING) when `shown` (something changed, failed or would
+    change): it then bypasses the level, as one record handed to the handlers."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(message, *args)
+    elif shown:
+        logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, message, args, None))
+
+
+def setup(
+    fmt: str = "text", verbose: bool = False, own_process: bool = False, quiet: bool = False
+) -> None:
+    """Configure the root logger: the journal under systemd, otherwise stderr; INFO and up
+    (`verbose`: DEBUG; `quiet`: WARNING, and what summary() says). With
     `own_process` (the `mgmt` command; not a test running agents in its own process, whose
     hooks stay its own), what Python writes to stderr itself is logged (see _excepthook)."""
     logging._srcfile = None  # no caller lookup per record: no format shows it (logging's docs)
@@ -607,7 +636,7 @@ def setup(fmt: str = "text", verbose: bool = False, own_process: bool = False) -
         if isinstance(old, WriterHandler):
             old.close()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     if own_process:
         warnings.showwarning = _showwarning
         sys.excepthook = _excepthook

@@ -45,6 +45,15 @@ class Manifest:
         return str(self.file) if self.file is not None else "<puppet -e>"
 
 
+def isolated(work: Path) -> list[str]:
+    """Puppet's options that keep it to `work` (every directory it reads its settings from
+    or writes to, made by Puppet there) and its output plain text (no colour codes)."""
+    argv = ["--color=false"]
+    for setting in ("vardir", "confdir", "codedir", "rundir", "logdir", "publicdir"):
+        argv += [f"--{setting}", str(work / setting)]
+    return argv
+
+
 async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TIMEOUT) -> Any:
     """The catalog of `manifest` for node `hostname`, as Puppet's JSON; GraphFileError with
     Puppet's own message (one line, `FILE:LINE:COL: puppet: ...`) if it does not compile."""
@@ -54,11 +63,9 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
         )
     work = Path(tempfile.mkdtemp(prefix="mgmt-puppet-"))  # 0700, new: ours alone
     try:
-        argv = [PUPPET, "catalog", "compile", "--render-as", "json", "--color=false"]
+        argv = [PUPPET, "catalog", "compile", "--render-as", "json", *isolated(work)]
         argv += ["--log_level=warning", "--certname", hostname]
         argv += ["--basemodulepath", manifest.modulepath]
-        for setting in ("vardir", "confdir", "codedir", "rundir", "logdir", "publicdir"):
-            argv += [f"--{setting}", str(work / setting)]
         if manifest.file is not None:
             argv += ["--manifest", str(manifest.file.absolute())]
         else:

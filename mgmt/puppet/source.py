@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.namedpath import NamedPaths
@@ -31,8 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("puppet")
 
 
-async def load(manifest: Manifest, hostname: str, *, fallback: bool = False) -> Loaded:
-    """Compile and translate `manifest` for `hostname`; GraphFileError on any problem."""
+async def load(manifest: Manifest, hostname: str, *, fallback: Path | None = None) -> Loaded:
+    """Compile and translate `manifest` for `hostname`; GraphFileError on any problem.
+    `fallback`: where `puppet resource` keeps its state (translate's), None: no fallback."""
     catalog = await compile_catalog(manifest, hostname)
     loaded = translate(catalog, manifest.label, fallback=fallback)
     loaded.digest = _digest(catalog)
@@ -48,7 +50,7 @@ def _digest(catalog: dict[str, Any]) -> str:
 class PuppetSource:
     """Compiles a manifest, then recompiles it on each edit (see the module docstring)."""
 
-    def __init__(self, manifest: Manifest, *, hostname: str, fallback: bool) -> None:
+    def __init__(self, manifest: Manifest, *, hostname: str, fallback: Path | None) -> None:
         self.manifest = manifest
         self.hostname = hostname
         self.fallback = fallback
@@ -64,7 +66,12 @@ class PuppetSource:
 
     @classmethod
     async def open(
-        cls, manifest: Manifest, *, hostname: str, fallback: bool = False, watch: bool = True
+        cls,
+        manifest: Manifest,
+        *,
+        hostname: str,
+        fallback: Path | None = None,
+        watch: bool = True,
     ) -> PuppetSource:
         source = cls(manifest, hostname=hostname, fallback=fallback)
         if watch and manifest.file is not None:

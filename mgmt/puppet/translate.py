@@ -7,8 +7,9 @@ notify edges (a refresh: a refreshonly exec runs, a service restarts). Puppet's 
 manifest ordering is not kept: resources without a relationship run in parallel (docs/puppet.md).
 
 A resource type, or a parameter, without a translation is an error listing every such resource
-with its file and line; with `fallback`, such a resource runs instead as an exec of
-`puppet resource TYPE TITLE param=value...` (as mgmt's Puppet support did).
+with its file and line; with `fallback` (a directory), such a resource runs instead as an exec
+of `puppet resource TYPE TITLE param=value...` (as mgmt's Puppet support did), whose Puppet
+keeps its settings and state in that directory (the agent's prefix/puppet), not the host's.
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine.errors import ValidationError
 from engine.graph import Edge, Graph
 from engine.resource import lookup
 from mgmt.lang.kinds import build_resource
+from mgmt.puppet.compile import MODULEPATH, isolated
 from mgmt.yamlgraph import GraphFileError, Loaded
 
-# Metaparams every type accepts: edges, or nothing to do for us (tags, log levels...).
+# Metaparams every type accepts: edges, or nothing to do for us (docs/puppet.md says why for
+# each). `schedule` is not one: it limits when Puppet applies the resource.
 EDGE_PARAMS = ("before", "require", "notify", "subscribe")
-IGNORED_META = frozenset({"tag", "alias", "loglevel", "stage", "schedule", "audit"})
+IGNORED_META = frozenset({"tag", "alias", "loglevel", "stage", "audit"})
 EXEC_TIMEOUT = 300  # Puppet's default exec timeout, in seconds
 CONTAINER_KINDS = frozenset({"unknown", "defined_type"})  # classes, stages, defines
 
@@ -69,8 +73,9 @@ class Spec:
 Translator = Callable[[PRes], Spec]
 
 
-def translate(catalog: Any, label: str, *, fallback: bool = False) -> Loaded:
-    """Our graph for `catalog`; GraphFileError listing every resource without a translation."""
+def translate(catalog: Any, label: str, *, fallback: Path | None = None) -> Loaded:
+    """Our graph for `catalog`; GraphFileError listing every resource without a translation
+    (unless `fallback`: the directory `puppet resource` runs them with)."""
     resources = [_pres(raw, label) for raw in catalog.get("resources", [])]
     by_ref = {r.ref: r for r in resources}
     children: dict[str, list[str]] = {}
@@ -149,7 +154,7 @@ def _class(kind: str) -> Any:
     return cls
 
 
-def _translate(res: PRes, fallback: bool) -> Spec:
+def _translate(res: PRes, fallback: Path | None) -> Spec:
     """Translate one resource, or its `puppet resource` exec with `fallback`."""
     params = dict(res.params)
     try:
@@ -157,6 +162,12 @@ def _translate(res: PRes, fallback: bool) -> Spec:
         if translator is None:
             raise Untranslatable(f"no translation for Puppet type {res.type}")
         noop = res.take("noop")
+        schedule = res.take("schedule")
+        if schedule is not None:
+            raise Untranslatable(
+                f"schedule => {schedule!r} has no translation: a Puppet schedule limits when "
+                "the resource is applied, ours are applied at once and kept so"
+            )
         for name in IGNORED_META:
             res.take(name)
         spec = translator(res)
@@ -169,10 +180,10 @@ def _translate(res: PRes, fallback: bool) -> Spec:
             )
         return spec
     except Untranslatable:
-        if not fallback:
+        if fallback is None:
             raise
     res.params = params
-    return _puppet_resource(res)
+    return _puppet_resource(res, fallback)
 
 
 # Values -----------------------------------------------------------------------------------
@@ -205,7 +216,8 @@ def _default_provider(res: PRes, *allowed: str) -> None:
 
 
 def _ignore(res: PRes, *names: str) -> None:
-    """Params that change nothing in our model (e.g. Puppet's file backups)."""
+    """Params that change nothing in our model (e.g. Puppet's file backups): each is listed,
+    with why, in docs/puppet.md's table (tests/mgmt/test_puppet.py checks it)."""
     for name in names:
         res.take(name)
 
@@ -242,6 +254,7 @@ def _file(res: PRes) -> Spec:
         params.update(state="exists", symlink=True, source=target)
     else:
         raise Untranslatable(f"ensure => {ensure!r} has no translation")
+    _unapplied(res, ensure, bool(params.get("symlink")))
     for ours in ("content", "source", "owner", "group", "mode"):
         value = res.take(ours)
         if value is not None:
@@ -266,6 +279,21 @@ def _file(res: PRes) -> Spec:
     if untouched:
         return Spec("noop", f"file:{path}", {})
     return Spec("file", path, {"path": path, **params})
+
+
+def _unapplied(res: PRes, ensure: Any, symlink: bool) -> None:
+    """Drop what Puppet does not apply, as resource defaults (`File { mode => '0600' }`) give it
+    to every file: all but the removal of an absent path, a link's mode (and recursion)."""
+    links = res.take("links")
+    if links not in (None, "manage"):
+        raise Untranslatable(
+            f"links => {links!r} has no translation: a symlink at the path is never followed "
+            "(links => manage, Puppet's default)"
+        )
+    if ensure == "absent":
+        _ignore(res, "content", "source", "owner", "group", "mode", "purge")
+    elif symlink:
+        _ignore(res, "mode", "recurse", "purge")
 
 
 def _dir_mode(mode: str, is_dir: bool | None) -> str:
@@ -411,7 +439,8 @@ def _user(res: PRes) -> Spec:
         value = res.take(theirs)
         if value is not None:
             params[ours] = _str(value, theirs)
-    if res.take("allowdupe") is not None:
+    allowdupe = res.take("allowdupe")
+    if allowdupe is not None and _bool(allowdupe, "allowdupe"):
         params["allowduplicateuid"] = True
     managehome = res.take("managehome")
     if managehome is not None and _bool(managehome, "managehome"):
@@ -532,7 +561,7 @@ def _number(text: str, name: str) -> str:
 
 def _host(res: PRes) -> Spec:
     name = _str(res.take("name", res.title), "name")
-    _ignore(res, "provider")
+    _default_provider(res, "parsed")
     ensure = res.take("ensure", "present")
     if ensure not in ("present", "absent"):
         raise Untranslatable(f"ensure => {ensure!r} has no translation")
@@ -553,7 +582,8 @@ def _host(res: PRes) -> Spec:
 
 def _mount(res: PRes) -> Spec:
     point = _str(res.take("name", res.title), "name")
-    _ignore(res, "remounts", "atboot", "provider")
+    _default_provider(res, "parsed")
+    _ignore(res, "remounts", "atboot")
     ensure = res.take("ensure", "mounted")
     if ensure == "absent":
         for name in ("device", "fstype", "options", "dump", "pass"):
@@ -581,10 +611,11 @@ def _mount(res: PRes) -> Spec:
     return Spec("mount", point, params)
 
 
-def _puppet_resource(res: PRes) -> Spec:
+def _puppet_resource(res: PRes, work: Path) -> Spec:
     """The fallback: `puppet resource TYPE TITLE param=value...` as an exec (at startup and on
-    each refresh; Puppet makes it idempotent)."""
-    args = ["resource", res.type.lower(), res.title]
+    each refresh; Puppet makes it idempotent), its settings and state in `work`."""
+    args = ["resource", *isolated(work), "--basemodulepath", MODULEPATH]
+    args += [res.type.lower(), res.title]
     for name, value in sorted(res.params.items()):
         if name in IGNORED_META:
             continue

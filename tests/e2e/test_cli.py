@@ -1565,3 +1565,54 @@ async def test_one_agent_per_prefix(tmp_path: Path) -> None:
         await first.proc.wait()
     code, out = await asyncio.to_thread(run_mgmt, ["run", "--converged-timeout=0", *args[1:]])
     assert code == 0, out
+
+
+def test_quiet_and_detailed_exitcodes_for_cron(tmp_path: Path) -> None:
+    """--quiet: a run that changes nothing writes nothing (cron mails nothing); one that
+    changes, fails or would change (--noop) says its summary (and what changed), besides the
+    warnings and errors. --detailed-exitcodes: 0 nothing changed, 3 changed (or would), 1 a
+    failure. Both read their MGMT_ variables too."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: cron
+        resources:
+          file:
+            - {name: a, path: TMP/a, content: "a\\n"}
+            - {name: b, path: TMP/b, content: "b\\n"}
+          noop:
+            - {name: n}
+        """,
+    )
+    cron = ["run", "--tmp-prefix", "--converged-timeout", "0"]
+    code, out = run_mgmt([*cron, "--quiet", "--detailed-exitcodes", str(graph)])
+    lines = [re.sub(r"\(\d+\.\d+s\)", "(Ns)", line.split(" ", 1)[1]) for line in out.splitlines()]
+    assert code == 3 and lines == [
+        "main: converged: all 3 resources in the desired state (Ns)",
+        "main: changed: 2 of 3 resources: file[a], file[b]",
+        "main: converged for 0s, exiting",
+    ], out
+    # Nothing to do: not a line, exit 0.
+    assert run_mgmt([*cron, "--quiet", "--detailed-exitcodes", str(graph)]) == (0, "")
+    env = {"MGMT_QUIET": "1", "MGMT_DETAILED_EXITCODES": "1"}
+    assert run_mgmt([*cron, str(graph)], env=env) == (0, "")
+    # Drift, under --noop: would change, exit 3; nothing changed.
+    (tmp_path / "a").write_text("drift\n")
+    code, out = run_mgmt([*cron, "--noop", str(graph)], env=env)
+    assert code == 3 and "noop: 1 of 3 resources would change: file[a]" in out, out
+    assert "changed:" not in out and (tmp_path / "a").read_text() == "drift\n"
+    # Without --detailed-exitcodes the exit codes are as before: 0 for a change.
+    code, out = run_mgmt([*cron, "--quiet", str(graph)])
+    assert code == 0 and "changed: 1 of 3 resources: file[a]" in out, out
+    # A resource's own `noop` meta param in a run that applies: nothing would change, exit 0.
+    held = graph_file(
+        tmp_path,
+        "graph: m\nresources:\n  file:\n    - {name: m, path: TMP/m, content: x, meta: {noop: true}}\n",
+    )
+    assert run_mgmt([*cron, "--detailed-exitcodes", str(held)])[0] == 0
+    # A failure: its error and the summary, exit 1.
+    bad = graph_file(tmp_path, "graph: f\nresources:\n  exec:\n    - {name: x, cmd: /bin/false}\n")
+    code, out = run_mgmt([*cron, str(bad)], env=env)
+    assert code == 1 and "exec[x]: failed" in out and "1 of 1 resource failed" in out, out
+    code, out = run_mgmt([*cron, "--quiet", "--verbose", str(graph)])
+    assert code == 2 and "--quiet and --verbose exclude each other" in out, out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import textwrap
 import urllib.request
@@ -103,13 +104,17 @@ def test_json_logs(tmp_path: Path) -> None:
         f'graph: j\nresources:\n  file:\n    - name: f\n      path: {tmp_path}/f\n      content: "x"\n'
     )
     code, out = run_mgmt(
-        ["run", "--converged-timeout=0", "--tmp-prefix", "--log-format", "json", str(graph)]
+        ["run", "--converged-timeout=0", "--tmp-prefix", "--log-format", "json", str(graph)],
+        env={"TZ": "Asia/Kolkata"},
     )
     assert code == 0, out
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     created = [r for r in records if r.get("kind") == "file"]
     assert created and created[0]["name"] == "f" and created[0]["message"].startswith("created")
     assert {"time", "level", "message"} <= set(created[0])
+    # RFC 3339: local time, milliseconds, the offset (a resource's line and any other's).
+    for record in (created[0], records[-1]):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+05:30", record["time"])
     assert len(records) == len(out.strip().splitlines())  # every line is JSON
 
 

@@ -171,11 +171,14 @@ def test_types_without_a_translation_are_listed_or_run_through_puppet_resource(
     assert status == 0, out
     assert "runs through `puppet resource` (--puppet-fallback)" in out
     assert (old / "core.1").exists()
-    # With the fallback, `puppet resource` itself applies the tidy.
+    # With the fallback, `puppet resource` itself applies the tidy: its output plain text,
+    # its settings and state in the agent's prefix (not the host's /var/cache/puppet).
+    prefix = tmp_path / "prefix"
     status, out = run_mgmt(
         [
             "run",
-            "--tmp-prefix",
+            "--prefix",
+            str(prefix),
             "--converged-timeout",
             "0",
             "--puppet-fallback",
@@ -187,6 +190,8 @@ def test_types_without_a_translation_are_listed_or_run_through_puppet_resource(
     )
     assert status == 0, out
     assert not (old / "core.1").exists()
+    assert "\x1b" not in out and "Notice: " in out, out
+    assert (prefix / "puppet/vardir/state/state.yaml").exists()
 
 
 def test_the_example_manifest_converges(tmp_path: Path) -> None:
@@ -256,3 +261,55 @@ def test_a_file_without_ensure_is_left_missing_as_puppet_does(tmp_path: Path) ->
     assert not (t / "missing").exists(), out
     assert (t / "there").stat().st_mode & 0o7777 == 0o600
     assert (t / "made").read_text() == "y" and (t / "after").exists()
+
+
+def test_resource_defaults_apply_as_puppet_applies_them(tmp_path: Path) -> None:
+    """`File { mode => ..., owner => ... }` gives every file its attributes: Puppet (the real
+    `puppet apply` does so) sets a link's owner on the link itself and ignores its mode, and
+    only removes an absent path. `links => manage` is Puppet's default, and ours."""
+    t = tmp_path
+    (t / "gone").write_text("x")
+    pp = t / "defaults.pp"
+    pp.write_text(
+        "File { mode => '0600', owner => 'nobody', group => 'nogroup', links => manage }\n"
+        f"file {{ '{t}/f': ensure => file, content => 'x', owner => 'root', group => 'root' }}\n"
+        f"file {{ '{t}/link': ensure => link, target => '{t}/f' }}\n"
+        f"file {{ '{t}/gone': ensure => absent }}\n"
+    )
+    code, out = run_mgmt(["check", str(pp)])
+    assert code == 0, out
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    assert code == 0, out
+    assert (t / "f").stat().st_mode & 0o7777 == 0o600
+    link = (t / "link").lstat()
+    assert os.readlink(t / "link") == f"{t}/f" and pwd.getpwuid(link.st_uid).pw_name == "nobody"
+    assert not (t / "gone").exists()
+    code, out = run_mgmt(["check", "-e", f"file {{ '{t}/f': content => 'x', links => follow }}"])
+    assert code == 2 and "links => 'follow' has no translation" in out, out
+    code, out = run_mgmt(["check", "-e", "notify { 'n': schedule => daily, tag => 't' }"])
+    assert code == 2 and "schedule => 'daily' has no translation: a Puppet schedule" in out, out
+
+
+def test_check_graph_prints_a_manifests_translated_catalog(tmp_path: Path) -> None:
+    t = tmp_path
+    pp = t / "site.pp"
+    pp.write_text(
+        f"file {{ '{t}/d': ensure => directory }}\n"
+        f"file {{ '{t}/d/f': content => 'x', notify => Exec['seen'] }}\n"
+        "exec { 'seen': command => '/bin/true', refreshonly => true }\n"
+    )
+    code, out = run_mgmt(["check", "--graph", str(pp)])
+    assert code == 0, out
+    lines = out.splitlines()
+    for line in (
+        f"Vertex: file[{t}/d/]",
+        f"Vertex: file[{t}/d/f]",
+        "Vertex: exec[seen]",
+        f"Edge: file[{t}/d/f] -> exec[seen] # notify",
+        f"Edge: file[{t}/d/] -> file[{t}/d/f] # autoedge",
+        f"{pp}: ok",
+    ):
+        assert line in lines, out
+    assert not (t / "d").exists()  # nothing applied
+    code, out = run_mgmt(["check", "--graph", "-e", f"tidy {{ '{t}': }}"])
+    assert code == 2 and "no translation for Puppet type Tidy" in out, out

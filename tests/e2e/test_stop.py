@@ -120,3 +120,19 @@ async def test_a_graceful_stop_sends_a_running_exec_its_sig(
         assert undone in daemon.log
     assert "all done" not in daemon.log and "ran:" not in daemon.log
     assert "failed" not in daemon.log and "Traceback" not in daemon.log
+
+
+async def test_a_stop_names_the_resource_waiting_to_retry(tmp_path: Path) -> None:
+    """A SIGTERM while a resource waits for its next try: the stop's summary names it (as
+    --max-runtime's "did not converge" does), so a cron mail says what was left undone."""
+    graph = tmp_path / "retry.yaml"
+    graph.write_text(
+        "graph: r\nresources:\n  exec:\n    - {name: flaky, cmd: /bin/false, "
+        "meta: {retry: 100, delay: 60000}}\n  noop:\n    - {name: fine}\n"
+    )
+    async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
+        await daemon.wait_log("exec[flaky]: failed, retrying in 60s")
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0  # a stop asked for is a clean one
+    undone = "stopped: 1 of 2 resources left undone (exec[flaky] retrying after a failure); the"
+    assert undone in daemon.log, daemon.log

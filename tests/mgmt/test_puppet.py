@@ -201,9 +201,11 @@ def test_every_untranslatable_resource_is_listed(catalog: Any) -> None:
         "/x.pp:5: Cron[c]: monthday and weekday both set: cron runs when either matches, a "
         "systemd calendar only when both do",
     ]
-    fallback = translate(bad, "site.pp", fallback=True).graph
+    fallback = translate(bad, "site.pp", fallback=Path("/p")).graph
     tidy = fallback.vertices[("exec", "puppet resource Tidy[/t]")]
-    assert (tidy.cmd, tidy.args) == ("puppet", ["resource", "tidy", "/t"])
+    assert (tidy.cmd, tidy.args[0], tidy.args[-2:]) == ("puppet", "resource", ["tidy", "/t"])
+    # Plain text, and the settings and state of its own directory, not the host's.
+    assert "--color=false" in tidy.args and tidy.args[2:4] == ["--vardir", "/p/vardir"]
 
 
 def test_compile_errors_carry_puppets_message_and_position(tmp_path: Path) -> None:
@@ -230,3 +232,37 @@ def test_every_compile_error_names_its_line(tmp_path: Path) -> None:
             asyncio.run(compile_catalog(manifest, "node1"))
         (problem,) = err.value.problems
         assert problem.startswith(place) and problem.endswith(words), problem
+
+
+def test_every_ignored_param_is_in_the_docs() -> None:
+    """docs/puppet.md: a param is translated, ignored for a reason the table gives, or an
+    error. Each name `_ignore` drops is in the table, as `ignored: ... name`."""
+    import ast
+
+    from mgmt.puppet import translate as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    ignored = {
+        arg.value
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "_ignore"
+        for arg in call.args[1:]
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+    } - {"name"}  # the namevar: the title, translated
+    docs = (Path(__file__).parents[2] / "docs/puppet.md").read_text()
+    rows = [line for line in docs.splitlines() if line.startswith("| `") and "ignored" in line]
+    missing = {
+        n for n in ignored if not any(f"`{n}`" in row.split("ignored", 1)[1] for row in rows)
+    }
+    assert ignored and not missing, missing
+    # The metaparams every type ignores: in the paragraph after the table, with why.
+    (meta,) = [p for p in docs.split("\n\n") if p.startswith("Every resource accepts `noop`")]
+    assert not [n for n in module.IGNORED_META if f"`{n}` (" not in meta], meta
+
+
+def test_allowdupe_false_allows_no_duplicate() -> None:
+    user = {"type": "User", "title": "u", "kind": "compilable_type"}
+    for value, allowed in ((False, False), ("true", True)):
+        catalog = {"resources": [{**user, "parameters": {"allowdupe": value, "uid": 5}}]}
+        res = translate(catalog, "site.pp").graph.vertices[("user", "u")]
+        assert bool(res.allowduplicateuid) is allowed
