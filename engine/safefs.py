@@ -209,6 +209,54 @@ def safe_link(dir_fd: int, name: str, shown: str) -> str:
     return target
 
 
+def open_trusted(path: str) -> int:
+    """A read descriptor of `path` (a file or a directory), following a symlink, at any level
+    and the last component included, only under the safe-path rule (`safe_link`).
+
+    What the agent reads on the operator's behalf (a file's `source`, its `fragments`, a
+    gzip's `input`...) is read this way: a link another user planted, or one in a directory
+    another user can write (`/tmp`), is refused (UnsafePathError naming it), so they cannot
+    make root copy a file only root may read. Relative links resolve from the directory
+    holding them, `..` physically (as the kernel does). FileNotFoundError if missing.
+    """
+    start: tuple[int, str] | None = None  # the directory a relative link's target starts from
+    links = 0
+    try:
+        while True:
+            parts = components(path)
+            name = parts.pop() if parts else "."
+            head = "/".join(parts)
+            if start is None or path.startswith("/"):
+                fd, missing = walk("/" + head)
+                shown_dir = "/" + head
+            else:
+                fd, missing = walk(head, start=start)
+                shown_dir = os.path.join(start[1], head) if head else start[1]
+            if start is not None:
+                os.close(start[0])
+                start = None
+            try:
+                if missing:
+                    raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+                try:
+                    return os.open(name, _READ, dir_fd=fd)
+                except OSError as err:
+                    if err.errno != errno.ELOOP:
+                        raise
+                path = safe_link(fd, name, os.path.join(shown_dir, name))
+            except BaseException:
+                os.close(fd)
+                raise
+            links += 1
+            if links > MAX_LINKS:
+                os.close(fd)
+                raise OSError(errno.ELOOP, "too many symlinks", path)
+            start = (fd, shown_dir)
+    finally:
+        if start is not None:
+            os.close(start[0])
+
+
 def _descend(dir_fd: int, names: Iterable[str], step: Callable[[int, str], int]) -> int:
     """The fd reached from dir_fd by `step(fd, name)` for each name (each fd on the way closed;
     dir_fd itself kept)."""
@@ -278,10 +326,10 @@ def open_read(dir_fd: int, name: str) -> int:
 
 
 def open_regular(path: str) -> int:
-    """A read descriptor of the regular file `path` (symlinks followed); OSError EINVAL for
-    anything else. A FIFO is never waited on: opening one to read waits for a writer, forever,
-    in a thread that no cancel ends."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    """A read descriptor of the regular file `path` (symlinks followed only under the
+    safe-path rule: `open_trusted`); OSError EINVAL for anything else. A FIFO is never waited
+    on: opening one to read waits for a writer, forever, in a thread that no cancel ends."""
+    fd = open_trusted(path)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", path)
