@@ -136,7 +136,7 @@ def test_open_trusted_refuses_a_link_another_user_controls(tmp_path: Path) -> No
         safefs.open_trusted(str(shared / "root"))
 
 
-def test_open_trusted_ends_a_loop_and_says_what_is_missing(tmp_path: Path) -> None:
+def test_open_trusted_ends_a_loop_says_what_is_missing_and_leaks_nothing(tmp_path: Path) -> None:
     (tmp_path / "x").symlink_to("y")
     (tmp_path / "y").symlink_to("x")
     with pytest.raises(OSError) as err:
@@ -147,10 +147,16 @@ def test_open_trusted_ends_a_loop_and_says_what_is_missing(tmp_path: Path) -> No
     (tmp_path / "dangling").symlink_to("none")
     with pytest.raises(FileNotFoundError):
         safefs.open_trusted(str(tmp_path / "dangling"))
+    (tmp_path / "f").write_text("f")
+    (tmp_path / "abs").symlink_to(tmp_path / "f")
+    (tmp_path / "rel").symlink_to("abs")
+    (tmp_path / "d").mkdir()
     before = len(os.listdir("/proc/self/fd"))
     for path in ("x", "none/f", "dangling", "y"):
         with pytest.raises(OSError):
             safefs.open_trusted(str(tmp_path / path))
+    for path in ("f", "abs", "rel", "d/../rel"):
+        assert _read(tmp_path / path) == b"f"
     assert len(os.listdir("/proc/self/fd")) == before  # no descriptor left open
 
 
