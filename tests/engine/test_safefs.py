@@ -513,6 +513,27 @@ def test_a_fifo_is_refused_by_every_reader_never_waited_on(tmp_path: Path) -> No
     assert _read(str(tmp_path / "file")) == b"x"
 
 
+def test_a_served_file_behind_a_planted_link_is_a_logged_404(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """http:server and tftp:server: a link another user controls, at a served file or on the
+    way to a served root, is not followed: nothing is served (404), one warning says why."""
+    from resources._lib.serving import open_file, open_under
+
+    (tmp_path / "secret").write_text("secret")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("secret")
+    link = planted(tmp_path / "file", tmp_path / "secret")
+    root = planted(tmp_path / "root", tmp_path / "d")
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        assert open_file(str(link)) is None
+        assert open_under(f"{root}/", "f") is None
+    assert [r.getMessage().split(": refusing")[0] for r in caplog.records] == [
+        f"not served: {link}",
+        f"not served: {root}/",
+    ]
+
+
 def test_scan_leaves_out_an_entry_gone_before_its_lstat(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
