@@ -142,19 +142,22 @@ _RESOLVE_NO_SYMLINKS = 0x04
 _AT_FDCWD = -100
 _HOW = _OpenHow(_DIR & ~os.O_NOFOLLOW, 0, _RESOLVE_NO_SYMLINKS)
 _HOW_REF = ctypes.byref(_HOW)  # made once: one per call cost an object a directory opened
+_READ_HOW = _OpenHow(_READ & ~os.O_NOFOLLOW, 0, _RESOLVE_NO_SYMLINKS)
+_READ_HOW_REF = ctypes.byref(_READ_HOW)  # open_trusted's one call when no link is on the way
 _syscall = libc.syscall  # the GIL held: a lookup of directories (engine/libc.py)
 _openat2_usable = [True]  # cleared when the kernel (or a sandbox) refuses openat2
 
 
-def _open_no_symlinks(path: str) -> int | None:
-    """The directory `path` opened in one openat2 call that follows no symlink at all.
+def _open_no_symlinks(path: str, how: object = _HOW_REF) -> int | None:
+    """The directory `path` (with _READ_HOW_REF: the file or directory, to read) opened in one
+    openat2 call that follows no symlink at all.
 
     None when that is not possible (a symlink on the way, a missing component, a kernel or a
     sandbox without openat2): the component-by-component walk then finds out why.
     """
     if not _openat2_usable or "\0" in path:
         return None
-    fd: int = _syscall(_SYS_OPENAT2, _AT_FDCWD, libc.fsencode(path), _HOW_REF, 24)
+    fd: int = _syscall(_SYS_OPENAT2, _AT_FDCWD, libc.fsencode(path), how, 24)
     if fd >= 0:
         return fd
     if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG):
@@ -207,6 +210,50 @@ def safe_link(dir_fd: int, name: str, shown: str) -> str:
             "root (or this agent's user), in directories only they can write, are followed"
         )
     return target
+
+
+def open_trusted(path: str) -> int:
+    """A read descriptor of `path` (a file or a directory), following a symlink, at any level
+    and the last component included, only under the safe-path rule (`safe_link`).
+
+    What the agent reads on the operator's behalf (a file's `source`, its `fragments`, a
+    gzip's `input`...) is read this way: a link another user planted, or one in a directory
+    another user can write (`/tmp`), is refused (UnsafePathError naming it), so they cannot
+    make root copy a file only root may read. Relative links resolve from the directory
+    holding them, `..` physically (as the kernel does). FileNotFoundError if missing.
+    """
+    if path.startswith("/") and (fd := _open_no_symlinks(path, _READ_HOW_REF)) is not None:
+        return fd  # no link on the way: one system call
+    here: tuple[int, str] | None = None  # the directory holding the last link (and its path)
+    links = 0
+    try:
+        while True:
+            parts = components(path)
+            name = parts.pop() if parts else "."
+            head = "/".join(parts)
+            if here is None or path.startswith("/"):
+                fd, missing = walk("/" + head)
+                shown = "/" + head
+            else:  # a relative link's target: from the directory holding the link
+                fd, missing = walk(head, start=here)
+                shown = os.path.join(here[1], head) if head else here[1]
+            if here is not None:
+                os.close(here[0])
+            here = (fd, shown)
+            if missing:
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+            try:
+                return os.open(name, _READ, dir_fd=fd)
+            except OSError as err:
+                if err.errno != errno.ELOOP:
+                    raise
+            path = safe_link(fd, name, os.path.join(shown, name))
+            links += 1
+            if links > MAX_LINKS:
+                raise OSError(errno.ELOOP, "too many symlinks", path)
+    finally:
+        if here is not None:
+            os.close(here[0])
 
 
 def _descend(dir_fd: int, names: Iterable[str], step: Callable[[int, str], int]) -> int:
@@ -278,10 +325,10 @@ def open_read(dir_fd: int, name: str) -> int:
 
 
 def open_regular(path: str) -> int:
-    """A read descriptor of the regular file `path` (symlinks followed); OSError EINVAL for
-    anything else. A FIFO is never waited on: opening one to read waits for a writer, forever,
-    in a thread that no cancel ends."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    """A read descriptor of the regular file `path` (symlinks followed only under the
+    safe-path rule: `open_trusted`); OSError EINVAL for anything else. A FIFO is never waited
+    on: opening one to read waits for a writer, forever, in a thread that no cancel ends."""
+    fd = open_trusted(path)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", path)

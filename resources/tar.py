@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Resource, register
@@ -115,33 +116,34 @@ class TarRes(Edgeable, Resource):
     def autoedges(self) -> list[list[UID]]:
         return file_needs(self._path, self._inputs)
 
-    def _scan(self) -> tuple[list[tuple[str, str]], str]:
-        """(source path, name in the archive) of every entry, and the input stamp (no I/O but
+    def _scan(self) -> tuple[list[tuple[str, str, bool]], str]:
+        """(source path, name in the archive, is a directory) of every entry, and the input stamp (no I/O but
         reads)."""
-        members: list[tuple[str, str]] = []
+        members: list[tuple[str, str, bool]] = []
         lines = [f"format:{self.format}"]
         for item in self._inputs:
-            try:
-                st = os.stat(item)
+            try:  # a link on the way to an input only under the safe-path rule
+                with safefs.closing(safefs.open_trusted(item)) as fd:
+                    st = os.fstat(fd)
             except FileNotFoundError:
                 raise Missing(f"the input {item} does not exist") from None
             except OSError as err:
                 raise ResourceError(f"input {item}: {err.strerror}") from err
             if not stat.S_ISDIR(st.st_mode):
-                members.append((item, os.path.basename(item)))
+                members.append((item, os.path.basename(item), False))
                 lines.append(f"{item}|{hash_file(item)}")
                 continue
             base = item.rstrip("/")
             prefix = "" if item.endswith("/") else os.path.basename(base) + "/"
             if prefix:
-                members.append((base, prefix.rstrip("/")))
+                members.append((base, prefix.rstrip("/"), True))
             lines.append(f"{base}/|")
             for source, inner, is_dir in _walk(base):
                 lines.append(f"{source}/|" if is_dir else f"{source}|{hash_file(source)}")
-                members.append((source, prefix + inner))
+                members.append((source, prefix + inner, is_dir))
         return members, "\n".join(lines) + "\n"
 
-    def _archive(self, members: list[tuple[str, str]], stamp_in: str) -> str:
+    def _archive(self, members: list[tuple[str, str, bool]], stamp_in: str) -> str:
         """Write the archive (in a worker thread); the line to log."""
 
         def fill(out: HashingWriter) -> None:
@@ -150,8 +152,15 @@ class TarRes(Edgeable, Resource):
                 mode="w|",
                 format=tarformat.FORMATS[self.format],  # type: ignore[call-overload]
             ) as archive:
-                for source, name in members:
-                    archive.add(source, arcname=name, recursive=False)
+                for source, name, is_dir in members:
+                    if is_dir:  # its entry only: no content read
+                        archive.add(source, arcname=name, recursive=False)
+                        continue
+                    # Read through a link only under the safe-path rule, a FIFO never waited
+                    # on: tarfile's own open follows any link another user swaps in.
+                    with open(safefs.open_regular(source), "rb") as handle:
+                        info = archive.gettarinfo(arcname=name, fileobj=handle)
+                        archive.addfile(info, handle)
 
         digest = write_output(self._path, fill)
         var_dir = self.handle.var_dir

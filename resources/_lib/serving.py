@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import logging
 import os
 import stat
 from collections.abc import Callable
@@ -22,8 +23,9 @@ from typing import Generic, Protocol, TypeVar
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource
-from engine.safefs import closing, open_dir, open_read, open_regular, sub_dir
+from engine.safefs import UnsafePathError, closing, open_dir, open_read, open_regular, sub_dir
 
+log = logging.getLogger("engine")
 LOOPBACK = "127.0.0.1"  # what an empty host means here (docs/security.md: loopback by default)
 
 
@@ -76,15 +78,23 @@ def shown(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
+def _refused(path: str, err: UnsafePathError) -> None:
+    log.warning("not served: %s: %s", path, err)  # a 404, not a 500 with a traceback
+
+
 def open_under(root: str, rel: str) -> int | None:
     """A read descriptor of the regular file root/rel, following no symlink and no `..` below
-    root (None: there is none)."""
+    root, and on the way to root only links the safe-path rule allows (None: there is none,
+    or a link another user controls is on the way, which is logged)."""
     parts = [p for p in rel.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
         return None
     try:
         with closing(open_dir(root)) as top, closing(sub_dir(top, tuple(parts[:-1]))) as fd:
             return open_read(fd, parts[-1])
+    except UnsafePathError as err:
+        _refused(root, err)
+        return None
     except OSError as err:
         if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EINVAL, errno.EACCES):
             return None
@@ -92,10 +102,14 @@ def open_under(root: str, rel: str) -> int | None:
 
 
 def open_file(path: str) -> int | None:
-    """A read descriptor of the regular file `path` (None: missing or not a regular file)."""
+    """A read descriptor of the regular file `path` (None: missing, not a regular file, or a
+    link another user controls on the way, which is logged: safefs.open_trusted)."""
     try:
         return open_regular(path)  # a FIFO: refused, never waited on
     except FileNotFoundError:
+        return None
+    except UnsafePathError as err:
+        _refused(path, err)
         return None
     except OSError as err:
         if err.errno == errno.EINVAL:  # not a regular file

@@ -785,7 +785,9 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     def _source(
         self, held: contextlib.ExitStack, want_dir: bool
     ) -> tuple[int | None, os.stat_result | None]:
-        """The source, open (a symlink named as the source is followed), and its stat.
+        """The source, open, and its stat. A symlink on the way to it (the source itself
+        included) is followed only under the safe-path rule (safefs.open_trusted): one that
+        another user controls is refused, so they cannot make us copy what only we may read.
 
         The check and the copy both use this one descriptor: what was compared is what is
         copied. Below a source directory nothing is followed (see _plan_tree).
@@ -793,9 +795,11 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         if self.source is None:
             return None, None
         try:
-            fd = os.open(self.source, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+            fd = safefs.open_trusted(self.source)
         except FileNotFoundError:
             raise ResourceError(f"source {self.source} does not exist") from None
+        except safefs.UnsafePathError as err:
+            raise ResourceError(f"source {self.source}: {err}") from None
         held.callback(os.close, fd)
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode) != want_dir or not (want_dir or stat.S_ISREG(st.st_mode)):

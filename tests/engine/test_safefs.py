@@ -97,6 +97,69 @@ def test_walk_follows_a_link_only_root_controls(tmp_path: Path) -> None:
         assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "run" / "sub"))
 
 
+def _read(path: str | Path) -> bytes:
+    with open(safefs.open_trusted(str(path)), "rb") as handle:
+        return handle.read()
+
+
+def test_open_trusted_follows_our_links_as_the_kernel_does(tmp_path: Path) -> None:
+    """Absolute, relative, chained, `..` after a link (physical: from the link's target), the
+    last component and the parents; a directory opens too."""
+    tmp_path.chmod(0o755)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "f").write_text("f")
+    (tmp_path / "l1").symlink_to("a/b")  # l1/../f is a/f, not tmp_path/f
+    (tmp_path / "l2").symlink_to(tmp_path / "l3")
+    (tmp_path / "l3").symlink_to("a/f")
+    assert _read(f"{tmp_path}/l1/../f") == b"f"
+    assert _read(f"{tmp_path}/l2") == b"f"
+    with safefs.closing(safefs.open_trusted(f"{tmp_path}/l1")) as fd:
+        assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "a" / "b"))
+    with safefs.closing(safefs.open_trusted("/")) as fd:
+        assert os.path.samestat(os.fstat(fd), os.stat("/"))
+
+
+def test_open_trusted_refuses_a_link_another_user_controls(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("secret")
+    link = planted(tmp_path / "last", secret)
+    with pytest.raises(safefs.UnsafePathError, match=f"symlink {link} .*owned by uid {NOBODY}"):
+        safefs.open_trusted(str(link))
+    (tmp_path / "ours").symlink_to("last")  # ours, to theirs: theirs is still refused
+    with pytest.raises(safefs.UnsafePathError, match=f"symlink {link} .*owned by uid {NOBODY}"):
+        safefs.open_trusted(str(tmp_path / "ours"))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    planted(shared / "root", secret, uid=0)  # root's, in a directory others can write
+    with pytest.raises(safefs.UnsafePathError, match="can be written by others"):
+        safefs.open_trusted(str(shared / "root"))
+
+
+def test_open_trusted_ends_a_loop_says_what_is_missing_and_leaks_nothing(tmp_path: Path) -> None:
+    (tmp_path / "x").symlink_to("y")
+    (tmp_path / "y").symlink_to("x")
+    with pytest.raises(OSError) as err:
+        safefs.open_trusted(str(tmp_path / "x"))
+    assert err.value.errno == errno.ELOOP
+    with pytest.raises(FileNotFoundError):
+        safefs.open_trusted(str(tmp_path / "none" / "f"))
+    (tmp_path / "dangling").symlink_to("none")
+    with pytest.raises(FileNotFoundError):
+        safefs.open_trusted(str(tmp_path / "dangling"))
+    (tmp_path / "f").write_text("f")
+    (tmp_path / "abs").symlink_to(tmp_path / "f")
+    (tmp_path / "rel").symlink_to("abs")
+    (tmp_path / "d").mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    for path in ("x", "none/f", "dangling", "y"):
+        with pytest.raises(OSError):
+            safefs.open_trusted(str(tmp_path / path))
+    for path in ("f", "abs", "rel", "d/../rel"):
+        assert _read(tmp_path / path) == b"f"
+    assert len(os.listdir("/proc/self/fd")) == before  # no descriptor left open
+
+
 def test_walk_names_a_component_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(NotADirectoryError):
@@ -467,6 +530,27 @@ def test_a_fifo_is_refused_by_every_reader_never_waited_on(tmp_path: Path) -> No
     with open(fd, "rb") as served:
         assert served.read() == b"x"
     assert _read(str(tmp_path / "file")) == b"x"
+
+
+def test_a_served_file_behind_a_planted_link_is_a_logged_404(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """http:server and tftp:server: a link another user controls, at a served file or on the
+    way to a served root, is not followed: nothing is served (404), one warning says why."""
+    from resources._lib.serving import open_file, open_under
+
+    (tmp_path / "secret").write_text("secret")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("secret")
+    link = planted(tmp_path / "file", tmp_path / "secret")
+    root = planted(tmp_path / "root", tmp_path / "d")
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        assert open_file(str(link)) is None
+        assert open_under(f"{root}/", "f") is None
+    assert [r.getMessage().split(": refusing")[0] for r in caplog.records] == [
+        f"not served: {link}",
+        f"not served: {root}/",
+    ]
 
 
 def test_scan_leaves_out_an_entry_gone_before_its_lstat(
