@@ -56,14 +56,6 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _tmp_prefix(args: list[str]) -> bool:
-    """Whether `mgmt run ARGS` likely runs with a temporary prefix (the flag, or its variable):
-    the command's parser decides; a prefix made early for nothing is removed at the exit."""
-    if os.environ.get("MGMT_TMP_PREFIX", "").strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    return "--tmp-prefix" in args[: args.index("--")] if "--" in args else "--tmp-prefix" in args
-
-
 def main() -> int:
     quiet_stderr()  # first: fd 2 is not free for the pipe of the signals held
     if sys.argv[1:2] == ["run"]:
@@ -92,10 +84,6 @@ def main() -> int:
             quickclasses.install()  # dataclasses' methods made without compiling source
             with lazyimport.patterns_on_use("logging", "string"):  # their unused styles'
                 import logging  # noqa: F401
-            if sys.argv[1:2] == ["run"] and _tmp_prefix(sys.argv[2:]):
-                with lazyimport.patterns_on_use("engine", "mgmt"):
-                    from mgmt import tmpprefix
-                tmpprefix.start_early()  # made while the rest imports (mgmt.tmpprefix.Early)
             from mgmt.cli import main as cli
 
         code = cli()

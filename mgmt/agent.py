@@ -43,7 +43,7 @@ from mgmt.sdnotify import Notifier
 from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
 from mgmt.status.server import SOCKET, StatusServer, listen
-from mgmt.tmpprefix import PrefixBusy, TmpPrefix, hold_prefix, take_early
+from mgmt.tmpprefix import PrefixBusy, TmpPrefix, hold_prefix
 from mgmt.yamlgraph import GraphFileError, Loaded, digest, load_file, read_limited, reparse
 
 if TYPE_CHECKING:
@@ -172,8 +172,7 @@ async def run(config: Config, given: Loaded | None = None) -> int:
     priority.renice(config.nice)
     # Known before the program runs: its functions keep their files there too (local.*).
     if config.tmp_prefix:  # removed at exit; a killed run's is removed by the next one
-        early = take_early()  # the `mgmt` command's, made while it imported
-        tmp = early if early is not None else await thread_to_end(TmpPrefix, undo=TmpPrefix.close)
+        tmp = await thread_to_end(TmpPrefix, undo=TmpPrefix.close)
         for name in tmp.removed:
             log.debug("removed %s, the temporary prefix of a run that was killed", name)
         try:

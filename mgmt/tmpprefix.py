@@ -12,8 +12,6 @@ remove anything of theirs.
 
 from __future__ import annotations
 
-import _thread
-import atexit
 import contextlib
 import errno
 import fcntl
@@ -52,61 +50,6 @@ class TmpPrefix:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class Early:
-    """A temporary prefix made in a thread of its own while the `mgmt` command still imports
-    (`start_early`): its directory, lock and sweep (~0.5-1 ms, and a hop to a thread from the
-    event loop) off the start's way. The agent takes it (`take_early`); else (a usage error,
-    `--tmp-prefix` the value of another option, an interrupted start) the exit removes it."""
-
-    def __init__(self) -> None:
-        self.prefix: TmpPrefix | None = None  # None once made: it failed (the agent tries again)
-        self.taken = False
-        self.done = _thread.allocate_lock()  # held until the thread has ended
-        self.done.acquire()
-        atexit.register(self._unused)
-        try:
-            _thread.start_new_thread(self._make, ())
-        except RuntimeError:  # no thread can start: the agent makes it as usual
-            self.done.release()
-
-    def _make(self) -> None:
-        try:
-            self.prefix = TmpPrefix()
-        except Exception:  # the agent makes it again, and says what is wrong
-            pass
-        finally:
-            self.done.release()
-
-    def _unused(self) -> None:
-        with self.done:  # (a thread still making it: its end, as thread_to_end waits for it)
-            if not self.taken and self.prefix is not None:
-                self.prefix.close()
-
-
-_EARLY: list[Early] = []
-
-
-def start_early() -> None:
-    """Start making the run's temporary prefix now (mgmt.__main__, `mgmt run --tmp-prefix`)."""
-    if not _EARLY:
-        _EARLY.append(Early())
-
-
-def take_early() -> TmpPrefix | None:
-    """The prefix `start_early` made, if it did and it is made (None: the caller makes one);
-    once. Its thread still running (rare: the imports take longer), None too."""
-    if not _EARLY:
-        return None
-    early = _EARLY[0]
-    if early.taken or not early.done.acquire(blocking=False):
-        return None
-    try:
-        early.taken = early.prefix is not None
-        return early.prefix
-    finally:
-        early.done.release()
 
 
 def _parents() -> list[str]:

@@ -102,51 +102,6 @@ def test_the_cli_cleans_up_its_own_and_a_killed_runs_prefix(tmp_path: Path) -> N
     assert [p for p in tmp_path.iterdir() if p.name.startswith("mgmt-")] == []
 
 
-def test_the_command_makes_its_prefix_while_it_imports_and_removes_one_it_did_not_use(
-    tmp_path: Path,
-) -> None:
-    """`mgmt run --tmp-prefix` starts making its prefix before its imports are done
-    (tmpprefix.Early); the agent runs in that one (no other is made) and removes it at the end.
-    A run that ends before its agent runs (a usage error, `--tmp-prefix` given as another
-    option's value) removes the one made for it at its exit."""
-    graph = tmp_path / "g.yaml"
-    graph.write_text("graph: g\nresources:\n  noop:\n    - name: a\n")
-    parent = tmp_path / "tmp"
-    parent.mkdir()
-    script = (
-        "import os, sys\n"
-        "from mgmt import tmpprefix\n"
-        "made = []\n"
-        "init = tmpprefix.TmpPrefix.__init__\n"
-        "def seen(self):\n"
-        "    init(self)\n"
-        "    import threading\n"  # the early thread is not one of threading's (a dummy)
-        "    made.append(threading.current_thread().name.startswith('Dummy'))\n"
-        "tmpprefix.TmpPrefix.__init__ = seen\n"
-        "import atexit\n"
-        "atexit.register(lambda: print(made))\n"
-        "from mgmt.__main__ import main\n"
-        "sys.argv[1:] = sys.argv[2:]\n"
-        "main()\n"
-    )
-    env = {**os.environ, "TMPDIR": str(parent)}
-    for args, out, code in (
-        (["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)], "[True]", 0),
-        (["run", "--tmp-prefix", "--bogus", "yaml", str(graph)], "[True]", 2),
-        (["run", "--hostname", "--tmp-prefix", "yaml", str(graph)], "[True]", 2),
-    ):
-        done = subprocess.run(
-            [sys.executable, "-S", "-c", script, "-", *args],
-            env=env,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert (done.returncode, done.stdout.strip()) == (code, out), (args, done)
-        assert os.listdir(parent) == [], args
-
-
 async def test_a_run_cancelled_while_its_prefix_is_made_private_leaves_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
