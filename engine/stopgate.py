@@ -193,35 +193,20 @@ class GatedExecutor(ThreadPoolExecutor):
     def __init__(self, max_workers: int, thread_name_prefix: str = "") -> None:
         super().__init__(max_workers, thread_name_prefix)
         self.workers = max_workers
-        self._pending: set[Future[Any]] = set()  # submitted, not yet returned (idle())
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         work = _WORK.get()
         if work is None:
-            return self._tracked(super().submit(fn, *args, **kwargs))
+            return super().submit(fn, *args, **kwargs)
         job = fn if isinstance(fn, Job) and not (args or kwargs) else None
         if job is None:
             job = Job(functools.partial(fn, *args, **kwargs))
         job.work = work
-        return self._tracked(super().submit(job))
+        return super().submit(job)
 
     def submit_plain(self, fn: Callable[[], T]) -> Future[T]:
         """Submit `fn` as it is: not made a Job (Replies gates its jobs itself)."""
-        return self._tracked(super().submit(fn))
-
-    def _tracked(self, future: Future[T]) -> Future[T]:
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)  # in the worker, once fn returned
-        return future
-
-    def idle(self) -> bool:
-        """Every job submitted has returned: the threads only wait for the next (a thread
-        between a job's end and that wait has nothing left to do that matters)."""
-        return not self._pending
-
-    def threads(self) -> frozenset[threading.Thread]:
-        """The pool's threads (started as jobs came)."""
-        return frozenset(self._threads)
+        return super().submit(fn)
 
 
 class Reply(Generic[T]):

@@ -38,14 +38,8 @@ def _exit_now(code: int) -> None:
     import atexit
     import threading
 
-    from mgmt.cli import LEFT
-
-    left = {thread for executor in LEFT for thread in executor.threads()}  # idle: they end here
     main = threading.main_thread()
-    if any(
-        t is not main and not t.daemon and t.is_alive() and t not in left
-        for t in threading.enumerate()
-    ):
+    if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
         return
     atexit._run_exitfuncs()
     try:

@@ -43,44 +43,29 @@ T = TypeVar("T")
 VERSION = "0.1.0"
 
 
-def run_loop(main: Coroutine[Any, Any, T], ending: bool = False) -> T:
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
     """asyncio.run(main), with asyncio imported only here: `mgmt --version` and `--help` do
     not pay its import (~50 ms of CPU, half of theirs).
 
     At its end, once every task is done, the loop's executor (the engine's I/O threads, idle)
     is joined in place: asyncio.run starts a thread to join it, and waits for that thread to
-    start and to hand back (0.3-1.5 ms of a cron run, more on a busy machine). `ending`: the
-    process ends right after (`mgmt run`, mgmt.__main__'s `os._exit`): the engine's threads,
-    if every job of theirs has returned, are left to that exit (`LEFT`), not woken one by one
-    to end and joined (0.3-2.4 ms of a 100-file cron run's exit)."""
+    start and to hand back (0.3-1.5 ms of a cron run, more on a busy machine)."""
     import asyncio
 
     with asyncio.Runner() as runner:
         loop = runner.get_loop()
         loop.shutdown_default_executor = functools.partial(  # type: ignore[method-assign]
-            _join_executor, loop, ending
+            _join_executor, loop
         )
         return runner.run(main)
 
 
-# Idle executors whose threads the process's exit ends (run_loop's `ending`); kept referenced:
-# an executor collected wakes its threads to end.
-LEFT: list[Any] = []
-
-
-async def _join_executor(loop: Any, ending: bool) -> None:
+async def _join_executor(loop: Any) -> None:
     """The loop's `shutdown_default_executor`, as asyncio.Runner's close calls it (every task
-    done, the loop running nothing else): its executor's threads joined here, or left idle
-    (run_loop's `ending`); the interpreter's own exit joins them if it comes to run."""
+    done, the loop running nothing else): its executor's threads joined here."""
     executor = getattr(loop, "_default_executor", None)
-    if executor is None:
-        return
-    idle = getattr(executor, "idle", None)
-    if ending and idle is not None and idle():
-        LEFT.append(executor)
-        loop._default_executor = None  # its close would wake them to end
-        return
-    executor.shutdown(wait=True)
+    if executor is not None:
+        executor.shutdown(wait=True)
 
 
 def _env_default(name: str, kind: Any, default: Any) -> Any:
@@ -587,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         from mgmt import agent
 
     try:
-        code = int(run_loop(agent.run(config), ending=argv is None))
+        code = int(run_loop(agent.run(config)))
     except KeyboardInterrupt:  # a signal before the agent installed its handlers
         return int(ExitCode.FAILED)
     # The run's last lines are written before it returns (the exit's flush would wait for them

@@ -221,33 +221,6 @@ def test_a_finished_run_exits_without_the_interpreters_teardown(tmp_path: Path) 
     assert "failed" in out.stderr
 
 
-def test_a_finished_run_leaves_its_idle_io_threads_to_the_exit(tmp_path: Path) -> None:
-    """The `mgmt` command's run ends with the process: the engine's I/O threads, every job of
-    theirs returned, are not woken to end and joined, but end with the exit (still there when
-    its atexit handlers run), which is still the quick one. A run in a caller's process
-    (`cli.main(argv)`) joins them before it returns."""
-    graph = tmp_path / "g.yaml"
-    graph.write_text(f"graph: g\nresources:\n  file:\n    - name: a\n      path: {tmp_path}/a\n")
-    io = "sum(t.name.startswith('io_') and t.is_alive() for t in threading.enumerate())"
-    script = (
-        "import atexit, sys, threading\n"
-        "from mgmt.__main__ import main\n"
-        f"atexit.register(lambda: print('at exit', {io} > 0))\n"
-        "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
-        "main()\n"
-        "print('main returned')\n"
-    )
-    assert _python(script, str(graph)) == "at exit True"
-    script = (
-        "import sys, threading\n"
-        "import mgmt; mgmt.full_site()\n"
-        "from mgmt import cli\n"
-        "code = cli.main(['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]])\n"
-        f"print(code, {io}, cli.LEFT)\n"
-    )
-    assert _python(script, str(graph)) == "0 0 []"
-
-
 def test_a_deferred_ssl_runs_at_first_use_in_every_thread(tmp_path: Path) -> None:
     """The first read of an attribute runs the module's code once; readers in other threads
     wait for it and see the whole module; asyncio's TLS then works: a real handshake."""
