@@ -628,7 +628,7 @@ class Vertex:
         self.stats.refreshes_seen = refreshes_before  # one that came in meanwhile is pending
         # Known good, unless an event arrived meanwhile: then the next pass must check again.
         self.state_ok = (result or apply) and self.stats.events == events_before
-        if changed:
+        if changed and self.engine.graph.succ.get(self.key):  # no list built for none
             for target, edge in self.engine.successors(self):
                 if edge.notify and isinstance(target.res, Refreshable):
                     target.refresh()

@@ -79,7 +79,7 @@ def line_sinks(logger: logging.Logger) -> list[LineSink] | None:
             if takes is None or not takes():
                 return None
             if handler.level <= logging.INFO:
-                sinks.append(cast("LineSink", handler))
+                sinks.append(handler)  # type: ignore[arg-type]  # it takes lines
         current = current.parent if current.propagate else None
     return sinks or None  # none: logging's last resort (or its "no handlers" note)
 

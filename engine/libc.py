@@ -78,9 +78,11 @@ def _failed(src: str | None = None, dst: str | None = None) -> OSError:
     return OSError(code, os.strerror(code), src, None, dst)
 
 
+# write(fd, data, count) -> count written: no argtypes (each argument's conversion costs
+# ~1 K instructions), the count passed as what it is, a size_t.
 _write = _libc.write
-_write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]  # a size_t: not a C int
 _write.restype = ctypes.c_ssize_t
+_size_t = ctypes.c_size_t
 # No argtypes (as close's and statx's above, ~1 K instructions an argument less, ~7 K a file
 # written): descriptors, a mode and flags that fit a C int, and bytes (fsencode'd names).
 _fchmod = _libc.fchmod  # (int, mode_t)
@@ -92,23 +94,26 @@ _AT_SYMLINK_FOLLOW = 0x400
 
 def write_all(fd: int, data: bytes) -> None:
     """Write all of `data` (a small file's content: a copy into the page cache) to fd."""
+    size = len(data)
+    wrote = _write(fd, data, _size_t(size))  # the usual case: all at once, no copy
     done = 0
-    while done < len(data):
-        wrote = _write(fd, data[done:], len(data) - done)
-        if wrote < 0:
-            if ctypes.get_errno() == errno.EINTR:
-                continue
+    while True:
+        if wrote >= 0:
+            done += wrote
+        elif ctypes.get_errno() != errno.EINTR:
             raise _failed()
-        done += wrote
+        if done >= size:
+            return
+        wrote = _write(fd, data[done:], _size_t(size - done))
 
 
-_ONE = (1).to_bytes(8, sys.byteorder)
+_ONE, _EIGHT = (1).to_bytes(8, sys.byteorder), _size_t(8)
 
 
 def signal_eventfd(fd: int) -> None:
     """Add 1 to the counter of the non-blocking eventfd `fd` (it never waits: a failure, the
     counter full, is ignored; the reader wakes all the same)."""
-    _write(fd, _ONE, 8)
+    _write(fd, _ONE, _EIGHT)
 
 
 def fchmod(fd: int, mode: int) -> None:

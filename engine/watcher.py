@@ -335,35 +335,10 @@ class PathWatcher:
         self._registered = {**self._registered, path: (mask, names)}
         self._hub.register_path(self, path, mask, names)
 
-    @contextlib.contextmanager
-    def expecting(self, path: str) -> Iterator[Rename]:
+    def expecting(self, path: str) -> _Expecting:
         """The caller renames onto `path` (or links a new file at it) inside, by `Rename.run`
         (in its thread): that one MOVED_TO (or CREATE) is not reported (see the module doc)."""
-        mine = self.paths and path == self.paths[0]  # the usual case: no call
-        target = path if mine else _absolute(path)
-        rename = Rename(self, target)
-        hub = self._hub
-        if hub is None:
-            yield rename
-            return
-        key = self._split if mine else os.path.split(target)
-        self._expected[key] = self._expected.get(key, 0) + 1
-        try:
-            yield rename
-        finally:
-            if (
-                rename.renamed
-                and self._expected.get(key)  # not consumed yet (a drain meanwhile read it)
-                and self._hub is hub
-                and hub.inotify.fd is not None
-            ):
-                hub.inotify.drain()  # the rename's event is queued by now: consume it
-            count = self._expected.pop(key, 0) - 1
-            if count > 0:
-                self._expected[key] = count
-            if not self._pending:
-                # A consumed rename may need a watch on the new inode.
-                self._resync_now(rename.seen)
+        return _Expecting(self, path)
 
     def consume(self, path: str, name: str) -> bool:
         """Whether a MOVED_TO (or CREATE) of `name` in `path` is an expected own rename (or
@@ -537,9 +512,48 @@ class Rename:
         local file system: libc.file_type)."""
         result = write()
         self.renamed = True
-        with contextlib.suppress(OSError):  # the loop's re-sync stats again, and reports it
+        try:  # (not contextlib.suppress: its object and calls, ~2 K instructions a file)
             self.seen = self._watcher._placed(self._path, libc.file_type if local else None)
+        except OSError:
+            self.seen = None  # the loop's re-sync stats again, and reports it
         return result
+
+
+class _Expecting:
+    """PathWatcher.expecting()'s context: a class (a generator's context manager cost ~6.5 K
+    instructions more per file a first run creates, on the event loop)."""
+
+    __slots__ = ("hub", "key", "rename", "watcher")
+
+    def __init__(self, watcher: PathWatcher, path: str) -> None:
+        mine = watcher.paths and path == watcher.paths[0]  # the usual case: no call
+        target = path if mine else _absolute(path)
+        self.watcher, self.rename, self.hub = watcher, Rename(watcher, target), watcher._hub
+        self.key = watcher._split if mine else os.path.split(target)
+
+    def __enter__(self) -> Rename:
+        if self.hub is not None:
+            expected = self.watcher._expected
+            expected[self.key] = expected.get(self.key, 0) + 1
+        return self.rename
+
+    def __exit__(self, *exc: object) -> None:
+        hub, watcher, key, rename = self.hub, self.watcher, self.key, self.rename
+        if hub is None:
+            return
+        if (
+            rename.renamed
+            and watcher._expected.get(key)  # not consumed yet (a drain meanwhile read it)
+            and watcher._hub is hub
+            and hub.inotify.fd is not None
+        ):
+            hub.inotify.drain()  # the rename's event is queued by now: consume it
+        count = watcher._expected.pop(key, 0) - 1
+        if count > 0:
+            watcher._expected[key] = count
+        if not watcher._pending:
+            # A consumed rename may need a watch on the new inode.
+            watcher._resync_now(rename.seen)
 
 
 def _kind(path: str, follow: bool) -> int | None:

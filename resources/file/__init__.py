@@ -16,6 +16,7 @@ import base64
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import re
 import stat
@@ -461,8 +462,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 found = await in_thread(create)
             finally:
                 _writing[0] -= 1
-                for line in done:
-                    self.handle.logger.info("%s", line)
+                for line in done:  # (log(INFO, ...) itself: info()'s frame and a format less)
+                    self.handle.logger.log(logging.INFO, line)
         if found is None:
             self._wrote = True
         return found

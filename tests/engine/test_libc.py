@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import stat
 from pathlib import Path
@@ -72,3 +73,34 @@ def test_absent_and_file_type_look_up_as_lstat_and_stat(tmp_path: Path) -> None:
 def test_random_bytes_are_as_many_as_asked_and_differ() -> None:
     assert len({libc.random_bytes(6) for _ in range(100)}) == 100
     assert all(len(libc.random_bytes(n)) == n for n in (1, 6, 32))
+
+
+def test_write_all_writes_everything_or_says_why(tmp_path: Path) -> None:
+    """write_all puts every byte in place (none, a few, a megabyte); a write that stops
+    short goes on from where it stopped, and its error is raised (a full non-blocking pipe:
+    EAGAIN, the first part written in order); the eventfd wake-up adds one."""
+    for size in (0, 5, 1 << 20):
+        data = os.urandom(size)
+        fd = os.open(tmp_path / f"f{size}", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            libc.write_all(fd, data)
+        finally:
+            os.close(fd)
+        assert (tmp_path / f"f{size}").read_bytes() == data
+    reader, writer = os.pipe2(os.O_NONBLOCK)
+    try:
+        room = fcntl.fcntl(writer, fcntl.F_GETPIPE_SZ)
+        data = os.urandom(room + 100)
+        with pytest.raises(BlockingIOError):
+            libc.write_all(writer, data)
+        assert os.read(reader, room + 100) == data[:room]
+    finally:
+        os.close(reader)
+        os.close(writer)
+    wake = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        libc.signal_eventfd(wake)
+        libc.signal_eventfd(wake)
+        assert os.eventfd_read(wake) == 2
+    finally:
+        os.close(wake)
