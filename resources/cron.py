@@ -244,10 +244,10 @@ class CronRes(BusUser, Edgeable, Resource):
         if changes or stale:
             changes.append(daemon_reload(bus))
         if props.get("ActiveState") != "active":
-            run = functools.partial(job, bus, "StartUnit", timer, "start")
+            run = functools.partial(job, bus, "StartUnit", timer, "start", session=self.session)
             changes.append(Step(f"start {timer}", f"started {timer}", run))
         elif schedule_changed:
-            run = functools.partial(job, bus, "RestartUnit", timer, "restart")
+            run = functools.partial(job, bus, "RestartUnit", timer, "restart", session=self.session)
             why = "(its schedule changed)"
             changes.append(Step(f"restart {timer} {why}", f"restarted {timer} {why}", run))
         return changes
@@ -262,7 +262,7 @@ class CronRes(BusUser, Edgeable, Resource):
         timer = self.timer
         changes: list[Step] = []
         if props.get("ActiveState") not in STOPPED:
-            run = functools.partial(job, bus, "StopUnit", timer, "stop")
+            run = functools.partial(job, bus, "StopUnit", timer, "stop", session=self.session)
             changes.append(Step(f"stop {timer}", f"stopped {timer}", run))
         if file_state in ENABLED:
             runtime = file_state == "enabled-runtime"

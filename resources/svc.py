@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -200,18 +200,18 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
             changes.append(daemon_reload(bus))
         if self.state == "running" and not seen.running:
             self._need_unit(seen, "start")
-            run = functools.partial(job, bus, "StartUnit", unit, "start")
+            run = self._job(bus, "StartUnit", "start")
             changes.append(Step(f"start {unit}", f"started {unit}", run))
         elif self.state == "stopped" and seen.active not in STOPPED:
-            run = functools.partial(job, bus, "StopUnit", unit, "stop")
+            run = self._job(bus, "StopUnit", "stop")
             changes.append(Step(f"stop {unit}", f"stopped {unit}", run))
         elif refresh and self.state != "stopped" and seen.running and restart:
             # A new unit definition takes effect only by a restart.
-            run = functools.partial(job, bus, "RestartUnit", unit, "restart")
+            run = self._job(bus, "RestartUnit", "restart")
             why = "(refresh: its unit file changed)"
             changes.append(Step(f"restart {unit} {why}", f"restarted {unit} {why}", run))
         elif refresh and self.state != "stopped" and seen.running:
-            run = functools.partial(job, bus, "ReloadOrRestartUnit", unit, "reload or restart")
+            run = self._job(bus, "ReloadOrRestartUnit", "reload or restart")
             changes.append(
                 Step(
                     f"reload or restart {unit} (refresh)",
@@ -220,6 +220,10 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
                 )
             )
         return changes
+
+    def _job(self, bus: Bus, method: str, verb: str) -> Callable[[], Awaitable[None]]:
+        """A step's run: the job `method` on the unit, waited for (see `job`)."""
+        return functools.partial(job, bus, method, self.unit, verb, session=self.session)
 
     def _plan_startup(self, bus: Bus, seen: Observed) -> list[Step]:
         unit, state = self.unit, seen.file_state

@@ -643,16 +643,18 @@ async def _nothing() -> None:
     return None
 
 
-async def job(bus: Bus, method: str, unit: str, verb: str) -> None:
+async def job(bus: Bus, method: str, unit: str, verb: str, *, session: bool) -> None:
     """Run a job; any result but "done" is a failure naming the result (and the unit's own
-    Result, e.g. 'exit-code' or 'start-limit-hit', when its type has one)."""
+    Result, e.g. 'exit-code' or 'start-limit-hit', when its type has one) and where its log
+    is (`journalctl --user` for a unit of the user's manager)."""
     result = await bus.run_job(method, unit)
     if result != "done":
         why = await unit_result(bus, unit)
         detail = f"unit result {why!r}; " if why else ""
+        journal = "journalctl --user" if session else "journalctl"
         raise ResourceError(
             f"could not {verb} {unit}: its job ended with result {result!r} "
-            f"({detail}see `journalctl -u {unit}`)"
+            f"({detail}see `{journal} -u {unit}`)"
         )
 
 

@@ -386,16 +386,22 @@ async def test_unmanaged_does_nothing(monkeypatch: pytest.MonkeyPatch, run_resou
 # units that cannot be run ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("session", "journal"),
+    [(False, "journalctl -u"), (True, "journalctl --user -u")],
+    ids=["system-path", "session"],
+)
 async def test_failed_start_is_a_failure_naming_the_job_result(
-    manager: RealSystemd, sd: Client, start: Start
+    manager: RealSystemd, sd: Client, start: Start, session: bool, journal: str
 ) -> None:
     text = SERVICE.replace("/bin/sleep infinity", "/nonexistent/binary")
     name = unit(manager, "bad", text, Type="exec")  # the job waits for the exec()
-    running = await start(svc(name, state="running"))
+    running = await start(svc(name, state="running", session=session))
     events = running.handle.events
     error = rf"could not start {name}: its job ended with result 'failed' \(unit result 'exit-code'"
-    with pytest.raises(ResourceError, match=error):
+    with pytest.raises(ResourceError, match=error) as failure:
         await running.res.check_apply(True)
+    assert f"see `{journal} {name}`" in str(failure.value)
     assert await sd.active(name) == "failed"
     # systemd's echo of our own failed job is no drift: it would start it again, forever.
     assert await running.handle.no_event(within=0.3)
@@ -585,10 +591,10 @@ async def test_job_removed_before_the_reply(
         try:
             await bus.subscribe_systemd()
             async with asyncio.timeout(5):
-                await job(bus, "StartUnit", "web.service", "start")
+                await job(bus, "StartUnit", "web.service", "start", session=False)
                 fake.job_result = "failed"
                 with pytest.raises(ResourceError, match="result 'failed'"):
-                    await job(bus, "StartUnit", "web.service", "start")
+                    await job(bus, "StartUnit", "web.service", "start", session=False)
         finally:
             await bus.release()
             await shared.aclose()
