@@ -143,14 +143,25 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         seen = await self._observe(bus)
         if self.state == "running" and seen.active in SETTLING:
             seen = await self._settled(bus, seen)
-        changes = self._plan(bus, seen, refresh)
-        if not changes:
+        startup, failure = self._plan_startup(bus, seen)
+        changes = self._plan(bus, seen, refresh, bool(startup))
+        if not startup and not changes:
+            if failure is not None:
+                raise failure
             return nothing_to_do(self.handle, functools.partial(self._why, seen, refresh))
+        # What can be applied is: a unit that cannot be enabled is still started (or
+        # stopped, or refreshed), and the resource fails afterwards, naming the enable problem.
+        try:
+            await self._apply(self.handle, startup, apply)
+        except ResourceError as err:
+            failure = err
         await self._apply(self.handle, changes, apply)
         if apply:
             stays_up = seen.running and self.state != "stopped"
             new_definition = seen.stale or self._new_definition
             self._new_definition = stays_up and new_definition and not refresh
+        if failure is not None:
+            raise failure
         return False
 
     # check_apply's parts -----------------------------------------------------------------
@@ -191,12 +202,13 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         finally:
             await signals.aclose()
 
-    def _plan(self, bus: Bus, seen: Observed, refresh: bool) -> list[Step]:
-        """What must change, from the params and what systemd says (no I/O)."""
+    def _plan(self, bus: Bus, seen: Observed, refresh: bool, startup: bool) -> list[Step]:
+        """What must change after the startup steps (`startup`: there are some), from the
+        params and what systemd says (no I/O)."""
         unit = self.unit
         restart = seen.stale or self._new_definition
-        changes = self._plan_startup(bus, seen)
-        if changes or seen.stale:
+        changes: list[Step] = []
+        if startup or seen.stale:
             changes.append(daemon_reload(bus))
         if self.state == "running" and not seen.running:
             self._need_unit(seen, "start")
@@ -225,12 +237,16 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         """A step's run: the job `method` on the unit, waited for (see `job`)."""
         return functools.partial(job, bus, method, self.unit, verb, session=self.session)
 
-    def _plan_startup(self, bus: Bus, seen: Observed) -> list[Step]:
+    def _plan_startup(self, bus: Bus, seen: Observed) -> tuple[list[Step], ResourceError | None]:
+        """The steps that enable or disable the unit, or why it cannot be enabled (a unit
+        file that cannot be: the rest is applied, then this is the failure). A unit systemd
+        could not load is refused at once (it cannot be started either)."""
         unit, state = self.unit, seen.file_state
         if self.startup == "enabled" and state != "enabled":
             self._need_unit(seen, "enable")
             if state in FIXED:
-                raise ResourceError(f"cannot enable {unit}: {FIXED[state]} (state {state!r})")
+                why = f"cannot enable {unit}: {FIXED[state]} (state {state!r})"
+                return [], ResourceError(why)
 
             async def enable() -> None:
                 carries, changes = await bus.manager(
@@ -239,14 +255,14 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
                 if not carries and not changes:
                     raise ResourceError(f"cannot enable {unit}: it has no [Install] section")
 
-            return [Step(f"enable {unit} at boot", f"enabled {unit} at boot", enable)]
+            return [Step(f"enable {unit} at boot", f"enabled {unit} at boot", enable)], None
         if self.startup == "disabled" and state in ENABLED:
 
             async def disable() -> None:
                 await bus.manager("DisableUnitFiles", "asb", [unit], state == "enabled-runtime")
 
-            return [Step(f"disable {unit} at boot", f"disabled {unit} at boot", disable)]
-        return []
+            return [Step(f"disable {unit} at boot", f"disabled {unit} at boot", disable)], None
+        return [], None
 
     def _need_unit(self, seen: Observed, verb: str) -> None:
         """Refuse, saying why, to start or enable a unit systemd could not load."""

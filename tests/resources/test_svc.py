@@ -455,6 +455,27 @@ async def test_static_unit_cannot_be_enabled(manager: RealSystemd, start: Start)
         await running.res.check_apply(True)
 
 
+async def test_static_unit_is_started_though_it_cannot_be_enabled(
+    manager: RealSystemd, sd: Client, start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What can be applied is (the start), then the enable problem is the failure."""
+    caplog.set_level(logging.INFO, logger="engine")
+    name = unit(manager, "helper", STATIC)
+    running = await start(svc(name, state="running", startup="enabled"))
+    for _ in range(2):
+        with pytest.raises(ResourceError, match=rf"cannot enable {name}: it has no \[Install\]"):
+            await running.res.check_apply(True)
+        assert await sd.active(name) == "active"
+        assert await sd.file_state(name) == "static"
+    started = [r for r in caplog.records if r.getMessage().endswith(f": started {name}")]
+    assert len(started) == 1
+    await manager.systemctl("stop", name)  # the watch still repairs it
+    await running.handle.next_event()
+    with pytest.raises(ResourceError, match=rf"cannot enable {name}"):
+        await running.res.check_apply(True)
+    assert await sd.active(name) == "active"
+
+
 async def test_templated_unit(manager: RealSystemd, sd: Client, start: Start) -> None:
     stem = manager.name("tmpl")
     manager.write_unit(f"{stem}@.service", SERVICE.format(extra=""))
