@@ -10,7 +10,8 @@ ActiveState, SubState, LoadState or UnitFileState) + the Manager's Reloading and
 UnitFilesChanged signals, plus inotify on the unit's file and its enablement links (which
 `systemctl enable/disable` and admins change without a word to the manager): a unit stopped,
 crashed or disabled by hand is repaired within milliseconds. The echo of the resource's own
-calls is muted (Mute, UnitChanges). A refresh (notify) does ReloadOrRestartUnit, or RestartUnit
+calls is muted (Mute, UnitChanges). The watch survives a D-Bus restart: it reconnects,
+subscribes again and checks the unit (BusUser._watch_bus). A refresh (notify) does ReloadOrRestartUnit, or RestartUnit
 for a new definition. See docs/resources/svc.md.
 
 The D-Bus and systemd client lives in resources/_lib/systemd.py.
@@ -29,7 +30,6 @@ from typing import Literal, cast
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Refreshable, Resource, register
-from resources._lib.events import pump_events
 from resources._lib.plan import Step, nothing_to_do
 from resources._lib.systemd import (
     CALL_TIMEOUT,
@@ -42,11 +42,9 @@ from resources._lib.systemd import (
     UNIT_TYPES,
     Bus,
     BusUser,
-    UnitFileWatch,
     check_unit_name,
     daemon_reload,
     job,
-    systemd_routes,
     unit_dir,
     unit_file_names,
     unit_key,
@@ -121,17 +119,7 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         handle's cleanups (registered where they are made)."""
 
     async def watch(self) -> None:
-        bus = await self._connect(self.handle, self.session)
-        routes = systemd_routes(self.unit)
-        signals = await bus.signals(SYSTEMD, routes, self._unit_changes())
-        self.handle.on_cleanup(signals.aclose)
-        try:
-            await bus.subscribe_systemd()
-            async with UnitFileWatch(self.unit, self.session) as files:
-                await self.handle.event()
-                await pump_events(self.handle, [signals, files])
-        finally:
-            await signals.aclose()
+        await self._watch_unit(self.handle, self.session, self.unit)
 
     async def check_apply(self, apply: bool) -> bool:
         refresh = self.handle.refresh()

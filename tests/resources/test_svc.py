@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -620,6 +620,86 @@ async def test_job_removed_before_the_reply(
             await bus.release()
             await shared.aclose()
     assert [call[0] for call in fake.calls] == ["Subscribe", "StartUnit", "StartUnit"]
+
+
+@contextlib.contextmanager
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> Iterator[OnLog]:
+    """An OnLog for `text` on the engine's logger (INFO and up captured) inside the block."""
+    caplog.set_level(logging.INFO, logger="engine")
+    seen = OnLog(text)
+    logging.getLogger("engine").addHandler(seen)
+    try:
+        yield seen
+    finally:
+        logging.getLogger("engine").removeHandler(seen)
+
+
+def _lines(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    return sum(text in record.getMessage() for record in caplog.records)
+
+
+async def test_a_dbus_restart_is_survived(
+    manager: RealSystemd, start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`systemctl restart dbus` (an upgrade of the package): the watch reconnects, subscribes
+    again and checks the unit (no meta rewatch); a stop by hand afterwards is repaired."""
+    name = unit(manager)
+    running = await start(svc(name, state="running"))
+    assert await running.res.check_apply(True) is False
+    with _logged(caplog, "reconnected to D-Bus") as back:
+        await manager.systemctl("restart", "dbus.service")
+        async with asyncio.timeout(15):
+            await back.seen.wait()
+    await running.handle.next_event()  # the check once back
+    assert await running.res.check_apply(True) is True
+    await manager.systemctl("stop", name)
+    await running.handle.next_event()
+    assert await running.res.check_apply(True) is False
+    async with manager.client() as sd:
+        assert await sd.active(name) == "active"
+    assert _lines(caplog, "lost the D-Bus connection") == 1
+    assert _lines(caplog, "reconnected to D-Bus") == 1
+
+
+async def test_a_stop_while_dbus_is_away_is_repaired_once_it_is_back(
+    manager: RealSystemd, start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bus stopped (socket and daemon), the unit stopped by hand meanwhile (systemctl
+    reaches the manager without the bus), the bus started again: the watch's check on
+    reconnecting repairs it."""
+    name = unit(manager)
+    running = await start(svc(name, state="running"))
+    assert await running.res.check_apply(True) is False
+    with _logged(caplog, "reconnected to D-Bus") as back:
+        await manager.systemctl("stop", "dbus.socket", "dbus.service")
+        await manager.systemctl("stop", name)
+        assert await running.handle.no_event(within=0.2)
+        await manager.systemctl("start", "dbus.socket")
+        async with asyncio.timeout(15):
+            await back.seen.wait()
+    await running.handle.next_event()
+    assert await running.res.check_apply(True) is False
+    async with manager.client() as sd:
+        assert await sd.active(name) == "active"
+    assert _lines(caplog, "lost the D-Bus connection") == 1
+
+
+async def test_a_bus_not_there_at_first_is_waited_for(
+    manager: RealSystemd, start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch sends its startup event (check_apply says what is wrong), then connects as
+    soon as the bus's socket appears (inotify), and the check after it starts the unit."""
+    socket = tmp_path / "bus"
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={socket}")
+    name = unit(manager)
+    running = await start(svc(name, state="running"))
+    with pytest.raises(ResourceError, match="cannot connect to D-Bus"):
+        await running.res.check_apply(True)
+    socket.symlink_to(manager.bus.removeprefix("unix:path="))  # the bus appears
+    await running.handle.next_event()
+    assert await running.res.check_apply(True) is False
+    async with manager.client() as sd:
+        assert await sd.active(name) == "active"
 
 
 def _buses(running: Running) -> Buses:
