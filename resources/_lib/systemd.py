@@ -28,6 +28,7 @@ import contextvars
 import functools
 import os
 import re
+import time
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
@@ -799,6 +800,20 @@ def systemd_routes(unit: str) -> list[Route]:
     ]
 
 
+class Backoff:
+    """The delays between attempts to reach a lost bus: none, then RECONNECT_MIN, doubling up
+    to RECONNECT_MAX. Kept across a connection that is lost again at once (a bus that
+    accepts, then drops us), so that reconnecting does not spin."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+
+    def next(self) -> float:
+        delay = self.delay
+        self.delay = min(max(delay * 2, RECONNECT_MIN), RECONNECT_MAX)
+        return delay
+
+
 class BusUser:
     """Mixin for kinds that talk D-Bus: one shared connection, released at cleanup."""
 
@@ -862,40 +877,46 @@ class BusUser:
         is sent anyway (check_apply fails, saying why), and the watch waits for it as for a
         lost one. `name`: the service the watch needs on the bus (see _reconnect)."""
         address = bus_address(session)
+        backoff = Backoff()
         try:
             bus = await self._connect(handle, session)
         except ResourceError as err:
             handle.logger.warning("%s: waiting for it", err)
             await handle.event()
-            bus = await self._reconnect(handle, session, name)
+            bus = await self._reconnect(handle, session, name, backoff)
             handle.logger.info("connected to D-Bus at %s", address)
         while True:
+            since = time.monotonic()
             try:
                 await watch(bus)
                 return
             except ResourceError:
                 if not bus.gone:
                     raise
+            if time.monotonic() - since > RECONNECT_MAX:
+                backoff = Backoff()  # it had been up a while: a fresh loss, retried at once
             handle.logger.warning("lost the D-Bus connection to %s: reconnecting", address)
-            bus = await self._reconnect(handle, session, name)
+            bus = await self._reconnect(handle, session, name, backoff)
             handle.logger.info("reconnected to D-Bus at %s: checking again", address)
 
-    async def _reconnect(self, handle: Handle, session: bool, name: str) -> Bus:
-        """A new connection to the bus, with `name` on it (see Bus.wait_for_owner). It is
-        tried at once, then again whenever the bus's socket file changes (inotify: a bus
-        daemon that starts makes it) or after a delay, doubling from RECONNECT_MIN to at most
-        RECONNECT_MAX, whichever comes first; until cancelled."""
+    async def _reconnect(self, handle: Handle, session: bool, name: str, backoff: Backoff) -> Bus:
+        """A new connection to the bus, with `name` on it (see Bus.wait_for_owner), tried
+        after each of `backoff`'s delays (the first is none), cut short when the bus's socket
+        file changes (inotify: a bus daemon that starts makes it); until cancelled."""
         address = bus_address(session)
         changed = asyncio.Event()
         path = socket_path(address)
         watcher = None
         if path is not None:  # a watch that fails (on_error) leaves the delays
             watcher = PathWatcher([path], on_change=changed.set, on_error=lambda _err: None)
-        if watcher is not None:
             watcher.open()
-        delay = RECONNECT_MIN
         try:
             while True:
+                delay = backoff.next()
+                if delay:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await changed.wait()
                 changed.clear()
                 try:
                     bus = await self._connect(handle, session)
@@ -903,10 +924,6 @@ class BusUser:
                     return bus
                 except ResourceError as err:
                     handle.logger.debug("D-Bus at %s is not back: %s", address, err)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await changed.wait()
-                delay = min(delay * 2, RECONNECT_MAX)
         finally:
             if watcher is not None:
                 watcher.close()

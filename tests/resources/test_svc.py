@@ -662,11 +662,18 @@ async def test_a_dbus_restart_is_survived(
 
 
 async def test_a_stop_while_dbus_is_away_is_repaired_once_it_is_back(
-    manager: RealSystemd, start: Start, caplog: pytest.LogCaptureFixture
+    manager: RealSystemd,
+    start: Start,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The bus stopped (socket and daemon), the unit stopped by hand meanwhile (systemctl
     reaches the manager without the bus), the bus started again: the watch's check on
-    reconnecting repairs it."""
+    reconnecting repairs it. An attempt at once after the loss is refused (then the socket
+    made again wakes the next, by inotify) or pends until the socket listens again: the
+    delays between attempts are made far longer than the test's bounds."""
+    monkeypatch.setattr(systemd, "RECONNECT_MIN", 600.0)
+    monkeypatch.setattr(systemd, "RECONNECT_MAX", 600.0)
     name = unit(manager)
     running = await start(svc(name, state="running"))
     assert await running.res.check_apply(True) is False
@@ -688,7 +695,10 @@ async def test_a_bus_not_there_at_first_is_waited_for(
     manager: RealSystemd, start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The watch sends its startup event (check_apply says what is wrong), then connects as
-    soon as the bus's socket appears (inotify), and the check after it starts the unit."""
+    soon as the bus's socket appears (inotify: the delays between attempts are made far
+    longer than the test's bounds), and the check after it starts the unit."""
+    monkeypatch.setattr(systemd, "RECONNECT_MIN", 600.0)
+    monkeypatch.setattr(systemd, "RECONNECT_MAX", 600.0)
     socket = tmp_path / "bus"
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={socket}")
     name = unit(manager)
@@ -700,6 +710,14 @@ async def test_a_bus_not_there_at_first_is_waited_for(
     assert await running.res.check_apply(True) is False
     async with manager.client() as sd:
         assert await sd.active(name) == "active"
+
+
+def test_reconnect_backoff() -> None:
+    """At once, then doubling up to the bound; a new Backoff after a connection that lasted."""
+    backoff = systemd.Backoff()
+    delays = [backoff.next() for _ in range(10)]
+    assert delays[:3] == [0.0, systemd.RECONNECT_MIN, 2 * systemd.RECONNECT_MIN]
+    assert delays == sorted(delays) and delays[-1] == systemd.RECONNECT_MAX
 
 
 def _buses(running: Running) -> Buses:
