@@ -820,7 +820,7 @@ class BusUser:
     def _bus_init(self) -> None:
         self._bus: Bus | None = None
         self._bus_lock = asyncio.Lock()
-        self._bus_released = False  # _disconnect is among the handle's cleanups
+        self._disconnect_registered = False  # among the handle's cleanups
         self._mute = Mute()
 
     def _unit_changes(self) -> UnitChanges:
@@ -842,9 +842,9 @@ class BusUser:
                 await old.release()
             if self._bus is None:
                 self._bus = await Bus.acquire(session, handle.shared)
-                if not self._bus_released:
+                if not self._disconnect_registered:  # once, however often it reconnects
                     handle.on_cleanup(self._disconnect)
-                    self._bus_released = True
+                    self._disconnect_registered = True
             return self._bus
 
     async def _watch_unit(
@@ -853,12 +853,13 @@ class BusUser:
         """A systemd unit's watch: its signals (see systemd_routes, UnitChanges) and inotify
         on its files (UnitFileWatch; `files`: more paths), one event per wake-up, through
         D-Bus restarts (see _watch_bus)."""
+        extra = list(files)  # watched again after each reconnection
 
         async def watch(bus: Bus) -> None:
             signals = await bus.signals(SYSTEMD, systemd_routes(unit), self._unit_changes())
             try:
                 await bus.subscribe_systemd()
-                async with UnitFileWatch(unit, session, files) as changes:
+                async with UnitFileWatch(unit, session, extra) as changes:
                     await handle.event()
                     await pump_events(handle, [signals, changes])
             finally:
