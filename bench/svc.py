@@ -75,7 +75,12 @@ class Observer:
                 future.set_result(now)
 
     async def until(self, predicate: Callable[[], bool]) -> float:
-        """perf_counter() of the first signal after which `predicate()` holds."""
+        """perf_counter() of the first signal after which `predicate()` holds (now if it
+        holds already: the signal came in the same read as the one the caller waited for,
+        e.g. the agent's Reloading just after its UnitFilesChanged; waiting for another
+        signal then hung the run for 30 s, a TimeoutError)."""
+        if predicate():
+            return time.perf_counter()
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         waiter = (predicate, future)
         self._waiters.append(waiter)

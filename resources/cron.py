@@ -23,19 +23,15 @@ from engine import safefs
 from engine.errors import ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
-from resources._lib.events import pump_events
 from resources._lib.plan import Step, nothing_to_do
 from resources._lib.systemd import (
     ENABLED,
     STOPPED,
-    SYSTEMD,
     Bus,
     BusUser,
-    UnitFileWatch,
     check_unit_name,
     daemon_reload,
     job,
-    systemd_routes,
     unit_dir,
     unit_key,
 )
@@ -159,17 +155,7 @@ class CronRes(BusUser, Edgeable, Resource):
         """Nothing of our own: the handle's cleanups release the subscription and the bus."""
 
     async def watch(self) -> None:
-        bus = await self._connect(self.handle, self.session)
-        routes = systemd_routes(self.timer)
-        signals = await bus.signals(SYSTEMD, routes, self._unit_changes())
-        self.handle.on_cleanup(signals.aclose)
-        try:
-            await bus.subscribe_systemd()
-            async with UnitFileWatch(self.timer, self.session, self._files()) as files:
-                await self.handle.event()
-                await pump_events(self.handle, [signals, files])
-        finally:
-            await signals.aclose()
+        await self._watch_unit(self.handle, self.session, self.timer, self._files())
 
     async def check_apply(self, apply: bool) -> bool:
         file_changes, schedule_changed = await asyncio.to_thread(self._plan_files)
@@ -244,10 +230,10 @@ class CronRes(BusUser, Edgeable, Resource):
         if changes or stale:
             changes.append(daemon_reload(bus))
         if props.get("ActiveState") != "active":
-            run = functools.partial(job, bus, "StartUnit", timer, "start")
+            run = functools.partial(job, bus, "StartUnit", timer, "start", session=self.session)
             changes.append(Step(f"start {timer}", f"started {timer}", run))
         elif schedule_changed:
-            run = functools.partial(job, bus, "RestartUnit", timer, "restart")
+            run = functools.partial(job, bus, "RestartUnit", timer, "restart", session=self.session)
             why = "(its schedule changed)"
             changes.append(Step(f"restart {timer} {why}", f"restarted {timer} {why}", run))
         return changes
@@ -262,7 +248,7 @@ class CronRes(BusUser, Edgeable, Resource):
         timer = self.timer
         changes: list[Step] = []
         if props.get("ActiveState") not in STOPPED:
-            run = functools.partial(job, bus, "StopUnit", timer, "stop")
+            run = functools.partial(job, bus, "StopUnit", timer, "stop", session=self.session)
             changes.append(Step(f"stop {timer}", f"stopped {timer}", run))
         if file_state in ENABLED:
             runtime = file_state == "enabled-runtime"

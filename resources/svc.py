@@ -10,7 +10,8 @@ ActiveState, SubState, LoadState or UnitFileState) + the Manager's Reloading and
 UnitFilesChanged signals, plus inotify on the unit's file and its enablement links (which
 `systemctl enable/disable` and admins change without a word to the manager): a unit stopped,
 crashed or disabled by hand is repaired within milliseconds. The echo of the resource's own
-calls is muted (Mute, UnitChanges). A refresh (notify) does ReloadOrRestartUnit, or RestartUnit
+calls is muted (Mute, UnitChanges). The watch survives a D-Bus restart: it reconnects,
+subscribes again and checks the unit (BusUser._watch_bus). A refresh (notify) does ReloadOrRestartUnit, or RestartUnit
 for a new definition. See docs/resources/svc.md.
 
 The D-Bus and systemd client lives in resources/_lib/systemd.py.
@@ -22,14 +23,13 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, cast
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Refreshable, Resource, register
-from resources._lib.events import pump_events
 from resources._lib.plan import Step, nothing_to_do
 from resources._lib.systemd import (
     CALL_TIMEOUT,
@@ -42,11 +42,9 @@ from resources._lib.systemd import (
     UNIT_TYPES,
     Bus,
     BusUser,
-    UnitFileWatch,
     check_unit_name,
     daemon_reload,
     job,
-    systemd_routes,
     unit_dir,
     unit_file_names,
     unit_key,
@@ -121,17 +119,7 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         handle's cleanups (registered where they are made)."""
 
     async def watch(self) -> None:
-        bus = await self._connect(self.handle, self.session)
-        routes = systemd_routes(self.unit)
-        signals = await bus.signals(SYSTEMD, routes, self._unit_changes())
-        self.handle.on_cleanup(signals.aclose)
-        try:
-            await bus.subscribe_systemd()
-            async with UnitFileWatch(self.unit, self.session) as files:
-                await self.handle.event()
-                await pump_events(self.handle, [signals, files])
-        finally:
-            await signals.aclose()
+        await self._watch_unit(self.handle, self.session, self.unit)
 
     async def check_apply(self, apply: bool) -> bool:
         refresh = self.handle.refresh()
@@ -143,14 +131,25 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         seen = await self._observe(bus)
         if self.state == "running" and seen.active in SETTLING:
             seen = await self._settled(bus, seen)
-        changes = self._plan(bus, seen, refresh)
-        if not changes:
+        startup, failure = self._plan_startup(bus, seen)
+        changes = self._plan(bus, seen, refresh, bool(startup))
+        if not startup and not changes:
+            if failure is not None:
+                raise failure
             return nothing_to_do(self.handle, functools.partial(self._why, seen, refresh))
+        # What can be applied is: a unit that cannot be enabled is still started (or
+        # stopped, or refreshed), and the resource fails afterwards, naming the enable problem.
+        try:
+            await self._apply(self.handle, startup, apply)
+        except ResourceError as err:
+            failure = err
         await self._apply(self.handle, changes, apply)
         if apply:
             stays_up = seen.running and self.state != "stopped"
             new_definition = seen.stale or self._new_definition
             self._new_definition = stays_up and new_definition and not refresh
+        if failure is not None:
+            raise failure
         return False
 
     # check_apply's parts -----------------------------------------------------------------
@@ -191,27 +190,28 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
         finally:
             await signals.aclose()
 
-    def _plan(self, bus: Bus, seen: Observed, refresh: bool) -> list[Step]:
-        """What must change, from the params and what systemd says (no I/O)."""
+    def _plan(self, bus: Bus, seen: Observed, refresh: bool, startup: bool) -> list[Step]:
+        """What must change after the startup steps (`startup`: there are some), from the
+        params and what systemd says (no I/O)."""
         unit = self.unit
         restart = seen.stale or self._new_definition
-        changes = self._plan_startup(bus, seen)
-        if changes or seen.stale:
+        changes: list[Step] = []
+        if startup or seen.stale:
             changes.append(daemon_reload(bus))
         if self.state == "running" and not seen.running:
             self._need_unit(seen, "start")
-            run = functools.partial(job, bus, "StartUnit", unit, "start")
+            run = self._job(bus, "StartUnit", "start")
             changes.append(Step(f"start {unit}", f"started {unit}", run))
         elif self.state == "stopped" and seen.active not in STOPPED:
-            run = functools.partial(job, bus, "StopUnit", unit, "stop")
+            run = self._job(bus, "StopUnit", "stop")
             changes.append(Step(f"stop {unit}", f"stopped {unit}", run))
         elif refresh and self.state != "stopped" and seen.running and restart:
             # A new unit definition takes effect only by a restart.
-            run = functools.partial(job, bus, "RestartUnit", unit, "restart")
+            run = self._job(bus, "RestartUnit", "restart")
             why = "(refresh: its unit file changed)"
             changes.append(Step(f"restart {unit} {why}", f"restarted {unit} {why}", run))
         elif refresh and self.state != "stopped" and seen.running:
-            run = functools.partial(job, bus, "ReloadOrRestartUnit", unit, "reload or restart")
+            run = self._job(bus, "ReloadOrRestartUnit", "reload or restart")
             changes.append(
                 Step(
                     f"reload or restart {unit} (refresh)",
@@ -221,12 +221,20 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
             )
         return changes
 
-    def _plan_startup(self, bus: Bus, seen: Observed) -> list[Step]:
+    def _job(self, bus: Bus, method: str, verb: str) -> Callable[[], Awaitable[None]]:
+        """A step's run: the job `method` on the unit, waited for (see `job`)."""
+        return functools.partial(job, bus, method, self.unit, verb, session=self.session)
+
+    def _plan_startup(self, bus: Bus, seen: Observed) -> tuple[list[Step], ResourceError | None]:
+        """The steps that enable or disable the unit, or why it cannot be enabled (a unit
+        file that cannot be: the rest is applied, then this is the failure). A unit systemd
+        could not load is refused at once (it cannot be started either)."""
         unit, state = self.unit, seen.file_state
         if self.startup == "enabled" and state != "enabled":
             self._need_unit(seen, "enable")
             if state in FIXED:
-                raise ResourceError(f"cannot enable {unit}: {FIXED[state]} (state {state!r})")
+                why = f"cannot enable {unit}: {FIXED[state]} (state {state!r})"
+                return [], ResourceError(why)
 
             async def enable() -> None:
                 carries, changes = await bus.manager(
@@ -235,14 +243,14 @@ class SvcRes(BusUser, Refreshable, Edgeable, Resource):
                 if not carries and not changes:
                     raise ResourceError(f"cannot enable {unit}: it has no [Install] section")
 
-            return [Step(f"enable {unit} at boot", f"enabled {unit} at boot", enable)]
+            return [Step(f"enable {unit} at boot", f"enabled {unit} at boot", enable)], None
         if self.startup == "disabled" and state in ENABLED:
 
             async def disable() -> None:
                 await bus.manager("DisableUnitFiles", "asb", [unit], state == "enabled-runtime")
 
-            return [Step(f"disable {unit} at boot", f"disabled {unit} at boot", disable)]
-        return []
+            return [Step(f"disable {unit} at boot", f"disabled {unit} at boot", disable)], None
+        return [], None
 
     def _need_unit(self, seen: Observed, verb: str) -> None:
         """Refuse, saying why, to start or enable a unit systemd could not load."""

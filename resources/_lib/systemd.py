@@ -13,6 +13,10 @@
 - `unit_dir(session)`: where unit files live: $MGMT_SYSTEMD_UNIT_DIR (a path override for tests
   and chroots; default /etc/systemd/system), or $XDG_CONFIG_HOME/systemd/user for a session.
 - `UnitFileWatch`: inotify on a unit's file and the links its [Install] section makes.
+- `BusUser._watch_unit`: a unit's watch (signals and inotify) that survives D-Bus restarts:
+  `_watch_bus` reconnects when the connection is lost (`_reconnect`: at once, on the bus
+  socket's inotify events, or after a doubling delay up to RECONNECT_MAX), waits for systemd
+  on the bus, subscribes again and sends an event (the unit is checked again).
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ import contextvars
 import functools
 import os
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+import time
+import urllib.parse
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle, Shared
 from engine.watcher import PathWatcher
+from resources._lib.events import pump_events
 from resources._lib.plan import Step, apply_steps
 
 if TYPE_CHECKING:
@@ -41,6 +48,8 @@ MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = f"{SYSTEMD}.Manager"
 UNIT = f"{SYSTEMD}.Unit"
 PROPERTIES = "org.freedesktop.DBus.Properties"
+DBUS = "org.freedesktop.DBus"  # the bus daemon's name, interface and object
+DBUS_PATH = "/org/freedesktop/DBus"
 DEFAULT_SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
 SYSTEM_UNIT_DIR = "/etc/systemd/system"
 VENDOR_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
@@ -48,6 +57,9 @@ USER_VENDOR_UNIT_DIRS = ("/etc/systemd/user", "/usr/lib/systemd/user")
 # [Install] keys that enable a unit by a link in <unit dir>/<target><suffix>/.
 INSTALL_LINKS = {"WantedBy": ".wants", "RequiredBy": ".requires", "UpheldBy": ".upholds"}
 CALL_TIMEOUT = 25.0  # seconds; D-Bus's own default method call timeout
+# Seconds between attempts to reach a lost bus again (doubling), unless its socket file
+# changes first (inotify): a watch reconnects at once when the bus is back.
+RECONNECT_MIN, RECONNECT_MAX = 0.05, 5.0
 FINISHED_KEPT = 256  # finished jobs remembered while waiting for a reply
 JOB_MODE = "replace"  # systemctl's default: our job replaces a conflicting queued one
 UNIT_TYPES = (
@@ -92,6 +104,19 @@ def bus_address(session: bool) -> str:
         default = f"unix:path=/run/user/{os.getuid()}/bus"
         return os.environ.get("DBUS_SESSION_BUS_ADDRESS") or default
     return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS
+
+
+def socket_path(address: str) -> str | None:
+    """The socket file of a D-Bus address's first `unix:path=` entry; None for another kind
+    (an abstract socket, tcp)."""
+    transport, _, params = address.split(";", 1)[0].partition(":")
+    if transport != "unix":
+        return None
+    for param in params.split(","):
+        key, _, value = param.partition("=")
+        if key == "path" and value:
+            return urllib.parse.unquote(value)  # D-Bus escapes bytes as %XX
+    return None
 
 
 def unit_dir(session: bool) -> str:
@@ -226,6 +251,17 @@ def unit_key(unit: str, session: bool) -> str:
     return f"session:{key}" if session else key
 
 
+class BusLost(ResourceError):
+    """The connection to the bus is gone (a D-Bus restart): `Signals` raise it. A watch run
+    by `BusUser._watch_bus` reconnects; any other fails, and meta rewatch reconnects."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(
+            f"lost the D-Bus connection to {address} (meta: {{rewatch: true}} reconnects)"
+        )
+        self.address = address
+
+
 class BusCallError(ResourceError):
     """A D-Bus method call answered with an error (`name` is e.g. org.freedesktop.DBus...)."""
 
@@ -277,13 +313,19 @@ class Signals:
     """
 
     def __init__(
-        self, bus: Bus, sender: str, routes: list[Route], accept: Callable[[Message], bool]
+        self,
+        bus: Bus,
+        sender: str,
+        routes: list[Route],
+        accept: Callable[[Message], bool],
+        arg0: str | None = None,
     ) -> None:
         self.bus = bus
         self.routes = routes
         self.accept = accept
+        only = f",arg0='{arg0}'" if arg0 is not None else ""
         self.rules = [
-            f"type='signal',sender='{sender}',path='{p}',interface='{i}',member='{m}'"
+            f"type='signal',sender='{sender}',path='{p}',interface='{i}',member='{m}'{only}"
             for p, i, m in routes
         ]
         self._wake = asyncio.Event()
@@ -309,7 +351,7 @@ class Signals:
             await self._wake.wait()
             self._wake.clear()
             if self.bus.lost:
-                raise ResourceError(f"lost the D-Bus connection to {self.bus.address}")
+                raise BusLost(self.bus.address)
             yield None
 
 
@@ -361,6 +403,11 @@ class Bus:
         # serial of a call in flight -> its caller's Hold, and what to do at its reply
         self._replies: dict[int, tuple[Hold, Callable[[Message], None] | None]] = {}
 
+    @property
+    def gone(self) -> bool:
+        """The connection is lost (or closing: a call failed before the monitor saw it)."""
+        return self.lost or self._conn is None or not self._conn.connected
+
     @classmethod
     async def acquire(cls, session: bool, shared: Shared) -> Bus:
         """The engine's connection to the system (or session) bus; `release()` it when done."""
@@ -392,11 +439,15 @@ class Bus:
         from dbus_fast.aio import MessageBus
 
         try:
-            conn = await MessageBus(bus_address=self.address).connect()
+            # Bounded: a socket-activated bus accepts the connection and answers only once
+            # its daemon runs (dbus-fast's handshake has no timeout of its own).
+            async with asyncio.timeout(CALL_TIMEOUT):
+                conn = await MessageBus(bus_address=self.address).connect()
         except Exception as err:
             self.lost = True
             self._forget()
-            raise ResourceError(f"cannot connect to D-Bus at {self.address}: {err}") from err
+            why = f"no answer in {CALL_TIMEOUT:g} s" if isinstance(err, TimeoutError) else err
+            raise ResourceError(f"cannot connect to D-Bus at {self.address}: {why}") from err
         conn.add_message_handler(self._on_message)
         self._conn = conn
         self._monitor = asyncio.create_task(self._watch_connection(conn), name="dbus monitor")
@@ -472,14 +523,29 @@ class Bus:
 
     async def call_daemon(self, member: str, rule: str) -> None:
         """AddMatch/RemoveMatch on the bus daemon itself."""
-        await self.call(
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            member,
-            signature="s",
-            body=[rule],
-        )
+        await self.call(DBUS, DBUS_PATH, DBUS, member, signature="s", body=[rule])
+
+    async def wait_for_owner(self, name: str) -> None:
+        """Return once `name` (systemd's) is on the bus: at once, or at its NameOwnerChanged
+        (systemd joins a restarted bus a moment after it is up). Losing the connection
+        meanwhile raises BusLost."""
+
+        def owned(msg: Message) -> bool:
+            return bool(msg.body[0] == name and msg.body[2])
+
+        route = (DBUS_PATH, DBUS, "NameOwnerChanged")
+        signals = await self.signals(DBUS, [route], owned, arg0=name)
+        try:
+            (has,) = await self.call(
+                DBUS, DBUS_PATH, DBUS, "NameHasOwner", signature="s", body=[name]
+            )
+            if has:
+                return
+            changes = cast("AsyncGenerator[None, None]", aiter(signals))
+            async with contextlib.aclosing(changes):
+                await anext(changes)
+        finally:
+            await signals.aclose()
 
     async def get_all(self, destination: str, path: str, interface: str) -> dict[str, Any]:
         """Properties.GetAll, with the variants unwrapped."""
@@ -491,10 +557,15 @@ class Bus:
     # signals -------------------------------------------------------------------------------
 
     async def signals(
-        self, sender: str, routes: list[Route], accept: Callable[[Message], bool]
+        self,
+        sender: str,
+        routes: list[Route],
+        accept: Callable[[Message], bool],
+        arg0: str | None = None,
     ) -> Signals:
-        """Subscribe to `routes` (match rules on the daemon); close the result to unsubscribe."""
-        subscription = Signals(self, sender, routes, accept)
+        """Subscribe to `routes` (match rules on the daemon, only for signals whose first
+        argument is `arg0` if given); close the result to unsubscribe."""
+        subscription = Signals(self, sender, routes, accept, arg0)
         for route in routes:
             self._routes.setdefault(route, set()).add(subscription)
         try:
@@ -643,16 +714,18 @@ async def _nothing() -> None:
     return None
 
 
-async def job(bus: Bus, method: str, unit: str, verb: str) -> None:
+async def job(bus: Bus, method: str, unit: str, verb: str, *, session: bool) -> None:
     """Run a job; any result but "done" is a failure naming the result (and the unit's own
-    Result, e.g. 'exit-code' or 'start-limit-hit', when its type has one)."""
+    Result, e.g. 'exit-code' or 'start-limit-hit', when its type has one) and where its log
+    is (`journalctl --user` for a unit of the user's manager)."""
     result = await bus.run_job(method, unit)
     if result != "done":
         why = await unit_result(bus, unit)
         detail = f"unit result {why!r}; " if why else ""
+        journal = "journalctl --user" if session else "journalctl"
         raise ResourceError(
             f"could not {verb} {unit}: its job ended with result {result!r} "
-            f"({detail}see `journalctl -u {unit}`)"
+            f"({detail}see `{journal} -u {unit}`)"
         )
 
 
@@ -727,12 +800,27 @@ def systemd_routes(unit: str) -> list[Route]:
     ]
 
 
+class Backoff:
+    """The delays between attempts to reach a lost bus: none, then RECONNECT_MIN, doubling up
+    to RECONNECT_MAX. Kept across a connection that is lost again at once (a bus that
+    accepts, then drops us), so that reconnecting does not spin."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+
+    def next(self) -> float:
+        delay = self.delay
+        self.delay = min(max(delay * 2, RECONNECT_MIN), RECONNECT_MAX)
+        return delay
+
+
 class BusUser:
     """Mixin for kinds that talk D-Bus: one shared connection, released at cleanup."""
 
     def _bus_init(self) -> None:
         self._bus: Bus | None = None
         self._bus_lock = asyncio.Lock()
+        self._disconnect_registered = False  # among the handle's cleanups
         self._mute = Mute()
 
     def _unit_changes(self) -> UnitChanges:
@@ -754,8 +842,92 @@ class BusUser:
                 await old.release()
             if self._bus is None:
                 self._bus = await Bus.acquire(session, handle.shared)
-                handle.on_cleanup(self._disconnect)
+                if not self._disconnect_registered:  # once, however often it reconnects
+                    handle.on_cleanup(self._disconnect)
+                    self._disconnect_registered = True
             return self._bus
+
+    async def _watch_unit(
+        self, handle: Handle, session: bool, unit: str, files: Iterable[str] = ()
+    ) -> None:
+        """A systemd unit's watch: its signals (see systemd_routes, UnitChanges) and inotify
+        on its files (UnitFileWatch; `files`: more paths), one event per wake-up, through
+        D-Bus restarts (see _watch_bus)."""
+        extra = list(files)  # watched again after each reconnection
+
+        async def watch(bus: Bus) -> None:
+            signals = await bus.signals(SYSTEMD, systemd_routes(unit), self._unit_changes())
+            try:
+                await bus.subscribe_systemd()
+                async with UnitFileWatch(unit, session, extra) as changes:
+                    await handle.event()
+                    await pump_events(handle, [signals, changes])
+            finally:
+                await signals.aclose()
+
+        await self._watch_bus(handle, session, SYSTEMD, watch)
+
+    async def _watch_bus(
+        self, handle: Handle, session: bool, name: str, watch: Callable[[Bus], Awaitable[None]]
+    ) -> None:
+        """Run `watch(bus)`, which subscribes, then sends an event and pumps the bus's
+        signals, again on a new connection whenever this one is lost (a D-Bus restart or
+        upgrade): one warning when it is lost, one line when it is back, and the event that
+        `watch` sends then checks the resource again (a change while the bus was away, such
+        as a unit stopped by hand, is repaired). A bus not there at first: the startup event
+        is sent anyway (check_apply fails, saying why), and the watch waits for it as for a
+        lost one. `name`: the service the watch needs on the bus (see _reconnect)."""
+        address = bus_address(session)
+        backoff = Backoff()
+        try:
+            bus = await self._connect(handle, session)
+        except ResourceError as err:
+            handle.logger.warning("%s: waiting for it", err)
+            await handle.event()
+            bus = await self._reconnect(handle, session, name, backoff)
+            handle.logger.info("connected to D-Bus at %s", address)
+        while True:
+            since = time.monotonic()
+            try:
+                await watch(bus)
+                return
+            except ResourceError:
+                if not bus.gone:
+                    raise
+            if time.monotonic() - since > RECONNECT_MAX:
+                backoff = Backoff()  # it had been up a while: a fresh loss, retried at once
+            handle.logger.warning("lost the D-Bus connection to %s: reconnecting", address)
+            bus = await self._reconnect(handle, session, name, backoff)
+            handle.logger.info("reconnected to D-Bus at %s: checking again", address)
+
+    async def _reconnect(self, handle: Handle, session: bool, name: str, backoff: Backoff) -> Bus:
+        """A new connection to the bus, with `name` on it (see Bus.wait_for_owner), tried
+        after each of `backoff`'s delays (the first is none), cut short when the bus's socket
+        file changes (inotify: a bus daemon that starts makes it); until cancelled."""
+        address = bus_address(session)
+        changed = asyncio.Event()
+        path = socket_path(address)
+        watcher = None
+        if path is not None:  # a watch that fails (on_error) leaves the delays
+            watcher = PathWatcher([path], on_change=changed.set, on_error=lambda _err: None)
+            watcher.open()
+        try:
+            while True:
+                delay = backoff.next()
+                if delay:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await changed.wait()
+                changed.clear()
+                try:
+                    bus = await self._connect(handle, session)
+                    await bus.wait_for_owner(name)
+                    return bus
+                except ResourceError as err:
+                    handle.logger.debug("D-Bus at %s is not back: %s", address, err)
+        finally:
+            if watcher is not None:
+                watcher.close()
 
     async def _disconnect(self) -> None:
         bus, self._bus = self._bus, None

@@ -99,6 +99,38 @@ async def test_daemon_repairs_every_drift(manager: RealSystemd, sd: Client, tmp_
     print("repairs after a stop:", ", ".join(f"{t * 1000:.1f} ms" for t in took))
 
 
+async def test_daemon_survives_dbus_restarts(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    """The bus restarted (a dbus upgrade), then stopped and started (a stop by hand of the
+    unit meanwhile): the agent reconnects each time, without meta rewatch, and repairs the
+    unit; one line when the bus is lost, one when it is back."""
+    name = unit(manager)
+    res = name.removesuffix(".service")
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(svc_graph(tmp_path, name))]) as daemon:
+        await daemon.wait_log("converged")
+        await manager.systemctl("restart", "dbus.service")  # `sd` is disconnected too
+        await daemon.wait_log(f"svc[{res}]: reconnected to D-Bus")
+        async with manager.client() as client:
+            pid = await client.main_pid(name)
+            await manager.systemctl("stop", "--no-block", name)
+            pid = await client.running_with_new_pid(name, pid)
+        await manager.systemctl("stop", "dbus.socket", "dbus.service")
+        await daemon.wait_log(f"svc[{res}]: lost the D-Bus connection", count=2)
+        await manager.systemctl("stop", name)  # systemctl needs no bus
+        await manager.systemctl("start", "dbus.socket")
+        async with manager.client() as client:
+            await client.running_with_new_pid(name, pid)
+            assert await up(client, name)
+        await daemon.wait_log(f"svc[{res}]: reconnected to D-Bus", count=2)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0, daemon.log
+    assert daemon.log.count("lost the D-Bus connection") == 2, daemon.log
+    assert daemon.log.count("reconnected to D-Bus") == 2, daemon.log
+    assert f"svc[{res}]: started {name}" in daemon.log
+    assert "watch failed" not in daemon.log, daemon.log
+
+
 async def test_unit_file_from_a_file_resource_with_notify(
     manager: RealSystemd, sd: Client, tmp_path: Path
 ) -> None:

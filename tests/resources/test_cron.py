@@ -374,3 +374,24 @@ def test_unit_files_and_their_directory_get_exact_modes_whatever_the_umask(tmp_p
     assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o755
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert path.read_text() == "[Timer]\n"
+
+
+async def test_a_dbus_restart_is_survived(
+    manager: RealSystemd, start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As svc's (tests/resources/test_svc.py): the watch reconnects and checks the timer
+    again; a stop by hand afterwards is repaired."""
+    caplog.set_level(logging.INFO, logger="engine")
+    name = manager.name("backup")
+    running = await start(job(name))
+    assert await running.res.check_apply(True) is False
+    await quiet(running)
+    await manager.systemctl("restart", "dbus.service")  # the fixture's `sd` is gone with it
+    await running.handle.next_event()  # the check once back
+    assert "reconnected to D-Bus" in caplog.text
+    assert await running.res.check_apply(True) is True
+    await manager.systemctl("stop", f"{name}.timer")
+    await running.handle.next_event()
+    assert await running.res.check_apply(True) is False
+    async with manager.client() as sd:
+        assert await timer_up(sd, f"{name}.timer")

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -386,16 +386,22 @@ async def test_unmanaged_does_nothing(monkeypatch: pytest.MonkeyPatch, run_resou
 # units that cannot be run ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("session", "journal"),
+    [(False, "journalctl -u"), (True, "journalctl --user -u")],
+    ids=["system-path", "session"],
+)
 async def test_failed_start_is_a_failure_naming_the_job_result(
-    manager: RealSystemd, sd: Client, start: Start
+    manager: RealSystemd, sd: Client, start: Start, session: bool, journal: str
 ) -> None:
     text = SERVICE.replace("/bin/sleep infinity", "/nonexistent/binary")
     name = unit(manager, "bad", text, Type="exec")  # the job waits for the exec()
-    running = await start(svc(name, state="running"))
+    running = await start(svc(name, state="running", session=session))
     events = running.handle.events
     error = rf"could not start {name}: its job ended with result 'failed' \(unit result 'exit-code'"
-    with pytest.raises(ResourceError, match=error):
+    with pytest.raises(ResourceError, match=error) as failure:
         await running.res.check_apply(True)
+    assert f"see `{journal} {name}`" in str(failure.value)
     assert await sd.active(name) == "failed"
     # systemd's echo of our own failed job is no drift: it would start it again, forever.
     assert await running.handle.no_event(within=0.3)
@@ -447,6 +453,27 @@ async def test_static_unit_cannot_be_enabled(manager: RealSystemd, start: Start)
     running = await start(svc(name, startup="enabled"))
     with pytest.raises(ResourceError, match=r"no \[Install\] section \(state 'static'\)"):
         await running.res.check_apply(True)
+
+
+async def test_static_unit_is_started_though_it_cannot_be_enabled(
+    manager: RealSystemd, sd: Client, start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What can be applied is (the start), then the enable problem is the failure."""
+    caplog.set_level(logging.INFO, logger="engine")
+    name = unit(manager, "helper", STATIC)
+    running = await start(svc(name, state="running", startup="enabled"))
+    for _ in range(2):
+        with pytest.raises(ResourceError, match=rf"cannot enable {name}: it has no \[Install\]"):
+            await running.res.check_apply(True)
+        assert await sd.active(name) == "active"
+        assert await sd.file_state(name) == "static"
+    started = [r for r in caplog.records if r.getMessage().endswith(f": started {name}")]
+    assert len(started) == 1
+    await manager.systemctl("stop", name)  # the watch still repairs it
+    await running.handle.next_event()
+    with pytest.raises(ResourceError, match=rf"cannot enable {name}"):
+        await running.res.check_apply(True)
+    assert await sd.active(name) == "active"
 
 
 async def test_templated_unit(manager: RealSystemd, sd: Client, start: Start) -> None:
@@ -585,14 +612,112 @@ async def test_job_removed_before_the_reply(
         try:
             await bus.subscribe_systemd()
             async with asyncio.timeout(5):
-                await job(bus, "StartUnit", "web.service", "start")
+                await job(bus, "StartUnit", "web.service", "start", session=False)
                 fake.job_result = "failed"
                 with pytest.raises(ResourceError, match="result 'failed'"):
-                    await job(bus, "StartUnit", "web.service", "start")
+                    await job(bus, "StartUnit", "web.service", "start", session=False)
         finally:
             await bus.release()
             await shared.aclose()
     assert [call[0] for call in fake.calls] == ["Subscribe", "StartUnit", "StartUnit"]
+
+
+@contextlib.contextmanager
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> Iterator[OnLog]:
+    """An OnLog for `text` on the engine's logger (INFO and up captured) inside the block."""
+    caplog.set_level(logging.INFO, logger="engine")
+    seen = OnLog(text)
+    logging.getLogger("engine").addHandler(seen)
+    try:
+        yield seen
+    finally:
+        logging.getLogger("engine").removeHandler(seen)
+
+
+def _lines(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    return sum(text in record.getMessage() for record in caplog.records)
+
+
+async def test_a_dbus_restart_is_survived(
+    manager: RealSystemd, start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`systemctl restart dbus` (an upgrade of the package): the watch reconnects, subscribes
+    again and checks the unit (no meta rewatch); a stop by hand afterwards is repaired."""
+    name = unit(manager)
+    running = await start(svc(name, state="running"))
+    assert await running.res.check_apply(True) is False
+    with _logged(caplog, "reconnected to D-Bus") as back:
+        await manager.systemctl("restart", "dbus.service")
+        async with asyncio.timeout(15):
+            await back.seen.wait()
+    await running.handle.next_event()  # the check once back
+    assert await running.res.check_apply(True) is True
+    await manager.systemctl("stop", name)
+    await running.handle.next_event()
+    assert await running.res.check_apply(True) is False
+    async with manager.client() as sd:
+        assert await sd.active(name) == "active"
+    assert _lines(caplog, "lost the D-Bus connection") == 1
+    assert _lines(caplog, "reconnected to D-Bus") == 1
+
+
+async def test_a_stop_while_dbus_is_away_is_repaired_once_it_is_back(
+    manager: RealSystemd,
+    start: Start,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bus stopped (socket and daemon), the unit stopped by hand meanwhile (systemctl
+    reaches the manager without the bus), the bus started again: the watch's check on
+    reconnecting repairs it. An attempt at once after the loss is refused (then the socket
+    made again wakes the next, by inotify) or pends until the socket listens again: the
+    delays between attempts are made far longer than the test's bounds."""
+    monkeypatch.setattr(systemd, "RECONNECT_MIN", 600.0)
+    monkeypatch.setattr(systemd, "RECONNECT_MAX", 600.0)
+    name = unit(manager)
+    running = await start(svc(name, state="running"))
+    assert await running.res.check_apply(True) is False
+    with _logged(caplog, "reconnected to D-Bus") as back:
+        await manager.systemctl("stop", "dbus.socket", "dbus.service")
+        await manager.systemctl("stop", name)
+        assert await running.handle.no_event(within=0.2)
+        await manager.systemctl("start", "dbus.socket")
+        async with asyncio.timeout(15):
+            await back.seen.wait()
+    await running.handle.next_event()
+    assert await running.res.check_apply(True) is False
+    async with manager.client() as sd:
+        assert await sd.active(name) == "active"
+    assert _lines(caplog, "lost the D-Bus connection") == 1
+
+
+async def test_a_bus_not_there_at_first_is_waited_for(
+    manager: RealSystemd, start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch sends its startup event (check_apply says what is wrong), then connects as
+    soon as the bus's socket appears (inotify: the delays between attempts are made far
+    longer than the test's bounds), and the check after it starts the unit."""
+    monkeypatch.setattr(systemd, "RECONNECT_MIN", 600.0)
+    monkeypatch.setattr(systemd, "RECONNECT_MAX", 600.0)
+    socket = tmp_path / "bus"
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={socket}")
+    name = unit(manager)
+    running = await start(svc(name, state="running"))
+    with pytest.raises(ResourceError, match="cannot connect to D-Bus"):
+        await running.res.check_apply(True)
+    socket.symlink_to(manager.bus.removeprefix("unix:path="))  # the bus appears
+    await running.handle.next_event()
+    assert await running.res.check_apply(True) is False
+    async with manager.client() as sd:
+        assert await sd.active(name) == "active"
+
+
+def test_reconnect_backoff() -> None:
+    """At once, then doubling up to the bound; a new Backoff after a connection that lasted."""
+    backoff = systemd.Backoff()
+    delays = [backoff.next() for _ in range(10)]
+    assert delays[:3] == [0.0, systemd.RECONNECT_MIN, 2 * systemd.RECONNECT_MIN]
+    assert delays == sorted(delays) and delays[-1] == systemd.RECONNECT_MAX
 
 
 def _buses(running: Running) -> Buses:
