@@ -79,7 +79,7 @@ class Status(enum.Enum):
     OK = "ok"  # its last process succeeded
     RETRYING = "retrying"  # failed, a retry is scheduled
     FAILED = "failed"  # failed and out of retries, until its next event
-    DEAD = "dead"  # init() or its watch failed for good: failed until it is replaced
+    DEAD = "dead"  # init() or its watch failed for good: failed until replaced or revived
     STOPPING = "stopping"  # stop() called: no new process starts, a running one may finish
     STOPPED = "stopped"  # its tasks ended and it was cleaned up
 
@@ -103,7 +103,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     OK: _RUN | {DEAD, STOPPING},
     RETRYING: _RUN | {DEAD, STOPPING},
     FAILED: _RUN | {DEAD, STOPPING},
-    DEAD: frozenset({STOPPING}),
+    DEAD: frozenset({PENDING, STOPPING}),  # PENDING: revived (SIGHUP: Engine.retry_failed)
     STOPPING: frozenset({STOPPED}),
     STOPPED: frozenset(),
 }
@@ -331,6 +331,22 @@ class Vertex:
             return True
         finally:
             self.ready.set()
+
+    def revive(self) -> None:
+        """A DEAD vertex tries again (an operator's reload): its watch restarts, or its init()
+        runs again if that is what failed; it is DEAD again if it fails again."""
+        if self._status is not DEAD:
+            return
+        self.outcome = PENDING
+        self.error = None
+        self.engine.retries[self.key] = 0
+        if not self._inited:  # init() failed: its task ended, run it again
+            self.ready.clear()
+            self.start()
+            return
+        self._set_status(PENDING)
+        if not self._listen():
+            self._watch_task = self._tasks.spawn(self._watch(), f"watch {self.name}")
 
     def _listen(self) -> bool:
         """Watch without a task (a Listening kind), and send the startup event; False when the
@@ -1088,6 +1104,18 @@ class Engine:
             self.changed(vertices[key])
         _release(released)
         self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
+
+    def retry_failed(self) -> tuple[int, int]:
+        """An operator's reload (SIGHUP): each DEAD vertex is revived (its watch or init()
+        runs again) and each FAILED one (out of retries) is checked once more; how many of
+        each."""
+        dead = [v for v in self.vertices.values() if v.status is DEAD]
+        failed = [v for v in self.vertices.values() if v.status is FAILED]
+        for vertex in dead:
+            vertex.revive()
+        for vertex in failed:
+            vertex.poke()
+        return len(dead), len(failed)
 
     # the cycle collector during the first run -----------------------------------------------
 

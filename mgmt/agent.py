@@ -783,11 +783,20 @@ class Agent:
                 self.swapped.set()
 
     def _on_hup(self) -> None:
+        self._retry_failed()
         if self.source is None and self.config.file is None:
             log.info("SIGHUP: no graph file to reload")
             return
         log.info("SIGHUP: reading %s again", self.config.file or "the program")
         self.reload.set()
+
+    def _retry_failed(self) -> None:
+        """A reload retries what failed, even with the graph unchanged: each resource whose
+        watch or init() failed for good (DEAD) starts again, each out of retries (FAILED) is
+        checked once more. (A vertex the reload's swap replaces starts afresh anyway.)"""
+        dead, failed = self.engine.retry_failed()
+        if dead or failed:
+            log.info("SIGHUP: restarting %d dead and re-checking %d failed resources", dead, failed)
 
     async def _reload_loop(self) -> None:
         while True:

@@ -840,6 +840,38 @@ async def test_no_watch_ignores_edits_but_sighup_reloads(tmp_path: Path) -> None
         assert await daemon.wait() == 0
 
 
+async def test_sighup_retries_a_dead_watch_and_a_failed_resource(tmp_path: Path) -> None:
+    """A reload retries what failed, the graph file unchanged: a watch failed for good starts
+    again, a resource out of retries is checked once more."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: g
+        resources:
+          exec:
+            - name: watched
+              shell: /bin/sh
+              cmd: "true"
+              watchshell: /bin/sh
+              watchcmd: "test -e TMP/ok && echo $$ > TMP/watching && exec sleep 600"
+            - name: failing
+              shell: /bin/sh
+              cmd: "test -e TMP/ok"
+        """,
+    )
+    async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
+        await daemon.wait_log("exec[watched]: watch failed")
+        await daemon.wait_log("exec[failing]: failed")
+        (tmp_path / "ok").touch()
+        daemon.signal(signal.SIGHUP)
+        await daemon.wait_log("SIGHUP: restarting 1 dead and re-checking 1 failed resources")
+        await wait_path(tmp_path / "watching", lambda p: p.exists())
+        await daemon.wait_log("exec[failing]: recovered")
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+    assert daemon.log.count("watch failed") == 1
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_a_stop_signal_is_graceful_and_a_second_one_forces(
     tmp_path: Path, sig: signal.Signals

@@ -25,6 +25,18 @@ class InitFails(ProbeRes):
         raise RuntimeError("no such device")
 
 
+@register("initfailonce")
+@dataclass(kw_only=True, eq=False)
+class InitFailsOnce(ProbeRes):
+    inits: int = 0  # of this instance (a revived vertex runs the same one's init again)
+
+    async def init(self, handle: Handle) -> None:
+        self.inits += 1
+        if self.inits == 1:
+            raise RuntimeError("not yet")
+        await super().init(handle)
+
+
 @register("plainprobe")
 @dataclass(kw_only=True, eq=False)
 class PlainProbe(Resource):
@@ -58,7 +70,8 @@ def test_transition_table_is_complete_and_ends_in_stopped() -> None:
     assert set(TRANSITIONS) == set(Status)
     assert not any(Status.NEW in targets for targets in TRANSITIONS.values())
     assert TRANSITIONS[Status.STOPPED] == frozenset()
-    assert TRANSITIONS[Status.DEAD] == {Status.STOPPING}  # dead until replaced
+    # dead until replaced, or revived (Engine.retry_failed: SIGHUP)
+    assert TRANSITIONS[Status.DEAD] == {Status.PENDING, Status.STOPPING}
 
 
 async def test_a_vertex_lives_pending_running_ok_stopping_stopped(engine: Engine) -> None:
@@ -172,6 +185,32 @@ async def test_a_dead_vertex_is_not_run_when_poked(engine: Engine) -> None:
     await settle(engine)
     assert len(state("x").calls) == runs
     assert engine.vertices[("probe", "x")].status is Status.DEAD
+
+
+async def test_retry_failed_revives_dead_vertices_and_rechecks_failed_ones(engine: Engine) -> None:
+    graph = make_graph("bf")
+    graph.add(InitFailsOnce(name="i"))
+    graph.add(BrokenWatch(name="w"))
+    graph.connect(("initfailonce", "i"), ("probe", "b"))
+    state("f").failures_left = 1
+    await engine.apply(graph)
+    vertices = engine.vertices
+    dead = [vertices[("initfailonce", "i")], vertices[("probe", "w")]]
+    await settle(engine, lambda: all(v.status is Status.DEAD for v in dead))
+    await settle(engine)
+    assert vertices[("probe", "f")].status is Status.FAILED
+    assert not state("b").calls and engine.blocked(vertices[("probe", "b")])
+    starts = vertices[("probe", "w")].stats.watch_starts
+    assert engine.retry_failed() == (2, 1)
+    await settle(engine, lambda: vertices[("probe", "w")].stats.watch_starts > starts)
+    await settle(engine)
+    assert vertices[("initfailonce", "i")].status is Status.OK
+    assert vertices[("probe", "f")].status is Status.OK
+    assert state("b").calls  # no longer blocked
+    assert vertices[("probe", "w")].status is Status.DEAD  # its watch broke again
+    assert engine.retry_failed() == (1, 0)
+    await engine.stop()
+    assert state("i").cleanups == 1
 
 
 async def test_a_failed_outcome_is_kept_after_stop(engine: Engine) -> None:
