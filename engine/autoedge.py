@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from typing import TypeVar
 
 from engine.errors import GraphError
@@ -146,6 +146,18 @@ def owned_by_kind(graph: Graph) -> dict[tuple[str, UID], Key]:
     """Who manages each UID, per kind of resource: what `clash` compares, kept exactly (an
     `owners` map keeps one resource per UID)."""
     return {(key[0], uid): key for key, res in graph.vertices.items() for uid in managed(res)}
+
+
+def duplicates(graph: Graph) -> Iterator[tuple[UID, Key, Key]]:
+    """Each (uid, first, key) where `key` manages what `first`, before it in `graph`, manages
+    and `clash` refuses it (per kind, as `owned_by_kind`): for a front-end that can say where
+    each was declared (the YAML graph file), before the engine refuses the graph."""
+    seen: dict[tuple[str, UID], Key] = {}
+    for key, res in graph.vertices.items():
+        for uid in managed(res):
+            first = seen.setdefault((key[0], uid), key)
+            if clash(first, key):
+                yield uid, first, key
 
 
 def both_manage(uid: UID, first: Key, second: Key) -> str:
