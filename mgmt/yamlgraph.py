@@ -723,9 +723,9 @@ class _Parser:
         by_kind = {cls: [vertices[key] for key in keys] for cls, keys in together.items()}
         for res, refusal in refused_together(by_kind):
             self.problem(first_lines[key_of(res)], str(res), str(refusal))
-        for uid, first, key in duplicates(loaded.graph):  # what the engine refuses, with lines
-            also = f" (also declared at line {first_lines[first]})"
-            self.problem(first_lines[key], fmt_key(key), both_manage(uid, first, key) + also)
+        for uid, owner, key in duplicates(loaded.graph):  # what the engine refuses, with lines
+            also = f" (also declared at line {first_lines[owner]})"
+            self.problem(first_lines[key], fmt_key(key), both_manage(uid, owner, key) + also)
 
     def _resource(
         self, cls: type[Resource], kind: str, item: Any, line: int, index: int
