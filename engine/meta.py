@@ -11,6 +11,13 @@ from dataclasses import dataclass, field
 from engine.errors import ValidationError
 from engine.params import parse_int, show
 
+# The longest wait between retries: a day, in milliseconds. A retry further away is a mistake
+# (seconds for milliseconds?), and a cron run waits for it: `delay: 9223372036854775807` logged
+# `retrying in 9.22337e+15s` and never ended. (mgmt's Delay is a uint64 of milliseconds.)
+MAX_DELAY = 86_400_000
+# The longest poll interval, in seconds: mgmt's Poll is an int32 (about 68 years).
+MAX_POLL = 2**31 - 1
+
 
 @dataclass(kw_only=True, frozen=True)
 class Meta:
@@ -22,12 +29,12 @@ class Meta:
     retry: int = 0
     # Reset the retry counter when the graph is swapped (mgmt's retryreset). Default false.
     retryreset: bool = False
-    # Milliseconds to wait between retries. Default 0.
+    # Milliseconds to wait between retries, at most MAX_DELAY (a day). Default 0.
     delay: int = 0
     # Seconds a single check_apply may take before it is a failure; 0 = no limit. Default 0.
     timeout: int = 0
     # Seconds between polls instead of watching; 0 = use the resource's watch; -1 = neither:
-    # the startup event only, the resource is applied once (mgmt's). Default 0.
+    # the startup event only, the resource is applied once (mgmt's); at most MAX_POLL. Default 0.
     poll: int = 0
     # Events processed per second at most (token bucket); inf = no limit. Default inf.
     limit: float = field(default=math.inf, metadata={"inf": True})
@@ -54,8 +61,14 @@ class Meta:
         for name in ("delay", "timeout", "burst"):
             if getattr(self, name) < 0:
                 raise ValidationError(f"must be >= 0, got {getattr(self, name)}", name)
-        if self.poll < -1:
-            raise ValidationError(f"must be -1 (once), 0 (watch) or >= 1, got {self.poll}", "poll")
+        if self.delay > MAX_DELAY:
+            raise ValidationError(
+                f"must be at most {MAX_DELAY} ms (a day) between retries, got {self.delay}", "delay"
+            )
+        if not -1 <= self.poll <= MAX_POLL:
+            raise ValidationError(
+                f"must be -1 (once), 0 (watch) or from 1 to {MAX_POLL} s, got {self.poll}", "poll"
+            )
         if not self.limit > 0:
             raise ValidationError(f"must be > 0 events/s (or inf), got {self.limit}", "limit")
         names = [sema_size(entry)[0] for entry in self.sema]

@@ -1212,6 +1212,14 @@ async def test_sighup_without_a_graph_file_is_harmless(tmp_path: Path) -> None:
         ),
         (f"graph: g\nresources:\n  noop:\n    - {{name: a, meta: {{retry: {HUGE}}}}}\n", ":4: "),
         (f"graph: g\nresources:\n  noop:\n    - {{name: a, meta: {{limit: {BIG}}}}}\n", ":4: "),
+        (  # a retry never due: a cron run waited for it forever
+            "graph: g\nresources:\n  noop:\n    - {name: a, meta: {delay: 9223372036854775807}}\n",
+            ":4: noop[a]: meta.delay: must be at most 86400000 ms (a day) between retries, got",
+        ),
+        (
+            "graph: g\nresources:\n  noop:\n    - {name: a, meta: {poll: 2147483648}}\n",
+            ":4: noop[a]: meta.poll: must be -1 (once), 0 (watch) or from 1 to 2147483647 s, got",
+        ),
         ("graph: g\nresources:\n  noop:\n    - {name: a, meta: {sema: ['a:²']}}\n", ":4: "),
         ('graph: g\nresources:\n  exec:\n    - {name: a, cmd: "true", user: "²"}\n', ":4: "),
     ],

@@ -199,7 +199,10 @@ def test_constants_through_variables_and_negatives_are_validated_too() -> None:
     (problem,) = problems('$p = "relative"\n$q = $p\nfile $q { content => "x" }')
     assert problem.startswith("t.mcl:3:1: file[relative]: name: expected an absolute path")
     (problem,) = problems('test "a" { Meta:poll => -2 }')
-    assert "t.mcl:1:1: test[a]: Meta:poll: must be -1 (once), 0 (watch) or >= 1, got -2" in problem
+    assert (
+        "t.mcl:1:1: test[a]: Meta:poll: must be -1 (once), 0 (watch) or from 1 to 2147483647 s, got -2"
+        in problem
+    )
     compile_ok('test "a" { Meta:poll => -1 }')  # mgmt's "once"
     # A class's argument is a constant where the include passes one.
     (problem,) = problems('class c($p) { file $p { content => "x" } }\ninclude c("rel")')
