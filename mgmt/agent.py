@@ -45,7 +45,15 @@ from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
 from mgmt.status.server import SOCKET, StatusServer, listen
 from mgmt.tmpprefix import PrefixBusy, TmpPrefix, hold_prefix
-from mgmt.yamlgraph import GraphFileError, Loaded, digest, load_file, read_limited, reparse
+from mgmt.yamlgraph import (
+    GraphFileError,
+    Loaded,
+    digest,
+    load_file,
+    locate_refusal,
+    read_limited,
+    reparse,
+)
 
 if TYPE_CHECKING:
     from engine.world import World
@@ -259,7 +267,8 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
             agent.follow_deploys(deploy_source)
         return await agent.run(loaded)
     except GraphError as err:  # found when the engine prepares the graph, before it runs
-        log.error("%s: %s", config.file or "graph", err)
+        for line in await _located(config, err):
+            log.error("%s", line)
         return ExitCode.USAGE
 
 
@@ -879,8 +888,11 @@ class Agent:
             await self._apply(loaded)
         except GraphError as err:  # e.g. two resources managing one file: one line, once
             self._rejected = got.digest
-            log.error("%s: %s; keeping the running graph", file, err)
-            self._refused_graph(f"{file}: {err} (keeping the running graph)")
+            lines = await _located(self.config, err)
+            for line in lines:
+                log.error("%s", line)
+            log.error("keeping the running graph")
+            self._refused_graph(first_of(lines, "keeping the running graph"))
             return
         finally:
             self.swapped.set()
@@ -893,6 +905,17 @@ class Agent:
             log.error("%s", problem)
         log.error("keeping the running graph")
         self._program_error(first_of(err.problems, "keeping the running graph"))
+
+
+async def _located(config: Config, err: GraphError) -> list[str]:
+    """The lines that say why the engine refused a graph file's graph: each problem at its
+    line when a parse that looks for them finds them (yamlgraph.locate_refusal), else the
+    engine's reason after the file's name."""
+    if config.frontend == "yaml" and config.file is not None:
+        found = await asyncio.to_thread(locate_refusal, config.file, config.max_graph_size)
+        if found:
+            return found
+    return [f"{config.file or 'graph'}: {err}"]
 
 
 @dataclass

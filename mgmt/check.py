@@ -31,7 +31,7 @@ def check_program(frontend: str, data: bytes, filename: str, max_size: int) -> l
                     f"{filename}:1: the graph file is larger than {max_size:,} bytes "
                     "(--max-graph-size, MGMT_MAX_GRAPH_SIZE)"
                 ]
-            verify(parse(data, filename).graph.copy())  # what `mgmt run` refuses too
+            verify(parse(data, filename, duplicates=True).graph.copy())  # as `mgmt run` refuses
     except (CompileError, GraphFileError) as err:
         return list(err.problems)
     except GraphError as err:
@@ -101,7 +101,7 @@ def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Load
     from mgmt.yamlgraph import parse, read_limited
 
     if frontend != "lang":
-        return parse(read_limited(path, max_size), str(path))
+        return parse(read_limited(path, max_size), str(path), duplicates=True)
     import logging
     import tempfile
 

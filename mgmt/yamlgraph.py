@@ -245,11 +245,29 @@ def read_limited(path: Path, max_size: int = MAX_SIZE) -> bytes:
     return data
 
 
-def parse(text: str | bytes, filename: str = "<graph>", incremental: bool = False) -> Loaded:
+def parse(
+    text: str | bytes,
+    filename: str = "<graph>",
+    incremental: bool = False,
+    duplicates: bool = False,
+) -> Loaded:
     """Parse graph-file text (bytes: UTF-8, or UTF-16 with a BOM); GraphFileError lists every
-    problem found. `incremental` keeps what reparse() needs in `Loaded.reuse`."""
+    problem found. `incremental` keeps what reparse() needs in `Loaded.reuse`. `duplicates`:
+    also two resources of one kind managing one thing, each at its line (`mgmt check`, and a
+    run whose graph the engine refused so: `locate_refusal`), which the engine refuses anyway
+    (without lines): not on every run's path (~1% of a 1,000-file run's instructions)."""
     with collector.paused():  # many objects, no cycles: half the time went to full passes
-        return _Parser(filename, incremental).parse(text)
+        return _Parser(filename, incremental, duplicates).parse(text)
+
+
+def locate_refusal(path: Path, max_size: int) -> list[str]:
+    """The problems, at their lines, of a graph file whose graph the engine refused (two
+    resources managing one thing): [] if a parse with `duplicates` finds none."""
+    try:
+        parse(read_limited(path, max_size), str(path), duplicates=True)
+    except GraphFileError as err:
+        return list(err.problems)
+    return []
 
 
 class _NodeProblem(Exception):
@@ -562,8 +580,9 @@ def _merge(
 
 
 class _Parser:
-    def __init__(self, filename: str, incremental: bool = False) -> None:
+    def __init__(self, filename: str, incremental: bool = False, duplicates: bool = False) -> None:
         self.filename = filename
+        self.duplicates = duplicates
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self._lines: list[int] = []  # each problem's line: reported in file order
@@ -723,6 +742,8 @@ class _Parser:
         by_kind = {cls: [vertices[key] for key in keys] for cls, keys in together.items()}
         for res, refusal in refused_together(by_kind):
             self.problem(first_lines[key_of(res)], str(res), str(refusal))
+        if not self.duplicates:
+            return
         for uid, owner, key in duplicates(loaded.graph):  # what the engine refuses, with lines
             also = f" (also declared at line {first_lines[owner]})"
             self.problem(first_lines[key], fmt_key(key), both_manage(uid, owner, key) + also)

@@ -180,10 +180,13 @@ async def test_an_edit_making_two_resources_manage_one_file_is_refused_in_one_li
         async with asyncio.timeout(20):
             await refused.wait()
         line = next(x for x in lines if "both manage" in x)
-        assert line == (
-            f"{path}: file[other] and file[f7] both manage file {out}/f7: each would undo the"
-            " other's changes (keep one of them); keeping the running graph"
-        )
+        # At the graph file's lines (located once the engine refused it: no cost otherwise).
+        assert line.startswith(f"{path}:") and line.endswith(
+            f": file[other]: file[other] and file[f7] both manage file {out}/f7: each would"
+            " undo the other's changes (keep one of them) (also declared at line "
+            f"{graph(out).splitlines().index('    - name: f7') + 1})"
+        ), line
+        assert "keeping the running graph" in lines[lines.index(line) + 1]
         assert agent.engine.vertices == before and (out / "f7").read_text() == "number 7\n"
 
         swapped = asyncio.Event()
