@@ -32,6 +32,7 @@ FAILED = re.compile(r"file\[f\d+\]: failed: (.*)$")
 PLAIN = re.compile(
     r"could not create (parent directory )?\S+: "
     r"(directory \S+ vanished while writing|No such file or directory)"
+    r"|cannot inspect \S+: No such file or directory"  # its directory went as it looked
 )
 
 
