@@ -17,6 +17,16 @@ def _program(out: Path, names: str) -> str:
     return "".join(f'file "{out}/{n}" {{ content => "{n}\\n", }}\n' for n in names)
 
 
+def _yaml_daemon(tmp_path: Path) -> tuple[Path, Path, Path, str, list[str]]:
+    """A graph file of one file resource (out/a, content a), written: its out directory,
+    prefix, path and text, and the `mgmt status` arguments for that prefix."""
+    out, prefix, graph = tmp_path / "out", tmp_path / "prefix", tmp_path / "g.yaml"
+    out.mkdir()
+    good = f"graph: g\nresources:\n  file:\n  - name: {out}/a\n    content: a\n"
+    graph.write_text(good)
+    return out, prefix, graph, good, ["status", "--prefix", str(prefix)]
+
+
 async def _repaired(out: Path, name: str) -> None:
     """Delete a managed file and wait for its repair: the daemon has handled every inotify
     event before that one (one inotify queue, read in order)."""
@@ -114,11 +124,7 @@ async def test_mgmt_status_fails_while_the_program_has_no_graph_then_recovers(
 async def test_mgmt_status_fails_while_a_graph_file_edit_is_refused(tmp_path: Path) -> None:
     """The YAML front-end alike: a graph file edited into one that does not parse keeps the
     running graph, and `mgmt status` says so (exit 1) until a good edit."""
-    out, prefix, graph = tmp_path / "out", tmp_path / "prefix", tmp_path / "g.yaml"
-    out.mkdir()
-    good = f"graph: g\nresources:\n  file:\n  - name: {out}/a\n    content: a\n"
-    graph.write_text(good)
-    status = ["status", "--prefix", str(prefix)]
+    out, prefix, graph, good, status = _yaml_daemon(tmp_path)
     async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
         await daemon.wait_log("converged:")
         graph.write_text("graph: [")
@@ -170,11 +176,7 @@ async def test_a_refused_graph_file_edit_undone_or_refused_by_the_engine_shows_i
 ) -> None:
     """A bad edit undone (the file is the running graph's again) clears the program error; a
     graph the engine refuses (two resources own one file) is one too, until a good edit."""
-    out, prefix, graph = tmp_path / "out", tmp_path / "prefix", tmp_path / "g.yaml"
-    out.mkdir()
-    good = f"graph: g\nresources:\n  file:\n  - name: {out}/a\n    content: a\n"
-    graph.write_text(good)
-    status = ["status", "--prefix", str(prefix)]
+    out, prefix, graph, good, status = _yaml_daemon(tmp_path)
     async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
         await daemon.wait_log("converged:")
         with graph.open("a") as writer:
