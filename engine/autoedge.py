@@ -29,13 +29,13 @@ H = TypeVar("H", bound=Hashable)
 
 
 def add_autoedges(
-    graph: Graph, index: AutoIndex | None = None, providers: dict[UID, Key] | None = None
+    graph: Graph, index: AutoIndex | None = None, providers: Owners | None = None
 ) -> int:
     """Add the automatic edges to `graph` in place; returns how many were added. `index`, if
     given, counts what each resource provides and asks for (AutoIndex), at no extra call.
     `providers`, if given, gets who provides each UID (`owners` of the resources taking part:
-    GraphError if two provide one)."""
-    providers = {} if providers is None else providers
+    GraphError if two of one kind provide one: `claim`)."""
+    providers = Owners() if providers is None else providers
     wanting: list[tuple[Key, Edgeable]] = []
     lazy: list[tuple[Key, Edgeable]] = []  # those providing some UIDs only when asked
     lazy_types = LAZY_PROVIDERS
@@ -46,14 +46,15 @@ def add_autoedges(
             continue
         uids = res.uids()
         for uid in uids:
-            if clash(providers.setdefault(uid, key), key):
-                raise GraphError(both_manage(uid, providers[uid], key))
+            owner = providers.setdefault(uid, key)
+            if owner != key:  # rare: another resource manages it too
+                claim(providers, owner, uid, key)
         provided += uids
         wanting.append((key, res))
         if lazy_types and type(res) in lazy_types:
             lazy.append((key, res))
     asked: Iterable[tuple[Key, list[list[UID]]]]
-    lookup = providers
+    lookup: dict[UID, Key] = providers
     if lazy:  # all the requests first, with those of the lazy kinds
         kinds = frozenset(kind for _key, res in lazy for kind in res.LAZY)
         asked = [(key, [*res.autoedges(), *res.lazy_autoedges(kinds)]) for key, res in wanting]
@@ -116,21 +117,41 @@ def managed(res: Resource) -> list[UID]:
     return res.uids() if isinstance(res, Edgeable) else []
 
 
-def owners(graph: Graph, found: dict[UID, Key] | None = None) -> dict[UID, Key]:
+def owners(graph: Graph, found: Owners | None = None) -> Owners:
     """Who manages each UID of `graph` (the first, in graph order, when resources of several
-    kinds do); GraphError when two resources of one kind manage the same thing (`clash`).
+    kinds do); GraphError when two resources of one kind manage the same thing (`claim`).
     `found`: what `add_autoedges` found already (its `providers`: those taking part are not
     asked again)."""
     autoedged = found is not None
-    found = {} if found is None else found
+    found = Owners() if found is None else found
     for key, res in graph.vertices.items():
         if autoedged and res.meta.autoedge:
             continue  # counted by add_autoedges, if Edgeable
         for uid in managed(res):
             owner = found.setdefault(uid, key)
-            if clash(owner, key):
-                raise GraphError(both_manage(uid, owner, key))
+            if owner != key:
+                claim(found, owner, uid, key)
     return found
+
+
+class Owners(dict[UID, Key]):
+    """Who manages each UID (the first resource in graph order, whatever its kind: the one
+    automatic edges see), and in `kinds`, per (kind, UID), the first resource of each other kind
+    managing a UID that a resource of another kind manages first (a `tar` of a path, then a
+    `file` of it): with the first, what `owned_by_kind` keeps, for `claim` to see every pair."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds: dict[tuple[str, UID], Key] = {}
+
+
+def claim(found: Owners, owner: Key, uid: UID, key: Key) -> None:
+    """`key` manages `uid`, which `owner` (`found[uid]`, before it in the graph) manages too:
+    GraphError if the first resource of its kind managing it `clash`es with it, whatever kinds
+    came between (a `tar` of a path, then two `file` of it)."""
+    first = owner if owner[0] == key[0] else found.kinds.setdefault((key[0], uid), key)
+    if clash(first, key):
+        raise GraphError(both_manage(uid, first, key))
 
 
 def clash(owner: Key, key: Key) -> bool:

@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import collector, watcher
-from engine.autoedge import AutoIndex, add_autoedges, managed, may_edge, owned_by_kind, owners
+from engine.autoedge import (
+    AutoIndex,
+    Owners,
+    add_autoedges,
+    managed,
+    may_edge,
+    owned_by_kind,
+    owners,
+)
 from engine.autogroup import autogroup
 from engine.errors import GraphError, ResourceError, interfered
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged
@@ -840,7 +848,7 @@ class _Raw:
     pred: dict[Key, dict[Key, Edge]]
 
 
-def verify(graph: Graph, found: dict[UID, Key] | None = None) -> dict[UID, Key]:
+def verify(graph: Graph, found: Owners | None = None) -> Owners:
     """What a graph must be before it runs, whatever made it: no cycle, no two resources
     managing the same thing (`engine.autoedge.owners`, returned; `found`: the providers that
     add_autoedges found), one size per semaphore. GraphError if not. `prepare()` runs it after
@@ -1017,9 +1025,9 @@ class Engine:
         index = AutoIndex() if self.autoedges else None
         self._autoindex = None
         self._owners = None
-        found: dict[UID, Key] | None = None
+        found: Owners | None = None
         if index is not None:
-            found = {}
+            found = Owners()
             add_autoedges(graph, index, found)  # GraphError if two resources manage one thing
         if self.autogroup:
             autogroup(graph)

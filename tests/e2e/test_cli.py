@@ -673,6 +673,53 @@ def test_two_resources_managing_one_file_are_refused_before_anything_runs(
     assert (code, out.strip()) == (2, f"{program}: {clash}"), out  # the engine's, no line
 
 
+def test_two_files_of_one_path_are_refused_after_an_archive_of_it(tmp_path: Path) -> None:
+    """The engine kept one owner per path whatever its kind: a `tar` of a path listed first,
+    then two `file` of it, passed (the second file compared with the tar, not the first file).
+    Every pair of one kind is refused, in any order and with automatic edges off for one: a
+    program (`mgmt check --graph`, `mgmt run`: the engine's line) and a graph file (its lines)."""
+    (tmp_path / "tree").mkdir()
+    archive = tmp_path / "site.tar"
+    clash = (
+        f"file[b] and file[a] both manage file {archive}: each would undo the other's changes"
+        " (keep one of them)"
+    )
+    tar = f'tar "{archive}" {{\n\tinputs => ["{tmp_path}/tree/",],\n}}\n'
+    files = [
+        f'file "{name}" {{\n\tpath => "{archive}",\n\tmode => "060{i}",\n{meta}}}\n'
+        for i, (name, meta) in enumerate([("a", ""), ("b", "\tMeta:autoedge => false,\n")])
+    ]
+    for order in ([tar, *files], [files[0], tar, files[1]]):
+        program = tmp_path / "clash.mcl"
+        program.write_text("".join(order))
+        code, out = run_mgmt(["check", "--graph", str(program)])
+        assert (code, out.strip()) == (2, f"{program}: {clash}"), out
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", "lang", str(program)])
+    assert code == 2 and out.strip().endswith(clash), out
+    assert not archive.exists()
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: archive-then-two-files
+        resources:
+          tar:
+            - name: TMP/site.tar
+              inputs: [TMP/tree/]
+          file:
+            - name: a
+              path: TMP/site.tar
+            - name: b
+              path: TMP/site.tar
+        """,
+    )
+    want = f"{graph}:10: file[b]: {clash} (also declared at line 8)"
+    for argv in (["check"], ["run", "--converged-timeout=0", "--tmp-prefix", "yaml"]):
+        code, out = run_mgmt([*argv, str(graph)])
+        assert code == 2 and out.strip().endswith(want), out
+        assert len(out.strip().splitlines()) == 1, out
+    assert not archive.exists()
+
+
 def test_resources_of_two_kinds_may_manage_one_file(tmp_path: Path) -> None:
     """mgmt's deploy-tar.mcl: an archive's kind writes it, a `file` of its path sets its mode.
     Only resources of one kind clash (the test above); this graph checks and runs."""
