@@ -628,7 +628,7 @@ class Vertex:
                 events_before = self.stats.events
                 with self.engine.gate.work() as self.work:  # its executor jobs: refused
                     if meta.timeout:  # once stopping
-                        async with asyncio.timeout(meta.timeout):
+                        async with asyncio.timeout(meta.timeout / 1000):  # ms, as mgmt
                             result: Any = await self.res.check_apply(apply)
                     else:  # no Timeout context: ~5 us per check
                         result = await self.res.check_apply(apply)
@@ -639,7 +639,7 @@ class Vertex:
         except Stopped:
             return None  # the engine stopped before its work began: not applied, no error
         except TimeoutError:
-            error = ResourceError(f"check_apply timed out after {meta.timeout}s")
+            error = ResourceError(f"check_apply timed out after {meta.timeout} ms (meta timeout)")
             self.engine.check_applied(self, apply, None, error)
             return self._failed(error)
         except Exception as err:

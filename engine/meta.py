@@ -31,7 +31,8 @@ class Meta:
     retryreset: bool = False
     # Milliseconds to wait between retries, at most MAX_DELAY (a day). Default 0.
     delay: int = 0
-    # Seconds a single check_apply may take before it is a failure; 0 = no limit. Default 0.
+    # Milliseconds a single check_apply may take before it is a failure (mgmt's unit: a graph
+    # written for mgmt means the same here); 0 = no limit. Default 0.
     timeout: int = 0
     # Seconds between polls instead of watching; 0 = use the resource's watch; -1 = neither:
     # the startup event only, the resource is applied once (mgmt's); at most MAX_POLL. Default 0.

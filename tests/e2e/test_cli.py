@@ -402,6 +402,28 @@ def test_polled_resources_converge(tmp_path: Path) -> None:
     assert "converged for 3s, exiting" in out
 
 
+def test_meta_timeout_is_in_milliseconds_as_in_mgmt(tmp_path: Path) -> None:
+    """mgmt's Timeout is a uint64 of milliseconds (engine/graph/actions.go): `timeout: 300` stops
+    a 30 s check after 300 ms, from a graph file and from a program (it was 300 s here)."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: slow
+        resources:
+          exec:
+            - name: slow
+              cmd: sleep 30
+              meta: {timeout: 300}
+        """,
+    )
+    program = tmp_path / "slow.mcl"
+    program.write_text('exec "slow" {\n\tcmd => "sleep 30",\n\tMeta:timeout => 300,\n}\n')
+    for front in (["yaml", str(graph)], ["lang", str(program)]):
+        code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", *front], timeout=25)
+        assert code == 1, out
+        assert "exec[slow]: failed: check_apply timed out after 300 ms (meta timeout)" in out, out
+
+
 def test_exec_empty_strings_mean_not_set_as_in_mgmt(tmp_path: Path) -> None:
     """mgmt's example graphs write `shell: ''`, `ifcmd: ''` ... for "not set"."""
     graph = graph_file(

@@ -180,7 +180,7 @@ async def test_timeout_meta_fails_a_stuck_check_apply(engine: Engine) -> None:
     await settle(engine)
     vertex = engine.vertices[("probe", "a")]
     assert vertex.status is Status.FAILED
-    assert "timed out after 1s" in str(vertex.error)
+    assert "timed out after 1 ms (meta timeout)" in str(vertex.error)
 
 
 async def test_poll_meta_replaces_watch(engine: Engine) -> None:
