@@ -111,16 +111,23 @@ class HostnameRes(BusUser, Resource):
         """Nothing of our own: the handle's cleanups release the subscription and the bus."""
 
     async def watch(self) -> None:
-        bus = await self._connect(self.handle, False)
+        """hostnamed's PropertiesChanged and inotify on its files, through D-Bus restarts
+        (BusUser._watch_bus: reconnected, subscribed again, checked again). hostnamed is
+        started by the bus at the first call to it (bus activation) and exits when idle: the
+        bus is ready for this watch once hostnamed is on it or can be started."""
+        handle = self.handle
         route = (HOSTNAME1_PATH, PROPERTIES, "PropertiesChanged")
-        signals = await bus.signals(HOSTNAME1, [route], _hostname_changed)
-        self.handle.on_cleanup(signals.aclose)
-        try:
-            async with PathWatcher([hostname_file(), machine_info_file()]) as files:
-                await self.handle.event()
-                await pump_events(self.handle, [signals, files])
-        finally:
-            await signals.aclose()
+
+        async def watch(bus: Bus) -> None:
+            signals = await bus.signals(HOSTNAME1, [route], _hostname_changed)
+            try:
+                async with PathWatcher([hostname_file(), machine_info_file()]) as files:
+                    await handle.event()
+                    await pump_events(handle, [signals, files])
+            finally:
+                await signals.aclose()
+
+        await self._watch_bus(handle, False, HOSTNAME1, watch, on_demand=True)
 
     async def check_apply(self, apply: bool) -> bool:
         bus = await self._connect(self.handle, False)

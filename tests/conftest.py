@@ -82,6 +82,10 @@ class RecordingHandle(Handle):
             await self._evented.wait()
         self._evented.clear()
 
+    def rearm(self) -> None:
+        """Forget the events so far: `next_event` waits for one after this."""
+        self._evented.clear()
+
     async def no_event(self, within: float = 0.2) -> bool:
         """True if no event arrives within `within` seconds (for "no spurious event" checks)."""
         self._evented.clear()

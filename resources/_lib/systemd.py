@@ -16,7 +16,9 @@
 - `BusUser._watch_unit`: a unit's watch (signals and inotify) that survives D-Bus restarts:
   `_watch_bus` reconnects when the connection is lost (`_reconnect`: at once, on the bus
   socket's inotify events, or after a doubling delay up to RECONNECT_MAX), waits for systemd
-  on the bus, subscribes again and sends an event (the unit is checked again).
+  on the bus, subscribes again and sends an event (the unit is checked again). hostname's
+  watch is run by `_watch_bus` too, ready once hostnamed is on the bus or can be started by
+  it (bus activation: hostnamed runs on demand).
 """
 
 from __future__ import annotations
@@ -525,10 +527,11 @@ class Bus:
         """AddMatch/RemoveMatch on the bus daemon itself."""
         await self.call(DBUS, DBUS_PATH, DBUS, member, signature="s", body=[rule])
 
-    async def wait_for_owner(self, name: str) -> None:
+    async def wait_for_owner(self, name: str, on_demand: bool = False) -> None:
         """Return once `name` (systemd's) is on the bus: at once, or at its NameOwnerChanged
-        (systemd joins a restarted bus a moment after it is up). Losing the connection
-        meanwhile raises BusLost."""
+        (systemd joins a restarted bus a moment after it is up). `on_demand`: a service the
+        bus starts at its first call (bus activation, as hostnamed): one the bus can start
+        (ListActivatableNames) is ready too. Losing the connection meanwhile raises BusLost."""
 
         def owned(msg: Message) -> bool:
             return bool(msg.body[0] == name and msg.body[2])
@@ -541,6 +544,10 @@ class Bus:
             )
             if has:
                 return
+            if on_demand:
+                (names,) = await self.call(DBUS, DBUS_PATH, DBUS, "ListActivatableNames")
+                if name in names:
+                    return
             changes = cast("AsyncGenerator[None, None]", aiter(signals))
             async with contextlib.aclosing(changes):
                 await anext(changes)
@@ -868,7 +875,12 @@ class BusUser:
         await self._watch_bus(handle, session, SYSTEMD, watch)
 
     async def _watch_bus(
-        self, handle: Handle, session: bool, name: str, watch: Callable[[Bus], Awaitable[None]]
+        self,
+        handle: Handle,
+        session: bool,
+        name: str,
+        watch: Callable[[Bus], Awaitable[None]],
+        on_demand: bool = False,
     ) -> None:
         """Run `watch(bus)`, which subscribes, then sends an event and pumps the bus's
         signals, again on a new connection whenever this one is lost (a D-Bus restart or
@@ -876,7 +888,9 @@ class BusUser:
         `watch` sends then checks the resource again (a change while the bus was away, such
         as a unit stopped by hand, is repaired). A bus not there at first: the startup event
         is sent anyway (check_apply fails, saying why), and the watch waits for it as for a
-        lost one. `name`: the service the watch needs on the bus (see _reconnect)."""
+        lost one. `name`: the service the watch needs on the bus (see _reconnect); `on_demand`:
+        one the bus starts at its first call (bus activation, as hostnamed: see
+        Bus.wait_for_owner)."""
         address = bus_address(session)
         backoff = Backoff()
         try:
@@ -884,7 +898,7 @@ class BusUser:
         except ResourceError as err:
             handle.logger.warning("%s: waiting for it", err)
             await handle.event()
-            bus = await self._reconnect(handle, session, name, backoff)
+            bus = await self._reconnect(handle, session, name, backoff, on_demand)
             handle.logger.info("connected to D-Bus at %s", address)
         while True:
             since = time.monotonic()
@@ -897,10 +911,12 @@ class BusUser:
             if time.monotonic() - since > RECONNECT_MAX:
                 backoff = Backoff()  # it had been up a while: a fresh loss, retried at once
             handle.logger.warning("lost the D-Bus connection to %s: reconnecting", address)
-            bus = await self._reconnect(handle, session, name, backoff)
+            bus = await self._reconnect(handle, session, name, backoff, on_demand)
             handle.logger.info("reconnected to D-Bus at %s: checking again", address)
 
-    async def _reconnect(self, handle: Handle, session: bool, name: str, backoff: Backoff) -> Bus:
+    async def _reconnect(
+        self, handle: Handle, session: bool, name: str, backoff: Backoff, on_demand: bool
+    ) -> Bus:
         """A new connection to the bus, with `name` on it (see Bus.wait_for_owner), tried
         after each of `backoff`'s delays (the first is none), cut short when the bus's socket
         file changes (inotify: a bus daemon that starts makes it); until cancelled."""
@@ -921,7 +937,7 @@ class BusUser:
                 changed.clear()
                 try:
                     bus = await self._connect(handle, session)
-                    await bus.wait_for_owner(name)
+                    await bus.wait_for_owner(name, on_demand)
                     return bus
                 except ResourceError as err:
                     handle.logger.debug("D-Bus at %s is not back: %s", address, err)

@@ -17,6 +17,8 @@ Three ways to run it:
     async with running_fake(tmp_path, monkeypatch.setenv) as fake: ...   # in-process
     with fake_systemd_process() as env: ...                               # a child process
     python -m tests.fakes.systemd --address ADDR [...]                    # prints READY
+The last may be started by the bus at the first call to it (`PrivateBus(activatable=...)`, as
+the system bus starts hostnamed): it serves until its connection is lost.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>session</type>
-  <listen>unix:tmpdir=/tmp</listen>
+  <listen>{listen}</listen>
+  <servicedir>{services}</servicedir>
   <auth>EXTERNAL</auth>
   <policy context="default">
     <allow send_destination="*" eavesdrop="true"/>
@@ -65,26 +68,49 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
 
 
 class PrivateBus:
-    """A private dbus-daemon (our child process, stopped by its pid); `address` once started."""
+    """A private dbus-daemon (our child process, stopped by its pid); `address` once started.
 
-    def __init__(self) -> None:
+    `activatable`: services the bus starts at their first call (bus activation, as the system
+    bus starts hostnamed), by name: the argv it runs. Those listen on a socket file of their
+    own (the same address after `restart()`: a D-Bus restart, which ends the services it
+    started with their connection)."""
+
+    def __init__(self, activatable: dict[str, list[str]] | None = None) -> None:
         self.address = ""
         self._dir = tempfile.TemporaryDirectory(prefix="mgmt-dbus-")
         self._log = open(Path(self._dir.name, "dbus-daemon.log"), "w")  # noqa: SIM115
         self._proc: subprocess.Popen[str] | None = None
+        services = Path(self._dir.name, "services")
+        services.mkdir()
+        listen = "unix:tmpdir=/tmp"
+        if activatable:
+            listen = f"unix:path={self._dir.name}/bus"
+        for name, argv in (activatable or {}).items():
+            text = f"[D-BUS Service]\nName={name}\nExec={shlex.join(argv)}\n"
+            Path(services, f"{name}.service").write_text(text)
+        self._config = Path(self._dir.name, "bus.conf")
+        self._config.write_text(BUS_CONFIG.format(listen=listen, services=services))
 
     def __enter__(self) -> str:
-        config = Path(self._dir.name, "bus.conf")
-        config.write_text(BUS_CONFIG)
+        self._start()
+        return self.address
+
+    def _start(self) -> None:
         self._proc = subprocess.Popen(
-            ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
+            ["dbus-daemon", f"--config-file={self._config}", "--nofork", "--print-address=1"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,  # it warns that it may not raise its fd limit here
             text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},  # for what it starts (this module)
         )
         self.address = _read_line(self._proc, 10.0, "dbus-daemon", self._log.name).strip()
-        return self.address
+
+    def restart(self) -> None:
+        """Stop the daemon and start it again, at the same address (`activatable` only)."""
+        if self._proc is not None:
+            _stop(self._proc)
+        self._start()
 
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None:
@@ -391,13 +417,22 @@ async def _serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(READY, flush=True)
-    await stop.wait()
-    await fake.stop()
+    assert fake.bus is not None
+    lost = asyncio.ensure_future(fake.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([lost, stopped], return_when=asyncio.FIRST_COMPLETED)  # a lost bus: done
+    stopped.cancel()
+    if not lost.done():
+        await fake.stop()
+    await asyncio.gather(lost, stopped, return_exceptions=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fakes.systemd", description=__doc__)
-    parser.add_argument("--address", required=True, help="D-Bus address to serve on")
+    starter = os.environ.get("DBUS_STARTER_ADDRESS")  # set by a bus that starts us (activation)
+    parser.add_argument(
+        "--address", required=not starter, default=starter, help="D-Bus address to serve on"
+    )
     parser.add_argument("--hostname-file", default="/tmp/mgmt-fake-hostname")
     parser.add_argument("--machine-info-file", default="/tmp/mgmt-fake-machine-info")
     parser.add_argument("--transient-hostname", default="localhost")

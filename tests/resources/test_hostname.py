@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
 
 from engine.errors import ValidationError
-from resources.hostname import HostnameRes
+from resources.hostname import HOSTNAME1, HOSTNAME1_PATH, HostnameRes
 from tests.conftest import Running
-from tests.fakes.systemd import FakeSystemd, running_fake
+from tests.fakes.systemd import FakeSystemd, PrivateBus, running_fake
 
 Start = Callable[..., Awaitable[Running]]
 
@@ -139,3 +144,65 @@ def test_validation(params: dict[str, Any], key: str) -> None:
     with pytest.raises(ValidationError) as err:
         res(**params).validate()
     assert err.value.key == key
+
+
+@pytest.fixture
+def activating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
+    """A bus that starts the fake hostnamed (tests/fakes) at the first call to it, as the system
+    bus starts hostnamed (bus activation); its transient name is "boot" at each start."""
+    files = {"hostname": tmp_path / "hostname", "machine-info": tmp_path / "machine-info"}
+    argv = [sys.executable, "-m", "tests.fakes.systemd", "--transient-hostname", "boot"]
+    argv += ["--hostname-file", str(files["hostname"])]
+    argv += ["--machine-info-file", str(files["machine-info"])]
+    bus = PrivateBus(activatable={HOSTNAME1: argv})
+    with bus as address:
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
+        monkeypatch.setenv("MGMT_HOSTNAME_FILE", str(files["hostname"]))
+        monkeypatch.setenv("MGMT_MACHINE_INFO_FILE", str(files["machine-info"]))
+        yield bus
+
+
+@pytest.fixture
+def start_activated(activating: PrivateBus, run_resource: Start) -> Start:
+    """run_resource, set up after (so torn down before) the bus."""
+    return run_resource
+
+
+async def test_a_dbus_restart_is_survived_and_hostnamed_started_again(
+    start_activated: Start, activating: PrivateBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The system bus restarted (an upgrade of dbus): hostnamed, which the bus starts on demand,
+    is gone with it until something calls it. The watch reconnects once the bus can start it
+    (svc's waits for systemd to be on the bus: hostnamed would never come by itself),
+    subscribes again and checks: the check starts hostnamed again, whose transient name is
+    back to the boot one, and repairs it; a change through hostnamed afterwards is seen."""
+    caplog.set_level(logging.INFO, logger="engine")
+    running = await start_activated(res(hostname="web1"))
+    assert await running.res.check_apply(True) is False  # its first call starts the fake
+    assert await running.res.check_apply(True) is True  # (the echoes of its calls came first)
+    running.handle.rearm()
+    await asyncio.to_thread(activating.restart)  # the fake ends with its connection
+    await running.handle.next_event()  # the check once back
+    assert "reconnected to D-Bus" in caplog.text
+    caplog.clear()
+    assert await running.res.check_apply(True) is False
+    assert caplog.messages == ["hostname[host]: transient hostname set to 'web1' (was 'boot')"]
+    assert await running.res.check_apply(True) is True
+    client = await MessageBus(bus_address=activating.address).connect()
+    try:
+        reply = await client.call(
+            Message(
+                destination=HOSTNAME1,
+                path=HOSTNAME1_PATH,
+                interface=HOSTNAME1,
+                member="SetPrettyHostname",
+                signature="sb",
+                body=["by hand", False],
+            )
+        )
+        assert reply.message_type is MessageType.METHOD_RETURN, reply.body
+    finally:
+        client.disconnect()
+    await running.handle.next_event()  # subscribed again
+    assert await running.res.check_apply(True) is False
+    assert not any("D-Bus" in message for message in caplog.messages)
