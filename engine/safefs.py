@@ -324,6 +324,12 @@ def open_read(dir_fd: int, name: str) -> int:
     return fd
 
 
+def open_subdir(dir_fd: int, name: str) -> int:
+    """A read descriptor of the directory dir_fd/name (for `scan` and `open_read` in it); a
+    symlink there is not followed (ELOOP), anything but a directory is ENOTDIR."""
+    return os.open(name, _READ | os.O_DIRECTORY, dir_fd=dir_fd)
+
+
 def open_regular(path: str) -> int:
     """A read descriptor of the regular file `path` (symlinks followed only under the
     safe-path rule: `open_trusted`); OSError EINVAL for anything else. A FIFO is never waited

@@ -34,6 +34,7 @@ from resources._lib.stamp import (
     check_abs_file,
     file_needs,
     file_uids,
+    hash_fd,
     hash_file,
     read_stamp,
     write_output,
@@ -117,30 +118,20 @@ class TarRes(Edgeable, Resource):
         return file_needs(self._path, self._inputs)
 
     def _scan(self) -> tuple[list[tuple[str, str, bool]], str]:
-        """(source path, name in the archive, is a directory) of every entry, and the input stamp (no I/O but
-        reads)."""
+        """(source path, name in the archive, is a directory) of every entry, and the input
+        stamp (no I/O but reads). An error names the input it is about (`inputs[2]: ...`)."""
         members: list[tuple[str, str, bool]] = []
         lines = [f"format:{self.format}"]
-        for item in self._inputs:
+        for index, item in enumerate(self._inputs):
             try:  # a link on the way to an input only under the safe-path rule
                 with safefs.closing(safefs.open_trusted(item)) as fd:
-                    st = os.fstat(fd)
+                    _scan_input(fd, item, members, lines)
             except FileNotFoundError:
-                raise Missing(f"the input {item} does not exist") from None
+                raise Missing(f"inputs[{index}] {item} does not exist") from None
             except OSError as err:
-                raise ResourceError(f"input {item}: {err.strerror}") from err
-            if not stat.S_ISDIR(st.st_mode):
-                members.append((item, os.path.basename(item), False))
-                lines.append(f"{item}|{hash_file(item)}")
-                continue
-            base = item.rstrip("/")
-            prefix = "" if item.endswith("/") else os.path.basename(base) + "/"
-            if prefix:
-                members.append((base, prefix.rstrip("/"), True))
-            lines.append(f"{base}/|")
-            for source, inner, is_dir in _walk(base):
-                lines.append(f"{source}/|" if is_dir else f"{source}|{hash_file(source)}")
-                members.append((source, prefix + inner, is_dir))
+                raise ResourceError(f"inputs[{index}]: {item}: {err.strerror}") from err
+            except ResourceError as err:  # a link refused (UnsafePathError), a special file
+                raise ResourceError(f"inputs[{index}]: {err}") from err
         return members, "\n".join(lines) + "\n"
 
     def _archive(self, members: list[tuple[str, str, bool]], stamp_in: str) -> str:
@@ -153,8 +144,12 @@ class TarRes(Edgeable, Resource):
                 format=tarformat.FORMATS[self.format],  # type: ignore[call-overload]
             ) as archive:
                 for source, name, is_dir in members:
-                    if is_dir:  # its entry only: no content read
-                        archive.add(source, arcname=name, recursive=False)
+                    if is_dir:  # its entry only, from its descriptor (no lstat by path)
+                        with safefs.closing(safefs.open_trusted(source)) as fd:
+                            info = archive.gettarinfo(arcname=name, fileobj=_Opened(fd, source))
+                        if not info.isdir():
+                            raise ResourceError(f"{source} is no longer a directory")
+                        archive.addfile(info)
                         continue
                     # Read through a link only under the safe-path rule, a FIFO never waited
                     # on: tarfile's own open follows any link another user swaps in.
@@ -169,20 +164,61 @@ class TarRes(Edgeable, Resource):
         return f"archived {len(members)} entries into {self._path}"
 
 
-def _walk(top: str, rel: str = "") -> Iterator[tuple[str, str, bool]]:
-    """(path, path relative to the tree, is a directory) of everything below `top`, depth
-    first in lexical order (as Go's fs.WalkDir, so that the archive's order matches mgmt's)."""
+class _Opened:
+    """What tarfile's gettarinfo reads of an open file: its `name` and `fileno()` (fstat)."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        self.fd = fd
+        self.name = name
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+def _scan_input(fd: int, item: str, members: list[tuple[str, str, bool]], lines: list[str]) -> None:
+    """Add the input `item` (open as `fd`) to `members` and its lines to the stamp's."""
+    if not stat.S_ISDIR(os.fstat(fd).st_mode):
+        members.append((item, os.path.basename(item), False))
+        lines.append(f"{item}|{_hash(fd, item)}")
+        return
+    base = item.rstrip("/")
+    prefix = "" if item.endswith("/") else os.path.basename(base) + "/"
+    if prefix:
+        members.append((base, prefix.rstrip("/"), True))
+    lines.append(f"{base}/|")
+    for source, inner, digest in _walk(fd, base):
+        lines.append(f"{source}/|" if digest is None else f"{source}|{digest}")
+        members.append((source, prefix + inner, digest is None))
+
+
+def _hash(fd: int, shown: str) -> str:
+    """The sha256 (hex) of the regular file open as `fd` (a FIFO or a device is never read)."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise ResourceError(f"cannot archive {shown}: not a regular file or directory")
+    return hash_fd(fd)
+
+
+def _walk(dir_fd: int, top: str, rel: str = "") -> Iterator[tuple[str, str, str | None]]:
+    """(path, path relative to the tree, sha256 of a file or None for a directory) of
+    everything below the directory `top` (open as `dir_fd`), depth first in lexical order (as
+    Go's fs.WalkDir, so that the archive's order matches mgmt's). Listed, stat'd and read
+    through directory descriptors, each entry by name (no link followed, as none is inside a
+    tree): a directory swapped for a link meanwhile is never gone through."""
     try:
-        names = sorted(os.listdir(top))
+        entries = safefs.scan(dir_fd)
     except OSError as err:
         raise ResourceError(f"cannot read {top}: {err.strerror}") from err
-    for name in names:
-        source, inner = os.path.join(top, name), f"{rel}{name}"
-        mode = os.lstat(source).st_mode
-        if stat.S_ISDIR(mode):
-            yield source, inner, True
-            yield from _walk(source, inner + "/")
-        elif stat.S_ISREG(mode):
-            yield source, inner, False
-        else:
-            raise ResourceError(f"cannot archive {source}: not a regular file or directory")
+    for name in sorted(entries):
+        source, inner, mode = os.path.join(top, name), f"{rel}{name}", entries[name].st_mode
+        try:
+            if stat.S_ISDIR(mode):
+                yield source, inner, None
+                with safefs.closing(safefs.open_subdir(dir_fd, name)) as sub:
+                    yield from _walk(sub, source, inner + "/")
+            elif stat.S_ISREG(mode):
+                with safefs.closing(safefs.open_read(dir_fd, name)) as fd:
+                    yield source, inner, _hash(fd, source)
+            else:
+                raise ResourceError(f"cannot archive {source}: not a regular file or directory")
+        except OSError as err:
+            raise ResourceError(f"cannot read {source}: {err.strerror}") from err

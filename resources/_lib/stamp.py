@@ -39,15 +39,20 @@ def hash_file(path: str) -> str:
 
     A FIFO or a device is refused, never read (`safefs.open_regular`): --max-runtime and
     SIGTERM never ended a run waiting on a FIFO."""
-    digest = hashlib.sha256()
     try:
-        with open(safefs.open_regular(path), "rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
+        with safefs.closing(safefs.open_regular(path)) as fd:
+            return hash_fd(fd)
     except FileNotFoundError:
         return ""
     except OSError as err:
         raise ResourceError(f"cannot read {path}: {err.strerror}") from err
+
+
+def hash_fd(fd: int) -> str:
+    """The sha256 (hex) of what the descriptor `fd` reads from where it is (left open)."""
+    digest = hashlib.sha256()
+    while chunk := os.read(fd, CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import os
 import tarfile
 from pathlib import Path
 
@@ -121,17 +122,35 @@ async def test_tar_timeline_and_rsync_rule(run_resource: object, tmp_path: Path)
 async def test_tar_refuses_special_files_and_missing_inputs(
     run_resource: object, tmp_path: Path
 ) -> None:
-    (tmp_path / "t").mkdir()
-    (tmp_path / "t" / "link").symlink_to("/etc/passwd")
-    res = TarRes(name=str(tmp_path / "o.tar"), inputs=[f"{tmp_path}/t/"])
+    """Each refusal names the input it is about: a link deep in a tree (walked through
+    directory descriptors: no link inside a tree is followed), a FIFO given as an input (never
+    opened to read: that would wait for a writer), a missing input."""
+    (tmp_path / "t" / "d").mkdir(parents=True)
+    (tmp_path / "t" / "d" / "link").symlink_to("/etc/passwd")
+    (tmp_path / "plain").write_text("x\n")
+    os.mkfifo(tmp_path / "fifo")
+    res = TarRes(name=str(tmp_path / "o.tar"), inputs=[str(tmp_path / "plain"), f"{tmp_path}/t/"])
     await run_resource(res, watch=False)  # type: ignore[operator]
-    with pytest.raises(ResourceError, match="not a regular file or directory"):
+    with pytest.raises(ResourceError) as err:
         await res.check_apply(True)
+    assert str(err.value) == (
+        f"inputs[1]: cannot archive {tmp_path}/t/d/link: not a regular file or directory"
+    )
+    fifo = TarRes(
+        name=str(tmp_path / "f.tar"), inputs=[str(tmp_path / "plain"), f"{tmp_path}/fifo"]
+    )
+    await run_resource(fifo, watch=False)  # type: ignore[operator]
+    with pytest.raises(ResourceError) as err:
+        await fifo.check_apply(True)
+    assert str(err.value) == (
+        f"inputs[1]: cannot archive {tmp_path}/fifo: not a regular file or directory"
+    )
     gone = TarRes(name=str(tmp_path / "g.tar"), inputs=[str(tmp_path / "nope")])
     await run_resource(gone, watch=False)  # type: ignore[operator]
     assert await gone.check_apply(False) is False
-    with pytest.raises(ResourceError, match="nope"):
+    with pytest.raises(ResourceError, match=rf"^inputs\[0\] {tmp_path}/nope does not exist$"):
         await gone.check_apply(True)
+    assert not any((tmp_path / name).exists() for name in ("o.tar", "f.tar", "g.tar"))
     with pytest.raises(ValidationError) as err:
         TarRes(name="/x.tar", format=3).validate()
     assert err.value.key == "format"
