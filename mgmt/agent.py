@@ -324,6 +324,7 @@ class Agent:
         self.metrics: Metrics | None = None
         self._deploys: HostStatus | None = None  # the deploys' status, when it runs them
         self._said_waiting = False  # "waiting for the first deploy" was logged
+        self._said_converged = False  # the converged line was said (see _report_convergence)
         if config.prometheus:  # imported only then (~1.5 M instructions)
             from mgmt.metrics import Metrics
 
@@ -432,11 +433,10 @@ class Agent:
         # converged timeout, as soon as every vertex is settled, not once the timeout (the
         # converged state's, and cron mode's exit) has run out (its time included the wait).
         converger = self.converger
-        logged = False
         if converger.timeout > 0:
             while not converger.settled.is_set():  # still settled once this task runs: not
                 await converger.settled.wait()  # a transition's moment
-            logged = self._log_converged()
+            self._said_converged = self._log_converged()
         again = False
         while True:
             await converger.converged.wait()
@@ -447,8 +447,8 @@ class Agent:
                 self.metrics.set_converged(True)
             if self.notifier is not None:
                 self.notifier.status(self._status())
-            if not logged:
-                logged = self._log_converged()
+            if not self._said_converged:
+                self._said_converged = self._log_converged()
             elif again and log.isEnabledFor(logging.DEBUG):  # O(graph): not for nothing
                 log.debug("converged again: %s", self._convergence_summary())
             again = True
@@ -490,6 +490,19 @@ class Agent:
 
     def _waiting_for_deploy(self) -> bool:
         return self._deploys is not None and not self._deploys.running
+
+    def _deploy_graph_applied(self) -> None:
+        """After a graph is applied: the first deploy's (the waiting line said, a deploy runs)
+        ends the wait, whatever it changed. A graph that makes the converger diverge is said
+        at its convergence (_report_convergence); one that changed nothing (an empty program:
+        nothing ran before it either) never would be: the converged line, and systemd's
+        STATUS=, say it now."""
+        if not (self._said_waiting and not self._waiting_for_deploy()):
+            return
+        if self.converger.converged.is_set() and not self._said_converged:
+            self._said_converged = self._log_converged()
+            if self.notifier is not None:
+                self.notifier.status(self._status())
 
     def _program_error(self, problem: str) -> None:
         """What is wrong with the program now ("": nothing): `mgmt status`, the page and
@@ -833,6 +846,7 @@ class Agent:
                 self.swapped.set()
             if self._graph_refused:
                 self._refused_graph("")
+            self._deploy_graph_applied()
             await self._program_changed()
 
     async def _program_changed(self) -> None:

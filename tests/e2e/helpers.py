@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -164,3 +165,25 @@ __all__ = [
     "signal",
     "wait_path",
 ]
+
+
+class Notified:
+    """systemd's notify socket for the agents started meanwhile ($NOTIFY_SOCKET, set with
+    `monkeypatch.setenv`): what they said (READY=1, STATUS=...), line by line, in `said`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.said: list[str] = []
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(str(path))
+        self._socket.setblocking(False)
+
+    async def says(self, text: str, timeout: float = 15) -> None:
+        """Wait until a line said contains `text`."""
+        async with asyncio.timeout(timeout):
+            while not any(text in line for line in self.said):
+                data = await asyncio.get_running_loop().sock_recv(self._socket, 4096)
+                self.said.extend(data.decode().splitlines())
+
+    def close(self) -> None:
+        self._socket.close()

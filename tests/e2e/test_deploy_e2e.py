@@ -19,7 +19,7 @@ from mgmt.deploy import DeployError
 from mgmt.deploy.status import STATUS, SUMMARY, host_statuses
 from mgmt.deploy.store import Record, newest_id
 from mgmt.listing import NAMED
-from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
+from tests.e2e.helpers import Daemon, Notified, has_content, run_mgmt, wait_path
 from tests.e2e.test_cluster_e2e import Host, client_of, fleet
 from tests.mgmt.cluster.certs import CA
 from tests.mgmt.cluster.helpers import free_ports
@@ -449,6 +449,34 @@ async def test_a_deploy_that_cannot_run_is_a_failure_in_every_status(tmp_path: P
         await _program_errors(h1, {"h1": False})
         code, text = await deploy(h1, "--status")
         assert code == 0, text
+
+
+async def test_a_first_deploy_that_changes_no_graph_ends_the_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first deploy whose graph is what already runs (an empty program: a host runs an empty
+    graph until its first deploy) makes nothing diverge: the waiting line was replaced only at
+    the next convergence after a divergence, so `waiting for the first deploy` stayed, in the
+    log and in systemd's STATUS=, for as long as that deploy ran. The deploy's graph, applied,
+    ends it whatever it changed."""
+    notify = Notified(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
+    keys = tmp_path / "keys"
+    alice = make_key(keys, "alice")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "main.mcl").write_text("# nothing to run on this host yet\n")
+    h1 = DeployHost("h1", tmp_path, extra_args=["--trusted-keys", str(trusted_file(keys, alice))])
+    async with fleet([h1]):  # type: ignore[list-item]
+        await start_serving([h1])
+        assert h1.daemon is not None
+        await notify.says("STATUS=converged: waiting for the first deploy (none runs yet)")
+        await push(h1, alice, src)
+        await h1.daemon.wait_log("running deploy 1 (lang")
+        await h1.daemon.wait_log("converged: all 0 resources in the desired state")
+        await notify.says("STATUS=converged: all 0 resources in the desired state")
+        assert h1.daemon.log.count("waiting for the first deploy") == 1, h1.daemon.log
+    notify.close()
 
 
 async def test_a_host_without_a_deploy_says_it_waits_for_the_first(tmp_path: Path) -> None:

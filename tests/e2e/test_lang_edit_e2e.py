@@ -5,12 +5,11 @@ that does not run as asked (an edit refused, a function failing) fails `mgmt sta
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Daemon, has_content, run_mgmt, wait_path
+from tests.e2e.helpers import Daemon, Notified, has_content, run_mgmt, wait_path
 
 
 def _program(out: Path, names: str) -> str:
@@ -86,18 +85,8 @@ async def test_mgmt_status_fails_while_the_program_has_no_graph_then_recovers(
     file, no fallback): the host runs nothing it was asked to, `mgmt status` says why, exit 1,
     and so does systemd's STATUS=; once the file is there the program runs and the status is
     clean again."""
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify"))
-    notify.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
-    said: list[str] = []
-
-    async def status_says(text: str) -> None:
-        async with asyncio.timeout(15):
-            while not any(text in line for line in said):
-                data = await asyncio.get_running_loop().sock_recv(notify, 4096)
-                said.extend(data.decode().splitlines())
-
+    notify = Notified(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
     out, prefix, missing = tmp_path / "out", tmp_path / "prefix", tmp_path / "missing"
     out.mkdir()
     program = tmp_path / "main.mcl"
@@ -106,8 +95,8 @@ async def test_mgmt_status_fails_while_the_program_has_no_graph_then_recovers(
     args = ["run", "--prefix", str(prefix), "lang", str(program)]
     async with Daemon(args) as daemon:
         await daemon.wait_log("converged:")
-        await status_says("READY=1")
-        assert any(line.startswith("STATUS=program error: ") for line in said), said
+        await notify.says("READY=1")
+        assert any(line.startswith("STATUS=program error: ") for line in notify.said), notify.said
         code, text = await asyncio.to_thread(run_mgmt, status)
         assert code == 1, text
         assert f"cannot read {missing}" in text and "(no graph yet)" in text, text
@@ -117,7 +106,7 @@ async def test_mgmt_status_fails_while_the_program_has_no_graph_then_recovers(
         await wait_path(out / "a", has_content("there\n"))
         code, text = await asyncio.to_thread(run_mgmt, status)
         assert code == 0 and "program error" not in text, text
-        await status_says("STATUS=converged: ")
+        await notify.says("STATUS=converged: ")
     notify.close()
 
 
