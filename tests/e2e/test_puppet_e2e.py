@@ -313,3 +313,46 @@ def test_check_graph_prints_a_manifests_translated_catalog(tmp_path: Path) -> No
     assert not (t / "d").exists()  # nothing applied
     code, out = run_mgmt(["check", "--graph", "-e", f"tidy {{ '{t}': }}"])
     assert code == 2 and "no translation for Puppet type Tidy" in out, out
+
+
+def test_a_symlink_at_a_file_is_replaced_or_kept_as_puppet_does(tmp_path: Path) -> None:
+    """The real `puppet apply` (links => manage, its default) replaces a symlink at the path
+    without force where it makes a file (`ensure => file`, or `content` and no ensure) or a
+    directory, never opening the link's target; `ensure => present` keeps the link (its owner
+    is the link's own, its content not synced); a real directory is replaced only with force."""
+    t = tmp_path
+    (t / "tf").write_text("target\n")
+    (t / "td").mkdir()
+    for name, to in (("a", "tf"), ("b", "td"), ("c", "tf"), ("d", "tf"), ("e", "td")):
+        (t / name).symlink_to(to)
+    (t / "dir").mkdir()
+    pp = t / "links.pp"
+    pp.write_text(
+        f"file {{ '{t}/a': ensure => file, content => 'a' }}\n"
+        f"file {{ '{t}/b': ensure => file, content => 'b', links => manage }}\n"
+        f"file {{ '{t}/c': ensure => directory }}\n"
+        f"file {{ '{t}/d': content => 'd' }}\n"
+        f"file {{ '{t}/e': ensure => present, owner => 'nobody', mode => '0600' }}\n"
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    assert code == 0, out
+    assert [(t / n).read_text() for n in "abd"] == ["a", "b", "d"], out
+    assert not any((t / n).is_symlink() for n in "abcd") and (t / "c").is_dir()
+    assert (
+        os.readlink(t / "e") == "td" and pwd.getpwuid((t / "e").lstat().st_uid).pw_name == "nobody"
+    )
+    assert (t / "tf").read_text() == "target\n" and not list((t / "td").iterdir())
+    assert (t / "td").stat().st_mode & 0o7777 == 0o755
+    code, out = run_mgmt(
+        [
+            "run",
+            "--tmp-prefix",
+            "--converged-timeout",
+            "0",
+            "puppet",
+            "-e",
+            f"file {{ '{t}/dir': ensure => file, content => 'x' }}",
+        ]
+    )
+    assert code == 1 and f"{t}/dir is a directory, expected a file: set force" in out, out
+    assert (t / "dir").is_dir()
