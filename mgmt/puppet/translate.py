@@ -73,9 +73,11 @@ class Spec:
 Translator = Callable[[PRes], Spec]
 
 
-def translate(catalog: Any, label: str, *, fallback: Path | None = None) -> Loaded:
+def translate(
+    catalog: Any, label: str, *, fallback: Path | None = None, modulepath: str = MODULEPATH
+) -> Loaded:
     """Our graph for `catalog`; GraphFileError listing every resource without a translation
-    (unless `fallback`: the directory `puppet resource` runs them with)."""
+    (unless `fallback`: the directory `puppet resource` runs them with, in `modulepath`)."""
     resources = [_pres(raw, label) for raw in catalog.get("resources", [])]
     by_ref = {r.ref: r for r in resources}
     children: dict[str, list[str]] = {}
@@ -91,7 +93,7 @@ def translate(catalog: Any, label: str, *, fallback: Path | None = None) -> Load
         if res.container:
             continue
         try:
-            spec = _translate(res, fallback)
+            spec = _translate(res, fallback, modulepath)
             built = build_resource(_class(spec.kind), spec.name, spec.params, spec.meta)
         except Untranslatable as why:
             problems.append(f"{res.where}: {res.ref}: {why}")
@@ -154,7 +156,7 @@ def _class(kind: str) -> Any:
     return cls
 
 
-def _translate(res: PRes, fallback: Path | None) -> Spec:
+def _translate(res: PRes, fallback: Path | None, modulepath: str) -> Spec:
     """Translate one resource, or its `puppet resource` exec with `fallback`."""
     params = dict(res.params)
     try:
@@ -183,7 +185,7 @@ def _translate(res: PRes, fallback: Path | None) -> Spec:
         if fallback is None:
             raise
     res.params = params
-    return _puppet_resource(res, fallback)
+    return _puppet_resource(res, fallback, modulepath)
 
 
 # Values -----------------------------------------------------------------------------------
@@ -631,10 +633,10 @@ def _mount(res: PRes) -> Spec:
     return Spec("mount", point, params)
 
 
-def _puppet_resource(res: PRes, work: Path) -> Spec:
+def _puppet_resource(res: PRes, work: Path, modulepath: str) -> Spec:
     """The fallback: `puppet resource TYPE TITLE param=value...` as an exec (at startup and on
     each refresh; Puppet makes it idempotent), its settings and state in `work`."""
-    args = ["resource", *isolated(work), "--basemodulepath", MODULEPATH]
+    args = ["resource", *isolated(work), "--basemodulepath", modulepath]
     args += [res.type.lower(), res.title]
     for name, value in sorted(res.params.items()):
         if name in IGNORED_META:

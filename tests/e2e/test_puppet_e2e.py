@@ -141,6 +141,58 @@ async def test_an_edited_manifest_is_swapped_in_and_a_bad_edit_keeps_the_graph(
         assert await daemon.wait() == 0
 
 
+async def test_an_edited_module_or_template_is_swapped_in_as_the_manifest_is(
+    tmp_path: Path,
+) -> None:
+    """A module's manifest (`--modulepath`) and the templates it uses (`template()`, `epp()`)
+    are watched as site.pp is: an edit compiles again and swaps; a bad one is refused with its
+    file and line, the running graph kept; a class a refused edit looked for compiles again
+    once written."""
+    t = tmp_path
+    web = t / "mods/web"
+    (web / "manifests").mkdir(parents=True)
+    (web / "templates").mkdir()
+    (web / "manifests/init.pp").write_text(
+        "class web {\n  include web::conf\n"
+        f"  file {{ '{t}/a': content => template('web/a.erb') }}\n"
+        f"  file {{ '{t}/b': content => epp('web/b.epp') }}\n}}\n"
+    )
+    conf = web / "manifests/conf.pp"
+    conf.write_text(f"class web::conf {{ file {{ '{t}/c': content => 'c1' }} }}\n")
+    (web / "templates/a.erb").write_text("a1")
+    (web / "templates/b.epp").write_text("b1")
+    pp = t / "site.pp"
+    pp.write_text("include web\n")
+    prefix = t / "prefix"
+    args = ["run", "--prefix", str(prefix), "--modulepath", str(t / "mods"), "puppet", str(pp)]
+    async with Daemon(args) as daemon:
+        await wait_path(t / "c", has_content("c1"), timeout=60)
+        (web / "templates/a.erb").write_text("a2")
+        await wait_path(t / "a", has_content("a2"), timeout=60)
+        (web / "templates/b.epp").write_text("b2")
+        await wait_path(t / "b", has_content("b2"), timeout=60)
+        conf.write_text(f"class web::conf {{ file {{ '{t}/c': content => 'c2' }} }}\n")
+        await wait_path(t / "c", has_content("c2"), timeout=60)
+        conf.write_text(f"class web::conf {{\n  file {{ '{t}/c': content => 'c3' }}\n")
+        await daemon.wait_log("keeping the running graph", timeout=60)
+        assert f"{conf}:2: puppet: Syntax error at end of input" in daemon.log
+        (t / "c").unlink()  # still enforced
+        await wait_path(t / "c", has_content("c2"))
+        conf.write_text(f"class web::conf {{ file {{ '{t}/c': content => 'c3' }} }}\n")
+        await wait_path(t / "c", has_content("c3"), timeout=60)
+        pp.write_text("include web, db\n")  # no module db yet: refused, and looked for
+        await daemon.wait_log("Could not find class ::db", timeout=60)
+        (t / "mods/db/manifests").mkdir(parents=True)
+        (t / "mods/db/manifests/init.pp").write_text(
+            f"class db {{ file {{ '{t}/d': content => 'd' }} }}\n"
+        )
+        await wait_path(t / "d", has_content("d"), timeout=60)
+        code, text = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 0, text
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
 def test_a_bad_manifest_fails_with_puppets_message_and_changes_nothing(tmp_path: Path) -> None:
     pp = tmp_path / "bad.pp"
     pp.write_text(f"file {{ '{tmp_path}/x': content => 'x' }}\nnotify {{ 'n': message => }}\n")
