@@ -124,15 +124,15 @@ class PuppetSource:
         looked for: an edit of one compiles again once its writer closed it."""
         if not self._watch_files or files == self._watched:
             return
-        if self._watcher_task is not None:
-            self._watcher_task.cancel()
-        if self._watcher is not None:
-            await self._watcher.aclose()
-        self._watcher, self._watched = NamedPaths(files), files
-        await self._watcher.__aenter__()
-        self._watcher_task = self._tasks.spawn(
-            self._watcher.follow(self._kick.set), "puppet manifest watch"
-        )
+        old, old_task = self._watcher, self._watcher_task
+        watcher = NamedPaths(files)
+        await watcher.__aenter__()  # before the old one ends: no edit in between is missed
+        self._watcher, self._watched = watcher, files
+        self._watcher_task = self._tasks.spawn(watcher.follow(self._kick.set), "puppet watch")
+        if old_task is not None:
+            old_task.cancel()
+        if old is not None:
+            await old.aclose()
 
     def _set_problem(self, problem: str) -> None:
         if problem != self.problem:
