@@ -43,8 +43,11 @@ _WHERE = re.compile(
 
 # Puppet's debug lines naming what a compile reads: a manifest imported (a module's class or
 # defined type), a template retrieved (`template()`, `epp()`: module/file, or a path).
-_IMPORTED = re.compile(r"^Debug: importing '(?P<file>/[^']+)'", re.M)
-_TEMPLATE = re.compile(r"^Debug: Scope\(.*\): Retrieving (?:epp )?template (?P<name>\S+)$", re.M)
+_READ = re.compile(
+    r"^Debug: (?:importing '(?P<file>/[^']+)'"
+    r"|Scope\(.*\): Retrieving (?:epp )?template (?P<name>\S+)$)",
+    re.M,
+)
 # What a refused compile could not find: a class, or a defined type (a module's manifest).
 _NOT_FOUND = re.compile(
     r"Could not find (?:declared )?class (?:::)?(?P<cls>[\w:]+)"
@@ -125,10 +128,12 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
             raise CompileFailed([f"{manifest.label}: {error}"], own) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    files = [*own, *_read(manifest, out)]
     if code != 0:
-        failure = _failure(manifest, err or out, code)
-        raise CompileFailed([failure], _read(manifest, own, out, failure))
-    files = _read(manifest, own, out)
+        failure = _failure(manifest, err or out, code, files[-1] if files else None)
+        files += _looked_for(manifest, failure)
+        raise CompileFailed([failure], list(dict.fromkeys(files)))
+    files = list(dict.fromkeys(files))
     # The catalog is the last line (one line of JSON), after the debug lines.
     start = out.rfind("\n{", 0, len(out.rstrip()))
     try:
@@ -140,27 +145,31 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
     return Compiled(catalog, files)
 
 
-def _read(manifest: Manifest, own: list[Path], out: str, failure: str = "") -> list[Path]:
-    """The files a compile depended on, from its debug lines (`out`): the manifest, each file
-    imported, each template retrieved; with a `failure`, the file it names and where Puppet
-    looked for what it could not find."""
-    files = [*own, *(Path(m["file"]) for m in _IMPORTED.finditer(out))]
-    if failure.startswith("/"):
-        files.append(Path(failure.split(":", 1)[0]))
+def _read(manifest: Manifest, out: str) -> list[Path]:
+    """The files a compile read, in order, from its debug lines (`out`): each manifest
+    imported, each template retrieved (where Puppet finds it)."""
+    files: list[Path] = []
     dirs = [Path(d) for d in manifest.modulepath.split(":") if d]
-    for m in _TEMPLATE.finditer(out):
-        name = m["name"]
-        if name.startswith("/"):
-            files.append(Path(name))
+    for m in _READ.finditer(out):
+        name = m["name"] or ""
+        if m["file"] or name.startswith("/"):
+            files.append(Path(m["file"] or name))
         else:
             module, _, rest = name.partition("/")
             files += _in_module(dirs, module, f"templates/{rest}")
+    return files
+
+
+def _looked_for(manifest: Manifest, failure: str) -> list[Path]:
+    """The file a refusal names, and where Puppet looked for what it could not find."""
+    files = [Path(failure.split(":", 1)[0])] if failure.startswith("/") else []
+    dirs = [Path(d) for d in manifest.modulepath.split(":") if d]
     for m in _NOT_FOUND.finditer(failure):
         module, *inner = (m["cls"] or m["type"]).lower().split("::")
         files += _in_module(dirs, module, "manifests/init.pp")
         if inner:
             files += _in_module(dirs, module, "manifests/" + "/".join(inner) + ".pp")
-    return list(dict.fromkeys(files))
+    return files
 
 
 def _in_module(dirs: list[Path], module: str, path: str) -> list[Path]:
@@ -174,15 +183,17 @@ def _in_module(dirs: list[Path], module: str, path: str) -> list[Path]:
     return found
 
 
-def _failure(manifest: Manifest, output: str, code: int) -> str:
-    """Puppet's first error, as one line naming the file, line and column it gives."""
-    errors = [
-        line.removeprefix("Error: ").strip()
-        for line in output.splitlines()
-        if line.startswith("Error: ") and not line.startswith("Error: Facter:")
-    ]
+def _failure(manifest: Manifest, output: str, code: int, last: Path | None) -> str:
+    """Puppet's first error, as one line naming the file, line and column it gives. Without
+    one (a Ruby syntax error in an ERB template ends Puppet 7 silently), the file it read
+    last (`last`)."""
+    lines = [line for line in output.splitlines() if not line.startswith("Error: Facter:")]
+    errors = [line.removeprefix("Error: ").strip() for line in lines if line.startswith("Error: ")]
+    if not errors and last is not None:
+        return f"{last}: puppet exited with code {code}, saying nothing more, after reading it"
     if not errors:
-        return f"{manifest.label}: puppet exited with code {code}: {output.strip()[-300:]}"
+        tail = "\n".join(lines).strip()[-300:]
+        return f"{manifest.label}: puppet exited with code {code}: {tail}"
     message = errors[0]
     message = re.sub(r" on node \S+$", "", message)
     wheres = [m for m in _WHERE.finditer(message) if m["file"] or m["line"]]

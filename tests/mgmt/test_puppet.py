@@ -267,6 +267,13 @@ def test_a_compile_names_the_module_files_it_read_or_looked_for(tmp_path: Path) 
     (problem,) = err.value.problems
     assert problem.startswith(f"{web}/manifests/conf.pp:2: puppet: Syntax error"), problem
     assert web / "manifests/conf.pp" in err.value.files
+    (mods / "web/manifests/conf.pp").write_text("class web::conf { }\n")
+    (mods / "web/templates/a.erb").write_text("<%= @x.y( %>")  # Puppet 7 exits, silent
+    with pytest.raises(CompileFailed) as err:
+        asyncio.run(compile_catalog(Manifest(file=site, modulepath=path), "node1"))
+    (problem,) = err.value.problems
+    said = "puppet exited with code 1, saying nothing more, after reading it"
+    assert problem == f"{web}/templates/a.erb: {said}", problem
     site.write_text("include web::extra, db\n")
     with pytest.raises(CompileFailed) as err:
         asyncio.run(compile_catalog(Manifest(file=site, modulepath=path), "node1"))
