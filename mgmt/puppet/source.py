@@ -75,7 +75,7 @@ class PuppetSource:
         self._kick = asyncio.Event()
         self._out: asyncio.Queue[Loaded] = asyncio.Queue()
         self._tasks = TaskSet("puppet", log)
-        self._watch_files = watch and manifest.file is not None
+        self._watch_files = watch  # inline code (-e) too: the module files it uses
         self._watcher: NamedPaths | None = None
         self._watched: list[Path] = []
         self._watcher_task: asyncio.Task[None] | None = None

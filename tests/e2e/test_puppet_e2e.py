@@ -193,6 +193,20 @@ async def test_an_edited_module_or_template_is_swapped_in_as_the_manifest_is(
         assert await daemon.wait() == 0
 
 
+async def test_the_modules_of_inline_code_are_watched_too(tmp_path: Path) -> None:
+    t = tmp_path
+    (t / "mods/m/manifests").mkdir(parents=True)
+    init = t / "mods/m/manifests/init.pp"
+    init.write_text(f"class m {{ file {{ '{t}/out': content => 'one' }} }}\n")
+    args = ["run", "--tmp-prefix", "--modulepath", str(t / "mods"), "puppet", "-e", "include m"]
+    async with Daemon(args) as daemon:
+        await wait_path(t / "out", has_content("one"), timeout=60)
+        init.write_text(f"class m {{ file {{ '{t}/out': content => 'two' }} }}\n")
+        await wait_path(t / "out", has_content("two"), timeout=60)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
 def test_a_bad_manifest_fails_with_puppets_message_and_changes_nothing(tmp_path: Path) -> None:
     pp = tmp_path / "bad.pp"
     pp.write_text(f"file {{ '{tmp_path}/x': content => 'x' }}\nnotify {{ 'n': message => }}\n")
