@@ -91,6 +91,7 @@ FLAG_ENV = frozenset(
         "MGMT_GRAPHVIZ",
         "MGMT_NO_AUTOEDGES",
         "MGMT_PUPPET_FALLBACK",
+        "MGMT_MODULEPATH",
         "MGMT_NO_AUTOGROUP",
         "MGMT_PROMETHEUS",
         "MGMT_STATUS",

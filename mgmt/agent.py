@@ -123,7 +123,7 @@ async def open_puppet(config: Config, prefix: Path) -> tuple[GraphSource, Loaded
     from mgmt.puppet.compile import Manifest
     from mgmt.puppet.source import PuppetSource
 
-    manifest = Manifest(file=config.file, code=config.code)
+    manifest = Manifest.of(config)
     source = await PuppetSource.open(
         manifest,
         hostname=config.hostname,

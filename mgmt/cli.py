@@ -259,10 +259,10 @@ def parse(argv: list[str]) -> Config:
 # `mgmt check`'s options: the front-ends' options of `mgmt run` (each also read from its
 # MGMT_<FLAG>, as run reads it), so what run takes is checked as run would take it.
 _CHECK_FLAGS = ("--puppet-fallback", "--no-autoedges")
-_CHECK_VALUES = ("--hostname", "--max-graph-size")
+_CHECK_VALUES = ("--hostname", "--max-graph-size", "--modulepath")
 _CHECK_USAGE = (
-    "usage: mgmt check [--graph] [--hostname NAME] [--puppet-fallback] [--no-autoedges] "
-    "[--max-graph-size BYTES] [lang|yaml|puppet] FILE.mcl|DIR|FILE.yaml|FILE.pp... | "
+    "usage: mgmt check [--graph] [--hostname NAME] [--puppet-fallback] [--modulepath DIRS] "
+    "[--no-autoedges] [--max-graph-size BYTES] [lang|yaml|puppet] FILE.mcl|DIR|FILE.yaml|FILE.pp... | "
     "mgmt check [...] [puppet] -e CODE"
 )
 _CHECK_HELP = """
@@ -278,6 +278,7 @@ options:
   --hostname NAME      the host name the program sees (as mgmt run's)
   --puppet-fallback    as mgmt run's: a Puppet type not translated runs through
                        `puppet resource`
+  --modulepath DIRS    as mgmt run's: Puppet modules' directories (DIR:DIR...)
   --no-autoedges       as mgmt run's: --graph without automatic edges
   --max-graph-size B   as mgmt run's: the largest graph file read"""
 
@@ -290,6 +291,7 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
         "puppet_fallback": _env_default("puppet_fallback", "bool", False),
         "max_graph_size": _env_default("max_graph_size", "int", DEFAULT_MAX_GRAPH_SIZE),
         "no_autoedges": _env_default("no_autoedges", "bool", False),
+        "modulepath": _env_default("modulepath", "str", ""),
     }
     files: list[str] = []
     code: str | None = None
@@ -306,8 +308,8 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
                 return f"{flag} needs a value"
             if flag == "-e":
                 code = value
-            elif flag == "--hostname":
-                options["hostname"] = value
+            elif flag in ("--hostname", "--modulepath"):
+                options[flag[2:]] = value
             else:
                 try:
                     options["max_graph_size"] = _int(value)
@@ -427,9 +429,9 @@ def _check_puppet(config: Config) -> Loaded:
     from mgmt.puppet.compile import Manifest
     from mgmt.puppet.source import load
 
-    manifest = Manifest(file=config.file, code=config.code)
+    manifest = Manifest.of(config)
     fallback = config.prefix / "puppet" if config.puppet_fallback else None  # as run's
-    loaded = run_loop(load(manifest, config.hostname, fallback=fallback))
+    loaded, _ = run_loop(load(manifest, config.hostname, fallback=fallback))
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return loaded

@@ -108,6 +108,14 @@ class Config:
             "(default: refuse the manifest, listing them)"
         ),
     )
+    modulepath: str = field(
+        default="",
+        metadata=opt(
+            "with puppet: directories of Puppet modules (DIR:DIR...), searched before Debian's "
+            "/usr/share/puppet/modules; their files a manifest uses are watched as it is",
+            metavar="DIRS",
+        ),
+    )
     no_autogroup: bool = field(
         default=False, metadata=opt("merge no compatible resources (e.g. pkg) into one vertex")
     )

@@ -3,23 +3,33 @@
 Puppet runs as a subprocess (argv, bounded by a timeout) with every directory it writes to
 (vardir, confdir, codedir, ...) in a fresh private temporary directory that is removed after
 the run: the host's /etc/puppet and /var/cache/puppet are neither read nor changed, and nothing
-another user wrote is used. Modules come from `--modulepath` (default: Debian's
-/usr/share/puppet/modules, where the cron, host and mount types live since Puppet 6).
+another user wrote is used. Modules come from `--modulepath`'s directories, then Debian's
+/usr/share/puppet/modules (where the cron, host and mount types live since Puppet 6).
+
+A compile also says which files the manifest depended on (`Compiled.files`, or a refusal's
+`CompileFailed.files`), to be watched as the manifest is: Puppet's debug lines name each
+manifest it imports (a module's class or defined type) and each template it retrieves
+(`template()`, `epp()`: found in the module path as Puppet finds it); a class, defined type or
+template it could not find is where Puppet looked for it, so writing it compiles again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ResourceError
 from mgmt.yamlgraph import GraphFileError
 from resources._lib.proc import run_command
+
+if TYPE_CHECKING:
+    from mgmt.config import Config
 
 PUPPET = "puppet"
 MODULEPATH = "/usr/share/puppet/modules"
@@ -31,6 +41,20 @@ _WHERE = re.compile(
 )
 
 
+# Puppet's debug lines naming what a compile reads: a manifest imported (a module's class or
+# defined type), a template retrieved (`template()`, `epp()`: module/file, or a path).
+_READ = re.compile(
+    r"^Debug: (?:importing '(?P<file>/[^']+)'"
+    r"|Scope\(.*\): Retrieving (?:epp )?template (?P<name>\S+)$)",
+    re.M,
+)
+# What a refused compile could not find: a class, or a defined type (a module's manifest).
+_NOT_FOUND = re.compile(
+    r"Could not find (?:declared )?class (?:::)?(?P<cls>[\w:]+)"
+    r"|Unknown resource type: '(?P<type>[\w:]+)'"
+)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What to compile: a manifest file, or inline code (`-e`)."""
@@ -39,10 +63,33 @@ class Manifest:
     code: str | None = None
     modulepath: str = MODULEPATH
 
+    @classmethod
+    def of(cls, config: Config) -> Manifest:
+        """The manifest `config` names: its `--modulepath` directories first (absolute)."""
+        given = [os.path.abspath(d) for d in config.modulepath.split(":") if d]
+        return cls(config.file, config.code, ":".join([*given, MODULEPATH]))
+
     @property
     def label(self) -> str:
         """How errors name the input."""
         return str(self.file) if self.file is not None else "<puppet -e>"
+
+
+@dataclass
+class Compiled:
+    """A manifest's catalog (Puppet's JSON) and the files the compile depended on."""
+
+    catalog: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+
+
+class CompileFailed(GraphFileError):
+    """A manifest that does not compile (or translate), and the files it depended on or looked
+    for: the edit that fixes it may be to one of them."""
+
+    def __init__(self, problems: list[str], files: list[Path]) -> None:
+        super().__init__(problems)
+        self.files = files
 
 
 def isolated(work: Path) -> list[str]:
@@ -54,17 +101,20 @@ def isolated(work: Path) -> list[str]:
     return argv
 
 
-async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TIMEOUT) -> Any:
-    """The catalog of `manifest` for node `hostname`, as Puppet's JSON; GraphFileError with
-    Puppet's own message (one line, `FILE:LINE:COL: puppet: ...`) if it does not compile."""
+async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TIMEOUT) -> Compiled:
+    """The catalog of `manifest` for node `hostname`, and the files it depended on;
+    CompileFailed with Puppet's own message (one line, `FILE:LINE:COL: puppet: ...`) if it
+    does not compile."""
+    own = [manifest.file.absolute()] if manifest.file is not None else []
     if shutil.which(PUPPET) is None:
-        raise GraphFileError(
-            [f"{manifest.label}: puppet is not installed (Debian: apt-get install puppet-agent)"]
+        raise CompileFailed(
+            [f"{manifest.label}: puppet is not installed (Debian: apt-get install puppet-agent)"],
+            own,
         )
     work = Path(tempfile.mkdtemp(prefix="mgmt-puppet-"))  # 0700, new: ours alone
     try:
         argv = [PUPPET, "catalog", "compile", "--render-as", "json", *isolated(work)]
-        argv += ["--log_level=warning", "--certname", hostname]
+        argv += ["--log_level=debug", "--certname", hostname]  # debug: the files it reads
         argv += ["--basemodulepath", manifest.modulepath]
         if manifest.file is not None:
             argv += ["--manifest", str(manifest.file.absolute())]
@@ -75,30 +125,75 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
                 argv, timeout=timeout, ok=None, label="puppet catalog compile"
             )
         except ResourceError as error:
-            raise GraphFileError([f"{manifest.label}: {error}"]) from None
+            raise CompileFailed([f"{manifest.label}: {error}"], own) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    files = [*own, *_read(manifest, out)]
     if code != 0:
-        raise GraphFileError([_failure(manifest, err or out, code)])
-    start = out.find("{")
+        failure = _failure(manifest, err or out, code, files[-1] if files else None)
+        files += _looked_for(manifest, failure)
+        raise CompileFailed([failure], list(dict.fromkeys(files)))
+    files = list(dict.fromkeys(files))
+    # The catalog is the last line (one line of JSON), after the debug lines.
+    start = out.rfind("\n{", 0, len(out.rstrip()))
     try:
-        catalog = json.loads(out[start:]) if start >= 0 else None
+        catalog = json.loads(out[start + 1 :])
     except ValueError:
         catalog = None
     if not isinstance(catalog, dict) or not isinstance(catalog.get("resources"), list):
-        raise GraphFileError([f"{manifest.label}: puppet printed no catalog: {out[:200]!r}"])
-    return catalog
+        raise CompileFailed([f"{manifest.label}: puppet printed no catalog: {out[-200:]!r}"], files)
+    return Compiled(catalog, files)
 
 
-def _failure(manifest: Manifest, output: str, code: int) -> str:
-    """Puppet's first error, as one line naming the file, line and column it gives."""
-    errors = [
-        line.removeprefix("Error: ").strip()
-        for line in output.splitlines()
-        if line.startswith("Error: ") and not line.startswith("Error: Facter:")
-    ]
+def _read(manifest: Manifest, out: str) -> list[Path]:
+    """The files a compile read, in order, from its debug lines (`out`): each manifest
+    imported, each template retrieved (where Puppet finds it)."""
+    files: list[Path] = []
+    dirs = [Path(d) for d in manifest.modulepath.split(":") if d]
+    for m in _READ.finditer(out):
+        name = m["name"] or ""
+        if m["file"] or name.startswith("/"):
+            files.append(Path(m["file"] or name))
+        else:
+            module, _, rest = name.partition("/")
+            files += _in_module(dirs, module, f"templates/{rest}")
+    return files
+
+
+def _looked_for(manifest: Manifest, failure: str) -> list[Path]:
+    """The file a refusal names, and where Puppet looked for what it could not find."""
+    files = [Path(failure.split(":", 1)[0])] if failure.startswith("/") else []
+    dirs = [Path(d) for d in manifest.modulepath.split(":") if d]
+    for m in _NOT_FOUND.finditer(failure):
+        module, *inner = (m["cls"] or m["type"]).lower().split("::")
+        files += _in_module(dirs, module, "manifests/init.pp")
+        if inner:
+            files += _in_module(dirs, module, "manifests/" + "/".join(inner) + ".pp")
+    return files
+
+
+def _in_module(dirs: list[Path], module: str, path: str) -> list[Path]:
+    """Where Puppet looks for `path` of `module`: in the first directory holding the module;
+    those before it, where it may appear, too."""
+    found = []
+    for directory in dirs:
+        found.append(directory / module / path)
+        if (directory / module).is_dir():
+            break
+    return found
+
+
+def _failure(manifest: Manifest, output: str, code: int, last: Path | None) -> str:
+    """Puppet's first error, as one line naming the file, line and column it gives. Without
+    one (a Ruby syntax error in an ERB template ends Puppet 7 silently), the file it read
+    last (`last`)."""
+    lines = [line for line in output.splitlines() if not line.startswith("Error: Facter:")]
+    errors = [line.removeprefix("Error: ").strip() for line in lines if line.startswith("Error: ")]
+    if not errors and last is not None:
+        return f"{last}: puppet exited with code {code}, saying nothing more, after reading it"
     if not errors:
-        return f"{manifest.label}: puppet exited with code {code}: {output.strip()[-300:]}"
+        tail = "\n".join(lines).strip()[-300:]
+        return f"{manifest.label}: puppet exited with code {code}: {tail}"
     message = errors[0]
     message = re.sub(r" on node \S+$", "", message)
     wheres = [m for m in _WHERE.finditer(message) if m["file"] or m["line"]]
@@ -108,15 +203,18 @@ def _failure(manifest: Manifest, output: str, code: int) -> str:
         message = (message[: where.start()] + message[where.end() :]).strip()
         place, line, col = where["file"] or place, where["line"], where["col"]
     if line is None and "end of input" in message:
-        line = _last_line(manifest)
+        line = _last_line(manifest, where["file"] if wheres else None)
     place += (":" + line if line else "") + (":" + col if col else "")
     return f"{place}: puppet: {message}"
 
 
-def _last_line(manifest: Manifest) -> str | None:
-    """The line "end of input" is on: the last one."""
+def _last_line(manifest: Manifest, file: str | None) -> str | None:
+    """The line "end of input" is on: the last one (of `file`, a module's manifest, if named)."""
     try:
-        text = manifest.code if manifest.file is None else manifest.file.read_text()
+        if file is not None:
+            text: str | None = Path(file).read_text()
+        else:
+            text = manifest.code if manifest.file is None else manifest.file.read_text()
     except (OSError, UnicodeDecodeError):
         return None
     return str(max(1, len((text or "").rstrip("\n").split("\n"))))

@@ -1,11 +1,14 @@
 """Puppet manifests as a source of graphs for the agent (`mgmt run puppet FILE.pp`).
 
 `PuppetSource.open` compiles the manifest with the real Puppet and translates its catalog
-(GraphFileError before anything runs). The source then watches the manifest file (unless told
-not to): on an edit (read once its writer has closed it: engine.watcher.follow_writes), or on
-SIGHUP, it compiles again and yields the new graph if the catalog
-changed; the agent swaps it in, keeping unchanged resources running. A manifest that no longer
-compiles is reported and the running graph stays (and is the source's `problem`: `mgmt
+(GraphFileError before anything runs). The source then watches the files the last compile
+depended on (unless told not to): the manifest, the modules' manifests and templates it used,
+and, after a refused compile, those it looked for and did not find (compile.Compiled.files,
+CompileFailed.files), each through its symlinks (engine.namedpath, as the language's program
+files). On an edit of one of them (read once its writer has closed it:
+engine.watcher.follow_writes), or on SIGHUP, it compiles again and yields the new graph if the
+catalog changed; the agent swaps it in, keeping unchanged resources running. A manifest that no
+longer compiles is reported and the running graph stays (and is the source's `problem`: `mgmt
 status` fails until a good edit).
 """
 
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from engine.namedpath import NamedPaths
 from engine.tasks import TaskSet
 from mgmt.listing import first_of
-from mgmt.puppet.compile import Manifest, compile_catalog
+from mgmt.puppet.compile import CompileFailed, Manifest, compile_catalog
 from mgmt.puppet.translate import translate
 from mgmt.yamlgraph import GraphFileError, Loaded
 
@@ -32,13 +35,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("puppet")
 
 
-async def load(manifest: Manifest, hostname: str, *, fallback: Path | None = None) -> Loaded:
-    """Compile and translate `manifest` for `hostname`; GraphFileError on any problem.
-    `fallback`: where `puppet resource` keeps its state (translate's), None: no fallback."""
-    catalog = await compile_catalog(manifest, hostname)
-    loaded = translate(catalog, manifest.label, fallback=fallback)
-    loaded.digest = _digest(catalog)
-    return loaded
+async def load(
+    manifest: Manifest, hostname: str, *, fallback: Path | None = None
+) -> tuple[Loaded, list[Path]]:
+    """Compile and translate `manifest` for `hostname`, and the files it depended on;
+    CompileFailed on any problem. `fallback`: where `puppet resource` keeps its state
+    (translate's), None: no fallback."""
+    compiled = await compile_catalog(manifest, hostname)
+    try:
+        loaded = translate(
+            compiled.catalog, manifest.label, fallback=fallback, modulepath=manifest.modulepath
+        )
+    except GraphFileError as err:
+        raise CompileFailed(err.problems, compiled.files) from None
+    loaded.digest = _digest(compiled.catalog)
+    return loaded, compiled.files
 
 
 def _digest(catalog: dict[str, Any]) -> str:
@@ -50,7 +61,9 @@ def _digest(catalog: dict[str, Any]) -> str:
 class PuppetSource:
     """Compiles a manifest, then recompiles it on each edit (see the module docstring)."""
 
-    def __init__(self, manifest: Manifest, *, hostname: str, fallback: Path | None) -> None:
+    def __init__(
+        self, manifest: Manifest, *, hostname: str, fallback: Path | None, watch: bool = True
+    ) -> None:
         self.manifest = manifest
         self.hostname = hostname
         self.fallback = fallback
@@ -62,7 +75,10 @@ class PuppetSource:
         self._kick = asyncio.Event()
         self._out: asyncio.Queue[Loaded] = asyncio.Queue()
         self._tasks = TaskSet("puppet", log)
+        self._watch_files = watch  # inline code (-e) too: the module files it uses
         self._watcher: NamedPaths | None = None
+        self._watched: list[Path] = []
+        self._watcher_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -73,19 +89,17 @@ class PuppetSource:
         fallback: Path | None = None,
         watch: bool = True,
     ) -> PuppetSource:
-        source = cls(manifest, hostname=hostname, fallback=fallback)
-        if watch and manifest.file is not None:
-            source._watcher = NamedPaths([manifest.file])  # through its symlinks
-            await source._watcher.__aenter__()  # before the first compile: no edit is missed
+        source = cls(manifest, hostname=hostname, fallback=fallback, watch=watch)
         try:
-            source.first = await load(manifest, hostname, fallback=fallback)
+            if manifest.file is not None:
+                await source._watch([manifest.file])  # before the first compile: no edit missed
+            source.first, files = await load(manifest, hostname, fallback=fallback)
+            await source._watch(files)
         except BaseException:
             await source.aclose()
             raise
         source.graphs, source._digest = 1, source.first.digest
         source._tasks.spawn(source._loop(), "puppet recompile")
-        if source._watcher is not None:
-            source._tasks.spawn(source._watch(source._watcher), "puppet manifest watch")
         return source
 
     async def __aiter__(self) -> AsyncIterator[Loaded]:
@@ -105,22 +119,36 @@ class PuppetSource:
             await self._watcher.aclose()
             self._watcher = None
 
+    async def _watch(self, files: list[Path]) -> None:
+        """Watch `files` (through their symlinks), the files the last compile depended on or
+        looked for: an edit of one compiles again once its writer closed it."""
+        if not self._watch_files or files == self._watched:
+            return
+        old, old_task = self._watcher, self._watcher_task
+        watcher = NamedPaths(files)
+        await watcher.__aenter__()  # before the old one ends: no edit in between is missed
+        self._watcher, self._watched = watcher, files
+        self._watcher_task = self._tasks.spawn(watcher.follow(self._kick.set), "puppet watch")
+        if old_task is not None:
+            old_task.cancel()
+        if old is not None:
+            await old.aclose()
+
     def _set_problem(self, problem: str) -> None:
         if problem != self.problem:
             self.problem = problem
             if self.on_problem is not None:
                 self.on_problem(problem)
 
-    async def _watch(self, watcher: NamedPaths) -> None:
-        await watcher.follow(self._kick.set)  # not a half-written manifest
-
     async def _loop(self) -> None:
         while True:
             await self._kick.wait()
             self._kick.clear()
             try:
-                loaded = await load(self.manifest, self.hostname, fallback=self.fallback)
-            except GraphFileError as err:
+                loaded, files = await load(self.manifest, self.hostname, fallback=self.fallback)
+                await self._watch(files)
+            except CompileFailed as err:
+                await self._watch(err.files)  # what it read or looked for: the fix may be there
                 for problem in err.problems:
                     log.error("%s", problem)
                 log.error("keeping the running graph")

@@ -73,9 +73,11 @@ class Spec:
 Translator = Callable[[PRes], Spec]
 
 
-def translate(catalog: Any, label: str, *, fallback: Path | None = None) -> Loaded:
+def translate(
+    catalog: Any, label: str, *, fallback: Path | None = None, modulepath: str = MODULEPATH
+) -> Loaded:
     """Our graph for `catalog`; GraphFileError listing every resource without a translation
-    (unless `fallback`: the directory `puppet resource` runs them with)."""
+    (unless `fallback`: the directory `puppet resource` runs them with, in `modulepath`)."""
     resources = [_pres(raw, label) for raw in catalog.get("resources", [])]
     by_ref = {r.ref: r for r in resources}
     children: dict[str, list[str]] = {}
@@ -91,7 +93,7 @@ def translate(catalog: Any, label: str, *, fallback: Path | None = None) -> Load
         if res.container:
             continue
         try:
-            spec = _translate(res, fallback)
+            spec = _translate(res, fallback, modulepath)
             built = build_resource(_class(spec.kind), spec.name, spec.params, spec.meta)
         except Untranslatable as why:
             problems.append(f"{res.where}: {res.ref}: {why}")
@@ -154,7 +156,7 @@ def _class(kind: str) -> Any:
     return cls
 
 
-def _translate(res: PRes, fallback: Path | None) -> Spec:
+def _translate(res: PRes, fallback: Path | None, modulepath: str) -> Spec:
     """Translate one resource, or its `puppet resource` exec with `fallback`."""
     params = dict(res.params)
     try:
@@ -183,7 +185,7 @@ def _translate(res: PRes, fallback: Path | None) -> Spec:
         if fallback is None:
             raise
     res.params = params
-    return _puppet_resource(res, fallback)
+    return _puppet_resource(res, fallback, modulepath)
 
 
 # Values -----------------------------------------------------------------------------------
@@ -229,31 +231,7 @@ def _file(res: PRes) -> Spec:
     path = _str(res.take("path", res.title), "path").rstrip("/") or "/"
     _ignore(res, "backup", "show_diff", "checksum", "selinux_ignore_defaults")
     ensure = res.take("ensure")
-    params: dict[str, Any] = {}
-    # No ensure: Puppet manages only the attributes of what is there, so a missing path is
-    # left missing (a noop vertex, kept for the relationships that name it).
-    untouched = False
-    if ensure in ("file", "present", None):
-        if ensure is not None:
-            params["state"] = "exists"
-        # Puppet's `present` (or no ensure) takes whatever is there: an existing directory is
-        # managed as one, not refused as "a directory, expected a file".
-        typeless = ensure != "file" and not {"content", "source"} & res.params.keys()
-        if typeless and os.path.isdir(path):
-            path += "/"
-        untouched = ensure is None and typeless and not os.path.lexists(path)
-    elif ensure == "directory":
-        path += "/"
-        params["state"] = "exists"
-    elif ensure == "absent":
-        params["state"] = "absent"
-    elif ensure == "link" or (isinstance(ensure, str) and ensure.startswith("/")):
-        target = res.take("target") if ensure == "link" else ensure
-        if not isinstance(target, str) or not target:
-            raise Untranslatable("ensure => link needs a target")
-        params.update(state="exists", symlink=True, source=target)
-    else:
-        raise Untranslatable(f"ensure => {ensure!r} has no translation")
+    path, params, untouched, warnings = _file_state(res, path, ensure)
     _unapplied(res, ensure, bool(params.get("symlink")))
     for ours in ("content", "source", "owner", "group", "mode"):
         value = res.take(ours)
@@ -278,7 +256,51 @@ def _file(res: PRes) -> Spec:
             params[flag] = _bool(value, flag)
     if untouched:
         return Spec("noop", f"file:{path}", {})
-    return Spec("file", path, {"path": path, **params})
+    return Spec("file", path, {"path": path, **params}, warnings=warnings)
+
+
+def _file_state(res: PRes, path: str, ensure: Any) -> tuple[str, dict[str, Any], bool, list[str]]:
+    """What `ensure` makes of `path`: (our path, our params, untouched: a noop, warnings)."""
+    params: dict[str, Any] = {}
+    # No ensure: Puppet manages only the attributes of what is there, so a missing path is
+    # left missing (a noop vertex, kept for the relationships that name it).
+    untouched = False
+    warnings = []
+    typed = bool({"content", "source"} & res.params.keys())
+    if ensure in ("present", None) and (ensure or not typed) and os.path.islink(path):
+        # Puppet's `present` (or no ensure, no content or source) takes a symlink as it is:
+        # its owner and group are the link's own, no content is synced (Puppet warns too).
+        # Kept as it points when the manifest is translated.
+        if typed:
+            warnings.append("a symlink: its content is not synced (ensure => present)")
+            _ignore(res, "content", "source")
+        params.update(state="exists", symlink=True, source=os.readlink(path))
+    elif ensure in ("file", "present", None):
+        if ensure is not None:
+            params["state"] = "exists"
+        # Puppet's `present` (or no ensure) takes whatever is there: an existing directory is
+        # managed as one, not refused as "a directory, expected a file".
+        typeless = ensure != "file" and not typed
+        if typeless and os.path.isdir(path):
+            path += "/"
+        untouched = ensure is None and typeless and not os.path.lexists(path)
+        # Where Puppet makes a file, it replaces a symlink at the path without force (the
+        # link only: its target is never opened). Not a file, nor a directory, without force.
+        if ensure == "file" or (ensure is None and typed):
+            params["replace_link"] = True
+    elif ensure == "directory":
+        path += "/"
+        params.update(state="exists", replace_link=True)
+    elif ensure == "absent":
+        params["state"] = "absent"
+    elif ensure == "link" or (isinstance(ensure, str) and ensure.startswith("/")):
+        target = res.take("target") if ensure == "link" else ensure
+        if not isinstance(target, str) or not target:
+            raise Untranslatable("ensure => link needs a target")
+        params.update(state="exists", symlink=True, source=target)
+    else:
+        raise Untranslatable(f"ensure => {ensure!r} has no translation")
+    return path, params, untouched, warnings
 
 
 def _unapplied(res: PRes, ensure: Any, symlink: bool) -> None:
@@ -611,10 +633,10 @@ def _mount(res: PRes) -> Spec:
     return Spec("mount", point, params)
 
 
-def _puppet_resource(res: PRes, work: Path) -> Spec:
+def _puppet_resource(res: PRes, work: Path, modulepath: str) -> Spec:
     """The fallback: `puppet resource TYPE TITLE param=value...` as an exec (at startup and on
     each refresh; Puppet makes it idempotent), its settings and state in `work`."""
-    args = ["resource", *isolated(work), "--basemodulepath", MODULEPATH]
+    args = ["resource", *isolated(work), "--basemodulepath", modulepath]
     args += [res.type.lower(), res.title]
     for name, value in sorted(res.params.items()):
         if name in IGNORED_META:

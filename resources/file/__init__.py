@@ -5,7 +5,8 @@ A trailing "/" on the path means a directory. Every change goes through descript
 relative to its open parent directory, so a symlink swapped in after the check is never
 followed. Writes are atomic (a new inode in the same directory gets its content, owner and
 mode, is fsynced, then renamed over the path). Missing parent directories are created (0755).
-A symlink at the path is never followed unless `follow: true`; `force: true` replaces it.
+A symlink at the path is never followed unless `follow: true`; `force: true` (or
+`replace_link: true`) replaces it.
 See docs/resources/file.md.
 """
 
@@ -116,6 +117,9 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     purge: bool = False
     # If path is a symlink, manage its target (otherwise a symlink is refused). Default false.
     follow: bool = False
+    # Replace a symlink at path (the link only: its target is never opened) by the file or
+    # directory, without force's other replacements (Puppet's `ensure => file`). Default false.
+    replace_link: bool = False
     # Absolute paths whose contents, in this order, make the file's content; one ending in "/"
     # stands for the regular files directly in that directory, by name. Excludes content and
     # source. Default None (unmanaged).
@@ -160,6 +164,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             self._validate_fragments()
         if self.symlink:
             self._validate_symlink()
+        if self.replace_link and (self.symlink or self.follow):
+            raise ValidationError("cannot be combined with symlink or follow", "replace_link")
         if self.selinux is not None and not _CONTEXT.fullmatch(self.selinux):
             raise ValidationError(
                 f"expected a context like 'system_u:object_r:bin_t:s0', got {self.selinux!r}",
@@ -549,7 +555,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 if st is None or not stat.S_ISLNK(st.st_mode):
                     return where, st
             raise ResourceError(f"symlink {self._fs_path} does not resolve (a loop?)")
-        if self.state == "absent" or self.force or self.symlink:
+        if self.state == "absent" or self.force or self.symlink or self.replace_link:
             return where, st  # the link itself
         raise ResourceError(
             f"{where.path} is a symlink (to {where.readlink(TOP)!r}), not followed: set "
@@ -769,7 +775,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         """Replacing what is at entry by a `want` (needs force)."""
         have = kind_of(st)
         path = where.path if entry == TOP else entry_label(entry)
-        if not self.force:
+        if not (self.force or (self.replace_link and entry == TOP and stat.S_ISLNK(st.st_mode))):
             raise ResourceError(
                 f"{path} is a {have}, expected a {want}: set force: true to replace it"
             )

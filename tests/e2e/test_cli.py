@@ -1304,9 +1304,13 @@ def test_check_refuses_hostile_graphs_in_one_line(tmp_path: Path, text: str, exp
 
 
 def _refused_in_one_line(path: Path, *, lang: bool = False) -> str:
-    """`mgmt run` of a bad graph file (or mcl program): exit 2, nothing done, its one line."""
+    """`mgmt run` of a bad graph file (or mcl program): exit 2, nothing done, its one line.
+    A prefix of its own: the default one (/var/lib/mgmt) is the machine's, and an agent running
+    with it (another test run, an operator's) refuses this one first ("another agent (pid N)
+    runs with --prefix /var/lib/mgmt"), exit 2 without the line looked for."""
     front = ["lang"] if lang else []
-    code, out = run_mgmt(["run", "--converged-timeout=0", *front, str(path)], timeout=60)
+    args = ["run", "--tmp-prefix", "--converged-timeout=0", *front, str(path)]
+    code, out = run_mgmt(args, timeout=60)
     assert code == 2, out
     assert "Traceback" not in out
     (line,) = [line for line in out.splitlines() if str(path) in line]

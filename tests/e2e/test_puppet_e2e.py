@@ -141,6 +141,72 @@ async def test_an_edited_manifest_is_swapped_in_and_a_bad_edit_keeps_the_graph(
         assert await daemon.wait() == 0
 
 
+async def test_an_edited_module_or_template_is_swapped_in_as_the_manifest_is(
+    tmp_path: Path,
+) -> None:
+    """A module's manifest (`--modulepath`) and the templates it uses (`template()`, `epp()`)
+    are watched as site.pp is: an edit compiles again and swaps; a bad one is refused with its
+    file and line, the running graph kept; a class a refused edit looked for compiles again
+    once written."""
+    t = tmp_path
+    web = t / "mods/web"
+    (web / "manifests").mkdir(parents=True)
+    (web / "templates").mkdir()
+    (web / "manifests/init.pp").write_text(
+        "class web {\n  include web::conf\n"
+        f"  file {{ '{t}/a': content => template('web/a.erb') }}\n"
+        f"  file {{ '{t}/b': content => epp('web/b.epp') }}\n}}\n"
+    )
+    conf = web / "manifests/conf.pp"
+    conf.write_text(f"class web::conf {{ file {{ '{t}/c': content => 'c1' }} }}\n")
+    (web / "templates/a.erb").write_text("a1")
+    (web / "templates/b.epp").write_text("b1")
+    pp = t / "site.pp"
+    pp.write_text("include web\n")
+    prefix = t / "prefix"
+    args = ["run", "--prefix", str(prefix), "--modulepath", str(t / "mods"), "puppet", str(pp)]
+    async with Daemon(args) as daemon:
+        await wait_path(t / "c", has_content("c1"), timeout=60)
+        (web / "templates/a.erb").write_text("a2")
+        await wait_path(t / "a", has_content("a2"), timeout=60)
+        (web / "templates/b.epp").write_text("b2")
+        await wait_path(t / "b", has_content("b2"), timeout=60)
+        conf.write_text(f"class web::conf {{ file {{ '{t}/c': content => 'c2' }} }}\n")
+        await wait_path(t / "c", has_content("c2"), timeout=60)
+        conf.write_text(f"class web::conf {{\n  file {{ '{t}/c': content => 'c3' }}\n")
+        await daemon.wait_log("keeping the running graph", timeout=60)
+        assert f"{conf}:2: puppet: Syntax error at end of input" in daemon.log
+        (t / "c").unlink()  # still enforced
+        await wait_path(t / "c", has_content("c2"))
+        conf.write_text(f"class web::conf {{ file {{ '{t}/c': content => 'c3' }} }}\n")
+        await wait_path(t / "c", has_content("c3"), timeout=60)
+        pp.write_text("include web, db\n")  # no module db yet: refused, and looked for
+        await daemon.wait_log("Could not find class ::db", timeout=60)
+        (t / "mods/db/manifests").mkdir(parents=True)
+        (t / "mods/db/manifests/init.pp").write_text(
+            f"class db {{ file {{ '{t}/d': content => 'd' }} }}\n"
+        )
+        await wait_path(t / "d", has_content("d"), timeout=60)
+        code, text = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 0, text
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+async def test_the_modules_of_inline_code_are_watched_too(tmp_path: Path) -> None:
+    t = tmp_path
+    (t / "mods/m/manifests").mkdir(parents=True)
+    init = t / "mods/m/manifests/init.pp"
+    init.write_text(f"class m {{ file {{ '{t}/out': content => 'one' }} }}\n")
+    args = ["run", "--tmp-prefix", "--modulepath", str(t / "mods"), "puppet", "-e", "include m"]
+    async with Daemon(args) as daemon:
+        await wait_path(t / "out", has_content("one"), timeout=60)
+        init.write_text(f"class m {{ file {{ '{t}/out': content => 'two' }} }}\n")
+        await wait_path(t / "out", has_content("two"), timeout=60)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
 def test_a_bad_manifest_fails_with_puppets_message_and_changes_nothing(tmp_path: Path) -> None:
     pp = tmp_path / "bad.pp"
     pp.write_text(f"file {{ '{tmp_path}/x': content => 'x' }}\nnotify {{ 'n': message => }}\n")
@@ -313,3 +379,46 @@ def test_check_graph_prints_a_manifests_translated_catalog(tmp_path: Path) -> No
     assert not (t / "d").exists()  # nothing applied
     code, out = run_mgmt(["check", "--graph", "-e", f"tidy {{ '{t}': }}"])
     assert code == 2 and "no translation for Puppet type Tidy" in out, out
+
+
+def test_a_symlink_at_a_file_is_replaced_or_kept_as_puppet_does(tmp_path: Path) -> None:
+    """The real `puppet apply` (links => manage, its default) replaces a symlink at the path
+    without force where it makes a file (`ensure => file`, or `content` and no ensure) or a
+    directory, never opening the link's target; `ensure => present` keeps the link (its owner
+    is the link's own, its content not synced); a real directory is replaced only with force."""
+    t = tmp_path
+    (t / "tf").write_text("target\n")
+    (t / "td").mkdir()
+    for name, to in (("a", "tf"), ("b", "td"), ("c", "tf"), ("d", "tf"), ("e", "td")):
+        (t / name).symlink_to(to)
+    (t / "dir").mkdir()
+    pp = t / "links.pp"
+    pp.write_text(
+        f"file {{ '{t}/a': ensure => file, content => 'a' }}\n"
+        f"file {{ '{t}/b': ensure => file, content => 'b', links => manage }}\n"
+        f"file {{ '{t}/c': ensure => directory }}\n"
+        f"file {{ '{t}/d': content => 'd' }}\n"
+        f"file {{ '{t}/e': ensure => present, owner => 'nobody', mode => '0600' }}\n"
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    assert code == 0, out
+    assert [(t / n).read_text() for n in "abd"] == ["a", "b", "d"], out
+    assert not any((t / n).is_symlink() for n in "abcd") and (t / "c").is_dir()
+    assert (
+        os.readlink(t / "e") == "td" and pwd.getpwuid((t / "e").lstat().st_uid).pw_name == "nobody"
+    )
+    assert (t / "tf").read_text() == "target\n" and not list((t / "td").iterdir())
+    assert (t / "td").stat().st_mode & 0o7777 == 0o755
+    code, out = run_mgmt(
+        [
+            "run",
+            "--tmp-prefix",
+            "--converged-timeout",
+            "0",
+            "puppet",
+            "-e",
+            f"file {{ '{t}/dir': ensure => file, content => 'x' }}",
+        ]
+    )
+    assert code == 1 and f"{t}/dir is a directory, expected a file: set force" in out, out
+    assert (t / "dir").is_dir()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from engine.graph import Graph
-from mgmt.puppet.compile import Manifest, compile_catalog
+from mgmt.puppet.compile import MODULEPATH, CompileFailed, Manifest, compile_catalog
 from mgmt.puppet.translate import translate
 from mgmt.yamlgraph import GraphFileError
 
@@ -73,7 +73,7 @@ MANIFEST = textwrap.dedent(
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> Any:
     path = tmp_path_factory.mktemp("pp") / "site.pp"
     path.write_text(MANIFEST)
-    return asyncio.run(compile_catalog(Manifest(file=path), "node1"))
+    return asyncio.run(compile_catalog(Manifest(file=path), "node1")).catalog
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +232,58 @@ def test_every_compile_error_names_its_line(tmp_path: Path) -> None:
             asyncio.run(compile_catalog(manifest, "node1"))
         (problem,) = err.value.problems
         assert problem.startswith(place) and problem.endswith(words), problem
+
+
+def test_a_compile_names_the_module_files_it_read_or_looked_for(tmp_path: Path) -> None:
+    """What the daemon watches: the manifest, each module manifest imported, each template
+    (`template()`, `epp()`) found in the module path; after a refusal, the file the error
+    names and where Puppet looked for a class or template it could not find."""
+    mods = tmp_path / "mods"
+    (mods / "web/manifests").mkdir(parents=True)
+    (mods / "web/templates").mkdir()
+    (mods / "web/manifests/init.pp").write_text(
+        "class web {\n  include web::conf\n"
+        "  notify { 'a': message => template('web/a.erb') }\n"
+        "  notify { 'b': message => epp('web/b.epp') }\n}\n"
+    )
+    (mods / "web/manifests/conf.pp").write_text("class web::conf { notify { 'c': } }\n")
+    (mods / "web/templates/a.erb").write_text("a <%= 1 %>")
+    (mods / "web/templates/b.epp").write_text("b")
+    site = tmp_path / "site.pp"
+    site.write_text("include web\n")
+    path = f"{mods}:{MODULEPATH}"
+    compiled = asyncio.run(compile_catalog(Manifest(file=site, modulepath=path), "node1"))
+    web = mods / "web"
+    assert compiled.files == [
+        site,
+        web / "manifests/init.pp",
+        web / "manifests/conf.pp",
+        web / "templates/a.erb",
+        web / "templates/b.epp",
+    ]
+    (mods / "web/manifests/conf.pp").write_text("class web::conf {\n  notify { 'c': }\n")
+    with pytest.raises(CompileFailed) as err:
+        asyncio.run(compile_catalog(Manifest(file=site, modulepath=path), "node1"))
+    (problem,) = err.value.problems
+    assert problem.startswith(f"{web}/manifests/conf.pp:2: puppet: Syntax error"), problem
+    assert web / "manifests/conf.pp" in err.value.files
+    (mods / "web/manifests/conf.pp").write_text("class web::conf { }\n")
+    (mods / "web/templates/a.erb").write_text("<%= @x.y( %>")  # Puppet 7 exits, silent
+    with pytest.raises(CompileFailed) as err:
+        asyncio.run(compile_catalog(Manifest(file=site, modulepath=path), "node1"))
+    (problem,) = err.value.problems
+    said = "puppet exited with code 1, saying nothing more, after reading it"
+    assert problem == f"{web}/templates/a.erb: {said}", problem
+    site.write_text("include web::extra, db\n")
+    with pytest.raises(CompileFailed) as err:
+        asyncio.run(compile_catalog(Manifest(file=site, modulepath=path), "node1"))
+    assert "Could not find class ::web::extra" in err.value.problems[0]
+    assert err.value.files == [site, web / "manifests/init.pp", web / "manifests/extra.pp"]
+    site.write_text("notify { 'x': message => epp('db/x.epp') }\n")
+    with pytest.raises(CompileFailed) as err:
+        asyncio.run(compile_catalog(Manifest(file=site, modulepath=path), "node1"))
+    missing = [Path(d, "db/templates/x.epp") for d in path.split(":")]
+    assert err.value.files == [site, *missing], err.value.problems
 
 
 def test_every_ignored_param_is_in_the_docs() -> None:

@@ -444,6 +444,32 @@ async def test_symlink_replaced_with_force(linked: Path, run_resource: Any) -> N
     assert (link.parent / "target").read_text() == "target\n"
 
 
+async def test_replace_link_replaces_a_link_only(linked: Path, run_resource: Any) -> None:
+    """`replace_link` (Puppet's `ensure => file` and `directory`): the link at path is replaced
+    (its target, a file or a directory, never opened), but not a directory, nor a file by a
+    directory: those still need force."""
+    link, target = linked / "link", linked / "target"
+    res = await make(run_resource, path=str(link), content="new\n", replace_link=True)
+    await noop_reports(res, linked)
+    await converges(res)
+    assert not link.is_symlink() and link.read_text() == "new\n"
+    assert target.read_text() == "target\n"
+    (linked / "d").mkdir()
+    (linked / "dlink").symlink_to(linked / "d")
+    res = await make(run_resource, path=f"{linked}/dlink/", state="exists", replace_link=True)
+    await converges(res)
+    assert (linked / "dlink").is_dir() and not (linked / "dlink").is_symlink()
+    res = await make(run_resource, path=f"{linked}/d", content="x", replace_link=True)
+    with pytest.raises(ResourceError, match="is a directory, expected a file: set force"):
+        await res.check_apply(True)
+    res = await make(run_resource, path=f"{target}/", state="exists", replace_link=True)
+    with pytest.raises(ResourceError, match="is a file, expected a directory: set force"):
+        await res.check_apply(True)
+    assert (linked / "d").is_dir() and target.read_text() == "target\n"
+    with pytest.raises(ValidationError, match="cannot be combined with symlink or follow"):
+        await make(run_resource, path=str(link), content="x", replace_link=True, follow=True)
+
+
 async def test_symlink_followed(linked: Path, run_resource: Any) -> None:
     link = linked / "link"
     res = await make(run_resource, path=str(link), content="new\n", mode="0600", follow=True)
