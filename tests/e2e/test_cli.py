@@ -1374,7 +1374,9 @@ def test_ten_thousand_bad_keys_list_twenty_problems_and_how_many_more(tmp_path: 
         (graph, [], ":6: file[f0]: contnet: unknown key"),
         (program, ["lang"], ":3:3: file has no param 'contnet'"),
     ]:
-        code, out = run_mgmt(["run", "--converged-timeout=0", *front, str(path)], timeout=60)
+        code, out = run_mgmt(
+            ["run", "--tmp-prefix", "--converged-timeout=0", *front, str(path)], timeout=60
+        )
         assert code == 2, out
         lines = [line.split(" main: ", 1)[-1] for line in out.splitlines()]
         assert len(lines) == 21, lines
@@ -1438,7 +1440,9 @@ def test_check_refuses_a_graph_file_over_the_size_limit(tmp_path: Path) -> None:
     assert out.strip() == f"{graph}:1: the graph file is larger than 100 bytes " + (
         "(--max-graph-size, MGMT_MAX_GRAPH_SIZE)"
     )
-    code, out = run_mgmt(["run", "--max-graph-size=100", "--converged-timeout=0", str(graph)])
+    code, out = run_mgmt(
+        ["run", "--tmp-prefix", "--max-graph-size=100", "--converged-timeout=0", str(graph)]
+    )
     assert code == 2 and "larger than 100 bytes" in out, out
     assert not (tmp_path / "out").exists()
 
