@@ -16,13 +16,23 @@ scratch venv for the benchmark only (not a dependency of the project), made with
 `--base DIR` adds another checkout of this project (run as `python -m mgmt` in DIR, as
 bench/cron.py does: with DIR's .venv, or this one's for a byte-compiled `git archive`).
 
+Each round also measures the kernel's floor (`floor`): the same N files made durable by a bare
+loop in this process, no tool's Python (8 threads: an O_TMPFILE open, write, fchmod, fsync and
+link each, as this project writes a file), first in the round, in its own directory moved aside
+like the tools'. Its system CPU moves with the file system's recent history (ext4's scan of
+recently freed inodes, see `make_absent`) from one round to the next: each round's line prints
+it beside the first runs' wall and CPU (user + system, the child's), so a slow first run can be
+told from a slow kernel (docs/benchmarks.md, "Reading peers.py's floor").
+
     .venv/bin/python bench/peers.py [--count 100] [--rounds 5] [--base DIR] [--delete-between]
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -34,6 +44,8 @@ from pathlib import Path
 from common import MGMT, ROOT, checkout, files_graph, make_absent, run_child, run_script
 
 Setup = Callable[[Path, Path, int], list[str]]  # (work dir, output dir, count) -> argv
+Run = tuple[list[str], Path, Path]  # a tool's argv, its cwd and its output directory
+Figures = tuple[float, float, float]  # wall, user and system CPU seconds
 
 
 def mgmt(work: Path, out: Path, count: int) -> list[str]:
@@ -103,10 +115,80 @@ def based(base: Path) -> Setup:
     return setup
 
 
-def timed(argv: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
+FLOOR_THREADS = 8  # as this project's I/O threads
+
+
+def floor(out: Path, count: int) -> Figures:
+    """The kernel's floor: `count` durable files in the new directory `out`, made by a bare loop
+    on FLOOR_THREADS threads as safefs makes a new file (O_TMPFILE, write, fchmod, fsync, link
+    through /proc/self/fd). Wall, user and system CPU seconds of this process (the rest of it
+    is idle meanwhile)."""
+    flags = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    out.mkdir()
+    dir_fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def make(i: int) -> None:
+        fd = os.open(".", flags, 0o600, dir_fd=dir_fd)
+        try:
+            os.write(fd, b"file number %d\n" % i)
+            os.fchmod(fd, 0o644)
+            os.fsync(fd)
+            os.link(f"/proc/self/fd/{fd}", f"f{i}", dst_dir_fd=dir_fd)
+        finally:
+            os.close(fd)
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(FLOOR_THREADS) as pool:
+            list(pool.map(make, range(count)))
+    finally:
+        os.close(dir_fd)
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+
+
+def timed(argv: list[str], cwd: Path) -> Figures:
+    """The child's wall, user and system CPU seconds (its own children's included)."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     run_child(argv, cwd)
-    return time.perf_counter() - start
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+
+
+def one_run(label: str, run: Run, count: int, delete: bool) -> tuple[Figures, Figures]:
+    """A tool's first run, its output made absent before, then its no-op run."""
+    argv, work, out = run
+    make_absent(out, out.parent / "aside", delete)
+    first = timed(argv, work)
+    made = len(list(out.iterdir())) if out.is_dir() else 0
+    if made != count:  # a tool that exits 0 without doing the work
+        raise SystemExit(f"{label} made {made} of {count} files: {argv}")
+    return first, timed(argv, work)
+
+
+def cpu(figures: Figures) -> str:
+    """A run's wall and CPU, as a round's line prints them."""
+    wall, user, system = figures
+    return f"{wall:.3f}s (cpu {user:.3f}+{system:.3f})"
+
+
+def report(
+    first: dict[str, list[float]], noop: dict[str, list[float]], floors: list[Figures]
+) -> None:
+    """The medians of each tool's runs and of the kernel's floor, with their ratios to mgmt's."""
+    base_first = statistics.median(first["mgmt"])
+    base_noop = statistics.median(noop["mgmt"])
+    for label, firsts in first.items():
+        f, n = statistics.median(firsts), statistics.median(noop[label])
+        print(
+            f"  {label:18s} first run {f:7.3f}s ({f / base_first:5.1f}x mgmt)"
+            f"   no-op {n:7.3f}s ({n / base_noop:5.1f}x mgmt)"
+        )
+    wall, user, system = (statistics.median(f[i] for f in floors) for i in range(3))
+    print(
+        f"  {'kernel floor':18s} first run {wall:7.3f}s ({wall / base_first:5.1f}x mgmt)"
+        f"   cpu user {user:.3f}s system {system:.3f}s (a bare loop, {FLOOR_THREADS} threads)"
+    )
 
 
 def main() -> None:
@@ -123,7 +205,7 @@ def main() -> None:
     if args.base is not None:
         args.base = checkout(args.base, "--base")
     root = Path(tempfile.mkdtemp(prefix="mgmt-bench-peers-"))
-    runs: dict[str, tuple[list[str], Path, Path]] = {}  # label -> argv, its cwd, its output
+    runs: dict[str, Run] = {}
     tools = dict(TOOLS)
     if args.base is not None:
         tools = {"mgmt": TOOLS["mgmt"], "mgmt (base)": ("", based(args.base.resolve())), **TOOLS}
@@ -140,29 +222,27 @@ def main() -> None:
         runs[label] = ([path, *argv[1:]] if binary else argv, cwd, out)
     first: dict[str, list[float]] = {label: [] for label in runs}
     noop: dict[str, list[float]] = {label: [] for label in runs}
+    floors: list[Figures] = []
+    floor_out = root / "floor" / "out"
+    floor_out.parent.mkdir()
+    how = "deleted" if args.delete_between else "moved aside"
+    print(
+        f"{args.count} files; first runs per round, wall (cpu user+system), the last files {how}:"
+    )
     try:
-        for _ in range(args.rounds):
-            for label, (argv, work, out) in runs.items():  # interleaved: A B C, A B C, ...
-                make_absent(out, out.parent / "aside", args.delete_between)
-                first[label].append(timed(argv, work))
-                made = len(list(out.iterdir())) if out.is_dir() else 0
-                if made != args.count:  # a tool that exits 0 without doing the work
-                    raise SystemExit(f"{label} made {made} of {args.count} files: {argv}")
-                noop[label].append(timed(argv, work))
-        load = os.getloadavg()[0]
-        how = "deleted" if args.delete_between else "moved aside"
-        print(
-            f"{args.count} files, {args.rounds} rounds, load {load:.1f} (whole process, median;"
-            f" the last files {how} before each first run):"
-        )
-        base_first = statistics.median(first["mgmt"])
-        base_noop = statistics.median(noop["mgmt"])
-        for label in runs:
-            f, n = statistics.median(first[label]), statistics.median(noop[label])
-            print(
-                f"  {label:18s} first run {f:7.3f}s ({f / base_first:5.1f}x mgmt)"
-                f"   no-op {n:7.3f}s ({n / base_noop:5.1f}x mgmt)"
-            )
+        for round_ in range(args.rounds):
+            make_absent(floor_out, floor_out.parent / "aside", args.delete_between)
+            floors.append(floor(floor_out, args.count))
+            line = [f"floor {cpu(floors[-1])}"]
+            for label, run in runs.items():  # interleaved: A B C, A B C, ...
+                figures = one_run(label, run, args.count, args.delete_between)
+                first[label].append(figures[0][0])
+                noop[label].append(figures[1][0])
+                short = "base" if label == "mgmt (base)" else label.split()[0]
+                line.append(f"{short} {cpu(figures[0])}")
+            print(f"  round {round_ + 1}: " + ", ".join(line), flush=True)
+        print(f"{args.rounds} rounds, load {os.getloadavg()[0]:.1f} (whole process, median):")
+        report(first, noop, floors)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
