@@ -968,14 +968,26 @@ class Hub:
                     if child in self.guarding:
                         self._gone_below(child, mask, itself=True)
         for path in paths:
-            index = self.by_name.get(path, {})
+            index = self.by_name.get(path)
+            if not index:
+                continue
+            targets: Iterable[PathWatcher]
             if mask & SELF_EVENTS or event.name is None:
-                targets = set().union(*index.values()) if index else set()
-            else:
+                targets = set().union(*index.values())
+            else:  # (no empty sets made, no comprehension: an own write's event is one of these)
                 name = libc.fsdecode(event.name)
-                targets = index.get(name, set()) | index.get(ALL, set())
+                named, every = index.get(name), index.get(ALL)
+                if named is None:
+                    if every is None:
+                        continue
+                    named, every = every, None
+                targets = list(named) if every is None else named | every
                 if mask & PLACED:
-                    targets = {w for w in targets if not (w._expected and w.consume(path, name))}
+                    kept = []
+                    for watcher in targets:
+                        if not (watcher._expected and watcher.consume(path, name)):
+                            kept.append(watcher)
+                    targets = kept
             for watcher in targets:
                 watcher.deliver(structural, mask)
 
