@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from engine.engine import Engine, Vertex
 
 EVENTS = 200  # recent events kept
+EventParts = tuple[float, Key, str, str, float | None]  # StatusModel.events: see _event_dict
 LATENCIES = 1000  # latencies kept per kind, for the percentiles
 QUEUE = 1000  # updates a slow subscriber may lag behind before it is dropped
 
@@ -67,7 +68,9 @@ class StatusModel:
         self.hostname = hostname
         self.started = time.time()
         self.info: dict[Key, Info] = {}
-        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
+        # Each as its parts (time, key, what, message, latency), made a dict when read
+        # (_event_dict): one per file a first run creates, most never read.
+        self.events: deque[EventParts] = deque(maxlen=EVENTS)
         self.latencies: dict[str, deque[float]] = {}
         self.converged_since: float | None = None
         self.clock = RepairClock()
@@ -185,19 +188,16 @@ class StatusModel:
                 self._touched()
 
     def _event(self, vertex: Vertex, what: str, message: str, latency: float | None) -> None:
-        event = {
-            "time": time.time(),
-            "id": fmt_key(vertex.key),
-            "kind": vertex.key[0],
-            "what": what,
-            "message": message,
-            "latency_ms": None if latency is None else round(latency * 1000, 3),
-        }
+        event = (time.time(), vertex.key, what, message, latency)
         self.events.append(event)
         if self._subscribers:
-            self._publish({"type": "event", **event})
+            self._publish({"type": "event", **_event_dict(event)})
         else:  # nobody reads the update: not built (one per file a first run creates)
             self._touched()
+
+    def recent_events(self) -> list[dict[str, Any]]:
+        """The recent events, oldest first, as the page and `mgmt status` read them."""
+        return [_event_dict(event) for event in self.events]
 
     def _vertex(self, key: Key, info: Info) -> dict[str, Any]:
         vertex = {
@@ -254,7 +254,7 @@ class StatusModel:
                 {"from": fmt_key(s), "to": fmt_key(d), "notify": e.notify}
                 for s, d, e in self.engine.graph.edges()
             ],
-            "events": list(self.events),
+            "events": self.recent_events(),
             "graph_version": self.graph_version,
             "hosts": self.hosts,
         }
@@ -299,6 +299,19 @@ class StatusModel:
 
     def subscribed(self, queue: asyncio.Queue[dict[str, Any]]) -> bool:
         return queue in self._subscribers
+
+
+def _event_dict(event: EventParts) -> dict[str, Any]:
+    """An event as the page and `mgmt status` read it."""
+    created, key, what, message, latency = event
+    return {
+        "time": created,
+        "id": fmt_key(key),
+        "kind": key[0],
+        "what": what,
+        "message": message,
+        "latency_ms": None if latency is None else round(latency * 1000, 3),
+    }
 
 
 def percentiles(values: Any) -> dict[str, float | None]:

@@ -60,9 +60,11 @@ async def test_a_refresh_driven_repair_is_timed_from_the_upstream_drift(tmp_path
         before = metrics.latency.labels("exec")._sum.get()
         started = time.monotonic()  # the exec's own last event is before this
         (tmp_path / "f").unlink()
-        await settle(engine, lambda: any(e["id"] == "exec[e]" for e in model.events))
+        await settle(engine, lambda: any(e["id"] == "exec[e]" for e in model.recent_events()))
         elapsed_ms = (time.monotonic() - started) * 1000
-        latencies = {e["id"]: e["latency_ms"] for e in model.events if e["what"] == "repaired"}
+        latencies = {
+            e["id"]: e["latency_ms"] for e in model.recent_events() if e["what"] == "repaired"
+        }
         assert set(latencies) == {"file[f]", "exec[e]"}
         assert latencies["file[f]"] <= latencies["exec[e]"] <= elapsed_ms
         measured = metrics.latency.labels("exec")._sum.get() - before
