@@ -381,6 +381,12 @@ class PathWatcher:
                     # What _desired gives, at no call: one path in a directory the hub
                     # watches (each file of a directory but the first), deferred to the check.
                     desired, owed, fresh = {parent: (DIR_MASK, frozenset((name,)))}, path, False
+                elif (above := hub.absent.get(parent)) is not None and hub.watches_dir(above):
+                    # The same, below a directory that another watcher's first look found
+                    # missing (Hub.absent): a first run's files of a directory not made yet
+                    # (_desired's call and its loop: ~19 K instructions a file).
+                    missing = frozenset((os.path.basename(parent),))
+                    desired, fresh = {above: (DIR_MASK, missing)}, False
                 else:  # nothing to defer (_desired would ask the same)
                     desired = self._desired(hub.watches_dir, absent=hub.absent)
             else:
