@@ -562,6 +562,9 @@ class LangSource:
         try:
             digest = await asyncio.to_thread(read_again, self._files)
             relinked, self._relink = self._relink, False
+            if digest == self._digest and self._refused and not relinked:
+                self._back_to_running()  # (its files as refused are the running program's)
+                return
             if digest in (self._digest, self._refused) and not relinked:
                 log.debug("program files unchanged since compiled or refused, nothing to swap")
                 return
@@ -583,9 +586,7 @@ class LangSource:
             self._set_problem()
             return
         if checked.digest == running:
-            self._refused = self._compile_problem = ""
-            log.info("program files are back to the running program's: nothing to swap")
-            self._set_problem()
+            self._back_to_running()
             return
         self._refused = self._compile_problem = self._run_problem = ""
         log.info("program file changed: swapping in the new program")
@@ -597,3 +598,10 @@ class LangSource:
         self._evaluate()
         self._set_problem()
         self._ask_for_cluster()
+
+    def _back_to_running(self) -> None:
+        """The program's files are the running program's again (a refused edit undone, a
+        deleted file written back): no swap, and no problem left to show."""
+        self._refused = self._compile_problem = ""
+        log.info("program files are back to the running program's: nothing to swap")
+        self._set_problem()
