@@ -342,9 +342,7 @@ class LangSource:
         self._files: list[Path] = [path]  # the program's files, as last compiled or refused
         self._refused = ""  # the digest of self._files as last refused (said once)
         self._watcher: NamedPaths | None = None
-        self._watcher_files: list[Path] = []
         self._relink = False  # the program's path was re-pointed (a symlink on the way)
-        self._watcher_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -363,7 +361,7 @@ class LangSource:
         )
         checked = await source._compile()
         if watch:
-            await source._watch(checked.files)  # before the first graph: no edit is missed
+            await source._watch(checked.files)  # then read again: no edit is missed
         source._start(checked)
         source._evaluate()
         if not source.needs_cluster:  # the world's streams wait for the agent (attach_world)
@@ -375,18 +373,19 @@ class LangSource:
 
     async def _watch(self, files: list[Path]) -> None:
         """Watch the program's files (its own and its local modules'), and the path it was
-        given through its symlinks (`current` -> `releases/42`): a change reloads it."""
-        if self._watcher is not None and self._watcher_files == files:
-            return
-        if self._watcher_task is not None:
-            self._watcher_task.cancel()
-        if self._watcher is not None:
-            await self._watcher.aclose()
-        self._watcher, self._watcher_files = NamedPaths([self.path, *files]), files
-        await self._watcher.__aenter__()
-        self._watcher_task = self._tasks.spawn(
-            self._watcher.follow(self._edited, self._relinked), "lang program watch"
-        )
+        given through its symlinks (`current` -> `releases/42`): a change reloads it. A file
+        watched from now on was read before its watch was there: it is read again (an edit
+        between the two was unseen: a module's, made while the main file was missing, was
+        lost until the next edit or SIGHUP)."""
+        if self._watcher is None:
+            self._watcher = NamedPaths([self.path, *files])
+            await self._watcher.__aenter__()
+            self._tasks.spawn(
+                self._watcher.follow(self._edited, self._relinked), "lang program watch"
+            )
+            self._edited()
+        elif self._watcher.watch([self.path, *files]):
+            self._edited()
 
     def _relinked(self) -> None:
         """The program's path leads elsewhere now: its files there are compiled, even if the
@@ -475,7 +474,7 @@ class LangSource:
                     if not self.runtime.pending:
                         await self._kick.wait()
                     self._evaluate()
-        if self.runtime.pending:
+        if self.runtime.pending or self._reload:
             self._kick.set()  # for the loop
 
     async def _loop(self) -> None:

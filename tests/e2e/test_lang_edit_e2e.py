@@ -288,3 +288,40 @@ async def test_a_graph_file_deleted_then_written_again_is_read_once_its_writer_c
         code, said = await asyncio.to_thread(run_mgmt, status)
         assert code == 0 and "program error" not in said, said
         assert "must be a mapping" not in daemon.log and "graph swap" not in daemon.log
+
+
+async def test_a_module_edited_while_the_main_file_is_compiled_again_is_not_lost(
+    tmp_path: Path,
+) -> None:
+    """`rm main.mcl; cp main.bak main.mcl; sed -i s/vN/vM/ mymod/main.mcl`, in a loop: the
+    missing main file's refusal watched main.mcl only; the compile that followed read the
+    module before sed's rename and the module's watch came back after it, so the edit was
+    unseen (`back to the running program's: nothing to swap`, the old module kept running
+    until SIGHUP: tester5's report, item 2). A file watched again is read again once watched.
+    A big module read after mymod makes the compile long enough for sed to run during it."""
+    out, mod = tmp_path / "out", tmp_path / "mymod"
+    out.mkdir()
+    mod.mkdir()
+    (mod / "metadata.yaml").write_text("main: main.mcl\n")
+    (mod / "main.mcl").write_text('$x = "v0"\n')
+    (tmp_path / "big").mkdir()  # read after mymod, and long to parse and check
+    (tmp_path / "big" / "main.mcl").write_text(
+        "".join(f'$v{i} = "{i}" + "{i}"\n' for i in range(3000))
+    )
+    program = tmp_path / "main.mcl"
+    text = f'import "mymod/"\nimport "big/"\nfile "{out}/m" {{ content => $mymod.x, }}\n'
+    text += f'file "{out}/big" {{ content => $big.v1, }}\n'
+    program.write_text(text)
+    args = ["run", "--tmp-prefix", "--verbose", "lang", str(program)]
+    async with Daemon(args) as daemon:
+        await wait_path(out / "m", has_content("v0"))
+        for round in range(1, 6):
+            program.unlink()
+            await daemon.wait_log("cannot read: No such file or directory", count=round)
+            program.write_text(text)
+            await daemon.wait_log("checking it", count=2 * round)
+            sed = await asyncio.create_subprocess_exec(
+                "sed", "-i", f"s/v{round - 1}/v{round}/", str(mod / "main.mcl")
+            )
+            assert await sed.wait() == 0
+            await wait_path(out / "m", has_content(f"v{round}"))
