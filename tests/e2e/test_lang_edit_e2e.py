@@ -325,3 +325,35 @@ async def test_a_module_edited_while_the_main_file_is_compiled_again_is_not_lost
             )
             assert await sed.wait() == 0
             await wait_path(out / "m", has_content(f"v{round}"))
+
+
+async def test_a_module_written_again_file_by_file_is_compiled_once_done(
+    tmp_path: Path,
+) -> None:
+    """A module's files written again one after the other (a module directory re-created):
+    the program is compiled once they are all written, not once per file with an error for
+    each state in between (`mymod/main.mcl: cannot read`, tester5's report, item 9c). A file
+    being written holds the read back until its writer closes it, whatever is written beside
+    it meanwhile; a burst of changes is read once (engine.watcher.ReadTimer)."""
+    out, mod = tmp_path / "out", tmp_path / "mymod"
+    out.mkdir()
+    mod.mkdir()
+    (mod / "metadata.yaml").write_text("main: main.mcl\n")
+    (mod / "main.mcl").write_text('$x = "v0\\n"\n')
+    program = tmp_path / "main.mcl"
+    program.write_text(
+        f'import "mymod/"\nfile "{out}/m" {{ content => $mymod.x, }}\n' + _program(out, "a")
+    )
+    async with Daemon(["run", "--tmp-prefix", "lang", str(program)]) as daemon:
+        await wait_path(out / "m", has_content("v0\n"))
+        (mod / "main.mcl").unlink()
+        await daemon.wait_log("mymod/main.mcl: cannot read: No such file or directory")
+        with (mod / "main.mcl").open("w") as writer:  # created: empty until written
+            await _repaired(out, "a")
+            (mod / "metadata.yaml").write_text("# again\nmain: main.mcl\n")
+            await _repaired(out, "a")
+            writer.write('$x = "v1\\n"\n')
+        await wait_path(out / "m", has_content("v1\n"))
+        await daemon.wait_log("graph swap: 1 kept, 1 stopped, 1 started")
+        assert daemon.log.count("keeping the running program") == 1, daemon.log
+        assert daemon.log.count("swapping in the new program") == 1, daemon.log
