@@ -74,8 +74,9 @@ class NamedPaths:
     or written in place) holds the read back until its writer closes it, whatever happens to
     the others meanwhile; a symlink created on the way is no writer (`ln -s` at a missing name)."""
 
-    def __init__(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+    def __init__(self, paths: Iterable[str | os.PathLike[str]], settle: float = 0.0) -> None:
         self.paths = [os.fspath(p) for p in paths]
+        self.settle = settle  # read a burst of changes once, this long after its last
         self.chain: list[str] = []
         self._watchers: dict[str, PathWatcher] = {}
         self._timer: ReadTimer | None = None
@@ -139,7 +140,7 @@ class NamedPaths:
                 relinked()
             ready()
 
-        self._timer = ReadTimer(read)
+        self._timer = ReadTimer(read, settle=self.settle)
         self._failed = asyncio.get_running_loop().create_future()
         try:
             await self._failed  # the watch's own error, if it fails, goes up from here

@@ -1002,20 +1002,20 @@ def shutting_down() -> Iterator[None]:
         hub.forget_released()
 
 
-# Seconds after the last write to a file that it is read though its writer has not closed it,
-# and after the last of a burst of changes (`cp -r`, a script's commands, `git checkout`) that
-# what they leave is read (`follow_writes`).
+# Seconds after the last write to a file that it is read though its writer has not closed it
+# (`follow_writes`).
 WRITER_WAIT = 2.0
-SETTLE = 0.1
 
 
 class ReadTimer:
     """When to read files again (follow_writes' rule): `changed(writing)` at each change;
-    `ready()` is called once no change came for `settle` s, or for `wait` s while a writer has
-    a file open (`writing`: it may have written half of it). A timer, reset at each change."""
+    `ready()` is called at once, or once no change came for `settle` s (a reader of many files,
+    a program's: a burst of changes, `cp -r`, a script's commands, is read once), or for `wait`
+    s while a writer has a file open (`writing`: it may have written half of it). A timer,
+    reset at each change."""
 
     def __init__(
-        self, ready: Callable[[], None], wait: float = WRITER_WAIT, settle: float = SETTLE
+        self, ready: Callable[[], None], wait: float = WRITER_WAIT, settle: float = 0.0
     ) -> None:
         self.ready, self.wait, self.settle = ready, wait, settle
         self.held = False  # the last change came while a writer had a file open (tests read it)
@@ -1024,6 +1024,9 @@ class ReadTimer:
     def changed(self, writing: bool) -> None:
         self.cancel()
         self.held = writing
+        if not writing and self.settle <= 0:
+            self.ready()
+            return
         delay = self.wait if writing else self.settle
         self._late = asyncio.get_running_loop().call_later(delay, self._fire)
 
@@ -1038,10 +1041,7 @@ class ReadTimer:
 
 
 async def follow_writes(
-    watcher: PathWatcher,
-    ready: Callable[[], None],
-    wait: float = WRITER_WAIT,
-    settle: float = SETTLE,
+    watcher: PathWatcher, ready: Callable[[], None], wait: float = WRITER_WAIT
 ) -> None:
     """Call `ready()` each time what `watcher` watches is worth reading again: once its writer
     is done with it, not at each write, which may have put half of it there (a truncate
@@ -1049,9 +1049,9 @@ async def follow_writes(
     written in place (`cat > FILE`, scp, an editor saving in place) or created by an open
     (`cp` onto a missing name) is done at its writer's close, or `wait` s after its last
     write if the writer keeps it open (a hard link made at a missing name, which no close
-    follows, too). A burst of changes is read once, `settle` s after its last (ReadTimer).
-    For readers of whole files: the agent's graph file, the language's os.readfile."""
-    timer = ReadTimer(ready, wait, settle)
+    follows, too). For readers of whole files: the language's os.readfile (the agent's graph
+    file, a program's files: engine.namedpath, the same rule per file)."""
+    timer = ReadTimer(ready, wait)
     try:
         async for _ in watcher:
             timer.changed(watcher.writing)

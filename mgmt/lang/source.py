@@ -54,6 +54,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lang")
 
+# Seconds after the last of a burst of changes to the program's files (a module directory
+# written again, `git checkout`, a script's commands) that it is compiled: once, not once per
+# file with an error for each state in between.
+FILES_SETTLE = 0.1
+
 # How long attach_world waits for the streams' first values (a world read that cannot reach the
 # cluster fails sooner: the client gives up after 5 s).
 SETTLE_WAIT = 10.0
@@ -378,7 +383,7 @@ class LangSource:
         between the two was unseen: a module's, made while the main file was missing, was
         lost until the next edit or SIGHUP)."""
         if self._watcher is None:
-            self._watcher = NamedPaths([self.path, *files])
+            self._watcher = NamedPaths([self.path, *files], settle=FILES_SETTLE)
             await self._watcher.__aenter__()
             self._tasks.spawn(
                 self._watcher.follow(self._edited, self._relinked), "lang program watch"

@@ -46,7 +46,7 @@ async def two(tmp_path: Path) -> AsyncIterator[tuple[Follower, Path, Path]]:
     main, other = tmp_path / "main.mcl", tmp_path / "other.mcl"
     main.write_text("whole\n")
     other.write_text("o\n")
-    async with NamedPaths([main, other]) as named:
+    async with NamedPaths([main, other], settle=0.1) as named:  # as mgmt.lang.source's
         follower = Follower(named, main)
         yield follower, main, other
         follower.task.cancel()
@@ -81,7 +81,7 @@ async def test_a_symlink_or_directory_created_is_no_writer(
     two: tuple[Follower, Path, Path], tmp_path: Path
 ) -> None:
     """A link made at a missing name (`ln -s`, `ln -sf`), or a directory, has no writer to
-    wait for: it is read at once (after the short settle of a burst)."""
+    wait for: it is read at once (after the program watch's short settle of a burst)."""
     follower, main, _other = two
     (tmp_path / "target.mcl").write_text("linked\n")
     main.unlink()
@@ -95,8 +95,8 @@ async def test_a_symlink_or_directory_created_is_no_writer(
 async def test_a_burst_of_changes_is_read_once(
     two: tuple[Follower, Path, Path],
 ) -> None:
-    """A module directory re-created file by file, a script's commands: one read of what
-    they leave, not one per file."""
+    """A module directory re-created file by file, a script's commands: a program's watch
+    reads what they leave once, not once per file."""
     follower, main, other = two
     for text in ("a\n", "b\n", "c\n"):
         other.write_text(text)
