@@ -6,9 +6,12 @@ engine.watcher follows no symlink (a managed path never is). A file the agent RE
 operator's word is read through its links, so it is watched through them too: `watch_list`
 names every symlink met while resolving each path (each watched as itself: re-pointing it is a
 change) and the file it leads to. `NamedPaths.follow` calls `ready()` as
-engine.watcher.follow_writes does (a whole file written, a rename onto it, a link re-pointed),
-and after an event that changed where a path leads, it watches the new chain first (and calls
-`relinked()`, for a reader that would otherwise take the same files for unchanged).
+engine.watcher.follow_writes does (a whole file written or created, a rename onto it, a link
+re-pointed), per file: each path has a watcher of its own, so a file whose writer has it open
+holds the read back whatever is written beside it; a program's watch also reads a burst of
+changes once (`settle`). After a change of where a path leads, it watches the new chain first
+(and calls `relinked()`, for a reader that would otherwise take the same files for unchanged).
+`watch(paths)` changes the paths watched in place (a program's modules as last compiled).
 """
 
 from __future__ import annotations
