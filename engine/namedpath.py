@@ -6,21 +6,22 @@ engine.watcher follows no symlink (a managed path never is). A file the agent RE
 operator's word is read through its links, so it is watched through them too: `watch_list`
 names every symlink met while resolving each path (each watched as itself: re-pointing it is a
 change) and the file it leads to. `NamedPaths.follow` calls `ready()` as
-engine.watcher.follow_writes does (a whole file written, a rename onto it, a link re-pointed),
-and after an event that changed where a path leads, it watches the new chain first (and calls
-`relinked()`, for a reader that would otherwise take the same files for unchanged).
+engine.watcher.follow_writes does (a whole file written or created, a rename onto it, a link
+re-pointed), per file: each path has a watcher of its own, so a file whose writer has it open
+holds the read back whatever is written beside it; a program's watch also reads a burst of
+changes once (`settle`). After a change of where a path leads, it watches the new chain first
+(and calls `relinked()`, for a reader that would otherwise take the same files for unchanged).
+`watch(paths)` changes the paths watched in place (a program's modules as last compiled).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import os
 import stat
 from collections.abc import Callable, Iterable
 
-from engine.watcher import PathWatcher, follow_writes
+from engine.watcher import PathWatcher, ReadTimer
 
 MAX_LINKS = 40  # as the kernel's ELOOP
 
@@ -71,57 +72,100 @@ def _chain(path: str) -> list[str]:
 
 class NamedPaths:
     """A watch of what `paths` name through their symlinks (see the module docstring); open it
-    (`async with`) before reading them, then `follow`."""
+    (`async with`) before reading them, then `follow`. Each path of the chain has a watcher of
+    its own, so that a writer is waited for per file: a file being written (created by an open,
+    or written in place) holds the read back until its writer closes it, whatever happens to
+    the others meanwhile; a symlink created on the way is no writer (`ln -s` at a missing name)."""
 
-    def __init__(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+    def __init__(self, paths: Iterable[str | os.PathLike[str]], settle: float = 0.0) -> None:
         self.paths = [os.fspath(p) for p in paths]
+        self.settle = settle  # read a burst of changes once, this long after its last
         self.chain: list[str] = []
-        self._watcher: PathWatcher | None = None
+        self._watchers: dict[str, PathWatcher] = {}
+        self._timer: ReadTimer | None = None
+        self.changes = asyncio.Event()  # set at each change seen (tests wait on it)
+        self._failed: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> NamedPaths:
-        self._open()
+        try:
+            self._rewatch()
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _open(self) -> None:
+    def watch(self, paths: Iterable[str | os.PathLike[str]]) -> bool:
+        """Watch `paths` from now on (the watches of those kept stay, with their writers);
+        True if any path is watched that was not: it may have changed before its watch, so
+        the caller reads it again."""
+        before = set(self.chain)
+        self.paths = [os.fspath(p) for p in paths]
+        self._rewatch()
+        return not before.issuperset(self.chain)
+
+    def _rewatch(self) -> None:
         self.chain = watch_list(self.paths)
-        watcher = PathWatcher(self.chain)
-        watcher.open()
-        self._watcher = watcher
+        for path in self._watchers.keys() - set(self.chain):
+            self._watchers.pop(path).close()
+        for path in self.chain:
+            if path not in self._watchers:
+                watcher = PathWatcher([path], on_change=self._changed, on_error=self._error)
+                watcher.open()
+                self._watchers[path] = watcher
 
     async def aclose(self) -> None:
-        if self._watcher is not None:
-            await self._watcher.aclose()
-            self._watcher = None
+        if self._timer is not None:
+            self._timer.cancel()
+        watchers, self._watchers = self._watchers, {}
+        for watcher in watchers.values():
+            watcher.close()
 
     async def follow(
         self, ready: Callable[[], None], relinked: Callable[[], None] | None = None
     ) -> None:
         """Call `ready()` each time what the paths name is worth reading again (until
-        cancelled); `relinked()` first when an event changed where they lead."""
-        while True:
-            moved = asyncio.Event()
-            assert self._watcher is not None
-            changed = functools.partial(self._changed, ready, moved)
-            task = asyncio.ensure_future(follow_writes(self._watcher, changed))
-            waiting = asyncio.ensure_future(moved.wait())
+        cancelled; engine.watcher.follow_writes' rule, per file); `relinked()` first when a
+        change moved where they lead (the new chain is watched before it is read)."""
+
+        def read() -> None:
+            for watcher in self._watchers.values():
+                watcher.writing = False  # closed, or waited for long enough
+            chain = self.chain
             try:
-                await asyncio.wait((task, waiting), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for one in (task, waiting):
-                    one.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await one  # the watch's own error, if it failed, goes up from here
-            await self.aclose()
-            self._open()
-            if relinked is not None:
+                self._rewatch()
+            except Exception as err:  # (no watch on it, e.g. out of inotify watches)
+                self._error(err)
+                return
+            if relinked is not None and self.chain != chain:
                 relinked()
             ready()
 
-    def _changed(self, ready: Callable[[], None], moved: asyncio.Event) -> None:
-        if watch_list(self.paths) != self.chain:
-            moved.set()  # watch the new chain before it is read
-        else:
-            ready()
+        self._timer = ReadTimer(read, settle=self.settle)
+        self._failed = asyncio.get_running_loop().create_future()
+        try:
+            await self._failed  # the watch's own error, if it fails, goes up from here
+        finally:
+            self._timer.cancel()
+            self._timer = None
+
+    @property
+    def held(self) -> bool:
+        """The last change came while a writer had one of the files open: the read waits."""
+        return self._timer is not None and self._timer.held
+
+    def _changed(self) -> None:
+        self.changes.set()
+        if self._timer is not None:
+            self._timer.changed(any(self._writer(p, w) for p, w in self._watchers.items()))
+
+    @staticmethod
+    def _writer(path: str, watcher: PathWatcher) -> bool:
+        """Whether a writer may still have `path` open (a symlink made there is none)."""
+        return watcher.writing and not os.path.islink(path)
+
+    def _error(self, err: Exception) -> None:
+        if self._failed is not None and not self._failed.done():
+            self._failed.set_exception(err)

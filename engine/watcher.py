@@ -112,6 +112,8 @@ STRUCTURAL = (
     | inotify.IGNORED
     | inotify.Q_OVERFLOW
 )
+# A file created (not a directory): made by an open, whose writer may not have written yet.
+CREATED_FILE = inotify.CREATE | inotify.ISDIR
 # An own write putting its file in place: a rename onto the path, or a link of a new file at it.
 PLACED = inotify.MOVED_TO | inotify.CREATE
 SELF_EVENTS = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED
@@ -224,7 +226,11 @@ class PathWatcher:
 
     def deliver(self, structural: bool, mask: int = 0) -> None:
         """Called by the hub for every relevant event (`mask`: its inotify mask)."""
-        if structural or mask & inotify.CLOSE_WRITE:
+        if structural:
+            # A file made by an open (`cp`, `open('w')` at a missing name) is empty until its
+            # writer writes: its close comes as for a write in place.
+            self.writing = mask & CREATED_FILE == inotify.CREATE
+        elif mask & inotify.CLOSE_WRITE:
             self.writing = False
         elif mask & inotify.MODIFY:
             self.writing = True
@@ -1019,24 +1025,53 @@ def shutting_down() -> Iterator[None]:
 WRITER_WAIT = 2.0
 
 
+class ReadTimer:
+    """When to read files again (follow_writes' rule): `changed(writing)` at each change;
+    `ready()` is called at once, or once no change came for `settle` s (a reader of many files,
+    a program's: a burst of changes, `cp -r`, a script's commands, is read once), or for `wait`
+    s while a writer has a file open (`writing`: it may have written half of it). A timer,
+    reset at each change."""
+
+    def __init__(
+        self, ready: Callable[[], None], wait: float = WRITER_WAIT, settle: float = 0.0
+    ) -> None:
+        self.ready, self.wait, self.settle = ready, wait, settle
+        self.held = False  # the last change came while a writer had a file open (tests read it)
+        self._late: asyncio.TimerHandle | None = None
+
+    def changed(self, writing: bool) -> None:
+        self.cancel()
+        self.held = writing
+        if not writing and self.settle <= 0:
+            self.ready()
+            return
+        delay = self.wait if writing else self.settle
+        self._late = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._late = None
+        self.ready()
+
+    def cancel(self) -> None:
+        if self._late is not None:
+            self._late.cancel()
+            self._late = None
+
+
 async def follow_writes(
     watcher: PathWatcher, ready: Callable[[], None], wait: float = WRITER_WAIT
 ) -> None:
-    """Call `ready()` each time what `watcher` watches is worth reading again: at once for a
-    file created, removed, renamed or closed after writing (`cat > FILE`, scp, an editor
-    saving in place), not at each write, which may have put half of it there (a truncate
-    first: an empty file); a writer that keeps it open gets it read `wait` s after its last
-    write. For readers of whole files: the agent's graph file, the language's os.readfile."""
-    late: asyncio.TimerHandle | None = None
+    """Call `ready()` each time what `watcher` watches is worth reading again: once its writer
+    is done with it, not at each write, which may have put half of it there (a truncate
+    first: an empty file). A file renamed into place, removed or renamed away is done; one
+    written in place (`cat > FILE`, scp, an editor saving in place) or created by an open
+    (`cp` onto a missing name) is done at its writer's close, or `wait` s after its last
+    write if the writer keeps it open (a hard link made at a missing name, which no close
+    follows, too). For readers of whole files: the language's os.readfile (the agent's graph
+    file, a program's files: engine.namedpath, the same rule per file)."""
+    timer = ReadTimer(ready, wait)
     try:
         async for _ in watcher:
-            if late is not None:
-                late.cancel()
-                late = None
-            if watcher.writing:
-                late = asyncio.get_running_loop().call_later(wait, ready)
-                continue
-            ready()
+            timer.changed(watcher.writing)
     finally:
-        if late is not None:
-            late.cancel()
+        timer.cancel()

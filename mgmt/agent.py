@@ -932,11 +932,14 @@ async def _located(config: Config, err: GraphError) -> list[str]:
     return [f"{config.file or 'graph'}: {err}"]
 
 
+UNREADABLE = "unreadable"  # the digest of a graph file that cannot be read (deleted...)
+
+
 @dataclass
 class _Reread:
     """What a re-read of the graph file found."""
 
-    digest: str  # of what was read ("": unreadable)
+    digest: str  # of what was read (UNREADABLE: refused as such, then read back is undone)
     loaded: Loaded | None = None  # None: not parsed (unchanged), or refused
     error: GraphFileError | None = None
 
@@ -967,7 +970,7 @@ def _reread(path: Path, max_size: int, skip: tuple[str, str], last: Loaded | Non
     try:
         data = read_limited(path, max_size)
     except GraphFileError as err:
-        return _Reread("", error=err)
+        return _Reread(UNREADABLE, error=err)
     return _parsed(data, path, skip, last)
 
 

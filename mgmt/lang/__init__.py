@@ -33,6 +33,7 @@ def compile_text(
 
     module = Module(Path(filename).resolve(), text)
     loader = loader or ModuleLoader()
+    loader.start(filename, False)
     loader.read.setdefault(module.file, text.encode())
     return _compile(module, filename, loader)
 
@@ -59,14 +60,16 @@ def _compile(module: Module, filename: str, loader: ModuleLoader | None) -> Chec
             gc.enable()
 
 
-def read_program(path: Path) -> bytes:
-    """A program file's bytes; CompileError naming the file if it cannot be read."""
+def read_program(path: Path, name: str | None = None) -> bytes:
+    """A program file's bytes; CompileError naming the file (`name`: as shown) if it cannot
+    be read."""
     from mgmt.lang.errors import CompileError
 
     try:
         return path.read_bytes()
     except OSError as err:
-        raise CompileError([f"{path}: cannot read: {err.strerror or err}"]) from err
+        shown = path if name is None else name
+        raise CompileError([f"{shown}: cannot read: {err.strerror or err}"]) from err
 
 
 def decode(data: bytes, filename: str) -> str:
@@ -98,7 +101,7 @@ def compile_file(path: Path) -> Checked:
     loader = ModuleLoader()
     try:
         module = loader.entry(path)
-        return _compile(module, str(module.file if path.is_dir() else path), loader)
+        return _compile(module, loader.name(module.file) if path.is_dir() else str(path), loader)
     except CompileError as err:
         err.looked_at = loader.looked_at()
         raise

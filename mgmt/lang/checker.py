@@ -88,7 +88,7 @@ class Checker:
             raise CompileError(self.problems.ordered())
         loader = self.loader
         modules = [*self._modules[:1], *self._checked_modules]
-        dirs = {str(m.file): m.metadata[0][0] for m in modules if m.metadata}
+        dirs = {loader.name(m.file): m.metadata[0][0] for m in modules if m.metadata}
         return Checked(
             program, self.bindings, self.resolver.modules, loader.files, loader.digest(), dirs
         )
@@ -111,7 +111,7 @@ class Checker:
             return self._loaded[module.file]
         self._checked_modules.append(module)
         try:
-            program = parse(module.text, str(module.file))
+            program = parse(module.text, self.loader.name(module.file))
         except CompileError as err:
             self.problems.extend(err.problems, stmt.pos)
             self._loaded[module.file] = None

@@ -108,9 +108,11 @@ def _load_yaml(data: bytes) -> Any:
         return yaml.safe_load("".join(spaced)) or {}
 
 
-def read_metadata(file: Path, data: bytes) -> Metadata:
-    """Parse a metadata.yaml's bytes (empty means the defaults); CompileError naming it."""
-    where = Pos(str(file), 1, 1)
+def read_metadata(file: Path, data: bytes, name: str | None = None) -> Metadata:
+    """Parse a metadata.yaml's bytes (empty means the defaults); CompileError naming it
+    (`name`, as ModuleLoader.name shows it)."""
+    shown = str(file) if name is None else name
+    where = Pos(shown, 1, 1)
     if len(data) > MAX_METADATA:
         raise CompileError.at(where, f"metadata is larger than {MAX_METADATA:,} bytes")
     try:
@@ -118,7 +120,7 @@ def read_metadata(file: Path, data: bytes) -> Metadata:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         if mark is not None:
-            where = Pos(str(file), mark.line + 1, mark.column + 1)
+            where = Pos(shown, mark.line + 1, mark.column + 1)
         problem = getattr(err, "problem", None) or "not valid YAML"
         raise CompileError.at(where, f"metadata: {problem}") from None
     if not isinstance(raw, dict):
@@ -191,6 +193,31 @@ class ModuleLoader:
     # Files and directories looked for and not found (an import of a module not written yet):
     # a program refused for them is compiled again when they appear.
     missing: list[Path] = field(default_factory=list)
+    # How the program's directory was given, and where it is (`name`): set by `entry`.
+    given: tuple[str, Path] | None = None
+
+    def name(self, path: Path) -> str:
+        """How a file of the program is named in its problems: in the form the program was
+        given (`mymod/main.mcl` beside `main.mcl`, `/srv/p/mymod/main.mcl` beside
+        `/srv/p/main.mcl`), a path the operator can open from where mgmt was started; a file
+        outside the program's directory (a remote module's), in full."""
+        if self.given is None:
+            return str(path)
+        shown, real = self.given
+        try:
+            inside = path.relative_to(real)
+        except ValueError:
+            return str(path)
+        return posixpath.join(shown, str(inside)) if shown else str(inside)
+
+    def start(self, given: str, directory: bool) -> None:
+        """The program as given (a file, or a `directory`): the base of `name`."""
+        if self.given is None:
+            path = Path(given)
+            self.given = (
+                given if directory else posixpath.dirname(given),
+                (path if directory else path.parent).resolve(),
+            )
 
     @property
     def files(self) -> list[Path]:
@@ -208,7 +235,9 @@ class ModuleLoader:
     def entry(self, target: Path) -> Module:
         """The program to run: a .mcl file, or a directory (its metadata.yaml names the entry
         file, main.mcl by default)."""
-        if target.is_dir():
+        directory = target.is_dir()
+        self.start(str(target), directory)
+        if directory:
             return self._directory(target, ())
         return self._read(target.resolve(), ())
 
@@ -220,12 +249,13 @@ class ModuleLoader:
         if imp.file:
             if not target.is_file():
                 self.missing.append(target)
-                raise CompileError.at(pos, f'import "{imp.name}": no such file {target}')
+                raise CompileError.at(pos, f'import "{imp.name}": no such file {self.name(target)}')
             return self._read(target.resolve(), importer.metadata)
         if not imp.remote:
             if not target.is_dir():
                 self.missing.append(target)
-                raise CompileError.at(pos, f'import "{imp.name}": no such directory {target}')
+                shown = self.name(target)
+                raise CompileError.at(pos, f'import "{imp.name}": no such directory {shown}')
             return self._directory(target, importer.metadata)
         for where in self._search_path(importer.metadata):
             candidate = where / imp.path
@@ -255,9 +285,9 @@ class ModuleLoader:
         if meta_file.is_file():
             from mgmt.lang import read_program
 
-            data = read_program(meta_file)
+            data = read_program(meta_file, self.name(meta_file))
             self.read[meta_file] = data
-            meta = read_metadata(meta_file, data)
+            meta = read_metadata(meta_file, data, self.name(meta_file))
         return self._read((directory / meta.main).resolve(), ((directory, meta), *parents))
 
     def _read(self, file: Path, chain: tuple[tuple[Path, Metadata], ...]) -> Module:
@@ -267,10 +297,10 @@ class ModuleLoader:
         if known is not None:
             return known
         try:
-            data = read_program(file)
+            data = read_program(file, self.name(file))
         except CompileError:
             self.missing.append(file)
             raise
         self.read[file] = data
-        module = self._modules[file] = Module(file, decode(data, str(file)), chain)
+        module = self._modules[file] = Module(file, decode(data, self.name(file)), chain)
         return module

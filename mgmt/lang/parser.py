@@ -267,12 +267,18 @@ _OPENERS = {"{": "}", "(": ")", "[": "]"}
 _TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[{}()\[\]\n]')
 _OLD_HISTORY = re.compile(r"\$[A-Za-z_][A-Za-z0-9_.]*$")
 _LOWER_EDGE = re.compile(r"^\s*([a-z][a-z0-9_]*(?::[a-z0-9_]+)*)\[.*->")
+# A name (`x`, `mymod.x`) right before where a call's '(' was expected: a variable without $.
+_BARE_NAME = re.compile(r"(?<![$\w.\"])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*$")
+_WORDS = frozenset(
+    ("if", "else", "in", "func", "class", "include", "import", "as", "true", "false")
+)
 
 
 def _hint(text: str, err: UnexpectedInput, line0: int, col0: int) -> str:
     """What a syntax error most likely is, when the text says so clearly (" (...)"), else "":
     a string without its closing quote, a brace left open before a line that starts a new
-    statement, an edge naming a kind in lower case, the old history syntax `$x{1}`."""
+    statement, an edge naming a kind in lower case, the old history syntax `$x{1}`, a name
+    where a variable was meant (`mymod.x` for `$mymod.x`: the parser wanted a call's '(')."""
     if isinstance(err, UnexpectedCharacters):
         if err.char == '"':  # STRING matches up to the end of its line, or here it would not
             return " (a string without its closing '\"' on this line)"
@@ -300,6 +306,12 @@ def _hint(text: str, err: UnexpectedInput, line0: int, col0: int) -> str:
         char, line, col = opened[-1][1], opened[-1][0], opened[-1][2]
         line, col = line0 + line - 1, (col0 + col - 1 if line == 1 else col)
         return f" (the {char!r} at {line}:{col} is not closed: a missing {_OPENERS[char]!r}?)"
+    expected = err.expected if isinstance(err, UnexpectedToken) else set(err.expected)
+    if "LPAR" in expected:  # after a name: `mymod.x` for `$mymod.x`
+        end = len(text) if eof or err.pos_in_stream is None else err.pos_in_stream
+        match = _BARE_NAME.search(text[:end].rstrip().rsplit("\n", 1)[-1])
+        if match and match.group(1) not in _WORDS:
+            return f" (did you mean `${match.group(1)}`? a variable needs its '$')"
     return ""
 
 

@@ -54,6 +54,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lang")
 
+# Seconds after the last of a burst of changes to the program's files (a module directory
+# written again, `git checkout`, a script's commands) that it is compiled: once, not once per
+# file with an error for each state in between.
+FILES_SETTLE = 0.1
+
 # How long attach_world waits for the streams' first values (a world read that cannot reach the
 # cluster fails sooner: the client gives up after 5 s).
 SETTLE_WAIT = 10.0
@@ -342,9 +347,7 @@ class LangSource:
         self._files: list[Path] = [path]  # the program's files, as last compiled or refused
         self._refused = ""  # the digest of self._files as last refused (said once)
         self._watcher: NamedPaths | None = None
-        self._watcher_files: list[Path] = []
         self._relink = False  # the program's path was re-pointed (a symlink on the way)
-        self._watcher_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -363,7 +366,7 @@ class LangSource:
         )
         checked = await source._compile()
         if watch:
-            await source._watch(checked.files)  # before the first graph: no edit is missed
+            await source._watch(checked.files)  # then read again: no edit is missed
         source._start(checked)
         source._evaluate()
         if not source.needs_cluster:  # the world's streams wait for the agent (attach_world)
@@ -375,18 +378,19 @@ class LangSource:
 
     async def _watch(self, files: list[Path]) -> None:
         """Watch the program's files (its own and its local modules'), and the path it was
-        given through its symlinks (`current` -> `releases/42`): a change reloads it."""
-        if self._watcher is not None and self._watcher_files == files:
-            return
-        if self._watcher_task is not None:
-            self._watcher_task.cancel()
-        if self._watcher is not None:
-            await self._watcher.aclose()
-        self._watcher, self._watcher_files = NamedPaths([self.path, *files]), files
-        await self._watcher.__aenter__()
-        self._watcher_task = self._tasks.spawn(
-            self._watcher.follow(self._edited, self._relinked), "lang program watch"
-        )
+        given through its symlinks (`current` -> `releases/42`): a change reloads it. A file
+        watched from now on was read before its watch was there: it is read again (an edit
+        between the two was unseen: a module's, made while the main file was missing, was
+        lost until the next edit or SIGHUP)."""
+        if self._watcher is None:
+            self._watcher = NamedPaths([self.path, *files], settle=FILES_SETTLE)
+            await self._watcher.__aenter__()
+            self._tasks.spawn(
+                self._watcher.follow(self._edited, self._relinked), "lang program watch"
+            )
+            self._edited()
+        elif self._watcher.watch([self.path, *files]):
+            self._edited()
 
     def _relinked(self) -> None:
         """The program's path leads elsewhere now: its files there are compiled, even if the
@@ -475,7 +479,7 @@ class LangSource:
                     if not self.runtime.pending:
                         await self._kick.wait()
                     self._evaluate()
-        if self.runtime.pending:
+        if self.runtime.pending or self._reload:
             self._kick.set()  # for the loop
 
     async def _loop(self) -> None:
@@ -562,6 +566,9 @@ class LangSource:
         try:
             digest = await asyncio.to_thread(read_again, self._files)
             relinked, self._relink = self._relink, False
+            if digest == self._digest and self._refused and not relinked:
+                self._back_to_running()  # (its files as refused are the running program's)
+                return
             if digest in (self._digest, self._refused) and not relinked:
                 log.debug("program files unchanged since compiled or refused, nothing to swap")
                 return
@@ -583,9 +590,7 @@ class LangSource:
             self._set_problem()
             return
         if checked.digest == running:
-            self._refused = self._compile_problem = ""
-            log.info("program files are back to the running program's: nothing to swap")
-            self._set_problem()
+            self._back_to_running()
             return
         self._refused = self._compile_problem = self._run_problem = ""
         log.info("program file changed: swapping in the new program")
@@ -597,3 +602,10 @@ class LangSource:
         self._evaluate()
         self._set_problem()
         self._ask_for_cluster()
+
+    def _back_to_running(self) -> None:
+        """The program's files are the running program's again (a refused edit undone, a
+        deleted file written back): no swap, and no problem left to show."""
+        self._refused = self._compile_problem = ""
+        log.info("program files are back to the running program's: nothing to swap")
+        self._set_problem()

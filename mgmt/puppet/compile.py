@@ -111,6 +111,12 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
             [f"{manifest.label}: puppet is not installed (Debian: apt-get install puppet-agent)"],
             own,
         )
+    if manifest.file is not None:
+        try:  # Puppet compiles a missing manifest as an empty one: every resource would go
+            manifest.file.stat()
+        except OSError as missing:
+            problem = f"{manifest.label}: cannot read: {missing.strerror}"
+            raise GraphFileError([problem]) from None
     work = Path(tempfile.mkdtemp(prefix="mgmt-puppet-"))  # 0700, new: ours alone
     try:
         argv = [PUPPET, "catalog", "compile", "--render-as", "json", *isolated(work)]

@@ -209,3 +209,140 @@ async def test_a_program_graph_the_engine_refuses_shows_in_status_until_a_good_o
         await wait_path(out / "x", has_content("c"))
         code, text = await asyncio.to_thread(run_mgmt, status)
         assert code == 0 and "program error" not in text, text
+
+
+async def test_a_program_deleted_then_written_again_is_read_once_its_writer_closes_it(
+    tmp_path: Path,
+) -> None:
+    """`rm main.mcl`, then `cp main.bak main.mcl` (or a writer that opens, waits, writes): the
+    missing file is a program error (the running program stays), and the file created by the
+    open is empty until written: it is read at its writer's close, as a write in place is.
+    Read at its creation, the empty program was swapped in: every resource left the graph and
+    a reversible file was removed until the next read (tester5's report, item 1)."""
+    out, prefix = tmp_path / "out", tmp_path / "prefix"
+    out.mkdir()
+    program = tmp_path / "main.mcl"
+    kept = f'file "{out}/kept" {{ content => "k\\n", Meta:reverse => true, }}\n'
+    text = _program(out, "ab") + kept
+    program.write_text(text)
+    status = ["status", "--prefix", str(prefix)]
+    async with Daemon(["run", "--prefix", str(prefix), "lang", str(program)]) as daemon:
+        await daemon.wait_log("converged:")
+        program.unlink()
+        await daemon.wait_log("main.mcl: cannot read: No such file or directory")
+        await daemon.wait_log("keeping the running program")
+        code, said = await asyncio.to_thread(run_mgmt, status)
+        assert code == 1 and "program error: " in said and "3 converged" in said, said
+
+        async def write_slowly(text: str) -> None:
+            with program.open("w") as writer:  # created: empty until written
+                await _repaired(out, "a")  # the daemon has seen the creation
+                await _repaired(out, "b")
+                writer.write(text)
+                writer.flush()
+                await _repaired(out, "a")
+
+        await write_slowly(text)  # the same program again
+        await daemon.wait_log("back to the running program's: nothing to swap")
+        code, said = await asyncio.to_thread(run_mgmt, status)
+        assert code == 0 and "program error" not in said, said
+        program.unlink()
+        await daemon.wait_log("keeping the running program", count=2)
+        await write_slowly(text + _program(out, "c"))  # with one resource more
+        await daemon.wait_log("graph swap: 3 kept, 0 stopped, 1 started")
+        await wait_path(out / "c", has_content("c\n"))
+        assert "reversed" not in daemon.log and "stopped, 0 started" not in daemon.log
+        assert daemon.log.count("swapping in the new program") == 1
+        assert (out / "kept").read_text() == "k\n"
+
+
+async def test_a_graph_file_deleted_then_written_again_is_read_once_its_writer_closes_it(
+    tmp_path: Path,
+) -> None:
+    """The YAML front-end alike: a missing graph file is a program error, the file created
+    again is read at its writer's close (read at its creation, it was refused as empty: a
+    spurious `the graph file must be a mapping`), and the status is clean again."""
+    out, prefix, graph, good, status = _yaml_daemon(tmp_path)
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("converged:")
+        graph.unlink()
+        await daemon.wait_log("keeping the running graph")
+        code, said = await asyncio.to_thread(run_mgmt, status)
+        assert code == 1 and "cannot read" in said, said
+        with graph.open("w") as writer:
+            (out / "a").unlink()  # the daemon has seen the creation once this is repaired
+            await wait_path(out / "a", has_content("a"))
+            writer.write(good)
+        await daemon.wait_log("back to the running graph: nothing to swap")
+        code, said = await asyncio.to_thread(run_mgmt, status)
+        assert code == 0 and "program error" not in said, said
+        assert "must be a mapping" not in daemon.log and "graph swap" not in daemon.log
+
+
+async def test_a_module_edited_while_the_main_file_is_compiled_again_is_not_lost(
+    tmp_path: Path,
+) -> None:
+    """`rm main.mcl; cp main.bak main.mcl; sed -i s/vN/vM/ mymod/main.mcl`, in a loop: the
+    missing main file's refusal watched main.mcl only; the compile that followed read the
+    module before sed's rename and the module's watch came back after it, so the edit was
+    unseen (`back to the running program's: nothing to swap`, the old module kept running
+    until SIGHUP: tester5's report, item 2). A file watched again is read again once watched.
+    A big module read after mymod makes the compile long enough for sed to run during it."""
+    out, mod = tmp_path / "out", tmp_path / "mymod"
+    out.mkdir()
+    mod.mkdir()
+    (mod / "metadata.yaml").write_text("main: main.mcl\n")
+    (mod / "main.mcl").write_text('$x = "v0"\n')
+    (tmp_path / "big").mkdir()  # read after mymod, and long to parse and check
+    (tmp_path / "big" / "main.mcl").write_text(
+        "".join(f'$v{i} = "{i}" + "{i}"\n' for i in range(3000))
+    )
+    program = tmp_path / "main.mcl"
+    text = f'import "mymod/"\nimport "big/"\nfile "{out}/m" {{ content => $mymod.x, }}\n'
+    text += f'file "{out}/big" {{ content => $big.v1, }}\n'
+    program.write_text(text)
+    args = ["run", "--tmp-prefix", "--verbose", "lang", str(program)]
+    async with Daemon(args) as daemon:
+        await wait_path(out / "m", has_content("v0"))
+        for round in range(1, 6):
+            program.unlink()
+            await daemon.wait_log("cannot read: No such file or directory", count=round)
+            program.write_text(text)
+            await daemon.wait_log("checking it", count=2 * round)
+            sed = await asyncio.create_subprocess_exec(
+                "sed", "-i", f"s/v{round - 1}/v{round}/", str(mod / "main.mcl")
+            )
+            assert await sed.wait() == 0
+            await wait_path(out / "m", has_content(f"v{round}"))
+
+
+async def test_a_module_written_again_file_by_file_is_compiled_once_done(
+    tmp_path: Path,
+) -> None:
+    """A module's files written again one after the other (a module directory re-created):
+    the program is compiled once they are all written, not once per file with an error for
+    each state in between (`mymod/main.mcl: cannot read`, tester5's report, item 9c). A file
+    being written holds the read back until its writer closes it, whatever is written beside
+    it meanwhile; a burst of changes is read once (engine.watcher.ReadTimer)."""
+    out, mod = tmp_path / "out", tmp_path / "mymod"
+    out.mkdir()
+    mod.mkdir()
+    (mod / "metadata.yaml").write_text("main: main.mcl\n")
+    (mod / "main.mcl").write_text('$x = "v0\\n"\n')
+    program = tmp_path / "main.mcl"
+    program.write_text(
+        f'import "mymod/"\nfile "{out}/m" {{ content => $mymod.x, }}\n' + _program(out, "a")
+    )
+    async with Daemon(["run", "--tmp-prefix", "lang", str(program)]) as daemon:
+        await wait_path(out / "m", has_content("v0\n"))
+        (mod / "main.mcl").unlink()
+        await daemon.wait_log("mymod/main.mcl: cannot read: No such file or directory")
+        with (mod / "main.mcl").open("w") as writer:  # created: empty until written
+            await _repaired(out, "a")
+            (mod / "metadata.yaml").write_text("# again\nmain: main.mcl\n")
+            await _repaired(out, "a")
+            writer.write('$x = "v1\\n"\n')
+        await wait_path(out / "m", has_content("v1\n"))
+        await daemon.wait_log("graph swap: 1 kept, 1 stopped, 1 started")
+        assert daemon.log.count("keeping the running program") == 1, daemon.log
+        assert daemon.log.count("swapping in the new program") == 1, daemon.log

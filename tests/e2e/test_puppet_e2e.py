@@ -137,6 +137,16 @@ async def test_an_edited_manifest_is_swapped_in_and_a_bad_edit_keeps_the_graph(
         assert code == 1 and "program error: " in text, text  # not what it was asked to run
         out.unlink()  # still enforced
         await wait_path(out, has_content("two\n"))
+        # A deleted manifest is a program error (Puppet compiled it as an empty catalog: its
+        # resources left the graph), and one created again is read at its writer's close.
+        pp.unlink()
+        await daemon.wait_log("site.pp: cannot read: No such file or directory", timeout=60)
+        with pp.open("w") as writer:  # empty until written
+            out.unlink()  # the daemon has seen the creation once this is repaired
+            await wait_path(out, has_content("two\n"))
+            writer.write(f"file {{ '{out}': content => \"four\\n\" }}\n")
+        await wait_path(out, has_content("four\n"), timeout=60)
+        assert "1 stopped, 0 started" not in daemon.log, daemon.log
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
 

@@ -177,6 +177,37 @@ def test_module_errors_name_the_file_line_and_column(
     assert all(len(p.splitlines()) == 1 for p in found)
 
 
+def test_every_file_of_a_program_is_named_in_the_form_the_program_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module's problems used to name it in full while the main file's were as given
+    (`main.mcl:2:6`, `/tmp/p/lib.mcl:1:9`: tester5's report, item 9a): each file is named as
+    the main file was given, relative or not, a path to open from the same directory."""
+    write(
+        tmp_path / "p",
+        {
+            "main.mcl": 'import "lib.mcl"\nimport "m/"\n$y = $lib.x\n',
+            "lib.mcl": '$x = 1 + "a"\n',
+            "m/metadata.yaml": "main: main.mcl\n",
+            "m/main.mcl": "$z = 2 +\n",
+        },
+    )
+    monkeypatch.chdir(tmp_path)
+    relative = problems(Path("p/main.mcl"))
+    assert [p.split(": ")[0] for p in relative] == ["p/lib.mcl:1:6", "p/m/main.mcl:1:8"]
+    assert problems(tmp_path / "p/main.mcl") == [f"{tmp_path}/{p}" for p in relative]
+    monkeypatch.chdir(tmp_path / "p")
+    assert problems(Path("main.mcl")) == [p.removeprefix("p/") for p in relative]
+    (tmp_path / "p/m/main.mcl").unlink()
+    (tmp_path / "p/lib.mcl").unlink()
+    assert problems(Path("main.mcl")) == [
+        'main.mcl:1:1: import "lib.mcl": no such file lib.mcl',
+        "m/main.mcl: cannot read: No such file or directory",
+    ]
+    (tmp_path / "p/main.mcl").unlink()
+    assert problems(Path("main.mcl")) == ["main.mcl: cannot read: No such file or directory"]
+
+
 def test_a_failed_import_is_said_once_and_what_it_looked_for_is_known(tmp_path: Path) -> None:
     """The uses of a module whose import failed are not errors of their own; the error knows
     every file the program read or looked for (what a running agent watches to retry it)."""

@@ -136,9 +136,14 @@ def test_syntax_errors_have_positions(src: str, where: str, text: str) -> None:
         ('$x = "unterminated\nfile "/a" { content => $x, }\n', "without its closing '\"'"),
         ('print "p" { msg => "a", }\nprint["p"] -> print["q"]\n', "capitalised: Print[...]"),
         ("$dt = 1\n$x = $dt{1}\n", "is history($x, N) now"),
+        # A name where a variable was meant: the parser wanted a call's '(' after it.
+        ('file "/a" {\n\tcontent => sys.hostname() + mymod.x + "\\n",\n}\n', "`$mymod.x`?"),
+        ("$y = mymod.x\n", "did you mean `$mymod.x`? a variable needs its '$'"),
+        ("$y = x\n$z = 1\n", "did you mean `$x`?"),
         # No guess where the text does not say: a value missing in an open, indented body.
         ('file "/a" {\n\tcontent => ,\n}\n', ""),
         ('$b = "{" # {\n$x = 1 +\n$y = 2\n', ""),  # in a string or a comment: no brace
+        ("$y = $x.z +\n", ""),  # a variable before: no guess
     ],
 )
 def test_syntax_errors_say_what_is_likely_wrong(src: str, hint: str) -> None:
