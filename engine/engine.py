@@ -668,7 +668,8 @@ class Vertex:
         self.changed_last = changed
         if self.outcome in (RETRYING, FAILED):
             self.handle.logger.info("recovered")
-        self.engine.retries[self.key] = 0
+        if self.res.meta.retryreset:  # else the retries are spent for good (mgmt's)
+            self.engine.retries.pop(self.key, None)
         self.error = None
         quiet = self.poll_tick and not changed  # a tick that changed nothing stays a tick
         # A run asked for by back-pokes only (and their answers) that changed nothing is news to
@@ -917,7 +918,9 @@ class Engine:
         self.shared = Shared()  # the resources' shared clients, closed by stop()
         self.graph = Graph()
         self.vertices: dict[Key, Vertex] = {}
-        self.retries: dict[Key, int] = {}  # by kind+name: survives graph swaps
+        # Failures counted against meta retry, by kind+name: a swap that changes the resource
+        # keeps its count unless its meta reset (mgmt's MetaState); dropped when it leaves.
+        self.retries: dict[Key, int] = {}
         self._semas: dict[str, asyncio.Semaphore] = {}
         self._global_sema = asyncio.Semaphore(sema) if sema > 0 else None
         # check_applies at once (0: from the descriptor limit, see check_limit()).
@@ -926,7 +929,6 @@ class Engine:
         self._clock = itertools.count(1)
         self._startups: list[Vertex] = []  # listening vertices owed their startup event
         self._raw: _Raw | None = None  # the last graph as given, before prepare()
-        self._retryreset: set[Key] = set()  # vertices with meta retryreset
         self._first_pass: set[Key] | None = None  # the first graph's vertices yet to process
         self._gc = _NO_GC_STATE  # what _first_run_gc() changed, for _gc_resume()
         self._gc_bound: asyncio.TimerHandle | None = None  # ends the pause (FIRST_PASS_GC_BOUND)
@@ -1083,11 +1085,10 @@ class Engine:
             if key in kept:
                 vertices[key] = old[key]
                 graph.vertices[key] = old[key].res  # the running (initialized) instance
-                if res.meta.retryreset:
-                    self.retries.pop(key, None)
             else:
                 vertices[key] = Vertex(self, res)
                 added.append(vertices[key])
+        self._forget_retries([v.key for v in removed if v.key not in graph.vertices], added)
         # Kept vertices that lost a predecessor: one waiting for it is released.
         last_pred = self.graph.pred
         released = [
@@ -1098,7 +1099,6 @@ class Engine:
         self.graph = graph
         self.vertices = vertices
         self._raw = raw
-        self._retryreset = {k for k, v in vertices.items() if v.res.meta.retryreset}
         if old:
             log.info(
                 "graph swap: %d kept, %d stopped, %d started", len(kept), len(removed), len(added)
@@ -1112,6 +1112,18 @@ class Engine:
             self.changed(vertices[key])
         _release(released)
         self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
+
+    def _forget_retries(self, gone: Iterable[Key], started: list[Vertex]) -> None:
+        """The retry counts of resources that left the graph (`gone`) are dropped; those of
+        the `started` vertices (new or changed) are kept, unless their meta reset says not."""
+        retries = self.retries
+        if not retries:
+            return
+        for key in gone:
+            retries.pop(key, None)
+        for vertex in started:
+            if vertex.res.meta.reset:
+                retries.pop(vertex.key, None)
 
     def retry_failed(self) -> tuple[int, int]:
         """An operator's reload (SIGHUP): each DEAD vertex is revived (its watch or init()
@@ -1374,19 +1386,13 @@ class Engine:
         index = self._autoindex
         for key in small.remove:
             del graph.vertices[key], vertices[key]
-            self._retryreset.discard(key)
             if index is not None:
                 index.count(gone[key], -1)
         added = []
         for key, res in {**replace, **small.add}.items():
             vertices[key] = Vertex(self, res)
             added.append(vertices[key])
-            self._retryreset.discard(key)
-            if res.meta.retryreset:
-                self._retryreset.add(key)
-        for key in self._retryreset:
-            if key not in replace:
-                self.retries.pop(key, None)
+        self._forget_retries(small.remove, added)
         self.graph = graph
         self.vertices = vertices
         self._raw = _Raw(given, given.name, given.vertices, given.succ, given.pred)

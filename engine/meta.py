@@ -27,7 +27,8 @@ class Meta:
     noop: bool = False
     # Retries after a failure before the vertex is failed; -1 retries forever. Default 0.
     retry: int = 0
-    # Reset the retry counter when the graph is swapped (mgmt's retryreset). Default false.
+    # A check_apply that succeeds resets the retry counter (mgmt's: without it the retries are
+    # spent for the life of the resource, by kind and name). Default false.
     retryreset: bool = False
     # Milliseconds to wait between retries, at most MAX_DELAY (a day). Default 0.
     delay: int = 0
@@ -41,6 +42,9 @@ class Meta:
     limit: float = field(default=math.inf, metadata={"inf": True})
     # Events allowed in a burst above `limit`; 0 means 1 when a limit is set. Default 0.
     burst: int = 0
+    # A resource replaced by a changed one at a graph swap starts with a fresh retry counter
+    # (mgmt's: without it the counter survives the change). Default false.
+    reset: bool = False
     # Named counting semaphores held during check_apply: "id" (size 1) or "id:N". Default none.
     sema: list[str] = field(default_factory=list)
     # Restart the watch if it fails instead of failing the vertex. Default false.

@@ -572,6 +572,30 @@ def test_retrying_forever_logs_one_line_per_attempt(tmp_path: Path) -> None:
     assert not [line for line in others if not any(k in line for k in known)], out
 
 
+@pytest.mark.parametrize("retryreset", [False, True])
+def test_retries_are_spent_for_good_unless_retryreset(tmp_path: Path, retryreset: bool) -> None:
+    """mgmt's meta retry: a success does not give the retries back unless `retryreset`. The
+    command fails on its 1st and 3rd runs (a poll tick brings the 3rd): its one retry was spent
+    on the 1st, so the 3rd fails the resource, unless retryreset gave it back."""
+    graph = graph_file(
+        tmp_path,
+        f"""
+        graph: spent
+        resources:
+          exec:
+            - name: x
+              cmd: "n=$(($(cat TMP/n 2>/dev/null || echo 0) + 1)); echo $n > TMP/n; [ $n != 1 ] && [ $n != 3 ]"
+              shell: /bin/sh
+              meta: {{retry: 1, delay: 10, poll: 1, retryreset: {str(retryreset).lower()}}}
+        """,
+    )
+    _code, out = run_mgmt(["run", "--tmp-prefix", "--max-runtime=4", "yaml", str(graph)])
+    assert int((tmp_path / "n").read_text()) >= 4, out
+    retried = out.count("exec[x]: failed, retrying in 0.01s (1 left): cmd exited with code 1")
+    assert retried == (2 if retryreset else 1), out
+    assert ("exec[x]: failed: cmd exited with code 1" in out) is not retryreset, out
+
+
 def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
