@@ -59,6 +59,13 @@ class Meta:
     export: list[str] = field(default_factory=list)
     # Undo the change when the resource leaves the graph. Default false.
     reverse: bool = False
+    # Allow a name that starts with `$` (refused otherwise: a variable not interpolated, as
+    # mgmt's engine.Validate says). Default false.
+    dollar: bool = False
+    # mgmt's: the check_apply may go on while a graph swap runs. Ours always may: a swap never
+    # pauses the vertices it keeps, and waits for a running check of one it removes or
+    # replaces, as mgmt's does for an async one. Accepted, changes nothing. Default unset.
+    async_: bool | None = field(default=None, metadata={"key": "async"})
 
     def __post_init__(self) -> None:
         if self.retry < -1:
@@ -79,6 +86,21 @@ class Meta:
         names = [sema_size(entry)[0] for entry in self.sema]
         if len(set(names)) != len(names):
             raise ValidationError(f"names a semaphore twice: {show(self.sema)}", "sema")
+        if self.async_:  # mgmt's MetaParams.Validate
+            for other in ("hidden", "export"):
+                if getattr(self, other):
+                    raise ValidationError(f"cannot be combined with {other}", "async")
+
+
+def check_name(name: str, meta: Meta) -> None:
+    """A name that starts with `$` is refused unless meta dollar (mgmt's engine.Validate: more
+    likely a variable that was not interpolated than a name)."""
+    if name.startswith("$") and not meta.dollar:
+        raise ValidationError(
+            f"starts with $ (a variable not interpolated?); meta dollar: true allows it, "
+            f"got {show(name)}",
+            "name",
+        )
 
 
 def sema_size(entry: str) -> tuple[str, int]:

@@ -596,6 +596,36 @@ def test_retries_are_spent_for_good_unless_retryreset(tmp_path: Path, retryreset
     assert ("exec[x]: failed: cmd exited with code 1" in out) is not retryreset, out
 
 
+def test_mgmts_meta_dollar_and_async_in_a_graph(tmp_path: Path) -> None:
+    """mgmt's engine refuses a name that starts with `$` unless meta dollar; meta async is
+    accepted (our swaps never pause a running check), not with hidden or export (mgmt's
+    MetaParams.Validate)."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: dollar
+        resources:
+          noop:
+            - name: $oops
+            - name: $ok
+              meta: {dollar: true, async: true}
+            - name: h
+              meta: {async: true, hidden: true}
+            - name: e
+              meta: {async: true, export: ["*"]}
+        """,
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
+    assert code == 2, out
+    assert f"{graph}:5: noop[$oops]: name: starts with $ (a variable not interpolated?)" in out
+    assert f"{graph}:9: noop[h]: meta.async: cannot be combined with hidden" in out
+    assert f"{graph}:11: noop[e]: meta.async: cannot be combined with export" in out
+    assert "noop[$ok]" not in out, out
+    graph.write_text("graph: g\nresources:\n  noop:\n    - {name: $ok, meta: {dollar: true}}\n")
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
+    assert code == 0, out
+
+
 def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
