@@ -1074,6 +1074,7 @@ class Engine:
             )
         }
         removed = [v for k, v in old.items() if k not in kept]
+        await self._realize(removed)
         await stop_all(removed)
         gone = [v.key for v in removed if v.key not in graph.vertices]
         if not old:
@@ -1112,6 +1113,36 @@ class Engine:
             self.changed(vertices[key])
         _release(released)
         self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
+
+    async def _realize(self, leaving: list[Vertex]) -> None:
+        """Meta realize (mgmt's): before a swap stops the vertices it removes or replaces
+        (`leaving`), each with realize runs once since its last event or poke, its predecessors
+        first (they still run: a swap pauses nothing here); not when it failed, a failure
+        blocks it, or the engine stops. Re-checked at each vertex's change of status."""
+        keys = {v.key for v in leaving if v.res.meta.realize}
+        if not keys:
+            return
+        for key in list(keys):  # and what must run before it (mgmt's realizeWaitSet)
+            keys |= self.graph.ancestors(key)
+        waiting = [self.vertices[key] for key in keys if key in self.vertices]
+        wake = Flag()
+        unsubscribe = self.listeners.subscribe(VertexChanged, lambda _event: wake.set())
+        try:
+            while not all(self._realized(v) for v in waiting):
+                wake.clear()
+                await wake.wait()
+        finally:
+            unsubscribe()
+
+    def _realized(self, vertex: Vertex) -> bool:
+        """Nothing owed by `vertex` that a swap should wait for (meta realize): it ran since
+        its last event or poke and waits for the next (its worker parked), or it cannot run."""
+        status = vertex.status
+        if self.gate.closed or status in (FAILED, DEAD, STOPPING, STOPPED):
+            return True
+        if status is OK and vertex.started and vertex.dirty.waited():
+            return not vertex.dirty.is_set()
+        return self.blocked(vertex)
 
     def _forget_retries(self, gone: Iterable[Key], started: list[Vertex]) -> None:
         """The retry counts of resources that left the graph (`gone`) are dropped; those of
@@ -1376,6 +1407,7 @@ class Engine:
         added and removed."""
         replace = small.replace
         removed = [self.vertices[key] for key in [*replace, *small.remove]]
+        await self._realize(removed)
         await stop_all(removed)
         gone = {key: self.vertices[key].res for key in small.remove}
         await self._reverse(list(gone), gone)

@@ -62,6 +62,10 @@ class Meta:
     # Allow a name that starts with `$` (refused otherwise: a variable not interpolated, as
     # mgmt's engine.Validate says). Default false.
     dollar: bool = False
+    # A swap that removes or replaces the resource first lets it run once since its last event
+    # or poke (and its predecessors before it), unless a failure blocks it (mgmt's). Default
+    # false.
+    realize: bool = False
     # mgmt's: the check_apply may go on while a graph swap runs. Ours always may: a swap never
     # pauses the vertices it keeps, and waits for a running check of one it removes or
     # replaces, as mgmt's does for an async one. Accepted, changes nothing. Default unset.
@@ -87,7 +91,7 @@ class Meta:
         if len(set(names)) != len(names):
             raise ValidationError(f"names a semaphore twice: {show(self.sema)}", "sema")
         if self.async_:  # mgmt's MetaParams.Validate
-            for other in ("hidden", "export"):
+            for other in ("hidden", "export", "realize"):
                 if getattr(self, other):
                     raise ValidationError(f"cannot be combined with {other}", "async")
 

@@ -484,6 +484,39 @@ async def test_exec_watchfiles_counts_its_directory_appearing_not_higher_ones(
     assert sum(ran in line for line in daemon.lines) == 4, daemon.log
 
 
+@pytest.mark.parametrize("realize", [False, True])
+async def test_meta_realize_runs_a_resource_before_a_swap_removes_it(
+    tmp_path: Path, realize: bool
+) -> None:
+    """mgmt's meta realize: the graph is edited while the exec runs; the swap that removes
+    both waits for the exec (always), then, with realize, for the file it was holding back."""
+    graph = graph_file(
+        tmp_path,
+        f"""
+        graph: first
+        resources:
+          exec:
+            - name: slow
+              cmd: sleep 2
+          file:
+            - name: TMP/out
+              content: x
+              meta: {{realize: {str(realize).lower()}}}
+        edges:
+          - {{name: e, from: {{kind: exec, name: slow}}, to: {{kind: file, name: TMP/out}}}}
+        """,
+    )
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("exec[slow]: running: sleep 2")
+        staged = tmp_path / "staged.yaml"
+        staged.write_text("graph: second\nresources:\n  noop:\n    - name: n\n")
+        staged.rename(graph)
+        await daemon.wait_log("graph swap: 0 kept, 2 stopped, 1 started")
+        assert (tmp_path / "out").exists() is realize, daemon.log
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0, daemon.log
+
+
 def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,

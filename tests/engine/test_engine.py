@@ -275,6 +275,36 @@ async def test_retry_counter_survives_swap(engine: Engine) -> None:
     assert ("probe", "b") not in engine.retries
 
 
+@pytest.mark.parametrize("realize", [False, True])
+async def test_a_swap_lets_a_realize_vertex_run_before_removing_it(
+    engine: Engine, realize: bool
+) -> None:
+    """mgmt's meta realize: a swap that removes `a` first waits for its predecessor's running
+    check, then for `a` to run (it was owed a run); without realize `a` never runs."""
+    gate = asyncio.Event()
+    state("p").gate = gate
+    await engine.apply(make_graph("pa", [("p", "a")], a={"meta": Meta(realize=realize)}))
+    async with asyncio.timeout(5):
+        await state("p").entered.wait()
+    swap = asyncio.create_task(engine.apply(make_graph("z")))
+    done, _ = await asyncio.wait({swap}, timeout=0.1)
+    assert not done  # p's running check is waited for, realize or not
+    gate.set()
+    async with asyncio.timeout(5):
+        await swap
+    assert ran("p") == 1 and ran("a") == (1 if realize else 0)
+    assert ("probe", "a") not in engine.vertices
+
+
+async def test_realize_does_not_wait_for_a_vertex_a_failure_blocks(engine: Engine) -> None:
+    state("p").failures_left = 100
+    await engine.apply(make_graph("pa", [("p", "a")], a={"meta": Meta(realize=True)}))
+    await settle(engine)
+    async with asyncio.timeout(5):
+        await engine.apply(make_graph("z"))
+    assert ran("a") == 0
+
+
 async def test_graceful_stop_lets_check_apply_finish(engine: Engine) -> None:
     gate = asyncio.Event()
     state("a").gate = gate
