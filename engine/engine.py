@@ -382,13 +382,21 @@ class Vertex:
     def _listen_failed(self, err: Exception) -> None:
         """A watch without a task failed: as one in a task (_watch), which it becomes."""
         self._stop_listening()
-        if self.stopping:
+        if self.stopping or not self._rewatch(err, 1):
             return
-        if not self.res.meta.rewatch:
+        self._watch_task = self._tasks.spawn(self._watch(failures=1), f"watch {self.name}")
+
+    def _rewatch(self, err: Exception, failures: int) -> bool:
+        """Whether a watch that failed (for the `failures`th time) starts again: meta retry
+        times (-1: forever), as mgmt's Worker restarts a failed Watch; else the vertex is DEAD
+        (until a swap replaces it: meta rewatch, Engine.apply)."""
+        retry = self.res.meta.retry
+        if retry != -1 and failures > retry:
             self._fail_permanently(err, "watch")
-            return
-        self.handle.logger.warning("watch failed, restarting: %s", err)
-        self._watch_task = self._tasks.spawn(self._watch(failed=True), f"watch {self.name}")
+            return False
+        left = "forever" if retry == -1 else f"{retry - failures + 1} left"
+        self.handle.logger.warning("watch failed, restarting (%s): %s", left, err)
+        return True
 
     def _stop_listening(self) -> None:
         unlisten, self._unlisten = self._unlisten, None
@@ -494,12 +502,13 @@ class Vertex:
             self.engine.progressed()
         self.poke(tick)
 
-    async def _watch(self, failed: bool = False) -> None:
-        """Run the resource's watch (or poll) until cancelled, restarted when it fails (meta
-        rewatch); `failed`: a watch without a task failed (_listen_failed), restart it."""
+    async def _watch(self, failures: int = 0) -> None:
+        """Run the resource's watch (or poll) until cancelled; a failure restarts it (see
+        _rewatch) after meta delay ms, at least REWATCH_MIN s, doubling up to REWATCH_MAX while
+        it keeps failing. `failures`: a watch without a task failed (_listen_failed)."""
         meta = self.res.meta
         backoff = REWATCH_MIN
-        if failed:
+        if failures:
             await asyncio.sleep(max(meta.delay / 1000, backoff))
             backoff = min(backoff * 2, REWATCH_MAX)
         while True:
@@ -517,13 +526,11 @@ class Vertex:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                if not meta.rewatch:
-                    self._fail_permanently(err, "watch")
+                failures += 1
+                if not self._rewatch(err, failures):
                     return
                 if time.monotonic() - started > REWATCH_MAX:
                     backoff = REWATCH_MIN  # it had been running fine: a fresh failure
-                if backoff == REWATCH_MIN:
-                    self.handle.logger.warning("watch failed, restarting: %s", err)
                 await asyncio.sleep(max(meta.delay / 1000, backoff))
                 backoff = min(backoff * 2, REWATCH_MAX)
 
@@ -930,6 +937,7 @@ class Engine:
         self._startups: list[Vertex] = []  # listening vertices owed their startup event
         self._raw: _Raw | None = None  # the last graph as given, before prepare()
         self._first_pass: set[Key] | None = None  # the first graph's vertices yet to process
+        self._rewatchers: set[Key] = set()  # vertices with meta rewatch
         self._gc = _NO_GC_STATE  # what _first_run_gc() changed, for _gc_resume()
         self._gc_bound: asyncio.TimerHandle | None = None  # ends the pause (FIRST_PASS_GC_BOUND)
         self._first_progress = 0.0  # loop time of the first pass's last first outcome
@@ -1052,7 +1060,9 @@ class Engine:
         (the caller vouches for it): then not even the kept resources are looked at.
         """
         self._gc_resume()
-        small = self._small_swap(graph, since)
+        # meta rewatch (mgmt's): a vertex failed for good is replaced, changed or not.
+        rewatch = {k for k in self._rewatchers if self.vertices[k].failed}
+        small = None if rewatch else self._small_swap(graph, since)
         if small is not None:
             await self._swap_replaced(graph, small)
             return
@@ -1066,6 +1076,7 @@ class Engine:
             k
             for k, v in old.items()
             if k in graph.vertices
+            and k not in rewatch
             # The same object given again: its params are as given, but autogroup has just
             # set its group afresh (a member may have come or gone).
             and (
@@ -1100,6 +1111,7 @@ class Engine:
         self.graph = graph
         self.vertices = vertices
         self._raw = raw
+        self._rewatchers = {k for k, v in vertices.items() if v.res.meta.rewatch}
         if old:
             log.info(
                 "graph swap: %d kept, %d stopped, %d started", len(kept), len(removed), len(added)
@@ -1418,12 +1430,17 @@ class Engine:
         index = self._autoindex
         for key in small.remove:
             del graph.vertices[key], vertices[key]
+            self._rewatchers.discard(key)
             if index is not None:
                 index.count(gone[key], -1)
         added = []
         for key, res in {**replace, **small.add}.items():
             vertices[key] = Vertex(self, res)
             added.append(vertices[key])
+            if res.meta.rewatch:
+                self._rewatchers.add(key)
+            else:
+                self._rewatchers.discard(key)
         self._forget_retries(small.remove, added)
         self.graph = graph
         self.vertices = vertices

@@ -517,6 +517,66 @@ async def test_meta_realize_runs_a_resource_before_a_swap_removes_it(
         assert await daemon.wait() == 0, daemon.log
 
 
+async def test_a_failed_watch_starts_again_meta_retry_times(tmp_path: Path) -> None:
+    """As mgmt's Worker: a watch that fails is started again `retry` times, then the resource
+    is failed for good."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: watch
+        resources:
+          exec:
+            - name: w
+              cmd: "true"
+              watchcmd: "echo started >> TMP/starts; exit 3"
+              watchshell: /bin/sh
+              meta: {retry: 2, delay: 10}
+        """,
+    )
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("exec[w]: watch failed: ")
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait()
+    out = daemon.log
+    assert (tmp_path / "starts").read_text() == "started\n" * 3, out
+    assert out.count("exec[w]: watch failed, restarting (2 left): ") == 1, out
+    assert out.count("exec[w]: watch failed, restarting (1 left): ") == 1, out
+    assert out.count("exec[w]: watch failed: ") == 1, out
+
+
+async def test_meta_rewatch_starts_a_failed_resource_again_at_the_next_swap(
+    tmp_path: Path,
+) -> None:
+    """mgmt's rewatch: the swap that follows (here, a resource added) replaces the unchanged
+    resource whose watch failed for good, and its watch runs again; not one without rewatch."""
+    text = """
+        graph: rewatch
+        resources:
+          exec:
+            - name: w
+              cmd: "true"
+              watchcmd: "echo w >> TMP/starts; exit 3"
+              watchshell: /bin/sh
+              meta: {rewatch: true}
+            - name: x
+              cmd: "true"
+              watchcmd: "echo x >> TMP/starts; exit 3"
+              watchshell: /bin/sh
+        """
+    graph = graph_file(tmp_path, text)
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("watch failed: ", count=2)
+        staged = graph_file(
+            tmp_path, text.rstrip() + "\n          noop: [{name: n}]\n", "staged.yaml"
+        )
+        staged.rename(graph)
+        await daemon.wait_log("graph swap: 1 kept, 1 stopped, 2 started")
+        await daemon.wait_log("exec[w]: watch failed: ", count=2)
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait()
+    assert sorted((tmp_path / "starts").read_text().split()) == ["w", "w", "x"], daemon.log
+
+
 def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
