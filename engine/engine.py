@@ -382,13 +382,21 @@ class Vertex:
     def _listen_failed(self, err: Exception) -> None:
         """A watch without a task failed: as one in a task (_watch), which it becomes."""
         self._stop_listening()
-        if self.stopping:
+        if self.stopping or not self._rewatch(err, 1):
             return
-        if not self.res.meta.rewatch:
+        self._watch_task = self._tasks.spawn(self._watch(failures=1), f"watch {self.name}")
+
+    def _rewatch(self, err: Exception, failures: int) -> bool:
+        """Whether a watch that failed (for the `failures`th time) starts again: meta retry
+        times (-1: forever), as mgmt's Worker restarts a failed Watch; else the vertex is DEAD
+        (until a swap replaces it: meta rewatch, Engine.apply)."""
+        retry = self.res.meta.retry
+        if retry != -1 and failures > retry:
             self._fail_permanently(err, "watch")
-            return
-        self.handle.logger.warning("watch failed, restarting: %s", err)
-        self._watch_task = self._tasks.spawn(self._watch(failed=True), f"watch {self.name}")
+            return False
+        left = "forever" if retry == -1 else f"{retry - failures + 1} left"
+        self.handle.logger.warning("watch failed, restarting (%s): %s", left, err)
+        return True
 
     def _stop_listening(self) -> None:
         unlisten, self._unlisten = self._unlisten, None
@@ -494,12 +502,13 @@ class Vertex:
             self.engine.progressed()
         self.poke(tick)
 
-    async def _watch(self, failed: bool = False) -> None:
-        """Run the resource's watch (or poll) until cancelled, restarted when it fails (meta
-        rewatch); `failed`: a watch without a task failed (_listen_failed), restart it."""
+    async def _watch(self, failures: int = 0) -> None:
+        """Run the resource's watch (or poll) until cancelled; a failure restarts it (see
+        _rewatch) after meta delay ms, at least REWATCH_MIN s, doubling up to REWATCH_MAX while
+        it keeps failing. `failures`: a watch without a task failed (_listen_failed)."""
         meta = self.res.meta
         backoff = REWATCH_MIN
-        if failed:
+        if failures:
             await asyncio.sleep(max(meta.delay / 1000, backoff))
             backoff = min(backoff * 2, REWATCH_MAX)
         while True:
@@ -517,13 +526,11 @@ class Vertex:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                if not meta.rewatch:
-                    self._fail_permanently(err, "watch")
+                failures += 1
+                if not self._rewatch(err, failures):
                     return
                 if time.monotonic() - started > REWATCH_MAX:
                     backoff = REWATCH_MIN  # it had been running fine: a fresh failure
-                if backoff == REWATCH_MIN:
-                    self.handle.logger.warning("watch failed, restarting: %s", err)
                 await asyncio.sleep(max(meta.delay / 1000, backoff))
                 backoff = min(backoff * 2, REWATCH_MAX)
 
@@ -668,7 +675,8 @@ class Vertex:
         self.changed_last = changed
         if self.outcome in (RETRYING, FAILED):
             self.handle.logger.info("recovered")
-        self.engine.retries[self.key] = 0
+        if self.res.meta.retryreset:  # else the retries are spent for good (mgmt's)
+            self.engine.retries.pop(self.key, None)
         self.error = None
         quiet = self.poll_tick and not changed  # a tick that changed nothing stays a tick
         # A run asked for by back-pokes only (and their answers) that changed nothing is news to
@@ -917,7 +925,9 @@ class Engine:
         self.shared = Shared()  # the resources' shared clients, closed by stop()
         self.graph = Graph()
         self.vertices: dict[Key, Vertex] = {}
-        self.retries: dict[Key, int] = {}  # by kind+name: survives graph swaps
+        # Failures counted against meta retry, by kind+name: a swap that changes the resource
+        # keeps its count unless its meta reset (mgmt's MetaState); dropped when it leaves.
+        self.retries: dict[Key, int] = {}
         self._semas: dict[str, asyncio.Semaphore] = {}
         self._global_sema = asyncio.Semaphore(sema) if sema > 0 else None
         # check_applies at once (0: from the descriptor limit, see check_limit()).
@@ -926,8 +936,8 @@ class Engine:
         self._clock = itertools.count(1)
         self._startups: list[Vertex] = []  # listening vertices owed their startup event
         self._raw: _Raw | None = None  # the last graph as given, before prepare()
-        self._retryreset: set[Key] = set()  # vertices with meta retryreset
         self._first_pass: set[Key] | None = None  # the first graph's vertices yet to process
+        self._rewatchers: set[Key] = set()  # vertices with meta rewatch
         self._gc = _NO_GC_STATE  # what _first_run_gc() changed, for _gc_resume()
         self._gc_bound: asyncio.TimerHandle | None = None  # ends the pause (FIRST_PASS_GC_BOUND)
         self._first_progress = 0.0  # loop time of the first pass's last first outcome
@@ -1050,7 +1060,9 @@ class Engine:
         (the caller vouches for it): then not even the kept resources are looked at.
         """
         self._gc_resume()
-        small = self._small_swap(graph, since)
+        # meta rewatch (mgmt's): a vertex failed for good is replaced, changed or not.
+        rewatch = {k for k in self._rewatchers if self.vertices[k].failed}
+        small = None if rewatch else self._small_swap(graph, since)
         if small is not None:
             await self._swap_replaced(graph, small)
             return
@@ -1064,6 +1076,7 @@ class Engine:
             k
             for k, v in old.items()
             if k in graph.vertices
+            and k not in rewatch
             # The same object given again: its params are as given, but autogroup has just
             # set its group afresh (a member may have come or gone).
             and (
@@ -1072,6 +1085,7 @@ class Engine:
             )
         }
         removed = [v for k, v in old.items() if k not in kept]
+        await self._realize(removed)
         await stop_all(removed)
         gone = [v.key for v in removed if v.key not in graph.vertices]
         if not old:
@@ -1083,11 +1097,10 @@ class Engine:
             if key in kept:
                 vertices[key] = old[key]
                 graph.vertices[key] = old[key].res  # the running (initialized) instance
-                if res.meta.retryreset:
-                    self.retries.pop(key, None)
             else:
                 vertices[key] = Vertex(self, res)
                 added.append(vertices[key])
+        self._forget_retries([v.key for v in removed if v.key not in graph.vertices], added)
         # Kept vertices that lost a predecessor: one waiting for it is released.
         last_pred = self.graph.pred
         released = [
@@ -1098,7 +1111,7 @@ class Engine:
         self.graph = graph
         self.vertices = vertices
         self._raw = raw
-        self._retryreset = {k for k, v in vertices.items() if v.res.meta.retryreset}
+        self._rewatchers = {k for k, v in vertices.items() if v.res.meta.rewatch}
         if old:
             log.info(
                 "graph swap: %d kept, %d stopped, %d started", len(kept), len(removed), len(added)
@@ -1112,6 +1125,48 @@ class Engine:
             self.changed(vertices[key])
         _release(released)
         self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
+
+    async def _realize(self, leaving: list[Vertex]) -> None:
+        """Meta realize (mgmt's): before a swap stops the vertices it removes or replaces
+        (`leaving`), each with realize runs once since its last event or poke, its predecessors
+        first (they still run: a swap pauses nothing here); not when it failed, a failure
+        blocks it, or the engine stops. Re-checked at each vertex's change of status."""
+        keys = {v.key for v in leaving if v.res.meta.realize}
+        if not keys:
+            return
+        for key in list(keys):  # and what must run before it (mgmt's realizeWaitSet)
+            keys |= self.graph.ancestors(key)
+        waiting = [self.vertices[key] for key in keys if key in self.vertices]
+        wake = Flag()
+        unsubscribe = self.listeners.subscribe(VertexChanged, lambda _event: wake.set())
+        try:
+            while not all(self._realized(v) for v in waiting):
+                wake.clear()
+                await wake.wait()
+        finally:
+            unsubscribe()
+
+    def _realized(self, vertex: Vertex) -> bool:
+        """Nothing owed by `vertex` that a swap should wait for (meta realize): it ran since
+        its last event or poke and waits for the next (its worker parked), or it cannot run."""
+        status = vertex.status
+        if self.gate.closed or status in (FAILED, DEAD, STOPPING, STOPPED):
+            return True
+        if status is OK and vertex.started and vertex.dirty.waited():
+            return not vertex.dirty.is_set()
+        return self.blocked(vertex)
+
+    def _forget_retries(self, gone: Iterable[Key], started: list[Vertex]) -> None:
+        """The retry counts of resources that left the graph (`gone`) are dropped; those of
+        the `started` vertices (new or changed) are kept, unless their meta reset says not."""
+        retries = self.retries
+        if not retries:
+            return
+        for key in gone:
+            retries.pop(key, None)
+        for vertex in started:
+            if vertex.res.meta.reset:
+                retries.pop(vertex.key, None)
 
     def retry_failed(self) -> tuple[int, int]:
         """An operator's reload (SIGHUP): each DEAD vertex is revived (its watch or init()
@@ -1364,6 +1419,7 @@ class Engine:
         added and removed."""
         replace = small.replace
         removed = [self.vertices[key] for key in [*replace, *small.remove]]
+        await self._realize(removed)
         await stop_all(removed)
         gone = {key: self.vertices[key].res for key in small.remove}
         await self._reverse(list(gone), gone)
@@ -1374,19 +1430,18 @@ class Engine:
         index = self._autoindex
         for key in small.remove:
             del graph.vertices[key], vertices[key]
-            self._retryreset.discard(key)
+            self._rewatchers.discard(key)
             if index is not None:
                 index.count(gone[key], -1)
         added = []
         for key, res in {**replace, **small.add}.items():
             vertices[key] = Vertex(self, res)
             added.append(vertices[key])
-            self._retryreset.discard(key)
-            if res.meta.retryreset:
-                self._retryreset.add(key)
-        for key in self._retryreset:
-            if key not in replace:
-                self.retries.pop(key, None)
+            if res.meta.rewatch:
+                self._rewatchers.add(key)
+            else:
+                self._rewatchers.discard(key)
+        self._forget_retries(small.remove, added)
         self.graph = graph
         self.vertices = vertices
         self._raw = _Raw(given, given.name, given.vertices, given.succ, given.pred)

@@ -27,7 +27,8 @@ class Meta:
     noop: bool = False
     # Retries after a failure before the vertex is failed; -1 retries forever. Default 0.
     retry: int = 0
-    # Reset the retry counter when the graph is swapped (mgmt's retryreset). Default false.
+    # A check_apply that succeeds resets the retry counter (mgmt's: without it the retries are
+    # spent for the life of the resource, by kind and name). Default false.
     retryreset: bool = False
     # Milliseconds to wait between retries, at most MAX_DELAY (a day). Default 0.
     delay: int = 0
@@ -41,6 +42,9 @@ class Meta:
     limit: float = field(default=math.inf, metadata={"inf": True})
     # Events allowed in a burst above `limit`; 0 means 1 when a limit is set. Default 0.
     burst: int = 0
+    # A resource replaced by a changed one at a graph swap starts with a fresh retry counter
+    # (mgmt's: without it the counter survives the change). Default false.
+    reset: bool = False
     # Named counting semaphores held during check_apply: "id" (size 1) or "id:N". Default none.
     sema: list[str] = field(default_factory=list)
     # Restart the watch if it fails instead of failing the vertex. Default false.
@@ -55,6 +59,17 @@ class Meta:
     export: list[str] = field(default_factory=list)
     # Undo the change when the resource leaves the graph. Default false.
     reverse: bool = False
+    # Allow a name that starts with `$` (refused otherwise: a variable not interpolated, as
+    # mgmt's engine.Validate says). Default false.
+    dollar: bool = False
+    # A swap that removes or replaces the resource first lets it run once since its last event
+    # or poke (and its predecessors before it), unless a failure blocks it (mgmt's). Default
+    # false.
+    realize: bool = False
+    # mgmt's: the check_apply may go on while a graph swap runs. Ours always may: a swap never
+    # pauses the vertices it keeps, and waits for a running check of one it removes or
+    # replaces, as mgmt's does for an async one. Accepted, changes nothing. Default unset.
+    async_: bool | None = field(default=None, metadata={"key": "async"})
 
     def __post_init__(self) -> None:
         if self.retry < -1:
@@ -75,6 +90,21 @@ class Meta:
         names = [sema_size(entry)[0] for entry in self.sema]
         if len(set(names)) != len(names):
             raise ValidationError(f"names a semaphore twice: {show(self.sema)}", "sema")
+        if self.async_:  # mgmt's MetaParams.Validate
+            for other in ("hidden", "export", "realize"):
+                if getattr(self, other):
+                    raise ValidationError(f"cannot be combined with {other}", "async")
+
+
+def check_name(name: str, meta: Meta) -> None:
+    """A name that starts with `$` is refused unless meta dollar (mgmt's engine.Validate: more
+    likely a variable that was not interpolated than a name)."""
+    if name.startswith("$") and not meta.dollar:
+        raise ValidationError(
+            f"starts with $ (a variable not interpolated?); meta dollar: true allows it, "
+            f"got {show(name)}",
+            "name",
+        )
 
 
 def sema_size(entry: str) -> tuple[str, int]:

@@ -42,8 +42,16 @@ def hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+# Field metadata: the key that names this field where the field's name cannot (meta `async`,
+# a Python keyword, is the field `async_`). Such a field must have a default.
+def key_of(f: dataclasses.Field[Any]) -> str:
+    """The key that names dataclass field `f` in a graph, a program or an export."""
+    key: str = f.metadata.get("key", f.name)
+    return key
+
+
 def field_names(cls: type) -> list[str]:
-    """The init-able dataclass fields of `cls`, in declaration order."""
+    """The keys of the init-able dataclass fields of `cls`, in declaration order."""
     return list(_plan(cls).names)
 
 
@@ -51,8 +59,9 @@ def field_names(cls: type) -> list[str]:
 class _Plan:
     """What build() needs of a dataclass, computed once per class."""
 
-    names: tuple[str, ...]  # init-able fields, in declaration order
-    types: dict[str, Any]  # field -> resolved type hint
+    names: tuple[str, ...]  # the keys of the init-able fields, in declaration order
+    types: dict[str, Any]  # key -> resolved type hint
+    attrs: dict[str, str]  # key -> field name, of the fields named otherwise (key_of)
     unset_empty: frozenset[str]  # fields where "" means "not set" (EMPTY_IS_UNSET)
     inf: frozenset[str]  # float fields that may be inf
     required: tuple[str, ...]  # init-able fields without a default
@@ -62,9 +71,11 @@ class _Plan:
 @functools.cache
 def _plan(cls: type) -> _Plan:
     fields = [f for f in dataclasses.fields(cls) if f.init]
+    attrs = {key_of(f): f.name for f in fields if key_of(f) != f.name}
     return _Plan(
-        names=tuple(f.name for f in fields),
-        types={f.name: hints(cls)[f.name] for f in fields},
+        names=tuple(key_of(f) for f in fields),
+        types={key_of(f): hints(cls)[f.name] for f in fields},
+        attrs=attrs,
         unset_empty=frozenset(f.name for f in fields if f.metadata.get("empty_is_unset")),
         inf=frozenset(f.name for f in fields if f.metadata.get("inf")),
         required=tuple(
@@ -75,7 +86,9 @@ def _plan(cls: type) -> _Plan:
         text=frozenset(
             f.name
             for f in fields
-            if hints(cls)[f.name] in (str, str | None) and not f.metadata.get("empty_is_unset")
+            if hints(cls)[f.name] in (str, str | None)
+            and not f.metadata.get("empty_is_unset")
+            and f.name not in attrs.values()
         ),
     )
 
@@ -143,7 +156,8 @@ def build(
             continue  # mgmt's zero value: the default applies
         source = raw.get(key) if raw else None
         try:
-            kwargs[key] = convert(hint, value, prefix + key, source, inf=key in plan.inf)
+            converted = convert(hint, value, prefix + key, source, inf=key in plan.inf)
+            kwargs[plan.attrs.get(key, key)] = converted
         except ValidationError as err:
             problems.append(err)
     problems += [
@@ -318,4 +332,4 @@ def show(value: Any) -> str:
 
 def to_plain(obj: Any) -> dict[str, Any]:
     """The fields of a dataclass instance as plain data (for cmp, export and --graphviz)."""
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
+    return {key_of(f): getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}

@@ -151,8 +151,8 @@ class Exported:
 
 
 def _meta_changes(meta: Meta) -> dict[str, Any]:
-    default = Meta()
-    return {k: v for k, v in to_plain(meta).items() if v != getattr(default, k)}
+    default = to_plain(Meta())
+    return {k: v for k, v in to_plain(meta).items() if v != default[k]}
 
 
 def strings_key(key: str, host: str | None = None) -> str:

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
-from engine.meta import Meta
-from engine.params import build, hints
+from engine.meta import Meta, check_name
+from engine.params import build, hints, key_of
 from engine.resource import Resource, lookup
 from mgmt.lang.types import BOOL, FLOAT, INT, STR, TList, TMap, TStruct, TVar, Type
 
@@ -107,7 +107,7 @@ def params_of(cls: type) -> dict[str, ParamType]:
         return _PARAMS[cls]
     table = hints(cls)
     _PARAMS[cls] = {
-        f.name: mcl_type(table[f.name])
+        key_of(f): mcl_type(table[f.name])
         for f in dataclasses.fields(cls)
         if f.init and f.name not in ("name", "meta")
     }
@@ -137,6 +137,7 @@ def build_resource(
     res = build(cls, {"name": name, **params})
     res.meta = build(Meta, meta, prefix="Meta:")
     res.validate()
+    check_name(res.name, res.meta)
     return res
 
 

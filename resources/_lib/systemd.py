@@ -255,12 +255,10 @@ def unit_key(unit: str, session: bool) -> str:
 
 class BusLost(ResourceError):
     """The connection to the bus is gone (a D-Bus restart): `Signals` raise it. A watch run
-    by `BusUser._watch_bus` reconnects; any other fails, and meta rewatch reconnects."""
+    by `BusUser._watch_bus` reconnects; any other fails, and meta retry reconnects."""
 
     def __init__(self, address: str) -> None:
-        super().__init__(
-            f"lost the D-Bus connection to {address} (meta: {{rewatch: true}} reconnects)"
-        )
+        super().__init__(f"lost the D-Bus connection to {address} (meta: {{retry: -1}} reconnects)")
         self.address = address
 
 
@@ -311,7 +309,7 @@ class Signals:
     """Signals on some routes that `accept` approves, as an async iterator of wake-ups.
 
     Bursts coalesce into one wake-up. Losing the connection raises ResourceError from the
-    iterator (the engine's rewatch/retry reconnects). `aclose()` is idempotent.
+    iterator (the engine's meta retry reconnects). `aclose()` is idempotent.
     """
 
     def __init__(

@@ -46,7 +46,7 @@ class Lease:
     async def watch(self, handle: Handle, name: str, family: str = "domain") -> None:
         """A resource's watch: an event once subscribed, then one per libvirt event about
         `name` (a domain, or a network); ResourceError when the connection is lost. A restarted
-        watch (meta rewatch) drops the old subscription first."""
+        watch (meta retry) drops the old subscription first."""
         if self._unwatch is not None:
             await self._unwatch()
         conn = await self.get()

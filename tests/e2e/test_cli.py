@@ -484,6 +484,99 @@ async def test_exec_watchfiles_counts_its_directory_appearing_not_higher_ones(
     assert sum(ran in line for line in daemon.lines) == 4, daemon.log
 
 
+@pytest.mark.parametrize("realize", [False, True])
+async def test_meta_realize_runs_a_resource_before_a_swap_removes_it(
+    tmp_path: Path, realize: bool
+) -> None:
+    """mgmt's meta realize: the graph is edited while the exec runs; the swap that removes
+    both waits for the exec (always), then, with realize, for the file it was holding back."""
+    graph = graph_file(
+        tmp_path,
+        f"""
+        graph: first
+        resources:
+          exec:
+            - name: slow
+              cmd: sleep 2
+          file:
+            - name: TMP/out
+              content: x
+              meta: {{realize: {str(realize).lower()}}}
+        edges:
+          - {{name: e, from: {{kind: exec, name: slow}}, to: {{kind: file, name: TMP/out}}}}
+        """,
+    )
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("exec[slow]: running: sleep 2")
+        staged = tmp_path / "staged.yaml"
+        staged.write_text("graph: second\nresources:\n  noop:\n    - name: n\n")
+        staged.rename(graph)
+        await daemon.wait_log("graph swap: 0 kept, 2 stopped, 1 started")
+        assert (tmp_path / "out").exists() is realize, daemon.log
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0, daemon.log
+
+
+async def test_a_failed_watch_starts_again_meta_retry_times(tmp_path: Path) -> None:
+    """As mgmt's Worker: a watch that fails is started again `retry` times, then the resource
+    is failed for good."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: watch
+        resources:
+          exec:
+            - name: w
+              cmd: "true"
+              watchcmd: "echo started >> TMP/starts; exit 3"
+              watchshell: /bin/sh
+              meta: {retry: 2, delay: 10}
+        """,
+    )
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("exec[w]: watch failed: ")
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait()
+    out = daemon.log
+    assert (tmp_path / "starts").read_text() == "started\n" * 3, out
+    assert out.count("exec[w]: watch failed, restarting (2 left): ") == 1, out
+    assert out.count("exec[w]: watch failed, restarting (1 left): ") == 1, out
+    assert out.count("exec[w]: watch failed: ") == 1, out
+
+
+async def test_meta_rewatch_starts_a_failed_resource_again_at_the_next_swap(
+    tmp_path: Path,
+) -> None:
+    """mgmt's rewatch: the swap that follows (here, a resource added) replaces the unchanged
+    resource whose watch failed for good, and its watch runs again; not one without rewatch."""
+    text = """
+        graph: rewatch
+        resources:
+          exec:
+            - name: w
+              cmd: "true"
+              watchcmd: "echo w >> TMP/starts; exit 3"
+              watchshell: /bin/sh
+              meta: {rewatch: true}
+            - name: x
+              cmd: "true"
+              watchcmd: "echo x >> TMP/starts; exit 3"
+              watchshell: /bin/sh
+        """
+    graph = graph_file(tmp_path, text)
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("watch failed: ", count=2)
+        staged = graph_file(
+            tmp_path, text.rstrip() + "\n          noop: [{name: n}]\n", "staged.yaml"
+        )
+        staged.rename(graph)
+        await daemon.wait_log("graph swap: 1 kept, 1 stopped, 2 started")
+        await daemon.wait_log("exec[w]: watch failed: ", count=2)
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait()
+    assert sorted((tmp_path / "starts").read_text().split()) == ["w", "w", "x"], daemon.log
+
+
 def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
@@ -570,6 +663,60 @@ def test_retrying_forever_logs_one_line_per_attempt(tmp_path: Path) -> None:
     known = ("running: /bin/false", "failed, retrying in", "cmd: stopping:", "cmd stopped (")
     others = [line for line in out.splitlines() if "exec[f]: " in line]
     assert not [line for line in others if not any(k in line for k in known)], out
+
+
+@pytest.mark.parametrize("retryreset", [False, True])
+def test_retries_are_spent_for_good_unless_retryreset(tmp_path: Path, retryreset: bool) -> None:
+    """mgmt's meta retry: a success does not give the retries back unless `retryreset`. The
+    command fails on its 1st and 3rd runs (a poll tick brings the 3rd): its one retry was spent
+    on the 1st, so the 3rd fails the resource, unless retryreset gave it back."""
+    graph = graph_file(
+        tmp_path,
+        f"""
+        graph: spent
+        resources:
+          exec:
+            - name: x
+              cmd: "n=$(($(cat TMP/n 2>/dev/null || echo 0) + 1)); echo $n > TMP/n; [ $n != 1 ] && [ $n != 3 ]"
+              shell: /bin/sh
+              meta: {{retry: 1, delay: 10, poll: 1, retryreset: {str(retryreset).lower()}}}
+        """,
+    )
+    _code, out = run_mgmt(["run", "--tmp-prefix", "--max-runtime=4", "yaml", str(graph)])
+    assert int((tmp_path / "n").read_text()) >= 4, out
+    retried = out.count("exec[x]: failed, retrying in 0.01s (1 left): cmd exited with code 1")
+    assert retried == (2 if retryreset else 1), out
+    assert ("exec[x]: failed: cmd exited with code 1" in out) is not retryreset, out
+
+
+def test_mgmts_meta_dollar_and_async_in_a_graph(tmp_path: Path) -> None:
+    """mgmt's engine refuses a name that starts with `$` unless meta dollar; meta async is
+    accepted (our swaps never pause a running check), not with hidden or export (mgmt's
+    MetaParams.Validate)."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: dollar
+        resources:
+          noop:
+            - name: $oops
+            - name: $ok
+              meta: {dollar: true, async: true}
+            - name: h
+              meta: {async: true, hidden: true}
+            - name: e
+              meta: {async: true, export: ["*"]}
+        """,
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
+    assert code == 2, out
+    assert f"{graph}:5: noop[$oops]: name: starts with $ (a variable not interpolated?)" in out
+    assert f"{graph}:9: noop[h]: meta.async: cannot be combined with hidden" in out
+    assert f"{graph}:11: noop[e]: meta.async: cannot be combined with export" in out
+    assert "noop[$ok]" not in out, out
+    graph.write_text("graph: g\nresources:\n  noop:\n    - {name: $ok, meta: {dollar: true}}\n")
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
+    assert code == 0, out
 
 
 def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:

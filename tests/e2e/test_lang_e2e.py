@@ -51,6 +51,32 @@ def test_check_reports_every_problem_with_file_line_col_and_exits_2(tmp_path: Pa
     ]
 
 
+def test_mgmts_meta_params_in_a_program(tmp_path: Path) -> None:
+    """mgmt's engine refuses a name that starts with `$` (a variable not interpolated?) unless
+    Meta:dollar; Meta:async is accepted (our swaps never pause a running check), not with
+    Meta:hidden (mgmt's MetaParams.Validate)."""
+    program = tmp_path / "main.mcl"
+    program.write_text(
+        'noop "\\$oops" {}\n'
+        'noop "\\$ok" { Meta:dollar => true, Meta:async => true, }\n'
+        'noop "h" { Meta:async => true, Meta:hidden => true, }\n'
+        'noop "r" { Meta:async => true, Meta:realize => true, }\n'
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(program)])
+    assert code == 2, out
+    assert f"{program}:1:1: noop[$oops]: name: starts with $ (a variable not interpolated?)" in out
+    assert f"{program}:3:1: noop[h]: Meta:async: cannot be combined with hidden" in out
+    assert f"{program}:4:1: noop[r]: Meta:async: cannot be combined with realize" in out
+    assert "noop[$ok]" not in out, out
+    program.write_text(
+        'noop "\\$ok" { Meta:dollar => true, Meta:async => false, }\n'
+        'noop "r" { Meta:realize => true, Meta:reset => true, Meta:retryreset => true, '
+        "Meta:rewatch => true, }\n"
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(program)])
+    assert code == 0, out
+
+
 def test_check_finds_an_edge_to_a_resource_no_statement_declares(tmp_path: Path) -> None:
     program = tmp_path / "edge.mcl"
     program.write_text('print "p" {\n\tmsg => "hi",\n}\nFile["/nope"] -> Print["p"]\n')

@@ -226,13 +226,33 @@ class FlakyWatch(ProbeRes):
         await asyncio.Event().wait()
 
 
-async def test_rewatch_restarts_a_failed_watch(engine: Engine) -> None:
-    graph = graph_of(FlakyWatch(name="w", meta=Meta(rewatch=True)), FlakyWatch(name="x"))
+async def test_meta_retry_restarts_a_failed_watch(engine: Engine) -> None:
+    """As mgmt's Worker: a failed watch starts again meta retry times, then the vertex is
+    failed for good (DEAD)."""
+    graph = graph_of(FlakyWatch(name="w", meta=Meta(retry=1)), FlakyWatch(name="x"))
     await engine.apply(graph)
     await settle(engine, lambda: len(state("w").calls) == 1)
     assert state("w").watch_starts == 2
     await settle(engine)
-    assert engine.vertices[("probe", "x")].status is Status.DEAD  # no rewatch: failed for good
+    assert engine.vertices[("probe", "x")].status is Status.DEAD  # retry 0: failed for good
+
+
+async def test_rewatch_replaces_a_vertex_failed_for_good_at_the_next_swap(
+    engine: Engine,
+) -> None:
+    """mgmt's rewatch: a swap replaces a vertex whose watch (or check) failed for good, even
+    unchanged, and its watch runs again; without rewatch it stays failed."""
+    graph = graph_of(FlakyWatch(name="w", meta=Meta(rewatch=True)), FlakyWatch(name="x"))
+    await engine.apply(graph)
+    await settle(engine)
+    assert engine.vertices[("probe", "w")].status is Status.DEAD
+    assert engine.vertices[("probe", "x")].status is Status.DEAD
+    graph = graph_of(FlakyWatch(name="w", meta=Meta(rewatch=True)), FlakyWatch(name="x"))
+    await engine.apply(graph)
+    await settle(engine, lambda: len(state("w").calls) == 1)
+    assert state("w").watch_starts == 2 and state("x").watch_starts == 1
+    assert engine.vertices[("probe", "w")].status is Status.OK
+    assert engine.vertices[("probe", "x")].status is Status.DEAD
 
 
 LISTENING: dict[str, tuple[Callable[[], None], Callable[[Exception], None]]] = {}
@@ -254,7 +274,7 @@ class ListenProbe(Listening, ProbeRes):
 
 async def test_a_watch_without_a_task_reports_restarts_and_fails(engine: Engine) -> None:
     graph = graph_of(
-        ListenProbe(name="l", meta=Meta(rewatch=True)),
+        ListenProbe(name="l", meta=Meta(retry=-1)),
         ListenProbe(name="m"),
     )
     await engine.apply(graph)
@@ -264,11 +284,11 @@ async def test_a_watch_without_a_task_reports_restarts_and_fails(engine: Engine)
     assert len(listening._tasks) == 1 and listening.stats.watch_starts == 1
     LISTENING["l"][0]()  # a change: checked again
     await settle(engine, lambda: len(state("l").calls) == 2)
-    LISTENING["l"][1](RuntimeError("watch broke"))  # rewatch: a watch() task takes over...
+    LISTENING["l"][1](RuntimeError("watch broke"))  # retry: a watch() task takes over...
     assert "l" not in LISTENING  # ...once the failed one is stopped
     await settle(engine, lambda: len(state("l").calls) == 3)  # its startup event: a catch-up
     assert state("l").watch_starts == 1 and len(listening._tasks) == 2
-    LISTENING["m"][1](RuntimeError("watch broke"))  # no rewatch: failed for good
+    LISTENING["m"][1](RuntimeError("watch broke"))  # retry 0: failed for good
     await settle(engine)
     assert engine.vertices[("probe", "m")].status is Status.DEAD and "m" not in LISTENING
     await engine.stop()

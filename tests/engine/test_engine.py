@@ -59,7 +59,26 @@ async def test_retry_then_success(engine: Engine) -> None:
     assert ran("a") == 3
     assert engine.vertices[("probe", "a")].status is Status.OK
     assert ran("b") == 1
-    assert engine.retries[("probe", "a")] == 0  # reset by the success
+    assert engine.retries[("probe", "a")] == 2  # spent for good: no retryreset (mgmt's)
+
+
+async def test_retries_are_spent_for_good_unless_retryreset(engine: Engine) -> None:
+    """mgmt's Retry counts failures for the life of the resource: a success does not give
+    them back, unless meta retryreset."""
+    graph = make_graph("ab", a={"meta": Meta(retry=2)}, b={"meta": Meta(retry=2, retryreset=True)})
+    for name in "ab":
+        state(name).failures_left = 2
+    await engine.apply(graph)
+    await settle(engine)
+    assert engine.retries.get(("probe", "a")) == 2 and ("probe", "b") not in engine.retries
+    for name in "ab":
+        state(name).failures_left = 1
+        handle = state(name).handle
+        assert handle is not None
+        await handle.event()
+    await settle(engine, lambda: ran("a") == 4 and ran("b") == 5)
+    assert engine.vertices[("probe", "a")].status is Status.FAILED  # its retries were spent
+    assert engine.vertices[("probe", "b")].status is Status.OK  # retried once, as new
 
 
 async def test_retries_exhausted_then_a_new_event_gets_one_more_attempt(engine: Engine) -> None:
@@ -238,12 +257,52 @@ async def test_swap_keeps_unchanged_vertices_running(engine: Engine) -> None:
 
 
 async def test_retry_counter_survives_swap(engine: Engine) -> None:
-    state("a").failures_left = 100
+    state("a").failures_left = state("b").failures_left = 100
     await engine.apply(make_graph("a", a={"meta": Meta(retry=1)}))
     await settle(engine)
     assert engine.retries[("probe", "a")] == 2
     await engine.apply(make_graph("ab", a={"meta": Meta(retry=1)}))
     assert engine.retries[("probe", "a")] == 2
+    # Changed, it is a new vertex with the same count (mgmt's MetaState by kind+name)...
+    await engine.apply(make_graph("ab", a={"meta": Meta(retry=1), "tag": "v2"}))
+    assert engine.retries[("probe", "a")] == 2
+    # ... unless its meta reset; a resource that leaves the graph leaves its count.
+    await engine.apply(make_graph("ab", a={"meta": Meta(retry=1, reset=True)}))
+    assert ("probe", "a") not in engine.retries
+    await settle(engine)
+    assert engine.retries[("probe", "b")] == 1
+    await engine.apply(make_graph("a", a={"meta": Meta(retry=1, reset=True)}))
+    assert ("probe", "b") not in engine.retries
+
+
+@pytest.mark.parametrize("realize", [False, True])
+async def test_a_swap_lets_a_realize_vertex_run_before_removing_it(
+    engine: Engine, realize: bool
+) -> None:
+    """mgmt's meta realize: a swap that removes `a` first waits for its predecessor's running
+    check, then for `a` to run (it was owed a run); without realize `a` never runs."""
+    gate = asyncio.Event()
+    state("p").gate = gate
+    await engine.apply(make_graph("pa", [("p", "a")], a={"meta": Meta(realize=realize)}))
+    async with asyncio.timeout(5):
+        await state("p").entered.wait()
+    swap = asyncio.create_task(engine.apply(make_graph("z")))
+    done, _ = await asyncio.wait({swap}, timeout=0.1)
+    assert not done  # p's running check is waited for, realize or not
+    gate.set()
+    async with asyncio.timeout(5):
+        await swap
+    assert ran("p") == 1 and ran("a") == (1 if realize else 0)
+    assert ("probe", "a") not in engine.vertices
+
+
+async def test_realize_does_not_wait_for_a_vertex_a_failure_blocks(engine: Engine) -> None:
+    state("p").failures_left = 100
+    await engine.apply(make_graph("pa", [("p", "a")], a={"meta": Meta(realize=True)}))
+    await settle(engine)
+    async with asyncio.timeout(5):
+        await engine.apply(make_graph("z"))
+    assert ran("a") == 0
 
 
 async def test_graceful_stop_lets_check_apply_finish(engine: Engine) -> None:
