@@ -127,10 +127,13 @@ def test_lines_beyond_the_buffer_are_dropped_counted_and_said_once_the_sink_drai
     assert last == "t: after"
 
 
+PAGE = 4096  # the small pipe's size
+
+
 def _small_pipe() -> tuple[int, int]:
     """A pipe that holds one page: a few lines fill it."""
     read, write = os.pipe()
-    fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)
+    fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PAGE)
     return read, write
 
 
@@ -194,7 +197,10 @@ def test_a_signal_stops_the_agent_whose_stderr_nobody_reads(
     with os.fdopen(read, "rb") as pipe:
         lines = pipe.read().decode().split("\n")[:-1]  # the last one may be cut short
     created = [line for line in lines if " created " in line]
-    assert len(created) >= 10 and len(lines) < 200, lines[-3:]
+    # Whole batches of lines went in while they fitted: how many lines that is depends on the
+    # batches' sizes at that moment (9 to ~30 seen), never more than a page.
+    size = sum(len(line) + 1 for line in lines)
+    assert created and size <= PAGE, (size, lines[-3:])
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d [\w.:-]+: .+", line) for line in lines), lines
 
 
