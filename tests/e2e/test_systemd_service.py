@@ -235,3 +235,32 @@ def test_logs_go_to_the_journal_with_structured_fields(tmp_path: Path) -> None:
     assert fields["MGMT_NAME"] == "hello" and fields["PRIORITY"] == "6"
     assert fields["SYSLOG_IDENTIFIER"] == "mgmt" and fields["MGMT_LOGGER"] == "engine"
     assert fields["MESSAGE"].startswith("file[hello]: created")
+
+
+@pytest.mark.slow
+async def test_a_bad_graph_at_start_fails_the_unit_instead_of_restarting_it(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    """The graph edited into an error while the agent was stopped: it exits 2 at its start, and
+    Restart=on-failure restarted it every 2 s for ever (NRestarts=8 after 13 s, `activating`;
+    operator tester, 2026-12-05). RestartPreventExitStatus=2: the unit fails at once."""
+    unit = manager.name("badgraph")
+    service = f"{unit}.service"
+    path = graph(tmp_path)
+    args = ["setup", "--install-service", "--start", "--unit", unit, "--watchdog-sec", "0"]
+    args += ["--prefix", str(tmp_path / "prefix"), "yaml", str(path)]
+    code, out = await asyncio.to_thread(run_mgmt, args)
+    assert code == 0, out
+    assert "RestartPreventExitStatus=2\n" in (manager.unit_dir / service).read_text()
+    assert await sd.active(service) == "active"
+    await sd.manager("StopUnit", "ss", service, "replace")
+
+    async def settled(state: str) -> bool:
+        return await sd.active(service) == state
+
+    await sd.wait_until(lambda: settled("inactive"))
+    path.write_text(path.read_text() + '      mode: "banana"\n')
+    await sd.manager("StartUnit", "ss", service, "replace")
+    await sd.wait_until(lambda: settled("failed"))
+    props = await sd.props(service, "Service")
+    assert (props["ExecMainStatus"], props["NRestarts"], props["Result"]) == (2, 0, "exit-code")
