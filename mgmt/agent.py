@@ -333,6 +333,8 @@ class Agent:
         self.server: StatusServer | None = None
         self.cluster_status: ClusterStatus | None = None  # with the cluster: hosts on the page
         self.notifier = Notifier.from_environment()  # under systemd, Type=notify
+        if (notifier := self.notifier) is not None:  # STATUS= follows progress (else: no cost)
+            self.converger.on_progress = lambda: notifier.status_soon(self._status)
         self._problem = ""  # the front-end's (the program's, the graph file's)
         self._graph_refused = ""  # the engine refused its last graph (two own one file...)
         if source is not None:
@@ -515,8 +517,7 @@ class Agent:
         if self.converger.converged.is_set():
             return head + "converged: " + self._convergence_summary()
         n = len(self.engine.vertices)
-        waiting = len(self.converger.unsettled())
-        failed = len(self.converger.failed())
+        waiting, failed = self.converger.counts()
         return f"{head}converging: {n - waiting} of {resource_count(n)} settled, {failed} failed"
 
     async def _show_progress(self) -> None:
