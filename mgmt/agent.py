@@ -190,6 +190,13 @@ async def run(config: Config, given: Loaded | None = None) -> int:
             return ExitCode.USAGE
         for name in tmp.removed:
             log.debug("removed %s, the temporary prefix of a run that was killed", name)
+        # Said once, so that `mgmt status` finds the agent (a run that exits: with -v only).
+        log.log(
+            logging.INFO if config.exit_after < 0 else logging.DEBUG,
+            "temporary prefix %s (removed at exit): mgmt status --prefix %s",
+            tmp.path,
+            tmp.path,
+        )
         try:
             return await _run(config, given, tmp.path)
         finally:
