@@ -190,13 +190,6 @@ async def run(config: Config, given: Loaded | None = None) -> int:
             return ExitCode.USAGE
         for name in tmp.removed:
             log.debug("removed %s, the temporary prefix of a run that was killed", name)
-        # Said once, so that `mgmt status` finds the agent (a run that exits: with -v only).
-        log.log(
-            logging.INFO if config.exit_after < 0 else logging.DEBUG,
-            "temporary prefix %s (removed at exit): mgmt status --prefix %s",
-            tmp.path,
-            tmp.path,
-        )
         try:
             return await _run(config, given, tmp.path)
         finally:
@@ -376,6 +369,8 @@ class Agent:
                     return ExitCode.USAGE
                 log.error("the program produced no graph")
                 return ExitCode.FAILED
+            if self.config.tmp_prefix:  # once it runs: `mgmt status` finds it (docs/operations.md)
+                self._say_tmp_prefix()
             await self._start_background()
             self.swapped.set()
             if self.notifier is not None:
@@ -515,6 +510,15 @@ class Agent:
         self.status.set_program_error(self._graph_refused or self._problem)
         if self.notifier is not None:
             self.notifier.status(self._status())
+
+    def _say_tmp_prefix(self) -> None:
+        """The temporary prefix, once, with the command that reads the agent (a run that
+        exits: --verbose only)."""
+        prefix = self.engine.prefix
+        level = logging.INFO if self.config.exit_after < 0 else logging.DEBUG
+        log.log(
+            level, "temporary prefix %s (removed at exit): mgmt status --prefix %s", prefix, prefix
+        )
 
     def _status(self) -> str:
         """One line for systemd's STATUS= (and `systemctl status`), the program's error first
