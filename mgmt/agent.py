@@ -334,6 +334,8 @@ class Agent:
         self.server: StatusServer | None = None
         self.cluster_status: ClusterStatus | None = None  # with the cluster: hosts on the page
         self.notifier = Notifier.from_environment()  # under systemd, Type=notify
+        if (notifier := self.notifier) is not None:  # STATUS= follows progress (else: no cost)
+            self.converger.on_progress = lambda: notifier.status_soon(self._status)
         self._problem = ""  # the front-end's (the program's, the graph file's)
         self._graph_refused = ""  # the engine refused its last graph (two own one file...)
         if source is not None:
@@ -368,6 +370,8 @@ class Agent:
                     return ExitCode.USAGE
                 log.error("the program produced no graph")
                 return ExitCode.FAILED
+            if self.config.tmp_prefix:  # once it runs: `mgmt status` finds it (docs/operations.md)
+                self._say_tmp_prefix()
             await self._start_background()
             self.swapped.set()
             if self.notifier is not None:
@@ -520,6 +524,15 @@ class Agent:
         if self.notifier is not None:
             self.notifier.status(self._status())
 
+    def _say_tmp_prefix(self) -> None:
+        """The temporary prefix, once, with the command that reads the agent (a run that
+        exits: --verbose only)."""
+        prefix = self.engine.prefix
+        level = logging.INFO if self.config.exit_after < 0 else logging.DEBUG
+        log.log(
+            level, "temporary prefix %s (removed at exit): mgmt status --prefix %s", prefix, prefix
+        )
+
     def _status(self) -> str:
         """One line for systemd's STATUS= (and `systemctl status`), the program's error first
         if it has one (its first 200 characters)."""
@@ -528,8 +541,7 @@ class Agent:
         if self.converger.converged.is_set():
             return head + "converged: " + self._convergence_summary()
         n = len(self.engine.vertices)
-        waiting = len(self.converger.unsettled())
-        failed = len(self.converger.failed())
+        waiting, failed = self.converger.counts()
         return f"{head}converging: {n - waiting} of {resource_count(n)} settled, {failed} failed"
 
     async def _show_progress(self) -> None:

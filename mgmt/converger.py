@@ -33,6 +33,8 @@ class Converger:
         self._unsettled: set[Key] = set()
         self._failed: set[Key] = set()
         self._timer: asyncio.TimerHandle | None = None
+        # Called as vertices settle, fail or change (the agent's STATUS= under systemd alone).
+        self.on_progress: Callable[[], None] | None = None
         self._unsubscribes: list[Callable[[], None]] = [
             engine.listeners.subscribe(VertexChanged, self._changed),
             engine.listeners.subscribe(CheckApplied, self._check_applied),
@@ -68,6 +70,10 @@ class Converger:
             for v in self.engine.vertices.values()
             if not v.failed and v.status is PENDING and self.engine.blocked(v)
         ]
+
+    def counts(self) -> tuple[int, int]:
+        """(unsettled, failed) vertices, in O(1) (`unsettled()` sorts and describes each)."""
+        return len(self._unsettled), len(self._failed)
 
     def unsettled(self) -> list[tuple[Vertex, str]]:
         """The vertices that are not settled, each with why (its status, and its last error)."""
@@ -186,6 +192,8 @@ class Converger:
         self._rearm()
 
     def _rearm(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress()
         if self._unsettled:
             if self._timer:
                 self._timer.cancel()

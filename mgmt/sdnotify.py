@@ -1,7 +1,8 @@
 """systemd's service notification protocol (sd_notify), for `Type=notify` units.
 
 Under systemd, $NOTIFY_SOCKET names a datagram socket: the agent sends READY=1 once its first
-graph runs, STATUS=<one line> as the state changes, STOPPING=1 when it stops, and, when the unit
+graph runs, STATUS=<one line> as the state changes (while converging, as resources settle
+or fail: a few lines a second at most), STOPPING=1 when it stops, and, when the unit
 sets WatchdogSec=, WATCHDOG=1 at half the interval from a task on the event loop: a loop that is
 wedged stops the pings, and systemd restarts the agent. The variables are removed from our
 environment once read, so that no command we run can speak for us.
@@ -14,10 +15,12 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 log = logging.getLogger("main")
 
 VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+STATUS_EVERY = 0.25  # seconds: at most 4 progress lines a second (`status_soon`)
 
 
 class Notifier:
@@ -30,6 +33,9 @@ class Notifier:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._sock.setblocking(False)
         self._status = ""
+        self._soon: asyncio.TimerHandle | None = None  # a progress line to send
+        self._soon_sent = 0.0  # when the last was (the loop's clock)
+        self._stopping = False  # STATUS=stopping said: no progress line after it
 
     @classmethod
     def from_environment(cls) -> Notifier | None:
@@ -62,8 +68,30 @@ class Notifier:
             self._status = status
             self.send(f"STATUS={_one_line(status)}")
 
+    def status_soon(self, make: Callable[[], str]) -> None:
+        """STATUS=make(), soon: a progress line (a resource settled or failed while the graph
+        converges). At most one every STATUS_EVERY s, the last change always sent: a burst of
+        a thousand changes costs one timer and one line."""
+        if self._soon is not None or self._stopping:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._soon_sent + STATUS_EVERY - loop.time())
+        self._soon = loop.call_later(delay, self._send_soon, make)
+
+    def _send_soon(self, make: Callable[[], str]) -> None:
+        self._soon = None
+        self._soon_sent = asyncio.get_running_loop().time()
+        self.status(make())
+
     def stopping(self) -> None:
+        self._stopping = True
+        self._cancel_soon()
         self.send("STOPPING=1", "STATUS=stopping")
+
+    def _cancel_soon(self) -> None:
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
 
     async def keep_alive(self) -> None:
         """WATCHDOG=1 at half the watchdog interval, from the loop, until cancelled."""
@@ -74,6 +102,7 @@ class Notifier:
             await asyncio.sleep(self.watchdog / 2)
 
     def close(self) -> None:
+        self._cancel_soon()
         with contextlib.suppress(OSError):
             self._sock.close()
 

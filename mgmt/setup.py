@@ -180,6 +180,9 @@ def unit_text(run_args: list[str], watchdog_sec: int) -> str:
         # SIGTERM to the agent only; what it started gets its own stop, then SIGKILL.
         "KillMode=mixed\n"
         "Restart=on-failure\n"
+        # Exit 2 is bad input (the graph, program, flags, prefix): a restart cannot mend it.
+        # The unit fails at once and says so, rather than restarting every 2 s for ever.
+        "RestartPreventExitStatus=2\n"
         "RestartSec=2\n"
         # Hardening that does not take away what the agent manages (docs/operations.md).
         "UMask=0022\n"

@@ -74,6 +74,7 @@ PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (E
 # together must not all remove themselves (the last voter stays).
 LEAVING = ROOT + "leaving"
 LEAVE_WAIT = 10.0  # seconds a stopping host waits for its turn to leave (then it stays)
+REMOVED_WAIT = 2.0  # seconds a failed leave waits for etcd to say the leader removed it
 PEERS_FILE = "cluster-peers.json"  # in the prefix: the other members a host knew last
 URLS_FILE = "cluster-urls.json"  # in the prefix: the URLs its agent reaches the cluster at
 AGENT_ID_FILE = "cluster-agent-id"  # in the prefix: its agent's id, in its liveness key
@@ -398,15 +399,31 @@ class Cluster:
     async def _leave(self) -> bool:
         """Remove our member unless it is the last voting one (which keeps the data for a
         restart); one host at a time (LEAVING)."""
+        member = self.member
         try:
             async with self._leaving_turn():
                 return await self._leave_now()
         except (WorldError, TimeoutError) as err:
+            if member is not None and await self._removed_as_we_left(member, err):
+                log.info("this host's member left the cluster (removed by the leader)")
+                return True
             log.warning(
                 "could not leave the cluster (%s): this host's member stays",
                 str(err) or f"no turn within {LEAVE_WAIT:g}s",
             )
             return False
+
+    @staticmethod
+    async def _removed_as_we_left(member: EtcdProcess, err: Exception) -> bool:
+        """Whether the leave failed because the leader removed this host's member meanwhile
+        (its exports and volunteer key gone, its host left: `_reconcile`): etcd then stops,
+        and the leave's requests to it fail (`raft: stopped`). etcd says it as it stops: a
+        request that failed waits for its exit, briefly."""
+        if isinstance(err, WorldError) and not member.removed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REMOVED_WAIT):
+                    await member.exited.wait()
+        return member.removed
 
     @contextlib.asynccontextmanager
     async def _leaving_turn(self) -> AsyncIterator[None]:

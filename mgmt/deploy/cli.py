@@ -76,7 +76,32 @@ def connection_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def denied(path: Path | str, reason: str | None, prefix: Path, instead: str) -> str:
+    """One line for a file of an agent's prefix this user may not read (the prefix is its
+    agent's user's alone, 0700): the file, who may read it, and what to give instead. Every
+    command that reads a prefix's files says it so (`mgmt status`, `--cluster`, `mgmt deploy`)."""
+    import pwd
+
+    try:
+        owner = pwd.getpwuid(prefix.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        owner = "the agent's user"
+    return f"cannot read {path}: {reason}: {prefix} is {owner}'s alone: run as {owner}, or give {instead}"
+
+
 def _client(args: argparse.Namespace) -> EtcdClient:
+    """The cluster's client from the flags; Refused on bad input (a prefix's file this user may
+    not read included: said in one line, see `denied`)."""
+    try:
+        return _new_client(args)
+    except PermissionError as err:
+        if not Path(err.filename).is_relative_to(args.prefix):  # a --tls-* file given
+            raise Refused(f"cannot read {err.filename}: {err.strerror}") from None
+        instead = "--prefix DIR (a host's state directory this user may read), or --tls-*"
+        raise Refused(denied(err.filename, err.strerror, args.prefix, instead)) from None
+
+
+def _new_client(args: argparse.Namespace) -> EtcdClient:
     from mgmt.cluster.client import EtcdClient
     from mgmt.cluster.options import check_url, split_urls
     from mgmt.cluster.pki import HOST_CERT, HOST_KEY, TLSFiles, check_credentials

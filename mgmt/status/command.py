@@ -86,6 +86,12 @@ def main(argv: list[str]) -> int:
     path = args.prefix / SOCKET
     try:
         snapshot = asyncio.run(fetch(path))
+    except PermissionError as err:  # another user's agent: not "no agent answers"
+        from mgmt.deploy.cli import denied
+
+        instead = "--prefix DIR of an agent of this user"
+        print(f"mgmt status: {denied(path, err.strerror, args.prefix, instead)}", file=sys.stderr)
+        return int(ExitCode.USAGE)
     except (OSError, TimeoutError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         print(f"mgmt status: no agent answers on {path}: {reason}", file=sys.stderr)

@@ -199,16 +199,16 @@ class StatusServer:
         try:
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
-                    request = await httpd.read_request(reader, head_limit=MAX_REQUEST, body_limit=0)
+                    request = await httpd.read_request(
+                        reader, head_limit=MAX_REQUEST, body_limit=0, methods=("GET", "HEAD")
+                    )
             except httpd.BadRequest as err:
-                await _send(writer, (err.status, "text/plain", f"{err}\n".encode()))
+                response = (err.status, "text/plain", f"{err}\n".encode())
+                await _send(writer, response, headers=err.headers)
                 return
             except TimeoutError:
                 return
             method, target = request.method, request.path
-            if method not in ("GET", "HEAD"):
-                await _send(writer, (405, "text/plain", b"GET only\n"))
-                return
             if check_host and not _local_host(request.headers.get("host", "")):
                 await _send(writer, (403, "text/plain", b"Host: an address or localhost\n"))
                 return
@@ -526,10 +526,15 @@ HEADERS = {
 }
 
 
-async def _send(writer: asyncio.StreamWriter, response: Response, head: bool = False) -> None:
+async def _send(
+    writer: asyncio.StreamWriter,
+    response: Response,
+    head: bool = False,
+    headers: dict[str, str] | None = None,
+) -> None:
     from resources._lib import httpd
 
     code, content_type, body = response
-    headers = {"Content-Type": content_type, **HEADERS}
+    headers = {"Content-Type": content_type, **HEADERS, **(headers or {})}
     writer.write(httpd.encode(httpd.Response(code, body, headers), head))
     await _drain(writer)

@@ -120,9 +120,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, why: str) -> None:
+    def __init__(self, status: int, why: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(why)
         self.status = status
+        self.headers = headers or {}  # of the answer (405's Allow)
 
 
 def http_date(seconds: float) -> str:
@@ -141,10 +142,14 @@ def parse_http_date(text: str) -> float | None:
 
 
 async def read_request(
-    reader: asyncio.StreamReader, head_limit: int = HEAD_LIMIT, body_limit: int = BODY_LIMIT
+    reader: asyncio.StreamReader,
+    head_limit: int = HEAD_LIMIT,
+    body_limit: int = BODY_LIMIT,
+    methods: tuple[str, ...] = (),
 ) -> Request:
     """One request, its head and body at most `head_limit` and `body_limit` bytes; BadRequest
-    for anything malformed or too large."""
+    for anything malformed or too large, and (405, with Allow) for a method not in `methods`
+    if given: said before its body is refused as too large (a POST to a GET-only server)."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError:
@@ -166,6 +171,8 @@ async def read_request(
         if not sep:
             raise BadRequest(400, "bad header line")
         headers[name.strip().lower()] = value.strip()
+    if methods and method not in methods:
+        raise BadRequest(405, f"{' and '.join(methods)} only", {"Allow": ", ".join(methods)})
     length_text = headers.get("content-length", "0")
     if not length_text.isascii() or not length_text.isdigit():
         raise BadRequest(400, "bad content-length")

@@ -21,8 +21,10 @@ import pytest
 
 from engine.world import Exported
 from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.cluster import LEAVING
 from mgmt.cluster.pki import TLSFiles, create_ca, mint
 from mgmt.cluster.world import EtcdWorld
+from mgmt.deploy.status import SUMMARY
 from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_logs, wait_path
 from tests.mgmt.cluster.certs import CA
 from tests.mgmt.cluster.helpers import free_ports, pid_alive, wait_pid_gone
@@ -756,3 +758,38 @@ async def test_status_and_deploy_list_find_the_cluster_through_the_agents_prefix
     )
     assert code == 1, text
     assert f"no etcd member reachable at https://127.0.0.1:2379 (no agent's URLs in {empty}" in text
+
+
+@pytest.mark.slow
+async def test_a_host_removed_by_the_leader_as_it_leaves_says_it_left(tmp_path: Path) -> None:
+    """h1 (joined h2, then promoted to voter) stops cleanly while another host holds the turn
+    to leave: its exports and volunteer key are gone, so the leader removes its member (its
+    host left), and its etcd stops. The leave's requests to it then failed: `could not leave
+    the cluster (leave turn: raft: stopped): this host's member stays`, although it had left
+    (operator tester, 2026-12-05, where the leader was simply quicker). It says it left."""
+    shared = tmp_path / "shared"
+    h1, h2 = Host("h1", tmp_path), Host("h2", tmp_path)
+    for host in (h1, h2):
+        host.graph.write_text(exporter(shared, host.name, f"from {host.name}"))
+    async with fleet([h1, h2]):
+        await h2.start()
+        await h1.start(seeds=[h2])
+        assert h1.daemon is not None and h2.daemon is not None
+        await h2.daemon.wait_log("h1 is now a voting member")
+        await wait_dot(h2, holds(f"{shared}/h1", f"{shared}/h2"))
+        async with client_of(h2) as client:
+            summary, written = (SUMMARY + "h1").encode(), asyncio.Event()
+            unsubscribe = await client.subscribe(summary, written.set)
+            if await client.get(summary) is None:  # what says, once h1 stops, that it left
+                async with asyncio.timeout(15):
+                    await written.wait()
+            await unsubscribe()
+            await client.put(LEAVING.encode(), b"another host")
+            h1.daemon.signal(signal.SIGTERM)
+            await h2.daemon.wait_log("member h1: its host left the cluster; removing it")
+            await client.delete(LEAVING.encode())
+            assert await h1.daemon.wait(30) == 0
+            assert [m.name for m in await client.members()] == ["h2"]
+        assert "could not leave" not in h1.daemon.log, h1.daemon.log
+        assert "this host's member left the cluster" in h1.daemon.log, h1.daemon.log
+        await wait_dot(h2, lacks(f"{shared}/h1"))

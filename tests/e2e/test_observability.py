@@ -216,3 +216,25 @@ async def test_mgmt_status_reads_the_prefix_from_the_environment_as_run_does(
         assert code == 2 and f"{prefix}/cluster-tls/ca.pem" in out, out
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
+
+
+async def test_a_tmp_prefix_agent_says_its_prefix_for_mgmt_status(tmp_path: Path) -> None:
+    """`mgmt run --tmp-prefix` never said which directory it took: `mgmt status` (the default
+    /var/lib/mgmt) found no agent (operator tester, 2026-12-05). It says it once, at INFO, with
+    the command that reads it; a run that exits says it with --verbose only."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text(f"graph: g\nresources:\n  file:\n    - name: f\n      path: {tmp_path}/f\n")
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("converged:")
+        (line,) = [line for line in daemon.lines if "temporary prefix" in line]
+        command = line.split(": ", 2)[2].split()
+        assert command[:3] == ["mgmt", "status", "--prefix"], line
+        code, out = await asyncio.to_thread(run_mgmt, command[1:], 30)
+        assert code == 0 and "file[f]" in out, out
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+    args = ["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)]
+    code, out = run_mgmt(args)
+    assert code == 0 and "temporary prefix" not in out, out
+    code, out = run_mgmt([*args[:1], "--verbose", *args[1:]])
+    assert code == 0 and "temporary prefix /" in out, out

@@ -173,6 +173,43 @@ def test_notifier_speaks_systemds_protocol(tmp_path: Path, monkeypatch: pytest.M
     other.close()
 
 
+async def test_progress_lines_are_coalesced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of changes (a thousand resources settling) is one STATUS= line, saying the last
+    count; the next burst's line comes once the interval is over, and nothing after it."""
+    address = str(tmp_path / "notify")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(address)
+    receiver.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    notifier = Notifier.from_environment()
+    assert notifier is not None
+    loop = asyncio.get_running_loop()
+    count = 0
+
+    def progress() -> str:
+        return f"converging: {count} settled"
+
+    for burst in (1000, 2000):
+        for _ in range(burst - count):
+            count += 1
+            notifier.status_soon(progress)
+        async with asyncio.timeout(10):
+            got = await loop.sock_recv(receiver, 4096)
+        assert got.decode() == f"STATUS=converging: {burst} settled"
+    notifier.status_soon(progress)  # pending when the stop comes: cancelled
+    notifier.stopping()
+    notifier.status_soon(progress)  # after STOPPING=1: nothing
+    count += 1
+    notifier.close()
+    async with asyncio.timeout(10):
+        assert await loop.sock_recv(receiver, 4096) == b"STOPPING=1\nSTATUS=stopping"
+    with pytest.raises(BlockingIOError):
+        receiver.recv(4096)
+    receiver.close()
+
+
 @pytest.mark.slow
 def test_progress_lines_on_a_terminal_only(tmp_path: Path) -> None:
     path = tmp_path / "slow.yaml"
@@ -235,3 +272,75 @@ def test_logs_go_to_the_journal_with_structured_fields(tmp_path: Path) -> None:
     assert fields["MGMT_NAME"] == "hello" and fields["PRIORITY"] == "6"
     assert fields["SYSLOG_IDENTIFIER"] == "mgmt" and fields["MGMT_LOGGER"] == "engine"
     assert fields["MESSAGE"].startswith("file[hello]: created")
+
+
+@pytest.mark.slow
+async def test_a_bad_graph_at_start_fails_the_unit_instead_of_restarting_it(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    """The graph edited into an error while the agent was stopped: it exits 2 at its start, and
+    Restart=on-failure restarted it every 2 s for ever (NRestarts=8 after 13 s, `activating`;
+    operator tester, 2026-12-05). RestartPreventExitStatus=2: the unit fails at once."""
+    unit = manager.name("badgraph")
+    service = f"{unit}.service"
+    path = graph(tmp_path)
+    args = ["setup", "--install-service", "--start", "--unit", unit, "--watchdog-sec", "0"]
+    args += ["--prefix", str(tmp_path / "prefix"), "yaml", str(path)]
+    code, out = await asyncio.to_thread(run_mgmt, args)
+    assert code == 0, out
+    assert "RestartPreventExitStatus=2\n" in (manager.unit_dir / service).read_text()
+    assert await sd.active(service) == "active"
+    await sd.manager("StopUnit", "ss", service, "replace")
+
+    async def settled(state: str) -> bool:
+        return await sd.active(service) == state
+
+    await sd.wait_until(lambda: settled("inactive"))
+    path.write_text(path.read_text() + '      mode: "banana"\n')
+    await sd.manager("StartUnit", "ss", service, "replace")
+    await sd.wait_until(lambda: settled("failed"))
+    props = await sd.props(service, "Service")
+    assert (props["ExecMainStatus"], props["NRestarts"], props["Result"]) == (2, 0, "exit-code")
+
+
+@pytest.mark.slow
+async def test_status_follows_the_first_run_as_resources_settle_and_fail(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    """STATUS= was sent at the converged/diverged transitions only: `systemctl status` read
+    `converging: 0 of 3 resources settled, 0 failed` until the whole first run ended, a failed
+    resource included (operator tester, 2026-12-05). It now follows the counts as they change
+    (a few lines a second at most). One exec waits on a FIFO until the test opens it."""
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    path = tmp_path / "graph.yaml"
+    path.write_text(
+        f"graph: g\nresources:\n  file:\n    - name: one\n      path: {tmp_path}/one\n"
+        '      content: "1\\n"\n  exec:\n    - name: wait\n      cmd: /bin/cat\n'
+        f"      args: ['{fifo}']\n    - name: bad\n      cmd: /bin/false\n"
+    )
+    unit = manager.name("progress")
+    service = f"{unit}.service"
+    args = ["setup", "--install-service", "--unit", unit, "--watchdog-sec", "0"]
+    code, out = await asyncio.to_thread(
+        run_mgmt, [*args, "--prefix", str(tmp_path / "prefix"), "yaml", str(path)]
+    )
+    assert code == 0, out
+    await sd.manager("StartUnit", "ss", service, "replace")
+
+    async def status_is(text: str) -> bool:
+        return str((await sd.props(service, "Service"))["StatusText"]) == text
+
+    # file[one] converged and exec[bad] failed while exec[wait] still runs: said.
+    await sd.wait_until(lambda: status_is("converging: 2 of 3 resources settled, 1 failed"))
+    with fifo.open("w"):  # exec[wait]'s cat reads its end and exits 0
+        pass
+    await sd.wait_until(
+        lambda: status_is("converged: 2 of 3 resources in the desired state; failed: exec[bad]")
+    )
+    await sd.manager("StopUnit", "ss", service, "replace")
+
+    async def stopped() -> bool:
+        return await sd.active(service) in ("inactive", "failed")
+
+    await sd.wait_until(stopped)

@@ -28,6 +28,8 @@ def _port() -> int:
         (b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"200"),
         (b"GET /api/status HTTP/1.1\r\nHost: evil.example\r\n\r\n", b"403"),
         (b"POST /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n", b"405"),
+        # With a body: the method is refused first (was 413: operator tester, 2026-12-05).
+        (b"POST /api/status HTTP/1.1\r\nContent-Length: 1\r\n\r\nx", b"405"),
         (b"GET /api/status HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", b"413"),
         (b"GET /x HTTP/1.1\r\nX: " + b"a" * MAX_REQUEST + b"\r\n\r\n", b"431"),
         (b"NONSENSE\r\n\r\n", b"400"),
@@ -48,6 +50,8 @@ async def test_answers(tmp_path: Path, request_bytes: bytes, status: bytes) -> N
         writer.close()
         assert answer.split(b" ", 2)[1] == status, answer[:200]
         assert b"Content-Security-Policy: default-src 'self'" in answer
+        if status == b"405":
+            assert b"\r\nAllow: GET, HEAD\r\n" in answer, answer[:200]
     finally:
         await server.close()
         model.close()
