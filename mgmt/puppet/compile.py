@@ -116,7 +116,7 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
             manifest.file.stat()
         except OSError as missing:
             problem = f"{manifest.label}: cannot read: {missing.strerror}"
-            raise GraphFileError([problem]) from None
+            raise CompileFailed([problem], own) from None  # watched: written again, compiled
     work = Path(tempfile.mkdtemp(prefix="mgmt-puppet-"))  # 0700, new: ours alone
     try:
         argv = [PUPPET, "catalog", "compile", "--render-as", "json", *isolated(work)]
