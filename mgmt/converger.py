@@ -142,11 +142,18 @@ class Converger:
         if failed != (key in self._failed):
             self._failure_changed(key, failed)
             return
+        # Re-armed only when the set becomes empty or stops being so: while another vertex is
+        # unsettled, _rearm() has already cancelled the timer and cleared the flags (each change
+        # of the set is followed by a _rearm()). 2 of a vertex's 3 changes in a run.
         unsettled = self._unsettled
         if failed or self._settled_alive(vertex):
             unsettled.discard(key)
+            if unsettled:
+                return
         elif key not in unsettled:
             unsettled.add(key)
+            if len(unsettled) > 1:
+                return
         else:
             return  # unsettled before and after: nothing to re-arm (most of a first run)
         self._rearm()
