@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from engine.engine import OK, PENDING, Engine, Vertex
+from engine.engine import OK, PENDING, RUNNING, Engine, Vertex
 from engine.events import CheckApplied, GraphSwapped, VertexChanged
 from engine.graph import Key
 
@@ -138,7 +138,8 @@ class Converger:
         key = vertex.key
         if self.engine.vertices.get(key) is not vertex:
             return  # a vertex being stopped by a swap; recompute() follows the swap
-        failed = vertex.failed
+        status = vertex.status  # not failed while pending, running or OK: no property call
+        failed = not (status is OK or status is RUNNING or status is PENDING) and vertex.failed
         if failed != (key in self._failed):
             self._failure_changed(key, failed)
             return
