@@ -293,8 +293,9 @@ class StatusModel:
     def _touched(self) -> None:
         """Something changed: the encoded snapshot is stale, the on_change callbacks run."""
         self._changes += 1
-        for callback in list(self._watchers):
-            callback()
+        if self._watchers:  # none, mostly: no copy made (a few calls a resource in a run)
+            for callback in list(self._watchers):
+                callback()
 
     def subscribed(self, queue: asyncio.Queue[dict[str, Any]]) -> bool:
         return queue in self._subscribers
