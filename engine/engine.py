@@ -153,7 +153,8 @@ class Vertex:
     """A running resource: its handle, its tasks (work; watch, unless it listens: Listening)
     and its scheduling state.
 
-    Its state is `status` (moved only by `_set_status`, along TRANSITIONS), `outcome` (the
+    Its state is `status` (moved only by `_set_status`, along TRANSITIONS; read-only elsewhere,
+    a slot rather than a property: each listener reads it at each change), `outcome` (the
     result of its last process, kept while it stops), `ts` and `state_ok` (for scheduling),
     `stats` (counters), `started` (the startup event came), `busy` (in init() or processing:
     `wait_idle()`) and two flags (engine.flag: asyncio events, lighter): `ready` (init() ended,
@@ -164,7 +165,6 @@ class Vertex:
         "_asked",
         "_idle",
         "_inited",
-        "_status",
         "_tasks",
         "_unlisten",
         "_watch_task",
@@ -189,6 +189,7 @@ class Vertex:
         "started",
         "state_ok",
         "stats",
+        "status",
         "ts",
         "work",
     )  # attributes in slots: read ~100 times per vertex and process, faster than a dict's
@@ -203,7 +204,7 @@ class Vertex:
             self.pristine.grouped = [_twin(g) for g in res.grouped]
         self.sent: dict[str, Any] = {}  # values published with handle.send()
         self.received: dict[str, bool] = {}  # params set by the last _receive: changed?
-        self._status = NEW
+        self.status = NEW
         self.outcome = PENDING  # OK, RETRYING, FAILED or DEAD once it has processed
         self.ts = 0  # logical time of the last successful process (0 = never)
         self.state_ok = False  # mgmt's isStateOK: no event since the last good check_apply
@@ -254,11 +255,7 @@ class Vertex:
         self.changed_event = VertexChanged(self)  # what Engine.changed tells (one, immutable)
 
     def __repr__(self) -> str:
-        return f"<Vertex {fmt_key(self.key)} {self._status.value}>"
-
-    @property
-    def status(self) -> Status:
-        return self._status
+        return f"<Vertex {fmt_key(self.key)} {self.status.value}>"
 
     @property
     def would_change(self) -> bool:
@@ -277,14 +274,14 @@ class Vertex:
     def failed(self) -> bool:
         """Failed: out of retries (until its next event), or DEAD. Once it stops: whether its
         last process had failed so."""
-        status = self._status
+        status = self.status
         if status is STOPPING or status is STOPPED:
             status = self.outcome
         return status is FAILED or status is DEAD
 
     @property
     def stopping(self) -> bool:
-        return self._status in (STOPPING, STOPPED)
+        return self.status in (STOPPING, STOPPED)
 
     @property
     def refresh_pending(self) -> bool:
@@ -343,7 +340,7 @@ class Vertex:
     def revive(self) -> None:
         """A DEAD vertex tries again (an operator's reload): its watch restarts, or its init()
         runs again if that is what failed; it is DEAD again if it fails again."""
-        if self._status is not DEAD:
+        if self.status is not DEAD:
             return
         self.outcome = PENDING
         self.error = None
@@ -426,7 +423,7 @@ class Vertex:
 
     def _stopping(self) -> None:
         """Stop's first step: no new process starts, the watch is cancelled."""
-        if self._status is not STOPPING:
+        if self.status is not STOPPING:
             self._set_status(STOPPING)
         if self.work is not None:  # a check_apply whose work has not begun never begins it
             self.work.stop()
@@ -469,7 +466,7 @@ class Vertex:
 
         Work pending for poll ticks only is marked `poll_tick`; any other poke clears it.
         """
-        if self._status in _INERT:
+        if self.status in _INERT:
             return
         if by is not None:
             self.backpokers.add(by)
@@ -480,7 +477,7 @@ class Vertex:
                 self.poll_tick = False
                 self.engine.changed(self)
             return
-        if tick and not self.poll_tick and self._status is RUNNING:
+        if tick and not self.poll_tick and self.status is RUNNING:
             tick = False  # a real change is being processed: this tick does not relabel it
         relabelled = tick is not self.poll_tick
         self.poll_tick = tick
@@ -488,7 +485,7 @@ class Vertex:
         # Pending work is news only to a vertex that is OK (it is no longer settled) or that
         # changed its label: any other status says all already (the startup event of each
         # vertex of a first run told nobody anything).
-        if relabelled or self._status is OK:
+        if relabelled or self.status is OK:
             self.engine.changed(self)
 
     # tasks -------------------------------------------------------------------------------
@@ -546,8 +543,8 @@ class Vertex:
         while True:
             await self.dirty.wait()
             self.dirty.clear()
-            if self._status in _INERT:
-                if self._status is not DEAD:
+            if self.status in _INERT:
+                if self.status is not DEAD:
                     return  # stopping
                 self.engine.changed(self)  # poked before its watch failed for good: not dirty
                 continue
@@ -573,7 +570,7 @@ class Vertex:
             except Exception as err:  # outside check_apply (receive, reversal): still ours
                 retry_in = self._failed(err)
             finally:
-                if self._status is FAILED and not self.forward:
+                if self.status is FAILED and not self.forward:
                     # Back-pokes (and their answers) that came while it ran ask nothing of a
                     # vertex failed for good: it waits for an event (an exec with retry 0
                     # that a successor back-poked as it ran ran twice).
@@ -629,7 +626,7 @@ class Vertex:
         self._set_status(RUNNING)
         try:
             async with self.engine.locks(meta.sema) if meta.sema else self.engine.slot():
-                if self._status is STOPPING or self.engine.gate.closed:
+                if self.status is STOPPING or self.engine.gate.closed:
                     return None  # stopping while we waited for a slot: run nothing new
                 # An event while we waited for the slot is older than the check: it sees it.
                 events_before = self.stats.events
@@ -732,13 +729,13 @@ class Vertex:
     def _set_status(self, status: Status) -> None:
         """Move to `status` along TRANSITIONS and tell the listeners (also when unchanged: a
         status set again means the vertex was re-evaluated)."""
-        old = self._status
+        old = self.status
         if status is not old:
             if status not in TRANSITIONS[old]:
                 if old in (STOPPING, STOPPED) and status is not NEW:
                     return  # a process that ends while stopping: recorded in `outcome` only
                 raise TransitionError(f"{self.name}: {old.value} -> {status.value} is not allowed")
-            self._status = status
+            self.status = status
         self.engine.changed(self)
 
 

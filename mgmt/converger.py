@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from engine.engine import OK, PENDING, Engine, Vertex
+from engine.engine import OK, PENDING, RUNNING, Engine, Vertex
 from engine.events import CheckApplied, GraphSwapped, VertexChanged
 from engine.graph import Key
 
@@ -144,15 +144,23 @@ class Converger:
         key = vertex.key
         if self.engine.vertices.get(key) is not vertex:
             return  # a vertex being stopped by a swap; recompute() follows the swap
-        failed = vertex.failed
+        status = vertex.status  # not failed while pending, running or OK: no property call
+        failed = not (status is OK or status is RUNNING or status is PENDING) and vertex.failed
         if failed != (key in self._failed):
             self._failure_changed(key, failed)
             return
+        # Re-armed only when the set becomes empty or stops being so: while another vertex is
+        # unsettled, _rearm() has already cancelled the timer and cleared the flags (each change
+        # of the set is followed by a _rearm()). 2 of a vertex's 3 changes in a run.
         unsettled = self._unsettled
         if failed or self._settled_alive(vertex):
             unsettled.discard(key)
+            if unsettled:
+                return
         elif key not in unsettled:
             unsettled.add(key)
+            if len(unsettled) > 1:
+                return
         else:
             return  # unsettled before and after: nothing to re-arm (most of a first run)
         self._rearm()

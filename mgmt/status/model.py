@@ -37,7 +37,7 @@ STATES = ("pending", "applying", "converged", "differs", "retrying", "failed")
 SETTLED = ("converged", "differs")  # what a dependency is in once its dependents may run
 
 
-# A vertex's status as a state (a stopping one shows its last outcome: see _update).
+# A vertex's status as a state (a stopping one shows its last outcome: see _changed).
 _STATES = {
     NEW: "pending",
     PENDING: "pending",
@@ -105,7 +105,20 @@ class StatusModel:
     # what the engine tells -------------------------------------------------------------------
 
     def _changed(self, event: VertexChanged) -> None:
-        self._update(event.vertex)
+        """A vertex's state, from its status (a stopping one shows its last outcome)."""
+        vertex = event.vertex
+        info = self.info.get(vertex.key)
+        if info is None:
+            info = self.info[vertex.key] = Info()
+        state = _STATES.get(vertex.status) or _STATES[vertex.outcome]
+        if state == "converged" and vertex.changed_last and vertex.would_change:
+            state = "differs"
+        if state != info.state:
+            info.state, info.since = state, time.time()
+            if self._subscribers:
+                self._publish({"type": "vertex", **self._vertex(vertex.key, info)})
+            else:  # nobody reads the update: not built (3 per resource in a first run)
+                self._touched()
 
     def _applied(self, event: CheckApplied) -> None:
         self._changes += 1
@@ -172,20 +185,6 @@ class StatusModel:
         if info is None:
             info = self.info[key] = Info()
         return info
-
-    def _update(self, vertex: Vertex) -> None:
-        info = self.info.get(vertex.key)
-        if info is None:
-            info = self.info[vertex.key] = Info()
-        state = _STATES.get(vertex.status) or _STATES[vertex.outcome]
-        if state == "converged" and vertex.changed_last and vertex.would_change:
-            state = "differs"
-        if state != info.state:
-            info.state, info.since = state, time.time()
-            if self._subscribers:
-                self._publish({"type": "vertex", **self._vertex(vertex.key, info)})
-            else:  # nobody reads the update: not built (3 per resource in a first run)
-                self._touched()
 
     def _event(self, vertex: Vertex, what: str, message: str, latency: float | None) -> None:
         event = (time.time(), vertex.key, what, message, latency)
@@ -294,8 +293,9 @@ class StatusModel:
     def _touched(self) -> None:
         """Something changed: the encoded snapshot is stale, the on_change callbacks run."""
         self._changes += 1
-        for callback in list(self._watchers):
-            callback()
+        if self._watchers:  # none, mostly: no copy made (a few calls a resource in a run)
+            for callback in list(self._watchers):
+                callback()
 
     def subscribed(self, queue: asyncio.Queue[dict[str, Any]]) -> bool:
         return queue in self._subscribers

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import CheckApplied, GraphSwapped
+from engine.events import CheckApplied, GraphSwapped, VertexChanged
 from mgmt.agent import Agent, load
 from mgmt.config import Config, ExitCode
 from resources.file import FileRes
@@ -53,10 +53,11 @@ async def test_editing_one_resource_touches_that_resource_alone(
     validated = counted(monkeypatch)
     asked: list[str] = []  # whether a resource needs the cluster: asked of the changed one only
     monkeypatch.setattr(FileRes, "needs_world", lambda self: asked.append(self.name) or False)
-    updated: list[str] = []  # the status model looks at the replaced vertex only
-    status_update = agent.status._update
-    monkeypatch.setattr(
-        agent.status, "_update", lambda v: updated.append(v.res.name) or status_update(v)
+    # The status model (and the converger) look at the vertices the engine tells them of: the
+    # replaced one only.
+    updated: list[str] = []
+    agent.engine.listeners.subscribe(
+        VertexChanged, lambda event: updated.append(event.vertex.res.name)
     )
     checked: list[str] = []
     applied = asyncio.Event()
