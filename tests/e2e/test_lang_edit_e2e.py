@@ -33,6 +33,18 @@ async def _repaired(out: Path, name: str) -> None:
     await wait_path(out / name, has_content(f"{name}\n"))
 
 
+async def _runs_clean(status: list[str]) -> None:
+    """`mgmt status` (argv `status`) exits 0 and says no program error."""
+    code, text = await asyncio.to_thread(run_mgmt, status)
+    assert code == 0 and "program error" not in text, text
+
+
+async def _program_error(status: list[str], *says: str) -> None:
+    """`mgmt status` exits 1 with a program error, saying each of `says` too."""
+    code, text = await asyncio.to_thread(run_mgmt, status)
+    assert code == 1 and "program error: " in text and all(s in text for s in says), text
+
+
 async def test_a_program_rewritten_in_place_swaps_once_closed_and_errors_keep_it(
     tmp_path: Path,
 ) -> None:
@@ -104,8 +116,7 @@ async def test_mgmt_status_fails_while_the_program_has_no_graph_then_recovers(
         assert code == 1 and '"program_error": "' in text, text
         missing.write_text("there\n")
         await wait_path(out / "a", has_content("there\n"))
-        code, text = await asyncio.to_thread(run_mgmt, status)
-        assert code == 0 and "program error" not in text, text
+        await _runs_clean(status)
         await notify.says("STATUS=converged: ")
     notify.close()
 
@@ -118,12 +129,10 @@ async def test_mgmt_status_fails_while_a_graph_file_edit_is_refused(tmp_path: Pa
         await daemon.wait_log("converged:")
         graph.write_text("graph: [")
         await daemon.wait_log("keeping the running graph")
-        code, text = await asyncio.to_thread(run_mgmt, status)
-        assert code == 1 and "program error: " in text and "1 converged" in text, text
+        await _program_error(status, "1 converged")
         graph.write_text(good.replace("content: a", "content: b"))
         await wait_path(out / "a", has_content("b"))
-        code, text = await asyncio.to_thread(run_mgmt, status)
-        assert code == 0 and "program error" not in text, text
+        await _runs_clean(status)
 
 
 async def test_an_edit_refused_for_a_module_not_written_yet_is_taken_once_it_is(
@@ -171,22 +180,18 @@ async def test_a_refused_graph_file_edit_undone_or_refused_by_the_engine_shows_i
         with graph.open("a") as writer:
             writer.write("x: [\n")
         await daemon.wait_log("keeping the running graph")
-        code, text = await asyncio.to_thread(run_mgmt, status)
-        assert code == 1 and "program error: " in text, text
+        await _program_error(status)
         graph.write_text(good)
         await daemon.wait_log("back to the running graph: nothing to swap")
-        code, text = await asyncio.to_thread(run_mgmt, status)
-        assert code == 0 and "program error" not in text, text
+        await _runs_clean(status)
 
         both = good + f"  - name: b\n    path: {out}/a\n    content: b\n"
         graph.write_text(both)
         await daemon.wait_log("both manage file")
-        code, text = await asyncio.to_thread(run_mgmt, status)
-        assert code == 1 and "program error: " in text and "both manage file" in text, text
+        await _program_error(status, "both manage file")
         graph.write_text(good.replace("content: a", "content: c"))
         await wait_path(out / "a", has_content("c"))
-        code, text = await asyncio.to_thread(run_mgmt, status)
-        assert code == 0 and "program error" not in text, text
+        await _runs_clean(status)
 
 
 async def test_a_program_graph_the_engine_refuses_shows_in_status_until_a_good_one(
@@ -207,8 +212,7 @@ async def test_a_program_graph_the_engine_refuses_shows_in_status_until_a_good_o
         assert code == 1 and "both manage file" in text, text
         program.write_text(one.replace('"a", }', '"c", }'))
         await wait_path(out / "x", has_content("c"))
-        code, text = await asyncio.to_thread(run_mgmt, status)
-        assert code == 0 and "program error" not in text, text
+        await _runs_clean(status)
 
 
 async def test_a_program_deleted_then_written_again_is_read_once_its_writer_closes_it(
@@ -231,8 +235,7 @@ async def test_a_program_deleted_then_written_again_is_read_once_its_writer_clos
         program.unlink()
         await daemon.wait_log("main.mcl: cannot read: No such file or directory")
         await daemon.wait_log("keeping the running program")
-        code, said = await asyncio.to_thread(run_mgmt, status)
-        assert code == 1 and "program error: " in said and "3 converged" in said, said
+        await _program_error(status, "3 converged")
 
         async def write_slowly(text: str) -> None:
             with program.open("w") as writer:  # created: empty until written
@@ -244,8 +247,7 @@ async def test_a_program_deleted_then_written_again_is_read_once_its_writer_clos
 
         await write_slowly(text)  # the same program again
         await daemon.wait_log("back to the running program's: nothing to swap")
-        code, said = await asyncio.to_thread(run_mgmt, status)
-        assert code == 0 and "program error" not in said, said
+        await _runs_clean(status)
         program.unlink()
         await daemon.wait_log("keeping the running program", count=2)
         await write_slowly(text + _program(out, "c"))  # with one resource more
@@ -274,8 +276,7 @@ async def test_a_graph_file_deleted_then_written_again_is_read_once_its_writer_c
             await wait_path(out / "a", has_content("a"))
             writer.write(good)
         await daemon.wait_log("back to the running graph: nothing to swap")
-        code, said = await asyncio.to_thread(run_mgmt, status)
-        assert code == 0 and "program error" not in said, said
+        await _runs_clean(status)
         assert "must be a mapping" not in daemon.log and "graph swap" not in daemon.log
 
 
