@@ -47,6 +47,15 @@ async def start(host: Host, seeds: list[Host] | None = None) -> None:
     await host.start(seeds=seeds or [])
 
 
+async def start_voters(hosts: list[Host]) -> None:
+    """Start the first host, then the others joining through it; wait until all vote."""
+    first, *others = hosts
+    await start(first)
+    for host in others:
+        await start(host, seeds=[first])
+    await wait_voters(hosts, [host.name for host in hosts], timeout=20)
+
+
 def voters(members: list[Member]) -> list[str]:
     """The names of the started voting members."""
     return sorted(m.name for m in members if m.name and not m.is_learner)
@@ -122,10 +131,7 @@ async def test_a_host_that_left_is_not_probed_until_it_comes_back(tmp_path: Path
         host.graph.write_text(f"graph: {host.name}\nresources: {{}}\n")
     h1, h2, h3 = hosts
     async with fleet(hosts):
-        await start(h1)
-        for host in (h2, h3):
-            await start(host, seeds=[h1])
-        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=20)
+        await start_voters(hosts)
         assert h1.daemon is not None and h3.daemon is not None
         before = {h.name: len(h.daemon.lines) for h in (h1, h3) if h.daemon is not None}
         assert await h2.stop() == 0
@@ -147,10 +153,7 @@ async def test_the_first_host_killed_removed_and_restarted_rejoins(tmp_path: Pat
     hosts, shared, paths = three_exporters(tmp_path)
     h1, h2, h3 = hosts
     async with fleet(hosts):
-        await start(h1)
-        for host in (h2, h3):
-            await start(host, seeds=[h1])
-        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=20)
+        await start_voters(hosts)
         for host in hosts:
             await wait_dot(host, holds(*paths))
         peers = h1.root / "h1" / "prefix" / "cluster-peers.json"
@@ -323,10 +326,7 @@ async def test_a_lost_quorum_and_its_return(tmp_path: Path) -> None:
         host.graph.write_text(exporter(shared, host.name, f"from {host.name}"))
     h1.graph.write_text(exports_to_each(shared, "before", local, ["h2", "h3"]))
     async with fleet(hosts):
-        await start(h1)
-        for host in (h2, h3):
-            await start(host, seeds=[h1])
-        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=20)
+        await start_voters(hosts)
         for peer in ("h2", "h3"):
             await wait_path(shared / f"for-{peer}", has_content("before\n"), 10)
         await asyncio.gather(h2.kill(), h3.kill())
