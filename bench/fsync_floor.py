@@ -13,54 +13,13 @@ system CPU of this process). Each run writes a new directory, none is deleted be
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import ctypes
-import os
-import resource
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from common import run_script
 from peers import FLOOR_THREADS, Figures, floor
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def grouped(out: Path, count: int) -> Figures:
-    """`count` new files in the new directory `out`, each complete (written, its mode set) on
-    FLOOR_THREADS threads without an fsync, then one syncfs of the file system, then each linked
-    in. Wall, user and system CPU seconds of this process."""
-    flags = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
-    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    out.mkdir()
-    dir_fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-    def make(i: int) -> int:
-        fd = os.open(".", flags, 0o600, dir_fd=dir_fd)
-        os.write(fd, b"file number %d\n" % i)
-        os.fchmod(fd, 0o644)
-        return fd
-
-    def link(i: int, fd: int) -> None:
-        try:
-            os.link(f"/proc/self/fd/{fd}", f"f{i}", dst_dir_fd=dir_fd)
-        finally:
-            os.close(fd)
-
-    try:
-        with concurrent.futures.ThreadPoolExecutor(FLOOR_THREADS) as pool:
-            fds = list(pool.map(make, range(count)))
-            if _libc.syncfs(dir_fd) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, os.strerror(code), str(out))
-            list(pool.map(link, range(count), fds))
-    finally:
-        os.close(dir_fd)
-    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
-    return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
 
 
 def main() -> None:
@@ -76,10 +35,7 @@ def main() -> None:
             for name in figures if made % 2 == 0 else reversed(list(figures)):
                 out = work / f"r{made}"
                 made += 1
-                if name == "fsync each":
-                    figures[name].append(floor(out, args.count))
-                else:
-                    figures[name].append(grouped(out, args.count))
+                figures[name].append(floor(out, args.count, grouped=name == "one syncfs"))
         for name, runs in figures.items():
             wall, user, system = (statistics.median(run[i] for run in runs) for i in range(3))
             print(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import ctypes
 import os
 import resource
 import shutil
@@ -116,31 +117,48 @@ def based(base: Path) -> Setup:
 
 
 FLOOR_THREADS = 8  # as this project's I/O threads
+_libc = ctypes.CDLL(None, use_errno=True)  # syncfs(2), which os lacks
 
 
-def floor(out: Path, count: int) -> Figures:
+def floor(out: Path, count: int, *, grouped: bool = False) -> Figures:
     """The kernel's floor: `count` durable files in the new directory `out`, made by a bare loop
     on FLOOR_THREADS threads as safefs makes a new file (O_TMPFILE, write, fchmod, fsync, link
     through /proc/self/fd). Wall, user and system CPU seconds of this process (the rest of it
-    is idle meanwhile)."""
+    is idle meanwhile). `grouped`: no fsync per file; all are made, then one syncfs(2) of their
+    file system, then each is linked (a group commit: bench/fsync_floor.py)."""
     flags = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     out.mkdir()
     dir_fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
-    def make(i: int) -> None:
+    def make(i: int) -> int:
         fd = os.open(".", flags, 0o600, dir_fd=dir_fd)
         try:
             os.write(fd, b"file number %d\n" % i)
             os.fchmod(fd, 0o644)
-            os.fsync(fd)
+            if not grouped:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def link(i: int, fd: int) -> None:
+        try:
             os.link(f"/proc/self/fd/{fd}", f"f{i}", dst_dir_fd=dir_fd)
         finally:
             os.close(fd)
 
     try:
         with concurrent.futures.ThreadPoolExecutor(FLOOR_THREADS) as pool:
-            list(pool.map(make, range(count)))
+            if grouped:
+                fds = list(pool.map(make, range(count)))
+                if _libc.syncfs(dir_fd) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, os.strerror(code), str(out))
+                list(pool.map(link, range(count), fds))
+            else:
+                list(pool.map(lambda i: link(i, make(i)), range(count)))
     finally:
         os.close(dir_fd)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
