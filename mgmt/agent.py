@@ -33,7 +33,7 @@ from engine.namedpath import NamedPaths
 from engine.program import ProgramRef
 from engine.safefs import check_private, private_dir
 from engine.stopgate import GatedExecutor
-from engine.tasks import TaskSet, thread_to_end
+from engine.tasks import TaskSet, surviving, thread_to_end
 from mgmt import log as logsetup
 from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
@@ -836,30 +836,33 @@ class Agent:
         while True:
             await self.reload.wait()
             self.reload.clear()
-            try:
+            what = f"reading {self.config.file or 'the program'} again"
+            with surviving(log, what, self._program_error):  # later edits still swap
                 if self.source is not None:
                     self.source.reload()
                 else:
                     await self._reload()
-            except Exception:  # the loop must survive: later edits still swap
-                log.exception("reloading the graph failed; keeping the running graph")
 
     async def _follow(self, source: GraphSource) -> None:
         """Swap in every graph the front-end produces."""
         async for loaded in source:
-            self.swapped.clear()
-            try:
-                await self._apply(loaded)
-            except GraphError as err:  # e.g. two resources managing one file
-                log.error("%s: %s (keeping the last good graph)", self.config.file or "lang", err)
-                self._refused_graph(f"{err} (keeping the last good graph)")
-                continue
-            finally:
-                self.swapped.set()
-            if self._graph_refused:
-                self._refused_graph("")
-            self._deploy_graph_applied()
-            await self._program_changed()
+            with surviving(log, "applying the new graph", self._refused_graph):
+                await self._swap_in(loaded)
+
+    async def _swap_in(self, loaded: Loaded) -> None:
+        self.swapped.clear()
+        try:
+            await self._apply(loaded)
+        except GraphError as err:  # e.g. two resources managing one file
+            log.error("%s: %s (keeping the last good graph)", self.config.file or "lang", err)
+            self._refused_graph(f"{err} (keeping the last good graph)")
+            return
+        finally:
+            self.swapped.set()
+        if self._graph_refused:
+            self._refused_graph("")
+        self._deploy_graph_applied()
+        await self._program_changed()
 
     async def _program_changed(self) -> None:
         """After a new graph: tell the resources that read the program's files (deploy:tar,

@@ -35,7 +35,7 @@ from engine.graph import Change, Edge, Graph, Key, derive, fmt_key, key_of
 from engine.local import LocalValues
 from engine.namedpath import NamedPaths
 from engine.resource import Resource, lookup, refused_together, together_kinds, validates_together
-from engine.tasks import TaskSet
+from engine.tasks import TaskSet, surviving
 from mgmt.collectscope import Collect, collects
 from mgmt.lang import compile_file
 from mgmt.lang.checker import Checked
@@ -486,12 +486,17 @@ class LangSource:
         while True:
             await self._kick.wait()
             self._kick.clear()
-            if self._reload:
-                self._reload = False
-                await self._recompile()
-            if self.runtime is not None and self.runtime.pending:
-                self._evaluate()
-                await self.runtime.reap()
+            with surviving(log, f"reading {self.path} again", self._unexpected):
+                if self._reload:
+                    self._reload = False
+                    await self._recompile()
+                if self.runtime is not None and self.runtime.pending:
+                    self._evaluate()
+                    await self.runtime.reap()
+
+    def _unexpected(self, problem: str) -> None:
+        self._compile_problem = problem
+        self._set_problem()
 
     def _evaluate(self) -> None:
         try:

@@ -6,6 +6,7 @@ One compile (a few seconds: facter) serves every test of the module.
 from __future__ import annotations
 
 import asyncio
+import logging
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -318,3 +319,42 @@ def test_allowdupe_false_allows_no_duplicate() -> None:
         catalog = {"resources": [{**user, "parameters": {"allowdupe": value, "uid": 5}}]}
         res = translate(catalog, "site.pp").graph.vertices[("user", "u")]
         assert bool(res.allowduplicateuid) is allowed
+
+
+async def test_an_unexpected_error_of_a_recompile_keeps_the_graph_and_the_watch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recompile that fails in a way the front-end did not foresee (a bug some catalog
+    meets: here made to happen by a resource titled BOOM) is one line and the source's
+    problem; the next edit is compiled again and its catalog yielded (the loop ended with
+    "task puppet recompile failed": the manifest was never read again)."""
+    import mgmt.puppet.source
+    from mgmt.puppet.source import PuppetSource
+
+    real = mgmt.puppet.source.translate
+
+    def translate(catalog: Any, label: str, **kwargs: Any) -> Any:
+        if any(r["title"] == "BOOM" for r in catalog["resources"]):
+            raise RuntimeError("the translator met a bug")
+        return real(catalog, label, **kwargs)
+
+    monkeypatch.setattr(mgmt.puppet.source, "translate", translate)
+    caplog.set_level(logging.INFO, "puppet")
+    pp = tmp_path / "site.pp"
+    pp.write_text("notify { 'one': }\n")
+    source = await PuppetSource.open(Manifest(file=pp), hostname="node1", fallback=None)
+    reported = asyncio.Event()
+    source.on_problem = lambda problem: reported.set()
+    try:
+        pp.write_text("notify { 'BOOM': }\n")
+        async with asyncio.timeout(120):
+            await reported.wait()
+        line = f"compiling {pp} failed unexpectedly: RuntimeError: the translator met a bug"
+        assert source.problem == line
+        assert line in caplog.text and "Traceback" not in caplog.text, caplog.text
+        pp.write_text("notify { 'two': }\n")
+        async with asyncio.timeout(120):
+            loaded = await anext(aiter(source))
+        assert ("msg", "two") in loaded.graph and source.problem == ""
+    finally:
+        await source.aclose()

@@ -220,3 +220,42 @@ async def test_an_input_written_in_place_is_read_once_its_writer_closes_it(
         writer.write("ld\n")
     await wait_path(tmp_path / "out", has_content("WORLD\n"))
     assert agent.source.graphs == graphs + 1
+
+
+async def test_an_unexpected_error_of_a_recompile_keeps_the_program_and_the_watch(
+    agent: Running,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A recompile that fails in a way the compiler did not foresee (a bug some input meets:
+    here made to happen by a program that says BOOM) is one line, the running program stays,
+    and the next edit is compiled as any (the loop was ended by it: never read again)."""
+    import mgmt.lang.source
+
+    real = mgmt.lang.source.compile_file
+
+    def compile_file(path: Path) -> object:
+        if "BOOM" in path.read_text():
+            raise RuntimeError("the compiler met a bug")
+        return real(path)
+
+    monkeypatch.setattr(mgmt.lang.source, "compile_file", compile_file)
+    caplog.set_level(logging.INFO, "lang")
+    program = tmp_path / "main.mcl"
+    failed = LogWaiter("failed unexpectedly")
+    logging.getLogger("lang").addHandler(failed)
+    try:
+        program.write_text(program.read_text() + "\n# BOOM\n")
+        async with asyncio.timeout(10):
+            await failed.seen.wait()
+    finally:
+        logging.getLogger("lang").removeHandler(failed)
+    line = f"reading {program} again failed unexpectedly: RuntimeError: the compiler met a bug"
+    assert line in caplog.text and "Traceback" not in caplog.text, caplog.text
+    assert agent.source.problem == line
+    (tmp_path / "out").write_text("drift\n")  # the running program is still enforced
+    await wait_path(tmp_path / "out", has_content("HELLO\n"))
+    program.write_text(program.read_text().replace("BOOM", "fixed").replace("to_upper", "to_lower"))
+    await wait_path(tmp_path / "out", has_content("hello\n"))
+    assert agent.source.problem == ""
