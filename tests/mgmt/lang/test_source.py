@@ -259,3 +259,29 @@ async def test_an_unexpected_error_of_a_recompile_keeps_the_program_and_the_watc
     program.write_text(program.read_text().replace("BOOM", "fixed").replace("to_upper", "to_lower"))
     await wait_path(tmp_path / "out", has_content("hello\n"))
     assert agent.source.problem == ""
+
+
+async def test_a_fifo_at_the_programs_name_is_refused_not_waited_on(
+    agent: Running, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before 2026-12-05 reading a FIFO waited for a writer forever: the program was never
+    read again (and `mgmt check` of one never ended)."""
+    import os
+
+    program = tmp_path / "main.mcl"
+    text = program.read_text()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    refused = LogWaiter("keeping the running program")
+    logging.getLogger("lang").addHandler(refused)
+    try:
+        fifo.rename(program)
+        async with asyncio.timeout(10):
+            await refused.seen.wait()
+    finally:
+        logging.getLogger("lang").removeHandler(refused)
+    assert f"{program}: cannot read: not a regular file" in caplog.text
+    new = tmp_path / "new.mcl"
+    new.write_text(text.replace("to_upper", "to_lower"))
+    new.rename(program)
+    await wait_path(tmp_path / "out", has_content("hello\n"))
