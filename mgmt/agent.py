@@ -175,9 +175,41 @@ _IO_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 async def run(config: Config, given: Loaded | None = None) -> int:
     """Run the agent until it converges (cron mode), is stopped, or hits --max-runtime.
 
-    `given`: a graph built by the caller, instead of the one the config names."""
+    `given`: a graph built by the caller, instead of the one the config names. Refused at its
+    start (bad input, exit 2) under systemd, the first error is its last STATUS=: `systemctl
+    status` says why the unit failed (Notifier.last_words)."""
     io_threads(asyncio.get_running_loop())
     logsetup.setup(config.log_format, config.verbose, config.own_process, config.quiet)
+    notifier = Notifier.from_environment(keep=True)
+    if notifier is None:
+        return await _run_in_prefix(config, given)
+    first = _FirstError()
+    logging.getLogger().addHandler(first)
+    try:
+        code = await _run_in_prefix(config, given)
+    finally:
+        logging.getLogger().removeHandler(first)
+    try:
+        if code == ExitCode.USAGE and first.message:
+            await asyncio.to_thread(notifier.last_words, first.message)
+    finally:
+        notifier.close()
+    return code
+
+
+class _FirstError(logging.Handler):
+    """The first error logged (a refusal at the start: its first line says why)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.message:
+            self.message = record.getMessage()
+
+
+async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
     if config.converged_exit and config.exit_after < 0:  # mgmt's newer spelling, half given
         log.warning("--converged-exit without --converger-timeout N: the run will not exit")
     priority.renice(config.nice)

@@ -301,6 +301,10 @@ async def test_a_bad_graph_at_start_fails_the_unit_instead_of_restarting_it(
     await sd.wait_until(lambda: settled("failed"))
     props = await sd.props(service, "Service")
     assert (props["ExecMainStatus"], props["NRestarts"], props["Result"]) == (2, 0, "exit-code")
+    # Why, in `systemctl status` (StatusText): the refusal's first line (it was empty).
+    status = str(props["StatusText"])
+    assert status.startswith(f"{path}:7: file[hello]: mode: expected octal"), status
+    assert status.endswith("got 'banana'") and "\n" not in status, status
 
 
 @pytest.mark.slow
