@@ -128,6 +128,25 @@ def test_setup_makes_every_path_option_absolute(tmp_path: Path) -> None:
     assert code == 0 and f"--trusted-keys {where}/keys empty" in out, out
 
 
+def test_the_unit_names_its_documentation_and_systemd_takes_it(tmp_path: Path) -> None:
+    """`Documentation=` (`systemctl help`): this checkout's docs/operations.md, a URL that
+    systemd's own check takes (an invalid one is only a warning, on stderr)."""
+    args = ["setup", "--install-service", "--dry-run", "--prefix", str(tmp_path / "p"), "empty"]
+    code, out = run_mgmt(args)
+    assert code == 0, out
+    assert f"\nDocumentation={(ROOT / 'docs/operations.md').as_uri()}\n" in out, out
+    unit = tmp_path / "mgmt-doc-test.service"
+    unit.write_text(out)
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert verify.returncode == 0 and verify.stderr == "", verify.stderr
+
+
 @pytest.mark.slow
 def test_setup_makes_relative_paths_absolute_however_they_are_spelled() -> None:
     """The service runs in `/`: `./examples/hello.yaml` and `--prefix state` must not stay
