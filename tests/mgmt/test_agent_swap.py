@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,29 @@ async def test_an_edit_making_two_resources_manage_one_file_is_refused_in_one_li
         assert (out / "f7").read_text() == "edited\n"
     finally:
         logging.getLogger().removeHandler(seen)
+    agent.stopping.set()
+    async with asyncio.timeout(20):
+        assert await runner == ExitCode.OK
+
+
+async def test_a_graph_file_hard_linked_at_its_missing_name_is_read_at_once(
+    tmp_path: Path,
+) -> None:
+    """`ln new.yaml graph.yaml` at the missing name: a creation no open made, so no close
+    follows it; it was waited for as a writer (2 s). A file with another link is whole: read at
+    once, as a symlink made there is."""
+    path, out = tmp_path / "graph.yaml", tmp_path / "out"
+    path.write_text(graph(out))
+    agent, runner = await converged_agent(path, tmp_path / "prefix")
+    new = tmp_path / "new.yaml"
+    new.write_text(graph(out, edited="linked"))
+    path.unlink()
+    os.link(new, path)
+    async with asyncio.timeout(20):
+        while (out / "f7").read_text() != "linked\n":
+            await agent.converger.diverged.wait()
+            await agent.converger.converged.wait()
+    assert agent._file_watcher is not None and not agent._file_watcher.held
     agent.stopping.set()
     async with asyncio.timeout(20):
         assert await runner == ExitCode.OK

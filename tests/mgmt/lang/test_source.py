@@ -285,3 +285,19 @@ async def test_a_fifo_at_the_programs_name_is_refused_not_waited_on(
     new.write_text(text.replace("to_upper", "to_lower"))
     new.rename(program)
     await wait_path(tmp_path / "out", has_content("hello\n"))
+
+
+async def test_a_program_hard_linked_at_its_missing_name_is_read_at_once(
+    agent: Running, tmp_path: Path
+) -> None:
+    """`ln new.mcl main.mcl` at the missing name: no open made it, no close follows; it was
+    waited for as a writer's file (2 s). A file with another link is whole: read at once."""
+    import os
+
+    program = tmp_path / "main.mcl"
+    new = tmp_path / "new.mcl"
+    new.write_text(program.read_text().replace("to_upper", "to_lower"))
+    program.unlink()
+    os.link(new, program)
+    await wait_path(tmp_path / "out", has_content("hello\n"))
+    assert agent.source._watcher is not None and not agent.source._watcher.held
