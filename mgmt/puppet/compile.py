@@ -9,8 +9,11 @@ another user wrote is used. Modules come from `--modulepath`'s directories, then
 A compile also says which files the manifest depended on (`Compiled.files`, or a refusal's
 `CompileFailed.files`), to be watched as the manifest is: Puppet's debug lines name each
 manifest it imports (a module's class or defined type) and each template it retrieves
-(`template()`, `epp()`: found in the module path as Puppet finds it); a class, defined type or
-template it could not find is where Puppet looked for it, so writing it compiles again.
+(`template()`, `epp()`: found in the module path as Puppet finds it), and Hiera's explanation
+of each lookup names its hiera.yaml and the data files of its hierarchy (a module's data: the
+only Hiera data an isolated compile has); a class, defined type, template or data file it
+could not find is where Puppet looked for it, so writing it compiles again. `file()` logs
+nothing: what it reads is not known, not watched (SIGHUP).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ _READ = re.compile(
     r"|Scope\(.*\): Retrieving (?:epp )?template (?P<name>\S+)$)",
     re.M,
 )
+# Hiera's explanation of each lookup (in Puppet's debug output): the hiera.yaml it used and
+# each data file of its hierarchy, there or not ("Path not found": writing it changes what
+# the lookup finds).
+_HIERA = re.compile(r'^\s+(?:Using configuration|Path) "(?P<file>/[^"]+)"$', re.M)
 # What a refused compile could not find: a class, or a defined type (a module's manifest).
 _NOT_FOUND = re.compile(
     r"Could not find (?:declared )?class (?:::)?(?P<cls>[\w:]+)"
@@ -152,9 +159,10 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
 
 
 def _read(manifest: Manifest, out: str) -> list[Path]:
-    """The files a compile read, in order, from its debug lines (`out`): each manifest
-    imported, each template retrieved (where Puppet finds it)."""
-    files: list[Path] = []
+    """The files a compile read, from its debug lines (`out`): Hiera's configurations and
+    data files (those it looked for too), each manifest imported, each template retrieved
+    (where Puppet finds it)."""
+    files = [Path(m["file"]) for m in _HIERA.finditer(out)]
     dirs = [Path(d) for d in manifest.modulepath.split(":") if d]
     for m in _READ.finditer(out):
         name = m["name"] or ""

@@ -358,3 +358,51 @@ async def test_an_unexpected_error_of_a_recompile_keeps_the_graph_and_the_watch(
         assert ("msg", "two") in loaded.graph and source.problem == ""
     finally:
         await source.aclose()
+
+
+async def test_hiera_data_a_compile_used_or_looked_for_is_watched(tmp_path: Path) -> None:
+    """A module's Hiera data (its hiera.yaml, the data files of its hierarchy, as Hiera's
+    explanation of each lookup names them in Puppet's debug output): an edit of a data file
+    compiles again, and so does writing the file a lookup looked for and did not find (a
+    node's own data). Before 2026-12-05 only SIGHUP did."""
+    from mgmt.puppet.source import PuppetSource
+
+    module = tmp_path / "modules" / "web"
+    (module / "manifests").mkdir(parents=True)
+    (module / "data").mkdir()
+    (module / "manifests" / "init.pp").write_text(
+        "class web($greeting) {\n"
+        "  notify { 'g': message => \"${greeting} ${lookup('web::name')}\" }\n"
+        "}\n"
+    )
+    (module / "hiera.yaml").write_text(
+        "version: 5\nhierarchy:\n"
+        "  - {name: node, path: 'nodes/%{trusted.certname}.yaml'}\n"
+        "  - {name: common, path: common.yaml}\n"
+    )
+    common = module / "data" / "common.yaml"
+    common.write_text("web::greeting: hello\nweb::name: world\n")
+    pp = tmp_path / "site.pp"
+    pp.write_text("include web\n")
+    manifest = Manifest(file=pp, modulepath=f"{tmp_path / 'modules'}:{MODULEPATH}")
+    source = await PuppetSource.open(manifest, hostname="node1", fallback=None)
+    graphs = aiter(source)
+
+    async def message() -> str:
+        async with asyncio.timeout(120):
+            loaded = await anext(graphs)
+        return str(loaded.graph.vertices[("msg", "g")].body)  # type: ignore[attr-defined]
+
+    try:
+        assert source.first is not None
+        assert source.first.graph.vertices[("msg", "g")].body == "hello world"  # type: ignore[attr-defined]
+        renamed = common.with_suffix(".new")
+        renamed.write_text("web::greeting: hi\nweb::name: world\n")
+        renamed.rename(common)
+        assert await message() == "hi world"
+        (module / "data" / "nodes").mkdir()  # where the node's own data was looked for
+        node = module / "data" / "nodes" / "node1.yaml"
+        node.write_text("web::name: node one\n")
+        assert await message() == "hi node one"
+    finally:
+        await source.aclose()
