@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import textwrap
 from collections.abc import AsyncIterator
@@ -45,6 +46,19 @@ class LogWaiter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if self.text in record.getMessage():
             self.seen.set()
+
+
+@contextlib.asynccontextmanager
+async def logged(text: str) -> AsyncIterator[None]:
+    """Wait, after the body, until the language logs a line containing `text`."""
+    waiter = LogWaiter(text)
+    logging.getLogger("lang").addHandler(waiter)
+    try:
+        yield
+        async with asyncio.timeout(10):
+            await waiter.seen.wait()
+    finally:
+        logging.getLogger("lang").removeHandler(waiter)
 
 
 class Running:
@@ -120,14 +134,8 @@ async def test_program_edit_swaps_in_the_new_program_and_a_broken_one_is_refused
     program = tmp_path / "main.mcl"
     program.write_text(program.read_text().replace("to_upper", "to_lower"))
     await wait_path(tmp_path / "out", has_content("hello\n"))
-    refused = LogWaiter("keeping the running program")
-    logging.getLogger("lang").addHandler(refused)
-    try:
+    async with logged("keeping the running program"):
         program.write_text(program.read_text() + '\n$broken = 1 + "x"\n')
-        async with asyncio.timeout(10):
-            await refused.seen.wait()
-    finally:
-        logging.getLogger("lang").removeHandler(refused)
     assert "main.mcl:12:11: type error: operator + cannot combine int and str" in caplog.text
     (tmp_path / "input").write_text("STILL\n")
     await wait_path(tmp_path / "out", has_content("still\n"))
@@ -243,14 +251,8 @@ async def test_an_unexpected_error_of_a_recompile_keeps_the_program_and_the_watc
     monkeypatch.setattr(mgmt.lang.source, "compile_file", compile_file)
     caplog.set_level(logging.INFO, "lang")
     program = tmp_path / "main.mcl"
-    failed = LogWaiter("failed unexpectedly")
-    logging.getLogger("lang").addHandler(failed)
-    try:
+    async with logged("failed unexpectedly"):
         program.write_text(program.read_text() + "\n# BOOM\n")
-        async with asyncio.timeout(10):
-            await failed.seen.wait()
-    finally:
-        logging.getLogger("lang").removeHandler(failed)
     line = f"reading {program} again failed unexpectedly: RuntimeError: the compiler met a bug"
     assert line in caplog.text and "Traceback" not in caplog.text, caplog.text
     assert agent.source.problem == line
@@ -272,14 +274,8 @@ async def test_a_fifo_at_the_programs_name_is_refused_not_waited_on(
     text = program.read_text()
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    refused = LogWaiter("keeping the running program")
-    logging.getLogger("lang").addHandler(refused)
-    try:
+    async with logged("keeping the running program"):
         fifo.rename(program)
-        async with asyncio.timeout(10):
-            await refused.seen.wait()
-    finally:
-        logging.getLogger("lang").removeHandler(refused)
     assert f"{program}: cannot read: not a regular file" in caplog.text
     new = tmp_path / "new.mcl"
     new.write_text(text.replace("to_upper", "to_lower"))
