@@ -40,7 +40,7 @@ from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
 from mgmt.listing import first_of, named, resource_count
-from mgmt.sdnotify import Notifier
+from mgmt.sdnotify import Notifier, last_words
 from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
 from mgmt.status.server import SOCKET, StatusServer, listen
@@ -177,11 +177,10 @@ async def run(config: Config, given: Loaded | None = None) -> int:
 
     `given`: a graph built by the caller, instead of the one the config names. Refused at its
     start (bad input, exit 2) under systemd, the first error is its last STATUS=: `systemctl
-    status` says why the unit failed (Notifier.last_words)."""
+    status` says why the unit failed (sdnotify.last_words)."""
     io_threads(asyncio.get_running_loop())
     logsetup.setup(config.log_format, config.verbose, config.own_process, config.quiet)
-    notifier = Notifier.from_environment(keep=True)
-    if notifier is None:
+    if not os.environ.get("NOTIFY_SOCKET"):
         return await _run_in_prefix(config, given)
     first = _FirstError()
     logging.getLogger().addHandler(first)
@@ -189,11 +188,8 @@ async def run(config: Config, given: Loaded | None = None) -> int:
         code = await _run_in_prefix(config, given)
     finally:
         logging.getLogger().removeHandler(first)
-    try:
-        if code == ExitCode.USAGE and first.message:
-            await asyncio.to_thread(notifier.last_words, first.message)
-    finally:
-        notifier.close()
+    if code == ExitCode.USAGE and first.message:
+        await asyncio.to_thread(last_words, first.message)
     return code
 
 

@@ -43,7 +43,7 @@ class Notifier:
     @classmethod
     def from_environment(cls, keep: bool = False) -> Notifier | None:
         """The notifier systemd asked for, or None (not under systemd, or not Type=notify).
-        `keep`: leave the variables for the agent's own (the notifier of the last words)."""
+        `keep`: leave the variables for the agent's own (`last_words`' notifier)."""
         take = os.environ.get if keep else os.environ.pop
         values = {name: take(name, "") for name in VARIABLES}
         address = values["NOTIFY_SOCKET"]
@@ -106,7 +106,7 @@ class Notifier:
             self.send("WATCHDOG=1")
             await asyncio.sleep(self.watchdog / 2)
 
-    def last_words(self, status: str, wait: float = BARRIER_WAIT) -> None:
+    def say_last(self, status: str, wait: float = BARRIER_WAIT) -> None:
         """STATUS=`status` before the agent exits (why it refused to start: `systemctl
         status` shows it), then a barrier (BARRIER=1, systemd >= 246): systemd has read the
         message before we exit (one from a process that has ended may be dropped, its sender
@@ -138,6 +138,19 @@ class Notifier:
         self._cancel_soon()
         with contextlib.suppress(OSError):
             self._sock.close()
+
+
+def last_words(status: str) -> None:
+    """Under systemd (Type=notify), STATUS=`status` as the process exits: why it refused to
+    start (bad input, exit 2), for `systemctl status`; nothing otherwise. Blocks until systemd
+    has read it (at most BARRIER_WAIT s): from a thread on an event loop."""
+    notifier = Notifier.from_environment(keep=True)
+    if notifier is None:
+        return
+    try:
+        notifier.say_last(status)
+    finally:
+        notifier.close()
 
 
 def _one_line(text: str) -> str:

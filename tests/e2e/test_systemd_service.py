@@ -327,6 +327,33 @@ async def test_a_bad_graph_at_start_fails_the_unit_instead_of_restarting_it(
 
 
 @pytest.mark.slow
+async def test_a_bad_flag_at_start_is_the_units_last_status(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    """A unit whose ExecStart has a flag `mgmt run` refuses (edited by hand, or a newer
+    version's flag): exit 2, and `systemctl status` says why (StatusText was empty)."""
+    unit = manager.name("badflag")
+    service = f"{unit}.service"
+    argv = [*MGMT, "run", "--prefix", str(tmp_path / "prefix"), "--no-such-flag", "empty"]
+    manager.write_unit(
+        service,
+        f"[Service]\nType=notify\nNotifyAccess=main\nWorkingDirectory={ROOT}\n"
+        f"ExecStart={' '.join(argv)}\n",
+    )
+    await sd.reload()
+    await sd.manager("StartUnit", "ss", service, "replace")
+
+    async def failed() -> bool:
+        return await sd.active(service) == "failed"
+
+    await sd.wait_until(failed)
+    props = await sd.props(service, "Service")
+    assert props["ExecMainStatus"] == 2
+    status = str(props["StatusText"])
+    assert status.startswith("mgmt run: unrecognized arguments: --no-such-flag"), status
+
+
+@pytest.mark.slow
 async def test_status_follows_the_first_run_as_resources_settle_and_fail(
     manager: RealSystemd, sd: Client, tmp_path: Path
 ) -> None:
