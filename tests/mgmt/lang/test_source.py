@@ -8,6 +8,7 @@ import logging
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -236,28 +237,37 @@ async def test_an_unexpected_error_of_a_recompile_keeps_the_program_and_the_watc
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A recompile that fails in a way the compiler did not foresee (a bug some input meets:
+    """A recompile that fails in a way the front-end did not foresee (a bug some input meets:
     here made to happen by a program that says BOOM) is one line, the running program stays,
     and the next edit is compiled as any (the loop was ended by it: never read again)."""
     import mgmt.lang.source
 
-    real = mgmt.lang.source.compile_file
-
-    def compile_file(path: Path) -> object:
-        if "BOOM" in path.read_text():
-            raise RuntimeError("the compiler met a bug")
-        return real(path)
-
-    monkeypatch.setattr(mgmt.lang.source, "compile_file", compile_file)
-    caplog.set_level(logging.INFO, "lang")
+    real, bug = mgmt.lang.source.Runtime, [True]
     program = tmp_path / "main.mcl"
+
+    def runtime(*args: Any, **kwargs: Any) -> object:
+        if bug[0] and "BOOM" in program.read_text():
+            raise RuntimeError("the runtime met a bug")
+        return real(*args, **kwargs)
+
+    # After the compile: the program compiled is not the running one (a re-read compiles it).
+    monkeypatch.setattr(mgmt.lang.source, "Runtime", runtime)
+    caplog.set_level(logging.INFO, "lang")
     async with logged("failed unexpectedly"):
         program.write_text(program.read_text() + "\n# BOOM\n")
-    line = f"reading {program} again failed unexpectedly: RuntimeError: the compiler met a bug"
+    line = f"reading {program} again failed unexpectedly: RuntimeError: the runtime met a bug"
     assert line in caplog.text and "Traceback" not in caplog.text, caplog.text
     assert agent.source.problem == line
     (tmp_path / "out").write_text("drift\n")  # the running program is still enforced
     await wait_path(tmp_path / "out", has_content("HELLO\n"))
+    # SIGHUP with the files unchanged compiles them again (they are not the running program's).
+    bug[0] = False
+    async with logged("swapping in the new program"):
+        agent.source.reload()
+    async with asyncio.timeout(10):  # cleared after the new program's first evaluation
+        while agent.source.problem:
+            agent.source.evaluated.clear()
+            await agent.source.evaluated.wait()
     program.write_text(program.read_text().replace("BOOM", "fixed").replace("to_upper", "to_lower"))
     await wait_path(tmp_path / "out", has_content("hello\n"))
     assert agent.source.problem == ""
