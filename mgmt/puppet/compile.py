@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,10 +121,13 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
         )
     if manifest.file is not None:
         try:  # Puppet compiles a missing manifest as an empty one: every resource would go
-            manifest.file.stat()
+            mode = manifest.file.stat().st_mode
         except OSError as missing:
             problem = f"{manifest.label}: cannot read: {missing.strerror}"
             raise CompileFailed([problem], own) from None  # watched: written again, compiled
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a directory: its manifests
+            # A FIFO held Puppet until the compile's timeout (300 s), waiting for a writer.
+            raise CompileFailed([f"{manifest.label}: cannot read: not a regular file"], own)
     work = Path(tempfile.mkdtemp(prefix="mgmt-puppet-"))  # 0700, new: ours alone
     try:
         argv = [PUPPET, "catalog", "compile", "--render-as", "json", *isolated(work)]

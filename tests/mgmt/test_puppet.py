@@ -406,3 +406,15 @@ async def test_hiera_data_a_compile_used_or_looked_for_is_watched(tmp_path: Path
         assert await message() == "hi node one"
     finally:
         await source.aclose()
+
+
+def test_a_manifest_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Puppet read a FIFO at the manifest's name until the compile's timeout (300 s)."""
+    import os
+
+    fifo = tmp_path / "site.pp"
+    os.mkfifo(fifo)
+    with pytest.raises(CompileFailed) as err:
+        asyncio.run(compile_catalog(Manifest(file=fifo), "node1", timeout=60))
+    assert err.value.problems == [f"{fifo}: cannot read: not a regular file"]
+    assert err.value.files == [fifo]  # watched: a file written there is compiled
