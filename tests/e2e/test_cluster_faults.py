@@ -35,6 +35,7 @@ from tests.e2e.test_cluster_e2e import (
     fleet,
     holds,
     lacks,
+    summary_written,
     wait_any_log,
     wait_dot,
 )
@@ -420,6 +421,7 @@ async def test_a_host_removed_by_the_leader_as_it_leaves_remembers_the_others(
         # changed since): the leave must write it itself.
         peers.unlink()
         async with client_of(h1, h2) as client:
+            await summary_written(client, "h3")
             await client.put(LEAVING.encode(), b"another host")
             h3.daemon.signal(signal.SIGTERM)
             await wait_any_log([h1, h2], "member h3: its host left the cluster; removing it")
