@@ -6,6 +6,7 @@ Names and defaults are mgmt's.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from engine.errors import ValidationError
@@ -17,6 +18,9 @@ from engine.params import parse_int, show
 MAX_DELAY = 86_400_000
 # The longest poll interval, in seconds: mgmt's Poll is an int32 (about 68 years).
 MAX_POLL = 2**31 - 1
+# What Go's strconv.Atoi takes (a sign, ASCII digits), within 64 bits: mgmt refuses a
+# semaphore id it parses (`_bare_number`).
+_GO_INT = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -40,7 +44,8 @@ class Meta:
     poll: int = 0
     # Events processed per second at most (token bucket); inf = no limit. Default inf.
     limit: float = field(default=math.inf, metadata={"inf": True})
-    # Events allowed in a burst above `limit`; 0 means 1 when a limit is set. Default 0.
+    # Events allowed at once under `limit`; at least 1 when a limit is set (0 would block
+    # every event for ever: refused, as mgmt's Validate does). Default 0.
     burst: int = 0
     # A resource replaced by a changed one at a graph swap starts with a fresh retry counter
     # (mgmt's: without it the counter survives the change). Default false.
@@ -87,9 +92,15 @@ class Meta:
             )
         if not self.limit > 0:
             raise ValidationError(f"must be > 0 events/s (or inf), got {self.limit}", "limit")
+        if self.burst == 0 and self.limit != math.inf:  # mgmt's MetaParams.Validate
+            raise ValidationError(
+                f"must be >= 1 with a limit ({self.limit:g}/s): 0 lets no event through", "burst"
+            )
         names = [sema_size(entry)[0] for entry in self.sema]
         if len(set(names)) != len(names):
             raise ValidationError(f"names a semaphore twice: {show(self.sema)}", "sema")
+        if "" in self.export:  # mgmt's MetaParams.Validate
+            raise ValidationError(f"an empty host name: {show(self.export)}", "export")
         if self.async_:  # mgmt's MetaParams.Validate
             for other in ("hidden", "export", "realize"):
                 if getattr(self, other):
@@ -108,7 +119,10 @@ def check_name(name: str, meta: Meta) -> None:
 
 
 def sema_size(entry: str) -> tuple[str, int]:
-    """Parse a semaphore id "name" or "name:N" into (name, N)."""
+    """Parse a semaphore id "name" or "name:N" into (name, N). A bare number ("5": a size
+    without its id?) is refused, as mgmt's Validate does."""
+    if _bare_number(entry):
+        raise ValidationError(f"expected 'id' or 'id:N', got a bare number {show(entry)}", "sema")
     name, sep, size = entry.rpartition(":")
     if not sep:
         name, size = entry, "1"
@@ -119,3 +133,9 @@ def sema_size(entry: str) -> tuple[str, int]:
     if not name or count < 1:
         raise ValidationError(f"expected 'id' or 'id:N' with N >= 1, got {show(entry)}", "sema")
     return name, count
+
+
+def _bare_number(entry: str) -> bool:
+    """Whether Go's strconv.Atoi parses `entry` (past 64 bits it fails: mgmt takes the entry
+    as an id, and so do we)."""
+    return _GO_INT.fullmatch(entry) is not None and -(2**63) <= int(entry) < 2**63

@@ -21,7 +21,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable
 
-from engine.watcher import PathWatcher, ReadTimer
+from engine.watcher import PathWatcher, ReadTimer, writer_may_hold
 
 MAX_LINKS = 40  # as the kernel's ELOOP
 
@@ -75,7 +75,8 @@ class NamedPaths:
     (`async with`) before reading them, then `follow`. Each path of the chain has a watcher of
     its own, so that a writer is waited for per file: a file being written (created by an open,
     or written in place) holds the read back until its writer closes it, whatever happens to
-    the others meanwhile; a symlink created on the way is no writer (`ln -s` at a missing name)."""
+    the others meanwhile; a symlink or a hard link made at a missing name is no writer
+    (`ln -s`, `ln`: engine.watcher.writer_may_hold)."""
 
     def __init__(self, paths: Iterable[str | os.PathLike[str]], settle: float = 0.0) -> None:
         self.paths = [os.fspath(p) for p in paths]
@@ -132,7 +133,7 @@ class NamedPaths:
 
         def read() -> None:
             for watcher in self._watchers.values():
-                watcher.writing = False  # closed, or waited for long enough
+                watcher.writing = watcher.created = False  # closed, or waited long enough
             chain = self.chain
             try:
                 self._rewatch()
@@ -159,12 +160,7 @@ class NamedPaths:
     def _changed(self) -> None:
         self.changes.set()
         if self._timer is not None:
-            self._timer.changed(any(self._writer(p, w) for p, w in self._watchers.items()))
-
-    @staticmethod
-    def _writer(path: str, watcher: PathWatcher) -> bool:
-        """Whether a writer may still have `path` open (a symlink made there is none)."""
-        return watcher.writing and not os.path.islink(path)
+            self._timer.changed(any(writer_may_hold(p, w) for p, w in self._watchers.items()))
 
     def _error(self, err: Exception) -> None:
         if self._failed is not None and not self._failed.done():

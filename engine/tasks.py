@@ -12,6 +12,7 @@ ends: nothing fails silently, and nothing is left running after close().
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -75,3 +76,20 @@ async def thread_to_end(
         if undo is not None and not future.cancelled() and future.exception() is None:
             undo(future.result())
         raise
+
+
+@contextlib.contextmanager
+def surviving(logger: logging.Logger, what: str, report: Callable[[str], None]) -> Iterator[None]:
+    """One pass of a loop that must outlive any error of it: a front-end's recompile after an
+    edit (a Puppet manifest, a program, a graph file). An error that its own checks did not
+    foresee (a bug some input meets) must not end the loop, or the input is never read again:
+    it is logged as one line (its traceback at debug level), and `report`ed (the source's
+    problem: `mgmt status` fails until a good edit); the running graph stays and the next
+    change is read as any. A cancellation is not caught."""
+    try:
+        yield
+    except Exception as err:
+        text = f"{what} failed unexpectedly: {type(err).__name__}: {err}"
+        logger.error("%s (keeping the running graph until the next change)", text)
+        logger.debug("%s", what, exc_info=err)
+        report(text)

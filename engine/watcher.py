@@ -173,6 +173,7 @@ class PathWatcher:
         # The last event was a write (or a truncation) not yet followed by its writer's close:
         # what the paths hold may be half of what is being written.
         self.writing = False
+        self.created = False  # ... and it was the creation of a file (`writer_may_hold`)
         # Without a task (see listen()): what a report calls, from a callback of the loop.
         self._on_change = on_change
         self._on_error = on_error
@@ -229,11 +230,11 @@ class PathWatcher:
         if structural:
             # A file made by an open (`cp`, `open('w')` at a missing name) is empty until its
             # writer writes: its close comes as for a write in place.
-            self.writing = mask & CREATED_FILE == inotify.CREATE
+            self.writing = self.created = mask & CREATED_FILE == inotify.CREATE
         elif mask & inotify.CLOSE_WRITE:
-            self.writing = False
+            self.writing = self.created = False
         elif mask & inotify.MODIFY:
-            self.writing = True
+            self.writing, self.created = True, False
         self._resync = self._resync or structural
         self._pending = True
         self._kick()
@@ -1058,6 +1059,22 @@ class ReadTimer:
             self._late = None
 
 
+def writer_may_hold(path: str, watcher: PathWatcher) -> bool:
+    """Whether a writer may still have `path` open, half written, by `watcher`'s last event:
+    a write not yet closed, or a file created by an open. A name made for what is already
+    whole is none, and no close follows it: a symlink made there (`ln -s`), or a hard link
+    (`ln`: a file created with more than one link, no open made it)."""
+    if not watcher.writing:
+        return False
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return True  # gone: the read says so, after the wait as before
+    if stat.S_ISLNK(info.st_mode):
+        return False
+    return not (watcher.created and stat.S_ISREG(info.st_mode) and info.st_nlink > 1)
+
+
 async def follow_writes(
     watcher: PathWatcher, ready: Callable[[], None], wait: float = WRITER_WAIT
 ) -> None:
@@ -1067,11 +1084,12 @@ async def follow_writes(
     written in place (`cat > FILE`, scp, an editor saving in place) or created by an open
     (`cp` onto a missing name) is done at its writer's close, or `wait` s after its last
     write if the writer keeps it open (a hard link made at a missing name, which no close
-    follows, too). For readers of whole files: the language's os.readfile (the agent's graph
-    file, a program's files: engine.namedpath, the same rule per file)."""
+    follows, too, unless it has another link: `writer_may_hold`). For readers of whole
+    files: the language's os.readfile (the agent's graph file, a program's files:
+    engine.namedpath, the same rule per file)."""
     timer = ReadTimer(ready, wait)
     try:
         async for _ in watcher:
-            timer.changed(watcher.writing)
+            timer.changed(writer_may_hold(watcher.paths[0], watcher))
     finally:
         timer.cancel()

@@ -33,14 +33,14 @@ from engine.namedpath import NamedPaths
 from engine.program import ProgramRef
 from engine.safefs import check_private, private_dir
 from engine.stopgate import GatedExecutor
-from engine.tasks import TaskSet, thread_to_end
+from engine.tasks import TaskSet, surviving, thread_to_end
 from mgmt import log as logsetup
 from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode
 from mgmt.converger import Converger
 from mgmt.listing import first_of, named, resource_count
-from mgmt.sdnotify import Notifier
+from mgmt.sdnotify import Notifier, last_words
 from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
 from mgmt.status.server import SOCKET, StatusServer, listen
@@ -175,9 +175,37 @@ _IO_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 async def run(config: Config, given: Loaded | None = None) -> int:
     """Run the agent until it converges (cron mode), is stopped, or hits --max-runtime.
 
-    `given`: a graph built by the caller, instead of the one the config names."""
+    `given`: a graph built by the caller, instead of the one the config names. Refused at its
+    start (bad input, exit 2) under systemd, the first error is its last STATUS=: `systemctl
+    status` says why the unit failed (sdnotify.last_words)."""
     io_threads(asyncio.get_running_loop())
     logsetup.setup(config.log_format, config.verbose, config.own_process, config.quiet)
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return await _run_in_prefix(config, given)
+    first = _FirstError()
+    logging.getLogger().addHandler(first)
+    try:
+        code = await _run_in_prefix(config, given)
+    finally:
+        logging.getLogger().removeHandler(first)
+    if code == ExitCode.USAGE and first.message:
+        await asyncio.to_thread(last_words, first.message)
+    return code
+
+
+class _FirstError(logging.Handler):
+    """The first error logged (a refusal at the start: its first line says why)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.message:
+            self.message = record.getMessage()
+
+
+async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
     if config.converged_exit and config.exit_after < 0:  # mgmt's newer spelling, half given
         log.warning("--converged-exit without --converger-timeout N: the run will not exit")
     priority.renice(config.nice)
@@ -836,30 +864,33 @@ class Agent:
         while True:
             await self.reload.wait()
             self.reload.clear()
-            try:
+            what = f"reading {self.config.file or 'the program'} again"
+            with surviving(log, what, self._program_error):  # later edits still swap
                 if self.source is not None:
                     self.source.reload()
                 else:
                     await self._reload()
-            except Exception:  # the loop must survive: later edits still swap
-                log.exception("reloading the graph failed; keeping the running graph")
 
     async def _follow(self, source: GraphSource) -> None:
         """Swap in every graph the front-end produces."""
         async for loaded in source:
-            self.swapped.clear()
-            try:
-                await self._apply(loaded)
-            except GraphError as err:  # e.g. two resources managing one file
-                log.error("%s: %s (keeping the last good graph)", self.config.file or "lang", err)
-                self._refused_graph(f"{err} (keeping the last good graph)")
-                continue
-            finally:
-                self.swapped.set()
-            if self._graph_refused:
-                self._refused_graph("")
-            self._deploy_graph_applied()
-            await self._program_changed()
+            with surviving(log, "applying the new graph", self._refused_graph):
+                await self._swap_in(loaded)
+
+    async def _swap_in(self, loaded: Loaded) -> None:
+        self.swapped.clear()
+        try:
+            await self._apply(loaded)
+        except GraphError as err:  # e.g. two resources managing one file
+            log.error("%s: %s (keeping the last good graph)", self.config.file or "lang", err)
+            self._refused_graph(f"{err} (keeping the last good graph)")
+            return
+        finally:
+            self.swapped.set()
+        if self._graph_refused:
+            self._refused_graph("")
+        self._deploy_graph_applied()
+        await self._program_changed()
 
     async def _program_changed(self) -> None:
         """After a new graph: tell the resources that read the program's files (deploy:tar,

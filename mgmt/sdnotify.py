@@ -10,16 +10,19 @@ environment once read, so that no command we run can speak for us.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import logging
 import os
+import select
 import socket
 from collections.abc import Callable
 
 log = logging.getLogger("main")
 
 VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+BARRIER_WAIT = 5.0  # seconds `last_words` waits for systemd to have read them
 STATUS_EVERY = 0.25  # seconds: at most 4 progress lines a second (`status_soon`)
 
 
@@ -38,9 +41,11 @@ class Notifier:
         self._stopping = False  # STATUS=stopping said: no progress line after it
 
     @classmethod
-    def from_environment(cls) -> Notifier | None:
-        """The notifier systemd asked for, or None (not under systemd, or not Type=notify)."""
-        values = {name: os.environ.pop(name, "") for name in VARIABLES}
+    def from_environment(cls, keep: bool = False) -> Notifier | None:
+        """The notifier systemd asked for, or None (not under systemd, or not Type=notify).
+        `keep`: leave the variables for the agent's own (`last_words`' notifier)."""
+        take = os.environ.get if keep else os.environ.pop
+        values = {name: take(name, "") for name in VARIABLES}
         address = values["NOTIFY_SOCKET"]
         if not address or not (address.startswith(("/", "@"))):
             return None
@@ -101,10 +106,51 @@ class Notifier:
             self.send("WATCHDOG=1")
             await asyncio.sleep(self.watchdog / 2)
 
+    def say_last(self, status: str, wait: float = BARRIER_WAIT) -> None:
+        """STATUS=`status` before the agent exits (why it refused to start: `systemctl
+        status` shows it), then a barrier (BARRIER=1, systemd >= 246): systemd has read the
+        message before we exit (one from a process that has ended may be dropped, its sender
+        no longer the unit's main process). Blocks up to `wait` s: call it from a thread."""
+        self.send(f"STATUS={_one_line(status)}")
+        read, write = os.pipe2(os.O_CLOEXEC)
+        try:
+            try:
+                self._sock.sendmsg(
+                    [b"BARRIER=1"],
+                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [write]))],
+                    0,
+                    self.address,
+                )
+            except OSError as err:
+                log.debug("sd_notify BARRIER: %s", err)
+                return
+            os.close(write)
+            write = -1
+            poller = select.poll()
+            poller.register(read, select.POLLIN)  # POLLHUP once systemd closed its copy
+            poller.poll(wait * 1000)
+        finally:
+            os.close(read)
+            if write >= 0:
+                os.close(write)
+
     def close(self) -> None:
         self._cancel_soon()
         with contextlib.suppress(OSError):
             self._sock.close()
+
+
+def last_words(status: str) -> None:
+    """Under systemd (Type=notify), STATUS=`status` as the process exits: why it refused to
+    start (bad input, exit 2), for `systemctl status`; nothing otherwise. Blocks until systemd
+    has read it (at most BARRIER_WAIT s): from a thread on an event loop."""
+    notifier = Notifier.from_environment(keep=True)
+    if notifier is None:
+        return
+    try:
+        notifier.say_last(status)
+    finally:
+        notifier.close()
 
 
 def _one_line(text: str) -> str:

@@ -165,6 +165,7 @@ def unit_text(run_args: list[str], watchdog_sec: int) -> str:
         "# Written by `mgmt setup --install-service`: run it again to change this unit.\n"
         "[Unit]\n"
         "Description=mgmt: event-driven configuration management\n"
+        f"{documentation()}"
         "Wants=network-online.target\n"
         "After=network-online.target\n"
         "\n"
@@ -194,6 +195,16 @@ def unit_text(run_args: list[str], watchdog_sec: int) -> str:
         "[Install]\n"
         "WantedBy=multi-user.target\n"
     )
+
+
+def documentation() -> str:
+    """`Documentation=` naming the running unit's chapter of this installation's docs (the
+    checkout `scripts/install.sh` installs from: `systemctl help mgmt` opens it); none if
+    the docs are not there (no man page is shipped)."""
+    chapter = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+    if not chapter.is_file():
+        return ""
+    return f"Documentation={chapter.as_uri().replace('%', '%%')}\n"  # '%': a specifier
 
 
 def quote(arg: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn
 
@@ -56,5 +57,10 @@ class Parser(argparse.ArgumentParser):
 
                 hints = [close_match(flags[0], list(self._option_string_actions))]
             message += next((hint for hint in hints if hint), "")
-        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        line = f"{self.prog}: {message} (see {self.prog} --help)"
+        print(line, file=sys.stderr)
+        if os.environ.get("NOTIFY_SOCKET"):  # a unit's bad flag: `systemctl status` says it
+            from mgmt.sdnotify import last_words
+
+            last_words(line)
         sys.exit(2)

@@ -13,6 +13,7 @@ line each. Keys mgmt once had and ignores today only warn.
 from __future__ import annotations
 
 import bisect
+import errno
 import functools
 import importlib
 import itertools
@@ -218,23 +219,29 @@ def _sha256() -> Any:
     return hashlib.sha256
 
 
+def read_regular(path: Path, max_size: int | None = None) -> bytes:
+    """The bytes of a regular file (its first `max_size` + 1 at most), through its symlinks;
+    OSError for anything else ("a directory", "not a regular file"): a FIFO or a device is
+    opened without blocking and never read (a FIFO's open waited for a writer forever)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):  # before fdopen: it raises IsADirectoryError itself
+            raise IsADirectoryError(errno.EISDIR, "a directory")
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read() if max_size is None else file.read(max(max_size, 0) + 1)
+    finally:
+        os.close(fd)
+
+
 def read_limited(path: Path, max_size: int = MAX_SIZE) -> bytes:
     """The bytes of a regular file of at most `max_size` bytes (never blocks on a FIFO)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_regular(path, max_size)
     except OSError as err:
         raise GraphFileError([f"{path}: cannot read: {err.strerror}"]) from err
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):  # before fdopen: it raises IsADirectoryError itself
-            what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-            raise GraphFileError([f"{path}: cannot read: {what}"])
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            data = file.read(max(max_size, 0) + 1)
-    except OSError as err:
-        raise GraphFileError([f"{path}: cannot read: {err.strerror}"]) from err
-    finally:
-        os.close(fd)
     if len(data) > max_size:
         raise GraphFileError(
             [

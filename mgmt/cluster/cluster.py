@@ -405,6 +405,8 @@ class Cluster:
                 return await self._leave_now()
         except (WorldError, TimeoutError) as err:
             if member is not None and await self._removed_as_we_left(member, err):
+                with contextlib.suppress(WorldError):  # (else: what `_remember` kept)
+                    await self._remember_others(await self.client.members())
                 log.info("this host's member left the cluster (removed by the leader)")
                 return True
             log.warning(
@@ -459,18 +461,16 @@ class Cluster:
             members = await self.client.members()
         except WorldError:
             return False
-        peers = set(self.options.advertise_server_urls)  # a member not started has no name
-        own = next((m for m in members if m.name == self.host or peers & set(m.peer_urls)), None)
+        own = next((m for m in members if self._is_own(m)), None)
         voters = sum(not m.is_learner for m in members)
         if own is None and has_member(self.data_dir):  # removed by the leader as we left
+            await self._remember_others(members)
             log.info("this host's member left the cluster (removed by the leader)")
             return True
         if own is None or (not own.is_learner and voters == 1):  # the last voter stays
             return False
         # Remembered even if the removal fails: the leader may remove this member later.
-        others = [u for m in members if m is not own and not m.is_learner for u in m.client_urls]
-        with contextlib.suppress(OSError, ResourceError):
-            await asyncio.to_thread(remember_peers, self.prefix, others)
+        others = await self._remember_others(members)
         if others:  # our own member stops as it is removed: what follows goes elsewhere
             self.client.set_endpoints(others, preferred=others[0])
         try:
@@ -483,6 +483,22 @@ class Cluster:
             await self.client.delete((NOMINATED + self.host).encode())
         log.info("this host's member left the cluster")
         return True
+
+    def _is_own(self, member: Member) -> bool:
+        """Whether `member` is this host's (one not started yet has no name: its peer URLs)."""
+        peers = set(self.options.advertise_server_urls)
+        return member.name == self.host or bool(peers & set(member.peer_urls))
+
+    async def _remember_others(self, members: list[Member]) -> list[str]:
+        """Save the other voting members' client URLs (PEERS_FILE) as this host leaves, however
+        its member went (its own removal, or the leader's first): restarted without --seeds,
+        it joins them (`_join_remembered`). Returns them."""
+        others = [
+            u for m in members if not m.is_learner and not self._is_own(m) for u in m.client_urls
+        ]
+        with contextlib.suppress(OSError, ResourceError):
+            await asyncio.to_thread(remember_peers, self.prefix, others)
+        return others
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.spawn(coro)

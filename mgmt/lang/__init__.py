@@ -64,9 +64,10 @@ def read_program(path: Path, name: str | None = None) -> bytes:
     """A program file's bytes; CompileError naming the file (`name`: as shown) if it cannot
     be read."""
     from mgmt.lang.errors import CompileError
+    from mgmt.yamlgraph import read_regular
 
     try:
-        return path.read_bytes()
+        return read_regular(path)  # a FIFO is refused, not waited on
     except OSError as err:
         shown = path if name is None else name
         raise CompileError([f"{shown}: cannot read: {err.strerror or err}"]) from err

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from mgmt.lang.errors import CompileError, Pos
+from mgmt.yamlgraph import read_regular
 
 METADATA = "metadata.yaml"
 MAIN = "main.mcl"
@@ -174,7 +175,7 @@ def read_again(files: list[Path]) -> str:
 
 def _bytes_now(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular(path)
     except OSError as err:
         return f"\0unreadable {err.errno}".encode()
 

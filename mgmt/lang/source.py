@@ -35,7 +35,7 @@ from engine.graph import Change, Edge, Graph, Key, derive, fmt_key, key_of
 from engine.local import LocalValues
 from engine.namedpath import NamedPaths
 from engine.resource import Resource, lookup, refused_together, together_kinds, validates_together
-from engine.tasks import TaskSet
+from engine.tasks import TaskSet, surviving
 from mgmt.collectscope import Collect, collects
 from mgmt.lang import compile_file
 from mgmt.lang.checker import Checked
@@ -365,6 +365,7 @@ class LangSource:
             path, hostname=hostname, watch=watch, clock=clock, local=local, otherwise=otherwise
         )
         checked = await source._compile()
+        source._commit(checked)
         if watch:
             await source._watch(checked.files)  # then read again: no edit is missed
         source._start(checked)
@@ -402,10 +403,12 @@ class LangSource:
         program takes seconds to check, and the loop keeps running the engine meanwhile. The
         compile builds a new tree and reads only what does not change once loaded (the
         builtins, the kinds); the parser's own state is held by one parse at a time."""
-        checked = await asyncio.to_thread(compile_file, self.path)
+        return await asyncio.to_thread(compile_file, self.path)
+
+    def _commit(self, checked: Checked) -> None:
+        """`checked` is the running program from now on (what a re-read compares with)."""
         self._digest, self._files = checked.digest, checked.files
         self.needs_cluster = any(m.split("/")[0] == "world" for m in checked.modules)
-        return checked
 
     def _start(self, checked: Checked) -> None:
         self.runtime = Runtime(
@@ -486,12 +489,17 @@ class LangSource:
         while True:
             await self._kick.wait()
             self._kick.clear()
-            if self._reload:
-                self._reload = False
-                await self._recompile()
-            if self.runtime is not None and self.runtime.pending:
-                self._evaluate()
-                await self.runtime.reap()
+            with surviving(log, f"reading {self.path} again", self._unexpected):
+                if self._reload:
+                    self._reload = False
+                    await self._recompile()
+                if self.runtime is not None and self.runtime.pending:
+                    self._evaluate()
+                    await self.runtime.reap()
+
+    def _unexpected(self, problem: str) -> None:
+        self._compile_problem = problem
+        self._set_problem()
 
     def _evaluate(self) -> None:
         try:
@@ -590,12 +598,14 @@ class LangSource:
             self._set_problem()
             return
         if checked.digest == running:
+            self._commit(checked)
             self._back_to_running()
             return
-        self._refused = self._compile_problem = self._run_problem = ""
         log.info("program file changed: swapping in the new program")
         old = self.runtime
         self._start(checked)
+        self._commit(checked)  # started: an error before this compiles it again next time
+        self._refused = self._compile_problem = self._run_problem = ""
         if old is not None:
             await old.close()
         self._last_error = None

@@ -9,8 +9,11 @@ another user wrote is used. Modules come from `--modulepath`'s directories, then
 A compile also says which files the manifest depended on (`Compiled.files`, or a refusal's
 `CompileFailed.files`), to be watched as the manifest is: Puppet's debug lines name each
 manifest it imports (a module's class or defined type) and each template it retrieves
-(`template()`, `epp()`: found in the module path as Puppet finds it); a class, defined type or
-template it could not find is where Puppet looked for it, so writing it compiles again.
+(`template()`, `epp()`: found in the module path as Puppet finds it), and Hiera's explanation
+of each lookup names its hiera.yaml and the data files of its hierarchy (a module's data: the
+only Hiera data an isolated compile has); a class, defined type, template or data file it
+could not find is where Puppet looked for it, so writing it compiles again. `file()` logs
+nothing: what it reads is not known, not watched (SIGHUP).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +52,10 @@ _READ = re.compile(
     r"|Scope\(.*\): Retrieving (?:epp )?template (?P<name>\S+)$)",
     re.M,
 )
+# Hiera's explanation of each lookup (in Puppet's debug output): the hiera.yaml it used and
+# each data file of its hierarchy, there or not ("Path not found": writing it changes what
+# the lookup finds).
+_HIERA = re.compile(r'^\s+(?:Using configuration|Path) "(?P<file>/[^"]+)"$', re.M)
 # What a refused compile could not find: a class, or a defined type (a module's manifest).
 _NOT_FOUND = re.compile(
     r"Could not find (?:declared )?class (?:::)?(?P<cls>[\w:]+)"
@@ -113,10 +121,13 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
         )
     if manifest.file is not None:
         try:  # Puppet compiles a missing manifest as an empty one: every resource would go
-            manifest.file.stat()
+            mode = manifest.file.stat().st_mode
         except OSError as missing:
             problem = f"{manifest.label}: cannot read: {missing.strerror}"
             raise CompileFailed([problem], own) from None  # watched: written again, compiled
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a directory: its manifests
+            # A FIFO held Puppet until the compile's timeout (300 s), waiting for a writer.
+            raise CompileFailed([f"{manifest.label}: cannot read: not a regular file"], own)
     work = Path(tempfile.mkdtemp(prefix="mgmt-puppet-"))  # 0700, new: ours alone
     try:
         argv = [PUPPET, "catalog", "compile", "--render-as", "json", *isolated(work)]
@@ -152,9 +163,10 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
 
 
 def _read(manifest: Manifest, out: str) -> list[Path]:
-    """The files a compile read, in order, from its debug lines (`out`): each manifest
-    imported, each template retrieved (where Puppet finds it)."""
-    files: list[Path] = []
+    """The files a compile read, from its debug lines (`out`): Hiera's configurations and
+    data files (those it looked for too), each manifest imported, each template retrieved
+    (where Puppet finds it)."""
+    files = [Path(m["file"]) for m in _HIERA.finditer(out)]
     dirs = [Path(d) for d in manifest.modulepath.split(":") if d]
     for m in _READ.finditer(out):
         name = m["name"] or ""

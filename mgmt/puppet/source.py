@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.namedpath import NamedPaths
-from engine.tasks import TaskSet
+from engine.tasks import TaskSet, surviving
 from mgmt.listing import first_of
 from mgmt.puppet.compile import CompileFailed, Manifest, compile_catalog
 from mgmt.puppet.translate import translate
@@ -144,23 +144,27 @@ class PuppetSource:
         while True:
             await self._kick.wait()
             self._kick.clear()
-            try:
-                loaded, files = await load(self.manifest, self.hostname, fallback=self.fallback)
-                await self._watch(files)
-            except CompileFailed as err:
-                await self._watch(err.files)  # what it read or looked for: the fix may be there
-                for problem in err.problems:
-                    log.error("%s", problem)
-                log.error("keeping the running graph")
-                self._set_problem(first_of(err.problems, "keeping the running graph"))
-                continue
-            self._set_problem("")
-            if loaded.digest == self._digest:
-                log.debug("the catalog is unchanged: nothing to swap")
-                continue
-            self._digest = loaded.digest
-            for warning in loaded.warnings:
-                log.warning("%s", warning)
-            log.info("the manifest changed: swapping in the new catalog")
-            self.graphs += 1
-            self._out.put_nowait(loaded)
+            with surviving(log, f"compiling {self.manifest.label}", self._set_problem):
+                await self._recompile()
+
+    async def _recompile(self) -> None:
+        try:
+            loaded, files = await load(self.manifest, self.hostname, fallback=self.fallback)
+            await self._watch(files)
+        except CompileFailed as err:
+            await self._watch(err.files)  # what it read or looked for: the fix may be there
+            for problem in err.problems:
+                log.error("%s", problem)
+            log.error("keeping the running graph")
+            self._set_problem(first_of(err.problems, "keeping the running graph"))
+            return
+        self._set_problem("")
+        if loaded.digest == self._digest:
+            log.debug("the catalog is unchanged: nothing to swap")
+            return
+        self._digest = loaded.digest
+        for warning in loaded.warnings:
+            log.warning("%s", warning)
+        log.info("the manifest changed: swapping in the new catalog")
+        self.graphs += 1
+        self._out.put_nowait(loaded)

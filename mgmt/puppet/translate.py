@@ -211,6 +211,16 @@ def _str(value: Any, name: str) -> str:
     return str(value)
 
 
+def _whole(value: Any, name: str, scale: float | None = None) -> int:
+    """A whole number (`tries => 3`); `scale`: a number of seconds (`timeout => 2.5`) times it,
+    rounded down."""
+    text = _str(value, name)
+    try:
+        return int(text) if scale is None else int(float(text) * scale)
+    except (ValueError, OverflowError):  # "abc", "nan", "inf"
+        raise Untranslatable(f"{name} => {value!r}: expected a number") from None
+
+
 def _default_provider(res: PRes, *allowed: str) -> None:
     provider = res.take("provider")
     if provider is not None and provider not in allowed:
@@ -369,7 +379,7 @@ def _exec(res: PRes) -> Spec:
         if value is not None:
             params[ours] = _str(value, theirs)
     timeout = res.take("timeout", EXEC_TIMEOUT)
-    params["timeout"] = int(float(_str(timeout, "timeout")))
+    params["timeout"] = _whole(timeout, "timeout", scale=1)
     # Each command in a subshell of its own; `)` on a line of its own, as a command may end
     # with a comment (`test -d /srv # the tree`).
     guards = [f"({_str(c, 'onlyif')}\n)" for c in _list(res.take("onlyif"))]
@@ -386,14 +396,14 @@ def _exec(res: PRes) -> Spec:
         params["refreshonly"] = True
     if res.take("refresh") is not None:
         raise Untranslatable("refresh => (a command run on refresh) has no translation")
-    returns = [int(_str(r, "returns")) for r in _list(res.take("returns", 0))]
+    returns = [_whole(r, "returns") for r in _list(res.take("returns", 0))]
     if returns != [0]:
         raise Untranslatable(f"returns => {returns}: only exit code 0 translates")
     meta: dict[str, Any] = {}
-    tries = int(_str(res.take("tries", 1), "tries"))
+    tries = _whole(res.take("tries", 1), "tries")
     if tries > 1:
         meta["retry"] = tries - 1
-        meta["delay"] = int(float(_str(res.take("try_sleep", 0), "try_sleep")) * 1000)
+        meta["delay"] = _whole(res.take("try_sleep", 0), "try_sleep", scale=1000)
     res.take("try_sleep")
     return Spec("exec", res.title, params, meta)
 
@@ -449,7 +459,7 @@ def _user(res: PRes) -> Spec:
         raise Untranslatable(f"ensure => {ensure!r} has no translation")
     uid = res.take("uid")
     if uid is not None:
-        params["uid"] = int(_str(uid, "uid"))
+        params["uid"] = _whole(uid, "uid")
     gid = res.take("gid")
     if gid is not None:
         text = _str(gid, "gid")
@@ -481,7 +491,7 @@ def _group(res: PRes) -> Spec:
     params: dict[str, Any] = {"state": state}
     gid = res.take("gid")
     if gid is not None and state == "exists":
-        params["gid"] = int(_str(gid, "gid"))
+        params["gid"] = _whole(gid, "gid")
     return Spec("group", name, params)
 
 
@@ -627,8 +637,8 @@ def _mount(res: PRes) -> Spec:
         "device": _str(res.take("device"), "device"),
         "type": _str(res.take("fstype"), "fstype"),
         "options": options,
-        "freq": int(_str(res.take("dump", 0), "dump")),
-        "passno": int(_str(res.take("pass", 0), "pass")),
+        "freq": _whole(res.take("dump", 0), "dump"),
+        "passno": _whole(res.take("pass", 0), "pass"),
     }
     return Spec("mount", point, params)
 

@@ -42,6 +42,19 @@ def exporter(shared: Path, host: str, content: str, local: Path | None = None) -
     return text + f"collect:\n  - {{kind: file, pattern: {shared}/}}\n"
 
 
+async def summary_written(client: EtcdClient, host: str) -> None:
+    """Wait until `host`'s summary is in the cluster: what says, once it stops cleanly, that
+    it left (the leader then removes its member)."""
+    summary, written = (SUMMARY + host).encode(), asyncio.Event()
+    unsubscribe = await client.subscribe(summary, written.set)
+    try:
+        if await client.get(summary) is None:
+            async with asyncio.timeout(15):
+                await written.wait()
+    finally:
+        await unsubscribe()
+
+
 async def wait_any_log(hosts: list[Host], pattern: str, timeout: float = 15) -> re.Match[str]:
     """The first match of `pattern` in any of the hosts' logs (waiting on their new lines)."""
     regex = re.compile(pattern)
@@ -778,12 +791,7 @@ async def test_a_host_removed_by_the_leader_as_it_leaves_says_it_left(tmp_path: 
         await h2.daemon.wait_log("h1 is now a voting member")
         await wait_dot(h2, holds(f"{shared}/h1", f"{shared}/h2"))
         async with client_of(h2) as client:
-            summary, written = (SUMMARY + "h1").encode(), asyncio.Event()
-            unsubscribe = await client.subscribe(summary, written.set)
-            if await client.get(summary) is None:  # what says, once h1 stops, that it left
-                async with asyncio.timeout(15):
-                    await written.wait()
-            await unsubscribe()
+            await summary_written(client, "h1")
             await client.put(LEAVING.encode(), b"another host")
             h1.daemon.signal(signal.SIGTERM)
             await h2.daemon.wait_log("member h1: its host left the cluster; removing it")

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from mgmt.cluster.client import Member
-from mgmt.cluster.cluster import has_member
+from mgmt.cluster.cluster import LEAVING, has_member
 from mgmt.cluster.world import EtcdWorld
 from tests.e2e.helpers import has_content, wait_logs, wait_path
 from tests.e2e.test_cluster_e2e import (
@@ -35,6 +35,7 @@ from tests.e2e.test_cluster_e2e import (
     fleet,
     holds,
     lacks,
+    summary_written,
     wait_any_log,
     wait_dot,
 )
@@ -397,3 +398,40 @@ async def test_a_nominee_on_a_full_file_system(tmp_path: Path) -> None:
             await wait_voters([h1, h2], ["h1", "h2"], timeout=30)
             assert h1.daemon is not None
             assert "did not start" not in h1.daemon.log  # the nominee's own retry did it
+
+
+@pytest.mark.slow
+async def test_a_host_removed_by_the_leader_as_it_leaves_remembers_the_others(
+    tmp_path: Path,
+) -> None:
+    """Three voters; h3 stops cleanly while another host holds the turn to leave, so the
+    leader removes its member first (the "left" path of a clean leave). Its leave saves the
+    other members (cluster-peers.json) as a leave of its own does: restarted without
+    --seeds, it joins them (before 2026-12-05 only through --seeds)."""
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3)]
+    for host in hosts:
+        host.graph.write_text(f"graph: {host.name}\nresources: {{}}\n")
+    h1, h2, h3 = hosts
+    peers = h3.root / "h3" / "prefix" / "cluster-peers.json"
+    async with fleet(hosts):
+        await start_voters(hosts)
+        assert h3.daemon is not None
+        await wait_path(peers, remembers(sorted([h1.url, h2.url])))
+        # What its member wrote while it ran goes (as a record gone stale would, the members
+        # changed since): the leave must write it itself.
+        peers.unlink()
+        async with client_of(h1, h2) as client:
+            await summary_written(client, "h3")
+            await client.put(LEAVING.encode(), b"another host")
+            h3.daemon.signal(signal.SIGTERM)
+            await wait_any_log([h1, h2], "member h3: its host left the cluster; removing it")
+            await client.delete(LEAVING.encode())
+        assert await h3.daemon.wait(30) == 0
+        await h3.daemon.__aexit__(None, None, None)
+        assert "this host's member left the cluster (removed by the leader)" in h3.daemon.log
+        assert remembers(sorted([h1.url, h2.url]))(peers), peers.read_text()
+        await wait_voters([h1, h2], ["h1", "h2"], timeout=10)
+        await start(h3)  # no --seeds
+        assert h3.daemon is not None
+        await h3.daemon.wait_log("joining the cluster this host left", timeout=20)
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=30)

@@ -432,3 +432,19 @@ def test_a_symlink_at_a_file_is_replaced_or_kept_as_puppet_does(tmp_path: Path) 
     )
     assert code == 1 and f"{t}/dir is a directory, expected a file: set force" in out, out
     assert (t / "dir").is_dir()
+
+
+def test_a_number_param_that_is_no_number_is_refused_with_its_line(tmp_path: Path) -> None:
+    """Before 2026-12-05 `tries => 'abc'` ended `mgmt run` with a ValueError's traceback."""
+    code = (
+        f"file {{ '{tmp_path}/x': content => 'x' }}\n"
+        "exec { 'e': command => '/bin/true', tries => 'abc', timeout => 'nan' }\n"
+        "user { 'u': uid => 'x1' }\n"
+    )
+    status, out = run_mgmt(
+        ["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", "-e", code]
+    )
+    assert status == 2, out
+    assert "<puppet -e>:2: Exec[e]: timeout => 'nan': expected a number" in out, out
+    assert "<puppet -e>:3: User[u]: uid => 'x1': expected a number" in out, out
+    assert "Traceback" not in out and not (tmp_path / "x").exists()

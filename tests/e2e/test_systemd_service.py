@@ -128,6 +128,25 @@ def test_setup_makes_every_path_option_absolute(tmp_path: Path) -> None:
     assert code == 0 and f"--trusted-keys {where}/keys empty" in out, out
 
 
+def test_the_unit_names_its_documentation_and_systemd_takes_it(tmp_path: Path) -> None:
+    """`Documentation=` (`systemctl help`): this checkout's docs/operations.md, a URL that
+    systemd's own check takes (an invalid one is only a warning, on stderr)."""
+    args = ["setup", "--install-service", "--dry-run", "--prefix", str(tmp_path / "p"), "empty"]
+    code, out = run_mgmt(args)
+    assert code == 0, out
+    assert f"\nDocumentation={(ROOT / 'docs/operations.md').as_uri()}\n" in out, out
+    unit = tmp_path / "mgmt-doc-test.service"
+    unit.write_text(out)
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert verify.returncode == 0 and verify.stderr == "", verify.stderr
+
+
 @pytest.mark.slow
 def test_setup_makes_relative_paths_absolute_however_they_are_spelled() -> None:
     """The service runs in `/`: `./examples/hello.yaml` and `--prefix state` must not stay
@@ -301,6 +320,37 @@ async def test_a_bad_graph_at_start_fails_the_unit_instead_of_restarting_it(
     await sd.wait_until(lambda: settled("failed"))
     props = await sd.props(service, "Service")
     assert (props["ExecMainStatus"], props["NRestarts"], props["Result"]) == (2, 0, "exit-code")
+    # Why, in `systemctl status` (StatusText): the refusal's first line (it was empty).
+    status = str(props["StatusText"])
+    assert status.startswith(f"{path}:7: file[hello]: mode: expected octal"), status
+    assert status.endswith("got 'banana'") and "\n" not in status, status
+
+
+@pytest.mark.slow
+async def test_a_bad_flag_at_start_is_the_units_last_status(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    """A unit whose ExecStart has a flag `mgmt run` refuses (edited by hand, or a newer
+    version's flag): exit 2, and `systemctl status` says why (StatusText was empty)."""
+    unit = manager.name("badflag")
+    service = f"{unit}.service"
+    argv = [*MGMT, "run", "--prefix", str(tmp_path / "prefix"), "--no-such-flag", "empty"]
+    manager.write_unit(
+        service,
+        f"[Service]\nType=notify\nNotifyAccess=main\nWorkingDirectory={ROOT}\n"
+        f"ExecStart={' '.join(argv)}\n",
+    )
+    await sd.reload()
+    await sd.manager("StartUnit", "ss", service, "replace")
+
+    async def failed() -> bool:
+        return await sd.active(service) == "failed"
+
+    await sd.wait_until(failed)
+    props = await sd.props(service, "Service")
+    assert props["ExecMainStatus"] == 2
+    status = str(props["StatusText"])
+    assert status.startswith("mgmt run: unrecognized arguments: --no-such-flag"), status
 
 
 @pytest.mark.slow

@@ -104,3 +104,19 @@ async def test_a_burst_of_changes_is_read_once(
     assert await follower.read() == "c\n"
     other.write_text("d\n")
     assert await follower.read() == "c\n"  # the next change's read: none in between
+
+
+async def test_a_hard_link_made_at_the_name_is_no_writer(
+    two: tuple[Follower, Path, Path], tmp_path: Path
+) -> None:
+    """`ln new.mcl main.mcl` at a missing name: a creation no open made (no close follows).
+    With another link it is whole: read at once (after the settle), not after WRITER_WAIT. A
+    file created by an open is still waited for, linked elsewhere or not (the test above)."""
+    follower, main, _other = two
+    (tmp_path / "new.mcl").write_text("linked\n")
+    main.unlink()
+    assert await follower.read() is None
+    os.link(tmp_path / "new.mcl", main)
+    await follower.change()
+    assert not follower.named.held
+    assert await follower.read() == "linked\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from engine.events import CheckApplied, GraphSwapped, VertexChanged
 from mgmt.agent import Agent, load
 from mgmt.config import Config, ExitCode
 from resources.file import FileRes
+from tests.e2e.helpers import has_content, wait_path
+from tests.mgmt.lang.test_source import LogWaiter
 from tests.mgmt.test_reparse import counted
 
 N = 50
@@ -199,6 +202,71 @@ async def test_an_edit_making_two_resources_manage_one_file_is_refused_in_one_li
         assert (out / "f7").read_text() == "edited\n"
     finally:
         logging.getLogger().removeHandler(seen)
+    agent.stopping.set()
+    async with asyncio.timeout(20):
+        assert await runner == ExitCode.OK
+
+
+async def test_a_graph_file_hard_linked_at_its_missing_name_is_read_at_once(
+    tmp_path: Path,
+) -> None:
+    """`ln new.yaml graph.yaml` at the missing name: a creation no open made, so no close
+    follows it; it was waited for as a writer (2 s). A file with another link is whole: read at
+    once, as a symlink made there is."""
+    path, out = tmp_path / "graph.yaml", tmp_path / "out"
+    path.write_text(graph(out))
+    agent, runner = await converged_agent(path, tmp_path / "prefix")
+    new = tmp_path / "new.yaml"
+    new.write_text(graph(out, edited="linked"))
+    path.unlink()
+    os.link(new, path)
+    async with asyncio.timeout(20):
+        while (out / "f7").read_text() != "linked\n":
+            await agent.converger.diverged.wait()
+            await agent.converger.converged.wait()
+    assert agent._file_watcher is not None and not agent._file_watcher.held
+    agent.stopping.set()
+    async with asyncio.timeout(20):
+        assert await runner == ExitCode.OK
+
+
+async def test_an_unexpected_error_reading_the_graph_file_again_is_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-read that fails in a way the parser did not foresee (a bug some input meets: here
+    made to happen by a graph that says BOOM) is one line (its traceback at debug only: it
+    was logged with it) and the program error; the running graph stays, and the next edit is
+    read as any."""
+    import mgmt.agent
+
+    real = mgmt.agent.reparse
+
+    def reparse(data: bytes, filename: str, previous: object) -> object:
+        if b"BOOM" in data:
+            raise RuntimeError("the parser met a bug")
+        return real(data, filename, previous)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mgmt.agent, "reparse", reparse)
+    caplog.set_level(logging.INFO, "main")
+    path, out = tmp_path / "graph.yaml", tmp_path / "out"
+    path.write_text(graph(out))
+    agent, runner = await converged_agent(path, tmp_path / "prefix")
+    failed = LogWaiter("failed unexpectedly")
+    logging.getLogger("main").addHandler(failed)
+    try:
+        renamed_in(path, graph(out, edited="BOOM"))
+        async with asyncio.timeout(20):
+            await failed.seen.wait()
+    finally:
+        logging.getLogger("main").removeHandler(failed)
+    line = f"reading {path} again failed unexpectedly: RuntimeError: the parser met a bug"
+    assert line in caplog.text and "Traceback" not in caplog.text, caplog.text
+    assert agent.status.program_error == line
+    (out / "f7").write_text("drift\n")  # the running graph is still enforced
+    await wait_path(out / "f7", has_content("number 7\n"))
+    renamed_in(path, graph(out, edited="fixed"))
+    await wait_path(out / "f7", has_content("fixed\n"))
+    assert agent.status.program_error == ""
     agent.stopping.set()
     async with asyncio.timeout(20):
         assert await runner == ExitCode.OK

@@ -6,6 +6,7 @@ One compile (a few seconds: facter) serves every test of the module.
 from __future__ import annotations
 
 import asyncio
+import logging
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -318,3 +319,102 @@ def test_allowdupe_false_allows_no_duplicate() -> None:
         catalog = {"resources": [{**user, "parameters": {"allowdupe": value, "uid": 5}}]}
         res = translate(catalog, "site.pp").graph.vertices[("user", "u")]
         assert bool(res.allowduplicateuid) is allowed
+
+
+async def test_an_unexpected_error_of_a_recompile_keeps_the_graph_and_the_watch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recompile that fails in a way the front-end did not foresee (a bug some catalog
+    meets: here made to happen by a resource titled BOOM) is one line and the source's
+    problem; the next edit is compiled again and its catalog yielded (the loop ended with
+    "task puppet recompile failed": the manifest was never read again)."""
+    import mgmt.puppet.source
+    from mgmt.puppet.source import PuppetSource
+
+    real = mgmt.puppet.source.translate
+
+    def translate(catalog: Any, label: str, **kwargs: Any) -> Any:
+        if any(r["title"] == "BOOM" for r in catalog["resources"]):
+            raise RuntimeError("the translator met a bug")
+        return real(catalog, label, **kwargs)
+
+    monkeypatch.setattr(mgmt.puppet.source, "translate", translate)
+    caplog.set_level(logging.INFO, "puppet")
+    pp = tmp_path / "site.pp"
+    pp.write_text("notify { 'one': }\n")
+    source = await PuppetSource.open(Manifest(file=pp), hostname="node1", fallback=None)
+    reported = asyncio.Event()
+    source.on_problem = lambda problem: reported.set()
+    try:
+        pp.write_text("notify { 'BOOM': }\n")
+        async with asyncio.timeout(120):
+            await reported.wait()
+        line = f"compiling {pp} failed unexpectedly: RuntimeError: the translator met a bug"
+        assert source.problem == line
+        assert line in caplog.text and "Traceback" not in caplog.text, caplog.text
+        pp.write_text("notify { 'two': }\n")
+        async with asyncio.timeout(120):
+            loaded = await anext(aiter(source))
+        assert ("msg", "two") in loaded.graph and source.problem == ""
+    finally:
+        await source.aclose()
+
+
+async def test_hiera_data_a_compile_used_or_looked_for_is_watched(tmp_path: Path) -> None:
+    """A module's Hiera data (its hiera.yaml, the data files of its hierarchy, as Hiera's
+    explanation of each lookup names them in Puppet's debug output): an edit of a data file
+    compiles again, and so does writing the file a lookup looked for and did not find (a
+    node's own data). Before 2026-12-05 only SIGHUP did."""
+    from mgmt.puppet.source import PuppetSource
+
+    module = tmp_path / "modules" / "web"
+    (module / "manifests").mkdir(parents=True)
+    (module / "data").mkdir()
+    (module / "manifests" / "init.pp").write_text(
+        "class web($greeting) {\n"
+        "  notify { 'g': message => \"${greeting} ${lookup('web::name')}\" }\n"
+        "}\n"
+    )
+    (module / "hiera.yaml").write_text(
+        "version: 5\nhierarchy:\n"
+        "  - {name: node, path: 'nodes/%{trusted.certname}.yaml'}\n"
+        "  - {name: common, path: common.yaml}\n"
+    )
+    common = module / "data" / "common.yaml"
+    common.write_text("web::greeting: hello\nweb::name: world\n")
+    pp = tmp_path / "site.pp"
+    pp.write_text("include web\n")
+    manifest = Manifest(file=pp, modulepath=f"{tmp_path / 'modules'}:{MODULEPATH}")
+    source = await PuppetSource.open(manifest, hostname="node1", fallback=None)
+    graphs = aiter(source)
+
+    async def message() -> str:
+        async with asyncio.timeout(120):
+            loaded = await anext(graphs)
+        return str(loaded.graph.vertices[("msg", "g")].body)  # type: ignore[attr-defined]
+
+    try:
+        assert source.first is not None
+        assert source.first.graph.vertices[("msg", "g")].body == "hello world"  # type: ignore[attr-defined]
+        renamed = common.with_suffix(".new")
+        renamed.write_text("web::greeting: hi\nweb::name: world\n")
+        renamed.rename(common)
+        assert await message() == "hi world"
+        (module / "data" / "nodes").mkdir()  # where the node's own data was looked for
+        node = module / "data" / "nodes" / "node1.yaml"
+        node.write_text("web::name: node one\n")
+        assert await message() == "hi node one"
+    finally:
+        await source.aclose()
+
+
+def test_a_manifest_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Puppet read a FIFO at the manifest's name until the compile's timeout (300 s)."""
+    import os
+
+    fifo = tmp_path / "site.pp"
+    os.mkfifo(fifo)
+    with pytest.raises(CompileFailed) as err:
+        asyncio.run(compile_catalog(Manifest(file=fifo), "node1", timeout=60))
+    assert err.value.problems == [f"{fifo}: cannot read: not a regular file"]
+    assert err.value.files == [fifo]  # watched: a file written there is compiled

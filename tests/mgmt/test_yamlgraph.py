@@ -613,3 +613,33 @@ def test_a_graph_files_digest_is_its_sha256(tmp_path: Path) -> None:
     path.write_bytes(b"graph: g\nresources:\n  noop:\n    - name: a\n")
     assert digest(data) == hashlib.sha256(data).hexdigest()
     assert load_file(path).digest == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        (
+            "sema: [5]",
+            "g.yaml:5: noop[a]: meta.sema: expected 'id' or 'id:N', got a bare number '5'",
+        ),
+        ("sema: ['+5']", "meta.sema: expected 'id' or 'id:N', got a bare number '+5'"),
+        ("sema: ['a', '-1']", "meta.sema: expected 'id' or 'id:N', got a bare number '-1'"),
+        ("limit: 2", "g.yaml:5: noop[a]: meta.burst: must be >= 1 with a limit (2/s)"),
+        ("limit: 0.5, burst: 0", "meta.burst: must be >= 1 with a limit (0.5/s)"),
+        ("export: ['']", "g.yaml:5: noop[a]: meta.export: an empty host name: ['']"),
+        ("export: [h1, '']", "meta.export: an empty host name: ['h1', '']"),
+    ],
+)
+def test_what_mgmts_metaparams_validate_refuses_is_refused(meta: str, expected: str) -> None:
+    """mgmt's MetaParams.Validate: a bare-number semaphore (strconv.Atoi parses it), a limit
+    with no burst (no event would ever pass), an empty export entry. Accepted before
+    2026-12-05."""
+    assert expected in one_problem(NOOP % meta)
+
+
+def test_what_mgmts_metaparams_validate_takes_is_taken() -> None:
+    big = "9" * 20  # past 64 bits: Atoi fails, mgmt takes it as an id
+    meta = f"sema: ['5:2', 'a', '{big}'], limit: 2, burst: 1, export: ['*']"
+    res = parse(NOOP % meta).graph.vertices[("noop", "a")]
+    assert res.meta.sema == ["5:2", "a", big] and res.meta.burst == 1
+    assert parse(NOOP % "burst: 0").graph.vertices[("noop", "a")].meta.limit == float("inf")

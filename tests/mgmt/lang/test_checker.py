@@ -310,3 +310,17 @@ def test_structlookup_needs_a_constant_known_field() -> None:
         "no field"
         in "\n".join(problems('$x = structlookup(struct{a => 1}, "b")\nnoop "n" {}\n')).lower()
     )
+
+
+@pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        ('Meta:sema => ["5",]', "Meta:sema: expected 'id' or 'id:N', got a bare number '5'"),
+        ("Meta:limit => 2.0", "Meta:burst: must be >= 1 with a limit (2/s)"),
+        ('Meta:export => ["",]', "Meta:export: an empty host name: ['']"),
+    ],
+)
+def test_mgmts_metaparam_rules_hold_in_mcl(meta: str, expected: str) -> None:
+    (problem,) = problems(f'test "a" {{ {meta} }}')
+    assert problem.startswith(f"t.mcl:1:1: test[a]: {expected}"), problem
+    compile_ok('test "a" { Meta:limit => 2.0, Meta:burst => 1, Meta:sema => ["5:2",] }')

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +47,19 @@ class LogWaiter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if self.text in record.getMessage():
             self.seen.set()
+
+
+@contextlib.asynccontextmanager
+async def logged(text: str) -> AsyncIterator[None]:
+    """Wait, after the body, until the language logs a line containing `text`."""
+    waiter = LogWaiter(text)
+    logging.getLogger("lang").addHandler(waiter)
+    try:
+        yield
+        async with asyncio.timeout(10):
+            await waiter.seen.wait()
+    finally:
+        logging.getLogger("lang").removeHandler(waiter)
 
 
 class Running:
@@ -120,14 +135,8 @@ async def test_program_edit_swaps_in_the_new_program_and_a_broken_one_is_refused
     program = tmp_path / "main.mcl"
     program.write_text(program.read_text().replace("to_upper", "to_lower"))
     await wait_path(tmp_path / "out", has_content("hello\n"))
-    refused = LogWaiter("keeping the running program")
-    logging.getLogger("lang").addHandler(refused)
-    try:
+    async with logged("keeping the running program"):
         program.write_text(program.read_text() + '\n$broken = 1 + "x"\n')
-        async with asyncio.timeout(10):
-            await refused.seen.wait()
-    finally:
-        logging.getLogger("lang").removeHandler(refused)
     assert "main.mcl:12:11: type error: operator + cannot combine int and str" in caplog.text
     (tmp_path / "input").write_text("STILL\n")
     await wait_path(tmp_path / "out", has_content("still\n"))
@@ -220,3 +229,81 @@ async def test_an_input_written_in_place_is_read_once_its_writer_closes_it(
         writer.write("ld\n")
     await wait_path(tmp_path / "out", has_content("WORLD\n"))
     assert agent.source.graphs == graphs + 1
+
+
+async def test_an_unexpected_error_of_a_recompile_keeps_the_program_and_the_watch(
+    agent: Running,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A recompile that fails in a way the front-end did not foresee (a bug some input meets:
+    here made to happen by a program that says BOOM) is one line, the running program stays,
+    and the next edit is compiled as any (the loop was ended by it: never read again)."""
+    import mgmt.lang.source
+
+    real, bug = mgmt.lang.source.Runtime, [True]
+    program = tmp_path / "main.mcl"
+
+    def runtime(*args: Any, **kwargs: Any) -> object:
+        if bug[0] and "BOOM" in program.read_text():
+            raise RuntimeError("the runtime met a bug")
+        return real(*args, **kwargs)
+
+    # After the compile: the program compiled is not the running one (a re-read compiles it).
+    monkeypatch.setattr(mgmt.lang.source, "Runtime", runtime)
+    caplog.set_level(logging.INFO, "lang")
+    async with logged("failed unexpectedly"):
+        program.write_text(program.read_text() + "\n# BOOM\n")
+    line = f"reading {program} again failed unexpectedly: RuntimeError: the runtime met a bug"
+    assert line in caplog.text and "Traceback" not in caplog.text, caplog.text
+    assert agent.source.problem == line
+    (tmp_path / "out").write_text("drift\n")  # the running program is still enforced
+    await wait_path(tmp_path / "out", has_content("HELLO\n"))
+    # SIGHUP with the files unchanged compiles them again (they are not the running program's).
+    bug[0] = False
+    async with logged("swapping in the new program"):
+        agent.source.reload()
+    async with asyncio.timeout(10):  # cleared after the new program's first evaluation
+        while agent.source.problem:
+            agent.source.evaluated.clear()
+            await agent.source.evaluated.wait()
+    program.write_text(program.read_text().replace("BOOM", "fixed").replace("to_upper", "to_lower"))
+    await wait_path(tmp_path / "out", has_content("hello\n"))
+    assert agent.source.problem == ""
+
+
+async def test_a_fifo_at_the_programs_name_is_refused_not_waited_on(
+    agent: Running, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before 2026-12-05 reading a FIFO waited for a writer forever: the program was never
+    read again (and `mgmt check` of one never ended)."""
+    import os
+
+    program = tmp_path / "main.mcl"
+    text = program.read_text()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    async with logged("keeping the running program"):
+        fifo.rename(program)
+    assert f"{program}: cannot read: not a regular file" in caplog.text
+    new = tmp_path / "new.mcl"
+    new.write_text(text.replace("to_upper", "to_lower"))
+    new.rename(program)
+    await wait_path(tmp_path / "out", has_content("hello\n"))
+
+
+async def test_a_program_hard_linked_at_its_missing_name_is_read_at_once(
+    agent: Running, tmp_path: Path
+) -> None:
+    """`ln new.mcl main.mcl` at the missing name: no open made it, no close follows; it was
+    waited for as a writer's file (2 s). A file with another link is whole: read at once."""
+    import os
+
+    program = tmp_path / "main.mcl"
+    new = tmp_path / "new.mcl"
+    new.write_text(program.read_text().replace("to_upper", "to_lower"))
+    program.unlink()
+    os.link(new, program)
+    await wait_path(tmp_path / "out", has_content("hello\n"))
+    assert agent.source._watcher is not None and not agent.source._watcher.held
