@@ -190,6 +190,8 @@ async def run(config: Config, given: Loaded | None = None) -> int:
             return ExitCode.USAGE
         for name in tmp.removed:
             log.debug("removed %s, the temporary prefix of a run that was killed", name)
+        if config.own_process and config.exit_after >= 0:  # the process ends with this run
+            tmp.leave_to_exit()
         try:
             return await _run(config, given, tmp.path)
         finally:
