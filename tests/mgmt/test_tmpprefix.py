@@ -86,10 +86,10 @@ def test_only_our_private_prefixes_with_a_free_lock_are_removed(tmp_path: Path) 
     }
 
 
-def test_the_cli_cleans_up_its_own_and_a_killed_runs_prefix(tmp_path: Path) -> None:
-    killed, dead_prefix = _holder(tmp_path)
-    _kill(killed)
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
+def _cron_run(parent: Path) -> None:
+    """A cron run of the command with its temporary prefix under `parent`: it succeeds, and
+    no prefix is left there (its own, and a killed run's, removed)."""
+    env = {**os.environ, "TMPDIR": str(parent)}
     done = subprocess.run(
         [sys.executable, "-m", "mgmt", "run", "--tmp-prefix", "--converged-timeout=0", "empty"],
         env=env,
@@ -99,8 +99,14 @@ def test_the_cli_cleans_up_its_own_and_a_killed_runs_prefix(tmp_path: Path) -> N
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+    assert [p for p in parent.iterdir() if p.name.startswith("mgmt-")] == []
+
+
+def test_the_cli_cleans_up_its_own_and_a_killed_runs_prefix(tmp_path: Path) -> None:
+    killed, dead_prefix = _holder(tmp_path)
+    _kill(killed)
+    _cron_run(tmp_path)
     assert not dead_prefix.exists()
-    assert [p for p in tmp_path.iterdir() if p.name.startswith("mgmt-")] == []
 
 
 def _holding(parent: Path) -> list[str]:
@@ -122,17 +128,7 @@ def test_a_cron_runs_prefix_is_gone_at_its_exit_and_its_locks_holder_after(
     """A cron run of the command gives its prefix lock's last close to a process that ends
     with it (TmpPrefix.leave_to_exit): the prefix is removed before the run exits, and that
     process ends after it (polled: it sees the run's end through a pipe)."""
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "mgmt", "run", "--tmp-prefix", "--converged-timeout=0", "empty"],
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert [p for p in tmp_path.iterdir() if p.name.startswith("mgmt-")] == []
+    _cron_run(tmp_path)
     deadline = time.monotonic() + 30
     while _holding(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.01)  # polling for the holder's end (bounded), not waiting for readiness
