@@ -189,21 +189,32 @@ def _hand_over(fd: int, then: Callable[[], None] | None) -> None:
     does and then tears the instance down (see the module doc); then close it here. Without
     such a process (no `cat`, none can start), this close is the last: it waits for the
     kernel."""
-    holder = next((path for path in HOLDER if os.access(path, os.X_OK)), None)
-    try:
-        if holder is not None:
-            _EXIT.holders.append(
-                subprocess.Popen(
-                    [holder],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    pass_fds=[fd],
-                )
-            )
-    except OSError as err:
-        log.debug("no process to hand an inotify instance over to: %s", err)
+    hold_until_exit(fd, "an inotify instance")
     _close_last(fd, then)
+
+
+def hold_until_exit(fd: int, what: str) -> bool:
+    """Give a copy of `fd` to a process that ends when this one does (HOLDER, reading a pipe
+    that this process's exit closes): what the kernel does at the last close of what `fd`
+    refers to then happens in that process's exit, which nobody waits for. False if none
+    could start (it says so at debug level). The caller still closes its own `fd`."""
+    holder = next((path for path in HOLDER if os.access(path, os.X_OK)), None)
+    if holder is None:
+        return False
+    try:
+        _EXIT.holders.append(
+            subprocess.Popen(
+                [holder],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=[fd],
+            )
+        )
+    except OSError as err:
+        log.debug("no process to hand %s over to: %s", what, err)
+        return False
+    return True
 
 
 # The first characters of private names: an O_TMPFILE inode's ("#<inode>") and engine.safefs's

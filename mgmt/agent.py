@@ -43,7 +43,7 @@ from mgmt.listing import first_of, named, resource_count
 from mgmt.sdnotify import Notifier, last_words
 from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
-from mgmt.status.server import SOCKET, StatusServer, listen
+from mgmt.status.server import SOCKET, StatusServer, listen, remove_stale
 from mgmt.tmpprefix import PrefixBusy, TmpPrefix, hold_prefix
 from mgmt.yamlgraph import (
     GraphFileError,
@@ -218,6 +218,8 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
             return ExitCode.USAGE
         for name in tmp.removed:
             log.debug("removed %s, the temporary prefix of a run that was killed", name)
+        if config.own_process and config.exit_after >= 0:  # the process ends with this run
+            tmp.leave_to_exit()
         try:
             return await _run(config, given, tmp.path)
         finally:
@@ -239,6 +241,13 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
         return await _run(config, given, config.prefix)
     finally:
         os.close(lock)
+
+
+def _socket_dir(prefix: Path) -> None:
+    """The prefix private (safefs.private_dir), without the status socket a killed agent may
+    have left in it: what the status socket needs, in one hop to a thread before the apply."""
+    private_dir(prefix)
+    remove_stale(prefix / SOCKET)
 
 
 def lock_prefix(prefix: Path) -> int:
@@ -429,7 +438,7 @@ class Agent:
         self.server = StatusServer(self.status, self.metrics.render if self.metrics else None)
         private = True
         try:  # the prefix first: a listener beyond loopback may keep its certificate there
-            await thread_to_end(private_dir, self.engine.prefix)
+            await thread_to_end(_socket_dir, self.engine.prefix)
         except (OSError, MgmtError) as err:  # mgmt status cannot reach this agent, nothing else
             log.warning("no status socket in %s: %s", self.engine.prefix, err)
             private = False

@@ -93,11 +93,10 @@ class StatusServer:
 
     async def listen_unix(self, path: Path) -> None:
         """Serve on a socket at `path`, in the private prefix (0700): the agent's user alone
-        can connect; the socket itself is 0600 too. One left by a killed agent is replaced."""
-        await asyncio.to_thread(_remove_stale, path)
-        server = await asyncio.start_unix_server(self._serve, path=str(path))
+        can connect; the socket itself is 0600 from its creation (`_bound`). One a killed agent
+        left there is removed first, by the caller (`remove_stale`, in its hop to a thread)."""
+        server = await asyncio.start_unix_server(self._serve, sock=_bound(path))
         self.servers.append(server)
-        await asyncio.to_thread(os.chmod, path, 0o600)
 
     async def listen_tcp(
         self, host: str, port: int, page: bool = True, tls: ssl.SSLContext | None = None
@@ -426,7 +425,22 @@ def _local_host(host: str) -> bool:
     return True
 
 
-def _remove_stale(path: Path) -> None:
+def _bound(path: Path) -> socket.socket:
+    """A Unix stream socket bound at `path`, its file made 0600 by the bind: Linux gives the
+    file the mode of the socket's own inode, less the umask, and fchmod sets that mode before.
+    No instant at another mode, and no chmod after it (a hop to a thread, before the apply)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.fchmod(sock.fileno(), 0o600)
+        sock.bind(str(path))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def remove_stale(path: Path) -> None:
+    """The socket a killed agent left at `path`, if any, removed (bind would fail on it)."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
 

@@ -119,6 +119,29 @@ def test_a_cron_runs_hops_to_threads_share_the_engines_pool(tmp_path: Path) -> N
     assert _python(script, str(graph)) == "['io_']"
 
 
+def test_site_runs_without_setuptools_distutils_shim_and_it_still_imports() -> None:
+    """`mgmt.full_site` runs `site` as the interpreter would (the venv's prefix and packages
+    on the path), but setuptools' distutils-precedence.pth puts no finder on sys.meta_path
+    (asked at every import after) and imports nothing; `_distutils_hack` itself, when the venv
+    has it, still imports as usual when asked for."""
+    script = """
+import sys
+import mgmt; mgmt.full_site()
+import site, yaml
+assert sys.prefix != sys.base_prefix, (sys.prefix, sys.base_prefix)  # the venv's, as site sets
+assert any(p in sys.path for p in site.getsitepackages()), sys.path
+assert [type(f).__name__ for f in sys.meta_path if type(f).__module__ == "_distutils_hack"] == []
+assert "_distutils_hack" not in sys.modules
+try:
+    import _distutils_hack
+except ImportError:
+    print("absent")
+else:
+    print(type(_distutils_hack).__name__, hasattr(_distutils_hack, "DistutilsMetaFinder"))
+"""
+    assert _python(script) in ("absent", "module True")
+
+
 def test_deferred_modules_work_at_first_use() -> None:
     """Each deferred module, at its first use, is the real one: a traceback printed with its
     source line (linecache, tokenize), urllib.parse's check of an IPv6 host (ipaddress),

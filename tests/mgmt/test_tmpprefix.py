@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -85,10 +86,10 @@ def test_only_our_private_prefixes_with_a_free_lock_are_removed(tmp_path: Path) 
     }
 
 
-def test_the_cli_cleans_up_its_own_and_a_killed_runs_prefix(tmp_path: Path) -> None:
-    killed, dead_prefix = _holder(tmp_path)
-    _kill(killed)
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
+def _cron_run(parent: Path) -> None:
+    """A cron run of the command with its temporary prefix under `parent`: it succeeds, and
+    no prefix is left there (its own, and a killed run's, removed)."""
+    env = {**os.environ, "TMPDIR": str(parent)}
     done = subprocess.run(
         [sys.executable, "-m", "mgmt", "run", "--tmp-prefix", "--converged-timeout=0", "empty"],
         env=env,
@@ -98,8 +99,52 @@ def test_the_cli_cleans_up_its_own_and_a_killed_runs_prefix(tmp_path: Path) -> N
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+    assert [p for p in parent.iterdir() if p.name.startswith("mgmt-")] == []
+
+
+def test_the_cli_cleans_up_its_own_and_a_killed_runs_prefix(tmp_path: Path) -> None:
+    killed, dead_prefix = _holder(tmp_path)
+    _kill(killed)
+    _cron_run(tmp_path)
     assert not dead_prefix.exists()
-    assert [p for p in tmp_path.iterdir() if p.name.startswith("mgmt-")] == []
+
+
+def _holding(parent: Path) -> list[str]:
+    """The processes with a descriptor open on something under `parent` (deleted or not)."""
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:  # gone, or not ours to read
+            continue
+        if any(link.startswith(f"{parent}/") for link in links):
+            found.append(pid)
+    return found
+
+
+def test_a_cron_runs_prefix_is_gone_at_its_exit_and_its_locks_holder_after(
+    tmp_path: Path,
+) -> None:
+    """A cron run of the command gives its prefix lock's last close to a process that ends
+    with it (TmpPrefix.leave_to_exit): the prefix is removed before the run exits, and that
+    process ends after it (polled: it sees the run's end through a pipe)."""
+    _cron_run(tmp_path)
+    deadline = time.monotonic() + 30
+    while _holding(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling for the holder's end (bounded), not waiting for readiness
+    assert _holding(tmp_path) == []
+
+
+def test_a_prefix_left_to_exit_is_removed_and_its_lock_held_elsewhere(tmp_path: Path) -> None:
+    """In a process that goes on (here, the test's): after close the prefix is gone, this
+    process holds nothing of it, and the holder that has the lock's copy is another process."""
+    tmp = TmpPrefix(tmp_path)
+    tmp.leave_to_exit()
+    tmp.close()
+    assert not tmp.path.exists()
+    holders = _holding(tmp_path)
+    assert str(os.getpid()) not in holders
+    assert len(holders) == 1, holders
 
 
 async def test_a_run_cancelled_while_its_prefix_is_made_private_leaves_none(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 
 from engine.engine import Engine
 from mgmt.status.model import StatusModel
-from mgmt.status.server import MAX_REQUEST, StatusServer, to_dot
+from mgmt.status.server import MAX_REQUEST, StatusServer, remove_stale, to_dot
 
 
 def _port() -> int:
@@ -79,3 +81,39 @@ def test_a_thousand_resources_without_edges_are_laid_out_as_a_grid() -> None:
     assert match is not None
     width, height = int(match[1]), int(match[2])
     assert width / 3 < height < width, (width, height)
+
+
+async def test_the_unix_socket_is_0600_from_its_bind_and_replaces_a_killed_agents(
+    tmp_path: Path,
+) -> None:
+    """The socket's file is made 0600 by the bind itself (no chmod after: no instant at the
+    umask's mode), even under umask 0; a socket a killed agent left is removed first
+    (`remove_stale`, as the agent does in its hop to a thread), and the new one answers."""
+    path = tmp_path / "status.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as left:
+        left.bind(str(path))  # a killed agent's: bound, nobody listening
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    server = StatusServer(model)
+    old = os.umask(0)
+    try:
+        with pytest.raises(OSError):  # bind refuses a path in use: it must be removed first
+            await server.listen_unix(path)
+        await asyncio.to_thread(remove_stale, path)
+        await server.listen_unix(path)
+    finally:
+        os.umask(old)
+    try:
+        assert stat.S_ISSOCK(path.lstat().st_mode)
+        assert stat.S_IMODE(path.lstat().st_mode) == 0o600
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        writer.close()
+        assert answer.split(b" ", 2)[1] == b"200", answer[:200]
+    finally:
+        await server.close()
+        model.close()
+        await engine.stop(graceful=False)
