@@ -123,9 +123,15 @@ class _First(NamedTuple):
     positions: dict[tuple[str, str], str]  # where each resource was declared, by key
 
 
+# The prefix of a check's local values: nothing is read from it (no one makes files in /proc),
+# nothing is written (LocalValues.readonly).
+NOWHERE = Path("/proc/mgmt-check")
+
+
 def _first_run(path: Path, hostname: str, commands: bool) -> _First:
     """An mcl program run to its first graph (see first_graph), its run-time error not logged;
-    without `commands`, a stream that runs one (os.system) leaves it with no graph."""
+    without `commands`, a stream that runs one (os.system) leaves it with no graph, and
+    nothing is written (local.pool and local.vardir fail: no graph either)."""
     import logging
     import tempfile
     import threading
@@ -133,8 +139,7 @@ def _first_run(path: Path, hostname: str, commands: bool) -> _First:
     from engine.local import LocalValues
     from mgmt.lang.source import LangSource
 
-    async def run(prefix: str) -> _First:
-        local = LocalValues(Path(prefix))  # a fresh host's: no value stored yet
+    async def run(local: LocalValues) -> _First:
         source = await LangSource.open(
             path, hostname=hostname, watch=False, local=local, commands=commands
         )
@@ -159,8 +164,10 @@ def _first_run(path: Path, hostname: str, commands: bool) -> _First:
     quiet = logging.getLogger("lang")
     quiet.addFilter(others)
     try:
+        if not commands:  # a check writes nothing: a fresh host's values, read from nowhere
+            return asyncio.run(run(LocalValues(NOWHERE, readonly=True)))
         with tempfile.TemporaryDirectory(prefix="mgmt-check-") as prefix:
-            return asyncio.run(run(prefix))
+            return asyncio.run(run(LocalValues(Path(prefix))))  # a fresh host's
     finally:
         quiet.removeFilter(others)
 
