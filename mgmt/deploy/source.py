@@ -633,7 +633,9 @@ class DeploySource:
                 shutil.rmtree(child, ignore_errors=True)
 
     async def _restore(self) -> None:
-        """Run the deploy kept by the last run (verified again), if there is one."""
+        """Run the deploy kept by the last run (verified again), if there is one: its line
+        says how long after the read of the prefix, as a new deploy's says after it was seen."""
+        seen = asyncio.get_running_loop().time()
         try:
             await asyncio.to_thread(_drop_leftovers, self.dir)
             kept = await asyncio.to_thread(_read_kept, self.dir)
@@ -652,7 +654,7 @@ class DeploySource:
             log.error("not running the kept deploy from %s: %s", self.dir, err)
             return
         log.info("restarting with deploy %d, kept from the last run", rec.id)
-        await self._switch(hold=False)
+        await self._switch(seen, hold=False)
 
     # status -----------------------------------------------------------------------------------
 

@@ -384,6 +384,9 @@ async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
         d2 = await h2.start(seeds=[h1])  # the cluster is still gone
         await all_have(out, [h2], "v1")
         await d2.wait_log("restarting with deploy 1, kept from the last run")
+        # Its running line says how long after the read of the prefix, as a new deploy's says
+        # after it was seen (tester6's finding 10: it said nothing).
+        assert re.search(r"running deploy 1 \(.*, \d+ ms after this host saw it\)", d2.log)
 
 
 async def _program_errors(via: DeployHost, expected: dict[str, bool]) -> None:
