@@ -50,8 +50,11 @@ def _default(value: Any) -> Any:
 class LocalValues:
     """The host's local values (see the module doc). Thread-safe: a lock guards the maps."""
 
-    def __init__(self, prefix: Path) -> None:
+    def __init__(self, prefix: Path, readonly: bool = False) -> None:
         self.prefix = prefix
+        # Nothing is written (`mgmt check`: a fresh host's reads; local.pool and local.vardir,
+        # which write, fail).
+        self.readonly = readonly
         self._prefix = prefix
         self._dir = prefix / "local" / "value"
         self._lock = threading.Lock()
@@ -125,6 +128,8 @@ class LocalValues:
         import json  # here: a cron run needs no json (~5 M instructions of its start)
 
         path = self._path(key)
+        if self.readonly:
+            raise ValidationError("this host's local values are read-only here", "local")
         if value is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -136,6 +141,8 @@ class LocalValues:
 
     def _private(self, *parts: str) -> Path:
         path = self._prefix.joinpath("local", *parts)
+        if self.readonly:
+            raise ValidationError(f"cannot use {path}: read-only here (a check)", "local")
         try:
             return private_dir(path, root=self._prefix)
         except (OSError, ResourceError) as err:

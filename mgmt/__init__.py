@@ -113,6 +113,7 @@ FLAG_ENV = frozenset(
         "MGMT_STATUS",
         "MGMT_PROMETHEUS_LISTEN",
         "MGMT_MAX_GRAPH_SIZE",
+        "MGMT_MAX_RESOURCES",
         "MGMT_SEEDS",
         "MGMT_CLIENT_URLS",
         "MGMT_SERVER_URLS",

@@ -28,6 +28,7 @@ from engine.events import CheckApplied
 from engine.exit import exit_request
 from engine.graph import Graph
 from engine.heap import FrozenHeap
+from engine.limits import set_max_resources
 from engine.local import LocalValues
 from engine.namedpath import NamedPaths
 from engine.program import ProgramRef
@@ -209,6 +210,7 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
     if config.converged_exit and config.exit_after < 0:  # mgmt's newer spelling, half given
         log.warning("--converged-exit without --converger-timeout N: the run will not exit")
     priority.renice(config.nice)
+    set_max_resources(config.max_resources)  # what every graph builder counts against
     # Known before the program runs: its functions keep their files there too (local.*).
     if config.tmp_prefix:  # removed at exit; a killed run's is removed by the next one
         try:
@@ -304,7 +306,7 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
             agent.follow_deploys(deploy_source)
         return await agent.run(loaded)
     except GraphError as err:  # found when the engine prepares the graph, before it runs
-        for line in await _located(config, err):
+        for line in await _located(config, err, loaded):
             log.error("%s", line)
         return ExitCode.USAGE
 
@@ -550,6 +552,17 @@ class Agent:
         systemd's STATUS= say it (the engine's refusal of its last graph first)."""
         self._problem = problem
         self._show_problem()
+
+    async def _refuse_graph(self, loaded: Loaded, err: GraphError) -> None:
+        """The engine refused a front-end's graph: say why (at the statements, when it knows
+        them: mcl's line:col) and which graph still runs (a deploy's, by its id)."""
+        running = self._loaded.origin if self._loaded is not None else ""
+        keeping = f"{running}'s graph still runs" if running else "keeping the last good graph"
+        lines = await _located(self.config, err, loaded)
+        for line in lines[:-1]:
+            log.error("%s", line)
+        log.error("%s (%s)", lines[-1], keeping)
+        self._refused_graph(f"{lines[-1]} ({keeping})")
 
     def _refused_graph(self, problem: str) -> None:
         """The engine refused the front-end's last graph ("": it took one since)."""
@@ -891,8 +904,7 @@ class Agent:
         try:
             await self._apply(loaded)
         except GraphError as err:  # e.g. two resources managing one file
-            log.error("%s: %s (keeping the last good graph)", self.config.file or "lang", err)
-            self._refused_graph(f"{err} (keeping the last good graph)")
+            await self._refuse_graph(loaded, err)
             return
         finally:
             self.swapped.set()
@@ -973,10 +985,17 @@ class Agent:
         self._program_error(first_of(err.problems, "keeping the running graph"))
 
 
-async def _located(config: Config, err: GraphError) -> list[str]:
-    """The lines that say why the engine refused a graph file's graph: each problem at its
-    line when a parse that looks for them finds them (yamlgraph.locate_refusal), else the
-    engine's reason after the file's name."""
+async def _located(config: Config, err: GraphError, loaded: Loaded | None = None) -> list[str]:
+    """The lines that say why the engine refused a graph: each problem at its line when a
+    parse that looks for them finds them (yamlgraph.locate_refusal), or at the statements of a
+    program's graph (`Loaded.declared`: check.duplicate_problems), else the engine's reason
+    after the file's name."""
+    if loaded is not None and loaded.declared is not None:
+        from mgmt.check import duplicate_problems
+
+        found = duplicate_problems(loaded.graph, loaded.declared())
+        if found:
+            return found
     if config.frontend == "yaml" and config.file is not None:
         found = await asyncio.to_thread(locate_refusal, config.file, config.max_graph_size)
         if found:

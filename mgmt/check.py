@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from engine.graph import Graph, Key
+    from mgmt.lang.checker import Checked
     from mgmt.yamlgraph import Loaded
 
 
@@ -39,9 +42,10 @@ def check_program(frontend: str, data: bytes, filename: str, max_size: int) -> l
     return []
 
 
-def check_path(frontend: str, path: Path, max_size: int) -> list[str]:
-    """`check_program` of a file: "lang" (an mcl program, or a directory module) or "yaml"
-    (a graph file)."""
+def check_path(frontend: str, path: Path, max_size: int, hostname: str = "") -> list[str]:
+    """`check_program` of a file: "lang" (an mcl program, or a directory module: compiled,
+    then its first graph checked as the host `hostname` would build it, program_graph_problems)
+    or "yaml" (a graph file)."""
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import GraphFileError, read_limited
 
@@ -50,8 +54,9 @@ def check_path(frontend: str, path: Path, max_size: int) -> list[str]:
             import resources  # noqa: F401  # kinds load on first use
             from mgmt.lang import compile_file
 
-            compile_file(path)  # a file, or a module's directory (as `mgmt run lang` takes)
-            return []
+            checked = compile_file(path)  # a file, or a module's directory (as `run lang`)
+            far = outside(checked, (path if path.is_dir() else path.parent).resolve())
+            return far or program_graph_problems(path, hostname or socket.gethostname())
         data = read_limited(path, max_size)
     except (CompileError, GraphFileError) as err:
         return list(err.problems)
@@ -102,29 +107,119 @@ def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Load
 
     if frontend != "lang":
         return parse(read_limited(path, max_size), str(path), duplicates=True)
+    first = _first_run(path, hostname, commands=True)  # as mgmt run's: --graph asks for it
+    if first.cluster:
+        raise CompileError([f"{path}: the program reads the cluster (world.*): run it to see"])
+    if first.loaded is None:
+        raise CompileError([first.error or f"{path}: the program produced no graph"])
+    return first.loaded
+
+
+class _First(NamedTuple):
+    loaded: Loaded | None
+    error: str | None  # the run-time error instead of a graph
+    exception: Exception | None  # its exception
+    cluster: bool  # the program reads the cluster: its graph is not known here
+    positions: dict[tuple[str, str], str]  # where each resource was declared, by key
+
+
+# The prefix of a check's local values: nothing is read from it (no one makes files in /proc),
+# nothing is written (LocalValues.readonly).
+NOWHERE = Path("/proc/mgmt-check")
+
+
+def _first_run(path: Path, hostname: str, commands: bool) -> _First:
+    """An mcl program run to its first graph (see first_graph), its run-time error not logged;
+    without `commands`, a stream that runs one (os.system) leaves it with no graph, and
+    nothing is written (local.pool and local.vardir fail: no graph either)."""
     import logging
     import tempfile
+    import threading
 
     from engine.local import LocalValues
     from mgmt.lang.source import LangSource
 
-    async def run(prefix: str) -> tuple[Loaded | None, str | None, bool]:
-        local = LocalValues(Path(prefix))  # a fresh host's: no value stored yet
-        source = await LangSource.open(path, hostname=hostname, watch=False, local=local)
+    async def run(local: LocalValues) -> _First:
+        source = await LangSource.open(
+            path, hostname=hostname, watch=False, local=local, commands=commands
+        )
         try:
-            return source.first, source.first_error, source.needs_cluster
+            return _First(
+                source.first,
+                source.first_error,
+                source.first_exception,
+                source.needs_cluster,
+                source.positions(),
+            )
         finally:
             await source.aclose()
 
-    quiet = logging.getLogger("lang")  # its one error is returned here, not logged too
-    quiet.disabled = True
+    # Its one error is returned here, not logged too; only this thread's records (the deploy
+    # socket checks in an agent's worker thread, whose own program's lines stay).
+    me = threading.get_ident()
+
+    def others(record: logging.LogRecord) -> bool:
+        return record.thread != me
+
+    quiet = logging.getLogger("lang")
+    quiet.addFilter(others)
     try:
+        if not commands:  # a check writes nothing: a fresh host's values, read from nowhere
+            return asyncio.run(run(LocalValues(NOWHERE, readonly=True)))
         with tempfile.TemporaryDirectory(prefix="mgmt-check-") as prefix:
-            loaded, error, cluster = asyncio.run(run(prefix))
+            return asyncio.run(run(LocalValues(Path(prefix))))  # a fresh host's
     finally:
-        quiet.disabled = False
-    if cluster:
-        raise CompileError([f"{path}: the program reads the cluster (world.*): run it to see"])
-    if loaded is None:
-        raise CompileError([error or f"{path}: the program produced no graph"])
-    return loaded
+        quiet.removeFilter(others)
+
+
+def program_graph_problems(path: Path, hostname: str) -> list[str]:
+    """What `mgmt check` (and so `mgmt deploy`) finds in a compiled program's first graph, as
+    `check --graph` and `mgmt run` would refuse it: two resources managing one thing (each at
+    its statement), what the engine refuses otherwise, more than --max-resources. [] when the
+    graph cannot be known here (the program reads the cluster, or runs a command: os.system is
+    not run by a check) or the program fails at run
+    time for a reason of this host's (a missing file: `mgmt run` says so where it runs)."""
+    from engine.engine import verify
+    from engine.errors import GraphError
+    from mgmt.lang.errors import GraphLimitError
+
+    first = _first_run(path, hostname, commands=False)  # nothing is run on this machine
+    if first.loaded is None:
+        return [first.error] if isinstance(first.exception, GraphLimitError) and first.error else []
+    graph = first.loaded.graph
+    found = duplicate_problems(graph, first.positions)
+    if found:
+        return found
+    try:
+        verify(graph.copy())
+    except GraphError as err:
+        return [f"{path}: {err}"]
+    return []
+
+
+def duplicate_problems(graph: Graph, positions: dict[Key, str]) -> list[str]:
+    """Two resources of `graph` managing one thing, each at the statement that declared it
+    (`positions`: mcl's `file:line:col` by key), as a graph file's name their lines: what the
+    engine refuses (without places). [] if there is none, or a resource's place is unknown."""
+    from engine.autoedge import both_manage, duplicates
+
+    out = []
+    for uid, owner, key in duplicates(graph):
+        where, other = positions.get(key), positions.get(owner)
+        if where is None or other is None:
+            return []
+        out.append(f"{where}: {both_manage(uid, owner, key)} (also declared at {other})")
+    return out
+
+
+def outside(checked: Checked, base: Path) -> list[str]:
+    """Each import of a compiled program whose module lies outside the program's directory
+    `base`, at the import: a deploy carries only what is under it (`mgmt run` reads it)."""
+    out = []
+    for pos, name, file in checked.imports:
+        if not file.resolve().is_relative_to(base):
+            out.append(
+                f'{pos}: import "{name}": {file.resolve()} is outside the program\'s directory '
+                f"{base}: a deploy carries only what is under it"
+            )
+    return out

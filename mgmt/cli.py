@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from engine.errors import ValidationError
+from engine.limits import DEFAULT_MAX_RESOURCES, set_max_resources
 from engine.params import parse_int
 from mgmt import priority, warn_misspelled_env
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, Config, ExitCode, option_fields
@@ -259,10 +260,10 @@ def parse(argv: list[str]) -> Config:
 # `mgmt check`'s options: the front-ends' options of `mgmt run` (each also read from its
 # MGMT_<FLAG>, as run reads it), so what run takes is checked as run would take it.
 _CHECK_FLAGS = ("--puppet-fallback", "--no-autoedges")
-_CHECK_VALUES = ("--hostname", "--max-graph-size", "--modulepath")
+_CHECK_VALUES = ("--hostname", "--max-graph-size", "--max-resources", "--modulepath")
 _CHECK_USAGE = (
     "usage: mgmt check [--graph] [--hostname NAME] [--puppet-fallback] [--modulepath DIRS] "
-    "[--no-autoedges] [--max-graph-size BYTES] [lang|yaml|puppet] FILE.mcl|DIR|FILE.yaml|FILE.pp... | "
+    "[--no-autoedges] [--max-graph-size BYTES] [--max-resources N] [lang|yaml|puppet] FILE.mcl|DIR|FILE.yaml|FILE.pp... | "
     "mgmt check [...] [puppet] -e CODE"
 )
 _CHECK_HELP = """
@@ -280,7 +281,8 @@ options:
                        `puppet resource`
   --modulepath DIRS    as mgmt run's: Puppet modules' directories (DIR:DIR...)
   --no-autoedges       as mgmt run's: --graph without automatic edges
-  --max-graph-size B   as mgmt run's: the largest graph file read"""
+  --max-graph-size B   as mgmt run's: the largest graph file read
+  --max-resources N    as mgmt run's: the most resources (and edges) a graph may have"""
 
 
 def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None] | str:
@@ -290,6 +292,7 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
         "hostname": _env_default("hostname", "str", socket.gethostname()),
         "puppet_fallback": _env_default("puppet_fallback", "bool", False),
         "max_graph_size": _env_default("max_graph_size", "int", DEFAULT_MAX_GRAPH_SIZE),
+        "max_resources": _env_default("max_resources", "int", DEFAULT_MAX_RESOURCES),
         "no_autoedges": _env_default("no_autoedges", "bool", False),
         "modulepath": _env_default("modulepath", "str", ""),
     }
@@ -312,7 +315,7 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
                 options[flag[2:]] = value
             else:
                 try:
-                    options["max_graph_size"] = _int(value)
+                    options[flag[2:].replace("-", "_")] = _int(value)
                 except ValidationError as err:
                     return f"{flag}: {err}"
         else:
@@ -349,6 +352,7 @@ def check(args: list[str]) -> int:
         return int(ExitCode.USAGE)
     warn_misspelled_env()
     options, files, inline = parsed
+    set_max_resources(options["max_resources"])
     graph = options.pop("graph")
     frontend = options.pop("frontend", None)
     code = ExitCode.OK
@@ -413,7 +417,7 @@ def check_config(config: Config) -> list[str]:
     if config.frontend in ("lang", "yaml") and config.file is not None:
         from mgmt.check import check_path  # what `mgmt deploy` checks too
 
-        return check_path(config.frontend, config.file, config.max_graph_size)
+        return check_path(config.frontend, config.file, config.max_graph_size, config.hostname)
     try:
         if config.frontend == "puppet":
             import resources  # noqa: F401  # kinds load on first use

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from engine.limits import DEFAULT_MAX_RESOURCES
+
 DEFAULT_MAX_GRAPH_SIZE = 16 << 20  # bytes (docs/graph-format.md#limits)
 
 
@@ -140,6 +142,15 @@ class Config:
         default=DEFAULT_MAX_GRAPH_SIZE,
         metadata=opt(
             "refuse a graph file larger than BYTES (also for mgmt check)", metavar="BYTES"
+        ),
+    )
+    max_resources: int = field(
+        default=DEFAULT_MAX_RESOURCES,
+        metadata=opt(
+            "refuse a graph of more than N resources (or N edges), counted while it is built: "
+            "a runaway program fails there, the last good graph kept (also for mgmt check, "
+            "mgmt deploy)",
+            metavar="N",
         ),
     )
     # cluster (DESIGN §6; docs/clustering.md) ------------------------------------------

@@ -189,6 +189,9 @@ def unit_text(run_args: list[str], watchdog_sec: int) -> str:
         "UMask=0022\n"
         "LimitNOFILE=1048576\n"
         "OOMScoreAdjust=-500\n"
+        # Past half the RAM the agent is throttled (reclaimed), the workloads are left alone
+        # (docs/operations.md#graph-limits; --max-resources bounds the graph first).
+        "MemoryHigh=50%\n"
         "LockPersonality=yes\n"
         "RestrictRealtime=yes\n"
         "\n"

@@ -29,6 +29,7 @@ from engine import collector
 from engine.autoedge import both_manage, duplicates
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Change, Edge, Graph, Key, both, derive, fmt_key, key_of
+from engine.limits import max_resources, too_many
 from engine.meta import Meta, check_name
 from engine.params import build, close_match, field_names, show
 from engine.resource import (
@@ -189,6 +190,12 @@ class Loaded:
     reuse: Reuse | None = None
     # Set by reparse(): this graph is that graph with only these resources replaced.
     since: Since | None = None
+    # What the graph is of, when it is not the one file the agent was given ("deploy 30"):
+    # a refusal of the next graph says that this one's still runs.
+    origin: str = ""
+    # Where the front-end declared each resource (mcl: `file:line:col`), by key, when it knows:
+    # read only when the engine refuses the graph (check.duplicate_problems).
+    declared: Callable[[], dict[Key, str]] | None = None
 
 
 def load_file(path: Path, max_size: int = MAX_SIZE, incremental: bool = False) -> Loaded:
@@ -687,6 +694,8 @@ class _Parser:
         edge_lines: dict[tuple[Key, Key], int] = {}
         if edges is not None:
             if isinstance(edges, LocList):
+                if (refused := too_many(len(edges), "edges")) is not None:
+                    raise self.fail(edges.lines[max_resources()], f"edges: {refused}")
                 for index, edge in enumerate(edges):
                     found = self._edge(edge, edges.lines[index], index, loaded)
                     self.edges.append(found)
@@ -705,6 +714,7 @@ class _Parser:
 
     def _resources(self, resources: LocDict, loaded: Loaded) -> None:
         known = kinds()
+        limit = max_resources()
         first_lines: dict[Key, int] = {}  # where each vertex was first declared
         together: dict[type[Resource], list[Key]] = {}  # the kinds that validate_together
         for kind, items in resources.items():
@@ -743,6 +753,8 @@ class _Parser:
                     )
                     self.problem(items.lines[index], str(res), f"{err}{also}")
                     continue
+                if len(loaded.graph) > limit:  # stop here: the rest is not built
+                    raise self.fail(items.lines[index], f"resources.{kind}: {too_many(limit + 1)}")
                 if checked_together and first == items.lines[index]:
                     together.setdefault(cls, []).append((res.kind, res.name))
         vertices = loaded.graph.vertices
@@ -1324,7 +1336,9 @@ def reparse(data: bytes, filename: str, previous: Loaded | None) -> Loaded:
     if previous is None or previous.reuse is None:
         return parse(data, filename, incremental=True)
     loaded = previous.reuse.edited(data, filename, previous.graph)
-    return loaded if loaded is not None else parse(data, filename, incremental=True)
+    if loaded is None or too_many(len(loaded.graph)) is not None:
+        return parse(data, filename, incremental=True)  # (which says where it is too large)
+    return loaded
 
 
 def _item_nodes(root: yaml.Node) -> list[yaml.Node] | None:

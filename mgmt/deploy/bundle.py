@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -137,6 +138,7 @@ def program_files(
 def _imported(path: Path, problems: list[str] | None) -> dict[str, Path]:
     """The files a program's `import`s read, by name relative to its directory; the compile's
     problems into `problems`."""
+    from mgmt.check import outside
     from mgmt.lang import compile_file
     from mgmt.lang.errors import CompileError
 
@@ -147,10 +149,16 @@ def _imported(path: Path, problems: list[str] | None) -> dict[str, Path]:
             problems.extend(err.problems)
         return {}
     base = path.parent.resolve()
+    far = outside(checked, base)
+    if far:
+        if problems is None:
+            raise DeployError(far[0])
+        problems.extend(far)
+        return {}
     out: dict[str, Path] = {}
     for file in checked.files:
         resolved = file.resolve()
-        if not resolved.is_relative_to(base):
+        if not resolved.is_relative_to(base):  # (a file its imports read: said above)
             raise DeployError(f"{path}: imports {file}, outside the program's directory")
         out[resolved.relative_to(base).as_posix()] = resolved
     return out
@@ -205,11 +213,13 @@ def read_checked(frontend: str, path: Path, max_size: int) -> tuple[Bundle, list
     """The program's bundle and its problems (one line each, `file:line:col: ...`; [] if it
     is good), checked as `mgmt check` checks it: a `lang` program compiled once (which also
     finds its imports), a `yaml` graph file parsed. DeployError if it cannot be read."""
-    from mgmt.check import check_program
+    from mgmt.check import check_program, program_graph_problems
 
     problems: list[str] = []
     bundle = read_program(frontend, path, problems)
-    if frontend != "lang":
+    if frontend == "lang" and not problems:
+        problems = program_graph_problems(path, socket.gethostname())
+    elif frontend != "lang":
         where = str(path / bundle.entry if path.is_dir() else path)
         problems = check_program(frontend, bundle.files[bundle.entry], where, max_size)
     return bundle, problems

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.errors import ValidationError, WorldError
+from engine.limits import DEFAULT_MAX_RESOURCES, set_max_resources
 from engine.params import parse_int
 from mgmt import warn_misspelled_env
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode
@@ -224,6 +225,13 @@ def deploy_parser() -> argparse.ArgumentParser:
         help="refuse a graph file larger than BYTES, as mgmt check does",
     )
     parser.add_argument(
+        "--max-resources",
+        type=_int,
+        default=DEFAULT_MAX_RESOURCES,
+        metavar="N",
+        help="refuse a graph of more than N resources (or N edges), as mgmt check does",
+    )
+    parser.add_argument(
         "--direct",
         action="store_true",
         help="push from this process even when a local agent offers to (its deploy socket)",
@@ -327,6 +335,7 @@ def _read_checked(frontend: str, path: Path, args: argparse.Namespace) -> Bundle
     """The program's bundle, checked as `mgmt check` checks it; Refused on any problem."""
     from mgmt.deploy.bundle import read_checked
 
+    set_max_resources(args.max_resources)
     try:
         bundle, problems = read_checked(frontend, path, args.max_graph_size)
     except DeployError as err:
@@ -371,6 +380,12 @@ async def _push(
         rec = await make(deploy_id, parent)
         if timings:
             timings.mark("signed")
+        if rollback_of:  # as a push through the local agent is: refused before it is stored
+            from mgmt.deploy.client import would_run
+
+            why = await asyncio.to_thread(would_run, str(args.prefix), rec.encode(), args.seeds)
+            if why is not None:
+                raise DeployError(why)
         return rec
 
     rec = await push(client, bundle, signed, force=args.force, keep=args.keep)
@@ -458,7 +473,9 @@ async def list_text(client: EtcdClient) -> str:
         program = f"{rec.frontend} {rec.entry}"
         if rec.rollback_of:
             program += f" (rollback to {rec.rollback_of})"
-        row = [str(rec.id), when, rec.key or "UNSIGNED", rec.hash[:12], program, hosts]
+        if rec.key_id != rec.id:  # hosts refuse it: an old record put under a newer id
+            program += f" (REPLAYED: the record of deploy {rec.id})"
+        row = [str(rec.key_id), when, rec.key or "UNSIGNED", rec.hash[:12], program, hosts]
         rows.append([shown(cell) for cell in row])  # a record is anyone's who writes etcd
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(

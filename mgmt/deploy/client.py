@@ -299,14 +299,8 @@ def _fingerprint(key: str) -> str:
 def push(opts: dict[str, Any], timings: Timings | None) -> int:
     """Push through the agent; the exit code, or Fallback before anything is stored."""
     prefix = opts.get("--prefix") or os.environ.get("MGMT_PREFIX") or "/var/lib/mgmt"
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock = _connect(prefix)
     try:
-        sock.settimeout(WAIT)
-        try:
-            sock.connect(os.path.join(prefix, SOCKET))
-        except OSError as err:
-            raise Fallback(f"no agent: {err}") from None
-        _trusted(sock)
         if timings:
             timings.mark("connected")
         frontend, path = opts["target"]
@@ -335,6 +329,43 @@ def push(opts: dict[str, Any], timings: Timings | None) -> int:
             raise Fallback(f"the agent: {err}") from None
     finally:
         sock.close()
+
+
+def _connect(prefix: str) -> _socket.socket:
+    """A connection to the local agent's socket in `prefix`; Fallback if none answers, or if
+    it is not one to trust (_trusted)."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(WAIT)
+        try:
+            sock.connect(os.path.join(prefix, SOCKET))
+        except OSError as err:
+            raise Fallback(f"no agent: {err}") from None
+        _trusted(sock)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def would_run(prefix: str, record: bytes, seeds: str) -> str | None:
+    """Why the local agent (its socket in `prefix`, in the cluster of `seeds`) would not run a
+    deploy's record (its key is not trusted...), or None: it would, or no agent of that
+    cluster answers (the hosts decide then). The
+    direct path's `--rollback` asks it before storing, as a push through the agent is checked
+    (blocking)."""
+    try:
+        sock = _connect(prefix)
+    except Fallback:
+        return None
+    try:
+        send(sock, {"would_run": b64encode(record), "seeds": seeds})
+        answer = receive(sock)
+    except (OSError, Fallback):
+        return None
+    finally:
+        sock.close()
+    return str(answer["error"]) if "error" in answer else None
 
 
 def _trusted(sock: _socket.socket) -> None:

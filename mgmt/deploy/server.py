@@ -139,6 +139,10 @@ class DeployServer:
                 raise Fallback("the agent is not connected to the cluster")
             if request.get("seeds") and not await self._ours(str(request["seeds"])):
                 raise Fallback(f"{request['seeds']}: not the agent's cluster")
+            if "would_run" in request:  # a --rollback's record, before the command stores it
+                rec = Record.decode(b64decode(request["would_run"]), "the record sent")
+                await asyncio.to_thread(self._would_run, rec, "")
+                return {"ok": True}
             max_size = int(request.get("max_graph_size") or self.max_graph_size)
             try:  # before the check: after it, the caller may think something was stored
                 keep, force = int(request.get("keep") or KEEP), bool(request["force"])
@@ -189,9 +193,9 @@ class DeployServer:
         )
         return {"done": f"deploy {rec.id}: {rec.frontend} {rec.entry}, {rec.hash[:12]}"}
 
-    def _would_run(self, rec: Record) -> None:
+    def _would_run(self, rec: Record, anyway: str = "; --direct stores it anyway") -> None:
         """Refused (exit 1) unless this host would run `rec` (blocking: reads its trusted
-        keys; for a key other than Ed25519, `ssh-keygen`)."""
+        keys; for a key other than Ed25519, `ssh-keygen`). `anyway`: how to store it still."""
         try:
             signed_for(rec, self.policy)
         except DeployError as err:
@@ -200,7 +204,7 @@ class DeployServer:
                 [
                     f"deploy {rec.id} refused, nothing stored: this host ({self.hostname}) would "
                     f"not run it: {err} (hosts share their trusted keys: the others would "
-                    "not either; --direct stores it anyway)"
+                    f"not either{anyway})"
                 ],
                 1,
             ) from None

@@ -65,6 +65,14 @@ def _said(proc: subprocess.CompletedProcess[bytes]) -> str:
     return " ".join(text.split()) or f"exit code {proc.returncode}"
 
 
+def _why_not_found(proc: subprocess.CompletedProcess[bytes]) -> str:
+    """What `ssh-keygen -Y find-principals` said besides that no principal matched (the key's
+    line has expired: `tk:3: key has expired: ...`), as `: ...`; "" if nothing else."""
+    lines = proc.stderr.decode(errors="replace").splitlines()
+    said = [line.strip() for line in lines if line.strip() and "No principal matched" not in line]
+    return f": {'; '.join(said)}" if said else ""
+
+
 def key_fingerprint(key: Path) -> str:
     """The SHA256 fingerprint of a key file (private or public), as `ssh-keygen -l` says."""
     if not key.is_file():
@@ -168,7 +176,7 @@ def verify(payload: bytes, signature: str, trusted: Path, key: str = "") -> tupl
         found = _ssh_keygen(["-Y", "find-principals", "-f", str(trusted), "-s", str(sig)])
         principals = [p for p in found.stdout.decode(errors="replace").splitlines() if p]
         if found.returncode != 0 or not principals:
-            raise DeployError(f"not signed by a key in {trusted}")
+            raise DeployError(f"not signed by a key in {trusted}{_why_not_found(found)}")
         proc = _verify_as(principals[0], payload, sig, trusted)
     if proc.returncode != 0:
         raise DeployError(f"bad signature: {_said(proc)}")

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import WorldError
 from engine.events import GraphSwapped
+from engine.namedpath import NamedPaths
 from engine.tasks import TaskSet
 from mgmt.deploy import DeployError
 from mgmt.deploy import sign as signing
@@ -83,6 +84,7 @@ log = logging.getLogger("deploy")
 
 SETTLE_WAIT = 2.0  # seconds attach_world waits for the first look at the cluster's deploys
 HOLD = 1.0  # seconds a switch's bookkeeping waits at most for its graph to be applied, settled
+KEYS_SETTLE = 0.1  # seconds after the last change of the trusted keys file before it is read
 
 
 class Unrunnable(DeployError):
@@ -183,6 +185,8 @@ class DeploySource:
     def _emit(self, loaded: Loaded) -> None:
         self.graphs += 1
         loaded.cluster = True
+        if self._graph_of:
+            loaded.origin = f"deploy {self._graph_of}"
         self._latest = loaded
         self._new.set()
 
@@ -191,6 +195,20 @@ class DeploySource:
         log.info("SIGHUP: reading the cluster's newest deploy again")
         self._skip = 0  # a refused deploy is tried again (its key may be trusted now)
         self._kick.set()
+
+    async def _watch_keys(self, path: Path) -> None:
+        """A change of the trusted keys file (a key added, its mode fixed, a symlink on its
+        way re-pointed) tries the deploy last refused again, as SIGHUP does: it may be
+        trusted now."""
+
+        def changed() -> None:
+            if self._skip:
+                log.info("%s changed: verifying deploy %d again", path, self._skip)
+                self._skip = 0
+                self._kick.set()
+
+        async with NamedPaths([path], settle=KEYS_SETTLE) as watcher:
+            await watcher.follow(changed)
 
     async def start(self) -> Loaded | None:
         """The graph of the deploy kept from the last run (verified again), if there is one:
@@ -211,6 +229,8 @@ class DeploySource:
             if loaded is not None:
                 self._emit(loaded)
         self._tasks.spawn(self._follow(), "deploy follow")
+        if self.policy.trusted_keys is not None:
+            self._tasks.spawn(self._watch_keys(self.policy.trusted_keys), "deploy trusted keys")
         self._tasks.spawn(self._publisher(), "deploy status")
         self._tasks.spawn(self._keeper(), "deploy keep")
         self._unsubscribe.append(
@@ -566,7 +586,12 @@ class DeploySource:
     def _refuse(self, deploy_id: int, why: str) -> None:
         running = self.running.record.id if self.running else 0
         keeping = f"keeping deploy {running}" if running else "running nothing yet"
-        log.error("refused deploy %d: %s; %s", deploy_id, why, keeping)
+        again = "SIGHUP"
+        if self.policy.trusted_keys is not None:
+            again = f"a change of {self.policy.trusted_keys} or SIGHUP"
+        log.error(
+            "refused deploy %d: %s; %s (%s verifies it again)", deploy_id, why, keeping, again
+        )
         self._skip = deploy_id
         self._set_status(refused=deploy_id, error=why)
 
@@ -608,7 +633,9 @@ class DeploySource:
                 shutil.rmtree(child, ignore_errors=True)
 
     async def _restore(self) -> None:
-        """Run the deploy kept by the last run (verified again), if there is one."""
+        """Run the deploy kept by the last run (verified again), if there is one: its line
+        says how long after the read of the prefix, as a new deploy's says after it was seen."""
+        seen = asyncio.get_running_loop().time()
         try:
             await asyncio.to_thread(_drop_leftovers, self.dir)
             kept = await asyncio.to_thread(_read_kept, self.dir)
@@ -627,7 +654,7 @@ class DeploySource:
             log.error("not running the kept deploy from %s: %s", self.dir, err)
             return
         log.info("restarting with deploy %d, kept from the last run", rec.id)
-        await self._switch(hold=False)
+        await self._switch(seen, hold=False)
 
     # status -----------------------------------------------------------------------------------
 

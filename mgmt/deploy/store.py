@@ -19,7 +19,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +53,32 @@ class Record:
     key: str = ""  # fingerprint of the signing key ("": unsigned)
     rollback_of: int = 0  # a rollback: the deploy whose content this is
     signature: str = ""  # SSH signature over `payload()` ("": unsigned)
+    # The id of the key it was read under (`records`, `head`; 0: not read from one): another
+    # than `id` for a record replayed under a newer id. Not part of the record.
+    stored_as: int = field(default=0, compare=False)
 
     def payload(self) -> bytes:
         """What the signature covers: every field but the signature itself."""
-        fields = {k: v for k, v in asdict(self).items() if k != "signature"}
+        fields = {k: v for k, v in self._fields().items() if k != "signature"}
         return SIGNED_HEADER + json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        return json.dumps(self._fields(), sort_keys=True).encode()
+
+    def _fields(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "stored_as"}
+
+    @property
+    def key_id(self) -> int:
+        """The id of the key it is stored under (its own, unless it was replayed there)."""
+        return self.stored_as or self.id
 
     @classmethod
     def decode(cls, data: bytes, where: str) -> Record:
         try:
             doc = json.loads(data)
+            if isinstance(doc, dict) and "stored_as" in doc:
+                raise TypeError("unexpected keyword argument 'stored_as'")
             record = cls(**doc)
         except (ValueError, TypeError) as err:
             raise DeployError(f"{where}: not a deploy record: {err}") from None
@@ -148,8 +161,9 @@ def _decoded(items: Iterable[tuple[bytes, bytes]]) -> list[Record]:
     out = []
     for key, value in items:
         try:
-            out.append(Record.decode(value, key.decode(errors="replace")))
-        except DeployError:
+            rec = Record.decode(value, key.decode(errors="replace"))
+            out.append(replace(rec, stored_as=int(key[len(IDS) :])))
+        except (DeployError, ValueError):
             continue
     return out
 
@@ -244,7 +258,7 @@ async def push(
         named = {r.hash for r in keeping} | {rec.hash}
         ops = [_put(BLOBS + rec.hash, data), _put(id_key(rec.id), rec.encode())]
         ops.append(_put(NEWEST, str(rec.id).encode()))
-        ops += [_delete(id_key(r.id)) for r in old]
+        ops += [_delete(id_key(r.key_id)) for r in old]
         ops += [_delete(BLOBS + h) for h in sorted({r.hash for r in old} - named)]
         if parent == 0:
             compare = rpc.Compare(

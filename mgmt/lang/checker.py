@@ -60,6 +60,8 @@ class Checked:
     # outside any (a program run as a file, its `import "x.mcl"`) is not listed: the
     # program's directory is its deploy.
     deploy_dirs: dict[str, Path] = field(default_factory=dict)
+    # Each local or remote import: where, its name, its module's entry file (check.outside).
+    imports: list[tuple[Pos, str, Path]] = field(default_factory=list)
 
 
 class Checker:
@@ -90,7 +92,13 @@ class Checker:
         modules = [*self._modules[:1], *self._checked_modules]
         dirs = {loader.name(m.file): m.metadata[0][0] for m in modules if m.metadata}
         return Checked(
-            program, self.bindings, self.resolver.modules, loader.files, loader.digest(), dirs
+            program,
+            self.bindings,
+            self.resolver.modules,
+            loader.files,
+            loader.digest(),
+            dirs,
+            loader.imports,
         )
 
     def _load_module(self, stmt: ast.Import, imp: ImportName) -> Scope | None:

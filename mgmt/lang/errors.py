@@ -74,6 +74,11 @@ class FuncError(LangError):
         self.message = message
 
 
+class GraphLimitError(FuncError):
+    """The program declares more than a graph may hold (--max-resources): the same on every
+    host, so `mgmt check` and `mgmt deploy` refuse it too."""
+
+
 class Abort(Exception):
     """Stop checking the current binding or statement (its problem is already recorded)."""
 

@@ -194,6 +194,8 @@ class ModuleLoader:
     # Files and directories looked for and not found (an import of a module not written yet):
     # a program refused for them is compiled again when they appear.
     missing: list[Path] = field(default_factory=list)
+    # Each local or remote import read: where it is, its name, the module's entry file.
+    imports: list[tuple[Pos, str, Path]] = field(default_factory=list)
     # How the program's directory was given, and where it is (`name`): set by `entry`.
     given: tuple[str, Path] | None = None
 
@@ -245,6 +247,11 @@ class ModuleLoader:
     def load(self, imp: ImportName, importer: Module, pos: Pos) -> Module:
         """The entry file of a local or remote import made by `importer`; CompileError at
         the import's position if it is missing (at its own for a bad metadata.yaml)."""
+        module = self._load(imp, importer, pos)
+        self.imports.append((pos, imp.name, module.file))
+        return module
+
+    def _load(self, imp: ImportName, importer: Module, pos: Pos) -> Module:
         base = importer.file.parent
         target = base / imp.path
         if imp.file:

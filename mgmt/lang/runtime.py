@@ -28,11 +28,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from engine.limits import max_resources, too_many
 from engine.tasks import TaskSet
 from mgmt.lang import ast
 from mgmt.lang.checker import Checked
 from mgmt.lang.clock import Clock, LoopClock
-from mgmt.lang.errors import NOWHERE, FuncError, LangError, NotReady, Pos
+from mgmt.lang.errors import NOWHERE, FuncError, GraphLimitError, LangError, NotReady, Pos
 from mgmt.lang.funcs import Builtin, Context
 from mgmt.lang.streams import Stream
 from mgmt.lang.values import INT_MIN, Closure, FrozenDict, Struct, int64, sized, sort_key
@@ -394,6 +395,8 @@ class Runtime:
     def _stream(self, call: ast.Call, builtin: Builtin, args: list[Any], env: FrozenDict) -> Any:
         cls = builtin.stream
         assert cls is not None
+        if cls.RUNS_COMMANDS and not self.ctx.commands:
+            raise NotReady(f"{call.pos}: {builtin.name}: no command is run by a check")
         picked = tuple(args) if cls.KEY_ARGS is None else tuple(args[i] for i in cls.KEY_ARGS)
         # One instance per call site and per value of the loop or lambda names its arguments
         # read (not of every name around: reordering a loop's list keeps its streams).
@@ -480,10 +483,13 @@ class Runtime:
             sorted(value.items(), key=lambda kv: sort_key(kv[0])) if loop.kv else enumerate(value)
         )
         out: list[Any] = []
+        bound = 2 * max_resources()  # resources and edges: a runaway loop stops at it
         if env:  # nested: evaluated again with its enclosing iteration
             for first, second in pairs:
                 inner = FrozenDict({**env, loop.first.env_key: first, loop.second.env_key: second})
                 out += self._declare(loop.body, inner)
+                if len(out) > bound:
+                    raise _runaway(loop.pos)
             return tuple(out)
         reads = self._stack[-1] if self._stack else []
         last = self._loops.pop(id(loop), None)
@@ -501,6 +507,8 @@ class Runtime:
                     self.revisited += 1
                 new[first, second] = done
                 out += done.declared
+                if len(out) > bound:
+                    raise _runaway(loop.pos)
         except LangError:
             self._iterations[id(loop)] = {**old, **new}  # those that did not fail are kept
             raise
@@ -583,11 +591,15 @@ class Runtime:
             collected = self._collected(stmt.name, env)
             return (CollectSpec(stmt.kind, collected, params, meta, stmt.pos),)
         names = self._names(stmt.name, env)
+        if (refused := too_many(len(names))) is not None:
+            raise GraphLimitError(f"the resource names {refused}", stmt.pos)
         out: list[Any] = [ResSpec(stmt.kind, n, params, meta, stmt.pos) for n in names]
         for edge in stmt.edges:
             if edge.cond is not None and not self.eval(edge.cond, env):
                 continue
             targets = self._names(edge.target.name, env)
+            if (refused := too_many(len(names) * len(targets), "edges")) is not None:
+                raise GraphLimitError(f"the edge makes {refused}", edge.pos)
             for name in names:
                 me = (stmt.kind, name)
                 for target in targets:
@@ -613,6 +625,8 @@ class Runtime:
         out: list[Any] = []
         for (a, a_names), (b, b_names) in itertools.pairwise(halves):
             pairs = ((a.field, b.field),) if a.field and b.field else ()
+            if (refused := too_many(len(a_names) * len(b_names), "edges")) is not None:
+                raise GraphLimitError(f"the edge makes {refused}", stmt.pos)
             for x in a_names:
                 for y in b_names:
                     out.append(EdgeSpec((a.kind, x), (b.kind, y), False, pairs, stmt.pos))
@@ -761,6 +775,17 @@ _OPS: dict[str, Callable[[Any, Any], Any]] = {
     "<=": operator.le,
     ">=": operator.ge,
 }
+
+
+def _runaway(pos: Pos) -> GraphLimitError:
+    """A loop that declared more than a graph may hold (--max-resources resources, as many
+    edges): stopped there, before its graph is built."""
+    limit = max_resources()
+    return GraphLimitError(
+        f"the loop declares more than {2 * limit:,} resources and edges together "
+        f"(--max-resources, MGMT_MAX_RESOURCES: a graph has at most {limit:,} of each)",
+        pos,
+    )
 
 
 def _divide(left: Any, right: Any, pos: Pos) -> float:

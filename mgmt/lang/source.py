@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Change, Edge, Graph, Key, derive, fmt_key, key_of
+from engine.limits import max_resources, too_many
 from engine.local import LocalValues
 from engine.namedpath import NamedPaths
 from engine.resource import Resource, lookup, refused_together, together_kinds, validates_together
@@ -40,7 +41,7 @@ from mgmt.collectscope import Collect, collects
 from mgmt.lang import compile_file
 from mgmt.lang.checker import Checked
 from mgmt.lang.clock import Clock
-from mgmt.lang.errors import CompileError, FuncError, LangError, NotReady
+from mgmt.lang.errors import CompileError, FuncError, GraphLimitError, LangError, NotReady
 from mgmt.lang.funcs import Context
 from mgmt.lang.kinds import EXPORT_PREFIX, build_resource
 from mgmt.lang.modules import read_again
@@ -83,6 +84,7 @@ def build_graph(
     graph = loaded.graph
     seen: dict[tuple[str, str], ResSpec] = {}
     exports: dict[tuple[str, str], ResSpec] = {}
+    limit = max_resources()
     for item in items:
         if isinstance(item, CollectSpec):
             loaded.collect += _collects(item)
@@ -116,9 +118,23 @@ def build_graph(
             loaded.exported.append(res)
         if not exported_only:
             graph.add(res)
+            if len(graph) > limit:
+                raise GraphLimitError(f"the program declares {too_many(len(graph))}", item.pos)
+    _connect(items, loaded, limit)
+    _check(graph, seen)
+    return loaded
+
+
+def _connect(items: tuple[Any, ...], loaded: Loaded, limit: int) -> None:
+    """build_graph's edges: into the graph, or pending on a collected end (FuncError)."""
+    edges = 0
+    graph = loaded.graph
     for item in items:
         if not isinstance(item, EdgeSpec):
             continue
+        edges += 1
+        if edges > limit:
+            raise GraphLimitError(f"the program declares {too_many(edges, 'edges')}", item.pos)
         if item.src == item.dst:
             raise FuncError(f"edge from {fmt_key(item.src)} to itself", item.pos)
         edge = Edge("", item.notify, item.sendrecv)
@@ -135,8 +151,6 @@ def build_graph(
             raise FuncError("send/recv cannot involve a collected resource (yet)", item.pos)
         else:  # added once the collected resource is in the graph
             loaded.pending.append((item.src, item.dst, edge))
-    _check(graph, seen)
-    return loaded
 
 
 def _check(graph: Graph, seen: dict[Key, ResSpec]) -> None:
@@ -207,8 +221,8 @@ class Output:
         last = self._items
         gone = [last[i] for i in last.keys() - ids.keys()]
         came = [ids[i] for i in ids.keys() - last.keys()]
-        if 2 * (len(gone) + len(came)) > len(ids) + 8:
-            return None  # most of it changed: as fast in full
+        if 2 * (len(gone) + len(came)) > len(ids) + 8 or len(ids) > max_resources():
+            return None  # most of it changed: as fast in full (which also counts the graph)
         change = Change()
         removed: set[Key] = set()
         unlinked: dict[tuple[Key, Key], EdgeSpec] = {}
@@ -318,14 +332,16 @@ class LangSource:
         clock: Clock | None = None,
         local: LocalValues | None = None,
         otherwise: str = "no graph yet",
+        commands: bool = True,
     ) -> None:
         self.path = path
-        self.ctx = Context(hostname, local=local)
+        self.ctx = Context(hostname, local=local, commands=commands)
         self.watch = watch
         self.clock = clock
         self.runtime: Runtime | None = None
         self.first: Loaded | None = None
         self.first_error: str | None = None
+        self.first_exception: Exception | None = None  # first_error's (`mgmt check` reads it)
         self.graphs = 0  # graphs produced so far (the agent and tests read it)
         self.needs_cluster = False  # the program imports "world"
         self.problem = ""  # what is wrong with the program, if anything (module docstring)
@@ -359,10 +375,18 @@ class LangSource:
         clock: Clock | None = None,
         local: LocalValues | None = None,
         otherwise: str = "no graph yet",
+        commands: bool = True,
     ) -> LangSource:
-        """Compile (CompileError), start, and compute the first graph (or first_error)."""
+        """Compile (CompileError), start, and compute the first graph (or first_error).
+        `commands`: False to check it only (Context.commands)."""
         source = cls(
-            path, hostname=hostname, watch=watch, clock=clock, local=local, otherwise=otherwise
+            path,
+            hostname=hostname,
+            watch=watch,
+            clock=clock,
+            local=local,
+            otherwise=otherwise,
+            commands=commands,
         )
         checked = await source._compile()
         source._commit(checked)
@@ -376,6 +400,10 @@ class LangSource:
         source.first = source._take()
         source._spawn(source._loop(), "lang")
         return source
+
+    def positions(self) -> dict[Key, str]:
+        """Where each resource of the last graph was declared (`file:line:col`), by key."""
+        return {key: str(spec.pos) for key, (spec, _res) in self._output._built.items()}
 
     async def _watch(self, files: list[Path]) -> None:
         """Watch the program's files (its own and its local modules'), and the path it was
@@ -529,6 +557,7 @@ class LangSource:
 
     def _emit(self, loaded: Loaded) -> None:
         self.graphs += 1
+        loaded.declared = self.positions
         loaded.digest, loaded.cluster = self._digest, self.needs_cluster
         self._last = loaded
         self._latest = loaded
@@ -557,7 +586,7 @@ class LangSource:
             log.error("%s (%s)", text, keeping)
             self._run_problem = f"{text} ({keeping})"
             if self.first is None and self.graphs == 0:
-                self.first_error = text
+                self.first_error, self.first_exception = text, error
         self._last_error = text
         self._set_problem()
 

@@ -58,6 +58,8 @@ class Stream:
     # Indexes of the arguments that select an instance (None: all of them). The others are
     # inputs passed to update() on every evaluation (history's value).
     KEY_ARGS: ClassVar[tuple[int, ...] | None] = None
+    # It runs a command (os.system): not where the program is only checked (Context.commands).
+    RUNS_COMMANDS: ClassVar[bool] = False
     # The call's type as the checker inferred it (the runtime sets it; `types.resolve()` it):
     # what a polymorphic stream returns (value.get's value).
     result_type: Type | None = None

@@ -23,6 +23,7 @@ from typing import Any
 
 from engine.errors import ValidationError
 from engine.graph import Edge, Graph
+from engine.limits import too_many
 from engine.resource import lookup
 from mgmt.lang.kinds import build_resource
 from mgmt.puppet.compile import MODULEPATH, isolated
@@ -106,6 +107,8 @@ def translate(
             problems.append(f"{res.where}: {res.ref}: is {built.kind}[{built.name}] twice")
             continue
         loaded.graph.add(built)
+        if (refused := too_many(len(loaded.graph))) is not None:
+            raise GraphFileError([f"{res.where}: {res.ref}: the catalog has {refused}"])
         keys[res.ref] = key
         loaded.warnings += [f"{res.where}: {res.ref}: {w}" for w in spec.warnings]
     if problems:
@@ -117,6 +120,7 @@ def translate(
         for child in children.get(ref, []) if ref in by_ref and by_ref[ref].container else []:
             yield from leaves(child)
 
+    edges_made = 0
     for res, edges in relations:
         for param, value in edges.items():
             for target in value if isinstance(value, list) else [value]:
@@ -132,6 +136,9 @@ def translate(
                             loaded.graph.connect(
                                 src, dst, Edge("", notify=param in ("notify", "subscribe"))
                             )
+                            edges_made += 1
+                if (refused := too_many(edges_made, "edges")) is not None:
+                    raise GraphFileError([f"{res.where}: {res.ref}: the catalog has {refused}"])
     if problems:
         raise GraphFileError(problems)
     return loaded

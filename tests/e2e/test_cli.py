@@ -806,7 +806,7 @@ def test_two_resources_managing_one_file_are_refused_before_anything_runs(
 ) -> None:
     """They would undo each other's changes forever (a tester saw 511 log lines in 4 s): `mgmt
     run` and `mgmt check` refuse the graph in one line naming both, exit 2, nothing applied;
-    the same for a program (`mgmt check --graph`, which runs it to its first graph)."""
+    the same for a program (`mgmt check` runs it to its first graph)."""
     graph = graph_file(
         tmp_path,
         """
@@ -838,15 +838,19 @@ def test_two_resources_managing_one_file_are_refused_before_anything_runs(
             for name in "ab"
         )
     )
-    code, out = run_mgmt(["check", "--graph", str(program)])
-    assert (code, out.strip()) == (2, f"{program}: {clash}"), out  # the engine's, no line
+    # At the statements (before 2026-12-05 the engine's words without them, and only with
+    # --graph: tester6's finding 2).
+    mcl = f"{program}:5:1: {clash} (also declared at {program}:1:1)"
+    for check in (["check"], ["check", "--graph"]):
+        code, out = run_mgmt([*check, str(program)])
+        assert (code, out.strip()) == (2, mcl), out
 
 
 def test_two_files_of_one_path_are_refused_after_an_archive_of_it(tmp_path: Path) -> None:
     """The engine kept one owner per path whatever its kind: a `tar` of a path listed first,
     then two `file` of it, passed (the second file compared with the tar, not the first file).
     Every pair of one kind is refused, in any order and with automatic edges off for one: a
-    program (`mgmt check --graph`, `mgmt run`: the engine's line) and a graph file (its lines)."""
+    program (`mgmt check --graph`, `mgmt run`: at its statements) and a graph file (its lines)."""
     (tmp_path / "tree").mkdir()
     archive = tmp_path / "site.tar"
     clash = (
@@ -858,13 +862,14 @@ def test_two_files_of_one_path_are_refused_after_an_archive_of_it(tmp_path: Path
         f'file "{name}" {{\n\tpath => "{archive}",\n\tmode => "060{i}",\n{meta}}}\n'
         for i, (name, meta) in enumerate([("a", ""), ("b", "\tMeta:autoedge => false,\n")])
     ]
-    for order in ([tar, *files], [files[0], tar, files[1]]):
+    for order, lines in (([tar, *files], (4, 8)), ([files[0], tar, files[1]], (1, 8))):
         program = tmp_path / "clash.mcl"
         program.write_text("".join(order))
+        at = f"{program}:{lines[1]}:1: {clash} (also declared at {program}:{lines[0]}:1)"
         code, out = run_mgmt(["check", "--graph", str(program)])
-        assert (code, out.strip()) == (2, f"{program}: {clash}"), out
+        assert (code, out.strip()) == (2, at), out
     code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", "lang", str(program)])
-    assert code == 2 and out.strip().endswith(clash), out
+    assert code == 2 and out.strip().endswith(at), out
     assert not archive.exists()
     graph = graph_file(
         tmp_path,

@@ -9,7 +9,7 @@ import json
 import os
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import pytest
 
 from mgmt.deploy import DeployError
 from mgmt.deploy.status import STATUS, SUMMARY, host_statuses
-from mgmt.deploy.store import Record, newest_id
+from mgmt.deploy.store import IDS, NEWEST, Record, id_key, newest_id
 from mgmt.listing import NAMED
 from tests.e2e.helpers import Daemon, Notified, has_content, run_mgmt, wait_path
 from tests.e2e.test_cluster_e2e import Host, client_of, fleet
@@ -384,6 +384,9 @@ async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
         d2 = await h2.start(seeds=[h1])  # the cluster is still gone
         await all_have(out, [h2], "v1")
         await d2.wait_log("restarting with deploy 1, kept from the last run")
+        # Its running line says how long after the read of the prefix, as a new deploy's says
+        # after it was seen (tester6's finding 10: it said nothing).
+        assert re.search(r"running deploy 1 \(.*, \d+ ms after this host saw it\)", d2.log)
 
 
 async def _program_errors(via: DeployHost, expected: dict[str, bool]) -> None:
@@ -509,3 +512,146 @@ async def test_a_host_without_a_deploy_says_it_waits_for_the_first(tmp_path: Pat
         code, text = await asyncio.to_thread(run_mgmt, [*status, "--json"])
         deploy_doc = json.loads(text)["deploy"]
         assert deploy_doc == {"running": 2, "warning": "", "refused": 0, "error": ""}, text
+
+
+@dataclass
+class Served:
+    """What `alice_on_h1` made: the host, the keys by name, its trusted keys file, its
+    program's output directory and the program's source directory."""
+
+    h1: DeployHost
+    keys: dict[str, Key]
+    trusted: Path
+    out: Path
+    src: Path
+
+
+@contextlib.asynccontextmanager
+async def alice_on_h1(tmp_path: Path, *others: str) -> AsyncIterator[Served]:
+    """h1, a cluster of its own trusting alice (the keys of `others` are made, not trusted),
+    running deploy 1 by alice: `program` "v1" in src/, writing to out/."""
+    keys = tmp_path / "keys"
+    made = {name: make_key(keys, name) for name in ("alice", *others)}
+    trusted = trusted_file(keys, made["alice"])
+    out, src = tmp_path / "out", tmp_path / "src"
+    out.mkdir()
+    h1 = DeployHost("h1", tmp_path, extra_args=["--trusted-keys", str(trusted)])
+    async with fleet([h1]):  # type: ignore[list-item]
+        await start_serving([h1])
+        await push(h1, made["alice"], program(src, out, "v1"))
+        await all_have(out, [h1], "v1")
+        yield Served(h1, made, trusted, out, src)
+
+
+async def test_a_program_whose_graph_no_host_takes_is_refused_before_it_is_stored(
+    tmp_path: Path,
+) -> None:
+    """tester6's findings 1 and 2: two resources managing one file, and a graph past
+    --max-resources, were stored (mgmt check passed them) and every host refused them. Now
+    the push is refused (exit 2, the statement's line:col, nothing stored), through the local
+    agent and directly. A graph a check cannot know (its path from os.system, which a check
+    does not run) is stored; the host refuses it at the statements and says which deploy's
+    graph still runs."""
+    async with alice_on_h1(tmp_path) as served:
+        h1, alice, out, src = served.h1, served.keys["alice"], served.out, served.src
+        main = src / "main.mcl"
+        kept = main.read_text() + f'file "{out}/shared" {{\n\tcontent => "a\\n",\n}}\n'
+        twice = 'file "twice" {\n\tpath => PATH,\n\tcontent => "b\\n",\n}\n'
+        main.write_text(kept + twice.replace("PATH", f'"{out}/shared"'))
+        key = ["--sign-key", str(alice.private), "lang", f"{src}/"]
+        for how in ([], ["--direct"]):
+            code, text = await deploy(h1, *how, *key)
+            assert code == 2, text
+            assert f"{main}:11:1: file[twice] and file[{out}/shared] both manage" in text, text
+            assert f"(also declared at {main}:8:1)" in text and "nothing deployed" in text, text
+        main.write_text(kept)
+        code, text = await deploy(h1, "--max-resources", "2", *key)
+        assert code == 2 and f"{main}:8:1: the program declares more than 2 resources" in text
+        code, text = await deploy(h1, "--list")
+        assert code == 0 and "\n2 " not in text, text
+        system = f'$p = os.system("echo {out}/shared")\n'
+        main.write_text(f'import "os"\n{kept}{system}{twice.replace("PATH", "$p")}')
+        await push(h1, alice, src)
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("(deploy 1's graph still runs)")
+        assert f"main.mcl:13:1: file[twice] and file[{out}/shared]" in h1.daemon.log
+        code, text = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(h1.prefix)])
+        assert code == 1 and "(deploy 1's graph still runs)" in text, text
+
+
+async def test_a_rollback_no_host_would_run_is_refused_before_it_is_stored(
+    tmp_path: Path,
+) -> None:
+    """tester6's finding 7: `--rollback` signed by a key no host trusts was stored (exit 0)
+    and refused by every host; a push is checked by the local agent before it is stored, and
+    now a rollback is too (exit 1, nothing stored). Without an agent to ask, it is stored as
+    before (the hosts decide)."""
+    async with alice_on_h1(tmp_path, "mallory") as served:
+        h1, alice, out, src = served.h1, served.keys["alice"], served.out, served.src
+        mallory = served.keys["mallory"]
+        await push(h1, alice, program(src, out, "v2"))
+        await all_have(out, [h1], "v2")
+        code, text = await deploy(h1, "--sign-key", str(mallory.private), "--rollback", "1")
+        assert code == 1, text
+        assert "deploy 3 refused, nothing stored: this host (h1) would not run it: " in text
+        assert "--direct" not in text, text
+        code, listed = await deploy(h1, "--list")
+        assert [line.split()[0] for line in listed.splitlines()] == ["ID", "1", "2"], listed
+        code, text = await deploy(h1, "--sign-key", str(alice.private), "--rollback", "1")
+        assert code == 0 and "deploy 3 (the content of deploy 1)" in text, text
+        await all_have(out, [h1], "v1")
+
+
+async def test_a_deploy_refused_for_the_trusted_keys_runs_once_the_file_is_fixed(
+    tmp_path: Path,
+) -> None:
+    """tester6's finding 8: a deploy refused for the trusted keys file (its mode, a key not in
+    it yet) stayed refused until SIGHUP or a newer deploy. The host watches the file: fixed,
+    the refused deploy is verified again and runs."""
+    async with alice_on_h1(tmp_path, "bob") as served:
+        h1, alice, out, src = served.h1, served.keys["alice"], served.out, served.src
+        bob, trusted = served.keys["bob"], served.trusted
+        assert h1.daemon is not None
+        trusted.chmod(0o666)  # others may write it: every deploy is refused
+        await push(h1, alice, program(src, out, "v2"), "--direct")
+        await h1.daemon.wait_log("refused deploy 2: ")
+        assert f"(a change of {trusted} or SIGHUP verifies it again)" in h1.daemon.log
+        trusted.chmod(0o644)
+        await all_have(out, [h1], "v2")
+        assert f"{trusted} changed: verifying deploy 2 again" in h1.daemon.log
+        await push(h1, bob, program(src, out, "v3"), "--direct")  # bob is not trusted yet
+        await h1.daemon.wait_log("refused deploy 3: ")
+        new = trusted.with_name("trusted_keys.new")  # replaced atomically, as an operator would
+        new.write_text(trusted.read_text() + bob.allowed())
+        new.rename(trusted)
+        await all_have(out, [h1], "v3")
+
+
+async def test_a_replayed_record_is_listed_under_its_key_and_compacted_by_it(
+    tmp_path: Path,
+) -> None:
+    """tester6's finding 10: an old record written under a newer id (hosts refuse it) was
+    listed under the record's id, unmarked, and `--keep` never deleted its key (it deleted
+    the key of the record's id, absent). Now the listing shows the key's id, flagged, and
+    `--keep` compacts that key."""
+    async with alice_on_h1(tmp_path) as served:
+        h1, alice, out, src = served.h1, served.keys["alice"], served.out, served.src
+        await push(h1, alice, program(src, out, "v2"))
+        await all_have(out, [h1], "v2")
+        async with client_of(h1) as client:
+            first = await client.get(id_key(1).encode())
+            assert first is not None
+            await client.put(id_key(3).encode(), first)
+            await client.put(NEWEST.encode(), b"3")
+        assert h1.daemon is not None
+        await h1.daemon.wait_log("refused deploy 3: ")
+        code, listed = await deploy(h1, "--list")
+        assert code == 0, listed
+        rows = [line.split() for line in listed.splitlines()]
+        assert [row[0] for row in rows] == ["ID", "1", "2", "3"], listed
+        assert "(REPLAYED: the record of deploy 1)" in listed.splitlines()[3], listed
+        await push(h1, alice, program(src, out, "v4"), "--keep", "1")
+        await all_have(out, [h1], "v4")
+        async with client_of(h1) as client:
+            kept, _ = await client.get_prefix(IDS.encode())
+        assert sorted(kept) == [id_key(4).encode()], sorted(kept)

@@ -44,6 +44,8 @@ def amplitude(stat: str) -> float:
 class VUMeter(streams.Stream):
     """example.vumeter(symbol, multiplier, peak): the bar, every second."""
 
+    RUNS_COMMANDS = True  # sox
+
     PROGRAMS: ClassVar[tuple[str, str]] = ("rec", "sox")
     TIMEOUT: ClassVar[float] = 10.0
 

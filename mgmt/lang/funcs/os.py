@@ -102,6 +102,8 @@ class System(streams.Stream):
     and the old one is stopped: its process is killed). It has no time limit: a command that
     never ends, writing a line now and then, is a stream like any other."""
 
+    RUNS_COMMANDS = True
+
     def start(self) -> None:
         self._tasks.append(self.host.spawn(self._run(self.args[0]), f"os.system {self.args[0]}"))
 

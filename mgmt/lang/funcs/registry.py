@@ -28,6 +28,9 @@ class Context:
     world: streams.WorldRef = field(default_factory=streams.WorldRef, compare=False)
     # This agent's local store, shared with its engine's resources (the `value` kind).
     local: LocalValues | None = field(default=None, compare=False)
+    # False where the program is only checked (`mgmt check`, `mgmt deploy`): a stream that
+    # runs a command (os.system) is not ready instead, so no graph is known without it.
+    commands: bool = True
 
 
 class Typer(Protocol):

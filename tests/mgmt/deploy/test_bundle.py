@@ -104,8 +104,15 @@ def test_signatures_verify_only_for_trusted_keys_and_untouched_records(tmp_path:
         signing.verify(payload.replace(b'"id":1', b'"id":2'), signature, trusted, key)
     # The file no longer trusts alice: refused, whatever was found before.
     trusted.write_text(mallory.allowed())
-    with pytest.raises(DeployError, match="not signed by a key in"):
+    with pytest.raises(DeployError, match="not signed by a key in") as err:
         signing.verify(payload, signature, trusted, key)
+    assert str(err.value) == f"not signed by a key in {trusted}"  # nothing more to say
+    # Her line has expired (tester6's finding 10): ssh-keygen's reason, not only "not signed".
+    trusted.write_text(f'alice valid-before="20200101" {alice.public.read_text().strip()}\n')
+    with pytest.raises(DeployError) as err:
+        signing.verify(payload, signature, trusted)
+    said = str(err.value)
+    assert said.startswith(f"not signed by a key in {trusted}: {trusted}:1: key has expired"), said
 
 
 def test_an_unencrypted_ed25519_key_signs_in_process_as_ssh_keygen_does(tmp_path: Path) -> None:

@@ -1,0 +1,80 @@
+"""`mgmt check` builds an mcl program's first graph and refuses what every host would refuse
+(tester6's finding 2), without running the program's commands. Through the real CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.helpers import run_mgmt
+
+DUP = 'file "D/d1" {\n\tcontent => "a\\n",\n}\nfile "D/d1-dup" {\n\tpath => "D/d1",\n\tcontent => "b\\n",\n}\n'
+
+
+def test_two_resources_managing_one_file_fail_the_check_at_their_statements(
+    tmp_path: Path,
+) -> None:
+    dup = tmp_path / "dup.mcl"
+    dup.write_text(DUP.replace("D", str(tmp_path)))
+    expected = (
+        f"{dup}:4:1: file[{tmp_path}/d1-dup] and file[{tmp_path}/d1] both manage file "
+        f"{tmp_path}/d1: each would undo the other's changes (keep one of them) (also declared "
+        f"at {dup}:1:1)"
+    )
+    for check in (["check"], ["check", "--graph"]):
+        code, out = run_mgmt([*check, str(dup)])
+        assert code == 2 and out.strip() == expected, out
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(dup)])
+    assert code == 2 and expected in out, out
+    assert not (tmp_path / "d1").exists()
+
+
+def test_the_check_runs_no_command_and_passes_what_it_cannot_know(tmp_path: Path) -> None:
+    """A graph that depends on os.system's output is not known without running it: the check
+    does not run it (the command is the hosts'), and passes the program; --graph runs it."""
+    ran = tmp_path / "ran"
+    program = tmp_path / "sys.mcl"
+    program.write_text(
+        f'import "os"\n$x = os.system("touch {ran}; echo a")\nfile "{tmp_path}/s" {{\n'
+        "\tcontent => $x,\n}\n"
+    )
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 0 and out.strip() == f"{program}: ok", out
+    assert not ran.exists()
+    code, out = run_mgmt(["check", "--graph", str(program)])
+    assert code == 0 and f"Vertex: file[{tmp_path}/s]" in out, out
+    assert ran.exists()
+
+
+def test_a_run_time_error_of_this_machine_does_not_fail_the_check(tmp_path: Path) -> None:
+    """os.readfile of a file the hosts have and this machine does not: `mgmt run` says so
+    where it runs; the check (and so a deploy) passes it, as before."""
+    program = tmp_path / "read.mcl"
+    program.write_text(
+        f'import "os"\nfile "{tmp_path}/r" {{\n\tcontent => os.readfile("{tmp_path}/no"),\n}}\n'
+    )
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 0 and out.strip() == f"{program}: ok", out
+
+
+def test_an_import_outside_the_program_directory_fails_the_check_at_the_import(
+    tmp_path: Path,
+) -> None:
+    """tester6's finding 10: `mgmt check` passed it and `mgmt deploy` refused it (without the
+    import's place). Both refuse it now at the import, as one line; `mgmt run` still reads it."""
+    (tmp_path / "prog").mkdir()
+    (tmp_path / "outside").mkdir()
+    main = tmp_path / "prog" / "main.mcl"
+    main.write_text('import "../outside/mod.mcl"\nprint "p" { msg => $mod.x, }\n')
+    (tmp_path / "outside" / "mod.mcl").write_text('$x = "hi"\n')
+    want = (
+        f'{main}:1:1: import "../outside/mod.mcl": {tmp_path}/outside/mod.mcl is outside the '
+        f"program's directory {tmp_path}/prog: a deploy carries only what is under it"
+    )
+    for target in (str(main), f"{tmp_path}/prog/"):
+        code, out = run_mgmt(["check", target])
+        assert code == 2 and out.strip() == want, out
+    seeds = ["--insecure-cluster", "--seeds", "http://127.0.0.1:9", "--unsigned"]
+    code, out = run_mgmt(["deploy", *seeds, "lang", str(main)])
+    assert code == 2 and out.strip() == f"mgmt: {want} (nothing deployed)", out
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(main)])
+    assert code == 0, out
