@@ -26,6 +26,14 @@ def tool_lock(shared: Shared, name: str) -> asyncio.Lock:
     return shared.get(f"{__name__}:lock:{name}", asyncio.Lock)
 
 
+def file_lock(shared: Shared, path: str) -> asyncio.Lock:
+    """The engine's lock of the file `path`: every kind that reads, edits and rewrites a file
+    other resources may edit too (line, ssh:authorized_key, host, mount's fstab, augeas,
+    json:edit) holds it from its read to its write, so that two resources of one file do not
+    lose each other's edits. The path is normalised (no symlink is resolved)."""
+    return tool_lock(shared, f"file:{os.path.normpath(path)}")
+
+
 async def run_command(
     argv: list[str],
     *,
