@@ -31,16 +31,25 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.params import EMPTY_IS_UNSET, parse_int, show
 from engine.resource import UID, Edgeable, Refreshable, Resource, register
-from engine.stopgate import Interrupted, interrupted
+from engine.stopgate import Interrupted, begun, interrupted
 from engine.watcher import PathWatcher
 from resources._lib import ids
 from resources._lib.events import Source, run_all
 from resources._lib.ids import MAX_ID
 from resources._lib.plan import Step, apply_steps, nothing_to_do
-from resources._lib.proc import close_pipes, exited, signal_group, stop_group
+from resources._lib.proc import (
+    close_pipes,
+    exited,
+    forget_group,
+    record_group,
+    signal_group,
+    stop_group,
+    stop_recorded_group,
+)
 
 TAIL = 10  # stderr lines quoted in a failure
 GRACE = 1.0  # seconds to wait for a killed command's pipes before closing them
+COMMANDS = ("cmd", "ifcmd", "nifcmd", "donecmd", "watchcmd")  # each one's group is recorded
 MIN_SECRET = 3  # shorter env values are not redacted (they would mangle every line)
 
 Line = tuple[str, str]  # ("out" | "err", text with its newline)
@@ -150,6 +159,10 @@ class ExecRes(Refreshable, Edgeable, Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._events = self._handled = 0
+        for what, pid in await asyncio.to_thread(self._stop_left):
+            handle.logger.warning(
+                "%s of an earlier agent (pid %d) still ran: stopped its process group", what, pid
+            )
 
     async def watch(self) -> None:
         async with contextlib.AsyncExitStack() as stack:
@@ -427,10 +440,27 @@ class ExecRes(Refreshable, Edgeable, Resource):
             )
         except (OSError, ValueError) as err:
             raise ResourceError(self._redact(f"{what}: cannot start: {err}")) from err
+        begun()  # its later jobs (the record's, below) are not refused by a stop
+        # Recorded beside the run (no await before the caller can register its stop).
+        record = asyncio.create_task(
+            asyncio.to_thread(lambda: record_group(self._group_file(what), proc.pid))
+        )
         try:
             yield proc
         finally:
             await stop_group(proc, first=self._stop_signal())
+            await asyncio.gather(record, return_exceptions=True)
+            await asyncio.to_thread(lambda: forget_group(self._group_file(what)))
+
+    def _stop_left(self) -> list[tuple[str, int]]:
+        """Stop the commands an agent that died (SIGKILL, a crash) left running (blocking)."""
+        stopped = ((what, stop_recorded_group(self._group_file(what))) for what in COMMANDS)
+        return [(what, pid) for what, pid in stopped if pid is not None]
+
+    def _group_file(self, what: str) -> Path:
+        """Where the group of a running `what` is recorded (proc.record_group) (blocking: the
+        first call makes the resource's private directory)."""
+        return self.handle.var_dir / f"running.{what}"
 
     def _stop_signal(self) -> signal.Signals:
         """The signal that stops a running command (`sig`): SIGTERM unless set."""
