@@ -18,11 +18,12 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import shlex
 import signal
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, MutableSequence
+from collections.abc import AsyncIterator, Callable, Iterable, MutableSequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -53,6 +54,8 @@ COMMANDS = ("cmd", "ifcmd", "nifcmd", "donecmd", "watchcmd")  # each one's group
 MIN_SECRET = 3  # shorter env values are not redacted (they would mangle every line)
 
 Line = tuple[str, str]  # ("out" | "err", text with its newline)
+SHOWN_HEAD = 20  # a run's first output lines logged at INFO as they come
+SHOWN_TAIL = 20  # and its last ones, at its end; those between at DEBUG (--verbose)
 
 
 @register("exec")
@@ -366,10 +369,19 @@ class ExecRes(Refreshable, Edgeable, Resource):
         tail: deque[Line] = deque(maxlen=TAIL)
         readers = [
             asyncio.create_task(
-                self._pump(stdout, "out", "watchcmd", keep=None, level=logging.DEBUG, event=True)
+                self._pump(
+                    stdout,
+                    "out",
+                    "watchcmd",
+                    keep=None,
+                    shown=self._shown_all(logging.DEBUG),
+                    event=True,
+                )
             ),
             asyncio.create_task(
-                self._pump(stderr, "err", "watchcmd", keep=tail, level=logging.INFO)
+                self._pump(
+                    stderr, "err", "watchcmd", keep=tail, shown=self._shown_all(logging.INFO)
+                )
             ),
         ]
         code = await self._finish(proc, readers)
@@ -393,9 +405,10 @@ class ExecRes(Refreshable, Edgeable, Resource):
         signalled: list[signal.Signals] = []
         async with self._spawn(argv, cwd, what) as proc:
             stdout, stderr = _streams(proc)
+            shown = _ShownOutput(self.handle.logger, level, self._redact)
             readers = [
-                asyncio.create_task(self._pump(stdout, "out", what, keep=lines, level=level)),
-                asyncio.create_task(self._pump(stderr, "err", what, keep=lines, level=level)),
+                asyncio.create_task(self._pump(stdout, "out", what, keep=lines, shown=shown)),
+                asyncio.create_task(self._pump(stderr, "err", what, keep=lines, shown=shown)),
             ]
 
             def stop() -> None:
@@ -417,6 +430,7 @@ class ExecRes(Refreshable, Edgeable, Resource):
                 raise
             finally:
                 unregister()
+                shown.end()
         if signalled:
             how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             self.handle.logger.info("%s stopped (%s): not done, the next run runs it", what, how)
@@ -491,17 +505,21 @@ class ExecRes(Refreshable, Edgeable, Resource):
         what: str,
         *,
         keep: MutableSequence[Line] | None,
-        level: int,
+        shown: _ShownOutput,
         event: bool = False,
     ) -> None:
-        """Log (redacted) and keep each line of `stream`; with `event`, each is an event."""
+        """Log (as `shown` says) and keep each line of `stream`; with `event`, each is an event."""
         label = name if what == "cmd" else f"{what} {name}"
         async for text in _lines(stream):
             if keep is not None:
                 keep.append((name, text))
-            self.handle.logger.log(level, "%s: %s", label, self._redact(text.rstrip("\n")))
+            shown.line(label, text)
             if event:
                 await self._event()
+
+    def _shown_all(self, level: int) -> _ShownOutput:
+        """Every line logged at `level` (a watchcmd's: it runs as long as the resource)."""
+        return _ShownOutput(self.handle.logger, level, self._redact, capped=False)
 
     def _identity(self) -> dict[str, Any]:
         """Environment and credentials shared by every command."""
@@ -611,6 +629,64 @@ async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
         except asyncio.LimitOverrunError as err:
             raw = await stream.read(err.consumed)
         yield raw.decode(errors="replace")
+
+
+class _ShownOutput:
+    """What a run logs of its output (stdout and stderr together), redacted: its first
+    SHOWN_HEAD lines as they come, its last SHOWN_TAIL at its end (`end`), and how many were
+    left out between, each of those logged at DEBUG as it is left out (--verbose shows every
+    line, in order). A line of binary output is logged as such. `capped=False`: every line
+    at `level` as it comes. A command at DEBUG (ifcmd) logs every line at DEBUG."""
+
+    def __init__(
+        self,
+        logger: logging.LoggerAdapter[logging.Logger],
+        level: int,
+        redact: Callable[[str], str],
+        *,
+        capped: bool = True,
+    ) -> None:
+        self._logger = logger
+        self._level = level
+        self._redact = redact
+        self._head = SHOWN_HEAD if capped and level > logging.DEBUG else None
+        self._tail: deque[tuple[str, str]] = deque()
+        self._left = 0
+
+    def line(self, label: str, text: str) -> None:
+        shown = (label, self._redact(_printable(text.rstrip("\n"))))
+        if self._head is None or self._head > 0:
+            if self._head is not None:
+                self._head -= 1
+            self._logger.log(self._level, "%s: %s", *shown)
+            return
+        if len(self._tail) == SHOWN_TAIL:
+            self._left += 1
+            self._logger.debug("%s: %s", *self._tail.popleft())
+        self._tail.append(shown)
+
+    def end(self) -> None:
+        """The run ended: the lines held back (its last ones)."""
+        if self._left:
+            self._logger.log(
+                self._level,
+                "... %d output lines left out here (--verbose logs every line)",
+                self._left,
+            )
+        while self._tail:
+            self._logger.log(self._level, "%s: %s", *self._tail.popleft())
+        self._left = 0
+
+
+# Bytes that were not UTF-8 (decoded as U+FFFD), control characters but tab, CR and ESC.
+_BINARY = re.compile("[\x00-\x08\x0a-\x0c\x0e-\x1a\x1c-\x1f\x7f\ufffd]")
+
+
+def _printable(text: str) -> str:
+    """`text`, or what it is when it is binary (bytes not UTF-8, control characters)."""
+    if _BINARY.search(text):
+        return f"({len(text)} characters of binary output, not shown)"
+    return text
 
 
 def _check_id(key: str, name: str) -> None:
