@@ -378,7 +378,7 @@ class Agent:
                 self.notifier.ready(self._status())
                 self._spawn(self.notifier.keep_alive())
             reason = await self._wait_for_end()
-            self._not_converged = [f"{v.name} ({why})" for v, why in self.converger.unsettled()]
+            self._not_converged = [f"{v.shown} ({why})" for v, why in self.converger.unsettled()]
             if reason == "max-runtime":  # said when the stop starts, not after its grace
                 self._max_runtime_reached()
         finally:
@@ -469,7 +469,7 @@ class Agent:
         if event.changed and (event.apply or self.config.noop):
             self._changed = True
             if event.apply and self.config.quiet:  # said at the exit: no line said it
-                self._changes.add(event.vertex.name)
+                self._changes.add(event.vertex.shown)
 
     def _eventful(self) -> bool:
         """Whether the run's summary is worth saying under --quiet: something changed, failed
@@ -581,10 +581,10 @@ class Agent:
         n = len(self.engine.vertices)
         if not n and self._waiting_for_deploy():
             return "waiting for the first deploy (none runs yet)"
-        failed = sorted(v.name for v in self.converger.failed())
-        blocked = sorted(v.name for v in self.converger.blocked())
+        failed = sorted(v.shown for v in self.converger.failed())
+        blocked = sorted(v.shown for v in self.converger.blocked())
         # noop (--noop, or a resource's meta): checked, not changed, so not in the desired state
-        would = sorted(v.name for v in self.engine.vertices.values() if v.would_change)
+        would = sorted(v.shown for v in self.engine.vertices.values() if v.would_change)
         if not failed and not blocked and not would:
             return f"{'the' if n == 1 else 'all'} {resource_count(n)} in the desired state"
         good = n - len(failed) - len(blocked) - len(would)
@@ -701,7 +701,7 @@ class Agent:
         # "Stopping"): each failure was logged when it happened, and is not repeated here.
         asked = reason == "signal" and not self._forced
         if failed and not asked:  # named, not said again: each said why when it failed
-            names = sorted(v.name for v in failed)
+            names = sorted(v.shown for v in failed)
             log.error(
                 "%d of %s failed: %s", len(names), resource_count(len(vertices)), named(names)
             )
@@ -713,7 +713,7 @@ class Agent:
             count = f"{len(changes)} of {resource_count(len(vertices))}"
             logsetup.summary(log, shown, "changed: %s: %s", count, named(changes))
         if self.config.noop:
-            changes = sorted(v.name for v in vertices if v.changed_last)
+            changes = sorted(v.shown for v in vertices if v.changed_last)
             logsetup.summary(
                 log,
                 shown,
