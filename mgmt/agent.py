@@ -456,12 +456,40 @@ class Agent:
             elif again and log.isEnabledFor(logging.DEBUG):  # O(graph): not for nothing
                 log.debug("converged again: %s", self._convergence_summary())
             again = True
-            await converger.diverged.wait()
+            await self._until_diverged()
             self.status.set_converged(False)
             if self.metrics is not None:
                 self.metrics.set_converged(False)
             if self.notifier is not None:
                 self.notifier.status(self._status())
+
+    async def _until_diverged(self) -> None:
+        """Wait until the graph diverges. Meanwhile a vertex that fails (a watch that ends for
+        good) or recovers leaves the graph settled, so converged: a new converged line (and
+        systemd's STATUS=) says so, at most one a second, for whoever reads the log's last
+        summary (`tail -f`)."""
+        converger = self.converger
+        while not converger.diverged.is_set():
+            converger.failures.clear()
+            waiters = [
+                asyncio.create_task(converger.failures.wait()),
+                asyncio.create_task(converger.diverged.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waiters:
+                    task.cancel()
+                await asyncio.gather(*waiters, return_exceptions=True)
+            if converger.diverged.is_set():
+                return
+            if self._said_converged:
+                logsetup.summary(log, True, "converged: %s", self._convergence_summary())
+            if self.notifier is not None:
+                self.notifier.status(self._status())
+            with contextlib.suppress(TimeoutError):  # the next such line a second later
+                async with asyncio.timeout(1.0):
+                    await converger.diverged.wait()
 
     def _check_applied(self, event: CheckApplied) -> None:
         """A change, or under --noop one that would be (a resource's own `noop` meta param
