@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
 from engine import collector, inotify, stopgate
 from engine.engine import Engine, Vertex
-from engine.errors import GraphError, MgmtError, ValidationError
+from engine.errors import GraphError, MgmtError, ValidationError, path_error
 from engine.events import CheckApplied
 from engine.exit import exit_request
 from engine.graph import Graph
@@ -197,7 +197,7 @@ async def run(config: Config, given: Loaded | None = None) -> int:
     try:  # before anything is applied: a shared prefix is refused
         await thread_to_end(check_private, config.prefix)
     except (OSError, MgmtError) as err:
-        log.error("%s", ValidationError(str(err), "--prefix"))
+        log.error("%s", ValidationError(path_error(err, config.prefix), "--prefix"))
         return ExitCode.USAGE
     try:  # and so is a prefix another agent runs with
         lock = await thread_to_end(lock_prefix, config.prefix, undo=os.close)
@@ -205,7 +205,7 @@ async def run(config: Config, given: Loaded | None = None) -> int:
         log.error("%s", err)
         return ExitCode.USAGE
     except (OSError, MgmtError) as err:
-        log.error("%s", ValidationError(str(err), "--prefix"))
+        log.error("%s", ValidationError(path_error(err, config.prefix), "--prefix"))
         return ExitCode.USAGE
     try:
         return await _run(config, given, config.prefix)
