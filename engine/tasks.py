@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 log = logging.getLogger("engine")
@@ -75,3 +75,14 @@ async def thread_to_end(
         if undo is not None and not future.cancelled() and future.exception() is None:
             undo(future.result())
         raise
+
+
+async def first_done(*aws: Awaitable[object]) -> None:
+    """Wait until the first of these is done (the others are cancelled and awaited)."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -33,7 +33,7 @@ from engine.namedpath import NamedPaths
 from engine.program import ProgramRef
 from engine.safefs import check_private, private_dir
 from engine.stopgate import GatedExecutor
-from engine.tasks import TaskSet, thread_to_end
+from engine.tasks import TaskSet, first_done, thread_to_end
 from mgmt import log as logsetup
 from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
@@ -471,16 +471,7 @@ class Agent:
         converger = self.converger
         while not converger.diverged.is_set():
             converger.failures.clear()
-            waiters = [
-                asyncio.create_task(converger.failures.wait()),
-                asyncio.create_task(converger.diverged.wait()),
-            ]
-            try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in waiters:
-                    task.cancel()
-                await asyncio.gather(*waiters, return_exceptions=True)
+            await first_done(converger.failures.wait(), converger.diverged.wait())
             if converger.diverged.is_set():
                 return
             if self._said_converged:

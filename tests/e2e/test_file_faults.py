@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import textwrap
-from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
 
 from engine.inotify import ACCESS, Inotify
 from engine.safefs import STARTED_NS, TEMP_PREFIX
+from engine.tasks import first_done
 from tests.e2e.helpers import Daemon, run_mgmt, small_fs
 
 KILLS = 20
@@ -53,17 +53,6 @@ def writing(pid: int, out: Path) -> bool:
     return False
 
 
-async def first_of(*aws: Awaitable[object]) -> None:
-    """Wait until the first of these is done (the others are cancelled)."""
-    tasks = [asyncio.ensure_future(aw) for aw in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 async def kill_while_writing(daemon: Daemon, src: Path, out: Path) -> bool:
     """kill -9 the daemon as soon as it is seen writing (or once it gave up on it); True: mid-write.
 
@@ -81,7 +70,7 @@ async def kill_while_writing(daemon: Daemon, src: Path, out: Path) -> bool:
                 if any("converged" in line for line in daemon.lines):
                     break  # every write done before we looked: kill it anyway
                 reading.clear()
-                await first_of(reading.wait(), daemon.wait_log("converged"), daemon.proc.wait())
+                await first_done(reading.wait(), daemon.wait_log("converged"), daemon.proc.wait())
     finally:
         watch.close()
     daemon.proc.kill()
