@@ -162,7 +162,9 @@ class ExecRes(Refreshable, Edgeable, Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._events = self._handled = 0
-        for what, pid in await asyncio.to_thread(self._stop_left):
+        self._var_dir: Path | None = None  # made at the first command's start
+        left = handle.shared.get(f"{__name__}:left", lambda: _Left(handle.var_path.parent))
+        for what, pid in await left.stop(self._stop_left, handle.var_path.name):
             handle.logger.warning(
                 "%s of an earlier agent (pid %d) still ran: stopped its process group", what, pid
             )
@@ -468,13 +470,16 @@ class ExecRes(Refreshable, Edgeable, Resource):
 
     def _stop_left(self) -> list[tuple[str, int]]:
         """Stop the commands an agent that died (SIGKILL, a crash) left running (blocking)."""
-        stopped = ((what, stop_recorded_group(self._group_file(what))) for what in COMMANDS)
+        where = self.handle.var_path
+        stopped = ((what, stop_recorded_group(where / f"running.{what}")) for what in COMMANDS)
         return [(what, pid) for what, pid in stopped if pid is not None]
 
     def _group_file(self, what: str) -> Path:
         """Where the group of a running `what` is recorded (proc.record_group) (blocking: the
         first call makes the resource's private directory)."""
-        return self.handle.var_dir / f"running.{what}"
+        if self._var_dir is None:
+            self._var_dir = self.handle.var_dir
+        return self._var_dir / f"running.{what}"
 
     def _stop_signal(self) -> signal.Signals:
         """The signal that stops a running command (`sig`): SIGTERM unless set."""
@@ -629,6 +634,43 @@ async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
         except asyncio.LimitOverrunError as err:
             raw = await stream.read(err.consumed)
         yield raw.decode(errors="replace")
+
+
+class _Left:
+    """Which exec resources an earlier agent on this prefix left a command's record of (their
+    private directories holding a `running.*`): looked up once per engine, in one executor
+    job, so that a resource without any costs its init no job of its own."""
+
+    def __init__(self, kind_dir: Path) -> None:
+        self._task = asyncio.ensure_future(asyncio.to_thread(_with_records, kind_dir))
+
+    async def stop(
+        self, stop_left: Callable[[], list[tuple[str, int]]], name: str
+    ) -> list[tuple[str, int]]:
+        """`stop_left()` in a worker thread if the resource whose directory is `name` has
+        records; what it stopped."""
+        if name not in await asyncio.shield(self._task):
+            return []
+        return await asyncio.to_thread(stop_left)
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _with_records(kind_dir: Path) -> set[str]:
+    """The names of the directories under `kind_dir` that hold a `running.*` record."""
+    found: set[str] = set()
+    try:
+        entries = list(os.scandir(kind_dir))
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                if any(n.startswith("running.") for n in os.listdir(entry.path)):
+                    found.add(entry.name)
+    return found
 
 
 class _ShownOutput:
