@@ -296,6 +296,15 @@ class Vertex:
     def name(self) -> str:
         return fmt_key(self.key)
 
+    @property
+    def shown(self) -> str:
+        """The name in summaries: a vertex of grouped resources names them all, `pkg[sl,hello]`
+        (its lines are logged under the first one's name)."""
+        grouped = self.res.grouped if isinstance(self.res, Groupable) else ()
+        if not grouped:
+            return self.name
+        return fmt_key((self.key[0], ",".join([self.key[1], *(r.name for r in grouped)])))
+
     # lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -1509,8 +1518,8 @@ class Engine:
                 f"{refused} check_{'apply' if refused == 1 else 'applies'} stopped before "
                 f"{'its' if refused == 1 else 'their'} work began"
             )
-        names = sorted(v.name for v in undone if v.work is not None and v.work.interrupted)
-        again = sorted(v.name for v in undone if v.key in retrying)
+        names = sorted(v.shown for v in undone if v.work is not None and v.work.interrupted)
+        again = sorted(v.shown for v in undone if v.key in retrying)
         for listed, what in ((names, "interrupted"), (again, "retrying after a failure")):
             if listed:
                 more = f" and {len(listed) - NAMED} more" if len(listed) > NAMED else ""

@@ -51,3 +51,13 @@ def interfered(err: BaseException | None) -> bool:
 
 class WorldError(MgmtError):
     """The cluster (World) could not answer."""
+
+
+def path_error(err: BaseException, path: object) -> str:
+    """An error about the path the user gave (`--prefix`), as one reads it: an OSError as
+    `PATH: reason` (its own path when absolute, else `path`: never a raw errno, nor a name
+    relative to an open directory such as 'prefix' or '.'); anything else as it is."""
+    if not isinstance(err, OSError) or not err.strerror:
+        return str(err)
+    named = err.filename if isinstance(err.filename, str) and err.filename.startswith("/") else path
+    return f"{named}: {err.strerror}"

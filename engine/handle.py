@@ -187,12 +187,18 @@ class Handle:
     def var_dir(self) -> Path:
         """A private state directory for this resource (0700 from the prefix down, made on use):
         by default PREFIX/var/KIND/NAME (a path made only when a resource asks: few do)."""
+        return private_dir(self.var_path, root=self._prefix)
+
+    @property
+    def var_path(self) -> Path:
+        """var_dir's path, not made nor checked: for a look at what an earlier run may have
+        left there (a missing directory: nothing)."""
         if self._var_dir is None:
             if self._prefix is None:
                 raise RuntimeError(f"{self.kind}[{self.name}]: no var_dir and no prefix")
             name = fit_name(self.name.replace("/", "_"))
             self._var_dir = self._prefix / "var" / self.kind / name
-        return private_dir(self._var_dir, root=self._prefix)
+        return self._var_dir
 
     async def event(self) -> None:
         """Report a change. The first call is the startup event that lets check_apply run.

@@ -130,6 +130,14 @@ def interrupted() -> None:
         work.interrupted = True
 
 
+def begun() -> None:
+    """The running check_apply has begun its work on the loop (exec started a command): its
+    later executor jobs run, as after a first job that started (see the module doc)."""
+    work = _WORK.get()
+    if work is not None:
+        work.begun = True
+
+
 class Gate:
     """One per engine: open while it runs, closed while it stops."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 log = logging.getLogger("engine")
@@ -93,3 +93,14 @@ def surviving(logger: logging.Logger, what: str, report: Callable[[str], None]) 
         logger.error("%s (keeping the running graph until the next change)", text)
         logger.debug("%s", what, exc_info=err)
         report(text)
+
+
+async def first_done(*aws: Awaitable[object]) -> None:
+    """Wait until the first of these is done (the others are cancelled and awaited)."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

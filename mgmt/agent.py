@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
 from engine import collector, inotify, stopgate
 from engine.engine import Engine, Vertex
-from engine.errors import GraphError, MgmtError, ValidationError
+from engine.errors import GraphError, MgmtError, ValidationError, path_error
 from engine.events import CheckApplied
 from engine.exit import exit_request
 from engine.graph import Graph
@@ -34,7 +34,7 @@ from engine.namedpath import NamedPaths
 from engine.program import ProgramRef
 from engine.safefs import check_private, private_dir
 from engine.stopgate import GatedExecutor
-from engine.tasks import TaskSet, surviving, thread_to_end
+from engine.tasks import TaskSet, first_done, surviving, thread_to_end
 from mgmt import log as logsetup
 from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
@@ -229,7 +229,7 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
     try:  # before anything is applied: a shared prefix is refused
         await thread_to_end(check_private, config.prefix)
     except (OSError, MgmtError) as err:
-        log.error("%s", ValidationError(str(err), "--prefix"))
+        log.error("%s", ValidationError(path_error(err, config.prefix), "--prefix"))
         return ExitCode.USAGE
     try:  # and so is a prefix another agent runs with
         lock = await thread_to_end(lock_prefix, config.prefix, undo=os.close)
@@ -237,7 +237,7 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
         log.error("%s", err)
         return ExitCode.USAGE
     except (OSError, MgmtError) as err:
-        log.error("%s", ValidationError(str(err), "--prefix"))
+        log.error("%s", ValidationError(path_error(err, config.prefix), "--prefix"))
         return ExitCode.USAGE
     try:
         return await _run(config, given, config.prefix)
@@ -417,7 +417,7 @@ class Agent:
                 self.notifier.ready(self._status())
                 self._spawn(self.notifier.keep_alive())
             reason = await self._wait_for_end()
-            self._not_converged = [f"{v.name} ({why})" for v, why in self.converger.unsettled()]
+            self._not_converged = [f"{v.shown} ({why})" for v, why in self.converger.unsettled()]
             if reason == "max-runtime":  # said when the stop starts, not after its grace
                 self._max_runtime_reached()
         finally:
@@ -495,12 +495,31 @@ class Agent:
             elif again and log.isEnabledFor(logging.DEBUG):  # O(graph): not for nothing
                 log.debug("converged again: %s", self._convergence_summary())
             again = True
-            await converger.diverged.wait()
+            await self._until_diverged()
             self.status.set_converged(False)
             if self.metrics is not None:
                 self.metrics.set_converged(False)
             if self.notifier is not None:
                 self.notifier.status(self._status())
+
+    async def _until_diverged(self) -> None:
+        """Wait until the graph diverges. Meanwhile a vertex that fails (a watch that ends for
+        good) or recovers leaves the graph settled, so converged: a new converged line (and
+        systemd's STATUS=) says so, at most one a second, for whoever reads the log's last
+        summary (`tail -f`)."""
+        converger = self.converger
+        while not converger.diverged.is_set():
+            converger.failures.clear()
+            await first_done(converger.failures.wait(), converger.diverged.wait())
+            if converger.diverged.is_set():
+                return
+            if self._said_converged:
+                logsetup.summary(log, True, "converged: %s", self._convergence_summary())
+            if self.notifier is not None:
+                self.notifier.status(self._status())
+            with contextlib.suppress(TimeoutError):  # the next such line a second later
+                async with asyncio.timeout(1.0):
+                    await converger.diverged.wait()
 
     def _check_applied(self, event: CheckApplied) -> None:
         """A change, or under --noop one that would be (a resource's own `noop` meta param
@@ -508,7 +527,7 @@ class Agent:
         if event.changed and (event.apply or self.config.noop):
             self._changed = True
             if event.apply and self.config.quiet:  # said at the exit: no line said it
-                self._changes.add(event.vertex.name)
+                self._changes.add(event.vertex.shown)
 
     def _eventful(self) -> bool:
         """Whether the run's summary is worth saying under --quiet: something changed, failed
@@ -631,10 +650,10 @@ class Agent:
         n = len(self.engine.vertices)
         if not n and self._waiting_for_deploy():
             return "waiting for the first deploy (none runs yet)"
-        failed = sorted(v.name for v in self.converger.failed())
-        blocked = sorted(v.name for v in self.converger.blocked())
+        failed = sorted(v.shown for v in self.converger.failed())
+        blocked = sorted(v.shown for v in self.converger.blocked())
         # noop (--noop, or a resource's meta): checked, not changed, so not in the desired state
-        would = sorted(v.name for v in self.engine.vertices.values() if v.would_change)
+        would = sorted(v.shown for v in self.engine.vertices.values() if v.would_change)
         if not failed and not blocked and not would:
             return f"{'the' if n == 1 else 'all'} {resource_count(n)} in the desired state"
         good = n - len(failed) - len(blocked) - len(would)
@@ -751,7 +770,7 @@ class Agent:
         # "Stopping"): each failure was logged when it happened, and is not repeated here.
         asked = reason == "signal" and not self._forced
         if failed and not asked:  # named, not said again: each said why when it failed
-            names = sorted(v.name for v in failed)
+            names = sorted(v.shown for v in failed)
             log.error(
                 "%d of %s failed: %s", len(names), resource_count(len(vertices)), named(names)
             )
@@ -763,7 +782,7 @@ class Agent:
             count = f"{len(changes)} of {resource_count(len(vertices))}"
             logsetup.summary(log, shown, "changed: %s: %s", count, named(changes))
         if self.config.noop:
-            changes = sorted(v.name for v in vertices if v.changed_last)
+            changes = sorted(v.shown for v in vertices if v.changed_last)
             logsetup.summary(
                 log,
                 shown,

@@ -32,6 +32,9 @@ class Converger:
         self.settled = asyncio.Event()
         self._unsettled: set[Key] = set()
         self._failed: set[Key] = set()
+        # Set when a vertex fails or recovers: a failure keeps the graph settled (converged),
+        # so without it a watch that fails for good after convergence went unsaid.
+        self.failures = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         # Called as vertices settle, fail or change (the agent's STATUS= under systemd alone).
         self.on_progress: Callable[[], None] | None = None
@@ -173,6 +176,7 @@ class Converger:
             self._failed.add(key)
         else:
             self._failed.discard(key)
+        self.failures.set()
         vertices, unsettled = self.engine.vertices, self._unsettled
         for k in (key, *self.engine.graph.descendants(key)):
             vertex = vertices.get(k)

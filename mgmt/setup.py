@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.errors import MgmtError, ValidationError
+from engine.errors import MgmtError, ValidationError, path_error
 from mgmt.config import Config, ExitCode
 from mgmt.usage import Parser
 
@@ -99,7 +99,7 @@ def _start_problems(config: Config) -> list[str]:
         try:
             check_private(config.prefix)
         except (OSError, MgmtError) as err:
-            raise ValidationError(str(err), "--prefix") from None
+            raise ValidationError(path_error(err, config.prefix), "--prefix") from None
         if config.status or config.prometheus:
             from mgmt.metrics import parse_listen
 

@@ -29,6 +29,7 @@ from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.missing import Missing, read_existing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
+from resources._lib.proc import file_lock
 
 NO_LOAD, NO_MODL_AUTOLOAD = 1 << 5, 1 << 6  # aug_init flags
 NS = "Xmgmt"  # the load entry for our one file (mgmt's name: no lens is called that)
@@ -146,6 +147,10 @@ class AugeasRes(Resource):
                 await self.handle.event()
 
     async def check_apply(self, apply: bool) -> bool:
+        async with file_lock(self.handle.shared, self.file):  # other edits of the file wait
+            return await self._check_apply(apply)
+
+    async def _check_apply(self, apply: bool) -> bool:
         try:
             original = await in_thread(self._read)
         except Missing as err:

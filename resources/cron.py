@@ -15,7 +15,9 @@ import asyncio
 import functools
 import os
 import re
+import shutil
 import stat
+import subprocess
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,6 +53,31 @@ _UNIT = (
     r"usec|us|µs|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h"
     r"|days|day|d|weeks|week|w|months|month|M|years|year|y"
 )
+CALENDAR_TIMEOUT = 5.0  # seconds for systemd-analyze calendar (it answers in milliseconds)
+
+
+@functools.lru_cache(maxsize=256)
+def calendar_problem(spec: str) -> str | None:
+    """Why systemd refuses `spec` as an OnCalendar= value, or None (also when it cannot be
+    asked). Its own parser: `systemd-analyze calendar` (no systemd running needed), cached per
+    spec: a graph evaluated again asks once."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return None  # not a systemd host: the run says what it thinks
+    try:
+        done = subprocess.run(
+            [analyze, "calendar", "--", spec],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=CALENDAR_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return None if done.returncode == 0 else "systemd-analyze calendar refuses it"
+
+
 _SPAN = re.compile(rf"\s*(\d+(\.\d+)?\s*({_UNIT})?\s*)+")
 _SINGLE_LINE = ("time", "cmd", "description", "accuracysec", "randomizeddelaysec")
 
@@ -129,6 +156,14 @@ class CronRes(BusUser, Edgeable, Resource):
             raise ValidationError("is required with state 'exists' (trigger and time)", missing)
         if self.trigger is not None and self.time is None:
             raise ValidationError("is required with trigger", "time")
+        if self.trigger == "OnCalendar" and self.time is not None:
+            problem = calendar_problem(self.time)
+            if problem is not None:
+                raise ValidationError(
+                    f"expected a systemd calendar event like 'daily' or 'Mon *-*-* 04:00', got "
+                    f"{self.time!r} ({problem})",
+                    "time",
+                )
         spans = {"accuracysec": self.accuracysec, "randomizeddelaysec": self.randomizeddelaysec}
         if self.trigger not in (None, "OnCalendar"):
             spans["time"] = self.time

@@ -18,11 +18,12 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import shlex
 import signal
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, MutableSequence
+from collections.abc import AsyncIterator, Callable, Iterable, MutableSequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,19 +32,30 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.params import EMPTY_IS_UNSET, parse_int, show
 from engine.resource import UID, Edgeable, Refreshable, Resource, register
-from engine.stopgate import Interrupted, interrupted
+from engine.stopgate import Interrupted, begun, interrupted
 from engine.watcher import PathWatcher
 from resources._lib import ids
 from resources._lib.events import Source, run_all
 from resources._lib.ids import MAX_ID
 from resources._lib.plan import Step, apply_steps, nothing_to_do
-from resources._lib.proc import close_pipes, exited, signal_group, stop_group
+from resources._lib.proc import (
+    close_pipes,
+    exited,
+    forget_group,
+    record_group,
+    signal_group,
+    stop_group,
+    stop_recorded_group,
+)
 
 TAIL = 10  # stderr lines quoted in a failure
 GRACE = 1.0  # seconds to wait for a killed command's pipes before closing them
+COMMANDS = ("cmd", "ifcmd", "nifcmd", "donecmd", "watchcmd")  # each one's group is recorded
 MIN_SECRET = 3  # shorter env values are not redacted (they would mangle every line)
 
 Line = tuple[str, str]  # ("out" | "err", text with its newline)
+SHOWN_HEAD = 20  # a run's first output lines logged at INFO as they come
+SHOWN_TAIL = 20  # and its last ones, at its end; those between at DEBUG (--verbose)
 
 
 @register("exec")
@@ -150,6 +162,12 @@ class ExecRes(Refreshable, Edgeable, Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._events = self._handled = 0
+        self._var_dir: Path | None = None  # made at the first command's start
+        left = handle.shared.get(f"{__name__}:left", lambda: _Left(handle.var_path.parent))
+        for what, pid in await left.stop(self._stop_left, handle.var_path.name):
+            handle.logger.warning(
+                "%s of an earlier agent (pid %d) still ran: stopped its process group", what, pid
+            )
 
     async def watch(self) -> None:
         async with contextlib.AsyncExitStack() as stack:
@@ -353,10 +371,19 @@ class ExecRes(Refreshable, Edgeable, Resource):
         tail: deque[Line] = deque(maxlen=TAIL)
         readers = [
             asyncio.create_task(
-                self._pump(stdout, "out", "watchcmd", keep=None, level=logging.DEBUG, event=True)
+                self._pump(
+                    stdout,
+                    "out",
+                    "watchcmd",
+                    keep=None,
+                    shown=self._shown_all(logging.DEBUG),
+                    event=True,
+                )
             ),
             asyncio.create_task(
-                self._pump(stderr, "err", "watchcmd", keep=tail, level=logging.INFO)
+                self._pump(
+                    stderr, "err", "watchcmd", keep=tail, shown=self._shown_all(logging.INFO)
+                )
             ),
         ]
         code = await self._finish(proc, readers)
@@ -380,9 +407,10 @@ class ExecRes(Refreshable, Edgeable, Resource):
         signalled: list[signal.Signals] = []
         async with self._spawn(argv, cwd, what) as proc:
             stdout, stderr = _streams(proc)
+            shown = _ShownOutput(self.handle.logger, level, self._redact)
             readers = [
-                asyncio.create_task(self._pump(stdout, "out", what, keep=lines, level=level)),
-                asyncio.create_task(self._pump(stderr, "err", what, keep=lines, level=level)),
+                asyncio.create_task(self._pump(stdout, "out", what, keep=lines, shown=shown)),
+                asyncio.create_task(self._pump(stderr, "err", what, keep=lines, shown=shown)),
             ]
 
             def stop() -> None:
@@ -404,6 +432,7 @@ class ExecRes(Refreshable, Edgeable, Resource):
                 raise
             finally:
                 unregister()
+                shown.end()
         if signalled:
             how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             self.handle.logger.info("%s stopped (%s): not done, the next run runs it", what, how)
@@ -427,10 +456,30 @@ class ExecRes(Refreshable, Edgeable, Resource):
             )
         except (OSError, ValueError) as err:
             raise ResourceError(self._redact(f"{what}: cannot start: {err}")) from err
+        begun()  # its later jobs (the record's, below) are not refused by a stop
+        # Recorded beside the run (no await before the caller can register its stop).
+        record = asyncio.create_task(
+            asyncio.to_thread(lambda: record_group(self._group_file(what), proc.pid))
+        )
         try:
             yield proc
         finally:
             await stop_group(proc, first=self._stop_signal())
+            await asyncio.gather(record, return_exceptions=True)
+            await asyncio.to_thread(lambda: forget_group(self._group_file(what)))
+
+    def _stop_left(self) -> list[tuple[str, int]]:
+        """Stop the commands an agent that died (SIGKILL, a crash) left running (blocking)."""
+        where = self.handle.var_path
+        stopped = ((what, stop_recorded_group(where / f"running.{what}")) for what in COMMANDS)
+        return [(what, pid) for what, pid in stopped if pid is not None]
+
+    def _group_file(self, what: str) -> Path:
+        """Where the group of a running `what` is recorded (proc.record_group) (blocking: the
+        first call makes the resource's private directory)."""
+        if self._var_dir is None:
+            self._var_dir = self.handle.var_dir
+        return self._var_dir / f"running.{what}"
 
     def _stop_signal(self) -> signal.Signals:
         """The signal that stops a running command (`sig`): SIGTERM unless set."""
@@ -461,17 +510,21 @@ class ExecRes(Refreshable, Edgeable, Resource):
         what: str,
         *,
         keep: MutableSequence[Line] | None,
-        level: int,
+        shown: _ShownOutput,
         event: bool = False,
     ) -> None:
-        """Log (redacted) and keep each line of `stream`; with `event`, each is an event."""
+        """Log (as `shown` says) and keep each line of `stream`; with `event`, each is an event."""
         label = name if what == "cmd" else f"{what} {name}"
         async for text in _lines(stream):
             if keep is not None:
                 keep.append((name, text))
-            self.handle.logger.log(level, "%s: %s", label, self._redact(text.rstrip("\n")))
+            shown.line(label, text)
             if event:
                 await self._event()
+
+    def _shown_all(self, level: int) -> _ShownOutput:
+        """Every line logged at `level` (a watchcmd's: it runs as long as the resource)."""
+        return _ShownOutput(self.handle.logger, level, self._redact, capped=False)
 
     def _identity(self) -> dict[str, Any]:
         """Environment and credentials shared by every command."""
@@ -581,6 +634,101 @@ async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
         except asyncio.LimitOverrunError as err:
             raw = await stream.read(err.consumed)
         yield raw.decode(errors="replace")
+
+
+class _Left:
+    """Which exec resources an earlier agent on this prefix left a command's record of (their
+    private directories holding a `running.*`): looked up once per engine, in one executor
+    job, so that a resource without any costs its init no job of its own."""
+
+    def __init__(self, kind_dir: Path) -> None:
+        self._task = asyncio.ensure_future(asyncio.to_thread(_with_records, kind_dir))
+
+    async def stop(
+        self, stop_left: Callable[[], list[tuple[str, int]]], name: str
+    ) -> list[tuple[str, int]]:
+        """`stop_left()` in a worker thread if the resource whose directory is `name` has
+        records; what it stopped."""
+        if name not in await asyncio.shield(self._task):
+            return []
+        return await asyncio.to_thread(stop_left)
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _with_records(kind_dir: Path) -> set[str]:
+    """The names of the directories under `kind_dir` that hold a `running.*` record."""
+    found: set[str] = set()
+    try:
+        entries = list(os.scandir(kind_dir))
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                if any(n.startswith("running.") for n in os.listdir(entry.path)):
+                    found.add(entry.name)
+    return found
+
+
+class _ShownOutput:
+    """What a run logs of its output (stdout and stderr together), redacted: its first
+    SHOWN_HEAD lines as they come, its last SHOWN_TAIL at its end (`end`), and how many were
+    left out between, each of those logged at DEBUG as it is left out (--verbose shows every
+    line, in order). A line of binary output is logged as such. `capped=False`: every line
+    at `level` as it comes. A command at DEBUG (ifcmd) logs every line at DEBUG."""
+
+    def __init__(
+        self,
+        logger: logging.LoggerAdapter[logging.Logger],
+        level: int,
+        redact: Callable[[str], str],
+        *,
+        capped: bool = True,
+    ) -> None:
+        self._logger = logger
+        self._level = level
+        self._redact = redact
+        self._head = SHOWN_HEAD if capped and level > logging.DEBUG else None
+        self._tail: deque[tuple[str, str]] = deque()
+        self._left = 0
+
+    def line(self, label: str, text: str) -> None:
+        shown = (label, self._redact(_printable(text.rstrip("\n"))))
+        if self._head is None or self._head > 0:
+            if self._head is not None:
+                self._head -= 1
+            self._logger.log(self._level, "%s: %s", *shown)
+            return
+        if len(self._tail) == SHOWN_TAIL:
+            self._left += 1
+            self._logger.debug("%s: %s", *self._tail.popleft())
+        self._tail.append(shown)
+
+    def end(self) -> None:
+        """The run ended: the lines held back (its last ones)."""
+        if self._left:
+            self._logger.log(
+                self._level,
+                "... %d output lines left out here (--verbose logs every line)",
+                self._left,
+            )
+        while self._tail:
+            self._logger.log(self._level, "%s: %s", *self._tail.popleft())
+        self._left = 0
+
+
+# Bytes that were not UTF-8 (decoded as U+FFFD), control characters but tab, CR and ESC.
+_BINARY = re.compile("[\x00-\x08\x0a-\x0c\x0e-\x1a\x1c-\x1f\x7f\ufffd]")
+
+
+def _printable(text: str) -> str:
+    """`text`, or what it is when it is binary (bytes not UTF-8, control characters)."""
+    if _BINARY.search(text):
+        return f"({len(text)} characters of binary output, not shown)"
+    return text
 
 
 def _check_id(key: str, name: str) -> None:

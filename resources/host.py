@@ -23,6 +23,7 @@ from engine.watcher import PathWatcher
 from resources._lib import tablefile
 from resources._lib.events import pump_events
 from resources._lib.plan import apply_steps, nothing_to_do
+from resources._lib.proc import file_lock
 
 HOSTS = "/etc/hosts"
 _BAD = set(" \t\n\r#\0")
@@ -78,6 +79,10 @@ class HostRes(Resource):
             await pump_events(self.handle, [changes])
 
     async def check_apply(self, apply: bool) -> bool:
+        async with file_lock(self.handle.shared, self._file):  # other entries of the file wait
+            return await self._check_apply(apply)
+
+    async def _check_apply(self, apply: bool) -> bool:
         path = self._file
         lines = await asyncio.to_thread(tablefile.read_lines, path)
         ours = [line for line in lines if self._selects(line)]

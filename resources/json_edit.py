@@ -33,7 +33,7 @@ from engine.watcher import PathWatcher
 from engine.world import World, check_key
 from resources._lib.missing import Missing, read_existing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.proc import tool_lock
+from resources._lib.proc import file_lock, tool_lock
 
 READ_LIMIT = 64 << 20  # a bigger document is refused
 CAS_ATTEMPTS = 10
@@ -215,12 +215,13 @@ class JSONEditRes(Resource):
     async def check_apply(self, apply: bool) -> bool:
         scheme, where = self._where()
         edits = [parse_edit(text) for text in self.edits]
-        async with tool_lock(self.handle.shared, f"json:edit:{scheme}:{where}"):
-            if scheme == "file":
+        if scheme == "file":
+            async with file_lock(self.handle.shared, where):
                 try:
                     return await self._file(where, edits, apply)
                 except Missing as err:
                     return await would_wait(self.handle, err, apply, f"edit {where}")
+        async with tool_lock(self.handle.shared, f"json:edit:etcd:{where}"):
             return await self._etcd(where, edits, apply)
 
     async def _file(self, path: str, edits: list[Edit], apply: bool) -> bool:

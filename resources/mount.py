@@ -26,7 +26,7 @@ from resources._lib import tablefile
 from resources._lib.events import pump_events
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources._lib.pollpri import PriWatch
-from resources._lib.proc import run_command
+from resources._lib.proc import file_lock, run_command
 
 MOUNTINFO = "/proc/self/mountinfo"
 MOUNT_TIMEOUT = 60
@@ -126,11 +126,12 @@ class MountRes(Edgeable, Resource):
             await pump_events(self.handle, [table, fstab])
 
     async def check_apply(self, apply: bool) -> bool:
-        steps = await asyncio.to_thread(self._steps, apply)  # reads files: off the loop
-        if not steps:
-            return nothing_to_do(self.handle, f"{self.name} is {self._shown()}")
-        await apply_steps(self.handle, steps, apply, errors=(OSError,))
-        return False
+        async with file_lock(self.handle.shared, fstab_path()):  # other mounts' edits wait
+            steps = await asyncio.to_thread(self._steps, apply)  # reads files: off the loop
+            if not steps:
+                return nothing_to_do(self.handle, f"{self.name} is {self._shown()}")
+            await apply_steps(self.handle, steps, apply, errors=(OSError,))
+            return False
 
     def uids(self) -> list[UID]:
         return [UID("mount", self.name)]

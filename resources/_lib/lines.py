@@ -6,7 +6,7 @@ not hold it; with "absent" every occurrence is removed. Every other byte of the 
 including whether it ends with a newline (a line added to a file without one starts on a line
 of its own). The file is read through its directory's descriptor and rewritten atomically and
 durably (engine.safefs), keeping its mode and owner; a missing file is created 0600 (its
-directory must exist). `watch_file` watches it with inotify.
+directory must exist). Edits of one file are serialised within the engine (proc.file_lock). `watch_file` watches it with inotify.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from engine.watcher import PathWatcher
 from resources._lib import tablefile
 from resources._lib.events import pump_events
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
+from resources._lib.proc import file_lock
 
 NEW_MODE = 0o600  # a file a line creates (mgmt's)
 
@@ -35,6 +36,11 @@ async def edit(handle: Handle, path: str, state: str, content: str, apply: bool)
     (see the module docstring); shared with the kinds made of a line (ssh:authorized_key)."""
     if not content:
         return nothing_to_do(handle, "no content: nothing to keep or remove")
+    async with file_lock(handle.shared, path):  # other resources of this file wait
+        return await _edit(handle, path, state, content, apply)
+
+
+async def _edit(handle: Handle, path: str, state: str, content: str, apply: bool) -> bool:
     text = await in_thread(lambda: tablefile.read_text(path, errors="surrogateescape"))
     block = _block(content)
     lines = _lines(text or "")

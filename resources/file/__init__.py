@@ -498,7 +498,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         try:
             rename.run(write, local)
         except OSError as err:
-            raise ResourceError(f"could not create {where.path}: {err}") from err
+            raise ResourceError(f"could not create {where.path}: {where.explain(err)}") from err
         done.append(f"created {where.path}")
         return None
 
@@ -603,7 +603,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             create = Step(f"create {where.path}", f"created {where.path}", write)
             return [*steps, create, *after]
         quiet = [dataclasses.replace(c, run=None) for c in changes]  # the write sets them
-        return [*steps, Step("update content", "content updated", write), *quiet]
+        what = f"update the content of {where.path}"  # its failure names the path
+        return [*steps, Step(what, "content updated", write), *quiet]
 
     async def _write(
         self, where: Where, data: bytes | int | None, mode: int, uid: int, gid: int

@@ -99,8 +99,10 @@ class PkgRes(Edgeable, Groupable, Resource):
     async def check_apply(self, apply: bool) -> bool:
         backend = self._require_backend()
         members = self._members()
-        changes, reasons = await _plan(backend, members)
+        changes, reasons, failures = await _plan(backend, members)
         if not changes:
+            if failures:
+                raise ResourceError(_failed(failures, len(members), None))
             return nothing_to_do(self.handle, "; ".join(reasons))
 
         async def transaction() -> None:
@@ -119,6 +121,8 @@ class PkgRes(Edgeable, Groupable, Resource):
         ]
         steps[0] = Step(steps[0].would, steps[0].done, transaction)
         await apply_steps(self.handle, steps, apply)
+        if failures:  # the group's other packages were changed (or would be): this one fails
+            raise ResourceError(_failed(failures, len(members), apply))
         return False
 
     def cmp(self, other: Resource) -> bool:
@@ -255,8 +259,12 @@ class PkgRes(Edgeable, Groupable, Resource):
         return Change(name, "upgrade", state, current, pin=True)
 
 
-async def _plan(backend: Backend, members: list[PkgRes]) -> tuple[list[Change], list[str]]:
-    """What must change for every member (observations only); and why the rest need nothing.
+async def _plan(
+    backend: Backend, members: list[PkgRes]
+) -> tuple[list[Change], list[str], list[tuple[str, str]]]:
+    """What must change for every member (observations only); why the rest need nothing; and
+    the members that cannot be decided (an unknown name or version), as (name, why): known
+    before any change, so they fail alone and the others' changes go ahead.
 
     Only packages that are not already right cost an `available` query (apt-cache loads
     the whole package cache); a settled `installed` package costs one dpkg-query.
@@ -267,20 +275,27 @@ async def _plan(backend: Backend, members: list[PkgRes]) -> tuple[list[Change], 
     can = await backend.available(wanted) if wanted else {}
     changes: list[Change] = []
     reasons: list[str] = []
-    errors: list[str] = []
+    failures: list[tuple[str, str]] = []
     for member in members:
         try:
             decision = await member._decide(backend, have.get(member.name), can.get(member.name))
         except ResourceError as err:
-            errors.append(str(err))
+            failures.append((member.name, str(err)))
             continue
         if isinstance(decision, Change):
             changes.append(decision)
         else:
             reasons.append(decision)
-    if errors:
-        raise ResourceError("; ".join(errors))
-    return changes, reasons
+    return changes, reasons, failures
+
+
+def _failed(failures: list[tuple[str, str]], members: int, applied: bool | None) -> str:
+    """The failure of a vertex some of whose packages cannot be decided, naming them in a
+    group; and what became of the others' changes (`applied`: None, there were none)."""
+    text = "; ".join(why if members == 1 else f"pkg[{name}]: {why}" for name, why in failures)
+    if applied is not None:
+        text += f" (the group's other changes {'were' if applied else 'would be'} made)"
+    return text
 
 
 async def _verify(backend: Backend, changes: list[Change]) -> None:

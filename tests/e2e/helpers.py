@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
+
+import pytest
 
 from engine.watcher import PathWatcher
 
@@ -155,6 +160,34 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def small_fs(path: Path, size: str) -> Iterator[Callable[[str], None]]:
+    """A tmpfs of `size` mounted on `path` (skip the test where mounting is not allowed);
+    yields a function that remounts it with other options ("size=200m", "ro")."""
+
+    def mount(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["mount", "-t", "tmpfs", *args, "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+
+    path.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None or mount("-o", f"size={size},mode=0700").returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
+
+    def remount(options: str) -> None:
+        done = mount("-o", f"remount,{options}")
+        assert done.returncode == 0, done.stderr
+
+    try:
+        yield remount
+    finally:
+        subprocess.run(["umount", "-l", str(path)], timeout=10, check=False)
+
+
 __all__ = [
     "ROOT",
     "Daemon",
@@ -163,6 +196,7 @@ __all__ = [
     "pid_alive",
     "run_mgmt",
     "signal",
+    "small_fs",
     "wait_path",
 ]
 

@@ -102,6 +102,26 @@ def test_cron_run_converges_and_second_run_changes_nothing(tmp_path: Path) -> No
     assert "file[hello]" not in out  # nothing to do, nothing logged at info level
 
 
+TWO_LINES = """
+graph: edit
+resources:
+  line:
+    - {name: l1, file: TMP/lines.txt, state: exists, content: "managed line\\n"}
+    - {name: l2, file: TMP/lines.txt, state: absent, content: "b\\n"}
+"""
+
+
+def test_two_lines_of_one_file_each_edit_once(tmp_path: Path) -> None:
+    """tester6's finding 3: unserialised, l1 added its line twice in about half the runs."""
+    graph = graph_file(tmp_path, TWO_LINES)
+    for _ in range(4):
+        (tmp_path / "lines.txt").write_text("a\nb\n")
+        code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(graph)])
+        assert code == 0, out
+        assert out.count("line[l1]: added") == 1, out
+        assert (tmp_path / "lines.txt").read_text() == "a\nmanaged line\n"
+
+
 def test_newer_converger_flag_spelling_and_env(tmp_path: Path) -> None:
     graph = graph_file(tmp_path, HELLO)
     code, out = run_mgmt(

@@ -14,12 +14,8 @@ Every agent is started through `start()` below (one place to pass credentials to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import shutil
 import signal
-import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +23,7 @@ import pytest
 from mgmt.cluster.client import Member
 from mgmt.cluster.cluster import LEAVING, has_member
 from mgmt.cluster.world import EtcdWorld
-from tests.e2e.helpers import has_content, wait_logs, wait_path
+from tests.e2e.helpers import has_content, small_fs, wait_logs, wait_path
 from tests.e2e.test_cluster_e2e import (
     Host,
     client_of,
@@ -245,34 +241,6 @@ async def test_a_dead_hosts_exports_can_be_kept(tmp_path: Path) -> None:
         assert "withdrew" not in h1.daemon.log
 
 
-@contextlib.contextmanager
-def small_fs(path: Path, size: str) -> Iterator[Callable[[str], None]]:
-    """A tmpfs of `size` mounted on `path` (skip the test where mounting is not allowed);
-    yields a function that resizes it."""
-
-    def mount(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["mount", "-t", "tmpfs", *args, "tmpfs", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-
-    path.mkdir(parents=True, exist_ok=True)
-    if shutil.which("mount") is None or mount("-o", f"size={size},mode=0700").returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
-
-    def resize(new: str) -> None:
-        done = mount("-o", f"remount,size={new}")
-        assert done.returncode == 0, done.stderr
-
-    try:
-        yield resize
-    finally:
-        subprocess.run(["umount", "-l", str(path)], timeout=10, check=False)
-
-
 @pytest.mark.slow
 async def test_etcd_on_a_full_file_system(tmp_path: Path) -> None:
     """The prefix (so etcd's data dir) on a 1 MiB file system, too small for etcd's 64 MiB
@@ -295,7 +263,7 @@ async def test_etcd_on_a_full_file_system(tmp_path: Path) -> None:
             local.unlink()  # still enforced
             await wait_path(local, has_content("mine\n"))
             assert "Traceback" not in h1.daemon.log
-            resize("200m")
+            resize("size=200m")
             await h1.daemon.wait_log("etcd member h1 serving clients", timeout=20)
             await start(h2, seeds=[h1])
             await wait_dot(h2, holds(f"{shared}/h1"))
@@ -394,7 +362,7 @@ async def test_a_nominee_on_a_full_file_system(tmp_path: Path) -> None:
             await h2.daemon.wait_log("the file system is full", timeout=20)
             await wait_path(local, has_content("mine\n"))
             await wait_path(shared / "for-h1", has_content("from h2\n"))  # through h1's etcd
-            resize("200m")
+            resize("size=200m")
             await wait_voters([h1, h2], ["h1", "h2"], timeout=30)
             assert h1.daemon is not None
             assert "did not start" not in h1.daemon.log  # the nominee's own retry did it

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import textwrap
-from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
 
 from engine.inotify import ACCESS, Inotify
 from engine.safefs import STARTED_NS, TEMP_PREFIX
-from tests.e2e.helpers import Daemon, run_mgmt
+from engine.tasks import first_done
+from tests.e2e.helpers import Daemon, run_mgmt, small_fs
 
 KILLS = 20
 FILES = 4
@@ -53,17 +53,6 @@ def writing(pid: int, out: Path) -> bool:
     return False
 
 
-async def first_of(*aws: Awaitable[object]) -> None:
-    """Wait until the first of these is done (the others are cancelled)."""
-    tasks = [asyncio.ensure_future(aw) for aw in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 async def kill_while_writing(daemon: Daemon, src: Path, out: Path) -> bool:
     """kill -9 the daemon as soon as it is seen writing (or once it gave up on it); True: mid-write.
 
@@ -81,7 +70,7 @@ async def kill_while_writing(daemon: Daemon, src: Path, out: Path) -> bool:
                 if any("converged" in line for line in daemon.lines):
                     break  # every write done before we looked: kill it anyway
                 reading.clear()
-                await first_of(reading.wait(), daemon.wait_log("converged"), daemon.proc.wait())
+                await first_done(reading.wait(), daemon.wait_log("converged"), daemon.proc.wait())
     finally:
         watch.close()
     daemon.proc.kill()
@@ -121,3 +110,31 @@ async def test_kill_9_during_writes_never_leaves_a_partial_file_or_a_temp(tmp_pa
     assert sorted(os.listdir(out)) == [f"f{i}" for i in range(FILES)], log
     for i in range(FILES):
         assert (out / f"f{i}").read_bytes() == versions[i][(KILLS - 1) % 2]
+
+
+def test_a_read_only_file_system_is_named_without_a_raw_errno(tmp_path: Path) -> None:
+    """tester6's finding 9: the first EROFS failures read `[Errno 30] Read-only file
+    system: '.'` (a name relative to an open directory); `--prefix` on a read-only or full
+    file system `[Errno 30] ...: 'prefix'` / `[Errno 28] ...` without the path. Each error
+    now names the real path and the reason, exit 2 for the prefix."""
+    ro, full = tmp_path / "ro", tmp_path / "full"
+    with small_fs(ro, "64k") as remount_ro, small_fs(full, "4k"):
+        remount_ro("ro")
+        with pytest.raises(OSError):  # the full one: filled to the last block
+            (full / "fill").write_bytes(b"\0" * 65536)
+        graph = tmp_path / "ro.yaml"
+        files = [f'    - {{name: x{i}, path: {ro}/x{i}, content: "x\\n"}}' for i in range(6)]
+        graph.write_text("graph: r\nresources:\n  file:\n" + "\n".join(files) + "\n")
+        # a converged timeout of 1 s: the watches run, as the first failures' writes expect
+        code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=1", str(graph)])
+        assert code == 1, out
+        for i in range(6):
+            assert f"file[x{i}]: failed: could not create {ro}/x{i}: Read-only file system\n" in out
+        assert "Errno" not in out and "'.'" not in out, out
+        for where, why in ((ro, "Read-only file system"), (full, "No space left on device")):
+            prefix = where / "prefix"
+            code, out = run_mgmt(
+                ["run", "--prefix", str(prefix), "--converged-timeout=0", str(graph)]
+            )
+            assert code == 2, out
+            assert out.endswith(f"main: --prefix: {prefix}: {why}\n"), out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import textwrap
@@ -238,3 +239,25 @@ async def test_a_tmp_prefix_agent_says_its_prefix_for_mgmt_status(tmp_path: Path
     assert code == 0 and "temporary prefix" not in out, out
     code, out = run_mgmt([*args[:1], "--verbose", *args[1:]])
     assert code == 0 and "temporary prefix /" in out, out
+
+
+async def test_a_failure_after_convergence_logs_a_new_summary(tmp_path: Path) -> None:
+    """tester6's finding 10: a watch that failed for good after convergence logged no new
+    summary: the log's last `converged:` line still said all was well. A failure keeps the
+    graph settled (converged), so a new converged line names it."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    graph = tmp_path / "wd.yaml"
+    watch = f'sh -c \\"read x < {fifo}; exit 4\\"'
+    graph.write_text(
+        "graph: w\nresources:\n  exec:\n"
+        f'    - {{name: wd, cmd: "echo w", watchcmd: "{watch}"}}\n'
+        "  noop:\n    - {name: n}\n"
+    )
+    async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
+        await daemon.wait_log("converged: all 2 resources in the desired state")
+        await asyncio.to_thread(fifo.write_text, "x\n")  # the watchcmd ends: its watch fails
+        await daemon.wait_log("exec[wd]: watch failed: watchcmd exited with code 4")
+        await daemon.wait_log("converged: 1 of 2 resources in the desired state; failed: exec[wd]")
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Daemon
+from tests.e2e.helpers import Daemon, wait_path
 
 N = 2000  # files: a first run of a few seconds here, the first ones created within ~1.5 s
 CREATED = re.compile(r"file\[f(\d+)\]: created (\S+)$")
@@ -136,3 +136,43 @@ async def test_a_stop_names_the_resource_waiting_to_retry(tmp_path: Path) -> Non
         assert await daemon.wait() == 0  # a stop asked for is a clean one
     undone = "stopped: 1 of 2 resources left undone (exec[flaky] retrying after a failure); the"
     assert undone in daemon.log, daemon.log
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (its reaper, outside this test, may be slow)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            return stat_file.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_a_command_left_by_a_killed_agent_is_stopped_before_it_runs_again(
+    tmp_path: Path,
+) -> None:
+    """tester6's finding 4: SIGKILL of the agent orphans its running command (the shell and
+    the `sleep` below it); the next agent on that prefix stops that process group before
+    the resource runs again, so one command never runs twice at once."""
+    pids = tmp_path / "pids"
+    graph = tmp_path / "graph.yaml"
+    line = '    - {name: mig, cmd: "sleep 300 & echo $$ $! > PIDS; wait; echo end >> PIDS", shell: /bin/sh}'
+    graph.write_text(f"graph: k\nresources:\n  exec:\n{line.replace('PIDS', str(pids))}\n")
+    prefix = tmp_path / "prefix"
+    async with Daemon(["run", "--prefix", str(prefix), str(graph)]) as first:
+        await first.wait_log("exec[mig]: running:")
+        # Recorded beside the run (a few ms after it started): a kill before is not covered.
+        for path in (pids, prefix / "var/exec/mig/running.cmd"):
+            await wait_path(path, lambda p: p.exists() and p.read_text().endswith("\n"))
+        first.signal(signal.SIGKILL)
+        await first.wait()
+    shell, sleep = (int(pid) for pid in pids.read_text().split())
+    assert running(shell) and running(sleep)  # orphaned: what the next agent must stop
+    graph.write_text("graph: k\nresources:\n  exec:\n    - {name: mig, cmd: /bin/true}\n")
+    args = ["run", "--prefix", str(prefix), "--converged-timeout=0", str(graph)]
+    async with Daemon(args) as second:
+        assert await second.wait() == 0
+    stopped = f"cmd of an earlier agent (pid {shell}) still ran: stopped its process group"
+    assert any(stopped in line for line in second.lines), second.log
+    assert not running(shell) and not running(sleep)
+    assert "end" not in pids.read_text()
+    assert not list(prefix.glob("var/exec/mig/running.*"))  # the second run's record is gone

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from engine.resource import UID
 from resources import cron as cron_module
 from resources.cron import CronRes
 from tests.conftest import Running
+from tests.e2e.helpers import run_mgmt
 from tests.systemd_fixture import Client, RealSystemd
 
 Start = Callable[..., Awaitable[Running]]
@@ -342,6 +344,31 @@ def test_validation(params: dict[str, Any], key: str) -> None:
     with pytest.raises(ValidationError) as err:
         cron(name, **params).validate()
     assert err.value.key == key
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_an_invalid_calendar_is_refused_at_validation(tmp_path: Path) -> None:
+    """tester6's finding 10: `every tuesday-ish` passed `mgmt check`; the run wrote and enabled
+    a timer systemd then refused. systemd's own parser (systemd-analyze calendar, which needs
+    no running systemd) decides, at validation: FILE:LINE, exit 2, nothing written."""
+    for good in ("daily", "Mon *-*-* 04:00", "*:0/15", "Sat,Sun 10:00 Europe/Paris"):
+        cron("backup", time=good).validate()
+    with pytest.raises(ValidationError, match="systemd-analyze calendar refuses it") as err:
+        cron("backup", time="every tuesday-ish").validate()
+    assert err.value.key == "time"
+    units = tmp_path / "units"
+    graph = tmp_path / "c.yaml"
+    graph.write_text(
+        "graph: c\nresources:\n  cron:\n    - {name: badcal, trigger: OnCalendar, "
+        'time: "every tuesday-ish", cmd: /bin/true}\n'
+    )
+    env = {"MGMT_SYSTEMD_UNIT_DIR": str(units)}
+    for command in (["check"], ["run", "--tmp-prefix", "--converged-timeout=0"]):
+        code, out = run_mgmt([*command, str(graph)], env=env)
+        assert code == 2, out
+        assert f"{graph}:4: cron[badcal]: time: expected a systemd calendar event" in out
+        assert "Traceback" not in out
+    assert not units.exists()  # nothing written
 
 
 def test_absent_needs_no_trigger() -> None:

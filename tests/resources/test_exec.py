@@ -18,7 +18,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.meta import Meta
 from engine.params import build
 from engine.stopgate import Interrupted
-from resources.exec import ExecRes
+from resources.exec import SHOWN_HEAD, SHOWN_TAIL, ExecRes
 from tests.conftest import Running
 
 Start = Callable[..., Awaitable[Running]]
@@ -257,6 +257,33 @@ async def test_output_is_kept_and_logged(
     assert sorted(res.output.splitlines()) == ["one", "two"]  # type: ignore[union-attr]
     assert "exec[x]: out: one" in caplog.text
     assert "exec[x]: err: two" in caplog.text
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG], ids=["info", "verbose"])
+async def test_a_runs_logged_output_is_capped_and_kept_whole(
+    run_resource: Start, caplog: pytest.LogCaptureFixture, level: int
+) -> None:
+    """tester6's finding 5: `seq 200000` logged 200,000 INFO lines. The first and last
+    SHOWN_HEAD/SHOWN_TAIL lines are logged, with how many were left out between (at DEBUG,
+    --verbose, every line in order); send/recv keeps all of it; binary output is named."""
+    caplog.set_level(level)
+    res = ExecRes(name="x", cmd="seq 1000; head -c 64 /dev/zero", shell="/bin/sh")
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is False
+    assert res.stdout == "".join(f"{i}\n" for i in range(1, 1001)) + "\0" * 64
+    out = [r for r in caplog.records if r.getMessage().startswith("exec[x]: out: ")]
+    info = [r.getMessage().removeprefix("exec[x]: out: ") for r in out if r.levelno == logging.INFO]
+    assert info == [
+        *(str(i) for i in range(1, SHOWN_HEAD + 1)),
+        *(str(i) for i in range(1001 - SHOWN_TAIL + 1, 1001)),
+        "(64 characters of binary output, not shown)",
+    ]
+    left = f"exec[x]: ... {1001 - SHOWN_HEAD - SHOWN_TAIL} output lines left out here"
+    assert left in caplog.text
+    if level == logging.DEBUG:  # --verbose: every line, in order
+        assert [r.getMessage().removeprefix("exec[x]: out: ") for r in out][:1000] == [
+            str(i) for i in range(1, 1001)
+        ]
 
 
 async def test_cwd(run_resource: Start, tmp_path: Path) -> None:

@@ -396,8 +396,9 @@ async def test_failed_write_keeps_the_old_file(tmp_path: Path, run_resource: Any
     path.write_text("old\n")
     before = snapshot(path)
     res = await make(run_resource, path=str(path), content="x" * (4 * INLINE_LIMIT))
-    with file_size_limit(INLINE_LIMIT), pytest.raises(ResourceError, match="update content"):
+    with file_size_limit(INLINE_LIMIT), pytest.raises(ResourceError) as err:
         await res.check_apply(True)
+    assert str(err.value) == f"could not update the content of {path}: File too large"
     assert snapshot(path) == before
     assert temp_files(tmp_path) == []
 
@@ -541,7 +542,7 @@ async def test_logs_say_what_and_why(
     path.chmod(0o644)
     res = await make(run_resource, name="f", path=str(path), content="new", mode="0600")
     await res.check_apply(False)
-    assert "file[f]: would update content" in caplog.messages
+    assert f"file[f]: would update the content of {path}" in caplog.messages
     assert "file[f]: would chmod 0644 -> 0600" in caplog.messages
     caplog.clear()
     await res.check_apply(True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -94,3 +95,22 @@ def test_validation_names_the_key(params: dict[str, object], key: str) -> None:
     with pytest.raises(ValidationError) as err:
         LineRes(name="l", **params).validate()  # type: ignore[arg-type]
     assert err.value.key == key
+
+
+async def test_two_lines_of_one_file_keep_each_others_edits(
+    run_resource: Start, tmp_path: Path
+) -> None:
+    """Two resources of one file, applied at once (as an engine does): neither loses the
+    other's edit (they hold the file's lock, proc.file_lock, from read to write)."""
+    path = tmp_path / "lines"
+    add = LineRes(name="l1", file=str(path), state="exists", content="managed line\n")
+    drop = LineRes(name="l2", file=str(path), state="absent", content="b\n")
+    await run_resource(add)
+    await run_resource(drop)
+    for _ in range(30):  # unserialised, about half of the rounds lost an edit
+        path.write_text("a\nb\n")
+        assert await asyncio.gather(add.check_apply(True), drop.check_apply(True)) == [
+            False,
+            False,
+        ]
+        assert path.read_text() == "a\nmanaged line\n"

@@ -26,6 +26,7 @@ from resources.pkg import PkgRes
 from resources.pkg.apt import parse_policy, parse_status
 from resources.pkg.backend import Available, Change, Installed
 from tests.conftest import Running
+from tests.e2e.helpers import run_mgmt
 
 Start = Callable[..., Awaitable[Running]]
 
@@ -248,6 +249,47 @@ async def test_unknown_package_is_a_clear_error(run_resource: Start) -> None:
     # "uninstalled" holds for a name that is nowhere: nothing to query, nothing to do
     absent = await started(run_resource, name=MISSING, state="uninstalled", watch=False)
     assert await absent.res.check_apply(True) is True
+
+
+@pytest.mark.apt
+@needs_apt
+async def test_an_unknown_name_in_a_group_fails_alone(
+    run_resource: Start, packages: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tester6's finding 6: a typo'd name grouped with a good one failed the vertex under the
+    good one's name and nothing was installed. It is known before any change: the others'
+    changes are made, and the failure names the unknown member."""
+    caplog.set_level(logging.INFO)
+    leader, member = PkgRes(name=OTHER), PkgRes(name=MISSING)
+    leader.grouped = [member]  # what the engine's autogroup does
+    await run_resource(leader)
+    unknown = rf"pkg\[{MISSING}\]: no package named '{MISSING}' in the apt cache"
+    with pytest.raises(ResourceError, match=unknown + r".*other changes would be made\)$"):
+        await leader.check_apply(False)
+    assert await version(OTHER) is None  # noop: nothing changed
+    assert f"pkg[{OTHER}]: would install {OTHER} " in caplog.text
+    with pytest.raises(ResourceError, match=unknown + r".*other changes were made\)$"):
+        await leader.check_apply(True)
+    assert await version(OTHER) is not None
+    with pytest.raises(ResourceError, match=unknown + r".*apt-get update\)$"):  # no change left
+        await leader.check_apply(True)
+
+
+@pytest.mark.apt
+@needs_apt
+def test_a_group_is_named_by_its_members_in_the_summary(tmp_path: Path) -> None:
+    """The converged/failed summary of a grouped vertex names every member (noop: nothing
+    is installed)."""
+    graph = tmp_path / "pkg.yaml"
+    graph.write_text(
+        f"graph: p\nresources:\n  pkg:\n    - {{name: {OTHER}}}\n    - {{name: {MISSING}}}\n"
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--noop", "--converged-timeout=0", str(graph)])
+    assert code == 1, out
+    names = sorted([OTHER, MISSING])
+    assert (
+        f"failed: pkg[{names[0]},{names[1]}]" in out or f"failed: pkg[{names[1]},{names[0]}]" in out
+    )
 
 
 # parsers ----------------------------------------------------------------------------------------
