@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -127,12 +127,25 @@ def test_a_cron_runs_prefix_is_gone_at_its_exit_and_its_locks_holder_after(
 ) -> None:
     """A cron run of the command gives its prefix lock's last close to a process that ends
     with it (TmpPrefix.leave_to_exit): the prefix is removed before the run exits, and that
-    process ends after it (polled: it sees the run's end through a pipe)."""
+    process ends after it (it sees the run's end through a pipe: its exit is waited for)."""
     _cron_run(tmp_path)
-    deadline = time.monotonic() + 30
-    while _holding(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.01)  # polling for the holder's end (bounded), not waiting for readiness
+    for pid in _holding(tmp_path):
+        _wait_for_exit(int(pid), timeout=30)
     assert _holding(tmp_path) == []
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    """Wait for another process's exit (not our child): its pidfd becomes readable."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:  # already gone
+        return
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        assert poller.poll(timeout * 1000), f"process {pid} still runs after {timeout} s"
+    finally:
+        os.close(pidfd)
 
 
 def test_a_prefix_left_to_exit_is_removed_and_its_lock_held_elsewhere(tmp_path: Path) -> None:
