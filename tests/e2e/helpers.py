@@ -42,6 +42,12 @@ def run_mgmt(
     return proc.returncode, proc.stderr + proc.stdout
 
 
+def run_once(front_end: str, path: Path) -> tuple[int, str]:
+    """A one-shot `mgmt run` of PATH through FRONT_END (yaml, lang, puppet) in a temporary
+    prefix, exiting once converged: (exit code, stderr+stdout)."""
+    return run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", front_end, str(path)])
+
+
 class Daemon:
     """A running `mgmt run ...` whose log lines are collected and awaitable."""
 

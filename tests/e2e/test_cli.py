@@ -23,6 +23,7 @@ from tests.e2e.helpers import (
     has_mode,
     pid_alive,
     run_mgmt,
+    run_once,
     wait_path,
 )
 from tests.fuzz.hostile import BIG, HUGE, LAUGHS
@@ -657,7 +658,7 @@ def test_each_failed_attempt_logs_its_error_and_what_is_left(tmp_path: Path) -> 
     """As mgmt logs each retry: one line per failed attempt, with its error (attempts 2 and 3
     were silent, even with --verbose)."""
     graph = _failing_exec(tmp_path, retry=3, delay=10)
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
+    code, out = run_once("yaml", graph)
     assert code == 1, out
     error = "cmd exited with code 1; no stderr"
     lines = [line.split(": ", 1)[1] for line in out.splitlines() if "exec[f]: " in line]
@@ -728,14 +729,14 @@ def test_mgmts_meta_dollar_and_async_in_a_graph(tmp_path: Path) -> None:
               meta: {async: true, export: ["*"]}
         """,
     )
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
+    code, out = run_once("yaml", graph)
     assert code == 2, out
     assert f"{graph}:5: noop[$oops]: name: starts with $ (a variable not interpolated?)" in out
     assert f"{graph}:9: noop[h]: meta.async: cannot be combined with hidden" in out
     assert f"{graph}:11: noop[e]: meta.async: cannot be combined with export" in out
     assert "noop[$ok]" not in out, out
     graph.write_text("graph: g\nresources:\n  noop:\n    - {name: $ok, meta: {dollar: true}}\n")
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
+    code, out = run_once("yaml", graph)
     assert code == 0, out
 
 

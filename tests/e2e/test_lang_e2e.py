@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mgmt.cluster.world import EtcdWorld
-from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_logs, wait_path
+from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, run_once, wait_logs, wait_path
 from tests.e2e.test_cluster_e2e import Host, client_of, fleet
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.mcl"))
@@ -62,7 +62,7 @@ def test_mgmts_meta_params_in_a_program(tmp_path: Path) -> None:
         'noop "h" { Meta:async => true, Meta:hidden => true, }\n'
         'noop "r" { Meta:async => true, Meta:realize => true, }\n'
     )
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(program)])
+    code, out = run_once("lang", program)
     assert code == 2, out
     assert f"{program}:1:1: noop[$oops]: name: starts with $ (a variable not interpolated?)" in out
     assert f"{program}:3:1: noop[h]: Meta:async: cannot be combined with hidden" in out
@@ -73,7 +73,7 @@ def test_mgmts_meta_params_in_a_program(tmp_path: Path) -> None:
         'noop "r" { Meta:realize => true, Meta:reset => true, Meta:retryreset => true, '
         "Meta:rewatch => true, }\n"
     )
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(program)])
+    code, out = run_once("lang", program)
     assert code == 0, out
 
 
@@ -112,7 +112,7 @@ def test_deploy_directory_of_a_local_run_is_the_programs_own(tmp_path: Path) -> 
         f'file "{tmp_path}/out/foo/" {{\n\tstate => "exists",\n'
         '\tsource => deploy.directory("/files/foo/"),\n\trecurse => true,\n}\n'
     )
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(program)])
+    code, out = run_once("lang", program)
     assert code == 0, out
     assert (tmp_path / "out/foo/sub/b").read_text() == "b\n"
     for bad, why in [
@@ -152,7 +152,7 @@ def test_deploy_readfile_stays_within_the_deploy(tmp_path: Path) -> None:
         'import "deploy"\n'
         f'file "{tmp_path}/out" {{\n\tcontent => deploy.readfile("/files/../secret"),\n}}\n'
     )
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(program)])
+    code, out = run_once("lang", program)
     assert code == 2 and "deploy.readfile: '/files/../secret': '..' is not allowed" in out, out
     assert not (tmp_path / "out").exists()
 

@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from tests.e2e.helpers import run_mgmt
+from tests.e2e.helpers import run_mgmt, run_once
 
 
 def test_unsupported_kind_in_a_graph_is_refused(tmp_path: Path) -> None:
@@ -20,7 +20,7 @@ def test_unsupported_kind_in_a_graph_is_refused(tmp_path: Path) -> None:
         f"  file:\n    - name: {marker}\n      content: x\n"
         "  nspawn:\n    - name: web\n      state: running\n"
     )
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
+    code, out = run_once("yaml", graph)
     assert code == 2, out
     assert f"{graph}:6: resources.nspawn: kind nspawn is not supported by this version:" in out
     assert "Traceback" not in out

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_path
+from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, run_once, wait_path
 from tests.systemd_fixture import Client, RealSystemd
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -220,7 +220,7 @@ async def test_the_modules_of_inline_code_are_watched_too(tmp_path: Path) -> Non
 def test_a_bad_manifest_fails_with_puppets_message_and_changes_nothing(tmp_path: Path) -> None:
     pp = tmp_path / "bad.pp"
     pp.write_text(f"file {{ '{tmp_path}/x': content => 'x' }}\nnotify {{ 'n': message => }}\n")
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    code, out = run_once("puppet", pp)
     assert code == 2, out
     errors = [line for line in out.splitlines() if "Syntax error" in line]
     assert len(errors) == 1 and f"{pp}:2:" in errors[0], out
@@ -274,7 +274,7 @@ def test_the_example_manifest_converges(tmp_path: Path) -> None:
     example = (ROOT / "examples/puppet.pp").read_text()
     pp = tmp_path / "puppet.pp"
     pp.write_text(example.replace("/tmp/mgmt", str(tmp_path)))
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    code, out = run_once("puppet", pp)
     assert code == 0, out
     assert (tmp_path / "puppet/motd").read_text().startswith("managed by Puppet code")
     assert (tmp_path / "puppet/motd.log").exists()  # created, so the exec was refreshed
@@ -296,7 +296,7 @@ def test_a_numeric_mode_gives_directories_the_search_bit_as_puppet_does(tmp_path
         f"file {{ '{t}/loose': mode => '0604' }}\n"
         f"file {{ '{t}/there': ensure => present, mode => '0640' }}\n"
     )
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    code, out = run_once("puppet", pp)
     assert code == 0, out
     modes = {
         name: (t / name).stat().st_mode & 0o7777 for name in ("d", "tree", "f", "loose", "there")
@@ -315,7 +315,7 @@ def test_onlyif_and_unless_may_end_with_a_comment(tmp_path: Path) -> None:
         f"exec {{ 'no': command => 'touch {t}/no', path => ['/usr/bin', '/bin'],\n"
         "  unless => 'true # always' }\n"
     )
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    code, out = run_once("puppet", pp)
     assert code == 0, out
     assert (t / "yes").exists() and not (t / "no").exists(), out
 
@@ -332,7 +332,7 @@ def test_a_file_without_ensure_is_left_missing_as_puppet_does(tmp_path: Path) ->
         f"file {{ '{t}/made': content => 'y' }}\n"
         f"exec {{ 'after': command => '/bin/touch {t}/after', require => File['{t}/missing'] }}\n"
     )
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    code, out = run_once("puppet", pp)
     assert code == 0, out
     assert not (t / "missing").exists(), out
     assert (t / "there").stat().st_mode & 0o7777 == 0o600
@@ -354,7 +354,7 @@ def test_resource_defaults_apply_as_puppet_applies_them(tmp_path: Path) -> None:
     )
     code, out = run_mgmt(["check", str(pp)])
     assert code == 0, out
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    code, out = run_once("puppet", pp)
     assert code == 0, out
     assert (t / "f").stat().st_mode & 0o7777 == 0o600
     link = (t / "link").lstat()
@@ -410,7 +410,7 @@ def test_a_symlink_at_a_file_is_replaced_or_kept_as_puppet_does(tmp_path: Path) 
         f"file {{ '{t}/d': content => 'd' }}\n"
         f"file {{ '{t}/e': ensure => present, owner => 'nobody', mode => '0600' }}\n"
     )
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", "puppet", str(pp)])
+    code, out = run_once("puppet", pp)
     assert code == 0, out
     assert [(t / n).read_text() for n in "abd"] == ["a", "b", "d"], out
     assert not any((t / n).is_symlink() for n in "abcd") and (t / "c").is_dir()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import run_mgmt
+from tests.e2e.helpers import run_once
 
 NOBODY = 65534
 SETPRIV = shutil.which("setpriv")
@@ -54,7 +54,7 @@ def run_graph(tmp_path: Path, resources: str) -> tuple[int, str]:
     spec = tmp_path / "graph.yaml"
     body = textwrap.indent(textwrap.dedent(resources).replace("TMP", str(tmp_path)), "  ")
     spec.write_text(f"graph: read\nresources:\n{body}")
-    return run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(spec)])
+    return run_once("yaml", spec)
 
 
 def refused(link: Path, target: Path, why: str) -> str:
