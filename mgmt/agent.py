@@ -30,7 +30,6 @@ from engine.graph import Graph
 from engine.heap import FrozenHeap
 from engine.limits import set_max_resources
 from engine.local import LocalValues
-from engine.namedpath import NamedPaths
 from engine.program import ProgramRef
 from engine.safefs import check_private, private_dir
 from engine.stopgate import GatedExecutor
@@ -57,6 +56,7 @@ from mgmt.yamlgraph import (
 )
 
 if TYPE_CHECKING:
+    from engine.namedpath import NamedPaths
     from engine.world import World
     from mgmt.cluster.link import ClusterLink
     from mgmt.deploy.source import DeploySource
@@ -460,6 +460,8 @@ class Agent:
         if self.source is not None:
             self._spawn(self._follow(self.source))
         elif self.config.file is not None and not self.config.no_watch:
+            from engine.namedpath import NamedPaths  # a watched graph file only
+
             # Through its symlinks (`current` -> `releases/42`): it is read through them.
             watcher = NamedPaths([self.config.file])
             await watcher.__aenter__()  # watching before we report ready: no edit is missed

@@ -237,6 +237,13 @@ class _Pattern:
         return value
 
 
+def pattern_source(pattern: Any) -> tuple[str, int]:
+    """A pattern's text and flags, whether compiled or deferred (without compiling it)."""
+    if isinstance(pattern, _Pattern):
+        return pattern._source
+    return pattern.pattern, pattern.flags
+
+
 def _compile_on_use(pattern: Any, flags: Any = 0) -> Any:
     caller = sys._getframe(1).f_globals.get("__name__", "")
     if isinstance(pattern, str) and caller.partition(".")[0] in _DEFERRING:

@@ -68,6 +68,7 @@ UNUSED += (
 )
 UNUSED += ("asyncio.format_helpers", "asyncio.staggered", "asyncio.trsock", "ntpath", "json")
 UNUSED += ("urllib.parse", "mgmt.metrics", "mgmt.address")  # the last two: --prometheus's
+UNUSED += ("mgmt.collectscope", "bisect")  # a graph's collect: and an edit's re-parse
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
@@ -384,6 +385,40 @@ print(lazy, sorted(got.items()) == sorted({
     "e": None, "g": "plain"}.items()), refused, re.compile("x").__class__.__name__)
 """
     assert _python(script) == "_Pattern True True Pattern"
+
+
+def test_word_list_resolvers_answer_as_their_patterns_without_compiling(tmp_path: Path) -> None:
+    """PyYAML's bool and null resolvers are told by a set lookup: the same answer as their
+    patterns' match() for their words, near misses, other cases, a last line break, and what
+    another resolver takes; a graph's load compiles neither. Any other pattern keeps match()."""
+    script = """
+import re, sys
+import mgmt; mgmt.full_site()
+from pathlib import Path
+import resources
+from mgmt import lazyimport, yamlgraph
+import yaml
+pairs = {tag: p for ps in yaml.SafeLoader.yaml_implicit_resolvers.values() for tag, p in ps}
+bool_, null = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"
+words = "yes Yes YES no No NO true True TRUE false False FALSE on On ON off Off OFF"
+tries = words.split() + ["~", "null", "Null", "NULL", "", "nul", "nulll", "yES", "tRue", "Off "]
+tries += [" ~", "~~", "no\\n", "no\\n\\n", "\\n", "~\\n", "null\\n", "y", "n", "o", "onn"]
+tries += ["1", "0x1F", "1.5", "<<", "=", "name", "files", "f0", "N/A", "yes!", "ye|s"]
+same = []
+for tag in (bool_, null):
+    text, flags = lazyimport.pattern_source(pairs[tag])
+    real = re.compile(text, flags)
+    told = yamlgraph._words_in(pairs[tag])
+    same.append(all(bool(told(t)) == bool(real.match(t)) for t in tries))
+others = [t for t, p in pairs.items() if t not in (bool_, null) and yamlgraph._words_in(p)]
+path = Path(sys.argv[1])
+path.write_text("graph: g\\nresources:\\n  noop:\\n    - name: n1\\n    - name: f1\\n")
+loaded = yamlgraph.load_file(path)
+compiled = [t for t in (bool_, null) if "match" in vars(pairs[t])]
+print(same, others, sorted(k[1] for k in loaded.graph.vertices), compiled)
+"""
+    got = _python(script, str(tmp_path / "g.yaml"))
+    assert got == "[True, True] [] ['f1', 'n1'] []"
 
 
 def test_a_runs_imports_are_frozen_not_collected(tmp_path: Path) -> None:
