@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import operator
 import sys
 import types
@@ -138,27 +139,29 @@ class _Body:
         self.lines = bytearray(_line_entry(1, 0))
         self.line = 2
         self.consts: list[Any] = [None]
-        self.names: list[str] = []
+        self.names: dict[str, int] = {}  # co_names (in order), each with its index
         self.varnames = names
+        self._locals: dict[str, int] = {}  # each name's first index in varnames
+        for index, name in enumerate(names):
+            self._locals.setdefault(name, index)
 
     def op(self, opcode: int, arg: int = 0) -> None:
         if not 0 <= arg <= 255:
             raise _Compiled
-        self.code += bytes((opcode, arg)) + bytes(2 * _CACHES.get(opcode, 0))
+        self.code += _unit(opcode, arg)
 
     def const(self, value: Any) -> None:
         self.consts.append(value)
         self.op(_LOAD_CONST, len(self.consts) - 1)
 
     def fast(self, name: str) -> None:
-        if name not in self.varnames:  # an InitVar not in __init__: the text's name is global
+        index = self._locals.get(name)
+        if index is None:  # an InitVar not in __init__: the text's name is global
             raise _Compiled
-        self.op(_LOAD_FAST, self.varnames.index(name))
+        self.op(_LOAD_FAST, index)
 
     def name(self, name: str) -> int:
-        if name not in self.names:
-            self.names.append(name)
-        return self.names.index(name)
+        return self.names.setdefault(name, len(self.names))
 
     def call(self, count: int) -> None:
         self.op(_PRECALL, count)
@@ -178,6 +181,13 @@ class _Compiled(Exception):
     not among the arguments): the class's `__init__` is compiled from text as before."""
 
 
+@functools.cache
+def _unit(opcode: int, arg: int) -> bytes:
+    """An instruction's code unit and the inline cache entries after it (zeros)."""
+    return bytes((opcode, arg)) + bytes(2 * _CACHES.get(opcode, 0))
+
+
+@functools.cache
 def _line_entry(units: int, delta: int) -> bytes:
     """A 3.11 line table entry without columns (PY_CODE_LOCATION_INFO_NO_COLUMNS, 13): `units`
     code units (1-8) on the line `delta` after the previous entry's (a signed varint)."""
