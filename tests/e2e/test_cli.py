@@ -1339,6 +1339,52 @@ def test_an_exec_runs_after_the_user_and_group_it_runs_as(tmp_path: Path) -> Non
     ], out
 
 
+def test_a_file_runs_after_the_user_and_group_that_own_it_in_each_front_end(
+    tmp_path: Path,
+) -> None:
+    """A file's `owner`/`group` give automatic edges from the `user` and `group` resources
+    that make them, by name or by the id one sets (Puppet's autorequire; tester7's report,
+    item 8): in YAML, mcl and a Puppet manifest."""
+    t = tmp_path
+    graph = graph_file(
+        t,
+        f"""
+        graph: owners
+        resources:
+          user:
+            - name: app
+          group:
+            - name: apps
+              gid: 4242
+          file:
+            - name: {t}/conf
+              content: "x"
+              owner: app
+              group: "4242"
+        """,
+    )
+    program = t / "owners.mcl"
+    program.write_text(
+        'user "app" { state => "exists", }\n'
+        'group "apps" { state => "exists", gid => 4242, }\n'
+        f'file "{t}/conf" {{ content => "x", owner => "app", group => "4242", }}\n'
+    )
+    manifest = t / "site.pp"
+    manifest.write_text(
+        "user { 'app': ensure => present }\n"
+        "group { 'apps': ensure => present }\n"
+        f"file {{ '{t}/conf': content => 'x', owner => 'app', group => 'apps' }}\n"
+    )
+    for path in (graph, program, manifest):
+        code, out = run_mgmt(["check", "--graph", str(path)])
+        assert code == 0, out
+        edges = sorted(line for line in out.splitlines() if line.startswith("Edge:"))
+        assert edges == [
+            f"Edge: group[apps] -> file[{t}/conf] # autoedge",
+            f"Edge: user[app] -> file[{t}/conf] # autoedge",
+        ], out
+
+
 def test_conflicting_semaphore_sizes_exit_2(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
