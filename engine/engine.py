@@ -476,6 +476,11 @@ class Vertex:
         if self.status in _INERT:
             return
         if by is not None:
+            if self.busy and self.status is not NEW:
+                # The run under way answers it (it ends with a newer ts): run again, a noop
+                # check would say its `would ...` twice (a slow grouped pkg; tester7's notes).
+                self._asked[1].add(by)
+                return
             self.backpokers.add(by)
         elif not answer:
             self.forward = True

@@ -147,6 +147,25 @@ def test_noop_reports_and_changes_nothing(tmp_path: Path) -> None:
     assert "converged: all" not in out and "left undone" not in out
 
 
+def test_noop_checks_a_slow_resource_once_though_its_dependent_asks_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """Under --noop, a dependent that starts while its slow predecessor is being checked asks
+    it to run (a back-poke); the check under way answers it. It ran again: `would run` twice
+    for each (a grouped pkg and an exec after it; tester7's notes)."""
+    program = tmp_path / "slow.mcl"
+    program.write_text(
+        'exec "slow" { cmd => "/bin/true", ifcmd => "sleep 1", }\n'
+        'exec "after" { cmd => "/bin/true", }\n'
+        'Exec["slow"] -> Exec["after"]\n'
+    )
+    args = ["run", "--noop", "--converged-timeout=0", "--tmp-prefix", str(program)]
+    code, out = run_mgmt(args)
+    assert code == 0, out
+    assert out.count("exec[slow]: would run: /bin/true") == 1, out
+    assert out.count("exec[after]: would run: /bin/true") == 1, out
+
+
 async def test_under_noop_status_says_what_differs_as_the_log_does(tmp_path: Path) -> None:
     """--noop: a resource found not in the desired state reads `differs` in `mgmt status` (and
     its count, the JSON), as the log says it would change: not `converged`. Exit 0 (nothing
