@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from resources.pkg import usrmerged
 from tests.e2e.helpers import (
     MGMT,
     ROOT,
@@ -1323,6 +1324,36 @@ def test_a_package_comes_before_what_runs_or_manages_its_files(tmp_path: Path) -
         "Edge: pkg[inotify-tools] -> exec[watch] # autoedge",
         "Edge: pkg[inotify-tools] -> file[doc] # autoedge",
     ]
+
+
+@pytest.mark.skipif(
+    not {"bin", "sbin"} <= usrmerged(), reason="needs a merged /usr (/bin -> usr/bin)"
+)
+def test_a_package_gives_its_edges_under_both_names_of_a_merged_usr(tmp_path: Path) -> None:
+    """On a merged /usr, /bin/ls and /usr/bin/ls are one file, whichever name dpkg lists
+    (bookworm's coreutils: /bin/ls): both get the package's edge (tester7's notes: only the
+    listed name did)."""
+    text = """
+        graph: usrmerge
+        resources:
+          pkg:
+            - name: coreutils
+          exec:
+            - name: usr
+              cmd: /usr/bin/ls
+            - name: short
+              cmd: /bin/ls
+            - name: sbin
+              cmd: /usr/sbin/chroot --help
+        """
+    code, out = run_mgmt(["check", "--graph", str(graph_file(tmp_path, text))])
+    assert code == 0, out
+    edges = [line for line in out.splitlines() if line.startswith("Edge:")]
+    assert edges == [
+        "Edge: pkg[coreutils] -> exec[sbin] # autoedge",
+        "Edge: pkg[coreutils] -> exec[short] # autoedge",
+        "Edge: pkg[coreutils] -> exec[usr] # autoedge",
+    ], out
 
 
 def test_an_exec_runs_after_the_user_and_group_it_runs_as(tmp_path: Path) -> None:
