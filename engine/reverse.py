@@ -128,6 +128,7 @@ class Reverser:
         self.store = store
         self.noop = noop
         self.pending: dict[Key, Pending] = {}
+        self.changes = 0  # reversals done (with noop: that would be), a run's changes too
         self._listeners = listeners
         self._present = present
         self._lock = asyncio.Lock()  # one undo at a time: a swap's, or a retry's
@@ -176,6 +177,7 @@ class Reverser:
                 res, data = found[key]
                 if self.noop:
                     log.info("%s: would reverse (it left the graph; noop)", fmt_key(key))
+                    self.changes += 1
                     continue
                 try:
                     await res.reverse(data)
@@ -184,6 +186,7 @@ class Reverser:
                     continue
                 self.store.delete(key)
                 self.pending.pop(key, None)
+                self.changes += 1
                 log.info("%s: reversed (it left the graph)", fmt_key(key))
         if touched:
             self._changed()

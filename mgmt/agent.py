@@ -532,7 +532,8 @@ class Agent:
     def _eventful(self) -> bool:
         """Whether the run's summary is worth saying under --quiet: something changed, failed
         or would change (noop). Always, without --quiet (O(graph) only with it)."""
-        if not self.config.quiet or self._changed or self.engine.reverser.failed():
+        reverser = self.engine.reverser
+        if not self.config.quiet or self._changed or reverser.changes or reverser.failed():
             return True
         return any(v.failed or v.would_change for v in self.engine.vertices.values())
 
@@ -817,7 +818,8 @@ class Agent:
     def _ok(self, failed: list[Vertex]) -> int:
         """A run's success: 0, or with --detailed-exitcodes 3 when it changed something (with
         --noop: would have) and nothing failed."""
-        if self.config.detailed_exitcodes and self._changed and not failed:
+        changed = self._changed or self.engine.reverser.changes  # an undo is a change too
+        if self.config.detailed_exitcodes and changed and not failed:
             return ExitCode.CHANGED
         return ExitCode.OK
 
