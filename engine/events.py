@@ -57,8 +57,14 @@ class GraphSwapped:
     rewired: frozenset[tuple[str, str]] = frozenset()
 
 
-Event = VertexChanged | CheckApplied | GraphSwapped
-E = TypeVar("E", VertexChanged, CheckApplied, GraphSwapped)
+@dataclass(frozen=True, slots=True)
+class ReversalsChanged:
+    """A reversal (meta reverse) was done, failed, or is to be retried: see the engine's
+    `reverser` (`retrying()`, `failed()`)."""
+
+
+Event = VertexChanged | CheckApplied | GraphSwapped | ReversalsChanged
+E = TypeVar("E", VertexChanged, CheckApplied, GraphSwapped, ReversalsChanged)
 
 
 class Listeners:

@@ -26,7 +26,7 @@ from engine.engine import Engine, Vertex
 from engine.errors import GraphError, MgmtError, ValidationError, path_error
 from engine.events import CheckApplied
 from engine.exit import exit_request
-from engine.graph import Graph
+from engine.graph import Graph, fmt_key
 from engine.heap import FrozenHeap
 from engine.limits import set_max_resources
 from engine.local import LocalValues
@@ -534,7 +534,8 @@ class Agent:
     def _eventful(self) -> bool:
         """Whether the run's summary is worth saying under --quiet: something changed, failed
         or would change (noop). Always, without --quiet (O(graph) only with it)."""
-        if not self.config.quiet or self._changed:
+        reverser = self.engine.reverser
+        if not self.config.quiet or self._changed or reverser.changes or reverser.failed():
             return True
         return any(v.failed or v.would_change for v in self.engine.vertices.values())
 
@@ -656,8 +657,10 @@ class Agent:
         blocked = sorted(v.shown for v in self.converger.blocked())
         # noop (--noop, or a resource's meta): checked, not changed, so not in the desired state
         would = sorted(v.shown for v in self.engine.vertices.values() if v.would_change)
+        unreversed = sorted(fmt_key(key) for key in self.engine.reverser.failed())
         if not failed and not blocked and not would:
-            return f"{'the' if n == 1 else 'all'} {resource_count(n)} in the desired state"
+            summary = f"{'the' if n == 1 else 'all'} {resource_count(n)} in the desired state"
+            return summary + (f"; reversal failed: {named(unreversed)}" if unreversed else "")
         good = n - len(failed) - len(blocked) - len(would)
         summary = f"{good} of {resource_count(n)} in the desired state"
         if would:
@@ -666,6 +669,8 @@ class Agent:
             summary += "; failed: " + named(failed)
         if blocked:
             summary += "; blocked by a failure: " + named(blocked)
+        if unreversed:  # left the graph, not undone: kept for the next run (engine.reverse)
+            summary += "; reversal failed: " + named(unreversed)
         return summary
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -803,7 +808,7 @@ class Agent:
             return code
         if asked:
             return self._ok(failed)
-        if failed or self._forced:
+        if failed or self._forced or self.engine.reverser.failed():
             return ExitCode.FAILED
         etcd_failure = self.cluster.cluster.start_failure if self.cluster is not None else ""
         if etcd_failure and self.exit_when_converged:
@@ -815,7 +820,8 @@ class Agent:
     def _ok(self, failed: list[Vertex]) -> int:
         """A run's success: 0, or with --detailed-exitcodes 3 when it changed something (with
         --noop: would have) and nothing failed."""
-        if self.config.detailed_exitcodes and self._changed and not failed:
+        changed = self._changed or self.engine.reverser.changes  # an undo is a change too
+        if self.config.detailed_exitcodes and changed and not failed:
             return ExitCode.CHANGED
         return ExitCode.OK
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from engine.engine import OK, PENDING, RUNNING, Engine, Vertex
-from engine.events import CheckApplied, GraphSwapped, VertexChanged
+from engine.events import CheckApplied, GraphSwapped, ReversalsChanged, VertexChanged
 from engine.graph import Key
 
 log = logging.getLogger("main")
@@ -42,6 +42,8 @@ class Converger:
             engine.listeners.subscribe(VertexChanged, self._changed),
             engine.listeners.subscribe(CheckApplied, self._check_applied),
             engine.listeners.subscribe(GraphSwapped, self._swapped),
+            # a failed reversal waiting for its retry is activity, as a retrying vertex is
+            engine.listeners.subscribe(ReversalsChanged, lambda _event: self._rearm()),
         ]
 
     def close(self) -> None:
@@ -206,7 +208,7 @@ class Converger:
     def _rearm(self) -> None:
         if self.on_progress is not None:
             self.on_progress()
-        if self._unsettled:
+        if self._unsettled or self.engine.reverser.retrying():
             if self._timer:
                 self._timer.cancel()
                 self._timer = None
@@ -222,6 +224,6 @@ class Converger:
 
     def _fire(self) -> None:
         self._timer = None
-        if not self._unsettled:
+        if not self._unsettled and not self.engine.reverser.retrying():
             self.converged.set()
             self.diverged.clear()

@@ -10,8 +10,9 @@ fails; the host does not run what it was asked to). `--json` prints the agent's
 snapshot as it is, for scripts (`program_error`). An agent that runs the cluster's deploys
 says which (`deploy: 7`, `deploy: 7 (UNSIGNED)`, `deploy: none yet, waiting for the first`) and
 a newer deploy it refused and why (`; refused deploy 8: ...`; `deploy` in the JSON). Exit code:
-0 when nothing has failed, 1 when a resource has failed, the program has an error or a newer
-deploy was refused (usable as a check: `mgmt status || alert`), 2 when no agent answers.
+0 when nothing has failed, 1 when a resource has failed, the program has an error, the reversal
+of a resource that left the graph failed (`reversal failed: file[/x]: ...`; `reversals` in the
+JSON) or a newer deploy was refused (usable as a check: `mgmt status || alert`), 2 when no agent answers.
 
 With --cluster it reads the cluster instead (etcd at --seeds, with this host's certificate in
 `<prefix>/cluster-tls/` or --tls-*, as `mgmt deploy` does) and prints one row per host: alive,
@@ -134,6 +135,8 @@ def table(snapshot: dict[str, Any]) -> str:
     lines = [f"{_printable(snapshot['host'])}: {head}; {resource_count(total)}: {parts or 'none'}"]
     if snapshot.get("program_error"):
         lines.append(f"program error: {_printable(snapshot['program_error'])}")
+    for rev in snapshot.get("reversals", ()):  # left the graph, not undone (yet)
+        lines.append(_printable(f"reversal {rev['state']}: {rev['id']}: {rev['error']}"))
     if deploy := snapshot.get("deploy"):
         lines.append(_printable(deploy_line(deploy)))
     rows = [("RESOURCE", "STATE", "SINCE", "LAST CHANGE / ERROR")]
@@ -164,11 +167,16 @@ def deploy_line(deploy: dict[str, Any]) -> str:
 
 
 def failed(snapshot: dict[str, Any]) -> bool:
-    """Something has failed: a resource, the program, or a deploy this host refused (newer
-    than the one it runs: it does not run what was pushed)."""
+    """Something has failed: a resource, the program, the reversal of a resource that left
+    the graph, or a deploy this host refused (newer than the one it runs: it does not run what
+    was pushed)."""
     deploy = snapshot.get("deploy") or {}
+    reversals = snapshot.get("reversals", ())
     return bool(
-        snapshot["counts"].get("failed") or snapshot.get("program_error") or deploy.get("refused")
+        snapshot["counts"].get("failed")
+        or snapshot.get("program_error")
+        or deploy.get("refused")
+        or any(rev["state"] == "failed" for rev in reversals)
     )
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.engine import DEAD, FAILED, NEW, OK, PENDING, RETRYING, RUNNING
-from engine.events import CheckApplied, GraphSwapped, VertexChanged
+from engine.events import CheckApplied, GraphSwapped, ReversalsChanged, VertexChanged
 from engine.graph import Key, fmt_key
 from mgmt.status.latency import RepairClock
 
@@ -93,6 +93,10 @@ class StatusModel:
             engine.listeners.subscribe(VertexChanged, self._changed),
             engine.listeners.subscribe(CheckApplied, self._applied),
             engine.listeners.subscribe(GraphSwapped, self._swapped),
+            engine.listeners.subscribe(
+                ReversalsChanged,
+                lambda _event: self._publish({"type": "reversals", "reversals": self.reversals()}),
+            ),
         ]
         self._handler = _ChangeLog(self)
         logging.getLogger("engine").addHandler(self._handler)
@@ -228,6 +232,20 @@ class StatusModel:
 
     # readers -------------------------------------------------------------------------------
 
+    def reversals(self) -> list[dict[str, str]]:
+        """The reversals (meta reverse) that failed, of resources no longer in the graph: each
+        `retrying` (its next attempt is due) or `failed` (kept for the next run), its error."""
+        pending = self.engine.reverser.pending
+        return [
+            {
+                "id": fmt_key(key),
+                "state": "failed" if pending[key].due is None else "retrying",
+                "error": pending[key].error,
+            }
+            for key in sorted(pending)
+            if not self.engine.graph_has(key)
+        ]
+
     def snapshot(self) -> dict[str, Any]:
         """Everything, as JSON-able data (`GET /api/status`, `mgmt status --json`)."""
         vertices = [self._vertex(k, self._info(k)) for k in sorted(self.engine.vertices)]
@@ -245,6 +263,7 @@ class StatusModel:
             "converged": self.converged_since is not None,
             "converged_since": self.converged_since,
             "program_error": self.program_error,
+            "reversals": self.reversals(),
             "deploy": self.deploy,
             "counts": counts,
             "kinds": kinds,

@@ -366,9 +366,15 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         return [UID("file", self._fs_path + ("/" if self._is_dir and self._fs_path != "/" else ""))]
 
     def autoedges(self) -> list[list[UID]]:
-        """The nearest managed parent directory, and a managed source."""
+        """The nearest managed parent directory, a managed source, fragments, and the managed
+        user and group it is owned by (by name, or an id a `user`/`group` sets as its
+        `uid`/`gid`): Puppet's autorequire; mgmt's file asks for neither (docs/resources/file.md)."""
         path = self._fs_path
         wants = [_parents(os.path.dirname(path)) if path != "/" else []]
+        if self.owner is not None:  # validate() refuses one with state absent
+            wants.append([UID("user", self.owner)])
+        if self.group is not None:
+            wants.append([UID("group", self.group)])
         for fragment in self.fragments or []:
             norm = os.path.normpath(fragment)
             wants.append([UID("file", norm + "/" if fragment.endswith("/") else norm)])

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
+import stat
 from dataclasses import dataclass
 
 from engine.errors import ResourceError, ValidationError
@@ -25,6 +27,9 @@ from resources.pkg.apt import AptBackend
 from resources.pkg.backend import DONE, Available, Backend, Change, Installed
 
 BACKENDS: tuple[type[Backend], ...] = (AptBackend,)  # tried in order
+# The top directories a merged /usr makes links into /usr (/bin -> usr/bin: Debian since
+# bookworm, Fedora, Arch), where dpkg may list a file under either name.
+USRMERGE = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 STATES = ("installed", "uninstalled", "newest")
 # Names and versions as apt and rpm accept them; never starting with "-" (an option).
@@ -171,12 +176,16 @@ class PkgRes(Edgeable, Groupable, Resource):
         paths = {uid.key for uid in wanted if uid.kind == "pkgfile"}
         if backend is None or not paths:
             return []
-        return [
-            UID("pkgfile", path)
-            for member in self._members()
-            if member.state != "uninstalled"
-            for path in sorted(paths & backend.files(member.name))
-        ]
+        # On a merged /usr a path has two names (/usr/bin/ls, /bin/ls): dpkg lists one.
+        aliases = {alias: path for path in paths if (alias := usrmerge_alias(path))}
+        found = []
+        for member in self._members():
+            if member.state == "uninstalled":
+                continue
+            owned = backend.files(member.name)
+            hits = (paths & owned) | {aliases[alias] for alias in aliases.keys() & owned}
+            found += [UID("pkgfile", path) for path in sorted(hits)]
+        return found
 
     def group_cmp(self, other: Resource) -> bool:
         """Another package that can share this one's transaction.
@@ -335,4 +344,36 @@ def detect() -> Backend | None:
     for backend in BACKENDS:
         if backend.usable():
             return backend()
+    return None
+
+
+@functools.cache
+def usrmerged(root: str = "/") -> frozenset[str]:
+    """The directories of USRMERGE that are, under `root`, a link owned by root to `usr/<name>`
+    (relative or absolute): read with lstat and readlink, no link followed. Another link there
+    (another target, another owner) is not trusted to say that two paths are one."""
+    found = set()
+    for name in USRMERGE:
+        path = os.path.join(root, name)
+        try:
+            st = os.lstat(path)
+            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
+        except OSError:
+            continue
+        if st.st_uid == 0 and target.rstrip("/") in (f"usr/{name}", f"/usr/{name}"):
+            found.add(name)
+    return frozenset(found)
+
+
+def usrmerge_alias(path: str, root: str = "/") -> str | None:
+    """The other name of absolute `path` on a merged /usr (`/usr/bin/ls` for `/bin/ls`, and
+    back), or None when it has none here."""
+    top, _, rest = path[1:].partition("/")
+    merged = usrmerged(root)
+    if top in merged and rest:
+        return f"/usr/{top}/{rest}"
+    if top == "usr":
+        below, _, rest = rest.partition("/")
+        if below in merged and rest:
+            return f"/{below}/{rest}"
     return None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from resources.pkg import usrmerged
 from tests.e2e.helpers import (
     MGMT,
     ROOT,
@@ -145,6 +146,25 @@ def test_noop_reports_and_changes_nothing(tmp_path: Path) -> None:
         "converged: 0 of 1 resource in the desired state; would change (noop): file[hello]" in out
     )
     assert "converged: all" not in out and "left undone" not in out
+
+
+def test_noop_checks_a_slow_resource_once_though_its_dependent_asks_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """Under --noop, a dependent that starts while its slow predecessor is being checked asks
+    it to run (a back-poke); the check under way answers it. It ran again: `would run` twice
+    for each (a grouped pkg and an exec after it; tester7's notes)."""
+    program = tmp_path / "slow.mcl"
+    program.write_text(
+        'exec "slow" { cmd => "/bin/true", ifcmd => "sleep 1", }\n'
+        'exec "after" { cmd => "/bin/true", }\n'
+        'Exec["slow"] -> Exec["after"]\n'
+    )
+    args = ["run", "--noop", "--converged-timeout=0", "--tmp-prefix", str(program)]
+    code, out = run_mgmt(args)
+    assert code == 0, out
+    assert out.count("exec[slow]: would run: /bin/true") == 1, out
+    assert out.count("exec[after]: would run: /bin/true") == 1, out
 
 
 async def test_under_noop_status_says_what_differs_as_the_log_does(tmp_path: Path) -> None:
@@ -1306,6 +1326,36 @@ def test_a_package_comes_before_what_runs_or_manages_its_files(tmp_path: Path) -
     ]
 
 
+@pytest.mark.skipif(
+    not {"bin", "sbin"} <= usrmerged(), reason="needs a merged /usr (/bin -> usr/bin)"
+)
+def test_a_package_gives_its_edges_under_both_names_of_a_merged_usr(tmp_path: Path) -> None:
+    """On a merged /usr, /bin/ls and /usr/bin/ls are one file, whichever name dpkg lists
+    (bookworm's coreutils: /bin/ls): both get the package's edge (tester7's notes: only the
+    listed name did)."""
+    text = """
+        graph: usrmerge
+        resources:
+          pkg:
+            - name: coreutils
+          exec:
+            - name: usr
+              cmd: /usr/bin/ls
+            - name: short
+              cmd: /bin/ls
+            - name: sbin
+              cmd: /usr/sbin/chroot --help
+        """
+    code, out = run_mgmt(["check", "--graph", str(graph_file(tmp_path, text))])
+    assert code == 0, out
+    edges = [line for line in out.splitlines() if line.startswith("Edge:")]
+    assert edges == [
+        "Edge: pkg[coreutils] -> exec[sbin] # autoedge",
+        "Edge: pkg[coreutils] -> exec[short] # autoedge",
+        "Edge: pkg[coreutils] -> exec[usr] # autoedge",
+    ], out
+
+
 def test_an_exec_runs_after_the_user_and_group_it_runs_as(tmp_path: Path) -> None:
     """An exec with `user`/`group` gets automatic edges from the `user` and `group` resources
     that make them (mgmt's exec: UserUID, GroupUID), by name or by the id one sets."""
@@ -1337,6 +1387,52 @@ def test_an_exec_runs_after_the_user_and_group_it_runs_as(tmp_path: Path) -> Non
         "Edge: user[builder] -> exec[build] # autoedge",
         "Edge: user[other] -> exec[by-id] # autoedge",
     ], out
+
+
+def test_a_file_runs_after_the_user_and_group_that_own_it_in_each_front_end(
+    tmp_path: Path,
+) -> None:
+    """A file's `owner`/`group` give automatic edges from the `user` and `group` resources
+    that make them, by name or by the id one sets (Puppet's autorequire; tester7's report,
+    item 8): in YAML, mcl and a Puppet manifest."""
+    t = tmp_path
+    graph = graph_file(
+        t,
+        f"""
+        graph: owners
+        resources:
+          user:
+            - name: app
+          group:
+            - name: apps
+              gid: 4242
+          file:
+            - name: {t}/conf
+              content: "x"
+              owner: app
+              group: "4242"
+        """,
+    )
+    program = t / "owners.mcl"
+    program.write_text(
+        'user "app" { state => "exists", }\n'
+        'group "apps" { state => "exists", gid => 4242, }\n'
+        f'file "{t}/conf" {{ content => "x", owner => "app", group => "4242", }}\n'
+    )
+    manifest = t / "site.pp"
+    manifest.write_text(
+        "user { 'app': ensure => present }\n"
+        "group { 'apps': ensure => present }\n"
+        f"file {{ '{t}/conf': content => 'x', owner => 'app', group => 'apps' }}\n"
+    )
+    for path in (graph, program, manifest):
+        code, out = run_mgmt(["check", "--graph", str(path)])
+        assert code == 0, out
+        edges = sorted(line for line in out.splitlines() if line.startswith("Edge:"))
+        assert edges == [
+            f"Edge: group[apps] -> file[{t}/conf] # autoedge",
+            f"Edge: user[app] -> file[{t}/conf] # autoedge",
+        ], out
 
 
 def test_conflicting_semaphore_sizes_exit_2(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.meta import Meta
 from engine.resource import UID, Groupable
 from resources.exec import ExecRes
-from resources.pkg import PkgRes
+from resources.pkg import PkgRes, usrmerge_alias, usrmerged
 from resources.pkg.apt import parse_policy, parse_status
 from resources.pkg.backend import Available, Change, Installed
 from tests.conftest import Running
@@ -394,3 +394,21 @@ def test_uids_and_autoedges() -> None:
     res = PkgRes(name="openssh-server")
     assert res.uids() == [UID("pkg", "openssh-server")]
     assert res.autoedges() == []
+
+
+def test_a_merged_usr_is_read_from_links_owned_by_root_to_usr(tmp_path: Path) -> None:
+    """/bin -> usr/bin (or /usr/bin) owned by root makes /bin/x and /usr/bin/x one path; a link
+    elsewhere, one owned by another user, or a real directory does not."""
+    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    (tmp_path / "bin").symlink_to("usr/bin")
+    (tmp_path / "sbin").symlink_to("/usr/sbin/")
+    (tmp_path / "lib").symlink_to("usr/lib64")  # another target
+    (tmp_path / "lib64").symlink_to("usr/lib64")
+    os.lchown(tmp_path / "lib64", 65534, 65534)  # not root's
+    (tmp_path / "lib32").mkdir()
+    root = str(tmp_path)
+    assert usrmerged(root) == {"bin", "sbin"}
+    assert usrmerge_alias("/bin/ls", root) == "/usr/bin/ls"
+    assert usrmerge_alias("/usr/sbin/chroot", root) == "/sbin/chroot"
+    for path in ("/lib/x.so", "/usr/lib64/x.so", "/lib32/x", "/usr/share/x", "/bin", "/etc/x"):
+        assert usrmerge_alias(path, root) is None, path
