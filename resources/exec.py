@@ -369,24 +369,20 @@ class ExecRes(Refreshable, Edgeable, Resource):
         """One event per line of `watchcmd`; its exit (any code) fails the watch."""
         stdout, stderr = _streams(proc)
         tail: deque[Line] = deque(maxlen=TAIL)
+        # Its stdout (events) at DEBUG, every line; its stderr at INFO, capped as a run's
+        # output is, the last lines logged when it ends (it exits, or the resource stops).
+        events = _ShownOutput(self.handle.logger, logging.DEBUG, self._redact)
+        errors = _ShownOutput(self.handle.logger, logging.INFO, self._redact)
         readers = [
             asyncio.create_task(
-                self._pump(
-                    stdout,
-                    "out",
-                    "watchcmd",
-                    keep=None,
-                    shown=self._shown_all(logging.DEBUG),
-                    event=True,
-                )
+                self._pump(stdout, "out", "watchcmd", keep=None, shown=events, event=True)
             ),
-            asyncio.create_task(
-                self._pump(
-                    stderr, "err", "watchcmd", keep=tail, shown=self._shown_all(logging.INFO)
-                )
-            ),
+            asyncio.create_task(self._pump(stderr, "err", "watchcmd", keep=tail, shown=errors)),
         ]
-        code = await self._finish(proc, readers)
+        try:
+            code = await self._finish(proc, readers)
+        finally:
+            errors.end()
         raise ResourceError(self._failure("watchcmd", code, tail))
 
     # processes -----------------------------------------------------------------------------
@@ -521,10 +517,6 @@ class ExecRes(Refreshable, Edgeable, Resource):
             shown.line(label, text)
             if event:
                 await self._event()
-
-    def _shown_all(self, level: int) -> _ShownOutput:
-        """Every line logged at `level` (a watchcmd's: it runs as long as the resource)."""
-        return _ShownOutput(self.handle.logger, level, self._redact, capped=False)
 
     def _identity(self) -> dict[str, Any]:
         """Environment and credentials shared by every command."""
@@ -677,21 +669,19 @@ class _ShownOutput:
     """What a run logs of its output (stdout and stderr together), redacted: its first
     SHOWN_HEAD lines as they come, its last SHOWN_TAIL at its end (`end`), and how many were
     left out between, each of those logged at DEBUG as it is left out (--verbose shows every
-    line, in order). A line of binary output is logged as such. `capped=False`: every line
-    at `level` as it comes. A command at DEBUG (ifcmd) logs every line at DEBUG."""
+    line, in order). A line of binary output is logged as such. A command at DEBUG (ifcmd,
+    a watchcmd's stdout) logs every line at DEBUG."""
 
     def __init__(
         self,
         logger: logging.LoggerAdapter[logging.Logger],
         level: int,
         redact: Callable[[str], str],
-        *,
-        capped: bool = True,
     ) -> None:
         self._logger = logger
         self._level = level
         self._redact = redact
-        self._head = SHOWN_HEAD if capped and level > logging.DEBUG else None
+        self._head = SHOWN_HEAD if level > logging.DEBUG else None
         self._tail: deque[tuple[str, str]] = deque()
         self._left = 0
 

@@ -377,6 +377,53 @@ async def test_watchcmd_lines_are_events_and_its_exit_fails_the_watch(
             await running.task
 
 
+class _Logged(logging.Handler):
+    """Sets `seen` once a record whose message ends with `text` is logged (no polling)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().endswith(self.text):
+            self.seen.set()
+
+
+@pytest.mark.parametrize("end", ["exits", "stops"])
+async def test_watchcmd_stderr_is_capped_as_a_runs_output(
+    run_resource: Start, caplog: pytest.LogCaptureFixture, end: str
+) -> None:
+    """leftovers5 1: a chatty watchcmd logged every stderr line at INFO. Now as a run's
+    output: its first and last lines at INFO, those between at DEBUG (--verbose); the last
+    ones when it ends, whether it exits (the watch fails) or the resource stops."""
+    caplog.set_level(logging.DEBUG)
+    tail = "exec[x]: watchcmd err: 80"  # at DEBUG as it is left out: line 100 was read
+    logged = _Logged(tail)
+    logging.getLogger().addHandler(logged)
+    after = "exit 3" if end == "exits" else "exec sleep 30"
+    res = ExecRes(name="x", cmd="true", watchcmd=f"seq 100 >&2; {after}", watchshell="/bin/sh")
+    try:
+        running = await run_resource(res)
+        assert running.task is not None
+        async with asyncio.timeout(10):
+            await logged.seen.wait()
+        if end == "stops":
+            running.task.cancel()
+        with pytest.raises(ResourceError if end == "exits" else asyncio.CancelledError):
+            async with asyncio.timeout(10):
+                await running.task
+    finally:
+        logging.getLogger().removeHandler(logged)
+    err = [r for r in caplog.records if r.getMessage().startswith("exec[x]: watchcmd err: ")]
+    info = [r.getMessage().rpartition(" ")[2] for r in err if r.levelno == logging.INFO]
+    assert info == [str(i) for i in (*range(1, SHOWN_HEAD + 1), *range(101 - SHOWN_TAIL, 101))]
+    assert [r.getMessage().rpartition(" ")[2] for r in err] == [str(i) for i in range(1, 101)]
+    assert f"exec[x]: ... {100 - SHOWN_HEAD - SHOWN_TAIL} output lines left out here" in (
+        caplog.text
+    )
+
+
 async def test_cancelling_the_watch_kills_watchcmd(run_resource: Start, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     watchcmd = f"echo $$ > {pidfile}; echo ready; exec sleep 30"
