@@ -24,6 +24,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, MutableSequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -163,8 +164,10 @@ class ExecRes(Refreshable, Edgeable, Resource):
         await super().init(handle)
         self._events = self._handled = 0
         self._var_dir: Path | None = None  # made at the first command's start
-        left = handle.shared.get(f"{__name__}:left", lambda: _Left(handle.var_path.parent))
-        for what, pid in await left.stop(self._stop_left, handle.var_path.name):
+        self._groups = handle.shared.get(
+            f"{__name__}:groups", lambda: _Groups(handle.var_path.parent)
+        )
+        for what, pid in await self._groups.stop_left(self._stop_left, handle.var_path.name):
             handle.logger.warning(
                 "%s of an earlier agent (pid %d) still ran: stopped its process group", what, pid
             )
@@ -452,17 +455,14 @@ class ExecRes(Refreshable, Edgeable, Resource):
             )
         except (OSError, ValueError) as err:
             raise ResourceError(self._redact(f"{what}: cannot start: {err}")) from err
-        begun()  # its later jobs (the record's, below) are not refused by a stop
-        # Recorded beside the run (no await before the caller can register its stop).
-        record = asyncio.create_task(
-            asyncio.to_thread(lambda: record_group(self._group_file(what), proc.pid))
-        )
+        begun()  # its later jobs are not refused by a stop
+        # Recorded beside the run, and forgotten once it ended, by the records' own thread.
+        self._groups.write(lambda: record_group(self._group_file(what), proc.pid))
         try:
             yield proc
         finally:
             await stop_group(proc, first=self._stop_signal())
-            await asyncio.gather(record, return_exceptions=True)
-            await asyncio.to_thread(lambda: forget_group(self._group_file(what)))
+            self._groups.write(lambda: forget_group(self._group_file(what)))
 
     def _stop_left(self) -> list[tuple[str, int]]:
         """Stop the commands an agent that died (SIGKILL, a crash) left running (blocking)."""
@@ -628,15 +628,25 @@ async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
         yield raw.decode(errors="replace")
 
 
-class _Left:
-    """Which exec resources an earlier agent on this prefix left a command's record of (their
-    private directories holding a `running.*`): looked up once per engine, in one executor
-    job, so that a resource without any costs its init no job of its own."""
+class _Groups:
+    """The records of the running commands' process groups, per engine.
+
+    Which exec resources an earlier agent on this prefix left a command's record of (their
+    private directories holding a `running.*`) is looked up once, in one executor job, so
+    that a resource without any costs its init no job of its own. This engine's records are
+    written and removed by a thread of their own, in order (each record before its removal),
+    no run waiting for either: two jobs of the loop's executor per run cost 0.65 M
+    instructions, mostly their hand-offs back to the loop (docs/benchmarks.md). A record is
+    written as soon as before (beside the run); one whose removal had not been done when the
+    agent died is stale, and harmless: the next start signals nothing for it (`proc.
+    stop_recorded_group`: the start time, the group). The engine's stop waits for the thread
+    to finish what it was given."""
 
     def __init__(self, kind_dir: Path) -> None:
         self._task = asyncio.ensure_future(asyncio.to_thread(_with_records, kind_dir))
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exec-records")
 
-    async def stop(
+    async def stop_left(
         self, stop_left: Callable[[], list[tuple[str, int]]], name: str
     ) -> list[tuple[str, int]]:
         """`stop_left()` in a worker thread if the resource whose directory is `name` has
@@ -645,9 +655,15 @@ class _Left:
             return []
         return await asyncio.to_thread(stop_left)
 
+    def write(self, job: Callable[[], None]) -> None:
+        """Run `job` (a record's write or removal: blocking) in the records' thread, after
+        those given before it."""
+        self._writer.submit(job)
+
     async def aclose(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.to_thread(self._writer.shutdown)  # what it was given is done
 
 
 def _with_records(kind_dir: Path) -> set[str]:

@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from engine.errors import ResourceError, ValidationError
+from engine.handle import Shared
 from engine.meta import Meta
 from engine.params import build
 from engine.stopgate import Interrupted
 from resources.exec import SHOWN_HEAD, SHOWN_TAIL, ExecRes
 from tests.conftest import Running
+from tests.e2e.helpers import wait_path
 
 Start = Callable[..., Awaitable[Running]]
 
@@ -48,6 +50,11 @@ async def wait_gone(pid: int, within: float = 5.0) -> None:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
+
+
+def cmdline(pid: int) -> list[str]:
+    """The argv process `pid` runs."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
 
 
 def alive(pid: int) -> bool:
@@ -375,6 +382,34 @@ async def test_watchcmd_lines_are_events_and_its_exit_fails_the_watch(
     with pytest.raises(ResourceError, match=r"watchcmd exited with code 3; stderr: gone"):
         async with asyncio.timeout(5):
             await running.task
+
+
+async def test_a_running_commands_group_is_recorded_and_the_record_removed_in_order(
+    run_resource: Start, engine_shared: Shared, tmp_path: Path
+) -> None:
+    """leftovers5 7: the records are written and removed by a thread of their own, no run
+    waiting for either. While a command runs its record is there (what the next agent reads
+    after a SIGKILL, tests/e2e/test_stop.py); each removal comes after its record, so after
+    many runs and the engine's stop none is left behind."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    res = ExecRes(name="x", cmd="cat", args=[str(fifo)])
+    running = await run_resource(res)
+    record = tmp_path / "var" / "exec" / "x" / "running.cmd"
+    run = asyncio.create_task(running.res.check_apply(True))
+    await wait_path(record, lambda p: p.exists() and p.read_text().endswith("\n"), 10)
+    pid, _started = record.read_text().split()
+    assert cmdline(int(pid)) == ["cat", str(fifo)]  # the command's own process
+    writer = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)
+    os.close(writer)  # cat sees EOF and ends: the run too
+    assert await run is False
+    quick = ExecRes(name="y", cmd="true")
+    again = await run_resource(quick)
+    for _ in range(30):
+        again.handle.refresh_flag = True
+        assert await again.res.check_apply(True) is False
+    await engine_shared.aclose()  # the engine's stop: what the thread was given is done
+    assert not list((tmp_path / "var" / "exec").glob("*/running.*"))
 
 
 class _Logged(logging.Handler):
