@@ -20,6 +20,7 @@ from engine.meta import Meta
 from engine.params import build
 from engine.stopgate import Interrupted
 from resources.exec import SHOWN_HEAD, SHOWN_TAIL, ExecRes
+from tests.aio import OnLog
 from tests.conftest import Running
 from tests.e2e.helpers import wait_path
 
@@ -412,19 +413,6 @@ async def test_a_running_commands_group_is_recorded_and_the_record_removed_in_or
     assert not list((tmp_path / "var" / "exec").glob("*/running.*"))
 
 
-class _Logged(logging.Handler):
-    """Sets `seen` once a record whose message ends with `text` is logged (no polling)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.text = text
-        self.seen = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().endswith(self.text):
-            self.seen.set()
-
-
 @pytest.mark.parametrize("end", ["exits", "stops"])
 async def test_watchcmd_stderr_is_capped_as_a_runs_output(
     run_resource: Start, caplog: pytest.LogCaptureFixture, end: str
@@ -434,7 +422,7 @@ async def test_watchcmd_stderr_is_capped_as_a_runs_output(
     ones when it ends, whether it exits (the watch fails) or the resource stops."""
     caplog.set_level(logging.DEBUG)
     tail = "exec[x]: watchcmd err: 80"  # at DEBUG as it is left out: line 100 was read
-    logged = _Logged(tail)
+    logged = OnLog(tail)
     logging.getLogger().addHandler(logged)
     after = "exit 3" if end == "exits" else "exec sleep 30"
     res = ExecRes(name="x", cmd="true", watchcmd=f"seq 100 >&2; {after}", watchshell="/bin/sh")
