@@ -114,6 +114,30 @@ def checkout(path: Path, flag: str) -> Path:
     return path
 
 
+def base_launcher(base: Path, where: Path) -> list[str]:
+    """How to start the checkout `base` the way this tree starts (`MGMT`): with this tree's
+    `.venv/bin/mgmt` (scripts/install.sh's launcher: Python with `-SP`, the checkout put on
+    the path), a copy of it made as the file `where` with `base`'s path instead of this
+    tree's, and `base`'s own venv Python if it has one (else this one's: a byte-compiled `git
+    archive`); `base` itself is not touched. Without this tree's launcher, `python -m mgmt`,
+    to be run in `base` (its cwd), as this tree is then. The same start-up path both sides:
+    `python -m mgmt` runs `site` and runpy, which the launcher skips."""
+    python = base / ".venv" / "bin" / "python"
+    interpreter = str(python) if python.exists() else sys.executable
+    if not VENV_MGMT.exists():
+        return [interpreter, "-m", "mgmt"]
+    text = VENV_MGMT.read_text()
+    ours = (f"#!{ROOT / '.venv' / 'bin' / 'python'} ", f"sys.path.append({str(ROOT)!r})")
+    theirs = (f"#!{interpreter} ", f"sys.path.append({str(base)!r})")
+    for old, new in zip(ours, theirs, strict=True):
+        if text.count(old) != 1:
+            sys.exit(f"{VENV_MGMT}: not scripts/install.sh's launcher (no {old!r} in it)")
+        text = text.replace(old, new)
+    where.write_text(text)
+    where.chmod(0o700)
+    return [str(where)]
+
+
 def run_child(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
     """subprocess.run(argv, check=True, capture_output=True), except on Ctrl-C: the child is
     sent SIGTERM (after the terminal's SIGINT, `mgmt run` then stops at once) and gets

@@ -13,8 +13,11 @@ scratch venv for the benchmark only (not a dependency of the project), made with
 
     python3 -m venv .bench-peers && .bench-peers/bin/pip install salt pyinfra
 
-`--base DIR` adds another checkout of this project (run as `python -m mgmt` in DIR, as
-bench/cron.py does: with DIR's .venv, or this one's for a byte-compiled `git archive`).
+`--base DIR` adds another checkout of this project, started as this tree is: through a copy
+of this tree's `.venv/bin/mgmt` launcher made for DIR (`common.base_launcher`: Python with
+`-SP`, DIR's .venv or this one's for a byte-compiled `git archive`); until 2026-12-05 it ran as
+`python -m mgmt` in DIR (with `site` and runpy, which the launcher skips), as bench/cron.py
+still does.
 
 Each round also measures the kernel's floor (`floor`): the same N files made durable by a bare
 loop in this process, no tool's Python (8 threads: an O_TMPFILE open, write, fchmod, fsync and
@@ -36,13 +39,21 @@ import os
 import resource
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import MGMT, ROOT, checkout, files_graph, make_absent, run_child, run_script
+from common import (
+    MGMT,
+    ROOT,
+    base_launcher,
+    checkout,
+    files_graph,
+    make_absent,
+    run_child,
+    run_script,
+)
 
 Setup = Callable[[Path, Path, int], list[str]]  # (work dir, output dir, count) -> argv
 Run = tuple[list[str], Path, Path]  # a tool's argv, its cwd and its output directory
@@ -105,13 +116,13 @@ def find(binary: str) -> str | None:
     return found or (str(scratch) if scratch.exists() else None)
 
 
-def based(base: Path) -> Setup:
-    """The mgmt setup for the checkout `base`: `python -m mgmt` run in it."""
-    python = base / ".venv" / "bin" / "python"
+def based(base: Path, launcher: Path) -> Setup:
+    """The mgmt setup for the checkout `base`, started as this tree is (through `launcher`,
+    made for it: `common.base_launcher`)."""
+    start = base_launcher(base, launcher)
 
     def setup(work: Path, out: Path, count: int) -> list[str]:
-        argv = mgmt(work, out, count)[len(MGMT) :]
-        return [str(python) if python.exists() else sys.executable, "-m", "mgmt", *argv]
+        return [*start, *mgmt(work, out, count)[len(MGMT) :]]
 
     return setup
 
@@ -226,7 +237,8 @@ def main() -> None:
     runs: dict[str, Run] = {}
     tools = dict(TOOLS)
     if args.base is not None:
-        tools = {"mgmt": TOOLS["mgmt"], "mgmt (base)": ("", based(args.base.resolve())), **TOOLS}
+        base = ("", based(args.base.resolve(), root / "base-mgmt"))
+        tools = {"mgmt": TOOLS["mgmt"], "mgmt (base)": base, **TOOLS}
     for label, (binary, setup) in tools.items():
         path = find(binary) if binary else ""
         if path is None:

@@ -79,17 +79,24 @@ async def thread_to_end(
 
 
 @contextlib.contextmanager
-def surviving(logger: logging.Logger, what: str, report: Callable[[str], None]) -> Iterator[None]:
+def surviving(
+    logger: logging.Logger,
+    what: str,
+    report: Callable[[str], None],
+    about: Callable[[], str] | None = None,
+) -> Iterator[None]:
     """One pass of a loop that must outlive any error of it: a front-end's recompile after an
-    edit (a Puppet manifest, a program, a graph file). An error that its own checks did not
-    foresee (a bug some input meets) must not end the loop, or the input is never read again:
-    it is logged as one line (its traceback at debug level), and `report`ed (the source's
-    problem: `mgmt status` fails until a good edit); the running graph stays and the next
-    change is read as any. A cancellation is not caught."""
+    edit (a Puppet manifest, a program, a graph file), the agent's swap of the collected
+    resources. An error that its own checks did not foresee (a bug some input meets) must not
+    end the loop, or the input is never read again: it is logged as one line (its traceback
+    at debug level), and `report`ed (the source's problem: `mgmt status` fails until a good
+    edit); the running graph stays and the next change is read as any. `about()`, asked once
+    it failed, says what input it was (" (of ...)"). A cancellation is not caught."""
     try:
         yield
     except Exception as err:
-        text = f"{what} failed unexpectedly: {type(err).__name__}: {err}"
+        where = about() if about is not None else ""
+        text = f"{what}{where} failed unexpectedly: {type(err).__name__}: {err}"
         logger.error("%s (keeping the running graph until the next change)", text)
         logger.debug("%s", what, exc_info=err)
         report(text)

@@ -377,6 +377,7 @@ class Agent:
             self.converger.on_progress = lambda: notifier.status_soon(self._status)
         self._problem = ""  # the front-end's (the program's, the graph file's)
         self._graph_refused = ""  # the engine refused its last graph (two own one file...)
+        self._collect_refused = ""  # ... or the last one with the collected resources
         if source is not None:
             source.on_problem = self._program_error
             self._problem = source.problem
@@ -592,7 +593,7 @@ class Agent:
         self._show_problem()
 
     def _show_problem(self) -> None:
-        self.status.set_program_error(self._graph_refused or self._problem)
+        self.status.set_program_error(self._graph_refused or self._collect_refused or self._problem)
         if self.notifier is not None:
             self.notifier.status(self._status())
 
@@ -850,6 +851,7 @@ class Agent:
             except GraphError:  # refused before anything ran: the running graph stays
                 self._digest, self._loaded = last_digest, last
                 raise
+            self._refused_collected("")  # this graph holds what is collected now
             if self.config.graphviz:
                 self.config.graphviz.write_text(self.engine.graph.to_dot())
 
@@ -881,17 +883,39 @@ class Agent:
         self.cluster_status.start()
 
     async def _collect_loop(self) -> None:
-        """Swap in a new graph whenever the collected resources change."""
+        """Swap in a new graph whenever the collected resources change. A graph the engine
+        refuses (a collected resource and a local one manage one file) is one line, said once
+        while it stays the same; any other error one line too (its traceback at debug level):
+        the loop survives it, the running graph stays, the next change swaps as any."""
+        what = "applying the collected resources"
         while True:
             await self._collected.wait()
             self._collected.clear()
-            if self._loaded is not None:
-                self.swapped.clear()
+            if self._loaded is None:
+                continue
+            self.swapped.clear()
+            with surviving(log, what, self._refused_collected, self._collected_about):
                 try:
                     await self._apply(self._loaded)
-                except Exception:  # the loop must survive: later changes still swap
-                    log.exception("applying the collected resources failed")
-                self.swapped.set()
+                except GraphError as err:
+                    refused = f"{what} refused: {err} (keeping the running graph)"
+                    if refused != self._collect_refused:
+                        log.error("%s", refused)
+                    self._refused_collected(refused)
+            self.swapped.set()
+
+    def _collected_about(self) -> str:
+        """Which collected resources a failed swap of them brought in or changed."""
+        if self.cluster is None:
+            return ""
+        changes = self.cluster.collected_changes(self.engine.graph)
+        return f" (of {', '.join(changes)})" if changes else ""
+
+    def _refused_collected(self, problem: str) -> None:
+        """The last swap of the collected resources failed ("": a swap since took them)."""
+        if problem != self._collect_refused:
+            self._collect_refused = problem
+            self._show_problem()
 
     def _on_hup(self) -> None:
         self._retry_failed()

@@ -24,6 +24,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, MutableSequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -163,8 +164,10 @@ class ExecRes(Refreshable, Edgeable, Resource):
         await super().init(handle)
         self._events = self._handled = 0
         self._var_dir: Path | None = None  # made at the first command's start
-        left = handle.shared.get(f"{__name__}:left", lambda: _Left(handle.var_path.parent))
-        for what, pid in await left.stop(self._stop_left, handle.var_path.name):
+        self._groups = handle.shared.get(
+            f"{__name__}:groups", lambda: _Groups(handle.var_path.parent)
+        )
+        for what, pid in await self._groups.stop_left(self._stop_left, handle.var_path.name):
             handle.logger.warning(
                 "%s of an earlier agent (pid %d) still ran: stopped its process group", what, pid
             )
@@ -369,24 +372,20 @@ class ExecRes(Refreshable, Edgeable, Resource):
         """One event per line of `watchcmd`; its exit (any code) fails the watch."""
         stdout, stderr = _streams(proc)
         tail: deque[Line] = deque(maxlen=TAIL)
+        # Its stdout (events) at DEBUG, every line; its stderr at INFO, capped as a run's
+        # output is, the last lines logged when it ends (it exits, or the resource stops).
+        events = _ShownOutput(self.handle.logger, logging.DEBUG, self._redact)
+        errors = _ShownOutput(self.handle.logger, logging.INFO, self._redact)
         readers = [
             asyncio.create_task(
-                self._pump(
-                    stdout,
-                    "out",
-                    "watchcmd",
-                    keep=None,
-                    shown=self._shown_all(logging.DEBUG),
-                    event=True,
-                )
+                self._pump(stdout, "out", "watchcmd", keep=None, shown=events, event=True)
             ),
-            asyncio.create_task(
-                self._pump(
-                    stderr, "err", "watchcmd", keep=tail, shown=self._shown_all(logging.INFO)
-                )
-            ),
+            asyncio.create_task(self._pump(stderr, "err", "watchcmd", keep=tail, shown=errors)),
         ]
-        code = await self._finish(proc, readers)
+        try:
+            code = await self._finish(proc, readers)
+        finally:
+            errors.end()
         raise ResourceError(self._failure("watchcmd", code, tail))
 
     # processes -----------------------------------------------------------------------------
@@ -456,17 +455,14 @@ class ExecRes(Refreshable, Edgeable, Resource):
             )
         except (OSError, ValueError) as err:
             raise ResourceError(self._redact(f"{what}: cannot start: {err}")) from err
-        begun()  # its later jobs (the record's, below) are not refused by a stop
-        # Recorded beside the run (no await before the caller can register its stop).
-        record = asyncio.create_task(
-            asyncio.to_thread(lambda: record_group(self._group_file(what), proc.pid))
-        )
+        begun()  # its later jobs are not refused by a stop
+        # Recorded beside the run, and forgotten once it ended, by the records' own thread.
+        self._groups.write(lambda: record_group(self._group_file(what), proc.pid))
         try:
             yield proc
         finally:
             await stop_group(proc, first=self._stop_signal())
-            await asyncio.gather(record, return_exceptions=True)
-            await asyncio.to_thread(lambda: forget_group(self._group_file(what)))
+            self._groups.write(lambda: forget_group(self._group_file(what)))
 
     def _stop_left(self) -> list[tuple[str, int]]:
         """Stop the commands an agent that died (SIGKILL, a crash) left running (blocking)."""
@@ -521,10 +517,6 @@ class ExecRes(Refreshable, Edgeable, Resource):
             shown.line(label, text)
             if event:
                 await self._event()
-
-    def _shown_all(self, level: int) -> _ShownOutput:
-        """Every line logged at `level` (a watchcmd's: it runs as long as the resource)."""
-        return _ShownOutput(self.handle.logger, level, self._redact, capped=False)
 
     def _identity(self) -> dict[str, Any]:
         """Environment and credentials shared by every command."""
@@ -636,15 +628,25 @@ async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
         yield raw.decode(errors="replace")
 
 
-class _Left:
-    """Which exec resources an earlier agent on this prefix left a command's record of (their
-    private directories holding a `running.*`): looked up once per engine, in one executor
-    job, so that a resource without any costs its init no job of its own."""
+class _Groups:
+    """The records of the running commands' process groups, per engine.
+
+    Which exec resources an earlier agent on this prefix left a command's record of (their
+    private directories holding a `running.*`) is looked up once, in one executor job, so
+    that a resource without any costs its init no job of its own. This engine's records are
+    written and removed by a thread of their own, in order (each record before its removal),
+    no run waiting for either: two jobs of the loop's executor per run cost 0.65 M
+    instructions, mostly their hand-offs back to the loop (docs/benchmarks.md). A record is
+    written as soon as before (beside the run); one whose removal had not been done when the
+    agent died is stale, and harmless: the next start signals nothing for it (`proc.
+    stop_recorded_group`: the start time, the group). The engine's stop waits for the thread
+    to finish what it was given."""
 
     def __init__(self, kind_dir: Path) -> None:
         self._task = asyncio.ensure_future(asyncio.to_thread(_with_records, kind_dir))
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exec-records")
 
-    async def stop(
+    async def stop_left(
         self, stop_left: Callable[[], list[tuple[str, int]]], name: str
     ) -> list[tuple[str, int]]:
         """`stop_left()` in a worker thread if the resource whose directory is `name` has
@@ -653,9 +655,15 @@ class _Left:
             return []
         return await asyncio.to_thread(stop_left)
 
+    def write(self, job: Callable[[], None]) -> None:
+        """Run `job` (a record's write or removal: blocking) in the records' thread, after
+        those given before it."""
+        self._writer.submit(job)
+
     async def aclose(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.to_thread(self._writer.shutdown)  # what it was given is done
 
 
 def _with_records(kind_dir: Path) -> set[str]:
@@ -677,21 +685,19 @@ class _ShownOutput:
     """What a run logs of its output (stdout and stderr together), redacted: its first
     SHOWN_HEAD lines as they come, its last SHOWN_TAIL at its end (`end`), and how many were
     left out between, each of those logged at DEBUG as it is left out (--verbose shows every
-    line, in order). A line of binary output is logged as such. `capped=False`: every line
-    at `level` as it comes. A command at DEBUG (ifcmd) logs every line at DEBUG."""
+    line, in order). A line of binary output is logged as such. A command at DEBUG (ifcmd,
+    a watchcmd's stdout) logs every line at DEBUG."""
 
     def __init__(
         self,
         logger: logging.LoggerAdapter[logging.Logger],
         level: int,
         redact: Callable[[str], str],
-        *,
-        capped: bool = True,
     ) -> None:
         self._logger = logger
         self._level = level
         self._redact = redact
-        self._head = SHOWN_HEAD if capped and level > logging.DEBUG else None
+        self._head = SHOWN_HEAD if level > logging.DEBUG else None
         self._tail: deque[tuple[str, str]] = deque()
         self._left = 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 
 async def pass_ended() -> None:
@@ -12,3 +13,17 @@ async def pass_ended() -> None:
     asyncio.get_running_loop().call_soon(ran.set)
     async with asyncio.timeout(10):
         await ran.wait()
+
+
+class OnLog(logging.Handler):
+    """Sets `seen` when a record with `text` is logged (in the loop's thread): add it to the
+    logger that logs it, remove it after."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()

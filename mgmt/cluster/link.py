@@ -157,6 +157,17 @@ class ClusterLink:
         self._records_made = made
         return records
 
+    def collected_changes(self, running: Graph) -> list[str]:
+        """The collected resources of the last merge that `running` lacks or holds otherwise
+        (new or changed ones), each with the host that exported it: what a swap of them that
+        failed names."""
+        built = sorted(self._built.items())
+        return [
+            f"{fmt_key(key)} from {shown(record.host)}"
+            for key, (record, _, res) in built
+            if running.vertices.get(key) is not res
+        ]
+
     def _merge_small(
         self, loaded: Loaded, by_key: dict[Key, Resource]
     ) -> tuple[Graph, Since] | None:

@@ -43,7 +43,8 @@ MAX_FILES = 1000  # bundle.MAX_FILES (not imported: dataclasses, shutil, tempfil
 MAX_BYTES = 1 << 20  # bundle.MAX_BLOB
 MAX_WALK = 5000  # directory entries looked at for a `lang FILE.mcl`'s modules
 WAIT = 60.0  # seconds for one answer of the agent (a big program's check takes a while)
-VALUED = ("--seeds", "--prefix", "--sign-key", "--keep", "--max-graph-size")
+VALUED = ("--seeds", "--prefix", "--sign-key", "--keep", "--max-graph-size", "--max-resources")
+NUMBERS = ("--keep", "--max-graph-size", "--max-resources")  # of VALUED
 SWITCHES = ("--unsigned", "--force", "--timings")
 UNSIGNED = (  # both paths say it
     "mgmt: WARNING: pushing an UNSIGNED deploy: only hosts run with --allow-unsigned-deploys "
@@ -192,7 +193,7 @@ def parse(argv: list[str]) -> dict[str, Any] | None:
         return None
     if ("--sign-key" in opts) == bool(opts.get("--unsigned")):
         return None
-    for name in ("--keep", "--max-graph-size"):
+    for name in NUMBERS:
         if name in opts and not (opts[name].isdigit() and opts[name].isascii()):
             return None
     if int(opts.get("--keep", "1")) < 1:
@@ -316,6 +317,7 @@ def push(opts: dict[str, Any], timings: Timings | None) -> int:
             "force": bool(opts.get("--force")),
             "keep": int(opts.get("--keep", "0")),
             "max_graph_size": int(opts.get("--max-graph-size", "0")),
+            "max_resources": int(opts["--max-resources"]) if "--max-resources" in opts else None,
             "seeds": opts.get("--seeds", ""),
         }
         try:

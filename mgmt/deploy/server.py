@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import WorldError
+from engine.limits import limited_to
 from engine.tasks import TaskSet
 from mgmt.deploy import DeployError
 from mgmt.deploy.bundle import LANG_ENTRY, Bundle, read_checked
@@ -146,11 +147,15 @@ class DeployServer:
             max_size = int(request.get("max_graph_size") or self.max_graph_size)
             try:  # before the check: after it, the caller may think something was stored
                 keep, force = int(request.get("keep") or KEEP), bool(request["force"])
+                limit = request.get("max_resources")  # None: not given, the agent's own
+                limit = None if limit is None else int(limit)
             except (KeyError, TypeError, ValueError) as err:
                 raise Fallback(f"not a request: {err}") from None
             newest = asyncio.create_task(head(self.client))  # meanwhile: one round trip less
             try:
-                bundle = await asyncio.to_thread(checked_bundle, request, self.work, max_size)
+                bundle = await asyncio.to_thread(
+                    checked_bundle, request, self.work, max_size, limit
+                )
             except BaseException:
                 newest.cancel()
                 await asyncio.gather(newest, return_exceptions=True)
@@ -220,9 +225,13 @@ class DeployServer:
         return bool(given & {u.rstrip("/") for m in members for u in m.client_urls})
 
 
-def checked_bundle(request: dict[str, Any], work: Path, max_size: int) -> Bundle:
+def checked_bundle(
+    request: dict[str, Any], work: Path, max_size: int, max_resources: int | None = None
+) -> Bundle:
     """The bundle of the files sent, read and checked as the direct path reads and checks the
-    operator's (blocking); Refused with the problems, their paths the operator's."""
+    operator's (blocking), with the command's --max-resources if it gave one (in this thread's
+    context only: the agent's graphs keep the agent's); Refused with the problems, their paths
+    the operator's."""
     try:
         frontend, name, path = str(request["frontend"]), str(request["name"]), request["path"]
         base = str(request["base"])
@@ -237,7 +246,8 @@ def checked_bundle(request: dict[str, Any], work: Path, max_size: int) -> Bundle
         root = tmp / "program"
         sent.extract(root)
         try:
-            bundle, problems = read_checked(frontend, root / name if name else root, max_size)
+            with limited_to(max_resources):
+                bundle, problems = read_checked(frontend, root / name if name else root, max_size)
         except DeployError as err:
             raise Fallback(str(err)) from None
         where = str(root / bundle.entry)

@@ -147,7 +147,10 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
         shutil.rmtree(work, ignore_errors=True)
     files = [*own, *_read(manifest, out)]
     if code != 0:
-        failure = _failure(manifest, err or out, code, files[-1] if files else None)
+        last = files[-1] if files else None
+        failure = _failure(manifest, err or out, code, last)
+        if last is not None and failure == f"{last}: {SILENT.format(code=code)}":
+            failure = await _erb_syntax(last) or failure
         files += _looked_for(manifest, failure)
         raise CompileFailed([failure], list(dict.fromkeys(files)))
     files = list(dict.fromkeys(files))
@@ -202,28 +205,113 @@ def _in_module(dirs: list[Path], module: str, path: str) -> list[Path]:
 
 
 def _failure(manifest: Manifest, output: str, code: int, last: Path | None) -> str:
-    """Puppet's first error, as one line naming the file, line and column it gives. Without
-    one (a Ruby syntax error in an ERB template ends Puppet 7 silently), the file it read
-    last (`last`)."""
+    """Puppet's first error, as one line naming the file, line and column it gives: a
+    template's own (an EPP syntax error's, an ERB template's `Filepath:` and `Line:`) rather
+    than the call's, which follows as `(from FILE:LINE:COL)`. Without one (a Ruby syntax error
+    in an ERB template ends Puppet 7 silently: see `_erb_syntax`), the file it read last
+    (`last`)."""
     lines = [line for line in output.splitlines() if not line.startswith("Error: Facter:")]
-    errors = [line.removeprefix("Error: ").strip() for line in lines if line.startswith("Error: ")]
+    errors = _errors(lines)
     if not errors and last is not None:
-        return f"{last}: puppet exited with code {code}, saying nothing more, after reading it"
+        return f"{last}: {SILENT.format(code=code)}"
     if not errors:
         tail = "\n".join(lines).strip()[-300:]
         return f"{manifest.label}: puppet exited with code {code}: {tail}"
-    message = errors[0]
-    message = re.sub(r" on node \S+$", "", message)
+    message = re.sub(r" on node \S+$", "", errors[0])
+    message, template = _template_detail(message)
     wheres = [m for m in _WHERE.finditer(message) if m["file"] or m["line"]]
     place, line, col = manifest.label, None, None
     if wheres:
         where = wheres[-1]
         message = (message[: where.start()] + message[where.end() :]).strip()
         place, line, col = where["file"] or place, where["line"], where["col"]
+        inner = wheres[-2] if len(wheres) > 1 else None
+        if template is None and inner is not None and _is_template(inner["file"]):
+            # An EPP template's error, then the call's place: the template's comes first.
+            template = (inner["file"], inner["line"], inner["col"])
+            message = (message[: inner.start()] + message[inner.end() :]).strip()
     if line is None and "end of input" in message:
         line = _last_line(manifest, where["file"] if wheres else None)
-    place += (":" + line if line else "") + (":" + col if col else "")
-    return f"{place}: puppet: {message}"
+    if template is not None:
+        message += f" (from {_place(place, line, col)})"
+        place, line, col = template
+    return f"{_place(place, line, col)}: puppet: {message}"
+
+
+# What a compile that ends silently says (Puppet 7 on a Ruby syntax error in an ERB template).
+SILENT = "puppet exited with code {code}, saying nothing more, after reading it"
+
+
+def _errors(lines: list[str]) -> list[str]:
+    """Puppet's `Error:` messages, each with the lines that continue it (indented, as an ERB
+    template's `Filepath:`, `Line:` and `Detail:`) joined to it by newlines."""
+    errors: list[str] = []
+    joined = True  # whether the line before is part of an error
+    for line in lines:
+        if line.startswith("Error: "):
+            errors.append(line.removeprefix("Error: ").strip())
+        elif errors and joined and line.startswith(" "):
+            errors[-1] += "\n" + line.strip()
+            continue
+        joined = line.startswith("Error: ")
+    return errors
+
+
+Place = tuple[str, str | None, str | None]  # a file, its line and column if known
+
+# An ERB template's error (Puppet's TemplateWrapper): "...Failed to parse template m/a.erb:",
+# then its file, line and what Ruby said, each on a line of its own.
+_TEMPLATE = re.compile(
+    r":?\nFilepath: (?P<file>.+)\nLine: (?P<line>\d+)(?:\nDetail: (?P<detail>.*))?"
+)
+
+
+def _template_detail(message: str) -> tuple[str, Place | None]:
+    """`message` on one line, and the template file and line it names (ERB), or None."""
+    found = _TEMPLATE.search(message)
+    if found is None:
+        return " ".join(message.split("\n")), None
+    detail = f": {found['detail']}" if found["detail"] else ""
+    rest = message[found.end() :].replace("\n", " ")
+    return f"{message[: found.start()]}{detail}{rest}", (found["file"], found["line"], None)
+
+
+def _is_template(file: str | None) -> bool:
+    return file is not None and file.endswith((".epp", ".erb"))
+
+
+def _place(file: str, line: str | None, col: str | None) -> str:
+    return file + (":" + line if line else "") + (":" + col if col else "")
+
+
+# Compiles (never runs) an ERB template's Ruby as Puppet makes it (Puppet::Util.create_erb:
+# trim_mode "-"; ERB#result evaluates it from line 0, its magic comment's); prints what Ruby
+# says of a syntax error.
+_ERB_CHECK = """
+src = ERB.new(File.read(ARGV[0], encoding: "UTF-8"), trim_mode: "-").src
+begin
+  RubyVM::InstructionSequence.compile(src, ARGV[0], ARGV[0], 0)
+rescue SyntaxError => e
+  puts e.message
+end
+"""
+
+
+async def _erb_syntax(template: Path) -> str | None:
+    """`FILE:LINE: ruby: syntax error, ...` for an ERB template with a Ruby syntax error (which
+    Puppet 7 does not report), found by compiling its Ruby as Puppet does; None if none is
+    found (not an ERB template, no Ruby, another failure)."""
+    ruby = shutil.which("ruby")
+    if template.suffix != ".erb" or ruby is None:
+        return None
+    argv = [ruby, "-rerb", "-e", _ERB_CHECK, str(template)]
+    try:
+        _, out, _ = await run_command(argv, timeout=30, ok=None, label="ruby")
+    except ResourceError:
+        return None
+    first = out.strip().split("\n", 1)[0]
+    found = re.match(rf"{re.escape(str(template))}:(\d+): (.+)", first)
+    return f"{template}:{found[1]}: ruby: {found[2]}" if found else None
 
 
 def _last_line(manifest: Manifest, file: str | None) -> str | None:

@@ -565,7 +565,9 @@ async def test_a_program_whose_graph_no_host_takes_is_refused_before_it_is_store
             assert f"{main}:11:1: file[twice] and file[{out}/shared] both manage" in text, text
             assert f"(also declared at {main}:8:1)" in text and "nothing deployed" in text, text
         main.write_text(kept)
-        code, text = await deploy(h1, "--max-resources", "2", *key)
+        limited = ["--max-resources", "2", *key]  # the agent checks with it (its own: 200,000)
+        code, text = await deploy(h1, *limited)
+        assert (code, text) == await deploy(h1, "--direct", *limited)
         assert code == 2 and f"{main}:8:1: the program declares more than 2 resources" in text
         code, text = await deploy(h1, "--list")
         assert code == 0 and "\n2 " not in text, text
@@ -577,6 +579,10 @@ async def test_a_program_whose_graph_no_host_takes_is_refused_before_it_is_store
         assert f"main.mcl:13:1: file[twice] and file[{out}/shared]" in h1.daemon.log
         code, text = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(h1.prefix)])
         assert code == 1 and "(deploy 1's graph still runs)" in text, text
+        main.write_text(kept)  # within the flag's limit: through the agent (it went direct)
+        code, text = await deploy(h1, "--max-resources", "3", *key)
+        assert code == 0 and "deploy 3: lang main.mcl" in text, text
+        assert "(through the local agent)" in text, text
 
 
 async def test_a_rollback_no_host_would_run_is_refused_before_it_is_stored(

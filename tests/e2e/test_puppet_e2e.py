@@ -228,6 +228,38 @@ def test_a_bad_manifest_fails_with_puppets_message_and_changes_nothing(tmp_path:
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(
+    ("template", "text", "said"),
+    [
+        # Puppet 7 ends silently on a Ruby syntax error: Ruby itself names the line.
+        ("a.erb", "one\n<% if @x %>\n<% end end %>\n", ":3: ruby: syntax error, unexpected"),
+        ("a.erb", "one\n\n<%= @x.nosuch %>\n", ":3: puppet: Evaluation Error: "),
+        ("a.epp", "one\n<% if $x { %>\n<% } } %>\n", ":3:6: puppet: Evaluation Error: "),
+    ],
+    ids=["erb-syntax", "erb-runtime", "epp-syntax"],
+)
+def test_a_bad_template_is_refused_at_its_own_line(
+    tmp_path: Path, template: str, text: str, said: str
+) -> None:
+    """leftovers5 4: an error in a template named the manifest's call (EPP, an ERB runtime
+    error) or no line at all (an ERB syntax error): now the template's file and line, the call
+    after it; exit 2, nothing applied, through `mgmt run` and `mgmt check` alike."""
+    templates = tmp_path / "mods/web/templates"
+    templates.mkdir(parents=True)
+    (templates / template).write_text(text)
+    call = "template('web/a.erb')" if template.endswith(".erb") else "epp('web/a.epp', {x => 1})"
+    pp = tmp_path / "site.pp"
+    pp.write_text(f"$x = true\nfile {{ '{tmp_path}/out': content => {call} }}\n")
+    mods = ["--modulepath", str(tmp_path / "mods")]
+    for argv in (["run", "--tmp-prefix", "--converged-timeout=0"], ["check"]):
+        code, out = run_mgmt([*argv, *mods, "puppet", str(pp)])
+        assert code == 2, out
+        (line,) = [line for line in out.splitlines() if str(templates) in line]
+        assert f"{templates / template}{said}" in line, out
+        assert "ruby:" in said or f"(from {pp}:2:" in line, out
+        assert "Traceback" not in out and not (tmp_path / "out").exists()
+
+
 def test_types_without_a_translation_are_listed_or_run_through_puppet_resource(
     tmp_path: Path,
 ) -> None:

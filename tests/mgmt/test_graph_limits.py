@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from engine.limits import DEFAULT_MAX_RESOURCES, max_resources, set_max_resources
+from engine.limits import DEFAULT_MAX_RESOURCES, limited_to, max_resources, set_max_resources
 from mgmt.agent import Agent, open_lang
 from mgmt.config import Config, ExitCode
 from mgmt.lang.source import LangSource
@@ -149,3 +150,27 @@ async def test_over_the_limit_at_run_time_keeps_the_last_good_graph(
         agent.stopping.set()
         async with asyncio.timeout(10):
             assert await task == ExitCode.OK
+
+
+async def test_a_limit_given_for_one_check_is_that_threads_alone() -> None:
+    """leftovers5 3: the agent checks a `mgmt deploy --max-resources N` pushed through its
+    socket in a worker thread with N; its own graphs (the loop, other threads) keep its own."""
+    started, release = threading.Event(), threading.Event()
+
+    def check() -> int:
+        with limited_to(3):
+            started.set()
+            release.wait(10)
+            return max_resources()
+
+    checking = asyncio.create_task(asyncio.to_thread(check))
+    assert await asyncio.to_thread(started.wait, 10)
+    try:
+        assert max_resources() == DEFAULT_MAX_RESOURCES  # the loop's, while the check runs
+        assert await asyncio.to_thread(max_resources) == DEFAULT_MAX_RESOURCES
+    finally:
+        release.set()
+    assert await checking == 3
+    assert max_resources() == DEFAULT_MAX_RESOURCES
+    with limited_to(None):
+        assert max_resources() == DEFAULT_MAX_RESOURCES

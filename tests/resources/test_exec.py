@@ -15,11 +15,14 @@ from typing import Any
 import pytest
 
 from engine.errors import ResourceError, ValidationError
+from engine.handle import Shared
 from engine.meta import Meta
 from engine.params import build
 from engine.stopgate import Interrupted
 from resources.exec import SHOWN_HEAD, SHOWN_TAIL, ExecRes
+from tests.aio import OnLog
 from tests.conftest import Running
+from tests.e2e.helpers import wait_path
 
 Start = Callable[..., Awaitable[Running]]
 
@@ -48,6 +51,11 @@ async def wait_gone(pid: int, within: float = 5.0) -> None:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
+
+
+def cmdline(pid: int) -> list[str]:
+    """The argv process `pid` runs."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
 
 
 def alive(pid: int) -> bool:
@@ -375,6 +383,68 @@ async def test_watchcmd_lines_are_events_and_its_exit_fails_the_watch(
     with pytest.raises(ResourceError, match=r"watchcmd exited with code 3; stderr: gone"):
         async with asyncio.timeout(5):
             await running.task
+
+
+async def test_a_running_commands_group_is_recorded_and_the_record_removed_in_order(
+    run_resource: Start, engine_shared: Shared, tmp_path: Path
+) -> None:
+    """leftovers5 7: the records are written and removed by a thread of their own, no run
+    waiting for either. While a command runs its record is there (what the next agent reads
+    after a SIGKILL, tests/e2e/test_stop.py); each removal comes after its record, so after
+    many runs and the engine's stop none is left behind."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    res = ExecRes(name="x", cmd="cat", args=[str(fifo)])
+    running = await run_resource(res)
+    record = tmp_path / "var" / "exec" / "x" / "running.cmd"
+    run = asyncio.create_task(running.res.check_apply(True))
+    await wait_path(record, lambda p: p.exists() and p.read_text().endswith("\n"), 10)
+    pid, _started = record.read_text().split()
+    assert cmdline(int(pid)) == ["cat", str(fifo)]  # the command's own process
+    writer = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)
+    os.close(writer)  # cat sees EOF and ends: the run too
+    assert await run is False
+    quick = ExecRes(name="y", cmd="true")
+    again = await run_resource(quick)
+    for _ in range(30):
+        again.handle.refresh_flag = True
+        assert await again.res.check_apply(True) is False
+    await engine_shared.aclose()  # the engine's stop: what the thread was given is done
+    assert not list((tmp_path / "var" / "exec").glob("*/running.*"))
+
+
+@pytest.mark.parametrize("end", ["exits", "stops"])
+async def test_watchcmd_stderr_is_capped_as_a_runs_output(
+    run_resource: Start, caplog: pytest.LogCaptureFixture, end: str
+) -> None:
+    """leftovers5 1: a chatty watchcmd logged every stderr line at INFO. Now as a run's
+    output: its first and last lines at INFO, those between at DEBUG (--verbose); the last
+    ones when it ends, whether it exits (the watch fails) or the resource stops."""
+    caplog.set_level(logging.DEBUG)
+    tail = "exec[x]: watchcmd err: 80"  # at DEBUG as it is left out: line 100 was read
+    logged = OnLog(tail)
+    logging.getLogger().addHandler(logged)
+    after = "exit 3" if end == "exits" else "exec sleep 30"
+    res = ExecRes(name="x", cmd="true", watchcmd=f"seq 100 >&2; {after}", watchshell="/bin/sh")
+    try:
+        running = await run_resource(res)
+        assert running.task is not None
+        async with asyncio.timeout(10):
+            await logged.seen.wait()
+        if end == "stops":
+            running.task.cancel()
+        with pytest.raises(ResourceError if end == "exits" else asyncio.CancelledError):
+            async with asyncio.timeout(10):
+                await running.task
+    finally:
+        logging.getLogger().removeHandler(logged)
+    err = [r for r in caplog.records if r.getMessage().startswith("exec[x]: watchcmd err: ")]
+    info = [r.getMessage().rpartition(" ")[2] for r in err if r.levelno == logging.INFO]
+    assert info == [str(i) for i in (*range(1, SHOWN_HEAD + 1), *range(101 - SHOWN_TAIL, 101))]
+    assert [r.getMessage().rpartition(" ")[2] for r in err] == [str(i) for i in range(1, 101)]
+    assert f"exec[x]: ... {100 - SHOWN_HEAD - SHOWN_TAIL} output lines left out here" in (
+        caplog.text
+    )
 
 
 async def test_cancelling_the_watch_kills_watchcmd(run_resource: Start, tmp_path: Path) -> None:

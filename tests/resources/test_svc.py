@@ -25,6 +25,7 @@ from engine.resource import UID, Edgeable, Refreshable
 from resources._lib import systemd
 from resources._lib.systemd import Bus, Buses, install_links, job, unit_file_names
 from resources.svc import SvcRes
+from tests.aio import OnLog
 from tests.conftest import Running
 from tests.fakes.systemd import running_fake
 from tests.systemd_fixture import Client, RealSystemd
@@ -102,19 +103,6 @@ async def test_crash_is_repaired(manager: RealSystemd, sd: Client, start: Start)
     await running.handle.next_event()
     assert await running.res.check_apply(True) is False
     assert await sd.running_with_new_pid(name, old) != old
-
-
-class OnLog(logging.Handler):
-    """Sets `seen` when a record with `text` is logged (in the loop's thread)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.text = text
-        self.seen = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.seen.set()
 
 
 async def test_a_stop_by_hand_is_let_finish_then_repaired(

@@ -29,6 +29,8 @@ from tests.e2e.helpers import MGMT, ROOT
         (["lang", "d/"], False),
         (["--keep", "0", "--unsigned", "lang", "d/"], False),
         (["--keep", "1_0", "--unsigned", "lang", "d/"], False),
+        (["--max-resources", "5", "--max-graph-size=100", "--unsigned", "yaml", "g"], True),
+        (["--max-resources", "x", "--unsigned", "lang", "d/"], False),
         (["--sign-key", "k", "run", "d/"], False),
         (["--help"], False),
     ],
