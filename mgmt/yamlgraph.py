@@ -37,6 +37,7 @@ from engine.resource import (
     kinds,
     lookup,
     refused_together,
+    send_mismatch,
     unsupported,
     validates_together,
 )
@@ -898,6 +899,11 @@ class _Parser:
         if recv not in params:
             hint = close_match(recv, params)
             self.problem(edge.lines["recv"], where, f"recv: {receiver} has no param '{recv}'{hint}")
+            return None
+        if mismatch := send_mismatch(type(sender), send, type(receiver), recv):
+            self.problem(
+                edge.lines["recv"], where, f"recv: {sender}.{send} -> {receiver}.{recv}: {mismatch}"
+            )
             return None
         return ((send, recv),)
 

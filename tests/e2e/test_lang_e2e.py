@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from mgmt.cluster.world import EtcdWorld
-from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, run_once, wait_logs, wait_path
+from tests.e2e.helpers import (
+    MGMT,
+    ROOT,
+    Daemon,
+    has_content,
+    run_mgmt,
+    run_once,
+    wait_logs,
+    wait_path,
+)
 from tests.e2e.test_cluster_e2e import Host, client_of, fleet
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.mcl"))
@@ -85,6 +95,65 @@ def test_check_finds_an_edge_to_a_resource_no_statement_declares(tmp_path: Path)
         2,
         f"{program}:4:1: edge to file[/nope]: no such resource in the program\n",
     )
+
+
+def test_send_recv_values_are_type_checked_then_validated_when_received(tmp_path: Path) -> None:
+    """`check` refuses a send/recv edge whose types do not fit (mcl and YAML); a received value
+    is validated as a written one: a relative path is refused, nothing written (not even
+    under the agent's working directory), retried per the meta params, exit 1."""
+    mismatch = tmp_path / "mismatch.mcl"
+    mismatch.write_text(
+        'exec "e" { cmd => "echo", }\nexec "f" { cmd => "echo", }\n'
+        'Exec["e"].output -> Exec["f"].timeout\n'
+    )
+    code, out = run_mgmt(["check", str(mismatch)])
+    assert (code, out.strip()) == (
+        2,
+        f'{mismatch}:3:21: Exec["e"].output -> Exec["f"].timeout: '
+        "output is a string, timeout takes an integer",
+    )
+    target = tmp_path / "target"
+    relative = tmp_path / "relative.mcl"
+    relative.write_text(
+        'exec "g" { cmd => "printf rel/path", }\n'
+        f'file "{target}" {{ state => "exists", content => "x", '
+        "Meta:retry => 1, Meta:delay => 10, }\n"
+        f'Exec["g"].output -> File["{target}"].path\n'
+    )
+    graph = tmp_path / "relative.yaml"
+    graph.write_text(
+        "graph: g\nresources:\n  exec:\n    - {name: g, cmd: printf ../../escape}\n"
+        f"  file:\n    - {{name: {target}, state: exists}}\n"
+        f"edges:\n  - {{from: {{kind: exec, name: g}}, to: {{kind: file, name: {target}}}, "
+        "send: stdout, recv: path}\n"
+    )
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    logs = []
+    for program, value, where in (
+        (relative, "rel/path", "exec[g].output"),
+        (graph, "../../escape", "exec[g].stdout"),
+    ):
+        code, out = run_mgmt(["check", str(program)])
+        assert code == 0, out  # the types fit: the value is known only when run
+        proc = subprocess.run(
+            [*MGMT, "run", "--tmp-prefix", "--converged-timeout=0", str(program)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=cwd,
+            check=False,
+        )
+        refused = (
+            f"file[{target}]: failed: refused path '{value}' received from {where}: "
+            f"expected an absolute path, got '{value}'"
+        )
+        assert proc.returncode == 1 and refused in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert list(cwd.iterdir()) == [] and not target.exists()
+        assert not (tmp_path.parent / "escape").exists()
+        logs.append(proc.stderr)
+    assert "failed, retrying in 0.01s (1 left): refused path 'rel/path'" in logs[0]  # Meta:retry
 
 
 def test_os_exec_names_mgmts_os_system(tmp_path: Path) -> None:

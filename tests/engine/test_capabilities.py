@@ -15,6 +15,7 @@ from engine.meta import Meta
 from engine.resource import UID, Listening
 from resources.exec import ExecRes
 from resources.file import FileRes
+from resources.password import PasswordRes
 from tests.engine.conftest import settle
 from tests.engine.probe import GroupProbe, ProbeRes, state
 
@@ -162,6 +163,69 @@ async def test_file_content_flows_to_another_file(tmp_path: Path, engine: Engine
     await settle(engine, lambda: dst.exists() and dst.read_text() == "one\n")
     src.write_text("two\n")  # an event on src: it re-sends, dst receives a changed value
     await settle(engine, lambda: dst.exists() and dst.read_text() == "two\n")
+
+
+async def test_a_received_value_is_validated_as_the_graphs_own_and_retried(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative path received by file's path is refused (nothing written, not even under
+    the working directory), the resource retried per its meta; a good value later is taken."""
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    src, good = tmp_path / "src", tmp_path / "good"
+    src.write_text("relative/out")
+    dst = FileRes(name="dst", path=f"{tmp_path}/placeholder", content="x", meta=Meta(retry=2))
+    graph = graph_of(FileRes(name="src", path=str(src), mode="0644"), dst)
+    graph.connect(("file", "src"), ("file", "dst"), Edge(sendrecv=(("content", "path"),)))
+    await engine.apply(graph)
+    vertex = engine.vertices[("file", "dst")]
+    await settle(engine, lambda: vertex.status is Status.FAILED)
+    assert str(vertex.error) == (
+        "refused path 'relative/out' received from file[src].content: "
+        "expected an absolute path, got 'relative/out'"
+    )
+    assert engine.retries[("file", "dst")] == 3  # the first try and its 2 retries
+    assert list((tmp_path / "cwd").iterdir()) == []
+    assert not (tmp_path / "placeholder").exists()
+    assert dst.path == f"{tmp_path}/placeholder"  # the refused value is not kept
+    src.write_text(str(good))  # a good value: received (on src's event), applied
+    await settle(engine, lambda: good.exists() and good.read_text() == "x")
+
+
+async def test_a_received_value_of_the_wrong_type_is_refused(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """exec's timeout (an integer) receiving a string: a clear error, the command not run."""
+    marker = tmp_path / "ran"
+    graph = graph_of(
+        ExecRes(name="gen", cmd="echo 5"),
+        ExecRes(name="use", cmd=f"touch {marker}"),
+    )
+    graph.connect(("exec", "gen"), ("exec", "use"), Edge(sendrecv=(("stdout", "timeout"),)))
+    await engine.apply(graph)
+    vertex = engine.vertices[("exec", "use")]
+    await settle(engine, lambda: vertex.status is Status.FAILED)
+    assert str(vertex.error) == (
+        "refused timeout '5\\n' received from exec[gen].stdout: expected an integer, got '5\\n'"
+    )
+    assert not marker.exists()
+
+
+async def test_a_refused_secret_is_not_shown(tmp_path: Path, engine: Engine) -> None:
+    """password's value (marked secret in its SENDS), refused as a path: not in the error."""
+    graph = graph_of(
+        PasswordRes(name="pw", length=12), FileRes(name="f", path=f"{tmp_path}/f", content="x")
+    )
+    graph.connect(("password", "pw"), ("file", "f"), Edge(sendrecv=(("password", "path"),)))
+    await engine.apply(graph)
+    vertex = engine.vertices[("file", "f")]
+    await settle(engine, lambda: vertex.status is Status.FAILED)
+    secret = engine.vertices[("password", "pw")].sent["password"]
+    assert str(vertex.error) == (
+        "refused path (a secret) received from password[pw].password: "
+        "expected an absolute path, got '***'"
+    )
+    assert secret not in str(vertex.error)
 
 
 # reversal -------------------------------------------------------------------------------------

@@ -233,6 +233,12 @@ def test_send_recv_edges() -> None:
             "contnt",
             "g.yaml:15: edge e1: recv: file[out] has no param 'contnt' (did you mean 'content'?)",
         ),
+        (  # mgmt's StructFieldCompat: the types must fit (here: a str into an int)
+            "stdout",
+            "force",
+            "g.yaml:15: edge e1: recv: exec[gen].stdout -> file[out].force: "
+            "stdout is a string, force takes true or false",
+        ),
     ],
 )
 def test_send_recv_errors(send: str, recv: str, expected: str) -> None:
