@@ -181,11 +181,12 @@ def program_graph_problems(path: Path, hostname: str) -> list[str]:
     time for a reason of this host's (a missing file: `mgmt run` says so where it runs)."""
     from engine.engine import verify
     from engine.errors import GraphError
-    from mgmt.lang.errors import GraphLimitError
+    from mgmt.lang.errors import CycleError, GraphLimitError
 
     first = _first_run(path, hostname, commands=False)  # nothing is run on this machine
     if first.loaded is None:
-        return [first.error] if isinstance(first.exception, GraphLimitError) and first.error else []
+        every_host = isinstance(first.exception, GraphLimitError | CycleError)
+        return [first.error] if every_host and first.error else []
     graph = first.loaded.graph
     found = duplicate_problems(graph, first.positions)
     if found:

@@ -156,6 +156,40 @@ def test_send_recv_values_are_type_checked_then_validated_when_received(tmp_path
     assert "failed, retrying in 0.01s (1 left): refused path 'rel/path'" in logs[0]  # Meta:retry
 
 
+def test_a_cycle_of_edges_is_refused_by_check_as_by_run_at_its_edges(tmp_path: Path) -> None:
+    """Edge statements, `Depend =>` and an edge in a class: `check`, `check --graph` and `run`
+    refuse the cycle with where each of its edges was made, exit 2; a graph file too."""
+    statements = tmp_path / "cy.mcl"
+    statements.write_text(
+        'print "a" {}\nprint "b" {}\nPrint["a"] -> Print["b"]\nPrint["b"] -> Print["a"]\n'
+    )
+    depend = tmp_path / "depend.mcl"
+    depend.write_text(
+        'print "a" { Depend => Print["b"], }\n'
+        "class c {\n"
+        '\tprint "b" { Depend => Print["a"], }\n'
+        "}\n"
+        "include c\n"
+    )
+    graph = tmp_path / "cy.yaml"
+    graph.write_text(
+        "graph: g\nresources:\n  print:\n    - {name: a}\n    - {name: b}\nedges:\n"
+        "  - {from: {kind: print, name: a}, to: {kind: print, name: b}}\n"
+        "  - {from: {kind: print, name: b}, to: {kind: print, name: a}}\n"
+    )
+    cycle = "cycle: print[a] -> print[b] -> print[a]"
+    for program, refused in (
+        (statements, f"{statements}:4:1: {cycle} (edges at {statements}:3:1, {statements}:4:1)"),
+        (depend, f"{depend}:1:13: {cycle} (edges at {depend}:3:14, {depend}:1:13)"),
+        (graph, f"{graph}:8: edges: {cycle} (edges at {graph}:7, {graph}:8)"),
+    ):
+        for args in (["check", str(program)], ["check", "--graph", str(program)]):
+            code, out = run_mgmt(args)
+            assert (code, out.strip()) == (2, refused)
+        code, out = run_once("lang" if program.suffix == ".mcl" else "yaml", program)
+        assert code == 2 and refused in out, out
+
+
 def test_os_exec_names_mgmts_os_system(tmp_path: Path) -> None:
     """mgmt's examples/lang/exec_func.mcl calls os.exec, which mgmt's source names os.system."""
     program = tmp_path / "exec_func.mcl"

@@ -102,7 +102,7 @@ def test_good_graph() -> None:
         ),
         (
             "graph: g\nresources:\n  noop:\n    - name: a\n    - name: b\nedges:\n  - {from: {kind: noop, name: a}, to: {kind: noop, name: b}}\n  - {from: {kind: noop, name: b}, to: {kind: noop, name: a}}\n",
-            "cycle: noop[a] -> noop[b] -> noop[a]",
+            "g.yaml:8: edges: cycle: noop[a] -> noop[b] -> noop[a] (edges at g.yaml:7, g.yaml:8)",
         ),
         ("resources: {}\n", "g.yaml:1: graph: a non-empty graph name is required"),
         (
