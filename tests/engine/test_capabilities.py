@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.engine import Engine, Status
-from engine.graph import Edge, Graph
+from engine.graph import Edge, Graph, Key
 from engine.meta import Meta
 from engine.resource import UID, Listening
 from resources.exec import ExecRes
@@ -165,6 +165,18 @@ async def test_file_content_flows_to_another_file(tmp_path: Path, engine: Engine
     await settle(engine, lambda: dst.exists() and dst.read_text() == "two\n")
 
 
+async def refused(
+    engine: Engine, graph: Graph, ends: tuple[Key, Key], pair: tuple[str, str]
+) -> str:
+    """Run `graph` with a send/recv edge between `ends` carrying `pair` (send, recv): the
+    receiver's error once it has failed for good."""
+    graph.connect(*ends, Edge(sendrecv=(pair,)))
+    await engine.apply(graph)
+    vertex = engine.vertices[ends[1]]
+    await settle(engine, lambda: vertex.status is Status.FAILED)
+    return str(vertex.error)
+
+
 async def test_a_received_value_is_validated_as_the_graphs_own_and_retried(
     tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -176,11 +188,8 @@ async def test_a_received_value_is_validated_as_the_graphs_own_and_retried(
     src.write_text("relative/out")
     dst = FileRes(name="dst", path=f"{tmp_path}/placeholder", content="x", meta=Meta(retry=2))
     graph = graph_of(FileRes(name="src", path=str(src), mode="0644"), dst)
-    graph.connect(("file", "src"), ("file", "dst"), Edge(sendrecv=(("content", "path"),)))
-    await engine.apply(graph)
-    vertex = engine.vertices[("file", "dst")]
-    await settle(engine, lambda: vertex.status is Status.FAILED)
-    assert str(vertex.error) == (
+    error = await refused(engine, graph, (("file", "src"), ("file", "dst")), ("content", "path"))
+    assert error == (
         "refused path 'relative/out' received from file[src].content: "
         "expected an absolute path, got 'relative/out'"
     )
@@ -201,11 +210,8 @@ async def test_a_received_value_of_the_wrong_type_is_refused(
         ExecRes(name="gen", cmd="echo 5"),
         ExecRes(name="use", cmd=f"touch {marker}"),
     )
-    graph.connect(("exec", "gen"), ("exec", "use"), Edge(sendrecv=(("stdout", "timeout"),)))
-    await engine.apply(graph)
-    vertex = engine.vertices[("exec", "use")]
-    await settle(engine, lambda: vertex.status is Status.FAILED)
-    assert str(vertex.error) == (
+    error = await refused(engine, graph, (("exec", "gen"), ("exec", "use")), ("stdout", "timeout"))
+    assert error == (
         "refused timeout '5\\n' received from exec[gen].stdout: expected an integer, got '5\\n'"
     )
     assert not marker.exists()
@@ -216,16 +222,13 @@ async def test_a_refused_secret_is_not_shown(tmp_path: Path, engine: Engine) -> 
     graph = graph_of(
         PasswordRes(name="pw", length=12), FileRes(name="f", path=f"{tmp_path}/f", content="x")
     )
-    graph.connect(("password", "pw"), ("file", "f"), Edge(sendrecv=(("password", "path"),)))
-    await engine.apply(graph)
-    vertex = engine.vertices[("file", "f")]
-    await settle(engine, lambda: vertex.status is Status.FAILED)
+    error = await refused(engine, graph, (("password", "pw"), ("file", "f")), ("password", "path"))
     secret = engine.vertices[("password", "pw")].sent["password"]
-    assert str(vertex.error) == (
+    assert error == (
         "refused path (a secret) received from password[pw].password: "
         "expected an absolute path, got '***'"
     )
-    assert secret not in str(vertex.error)
+    assert secret not in error
 
 
 # reversal -------------------------------------------------------------------------------------
