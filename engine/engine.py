@@ -51,16 +51,19 @@ from engine.graph import Edge, Graph, Key, fmt_key, key_of, rewired
 from engine.handle import Handle, Shared
 from engine.local import LocalValues
 from engine.meta import sema_size
+from engine.params import is_secret
 from engine.ratelimit import TokenBucket
 from engine.resource import (
     UID,
     Edgeable,
     Groupable,
     Listening,
+    Received,
     Refreshable,
     Resource,
     Reversible,
     members,
+    receive,
 )
 from engine.reverse import Reverser, ReverseStore
 from engine.slots import Slots
@@ -603,6 +606,7 @@ class Vertex:
         A sent value may be a function (e.g. file's content, read only when someone receives it).
         """
         self.received = {}
+        new: dict[str, Received] = {}
         for sender, edge in self.engine.predecessors_with_edges(self):
             for send, recv in edge.sendrecv:
                 if send not in sender.sent:
@@ -613,9 +617,13 @@ class Vertex:
                 changed = getattr(self.res, recv) != value
                 self.received[recv] = changed or self.received.get(recv, False)
                 if changed:
-                    setattr(self.res, recv, value)
-                    self.state_ok = False
-                    self.handle.logger.info("received %s from %s.%s", recv, sender.name, send)
+                    secret = is_secret(type(sender.res).SENDS.get(send))
+                    new[recv] = Received(value, f"{sender.name}.{send}", secret)
+        if new:
+            receive(self.res, new)  # checked and validated as the graph's own values
+            self.state_ok = False
+            for recv, got in new.items():
+                self.handle.logger.info("received %s from %s", recv, got.origin)
 
     async def _process(self) -> float | None:
         """One check_apply (unless the state is known good); returns a retry delay or None."""

@@ -7,7 +7,8 @@ cycle. The test suite checks these algorithms against networkx.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from engine.errors import GraphError, ValidationError
@@ -23,6 +24,16 @@ def key_of(res: Resource) -> Key:
 
 def fmt_key(key: Key) -> str:
     return f"{key[0]}[{key[1]}]"
+
+
+def cycle_text(cycle: list[Key], place: Callable[[Key, Key], str | None] | None = None) -> str:
+    """A cycle ([a, b, ..., a]) as every front-end's error names it: `cycle: a -> b -> a`, then
+    where each of its edges was made (`place(src, dst)`: `file:line:col`), where known."""
+    text = "cycle: " + " -> ".join(fmt_key(k) for k in cycle)
+    if place is None:
+        return text
+    places = [p for p in (place(a, b) for a, b in itertools.pairwise(cycle)) if p]
+    return f"{text} (edges at {', '.join(places)})" if places else text
 
 
 def merge_duplicate(first: Resource, second: Resource) -> Resource:
@@ -154,7 +165,7 @@ class Graph:
         """Raise GraphError naming the cycle if there is one."""
         cycle = self.find_cycle()
         if cycle:
-            raise GraphError("cycle: " + " -> ".join(fmt_key(k) for k in cycle))
+            raise GraphError(cycle_text(cycle))
 
     def topological(self) -> list[Key]:
         """Vertices in an order where every edge points forward (Kahn); GraphError on a cycle."""

@@ -24,7 +24,7 @@ import reprlib
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from engine.errors import ValidationError
 
@@ -53,6 +53,11 @@ def key_of(f: dataclasses.Field[Any]) -> str:
 def field_names(cls: type) -> list[str]:
     """The keys of the init-able dataclass fields of `cls`, in declaration order."""
     return list(_plan(cls).names)
+
+
+def key_hints(cls: type) -> Mapping[str, Any]:
+    """The resolved type hint of each init-able field of `cls`, by its key (key_of)."""
+    return _plan(cls).types
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +183,10 @@ def build(
 
 def describe(hint: Any) -> str:
     """A human name for a type hint: 'a string', 'a list of strings', 'one of a, b'."""
+    hint = _bare(hint)
     origin = get_origin(hint)
+    if hint is Any:
+        return "any value"
     if hint is str:
         return "a string"
     if hint is bool:
@@ -200,8 +208,18 @@ def describe(hint: Any) -> str:
     return str(hint)
 
 
-def convert(hint: Any, value: Any, key: str, raw: str | None = None, *, inf: bool = False) -> Any:
-    """Check (and lightly coerce) one value against a type hint; `inf`: a float may be inf."""
+def convert(
+    hint: Any,
+    value: Any,
+    key: str,
+    raw: str | None = None,
+    *,
+    inf: bool = False,
+    exact: bool = False,
+) -> Any:
+    """Check (and lightly coerce) one value against a type hint; `inf`: a float may be inf;
+    `exact`: a number is not taken for a string (a value received along a send/recv edge is
+    what its sender sent, not a YAML scalar)."""
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
         members = get_args(hint)
@@ -212,7 +230,7 @@ def convert(hint: Any, value: Any, key: str, raw: str | None = None, *, inf: boo
             if member is type(None):
                 continue
             try:
-                return convert(member, value, key, raw, inf=inf)
+                return convert(member, value, key, raw, inf=inf, exact=exact)
             except ValidationError as err:
                 errors.append(err)
         if len(errors) == 1:
@@ -225,7 +243,7 @@ def convert(hint: Any, value: Any, key: str, raw: str | None = None, *, inf: boo
             return value
         if raw is not None and isinstance(value, int | float) and not isinstance(value, bool):
             return raw
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, int | float) and not isinstance(value, bool) and not exact:
             return str(value) if not isinstance(value, int) else str(check_int(value, key))
         if raw is not None and isinstance(value, bool):  # YAML's `yes`, `off`...
             raise ValidationError(
@@ -251,17 +269,60 @@ def convert(hint: Any, value: Any, key: str, raw: str | None = None, *, inf: boo
         if not isinstance(value, list):
             raise ValidationError(f"expected {describe(hint)}, got {show(value)}", key)
         (item,) = get_args(hint)
-        return [convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [convert(item, v, f"{key}[{i}]", exact=exact) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ValidationError(f"expected a mapping, got {show(value)}", key)
         _, item = get_args(hint)
-        return {str(k): convert(item, v, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): convert(item, v, f"{key}.{k}", exact=exact) for k, v in value.items()}
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise ValidationError(f"expected a mapping, got {show(value)}", key)
         return build(hint, value, raw=getattr(value, "raw", None), prefix=key + ".")
     raise ValidationError(f"unsupported parameter type {hint!r}", key)
+
+
+# The mark of a sent value that is a secret (password's `password`): `Annotated[str, SECRET]`
+# in a kind's SENDS. Its value is never shown in a message.
+SECRET = "secret"
+
+
+def is_secret(hint: Any) -> bool:
+    """Whether a type hint of a kind's SENDS marks a secret (SECRET)."""
+    return get_origin(hint) is Annotated and SECRET in hint.__metadata__
+
+
+def sendable(sent: Any, param: Any) -> bool:
+    """Whether a value of type `sent` (a hint of a kind's SENDS) fits a param of type `param`
+    (its field's hint): mgmt's StructFieldCompat, checked before the graph runs. `Any` on
+    either side fits (the value is checked when it is received); an int fits a float; a str
+    fits a Literal of strs (the value is checked when it is received); a param that may be
+    None takes what its other members take; a sent union fits if each of its members does."""
+    sent, param = _bare(sent), _bare(param)
+    if sent is Any or param is Any:
+        return True
+    if get_origin(param) in (Union, types.UnionType):
+        return any(sendable(sent, m) for m in get_args(param) if m is not type(None))
+    if get_origin(sent) in (Union, types.UnionType):
+        return all(sendable(m, param) for m in get_args(sent) if m is not type(None))
+    if get_origin(param) is Literal:
+        return sent is str or (
+            get_origin(sent) is Literal and set(get_args(sent)) <= set(get_args(param))
+        )
+    if get_origin(sent) is Literal:
+        return all(type(v) is param for v in get_args(sent))
+    if param is float:
+        return sent in (int, float)
+    if get_origin(param) in (list, dict):
+        return get_origin(sent) is get_origin(param) and all(
+            sendable(a, b) for a, b in zip(get_args(sent), get_args(param), strict=True)
+        )
+    return bool(sent is param)
+
+
+def _bare(hint: Any) -> Any:
+    """`hint` without its Annotated marks."""
+    return get_args(hint)[0] if get_origin(hint) is Annotated else hint
 
 
 def _float(value: Any, key: str, inf: bool) -> float:

@@ -17,13 +17,14 @@ time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
-from engine.errors import ValidationError
+from engine.errors import ResourceError, ValidationError
 from engine.meta import Meta
-from engine.params import to_plain
+from engine.params import convert, describe, key_hints, sendable, show, to_plain
 
 if TYPE_CHECKING:
     from engine.handle import Handle
@@ -94,8 +95,9 @@ class Resource:
     """Base of every resource kind. Subclasses add their parameters as dataclass fields."""
 
     KIND: ClassVar[str] = ""  # set by register()
-    # Names of the values the kind publishes with handle.send(), for send/recv edges.
-    SENDS: ClassVar[tuple[str, ...]] = ()
+    # The values the kind publishes with handle.send(), for send/recv edges: name -> type hint
+    # (checked against the receiving param's before the graph runs: `send_mismatch`).
+    SENDS: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     # Named values of params, for the language's $const.res.<kind>.<param>.<name> (mgmt's
     # constants, e.g. gzip's level.best_compression = 9): param -> name -> value.
     CONSTANTS: ClassVar[dict[str, dict[str, int | str]]] = {}
@@ -363,13 +365,70 @@ def check_contract(cls: type[Resource], kind: str) -> None:
                 f"but does not declare {cap.__name__} (add it to the class's bases)"
             )
     sends = cls.SENDS
-    if not isinstance(sends, tuple) or not all(
+    if not isinstance(sends, Mapping) or not all(
         isinstance(s, str) and s.isidentifier() for s in sends
     ):
         raise TypeError(
-            f"resource kind {kind!r} ({cls.__name__}): SENDS must be a tuple of names, "
+            f"resource kind {kind!r} ({cls.__name__}): SENDS must map names to type hints, "
             f"got {sends!r}"
         )
+
+
+def send_mismatch(sender: type[Resource], send: str, receiver: type[Resource], recv: str) -> str:
+    """Why the value `send` of kind `sender` cannot go to param `recv` of kind `receiver` (their
+    types do not fit: engine.params.sendable), or "" if it can. Both names must exist."""
+    sent, param = sender.SENDS[send], key_hints(receiver)[recv]
+    if sendable(sent, param):
+        return ""
+    return f"{send} is {describe(sent)}, {recv} takes {describe(param)}"
+
+
+class Received(NamedTuple):
+    """A value received along a send/recv edge, for `receive`."""
+
+    value: Any
+    # Where it comes from: `exec[g].output`.
+    origin: str
+    # Its sender marks it a secret (engine.params.SECRET): never shown.
+    secret: bool = False
+
+
+def receive(res: Resource, values: Mapping[str, Received]) -> None:
+    """Set params of `res` (by key) to values received along send/recv edges, each checked
+    against its param's type (exactly: a number is not a string), then `res` validated with
+    them, as a value written in the graph is. Refused: `res` is left as it was, and
+    ResourceError says what was received, from where, and why it is refused."""
+    hints = key_hints(type(res))
+    old = {key: getattr(res, key) for key in values}
+    try:
+        converted = {
+            key: convert(hints[key], got.value, key, exact=True) for key, got in values.items()
+        }
+        for key, value in converted.items():
+            setattr(res, key, value)
+        res.validate()
+    except ValidationError as err:
+        for key, value in old.items():
+            setattr(res, key, value)
+        raise ResourceError(_refused(values, err)) from None
+
+
+def _refused(values: Mapping[str, Received], err: ValidationError) -> str:
+    """The message of a refused receive: the value(s) to blame (the one err names, else all),
+    from where, and err (the key dropped if it is the received param's own)."""
+    named = err.key or ""
+    blamed = [k for k in values if named == k or named.startswith((k + ".", k + "["))]
+    why = err.message if named in values else str(err)
+    parts = []
+    for key in blamed or values:
+        got = values[key]
+        shown = "(a secret)" if got.secret else show(got.value)
+        parts.append(f"{key} {shown} received from {got.origin}")
+    text = f"refused {' and '.join(parts)}: {why}"
+    for got in values.values():
+        if got.secret and isinstance(got.value, str) and got.value:
+            text = text.replace(got.value, "***")
+    return text
 
 
 def members(res: Resource) -> list[Resource]:

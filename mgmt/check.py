@@ -121,6 +121,7 @@ class _First(NamedTuple):
     exception: Exception | None  # its exception
     cluster: bool  # the program reads the cluster: its graph is not known here
     positions: dict[tuple[str, str], str]  # where each resource was declared, by key
+    everywhere: bool  # the error is raised on every host (mgmt.lang.certain)
 
 
 # The prefix of a check's local values: nothing is read from it (no one makes files in /proc),
@@ -137,19 +138,26 @@ def _first_run(path: Path, hostname: str, commands: bool) -> _First:
     import threading
 
     from engine.local import LocalValues
+    from mgmt.lang.certain import fails_everywhere
+    from mgmt.lang.errors import FuncError
     from mgmt.lang.source import LangSource
 
     async def run(local: LocalValues) -> _First:
         source = await LangSource.open(
             path, hostname=hostname, watch=False, local=local, commands=commands
         )
+        error = source.first_exception
         try:
             return _First(
                 source.first,
                 source.first_error,
-                source.first_exception,
+                error,
                 source.needs_cluster,
                 source.positions(),
+                isinstance(error, FuncError)
+                and error.pos is not None
+                and source.runtime is not None
+                and fails_everywhere(source.runtime.checked.program, error.pos),
             )
         finally:
             await source.aclose()
@@ -181,11 +189,12 @@ def program_graph_problems(path: Path, hostname: str) -> list[str]:
     time for a reason of this host's (a missing file: `mgmt run` says so where it runs)."""
     from engine.engine import verify
     from engine.errors import GraphError
-    from mgmt.lang.errors import GraphLimitError
+    from mgmt.lang.errors import CycleError, GraphLimitError
 
     first = _first_run(path, hostname, commands=False)  # nothing is run on this machine
     if first.loaded is None:
-        return [first.error] if isinstance(first.exception, GraphLimitError) and first.error else []
+        every_host = first.everywhere or isinstance(first.exception, GraphLimitError | CycleError)
+        return [first.error] if every_host and first.error else []
     graph = first.loaded.graph
     found = duplicate_problems(graph, first.positions)
     if found:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from engine import collector
 from engine.autoedge import both_manage, duplicates
 from engine.errors import GraphError, MgmtError, ValidationError
-from engine.graph import Change, Edge, Graph, Key, both, derive, fmt_key, key_of
+from engine.graph import Change, Edge, Graph, Key, both, cycle_text, derive, fmt_key, key_of
 from engine.limits import max_resources, too_many
 from engine.meta import Meta, check_name
 from engine.params import build, close_match, field_names, show
@@ -37,6 +37,7 @@ from engine.resource import (
     kinds,
     lookup,
     refused_together,
+    send_mismatch,
     unsupported,
     validates_together,
 )
@@ -726,9 +727,13 @@ class _Parser:
         if not self.problems:
             cycle = graph.find_cycle()
             if cycle:
-                line = edge_lines.get((cycle[0], cycle[1]), doc.lines.get("edges", 0))
-                names = " -> ".join(fmt_key(k) for k in cycle)
-                self.problem(line, "edges", f"cycle: {names}")
+                line = edge_lines.get((cycle[-2], cycle[-1]), doc.lines.get("edges", 0))
+
+                def place(src: Key, dst: Key) -> str | None:
+                    found = edge_lines.get((src, dst))
+                    return None if found is None else f"{self.filename}:{found}"
+
+                self.problem(line, "edges", cycle_text(cycle, place))
         return loaded
 
     def _resources(self, resources: LocDict, loaded: Loaded) -> None:
@@ -920,6 +925,11 @@ class _Parser:
         if recv not in params:
             hint = close_match(recv, params)
             self.problem(edge.lines["recv"], where, f"recv: {receiver} has no param '{recv}'{hint}")
+            return None
+        if mismatch := send_mismatch(type(sender), send, type(receiver), recv):
+            self.problem(
+                edge.lines["recv"], where, f"recv: {sender}.{send} -> {receiver}.{recv}: {mismatch}"
+            )
             return None
         return ((send, recv),)
 

@@ -23,7 +23,7 @@ import shlex
 import signal
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, MutableSequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableSequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +62,7 @@ SHOWN_TAIL = 20  # and its last ones, at its end; those between at DEBUG (--verb
 @register("exec")
 @dataclass(kw_only=True, eq=False)
 class ExecRes(Refreshable, Edgeable, Resource):
-    SENDS: ClassVar[tuple[str, ...]] = ("output", "stdout", "stderr")
+    SENDS: ClassVar[Mapping[str, Any]] = {"output": str, "stdout": str, "stderr": str}
 
     # The command (required): split into words like a shell would, but run without one.
     cmd: str | None = None

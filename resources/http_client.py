@@ -25,9 +25,9 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
@@ -50,7 +50,7 @@ HELD_MIN = 1.0  # seconds: a 304 sooner than this means the server did not hold 
 @register("http:client")
 @dataclass(kw_only=True, eq=False)
 class HTTPClientRes(Refreshable, Resource):
-    SENDS = ("content",)
+    SENDS: ClassVar[Mapping[str, Any]] = {"content": str}
 
     # The URL to ask (http or https). Required.
     url: str

@@ -23,7 +23,9 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
@@ -269,7 +271,7 @@ class HTTPServerFileRes(Edgeable, Resource):
 @register("http:server:flag")
 @dataclass(kw_only=True, eq=False)
 class HTTPServerFlagRes(Resource):
-    SENDS = ("value",)
+    SENDS: ClassVar[Mapping[str, Any]] = {"value": str}
 
     # The http:server (its name) that takes the POSTs. Default None: every one of this agent.
     server: str | None = None

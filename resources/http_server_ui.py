@@ -26,9 +26,9 @@ import contextlib
 import html
 import json
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
@@ -275,7 +275,7 @@ class FieldType:
 @register("http:server:ui:input")
 @dataclass(kw_only=True, eq=False)
 class HTTPServerUIInputRes(Resource):
-    SENDS = ("value",)
+    SENDS: ClassVar[Mapping[str, Any]] = {"value": str}
 
     # The http:server:ui (its name) this field is part of. Default None: every one of this agent.
     path: str | None = None

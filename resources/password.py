@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, ClassVar
 
 from engine import safefs
 from engine.errors import ValidationError
+from engine.params import SECRET
 from engine.resource import Refreshable, Resource, register
 from engine.watcher import PathWatcher
 from resources._lib import tablefile
@@ -31,7 +34,7 @@ FILE = "password"
 @register("password")
 @dataclass(kw_only=True, eq=False)
 class PasswordRes(Refreshable, Resource):
-    SENDS = ("password",)
+    SENDS: ClassVar[Mapping[str, Any]] = {"password": Annotated[str, SECRET]}
 
     # How many characters. Default 64 (mgmt's).
     length: int = 64

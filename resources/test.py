@@ -11,6 +11,7 @@ number of values along send/recv edges. Params are named as in mgmt's language (
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
@@ -75,7 +76,7 @@ SHOWN: dict[str, str] = {
 class TestRes(Groupable, Refreshable, Resource):
     __test__: ClassVar[Bool] = False  # not a pytest test class
 
-    SENDS = ("hello", "answer")
+    SENDS: ClassVar[Mapping[Str, Any]] = {"hello": Str, "answer": Int}
 
     # Values of mgmt's Go types, logged by check_apply. Default: the type's zero value.
     bool: Bool = False

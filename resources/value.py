@@ -12,8 +12,9 @@ stored one.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.errors import ResourceError, ValidationError
 from engine.local import LocalValues, plain
@@ -24,7 +25,7 @@ from resources._lib.plan import Step, apply_steps, nothing_to_do
 @register("value")
 @dataclass(kw_only=True, eq=False)
 class ValueRes(Resource):
-    SENDS = ("any",)
+    SENDS: ClassVar[Mapping[str, Any]] = {"any": Any}
 
     # The value: any plain data. Default None (no value: a stored one is deleted).
     any: Any = None

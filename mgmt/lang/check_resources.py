@@ -26,7 +26,13 @@ from typing import Any
 from engine.errors import GraphError, ValidationError
 from engine.graph import fmt_key, merge_duplicate
 from engine.params import close_match
-from engine.resource import Resource, refused_together, unsupported, validates_together
+from engine.resource import (
+    Resource,
+    refused_together,
+    send_mismatch,
+    unsupported,
+    validates_together,
+)
 from engine.resource import kinds as known_kinds
 from engine.resource import lookup as lookup_kind
 from mgmt.collectscope import check_kind as collect_refusal
@@ -187,6 +193,14 @@ class ResourceChecker:
                 f"{capitalized(receiver.kind)} has no param '{receiver.field}'"
                 f"{close_match(receiver.field or '', list(table))}",
             )
+        sender_cls, receiver_cls = lookup_kind(sender.kind), lookup_kind(receiver.kind)
+        if sender_cls is not None and receiver_cls is not None and sender.field in offered:
+            mismatch = send_mismatch(sender_cls, sender.field, receiver_cls, receiver.field)
+            if mismatch:
+                raise self.problems.abort(
+                    receiver.pos,
+                    f"{_half_label(sender)} -> {_half_label(receiver)}: {mismatch}",
+                )
 
     def _names(self, expr: ast.Expr, scope: Scope, what: str) -> None:
         t = self.check_expr(expr, scope)
@@ -397,6 +411,14 @@ def _constant_names(expr: ast.Expr) -> tuple[str, ...] | list[str] | None:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
     return None
+
+
+def _half_label(half: ast.EdgeHalf) -> str:
+    """An end of a send/recv edge as problems name it: `Exec["e"].output` when its name is a
+    constant string, else `Exec[...].output`."""
+    name = ast.constant(half.name)
+    shown = f'"{name.value}"' if name is not None and isinstance(name.value, str) else "..."
+    return f"{capitalized(half.kind)}[{shown}].{half.field}"
 
 
 def _label(res: ast.Resource) -> str:

@@ -48,7 +48,8 @@ class Checked:
     program: ast.Program
     # Every binding and func statement, in every scope.
     bindings: list[ast.Bind | ast.FuncDef] = field(default_factory=list)
-    # Every system module imported, in any scope ("world": the program needs the cluster).
+    # Every system module whose functions the program calls, in any scope ("world": the
+    # program needs the cluster; a module imported and not called is not listed).
     modules: set[str] = field(default_factory=set)
     # Every file the program is made of: its own, then each local module's (and metadata.yaml)
     # in the order read: what a deploy bundles and what a change of should reload.

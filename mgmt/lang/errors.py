@@ -79,6 +79,11 @@ class GraphLimitError(FuncError):
     host, so `mgmt check` and `mgmt deploy` refuse it too."""
 
 
+class CycleError(FuncError):
+    """The program's edges make a cycle (named with where each edge was made): every host that
+    builds this graph refuses it, so `mgmt check` and `mgmt deploy` refuse it too."""
+
+
 class Abort(Exception):
     """Stop checking the current binding or statement (its problem is already recorded)."""
 

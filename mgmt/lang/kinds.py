@@ -124,9 +124,9 @@ def meta_params() -> dict[str, ParamType]:
 
 
 def sends(kind: str) -> tuple[str, ...]:
-    """The values a kind publishes for send/recv edges (its SENDS)."""
+    """The names of the values a kind publishes for send/recv edges (its SENDS)."""
     cls: type[Resource] | None = lookup(kind)
-    return cls.SENDS if cls is not None else ()
+    return tuple(cls.SENDS) if cls is not None else ()
 
 
 def build_resource(

@@ -269,6 +269,10 @@ _OLD_HISTORY = re.compile(r"\$[A-Za-z_][A-Za-z0-9_.]*$")
 _LOWER_EDGE = re.compile(r"^\s*([a-z][a-z0-9_]*(?::[a-z0-9_]+)*)\[.*->")
 # A name (`x`, `mymod.x`) right before where a call's '(' was expected: a variable without $.
 _BARE_NAME = re.compile(r"(?<![$\w.\"])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*$")
+# mgmt's `Meta => struct{...}` (or `Meta => $m`): the value of a `Meta =>` field (the brackets
+# in it removed, _BRACKETED) and nothing after it.
+_META_FIELD = re.compile(r"\bMeta\s*=>([^=]*)$")
+_BRACKETED = re.compile(r"\{[^{}]*\}|\([^()]*\)|\[[^\[\]]*\]")
 _WORDS = frozenset(
     ("if", "else", "in", "func", "class", "include", "import", "as", "true", "false")
 )
@@ -278,7 +282,8 @@ def _hint(text: str, err: UnexpectedInput, line0: int, col0: int) -> str:
     """What a syntax error most likely is, when the text says so clearly (" (...)"), else "":
     a string without its closing quote, a brace left open before a line that starts a new
     statement, an edge naming a kind in lower case, the old history syntax `$x{1}`, a name
-    where a variable was meant (`mymod.x` for `$mymod.x`: the parser wanted a call's '(')."""
+    where a variable was meant (`mymod.x` for `$mymod.x`: the parser wanted a call's '('),
+    mgmt's `Meta => struct{...}`."""
     if isinstance(err, UnexpectedCharacters):
         if err.char == '"':  # STRING matches up to the end of its line, or here it would not
             return " (a string without its closing '\"' on this line)"
@@ -294,6 +299,17 @@ def _hint(text: str, err: UnexpectedInput, line0: int, col0: int) -> str:
         and _OLD_HISTORY.search(here[: max(err.column - 1, 0)].rstrip())
     ):
         return " ($x{N}, the old history syntax, is history($x, N) now)"
+    if isinstance(err, UnexpectedToken) and err.pos_in_stream is not None:
+        before = text[max(0, err.pos_in_stream - 4096) : err.pos_in_stream]  # its resource
+        for _ in range(MAX_DEPTH):  # innermost brackets first, until none is left
+            before, found = _BRACKETED.subn("", before)
+            if not found:
+                break
+        if _META_FIELD.search(before):
+            return (
+                " (`Meta => ...`, mgmt's struct of meta params, is not supported: set each "
+                "one as `Meta:name => value`, e.g. `Meta:noop => true`)"
+            )
     match = _LOWER_EDGE.match(here)
     if match:
         kind = match.group(1)

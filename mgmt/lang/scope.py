@@ -114,7 +114,7 @@ class Resolver:
     ) -> None:
         self.problems = problems
         self.failed = failed
-        # Every system module imported, in any scope.
+        # Every system module whose functions are called, in any scope (imported only: not).
         self.modules: set[str] = set()
         # Loads and checks a local module: its scope (None when it failed, reported).
         self.load = load
@@ -182,7 +182,6 @@ class Resolver:
                 self.problems.add(stmt.pos, f'import "{stmt.module}" as *: only local modules')
                 return
             scope.imports[alias] = stmt.module
-            self.modules.add(stmt.module)
             return
         space = self.load(stmt, imp) if self.load is not None else None
         if space is None:
@@ -404,6 +403,7 @@ class Resolver:
                 else close_match(short, list(funcs.MODULES[module]))
             )
             raise self.problems.abort(call.pos, f"module {module} has no function {short}{hint}")
+        self.modules.add(module)
         return builtin
 
 

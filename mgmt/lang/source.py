@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import GraphError, MgmtError, ValidationError
-from engine.graph import Change, Edge, Graph, Key, derive, fmt_key, key_of
+from engine.graph import Change, Edge, Graph, Key, cycle_text, derive, fmt_key, key_of
 from engine.limits import max_resources, too_many
 from engine.local import LocalValues
 from engine.namedpath import NamedPaths
@@ -41,7 +41,15 @@ from mgmt.collectscope import Collect, collects
 from mgmt.lang import compile_file
 from mgmt.lang.checker import Checked
 from mgmt.lang.clock import Clock
-from mgmt.lang.errors import CompileError, FuncError, GraphLimitError, LangError, NotReady
+from mgmt.lang.errors import (
+    CompileError,
+    CycleError,
+    FuncError,
+    GraphLimitError,
+    LangError,
+    NotReady,
+    Pos,
+)
 from mgmt.lang.funcs import Context
 from mgmt.lang.kinds import EXPORT_PREFIX, build_resource
 from mgmt.lang.modules import read_again
@@ -121,7 +129,7 @@ def build_graph(
             if len(graph) > limit:
                 raise GraphLimitError(f"the program declares {too_many(len(graph))}", item.pos)
     _connect(items, loaded, limit)
-    _check(graph, seen)
+    _check(graph, seen, items)
     return loaded
 
 
@@ -153,13 +161,22 @@ def _connect(items: tuple[Any, ...], loaded: Loaded, limit: int) -> None:
             loaded.pending.append((item.src, item.dst, edge))
 
 
-def _check(graph: Graph, seen: dict[Key, ResSpec]) -> None:
-    """FuncError for a cycle, or (at its statement) for the first resource of `graph` that its
+def _check(graph: Graph, seen: dict[Key, ResSpec], items: tuple[Any, ...]) -> None:
+    """CycleError for a cycle (at the edge statement that closes it, naming where each of its
+    edges was made), or FuncError (at its statement) for the first resource of `graph` that its
     kind refuses together with others of the graph (Resource.validate_together)."""
-    try:
-        graph.check()
-    except GraphError as err:
-        raise FuncError(str(err)) from None
+    cycle = graph.find_cycle()
+    if cycle:
+        places: dict[tuple[Key, Key], Pos] = {}
+        for item in items:
+            if isinstance(item, EdgeSpec):
+                places.setdefault((item.src, item.dst), item.pos)
+
+        def place(src: Key, dst: Key) -> str | None:
+            pos = places.get((src, dst))
+            return None if pos is None else str(pos)
+
+        raise CycleError(cycle_text(cycle, place), places.get((cycle[-2], cycle[-1])))
     kinds = together_kinds()  # none unless such a kind was loaded: no pass at all
     together: dict[type[Resource], list[Resource]] = {}
     for (kind, _name), res in graph.vertices.items() if kinds else ():

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ValidationError
-from engine.graph import Edge, Graph
+from engine.graph import Edge, Graph, Key, cycle_text
 from engine.limits import too_many
 from engine.resource import lookup
 from mgmt.lang.kinds import build_resource
@@ -120,7 +120,7 @@ def translate(
         for child in children.get(ref, []) if ref in by_ref and by_ref[ref].container else []:
             yield from leaves(child)
 
-    edges_made = 0
+    places: dict[tuple[Key, Key], str] = {}  # each edge: where the resource that made it is
     for res, edges in relations:
         for param, value in edges.items():
             for target in value if isinstance(value, list) else [value]:
@@ -136,11 +136,22 @@ def translate(
                             loaded.graph.connect(
                                 src, dst, Edge("", notify=param in ("notify", "subscribe"))
                             )
-                            edges_made += 1
-                if (refused := too_many(edges_made, "edges")) is not None:
+                            places.setdefault((src, dst), res.where)
+                if (refused := too_many(len(places), "edges")) is not None:
                     raise GraphFileError([f"{res.where}: {res.ref}: the catalog has {refused}"])
     if problems:
         raise GraphFileError(problems)
+    return _acyclic(loaded, places)
+
+
+def _acyclic(loaded: Loaded, places: dict[tuple[Key, Key], str]) -> Loaded:
+    """`loaded`, or GraphFileError for a cycle of the catalog's relationships (as `mgmt run`
+    refuses it) naming where each was written (`places`: the resource whose relationship made
+    an edge; the catalog does not say where a chaining arrow is)."""
+    cycle = loaded.graph.find_cycle()
+    if cycle:
+        text = cycle_text(cycle, lambda src, dst: places.get((src, dst)))
+        raise GraphFileError([f"{places[cycle[-2], cycle[-1]]}: {text}"])
     return loaded
 
 

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -87,7 +87,7 @@ def _parents(directory: str) -> list[UID]:
 class FileRes(Edgeable, Reversible, Listening, Resource):
     """A file, a directory or a symlink: its content, mode, owner and state."""
 
-    SENDS: ClassVar[tuple[str, ...]] = ("content",)
+    SENDS: ClassVar[Mapping[str, Any]] = {"content": str}
 
     # Absolute path; a trailing "/" means a directory. Default None: the resource name.
     path: str | None = None

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from mgmt.cluster.world import EtcdWorld
-from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, run_once, wait_logs, wait_path
+from tests.e2e.helpers import (
+    MGMT,
+    ROOT,
+    Daemon,
+    has_content,
+    run_mgmt,
+    run_once,
+    wait_logs,
+    wait_path,
+)
 from tests.e2e.test_cluster_e2e import Host, client_of, fleet
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.mcl"))
@@ -85,6 +95,99 @@ def test_check_finds_an_edge_to_a_resource_no_statement_declares(tmp_path: Path)
         2,
         f"{program}:4:1: edge to file[/nope]: no such resource in the program\n",
     )
+
+
+def test_send_recv_values_are_type_checked_then_validated_when_received(tmp_path: Path) -> None:
+    """`check` refuses a send/recv edge whose types do not fit (mcl and YAML); a received value
+    is validated as a written one: a relative path is refused, nothing written (not even
+    under the agent's working directory), retried per the meta params, exit 1."""
+    mismatch = tmp_path / "mismatch.mcl"
+    mismatch.write_text(
+        'exec "e" { cmd => "echo", }\nexec "f" { cmd => "echo", }\n'
+        'Exec["e"].output -> Exec["f"].timeout\n'
+    )
+    code, out = run_mgmt(["check", str(mismatch)])
+    assert (code, out.strip()) == (
+        2,
+        f'{mismatch}:3:21: Exec["e"].output -> Exec["f"].timeout: '
+        "output is a string, timeout takes an integer",
+    )
+    target = tmp_path / "target"
+    relative = tmp_path / "relative.mcl"
+    relative.write_text(
+        'exec "g" { cmd => "printf rel/path", }\n'
+        f'file "{target}" {{ state => "exists", content => "x", '
+        "Meta:retry => 1, Meta:delay => 10, }\n"
+        f'Exec["g"].output -> File["{target}"].path\n'
+    )
+    graph = tmp_path / "relative.yaml"
+    graph.write_text(
+        "graph: g\nresources:\n  exec:\n    - {name: g, cmd: printf ../../escape}\n"
+        f"  file:\n    - {{name: {target}, state: exists}}\n"
+        f"edges:\n  - {{from: {{kind: exec, name: g}}, to: {{kind: file, name: {target}}}, "
+        "send: stdout, recv: path}\n"
+    )
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    logs = []
+    for program, value, where in (
+        (relative, "rel/path", "exec[g].output"),
+        (graph, "../../escape", "exec[g].stdout"),
+    ):
+        code, out = run_mgmt(["check", str(program)])
+        assert code == 0, out  # the types fit: the value is known only when run
+        proc = subprocess.run(
+            [*MGMT, "run", "--tmp-prefix", "--converged-timeout=0", str(program)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=cwd,
+            check=False,
+        )
+        refused = (
+            f"file[{target}]: failed: refused path '{value}' received from {where}: "
+            f"expected an absolute path, got '{value}'"
+        )
+        assert proc.returncode == 1 and refused in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert list(cwd.iterdir()) == [] and not target.exists()
+        assert not (tmp_path.parent / "escape").exists()
+        logs.append(proc.stderr)
+    assert "failed, retrying in 0.01s (1 left): refused path 'rel/path'" in logs[0]  # Meta:retry
+
+
+def test_a_cycle_of_edges_is_refused_by_check_as_by_run_at_its_edges(tmp_path: Path) -> None:
+    """Edge statements, `Depend =>` and an edge in a class: `check`, `check --graph` and `run`
+    refuse the cycle with where each of its edges was made, exit 2; a graph file too."""
+    statements = tmp_path / "cy.mcl"
+    statements.write_text(
+        'print "a" {}\nprint "b" {}\nPrint["a"] -> Print["b"]\nPrint["b"] -> Print["a"]\n'
+    )
+    depend = tmp_path / "depend.mcl"
+    depend.write_text(
+        'print "a" { Depend => Print["b"], }\n'
+        "class c {\n"
+        '\tprint "b" { Depend => Print["a"], }\n'
+        "}\n"
+        "include c\n"
+    )
+    graph = tmp_path / "cy.yaml"
+    graph.write_text(
+        "graph: g\nresources:\n  print:\n    - {name: a}\n    - {name: b}\nedges:\n"
+        "  - {from: {kind: print, name: a}, to: {kind: print, name: b}}\n"
+        "  - {from: {kind: print, name: b}, to: {kind: print, name: a}}\n"
+    )
+    cycle = "cycle: print[a] -> print[b] -> print[a]"
+    for program, refused in (
+        (statements, f"{statements}:4:1: {cycle} (edges at {statements}:3:1, {statements}:4:1)"),
+        (depend, f"{depend}:1:13: {cycle} (edges at {depend}:3:14, {depend}:1:13)"),
+        (graph, f"{graph}:8: edges: {cycle} (edges at {graph}:7, {graph}:8)"),
+    ):
+        for args in (["check", str(program)], ["check", "--graph", str(program)]):
+            code, out = run_mgmt(args)
+            assert (code, out.strip()) == (2, refused)
+        code, out = run_once("lang" if program.suffix == ".mcl" else "yaml", program)
+        assert code == 2 and refused in out, out
 
 
 def test_os_exec_names_mgmts_os_system(tmp_path: Path) -> None:
@@ -627,6 +730,7 @@ File["{out}/a"] -> File["/shared/h1"]
 """
     )
     code, log = run_mgmt(["check", "--graph", str(program)])
+    first = log
     assert code == 0, log
     assert log.splitlines() == [
         f"{program}: ok",
@@ -639,3 +743,16 @@ File["{out}/a"] -> File["/shared/h1"]
     code, log = run_mgmt(["check", "--graph", str(program)], env={"MGMT_NO_AUTOEDGES": "1"})
     assert code == 0 and "autoedge" not in log, log
     assert not out.exists()
+    # Importing `world/collect` (mgmt's programs do, for collect statements) reads nothing: the
+    # same graph; calling one of its functions does (run it to see).
+    program.write_text(f'import "world/collect"\n{program.read_text()}')
+    code, again = run_mgmt(["check", "--graph", str(program)])
+    assert (code, again) == (0, first)
+    program.write_text(
+        'import "world/collect"\nimport "fmt"\nprint "p" { msg => fmt.printf("%v", collect.res("file")), }\n'
+    )
+    code, log = run_mgmt(["check", "--graph", str(program)])
+    assert (code, log.strip()) == (
+        2,
+        f"{program}: the program reads the cluster (world.*): run it to see",
+    )

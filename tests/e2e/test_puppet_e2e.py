@@ -423,6 +423,21 @@ def test_check_graph_prints_a_manifests_translated_catalog(tmp_path: Path) -> No
     assert code == 2 and "no translation for Puppet type Tidy" in out, out
 
 
+def test_a_cycle_of_relationships_is_refused_by_check_at_its_resources(tmp_path: Path) -> None:
+    """`mgmt check` refuses what `mgmt run` refuses: a cycle, named with where each of its
+    relationships was written (the catalog gives lines, not columns), exit 2."""
+    pp = tmp_path / "cyc.pp"
+    pp.write_text(
+        "notify { 'a': require => Notify['b'] }\nnotify { 'b': require => Notify['a'] }\n"
+    )
+    refused = f"{pp}:1: cycle: msg[a] -> msg[b] -> msg[a] (edges at {pp}:2, {pp}:1)"
+    for args in (["check", str(pp)], ["check", "--graph", str(pp)]):
+        code, out = run_mgmt(args)
+        assert (code, out.strip()) == (2, refused)
+    code, out = run_once("puppet", pp)
+    assert code == 2 and refused in out, out
+
+
 def test_a_symlink_at_a_file_is_replaced_or_kept_as_puppet_does(tmp_path: Path) -> None:
     """The real `puppet apply` (links => manage, its default) replaces a symlink at the path
     without force where it makes a file (`ensure => file`, or `content` and no ensure) or a

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from engine.engine import Engine, Status
-from engine.graph import Edge, Graph
+from engine.graph import Edge, Graph, Key
 from engine.meta import Meta
 from engine.resource import UID, Listening
 from resources.exec import ExecRes
 from resources.file import FileRes
+from resources.password import PasswordRes
 from tests.engine.conftest import settle
 from tests.engine.probe import GroupProbe, ProbeRes, state
 
@@ -162,6 +163,72 @@ async def test_file_content_flows_to_another_file(tmp_path: Path, engine: Engine
     await settle(engine, lambda: dst.exists() and dst.read_text() == "one\n")
     src.write_text("two\n")  # an event on src: it re-sends, dst receives a changed value
     await settle(engine, lambda: dst.exists() and dst.read_text() == "two\n")
+
+
+async def refused(
+    engine: Engine, graph: Graph, ends: tuple[Key, Key], pair: tuple[str, str]
+) -> str:
+    """Run `graph` with a send/recv edge between `ends` carrying `pair` (send, recv): the
+    receiver's error once it has failed for good."""
+    graph.connect(*ends, Edge(sendrecv=(pair,)))
+    await engine.apply(graph)
+    vertex = engine.vertices[ends[1]]
+    await settle(engine, lambda: vertex.status is Status.FAILED)
+    return str(vertex.error)
+
+
+async def test_a_received_value_is_validated_as_the_graphs_own_and_retried(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative path received by file's path is refused (nothing written, not even under
+    the working directory), the resource retried per its meta; a good value later is taken."""
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    src, good = tmp_path / "src", tmp_path / "good"
+    src.write_text("relative/out")
+    dst = FileRes(name="dst", path=f"{tmp_path}/placeholder", content="x", meta=Meta(retry=2))
+    graph = graph_of(FileRes(name="src", path=str(src), mode="0644"), dst)
+    error = await refused(engine, graph, (("file", "src"), ("file", "dst")), ("content", "path"))
+    assert error == (
+        "refused path 'relative/out' received from file[src].content: "
+        "expected an absolute path, got 'relative/out'"
+    )
+    assert engine.retries[("file", "dst")] == 3  # the first try and its 2 retries
+    assert list((tmp_path / "cwd").iterdir()) == []
+    assert not (tmp_path / "placeholder").exists()
+    assert dst.path == f"{tmp_path}/placeholder"  # the refused value is not kept
+    src.write_text(str(good))  # a good value: received (on src's event), applied
+    await settle(engine, lambda: good.exists() and good.read_text() == "x")
+
+
+async def test_a_received_value_of_the_wrong_type_is_refused(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """exec's timeout (an integer) receiving a string: a clear error, the command not run."""
+    marker = tmp_path / "ran"
+    graph = graph_of(
+        ExecRes(name="gen", cmd="echo 5"),
+        ExecRes(name="use", cmd=f"touch {marker}"),
+    )
+    error = await refused(engine, graph, (("exec", "gen"), ("exec", "use")), ("stdout", "timeout"))
+    assert error == (
+        "refused timeout '5\\n' received from exec[gen].stdout: expected an integer, got '5\\n'"
+    )
+    assert not marker.exists()
+
+
+async def test_a_refused_secret_is_not_shown(tmp_path: Path, engine: Engine) -> None:
+    """password's value (marked secret in its SENDS), refused as a path: not in the error."""
+    graph = graph_of(
+        PasswordRes(name="pw", length=12), FileRes(name="f", path=f"{tmp_path}/f", content="x")
+    )
+    error = await refused(engine, graph, (("password", "pw"), ("file", "f")), ("password", "path"))
+    secret = engine.vertices[("password", "pw")].sent["password"]
+    assert error == (
+        "refused path (a secret) received from password[pw].password: "
+        "expected an absolute path, got '***'"
+    )
+    assert secret not in error
 
 
 # reversal -------------------------------------------------------------------------------------

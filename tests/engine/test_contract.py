@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -86,13 +87,13 @@ def test_a_kind_without_check_apply_is_refused() -> None:
             pass
 
 
-def test_sends_must_be_a_tuple_of_names() -> None:
-    with pytest.raises(TypeError, match="SENDS must be a tuple of names, got 'stdout'"):
+def test_sends_must_map_names_to_types() -> None:
+    with pytest.raises(TypeError, match="SENDS must map names to type hints, got 'stdout'"):
 
         @register("badsends")
         @dataclass(kw_only=True, eq=False)
         class BadSends(Resource):
-            SENDS: ClassVar[tuple[str, ...]] = "stdout"  # type: ignore[assignment]
+            SENDS: ClassVar[Mapping[str, Any]] = "stdout"  # type: ignore[assignment]
 
             async def check_apply(self, apply: bool) -> bool:
                 return True

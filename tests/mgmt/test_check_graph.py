@@ -56,6 +56,40 @@ def test_a_run_time_error_of_this_machine_does_not_fail_the_check(tmp_path: Path
     assert code == 0 and out.strip() == f"{program}: ok", out
 
 
+def test_a_run_time_error_of_every_host_fails_the_check(tmp_path: Path) -> None:
+    """An error no host escapes (a pure expression evaluated whatever the values: a constant
+    panic, a missing key of a constant map, a division by zero, in a class included
+    unconditionally too) fails `check` at its position as `check --graph` and `run`, exit 2;
+    one that depends on the host or is reached only under a condition does not."""
+    always = {
+        'panic(true)\nprint "p" {}\n': "1:1: panic",
+        '$m = {"a" => "1",}\n$v = $m["b"]\nprint "p" { msg => $v, }\n': "2:6: key 'b' not in the map",
+        'import "fmt"\n$x = 42 / 0\nprint "p" { msg => fmt.printf("%f", $x), }\n': (
+            "2:6: /: can't divide by zero"
+        ),
+        'class c($n) {\n\tprint "p" { msg => {"a" => "b",}[$n], }\n}\ninclude c("z")\n': (
+            "2:21: key 'z' not in the map"
+        ),
+    }
+    for index, (text, error) in enumerate(always.items()):
+        program = tmp_path / f"always{index}.mcl"
+        program.write_text(text)
+        for check in (["check"], ["check", "--graph"]):
+            code, out = run_mgmt([*check, str(program)])
+            assert (code, out.strip()) == (2, f"{program}:{error}")
+    maybe = [
+        f'import "os"\nif os.readfile("{tmp_path}/no") == "" {{ panic(true) }}\nprint "p" {{}}\n',
+        f'import "os"\npanic(os.readfile("{tmp_path}/no") == "")\n',
+        'import "sys"\n$m = {"a" => "1",}\nprint "p" { msg => $m[sys.hostname()], }\n',
+        '$m = {"a" => "1",}\n$v = $m["b"]\nprint "p" { msg => "x", }\n',  # unused: not run
+    ]
+    for index, text in enumerate(maybe):
+        program = tmp_path / f"maybe{index}.mcl"
+        program.write_text(text)
+        code, out = run_mgmt(["check", str(program)])
+        assert (code, out.strip()) == (0, f"{program}: ok")
+
+
 def test_an_import_outside_the_program_directory_fails_the_check_at_the_import(
     tmp_path: Path,
 ) -> None:

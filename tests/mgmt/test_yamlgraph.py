@@ -102,7 +102,7 @@ def test_good_graph() -> None:
         ),
         (
             "graph: g\nresources:\n  noop:\n    - name: a\n    - name: b\nedges:\n  - {from: {kind: noop, name: a}, to: {kind: noop, name: b}}\n  - {from: {kind: noop, name: b}, to: {kind: noop, name: a}}\n",
-            "cycle: noop[a] -> noop[b] -> noop[a]",
+            "g.yaml:8: edges: cycle: noop[a] -> noop[b] -> noop[a] (edges at g.yaml:7, g.yaml:8)",
         ),
         ("resources: {}\n", "g.yaml:1: graph: a non-empty graph name is required"),
         (
@@ -232,6 +232,12 @@ def test_send_recv_edges() -> None:
             "stdout",
             "contnt",
             "g.yaml:15: edge e1: recv: file[out] has no param 'contnt' (did you mean 'content'?)",
+        ),
+        (  # mgmt's StructFieldCompat: the types must fit (here: a str into an int)
+            "stdout",
+            "force",
+            "g.yaml:15: edge e1: recv: exec[gen].stdout -> file[out].force: "
+            "stdout is a string, force takes true or false",
         ),
     ],
 )

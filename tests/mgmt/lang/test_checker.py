@@ -297,6 +297,25 @@ def test_send_recv_is_checked() -> None:
     assert "a send/recv edge joins exactly two resources" in problem
 
 
+def test_send_recv_types_must_fit() -> None:
+    """The sent value's type against the param's, before anything runs (mgmt's
+    StructFieldCompat at type unification); `any` (value's) is checked when received."""
+    (problem,) = problems(
+        'exec "e" { cmd => "echo" }\nexec "f" { cmd => "echo" }\n'
+        'Exec["e"].output -> Exec["f"].timeout\n'
+    )
+    assert problem == (
+        't.mcl:3:21: Exec["e"].output -> Exec["f"].timeout: '
+        "output is a string, timeout takes an integer"
+    )
+    (problem,) = problems('test "t" {}\nfile "/y" {}\nTest["t"].answer -> File["/y"].content\n')
+    assert problem.endswith("answer is an integer, content takes a string")
+    # An int fits a float, a str a Literal (its value checked when received), any anything.
+    compile_ok('test "t" {}\ntest "u" {}\nTest["t"].answer -> Test["u"].float64\n')
+    compile_ok('exec "e" { cmd => "echo" }\nfile "/y" {}\nExec["e"].output -> File["/y"].state\n')
+    compile_ok('value "v" {}\nexec "e" { cmd => "echo" }\nValue["v"].any -> Exec["e"].timeout\n')
+
+
 def test_many_problems_are_reported_at_once() -> None:
     found = problems('$a = 1 + "x"\n$b = $nope\n$c = $a\nfile "/tmp/x" { content => 1 }\n')
     assert len(found) == 3  # $c depends on the broken $a: no cascade

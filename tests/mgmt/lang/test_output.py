@@ -110,7 +110,11 @@ async def test_a_cycle_keeps_the_last_graph_and_says_where(
     async with asyncio.timeout(10):
         await source.evaluated.wait()
     assert source.graphs == graphs
-    assert "cycle: noop[a] -> noop[b] -> noop[a] (keeping the last good graph)" in caplog.text
+    program = tmp_path / "main.mcl"
+    assert (
+        f"{program}:22:5: cycle: noop[a] -> noop[b] -> noop[a] (edges at {program}:21:5, "
+        f"{program}:22:5) (keeping the last good graph)"
+    ) in caplog.text
     loaded = await change(source, tmp_path, "2")
     assert loaded.graph.vertices[f7(tmp_path)].content == "2"  # type: ignore[attr-defined]
 

@@ -140,6 +140,10 @@ def test_syntax_errors_have_positions(src: str, where: str, text: str) -> None:
         ('file "/a" {\n\tcontent => sys.hostname() + mymod.x + "\\n",\n}\n', "`$mymod.x`?"),
         ("$y = mymod.x\n", "did you mean `$mymod.x`? a variable needs its '$'"),
         ("$y = x\n$z = 1\n", "did you mean `$x`?"),
+        # mgmt's struct of meta params (listed as unsupported): each as `Meta:name =>`.
+        ('print "p" { msg => "x", Meta => struct{noop => true,}, }\n', "`Meta:noop => true`)"),
+        ('print "p" {\n\tMeta => struct{\n\t\tnoop => true,\n\t},\n}\n', "`Meta:name => value`"),
+        ('$m = struct{noop => true,}\nprint "p" { Meta => $m, }\n', "`Meta => ...`, mgmt's"),
         # No guess where the text does not say: a value missing in an open, indented body.
         ('file "/a" {\n\tcontent => ,\n}\n', ""),
         ('$b = "{" # {\n$x = 1 +\n$y = 2\n', ""),  # in a string or a comment: no brace
