@@ -51,6 +51,35 @@ def test_check_reports_every_problem_with_file_line_col_and_exits_2(tmp_path: Pa
     ]
 
 
+def test_go_templates_with_variables_render_and_a_bad_constant_one_fails_the_check(
+    tmp_path: Path,
+) -> None:
+    """tester7's #4: `range $k, $v := .M` passed `mgmt check` and failed at run time; a
+    constant template Go refuses is a check error at the call, with the template's line:col."""
+    out_file = tmp_path / "o"
+    program = tmp_path / "t.mcl"
+    program.write_text(
+        'import "golang"\n'
+        f'file "{out_file}" {{ state => "exists", content => golang.template('
+        '"{{ range $k, $v := .M }}{{ $k }}={{ html $v }};{{ end }}'
+        '{{ define \\"t\\" }}[{{ . }}]{{ end }}{{ template \\"t\\" .N }}", '
+        'struct{m => {"k" => "<v>", "a" => "b"}, n => 2}), }\n'
+    )
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 0, out
+    code, out = run_once("lang", program)
+    assert code == 0, out
+    assert out_file.read_text() == "a=b;k=&lt;v&gt;;[2]"
+    bad = tmp_path / "bad.mcl"
+    bad.write_text(
+        'import "golang"\n$t = "line1\\n{{ if .X }}"\n'
+        f'file "{out_file}" {{\n\tcontent => golang.template($t, struct{{x => 1}}),\n}}\n'
+    )
+    code, out = run_mgmt(["check", str(bad)])
+    assert code == 2
+    assert out.strip() == f"{bad}:4:13: golang.template: template: template:2:12: unexpected EOF"
+
+
 def test_mgmts_meta_params_in_a_program(tmp_path: Path) -> None:
     """mgmt's engine refuses a name that starts with `$` (a variable not interpolated?) unless
     Meta:dollar; Meta:async is accepted (our swaps never pause a running check), not with

@@ -11,7 +11,7 @@ from mgmt.lang.clock import ManualClock
 from mgmt.lang.errors import FuncError
 from mgmt.lang.streams import load_average_path
 from mgmt.lang.values import FrozenDict, Struct
-from tests.mgmt.lang.helpers import binding, contents, run, value_of
+from tests.mgmt.lang.helpers import binding, contents, problems, run, value_of
 
 
 @pytest.mark.parametrize(
@@ -108,8 +108,10 @@ def test_templates() -> None:
     # (so `{{ int2str . }}` of mgmt's template0.mcl is an unknown function, there and here).
     text = '"{{ golang_strings_to_upper . }} {{ _len . }} {{ example_int2str 42 }}"'
     assert value_of(f'golang.template({text}, "ab")', prelude) == "AB 2 42"
-    with pytest.raises(FuncError, match="int2str"):
-        value_of('golang.template("{{ int2str . }}", 42)', prelude)
+    # A constant template's unknown function is found when the program is checked.
+    assert problems(f'{prelude}\n$t = golang.template("{{{{ int2str . }}}}", 42)\n') == [
+        't.mcl:2:6: golang.template: template: template:1:4: function "int2str" not defined'
+    ]
     with pytest.raises(FuncError, match="can't evaluate field nope"):
         value_of('golang.template("{{ .nope }}", struct{a => 1})', prelude)
     # As in mgmt: struct fields Title-cased at any depth (lowercase is an error), map keys kept.
