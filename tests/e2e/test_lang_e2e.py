@@ -307,6 +307,29 @@ async def test_datetime_demo_updates_every_second_with_history(
         assert await daemon.wait() == 0
 
 
+async def test_history_is_the_previous_value_as_in_mgmt(tmp_path: Path) -> None:
+    """tester7's #7: `history($now, 1)` was the value 1 ms ago (the same second); in mgmt it
+    is the previous value. The file appears once the clock has had two values."""
+    out = tmp_path / "o"
+    program = tmp_path / "h.mcl"
+    program.write_text(
+        'import "datetime"\nimport "fmt"\n$now = datetime.now()\n'
+        f'file "{out}" {{ state => "exists", '
+        'content => fmt.printf("%d %d %d\\n", $now, history($now, 1), history($now, 2)), }\n'
+    )
+
+    def shown(p: Path) -> bool:
+        if not p.exists() or not p.read_text().endswith("\n"):
+            return False
+        now, prev, prev2 = (int(v) for v in p.read_text().split())
+        return prev == now - 1 and prev2 == now - 2
+
+    async with Daemon(["run", "--tmp-prefix", "lang", str(program)]) as daemon:
+        await wait_path(out, shown, timeout=30)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
 async def test_autoscaler_flips_only_after_the_load_held_for_the_hold_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,4 +1,4 @@
-"""Core functions: no import needed (len, contains, history, debounce, template, random1,
+"""Core functions: no import needed (len, contains, history, delayed, debounce, template, random1,
 structlookup)."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ def _contains(needle: Any, haystack: Any) -> bool:
 
 define("len", "func(str) int", "func([]?1) int", "func(map{?1: ?2}) int", impl=len)
 define("contains", "func(?1, []?1) bool", impl=_contains, doc="needle in a list")
-define("history", "func(?1, int) ?1", stream=streams.History)
+define("history", "func(?1, int) ?1", stream=streams.History, doc="the value n values ago")
+define("delayed", "func(?1, int) ?1", stream=streams.Delayed, doc="the value ms ago")
 define("debounce", "func(?1, int) ?1", stream=streams.Debounce)
 define(
     "template",
