@@ -80,6 +80,22 @@ def test_go_templates_with_variables_render_and_a_bad_constant_one_fails_the_che
     assert out.strip() == f"{bad}:4:13: golang.template: template: template:2:12: unexpected EOF"
 
 
+def test_a_string_literal_spanning_lines_is_a_file_content(tmp_path: Path) -> None:
+    """As mgmt's lexer reads it: the newlines are the string's; an escape mgmt does not have
+    (`\\u`) is an error at its line:col."""
+    out_file = tmp_path / "o"
+    program = tmp_path / "t.mcl"
+    program.write_text(
+        f'$x = "X"\nfile "{out_file}" {{\n\tcontent => "line1\n\t${{x}}line2\n",\n}}\n'
+    )
+    code, out = run_once("lang", program)
+    assert code == 0, out
+    assert out_file.read_text() == "line1\n\tXline2\n"
+    program.write_text('$x = "a\nb\\u00e9"\n')
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 2 and out.startswith(f"{program}:2:2: unknown escape '\\u' (mgmt's: "), out
+
+
 def test_mgmts_meta_params_in_a_program(tmp_path: Path) -> None:
     """mgmt's engine refuses a name that starts with `$` (a variable not interpolated?) unless
     Meta:dollar; Meta:async is accepted (our swaps never pause a running check), not with
