@@ -575,6 +575,8 @@ class Runtime:
                 out += self._for(stmt, env)
             elif isinstance(stmt, ast.Panic):
                 out += self._panic(stmt, env)
+            elif isinstance(stmt, ast.Include):  # its bindings are per element (in_loop)
+                out += self._declare(stmt.expanded, env)
         return out
 
     def _names(self, expr: ast.Expr, env: FrozenDict) -> tuple[str, ...]:
@@ -677,7 +679,9 @@ class Runtime:
             todo: list[ast.Expr] = list(call.args)
             while todo:
                 expr = todo.pop()
-                if isinstance(expr, ast.Var):
+                if isinstance(expr, ast.Resolved):  # an include's argument, in a loop
+                    todo.append(expr.inner)
+                elif isinstance(expr, ast.Var):
                     target = expr.target
                     if isinstance(target, ast.Param):
                         found.add(target.env_key)

@@ -96,6 +96,25 @@ def test_a_string_literal_spanning_lines_is_a_file_content(tmp_path: Path) -> No
     assert code == 2 and out.startswith(f"{program}:2:2: unknown escape '\\u' (mgmt's: "), out
 
 
+def test_include_inside_a_for_loop_per_element(tmp_path: Path) -> None:
+    """As in mgmt: a class included in a loop body, once per element (`mgmt check --graph`
+    shows the first graph)."""
+    program = tmp_path / "loop.mcl"
+    program.write_text(
+        'class greet($x) {\n\t$result = "hi " + $x\n\tprint "p-${x}" { msg => $result, }\n}\n'
+        'for $i, $v in ["a", "b",] {\n\tinclude greet($v) as g\n\ttest [$g.result,] {}\n}\n'
+    )
+    code, out = run_mgmt(["check", "--graph", str(program)])
+    assert code == 0, out
+    vertices = sorted(line for line in out.splitlines() if line.startswith("Vertex: "))
+    assert vertices == [
+        "Vertex: print[p-a]",
+        "Vertex: print[p-b]",
+        "Vertex: test[hi a]",
+        "Vertex: test[hi b]",
+    ], out
+
+
 def test_mgmts_meta_params_in_a_program(tmp_path: Path) -> None:
     """mgmt's engine refuses a name that starts with `$` (a variable not interpolated?) unless
     Meta:dollar; Meta:async is accepted (our swaps never pause a running check), not with
