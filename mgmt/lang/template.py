@@ -292,36 +292,20 @@ def _shown_arg(arg: Arg) -> str:
     return go_str(arg.value)
 
 
+# Go's names of the types mcl values have in a template (bool before int, Struct before dict).
+_GO_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "bool"),
+    (int, "int64"),
+    (float, "float64"),
+    (str, "string"),
+    (Struct, "struct"),
+    (dict, "map"),
+    ((tuple, list), "slice"),
+)
+
+
 def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int64"
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Struct):
-        return "struct"
-    if isinstance(value, dict):
-        return "map"
-    if isinstance(value, tuple | list):
-        return "slice"
-    return type(value).__name__
-
-
-def _go_value(value: Any) -> str:
-    """Go's %v of one value (nil as `<nil>`)."""
-    if value is None or value is NO_VALUE:
-        return "<nil>"
-    if isinstance(value, Struct):
-        return "{" + " ".join(_go_value(v) for v in value.values()) + "}"
-    if isinstance(value, dict):
-        items = sorted(value.items(), key=lambda kv: sort_key(kv[0]))
-        return "map[" + " ".join(f"{_go_value(k)}:{_go_value(v)}" for k, v in items) + "]"
-    if isinstance(value, tuple | list):
-        return "[" + " ".join(_go_value(v) for v in value) + "]"
-    return go_str(value)
+    return next((name for t, name in _GO_TYPES if isinstance(value, t)), type(value).__name__)
 
 
 def _sprint(*args: Any) -> str:
@@ -330,12 +314,12 @@ def _sprint(*args: Any) -> str:
     for index, arg in enumerate(args):
         if index and not isinstance(arg, str) and not isinstance(args[index - 1], str):
             out.append(" ")
-        out.append(_go_value(arg))
+        out.append(go_str(arg))
     return "".join(out)
 
 
 def _sprintln(*args: Any) -> str:
-    return " ".join(_go_value(a) for a in args) + "\n"
+    return " ".join(go_str(a) for a in args) + "\n"
 
 
 def render(text: str, data: Any, funcs: Funcs) -> str:
@@ -385,17 +369,13 @@ def _truth(value: Any) -> bool:
 
 
 def _basic(value: Any, op: str) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
+    """The kind of a value eq, lt... compare (nil or a basic kind), else TemplateError."""
     if value is None:
         return "nil"
-    raise TemplateError(f"{op}: invalid type for comparison")
+    kind = _type_name(value)
+    if kind not in ("bool", "int64", "float64", "string"):
+        raise TemplateError(f"{op}: invalid type for comparison")
+    return kind
 
 
 def _eq(a: Any, *others: Any) -> bool:
