@@ -87,7 +87,10 @@ class _State:
 
     def walk(self, nodes: list[Node], dot: Any) -> None:
         for node in nodes:
-            self.node(node, dot)
+            if node.kind == "text":  # most nodes: inline
+                self.add(node.text)
+            else:
+                self.node(node, dot)
 
     def node(self, node: Node, dot: Any) -> None:
         kind = node.kind
@@ -138,7 +141,8 @@ class _State:
     def range(self, node: Node, dot: Any) -> None:
         assert node.pipe is not None
         pipe = node.pipe
-        value = self.pipe(Pipe(pipe.pos, [], False, pipe.cmds), dot)
+        # the loop's variables are set per element, not by the pipeline
+        value = self.pipe(Pipe(pipe.pos, [], False, pipe.cmds) if pipe.decl else pipe, dot)
         items = self.range_items(node.pos, value, len(pipe.decl))
         for key, item in items:
             mark = len(self.vars)
@@ -275,9 +279,11 @@ def _plain(value: Any) -> Any:
 
 def _printed(value: Any) -> str:
     """A value as a template prints it (Go's fmt.Print, and `<no value>`)."""
+    if type(value) is str:
+        return value
     if value is NO_VALUE:
         return "<no value>"
-    return _sprint(value)
+    return go_str(value)
 
 
 def _shown_arg(arg: Arg) -> str:
