@@ -32,11 +32,10 @@ from mgmt.lang.parser import parse
 from mgmt.lang.scope import Binding, Orderable, Resolver, Scope
 from mgmt.lang.types import BOOL, INT, STR, TList, TMap, TVar, Type, show
 
-# Statements made once, not per element: a for loop's body cannot hold them (yet).
+# Statements a for loop's body cannot hold (yet). A class defined or included in a loop is
+# expanded once and evaluated per element, as its bindings are (mgmt allows both).
 LOOP_REFUSED: dict[type, str] = {
     ast.FuncDef: "a func",
-    ast.ClassDef: "a class",
-    ast.Include: "an include",
     ast.Import: "an import",
 }
 
@@ -259,8 +258,9 @@ class Checker:
             self._branches -= 1
 
     def _loop_body(self, stmts: list[ast.Stmt]) -> list[ast.Stmt]:
-        """What a loop's body (or an if inside it) may hold: declarations and bindings, made
-        once per element. Functions, classes, includes and imports are made once."""
+        """What a loop's body (or an if, or a class included, inside it) may hold:
+        declarations, bindings and includes, made once per element. Functions and imports are
+        made once (refused)."""
         kept: list[ast.Stmt] = []
         for stmt in stmts:
             if isinstance(stmt, ast.Bind):

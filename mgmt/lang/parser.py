@@ -137,7 +137,7 @@ EXCEPT: "<|>"
 VAR: /\$[a-zA-Z_][a-zA-Z0-9_]*(\.[a-zA-Z_][a-zA-Z0-9_]*)*/
 NAME: /[a-z_][a-zA-Z0-9_]*/
 CAPNAME: /[A-Z][a-zA-Z0-9_]*/
-STRING: /"(?:[^"\\\n]|\\.)*"/
+STRING: /"(?:[^"\\]|\\[\s\S])*"/
 FLOAT.2: /[0-9]+\.[0-9]+([eE][-+]?[0-9]+)?/
 INT: /[0-9]+/
 COMMENT: /#[^\n]*/
@@ -151,6 +151,7 @@ MAX_SOURCE = 256 * 1024  # characters of one program file (~130,000 tokens, ~3 s
 MAX_DEPTH = 200  # nested syntax (each list, call, operator, block and statement is a level)
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "$": "$", "a": "\a"}
 _ESCAPES |= {"b": "\b", "f": "\f", "v": "\v", "0": "\0"}
+_ESCAPES_SHOWN = " ".join("\\" + c for c in _ESCAPES if c != "0")
 _DOTTED = re.compile(r"^\s*[a-zA-Z_][a-zA-Z0-9_]*(\.[a-zA-Z_][a-zA-Z0-9_]*)*\s*$")
 
 
@@ -264,7 +265,7 @@ def _describe(err: UnexpectedInput) -> str:
 
 
 _OPENERS = {"{": "}", "(": ")", "[": "]"}
-_TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[{}()\[\]\n]')
+_TOKENS = re.compile(r'"(?:[^"\\]|\\[\s\S])*"|#[^\n]*|[{}()\[\]\n]')
 _OLD_HISTORY = re.compile(r"\$[A-Za-z_][A-Za-z0-9_.]*$")
 _LOWER_EDGE = re.compile(r"^\s*([a-z][a-z0-9_]*(?::[a-z0-9_]+)*)\[.*->")
 # A name (`x`, `mymod.x`) right before where a call's '(' was expected: a variable without $.
@@ -284,14 +285,22 @@ def _hint(text: str, err: UnexpectedInput, line0: int, col0: int) -> str:
     statement, an edge naming a kind in lower case, the old history syntax `$x{1}`, a name
     where a variable was meant (`mymod.x` for `$mymod.x`: the parser wanted a call's '('),
     mgmt's `Meta => struct{...}`."""
-    if isinstance(err, UnexpectedCharacters):
-        if err.char == '"':  # STRING matches up to the end of its line, or here it would not
-            return " (a string without its closing '\"' on this line)"
-        return ""
-    if not isinstance(err, (UnexpectedToken, UnexpectedEOF)):
-        return ""
+    if isinstance(err, UnexpectedCharacters) and err.char == '"':  # no '"' closes it
+        return " (a string without its closing '\"')"
     lines = text.splitlines()
     at = len(lines) if err.line <= 0 else err.line  # 1-based in `text`
+    spans = {end: (line, col) for line, col, end in _multiline_strings(text)}
+    if at in spans:  # a string may span lines: one not closed takes the next one's quote...
+        line, col = spans[at]
+        while line in spans and spans[line][0] < line:  # ...which opens the next, and so on
+            line, col = spans[line]
+        line, col = line0 + line - 1, (col0 + col - 1 if line == 1 else col)
+        return (
+            f" (the string opened at {line}:{col} spans lines {line}-{line0 + at - 1}:"
+            " a missing closing '\"'?)"
+        )
+    if not isinstance(err, (UnexpectedToken, UnexpectedEOF)):
+        return ""
     here = lines[at - 1] if 0 < at <= len(lines) else ""
     if (
         isinstance(err, UnexpectedToken)
@@ -331,6 +340,20 @@ def _hint(text: str, err: UnexpectedInput, line0: int, col0: int) -> str:
     return ""
 
 
+def _multiline_strings(text: str) -> list[tuple[int, int, int]]:
+    """The string literals that span lines: (line, column, last line) each, 1-based."""
+    found: list[tuple[int, int, int]] = []
+    line, start = 1, 0
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        newlines = token.count("\n")
+        if newlines and token != "\n":
+            found.append((line, match.start() - start + 1, line + newlines))
+        if newlines:
+            line, start = line + newlines, match.start() + token.rfind("\n") + 1
+    return found
+
+
 def _open_brackets(text: str, before_line: int) -> list[tuple[int, str, int]]:
     """The brackets still open at the start of line `before_line` (1-based; past the end: at
     the end): (line, bracket, column) each, outermost first; strings and comments skipped."""
@@ -338,8 +361,8 @@ def _open_brackets(text: str, before_line: int) -> list[tuple[int, str, int]]:
     line, start = 1, 0
     for match in _TOKENS.finditer(text):
         token = match.group()
-        if token == "\n":
-            line, start = line + 1, match.end()
+        if "\n" in token:  # a newline, or a string that spans lines
+            line, start = line + token.count("\n"), match.start() + token.rfind("\n") + 1
             if line >= before_line:
                 break
         elif token in _OPENERS:
@@ -747,6 +770,15 @@ def _unquote_plain(token: Token) -> str:
     return "".join(out)
 
 
+def _at(pos: Pos, raw: str, i: int) -> Pos:
+    """Where character i of a string literal's body (which starts at pos, its '"') is: a
+    literal may span lines, as in mgmt."""
+    newline = raw.rfind("\n", 0, i)
+    if newline < 0:
+        return Pos(pos.file, pos.line, pos.col + 1 + i)
+    return Pos(pos.file, pos.line + raw.count("\n", 0, i), i - newline)
+
+
 def _string(token: Token, pos: Pos, filename: str) -> ast.Expr:
     """A string literal: escapes resolved, "${...}" parts parsed (\\$ is a literal $)."""
     raw = str(token)[1:-1]
@@ -758,15 +790,17 @@ def _string(token: Token, pos: Pos, filename: str) -> ast.Expr:
         if ch == "\\" and i + 1 < len(raw):
             nxt = raw[i + 1]
             if nxt not in _ESCAPES:
+                shown = "\\n" if nxt == "\n" else nxt
                 raise CompileError.at(
-                    Pos(filename, pos.line, pos.col + 1 + i), f"unknown escape '\\{nxt}'"
+                    _at(Pos(filename, pos.line, pos.col), raw, i),
+                    f"unknown escape '\\{shown}' (mgmt's: {_ESCAPES_SHOWN})",
                 )
             buf.append(_ESCAPES[nxt])
             i += 2
             continue
         if ch == "$" and raw.startswith("${", i):
             end = raw.find("}", i + 2)
-            where = Pos(filename, pos.line, pos.col + 1 + i)
+            where = _at(Pos(filename, pos.line, pos.col), raw, i)
             if end < 0:
                 raise CompileError.at(where, "unterminated ${ in string")
             inner = raw[i + 2 : end].replace('\\"', '"')

@@ -20,6 +20,7 @@ stopped only after a pass without errors no longer reads it), so their state sur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import operator
@@ -209,11 +210,13 @@ class Runtime:
             ast.Call: self._call,
             ast.Lambda: lambda e, env: Closure(e, env, self._apply),
             ast.If: self._if,
-            ast.ListLit: lambda e, env: tuple(self.eval(i, env) for i in e.items),
+            ast.ListLit: lambda e, env: tuple(self._all(e.items, env)),
             ast.MapLit: lambda e, env: FrozenDict(
                 (self.eval(k, env), self.eval(v, env)) for k, v in e.pairs
             ),
-            ast.StructLit: lambda e, env: Struct((n, self.eval(v, env)) for n, v in e.fields),
+            ast.StructLit: lambda e, env: Struct(
+                zip([n for n, _ in e.fields], self._all([v for _, v in e.fields], env), strict=True)
+            ),
             ast.Field: lambda e, env: self.eval(e.obj, env)[e.name],
             ast.Index: self._index,
             ast.BinOp: self._binop,
@@ -572,6 +575,8 @@ class Runtime:
                 out += self._for(stmt, env)
             elif isinstance(stmt, ast.Panic):
                 out += self._panic(stmt, env)
+            elif isinstance(stmt, ast.Include):  # its bindings are per element (in_loop)
+                out += self._declare(stmt.expanded, env)
         return out
 
     def _names(self, expr: ast.Expr, env: FrozenDict) -> tuple[str, ...]:
@@ -674,7 +679,9 @@ class Runtime:
             todo: list[ast.Expr] = list(call.args)
             while todo:
                 expr = todo.pop()
-                if isinstance(expr, ast.Var):
+                if isinstance(expr, ast.Resolved):  # an include's argument, in a loop
+                    todo.append(expr.inner)
+                elif isinstance(expr, ast.Var):
                     target = expr.target
                     if isinstance(target, ast.Param):
                         found.add(target.env_key)
@@ -693,8 +700,21 @@ class Runtime:
         )
         return self.eval(lam.body, env)
 
+    def _all(self, exprs: Sequence[ast.Expr], env: FrozenDict) -> list[Any]:
+        """The values of expressions side by side (a call's arguments, a list's or a struct's
+        items). While one waits for a stream's first value, the others are evaluated all the
+        same before waiting, so that their streams start together, as every function of mgmt's
+        graph does (history($x, 1) and history($x, 3) then count the same values)."""
+        try:
+            return [self.eval(x, env) for x in exprs]
+        except NotReady:
+            for x in exprs:
+                with contextlib.suppress(LangError):
+                    self.eval(x, env)
+            raise
+
     def _call(self, e: ast.Call, env: FrozenDict) -> Any:
-        args = [self.eval(a, env) for a in e.args]
+        args = self._all(e.args, env)
         if e.callee is not None:
             fn = self.eval(e.callee, env)
             try:

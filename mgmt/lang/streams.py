@@ -5,8 +5,9 @@ one Stream instance that emits new values to the runtime.
 - sys.load(): struct{x1; x5; x15} from /proc/loadavg, polled every second.
 - os.readfile(path): the file's content, re-read on every inotify event once a writer in place
   closed it (engine.watcher.follow_writes).
-- history(value, ms): the value as it was `ms` milliseconds ago (the oldest value seen, while
-  less than `ms` of history exists).
+- history(value, n): the value n values ago, as mgmt's (no value until n + 1 were seen).
+- delayed(value, ms): the value as it was `ms` milliseconds ago (the oldest value seen, while
+  less than `ms` of history exists); an extension, not in mgmt.
 - debounce(value, ms): the value, changed only once the new value has held for `ms`
   milliseconds (an extension, not in mgmt: exact hysteresis in time).
 - world.getval(key), world.kvlookup(key): a string of the cluster (struct{value; exists}) and a
@@ -185,7 +186,30 @@ class ReadFile(Stream):
 
 
 class History(Stream):
-    """history(value, ms): the value as it was ms milliseconds ago."""
+    """history(value, n): the value n values ago (mgmt's lang/core history: "the Nth oldest
+    value seen"); no value until n + 1 values were seen. A value equal to the last one received
+    is the same value evaluated again, not a new one."""
+
+    KEY_ARGS = (1,)
+
+    def start(self) -> None:
+        self.values: list[Any] = []  # the last n + 1 values, newest first
+
+    def update(self, args: tuple[Any, ...]) -> None:
+        value, n = args
+        if n < 0:
+            self.fail(f"can't use a negative index of {n}")
+            return
+        if self.values and self.values[0] == value:
+            return
+        self.values.insert(0, value)
+        del self.values[n + 1 :]
+        if len(self.values) == n + 1:
+            self.emit(self.values[-1])
+
+
+class Delayed(Stream):
+    """delayed(value, ms): the value as it was ms milliseconds ago."""
 
     KEY_ARGS = (1,)
 

@@ -1,161 +1,331 @@
-"""A subset of Go's text/template, as mgmt's golang.template uses it.
+"""Go's text/template, as mgmt's golang.template runs it (a template named "template").
 
 Struct fields are Title-cased as mgmt does (`{{ .Load }}` for `struct{load => ...}`).
-Supported: text and `{{ pipeline }}` actions with `{{-`/`-}}` trimming and `{{/* comments */}}`;
-operands `.`, `.field.sub`, `$`, `$.field`, "strings", numbers, true/false, `(pipeline)`;
-pipelines `a | f b` (the left value is the last argument of f); `{{ if }}`, `{{ else if }}`,
-`{{ else }}`, `{{ range }}` (lists, and maps by sorted key), `{{ with }}`, `{{ end }}`.
-Functions: printf, print, len, index, eq, ne, lt, le, gt, ge, and, or, not, plus every pure
-builtin of the language as `package_name` (e.g. `datetime_print`), as mgmt registers them.
+The language is Go's: text and actions with `{{-`/`-}}` trimming and `{{/* comments */}}`;
+operands `.`, `.Field.Sub`, `$`, `$var`, `$var.Field`, `(pipeline).Field`, "strings" (Go
+escapes), `raw strings`, 'c' (a rune: its number), numbers (Go's forms: 0x1F, 1e3, 1_000),
+true, false, nil; pipelines `a | f b` (the left value is the last argument of f); variables
+`{{ $x := pipeline }}` (until the end of the enclosing block) and `{{ $x = pipeline }}`;
+`{{ if }}`, `{{ else if }}`, `{{ else with }}`, `{{ else }}`, `{{ range }}` (lists, maps by
+sorted key, ints; `range $i, $e := .L`, `range $k, $v := .M`, `range $e := .L`, with
+`{{ break }}` and `{{ continue }}`), `{{ with }}`, `{{ define "name" }}`, `{{ template "name"
+pipeline }}`, `{{ block "name" pipeline }}`, `{{ end }}`.
+Functions: Go's builtins (and, or, not, call, html, index, slice, js, len, print, printf,
+println, urlquery, eq, ne, lt, le, gt, ge), plus every pure builtin of the language by mgmt's
+template name (e.g. `datetime_print`).
+
+A template is parsed once per text (`compile_template`, cached); a constant template is parsed
+when the program is checked (`check_template`), so its errors are compile errors there.
 """
 
 from __future__ import annotations
 
-import functools
-import re
+import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from mgmt.lang.errors import FuncError
 from mgmt.lang.gofmt import sprintf
+from mgmt.lang.template_parse import (
+    NAME,
+    Arg,
+    Node,
+    Pipe,
+    Template,
+    TemplateError,
+    compile_template,
+    where,
+)
 from mgmt.lang.values import MAX_LEN, Struct, go_str, sort_key
 
-_ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.S)
-_TOKEN = re.compile(
-    r"""\s*(?:
-      (?P<str>"(?:[^"\\]|\\.)*"|`[^`]*`)
-    | (?P<num>-?\d+(?:\.\d+)?)
-    | (?P<field>(?:\$[A-Za-z0-9_]*)?(?:\.[A-Za-z_][A-Za-z0-9_]*)+)
-    | (?P<dot>\.)
-    | (?P<var>\$[A-Za-z0-9_]*)
-    | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
-    | (?P<punct>[|()])
-    )""",
-    re.X,
-)
+MAX_DEPTH = 100  # nested {{ template }} calls (Go allows 100000: Python's stack does not)
 
 
-@dataclass
-class _Node:
-    kind: str  # text, print, if, range, with
-    text: str = ""
-    pipe: list[list[Any]] = field(default_factory=list)
-    body: list[_Node] = field(default_factory=list)
-    other: list[_Node] = field(default_factory=list)
+class _NoValue:
+    """A missing map key (Go's invalid value): printed as `<no value>`, false, nil as an arg."""
+
+    def __repr__(self) -> str:
+        return "<no value>"
 
 
-class TemplateError(FuncError):
+NO_VALUE = _NoValue()
+
+
+# ---- execution ----------------------------------------------------------------------------
+
+Funcs = Mapping[str, Callable[..., Any]]
+
+
+class _Break(Exception):
     pass
 
 
-@functools.lru_cache(maxsize=256)
-def compile_template(text: str) -> list[_Node]:
-    """Parse a template once (cached by text)."""
-    pieces: list[tuple[str, str]] = []  # ("text", s) / ("action", s)
-    pos = 0
-    for m in _ACTION.finditer(text):
-        literal = text[pos : m.start()]
-        if m.group(1):
-            literal = literal.rstrip()
-        pieces.append(("text", literal))
-        pieces.append(("action", m.group(2).strip()))
-        pos = m.end()
-        if m.group(3):
-            rest = text[pos:]
-            pos += len(rest) - len(rest.lstrip())
-    pieces.append(("text", text[pos:]))
-    nodes, _, end = _parse_list(pieces, 0)
-    if end is not None:
-        raise TemplateError(f"template: unexpected {{{{{end}}}}}")
-    return nodes
+class _Continue(Exception):
+    pass
 
 
-def _parse_list(pieces: list[tuple[str, str]], i: int) -> tuple[list[_Node], int, str | None]:
-    """Nodes until {{end}} / {{else...}} (returned as the third value) or the end."""
-    nodes: list[_Node] = []
-    while i < len(pieces):
-        kind, body = pieces[i]
-        i += 1
+class _State:
+    def __init__(self, tmpl: Template, funcs: Funcs) -> None:
+        self.tmpl = tmpl
+        self.funcs = funcs
+        self.out: list[str] = []
+        self.size = 0
+        self.vars: list[list[Any]] = []  # [name, value], innermost last
+        self.depth = 0
+        self.name = NAME
+
+    def fail(self, pos: int, message: str) -> NoReturn:
+        raise TemplateError(
+            f'template: {where(self.tmpl.text, pos)}: executing "{self.name}": {message}'
+        )
+
+    def add(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > MAX_LEN:
+            raise TemplateError(f"template: result too large: over {MAX_LEN:,} characters")
+        self.out.append(text)
+
+    def walk(self, nodes: list[Node], dot: Any) -> None:
+        for node in nodes:
+            if node.kind == "text":  # most nodes: inline
+                self.add(node.text)
+            else:
+                self.node(node, dot)
+
+    def node(self, node: Node, dot: Any) -> None:
+        kind = node.kind
         if kind == "text":
-            if body:
-                nodes.append(_Node("text", text=body))
-            continue
-        if body.startswith("/*"):
-            continue
-        word = body.split(None, 1)[0] if body else ""
-        if word in ("end", "else"):
-            return nodes, i, body
-        if word in ("if", "range", "with"):
-            node, i = _parse_block(pieces, i, word, body[len(word) :].strip())
-            nodes.append(node)
-            continue
-        nodes.append(_Node("print", pipe=_parse_pipe(body)))
-    return nodes, i, None
+            self.add(node.text)
+            return
+        if kind == "action":
+            assert node.pipe is not None
+            value = self.pipe(node.pipe, dot)
+            if not node.pipe.decl:
+                self.add(_printed(value))
+            return
+        if kind in ("break", "continue"):
+            raise _Break() if kind == "break" else _Continue()
+        if kind == "template":
+            self.template(node, dot)
+            return
+        mark = len(self.vars)
+        try:
+            if kind == "range":
+                self.range(node, dot)
+                return
+            assert node.pipe is not None
+            value = self.pipe(node.pipe, dot)
+            if _truth(value):
+                self.walk(node.body, value if kind == "with" else dot)
+            else:
+                self.walk(node.other, dot)
+        finally:
+            del self.vars[mark:]
+
+    def template(self, node: Node, dot: Any) -> None:
+        tree = self.tmpl.trees.get(node.text)
+        if tree is None:
+            self.fail(node.pos, f'no template "{node.text}" associated with template "{NAME}"')
+        if self.depth >= MAX_DEPTH:
+            self.fail(node.pos, f"exceeded maximum template depth ({MAX_DEPTH})")
+        new_dot = NO_VALUE if node.pipe is None else self.pipe(node.pipe, dot)
+        saved = self.vars, self.name
+        self.vars, self.name = [["$", new_dot]], node.text
+        self.depth += 1
+        try:
+            self.walk(tree, new_dot)
+        finally:
+            self.depth -= 1
+            self.vars, self.name = saved
+
+    def range(self, node: Node, dot: Any) -> None:
+        assert node.pipe is not None
+        pipe = node.pipe
+        # the loop's variables are set per element, not by the pipeline
+        value = self.pipe(Pipe(pipe.pos, [], False, pipe.cmds) if pipe.decl else pipe, dot)
+        items = self.range_items(node.pos, value, len(pipe.decl))
+        for key, item in items:
+            mark = len(self.vars)
+            if len(pipe.decl) == 1:
+                self.vars.append([pipe.decl[0], item])
+            elif len(pipe.decl) == 2:
+                self.vars.append([pipe.decl[0], key])
+                self.vars.append([pipe.decl[1], item])
+            try:
+                self.walk(node.body, item)
+            except _Break:
+                break
+            except _Continue:
+                continue
+            finally:
+                del self.vars[mark:]
+        if not items:
+            self.walk(node.other, dot)
+
+    def range_items(self, pos: int, value: Any, nvars: int) -> list[tuple[Any, Any]]:
+        if isinstance(value, dict) and not isinstance(value, Struct):
+            return [(k, value[k]) for k in sorted(value, key=sort_key)]
+        if isinstance(value, tuple | list):
+            return list(enumerate(value))
+        if isinstance(value, int) and not isinstance(value, bool):
+            if nvars > 1:
+                self.fail(pos, f"can't use {value} to iterate over more than one variable")
+            if value > MAX_LEN:
+                self.fail(pos, f"range over {value:,}: over {MAX_LEN:,} iterations")
+            return [(i, i) for i in range(value)]
+        if value is None or value is NO_VALUE:
+            return []
+        self.fail(pos, f"range can't iterate over {_printed(value)}")
+
+    def pipe(self, pipe: Pipe, dot: Any) -> Any:
+        value: Any = NO_VALUE
+        for index, cmd in enumerate(pipe.cmds):
+            value = self.command(cmd, dot, value if index else NO_VALUE, index > 0)
+        for name in pipe.decl:
+            if pipe.assign:
+                self.set_var(pipe.pos, name, value)
+            else:
+                self.vars.append([name, value])
+        return value
+
+    def set_var(self, pos: int, name: str, value: Any) -> None:
+        for entry in reversed(self.vars):
+            if entry[0] == name:
+                entry[1] = value
+                return
+        self.fail(pos, f"undefined variable: {name}")
+
+    def var(self, pos: int, name: str) -> Any:
+        for entry in reversed(self.vars):
+            if entry[0] == name:
+                return entry[1]
+        self.fail(pos, f"undefined variable: {name}")
+
+    def command(self, cmd: list[Arg], dot: Any, final: Any, has_final: bool) -> Any:
+        first = cmd[0]
+        if first.kind == "ident" and not first.fields:
+            return self.call(first, cmd[1:], dot, final, has_final)
+        if len(cmd) > 1 or has_final:
+            self.fail(first.pos, f"can't give argument to non-function {_shown_arg(first)}")
+        if first.kind == "nil":
+            self.fail(first.pos, "nil is not a command")
+        return self.arg(first, dot)
+
+    def arg(self, arg: Arg, dot: Any) -> Any:
+        kind = arg.kind
+        if kind == "field":
+            return self.fields(arg.pos, dot, arg.fields)
+        if kind == "dot":
+            value = dot
+        elif kind == "var":
+            value = self.var(arg.pos, arg.value)
+        elif kind in ("str", "num", "bool"):
+            value = arg.value
+        elif kind == "nil":
+            return None
+        elif kind == "pipe":
+            value = self.pipe(arg.value, dot)
+        else:  # a function as an argument: called without arguments (Go's niladic call)
+            value = self.call(arg, [], dot, NO_VALUE, False)
+        return self.fields(arg.pos, value, arg.fields) if arg.fields else value
+
+    def fields(self, pos: int, value: Any, names: tuple[str, ...]) -> Any:
+        for name in names:
+            if isinstance(value, Struct):
+                if name not in value:
+                    self.fail(pos, f"can't evaluate field {name} in type {_type_name(value)}")
+                value = value[name]
+            elif isinstance(value, dict):
+                value = value.get(name, NO_VALUE)
+            elif value is None or value is NO_VALUE:  # Go's invalid value: no error
+                value = NO_VALUE
+            else:
+                self.fail(pos, f"can't evaluate field {name} in type {_type_name(value)}")
+        return value
+
+    def call(self, fn: Arg, args: list[Arg], dot: Any, final: Any, has_final: bool) -> Any:
+        name = fn.value
+        if name in ("and", "or"):  # short-circuit, as Go's (1.18+)
+            if not args and not has_final:
+                self.fail(fn.pos, f"wrong number of args for {name}: want at least 1 got 0")
+            value: Any = None
+            for arg in args:
+                value = _plain(self.arg(arg, dot))
+                if _truth(value) == (name == "or"):
+                    return value
+            return _plain(final) if has_final else value
+        values = [_plain(self.arg(arg, dot)) for arg in args]
+        if has_final:
+            values.append(_plain(final))
+        impl = self.funcs.get(name)
+        if impl is None:
+            self.fail(fn.pos, f'function "{name}" not defined')
+        try:
+            return go_data(impl(*values))
+        except TemplateError as err:
+            self.fail(fn.pos, f"error calling {name}: {str(err).removeprefix('template: ')}")
+        except FuncError as err:
+            self.fail(fn.pos, f"error calling {name}: {err}")
+        except TypeError as err:
+            self.fail(fn.pos, f"wrong arguments for {name}: {err}")
+        except (ValueError, KeyError, IndexError, ZeroDivisionError, ArithmeticError) as err:
+            self.fail(fn.pos, f"error calling {name}: {err}")
 
 
-def _parse_block(pieces: list[tuple[str, str]], i: int, word: str, arg: str) -> tuple[_Node, int]:
-    node = _Node(word, pipe=_parse_pipe(arg))
-    node.body, i, end = _parse_list(pieces, i)
-    if end is not None and end.startswith("else"):
-        rest = end[4:].strip()
-        if rest.startswith("if "):  # {{ else if x }} nests an if that shares our {{ end }}
-            inner, i = _parse_block(pieces, i, "if", rest[3:].strip())
-            node.other = [inner]
-            return node, i
-        node.other, i, end = _parse_list(pieces, i)
-    if end != "end":
-        raise TemplateError(f"template: {{{{{word}}}}} without {{{{end}}}}")
-    return node, i
+def _plain(value: Any) -> Any:
+    """A value as an argument of a function: a missing key is nil."""
+    return None if value is NO_VALUE else value
 
 
-def _parse_pipe(text: str) -> list[list[Any]]:
-    tokens = _tokenize(text)
-    pipe, rest = _pipe(tokens, 0)
-    if rest != len(tokens):
-        raise TemplateError(f"template: unexpected {tokens[rest][1]!r} in {{{{{text}}}}}")
-    if not pipe or not pipe[0]:
-        raise TemplateError(f"template: empty action {{{{{text}}}}}")
-    return pipe
+def _printed(value: Any) -> str:
+    """A value as a template prints it (Go's fmt.Print, and `<no value>`)."""
+    if type(value) is str:
+        return value
+    if value is NO_VALUE:
+        return "<no value>"
+    return go_str(value)
 
 
-def _tokenize(text: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    pos = 0
-    text = text.strip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            raise TemplateError(f"template: cannot parse {text[pos:]!r}")
-        kind = m.lastgroup or ""
-        out.append((kind, m.group(kind)))
-        pos = m.end()
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-    return out
+def _shown_arg(arg: Arg) -> str:
+    if arg.kind == "str":
+        return f'"{arg.value}"'
+    if arg.kind == "field":
+        return "." + ".".join(arg.fields)
+    if arg.kind == "dot":
+        return "."
+    if arg.kind == "nil":
+        return "nil"
+    return go_str(arg.value)
 
 
-def _pipe(tokens: list[tuple[str, str]], i: int) -> tuple[list[list[Any]], int]:
-    commands: list[list[Any]] = [[]]
-    while i < len(tokens):
-        kind, value = tokens[i]
-        if kind == "punct" and value == ")":
-            break
-        i += 1
-        if kind == "punct" and value == "|":
-            commands.append([])
-        elif kind == "punct" and value == "(":
-            inner, i = _pipe(tokens, i)
-            if i >= len(tokens) or tokens[i][1] != ")":
-                raise TemplateError("template: unclosed (")
-            i += 1
-            commands[-1].append(("pipe", inner))
-        else:
-            commands[-1].append((kind, value))
-    return commands, i
+# Go's names of the types mcl values have in a template (bool before int, Struct before dict).
+_GO_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "bool"),
+    (int, "int64"),
+    (float, "float64"),
+    (str, "string"),
+    (Struct, "struct"),
+    (dict, "map"),
+    ((tuple, list), "slice"),
+)
 
 
-Funcs = Mapping[str, Callable[..., Any]]
+def _type_name(value: Any) -> str:
+    return next((name for t, name in _GO_TYPES if isinstance(value, t)), type(value).__name__)
+
+
+def _sprint(*args: Any) -> str:
+    """Go's fmt.Sprint: a space between two operands when neither is a string."""
+    out: list[str] = []
+    for index, arg in enumerate(args):
+        if index and not isinstance(arg, str) and not isinstance(args[index - 1], str):
+            out.append(" ")
+        out.append(go_str(arg))
+    return "".join(out)
+
+
+def _sprintln(*args: Any) -> str:
+    return " ".join(go_str(a) for a in args) + "\n"
 
 
 def render(text: str, data: Any, funcs: Funcs) -> str:
@@ -163,16 +333,27 @@ def render(text: str, data: Any, funcs: Funcs) -> str:
 
     As in mgmt, a struct's fields are seen Title-cased (`struct{load => 1}` is `{{ .Load }}`,
     wherever the struct is: the data, a list's item, a map's value); a map's keys are not."""
-    data = go_data(data)
-    out = _Out()
-    _exec(compile_template(text), data, data, funcs, out)
-    return "".join(out)
+    tmpl = compile_template(text, frozenset(funcs))
+    data = NO_VALUE if data is None else go_data(data)
+    state = _State(tmpl, funcs)
+    state.vars = [["$", data]]
+    try:
+        state.walk(tmpl.trees[NAME], data)
+    except RecursionError:
+        raise TemplateError("template: nested too deeply") from None
+    return "".join(state.out)
+
+
+def check_template(text: str, funcs: Funcs) -> None:
+    """Parse a template (TemplateError if it is not a valid one), as the checker does for a
+    constant template."""
+    compile_template(text, frozenset(funcs))
 
 
 def go_data(value: Any) -> Any:
     """A value as mgmt hands it to Go's text/template: struct fields Title-cased."""
     if isinstance(value, Struct):
-        return {name[:1].upper() + name[1:]: go_data(v) for name, v in value.items()}
+        return Struct({name[:1].upper() + name[1:]: go_data(v) for name, v in value.items()})
     if isinstance(value, dict):
         return {k: go_data(v) for k, v in value.items()}
     if isinstance(value, tuple):
@@ -180,173 +361,178 @@ def go_data(value: Any) -> Any:
     return value
 
 
-class _Out(list[str]):
-    """The output so far; TemplateError once it would be longer than a string may be."""
-
-    size = 0
-
-    def add(self, text: str) -> None:
-        self.size += len(text)
-        if self.size > MAX_LEN:
-            raise TemplateError(f"template: result too large: over {MAX_LEN:,} characters")
-        self.append(text)
-
-
-def _exec(nodes: list[_Node], dot: Any, root: Any, funcs: Funcs, out: _Out) -> None:
-    for node in nodes:
-        if node.kind == "text":
-            out.add(node.text)
-        elif node.kind == "print":
-            out.add(go_str(_eval_pipe(node.pipe, dot, root, funcs)))
-        elif node.kind == "if":
-            value = _eval_pipe(node.pipe, dot, root, funcs)
-            _exec(node.body if _truth(value) else node.other, dot, root, funcs, out)
-        elif node.kind == "with":
-            value = _eval_pipe(node.pipe, dot, root, funcs)
-            if _truth(value):
-                _exec(node.body, value, root, funcs, out)
-            else:
-                _exec(node.other, dot, root, funcs, out)
-        elif node.kind == "range":
-            value = _eval_pipe(node.pipe, dot, root, funcs)
-            items = _range_items(value)
-            for item in items:
-                _exec(node.body, item, root, funcs, out)
-            if not items:
-                _exec(node.other, dot, root, funcs, out)
-
-
-def _range_items(value: Any) -> list[Any]:
-    if isinstance(value, dict):
-        return [value[k] for k in sorted(value, key=sort_key)]
-    if isinstance(value, tuple | list):
-        return list(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value > MAX_LEN:
-            raise TemplateError(f"template: range over {value:,}: over {MAX_LEN:,} iterations")
-        return list(range(value))
-    raise TemplateError(f"template: range can't iterate over {go_str(value)}")
+# ---- Go's builtin functions ---------------------------------------------------------------
 
 
 def _truth(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value is None:
+    if value is None or value is NO_VALUE:
         return False
-    if isinstance(value, int | float | str | tuple | list | dict):
+    if isinstance(value, bool | int | float | str | tuple | list) or (
+        isinstance(value, dict) and not isinstance(value, Struct)
+    ):
         return bool(value)
     return True
 
 
-def _eval_pipe(pipe: list[list[Any]], dot: Any, root: Any, funcs: Funcs) -> Any:
-    result: Any = None
-    for index, command in enumerate(pipe):
-        extra = [result] if index > 0 else []
-        result = _eval_command(command, extra, dot, root, funcs)
-    return result
+def _basic(value: Any, op: str) -> str:
+    """The kind of a value eq, lt... compare (nil or a basic kind), else TemplateError."""
+    if value is None:
+        return "nil"
+    kind = _type_name(value)
+    if kind not in ("bool", "int64", "float64", "string"):
+        raise TemplateError(f"{op}: invalid type for comparison")
+    return kind
 
 
-def _eval_command(command: list[Any], extra: list[Any], dot: Any, root: Any, funcs: Funcs) -> Any:
-    if not command:
-        raise TemplateError("template: empty command in pipeline")
-    kind, value = command[0]
-    if kind == "ident" and value not in ("true", "false", "nil"):
-        fn = funcs.get(value)
-        if fn is None:
-            raise TemplateError(f'template: function "{value}" not defined')
-        args = [_operand(op, dot, root, funcs) for op in command[1:]] + extra
-        try:
-            return go_data(fn(*args))
-        except FuncError:
-            raise
-        except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError) as err:
-            raise TemplateError(f"template: {value}: {err}") from err
-    if len(command) > 1 or extra:
-        raise TemplateError(f"template: {value} is not a function")
-    return _operand(command[0], dot, root, funcs)
+def _eq(a: Any, *others: Any) -> bool:
+    if not others:
+        raise TemplateError("missing argument for comparison")
+    kind = _basic(a, "eq")
+    for b in others:
+        other = _basic(b, "eq")
+        if other != kind and "nil" not in (kind, other):
+            raise TemplateError("incompatible types for comparison")
+        if a == b and other == kind:
+            return True
+    return False
 
 
-def _operand(op: tuple[str, Any], dot: Any, root: Any, funcs: Funcs) -> Any:
-    kind, value = op
-    if kind == "dot":
-        return dot
-    if kind == "pipe":
-        return _eval_pipe(value, dot, root, funcs)
-    if kind == "str":
-        if value.startswith("`"):
-            return value[1:-1]
-        return value[1:-1].encode().decode("unicode_escape")
-    if kind == "num":
-        return float(value) if "." in value else int(value)
-    if kind == "ident":
-        if value == "nil":
-            return None
-        return value == "true"
-    if kind == "var":
-        return root
-    if kind == "field":
-        base, _, path = value.partition(".")
-        current = root if base.startswith("$") else dot
-        for name in path.split("."):
-            if not isinstance(current, dict) or name not in current:
-                raise TemplateError(f"template: can't evaluate field {name} in {go_str(current)}")
-            current = current[name]
-        return current
-    raise TemplateError(f"template: unexpected {value!r}")
+def _ne(a: Any, b: Any) -> bool:
+    return not _eq(a, b)
 
 
-def _compare(op: str) -> Callable[..., bool]:
-    ops: dict[str, Callable[[Any, Any], bool]] = {
-        "eq": lambda a, b: bool(a == b),
-        "ne": lambda a, b: bool(a != b),
-        "lt": lambda a, b: bool(a < b),
-        "le": lambda a, b: bool(a <= b),
-        "gt": lambda a, b: bool(a > b),
-        "ge": lambda a, b: bool(a >= b),
-    }
-    fn = ops[op]
-
-    def compare(a: Any, *others: Any) -> bool:
-        if op == "eq" and others:
-            return any(fn(a, b) for b in others)
-        if len(others) != 1:
-            raise TemplateError(f"template: {op} takes two arguments")
-        return fn(a, others[0])
+def _order(op: str) -> Callable[[Any, Any], bool]:
+    def compare(a: Any, b: Any) -> bool:
+        kind, other = _basic(a, op), _basic(b, op)
+        if kind in ("bool", "nil") or other in ("bool", "nil"):
+            raise TemplateError("invalid type for comparison")
+        if kind != other:
+            raise TemplateError("incompatible types for comparison")
+        result: bool = {"lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b}[op]
+        return result
 
     return compare
 
 
+def _len(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.encode())  # Go counts bytes
+    if isinstance(value, tuple | list | dict) and not isinstance(value, Struct):
+        return len(value)
+    raise TemplateError(f"len of type {_type_name(value)}")
+
+
 def _index(value: Any, *keys: Any) -> Any:
     for key in keys:
-        try:
-            value = value[key]
-        except (KeyError, IndexError, TypeError):
-            raise TemplateError(f"template: index of {go_str(key)} in {go_str(value)}") from None
+        if value is None:
+            raise TemplateError("index of untyped nil")
+        if isinstance(value, str | tuple | list):
+            items = value.encode() if isinstance(value, str) else value
+            if not isinstance(key, int) or isinstance(key, bool):
+                raise TemplateError(f"cannot index slice/array with type {_type_name(key)}")
+            if not 0 <= key < len(items):
+                raise TemplateError(f"index out of range: {key}")
+            value = items[key]
+        elif isinstance(value, dict) and not isinstance(value, Struct):
+            # a missing key: the zero value of the map's values
+            value = value[key] if key in value else _zero(next(iter(value.values()), None))
+        else:
+            raise TemplateError(f"can't index item of type {_type_name(value)}")
     return value
 
 
-def _and(*args: Any) -> Any:
-    for arg in args:
-        if not _truth(arg):
-            return arg
-    return args[-1] if args else True
+def _zero(example: Any) -> Any:
+    if isinstance(example, bool):
+        return False
+    if isinstance(example, int | float | str):
+        return type(example)()
+    return None
 
 
-def _or(*args: Any) -> Any:
-    for arg in args:
-        if _truth(arg):
-            return arg
-    return args[-1] if args else False
+def _slice(value: Any, *bounds: Any) -> Any:
+    if value is None:
+        raise TemplateError("slice of untyped nil")
+    if len(bounds) > 3:
+        raise TemplateError(f"too many slice indexes: {len(bounds)}")
+    if not isinstance(value, str | tuple | list):
+        raise TemplateError(f"can't slice item of type {_type_name(value)}")
+    items: Any = value.encode() if isinstance(value, str) else value
+    if isinstance(value, str) and len(bounds) == 3:
+        raise TemplateError("cannot 3-index slice a string")
+    idx = [0, len(items), len(items)]
+    for i, bound in enumerate(bounds):
+        if not isinstance(bound, int) or isinstance(bound, bool):
+            raise TemplateError(f"cannot index slice/array with type {_type_name(bound)}")
+        if not 0 <= bound <= len(items):
+            raise TemplateError(f"index out of range: {bound}")
+        idx[i] = bound
+    if idx[0] > idx[1]:
+        raise TemplateError(f"invalid slice index: {idx[0]} > {idx[1]}")
+    if len(bounds) == 3 and idx[1] > idx[2]:
+        raise TemplateError(f"invalid slice index: {idx[1]} > {idx[2]}")
+    part = items[idx[0] : idx[1]]
+    return part.decode(errors="replace") if isinstance(value, str) else part
+
+
+def _eval_args(args: tuple[Any, ...]) -> str:
+    """The text the escapers work on: the one string argument, or fmt.Sprint of them all."""
+    if len(args) == 1 and isinstance(args[0], str):
+        return args[0]
+    return _sprint(*args)
+
+
+_HTML = {'"': "&#34;", "'": "&#39;", "&": "&amp;", "<": "&lt;", ">": "&gt;", "\0": "\ufffd"}
+_JS = {"\\": "\\\\", "'": "\\'", '"': '\\"', "<": "\\u003C", ">": "\\u003E"}
+_JS |= {"&": "\\u0026", "=": "\\u003D"}
+
+
+def _html(*args: Any) -> str:
+    return "".join(_HTML.get(c, c) for c in _eval_args(args))
+
+
+def _js(*args: Any) -> str:
+    out: list[str] = []
+    for c in _eval_args(args):
+        if c in _JS:
+            out.append(_JS[c])
+        elif c < " " or (ord(c) >= 0x80 and not c.isprintable()):
+            out.append(f"\\u{ord(c):04X}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _urlquery(*args: Any) -> str:
+    return urllib.parse.quote_plus(_eval_args(args), safe="")
+
+
+def _not(value: Any) -> bool:
+    return not _truth(value)
+
+
+def _call(fn: Any, *args: Any) -> Any:
+    if fn is None:
+        raise TemplateError("call of nil")
+    if not callable(fn):
+        raise TemplateError(f"non-function of type {_type_name(fn)}")
+    return fn(*args)
 
 
 BASE_FUNCS: dict[str, Callable[..., Any]] = {
-    "printf": lambda fmt, *args: sprintf(fmt, args),
-    "print": lambda *args: "".join(go_str(a) for a in args),
-    "println": lambda *args: " ".join(go_str(a) for a in args) + "\n",
-    "len": len,
+    "and": lambda *args: args[-1],  # evaluated lazily by the executor (short-circuit)
+    "or": lambda *args: args[-1],
+    "call": _call,
+    "html": _html,
     "index": _index,
-    "not": lambda a: not _truth(a),
-    "and": _and,
-    "or": _or,
-    **{name: _compare(name) for name in ("eq", "ne", "lt", "le", "gt", "ge")},
+    "slice": _slice,
+    "js": _js,
+    "len": _len,
+    "not": _not,
+    "print": _sprint,
+    "printf": lambda fmt, *args: sprintf(fmt, args),
+    "println": _sprintln,
+    "urlquery": _urlquery,
+    "eq": _eq,
+    "ne": _ne,
+    **{op: _order(op) for op in ("lt", "le", "gt", "ge")},
 }

@@ -103,7 +103,9 @@ def go_float_exp(value: float) -> str:
 
 
 def go_str(value: Any) -> str:
-    """A value as Go's %v prints it (what templates and printf %v show)."""
+    """A value as Go's %v prints it (what templates and printf %v show; nil as `<nil>`)."""
+    if value is None:
+        return "<nil>"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):

@@ -61,6 +61,70 @@ def test_check_reports_every_problem_with_file_line_col_and_exits_2(tmp_path: Pa
     ]
 
 
+def test_go_templates_with_variables_render_and_a_bad_constant_one_fails_the_check(
+    tmp_path: Path,
+) -> None:
+    """tester7's #4: `range $k, $v := .M` passed `mgmt check` and failed at run time; a
+    constant template Go refuses is a check error at the call, with the template's line:col."""
+    out_file = tmp_path / "o"
+    program = tmp_path / "t.mcl"
+    program.write_text(
+        'import "golang"\n'
+        f'file "{out_file}" {{ state => "exists", content => golang.template('
+        '"{{ range $k, $v := .M }}{{ $k }}={{ html $v }};{{ end }}'
+        '{{ define \\"t\\" }}[{{ . }}]{{ end }}{{ template \\"t\\" .N }}", '
+        'struct{m => {"k" => "<v>", "a" => "b"}, n => 2}), }\n'
+    )
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 0, out
+    code, out = run_once("lang", program)
+    assert code == 0, out
+    assert out_file.read_text() == "a=b;k=&lt;v&gt;;[2]"
+    bad = tmp_path / "bad.mcl"
+    bad.write_text(
+        'import "golang"\n$t = "line1\\n{{ if .X }}"\n'
+        f'file "{out_file}" {{\n\tcontent => golang.template($t, struct{{x => 1}}),\n}}\n'
+    )
+    code, out = run_mgmt(["check", str(bad)])
+    assert code == 2
+    assert out.strip() == f"{bad}:4:13: golang.template: template: template:2:12: unexpected EOF"
+
+
+def test_a_string_literal_spanning_lines_is_a_file_content(tmp_path: Path) -> None:
+    """As mgmt's lexer reads it: the newlines are the string's; an escape mgmt does not have
+    (`\\u`) is an error at its line:col."""
+    out_file = tmp_path / "o"
+    program = tmp_path / "t.mcl"
+    program.write_text(
+        f'$x = "X"\nfile "{out_file}" {{\n\tcontent => "line1\n\t${{x}}line2\n",\n}}\n'
+    )
+    code, out = run_once("lang", program)
+    assert code == 0, out
+    assert out_file.read_text() == "line1\n\tXline2\n"
+    program.write_text('$x = "a\nb\\u00e9"\n')
+    code, out = run_mgmt(["check", str(program)])
+    assert code == 2 and out.startswith(f"{program}:2:2: unknown escape '\\u' (mgmt's: "), out
+
+
+def test_include_inside_a_for_loop_per_element(tmp_path: Path) -> None:
+    """As in mgmt: a class included in a loop body, once per element (`mgmt check --graph`
+    shows the first graph)."""
+    program = tmp_path / "loop.mcl"
+    program.write_text(
+        'class greet($x) {\n\t$result = "hi " + $x\n\tprint "p-${x}" { msg => $result, }\n}\n'
+        'for $i, $v in ["a", "b",] {\n\tinclude greet($v) as g\n\ttest [$g.result,] {}\n}\n'
+    )
+    code, out = run_mgmt(["check", "--graph", str(program)])
+    assert code == 0, out
+    vertices = sorted(line for line in out.splitlines() if line.startswith("Vertex: "))
+    assert vertices == [
+        "Vertex: print[p-a]",
+        "Vertex: print[p-b]",
+        "Vertex: test[hi a]",
+        "Vertex: test[hi b]",
+    ], out
+
+
 def test_mgmts_meta_params_in_a_program(tmp_path: Path) -> None:
     """mgmt's engine refuses a name that starts with `$` (a variable not interpolated?) unless
     Meta:dollar; Meta:async is accepted (our swaps never pause a running check), not with
@@ -377,6 +441,29 @@ async def test_datetime_demo_updates_every_second_with_history(
             )
 
         await wait_path(out, caught_up, timeout=15)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+async def test_history_is_the_previous_value_as_in_mgmt(tmp_path: Path) -> None:
+    """tester7's #7: `history($now, 1)` was the value 1 ms ago (the same second); in mgmt it
+    is the previous value. The file appears once the clock has had two values."""
+    out = tmp_path / "o"
+    program = tmp_path / "h.mcl"
+    program.write_text(
+        'import "datetime"\nimport "fmt"\n$now = datetime.now()\n'
+        f'file "{out}" {{ state => "exists", '
+        'content => fmt.printf("%d %d %d\\n", $now, history($now, 1), history($now, 2)), }\n'
+    )
+
+    def shown(p: Path) -> bool:
+        if not p.exists() or not p.read_text().endswith("\n"):
+            return False
+        now, prev, prev2 = (int(v) for v in p.read_text().split())
+        return prev == now - 1 and prev2 == now - 2
+
+    async with Daemon(["run", "--tmp-prefix", "lang", str(program)]) as daemon:
+        await wait_path(out, shown, timeout=30)
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
 

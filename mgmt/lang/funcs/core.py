@@ -1,4 +1,4 @@
-"""Core functions: no import needed (len, contains, history, debounce, template, random1,
+"""Core functions: no import needed (len, contains, history, delayed, debounce, template, random1,
 structlookup)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mgmt.lang import ast, streams
-from mgmt.lang.funcs.golang import golang_template
+from mgmt.lang.funcs.golang import golang_template, type_template
 from mgmt.lang.funcs.registry import Typer, define
 from mgmt.lang.types import Type
 
@@ -17,9 +17,16 @@ def _contains(needle: Any, haystack: Any) -> bool:
 
 define("len", "func(str) int", "func([]?1) int", "func(map{?1: ?2}) int", impl=len)
 define("contains", "func(?1, []?1) bool", impl=_contains, doc="needle in a list")
-define("history", "func(?1, int) ?1", stream=streams.History)
+define("history", "func(?1, int) ?1", stream=streams.History, doc="the value n values ago")
+define("delayed", "func(?1, int) ?1", stream=streams.Delayed, doc="the value ms ago")
 define("debounce", "func(?1, int) ?1", stream=streams.Debounce)
-define("template", "func(str, ?1) str", impl=golang_template, doc="mgmt's older name")
+define(
+    "template",
+    "func(str, ?1) str",
+    typing=type_template,
+    impl=golang_template,
+    doc="mgmt's older name",
+)
 define("random1", "func(int) str", stream=streams.Random, doc="a random string, drawn once")
 
 

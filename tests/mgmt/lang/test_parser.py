@@ -101,6 +101,15 @@ def test_interpolated_expression_has_file_positions() -> None:
     assert call.pos.line == 1 and call.pos.col > 10
 
 
+def test_a_string_literal_may_span_lines_as_in_mgmt() -> None:
+    """tester7: `content => "line1<newline>line2"` was refused; mgmt's lexer accepts it."""
+    expr = one('$s = "line1\n\tline2 ${x}\n"').expr  # type: ignore[attr-defined]
+    assert isinstance(expr, ast.Interp)
+    assert expr.parts[0] == "line1\n\tline2 " and expr.parts[2] == "\n"
+    var = expr.parts[1]
+    assert isinstance(var, ast.Var) and (var.pos.line, var.pos.col) == (2, 8)
+
+
 def test_struct_map_list_field_index() -> None:
     expr = one('$v = struct{a => [1, 2,], b => {"k" => 1.5},}->a[0]').expr  # type: ignore[attr-defined]
     assert isinstance(expr, ast.Index) and isinstance(expr.obj, ast.Field)
@@ -115,6 +124,12 @@ def test_struct_map_list_field_index() -> None:
         ("$x = 1 @ 2", "t.mcl:1:8", "unexpected character '@'"),
         ('$s = "bad \\q escape"', "t.mcl:1:11", "unknown escape"),
         ('$s = "${}"', "t.mcl:1:7", "empty ${}"),
+        # a string may span lines (mgmt's lexer: "(\\.|[^"])*"): positions after a newline
+        ('$s = "a\nb \\q"', "t.mcl:2:3", "unknown escape '\\q' (mgmt's: \\n \\t"),
+        ('$s = "a\n${}"', "t.mcl:2:1", "empty ${}"),
+        ('$s = "a\n  ${nope + }"', "t.mcl:2:", "syntax error"),
+        # mgmt's escapes have no \u (lang/interpolate: "unknown escape sequence")
+        ('$s = "\\u00e9"', "t.mcl:1:7", "unknown escape '\\u' (mgmt's: "),
         ("$x int64 = 1", "t.mcl:1:4", "unknown type 'int64'"),
         ('file "x" { Depends => Pkg["a"] }', "t.mcl:1:12", "unknown field 'Depends'"),
     ],
@@ -134,6 +149,8 @@ def test_syntax_errors_have_positions(src: str, where: str, text: str) -> None:
         ('file "/a" {\n\tcontent => "x",\n\nprint "p" { msg => "y", }\n', "the '{' at 1:11 is not"),
         ('file "/a" {\n\tcontent => "x",\n', "the '{' at 1:11 is not closed: a missing '}'?"),
         ('$x = "unterminated\nfile "/a" { content => $x, }\n', "without its closing '\"'"),
+        # an unclosed string takes the next one's quote: the first of the chain is named
+        ('$a = "x\n$b = "y"\nnoop "n" {}\n', "the string opened at 1:6 spans lines 1-3"),
         ('print "p" { msg => "a", }\nprint["p"] -> print["q"]\n', "capitalised: Print[...]"),
         ("$dt = 1\n$x = $dt{1}\n", "is history($x, N) now"),
         # A name where a variable was meant: the parser wanted a call's '(' after it.

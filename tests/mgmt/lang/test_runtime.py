@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from mgmt.lang.clock import ManualClock
-from mgmt.lang.errors import FuncError
+from mgmt.lang.errors import FuncError, NotReady
 from mgmt.lang.streams import load_average_path
 from mgmt.lang.values import FrozenDict, Struct
-from tests.mgmt.lang.helpers import binding, contents, run, value_of
+from tests.mgmt.lang.helpers import binding, contents, problems, run, value_of
 
 
 @pytest.mark.parametrize(
@@ -108,8 +108,10 @@ def test_templates() -> None:
     # (so `{{ int2str . }}` of mgmt's template0.mcl is an unknown function, there and here).
     text = '"{{ golang_strings_to_upper . }} {{ _len . }} {{ example_int2str 42 }}"'
     assert value_of(f'golang.template({text}, "ab")', prelude) == "AB 2 42"
-    with pytest.raises(FuncError, match="int2str"):
-        value_of('golang.template("{{ int2str . }}", 42)', prelude)
+    # A constant template's unknown function is found when the program is checked.
+    assert problems(f'{prelude}\n$t = golang.template("{{{{ int2str . }}}}", 42)\n') == [
+        't.mcl:2:6: golang.template: template: template:1:4: function "int2str" not defined'
+    ]
     with pytest.raises(FuncError, match="can't evaluate field nope"):
         value_of('golang.template("{{ .nope }}", struct{a => 1})', prelude)
     # As in mgmt: struct fields Title-cased at any depth (lowercase is an error), map keys kept.
@@ -165,7 +167,46 @@ def test_only_downstream_cells_recompute_and_equal_results_stop_the_wave(
     assert rt.recomputed - before == 2
 
 
-def test_datetime_now_and_history() -> None:
+def test_history_is_the_value_n_values_ago_as_in_mgmt() -> None:
+    """tester7's #7: mgmt's history($x, 1) is the previous value (lang/core/history.go: "the
+    Nth oldest value seen"), not the value 1 ms ago; until n + 1 values were seen it has none
+    (the program waits, as mgmt's does)."""
+    clock = ManualClock(start=500.2)
+    rt = run(
+        """
+        import "datetime"
+        import "fmt"
+        import "math"
+        $now = datetime.now()
+        noop "h" { comment => fmt.printf("%d %d %d %d", $h0, $h1, $h3, $prev_half) }
+        $h0 = history($now, 0)
+        $h1 = history($now, 1)
+        $h3 = history($now, 3)
+        $half = math.floor($now / 2)
+        $prev_half = history($half, 1)
+        """,
+        clock,
+    )
+    _changed, items, error = rt.evaluate()
+    assert binding(rt, "h0") == 500
+    assert isinstance(error, NotReady) and "history has no value yet" in str(error)
+    assert rt.waiting and not items
+    for now in (501, 502, 503, 504, 505, 506):
+        clock.advance(1)
+        _changed, items, error = rt.evaluate()
+        assert binding(rt, "h1") == now - 1
+        if now < 503:
+            assert rt.waiting and not items
+            continue
+        assert error is None
+        # $half repeats each value for two seconds: history counts values, not evaluations
+        expected = f"{now} {now - 1} {now - 3} {now // 2 - 1}"
+        assert dict(items[0].params)["comment"] == expected
+
+
+def test_delayed_is_the_value_ms_ago() -> None:
+    """delayed (not in mgmt) is what history meant here before: the value as it was ms ago,
+    the oldest value seen while less than ms of it exists."""
     clock = ManualClock(start=500.2)
     rt = run(
         """
@@ -173,8 +214,8 @@ def test_datetime_now_and_history() -> None:
         import "fmt"
         $now = datetime.now()
         noop "h" { comment => fmt.printf("%d %d", $h1, $h3) }
-        $h1 = history($now, 1000)
-        $h3 = history($now, 3000)
+        $h1 = delayed($now, 1000)
+        $h3 = delayed($now, 3000)
         """,
         clock,
     )
