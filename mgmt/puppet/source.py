@@ -48,6 +48,7 @@ async def load(
         )
     except GraphFileError as err:
         raise CompileFailed(err.problems, compiled.files) from None
+    loaded.warnings += compiled.warnings
     loaded.digest = _digest(compiled.catalog)
     return loaded, compiled.files
 

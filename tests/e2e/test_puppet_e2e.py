@@ -448,3 +448,37 @@ def test_a_number_param_that_is_no_number_is_refused_with_its_line(tmp_path: Pat
     assert "<puppet -e>:2: Exec[e]: timeout => 'nan': expected a number" in out, out
     assert "<puppet -e>:3: User[u]: uid => 'x1': expected a number" in out, out
     assert "Traceback" not in out and not (tmp_path / "x").exists()
+
+
+def test_hiera_node_data_beside_the_manifest_and_a_global_hiera_config_are_used(
+    tmp_path: Path,
+) -> None:
+    """tester7's #2: an environment's hiera.yaml (beside the manifest) with node data, and a
+    global one (`--hiera-config`); before 2026-12-05 both were ignored, the lookups took
+    their defaults."""
+    t = tmp_path
+    (t / "data" / "nodes").mkdir(parents=True)
+    (t / "hiera.yaml").write_text(
+        "version: 5\ndefaults: {datadir: data, data_hash: yaml_data}\nhierarchy:\n"
+        "  - {name: node, path: 'nodes/%{trusted.certname}.yaml'}\n"
+    )
+    (t / "data" / "nodes" / "node7.yaml").write_text("motd: from-node\n")
+    (t / "global").mkdir()
+    (t / "global" / "hiera.yaml").write_text(
+        "version: 5\nhierarchy:\n  - {name: g, path: g.yaml, datadir: .}\n"
+    )
+    (t / "global" / "g.yaml").write_text("banner: from-global\n")
+    pp = t / "site.pp"
+    pp.write_text(
+        '$m = lookup("motd", String, "first", "default")\n'
+        '$b = lookup("banner", String, "first", "default")\n'
+        f'file {{ "{t}/motd": content => "${{m}} ${{b}}\\n" }}\n'
+    )
+    hiera = ["--hiera-config", str(t / "global" / "hiera.yaml")]
+    run = ["run", "--tmp-prefix", "--converged-timeout=0", "--hostname", "node7"]
+    code, out = run_mgmt([*run, *hiera, "puppet", str(pp)], 120)
+    assert code == 0, out
+    assert (t / "motd").read_text() == "from-node from-global\n"
+    code, out = run_mgmt(["check", "--hiera-config", str(t / "nope.yaml"), str(pp)], 120)
+    assert code == 2, out
+    assert f"{t / 'nope.yaml'} (--hiera-config): cannot read: No such file or directory" in out
