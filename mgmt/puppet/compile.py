@@ -121,6 +121,7 @@ class Compiled:
     catalog: dict[str, Any]
     files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    modulepath: str = MODULEPATH  # the environment's modules/, then the manifest's modulepath
 
 
 class CompileFailed(GraphFileError):
@@ -192,7 +193,10 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
         catalog = None
     if not isinstance(catalog, dict) or not isinstance(catalog.get("resources"), list):
         raise CompileFailed([f"{manifest.label}: puppet printed no catalog: {out[-200:]!r}"], files)
-    return Compiled(catalog, files, warnings)
+    modulepath = manifest.modulepath
+    if environment is not None:  # Puppet's: the environment's modules, then the base's
+        modulepath = f"{environment / 'modules'}:{modulepath}"
+    return Compiled(catalog, files, warnings, modulepath)
 
 
 def _inputs(manifest: Manifest, own: list[Path]) -> tuple[Path | None, list[str]]:
@@ -253,6 +257,25 @@ def _looked_for(manifest: Manifest, failure: str) -> list[Path]:
         if inner:
             files += _in_module(dirs, module, "manifests/" + "/".join(inner) + ".pp")
     return files
+
+
+def module_file(uri: str, modulepath: str) -> list[Path]:
+    """Where `puppet apply` looks for a file `source` (`puppet:///modules/MODULE/PATH`):
+    `MODULE/files/PATH` in the first directory of `modulepath` holding MODULE (the last path,
+    if it is there), and in those before it. ValueError for what is not a module's file: a
+    server's (`puppet://HOST/`), another mount point (`puppet:///files/`: a file server's)."""
+    server, _, rest = uri.removeprefix("puppet://").partition("/")
+    mount, _, rest = rest.partition("/")
+    module, _, path = rest.partition("/")
+    if server or mount != "modules" or not module:
+        raise ValueError(
+            "only puppet:///modules/MODULE/PATH translates (a module's files/, in the module "
+            "path); a Puppet server's files and other mount points have no translation"
+        )
+    if ".." in path.split("/"):
+        raise ValueError("a path out of the module's files/ has no translation")
+    dirs = [Path(d) for d in modulepath.split(":") if d]
+    return _in_module(dirs, module, f"files/{path}".rstrip("/"))
 
 
 def _in_module(dirs: list[Path], module: str, path: str) -> list[Path]:

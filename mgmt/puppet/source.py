@@ -26,7 +26,7 @@ from engine.namedpath import NamedPaths
 from engine.tasks import TaskSet, surviving
 from mgmt.listing import first_of
 from mgmt.puppet.compile import CompileFailed, Manifest, compile_catalog
-from mgmt.puppet.translate import translate
+from mgmt.puppet.translate import source_files, translate
 from mgmt.yamlgraph import GraphFileError, Loaded
 
 if TYPE_CHECKING:
@@ -42,20 +42,26 @@ async def load(
     CompileFailed on any problem. `fallback`: where `puppet resource` keeps its state
     (translate's), None: no fallback."""
     compiled = await compile_catalog(manifest, hostname)
+    modulepath = compiled.modulepath
+    sources = source_files(compiled.catalog, modulepath)
+    files = list(dict.fromkeys([*compiled.files, *sources]))
     try:
         loaded = translate(
-            compiled.catalog, manifest.label, fallback=fallback, modulepath=manifest.modulepath
+            compiled.catalog, manifest.label, fallback=fallback, modulepath=modulepath
         )
     except GraphFileError as err:
-        raise CompileFailed(err.problems, compiled.files) from None
+        raise CompileFailed(err.problems, files) from None
     loaded.warnings += compiled.warnings
-    loaded.digest = _digest(compiled.catalog)
-    return loaded, compiled.files
+    loaded.digest = _digest(compiled.catalog, sources)
+    return loaded, files
 
 
-def _digest(catalog: dict[str, Any]) -> str:
-    """What tells a changed catalog from a recompiled identical one (not its version stamp)."""
+def _digest(catalog: dict[str, Any], sources: list[Path]) -> str:
+    """What tells a changed catalog from a recompiled identical one (not its version stamp),
+    and a file `source` translated to another path (`sources`: those not taken: one written
+    is taken now, source_files)."""
     content = {"resources": catalog.get("resources"), "edges": catalog.get("edges")}
+    content["sources"] = [str(p) for p in sources]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 

@@ -26,7 +26,7 @@ from engine.graph import Edge, Graph
 from engine.limits import too_many
 from engine.resource import lookup
 from mgmt.lang.kinds import build_resource
-from mgmt.puppet.compile import MODULEPATH, isolated
+from mgmt.puppet.compile import MODULEPATH, isolated, module_file
 from mgmt.yamlgraph import GraphFileError, Loaded
 
 # Metaparams every type accepts: edges, or nothing to do for us (docs/puppet.md says why for
@@ -50,6 +50,7 @@ class PRes:
     params: dict[str, Any]
     where: str
     container: bool
+    modulepath: str = MODULEPATH  # where `puppet:///modules/` sources are
 
     @property
     def ref(self) -> str:
@@ -79,7 +80,7 @@ def translate(
 ) -> Loaded:
     """Our graph for `catalog`; GraphFileError listing every resource without a translation
     (unless `fallback`: the directory `puppet resource` runs them with, in `modulepath`)."""
-    resources = [_pres(raw, label) for raw in catalog.get("resources", [])]
+    resources = [_pres(raw, label, modulepath) for raw in catalog.get("resources", [])]
     by_ref = {r.ref: r for r in resources}
     children: dict[str, list[str]] = {}
     for edge in catalog.get("edges", []):
@@ -144,7 +145,7 @@ def translate(
     return loaded
 
 
-def _pres(raw: dict[str, Any], label: str) -> PRes:
+def _pres(raw: dict[str, Any], label: str, modulepath: str) -> PRes:
     file, line = raw.get("file"), raw.get("line")
     where = f"{file or label}:{line}" if line is not None else str(file or label)
     return PRes(
@@ -153,6 +154,7 @@ def _pres(raw: dict[str, Any], label: str) -> PRes:
         params=dict(raw.get("parameters") or {}),
         where=where,
         container=raw.get("kind") in CONTAINER_KINDS or raw["type"] in ("Stage", "Class", "Node"),
+        modulepath=modulepath,
     )
 
 
@@ -250,19 +252,19 @@ def _file(res: PRes) -> Spec:
     ensure = res.take("ensure")
     path, params, untouched, warnings = _file_state(res, path, ensure)
     _unapplied(res, ensure, bool(params.get("symlink")))
-    for ours in ("content", "source", "owner", "group", "mode"):
+    source = res.take("source")
+    for ours in ("content", "owner", "group", "mode"):
         value = res.take(ours)
         if value is not None:
             params[ours] = _str(value, ours)
+    if source is not None and params.get("symlink"):
+        params["source"] = _str(source, "source")
+    elif source is not None:
+        params["source"] = _source(source, res.modulepath) + ("/" if path.endswith("/") else "")
     recurse = res.take("recurse")
     if "mode" in params:
         is_dir = {"file": False, "directory": None if recurse else True}.get(ensure or "")
         params["mode"] = _dir_mode(params["mode"], is_dir)
-    if isinstance(params.get("source"), str) and not params.get("symlink"):
-        source = params["source"].removeprefix("file://")
-        if not source.startswith("/"):
-            raise Untranslatable(f"source => {params['source']!r}: only local paths translate")
-        params["source"] = source + ("/" if path.endswith("/") else "")
     if recurse is not None:
         if recurse == "remote":
             raise Untranslatable("recurse => remote has no translation")
@@ -274,6 +276,58 @@ def _file(res: PRes) -> Spec:
     if untouched:
         return Spec("noop", f"file:{path}", {})
     return Spec("file", path, {"path": path, **params}, warnings=warnings)
+
+
+def _source(value: Any, modulepath: str) -> str:
+    """The local path of a file's `source`: a path, `file://PATH`, or a module's file
+    (`puppet:///modules/MODULE/PATH`, in the module path as `puppet apply` finds it); of a
+    list, the first that is there, as Puppet takes it."""
+    looked = _sources(value, modulepath)
+    found = [paths[-1] for paths in looked if os.path.lexists(paths[-1])]
+    if found:
+        return str(found[0])
+    if len(looked) == 1 and not str(value).startswith("puppet:"):
+        return str(looked[0][-1])  # a local path: the resource fails until it is there
+    where = ", ".join(str(p) for paths in looked for p in paths)
+    raise Untranslatable(f"source => {value!r}: not found (looked for {where})")
+
+
+def _sources(value: Any, modulepath: str) -> list[list[Path]]:
+    """Where each of a file's sources (`source => [A, B]`: the first that is there) is looked
+    for; the last path of each: where it is, if anywhere."""
+    looked = []
+    for item in _list(value):
+        text = _str(item, "source")
+        if text.startswith("puppet:"):
+            try:
+                looked.append(module_file(text, modulepath))
+            except ValueError as why:
+                raise Untranslatable(f"source => {text!r}: {why}") from None
+            continue
+        local = text.removeprefix("file://")
+        if not local.startswith("/"):
+            raise Untranslatable(
+                f"source => {text!r}: expected an absolute path, file:// or puppet:///modules/"
+            )
+        looked.append([Path(local)])
+    return looked
+
+
+def source_files(catalog: Any, modulepath: str) -> list[Path]:
+    """What a file `source` of `catalog` that is not (yet) there was looked for at, and those
+    of a list before the one taken: writing one changes the translation (the compile
+    watches them); the source taken is the file resource's to watch."""
+    files: list[Path] = []
+    for raw in catalog.get("resources", []):
+        source = (raw.get("parameters") or {}).get("source") if raw.get("type") == "File" else None
+        try:
+            looked = _sources(source, modulepath)
+        except Untranslatable:
+            continue
+        found = next((i for i, paths in enumerate(looked) if os.path.lexists(paths[-1])), None)
+        for i, paths in enumerate(looked):
+            files += paths if i != found else paths[:-1]
+    return files
 
 
 def _file_state(res: PRes, path: str, ensure: Any) -> tuple[str, dict[str, Any], bool, list[str]]:

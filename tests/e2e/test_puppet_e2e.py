@@ -482,3 +482,45 @@ def test_hiera_node_data_beside_the_manifest_and_a_global_hiera_config_are_used(
     code, out = run_mgmt(["check", "--hiera-config", str(t / "nope.yaml"), str(pp)], 120)
     assert code == 2, out
     assert f"{t / 'nope.yaml'} (--hiera-config): cannot read: No such file or directory" in out
+
+
+async def test_a_modules_files_are_sources_and_watched(tmp_path: Path) -> None:
+    """tester7's #3: `source => 'puppet:///modules/M/F'` is `M/files/F` in the module path, as
+    `puppet apply` finds it (a directory with `recurse`; of a list, the first that is there):
+    an edit of it is copied at once (the file resource watches its source), and writing one
+    of a list that comes first compiles again. Other mount points are refused. Before
+    2026-12-05 every `puppet:///` source was refused."""
+    t = tmp_path
+    files = t / "mods/app/files"
+    (t / "mods/app/manifests").mkdir(parents=True)
+    (files / "tree/sub").mkdir(parents=True)
+    (files / "static.txt").write_text("static\n")
+    (files / "tree/sub/t").write_text("t\n")
+    (files / "default.conf").write_text("default\n")
+    (t / "mods/app/manifests/init.pp").write_text(
+        "class app {\n"
+        f"  file {{ '{t}/static.txt': source => 'puppet:///modules/app/static.txt' }}\n"
+        f"  file {{ '{t}/tree': ensure => directory, recurse => true,\n"
+        "    source => 'puppet:///modules/app/tree' }\n"
+        f"  file {{ '{t}/app.conf': source => ['puppet:///modules/app/node.conf',\n"
+        "    'puppet:///modules/app/default.conf'] }\n"
+        "}\n"
+    )
+    pp = t / "site.pp"
+    pp.write_text("include app\n")
+    mods = ["--modulepath", str(t / "mods")]
+    code, out = await asyncio.to_thread(
+        run_mgmt, ["check", *mods, "-e", f"file {{ '{t}/x': source => 'puppet:///files/x' }}"], 120
+    )
+    assert code == 2, out
+    assert "source => 'puppet:///files/x': only puppet:///modules/MODULE/PATH translates" in out
+    async with Daemon(["run", "--tmp-prefix", *mods, "puppet", str(pp)]) as daemon:
+        await wait_path(t / "static.txt", has_content("static\n"), timeout=60)
+        await wait_path(t / "tree/sub/t", has_content("t\n"), timeout=60)
+        await wait_path(t / "app.conf", has_content("default\n"), timeout=60)
+        (files / "static.txt").write_text("edited\n")
+        await wait_path(t / "static.txt", has_content("edited\n"), timeout=60)
+        (files / "node.conf").write_text("node\n")  # first in the list: taken now
+        await wait_path(t / "app.conf", has_content("node\n"), timeout=60)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
