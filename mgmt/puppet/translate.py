@@ -273,8 +273,14 @@ def _file(res: PRes) -> Spec:
         value = res.take(flag)
         if value is not None:
             params[flag] = _bool(value, flag)
+    if ensure == "absent" and params.get("force"):
+        params["recurse"] = True  # Puppet's force removes a directory with what is in it
+    elif ensure == "absent" and os.path.isdir(path) and not os.path.islink(path):
+        # Without force Puppet removes no directory, empty or not: a notice, nothing done.
+        warnings.append("Not removing directory; use force => true to override (as Puppet)")
+        untouched = True
     if untouched:
-        return Spec("noop", f"file:{path}", {})
+        return Spec("noop", f"file:{path}", {}, warnings=warnings)
     return Spec("file", path, {"path": path, **params}, warnings=warnings)
 
 

@@ -524,3 +524,32 @@ async def test_a_modules_files_are_sources_and_watched(tmp_path: Path) -> None:
         await wait_path(t / "app.conf", has_content("node\n"), timeout=60)
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
+
+
+def test_absent_with_force_removes_a_directory_tree_and_without_it_none(tmp_path: Path) -> None:
+    """tester7's #9, as `puppet apply` does: `ensure => absent, force => true` removes a
+    directory with everything in it (a symlink in it removed, its target kept); without
+    force no directory is removed, empty or not (Puppet's notice, a warning here), a file is.
+    Before 2026-12-05 the first failed (exit 1, with the graph file's terms)."""
+    t = tmp_path
+    outside = t / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("keep")
+    (t / "tree/sub").mkdir(parents=True)
+    (t / "tree/sub/x").write_text("x")
+    (t / "tree/link").symlink_to(outside)
+    (t / "full/sub").mkdir(parents=True)
+    (t / "empty").mkdir()
+    (t / "file").write_text("f")
+    pp = t / "site.pp"
+    pp.write_text(
+        f"file {{ '{t}/tree': ensure => absent, force => true }}\n"
+        f"file {{ ['{t}/full', '{t}/empty', '{t}/file']: ensure => absent }}\n"
+    )
+    code, out = run_once("puppet", pp)
+    assert code == 0, out
+    assert not (t / "tree").exists() and not (t / "file").exists()
+    assert (outside / "keep").read_text() == "keep"
+    assert (t / "full/sub").is_dir() and (t / "empty").is_dir()
+    for kept in ("full", "empty"):
+        assert f"File[{t}/{kept}]: Not removing directory; use force => true to override" in out
