@@ -41,6 +41,10 @@ class Untranslatable(Exception):
     """This resource (or one of its params) has no translation: why."""
 
 
+class Invalid(Untranslatable):
+    """This resource is one Puppet refuses too: why (in Puppet's words). No fallback."""
+
+
 @dataclass
 class PRes:
     """One resource of a Puppet catalog."""
@@ -190,6 +194,8 @@ def _translate(res: PRes, fallback: Path | None, modulepath: str) -> Spec:
                 + ", ".join(sorted(res.params))
             )
         return spec
+    except Invalid:
+        raise
     except Untranslatable:
         if fallback is None:
             raise
@@ -428,17 +434,8 @@ def _exec(res: PRes) -> Spec:
         params["cmd"], params["args"] = argv[0], argv[1:]
     else:
         params["cmd"], params["shell"] = _str(command, "command"), "/bin/sh"
-    _default_provider(res, "posix", "shell")
     _ignore(res, "logoutput")
-    env: dict[str, str] = {}
-    path = res.take("path")
-    if path is not None:
-        env["PATH"] = ":".join(_str(p, "path") for p in _list(path))
-    for entry in _list(res.take("environment")):
-        key, sep, value = _str(entry, "environment").partition("=")
-        if not sep:
-            raise Untranslatable(f"environment => {entry!r}: expected NAME=VALUE")
-        env[key] = value
+    env = _exec_env(res, command)
     if env:
         params["env"] = env
     for ours, theirs in (("cwd", "cwd"), ("user", "user"), ("group", "group")):
@@ -473,6 +470,42 @@ def _exec(res: PRes) -> Spec:
         meta["delay"] = _whole(res.take("try_sleep", 0), "try_sleep", scale=1000)
     res.take("try_sleep")
     return Spec("exec", res.title, params, meta)
+
+
+def _exec_env(res: PRes, command: Any) -> dict[str, str]:
+    """An exec's environment: `path` (PATH), `environment` (NAME=VALUE...). Without `path`,
+    the posix provider's commands must be absolute paths, as Puppet's (_qualified)."""
+    provider = res.params.get("provider", "posix")
+    _default_provider(res, "posix", "shell")
+    env: dict[str, str] = {}
+    path = res.take("path")
+    if path is None and provider == "posix":
+        for each in [command, *_list(res.params.get("onlyif")), *_list(res.params.get("unless"))]:
+            _qualified(each)
+    if path is not None:
+        env["PATH"] = ":".join(_str(p, "path") for p in _list(path))
+    for entry in _list(res.take("environment")):
+        key, sep, value = _str(entry, "environment").partition("=")
+        if not sep:
+            raise Untranslatable(f"environment => {entry!r}: expected NAME=VALUE")
+        env[key] = value
+    return env
+
+
+def _qualified(command: Any) -> None:
+    """Puppet's posix provider refuses a command (`command`, each of `onlyif` and `unless`)
+    whose program is not an absolute path when no `path` is given: it would depend on the
+    agent's PATH. Of an array (argv), the first; of a string, the first word (or quoted)."""
+    if isinstance(command, list):
+        exe = str(command[0]) if command else "/"
+    else:
+        quoted = re.match(r"^\"([^\"]+)\"|^'([^']+)'", str(command))
+        exe = (quoted[1] or quoted[2]) if quoted else str(command).split(" ")[0]
+    if not exe.startswith("/"):
+        raise Invalid(
+            f"'{exe}' is not qualified and no path was specified. Please qualify the "
+            "command or specify a path."
+        )
 
 
 def _quote(text: str) -> str:

@@ -553,3 +553,33 @@ def test_absent_with_force_removes_a_directory_tree_and_without_it_none(tmp_path
     assert (t / "full/sub").is_dir() and (t / "empty").is_dir()
     for kept in ("full", "empty"):
         assert f"File[{t}/{kept}]: Not removing directory; use force => true to override" in out
+
+
+def test_an_exec_not_qualified_without_a_path_is_refused_as_puppet_refuses_it(
+    tmp_path: Path,
+) -> None:
+    """tester7's #11: Puppet's posix provider refuses `command` (each `onlyif`, `unless`)
+    whose program is not an absolute path when no `path` is given; before 2026-12-05 it ran
+    here with the agent's PATH. The shell provider takes it, as in Puppet."""
+    t = tmp_path
+    pp = t / "site.pp"
+    pp.write_text(
+        f"exec {{ 'ok': command => 'touch {t}/shell', provider => shell }}\n"
+        f"exec {{ 'rel': command => 'touch {t}/rel' }}\n"
+        f"exec {{ 'guard': command => '/bin/touch {t}/guard', unless => ['test -e /x'] }}\n"
+    )
+    said = (
+        "is not qualified and no path was specified. Please qualify the command or specify a path."
+    )
+    for args in (
+        ["check", "--puppet-fallback", str(pp)],
+        ["run", "--tmp-prefix", "puppet", str(pp)],
+    ):
+        code, out = run_mgmt(args, 120)
+        assert code == 2, out
+        assert f"{pp}:2: Exec[rel]: 'touch' {said}" in out
+        assert f"{pp}:3: Exec[guard]: 'test' {said}" in out
+    assert not any((t / name).exists() for name in ("shell", "rel", "guard"))  # nothing ran
+    pp.write_text(f"exec {{ 'rel': command => 'touch {t}/rel', path => '/usr/bin:/bin' }}\n")
+    code, out = run_once("puppet", pp)
+    assert code == 0 and (t / "rel").exists(), out
