@@ -160,14 +160,21 @@ class PuppetSource:
             await self._watch(files)
         except CompileFailed as err:
             await self._watch(err.files)  # what it read or looked for: the fix may be there
-            for problem in err.problems:
-                log.error("%s", problem)
-            log.error("keeping the running graph")
-            self._set_problem(first_of(err.problems, "keeping the running graph"))
+            problem = first_of(err.problems, "keeping the running graph")
+            # The same refusal again (an editor's second write): said once.
+            level = logging.DEBUG if problem == self.problem else logging.ERROR
+            for line in err.problems:
+                log.log(level, "%s", line)
+            log.log(level, "keeping the running graph")
+            self._set_problem(problem)
             return
+        refused = bool(self.problem)
         self._set_problem("")
         if loaded.digest == self._digest:
-            log.debug("the catalog is unchanged: nothing to swap")
+            if refused:  # a bad edit undone: the running catalog is the manifest's again
+                log.info("the manifest compiles to the running catalog again: nothing to swap")
+            else:
+                log.debug("the catalog is unchanged: nothing to swap")
             return
         self._digest = loaded.digest
         for warning in loaded.warnings:

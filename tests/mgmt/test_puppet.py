@@ -547,3 +547,50 @@ def test_a_named_hiera_config_or_environment_that_is_missing_is_refused(tmp_path
         with pytest.raises(CompileFailed) as err:
             asyncio.run(compile_catalog(manifest, "node1"))
         assert err.value.problems == [problem]
+
+
+async def test_a_bad_edit_undone_says_the_running_catalog_runs_on(tmp_path: Path) -> None:
+    """The log said why a bad edit was refused, then nothing once it was undone (only
+    `mgmt status` cleared); and a refusal compiled twice (an editor's two writes) was said
+    twice. As the language's source does, the undo is one line now."""
+    from mgmt.puppet.source import PuppetSource
+
+    records: list[logging.LogRecord] = []
+    logged = asyncio.Event()
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+            logged.set()
+
+    async def said(message: str, count: int = 1) -> list[int]:
+        """The levels of the lines saying `message`, once there are `count`."""
+        async with asyncio.timeout(120):
+            while len(found := [r for r in records if r.getMessage() == message]) < count:
+                logged.clear()
+                await logged.wait()
+        return [r.levelno for r in found]
+
+    handler = Handler(logging.DEBUG)
+    puppet = logging.getLogger("puppet")
+    puppet.addHandler(handler)
+    level = puppet.level
+    puppet.setLevel(logging.DEBUG)
+    pp = tmp_path / "site.pp"
+    good = "notify { 'one': }\n"
+    pp.write_text(good)
+    source = await PuppetSource.open(Manifest(file=pp), hostname="node1", fallback=None)
+    try:
+        pp.write_text("notify { 'one': \n")
+        await said("keeping the running graph")
+        source.reload()  # compiled again (an editor's second write): the same refusal
+        assert await said("keeping the running graph", 2) == [logging.ERROR, logging.DEBUG]
+        assert "Syntax error at end of input" in source.problem, source.problem
+        pp.write_text(good)
+        undone = "the manifest compiles to the running catalog again: nothing to swap"
+        assert await said(undone) == [logging.INFO]
+        assert source.problem == "" and source.graphs == 1
+    finally:
+        await source.aclose()
+        puppet.removeHandler(handler)
+        puppet.setLevel(level)
