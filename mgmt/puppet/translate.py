@@ -462,7 +462,7 @@ def _exec(res: PRes) -> Spec:
         raise Untranslatable("refresh => (a command run on refresh) has no translation")
     returns = [_whole(r, "returns") for r in _list(res.take("returns", 0))]
     if returns != [0]:
-        raise Untranslatable(f"returns => {returns}: only exit code 0 translates")
+        _returns(params, returns)
     meta: dict[str, Any] = {}
     tries = _whole(res.take("tries", 1), "tries")
     if tries > 1:
@@ -470,6 +470,22 @@ def _exec(res: PRes) -> Spec:
         meta["delay"] = _whole(res.take("try_sleep", 0), "try_sleep", scale=1000)
     res.take("try_sleep")
     return Spec("exec", res.title, params, meta)
+
+
+def _returns(params: dict[str, Any], returns: list[int]) -> None:
+    """`returns => [0, 2]`: the exit codes that are a success, as Puppet takes them (0 too
+    only if listed). Ours succeeds on 0: the command runs in a shell that exits 0 on one of
+    them, and fails saying so on another (as Puppet: "returned 1 instead of one of [0, 2]")."""
+    codes = ", ".join(map(str, returns))
+    check = (
+        f'rc=$?; case $rc in {"|".join(map(str, returns))}) exit 0;; esac; '
+        f'echo "returned $rc instead of one of [{codes}]" >&2; [ $rc -ne 0 ] || exit 1; exit $rc'
+    )
+    if "shell" in params:  # a string: the command itself, in a subshell (it may end with a #)
+        params["cmd"] = f"({params['cmd']}\n); {check}"
+    else:  # an argv, as "$@"
+        argv = [params.pop("cmd"), *params.pop("args")]
+        params["cmd"], params["args"] = "/bin/sh", ["-c", f'"$@"; {check}', "sh", *argv]
 
 
 def _exec_env(res: PRes, command: Any) -> dict[str, str]:

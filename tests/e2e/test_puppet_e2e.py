@@ -583,3 +583,30 @@ def test_an_exec_not_qualified_without_a_path_is_refused_as_puppet_refuses_it(
     pp.write_text(f"exec {{ 'rel': command => 'touch {t}/rel', path => '/usr/bin:/bin' }}\n")
     code, out = run_once("puppet", pp)
     assert code == 0 and (t / "rel").exists(), out
+
+
+def test_returns_lists_the_exit_codes_that_succeed(tmp_path: Path) -> None:
+    """`returns => [0, 2]` (a string command, an argv): one of them is a success, another
+    code a failure saying so, and 0 too when not listed, as in Puppet. Before 2026-12-05
+    only `returns => 0` translated."""
+    t = tmp_path
+    pp = t / "site.pp"
+    pp.write_text(
+        f"exec {{ 'two': command => '/bin/sh -c \"exit 2\" # a comment', returns => [0, 2] }}\n"
+        f"exec {{ 'argv': command => ['/bin/sh', '-c', 'exit 3'], returns => 3 }}\n"
+        f"exec {{ 'after': command => '/bin/touch {t}/after', require => Exec['two', 'argv'] }}\n"
+        f"exec {{ 'one': command => '/bin/sh -c \"exit 1\"', returns => [0, 2] }}\n"
+        f"exec {{ 'zero': command => '/bin/true', returns => [2] }}\n"
+    )
+    code, out = run_once("puppet", pp)
+    assert code == 1, out
+    assert (t / "after").exists(), out
+    assert (
+        "exec[one]: failed: cmd exited with code 1; stderr: returned 1 instead of one of [0, 2]"
+        in out
+    )
+    assert (
+        "exec[zero]: failed: cmd exited with code 1; stderr: returned 0 instead of one of [2]"
+        in out
+    )
+    assert "failed: exec[one], exec[zero]" in out
