@@ -478,7 +478,7 @@ def _returns(params: dict[str, Any], returns: list[int]) -> None:
     them, and fails saying so on another (as Puppet: "returned 1 instead of one of [0, 2]")."""
     codes = ", ".join(map(str, returns))
     check = (
-        f'rc=$?; case $rc in {"|".join(map(str, returns))}) exit 0;; esac; '
+        f"rc=$?; case $rc in {'|'.join(map(str, returns))}) exit 0;; esac; "
         f'echo "returned $rc instead of one of [{codes}]" >&2; [ $rc -ne 0 ] || exit 1; exit $rc'
     )
     if "shell" in params:  # a string: the command itself, in a subshell (it may end with a #)
@@ -764,7 +764,10 @@ def _puppet_resource(res: PRes, work: Path, modulepath: str) -> Spec:
     each refresh; Puppet makes it idempotent), its settings and state in `work`."""
     args = ["resource", *isolated(work), "--basemodulepath", modulepath]
     args += [res.type.lower(), res.title]
-    for name, value in sorted(res.params.items()):
+    params = dict(res.params)
+    if res.type == "Exec" and isinstance(params.get("path"), list):
+        params["path"] = ":".join(map(str, params["path"]))  # an exec's: colon-separated too
+    for name, value in sorted(params.items()):
         if name in IGNORED_META:
             continue
         if isinstance(value, list | dict):

@@ -610,3 +610,18 @@ def test_returns_lists_the_exit_codes_that_succeed(tmp_path: Path) -> None:
         in out
     )
     assert "failed: exec[one], exec[zero]" in out
+
+
+def test_an_exec_path_list_passes_to_puppet_resource(tmp_path: Path) -> None:
+    """With --puppet-fallback, an exec's `path` given as a list (here by a resource default)
+    is passed colon-separated to `puppet resource`; before 2026-12-05 it was refused as a
+    list."""
+    code = (
+        "Exec { path => ['/usr/bin', '/bin'] }\n"
+        f"exec {{ 'x': command => 'touch {tmp_path}/ran', refresh => 'true' }}\n"
+    )
+    run = ["run", "--tmp-prefix", "--converged-timeout=0", "--puppet-fallback", "puppet"]
+    status, out = run_mgmt([*run, "-e", code], 120)
+    assert status == 0, out
+    assert "runs through `puppet resource` (--puppet-fallback)" in out
+    assert (tmp_path / "ran").exists(), out
