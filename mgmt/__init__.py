@@ -108,6 +108,8 @@ FLAG_ENV = frozenset(
         "MGMT_NO_AUTOEDGES",
         "MGMT_PUPPET_FALLBACK",
         "MGMT_MODULEPATH",
+        "MGMT_HIERA_CONFIG",
+        "MGMT_PUPPET_ENVIRONMENT",
         "MGMT_NO_AUTOGROUP",
         "MGMT_PROMETHEUS",
         "MGMT_STATUS",

@@ -261,8 +261,10 @@ def parse(argv: list[str]) -> Config:
 # MGMT_<FLAG>, as run reads it), so what run takes is checked as run would take it.
 _CHECK_FLAGS = ("--puppet-fallback", "--no-autoedges")
 _CHECK_VALUES = ("--hostname", "--max-graph-size", "--max-resources", "--modulepath")
+_CHECK_PATHS = ("--hiera-config", "--puppet-environment")
 _CHECK_USAGE = (
     "usage: mgmt check [--graph] [--hostname NAME] [--puppet-fallback] [--modulepath DIRS] "
+    "[--hiera-config FILE] [--puppet-environment DIR] "
     "[--no-autoedges] [--max-graph-size BYTES] [--max-resources N] [lang|yaml|puppet] FILE.mcl|DIR|FILE.yaml|FILE.pp... | "
     "mgmt check [...] [puppet] -e CODE"
 )
@@ -280,6 +282,8 @@ options:
   --puppet-fallback    as mgmt run's: a Puppet type not translated runs through
                        `puppet resource`
   --modulepath DIRS    as mgmt run's: Puppet modules' directories (DIR:DIR...)
+  --hiera-config FILE  as mgmt run's: Hiera's global hiera.yaml
+  --puppet-environment DIR  as mgmt run's: the environment directory (hiera.yaml, data/)
   --no-autoedges       as mgmt run's: --graph without automatic edges
   --max-graph-size B   as mgmt run's: the largest graph file read
   --max-resources N    as mgmt run's: the most resources (and edges) a graph may have"""
@@ -295,6 +299,8 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
         "max_resources": _env_default("max_resources", "int", DEFAULT_MAX_RESOURCES),
         "no_autoedges": _env_default("no_autoedges", "bool", False),
         "modulepath": _env_default("modulepath", "str", ""),
+        "hiera_config": _env_default("hiera_config", "Path | None", None),
+        "puppet_environment": _env_default("puppet_environment", "Path | None", None),
     }
     files: list[str] = []
     code: str | None = None
@@ -305,7 +311,7 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
             files.append(word)
         elif word in ("--graph", *_CHECK_FLAGS):
             options[word[2:].replace("-", "_")] = True
-        elif flag in ("-e", *_CHECK_VALUES):
+        elif flag in ("-e", *_CHECK_VALUES, *_CHECK_PATHS):
             value = value if given else next(words, "")
             if not value or (flag != "-e" and value.startswith("-")):
                 return f"{flag} needs a value"
@@ -313,6 +319,8 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
                 code = value
             elif flag in ("--hostname", "--modulepath"):
                 options[flag[2:]] = value
+            elif flag in _CHECK_PATHS:
+                options[flag[2:].replace("-", "_")] = Path(value)
             else:
                 try:
                     options[flag[2:].replace("-", "_")] = _int(value)
@@ -322,7 +330,7 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
             from engine.params import close_match
             from mgmt.usage import mgmt_flag_hint  # argparse's import: only on this error
 
-            known = ["--graph", "-e", *_CHECK_FLAGS, *_CHECK_VALUES]
+            known = ["--graph", "-e", *_CHECK_FLAGS, *_CHECK_VALUES, *_CHECK_PATHS]
             hint = mgmt_flag_hint(flag) or close_match(flag, known)
             return f"unknown option {word!r}{hint} (options: {', '.join(known)})"
     if files and files[0] in FRONTENDS and not os.path.lexists(files[0]):

@@ -118,6 +118,23 @@ class Config:
             metavar="DIRS",
         ),
     )
+    hiera_config: Path | None = field(
+        default=None,
+        metadata=opt(
+            "with puppet: Hiera's global layer, a hiera.yaml (Puppet's --hiera_config; the "
+            "host's /etc/puppet/hiera.yaml is not read unless named); watched as the manifest is",
+            metavar="FILE",
+        ),
+    )
+    puppet_environment: Path | None = field(
+        default=None,
+        metadata=opt(
+            "with puppet: the environment directory (a control repository: hiera.yaml, data/, "
+            "modules/); default: the manifest's directory (its parent for manifests/) if it "
+            "holds a hiera.yaml",
+            metavar="DIR",
+        ),
+    )
     no_autogroup: bool = field(
         default=False, metadata=opt("merge no compatible resources (e.g. pkg) into one vertex")
     )

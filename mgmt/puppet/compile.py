@@ -3,15 +3,17 @@
 Puppet runs as a subprocess (argv, bounded by a timeout) with every directory it writes to
 (vardir, confdir, codedir, ...) in a fresh private temporary directory that is removed after
 the run: the host's /etc/puppet and /var/cache/puppet are neither read nor changed, and nothing
-another user wrote is used. Modules come from `--modulepath`'s directories, then Debian's
+another user wrote is used. The environment (Hiera's environment layer: `hiera.yaml`,
+`data/`; `modules/`) is the directory `--puppet-environment` names, or the manifest's own
+(Manifest.environment_of), linked from the private codedir. Modules come from `--modulepath`'s directories, then Debian's
 /usr/share/puppet/modules (where the cron, host and mount types live since Puppet 6).
 
 A compile also says which files the manifest depended on (`Compiled.files`, or a refusal's
 `CompileFailed.files`), to be watched as the manifest is: Puppet's debug lines name each
 manifest it imports (a module's class or defined type) and each template it retrieves
 (`template()`, `epp()`: found in the module path as Puppet finds it), and Hiera's explanation
-of each lookup names its hiera.yaml and the data files of its hierarchy (a module's data: the
-only Hiera data an isolated compile has); a class, defined type, template or data file it
+of each lookup names its hiera.yaml and the data files of its hierarchy (its three layers: a
+global hiera.yaml named by `--hiera-config`, the environment directory's, each module's); a class, defined type, template or data file it
 could not find is where Puppet looked for it, so writing it compiles again. `file()` logs
 nothing: what it reads is not known, not watched (SIGHUP).
 """
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
 PUPPET = "puppet"
 MODULEPATH = "/usr/share/puppet/modules"
+ENVIRONMENT = "production"  # the name of the compile's environment (Puppet's default)
 TIMEOUT = 300.0  # seconds a compile may take (facter alone takes one or two)
 # "(file: /x.pp, line: 3, column: 7)" at the end of Puppet's error messages; "(line: 1,
 # column: 26)" for inline code, "(file: /x.pp)" at the end of the input.
@@ -70,12 +73,40 @@ class Manifest:
     file: Path | None = None
     code: str | None = None
     modulepath: str = MODULEPATH
+    # Hiera's environment layer: an environment directory (hiera.yaml, data/, modules/), named
+    # (`--puppet-environment`); None: the manifest's own, if it has one (`environment_of`).
+    environment: Path | None = None
+    hiera_config: Path | None = None  # Hiera's global layer (`--hiera-config`)
 
     @classmethod
     def of(cls, config: Config) -> Manifest:
         """The manifest `config` names: its `--modulepath` directories first (absolute)."""
         given = [os.path.abspath(d) for d in config.modulepath.split(":") if d]
-        return cls(config.file, config.code, ":".join([*given, MODULEPATH]))
+        named = [config.puppet_environment, config.hiera_config]
+        environment, hiera = (Path(os.path.abspath(p)) if p else None for p in named)
+        return cls(config.file, config.code, ":".join([*given, MODULEPATH]), environment, hiera)
+
+    def environment_of(self) -> tuple[Path | None, Path | None, list[str]]:
+        """The environment directory of the compile, the hiera.yaml to watch (written, it
+        makes the directory the environment) and a warning: the named directory, or the
+        manifest's (its parent if that is `manifests/`, a control repository's layout) if it
+        holds a `hiera.yaml` and only its owner (or root) may write to it: a `hiera.yaml`
+        planted in a shared directory (/tmp) is not read."""
+        if self.environment is not None or self.file is None:
+            hiera = self.environment / "hiera.yaml" if self.environment else None
+            return self.environment, hiera, []
+        directory = self.file.absolute()
+        directory = directory if directory.is_dir() else directory.parent
+        if directory.name == "manifests":
+            directory = directory.parent
+        hiera = directory / "hiera.yaml"
+        info = directory.stat()  # the manifest's directory, or the parent of its manifests/
+        if info.st_mode & 0o022 or info.st_uid not in (0, os.geteuid()):
+            if not hiera.is_file():
+                return None, None, []
+            why = f"others may write to {directory} (name it with --puppet-environment to use it)"
+            return None, None, [f"{hiera}: not used: {why}"]
+        return (directory if hiera.is_file() else None), hiera, []
 
     @property
     def label(self) -> str:
@@ -89,6 +120,8 @@ class Compiled:
 
     catalog: dict[str, Any]
     files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    modulepath: str = MODULEPATH  # the environment's modules/, then the manifest's modulepath
 
 
 class CompileFailed(GraphFileError):
@@ -119,20 +152,19 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
             [f"{manifest.label}: puppet is not installed (Debian: apt-get install puppet-agent)"],
             own,
         )
-    if manifest.file is not None:
-        try:  # Puppet compiles a missing manifest as an empty one: every resource would go
-            mode = manifest.file.stat().st_mode
-        except OSError as missing:
-            problem = f"{manifest.label}: cannot read: {missing.strerror}"
-            raise CompileFailed([problem], own) from None  # watched: written again, compiled
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a directory: its manifests
-            # A FIFO held Puppet until the compile's timeout (300 s), waiting for a writer.
-            raise CompileFailed([f"{manifest.label}: cannot read: not a regular file"], own)
+    environment, warnings = _inputs(manifest, own)
     work = Path(tempfile.mkdtemp(prefix="mgmt-puppet-"))  # 0700, new: ours alone
     try:
         argv = [PUPPET, "catalog", "compile", "--render-as", "json", *isolated(work)]
         argv += ["--log_level=debug", "--certname", hostname]  # debug: the files it reads
         argv += ["--basemodulepath", manifest.modulepath]
+        if manifest.hiera_config is not None:
+            argv += ["--hiera_config", str(manifest.hiera_config)]
+        link = work / "codedir" / "environments" / ENVIRONMENT
+        if environment is not None:  # as Puppet finds it in its environmentpath: a link
+            link.parent.mkdir(parents=True)  # in our private directory, its files given
+            link.symlink_to(environment, target_is_directory=True)  # back their paths below
+            argv += ["--environment", ENVIRONMENT]
         if manifest.file is not None:
             argv += ["--manifest", str(manifest.file.absolute())]
         else:
@@ -145,6 +177,8 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
             raise CompileFailed([f"{manifest.label}: {error}"], own) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if environment is not None:
+        out, err = (text.replace(str(link), str(environment)) for text in (out, err))
     files = [*own, *_read(manifest, out)]
     if code != 0:
         last = files[-1] if files else None
@@ -162,7 +196,42 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
         catalog = None
     if not isinstance(catalog, dict) or not isinstance(catalog.get("resources"), list):
         raise CompileFailed([f"{manifest.label}: puppet printed no catalog: {out[-200:]!r}"], files)
-    return Compiled(catalog, files)
+    modulepath = manifest.modulepath
+    if environment is not None:  # Puppet's: the environment's modules, then the base's
+        modulepath = f"{environment / 'modules'}:{modulepath}"
+    return Compiled(catalog, files, warnings, modulepath)
+
+
+def _inputs(manifest: Manifest, own: list[Path]) -> tuple[Path | None, list[str]]:
+    """The environment directory of the compile and a warning (Manifest.environment_of);
+    CompileFailed for a manifest, a `--hiera-config` or a `--puppet-environment` that cannot
+    be read: Puppet compiles a missing manifest as an empty one (every resource would go),
+    and a missing hiera.yaml or environment as none (every lookup would take its default).
+    Adds to `own` (the files watched) the hiera.yamls of the global and environment layers."""
+    if manifest.file is not None:
+        _readable(manifest.file, manifest.label, own)
+    environment, hiera, warnings = manifest.environment_of()
+    own += [p for p in (hiera, manifest.hiera_config) if p is not None]
+    if manifest.hiera_config is not None:
+        _readable(manifest.hiera_config, f"{manifest.hiera_config} (--hiera-config)", own, "file")
+    if manifest.environment is not None:
+        label = f"{manifest.environment} (--puppet-environment)"
+        _readable(manifest.environment, label, own, "directory")
+    return environment, warnings
+
+
+def _readable(path: Path, label: str, own: list[Path], kind: str = "") -> None:
+    """CompileFailed unless `path` is a regular file or a directory (`kind`: only that one,
+    "file" or "directory"): Puppet takes a missing one as empty, and a FIFO held it until the
+    compile's timeout (300 s), waiting for a writer. `own`: the files watched, where the fix
+    is written."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as missing:
+        raise CompileFailed([f"{label}: cannot read: {missing.strerror}"], own) from None
+    is_file, is_dir = stat.S_ISREG(mode), stat.S_ISDIR(mode)
+    if not {"file": is_file, "directory": is_dir}.get(kind, is_file or is_dir):
+        raise CompileFailed([f"{label}: cannot read: not a {kind or 'regular file'}"], own)
 
 
 def _read(manifest: Manifest, out: str) -> list[Path]:
@@ -191,6 +260,25 @@ def _looked_for(manifest: Manifest, failure: str) -> list[Path]:
         if inner:
             files += _in_module(dirs, module, "manifests/" + "/".join(inner) + ".pp")
     return files
+
+
+def module_file(uri: str, modulepath: str) -> list[Path]:
+    """Where `puppet apply` looks for a file `source` (`puppet:///modules/MODULE/PATH`):
+    `MODULE/files/PATH` in the first directory of `modulepath` holding MODULE (the last path,
+    if it is there), and in those before it. ValueError for what is not a module's file: a
+    server's (`puppet://HOST/`), another mount point (`puppet:///files/`: a file server's)."""
+    server, _, rest = uri.removeprefix("puppet://").partition("/")
+    mount, _, rest = rest.partition("/")
+    module, _, path = rest.partition("/")
+    if server or mount != "modules" or not module:
+        raise ValueError(
+            "only puppet:///modules/MODULE/PATH translates (a module's files/, in the module "
+            "path); a Puppet server's files and other mount points have no translation"
+        )
+    if ".." in path.split("/"):
+        raise ValueError("a path out of the module's files/ has no translation")
+    dirs = [Path(d) for d in modulepath.split(":") if d]
+    return _in_module(dirs, module, f"files/{path}".rstrip("/"))
 
 
 def _in_module(dirs: list[Path], module: str, path: str) -> list[Path]:

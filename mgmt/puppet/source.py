@@ -26,7 +26,7 @@ from engine.namedpath import NamedPaths
 from engine.tasks import TaskSet, surviving
 from mgmt.listing import first_of
 from mgmt.puppet.compile import CompileFailed, Manifest, compile_catalog
-from mgmt.puppet.translate import translate
+from mgmt.puppet.translate import source_files, translate
 from mgmt.yamlgraph import GraphFileError, Loaded
 
 if TYPE_CHECKING:
@@ -42,19 +42,26 @@ async def load(
     CompileFailed on any problem. `fallback`: where `puppet resource` keeps its state
     (translate's), None: no fallback."""
     compiled = await compile_catalog(manifest, hostname)
+    modulepath = compiled.modulepath
+    sources = source_files(compiled.catalog, modulepath)
+    files = list(dict.fromkeys([*compiled.files, *sources]))
     try:
         loaded = translate(
-            compiled.catalog, manifest.label, fallback=fallback, modulepath=manifest.modulepath
+            compiled.catalog, manifest.label, fallback=fallback, modulepath=modulepath
         )
     except GraphFileError as err:
-        raise CompileFailed(err.problems, compiled.files) from None
-    loaded.digest = _digest(compiled.catalog)
-    return loaded, compiled.files
+        raise CompileFailed(err.problems, files) from None
+    loaded.warnings += compiled.warnings
+    loaded.digest = _digest(compiled.catalog, sources)
+    return loaded, files
 
 
-def _digest(catalog: dict[str, Any]) -> str:
-    """What tells a changed catalog from a recompiled identical one (not its version stamp)."""
+def _digest(catalog: dict[str, Any], sources: list[Path]) -> str:
+    """What tells a changed catalog from a recompiled identical one (not its version stamp),
+    and a file `source` translated to another path (`sources`: those not taken: one written
+    is taken now, source_files)."""
     content = {"resources": catalog.get("resources"), "edges": catalog.get("edges")}
+    content["sources"] = [str(p) for p in sources]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -153,14 +160,21 @@ class PuppetSource:
             await self._watch(files)
         except CompileFailed as err:
             await self._watch(err.files)  # what it read or looked for: the fix may be there
-            for problem in err.problems:
-                log.error("%s", problem)
-            log.error("keeping the running graph")
-            self._set_problem(first_of(err.problems, "keeping the running graph"))
+            problem = first_of(err.problems, "keeping the running graph")
+            # The same refusal again (an editor's second write): said once.
+            level = logging.DEBUG if problem == self.problem else logging.ERROR
+            for line in err.problems:
+                log.log(level, "%s", line)
+            log.log(level, "keeping the running graph")
+            self._set_problem(problem)
             return
+        refused = bool(self.problem)
         self._set_problem("")
         if loaded.digest == self._digest:
-            log.debug("the catalog is unchanged: nothing to swap")
+            if refused:  # a bad edit undone: the running catalog is the manifest's again
+                log.info("the manifest compiles to the running catalog again: nothing to swap")
+            else:
+                log.debug("the catalog is unchanged: nothing to swap")
             return
         self._digest = loaded.digest
         for warning in loaded.warnings:

@@ -26,7 +26,7 @@ from engine.graph import Edge, Graph, Key, cycle_text
 from engine.limits import too_many
 from engine.resource import lookup
 from mgmt.lang.kinds import build_resource
-from mgmt.puppet.compile import MODULEPATH, isolated
+from mgmt.puppet.compile import MODULEPATH, isolated, module_file
 from mgmt.yamlgraph import GraphFileError, Loaded
 
 # Metaparams every type accepts: edges, or nothing to do for us (docs/puppet.md says why for
@@ -41,6 +41,10 @@ class Untranslatable(Exception):
     """This resource (or one of its params) has no translation: why."""
 
 
+class Invalid(Untranslatable):
+    """This resource is one Puppet refuses too: why (in Puppet's words). No fallback."""
+
+
 @dataclass
 class PRes:
     """One resource of a Puppet catalog."""
@@ -50,6 +54,7 @@ class PRes:
     params: dict[str, Any]
     where: str
     container: bool
+    modulepath: str = MODULEPATH  # where `puppet:///modules/` sources are
 
     @property
     def ref(self) -> str:
@@ -79,7 +84,7 @@ def translate(
 ) -> Loaded:
     """Our graph for `catalog`; GraphFileError listing every resource without a translation
     (unless `fallback`: the directory `puppet resource` runs them with, in `modulepath`)."""
-    resources = [_pres(raw, label) for raw in catalog.get("resources", [])]
+    resources = [_pres(raw, label, modulepath) for raw in catalog.get("resources", [])]
     by_ref = {r.ref: r for r in resources}
     children: dict[str, list[str]] = {}
     for edge in catalog.get("edges", []):
@@ -155,7 +160,7 @@ def _acyclic(loaded: Loaded, places: dict[tuple[Key, Key], str]) -> Loaded:
     return loaded
 
 
-def _pres(raw: dict[str, Any], label: str) -> PRes:
+def _pres(raw: dict[str, Any], label: str, modulepath: str) -> PRes:
     file, line = raw.get("file"), raw.get("line")
     where = f"{file or label}:{line}" if line is not None else str(file or label)
     return PRes(
@@ -164,6 +169,7 @@ def _pres(raw: dict[str, Any], label: str) -> PRes:
         params=dict(raw.get("parameters") or {}),
         where=where,
         container=raw.get("kind") in CONTAINER_KINDS or raw["type"] in ("Stage", "Class", "Node"),
+        modulepath=modulepath,
     )
 
 
@@ -199,6 +205,8 @@ def _translate(res: PRes, fallback: Path | None, modulepath: str) -> Spec:
                 + ", ".join(sorted(res.params))
             )
         return spec
+    except Invalid:
+        raise
     except Untranslatable:
         if fallback is None:
             raise
@@ -261,19 +269,19 @@ def _file(res: PRes) -> Spec:
     ensure = res.take("ensure")
     path, params, untouched, warnings = _file_state(res, path, ensure)
     _unapplied(res, ensure, bool(params.get("symlink")))
-    for ours in ("content", "source", "owner", "group", "mode"):
+    source = res.take("source")
+    for ours in ("content", "owner", "group", "mode"):
         value = res.take(ours)
         if value is not None:
             params[ours] = _str(value, ours)
+    if source is not None and params.get("symlink"):
+        params["source"] = _str(source, "source")
+    elif source is not None:
+        params["source"] = _source(source, res.modulepath) + ("/" if path.endswith("/") else "")
     recurse = res.take("recurse")
     if "mode" in params:
         is_dir = {"file": False, "directory": None if recurse else True}.get(ensure or "")
         params["mode"] = _dir_mode(params["mode"], is_dir)
-    if isinstance(params.get("source"), str) and not params.get("symlink"):
-        source = params["source"].removeprefix("file://")
-        if not source.startswith("/"):
-            raise Untranslatable(f"source => {params['source']!r}: only local paths translate")
-        params["source"] = source + ("/" if path.endswith("/") else "")
     if recurse is not None:
         if recurse == "remote":
             raise Untranslatable("recurse => remote has no translation")
@@ -282,9 +290,67 @@ def _file(res: PRes) -> Spec:
         value = res.take(flag)
         if value is not None:
             params[flag] = _bool(value, flag)
+    if ensure == "absent" and params.get("force"):
+        params["recurse"] = True  # Puppet's force removes a directory with what is in it
+    elif ensure == "absent" and os.path.isdir(path) and not os.path.islink(path):
+        # Without force Puppet removes no directory, empty or not: a notice, nothing done.
+        warnings.append("Not removing directory; use force => true to override (as Puppet)")
+        untouched = True
     if untouched:
-        return Spec("noop", f"file:{path}", {})
+        return Spec("noop", f"file:{path}", {}, warnings=warnings)
     return Spec("file", path, {"path": path, **params}, warnings=warnings)
+
+
+def _source(value: Any, modulepath: str) -> str:
+    """The local path of a file's `source`: a path, `file://PATH`, or a module's file
+    (`puppet:///modules/MODULE/PATH`, in the module path as `puppet apply` finds it); of a
+    list, the first that is there, as Puppet takes it."""
+    looked = _sources(value, modulepath)
+    found = [paths[-1] for paths in looked if os.path.lexists(paths[-1])]
+    if found:
+        return str(found[0])
+    if len(looked) == 1 and not str(value).startswith("puppet:"):
+        return str(looked[0][-1])  # a local path: the resource fails until it is there
+    where = ", ".join(str(p) for paths in looked for p in paths)
+    raise Untranslatable(f"source => {value!r}: not found (looked for {where})")
+
+
+def _sources(value: Any, modulepath: str) -> list[list[Path]]:
+    """Where each of a file's sources (`source => [A, B]`: the first that is there) is looked
+    for; the last path of each: where it is, if anywhere."""
+    looked = []
+    for item in _list(value):
+        text = _str(item, "source")
+        if text.startswith("puppet:"):
+            try:
+                looked.append(module_file(text, modulepath))
+            except ValueError as why:
+                raise Untranslatable(f"source => {text!r}: {why}") from None
+            continue
+        local = text.removeprefix("file://")
+        if not local.startswith("/"):
+            raise Untranslatable(
+                f"source => {text!r}: expected an absolute path, file:// or puppet:///modules/"
+            )
+        looked.append([Path(local)])
+    return looked
+
+
+def source_files(catalog: Any, modulepath: str) -> list[Path]:
+    """What a file `source` of `catalog` that is not (yet) there was looked for at, and those
+    of a list before the one taken: writing one changes the translation (the compile
+    watches them); the source taken is the file resource's to watch."""
+    files: list[Path] = []
+    for raw in catalog.get("resources", []):
+        source = (raw.get("parameters") or {}).get("source") if raw.get("type") == "File" else None
+        try:
+            looked = _sources(source, modulepath)
+        except Untranslatable:
+            continue
+        found = next((i for i, paths in enumerate(looked) if os.path.lexists(paths[-1])), None)
+        for i, paths in enumerate(looked):
+            files += paths if i != found else paths[:-1]
+    return files
 
 
 def _file_state(res: PRes, path: str, ensure: Any) -> tuple[str, dict[str, Any], bool, list[str]]:
@@ -379,17 +445,8 @@ def _exec(res: PRes) -> Spec:
         params["cmd"], params["args"] = argv[0], argv[1:]
     else:
         params["cmd"], params["shell"] = _str(command, "command"), "/bin/sh"
-    _default_provider(res, "posix", "shell")
     _ignore(res, "logoutput")
-    env: dict[str, str] = {}
-    path = res.take("path")
-    if path is not None:
-        env["PATH"] = ":".join(_str(p, "path") for p in _list(path))
-    for entry in _list(res.take("environment")):
-        key, sep, value = _str(entry, "environment").partition("=")
-        if not sep:
-            raise Untranslatable(f"environment => {entry!r}: expected NAME=VALUE")
-        env[key] = value
+    env = _exec_env(res, command)
     if env:
         params["env"] = env
     for ours, theirs in (("cwd", "cwd"), ("user", "user"), ("group", "group")):
@@ -416,7 +473,7 @@ def _exec(res: PRes) -> Spec:
         raise Untranslatable("refresh => (a command run on refresh) has no translation")
     returns = [_whole(r, "returns") for r in _list(res.take("returns", 0))]
     if returns != [0]:
-        raise Untranslatable(f"returns => {returns}: only exit code 0 translates")
+        _returns(params, returns)
     meta: dict[str, Any] = {}
     tries = _whole(res.take("tries", 1), "tries")
     if tries > 1:
@@ -424,6 +481,58 @@ def _exec(res: PRes) -> Spec:
         meta["delay"] = _whole(res.take("try_sleep", 0), "try_sleep", scale=1000)
     res.take("try_sleep")
     return Spec("exec", res.title, params, meta)
+
+
+def _returns(params: dict[str, Any], returns: list[int]) -> None:
+    """`returns => [0, 2]`: the exit codes that are a success, as Puppet takes them (0 too
+    only if listed). Ours succeeds on 0: the command runs in a shell that exits 0 on one of
+    them, and fails saying so on another (as Puppet: "returned 1 instead of one of [0, 2]")."""
+    codes = ", ".join(map(str, returns))
+    check = (
+        f"rc=$?; case $rc in {'|'.join(map(str, returns))}) exit 0;; esac; "
+        f'echo "returned $rc instead of one of [{codes}]" >&2; [ $rc -ne 0 ] || exit 1; exit $rc'
+    )
+    if "shell" in params:  # a string: the command itself, in a subshell (it may end with a #)
+        params["cmd"] = f"({params['cmd']}\n); {check}"
+    else:  # an argv, as "$@"
+        argv = [params.pop("cmd"), *params.pop("args")]
+        params["cmd"], params["args"] = "/bin/sh", ["-c", f'"$@"; {check}', "sh", *argv]
+
+
+def _exec_env(res: PRes, command: Any) -> dict[str, str]:
+    """An exec's environment: `path` (PATH), `environment` (NAME=VALUE...). Without `path`,
+    the posix provider's commands must be absolute paths, as Puppet's (_qualified)."""
+    provider = res.params.get("provider", "posix")
+    _default_provider(res, "posix", "shell")
+    env: dict[str, str] = {}
+    path = res.take("path")
+    if path is None and provider == "posix":
+        for each in [command, *_list(res.params.get("onlyif")), *_list(res.params.get("unless"))]:
+            _qualified(each)
+    if path is not None:
+        env["PATH"] = ":".join(_str(p, "path") for p in _list(path))
+    for entry in _list(res.take("environment")):
+        key, sep, value = _str(entry, "environment").partition("=")
+        if not sep:
+            raise Untranslatable(f"environment => {entry!r}: expected NAME=VALUE")
+        env[key] = value
+    return env
+
+
+def _qualified(command: Any) -> None:
+    """Puppet's posix provider refuses a command (`command`, each of `onlyif` and `unless`)
+    whose program is not an absolute path when no `path` is given: it would depend on the
+    agent's PATH. Of an array (argv), the first; of a string, the first word (or quoted)."""
+    if isinstance(command, list):
+        exe = str(command[0]) if command else "/"
+    else:
+        quoted = re.match(r"^\"([^\"]+)\"|^'([^']+)'", str(command))
+        exe = (quoted[1] or quoted[2]) if quoted else str(command).split(" ")[0]
+    if not exe.startswith("/"):
+        raise Invalid(
+            f"'{exe}' is not qualified and no path was specified. Please qualify the "
+            "command or specify a path."
+        )
 
 
 def _quote(text: str) -> str:
@@ -666,7 +775,10 @@ def _puppet_resource(res: PRes, work: Path, modulepath: str) -> Spec:
     each refresh; Puppet makes it idempotent), its settings and state in `work`."""
     args = ["resource", *isolated(work), "--basemodulepath", modulepath]
     args += [res.type.lower(), res.title]
-    for name, value in sorted(res.params.items()):
+    params = dict(res.params)
+    if res.type == "Exec" and isinstance(params.get("path"), list):
+        params["path"] = ":".join(map(str, params["path"]))  # an exec's: colon-separated too
+    for name, value in sorted(params.items()):
         if name in IGNORED_META:
             continue
         if isinstance(value, list | dict):

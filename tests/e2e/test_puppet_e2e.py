@@ -495,3 +495,180 @@ def test_a_number_param_that_is_no_number_is_refused_with_its_line(tmp_path: Pat
     assert "<puppet -e>:2: Exec[e]: timeout => 'nan': expected a number" in out, out
     assert "<puppet -e>:3: User[u]: uid => 'x1': expected a number" in out, out
     assert "Traceback" not in out and not (tmp_path / "x").exists()
+
+
+def test_hiera_node_data_beside_the_manifest_and_a_global_hiera_config_are_used(
+    tmp_path: Path,
+) -> None:
+    """tester7's #2: an environment's hiera.yaml (beside the manifest) with node data, and a
+    global one (`--hiera-config`); before 2026-12-05 both were ignored, the lookups took
+    their defaults."""
+    t = tmp_path
+    (t / "data" / "nodes").mkdir(parents=True)
+    (t / "hiera.yaml").write_text(
+        "version: 5\ndefaults: {datadir: data, data_hash: yaml_data}\nhierarchy:\n"
+        "  - {name: node, path: 'nodes/%{trusted.certname}.yaml'}\n"
+    )
+    (t / "data" / "nodes" / "node7.yaml").write_text("motd: from-node\n")
+    (t / "global").mkdir()
+    (t / "global" / "hiera.yaml").write_text(
+        "version: 5\nhierarchy:\n  - {name: g, path: g.yaml, datadir: .}\n"
+    )
+    (t / "global" / "g.yaml").write_text("banner: from-global\n")
+    pp = t / "site.pp"
+    pp.write_text(
+        '$m = lookup("motd", String, "first", "default")\n'
+        '$b = lookup("banner", String, "first", "default")\n'
+        f'file {{ "{t}/motd": content => "${{m}} ${{b}}\\n" }}\n'
+    )
+    hiera = ["--hiera-config", str(t / "global" / "hiera.yaml")]
+    run = ["run", "--tmp-prefix", "--converged-timeout=0", "--hostname", "node7"]
+    code, out = run_mgmt([*run, *hiera, "puppet", str(pp)], 120)
+    assert code == 0, out
+    assert (t / "motd").read_text() == "from-node from-global\n"
+    code, out = run_mgmt(["check", "--hiera-config", str(t / "nope.yaml"), str(pp)], 120)
+    assert code == 2, out
+    assert f"{t / 'nope.yaml'} (--hiera-config): cannot read: No such file or directory" in out
+
+
+async def test_a_modules_files_are_sources_and_watched(tmp_path: Path) -> None:
+    """tester7's #3: `source => 'puppet:///modules/M/F'` is `M/files/F` in the module path, as
+    `puppet apply` finds it (a directory with `recurse`; of a list, the first that is there):
+    an edit of it is copied at once (the file resource watches its source), and writing one
+    of a list that comes first compiles again. Other mount points are refused. Before
+    2026-12-05 every `puppet:///` source was refused."""
+    t = tmp_path
+    files = t / "mods/app/files"
+    (t / "mods/app/manifests").mkdir(parents=True)
+    (files / "tree/sub").mkdir(parents=True)
+    (files / "static.txt").write_text("static\n")
+    (files / "tree/sub/t").write_text("t\n")
+    (files / "default.conf").write_text("default\n")
+    (t / "mods/app/manifests/init.pp").write_text(
+        "class app {\n"
+        f"  file {{ '{t}/static.txt': source => 'puppet:///modules/app/static.txt' }}\n"
+        f"  file {{ '{t}/tree': ensure => directory, recurse => true,\n"
+        "    source => 'puppet:///modules/app/tree' }\n"
+        f"  file {{ '{t}/app.conf': source => ['puppet:///modules/app/node.conf',\n"
+        "    'puppet:///modules/app/default.conf'] }\n"
+        "}\n"
+    )
+    pp = t / "site.pp"
+    pp.write_text("include app\n")
+    mods = ["--modulepath", str(t / "mods")]
+    code, out = await asyncio.to_thread(
+        run_mgmt, ["check", *mods, "-e", f"file {{ '{t}/x': source => 'puppet:///files/x' }}"], 120
+    )
+    assert code == 2, out
+    assert "source => 'puppet:///files/x': only puppet:///modules/MODULE/PATH translates" in out
+    async with Daemon(["run", "--tmp-prefix", *mods, "puppet", str(pp)]) as daemon:
+        await wait_path(t / "static.txt", has_content("static\n"), timeout=60)
+        await wait_path(t / "tree/sub/t", has_content("t\n"), timeout=60)
+        await wait_path(t / "app.conf", has_content("default\n"), timeout=60)
+        (files / "static.txt").write_text("edited\n")
+        await wait_path(t / "static.txt", has_content("edited\n"), timeout=60)
+        (files / "node.conf").write_text("node\n")  # first in the list: taken now
+        await wait_path(t / "app.conf", has_content("node\n"), timeout=60)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+def test_absent_with_force_removes_a_directory_tree_and_without_it_none(tmp_path: Path) -> None:
+    """tester7's #9, as `puppet apply` does: `ensure => absent, force => true` removes a
+    directory with everything in it (a symlink in it removed, its target kept); without
+    force no directory is removed, empty or not (Puppet's notice, a warning here), a file is.
+    Before 2026-12-05 the first failed (exit 1, with the graph file's terms)."""
+    t = tmp_path
+    outside = t / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("keep")
+    (t / "tree/sub").mkdir(parents=True)
+    (t / "tree/sub/x").write_text("x")
+    (t / "tree/link").symlink_to(outside)
+    (t / "full/sub").mkdir(parents=True)
+    (t / "empty").mkdir()
+    (t / "file").write_text("f")
+    pp = t / "site.pp"
+    pp.write_text(
+        f"file {{ '{t}/tree': ensure => absent, force => true }}\n"
+        f"file {{ ['{t}/full', '{t}/empty', '{t}/file']: ensure => absent }}\n"
+    )
+    code, out = run_once("puppet", pp)
+    assert code == 0, out
+    assert not (t / "tree").exists() and not (t / "file").exists()
+    assert (outside / "keep").read_text() == "keep"
+    assert (t / "full/sub").is_dir() and (t / "empty").is_dir()
+    for kept in ("full", "empty"):
+        assert f"File[{t}/{kept}]: Not removing directory; use force => true to override" in out
+
+
+def test_an_exec_not_qualified_without_a_path_is_refused_as_puppet_refuses_it(
+    tmp_path: Path,
+) -> None:
+    """tester7's #11: Puppet's posix provider refuses `command` (each `onlyif`, `unless`)
+    whose program is not an absolute path when no `path` is given; before 2026-12-05 it ran
+    here with the agent's PATH. The shell provider takes it, as in Puppet."""
+    t = tmp_path
+    pp = t / "site.pp"
+    pp.write_text(
+        f"exec {{ 'ok': command => 'touch {t}/shell', provider => shell }}\n"
+        f"exec {{ 'rel': command => 'touch {t}/rel' }}\n"
+        f"exec {{ 'guard': command => '/bin/touch {t}/guard', unless => ['test -e /x'] }}\n"
+    )
+    said = (
+        "is not qualified and no path was specified. Please qualify the command or specify a path."
+    )
+    for args in (
+        ["check", "--puppet-fallback", str(pp)],
+        ["run", "--tmp-prefix", "puppet", str(pp)],
+    ):
+        code, out = run_mgmt(args, 120)
+        assert code == 2, out
+        assert f"{pp}:2: Exec[rel]: 'touch' {said}" in out
+        assert f"{pp}:3: Exec[guard]: 'test' {said}" in out
+    assert not any((t / name).exists() for name in ("shell", "rel", "guard"))  # nothing ran
+    pp.write_text(f"exec {{ 'rel': command => 'touch {t}/rel', path => '/usr/bin:/bin' }}\n")
+    code, out = run_once("puppet", pp)
+    assert code == 0 and (t / "rel").exists(), out
+
+
+def test_returns_lists_the_exit_codes_that_succeed(tmp_path: Path) -> None:
+    """`returns => [0, 2]` (a string command, an argv): one of them is a success, another
+    code a failure saying so, and 0 too when not listed, as in Puppet. Before 2026-12-05
+    only `returns => 0` translated."""
+    t = tmp_path
+    pp = t / "site.pp"
+    pp.write_text(
+        f"exec {{ 'two': command => '/bin/sh -c \"exit 2\" # a comment', returns => [0, 2] }}\n"
+        f"exec {{ 'argv': command => ['/bin/sh', '-c', 'exit 3'], returns => 3 }}\n"
+        f"exec {{ 'after': command => '/bin/touch {t}/after', require => Exec['two', 'argv'] }}\n"
+        f"exec {{ 'one': command => '/bin/sh -c \"exit 1\"', returns => [0, 2] }}\n"
+        f"exec {{ 'zero': command => '/bin/true', returns => [2] }}\n"
+    )
+    code, out = run_once("puppet", pp)
+    assert code == 1, out
+    assert (t / "after").exists(), out
+    assert (
+        "exec[one]: failed: cmd exited with code 1; stderr: returned 1 instead of one of [0, 2]"
+        in out
+    )
+    assert (
+        "exec[zero]: failed: cmd exited with code 1; stderr: returned 0 instead of one of [2]"
+        in out
+    )
+    assert "failed: exec[one], exec[zero]" in out
+
+
+def test_an_exec_path_list_passes_to_puppet_resource(tmp_path: Path) -> None:
+    """With --puppet-fallback, an exec's `path` given as a list (here by a resource default)
+    is passed colon-separated to `puppet resource`; before 2026-12-05 it was refused as a
+    list."""
+    code = (
+        "Exec { path => ['/usr/bin', '/bin'] }\n"
+        f"exec {{ 'x': command => 'touch {tmp_path}/ran', refresh => 'true' }}\n"
+    )
+    run = ["run", "--tmp-prefix", "--converged-timeout=0", "--puppet-fallback", "puppet"]
+    status, out = run_mgmt([*run, "-e", code], 120)
+    assert status == 0, out
+    assert "runs through `puppet resource` (--puppet-fallback)" in out
+    assert (tmp_path / "ran").exists(), out

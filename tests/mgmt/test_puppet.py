@@ -236,7 +236,8 @@ def test_every_compile_error_names_its_line(tmp_path: Path) -> None:
 
 
 def test_a_compile_names_the_module_files_it_read_or_looked_for(tmp_path: Path) -> None:
-    """What the daemon watches: the manifest, each module manifest imported, each template
+    """What the daemon watches: the manifest, the environment's hiera.yaml (beside it), each
+    module manifest imported, each template
     (`template()`, `epp()`) found in the module path; after a refusal, the file the error
     names and where Puppet looked for a class or template it could not find."""
     mods = tmp_path / "mods"
@@ -258,8 +259,10 @@ def test_a_compile_names_the_module_files_it_read_or_looked_for(tmp_path: Path) 
     path = f"{mods}:{MODULEPATH}"
     compiled = asyncio.run(compile_catalog(Manifest(file=site, modulepath=path), "node1"))
     web = mods / "web"
+    hiera = tmp_path / "hiera.yaml"  # the environment's, when written (none yet)
     assert compiled.files == [
         site,
+        hiera,
         web / "manifests/init.pp",
         web / "manifests/conf.pp",
         web / "templates/a.erb",
@@ -282,12 +285,12 @@ def test_a_compile_names_the_module_files_it_read_or_looked_for(tmp_path: Path) 
     with pytest.raises(CompileFailed) as err:
         asyncio.run(compile_catalog(Manifest(file=site, modulepath=path), "node1"))
     assert "Could not find class ::web::extra" in err.value.problems[0]
-    assert err.value.files == [site, web / "manifests/init.pp", web / "manifests/extra.pp"]
+    assert err.value.files == [site, hiera, web / "manifests/init.pp", web / "manifests/extra.pp"]
     site.write_text("notify { 'x': message => epp('db/x.epp') }\n")
     with pytest.raises(CompileFailed) as err:
         asyncio.run(compile_catalog(Manifest(file=site, modulepath=path), "node1"))
     missing = [Path(d, "db/templates/x.epp") for d in path.split(":")]
-    assert err.value.files == [site, *missing], err.value.problems
+    assert err.value.files == [site, hiera, *missing], err.value.problems
 
 
 def test_every_ignored_param_is_in_the_docs() -> None:
@@ -421,3 +424,176 @@ def test_a_manifest_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> N
         asyncio.run(compile_catalog(Manifest(file=fifo), "node1", timeout=60))
     assert err.value.problems == [f"{fifo}: cannot read: not a regular file"]
     assert err.value.files == [fifo]  # watched: a file written there is compiled
+
+
+HIERARCHY = (
+    "version: 5\ndefaults: {datadir: data, data_hash: yaml_data}\nhierarchy:\n"
+    "  - {name: node, path: 'nodes/%{trusted.certname}.yaml'}\n"
+    "  - {name: common, path: common.yaml}\n"
+)
+
+
+async def test_hiera_data_of_the_environment_and_the_global_layer_is_read_and_watched(
+    tmp_path: Path,
+) -> None:
+    """Hiera's three layers, as Puppet has them: the global hiera.yaml (`--hiera-config`),
+    the environment's (a control repository: `ENV/hiera.yaml`, `ENV/data/`, its manifest in
+    `ENV/manifests/`, its modules in `ENV/modules/`: found by default) and each module's. The
+    node's own data is read (trusted.certname: the node's name) and watched, what was looked
+    for and not found too; before 2026-12-05 only a module's data was read: every other
+    lookup silently took its default."""
+    from mgmt.puppet.source import PuppetSource
+
+    env = tmp_path / "control"
+    (env / "manifests").mkdir(parents=True)
+    (env / "data").mkdir()
+    (env / "modules" / "app" / "manifests").mkdir(parents=True)
+    (env / "modules" / "app" / "manifests" / "init.pp").write_text(
+        "class app($port = 1) { notify { 'port': message => \"${port}\" } }\n"
+    )
+    (env / "hiera.yaml").write_text(HIERARCHY)
+    (env / "data" / "common.yaml").write_text("motd: common\napp::port: 80\n")
+    glob = tmp_path / "global"
+    (glob / "data").mkdir(parents=True)
+    (glob / "hiera.yaml").write_text(HIERARCHY)
+    (glob / "data" / "common.yaml").write_text("banner: global\n")
+    pp = env / "manifests" / "site.pp"
+    pp.write_text(
+        "notify { 'motd': message => lookup('motd', String, 'first', 'default') }\n"
+        "notify { 'banner': message => lookup('banner', String, 'first', 'default') }\n"
+        "include app\n"
+    )
+    manifest = Manifest(file=pp, hiera_config=glob / "hiera.yaml")
+    source = await PuppetSource.open(manifest, hostname="node1", fallback=None)
+    graphs = aiter(source)
+
+    def messages(loaded: Any) -> tuple[str, ...]:
+        vertices = loaded.graph.vertices
+        return tuple(str(vertices[("msg", n)].body) for n in ("motd", "banner", "port"))
+
+    async def changed() -> tuple[str, ...]:
+        async with asyncio.timeout(120):
+            return messages(await anext(graphs))
+
+    try:
+        assert messages(source.first) == ("common", "global", "80")
+        (env / "data" / "nodes").mkdir()  # looked for, not found: written, compiled again
+        (env / "data" / "nodes" / "node1.yaml").write_text("motd: node one\napp::port: 81\n")
+        assert await changed() == ("node one", "global", "81")
+        (glob / "data" / "common.yaml").write_text("banner: edited\n")
+        assert await changed() == ("node one", "edited", "81")
+    finally:
+        await source.aclose()
+
+
+async def test_a_hiera_yaml_written_beside_the_manifest_makes_its_directory_the_environment(
+    tmp_path: Path,
+) -> None:
+    from mgmt.puppet.source import PuppetSource
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "common.yaml").write_text("motd: common\n")
+    pp = tmp_path / "site.pp"
+    pp.write_text("notify { 'motd': message => lookup('motd', String, 'first', 'default') }\n")
+    source = await PuppetSource.open(Manifest(file=pp), hostname="node1", fallback=None)
+    try:
+        assert source.first is not None
+        assert source.first.graph.vertices[("msg", "motd")].body == "default"  # type: ignore[attr-defined]
+        (tmp_path / "hiera.yaml").write_text(HIERARCHY)
+        async with asyncio.timeout(120):
+            loaded = await anext(aiter(source))
+        assert loaded.graph.vertices[("msg", "motd")].body == "common"  # type: ignore[attr-defined]
+    finally:
+        await source.aclose()
+
+
+def test_a_hiera_yaml_in_a_directory_others_may_write_to_is_not_read(tmp_path: Path) -> None:
+    """A hiera.yaml planted in a shared directory (/tmp) must not configure the manifest
+    there: it is named in a warning, and read only if named (`--puppet-environment`)."""
+    shared = tmp_path / "shared"
+    (shared / "data").mkdir(parents=True)
+    shared.chmod(0o1777)
+    (shared / "hiera.yaml").write_text(HIERARCHY)
+    (shared / "data" / "common.yaml").write_text("motd: planted\n")
+    pp = shared / "site.pp"
+    pp.write_text("notify { 'motd': message => lookup('motd', String, 'first', 'default') }\n")
+    compiled = asyncio.run(compile_catalog(Manifest(file=pp), "node1"))
+    titles = {r["title"] for r in compiled.catalog["resources"]}
+    assert "motd" in titles
+    [motd] = [r for r in compiled.catalog["resources"] if r["title"] == "motd"]
+    assert motd["parameters"]["message"] == "default"
+    assert compiled.warnings == [
+        f"{shared / 'hiera.yaml'}: not used: others may write to {shared} "
+        "(name it with --puppet-environment to use it)"
+    ]
+    named = Manifest(file=pp, environment=shared)
+    compiled = asyncio.run(compile_catalog(named, "node1"))
+    [motd] = [r for r in compiled.catalog["resources"] if r["title"] == "motd"]
+    assert motd["parameters"]["message"] == "planted" and compiled.warnings == []
+
+
+def test_a_named_hiera_config_or_environment_that_is_missing_is_refused(tmp_path: Path) -> None:
+    """Puppet takes a missing hiera.yaml (or environment) as none: every lookup would take
+    its default, the wrong configuration applied without a word."""
+    pp = tmp_path / "site.pp"
+    pp.write_text("notify { 'n': }\n")
+    for manifest, problem in (
+        (
+            Manifest(file=pp, hiera_config=tmp_path / "hiera.yaml"),
+            f"{tmp_path / 'hiera.yaml'} (--hiera-config): cannot read: No such file or directory",
+        ),
+        (
+            Manifest(file=pp, environment=pp),
+            f"{pp} (--puppet-environment): cannot read: not a directory",
+        ),
+    ):
+        with pytest.raises(CompileFailed) as err:
+            asyncio.run(compile_catalog(manifest, "node1"))
+        assert err.value.problems == [problem]
+
+
+async def test_a_bad_edit_undone_says_the_running_catalog_runs_on(tmp_path: Path) -> None:
+    """The log said why a bad edit was refused, then nothing once it was undone (only
+    `mgmt status` cleared); and a refusal compiled twice (an editor's two writes) was said
+    twice. As the language's source does, the undo is one line now."""
+    from mgmt.puppet.source import PuppetSource
+
+    records: list[logging.LogRecord] = []
+    logged = asyncio.Event()
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+            logged.set()
+
+    async def said(message: str, count: int = 1) -> list[int]:
+        """The levels of the lines saying `message`, once there are `count`."""
+        async with asyncio.timeout(120):
+            while len(found := [r for r in records if r.getMessage() == message]) < count:
+                logged.clear()
+                await logged.wait()
+        return [r.levelno for r in found]
+
+    handler = Handler(logging.DEBUG)
+    puppet = logging.getLogger("puppet")
+    puppet.addHandler(handler)
+    level = puppet.level
+    puppet.setLevel(logging.DEBUG)
+    pp = tmp_path / "site.pp"
+    good = "notify { 'one': }\n"
+    pp.write_text(good)
+    source = await PuppetSource.open(Manifest(file=pp), hostname="node1", fallback=None)
+    try:
+        pp.write_text("notify { 'one': \n")
+        await said("keeping the running graph")
+        source.reload()  # compiled again (an editor's second write): the same refusal
+        assert await said("keeping the running graph", 2) == [logging.ERROR, logging.DEBUG]
+        assert "Syntax error at end of input" in source.problem, source.problem
+        pp.write_text(good)
+        undone = "the manifest compiles to the running catalog again: nothing to swap"
+        assert await said(undone) == [logging.INFO]
+        assert source.problem == "" and source.graphs == 1
+    finally:
+        await source.aclose()
+        puppet.removeHandler(handler)
+        puppet.setLevel(level)
