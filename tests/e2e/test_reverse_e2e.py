@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.e2e.helpers import Daemon, run_mgmt
 
 
-def _programs(tmp_path: Path, meta: str = "") -> tuple[Path, Path, Path]:
+def programs(tmp_path: Path, meta: str = "") -> tuple[Path, Path, Path]:
     """(the directory the first program makes, the first program, a program without it)."""
     made = tmp_path / "newdir"
     first, other = tmp_path / "a.mcl", tmp_path / "b.mcl"
@@ -32,7 +32,7 @@ def test_a_directory_and_its_file_are_reversed_file_first_and_noop_reverses_noth
     tmp_path: Path,
 ) -> None:
     prefix = tmp_path / "prefix"
-    made, first, other = _programs(tmp_path)
+    made, first, other = programs(tmp_path)
     assert _run(prefix, first)[0] == 0
     assert (made / "f").read_text() == "f\n"
     code, log = _run(prefix, other, "--noop", "--detailed-exitcodes")
@@ -49,7 +49,7 @@ def test_a_directory_and_its_file_are_reversed_file_first_and_noop_reverses_noth
 
 def test_a_failed_reversal_fails_the_run_and_is_kept_for_the_next(tmp_path: Path) -> None:
     prefix = tmp_path / "prefix"
-    made, first, other = _programs(tmp_path)
+    made, first, other = programs(tmp_path)
     assert _run(prefix, first)[0] == 0
     (made / "extra").write_text("not ours\n")  # the directory cannot be removed
     code, log = _run(prefix, other)
@@ -67,7 +67,7 @@ async def test_a_failed_reversal_is_retried_as_its_meta_says_before_the_run_ends
     tmp_path: Path,
 ) -> None:
     prefix = tmp_path / "prefix"
-    made, first, other = _programs(tmp_path, "Meta:retry => 20, Meta:delay => 200, ")
+    made, first, other = programs(tmp_path, "Meta:retry => 20, Meta:delay => 200, ")
     assert (await asyncio.to_thread(_run, prefix, first))[0] == 0
     (made / "extra").write_text("not ours\n")
     args = ["run", "--prefix", str(prefix), "--converged-timeout=0", str(other)]
@@ -81,7 +81,7 @@ async def test_a_failed_reversal_is_retried_as_its_meta_says_before_the_run_ends
 
 async def test_the_daemon_shows_a_failed_reversal_and_a_reload_retries_it(tmp_path: Path) -> None:
     prefix = tmp_path / "prefix"
-    made, first, other = _programs(tmp_path)
+    made, first, other = programs(tmp_path)
     program = tmp_path / "cur.mcl"
     program.write_text(first.read_text())
     status = ["status", "--prefix", str(prefix)]
@@ -98,4 +98,23 @@ async def test_the_daemon_shows_a_failed_reversal_and_a_reload_retries_it(tmp_pa
         await daemon.wait_log(f"file[{made}/]: reversed (it left the graph)")
         code, out = await asyncio.to_thread(run_mgmt, status, 30)
         assert code == 0 and "reversal" not in out, out
+    assert not made.exists()
+
+
+async def test_a_stop_while_a_reversal_retry_is_due_says_the_next_start_retries_it(
+    tmp_path: Path,
+) -> None:
+    prefix = tmp_path / "prefix"
+    made, first, other = programs(tmp_path, "Meta:retry => -1, Meta:delay => 600000, ")
+    assert (await asyncio.to_thread(_run, prefix, first))[0] == 0
+    (made / "extra").write_text("not ours\n")
+    async with Daemon(["run", "--prefix", str(prefix), str(other)]) as daemon:
+        await daemon.wait_log(f"file[{made}/]: reversal failed, retrying in 600s (forever)")
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0, daemon.log
+    line = f"stopped: the reversal of file[{made}/] is retried at the next start (its record is"
+    assert daemon.log.count(line) == 1, daemon.log
+    (made / "extra").unlink()
+    code, log = await asyncio.to_thread(_run, prefix, other)  # the next start: from its record
+    assert code == 0 and f"file[{made}/]: reversed (it left the graph)" in log, log
     assert not made.exists()

@@ -675,3 +675,52 @@ async def test_a_pending_resource_says_what_it_waits_for(browser: Any, tmp_path:
         assert "waits for exec[gate]" not in text and "waits for exec[bad] (failed)" in text, text
         d.signal(signal.SIGTERM)
         assert await d.wait() == 0
+
+
+async def test_the_page_shows_a_failed_reversal_live_until_a_reload_undoes_it(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A directory with meta reverse leaves the graph and cannot be removed: the page shows its
+    reversal `failed`, coloured as a failed resource, as it happens; SIGHUP undoes it (the
+    directory is empty by then) and the row goes."""
+    from selenium.webdriver.common.by import By
+
+    from tests.e2e.test_reverse_e2e import programs
+
+    port, prefix = free_port(), tmp_path / "prefix"
+    made, first, other = programs(tmp_path)
+    program = tmp_path / "cur.mcl"
+    program.write_text(first.read_text())
+    args = ["run", "--prefix", str(prefix), "--status", "--prometheus"]
+    async with Daemon([*args, "--prometheus-listen", f"127.0.0.1:{port}", str(program)]) as d:
+        await d.wait_log("converged:")
+        await asyncio.to_thread(browser.get, f"http://127.0.0.1:{port}/")
+        await until(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#graph g.node"), 20)
+        assert not browser.find_element(By.ID, "reversals").is_displayed()
+        (made / "extra").write_text("not ours\n")
+        program.write_text(other.read_text())  # the page is not reloaded: it is told
+
+        def cells() -> list[str] | None:
+            return browser.execute_script(  # type: ignore[no-any-return]
+                "const tr = document.querySelector('#unreversed tr');"
+                "return tr ? [tr.dataset.id, ...[...tr.children].map((td) => td.textContent)]"
+                " : null;"
+            )
+
+        await until(browser, lambda: (cells() or [""])[-2:-1] == ["failed"], 20)
+        rid, shown, state, error = cells() or []
+        assert rid == shown == f"file[{made}/]" and "Directory not empty" in error, cells()
+        assert browser.find_element(By.ID, "reversals").is_displayed()
+        # The colour of a failed resource's state (the legend's `failed`).
+        colour = "return getComputedStyle(document.querySelector(arguments[0])).backgroundColor"
+        red = browser.execute_script(colour, ".legend i.failed")
+        assert browser.execute_script(colour, "#unreversed td.state") == red, state
+        (made / "extra").unlink()
+        d.signal(signal.SIGHUP)
+        await until(browser, lambda: cells() is None, 20)
+        assert not browser.find_element(By.ID, "reversals").is_displayed()
+        assert not made.exists()
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        d.signal(signal.SIGTERM)
+        assert await d.wait() == 0
