@@ -554,6 +554,41 @@ async def test_the_page_and_mgmt_status_show_every_host_of_the_cluster_live(
 
 
 @pytest.mark.slow
+async def test_mgmt_status_cluster_counts_a_failed_reversal_as_a_failure(tmp_path: Path) -> None:
+    """A host whose reversal failed (a directory with meta reverse that left the graph, not
+    empty) is `failed` in `mgmt status --cluster` (FAILED 1, the reversal as its last error,
+    exit 1) as for a failed resource; once SIGHUP undid it, converged again and exit 0."""
+    from tests.e2e.test_cluster_e2e import Host, client_of, fleet, summary_written
+    from tests.e2e.test_reverse_e2e import programs
+
+    h1 = Host("h1", tmp_path, frontend="lang")
+    made, first, other = programs(tmp_path)
+    h1.graph.write_text(first.read_text())
+    status = ["status", "--cluster", "--seeds", h1.url, "--prefix", str(tmp_path / "h1/prefix")]
+    async with fleet([h1]), client_of(h1) as client:
+        daemon = await h1.start()
+        await daemon.wait_log("converged:", timeout=30)
+        (made / "extra").write_text("not ours\n")
+        h1.graph.write_text(other.read_text())
+        await daemon.wait_log(f"file[{made}/]: reversal failed (kept for the next run)")
+        await summary_written(client, "h1", lambda doc: doc["failed"] == 1)
+        code, text = await asyncio.to_thread(run_mgmt, [*status, "--json"])
+        (row,) = json.loads(text[text.index("[") :])
+        assert code == 1 and row["state"] == "failed" and row["resources"] == 1, text
+        error = f"reversal failed: file[{made}/]: [Errno 39] Directory not empty"
+        assert row["failed"] == 1 and row["last_error"].startswith(error), text
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 1 and re.search(rf"^h1 .* 1 +1 +{re.escape(error)}", text, re.M), text
+        (made / "extra").unlink()
+        daemon.signal(signal.SIGHUP)
+        await summary_written(client, "h1", lambda doc: doc["failed"] == 0)
+        code, text = await asyncio.to_thread(run_mgmt, [*status, "--json"])
+        (row,) = json.loads(text[text.index("[") :])
+        assert code == 0 and row["state"] == "converged" and row["last_error"] == "", text
+    assert not made.exists()
+
+
+@pytest.mark.slow
 async def test_an_unsigned_deploy_says_so_in_the_status_table_and_on_the_page(
     browser: Any, tmp_path: Path
 ) -> None:
