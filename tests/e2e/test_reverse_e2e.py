@@ -28,6 +28,15 @@ def _run(prefix: Path, program: Path, *flags: str) -> tuple[int, str]:
     return run_mgmt(["run", "--prefix", str(prefix), "--converged-timeout=0", *flags, str(program)])
 
 
+def blocked(prefix: Path, tmp_path: Path, meta: str = "") -> tuple[Path, Path]:
+    """The first program applied (a cron run), then a file not ours in its directory, which
+    then cannot be removed: (the directory, the program without it)."""
+    made, first, other = programs(tmp_path, meta)
+    assert _run(prefix, first)[0] == 0
+    (made / "extra").write_text("not ours\n")
+    return made, other
+
+
 def test_a_directory_and_its_file_are_reversed_file_first_and_noop_reverses_nothing(
     tmp_path: Path,
 ) -> None:
@@ -49,9 +58,7 @@ def test_a_directory_and_its_file_are_reversed_file_first_and_noop_reverses_noth
 
 def test_a_failed_reversal_fails_the_run_and_is_kept_for_the_next(tmp_path: Path) -> None:
     prefix = tmp_path / "prefix"
-    made, first, other = programs(tmp_path)
-    assert _run(prefix, first)[0] == 0
-    (made / "extra").write_text("not ours\n")  # the directory cannot be removed
+    made, other = blocked(prefix, tmp_path)
     code, log = _run(prefix, other)
     assert code == 1, log
     assert "reversal failed (kept for the next run): [Errno 39] Directory not empty" in log
@@ -67,9 +74,8 @@ async def test_a_failed_reversal_is_retried_as_its_meta_says_before_the_run_ends
     tmp_path: Path,
 ) -> None:
     prefix = tmp_path / "prefix"
-    made, first, other = programs(tmp_path, "Meta:retry => 20, Meta:delay => 200, ")
-    assert (await asyncio.to_thread(_run, prefix, first))[0] == 0
-    (made / "extra").write_text("not ours\n")
+    meta = "Meta:retry => 20, Meta:delay => 200, "
+    made, other = await asyncio.to_thread(blocked, prefix, tmp_path, meta)
     args = ["run", "--prefix", str(prefix), "--converged-timeout=0", str(other)]
     async with Daemon(args) as run:
         await run.wait_log(f"file[{made}/]: reversal failed, retrying in 0.2s (20 left)")
@@ -105,9 +111,8 @@ async def test_a_stop_while_a_reversal_retry_is_due_says_the_next_start_retries_
     tmp_path: Path,
 ) -> None:
     prefix = tmp_path / "prefix"
-    made, first, other = programs(tmp_path, "Meta:retry => -1, Meta:delay => 600000, ")
-    assert (await asyncio.to_thread(_run, prefix, first))[0] == 0
-    (made / "extra").write_text("not ours\n")
+    meta = "Meta:retry => -1, Meta:delay => 600000, "
+    made, other = await asyncio.to_thread(blocked, prefix, tmp_path, meta)
     async with Daemon(["run", "--prefix", str(prefix), str(other)]) as daemon:
         await daemon.wait_log(f"file[{made}/]: reversal failed, retrying in 600s (forever)")
         daemon.signal(signal.SIGTERM)
