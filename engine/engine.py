@@ -759,6 +759,12 @@ class Vertex:
         self.engine.changed(self)
 
 
+def _few(names: list[str]) -> str:
+    """At most NAMED of `names`, then how many more (the stop's summary lines)."""
+    more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
+    return ", ".join(names[:NAMED]) + more
+
+
 async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
     """Stop `vertices` together (Vertex.stop): each stops watching; with graceful, their
     running init()s and check_applies finish; their tasks end; then each is cleaned up. One
@@ -1515,8 +1521,7 @@ class Engine:
         again = sorted(v.shown for v in undone if v.key in retrying)
         for listed, what in ((names, "interrupted"), (again, "retrying after a failure")):
             if listed:
-                more = f" and {len(listed) - NAMED} more" if len(listed) > NAMED else ""
-                why.append(f"{', '.join(listed[:NAMED])}{more} {what}")
+                why.append(f"{_few(listed)} {what}")
         return f" ({'; '.join(why)})" if why else ""
 
     async def stop(self, graceful: bool = True) -> None:
@@ -1534,6 +1539,11 @@ class Engine:
                 "stopped: %d of %d resource%s left undone%s; the next run applies them",
                 *(len(undone), len(self.vertices), "s" * (len(self.vertices) != 1)),
                 self._undone_why(undone, retrying),
+            )
+        if due := [fmt_key(key) for key in self.reverser.due()]:  # a retry the stop cancels
+            log.info(
+                "stopped: the reversal of %s is retried at the next start (%s kept)",
+                *(_few(due), "its record is" if len(due) == 1 else "their records are"),
             )
         await self.reverser.aclose()
         await self.shared.aclose()

@@ -139,6 +139,12 @@ class Reverser:
         """Whether a failed reversal waits for its next attempt (not converged meanwhile)."""
         return any(p.due is not None for p in self.pending.values())
 
+    def due(self) -> list[Key]:
+        """The failed reversals waiting for their next attempt (of keys not in the graph)."""
+        return sorted(
+            k for k, p in self.pending.items() if p.due is not None and not self._present(k)
+        )
+
     def failed(self) -> dict[Key, str]:
         """The reversals that failed and are out of retries, with their last error."""
         return {
@@ -244,7 +250,7 @@ class Reverser:
             self._retrier = None
 
     async def aclose(self) -> None:
-        """Stop the retries (a failed reversal is kept for the next run)."""
+        """Stop the retries (a failed reversal is kept for the next run: Engine.stop says so)."""
         await self._tasks.close()
 
 

@@ -79,7 +79,7 @@ class HostStatus:
     runs_deploys: bool = False  # it has a status key (not stored: a host that runs no
     # deploys, e.g. `mgmt run yaml FILE`, has none)
     # From its summary (not stored here): whether it has one, its resources, how many have
-    # failed and the last error of one, since when it is converged (or not: 0).
+    # failed (failed reversals counted in: mgmt.status.cluster.summary) and the last error of one, since when it is converged (or not: 0).
     reports: bool = False
     resources: int = 0
     failed: int = 0
@@ -254,7 +254,7 @@ class HostAlive(Exception):
 
 def exit_code(rows: list[HostStatus]) -> ExitCode:
     """FAILED when a host is down (its agent gone without leaving, or unreachable: its lease
-    expired), has a failed resource or a program error, or refused a deploy newer than the one it runs (an untrusted key: it does
+    expired), has a failed resource or reversal or a program error, or refused a deploy newer than the one it runs (an untrusted key: it does
     not run what was pushed); OK otherwise, a host that left cleanly included (a check:
     `mgmt status --cluster || alert`)."""
     if any(row.state in ("down", "failed") or row.refused > row.running for row in rows):

@@ -1,7 +1,7 @@
 """The cluster on the status page: this host's summary published, every host's followed.
 
 A clustered agent keeps `/_mgmt/host-status/<host>` as the summary of its status model (its
-resources, how many have failed and one's last error, converged or not and since when, and its
+resources, how many have failed and one's last error (a failed reversal counts as one), converged or not and since when, and its
 program's error: `program_error`, a later field, absent from an older host's summary),
 rewritten whenever that changes (desired state: retried while the cluster cannot be reached).
 It also watches the summaries, the deploy statuses and the liveness keys of every host and gives
@@ -51,17 +51,23 @@ LEAVE_WAIT = 1.0  # seconds the summary of a clean stop may take (it must not ho
 
 
 def summary(model: StatusModel) -> dict[str, Any]:
-    """What this host's key holds (no timestamps but `since`: rewritten on change only)."""
+    """What this host's key holds (no timestamps but `since`: rewritten on change only).
+    `failed` counts the failed resources and the failed reversals of resources that left the
+    graph (out of retries, as `mgmt status` counts them); `error` is a failed resource's, else
+    a failed reversal's (`reversal failed: file[/x/]: ...`)."""
     failed = [(key, info) for key, info in model.info.items() if info.state == "failed"]
+    reversals = [rev for rev in model.reversals() if rev["state"] == "failed"]
     error = ""
     if failed:
         key, info = min(failed)
         error = f"{key[0]}[{key[1]}]: {info.error}"[:300]
+    elif reversals:
+        error = f"reversal failed: {reversals[0]['id']}: {reversals[0]['error']}"[:300]
     return {
         "converged": model.converged_since is not None,
         "since": model.converged_since,
         "resources": len(model.engine.vertices),
-        "failed": len(failed),
+        "failed": len(failed) + len(reversals),
         "error": error,
         "program_error": model.program_error[:300],
     }

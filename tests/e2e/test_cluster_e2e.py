@@ -16,6 +16,7 @@ import textwrap
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,14 +43,20 @@ def exporter(shared: Path, host: str, content: str, local: Path | None = None) -
     return text + f"collect:\n  - {{kind: file, pattern: {shared}/}}\n"
 
 
-async def summary_written(client: EtcdClient, host: str) -> None:
-    """Wait until `host`'s summary is in the cluster: what says, once it stops cleanly, that
-    it left (the leader then removes its member)."""
+async def summary_written(
+    client: EtcdClient, host: str, says: Callable[[dict[str, Any]], bool] = lambda _doc: True
+) -> None:
+    """Wait until `host`'s summary is in the cluster (and `says` it): what says, once it stops
+    cleanly, that it left (the leader then removes its member)."""
     summary, written = (SUMMARY + host).encode(), asyncio.Event()
     unsubscribe = await client.subscribe(summary, written.set)
     try:
-        if await client.get(summary) is None:
-            async with asyncio.timeout(15):
+        async with asyncio.timeout(15):
+            while True:
+                written.clear()  # before the read: a write after it wakes the wait
+                data = await client.get(summary)
+                if data is not None and says(json.loads(data)):
+                    return
                 await written.wait()
     finally:
         await unsubscribe()

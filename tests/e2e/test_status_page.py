@@ -554,6 +554,41 @@ async def test_the_page_and_mgmt_status_show_every_host_of_the_cluster_live(
 
 
 @pytest.mark.slow
+async def test_mgmt_status_cluster_counts_a_failed_reversal_as_a_failure(tmp_path: Path) -> None:
+    """A host whose reversal failed (a directory with meta reverse that left the graph, not
+    empty) is `failed` in `mgmt status --cluster` (FAILED 1, the reversal as its last error,
+    exit 1) as for a failed resource; once SIGHUP undid it, converged again and exit 0."""
+    from tests.e2e.test_cluster_e2e import Host, client_of, fleet, summary_written
+    from tests.e2e.test_reverse_e2e import programs
+
+    h1 = Host("h1", tmp_path, frontend="lang")
+    made, first, other = programs(tmp_path)
+    h1.graph.write_text(first.read_text())
+    status = ["status", "--cluster", "--seeds", h1.url, "--prefix", str(tmp_path / "h1/prefix")]
+    async with fleet([h1]), client_of(h1) as client:
+        daemon = await h1.start()
+        await daemon.wait_log("converged:", timeout=30)
+        (made / "extra").write_text("not ours\n")
+        h1.graph.write_text(other.read_text())
+        await daemon.wait_log(f"file[{made}/]: reversal failed (kept for the next run)")
+        await summary_written(client, "h1", lambda doc: doc["failed"] == 1)
+        code, text = await asyncio.to_thread(run_mgmt, [*status, "--json"])
+        (row,) = json.loads(text[text.index("[") :])
+        assert code == 1 and row["state"] == "failed" and row["resources"] == 1, text
+        error = f"reversal failed: file[{made}/]: [Errno 39] Directory not empty"
+        assert row["failed"] == 1 and row["last_error"].startswith(error), text
+        code, text = await asyncio.to_thread(run_mgmt, status)
+        assert code == 1 and re.search(rf"^h1 .* 1 +1 +{re.escape(error)}", text, re.M), text
+        (made / "extra").unlink()
+        daemon.signal(signal.SIGHUP)
+        await summary_written(client, "h1", lambda doc: doc["failed"] == 0)
+        code, text = await asyncio.to_thread(run_mgmt, [*status, "--json"])
+        (row,) = json.loads(text[text.index("[") :])
+        assert code == 0 and row["state"] == "converged" and row["last_error"] == "", text
+    assert not made.exists()
+
+
+@pytest.mark.slow
 async def test_an_unsigned_deploy_says_so_in_the_status_table_and_on_the_page(
     browser: Any, tmp_path: Path
 ) -> None:
@@ -673,5 +708,54 @@ async def test_a_pending_resource_says_what_it_waits_for(browser: Any, tmp_path:
         await until(browser, says("file[a]", f"created {out}/a"), 20)
         code, text = await asyncio.to_thread(run_mgmt, status)
         assert "waits for exec[gate]" not in text and "waits for exec[bad] (failed)" in text, text
+        d.signal(signal.SIGTERM)
+        assert await d.wait() == 0
+
+
+async def test_the_page_shows_a_failed_reversal_live_until_a_reload_undoes_it(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A directory with meta reverse leaves the graph and cannot be removed: the page shows its
+    reversal `failed`, coloured as a failed resource, as it happens; SIGHUP undoes it (the
+    directory is empty by then) and the row goes."""
+    from selenium.webdriver.common.by import By
+
+    from tests.e2e.test_reverse_e2e import programs
+
+    port, prefix = free_port(), tmp_path / "prefix"
+    made, first, other = programs(tmp_path)
+    program = tmp_path / "cur.mcl"
+    program.write_text(first.read_text())
+    args = ["run", "--prefix", str(prefix), "--status", "--prometheus"]
+    async with Daemon([*args, "--prometheus-listen", f"127.0.0.1:{port}", str(program)]) as d:
+        await d.wait_log("converged:")
+        await asyncio.to_thread(browser.get, f"http://127.0.0.1:{port}/")
+        await until(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#graph g.node"), 20)
+        assert not browser.find_element(By.ID, "reversals").is_displayed()
+        (made / "extra").write_text("not ours\n")
+        program.write_text(other.read_text())  # the page is not reloaded: it is told
+
+        def cells() -> list[str] | None:
+            return browser.execute_script(  # type: ignore[no-any-return]
+                "const tr = document.querySelector('#unreversed tr');"
+                "return tr ? [tr.dataset.id, ...[...tr.children].map((td) => td.textContent)]"
+                " : null;"
+            )
+
+        await until(browser, lambda: (cells() or [""])[-2:-1] == ["failed"], 20)
+        rid, shown, state, error = cells() or []
+        assert rid == shown == f"file[{made}/]" and "Directory not empty" in error, cells()
+        assert browser.find_element(By.ID, "reversals").is_displayed()
+        # The colour of a failed resource's state (the legend's `failed`).
+        colour = "return getComputedStyle(document.querySelector(arguments[0])).backgroundColor"
+        red = browser.execute_script(colour, ".legend i.failed")
+        assert browser.execute_script(colour, "#unreversed td.state") == red, state
+        (made / "extra").unlink()
+        d.signal(signal.SIGHUP)
+        await until(browser, lambda: cells() is None, 20)
+        assert not browser.find_element(By.ID, "reversals").is_displayed()
+        assert not made.exists()
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
         d.signal(signal.SIGTERM)
         assert await d.wait() == 0

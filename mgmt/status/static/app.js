@@ -194,6 +194,18 @@ function hosts(rows) {
   }));
 }
 
+// Meta reverse of resources that left the graph and failed: `retrying` (a retry is due) or
+// `failed` (kept for the next run, SIGHUP retries), coloured as a resource in that state.
+function reversals(rows) {
+  $("reversals").hidden = rows.length === 0;
+  $("unreversed").replaceChildren(...rows.map((r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = r.id; tr.dataset.state = r.state;
+    tr.append(text("td", r.id), text("td", r.state, `state ${r.state}`), text("td", r.error));
+    return tr;
+  }));
+}
+
 // What is wrong with the program ("": nothing): the host does not run what it was asked to.
 function program(error) {
   $("program").hidden = !error;
@@ -239,6 +251,7 @@ function onSnapshot(s) {
   counts();
   converged(s.converged, s.converged_since);
   program(s.program_error);
+  reversals(s.reversals);
   deploy(s.deploy);
   hosts(s.hosts);
   drawGraph(s.graph_version);
@@ -256,6 +269,8 @@ function onUpdate(u) {
     hosts(u.hosts);
   } else if (u.type === "program") {
     program(u.error);
+  } else if (u.type === "reversals") {
+    reversals(u.reversals);
   } else if (u.type === "deploy") {
     deploy(u.deploy);
   } else if (u.type === "converged") {
