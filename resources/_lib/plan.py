@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from engine import stopgate
 from engine.errors import ResourceError
@@ -109,9 +110,25 @@ async def in_thread(fn: Callable[[], T]) -> T:
     replies = stopgate.replies(loop)
     if replies is None:
         return await _in_default_executor(loop, fn)
-    reply = replies.submit(awaited(fn, loop))
+    return cast(T, await _reply(loop, replies.submit(awaited(fn, loop))))
+
+
+async def in_group(fn: Callable[[Any], T], group: stopgate.Group) -> T:
+    """in_thread of `fn`, which may run with other jobs of `group`'s key in one worker, after
+    one opening of what they share (engine.stopgate.Replies); it is called with what that
+    opening yields, or with None (no Replies on this loop: run alone; or the opening found
+    nothing to share), and then does its work alone."""
+    loop = asyncio.get_running_loop()
+    replies = stopgate.replies(loop)
+    if replies is None:
+        return await in_thread(functools.partial(fn, None))
+    return cast(T, await _reply(loop, replies.submit(awaited(fn, loop), group)))
+
+
+async def _reply(loop: asyncio.AbstractEventLoop, reply: stopgate.Reply[Any]) -> Any:
+    """The outcome of a job that Replies runs; if cancelled, still wait for the job to end."""
     try:
-        return cast(T, await reply.future)
+        return await reply.future
     except asyncio.CancelledError as err:
         while not reply.over:
             if reply.ended is None:

@@ -39,7 +39,7 @@ from resources._lib.ids import (
     resolve_uid,
 )
 from resources._lib.named import or_name
-from resources._lib.plan import Step, apply_steps, describe, in_thread, nothing_to_do
+from resources._lib.plan import Step, apply_steps, describe, in_group, in_thread, nothing_to_do
 from resources._lib.spare import Spare
 from resources.file.extras import plan_purge, read_fragments, selinux_steps
 from resources.file.extras import selinux_enabled as selinux_enabled
@@ -48,6 +48,7 @@ from resources.file.where import (
     DIR_BASE,
     TOP,
     Entry,
+    SharedDir,
     Src,
     Where,
     attr_steps,
@@ -459,13 +460,14 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         uid, gid = self._ids()
         mode, data = self._want_mode(None, None, is_dir=False), self.content.encode()
         done: list[str] = []
-        with watcher.expecting(self._fs_path) as rename:
+        path = self._fs_path
+        with watcher.expecting(path) as rename:
             create = functools.partial(
                 self._locate_or_create, held, rename, (data, mode, uid, gid), done
             )
             _writing[0] += 1
             try:
-                found = await in_thread(create)
+                found = await in_group(create, (("file", os.path.dirname(path)), SharedDir))
             finally:
                 _writing[0] -= 1
                 for line in done:  # (log(INFO, ...) itself: info()'s frame and a format less)
@@ -480,11 +482,15 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         rename: Rename,
         new: tuple[bytes, int, int, int],
         done: list[str],
+        shared: SharedDir | None,
     ) -> tuple[Where, os.stat_result] | None:
-        """_create_in_thread's part in the I/O thread."""
-        where, st = self._locate(held, writing=True)
-        if st is not None:
-            return where, st
+        """_create_in_thread's part in the I/O thread; `shared`: the directory open for the
+        other first writes there that this worker runs with it (stopgate.Replies)."""
+        where = None if shared is None else shared.at(self._fs_path)
+        if where is None or not where.absent():  # not open there, or not absent: alone
+            where, st = self._locate(held, writing=True)
+            if st is not None:
+                return where, st
         data, mode, uid, gid = new
         local = where.local()  # the directories made on the way are on it too
         for step in [*where.parent_steps(), *where.temp_steps()]:  # usually none
