@@ -236,22 +236,6 @@ class Reply(Generic[T]):
         self.over = False
         self.ended: asyncio.Future[None] | None = None
 
-    def hand_back(self) -> None:
-        """On the loop: the outcome to its future (unless its waiter was cancelled)."""
-        self.over = True
-        future = self.future
-        if not future.done():  # else its waiter was cancelled
-            error = self.error
-            if error is None:
-                future.set_result(self.value)
-            elif isinstance(error, StopIteration):  # a future refuses it
-                future.set_exception(RuntimeError(f"job raised {error!r}"))
-            else:
-                future.set_exception(error)
-        ended = self.ended
-        if ended is not None and not ended.done():
-            ended.set_result(None)
-
 
 # What the jobs of one group share (Replies.submit's `group`): a key, and how a worker opens
 # what they share, once for the jobs it takes together (a context manager; what it yields is
@@ -453,7 +437,20 @@ class Replies:
         self._waking = False
         queued = self._queued
         while queued:
-            queued.popleft().hand_back()
+            reply = queued.popleft()
+            reply.over = True
+            future = reply.future
+            if not future.done():  # else its waiter was cancelled
+                error = reply.error
+                if error is None:
+                    future.set_result(reply.value)
+                elif isinstance(error, StopIteration):  # a future refuses it
+                    future.set_exception(RuntimeError(f"job raised {error!r}"))
+                else:
+                    future.set_exception(error)
+            ended = reply.ended
+            if ended is not None and not ended.done():
+                ended.set_result(None)
 
 
 _REPLIES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Replies] = (

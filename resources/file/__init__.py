@@ -39,7 +39,7 @@ from resources._lib.ids import (
     resolve_uid,
 )
 from resources._lib.named import or_name
-from resources._lib.plan import Step, apply_steps, describe, in_group, in_thread, nothing_to_do
+from resources._lib.plan import Step, apply_steps, describe, in_thread, nothing_to_do
 from resources._lib.spare import Spare
 from resources.file.extras import plan_purge, read_fragments, selinux_steps
 from resources.file.extras import selinux_enabled as selinux_enabled
@@ -467,7 +467,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             )
             _writing[0] += 1
             try:
-                found = await in_group(create, (("file", os.path.dirname(path)), SharedDir))
+                found = await in_thread(create, (("file", os.path.dirname(path)), SharedDir))
             finally:
                 _writing[0] -= 1
                 for line in done:  # (log(INFO, ...) itself: info()'s frame and a format less)

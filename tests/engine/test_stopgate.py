@@ -30,7 +30,7 @@ from engine.errors import ResourceError
 from engine.graph import Graph
 from engine.resource import Resource, register
 from engine.stopgate import Gate, GatedExecutor, Stopped
-from resources._lib.plan import DONE_NOTE, in_group, in_thread
+from resources._lib.plan import DONE_NOTE, in_thread
 from resources.file import FileRes
 from tests.aio import pass_ended
 from tests.engine.conftest import settle
@@ -404,7 +404,7 @@ async def test_the_jobs_of_a_group_waiting_for_a_worker_run_together() -> None:
         return i, shared
 
     group: stopgate.Group = ("dir", opening)
-    assert await in_group(functools.partial(job, 0), group) == (0, None)
+    assert await in_thread(functools.partial(job, 0), group) == (0, None)
     assert opened == []
     hold, busy = await hold_the_worker()
     queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(4)]
