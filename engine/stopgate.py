@@ -378,8 +378,8 @@ class Replies:
 
     def _share(self, grouped: _Grouped) -> list[tuple[Job, Reply[Any]]]:
         """With the lock: the jobs of `grouped` this worker takes: a worker's share of them, at
-        most GROUP_MOST; the group
-        goes back to the end of the queue if some are left (the other workers take them)."""
+        most GROUP_MOST; the group goes back to the end of the queue if some are left (the
+        other workers take them)."""
         items = grouped.items
         count = min(GROUP_MOST, max(1, -(-len(items) // self._executor.workers)))
         taken = [items.popleft() for _ in range(count)]

@@ -471,3 +471,34 @@ async def test_first_writes_of_a_directory_share_one_walk_and_fail_alone(
     assert isinstance(outcomes[3], ResourceError) and "is a symlink" in str(outcomes[3])
     assert (out / "f3").is_symlink() and victim.read_text() == "victim\n"
     assert sorted(os.listdir(out)) == [f"f{i}" for i in range(6)]  # no temp file left
+
+
+@pytest.mark.usefixtures("one_worker")
+async def test_first_writes_taken_together_in_a_missing_directory_make_it_once(
+    tmp_path: Path,
+    run_resource: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The group's directory is missing: the first write makes it (its lines logged by that
+    resource), the others are written in it, through one walk to it made after."""
+    monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
+    caplog.set_level(logging.INFO, logger="engine")
+    out = tmp_path / "new" / "sub"
+    files = [FileRes(name=f"f{i}", path=str(out / f"f{i}"), content=f"{i}\n") for i in range(4)]
+    for res in files:
+        await run_resource(res)
+    hold, busy = await hold_the_worker()
+    checks = [asyncio.ensure_future(res.check_apply(True)) for res in files]
+    while file_module._writing[0] < 1 + len(files):  # each has queued its write
+        await pass_ended()
+    hold.set()
+    assert await asyncio.gather(*checks) == [False] * len(files)
+    await busy
+    assert sorted(os.listdir(out)) == [f"f{i}" for i in range(4)]
+    assert all((out / f"f{i}").read_text() == f"{i}\n" for i in range(4))
+    made = [m for m in caplog.messages if "created parent directory" in m]
+    assert made == [
+        f"file[f0]: created parent directory {tmp_path / 'new'}",
+        f"file[f0]: created parent directory {out}",
+    ]
