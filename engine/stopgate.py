@@ -243,6 +243,17 @@ class Reply(Generic[T]):
 Group = tuple[Hashable, Callable[[], AbstractContextManager[Any]]]
 
 
+class Later:
+    """What a job of a group may return to finish after the group's other jobs have done their
+    first part (its writes' fsyncs one after another, after all the writes): `fn`, called
+    then, in the worker, gives the job's outcome."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+
+
 class _Grouped:
     """The queued jobs of one group (Replies.submit): a worker takes several at once."""
 
@@ -280,7 +291,8 @@ class Replies:
     wait in that group's own queue, which has one place in the queue: the worker that
     reaches it takes a share of what waits there (_share), opens what they share once
     (the directory), runs them one after another, each with its own outcome, and wakes the
-    loop once for all of them. A job submitted while a worker is free runs alone, at once:
+    loop once for all of them. A job of a group may return a `Later`: its second part runs
+    after every job's first part. A job submitted while a worker is free runs alone, at once:
     only jobs that would wait for a worker anyway are taken together.
 
     One per loop (`install`); it holds its loop weakly (the registry's value must not keep
@@ -396,16 +408,28 @@ class Replies:
             self._run(*taken[0], None)
             self._wake()
             return
-        ran = 0
+        opened = False
         try:
             with grouped.opened() as shared:
+                opened = True
                 for job, reply in taken:
-                    self._run(job, reply, shared)
-                    ran += 1
-        except BaseException as err:  # the opening failed: each job's outcome (_run raises none)
-            for _job, reply in taken[ran:]:
-                reply.error = err
-                self._queued.append(reply)
+                    try:
+                        reply.value = job(shared)
+                    except BaseException as err:  # its waiter's (see _run)
+                        reply.error = err
+                for _job, reply in taken:  # the second parts (Later), in the same order
+                    later = reply.value
+                    if isinstance(later, Later):
+                        reply.value = None
+                        try:
+                            reply.value = later.fn()
+                        except BaseException as err:
+                            reply.error = err
+        except BaseException as err:  # the opening failed: each job's outcome (its close
+            if not opened:  # failing after them is not theirs: they are done)
+                for _job, reply in taken:
+                    reply.error = err
+        self._queued.extend(reply for _job, reply in taken)
         self._wake()
 
     def _run(self, job: Job, reply: Reply[Any], *args: Any) -> None:

@@ -502,3 +502,33 @@ async def test_first_writes_taken_together_in_a_missing_directory_make_it_once(
         f"file[f0]: created parent directory {tmp_path / 'new'}",
         f"file[f0]: created parent directory {out}",
     ]
+
+
+@pytest.mark.usefixtures("one_worker")
+async def test_the_second_parts_of_a_groups_jobs_run_after_every_first_part() -> None:
+    """A job of a group that returns a Later finishes after the group's other jobs' first
+    parts, in order (a group's writes fsynced after all of them are written); a second part
+    that fails fails its own job only."""
+    replies = stopgate.replies(asyncio.get_running_loop())
+    assert replies is not None
+    order: list[str] = []
+
+    def second(i: int) -> int:
+        order.append(f"second {i}")
+        if i == 1:
+            raise OSError("fsync failed")
+        return i
+
+    def job(i: int, shared: object) -> stopgate.Later:
+        order.append(f"first {i}")
+        return stopgate.Later(functools.partial(second, i))
+
+    hold, busy = await hold_the_worker()
+    group: stopgate.Group = ("later", contextlib.nullcontext)
+    queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(3)]
+    hold.set()
+    outcomes = await asyncio.gather(*(r.future for r in queued), return_exceptions=True)
+    await busy
+    assert order == ["first 0", "first 1", "first 2", "second 0", "second 1", "second 2"]
+    assert outcomes[0] == 0 and outcomes[2] == 2
+    assert isinstance(outcomes[1], OSError)
