@@ -431,6 +431,22 @@ async def test_the_jobs_of_a_group_waiting_for_a_worker_run_together() -> None:
     assert all(isinstance(o, PermissionError) for o in outcomes)
 
 
+async def first_writes_together(run_resource: Any, out: Path, count: int) -> list[object]:
+    """The first checks of `count` files f0... in `out`, each queued behind the held worker
+    (so that it takes them together); their outcomes (an exception for a failed one)."""
+    files = [FileRes(name=f"f{i}", path=str(out / f"f{i}"), content=f"{i}\n") for i in range(count)]
+    for res in files:
+        await run_resource(res)
+    hold, busy = await hold_the_worker()
+    checks = [asyncio.ensure_future(res.check_apply(True)) for res in files]
+    while file_module._writing[0] < 1 + count:  # each has queued its write
+        await pass_ended()
+    hold.set()
+    outcomes = await asyncio.gather(*checks, return_exceptions=True)
+    await busy
+    return list(outcomes)
+
+
 @pytest.mark.usefixtures("one_worker")
 async def test_first_writes_of_a_directory_share_one_walk_and_fail_alone(
     tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch
@@ -454,16 +470,7 @@ async def test_first_writes_of_a_directory_share_one_walk_and_fail_alone(
         return real_walk(path, **kwargs)
 
     monkeypatch.setattr(safefs, "walk", walk)
-    files = [FileRes(name=f"f{i}", path=str(out / f"f{i}"), content=f"{i}\n") for i in range(6)]
-    for res in files:
-        await run_resource(res)
-    hold, busy = await hold_the_worker()
-    checks = [asyncio.ensure_future(res.check_apply(True)) for res in files]
-    while file_module._writing[0] < 1 + len(files):  # each has queued its write
-        await pass_ended()
-    hold.set()
-    outcomes = await asyncio.gather(*checks, return_exceptions=True)
-    await busy
+    outcomes = await first_writes_together(run_resource, out, 6)
     assert walked.count(str(out)) == 3  # the group's, and the two not found absent alone
     for i in (0, 2, 4, 5):
         assert outcomes[i] is False and (out / f"f{i}").read_text() == f"{i}\n"
@@ -485,16 +492,7 @@ async def test_first_writes_taken_together_in_a_missing_directory_make_it_once(
     monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
     caplog.set_level(logging.INFO, logger="engine")
     out = tmp_path / "new" / "sub"
-    files = [FileRes(name=f"f{i}", path=str(out / f"f{i}"), content=f"{i}\n") for i in range(4)]
-    for res in files:
-        await run_resource(res)
-    hold, busy = await hold_the_worker()
-    checks = [asyncio.ensure_future(res.check_apply(True)) for res in files]
-    while file_module._writing[0] < 1 + len(files):  # each has queued its write
-        await pass_ended()
-    hold.set()
-    assert await asyncio.gather(*checks) == [False] * len(files)
-    await busy
+    assert await first_writes_together(run_resource, out, 4) == [False] * 4
     assert sorted(os.listdir(out)) == [f"f{i}" for i in range(4)]
     assert all((out / f"f{i}").read_text() == f"{i}\n" for i in range(4))
     made = [m for m in caplog.messages if "created parent directory" in m]
