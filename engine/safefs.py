@@ -519,16 +519,54 @@ def write_at(
         return
     try:
         _complete(fd, fill, mode, uid, gid, calls=calls)
-        # Complete, with its final owner and mode: now it may get a name.
-        if new and _link_new(calls, fd, dir_fd, name):
-            return
-        with _temp(dir_fd) as tmp:
-            calls.link(f"{_PROC_FD}/{fd}", dir_fd, tmp)
-            calls.rename(dir_fd, tmp, dir_fd, name)
+        _name(calls, fd, dir_fd, name, new)
     finally:
         calls.close(fd)
     # No directory fsync: the data is on disk before the rename, so after a crash the path
     # holds the old or the new content, never a mix; a lost rename is re-applied next run.
+
+
+def _name(calls: _Calls, fd: int, dir_fd: int, name: str, new: bool) -> None:
+    """Give the complete unnamed file fd (its final owner and mode, fsynced) its name: linked
+    at it directly if `new` and the name is still free, else under a temp name renamed over."""
+    if new and _link_new(calls, fd, dir_fd, name):
+        return
+    with _temp(dir_fd) as tmp:
+        calls.link(f"{_PROC_FD}/{fd}", dir_fd, tmp)
+        calls.rename(dir_fd, tmp, dir_fd, name)
+
+
+def unnamed_filled(
+    dir_fd: int, data: bytes, *, mode: int, uid: int, gid: int, local: bool
+) -> int | None:
+    """The first part of write_at(new=True) for a writer that writes several files before it
+    fsyncs them (their fsyncs one after another, after all the writes: faster here, see
+    docs/benchmarks.md, perfbatch): a new unnamed file in dir_fd with `data`, its owner and mode, NOT
+    fsynced; None where the file system makes no unnamed files. `named_new` completes it."""
+    fd = _unnamed(dir_fd, mode)
+    if fd is None:
+        return None
+    try:
+        _fill(fd, data, mode, uid, gid, calls=_calls(data, local))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def named_new(dir_fd: int, name: str, fd: int, *, data: bytes, local: bool) -> None:
+    """The second part (see unnamed_filled): fsync fd, then give it `name` (just found free);
+    fd is closed."""
+    calls = _calls(data, local)
+    try:
+        os.fsync(fd)
+        _name(calls, fd, dir_fd, name, True)
+    finally:
+        calls.close(fd)
+
+
+def _calls(data: bytes, local: bool) -> _Calls:
+    return _HOLDING if local and len(data) <= QUICK_WRITE else _RELEASING
 
 
 def _link_new(calls: _Calls, fd: int, dir_fd: int, name: str) -> bool:
@@ -574,6 +612,12 @@ def _complete(
     fd: int, fill: Fill, mode: int, uid: int, gid: int, *, calls: _Calls = _RELEASING
 ) -> None:
     """Fill the new file open as fd, give it its owner and mode, and fsync it."""
+    _fill(fd, fill, mode, uid, gid, calls=calls)
+    os.fsync(fd)
+
+
+def _fill(fd: int, fill: Fill, mode: int, uid: int, gid: int, *, calls: _Calls) -> None:
+    """Fill the new file open as fd, and give it its owner and mode."""
     if isinstance(fill, bytes):
         calls.write_all(fd, fill)
     else:
@@ -583,7 +627,6 @@ def _complete(
     if uid != -1 or gid != -1:
         os.fchown(fd, uid, gid)
     calls.fchmod(fd, mode)  # after chown, which clears setuid bits
-    os.fsync(fd)
 
 
 def unnamed_at(dir_fd: int, fill: Fill, *, mode: int, uid: int = -1, gid: int = -1) -> int | None:

@@ -45,8 +45,9 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -55,6 +56,9 @@ from engine import libc
 T = TypeVar("T")
 # Jobs a drain of Replies runs before it lets the executor's other queued jobs go first.
 DRAIN_TURN = 64
+# At most how many jobs of a group a worker takes at once; else a share of those waiting, so
+# that the other workers get some too (their writes' fsyncs wait for the disk side by side).
+GROUP_MOST = 32
 
 
 class Stopped(BaseException):
@@ -171,23 +175,24 @@ class Job:
     __slots__ = ("fn", "requests", "task", "work")
 
     def __init__(
-        self, fn: Callable[[], T], task: asyncio.Task[Any] | None = None, requests: int = 0
+        self, fn: Callable[..., Any], task: asyncio.Task[Any] | None = None, requests: int = 0
     ) -> None:
         self.fn = fn
         self.task = task  # the caller, waiting for it even when cancelled (awaited)...
         self.requests = requests  # ...and how many cancellations it had then
         self.work: Work | None = None  # the check_apply it is a job of (GatedExecutor)
 
-    def __call__(self) -> Any:
+    def __call__(self, *args: Any) -> Any:
+        """Run the job (`args`: what a group gives each of its jobs: Replies.submit)."""
         # task.cancel() counts at once: no wait for the loop to tell the task
         if self.task is not None and self.task.cancelling() > self.requests:
             raise Stopped
         if self.work is not None:
             self.work.admit()
-        return self.fn()
+        return self.fn(*args)
 
 
-def awaited(fn: Callable[[], T], loop: asyncio.AbstractEventLoop | None = None) -> Job:
+def awaited(fn: Callable[..., Any], loop: asyncio.AbstractEventLoop | None = None) -> Job:
     """`fn` as a job that the current task (of `loop`, the running one) waits for even when
     cancelled (in_thread): refused if the task is cancelled before the job starts."""
     task = asyncio.current_task(loop)
@@ -232,6 +237,34 @@ class Reply(Generic[T]):
         self.ended: asyncio.Future[None] | None = None
 
 
+# What the jobs of one group share (Replies.submit's `group`): a key, and how a worker opens
+# what they share, once for the jobs it takes together (a context manager; what it yields is
+# each job's argument).
+Group = tuple[Hashable, Callable[[], AbstractContextManager[Any]]]
+
+
+class Later:
+    """What a job of a group may return to finish after the group's other jobs have done their
+    first part (its writes' fsyncs one after another, after all the writes): `fn`, called
+    then, in the worker, gives the job's outcome."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+
+
+class _Grouped:
+    """The queued jobs of one group (Replies.submit): a worker takes several at once."""
+
+    __slots__ = ("items", "key", "opened")
+
+    def __init__(self, key: Hashable, opened: Callable[[], AbstractContextManager[Any]]) -> None:
+        self.key = key
+        self.opened = opened
+        self.items: collections.deque[tuple[Job, Reply[Any]]] = collections.deque()
+
+
 class Replies:
     """Jobs run in a loop's I/O executor whose outcomes come back to the loop together: a
     worker thread queues a job's reply and wakes the loop only when no wake-up is pending
@@ -254,13 +287,22 @@ class Replies:
     behind the executor's other jobs: asyncio.to_thread's, getaddrinfo's), so a stream of
     in_thread jobs does not keep them waiting.
 
+    Jobs of one group (`submit`'s `group`: a file's first write, grouped by its directory)
+    wait in that group's own queue, which has one place in the queue: the worker that
+    reaches it takes a share of what waits there (_share), opens what they share once
+    (the directory), runs them one after another, each with its own outcome, and wakes the
+    loop once for all of them. A job of a group may return a `Later`: its second part runs
+    after every job's first part. A job submitted while a worker is free runs alone, at once:
+    only jobs that would wait for a worker anyway are taken together.
+
     One per loop (`install`); it holds its loop weakly (the registry's value must not keep
     its key alive)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, executor: GatedExecutor) -> None:
         self._loop = weakref.ref(loop)
         self._executor = executor
-        self._jobs: collections.deque[tuple[Job, Reply[Any]]] = collections.deque()
+        self._jobs: collections.deque[tuple[Job, Reply[Any]] | _Grouped] = collections.deque()
+        self._groups: dict[Hashable, _Grouped] = {}  # groups with jobs waiting, in _jobs
         self._lock = threading.Lock()  # _jobs with _draining: a job queued is never left
         self._draining = 0  # drains submitted and not ended
         self._queued: collections.deque[Reply[Any]] = collections.deque()
@@ -270,9 +312,11 @@ class Replies:
         weakref.finalize(loop, os.close, self._wake_fd)  # the loop's reader holds it till then
         loop.add_reader(self._wake_fd, self._woken)
 
-    def submit(self, job: Job) -> Reply[Any]:
+    def submit(self, job: Job, group: Group | None = None) -> Reply[Any]:
         """Run `job` in the executor (gated as its `submit` gates: see the module doc); its
-        outcome comes back in the returned Reply. On the loop's thread."""
+        outcome comes back in the returned Reply. On the loop's thread. `group`: the job may
+        run with others of its key, after what they share is opened (the class doc); it is
+        called with what that yields."""
         loop = self._loop()
         assert loop is not None  # the running loop: submit is called on it
         reply: Reply[Any] = Reply(loop.create_future())
@@ -281,7 +325,14 @@ class Replies:
             job.work = work
         item = (job, reply)
         with self._lock:
-            self._jobs.append(item)
+            if group is None:
+                self._jobs.append(item)
+            else:
+                grouped = self._groups.get(group[0])
+                if grouped is None:
+                    grouped = self._groups[group[0]] = _Grouped(*group)
+                    self._jobs.append(grouped)
+                grouped.items.append(item)
             if self._draining >= self._executor.workers:
                 return reply  # a running drain takes it
             self._draining += 1
@@ -290,10 +341,25 @@ class Replies:
         except BaseException:  # shut down: not queued, unless a drain runs it already
             with self._lock:
                 self._draining -= 1
-                if item in self._jobs:
-                    self._jobs.remove(item)
+                if self._unqueue(item, group):
                     raise
         return reply
+
+    def _unqueue(self, item: tuple[Job, Reply[Any]], group: Group | None) -> bool:
+        """With the lock: take back a job no drain has taken; True if it was still queued."""
+        if group is None:
+            if item in self._jobs:
+                self._jobs.remove(item)
+                return True
+            return False
+        grouped = self._groups.get(group[0])
+        if grouped is None or item not in grouped.items:
+            return False
+        grouped.items.remove(item)
+        if not grouped.items:
+            del self._groups[group[0]]
+            self._jobs.remove(grouped)
+        return True
 
     def _drain(self) -> None:
         """In a worker thread: run the queued jobs in turn until none is left; after
@@ -304,9 +370,16 @@ class Replies:
                 if not self._jobs:
                     self._draining -= 1
                     return
-                job, reply = self._jobs.popleft()
-            self._run(job, reply)
-            turn += 1
+                next_ = self._jobs.popleft()
+                if isinstance(next_, _Grouped):
+                    taken = self._share(next_)
+            if isinstance(next_, _Grouped):
+                self._run_group(next_, taken)
+                turn += len(taken)
+            else:
+                self._run(*next_)
+                self._wake()
+                turn += 1
             if turn >= DRAIN_TURN:
                 try:
                     self._executor.submit_plain(self._drain)
@@ -315,13 +388,60 @@ class Replies:
                     continue
                 return
 
-    def _run(self, job: Job, reply: Reply[Any]) -> None:
-        """In the worker thread: run the job, queue its reply, wake the loop if need be."""
+    def _share(self, grouped: _Grouped) -> list[tuple[Job, Reply[Any]]]:
+        """With the lock: the jobs of `grouped` this worker takes: a worker's share of them, at
+        most GROUP_MOST; the group goes back to the end of the queue if some are left (the
+        other workers take them)."""
+        items = grouped.items
+        count = min(GROUP_MOST, max(1, -(-len(items) // self._executor.workers)))
+        taken = [items.popleft() for _ in range(count)]
+        if items:
+            self._jobs.append(grouped)
+        else:
+            del self._groups[grouped.key]
+        return taken
+
+    def _run_group(self, grouped: _Grouped, taken: list[tuple[Job, Reply[Any]]]) -> None:
+        """In the worker thread: open what the jobs share, run each with it, wake the loop
+        once for all of them. A job taken alone opens nothing: it is called with None."""
+        if len(taken) == 1:
+            self._run(*taken[0], None)
+            self._wake()
+            return
+        opened = False
         try:
-            reply.value = job()
+            with grouped.opened() as shared:
+                opened = True
+                for job, reply in taken:
+                    try:
+                        reply.value = job(shared)
+                    except BaseException as err:  # its waiter's (see _run)
+                        reply.error = err
+                for _job, reply in taken:  # the second parts (Later), in the same order
+                    later = reply.value
+                    if isinstance(later, Later):
+                        reply.value = None
+                        try:
+                            reply.value = later.fn()
+                        except BaseException as err:
+                            reply.error = err
+        except BaseException as err:  # the opening failed: each job's outcome (its close
+            if not opened:  # failing after them is not theirs: they are done)
+                for _job, reply in taken:
+                    reply.error = err
+        self._queued.extend(reply for _job, reply in taken)
+        self._wake()
+
+    def _run(self, job: Job, reply: Reply[Any], *args: Any) -> None:
+        """In the worker thread: run the job, queue its reply (the caller wakes the loop)."""
+        try:
+            reply.value = job(*args)
         except BaseException as err:  # its waiter's: asyncio's executor future keeps them too
             reply.error = err
         self._queued.append(reply)
+
+    def _wake(self) -> None:
+        """In the worker thread, after queueing replies: wake the loop if need be."""
         # Queued first, then looked: a wake-up seen pending has not drained yet, so it takes
         # this reply too; else this one wakes the loop (under the GIL, both are atomic).
         if not self._waking:

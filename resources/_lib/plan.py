@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 from engine import stopgate
 from engine.errors import ResourceError
@@ -98,18 +99,30 @@ async def _execute(step: Step) -> object:
     return result
 
 
-async def in_thread(fn: Callable[[], T]) -> T:
+@overload
+async def in_thread(fn: Callable[[], T]) -> T: ...
+@overload
+async def in_thread(fn: Callable[[Any], T], group: stopgate.Group) -> T: ...
+
+
+async def in_thread(fn: Callable[..., T], group: stopgate.Group | None = None) -> T:
     """Run fn in a thread (the loop's default executor); if cancelled, still wait for its job
     to end: it may use descriptors that the caller closes after. A job not started when the
     caller is cancelled never starts (engine.stopgate.awaited: a forced stop of a first run
     left thousands queued, then each changed the system with no line logged). With the
     agent's executor (stopgate.install) the job's outcome comes back through its Replies
-    (batched: stopgate.Replies), else through asyncio's executor future."""
+    (batched: stopgate.Replies), else through asyncio's executor future.
+
+    `group`: `fn` may run with other jobs of the group's key in one worker, after one opening
+    of what they share (engine.stopgate.Replies); it is called with what that opening
+    yields, or with None (no Replies on this loop, or it ran alone), and then does its work
+    alone."""
     loop = asyncio.get_running_loop()
     replies = stopgate.replies(loop)
     if replies is None:
-        return await _in_default_executor(loop, fn)
-    reply = replies.submit(awaited(fn, loop))
+        alone = fn if group is None else functools.partial(fn, None)
+        return await _in_default_executor(loop, alone)
+    reply = replies.submit(awaited(fn, loop), group)
     try:
         return cast(T, await reply.future)
     except asyncio.CancelledError as err:

@@ -30,6 +30,7 @@ from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Listening, Resource, Reversible, register
+from engine.stopgate import Later
 from engine.watcher import PathWatcher, Rename
 from resources._lib.ids import (
     MAX_ID,
@@ -48,6 +49,7 @@ from resources.file.where import (
     DIR_BASE,
     TOP,
     Entry,
+    SharedDir,
     Src,
     Where,
     attr_steps,
@@ -465,17 +467,19 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         uid, gid = self._ids()
         mode, data = self._want_mode(None, None, is_dir=False), self.content.encode()
         done: list[str] = []
-        with watcher.expecting(self._fs_path) as rename:
+        path = self._fs_path
+        with watcher.expecting(path) as rename:
             create = functools.partial(
                 self._locate_or_create, held, rename, (data, mode, uid, gid), done
             )
             _writing[0] += 1
             try:
-                found = await in_thread(create)
+                found = await in_thread(create, (("file", os.path.dirname(path)), SharedDir))
             finally:
                 _writing[0] -= 1
                 for line in done:  # (log(INFO, ...) itself: info()'s frame and a format less)
                     self.handle.logger.log(logging.INFO, line)
+        assert not isinstance(found, Later)  # Replies ran its second part
         if found is None:
             self._wrote = True
         return found
@@ -486,11 +490,15 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         rename: Rename,
         new: tuple[bytes, int, int, int],
         done: list[str],
-    ) -> tuple[Where, os.stat_result] | None:
-        """_create_in_thread's part in the I/O thread."""
-        where, st = self._locate(held, writing=True)
-        if st is not None:
-            return where, st
+        shared: SharedDir | None,
+    ) -> tuple[Where, os.stat_result] | Later | None:
+        """_create_in_thread's part in the I/O thread; `shared`: the directory open for the
+        other first writes there that this worker runs with it (stopgate.Replies)."""
+        where = None if shared is None else shared.at(self._fs_path)
+        if where is None or not where.absent():  # not open there, or not absent: alone
+            where, st = self._locate(held, writing=True)
+            if st is not None:
+                return where, st
         data, mode, uid, gid = new
         local = where.local()  # the directories made on the way are on it too
         for step in [*where.parent_steps(), *where.temp_steps()]:  # usually none
@@ -500,13 +508,31 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             except OSError as err:
                 raise ResourceError(f"could not {step.would}: {where.explain(err)}") from err
             done.append(step.done)
+        if shared is not None and not where.missing:
+            # Taken with others: written now, fsynced and named after the group's other writes
+            # (stopgate.Later; each fsynced before it is named, as alone).
+            try:
+                fd = safefs.unnamed_filled(where.fd, data, mode=mode, uid=uid, gid=gid, local=local)
+            except OSError as err:
+                raise ResourceError(f"could not create {where.path}: {where.explain(err)}") from err
+            if fd is not None:
+                name = functools.partial(
+                    safefs.named_new, where.fd, where.name, fd, data=data, local=local
+                )
+                return Later(functools.partial(self._created, where, rename, name, local, done))
         write = functools.partial(where.write, TOP, data, mode, uid, gid, new=True)
+        return self._created(where, rename, write, local, done)
+
+    @staticmethod
+    def _created(
+        where: Where, rename: Rename, write: Callable[[], None], local: bool, done: list[str]
+    ) -> None:
+        """Put the new file at the path by `write` (its own rename: the watcher expects it)."""
         try:
             rename.run(write, local)
         except OSError as err:
             raise ResourceError(f"could not create {where.path}: {where.explain(err)}") from err
         done.append(f"created {where.path}")
-        return None
 
     # planning: observe (lstat, read) and decide; nothing here writes --------------------------
 

@@ -118,6 +118,14 @@ class Where:
     def __enter__(self) -> Where:
         return self
 
+    def beside(self, path: str) -> Where:
+        """A Where of `path`, another name in this directory (no parent of it missing), on
+        this one's descriptor: valid while this one is open, and never closed itself."""
+        other = object.__new__(Where)
+        other.name, other.path, other.fd, other.missing = os.path.basename(path), path, self.fd, []
+        other._ident, other._local = self._ident, self._local
+        return other
+
     def __exit__(self, *exc: object) -> None:
         libc.close_path(self.fd)  # O_PATH (safefs.walk): the GIL held, nothing to wait for
 
@@ -314,6 +322,45 @@ class Where:
                 os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
             else:
                 safefs.set_attrs(fd, name, uid=uid, gid=gid, mode=mode, expect=expect)
+
+
+class SharedDir:
+    """The directory that a worker's group of first writes shares (FileRes._create_in_thread,
+    engine.stopgate.Replies): walked to and identified once for the group, not once a file.
+    A context manager: it closes the directory."""
+
+    def __init__(self) -> None:
+        self._where: Where | None = None
+        self._refused = False  # the walk failed: each write walks alone, and says why
+
+    def __enter__(self) -> SharedDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._where is not None:
+            self._where.__exit__()
+
+    def at(self, path: str) -> Where | None:
+        """`path`'s Where in the shared directory; None where its write goes alone: the walk
+        failed, or the directory is missing (then the next write walks again: the first
+        makes it)."""
+        where = self._where
+        if where is None or where.missing:
+            if self._refused:
+                return None
+            if where is not None:
+                where.__exit__()
+                self._where = None
+            try:
+                where = Where(path)
+            except (OSError, MgmtError):
+                self._refused = True
+                return None
+            self._where = where
+            if where.missing:
+                return None
+            where.local()  # asked once for all (the identity with it)
+        return where.beside(path)
 
 
 # filesystem helpers --------------------------------------------------------------------------

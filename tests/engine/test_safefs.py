@@ -585,3 +585,25 @@ def test_scan_leaves_out_an_entry_gone_before_its_lstat(
         os.close(fd)
     assert "kept" in found
     assert ".mgmt.0123456789ab" not in found
+
+
+def test_a_write_in_two_parts_is_named_only_once_fsynced_and_complete(tmp_path: Path) -> None:
+    """unnamed_filled then named_new (a group's writes, phased): nothing at the name until the
+    second part, which names the complete file (owner, mode); a name taken meanwhile is
+    replaced atomically, no temp file left."""
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fds = [
+            safefs.unnamed_filled(dir_fd, f"{i}\n".encode(), mode=0o640, uid=-1, gid=-1, local=True)
+            for i in range(2)
+        ]
+        assert all(fd is not None for fd in fds) and os.listdir(tmp_path) == []
+        (tmp_path / "f1").write_text("someone else's\n")
+        for i, fd in enumerate(fds):
+            assert fd is not None
+            safefs.named_new(dir_fd, f"f{i}", fd, data=f"{i}\n".encode(), local=True)
+    finally:
+        os.close(dir_fd)
+    assert sorted(os.listdir(tmp_path)) == ["f0", "f1"]
+    for i in range(2):
+        assert (tmp_path / f"f{i}").read_text() == f"{i}\n" and bits(tmp_path / f"f{i}") == 0o640

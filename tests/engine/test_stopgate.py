@@ -8,19 +8,23 @@ engine, the real file kind on tmp_path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
+import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine import stopgate
+import resources.file as file_module
+from engine import safefs, stopgate
 from engine.engine import Engine, Status
 from engine.errors import ResourceError
 from engine.graph import Graph
@@ -108,12 +112,16 @@ async def stop_while_queued(engine: Engine, graceful: bool = True) -> None:
 
 
 @pytest.mark.usefixtures("one_worker")
+@pytest.mark.parametrize("grouped", [False, True])
 async def test_queued_file_writes_never_start_once_the_engine_stops(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, grouped: bool
 ) -> None:
     """The issue: a graceful stop wrote every file whose check_apply was queued in the executor.
     Now the running job finishes, and no file is written, none failed, none is applied; the
-    stop's summary counts them."""
+    stop's summary counts them. `grouped`: as first writes beside others (a first run), which
+    a worker takes together (Replies' groups): each is refused all the same."""
+    if grouped:
+        monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
     caplog.set_level(logging.INFO, logger="engine")
     out = tmp_path / "out"
     out.mkdir()
@@ -356,3 +364,169 @@ async def test_queued_in_thread_jobs_let_the_executors_other_jobs_take_turns() -
         await asyncio.gather(*calls, other)
     assert [r for r in ran if r != "other"] == list(range(count))
     assert ran.index("other") <= stopgate.DRAIN_TURN
+
+
+# groups: jobs of one key that wait for a worker, taken together ------------------------------
+
+
+async def hold_the_worker() -> tuple[threading.Event, asyncio.Future[object]]:
+    """A job that holds the one worker until the returned event is set; and its outcome."""
+    hold, held = threading.Event(), threading.Event()
+
+    def busy() -> None:
+        held.set()
+        hold.wait(BOUND)
+
+    job = asyncio.ensure_future(in_thread(busy))
+    await in_other_thread(held)
+    return hold, job
+
+
+@pytest.mark.usefixtures("one_worker")
+async def test_the_jobs_of_a_group_waiting_for_a_worker_run_together() -> None:
+    """Jobs of one group queued while the worker is busy: the worker takes them together,
+    opens what they share once, and runs each with it; each has its own outcome (one that
+    fails fails alone). A job submitted while the worker is free runs alone, called with None.
+    An opening that fails is each job's failure."""
+    replies = stopgate.replies(asyncio.get_running_loop())
+    assert replies is not None
+    opened: list[str] = []
+
+    @contextlib.contextmanager
+    def opening() -> Iterator[str]:
+        opened.append("open")
+        yield "shared"
+        opened.append("close")
+
+    def job(i: int, shared: str | None) -> tuple[int, str | None]:
+        if i == 2:
+            raise OSError(f"job {i} failed")
+        return i, shared
+
+    group: stopgate.Group = ("dir", opening)
+    assert await in_thread(functools.partial(job, 0), group) == (0, None)
+    assert opened == []
+    hold, busy = await hold_the_worker()
+    queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(4)]
+    hold.set()
+    outcomes = await asyncio.gather(*(r.future for r in queued), return_exceptions=True)
+    await busy
+    assert outcomes[:2] == [(0, "shared"), (1, "shared")] and outcomes[3] == (3, "shared")
+    assert isinstance(outcomes[2], OSError) and str(outcomes[2]) == "job 2 failed"
+    assert opened == ["open", "close"]
+
+    @contextlib.contextmanager
+    def refused() -> Iterator[str]:
+        raise PermissionError("no way in")
+        yield "never"
+
+    hold, busy = await hold_the_worker()
+    queued = [
+        replies.submit(stopgate.Job(functools.partial(job, i)), ("other", refused))
+        for i in range(2)
+    ]
+    hold.set()
+    outcomes = await asyncio.gather(*(r.future for r in queued), return_exceptions=True)
+    await busy
+    assert all(isinstance(o, PermissionError) for o in outcomes)
+
+
+async def first_writes_together(run_resource: Any, out: Path, count: int) -> list[object]:
+    """The first checks of `count` files f0... in `out`, each queued behind the held worker
+    (so that it takes them together); their outcomes (an exception for a failed one)."""
+    files = [FileRes(name=f"f{i}", path=str(out / f"f{i}"), content=f"{i}\n") for i in range(count)]
+    for res in files:
+        await run_resource(res)
+    hold, busy = await hold_the_worker()
+    checks = [asyncio.ensure_future(res.check_apply(True)) for res in files]
+    while file_module._writing[0] < 1 + count:  # each has queued its write
+        await pass_ended()
+    hold.set()
+    outcomes = await asyncio.gather(*checks, return_exceptions=True)
+    await busy
+    return list(outcomes)
+
+
+@pytest.mark.usefixtures("one_worker")
+async def test_first_writes_of_a_directory_share_one_walk_and_fail_alone(
+    tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run's writes of one directory that wait for a worker are made by it together:
+    the directory walked to once (not once a file), each file written atomically as alone. A
+    file that fails (a directory at its path, a symlink planted at its name) fails alone,
+    the link not followed; the others are created."""
+    monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "f1").mkdir()  # a directory where a file is wanted: not replaced without force
+    victim = tmp_path / "victim"
+    victim.write_text("victim\n")
+    (out / "f3").symlink_to(victim)
+    walked: list[str] = []
+    real_walk = safefs.walk
+
+    def walk(path: str, **kwargs: Any) -> Any:
+        walked.append(path)
+        return real_walk(path, **kwargs)
+
+    monkeypatch.setattr(safefs, "walk", walk)
+    outcomes = await first_writes_together(run_resource, out, 6)
+    assert walked.count(str(out)) == 3  # the group's, and the two not found absent alone
+    for i in (0, 2, 4, 5):
+        assert outcomes[i] is False and (out / f"f{i}").read_text() == f"{i}\n"
+    assert isinstance(outcomes[1], ResourceError) and (out / "f1").is_dir()
+    assert isinstance(outcomes[3], ResourceError) and "is a symlink" in str(outcomes[3])
+    assert (out / "f3").is_symlink() and victim.read_text() == "victim\n"
+    assert sorted(os.listdir(out)) == [f"f{i}" for i in range(6)]  # no temp file left
+
+
+@pytest.mark.usefixtures("one_worker")
+async def test_first_writes_taken_together_in_a_missing_directory_make_it_once(
+    tmp_path: Path,
+    run_resource: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The group's directory is missing: the first write makes it (its lines logged by that
+    resource), the others are written in it, through one walk to it made after."""
+    monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
+    caplog.set_level(logging.INFO, logger="engine")
+    out = tmp_path / "new" / "sub"
+    assert await first_writes_together(run_resource, out, 4) == [False] * 4
+    assert sorted(os.listdir(out)) == [f"f{i}" for i in range(4)]
+    assert all((out / f"f{i}").read_text() == f"{i}\n" for i in range(4))
+    made = [m for m in caplog.messages if "created parent directory" in m]
+    assert made == [
+        f"file[f0]: created parent directory {tmp_path / 'new'}",
+        f"file[f0]: created parent directory {out}",
+    ]
+
+
+@pytest.mark.usefixtures("one_worker")
+async def test_the_second_parts_of_a_groups_jobs_run_after_every_first_part() -> None:
+    """A job of a group that returns a Later finishes after the group's other jobs' first
+    parts, in order (a group's writes fsynced after all of them are written); a second part
+    that fails fails its own job only."""
+    replies = stopgate.replies(asyncio.get_running_loop())
+    assert replies is not None
+    order: list[str] = []
+
+    def second(i: int) -> int:
+        order.append(f"second {i}")
+        if i == 1:
+            raise OSError("fsync failed")
+        return i
+
+    def job(i: int, shared: object) -> stopgate.Later:
+        order.append(f"first {i}")
+        return stopgate.Later(functools.partial(second, i))
+
+    hold, busy = await hold_the_worker()
+    group: stopgate.Group = ("later", contextlib.nullcontext)
+    queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(3)]
+    hold.set()
+    outcomes = await asyncio.gather(*(r.future for r in queued), return_exceptions=True)
+    await busy
+    assert order == ["first 0", "first 1", "first 2", "second 0", "second 1", "second 2"]
+    assert outcomes[0] == 0 and outcomes[2] == 2
+    assert isinstance(outcomes[1], OSError)
