@@ -7,8 +7,10 @@ Between runs the last run's files are moved aside, not deleted (all are deleted 
 `--delete-between` deletes them right before each cold run instead, as this script did before
 2026-12-04: see `common.make_absent` for why that costs a new file ~O(N) more system CPU here.
 `--base DIR` runs another checkout interleaved with this one, run by run, and prints the
-ratios: with its own .venv (e.g. /work/main), or with this one's when it has none (a `git
-archive` of another commit, byte-compiled: `python -m mgmt` run in DIR imports DIR's code).
+ratios. DIR is started as this tree is (`common.base_launcher`: a copy of this tree's
+`.venv/bin/mgmt` launcher pointing at DIR, with DIR's own .venv Python if it has one, else this
+one's: e.g. a byte-compiled `git archive` of another commit), so both sides pay the same
+start-up path (`python -m mgmt` would also run `site` and runpy: ~6 M instructions a start).
 
     .venv/bin/python bench/cron.py [--runs 10] [--count 100] [--base /work/main]
 """
@@ -19,12 +21,20 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import MGMT, ROOT, checkout, files_graph, make_absent, run_child, run_script
+from common import (
+    MGMT,
+    ROOT,
+    base_launcher,
+    checkout,
+    files_graph,
+    make_absent,
+    run_child,
+    run_script,
+)
 
 
 def timed(argv: list[str], cwd: Path) -> tuple[float, float, float]:
@@ -53,9 +63,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-cron-"))
     sides = {"this": (MGMT, ROOT)}
     if args.base is not None:
-        python = args.base / ".venv" / "bin" / "python"
-        base = str(python) if python.exists() else sys.executable
-        sides["base"] = ([base, "-m", "mgmt"], args.base)
+        sides["base"] = (base_launcher(args.base, work / "base-mgmt"), args.base)
     try:
         graph = work / "graph.yaml"
         out = work / "files"
