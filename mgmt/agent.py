@@ -828,8 +828,17 @@ class Agent:
 
     # graphs -----------------------------------------------------------------------------
 
-    async def _apply(self, loaded: Loaded) -> None:
+    async def _apply(self, loaded: Loaded | None = None) -> None:
+        """Swap in `loaded`, merged with what is collected; None: the latest graph loaded,
+        read once the lock is held. A re-merge of the collected resources passes None: the
+        graph it would have captured before waiting for the lock may have been replaced while
+        it waited (a deploy switch, an edit), and applying it then ran the old program's
+        graph, with its exports, under the new one's name."""
         async with self._apply_lock:
+            if loaded is None:
+                if self._loaded is None:
+                    return
+                loaded = self._loaded
             last, last_digest = self._loaded, self._digest
             self._digest, self._loaded = loaded.digest, loaded
             graph = loaded.graph
@@ -896,7 +905,7 @@ class Agent:
             self.swapped.clear()
             with surviving(log, what, self._refused_collected, self._collected_about):
                 try:
-                    await self._apply(self._loaded)
+                    await self._apply()  # the latest graph, whatever replaced it meanwhile
                 except GraphError as err:
                     refused = f"{what} refused: {err} (keeping the running graph)"
                     if refused != self._collect_refused:

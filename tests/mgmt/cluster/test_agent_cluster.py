@@ -7,12 +7,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from engine.resource import UID
 from mgmt.agent import Agent, load
 from mgmt.config import Config, ExitCode
+from mgmt.yamlgraph import load_file
 from resources.file import FileRes
 from tests.e2e.helpers import has_content, wait_path
 from tests.mgmt.cluster.helpers import (
@@ -154,3 +156,71 @@ async def test_a_failed_swap_of_the_collected_resources_is_one_line_and_the_loop
         await client.delete(record("bug"))  # the loop survived: the next change swaps
         await until(agent, lambda: status.program_error == "")
         assert (shared / "clash").read_text() == "mine\n"
+
+
+class WatchedLock(asyncio.Lock):
+    """An asyncio.Lock that says how many wait for it (`waiting`), and wakes `until()` at
+    each change: a test orders tasks on it by events, not by time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+        self._moved = asyncio.Condition()
+
+    async def acquire(self) -> Literal[True]:
+        await self._move(1)
+        try:
+            return await super().acquire()
+        finally:
+            await self._move(-1)
+
+    async def _move(self, by: int) -> None:
+        async with self._moved:
+            self.waiting += by
+            self._moved.notify_all()
+
+    async def until(self, waiting: int) -> None:
+        async with asyncio.timeout(20), self._moved:
+            await self._moved.wait_for(lambda: self.waiting == waiting)
+
+
+async def test_a_collected_change_during_a_swap_applies_the_new_graph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tester9 (critical): the collect loop took the running graph, then waited for the swap
+    under way (a deploy switch, an edit) to finish, and applied the graph it had taken: the
+    old program's resources and exports ran again under the new one's name. It re-merges
+    the latest graph, read once it may apply."""
+    shared = tmp_path / "shared"
+    collect = f"collect:\n  - {{kind: file, pattern: {shared}/}}\n"
+
+    def text(name: str) -> str:
+        return (
+            f"graph: {name}\nresources:\n  file:\n    - name: {name}\n"
+            f'      path: {tmp_path}/{name}\n      content: "{name}\\n"\n{collect}'
+        )
+
+    graph, new = tmp_path / "graph.yaml", tmp_path / "new.yaml"
+    graph.write_text(text("old"))
+    new.write_text(text("new"))
+    async with running(cluster_config(tmp_path, monkeypatch, graph)) as agent:
+        await until(agent, lambda: agent.cluster is not None)
+        assert agent.cluster is not None
+        client = agent.cluster.cluster.client
+        lock = agent._apply_lock = WatchedLock()
+        await lock.acquire()  # a swap under way holds it
+        switch = asyncio.create_task(agent._apply(load_file(new)))  # the next swap waits
+        await lock.until(1)
+        await client.put(  # another host exports: the collect loop re-merges, and waits
+            f"/_mgmt/exported/zz/file/{shared}/theirs".encode(), b'{"params": {"content": "x"}}'
+        )
+        await lock.until(2)
+        agent.swapped.clear()
+        lock.release()
+        await switch
+        async with asyncio.timeout(20):
+            await agent.swapped.wait()  # the collect loop's swap, after the switch
+        keys = set(agent.engine.graph.vertices)
+        assert ("file", "new") in keys and ("file", "old") not in keys
+        assert ("file", f"{shared}/theirs") in keys
+        await wait_path(tmp_path / "new", has_content("new\n"), 20)
