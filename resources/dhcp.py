@@ -28,11 +28,20 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
+from resources._lib.events import run_all
 from resources._lib.ifname import check_interface_name
+from resources._lib.netlink import NETLINK_ROUTE, RTMGRP_LINK, Netlink
 from resources._lib.plan import nothing_to_do
 from resources._lib.serving import Offers, offers, split_address
 
 DEFAULT_LEASE = "10m"  # mgmt's default lease time (dhcpd's)
+# How long an OFFER holds its address before the client's REQUEST (at most the lease time):
+# dhcpd and kea hold an offer for seconds to a couple of minutes, not a lease. And when no
+# address is free, the oldest address offered but never requested is offered again: a flood
+# of DISCOVERs from made-up MACs cannot keep a real client out.
+OFFER_HOLD = 60.0
+# A range out of addresses is said at most this often (with how many were refused meanwhile).
+EXHAUSTED_EVERY = 60.0
 MAGIC = b"\x63\x82\x53\x63"
 CLIENT_PORT = 68
 BROADCAST = "255.255.255.255"
@@ -166,12 +175,18 @@ def parse_message(packet: bytes) -> Message | None:
 
 
 def build_reply(
-    request: Message, yiaddr: IPv4Address, siaddr: IPv4Address, options: dict[int, bytes]
+    request: Message,
+    yiaddr: IPv4Address,
+    siaddr: IPv4Address,
+    options: dict[int, bytes],
+    file: bytes = b"",
 ) -> bytes:
-    """A BOOTREPLY to `request` with these options (type first, end last)."""
+    """A BOOTREPLY to `request` with these options (type first, end last). `siaddr` is the
+    next server (mgmt sends its server id there), `file` the BOOTP boot file name (cut to
+    127 bytes: the field holds 128 with its NUL) as PXE firmware reads it, beside option 67."""
     head = struct.pack("!BBBB", 2, 1, 6, 0) + request.xid + struct.pack("!HH", 0, request.flags)
     head += request.ciaddr.packed + yiaddr.packed + siaddr.packed + request.giaddr.packed
-    head += request.chaddr.ljust(16, b"\0") + b"\0" * 192 + MAGIC
+    head += request.chaddr.ljust(16, b"\0") + b"\0" * 64 + file[:127].ljust(128, b"\0") + MAGIC
     body = b""
     for code in sorted(options, key=lambda c: (c != OPT_TYPE, c)):
         value = options[code]
@@ -189,6 +204,9 @@ class Lease:
 
 
 class _Inbox(asyncio.DatagramProtocol):
+    """The requests of a server's socket; kept across its sockets (a re-created interface
+    gets a new one)."""
+
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -239,26 +257,47 @@ class DHCPServerRes(Edgeable, Resource):
         await super().init(handle)
         self._leases = _Leases()
         self._server_id: IPv4Address | None = None
+        self._refused = 0  # clients refused for want of an address since it was last said
+        self._refused_said = -EXHAUSTED_EVERY
+        self._transport: asyncio.DatagramTransport | None = None
 
     async def watch(self) -> None:
+        inbox = _Inbox()
+        self.handle.on_cleanup(self._close)
+        async with Netlink(NETLINK_ROUTE, RTMGRP_LINK) as links:  # before the socket: no gap
+            index = await self._listen(inbox)
+            await self.handle.event()
+            await run_all([lambda: self._serve(inbox), lambda: self._follow(links, inbox, index)])
+
+    async def _listen(self, inbox: _Inbox) -> int:
+        """A new socket on the interface (the last one closed), answering into `inbox`; the
+        interface's index. Without SO_REUSEADDR: a second server on the same interface and
+        port (another agent's, a stale one) is refused, not a rogue second answerer."""
+        self._close()
         host, port = split_address(self._address, "address", "0.0.0.0")
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
             sock.bind((host, port))
+            index = socket.if_nametoindex(self.interface)
         except OSError as err:
             sock.close()
             raise ResourceError(
                 f"cannot listen on udp {host}:{port} on {self.interface}: {err.strerror}"
             ) from err
         loop = asyncio.get_running_loop()
-        transport, inbox = await loop.create_datagram_endpoint(_Inbox, sock=sock)
-        self.handle.on_cleanup(transport.close)
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: inbox, sock=sock)
         self._port = int(sock.getsockname()[1])
         self.handle.logger.info("listening on udp %s:%d on %s", host, self._port, self.interface)
-        await self.handle.event()
+        return index
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    async def _serve(self, inbox: _Inbox) -> None:
         while True:
             packet = await inbox.queue.get()
             try:
@@ -266,8 +305,35 @@ class DHCPServerRes(Edgeable, Resource):
             except Exception:  # a bad packet or a bug: logged, the server keeps serving
                 self.handle.logger.exception("cannot answer a request")
                 continue
-            if answer is not None:
-                transport.sendto(*answer)
+            if answer is not None and self._transport is not None:
+                self._transport.sendto(*answer)
+
+    async def _follow(self, links: Netlink, inbox: _Inbox, index: int | None) -> None:
+        """A socket stays bound to the interface it was bound to, by its index: one deleted
+        and made again (a bridge re-created, a VM's tap) would leave the server deaf for
+        good. At each link change, an interface of our name with another index gets a new
+        socket; a missing one is said once."""
+        async for _ in links:
+            try:
+                now: int | None = socket.if_nametoindex(self.interface)
+            except OSError:
+                now = None
+            if now == index:
+                continue
+            if now is None:
+                self._close()
+                self.handle.logger.warning(
+                    "%s is gone: serving nothing until it is back", self.interface
+                )
+                index = None
+                continue
+            try:
+                index = await self._listen(inbox)
+            except ResourceError as err:
+                self.handle.logger.warning("%s was made again, but %s", self.interface, err)
+                index = None  # the next link change tries again
+                continue
+            self.handle.logger.info("%s was made again: serving on it", self.interface)
 
     async def check_apply(self, apply: bool) -> bool:
         if self.serverid != "":
@@ -335,7 +401,7 @@ class DHCPServerRes(Edgeable, Resource):
         wanted = request.option_ip(OPT_REQUESTED_IP) or (
             request.ciaddr if int(request.ciaddr) else None
         )
-        lease = self._lease_for(request.mac, wanted)
+        lease = self._lease_for(request.mac, wanted, offer=request.kind == DISCOVER)
         if lease is None:
             if request.kind == REQUEST:
                 self.handle.logger.info("no address for %s", request.mac)
@@ -359,7 +425,8 @@ class DHCPServerRes(Edgeable, Resource):
         self.handle.logger.info(
             "%s %s to %s", "offered" if kind == OFFER else "leased", lease.ip, request.mac
         )
-        reply = build_reply(request, lease.ip, IPv4Address(0), options)
+        siaddr = self._server_id if self.serverid != "" and self._server_id else IPv4Address(0)
+        reply = build_reply(request, lease.ip, siaddr, options, lease.boot.get(OPT_BOOTFILE, b""))
         if int(request.giaddr):
             return reply, (str(request.giaddr), self.port)
         if int(request.ciaddr) and not request.flags & 0x8000:
@@ -372,9 +439,12 @@ class DHCPServerRes(Edgeable, Resource):
             options[OPT_SERVER_ID] = self._server_id.packed
         return options
 
-    def _lease_for(self, mac: str, wanted: IPv4Address | None) -> Lease | None:
+    def _lease_for(self, mac: str, wanted: IPv4Address | None, offer: bool) -> Lease | None:
         """The address for `mac`: its dhcp:host's, else its range lease (kept, or new: the
-        address it wants if free, else the lowest free one)."""
+        address it wants if free, else the lowest free one, else the one offered longest ago
+        and never requested). An `offer` (a DISCOVER's) holds a new address OFFER_HOLD
+        seconds; a REQUEST's lease holds it the lease time; an offer to a client holding a
+        lease leaves that lease as it is."""
         static = {IPv4Interface(h.ip).ip: h for h in hosts(self.handle).to(self.name)}
         for ip, host in static.items():
             if host.mac == mac:
@@ -385,10 +455,13 @@ class DHCPServerRes(Edgeable, Resource):
         pools = ranges(self.handle).to(self.name)
         leases.expire(now, static, pools)
         end = now + (self._lease_seconds() or 24 * 3600)
+        if offer:
+            end = min(end, now + OFFER_HOLD)
         held = leases.held.get(mac)
         for pool in pools:
             if held is not None and held[0] in pool.subnet:
-                leases.give(mac, held[0], end)
+                if not offer or mac in leases.offered:
+                    leases.give(mac, held[0], end, offer)
                 return self._range_lease(pool, held[0])
 
         def free(ip: IPv4Address, pool: DHCPRangeRes) -> bool:
@@ -400,14 +473,20 @@ class DHCPServerRes(Edgeable, Resource):
                 or not pool.allows(ip)
             )
 
-        for pool in pools:
-            if wanted is not None and wanted in pool.subnet and free(wanted, pool):
-                found: IPv4Address | None = wanted
-            else:
-                found = leases.lowest_free(pool, free)
-            if found is not None:
-                leases.give(mac, found, end)
-                return self._range_lease(pool, found)
+        def pick() -> Lease | None:
+            for pool in pools:
+                if wanted is not None and wanted in pool.subnet and free(wanted, pool):
+                    found: IPv4Address | None = wanted
+                else:
+                    found = leases.lowest_free(pool, free)
+                if found is not None:
+                    leases.give(mac, found, end, offer)
+                    return self._range_lease(pool, found)
+            return None
+
+        lease = pick()
+        if lease is not None:
+            return lease
         # None free: the address declined longest ago comes back (as dhcpd's abandoned leases),
         # else DECLINEs, which any client can send, would empty the pools for good.
         for ip in leases.declined:
@@ -415,9 +494,31 @@ class DHCPServerRes(Edgeable, Resource):
                 if ip in pool.subnet and ip not in static and ip != self._server_id:
                     self.handle.logger.warning("leasing %s again: it was declined", ip)
                     del leases.declined[ip]
-                    leases.give(mac, ip, end)
+                    leases.give(mac, ip, end, offer)
                     return self._range_lease(pool, ip)
+        # Else the address offered longest ago and never requested: else DISCOVERs from
+        # made-up MACs would keep every real client out for as long as offers hold.
+        if leases.reclaim(mac, pools) and (lease := pick()) is not None:
+            return lease
+        if pools:
+            self._exhausted(mac, pools, now)
         return None
+
+    def _exhausted(self, mac: str, pools: list[DHCPRangeRes], now: float) -> None:
+        """Say that the ranges are out of addresses: once, then at most every
+        EXHAUSTED_EVERY seconds with how many clients were refused meanwhile."""
+        self._refused += 1
+        if now - self._refused_said < EXHAUSTED_EVERY:
+            return
+        subnets = ", ".join(str(pool.subnet) for pool in pools)
+        self.handle.logger.warning(
+            "no free address in %s for %s: every address is leased (%d client%s refused)",
+            subnets,
+            mac,
+            self._refused,
+            "" if self._refused == 1 else "s",
+        )
+        self._refused, self._refused_said = 0, now
 
     def _range_lease(self, pool: DHCPRangeRes, ip: IPv4Address) -> Lease:
         boot = boot_options(pool.nbp or self.nbp, pool.nbp_path)
@@ -447,17 +548,23 @@ class _Leases:
     def __init__(self) -> None:
         self.held: dict[str, tuple[IPv4Address, float]] = {}  # mac -> address, end
         self.owners: dict[IPv4Address, str] = {}  # address -> mac
+        self.offered: dict[
+            str, None
+        ] = {}  # macs offered an address not yet requested, oldest first
         self.declined: dict[IPv4Address, None] = {}  # set aside, the oldest first
         self._ends: list[tuple[float, str]] = []  # (end, mac); stale ones skipped
         self._free: dict[DHCPRangeRes, _Free] = {}
         self._static: set[IPv4Address] = set()
 
-    def give(self, mac: str, ip: IPv4Address, end: float) -> None:
+    def give(self, mac: str, ip: IPv4Address, end: float, offer: bool = False) -> None:
         old = self.held.get(mac)
         if old is not None and old[0] != ip:
             self.drop(mac)
         self.held[mac] = (ip, end)
         self.owners[ip] = mac
+        self.offered.pop(mac, None)
+        if offer:
+            self.offered[mac] = None  # the newest
         heapq.heappush(self._ends, (end, mac))
         if len(self._ends) > 2 * len(self.held) + 1024:  # renewals: stale entries pile up
             self._ends = [(e, m) for m, (_, e) in self.held.items()]
@@ -468,9 +575,19 @@ class _Leases:
         held = self.held.pop(mac, None)
         if held is None:
             return None
+        self.offered.pop(mac, None)
         del self.owners[held[0]]
         self._freed(held[0])
         return held[0]
+
+    def reclaim(self, mac: str, pools: list[DHCPRangeRes]) -> bool:
+        """Free the address of one of `pools` offered longest ago and never requested (not
+        `mac`'s own); whether there was one."""
+        for other in self.offered:
+            if other != mac and any(self.held[other][0] in pool.subnet for pool in pools):
+                self.drop(other)
+                return True
+        return False
 
     def expire(
         self, now: float, static: dict[IPv4Address, DHCPHostRes], pools: list[DHCPRangeRes]

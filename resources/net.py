@@ -11,13 +11,11 @@ $MGMT_NETWORKD_DIR overrides /etc/systemd/network (tests, chroots). See docs/res
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
 import json
 import os
 import shutil
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,47 +27,25 @@ from engine.watcher import PathWatcher
 from resources._lib.events import pump_events
 from resources._lib.ifname import check_interface_name
 from resources._lib.missing import Missing, would_wait
+from resources._lib.netlink import (
+    NETLINK_ROUTE,
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_LINK,
+    Netlink,
+)
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources._lib.proc import run_command
 
 IP_TIMEOUT = 30
 PREFIX = "mgmt-"
 # rtnetlink multicast groups: links, IPv4 addresses, IPv4 routes, IPv6 addresses.
-GROUPS = 0x1 | 0x10 | 0x40 | 0x100
+GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR
 
 
 def networkd_dir() -> str:
     return os.environ.get("MGMT_NETWORKD_DIR") or "/etc/systemd/network"
-
-
-class Netlink:
-    """The kernel's rtnetlink events as an async iterator of wake-ups (bursts coalesce)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        self.sock.setblocking(False)
-        self.sock.bind((0, GROUPS))
-        self._wake = asyncio.Event()
-        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._ready)
-
-    def _ready(self) -> None:
-        try:
-            while self.sock.recv(65536):
-                self._wake.set()
-        except BlockingIOError:
-            pass
-        except OSError:  # ENOBUFS: events were lost, so something changed
-            self._wake.set()
-
-    def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.sock.fileno())
-        self.sock.close()
-
-    async def __aiter__(self) -> Any:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            yield None
 
 
 @register("net")
@@ -112,13 +88,9 @@ class NetRes(Resource):
                 ) from None
 
     async def watch(self) -> None:
-        kernel = Netlink()
-        try:
-            async with PathWatcher([self._file]) as unit:
-                await self.handle.event()
-                await pump_events(self.handle, [kernel, unit])
-        finally:
-            kernel.close()
+        async with Netlink(NETLINK_ROUTE, GROUPS) as kernel, PathWatcher([self._file]) as unit:
+            await self.handle.event()
+            await pump_events(self.handle, [kernel, unit])
 
     async def check_apply(self, apply: bool) -> bool:
         try:

@@ -9,6 +9,7 @@ on the bridge. The host's network is never changed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import subprocess
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ValidationError
+from engine.errors import ResourceError, ValidationError
 from resources.dhcp import (
     MAGIC,
+    OFFER_HOLD,
     OPT_LEASE,
     OPT_SERVER_ID,
     DHCPHostRes,
@@ -43,6 +45,7 @@ bound)
     {
         echo "ip=$ip mask=$mask router=$router dns=$dns serverid=$serverid lease=$lease"
         echo "tftp=$tftp bootfile=$bootfile"
+        echo "siaddr=$siaddr boot_file=$boot_file"
         ip -4 -o addr show dev "$interface"
     } > "$OUT"
     ;;
@@ -138,6 +141,7 @@ async def test_clients_get_their_leases(run_resource: object, tmp_path: Path) ->
     assert "ip=192.168.42.101 mask=24 router=192.168.42.1 dns=192.0.2.53 192.0.2.54" in got
     assert "serverid=192.168.42.1 lease=60" in got
     assert "tftp=192.168.42.1 bootfile=/pxelinux.0" in got
+    assert "siaddr=192.168.42.1 boot_file=/pxelinux.0" in got  # the BOOTP header's too
     assert "inet 192.168.42.101/24" in got  # the client's interface has it
     # Any other client: from the range, past the server's own address and the skipped one
     # (and 00:11:22:33:44:66's host is another server's: it gets a range address too).
@@ -147,6 +151,14 @@ async def test_clients_get_their_leases(run_resource: object, tmp_path: Path) ->
     assert "ip=192.168.42.4 mask=24" in got, got
     got = await lease(tmp_path, "h4", "00:11:22:33:44:66")  # its lease is kept for it
     assert "ip=192.168.42.3 mask=24" in got, got
+    # tester8: the interface deleted and made again (a re-created bridge): the socket bound
+    # to the old one heard nothing for good. The server listens on the new one.
+    await ip("link", "del", "br0")
+    await ip("link", "add", "br0", "type", "bridge")
+    await ip("addr", "add", "192.168.42.1/24", "dev", "br0")
+    await ip("link", "set", "br0", "up")
+    got = await lease(tmp_path, "h5", "02:00:00:00:00:05")
+    assert "ip=192.168.42.5 mask=24" in got, got
 
 
 def test_durations() -> None:
@@ -293,10 +305,74 @@ async def test_a_removed_host_address_is_leased_again(run_resource: object) -> N
     for res in (server, DHCPRangeRes(name="10.9.0.0/29"), host):
         await run_resource(res, watch=False)  # type: ignore[operator]
     assert await server.check_apply(True) is True
-    for n in range(3, 7):  # .3 to .6: the range is full
-        offer = parse_message(server._answer(dhcp_request(1, f"02:00:00:00:00:{n:02x}"))[0])  # type: ignore[index]
-        assert offer is not None and offer.yiaddr == IPv4Address(f"10.9.0.{n}")
+    for n in range(3, 7):  # .3 to .6 leased: the range is full
+        leased(server, f"02:00:00:00:00:{n:02x}", f"10.9.0.{n}")
     assert server._answer(dhcp_request(1, "02:00:00:00:00:07")) is None
     await host.handle.run_cleanups()  # the host is gone: its address is the range's again
     offer = parse_message(server._answer(dhcp_request(1, "02:00:00:00:00:07"))[0])  # type: ignore[index]
     assert offer is not None and offer.yiaddr == IPv4Address("10.9.0.2")
+
+
+def leased(server: DHCPServerRes, mac: str, expected: str) -> None:
+    """`mac` is offered `expected`, requests it and is given it (an ACK)."""
+    offer = parse_message(server._answer(dhcp_request(1, mac))[0])  # type: ignore[index]
+    assert offer is not None and offer.yiaddr == IPv4Address(expected)
+    requested(server, mac, expected)
+
+
+def requested(server: DHCPServerRes, mac: str, address: str) -> None:
+    """`mac` requests `address` and is given it (an ACK)."""
+    answer = server._answer(dhcp_request(3, mac, o50=IPv4Address(address).packed))
+    ack = parse_message(answer[0]) if answer is not None else None
+    assert ack is not None and ack.kind == 5 and ack.yiaddr == IPv4Address(address)
+
+
+async def test_offers_that_are_never_requested_cannot_empty_a_range(
+    run_resource: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tester8: each OFFER held its address for a whole lease time, so DISCOVERs from made-up
+    MACs (11 packets for a /28) kept every real client out, and nothing said so. An offer
+    holds its address OFFER_HOLD seconds; when none is free, the one offered longest ago and
+    never requested is offered again; a range out of addresses is a warning, said again at
+    most every minute with how many were refused."""
+    caplog.set_level(logging.INFO)
+    server = DHCPServerRes(name="10.9.0.1:0", interface="lo")  # the default lease: 10 minutes
+    pool = DHCPRangeRes(name="10.9.0.0/29")  # .2 to .6
+    for res in (server, pool):
+        await run_resource(res, watch=False)  # type: ignore[operator]
+    assert await server.check_apply(True) is True
+    for n in range(2, 7):  # a flood's DISCOVERs take every address
+        offer = parse_message(server._answer(dhcp_request(1, f"02:00:00:00:ff:{n:02x}"))[0])  # type: ignore[index]
+        assert offer is not None and offer.yiaddr == IPv4Address(f"10.9.0.{n}")
+    ends = [end - time.monotonic() for _, end in server._leases.held.values()]
+    assert all(0 < left <= OFFER_HOLD for left in ends)  # not the lease's 600 s
+    leased(server, "02:00:00:00:00:01", "10.9.0.2")  # a real client: the oldest offer's
+    leased(server, "02:00:00:00:00:02", "10.9.0.3")
+    for n in range(4, 7):  # the flood's other offers requested after all: leases now
+        requested(server, f"02:00:00:00:ff:{n:02x}", f"10.9.0.{n}")
+    assert "no free address" not in caplog.text
+    assert server._answer(dhcp_request(1, "02:00:00:00:00:03")) is None  # leases are kept
+    assert server._answer(dhcp_request(1, "02:00:00:00:00:04")) is None
+    warnings = [r.getMessage() for r in caplog.records if "no free address" in r.getMessage()]
+    assert warnings == [
+        "dhcp:server[10.9.0.1:0]: no free address in 10.9.0.0/29 for 02:00:00:00:00:03: "
+        "every address is leased (1 client refused)"
+    ]
+    requested(server, "02:00:00:00:00:01", "10.9.0.2")  # a renewal keeps its address
+
+
+async def test_a_second_server_on_the_same_interface_and_port_is_refused(
+    run_resource: object,
+) -> None:
+    """tester8: with SO_REUSEADDR a second server (another agent's, a stale one) bound the
+    same port on the same interface and answered too: a rogue DHCP server nobody was told
+    about. It fails, as a taken TCP port does for http:server."""
+    if INSIDE:  # test_in_namespaces' new network namespace: its loopback starts down
+        await ip("link", "set", "lo", "up")
+    first: Running = await run_resource(DHCPServerRes(name="127.0.0.1:0", interface="lo"))  # type: ignore[operator]
+    port = first.res.port  # type: ignore[attr-defined]
+    second = DHCPServerRes(name=f"127.0.0.1:{port}", interface="lo")
+    await run_resource(second, watch=False)  # type: ignore[operator]
+    with pytest.raises(ResourceError, match=f"cannot listen on udp 127.0.0.1:{port} on lo: "):
+        async with asyncio.timeout(20):
+            await second.watch()

@@ -5,84 +5,36 @@ kernel modules (net.*, os.modinfo_loaded): /proc and /sys send no inotify events
         async for _ in events:     # a batch of messages arrived: re-read what they are about
             ...
 
-The socket is read by the event loop (add_reader, no thread); the messages themselves are
-not decoded: a stream re-reads the state it reports, so a lost or merged message (the socket's
-buffer overflowing, ENOBUFS) is one more re-read, never a wrong value.
+The socket (resources._lib.netlink) is read by the event loop; a stream re-reads the state it
+reports at each batch of messages.
 """
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import socket
-from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import ClassVar
 
 from mgmt.lang import streams
 from mgmt.lang.errors import FuncError
+from resources._lib.netlink import (
+    NETLINK_KOBJECT_UEVENT,
+    NETLINK_ROUTE,
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_LINK,
+    UEVENT_KERNEL,
+    Netlink,
+)
 
-NETLINK_ROUTE = 0
-NETLINK_KOBJECT_UEVENT = 15
-# NETLINK_ROUTE multicast groups (linux/rtnetlink.h).
-RTMGRP_LINK = 0x1
-RTMGRP_IPV4_IFADDR = 0x10
-RTMGRP_IPV6_IFADDR = 0x100
-# The kernel's own uevents (not udev's re-broadcast).
-UEVENT_KERNEL = 0x1
-
-
-class Netlink:
-    """A netlink socket bound to multicast groups; iterating waits for the next batch."""
-
-    def __init__(self, protocol: int, groups: int) -> None:
-        self.protocol = protocol
-        self.groups = groups
-        self._ready = asyncio.Event()
-        self._sock: socket.socket | None = None
-
-    async def __aenter__(self) -> Netlink:
-        flags = socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
-        sock = socket.socket(socket.AF_NETLINK, flags, self.protocol)
-        try:
-            sock.bind((0, self.groups))
-        except OSError:
-            sock.close()
-            raise
-        self._sock = sock
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._sock is not None:
-            asyncio.get_running_loop().remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
-
-    def _readable(self) -> None:
-        assert self._sock is not None
-        while True:  # drain: one wake-up per batch
-            try:
-                if not self._sock.recv(65536):
-                    break
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as err:
-                if err.errno == errno.ENOBUFS:  # messages were lost: the re-read covers them
-                    continue
-                break
-        self._ready.set()
-
-    async def __aiter__(self) -> AsyncIterator[None]:
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            yield
+__all__ = [
+    "NETLINK_KOBJECT_UEVENT",
+    "NETLINK_ROUTE",
+    "RTMGRP_IPV4_IFADDR",
+    "RTMGRP_IPV6_IFADDR",
+    "RTMGRP_LINK",
+    "UEVENT_KERNEL",
+    "Netlink",
+    "NetlinkStream",
+]
 
 
 class NetlinkStream(streams.Stream):
