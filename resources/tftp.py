@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import struct
 from collections.abc import AsyncGenerator
@@ -43,6 +44,10 @@ RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
 NOT_DEFINED, NOT_FOUND, ACCESS_VIOLATION, ILLEGAL, UNKNOWN_TID, OPTION_REFUSED = 0, 1, 2, 4, 5, 8
 BLOCK = 512  # RFC 1350's block size, without the blksize option
 MAX_BLOCK = 65464  # RFC 2348's largest blksize
+# The most transfers one client address holds at once (at most `transfers`): unanswered
+# requests from one host cannot take every transfer and keep the others out. A PXE client
+# makes one or two at a time.
+PER_ADDRESS = 8
 RETRIES = 5  # sends of one packet before a transfer is given up
 CHUNK = 1 << 16  # bytes of a file read at once: a transfer never holds its whole file
 
@@ -115,6 +120,49 @@ class _Inbox(asyncio.DatagramProtocol):
         self.queue.put_nowait((data, addr[:2]))
 
 
+class _Admission:
+    """Which requests get a transfer: at most `transfers` at once, and PER_ADDRESS of them
+    for one client address. A refusal is said once while it lasts (clients can send floods),
+    and its end when it ends."""
+
+    def __init__(self, logger: logging.LoggerAdapter[logging.Logger], transfers: int) -> None:
+        self.logger = logger
+        self.transfers = transfers
+        self.per_address = min(PER_ADDRESS, transfers)
+        self.held: dict[str, int] = {}  # transfers running, by client address
+        self.capped: set[str] = set()  # addresses refused at per_address, said once each
+        self.refused = 0  # requests refused since the server became busy
+
+    def admit(self, address: str, running: int) -> bool:
+        if running >= self.transfers:
+            if not self.refused:
+                self.logger.warning(
+                    "busy (%d transfers): refusing requests, from %s first", running, address
+                )
+            self.refused += 1
+            return False
+        if self.held.get(address, 0) >= self.per_address:
+            if address not in self.capped:
+                self.capped.add(address)
+                self.logger.warning(
+                    "%s holds %d transfers: refusing its further requests",
+                    address,
+                    self.held[address],
+                )
+            return False
+        self.held[address] = self.held.get(address, 0) + 1
+        return True
+
+    def finished(self, address: str, running: int) -> None:
+        self.held[address] -= 1
+        if not self.held[address]:
+            del self.held[address]
+        self.capped.discard(address)
+        if self.refused and running < self.transfers:
+            self.logger.info("no longer busy: %d requests refused", self.refused)
+            self.refused = 0
+
+
 @register("tftp:server")
 @dataclass(kw_only=True, eq=False)
 class TFTPServerRes(RootedServer):
@@ -147,29 +195,24 @@ class TFTPServerRes(RootedServer):
         self._port = int(bound[1])
         await self.handle.event()
         running: set[asyncio.Task[None]] = set()
-        refused = 0  # requests refused since the server became busy (logged on the change)
+        admission = _Admission(self.handle.logger, self.transfers)
         try:
             async with asyncio.TaskGroup() as group:
                 while True:
                     packet, peer = await inbox.queue.get()
                     if packet[:2] == struct.pack("!H", ERROR):
                         continue  # never an error for an error: two servers would loop
-                    if len(running) >= self.transfers:
-                        if not refused:  # not a line per request: clients can send floods
-                            self.handle.logger.warning(
-                                "busy (%d transfers): refusing requests, from %s first",
-                                len(running),
-                                peer[0],
-                            )
-                        refused += 1
+                    if not admission.admit(peer[0], len(running)):
                         transport.sendto(error_packet(NOT_DEFINED, "server busy"), peer)
                         continue
-                    if refused:
-                        self.handle.logger.info("no longer busy: %d requests refused", refused)
-                        refused = 0
                     task = group.create_task(self._transfer(host, packet, peer))
                     running.add(task)
-                    task.add_done_callback(running.discard)
+
+                    def finished(done: asyncio.Task[None], address: str = peer[0]) -> None:
+                        running.discard(done)
+                        admission.finished(address, len(running))
+
+                    task.add_done_callback(finished)
         finally:
             transport.close()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ValidationError
-from resources.tftp import TFTPFileRes, TFTPServerRes
+from resources.tftp import PER_ADDRESS, TFTPFileRes, TFTPServerRes
 from tests.conftest import Running
 
 
@@ -38,10 +38,10 @@ def request(opcode: int, name: str, mode: str = "octet", **options: str) -> byte
 class Client:
     """A raw UDP TFTP client: what it sends, what it receives (with a generous bound)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, address: str = "127.0.0.1") -> None:
         self.server = ("127.0.0.1", port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((address, 0))
         self.sock.setblocking(False)
 
     async def send(self, packet: bytes, to: tuple[str, int] | None = None) -> None:
@@ -226,6 +226,34 @@ async def test_concurrent_transfers_are_limited(
     finally:
         first.close()
         second.close()
+
+
+async def test_one_client_address_cannot_take_every_transfer(
+    run_resource: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tester8: 64 requests never acknowledged, from one host, took every transfer and kept
+    every other client out (each retried for ~25 s). One address holds PER_ADDRESS at most;
+    another address is served meanwhile; the refusal is one line while it lasts."""
+    caplog.set_level(logging.INFO)
+    port = await start(
+        run_resource, TFTPFileRes(name="f", data="x" * 100), TFTPServerRes(name="127.0.0.1:0")
+    )
+    flood = [Client(port) for _ in range(PER_ADDRESS + 3)]
+    other = Client(port, "127.0.0.2")  # another host (all of 127/8 is loopback)
+    try:
+        for client in flood[:PER_ADDRESS]:  # each transfer waits for an ACK never sent
+            await client.send(request(1, "f"))
+            assert (await client.receive())[0] == 3
+        for client in flood[PER_ADDRESS:]:
+            await client.send(request(1, "f"))
+            opcode, body, _ = await client.receive()
+            assert opcode == 5 and b"busy" in body
+        assert caplog.text.count("127.0.0.1 holds 8 transfers: refusing its further") == 1
+        await other.send(request(1, "f"))
+        assert (await other.receive())[0] == 3  # served: the server is not full
+    finally:
+        for client in [*flood, other]:
+            client.close()
 
 
 async def test_names_cannot_forge_log_lines(
