@@ -13,8 +13,9 @@ The I/O threads' quick calls of a small file's durable write are made here too (
 `fchmod`, `linkat`, `renameat`, `close`; engine/safefs.py, write_at), so are the wake-up of
 the loop when a job's reply is ready and its reset by the loop (an eventfd: `signal_eventfd`,
 `read`; engine/stopgate.py, Replies), and so are the lookup
-before a first write in a writing thread (`absent`), its temp name's `getrandom` and the look
-at a watcher's other paths after its rename (`file_type`): a thread that released the GIL for each of them
+before a first write in a writing thread (`absent`), its temp name's `getrandom`, the look
+at a watcher's other paths after its rename (`file_type`) and the read of the mounts' types
+as the threads begin (`local_dev`, a file the kernel makes as it is read): a thread that released the GIL for each of them
 waited for it after each, behind the event loop that holds it while a first run's writes
 complete (10,000 writes on 8 threads beside a thread running Python: 9.8-27 s with the GIL
 released around every call, 4.8-5.7 s with it held for these; bare, 2 s). The O_TMPFILE open
