@@ -201,6 +201,15 @@ def awaited(fn: Callable[..., Any], loop: asyncio.AbstractEventLoop | None = Non
     return Job(fn, task, task.cancelling() if task is not None else 0)
 
 
+# The executor's internals that GatedExecutor._adjust_thread_count uses as its own does
+# (CPython 3.11-3.13); elsewhere, its own runs (its workers' start waits for them).
+_QUICK_START = (
+    sys.version_info < (3, 14)
+    and hasattr(_pool, "_worker")
+    and isinstance(getattr(_pool, "_threads_queues", None), weakref.WeakKeyDictionary)
+)
+
+
 class _Started(threading.Event):
     """A worker's `Thread._started`: `Thread.start()`'s own wait for it (its last step) returns
     at once; any later wait (`_Worker.join`) waits."""
@@ -246,10 +255,10 @@ class GatedExecutor(ThreadPoolExecutor):
 
     def _adjust_thread_count(self) -> None:
         """ThreadPoolExecutor's own (Python 3.11-3.13: a worker is started per submit while
-        none is idle, up to max_workers), with a `_Worker` in place of its Thread. (3.14's
-        workers take other arguments: its own, there.)"""
-        if sys.version_info >= (3, 14):
-            super()._adjust_thread_count()  # type: ignore[misc]
+        none is idle, up to max_workers), with a `_Worker` in place of its Thread (_QUICK_START:
+        3.14's workers take other arguments, its own runs there)."""
+        if not _QUICK_START:
+            super()._adjust_thread_count()
             return
         if self._idle_semaphore.acquire(timeout=0):
             return

@@ -222,6 +222,7 @@ def gil_kept(seconds: float) -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
+@pytest.mark.skipif(not stopgate._QUICK_START, reason="this Python's executor starts its own")
 def test_a_submit_does_not_wait_for_the_worker_it_starts_to_run() -> None:
     """The loop submitting a first run's writes waited for each new worker to run its first
     lines, which waits for the GIL that the workers started before hold: it no longer does. A
