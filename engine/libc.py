@@ -13,8 +13,9 @@ The I/O threads' quick calls of a small file's durable write are made here too (
 `fchmod`, `linkat`, `renameat`, `close`; engine/safefs.py, write_at), so are the wake-up of
 the loop when a job's reply is ready and its reset by the loop (an eventfd: `signal_eventfd`,
 `read`; engine/stopgate.py, Replies), and so are the lookup
-before a first write in a writing thread (`absent`), its temp name's `getrandom` and the look
-at a watcher's other paths after its rename (`file_type`): a thread that released the GIL for each of them
+before a first write in a writing thread (`absent`), its temp name's `getrandom`, the look
+at a watcher's other paths after its rename (`file_type`) and the read of the mounts' types
+as the threads begin (`local_dev`, a file the kernel makes as it is read): a thread that released the GIL for each of them
 waited for it after each, behind the event loop that holds it while a first run's writes
 complete (10,000 writes on 8 threads beside a thread running Python: 9.8-27 s with the GIL
 released around every call, 4.8-5.7 s with it held for these; bare, 2 s). The O_TMPFILE open
@@ -171,26 +172,50 @@ def local_dev(ident: tuple[int, int, int]) -> bool:
     major, minor, _ino = ident
     kind = _fs_types.get((major, minor))
     if kind is None:
-        _fs_types.update(_mount_types())
-        kind = _fs_types.setdefault((major, minor), "")
+        with _mounts_read:  # the I/O threads' first writes ask at once: one reads, for all
+            kind = _fs_types.get((major, minor))
+            if kind is None:
+                _fs_types.update(_mount_types())
+                kind = _fs_types.setdefault((major, minor), "")
     return kind in LOCAL_FS
 
 
+_mounts_read = threading.Lock()
+_open = _libc.open  # (const char *, int): no argtypes, as close's
+_MOUNTINFO = b"/proc/self/mountinfo"
+_CHUNK = 65536
+
+
 def _mount_types() -> dict[tuple[int, int], str]:
-    """Each mounted device's file system type ("major:minor ... - type source options")."""
+    """Each mounted device's file system type ("major:minor ... - type source options").
+
+    Read with the GIL held (a file of the kernel's, made as it is read: no disk to wait for):
+    the 8 I/O threads of a first run each read it as they began, `open()`'s six calls each
+    releasing the GIL and waiting to get it back behind the others (strace: 15-20 ms before a
+    100-file first run's second write)."""
     types: dict[tuple[int, int], str] = {}
+    fd = _open(_MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC)
+    if fd < 0:
+        return types
+    chunks: list[bytes] = []
+    buffer = ctypes.create_string_buffer(_CHUNK)
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
-            for line in mounts:
-                fields, _dash, rest = line.partition(" - ")
-                parts = fields.split()
-                if len(parts) < 3 or not rest:
+        while (size := read(fd, buffer, _size_t(_CHUNK))) != 0:
+            if size < 0:
+                if ctypes.get_errno() == errno.EINTR:
                     continue
-                major, _colon, minor = parts[2].partition(":")
-                if major.isdigit() and minor.isdigit():
-                    types.setdefault((int(major), int(minor)), rest.split(" ", 1)[0])
-    except OSError:
-        pass
+                return types
+            chunks.append(buffer.raw[:size])
+    finally:
+        _close(fd)
+    for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
+        fields, _dash, rest = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) < 3 or not rest:
+            continue
+        major, _colon, minor = parts[2].partition(":")
+        if major.isdigit() and minor.isdigit():
+            types.setdefault((int(major), int(minor)), rest.split(" ", 1)[0])
     return types
 
 

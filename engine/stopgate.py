@@ -43,13 +43,15 @@ import contextvars
 import ctypes
 import functools
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import thread as _pool
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from engine import libc
 
@@ -199,13 +201,78 @@ def awaited(fn: Callable[..., Any], loop: asyncio.AbstractEventLoop | None = Non
     return Job(fn, task, task.cancelling() if task is not None else 0)
 
 
+# The executor's internals that GatedExecutor._adjust_thread_count uses as its own does
+# (CPython 3.11-3.13); elsewhere, its own runs (its workers' start waits for them).
+_QUICK_START = (
+    sys.version_info < (3, 14)
+    and hasattr(_pool, "_worker")
+    and isinstance(getattr(_pool, "_threads_queues", None), weakref.WeakKeyDictionary)
+)
+
+
+class _Started(threading.Event):
+    """A worker's `Thread._started`: `Thread.start()`'s own wait for it (its last step) returns
+    at once; any later wait (`_Worker.join`) waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._start_skipped = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self._start_skipped:
+            self._start_skipped = True
+            return True
+        return super().wait(timeout)
+
+
+class _Worker(threading.Thread):
+    """An executor's worker thread whose `start()` does not wait for it to run.
+
+    `Thread.start()` waits until the new thread has run its first lines, which needs the GIL:
+    the loop, submitting a first run's writes, waited 0.2-5.7 ms for each of the 8 workers it
+    started while the ones started before held the GIL (10-17 ms of a 100-file first run, in
+    which the loop submits nothing). A worker not run yet is not `is_alive()`; `join()` waits
+    for it to run first (the executor's shutdown, and the interpreter's exit, join each)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._started = _Started()  # Thread's own Event, replaced
+
+    def join(self, timeout: float | None = None) -> None:
+        if not self._started.wait(timeout):
+            return  # not run yet: as a join's timeout, still alive
+        super().join(timeout)
+
+
 class GatedExecutor(ThreadPoolExecutor):
     """A ThreadPoolExecutor whose jobs submitted inside `Gate.work()` are admitted by their
-    Work as they start (the loop's default executor: see the module doc)."""
+    Work as they start (the loop's default executor: see the module doc), and whose workers are
+    started without waiting for them to run (`_Worker`)."""
 
     def __init__(self, max_workers: int, thread_name_prefix: str = "") -> None:
         super().__init__(max_workers, thread_name_prefix)
         self.workers = max_workers
+
+    def _adjust_thread_count(self) -> None:
+        """ThreadPoolExecutor's own (Python 3.11-3.13: a worker is started per submit while
+        none is idle, up to max_workers), with a `_Worker` in place of its Thread (_QUICK_START:
+        3.14's workers take other arguments, its own runs there)."""
+        if not _QUICK_START:
+            super()._adjust_thread_count()
+            return
+        if self._idle_semaphore.acquire(timeout=0):
+            return
+
+        def wake(_: object, queue: Any = self._work_queue) -> None:  # the executor is gone
+            queue.put(None)
+
+        if len(self._threads) < self._max_workers:
+            name = f"{self._thread_name_prefix or self}_{len(self._threads)}"
+            args = (weakref.ref(self, wake), self._work_queue, self._initializer, self._initargs)
+            worker = _Worker(name=name, target=_pool._worker, args=args)
+            worker.start()
+            cast(set[threading.Thread], self._threads).add(worker)  # typeshed: read-only views
+            cast(dict[threading.Thread, Any], _pool._threads_queues)[worker] = self._work_queue
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         work = _WORK.get()

@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -276,6 +277,40 @@ def test_the_file_system_of_a_descriptor_is_known_from_mountinfo(tmp_path: Path)
         assert not libc.local_fs(proc)
     finally:
         os.close(proc)
+
+
+def test_mountinfo_read_with_the_gil_held_gives_each_devices_type() -> None:
+    """The types read by libc's own calls are those of the file as `open()` reads it, for every
+    device (the kernel's file: its fields "major:minor", then " - " and the type)."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
+        lines = mounts.read().splitlines()
+    want: dict[tuple[int, int], str] = {}
+    for line in lines:
+        fields, _dash, rest = line.partition(" - ")
+        major, minor = fields.split()[2].split(":")
+        want.setdefault((int(major), int(minor)), rest.split()[0])
+    assert libc._mount_types() == want
+    assert "proc" in want.values()
+
+
+def test_a_device_not_known_yet_asked_by_many_threads_at_once(tmp_path: Path) -> None:
+    """A first run's I/O threads ask for their directory's device at once: one reads the
+    mounts (the others wait for it, under a lock), and each gets the answer."""
+    here = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        ident = libc.file_id(here)
+        libc._fs_types.pop(ident[:2], None)
+        start = threading.Barrier(8)
+
+        def ask(_: int) -> bool:
+            start.wait(30)  # bounds a hang only
+            return libc.local_dev(ident)
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(ask, range(8)))
+        assert libc.local_fs(here)
+    finally:
+        os.close(here)
 
 
 def test_a_small_writes_errors_name_what_os_names(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import functools
 import gc
 import logging
 import os
+import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -207,6 +208,38 @@ async def test_the_gate_admits_what_is_not_a_check_apply_not_begun() -> None:
         hold.set()
         assert await blocker
         assert await left == "left"
+
+
+@contextlib.contextmanager
+def gil_kept(seconds: float) -> Iterator[None]:
+    """The running thread keeps the GIL until it blocks (or `seconds` pass): no other thread
+    runs meanwhile."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+@pytest.mark.skipif(not stopgate._QUICK_START, reason="this Python's executor starts its own")
+def test_a_submit_does_not_wait_for_the_worker_it_starts_to_run() -> None:
+    """The loop submitting a first run's writes waited for each new worker to run its first
+    lines, which waits for the GIL that the workers started before hold: it no longer does. A
+    worker not run yet is joined all the same (the shutdown's, the interpreter's exit's)."""
+    done = threading.Event()
+    executor = GatedExecutor(max_workers=3, thread_name_prefix="quick")
+    with gil_kept(BOUND):  # no thread runs until this one blocks
+        futures = [executor.submit(done.wait, BOUND) for _ in range(3)]
+        workers = list(executor._threads)
+        assert len(workers) == 3
+        assert not any(worker.is_alive() for worker in workers)  # started, not run yet
+        done.set()
+        executor.shutdown(wait=True)  # joins each: the first blocks, and they all run
+    assert all(future.result() for future in futures)
+    assert not any(worker.is_alive() for worker in workers)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(str, 1)
 
 
 @pytest.mark.parametrize("installed", [True, False], ids=["replies", "any-executor"])
