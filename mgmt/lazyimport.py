@@ -38,7 +38,8 @@ else:
 # What runs on first use: ssl (OpenSSL) and asyncio's module that reads ssl's classes at import;
 # then modules of the standard library that a cron run of a graph file imports and never uses
 # (measured: each stays deferred through a first run and a no-op run of bench/peers.py's graph):
-# what traceback needs to print one (linecache, tokenize, textwrap), what shutil and urllib.parse import for their rare paths
+# traceback (logging's and asyncio's, for an exception's or a debug-mode task's stack), what it
+# needs to print one (linecache, tokenize, textwrap), what shutil and urllib.parse import for their rare paths
 # (bz2, lzma, fnmatch, ipaddress), subprocess's locale (text mode), copy and base64; hashlib
 # (OpenSSL: the graph file's digest uses the interpreter's own sha256); inspect, which asyncio
 # and dataclasses import for their rare paths (a task's repr, a class without a docstring), with
@@ -72,13 +73,18 @@ LAZY = frozenset(
         "opcode",
         "textwrap",
         "tokenize",
+        "traceback",
         "urllib.parse",
     }
 )
 # Functions that a module imports by name from a deferred one at its own import (`from M import
 # f`, which reads the attribute and would run M): M gets a stand-in for each, which runs M at
-# its first call, then calls M's own. pathlib reads urllib.parse's quote_from_bytes (its as_uri).
-CALLED_LATER: dict[str, tuple[str, ...]] = {"urllib.parse": ("quote_from_bytes",)}
+# its first call, then calls M's own. pathlib reads urllib.parse's quote_from_bytes (its as_uri);
+# the `_asyncio` extension traceback's extract_stack (a task's stack in asyncio's debug mode).
+CALLED_LATER: dict[str, tuple[str, ...]] = {
+    "urllib.parse": ("quote_from_bytes",),
+    "traceback": ("extract_stack",),
+}
 _LOCK = RLock()  # one thread runs a module's code; a read from another waits for it
 _RUNNING: set[str] = set()  # modules whose code runs now (a read from their own code: missing)
 

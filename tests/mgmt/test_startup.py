@@ -58,6 +58,7 @@ UNUSED = ("base64", "bz2", "copy", "fnmatch", "ipaddress", "linecache", "locale"
 UNUSED += (
     "textwrap",
     "tokenize",
+    "traceback",
     "secrets",
     "hashlib",
     "_hashlib",
@@ -174,6 +175,35 @@ print("return binascii.a2b_base64(s, strict_mode=validate)" in text,
 """
     out = "True 80 True True b'YQ==' True x True module (a, b=1) module c:\\a"
     out += " TransportSocket asyncio.staggered file:///a%20b/%25 file:///c module"
+    assert _python(script) == out
+
+
+def test_traceback_deferred_runs_for_asyncios_debug_stacks_and_loggings_exceptions() -> None:
+    """`traceback` stays deferred through asyncio's and logging's imports (the `_asyncio`
+    extension took the stand-in of its extract_stack, CALLED_LATER); a task made in asyncio's
+    debug mode gets its stack through it, and a logged exception is printed with its own."""
+    script = """
+import io, sys
+import mgmt; mgmt.full_site()
+from mgmt import lazyimport
+lazyimport.install()
+import asyncio, logging, threading
+import traceback
+before = type(traceback).__name__
+async def main():
+    return asyncio.current_task()._source_traceback
+stack = asyncio.run(main(), debug=True)
+stream = io.StringIO()
+logger = logging.getLogger("t")
+logger.addHandler(logging.StreamHandler(stream))
+try:
+    1 / 0
+except ZeroDivisionError:
+    logger.exception("failed")
+print(before, type(stack).__name__, stack[0].name, type(traceback).__name__,
+      stream.getvalue().splitlines()[-1], asyncio.base_events.traceback is traceback)
+"""
+    out = "_Lazy StackSummary <module> module ZeroDivisionError: division by zero True"
     assert _python(script) == out
 
 
