@@ -70,6 +70,10 @@ UNUSED += (
 UNUSED += ("asyncio.format_helpers", "asyncio.staggered", "asyncio.trsock", "ntpath", "json")
 UNUSED += ("urllib.parse", "mgmt.metrics", "mgmt.address")  # the last two: --prometheus's
 UNUSED += ("mgmt.collectscope", "bisect")  # a graph's collect: and an edit's re-parse
+# A file's owner or group (with grp and the tools' runner), mode, fragments, purge or selinux,
+# and a repair's spare inode: none of plain files' first or no-op run.
+UNUSED += ("resources._lib.ids", "resources._lib.proc", "grp", "resources.file.modes")
+UNUSED += ("resources.file.extras", "resources._lib.spare")
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
