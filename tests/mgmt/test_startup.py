@@ -100,6 +100,38 @@ def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
     assert _python(script, str(graph)) == "[]"  # the no-op run
 
 
+def test_a_graph_files_check_imports_no_language_nor_unused_modules(tmp_path: Path) -> None:
+    """`mgmt check G.yaml` (a graph file's check) imports none of the language's modules and
+    leaves the modules a cron run leaves deferred so; a program's check still says its
+    problems (file, line), and a graph file's too."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text(f"graph: g\nresources:\n  file:\n    - name: a\n      path: {tmp_path}/a\n")
+    bad = tmp_path / "bad.mcl"
+    bad.write_text('file "/tmp/x" {\n\tnope => 1,\n}\n')
+    bad_graph = tmp_path / "bad.yaml"
+    bad_graph.write_text("graph: g\nresources:\n  file:\n    - name: a\n      nope: 1\n")
+    script = (
+        "import atexit, sys\n"
+        "from mgmt.__main__ import main\n"
+        "sys.argv[1:] = ['check', *sys.argv[1:]]\n"
+        f"names = {(*UNUSED, 'mgmt.lang', 'mgmt.lang.errors')!r}\n"
+        "atexit.register(lambda: print(sys.argv[2:], sorted(m for m in names if "
+        "m in sys.modules and type(sys.modules[m]).__name__ == 'module')))\n"
+        "sys.exit(main())\n"
+    )
+    assert _python(script, str(graph)) == f"['{graph}'] []"
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", script, str(bad), str(bad_graph)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2, out
+    assert f"{bad}:2:" in out.stderr and f"{bad_graph}:5:" in out.stderr, out.stderr
+
+
 def test_a_cron_runs_hops_to_threads_share_the_engines_pool(tmp_path: Path) -> None:
     """The temporary prefix, the status socket's checks and the engine's writes run in one
     pool (the loop's default executor, set before the first hop): no pool of asyncio's is
