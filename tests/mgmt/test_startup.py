@@ -100,6 +100,29 @@ def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
     assert _python(script, str(graph)) == "[]"  # the no-op run
 
 
+def test_a_cron_run_with_its_prefix_leaves_shutil_deferred(tmp_path: Path) -> None:
+    """With a prefix of its own (not --tmp-prefix, whose removal at the end uses it), a run
+    neither runs shutil nor loads zlib; the modules of UNUSED stay deferred too."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        f"graph: g\nresources:\n  file:\n    - name: a\n      path: {tmp_path}/a\n"
+        '      content: "a\\n"\n'
+    )
+    script = (
+        "import atexit, sys\n"
+        "from mgmt.__main__ import main\n"
+        "sys.argv[1:] = ['run', '--converged-timeout=0', '--prefix', sys.argv[2], 'yaml', "
+        "sys.argv[1]]\n"
+        f"names = {(*UNUSED, 'shutil', 'zlib')!r}\n"
+        "atexit.register(lambda: print(sorted(m for m in names if "
+        "m in sys.modules and type(sys.modules[m]).__name__ == 'module')))\n"
+        "main()\n"
+    )
+    assert _python(script, str(graph), str(tmp_path / "prefix")) == "[]"  # the first run
+    assert (tmp_path / "a").read_text() == "a\n"
+    assert _python(script, str(graph), str(tmp_path / "prefix")) == "[]"  # the no-op run
+
+
 def test_a_graph_files_check_imports_no_language_nor_unused_modules(tmp_path: Path) -> None:
     """`mgmt check G.yaml` (a graph file's check) imports none of the language's modules and
     leaves the modules a cron run leaves deferred so; a program's check still says its
