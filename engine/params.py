@@ -50,10 +50,15 @@ def hints(cls: type) -> dict[str, Any]:
     for base in reversed(cls.__mro__):
         module = getattr(sys.modules.get(base.__module__), "__dict__", {})
         own = base.__dict__  # as typing reads them (inspect.get_annotations: not imported)
+        done: dict[str, Any] = {}  # each text once per class (`str | None`: most of a kind's)
         for name, text in own.get("__annotations__", {}).items():
-            value = _evaluate(text, module, own) if isinstance(text, str) else None
-            if value is None:
+            if not isinstance(text, str):
                 return typing.get_type_hints(cls)
+            value = done.get(text)
+            if value is None:
+                value = done[text] = _evaluate(text, module, own)
+                if value is None:
+                    return typing.get_type_hints(cls)
             found[name] = value
     return found
 
