@@ -21,21 +21,27 @@ def check_program(frontend: str, data: bytes, filename: str, max_size: int) -> l
     import resources  # noqa: F401  # kinds load on first use
     from engine.engine import verify
     from engine.errors import GraphError
-    from mgmt.lang import compile_bytes
-    from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import GraphFileError, parse
 
-    try:
-        if frontend == "lang":
+    if frontend == "lang":  # the language's modules: not imported to check a graph file
+        from mgmt.lang import compile_bytes
+        from mgmt.lang.errors import CompileError
+
+        try:
             compile_bytes(data, filename)
-        else:
-            if len(data) > max_size:
-                return [
-                    f"{filename}:1: the graph file is larger than {max_size:,} bytes "
-                    "(--max-graph-size, MGMT_MAX_GRAPH_SIZE)"
-                ]
-            verify(parse(data, filename, duplicates=True).graph.copy())  # as `mgmt run` refuses
-    except (CompileError, GraphFileError) as err:
+        except (CompileError, GraphFileError) as err:
+            return list(err.problems)
+        except GraphError as err:
+            return [f"{filename}: {err}"]
+        return []
+    if len(data) > max_size:
+        return [
+            f"{filename}:1: the graph file is larger than {max_size:,} bytes "
+            "(--max-graph-size, MGMT_MAX_GRAPH_SIZE)"
+        ]
+    try:
+        verify(parse(data, filename, duplicates=True).graph.copy())  # as `mgmt run` refuses
+    except GraphFileError as err:
         return list(err.problems)
     except GraphError as err:
         return [f"{filename}: {err}"]
@@ -46,19 +52,23 @@ def check_path(frontend: str, path: Path, max_size: int, hostname: str = "") -> 
     """`check_program` of a file: "lang" (an mcl program, or a directory module: compiled,
     then its first graph checked as the host `hostname` would build it, program_graph_problems)
     or "yaml" (a graph file)."""
-    from mgmt.lang.errors import CompileError
-    from mgmt.yamlgraph import GraphFileError, read_limited
+    if frontend == "lang":
+        import resources  # noqa: F401  # kinds load on first use
+        from mgmt.lang import compile_file
+        from mgmt.lang.errors import CompileError
+        from mgmt.yamlgraph import GraphFileError
 
-    try:
-        if frontend == "lang":
-            import resources  # noqa: F401  # kinds load on first use
-            from mgmt.lang import compile_file
-
+        try:
             checked = compile_file(path)  # a file, or a module's directory (as `run lang`)
             far = outside(checked, (path if path.is_dir() else path.parent).resolve())
             return far or program_graph_problems(path, hostname or socket.gethostname())
+        except (CompileError, GraphFileError) as err:
+            return list(err.problems)
+    from mgmt.yamlgraph import GraphFileError, read_limited
+
+    try:
         data = read_limited(path, max_size)
-    except (CompileError, GraphFileError) as err:
+    except GraphFileError as err:
         return list(err.problems)
     return check_program(frontend, data, str(path), max_size)
 

@@ -419,13 +419,13 @@ def _print_graph(config: Config) -> list[str]:
 def check_config(config: Config) -> list[str]:
     """What is wrong with the graph, program or manifest `config` runs (nothing runs): the
     problems as one-line messages (warnings printed), or []."""
-    from mgmt.lang.errors import CompileError
-    from mgmt.yamlgraph import GraphFileError
-
     if config.frontend in ("lang", "yaml") and config.file is not None:
         from mgmt.check import check_path  # what `mgmt deploy` checks too
 
         return check_path(config.frontend, config.file, config.max_graph_size, config.hostname)
+    from mgmt.lang.errors import CompileError
+    from mgmt.yamlgraph import GraphFileError
+
     try:
         if config.frontend == "puppet":
             import resources  # noqa: F401  # kinds load on first use

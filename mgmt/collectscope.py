@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.params import convert, hints
-from resources.file import FileRes, mode_after
+from resources.file import FileRes
+from resources.file.modes import mode_after
 
 if TYPE_CHECKING:
     from engine.world import Exported

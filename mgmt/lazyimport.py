@@ -38,14 +38,17 @@ else:
 # What runs on first use: ssl (OpenSSL) and asyncio's module that reads ssl's classes at import;
 # then modules of the standard library that a cron run of a graph file imports and never uses
 # (measured: each stays deferred through a first run and a no-op run of bench/peers.py's graph):
-# what traceback needs to print one (linecache, tokenize, textwrap), what shutil and urllib.parse import for their rare paths
+# traceback (logging's and asyncio's, for an exception's or a debug-mode task's stack), what it
+# needs to print one (linecache, tokenize, textwrap), what shutil and urllib.parse import for their rare paths
 # (bz2, lzma, fnmatch, ipaddress), subprocess's locale (text mode), copy and base64; hashlib
 # (OpenSSL: the graph file's digest uses the interpreter's own sha256); inspect, which asyncio
 # and dataclasses import for their rare paths (a task's repr, a class without a docstring), with
 # the ast, dis and opcode it imports (~140 classes made at import); asyncio's debug reprs
 # (format_helpers), happy eyeballs (staggered) and its transports' socket wrapper (trsock, a
 # status socket's first client), pathlib's Windows paths (ntpath), urllib.parse (pathlib's
-# as_uri, the cluster's and the status page's URLs, reversal records' names). Source modules only,
+# as_uri, the cluster's and the status page's URLs, reversal records' names); shutil (with the
+# zlib extension it loads: a tree's removal, a temporary prefix's at the end of a run that has
+# one: bench/peers.py's runs use it, a cron run with its prefix does not). Source modules only,
 # and no packages: a thread importing a package's submodule (`import json.decoder`) while
 # another's first use runs the package took the import system's lock for the submodule and
 # this module's lock in the opposite order (a deadlock, seen by a tester in 8 of 12 runs).
@@ -70,15 +73,21 @@ LAZY = frozenset(
         "lzma",
         "ntpath",
         "opcode",
+        "shutil",
         "textwrap",
         "tokenize",
+        "traceback",
         "urllib.parse",
     }
 )
 # Functions that a module imports by name from a deferred one at its own import (`from M import
 # f`, which reads the attribute and would run M): M gets a stand-in for each, which runs M at
-# its first call, then calls M's own. pathlib reads urllib.parse's quote_from_bytes (its as_uri).
-CALLED_LATER: dict[str, tuple[str, ...]] = {"urllib.parse": ("quote_from_bytes",)}
+# its first call, then calls M's own. pathlib reads urllib.parse's quote_from_bytes (its as_uri);
+# the `_asyncio` extension traceback's extract_stack (a task's stack in asyncio's debug mode).
+CALLED_LATER: dict[str, tuple[str, ...]] = {
+    "urllib.parse": ("quote_from_bytes",),
+    "traceback": ("extract_stack",),
+}
 _LOCK = RLock()  # one thread runs a module's code; a read from another waits for it
 _RUNNING: set[str] = set()  # modules whose code runs now (a read from their own code: missing)
 

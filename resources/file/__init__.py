@@ -24,7 +24,7 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
@@ -32,19 +32,8 @@ from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Listening, Resource, Reversible, register
 from engine.stopgate import Later
 from engine.watcher import PathWatcher, Rename
-from resources._lib.ids import (
-    MAX_ID,
-    check_name,
-    id_number,
-    resolve_gid,
-    resolve_uid,
-)
 from resources._lib.named import or_name
 from resources._lib.plan import Step, apply_steps, describe, in_thread, nothing_to_do
-from resources._lib.spare import Spare
-from resources.file.extras import plan_purge, read_fragments, selinux_steps
-from resources.file.extras import selinux_enabled as selinux_enabled
-from resources.file.modes import mode_after as mode_after
 from resources.file.where import (
     DIR_BASE,
     TOP,
@@ -61,6 +50,13 @@ from resources.file.where import (
     same,
 )
 from resources.file.where import INLINE_LIMIT as INLINE_LIMIT
+
+# What serves only a parameter a file may lack (owner or group: resources._lib.ids, mode:
+# resources.file.modes, fragments, purge and selinux: resources.file.extras) or a repair
+# (resources._lib.spare) is imported where first used: a cron run of plain files imports none
+# of it (docs/architecture.md, "Allowed imports").
+if TYPE_CHECKING:
+    from resources._lib.spare import Spare
 
 FILE_BASE = 0o644  # permission bits of a new file when neither mode nor source says otherwise
 
@@ -192,6 +188,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         if self.purge and not (self.recurse and self._is_dir):
             raise ValidationError("needs recurse: true and a directory path", "purge")
         if self.mode is not None:
+            from resources.file.modes import mode_after
+
             try:
                 mode_after(self.mode, 0, False)
             except ValueError:
@@ -554,6 +552,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         else:
             steps = await self._plan_file(where, st, held)
         if self.selinux is not None:
+            from resources.file.extras import selinux_steps
+
             steps += selinux_steps(where, self.selinux, changing=bool(steps))
         return where, steps
 
@@ -623,6 +623,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         changes = attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
         data: bytes | int | None = self.content.encode() if self.content is not None else source
         if self.fragments is not None:
+            from resources.file.extras import read_fragments
+
             data = await in_thread(functools.partial(read_fragments, self.fragments))
         size = len(data) if isinstance(data, bytes) else src.st_size if src is not None else 0
         if cur is not None and (data is None or await same(where, cur, data, size)):
@@ -646,6 +648,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         want = None
         wrote = getattr(self, "_wrote", False)  # before the first (a first run): no spare
         if wrote and isinstance(data, bytes) and not self.follow:
+            from resources._lib.spare import Spare  # a repair's: a first write makes none
+
             want = Spare.want(where.fd, data, mode, uid, gid)
         spare: Spare | None = getattr(self, "_spare", None)
         fd = None if spare is None or want is None else await spare.take(want)
@@ -702,6 +706,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             )
             steps += await in_thread(tree)
         elif self.purge and cur is not None:
+            from resources.file.extras import plan_purge
+
             keep = self._kept_by_peers()
             steps += await in_thread(functools.partial(plan_purge, where, TOP, keep))
         return steps
@@ -849,6 +855,10 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     def _ids(self) -> tuple[int, int]:
         """The wanted uid and gid; -1 where unmanaged."""
+        if self.owner is None and self.group is None:
+            return -1, -1
+        from resources._lib.ids import resolve_gid, resolve_uid
+
         uid = resolve_uid(self.owner, "owner") if self.owner is not None else -1
         gid = resolve_gid(self.group, "group") if self.group is not None else -1
         return uid, gid
@@ -865,6 +875,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         else:
             start = DIR_BASE if is_dir else FILE_BASE
         if self.mode is not None:
+            from resources.file.modes import mode_after
+
             return mode_after(self.mode, start, is_dir)
         return src_bits if src_bits is not None else start
 
@@ -895,6 +907,8 @@ def _link_spare(where: Where, fd: int) -> None:
 def _validate_id(value: str | None, key: str) -> None:
     if value is None:
         return
+    from resources._lib.ids import MAX_ID, check_name, id_number
+
     number = id_number(value)
     if number is not None:
         ok = number <= MAX_ID

@@ -14,10 +14,6 @@ from typing import Any, BinaryIO
 
 from engine import libc, safefs
 from engine.errors import MgmtError, ResourceError
-from resources._lib.ids import (
-    group_name,
-    user_name,
-)
 from resources._lib.plan import Step, describe
 from resources._lib.plan import in_thread as _in_thread
 
@@ -54,10 +50,14 @@ def attr_steps(
         return []
     steps = []
     if uid not in (-1, st.st_uid):
+        from resources._lib.ids import user_name  # an owner's (resources/file/__init__.py)
+
         change = f"{label}{user_name(st.st_uid)} -> {user_name(uid)}"
         chown = functools.partial(where.attrs, entry, st, uid=uid)
         steps.append(Step(f"chown {change}", f"owner {change}", chown))
     if gid not in (-1, st.st_gid):
+        from resources._lib.ids import group_name
+
         change = f"{label}{group_name(st.st_gid)} -> {group_name(gid)}"
         chgrp = functools.partial(where.attrs, entry, st, gid=gid)
         steps.append(Step(f"chgrp {change}", f"group {change}", chgrp))

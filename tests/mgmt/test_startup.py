@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,9 @@ from mgmt.config import option_fields
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _python(script: str, *args: str) -> str:
+def _started(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run `script` in a new interpreter started as the `mgmt` launcher starts it (-S)."""
-    out = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-S", "-c", script, *args],
         check=False,
         capture_output=True,
@@ -25,28 +26,48 @@ def _python(script: str, *args: str) -> str:
         timeout=60,
         cwd=ROOT,
     )
+
+
+def _python(script: str, *args: str) -> str:
+    """`_started`, which must succeed: what it printed."""
+    out = _started(script, *args)
     assert out.returncode == 0, out
     return out.stdout.strip()
+
+
+def _one_file_graph(tmp_path: Path, path: str) -> Path:
+    """A graph file (tmp_path/g.yaml) of one file resource: tmp_path/`path`, "a\\n"."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        f"graph: g\nresources:\n  file:\n    - name: a\n      path: {tmp_path}/{path}\n"
+        '      content: "a\\n"\n'
+    )
+    return graph
+
+
+CRON_RUN = "['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]"
+
+
+def _ran(argv: str, names: Sequence[str], end: str = "main()\n") -> str:
+    """A script that runs the `mgmt` command with sys.argv[1:] = `argv` (Python source: the
+    script's own arguments are sys.argv[1:]) and prints at its exit which of `names` ran
+    (imported and not left deferred)."""
+    return (
+        "import atexit, sys\n"
+        "from mgmt.__main__ import main\n"
+        f"sys.argv[1:] = {argv}\n"
+        f"names = {tuple(names)!r}\n"
+        "atexit.register(lambda: print(sorted(m for m in names if "
+        "m in sys.modules and type(sys.modules[m]).__name__ == 'module')))\n"
+    ) + end
 
 
 def test_a_cron_run_of_a_graph_file_loads_no_tls_nor_http(tmp_path: Path) -> None:
     """asyncio's ssl (OpenSSL) is imported, not run: nothing in a file graph's run reads it;
     the status socket's HTTP code is imported at its first request, argparse not at all."""
-    graph = tmp_path / "g.yaml"
-    graph.write_text(
-        f"graph: g\nresources:\n  file:\n    - name: a\n      path: {tmp_path}/a\n"
-        '      content: "a\\n"\n'
-    )
-    script = (
-        "import atexit, sys\n"
-        "from mgmt.__main__ import main\n"
-        "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
-        "names = ('_ssl', 'ssl', 'asyncio.sslproto', 'resources._lib.httpd', 'http', 'argparse')\n"
-        "atexit.register(lambda: print(sorted(m for m in names if "
-        "m in sys.modules and type(sys.modules[m]).__name__ == 'module')))\n"
-        "main()\n"
-        "print('main returned')\n"
-    )
+    graph = _one_file_graph(tmp_path, "a")
+    names = ("_ssl", "ssl", "asyncio.sslproto", "resources._lib.httpd", "http", "argparse")
+    script = _ran(CRON_RUN, names, "main()\nprint('main returned')\n")
     assert _python(script, str(graph)) == "[]"
     assert (tmp_path / "a").read_text() == "a\n"
 
@@ -58,6 +79,7 @@ UNUSED = ("base64", "bz2", "copy", "fnmatch", "ipaddress", "linecache", "locale"
 UNUSED += (
     "textwrap",
     "tokenize",
+    "traceback",
     "secrets",
     "hashlib",
     "_hashlib",
@@ -69,6 +91,10 @@ UNUSED += (
 UNUSED += ("asyncio.format_helpers", "asyncio.staggered", "asyncio.trsock", "ntpath", "json")
 UNUSED += ("urllib.parse", "mgmt.metrics", "mgmt.address")  # the last two: --prometheus's
 UNUSED += ("mgmt.collectscope", "bisect")  # a graph's collect: and an edit's re-parse
+# A file's owner or group (with grp and the tools' runner), mode, fragments, purge or selinux,
+# and a repair's spare inode: none of plain files' first or no-op run.
+UNUSED += ("resources._lib.ids", "resources._lib.proc", "grp", "resources.file.modes")
+UNUSED += ("resources.file.extras", "resources._lib.spare")
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
@@ -76,23 +102,39 @@ def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
 ) -> None:
     """The modules deferred for a cron run stay so through a run that writes the file and a run
     that finds it in place: none of their code runs."""
-    graph = tmp_path / "g.yaml"
-    graph.write_text(
-        f"graph: g\nresources:\n  file:\n    - name: a\n      path: {tmp_path}/d/a\n"
-        '      content: "a\\n"\n'
-    )
-    script = (
-        "import atexit, sys\n"
-        "from mgmt.__main__ import main\n"
-        "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
-        f"names = {UNUSED!r}\n"
-        "atexit.register(lambda: print(sorted(m for m in names if "
-        "m in sys.modules and type(sys.modules[m]).__name__ == 'module')))\n"
-        "main()\n"
-    )
+    graph = _one_file_graph(tmp_path, "d/a")
+    script = _ran(CRON_RUN, UNUSED)
     assert _python(script, str(graph)) == "[]"  # the first run: the directory, the file
     assert (tmp_path / "d" / "a").read_text() == "a\n"
     assert _python(script, str(graph)) == "[]"  # the no-op run
+
+
+def test_a_cron_run_with_its_prefix_leaves_shutil_deferred(tmp_path: Path) -> None:
+    """With a prefix of its own (not --tmp-prefix, whose removal at the end uses it), a run
+    neither runs shutil nor loads zlib; the modules of UNUSED stay deferred too."""
+    graph = _one_file_graph(tmp_path, "a")
+    argv = "['run', '--converged-timeout=0', '--prefix', sys.argv[2], 'yaml', sys.argv[1]]"
+    script = _ran(argv, (*UNUSED, "shutil", "zlib"))
+    assert _python(script, str(graph), str(tmp_path / "prefix")) == "[]"  # the first run
+    assert (tmp_path / "a").read_text() == "a\n"
+    assert _python(script, str(graph), str(tmp_path / "prefix")) == "[]"  # the no-op run
+
+
+def test_a_graph_files_check_imports_no_language_nor_unused_modules(tmp_path: Path) -> None:
+    """`mgmt check G.yaml` (a graph file's check) imports none of the language's modules and
+    leaves the modules a cron run leaves deferred so; a program's check still says its
+    problems (file, line), and a graph file's too."""
+    graph = _one_file_graph(tmp_path, "a")
+    bad = tmp_path / "bad.mcl"
+    bad.write_text('file "/tmp/x" {\n\tnope => 1,\n}\n')
+    bad_graph = tmp_path / "bad.yaml"
+    bad_graph.write_text("graph: g\nresources:\n  file:\n    - name: a\n      nope: 1\n")
+    names = (*UNUSED, "mgmt.lang", "mgmt.lang.errors")
+    script = _ran("['check', *sys.argv[1:]]", names, "sys.exit(main())\n")
+    assert _python(script, str(graph)) == "[]"
+    out = _started(script, str(bad), str(bad_graph))
+    assert out.returncode == 2, out
+    assert f"{bad}:2:" in out.stderr and f"{bad_graph}:5:" in out.stderr, out.stderr
 
 
 def test_a_cron_runs_hops_to_threads_share_the_engines_pool(tmp_path: Path) -> None:
@@ -177,6 +219,35 @@ print("return binascii.a2b_base64(s, strict_mode=validate)" in text,
     assert _python(script) == out
 
 
+def test_traceback_deferred_runs_for_asyncios_debug_stacks_and_loggings_exceptions() -> None:
+    """`traceback` stays deferred through asyncio's and logging's imports (the `_asyncio`
+    extension took the stand-in of its extract_stack, CALLED_LATER); a task made in asyncio's
+    debug mode gets its stack through it, and a logged exception is printed with its own."""
+    script = """
+import io, sys
+import mgmt; mgmt.full_site()
+from mgmt import lazyimport
+lazyimport.install()
+import asyncio, logging, threading
+import traceback
+before = type(traceback).__name__
+async def main():
+    return asyncio.current_task()._source_traceback
+stack = asyncio.run(main(), debug=True)
+stream = io.StringIO()
+logger = logging.getLogger("t")
+logger.addHandler(logging.StreamHandler(stream))
+try:
+    1 / 0
+except ZeroDivisionError:
+    logger.exception("failed")
+print(before, type(stack).__name__, stack[0].name, type(traceback).__name__,
+      stream.getvalue().splitlines()[-1], asyncio.base_events.traceback is traceback)
+"""
+    out = "_Lazy StackSummary <module> module ZeroDivisionError: division by zero True"
+    assert _python(script) == out
+
+
 def test_datetime_is_the_extensions_with_the_same_names() -> None:
     """After install(), `datetime` is `_datetime`'s classes (3.12's datetime.py): the same
     public names, values and doc as 3.11's module gives, its pure-Python classes never made;
@@ -233,14 +304,7 @@ def test_a_finished_run_exits_without_the_interpreters_teardown(tmp_path: Path) 
         "main()\n"
         "print('main returned')\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-S", "-c", script, str(graph)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    out = _started(script, str(graph))
     assert out.returncode == 1 and out.stdout == "buffered, atexit ran\n", out
     assert "failed" in out.stderr
 

@@ -25,7 +25,9 @@ from engine.resource import UID
 from engine.safefs import TEMP_PREFIX
 from engine.watcher import FILE_MASK, Hub
 from resources._lib.plan import in_thread as _in_thread
-from resources.file import INLINE_LIMIT, FileRes, mode_after, selinux_enabled
+from resources.file import INLINE_LIMIT, FileRes
+from resources.file.extras import selinux_enabled
+from resources.file.modes import mode_after
 
 Entry = tuple[str, int, int, int, int, bytes | str | None]
 
