@@ -17,9 +17,12 @@ imports `engine` and never asyncio).
 from __future__ import annotations
 
 import sys
-from importlib.machinery import ModuleSpec, PathFinder
-from types import ModuleType, TracebackType
-from typing import Any
+
+TYPE_CHECKING = False  # not `typing`'s: the thin `mgmt deploy` imports neither it nor importlib's
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType, TracebackType
+    from typing import Any
 
 MODULE = "asyncio.timeouts"
 
@@ -72,6 +75,8 @@ class _OnImport:
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
         if name != MODULE:
             return None
+        from importlib.machinery import PathFinder
+
         sys.meta_path.remove(self)
         spec = PathFinder.find_spec(name, path, target)
         loader: Any = spec.loader if spec is not None else None
