@@ -9,9 +9,17 @@ the tool's last files are moved aside, not deleted (all are deleted at the end);
 `common.make_absent`: on this machine that costs every tool ~O(N) more system CPU per new file).
 
 salt-call and pyinfra are looked up on PATH, then in `.bench-peers/bin/` of this checkout: a
-scratch venv for the benchmark only (not a dependency of the project), made with
+scratch venv for the benchmark only (not a dependency of the project). Make it on the
+interpreter this tree's .venv is built on, so that both sides of a ratio run on the same
+Python (Debian's optimized build runs salt-call 5% and this tree's start 12-15% faster than
+pyenv's default build: docs/benchmarks.md, "The interpreter"):
 
-    python3 -m venv .bench-peers && .bench-peers/bin/pip install salt pyinfra
+    $(.venv/bin/python -c 'import sys; print(sys._base_executable)') -m venv .bench-peers
+    .bench-peers/bin/pip install salt pyinfra
+
+The interpreter of each Python tool (this tree, BASE, salt-call, pyinfra) is printed first, and
+one line warns of each that differs from this tree's. BASE without a .venv of its own runs on
+the interpreter that runs this script (`common.base_launcher`).
 
 `--base DIR` adds another checkout of this project, started as this tree is: through a copy
 of this tree's `.venv/bin/mgmt` launcher made for DIR (`common.base_launcher`: Python with
@@ -36,9 +44,11 @@ import argparse
 import concurrent.futures
 import ctypes
 import os
+import re
 import resource
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -114,6 +124,53 @@ def find(binary: str) -> str | None:
     found = shutil.which(binary)
     scratch = ROOT / ".bench-peers" / "bin" / binary
     return found or (str(scratch) if scratch.exists() else None)
+
+
+TRAMPOLINE = re.compile(r"'''exec' ['\"]?([^'\" ]+)")  # pip's /bin/sh script for a long path
+SAY_PYTHON = (
+    "import os, platform, sys;"
+    " print(platform.python_version(), os.path.realpath(sys._base_executable))"
+)
+
+
+def python_of(program: str) -> str | None:
+    """The Python the program runs on (its `#!` line's: a venv's python, `env python3`, pip's
+    `/bin/sh` trampoline; or the program itself, an interpreter): its version and the real path
+    of the interpreter (a venv's, the one it was made from). None if the program is not a Python
+    one (puppet: Ruby) or its Python does not say."""
+    with open(program, "rb") as f:
+        head = f.read(1024).decode("utf-8", "replace")
+    python = program
+    if head.startswith("#!"):
+        first, _, rest = head[2:].partition("\n")
+        words = first.split()
+        if words[:1] == ["/bin/sh"]:
+            found = TRAMPOLINE.match(rest)
+            words = [found.group(1)] if found else []
+        elif words and os.path.basename(words[0]) == "env":
+            words = [shutil.which(words[1]) or ""] if len(words) > 1 else []
+        python = words[0] if words else ""
+    if not os.path.basename(python).startswith("python"):
+        return None
+    said = subprocess.run(
+        [python, "-c", SAY_PYTHON], capture_output=True, text=True, timeout=60, check=False
+    )
+    return said.stdout.strip() if said.returncode == 0 else None
+
+
+def short(label: str) -> str:
+    """A tool's name in a round's line."""
+    return "base" if label == "mgmt (base)" else label.split(maxsplit=1)[0]
+
+
+def interpreters(runs: dict[str, Run]) -> None:
+    """Each tool's Python, and a line for each that runs on another than this tree's."""
+    pythons = {label: python_of(argv[0]) for label, (argv, _, _) in runs.items()}
+    said = [f"{short(label)} {python or '(not Python)'}" for label, python in pythons.items()]
+    print("interpreters: " + ", ".join(said))
+    for label, python in pythons.items():
+        if python is not None and python != pythons["mgmt"]:
+            print(f"warning: {label} runs on Python {python}, mgmt on Python {pythons['mgmt']}")
 
 
 def based(base: Path, launcher: Path) -> Setup:
@@ -250,6 +307,7 @@ def main() -> None:
         argv = setup(work, out, args.count)
         cwd = args.base if label == "mgmt (base)" else work
         runs[label] = ([path, *argv[1:]] if binary else argv, cwd, out)
+    interpreters(runs)
     first: dict[str, list[float]] = {label: [] for label in runs}
     noop: dict[str, list[float]] = {label: [] for label in runs}
     floors: list[Figures] = []
@@ -268,8 +326,7 @@ def main() -> None:
                 figures = one_run(label, run, args.count, args.delete_between)
                 first[label].append(figures[0][0])
                 noop[label].append(figures[1][0])
-                short = "base" if label == "mgmt (base)" else label.split()[0]
-                line.append(f"{short} {cpu(figures[0])}")
+                line.append(f"{short(label)} {cpu(figures[0])}")
             print(f"  round {round_ + 1}: " + ", ".join(line), flush=True)
         print(f"{args.rounds} rounds, load {os.getloadavg()[0]:.1f} (whole process, median):")
         report(first, noop, floors)
