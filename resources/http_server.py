@@ -90,6 +90,7 @@ def content_type(path: str) -> str:
 
 
 READ_TIMEOUT = 60  # seconds to read a request when neither `read_timeout` nor `timeout` is set
+WRITE_TIMEOUT = 30  # seconds a client may take to read each part of an answer, by default
 
 
 @register("http:server")
@@ -101,7 +102,8 @@ class HTTPServerRes(RootedServer):
     timeout: int | None = None
     # Seconds to read a request (0: no limit). Default None: `timeout`, else READ_TIMEOUT.
     read_timeout: int | None = None
-    # Seconds to write a response (0: no limit). Default None: `timeout`.
+    # Seconds to write each part of a response (0: no limit). Default None: `timeout`, else
+    # WRITE_TIMEOUT.
     write_timeout: int | None = None
     # Seconds open requests may finish in when the server stops. Default None: `timeout`, else
     # 0 (they are cut off at once).
@@ -120,7 +122,7 @@ class HTTPServerRes(RootedServer):
                 port,
                 self._serve,
                 read_timeout=self._read_limit(),
-                write_timeout=self._limit(self.write_timeout),
+                write_timeout=self._default_limit(self.write_timeout, WRITE_TIMEOUT),
             )
         except OSError as err:
             reason = os.strerror(err.errno) if err.errno else str(err)  # not asyncio's text
@@ -141,9 +143,15 @@ class HTTPServerRes(RootedServer):
     def _read_limit(self) -> float | None:
         """`read_timeout`, else `timeout`, else READ_TIMEOUT: a client that connects and sends
         nothing (or half a request) must not hold a connection, of the 128, forever."""
-        if self.read_timeout is None and self.timeout is None:
-            return float(READ_TIMEOUT)
-        return self._limit(self.read_timeout)
+        return self._default_limit(self.read_timeout, READ_TIMEOUT)
+
+    def _default_limit(self, value: int | None, default: float) -> float | None:
+        """`value`, else `timeout`, else `default` (mgmt's default is no limit: a client that
+        sends half a request, or asks for a big file and does not read, would hold one of the
+        128 connections for as long as it likes)."""
+        if value is None and self.timeout is None:
+            return float(default)
+        return self._limit(value)
 
     async def _serve(self, request: Request) -> Response:
         table = routes(self.handle)
@@ -250,7 +258,7 @@ class HTTPServerFileRes(Edgeable, Resource):
         if self.longpoll and since is not None and wait is not None and self._version <= since:
             with contextlib.suppress(TimeoutError):  # then 304: nothing changed meanwhile
                 async with asyncio.timeout(wait or None):
-                    await self._changed.wait()  # until the content changes (or the server stops)
+                    await request.hold(self._changed.wait())  # until the content changes
                 request.headers.pop("if-modified-since")
         found = await self._content(request.path)
         if found is None:

@@ -176,7 +176,7 @@ class HTTPServerUIRes(Resource):
             # at once (a change made before the request came, since the page was made or the
             # last answer, was missed until the next one); without it, mgmt's: the next change.
             if top == "watch" and request.query.get("value") in (None, found.shown):
-                await found.changed()
+                await request.hold(found.changed())
                 found = await self.replaced(ident) or found  # replaced by a graph swap
             return reply(200, {"value": found.shown})
         return Response(404, b"404 page not found\n")

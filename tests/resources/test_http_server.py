@@ -4,8 +4,10 @@ real HTTP client (urllib, in a thread)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import select
 import socket
 import urllib.error
 import urllib.request
@@ -17,7 +19,7 @@ from engine.engine import Engine, Status
 from engine.errors import ValidationError
 from engine.graph import Edge, Graph
 from resources import http_server
-from resources._lib.httpd import MAX_CONNECTIONS
+from resources._lib.httpd import HELD_PER_PEER, MAX_CONNECTIONS, PER_PEER
 from resources.http_server import HTTPServerFileRes, HTTPServerFlagRes, HTTPServerRes
 from resources.print import PrintRes
 from tests.engine.conftest import engine, settle
@@ -221,6 +223,113 @@ async def test_a_silent_client_is_disconnected_by_default(
     finally:
         writer.close()
     assert (await fetch(f"http://127.0.0.1:{port}/x"))[0] == 404
+
+
+async def long_poll(
+    port: int, path: str, since: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection that sent a long poll of `path` (held while it is current)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {since}\r\n"
+        "Prefer: wait=0\r\n\r\n".encode()
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def test_a_gone_client_frees_its_long_poll(
+    tmp_path: Path, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A held long poll did not watch its connection: a client that went away (a reloaded
+    page) kept its slot until the content changed, and MAX_CONNECTIONS of them held the
+    server for good. Now it is dropped when its client closes; and at most HELD_PER_PEER are
+    held for one address (more get 503 and Retry-After), so other requests are still served."""
+    port = free_port()
+    await engine.apply(
+        graph_of(
+            HTTPServerRes(name=f":{port}"),
+            HTTPServerFileRes(name="/lp", data="one\n", longpoll=True),
+            HTTPServerFileRes(name="/motd", data="welcome\n"),
+        )
+    )
+    await settle(engine)
+    base = f"http://127.0.0.1:{port}"
+    since = (await fetch(f"{base}/lp"))[2]["Last-Modified"]
+    for _ in range(MAX_CONNECTIONS + 16):  # each connects, asks, and goes away
+        _, writer = await long_poll(port, "/lp", since)
+        writer.close()
+    assert (await fetch(f"{base}/motd"))[:2] == (200, b"welcome\n")
+    held = [await long_poll(port, "/lp", since) for _ in range(HELD_PER_PEER)]
+    try:
+        assert await status_line(port, "/x") == b"HTTP/1.1 404 Not Found"  # others served
+        reader, writer = await long_poll(port, "/lp", since)
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert b"Retry-After: 2\r\n" in answer
+        assert "too many requests held waiting" in caplog.text
+    finally:
+        for _, writer in held:
+            writer.close()
+
+
+async def stalled_get(port: int, path: str, source: str = "127.0.0.1") -> socket.socket:
+    """A connection from `source` that asked for `path` and does not read (a tiny buffer)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    sock.bind((source, 0))
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    with contextlib.suppress(ConnectionError):  # closed at once past PER_PEER
+        await loop.sock_sendall(sock, f"GET {path} HTTP/1.1\r\n\r\n".encode())
+    return sock
+
+
+async def test_clients_that_do_not_read_cannot_take_the_server(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no write timeout by default (mgmt's has none) 128 clients that asked for a big
+    file and did not read held every connection for as long as they stayed connected. Now an
+    address other than loopback's has at most PER_PEER connections (more are closed at once),
+    and a client that stops reading is dropped after WRITE_TIMEOUT (shortened here) unless
+    `write_timeout` or `timeout` says otherwise."""
+    port, other = free_port(), free_port()
+    root = tmp_path / "root"
+    root.mkdir()
+    with (root / "big.iso").open("wb") as big:
+        big.truncate(64 << 20)  # sparse: no disk used
+    server = HTTPServerRes(name=f":{port}", root=f"{root}/")
+    await engine.apply(graph_of(server))
+    await settle(engine)
+    stalled = []
+    try:
+        assert PER_PEER < MAX_CONNECTIONS
+        for _ in range(MAX_CONNECTIONS + 2):  # 127.0.0.2: not 127.0.0.1, bounded
+            stalled.append(await stalled_get(port, "/big.iso", source="127.0.0.2"))
+        assert await status_line(port, "/x") == b"HTTP/1.1 404 Not Found"  # within the bounds
+    finally:
+        for sock in stalled:
+            sock.close()
+    monkeypatch.setattr(http_server, "WRITE_TIMEOUT", 0.5)
+    assert HTTPServerRes(name=":1", write_timeout=0)._default_limit(0, 30) is None
+    second = HTTPServerRes(name=f":{other}", root=f"{root}/")
+    await engine.apply(graph_of(HTTPServerRes(name=f":{port}", root=f"{root}/"), second))
+    await settle(engine)
+    sock = await stalled_get(other, "/big.iso")
+
+    def dropped() -> bool:
+        """The server reset the connection (POLLERR/POLLHUP; its data is not read)."""
+        poll = select.poll()
+        poll.register(sock, select.POLLERR | select.POLLHUP)
+        return bool(poll.poll(30_000))
+
+    try:
+        assert await asyncio.to_thread(dropped)
+    finally:
+        sock.close()
 
 
 def resident() -> int:
