@@ -309,11 +309,18 @@ async def read_request(
         body = await reader.readexactly(length) if length else b""
     except asyncio.IncompleteReadError:
         raise BadRequest(400, "incomplete body") from None
-    url = urllib.parse.urlsplit(target)
+    if target.startswith("/"):  # origin form: not urlsplit, which takes //a/b's `a` as a host
+        raw_path, _, raw_query = target.partition("#")[0].partition("?")
+    else:  # absolute form (http://host/path), which a server must take too
+        url = urllib.parse.urlsplit(target)
+        raw_path, raw_query = url.path, url.query
+    path = urllib.parse.unquote(raw_path)
+    if "\x00" in path:  # no file name has one: a 400, not a 500 from open()
+        raise BadRequest(400, "a NUL in the path")
     return Request(
         method=method,
-        path=urllib.parse.unquote(url.path),
-        query=dict(urllib.parse.parse_qsl(url.query)),
+        path=path,
+        query=dict(urllib.parse.parse_qsl(raw_query)),
         headers=headers,
         body=body,
     )

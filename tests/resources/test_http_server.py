@@ -173,6 +173,26 @@ async def test_requests_cannot_forge_log_lines(
     assert not [line for line in caplog.text.splitlines() if line.startswith("ERROR")]
 
 
+async def test_a_nul_in_the_path_is_a_400_without_a_traceback(
+    tmp_path: Path, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`GET /a.txt%00` reached open() under root: ValueError, a 500 and a traceback in the log
+    for each request. And `//a.txt` was parsed as a URL with a host: logged as `GET `."""
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.txt").write_text("a\n")
+    await engine.apply(graph_of(HTTPServerRes(name=f":{port}", root=f"{root}/")))
+    await settle(engine)
+    assert await status_line(port, "/a.txt%00") == b"HTTP/1.1 400 Bad Request"
+    assert await status_line(port, "/a.txt%00?x=1") == b"HTTP/1.1 400 Bad Request"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert await status_line(port, "//a.txt?q=1") == b"HTTP/1.1 200 OK"  # as /a.txt under root
+    assert "GET //a.txt" in caplog.text
+    assert await status_line(port, "http://x/a.txt") == b"HTTP/1.1 200 OK"  # absolute form
+
+
 def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
