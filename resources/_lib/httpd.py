@@ -498,6 +498,36 @@ async def serve(
     return listener
 
 
+SECRET_WORDS = ("pass", "secret", "token", "key", "auth", "sig", "credential", "session")
+
+
+def shown_url(url: str) -> str:
+    """`url` for a log line, a status or a message (docs/security.md: secrets are never
+    logged): the password of its userinfo and the values of its secret-looking query fields
+    (token=, password=, api_key=...) as `***`, control characters escaped."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    netloc = f"{user}{':***' if colon else ''}{at}{host}"
+    fields = []
+    for part in parts.query.split("&") if parts.query else []:
+        name, eq, _ = part.partition("=")
+        secret = eq and any(word in name.lower() for word in SECRET_WORDS)
+        fields.append(f"{name}=***" if secret else part)
+    return shown(urllib.parse.urlunsplit(parts._replace(netloc=netloc, query="&".join(fields))))
+
+
+def basic_auth(parts: urllib.parse.SplitResult) -> dict[str, str]:
+    """The Authorization header of a URL's userinfo (none without one), as Go's net/http sends
+    it: `http://user:pass@host/` is Basic auth, never sent as part of the Host."""
+    if parts.username is None:
+        return {}
+    import base64
+
+    pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
+
+
 @dataclass
 class Reply:
     status: int
@@ -525,7 +555,7 @@ async def open_reply(
     poll too). OSError/ValueError when it cannot be done."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise ValueError(f"not an http(s) URL: {shown_url(url)!r}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = urllib.parse.quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._")
     target += f"?{parts.query}" if parts.query else ""
@@ -536,8 +566,9 @@ async def open_reply(
         ssl_context = ssl.create_default_context()
     reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=ssl_context)
     try:
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        host = parts.netloc.rpartition("@")[2]
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in {**basic_auth(parts), **(headers or {})}.items()]
         if body is not None:
             lines.append(f"Content-Length: {len(body)}")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
