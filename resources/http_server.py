@@ -51,18 +51,54 @@ def check_timeout(value: int | None, key: str) -> None:
 
 
 def answer(request: Request, path: str, content: bytes | int, mtime: float) -> Response:
-    """200 with the content (data, or an open file: sent, then closed), or 304 if the
-    client's If-Modified-Since is current."""
+    """200 with the content (data, or an open file: sent, then closed), 304 if the client's
+    If-Modified-Since is current, or, as Go's http.ServeContent (mgmt's), 206 with the part a
+    `Range: bytes=...` asks for (416 if it is past the end) unless an If-Range says the
+    content changed."""
     since = parse_http_date(request.headers.get("if-modified-since", ""))
-    headers = {"Last-Modified": http_date(mtime), "Content-Type": content_type(path)}
-    if since is not None and math.floor(mtime) <= since:
+    modified = http_date(mtime)
+    headers = {"Last-Modified": modified, "Content-Type": content_type(path)}
+    headers["Accept-Ranges"] = "bytes"
+    size = os.fstat(content).st_size if isinstance(content, int) else len(content)
+    wanted = request.headers.get("range", "")
+    if request.headers.get("if-range", modified) != modified:
+        wanted = ""  # the client's part is of an older version: the whole of this one
+    part = byte_range(wanted, size) if wanted else None
+    status = 206 if part else 200
+    if (since is not None and math.floor(mtime) <= since) or part == ():
         if isinstance(content, int):
             os.close(content)
+        if part == ():
+            return Response(416, b"", {"Content-Range": f"bytes */{size}"})
         return Response(304, b"", headers)
+    start, length = part or (0, size)
+    if part:
+        headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
     if isinstance(content, int):
-        body, length = file_body(content)
-        return Response(200, b"", {**headers, "Content-Length": str(length)}, stream=body)
-    return Response(200, content, headers)
+        body, length = file_body(content, start, length)
+        return Response(status, b"", {**headers, "Content-Length": str(length)}, stream=body)
+    return Response(status, content[start : start + length], headers)
+
+
+def byte_range(text: str, size: int) -> tuple[int, int] | tuple[()] | None:
+    """The (start, length) of one `bytes=a-b`, `bytes=a-` or `bytes=-n` range of a content of
+    `size` bytes; () when it starts past the end (416); None when there is none we serve (a
+    malformed one, or several: the whole content then, as RFC 9110 allows)."""
+    unit, _, spec = text.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip().lower() != "bytes" or not dash or "," in spec:
+        return None
+    first, last = first.strip(), last.strip()
+    if not all(n.isascii() and n.isdigit() for n in (first, last) if n) or not (first or last):
+        return None
+    if not first:  # the last n bytes
+        n = min(int(last), size)
+        return (size - n, n) if n else ()
+    start = int(first)
+    if start >= size:
+        return ()
+    end = min(int(last), size - 1) if last else size - 1
+    return (start, end - start + 1) if end >= start else None
 
 
 def opened(fd: int | None) -> tuple[int, float] | None:

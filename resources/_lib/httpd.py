@@ -118,16 +118,19 @@ class Stream:
                 await close()
 
 
-def file_body(fd: int) -> tuple[Stream, int]:
-    """The open file fd as a streamed body, and its length: read a chunk at a time as it is
-    sent (a big file is never held in memory), closed when the response ends. A file that
-    shrank meanwhile ends the body short: the client sees it incomplete."""
-    length = os.fstat(fd).st_size
+def file_body(fd: int, start: int = 0, length: int | None = None) -> tuple[Stream, int]:
+    """The open file fd (from `start`, `length` bytes: default to its end) as a streamed body,
+    and its length: read a chunk at a time as it is sent (a big file is never held in memory),
+    closed when the response ends. A file that shrank meanwhile ends the body short: the
+    client sees it incomplete."""
+    if length is None:
+        length = os.fstat(fd).st_size - start
+    end = start + length
 
     async def chunks() -> AsyncGenerator[bytes]:
-        offset = 0
-        while offset < length:
-            chunk = await asyncio.to_thread(os.pread, fd, min(CHUNK, length - offset), offset)
+        offset = start
+        while offset < end:
+            chunk = await asyncio.to_thread(os.pread, fd, min(CHUNK, end - offset), offset)
             if not chunk:
                 return
             offset += len(chunk)

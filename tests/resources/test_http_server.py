@@ -193,6 +193,39 @@ async def test_a_nul_in_the_path_is_a_400_without_a_traceback(
     assert await status_line(port, "http://x/a.txt") == b"HTTP/1.1 200 OK"  # absolute form
 
 
+async def test_range_requests_as_go_serve_content(tmp_path: Path, engine: Engine) -> None:
+    """mgmt serves root files with Go's http.ServeContent: a Range gets 206 and the part (a
+    resumed download of an image goes on where it stopped). Here it was 200 and the whole."""
+    port = free_port()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.bin").write_bytes(bytes(range(10)))
+    await engine.apply(
+        graph_of(
+            HTTPServerRes(name=f":{port}", root=f"{root}/"),
+            HTTPServerFileRes(name="/d", data="0123456789"),
+        )
+    )
+    await settle(engine)
+    base = f"http://127.0.0.1:{port}"
+    status, body, headers = await fetch(f"{base}/a.bin", headers={"Range": "bytes=2-4"})
+    assert (status, body, headers["Content-Range"]) == (206, b"\x02\x03\x04", "bytes 2-4/10")
+    assert headers["Content-Length"] == "3" and headers["Accept-Ranges"] == "bytes"
+    assert (await fetch(f"{base}/a.bin", headers={"Range": "bytes=7-"}))[1] == b"\x07\x08\x09"
+    assert (await fetch(f"{base}/d", headers={"Range": "bytes=-3"}))[:2] == (206, b"789")
+    assert (await fetch(f"{base}/d", headers={"Range": "bytes=8-100"}))[:2] == (206, b"89")
+    status, _, headers = await fetch(f"{base}/d", headers={"Range": "bytes=10-"})
+    assert (status, headers["Content-Range"]) == (416, "bytes */10")
+    whole = (200, b"0123456789")
+    assert (await fetch(f"{base}/d", headers={"Range": "bytes=0-1,4-5"}))[:2] == whole
+    assert (await fetch(f"{base}/d", headers={"Range": "lines=1-2"}))[:2] == whole
+    old = "Mon, 01 Jan 2001 00:00:00 GMT"  # If-Range of another version: the whole new one
+    assert (await fetch(f"{base}/d", headers={"Range": "bytes=0-1", "If-Range": old}))[:2] == whole
+    current = (await fetch(f"{base}/d"))[2]["Last-Modified"]
+    part = await fetch(f"{base}/d", headers={"Range": "bytes=0-1", "If-Range": current})
+    assert part[:2] == (206, b"01")
+
+
 def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
