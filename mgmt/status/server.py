@@ -219,8 +219,10 @@ class StatusServer:
                     await _send(writer, (503, "text/plain", b"too many event streams\n"))
                     return
                 self._events += 1
-                try:
-                    await self._stream(writer)
+                try:  # a closed page's stream ends at once, not at its next write
+                    await httpd.while_there(reader, self._stream(writer))
+                except httpd.Gone:
+                    pass
                 finally:
                     self._events -= 1
                 return

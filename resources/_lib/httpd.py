@@ -217,19 +217,24 @@ class Holding:
             )
             raise Busy()
         try:
-            wait = asyncio.ensure_future(waiting)
-            gone = asyncio.create_task(until_gone(self.reader))
-            try:
-                await asyncio.wait((wait, gone), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (wait, gone):
-                    task.cancel()
-                await asyncio.gather(wait, gone, return_exceptions=True)
-            if wait.cancelled():  # the client went first
-                raise Gone()
-            return wait.result()
+            return await while_there(self.reader, waiting)
         finally:
             self.held.give(self.peer)
+
+
+async def while_there(reader: asyncio.StreamReader, waiting: Awaitable[T]) -> T:
+    """`waiting`, cancelled (Gone) if the client closes its connection first."""
+    wait = asyncio.ensure_future(waiting)
+    gone = asyncio.create_task(until_gone(reader))
+    try:
+        await asyncio.wait((wait, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (wait, gone):
+            task.cancel()
+        await asyncio.gather(wait, gone, return_exceptions=True)
+    if wait.cancelled():  # the client went first
+        raise Gone()
+    return wait.result()
 
 
 async def until_gone(reader: asyncio.StreamReader) -> None:
