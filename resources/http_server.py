@@ -31,7 +31,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
-from resources._lib.http_routes import routes
+from resources._lib.http_routes import clashes, routes
 from resources._lib.httpd import (
     Request,
     Response,
@@ -226,6 +226,19 @@ class HTTPServerFileRes(Edgeable, Resource):
     # Hold a GET with `Prefer: wait=N` whose If-Modified-Since is current until the content
     # changes (at most N seconds). Default false.
     longpoll: bool = False
+
+    @classmethod
+    def validate_together(cls, resources: list[Resource]) -> list[tuple[Resource, ValidationError]]:
+        """Two files of one graph at one URL path for one server (the same `server`, or either
+        none): refused, as one would be served and the other never (mgmt's has this check as a
+        to-do: a URL path has one entry)."""
+        files = [res for res in resources if isinstance(res, HTTPServerFileRes)]
+        problems: list[tuple[Resource, ValidationError]] = []
+        for res, other in clashes(files, lambda r: r.url, lambda r: r.server):
+            key = "filename" if res.filename is not None else "name"
+            why = f"{res.url!r} is also the URL path of {other} (one of them would never be served)"
+            problems.append((res, ValidationError(why, key)))
+        return problems
 
     def validate(self) -> None:
         super().validate()

@@ -443,6 +443,27 @@ def test_validation_names_the_key(res: HTTPServerRes, key: str) -> None:
     assert err.value.key == key
 
 
+def test_two_files_at_one_url_path_are_refused(tmp_path: Path) -> None:
+    """Accepted silently: one was served, the other never. mgmt has the check as a to-do."""
+    from tests.e2e.helpers import run_mgmt
+
+    a = HTTPServerFileRes(name="/motd", data="one")
+    b = HTTPServerFileRes(name="other", filename="/motd", server=":80")
+    c = HTTPServerFileRes(name="/x", server=":80")
+    d = HTTPServerFileRes(name="x", filename="/x", server=":81")  # another server's: fine
+    ((res, err),) = HTTPServerFileRes.validate_together([a, b, c, d])
+    assert res is b and err.key == "filename"
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        "graph: d\nresources:\n  http:server:file:\n    - {name: /motd}\n"
+        "    - {name: other, filename: /motd}\n"
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
+    assert code == 2
+    assert "g.yaml:5: http:server:file[other]: filename: '/motd' is also the URL path" in out
+    assert "Traceback" not in out
+
+
 def test_autoedges_from_the_files_they_serve(tmp_path: Path) -> None:
     from resources.file import FileRes
 
