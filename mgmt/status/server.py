@@ -229,7 +229,9 @@ class StatusServer:
             route = self._routes().get(target)
             response = await route() if route else (404, "text/plain", b"not found\n")
             await _send(writer, response, head=method == "HEAD")
-        except (ConnectionError, asyncio.CancelledError, TimeoutError):
+        except TimeoutError:  # a client that does not read (or send): reset, not waited for
+            httpd.drop(writer.transport)
+        except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self._streams.discard(task)

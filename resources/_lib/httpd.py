@@ -8,12 +8,13 @@ a body (BODY_LIMIT, mgmt's 4 MiB for flags); a request that breaks a bound or th
 the handler gets a `Request` and returns a `Response`.
 
 Bounds, so that no set of clients takes the server from the others: at most MAX_CONNECTIONS
-connections served at once (the others wait in the kernel's backlog), PER_PEER of them from one
-address other than loopback (more are closed at once, as the status page does); at most MAX_HELD requests held waiting for a change (long
-polls, `Request.hold`), HELD_PER_PEER from one address (more get 503 and `Retry-After`). A held
-request whose client goes away (closes the connection) is dropped at once, as Go's net/http
-cancels a request's context: else each reloaded page's long polls kept their slots until the
-value they watched changed, and a few dozen reloads held every one.
+connections served at once (the others wait in the kernel's backlog), PER_PEER of them from
+one address other than loopback (more are closed at once, as the status page does); at most
+MAX_HELD requests held waiting for a change (long polls, `Request.hold`), HELD_PER_PEER from
+one address (more get 503 and `Retry-After`); a client that does not read within the write
+timeout is reset. A held request whose client goes away (closes the connection) is dropped at
+once, as Go's net/http cancels a request's context: else each reloaded page's long polls kept
+their slots until the value they watched changed, and a few dozen reloads held every one.
 """
 
 from __future__ import annotations
@@ -181,16 +182,18 @@ class Peers:
 
 
 class Throttled:
-    """A warning said at most once every WARN_EVERY seconds (a client can repeat its cause)."""
+    """A server's warnings, one at most every WARN_EVERY seconds (a client can repeat their
+    cause), each starting with `where` (the server's address)."""
 
     def __init__(self) -> None:
         self._last = -WARN_EVERY
+        self.where = "http"
 
     def __call__(self, message: str, *args: object) -> None:
         now = time.monotonic()
         if now - self._last >= WARN_EVERY:
             self._last = now
-            log.warning(message, *args)
+            log.warning("%s: " + message, self.where, *args)
 
 
 @dataclass
@@ -209,7 +212,7 @@ class Holding:
             if close is not None:
                 close()  # a coroutine never awaited
             self.warn(
-                "http: too many requests held waiting (at most %d, %d from one address):"
+                "too many requests held waiting (at most %d, %d from one address):"
                 " answering 503 to %s",
                 MAX_HELD,
                 HELD_PER_PEER,
@@ -353,7 +356,7 @@ def encode(response: Response, head_only: bool) -> bytes:
     return head if head_only else head + response.body
 
 
-def drop(transport: asyncio.Transport) -> None:
+def drop(transport: asyncio.WriteTransport) -> None:
     """Close a connection at once, what it has not sent dropped, with a reset: close() would
     wait for a client that does not read, and the kernel would keep sending to it."""
     sock = transport.get_extra_info("socket")
@@ -381,6 +384,7 @@ class Listener:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.create_server((host, port), family=family, backlog=MAX_CONNECTIONS)
         self._sock.setblocking(False)
+        self._full.where = f"http server on {host}:{self.port}"
         self._accepting = asyncio.create_task(self._accept(self._sock))
 
     @property
@@ -410,7 +414,7 @@ class Listener:
         free = asyncio.Event()
         while True:
             if open_.count >= MAX_CONNECTIONS:
-                self._full("http: all %d connections are in use: new ones wait", MAX_CONNECTIONS)
+                self._full("all %d connections are in use: new ones wait", MAX_CONNECTIONS)
                 free.clear()
                 await free.wait()
                 continue
@@ -422,7 +426,7 @@ class Listener:
                 continue
             peer = str(address[0])
             if not open_.take(peer, peer in LOCAL):
-                self._full("http: %s has %d connections open: closing more", peer, PER_PEER)
+                self._full("%s has %d connections open: closing more", peer, PER_PEER)
                 conn.close()
                 continue
             task = asyncio.create_task(self._connection(conn, peer))
