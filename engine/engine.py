@@ -45,7 +45,7 @@ from engine.autoedge import (
 )
 from engine.autogroup import autogroup
 from engine.errors import GraphError, ResourceError, interfered
-from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged
+from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged, VertexFailed
 from engine.flag import Flag
 from engine.graph import Edge, Graph, Key, fmt_key, key_of, rewired
 from engine.handle import Handle, Shared
@@ -403,6 +403,7 @@ class Vertex:
             return False
         left = "forever" if retry == -1 else f"{retry - failures + 1} left"
         self.handle.logger.warning("watch failed, restarting (%s): %s", left, err)
+        self.engine.listeners.emit(VertexFailed(self, err, "watch", hard=False))
         return True
 
     def _stop_listening(self) -> None:
@@ -737,6 +738,7 @@ class Vertex:
     def _fail_permanently(self, err: BaseException, where: str) -> None:
         self.error = err
         self.handle.logger.error("%s failed: %s", where, err)
+        self.engine.listeners.emit(VertexFailed(self, err, where, hard=True))
         self._set_outcome(DEAD)
 
     def _set_outcome(self, outcome: Status) -> None:

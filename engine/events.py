@@ -39,6 +39,17 @@ class CheckApplied(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class VertexFailed:
+    """A vertex's watch or init() failed (`where`); a check_apply's failure is CheckApplied's.
+    `hard`: for good (the vertex is DEAD until revived or replaced), else its watch restarts."""
+
+    vertex: Vertex
+    error: BaseException
+    where: str
+    hard: bool
+
+
+@dataclass(frozen=True, slots=True)
 class GraphSwapped:
     """A graph was applied (the first one too): counts of vertices kept, stopped and started.
 
@@ -63,8 +74,8 @@ class ReversalsChanged:
     `reverser` (`retrying()`, `failed()`)."""
 
 
-Event = VertexChanged | CheckApplied | GraphSwapped | ReversalsChanged
-E = TypeVar("E", VertexChanged, CheckApplied, GraphSwapped, ReversalsChanged)
+Event = VertexChanged | CheckApplied | VertexFailed | GraphSwapped | ReversalsChanged
+E = TypeVar("E", VertexChanged, CheckApplied, VertexFailed, GraphSwapped, ReversalsChanged)
 
 
 class Listeners:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from engine.engine import Engine
 from engine.errors import ValidationError
-from engine.events import CheckApplied, GraphSwapped
+from engine.events import CheckApplied, GraphSwapped, VertexFailed
 from engine.params import parse_int, show
 from engine.resource import members
 from mgmt.address import check_host
@@ -111,6 +111,7 @@ class Metrics:
         (mgmt.status.server: one listener, bounded connections, TLS beyond loopback)."""
         self._unsubscribes = [
             self.engine.listeners.subscribe(CheckApplied, self.check_applied),
+            self.engine.listeners.subscribe(VertexFailed, self.vertex_failed),
             self.engine.listeners.subscribe(GraphSwapped, self.graph_swapped),
         ]
 
@@ -132,6 +133,11 @@ class Metrics:
             self.failures.labels(kind, "soft" if soft else "hard").inc()
         elif latency is not None:
             self.latency.labels(kind).observe(latency)
+
+    def vertex_failed(self, event: VertexFailed) -> None:
+        """A watch or init() failure is a failure too: hard when the vertex is dead for it (a
+        server that cannot bind its port), soft when its watch restarts."""
+        self.failures.labels(event.vertex.res.kind, "hard" if event.hard else "soft").inc()
 
     def graph_swapped(self, event: GraphSwapped) -> None:
         if event.replaced is not None:  # a small swap: no group changed

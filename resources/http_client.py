@@ -37,7 +37,7 @@ from engine.resource import Refreshable, Resource, register
 from engine.safefs import write_file
 from engine.watcher import PathWatcher
 from resources._lib.events import run_all
-from resources._lib.httpd import Reply, fetch, http_date, parse_http_date
+from resources._lib.httpd import Reply, fetch, http_date, parse_http_date, shown_url
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE")
@@ -83,7 +83,9 @@ class HTTPClientRes(Refreshable, Resource):
             )
             raise ValidationError(f"unknown method {self.method!r}{upper}", "method")
         if not re.fullmatch(r"https?://[^/?#\s]+(/\S*)?", self.url):
-            raise ValidationError(f"expected an http(s) URL with a host, got {self.url!r}", "url")
+            raise ValidationError(
+                f"expected an http(s) URL with a host, got {shown_url(self.url)!r}", "url"
+            )
         if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
             raise ValidationError("must be 64 lower-case hex digits", "sha256")
         if self.longpoll_redirect:
@@ -145,7 +147,7 @@ class HTTPClientRes(Refreshable, Resource):
         if reply is None:
             if not apply and self.method not in SAFE:
                 self._status = None
-                await apply_steps(self.handle, [Step(f"{self.method} {self.url}", "")], apply)
+                await apply_steps(self.handle, [Step(f"{self.method} {self._shown}", "")], apply)
                 return False  # --noop sends only GET and HEAD
             reply = await self._ask(wait=False, refresh=refresh)
         self._status = reply.status
@@ -153,22 +155,27 @@ class HTTPClientRes(Refreshable, Resource):
             self.handle.send(content=old.decode("utf-8", "replace"))
             return nothing_to_do(self.handle, f"{self._dst} is current (304)")
         if reply.status != 200:
-            raise ResourceError(f"{self.method} {self.url}: status {reply.status}")
+            raise ResourceError(f"{self.method} {self._shown}: status {reply.status}")
         if self.sha256 and hashlib.sha256(reply.body).hexdigest() != self.sha256:
-            raise ResourceError(f"{self.url}: sha256 mismatch, expected {self.sha256}")
+            raise ResourceError(f"{self._shown}: sha256 mismatch, expected {self.sha256}")
         mtime = parse_http_date(reply.headers.get("last-modified", ""))
         if old == reply.body and (mtime is None or _mtime(self._dst) == mtime):
             self.handle.send(content=reply.body.decode("utf-8", "replace"))
             return nothing_to_do(self.handle, f"{self._dst} holds the content already")
         step = Step(
-            f"download {self.url} to {self._dst}",
-            f"downloaded {self.url} to {self._dst} ({len(reply.body)} bytes)",
+            f"download {self._shown} to {self._dst}",
+            f"downloaded {self._shown} to {self._dst} ({len(reply.body)} bytes)",
             lambda: _store(self._dst, reply.body, mtime),
             slow=True,
         )
         await apply_steps(self.handle, [step], apply, errors=(OSError,))
         self.handle.send(content=reply.body.decode("utf-8", "replace"))
         return old == reply.body  # a new mtime alone (the cursor) is not a change
+
+    @property
+    def _shown(self) -> str:
+        """The URL as logged and shown: no password, no secret-looking query value."""
+        return shown_url(self.url)
 
     def _named_file(self) -> str | None:
         if self.file is not None:
@@ -190,7 +197,7 @@ class HTTPClientRes(Refreshable, Resource):
         try:
             return await fetch(self.url, method=self.method, headers=headers, body=body)
         except (OSError, ValueError) as err:
-            raise ResourceError(f"{self.method} {self.url}: {err}") from err
+            raise ResourceError(f"{self.method} {self._shown}: {err}") from err
 
     async def _long_poll(self) -> None:
         """Hold a request; each reply (but a 304 or a Retry-After) is handed to check_apply.
@@ -213,7 +220,7 @@ class HTTPClientRes(Refreshable, Resource):
             if reply.status == 304:  # not held (the server does not long poll), or timed out
                 if time.monotonic() - asked < HELD_MIN:
                     if backoff == RETRY_MIN:
-                        self.handle.logger.warning("long poll: %s does not hold", self.url)
+                        self.handle.logger.warning("long poll: %s does not hold", self._shown)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, RETRY_MAX)
                 continue

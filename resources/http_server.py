@@ -31,7 +31,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
-from resources._lib.http_routes import routes
+from resources._lib.http_routes import clashes, routes
 from resources._lib.httpd import (
     Request,
     Response,
@@ -51,18 +51,54 @@ def check_timeout(value: int | None, key: str) -> None:
 
 
 def answer(request: Request, path: str, content: bytes | int, mtime: float) -> Response:
-    """200 with the content (data, or an open file: sent, then closed), or 304 if the
-    client's If-Modified-Since is current."""
+    """200 with the content (data, or an open file: sent, then closed), 304 if the client's
+    If-Modified-Since is current, or, as Go's http.ServeContent (mgmt's), 206 with the part a
+    `Range: bytes=...` asks for (416 if it is past the end) unless an If-Range says the
+    content changed."""
     since = parse_http_date(request.headers.get("if-modified-since", ""))
-    headers = {"Last-Modified": http_date(mtime), "Content-Type": content_type(path)}
-    if since is not None and math.floor(mtime) <= since:
+    modified = http_date(mtime)
+    headers = {"Last-Modified": modified, "Content-Type": content_type(path)}
+    headers["Accept-Ranges"] = "bytes"
+    size = os.fstat(content).st_size if isinstance(content, int) else len(content)
+    wanted = request.headers.get("range", "")
+    if request.headers.get("if-range", modified) != modified:
+        wanted = ""  # the client's part is of an older version: the whole of this one
+    part = byte_range(wanted, size) if wanted else None
+    status = 206 if part else 200
+    if (since is not None and math.floor(mtime) <= since) or part == ():
         if isinstance(content, int):
             os.close(content)
+        if part == ():
+            return Response(416, b"", {"Content-Range": f"bytes */{size}"})
         return Response(304, b"", headers)
+    start, length = part or (0, size)
+    if part:
+        headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
     if isinstance(content, int):
-        body, length = file_body(content)
-        return Response(200, b"", {**headers, "Content-Length": str(length)}, stream=body)
-    return Response(200, content, headers)
+        body, length = file_body(content, start, length)
+        return Response(status, b"", {**headers, "Content-Length": str(length)}, stream=body)
+    return Response(status, content[start : start + length], headers)
+
+
+def byte_range(text: str, size: int) -> tuple[int, int] | tuple[()] | None:
+    """The (start, length) of one `bytes=a-b`, `bytes=a-` or `bytes=-n` range of a content of
+    `size` bytes; () when it starts past the end (416); None when there is none we serve (a
+    malformed one, or several: the whole content then, as RFC 9110 allows)."""
+    unit, _, spec = text.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip().lower() != "bytes" or not dash or "," in spec:
+        return None
+    first, last = first.strip(), last.strip()
+    if not all(n.isascii() and n.isdigit() for n in (first, last) if n) or not (first or last):
+        return None
+    if not first:  # the last n bytes
+        n = min(int(last), size)
+        return (size - n, n) if n else ()
+    start = int(first)
+    if start >= size:
+        return ()
+    end = min(int(last), size - 1) if last else size - 1
+    return (start, end - start + 1) if end >= start else None
 
 
 def opened(fd: int | None) -> tuple[int, float] | None:
@@ -90,6 +126,7 @@ def content_type(path: str) -> str:
 
 
 READ_TIMEOUT = 60  # seconds to read a request when neither `read_timeout` nor `timeout` is set
+WRITE_TIMEOUT = 30  # seconds a client may take to read each part of an answer, by default
 
 
 @register("http:server")
@@ -101,7 +138,8 @@ class HTTPServerRes(RootedServer):
     timeout: int | None = None
     # Seconds to read a request (0: no limit). Default None: `timeout`, else READ_TIMEOUT.
     read_timeout: int | None = None
-    # Seconds to write a response (0: no limit). Default None: `timeout`.
+    # Seconds to write each part of a response (0: no limit). Default None: `timeout`, else
+    # WRITE_TIMEOUT.
     write_timeout: int | None = None
     # Seconds open requests may finish in when the server stops. Default None: `timeout`, else
     # 0 (they are cut off at once).
@@ -120,7 +158,7 @@ class HTTPServerRes(RootedServer):
                 port,
                 self._serve,
                 read_timeout=self._read_limit(),
-                write_timeout=self._limit(self.write_timeout),
+                write_timeout=self._default_limit(self.write_timeout, WRITE_TIMEOUT),
             )
         except OSError as err:
             reason = os.strerror(err.errno) if err.errno else str(err)  # not asyncio's text
@@ -141,9 +179,15 @@ class HTTPServerRes(RootedServer):
     def _read_limit(self) -> float | None:
         """`read_timeout`, else `timeout`, else READ_TIMEOUT: a client that connects and sends
         nothing (or half a request) must not hold a connection, of the 128, forever."""
-        if self.read_timeout is None and self.timeout is None:
-            return float(READ_TIMEOUT)
-        return self._limit(self.read_timeout)
+        return self._default_limit(self.read_timeout, READ_TIMEOUT)
+
+    def _default_limit(self, value: int | None, default: float) -> float | None:
+        """`value`, else `timeout`, else `default` (mgmt's default is no limit: a client that
+        sends half a request, or asks for a big file and does not read, would hold one of the
+        128 connections for as long as it likes)."""
+        if value is None and self.timeout is None:
+            return float(default)
+        return self._limit(value)
 
     async def _serve(self, request: Request) -> Response:
         table = routes(self.handle)
@@ -182,6 +226,19 @@ class HTTPServerFileRes(Edgeable, Resource):
     # Hold a GET with `Prefer: wait=N` whose If-Modified-Since is current until the content
     # changes (at most N seconds). Default false.
     longpoll: bool = False
+
+    @classmethod
+    def validate_together(cls, resources: list[Resource]) -> list[tuple[Resource, ValidationError]]:
+        """Two files of one graph at one URL path for one server (the same `server`, or either
+        none): refused, as one would be served and the other never (mgmt's has this check as a
+        to-do: a URL path has one entry)."""
+        files = [res for res in resources if isinstance(res, HTTPServerFileRes)]
+        problems: list[tuple[Resource, ValidationError]] = []
+        for res, other in clashes(files, lambda r: r.url, lambda r: r.server):
+            key = "filename" if res.filename is not None else "name"
+            why = f"{res.url!r} is also the URL path of {other} (one of them would never be served)"
+            problems.append((res, ValidationError(why, key)))
+        return problems
 
     def validate(self) -> None:
         super().validate()
@@ -250,7 +307,7 @@ class HTTPServerFileRes(Edgeable, Resource):
         if self.longpoll and since is not None and wait is not None and self._version <= since:
             with contextlib.suppress(TimeoutError):  # then 304: nothing changed meanwhile
                 async with asyncio.timeout(wait or None):
-                    await self._changed.wait()  # until the content changes (or the server stops)
+                    await request.hold(self._changed.wait())  # until the content changes
                 request.headers.pop("if-modified-since")
         found = await self._content(request.path)
         if found is None:

@@ -52,6 +52,7 @@ from resources._lib.httpd import (
     http_date,
     open_reply,
     parse_http_date,
+    shown_url,
 )
 from resources._lib.named import or_name
 from resources._lib.plan import in_thread, nothing_to_do
@@ -116,9 +117,11 @@ class HTTPServerProxyRes(Edgeable, Resource):
         if self.head:
             parts = urllib.parse.urlsplit(self.head)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValidationError(f"must be an http(s) URL, got {self.head!r}", "head")
+                raise ValidationError(
+                    f"must be an http(s) URL, got {shown_url(self.head)!r}", "head"
+                )
             if not self.head.endswith("/"):
-                raise ValidationError(f"must end with '/', got {self.head!r}", "head")
+                raise ValidationError(f"must end with '/', got {shown_url(self.head)!r}", "head")
         if self.cache and not (self.cache.startswith("/") and self.cache.endswith("/")):
             raise ValidationError(
                 f"must be empty or an absolute directory ending with '/', got {self.cache!r}",
@@ -138,7 +141,8 @@ class HTTPServerProxyRes(Edgeable, Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         self._keep = apply  # under --noop, downloads are proxied but the cache is left alone
-        return nothing_to_do(self.handle, f"proxying {self.url} to {self.head or 'the cache'}")
+        head = shown_url(self.head) if self.head else "the cache"
+        return nothing_to_do(self.handle, f"proxying {self.url} to {head}")
 
     def uids(self) -> list[UID]:
         return [UID("http:server:proxy", self.name)]
@@ -195,7 +199,7 @@ class HTTPServerProxyRes(Edgeable, Resource):
 
     async def _proxy(self, path: str, rel: list[str], url: str) -> Response:
         """Fetch `url` and stream it to the client (and into the cache, unless rel is [])."""
-        self.handle.logger.info("get: %s", url)
+        self.handle.logger.info("get: %s", shown_url(url))
         for _ in range(REDIRECTS + 1):  # as Go's client, mgmt's: redirects are followed
             connection = contextlib.AsyncExitStack()
             try:
@@ -203,16 +207,16 @@ class HTTPServerProxyRes(Edgeable, Resource):
                     reply = await connection.enter_async_context(open_reply(url))
             except (OSError, ValueError, TimeoutError) as err:
                 await connection.aclose()
-                raise Refused(502, f"cannot fetch {url}: {err or 'timed out'}") from err
+                raise Refused(502, f"cannot fetch {shown_url(url)}: {err or 'timed out'}") from err
             location = reply.headers.get("location")
             if reply.status == 200 or reply.status not in REDIRECT or not location:
                 break
             await connection.aclose()
             url = urllib.parse.urljoin(url, location)
-            self.handle.logger.info("redirected to %s", url)
+            self.handle.logger.info("redirected to %s", shown_url(url))
         if reply.status != 200:
             await connection.aclose()
-            raise Refused(404, f"{url} answered {reply.status}")
+            raise Refused(404, f"{shown_url(url)} answered {reply.status}")
         headers = {"Content-Type": content_type(path)}
         for name in ("content-length", "last-modified"):
             if name in reply.headers:

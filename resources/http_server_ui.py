@@ -35,7 +35,7 @@ from engine.handle import Handle
 from engine.local import LocalValues
 from engine.resource import Resource, register
 from engine.world import Changes, Unsubscribe, World
-from resources._lib.http_routes import routes
+from resources._lib.http_routes import clashes, routes
 from resources._lib.httpd import Request, Response
 from resources._lib.named import or_name
 from resources._lib.plan import Step, apply_steps, nothing_to_do
@@ -176,7 +176,7 @@ class HTTPServerUIRes(Resource):
             # at once (a change made before the request came, since the page was made or the
             # last answer, was missed until the next one); without it, mgmt's: the next change.
             if top == "watch" and request.query.get("value") in (None, found.shown):
-                await found.changed()
+                await request.hold(found.changed())
                 found = await self.replaced(ident) or found  # replaced by a graph swap
             return reply(200, {"value": found.shown})
         return Response(404, b"404 page not found\n")
@@ -305,27 +305,15 @@ class HTTPServerUIInputRes(Resource):
     def validate_together(cls, resources: list[Resource]) -> list[tuple[Resource, ValidationError]]:
         """Two inputs of one graph that can join one UI (the same `path`, or one of them
         none) with one id: refused (mgmt does not check; its saves reach the first found)."""
+        inputs = [res for res in resources if isinstance(res, HTTPServerUIInputRes)]
         problems: list[tuple[Resource, ValidationError]] = []
-        seen: dict[str, list[HTTPServerUIInputRes]] = {}
-        for res in resources:
-            assert isinstance(res, HTTPServerUIInputRes)
-            same = seen.setdefault(res.ident, [])
-            other = next(
-                (o for o in same if None in (o.path, res.path) or o.path == res.path), None
+        for res, other in clashes(inputs, lambda r: r.ident, lambda r: r.path):
+            ui = f"ui {res.path or other.path}" if (res.path or other.path) else "ui"
+            why = (
+                f"{res.ident!r} is also the id of {other} in the same {ui} "
+                "(ids are unique in a ui: a save goes to one input)"
             )
-            if other is not None:
-                ui = f"ui {res.path or other.path}" if (res.path or other.path) else "ui"
-                problems.append(
-                    (
-                        res,
-                        ValidationError(
-                            f"{res.ident!r} is also the id of {other} in the same {ui} "
-                            "(ids are unique in a ui: a save goes to one input)",
-                            "id",
-                        ),
-                    )
-                )
-            same.append(res)
+            problems.append((res, ValidationError(why, "id")))
         return problems
 
     def needs_world(self) -> bool:

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.engine import DEAD, FAILED, NEW, OK, PENDING, RETRYING, RUNNING
-from engine.events import CheckApplied, GraphSwapped, ReversalsChanged, VertexChanged
+from engine.events import (
+    CheckApplied,
+    GraphSwapped,
+    ReversalsChanged,
+    VertexChanged,
+    VertexFailed,
+)
 from engine.graph import Key, fmt_key
 from mgmt.status.latency import RepairClock
 
@@ -92,6 +98,7 @@ class StatusModel:
         self._unsubscribes: list[Callable[[], None]] = [
             engine.listeners.subscribe(VertexChanged, self._changed),
             engine.listeners.subscribe(CheckApplied, self._applied),
+            engine.listeners.subscribe(VertexFailed, self._failed),
             engine.listeners.subscribe(GraphSwapped, self._swapped),
             engine.listeners.subscribe(
                 ReversalsChanged,
@@ -142,6 +149,14 @@ class StatusModel:
         else:
             info.error = ""
         # Its state is "applying" still: its outcome comes next (VertexChanged), with the error.
+
+    def _failed(self, event: VertexFailed) -> None:
+        """A watch or init() failed: its error and an event, as a failed check_apply's (a
+        server that cannot bind showed `failed` with no error, no event)."""
+        self._changes += 1
+        info = self._info(event.vertex.key)
+        info.error = f"{event.where} failed: {event.error}"
+        self._event(event.vertex, "error", info.error, None)
 
     def _swapped(self, event: GraphSwapped) -> None:
         vertices = self.engine.vertices

@@ -219,15 +219,19 @@ class StatusServer:
                     await _send(writer, (503, "text/plain", b"too many event streams\n"))
                     return
                 self._events += 1
-                try:
-                    await self._stream(writer)
+                try:  # a closed page's stream ends at once, not at its next write
+                    await httpd.while_there(reader, self._stream(writer))
+                except httpd.Gone:
+                    pass
                 finally:
                     self._events -= 1
                 return
             route = self._routes().get(target)
             response = await route() if route else (404, "text/plain", b"not found\n")
             await _send(writer, response, head=method == "HEAD")
-        except (ConnectionError, asyncio.CancelledError, TimeoutError):
+        except TimeoutError:  # a client that does not read (or send): reset, not waited for
+            httpd.drop(writer.transport)
+        except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self._streams.discard(task)

@@ -7,12 +7,32 @@ names the http:server (its name) that serves it; None: every http:server of the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Hashable, Sequence
+from typing import Protocol, TypeVar
 
 from engine.handle import Handle
 from resources._lib.httpd import Request, Response
 from resources._lib.serving import Offers
+
+R = TypeVar("R")
+
+
+def clashes(
+    resources: Sequence[R], key: Callable[[R], Hashable], scope: Callable[[R], str | None]
+) -> list[tuple[R, R]]:
+    """Each resource whose `key` another before it has in an overlapping `scope` (the same,
+    or either None: every server, every UI), with that other: a graph that cannot be served
+    as written (two files at one URL path: one would be served, the other never)."""
+    found: list[tuple[R, R]] = []
+    seen: dict[Hashable, list[R]] = {}
+    for res in resources:
+        same = seen.setdefault(key(res), [])
+        where = scope(res)
+        other = next((o for o in same if None in (scope(o), where) or scope(o) == where), None)
+        if other is not None:
+            found.append((res, other))
+        same.append(res)
+    return found
 
 
 class Answerer(Protocol):

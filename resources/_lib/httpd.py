@@ -6,6 +6,15 @@ no keep-alive state to get wrong. The request line and headers are bounded (HEAD
 a body (BODY_LIMIT, mgmt's 4 MiB for flags); a request that breaks a bound or the syntax gets
 400/413 and the connection is closed. `serve(host, port, handler, ...)` starts the listener;
 the handler gets a `Request` and returns a `Response`.
+
+Bounds, so that no set of clients takes the server from the others: at most MAX_CONNECTIONS
+connections served at once (the others wait in the kernel's backlog), PER_PEER of them from
+one address other than loopback (more are closed at once, as the status page does); at most
+MAX_HELD requests held waiting for a change (long polls, `Request.hold`), HELD_PER_PEER from
+one address (more get 503 and `Retry-After`); a client that does not read within the write
+timeout is reset. A held request whose client goes away (closes the connection) is dropped at
+once, as Go's net/http cancels a request's context: else each reloaded page's long polls kept
+their slots until the value they watched changed, and a few dozen reloads held every one.
 """
 
 from __future__ import annotations
@@ -16,10 +25,13 @@ import functools
 import logging
 import os
 import socket
+import struct
+import time
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import TypeVar
 
 from resources._lib.serving import shown
 
@@ -27,6 +39,12 @@ log = logging.getLogger("engine")
 
 HEAD_LIMIT = 64 * 1024  # bytes of request line and headers
 MAX_CONNECTIONS = 128  # connections served at once; the others wait in the kernel's backlog
+PER_PEER = 64  # connections from one address at once, but LOCAL's; more are closed at once
+LOCAL = ("127.0.0.1", "::1", "::ffff:127.0.0.1")  # unbounded: a local reverse proxy's clients
+MAX_HELD = 64  # requests held waiting for a change at once (long polls); more get 503
+HELD_PER_PEER = 32  # of them from one address
+RETRY_AFTER = "2"  # seconds, in a 503 for a request that could not be held
+WARN_EVERY = 60.0  # seconds between two warnings that the server is full
 CHUNK = 1 << 16  # bytes of a body read and written at once
 BODY_LIMIT = 4 * 1024 * 1024  # bytes of a request body (mgmt's limit for flag POSTs)
 REASONS = {
@@ -43,6 +61,14 @@ REASONS = {
 }
 
 
+class Busy(Exception):
+    """Too many requests are held (Request.hold): answered 503 with Retry-After."""
+
+
+class Gone(Exception):
+    """The client of a held request closed its connection: the request is dropped."""
+
+
 @dataclass
 class Request:
     method: str
@@ -50,6 +76,15 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]  # names lower-cased
     body: bytes = b""
+    # The listener's bounds and the connection a held request watches (None: no bounds).
+    holding: Holding | None = field(default=None, repr=False)
+
+    async def hold(self, waiting: Awaitable[T]) -> T:
+        """`waiting` (a wait for a change: a long poll), within the held requests' bounds
+        (Busy past them) and only while the client is there (Gone when it closes)."""
+        if self.holding is None:
+            return await waiting
+        return await self.holding.hold(waiting)
 
     def form(self) -> dict[str, str]:
         """The query and a urlencoded body together (the body wins), like Go's PostFormValue."""
@@ -84,16 +119,19 @@ class Stream:
                 await close()
 
 
-def file_body(fd: int) -> tuple[Stream, int]:
-    """The open file fd as a streamed body, and its length: read a chunk at a time as it is
-    sent (a big file is never held in memory), closed when the response ends. A file that
-    shrank meanwhile ends the body short: the client sees it incomplete."""
-    length = os.fstat(fd).st_size
+def file_body(fd: int, start: int = 0, length: int | None = None) -> tuple[Stream, int]:
+    """The open file fd (from `start`, `length` bytes: default to its end) as a streamed body,
+    and its length: read a chunk at a time as it is sent (a big file is never held in memory),
+    closed when the response ends. A file that shrank meanwhile ends the body short: the
+    client sees it incomplete."""
+    if length is None:
+        length = os.fstat(fd).st_size - start
+    end = start + length
 
     async def chunks() -> AsyncGenerator[bytes]:
-        offset = 0
-        while offset < length:
-            chunk = await asyncio.to_thread(os.pread, fd, min(CHUNK, length - offset), offset)
+        offset = start
+        while offset < end:
+            chunk = await asyncio.to_thread(os.pread, fd, min(CHUNK, end - offset), offset)
             if not chunk:
                 return
             offset += len(chunk)
@@ -117,6 +155,105 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
+
+
+class Peers:
+    """How many of something each address holds, and all of them together."""
+
+    def __init__(self, total: int, each: int) -> None:
+        self._total, self._each = total, each
+        self._held: dict[str, int] = {}
+        self.count = 0
+
+    def take(self, peer: str, unbounded: bool = False) -> bool:
+        """One more for `peer`, if within the bounds (`unbounded`: the total's alone)."""
+        if self.count >= self._total or (not unbounded and self._held.get(peer, 0) >= self._each):
+            return False
+        self._held[peer] = self._held.get(peer, 0) + 1
+        self.count += 1
+        return True
+
+    def give(self, peer: str) -> None:
+        self.count -= 1
+        self._held[peer] -= 1
+        if not self._held[peer]:
+            del self._held[peer]
+
+
+class Throttled:
+    """A server's warnings, one at most every WARN_EVERY seconds (a client can repeat their
+    cause), each starting with `where` (the server's address)."""
+
+    def __init__(self) -> None:
+        self._last = -WARN_EVERY
+        self.where = "http"
+
+    def __call__(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last >= WARN_EVERY:
+            self._last = now
+            log.warning("%s: " + message, self.where, *args)
+
+
+@dataclass
+class Holding:
+    """What a held request of one connection needs: its server's bounds, its client's address
+    and the connection's reader (to see the client go away)."""
+
+    held: Peers
+    peer: str
+    reader: asyncio.StreamReader
+    warn: Throttled
+
+    async def hold(self, waiting: Awaitable[T]) -> T:
+        if not self.held.take(self.peer):
+            close = getattr(waiting, "close", None)
+            if close is not None:
+                close()  # a coroutine never awaited
+            self.warn(
+                "too many requests held waiting (at most %d, %d from one address):"
+                " answering 503 to %s",
+                MAX_HELD,
+                HELD_PER_PEER,
+                self.peer,
+            )
+            raise Busy()
+        try:
+            return await while_there(self.reader, waiting)
+        finally:
+            self.held.give(self.peer)
+
+
+async def while_there(reader: asyncio.StreamReader, waiting: Awaitable[T]) -> T:
+    """`waiting`, cancelled (Gone) if the client closes its connection first."""
+    wait = asyncio.ensure_future(waiting)
+    gone = asyncio.create_task(until_gone(reader))
+    try:
+        await asyncio.wait((wait, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (wait, gone):
+            task.cancel()
+        await asyncio.gather(wait, gone, return_exceptions=True)
+    if wait.cancelled():  # the client went first
+        raise Gone()
+    return wait.result()
+
+
+async def until_gone(reader: asyncio.StreamReader) -> None:
+    """Until the client closes its side of the connection (or it breaks). One request per
+    connection: a client sends nothing after its request but the end; what it does send is
+    dropped, and after HEAD_LIMIT bytes of it the connection is no longer watched."""
+    seen = 0
+    try:
+        while seen <= HEAD_LIMIT:
+            data = await reader.read(CHUNK)
+            if not data:
+                return
+            seen += len(data)
+    except (ConnectionError, OSError):
+        return
+    await asyncio.Event().wait()
 
 
 class BadRequest(Exception):
@@ -183,11 +320,18 @@ async def read_request(
         body = await reader.readexactly(length) if length else b""
     except asyncio.IncompleteReadError:
         raise BadRequest(400, "incomplete body") from None
-    url = urllib.parse.urlsplit(target)
+    if target.startswith("/"):  # origin form: not urlsplit, which takes //a/b's `a` as a host
+        raw_path, _, raw_query = target.partition("#")[0].partition("?")
+    else:  # absolute form (http://host/path), which a server must take too
+        url = urllib.parse.urlsplit(target)
+        raw_path, raw_query = url.path, url.query
+    path = urllib.parse.unquote(raw_path)
+    if "\x00" in path:  # no file name has one: a 400, not a 500 from open()
+        raise BadRequest(400, "a NUL in the path")
     return Request(
         method=method,
-        path=urllib.parse.unquote(url.path),
-        query=dict(urllib.parse.parse_qsl(url.query)),
+        path=path,
+        query=dict(urllib.parse.parse_qsl(raw_query)),
         headers=headers,
         body=body,
     )
@@ -212,6 +356,16 @@ def encode(response: Response, head_only: bool) -> bytes:
     return head if head_only else head + response.body
 
 
+def drop(transport: asyncio.WriteTransport) -> None:
+    """Close a connection at once, what it has not sent dropped, with a reset: close() would
+    wait for a client that does not read, and the kernel would keep sending to it."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 class Listener:
     """A listening server; `aclose()` stops listening and ends the open connections (a held
     long poll among them)."""
@@ -223,11 +377,14 @@ class Listener:
         self._connections: set[asyncio.Task[None]] = set()
         self._sock: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
+        self._held = Peers(MAX_HELD, HELD_PER_PEER)
+        self._full = Throttled()
 
     async def start(self, host: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.create_server((host, port), family=family, backlog=MAX_CONNECTIONS)
         self._sock.setblocking(False)
+        self._full.where = f"http server on {host}:{self.port}"
         self._accepting = asyncio.create_task(self._accept(self._sock))
 
     @property
@@ -250,27 +407,38 @@ class Listener:
         """Accept a connection only when fewer than MAX_CONNECTIONS are open: the others wait
         in the backlog and hold none of the agent's descriptors (as the status page does: a
         client holding thousands of idle connections took every one, and the agent's other
-        resources failed with EMFILE)."""
+        resources failed with EMFILE). One address's connections past PER_PEER are closed at
+        once: 128 clients that asked for a big file and did not read held the server."""
         loop = asyncio.get_running_loop()
-        slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        open_ = Peers(MAX_CONNECTIONS, PER_PEER)
+        free = asyncio.Event()
         while True:
-            await slots.acquire()
+            if open_.count >= MAX_CONNECTIONS:
+                self._full("all %d connections are in use: new ones wait", MAX_CONNECTIONS)
+                free.clear()
+                await free.wait()
+                continue
             try:
-                conn, _ = await loop.sock_accept(sock)
+                conn, address = await loop.sock_accept(sock)
             except OSError as err:  # out of descriptors: the backlog keeps the client
-                slots.release()
                 log.debug("http: accept: %s", err)
                 await asyncio.sleep(0.5)
                 continue
-            task = asyncio.create_task(self._connection(conn))
+            peer = str(address[0])
+            if not open_.take(peer, peer in LOCAL):
+                self._full("%s has %d connections open: closing more", peer, PER_PEER)
+                conn.close()
+                continue
+            task = asyncio.create_task(self._connection(conn, peer))
             self._connections.add(task)
-            task.add_done_callback(functools.partial(self._done, slots))
+            task.add_done_callback(functools.partial(self._done, open_, peer, free))
 
-    def _done(self, slots: asyncio.Semaphore, task: asyncio.Task[None]) -> None:
+    def _done(self, open_: Peers, peer: str, free: asyncio.Event, task: asyncio.Task[None]) -> None:
         self._connections.discard(task)
-        slots.release()
+        open_.give(peer)
+        free.set()
 
-    async def _connection(self, conn: socket.socket) -> None:
+    async def _connection(self, conn: socket.socket, peer: str) -> None:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=HEAD_LIMIT)
         protocol = asyncio.StreamReaderProtocol(reader)
@@ -282,7 +450,7 @@ class Listener:
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         response: Response | None = None
         try:
-            response, head_only = await self._answer(reader)
+            response, head_only = await self._answer(Holding(self._held, peer, reader, self._full))
             if response is not None:
                 writer.write(encode(response, head_only))
                 async with asyncio.timeout(self._write_timeout):
@@ -290,7 +458,7 @@ class Listener:
                 if response.stream is not None and not head_only:
                     await self._write_stream(writer, response.stream)
         except (TimeoutError, ConnectionError):
-            pass
+            drop(transport)
         finally:
             if response is not None and response.stream is not None:
                 try:
@@ -308,16 +476,21 @@ class Listener:
             async with asyncio.timeout(self._write_timeout):
                 await writer.drain()
 
-    async def _answer(self, reader: asyncio.StreamReader) -> tuple[Response | None, bool]:
+    async def _answer(self, holding: Holding) -> tuple[Response | None, bool]:
         try:
             async with asyncio.timeout(self._read_timeout):
-                request = await read_request(reader)
+                request = await read_request(holding.reader)
         except BadRequest as err:
             return Response(err.status, f"{err}\n".encode()), False
         except TimeoutError:
             return None, False
+        request.holding = holding
         try:
             return await self._handler(request), request.method == "HEAD"
+        except Gone:
+            return None, False
+        except Busy:
+            return Response(503, b"too many requests held\n", {"Retry-After": RETRY_AFTER}), False
         except Exception:
             log.exception("http: handling %s %s failed", shown(request.method), shown(request.path))
             return Response(500, b"internal error\n"), False
@@ -335,6 +508,36 @@ async def serve(
     listener = Listener(handler, read_timeout, write_timeout)
     await listener.start(host, port)
     return listener
+
+
+SECRET_WORDS = ("pass", "secret", "token", "key", "auth", "sig", "credential", "session")
+
+
+def shown_url(url: str) -> str:
+    """`url` for a log line, a status or a message (docs/security.md: secrets are never
+    logged): the password of its userinfo and the values of its secret-looking query fields
+    (token=, password=, api_key=...) as `***`, control characters escaped."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    netloc = f"{user}{':***' if colon else ''}{at}{host}"
+    fields = []
+    for part in parts.query.split("&") if parts.query else []:
+        name, eq, _ = part.partition("=")
+        secret = eq and any(word in name.lower() for word in SECRET_WORDS)
+        fields.append(f"{name}=***" if secret else part)
+    return shown(urllib.parse.urlunsplit(parts._replace(netloc=netloc, query="&".join(fields))))
+
+
+def basic_auth(parts: urllib.parse.SplitResult) -> dict[str, str]:
+    """The Authorization header of a URL's userinfo (none without one), as Go's net/http sends
+    it: `http://user:pass@host/` is Basic auth, never sent as part of the Host."""
+    if parts.username is None:
+        return {}
+    import base64
+
+    pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
 
 
 @dataclass
@@ -364,7 +567,7 @@ async def open_reply(
     poll too). OSError/ValueError when it cannot be done."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise ValueError(f"not an http(s) URL: {shown_url(url)!r}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = urllib.parse.quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._")
     target += f"?{parts.query}" if parts.query else ""
@@ -375,8 +578,9 @@ async def open_reply(
         ssl_context = ssl.create_default_context()
     reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=ssl_context)
     try:
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        host = parts.netloc.rpartition("@")[2]
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in {**basic_auth(parts), **(headers or {})}.items()]
         if body is not None:
             lines.append(f"Content-Length: {len(body)}")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))

@@ -99,6 +99,34 @@ async def test_prometheus_metrics_from_a_live_agent(tmp_path: Path) -> None:
         assert await daemon.wait() == 0  # a stop asked for is a clean one, failures or not
 
 
+async def test_a_server_that_cannot_bind_is_a_failure_everywhere(tmp_path: Path) -> None:
+    """A watch that failed for good (an http:server whose port is taken) showed `failed` with
+    an empty `error`, no event, and no mgmt_failures_total: the operator's alert on hard
+    failures never fired. Now it counts as a check_apply's failure does."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        graph = tmp_path / "graph.yaml"
+        graph.write_text(
+            f"graph: h\nresources:\n  http:server:\n    - {{name: '127.0.0.1:{busy}'}}\n"
+        )
+        port = free_port()
+        args = ["run", "--tmp-prefix", "--status", "--prometheus", "--prometheus-listen"]
+        async with Daemon([*args, f"127.0.0.1:{port}", str(graph)]) as daemon:
+            await daemon.wait_log("watch failed: cannot listen on")
+            text = await scrape(f"http://127.0.0.1:{port}/metrics")
+            assert metric(text, "mgmt_failures_total", kind="http:server", failure="hard") == 1
+            status = json.loads(await scrape(f"http://127.0.0.1:{port}/api/status"))
+            (vertex,) = status["vertices"]
+            why = f"watch failed: cannot listen on 127.0.0.1:{busy}: Address already in use"
+            assert (vertex["state"], vertex["error"]) == ("failed", why)
+            assert [e["what"] for e in status["events"]] == ["error"]
+            assert status["events"][0]["message"] == why
+            daemon.signal(signal.SIGTERM)
+            await daemon.wait()
+
+
 def test_json_logs(tmp_path: Path) -> None:
     graph = tmp_path / "graph.yaml"
     graph.write_text(

@@ -226,6 +226,13 @@ async def test_event_streams_are_capped_and_drift_is_still_repaired(tmp_path: Pa
         finally:
             for writer in writers:
                 writer.close()
+        # Closed streams free their places at once (they waited for their next write, up to
+        # KEEPALIVE = 15 s: 64 closed pages made the next ones 503 meanwhile).
+        async with asyncio.timeout(10):
+            while not (line := await stream()).startswith(b"HTTP/1.1 200"):
+                assert line.startswith(b"HTTP/1.1 503"), line
+                writers.pop().close()
+        writers.pop().close()
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0  # a stop asked for: clean, though exec[broken] failed
 

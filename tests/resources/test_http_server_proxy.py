@@ -38,6 +38,7 @@ class Upstream:
     port: int = 0
     files: dict[str, bytes] = field(default_factory=dict)
     asked: list[str] = field(default_factory=list)
+    authorization: list[str | None] = field(default_factory=list)  # each request's header
     moved: dict[str, str] = field(default_factory=dict)  # path -> its 302's Location
     # /mirror/releases/big: the first half is sent, then the server waits for `resume`; `complete`
     # says whether the second half follows or the connection is cut.
@@ -53,6 +54,7 @@ def upstream() -> Iterator[Upstream]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.asked.append(self.path)
+            state.authorization.append(self.headers.get("Authorization"))
             if self.path == "/mirror/releases/big":
                 self._big()
                 return
@@ -145,6 +147,55 @@ async def test_fetches_once_then_serves_the_cache(
     upstream.files["/mirror/releases/new/cowsay.rpm"] = b"moved\n"
     assert (await fetch(f"{base}/fedora/releases/old.rpm"))[:2] == (200, b"moved\n")
     assert (cache / "old.rpm").read_bytes() == b"moved\n"
+
+
+async def test_url_credentials_are_sent_as_basic_auth_and_never_shown(
+    tmp_path: Path, engine: Engine, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A URL's userinfo was dropped (the upstream got no Authorization: a mirror behind basic
+    auth answered 401, the proxy 404) and logged whole, into `mgmt status` and the status
+    page; and its token= too. Now it is Basic auth, as Go's client sends it, and shown as
+    user:*** (secret-looking query values as ***) wherever a URL is logged or told."""
+    import base64
+    import logging
+
+    from resources.http_client import HTTPClientRes
+
+    caplog.set_level(logging.DEBUG)
+    upstream.files["/mirror/releases/a.txt"] = b"a\n"
+    upstream.files["/c.txt?token=QUERYTOKEN"] = b"c\n"
+    port = free_port()
+    proxy = HTTPServerProxyRes(
+        name="/fedora/releases/",
+        sub="/fedora/",
+        head=f"http://mirroruser:S3CR3TPASS@127.0.0.1:{upstream.port}/mirror/",
+    )
+    dst = tmp_path / "fetched.txt"
+    url = f"http://cliuser:CLIENTPASS@127.0.0.1:{upstream.port}/c.txt?token=QUERYTOKEN"
+    missing = url.replace("c.txt", "none.txt")
+    graph = graph_of(
+        HTTPServerRes(name=f":{port}"),
+        proxy,
+        HTTPClientRes(name=str(dst), url=url, meta=Meta(poll=3600)),
+        HTTPClientRes(name="missing", url=missing, meta=Meta(poll=3600)),
+    )
+    await engine.apply(graph)
+    await settle(engine)
+    assert dst.read_text() == "c\n"
+    assert (await fetch(f"http://127.0.0.1:{port}/fedora/releases/a.txt"))[:2] == (200, b"a\n")
+    status, body, _ = await fetch(f"http://127.0.0.1:{port}/fedora/releases/none")
+    assert status == 404 and b"mirroruser:***@" in body
+    basic = {
+        "Basic " + base64.b64encode(pair).decode()
+        for pair in (b"mirroruser:S3CR3TPASS", b"cliuser:CLIENTPASS")
+    }
+    assert set(upstream.authorization) == basic
+    errors = " ".join(str(v.error) for v in engine.vertices.values())
+    assert "cliuser:***@" in errors and "token=***" in errors  # the missing file's
+    for secret in ("S3CR3TPASS", "CLIENTPASS", "QUERYTOKEN"):
+        assert secret not in caplog.text
+        assert secret not in errors
+        assert secret.encode() not in body
 
 
 async def test_streams_and_never_shows_a_partial_file(

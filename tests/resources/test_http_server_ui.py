@@ -136,6 +136,28 @@ async def test_a_held_watch_answers_when_its_field_is_replaced(
     assert await get_json(f"{base}/ui/list/f") == (200, {"value": "b"})
 
 
+async def test_watches_of_closed_pages_are_dropped(tmp_path: Path, engine: Engine) -> None:
+    """Each reloaded page left one held watch per field, in CLOSE-WAIT until the field
+    changed: a few dozen reloads held all MAX_CONNECTIONS and the server answered nothing."""
+    from resources._lib.httpd import MAX_CONNECTIONS
+
+    port = free_port()
+    await engine.apply(
+        graph_of(
+            HTTPServerRes(name=f":{port}"),
+            HTTPServerUIRes(name="/ui/"),
+            HTTPServerUIInputRes(name="f", value="a"),
+        )
+    )
+    await settle(engine)
+    for _ in range(MAX_CONNECTIONS + 16):  # a page that asks, then goes away
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /ui/watch/f HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        writer.close()
+    assert await status_line(port, "/ui/ping") == b"HTTP/1.1 200 OK"
+
+
 @pytest.mark.parametrize("scheme", ["world", "local"])
 async def test_a_store_takes_saves_and_shows_its_changes(tmp_path: Path, scheme: str) -> None:
     world = MemoryWorld("test")

@@ -117,3 +117,44 @@ async def test_the_unix_socket_is_0600_from_its_bind_and_replaces_a_killed_agent
         await server.close()
         model.close()
         await engine.stop(graceful=False)
+
+
+async def test_a_stream_that_is_not_read_is_reset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that stops reading was 'dropped' after SEND_TIMEOUT with close(), which waits
+    to send what is buffered: its connection and descriptor stayed until the client read or
+    went away. Now it is reset."""
+    import select
+
+    from mgmt.status import server as status_server
+
+    monkeypatch.setattr(status_server, "SEND_TIMEOUT", 0.5)
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    server = StatusServer(model)
+    port = _port()
+    await server.listen_tcp("127.0.0.1", port)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        await asyncio.to_thread(sock.connect, ("127.0.0.1", port))
+        sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert (await asyncio.to_thread(sock.recv, 12)) == b"HTTP/1.1 200"
+
+        def reset() -> bool:
+            poll = select.poll()
+            poll.register(sock, select.POLLERR | select.POLLHUP)
+            return bool(poll.poll(30_000))
+
+        waiting = asyncio.create_task(asyncio.to_thread(reset))
+        for i in range(200):  # more than the buffers hold, never read
+            model.set_program_error("x" * 20_000 + str(i))
+            await asyncio.sleep(0)
+        async with asyncio.timeout(60):
+            assert await waiting
+    finally:
+        sock.close()
+        await server.close()
+        model.close()
+        await engine.stop(graceful=False)
