@@ -43,7 +43,7 @@ async def edit(handle: Handle, path: str, state: str, content: str, apply: bool)
 async def _edit(handle: Handle, path: str, state: str, content: str, apply: bool) -> bool:
     text = await in_thread(lambda: tablefile.read_text(path, errors="surrogateescape"))
     block = _block(content)
-    lines = _lines(text or "")
+    lines = split_lines(text or "")
     found = _find(lines, block) >= 0
     what = f"{len(block)} lines in {path}" if len(block) > 1 else f"a line in {path}"
     if state == "exists":
@@ -51,19 +51,29 @@ async def _edit(handle: Handle, path: str, state: str, content: str, apply: bool
             return nothing_to_do(handle, f"{path} has the line(s)")
         new = (text or "") + ("\n" if text and not text.endswith("\n") else "")
         new += "".join(line + "\n" for line in block)
-        step = _write(path, new, text is None, f"add {what}", f"added {what}")
+        step = write_step(path, new, text is None, f"add {what}", f"added {what}")
     else:
         if not found:
             return nothing_to_do(handle, f"{path} does not have the line(s)")
-        kept = _remove(lines, block)
         assert text is not None
-        new = "\n".join(kept) + ("\n" if kept and text.endswith("\n") else "")
-        step = _write(path, new, False, f"remove {what}", f"removed {what}")
+        new = join_lines(_remove(lines, block), text)
+        step = write_step(path, new, False, f"remove {what}", f"removed {what}")
     await apply_steps(handle, [step], apply, errors=(OSError,))
     return False
 
 
-def _write(path: str, text: str, create: bool, would: str, done: str) -> Step:
+def write_step(
+    path: str,
+    text: str,
+    create: bool,
+    would: str,
+    done: str,
+    *,
+    owner: tuple[int, int] | None = None,
+) -> Step:
+    """The step that rewrites `path` with `text`: its mode and owner kept (a new file: 0600, the
+    agent's). With `owner` (uid, gid), the file gets that owner and loses any group or other
+    write bit (what sshd's StrictModes asks of an authorized_keys file)."""
     data = text.encode(errors="surrogateescape")
 
     def write() -> None:
@@ -75,16 +85,23 @@ def _write(path: str, text: str, create: bool, would: str, done: str) -> Step:
                 mode = st.st_mode & 0o7777
                 if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
                     uid, gid = st.st_uid, st.st_gid
+            if owner is not None:
+                (uid, gid), mode = owner, mode & ~0o022
             safefs.write_at(dir_fd, name, data, mode=mode, uid=uid, gid=gid)
 
     return Step(would, done, write, slow=True)
+
+
+def join_lines(lines: list[str], text: str) -> str:
+    """`lines` as a file's text, ending with a newline when `text` (the file's before) did."""
+    return "\n".join(lines) + ("\n" if lines and text.endswith("\n") else "")
 
 
 def _block(content: str) -> list[str]:
     return content.removesuffix("\n").split("\n")
 
 
-def _lines(text: str) -> list[str]:
+def split_lines(text: str) -> list[str]:
     """The file's lines: split on newlines only, without the empty one after a final newline."""
     return text.removesuffix("\n").split("\n") if text else []
 
