@@ -92,8 +92,21 @@ class Augeas:
 
     def save(self, file: str) -> None:
         if self.lib.aug_save(self.aug) < 0:
-            problem = self.get(f"/augeas/files{file}/error/message") or self._error()
-            raise ResourceError(f"augeas: cannot save {file}: {problem}")
+            raise ResourceError(f"augeas: cannot save {file}: {self._save_problem(file)}")
+
+    def _save_problem(self, file: str) -> str:
+        """Why the save failed, without the values: Augeas' message goes on with the file's
+        whole tree, values included, and the lens' pattern (kilobytes, secrets among them):
+        only its first line is kept, with the error's kind and the tree path it names."""
+        error = f"/augeas/files{file}/error"
+        message = self.get(f"{error}/message")
+        if message is None:
+            return self._error()
+        first = message.split("\n", 1)[0].strip()
+        where = [
+            f"{key} {value}" for key in ("path", "lens") if (value := self.get(f"{error}/{key}"))
+        ]
+        return f"{first} ({'; '.join([self.get(error) or 'error', *where])})"
 
     def _error(self) -> str:
         message = (self.lib.aug_error_message(self.aug) or b"").decode()
@@ -162,13 +175,16 @@ class AugeasRes(Resource):
             return nothing_to_do(self.handle, f"{self.file} has the {len(self.sets)} values")
         _data, mode, uid, gid = original
         write = functools.partial(self._write, new, mode, uid, gid)
+        # The values are not shown (a `requirepass`, a password in a config): the paths are.
         steps = [
-            Step(f"set {path} to {value!r} in {self.file} (now {have!r})", "", None)
-            for path, value, have in changes
+            Step(f"{'set' if have is None else 'change'} {path} in {self.file}", "", None)
+            for path, _value, have in changes
         ]
         steps.append(Step(f"save {self.file}", f"saved {self.file}", write, slow=True))
-        for path, value, have in changes if apply else ():
-            self.handle.logger.info("%s: %s set to %r (was %r)", self.file, path, value, have)
+        for path, _value, have in changes if apply else ():
+            self.handle.logger.info(
+                "%s: %s %s", self.file, path, "set" if have is None else "changed"
+            )
         await apply_steps(self.handle, steps, apply, errors=(OSError,))
         return False
 

@@ -116,6 +116,12 @@ def _bracket(src: str, pos: int) -> tuple[str, int]:
     return key, end + 1
 
 
+def show_path(keys: tuple[str, ...]) -> str:
+    """A path as an edit writes it: `.a.b`, `.["a b"]`."""
+    shown = "".join(f".{key}" if _IDENT.fullmatch(key) else f"[{json.dumps(key)}]" for key in keys)
+    return shown if shown.startswith(".") else "." + shown
+
+
 def apply_edit(root: dict[str, Any], edit: Edit) -> None:
     parent = root
     for key in edit.keys[:-1]:
@@ -275,11 +281,16 @@ class JSONEditRes(Resource):
         return None if after == before else after
 
     def _step(self, where: str, run: functools.partial[None] | None) -> Step:
-        shown = "; ".join(self.edits)
+        shown = self._shown()
         return Step(f"edit {where}: {shown}", f"edited {where}: {shown}", run, slow=True)
 
     def _log_done(self, where: str) -> None:
-        self.handle.logger.info("edited %s: %s", where, "; ".join(self.edits))
+        self.handle.logger.info("edited %s: %s", where, self._shown())
+
+    def _shown(self) -> str:
+        """The edits without their values (a password in a config): ".db.password set"."""
+        edits = [parse_edit(text) for text in self.edits]
+        return "; ".join(f"{show_path(e.keys)} {'deleted' if e.delete else 'set'}" for e in edits)
 
 
 def _write_keeping(path: str, data: bytes, mode: int, uid: int, gid: int) -> None:
