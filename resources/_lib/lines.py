@@ -70,17 +70,18 @@ def write_step(
     done: str,
     *,
     owner: tuple[int, int] | None = None,
+    new_mode: int = NEW_MODE,
 ) -> Step:
-    """The step that rewrites `path` with `text`: its mode and owner kept (a new file: 0600, the
-    agent's). With `owner` (uid, gid), the file gets that owner and loses any group or other
-    write bit (what sshd's StrictModes asks of an authorized_keys file)."""
+    """The step that rewrites `path` with `text`: its mode and owner kept (a new file: new_mode,
+    the agent's). With `owner` (uid, gid), the file gets that owner and loses any group or
+    other write bit (what sshd's StrictModes asks of an authorized_keys file)."""
     data = text.encode(errors="surrogateescape")
 
     def write() -> None:
         parent, name = os.path.split(path)
         with safefs.closing(safefs.open_dir(parent)) as dir_fd:
             st = None if create else safefs.lstat_at(dir_fd, name)
-            mode, uid, gid = NEW_MODE, -1, -1
+            mode, uid, gid = new_mode, -1, -1
             if st is not None:
                 mode = st.st_mode & 0o7777
                 if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
