@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.params import EMPTY_IS_UNSET
-from engine.resource import Resource, register
+from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from engine.world import World, check_key
 from resources._lib.missing import Missing, read_existing, would_wait
@@ -145,7 +145,7 @@ def render(root: dict[str, Any]) -> str:
 
 @register("json:edit")
 @dataclass(kw_only=True, eq=False)
-class JSONEditRes(Resource):
+class JSONEditRes(Edgeable, Resource):
     # The document: an absolute path, file:///path or etcd:///key. Default None: the name.
     store: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # The edits, applied in order (at least one). Required.
@@ -193,6 +193,17 @@ class JSONEditRes(Resource):
                 parse_edit(text)
             except ValueError as err:
                 raise ValidationError(f"{err}: {text!r}", f"edits[{index}]") from None
+
+    def uids(self) -> list[UID]:
+        """Each path it edits, in its store: two resources editing one path of one document
+        are refused at load, each named with its line (they would rewrite it in turn)."""
+        scheme, where = self._where()
+        store = os.path.normpath(where) if scheme == "file" else f"etcd:///{where}"
+        paths = {show_path(parse_edit(text).keys) for text in self.edits}
+        return [UID("json:edit", f"{store} {path}") for path in sorted(paths)]
+
+    def autoedges(self) -> list[list[UID]]:
+        return []
 
     def needs_world(self) -> bool:
         try:

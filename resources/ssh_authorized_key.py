@@ -91,7 +91,12 @@ class SshAuthorizedKeyRes(Edgeable, Resource):
                 raise ValidationError(f"expected an absolute file path, got {path!r}", "file")
 
     def uids(self) -> list[UID]:
-        return []
+        """The key in its file: two resources of one key in one file are refused at load, each
+        named with its line (they would undo each other: add/remove, other options)."""
+        where = f"~{self.user}" if self.user else os.path.normpath(self.path())
+        blob = _blob(self.line())
+        assert blob is not None  # a checked line
+        return [UID("ssh:authorized_key", f"{where} {base64.b64encode(blob).decode()}")]
 
     def autoedges(self) -> list[list[UID]]:
         """The user (made first when the graph makes it), and the nearest managed directory
