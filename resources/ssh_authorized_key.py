@@ -123,10 +123,8 @@ class SshAuthorizedKeyRes(Edgeable, Resource):
         if self.user:
             entry = await in_thread(lambda: lookup_user(self.user))
             if entry is None:
-                if not apply:
-                    return nothing_to_do(
-                        self.handle, f"would add the key once user {self.user} exists"
-                    )
+                if not apply:  # --noop: the user may be made by an earlier resource
+                    return await self._would(f"add the key once user {self.user} exists")
                 raise ResourceError(f"user: no such user: {self.user!r}")
             path, owner = self._file(entry.pw_dir), (entry.pw_uid, entry.pw_gid)
             if not await self._ssh_dir(entry, apply):
@@ -212,9 +210,14 @@ class SshAuthorizedKeyRes(Edgeable, Resource):
             return True
         done = f"directory {home}/.ssh (0700, {self.user}'s)"
         if not apply:
-            return nothing_to_do(self.handle, f"would create {done}, then add the key")
+            return await self._would(f"create {done}, then add the key")
         self.handle.logger.info("created %s", done)
         return True
+
+    async def _would(self, what: str) -> bool:
+        """Under --noop: "would WHAT", and not converged."""
+        await apply_steps(self.handle, [Step(what, "", None)], False)
+        return False
 
     def _file(self, home: str) -> str:
         return os.path.join(home, ".ssh", "authorized_keys")

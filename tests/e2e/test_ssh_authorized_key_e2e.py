@@ -72,6 +72,13 @@ async def test_a_new_user_logs_in_with_its_key_then_is_revoked(
         pub = (server.client_key.parent / "id_ed25519.pub").read_text()
         # One graph: the user (not there when the graph is loaded), its home, its key.
         code, log = await asyncio.to_thread(
+            run_mgmt, ["run", "--tmp-prefix", "--noop", "--converged-timeout", "0", "yaml",
+                       str(graph(tmp_path / "g.yaml", name, home, pub))], 120
+        )  # fmt: skip
+        assert code == 0, log
+        assert f"would add the key once user {name} exists" in log
+        assert not home.exists()
+        code, log = await asyncio.to_thread(
             run_mgmt, ["run", "--tmp-prefix", "--converged-timeout", "0", "yaml",
                        str(graph(tmp_path / "g.yaml", name, home, pub))], 120
         )  # fmt: skip
