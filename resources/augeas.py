@@ -29,7 +29,7 @@ from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.missing import Missing, read_existing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.proc import file_lock
+from resources._lib.proc import file_lock, wrote
 
 NO_LOAD, NO_MODL_AUTOLOAD = 1 << 5, 1 << 6  # aug_init flags
 NS = "Xmgmt"  # the load entry for our one file (mgmt's name: no lens is called that)
@@ -186,6 +186,8 @@ class AugeasRes(Resource):
                 "%s: %s %s", self.file, path, "set" if have is None else "changed"
             )
         await apply_steps(self.handle, steps, apply, errors=(OSError,))
+        if apply:
+            wrote(self.handle, self.file)
         return False
 
     def _read(self) -> tuple[bytes, int, int, int]:

@@ -33,7 +33,7 @@ from engine.watcher import PathWatcher
 from engine.world import World, check_key
 from resources._lib.missing import Missing, read_existing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.proc import file_lock, tool_lock
+from resources._lib.proc import file_lock, tool_lock, wrote
 
 READ_LIMIT = 64 << 20  # a bigger document is refused
 CAS_ATTEMPTS = 10
@@ -252,6 +252,8 @@ class JSONEditRes(Edgeable, Resource):
             _write_keeping, path, new.encode(), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
         )
         await apply_steps(self.handle, [self._step(path, write)], apply, errors=(OSError,))
+        if apply:
+            wrote(self.handle, path)
         return False
 
     async def _etcd(self, key: str, edits: list[Edit], apply: bool) -> bool:

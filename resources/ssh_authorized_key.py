@@ -31,9 +31,9 @@ from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from resources._lib import tablefile
 from resources._lib.ids import await_account, lookup_user
-from resources._lib.lines import join_lines, split_lines, watch_file, write_step
+from resources._lib.lines import rejoin, split_lines, watch_file, write_step
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.proc import file_lock
+from resources._lib.proc import file_lock, wrote
 from resources._lib.stamp import file_needs
 
 KEY_TYPES = (
@@ -152,6 +152,8 @@ class SshAuthorizedKeyRes(Edgeable, Resource):
             what = "the line" if self.state == "exists" else "no line with the key"
             return nothing_to_do(self.handle, f"{path} has {what}")
         await apply_steps(self.handle, steps, apply, errors=(OSError,))
+        if apply:
+            wrote(self.handle, path)
         return False
 
     def _rewrite(
@@ -169,9 +171,7 @@ class SshAuthorizedKeyRes(Edgeable, Resource):
             what, verbs = f"a line in {path}", ("add", "added")
         else:
             what, verbs = f"{lines} in {path} with the wanted line", ("replace", "replaced")
-        data = join_lines(new, text or "\n")
-        if new and not data.endswith("\n") and not mine:  # appended to a file without one
-            data += "\n"
+        data = rejoin(new, text)
         return write_step(
             path,
             data,

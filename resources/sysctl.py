@@ -25,10 +25,10 @@ from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from resources._lib import tablefile
 from resources._lib.events import pump_events
-from resources._lib.lines import join_lines, split_lines, write_step
+from resources._lib.lines import rejoin, split_lines, write_step
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources._lib.pollpri import PriWatch
-from resources._lib.proc import file_lock
+from resources._lib.proc import file_lock, wrote
 
 CONF_DIR = "/etc/sysctl.d/"
 CONF_PREFIX = "99-"
@@ -131,27 +131,29 @@ class SysctlRes(Resource):
                         self._write_runtime,
                     )
                 )
-        if self.persist:
-            text = await asyncio.to_thread(self._read_persisted)
-            lines = split_lines(text or "")
-            line = f"{self.name} = {self.value}"
-            mine = [old for old in lines if _key_of(old) == self.name]
-            if len(mine) != 1 or _value_of(mine[0]).split() != self.value.split():
-                new = tablefile.replace(lines, lambda old: _key_of(old) == self.name, line)
-                data = join_lines(new, text or "\n")
-                data += "" if data.endswith("\n") or mine else "\n"
-                what = f"{line} in {self._file}"
-                verbs = ("persist", "persisted")
-                steps.append(
-                    write_step(
-                        self._file, data, text is None, f"{verbs[0]} {what}", f"{verbs[1]} {what}",
-                        new_mode=0o644,
-                    )
-                )  # fmt: skip
+        persist = await asyncio.to_thread(self._persist_step) if self.persist else None
+        steps += [persist] if persist is not None else []
         if not steps:
             return nothing_to_do(self.handle, f"{self.name} is {self.value!r}")
         await apply_steps(self.handle, steps, apply, errors=(OSError,))
+        if apply and persist is not None:
+            wrote(self.handle, self._file)
         return False
+
+    def _persist_step(self) -> Step | None:
+        """The rewrite of the persisted file, if its line of the key is not the wanted one."""
+        text = tablefile.read_text(self._file, READ_LIMIT, errors="surrogateescape")
+        lines = split_lines(text or "")
+        line = f"{self.name} = {self.value}"
+        mine = [old for old in lines if _key_of(old) == self.name]
+        if len(mine) == 1 and _value_of(mine[0]).split() == self.value.split():
+            return None
+        new = tablefile.replace(lines, lambda old: _key_of(old) == self.name, line)
+        what = f"{line} in {self._file}"
+        return write_step(
+            self._file, rejoin(new, text), text is None, f"persist {what}", f"persisted {what}",
+            new_mode=0o644,
+        )  # fmt: skip
 
     def _read_runtime(self) -> str:
         try:
@@ -173,9 +175,6 @@ class SysctlRes(Resource):
             raise ResourceError(
                 f"the kernel refused {self.value!r} for {self.name}: {err.strerror}"
             ) from err
-
-    def _read_persisted(self) -> str | None:
-        return tablefile.read_text(self._file, READ_LIMIT, errors="surrogateescape")
 
 
 def _key_of(line: str) -> str | None:

@@ -19,7 +19,7 @@ from engine.watcher import PathWatcher
 from resources._lib import tablefile
 from resources._lib.events import pump_events
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.proc import file_lock
+from resources._lib.proc import file_lock, wrote
 
 NEW_MODE = 0o600  # a file a line creates (mgmt's)
 
@@ -59,6 +59,8 @@ async def _edit(handle: Handle, path: str, state: str, content: str, apply: bool
         new = join_lines(_remove(lines, block), text)
         step = write_step(path, new, False, f"remove {what}", f"removed {what}")
     await apply_steps(handle, [step], apply, errors=(OSError,))
+    if apply:
+        wrote(handle, path)
     return False
 
 
@@ -96,6 +98,15 @@ def write_step(
 def join_lines(lines: list[str], text: str) -> str:
     """`lines` as a file's text, ending with a newline when `text` (the file's before) did."""
     return "\n".join(lines) + ("\n" if lines and text.endswith("\n") else "")
+
+
+def rejoin(lines: list[str], text: str | None) -> str:
+    """`lines`, the file's lines after an edit, as its new text: each line ends with a newline,
+    except the last when it is the old last line, which had none (as the file was)."""
+    new = "".join(line + "\n" for line in lines)
+    if text and not text.endswith("\n") and lines and lines[-1] == split_lines(text)[-1]:
+        return new[:-1]
+    return new
 
 
 def _block(content: str) -> list[str]:

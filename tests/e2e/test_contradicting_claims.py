@@ -9,7 +9,7 @@ import base64
 import struct
 from pathlib import Path
 
-from tests.e2e.helpers import run_once
+from tests.e2e.helpers import run_mgmt, run_once
 
 
 def ed25519(seed: int) -> str:
@@ -42,3 +42,24 @@ def test_two_resources_of_one_key_of_one_file_are_refused(tmp_path: Path) -> Non
     assert "g.yaml:9: json:edit[j2]: " in out and f"both manage json:edit {doc} .a:" in out
     assert "other]" not in out and "j3" not in out and "Traceback" not in out
     assert keys.read_text() == "" and doc.read_text() == "{}\n"  # nothing applied
+
+
+def test_two_kinds_fighting_over_a_file_are_named(tmp_path: Path) -> None:
+    """A `line` that keeps a key line and an `ssh:authorized_key` that revokes that key: two
+    kinds, not refused at load; the run names them (once a minute) while they fight."""
+    keys, graph = tmp_path / "authorized_keys", tmp_path / "g.yaml"
+    keys.write_text("")
+    key = ed25519(5)
+    graph.write_text(
+        "graph: f\nresources:\n"
+        f"  line:\n    - {{name: keep, file: '{keys}', state: exists, "
+        f"content: 'ssh-ed25519 {key}'}}\n"
+        f"  ssh:authorized_key:\n    - {{name: revoke, file: '{keys}', state: absent, "
+        f"type: ssh-ed25519, key: {key}}}\n"
+    )
+    args = ["run", "--tmp-prefix", "--max-runtime", "4", "yaml", str(graph)]
+    _code, out = run_mgmt(args, 120)
+    warnings = [line for line in out.splitlines() if "was rewritten" in line]
+    assert len(warnings) == 1, out[-3000:]
+    assert f"{keys} was rewritten 10 times in the last minute, in turn by " in warnings[0]
+    assert "line[keep]" in warnings[0] and "ssh:authorized_key[revoke]" in warnings[0]
