@@ -73,6 +73,13 @@ class Augeas:
         problem = self.get(f"/augeas/files{file}/error/message")
         if problem is not None:
             raise ResourceError(f"augeas: cannot parse {file}: {problem}")
+        if self.get(f"/augeas/files{file}/lens") is None:
+            # Nothing loaded it: sets would go to a tree no lens writes back, and "save" would
+            # succeed doing nothing, forever.
+            raise ResourceError(
+                f"augeas: no lens loads {file}: "
+                + (f"is {lens} a lens of this Augeas?" if lens else "give `lens` (e.g. Sshd.lns)")
+            )
 
     def close(self) -> None:
         if self.aug:
@@ -114,6 +121,24 @@ class Augeas:
         return f"{message} ({details})" if details else message
 
 
+def _steps(path: str) -> list[str]:
+    """The steps of an Augeas path: split on '/' outside [predicates] and quotes."""
+    steps, depth, quote, start = [], 0, "", 0
+    for i, char in enumerate(path):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        elif char == "/" and depth == 0:
+            steps.append(path[start:i].strip())
+            start = i + 1
+    return [*steps, path[start:].strip()]
+
+
 @dataclass(kw_only=True)
 class AugeasSet:
     # The path below the file's tree, e.g. "X11Forwarding" or "Match[1]/Settings/X". Required.
@@ -147,9 +172,15 @@ class AugeasRes(Resource):
         if self.lens is not None and not self.lens.endswith(".lns"):
             raise ValidationError(f"expected a lens name ending in .lns, got {self.lens!r}", "lens")
         for index, item in enumerate(self.sets):
-            if not item.path or item.path.startswith("/") or "\0" in item.path + item.text:
+            if (
+                not item.path
+                or item.path.startswith("/")
+                or "\0" in item.path + item.text
+                or ".." in _steps(item.path)
+            ):
                 raise ValidationError(
-                    f"expected a path relative to the file's tree, got {item.path!r}",
+                    f"expected a path inside the file's tree (no leading '/', no '..'), "
+                    f"got {item.path!r}",
                     f"sets[{index}].path",
                 )
 
@@ -181,12 +212,12 @@ class AugeasRes(Resource):
             for path, _value, have in changes
         ]
         steps.append(Step(f"save {self.file}", f"saved {self.file}", write, slow=True))
-        for path, _value, have in changes if apply else ():
-            self.handle.logger.info(
-                "%s: %s %s", self.file, path, "set" if have is None else "changed"
-            )
         await apply_steps(self.handle, steps, apply, errors=(OSError,))
         if apply:
+            for path, _value, have in changes:
+                self.handle.logger.info(
+                    "%s: %s %s", self.file, path, "set" if have is None else "changed"
+                )
             wrote(self.handle, self.file)
         return False
 
@@ -213,7 +244,11 @@ class AugeasRes(Resource):
                 aug.save(self.file)
             finally:
                 aug.close()
-            return changes, (root / self.file.lstrip("/")).read_bytes()
+            new = (root / self.file.lstrip("/")).read_bytes()
+        if new == data:  # written back, it would be an event, then the same again, forever
+            paths = ", ".join(path for path, _value, _have in changes)
+            raise ResourceError(f"augeas: saving {self.file} changed nothing, yet {paths} differ")
+        return changes, new
 
     @contextlib.contextmanager
     def _scratch(self, data: bytes) -> Iterator[Path]:
