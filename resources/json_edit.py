@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import stat
@@ -72,10 +73,33 @@ def parse_edit(text: str) -> Edit:
     if not rest:
         raise ValueError("expected a JSON value after '='")
     try:
-        value = json.loads(rest)
+        value = strict_loads(rest)
     except json.JSONDecodeError as err:
         raise ValueError(f"the value is not one JSON value: {err.msg}") from None
     return Edit(keys, False, value)
+
+
+def strict_loads(text: str) -> Any:
+    """json.loads, reading only JSON (RFC 8259) that can be written back as UTF-8: Python's
+    NaN and Infinity (which jq, Go's encoding/json, mgmt's, and browsers refuse), a number too
+    big for a double (1e999) and a lone surrogate ("\\ud800") are ValueError."""
+    value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("a lone surrogate (\\ud800-\\udfff) is not text") from None
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is too big for a JSON number")
+    return number
 
 
 def _path(src: str, pos: int) -> tuple[tuple[str, ...], int]:
@@ -110,6 +134,7 @@ def _bracket(src: str, pos: int) -> tuple[str, int]:
         raise ValueError("unterminated or invalid bracket key") from None
     if not key:
         raise ValueError("a key must not be empty")
+    strict_loads(src[pos:end])  # a lone surrogate: ValueError
     end = _SPACE.match(src, end).end()  # type: ignore[union-attr]
     if src[end : end + 1] != "]":
         raise ValueError("expected ']'")
@@ -282,8 +307,8 @@ class JSONEditRes(Edgeable, Resource):
     def _edited(self, text: str, edits: list[Edit], where: str) -> str | None:
         """The new document, or None when the edits change nothing (no I/O)."""
         try:
-            root = json.loads(text)
-        except json.JSONDecodeError as err:
+            root = strict_loads(text)
+        except ValueError as err:  # a JSONDecodeError too
             raise ResourceError(f"{where} is not valid JSON: {err}") from None
         if not isinstance(root, dict):
             raise ResourceError(f"{where} does not hold a JSON object")
