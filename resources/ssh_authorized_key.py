@@ -127,7 +127,10 @@ class SshAuthorizedKeyRes(Edgeable, Resource):
                     return await self._would(f"add the key once user {self.user} exists")
                 raise ResourceError(f"user: no such user: {self.user!r}")
             path, owner = self._file(entry.pw_dir), (entry.pw_uid, entry.pw_gid)
-            if not await self._ssh_dir(entry, apply):
+            if self.state == "absent":  # nothing to make: no ~/.ssh, no key
+                if not await in_thread(lambda: os.path.lexists(os.path.dirname(path))):
+                    return nothing_to_do(self.handle, f"{os.path.dirname(path)} does not exist")
+            elif not await self._ssh_dir(entry, apply):
                 return False
         else:
             path = self.path()
@@ -143,7 +146,7 @@ class SshAuthorizedKeyRes(Edgeable, Resource):
         new = tablefile.replace(lines, lambda old: _blob(old) == blob, wanted)
         steps: list[Step] = []
         if new != lines:
-            if owner is None and text is None:  # a new file: its directory's owner's
+            if owner is None and text is None and os.geteuid() == 0:  # a new file: as its dir
                 owner = await in_thread(lambda: _dir_owner(path))
             steps.append(self._rewrite(path, text, new, mine, owner))
         elif text is not None and owner is not None:

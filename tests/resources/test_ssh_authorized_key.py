@@ -173,6 +173,10 @@ async def test_user_keeps_its_file_and_refuses_a_planted_link(
     assert proc.returncode == 0, err
     try:
         uid = pwd.getpwnam(name).pw_uid
+        gone = SshAuthorizedKeyRes(name="g", user=name, state="absent", type="ssh-ed25519", key=KEY)
+        await run_resource(gone, watch=False)
+        assert await gone.check_apply(True) is True  # no ~/.ssh: no key, and none is made
+        assert not (home / ".ssh").exists()
         (home / ".ssh").mkdir(mode=0o700)
         os.chown(home / ".ssh", uid, -1)
         keys = home / ".ssh" / "authorized_keys"
