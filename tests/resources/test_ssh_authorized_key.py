@@ -105,7 +105,7 @@ async def test_absent_revokes_the_key_whatever_its_options_and_comment(
     other = f"ssh-ed25519 {ed25519(1)} other@host"
     keys.write_text(
         f'# mine\nfrom="10.0.0.1",no-pty ssh-ed25519 {KEY} leaked@laptop\n{other}\n'
-        f"ssh-ed25519   {KEY}\n  ssh-ed25519 {KEY} again\n"
+        f"ssh-ed25519   {KEY}\n# was: ssh-ed25519 {KEY}\n  ssh-ed25519 {KEY} again\n"
     )
     res = SshAuthorizedKeyRes(
         name="revoke", file=str(keys), state="absent", type="ssh-ed25519", key=KEY
@@ -115,7 +115,7 @@ async def test_absent_revokes_the_key_whatever_its_options_and_comment(
     assert await res.check_apply(False) is False  # --noop: says so, changes nothing
     assert "leaked@laptop" in keys.read_text()
     assert await res.check_apply(True) is False
-    assert keys.read_text() == f"# mine\n{other}\n"
+    assert keys.read_text() == f"# mine\n{other}\n# was: ssh-ed25519 {KEY}\n"  # a comment stays
     assert "removed 3 lines with the key from" in caplog.text
     assert await res.check_apply(True) is True
 
