@@ -197,6 +197,13 @@ class SshAuthorizedKeyRes(Edgeable, Resource):
 
         def check() -> str | None:
             with safefs.closing(safefs.open_dir(home)) as home_fd:
+                top = os.fstat(home_fd)
+                if top.st_uid not in (0, entry.pw_uid) or top.st_mode & 0o022:
+                    self.handle.logger.warning(
+                        "sshd (StrictModes) will ignore the key: the home %s is owned by uid %d, "
+                        "mode %04o (wanted: the user's or root's, not group or other writable)",
+                        home, top.st_uid, stat.S_IMODE(top.st_mode),
+                    )  # fmt: skip
                 st = safefs.lstat_at(home_fd, ".ssh")
                 if st is None:
                     if apply:

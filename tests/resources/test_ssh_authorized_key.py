@@ -158,7 +158,7 @@ async def test_a_new_file_is_owned_as_its_directory(run_resource: Start, tmp_pat
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd)")
 async def test_user_keeps_its_file_and_refuses_a_planted_link(
-    run_resource: Start, tmp_path: Path
+    run_resource: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With `user`: a root-owned or group-writable file is given back to the user; a ~/.ssh
     the user made a symlink (to root's files) is refused, its target untouched."""
@@ -188,6 +188,9 @@ async def test_user_keeps_its_file_and_refuses_a_planted_link(
         st = os.stat(keys)
         assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o600)
         assert await res.check_apply(True) is True
+        home.chmod(0o775)  # sshd ignores the key then: said, as a warning
+        assert await res.check_apply(True) is True
+        assert f"sshd (StrictModes) will ignore the key: the home {home} is owned" in caplog.text
         # The user swaps ~/.ssh for a link to a directory of root's.
         secret = tmp_path / "root-only"
         secret.mkdir(mode=0o700)
