@@ -231,7 +231,7 @@ class SshAuthorizedKeyRes(Edgeable, Resource):
         return True
 
     async def _would(self, what: str) -> bool:
-        """Under --noop: "would WHAT", and not converged."""
+        """Under --noop: report `what` as a change to come (a Step), and not converged."""
         await apply_steps(self.handle, [Step(what, "", None)], False)
         return False
 
