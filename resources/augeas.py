@@ -29,7 +29,7 @@ from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.missing import Missing, read_existing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.proc import file_lock
+from resources._lib.proc import file_lock, wrote
 
 NO_LOAD, NO_MODL_AUTOLOAD = 1 << 5, 1 << 6  # aug_init flags
 NS = "Xmgmt"  # the load entry for our one file (mgmt's name: no lens is called that)
@@ -73,6 +73,13 @@ class Augeas:
         problem = self.get(f"/augeas/files{file}/error/message")
         if problem is not None:
             raise ResourceError(f"augeas: cannot parse {file}: {problem}")
+        if self.get(f"/augeas/files{file}/lens") is None:
+            # Nothing loaded it: sets would go to a tree no lens writes back, and "save" would
+            # succeed doing nothing, forever.
+            raise ResourceError(
+                f"augeas: no lens loads {file}: "
+                + (f"is {lens} a lens of this Augeas?" if lens else "give `lens` (e.g. Sshd.lns)")
+            )
 
     def close(self) -> None:
         if self.aug:
@@ -92,13 +99,44 @@ class Augeas:
 
     def save(self, file: str) -> None:
         if self.lib.aug_save(self.aug) < 0:
-            problem = self.get(f"/augeas/files{file}/error/message") or self._error()
-            raise ResourceError(f"augeas: cannot save {file}: {problem}")
+            raise ResourceError(f"augeas: cannot save {file}: {self._save_problem(file)}")
+
+    def _save_problem(self, file: str) -> str:
+        """Why the save failed, without the values: Augeas' message goes on with the file's
+        whole tree, values included, and the lens' pattern (kilobytes, secrets among them):
+        only its first line is kept, with the error's kind and the tree path it names."""
+        error = f"/augeas/files{file}/error"
+        message = self.get(f"{error}/message")
+        if message is None:
+            return self._error()
+        first = message.split("\n", 1)[0].strip()
+        where = [
+            f"{key} {value}" for key in ("path", "lens") if (value := self.get(f"{error}/{key}"))
+        ]
+        return f"{first} ({'; '.join([self.get(error) or 'error', *where])})"
 
     def _error(self) -> str:
         message = (self.lib.aug_error_message(self.aug) or b"").decode()
         details = (self.lib.aug_error_details(self.aug) or b"").decode()
         return f"{message} ({details})" if details else message
+
+
+def _steps(path: str) -> list[str]:
+    """The steps of an Augeas path: split on '/' outside [predicates] and quotes."""
+    steps, depth, quote, start = [], 0, "", 0
+    for i, char in enumerate(path):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        elif char == "/" and depth == 0:
+            steps.append(path[start:i].strip())
+            start = i + 1
+    return [*steps, path[start:].strip()]
 
 
 @dataclass(kw_only=True)
@@ -134,9 +172,15 @@ class AugeasRes(Resource):
         if self.lens is not None and not self.lens.endswith(".lns"):
             raise ValidationError(f"expected a lens name ending in .lns, got {self.lens!r}", "lens")
         for index, item in enumerate(self.sets):
-            if not item.path or item.path.startswith("/") or "\0" in item.path + item.text:
+            if (
+                not item.path
+                or item.path.startswith("/")
+                or "\0" in item.path + item.text
+                or ".." in _steps(item.path)
+            ):
                 raise ValidationError(
-                    f"expected a path relative to the file's tree, got {item.path!r}",
+                    f"expected a path inside the file's tree (no leading '/', no '..'), "
+                    f"got {item.path!r}",
                     f"sets[{index}].path",
                 )
 
@@ -162,14 +206,19 @@ class AugeasRes(Resource):
             return nothing_to_do(self.handle, f"{self.file} has the {len(self.sets)} values")
         _data, mode, uid, gid = original
         write = functools.partial(self._write, new, mode, uid, gid)
+        # The values are not shown (a `requirepass`, a password in a config): the paths are.
         steps = [
-            Step(f"set {path} to {value!r} in {self.file} (now {have!r})", "", None)
-            for path, value, have in changes
+            Step(f"{'set' if have is None else 'change'} {path} in {self.file}", "", None)
+            for path, _value, have in changes
         ]
         steps.append(Step(f"save {self.file}", f"saved {self.file}", write, slow=True))
-        for path, value, have in changes if apply else ():
-            self.handle.logger.info("%s: %s set to %r (was %r)", self.file, path, value, have)
         await apply_steps(self.handle, steps, apply, errors=(OSError,))
+        if apply:
+            for path, _value, have in changes:
+                self.handle.logger.info(
+                    "%s: %s %s", self.file, path, "set" if have is None else "changed"
+                )
+            wrote(self.handle, self.file)
         return False
 
     def _read(self) -> tuple[bytes, int, int, int]:
@@ -195,7 +244,11 @@ class AugeasRes(Resource):
                 aug.save(self.file)
             finally:
                 aug.close()
-            return changes, (root / self.file.lstrip("/")).read_bytes()
+            new = (root / self.file.lstrip("/")).read_bytes()
+        if new == data:  # written back, it would be an event, then the same again, forever
+            paths = ", ".join(path for path, _value, _have in changes)
+            raise ResourceError(f"augeas: saving {self.file} changed nothing, yet {paths} differ")
+        return changes, new
 
     @contextlib.contextmanager
     def _scratch(self, data: bytes) -> Iterator[Path]:

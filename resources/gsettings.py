@@ -20,13 +20,18 @@ from typing import Literal
 from engine.errors import ResourceError, ValidationError
 from engine.params import EMPTY_IS_UNSET
 from engine.resource import Resource, register
-from engine.watcher import PathWatcher
-from resources._lib.ids import id_number, lookup_uid, lookup_user, passwd, resolve_gid
+from resources._lib.ids import (
+    await_account,
+    id_number,
+    lookup_uid,
+    lookup_user,
+    passwd,
+    resolve_gid,
+)
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources._lib.proc import run_command, stop_group, tool_lock
 
 TIMEOUT = 30
-PASSWD = "/etc/passwd"
 _ESCAPES = {"\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r"}
 _ESCAPES |= {"\t": "\\t", "\v": "\\v"}
 
@@ -109,8 +114,8 @@ class GsettingsRes(Resource):
             raise ValidationError(str(err), "value") from None
 
     async def watch(self) -> None:
-        if self.user is not None and lookup_user_or_uid(self.user) is None:
-            await self._await_user()
+        if (user := self.user) is not None and lookup_user_or_uid(user) is None:
+            await await_account(self.handle, lambda: lookup_user_or_uid(user))
         schema, key = self._target()
         argv = [self._tool(), "monitor", schema, key]
         proc = await asyncio.create_subprocess_exec(
@@ -130,17 +135,6 @@ class GsettingsRes(Resource):
             raise ResourceError(f"gsettings monitor {schema} {key} ended: {err or 'no output'}")
         finally:
             await stop_group(proc)
-
-    async def _await_user(self) -> None:
-        """Until `user` exists (an earlier resource may add it), watch the user database,
-        as mgmt does; check_apply fails meanwhile, naming the missing user."""
-        async with PathWatcher([PASSWD]) as accounts:
-            await self.handle.event()
-            async for _ in accounts:
-                if lookup_user_or_uid(self.user or "") is not None:
-                    await self.handle.event()
-                    return
-                await self.handle.event()
 
     async def check_apply(self, apply: bool) -> bool:
         schema, key = self._target()

@@ -23,7 +23,7 @@ from engine.watcher import PathWatcher
 from resources._lib import tablefile
 from resources._lib.events import pump_events
 from resources._lib.plan import apply_steps, nothing_to_do
-from resources._lib.proc import file_lock
+from resources._lib.proc import file_lock, wrote
 
 HOSTS = "/etc/hosts"
 _BAD = set(" \t\n\r#\0")
@@ -100,6 +100,8 @@ class HostRes(Resource):
         )
         step = tablefile.write_step(path, new, f"{verb[0]} {what}", f"{verb[1]} {what}")
         await apply_steps(self.handle, [step], apply, errors=(OSError,))
+        if apply:
+            wrote(self.handle, path)
         return False
 
     def _line(self) -> str:

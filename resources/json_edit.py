@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import stat
@@ -28,12 +29,12 @@ from urllib.parse import urlsplit
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.params import EMPTY_IS_UNSET
-from engine.resource import Resource, register
+from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from engine.world import World, check_key
 from resources._lib.missing import Missing, read_existing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.proc import file_lock, tool_lock
+from resources._lib.proc import file_lock, tool_lock, wrote
 
 READ_LIMIT = 64 << 20  # a bigger document is refused
 CAS_ATTEMPTS = 10
@@ -72,10 +73,33 @@ def parse_edit(text: str) -> Edit:
     if not rest:
         raise ValueError("expected a JSON value after '='")
     try:
-        value = json.loads(rest)
+        value = strict_loads(rest)
     except json.JSONDecodeError as err:
         raise ValueError(f"the value is not one JSON value: {err.msg}") from None
     return Edit(keys, False, value)
+
+
+def strict_loads(text: str) -> Any:
+    """json.loads, reading only JSON (RFC 8259) that can be written back as UTF-8: Python's
+    NaN and Infinity (which jq, Go's encoding/json, mgmt's, and browsers refuse), a number too
+    big for a double (1e999) and a lone surrogate ("\\ud800") are ValueError."""
+    value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("a lone surrogate (\\ud800-\\udfff) is not text") from None
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is too big for a JSON number")
+    return number
 
 
 def _path(src: str, pos: int) -> tuple[tuple[str, ...], int]:
@@ -110,10 +134,17 @@ def _bracket(src: str, pos: int) -> tuple[str, int]:
         raise ValueError("unterminated or invalid bracket key") from None
     if not key:
         raise ValueError("a key must not be empty")
+    strict_loads(src[pos:end])  # a lone surrogate: ValueError
     end = _SPACE.match(src, end).end()  # type: ignore[union-attr]
     if src[end : end + 1] != "]":
         raise ValueError("expected ']'")
     return key, end + 1
+
+
+def show_path(keys: tuple[str, ...]) -> str:
+    """A path as an edit writes it: `.a.b`, `.["a b"]`."""
+    shown = "".join(f".{key}" if _IDENT.fullmatch(key) else f"[{json.dumps(key)}]" for key in keys)
+    return shown if shown.startswith(".") else "." + shown
 
 
 def apply_edit(root: dict[str, Any], edit: Edit) -> None:
@@ -139,7 +170,7 @@ def render(root: dict[str, Any]) -> str:
 
 @register("json:edit")
 @dataclass(kw_only=True, eq=False)
-class JSONEditRes(Resource):
+class JSONEditRes(Edgeable, Resource):
     # The document: an absolute path, file:///path or etcd:///key. Default None: the name.
     store: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # The edits, applied in order (at least one). Required.
@@ -188,6 +219,17 @@ class JSONEditRes(Resource):
             except ValueError as err:
                 raise ValidationError(f"{err}: {text!r}", f"edits[{index}]") from None
 
+    def uids(self) -> list[UID]:
+        """Each path it edits, in its store: two resources editing one path of one document
+        are refused at load, each named with its line (they would rewrite it in turn)."""
+        scheme, where = self._where()
+        store = os.path.normpath(where) if scheme == "file" else f"etcd:///{where}"
+        paths = {show_path(parse_edit(text).keys) for text in self.edits}
+        return [UID("json:edit", f"{store} {path}") for path in sorted(paths)]
+
+    def autoedges(self) -> list[list[UID]]:
+        return []
+
     def needs_world(self) -> bool:
         try:
             return self._where()[0] == "etcd"
@@ -235,6 +277,8 @@ class JSONEditRes(Resource):
             _write_keeping, path, new.encode(), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
         )
         await apply_steps(self.handle, [self._step(path, write)], apply, errors=(OSError,))
+        if apply:
+            wrote(self.handle, path)
         return False
 
     async def _etcd(self, key: str, edits: list[Edit], apply: bool) -> bool:
@@ -263,8 +307,8 @@ class JSONEditRes(Resource):
     def _edited(self, text: str, edits: list[Edit], where: str) -> str | None:
         """The new document, or None when the edits change nothing (no I/O)."""
         try:
-            root = json.loads(text)
-        except json.JSONDecodeError as err:
+            root = strict_loads(text)
+        except ValueError as err:  # a JSONDecodeError too
             raise ResourceError(f"{where} is not valid JSON: {err}") from None
         if not isinstance(root, dict):
             raise ResourceError(f"{where} does not hold a JSON object")
@@ -275,11 +319,16 @@ class JSONEditRes(Resource):
         return None if after == before else after
 
     def _step(self, where: str, run: functools.partial[None] | None) -> Step:
-        shown = "; ".join(self.edits)
+        shown = self._shown()
         return Step(f"edit {where}: {shown}", f"edited {where}: {shown}", run, slow=True)
 
     def _log_done(self, where: str) -> None:
-        self.handle.logger.info("edited %s: %s", where, "; ".join(self.edits))
+        self.handle.logger.info("edited %s: %s", where, self._shown())
+
+    def _shown(self) -> str:
+        """The edits without their values (a password in a config): ".db.password set"."""
+        edits = [parse_edit(text) for text in self.edits]
+        return "; ".join(f"{show_path(e.keys)} {'deleted' if e.delete else 'set'}" for e in edits)
 
 
 def _write_keeping(path: str, data: bytes, mode: int, uid: int, gid: int) -> None:

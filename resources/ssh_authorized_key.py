@@ -3,8 +3,15 @@
 The line is given whole (`content`, or else the resource's name) or in parts (`options`,
 `type`, `key`, `comment`); either way it is parsed and checked: a known key type, a key that
 is base64 of an SSH public key blob of that type, options without newlines and with balanced
-quotes. The line is then kept in (or removed from) the file as the `line` kind does
-(resources/_lib/lines.py: atomic, durable, inotify-watched; a new file is 0600).
+quotes. Every line of the file that holds this key (its blob, whatever the line's options and
+comment) is the resource's: with "exists" the first becomes the wanted line and the others go
+(a line whose restricting options were edited away is repaired; sshd would use the first one
+that matches); with "absent" every one goes, so a key is revoked. The file is read and
+rewritten as the `line` kind does (resources/_lib/lines.py: atomic, durable, inotify-watched,
+under the shared file lock). With `user`, the user is looked up when the resource runs (it may
+be made by the same graph), and the file and its ~/.ssh are the user's, as sshd's StrictModes
+needs: ~/.ssh is made 0700 if missing, the file is owned by the user and never group or other
+writable. A new file elsewhere takes the owner of its directory (0600).
 """
 
 from __future__ import annotations
@@ -14,13 +21,20 @@ import binascii
 import os
 import pwd
 import re
+import stat
 import struct
 from dataclasses import dataclass, field
 from typing import Literal
 
+from engine import safefs
 from engine.errors import ResourceError, ValidationError
-from engine.resource import Resource, register
-from resources._lib.lines import edit, watch_file
+from engine.resource import UID, Edgeable, Resource, register
+from resources._lib import tablefile
+from resources._lib.ids import await_account, lookup_user
+from resources._lib.lines import rejoin, split_lines, watch_file, write_step
+from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
+from resources._lib.proc import file_lock, wrote
+from resources._lib.stamp import file_needs
 
 KEY_TYPES = (
     "ssh-ed25519",
@@ -38,7 +52,7 @@ _USER = re.compile(r"[a-z_][a-z0-9_.-]*\$?", re.IGNORECASE)
 
 @register("ssh:authorized_key")
 @dataclass(kw_only=True, eq=False)
-class SshAuthorizedKeyRes(Resource):
+class SshAuthorizedKeyRes(Edgeable, Resource):
     # "exists": the line is in the file; "absent": it is not. Required.
     state: Literal["exists", "absent"]
     # The authorized_keys file (absolute, or ~/..., ~user/...). Default ~/.ssh/authorized_keys
@@ -71,19 +85,158 @@ class SshAuthorizedKeyRes(Resource):
         if bool(self.type) != bool(self.key):
             raise ValidationError("type and key go together", "key" if self.type else "type")
         self.line()
-        path = self.path()
-        if not os.path.isabs(path) or path.endswith("/"):
-            raise ValidationError(f"expected an absolute file path, got {path!r}", "file")
+        if not self.user:
+            path = self.path()
+            if not os.path.isabs(path) or path.endswith("/"):
+                raise ValidationError(f"expected an absolute file path, got {path!r}", "file")
+
+    def uids(self) -> list[UID]:
+        """The key in its file: two resources of one key in one file are refused at load, each
+        named with its line (they would undo each other: add/remove, other options)."""
+        where = f"~{self.user}" if self.user else os.path.normpath(self.path())
+        blob = _blob(self.line())
+        assert blob is not None  # a checked line
+        return [UID("ssh:authorized_key", f"{where} {base64.b64encode(blob).decode()}")]
+
+    def autoedges(self) -> list[list[UID]]:
+        """The user (made first when the graph makes it), and the nearest managed directory
+        above the file (a file resource for ~/.ssh/), when the path is known at load."""
+        if self.user:
+            entry = lookup_user(self.user)
+            wants = file_needs(self._file(entry.pw_dir), []) if entry is not None else []
+            return [[UID("user", self.user)], *wants]
+        return file_needs(self.path(), [])
 
     async def watch(self) -> None:
-        await watch_file(self.handle, self.path())
+        if self.user:  # the home is known once the user exists (a graph may make both)
+            entry = await in_thread(lambda: lookup_user(self.user))
+            if entry is None:
+                entry = await await_account(self.handle, lambda: lookup_user(self.user))
+            path = self._file(entry.pw_dir)
+        else:
+            path = self.path()
+        await watch_file(self.handle, path)
 
     async def check_apply(self, apply: bool) -> bool:
+        line = self.line()
+        owner: tuple[int, int] | None = None
+        if self.user:
+            entry = await in_thread(lambda: lookup_user(self.user))
+            if entry is None:
+                if not apply:  # --noop: the user may be made by an earlier resource
+                    return await self._would(f"add the key once user {self.user} exists")
+                raise ResourceError(f"user: no such user: {self.user!r}")
+            path, owner = self._file(entry.pw_dir), (entry.pw_uid, entry.pw_gid)
+            if self.state == "absent":  # nothing to make: no ~/.ssh, no key
+                if not await in_thread(lambda: os.path.lexists(os.path.dirname(path))):
+                    return nothing_to_do(self.handle, f"{os.path.dirname(path)} does not exist")
+            elif not await self._ssh_dir(entry, apply):
+                return False
+        else:
+            path = self.path()
+        async with file_lock(self.handle.shared, path):  # other resources of this file wait
+            return await self._edit(path, line, owner, apply)
+
+    async def _edit(self, path: str, line: str, owner: tuple[int, int] | None, apply: bool) -> bool:
+        text = await in_thread(lambda: tablefile.read_text(path, errors="surrogateescape"))
+        blob = _blob(line)
+        assert blob is not None  # a checked line
+        key = base64.b64encode(blob).decode()
+
+        def holds(old: str) -> bool:  # the text first: parsing each line costs ~30x more
+            return key in old and _blob(old) == blob
+
+        lines = split_lines(text or "")
+        mine = [i for i, old in enumerate(lines) if holds(old)]
+        wanted = line if self.state == "exists" else None
+        new = tablefile.replace(lines, holds, wanted)
+        steps: list[Step] = []
+        if new != lines:
+            if owner is None and text is None and os.geteuid() == 0:  # a new file: as its dir
+                owner = await in_thread(lambda: _dir_owner(path))
+            steps.append(self._rewrite(path, text, new, mine, owner))
+        elif text is not None and owner is not None:
+            steps += await in_thread(lambda: _owner_steps(path, owner))
+        if not steps:
+            what = "the line" if self.state == "exists" else "no line with the key"
+            return nothing_to_do(self.handle, f"{path} has {what}")
+        await apply_steps(self.handle, steps, apply, errors=(OSError,))
+        if apply:
+            wrote(self.handle, path)
+        return False
+
+    def _rewrite(
+        self,
+        path: str,
+        text: str | None,
+        new: list[str],
+        mine: list[int],
+        owner: tuple[int, int] | None,
+    ) -> Step:
+        lines = f"{len(mine)} line{'s' if len(mine) > 1 else ''} with the key"
+        if self.state == "absent":
+            what, verbs = f"{lines} from {path}", ("remove", "removed")
+        elif not mine:
+            what, verbs = f"a line in {path}", ("add", "added")
+        else:
+            what, verbs = f"{lines} in {path} with the wanted line", ("replace", "replaced")
+        data = rejoin(new, text)
+        return write_step(
+            path,
+            data,
+            text is None,
+            f"{verbs[0]} {what}",
+            f"{verbs[1]} {what}",
+            owner=owner,
+        )
+
+    async def _ssh_dir(self, entry: pwd.struct_passwd, apply: bool) -> bool:
+        """~user/.ssh as sshd's StrictModes needs it: made 0700 (the user's) when missing; one
+        that others control is refused. False when it is missing under --noop."""
+        home = entry.pw_dir
+
+        def check() -> str | None:
+            with safefs.closing(safefs.open_dir(home)) as home_fd:
+                top = os.fstat(home_fd)
+                if top.st_uid not in (0, entry.pw_uid) or top.st_mode & 0o022:
+                    self.handle.logger.warning(
+                        "sshd (StrictModes) will ignore the key: the home %s is owned by uid %d, "
+                        "mode %04o (wanted: the user's or root's, not group or other writable)",
+                        home, top.st_uid, stat.S_IMODE(top.st_mode),
+                    )  # fmt: skip
+                st = safefs.lstat_at(home_fd, ".ssh")
+                if st is None:
+                    if apply:
+                        safefs.make_dir(home_fd, ".ssh", 0o700, entry.pw_uid, entry.pw_gid)
+                    return "missing"
+            if not stat.S_ISDIR(st.st_mode):
+                raise ResourceError(f"{home}/.ssh is not a directory")
+            if st.st_uid not in (0, entry.pw_uid) or st.st_mode & 0o022:
+                raise ResourceError(
+                    f"sshd (StrictModes) would ignore the key: {home}/.ssh is owned by uid "
+                    f"{st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o} (wanted: the user's, 0700)"
+                )
+            return None
+
         try:
-            line, path = self.line(), self.path()
-        except ValidationError as err:  # a user gone since the check
-            raise ResourceError(str(err)) from None
-        return await edit(self.handle, path, self.state, line, apply)
+            missing = await in_thread(check)
+        except FileNotFoundError:
+            raise ResourceError(f"the home of {self.user}, {home}, does not exist") from None
+        if missing is None:
+            return True
+        done = f"directory {home}/.ssh (0700, {self.user}'s)"
+        if not apply:
+            return await self._would(f"create {done}, then add the key")
+        self.handle.logger.info("created %s", done)
+        return True
+
+    async def _would(self, what: str) -> bool:
+        """Under --noop: report `what` as a change to come (a Step), and not converged."""
+        await apply_steps(self.handle, [Step(what, "", None)], False)
+        return False
+
+    def _file(self, home: str) -> str:
+        return os.path.join(home, ".ssh", "authorized_keys")
 
     def line(self) -> str:
         """The line to keep, checked and normalized (single spaces between fields)."""
@@ -100,16 +253,51 @@ class SshAuthorizedKeyRes(Resource):
         return _parse(self.content or self.name, key)
 
     def path(self) -> str:
-        if self.user:
-            try:
-                home = pwd.getpwnam(self.user).pw_dir
-            except KeyError:
-                raise ValidationError(f"no such user: {self.user!r}", "user") from None
-            return os.path.join(home, ".ssh", "authorized_keys")
+        """The file given by `file` (not with `user`: that one is looked up at run time)."""
         path = os.path.expanduser(self.file or "~/.ssh/authorized_keys")
         if path.startswith("~"):
             raise ValidationError(f"cannot expand {path!r}", "file")
         return path
+
+
+def _blob(line: str) -> bytes | None:
+    """The public key blob a line of an authorized_keys file holds (None: no key line). The
+    key is the field after the type, the type the first or the second field (after options)."""
+    text = line.strip()
+    if text.startswith("#"):  # a comment (sshd skips it): kept as it is
+        return None
+    tokens = _TOKEN.findall(text[:16384])
+    for i in (0, 1):
+        if len(tokens) > i + 1 and tokens[i] in KEY_TYPES:
+            try:
+                return base64.b64decode(tokens[i + 1], validate=True)
+            except (binascii.Error, ValueError):
+                return None
+    return None
+
+
+def _dir_owner(path: str) -> tuple[int, int]:
+    """The owner of the directory holding `path` (~/.ssh: the user, as sshd wants)."""
+    with safefs.closing(safefs.open_dir(os.path.dirname(path))) as dir_fd:
+        st = os.fstat(dir_fd)
+    return (st.st_uid, st.st_gid)
+
+
+def _owner_steps(path: str, owner: tuple[int, int]) -> list[Step]:
+    """The step that gives an existing file `owner` and takes away group/other write, if due."""
+    parent, name = os.path.split(path)
+    with safefs.closing(safefs.open_dir(parent)) as dir_fd:
+        st = safefs.lstat_at(dir_fd, name)
+    if st is None or ((st.st_uid, st.st_gid) == owner and not st.st_mode & 0o022):
+        return []
+    mode = stat.S_IMODE(st.st_mode) & ~0o022
+    what = f"{path} to uid {owner[0]}, gid {owner[1]}, mode {mode:04o}"
+
+    def fix() -> None:
+        with safefs.closing(safefs.open_dir(parent)) as dir_fd:
+            safefs.set_attrs(dir_fd, name, uid=owner[0], gid=owner[1], mode=mode, expect=st)
+
+    return [Step(f"set {what}", f"set {what}", fix, slow=True)]
 
 
 def _parse(text: str, where: str) -> str:

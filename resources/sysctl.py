@@ -1,8 +1,11 @@
 """sysctl: a kernel parameter, set now (/proc/sys) and persisted for boot (mgmt's sysctl).
 
 The name is the dotted key (`net.ipv4.ip_forward`). As in mgmt two sub-checks are ANDed:
-runtime (the value in /proc/sys/<key with '/'>) and persist (a file `<key> = <value>` in
-/etc/sysctl.d/99-<key>.conf, or `path`). The persisted file is watched with inotify. The
+runtime (the value in /proc/sys/<key with '/'>) and persist (the line `<key> = <value>` in
+/etc/sysctl.d/99-<key>.conf, or `path`: only the key's line is edited, the file's other lines
+kept, so that several keys may share one file). Values are compared with runs of whitespace
+collapsed (the kernel prints `40000\t50000` for "40000 50000"). The persisted file is watched
+with inotify. The
 kernel signals a runtime change (POLLPRI) only for the few keys with poll support
 (kernel.hostname, kernel.domainname): those are watched; drift of any other key is seen at the
 next event or `meta: poll` tick. See docs/resources/sysctl.md.
@@ -12,19 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import os
 import stat
 from dataclasses import dataclass, field
 
-from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.params import EMPTY_IS_UNSET
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
+from resources._lib import tablefile
 from resources._lib.events import pump_events
+from resources._lib.lines import rejoin, split_lines, write_step
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources._lib.pollpri import PriWatch
+from resources._lib.proc import file_lock, wrote
 
 CONF_DIR = "/etc/sysctl.d/"
 CONF_PREFIX = "99-"
@@ -64,10 +68,10 @@ class SysctlRes(Resource):
             raise ValidationError(
                 f"use the dotted form (net.ipv4.ip_forward), got {name!r}", "name"
             )
-        if "=" in name or name != name.strip() or name.startswith(".") or name.endswith("."):
+        if "=" in name or name != name.strip() or "" in name.split("."):
             raise ValidationError(
-                f"expected a dotted key without '=', spaces or a leading or trailing '.', "
-                f"got {name!r}",
+                f"expected a dotted key without '=', spaces, or an empty part ('..', a leading "
+                f"or trailing '.'), got {name!r}",
                 "name",
             )
         if not self.value or self.value != self.value.strip() or "\n" in self.value:
@@ -110,10 +114,16 @@ class SysctlRes(Resource):
                 await pump_events(self.handle, [persisted, kernel])
 
     async def check_apply(self, apply: bool) -> bool:
+        if not self.persist:
+            return await self._check_apply(apply)
+        async with file_lock(self.handle.shared, self._file):  # other keys of the file wait
+            return await self._check_apply(apply)
+
+    async def _check_apply(self, apply: bool) -> bool:
         steps: list[Step] = []
         if self.runtime:
             have = await asyncio.to_thread(self._read_runtime)
-            if have != self.value + "\n":
+            if have.split() != self.value.split():
                 steps.append(
                     Step(
                         f"set {self.name} to {self.value!r} (now {have.rstrip()!r})",
@@ -121,22 +131,29 @@ class SysctlRes(Resource):
                         self._write_runtime,
                     )
                 )
-        if self.persist:
-            line = f"{self.name} = {self.value}\n"
-            if await asyncio.to_thread(self._read_persisted) != line.encode():
-                write = functools.partial(safefs.write_file, self._file, line.encode(), 0o644)
-                steps.append(
-                    Step(
-                        f"persist {self.name} = {self.value} in {self._file}",
-                        f"persisted {self.name} = {self.value} in {self._file}",
-                        write,
-                        slow=True,
-                    )
-                )
+        persist = await asyncio.to_thread(self._persist_step) if self.persist else None
+        steps += [persist] if persist is not None else []
         if not steps:
             return nothing_to_do(self.handle, f"{self.name} is {self.value!r}")
         await apply_steps(self.handle, steps, apply, errors=(OSError,))
+        if apply and persist is not None:
+            wrote(self.handle, self._file)
         return False
+
+    def _persist_step(self) -> Step | None:
+        """The rewrite of the persisted file, if its line of the key is not the wanted one."""
+        text = tablefile.read_text(self._file, READ_LIMIT, errors="surrogateescape")
+        lines = split_lines(text or "")
+        line = f"{self.name} = {self.value}"
+        mine = [old for old in lines if _key_of(old) == self.name]
+        if len(mine) == 1 and _value_of(mine[0]).split() == self.value.split():
+            return None
+        new = tablefile.replace(lines, lambda old: _key_of(old) == self.name, line)
+        what = f"{line} in {self._file}"
+        return write_step(
+            self._file, rejoin(new, text), text is None, f"persist {what}", f"persisted {what}",
+            new_mode=0o644,
+        )  # fmt: skip
 
     def _read_runtime(self) -> str:
         try:
@@ -159,12 +176,21 @@ class SysctlRes(Resource):
                 f"the kernel refused {self.value!r} for {self.name}: {err.strerror}"
             ) from err
 
-    def _read_persisted(self) -> bytes | None:
-        parent, name = os.path.split(self._file)
-        try:
-            with safefs.closing(safefs.open_dir(parent)) as dir_fd:
-                return safefs.read_at(dir_fd, name, READ_LIMIT)
-        except FileNotFoundError:
-            return None
-        except OSError as err:
-            raise ResourceError(f"cannot read {self._file}: {err.strerror}") from err
+
+def _key_of(line: str) -> str | None:
+    """The key a sysctl.conf line sets, dotted (None: a comment, a blank or another line):
+    `net.ipv4.ip_forward = 1`, `-net/ipv4/ip_forward=1` (a leading '-': errors ignored)."""
+    text = line.strip()
+    if not text or text[0] in "#;" or "=" not in text:
+        return None
+    key = text.split("=", 1)[0].strip().removeprefix("-").strip()
+    if "/" in key and ("." not in key or key.index("/") < key.index(".")):
+        return key.translate(_SLASH_FORM)  # net/ipv4/conf/eth0.100/x: '.' and '/' swap
+    return key
+
+
+_SLASH_FORM = str.maketrans("/.", "./")
+
+
+def _value_of(line: str) -> str:
+    return line.split("=", 1)[1].strip()

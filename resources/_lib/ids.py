@@ -11,9 +11,12 @@ import contextlib
 import grp
 import pwd
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from engine.errors import ResourceError, ValidationError
-from engine.handle import Shared
+from engine.handle import Handle, Shared
+from engine.watcher import PathWatcher
 from resources._lib.proc import run_command, tool_lock
 
 # Largest uid/gid (2**32 - 1 is "no id" to the kernel, and "unchanged" to chown).
@@ -21,6 +24,8 @@ MAX_ID = 2**32 - 2
 # What shadow accepts as a user or group name (at most 32 characters, not all digits).
 _NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?")
 NAME_MAX = 32
+PASSWD = "/etc/passwd"
+T = TypeVar("T")
 # Seconds a shadow tool (useradd, groupmod...) may take.
 SHADOW_TIMEOUT = 60
 
@@ -81,6 +86,20 @@ def passwd(user: str, key: str) -> pwd.struct_passwd:
     if entry is None:
         raise ResourceError(f"{key}: no such user {user!r}")
     return entry
+
+
+async def await_account(handle: Handle, lookup: Callable[[], T | None]) -> T:
+    """What `lookup` finds once it finds it (a user an earlier resource adds): meanwhile the
+    user database is watched and each change reported as an event (the first is the startup
+    event), as mgmt does; a check_apply meanwhile fails or, under --noop, says "once"."""
+    async with PathWatcher([PASSWD]) as accounts:
+        await handle.event()
+        async for _ in accounts:
+            if (found := lookup()) is not None:
+                await handle.event()
+                return found
+            await handle.event()
+    raise AssertionError("the watch of the user database ended")
 
 
 def resolve_uid(user: str, key: str) -> int:

@@ -19,7 +19,7 @@ from engine.watcher import PathWatcher
 from resources._lib import tablefile
 from resources._lib.events import pump_events
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.proc import file_lock
+from resources._lib.proc import file_lock, wrote
 
 NEW_MODE = 0o600  # a file a line creates (mgmt's)
 
@@ -43,7 +43,7 @@ async def edit(handle: Handle, path: str, state: str, content: str, apply: bool)
 async def _edit(handle: Handle, path: str, state: str, content: str, apply: bool) -> bool:
     text = await in_thread(lambda: tablefile.read_text(path, errors="surrogateescape"))
     block = _block(content)
-    lines = _lines(text or "")
+    lines = split_lines(text or "")
     found = _find(lines, block) >= 0
     what = f"{len(block)} lines in {path}" if len(block) > 1 else f"a line in {path}"
     if state == "exists":
@@ -51,40 +51,69 @@ async def _edit(handle: Handle, path: str, state: str, content: str, apply: bool
             return nothing_to_do(handle, f"{path} has the line(s)")
         new = (text or "") + ("\n" if text and not text.endswith("\n") else "")
         new += "".join(line + "\n" for line in block)
-        step = _write(path, new, text is None, f"add {what}", f"added {what}")
+        step = write_step(path, new, text is None, f"add {what}", f"added {what}")
     else:
         if not found:
             return nothing_to_do(handle, f"{path} does not have the line(s)")
-        kept = _remove(lines, block)
         assert text is not None
-        new = "\n".join(kept) + ("\n" if kept and text.endswith("\n") else "")
-        step = _write(path, new, False, f"remove {what}", f"removed {what}")
+        new = join_lines(_remove(lines, block), text)
+        step = write_step(path, new, False, f"remove {what}", f"removed {what}")
     await apply_steps(handle, [step], apply, errors=(OSError,))
+    if apply:
+        wrote(handle, path)
     return False
 
 
-def _write(path: str, text: str, create: bool, would: str, done: str) -> Step:
+def write_step(
+    path: str,
+    text: str,
+    create: bool,
+    would: str,
+    done: str,
+    *,
+    owner: tuple[int, int] | None = None,
+    new_mode: int = NEW_MODE,
+) -> Step:
+    """The step that rewrites `path` with `text`: its mode and owner kept (a new file: new_mode,
+    the agent's). With `owner` (uid, gid), the file gets that owner and loses any group or
+    other write bit (what sshd's StrictModes asks of an authorized_keys file)."""
     data = text.encode(errors="surrogateescape")
 
     def write() -> None:
         parent, name = os.path.split(path)
         with safefs.closing(safefs.open_dir(parent)) as dir_fd:
             st = None if create else safefs.lstat_at(dir_fd, name)
-            mode, uid, gid = NEW_MODE, -1, -1
+            mode, uid, gid = new_mode, -1, -1
             if st is not None:
                 mode = st.st_mode & 0o7777
                 if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
                     uid, gid = st.st_uid, st.st_gid
+            if owner is not None:
+                (uid, gid), mode = owner, mode & ~0o022
             safefs.write_at(dir_fd, name, data, mode=mode, uid=uid, gid=gid)
 
     return Step(would, done, write, slow=True)
+
+
+def join_lines(lines: list[str], text: str) -> str:
+    """`lines` as a file's text, ending with a newline when `text` (the file's before) did."""
+    return "\n".join(lines) + ("\n" if lines and text.endswith("\n") else "")
+
+
+def rejoin(lines: list[str], text: str | None) -> str:
+    """`lines`, the file's lines after an edit, as its new text: each line ends with a newline,
+    except the last when it is the old last line, which had none (as the file was)."""
+    new = "".join(line + "\n" for line in lines)
+    if text and not text.endswith("\n") and lines and lines[-1] == split_lines(text)[-1]:
+        return new[:-1]
+    return new
 
 
 def _block(content: str) -> list[str]:
     return content.removesuffix("\n").split("\n")
 
 
-def _lines(text: str) -> list[str]:
+def split_lines(text: str) -> list[str]:
     """The file's lines: split on newlines only, without the empty one after a final newline."""
     return text.removesuffix("\n").split("\n") if text else []
 

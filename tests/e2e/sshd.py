@@ -45,8 +45,9 @@ def _keygen(path: Path) -> None:
     )
 
 
-def _prepare(root: Path, port: int) -> Path:
-    """Keys, authorized_keys, the directories to bind, the config: its path."""
+def _prepare(root: Path, port: int, users: bool) -> Path:
+    """Keys, authorized_keys, the directories to bind, the config: its path. With `users`,
+    each user's own ~/.ssh/authorized_keys, under StrictModes (sshd's defaults)."""
     assert shutil.which("ssh-keygen") and os.path.exists(SSHD), "scripts/apt-packages.txt"
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     _keygen(root / "host_key")
@@ -57,9 +58,10 @@ def _prepare(root: Path, port: int) -> Path:
     config = root / "sshd_config"
     config.write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root}/host_key\n"
-        f"AuthorizedKeysFile {root}/authorized_keys\nPermitRootLogin prohibit-password\n"
+        f"AuthorizedKeysFile {'.ssh/authorized_keys' if users else f'{root}/authorized_keys'}\n"
+        "PermitRootLogin prohibit-password\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-        "StrictModes no\nPidFile none\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n"
+        f"StrictModes {'yes' if users else 'no'}\nPidFile none\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n"
     )
     return config
 
@@ -76,9 +78,9 @@ def _left_in(namespace: str) -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def sshd(root: Path) -> AsyncIterator[Sshd]:
+async def sshd(root: Path, *, users: bool = False) -> AsyncIterator[Sshd]:
     (port,) = free_ports(1)
-    config = await asyncio.to_thread(_prepare, root, port)
+    config = await asyncio.to_thread(_prepare, root, port, users)
     inner = (
         f"mount --bind {root}/run /run && mount --bind {root}/var_lib /var/lib && "
         f"exec {SSHD} -D -e -f {config}"

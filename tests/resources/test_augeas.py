@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,33 @@ async def test_refusals(run_resource: object, tmp_path: Path) -> None:
         ({"file": "rel"}, "file"),
         ({"file": "/x", "lens": "Sshd"}, "lens"),
         ({"file": "/x", "sets": [AugeasSet(path="/abs", value="1")]}, "sets[0].path"),
+        ({"file": "/x", "sets": [AugeasSet(path="../../etc/passwd", value="1")]}, "sets[0].path"),
+        ({"file": "/x", "sets": [AugeasSet(path="Match[1]/ .. /X", value="1")]}, "sets[0].path"),
     ):
         with pytest.raises(ValidationError) as err:
             AugeasRes(name="v", **params).validate()  # type: ignore[arg-type]
         assert err.value.key == key
+
+    # A '..' inside a predicate's quotes is a value, not a step.
+    AugeasRes(
+        name="v", file="/x", sets=[AugeasSet(path='Match[Condition/User="a/.."]/X', value="1")]
+    ).validate()
+
+
+async def test_a_file_no_lens_loads_fails_once_untouched(
+    run_resource: object, tmp_path: Path
+) -> None:
+    """Without `lens`, a file outside every lens' paths (or with a lens Augeas lacks) loads no
+    tree: the resource fails saying so. Before, "save" did nothing, the unchanged copy was
+    written back (an inotify event) and the resource ran again, forever, at 50% CPU."""
+    conf = tmp_path / "app_config"
+    conf.write_text("Port 22\n")
+    before = os.stat(conf).st_mtime_ns
+    for lens, why in ((None, "give `lens`"), ("Nosuch.lns", "is Nosuch.lns a lens")):
+        res = AugeasRes(
+            name=f"n{lens}", file=str(conf), lens=lens, sets=[AugeasSet(path="Port", value="2")]
+        )
+        await run_resource(res)  # type: ignore[operator]
+        with pytest.raises(ResourceError, match=f"no lens loads {conf}: {re.escape(why)}"):
+            await res.check_apply(True)
+    assert conf.read_text() == "Port 22\n" and os.stat(conf).st_mtime_ns == before

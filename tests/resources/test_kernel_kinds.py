@@ -75,6 +75,35 @@ async def test_sysctl_timeline(run_resource: object, tmp_path: Path) -> None:
 
 
 @inside
+async def test_sysctl_shares_a_file_and_takes_the_kernels_format(
+    run_resource: object, tmp_path: Path
+) -> None:
+    """Two keys persisted in one site file: each edits its own line, the site's lines stay, and
+    nothing flaps. A value the kernel prints with a tab, or a file written by hand as
+    sysctl.conf allows (`key=v`, `-key/in/slash/form = v`, a tab) is already converged."""
+    conf = tmp_path / "99-site.conf"
+    conf.write_text("# site tuning\nvm.swappiness = 10\nnet.ipv4.ip_forward = 0\n")
+    _write("/proc/sys/net/ipv4/ip_local_port_range", "40000 50000\n")  # printed "40000\t50000"
+    forward = SysctlRes(name="net.ipv4.ip_forward", value="1", path=str(conf))
+    ports = SysctlRes(name="net.ipv4.ip_local_port_range", value="40000 50000", path=str(conf))
+    for res in (forward, ports):
+        await run_resource(res)  # type: ignore[operator]
+    assert await forward.check_apply(True) is False
+    assert await ports.check_apply(True) is False  # the file only: the kernel had it
+    assert conf.read_text() == (
+        "# site tuning\nvm.swappiness = 10\nnet.ipv4.ip_forward = 1\n"
+        "net.ipv4.ip_local_port_range = 40000 50000\n"
+    )
+    assert await forward.check_apply(True) is True and await ports.check_apply(True) is True
+    conf.write_text("-net/ipv4/ip_forward=1\nnet.ipv4.ip_local_port_range =\t40000\t50000\n# end\n")
+    assert await forward.check_apply(True) is True and await ports.check_apply(True) is True
+    # A second line of the key (sysctl reads the file in order: the last wins) goes.
+    conf.write_text("net.ipv4.ip_forward = 1\nnet.ipv4.ip_forward = 0\n")
+    assert await forward.check_apply(True) is False
+    assert conf.read_text() == "net.ipv4.ip_forward = 1\n"
+
+
+@inside
 async def test_sysctl_kernel_event_and_refusals(run_resource: object, tmp_path: Path) -> None:
     res = SysctlRes(name="kernel.domainname", value="example.test", persist=False)
     running: Running = await run_resource(res)  # type: ignore[operator]
@@ -89,7 +118,7 @@ async def test_sysctl_kernel_event_and_refusals(run_resource: object, tmp_path: 
         SysctlRes(name="kernel.osrelease", value="1").validate()
     assert err.value.key == "name"
     SysctlRes(name="kernel.osrelease", value="1", runtime=False, path="/x.conf").validate()
-    for name in ("net/ipv4/ip_forward", "no.such.key", ".kernel", "kernel"):
+    for name in ("net/ipv4/ip_forward", "no.such.key", ".kernel", "kernel", "net.ipv4..ip_forward"):
         with pytest.raises(ValidationError):
             SysctlRes(name=name, value="1").validate()
     bad = SysctlRes(name="net.ipv4.ip_forward", value="abc", persist=False)
