@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -34,6 +35,8 @@ from resources._lib.proc import file_lock
 NO_LOAD, NO_MODL_AUTOLOAD = 1 << 5, 1 << 6  # aug_init flags
 NS = "Xmgmt"  # the load entry for our one file (mgmt's name: no lens is called that)
 READ_LIMIT = 16 << 20
+# A step that leaves the file's tree: `..`, or an axis up (parent::, ancestor-or-self::).
+OUTSIDE = re.compile(r"(^|/)\s*\.\.\s*($|/|\[)|(parent|ancestor)[a-z-]*::")
 
 
 @functools.cache
@@ -73,6 +76,10 @@ class Augeas:
         problem = self.get(f"/augeas/files{file}/error/message")
         if problem is not None:
             raise ResourceError(f"augeas: cannot parse {file}: {problem}")
+        if lens and (problem := self.get(f"/augeas/load/{NS}/error")) is not None:
+            raise ResourceError(f"augeas: no lens named {lens} ({problem})")
+        if self.get(f"/augeas/files{file}/lens") is None:  # else a set is never saved
+            raise ResourceError(f"augeas: no Augeas lens handles {file}: give `lens` (e.g. Sshd.lns)")
 
     def close(self) -> None:
         if self.aug:
@@ -134,9 +141,14 @@ class AugeasRes(Resource):
         if self.lens is not None and not self.lens.endswith(".lns"):
             raise ValidationError(f"expected a lens name ending in .lns, got {self.lens!r}", "lens")
         for index, item in enumerate(self.sets):
-            if not item.path or item.path.startswith("/") or "\0" in item.path + item.text:
+            if (
+                not item.path
+                or item.path.startswith("/")
+                or "\0" in item.path + item.text
+                or OUTSIDE.search(item.path)
+            ):
                 raise ValidationError(
-                    f"expected a path relative to the file's tree, got {item.path!r}",
+                    f"expected a path below the file's tree, got {item.path!r}",
                     f"sets[{index}].path",
                 )
 
@@ -195,7 +207,13 @@ class AugeasRes(Resource):
                 aug.save(self.file)
             finally:
                 aug.close()
-            return changes, (root / self.file.lstrip("/")).read_bytes()
+            new = (root / self.file.lstrip("/")).read_bytes()
+        if new == data:  # written back, it would be an event, and the same sets again
+            raise ResourceError(
+                f"augeas: {self.file} is unchanged after saving the sets that differ "
+                f"({', '.join(path for path, _value, _have in changes)}): check the paths and lens"
+            )
+        return changes, new
 
     @contextlib.contextmanager
     def _scratch(self, data: bytes) -> Iterator[Path]:

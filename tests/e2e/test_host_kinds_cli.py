@@ -1,0 +1,46 @@
+"""Host kinds from the command line, where a graph used to loop or pass silently: each one
+now fails or is refused in one line, and the run ends."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.e2e.helpers import run_mgmt, run_once
+
+
+def test_augeas_without_a_lens_for_its_file_fails_once_and_the_run_ends(tmp_path: Path) -> None:
+    conf = tmp_path / "nolens_config"
+    conf.write_text("Port 22\n")
+    before = os.stat(conf).st_mtime_ns
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        "graph: a\nresources:\n  augeas:\n"
+        f"    - name: x\n      file: {conf}\n      sets: [{{path: Port, value: '2222'}}]\n"
+    )
+    code, out = run_mgmt(
+        ["run", "--tmp-prefix", "--converged-timeout=1", "--max-runtime=60", "yaml", str(graph)]
+    )
+    assert code == 1, out
+    assert f"augeas[x]: failed: augeas: no Augeas lens handles {conf}: give `lens`" in out
+    assert "set to" not in out and "saved" not in out
+    assert conf.read_text() == "Port 22\n" and os.stat(conf).st_mtime_ns == before
+
+
+def test_a_tar_archive_inside_its_input_is_refused_at_load(tmp_path: Path) -> None:
+    """Before, each archive held the last one and its write was the next event: it grew
+    forever. Now it is refused as gzip refuses its own path: exit 2, nothing written."""
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "a").write_text("a\n")
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        f"graph: t\nresources:\n  tar:\n    - {{name: {tmp_path}/self/sub/self.tar, "
+        f"inputs: [{tmp_path}/other, {tmp_path}/self/]}}\n"
+    )
+    code, out = run_once("yaml", graph)
+    assert code == 2, out
+    assert (
+        f"{graph}:4: tar[{tmp_path}/self/sub/self.tar]: inputs[1]: {tmp_path}/self/ holds "
+        f"the archive {tmp_path}/self/sub/self.tar: put the archive outside its inputs"
+    ) in out
+    assert not (tmp_path / "self" / "sub").exists()
