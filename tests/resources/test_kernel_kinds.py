@@ -18,7 +18,7 @@ import pytest
 
 from engine.errors import ResourceError, ValidationError
 from resources._lib.proc import run_command
-from resources.mount import MountRes, mounts
+from resources.mount import MOUNTINFO, MountRes, mounts
 from resources.net import NetRes
 from resources.sysctl import SysctlRes
 from tests.conftest import Running
@@ -118,7 +118,7 @@ async def test_mount_tmpfs_timeline(
         name=str(point), state="exists", device="scratch", type="tmpfs", options={"size": "1m"}
     )
     running: Running = await run_resource(res)  # type: ignore[operator]
-    mounted = lambda: any(m[0] == str(point) for m in mounts())  # noqa: E731
+    mounted = lambda: any(m.point == str(point) for m in mounts())  # noqa: E731
     assert await res.check_apply(False) is False  # noop
     assert not mounted() and "scratch" not in fstab.read_text()
     assert await res.check_apply(True) is False
@@ -138,6 +138,50 @@ async def test_mount_tmpfs_timeline(
     assert not mounted()
     assert fstab.read_text() == "# kept\nproc /proc proc defaults 0 0\n"
     assert await absent.check_apply(True) is True
+
+
+@inside
+async def test_mount_options_of_the_live_mount_are_repaired(
+    run_resource: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand remount dropping noexec,nosuid is remounted back (before: never compared, the
+    hardening silently undone); a change of options in the graph reaches the live mount, not
+    only fstab; a hand over-mount fails the resource rather than stacking one more mount."""
+    monkeypatch.setenv("MGMT_FSTAB", str(tmp_path / "fstab"))
+    point = tmp_path / "pt"
+    point.mkdir()
+    live = lambda: [m for m in mounts() if m.point == str(point)]  # noqa: E731
+    options = {"size": "1m", "noexec": "", "nosuid": ""}
+    res = MountRes(name=str(point), state="exists", device="scratch", type="tmpfs", options=options)
+    running: Running = await run_resource(res)  # type: ignore[operator]
+    assert await res.check_apply(True) is False
+    assert {"noexec", "nosuid"} <= live()[-1].flags
+    assert await res.check_apply(True) is True
+    await run_command(["mount", "-o", "remount,exec,suid", str(point)], timeout=30)  # drift
+    await _next_matching(running, lambda: "noexec" not in live()[-1].flags)
+    assert await res.check_apply(False) is False  # noop: says so, changes nothing
+    assert "noexec" not in live()[-1].flags
+    assert await res.check_apply(True) is False
+    assert {"noexec", "nosuid"} <= live()[-1].flags and len(live()) == 1
+    assert await res.check_apply(True) is True
+    wider = MountRes(
+        name=str(point),
+        state="exists",
+        device="scratch",
+        type="tmpfs",
+        options={"size": "2m", "ro": "", "noexec": ""},
+    )
+    await run_resource(wider, watch=False)  # type: ignore[operator]
+    assert await wider.check_apply(True) is False  # fstab entry and live mount
+    assert {"ro", "noexec"} <= live()[-1].flags and "nosuid" not in live()[-1].flags
+    assert "size=2048k" in _read(MOUNTINFO)
+    assert await wider.check_apply(True) is True
+    await run_command(["mount", "-t", "tmpfs", "other", str(point)], timeout=30)
+    with pytest.raises(ResourceError, match=r"other \(tmpfs\) is mounted over scratch on"):
+        await wider.check_apply(True)
+    assert len(live()) == 2  # not stacked a third time
+    await run_command(["umount", str(point)], timeout=30)
+    assert await wider.check_apply(True) is True
 
 
 @inside
