@@ -12,16 +12,19 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from engine.errors import ResourceError, ValidationError
 from resources._lib.proc import run_command
+from resources.hostname import HostnameRes
 from resources.mount import MOUNTINFO, MountRes, mounts
 from resources.net import NetRes
 from resources.sysctl import SysctlRes
 from tests.conftest import Running
+from tests.fakes.systemd import running_fake
 
 INSIDE = os.environ.get("MGMT_TEST_NS") == "1"
 inside = pytest.mark.skipif(not INSIDE, reason="runs inside test_in_namespaces' namespaces")
@@ -215,6 +218,33 @@ async def test_mount_loop_image(
     with pytest.raises(ValidationError) as err:
         MountRes(name=str(point), state="exists", device="x", type="ext4,ro").validate()
     assert err.value.key == "type"
+
+
+@pytest.fixture
+async def hostnamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    async with running_fake(tmp_path, monkeypatch.setenv, transient_hostname="web1"):
+        yield
+
+
+@pytest.fixture
+def start_after_hostnamed(hostnamed: None, run_resource: object) -> object:
+    """run_resource, set up after (so torn down before) the fake hostnamed."""
+    return run_resource
+
+
+@inside
+async def test_hostname_set_behind_hostnameds_back_is_an_event(
+    start_after_hostnamed: object,
+) -> None:
+    """`hostname X` (sethostname) makes hostnamed send no signal: the watch has POLLPRI on
+    /proc/sys/kernel/hostname for it (here in this test's own UTS namespace), so the transient
+    name is checked, and repaired, at once (before: not until some other event)."""
+    res = HostnameRes(name="host", transient_hostname="web1")
+    running: Running = await start_after_hostnamed(res)  # type: ignore[operator]
+    assert await res.check_apply(True) is True
+    await run_command(["hostname", "hacked2"], timeout=30)
+    async with asyncio.timeout(10):
+        await running.handle.next_event()
 
 
 async def _ip(*args: str) -> str:
