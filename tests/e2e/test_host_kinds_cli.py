@@ -44,3 +44,16 @@ def test_a_tar_archive_inside_its_input_is_refused_at_load(tmp_path: Path) -> No
         f"the archive {tmp_path}/self/sub/self.tar: put the archive outside its inputs"
     ) in out
     assert not (tmp_path / "self" / "sub").exists()
+
+
+def test_a_timer_below_the_floor_is_refused_and_ticks_are_quiet(tmp_path: Path) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text("graph: t\nresources:\n  timer:\n    - {name: fast, interval: 0.000001}\n")
+    code, out = run_once("yaml", graph)
+    assert code == 2, out
+    assert f"{graph}:4: timer[fast]: interval: must be at least 0.01 seconds, got 1e-06" in out
+    graph.write_text("graph: t\nresources:\n  timer:\n    - {name: slow, interval: 0.05}\n")
+    code, out = run_mgmt(
+        ["run", "--tmp-prefix", "--converged-timeout=1", "--max-runtime=3", "yaml", str(graph)]
+    )
+    assert "tick" not in out  # at debug level only
