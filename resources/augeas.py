@@ -79,7 +79,9 @@ class Augeas:
         if lens and (problem := self.get(f"/augeas/load/{NS}/error")) is not None:
             raise ResourceError(f"augeas: no lens named {lens} ({problem})")
         if self.get(f"/augeas/files{file}/lens") is None:  # else a set is never saved
-            raise ResourceError(f"augeas: no Augeas lens handles {file}: give `lens` (e.g. Sshd.lns)")
+            raise ResourceError(
+                f"augeas: no Augeas lens handles {file}: give `lens` (e.g. Sshd.lns)"
+            )
 
     def close(self) -> None:
         if self.aug:
