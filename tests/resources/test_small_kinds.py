@@ -70,7 +70,7 @@ async def test_timer_ticks_are_changes_and_refresh_restarts(run_resource: object
 
 @pytest.mark.parametrize("interval", [0, 0.000001, 0.009])
 def test_timer_interval_has_a_floor(interval: float) -> None:
-    with pytest.raises(ValidationError, match="must be at least 0.01 seconds") as err:
+    with pytest.raises(ValidationError, match=r"must be at least 0\.01 seconds") as err:
         TimerRes(name="t", interval=interval).validate()
     assert err.value.key == "interval"
     TimerRes(name="t", interval=0.01).validate()
