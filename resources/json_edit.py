@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import stat
@@ -72,10 +73,31 @@ def parse_edit(text: str) -> Edit:
     if not rest:
         raise ValueError("expected a JSON value after '='")
     try:
-        value = json.loads(rest)
+        value = strict_json(rest)
     except json.JSONDecodeError as err:
         raise ValueError(f"the value is not one JSON value: {err.msg}") from None
+    try:  # what json.dumps would write must be UTF-8: no lone surrogate ("\ud800")
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("the value holds a lone surrogate (not valid Unicode)") from None
     return Edit(keys, False, value)
+
+
+def strict_json(text: str) -> Any:
+    """json.loads, refusing what is not JSON though Python's reader takes it: NaN, Infinity,
+    -Infinity, and numbers too large for a float (1e999). jq and Go's encoding/json (mgmt's)
+    refuse them, and Python would write them back as `Infinity`."""
+
+    def number(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            raise json.JSONDecodeError(f"{literal} is out of range for a number", text, 0)
+        return value
+
+    def constant(literal: str) -> Any:
+        raise json.JSONDecodeError(f"{literal} is not JSON", text, 0)
+
+    return json.loads(text, parse_float=number, parse_constant=constant)
 
 
 def _path(src: str, pos: int) -> tuple[tuple[str, ...], int]:
@@ -134,7 +156,7 @@ def apply_edit(root: dict[str, Any], edit: Edit) -> None:
 
 
 def render(root: dict[str, Any]) -> str:
-    return json.dumps(root, indent="\t", sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(root, indent="\t", sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 @register("json:edit")
@@ -263,7 +285,7 @@ class JSONEditRes(Resource):
     def _edited(self, text: str, edits: list[Edit], where: str) -> str | None:
         """The new document, or None when the edits change nothing (no I/O)."""
         try:
-            root = json.loads(text)
+            root = strict_json(text)
         except json.JSONDecodeError as err:
             raise ResourceError(f"{where} is not valid JSON: {err}") from None
         if not isinstance(root, dict):

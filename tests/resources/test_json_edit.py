@@ -68,6 +68,12 @@ async def test_file_errors(run_resource: object, tmp_path: Path) -> None:
     await run_resource(inside, watch=False)  # type: ignore[operator]
     with pytest.raises(ResourceError, match="not a JSON object"):
         await inside.check_apply(True)
+    (tmp_path / "nan.json").write_text('{"a": NaN}')  # Python's reader took it, jq does not
+    nan = JSONEditRes(name=str(tmp_path / "nan.json"), edits=[".b = 1"])
+    await run_resource(nan, watch=False)  # type: ignore[operator]
+    with pytest.raises(ResourceError, match="is not valid JSON: NaN is not JSON"):
+        await nan.check_apply(True)
+    assert (tmp_path / "nan.json").read_text() == '{"a": NaN}'
 
 
 @pytest.mark.parametrize(
@@ -78,6 +84,10 @@ async def test_file_errors(run_resource: object, tmp_path: Path) -> None:
         ({"name": "x", "store": "etcd:///", "edits": [".a = 1"]}, "store"),
         ({"name": "/x.json", "edits": []}, "edits"),
         ({"name": "/x.json", "edits": [".a = 1", "a = 1"]}, "edits[1]"),
+        ({"name": "/x.json", "edits": [".a = NaN"]}, "edits[0]"),
+        ({"name": "/x.json", "edits": [".a = 1", ".b = [-Infinity]"]}, "edits[1]"),
+        ({"name": "/x.json", "edits": [".a = 1e999"]}, "edits[0]"),
+        ({"name": "/x.json", "edits": ['.a = "\\ud800"']}, "edits[0]"),
     ],
 )
 def test_validation(params: dict[str, object], key: str) -> None:
