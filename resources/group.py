@@ -18,6 +18,7 @@ from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.ids import check_id, check_name, lookup_gid, lookup_group, run_shadow
 from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources.user import USER_REMOVED
 
 GROUP_FILES = ("/etc/group", "/etc/gshadow")
 
@@ -71,7 +72,9 @@ class GroupRes(Edgeable, Resource):
         return uids
 
     def autoedges(self) -> list[list[UID]]:
-        return []
+        """Absent: after the absent user of its name (groupdel refuses a user's primary
+        group; mgmt reverses its user -> group edges for an absent user the same way)."""
+        return [[UID(USER_REMOVED, self.name)]] if self.state == "absent" else []
 
     # helpers -------------------------------------------------------------------------------
 

@@ -29,6 +29,9 @@ from resources._lib.ids import (
 )
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 
+# What an absent user provides (its name) so that the absent group of its name, its primary
+# group as useradd makes it, is removed after it: groupdel refuses a user's primary group.
+USER_REMOVED = "user:removed"
 USER_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow")
 _MANAGED = ("uid", "gid", "group", "groups", "homedir", "shell")
 
@@ -145,6 +148,8 @@ class UserRes(Edgeable, Resource):
         uids = [UID("user", self.name)]
         if self.uid is not None:
             uids.append(UID("user", str(self.uid)))
+        if self.state == "absent":  # its own group, if removed too, comes after it (group.py)
+            uids.append(UID(USER_REMOVED, self.name))
         return uids
 
     def autoedges(self) -> list[list[UID]]:

@@ -4,7 +4,11 @@ now fails or is refused in one line, and the run ends."""
 from __future__ import annotations
 
 import os
+import secrets
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.helpers import run_mgmt, run_once
 
@@ -57,3 +61,28 @@ def test_a_timer_below_the_floor_is_refused_and_ticks_are_quiet(tmp_path: Path) 
         ["run", "--tmp-prefix", "--converged-timeout=1", "--max-runtime=3", "yaml", str(graph)]
     )
     assert "tick" not in out  # at debug level only
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd)")
+def test_a_user_and_its_own_group_removed_in_one_graph_fail_nothing(tmp_path: Path) -> None:
+    """The group comes first in the file; groupdel refuses a user's primary group, so before,
+    the run logged `group[...]: failed: groupdel exited with code 8` and recovered later. Now
+    the absent group of the absent user's name comes after it (automatic edge)."""
+    name = f"mgmt-test-{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "--user-group", name], check=True, capture_output=True)
+    try:
+        graph = tmp_path / "g.yaml"
+        graph.write_text(
+            "graph: cleanup\nresources:\n"
+            f"  group:\n    - {{name: {name}, state: absent}}\n"
+            f"  user:\n    - {{name: {name}, state: absent}}\n"
+        )
+        code, out = run_once("yaml", graph)
+        assert code == 0, out
+        assert "failed" not in out, out
+        for database in ("/etc/passwd", "/etc/group"):
+            with open(database) as handle:
+                assert f"\n{name}:" not in "\n" + handle.read()
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+        subprocess.run(["groupdel", name], check=False, capture_output=True)
