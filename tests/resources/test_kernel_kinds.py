@@ -295,7 +295,18 @@ async def test_net_timeline_on_a_veth_link(
         ({"name": "x", "addrs": ["10.0.0.1"]}, "addrs[0]"),
         ({"name": "x", "addrs": ["nope/24"]}, "addrs[0]"),
         ({"name": "x", "gateway": "300.1.1.1"}, "gateway"),
+        ({"name": "x", "addrs": ["10.0.0.1/24", "10.0.0.1/16"]}, "addrs[1]"),
+        (
+            {"name": "x", "addrs": ["10.0.0.1/24", "2001:db8::1/64"], "gateway": "10.0.1.1"},
+            "gateway",
+        ),
+        ({"name": "x", "addrs": ["10.0.0.1/24"], "gateway": "2001:db9::1"}, None),
+        ({"name": "x", "addrs": ["2001:db8::1/64"], "gateway": "fe80::1"}, None),
+        ({"name": "x", "addrs": ["10.0.0.1/24"], "gateway": "10.0.0.254"}, None),
     ):
+        if key is None:  # another family, link-local, or on the subnet: fine
+            NetRes(**params).validate()  # type: ignore[arg-type]
+            continue
         with pytest.raises(ValidationError) as err:
             NetRes(**params).validate()  # type: ignore[arg-type]
         assert err.value.key == key
