@@ -86,3 +86,17 @@ def test_a_user_and_its_own_group_removed_in_one_graph_fail_nothing(tmp_path: Pa
     finally:
         subprocess.run(["userdel", name], check=False, capture_output=True)
         subprocess.run(["groupdel", name], check=False, capture_output=True)
+
+
+def test_the_refusal_of_a_password_in_a_remote_name_does_not_show_it(tmp_path: Path) -> None:
+    url = "ssh://root:hunter2pw@127.0.0.1:22711/"
+    (tmp_path / "r.yaml").write_text(f"graph: r\nresources:\n  remote:\n    - name: {url}\n")
+    (tmp_path / "r.mcl").write_text(f'remote "{url}" {{\n}}\n')
+    for graph, where in (("r.yaml", ":4:"), ("r.mcl", ":1:1:")):
+        code, out = run_mgmt(["check", str(tmp_path / graph)])
+        assert code == 2, out
+        assert (
+            f"{tmp_path / graph}{where} remote[ssh://root:***@127.0.0.1:22711/]: name: a "
+            "password in the name would be logged"
+        ) in out
+        assert "hunter2pw" not in out
