@@ -100,3 +100,19 @@ def test_the_refusal_of_a_password_in_a_remote_name_does_not_show_it(tmp_path: P
             "password in the name would be logged"
         ) in out
         assert "hunter2pw" not in out
+
+
+def test_two_passwords_kept_in_one_place_are_refused(tmp_path: Path) -> None:
+    """`a/b` and `a_b` map to one var dir (a '/' is kept as '_'): before, they shared one kept
+    password; now the second is refused, in both front-ends, before anything runs."""
+    (tmp_path / "p.yaml").write_text(
+        "graph: p\nresources:\n  password:\n    - name: a/b\n    - name: a_b\n"
+    )
+    (tmp_path / "p.mcl").write_text('password "a/b" {}\npassword "a_b" {}\n')
+    for graph, where in (("p.yaml", ":5:"), ("p.mcl", ":2:1:")):
+        code, out = run_mgmt(["check", str(tmp_path / graph)])
+        assert code == 2, out
+        assert (
+            f"{tmp_path / graph}{where} password[a_b]: name: password[a/b] would keep its "
+            "password in the same place"
+        ) in out
