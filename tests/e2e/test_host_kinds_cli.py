@@ -88,31 +88,37 @@ def test_a_user_and_its_own_group_removed_in_one_graph_fail_nothing(tmp_path: Pa
         subprocess.run(["groupdel", name], check=False, capture_output=True)
 
 
-def test_the_refusal_of_a_password_in_a_remote_name_does_not_show_it(tmp_path: Path) -> None:
-    url = "ssh://root:hunter2pw@127.0.0.1:22711/"
-    (tmp_path / "r.yaml").write_text(f"graph: r\nresources:\n  remote:\n    - name: {url}\n")
-    (tmp_path / "r.mcl").write_text(f'remote "{url}" {{\n}}\n')
-    for graph, where in (("r.yaml", ":4:"), ("r.mcl", ":1:1:")):
+def _both_front_ends_refuse(tmp_path: Path, yaml_text: str, mcl_text: str, said: str) -> str:
+    """`mgmt check` of the graph as YAML and as mcl: exit 2, `said` after FILE:LINE: (what
+    is refused is on the last line of each); their outputs, joined."""
+    outs = []
+    for graph, text in (("g.yaml", yaml_text), ("g.mcl", mcl_text)):
+        (tmp_path / graph).write_text(text)
         code, out = run_mgmt(["check", str(tmp_path / graph)])
         assert code == 2, out
-        assert (
-            f"{tmp_path / graph}{where} remote[ssh://root:***@127.0.0.1:22711/]: name: a "
-            "password in the name would be logged"
-        ) in out
-        assert "hunter2pw" not in out
+        line = yaml_text.count("\n") if graph == "g.yaml" else f"{mcl_text.count(chr(10))}:1"
+        assert f"{tmp_path / graph}:{line}: {said}" in out, out
+        outs.append(out)
+    return "".join(outs)
+
+
+def test_the_refusal_of_a_password_in_a_remote_name_does_not_show_it(tmp_path: Path) -> None:
+    url = "ssh://root:hunter2pw@127.0.0.1:22711/"
+    out = _both_front_ends_refuse(
+        tmp_path,
+        f"graph: r\nresources:\n  remote:\n    - name: {url}\n",
+        f'remote "{url}" {{}}\n',
+        "remote[ssh://root:***@127.0.0.1:22711/]: name: a password in the name would be logged",
+    )
+    assert "hunter2pw" not in out
 
 
 def test_two_passwords_kept_in_one_place_are_refused(tmp_path: Path) -> None:
     """`a/b` and `a_b` map to one var dir (a '/' is kept as '_'): before, they shared one kept
     password; now the second is refused, in both front-ends, before anything runs."""
-    (tmp_path / "p.yaml").write_text(
-        "graph: p\nresources:\n  password:\n    - name: a/b\n    - name: a_b\n"
+    _both_front_ends_refuse(
+        tmp_path,
+        "graph: p\nresources:\n  password:\n    - name: a/b\n    - name: a_b\n",
+        'password "a/b" {}\npassword "a_b" {}\n',
+        "password[a_b]: name: password[a/b] would keep its password in the same place",
     )
-    (tmp_path / "p.mcl").write_text('password "a/b" {}\npassword "a_b" {}\n')
-    for graph, where in (("p.yaml", ":5:"), ("p.mcl", ":2:1:")):
-        code, out = run_mgmt(["check", str(tmp_path / graph)])
-        assert code == 2, out
-        assert (
-            f"{tmp_path / graph}{where} password[a_b]: name: password[a/b] would keep its "
-            "password in the same place"
-        ) in out
