@@ -16,9 +16,15 @@ from typing import Literal
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
-from resources._lib.ids import check_id, check_name, lookup_gid, lookup_group, run_shadow
+from resources._lib.ids import (
+    USER_REMOVED,
+    check_id,
+    check_name,
+    lookup_gid,
+    lookup_group,
+    run_shadow,
+)
 from resources._lib.plan import Step, apply_steps, nothing_to_do
-from resources.user import USER_REMOVED
 
 GROUP_FILES = ("/etc/group", "/etc/gshadow")
 

@@ -19,6 +19,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.ids import (
+    USER_REMOVED,
     check_id,
     check_name,
     lookup_gid,
@@ -29,9 +30,6 @@ from resources._lib.ids import (
 )
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 
-# What an absent user provides (its name) so that the absent group of its name, its primary
-# group as useradd makes it, is removed after it: groupdel refuses a user's primary group.
-USER_REMOVED = "user:removed"
 USER_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow")
 _MANAGED = ("uid", "gid", "group", "groups", "homedir", "shell")
 

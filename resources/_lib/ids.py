@@ -23,6 +23,9 @@ _NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?")
 NAME_MAX = 32
 # Seconds a shadow tool (useradd, groupmod...) may take.
 SHADOW_TIMEOUT = 60
+# What an absent user provides (its name) so that the absent group of its name, its primary
+# group as useradd makes it, is removed after it: groupdel refuses a user's primary group.
+USER_REMOVED = "user:removed"
 
 
 def check_name(name: str, key: str) -> None:

@@ -15,8 +15,9 @@ import pytest
 
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable
+from resources._lib.ids import USER_REMOVED
 from resources.group import GroupRes
-from resources.user import USER_REMOVED, UserRes
+from resources.user import UserRes
 from tests.conftest import Running
 
 Start = Callable[..., Awaitable[Running]]
