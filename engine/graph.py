@@ -8,6 +8,7 @@ cycle. The test suite checks these algorithms against networkx.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -23,7 +24,15 @@ def key_of(res: Resource) -> Key:
 
 
 def fmt_key(key: Key) -> str:
-    return f"{key[0]}[{key[1]}]"
+    """`kind[name]`, a password in a URL name masked (`remote[ssh://root:***@host/]`): such a
+    name is refused, and its refusal must not show it."""
+    name = key[1]
+    if "@" in name:  # (a regexp only then: every summary line names resources)
+        name = _URL_PASSWORD.sub(r"\1***@", name)
+    return f"{key[0]}[{name}]"
+
+
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]+@")
 
 
 def cycle_text(cycle: list[Key], place: Callable[[Key, Key], str | None] | None = None) -> str:

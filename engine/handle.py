@@ -196,8 +196,7 @@ class Handle:
         if self._var_dir is None:
             if self._prefix is None:
                 raise RuntimeError(f"{self.kind}[{self.name}]: no var_dir and no prefix")
-            name = fit_name(self.name.replace("/", "_"))
-            self._var_dir = self._prefix / "var" / self.kind / name
+            self._var_dir = self._prefix / "var" / self.kind / var_name(self.name)
         return self._var_dir
 
     async def event(self) -> None:
@@ -278,3 +277,10 @@ class Handle:
                     await result
             except Exception:
                 self.logger.exception("cleanup failed")
+
+
+def var_name(name: str) -> str:
+    """The directory name of a resource's var dir under PREFIX/var/KIND/: its name, each '/' a
+    '_' (so `a/b` and `a_b` share one: a kind whose state must not be shared refuses the two
+    in one graph, as password does), hashed when too long."""
+    return fit_name(name.replace("/", "_"))

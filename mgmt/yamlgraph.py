@@ -805,7 +805,7 @@ class _Parser:
                 "a non-empty string 'name' is required",
             )
             return None
-        where = f"{kind}[{name}]"
+        where = fmt_key((kind, name))
         legacy = _legacy_keys(kind)
         if not legacy.isdisjoint(item):
             for key in [k for k in item if k in legacy]:

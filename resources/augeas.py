@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -34,6 +35,8 @@ from resources._lib.proc import file_lock, wrote
 NO_LOAD, NO_MODL_AUTOLOAD = 1 << 5, 1 << 6  # aug_init flags
 NS = "Xmgmt"  # the load entry for our one file (mgmt's name: no lens is called that)
 READ_LIMIT = 16 << 20
+# A step that leaves the file's tree: `..`, or an axis up (parent::, ancestor-or-self::).
+OUTSIDE = re.compile(r"(^|/)\s*\.\.\s*($|/|\[)|(parent|ancestor)[a-z-]*::")
 
 
 @functools.cache
@@ -73,12 +76,11 @@ class Augeas:
         problem = self.get(f"/augeas/files{file}/error/message")
         if problem is not None:
             raise ResourceError(f"augeas: cannot parse {file}: {problem}")
-        if self.get(f"/augeas/files{file}/lens") is None:
-            # Nothing loaded it: sets would go to a tree no lens writes back, and "save" would
-            # succeed doing nothing, forever.
+        if lens and (problem := self.get(f"/augeas/load/{NS}/error")) is not None:
+            raise ResourceError(f"augeas: no lens named {lens} ({problem})")
+        if self.get(f"/augeas/files{file}/lens") is None:  # else a set is never saved
             raise ResourceError(
-                f"augeas: no lens loads {file}: "
-                + (f"is {lens} a lens of this Augeas?" if lens else "give `lens` (e.g. Sshd.lns)")
+                f"augeas: no Augeas lens handles {file}: give `lens` (e.g. Sshd.lns)"
             )
 
     def close(self) -> None:
@@ -176,11 +178,10 @@ class AugeasRes(Resource):
                 not item.path
                 or item.path.startswith("/")
                 or "\0" in item.path + item.text
-                or ".." in _steps(item.path)
+                or OUTSIDE.search(item.path)
             ):
                 raise ValidationError(
-                    f"expected a path inside the file's tree (no leading '/', no '..'), "
-                    f"got {item.path!r}",
+                    f"expected a path below the file's tree, got {item.path!r}",
                     f"sets[{index}].path",
                 )
 
@@ -245,9 +246,11 @@ class AugeasRes(Resource):
             finally:
                 aug.close()
             new = (root / self.file.lstrip("/")).read_bytes()
-        if new == data:  # written back, it would be an event, then the same again, forever
-            paths = ", ".join(path for path, _value, _have in changes)
-            raise ResourceError(f"augeas: saving {self.file} changed nothing, yet {paths} differ")
+        if new == data:  # written back, it would be an event, and the same sets again
+            raise ResourceError(
+                f"augeas: {self.file} is unchanged after saving the sets that differ "
+                f"({', '.join(path for path, _value, _have in changes)}): check the paths and lens"
+            )
         return changes, new
 
     @contextlib.contextmanager

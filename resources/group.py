@@ -16,7 +16,14 @@ from typing import Literal
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
-from resources._lib.ids import check_id, check_name, lookup_gid, lookup_group, run_shadow
+from resources._lib.ids import (
+    USER_REMOVED,
+    check_id,
+    check_name,
+    lookup_gid,
+    lookup_group,
+    run_shadow,
+)
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 
 GROUP_FILES = ("/etc/group", "/etc/gshadow")
@@ -71,7 +78,9 @@ class GroupRes(Edgeable, Resource):
         return uids
 
     def autoedges(self) -> list[list[UID]]:
-        return []
+        """Absent: after the absent user of its name (groupdel refuses a user's primary
+        group; mgmt reverses its user -> group edges for an absent user the same way)."""
+        return [[UID(USER_REMOVED, self.name)]] if self.state == "absent" else []
 
     # helpers -------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from resources._lib.plan import Step, apply_steps, nothing_to_do
 from resources._lib.proc import run_command, stop_group, tool_lock
 
 TIMEOUT = 30
+# How GLib logs a warning or a critical error on stderr: "(process:7381): dconf-WARNING **: ...".
+GLIB_ALARM = re.compile(r"^\(\S+:\d+\): [\w-]*-(?:WARNING|CRITICAL) \*\*: (?:[\d:.]+: )?")
 _ESCAPES = {"\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r"}
 _ESCAPES |= {"\t": "\\t", "\v": "\\v"}
 
@@ -155,7 +158,7 @@ class GsettingsRes(Resource):
         # one reads the whole file, changes its key and writes it all back, so two at once
         # lose one's change (dconf's service queues them anyway).
         lock = tool_lock(self.handle.shared, f"gsettings:{self.user or ''}")
-        run = _runner(setter, self._env(), f"gsettings set {schema} {key}", lock)
+        run = _runner(setter, self._env(), f"gsettings set {schema} {key}", lock, self._no_bus)
         step = Step(
             f"set {target}to {wanted} (now {have})", f"{target}set to {wanted} (was {have})", run
         )
@@ -198,12 +201,31 @@ class GsettingsRes(Resource):
             "USER": entry.pw_name,
         }
 
+    def _no_bus(self) -> str:
+        """Why `user`'s settings cannot be saved, if its session bus is missing ("" if not)."""
+        if self.user is None:
+            return ""
+        entry = passwd(self.user, "user")
+        bus = f"/run/user/{entry.pw_uid}/bus"
+        if os.path.exists(bus):
+            return ""
+        return f" ({entry.pw_name} has no session bus {bus}: is the user logged in?)"
+
 
 def _runner(
-    argv: list[str], env: dict[str, str], label: str, lock: asyncio.Lock
+    argv: list[str],
+    env: dict[str, str],
+    label: str,
+    lock: asyncio.Lock,
+    why: Callable[[], str],
 ) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         async with lock:
-            await run_command(argv, timeout=TIMEOUT, env=env, label=label)
+            _code, _out, err = await run_command(argv, timeout=TIMEOUT, env=env, label=label)
+        # gsettings exits 0 when its backend cannot save (dconf without a session bus logs
+        # "failed to commit changes to dconf" and keeps nothing): GLib's warnings say so.
+        problems = [GLIB_ALARM.sub("", line) for line in err.splitlines() if GLIB_ALARM.match(line)]
+        if problems:
+            raise ResourceError(f"{label} saved nothing{why()}: {problems[-1].strip()}")
 
     return run

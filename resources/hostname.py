@@ -5,7 +5,9 @@ through `org.freedesktop.hostname1` on the system bus (Properties.GetAll to obse
 SetStaticHostname/SetHostname/SetPrettyHostname with interactive=false to change). The watch is
 hostnamed's PropertiesChanged plus inotify on the files hostnamed keeps the names in (an edit
 by hand does not make hostnamed signal): /etc/hostname and /etc/machine-info, overridable with
-$MGMT_HOSTNAME_FILE and $MGMT_MACHINE_INFO_FILE (tests, chroots). See docs/resources/hostname.md.
+$MGMT_HOSTNAME_FILE and $MGMT_MACHINE_INFO_FILE (tests, chroots), and POLLPRI on
+/proc/sys/kernel/hostname (a `hostname X` by hand, which hostnamed does not signal either).
+See docs/resources/hostname.md.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.events import pump_events
 from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.pollpri import PriWatch
 from resources._lib.systemd import PROPERTIES, Bus, BusUser
 
 HOSTNAME1 = "org.freedesktop.hostname1"
 HOSTNAME1_PATH = "/org/freedesktop/hostname1"
+# The kernel's (transient) name: POLLPRI on a sethostname(2), which hostnamed does not signal.
+KERNEL_HOSTNAME = "/proc/sys/kernel/hostname"
 HOSTNAME_MAX = 64  # systemd's limit (HOST_NAME_MAX)
 PRETTY_MAX = 255
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -121,9 +126,12 @@ class HostnameRes(BusUser, Resource):
         async def watch(bus: Bus) -> None:
             signals = await bus.signals(HOSTNAME1, [route], _hostname_changed)
             try:
-                async with PathWatcher([hostname_file(), machine_info_file()]) as files:
+                async with (
+                    PathWatcher([hostname_file(), machine_info_file()]) as files,
+                    PriWatch(KERNEL_HOSTNAME) as kernel,
+                ):
                     await handle.event()
-                    await pump_events(handle, [signals, files])
+                    await pump_events(handle, [signals, files, kernel])
             finally:
                 await signals.aclose()
 

@@ -76,6 +76,10 @@ def parse_edit(text: str) -> Edit:
         value = strict_loads(rest)
     except json.JSONDecodeError as err:
         raise ValueError(f"the value is not one JSON value: {err.msg}") from None
+    try:  # what json.dumps would write must be UTF-8: no lone surrogate ("\ud800")
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("the value holds a lone surrogate (not valid Unicode)") from None
     return Edit(keys, False, value)
 
 
@@ -165,7 +169,7 @@ def apply_edit(root: dict[str, Any], edit: Edit) -> None:
 
 
 def render(root: dict[str, Any]) -> str:
-    return json.dumps(root, indent="\t", sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(root, indent="\t", sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 @register("json:edit")

@@ -54,16 +54,46 @@ def _escape(text: str) -> str:
     return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in text)
 
 
-def mounts() -> list[tuple[str, str, str]]:
-    """(mount point, type, source) of every mount in this namespace, in mount order."""
+# What each option says of the per-mount flags mountinfo shows (its sixth field): flag ->
+# set or not. Later options win, as in mount(8); an option not here is not compared.
+_DEFAULTS = {"ro": False, "nosuid": False, "nodev": False, "noexec": False}
+_FLAG_OPTIONS: dict[str, dict[str, bool]] = {
+    "defaults": _DEFAULTS,
+    "ro": {"ro": True},
+    "rw": {"ro": False},
+    **{name: {name: True} for name in ("nosuid", "nodev", "noexec", "nodiratime")},
+    **{name[2:]: {name: False} for name in ("nosuid", "nodev", "noexec", "nodiratime")},
+    "noatime": {"noatime": True, "relatime": False},
+    "relatime": {"relatime": True, "noatime": False},
+    "strictatime": {"relatime": False, "noatime": False},
+    "user": {"nosuid": True, "nodev": True, "noexec": True},
+    "users": {"nosuid": True, "nodev": True, "noexec": True},
+    "owner": {"nosuid": True, "nodev": True},
+    "group": {"nosuid": True, "nodev": True},
+}
+
+
+@dataclass(frozen=True)
+class Mounted:
+    """One line of mountinfo."""
+
+    point: str
+    type: str
+    source: str
+    flags: frozenset[str]  # the per-mount options: rw or ro, nosuid, noexec, relatime...
+
+
+def mounts() -> list[Mounted]:
+    """Every mount in this namespace, in mount order."""
     with open(MOUNTINFO) as handle:
         lines = handle.read().splitlines()
     found = []
     for line in lines:
         left, _, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
-        if len(fields) >= 5 and len(tail) >= 2:
-            found.append((_unescape(fields[4]), tail[0], _unescape(tail[1])))
+        if len(fields) >= 6 and len(tail) >= 2:
+            flags = frozenset(fields[5].split(","))
+            found.append(Mounted(_unescape(fields[4]), tail[0], _unescape(tail[1]), flags))
     return found
 
 
@@ -162,7 +192,8 @@ class MountRes(Edgeable, Resource):
         )
 
     def _steps(self, apply: bool) -> list[Step]:
-        return self._fstab_steps() + self._mount_steps(apply)
+        fstab = self._fstab_steps()
+        return fstab + self._mount_steps(apply, entry_changed=bool(fstab))
 
     def _fstab_steps(self) -> list[Step]:
         path = fstab_path()
@@ -194,8 +225,8 @@ class MountRes(Edgeable, Resource):
             return f"the mount point {self.name} does not exist"
         return ""
 
-    def _mount_steps(self, apply: bool) -> list[Step]:
-        here = [m for m in mounts() if m[0] == self.name]
+    def _mount_steps(self, apply: bool, entry_changed: bool) -> list[Step]:
+        here = [m for m in mounts() if m.point == self.name]
         if self.state == "absent":
             if not here:
                 return []
@@ -204,7 +235,14 @@ class MountRes(Edgeable, Resource):
             )
             return [Step(f"unmount {self.name}", f"unmounted {self.name}", umount)]
         if here and self._matches(here[-1]):
-            return []
+            return self._remount_steps(here[-1], entry_changed)
+        ours = [m for m in here if self._matches(m)]
+        if ours:  # never stacked again: each such drift would add one more mount
+            top = here[-1]
+            raise ResourceError(
+                f"{top.source} ({top.type}) is mounted over {self.device} on {self.name}: "
+                f"unmount it (umount {self.name}) or mount it elsewhere"
+            )
         device = self.device
         missing = self._missing()
         if missing and apply:
@@ -213,11 +251,11 @@ class MountRes(Edgeable, Resource):
         argv = ["mount", "-t", self.type, "-o", self._opts(), "--", device, self.name]
         run = functools.partial(self._mount, argv)
         if here:
-            _point, kind, source = here[-1]
+            top = here[-1]
             return [
                 Step(
-                    f"mount {device} ({self.type}) on {self.name}, over {source} ({kind})",
-                    f"mounted {device} ({self.type}) on {self.name} over {source} ({kind})",
+                    f"mount {device} ({self.type}) on {self.name}, over {top.source} ({top.type})",
+                    f"mounted {device} ({self.type}) on {self.name} over {top.source} ({top.type})",
                     run,
                 )
             ]
@@ -233,16 +271,58 @@ class MountRes(Edgeable, Resource):
         """Run mount(8), then check what it mounted: given an unknown type, it may probe the
         device and mount what it finds."""
         await run_command(argv, timeout=MOUNT_TIMEOUT)
-        here = [m for m in mounts() if m[0] == self.name]
+        here = [m for m in mounts() if m.point == self.name]
         if here and not self._matches(here[-1]):
-            _point, kind, source = here[-1]
+            top = here[-1]
             raise ResourceError(
-                f"mount(8) mounted {source} as {kind} on {self.name}, not {self.device} as "
-                f"{self.type}: check type and device"
+                f"mount(8) mounted {top.source} as {top.type} on {self.name}, not {self.device} "
+                f"as {self.type}: check type and device"
             )
 
-    def _matches(self, mount: tuple[str, str, str]) -> bool:
-        _point, kind, source = mount
+    def _flags_differing(self, mount: Mounted) -> list[str]:
+        """The per-mount flags (ro, nosuid, noexec...) of `options` that the live mount does
+        not have, as the options that set them. Default options are not compared, as in mgmt."""
+        if self.options == {"defaults": ""}:
+            return []
+        wanted: dict[str, bool] = {}
+        for name in self.options:
+            wanted.update(_FLAG_OPTIONS.get(name, {}))
+        return sorted(
+            flag
+            if want
+            else flag[2:]
+            if flag.startswith("no")
+            else _OPPOSITE.get(flag, f"no{flag}")
+            for flag, want in wanted.items()
+            if (flag in mount.flags) != want
+        )
+
+    def _remount_steps(self, mount: Mounted, entry_changed: bool) -> list[Step]:
+        """Remount with `options` when the live per-mount flags differ from them, or when the
+        fstab entry was just rewritten (a changed size= or mode= reaches the mount too)."""
+        differing = self._flags_differing(mount)
+        if not differing and not (entry_changed and self.options != {"defaults": ""}):
+            return []
+        why = f"it lacks {','.join(differing)}" if differing else "its fstab entry changed"
+        return [
+            Step(
+                f"remount {self.name} with {self._opts()} ({why})",
+                f"remounted {self.name} with {self._opts()} ({why})",
+                self._remount,
+            )
+        ]
+
+    async def _remount(self) -> None:
+        """mount -o remount with our options only (not merged with any fstab's), then check."""
+        argv = ["mount", "--options-source", "disable", "-o", f"remount,{self._opts()}"]
+        await run_command([*argv, "--", self.name], timeout=MOUNT_TIMEOUT)
+        here = [m for m in mounts() if m.point == self.name]
+        still = self._flags_differing(here[-1]) if here else []
+        if still:
+            raise ResourceError(f"remounted {self.name}, yet it lacks {','.join(still)}")
+
+    def _matches(self, mount: Mounted) -> bool:
+        kind, source = mount.type, mount.source
         if kind != self.type:
             return False
         if source == self.device:
@@ -253,6 +333,9 @@ class MountRes(Edgeable, Resource):
         return self.device.startswith("/") and os.path.realpath(self.device) == os.path.realpath(
             source
         )
+
+
+_OPPOSITE = {"ro": "rw"}
 
 
 def _fstab_point(line: str) -> str | None:

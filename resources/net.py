@@ -79,13 +79,27 @@ class NetRes(Resource):
                 raise ValidationError(
                     f"expected a prefix length (/24), got {addr!r}", f"addrs[{index}]"
                 )
+        interfaces = [ipaddress.ip_interface(addr) for addr in self.addrs or []]
+        for index, interface in enumerate(interfaces):
+            if interface.ip in [other.ip for other in interfaces[:index]]:
+                raise ValidationError(f"{interface.ip} is given twice", f"addrs[{index}]")
         if self.gateway is not None:
             try:
-                ipaddress.ip_address(self.gateway)
+                gateway = ipaddress.ip_address(self.gateway)
             except ValueError:
                 raise ValidationError(
                     f"expected an IP address, got {self.gateway!r}", "gateway"
                 ) from None
+            # Off every subnet of its family, the route is refused by the kernel ("Nexthop has
+            # invalid gateway"), and the networkd file written for boot holds it too. An IPv6
+            # link-local gateway is on every link.
+            same = [i.network for i in interfaces if i.version == gateway.version]
+            if same and not gateway.is_link_local and not any(gateway in n for n in same):
+                raise ValidationError(
+                    f"{self.gateway} is in none of the subnets of addrs "
+                    f"({', '.join(map(str, same))}): the kernel would refuse the route",
+                    "gateway",
+                )
 
     async def watch(self) -> None:
         async with Netlink(NETLINK_ROUTE, GROUPS) as kernel, PathWatcher([self._file]) as unit:

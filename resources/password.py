@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar
 
 from engine import safefs
 from engine.errors import ValidationError
+from engine.handle import var_name
 from engine.params import SECRET
 from engine.resource import Refreshable, Resource, register
 from engine.watcher import PathWatcher
@@ -80,6 +81,27 @@ class PasswordRes(Refreshable, Resource):
 
     def _path(self) -> Path:
         return self.handle.var_dir / FILE
+
+    @classmethod
+    def validate_together(cls, resources: list[Resource]) -> list[tuple[Resource, ValidationError]]:
+        """Two passwords whose names map to one kept file (`a/b` and `a_b`: the var dir's name
+        has '_' for '/') would share one password: the second is refused."""
+        seen: dict[str, Resource] = {}
+        problems: list[tuple[Resource, ValidationError]] = []
+        for res in resources:
+            other = seen.setdefault(var_name(res.name), res)
+            if other is not res:
+                problems.append(
+                    (
+                        res,
+                        ValidationError(
+                            f"{other} would keep its password in the same place "
+                            "(a '/' in a name is kept as '_'): rename one",
+                            "name",
+                        ),
+                    )
+                )
+        return problems
 
     def _fits(self, value: str) -> bool:
         return len(value) == self.length and all(c in ALPHABET for c in value)

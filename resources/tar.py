@@ -66,10 +66,18 @@ class TarRes(Edgeable, Resource):
     def validate(self) -> None:
         super().validate()
         check_abs_file(*or_name(self, "path"))
+        archive = os.path.normpath(self._path)
         for index, item in enumerate(self._inputs):
             if not item.startswith("/") or "\0" in item:
                 raise ValidationError(
                     f"expected an absolute path, got {item!r}", f"inputs[{index}]"
+                )
+            inside = os.path.normpath(item)
+            if archive == inside or archive.startswith(inside.rstrip("/") + "/"):
+                # Each write would be a change of the input: an archive of itself, forever.
+                raise ValidationError(
+                    f"{item} holds the archive {self._path}: put the archive outside its inputs",
+                    f"inputs[{index}]",
                 )
         if self.format not in tarformat.FORMATS:
             raise ValidationError(f"{tarformat.FORMAT_HELP}, got {self.format}", "format")

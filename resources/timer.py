@@ -15,17 +15,23 @@ from engine.handle import Handle
 from engine.resource import Refreshable, Resource, register
 from resources._lib.plan import nothing_to_do
 
+# A floor: below it the ticks (each one a check, and a run of what it notifies) would take the
+# agent's CPU; mgmt's interval is a whole number of seconds.
+MIN_INTERVAL = 0.01
+
 
 @register("timer")
 @dataclass(kw_only=True, eq=False)
 class TimerRes(Refreshable, Resource):
-    # Seconds between ticks (> 0). Required.
+    # Seconds between ticks (at least MIN_INTERVAL). Required.
     interval: float
 
     def validate(self) -> None:
         super().validate()
-        if not self.interval > 0:
-            raise ValidationError(f"must be > 0 seconds, got {self.interval}", "interval")
+        if not self.interval >= MIN_INTERVAL:
+            raise ValidationError(
+                f"must be at least {MIN_INTERVAL} seconds, got {self.interval}", "interval"
+            )
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
@@ -52,6 +58,6 @@ class TimerRes(Refreshable, Resource):
                 self._reset.set()
                 self.handle.logger.info("timer restarted by a refresh")
             else:
-                self.handle.logger.info("tick")
+                self.handle.logger.debug("tick")  # what it refreshes says what it did
             self._ticked = False
         return False

@@ -314,7 +314,7 @@ class ResourceChecker:
         except ValidationError as err:
             key = (err.key or "").split(".")[0].split("[")[0]
             where = lines.get(key, res.pos)
-            self.problems.add(where, f"{res.kind}[{name.value}]: {err}")
+            self.problems.add(where, f"{fmt_key((res.kind, name.value))}: {err}")
             return
         if self.unconditional() and not name.value.startswith(EXPORT_PREFIX):
             self._duplicate(built, res.pos)
@@ -426,7 +426,7 @@ def _label(res: ast.Resource) -> str:
     validation's problems name it), else its kind."""
     name = ast.constant(res.name)
     return (
-        f"{res.kind}[{name.value}]"
+        fmt_key((res.kind, name.value))
         if name is not None and isinstance(name.value, str)
         else res.kind
     )

@@ -28,6 +28,9 @@ PASSWD = "/etc/passwd"
 T = TypeVar("T")
 # Seconds a shadow tool (useradd, groupmod...) may take.
 SHADOW_TIMEOUT = 60
+# What an absent user provides (its name) so that the absent group of its name, its primary
+# group as useradd makes it, is removed after it: groupdel refuses a user's primary group.
+USER_REMOVED = "user:removed"
 
 
 def check_name(name: str, key: str) -> None:

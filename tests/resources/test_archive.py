@@ -154,3 +154,12 @@ async def test_tar_refuses_special_files_and_missing_inputs(
     with pytest.raises(ValidationError) as err:
         TarRes(name="/x.tar", format=3).validate()
     assert err.value.key == "format"
+
+
+def test_tar_inside_an_input_or_equal_to_one_is_refused() -> None:
+    for inputs, index in ((["/srv/a", "/srv/site"], 1), (["/srv/site/"], 0), (["/srv/x.tar"], 0)):
+        archive = "/srv/x.tar" if index == 0 and inputs[0] == "/srv/x.tar" else "/srv/site/x.tar"
+        with pytest.raises(ValidationError, match="holds the archive") as err:
+            TarRes(name=archive, inputs=inputs).validate()
+        assert err.value.key == f"inputs[{index}]"
+    TarRes(name="/srv/site.tar", inputs=["/srv/site/", "/srv/sites"]).validate()  # beside: fine

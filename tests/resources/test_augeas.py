@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -80,20 +79,34 @@ async def test_refusals(run_resource: object, tmp_path: Path) -> None:
     ).validate()
 
 
-async def test_a_file_no_lens_loads_fails_once_untouched(
+async def test_a_file_no_lens_handles_fails_and_is_never_written(
     run_resource: object, tmp_path: Path
 ) -> None:
-    """Without `lens`, a file outside every lens' paths (or with a lens Augeas lacks) loads no
-    tree: the resource fails saying so. Before, "save" did nothing, the unchanged copy was
-    written back (an inotify event) and the resource ran again, forever, at 50% CPU."""
-    conf = tmp_path / "app_config"
+    """Without `lens`, a file outside every lens' paths: before, each check "set" the value,
+    Augeas saved nothing, the unchanged bytes were written back, and that write was the next
+    event (a loop at 50% CPU); now it fails naming what to give, and the file is untouched. A
+    lens that does not exist says so (before: "cannot save F: No error")."""
+    conf = tmp_path / "nolens_config"
     conf.write_text("Port 22\n")
-    before = os.stat(conf).st_mtime_ns
-    for lens, why in ((None, "give `lens`"), ("Nosuch.lns", "is Nosuch.lns a lens")):
-        res = AugeasRes(
-            name=f"n{lens}", file=str(conf), lens=lens, sets=[AugeasSet(path="Port", value="2")]
-        )
-        await run_resource(res)  # type: ignore[operator]
-        with pytest.raises(ResourceError, match=f"no lens loads {conf}: {re.escape(why)}"):
+    before = os.stat(conf)
+    sets = [AugeasSet(path="Port", value="2222")]
+    for lens, message in (
+        (None, f"no Augeas lens handles {conf}: give `lens`"),
+        ("Nosuch.lns", "no lens named Nosuch.lns"),
+    ):
+        res = AugeasRes(name=f"n{lens}", file=str(conf), lens=lens, sets=sets)
+        await run_resource(res, watch=False)  # type: ignore[operator]
+        with pytest.raises(ResourceError, match=message):
             await res.check_apply(True)
-    assert conf.read_text() == "Port 22\n" and os.stat(conf).st_mtime_ns == before
+    after = os.stat(conf)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+@pytest.mark.parametrize(
+    "path", ["../../etc/passwd", "Match/..", "Port/../../x", "..[1]", "parent::*/x"]
+)
+def test_a_set_path_leaving_the_files_tree_is_refused(path: str) -> None:
+    res = AugeasRes(name="d", file="/x", sets=[AugeasSet(path=path, value="1")])
+    with pytest.raises(ValidationError, match="expected a path below the file's tree") as err:
+        res.validate()
+    assert err.value.key == "sets[0].path"

@@ -3,6 +3,8 @@ temporary config directory), with `gsettings monitor` as the watch."""
 
 from __future__ import annotations
 
+import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,28 @@ async def test_missing_user_fails_the_check_not_the_watch(run_resource: object) 
     with pytest.raises(ResourceError, match="no such user 'mgmt-no-such-user'"):
         await res.check_apply(True)
     assert running.task is not None and not running.task.done()  # it waits for the user
+
+
+NOBODY = pwd.getpwnam("nobody")
+
+
+@pytest.mark.skipif(
+    os.path.exists(f"/run/user/{NOBODY.pw_uid}/bus"), reason="nobody has a session bus here"
+)
+async def test_a_user_without_a_session_bus_fails_rather_than_saving_nothing(
+    run_resource: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dconf as `nobody`, who is not logged in (no /run/user/65534/bus): `gsettings set` exits
+    0 and keeps nothing, saying so on stderr only. Before, the resource reported "set" on every
+    run; now it fails naming the missing session bus."""
+    nobody = NOBODY
+    monkeypatch.setenv("GSETTINGS_BACKEND", "dconf")
+    res = GsettingsRes(name=f"{SCHEMA} clock-show-seconds", type="bool", value=True, user="nobody")
+    await run_resource(res, watch=False)  # type: ignore[operator]
+    with pytest.raises(ResourceError) as err:
+        await res.check_apply(True)
+    assert str(err.value).startswith(
+        f"gsettings set {SCHEMA} clock-show-seconds saved nothing (nobody has no session bus "
+        f"/run/user/{nobody.pw_uid}/bus: is the user logged in?): "
+    )
+    assert "**" not in str(err.value)

@@ -12,16 +12,19 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from engine.errors import ResourceError, ValidationError
 from resources._lib.proc import run_command
-from resources.mount import MountRes, mounts
+from resources.hostname import HostnameRes
+from resources.mount import MOUNTINFO, MountRes, mounts
 from resources.net import NetRes
 from resources.sysctl import SysctlRes
 from tests.conftest import Running
+from tests.fakes.systemd import running_fake
 
 INSIDE = os.environ.get("MGMT_TEST_NS") == "1"
 inside = pytest.mark.skipif(not INSIDE, reason="runs inside test_in_namespaces' namespaces")
@@ -147,7 +150,7 @@ async def test_mount_tmpfs_timeline(
         name=str(point), state="exists", device="scratch", type="tmpfs", options={"size": "1m"}
     )
     running: Running = await run_resource(res)  # type: ignore[operator]
-    mounted = lambda: any(m[0] == str(point) for m in mounts())  # noqa: E731
+    mounted = lambda: any(m.point == str(point) for m in mounts())  # noqa: E731
     assert await res.check_apply(False) is False  # noop
     assert not mounted() and "scratch" not in fstab.read_text()
     assert await res.check_apply(True) is False
@@ -167,6 +170,50 @@ async def test_mount_tmpfs_timeline(
     assert not mounted()
     assert fstab.read_text() == "# kept\nproc /proc proc defaults 0 0\n"
     assert await absent.check_apply(True) is True
+
+
+@inside
+async def test_mount_options_of_the_live_mount_are_repaired(
+    run_resource: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand remount dropping noexec,nosuid is remounted back (before: never compared, the
+    hardening silently undone); a change of options in the graph reaches the live mount, not
+    only fstab; a hand over-mount fails the resource rather than stacking one more mount."""
+    monkeypatch.setenv("MGMT_FSTAB", str(tmp_path / "fstab"))
+    point = tmp_path / "pt"
+    point.mkdir()
+    live = lambda: [m for m in mounts() if m.point == str(point)]  # noqa: E731
+    options = {"size": "1m", "noexec": "", "nosuid": ""}
+    res = MountRes(name=str(point), state="exists", device="scratch", type="tmpfs", options=options)
+    running: Running = await run_resource(res)  # type: ignore[operator]
+    assert await res.check_apply(True) is False
+    assert {"noexec", "nosuid"} <= live()[-1].flags
+    assert await res.check_apply(True) is True
+    await run_command(["mount", "-o", "remount,exec,suid", str(point)], timeout=30)  # drift
+    await _next_matching(running, lambda: "noexec" not in live()[-1].flags)
+    assert await res.check_apply(False) is False  # noop: says so, changes nothing
+    assert "noexec" not in live()[-1].flags
+    assert await res.check_apply(True) is False
+    assert {"noexec", "nosuid"} <= live()[-1].flags and len(live()) == 1
+    assert await res.check_apply(True) is True
+    wider = MountRes(
+        name=str(point),
+        state="exists",
+        device="scratch",
+        type="tmpfs",
+        options={"size": "2m", "ro": "", "noexec": ""},
+    )
+    await run_resource(wider, watch=False)  # type: ignore[operator]
+    assert await wider.check_apply(True) is False  # fstab entry and live mount
+    assert {"ro", "noexec"} <= live()[-1].flags and "nosuid" not in live()[-1].flags
+    assert "size=2048k" in _read(MOUNTINFO)
+    assert await wider.check_apply(True) is True
+    await run_command(["mount", "-t", "tmpfs", "other", str(point)], timeout=30)
+    with pytest.raises(ResourceError, match=r"other \(tmpfs\) is mounted over scratch on"):
+        await wider.check_apply(True)
+    assert len(live()) == 2  # not stacked a third time
+    await run_command(["umount", str(point)], timeout=30)
+    assert await wider.check_apply(True) is True
 
 
 @inside
@@ -200,6 +247,33 @@ async def test_mount_loop_image(
     with pytest.raises(ValidationError) as err:
         MountRes(name=str(point), state="exists", device="x", type="ext4,ro").validate()
     assert err.value.key == "type"
+
+
+@pytest.fixture
+async def hostnamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    async with running_fake(tmp_path, monkeypatch.setenv, transient_hostname="web1"):
+        yield
+
+
+@pytest.fixture
+def start_after_hostnamed(hostnamed: None, run_resource: object) -> object:
+    """run_resource, set up after (so torn down before) the fake hostnamed."""
+    return run_resource
+
+
+@inside
+async def test_hostname_set_behind_hostnameds_back_is_an_event(
+    start_after_hostnamed: object,
+) -> None:
+    """`hostname X` (sethostname) makes hostnamed send no signal: the watch has POLLPRI on
+    /proc/sys/kernel/hostname for it (here in this test's own UTS namespace), so the transient
+    name is checked, and repaired, at once (before: not until some other event)."""
+    res = HostnameRes(name="host", transient_hostname="web1")
+    running: Running = await start_after_hostnamed(res)  # type: ignore[operator]
+    assert await res.check_apply(True) is True
+    await run_command(["hostname", "hacked2"], timeout=30)
+    async with asyncio.timeout(10):
+        await running.handle.next_event()
 
 
 async def _ip(*args: str) -> str:
@@ -250,7 +324,18 @@ async def test_net_timeline_on_a_veth_link(
         ({"name": "x", "addrs": ["10.0.0.1"]}, "addrs[0]"),
         ({"name": "x", "addrs": ["nope/24"]}, "addrs[0]"),
         ({"name": "x", "gateway": "300.1.1.1"}, "gateway"),
+        ({"name": "x", "addrs": ["10.0.0.1/24", "10.0.0.1/16"]}, "addrs[1]"),
+        (
+            {"name": "x", "addrs": ["10.0.0.1/24", "2001:db8::1/64"], "gateway": "10.0.1.1"},
+            "gateway",
+        ),
+        ({"name": "x", "addrs": ["10.0.0.1/24"], "gateway": "2001:db9::1"}, None),
+        ({"name": "x", "addrs": ["2001:db8::1/64"], "gateway": "fe80::1"}, None),
+        ({"name": "x", "addrs": ["10.0.0.1/24"], "gateway": "10.0.0.254"}, None),
     ):
+        if key is None:  # another family, link-local, or on the subnet: fine
+            NetRes(**params).validate()  # type: ignore[arg-type]
+            continue
         with pytest.raises(ValidationError) as err:
             NetRes(**params).validate()  # type: ignore[arg-type]
         assert err.value.key == key

@@ -68,9 +68,12 @@ async def test_timer_ticks_are_changes_and_refresh_restarts(run_resource: object
     await running.handle.next_event()  # and it keeps ticking
 
 
-def test_timer_interval_must_be_positive() -> None:
-    with pytest.raises(ValidationError, match="interval"):
-        TimerRes(name="t", interval=0).validate()
+@pytest.mark.parametrize("interval", [0, 0.000001, 0.009])
+def test_timer_interval_has_a_floor(interval: float) -> None:
+    with pytest.raises(ValidationError, match=r"must be at least 0\.01 seconds") as err:
+        TimerRes(name="t", interval=interval).validate()
+    assert err.value.key == "interval"
+    TimerRes(name="t", interval=0.01).validate()
 
 
 async def test_msg_journal_sends_one_native_datagram(

@@ -15,6 +15,8 @@ import pytest
 
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable
+from resources._lib.ids import USER_REMOVED
+from resources.group import GroupRes
 from resources.user import UserRes
 from tests.conftest import Running
 
@@ -272,3 +274,7 @@ def test_uids_and_autoedges() -> None:
     assert UserRes(name="bob", gid=50).autoedges() == [[UID("group", "50")]]
     assert UserRes(name="bob").autoedges() == [[UID("group", "bob")]]
     assert UserRes(name="bob", state="absent").autoedges() == []
+    gone = UserRes(name="bob", state="absent")
+    assert gone.uids() == [UID("user", "bob"), UID(USER_REMOVED, "bob")]
+    assert GroupRes(name="bob", state="absent").autoedges() == [[UID(USER_REMOVED, "bob")]]
+    assert GroupRes(name="bob").autoedges() == []

@@ -1,0 +1,124 @@
+"""Host kinds from the command line, where a graph used to loop or pass silently: each one
+now fails or is refused in one line, and the run ends."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import run_mgmt, run_once
+
+
+def test_augeas_without_a_lens_for_its_file_fails_once_and_the_run_ends(tmp_path: Path) -> None:
+    conf = tmp_path / "nolens_config"
+    conf.write_text("Port 22\n")
+    before = os.stat(conf).st_mtime_ns
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        "graph: a\nresources:\n  augeas:\n"
+        f"    - name: x\n      file: {conf}\n      sets: [{{path: Port, value: '2222'}}]\n"
+    )
+    code, out = run_mgmt(
+        ["run", "--tmp-prefix", "--converged-timeout=1", "--max-runtime=60", "yaml", str(graph)]
+    )
+    assert code == 1, out
+    assert f"augeas[x]: failed: augeas: no Augeas lens handles {conf}: give `lens`" in out
+    assert "set to" not in out and "saved" not in out
+    assert conf.read_text() == "Port 22\n" and os.stat(conf).st_mtime_ns == before
+
+
+def test_a_tar_archive_inside_its_input_is_refused_at_load(tmp_path: Path) -> None:
+    """Before, each archive held the last one and its write was the next event: it grew
+    forever. Now it is refused as gzip refuses its own path: exit 2, nothing written."""
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "a").write_text("a\n")
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        f"graph: t\nresources:\n  tar:\n    - {{name: {tmp_path}/self/sub/self.tar, "
+        f"inputs: [{tmp_path}/other, {tmp_path}/self/]}}\n"
+    )
+    code, out = run_once("yaml", graph)
+    assert code == 2, out
+    assert (
+        f"{graph}:4: tar[{tmp_path}/self/sub/self.tar]: inputs[1]: {tmp_path}/self/ holds "
+        f"the archive {tmp_path}/self/sub/self.tar: put the archive outside its inputs"
+    ) in out
+    assert not (tmp_path / "self" / "sub").exists()
+
+
+def test_a_timer_below_the_floor_is_refused_and_ticks_are_quiet(tmp_path: Path) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text("graph: t\nresources:\n  timer:\n    - {name: fast, interval: 0.000001}\n")
+    code, out = run_once("yaml", graph)
+    assert code == 2, out
+    assert f"{graph}:4: timer[fast]: interval: must be at least 0.01 seconds, got 1e-06" in out
+    graph.write_text("graph: t\nresources:\n  timer:\n    - {name: slow, interval: 0.05}\n")
+    code, out = run_mgmt(
+        ["run", "--tmp-prefix", "--converged-timeout=1", "--max-runtime=3", "yaml", str(graph)]
+    )
+    assert "tick" not in out  # at debug level only
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd)")
+def test_a_user_and_its_own_group_removed_in_one_graph_fail_nothing(tmp_path: Path) -> None:
+    """The group comes first in the file; groupdel refuses a user's primary group, so before,
+    the run logged `group[...]: failed: groupdel exited with code 8` and recovered later. Now
+    the absent group of the absent user's name comes after it (automatic edge)."""
+    name = f"mgmt-test-{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "--user-group", name], check=True, capture_output=True)
+    try:
+        graph = tmp_path / "g.yaml"
+        graph.write_text(
+            "graph: cleanup\nresources:\n"
+            f"  group:\n    - {{name: {name}, state: absent}}\n"
+            f"  user:\n    - {{name: {name}, state: absent}}\n"
+        )
+        code, out = run_once("yaml", graph)
+        assert code == 0, out
+        assert "failed" not in out, out
+        for database in ("/etc/passwd", "/etc/group"):
+            with open(database) as handle:
+                assert f"\n{name}:" not in "\n" + handle.read()
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+        subprocess.run(["groupdel", name], check=False, capture_output=True)
+
+
+def _both_front_ends_refuse(tmp_path: Path, yaml_text: str, mcl_text: str, said: str) -> str:
+    """`mgmt check` of the graph as YAML and as mcl: exit 2, `said` after FILE:LINE: (what
+    is refused is on the last line of each); their outputs, joined."""
+    outs = []
+    for graph, text in (("g.yaml", yaml_text), ("g.mcl", mcl_text)):
+        (tmp_path / graph).write_text(text)
+        code, out = run_mgmt(["check", str(tmp_path / graph)])
+        assert code == 2, out
+        line = yaml_text.count("\n") if graph == "g.yaml" else f"{mcl_text.count(chr(10))}:1"
+        assert f"{tmp_path / graph}:{line}: {said}" in out, out
+        outs.append(out)
+    return "".join(outs)
+
+
+def test_the_refusal_of_a_password_in_a_remote_name_does_not_show_it(tmp_path: Path) -> None:
+    url = "ssh://root:hunter2pw@127.0.0.1:22711/"
+    out = _both_front_ends_refuse(
+        tmp_path,
+        f"graph: r\nresources:\n  remote:\n    - name: {url}\n",
+        f'remote "{url}" {{}}\n',
+        "remote[ssh://root:***@127.0.0.1:22711/]: name: a password in the name would be logged",
+    )
+    assert "hunter2pw" not in out
+
+
+def test_two_passwords_kept_in_one_place_are_refused(tmp_path: Path) -> None:
+    """`a/b` and `a_b` map to one var dir (a '/' is kept as '_'): before, they shared one kept
+    password; now the second is refused, in both front-ends, before anything runs."""
+    _both_front_ends_refuse(
+        tmp_path,
+        "graph: p\nresources:\n  password:\n    - name: a/b\n    - name: a_b\n",
+        'password "a/b" {}\npassword "a_b" {}\n',
+        "password[a_b]: name: password[a/b] would keep its password in the same place",
+    )
