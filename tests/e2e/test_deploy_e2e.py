@@ -19,7 +19,7 @@ from mgmt.deploy import DeployError
 from mgmt.deploy.status import STATUS, SUMMARY, host_statuses
 from mgmt.deploy.store import IDS, NEWEST, Record, id_key, newest_id
 from mgmt.listing import NAMED
-from tests.e2e.helpers import Daemon, Notified, has_content, run_mgmt, wait_path
+from tests.e2e.helpers import Daemon, Notified, has_content, run_mgmt, small_fs, wait_path
 from tests.e2e.test_cluster_e2e import Host, client_of, fleet
 from tests.mgmt.cluster.certs import CA
 from tests.mgmt.cluster.helpers import free_ports
@@ -631,6 +631,36 @@ async def test_a_deploy_refused_for_the_trusted_keys_runs_once_the_file_is_fixed
         new.write_text(trusted.read_text() + bob.allowed())
         new.rename(trusted)
         await all_have(out, [h1], "v3")
+
+
+def fill(directory: Path) -> Path:
+    """A file in `directory` written until its file system is full."""
+    filler = directory / "filler"
+    with filler.open("wb") as file, contextlib.suppress(OSError):
+        while True:
+            file.write(b"\0" * 65536)
+            file.flush()
+    return filler
+
+
+async def test_a_deploy_refused_for_a_full_disk_runs_once_there_is_room(tmp_path: Path) -> None:
+    """tester9's finding: a deploy that could not be extracted (the file system full) stayed
+    refused until SIGHUP or a newer deploy, and its line pointed at the trusted keys. It is
+    tried again with a backoff, said once, by its cause; it runs once there is room."""
+    async with alice_on_h1(tmp_path) as served:
+        h1, alice, out, src = served.h1, served.keys["alice"], served.out, served.src
+        assert h1.daemon is not None
+        with small_fs(h1.prefix / "deploy", "1m"):
+            filler = fill(h1.prefix / "deploy")
+            await push(h1, alice, program(src, out, "v2"), "--direct")
+            await h1.daemon.wait_log("could not prepare deploy 2: ")
+            line = next(x for x in h1.daemon.lines if "could not prepare deploy 2" in x)
+            assert "the file system is full" in line and "Errno" not in line, line
+            assert "keeping deploy 1" in line and "trusted" not in line, line
+            filler.unlink()
+            await all_have(out, [h1], "v2")
+            await wait_path(h1.prefix / "deploy" / "current.json", keeps(2))
+            assert sum("could not prepare deploy 2" in x for x in h1.daemon.lines) == 1
 
 
 async def test_a_replayed_record_is_listed_under_its_key_and_compacted_by_it(
