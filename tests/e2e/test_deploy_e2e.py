@@ -389,6 +389,74 @@ async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
         assert re.search(r"running deploy 1 \(.*, \d+ ms after this host saw it\)", d2.log)
 
 
+def collecting(directory: Path, out: Path) -> Path:
+    """A `lang DIR/` program: per host, a local file, an exported one (`out/shared/<host>`) and
+    a `collect` (with `Meta:reverse`) of every exported file under `out/shared/` that
+    `collect.res` names (tester9's program)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "main.mcl").write_text(
+        'import "sys"\nimport "world/collect"\nimport "iter"\nimport "strings"\n'
+        f'$shared = "{out}/shared/"\n'
+        f'file "{out}/local-${{sys.hostname()}}" {{\n\tcontent => "local\\n",\n}}\n'
+        'file "${shared}${sys.hostname()}" {\n\tcontent => "from ${sys.hostname()}\\n",\n'
+        '\tMeta:export => ["*"],\n\tMeta:hidden => true,\n}\n'
+        '$wanted = iter.filter(collect.res("file"), func($r) { '
+        "strings.has_prefix($r->name, $shared) })\n"
+        "collect file $wanted {\n\tMeta:hidden => false,\n\tMeta:reverse => true,\n}\n"
+    )
+    return directory
+
+
+def kept_exports(count: int) -> Callable[[Path], bool]:
+    """A host's kept exported records (`<prefix>/cluster-exported.json`) are `count`."""
+
+    def check(path: Path) -> bool:
+        try:
+            return len(json.loads(path.read_text())["records"]) == count
+        except (OSError, ValueError, KeyError):
+            return False
+
+    return check
+
+
+@pytest.mark.slow
+async def test_a_host_restarted_without_its_cluster_collects_what_it_collected(
+    tmp_path: Path,
+) -> None:
+    """tester9's finding: a host restarted while its cluster did not answer, with a kept deploy
+    whose program reads `collect.res`, ran nothing of it (a program error: no graph) and said
+    "converged: all 0 resources". It runs the graph it ran before, with the exported records
+    it last read (kept in its prefix), says so, and collects the cluster's once it answers."""
+    keys = tmp_path / "keys"
+    alice = make_key(keys, "alice")
+    trusted = ["--trusted-keys", str(trusted_file(keys, alice))]
+    out, src = tmp_path / "out", tmp_path / "src"
+    shared = out / "shared"
+    out.mkdir()
+    h1 = DeployHost("h1", tmp_path, extra_args=trusted)
+    h2 = DeployHost("h2", tmp_path, extra_args=[*trusted, "--no-server"])
+    async with fleet([h1, h2]):  # type: ignore[list-item]
+        await h1.start()
+        await h2.start(seeds=[h1])
+        await push(h1, alice, collecting(src, out))
+        for name in ("h1", "h2"):
+            await wait_path(shared / name, has_content(f"from {name}\n"), 30)
+        await wait_path(h2.prefix / "cluster-exported.json", kept_exports(2), 30)
+        await wait_path(h2.prefix / "deploy" / "current.json", keeps(1), 30)
+        await h1.kill()  # the only etcd member: h2 has no cluster now
+        await h2.kill()
+        for path in (shared / "h1", out / "local-h2"):
+            path.unlink()
+        d2 = await h2.start(seeds=[h1])  # the cluster is still gone
+        await wait_path(out / "local-h2", has_content("local\n"), 30)
+        await wait_path(shared / "h1", has_content("from h1\n"), 30)  # collected, as before
+        await wait_path(shared / "h2", has_content("from h2\n"), 30)  # not reversed
+        await d2.wait_log("the cluster does not answer: collecting the 2 exported resources")
+        assert "converged: all 0 resources" not in d2.log and "program error" not in d2.log
+        await h1.start()
+        await d2.wait_log("the cluster answers: collecting its exported resources", timeout=60)
+
+
 async def _program_errors(via: DeployHost, expected: dict[str, bool]) -> None:
     """Wait (on a watch of the summaries) until each host's row has a program error or not."""
     async with client_of(via) as client:
