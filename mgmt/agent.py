@@ -861,6 +861,10 @@ class Agent:
                 await self.engine.apply(graph, since)
             except GraphError:  # refused before anything ran: the running graph stays
                 self._digest, self._loaded = last_digest, last
+                if self.cluster is not None and last is not None:
+                    # ... and its exports and collects, not the refused graph's (published
+                    # by the merge: they stayed in the cluster while the old graph ran)
+                    await self.cluster.merge(last)
                 raise
             self._refused_collected("")  # this graph holds what is collected now
             if self.config.graphviz:
