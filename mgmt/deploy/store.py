@@ -224,6 +224,24 @@ async def blob(client: EtcdClient, digest: str) -> bytes | None:
     return await client.get((BLOBS + digest).encode())
 
 
+class NoQuorum(DeployError):
+    """The cluster has no leader: nothing can be stored until a quorum answers again."""
+
+
+async def quorate_head(client: EtcdClient) -> tuple[int, list[Record]]:
+    """`head(client)`, after `require_quorum`."""
+    await require_quorum(client)
+    return await head(client)
+
+
+async def require_quorum(client: EtcdClient) -> None:
+    """NoQuorum, at once, when the member reached has no leader (a push would wait for its
+    reads' deadline, then say `Deadline Exceeded`)."""
+    why = await client.no_quorum()
+    if why:
+        raise NoQuorum(f"{why}: nothing stored")
+
+
 async def push(
     client: EtcdClient,
     bundle: Bundle,
@@ -246,6 +264,8 @@ async def push(
     if keep < 1:
         raise DeployError(f"--keep: must be >= 1, got {keep}")
     data = bundle.encode()
+    if known is None:  # else the caller read it with `quorate_head`
+        await require_quorum(client)
     above = await floor(client)
     for _ in range(attempts):
         parent, kept = known or await head(client)
