@@ -229,9 +229,16 @@ class NoQuorum(DeployError):
 
 
 async def quorate_head(client: EtcdClient) -> tuple[int, list[Record]]:
-    """`head(client)`, after `require_quorum`."""
-    await require_quorum(client)
-    return await head(client)
+    """`head(client)`, read while `require_quorum` asks (no round trip more), dropped if
+    there is none (it would wait for its deadline)."""
+    newest = asyncio.create_task(head(client))
+    try:
+        await require_quorum(client)
+    except BaseException:
+        newest.cancel()
+        await asyncio.gather(newest, return_exceptions=True)
+        raise
+    return await newest
 
 
 async def require_quorum(client: EtcdClient) -> None:
@@ -265,7 +272,7 @@ async def push(
         raise DeployError(f"--keep: must be >= 1, got {keep}")
     data = bundle.encode()
     if known is None:  # else the caller read it with `quorate_head`
-        await require_quorum(client)
+        known = await quorate_head(client)
     above = await floor(client)
     for _ in range(attempts):
         parent, kept = known or await head(client)
