@@ -106,6 +106,11 @@ class Unrunnable(DeployError):
     """A deploy this host would refuse (`policy.signed_for`), made here: not stored."""
 
 
+class Untrusted(DeployError):
+    """A deploy whose signature this host's trusted keys do not verify (`policy.signed_for`):
+    a change of the keys file may change that."""
+
+
 class Transient(DeployError):
     """A deploy that could not be prepared for a reason of this host's (`TRANSIENT`), not the
     deploy's: tried again with a backoff."""
@@ -133,7 +138,10 @@ def verify(rec: Record, data: bytes, policy: Policy) -> tuple[Bundle, str]:
     verified); else DeployError (blocking: reads the trusted keys)."""
     if hashlib.sha256(data).hexdigest() != rec.hash:
         raise DeployError(f"its blob does not match its hash {rec.hash[:12]}")
-    unverified = signed_for(rec, policy)
+    try:
+        unverified = signed_for(rec, policy)
+    except DeployError as err:
+        raise Untrusted(str(err)) from None
     if unverified:
         log.warning(
             "deploy %d is NOT VERIFIED (%s): running it because of --allow-unsigned-deploys "
@@ -390,7 +398,7 @@ class DeploySource:
                 self._retry(newest, str(err))
                 return
             except DeployError as err:
-                self._refuse(newest, str(err))
+                self._refuse(newest, str(err), isinstance(err, Untrusted))
                 return
             self._retry_in = RETRY_FIRST
             await self._drop_ready()
@@ -617,11 +625,13 @@ class DeploySource:
         if ready is not None and ready.lang is not None:
             await ready.lang.aclose()
 
-    def _refuse(self, deploy_id: int, why: str) -> None:
+    def _refuse(self, deploy_id: int, why: str, untrusted: bool = False) -> None:
+        """Refuse the deploy until SIGHUP or a newer one; `untrusted` (its signature): or a
+        change of the trusted keys (`_watch_keys`), which the line then names."""
         running = self.running.record.id if self.running else 0
         keeping = f"keeping deploy {running}" if running else "running nothing yet"
         again = "SIGHUP"
-        if self.policy.trusted_keys is not None:
+        if untrusted and self.policy.trusted_keys is not None:
             again = f"a change of {self.policy.trusted_keys} or SIGHUP"
         log.error(
             "refused deploy %d: %s; %s (%s verifies it again)", deploy_id, why, keeping, again

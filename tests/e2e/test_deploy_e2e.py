@@ -749,6 +749,8 @@ async def test_a_replayed_record_is_listed_under_its_key_and_compacted_by_it(
             await client.put(NEWEST.encode(), b"3")
         assert h1.daemon is not None
         await h1.daemon.wait_log("refused deploy 3: ")
+        line = next(x for x in h1.daemon.lines if "refused deploy 3: " in x)
+        assert line.endswith("(SIGHUP verifies it again)"), line  # not the keys: not about them
         code, listed = await deploy(h1, "--list")
         assert code == 0, listed
         rows = [line.split() for line in listed.splitlines()]
