@@ -357,10 +357,9 @@ async def test_a_member_of_another_ca_is_one_line(tmp_path: Path) -> None:
             assert "no etcd member reachable" in text and "CERTIFICATE_VERIFY_FAILED" in text
 
 
-@pytest.mark.slow
-async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
-    tmp_path: Path,
-) -> None:
+def member_and_client(tmp_path: Path) -> tuple[Key, Path, Path, DeployHost, DeployHost]:
+    """alice's key; out/ (made) and src/; h1, the cluster's only member, and h2, a client of
+    it (--no-server): both trust alice."""
     keys = tmp_path / "keys"
     alice = make_key(keys, "alice")
     trusted = ["--trusted-keys", str(trusted_file(keys, alice))]
@@ -368,6 +367,14 @@ async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
     out.mkdir()
     h1 = DeployHost("h1", tmp_path, extra_args=trusted)
     h2 = DeployHost("h2", tmp_path, extra_args=[*trusted, "--no-server"])
+    return alice, out, src, h1, h2
+
+
+@pytest.mark.slow
+async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
+    tmp_path: Path,
+) -> None:
+    alice, out, src, h1, h2 = member_and_client(tmp_path)
     async with fleet([h1, h2]):  # type: ignore[list-item]
         await h1.start()
         await h2.start(seeds=[h1])
@@ -427,14 +434,8 @@ async def test_a_host_restarted_without_its_cluster_collects_what_it_collected(
     whose program reads `collect.res`, ran nothing of it (a program error: no graph) and said
     "converged: all 0 resources". It runs the graph it ran before, with the exported records
     it last read (kept in its prefix), says so, and collects the cluster's once it answers."""
-    keys = tmp_path / "keys"
-    alice = make_key(keys, "alice")
-    trusted = ["--trusted-keys", str(trusted_file(keys, alice))]
-    out, src = tmp_path / "out", tmp_path / "src"
+    alice, out, src, h1, h2 = member_and_client(tmp_path)
     shared = out / "shared"
-    out.mkdir()
-    h1 = DeployHost("h1", tmp_path, extra_args=trusted)
-    h2 = DeployHost("h2", tmp_path, extra_args=[*trusted, "--no-server"])
     async with fleet([h1, h2]):  # type: ignore[list-item]
         await h1.start()
         await h2.start(seeds=[h1])
