@@ -548,8 +548,10 @@ class Agent:
         if not (waiting and self._said_waiting):
             took = time.monotonic() - self._started
             shown, summary = self._eventful(), self._convergence_summary()
-            if problem := self.status.program_error:  # not "all 0 ... desired" alone: it failed
-                shown, summary = True, f"{summary}; program error: {problem[:200]}"
+            if self.status.program_error:  # not "all 0 ... desired" alone: it failed (its
+                # error was logged when it came: not repeated here)
+                shown = True
+                summary += "; the program has an error (logged above; `mgmt status` shows it)"
             if not shown:
                 self._converged_line = (summary, took)
             logsetup.summary(log, shown, "converged: %s (%.3fs)", summary, took)
