@@ -548,6 +548,10 @@ class Agent:
         if not (waiting and self._said_waiting):
             took = time.monotonic() - self._started
             shown, summary = self._eventful(), self._convergence_summary()
+            if self.status.program_error:  # not "all 0 ... desired" alone: it failed (its
+                # error was logged when it came: not repeated here)
+                shown = True
+                summary += "; the program has an error (logged above; `mgmt status` shows it)"
             if not shown:
                 self._converged_line = (summary, took)
             logsetup.summary(log, shown, "converged: %s (%.3fs)", summary, took)
@@ -859,6 +863,10 @@ class Agent:
                 await self.engine.apply(graph, since)
             except GraphError:  # refused before anything ran: the running graph stays
                 self._digest, self._loaded = last_digest, last
+                if self.cluster is not None and last is not None:
+                    # ... and its exports and collects, not the refused graph's (published
+                    # by the merge: they stayed in the cluster while the old graph ran)
+                    await self.cluster.merge(last)
                 raise
             self._refused_collected("")  # this graph holds what is collected now
             if self.config.graphviz:

@@ -593,6 +593,38 @@ class EtcdClient:
             return False
         return True
 
+    async def no_quorum(self, timeout: float = 0.5) -> str:
+        """ "" when the connected member has a leader; else one line saying so and which
+        voting members do not answer (each asked its status for `timeout` s). Both reads are
+        served by a member without a leader: a caller learns it at once, not after a write's
+        deadline."""
+        if (await self.status()).leader:
+            return ""
+        voters = [m for m in await self.members() if not m.is_learner]
+
+        async def answers(member: Member) -> bool:
+            probe = EtcdClient(
+                member.client_urls,
+                tls=self.tls,
+                user=self.user,
+                password=self._password,
+                call_timeout=timeout,
+                retry_for=timeout,
+                name=f"probe {member.name}",
+            )
+            probe.quiet = True
+            try:
+                return bool(member.client_urls) and await probe.answers()
+            finally:
+                await probe.close()
+
+        up = await asyncio.gather(*(answers(m) for m in voters))
+        down = [
+            m.name or ",".join(m.client_urls) for m, ok in zip(voters, up, strict=True) if not ok
+        ]
+        line = f"the cluster has no quorum (no leader): {sum(up)} of {len(voters)} voting members answer"
+        return line + (f"; not answering: {', '.join(sorted(down))}" if down else "")
+
     async def space_alarms(self) -> list[Any]:
         """The active NOSPACE alarms (the storage quota was reached: writes are refused)."""
 

@@ -15,17 +15,25 @@
 - Publishing is desired state: if this host's records are changed or lost in the cluster, they
   are written again; a cluster that cannot be reached is retried in the background, never
   holding up the local graph.
+- The exported records this host may collect are kept in the prefix (`KEPT_FILE`, written at
+  most every `KEEP_EVERY` s after a change): an agent that starts while the cluster does not
+  answer collects those (its program's `collect.res` reads them too) until it answers, so a
+  reboot during an outage runs the graph it ran before, not a program error or a graph
+  without its collected resources (whose `Meta:reverse` would have undone them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine import safefs
 from engine.errors import GraphError, ValidationError, WorldError
 from engine.graph import Graph, Key, derive, fmt_key, rewired
 from engine.resource import Resource
@@ -43,6 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("cluster")
 
 PUBLISH_WAIT = 2.0  # seconds a graph swap waits for its exports to be published
+KEPT_FILE = "cluster-exported.json"  # in the prefix: the exports this host may collect, last read
+KEEP_EVERY = 5.0  # seconds between two writes of KEPT_FILE at most
+KEPT_MAX = 256 << 20  # bytes: a larger KEPT_FILE is not read
 
 
 class ClusterLink:
@@ -53,6 +64,9 @@ class ClusterLink:
         self.host = options.hostname
         self.cluster = Cluster(options, prefix)
         self.world = self.cluster.world
+        self.prefix = prefix
+        self._keep = asyncio.Event()  # the records changed: keep them in the prefix
+        self._stale = False  # the records are the kept ones: the cluster has not answered yet
         self.on_change = on_change
         self.records: list[Exported] = []  # every host's exports, as last read
         self._wanted: list[Exported] = []  # this host's exports
@@ -98,15 +112,23 @@ class ClusterLink:
         await self.cluster.start()
         self._changes = self.world.res_watch()
         await self._changes.__aenter__()
+        read = False
         if self.cluster.client.connected.is_set():
             with contextlib.suppress(WorldError):
                 await self._read()
+                read = True
+        if not read:
+            await self._read_kept()
         self._tasks.spawn(self._collector(), "collect")
         self._tasks.spawn(self._publisher(), "export")
+        self._tasks.spawn(self._keeper(), "keep exports")
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop collecting and exporting; graceful: withdraw exports and leave (Cluster.stop)."""
         await self._tasks.close()
+        if self._keep.is_set():  # a change not kept yet (KEEP_EVERY): before the process ends
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(write_kept, self.prefix / KEPT_FILE, self._visible())
         if self._changes is not None:
             await self._changes.__aexit__(None, None, None)
         await self.cluster.stop(graceful)
@@ -347,6 +369,52 @@ class ClusterLink:
 
     async def _read(self) -> None:
         self.records = await self.world.res_list()
+        if self._stale and self.world.last_known is None:
+            self._stale = False
+            log.info("the cluster answers: collecting its exported resources, not the kept ones")
+        if not self._stale:
+            self._keep.set()
+
+    async def _read_kept(self) -> None:
+        """The cluster does not answer: collect the records kept at the last run (if any)
+        until it does; `collect.res` reads them too (`EtcdWorld.last_known`)."""
+        path = self.prefix / KEPT_FILE
+        try:
+            kept = await asyncio.to_thread(read_kept, path)
+        except (OSError, ValueError, WorldError) as err:
+            log.warning("the cluster does not answer, and %s cannot be read: %s", path, err)
+            return
+        if kept is None:
+            return
+        saved, records = kept
+        self.records, self.world.last_known, self._stale = records, records, True
+        log.warning(
+            "the cluster does not answer: collecting the %d exported resources it held at %s "
+            "(kept in %s) until it answers",
+            len(records),
+            saved,
+            path,
+        )
+
+    def _visible(self) -> list[Exported]:
+        return [r for r in self.records if r.visible_to(self.host)]
+
+    async def _keeper(self) -> None:
+        """Keep the records this host may collect in the prefix, after each change that
+        altered them, at most every KEEP_EVERY s (a write is O(records))."""
+        kept: list[Exported] | None = None
+        path = self.prefix / KEPT_FILE
+        while True:
+            await self._keep.wait()
+            self._keep.clear()
+            records = self._visible()
+            if records != kept:
+                try:
+                    await asyncio.to_thread(write_kept, path, records)
+                    kept = records
+                except OSError as err:
+                    log.warning("cannot keep the exported resources in %s: %s", path, err)
+            await asyncio.sleep(KEEP_EVERY)
 
     async def _export(self) -> None:
         wanted = self._exporting = list(self._wanted)
@@ -420,3 +488,33 @@ class ClusterLink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 self._publish.set()
+
+
+def write_kept(path: Path, records: list[Exported]) -> None:
+    """Write `records` to `path` (atomically, durably, 0600; blocking)."""
+    data = {
+        "saved": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "records": [[r.key, r.to_json()] for r in records],
+    }
+    safefs.write_file(str(path), json.dumps(data).encode(), 0o600, parents=0o700)
+
+
+def read_kept(path: Path) -> tuple[str, list[Exported]] | None:
+    """When the records of `path` were kept, and the records (None: no such file; blocking;
+    ValueError or WorldError if it is not one `write_kept` wrote; no link is followed)."""
+    try:
+        dir_fd = safefs.open_dir(str(path.parent))
+    except FileNotFoundError:
+        return None
+    with safefs.closing(dir_fd):
+        try:
+            data = safefs.read_at(dir_fd, path.name, KEPT_MAX)
+        except FileNotFoundError:
+            return None
+    if data is None:
+        raise ValueError(f"larger than {KEPT_MAX} bytes")
+    kept = json.loads(data)
+    if not isinstance(kept, dict) or not isinstance(kept.get("records"), list):
+        raise ValueError("not a list of exported records")
+    records = [Exported.from_key(str(key), str(value)) for key, value in kept["records"]]
+    return str(kept.get("saved", "?")), records

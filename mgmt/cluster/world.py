@@ -53,6 +53,9 @@ class EtcdWorld:
         self._decoded: dict[bytes, tuple[int, Exported | None]] = {}
         # This host's records as last exported, by id (the object kept to check it): key, value.
         self._encoded: dict[int, tuple[Exported, bytes, bytes]] = {}
+        # What res_list() gives while the cluster has not answered since the agent started
+        # (ClusterLink: the records kept at the last run); None once a read succeeded.
+        self.last_known: list[Exported] | None = None
 
     @property
     def hostname(self) -> str:
@@ -166,7 +169,13 @@ class EtcdWorld:
         mirror = self._exported
         if not mirror.synced:
             generation = mirror.generation
-            scan = await self.client.scan(EXPORTED.encode())
+            try:
+                scan = await self.client.scan(EXPORTED.encode())
+            except WorldError:
+                if self.last_known is None:
+                    raise
+                return list(self.last_known)
+            self.last_known = None
             mirror.load(scan, generation)
             items = scan.items if mirror.held == 0 else mirror.values
         else:

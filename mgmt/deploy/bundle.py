@@ -204,8 +204,11 @@ def read_program(frontend: str, path: Path, problems: list[str] | None = None) -
             raise DeployError(f"{path}: the program and its files exceed {MAX_BLOB} bytes")
         files[rel] = data
     bundle = Bundle(frontend, entry, files)
-    if len(bundle.encode()) > MAX_BLOB:
-        raise DeployError(f"{path}: the encoded deploy exceeds {MAX_BLOB} bytes")
+    if (size := len(bundle.encode())) > MAX_BLOB:
+        raise DeployError(
+            f"{path}: the encoded deploy is {size:,} bytes, over the limit of {MAX_BLOB:,} "
+            f"(its {len(files)} files hold {total:,} bytes; the encoding adds about a third)"
+        )
     return bundle
 
 

@@ -45,7 +45,7 @@ from mgmt.deploy import DeployError
 from mgmt.deploy.bundle import LANG_ENTRY, Bundle, read_checked
 from mgmt.deploy.client import MAX_MESSAGE, SOCKET, b64decode, b64encode, dumps, loads
 from mgmt.deploy.policy import Policy, signed_for
-from mgmt.deploy.store import KEEP, Record, head, new_record, push
+from mgmt.deploy.store import KEEP, NoQuorum, Record, new_record, push, quorate_head
 
 if TYPE_CHECKING:
     from mgmt.cluster.client import EtcdClient
@@ -151,7 +151,7 @@ class DeployServer:
                 limit = None if limit is None else int(limit)
             except (KeyError, TypeError, ValueError) as err:
                 raise Fallback(f"not a request: {err}") from None
-            newest = asyncio.create_task(head(self.client))  # meanwhile: one round trip less
+            newest = asyncio.create_task(quorate_head(self.client))  # meanwhile: less waiting
             try:
                 bundle = await asyncio.to_thread(
                     checked_bundle, request, self.work, max_size, limit
@@ -184,7 +184,8 @@ class DeployServer:
         except Refused as err:
             return {"error": str(err), "lines": err.lines[:-1], "code": err.code}
         except (DeployError, WorldError) as err:
-            if "refused: its parent" in str(err) or "kept changing" in str(err):
+            parent = "refused: its parent" in str(err) or "kept changing" in str(err)
+            if parent or isinstance(err, NoQuorum):  # the command would meet it too
                 return {"error": str(err), "code": 1}
             log.info("deploy socket: the command pushes itself: %s", err)  # e.g. permissions
             return {"fallback": str(err)}

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -87,8 +88,39 @@ HOLD = 1.0  # seconds a switch's bookkeeping waits at most for its graph to be a
 KEYS_SETTLE = 0.1  # seconds after the last change of the trusted keys file before it is read
 
 
+RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # seconds before a transient refusal's retries (doubling)
+
+# The errors of writing a deploy's files that say nothing about the deploy: the host's disk,
+# its quota, its limits. A deploy refused for one is tried again (`DeploySource._retry`).
+TRANSIENT = {
+    errno.ENOSPC: "the file system is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EIO: "an I/O error",
+    errno.ENOMEM: "out of memory",
+    errno.EMFILE: "too many open files (this process)",
+    errno.ENFILE: "too many open files (the system)",
+}
+
+
 class Unrunnable(DeployError):
     """A deploy this host would refuse (`policy.signed_for`), made here: not stored."""
+
+
+class Untrusted(DeployError):
+    """A deploy whose signature this host's trusted keys do not verify (`policy.signed_for`):
+    a change of the keys file may change that."""
+
+
+class Transient(DeployError):
+    """A deploy that could not be prepared for a reason of this host's (`TRANSIENT`), not the
+    deploy's: tried again with a backoff."""
+
+
+def os_reason(err: OSError) -> str:
+    """An OSError as the other messages say it: its cause in words (`TRANSIENT`), else its
+    strerror, and the file it names."""
+    reason = TRANSIENT.get(err.errno or 0) or err.strerror or str(err)
+    return f"{reason} ({err.filename})" if err.filename else reason
 
 
 @dataclass
@@ -106,7 +138,10 @@ def verify(rec: Record, data: bytes, policy: Policy) -> tuple[Bundle, str]:
     verified); else DeployError (blocking: reads the trusted keys)."""
     if hashlib.sha256(data).hexdigest() != rec.hash:
         raise DeployError(f"its blob does not match its hash {rec.hash[:12]}")
-    unverified = signed_for(rec, policy)
+    try:
+        unverified = signed_for(rec, policy)
+    except DeployError as err:
+        raise Untrusted(str(err)) from None
     if unverified:
         log.warning(
             "deploy %d is NOT VERIFIED (%s): running it because of --allow-unsigned-deploys "
@@ -163,6 +198,8 @@ class DeploySource:
         self._unsubscribe: list[Callable[[], Awaitable[None]]] = []
         self._said = ""  # the last waiting/refusal line logged (each is said once)
         self._skip = 0  # the deploy last refused: not tried again until SIGHUP or a newer one
+        self._retry_in = RETRY_FIRST  # the next retry's delay after a transient refusal
+        self._retrying: asyncio.Task[None] | None = None  # a transient refusal's retry
         self._server: DeployServer | None = None  # `mgmt deploy`'s thin path (server.py)
         # The deploys' keys as the watch's events carried them since the last look: a push's
         # transaction (newest, record, blob) needs no read (two round trips) to be run.
@@ -357,9 +394,13 @@ class DeploySource:
                 return
             try:
                 prepared = await self._prepare(rec, data)
-            except DeployError as err:
-                self._refuse(newest, str(err))
+            except Transient as err:
+                self._retry(newest, str(err))
                 return
+            except DeployError as err:
+                self._refuse(newest, str(err), isinstance(err, Untrusted))
+                return
+            self._retry_in = RETRY_FIRST
             await self._drop_ready()
             self._ready = prepared
             # Others wait for it only when switching together; else the switch says it.
@@ -445,8 +486,9 @@ class DeploySource:
         bundle, unverified = verify(rec, data, self.policy)
         try:
             return bundle, bundle.extract(self.dir / str(rec.id)), unverified
-        except OSError as err:  # e.g. a bundle naming both `a` and `a/b`
-            raise DeployError(f"cannot extract it into {self.dir}: {err}") from None
+        except OSError as err:  # a full disk (tried again), a bundle naming `a` and `a/b`
+            error = Transient if err.errno in TRANSIENT else DeployError
+            raise error(f"cannot extract it into {self.dir}: {os_reason(err)}") from None
 
     async def _open_lang(self, rec: Record, data: bytes, entry: Path) -> Prepared:
         from mgmt.lang.errors import CompileError
@@ -583,17 +625,41 @@ class DeploySource:
         if ready is not None and ready.lang is not None:
             await ready.lang.aclose()
 
-    def _refuse(self, deploy_id: int, why: str) -> None:
+    def _refuse(self, deploy_id: int, why: str, untrusted: bool = False) -> None:
+        """Refuse the deploy until SIGHUP or a newer one; `untrusted` (its signature): or a
+        change of the trusted keys (`_watch_keys`), which the line then names."""
         running = self.running.record.id if self.running else 0
         keeping = f"keeping deploy {running}" if running else "running nothing yet"
         again = "SIGHUP"
-        if self.policy.trusted_keys is not None:
+        if untrusted and self.policy.trusted_keys is not None:
             again = f"a change of {self.policy.trusted_keys} or SIGHUP"
         log.error(
             "refused deploy %d: %s; %s (%s verifies it again)", deploy_id, why, keeping, again
         )
         self._skip = deploy_id
         self._set_status(refused=deploy_id, error=why)
+
+    def _retry(self, deploy_id: int, why: str) -> None:
+        """A deploy this host could not prepare for a reason of its own (a full disk): said
+        once while it stays the same, tried again after RETRY_FIRST s, doubling to RETRY_MAX
+        (as etcd's restarts), or at once on SIGHUP or a newer deploy."""
+        running = self.running.record.id if self.running else 0
+        keeping = f"keeping deploy {running}" if running else "running nothing yet"
+        delay, self._retry_in = self._retry_in, min(self._retry_in * 2, RETRY_MAX)
+        again = f"trying again in {delay:.0f}s, then less often; SIGHUP tries at once"
+        level = logging.DEBUG if why == self.status.error else logging.ERROR
+        log.log(level, "could not prepare deploy %d: %s; %s (%s)", deploy_id, why, keeping, again)
+        self._skip = deploy_id  # not again at every event of the watch: at the retry
+        self._set_status(refused=deploy_id, error=why)
+        if self._retrying is not None:
+            self._retrying.cancel()
+        self._retrying = self._tasks.spawn(self._retry_after(deploy_id, delay), "deploy retry")
+
+    async def _retry_after(self, deploy_id: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._skip == deploy_id:
+            self._skip = 0
+            self._kick.set()
 
     def _say(self, level: int, line: str) -> None:
         if line != self._said:

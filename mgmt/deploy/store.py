@@ -224,6 +224,31 @@ async def blob(client: EtcdClient, digest: str) -> bytes | None:
     return await client.get((BLOBS + digest).encode())
 
 
+class NoQuorum(DeployError):
+    """The cluster has no leader: nothing can be stored until a quorum answers again."""
+
+
+async def quorate_head(client: EtcdClient) -> tuple[int, list[Record]]:
+    """`head(client)`, read while `require_quorum` asks (no round trip more), dropped if
+    there is none (it would wait for its deadline)."""
+    newest = asyncio.create_task(head(client))
+    try:
+        await require_quorum(client)
+    except BaseException:
+        newest.cancel()
+        await asyncio.gather(newest, return_exceptions=True)
+        raise
+    return await newest
+
+
+async def require_quorum(client: EtcdClient) -> None:
+    """NoQuorum, at once, when the member reached has no leader (a push would wait for its
+    reads' deadline, then say `Deadline Exceeded`)."""
+    why = await client.no_quorum()
+    if why:
+        raise NoQuorum(f"{why}: nothing stored")
+
+
 async def push(
     client: EtcdClient,
     bundle: Bundle,
@@ -246,6 +271,8 @@ async def push(
     if keep < 1:
         raise DeployError(f"--keep: must be >= 1, got {keep}")
     data = bundle.encode()
+    if known is None:  # else the caller read it with `quorate_head`
+        known = await quorate_head(client)
     above = await floor(client)
     for _ in range(attempts):
         parent, kept = known or await head(client)

@@ -19,7 +19,7 @@ from mgmt.deploy import DeployError
 from mgmt.deploy.status import STATUS, SUMMARY, host_statuses
 from mgmt.deploy.store import IDS, NEWEST, Record, id_key, newest_id
 from mgmt.listing import NAMED
-from tests.e2e.helpers import Daemon, Notified, has_content, run_mgmt, wait_path
+from tests.e2e.helpers import Daemon, Notified, has_content, run_mgmt, small_fs, wait_path
 from tests.e2e.test_cluster_e2e import Host, client_of, fleet
 from tests.mgmt.cluster.certs import CA
 from tests.mgmt.cluster.helpers import free_ports
@@ -357,10 +357,9 @@ async def test_a_member_of_another_ca_is_one_line(tmp_path: Path) -> None:
             assert "no etcd member reachable" in text and "CERTIFICATE_VERIFY_FAILED" in text
 
 
-@pytest.mark.slow
-async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
-    tmp_path: Path,
-) -> None:
+def member_and_client(tmp_path: Path) -> tuple[Key, Path, Path, DeployHost, DeployHost]:
+    """alice's key; out/ (made) and src/; h1, the cluster's only member, and h2, a client of
+    it (--no-server): both trust alice."""
     keys = tmp_path / "keys"
     alice = make_key(keys, "alice")
     trusted = ["--trusted-keys", str(trusted_file(keys, alice))]
@@ -368,6 +367,14 @@ async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
     out.mkdir()
     h1 = DeployHost("h1", tmp_path, extra_args=trusted)
     h2 = DeployHost("h2", tmp_path, extra_args=[*trusted, "--no-server"])
+    return alice, out, src, h1, h2
+
+
+@pytest.mark.slow
+async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
+    tmp_path: Path,
+) -> None:
+    alice, out, src, h1, h2 = member_and_client(tmp_path)
     async with fleet([h1, h2]):  # type: ignore[list-item]
         await h1.start()
         await h2.start(seeds=[h1])
@@ -387,6 +394,68 @@ async def test_a_host_without_its_cluster_keeps_and_restarts_with_its_deploy(
         # Its running line says how long after the read of the prefix, as a new deploy's says
         # after it was seen (tester6's finding 10: it said nothing).
         assert re.search(r"running deploy 1 \(.*, \d+ ms after this host saw it\)", d2.log)
+
+
+def collecting(directory: Path, out: Path) -> Path:
+    """A `lang DIR/` program: per host, a local file, an exported one (`out/shared/<host>`) and
+    a `collect` (with `Meta:reverse`) of every exported file under `out/shared/` that
+    `collect.res` names (tester9's program)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "main.mcl").write_text(
+        'import "sys"\nimport "world/collect"\nimport "iter"\nimport "strings"\n'
+        f'$shared = "{out}/shared/"\n'
+        f'file "{out}/local-${{sys.hostname()}}" {{\n\tcontent => "local\\n",\n}}\n'
+        'file "${shared}${sys.hostname()}" {\n\tcontent => "from ${sys.hostname()}\\n",\n'
+        '\tMeta:export => ["*"],\n\tMeta:hidden => true,\n}\n'
+        '$wanted = iter.filter(collect.res("file"), func($r) { '
+        "strings.has_prefix($r->name, $shared) })\n"
+        "collect file $wanted {\n\tMeta:hidden => false,\n\tMeta:reverse => true,\n}\n"
+    )
+    return directory
+
+
+def kept_exports(count: int) -> Callable[[Path], bool]:
+    """A host's kept exported records (`<prefix>/cluster-exported.json`) are `count`."""
+
+    def check(path: Path) -> bool:
+        try:
+            return len(json.loads(path.read_text())["records"]) == count
+        except (OSError, ValueError, KeyError):
+            return False
+
+    return check
+
+
+@pytest.mark.slow
+async def test_a_host_restarted_without_its_cluster_collects_what_it_collected(
+    tmp_path: Path,
+) -> None:
+    """tester9's finding: a host restarted while its cluster did not answer, with a kept deploy
+    whose program reads `collect.res`, ran nothing of it (a program error: no graph) and said
+    "converged: all 0 resources". It runs the graph it ran before, with the exported records
+    it last read (kept in its prefix), says so, and collects the cluster's once it answers."""
+    alice, out, src, h1, h2 = member_and_client(tmp_path)
+    shared = out / "shared"
+    async with fleet([h1, h2]):  # type: ignore[list-item]
+        await h1.start()
+        await h2.start(seeds=[h1])
+        await push(h1, alice, collecting(src, out))
+        for name in ("h1", "h2"):
+            await wait_path(shared / name, has_content(f"from {name}\n"), 30)
+        await wait_path(h2.prefix / "cluster-exported.json", kept_exports(2), 30)
+        await wait_path(h2.prefix / "deploy" / "current.json", keeps(1), 30)
+        await h1.kill()  # the only etcd member: h2 has no cluster now
+        await h2.kill()
+        for path in (shared / "h1", out / "local-h2"):
+            path.unlink()
+        d2 = await h2.start(seeds=[h1])  # the cluster is still gone
+        await wait_path(out / "local-h2", has_content("local\n"), 30)
+        await wait_path(shared / "h1", has_content("from h1\n"), 30)  # collected, as before
+        await wait_path(shared / "h2", has_content("from h2\n"), 30)  # not reversed
+        await d2.wait_log("the cluster does not answer: collecting the 2 exported resources")
+        assert "converged: all 0 resources" not in d2.log and "program error" not in d2.log
+        await h1.start()
+        await d2.wait_log("the cluster answers: collecting its exported resources", timeout=60)
 
 
 async def _program_errors(via: DeployHost, expected: dict[str, bool]) -> None:
@@ -633,6 +702,36 @@ async def test_a_deploy_refused_for_the_trusted_keys_runs_once_the_file_is_fixed
         await all_have(out, [h1], "v3")
 
 
+def fill(directory: Path) -> Path:
+    """A file in `directory` written until its file system is full."""
+    filler = directory / "filler"
+    with filler.open("wb") as file, contextlib.suppress(OSError):
+        while True:
+            file.write(b"\0" * 65536)
+            file.flush()
+    return filler
+
+
+async def test_a_deploy_refused_for_a_full_disk_runs_once_there_is_room(tmp_path: Path) -> None:
+    """tester9's finding: a deploy that could not be extracted (the file system full) stayed
+    refused until SIGHUP or a newer deploy, and its line pointed at the trusted keys. It is
+    tried again with a backoff, said once, by its cause; it runs once there is room."""
+    async with alice_on_h1(tmp_path) as served:
+        h1, alice, out, src = served.h1, served.keys["alice"], served.out, served.src
+        assert h1.daemon is not None
+        with small_fs(h1.prefix / "deploy", "1m"):
+            filler = fill(h1.prefix / "deploy")
+            await push(h1, alice, program(src, out, "v2"), "--direct")
+            await h1.daemon.wait_log("could not prepare deploy 2: ")
+            line = next(x for x in h1.daemon.lines if "could not prepare deploy 2" in x)
+            assert "the file system is full" in line and "Errno" not in line, line
+            assert "keeping deploy 1" in line and "trusted" not in line, line
+            filler.unlink()
+            await all_have(out, [h1], "v2")
+            await wait_path(h1.prefix / "deploy" / "current.json", keeps(2))
+            assert sum("could not prepare deploy 2" in x for x in h1.daemon.lines) == 1
+
+
 async def test_a_replayed_record_is_listed_under_its_key_and_compacted_by_it(
     tmp_path: Path,
 ) -> None:
@@ -651,6 +750,8 @@ async def test_a_replayed_record_is_listed_under_its_key_and_compacted_by_it(
             await client.put(NEWEST.encode(), b"3")
         assert h1.daemon is not None
         await h1.daemon.wait_log("refused deploy 3: ")
+        line = next(x for x in h1.daemon.lines if "refused deploy 3: " in x)
+        assert line.endswith("(SIGHUP verifies it again)"), line  # not the keys: not about them
         code, listed = await deploy(h1, "--list")
         assert code == 0, listed
         rows = [line.split() for line in listed.splitlines()]

@@ -95,7 +95,8 @@ async def test_mgmt_status_fails_while_the_program_has_no_graph_then_recovers(
 ) -> None:
     """A program whose function fails before its first graph (`os.readfile` of a missing
     file, no fallback): the host runs nothing it was asked to, `mgmt status` says why, exit 1,
-    and so does systemd's STATUS=; once the file is there the program runs and the status is
+    and so do systemd's STATUS= and the converged line (tester9: it said "all 0 resources in the
+    desired state", nothing more); once the file is there the program runs and the status is
     clean again."""
     notify = Notified(tmp_path / "notify")
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
@@ -107,6 +108,8 @@ async def test_mgmt_status_fails_while_the_program_has_no_graph_then_recovers(
     args = ["run", "--prefix", str(prefix), "lang", str(program)]
     async with Daemon(args) as daemon:
         await daemon.wait_log("converged:")
+        line = next(x for x in daemon.lines if "converged:" in x)
+        assert "desired state; the program has an error (logged above; `mgmt" in line, line
         await notify.says("READY=1")
         assert any(line.startswith("STATUS=program error: ") for line in notify.said), notify.said
         code, text = await asyncio.to_thread(run_mgmt, status)

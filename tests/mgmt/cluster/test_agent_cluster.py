@@ -224,3 +224,41 @@ async def test_a_collected_change_during_a_swap_applies_the_new_graph(
         assert ("file", "new") in keys and ("file", "old") not in keys
         assert ("file", f"{shared}/theirs") in keys
         await wait_path(tmp_path / "new", has_content("new\n"), 20)
+
+
+async def test_a_refused_graph_leaves_the_running_graphs_exports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A graph the engine refuses (two resources manage one file) was merged first, which
+    published its exports: they stayed in the cluster while the old graph ran on, and other
+    hosts collected them. The running graph's exports are published again."""
+    shared, graph = tmp_path / "shared", tmp_path / "graph.yaml"
+
+    def text(export: str, clash: str = "") -> str:
+        return (
+            f"graph: g\nresources:\n  file:\n"
+            f'    - name: "@@{shared}/{export}"\n      content: "{export}\\n"\n{clash}'
+        )
+
+    clash = "".join(
+        f'    - name: {name}\n      path: {tmp_path}/clash\n      content: "{name}\\n"\n'
+        for name in ("one", "two")
+    )
+    graph.write_text(text("old"))
+    async with running(cluster_config(tmp_path, monkeypatch, graph)) as agent:
+        await until(agent, lambda: agent.cluster is not None)
+        assert agent.cluster is not None
+        client = agent.cluster.cluster.client
+        mine = f"/_mgmt/exported/a1/file/{shared}/".encode()
+
+        async def exported() -> list[str]:
+            found, _ = await client.get_prefix(mine)
+            return sorted(key.decode().rsplit("/", 1)[1] for key in found)
+
+        async with asyncio.timeout(20):
+            while await exported() != ["old"]:
+                await agent.swapped.wait()
+                agent.swapped.clear()
+        graph.write_text(text("new", clash))
+        await until(agent, lambda: "both manage file" in agent.status.program_error)
+        assert await exported() == ["old"]

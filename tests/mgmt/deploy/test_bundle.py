@@ -35,6 +35,19 @@ def test_a_lang_dir_carries_every_file_and_extracts_whole(tmp_path: Path) -> Non
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["1"]  # no temporary left
 
 
+def test_a_deploy_over_the_limit_says_its_size(tmp_path: Path) -> None:
+    """tester9's finding: under 1 MiB of files is over 1 MiB encoded; the error said neither."""
+    src = tmp_path / "src"
+    (src / "files").mkdir(parents=True)
+    (src / "main.mcl").write_text('print "p" {\n\tmsg => "hi",\n}\n')
+    (src / "files" / "blob").write_bytes(bytes(range(256)) * 3700)  # 947,200 bytes
+    with pytest.raises(DeployError) as raised:
+        read_program("lang", src)
+    message = str(raised.value)
+    assert message.startswith(f"{src}: the encoded deploy is 1,2"), message
+    assert "over the limit of 1,048,576" in message and "2 files hold 947,2" in message
+
+
 def test_a_yaml_file_carries_the_files_dir_beside_it(tmp_path: Path) -> None:
     (tmp_path / "files").mkdir()
     (tmp_path / "files" / "a").write_text("a")

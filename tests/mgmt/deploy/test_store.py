@@ -436,3 +436,35 @@ async def test_a_rebuilt_cluster_numbers_its_deploys_above_what_hosts_run(
     second = await push_plain(client, bundle("b"))
     assert (second.id, second.parent) == (34, 33)
     assert await head(client) == (34, [first, second])
+
+
+async def test_a_deploy_without_a_quorum_is_one_line_naming_who_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    """tester9's finding: `mgmt deploy` to a cluster that lost its quorum said `list
+    /_mgmt/deploy-status/: context deadline exceeded` after its reads' deadline. The member
+    reached says it has no leader (a status read, served without one): one line, which
+    voting members do not answer, nothing stored."""
+    from tests.e2e.helpers import run_mgmt
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "main.mcl").write_text('print "p" {\n\tmsg => "hi",\n}\n')
+    async with members(tmp_path / "etcd", 3) as nodes:
+        first, *others = nodes
+        client = EtcdClient([first.client_url], call_timeout=2)
+        try:
+            await asyncio.gather(*(n.proc.stop(timeout=1) for n in others))
+            async with asyncio.timeout(30):  # its election timeout (100 ms): it has no leader
+                while (await client.status()).leader:  # a round trip each: no sleep needed
+                    pass
+            args = ["deploy", "--insecure-cluster", "--seeds", first.client_url, "--direct"]
+            code, text = await asyncio.to_thread(run_mgmt, [*args, "--unsigned", "lang", f"{src}/"])
+            assert code == 1, text
+            last = text.strip().splitlines()[-1]
+            assert last == (
+                "mgmt: the cluster has no quorum (no leader): 1 of 3 voting members answer; "
+                "not answering: m1, m2: nothing stored"
+            ), text
+        finally:
+            await client.close()
