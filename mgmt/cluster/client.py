@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -48,6 +50,57 @@ _CHANNEL_OPTIONS = [
     # Our own subchannels: a shared one may still be backing off from a member that was gone.
     ("grpc.use_local_subchannel_pool", 1),
 ]
+
+
+class TLSRefused(WorldError):
+    """Every member refused the TLS handshake, or this host refused theirs: a wrong CA or a
+    clock far off, which retrying does not mend (said once, in words, until it changes)."""
+
+
+# BoringSSL's words (in gRPC's details) for a handshake this host refused: the member's
+# certificate does not verify against our CA.
+_WE_REFUSED = ("BAD_SIGNATURE", "CERTIFICATE_VERIFY_FAILED", "certificate verify failed")
+# ... and for one the member refused: an alert about this host's certificate (with TLS 1.3 the
+# alert comes after the handshake, and gRPC reports it as corrupted data).
+_THEY_REFUSED = (
+    "BAD_CERTIFICATE",
+    "CERTIFICATE_EXPIRED",
+    "CERTIFICATE_UNKNOWN",
+    "UNKNOWN_CA",
+    "TSI_DATA_CORRUPTED",
+)
+
+
+def _validity(cert: Path | None) -> str:
+    """`cert`'s validity and this host's clock, in words ("" if it cannot be read)."""
+    from cryptography import x509
+
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        parsed = x509.load_pem_x509_certificate(cert.read_bytes()) if cert else None
+    except (OSError, ValueError):
+        parsed = None
+    clock = f"this host's clock says {now:%Y-%m-%d %H:%M:%S} UTC"
+    if parsed is None:
+        return clock
+    start, end = parsed.not_valid_before_utc, parsed.not_valid_after_utc
+    span = f"{cert} is valid from {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC"
+    return f"{span}, {clock}"
+
+
+def tls_refusal(endpoint: str, details: str, tls: TLSFiles) -> str | None:
+    """What a failed TLS handshake with `endpoint` means, in words (None: not one)."""
+    if any(word in details for word in _WE_REFUSED):
+        return (
+            f"{endpoint} presents a certificate that the CA in {tls.ca} did not sign (another "
+            f"cluster's CA?), or one not valid at this host's time ({_validity(None)})"
+        )
+    if any(word in details for word in _THEY_REFUSED):
+        return (
+            f"{endpoint} refused this host's TLS certificate ({_validity(tls.cert)}): check "
+            f"this host's clock against the cluster's, and that its CA is the cluster's"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -142,6 +195,7 @@ class EtcdClient:
         self._maintainer: asyncio.Task[None] | None = None
         self._credentials: grpc.ChannelCredentials | None = None
         self._was_connected = False
+        self._refused = False  # the last failure to connect was a TLS refusal (TLSRefused)
         # Says why a lease cannot be held (e.g. the cluster lost its quorum) and when it can be
         # again (called with None): True if it said so, for keep_leased (mgmt.cluster.cluster).
         self.explain: Callable[[WorldError | None], Awaitable[bool]] | None = None
@@ -217,9 +271,16 @@ class EtcdClient:
                 conn = await self._connect_any()
             except WorldError as err:
                 self.attempted.set()
-                if self._was_connected or not self.last_error:
-                    level = logging.DEBUG if self.quiet else logging.WARNING
-                    log.log(level, "%sno etcd member reachable: %s", self._tag, err)
+                refused = isinstance(err, TLSRefused)  # said once (an error) while it lasts
+                if self._was_connected or not self.last_error or refused != self._refused:
+                    log.log(
+                        logging.DEBUG if self.quiet else logging.WARNING,
+                        "%s%s: %s",
+                        self._tag,
+                        "cannot join the cluster" if refused else "no etcd member reachable",
+                        err,
+                    )
+                self._refused = refused
                 self._was_connected = False
                 self.last_error = str(err)
                 await asyncio.sleep(delay)
@@ -246,13 +307,18 @@ class EtcdClient:
         return ([self.preferred] if self.preferred else []) + eps
 
     async def _connect_any(self) -> _Conn:
-        errors = []
+        """A connection to the first endpoint that answers; else WorldError naming each one's
+        failure (TLSRefused if every one refused a TLS handshake: retrying does not help)."""
+        errors: list[WorldError] = []
         for endpoint in self._order():
             try:
                 return await self._open(endpoint)
             except WorldError as err:
-                errors.append(str(err))
-        raise WorldError("; ".join(errors) or "no endpoints")
+                errors.append(err)
+        text = "; ".join(dict.fromkeys(str(e) for e in errors)) or "no endpoints"
+        if errors and all(isinstance(e, TLSRefused) for e in errors):
+            raise TLSRefused(text)
+        raise WorldError(text)
 
     async def _open(self, endpoint: str) -> _Conn:
         parts = urlsplit(endpoint)
@@ -272,7 +338,11 @@ class EtcdClient:
             )
         except grpc.aio.AioRpcError as err:
             await channel.close()
-            raise WorldError(f"{endpoint}: {err.details() or err.code().name}") from None
+            details = err.details() or err.code().name
+            refusal = tls_refusal(endpoint, details, self.tls)
+            if refusal is not None:
+                raise TLSRefused(refusal) from None
+            raise WorldError(f"{endpoint}: {details}") from None
         conn.member_id = status.header.member_id
         return conn
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import gc
 import logging
 import os
 import ssl
+import sys
 import weakref
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import WorldError
+from mgmt.cluster import pki
 from mgmt.cluster.client import EtcdClient
 from mgmt.cluster.cluster import Cluster
 from mgmt.cluster.options import from_config
@@ -62,6 +65,85 @@ async def test_tls_for_clients_and_peers(tmp_path: Path) -> None:
         finally:
             for client in (good, no_cert, wrong_ca):
                 await client.close()
+
+
+# A joiner's TLS refusals, said in words (tester9): run in a subprocess, whose stderr shows
+# whether gRPC's core floods it (`E1205 ... Corruption detected.`, several lines a second).
+_JOIN = """
+import asyncio, sys
+from pathlib import Path
+from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.pki import TLSFiles
+
+async def main() -> None:
+    url, ca, cert, key = sys.argv[1:5]
+    client = EtcdClient([url], tls=TLSFiles(Path(ca), Path(cert), Path(key)), call_timeout=0.5)
+    try:
+        connected = await client.wait_connected(3)
+        await asyncio.sleep(1.5)  # retries (and gRPC's stderr lines, if any) meanwhile
+        print("connected" if connected else client.last_error, flush=True)
+    finally:
+        await client.close()
+
+asyncio.run(main())
+"""
+
+
+async def _join_with(url: str, ca: Path, cert: Path, key: Path) -> tuple[str, str]:
+    """(stdout, stderr) of a client started in a subprocess with these files."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _JOIN,
+        url,
+        str(ca),
+        str(cert),
+        str(key),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    return out.decode(), err.decode()
+
+
+async def test_tls_refusals_are_said_in_words_without_grpcs_stderr_lines(tmp_path: Path) -> None:
+    """Another cluster's CA, and a certificate minted by a clock 2 hours ahead (not yet valid
+    here): one line each naming the cause, and nothing from gRPC's core on stderr."""
+    ca = CA(tmp_path / "pki")
+    member = ca.leaf("m0")
+    files = TLSFiles(ca.path, member.cert, member.key)
+    async with members(tmp_path, 1, scheme="https", tls=files, peer_tls=files) as nodes:
+        url = nodes[0].client_url
+        other = CA(tmp_path / "other", "another CA")
+        stranger = other.leaf("stranger")
+        out, err = await _join_with(url, other.path, stranger.cert, stranger.key)
+        assert f"{url} presents a certificate that the CA in {other.path} did not sign" in out
+        assert "another cluster's CA?" in out
+        ahead = ca.leaf("ahead", ahead=datetime.timedelta(hours=2))
+        out2, err2 = await _join_with(url, ca.path, ahead.cert, ahead.key)
+        assert f"{url} refused this host's TLS certificate ({ahead.cert} is valid from" in out2
+        assert "check this host's clock" in out2
+        for text in (out, out2):
+            assert "TSI_" not in text and "OPENSSL" not in text and ": OK" not in text
+        for stderr in (err, err2):
+            assert "Corruption detected" not in stderr and ".cc:" not in stderr, stderr
+
+
+async def test_minted_certificates_start_a_day_back(tmp_path: Path) -> None:
+    """A host whose clock is ahead of the cluster's by hours still joins: the CA and the
+    certificates minted here are valid from a day before the minting host's time."""
+    from cryptography import x509
+
+    ca_dir = tmp_path / "ca"
+    assert pki.create_ca(ca_dir)
+    files = pki.mint(ca_dir, tmp_path / "tls", "h1", ["127.0.0.1"])
+    now = datetime.datetime.now(datetime.UTC)
+    for path in (ca_dir / pki.CA_CERT, files.cert):
+        assert path is not None
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        assert cert.not_valid_before_utc <= now - datetime.timedelta(hours=23)
 
 
 async def test_authentication_is_enabled_at_bootstrap_and_the_password_never_logged(
