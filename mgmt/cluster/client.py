@@ -647,6 +647,16 @@ class EtcdClient:
 
         await self.call("member remove", fn)
 
+    async def move_leader(self, target: int) -> None:
+        """Ask the raft leader (the connected member must be it) to hand its leadership to the
+        voting member `target`."""
+
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.MoveLeaderRequest(targetID=target)
+            return await conn.maintenance.MoveLeader(req, **self._opts(conn))
+
+        await self.call("move leader", fn)
+
     async def status(self) -> Any:
         """The connected member's status (its id, the leader's id, db sizes)."""
 

@@ -193,6 +193,8 @@ class Cluster:
         self._name_ok = asyncio.Event()  # no other agent runs under this host's name
         self._agent_id = b""  # this prefix's agent (AGENT_ID_FILE), read at start
         self._quorum_lost = False  # said so (`_explain`): said again when it is back
+        # The raft leader whose agent is not alive: (its name, since when, said so).
+        self._headless: tuple[str, float, bool] | None = None
         self.client.explain = self._explain
 
     @property
@@ -843,12 +845,75 @@ class Cluster:
                     async with asyncio.timeout(self.tick):
                         await self._wake.wait()
                 self._wake.clear()
+                try:
+                    await self._check_leader()
+                except WorldError as err:
+                    log.debug("leader check: %s", err)
                 if self.member is None or not self.member_ready.is_set() or not self.voting:
                     continue
                 try:
                     await self._reconcile()
                 except WorldError as err:
                     log.debug("reconcile: %s", err)
+
+    async def _check_leader(self) -> None:
+        """Whether the raft leader's agent lives (its liveness key), on every agent: the agent
+        that reconciles (membership, gone hosts' exports) is the leader's. One that hangs (a
+        deadlock, SIGSTOP) while its etcd goes on leading would leave the cluster without one,
+        silently. Once the leader has had no live agent for `nominee_grace` seconds (an agent
+        restarted from its data dir registers within it), every agent says so, once, and the
+        first (by name) voting member with a live agent asks the leader's etcd to hand it the
+        leadership (etcd's MoveLeader); its agent then reconciles."""
+        status = await self.client.status()
+        members = await self.client.members()
+        leader = next((m for m in members if m.id == status.leader), None)
+        if leader is None or not leader.name or leader.name == self.host:
+            self._headless = None
+            return
+        alive = set(await self._read_prefix(HOSTS, values=False))
+        if leader.name in alive:
+            if self._headless is not None and self._headless[2]:
+                log.info("the cluster's leader %s has a live agent again", leader.name)
+            self._headless = None
+            return
+        now = time.monotonic()
+        if self._headless is None or self._headless[0] != leader.name:
+            self._headless = (leader.name, now, False)
+        name, since, said = self._headless
+        if now - since < self.nominee_grace:
+            self._wake_later(since + self.nominee_grace - now)
+            return
+        voters = sorted(
+            (m for m in members if not m.is_learner and m.name in alive), key=lambda m: m.name
+        )
+        taker = ""
+        for member in voters:
+            if await self._answers(member):
+                taker = member.name
+                break
+        if not said:
+            self._headless = (name, since, True)
+            log.warning(
+                "the cluster's leader %s has no live agent (its liveness key is gone): "
+                "membership changes and the withdrawal of gone hosts' exports are stalled; %s",
+                name,
+                f"{taker} takes the leadership over"
+                if taker
+                else "no other voting member has a live agent to take it over",
+            )
+        own = next((m for m in members if m.name == self.host), None)
+        if taker != self.host or own is None or not self.member_ready.is_set():
+            return
+        probe = self._probe(leader, timeout=2 * self.options.call_timeout)
+        try:
+            await probe.move_leader(own.id)
+        except WorldError as err:
+            log.warning("could not move the leadership from %s to this host: %s", name, err)
+            self._wake_later(self.tick)
+            return
+        finally:
+            await probe.close()
+        log.warning("moved the cluster's leadership from %s (no live agent) to this host", name)
 
     async def _reconcile(self) -> None:
         client = self.client

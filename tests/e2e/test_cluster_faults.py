@@ -403,3 +403,41 @@ async def test_a_host_removed_by_the_leader_as_it_leaves_remembers_the_others(
         assert h3.daemon is not None
         await h3.daemon.wait_log("joining the cluster this host left", timeout=20)
         await wait_voters(hosts, ["h1", "h2", "h3"], timeout=30)
+
+
+@pytest.mark.slow
+async def test_a_hung_leader_agent_hands_the_leadership_over(tmp_path: Path) -> None:
+    """The agent of the raft leader's host hangs (SIGSTOP) while its etcd leads on (tester9):
+    every other agent says so once, the first live voter by name takes the leadership over
+    (etcd's MoveLeader), and its agent reconciles: a killed host's member is removed."""
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3, 4)]
+    for host in hosts:
+        host.graph.write_text("graph: g\nresources: {}\n")
+    async with fleet(hosts):
+        await start_voters(hosts)
+        async with client_of(*hosts) as client:
+            status, members = await client.status(), await client.members()
+        leader = next(m.name for m in members if m.id == status.leader)
+        hung = next(h for h in hosts if h.name == leader)
+        others = [h for h in hosts if h is not hung]
+        taker, *rest = others
+        assert hung.daemon is not None and hung.daemon.proc is not None
+        hung.daemon.proc.send_signal(signal.SIGSTOP)
+        try:
+            said = f"the cluster's leader {leader} has no live agent (its liveness key is gone)"
+            for host in others:
+                assert host.daemon is not None
+                await host.daemon.wait_log(said, timeout=60)
+            assert taker.daemon is not None
+            await taker.daemon.wait_log(f"{taker.name} takes the leadership over")
+            await taker.daemon.wait_log(f"moved the cluster's leadership from {leader}")
+            async with client_of(taker) as client:
+                status, members = await client.status(), await client.members()
+            assert next(m.name for m in members if m.id == status.leader) == taker.name
+            await rest[-1].kill()  # the new leader removes its member
+            await taker.daemon.wait_log(f"member {rest[-1].name} is gone; removing it", timeout=60)
+            for host in others:
+                assert host.daemon is not None
+                assert host.daemon.log.count(said) == 1, host.daemon.log
+        finally:
+            hung.daemon.proc.send_signal(signal.SIGCONT)
