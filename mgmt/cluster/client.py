@@ -38,6 +38,9 @@ logging.getLogger("grpc").setLevel(logging.WARNING)  # its debug lines say nothi
 
 T = TypeVar("T")
 _RETRY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# etcd's refusals of a request or watch under authentication: a user without the permission
+# (a client certificate's CN is its user), and no user at all (over plain HTTP).
+_DENIED = ("permission denied", "user name is empty")
 # Keys per read of a prefix: 32 values of etcd's largest (1.5 MiB) stay under the receive limit.
 _PAGE = 32
 _CHANNEL_OPTIONS = [
@@ -196,6 +199,7 @@ class EtcdClient:
         self._credentials: grpc.ChannelCredentials | None = None
         self._was_connected = False
         self._refused = False  # the last failure to connect was a TLS refusal (TLSRefused)
+        self._denied_said = False  # `denied` said it
         # Says why a lease cannot be held (e.g. the cluster lost its quorum) and when it can be
         # again (called with None): True if it said so, for keep_leased (mgmt.cluster.cluster).
         self.explain: Callable[[WorldError | None], Awaitable[bool]] | None = None
@@ -421,10 +425,27 @@ class EtcdClient:
                     self._drop(conn, details)
                     continue
                 if code not in _RETRY:
+                    if any(word in details for word in _DENIED):
+                        self.denied(what.encode())
                     raise WorldError(f"{what}: {details}") from None
                 self._drop(conn, details)
                 await asyncio.sleep(min(delay, max(remaining, 0)))
                 delay = min(delay * 2, 0.2)
+
+    def denied(self, what: bytes) -> None:
+        """etcd refused a request or watch: without a user, authentication is on in this
+        cluster and this client gives none; said once (each refusal is its caller's)."""
+        if self.user is not None or self._denied_said:
+            return
+        self._denied_said = True
+        log.log(
+            logging.DEBUG if self.quiet else logging.ERROR,
+            "%setcd refused %s: etcd authentication is on in this cluster "
+            "and this host gives no user: give --cluster-user and --cluster-password-file (or "
+            "this host's per-host credentials)",
+            self._tag,
+            what.decode(errors="replace"),
+        )
 
     def _needs_token(self, conn: _Conn, code: grpc.StatusCode) -> bool:
         """Whether a refusal means our token expired, or we connected before auth was on."""
@@ -785,6 +806,7 @@ class _Watch:
         self.created = asyncio.Event()
         self.returned = False
         self.task: asyncio.Task[None] | None = None
+        self.denied = False  # etcd canceled the last watch: permission denied
 
     async def cancel(self) -> None:
         self.client._watches.discard(self)
@@ -801,7 +823,10 @@ class _Watch:
                 delay = 0.02
             else:
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                # A refused watch (permission denied) is re-created every few seconds, not
+                # at once: an agent without credentials of a cluster with authentication
+                # re-created every watch ~1,000 times a second.
+                delay = min(delay * 2, 5.0 if self.denied else 0.5)
 
     async def _stream(self, conn: _Conn) -> bool:
         """One etcd watch on `conn` until it breaks; True if it was created."""
@@ -825,10 +850,14 @@ class _Watch:
                 if resp.canceled:
                     log.debug("watch %s canceled: %s", self.key, resp.cancel_reason)
                     reason = resp.cancel_reason
+                    self.denied = any(word in reason for word in _DENIED)
+                    if self.denied:
+                        self.client.denied(self.key)
                     if self.client.user is not None and ("token" in reason or not conn.metadata):
                         with contextlib.suppress(grpc.aio.AioRpcError):
                             await self.client._authenticate(conn)
-                    return created
+                    return False  # backed off: created and canceled at once, it spun
+                self.denied = False
                 if resp.events:
                     if self.events is not None:
                         self.events(resp.events)
