@@ -69,6 +69,7 @@ log = logging.getLogger("cluster")
 
 _NO_SPACE = "no space left on device"
 NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
+COOLDOWN_MIN, COOLDOWN_MAX = 10.0, 300.0  # seconds a member that cannot start stops volunteering
 PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (ErrPeerURLexist)
 # Held (bound to a lease) by the one host leaving the cluster at a time: hosts stopped
 # together must not all remove themselves (the last voter stays).
@@ -193,6 +194,14 @@ class Cluster:
         self._name_ok = asyncio.Event()  # no other agent runs under this host's name
         self._agent_id = b""  # this prefix's agent (AGENT_ID_FILE), read at start
         self._quorum_lost = False  # said so (`_explain`): said again when it is back
+        # A nominated member that failed to start: not volunteering until `_volunteer_after`
+        # (time.monotonic()), for `_cooldown` s; `_cooled`: the failure said; `_said_failure`:
+        # the start failure etcd's process last said (the same again is debug).
+        self._cooldown = 0.0
+        self._volunteer_after = 0.0
+        self._cooled = ""
+        self._said_failure = ""
+        self._wake_volunteer: asyncio.TimerHandle | None = None
         # The raft leader whose agent is not alive: (its name, since when, said so).
         self._headless: tuple[str, float, bool] | None = None
         self.client.explain = self._explain
@@ -357,8 +366,9 @@ class Cluster:
         Not graceful: only stop etcd (as after a crash, the others notice and carry on).
         """
         self.stopping = True
-        if self._expiry is not None:
-            self._expiry.cancel()
+        for timer in (self._expiry, self._wake_volunteer):
+            if timer is not None:
+                timer.cancel()
         await self._tasks.close()
         self.client.retry_for = 2.0  # a cluster that is gone must not hold up the exit
         left = False
@@ -558,6 +568,7 @@ class Cluster:
         while not self.stopping:
             proc = EtcdProcess(spec)
             proc.leader_changed = self._wake.set
+            proc.said_failure = self._said_failure
             self.member = proc
             try:
                 await proc.spawn()
@@ -567,7 +578,8 @@ class Cluster:
                 ready, proc.start_failure = False, str(err)
             if ready:
                 delay, failures, reported = 1.0, 0, ""
-                self.start_failure = ""
+                self.start_failure = self._said_failure = ""
+                self._cooldown = 0.0
                 await self._on_member_ready(bootstrap)
                 bootstrap = False
                 self._tried.set()
@@ -578,6 +590,7 @@ class Cluster:
             self.member_ready.clear()
             await proc.stop()
             self.start_failure = proc.start_failure or self.start_failure
+            self._said_failure = proc.start_failure or self._said_failure
             if self.stopping:
                 return
             failures += 1
@@ -591,8 +604,11 @@ class Cluster:
                     )
                     bootstrap, failures = True, 0
                     continue
-            if proc.removed or (self.options.seeds and failures >= 3):
+            if proc.removed:
                 await self._client_only()
+                return
+            if self.options.seeds and failures >= 3:
+                await self._client_only(failed=True)
                 return
             reported = self._report_exit(proc, delay, reported)
             if has_member(self.data_dir):  # restart the member from its data
@@ -646,14 +662,42 @@ class Cluster:
             log.log(level, "etcd exited; restarting it in %.0fs", delay)
         return why
 
-    async def _client_only(self) -> None:
+    def _cool_down(self) -> None:
+        """This host's nominated member failed to start 3 times: it stops volunteering for a
+        while (10 s, doubling to 5 min until a member serves), so the leader does not nominate
+        it again at once (a port taken by another program made it churn ~1 line a second,
+        with two raft changes a cycle). Said once per failure reason."""
+        self._cooldown = min(max(2 * self._cooldown, COOLDOWN_MIN), COOLDOWN_MAX)
+        self._volunteer_after = time.monotonic() + self._cooldown
+        level = logging.DEBUG if self._cooled == self.start_failure else logging.ERROR
+        self._cooled = self.start_failure
+        log.log(
+            level,
+            "this host's etcd member cannot start (%s): it stays a client and volunteers again "
+            "in %.0fs (then less often)%s",
+            self.start_failure or "it exited",
+            self._cooldown,
+            "; free that port or give this host other --server-urls/--client-urls"
+            if "address already in use" in self.start_failure
+            else "",
+        )
+        self._wake_volunteer = asyncio.get_running_loop().call_later(
+            self._cooldown, lambda: self._spawn(self._put_volunteer())
+        )
+
+    async def _client_only(self, failed: bool = False) -> None:
         """This host's member is not one any more: drop it, stay a client and volunteer (of
         the members it remembers, if it was started without seeds). Knowing none, it keeps its
-        data dir: the only record of the cluster's members, for a restart with --seeds."""
+        data dir: the only record of the cluster's members, for a restart with --seeds.
+        `failed`: it could not start (`_cool_down` said why; kept as `start_failure`)."""
+        if failed:
+            self._cool_down()
+        else:
+            self.start_failure = ""  # not a failure: the cluster goes on without it
         await self._join_remembered()
-        self.start_failure = ""  # not a failure: the cluster goes on without it
         if self.options.seeds:
-            log.info("this host's etcd member is not one any more; client only")
+            if not failed:
+                log.info("this host's etcd member is not one any more; client only")
             self._drop_member()
             return
         log.error(
@@ -782,6 +826,10 @@ class Cluster:
     async def _put_volunteer(self) -> None:
         if not self._lease or self.options.no_server:
             return
+        if time.monotonic() < self._volunteer_after:  # cooling down (`_cool_down`)
+            with contextlib.suppress(WorldError):
+                await self.client.delete((VOLUNTEERS + self.host).encode())
+            return
         value = {
             "peer_urls": self.options.advertise_server_urls,
             "client_urls": self.options.advertise_client_urls,
@@ -808,7 +856,9 @@ class Cluster:
         nomination = _json(await self.client.get((NOMINATED + self.host).encode()))
         if nomination is not None:
             self._nominated = True
-            if not self.serving and not self.options.no_server:
+            if time.monotonic() < self._volunteer_after:
+                pass  # it failed to start: not again before the cool-down (`_cool_down`)
+            elif not self.serving and not self.options.no_server:
                 log.info("nominated; starting an etcd member")
                 shutil.rmtree(self.data_dir, ignore_errors=True)
                 self.voting = bool(nomination.get("voting"))

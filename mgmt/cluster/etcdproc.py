@@ -155,6 +155,9 @@ class EtcdProcess:
         self.tail: deque[str] = deque(maxlen=TAIL)  # its last lines that were not JSON
         # Why etcd exited before it served clients, unless we stopped it ("": it did not).
         self.start_failure = ""
+        # The start failure its owner said already (an earlier process's): the same again is
+        # logged at debug only (a port taken: it used to be said at every retry).
+        self.said_failure = ""
         self._reader: asyncio.Task[None] | None = None
         self._stopping = False
         self._log_events: list[tuple[str, asyncio.Event]] = []
@@ -250,7 +253,8 @@ class EtcdProcess:
                     code,
                 )
             elif self.start_failure:  # a port in use, a bad certificate: what the user must fix
-                log.error(
+                log.log(
+                    logging.DEBUG if self.start_failure == self.said_failure else logging.ERROR,
                     "etcd member %s failed to start (code %s): %s; the local graph keeps "
                     "running without the cluster",
                     self.spec.name,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -441,3 +442,31 @@ async def test_a_hung_leader_agent_hands_the_leadership_over(tmp_path: Path) -> 
                 assert host.daemon.log.count(said) == 1, host.daemon.log
         finally:
             hung.daemon.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.mark.slow
+async def test_a_nominee_whose_port_is_taken_backs_off_and_says_so_once(tmp_path: Path) -> None:
+    """h2's peer port is held by another program (tester9): its nominated member fails, it
+    says why once (naming the fix), stops volunteering for a while instead of being nominated
+    again every few seconds, and becomes a voter once the port is free."""
+    h1, h2 = Host("h1", tmp_path), Host("h2", tmp_path)
+    for host in (h1, h2):
+        host.graph.write_text("graph: g\nresources: {}\n")
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", h2.peer_port))
+    squatter.listen()
+    async with fleet([h1, h2]):
+        try:
+            await start(h1)
+            await start(h2, seeds=[h1])
+            assert h2.daemon is not None
+            said = "this host's etcd member cannot start ("
+            await h2.daemon.wait_log(said, timeout=60)
+            await h2.daemon.wait_log("free that port or give this host other --server-urls")
+            await h2.daemon.wait_log("volunteers again in 10s (then less often)")
+        finally:
+            squatter.close()
+        await wait_voters([h1, h2], ["h1", "h2"], timeout=60)
+        assert h2.daemon.log.count("address already in use") <= 2, h2.daemon.log
+        assert h2.daemon.log.count(said) == 1, h2.daemon.log
