@@ -200,6 +200,8 @@ class EtcdClient:
         self._was_connected = False
         self._refused = False  # the last failure to connect was a TLS refusal (TLSRefused)
         self._denied_said = False  # `denied` said it
+        # An agent's client says why etcd refuses it (`denied`); a command's error says it.
+        self.says_denied = False
         # Says why a lease cannot be held (e.g. the cluster lost its quorum) and when it can be
         # again (called with None): True if it said so, for keep_leased (mgmt.cluster.cluster).
         self.explain: Callable[[WorldError | None], Awaitable[bool]] | None = None
@@ -435,7 +437,7 @@ class EtcdClient:
     def denied(self, what: bytes) -> None:
         """etcd refused a request or watch: without a user, authentication is on in this
         cluster and this client gives none; said once (each refusal is its caller's)."""
-        if self.user is not None or self._denied_said:
+        if self.user is not None or self._denied_said or not self.says_denied:
             return
         self._denied_said = True
         log.log(
@@ -477,12 +479,15 @@ class EtcdClient:
         resp = await self.call(f"get {key.decode(errors='replace')}", fn)
         return int(resp.kvs[0].lease) if resp.kvs else None
 
-    async def get_prefix(self, prefix: bytes) -> tuple[dict[bytes, bytes], int]:
-        """Every key under `prefix` with its value, and the store revision of the last read."""
-        scan = await self.scan(prefix)
+    async def get_prefix(
+        self, prefix: bytes, serializable: bool = False
+    ) -> tuple[dict[bytes, bytes], int]:
+        """Every key under `prefix` with its value, and the store revision of the last read
+        (`serializable`: as the connected member knows them, without a quorum; maybe stale)."""
+        scan = await self.scan(prefix, serializable)
         return {key: value for key, (value, _) in scan.items.items()}, scan.last
 
-    async def scan(self, prefix: bytes) -> Scan:
+    async def scan(self, prefix: bytes, serializable: bool = False) -> Scan:
         """Every key under `prefix` with its value and mod revision (see `Scan`).
 
         Read in pages of `_PAGE` keys, each within the receive limit whatever the values' size
@@ -495,7 +500,9 @@ class EtcdClient:
         while True:
 
             async def fn(conn: _Conn, start: bytes = start) -> Any:
-                req = rpc.RangeRequest(key=start, range_end=end, limit=_PAGE)
+                req = rpc.RangeRequest(
+                    key=start, range_end=end, limit=_PAGE, serializable=serializable
+                )
                 return await conn.kv.Range(req, **self._opts(conn))
 
             resp = await self.call(f"list {prefix.decode(errors='replace')}", fn)
@@ -685,6 +692,39 @@ class EtcdClient:
             return await conn.maintenance.Status(rpc.StatusRequest(), **self._opts(conn))
 
         return await self.call("status", fn)
+
+    def probe(self, member: Member, timeout: float = 0.5) -> EtcdClient:
+        """A short-lived client of one member, with this client's credentials (close it);
+        quiet: whether it answers is its caller's to say."""
+        probe = EtcdClient(
+            member.client_urls,
+            tls=self.tls,
+            user=self.user,
+            password=self._password,
+            call_timeout=timeout,
+            retry_for=timeout,
+            name=f"probe {member.name}",
+        )
+        probe.quiet = True
+        return probe
+
+    async def member_answers(self, member: Member) -> bool:
+        """Whether `member` answers a status request right now (short timeout)."""
+        if not member.client_urls:
+            return False
+        probe = self.probe(member)
+        try:
+            return await probe.answers()
+        finally:
+            await probe.close()
+
+    async def voters_answering(self) -> tuple[list[Member], list[Member]]:
+        """The voting members that answer now and those that do not (the member list is
+        served by the connected member itself: it answers without a quorum)."""
+        voters = [m for m in await self.members() if not m.is_learner]
+        answers = await asyncio.gather(*(self.member_answers(m) for m in voters))
+        up = [m for m, ok in zip(voters, answers, strict=True) if ok]
+        return up, [m for m, ok in zip(voters, answers, strict=True) if not ok]
 
     async def answers(self) -> bool:
         """Whether a member answers a status request now (within this client's timeouts)."""

@@ -205,6 +205,7 @@ class Cluster:
         # The raft leader whose agent is not alive: (its name, since when, said so).
         self._headless: tuple[str, float, bool] | None = None
         self.client.explain = self._explain
+        self.client.says_denied = True
 
     @property
     def serving(self) -> bool:
@@ -938,7 +939,7 @@ class Cluster:
         )
         taker = ""
         for member in voters:
-            if await self._answers(member):
+            if await self.client.member_answers(member):
                 taker = member.name
                 break
         if not said:
@@ -954,7 +955,7 @@ class Cluster:
         own = next((m for m in members if m.name == self.host), None)
         if taker != self.host or own is None or not self.member_ready.is_set():
             return
-        probe = self._probe(leader, timeout=2 * self.options.call_timeout)
+        probe = self.client.probe(leader, timeout=2 * self.options.call_timeout)
         try:
             await probe.move_leader(own.id)
         except WorldError as err:
@@ -996,7 +997,7 @@ class Cluster:
                 log.info("member %s: its host left the cluster; removing it", member.name)
                 await self._remove(member, member.name)
                 return
-            if not await self._answers(member):
+            if not await self.client.member_answers(member):
                 log.warning("member %s is gone; removing it", member.name)
                 await self._remove(member, member.name)
                 return
@@ -1122,7 +1123,7 @@ class Cluster:
         if not candidates:
             return
         for member in voters:  # only add to a cluster whose every member answers
-            if member.name != self.host and not await self._answers(member):
+            if member.name != self.host and not await self.client.member_answers(member):
                 return
         for host in candidates:
             peer_urls = [str(u) for u in vols[host].get("peer_urls", [])]
@@ -1177,7 +1178,7 @@ class Cluster:
             await self.client.compact(revision)
         for member in members:
             if member.client_urls:
-                probe = self._probe(member, timeout=30.0)
+                probe = self.client.probe(member, timeout=30.0)
                 try:
                     await probe.defragment()
                 except WorldError as err:
@@ -1225,9 +1226,8 @@ class Cluster:
 
     async def _reachable(self) -> tuple[int, int]:
         """How many voting members answer now, of how many."""
-        voters = [m for m in await self.client.members() if not m.is_learner]
-        answers = await asyncio.gather(*(self._answers(m) for m in voters))
-        return sum(answers), len(voters)
+        up, down = await self.client.voters_answering()
+        return len(up), len(up) + len(down)
 
     async def _left_hosts(self) -> set[str]:
         """The hosts that left the cluster cleanly: their summary says when (written before
@@ -1236,32 +1236,8 @@ class Cluster:
         summaries = await self._read_prefix(SUMMARY)
         return {host for host, doc in summaries.items() if doc.get("left") and host not in alive}
 
-    def _probe(self, member: Member, timeout: float = 0.5) -> EtcdClient:
-        """A short-lived client of one member."""
-        probe = EtcdClient(
-            member.client_urls,
-            tls=self.options.tls,
-            user=self.options.user,
-            password=self.options.password,
-            call_timeout=timeout,
-            retry_for=timeout,
-            name=f"probe {member.name}",
-        )
-        probe.quiet = True  # whether it answers is its caller's to say
-        return probe
-
     def _wake_later(self, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self._wake.set)
-
-    async def _answers(self, member: Member) -> bool:
-        """Whether `member` answers a status request right now (short timeout)."""
-        if not member.client_urls:
-            return False
-        probe = self._probe(member)
-        try:
-            return await probe.answers()
-        finally:
-            await probe.close()
 
     async def _read_prefix(self, prefix: str, values: bool = True) -> dict[str, dict[str, Any]]:
         """The keys under `prefix` (without it) whose values are JSON objects (or any value,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 from pathlib import Path
@@ -24,7 +25,7 @@ import pytest
 from mgmt.cluster.client import Member
 from mgmt.cluster.cluster import LEAVING, has_member
 from mgmt.cluster.world import EtcdWorld
-from tests.e2e.helpers import has_content, small_fs, wait_logs, wait_path
+from tests.e2e.helpers import has_content, run_mgmt, small_fs, wait_logs, wait_path
 from tests.e2e.test_cluster_e2e import (
     Host,
     client_of,
@@ -305,6 +306,16 @@ async def test_a_lost_quorum_and_its_return(tmp_path: Path) -> None:
         assert h1.daemon is not None
         lost = "lost the cluster's quorum: 1 of 3 members reachable; waiting for 2 to answer"
         await h1.daemon.wait_log(lost, timeout=30)
+        # The operator's view says so at once (before: 6 s, then `Deadline Exceeded`), with the
+        # rows as h1's member last knew them, each agent's liveness unknown.
+        prefix = ["--prefix", str(tmp_path / "h1" / "prefix")]
+        code, text = await asyncio.to_thread(run_mgmt, ["status", "--cluster", *prefix], 30)
+        assert code == 1, text
+        assert "cluster: no quorum: 1 of 3 voting members reachable (unreachable: h2, h3)" in text
+        assert "whether each agent is alive is unknown (?)" in text, text
+        for name in ("h1", "h2", "h3"):
+            assert re.search(rf"^{name} +\? ", text, re.M), text
+        assert "Deadline" not in text, text
         local.unlink()  # the local graph is still enforced without a quorum
         await wait_path(local, has_content("mine\n"))
         h1.graph.write_text(exports_to_each(shared, "during the outage", local, ["h2", "h3"]))

@@ -190,6 +190,7 @@ async def test_a_client_without_a_user_is_told_and_its_refused_watches_back_off(
     opts = options("h1", user="root", password="pw-for-root", insecure=True)
     cluster = Cluster(opts, tmp_path / "prefix")
     anonymous = EtcdClient(opts.advertise_client_urls, call_timeout=0.5, retry_for=0.5)
+    anonymous.says_denied = True  # an agent's (mgmt.cluster.cluster.Cluster)
     try:
         assert await cluster.start()
         stamps: list[float] = []
