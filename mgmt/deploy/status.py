@@ -324,7 +324,7 @@ def table(rows: list[HostStatus]) -> str:
                 f"{row.running} ({row.warning})" if row.warning else str(row.running or "-"),
                 str(row.ready or "-"),
                 _converged(row),
-                _clock(row.since),
+                _clock(row.since) if row.alive or row.stale else "-",
                 str(row.resources) if row.reports else "-",
                 str(row.failed) if row.reports else "-",
                 "; ".join(t for t in (refused, last) if t) or "-",
