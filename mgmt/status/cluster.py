@@ -37,7 +37,7 @@ from typing import Any
 from engine.errors import WorldError
 from engine.tasks import TaskSet
 from mgmt.cluster.client import EtcdClient
-from mgmt.deploy.status import HOSTS, STATUS, SUMMARY, host_statuses
+from mgmt.deploy.status import HOSTS, STATUS, SUMMARY, host_statuses, quorum_note
 from mgmt.status.model import StatusModel
 
 log = logging.getLogger("cluster")
@@ -85,6 +85,7 @@ class ClusterStatus:
         self._last = -math.inf  # time.monotonic() of the model's last change
         self._tasks = TaskSet("cluster status", log)
         self._unwatch = model.on_change(self._on_change)
+        self._no_quorum_since: float | None = None  # time.time() the rows were first stale
 
     def _on_change(self) -> None:
         self._last = time.monotonic()
@@ -143,6 +144,25 @@ class ClusterStatus:
             wake = quiet_at if quiet_at > now else now + QUIET  # quiet, not converged: again
             await asyncio.sleep(min(wake, deadline) - now)
 
+    async def _stale_rows(self) -> None:
+        """The rows could not be read: without a quorum, show them as this host's member last
+        knew them, marked stale, and say since when the cluster has none (before 2026-12-05 the
+        page kept killed hosts `converged` and said nothing)."""
+        try:
+            note = await quorum_note(self.client)
+            if note:
+                rows = await host_statuses(self.client, stale=True)
+        except WorldError as err:
+            log.debug("stale host statuses: %s", err)
+            return
+        if not note:
+            return
+        if self._no_quorum_since is None:
+            self._no_quorum_since = time.time()
+        since = time.strftime("%H:%M:%S", time.localtime(self._no_quorum_since))
+        self.model.set_hosts([row.doc() for row in rows])
+        self.model.set_cluster_note(f"{note.removeprefix('cluster: ')} (since {since})")
+
     async def _follow(self) -> None:
         changed = asyncio.Event()
         unsubscribes = [
@@ -157,12 +177,15 @@ class ClusterStatus:
                     rows = await host_statuses(self.client)
                 except WorldError as err:
                     log.debug("host statuses: %s", err)
+                    await self._stale_rows()
                     await self.client.connected.wait()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX)
                     continue
                 delay = 0.05
                 self.model.set_hosts([row.doc() for row in rows])
+                self.model.set_cluster_note("")
+                self._no_quorum_since = None
                 await asyncio.sleep(BURST)  # the rest of a burst waits: not a readiness wait
                 await changed.wait()
         finally:

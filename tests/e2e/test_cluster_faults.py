@@ -14,6 +14,7 @@ Every agent is started through `start()` below (one place to pass credentials to
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -316,6 +317,20 @@ async def test_a_lost_quorum_and_its_return(tmp_path: Path) -> None:
         for name in ("h1", "h2", "h3"):
             assert re.search(rf"^{name} +\? ", text, re.M), text
         assert "Deadline" not in text, text
+        # The agent's own view (`mgmt status`, the page's /api/status) says so too, its rows
+        # marked stale (before: the killed hosts stayed `converged`, and exit 0).
+        note = "cluster: no quorum: 1 of 3 voting members reachable (unreachable: h2, h3)"
+        text = ""
+        async with asyncio.timeout(60):
+            while note not in text:  # the agent reads the rows again every few seconds
+                code, text = await asyncio.to_thread(run_mgmt, ["status", *prefix], 30)
+        assert code == 1 and re.search(r"\(since \d\d:\d\d:\d\d\)$", text, re.M), text
+        code, text = await asyncio.to_thread(run_mgmt, ["status", "--json", *prefix], 30)
+        snapshot = json.loads(text)
+        assert snapshot["cluster_note"].startswith("no quorum: 1 of 3"), snapshot
+        assert {h["host"]: h["state"] for h in snapshot["hosts"]} == dict.fromkeys(
+            ("h1", "h2", "h3"), "unknown"
+        ), snapshot["hosts"]
         local.unlink()  # the local graph is still enforced without a quorum
         await wait_path(local, has_content("mine\n"))
         h1.graph.write_text(exports_to_each(shared, "during the outage", local, ["h2", "h3"]))
