@@ -69,6 +69,7 @@ log = logging.getLogger("cluster")
 
 _NO_SPACE = "no space left on device"
 NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
+KEEP_ASIDE = 2  # unusable etcd data dirs kept (their keys only): the newest
 COOLDOWN_MIN, COOLDOWN_MAX = 10.0, 300.0  # seconds a member that cannot start stops volunteering
 PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (ErrPeerURLexist)
 # Held (bound to a lease) by the one host leaving the cluster at a time: hosts stopped
@@ -119,8 +120,12 @@ def agent_id(prefix: Path) -> bytes:
     return made
 
 
-def move_aside(data_dir: Path) -> Path:
-    """Rename an etcd data dir that cannot start; returns its new name."""
+def move_aside(data_dir: Path) -> tuple[Path, int]:
+    """Rename an etcd data dir that cannot start; returns its new name and the bytes it keeps.
+
+    Bounded, on the file system etcd needs to start again (tester9: a 100 MB one stayed full):
+    only its keys are kept (`member/snap/db`, what a manual recovery restores), not the write-
+    ahead log (64 MB preallocated), and only the KEEP_ASIDE newest such copies."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     aside = data_dir.with_name(f"{data_dir.name}.unusable-{stamp}")
     n = 1
@@ -128,7 +133,20 @@ def move_aside(data_dir: Path) -> Path:
         n += 1
         aside = data_dir.with_name(f"{data_dir.name}.unusable-{stamp}-{n}")
     data_dir.rename(aside)
-    return aside
+    shutil.rmtree(aside / "member" / "wal", ignore_errors=True)
+    older = sorted(
+        (p for p in data_dir.parent.glob(f"{data_dir.name}.unusable-*") if p != aside),
+        key=lambda p: p.stat(follow_symlinks=False).st_mtime,
+    )
+    for old in older[: max(0, len(older) - KEEP_ASIDE + 1)]:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+    kept = sum(
+        p.stat(follow_symlinks=False).st_size
+        for p in aside.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    )
+    return aside, kept
 
 
 def has_member(data_dir: Path) -> bool:
@@ -626,15 +644,18 @@ class Cluster:
         client and volunteer) or, with no seeds and no remembered members, start a new one
         (False). None: it could not be moved (retried as any failed start)."""
         try:
-            aside = await asyncio.to_thread(move_aside, self.data_dir)
+            aside, kept = await asyncio.to_thread(move_aside, self.data_dir)
         except OSError as err:
             log.error("cannot move etcd's unusable data dir %s aside: %s", self.data_dir, err)
             return None
         await self._join_remembered()
         log.error(
-            "etcd cannot start from its data dir (%s): moved it to %s; %s",
+            "etcd cannot start from its data dir (%s): moved it to %s (its keys only, %.1f MB, "
+            "on the same file system; the %d newest such copies are kept); %s",
             proc.panicked,
             aside,
+            kept / 1e6,
+            KEEP_ASIDE,
             "joining the cluster as a client and volunteer"
             if self.options.seeds
             else "starting a new cluster (what the old one held is in that copy)",
