@@ -889,6 +889,8 @@ class Agent:
         from mgmt.status.cluster import ClusterStatus
 
         self.cluster_status = ClusterStatus(self.status, link.cluster.client, self.config.hostname)
+        link.cluster.on_start_failure = self.status.set_member_error
+        self.status.set_member_error(link.cluster.start_failure)
         self.cluster_status.start()
 
     async def _collect_loop(self) -> None:

@@ -186,8 +186,10 @@ class Cluster:
         join_url = (options.seeds or options.advertise_client_urls)[0]
         self.world.join = JoinInfo(join_url, ca_dir, options.insecure)
         self.member: EtcdProcess | None = None  # this host's etcd, while it runs one
-        # Why this host's etcd last failed to start, until one serves ("": it did not).
-        self.start_failure = ""
+        # Why this host's etcd last failed to start, until one serves ("": it did not); told
+        # to `on_start_failure` (the agent's status: its summary's row shows it).
+        self._start_failure = ""
+        self.on_start_failure: Callable[[str], None] = lambda why: None
         self.voting = False  # that member votes (not a learner): the client prefers it
         self.member_ready = asyncio.Event()
         self._tried = asyncio.Event()  # the first start of our etcd is over (ready or not)
@@ -224,6 +226,16 @@ class Cluster:
         self._headless: tuple[str, float, bool] | None = None
         self.client.explain = self._explain
         self.client.says_denied = True
+
+    @property
+    def start_failure(self) -> str:
+        return self._start_failure
+
+    @start_failure.setter
+    def start_failure(self, why: str) -> None:
+        if why != self._start_failure:
+            self._start_failure = why
+            self.on_start_failure(why)
 
     @property
     def serving(self) -> bool:

@@ -54,7 +54,8 @@ def summary(model: StatusModel) -> dict[str, Any]:
     """What this host's key holds (no timestamps but `since`: rewritten on change only).
     `failed` counts the failed resources and the failed reversals of resources that left the
     graph (out of retries, as `mgmt status` counts them); `error` is a failed resource's, else
-    a failed reversal's (`reversal failed: file[/x/]: ...`)."""
+    a failed reversal's (`reversal failed: file[/x/]: ...`), else why this host's etcd member
+    cannot start (`etcd member cannot start: ...`: before 2026-12-05 the table said nothing)."""
     failed = [(key, info) for key, info in model.info.items() if info.state == "failed"]
     reversals = [rev for rev in model.reversals() if rev["state"] == "failed"]
     error = ""
@@ -63,6 +64,8 @@ def summary(model: StatusModel) -> dict[str, Any]:
         error = f"{key[0]}[{key[1]}]: {info.error}"[:300]
     elif reversals:
         error = f"reversal failed: {reversals[0]['id']}: {reversals[0]['error']}"[:300]
+    elif model.member_error:
+        error = f"etcd member cannot start: {model.member_error}"[:300]
     return {
         "converged": model.converged_since is not None,
         "since": model.converged_since,

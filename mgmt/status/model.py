@@ -89,6 +89,9 @@ class StatusModel:
         self.hosts: list[dict[str, Any]] = []  # every host of the cluster (mgmt.status.cluster)
         # Why those rows may be stale ("": they are not): the cluster has no quorum.
         self.cluster_note = ""
+        # Why this host's etcd member cannot start ("": it runs, or runs none): its summary's
+        # error when no resource has failed (mgmt.status.cluster.summary).
+        self.member_error = ""
         self._changes = 0  # bumped at every change: the encoded snapshot is kept until then
         self._encoded: tuple[tuple[int, int, int], bytes] = ((-1, 0, 0), b"")
         self._unsubscribes: list[Callable[[], None]] = [
@@ -175,6 +178,11 @@ class StatusModel:
         if note != self.cluster_note:
             self.cluster_note = note
             self._publish({"type": "cluster", "note": note})
+
+    def set_member_error(self, error: str) -> None:
+        if error != self.member_error:
+            self.member_error = error
+            self._touched()
 
     def set_program_error(self, error: str) -> None:
         if error != self.program_error:

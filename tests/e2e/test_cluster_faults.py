@@ -491,6 +491,14 @@ async def test_a_nominee_whose_port_is_taken_backs_off_and_says_so_once(tmp_path
             await h2.daemon.wait_log(said, timeout=60)
             await h2.daemon.wait_log("free that port or give this host other --server-urls")
             await h2.daemon.wait_log("volunteers again in 10s (then less often)")
+            # The status table says so in h2's row (before: `yes ... converged`, no error).
+            prefix = ["--prefix", str(tmp_path / "h1" / "prefix")]
+            text = ""
+            async with asyncio.timeout(30):
+                while not re.search(
+                    r"^h2 .*etcd member cannot start: .*already in use", text, re.M
+                ):
+                    _, text = await asyncio.to_thread(run_mgmt, ["status", "--cluster", *prefix])
         finally:
             squatter.close()
         await wait_voters([h1, h2], ["h1", "h2"], timeout=60)
