@@ -11,8 +11,10 @@ agent a client of any core member.
   cost the cluster its quorum), the nominee starts its etcd with `--initial-cluster-state
   existing`, and once it serves the leader promotes it; up to the ideal size. It removes a
   member whose agent is gone (its volunteer key expired with its lease) and that no longer
-  answers, the member of a host that left cleanly without probing it (its summary says it
-  left, and its agent is not alive), and removes members beyond the ideal size.
+  answers, a member whose agent lives but whose etcd has not answered for 30 s (it cannot
+  start), the member of a host that left cleanly without probing it (its summary says it
+  left, and its agent is not alive), and removes members beyond the ideal size. Every agent
+  checks that the leader's agent lives; if it does not, the leadership is moved (`_check_leader`).
 - A clean stop withdraws this host's exports and volunteer key and, unless it is the last
   voting member, removes its member from the cluster and deletes its data. Leaving takes a
   turn (`/_mgmt/leaving`, bound to a lease): hosts stopped together leave one after the other,
@@ -69,6 +71,7 @@ log = logging.getLogger("cluster")
 
 _NO_SPACE = "no space left on device"
 NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
+STALLED_GRACE = 30.0  # seconds (at least 100 election timeouts): see `_remove_stalled`
 KEEP_ASIDE = 2  # unusable etcd data dirs kept (their keys only): the newest
 COOLDOWN_MIN, COOLDOWN_MAX = 10.0, 300.0  # seconds a member that cannot start stops volunteering
 PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (ErrPeerURLexist)
@@ -208,6 +211,9 @@ class Cluster:
         self._nominated = False  # our nomination key was seen (its deletion un-nominates)
         # Seconds a nominee may take to start its member before the leader removes it.
         self.nominee_grace = max(NOMINEE_GRACE, 10 * options.election_ms / 1000)
+        # Seconds a voter whose agent lives may not serve before the leader removes it.
+        self.stalled_grace = max(STALLED_GRACE, 100 * options.election_ms / 1000)
+        self._stalled: dict[int, float] = {}  # such a voter's id -> since when (monotonic)
         self._recheck = asyncio.Event()  # re-read our nomination (set by its watch, and after
         # this host's member was dropped: a nomination that came meanwhile is still ours)
         self._remembered: list[str] | None = None  # what PEERS_FILE holds (None: not read)
@@ -1034,6 +1040,8 @@ class Cluster:
                 log.warning("member %s is gone; removing it", member.name)
                 await self._remove(member, member.name)
                 return
+        if await self._remove_stalled(voters, vols):
+            return
         names = {m.name for m in members}
         for host in noms:
             if host not in names:
@@ -1044,6 +1052,35 @@ class Cluster:
             victim = max((m for m in voters if m.name != self.host), key=lambda m: m.name)
             log.info("%d members for an ideal %d: removing %s", len(voters), ideal, victim.name)
             await self._remove(victim, victim.name)
+
+    async def _remove_stalled(self, voters: list[Member], vols: dict[str, dict[str, Any]]) -> bool:
+        """Remove a voting member whose agent lives (it volunteers) but whose etcd has not
+        answered for `stalled_grace` s: its etcd cannot start (a full disk, a port taken,
+        unusable data; its agent keeps retrying), and the
+        cluster ran one failure closer to losing its quorum, for good (tester9). Its host, a
+        volunteer, is added again (a learner) once it can start a member. True if removed."""
+        now = time.monotonic()
+        stalled = {
+            m.id: m
+            for m in voters
+            if m.name != self.host and m.name in vols and not await self.client.member_answers(m)
+        }
+        self._stalled = {i: t for i, t in self._stalled.items() if i in stalled}
+        for member_id, member in stalled.items():
+            since = self._stalled.setdefault(member_id, now)
+            if now - since < self.stalled_grace:
+                self._wake_later(since + self.stalled_grace - now)
+                continue
+            log.warning(
+                "member %s has not served for %.0fs while its agent lives (its etcd cannot "
+                "start): removing it; its host is added again once it can start one",
+                member.name,
+                now - since,
+            )
+            await self._remove(member, member.name)
+            del self._stalled[member_id]
+            return True
+        return False
 
     async def _core_volunteers(self, vols: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Per-host identities: the volunteers that are core users (etcd's root role). A

@@ -504,3 +504,38 @@ async def test_a_nominee_whose_port_is_taken_backs_off_and_says_so_once(tmp_path
         await wait_voters([h1, h2], ["h1", "h2"], timeout=60)
         assert h2.daemon.log.count("address already in use") <= 2, h2.daemon.log
         assert h2.daemon.log.count(said) == 1, h2.daemon.log
+
+
+@pytest.mark.slow
+async def test_a_voter_whose_etcd_cannot_start_while_its_agent_lives_is_replaced(
+    tmp_path: Path,
+) -> None:
+    """h1's etcd is killed and its peer port taken by another program: its agent (no seeds)
+    retries for ever, alive, and before 2026-12-05 its member stayed a voter for good (tester9).
+    The leader removes it after the grace; once the port is free, h1 joins again."""
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3)]
+    h1, h2, h3 = hosts
+    for host in hosts:
+        host.graph.write_text("graph: g\nresources: {}\n")
+    async with fleet(hosts):
+        await start_voters(hosts)
+        (pid,) = h1.pids()
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            await wait_pid_gone(pid)
+            squatter.bind(("127.0.0.1", h1.peer_port))  # before the agent's restart (1 s)
+            squatter.listen()
+            assert h1.daemon is not None
+            await h1.daemon.wait_log("address already in use", timeout=30)
+            said = "member h1 has not served for "
+            await wait_logs(
+                [h2.daemon, h3.daemon],  # type: ignore[list-item]
+                lambda: True if any(said in h.daemon.log for h in (h2, h3) if h.daemon) else None,
+                timeout=90,
+            )
+            await wait_voters(hosts, ["h2", "h3"], timeout=30)
+        finally:
+            squatter.close()
+        await wait_voters(hosts, ["h1", "h2", "h3"], timeout=120)
