@@ -539,3 +539,31 @@ async def test_a_voter_whose_etcd_cannot_start_while_its_agent_lives_is_replaced
         finally:
             squatter.close()
         await wait_voters(hosts, ["h1", "h2", "h3"], timeout=120)
+
+
+@pytest.mark.slow
+async def test_two_hosts_fighting_over_a_key_say_so_and_back_off(tmp_path: Path) -> None:
+    """h1 and h2 declare different values for one kv key (tester9: 254 writes a second, and
+    nothing said): each says once that another writer keeps changing it, and backs off (its
+    writes spaced out, doubling)."""
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2)]
+    for host in hosts:
+        host.graph.write_text(
+            f"graph: g\nresources:\n  kv:\n    - name: fight\n      value: {host.name}\n"
+        )
+    async with fleet(hosts):
+        await start_voters(hosts)
+        said = "another writer keeps changing fight (9 writes of this host's undone within"
+        for host in hosts:
+            assert host.daemon is not None
+            await host.daemon.wait_log(said, timeout=60)
+        # Backed off: the next repairs wait 1 s, then 2 s, 4 s ...: a few more, not hundreds.
+        async with client_of(*hosts) as client:
+            first = await client.scan(b"/_mgmt/strings/fight")
+            await hosts[0].daemon.wait_log("fight set to 'h1'", count=14, timeout=60)
+            last = await client.scan(b"/_mgmt/strings/fight")
+        writes = last.last - first.first
+        assert writes < 200, writes  # before: ~250 a second
+        for host in hosts:
+            assert host.daemon is not None
+            assert host.daemon.log.count(said) == 1, host.daemon.log
