@@ -436,10 +436,10 @@ class Cluster:
         if not urls:
             return
         log.info(
-            "joining the cluster this host left at its last stop, through %s (delete %s to "
-            "start a new one)",
-            ", ".join(urls),
+            "joining the members this host knew last (%s: written as it ran or left), through "
+            "%s (delete that file to start a new cluster)",
             self.prefix / PEERS_FILE,
+            ", ".join(urls),
         )
         seeds = [*self.options.seeds, *urls]
         self.options = dataclasses.replace(self.options, seeds=seeds)
@@ -459,7 +459,8 @@ class Cluster:
                 log.info("this host's member left the cluster (removed by the leader)")
                 return True
             log.warning(
-                "could not leave the cluster (%s): this host's member stays",
+                "this host's member stays in the cluster, its data kept for the next start "
+                "(leaving it: %s)",
                 str(err) or f"no turn within {LEAVE_WAIT:g}s",
             )
             return False
@@ -522,6 +523,8 @@ class Cluster:
         others = await self._remember_others(members)
         if others:  # our own member stops as it is removed: what follows goes elsewhere
             self.client.set_endpoints(others, preferred=others[0])
+        if self.member is not None:
+            self.member.leaving = True  # its exit on removal is expected (said at debug)
         try:
             await self.client.member_remove(own.id)
         except WorldError as err:

@@ -148,6 +148,7 @@ class EtcdProcess:
         self.ready = asyncio.Event()
         self.exited = asyncio.Event()
         self.removed = False  # etcd said this member was removed from the cluster
+        self.leaving = False  # its host removes it (a clean leave): its exit then is no news
         self.leader_changed: Callable[[], None] = lambda: None
         self.last_error = ""
         self.panicked = ""  # etcd's first Go `panic:`/`fatal error:` line ("": none)
@@ -246,7 +247,8 @@ class EtcdProcess:
             if self.tail and not self._stopping and (self.start_failure or code):
                 self._log_tail(code)
             if self.removed and not self._stopping:
-                log.warning(
+                log.log(
+                    logging.DEBUG if self.leaving else logging.WARNING,
                     "etcd member %s was removed from its cluster (while this host was away, "
                     "or by its clean leave): etcd exited (code %s)",
                     self.spec.name,

@@ -166,7 +166,7 @@ async def test_the_first_host_killed_removed_and_restarted_rejoins(tmp_path: Pat
         h1.graph.write_text(exporter(shared, "h1", "h1 is back"))
         await start(h1)
         assert h1.daemon is not None
-        await h1.daemon.wait_log("joining the cluster this host left", timeout=20)
+        await h1.daemon.wait_log("joining the members this host knew last", timeout=20)
         await wait_voters(hosts, ["h1", "h2", "h3"], timeout=30)
         await wait_path(shared / "h1", has_content("h1 is back\n"), 20)
         await wait_dot(h1, holds(*paths), timeout=20)
@@ -428,7 +428,7 @@ async def test_a_host_removed_by_the_leader_as_it_leaves_remembers_the_others(
         await wait_voters([h1, h2], ["h1", "h2"], timeout=10)
         await start(h3)  # no --seeds
         assert h3.daemon is not None
-        await h3.daemon.wait_log("joining the cluster this host left", timeout=20)
+        await h3.daemon.wait_log("joining the members this host knew last", timeout=20)
         await wait_voters(hosts, ["h1", "h2", "h3"], timeout=30)
 
 

@@ -96,7 +96,7 @@ async def test_a_host_that_left_joins_the_members_it_left_rather_than_a_new_clus
         assert not cluster.serving and cluster.member is None
     finally:
         await cluster.stop()
-    assert "joining the cluster this host left at its last stop" in caplog.text
+    assert f"joining the members this host knew last ({tmp_path / PEERS_FILE}: " in caplog.text
     assert not (tmp_path / "etcd").exists()
 
 
