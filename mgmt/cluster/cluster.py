@@ -72,6 +72,7 @@ log = logging.getLogger("cluster")
 _NO_SPACE = "no space left on device"
 NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
 STALLED_GRACE = 30.0  # seconds (at least 100 election timeouts): see `_remove_stalled`
+STALLED_PROBE = 5.0  # seconds between two of its probes of the voters
 KEEP_ASIDE = 2  # unusable etcd data dirs kept (their keys only): the newest
 COOLDOWN_MIN, COOLDOWN_MAX = 10.0, 300.0  # seconds a member that cannot start stops volunteering
 PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (ErrPeerURLexist)
@@ -214,6 +215,7 @@ class Cluster:
         # Seconds a voter whose agent lives may not serve before the leader removes it.
         self.stalled_grace = max(STALLED_GRACE, 100 * options.election_ms / 1000)
         self._stalled: dict[int, float] = {}  # such a voter's id -> since when (monotonic)
+        self._stalled_probed = -STALLED_PROBE  # when `_remove_stalled` last probed (monotonic)
         self._recheck = asyncio.Event()  # re-read our nomination (set by its watch, and after
         # this host's member was dropped: a nomination that came meanwhile is still ours)
         self._remembered: list[str] | None = None  # what PEERS_FILE holds (None: not read)
@@ -1063,6 +1065,11 @@ class Cluster:
         cluster ran one failure closer to losing its quorum, for good (tester9). Its host, a
         volunteer, is added again (a learner) once it can start a member. True if removed."""
         now = time.monotonic()
+        # Probing is a connection per voter: at most every STALLED_PROBE s (reconciles follow
+        # every volunteer and liveness change), not at each reconcile.
+        if now < self._stalled_probed + STALLED_PROBE:  # (the leader's tick comes back)
+            return False
+        self._stalled_probed = now
         stalled = {
             m.id: m
             for m in voters
