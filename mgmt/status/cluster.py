@@ -28,6 +28,7 @@ went away (`down`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -47,6 +48,7 @@ MAX_DELAY = 2.0  # seconds a summary waits at most while its model keeps changin
 RETRY_MAX = 2.0  # seconds between attempts while the cluster cannot be reached (doubling)
 
 BURST = 0.25  # seconds between two reads of the rows (see the module doc)
+RECHECK = 5.0  # seconds between two reads of the rows without a change (a lost quorum)
 LEAVE_WAIT = 1.0  # seconds the summary of a clean stop may take (it must not hold the exit)
 
 
@@ -190,7 +192,11 @@ class ClusterStatus:
                 self.model.set_cluster_note("")
                 self._no_quorum_since = None
                 await asyncio.sleep(BURST)  # the rest of a burst waits: not a readiness wait
-                await changed.wait()
+                # And every RECHECK s: a lost quorum cancels every watch (no leader), and no
+                # event would tell the rows are stale.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RECHECK):
+                        await changed.wait()
         finally:
             for unsubscribe in unsubscribes:
                 await unsubscribe()
