@@ -72,7 +72,6 @@ log = logging.getLogger("cluster")
 _NO_SPACE = "no space left on device"
 NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
 STALLED_GRACE = 30.0  # seconds (at least 100 election timeouts): see `_remove_stalled`
-STALLED_PROBE = 5.0  # seconds between two of its probes of the voters
 KEEP_ASIDE = 2  # unusable etcd data dirs kept (their keys only): the newest
 COOLDOWN_MIN, COOLDOWN_MAX = 10.0, 300.0  # seconds a member that cannot start stops volunteering
 PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (ErrPeerURLexist)
@@ -215,7 +214,6 @@ class Cluster:
         # Seconds a voter whose agent lives may not serve before the leader removes it.
         self.stalled_grace = max(STALLED_GRACE, 100 * options.election_ms / 1000)
         self._stalled: dict[int, float] = {}  # such a voter's id -> since when (monotonic)
-        self._stalled_probed = -STALLED_PROBE  # when `_remove_stalled` last probed (monotonic)
         self._recheck = asyncio.Event()  # re-read our nomination (set by its watch, and after
         # this host's member was dropped: a nomination that came meanwhile is still ours)
         self._remembered: list[str] | None = None  # what PEERS_FILE holds (None: not read)
@@ -629,7 +627,7 @@ class Cluster:
             unusable = bool(proc.start_failure and proc.panicked and has_member(self.data_dir))
             if not unusable:  # (moved aside, and started again at once: not over yet)
                 self._tried.set()
-            self.member_ready.clear()
+            self._member_down()
             await proc.stop()
             self.start_failure = proc.start_failure or self.start_failure
             self._said_failure = proc.start_failure or self._said_failure
@@ -660,6 +658,13 @@ class Cluster:
                 spec = first
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    def _member_down(self) -> None:
+        """This host's etcd exited: not ready, and its volunteer key says it does not serve
+        (the leader tells a stalled member by it: `_remove_stalled`)."""
+        self.member_ready.clear()
+        if not self.stopping:
+            self._spawn(self._put_volunteer())
 
     async def _unusable(self, proc: EtcdProcess) -> bool | None:
         """etcd panicked starting from its data dir (e.g. `removed all voters`): that data can
@@ -1060,20 +1065,18 @@ class Cluster:
 
     async def _remove_stalled(self, voters: list[Member], vols: dict[str, dict[str, Any]]) -> bool:
         """Remove a voting member whose agent lives (it volunteers) but whose etcd has not
-        answered for `stalled_grace` s: its etcd cannot start (a full disk, a port taken,
-        unusable data; its agent keeps retrying), and the
-        cluster ran one failure closer to losing its quorum, for good (tester9). Its host, a
-        volunteer, is added again (a learner) once it can start a member. True if removed."""
+        served for `stalled_grace` s (its volunteer key says it does not, and it does not
+        answer): its etcd cannot start (a full disk, a port taken, unusable data; its agent
+        keeps retrying), and the cluster ran one failure closer to losing its quorum, for good
+        (tester9). Its host, a volunteer, is added again (a learner) once it can start a
+        member. True if removed. Only those are probed (a connection each)."""
         now = time.monotonic()
-        # Probing is a connection per voter: at most every STALLED_PROBE s (reconciles follow
-        # every volunteer and liveness change), not at each reconcile.
-        if now < self._stalled_probed + STALLED_PROBE:  # (the leader's tick comes back)
-            return False
-        self._stalled_probed = now
         stalled = {
             m.id: m
             for m in voters
-            if m.name != self.host and m.name in vols and not await self.client.member_answers(m)
+            if m.name != self.host
+            and not vols.get(m.name, {"serving": True}).get("serving")
+            and not await self.client.member_answers(m)
         }
         self._stalled = {i: t for i, t in self._stalled.items() if i in stalled}
         for member_id, member in stalled.items():
