@@ -231,7 +231,8 @@ class Cluster:
         # The raft leader whose agent is not alive: (its name, since when, said so).
         self._headless: tuple[str, float, bool] | None = None
         self.client.explain = self._explain
-        self.client.says_denied = True
+        # Per-host identities: a refusal is the host's role's (NotAdmitted says what to do).
+        self.client.says_denied = not options.identities
 
     @property
     def start_failure(self) -> str:
