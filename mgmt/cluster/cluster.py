@@ -220,6 +220,8 @@ class Cluster:
         self._name_ok = asyncio.Event()  # no other agent runs under this host's name
         self._agent_id = b""  # this prefix's agent (AGENT_ID_FILE), read at start
         self._quorum_lost = False  # said so (`_explain`): said again when it is back
+        # While it is lost: (voting members answering, voting members, those silent).
+        self.no_quorum: tuple[int, int, list[str]] | None = None
         # A nominated member that failed to start: not volunteering until `_volunteer_after`
         # (time.monotonic()), for `_cooldown` s; `_cooled`: the failure said; `_said_failure`:
         # the start failure etcd's process last said (the same again is debug).
@@ -1279,6 +1281,7 @@ class Cluster:
         True if said (else the client says `err`). The client is connected to a member (its
         membership is served locally, as its status: both answer without a leader)."""
         if err is None:
+            self.no_quorum = None
             if self._quorum_lost:
                 self._quorum_lost = False
                 try:
@@ -1291,14 +1294,16 @@ class Cluster:
                     )
             return True
         try:
-            up, voters = await self._reachable()
+            answering, silent = await self.client.voters_answering()
         except WorldError:
             return False
+        up, voters = len(answering), len(answering) + len(silent)
         if not voters or up > voters // 2:
             # Not a quorum's loss: the client says what it is; unless one was said and the
             # members answer again before a leader is elected (its return is said once a
             # lease is held: CI saw "cannot hold a lease: ... deadline exceeded" between).
             return self._quorum_lost
+        self.no_quorum = (up, voters, sorted(m.name or str(m.id) for m in silent))
         if not self._quorum_lost:
             self._quorum_lost = True
             log.warning(

@@ -209,18 +209,24 @@ async def host_statuses(client: EtcdClient, stale: bool = False) -> list[HostSta
 
 async def quorum_note(client: EtcdClient) -> str:
     """ "" if the cluster has a quorum (or it cannot be told), else what `mgmt status
-    --cluster` says above its stale rows: how many voting members answer, which do not."""
+    --cluster` says above its stale rows: how many voting members answer, which do not (the
+    voters probed: a command's; an agent knows it from its lease, `Cluster.no_quorum`)."""
     try:
         up, down = await client.voters_answering()
     except WorldError:
         return ""
     if len(up) > (len(up) + len(down)) // 2:
         return ""
-    names = ", ".join(sorted(m.name or str(m.id) for m in down))
+    names = sorted(m.name or str(m.id) for m in down)
+    return no_quorum_note(len(up), len(up) + len(down), names, client.endpoint)
+
+
+def no_quorum_note(up: int, voters: int, silent: list[str], endpoint: str | None) -> str:
+    """The line above stale rows (`mgmt status --cluster`, the agent's status)."""
     return (
-        f"cluster: no quorum: {len(up)} of {len(up) + len(down)} voting members reachable "
-        f"(unreachable: {names}); the rows are as {client.endpoint} last knew them, whether "
-        f"each agent is alive is unknown (?)"
+        f"cluster: no quorum: {up} of {voters} voting members reachable (unreachable: "
+        f"{', '.join(silent)}); the rows are as {endpoint} last knew them, whether each agent "
+        f"is alive is unknown (?)"
     )
 
 

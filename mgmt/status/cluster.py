@@ -33,12 +33,13 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from engine.errors import WorldError
 from engine.tasks import TaskSet
 from mgmt.cluster.client import EtcdClient
-from mgmt.deploy.status import HOSTS, STATUS, SUMMARY, host_statuses, quorum_note
+from mgmt.deploy.status import HOSTS, STATUS, SUMMARY, host_statuses, no_quorum_note
 from mgmt.status.model import StatusModel
 
 log = logging.getLogger("cluster")
@@ -81,8 +82,15 @@ def summary(model: StatusModel) -> dict[str, Any]:
 class ClusterStatus:
     """See the module docstring. `start()` spawns its two tasks; `stop()` ends them."""
 
-    def __init__(self, model: StatusModel, client: EtcdClient, hostname: str) -> None:
+    def __init__(
+        self,
+        model: StatusModel,
+        client: EtcdClient,
+        hostname: str,
+        no_quorum: Callable[[], tuple[int, int, list[str]] | None] = lambda: None,
+    ) -> None:
         self.model = model
+        self.no_quorum = no_quorum  # the cluster's (mgmt.cluster.cluster.Cluster.no_quorum)
         self.client = client
         self.key = (SUMMARY + hostname).encode()
         self._changed = asyncio.Event()
@@ -153,14 +161,14 @@ class ClusterStatus:
         """The rows could not be read: without a quorum, show them as this host's member last
         knew them, marked stale, and say since when the cluster has none (before 2026-12-05 the
         page kept killed hosts `converged` and said nothing)."""
+        lost = self.no_quorum()  # known from the lease (not probed: a host leaving is not)
+        if lost is None:
+            return
+        note = no_quorum_note(*lost, self.client.endpoint)
         try:
-            note = await quorum_note(self.client)
-            if note:
-                rows = await host_statuses(self.client, stale=True)
+            rows = await host_statuses(self.client, stale=True)
         except WorldError as err:
             log.debug("stale host statuses: %s", err)
-            return
-        if not note:
             return
         if self._no_quorum_since is None:
             self._no_quorum_since = time.time()
