@@ -307,6 +307,12 @@ async def test_a_lost_quorum_and_its_return(tmp_path: Path) -> None:
         assert h1.daemon is not None
         lost = "lost the cluster's quorum: 1 of 3 members reachable; waiting for 2 to answer"
         await h1.daemon.wait_log(lost, timeout=30)
+        local.unlink()  # the local graph is still enforced without a quorum
+        await wait_path(local, has_content("mine\n"))
+        h1.graph.write_text(exports_to_each(shared, "during the outage", local, ["h2", "h3"]))
+        await h1.daemon.wait_log("exports not published yet", timeout=20)
+        local.unlink()
+        await wait_path(local, has_content("mine\n"))
         # The operator's view says so at once (before: 6 s, then `Deadline Exceeded`), with the
         # rows as h1's member last knew them, each agent's liveness unknown.
         prefix = ["--prefix", str(tmp_path / "h1" / "prefix")]
@@ -331,12 +337,6 @@ async def test_a_lost_quorum_and_its_return(tmp_path: Path) -> None:
         assert {h["host"]: h["state"] for h in snapshot["hosts"]} == dict.fromkeys(
             ("h1", "h2", "h3"), "unknown"
         ), snapshot["hosts"]
-        local.unlink()  # the local graph is still enforced without a quorum
-        await wait_path(local, has_content("mine\n"))
-        h1.graph.write_text(exports_to_each(shared, "during the outage", local, ["h2", "h3"]))
-        await h1.daemon.wait_log("exports not published yet", timeout=20)
-        local.unlink()
-        await wait_path(local, has_content("mine\n"))
         await asyncio.gather(start(h2, seeds=[h1]), start(h3, seeds=[h1]))
         for peer in ("h2", "h3"):
             await wait_path(shared / f"for-{peer}", has_content("during the outage\n"), 30)
