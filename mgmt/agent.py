@@ -896,7 +896,12 @@ class Agent:
         self._spawn(self._collect_loop())
         from mgmt.status.cluster import ClusterStatus
 
-        self.cluster_status = ClusterStatus(self.status, link.cluster.client, self.config.hostname)
+        cluster = link.cluster
+        self.cluster_status = ClusterStatus(
+            self.status, cluster.client, self.config.hostname, lambda: cluster.no_quorum
+        )
+        link.cluster.on_start_failure = self.status.set_member_error
+        self.status.set_member_error(link.cluster.start_failure)
         self.cluster_status.start()
 
     async def _collect_loop(self) -> None:

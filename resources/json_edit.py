@@ -28,10 +28,12 @@ from urllib.parse import urlsplit
 
 from engine import safefs
 from engine.errors import ResourceError, ValidationError
+from engine.handle import Handle
 from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from engine.world import World, check_key
+from resources._lib.fight import Fight
 from resources._lib.missing import Missing, read_existing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
 from resources._lib.proc import file_lock, tool_lock, wrote
@@ -240,6 +242,10 @@ class JSONEditRes(Edgeable, Resource):
         except ValueError:
             return False
 
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        self._fight = Fight()  # another writer of an etcd:/// store (resources/_lib/fight.py)
+
     async def watch(self) -> None:
         scheme, where = self._where()
         if scheme == "file":
@@ -287,6 +293,8 @@ class JSONEditRes(Edgeable, Resource):
 
     async def _etcd(self, key: str, edits: list[Edit], apply: bool) -> bool:
         world = self._world()
+        if apply:
+            await self._fight.pace()
         for _ in range(CAS_ATTEMPTS):
             current = await world.str_get(key)
             new = self._edited("{}" if current is None else current, edits, f"etcd:///{key}")
@@ -297,6 +305,7 @@ class JSONEditRes(Edgeable, Resource):
                 return False
             if await world.str_cas(key, current, new):
                 self._log_done(f"etcd:///{key}")
+                self._fight.wrote(self.handle, f"etcd:///{key}")
                 return False
         raise ResourceError(
             f"etcd:///{key} kept changing while being edited ({CAS_ATTEMPTS} times)"

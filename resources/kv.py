@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.errors import ResourceError, ValidationError
+from engine.handle import Handle
 from engine.resource import Refreshable, Resource, register
 from engine.world import World, check_key
+from resources._lib.fight import Fight
 from resources._lib.plan import Step, apply_steps, nothing_to_do
 
 # skiplessthan compares and sets in one transaction; a lost race is retried this many times.
@@ -67,6 +69,10 @@ class KVRes(Refreshable, Resource):
         """The key, as logged (mapped: this host's entry of the map)."""
         return f"{self._key} ({self.handle.hostname}'s entry)" if self.mapped else self._key
 
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        self._fight = Fight()  # another writer of the key (resources/_lib/fight.py)
+
     async def watch(self) -> None:
         world = self.handle.world
         if world is None:
@@ -82,6 +88,8 @@ class KVRes(Refreshable, Resource):
         world = self._world()
         where = self._where()
         refresh = self.handle.refresh()
+        if apply:
+            await self._fight.pace()
         # A compare-and-set whose reply was lost may have written after all (the client retries
         # it, and the retry's compare fails): after a failed one, our value counts as a change.
         raced = False
@@ -111,6 +119,7 @@ class KVRes(Refreshable, Resource):
                 raced = True  # another host wrote meanwhile: compare with its value
                 continue
             self.handle.logger.info("%s %s", where, why)
+            self._fight.wrote(self.handle, where)
             return False
         raise ResourceError(f"{where} kept changing while being compared ({CAS_ATTEMPTS} times)")
 

@@ -11,9 +11,11 @@ import os
 
 # Read by grpc when it is imported, which the first module importing aetcd does (this package's
 # modules, and mgmt.deploy.store, whose package imports this one first): gRPC's core logs on
-# stderr itself (`I1203 ... Handshake failed ...`) beside the one-line error it raises, so
-# errors only unless the operator asks for more (GRPC_VERBOSITY=info); and we fork etcd.
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+# stderr itself (`E1205 ... Corruption detected.`, several lines a second while a TLS handshake
+# is refused) beside the error it raises, which the client says once in words (a clock, a CA:
+# mgmt.cluster.client.tls_refusal): none unless the operator asks (GRPC_VERBOSITY=error|info);
+# and we fork etcd.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from typing import TYPE_CHECKING
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -36,6 +38,9 @@ logging.getLogger("grpc").setLevel(logging.WARNING)  # its debug lines say nothi
 
 T = TypeVar("T")
 _RETRY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# etcd's refusals of a request or watch under authentication: a user without the permission
+# (a client certificate's CN is its user), and no user at all (over plain HTTP).
+_DENIED = ("permission denied", "user name is empty")
 # Keys per read of a prefix: 32 values of etcd's largest (1.5 MiB) stay under the receive limit.
 _PAGE = 32
 _CHANNEL_OPTIONS = [
@@ -48,6 +53,57 @@ _CHANNEL_OPTIONS = [
     # Our own subchannels: a shared one may still be backing off from a member that was gone.
     ("grpc.use_local_subchannel_pool", 1),
 ]
+
+
+class TLSRefused(WorldError):
+    """Every member refused the TLS handshake, or this host refused theirs: a wrong CA or a
+    clock far off, which retrying does not mend (said once, in words, until it changes)."""
+
+
+# BoringSSL's words (in gRPC's details) for a handshake this host refused: the member's
+# certificate does not verify against our CA.
+_WE_REFUSED = ("BAD_SIGNATURE", "CERTIFICATE_VERIFY_FAILED", "certificate verify failed")
+# ... and for one the member refused: an alert about this host's certificate (with TLS 1.3 the
+# alert comes after the handshake, and gRPC reports it as corrupted data).
+_THEY_REFUSED = (
+    "BAD_CERTIFICATE",
+    "CERTIFICATE_EXPIRED",
+    "CERTIFICATE_UNKNOWN",
+    "UNKNOWN_CA",
+    "TSI_DATA_CORRUPTED",
+)
+
+
+def _validity(cert: Path | None) -> str:
+    """`cert`'s validity and this host's clock, in words ("" if it cannot be read)."""
+    from cryptography import x509
+
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        parsed = x509.load_pem_x509_certificate(cert.read_bytes()) if cert else None
+    except (OSError, ValueError):
+        parsed = None
+    clock = f"this host's clock says {now:%Y-%m-%d %H:%M:%S} UTC"
+    if parsed is None:
+        return clock
+    start, end = parsed.not_valid_before_utc, parsed.not_valid_after_utc
+    span = f"{cert} is valid from {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC"
+    return f"{span}, {clock}"
+
+
+def tls_refusal(endpoint: str, details: str, tls: TLSFiles) -> str | None:
+    """What a failed TLS handshake with `endpoint` means, in words (None: not one)."""
+    if any(word in details for word in _WE_REFUSED):
+        return (
+            f"{endpoint} presents a certificate that the CA in {tls.ca} did not sign (another "
+            f"cluster's CA?), or one not valid at this host's time ({_validity(None)})"
+        )
+    if any(word in details for word in _THEY_REFUSED):
+        return (
+            f"{endpoint} refused this host's TLS certificate ({_validity(tls.cert)}): check "
+            f"this host's clock against the cluster's, and that its CA is the cluster's"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -142,6 +198,10 @@ class EtcdClient:
         self._maintainer: asyncio.Task[None] | None = None
         self._credentials: grpc.ChannelCredentials | None = None
         self._was_connected = False
+        self._refused = False  # the last failure to connect was a TLS refusal (TLSRefused)
+        self._denied_said = False  # `denied` said it
+        # An agent's client says why etcd refuses it (`denied`); a command's error says it.
+        self.says_denied = False
         # Says why a lease cannot be held (e.g. the cluster lost its quorum) and when it can be
         # again (called with None): True if it said so, for keep_leased (mgmt.cluster.cluster).
         self.explain: Callable[[WorldError | None], Awaitable[bool]] | None = None
@@ -217,9 +277,16 @@ class EtcdClient:
                 conn = await self._connect_any()
             except WorldError as err:
                 self.attempted.set()
-                if self._was_connected or not self.last_error:
-                    level = logging.DEBUG if self.quiet else logging.WARNING
-                    log.log(level, "%sno etcd member reachable: %s", self._tag, err)
+                refused = isinstance(err, TLSRefused)  # said once (an error) while it lasts
+                if self._was_connected or not self.last_error or refused != self._refused:
+                    log.log(
+                        logging.DEBUG if self.quiet else logging.WARNING,
+                        "%s%s: %s",
+                        self._tag,
+                        "cannot join the cluster" if refused else "no etcd member reachable",
+                        err,
+                    )
+                self._refused = refused
                 self._was_connected = False
                 self.last_error = str(err)
                 await asyncio.sleep(delay)
@@ -246,13 +313,18 @@ class EtcdClient:
         return ([self.preferred] if self.preferred else []) + eps
 
     async def _connect_any(self) -> _Conn:
-        errors = []
+        """A connection to the first endpoint that answers; else WorldError naming each one's
+        failure (TLSRefused if every one refused a TLS handshake: retrying does not help)."""
+        errors: list[WorldError] = []
         for endpoint in self._order():
             try:
                 return await self._open(endpoint)
             except WorldError as err:
-                errors.append(str(err))
-        raise WorldError("; ".join(errors) or "no endpoints")
+                errors.append(err)
+        text = "; ".join(dict.fromkeys(str(e) for e in errors)) or "no endpoints"
+        if errors and all(isinstance(e, TLSRefused) for e in errors):
+            raise TLSRefused(text)
+        raise WorldError(text)
 
     async def _open(self, endpoint: str) -> _Conn:
         parts = urlsplit(endpoint)
@@ -272,7 +344,11 @@ class EtcdClient:
             )
         except grpc.aio.AioRpcError as err:
             await channel.close()
-            raise WorldError(f"{endpoint}: {err.details() or err.code().name}") from None
+            details = err.details() or err.code().name
+            refusal = tls_refusal(endpoint, details, self.tls)
+            if refusal is not None:
+                raise TLSRefused(refusal) from None
+            raise WorldError(f"{endpoint}: {details}") from None
         conn.member_id = status.header.member_id
         return conn
 
@@ -351,10 +427,27 @@ class EtcdClient:
                     self._drop(conn, details)
                     continue
                 if code not in _RETRY:
+                    if any(word in details for word in _DENIED):
+                        self.denied(what.encode())
                     raise WorldError(f"{what}: {details}") from None
                 self._drop(conn, details)
                 await asyncio.sleep(min(delay, max(remaining, 0)))
                 delay = min(delay * 2, 0.2)
+
+    def denied(self, what: bytes) -> None:
+        """etcd refused a request or watch: without a user, authentication is on in this
+        cluster and this client gives none; said once (each refusal is its caller's)."""
+        if self.user is not None or self._denied_said or not self.says_denied:
+            return
+        self._denied_said = True
+        log.log(
+            logging.DEBUG if self.quiet else logging.ERROR,
+            "%setcd refused %s: etcd authentication is on in this cluster "
+            "and this host gives no user: give --cluster-user and --cluster-password-file (or "
+            "this host's per-host credentials)",
+            self._tag,
+            what.decode(errors="replace"),
+        )
 
     def _needs_token(self, conn: _Conn, code: grpc.StatusCode) -> bool:
         """Whether a refusal means our token expired, or we connected before auth was on."""
@@ -386,12 +479,15 @@ class EtcdClient:
         resp = await self.call(f"get {key.decode(errors='replace')}", fn)
         return int(resp.kvs[0].lease) if resp.kvs else None
 
-    async def get_prefix(self, prefix: bytes) -> tuple[dict[bytes, bytes], int]:
-        """Every key under `prefix` with its value, and the store revision of the last read."""
-        scan = await self.scan(prefix)
+    async def get_prefix(
+        self, prefix: bytes, serializable: bool = False
+    ) -> tuple[dict[bytes, bytes], int]:
+        """Every key under `prefix` with its value, and the store revision of the last read
+        (`serializable`: as the connected member knows them, without a quorum; maybe stale)."""
+        scan = await self.scan(prefix, serializable)
         return {key: value for key, (value, _) in scan.items.items()}, scan.last
 
-    async def scan(self, prefix: bytes) -> Scan:
+    async def scan(self, prefix: bytes, serializable: bool = False) -> Scan:
         """Every key under `prefix` with its value and mod revision (see `Scan`).
 
         Read in pages of `_PAGE` keys, each within the receive limit whatever the values' size
@@ -404,7 +500,9 @@ class EtcdClient:
         while True:
 
             async def fn(conn: _Conn, start: bytes = start) -> Any:
-                req = rpc.RangeRequest(key=start, range_end=end, limit=_PAGE)
+                req = rpc.RangeRequest(
+                    key=start, range_end=end, limit=_PAGE, serializable=serializable
+                )
                 return await conn.kv.Range(req, **self._opts(conn))
 
             resp = await self.call(f"list {prefix.decode(errors='replace')}", fn)
@@ -577,6 +675,16 @@ class EtcdClient:
 
         await self.call("member remove", fn)
 
+    async def move_leader(self, target: int) -> None:
+        """Ask the raft leader (the connected member must be it) to hand its leadership to the
+        voting member `target`."""
+
+        async def fn(conn: _Conn) -> Any:
+            req = rpc.MoveLeaderRequest(targetID=target)
+            return await conn.maintenance.MoveLeader(req, **self._opts(conn))
+
+        await self.call("move leader", fn)
+
     async def status(self) -> Any:
         """The connected member's status (its id, the leader's id, db sizes)."""
 
@@ -584,6 +692,39 @@ class EtcdClient:
             return await conn.maintenance.Status(rpc.StatusRequest(), **self._opts(conn))
 
         return await self.call("status", fn)
+
+    def probe(self, member: Member, timeout: float = 0.5) -> EtcdClient:
+        """A short-lived client of one member, with this client's credentials (close it);
+        quiet: whether it answers is its caller's to say."""
+        probe = EtcdClient(
+            member.client_urls,
+            tls=self.tls,
+            user=self.user,
+            password=self._password,
+            call_timeout=timeout,
+            retry_for=timeout,
+            name=f"probe {member.name}",
+        )
+        probe.quiet = True
+        return probe
+
+    async def member_answers(self, member: Member) -> bool:
+        """Whether `member` answers a status request right now (short timeout)."""
+        if not member.client_urls:
+            return False
+        probe = self.probe(member)
+        try:
+            return await probe.answers()
+        finally:
+            await probe.close()
+
+    async def voters_answering(self) -> tuple[list[Member], list[Member]]:
+        """The voting members that answer now and those that do not (the member list is
+        served by the connected member itself: it answers without a quorum)."""
+        voters = [m for m in await self.members() if not m.is_learner]
+        answers = await asyncio.gather(*(self.member_answers(m) for m in voters))
+        up = [m for m, ok in zip(voters, answers, strict=True) if ok]
+        return up, [m for m, ok in zip(voters, answers, strict=True) if not ok]
 
     async def answers(self) -> bool:
         """Whether a member answers a status request now (within this client's timeouts)."""
@@ -737,6 +878,7 @@ class _Watch:
         self.created = asyncio.Event()
         self.returned = False
         self.task: asyncio.Task[None] | None = None
+        self.denied = False  # etcd canceled the last watch: permission denied
 
     async def cancel(self) -> None:
         self.client._watches.discard(self)
@@ -753,7 +895,10 @@ class _Watch:
                 delay = 0.02
             else:
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                # A refused watch (permission denied) is re-created every few seconds, not
+                # at once: an agent without credentials of a cluster with authentication
+                # re-created every watch ~1,000 times a second.
+                delay = min(delay * 2, 5.0 if self.denied else 0.5)
 
     async def _stream(self, conn: _Conn) -> bool:
         """One etcd watch on `conn` until it breaks; True if it was created."""
@@ -777,10 +922,14 @@ class _Watch:
                 if resp.canceled:
                     log.debug("watch %s canceled: %s", self.key, resp.cancel_reason)
                     reason = resp.cancel_reason
+                    self.denied = any(word in reason for word in _DENIED)
+                    if self.denied:
+                        self.client.denied(self.key)
                     if self.client.user is not None and ("token" in reason or not conn.metadata):
                         with contextlib.suppress(grpc.aio.AioRpcError):
                             await self.client._authenticate(conn)
-                    return created
+                    return False  # backed off: created and canceled at once, it spun
+                self.denied = False
                 if resp.events:
                     if self.events is not None:
                         self.events(resp.events)

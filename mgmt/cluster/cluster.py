@@ -11,8 +11,10 @@ agent a client of any core member.
   cost the cluster its quorum), the nominee starts its etcd with `--initial-cluster-state
   existing`, and once it serves the leader promotes it; up to the ideal size. It removes a
   member whose agent is gone (its volunteer key expired with its lease) and that no longer
-  answers, the member of a host that left cleanly without probing it (its summary says it
-  left, and its agent is not alive), and removes members beyond the ideal size.
+  answers, a member whose agent lives but whose etcd has not answered for 30 s (it cannot
+  start), the member of a host that left cleanly without probing it (its summary says it
+  left, and its agent is not alive), and removes members beyond the ideal size. Every agent
+  checks that the leader's agent lives; if it does not, the leadership is moved (`_check_leader`).
 - A clean stop withdraws this host's exports and volunteer key and, unless it is the last
   voting member, removes its member from the cluster and deletes its data. Leaving takes a
   turn (`/_mgmt/leaving`, bound to a lease): hosts stopped together leave one after the other,
@@ -69,6 +71,9 @@ log = logging.getLogger("cluster")
 
 _NO_SPACE = "no space left on device"
 NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
+STALLED_GRACE = 30.0  # seconds (at least 100 election timeouts): see `_remove_stalled`
+KEEP_ASIDE = 2  # unusable etcd data dirs kept (their keys only): the newest
+COOLDOWN_MIN, COOLDOWN_MAX = 10.0, 300.0  # seconds a member that cannot start stops volunteering
 PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (ErrPeerURLexist)
 # Held (bound to a lease) by the one host leaving the cluster at a time: hosts stopped
 # together must not all remove themselves (the last voter stays).
@@ -118,8 +123,12 @@ def agent_id(prefix: Path) -> bytes:
     return made
 
 
-def move_aside(data_dir: Path) -> Path:
-    """Rename an etcd data dir that cannot start; returns its new name."""
+def move_aside(data_dir: Path) -> tuple[Path, int]:
+    """Rename an etcd data dir that cannot start; returns its new name and the bytes it keeps.
+
+    Bounded, on the file system etcd needs to start again (tester9: a 100 MB one stayed full):
+    only its keys are kept (`member/snap/db`, what a manual recovery restores), not the write-
+    ahead log (64 MB preallocated), and only the KEEP_ASIDE newest such copies."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     aside = data_dir.with_name(f"{data_dir.name}.unusable-{stamp}")
     n = 1
@@ -127,7 +136,20 @@ def move_aside(data_dir: Path) -> Path:
         n += 1
         aside = data_dir.with_name(f"{data_dir.name}.unusable-{stamp}-{n}")
     data_dir.rename(aside)
-    return aside
+    shutil.rmtree(aside / "member" / "wal", ignore_errors=True)
+    older = sorted(
+        (p for p in data_dir.parent.glob(f"{data_dir.name}.unusable-*") if p != aside),
+        key=lambda p: p.stat(follow_symlinks=False).st_mtime,
+    )
+    for old in older[: max(0, len(older) - KEEP_ASIDE + 1)]:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+    kept = sum(
+        p.stat(follow_symlinks=False).st_size
+        for p in aside.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    )
+    return aside, kept
 
 
 def has_member(data_dir: Path) -> bool:
@@ -167,8 +189,10 @@ class Cluster:
         join_url = (options.seeds or options.advertise_client_urls)[0]
         self.world.join = JoinInfo(join_url, ca_dir, options.insecure)
         self.member: EtcdProcess | None = None  # this host's etcd, while it runs one
-        # Why this host's etcd last failed to start, until one serves ("": it did not).
-        self.start_failure = ""
+        # Why this host's etcd last failed to start, until one serves ("": it did not); told
+        # to `on_start_failure` (the agent's status: its summary's row shows it).
+        self._start_failure = ""
+        self.on_start_failure: Callable[[str], None] = lambda why: None
         self.voting = False  # that member votes (not a learner): the client prefers it
         self.member_ready = asyncio.Event()
         self._tried = asyncio.Event()  # the first start of our etcd is over (ready or not)
@@ -187,13 +211,40 @@ class Cluster:
         self._nominated = False  # our nomination key was seen (its deletion un-nominates)
         # Seconds a nominee may take to start its member before the leader removes it.
         self.nominee_grace = max(NOMINEE_GRACE, 10 * options.election_ms / 1000)
+        # Seconds a voter whose agent lives may not serve before the leader removes it.
+        self.stalled_grace = max(STALLED_GRACE, 100 * options.election_ms / 1000)
+        self._stalled: dict[int, float] = {}  # such a voter's id -> since when (monotonic)
         self._recheck = asyncio.Event()  # re-read our nomination (set by its watch, and after
         # this host's member was dropped: a nomination that came meanwhile is still ours)
         self._remembered: list[str] | None = None  # what PEERS_FILE holds (None: not read)
         self._name_ok = asyncio.Event()  # no other agent runs under this host's name
         self._agent_id = b""  # this prefix's agent (AGENT_ID_FILE), read at start
         self._quorum_lost = False  # said so (`_explain`): said again when it is back
+        # While it is lost: (voting members answering, voting members, those silent).
+        self.no_quorum: tuple[int, int, list[str]] | None = None
+        # A nominated member that failed to start: not volunteering until `_volunteer_after`
+        # (time.monotonic()), for `_cooldown` s; `_cooled`: the failure said; `_said_failure`:
+        # the start failure etcd's process last said (the same again is debug).
+        self._cooldown = 0.0
+        self._volunteer_after = 0.0
+        self._cooled = ""
+        self._said_failure = ""
+        self._wake_volunteer: asyncio.TimerHandle | None = None
+        # The raft leader whose agent is not alive: (its name, since when, said so).
+        self._headless: tuple[str, float, bool] | None = None
         self.client.explain = self._explain
+        # Per-host identities: a refusal is the host's role's (NotAdmitted says what to do).
+        self.client.says_denied = not options.identities
+
+    @property
+    def start_failure(self) -> str:
+        return self._start_failure
+
+    @start_failure.setter
+    def start_failure(self, why: str) -> None:
+        if why != self._start_failure:
+            self._start_failure = why
+            self.on_start_failure(why)
 
     @property
     def serving(self) -> bool:
@@ -355,8 +406,9 @@ class Cluster:
         Not graceful: only stop etcd (as after a crash, the others notice and carry on).
         """
         self.stopping = True
-        if self._expiry is not None:
-            self._expiry.cancel()
+        for timer in (self._expiry, self._wake_volunteer):
+            if timer is not None:
+                timer.cancel()
         await self._tasks.close()
         self.client.retry_for = 2.0  # a cluster that is gone must not hold up the exit
         left = False
@@ -387,10 +439,10 @@ class Cluster:
         if not urls:
             return
         log.info(
-            "joining the cluster this host left at its last stop, through %s (delete %s to "
-            "start a new one)",
-            ", ".join(urls),
+            "joining the members this host knew last (%s: written as it ran or left), through "
+            "%s (delete that file to start a new cluster)",
             self.prefix / PEERS_FILE,
+            ", ".join(urls),
         )
         seeds = [*self.options.seeds, *urls]
         self.options = dataclasses.replace(self.options, seeds=seeds)
@@ -410,7 +462,8 @@ class Cluster:
                 log.info("this host's member left the cluster (removed by the leader)")
                 return True
             log.warning(
-                "could not leave the cluster (%s): this host's member stays",
+                "this host's member stays in the cluster, its data kept for the next start "
+                "(leaving it: %s)",
                 str(err) or f"no turn within {LEAVE_WAIT:g}s",
             )
             return False
@@ -473,6 +526,8 @@ class Cluster:
         others = await self._remember_others(members)
         if others:  # our own member stops as it is removed: what follows goes elsewhere
             self.client.set_endpoints(others, preferred=others[0])
+        if self.member is not None:
+            self.member.leaving = True  # its exit on removal is expected (said at debug)
         try:
             await self.client.member_remove(own.id)
         except WorldError as err:
@@ -556,6 +611,7 @@ class Cluster:
         while not self.stopping:
             proc = EtcdProcess(spec)
             proc.leader_changed = self._wake.set
+            proc.said_failure = self._said_failure
             self.member = proc
             try:
                 await proc.spawn()
@@ -565,7 +621,8 @@ class Cluster:
                 ready, proc.start_failure = False, str(err)
             if ready:
                 delay, failures, reported = 1.0, 0, ""
-                self.start_failure = ""
+                self.start_failure = self._said_failure = ""
+                self._cooldown = 0.0
                 await self._on_member_ready(bootstrap)
                 bootstrap = False
                 self._tried.set()
@@ -573,9 +630,10 @@ class Cluster:
             unusable = bool(proc.start_failure and proc.panicked and has_member(self.data_dir))
             if not unusable:  # (moved aside, and started again at once: not over yet)
                 self._tried.set()
-            self.member_ready.clear()
+            self._member_down()
             await proc.stop()
             self.start_failure = proc.start_failure or self.start_failure
+            self._said_failure = proc.start_failure or self._said_failure
             if self.stopping:
                 return
             failures += 1
@@ -589,8 +647,11 @@ class Cluster:
                     )
                     bootstrap, failures = True, 0
                     continue
-            if proc.removed or (self.options.seeds and failures >= 3):
+            if proc.removed:
                 await self._client_only()
+                return
+            if self.options.seeds and failures >= 3:
+                await self._client_only(failed=True)
                 return
             reported = self._report_exit(proc, delay, reported)
             if has_member(self.data_dir):  # restart the member from its data
@@ -601,21 +662,31 @@ class Cluster:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
+    def _member_down(self) -> None:
+        """This host's etcd exited: not ready, and its volunteer key says it does not serve
+        (the leader tells a stalled member by it: `_remove_stalled`)."""
+        self.member_ready.clear()
+        if not self.stopping:
+            self._spawn(self._put_volunteer())
+
     async def _unusable(self, proc: EtcdProcess) -> bool | None:
         """etcd panicked starting from its data dir (e.g. `removed all voters`): that data can
         never start. Move it aside (kept for a manual recovery) and join the cluster (True:
         client and volunteer) or, with no seeds and no remembered members, start a new one
         (False). None: it could not be moved (retried as any failed start)."""
         try:
-            aside = await asyncio.to_thread(move_aside, self.data_dir)
+            aside, kept = await asyncio.to_thread(move_aside, self.data_dir)
         except OSError as err:
             log.error("cannot move etcd's unusable data dir %s aside: %s", self.data_dir, err)
             return None
         await self._join_remembered()
         log.error(
-            "etcd cannot start from its data dir (%s): moved it to %s; %s",
+            "etcd cannot start from its data dir (%s): moved it to %s (its keys only, %.1f MB, "
+            "on the same file system; the %d newest such copies are kept); %s",
             proc.panicked,
             aside,
+            kept / 1e6,
+            KEEP_ASIDE,
             "joining the cluster as a client and volunteer"
             if self.options.seeds
             else "starting a new cluster (what the old one held is in that copy)",
@@ -644,14 +715,42 @@ class Cluster:
             log.log(level, "etcd exited; restarting it in %.0fs", delay)
         return why
 
-    async def _client_only(self) -> None:
+    def _cool_down(self) -> None:
+        """This host's nominated member failed to start 3 times: it stops volunteering for a
+        while (10 s, doubling to 5 min until a member serves), so the leader does not nominate
+        it again at once (a port taken by another program made it churn ~1 line a second,
+        with two raft changes a cycle). Said once per failure reason."""
+        self._cooldown = min(max(2 * self._cooldown, COOLDOWN_MIN), COOLDOWN_MAX)
+        self._volunteer_after = time.monotonic() + self._cooldown
+        level = logging.DEBUG if self._cooled == self.start_failure else logging.ERROR
+        self._cooled = self.start_failure
+        log.log(
+            level,
+            "this host's etcd member cannot start (%s): it stays a client and volunteers again "
+            "in %.0fs (then less often)%s",
+            self.start_failure or "it exited",
+            self._cooldown,
+            "; free that port or give this host other --server-urls/--client-urls"
+            if "address already in use" in self.start_failure
+            else "",
+        )
+        self._wake_volunteer = asyncio.get_running_loop().call_later(
+            self._cooldown, lambda: self._spawn(self._put_volunteer())
+        )
+
+    async def _client_only(self, failed: bool = False) -> None:
         """This host's member is not one any more: drop it, stay a client and volunteer (of
         the members it remembers, if it was started without seeds). Knowing none, it keeps its
-        data dir: the only record of the cluster's members, for a restart with --seeds."""
+        data dir: the only record of the cluster's members, for a restart with --seeds.
+        `failed`: it could not start (`_cool_down` said why; kept as `start_failure`)."""
+        if failed:
+            self._cool_down()
+        else:
+            self.start_failure = ""  # not a failure: the cluster goes on without it
         await self._join_remembered()
-        self.start_failure = ""  # not a failure: the cluster goes on without it
         if self.options.seeds:
-            log.info("this host's etcd member is not one any more; client only")
+            if not failed:
+                log.info("this host's etcd member is not one any more; client only")
             self._drop_member()
             return
         log.error(
@@ -780,6 +879,10 @@ class Cluster:
     async def _put_volunteer(self) -> None:
         if not self._lease or self.options.no_server:
             return
+        if time.monotonic() < self._volunteer_after:  # cooling down (`_cool_down`)
+            with contextlib.suppress(WorldError):
+                await self.client.delete((VOLUNTEERS + self.host).encode())
+            return
         value = {
             "peer_urls": self.options.advertise_server_urls,
             "client_urls": self.options.advertise_client_urls,
@@ -806,7 +909,9 @@ class Cluster:
         nomination = _json(await self.client.get((NOMINATED + self.host).encode()))
         if nomination is not None:
             self._nominated = True
-            if not self.serving and not self.options.no_server:
+            if time.monotonic() < self._volunteer_after:
+                pass  # it failed to start: not again before the cool-down (`_cool_down`)
+            elif not self.serving and not self.options.no_server:
                 log.info("nominated; starting an etcd member")
                 shutil.rmtree(self.data_dir, ignore_errors=True)
                 self.voting = bool(nomination.get("voting"))
@@ -843,12 +948,75 @@ class Cluster:
                     async with asyncio.timeout(self.tick):
                         await self._wake.wait()
                 self._wake.clear()
+                try:
+                    await self._check_leader()
+                except WorldError as err:
+                    log.debug("leader check: %s", err)
                 if self.member is None or not self.member_ready.is_set() or not self.voting:
                     continue
                 try:
                     await self._reconcile()
                 except WorldError as err:
                     log.debug("reconcile: %s", err)
+
+    async def _check_leader(self) -> None:
+        """Whether the raft leader's agent lives (its liveness key), on every agent: the agent
+        that reconciles (membership, gone hosts' exports) is the leader's. One that hangs (a
+        deadlock, SIGSTOP) while its etcd goes on leading would leave the cluster without one,
+        silently. Once the leader has had no live agent for `nominee_grace` seconds (an agent
+        restarted from its data dir registers within it), every agent says so, once, and the
+        first (by name) voting member with a live agent asks the leader's etcd to hand it the
+        leadership (etcd's MoveLeader); its agent then reconciles."""
+        status = await self.client.status()
+        members = await self.client.members()
+        leader = next((m for m in members if m.id == status.leader), None)
+        if leader is None or not leader.name or leader.name == self.host:
+            self._headless = None
+            return
+        alive = set(await self._read_prefix(HOSTS, values=False))
+        if leader.name in alive:
+            if self._headless is not None and self._headless[2]:
+                log.info("the cluster's leader %s has a live agent again", leader.name)
+            self._headless = None
+            return
+        now = time.monotonic()
+        if self._headless is None or self._headless[0] != leader.name:
+            self._headless = (leader.name, now, False)
+        name, since, said = self._headless
+        if now - since < self.nominee_grace:
+            self._wake_later(since + self.nominee_grace - now)
+            return
+        voters = sorted(
+            (m for m in members if not m.is_learner and m.name in alive), key=lambda m: m.name
+        )
+        taker = ""
+        for member in voters:
+            if await self.client.member_answers(member):
+                taker = member.name
+                break
+        if not said:
+            self._headless = (name, since, True)
+            log.warning(
+                "the cluster's leader %s has no live agent (its liveness key is gone): "
+                "membership changes and the withdrawal of gone hosts' exports are stalled; %s",
+                name,
+                f"{taker} takes the leadership over"
+                if taker
+                else "no other voting member has a live agent to take it over",
+            )
+        own = next((m for m in members if m.name == self.host), None)
+        if taker != self.host or own is None or not self.member_ready.is_set():
+            return
+        probe = self.client.probe(leader, timeout=2 * self.options.call_timeout)
+        try:
+            await probe.move_leader(own.id)
+        except WorldError as err:
+            log.warning("could not move the leadership from %s to this host: %s", name, err)
+            self._wake_later(self.tick)
+            return
+        finally:
+            await probe.close()
+        log.warning("moved the cluster's leadership from %s (no live agent) to this host", name)
 
     async def _reconcile(self) -> None:
         client = self.client
@@ -881,10 +1049,12 @@ class Cluster:
                 log.info("member %s: its host left the cluster; removing it", member.name)
                 await self._remove(member, member.name)
                 return
-            if not await self._answers(member):
+            if not await self.client.member_answers(member):
                 log.warning("member %s is gone; removing it", member.name)
                 await self._remove(member, member.name)
                 return
+        if await self._remove_stalled(voters, vols):
+            return
         names = {m.name for m in members}
         for host in noms:
             if host not in names:
@@ -895,6 +1065,38 @@ class Cluster:
             victim = max((m for m in voters if m.name != self.host), key=lambda m: m.name)
             log.info("%d members for an ideal %d: removing %s", len(voters), ideal, victim.name)
             await self._remove(victim, victim.name)
+
+    async def _remove_stalled(self, voters: list[Member], vols: dict[str, dict[str, Any]]) -> bool:
+        """Remove a voting member whose agent lives (it volunteers) but whose etcd has not
+        served for `stalled_grace` s (its volunteer key says it does not, and it does not
+        answer): its etcd cannot start (a full disk, a port taken, unusable data; its agent
+        keeps retrying), and the cluster ran one failure closer to losing its quorum, for good
+        (tester9). Its host, a volunteer, is added again (a learner) once it can start a
+        member. True if removed. Only those are probed (a connection each)."""
+        now = time.monotonic()
+        stalled = {
+            m.id: m
+            for m in voters
+            if m.name != self.host
+            and not vols.get(m.name, {"serving": True}).get("serving")
+            and not await self.client.member_answers(m)
+        }
+        self._stalled = {i: t for i, t in self._stalled.items() if i in stalled}
+        for member_id, member in stalled.items():
+            since = self._stalled.setdefault(member_id, now)
+            if now - since < self.stalled_grace:
+                self._wake_later(since + self.stalled_grace - now)
+                continue
+            log.warning(
+                "member %s has not served for %.0fs while its agent lives (its etcd cannot "
+                "start): removing it; its host is added again once it can start one",
+                member.name,
+                now - since,
+            )
+            await self._remove(member, member.name)
+            del self._stalled[member_id]
+            return True
+        return False
 
     async def _core_volunteers(self, vols: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Per-host identities: the volunteers that are core users (etcd's root role). A
@@ -1007,7 +1209,7 @@ class Cluster:
         if not candidates:
             return
         for member in voters:  # only add to a cluster whose every member answers
-            if member.name != self.host and not await self._answers(member):
+            if member.name != self.host and not await self.client.member_answers(member):
                 return
         for host in candidates:
             peer_urls = [str(u) for u in vols[host].get("peer_urls", [])]
@@ -1062,7 +1264,7 @@ class Cluster:
             await self.client.compact(revision)
         for member in members:
             if member.client_urls:
-                probe = self._probe(member, timeout=30.0)
+                probe = self.client.probe(member, timeout=30.0)
                 try:
                     await probe.defragment()
                 except WorldError as err:
@@ -1079,6 +1281,7 @@ class Cluster:
         True if said (else the client says `err`). The client is connected to a member (its
         membership is served locally, as its status: both answer without a leader)."""
         if err is None:
+            self.no_quorum = None
             if self._quorum_lost:
                 self._quorum_lost = False
                 try:
@@ -1091,14 +1294,16 @@ class Cluster:
                     )
             return True
         try:
-            up, voters = await self._reachable()
+            answering, silent = await self.client.voters_answering()
         except WorldError:
             return False
+        up, voters = len(answering), len(answering) + len(silent)
         if not voters or up > voters // 2:
             # Not a quorum's loss: the client says what it is; unless one was said and the
             # members answer again before a leader is elected (its return is said once a
             # lease is held: CI saw "cannot hold a lease: ... deadline exceeded" between).
             return self._quorum_lost
+        self.no_quorum = (up, voters, sorted(m.name or str(m.id) for m in silent))
         if not self._quorum_lost:
             self._quorum_lost = True
             log.warning(
@@ -1110,9 +1315,8 @@ class Cluster:
 
     async def _reachable(self) -> tuple[int, int]:
         """How many voting members answer now, of how many."""
-        voters = [m for m in await self.client.members() if not m.is_learner]
-        answers = await asyncio.gather(*(self._answers(m) for m in voters))
-        return sum(answers), len(voters)
+        up, down = await self.client.voters_answering()
+        return len(up), len(up) + len(down)
 
     async def _left_hosts(self) -> set[str]:
         """The hosts that left the cluster cleanly: their summary says when (written before
@@ -1121,32 +1325,8 @@ class Cluster:
         summaries = await self._read_prefix(SUMMARY)
         return {host for host, doc in summaries.items() if doc.get("left") and host not in alive}
 
-    def _probe(self, member: Member, timeout: float = 0.5) -> EtcdClient:
-        """A short-lived client of one member."""
-        probe = EtcdClient(
-            member.client_urls,
-            tls=self.options.tls,
-            user=self.options.user,
-            password=self.options.password,
-            call_timeout=timeout,
-            retry_for=timeout,
-            name=f"probe {member.name}",
-        )
-        probe.quiet = True  # whether it answers is its caller's to say
-        return probe
-
     def _wake_later(self, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self._wake.set)
-
-    async def _answers(self, member: Member) -> bool:
-        """Whether `member` answers a status request right now (short timeout)."""
-        if not member.client_urls:
-            return False
-        probe = self._probe(member)
-        try:
-            return await probe.answers()
-        finally:
-            await probe.close()
 
     async def _read_prefix(self, prefix: str, values: bool = True) -> dict[str, dict[str, Any]]:
         """The keys under `prefix` (without it) whose values are JSON objects (or any value,

@@ -148,6 +148,7 @@ class EtcdProcess:
         self.ready = asyncio.Event()
         self.exited = asyncio.Event()
         self.removed = False  # etcd said this member was removed from the cluster
+        self.leaving = False  # its host removes it (a clean leave): its exit then is no news
         self.leader_changed: Callable[[], None] = lambda: None
         self.last_error = ""
         self.panicked = ""  # etcd's first Go `panic:`/`fatal error:` line ("": none)
@@ -155,6 +156,9 @@ class EtcdProcess:
         self.tail: deque[str] = deque(maxlen=TAIL)  # its last lines that were not JSON
         # Why etcd exited before it served clients, unless we stopped it ("": it did not).
         self.start_failure = ""
+        # The start failure its owner said already (an earlier process's): the same again is
+        # logged at debug only (a port taken: it used to be said at every retry).
+        self.said_failure = ""
         self._reader: asyncio.Task[None] | None = None
         self._stopping = False
         self._log_events: list[tuple[str, asyncio.Event]] = []
@@ -243,14 +247,16 @@ class EtcdProcess:
             if self.tail and not self._stopping and (self.start_failure or code):
                 self._log_tail(code)
             if self.removed and not self._stopping:
-                log.warning(
+                log.log(
+                    logging.DEBUG if self.leaving else logging.WARNING,
                     "etcd member %s was removed from its cluster (while this host was away, "
                     "or by its clean leave): etcd exited (code %s)",
                     self.spec.name,
                     code,
                 )
             elif self.start_failure:  # a port in use, a bad certificate: what the user must fix
-                log.error(
+                log.log(
+                    logging.DEBUG if self.start_failure == self.said_failure else logging.ERROR,
                     "etcd member %s failed to start (code %s): %s; the local graph keeps "
                     "running without the cluster",
                     self.spec.name,

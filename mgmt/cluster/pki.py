@@ -37,6 +37,10 @@ CA_KEY = "ca.key"
 HOST_CERT = "host.pem"
 HOST_KEY = "host.key"
 VALIDITY = datetime.timedelta(days=3650)  # no rotation yet: see docs/security.md
+# How far back a certificate's validity starts: a host whose clock is ahead of the cluster's
+# (a VM restored from a snapshot, an RTC off until NTP syncs) by up to this much is still
+# accepted; a host's certificate is minted again at every start anyway.
+BACKDATE = datetime.timedelta(days=1)
 # A DNS name only core hosts' certificates carry (per-host identities, mgmt/cluster/identity.py):
 # etcd's peer port then takes no other certificate (`--peer-cert-allowed-hostname`), so a
 # confined host cannot speak raft, whose proposals carry a user name etcd does not check.
@@ -201,7 +205,7 @@ def create_ca(directory: Path, name: str = "mgmt cluster CA") -> bool:
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_usage(ca=True), critical=True)
@@ -290,7 +294,7 @@ def mint(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(min(now + VALIDITY, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(ca=False), critical=True)

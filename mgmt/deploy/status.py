@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from engine.errors import WorldError
 from mgmt.cluster.client import EtcdClient
 from mgmt.config import ExitCode
 
@@ -53,6 +54,7 @@ _READ = (
     "last_error",
     "left",
     "program_error",
+    "stale",
 )
 
 
@@ -90,6 +92,8 @@ class HostStatus:
     # compile, or a function fails (e.g. a deploy that checked but cannot run: the graph of an
     # older one still runs). The host does not run what it was asked to: it has failed.
     program_error: str = ""
+    # Read without a quorum (`host_statuses(stale=True)`): `alive` is unknown (not stored).
+    stale: bool = False
 
     def encode(self) -> bytes:
         doc = asdict(self)
@@ -112,7 +116,10 @@ class HostStatus:
     @property
     def state(self) -> str:
         """left (stopped cleanly), down (no live agent otherwise), failed (a resource has, or
-        its program has an error), converged or converging."""
+        its program has an error), converged or converging; unknown when read without a
+        quorum (`stale`)."""
+        if self.stale:
+            return "unknown"
         if not self.alive:
             return "left" if self.left else "down"
         if self.failed or self.program_error:
@@ -174,13 +181,15 @@ class HostStatus:
         return cls(host, runs_deploys=True, **values)
 
 
-async def host_statuses(client: EtcdClient) -> list[HostStatus]:
-    """Every host that has a deploy status or a summary, or is alive, by name."""
-    read = await _small_read(client)
+async def host_statuses(client: EtcdClient, stale: bool = False) -> list[HostStatus]:
+    """Every host that has a deploy status or a summary, or is alive, by name. `stale`: read
+    as the connected member knows them (it answers without a quorum); whether an agent is
+    alive is then unknown (no lease expires without a leader): each row says so."""
+    read = await _small_read(client, stale)
     if read is None:  # many hosts: each prefix in pages (see EtcdClient.scan)
-        raw, _ = await client.get_prefix(STATUS.encode())
-        alive, _ = await client.get_prefix(HOSTS.encode())
-        summaries, _ = await client.get_prefix(SUMMARY.encode())
+        raw, _ = await client.get_prefix(STATUS.encode(), stale)
+        alive, _ = await client.get_prefix(HOSTS.encode(), stale)
+        summaries, _ = await client.get_prefix(SUMMARY.encode(), stale)
     else:
         raw, alive, summaries = read
     rows = {
@@ -193,11 +202,36 @@ async def host_statuses(client: EtcdClient) -> list[HostStatus]:
     for key, value in summaries.items():
         host = key.decode()[len(SUMMARY) :]
         rows.setdefault(host, HostStatus(host)).merge_summary(value)
+    for row in rows.values():
+        row.stale = stale
     return [rows[h] for h in sorted(rows)]
 
 
+async def quorum_note(client: EtcdClient) -> str:
+    """ "" if the cluster has a quorum (or it cannot be told), else what `mgmt status
+    --cluster` says above its stale rows: how many voting members answer, which do not (the
+    voters probed: a command's; an agent knows it from its lease, `Cluster.no_quorum`)."""
+    try:
+        up, down = await client.voters_answering()
+    except WorldError:
+        return ""
+    if len(up) > (len(up) + len(down)) // 2:
+        return ""
+    names = sorted(m.name or str(m.id) for m in down)
+    return no_quorum_note(len(up), len(up) + len(down), names, client.endpoint)
+
+
+def no_quorum_note(up: int, voters: int, silent: list[str], endpoint: str | None) -> str:
+    """The line above stale rows (`mgmt status --cluster`, the agent's status)."""
+    return (
+        f"cluster: no quorum: {up} of {voters} voting members reachable (unreachable: "
+        f"{', '.join(silent)}); the rows are as {endpoint} last knew them, whether each agent "
+        f"is alive is unknown (?)"
+    )
+
+
 async def _small_read(
-    client: EtcdClient,
+    client: EtcdClient, serializable: bool = False
 ) -> tuple[dict[bytes, bytes], dict[bytes, bytes], dict[bytes, bytes]] | None:
     """The three prefixes in one read-only transaction (one round trip: every host reads
     them again at each host's status change), or None when one holds more than SMALL keys
@@ -209,7 +243,10 @@ async def _small_read(
     ops = [
         rpc.RequestOp(
             request_range=rpc.RangeRequest(
-                key=p.encode(), range_end=range_end(p.encode()), limit=SMALL
+                key=p.encode(),
+                range_end=range_end(p.encode()),
+                limit=SMALL,
+                serializable=serializable,  # every range: etcd serves the transaction locally
             )
         )
         for p in (STATUS, HOSTS, SUMMARY)
@@ -292,8 +329,8 @@ def table(rows: list[HostStatus]) -> str:
                 _alive(row),
                 f"{row.running} ({row.warning})" if row.warning else str(row.running or "-"),
                 str(row.ready or "-"),
-                "yes" if row.converged else "no",
-                _clock(row.since),
+                _converged(row),
+                _clock(row.since) if row.alive or row.stale else "-",
                 str(row.resources) if row.reports else "-",
                 str(row.failed) if row.reports else "-",
                 "; ".join(t for t in (refused, last) if t) or "-",
@@ -308,7 +345,18 @@ def table(rows: list[HostStatus]) -> str:
     )
 
 
+def _converged(row: HostStatus) -> str:
+    """Its CONVERGED cell: unknown without a quorum, `no` for a host whose agent is not alive
+    (down or left: its last summary said converged, but nothing converges it now; before
+    2026-12-05 it read `yes`, and a script reading that column was misled)."""
+    if row.stale:
+        return "?"
+    return "yes" if row.converged and row.alive else "no"
+
+
 def _alive(row: HostStatus) -> str:
+    if row.stale:
+        return "?"
     if row.alive:
         return "yes"
     return f"left {_clock(row.left)}" if row.left else "no"

@@ -28,16 +28,18 @@ went away (`down`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from engine.errors import WorldError
 from engine.tasks import TaskSet
 from mgmt.cluster.client import EtcdClient
-from mgmt.deploy.status import HOSTS, STATUS, SUMMARY, host_statuses
+from mgmt.deploy.status import HOSTS, STATUS, SUMMARY, host_statuses, no_quorum_note
 from mgmt.status.model import StatusModel
 
 log = logging.getLogger("cluster")
@@ -47,6 +49,7 @@ MAX_DELAY = 2.0  # seconds a summary waits at most while its model keeps changin
 RETRY_MAX = 2.0  # seconds between attempts while the cluster cannot be reached (doubling)
 
 BURST = 0.25  # seconds between two reads of the rows (see the module doc)
+RECHECK = 5.0  # seconds between two reads of the rows without a change (a lost quorum)
 LEAVE_WAIT = 1.0  # seconds the summary of a clean stop may take (it must not hold the exit)
 
 
@@ -54,7 +57,8 @@ def summary(model: StatusModel) -> dict[str, Any]:
     """What this host's key holds (no timestamps but `since`: rewritten on change only).
     `failed` counts the failed resources and the failed reversals of resources that left the
     graph (out of retries, as `mgmt status` counts them); `error` is a failed resource's, else
-    a failed reversal's (`reversal failed: file[/x/]: ...`)."""
+    a failed reversal's (`reversal failed: file[/x/]: ...`), else why this host's etcd member
+    cannot start (`etcd member cannot start: ...`: before 2026-12-05 the table said nothing)."""
     failed = [(key, info) for key, info in model.info.items() if info.state == "failed"]
     reversals = [rev for rev in model.reversals() if rev["state"] == "failed"]
     error = ""
@@ -63,6 +67,8 @@ def summary(model: StatusModel) -> dict[str, Any]:
         error = f"{key[0]}[{key[1]}]: {info.error}"[:300]
     elif reversals:
         error = f"reversal failed: {reversals[0]['id']}: {reversals[0]['error']}"[:300]
+    elif model.member_error:
+        error = f"etcd member cannot start: {model.member_error}"[:300]
     return {
         "converged": model.converged_since is not None,
         "since": model.converged_since,
@@ -76,8 +82,15 @@ def summary(model: StatusModel) -> dict[str, Any]:
 class ClusterStatus:
     """See the module docstring. `start()` spawns its two tasks; `stop()` ends them."""
 
-    def __init__(self, model: StatusModel, client: EtcdClient, hostname: str) -> None:
+    def __init__(
+        self,
+        model: StatusModel,
+        client: EtcdClient,
+        hostname: str,
+        no_quorum: Callable[[], tuple[int, int, list[str]] | None] = lambda: None,
+    ) -> None:
         self.model = model
+        self.no_quorum = no_quorum  # the cluster's (mgmt.cluster.cluster.Cluster.no_quorum)
         self.client = client
         self.key = (SUMMARY + hostname).encode()
         self._changed = asyncio.Event()
@@ -85,6 +98,7 @@ class ClusterStatus:
         self._last = -math.inf  # time.monotonic() of the model's last change
         self._tasks = TaskSet("cluster status", log)
         self._unwatch = model.on_change(self._on_change)
+        self._no_quorum_since: float | None = None  # time.time() the rows were first stale
 
     def _on_change(self) -> None:
         self._last = time.monotonic()
@@ -143,6 +157,25 @@ class ClusterStatus:
             wake = quiet_at if quiet_at > now else now + QUIET  # quiet, not converged: again
             await asyncio.sleep(min(wake, deadline) - now)
 
+    async def _stale_rows(self) -> None:
+        """The rows could not be read: without a quorum, show them as this host's member last
+        knew them, marked stale, and say since when the cluster has none (before 2026-12-05 the
+        page kept killed hosts `converged` and said nothing)."""
+        lost = self.no_quorum()  # known from the lease (not probed: a host leaving is not)
+        if lost is None:
+            return
+        note = no_quorum_note(*lost, self.client.endpoint)
+        try:
+            rows = await host_statuses(self.client, stale=True)
+        except WorldError as err:
+            log.debug("stale host statuses: %s", err)
+            return
+        if self._no_quorum_since is None:
+            self._no_quorum_since = time.time()
+        since = time.strftime("%H:%M:%S", time.localtime(self._no_quorum_since))
+        self.model.set_hosts([row.doc() for row in rows])
+        self.model.set_cluster_note(f"{note.removeprefix('cluster: ')} (since {since})")
+
     async def _follow(self) -> None:
         changed = asyncio.Event()
         unsubscribes = [
@@ -157,14 +190,21 @@ class ClusterStatus:
                     rows = await host_statuses(self.client)
                 except WorldError as err:
                     log.debug("host statuses: %s", err)
+                    await self._stale_rows()
                     await self.client.connected.wait()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX)
                     continue
                 delay = 0.05
                 self.model.set_hosts([row.doc() for row in rows])
+                self.model.set_cluster_note("")
+                self._no_quorum_since = None
                 await asyncio.sleep(BURST)  # the rest of a burst waits: not a readiness wait
-                await changed.wait()
+                # And every RECHECK s: a lost quorum cancels every watch (no leader), and no
+                # event would tell the rows are stale.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RECHECK):
+                        await changed.wait()
         finally:
             for unsubscribe in unsubscribes:
                 await unsubscribe()

@@ -135,6 +135,8 @@ def table(snapshot: dict[str, Any]) -> str:
     lines = [f"{_printable(snapshot['host'])}: {head}; {resource_count(total)}: {parts or 'none'}"]
     if snapshot.get("program_error"):
         lines.append(f"program error: {_printable(snapshot['program_error'])}")
+    if snapshot.get("cluster_note"):
+        lines.append(f"cluster: {_printable(snapshot['cluster_note'])}")
     for rev in snapshot.get("reversals", ()):  # left the graph, not undone (yet)
         lines.append(_printable(f"reversal {rev['state']}: {rev['id']}: {rev['error']}"))
     if deploy := snapshot.get("deploy"):
@@ -168,14 +170,15 @@ def deploy_line(deploy: dict[str, Any]) -> str:
 
 def failed(snapshot: dict[str, Any]) -> bool:
     """Something has failed: a resource, the program, the reversal of a resource that left
-    the graph, or a deploy this host refused (newer than the one it runs: it does not run what
-    was pushed)."""
+    the graph, a deploy this host refused (newer than the one it runs: it does not run what
+    was pushed), or the cluster's quorum (`cluster_note`)."""
     deploy = snapshot.get("deploy") or {}
     reversals = snapshot.get("reversals", ())
     return bool(
         snapshot["counts"].get("failed")
         or snapshot.get("program_error")
         or deploy.get("refused")
+        or snapshot.get("cluster_note")
         or any(rev["state"] == "failed" for rev in reversals)
     )
 

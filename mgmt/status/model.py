@@ -93,6 +93,11 @@ class StatusModel:
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._watchers: list[Callable[[], None]] = []  # on_change callbacks
         self.hosts: list[dict[str, Any]] = []  # every host of the cluster (mgmt.status.cluster)
+        # Why those rows may be stale ("": they are not): the cluster has no quorum.
+        self.cluster_note = ""
+        # Why this host's etcd member cannot start ("": it runs, or runs none): its summary's
+        # error when no resource has failed (mgmt.status.cluster.summary).
+        self.member_error = ""
         self._changes = 0  # bumped at every change: the encoded snapshot is kept until then
         self._encoded: tuple[tuple[int, int, int], bytes] = ((-1, 0, 0), b"")
         self._unsubscribes: list[Callable[[], None]] = [
@@ -182,6 +187,17 @@ class StatusModel:
         if hosts != self.hosts:
             self.hosts = hosts
             self._publish({"type": "hosts", "hosts": hosts})
+
+    def set_cluster_note(self, note: str) -> None:
+        """Say (on the page, in `mgmt status`) that the cluster has no quorum ("": it has)."""
+        if note != self.cluster_note:
+            self.cluster_note = note
+            self._publish({"type": "cluster", "note": note})
+
+    def set_member_error(self, error: str) -> None:
+        if error != self.member_error:
+            self.member_error = error
+            self._touched()
 
     def set_program_error(self, error: str) -> None:
         if error != self.program_error:
@@ -290,6 +306,7 @@ class StatusModel:
             "events": self.recent_events(),
             "graph_version": self.graph_version,
             "hosts": self.hosts,
+            "cluster_note": self.cluster_note,
         }
 
     def snapshot_json(self) -> bytes:

@@ -181,7 +181,7 @@ function hosts(rows) {
     const since = h.since ? ` (since ${new Date(h.since * 1000).toLocaleTimeString()})` : "";
     tr.append(
       text("td", h.host), text("td", h.state, `state ${h.state}`),
-      text("td", h.converged ? `yes${since}` : "no"),
+      text("td", h.stale ? "?" : h.converged && h.alive ? `yes${since}` : "no"),
       // An unsigned or unverified deploy (--allow-unsigned-deploys) says so, as in the table.
       text("td", h.running ? `${h.running}${h.warning ? ` (${h.warning})` : ""}` : "–",
         h.warning ? "unsigned" : ""),
@@ -204,6 +204,12 @@ function reversals(rows) {
     tr.append(text("td", r.id), text("td", r.state, `state ${r.state}`), text("td", r.error));
     return tr;
   }));
+}
+
+// The cluster has no quorum ("": it has): the rows are as this host's member last knew them.
+function clusterNote(note) {
+  $("clusternote").hidden = !note;
+  $("clusternote").textContent = note;
 }
 
 // What is wrong with the program ("": nothing): the host does not run what it was asked to.
@@ -254,6 +260,7 @@ function onSnapshot(s) {
   reversals(s.reversals);
   deploy(s.deploy);
   hosts(s.hosts);
+  clusterNote(s.cluster_note);
   drawGraph(s.graph_version);
 }
 
@@ -267,6 +274,8 @@ function onUpdate(u) {
     addEvent(u);
   } else if (u.type === "hosts") {
     hosts(u.hosts);
+  } else if (u.type === "cluster") {
+    clusterNote(u.note);
   } else if (u.type === "program") {
     program(u.error);
   } else if (u.type === "reversals") {

@@ -71,10 +71,11 @@ class CA:
         self.path = directory / f"{name.replace(' ', '-')}.pem"
         self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def leaf(self, name: str) -> Leaf:
-        """A certificate for 127.0.0.1/localhost usable as both server and client."""
+    def leaf(self, name: str, ahead: datetime.timedelta = datetime.timedelta(0)) -> Leaf:
+        """A certificate for 127.0.0.1/localhost usable as both server and client (minted by a
+        clock `ahead` of this one: valid from 5 minutes before that)."""
         key = _key()
-        now = datetime.datetime.now(datetime.UTC)
+        now = datetime.datetime.now(datetime.UTC) + ahead
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))

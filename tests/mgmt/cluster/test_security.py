@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import gc
 import logging
 import os
 import ssl
+import sys
 import weakref
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import WorldError
+from mgmt.cluster import pki
 from mgmt.cluster.client import EtcdClient
 from mgmt.cluster.cluster import Cluster
 from mgmt.cluster.options import from_config
@@ -64,6 +67,85 @@ async def test_tls_for_clients_and_peers(tmp_path: Path) -> None:
                 await client.close()
 
 
+# A joiner's TLS refusals, said in words (tester9): run in a subprocess, whose stderr shows
+# whether gRPC's core floods it (`E1205 ... Corruption detected.`, several lines a second).
+_JOIN = """
+import asyncio, sys
+from pathlib import Path
+from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.pki import TLSFiles
+
+async def main() -> None:
+    url, ca, cert, key = sys.argv[1:5]
+    client = EtcdClient([url], tls=TLSFiles(Path(ca), Path(cert), Path(key)), call_timeout=0.5)
+    try:
+        connected = await client.wait_connected(3)
+        await asyncio.sleep(1.5)  # retries (and gRPC's stderr lines, if any) meanwhile
+        print("connected" if connected else client.last_error, flush=True)
+    finally:
+        await client.close()
+
+asyncio.run(main())
+"""
+
+
+async def _join_with(url: str, ca: Path, cert: Path, key: Path) -> tuple[str, str]:
+    """(stdout, stderr) of a client started in a subprocess with these files."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _JOIN,
+        url,
+        str(ca),
+        str(cert),
+        str(key),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    return out.decode(), err.decode()
+
+
+async def test_tls_refusals_are_said_in_words_without_grpcs_stderr_lines(tmp_path: Path) -> None:
+    """Another cluster's CA, and a certificate minted by a clock 2 hours ahead (not yet valid
+    here): one line each naming the cause, and nothing from gRPC's core on stderr."""
+    ca = CA(tmp_path / "pki")
+    member = ca.leaf("m0")
+    files = TLSFiles(ca.path, member.cert, member.key)
+    async with members(tmp_path, 1, scheme="https", tls=files, peer_tls=files) as nodes:
+        url = nodes[0].client_url
+        other = CA(tmp_path / "other", "another CA")
+        stranger = other.leaf("stranger")
+        out, err = await _join_with(url, other.path, stranger.cert, stranger.key)
+        assert f"{url} presents a certificate that the CA in {other.path} did not sign" in out
+        assert "another cluster's CA?" in out
+        ahead = ca.leaf("ahead", ahead=datetime.timedelta(hours=2))
+        out2, err2 = await _join_with(url, ca.path, ahead.cert, ahead.key)
+        assert f"{url} refused this host's TLS certificate ({ahead.cert} is valid from" in out2
+        assert "check this host's clock" in out2
+        for text in (out, out2):
+            assert "TSI_" not in text and "OPENSSL" not in text and ": OK" not in text
+        for stderr in (err, err2):
+            assert "Corruption detected" not in stderr and ".cc:" not in stderr, stderr
+
+
+async def test_minted_certificates_start_a_day_back(tmp_path: Path) -> None:
+    """A host whose clock is ahead of the cluster's by hours still joins: the CA and the
+    certificates minted here are valid from a day before the minting host's time."""
+    from cryptography import x509
+
+    ca_dir = tmp_path / "ca"
+    assert pki.create_ca(ca_dir)
+    files = pki.mint(ca_dir, tmp_path / "tls", "h1", ["127.0.0.1"])
+    now = datetime.datetime.now(datetime.UTC)
+    for path in (ca_dir / pki.CA_CERT, files.cert):
+        assert path is not None
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        assert cert.not_valid_before_utc <= now - datetime.timedelta(hours=23)
+
+
 async def test_authentication_is_enabled_at_bootstrap_and_the_password_never_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -96,6 +178,54 @@ async def test_authentication_is_enabled_at_bootstrap_and_the_password_never_log
     assert password not in caplog.text
     assert "authentication enabled for root" in caplog.text
     assert "--insecure-cluster: etcd runs without TLS or client certificates" in caplog.text
+
+
+async def test_a_client_without_a_user_is_told_and_its_refused_watches_back_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host without --cluster-user of a cluster with authentication (tester9): one error
+    naming the cause, and its watches, which etcd creates and cancels at once (permission
+    denied), re-created with a growing delay: before, ~1,000 times a second, 57% of a core."""
+    caplog.set_level(logging.DEBUG, logger="cluster")
+    opts = options("h1", user="root", password="pw-for-root", insecure=True)
+    cluster = Cluster(opts, tmp_path / "prefix")
+    anonymous = EtcdClient(opts.advertise_client_urls, call_timeout=0.5, retry_for=0.5)
+    anonymous.says_denied = True  # an agent's (mgmt.cluster.cluster.Cluster)
+    try:
+        assert await cluster.start()
+        stamps: list[float] = []
+        loop = asyncio.get_running_loop()
+        six = asyncio.Event()
+
+        class Count(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "canceled: " in record.getMessage():
+                    stamps.append(loop.time())
+                    if len(stamps) >= 6:
+                        six.set()
+
+        counter = Count()
+        logging.getLogger("cluster").addHandler(counter)
+        try:
+            cancel = await anonymous.subscribe(b"/_mgmt/hosts/", lambda: None, prefix=True)
+            async with asyncio.timeout(30):
+                await six.wait()
+            await cancel()
+        finally:
+            logging.getLogger("cluster").removeHandler(counter)
+        # 5 re-creations back off 0.02 + 0.04 + 0.08 + 0.16 + 0.32 s: a lower bound only.
+        assert stamps[5] - stamps[0] >= 0.5, stamps
+        said = [
+            r.getMessage() for r in caplog.records if "etcd authentication is on" in r.getMessage()
+        ]
+        assert said == [
+            "etcd refused /_mgmt/hosts/: etcd authentication is on in this "
+            "cluster and this host gives no user: give --cluster-user and "
+            "--cluster-password-file (or this host's per-host credentials)"
+        ], said
+    finally:
+        await anonymous.close()
+        await cluster.stop()
 
 
 async def test_a_non_root_user_gets_the_root_role(tmp_path: Path) -> None:
