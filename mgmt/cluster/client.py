@@ -708,21 +708,21 @@ class EtcdClient:
         probe.quiet = True
         return probe
 
-    async def member_answers(self, member: Member) -> bool:
-        """Whether `member` answers a status request right now (short timeout)."""
+    async def member_answers(self, member: Member, timeout: float = 0.5) -> bool:
+        """Whether `member` answers a status request right now (within `timeout` s)."""
         if not member.client_urls:
             return False
-        probe = self.probe(member)
+        probe = self.probe(member, timeout)
         try:
             return await probe.answers()
         finally:
             await probe.close()
 
-    async def voters_answering(self) -> tuple[list[Member], list[Member]]:
+    async def voters_answering(self, timeout: float = 0.5) -> tuple[list[Member], list[Member]]:
         """The voting members that answer now and those that do not (the member list is
         served by the connected member itself: it answers without a quorum)."""
         voters = [m for m in await self.members() if not m.is_learner]
-        answers = await asyncio.gather(*(self.member_answers(m) for m in voters))
+        answers = await asyncio.gather(*(self.member_answers(m, timeout) for m in voters))
         up = [m for m, ok in zip(voters, answers, strict=True) if ok]
         return up, [m for m, ok in zip(voters, answers, strict=True) if not ok]
 
@@ -741,29 +741,12 @@ class EtcdClient:
         deadline."""
         if (await self.status()).leader:
             return ""
-        voters = [m for m in await self.members() if not m.is_learner]
-
-        async def answers(member: Member) -> bool:
-            probe = EtcdClient(
-                member.client_urls,
-                tls=self.tls,
-                user=self.user,
-                password=self._password,
-                call_timeout=timeout,
-                retry_for=timeout,
-                name=f"probe {member.name}",
-            )
-            probe.quiet = True
-            try:
-                return bool(member.client_urls) and await probe.answers()
-            finally:
-                await probe.close()
-
-        up = await asyncio.gather(*(answers(m) for m in voters))
-        down = [
-            m.name or ",".join(m.client_urls) for m, ok in zip(voters, up, strict=True) if not ok
-        ]
-        line = f"the cluster has no quorum (no leader): {sum(up)} of {len(voters)} voting members answer"
+        up, silent = await self.voters_answering(timeout)
+        down = [m.name or ",".join(m.client_urls) for m in silent]
+        line = (
+            "the cluster has no quorum (no leader): "
+            f"{len(up)} of {len(up) + len(silent)} voting members answer"
+        )
         return line + (f"; not answering: {', '.join(sorted(down))}" if down else "")
 
     async def space_alarms(self) -> list[Any]:
