@@ -148,9 +148,8 @@ async def test_a_stream_that_is_not_read_is_reset(
             return bool(poll.poll(30_000))
 
         waiting = asyncio.create_task(asyncio.to_thread(reset))
-        for i in range(200):  # more than the buffers hold, never read
-            model.set_program_error("x" * 20_000 + str(i))
-            await asyncio.sleep(0)
+        for i in range(200):  # 8 MB: more than the buffers hold (queued: QUEUE is 1,000)
+            model.set_program_error("x" * 40_000 + str(i))
         async with asyncio.timeout(60):
             assert await waiting
     finally:
