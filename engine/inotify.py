@@ -285,6 +285,12 @@ class Blind:
     def drain(self) -> None:
         """Nothing is watched: no event."""
 
+    def pause(self) -> None:
+        """Nothing is read: nothing to pause."""
+
+    def resume(self) -> None:
+        """Nothing is read: nothing to resume."""
+
 
 class Inotify:
     """One inotify instance whose events are handed to `on_events` (see the module doc)."""
@@ -346,6 +352,17 @@ class Inotify:
             start_new_thread(finish, (last, then))
         except RuntimeError:  # no thread can start
             finish(last, then)
+
+    def pause(self) -> None:
+        """Stop reading when the descriptor becomes readable: events wait in the kernel's
+        queue for a `drain()`, or for `resume()`."""
+        if self.fd is not None:
+            self._loop.remove_reader(self.fd)
+
+    def resume(self) -> None:
+        """Read again when the descriptor is readable (at once, if events wait)."""
+        if self.fd is not None:
+            self._loop.add_reader(self.fd, self._readable)
 
     def drain(self) -> None:
         """Read and hand over every event queued so far, now (the loop's reader does the

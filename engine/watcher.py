@@ -130,6 +130,9 @@ IGNORED = inotify.IGNORED
 DIRECTORY = inotify.ONLYDIR  # set in DIR_MASK only
 OVERFLOW = inotify.Q_OVERFLOW
 
+# While own writes are in flight beside others (Hub.hold_reads): the longest an event waits
+# in the kernel's queue before the loop reads it.
+READ_EVERY = 0.005
 UNSEEN = -1  # PathWatcher.observed(): the check did not get to look (not a file type)
 ALL = "*"  # every entry of a watched directory (or every event of a watched file) matters
 EVERY = frozenset((ALL,))
@@ -342,10 +345,12 @@ class PathWatcher:
         self._registered = {**self._registered, path: (mask, names)}
         self._hub.register_path(self, path, mask, names)
 
-    def expecting(self, path: str) -> _Expecting:
+    def expecting(self, path: str, beside: bool = False) -> _Expecting:
         """The caller renames onto `path` (or links a new file at it) inside, by `Rename.run`
-        (in its thread): that one MOVED_TO (or CREATE) is not reported (see the module doc)."""
-        return _Expecting(self, path)
+        (in its thread): that one MOVED_TO (or CREATE) is not reported (see the module doc).
+        `beside`: other own writes are in flight (a first run's): the hub's queue is read
+        at the writes' ends, not at each event, while they are (Hub.hold_reads)."""
+        return _Expecting(self, path, beside)
 
     def consume(self, path: str, name: str) -> bool:
         """Whether a MOVED_TO (or CREATE) of `name` in `path` is an expected own rename (or
@@ -536,37 +541,50 @@ class _Expecting:
     """PathWatcher.expecting()'s context: a class (a generator's context manager cost ~6.5 K
     instructions more per file a first run creates, on the event loop)."""
 
-    __slots__ = ("hub", "key", "rename", "watcher")
+    __slots__ = ("beside", "hub", "key", "rename", "watcher")
 
-    def __init__(self, watcher: PathWatcher, path: str) -> None:
+    def __init__(self, watcher: PathWatcher, path: str, beside: bool = False) -> None:
         mine = watcher.paths and path == watcher.paths[0]  # the usual case: no call
         target = path if mine else _absolute(path)
         self.watcher, self.rename, self.hub = watcher, Rename(watcher, target), watcher._hub
         self.key = watcher._split if mine else os.path.split(target)
+        self.beside = beside
 
     def __enter__(self) -> Rename:
-        if self.hub is not None:
+        hub = self.hub
+        if hub is not None:
             expected = self.watcher._expected
             expected[self.key] = expected.get(self.key, 0) + 1
+            if self.beside:
+                hub.hold_reads()
         return self.rename
 
     def __exit__(self, *exc: object) -> None:
         hub, watcher, key, rename = self.hub, self.watcher, self.key, self.rename
         if hub is None:
             return
-        if (
-            rename.renamed
-            and watcher._expected.get(key)  # not consumed yet (a drain meanwhile read it)
-            and watcher._hub is hub
-            and hub.inotify.fd is not None
-        ):
-            hub.inotify.drain()  # the rename's event is queued by now: consume it
+        try:
+            if (
+                rename.renamed
+                and watcher._expected.get(key)  # not consumed yet (a drain meanwhile read it)
+                and watcher._hub is hub
+                and hub.inotify.fd is not None
+            ):
+                hub.inotify.drain()  # the rename's event is queued by now: consume it
+        finally:
+            if self.beside:
+                hub.release_reads()
         count = watcher._expected.pop(key, 0) - 1
         if count > 0:
             watcher._expected[key] = count
         if not watcher._pending:
             # A consumed rename may need a watch on the new inode.
             watcher._resync_now(rename.seen)
+        elif self.beside:
+            # Other events read only now (reads held): the re-sync that the watcher's report
+            # would have made during the write (the parents it made, watched), made now; the
+            # report follows as it would have.
+            watcher._resync_now()
 
 
 def _kind(path: str, follow: bool) -> int | None:
@@ -661,6 +679,37 @@ class Hub:
         self.guarding: set[str] = set()
         # The directories holding a watched directory, each with how many (PARENT_MASK).
         self.parents: dict[str, int] = {}
+        # Own writes in flight beside others (hold_reads): meanwhile the loop reads the queue
+        # at each one's end and every READ_EVERY seconds, not at each event.
+        self.holding = 0
+        self._read_timer: asyncio.TimerHandle | None = None
+
+    def hold_reads(self) -> None:
+        """An own write begins in a thread beside others (a first run's creations): until
+        the last one ends (`release_reads`), the loop does not read the queue whenever it
+        becomes readable, but at each write's end (its own event's drain: `_Expecting`), at
+        each check's `settle()`, and every READ_EVERY seconds. The writing threads' links,
+        chmods and closes queued an event each, and each woke the loop, which then waited
+        for the GIL behind them: ~450 wake-ups of a 1,000-file first run, for events that the
+        next write's end read anyway (docs/benchmarks.md, perfkern)."""
+        self.holding += 1
+        if self.holding == 1:
+            self.inotify.pause()
+            self._read_timer = self.loop.call_later(READ_EVERY, self._read_held)
+
+    def release_reads(self) -> None:
+        """An own write that `hold_reads` counted has ended (its event drained)."""
+        self.holding -= 1
+        if self.holding == 0:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+            self.inotify.resume()
+
+    def _read_held(self) -> None:
+        """While reads are held: what is queued, read now (an event waits READ_EVERY at most)."""
+        self._read_timer = self.loop.call_later(READ_EVERY, self._read_held)
+        self.inotify.drain()
 
     def watches_dir(self, path: str) -> bool:
         """Whether a directory watch is in place on `path` (no IGNORED read for it since)."""
@@ -740,6 +789,9 @@ class Hub:
             if self._open.get(self.loop) is self:
                 del self._open[self.loop]
             self.released.clear()
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
             self.inotify.close()
         elif self.closing:
             self.released[watcher] = old

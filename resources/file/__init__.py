@@ -466,7 +466,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         mode, data = self._want_mode(None, None, is_dir=False), self.content.encode()
         done: list[str] = []
         path = self._fs_path
-        with watcher.expecting(path) as rename:
+        with watcher.expecting(path, beside=True) as rename:
             create = functools.partial(
                 self._locate_or_create, held, rename, (data, mode, uid, gid), done
             )

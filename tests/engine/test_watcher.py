@@ -326,6 +326,62 @@ async def test_an_expected_link_of_a_new_file_is_consumed_once(
         await counter.changed()
 
 
+async def test_own_writes_beside_others_hold_the_loops_reads(
+    tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While own writes beside others are in flight (expecting(beside=True): a first run's
+    creations), the loop does not read the queue when it becomes readable: each write's end
+    reads it (its own event consumed, anyone else's reported), and the last one's end gives
+    the loop its reader back."""
+    monkeypatch.setattr(watcher_module, "READ_EVERY", 3600.0)  # no read but the writes' ends
+    one, two, other = tmp_path / "f1", tmp_path / "f2", tmp_path / "g"
+    ones = await watch(one)  # type: ignore[operator]
+    twos = await watch(two)  # type: ignore[operator]
+    others = await watch(other)  # type: ignore[operator]
+    hub = Hub.running()
+    assert hub is not None and hub.inotify.fd is not None
+    loop = asyncio.get_running_loop()
+    new_one, new_two = tmp_path / ".one", tmp_path / ".two"
+    new_one.write_text("1")
+    new_two.write_text("2")
+    with twos.watcher.expecting(str(two), beside=True) as second:
+        with ones.watcher.expecting(str(one), beside=True) as first:
+            assert hub.holding == 2
+            assert not loop.remove_reader(hub.inotify.fd)  # no reader while held
+            other.write_text("x")  # someone else's change, queued
+            first.run(lambda: os.replace(new_one, one))  # ours
+        assert hub.holding == 1  # the first write's end read the queue:
+        assert not loop.remove_reader(hub.inotify.fd)
+        await others.changed()  # the other change reported
+        second.run(lambda: os.replace(new_two, two))  # ours
+    assert hub.holding == 0
+    assert await ones.quiet()  # both own renames consumed
+    assert twos.count == 0
+    os.chmod(other, 0o600)  # read by the loop's reader, back
+    await others.changed()
+    os.chmod(two, 0o600)  # the new inode was watched when its rename was consumed
+    await twos.changed()
+
+
+async def test_held_reads_wait_read_every_at_most(tmp_path: Path, watch: object) -> None:
+    """While reads are held, a change is read and reported within READ_EVERY all the same (a
+    write that takes long holds no event back)."""
+    path, other = tmp_path / "f", tmp_path / "g"
+    counter = await watch(path)  # type: ignore[operator]
+    others = await watch(other)  # type: ignore[operator]
+    hub = Hub.running()
+    assert hub is not None
+    with counter.watcher.expecting(str(path), beside=True):
+        other.write_text("x")
+        await others.changed()
+        assert hub.holding == 1
+        os.chmod(other, 0o600)
+        await others.changed()
+    assert hub.holding == 0
+    os.chmod(other, 0o644)
+    await others.changed()
+
+
 async def test_an_own_write_costs_no_stat_on_the_loop(
     tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -634,6 +634,7 @@ async def test_a_first_write_in_one_hop_makes_missing_parents(
     hub = Hub.running()
     assert hub is not None
     assert hub.kernel_mask.get(str(path), 0) & FILE_MASK == FILE_MASK  # the inode's own watch
+    assert hub.holding == 0  # the loop reads the queue as it becomes readable again
     assert await res.check_apply(True) is True
     hard = tmp_path / "hard"
     os.link(path, hard)  # in a directory this watch does not read: only the inode's watch
