@@ -188,9 +188,9 @@ FLOOR_THREADS = 8  # as this project's I/O threads
 _libc = ctypes.CDLL(None, use_errno=True)  # syncfs(2), which os lacks
 
 
-def floor(out: Path, count: int, *, grouped: bool = False) -> Figures:
+def floor(out: Path, count: int, *, grouped: bool = False, threads: int = FLOOR_THREADS) -> Figures:
     """The kernel's floor: `count` durable files in the new directory `out`, made by a bare loop
-    on FLOOR_THREADS threads as safefs makes a new file (O_TMPFILE, write, fchmod, fsync, link
+    on FLOOR_THREADS threads (or `threads`) as safefs makes a new file (O_TMPFILE, write, fchmod, fsync, link
     through /proc/self/fd). Wall, user and system CPU seconds of this process (the rest of it
     is idle meanwhile). `grouped`: no fsync per file; all are made, then one syncfs(2) of their
     file system, then each is linked (a group commit: bench/fsync_floor.py)."""
@@ -218,7 +218,7 @@ def floor(out: Path, count: int, *, grouped: bool = False) -> Figures:
             os.close(fd)
 
     try:
-        with concurrent.futures.ThreadPoolExecutor(FLOOR_THREADS) as pool:
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
             if grouped:
                 fds = list(pool.map(make, range(count)))
                 if _libc.syncfs(dir_fd) != 0:
