@@ -13,13 +13,11 @@ system CPU of this process). Each run writes a new directory, none is deleted be
 from __future__ import annotations
 
 import argparse
-import shutil
-import statistics
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from common import run_script
-from peers import FLOOR_THREADS, Figures, floor
+from peers import FLOOR_THREADS, Figures, floor, interleaved, medians
 
 
 def main() -> None:
@@ -27,23 +25,16 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="mgmt-bench-fsync-"))
-    made = 0
-    figures: dict[str, list[Figures]] = {"fsync each": [], "one syncfs": []}
-    try:
-        for _ in range(args.rounds):
-            for name in figures if made % 2 == 0 else reversed(list(figures)):
-                out = work / f"r{made}"
-                made += 1
-                figures[name].append(floor(out, args.count, grouped=name == "one syncfs"))
-        for name, runs in figures.items():
-            wall, user, system = (statistics.median(run[i] for run in runs) for i in range(3))
-            print(
-                f"{name}: {args.count} files, {FLOOR_THREADS} threads: wall {wall:.3f} s, "
-                f"user {user:.3f} s, system {system:.3f} s (median of {len(runs)})"
-            )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    makers: dict[str, Callable[[Path], Figures]] = {
+        "fsync each": lambda out: floor(out, args.count),
+        "one syncfs": lambda out: floor(out, args.count, grouped=True),
+    }
+    for name, runs in interleaved(makers, args.rounds, "mgmt-bench-fsync-").items():
+        wall, user, system = medians(runs)
+        print(
+            f"{name}: {args.count} files, {FLOOR_THREADS} threads: wall {wall:.3f} s, "
+            f"user {user:.3f} s, system {system:.3f} s (median of {len(runs)})"
+        )
 
 
 if __name__ == "__main__":

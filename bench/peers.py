@@ -233,6 +233,31 @@ def floor(out: Path, count: int, *, grouped: bool = False, threads: int = FLOOR_
     return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
 
 
+def interleaved(
+    makers: dict[str, Callable[[Path], Figures]], rounds: int, prefix: str
+) -> dict[str, list[Figures]]:
+    """Each maker called `rounds` times with a new directory to make its files in (all in one
+    temporary directory), interleaved, the order reversed every other round; none deleted
+    before the end (a delete makes the next run's inodes dearer: `common.make_absent`), all at
+    the end. Each maker's figures, in order."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    figures: dict[str, list[Figures]] = {name: [] for name in makers}
+    try:
+        for round_ in range(rounds):
+            for name in makers if round_ % 2 == 0 else reversed(list(makers)):
+                out = work / f"r{sum(map(len, figures.values()))}"
+                figures[name].append(makers[name](out))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return figures
+
+
+def medians(runs: list[Figures]) -> Figures:
+    """The median wall, user and system CPU of `runs`."""
+    wall, user, system = (statistics.median(run[i] for run in runs) for i in range(3))
+    return wall, user, system
+
+
 def timed(argv: list[str], cwd: Path) -> Figures:
     """The child's wall, user and system CPU seconds (its own children's included)."""
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import mmap
 import os
 import platform
 import resource
-import shutil
-import statistics
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from common import run_script
-from peers import FLOOR_THREADS, Figures, floor
+from peers import FLOOR_THREADS, Figures, floor, interleaved, medians
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -259,34 +258,30 @@ def main() -> None:
     args = parser.parse_args()
     if platform.machine() not in ("x86_64", "aarch64"):
         raise SystemExit(f"{platform.machine()}: the syscall numbers here are x86-64's and arm64's")
-    work = Path(tempfile.mkdtemp(prefix="mgmt-bench-uring-"))
-    made = 0
-    kinds = [f"threads {t}" for t in args.threads.split(",")]
-    kinds += [f"io_uring {w}" for w in args.workers.split(",")]
-    figures: dict[str, list[Figures]] = {kind: [] for kind in kinds}
-    try:
-        for _ in range(args.rounds):
-            for kind in kinds if made % 2 == 0 else reversed(kinds):
-                out = work / f"r{made}"  # none deleted before the end (common.make_absent)
-                made += 1
-                how, number = kind.split()
-                if how == "threads":
-                    figures[kind].append(floor(out, args.count, threads=int(number)))
-                else:
-                    figures[kind].append(
-                        uring_floor(out, args.count, window=args.window, workers=int(number))
-                    )
-                if len(os.listdir(out)) != args.count:
-                    raise SystemExit(f"{kind}: {out} does not hold {args.count} files")
-        for kind, runs in figures.items():
-            wall, user, system = (statistics.median(run[i] for run in runs) for i in range(3))
-            print(
-                f"{kind:12s}: {args.count} files: wall {wall:.3f} s (min "
-                f"{min(r[0] for r in runs):.3f}), user {user:.3f} s, system {system:.3f} s "
-                f"(median of {len(runs)}), load {os.getloadavg()[0]:.1f}"
-            )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    makers: dict[str, Callable[[Path], Figures]] = {}
+    for threads in args.threads.split(","):
+        makers[f"threads {threads}"] = functools.partial(
+            _checked, args.count, floor, threads=int(threads)
+        )
+    for workers in args.workers.split(","):
+        makers[f"io_uring {workers}"] = functools.partial(
+            _checked, args.count, uring_floor, window=args.window, workers=int(workers)
+        )
+    for kind, runs in interleaved(makers, args.rounds, "mgmt-bench-uring-").items():
+        wall, user, system = medians(runs)
+        print(
+            f"{kind:12s}: {args.count} files: wall {wall:.3f} s (min "
+            f"{min(r[0] for r in runs):.3f}), user {user:.3f} s, system {system:.3f} s "
+            f"(median of {len(runs)}), load {os.getloadavg()[0]:.1f}"
+        )
+
+
+def _checked(count: int, make: Callable[..., Figures], out: Path, **how: int) -> Figures:
+    """`make(out, count, **how)`, and check that `out` holds `count` files then."""
+    figures = make(out, count, **how)
+    if len(os.listdir(out)) != count:
+        raise SystemExit(f"{make.__name__} {how}: {out} does not hold {count} files")
+    return figures
 
 
 if __name__ == "__main__":
