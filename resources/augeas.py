@@ -29,7 +29,7 @@ from engine.params import EMPTY_IS_UNSET
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.missing import Missing, read_existing, would_wait
-from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
+from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do, value_change
 from resources._lib.proc import file_lock, wrote
 
 NO_LOAD, NO_MODL_AUTOLOAD = 1 << 5, 1 << 6  # aug_init flags
@@ -208,17 +208,15 @@ class AugeasRes(Resource):
         _data, mode, uid, gid = original
         write = functools.partial(self._write, new, mode, uid, gid)
         # The values are not shown (a `requirepass`, a password in a config): the paths are.
-        steps = [
-            Step(f"{'set' if have is None else 'change'} {path} in {self.file}", "", None)
-            for path, _value, have in changes
+        told = [
+            value_change(f"{path} in {self.file}", have is not None) for path, _, have in changes
         ]
+        steps = [Step(would, "", None) for would, _done in told]
         steps.append(Step(f"save {self.file}", f"saved {self.file}", write, slow=True))
         await apply_steps(self.handle, steps, apply, errors=(OSError,))
         if apply:
-            for path, _value, have in changes:
-                self.handle.logger.info(
-                    "%s: %s %s", self.file, path, "set" if have is None else "changed"
-                )
+            for _would, done in told:
+                self.handle.logger.info("%s", done)
             wrote(self.handle, self.file)
         return False
 

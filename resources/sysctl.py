@@ -26,7 +26,7 @@ from engine.watcher import PathWatcher
 from resources._lib import tablefile
 from resources._lib.events import pump_events
 from resources._lib.lines import rejoin, split_lines, write_step
-from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.plan import Step, apply_steps, nothing_to_do, value_change
 from resources._lib.pollpri import PriWatch
 from resources._lib.proc import file_lock, wrote
 
@@ -76,8 +76,7 @@ class SysctlRes(Resource):
             )
         if not self.value or self.value != self.value.strip() or "\n" in self.value:
             raise ValidationError(
-                f"expected a non-empty value without surrounding whitespace, got {self.value!r}",
-                "value",
+                "expected a non-empty value without surrounding whitespace", "value"
             )
         if not self.runtime and not self.persist:
             raise ValidationError("set runtime or persist (or both)", "persist")
@@ -124,17 +123,12 @@ class SysctlRes(Resource):
         if self.runtime:
             have = await asyncio.to_thread(self._read_runtime)
             if have.split() != self.value.split():
-                steps.append(
-                    Step(
-                        f"set {self.name} to {self.value!r} (now {have.rstrip()!r})",
-                        f"{self.name} set to {self.value!r} (was {have.rstrip()!r})",
-                        self._write_runtime,
-                    )
-                )
+                would, done = value_change(self.name, True)
+                steps.append(Step(would, done, self._write_runtime))
         persist = await asyncio.to_thread(self._persist_step) if self.persist else None
         steps += [persist] if persist is not None else []
         if not steps:
-            return nothing_to_do(self.handle, f"{self.name} is {self.value!r}")
+            return nothing_to_do(self.handle, f"{self.name} has the value")
         await apply_steps(self.handle, steps, apply, errors=(OSError,))
         if apply and persist is not None:
             wrote(self.handle, self._file)
@@ -149,7 +143,7 @@ class SysctlRes(Resource):
         if len(mine) == 1 and _value_of(mine[0]).split() == self.value.split():
             return None
         new = tablefile.replace(lines, lambda old: _key_of(old) == self.name, line)
-        what = f"{line} in {self._file}"
+        what = f"{self.name} in {self._file}"  # not the value (docs/security.md, "Secrets")
         return write_step(
             self._file, rejoin(new, text), text is None, f"persist {what}", f"persisted {what}",
             new_mode=0o644,
@@ -173,7 +167,7 @@ class SysctlRes(Resource):
                     "or a /proc/sys mounted read-only); with runtime: false it is only persisted"
                 ) from err
             raise ResourceError(
-                f"the kernel refused {self.value!r} for {self.name}: {err.strerror}"
+                f"the kernel refused the value of {self.name}: {err.strerror}"
             ) from err
 
 
