@@ -32,6 +32,7 @@ from resources._lib.named import or_name
 from resources._lib.plan import nothing_to_do
 from resources._lib.serving import (
     Offers,
+    Refusals,
     RootedServer,
     offers,
     open_file,
@@ -287,7 +288,7 @@ class TFTPServerRes(RootedServer):
             if file.served_name.lstrip("/") == wanted:
                 return await file.source()
         if self.root is not None:
-            fd = await asyncio.to_thread(open_under, self.root, wanted)
+            fd = await asyncio.to_thread(open_under, self.root, wanted, self.refused)
             return _Source(fd) if fd is not None else None
         return None
 
@@ -401,6 +402,7 @@ class TFTPFileRes(Edgeable, Resource):
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
+        self._refused = Refusals(handle.logger)  # requests refused for a link on the way
         handle.on_cleanup(files(handle).add(self))
 
     async def check_apply(self, apply: bool) -> bool:
@@ -421,5 +423,5 @@ class TFTPFileRes(Edgeable, Resource):
         """What a transfer of this file sends (None: `path` is missing)."""
         if self.path is None:
             return _Source(self.data.encode())
-        fd = await asyncio.to_thread(open_file, self.path)
+        fd = await asyncio.to_thread(open_file, self.path, self._refused)
         return _Source(fd) if fd is not None else None
