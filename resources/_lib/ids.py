@@ -82,12 +82,16 @@ def lookup_uid(uid: int) -> pwd.struct_passwd | None:
         return None
 
 
+class NoSuchAccount(ResourceError):
+    """A user or group named in a param does not exist (yet: a resource may make it)."""
+
+
 def passwd(user: str, key: str) -> pwd.struct_passwd:
     """The account of a user given by name or number, or ResourceError naming `key`."""
     number = id_number(user)
     entry = lookup_uid(number) if number is not None else lookup_user(user)
     if entry is None:
-        raise ResourceError(f"{key}: no such user {user!r}")
+        raise NoSuchAccount(f"{key}: no such user {user!r}")
     return entry
 
 
@@ -118,7 +122,7 @@ def resolve_gid(group: str, key: str) -> int:
         return number
     entry = lookup_group(group)
     if entry is None:
-        raise ResourceError(f"{key}: no such group {group!r}")
+        raise NoSuchAccount(f"{key}: no such group {group!r}")
     return entry.gr_gid
 
 

@@ -3,7 +3,9 @@ now fails or is refused in one line, and the run ends."""
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import secrets
 import subprocess
 from pathlib import Path
@@ -86,6 +88,41 @@ def test_a_user_and_its_own_group_removed_in_one_graph_fail_nothing(tmp_path: Pa
     finally:
         subprocess.run(["userdel", name], check=False, capture_output=True)
         subprocess.run(["groupdel", name], check=False, capture_output=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd)")
+def test_a_file_owned_by_a_user_the_graph_makes_under_noop_then_for_real(tmp_path: Path) -> None:
+    """The file is first in the graph, its owner and group made by resources after it. Under
+    --noop it said `failed: owner: no such user`; now it says what it would do and that the
+    owner is not yet on this host. For real, the automatic edges run the group and the user
+    first: the file is made owned by them."""
+    user, group = f"mgmt-test-{secrets.token_hex(3)}", f"mgmt-test-{secrets.token_hex(3)}"
+    path = tmp_path / "owned"
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        "graph: g\nresources:\n"
+        f"  file:\n    - {{name: '{path}', state: exists, content: 'x', owner: {user}, "
+        f"group: {group}, mode: '0640'}}\n"
+        f"  user:\n    - {{name: {user}, state: exists, group: {group}}}\n"
+        f"  group:\n    - {{name: {group}, state: exists}}\n"
+    )
+    try:
+        args = ["run", "--tmp-prefix", "--converged-timeout=0", "--noop", "yaml", str(graph)]
+        code, out = run_mgmt(args)
+        assert code == 0 and "failed" not in out, out
+        assert f"file[{path}]: would create {path}" in out
+        assert (
+            f"file[{path}]: would make {path} owned by user {user} and group {group} (not yet "
+            "on this host: made by an earlier resource)"
+        ) in out
+        assert not path.exists()
+        code, out = run_once("yaml", graph)
+        assert code == 0 and "failed" not in out, out
+        st = path.stat()
+        assert (pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name) == (user, group)
+    finally:
+        subprocess.run(["userdel", user], check=False, capture_output=True)
+        subprocess.run(["groupdel", group], check=False, capture_output=True)
 
 
 def _both_front_ends_refuse(tmp_path: Path, yaml_text: str, mcl_text: str, said: str) -> str:
