@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from typing import TypeVar
 
+from engine.autoedge import MARKERS
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle, Shared
 from engine.watcher import PathWatcher
@@ -31,6 +32,11 @@ SHADOW_TIMEOUT = 60
 # What an absent user provides (its name) so that the absent group of its name, its primary
 # group as useradd makes it, is removed after it: groupdel refuses a user's primary group.
 USER_REMOVED = "user:removed"
+# What an absent user provides for the primary group it names (`group`), so that the group,
+# absent too, is removed after it (an absent group has no gid to match a user's `gid`). Several users may name one group: a
+# marker (engine/autoedge.py): each of them is ordered before the group.
+PRIMARY_REMOVED = "user:primary-removed"
+MARKERS.add(PRIMARY_REMOVED)
 
 
 def check_name(name: str, key: str) -> None:

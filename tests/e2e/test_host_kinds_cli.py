@@ -91,6 +91,39 @@ def test_a_user_and_its_own_group_removed_in_one_graph_fail_nothing(tmp_path: Pa
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd)")
+def test_users_and_their_primary_group_of_another_name_removed_in_one_graph(
+    tmp_path: Path,
+) -> None:
+    """Two users whose primary group has another name, all three absent, the group first in
+    the file: before, `group[...]: failed: groupdel exited with code 8` (a hand edge was
+    needed); now the users naming it are removed first (automatic edge), and two users naming
+    one group are not refused as managing one thing."""
+    group = f"mgmt-test-{secrets.token_hex(3)}"
+    users = [f"mgmt-test-{secrets.token_hex(3)}" for _ in range(2)]
+    subprocess.run(["groupadd", group], check=True, capture_output=True)
+    for user in users:
+        subprocess.run(["useradd", "--gid", group, user], check=True, capture_output=True)
+    try:
+        graph = tmp_path / "g.yaml"
+        listed = "".join(
+            f"    - {{name: {user}, state: absent, group: {group}}}\n" for user in users
+        )
+        graph.write_text(
+            "graph: cleanup\nresources:\n"
+            f"  group:\n    - {{name: {group}, state: absent}}\n  user:\n{listed}"
+        )
+        code, out = run_once("yaml", graph)
+        assert code == 0, out
+        assert "failed" not in out, out
+        with open("/etc/group") as handle:
+            assert f"\n{group}:" not in "\n" + handle.read()
+    finally:
+        for user in users:
+            subprocess.run(["userdel", user], check=False, capture_output=True)
+        subprocess.run(["groupdel", group], check=False, capture_output=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd)")
 def test_a_file_owned_by_a_user_the_graph_makes_under_noop_then_for_real(tmp_path: Path) -> None:
     """The file is first in the graph, its owner and group made by resources after it. Under
     --noop it said `failed: owner: no such user`; now it says what it would do and that the
