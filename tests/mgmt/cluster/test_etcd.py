@@ -145,26 +145,28 @@ async def test_a_lease_renewed_as_its_etcd_dies_is_never_a_raw_grpc_error(tmp_pa
         client = EtcdClient([node.client_url], retry_for=1.0)
         errors: list[str] = []
         renewed = [0]
+        streaming, failing, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         try:
             lease = await client.lease_grant(30)
-            stop = asyncio.Event()
 
             async def renew() -> None:
                 while not stop.is_set():
                     try:
                         await client.lease_keepalive(lease)
                         renewed[0] += 1
+                        if renewed[0] >= 3000:  # renewals stream in: writes are in flight
+                            streaming.set()
                     except WorldError as err:
                         errors.append(str(err))
+                        if len(errors) >= 300:  # as many failures as renewals in flight
+                            failing.set()
 
             tasks = [asyncio.create_task(renew()) for _ in range(300)]
             async with asyncio.timeout(60):
-                while renewed[0] < 3000:  # renewals are streaming in: writes are in flight
-                    await asyncio.sleep(0.01)
+                await streaming.wait()
             os.kill(node.pid, signal.SIGKILL)
             async with asyncio.timeout(60):
-                while len(errors) < 300:  # as many failures as renewals in flight
-                    await asyncio.sleep(0.05)
+                await failing.wait()
             stop.set()
             await asyncio.gather(*tasks)
         finally:
