@@ -191,7 +191,7 @@ class HTTPServerRes(RootedServer):
 
     async def _serve(self, request: Request) -> Response:
         table = routes(self.handle)
-        self.handle.logger.info("%s %s", shown(request.method), shown(request.path))
+        self.handle.logger.traffic("%s %s", shown(request.method), shown(request.path))
         if request.method == "POST":
             flags = table.flags_for(self.name, request.path)
             if flags:
