@@ -158,6 +158,38 @@ def test_a_file_owned_by_a_user_the_graph_makes_under_noop_then_for_real(tmp_pat
         subprocess.run(["groupdel", group], check=False, capture_output=True)
 
 
+def test_a_file_fighting_a_sysctl_or_an_authorized_key_over_one_file_names_both(
+    tmp_path: Path,
+) -> None:
+    """A `file` whose content leaves out a sysctl's line, or an authorized key, of its path:
+    each rewrote the file the other had just written (~250 times a second) and the warning of
+    a fought-over file never came (the file resource's writes were not counted). Now it names
+    both (resources/_lib/proc.py `wrote`)."""
+    import base64
+    import struct
+
+    kind = b"ssh-ed25519"
+    blob = struct.pack(">I", len(kind)) + kind + struct.pack(">I", 32) + bytes([7] * 32)
+    conf, keys = tmp_path / "99-x.conf", tmp_path / "authorized_keys"
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        "graph: g\nresources:\n  file:\n"
+        f"    - {{name: '{conf}', state: exists, content: \"# mine\\n\"}}\n"
+        f"    - {{name: '{keys}', state: exists, content: \"# none\\n\", mode: '0600'}}\n"
+        "  sysctl:\n"
+        f"    - {{name: net.ipv4.ip_default_ttl, value: '77', path: '{conf}', runtime: false}}\n"
+        "  ssh:authorized_key:\n"
+        f"    - {{name: k, file: '{keys}', state: exists, type: ssh-ed25519, "
+        f"key: {base64.b64encode(blob).decode()}}}\n"
+    )
+    _code, out = run_mgmt(["run", "--tmp-prefix", "--max-runtime=4", "yaml", str(graph)], 120)
+    assert "Traceback" not in out, out
+    for path, other in ((conf, "sysctl[net.ipv4.ip_default_ttl]"), (keys, "ssh:authorized_key[k]")):
+        said = [line for line in out.splitlines() if f"{path} was rewritten " in line]
+        assert said, out[-3000:]
+        assert f"file[{path}]" in said[0] and other in said[0], said[0]
+
+
 def _both_front_ends_refuse(tmp_path: Path, yaml_text: str, mcl_text: str, said: str) -> str:
     """`mgmt check` of the graph as YAML and as mcl: exit 2, `said` after FILE:LINE: (what
     is refused is on the last line of each); their outputs, joined."""
