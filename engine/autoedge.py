@@ -195,6 +195,36 @@ def duplicates(graph: Graph) -> Iterator[tuple[UID, Key, Key]]:
                 yield uid, first, key
 
 
+def overwritten(resources: Iterable[Resource]) -> Iterator[tuple[str, Resource, Resource]]:
+    """Each (path, writer, editor) where `writer` writes the whole file `path` (a `file`
+    resource's content, or its removal) without `editor`'s edit of a part of it (a sysctl's
+    line, an authorized key): each write undoes the other's, forever, which `duplicates`
+    (UIDs of one kind) cannot see. Refused at load as they are; a content not known before
+    the run (a `source`) is left to the run-time warning (resources/_lib/proc.py `wrote`).
+    Free when no kind of the graph edits files."""
+    every = list(resources)
+    editors = [res for res in every if res.EDITS_FILES]
+    if not editors:
+        return
+    whole: dict[str, tuple[Resource, str]] = {}
+    for res in every:
+        written = res.written_file()
+        if written is not None and written[1] is not None:  # (not known: said at run time)
+            whole.setdefault(written[0], (res, written[1]))
+    for editor in editors:
+        for path in editor.edited_files():
+            writer, text = whole.get(path, (None, ""))
+            if writer is not None and not editor.holds_edit(text):
+                yield path, writer, editor
+
+
+def both_write(path: str, writer: Resource, editor: Resource) -> str:
+    return (
+        f"{editor} edits {path}, whose whole content {writer} writes: each would undo the "
+        f"other's change, forever (put the edit in {writer}'s content, or keep one of them)"
+    )
+
+
 def both_manage(uid: UID, first: Key, second: Key) -> str:
     return (
         f"{fmt_key(second)} and {fmt_key(first)} both manage {uid.kind} {uid.key}: each would"

@@ -61,6 +61,20 @@ class SysctlRes(Resource):
     def _file(self) -> str:
         return self.path if self.path is not None else f"{CONF_DIR}{CONF_PREFIX}{self.name}.conf"
 
+    EDITS_FILES = True
+
+    def edited_files(self) -> list[str]:
+        """The persisted file, whose line of the key it edits."""
+        return [os.path.normpath(self._file)] if self.persist else []
+
+    def holds_edit(self, text: str) -> bool:
+        return self._persisted(split_lines(text))
+
+    def _persisted(self, lines: list[str]) -> bool:
+        """The key's one line holds the value (runs of whitespace as one, as sysctl reads)."""
+        mine = [old for old in lines if _key_of(old) == self.name]
+        return len(mine) == 1 and _value_of(mine[0]).split() == self.value.split()
+
     def validate(self) -> None:
         super().validate()
         name = self.name
@@ -139,8 +153,7 @@ class SysctlRes(Resource):
         text = tablefile.read_text(self._file, READ_LIMIT, errors="surrogateescape")
         lines = split_lines(text or "")
         line = f"{self.name} = {self.value}"
-        mine = [old for old in lines if _key_of(old) == self.name]
-        if len(mine) == 1 and _value_of(mine[0]).split() == self.value.split():
+        if self._persisted(lines):
             return None
         new = tablefile.replace(lines, lambda old: _key_of(old) == self.name, line)
         what = f"{self.name} in {self._file}"  # not the value (docs/security.md, "Secrets")

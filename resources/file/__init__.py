@@ -148,6 +148,18 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     def _is_dir(self) -> bool:
         return (self.path if self.path is not None else self.name).endswith("/")  # _spec_path's
 
+    def written_file(self) -> tuple[str, str | None] | None:
+        """Its path and content when it writes the file's whole content (or removes it): a
+        kind editing a part of it that the content lacks is refused at load
+        (engine.autoedge.overwritten)."""
+        if self._is_dir or self.symlink:
+            return None
+        if self.content is not None or self.state == "absent":
+            return self._fs_path, self.content or ""
+        if self.source is not None or self.fragments is not None:
+            return self._fs_path, None  # not known before it runs
+        return None
+
     @property
     def _managed(self) -> bool:
         if self.state is not None or self.content is not None:  # the usual cases, at no call

@@ -3,10 +3,12 @@ now fails or is refused in one line, and the run ends."""
 
 from __future__ import annotations
 
+import base64
 import grp
 import os
 import pwd
 import secrets
+import struct
 import subprocess
 from pathlib import Path
 
@@ -158,29 +160,32 @@ def test_a_file_owned_by_a_user_the_graph_makes_under_noop_then_for_real(tmp_pat
         subprocess.run(["groupdel", group], check=False, capture_output=True)
 
 
+def _ed25519_key() -> str:
+    """A well-formed ssh-ed25519 public key (its 32 bytes made up), as authorized_keys has it."""
+    kind = b"ssh-ed25519"
+    blob = struct.pack(">I", len(kind)) + kind + struct.pack(">I", 32) + bytes([7] * 32)
+    return base64.b64encode(blob).decode()
+
+
 def test_a_file_fighting_a_sysctl_or_an_authorized_key_over_one_file_names_both(
     tmp_path: Path,
 ) -> None:
-    """A `file` whose content leaves out a sysctl's line, or an authorized key, of its path:
-    each rewrote the file the other had just written (~250 times a second) and the warning of
-    a fought-over file never came (the file resource's writes were not counted). Now it names
-    both (resources/_lib/proc.py `wrote`)."""
-    import base64
-    import struct
-
-    kind = b"ssh-ed25519"
-    blob = struct.pack(">I", len(kind)) + kind + struct.pack(">I", 32) + bytes([7] * 32)
-    conf, keys = tmp_path / "99-x.conf", tmp_path / "authorized_keys"
+    """A `file` copying a `source` that lacks a sysctl's line, or an authorized key, of its
+    path (what the load-time check cannot read): each rewrote the file the other had just
+    written (~250 times a second) and the warning of a fought-over file never came (the file
+    resource's writes were not counted). Now it names both (resources/_lib/proc.py `wrote`)."""
+    conf, keys, mine = tmp_path / "99-x.conf", tmp_path / "authorized_keys", tmp_path / "mine"
+    mine.write_text("# mine\n")
     graph = tmp_path / "g.yaml"
     graph.write_text(
         "graph: g\nresources:\n  file:\n"
-        f"    - {{name: '{conf}', state: exists, content: \"# mine\\n\"}}\n"
-        f"    - {{name: '{keys}', state: exists, content: \"# none\\n\", mode: '0600'}}\n"
+        f"    - {{name: '{conf}', state: exists, source: '{mine}'}}\n"
+        f"    - {{name: '{keys}', state: exists, source: '{mine}', mode: '0600'}}\n"
         "  sysctl:\n"
         f"    - {{name: net.ipv4.ip_default_ttl, value: '77', path: '{conf}', runtime: false}}\n"
         "  ssh:authorized_key:\n"
         f"    - {{name: k, file: '{keys}', state: exists, type: ssh-ed25519, "
-        f"key: {base64.b64encode(blob).decode()}}}\n"
+        f"key: {_ed25519_key()}}}\n"
     )
     _code, out = run_mgmt(["run", "--tmp-prefix", "--max-runtime=4", "yaml", str(graph)], 120)
     assert "Traceback" not in out, out
@@ -188,6 +193,57 @@ def test_a_file_fighting_a_sysctl_or_an_authorized_key_over_one_file_names_both(
         said = [line for line in out.splitlines() if f"{path} was rewritten " in line]
         assert said, out[-3000:]
         assert f"file[{path}]" in said[0] and other in said[0], said[0]
+
+
+def test_a_file_whose_content_lacks_a_sysctl_line_or_a_key_of_it_is_refused_at_load(
+    tmp_path: Path,
+) -> None:
+    """A `file` whose `content` leaves out the line a sysctl persists, or the key an
+    ssh:authorized_key keeps, in its path: refused at load, naming both (before: they fought
+    at run time, unnamed). A content that holds the edit is no fight: accepted."""
+    conf, keys = tmp_path / "99-x.conf", tmp_path / "keys"
+    key = _ed25519_key()
+    sysctl = f"{{name: net.ipv4.ip_default_ttl, value: '77', path: '{conf}', runtime: false}}"
+    authorized = f"{{name: k, file: '{keys}', state: exists, type: ssh-ed25519, key: {key}}}"
+    said = (
+        f"sysctl[net.ipv4.ip_default_ttl] edits {conf}, whose whole content file[{conf}] "
+        "writes: each would undo the other's change, forever"
+    )
+    for graph, text, where in (
+        (
+            tmp_path / "g.yaml",
+            f"graph: g\nresources:\n  file:\n    - {{name: '{conf}', content: \"# mine\\n\"}}\n"
+            f"  sysctl:\n    - {sysctl}\n",
+            "6: sysctl[net.ipv4.ip_default_ttl]: ",
+        ),
+        (
+            tmp_path / "g.mcl",
+            f'file "{conf}" {{\n  content => "# mine\\n",\n}}\n'
+            f'sysctl "net.ipv4.ip_default_ttl" {{\n  value => "77", path => "{conf}", '
+            "runtime => false,\n}\n",
+            "4:1: ",
+        ),
+    ):
+        graph.write_text(text)
+        code, out = run_mgmt(["check", str(graph)])
+        assert code == 2, out
+        assert f"{graph}:{where}{said}" in out, out
+        assert "(declared at " in out, out
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        f"graph: g\nresources:\n  file:\n    - {{name: '{keys}', content: \"# none\\n\"}}\n"
+        f"  ssh:authorized_key:\n    - {authorized}\n"
+    )
+    code, out = run_mgmt(["check", str(graph)])
+    assert code == 2, out
+    assert f"{graph}:6: ssh:authorized_key[k]: ssh:authorized_key[k] edits {keys}, whose" in out
+    graph.write_text(  # the file's content holds the line: they agree
+        "graph: g\nresources:\n  file:\n"
+        f"    - {{name: '{conf}', content: \"# mine\\nnet.ipv4.ip_default_ttl = 77\\n\"}}\n"
+        f"  sysctl:\n    - {sysctl}\n"
+    )
+    code, out = run_mgmt(["check", str(graph)])
+    assert code == 0, out
 
 
 def _both_front_ends_refuse(tmp_path: Path, yaml_text: str, mcl_text: str, said: str) -> str:
