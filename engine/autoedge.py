@@ -200,7 +200,7 @@ def overwritten(resources: Iterable[Resource]) -> Iterator[tuple[str, Resource, 
     resource's content, or its removal) without `editor`'s edit of a part of it (a sysctl's
     line, an authorized key): each write undoes the other's, forever, which `duplicates`
     (UIDs of one kind) cannot see. Refused at load as they are; a content not known before
-    the run (a `source`) is left to the run-time warning (resources/_lib/proc.py `wrote`).
+    the run (a `source`) is left to the run-time warning (resources/_lib/rewrites.py `wrote`).
     Free when no kind of the graph edits files."""
     every = list(resources)
     editors = [res for res in every if res.EDITS_FILES]

@@ -30,7 +30,8 @@ from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.missing import Missing, read_existing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do, value_change
-from resources._lib.proc import file_lock, wrote
+from resources._lib.proc import file_lock
+from resources._lib.rewrites import wrote
 
 NO_LOAD, NO_MODL_AUTOLOAD = 1 << 5, 1 << 6  # aug_init flags
 NS = "Xmgmt"  # the load entry for our one file (mgmt's name: no lens is called that)

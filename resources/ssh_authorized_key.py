@@ -33,7 +33,8 @@ from resources._lib import tablefile
 from resources._lib.ids import await_account, lookup_user
 from resources._lib.lines import rejoin, split_lines, watch_file, write_step
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.proc import file_lock, wrote
+from resources._lib.proc import file_lock
+from resources._lib.rewrites import wrote
 from resources._lib.stamp import file_needs
 
 KEY_TYPES = (

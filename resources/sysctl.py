@@ -28,7 +28,8 @@ from resources._lib.events import pump_events
 from resources._lib.lines import rejoin, split_lines, write_step
 from resources._lib.plan import Step, apply_steps, nothing_to_do, value_change
 from resources._lib.pollpri import PriWatch
-from resources._lib.proc import file_lock, wrote
+from resources._lib.proc import file_lock
+from resources._lib.rewrites import wrote
 
 CONF_DIR = "/etc/sysctl.d/"
 CONF_PREFIX = "99-"

@@ -34,7 +34,7 @@ from engine.stopgate import Later
 from engine.watcher import PathWatcher, Rename
 from resources._lib.named import or_name
 from resources._lib.plan import Step, apply_steps, describe, in_thread, nothing_to_do
-from resources._lib.proc import wrote
+from resources._lib.rewrites import wrote
 from resources.file.where import (
     DIR_BASE,
     TOP,
@@ -350,7 +350,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 await apply_steps(
                     self.handle, steps, apply, errors=(OSError,), explain=where.explain
                 )
-            if apply and steps:  # a fight with another kind's edits of it is named (proc.py)
+            if apply and steps:  # a fight with another kind's edits of it is named (rewrites)
                 wrote(self.handle, where.path)
         if self._refused:  # the rest of the tree was repaired: it fails, naming what was not
             more = len(self._refused) - REFUSED_NAMED

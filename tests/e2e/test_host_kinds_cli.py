@@ -173,7 +173,7 @@ def test_a_file_fighting_a_sysctl_or_an_authorized_key_over_one_file_names_both(
     """A `file` copying a `source` that lacks a sysctl's line, or an authorized key, of its
     path (what the load-time check cannot read): each rewrote the file the other had just
     written (~250 times a second) and the warning of a fought-over file never came (the file
-    resource's writes were not counted). Now it names both (resources/_lib/proc.py `wrote`)."""
+    resource's writes were not counted). Now it names both (resources/_lib/rewrites.py `wrote`)."""
     conf, keys, mine = tmp_path / "99-x.conf", tmp_path / "authorized_keys", tmp_path / "mine"
     mine.write_text("# mine\n")
     graph = tmp_path / "g.yaml"
