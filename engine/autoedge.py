@@ -39,6 +39,7 @@ def add_autoedges(
     wanting: list[tuple[Key, Edgeable]] = []
     lazy: list[tuple[Key, Edgeable]] = []  # those providing some UIDs only when asked
     lazy_types = LAZY_PROVIDERS
+    markers: dict[UID, list[Key]] = {}  # a MARKERS UID several provide: all of them
     provided: list[UID] = []  # every UID provided, and asked for, counted at the end
     wanted: list[UID] = []
     for key, res in graph.vertices.items():
@@ -47,8 +48,11 @@ def add_autoedges(
         uids = res.uids()
         for uid in uids:
             owner = providers.setdefault(uid, key)
-            if owner != key:  # rare: another resource manages it too
-                claim(providers, owner, uid, key)
+            if owner != key:  # rare: another resource manages it too, or a marker
+                if uid.kind in MARKERS:
+                    markers.setdefault(uid, [owner]).append(key)
+                else:
+                    claim(providers, owner, uid, key)
         provided += uids
         wanting.append((key, res))
         if lazy_types and type(res) in lazy_types:
@@ -68,19 +72,22 @@ def add_autoedges(
     for key, requests in asked:
         for request in requests:
             wanted += request
-            provider = _first(lookup, request, key)
-            if provider is None or key in succ[provider]:
+            first = _first(lookup, request, key)
+            if first is None:
                 continue
-            if graph.has_path(key, provider):
-                log.debug(
-                    "autoedge %s -> %s skipped: it would make a cycle",
-                    fmt_key(provider),
-                    fmt_key(key),
-                )
-                skipped += 1
-                continue
-            graph.connect(provider, key, AUTO)
-            added += 1
+            for provider in _also(markers, request, first, key) if markers else (first,):
+                if key in succ[provider]:
+                    continue
+                if graph.has_path(key, provider):
+                    log.debug(
+                        "autoedge %s -> %s skipped: it would make a cycle",
+                        fmt_key(provider),
+                        fmt_key(key),
+                    )
+                    skipped += 1
+                    continue
+                graph.connect(provider, key, AUTO)
+                added += 1
     if index is not None:
         index.counted(provided, index.provides)
         index.counted(wanted, index.wants)
@@ -145,10 +152,17 @@ class Owners(dict[UID, Key]):
         self.kinds: dict[tuple[str, UID], Key] = {}
 
 
+# Kinds of UID that mark an order, not a thing managed: several resources may provide one (no
+# clash), and a request for it gets an edge from each. A kind adds its own when imported.
+MARKERS: set[str] = set()
+
+
 def claim(found: Owners, owner: Key, uid: UID, key: Key) -> None:
     """`key` manages `uid`, which `owner` (`found[uid]`, before it in the graph) manages too:
     GraphError if the first resource of its kind managing it `clash`es with it, whatever kinds
-    came between (a `tar` of a path, then two `file` of it)."""
+    came between (a `tar` of a path, then two `file` of it). A MARKERS UID is not managed."""
+    if uid.kind in MARKERS:
+        return
     first = owner if owner[0] == key[0] else found.kinds.setdefault((key[0], uid), key)
     if clash(first, key):
         raise GraphError(both_manage(uid, first, key))
@@ -177,8 +191,38 @@ def duplicates(graph: Graph) -> Iterator[tuple[UID, Key, Key]]:
     for key, res in graph.vertices.items():
         for uid in managed(res):
             first = seen.setdefault((key[0], uid), key)
-            if clash(first, key):
+            if clash(first, key) and uid.kind not in MARKERS:
                 yield uid, first, key
+
+
+def overwritten(resources: Iterable[Resource]) -> Iterator[tuple[str, Resource, Resource]]:
+    """Each (path, writer, editor) where `writer` writes the whole file `path` (a `file`
+    resource's content, or its removal) without `editor`'s edit of a part of it (a sysctl's
+    line, an authorized key): each write undoes the other's, forever, which `duplicates`
+    (UIDs of one kind) cannot see. Refused at load as they are; a content not known before
+    the run (a `source`) is left to the run-time warning (resources/_lib/rewrites.py `wrote`).
+    Free when no kind of the graph edits files."""
+    every = list(resources)
+    editors = [res for res in every if res.EDITS_FILES]
+    if not editors:
+        return
+    whole: dict[str, tuple[Resource, str]] = {}
+    for res in every:
+        written = res.written_file()
+        if written is not None and written[1] is not None:  # (not known: said at run time)
+            whole.setdefault(written[0], (res, written[1]))
+    for editor in editors:
+        for path in editor.edited_files():
+            writer, text = whole.get(path, (None, ""))
+            if writer is not None and not editor.holds_edit(text):
+                yield path, writer, editor
+
+
+def both_write(path: str, writer: Resource, editor: Resource) -> str:
+    return (
+        f"{editor} edits {path}, whose whole content {writer} writes: each would undo the "
+        f"other's change, forever (put the edit in {writer}'s content, or keep one of them)"
+    )
 
 
 def both_manage(uid: UID, first: Key, second: Key) -> str:
@@ -195,6 +239,15 @@ def _first(providers: dict[UID, Key], request: list[UID], key: Key) -> Key | Non
         if provider is not None and provider != key:
             return provider
     return None
+
+
+def _also(markers: dict[UID, list[Key]], request: list[UID], provider: Key, key: Key) -> list[Key]:
+    """`provider` (`_first`'s answer to `request`), and when what it provides is a marker that
+    others provide too, each of them (but `key`)."""
+    for uid in request:
+        if uid in markers and provider in markers[uid]:
+            return [other for other in markers[uid] if other != key]
+    return [provider]
 
 
 def may_edge(provider: Resource, wanter: Resource) -> bool:

@@ -38,8 +38,10 @@ from engine.autoedge import (
     AutoIndex,
     Owners,
     add_autoedges,
+    both_write,
     managed,
     may_edge,
+    overwritten,
     owned_by_kind,
     owners,
 )
@@ -888,6 +890,8 @@ def verify(graph: Graph, found: Owners | None = None) -> Owners:
     the automatic edges and groups."""
     graph.check()
     found = owners(graph, found)
+    for path, writer, editor in overwritten(graph):
+        raise GraphError(both_write(path, writer, editor))
     sizes: dict[str, tuple[int, Resource]] = {}
     for res in graph:
         if not res.meta.sema:

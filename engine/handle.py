@@ -84,6 +84,10 @@ def line_sinks(logger: logging.Logger) -> list[LineSink] | None:
     return sinks or None  # none: logging's last resort (or its "no handlers" note)
 
 
+# The record attribute of a `ResourceLogger.traffic` line (what a server was asked).
+TRAFFIC = {"traffic": True}
+
+
 class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
     """Prefixes every line with `kind[name]: ` (log format: `HH:MM:SS engine: file[x]: msg`).
 
@@ -93,6 +97,13 @@ class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
     gets the line's parts, and makes of them what it makes of a record (the same text, the same
     change kept). Any other handler (caplog, an embedder's) or a filter: the line takes
     logging's path, as every other level's lines do (tests/mgmt/test_log_lines.py)."""
+
+    def traffic(self, msg: str, *args: object) -> None:
+        """An INFO line about what a server was asked (a request, a transfer, a lease), not a
+        change of the resource's state: logged as any other, but not kept as its last change
+        (`mgmt status`' LAST CHANGE, the status page: a flood of requests showed the last one
+        there, not what last changed)."""
+        self.log(logging.INFO, msg, *args, extra=TRAFFIC)
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         """Every level's line (LoggerAdapter's info(), warning()... call it)."""

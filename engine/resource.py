@@ -101,6 +101,9 @@ class Resource:
     # Named values of params, for the language's $const.res.<kind>.<param>.<name> (mgmt's
     # constants, e.g. gzip's level.best_compression = 9): param -> name -> value.
     CONSTANTS: ClassVar[dict[str, dict[str, int | str]]] = {}
+    # Whether the kind edits a part of files (a line, a key) that another resource may write
+    # whole: `edited_files` (engine.autoedge.overwritten). False: it is not asked.
+    EDITS_FILES: ClassVar[bool] = False
 
     # The resource's name, unique within its kind in a graph.
     name: str
@@ -123,6 +126,20 @@ class Resource:
 
     def __str__(self) -> str:
         return f"{self.KIND}[{self.name}]"
+
+    def edited_files(self) -> list[str]:
+        """The files (normalised paths) of which it edits a part, with EDITS_FILES."""
+        return []
+
+    def holds_edit(self, text: str) -> bool:
+        """Whether a file of `text` has its edit already (with EDITS_FILES): a resource that
+        writes that whole content agrees with it."""
+        return True
+
+    def written_file(self) -> tuple[str, str | None] | None:
+        """The file (a normalised path) whose whole content it writes, and that content ("":
+        it removes the file; None: not known before it runs, e.g. copied from a source)."""
+        return None
 
     def validate(self) -> None:
         """Raise ValidationError for bad parameters. Runs before anything is applied."""

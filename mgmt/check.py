@@ -220,7 +220,8 @@ def duplicate_problems(graph: Graph, positions: dict[Key, str]) -> list[str]:
     """Two resources of `graph` managing one thing, each at the statement that declared it
     (`positions`: mcl's `file:line:col` by key), as a graph file's name their lines: what the
     engine refuses (without places). [] if there is none, or a resource's place is unknown."""
-    from engine.autoedge import both_manage, duplicates
+    from engine.autoedge import both_manage, both_write, duplicates, overwritten
+    from engine.graph import key_of
 
     out = []
     for uid, owner, key in duplicates(graph):
@@ -228,6 +229,11 @@ def duplicate_problems(graph: Graph, positions: dict[Key, str]) -> list[str]:
         if where is None or other is None:
             return []
         out.append(f"{where}: {both_manage(uid, owner, key)} (also declared at {other})")
+    for path, writer, editor in overwritten(graph):
+        where, other = positions.get(key_of(editor)), positions.get(key_of(writer))
+        if where is None or other is None:
+            return []
+        out.append(f"{where}: {both_write(path, writer, editor)} (declared at {other})")
     return out
 
 

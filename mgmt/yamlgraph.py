@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import collector
-from engine.autoedge import both_manage, duplicates
+from engine.autoedge import both_manage, both_write, duplicates, overwritten
 from engine.errors import GraphError, MgmtError, ValidationError
 from engine.graph import Change, Edge, Graph, Key, both, cycle_text, derive, fmt_key, key_of
 from engine.limits import max_resources, too_many
@@ -790,6 +790,10 @@ class _Parser:
         for uid, owner, key in duplicates(loaded.graph):  # what the engine refuses, with lines
             also = f" (also declared at line {first_lines[owner]})"
             self.problem(first_lines[key], fmt_key(key), both_manage(uid, owner, key) + also)
+        for path, writer, editor in overwritten(loaded.graph):  # as the engine's verify
+            also = f" (declared at line {first_lines[key_of(writer)]})"
+            text = both_write(path, writer, editor) + also
+            self.problem(first_lines[key_of(editor)], str(editor), text)
 
     def _resource(
         self, cls: type[Resource], kind: str, item: Any, line: int, index: int

@@ -29,8 +29,9 @@ from engine.params import EMPTY_IS_UNSET
 from engine.resource import Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.missing import Missing, read_existing, would_wait
-from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.proc import file_lock, wrote
+from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do, value_change
+from resources._lib.proc import file_lock
+from resources._lib.rewrites import wrote
 
 NO_LOAD, NO_MODL_AUTOLOAD = 1 << 5, 1 << 6  # aug_init flags
 NS = "Xmgmt"  # the load entry for our one file (mgmt's name: no lens is called that)
@@ -59,15 +60,24 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
+# The Augeas module whose lens autoload picked for a file (file -> "Sshd"), found by the first
+# check of the file without `lens`: the next ones load only that module (~20 ms), not every
+# lens Augeas has (~300 ms; docs/benchmarks.md). A property of the installed lenses: kept for
+# the life of the process.
+_MODULES: dict[str, str] = {}
+
+
 class Augeas:
     """One Augeas handle over a root directory (blocking calls: use from a worker thread)."""
 
     def __init__(self, root: str, lens: str | None, file: str) -> None:
         self.lib = _lib()
-        flags = NO_MODL_AUTOLOAD | NO_LOAD if lens else 0
-        self.aug = self.lib.aug_init(root.encode(), None, flags)
-        if not self.aug:
-            raise ResourceError("augeas: cannot initialise (are the lenses installed?)")
+        self.aug = None
+        module = None if lens else _MODULES.get(file)
+        if module is not None and not self._load_module(root, module, file):
+            module = None  # not as it was: every lens, as the first time
+        if self.aug is None:
+            self._init(root, NO_MODL_AUTOLOAD | NO_LOAD if lens else 0)
         if lens:
             self.set(f"/augeas/load/{NS}/lens", lens)
             self.set(f"/augeas/load/{NS}/incl", file)
@@ -78,10 +88,36 @@ class Augeas:
             raise ResourceError(f"augeas: cannot parse {file}: {problem}")
         if lens and (problem := self.get(f"/augeas/load/{NS}/error")) is not None:
             raise ResourceError(f"augeas: no lens named {lens} ({problem})")
-        if self.get(f"/augeas/files{file}/lens") is None:  # else a set is never saved
+        picked = self.get(f"/augeas/files{file}/lens")
+        if picked is None:  # else a set is never saved
             raise ResourceError(
                 f"augeas: no Augeas lens handles {file}: give `lens` (e.g. Sshd.lns)"
             )
+        if not lens and module is None and picked.startswith("@"):
+            _MODULES[file] = picked[1:]  # "@Sshd": the autoload transform of module Sshd
+
+    def _init(self, root: str, flags: int) -> None:
+        self.aug = self.lib.aug_init(root.encode(), None, flags)
+        if not self.aug:
+            raise ResourceError("augeas: cannot initialise (are the lenses installed?)")
+
+    def _load_module(self, root: str, module: str, file: str) -> bool:
+        """Load `file` with the autoload transform of `module` ("@Module") alone: whether it
+        parsed (else the handle is closed, for the caller to load every lens: the lens
+        autoload picks then says why, or is another). "@Module" needs the module loaded,
+        which naming one of its lenses does: every autoloaded module has an `lns`."""
+        self._init(root, NO_MODL_AUTOLOAD | NO_LOAD)
+        self.set(f"/augeas/load/{NS}0/lens", f"{module}.lns")
+        self.set(f"/augeas/load/{NS}0/incl", f"{file}.{NS}")  # no such file: a module load
+        self.set(f"/augeas/load/{NS}/lens", f"@{module}")
+        self.set(f"/augeas/load/{NS}/incl", file)
+        loaded = self.lib.aug_load(self.aug) >= 0 and self.get(f"/augeas/load/{NS}/error") is None
+        parsed = loaded and self.get(f"/augeas/files{file}/error") is None  # else autoload says
+        if parsed and self.get(f"/augeas/files{file}/lens") == f"@{module}":
+            return True
+        self.close()
+        _MODULES.pop(file, None)
+        return False
 
     def close(self) -> None:
         if self.aug:
@@ -208,17 +244,15 @@ class AugeasRes(Resource):
         _data, mode, uid, gid = original
         write = functools.partial(self._write, new, mode, uid, gid)
         # The values are not shown (a `requirepass`, a password in a config): the paths are.
-        steps = [
-            Step(f"{'set' if have is None else 'change'} {path} in {self.file}", "", None)
-            for path, _value, have in changes
+        told = [
+            value_change(f"{path} in {self.file}", have is not None) for path, _, have in changes
         ]
+        steps = [Step(would, "", None) for would, _done in told]
         steps.append(Step(f"save {self.file}", f"saved {self.file}", write, slow=True))
         await apply_steps(self.handle, steps, apply, errors=(OSError,))
         if apply:
-            for path, _value, have in changes:
-                self.handle.logger.info(
-                    "%s: %s %s", self.file, path, "set" if have is None else "changed"
-                )
+            for _would, done in told:
+                self.handle.logger.info("%s", done)
             wrote(self.handle, self.file)
         return False
 

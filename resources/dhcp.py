@@ -404,10 +404,10 @@ class DHCPServerRes(Edgeable, Resource):
         lease = self._lease_for(request.mac, wanted, offer=request.kind == DISCOVER)
         if lease is None:
             if request.kind == REQUEST:
-                self.handle.logger.info("no address for %s", request.mac)
+                self.handle.logger.traffic("no address for %s", request.mac)
             return None  # not ours to answer: another server may know it
         if request.kind == REQUEST and wanted != lease.ip:
-            self.handle.logger.info(
+            self.handle.logger.traffic(
                 "NAK to %s: asked for %s, not %s", request.mac, wanted, lease.ip
             )
             reply = build_reply(request, IPv4Address(0), IPv4Address(0), self._options(NAK))
@@ -422,7 +422,7 @@ class DHCPServerRes(Edgeable, Resource):
         if self.dns and request.asks(OPT_DNS):
             options[OPT_DNS] = b"".join(IPv4Address(d).packed for d in self.dns)
         options.update({k: v for k, v in lease.boot.items() if request.asks(k)})
-        self.handle.logger.info(
+        self.handle.logger.traffic(
             "%s %s to %s", "offered" if kind == OFFER else "leased", lease.ip, request.mac
         )
         siaddr = self._server_id if self.serverid != "" and self._server_id else IPv4Address(0)

@@ -17,6 +17,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.ids import (
+    PRIMARY_REMOVED,
     USER_REMOVED,
     check_id,
     check_name,
@@ -78,9 +79,12 @@ class GroupRes(Edgeable, Resource):
         return uids
 
     def autoedges(self) -> list[list[UID]]:
-        """Absent: after the absent user of its name (groupdel refuses a user's primary
-        group; mgmt reverses its user -> group edges for an absent user the same way)."""
-        return [[UID(USER_REMOVED, self.name)]] if self.state == "absent" else []
+        """Absent: after the absent user of its name, and those naming it as their primary
+        group: groupdel refuses a user's primary group; mgmt reverses its user -> group edges
+        for an absent user the same way."""
+        if self.state != "absent":
+            return []
+        return [[UID(USER_REMOVED, self.name)], [UID(PRIMARY_REMOVED, self.name)]]
 
     # helpers -------------------------------------------------------------------------------
 

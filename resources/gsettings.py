@@ -29,7 +29,7 @@ from resources._lib.ids import (
     passwd,
     resolve_gid,
 )
-from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.plan import Step, apply_steps, nothing_to_do, value_change
 from resources._lib.proc import run_command, stop_group, tool_lock
 
 TIMEOUT = 30
@@ -89,14 +89,14 @@ class GsettingsRes(Resource):
         value = self.value
         if self.type == "bool":
             if not isinstance(value, bool):
-                raise ValueError(f"expected true or false for type bool, got {value!r}")
+                raise ValueError("expected true or false for type bool")
             return "true" if value else "false"
         if self.type == "int":
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"expected an integer for type int, got {value!r}")
+                raise ValueError("expected an integer for type int")
             return str(value)
         if not isinstance(value, str):
-            raise ValueError(f"expected a string for type {self.type}, got {value!r}")
+            raise ValueError(f"expected a string for type {self.type}, got {type(value).__name__}")
         return gvariant_str(value) if self.type == "str" else value.strip()
 
     def validate(self) -> None:
@@ -152,16 +152,16 @@ class GsettingsRes(Resource):
         # The key, unless the resource's name is it (every line already starts with the name).
         target = "" if self.name == f"{schema} {key}" else f"{schema} {key} "
         if have == wanted:
-            return nothing_to_do(self.handle, f"{target or 'the value '}is {wanted}")
+            return nothing_to_do(self.handle, f"{target or 'the value '}is the wanted one")
         setter = self._as_user([self._tool(), "set", schema, key, wanted])
         # One `gsettings set` at a time per user: with a file backend (GLib's keyfile) each
         # one reads the whole file, changes its key and writes it all back, so two at once
         # lose one's change (dconf's service queues them anyway).
         lock = tool_lock(self.handle.shared, f"gsettings:{self.user or ''}")
         run = _runner(setter, self._env(), f"gsettings set {schema} {key}", lock, self._no_bus)
-        step = Step(
-            f"set {target}to {wanted} (now {have})", f"{target}set to {wanted} (was {have})", run
-        )
+        # Not the value, old or new (a proxy's password: docs/security.md, "Secrets").
+        would, done = value_change(target.strip() or "the value", True)
+        step = Step(would, done, run)
         await apply_steps(self.handle, [step], apply)
         return False
 

@@ -23,7 +23,8 @@ from engine.watcher import PathWatcher
 from resources._lib import tablefile
 from resources._lib.events import pump_events
 from resources._lib.plan import apply_steps, nothing_to_do
-from resources._lib.proc import file_lock, wrote
+from resources._lib.proc import file_lock
+from resources._lib.rewrites import wrote
 
 HOSTS = "/etc/hosts"
 _BAD = set(" \t\n\r#\0")

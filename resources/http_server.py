@@ -42,7 +42,7 @@ from resources._lib.httpd import (
 )
 from resources._lib.named import or_name
 from resources._lib.plan import nothing_to_do
-from resources._lib.serving import RootedServer, open_file, open_under, shown
+from resources._lib.serving import Refusals, RootedServer, open_file, open_under, shown
 
 
 def check_timeout(value: int | None, key: str) -> None:
@@ -191,7 +191,7 @@ class HTTPServerRes(RootedServer):
 
     async def _serve(self, request: Request) -> Response:
         table = routes(self.handle)
-        self.handle.logger.info("%s %s", shown(request.method), shown(request.path))
+        self.handle.logger.traffic("%s %s", shown(request.method), shown(request.path))
         if request.method == "POST":
             flags = table.flags_for(self.name, request.path)
             if flags:
@@ -203,7 +203,9 @@ class HTTPServerRes(RootedServer):
         if file is not None:
             return await file.respond(request)
         if self.root is not None and request.method in ("GET", "HEAD"):
-            found = opened(await asyncio.to_thread(open_under, self.root, request.path))
+            found = opened(
+                await asyncio.to_thread(open_under, self.root, request.path, self.refused)
+            )
             if found is not None:
                 return answer(request, request.path, *found)
         return Response(404, b"404 page not found\n")
@@ -258,6 +260,7 @@ class HTTPServerFileRes(Edgeable, Resource):
         self._data = self.data
         self._version = float(math.floor(time.time()))  # Last-Modified of data (and long polls)
         self._changed = asyncio.Event()  # set and replaced on each change: wakes long polls
+        self._refused = Refusals(handle.logger)  # requests refused for a link on the way
         handle.on_cleanup(routes(handle).answer_at(self))
 
     async def watch(self) -> None:
@@ -321,8 +324,8 @@ class HTTPServerFileRes(Edgeable, Resource):
             return self._data.encode(), self._version
         if self.path.endswith("/") and self.url.endswith("/"):
             rel = path.removeprefix(self.url)
-            return opened(await asyncio.to_thread(open_under, self.path, rel))
-        return opened(await asyncio.to_thread(open_file, self.path))
+            return opened(await asyncio.to_thread(open_under, self.path, rel, self._refused))
+        return opened(await asyncio.to_thread(open_file, self.path, self._refused))
 
 
 @register("http:server:flag")

@@ -172,13 +172,13 @@ class HTTPServerProxyRes(Edgeable, Resource):
             if self._caching and rel:
                 cached = await asyncio.to_thread(open_cached, self.cache, rel, self.ttl)
                 if cached is not None:
-                    self.handle.logger.info("cache: %s", request.path)
+                    self.handle.logger.traffic("cache: %s", request.path)
                     return from_cache(request, rel, *cached)
             if upstream is None:
                 raise Refused(502, f"{request.path} is not in the cache, and there is no head")
             return await self._proxy(request.path, rel, upstream)
         except Refused as err:
-            self.handle.logger.info("%s: %s", request.path, err)
+            self.handle.logger.traffic("%s: %s", request.path, err)
             return Response(err.status, f"{err}\n".encode())
 
     def _locate(self, path: str) -> tuple[list[str], str | None]:
@@ -199,7 +199,7 @@ class HTTPServerProxyRes(Edgeable, Resource):
 
     async def _proxy(self, path: str, rel: list[str], url: str) -> Response:
         """Fetch `url` and stream it to the client (and into the cache, unless rel is [])."""
-        self.handle.logger.info("get: %s", shown_url(url))
+        self.handle.logger.traffic("get: %s", shown_url(url))
         for _ in range(REDIRECTS + 1):  # as Go's client, mgmt's: redirects are followed
             connection = contextlib.AsyncExitStack()
             try:
@@ -213,7 +213,7 @@ class HTTPServerProxyRes(Edgeable, Resource):
                 break
             await connection.aclose()
             url = urllib.parse.urljoin(url, location)
-            self.handle.logger.info("redirected to %s", shown_url(url))
+            self.handle.logger.traffic("redirected to %s", shown_url(url))
         if reply.status != 200:
             await connection.aclose()
             raise Refused(404, f"{shown_url(url)} answered {reply.status}")
@@ -245,7 +245,7 @@ class HTTPServerProxyRes(Edgeable, Resource):
             if store is not None:
                 try:
                     await store.commit()
-                    self.handle.logger.info("cached: %s", where)
+                    self.handle.logger.traffic("cached: %s", where)
                 except OSError as err:  # the client gets it all; the cache could not keep it
                     self.handle.logger.warning("not cached: %s: %s", where, err.strerror or err)
             if held:

@@ -36,7 +36,8 @@ from engine.world import World, check_key
 from resources._lib.fight import Fight
 from resources._lib.missing import Missing, read_existing, would_wait
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.proc import file_lock, tool_lock, wrote
+from resources._lib.proc import file_lock, tool_lock
+from resources._lib.rewrites import wrote
 
 READ_LIMIT = 64 << 20  # a bigger document is refused
 CAS_ATTEMPTS = 10

@@ -19,7 +19,7 @@ from engine.handle import Handle
 from engine.resource import Refreshable, Resource, register
 from engine.world import World, check_key
 from resources._lib.fight import Fight
-from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.plan import Step, apply_steps, nothing_to_do, value_change
 
 # skiplessthan compares and sets in one transaction; a lost race is retried this many times.
 CAS_ATTEMPTS = 10
@@ -54,9 +54,7 @@ class KVRes(Refreshable, Resource):
                 int(self.value)
             except ValueError:
                 raise ValidationError(
-                    f"skiplessthan with skipcmpstyle 'int' needs an integer value, got "
-                    f"{self.value!r}",
-                    "value",
+                    "skiplessthan with skipcmpstyle 'int' needs an integer value", "value"
                 ) from None
 
     def _world(self) -> World:
@@ -103,22 +101,25 @@ class KVRes(Refreshable, Resource):
                     self.handle, [Step(f"delete {where}", f"deleted {where}", delete)], apply
                 )
                 return False
+            # The lines name the key, never the value (a token: docs/security.md, "Secrets").
             if current is not None and self.skiplessthan and self._greater(current, self.value):
-                why = f"{where} holds {current!r}, greater than {self.value!r} (skiplessthan)"
+                why = f"{where} holds a value greater than ours (skiplessthan)"
                 return nothing_to_do(self.handle, why)
             if current == self.value and not refresh:
-                nothing_to_do(self.handle, f"{where} already holds {self.value!r}")
+                nothing_to_do(self.handle, f"{where} already holds the value")
                 return not raced
-            why = "refreshed" if current == self.value else f"set to {self.value!r}"
+            would, done = value_change(where, current is not None)
+            if current == self.value:
+                would, done = f"refresh {where}", f"{where} refreshed"
             if not apply:
-                self.handle.logger.info("would be %s: %s", why, where)
+                self.handle.logger.info("would %s", would)
                 return False
             if not self.skiplessthan:
                 await world.str_set(self._key, self.value, self.mapped)
             elif not await world.str_cas(self._key, current, self.value, self.mapped):
                 raced = True  # another host wrote meanwhile: compare with its value
                 continue
-            self.handle.logger.info("%s %s", where, why)
+            self.handle.logger.info("%s", done)
             self._fight.wrote(self.handle, where)
             return False
         raise ResourceError(f"{where} kept changing while being compared ({CAS_ATTEMPTS} times)")

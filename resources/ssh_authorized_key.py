@@ -33,7 +33,8 @@ from resources._lib import tablefile
 from resources._lib.ids import await_account, lookup_user
 from resources._lib.lines import rejoin, split_lines, watch_file, write_step
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.proc import file_lock, wrote
+from resources._lib.proc import file_lock
+from resources._lib.rewrites import wrote
 from resources._lib.stamp import file_needs
 
 KEY_TYPES = (
@@ -90,6 +91,30 @@ class SshAuthorizedKeyRes(Edgeable, Resource):
             if not os.path.isabs(path) or path.endswith("/"):
                 raise ValidationError(f"expected an absolute file path, got {path!r}", "file")
 
+    EDITS_FILES = True
+
+    def edited_files(self) -> list[str]:
+        """The file given by `file` (a user's own is looked up at run time: not known here)."""
+        return [os.path.normpath(self.path())] if self.file and not self.user else []
+
+    def holds_edit(self, text: str) -> bool:
+        lines = split_lines(text)
+        return self._edited(lines, self.line())[0] == lines
+
+    def _edited(self, lines: list[str], line: str) -> tuple[list[str], list[int]]:
+        """The lines with this resource's edit made (`line`: its checked line), and the
+        indices of the old lines with its key."""
+        blob = _blob(line)
+        assert blob is not None  # a checked line
+        key = base64.b64encode(blob).decode()
+
+        def holds(old: str) -> bool:  # the text first: parsing each line costs ~30x more
+            return key in old and _blob(old) == blob
+
+        mine = [i for i, old in enumerate(lines) if holds(old)]
+        wanted = line if self.state == "exists" else None
+        return tablefile.replace(lines, holds, wanted), mine
+
     def uids(self) -> list[UID]:
         """The key in its file: two resources of one key in one file are refused at load, each
         named with its line (they would undo each other: add/remove, other options)."""
@@ -139,17 +164,8 @@ class SshAuthorizedKeyRes(Edgeable, Resource):
 
     async def _edit(self, path: str, line: str, owner: tuple[int, int] | None, apply: bool) -> bool:
         text = await in_thread(lambda: tablefile.read_text(path, errors="surrogateescape"))
-        blob = _blob(line)
-        assert blob is not None  # a checked line
-        key = base64.b64encode(blob).decode()
-
-        def holds(old: str) -> bool:  # the text first: parsing each line costs ~30x more
-            return key in old and _blob(old) == blob
-
         lines = split_lines(text or "")
-        mine = [i for i, old in enumerate(lines) if holds(old)]
-        wanted = line if self.state == "exists" else None
-        new = tablefile.replace(lines, holds, wanted)
+        new, mine = self._edited(lines, line)
         steps: list[Step] = []
         if new != lines:
             if owner is None and text is None and os.geteuid() == 0:  # a new file: as its dir

@@ -26,9 +26,10 @@ from engine.watcher import PathWatcher
 from resources._lib import tablefile
 from resources._lib.events import pump_events
 from resources._lib.lines import rejoin, split_lines, write_step
-from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.plan import Step, apply_steps, nothing_to_do, value_change
 from resources._lib.pollpri import PriWatch
-from resources._lib.proc import file_lock, wrote
+from resources._lib.proc import file_lock
+from resources._lib.rewrites import wrote
 
 CONF_DIR = "/etc/sysctl.d/"
 CONF_PREFIX = "99-"
@@ -61,6 +62,20 @@ class SysctlRes(Resource):
     def _file(self) -> str:
         return self.path if self.path is not None else f"{CONF_DIR}{CONF_PREFIX}{self.name}.conf"
 
+    EDITS_FILES = True
+
+    def edited_files(self) -> list[str]:
+        """The persisted file, whose line of the key it edits."""
+        return [os.path.normpath(self._file)] if self.persist else []
+
+    def holds_edit(self, text: str) -> bool:
+        return self._persisted(split_lines(text))
+
+    def _persisted(self, lines: list[str]) -> bool:
+        """The key's one line holds the value (runs of whitespace as one, as sysctl reads)."""
+        mine = [old for old in lines if _key_of(old) == self.name]
+        return len(mine) == 1 and _value_of(mine[0]).split() == self.value.split()
+
     def validate(self) -> None:
         super().validate()
         name = self.name
@@ -76,8 +91,7 @@ class SysctlRes(Resource):
             )
         if not self.value or self.value != self.value.strip() or "\n" in self.value:
             raise ValidationError(
-                f"expected a non-empty value without surrounding whitespace, got {self.value!r}",
-                "value",
+                "expected a non-empty value without surrounding whitespace", "value"
             )
         if not self.runtime and not self.persist:
             raise ValidationError("set runtime or persist (or both)", "persist")
@@ -124,17 +138,12 @@ class SysctlRes(Resource):
         if self.runtime:
             have = await asyncio.to_thread(self._read_runtime)
             if have.split() != self.value.split():
-                steps.append(
-                    Step(
-                        f"set {self.name} to {self.value!r} (now {have.rstrip()!r})",
-                        f"{self.name} set to {self.value!r} (was {have.rstrip()!r})",
-                        self._write_runtime,
-                    )
-                )
+                would, done = value_change(self.name, True)
+                steps.append(Step(would, done, self._write_runtime))
         persist = await asyncio.to_thread(self._persist_step) if self.persist else None
         steps += [persist] if persist is not None else []
         if not steps:
-            return nothing_to_do(self.handle, f"{self.name} is {self.value!r}")
+            return nothing_to_do(self.handle, f"{self.name} has the value")
         await apply_steps(self.handle, steps, apply, errors=(OSError,))
         if apply and persist is not None:
             wrote(self.handle, self._file)
@@ -145,11 +154,10 @@ class SysctlRes(Resource):
         text = tablefile.read_text(self._file, READ_LIMIT, errors="surrogateescape")
         lines = split_lines(text or "")
         line = f"{self.name} = {self.value}"
-        mine = [old for old in lines if _key_of(old) == self.name]
-        if len(mine) == 1 and _value_of(mine[0]).split() == self.value.split():
+        if self._persisted(lines):
             return None
         new = tablefile.replace(lines, lambda old: _key_of(old) == self.name, line)
-        what = f"{line} in {self._file}"
+        what = f"{self.name} in {self._file}"  # not the value (docs/security.md, "Secrets")
         return write_step(
             self._file, rejoin(new, text), text is None, f"persist {what}", f"persisted {what}",
             new_mode=0o644,
@@ -173,7 +181,7 @@ class SysctlRes(Resource):
                     "or a /proc/sys mounted read-only); with runtime: false it is only persisted"
                 ) from err
             raise ResourceError(
-                f"the kernel refused {self.value!r} for {self.name}: {err.strerror}"
+                f"the kernel refused the value of {self.name}: {err.strerror}"
             ) from err
 
 

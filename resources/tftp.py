@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import struct
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from engine.errors import ResourceError, ValidationError
-from engine.handle import Handle
+from engine.handle import Handle, ResourceLogger
 from engine.resource import UID, Edgeable, Resource, register
 from resources._lib.named import or_name
 from resources._lib.plan import nothing_to_do
 from resources._lib.serving import (
     Offers,
+    Refusals,
     RootedServer,
     offers,
     open_file,
@@ -125,7 +125,7 @@ class _Admission:
     for one client address. A refusal is said once while it lasts (clients can send floods),
     and its end when it ends."""
 
-    def __init__(self, logger: logging.LoggerAdapter[logging.Logger], transfers: int) -> None:
+    def __init__(self, logger: ResourceLogger, transfers: int) -> None:
         self.logger = logger
         self.transfers = transfers
         self.per_address = min(PER_ADDRESS, transfers)
@@ -159,7 +159,7 @@ class _Admission:
             del self.held[address]
         self.capped.discard(address)
         if self.refused and running < self.transfers:
-            self.logger.info("no longer busy: %d requests refused", self.refused)
+            self.logger.traffic("no longer busy: %d requests refused", self.refused)
             self.refused = 0
 
 
@@ -237,11 +237,11 @@ class TFTPServerRes(RootedServer):
             await self._serve(transport, inbox, packet, peer)
         except TFTPError as err:
             transport.sendto(error_packet(err.code, str(err)), peer)
-            self.handle.logger.info("%s: %s", peer[0], err)
+            self.handle.logger.traffic("%s: %s", peer[0], err)
         except TimeoutError:
-            self.handle.logger.info("%s: transfer timed out", peer[0])
+            self.handle.logger.traffic("%s: transfer timed out", peer[0])
         except ConnectionAbortedError:
-            self.handle.logger.info("%s: the client ended the transfer", peer[0])
+            self.handle.logger.traffic("%s: the client ended the transfer", peer[0])
         except Exception:
             self.handle.logger.exception("%s: transfer failed", peer[0])
         finally:
@@ -259,7 +259,7 @@ class TFTPServerRes(RootedServer):
             raise TFTPError(ACCESS_VIOLATION, "this server is read-only")
         if mode not in ("octet", "netascii"):
             raise TFTPError(ILLEGAL, f"unsupported mode {mode!r}")
-        self.handle.logger.info("read %s from %s", shown(filename), peer[0])
+        self.handle.logger.traffic("read %s from %s", shown(filename), peer[0])
         found = await self._source(filename)
         if found is None:
             raise TFTPError(NOT_FOUND, "file not found")
@@ -279,7 +279,7 @@ class TFTPServerRes(RootedServer):
                 async for chunk in blocks:
                     await exchange.send(data_packet(number, chunk), number)
                     number, sent = number + 1, sent + len(chunk)
-        self.handle.logger.info("sent %s to %s: %d bytes", shown(filename), peer[0], sent)
+        self.handle.logger.traffic("sent %s to %s: %d bytes", shown(filename), peer[0], sent)
 
     async def _source(self, filename: str) -> _Source | None:
         wanted = filename.lstrip("/")
@@ -287,7 +287,7 @@ class TFTPServerRes(RootedServer):
             if file.served_name.lstrip("/") == wanted:
                 return await file.source()
         if self.root is not None:
-            fd = await asyncio.to_thread(open_under, self.root, wanted)
+            fd = await asyncio.to_thread(open_under, self.root, wanted, self.refused)
             return _Source(fd) if fd is not None else None
         return None
 
@@ -401,6 +401,7 @@ class TFTPFileRes(Edgeable, Resource):
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
+        self._refused = Refusals(handle.logger)  # requests refused for a link on the way
         handle.on_cleanup(files(handle).add(self))
 
     async def check_apply(self, apply: bool) -> bool:
@@ -421,5 +422,5 @@ class TFTPFileRes(Edgeable, Resource):
         """What a transfer of this file sends (None: `path` is missing)."""
         if self.path is None:
             return _Source(self.data.encode())
-        fd = await asyncio.to_thread(open_file, self.path)
+        fd = await asyncio.to_thread(open_file, self.path, self._refused)
         return _Source(fd) if fd is not None else None

@@ -19,6 +19,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
 from resources._lib.ids import (
+    PRIMARY_REMOVED,
     USER_REMOVED,
     check_id,
     check_name,
@@ -146,8 +147,10 @@ class UserRes(Edgeable, Resource):
         uids = [UID("user", self.name)]
         if self.uid is not None:
             uids.append(UID("user", str(self.uid)))
-        if self.state == "absent":  # its own group, if removed too, comes after it (group.py)
+        if self.state == "absent":  # its groups, if removed too, come after it (group.py)
             uids.append(UID(USER_REMOVED, self.name))
+            if self.group is not None and self.group != self.name:
+                uids.append(UID(PRIMARY_REMOVED, self.group))
         return uids
 
     def autoedges(self) -> list[list[UID]]:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from engine.errors import ResourceError, ValidationError
 from engine.local import LocalValues, plain
 from engine.resource import Resource, register
-from resources._lib.plan import Step, apply_steps, nothing_to_do
+from resources._lib.plan import Step, apply_steps, nothing_to_do, value_change
 
 
 @register("value")
@@ -58,10 +58,12 @@ class ValueRes(Resource):
         stored = await asyncio.to_thread(local.get, self.name)
         value = None if self.any is None else plain(self.any)
         self.handle.send(any=value)  # under --noop too: what runs after shows what would change
+        # The lines never show the value (a secret received from another resource).
         if stored == value:
-            return nothing_to_do(self.handle, f"holds {value!r}")
-        what = "delete the value" if value is None else f"store {value!r}"
-        done = "deleted the value" if value is None else f"stored {value!r}"
+            return nothing_to_do(self.handle, "holds the value")
+        what, done = value_change("the value", stored is not None)
+        if value is None:
+            what, done = "delete the value", "deleted the value"
         await apply_steps(
             self.handle,
             [Step(what, done, lambda: local.set(self.name, value), slow=True)],

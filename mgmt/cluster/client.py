@@ -38,6 +38,14 @@ logging.getLogger("grpc").setLevel(logging.WARNING)  # its debug lines say nothi
 
 T = TypeVar("T")
 _RETRY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# grpc.aio's own status (not etcd's answer) when a request could not be sent on a stream whose
+# connection broke meanwhile (a lease keepalive or watch written as its etcd stops, or under
+# load): a connection failure, retried as one, and said in words (`_status`).
+_BROKEN = "Internal error from Core"
+BROKEN_WORDS = (
+    "the connection broke while the request was sent (its etcd member stopped, or is "
+    "overloaded): retried on the next connection; if it goes on, see that member's log"
+)
 # etcd's refusals of a request or watch under authentication: a user without the permission
 # (a client certificate's CN is its user), and no user at all (over plain HTTP).
 _DENIED = ("permission denied", "user name is empty")
@@ -418,7 +426,7 @@ class EtcdClient:
                 last = f"connection to {conn.endpoint} closed"  # by a failover: retry
                 continue
             except grpc.aio.AioRpcError as err:
-                code, details = err.code(), err.details() or err.code().name
+                code, details = _status(err)
                 last = f"{details} ({conn.endpoint})"
                 if self._needs_token(conn, code):
                     with contextlib.suppress(grpc.aio.AioRpcError):
@@ -918,10 +926,11 @@ class _Watch:
                         self.events(resp.events)
                     self.signal()
         except grpc.aio.AioRpcError as err:
-            if err.code() in _RETRY:
-                self.client._drop(conn, err.details() or err.code().name)
+            code, details = _status(err)
+            if code in _RETRY:
+                self.client._drop(conn, details)
             else:
-                log.debug("watch %s failed: %s", self.key, err.details())
+                log.debug("watch %s failed: %s", self.key, details)
             return created
         except asyncio.CancelledError:
             if _cancelled():
@@ -931,3 +940,12 @@ class _Watch:
             call.cancel()
             if self.events is not None:
                 self.events(None)  # until a watch runs again, changes go unseen
+
+
+def _status(err: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
+    """An RPC error's code and words: a request that could not be sent on a broken connection
+    (`_BROKEN`, which said nothing to an operator) is UNAVAILABLE, in words (BROKEN_WORDS)."""
+    code, details = err.code(), err.details() or err.code().name
+    if code is grpc.StatusCode.INTERNAL and details == _BROKEN:
+        return grpc.StatusCode.UNAVAILABLE, BROKEN_WORDS
+    return code, details

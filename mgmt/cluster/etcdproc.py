@@ -44,6 +44,18 @@ TAIL = 10  # non-JSON lines of etcd's output kept to be logged when it exits wit
 _SAID: dict[str, str] = {}  # data dir -> the last panic whose output was logged
 # How a Go program says why it died (the first such line is the exit's reason).
 _GO_DEATH = ("panic:", "fatal error:")
+# etcd's errors a healthy cluster can give while it changes, in words (what happened, what to
+# do); the raw error is logged at debug level. tester9 saw the first on a whole-cluster
+# restart: "discovery failed: error validating peerURLs {ClusterID:... Members:[...]}: member
+# count is unequal".
+IN_WORDS = {
+    "member count is unequal": (
+        "the cluster's members changed between this host's nomination and its member's start "
+        "(another member was added or removed meanwhile): this host stays a client and "
+        "volunteers again, and the leader adds it with the current members; nothing to do "
+        "unless it goes on"
+    ),
+}
 
 
 @dataclass
@@ -255,8 +267,12 @@ class EtcdProcess:
                     code,
                 )
             elif self.start_failure:  # a port in use, a bad certificate: what the user must fix
+                # A change of the cluster while it started (IN_WORDS): not for the user to fix.
+                level = (
+                    logging.WARNING if self.start_failure in IN_WORDS.values() else logging.ERROR
+                )
                 log.log(
-                    logging.DEBUG if self.start_failure == self.said_failure else logging.ERROR,
+                    logging.DEBUG if self.start_failure == self.said_failure else level,
                     "etcd member %s failed to start (code %s): %s; the local graph keeps "
                     "running without the cluster",
                     self.spec.name,
@@ -320,8 +336,9 @@ class EtcdProcess:
         if level in ("error", "fatal", "panic", "dpanic") and not self.panicked:
             self._fatal = level != "error"
             detail = entry.get("error", "")
-            self.last_error = f"{msg}: {detail}" if detail else msg
-            log.debug("etcd: %s", self.last_error)
+            raw = f"{msg}: {detail}" if detail else msg
+            log.debug("etcd: %s", raw)
+            self.last_error = next((w for text, w in IN_WORDS.items() if text in raw), raw)
         elif level == "warn":
             log.debug("etcd: %s", msg)
 

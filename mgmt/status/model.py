@@ -378,7 +378,8 @@ def percentiles(values: Any) -> dict[str, float | None]:
 
 
 class _ChangeLog(logging.Handler):
-    """The lines resources log at INFO and above: what they changed, and why."""
+    """The lines resources log at INFO and above: what they changed, and why (not what a
+    server was asked: `ResourceLogger.traffic`)."""
 
     def __init__(self, model: StatusModel) -> None:
         super().__init__(logging.INFO)
@@ -386,7 +387,7 @@ class _ChangeLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         kind = getattr(record, "res_kind", None)
-        if kind is None:
+        if kind is None or getattr(record, "traffic", False):  # a request served: not a change
             return
         name = str(getattr(record, "res_name", ""))
         try:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from typing import TypeVar
 
+from engine.autoedge import MARKERS
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle, Shared
 from engine.watcher import PathWatcher
@@ -31,6 +32,11 @@ SHADOW_TIMEOUT = 60
 # What an absent user provides (its name) so that the absent group of its name, its primary
 # group as useradd makes it, is removed after it: groupdel refuses a user's primary group.
 USER_REMOVED = "user:removed"
+# What an absent user provides for the primary group it names (`group`), so that the group,
+# absent too, is removed after it (an absent group has no gid to match a user's `gid`). Several users may name one group: a
+# marker (engine/autoedge.py): each of them is ordered before the group.
+PRIMARY_REMOVED = "user:primary-removed"
+MARKERS.add(PRIMARY_REMOVED)
 
 
 def check_name(name: str, key: str) -> None:
@@ -82,12 +88,16 @@ def lookup_uid(uid: int) -> pwd.struct_passwd | None:
         return None
 
 
+class NoSuchAccount(ResourceError):
+    """A user or group named in a param does not exist (yet: a resource may make it)."""
+
+
 def passwd(user: str, key: str) -> pwd.struct_passwd:
     """The account of a user given by name or number, or ResourceError naming `key`."""
     number = id_number(user)
     entry = lookup_uid(number) if number is not None else lookup_user(user)
     if entry is None:
-        raise ResourceError(f"{key}: no such user {user!r}")
+        raise NoSuchAccount(f"{key}: no such user {user!r}")
     return entry
 
 
@@ -118,7 +128,7 @@ def resolve_gid(group: str, key: str) -> int:
         return number
     entry = lookup_group(group)
     if entry is None:
-        raise ResourceError(f"{key}: no such group {group!r}")
+        raise NoSuchAccount(f"{key}: no such group {group!r}")
     return entry.gr_gid
 
 

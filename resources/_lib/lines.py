@@ -19,7 +19,8 @@ from engine.watcher import PathWatcher
 from resources._lib import tablefile
 from resources._lib.events import pump_events
 from resources._lib.plan import Step, apply_steps, in_thread, nothing_to_do
-from resources._lib.proc import file_lock, wrote
+from resources._lib.proc import file_lock
+from resources._lib.rewrites import wrote
 
 NEW_MODE = 0o600  # a file a line creates (mgmt's)
 

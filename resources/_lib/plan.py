@@ -36,6 +36,13 @@ class Step:
     slow: bool = False  # `run` blocks: it runs in a worker thread (see in_thread)
 
 
+def value_change(where: str, had: bool) -> tuple[str, str]:
+    """How a step that writes a value given in the graph is told, (would, done): it names
+    `where` (a key, a setting, a path in a file) and says "set" (there was none) or "changed",
+    never the value, old or new, which may be a secret (docs/security.md, "Secrets")."""
+    return (f"change {where}", f"{where} changed") if had else (f"set {where}", f"{where} set")
+
+
 # The note in_thread adds to the CancelledError of a call whose function ran to its end.
 DONE_NOTE = "in_thread: done before the cancellation took effect"
 

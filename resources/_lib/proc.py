@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from engine.errors import ResourceError
-from engine.handle import Handle, Shared
+from engine.handle import Shared
 
 GRACE = 1.0  # seconds between SIGTERM and SIGKILL
 TAIL = 8  # output lines quoted in a failure
@@ -34,42 +34,6 @@ def file_lock(shared: Shared, path: str) -> asyncio.Lock:
     json:edit) holds it from its read to its write, so that two resources of one file do not
     lose each other's edits. The path is normalised (no symlink is resolved)."""
     return tool_lock(shared, f"file:{os.path.normpath(path)}")
-
-
-# A file rewritten this many times in a minute, each time by another resource than the last,
-# is fought over: a warning names the two (once a minute at most).
-FIGHT_WRITES = 10
-FIGHT_WINDOW = 60.0
-
-
-class _Writes:
-    """Who rewrote one shared file last, and the hand-overs between resources in the window."""
-
-    def __init__(self) -> None:
-        self.last = ""
-        self.times: list[float] = []
-        self.warned = -FIGHT_WINDOW
-
-
-def wrote(handle: Handle, path: str) -> None:
-    """`handle`'s resource has just rewritten `path` (under its file_lock): when the file keeps
-    changing hands (another resource undoes each change, as `exists` and `absent` of one line
-    would), warn naming both, once a minute: they fight forever, each write fsync'd. What a
-    graph says twice is refused at load (engine.autoedge's duplicates); this finds the rest
-    (two kinds, or two keys that overlap)."""
-    who = f"{handle.kind}[{handle.name}]"
-    writes = handle.shared.get(f"{__name__}:writes:{os.path.normpath(path)}", _Writes)
-    now = time.monotonic()
-    if writes.last and writes.last != who:
-        writes.times = [t for t in writes.times if now - t < FIGHT_WINDOW] + [now]
-        if len(writes.times) >= FIGHT_WRITES and now - writes.warned >= FIGHT_WINDOW:
-            writes.warned = now
-            handle.logger.warning(
-                "%s was rewritten %d times in the last minute, in turn by %s and %s: they undo "
-                "each other's changes (keep one, or make them agree)",
-                path, len(writes.times), who, writes.last,
-            )  # fmt: skip
-    writes.last = who
 
 
 async def run_command(

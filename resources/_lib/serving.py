@@ -13,19 +13,19 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
-import logging
 import os
 import stat
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from engine.errors import ResourceError, ValidationError
-from engine.handle import Handle
+from engine.handle import Handle, ResourceLogger
 from engine.resource import UID, Edgeable, Resource
 from engine.safefs import UnsafePathError, closing, open_dir, open_read, open_regular, sub_dir
 
-log = logging.getLogger("engine")
 LOOPBACK = "127.0.0.1"  # what an empty host means here (docs/security.md: loopback by default)
 
 
@@ -78,14 +78,51 @@ def shown(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
-def _refused(path: str, err: UnsafePathError) -> None:
-    log.warning("not served: %s: %s", path, err)  # a 404, not a 500 with a traceback
+# Seconds between two warnings about requests refused for one reason (as the servers' others:
+# httpd.WARN_EVERY, dhcp's EXHAUSTED_EVERY).
+REFUSED_EVERY = 60.0
 
 
-def open_under(root: str, rel: str) -> int | None:
+class Refusals:
+    """A serving resource's warnings about requests refused because a served path goes through
+    a symlink the safe-path rule does not follow (a 404, not a 500 with a traceback). The first
+    for each link is said at once, by the resource's logger (its name starts the line), with
+    the path asked for and why; the requests refused for it again are counted and said with
+    the next one at least REFUSED_EVERY seconds later (a client can repeat them: a flood of
+    requests is not a flood of lines). Called from worker threads. The links are the ones on
+    the way to the operator's `root` or `path` (a link below a root is not followed, silently:
+    ELOOP, a plain 404), so their number is bounded by the graph."""
+
+    def __init__(self, logger: ResourceLogger) -> None:
+        self._logger = logger
+        self._lock = threading.Lock()
+        self._said: dict[str, tuple[float, int]] = {}  # why -> (when said, refused since)
+
+    def __call__(self, path: str, err: UnsafePathError) -> None:
+        why, now = str(err), time.monotonic()
+        with self._lock:
+            said, since = self._said.get(why, (None, 0))
+            if said is not None and now - said < REFUSED_EVERY:
+                self._said[why] = (said, since + 1)
+                return
+            self._said[why] = (now, 0)
+        if said is None:
+            self._logger.warning("not served: %s: %s (repeats are counted)", path, err)
+        else:
+            self._logger.warning(
+                "not served: %s and %d more request%s in the last %ds: %s",
+                path,
+                since,
+                "" if since == 1 else "s",
+                round(now - said),
+                err,
+            )
+
+
+def open_under(root: str, rel: str, refused: Refusals) -> int | None:
     """A read descriptor of the regular file root/rel, following no symlink and no `..` below
     root, and on the way to root only links the safe-path rule allows (None: there is none,
-    or a link another user controls is on the way, which is logged)."""
+    or a link another user controls is on the way, which `refused` tells)."""
     parts = [p for p in rel.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
         return None
@@ -93,7 +130,7 @@ def open_under(root: str, rel: str) -> int | None:
         with closing(open_dir(root)) as top, closing(sub_dir(top, tuple(parts[:-1]))) as fd:
             return open_read(fd, parts[-1])
     except UnsafePathError as err:
-        _refused(root, err)
+        refused(root.rstrip("/") + "/" + "/".join(parts), err)
         return None
     except OSError as err:
         if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EINVAL, errno.EACCES):
@@ -101,15 +138,15 @@ def open_under(root: str, rel: str) -> int | None:
         raise
 
 
-def open_file(path: str) -> int | None:
+def open_file(path: str, refused: Refusals) -> int | None:
     """A read descriptor of the regular file `path` (None: missing, not a regular file, or a
-    link another user controls on the way, which is logged: safefs.open_trusted)."""
+    link another user controls on the way, which `refused` tells: safefs.open_trusted)."""
     try:
         return open_regular(path)  # a FIFO: refused, never waited on
     except FileNotFoundError:
         return None
     except UnsafePathError as err:
-        _refused(path, err)
+        refused(path, err)
         return None
     except OSError as err:
         if err.errno == errno.EINVAL:  # not a regular file
@@ -153,6 +190,10 @@ class RootedServer(Edgeable, Resource):
             raise ValidationError(
                 f"must be an absolute directory ending with '/', got {self.root!r}", "root"
             )
+
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        self.refused = Refusals(handle.logger)  # requests refused for a link on the way to root
 
     def uids(self) -> list[UID]:
         return [UID(self.kind, self.name)]

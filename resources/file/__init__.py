@@ -34,6 +34,7 @@ from engine.stopgate import Later
 from engine.watcher import PathWatcher, Rename
 from resources._lib.named import or_name
 from resources._lib.plan import Step, apply_steps, describe, in_thread, nothing_to_do
+from resources._lib.rewrites import wrote
 from resources.file.where import (
     DIR_BASE,
     TOP,
@@ -146,6 +147,18 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     @property
     def _is_dir(self) -> bool:
         return (self.path if self.path is not None else self.name).endswith("/")  # _spec_path's
+
+    def written_file(self) -> tuple[str, str | None] | None:
+        """Its path and content when it writes the file's whole content (or removes it): a
+        kind editing a part of it that the content lacks is refused at load
+        (engine.autoedge.overwritten)."""
+        if self._is_dir or self.symlink:
+            return None
+        if self.content is not None or self.state == "absent":
+            return self._fs_path, self.content or ""
+        if self.source is not None or self.fragments is not None:
+            return self._fs_path, None  # not known before it runs
+        return None
 
     @property
     def _managed(self) -> bool:
@@ -302,6 +315,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             # (engine/watcher.py), and tells the watcher what it found (_plan).
             watcher.settle()
         self._refused: list[str] = []  # entries of a tree not replaced (_plan_tree)
+        self._not_yet: list[str] | None = None if apply else []  # owners a noop cannot find
         with contextlib.ExitStack() as held:  # descriptors from the check through the changes
             try:
                 found = None
@@ -311,6 +325,10 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                         self.handle.send(content=functools.partial(read_small, self._fs_path))
                         return False
                 where, steps = await self._plan(held, watcher, found)
+                if self._not_yet:  # noop: a user/group resource before it makes them
+                    owners = " and ".join(self._not_yet)
+                    why = "not yet on this host: made by an earlier resource"
+                    steps.append(Step(f"make {where.path} owned by {owners} ({why})", ""))
             except OSError as err:
                 raise ResourceError(f"cannot inspect {self._fs_path}: {describe(err)}") from err
             finally:
@@ -332,6 +350,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 await apply_steps(
                     self.handle, steps, apply, errors=(OSError,), explain=where.explain
                 )
+            if apply and steps:  # a fight with another kind's edits of it is named (rewrites)
+                wrote(self.handle, where.path)
         if self._refused:  # the rest of the tree was repaired: it fails, naming what was not
             more = len(self._refused) - REFUSED_NAMED
             raise ResourceError(
@@ -859,9 +879,25 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             return -1, -1
         from resources._lib.ids import resolve_gid, resolve_uid
 
-        uid = resolve_uid(self.owner, "owner") if self.owner is not None else -1
-        gid = resolve_gid(self.group, "group") if self.group is not None else -1
-        return uid, gid
+        return self._id(resolve_uid, "owner"), self._id(resolve_gid, "group")
+
+    def _id(self, resolve: Callable[[str, str], int], key: str) -> int:
+        """The id of `owner` or `group` (-1: unmanaged). One that does not exist fails the
+        check, except under --noop: a user or group resource before this one (the automatic
+        edge orders it) would make it, so it is reported (check_apply) and left out."""
+        from resources._lib.ids import NoSuchAccount
+
+        name: str | None = getattr(self, key)
+        if name is None:
+            return -1
+        try:
+            return resolve(name, key)
+        except NoSuchAccount:
+            not_yet: list[str] | None = getattr(self, "_not_yet", None)
+            if not_yet is None:
+                raise
+            not_yet.append(f"{'user' if key == 'owner' else 'group'} {name}")
+            return -1
 
     def _want_mode(
         self, cur: os.stat_result | None, src: os.stat_result | None, is_dir: bool

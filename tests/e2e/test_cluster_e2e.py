@@ -263,8 +263,8 @@ async def test_kv_cron_run_starts_and_stops_its_etcd(tmp_path: Path) -> None:
         ],
     )
     assert code == 0, out
-    assert "kv[app-version]: app/version set to '1.4.2'" in out
-    assert "kv[seen]: app/seen (cron's entry) set to 'yes'" in out
+    assert "kv[app-version]: app/version set" in out
+    assert "kv[seen]: app/seen (cron's entry) set" in out
     (match,) = PID.findall(out)
     await wait_pid_gone(int(match[1]))
     assert not pid_alive(int(match[1]))

@@ -188,7 +188,7 @@ async def test_a_tunnelled_remote_agent_joins_this_cluster(tmp_path: Path) -> No
             await wait_path(out / "near", has_content("far says ok\n"), 90)
             await daemon.wait_log("tunnel: https://127.0.0.1:")
         log = (workdir(server) / "mgmt.log").read_text()
-        assert "kv[ok@far]: remote-test (far's entry) set to 'ok'" in log  # in our cluster
+        assert "kv[ok@far]: remote-test (far's entry) set" in log  # in our cluster
         assert not (workdir(server) / "cluster-ca").exists()  # its key left with the agent
 
 

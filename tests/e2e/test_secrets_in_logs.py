@@ -4,9 +4,12 @@ whole tree, is cut to its first line. Through the real CLI, --noop and a real ru
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
-from tests.e2e.helpers import run_mgmt
+from tests.e2e.helpers import MGMT, ROOT, run_mgmt
+from tests.mgmt.cluster.helpers import cluster_env
 
 SECRET, OLD = "n3w-SECRET-pw", "old-SECRET"
 
@@ -35,7 +38,55 @@ def test_json_edit_and_augeas_do_not_log_values(tmp_path: Path) -> None:
         assert SECRET not in out and OLD not in out, out
         assert "Traceback" not in out
     assert '.db.password set; .["a b"].c set' in out
-    assert f"{conf}: requirepass changed" in out
+    assert f"requirepass in {conf} changed" in out
     assert f"cannot save {bad}: Failed to match tree under / (put_failed; path " in out
     assert len(max(out.splitlines(), key=len)) < 400, out  # not the 12 KB tree and pattern
     assert SECRET in doc.read_text() and f"requirepass {SECRET}" in conf.read_text()
+
+
+def test_kinds_given_a_value_do_not_log_it(tmp_path: Path) -> None:
+    """kv, value, sysctl and gsettings name the key they set and say that it changed, never the
+    value, under --noop and in a real run (a real etcd, a network namespace of its own for the
+    sysctl, GLib's keyfile backend for gsettings). Before: "app/token set to '<the token>'"."""
+    conf = tmp_path / "99-mgmt-test.conf"
+    conf.write_text(f"# {OLD}\n")
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        "graph: g\nresources:\n"
+        f"  kv:\n    - {{name: token, key: app/token, value: '{SECRET}'}}\n"
+        f"  value:\n    - {{name: kept, any: '{SECRET}'}}\n"
+        "  sysctl:\n"
+        f"    - {{name: net.ipv4.ip_default_ttl, value: '77', path: '{conf}'}}\n"
+        "  gsettings:\n"
+        "    - {name: org.gnome.desktop.interface gtk-theme, type: str, "
+        f"value: '{SECRET}'}}\n"
+    )
+    args = ["run", "--tmp-prefix", "--converged-timeout", "0"]
+    with cluster_env() as env:
+        env |= {"GSETTINGS_BACKEND": "keyfile", "XDG_CONFIG_HOME": str(tmp_path / "config")}
+        outs = []
+        for noop in (["--noop"], []):
+            # Its own network namespace (loopback up, for etcd): the sysctl, a per-namespace
+            # one, leaves the host alone.
+            up = 'ip link set lo up && exec "$@"'
+            argv = ["unshare", "--net", "--", "sh", "-c", up, "sh", *MGMT, *args, *noop]
+            argv += ["yaml", str(graph)]
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=120, cwd=ROOT,
+                env={**os.environ, **env}, check=False,
+            )  # fmt: skip
+            out = done.stderr + done.stdout
+            assert done.returncode == 0, out
+            assert SECRET not in out and "Traceback" not in out, out
+            assert "'77'" not in out and "= 77" not in out, out  # the sysctl's value
+            outs.append(out)
+    assert "kv[token]: would set app/token" in outs[0]
+    assert "value[kept]: would set the value" in outs[0]
+    assert "sysctl[net.ipv4.ip_default_ttl]: would change net.ipv4.ip_default_ttl" in outs[0]
+    assert "gsettings[org.gnome.desktop.interface gtk-theme]: would change the value" in outs[0]
+    assert "kv[token]: app/token set" in outs[1]
+    assert "value[kept]: the value set" in outs[1]
+    assert "sysctl[net.ipv4.ip_default_ttl]: net.ipv4.ip_default_ttl changed" in outs[1]
+    assert f"persisted net.ipv4.ip_default_ttl in {conf}" in outs[1]
+    assert "gsettings[org.gnome.desktop.interface gtk-theme]: the value changed" in outs[1]
+    assert "net.ipv4.ip_default_ttl = 77" in conf.read_text()

@@ -18,6 +18,7 @@ from engine import libc, safefs
 from engine.errors import Interfered, ResourceError
 
 NOBODY = 65534
+LOGGED_AS = {"res_kind": "http:server", "res_name": "t"}  # a served path's refusals
 
 
 def bits(path: Path) -> int:
@@ -550,17 +551,19 @@ def _unless_it_waits(fn: Callable[[], object], fifo: Path) -> object:
 def test_a_fifo_is_refused_by_every_reader_never_waited_on(tmp_path: Path) -> None:
     """Opening a FIFO to read waits for a writer, forever, in a thread no cancel ends: the agent
     could not stop (--max-runtime, SIGTERM), and each wait held a worker thread."""
-    from resources._lib.serving import open_file
+    from engine.handle import ResourceLogger
+    from resources._lib.serving import Refusals, open_file
     from resources.http_client import _read
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     with pytest.raises(OSError, match="not a regular file"):
         _unless_it_waits(lambda: safefs.open_regular(str(fifo)), fifo)
-    assert _unless_it_waits(lambda: open_file(str(fifo)), fifo) is None  # http, tftp: 404
+    refused = Refusals(ResourceLogger(logging.getLogger("engine"), LOGGED_AS))
+    assert _unless_it_waits(lambda: open_file(str(fifo), refused), fifo) is None  # http: 404
     assert _unless_it_waits(lambda: _read(str(fifo)), fifo) is None  # http_client: replaced
     (tmp_path / "file").write_bytes(b"x")
-    fd = open_file(str(tmp_path / "file"))
+    fd = open_file(str(tmp_path / "file"), refused)
     assert fd is not None
     with open(fd, "rb") as served:
         assert served.read() == b"x"
@@ -572,19 +575,21 @@ def test_a_served_file_behind_a_planted_link_is_a_logged_404(
 ) -> None:
     """http:server and tftp:server: a link another user controls, at a served file or on the
     way to a served root, is not followed: nothing is served (404), one warning says why."""
-    from resources._lib.serving import open_file, open_under
+    from engine.handle import ResourceLogger
+    from resources._lib.serving import Refusals, open_file, open_under
 
     (tmp_path / "secret").write_text("secret")
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f").write_text("secret")
     link = planted(tmp_path / "file", tmp_path / "secret")
     root = planted(tmp_path / "root", tmp_path / "d")
+    refused = Refusals(ResourceLogger(logging.getLogger("engine"), LOGGED_AS))
     with caplog.at_level(logging.WARNING, logger="engine"):
-        assert open_file(str(link)) is None
-        assert open_under(f"{root}/", "f") is None
+        assert open_file(str(link), refused) is None
+        assert open_under(f"{root}/", "f", refused) is None
     assert [r.getMessage().split(": refusing")[0] for r in caplog.records] == [
-        f"not served: {link}",
-        f"not served: {root}/",
+        f"http:server[t]: not served: {link}",
+        f"http:server[t]: not served: {root}/f",
     ]
 
 

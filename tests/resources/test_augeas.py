@@ -110,3 +110,41 @@ def test_a_set_path_leaving_the_files_tree_is_refused(path: str) -> None:
     with pytest.raises(ValidationError, match="expected a path below the file's tree") as err:
         res.validate()
     assert err.value.key == "sets[0].path"
+
+
+def test_without_lens_the_file_s_module_alone_is_loaded_after_the_first_check(
+    tmp_path: Path,
+) -> None:
+    """Without `lens`, the first load of a file lets Augeas pick the lens by its path (every
+    lens module compiled, ~300 ms); the next ones load that module alone (~20 ms,
+    docs/benchmarks.md), with the same tree and the same saved bytes. A module that no longer
+    loads the file falls back to every lens, and the right one is kept."""
+    from resources import augeas
+
+    file = f"/usr/local/etc/dovecot/conf.d/{tmp_path.name}.conf"  # Dovecot's path: under root
+    trees = []
+    for name in ("first", "second", "given"):
+        root = tmp_path / name
+        copy = root / file.lstrip("/")
+        copy.parent.mkdir(parents=True)
+        copy.write_text("protocols = imap\nmail_location = maildir:~/Maildir\n")
+        aug = augeas.Augeas(str(root), "Dovecot.lns" if name == "given" else None, file)
+        try:
+            assert aug.get(f"/files{file}/protocols") == "imap"
+            # Every module is loaded (its /augeas/load entry) only by the first, autoloading.
+            assert (aug.get("/augeas/load/Sshd/lens") is not None) == (name == "first"), name
+            aug.set(f"/files{file}/protocols", "imap lmtp")
+            aug.save(file)
+        finally:
+            aug.close()
+        assert augeas._MODULES[file] == "Dovecot"
+        trees.append(copy.read_bytes())
+    assert trees[0] == trees[1] == trees[2]
+    assert b"protocols = imap lmtp\n" in trees[0]
+    augeas._MODULES[file] = "Sshd"  # a module that does not load it: every lens, as first
+    aug = augeas.Augeas(str(tmp_path / "first"), None, file)
+    try:
+        assert aug.get(f"/files{file}/protocols") == "imap lmtp"
+    finally:
+        aug.close()
+    assert augeas._MODULES[file] == "Dovecot"

@@ -539,3 +539,43 @@ async def test_client_polls_and_fails_clearly(tmp_path: Path, engine: Engine) ->
     assert missing.failed and "status 404" in str(missing.error)
     with pytest.raises(ValidationError, match="meta poll is required"):
         HTTPClientRes(name="x", url="http://127.0.0.1/").validate()
+
+
+async def test_a_link_on_the_way_is_said_once_per_resource_then_counted(
+    tmp_path: Path,
+    engine: Engine,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A root, or a served file, behind a link another user planted: each request is a 404;
+    the first is said by the resource (its name and the path asked for), the next ones are
+    counted and said with the first one REFUSED_EVERY seconds later. Before: an unnamed
+    "not served: ROOT/: ..." line for every request."""
+    from resources._lib import serving
+
+    caplog.set_level(logging.INFO)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("secret\n")
+    for name in ("root", "file"):
+        (tmp_path / name).symlink_to(tmp_path / "d" if name == "root" else tmp_path / "d" / "a.txt")
+        os.lchown(tmp_path / name, 65534, 65534)  # planted by nobody
+    port = free_port()
+    server = HTTPServerRes(name="web", address=f"127.0.0.1:{port}", root=f"{tmp_path}/root/")
+    await engine.apply(graph_of(server, HTTPServerFileRes(name="/f", path=str(tmp_path / "file"))))
+    await settle(engine)
+    for _ in range(5):
+        assert (await fetch(f"http://127.0.0.1:{port}/a.txt"))[0] == 404
+        assert (await fetch(f"http://127.0.0.1:{port}/f"))[0] == 404
+    said = [r.getMessage() for r in caplog.records if "not served" in r.getMessage()]
+    assert [line.split(": refusing")[0] for line in said] == [
+        f"http:server[web]: not served: {tmp_path}/root/a.txt",
+        f"http:server:file[/f]: not served: {tmp_path}/file",
+    ]
+    assert said[0].endswith("(repeats are counted)")
+    monkeypatch.setattr(serving, "REFUSED_EVERY", 0.0)  # the next one is said, with the count
+    assert (await fetch(f"http://127.0.0.1:{port}/b.txt"))[0] == 404
+    last = [r.getMessage() for r in caplog.records if "not served" in r.getMessage()][-1]
+    assert last.startswith(
+        f"http:server[web]: not served: {tmp_path}/root/b.txt and 4 more requests in the last "
+    ), last
+    assert f"refusing to follow the symlink {tmp_path}/root " in last

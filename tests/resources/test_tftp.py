@@ -330,3 +330,24 @@ def test_bad_params(res: TFTPServerRes | TFTPFileRes, key: str) -> None:
     with pytest.raises(ValidationError) as err:
         res.validate()
     assert err.value.key == key
+
+
+async def test_a_link_on_the_way_to_root_is_said_once(
+    run_resource: object, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A root behind a link another user planted: each read is "file not found", said once by
+    the server (its name, the file asked for); the repeats are counted (test_http_server)."""
+    caplog.set_level(logging.INFO)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("secret\n")
+    (tmp_path / "root").symlink_to(tmp_path / "d")
+    os.lchown(tmp_path / "root", 65534, 65534)  # planted by nobody
+    port = await start(run_resource, TFTPServerRes(name="127.0.0.1:0", root=f"{tmp_path}/root/"))
+    got = tmp_path / "got"
+    for _ in range(3):
+        code, out = await busybox_get(port, "a.txt", got)
+        assert code != 0 and "not found" in out, out
+    said = [r.getMessage() for r in caplog.records if "not served" in r.getMessage()]
+    assert [line.split(": refusing")[0] for line in said] == [
+        f"tftp:server[127.0.0.1:0]: not served: {tmp_path}/root/a.txt"
+    ]

@@ -9,13 +9,14 @@ import os
 import pwd
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable
-from resources._lib.ids import USER_REMOVED
+from resources._lib.ids import PRIMARY_REMOVED, USER_REMOVED
 from resources.group import GroupRes
 from resources.user import UserRes
 from tests.conftest import Running
@@ -276,5 +277,32 @@ def test_uids_and_autoedges() -> None:
     assert UserRes(name="bob", state="absent").autoedges() == []
     gone = UserRes(name="bob", state="absent")
     assert gone.uids() == [UID("user", "bob"), UID(USER_REMOVED, "bob")]
-    assert GroupRes(name="bob", state="absent").autoedges() == [[UID(USER_REMOVED, "bob")]]
+    named = UserRes(name="bob", state="absent", group="staff", gid=50)
+    assert named.uids()[2:] == [UID(PRIMARY_REMOVED, "staff")]
+    assert GroupRes(name="bob", state="absent").autoedges() == [
+        [UID(USER_REMOVED, "bob")],
+        [UID(PRIMARY_REMOVED, "bob")],
+    ]
     assert GroupRes(name="bob").autoedges() == []
+
+
+def test_absent_users_come_before_the_absent_primary_group_they_name(tmp_path: Path) -> None:
+    """Absent users naming one absent group as their primary one are all ordered before it; two
+    naming it are not refused as managing one thing (the removal is a marker, not a thing
+    managed); a present user comes after its present group."""
+    from engine.engine import Engine
+    from engine.graph import Graph
+
+    graph = Graph("t")
+    for res in (
+        GroupRes(name="staff", state="absent"),
+        UserRes(name="ann", state="absent", group="staff"),
+        UserRes(name="ben", state="absent", group="staff"),
+        GroupRes(name="web"),
+        UserRes(name="www", group="web"),
+    ):
+        graph.add(res)
+    Engine(hostname="h", prefix=tmp_path).prepare(graph)
+    assert set(graph.pred[("group", "staff")]) == {("user", "ann"), ("user", "ben")}
+    assert set(graph.pred[("user", "www")]) == {("group", "web")}
+    assert not graph.pred[("user", "ann")] and not graph.pred[("user", "ben")]

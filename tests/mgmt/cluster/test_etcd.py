@@ -93,3 +93,84 @@ async def test_etcd_dies_with_a_killed_agent(tmp_path: Path) -> None:
     await agent.wait()
     await wait_pid_gone(etcd_pid, timeout=10)
     assert not pid_alive(etcd_pid)
+
+
+async def test_a_member_started_after_the_cluster_changed_says_so_in_words(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A member nominated with the cluster's members at its addition, started after another
+    member was removed (a whole-cluster restart, hosts leaving and joining): etcd exits with
+    "discovery failed: error validating peerURLs {...}: member count is unequal". Said in
+    words, one warning line (not an error: the host volunteers again); the raw error at debug."""
+    from mgmt.cluster.client import EtcdClient
+    from mgmt.cluster.etcdproc import IN_WORDS
+
+    async with members(tmp_path, 2) as (node, gone):
+        client = EtcdClient([node.client_url])
+        try:
+            late = options("late")
+            _new, at_add = await client.member_add_learner(late.server_urls)
+            removed = next(m for m in await client.members() if m.name == gone.name)
+            await client.member_remove(removed.id)  # meanwhile
+        finally:
+            await client.close()
+        initial = ",".join(f"{m.name or 'late'}={u}" for m in at_add for u in m.peer_urls)
+        proc = EtcdProcess(EtcdSpec("late", tmp_path / "late", late, initial, "existing"))
+        caplog.set_level("DEBUG", logger="cluster")
+        try:
+            with pytest.raises(WorldError) as raised:
+                await proc.start(timeout=30)
+        finally:
+            await proc.stop()
+    words = IN_WORDS["member count is unequal"]
+    assert str(raised.value) == f"etcd exited at start: {words}"
+    said = [r for r in caplog.records if "failed to start (code" in r.getMessage()]
+    assert [r.levelname for r in said] == ["WARNING"]
+    assert said[0].getMessage() == (
+        f"etcd member late failed to start (code 1): {words}; the local graph keeps running "
+        "without the cluster"
+    )
+    raw = [r.getMessage() for r in caplog.records if "member count is unequal" in r.getMessage()]
+    assert raw and all(r.levelname == "DEBUG" for r in caplog.records if r.getMessage() in raw)
+
+
+async def test_a_lease_renewed_as_its_etcd_dies_is_never_a_raw_grpc_error(tmp_path: Path) -> None:
+    """Lease keepalives in flight when their etcd is killed: a keepalive's write on the broken
+    stream failed with gRPC's own "Internal error from Core" (tester9 under load: `cannot hold
+    a lease: lease keepalive: Internal error from Core`), not retried. Now it is a broken
+    connection: retried, and said in words if it is the last error."""
+    from mgmt.cluster.client import EtcdClient
+
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url], retry_for=1.0)
+        errors: list[str] = []
+        renewed = [0]
+        streaming, failing, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        try:
+            lease = await client.lease_grant(30)
+
+            async def renew() -> None:
+                while not stop.is_set():
+                    try:
+                        await client.lease_keepalive(lease)
+                        renewed[0] += 1
+                        if renewed[0] >= 3000:  # renewals stream in: writes are in flight
+                            streaming.set()
+                    except WorldError as err:
+                        errors.append(str(err))
+                        if len(errors) >= 300:  # as many failures as renewals in flight
+                            failing.set()
+
+            tasks = [asyncio.create_task(renew()) for _ in range(300)]
+            async with asyncio.timeout(60):
+                await streaming.wait()
+            os.kill(node.pid, signal.SIGKILL)
+            async with asyncio.timeout(60):
+                await failing.wait()
+            stop.set()
+            await asyncio.gather(*tasks)
+        finally:
+            await client.close()
+            await node.proc.stop()
+    assert not [e for e in errors if "Internal error from Core" in e], errors[:3]
+    assert all(e.startswith("lease keepalive: ") for e in errors)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
+
+import pytest
 
 from engine.engine import Engine
 from engine.graph import Graph
@@ -109,6 +112,46 @@ async def test_a_program_error_is_one_update_and_in_the_summary_and_the_row(
         assert (row.state, row.program_error, row.last_error) == ("converging", "", "")
         row.merge_summary(json.dumps({**old, "program_error": 3}).encode())
         assert row.last_error == "unreadable summary"
+    finally:
+        model.close()
+        await engine.stop(graceful=False)
+
+
+async def test_a_flood_of_requests_is_not_a_servers_last_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`mgmt status`' LAST CHANGE of an http:server under a flood of requests showed the last
+    request (`GET /f`): each request's line counted as a change. It is what last changed in
+    the resource's state (here: it started listening), the requests still logged
+    (ResourceLogger.traffic)."""
+    import asyncio
+    import socket
+    import urllib.request
+
+    from resources.http_server import HTTPServerFileRes, HTTPServerRes
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+
+    graph = Graph("g")
+    graph.add(HTTPServerRes(name="web", address=f"127.0.0.1:{port}"))
+    graph.add(HTTPServerFileRes(name="/f", data="one\n"))
+
+    def get() -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/f", timeout=10) as reply:
+            return bytes(reply.read())
+
+    caplog.set_level(logging.INFO)  # the agent's level: its INFO lines reach the model
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    try:
+        await engine.apply(graph)
+        await settle(engine)
+        for _ in range(50):
+            assert await asyncio.to_thread(get) == b"one\n"
+        assert model.info[("http:server", "web")].last_change == f"listening on 127.0.0.1:{port}"
+        assert caplog.text.count("http:server[web]: GET /f") == 50  # still logged
     finally:
         model.close()
         await engine.stop(graceful=False)
