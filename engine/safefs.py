@@ -176,7 +176,7 @@ def open_dir(
     return fd
 
 
-def _controlled_by_others(st: os.stat_result, *, sticky_ok: bool) -> str:
+def controlled_by_others(st: os.stat_result, *, sticky_ok: bool) -> str:
     """Why a directory is controlled by another user ("" if only root or this agent's user
     control it): the safe-path rule of sudo and ssh. With sticky_ok, a sticky directory owned by
     root (/tmp) passes: nobody else can rename or remove what is ours in it."""
@@ -202,7 +202,7 @@ def safe_link(dir_fd: int, name: str, shown: str) -> str:
     why = ""
     if st.st_uid not in (0, os.geteuid()):
         why = f"it is owned by uid {st.st_uid}"
-    elif held := _controlled_by_others(os.fstat(dir_fd), sticky_ok=False):
+    elif held := controlled_by_others(os.fstat(dir_fd), sticky_ok=False):
         why = f"its directory {os.path.dirname(shown) or '.'} {held}"
     if why:
         raise UnsafePathError(
@@ -717,7 +717,7 @@ def trusted_dir(fd: int, shown: str) -> None:
     remove what is ours in it). A directory owned by uid 65534 above the prefix could have
     any CA or key swapped in below it.
     """
-    why = _controlled_by_others(os.fstat(fd), sticky_ok=True)
+    why = controlled_by_others(os.fstat(fd), sticky_ok=True)
     if not why:
         return
     raise UnsafePathError(
