@@ -343,9 +343,32 @@ def open_regular(path: str) -> int:
 
 def read_at(dir_fd: int, name: str, limit: int) -> bytes | None:
     """Up to `limit` bytes of a regular file; None if it is bigger."""
-    with open(open_read(dir_fd, name), "rb") as handle:
-        data = handle.read(limit + 1)
-    return data if len(data) <= limit else None
+    with closing(open_read(dir_fd, name)) as fd:
+        return read_limited(fd, limit)
+
+
+def read_limited(fd: int, limit: int) -> bytes | None:
+    """The bytes of the open regular file fd (from its start), None if it has more than
+    `limit`: its size is asked first, so a sparse 100 GB file is refused without being read
+    (and a file growing meanwhile is cut off at limit + 1 bytes, never read whole)."""
+    if os.fstat(fd).st_size > limit:
+        return None
+    chunks, size = [], 0
+    while size <= limit and (chunk := os.pread(fd, min(1 << 20, limit + 1 - size), size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks) if size <= limit else None
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """The bytes of the regular file `path`, read for the operator (`open_regular`: a symlink
+    followed only under the safe-path rule, a FIFO or device refused, never waited on).
+    OSError EFBIG if it has more than `limit` bytes; UnsafePathError for a refused link."""
+    with closing(open_regular(path)) as fd:
+        data = read_limited(fd, limit)
+    if data is None:
+        raise OSError(errno.EFBIG, f"larger than {limit:,} bytes (the limit)", path)
+    return data
 
 
 def fit_name(name: str, suffix: str = "") -> str:

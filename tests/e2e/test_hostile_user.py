@@ -6,10 +6,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import textwrap
 from pathlib import Path
 
-from tests.e2e.helpers import NOBODY, as_nobody, needs_another_user, run_once
+from tests.e2e.helpers import (
+    NOBODY,
+    Daemon,
+    as_nobody,
+    has_content,
+    needs_another_user,
+    run_once,
+    wait_path,
+)
 
 pytestmark = needs_another_user
 
@@ -54,3 +63,63 @@ def test_a_copy_of_a_users_set_id_binary_does_not_run_as_root(tmp_path: Path) ->
         assert (st.st_uid, oct(st.st_mode & 0o7777)) == (0, oct(mode)), name
     ran = as_nobody(tmp_path / "root", "./single && ./treecopy/myid")
     assert "euid=" not in ran and ran.count(f"uid={NOBODY}") == 2, ran
+
+
+def _reader_program(tmp_path: Path, call: str) -> Path:
+    program = tmp_path / "read.mcl"
+    program.write_text(
+        textwrap.dedent(
+            f"""\
+            import "os"
+            import "golang/os" as golang_os
+            $c = {call}("{tmp_path}/a/cfg")
+            file "{tmp_path}/root/copy" {{ state => "exists", content => $c, mode => "0644", }}
+            file "{tmp_path}/root/other" {{ state => "exists", content => "keep me\\n", }}
+            """
+        )
+    )
+    (tmp_path / "root").mkdir()
+    return program
+
+
+def test_os_readfile_follows_no_link_another_user_planted(tmp_path: Path) -> None:
+    """Finding 3 (a): their `ln -s /root/secret ~/cfg` read a 0600 file into a 0644 copy."""
+    secret = tmp_path / "secret"
+    secret.write_text("root-only-secret\n")
+    secret.chmod(0o600)
+    as_nobody(theirs(tmp_path), f"ln -s {secret} cfg")
+    for call in ("os.readfile", "golang_os.read_file"):
+        code, out = run_once("lang", _reader_program(tmp_path, call))
+        assert code == 2, out
+        assert f"cannot read {tmp_path}/a/cfg: refusing to follow the symlink" in out, out
+        assert "root-only-secret" not in out and not (tmp_path / "root" / "copy").exists()
+        shutil.rmtree(tmp_path / "root")
+
+
+async def test_a_fifo_swapped_in_for_os_readfile_does_not_stop_the_agent(tmp_path: Path) -> None:
+    """Finding 3 (b): the agent's loop sat in open() of their FIFO: no repair, SIGTERM unheard."""
+    home = theirs(tmp_path)
+    as_nobody(home, "echo v1 > cfg")
+    program = _reader_program(tmp_path, "os.readfile")
+    async with Daemon(["run", "--tmp-prefix", "lang", str(program)]) as daemon:
+        await wait_path(tmp_path / "root" / "copy", has_content("v1\n"))
+        await daemon.wait_log("converged")
+        as_nobody(home, "rm cfg && mkfifo cfg")
+        await daemon.wait_log(f"cannot read {home}/cfg: not a regular file")
+        (tmp_path / "root" / "other").unlink()  # drift repair goes on
+        await wait_path(tmp_path / "root" / "other", has_content("keep me\n"))
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait(timeout=30) in (0, 1), daemon.log
+
+
+def test_golang_read_file_of_a_fifo_or_a_huge_file_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    home = theirs(tmp_path)
+    as_nobody(home, "mkfifo cfg")
+    code, out = run_once("lang", _reader_program(tmp_path, "golang_os.read_file"))
+    assert code == 2, out
+    assert f"cannot read {home}/cfg: not a regular file" in out, out
+    shutil.rmtree(tmp_path / "root")
+    as_nobody(home, "rm cfg && truncate -s 4G cfg")  # sparse: costs them no disk
+    code, out = run_once("lang", _reader_program(tmp_path, "os.readfile"))
+    assert code == 2, out
+    assert f"cannot read {home}/cfg: larger than 16,777,216 bytes (the limit)" in out, out
