@@ -123,3 +123,24 @@ def test_golang_read_file_of_a_fifo_or_a_huge_file_is_an_error_not_a_hang(tmp_pa
     code, out = run_once("lang", _reader_program(tmp_path, "os.readfile"))
     assert code == 2, out
     assert f"cannot read {home}/cfg: larger than 16,777,216 bytes (the limit)" in out, out
+
+
+def test_a_sparse_fragment_is_refused_by_its_size_not_read_into_memory(tmp_path: Path) -> None:
+    """Finding 4: a 4 GB sparse file in a fragment directory the user writes: 2.9 GB of the
+    agent's memory, then an empty `failed: ` (a MemoryError)."""
+    home = theirs(tmp_path)
+    as_nobody(home, "mkdir frag && echo line1 > frag/01 && truncate -s 4G frag/02")
+    (tmp_path / "root").mkdir()
+    code, out = run_graph(
+        tmp_path,
+        """
+        file:
+          - {name: TMP/root/motd, state: exists, fragments: [TMP/a/frag/], mode: "0644"}
+        """,
+    )
+    assert code == 1, out
+    assert (
+        f"fragments[0]: {home}/frag/02: the fragments come to more than 16,777,216 bytes "
+        "(the limit)"
+    ) in out, out
+    assert not (tmp_path / "root" / "motd").exists()
