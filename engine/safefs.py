@@ -401,7 +401,7 @@ class Inode:
             if err.errno == errno.ELOOP:
                 raise ResourceError(f"{name} became a symlink meanwhile: not followed") from None
             raise
-        st = os.fstat(self.fd)
+        self.st = st = os.fstat(self.fd)
         if stat.S_ISLNK(st.st_mode) or (
             expect is not None and (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino)
         ):
@@ -437,9 +437,28 @@ def set_attrs(
     gid: int = -1,
     mode: int | None = None,
     expect: os.stat_result | None = None,
+    shown: str | None = None,
 ) -> None:
-    """chown (-1: unchanged) then chmod (None: unchanged) dir_fd/name, never through a link."""
+    """chown (-1: unchanged) then chmod (None: unchanged) dir_fd/name (`shown` in messages),
+    never through a link.
+
+    A file with other hard links, in a directory another user controls, is refused
+    (UnsafePathError): they may have linked someone else's file there (the kernel's
+    protected_hardlinks lets them link any file they may read and write), and its chown would
+    give it to them. Before (2026-12-05, tester13), `owner: t13a` of t13a's
+    `~/report`, a hard link to t13b's group-writable file, made that file t13a's.
+    """
     with Inode(dir_fd, name, expect) as inode:
+        st = inode.st
+        if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+            why = controlled_by_others(os.fstat(dir_fd), sticky_ok=False)
+            if why:
+                raise UnsafePathError(
+                    f"{shown or name} has {st.st_nlink} hard links and its directory {why}: "
+                    "refusing "
+                    "to change its owner or mode (another user may have linked someone "
+                    "else's file here): remove the other link"
+                )
         inode.chown(uid, gid)  # first: chown may clear setuid bits
         if mode is not None:
             inode.chmod(mode)

@@ -352,7 +352,8 @@ class Where:
             if stat.S_ISLNK(expect.st_mode):
                 os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
             else:
-                safefs.set_attrs(fd, name, uid=uid, gid=gid, mode=mode, expect=expect)
+                shown = self.path if entry == TOP else os.path.join(self.path, *entry)
+                safefs.set_attrs(fd, name, uid=uid, gid=gid, mode=mode, expect=expect, shown=shown)
 
 
 class SharedDir:

@@ -144,3 +144,26 @@ def test_a_sparse_fragment_is_refused_by_its_size_not_read_into_memory(tmp_path:
         "(the limit)"
     ) in out, out
     assert not (tmp_path / "root" / "motd").exists()
+
+
+def test_a_hard_link_to_another_users_file_is_not_chowned(tmp_path: Path) -> None:
+    """Finding 5: their `ln ~b/proj/data2 ~/report` (a file they may read and write through a
+    group) and the operator's `owner: them, mode: 0600` of ~/report took it from its owner."""
+    victim = tmp_path / "data2"
+    victim.write_text("b's data\n")
+    os.chown(victim, 65533, NOBODY)  # another user's, group-writable by the attacker's group
+    victim.chmod(0o660)
+    home = theirs(tmp_path)
+    tmp_path.chmod(0o755)  # ../data2 from their directory (tmp_path's parents stay closed)
+    as_nobody(home, "ln ../data2 report")
+    code, out = run_graph(
+        tmp_path,
+        f"""
+        file:
+          - {{name: TMP/a/report, state: exists, owner: "{NOBODY}", mode: "0600"}}
+        """,
+    )
+    assert code == 1, out
+    assert f"{home}/report has 2 hard links and its directory is owned by uid {NOBODY}" in out
+    st = victim.stat()
+    assert (st.st_uid, st.st_mode & 0o777, victim.read_text()) == (65533, 0o660, "b's data\n")

@@ -441,6 +441,37 @@ async def test_a_tree_entry_swapped_after_the_plan_gets_no_set_id_bits(tmp_path:
     assert bits(tmp_path / "swapped") == 0o755
 
 
+@pytest.mark.parametrize("theirs", [True, False], ids=["their directory", "root's directory"])
+async def test_a_hard_link_is_not_chowned_in_a_directory_another_user_controls(
+    tmp_path: Path, run_resource: Any, theirs: bool
+) -> None:
+    """tester13 #5: uid 1001 hard-links uid 1002's group-writable file as ~/report; `owner:
+    1001, mode: 0600` of ~/report made it theirs. Refused there; root's own links are fine."""
+    victim = tmp_path / "data2"
+    victim.write_text("their data\n")
+    os.chown(victim, 65533, 65533)
+    victim.chmod(0o660)
+    home = tmp_path / "home"
+    home.mkdir()
+    os.link(victim, home / "report")
+    if theirs:
+        os.chown(home, NOBODY, NOBODY)
+    res = await make(run_resource, path=str(home / "report"), owner=str(NOBODY), mode="0600")
+    if not theirs:
+        await converges(res)
+        assert (victim.stat().st_uid, bits(victim)) == (NOBODY, 0o600)
+        return
+    for apply in (False, True):
+        refused = f"{home}/report has 2 hard links and its directory is owned by uid {NOBODY}"
+        with pytest.raises(ResourceError, match=refused) if apply else contextlib.nullcontext():
+            await res.check_apply(apply)
+    st = victim.stat()
+    assert (st.st_uid, st.st_gid, bits(victim)) == (65533, 65533, 0o660)
+    rewrite = await make(run_resource, name="w", path=str(home / "report"), content="new\n")
+    await converges(rewrite)  # a new inode: the other link keeps the old one, untouched
+    assert victim.read_text() == "their data\n" and (home / "report").stat().st_nlink == 1
+
+
 async def test_owner_group_timeline(tmp_path: Path, run_resource: Any) -> None:
     path = tmp_path / "f"
     path.write_text("x")
