@@ -167,3 +167,36 @@ def test_a_hard_link_to_another_users_file_is_not_chowned(tmp_path: Path) -> Non
     assert f"{home}/report has 2 hard links and its directory is owned by uid {NOBODY}" in out
     st = victim.stat()
     assert (st.st_uid, st.st_mode & 0o777, victim.read_text()) == (65533, 0o660, "b's data\n")
+
+
+def test_a_template_another_user_writes_cannot_read_roots_files_or_environment(
+    tmp_path: Path,
+) -> None:
+    """Finding 7: their motd template `{{ golang_os_read_file "/root/secret" }}` and
+    `{{ sys_getenv "HOME" }}`, rendered by root's program, printed both into the motd."""
+    secret = tmp_path / "secret"
+    secret.write_text("root-only-secret\n")
+    secret.chmod(0o600)
+    home = theirs(tmp_path)
+    (tmp_path / "root").mkdir()
+    program = tmp_path / "motd.mcl"
+    program.write_text(
+        textwrap.dedent(
+            f"""\
+            import "os"
+            import "golang"
+            $t = os.readfile("{home}/motd.tmpl")
+            file "{tmp_path}/root/motd" {{ state => "exists", content => golang.template($t, "web1"), }}
+            """
+        )
+    )
+    for call in (f'golang_os_read_file "{secret}"', 'sys_getenv "HOME"'):
+        as_nobody(home, f"printf '%s' 'Welcome to {{{{.}}}} {{{{ {call} }}}}' > motd.tmpl")
+        code, out = run_once("lang", program)
+        assert code == 2, out
+        assert "is not available in a template (it reads the agent's files or environment" in out
+        assert "root-only-secret" not in out and not (tmp_path / "root" / "motd").exists()
+    as_nobody(home, "printf '%s' 'Welcome to {{.}}' > motd.tmpl")
+    code, out = run_once("lang", program)
+    assert code == 0, out
+    assert (tmp_path / "root" / "motd").read_text() == "Welcome to web1"
