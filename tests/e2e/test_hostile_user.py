@@ -4,14 +4,18 @@ must not give them root's privileges or files (docs/security.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
+import sys
 import textwrap
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
 from tests.e2e.helpers import (
     NOBODY,
+    SETPRIV,
     Daemon,
     as_nobody,
     has_content,
@@ -19,6 +23,7 @@ from tests.e2e.helpers import (
     run_once,
     wait_path,
 )
+from tests.e2e.test_status_page import free_port
 
 pytestmark = needs_another_user
 
@@ -200,3 +205,43 @@ def test_a_template_another_user_writes_cannot_read_roots_files_or_environment(
     code, out = run_once("lang", program)
     assert code == 0, out
     assert (tmp_path / "root" / "motd").read_text() == "Welcome to web1"
+
+
+async def test_a_user_holding_the_status_port_does_not_keep_the_agent_from_applying(
+    tmp_path: Path,
+) -> None:
+    """Finding 10: their listener on 127.0.0.1:PORT first, and `mgmt run --status` exited 2
+    with nothing applied. Now the graph is applied, and the page is served once they let go."""
+    port = free_port()
+    hold = "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', %d)); s.listen(); "
+    hold += "print('held', flush=True); sys.stdin.read()"
+    assert SETPRIV is not None
+    argv = [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    holder = await asyncio.create_subprocess_exec(
+        *argv, sys.executable, "-c", hold % port, stdin=PIPE, stdout=PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        async with asyncio.timeout(30):
+            assert await holder.stdout.readline() == b"held\n"
+        graph = tmp_path / "g.yaml"
+        graph.write_text(
+            f"graph: g\nresources:\n  file: [{{name: {tmp_path}/applied, content: 'x'}}]\n"
+        )
+        args = ["run", "--tmp-prefix", "--status", "--prometheus-listen", f":{port}"]
+        async with Daemon([*args, "yaml", str(graph)]) as daemon:
+            await daemon.wait_log(f":{port} is in use by another process")
+            await daemon.wait_log("converged:")
+            assert (tmp_path / "applied").read_text() == "x"
+            holder.stdin.close()  # they let go
+            async with asyncio.timeout(30):
+                await holder.wait()
+            await daemon.wait_log(f"status page on http://127.0.0.1:{port}/", timeout=30)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert (await reader.read()).startswith(b"HTTP/1.1 200")
+            writer.close()
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
