@@ -8,10 +8,13 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import textwrap
 from asyncio.subprocess import PIPE
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.helpers import (
     NOBODY,
@@ -245,3 +248,36 @@ async def test_a_user_holding_the_status_port_does_not_keep_the_agent_from_apply
         if holder.returncode is None:
             holder.kill()
             await holder.wait()
+
+
+def test_an_archive_is_no_wider_than_its_narrowest_input(tmp_path: Path) -> None:
+    """Finding 12: a 0600 key archived by `tar` (or compressed by `gzip`) was a 0644 file:
+    any user read it through the archive. Now 0600; readable inputs still make a 0644 one."""
+    sec = tmp_path / "sec"
+    sec.mkdir()
+    (sec / "key").write_text("topsecret\n")
+    (sec / "key").chmod(0o600)
+    (tmp_path / "pub").write_text("public\n")
+    graph = """
+        tar:
+          - {name: TMP/backup.tar, inputs: [TMP/sec/]}
+          - {name: TMP/pub.tar, inputs: [TMP/pub]}
+        gzip:
+          - {name: TMP/key.gz, input: TMP/sec/key}
+          - {name: TMP/pub.gz, input: TMP/pub}
+        """
+    code, out = run_graph(tmp_path, graph)
+    assert code == 0, out
+    modes = {n: (tmp_path / n).stat().st_mode & 0o777 for n in ("backup.tar", "key.gz")}
+    assert modes == {"backup.tar": 0o600, "key.gz": 0o600}
+    assert (tmp_path / "pub.tar").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "pub.gz").stat().st_mode & 0o777 == 0o644
+    tmp_path.chmod(0o755)
+    for name in ("backup.tar", "key.gz"):  # the other user reads neither
+        with pytest.raises(subprocess.CalledProcessError):
+            as_nobody(tmp_path, f"cat {name} > /dev/null")
+    (tmp_path / "pub").chmod(0o640)  # an input narrowed: the output follows
+    code, out = run_graph(tmp_path, graph)
+    assert code == 0, out
+    assert (tmp_path / "pub.tar").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "pub.gz").stat().st_mode & 0o777 == 0o640
