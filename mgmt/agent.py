@@ -906,7 +906,24 @@ class Agent:
                 raise
             self._refused_collected("")  # this graph holds what is collected now
             if self.config.graphviz:
-                self.config.graphviz.write_text(self.engine.graph.to_dot())
+                await self._write_graphviz(self.config.graphviz)
+
+    async def _write_graphviz(self, path: Path) -> None:
+        """--graphviz: the graph's dot, written as every file of the agent is (engine.safefs:
+        atomic, no symlink another user controls followed, a link at the path replaced, not
+        written through). Before 2026-12-05 (tester13) Path.write_text overwrote the root-only
+        file a user's link at `/tmp/x/graph.dot` named. A failure is a warning."""
+        from engine import safefs
+
+        dot = self.engine.graph.to_dot().encode()
+
+        def write() -> None:
+            safefs.write_file(os.path.abspath(path), dot, 0o644)
+
+        try:
+            await asyncio.to_thread(write)
+        except (OSError, MgmtError) as err:
+            log.warning("--graphviz: cannot write %s: %s", path, getattr(err, "strerror", err))
 
     async def _start_cluster(self) -> None:
         from mgmt.cluster.link import ClusterLink  # etcd client: only for graphs that need it

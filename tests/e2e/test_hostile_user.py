@@ -23,6 +23,7 @@ from tests.e2e.helpers import (
     as_nobody,
     has_content,
     needs_another_user,
+    run_mgmt,
     run_once,
     wait_path,
 )
@@ -281,3 +282,30 @@ def test_an_archive_is_no_wider_than_its_narrowest_input(tmp_path: Path) -> None
     assert code == 0, out
     assert (tmp_path / "pub.tar").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "pub.gz").stat().st_mode & 0o777 == 0o640
+
+
+def test_graphviz_replaces_a_planted_link_rather_than_write_through_it(tmp_path: Path) -> None:
+    """Finding 13: `--graphviz /tmp/x/graph.dot`, their link there to a root-only file: the
+    graph overwrote the file (Path.write_text). Now the link itself is replaced."""
+    victim = tmp_path / "victim"
+    victim.write_text("orig\n")
+    victim.chmod(0o600)
+    home = theirs(tmp_path)
+    tmp_path.chmod(0o755)
+    as_nobody(home, "ln -s ../victim graph.dot")
+    graph = tmp_path / "g.yaml"
+    graph.write_text("graph: dot\nresources:\n  noop: [{name: a}]\n")
+    code, out = run_mgmt(
+        [
+            "run",
+            "--converged-timeout=0",
+            "--tmp-prefix",
+            "--graphviz",
+            f"{home}/graph.dot",
+            str(graph),
+        ]
+    )
+    assert code == 0, out
+    assert victim.read_text() == "orig\n"
+    assert not (home / "graph.dot").is_symlink()
+    assert "noop[a]" in (home / "graph.dot").read_text()
