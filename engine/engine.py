@@ -623,6 +623,9 @@ class Vertex:
                     secret = is_secret(type(sender.res).SENDS.get(send))
                     new[recv] = Received(value, f"{sender.name}.{send}", secret)
         if new:
+            for got in new.values():
+                if got.secret and isinstance(got.value, str):
+                    self.handle.logger.hide(got.value)
             receive(self.res, new)  # checked and validated as the graph's own values
             self.state_ok = False
             for recv, got in new.items():

@@ -105,11 +105,30 @@ class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
         there, not what last changed)."""
         self.log(logging.INFO, msg, *args, extra=TRAFFIC)
 
+    # Values received as secrets (engine.resource.Received.secret): "***" in every line and
+    # error of this resource (redact). A receiver logs what it was given (exec's "running:
+    # CMD"), and its errors carry it: tester13 read a received password in the log and on the
+    # status page. Only the last few are kept (the latest are those in use).
+    secrets: tuple[str, ...] = ()
+
+    def hide(self, secret: str) -> None:
+        """Redact `secret` (a received secret value) from now on."""
+        if secret and secret not in self.secrets:
+            self.secrets = (*self.secrets[-7:], secret)
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret this resource received as "***"."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         """Every level's line (LoggerAdapter's info(), warning()... call it)."""
         logger = self.logger
         if not logger.isEnabledFor(level):
             return
+        if self.secrets:
+            msg, args = self.redact(_message(msg, args) or f"{msg}"), ()
         extra: Mapping[str, object] = self.extra or {}
         if level == logging.INFO and not kwargs:
             sinks = line_sinks(logger)

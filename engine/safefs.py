@@ -176,7 +176,7 @@ def open_dir(
     return fd
 
 
-def _controlled_by_others(st: os.stat_result, *, sticky_ok: bool) -> str:
+def controlled_by_others(st: os.stat_result, *, sticky_ok: bool) -> str:
     """Why a directory is controlled by another user ("" if only root or this agent's user
     control it): the safe-path rule of sudo and ssh. With sticky_ok, a sticky directory owned by
     root (/tmp) passes: nobody else can rename or remove what is ours in it."""
@@ -202,7 +202,7 @@ def safe_link(dir_fd: int, name: str, shown: str) -> str:
     why = ""
     if st.st_uid not in (0, os.geteuid()):
         why = f"it is owned by uid {st.st_uid}"
-    elif held := _controlled_by_others(os.fstat(dir_fd), sticky_ok=False):
+    elif held := controlled_by_others(os.fstat(dir_fd), sticky_ok=False):
         why = f"its directory {os.path.dirname(shown) or '.'} {held}"
     if why:
         raise UnsafePathError(
@@ -343,9 +343,32 @@ def open_regular(path: str) -> int:
 
 def read_at(dir_fd: int, name: str, limit: int) -> bytes | None:
     """Up to `limit` bytes of a regular file; None if it is bigger."""
-    with open(open_read(dir_fd, name), "rb") as handle:
-        data = handle.read(limit + 1)
-    return data if len(data) <= limit else None
+    with closing(open_read(dir_fd, name)) as fd:
+        return read_limited(fd, limit)
+
+
+def read_limited(fd: int, limit: int) -> bytes | None:
+    """The bytes of the open regular file fd (from its start), None if it has more than
+    `limit`: its size is asked first, so a sparse 100 GB file is refused without being read
+    (and a file growing meanwhile is cut off at limit + 1 bytes, never read whole)."""
+    if os.fstat(fd).st_size > limit:
+        return None
+    chunks, size = [], 0
+    while size <= limit and (chunk := os.pread(fd, min(1 << 20, limit + 1 - size), size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks) if size <= limit else None
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """The bytes of the regular file `path`, read for the operator (`open_regular`: a symlink
+    followed only under the safe-path rule, a FIFO or device refused, never waited on).
+    OSError EFBIG if it has more than `limit` bytes; UnsafePathError for a refused link."""
+    with closing(open_regular(path)) as fd:
+        data = read_limited(fd, limit)
+    if data is None:
+        raise OSError(errno.EFBIG, f"larger than {limit:,} bytes (the limit)", path)
+    return data
 
 
 def fit_name(name: str, suffix: str = "") -> str:
@@ -378,7 +401,7 @@ class Inode:
             if err.errno == errno.ELOOP:
                 raise ResourceError(f"{name} became a symlink meanwhile: not followed") from None
             raise
-        st = os.fstat(self.fd)
+        self.st = st = os.fstat(self.fd)
         if stat.S_ISLNK(st.st_mode) or (
             expect is not None and (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino)
         ):
@@ -414,9 +437,28 @@ def set_attrs(
     gid: int = -1,
     mode: int | None = None,
     expect: os.stat_result | None = None,
+    shown: str | None = None,
 ) -> None:
-    """chown (-1: unchanged) then chmod (None: unchanged) dir_fd/name, never through a link."""
+    """chown (-1: unchanged) then chmod (None: unchanged) dir_fd/name (`shown` in messages),
+    never through a link.
+
+    A file with other hard links, in a directory another user controls, is refused
+    (UnsafePathError): they may have linked someone else's file there (the kernel's
+    protected_hardlinks lets them link any file they may read and write), and its chown would
+    give it to them. Before (2026-12-05, tester13), `owner: t13a` of t13a's
+    `~/report`, a hard link to t13b's group-writable file, made that file t13a's.
+    """
     with Inode(dir_fd, name, expect) as inode:
+        st = inode.st
+        if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+            why = controlled_by_others(os.fstat(dir_fd), sticky_ok=False)
+            if why:
+                raise UnsafePathError(
+                    f"{shown or name} has {st.st_nlink} hard links and its directory {why}: "
+                    "refusing "
+                    "to change its owner or mode (another user may have linked someone "
+                    "else's file here): remove the other link"
+                )
         inode.chown(uid, gid)  # first: chown may clear setuid bits
         if mode is not None:
             inode.chmod(mode)
@@ -717,7 +759,7 @@ def trusted_dir(fd: int, shown: str) -> None:
     remove what is ours in it). A directory owned by uid 65534 above the prefix could have
     any CA or key swapped in below it.
     """
-    why = _controlled_by_others(os.fstat(fd), sticky_ok=True)
+    why = controlled_by_others(os.fstat(fd), sticky_ok=True)
     if not why:
         return
     raise UnsafePathError(

@@ -69,6 +69,9 @@ PROGRESS_EVERY = 2.0  # seconds between progress lines on a terminal, before the
 # Once --max-runtime is reached, running operations (an exec's command...) get this long to
 # finish before they are cancelled: the flag bounds the run, whatever a command does.
 MAX_RUNTIME_GRACE = 5.0
+LISTEN_RETRY_MAX = (
+    60  # seconds: the longest wait between tries to bind a --prometheus-listen in use
+)
 # A graph file of at most this many bytes, without aliases, is read and parsed on the event loop
 # (`Agent._reload`): a 1 KiB file parses in ~0.2 ms, less than the hop to a thread and back.
 INLINE_BYTES = 8192
@@ -446,16 +449,49 @@ class Agent:
             log.warning("no status socket in %s: %s", self.engine.prefix, err)
             private = False
         if self.config.status or self.metrics is not None:
-            url = await listen(self.server, self.config, self.engine.prefix)
-            if self.config.status:
-                log.info("status page on %s", url)
-            if self.metrics is not None:
-                log.info("prometheus metrics on %smetrics", url)
+            try:
+                self._listening(await listen(self.server, self.config, self.engine.prefix))
+            except OSError as err:  # EADDRINUSE (listen): another process holds the port
+                log.warning(
+                    "--prometheus-listen: %s is in use by another process (%s): the agent runs "
+                    "without %s and tries again, every %d s at most; on a shared host any "
+                    "local user can take a loopback port first",
+                    self.config.prometheus_listen,
+                    err.strerror or err,
+                    "the status page" if self.config.status else "metrics",
+                    LISTEN_RETRY_MAX,
+                )
+                self._spawn(self._listen_later())
         if private:
             try:
                 await self.server.listen_unix(self.engine.prefix / SOCKET)
             except OSError as err:
                 log.warning("no status socket in %s: %s", self.engine.prefix, err)
+
+    def _listening(self, url: str) -> None:
+        if self.config.status:
+            log.info("status page on %s", url)
+        if self.metrics is not None:
+            log.info("prometheus metrics on %smetrics", url)
+
+    async def _listen_later(self) -> None:
+        """Bind --prometheus-listen once the process holding it lets go (tester13: a user who
+        bound 127.0.0.1:9233 first kept a --status agent from applying anything, exit 2)."""
+        server, delay = self.server, 1.0
+        assert server is not None
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LISTEN_RETRY_MAX)
+            try:
+                url = await listen(server, self.config, self.engine.prefix)
+            except OSError:
+                continue  # still held
+            except ValidationError as err:
+                log.warning("%s", err)
+                return
+            log.info("--prometheus-listen: %s is free now", self.config.prometheus_listen)
+            self._listening(url)
+            return
 
     async def _start_background(self) -> None:
         if self.source is not None:
@@ -870,7 +906,24 @@ class Agent:
                 raise
             self._refused_collected("")  # this graph holds what is collected now
             if self.config.graphviz:
-                self.config.graphviz.write_text(self.engine.graph.to_dot())
+                await self._write_graphviz(self.config.graphviz)
+
+    async def _write_graphviz(self, path: Path) -> None:
+        """--graphviz: the graph's dot, written as every file of the agent is (engine.safefs:
+        atomic, no symlink another user controls followed, a link at the path replaced, not
+        written through). Before 2026-12-05 (tester13) Path.write_text overwrote the root-only
+        file a user's link at `/tmp/x/graph.dot` named. A failure is a warning."""
+        from engine import safefs
+
+        dot = self.engine.graph.to_dot().encode()
+
+        def write() -> None:
+            safefs.write_file(os.path.abspath(path), dot, 0o644)
+
+        try:
+            await asyncio.to_thread(write)
+        except (OSError, MgmtError) as err:
+            log.warning("--graphviz: cannot write %s: %s", path, getattr(err, "strerror", err))
 
     async def _start_cluster(self) -> None:
         from mgmt.cluster.link import ClusterLink  # etcd client: only for graphs that need it

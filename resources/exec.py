@@ -57,6 +57,8 @@ MIN_SECRET = 3  # shorter env values are not redacted (they would mangle every l
 Line = tuple[str, str]  # ("out" | "err", text with its newline)
 SHOWN_HEAD = 20  # a run's first output lines logged at INFO as they come
 SHOWN_TAIL = 20  # and its last ones, at its end; those between at DEBUG (--verbose)
+KEEP_LIMIT = 16 << 20  # a run's output kept (for send/recv), by _Kept's count: its last part
+LINE_COST = 64  # what _Kept counts a line as beyond its characters (Python's own objects)
 
 
 @register("exec")
@@ -392,7 +394,7 @@ class ExecRes(Refreshable, Edgeable, Resource):
 
     async def _execute(
         self, argv: list[str], cwd: str | None, what: str, level: int
-    ) -> tuple[int, list[Line]]:
+    ) -> tuple[int, _Kept]:
         """Run one command to completion (bounded by `timeout`); its exit code and output.
 
         The resource's stop (a graceful stop of the agent, a swap that removes it) sends the
@@ -402,7 +404,7 @@ class ExecRes(Refreshable, Edgeable, Resource):
         mgmt's exec when its context is cancelled."""
         if self.handle.stopping:
             raise Interrupted
-        lines: list[Line] = []
+        lines = _Kept()
         signalled: list[signal.Signals] = []
         async with self._spawn(argv, cwd, what) as proc:
             stdout, stderr = _streams(proc)
@@ -432,6 +434,14 @@ class ExecRes(Refreshable, Edgeable, Resource):
             finally:
                 unregister()
                 shown.end()
+        if lines.cut:
+            self.handle.logger.warning(
+                "%s: its output came to more than %s characters: only its last part is kept "
+                "for `output`, `stdout` and `stderr` (%d lines before it left out)",
+                what,
+                f"{KEEP_LIMIT:,}",
+                lines.cut,
+            )
         if signalled:
             how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             self.handle.logger.info("%s stopped (%s): not done, the next run runs it", what, how)
@@ -612,6 +622,25 @@ def _streams(
     if proc.stdout is None or proc.stderr is None:
         raise RuntimeError("exec: process started without pipes")
     return proc.stdout, proc.stderr
+
+
+class _Kept(deque[Line]):
+    """A run's output kept for send/recv and its failure's message: its last KEEP_LIMIT, a line
+    counted as its characters and LINE_COST (tiny lines cost Python objects, not bytes).
+    Unbounded, a command printing 2 GB (a user's build, a `cat` of their file) took the
+    agent's memory and then the agent (tester13); mgmt keeps it all. `cut`: lines left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
+        self.cut = 0
+
+    def append(self, line: Line) -> None:
+        super().append(line)
+        self.size += len(line[1]) + LINE_COST
+        while self.size > KEEP_LIMIT and len(self) > 1:
+            self.size -= len(self.popleft()[1]) + LINE_COST
+            self.cut += 1
 
 
 async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:

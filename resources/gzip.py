@@ -31,7 +31,9 @@ from resources._lib.stamp import (
     check_abs_file,
     file_needs,
     file_uids,
+    hash_and_mode,
     hash_file,
+    output_mode,
     read_stamp,
     write_output,
     write_stamp,
@@ -90,7 +92,7 @@ class GzipRes(Edgeable, Resource):
     async def check_apply(self, apply: bool) -> bool:
         var_dir = self.handle.var_dir
         try:
-            wanted_in, have_out, stamp_in, stamp_out = await in_thread(
+            (wanted_in, mode), have_out, stamp_in, stamp_out = await in_thread(
                 lambda: (
                     self._input_stamp(),
                     hash_file(self._path),
@@ -109,7 +111,7 @@ class GzipRes(Edgeable, Resource):
             if have_out != stamp_out
             else "is out of date"
         )
-        run = functools.partial(self._compress, wanted_in)
+        run = functools.partial(self._compress, wanted_in, mode)
         step = Step(f"compress {self._source()} into {self._path} (it {why})", "", run, slow=True)
         await apply_steps(self.handle, [step], apply, errors=(OSError,))
         return False
@@ -125,16 +127,20 @@ class GzipRes(Edgeable, Resource):
             self.input if self.input is not None else f"{len(self.content)} characters of content"
         )
 
-    def _input_stamp(self) -> str:
+    def _input_stamp(self) -> tuple[str, int]:
+        """What the output is made of (the level, the input's digest and, for a file, the
+        output's mode: a narrowed input rewrites the output), and the output's mode: 0644 for
+        `content`, else no wider than the input's (output_mode)."""
         if self.input is None:
             digest = hashlib.sha256(self.content.encode()).hexdigest()
-        else:
-            digest = hash_file(self.input)
-            if not digest:
-                raise Missing(f"the input {self.input} does not exist")
-        return f"level:{self.level}|{digest}"
+            return f"level:{self.level}|{digest}", 0o644
+        digest, bits = hash_and_mode(self.input)
+        if not digest:
+            raise Missing(f"the input {self.input} does not exist")
+        mode = output_mode([bits])
+        return f"level:{self.level}|{digest}|mode:{mode:04o}", mode
 
-    def _compress(self, stamp_in: str) -> str:
+    def _compress(self, stamp_in: str, mode: int) -> str:
         """Write the output (in a worker thread); the line to log."""
         level = 6 if self.level == HUFFMAN_ONLY else self.level
         strategy = zlib.Z_HUFFMAN_ONLY if self.level == HUFFMAN_ONLY else zlib.Z_DEFAULT_STRATEGY
@@ -153,7 +159,7 @@ class GzipRes(Edgeable, Resource):
                         out.write(packer.compress(chunk))
             out.write(packer.flush())
 
-        digest = write_output(self._path, fill)
+        digest = write_output(self._path, fill, mode)
         var_dir = self.handle.var_dir
         write_stamp(var_dir, INPUT, stamp_in)
         write_stamp(var_dir, OUTPUT, digest)

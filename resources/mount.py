@@ -19,6 +19,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Literal
 
+from engine import safefs
 from engine.errors import ResourceError, ValidationError
 from engine.resource import UID, Edgeable, Resource, register
 from engine.watcher import PathWatcher
@@ -193,6 +194,8 @@ class MountRes(Edgeable, Resource):
 
     def _steps(self, apply: bool) -> list[Step]:
         fstab = self._fstab_steps()
+        if fstab and self.state == "exists":
+            self._point_missing()  # nor an fstab entry that boot would mount through a link
         return fstab + self._mount_steps(apply, entry_changed=bool(fstab))
 
     def _fstab_steps(self) -> list[Step]:
@@ -215,21 +218,74 @@ class MountRes(Edgeable, Resource):
         return [tablefile.write_step(path, keep, f"add {what}", f"added {what}")]
 
     def _missing(self) -> str:
-        """What mounting needs and is not there ("" if nothing)."""
+        """What mounting needs and is not there ("" if nothing); ResourceError for a mount
+        point another user could redirect (_point_missing)."""
+        missing = self._point_missing()
         if self.device.startswith("/") and not os.path.exists(self.device):
             return f"the device {self.device} does not exist"
+        return missing
+
+    def _point_missing(self) -> str:
+        """What is missing of the mount point ("" if nothing), checked before mount(8),
+        umount(8) or a remount is run on it. Refused (ResourceError): a symlink at it or on
+        the way to it (mount(8) follows links, and mountinfo shows the real path: a mount
+        there is never seen, and each check mounts once more), a directory on the way that
+        another user controls (owned by them or writable by others, a root-owned sticky one
+        such as /tmp excepted), and in a directory others can write a mount point that is not
+        root's (its owner could rename it and put a link there). So no other user can choose
+        where the file system lands or which mount is taken away (tester13's finding)."""
+        parent, name = os.path.split(self.name)
+        parent = parent or "/"
         try:
-            if not stat.S_ISDIR(os.stat(self.name).st_mode):
-                return f"{self.name} is not a directory"
+            fd = safefs.open_dir(parent, check=self._trusted)
         except FileNotFoundError:
             return f"the mount point {self.name} does not exist"
+        except NotADirectoryError:
+            return f"{parent} is not a directory"
+        except safefs.UnsafePathError as err:
+            raise ResourceError(f"mount point {self.name}: {err}") from None
+        with safefs.closing(fd):
+            real = os.readlink(f"/proc/self/fd/{fd}")
+            if real != parent:
+                raise ResourceError(
+                    f"the mount point {self.name} is reached through a symlink ({parent} is "
+                    f"{real}): name it by its real path, {os.path.join(real, name)}"
+                )
+            st = safefs.lstat_at(fd, name)
+            if st is None:
+                return f"the mount point {self.name} does not exist"
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(name, dir_fd=fd)
+                raise ResourceError(
+                    f"the mount point {self.name} is a symlink (to {target!r}): refusing it, "
+                    "mount(8) would follow it: name the real directory"
+                )
+            if not stat.S_ISDIR(st.st_mode):
+                return f"{self.name} is not a directory"
+            if st.st_uid not in (0, os.geteuid()) and os.fstat(fd).st_mode & 0o022:
+                raise ResourceError(
+                    f"the mount point {self.name} is owned by uid {st.st_uid} in {parent}, "
+                    "which others can write: they could swap it for a symlink; refusing it "
+                    "(make it root's)"
+                )
         return ""
+
+    @staticmethod
+    def _trusted(fd: int, shown: str) -> None:
+        """Every directory above a mount point: not one another user controls."""
+        why = safefs.controlled_by_others(os.fstat(fd), sticky_ok=True)
+        if why:
+            raise safefs.UnsafePathError(
+                f"{shown} {why}: refusing to mount or unmount below it (another user could "
+                "put a symlink on the way and choose where the file system lands)"
+            )
 
     def _mount_steps(self, apply: bool, entry_changed: bool) -> list[Step]:
         here = [m for m in mounts() if m.point == self.name]
         if self.state == "absent":
             if not here:
                 return []
+            self._point_missing()  # what another user could redirect is refused
             umount = functools.partial(
                 run_command, ["umount", "--", self.name], timeout=MOUNT_TIMEOUT
             )
@@ -272,7 +328,12 @@ class MountRes(Edgeable, Resource):
         device and mount what it finds."""
         await run_command(argv, timeout=MOUNT_TIMEOUT)
         here = [m for m in mounts() if m.point == self.name]
-        if here and not self._matches(here[-1]):
+        if not here:  # it went elsewhere: an error, never one more mount at each check
+            raise ResourceError(
+                f"mount(8) succeeded, yet nothing is mounted at {self.name} (was it moved "
+                "or replaced meanwhile?)"
+            )
+        if not self._matches(here[-1]):
             top = here[-1]
             raise ResourceError(
                 f"mount(8) mounted {top.source} as {top.type} on {self.name}, not {self.device} "
@@ -303,6 +364,7 @@ class MountRes(Edgeable, Resource):
         differing = self._flags_differing(mount)
         if not differing and not (entry_changed and self.options != {"defaults": ""}):
             return []
+        self._point_missing()  # what another user could redirect is refused
         why = f"it lacks {','.join(differing)}" if differing else "its fstab entry changed"
         return [
             Step(

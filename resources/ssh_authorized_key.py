@@ -311,7 +311,9 @@ def _owner_steps(path: str, owner: tuple[int, int]) -> list[Step]:
 
     def fix() -> None:
         with safefs.closing(safefs.open_dir(parent)) as dir_fd:
-            safefs.set_attrs(dir_fd, name, uid=owner[0], gid=owner[1], mode=mode, expect=st)
+            safefs.set_attrs(
+                dir_fd, name, uid=owner[0], gid=owner[1], mode=mode, expect=st, shown=path
+            )
 
     return [Step(f"set {what}", f"set {what}", fix, slow=True)]
 

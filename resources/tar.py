@@ -36,6 +36,7 @@ from resources._lib.stamp import (
     file_uids,
     hash_fd,
     hash_file,
+    output_mode,
     read_stamp,
     write_output,
     write_stamp,
@@ -91,7 +92,7 @@ class TarRes(Edgeable, Resource):
     async def check_apply(self, apply: bool) -> bool:
         var_dir = self.handle.var_dir
         try:
-            members, wanted_in, have_out, stamp_in, stamp_out = await in_thread(
+            members, wanted_in, mode, have_out, stamp_in, stamp_out = await in_thread(
                 lambda: (
                     *self._scan(),
                     hash_file(self._path),
@@ -112,7 +113,7 @@ class TarRes(Edgeable, Resource):
             if have_out != stamp_out
             else "is out of date"
         )
-        run = functools.partial(self._archive, members, wanted_in)
+        run = functools.partial(self._archive, members, wanted_in, mode)
         step = Step(
             f"archive {len(members)} entries into {self._path} (it {why})", "", run, slow=True
         )
@@ -125,24 +126,28 @@ class TarRes(Edgeable, Resource):
     def autoedges(self) -> list[list[UID]]:
         return file_needs(self._path, self._inputs)
 
-    def _scan(self) -> tuple[list[tuple[str, str, bool]], str]:
-        """(source path, name in the archive, is a directory) of every entry, and the input
-        stamp (no I/O but reads). An error names the input it is about (`inputs[2]: ...`)."""
+    def _scan(self) -> tuple[list[tuple[str, str, bool]], str, int]:
+        """(source path, name in the archive, is a directory) of every entry, the input stamp
+        (no I/O but reads), and the archive's mode: no wider than its narrowest entry's
+        (output_mode). An error names the input it is about (`inputs[2]: ...`)."""
         members: list[tuple[str, str, bool]] = []
         lines = [f"format:{self.format}"]
+        modes: list[int] = []
         for index, item in enumerate(self._inputs):
             try:  # a link on the way to an input only under the safe-path rule
                 with safefs.closing(safefs.open_trusted(item)) as fd:
-                    _scan_input(fd, item, members, lines)
+                    _scan_input(fd, item, members, lines, modes)
             except FileNotFoundError:
                 raise Missing(f"inputs[{index}] {item} does not exist") from None
             except OSError as err:
                 raise ResourceError(f"inputs[{index}]: {item}: {err.strerror}") from err
             except ResourceError as err:  # a link refused (UnsafePathError), a special file
                 raise ResourceError(f"inputs[{index}]: {err}") from err
-        return members, "\n".join(lines) + "\n"
+        mode = output_mode(modes)
+        lines.append(f"mode:{mode:04o}")  # a narrowed input rewrites the archive
+        return members, "\n".join(lines) + "\n", mode
 
-    def _archive(self, members: list[tuple[str, str, bool]], stamp_in: str) -> str:
+    def _archive(self, members: list[tuple[str, str, bool]], stamp_in: str, mode: int) -> str:
         """Write the archive (in a worker thread); the line to log."""
 
         def fill(out: HashingWriter) -> None:
@@ -165,7 +170,7 @@ class TarRes(Edgeable, Resource):
                         info = archive.gettarinfo(arcname=name, fileobj=handle)
                         archive.addfile(info, handle)
 
-        digest = write_output(self._path, fill)
+        digest = write_output(self._path, fill, mode)
         var_dir = self.handle.var_dir
         write_stamp(var_dir, INPUT, stamp_in)
         write_stamp(var_dir, OUTPUT, digest)
@@ -183,9 +188,14 @@ class _Opened:
         return self.fd
 
 
-def _scan_input(fd: int, item: str, members: list[tuple[str, str, bool]], lines: list[str]) -> None:
-    """Add the input `item` (open as `fd`) to `members` and its lines to the stamp's."""
-    if not stat.S_ISDIR(os.fstat(fd).st_mode):
+def _scan_input(
+    fd: int, item: str, members: list[tuple[str, str, bool]], lines: list[str], modes: list[int]
+) -> None:
+    """Add the input `item` (open as `fd`) to `members`, its lines to the stamp's, and the
+    permission bits of it and of everything in it to `modes`."""
+    st = os.fstat(fd)
+    modes.append(stat.S_IMODE(st.st_mode))
+    if not stat.S_ISDIR(st.st_mode):
         members.append((item, os.path.basename(item), False))
         lines.append(f"{item}|{_hash(fd, item)}")
         return
@@ -194,9 +204,10 @@ def _scan_input(fd: int, item: str, members: list[tuple[str, str, bool]], lines:
     if prefix:
         members.append((base, prefix.rstrip("/"), True))
     lines.append(f"{base}/|")
-    for source, inner, digest in _walk(fd, base):
+    for source, inner, digest, mode in _walk(fd, base):
         lines.append(f"{source}/|" if digest is None else f"{source}|{digest}")
         members.append((source, prefix + inner, digest is None))
+        modes.append(mode)
 
 
 def _hash(fd: int, shown: str) -> str:
@@ -206,8 +217,9 @@ def _hash(fd: int, shown: str) -> str:
     return hash_fd(fd)
 
 
-def _walk(dir_fd: int, top: str, rel: str = "") -> Iterator[tuple[str, str, str | None]]:
-    """(path, path relative to the tree, sha256 of a file or None for a directory) of
+def _walk(dir_fd: int, top: str, rel: str = "") -> Iterator[tuple[str, str, str | None, int]]:
+    """(path, path relative to the tree, sha256 of a file or None for a directory, its
+    permission bits) of
     everything below the directory `top` (open as `dir_fd`), depth first in lexical order (as
     Go's fs.WalkDir, so that the archive's order matches mgmt's). Listed, stat'd and read
     through directory descriptors, each entry by name (no link followed, as none is inside a
@@ -220,12 +232,12 @@ def _walk(dir_fd: int, top: str, rel: str = "") -> Iterator[tuple[str, str, str 
         source, inner, mode = os.path.join(top, name), f"{rel}{name}", entries[name].st_mode
         try:
             if stat.S_ISDIR(mode):
-                yield source, inner, None
+                yield source, inner, None, stat.S_IMODE(mode)
                 with safefs.closing(safefs.open_subdir(dir_fd, name)) as sub:
                     yield from _walk(sub, source, inner + "/")
             elif stat.S_ISREG(mode):
                 with safefs.closing(safefs.open_read(dir_fd, name)) as fd:
-                    yield source, inner, _hash(fd, source)
+                    yield source, inner, _hash(fd, source), stat.S_IMODE(mode)
             else:
                 raise ResourceError(f"cannot archive {source}: not a regular file or directory")
         except OSError as err:

@@ -29,13 +29,14 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from engine import safefs
 from engine.errors import ValidationError, WorldError
 from engine.local import LocalValues
 from engine.world import Changes, World, check_key
 from mgmt.lang.clock import Clock, Timer
 from mgmt.lang.errors import NOWHERE, FuncError, Pos
 from mgmt.lang.types import Type
-from mgmt.lang.values import FrozenDict, Struct
+from mgmt.lang.values import MAX_LEN, FrozenDict, Struct
 
 
 class Host(Protocol):
@@ -157,6 +158,25 @@ class Load(Stream):
         self.later(self.INTERVAL, self._poll)
 
 
+def read_for_program(path: str) -> str:
+    """A file a program reads (os.readfile, golang/os.read_file, deploy.readfile): as the agent
+    reads a `source` (engine.safefs.read_regular: a symlink followed only under the safe-path
+    rule, a FIFO or device refused rather than waited on forever, at most MAX_LEN bytes: a
+    string's limit). ValueError naming the path and why, else. Until 2026-12-05 (tester13) a
+    FIFO planted by another user stopped the agent for good (open() waiting for a writer on the
+    event loop, SIGTERM unheard) and their link read root's files into the program."""
+    if not path.startswith("/"):  # relative: to the agent's working directory, as in mgmt
+        path = os.path.join(os.getcwd(), path)
+    try:
+        return safefs.read_regular(path, MAX_LEN).decode()
+    except safefs.UnsafePathError as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
+
+
 class ReadFile(Stream):
     """os.readfile(path): the content; re-read whenever inotify reports a change, once a
     writer in place closed it (engine.watcher.follow_writes: mgmt reads at each event, and a
@@ -170,10 +190,9 @@ class ReadFile(Stream):
 
     def _read(self) -> None:
         try:
-            text = self.path.read_text()
-        except (OSError, UnicodeDecodeError) as err:
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            self.fail(f"cannot read {self.path}: {reason}")
+            text = read_for_program(str(self.path))
+        except ValueError as err:
+            self.fail(str(err))
             return
         self.emit(text)
 

@@ -142,7 +142,7 @@ class StatusModel:
         info = self._info(vertex.key)
         latency = self.clock.latency(event)
         if event.error is not None:
-            info.error = str(event.error)
+            info.error = _redacted(vertex, str(event.error))
             self._event(vertex, "error", info.error, None)
         elif latency is not None:
             kind = self.latencies.get(vertex.key[0])  # the resource's kind, no property call
@@ -160,7 +160,7 @@ class StatusModel:
         server that cannot bind showed `failed` with no error, no event)."""
         self._changes += 1
         info = self._info(event.vertex.key)
-        info.error = f"{event.where} failed: {event.error}"
+        info.error = _redacted(event.vertex, f"{event.where} failed: {event.error}")
         self._event(event.vertex, "error", info.error, None)
 
     def _swapped(self, event: GraphSwapped) -> None:
@@ -350,6 +350,12 @@ class StatusModel:
 
     def subscribed(self, queue: asyncio.Queue[dict[str, Any]]) -> bool:
         return queue in self._subscribers
+
+
+def _redacted(vertex: Vertex, text: str) -> str:
+    """An error's text with the secrets its resource received as "***" (ResourceLogger.redact):
+    the page is every local user's."""
+    return vertex.handle.logger.redact(text)
 
 
 def _event_dict(event: EventParts) -> dict[str, Any]:

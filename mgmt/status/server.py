@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import ipaddress
 import itertools
@@ -328,7 +329,9 @@ class _Listener:
 
 async def listen(server: StatusServer, config: Config, prefix: Path) -> str:
     """Serve on --prometheus-listen as the config says (see the module docstring); the URL
-    served. ValidationError (naming the flag) when it cannot: nothing is applied then."""
+    served. ValidationError (naming the flag) when it cannot: nothing is applied then; OSError
+    EADDRINUSE when another process holds the port (any local user can take a loopback port
+    first: the agent must not depend on it, it runs on and tries again)."""
     from mgmt.metrics import FLAG, parse_listen, resolve  # a listener's: not every run's
 
     what = "the status page" if config.status else "metrics"
@@ -350,6 +353,8 @@ async def listen(server: StatusServer, config: Config, prefix: Path) -> str:
                 )
         await server.listen_tcp(address, port, page=config.status, tls=tls)
     except OSError as err:  # a port in use, a host that does not resolve, unreadable TLS files
+        if err.errno == errno.EADDRINUSE:
+            raise  # another process holds it: the agent runs on, and tries again (mgmt.agent)
         reason = getattr(err, "strerror", None) or getattr(err, "reason", None) or str(err)
         raise ValidationError(
             f"cannot serve {what} on {show(config.prometheus_listen)}: {reason}", FLAG

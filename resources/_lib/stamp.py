@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,13 +39,30 @@ def hash_file(path: str) -> str:
 
     A FIFO or a device is refused, never read (`safefs.open_regular`): --max-runtime and
     SIGTERM never ended a run waiting on a FIFO."""
+    return hash_and_mode(path)[0]
+
+
+def hash_and_mode(path: str) -> tuple[str, int]:
+    """hash_file's digest ("" if missing) and the file's permission bits (0 if missing)."""
     try:
         with safefs.closing(safefs.open_regular(path)) as fd:
-            return hash_fd(fd)
+            return hash_fd(fd), stat.S_IMODE(os.fstat(fd).st_mode)
     except FileNotFoundError:
-        return ""
+        return "", 0
     except OSError as err:
         raise ResourceError(f"cannot read {path}: {err.strerror}") from err
+
+
+def output_mode(modes: Iterable[int]) -> int:
+    """The mode of an output made of inputs with these permission bits (an archive, a
+    compressed copy): read and write for its owner, read for the group and others only where
+    every input lets them read. A 0600 file archived into a 0644 tar was readable by every user
+    through it (tester10, tester13); mgmt creates its outputs with os.Create (0666 less the
+    umask) whatever the inputs."""
+    common = 0o044
+    for mode in modes:
+        common &= mode
+    return 0o600 | common
 
 
 def hash_fd(fd: int) -> str:

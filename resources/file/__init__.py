@@ -47,8 +47,10 @@ from resources.file.where import (
     entry_label,
     filler,
     kind_of,
+    owner_after,
     read_small,
     same,
+    setid_kept,
 )
 from resources.file.where import INLINE_LIMIT as INLINE_LIMIT
 
@@ -483,7 +485,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         their lines are logged here. What is found instead is returned, for _plan."""
         assert self.content is not None
         uid, gid = self._ids()
-        mode, data = self._want_mode(None, None, is_dir=False), self.content.encode()
+        mode, data = self._want_mode(None, None, False, (uid, gid)), self.content.encode()
         done: list[str] = []
         path = self._fs_path
         with watcher.expecting(path, beside=True) as rename:
@@ -639,7 +641,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         cur = st if st is not None and stat.S_ISREG(st.st_mode) else None
         source, src = self._source(held, want_dir=False)
         uid, gid = self._ids()
-        mode = self._want_mode(cur, src, is_dir=False)
+        mode = self._want_mode(cur, src, False, (uid, gid))
         changes = attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
         data: bytes | int | None = self.content.encode() if self.content is not None else source
         if self.fragments is not None:
@@ -715,7 +717,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         cur = st if st is not None and stat.S_ISDIR(st.st_mode) else None
         source, src = self._source(held, want_dir=True)
         uid, gid = self._ids()
-        mode = self._want_mode(cur, src, is_dir=True)
+        mode = self._want_mode(cur, src, True, (uid, gid))
         if cur is None:
             make = functools.partial(where.make_dir, TOP, mode, uid, gid)
             steps.append(Step(f"create directory {path}", f"created directory {path}", make))
@@ -802,7 +804,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             steps.append(self._replace_step(where, entry, st, kind, remove=True))
             st = None
         uid, gid = ids
-        bits = stat.S_IMODE(src_st.st_mode)
+        have = (src_st.st_uid, src_st.st_gid)
+        bits = setid_kept(stat.S_IMODE(src_st.st_mode), have, owner_after(uid, gid, st))
         if kind == "directory":
             make = functools.partial(where.make_dir, entry, bits, uid, gid)
             if st is None:
@@ -825,7 +828,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 and where.same(entry, src_fd, st.st_size)
             ):
                 return steps + attr_steps(where, entry, rel + " ", st, mode=bits, uid=uid, gid=gid)
-        copy = functools.partial(where.copy, entry, src, bits, uid, gid)
+        copy = functools.partial(where.copy, entry, src, bits, uid, gid, seen=src_st)
         return [*steps, Step(f"copy {rel}", f"copied {rel}", copy, True)]
 
     def _replace_step(
@@ -900,12 +903,21 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             return -1
 
     def _want_mode(
-        self, cur: os.stat_result | None, src: os.stat_result | None, is_dir: bool
+        self,
+        cur: os.stat_result | None,
+        src: os.stat_result | None,
+        is_dir: bool,
+        ids: tuple[int, int],
     ) -> int:
-        """The permission bits path must end with: `mode`, else the source's, else kept."""
-        src_bits = stat.S_IMODE(src.st_mode) if src is not None else None
+        """The permission bits path must end with: `mode`, else the source's, else kept. The
+        set-ID bits of the source, or of the current inode, are kept only for the same owner
+        (setid_kept): unless `mode` sets them, root never gets a user's set-ID file."""
+        want = owner_after(*ids, cur)
+        src_bits = None
+        if src is not None:
+            src_bits = setid_kept(stat.S_IMODE(src.st_mode), (src.st_uid, src.st_gid), want)
         if cur is not None:
-            start = stat.S_IMODE(cur.st_mode)
+            start = setid_kept(stat.S_IMODE(cur.st_mode), (cur.st_uid, cur.st_gid), want)
         elif src_bits is not None:
             start = src_bits
         else:

@@ -9,7 +9,7 @@ import stat
 from engine import safefs
 from engine.errors import ResourceError
 from resources._lib.plan import Step
-from resources.file.where import CHUNK, TOP, Entry, Where, child, entry_label, kind_of
+from resources.file.where import TOP, Entry, Where, child, entry_label, kind_of
 
 _SELINUX_XATTR = "security.selinux"
 SELINUX_FS = "/sys/fs/selinux"  # mounted where SELinux is enabled
@@ -30,12 +30,29 @@ def plan_purge(where: Where, entry: Entry, keep: set[Entry]) -> list[Step]:
     return steps
 
 
+FRAGMENTS_LIMIT = 16 << 20  # bytes the fragments of one file may come to (held in memory)
+
+
 def read_fragments(fragments: list[str]) -> bytes:
     """The content the fragments make (runs in a thread): each file's bytes in order; a
     directory's regular files by name (one level). A named path is opened like a source (a
     symlink on the way followed only under the safe-path rule: safefs.open_trusted); below a
-    directory nothing is followed. ResourceError if one cannot be read."""
+    directory nothing is followed. ResourceError if one cannot be read, or when they come to
+    more than FRAGMENTS_LIMIT bytes: a sparse 100 GB file in a fragment directory another user
+    writes cost the agent its size in memory (tester13), now it is refused by its size."""
     parts: list[bytes] = []
+    left = [FRAGMENTS_LIMIT]
+
+    def read(fd: int, index: int, shown: str) -> None:
+        data = safefs.read_limited(fd, left[0])
+        if data is None:
+            raise ResourceError(
+                f"fragments[{index}]: {shown}: the fragments come to more than "
+                f"{FRAGMENTS_LIMIT:,} bytes (the limit)"
+            )
+        left[0] -= len(data)
+        parts.append(data)
+
     for index, fragment in enumerate(fragments):
         try:
             fd = safefs.open_trusted(fragment)
@@ -51,23 +68,15 @@ def read_fragments(fragments: list[str]) -> bytes:
                 want = "a directory (it ends in '/')" if fragment.endswith("/") else "a file"
                 raise ResourceError(f"fragments[{index}]: {fragment} is not {want}")
             if stat.S_ISREG(st.st_mode):
-                parts.append(read_fd(fd))
+                read(fd, index, fragment)
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 raise ResourceError(f"fragments[{index}]: {fragment} is a {kind_of(st)}")
             for name, entry in sorted(safefs.scan(fd).items()):
                 if stat.S_ISREG(entry.st_mode) and not safefs.is_stale_temp(name, entry):
                     with safefs.closing(safefs.open_read(fd, name)) as file_fd:
-                        parts.append(read_fd(file_fd))
+                        read(file_fd, index, os.path.join(fragment, name))
     return b"".join(parts)
-
-
-def read_fd(fd: int) -> bytes:
-    chunks, offset = [], 0
-    while chunk := os.pread(fd, CHUNK, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
 
 
 def selinux_enabled() -> bool:

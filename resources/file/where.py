@@ -69,6 +69,28 @@ def attr_steps(
     return steps
 
 
+def setid_kept(bits: int, have: tuple[int, int], want: tuple[int, int]) -> int:
+    """`bits` (taken from an inode owned by `have`, a uid and gid) for an inode owned by `want`:
+    without the set-user-ID bit unless the owner stays the same, and without the set-group-ID
+    bit unless the group does (as cp and chown(2) drop them). A user's own 4755 file copied
+    to, or chowned to, root would otherwise run as root (docs/security.md, "Set-ID bits")."""
+    if have[0] != want[0]:
+        bits &= ~stat.S_ISUID
+    if have[1] != want[1]:
+        bits &= ~stat.S_ISGID
+    return bits
+
+
+def owner_after(uid: int, gid: int, st: os.stat_result | None) -> tuple[int, int]:
+    """The uid and gid an inode has after a change with ids uid, gid (-1: unmanaged): the
+    current inode's (st) where unmanaged, else a new one's, the agent's."""
+    if uid == -1:
+        uid = st.st_uid if st is not None else os.geteuid()
+    if gid == -1:
+        gid = st.st_gid if st is not None else os.getegid()
+    return uid, gid
+
+
 # where the changes happen: descriptors, never paths ------------------------------------------
 
 
@@ -286,13 +308,22 @@ class Where:
         with self._at(entry) as (dir_fd, name):
             safefs.link_at(dir_fd, name, fd)
 
-    def copy(self, entry: Entry, src: Src, mode: int, uid: int, gid: int) -> None:
-        """Copy the source tree's entry src (its root and names) to entry."""
+    def copy(
+        self, entry: Entry, src: Src, mode: int, uid: int, gid: int, *, seen: os.stat_result
+    ) -> None:
+        """Copy the source tree's entry src (its root and names), planned from its lstat
+        `seen`, to entry. Set-ID bits only go with the inode they were planned from: another
+        one swapped in there since (by whoever controls the source tree) gets none."""
         root, rel = src
         with (
             safefs.closing(safefs.sub_dir(root, rel[:-1])) as src_dir,
             safefs.closing(safefs.open_read(src_dir, rel[-1])) as src_fd,
         ):
+            if mode & (stat.S_ISUID | stat.S_ISGID):
+                now = os.fstat(src_fd)
+                planned = (seen.st_dev, seen.st_ino, seen.st_mode, seen.st_uid, seen.st_gid)
+                if (now.st_dev, now.st_ino, now.st_mode, now.st_uid, now.st_gid) != planned:
+                    mode &= ~(stat.S_ISUID | stat.S_ISGID)
             self.write(entry, filler(src_fd), mode, uid, gid)
 
     def make_dir(self, entry: Entry, mode: int, uid: int, gid: int) -> None:
@@ -321,7 +352,8 @@ class Where:
             if stat.S_ISLNK(expect.st_mode):
                 os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
             else:
-                safefs.set_attrs(fd, name, uid=uid, gid=gid, mode=mode, expect=expect)
+                shown = self.path if entry == TOP else os.path.join(self.path, *entry)
+                safefs.set_attrs(fd, name, uid=uid, gid=gid, mode=mode, expect=expect, shown=shown)
 
 
 class SharedDir:

@@ -22,6 +22,22 @@ T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 MGMT = [sys.executable, "-m", "mgmt"]
+NOBODY = 65534  # another real local user, through setpriv
+SETPRIV = shutil.which("setpriv")
+needs_another_user = pytest.mark.skipif(
+    os.geteuid() != 0 or SETPRIV is None, reason="needs root and setpriv (another real user)"
+)
+
+
+def as_nobody(cwd: Path, script: str) -> str:
+    """Run `script` (sh) as uid/gid 65534 in cwd; its stdout. It needs no search permission
+    above cwd (the directory is entered before the user changes)."""
+    assert SETPRIV is not None
+    argv = [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    proc = subprocess.run(
+        [*argv, "sh", "-c", script], cwd=cwd, check=True, timeout=30, capture_output=True, text=True
+    )
+    return proc.stdout
 
 
 def run_mgmt(

@@ -6,30 +6,16 @@ setpriv), as the operator tester did; the real `mgmt run` reads them."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import run_once
+from tests.e2e.helpers import NOBODY, as_nobody, needs_another_user, run_once
 
-NOBODY = 65534
-SETPRIV = shutil.which("setpriv")
 TRUST = "only links owned by root (or this agent's user), in directories only they can write"
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or SETPRIV is None, reason="needs root and setpriv (another real user)"
-)
-
-
-def as_nobody(cwd: Path, script: str) -> None:
-    """Run `script` (sh) as uid/gid 65534 in cwd: it needs no search permission above cwd (the
-    directory is entered before the user changes)."""
-    assert SETPRIV is not None
-    argv = [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    subprocess.run([*argv, "sh", "-c", script], cwd=cwd, check=True, timeout=30)
+pytestmark = needs_another_user
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ whole tree, is cut to its first line. Through the real CLI, --noop and a real ru
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from pathlib import Path
@@ -90,3 +91,39 @@ def test_kinds_given_a_value_do_not_log_it(tmp_path: Path) -> None:
     assert f"persisted net.ipv4.ip_default_ttl in {conf}" in outs[1]
     assert "gsettings[org.gnome.desktop.interface gtk-theme]: the value changed" in outs[1]
     assert "net.ipv4.ip_default_ttl = 77" in conf.read_text()
+
+
+async def test_a_secret_received_along_an_edge_is_hidden_in_the_log_and_on_the_status_page(
+    tmp_path: Path,
+) -> None:
+    """tester13 #8: exec's "running: <cmd>", its failure, and the status page's error, last
+    change and events carried the password it received (every local user reads the page)."""
+    from tests.e2e.helpers import Daemon
+    from tests.e2e.test_status_page import free_port
+
+    copy = tmp_path / "pwcopy"
+    graph = tmp_path / "pw.yaml"
+    graph.write_text(
+        "graph: pw\nresources:\n  password: [{name: db, length: 24}]\n"
+        "  exec: [{name: setpw, cmd: \"/bin/sh -c 'echo done'\"}]\n"
+        f"  file: [{{name: {copy}, mode: '0600'}}]\nedges:\n"
+        "  - {name: v1, from: {kind: password, name: db}, to: {kind: exec, name: setpw}, "
+        "send: password, recv: cmd}\n"
+        f"  - {{name: v2, from: {{kind: password, name: db}}, to: {{kind: file, name: {copy}}}, "
+        "send: password, recv: content}\n"
+    )
+    port = free_port()
+    args = ["run", "--tmp-prefix", "--status", "--prometheus-listen", f":{port}"]
+    async with Daemon([*args, "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("exec[setpw]: failed: cmd: cannot start")
+        await daemon.wait_log(f"created {copy}")
+        password = copy.read_text()
+        assert len(password) == 24
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        page = (await reader.read()).decode()
+        writer.close()
+        assert "exec[setpw]: running: ***" in daemon.log
+        assert "No such file or directory: '***'" in daemon.log
+        assert password not in daemon.log
+        assert "No such file or directory: '***'" in page and password not in page

@@ -647,3 +647,24 @@ def test_a_write_in_two_parts_is_named_only_once_fsynced_and_complete(tmp_path: 
     assert sorted(os.listdir(tmp_path)) == ["f0", "f1"]
     for i in range(2):
         assert (tmp_path / f"f{i}").read_text() == f"{i}\n" and bits(tmp_path / f"f{i}") == 0o640
+
+
+def test_read_limited_reads_up_to_the_limit_and_no_further(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert safefs.read_limited(fd, 10) == b"x" * 10
+        assert safefs.read_limited(fd, 9) is None
+        os.truncate(path, 1 << 40)  # sparse: refused by its size, never read
+        assert safefs.read_limited(fd, 1 << 20) is None
+    finally:
+        os.close(fd)
+    os.truncate(path, 3)
+    assert safefs.read_regular(str(path), 3) == b"xxx"
+    with pytest.raises(OSError, match="larger than 2 bytes"):
+        safefs.read_regular(str(path), 2)
+    os.unlink(path)
+    os.mkfifo(path)  # refused at once, not waited on for a writer
+    with pytest.raises(OSError, match="not a regular file"):
+        safefs.read_regular(str(path), 2)

@@ -294,6 +294,27 @@ async def test_a_runs_logged_output_is_capped_and_kept_whole(
         ]
 
 
+async def test_the_kept_output_is_its_last_part_past_the_limit(
+    run_resource: Start, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tester13 #11: a command printing 2 GB took the agent's memory, then the agent. Its
+    output is kept for send/recv up to KEEP_LIMIT (here 64 KiB), the last part, with a warning."""
+    import resources.exec as exec_module
+
+    monkeypatch.setattr(exec_module, "KEEP_LIMIT", 64 << 10)
+    caplog.set_level(logging.INFO)
+    res = ExecRes(name="x", cmd="seq 100000; echo last >&2", shell="/bin/sh")
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is False
+    assert res.output is not None and res.stdout is not None
+    kept = len(res.output) + exec_module.LINE_COST * len(res.output.splitlines())
+    assert kept <= 64 << 10
+    assert res.stdout.endswith("\n99999\n100000\n") and res.stderr == "last\n"
+    assert (
+        "exec[x]: cmd: its output came to more than 65,536 characters: only its last" in caplog.text
+    )
+
+
 async def test_cwd(run_resource: Start, tmp_path: Path) -> None:
     res = ExecRes(name="x", cmd="pwd", cwd=str(tmp_path))
     running = await run_resource(res)

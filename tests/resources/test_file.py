@@ -327,6 +327,151 @@ async def test_tree_copy_type_clash_needs_force(tmp_path: Path, run_resource: An
     assert tree(dst) == tree(src)
 
 
+# set-ID bits (tester13's finding 0): never carried to an inode of another owner -------------
+
+
+def _setid_tree(root: Path, uid: int) -> None:
+    """root/tool (4755) and root/sub/ (a 2775 directory) holding run (2755), owned by uid."""
+    (root / "sub").mkdir(parents=True)
+    (root / "tool").write_bytes(b"\x7fELF not really")
+    (root / "sub" / "run").write_text("#!/bin/sh\n")
+    for path, mode in (
+        (root / "tool", 0o4755),
+        (root / "sub", 0o2775),
+        (root / "sub" / "run", 0o2755),
+    ):
+        os.chown(path, uid, uid)
+        path.chmod(mode)
+    os.chown(root, uid, uid)
+
+
+async def test_a_copy_drops_the_set_id_bits_of_another_owners_source(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    """A user's 4755 file copied by root: root's copy gets 0755 (as cp), a tree per entry."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _setid_tree(src, NOBODY)
+    single = await make(run_resource, name="one", path=str(tmp_path / "one"), source=f"{src}/tool")
+    copy = await make(run_resource, name="tree", path=f"{dst}/", source=f"{src}/", recurse=True)
+    for res in (single, copy):
+        await converges(res)
+    assert bits(tmp_path / "one") == 0o755
+    assert {k: v[0] for k, v in snapshot(dst).items()} == {
+        ".": "drwxr-xr-x",
+        "tool": "-rwxr-xr-x",
+        "sub": "drwxrwxr-x",
+        "sub/run": "-rwxr-xr-x",
+    }
+    # a copy made before this fix (or chmod'ed since) is repaired
+    for path in (tmp_path / "one", dst / "tool"):
+        path.chmod(0o4755)
+    for res in (single, copy):
+        await converges(res)
+    assert bits(tmp_path / "one") == bits(dst / "tool") == 0o755
+
+
+async def test_a_copy_keeps_set_id_bits_for_the_same_owner_or_when_mode_asks(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    src = tmp_path / "src"
+    _setid_tree(src, NOBODY)
+    theirs = await make(
+        run_resource,
+        path=f"{tmp_path}/theirs/",
+        source=f"{src}/",
+        recurse=True,
+        owner="65534",
+        group="65534",
+    )
+    await converges(theirs)
+    assert bits(tmp_path / "theirs" / "tool") == 0o4755  # the user's own, still theirs
+    assert bits(tmp_path / "theirs" / "sub" / "run") == 0o2755
+    asked = await make(
+        run_resource, name="asked", path=str(tmp_path / "asked"), source=f"{src}/tool", mode="4755"
+    )
+    await converges(asked)
+    assert bits(tmp_path / "asked") == 0o4755  # the operator's `mode`
+    ours = tmp_path / "ours"
+    ours.write_text("root's")
+    ours.chmod(0o4750)
+    copy = await make(run_resource, name="ours", path=str(tmp_path / "copy"), source=str(ours))
+    await converges(copy)
+    assert bits(tmp_path / "copy") == 0o4750  # root's own set-ID file, root's copy
+
+
+@pytest.mark.parametrize("content", [None, "new\n"], ids=["chown", "rewrite"])
+async def test_chown_to_another_owner_drops_set_id_bits(
+    tmp_path: Path, run_resource: Any, content: str | None
+) -> None:
+    """A user's 4755 file in their directory, managed with owner root: it does not stay
+    set-ID (chown(2) drops the bits; a rewrite must not put them back), nor after g+w."""
+    path = tmp_path / "tool"
+    path.write_text("old\n")
+    os.chown(path, NOBODY, NOBODY)
+    path.chmod(0o6755)
+    res = await make(run_resource, path=str(path), content=content, owner="root", mode="g+w")
+    await converges(res)
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, bits(path)) == (0, NOBODY, 0o2775)  # group kept: setgid too
+
+
+async def test_a_tree_entry_swapped_after_the_plan_gets_no_set_id_bits(tmp_path: Path) -> None:
+    """Where.copy's own check: the set-ID bits planned for one inode are not given to another
+    one renamed in by whoever controls the source tree between the plan and the copy."""
+    from resources.file.where import Where
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "tool").write_text("root's own set-ID tool")
+    (src / "tool").chmod(0o4755)
+    planned = (src / "tool").lstat()
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with Where(str(tmp_path / "kept")) as where:
+            where.copy((), (fd, ("tool",)), 0o4755, -1, -1, seen=planned)
+        (src / "evil").write_text("the user's")
+        (src / "evil").chmod(0o755)
+        (src / "evil").rename(src / "tool")
+        with Where(str(tmp_path / "swapped")) as where:
+            where.copy((), (fd, ("tool",)), 0o4755, -1, -1, seen=planned)
+    finally:
+        os.close(fd)
+    assert bits(tmp_path / "kept") == 0o4755
+    assert (tmp_path / "swapped").read_text() == "the user's"
+    assert bits(tmp_path / "swapped") == 0o755
+
+
+@pytest.mark.parametrize("theirs", [True, False], ids=["their directory", "root's directory"])
+async def test_a_hard_link_is_not_chowned_in_a_directory_another_user_controls(
+    tmp_path: Path, run_resource: Any, theirs: bool
+) -> None:
+    """tester13 #5: uid 1001 hard-links uid 1002's group-writable file as ~/report; `owner:
+    1001, mode: 0600` of ~/report made it theirs. Refused there; root's own links are fine."""
+    victim = tmp_path / "data2"
+    victim.write_text("their data\n")
+    os.chown(victim, 65533, 65533)
+    victim.chmod(0o660)
+    home = tmp_path / "home"
+    home.mkdir()
+    os.link(victim, home / "report")
+    if theirs:
+        os.chown(home, NOBODY, NOBODY)
+    res = await make(run_resource, path=str(home / "report"), owner=str(NOBODY), mode="0600")
+    if not theirs:
+        await converges(res)
+        assert (victim.stat().st_uid, bits(victim)) == (NOBODY, 0o600)
+        return
+    for apply in (False, True):
+        refused = f"{home}/report has 2 hard links and its directory is owned by uid {NOBODY}"
+        with pytest.raises(ResourceError, match=refused) if apply else contextlib.nullcontext():
+            await res.check_apply(apply)
+    st = victim.stat()
+    assert (st.st_uid, st.st_gid, bits(victim)) == (65533, 65533, 0o660)
+    rewrite = await make(run_resource, name="w", path=str(home / "report"), content="new\n")
+    await converges(rewrite)  # a new inode: the other link keeps the old one, untouched
+    assert victim.read_text() == "their data\n" and (home / "report").stat().st_nlink == 1
+
+
 async def test_owner_group_timeline(tmp_path: Path, run_resource: Any) -> None:
     path = tmp_path / "f"
     path.write_text("x")

@@ -216,6 +216,85 @@ async def test_mount_options_of_the_live_mount_are_repaired(
     assert await wider.check_apply(True) is True
 
 
+NOBODY = 65534
+
+
+def _plant(tmp_path: Path, plant: str) -> tuple[Path, str]:
+    """The mount point another user could redirect, and the refusal expected."""
+    target = tmp_path / "target"  # root's directory
+    target.mkdir()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    shared = tmp_path / "shared"  # like /tmp
+    shared.mkdir()
+    shared.chmod(0o1777)
+    if plant == "their link at the mount point":
+        point = tmp_path / "mnt"
+        point.symlink_to(target)
+        os.lchown(point, NOBODY, NOBODY)
+        why = f"the mount point {point} is a symlink"
+    elif plant == "a mount point in their directory":
+        point = theirs / "mnt"
+        point.mkdir()
+        os.chown(theirs, NOBODY, NOBODY)
+        why = f"mount point {point}: {theirs} is owned by uid {NOBODY}: refusing to mount"
+    elif plant == "their mount point in a shared directory":
+        point = shared / "mnt"
+        point.mkdir()
+        os.chown(point, NOBODY, NOBODY)
+        why = f"the mount point {point} is owned by uid {NOBODY} in {shared}, which others"
+    else:
+        (tmp_path / "via").symlink_to(tmp_path)  # root's (safe), yet mountinfo shows target
+        point = tmp_path / "via" / "target"
+        why = f"reached through a symlink .*: name it by its real path, {target}"
+    return point, why
+
+
+@inside
+@pytest.mark.parametrize(
+    "plant",
+    [
+        "their link at the mount point",
+        "a mount point in their directory",
+        "their mount point in a shared directory",
+        "our own link on the way",
+    ],
+)
+async def test_a_mount_point_another_user_could_redirect_is_refused(
+    run_resource: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plant: str
+) -> None:
+    """tester13: uid 1001's `ln -s /root/dir ~/mnt`, and a root tmpfs `mount` of ~/mnt went over
+    root's directory (mount(8) follows links) and was stacked again at every check (mountinfo
+    shows the real path). Now refused before fstab or mount(8): nothing mounted anywhere."""
+    fstab = tmp_path / "fstab"
+    fstab.write_text("")
+    monkeypatch.setenv("MGMT_FSTAB", str(fstab))
+    point, why = _plant(tmp_path, plant)
+    shared = tmp_path / "shared"
+    before = _read(MOUNTINFO)
+    res = MountRes(name=str(point), state="exists", device="scratch", type="tmpfs")
+    await run_resource(res, watch=False)  # type: ignore[operator]
+    for apply in (False, True):
+        with pytest.raises(ResourceError, match=why):
+            await res.check_apply(apply)
+    assert _read(MOUNTINFO) == before and fstab.read_text() == ""
+    if plant == "a mount point in their directory":  # taking a mount away there: refused too
+        await run_command(["mount", "-t", "tmpfs", "scratch", str(point)], timeout=30)
+        absent = MountRes(name=str(point), state="absent")
+        await run_resource(absent, watch=False)  # type: ignore[operator]
+        with pytest.raises(ResourceError, match=why):
+            await absent.check_apply(True)
+        assert any(m.point == str(point) for m in mounts())
+        await run_command(["umount", str(point)], timeout=30)
+    mine = shared / "mine"  # root's own mount point in a sticky shared directory: fine
+    mine.mkdir()
+    ok = MountRes(name=str(mine), state="exists", device="scratch", type="tmpfs")
+    await run_resource(ok, watch=False)  # type: ignore[operator]
+    assert await ok.check_apply(True) is False
+    assert await ok.check_apply(True) is True
+    await run_command(["umount", str(mine)], timeout=30)
+
+
 @inside
 async def test_mount_loop_image(
     run_resource: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

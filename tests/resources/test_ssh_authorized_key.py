@@ -156,6 +156,16 @@ async def test_a_new_file_is_owned_as_its_directory(run_resource: Start, tmp_pat
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o600)
 
 
+def _link_theirs(keys: Path, victim: Path) -> None:
+    """The user hard-links another user's group-writable file (holding the key line) as their
+    authorized_keys (tester13 #5)."""
+    victim.write_text(f"ssh-ed25519 {KEY}\n")
+    os.chown(victim, 65533, 65533)
+    victim.chmod(0o660)
+    keys.unlink()
+    os.link(victim, keys)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd)")
 async def test_user_keeps_its_file_and_refuses_a_planted_link(
     run_resource: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -191,6 +201,12 @@ async def test_user_keeps_its_file_and_refuses_a_planted_link(
         home.chmod(0o775)  # sshd ignores the key then: said, as a warning
         assert await res.check_apply(True) is True
         assert f"sshd (StrictModes) will ignore the key: the home {home} is owned" in caplog.text
+        _link_theirs(keys, tmp_path / "theirs")  # not chowned to them
+        with pytest.raises(ResourceError, match=f"{keys} has 2 hard links and its directory is"):
+            await res.check_apply(True)
+        st = os.stat(tmp_path / "theirs")
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65533, 65533, 0o660)
+        keys.unlink()
         # The user swaps ~/.ssh for a link to a directory of root's.
         secret = tmp_path / "root-only"
         secret.mkdir(mode=0o700)

@@ -8,7 +8,6 @@ import re
 import shutil
 import sys
 import tempfile
-from pathlib import Path
 
 from mgmt.lang.funcs.registry import define, fail
 
@@ -42,7 +41,12 @@ def executable() -> str:
 
 
 def _read_file(name: str) -> str:
-    return Path(name).read_text()
+    from mgmt.lang.streams import read_for_program
+
+    try:
+        return read_for_program(name)
+    except ValueError as err:
+        raise fail(str(err)) from None
 
 
 def _look_path(name: str) -> str:

@@ -118,9 +118,40 @@ def template_name(module: str, short: str) -> str:
     return f"{module.replace('/', '_')}_{short}" if module else f"_{short}"
 
 
+# Builtins that read the agent's files or environment: not callable from a template. A
+# template's text is often a file a user maintains (their motd, a vhost snippet): through these
+# it read root's files and environment into the rendered file (tester13, 2026-12-05). mgmt
+# gives a template every simple function; a program may still call them and pass the result
+# in as the template's data.
+HOST_READERS = frozenset(
+    {
+        "golang_os_read_file",
+        "golang_os_readlink",
+        "golang_path_filepath_eval_symlinks",
+        "golang_os_getenv",
+        "golang_os_expand_env",
+        "sys_getenv",
+        "sys_env",
+        "sys_defaultenv",
+        "sys_hasenv",
+    }
+)
+
+
+def _not_in_templates(name: str) -> Callable[..., Any]:
+    def refused(*_args: Any) -> Any:
+        raise fail(
+            f"{name} is not available in a template (it reads the agent's files or "
+            "environment, and a template may be another user's text): call it in the program "
+            "and pass the result as the template's data"
+        )
+
+    return refused
+
+
 def template_funcs() -> dict[str, Callable[..., Any]]:
     """Functions a template may call: Go's, and every pure builtin by mgmt's template name
-    (`template_name`)."""
+    (`template_name`), except HOST_READERS (each a function that says why it is refused)."""
     if not _TEMPLATE_FUNCS:
         _TEMPLATE_FUNCS.update(BASE_FUNCS)
         for module, table in MODULES.items():
@@ -130,4 +161,6 @@ def template_funcs() -> dict[str, Callable[..., Any]]:
                 if short == "template":
                     continue
                 _TEMPLATE_FUNCS.setdefault(template_name(module, short), builtin.impl)
+        for name in HOST_READERS:
+            _TEMPLATE_FUNCS[name] = _not_in_templates(name)
     return _TEMPLATE_FUNCS
