@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
-from engine import collector, inotify, stopgate
+from engine import codestamp, collector, inotify, stopgate
 from engine.engine import Engine, Vertex
 from engine.errors import GraphError, MgmtError, ValidationError, path_error
 from engine.events import CheckApplied
@@ -378,14 +378,17 @@ class Agent:
         self._problem = ""  # the front-end's (the program's, the graph file's)
         self._graph_refused = ""  # the engine refused its last graph (two own one file...)
         self._collect_refused = ""  # ... or the last one with the collected resources
+        # mgmt was upgraded under it (engine.codestamp): restart it ("": not seen)
+        self._upgraded = codestamp.said.line  # (told from run() on: _on_upgraded)
         if source is not None:
             source.on_problem = self._program_error
             self._problem = source.problem
-            self.status.set_program_error(source.problem)
+        self.status.set_program_error(self._problem or self._upgraded)
 
     async def run(self, loaded: Loaded) -> int:
         loop = asyncio.get_running_loop()
         io_threads(loop)
+        codestamp.said.on_upgraded = self._on_upgraded
         stop, hup = self._on_stop_signal, lambda _: self._on_hup()
         with Signals(loop, {signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGHUP: hup}):
             return await self._run(loop, loaded)
@@ -596,8 +599,13 @@ class Agent:
         self._graph_refused = problem
         self._show_problem()
 
+    def _on_upgraded(self, line: str) -> None:
+        self._upgraded = line
+        self._show_problem()
+
     def _show_problem(self) -> None:
-        self.status.set_program_error(self._graph_refused or self._collect_refused or self._problem)
+        problem = self._graph_refused or self._collect_refused or self._problem or self._upgraded
+        self.status.set_program_error(problem)
         if self.notifier is not None:
             self.notifier.status(self._status())
 
@@ -752,6 +760,8 @@ class Agent:
             with contextlib.suppress(OSError):
                 (self.engine.prefix / SOCKET).unlink()
         self.status.close()
+        if codestamp.said.on_upgraded == self._on_upgraded:
+            codestamp.said.on_upgraded = None
         if self.heap is not None:
             # A process of its own: it ends when the agent has. The collector goes off now:
             # re-enabled after the engine's stop, it collected what the stop had made (0.2 s
