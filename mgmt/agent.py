@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
 from engine import codestamp, collector, inotify, stopgate
 from engine.engine import Engine, Vertex
-from engine.errors import GraphError, MgmtError, ValidationError, path_error
+from engine.errors import GraphError, MgmtError, ValidationError, path_error, transient
 from engine.events import CheckApplied
 from engine.exit import exit_request
 from engine.graph import Graph, fmt_key
@@ -189,7 +189,7 @@ async def run(config: Config, given: Loaded | None = None) -> int:
         code = await _run_in_prefix(config, given)
     finally:
         logging.getLogger().removeHandler(first)
-    if code == ExitCode.USAGE and first.message:
+    if code in (ExitCode.USAGE, ExitCode.UNAVAILABLE) and first.message:
         await asyncio.to_thread(last_words, first.message)
     return code
 
@@ -217,7 +217,7 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
             tmp = await thread_to_end(TmpPrefix, undo=TmpPrefix.close)
         except (OSError, MgmtError) as err:  # e.g. $TMPDIR another user controls
             log.error("%s", ValidationError(str(err), "--tmp-prefix"))
-            return ExitCode.USAGE
+            return refusal(err)
         for name in tmp.removed:
             log.debug("removed %s, the temporary prefix of a run that was killed", name)
         if config.own_process and config.exit_after >= 0:  # the process ends with this run
@@ -230,7 +230,7 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
         await thread_to_end(check_private, config.prefix)
     except (OSError, MgmtError) as err:
         log.error("%s", ValidationError(path_error(err, config.prefix), "--prefix"))
-        return ExitCode.USAGE
+        return refusal(err)
     try:  # and so is a prefix another agent runs with
         lock = await thread_to_end(lock_prefix, config.prefix, undo=os.close)
     except PrefixBusy as err:
@@ -238,11 +238,18 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
         return ExitCode.USAGE
     except (OSError, MgmtError) as err:
         log.error("%s", ValidationError(path_error(err, config.prefix), "--prefix"))
-        return ExitCode.USAGE
+        return refusal(err)
     try:
         return await _run(config, given, config.prefix)
     finally:
         os.close(lock)
+
+
+def refusal(err: BaseException) -> ExitCode:
+    """The exit code of a start refused for `err`: bad input (USAGE, 2), or a host problem
+    that may pass (UNAVAILABLE, 75: a full disk, a missing graph file), which the unit
+    restarts on (docs/operations.md, "Restarts")."""
+    return ExitCode.UNAVAILABLE if transient(err) else ExitCode.USAGE
 
 
 def _socket_dir(prefix: Path) -> None:
@@ -280,7 +287,7 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
     except GraphFileError as err:
         for problem in err.problems:
             log.error("%s", problem)
-        return ExitCode.USAGE
+        return refusal(err)
     for warning in loaded.warnings:
         log.warning("%s", warning)
     try:

@@ -327,6 +327,46 @@ async def test_a_bad_graph_at_start_fails_the_unit_instead_of_restarting_it(
 
 
 @pytest.mark.slow
+async def test_a_graph_file_missing_at_start_is_restarted_until_it_is_back(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    """tester11's finding 5: a host problem at the start (the graph file missing, the prefix's
+    disk full) exited 2, bad input, which RestartPreventExitStatus=2 never restarts: after a
+    boot with a full /var the agent stayed down. It exits 75 (EX_TEMPFAIL): the unit restarts
+    it, says why meanwhile, and once the file is back the host is managed again."""
+    unit = manager.name("missing")
+    service = f"{unit}.service"
+    path = graph(tmp_path)
+    args = ["setup", "--install-service", "--start", "--unit", unit, "--watchdog-sec", "0"]
+    args += ["--prefix", str(tmp_path / "prefix"), "yaml", str(path)]
+    code, out = await asyncio.to_thread(run_mgmt, args)
+    assert code == 0, out
+    await sd.manager("StopUnit", "ss", service, "replace")
+
+    async def settled(state: str) -> bool:
+        return await sd.active(service) == state
+
+    await sd.wait_until(lambda: settled("inactive"))
+    text = path.read_text()
+    path.unlink()
+    (tmp_path / "out").unlink()
+    await sd.manager("StartUnit", "ss", service, "replace")
+
+    async def restarted() -> bool:
+        props = await sd.props(service, "Service")
+        return int(props["NRestarts"]) >= 1 and props["ExecMainStatus"] == 75
+
+    await sd.wait_until(restarted)
+    status = str((await sd.props(service, "Service"))["StatusText"])
+    assert status == f"{path}: cannot read: No such file or directory", status
+    path.write_text(text)
+    await sd.wait_until(lambda: settled("active"))
+    assert (tmp_path / "out").read_text() == "hello\n"
+    await sd.manager("StopUnit", "ss", service, "replace")
+    await sd.wait_until(lambda: settled("inactive"))
+
+
+@pytest.mark.slow
 async def test_a_bad_flag_at_start_is_the_units_last_status(
     manager: RealSystemd, sd: Client, tmp_path: Path
 ) -> None:
