@@ -484,6 +484,20 @@ class Agent:
         if sys.stderr is not None and sys.stderr.isatty() and self.config.log_format == "text":
             self._spawn(self._show_progress())
 
+    async def _prefix_removed(self) -> None:
+        """Return once the prefix is removed or moved: its lock and status socket went with
+        it (mgmt.prefixwatch); the agent stops then (exit 1, which the unit restarts)."""
+        from mgmt.prefixwatch import removed
+        from mgmt.tmpprefix import AGENT_LOCK, LOCK
+
+        prefix = self.engine.prefix
+        await removed(prefix, LOCK if self.config.tmp_prefix else AGENT_LOCK)
+        log.error(
+            "the prefix %s was removed or moved under this agent, with its lock, its status "
+            "socket and the resources' state: stopping (a restart makes them again)",
+            prefix,
+        )
+
     async def _report_convergence(self) -> None:
         # The line is logged when the graph first converges, with the time that took: with a
         # converged timeout, as soon as every vertex is settled, not once the timeout (the
@@ -704,6 +718,8 @@ class Agent:
             waiters[asyncio.create_task(self.converger.converged.wait())] = "converged"
         if self.config.max_runtime > 0:
             waiters[asyncio.create_task(asyncio.sleep(self.config.max_runtime))] = "max-runtime"
+        if not self.exit_when_converged:  # a daemon: its prefix may be removed under it
+            waiters[asyncio.create_task(self._prefix_removed())] = "prefix-gone"
         # An exit resource (engine.exit): a graceful stop, then its code.
         waiters[asyncio.create_task(self.exit.requested.wait())] = "exit"
         try:
@@ -830,7 +846,7 @@ class Agent:
             return code
         if asked:
             return self._ok(failed)
-        if failed or self._forced or self.engine.reverser.failed():
+        if failed or reason == "prefix-gone" or self._forced or self.engine.reverser.failed():
             return ExitCode.FAILED
         etcd_failure = self.cluster.cluster.start_failure if self.cluster is not None else ""
         if etcd_failure and self.exit_when_converged:
