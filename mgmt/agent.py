@@ -508,6 +508,7 @@ class Agent:
                 await converger.settled.wait()  # a transition's moment
             self._said_converged = self._log_converged()
         again = False
+        said = ""  # the last summary line _until_diverged said
         while True:
             await converger.converged.wait()
             if self.heap is not None:
@@ -522,31 +523,35 @@ class Agent:
             elif again and log.isEnabledFor(logging.DEBUG):  # O(graph): not for nothing
                 log.debug("converged again: %s", self._convergence_summary())
             again = True
-            await self._until_diverged()
+            said = await self._until_diverged(said)
             self.status.set_converged(False)
             if self.metrics is not None:
                 self.metrics.set_converged(False)
             if self.notifier is not None:
                 self.notifier.status(self._status())
 
-    async def _until_diverged(self) -> None:
+    async def _until_diverged(self, said: str) -> str:
         """Wait until the graph diverges. Meanwhile a vertex that fails (a watch that ends for
         good) or recovers leaves the graph settled, so converged: a new converged line (and
         systemd's STATUS=) says so, at most one a second, for whoever reads the log's last
-        summary (`tail -f`)."""
+        summary (`tail -f`); not the line `said` last again (a timer's ticks beside a failed
+        resource repeated it every few seconds: tester11). Returns the last line said."""
         converger = self.converger
         while not converger.diverged.is_set():
             converger.failures.clear()
             await first_done(converger.failures.wait(), converger.diverged.wait())
             if converger.diverged.is_set():
-                return
-            if self._said_converged:
-                logsetup.summary(log, True, "converged: %s", self._convergence_summary())
+                return said
+            summary = self._convergence_summary() if self._said_converged else said
+            if summary != said:
+                said = summary
+                logsetup.summary(log, True, "converged: %s", summary)
             if self.notifier is not None:
                 self.notifier.status(self._status())
             with contextlib.suppress(TimeoutError):  # the next such line a second later
                 async with asyncio.timeout(1.0):
                     await converger.diverged.wait()
+        return said
 
     def _check_applied(self, event: CheckApplied) -> None:
         """A change, or under --noop one that would be (a resource's own `noop` meta param
