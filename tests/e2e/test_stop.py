@@ -203,3 +203,25 @@ async def test_an_agent_whose_prefix_is_removed_stops_and_says_why(
         assert await daemon.wait() == 1
     said = f"main: the prefix {prefix} was removed or moved under this agent"
     assert sum(said in line for line in daemon.lines) == 1, daemon.log
+
+
+@pytest.mark.slow
+async def test_a_command_ignoring_sigterm_is_killed_after_the_stops_grace(tmp_path: Path) -> None:
+    """tester11's finding 9: a command that ignores SIGTERM (a backup script, dpkg) held a
+    graceful stop for ever: `systemctl stop` waited TimeoutStopSec (90 s), SIGKILLed all and
+    the unit ended `failed`, without the agent's `stopped:` line. Its group is killed after
+    STOP_GRACE (10 s), said in a line naming it, and the stop ends cleanly (exit 0)."""
+    started = tmp_path / "started"
+    graph = tmp_path / "g.yaml"
+    cmd = f"trap '' TERM; touch {started}; sleep 1000"
+    graph.write_text(
+        f'graph: g\nresources:\n  exec:\n    - {{name: stubborn, cmd: "{cmd}", shell: /bin/sh}}\n'
+    )
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await wait_path(started, Path.exists)
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait_log("exec[stubborn]: cmd: stopping: sent SIGTERM")
+        assert await daemon.wait(timeout=60) == 0
+    assert "exec[stubborn]: cmd: did not end within 10s of SIGTERM: killed (SIGKILL)" in daemon.log
+    undone = "stopped: 1 of 1 resource left undone (exec[stubborn] interrupted)"
+    assert undone in daemon.log, daemon.log
