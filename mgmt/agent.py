@@ -72,6 +72,10 @@ MAX_RUNTIME_GRACE = 5.0
 # A graph file of at most this many bytes, without aliases, is read and parsed on the event loop
 # (`Agent._reload`): a 1 KiB file parses in ~0.2 ms, less than the hop to a thread and back.
 INLINE_BYTES = 8192
+# A graph file found empty or missing while watched is said so only if it still is at the next
+# change or this many seconds later: a write's or an editor's save's moment (Agent._reload).
+SETTLE = 1.0
+EMPTY = digest(b"")
 
 
 class GraphSource(Protocol):
@@ -385,12 +389,12 @@ class Agent:
         self._problem = ""  # the front-end's (the program's, the graph file's)
         self._graph_refused = ""  # the engine refused its last graph (two own one file...)
         self._collect_refused = ""  # ... or the last one with the collected resources
-        # mgmt was upgraded under it (engine.codestamp): restart it ("": not seen)
-        self._upgraded = codestamp.said.line  # (told from run() on: _on_upgraded)
+        # A write's moment (the file empty or missing) waits a change or SETTLE s to be said.
+        self._settling: asyncio.TimerHandle | None = None
         if source is not None:
             source.on_problem = self._program_error
             self._problem = source.problem
-        self.status.set_program_error(self._problem or self._upgraded)
+        self.status.set_program_error(self._problem or codestamp.said.line)
 
     async def run(self, loaded: Loaded) -> int:
         loop = asyncio.get_running_loop()
@@ -402,6 +406,8 @@ class Agent:
 
     async def _run(self, loop: asyncio.AbstractEventLoop, loaded: Loaded) -> int:
         reason = ""
+        if not self.exit_when_converged:  # a restart shows in a shared log (tester11)
+            log.info("agent starting: pid %d, prefix %s", os.getpid(), self.engine.prefix)
         try:
             try:
                 await self._start_http()
@@ -509,6 +515,7 @@ class Agent:
             self._said_converged = self._log_converged()
         again = False
         said = ""  # the last summary line _until_diverged said
+        graph = self.engine.graph  # the graph whose convergence was said
         while True:
             await converger.converged.wait()
             if self.heap is not None:
@@ -520,9 +527,12 @@ class Agent:
                 self.notifier.status(self._status())
             if not self._said_converged:
                 self._said_converged = self._log_converged()
+            elif again and self.engine.graph is not graph:  # a swapped-in graph's is said too
+                said = self._convergence_summary()  # (tester11: a deploy's log ended at the
+                logsetup.summary(log, True, "converged: %s", said)  # swap's lines)
             elif again and log.isEnabledFor(logging.DEBUG):  # O(graph): not for nothing
                 log.debug("converged again: %s", self._convergence_summary())
-            again = True
+            graph, again = self.engine.graph, True
             said = await self._until_diverged(said)
             self.status.set_converged(False)
             if self.metrics is not None:
@@ -625,12 +635,12 @@ class Agent:
         self._graph_refused = problem
         self._show_problem()
 
-    def _on_upgraded(self, line: str) -> None:
-        self._upgraded = line
+    def _on_upgraded(self, _line: str) -> None:  # mgmt upgraded under it: restart it
         self._show_problem()
 
     def _show_problem(self) -> None:
-        problem = self._graph_refused or self._collect_refused or self._problem or self._upgraded
+        problem = self._graph_refused or self._collect_refused or self._problem
+        problem = problem or codestamp.said.line
         self.status.set_program_error(problem)
         if self.notifier is not None:
             self.notifier.status(self._status())
@@ -781,6 +791,8 @@ class Agent:
         await self._tasks.close()
         if self._file_watcher is not None:
             await self._file_watcher.aclose()
+        if self._settling is not None:
+            self._settling.cancel()
         if self.metrics is not None:
             self.metrics.stop()
         if self.server is not None:
@@ -1052,6 +1064,12 @@ class Agent:
         else:
             limit = self.config.max_graph_size
             got = await asyncio.to_thread(_reread, file, limit, skip, self._loaded)
+        if got.error is not None and _in_a_write(got) and not self._settled():
+            log.debug("graph file %s: waiting for the write", got.error.problems[0])
+            return
+        if self._settling is not None:
+            self._settling.cancel()
+            self._settling = None
         if got.error is not None:
             self._refuse(got.error, got.digest)
             return
@@ -1087,6 +1105,15 @@ class Agent:
             self.swapped.set()
         await self._program_changed()
 
+    def _settled(self) -> bool:
+        """Whether the graph file has been empty or missing for SETTLE seconds (as each look
+        since the first found it); the first look starts the wait, which a look ends."""
+        loop = asyncio.get_running_loop()
+        if self._settling is None:
+            self._settling = loop.call_later(SETTLE, self.reload.set)
+            return False
+        return loop.time() >= self._settling.when()
+
     def _refuse(self, err: GraphFileError, refused: str) -> None:
         """Report a bad graph file once (its digest is remembered) and keep the running graph."""
         self._rejected = refused
@@ -1114,7 +1141,9 @@ async def _located(config: Config, err: GraphError, loaded: Loaded | None = None
     return [f"{config.file or 'graph'}: {err}"]
 
 
-UNREADABLE = "unreadable"  # the digest of a graph file that cannot be read (deleted...)
+# The digest of a graph file that cannot be read (deleted...), before the reason (a FIFO put in
+# place of a deleted file is said, not taken for the same refusal: tester11).
+UNREADABLE = "unreadable"
 
 
 @dataclass
@@ -1124,6 +1153,14 @@ class _Reread:
     digest: str  # of what was read (UNREADABLE: refused as such, then read back is undone)
     loaded: Loaded | None = None  # None: not parsed (unchanged), or refused
     error: GraphFileError | None = None
+
+
+def _in_a_write(got: _Reread) -> bool:
+    """Whether a graph file refused so may be a writer's moment: empty (truncated by an
+    in-place write, `open(w)`, before its write) or missing (an editor's save: `mv f f~`, write
+    `f`): its next event, or SETTLE seconds, tells (tester11: 1,000 quick edits logged `must be
+    a mapping` and a vim-like save `cannot read`, each with `keeping the running graph`)."""
+    return got.digest == EMPTY or (got.error is not None and transient(got.error))
 
 
 def _small_file(path: Path, limit: int) -> bytes | None:
@@ -1152,7 +1189,7 @@ def _reread(path: Path, max_size: int, skip: tuple[str, str], last: Loaded | Non
     try:
         data = read_limited(path, max_size)
     except GraphFileError as err:
-        return _Reread(UNREADABLE, error=err)
+        return _Reread(f"{UNREADABLE}: {err}", error=err)  # another reason is said again
     return _parsed(data, path, skip, last)
 
 

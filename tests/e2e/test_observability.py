@@ -306,17 +306,16 @@ async def test_mgmt_status_fails_while_a_resource_retries_since_its_first_failur
     prefix = tmp_path / "prefix"
     status = ["status", "--json", "--prefix", str(prefix)]
     async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
-        await daemon.wait_log("exec[fail]: failed, retrying", count=5)  # 4 retries later
-        async with asyncio.timeout(30):  # a snapshot between a retry's run and its failure
-            while True:  # reads `applying`: asked again
+        await daemon.wait_log("exec[fail]: failed, retrying")  # then said at DEBUG
+        async with asyncio.timeout(30):  # a snapshot between a retry's run and its failure,
+            while True:  # a few retries in (`applying`, or fewer: asked again)
                 code, out = await asyncio.to_thread(run_mgmt, status, 30)
                 snapshot = json.loads(out)
                 rows = {v["id"]: v for v in snapshot["vertices"]}
-                if rows["exec[fail]"]["state"] == "retrying":
+                errors = [e for e in snapshot["events"] if e["id"] == "exec[fail]"]
+                if rows["exec[fail]"]["state"] == "retrying" and len(errors) >= 3:
                     break
         assert code == 1, out
-        errors = [e for e in snapshot["events"] if e["id"] == "exec[fail]"]
-        assert len(errors) >= 5
         assert rows["exec[fail]"]["since"] <= errors[0]["time"], (rows["exec[fail]"], errors)
         text += "    - {name: watchfail, cmd: /bin/true, watchcmd: 'exit 7', watchshell: /bin/sh,"
         graph.write_text(text + " meta: {retry: 2, delay: 100}}\n")
