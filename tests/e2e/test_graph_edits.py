@@ -4,6 +4,7 @@ not reported as an error; a file left so is, and a FIFO put in place of a delete
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -12,7 +13,16 @@ from tests.e2e.helpers import Daemon, has_content, wait_path
 
 
 def graph_text(tmp_path: Path, n: int) -> str:
-    return f"graph: g\nresources:\n  file:\n    - {{name: f, path: {tmp_path}/out, content: '{n}'}}\n"
+    return (
+        f"graph: g\nresources:\n  file:\n    - {{name: f, path: {tmp_path}/out, content: '{n}'}}\n"
+    )
+
+
+def in_place(graph: Path, tmp_path: Path) -> None:
+    """199 quick edits in place: open(w) truncates, then writes."""
+    for n in range(1, 200):
+        with open(graph, "w") as file:
+            file.write(graph_text(tmp_path, n))
 
 
 async def test_editors_moments_are_not_errors_but_a_file_left_so_is(tmp_path: Path) -> None:
@@ -20,9 +30,7 @@ async def test_editors_moments_are_not_errors_but_a_file_left_so_is(tmp_path: Pa
     graph.write_text(graph_text(tmp_path, 0))
     async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
         await daemon.wait_log("converged:")
-        for n in range(1, 200):  # in place: open(w) truncates, then writes
-            with open(graph, "w") as file:
-                file.write(graph_text(tmp_path, n))
+        await asyncio.to_thread(in_place, graph, tmp_path)
         await wait_path(tmp_path / "out", has_content("199"), timeout=30)
         for n in range(200, 210):  # vim's save: the old one renamed away, a new one written
             os.rename(graph, tmp_path / "g.yaml~")
