@@ -124,6 +124,9 @@ class TransitionError(RuntimeError):
     """A vertex was asked to move between two statuses TRANSITIONS does not allow: a bug."""
 
 
+# A failure repeated the same way (retrying for ever, a failed resource polled) is said once,
+# then counted: a line with the count at most once this many seconds (Vertex._say_failure).
+REPEAT_EVERY = 60.0
 REWATCH_MIN, REWATCH_MAX = 0.05, 10.0  # seconds between restarts of a failing watch (doubling)
 
 
@@ -696,6 +699,8 @@ class Vertex:
             return  # its watch failed for good: it stays failed, nothing downstream runs
         self.ts = self.engine.tick()
         self.changed_last = changed
+        if self.handle.logger.repeats is not None:  # its lines are said again (ResourceLogger)
+            self.handle.logger.repeats = None
         if self.outcome in (RETRYING, FAILED):
             self.handle.logger.info("recovered")
         if self.res.meta.retryreset:  # else the retries are spent for good (mgmt's)
@@ -726,19 +731,44 @@ class Vertex:
         count = self.engine.retries.get(self.key, 0) + 1
         self.engine.retries[self.key] = count
         previous, self.error = self.error, err
-        if meta.retry == -1 or count <= meta.retry:
+        again = self.outcome in (RETRYING, FAILED) and str(previous) == str(err)
+        delay = meta.delay / 1000
+        if meta.retry != -1 and count <= meta.retry:
             # Each failed attempt, one line (as mgmt logs each retry): its error, what is left.
-            left = "forever" if meta.retry == -1 else f"{meta.retry - count + 1} left"
-            delay = meta.delay / 1000
+            left = f"{meta.retry - count + 1} left"
             self.handle.logger.warning("failed, retrying in %gs (%s): %s", delay, left, err)
-            self._set_outcome(RETRYING)
-            return meta.delay / 1000
-        if self.outcome is FAILED and str(previous) == str(err):
-            self.handle.logger.debug("failed again: %s", err)  # said when it first failed so
+        elif meta.retry == -1:  # for ever: said once, then counted while it stays the same
+            self._say_failure(f"failed, retrying in {delay:g}s (forever)", err, again)
+        else:  # out of retries; run again by an event or a poll, it may fail again
+            self._say_failure("failed", err, again and self.outcome is FAILED, logging.ERROR)
+            self._set_outcome(FAILED)
+            return None
+        self._set_outcome(RETRYING)
+        return delay
+
+    def _say_failure(
+        self, what: str, err: BaseException, again: bool, level: int = logging.WARNING
+    ) -> None:
+        """`what: err` for a failure that may repeat for ever (tester11: 2,400 lines a second
+        of `retry: -1, delay: 0`): the same failure again is said at DEBUG and counted, and
+        once a REPEAT_EVERY seconds in one line with the count; from the first failure on,
+        the resource's own INFO lines are said once while it keeps failing (ResourceLogger).
+        Timing stays mgmt's (a fixed `delay` between attempts): only the log is bounded."""
+        logger = self.handle.logger
+        if logger.repeats is None:
+            logger.repeats = set()
+        now = time.monotonic()
+        if not again:
+            logger.again, logger.said_at = 0, now
+            logger.log(level, "%s: %s", what, err)
+        elif now - logger.said_at >= REPEAT_EVERY:
+            times = logger.again + 1
+            took = now - logger.said_at
+            logger.log(level, "%s: %s (the same %d more times in %.0fs)", what, err, times, took)
+            logger.again, logger.said_at = 0, now
         else:
-            self.handle.logger.error("failed: %s", err)
-        self._set_outcome(FAILED)
-        return None
+            logger.again += 1
+            logger.debug("%s again: %s", what, err)
 
     def _fail_permanently(self, err: BaseException, where: str) -> None:
         self.error = err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class MgmtError(Exception):
     """Base of every error this project raises on purpose."""
@@ -61,3 +63,30 @@ def path_error(err: BaseException, path: object) -> str:
         return str(err)
     named = err.filename if isinstance(err.filename, str) and err.filename.startswith("/") else path
     return f"{named}: {err.strerror}"
+
+
+# A host's state that may pass, not bad input: a full or failing disk, a mount not there yet
+# (the file or directory it holds is missing), no memory, a read-only remount after an error.
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.ENOMEM,
+        errno.EAGAIN,
+        errno.EROFS,
+        errno.ESTALE,
+        errno.ETIMEDOUT,
+        errno.ENFILE,
+        errno.ENOENT,
+    }
+)
+
+
+def transient(err: BaseException | None) -> bool:
+    """Whether `err` (or what caused it) is a host problem that may pass (TRANSIENT_ERRNOS)."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in TRANSIENT_ERRNOS:
+            return True
+        err = err.__cause__
+    return False

@@ -96,7 +96,19 @@ class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
     one of ours (line_sinks: stderr's, text or JSON, the journal's, the status model's): each
     gets the line's parts, and makes of them what it makes of a record (the same text, the same
     change kept). Any other handler (caplog, an embedder's) or a filter: the line takes
-    logging's path, as every other level's lines do (tests/mgmt/test_log_lines.py)."""
+    logging's path, as every other level's lines do (tests/mgmt/test_log_lines.py).
+
+    While the resource keeps failing (`repeats` is a set: the engine's Vertex._failed), an INFO
+    line it said already in this streak of failures (an exec's `running: CMD`, its output) is
+    said again at DEBUG only: a resource retrying for ever logs each of its lines once, not
+    once per attempt (tester11: ~2,400 lines a second with `delay: 0`)."""
+
+    repeats: set[str] | None = None  # the INFO lines said since the resource began failing
+    REPEATS = 100  # lines remembered at most (a command printing a clock: each line is new)
+    # Its failure repeated since it was last said (at said_at, time.monotonic()): counted, said
+    # at DEBUG, then in one line (engine.Vertex._say_failure).
+    again = 0
+    said_at = 0.0
 
     def traffic(self, msg: str, *args: object) -> None:
         """An INFO line about what a server was asked (a request, a transfer, a lease), not a
@@ -125,6 +137,8 @@ class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         """Every level's line (LoggerAdapter's info(), warning()... call it)."""
         logger = self.logger
+        if level == logging.INFO and self.repeats is not None:
+            level = self._repeated(_message(msg, args))
         if not logger.isEnabledFor(level):
             return
         if self.secrets:
@@ -148,6 +162,16 @@ class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
         # the record's caller (when logging looks for it) is the resource: this frame skipped
         kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
         logger.log(level, f"{prefix}{msg}", *args, **kwargs)
+
+    def _repeated(self, message: str | None) -> int:
+        """DEBUG for a line said already while failing, else INFO (and it is remembered)."""
+        repeats = self.repeats
+        assert repeats is not None
+        if message in repeats:
+            return logging.DEBUG
+        if message is not None and len(repeats) < self.REPEATS:
+            repeats.add(message)
+        return logging.INFO
 
 
 def _message(msg: Any, args: tuple[Any, ...]) -> str | None:

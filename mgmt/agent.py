@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
-from engine import collector, inotify, stopgate
+from engine import codestamp, collector, inotify, stopgate
 from engine.engine import Engine, Vertex
-from engine.errors import GraphError, MgmtError, ValidationError, path_error
+from engine.errors import GraphError, MgmtError, ValidationError, path_error, transient
 from engine.events import CheckApplied
 from engine.exit import exit_request
 from engine.graph import Graph, fmt_key
@@ -75,6 +75,10 @@ LISTEN_RETRY_MAX = (
 # A graph file of at most this many bytes, without aliases, is read and parsed on the event loop
 # (`Agent._reload`): a 1 KiB file parses in ~0.2 ms, less than the hop to a thread and back.
 INLINE_BYTES = 8192
+# A graph file found empty or missing while watched is said so only if it still is at the next
+# change or this many seconds later: a write's or an editor's save's moment (Agent._reload).
+SETTLE = 1.0
+EMPTY = digest(b"")
 
 
 class GraphSource(Protocol):
@@ -192,7 +196,7 @@ async def run(config: Config, given: Loaded | None = None) -> int:
         code = await _run_in_prefix(config, given)
     finally:
         logging.getLogger().removeHandler(first)
-    if code == ExitCode.USAGE and first.message:
+    if code in (ExitCode.USAGE, ExitCode.UNAVAILABLE) and first.message:
         await asyncio.to_thread(last_words, first.message)
     return code
 
@@ -220,7 +224,7 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
             tmp = await thread_to_end(TmpPrefix, undo=TmpPrefix.close)
         except (OSError, MgmtError) as err:  # e.g. $TMPDIR another user controls
             log.error("%s", ValidationError(str(err), "--tmp-prefix"))
-            return ExitCode.USAGE
+            return refusal(err)
         for name in tmp.removed:
             log.debug("removed %s, the temporary prefix of a run that was killed", name)
         if config.own_process and config.exit_after >= 0:  # the process ends with this run
@@ -233,7 +237,7 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
         await thread_to_end(check_private, config.prefix)
     except (OSError, MgmtError) as err:
         log.error("%s", ValidationError(path_error(err, config.prefix), "--prefix"))
-        return ExitCode.USAGE
+        return refusal(err)
     try:  # and so is a prefix another agent runs with
         lock = await thread_to_end(lock_prefix, config.prefix, undo=os.close)
     except PrefixBusy as err:
@@ -241,11 +245,18 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
         return ExitCode.USAGE
     except (OSError, MgmtError) as err:
         log.error("%s", ValidationError(path_error(err, config.prefix), "--prefix"))
-        return ExitCode.USAGE
+        return refusal(err)
     try:
         return await _run(config, given, config.prefix)
     finally:
         os.close(lock)
+
+
+def refusal(err: BaseException) -> ExitCode:
+    """The exit code of a start refused for `err`: bad input (USAGE, 2), or a host problem
+    that may pass (UNAVAILABLE, 75: a full disk, a missing graph file), which the unit
+    restarts on (docs/operations.md, "Restarts")."""
+    return ExitCode.UNAVAILABLE if transient(err) else ExitCode.USAGE
 
 
 def _socket_dir(prefix: Path) -> None:
@@ -283,7 +294,7 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
     except GraphFileError as err:
         for problem in err.problems:
             log.error("%s", problem)
-        return ExitCode.USAGE
+        return refusal(err)
     for warning in loaded.warnings:
         log.warning("%s", warning)
     try:
@@ -381,20 +392,25 @@ class Agent:
         self._problem = ""  # the front-end's (the program's, the graph file's)
         self._graph_refused = ""  # the engine refused its last graph (two own one file...)
         self._collect_refused = ""  # ... or the last one with the collected resources
+        # A write's moment (the file empty or missing) waits a change or SETTLE s to be said.
+        self._settling: asyncio.TimerHandle | None = None
         if source is not None:
             source.on_problem = self._program_error
             self._problem = source.problem
-            self.status.set_program_error(source.problem)
+        self.status.set_program_error(self._problem or codestamp.said.line)
 
     async def run(self, loaded: Loaded) -> int:
         loop = asyncio.get_running_loop()
         io_threads(loop)
+        codestamp.said.on_upgraded = self._on_upgraded
         stop, hup = self._on_stop_signal, lambda _: self._on_hup()
         with Signals(loop, {signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGHUP: hup}):
             return await self._run(loop, loaded)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, loaded: Loaded) -> int:
         reason = ""
+        if not self.exit_when_converged:  # a restart shows in a shared log (tester11)
+            log.info("agent starting: pid %d, prefix %s", os.getpid(), self.engine.prefix)
         try:
             try:
                 await self._start_http()
@@ -510,6 +526,20 @@ class Agent:
         if sys.stderr is not None and sys.stderr.isatty() and self.config.log_format == "text":
             self._spawn(self._show_progress())
 
+    async def _prefix_removed(self) -> None:
+        """Return once the prefix is removed or moved: its lock and status socket went with
+        it (mgmt.prefixwatch); the agent stops then (exit 1, which the unit restarts)."""
+        from mgmt.prefixwatch import removed
+        from mgmt.tmpprefix import AGENT_LOCK, LOCK
+
+        prefix = self.engine.prefix
+        await removed(prefix, LOCK if self.config.tmp_prefix else AGENT_LOCK)
+        log.error(
+            "the prefix %s was removed or moved under this agent, with its lock, its status "
+            "socket and the resources' state: stopping (a restart makes them again)",
+            prefix,
+        )
+
     async def _report_convergence(self) -> None:
         # The line is logged when the graph first converges, with the time that took: with a
         # converged timeout, as soon as every vertex is settled, not once the timeout (the
@@ -520,6 +550,8 @@ class Agent:
                 await converger.settled.wait()  # a transition's moment
             self._said_converged = self._log_converged()
         again = False
+        said = ""  # the last summary line _until_diverged said
+        graph = self.engine.graph  # the graph whose convergence was said
         while True:
             await converger.converged.wait()
             if self.heap is not None:
@@ -531,34 +563,41 @@ class Agent:
                 self.notifier.status(self._status())
             if not self._said_converged:
                 self._said_converged = self._log_converged()
+            elif again and self.engine.graph is not graph:  # a swapped-in graph's is said too
+                said = self._convergence_summary()  # (tester11: a deploy's log ended at the
+                logsetup.summary(log, True, "converged: %s", said)  # swap's lines)
             elif again and log.isEnabledFor(logging.DEBUG):  # O(graph): not for nothing
                 log.debug("converged again: %s", self._convergence_summary())
-            again = True
-            await self._until_diverged()
+            graph, again = self.engine.graph, True
+            said = await self._until_diverged(said)
             self.status.set_converged(False)
             if self.metrics is not None:
                 self.metrics.set_converged(False)
             if self.notifier is not None:
                 self.notifier.status(self._status())
 
-    async def _until_diverged(self) -> None:
+    async def _until_diverged(self, said: str) -> str:
         """Wait until the graph diverges. Meanwhile a vertex that fails (a watch that ends for
         good) or recovers leaves the graph settled, so converged: a new converged line (and
         systemd's STATUS=) says so, at most one a second, for whoever reads the log's last
-        summary (`tail -f`)."""
+        summary (`tail -f`); not the line `said` last again (a timer's ticks beside a failed
+        resource repeated it every few seconds: tester11). Returns the last line said."""
         converger = self.converger
         while not converger.diverged.is_set():
             converger.failures.clear()
             await first_done(converger.failures.wait(), converger.diverged.wait())
             if converger.diverged.is_set():
-                return
-            if self._said_converged:
-                logsetup.summary(log, True, "converged: %s", self._convergence_summary())
+                return said
+            summary = self._convergence_summary() if self._said_converged else said
+            if summary != said:
+                said = summary
+                logsetup.summary(log, True, "converged: %s", summary)
             if self.notifier is not None:
                 self.notifier.status(self._status())
             with contextlib.suppress(TimeoutError):  # the next such line a second later
                 async with asyncio.timeout(1.0):
                     await converger.diverged.wait()
+        return said
 
     def _check_applied(self, event: CheckApplied) -> None:
         """A change, or under --noop one that would be (a resource's own `noop` meta param
@@ -632,8 +671,13 @@ class Agent:
         self._graph_refused = problem
         self._show_problem()
 
+    def _on_upgraded(self, _line: str) -> None:  # mgmt upgraded under it: restart it
+        self._show_problem()
+
     def _show_problem(self) -> None:
-        self.status.set_program_error(self._graph_refused or self._collect_refused or self._problem)
+        problem = self._graph_refused or self._collect_refused or self._problem
+        problem = problem or codestamp.said.line
+        self.status.set_program_error(problem)
         if self.notifier is not None:
             self.notifier.status(self._status())
 
@@ -725,6 +769,8 @@ class Agent:
             waiters[asyncio.create_task(self.converger.converged.wait())] = "converged"
         if self.config.max_runtime > 0:
             waiters[asyncio.create_task(asyncio.sleep(self.config.max_runtime))] = "max-runtime"
+        if not self.exit_when_converged:  # a daemon: its prefix may be removed under it
+            waiters[asyncio.create_task(self._prefix_removed())] = "prefix-gone"
         # An exit resource (engine.exit): a graceful stop, then its code.
         waiters[asyncio.create_task(self.exit.requested.wait())] = "exit"
         try:
@@ -781,6 +827,8 @@ class Agent:
         await self._tasks.close()
         if self._file_watcher is not None:
             await self._file_watcher.aclose()
+        if self._settling is not None:
+            self._settling.cancel()
         if self.metrics is not None:
             self.metrics.stop()
         if self.server is not None:
@@ -788,6 +836,8 @@ class Agent:
             with contextlib.suppress(OSError):
                 (self.engine.prefix / SOCKET).unlink()
         self.status.close()
+        if codestamp.said.on_upgraded == self._on_upgraded:
+            codestamp.said.on_upgraded = None
         if self.heap is not None:
             # A process of its own: it ends when the agent has. The collector goes off now:
             # re-enabled after the engine's stop, it collected what the stop had made (0.2 s
@@ -849,7 +899,7 @@ class Agent:
             return code
         if asked:
             return self._ok(failed)
-        if failed or self._forced or self.engine.reverser.failed():
+        if failed or reason == "prefix-gone" or self._forced or self.engine.reverser.failed():
             return ExitCode.FAILED
         etcd_failure = self.cluster.cluster.start_failure if self.cluster is not None else ""
         if etcd_failure and self.exit_when_converged:
@@ -1067,6 +1117,12 @@ class Agent:
         else:
             limit = self.config.max_graph_size
             got = await asyncio.to_thread(_reread, file, limit, skip, self._loaded)
+        if got.error is not None and _in_a_write(got) and not self._settled():
+            log.debug("graph file %s: waiting for the write", got.error.problems[0])
+            return
+        if self._settling is not None:
+            self._settling.cancel()
+            self._settling = None
         if got.error is not None:
             self._refuse(got.error, got.digest)
             return
@@ -1102,6 +1158,15 @@ class Agent:
             self.swapped.set()
         await self._program_changed()
 
+    def _settled(self) -> bool:
+        """Whether the graph file has been empty or missing for SETTLE seconds (as each look
+        since the first found it); the first look starts the wait, which a look ends."""
+        loop = asyncio.get_running_loop()
+        if self._settling is None:
+            self._settling = loop.call_later(SETTLE, self.reload.set)
+            return False
+        return loop.time() >= self._settling.when()
+
     def _refuse(self, err: GraphFileError, refused: str) -> None:
         """Report a bad graph file once (its digest is remembered) and keep the running graph."""
         self._rejected = refused
@@ -1129,7 +1194,9 @@ async def _located(config: Config, err: GraphError, loaded: Loaded | None = None
     return [f"{config.file or 'graph'}: {err}"]
 
 
-UNREADABLE = "unreadable"  # the digest of a graph file that cannot be read (deleted...)
+# The digest of a graph file that cannot be read (deleted...), before the reason (a FIFO put in
+# place of a deleted file is said, not taken for the same refusal: tester11).
+UNREADABLE = "unreadable"
 
 
 @dataclass
@@ -1139,6 +1206,14 @@ class _Reread:
     digest: str  # of what was read (UNREADABLE: refused as such, then read back is undone)
     loaded: Loaded | None = None  # None: not parsed (unchanged), or refused
     error: GraphFileError | None = None
+
+
+def _in_a_write(got: _Reread) -> bool:
+    """Whether a graph file refused so may be a writer's moment: empty (truncated by an
+    in-place write, `open(w)`, before its write) or missing (an editor's save: `mv f f~`, write
+    `f`): its next event, or SETTLE seconds, tells (tester11: 1,000 quick edits logged `must be
+    a mapping` and a vim-like save `cannot read`, each with `keeping the running graph`)."""
+    return got.digest == EMPTY or (got.error is not None and transient(got.error))
 
 
 def _small_file(path: Path, limit: int) -> bytes | None:
@@ -1167,7 +1242,7 @@ def _reread(path: Path, max_size: int, skip: tuple[str, str], last: Loaded | Non
     try:
         data = read_limited(path, max_size)
     except GraphFileError as err:
-        return _Reread(UNREADABLE, error=err)
+        return _Reread(f"{UNREADABLE}: {err}", error=err)  # another reason is said again
     return _parsed(data, path, skip, last)
 
 

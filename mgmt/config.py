@@ -22,6 +22,10 @@ class ExitCode(enum.IntEnum):
     FAILED = 1  # resources failed (or did not converge within --max-runtime)
     USAGE = 2  # bad input: graph file, flags
     CHANGED = 3  # --detailed-exitcodes: changes made (or, with --noop, would be), none failed
+    # A host problem at the start that may pass (sysexits' EX_TEMPFAIL): the prefix's disk is
+    # full, the graph file is missing (engine.errors.transient). The unit restarts on it, not
+    # on USAGE (RestartPreventExitStatus=2): fixed, the host is managed again without a human.
+    UNAVAILABLE = 75
 
 
 def opt(help: str, **kwargs: Any) -> Any:

@@ -8,7 +8,10 @@ keeps its heavy libraries (D-Bus, libvirt...) behind lazy imports too.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
+from engine import codestamp
 from engine.resource import set_loader
 
 # Every shipped kind and the module `resources.<module>` that registers it. A kind's module is
@@ -90,8 +93,16 @@ def load_all() -> None:
 
 
 def load(kind: str) -> None:
-    """Import the module that registers `kind`."""
-    importlib.import_module(f"resources.{KINDS[kind]}")
+    """Import the module that registers `kind`; if it (or a module it imported) changed since
+    the process started, say that mgmt was upgraded under it (engine.codestamp)."""
+    module = KINDS[kind]
+    before = set(sys.modules)
+    try:
+        importlib.import_module(f"resources.{module}")
+    finally:  # also when the new module fails in the old process (ImportError): it is gone
+        here = __path__[0]  # from sys.modules then, its file is named here
+        own = [os.path.join(here, f"{module}.py"), os.path.join(here, module, "__init__.py")]
+        codestamp.check([*own, *codestamp.new_modules(before)])
 
 
 set_loader(load, tuple(KINDS), UNSUPPORTED)

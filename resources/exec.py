@@ -51,6 +51,10 @@ from resources._lib.proc import (
 
 TAIL = 10  # stderr lines quoted in a failure
 GRACE = 1.0  # seconds to wait for a killed command's pipes before closing them
+# Seconds a command sent `sig` by the resource's stop (the agent's graceful stop) has to end
+# before its group is killed (SIGKILL): well within systemd's TimeoutStopSec=90, so that a
+# command ignoring SIGTERM no longer holds `systemctl stop` until systemd kills everything.
+STOP_GRACE = 10.0
 COMMANDS = ("cmd", "ifcmd", "nifcmd", "donecmd", "watchcmd")  # each one's group is recorded
 MIN_SECRET = 3  # shorter env values are not redacted (they would mangle every line)
 
@@ -117,7 +121,8 @@ class ExecRes(Refreshable, Edgeable, Resource):
     # Absolute working directory of `donecmd`. Default: `cwd`.
     donecwd: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # The signal (a name such as "SIGINT") that stops a running command's process group on a
-    # timeout or a cancellation, before SIGKILL a second later. Default: SIGTERM.
+    # timeout or a cancellation, before SIGKILL a second later (on the resource's stop:
+    # STOP_GRACE later). Default: SIGTERM.
     sig: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # Sent as `output` when no run has produced one (mgmt's send_output; "" is a value).
     send_output: str | None = None
@@ -414,11 +419,23 @@ class ExecRes(Refreshable, Edgeable, Resource):
                 asyncio.create_task(self._pump(stderr, "err", what, keep=lines, shown=shown)),
             ]
 
+            loop = asyncio.get_running_loop()
+            bound: list[asyncio.TimerHandle] = []
+
+            def kill() -> None:
+                if proc.returncode is None:
+                    self.handle.logger.warning(
+                        "%s: did not end within %gs of %s: killed (SIGKILL)",
+                        *(what, STOP_GRACE, signalled[0].name),
+                    )
+                    signal_group(proc, signal.SIGKILL)
+
             def stop() -> None:
                 if proc.returncode is None:
                     signalled.append(self._stop_signal())
                     self.handle.logger.info("%s: stopping: sent %s", what, signalled[0].name)
                     signal_group(proc, signalled[0])
+                    bound.append(loop.call_later(STOP_GRACE, kill))
 
             unregister = self.handle.on_stop(stop)
             try:
@@ -433,6 +450,8 @@ class ExecRes(Refreshable, Edgeable, Resource):
                 raise
             finally:
                 unregister()
+                for handle in bound:
+                    handle.cancel()
                 shown.end()
         if lines.cut:
             self.handle.logger.warning(

@@ -130,3 +130,6 @@ printf '#!%s -SP\nimport sys\nsys.path.append(%s)\nfrom mgmt.__main__ import mai
     "$PWD/.venv/bin/python" "$(.venv/bin/python -c 'import os; print(repr(os.getcwd()))')" >.venv/bin/mgmt
 # Byte-compile now: with PYTHONDONTWRITEBYTECODE set, every run would compile from source.
 .venv/bin/python -m compileall -q engine resources mgmt >/dev/null
+# A running agent does not pick the new code up as a whole: it imports a kind's module on first
+# use, so it would run new modules in its old engine (engine/codestamp.py says so when it does).
+echo "mgmt: installed; restart running agents (systemctl restart mgmt): until then they run the code they started with" >&2

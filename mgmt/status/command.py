@@ -10,7 +10,8 @@ fails; the host does not run what it was asked to). `--json` prints the agent's
 snapshot as it is, for scripts (`program_error`). An agent that runs the cluster's deploys
 says which (`deploy: 7`, `deploy: 7 (UNSIGNED)`, `deploy: none yet, waiting for the first`) and
 a newer deploy it refused and why (`; refused deploy 8: ...`; `deploy` in the JSON). Exit code:
-0 when nothing has failed, 1 when a resource has failed, the program has an error, the reversal
+0 when nothing has failed, 1 when a resource has failed (`failed`, or `retrying`: it failed and
+a retry is due; SINCE is when its failures began), the program has an error, the reversal
 of a resource that left the graph failed (`reversal failed: file[/x]: ...`; `reversals` in the
 JSON) or a newer deploy was refused (usable as a check: `mgmt status || alert`), 2 when no agent answers.
 
@@ -37,6 +38,7 @@ from typing import Any
 from mgmt import warn_misspelled_env
 from mgmt.config import ExitCode
 from mgmt.listing import resource_count
+from mgmt.status.model import FAILING
 from mgmt.status.server import SOCKET
 from mgmt.usage import Parser
 
@@ -169,13 +171,15 @@ def deploy_line(deploy: dict[str, Any]) -> str:
 
 
 def failed(snapshot: dict[str, Any]) -> bool:
-    """Something has failed: a resource, the program, the reversal of a resource that left
+    """Something has failed: a resource (`failed`, or `retrying`: its last attempt failed,
+    however many retries it has left), the program, the reversal of a resource that left
     the graph, a deploy this host refused (newer than the one it runs: it does not run what
     was pushed), or the cluster's quorum (`cluster_note`)."""
     deploy = snapshot.get("deploy") or {}
     reversals = snapshot.get("reversals", ())
+    counts = snapshot["counts"]
     return bool(
-        snapshot["counts"].get("failed")
+        any(counts.get(state) for state in FAILING)
         or snapshot.get("program_error")
         or deploy.get("refused")
         or snapshot.get("cluster_note")

@@ -41,6 +41,9 @@ QUEUE = 1000  # updates a slow subscriber may lag behind before it is dropped
 # so (the log's "would change"): settled, not converged.
 STATES = ("pending", "applying", "converged", "differs", "retrying", "failed")
 SETTLED = ("converged", "differs")  # what a dependency is in once its dependents may run
+# Failing: its last check or watch failed (a retry due or not): `mgmt status` exits 1 and its
+# SINCE is when it began failing (the first failure of the streak, not its last retry).
+FAILING = ("retrying", "failed")
 
 
 # A vertex's status as a state (a stopping one shows its last outcome: see _changed).
@@ -60,7 +63,10 @@ class Info:
     """What the model knows of one resource beyond its vertex."""
 
     state: str = "pending"
-    since: float = field(default_factory=time.time)  # when it entered `state`
+    # When it entered `state`; for `retrying` and `failed`, when its failures began (the first
+    # of the streak: a resource failing since 11:37 reads so at 11:43, not since its last retry)
+    since: float = field(default_factory=time.time)
+    failing_since: float = 0.0  # when its last check or watch that failed first did (0: none)
     error: str = ""
     last_change: str = ""
     last_change_at: float = 0.0
@@ -130,7 +136,8 @@ class StatusModel:
         if state == "converged" and vertex.changed_last and vertex.would_change:
             state = "differs"
         if state != info.state:
-            info.state, info.since = state, time.time()
+            failing = state in FAILING and info.failing_since
+            info.state, info.since = state, info.failing_since if failing else time.time()
             if self._subscribers:
                 self._publish({"type": "vertex", **self._vertex(vertex.key, info)})
             else:  # nobody reads the update: not built (3 per resource in a first run)
@@ -141,19 +148,20 @@ class StatusModel:
         vertex = event.vertex
         info = self._info(vertex.key)
         latency = self.clock.latency(event)
+        # Its state is "applying" still: its outcome comes next (VertexChanged), with the error.
         if event.error is not None:
             info.error = _redacted(vertex, str(event.error))
+            info.failing_since = info.failing_since or time.time()
             self._event(vertex, "error", info.error, None)
-        elif latency is not None:
+            return
+        if vertex.outcome is not DEAD:  # else its watch failed for good meanwhile: that error
+            info.error, info.failing_since = "", 0.0  # stays (a later good check cleared it)
+        if latency is not None:
             kind = self.latencies.get(vertex.key[0])  # the resource's kind, no property call
             if kind is None:  # not setdefault(): a deque made per change, mostly thrown away
                 kind = self.latencies[vertex.key[0]] = deque(maxlen=LATENCIES)
             kind.append(latency)
-            info.error = ""
             self._event(vertex, "repaired", info.last_change or "changed", latency)
-        else:
-            info.error = ""
-        # Its state is "applying" still: its outcome comes next (VertexChanged), with the error.
 
     def _failed(self, event: VertexFailed) -> None:
         """A watch or init() failed: its error and an event, as a failed check_apply's (a
@@ -161,6 +169,7 @@ class StatusModel:
         self._changes += 1
         info = self._info(event.vertex.key)
         info.error = _redacted(event.vertex, f"{event.where} failed: {event.error}")
+        info.failing_since = info.failing_since or time.time()
         self._event(event.vertex, "error", info.error, None)
 
     def _swapped(self, event: GraphSwapped) -> None:

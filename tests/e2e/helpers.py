@@ -67,8 +67,9 @@ def run_once(front_end: str, path: Path) -> tuple[int, str]:
 class Daemon:
     """A running `mgmt run ...` whose log lines are collected and awaitable."""
 
-    def __init__(self, args: Sequence[str]) -> None:
+    def __init__(self, args: Sequence[str], cwd: Path = ROOT) -> None:
         self.args = list(args)
+        self.cwd = cwd  # where `python -m mgmt` finds mgmt (another checkout: a copy)
         self.lines: list[str] = []
         self.proc: asyncio.subprocess.Process | None = None
         self._new_line = asyncio.Event()
@@ -78,7 +79,7 @@ class Daemon:
         self.proc = await asyncio.create_subprocess_exec(
             *MGMT,
             *self.args,
-            cwd=ROOT,
+            cwd=self.cwd,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,

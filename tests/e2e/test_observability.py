@@ -288,3 +288,41 @@ async def test_a_failure_after_convergence_logs_a_new_summary(tmp_path: Path) ->
         await daemon.wait_log("converged: 1 of 2 resources in the desired state; failed: exec[wd]")
         daemon.signal(signal.SIGTERM)
         await daemon.wait()
+
+
+async def test_mgmt_status_fails_while_a_resource_retries_since_its_first_failure(
+    tmp_path: Path,
+) -> None:
+    """tester11's finding 2: 30 execs failing for 6 minutes with `retry: -1` read `retrying`,
+    SINCE the last retry (a fresh blip), and `mgmt status` exited 0: `mgmt status || alert`
+    never fired. A retrying resource is failing: exit 1, SINCE when its failures began.
+    Finding 6: a watch that failed for good showed `failed` with an empty error (the check
+    that ended after it cleared it)."""
+    graph = tmp_path / "g.yaml"
+    text = "graph: g\nresources:\n  exec:\n"
+    text += "    - {name: fail, cmd: 'exit 1', shell: /bin/sh, meta: {retry: -1, delay: 100}}\n"
+    graph.write_text(text)
+    prefix = tmp_path / "prefix"
+    status = ["status", "--json", "--prefix", str(prefix)]
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("exec[fail]: failed, retrying")  # then said at DEBUG
+        async with asyncio.timeout(30):  # a snapshot between a retry's run and its failure,
+            while True:  # a few retries in (`applying`, or fewer: asked again)
+                code, out = await asyncio.to_thread(run_mgmt, status, 30)
+                snapshot = json.loads(out)
+                rows = {v["id"]: v for v in snapshot["vertices"]}
+                errors = [e for e in snapshot["events"] if e["id"] == "exec[fail]"]
+                if rows["exec[fail]"]["state"] == "retrying" and len(errors) >= 3:
+                    break
+        assert code == 1, out
+        assert rows["exec[fail]"]["since"] <= errors[0]["time"], (rows["exec[fail]"], errors)
+        text += "    - {name: watchfail, cmd: /bin/true, watchcmd: 'exit 7', watchshell: /bin/sh,"
+        graph.write_text(text + " meta: {retry: 2, delay: 100}}\n")
+        await daemon.wait_log("exec[watchfail]: watch failed: watchcmd exited with code 7")
+        code, out = await asyncio.to_thread(run_mgmt, status, 30)
+        rows = {v["id"]: v for v in json.loads(out)["vertices"]}
+        dead = rows["exec[watchfail]"]
+        why = "watch failed: watchcmd exited with code 7; no stderr"
+        assert (dead["state"], dead["error"]) == ("failed", why)
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait()

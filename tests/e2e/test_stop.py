@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Daemon, wait_path
+from tests.e2e.helpers import Daemon, run_mgmt, wait_path
 
 N = 2000  # files: a first run of a few seconds here, the first ones created within ~1.5 s
 CREATED = re.compile(r"file\[f(\d+)\]: created (\S+)$")
@@ -176,3 +177,51 @@ async def test_a_command_left_by_a_killed_agent_is_stopped_before_it_runs_again(
     assert not running(shell) and not running(sleep)
     assert "end" not in pids.read_text()
     assert not list(prefix.glob("var/exec/mig/running.*"))  # the second run's record is gone
+
+
+@pytest.mark.parametrize("how", ["removed", "moved"])
+async def test_an_agent_whose_prefix_is_removed_stops_and_says_why(
+    tmp_path: Path, how: str
+) -> None:
+    """tester11's finding 4: the prefix removed under a running agent (`rm -rf`, tmpfiles'
+    ageing) took its lock and status socket: `mgmt status` found no agent for the rest of its
+    life and a second agent ran beside it, unsaid. It stops, exit 1 (the unit restarts it: a
+    fresh start makes them again), and says why; a touch of the lock file is no removal."""
+    prefix = tmp_path / "prefix"
+    graph = tmp_path / "g.yaml"
+    graph.write_text("graph: g\nresources:\n  noop:\n    - name: n\n")
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("converged:")
+        os.utime(prefix / ".mgmt-agent.lock")  # an event, not a removal
+        os.chmod(prefix / ".mgmt-agent.lock", 0o600)
+        code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)], 30)
+        assert code == 0, out  # still there: its events came before the answer
+        if how == "removed":
+            shutil.rmtree(prefix)
+        else:
+            prefix.rename(tmp_path / "elsewhere")
+        assert await daemon.wait() == 1
+    said = f"main: the prefix {prefix} was removed or moved under this agent"
+    assert sum(said in line for line in daemon.lines) == 1, daemon.log
+
+
+@pytest.mark.slow
+async def test_a_command_ignoring_sigterm_is_killed_after_the_stops_grace(tmp_path: Path) -> None:
+    """tester11's finding 9: a command that ignores SIGTERM (a backup script, dpkg) held a
+    graceful stop for ever: `systemctl stop` waited TimeoutStopSec (90 s), SIGKILLed all and
+    the unit ended `failed`, without the agent's `stopped:` line. Its group is killed after
+    STOP_GRACE (10 s), said in a line naming it, and the stop ends cleanly (exit 0)."""
+    started = tmp_path / "started"
+    graph = tmp_path / "g.yaml"
+    cmd = f"trap '' TERM; touch {started}; sleep 1000"
+    graph.write_text(
+        f'graph: g\nresources:\n  exec:\n    - {{name: stubborn, cmd: "{cmd}", shell: /bin/sh}}\n'
+    )
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await wait_path(started, Path.exists)
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait_log("exec[stubborn]: cmd: stopping: sent SIGTERM")
+        assert await daemon.wait(timeout=60) == 0
+    assert "exec[stubborn]: cmd: did not end within 10s of SIGTERM: killed (SIGKILL)" in daemon.log
+    undone = "stopped: 1 of 1 resource left undone (exec[stubborn] interrupted)"
+    assert undone in daemon.log, daemon.log

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mgmt.sdnotify import Notifier
-from tests.e2e.helpers import MGMT, ROOT, run_mgmt
+from tests.e2e.helpers import MGMT, ROOT, has_content, run_mgmt, wait_path
 from tests.systemd_fixture import Client, RealSystemd
 
 
@@ -293,6 +293,27 @@ def test_logs_go_to_the_journal_with_structured_fields(tmp_path: Path) -> None:
     assert fields["MESSAGE"].startswith("file[hello]: created")
 
 
+async def stopped_unit(
+    manager: RealSystemd, sd: Client, tmp_path: Path, name: str
+) -> tuple[str, Path]:
+    """A unit `mgmt setup --install-service --start` installed for graph(tmp_path), started
+    (active), then stopped: the service's name and the graph file."""
+    service = f"{manager.name(name)}.service"
+    path = graph(tmp_path)
+    args = ["setup", "--install-service", "--start", "--unit", service.removesuffix(".service")]
+    args += ["--watchdog-sec", "0", "--prefix", str(tmp_path / "prefix"), "yaml", str(path)]
+    code, out = await asyncio.to_thread(run_mgmt, args)
+    assert code == 0, out
+    assert await sd.active(service) == "active"
+    await sd.manager("StopUnit", "ss", service, "replace")
+
+    async def stopped() -> bool:
+        return await sd.active(service) == "inactive"
+
+    await sd.wait_until(stopped)
+    return service, path
+
+
 @pytest.mark.slow
 async def test_a_bad_graph_at_start_fails_the_unit_instead_of_restarting_it(
     manager: RealSystemd, sd: Client, tmp_path: Path
@@ -300,21 +321,12 @@ async def test_a_bad_graph_at_start_fails_the_unit_instead_of_restarting_it(
     """The graph edited into an error while the agent was stopped: it exits 2 at its start, and
     Restart=on-failure restarted it every 2 s for ever (NRestarts=8 after 13 s, `activating`;
     operator tester, 2026-12-05). RestartPreventExitStatus=2: the unit fails at once."""
-    unit = manager.name("badgraph")
-    service = f"{unit}.service"
-    path = graph(tmp_path)
-    args = ["setup", "--install-service", "--start", "--unit", unit, "--watchdog-sec", "0"]
-    args += ["--prefix", str(tmp_path / "prefix"), "yaml", str(path)]
-    code, out = await asyncio.to_thread(run_mgmt, args)
-    assert code == 0, out
+    service, path = await stopped_unit(manager, sd, tmp_path, "badgraph")
     assert "RestartPreventExitStatus=2\n" in (manager.unit_dir / service).read_text()
-    assert await sd.active(service) == "active"
-    await sd.manager("StopUnit", "ss", service, "replace")
 
     async def settled(state: str) -> bool:
         return await sd.active(service) == state
 
-    await sd.wait_until(lambda: settled("inactive"))
     path.write_text(path.read_text() + '      mode: "banana"\n')
     await sd.manager("StartUnit", "ss", service, "replace")
     await sd.wait_until(lambda: settled("failed"))
@@ -324,6 +336,38 @@ async def test_a_bad_graph_at_start_fails_the_unit_instead_of_restarting_it(
     status = str(props["StatusText"])
     assert status.startswith(f"{path}:7: file[hello]: mode: expected octal"), status
     assert status.endswith("got 'banana'") and "\n" not in status, status
+
+
+@pytest.mark.slow
+async def test_a_graph_file_missing_at_start_is_restarted_until_it_is_back(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    """tester11's finding 5: a host problem at the start (the graph file missing, the prefix's
+    disk full) exited 2, bad input, which RestartPreventExitStatus=2 never restarts: after a
+    boot with a full /var the agent stayed down. It exits 75 (EX_TEMPFAIL): the unit restarts
+    it, says why meanwhile, and once the file is back the host is managed again."""
+    service, path = await stopped_unit(manager, sd, tmp_path, "missing")
+
+    async def settled(state: str) -> bool:
+        return await sd.active(service) == state
+
+    text = path.read_text()
+    path.unlink()
+    (tmp_path / "out").unlink()
+    await sd.manager("StartUnit", "ss", service, "replace")
+
+    async def restarted() -> bool:
+        props = await sd.props(service, "Service")
+        return int(props["NRestarts"]) >= 1 and props["ExecMainStatus"] == 75
+
+    await sd.wait_until(restarted)
+    status = str((await sd.props(service, "Service"))["StatusText"])
+    assert status == f"{path}: cannot read: No such file or directory", status
+    path.write_text(text)
+    await sd.wait_until(lambda: settled("active"))
+    await wait_path(tmp_path / "out", has_content("hello\n"))  # applied (READY=1: started)
+    await sd.manager("StopUnit", "ss", service, "replace")
+    await sd.wait_until(lambda: settled("inactive"))
 
 
 @pytest.mark.slow

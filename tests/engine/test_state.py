@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -305,3 +306,36 @@ async def test_a_notify_edge_refreshes_only_a_refreshable_kind(engine: Engine) -
     assert state("b").calls == [(True, True)]  # ProbeRes is Refreshable
     assert state("p").calls == [(True, False)]  # PlainProbe is not: a plain edge
     assert not engine.vertices[("plainprobe", "p")].refresh_pending
+
+
+async def test_a_failure_repeated_for_ever_is_said_once_then_with_its_count(
+    tmp_path: Path,
+    engine: Engine,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """tester11's finding 7 (engine.engine.Vertex._say_failure): a real command failing for
+    ever. Its failure line once, then its repeats counted and said with the count once a
+    REPEAT_EVERY (0.2 s here); its own `running:` line once more (the 2nd attempt's), not at
+    every attempt; after a recovery its lines are said again."""
+    from engine import engine as engine_module
+    from resources.exec import ExecRes
+
+    monkeypatch.setattr(engine_module, "REPEAT_EVERY", 0.2)
+    flag = tmp_path / "ok"
+    cmd = f"test -e {flag}"
+    graph = Graph("t")
+    graph.add(ExecRes(name="x", cmd=cmd, shell="/bin/sh", meta=Meta(retry=-1, delay=10)))
+    caplog.set_level(logging.INFO, logger="engine")
+    await engine.apply(graph)
+
+    def said(text: str) -> int:
+        return sum(text in r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+
+    failed = "exec[x]: failed, retrying in 0.01s (forever): cmd exited with code 1; no stderr"
+    await settle(engine, lambda: said(failed + " (the same") >= 2)
+    assert said(failed) == 1 + said(failed + " (the same")
+    assert said(f"exec[x]: running: {cmd}") == 2
+    flag.touch()
+    await settle(engine, lambda: said("exec[x]: recovered") == 1)
+    assert engine.vertices[("exec", "x")].handle.logger.repeats is None  # said again from now
