@@ -1,4 +1,4 @@
-"""The cycle collector around the first run (engine.Engine._first_run_gc), with real probes."""
+"""The cycle collector around the first run (engine.Engine._pause_gc), with real probes."""
 
 from __future__ import annotations
 

@@ -55,8 +55,20 @@ async def test_stopped_vertices_are_collected_in_full_now_and_then(
         graph.vertices[("probe", "p1")] = ProbeRes(name="p1", tag=str(round_))
         await engine.apply(graph)
         await settle(engine)
+    # Due, not made in the swap (whose frames still hold what it stopped): made once the
+    # graph converged, or at the next swap if it does not.
+    assert frozen.collections == 0 and frozen.stopped == 3
+    frozen.converged()
     assert frozen.collections == 1 and frozen.stopped == 0
     assert gc.get_freeze_count() > 0  # frozen again after the collection
+    frozen.converged()
+    assert frozen.collections == 1  # once
+    for round_ in range(4):  # due again after the third; the fourth swap makes it
+        graph = graph.copy()
+        graph.vertices[("probe", "p1")] = ProbeRes(name="p1", tag=f"again {round_}")
+        await engine.apply(graph)
+        await settle(engine)
+    assert frozen.collections == 2 and frozen.stopped == 1
 
 
 def test_closing_for_the_end_of_the_process_leaves_the_heap_frozen_and_the_collector_off(
