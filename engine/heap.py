@@ -6,11 +6,13 @@ daemon during swaps of one resource, whose own cost is ~20 ms. `FrozenHeap` move
 alive after each graph swap, and again once that graph first converged (its first
 check_applies made as many objects again), out of the collector's sight (gc.freeze(): O(1)),
 so collections walk only what is newer. What the frozen part later drops is freed by
-reference counting, except cycles: a stopped vertex is one (its handle's callbacks and its
-event point back at it; ~32 objects each), and waits for the next full collection, made when
-the vertices stopped since the last one reach a quarter of the graph (at least MIN_STOPPED),
-once the graph has converged again (or at the next swap, if it does not): memory held back is
-bounded by that, and the pause is paid once per as many swaps, not in the middle of one.
+reference counting: a vertex a swap stops and drops too, its cycles broken (Vertex.release;
+before, each was ~32 objects in cycles, frozen until a full collection walked the whole heap,
+1-2 s of the loop at 20,000 resources). Other cycles (a resource's own) wait for the next
+full collection, made when the vertices stopped since the last one reach four times the
+graph (at least MIN_STOPPED), once the graph has converged again (or at the next swap, if it
+does not): memory held back is bounded by that, and the pause, a walk of the live heap, is
+paid once per as many swaps, never in the middle of one.
 
 The engine itself pauses the collector during each swap and the first pass of the vertices
 it starts, then freezes what lives (Engine._pause_gc), and thaws the heap at the next swap:
@@ -46,10 +48,9 @@ class FrozenHeap:
         if self._due:  # the graph did not converge since: collect what the last ones left
             self._collect()
         self.stopped += event.stopped
-        # Not now: the swap's own frames still hold what it stopped (a collection at its end
-        # found 189 objects of 20,000 stopped vertices, which a later one freed by the
-        # million), and the new vertices' first pass runs (Engine._pause_gc).
-        self._due = self.stopped >= max(MIN_STOPPED, (event.kept + event.started) // 4)
+        # Not now: the new vertices' first pass runs (Engine._pause_gc), and what it makes
+        # is frozen at its end.
+        self._due = self.stopped >= max(MIN_STOPPED, 4 * (event.kept + event.started))
         gc.freeze()  # it may have thawed the heap (Engine._gc_resume); what it made and
         # dropped is counted in `stopped` (gc.get_freeze_count() is O(n))
         self._fresh = self._fresh or event.replaced is None
