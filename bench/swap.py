@@ -26,7 +26,7 @@ timed from the graph file's rename to the `graph swap:` line and to the new grap
 pass (every new noop checked once: the agent's /metrics, polled every 50 ms), beside a fresh
 start of N (to its `converged:` line); and the longest the agent took to answer a request
 for a static file on its status socket (a probe every 10 ms: an upper bound of the loop's
-longest step) from the rename to 1 s after that end. `--base DIR` runs another checkout alternately.
+longest step) from the rename to 1 s after that end; the agent's RSS before and then. `--base DIR` runs another checkout alternately.
 
     .venv/bin/python bench/swap.py [--sizes 1000 10000] [--count 20]
     .venv/bin/python bench/swap.py --replace [--sizes 20000] [--count 3] [--base DIR]
@@ -247,11 +247,18 @@ async def ask(sock: Path) -> float:
 
 def checked(port: int) -> float:
     """The agent's check_applies so far (its /metrics), blocking: run in a thread."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+    with socket.create_connection(("127.0.0.1", port), timeout=600) as conn:  # a wedged loop
         conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         data = b"".join(iter(lambda: conn.recv(65536), b""))
     found = re.findall(rb"^mgmt_checkapply_total\{[^}]*\} (\S+)$", data, re.M)
     return sum(float(value) for value in found)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def until_checked(port: int, total: int) -> None:
@@ -294,6 +301,7 @@ async def replace_one(count: int, tree: Path) -> str:
             started = time.perf_counter() - start
             prober = group.create_task(probe())
             await asyncio.sleep(1)  # its first pass's end (its heap frozen...) is not timed
+            before = rss_mib(proc.pid)
             begin = time.perf_counter()
             await asyncio.to_thread(write_atomically, graph, noops(count, "b"))
             await daemon.next_swap(0)
@@ -301,6 +309,7 @@ async def replace_one(count: int, tree: Path) -> str:
             await asyncio.to_thread(until_checked, port, 2 * count)
             done = time.perf_counter() - begin
             await asyncio.sleep(1)  # what follows the first pass (its freeze, convergence)
+            after = rss_mib(proc.pid)
             prober.cancel()
             reader.cancel()
     finally:
@@ -311,7 +320,7 @@ async def replace_one(count: int, tree: Path) -> str:
     return (
         f"fresh start {started:.2f}s  replace: `graph swap:` {swapped:.2f}s, first pass "
         f"{done:.2f}s, longest answer {max(during, default=0) * 1000:.0f} ms "
-        f"({len(during)} probes)"
+        f"({len(during)} probes), RSS {before:.0f} -> {after:.0f} MiB"
     )
 
 
