@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import Iterator
 
 import pytest
 
@@ -44,19 +43,6 @@ class Turns:
         self._unsubscribe()
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-
-
-@pytest.fixture
-def collector() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.enable()
-    gc.unfreeze()
-    yield
-    gc.unfreeze()
-    if was:
-        gc.enable()
-    else:
-        gc.disable()
 
 
 async def test_sliced_gives_the_loop_a_turn_after_every_slice() -> None:

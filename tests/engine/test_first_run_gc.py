@@ -6,7 +6,6 @@ import asyncio
 import gc
 import itertools
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,17 +36,6 @@ def chain(names: str) -> Graph:
     for src, dst in itertools.pairwise(names):
         graph.connect(("gcprobe", src), ("gcprobe", dst), Edge())
     return graph
-
-
-@pytest.fixture
-def collector() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.enable()
-    gc.unfreeze()
-    yield
-    gc.unfreeze()
-    if was:
-        gc.enable()
 
 
 @pytest.mark.usefixtures("collector")
