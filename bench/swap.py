@@ -21,7 +21,15 @@ swap (the language's graph stream). Every other change also adds an edge to that
 The cost should grow with the size of the change, not with N (target: <= 50 ms for N=10,000).
 Each figure is printed with the load average (the machine is shared: compare in one run).
 
+With --replace, the whole graph changes instead: N noops replaced by N others (tester11's #1),
+timed from the graph file's rename to the `graph swap:` line and to the new graph's first
+pass (every new noop checked once: the agent's /metrics, polled every 50 ms), beside a fresh
+start of N (to its `converged:` line); and the longest the agent took to answer a request
+for a static file on its status socket (a probe every 10 ms: an upper bound of the loop's
+longest step) from the rename to 1 s after that end; the agent's RSS before and then. `--base DIR` runs another checkout alternately.
+
     .venv/bin/python bench/swap.py [--sizes 1000 10000] [--count 20]
+    .venv/bin/python bench/swap.py --replace [--sizes 20000] [--count 3] [--base DIR]
 """
 
 from __future__ import annotations
@@ -29,14 +37,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from common import MGMT, ROOT, files_graph, fmt_ms, percentiles, run_script
+from common import MGMT, ROOT, checkout, files_graph, fmt_ms, percentiles, run_script, terminate
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -217,12 +227,127 @@ async def lang(count: int, rounds: int) -> None:
         )
 
 
+def noops(count: int, prefix: str) -> str:
+    return "graph: big\nresources:\n  noop:\n" + "".join(
+        f"    - name: {prefix}{i}\n" for i in range(count)
+    )
+
+
+async def ask(sock: Path) -> float:
+    """Seconds the agent took to answer a GET of a static file on its status socket."""
+    start = time.perf_counter()
+    reader, writer = await asyncio.open_unix_connection(str(sock))
+    try:
+        writer.write(b"GET /favicon.svg HTTP/1.1\r\nHost: mgmt\r\n\r\n")
+        await reader.read()
+    finally:
+        writer.close()
+    return time.perf_counter() - start
+
+
+def checked(port: int) -> float:
+    """The agent's check_applies so far (its /metrics), blocking: run in a thread."""
+    with socket.create_connection(("127.0.0.1", port), timeout=600) as conn:  # a wedged loop
+        conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        data = b"".join(iter(lambda: conn.recv(65536), b""))
+    found = re.findall(rb"^mgmt_checkapply_total\{[^}]*\} (\S+)$", data, re.M)
+    return sum(float(value) for value in found)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def until_checked(port: int, total: int) -> None:
+    """Poll the agent's /metrics every 50 ms until it made `total` check_applies (600 s)."""
+    bound = time.monotonic() + 600
+    while checked(port) < total:
+        if time.monotonic() > bound:
+            raise TimeoutError(f"fewer than {total} check_applies after 600 s")
+        time.sleep(0.05)
+
+
+async def replace_one(count: int, tree: Path) -> str:
+    work = Path(tempfile.mkdtemp(prefix="mgmt-bench-replace-"))
+    graph, prefix = work / "graph.yaml", work / "prefix"
+    graph.write_text(noops(count, "a"))
+    with socket.socket() as probe_port:
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "mgmt", "run", "--prefix", str(prefix)],
+        *["--prometheus", "--prometheus-listen", f"127.0.0.1:{port}", "yaml", str(graph)],
+        stderr=asyncio.subprocess.PIPE,
+        cwd=tree,  # `python -m mgmt` imports the mgmt of its directory
+    )
+    daemon = Daemon(proc)
+    answers: list[tuple[float, float]] = []  # (when asked, seconds to the answer)
+
+    async def probe() -> None:
+        while True:
+            asked = time.perf_counter()
+            answers.append((asked, await ask(prefix / "status.sock")))
+            await asyncio.sleep(0.01)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            reader = group.create_task(daemon.read())
+            async with asyncio.timeout(600):
+                await daemon.converged.wait()
+            started = time.perf_counter() - start
+            prober = group.create_task(probe())
+            await asyncio.sleep(1)  # its first pass's end (its heap frozen...) is not timed
+            before = rss_mib(proc.pid)
+            begin = time.perf_counter()
+            await asyncio.to_thread(write_atomically, graph, noops(count, "b"))
+            await daemon.next_swap(0)
+            swapped = time.perf_counter() - begin
+            await asyncio.to_thread(until_checked, port, 2 * count)
+            done = time.perf_counter() - begin
+            await asyncio.sleep(1)  # what follows the first pass (its freeze, convergence)
+            after = rss_mib(proc.pid)
+            prober.cancel()
+            reader.cancel()
+    finally:
+        await terminate([proc])
+        shutil.rmtree(work, ignore_errors=True)
+    end = begin + done + 1
+    during = [wait for asked, wait in answers if begin <= asked + wait and asked <= end]
+    return (
+        f"fresh start {started:.2f}s  replace: `graph swap:` {swapped:.2f}s, first pass "
+        f"{done:.2f}s, longest answer {max(during, default=0) * 1000:.0f} ms "
+        f"({len(during)} probes), RSS {before:.0f} -> {after:.0f} MiB"
+    )
+
+
+async def replace(sizes: list[int], rounds: int, base: Path | None) -> None:
+    trees = [("this", ROOT)]
+    if base is not None:
+        trees.append(("BASE", checkout(base, "--base")))
+        print(f"BASE: {trees[1][1]}")
+    for count in sizes:
+        for _ in range(rounds):
+            for name, tree in trees:  # interleaved: the machine's load moves
+                figures = await replace_one(count, tree)
+                load = os.getloadavg()[0]
+                print(f"N={count:6d} {name}: {figures}  (load {load:.1f})", flush=True)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--count", type=int, default=20, help="rounds of the four changes")
     parser.add_argument("--lang", action="store_true", help="from a program instead")
+    parser.add_argument("--replace", action="store_true", help="the whole graph replaced")
+    parser.add_argument("--base", type=Path, help="with --replace: another checkout, alternately")
     args = parser.parse_args()
+    if args.replace:
+        await replace(args.sizes, args.count, args.base)
+        return
     for count in args.sizes:
         await (lang if args.lang else one)(count, args.count)
 

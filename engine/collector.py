@@ -3,7 +3,8 @@
 Each full collection walks every tracked object: while a 10,000-resource graph is parsed,
 its vertices started and checked, or stopped, a dozen full passes walked them all and found
 nothing (10 of 17 s of a first run's CPU). `paused()` suspends collections for a block;
-`Engine` also pauses its first graph's first pass (engine.py, _first_run_gc).
+`Engine` also pauses each swap and the first pass of the vertices it starts (engine.py,
+_pause_gc).
 """
 
 from __future__ import annotations

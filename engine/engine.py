@@ -28,7 +28,7 @@ import logging
 import math
 import resource
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +68,7 @@ from engine.resource import (
     receive,
 )
 from engine.reverse import Reverser, ReverseStore
+from engine.slices import sliced
 from engine.slots import Slots
 from engine.stopgate import Gate, Stopped, Work
 from engine.tasks import TaskSet
@@ -463,6 +464,15 @@ class Vertex:
         self._set_status(STOPPED)
         self.ready.set()  # an apply() waiting for a vertex stopped before its task ran
 
+    def release(self) -> None:
+        """Once a swap has stopped this vertex and dropped it: break its reference cycles
+        (its handle's callbacks and its event point back at it), so that reference counting
+        frees it now. Else only a full collection did: 32 objects per vertex, frozen in the
+        CLI's agent (engine/heap.py) until one walked the whole heap, 1-2 s of the loop at
+        20,000 resources. Nothing tells about it afterwards (it is STOPPED: inert)."""
+        self.handle.detach()
+        del self.changed_event
+
     def _needs_cleanup(self) -> bool:
         """Whether _stopped() may have to wait for something (a resource's own cleanup())."""
         return self._inited and (
@@ -806,16 +816,17 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
     """Stop `vertices` together (Vertex.stop): each stops watching; with graceful, their
     running init()s and check_applies finish; their tasks end; then each is cleaned up. One
     wait for all their tasks, and a task of its own only for a cleanup that may wait (at
-    10,000 files, a task per vertex stopped cost 10,000 tasks more)."""
+    10,000 files, a task per vertex stopped cost 10,000 tasks more). Each step in slices
+    (engine/slices.py): the loop serves the rest between them."""
     vertices = [v for v in vertices if v.status is not STOPPED]
-    for vertex in vertices:
+    async for vertex in sliced(vertices):
         vertex._stopping()
     if graceful:
         for vertex in vertices:
             if vertex.busy:
                 await vertex.wait_idle()
     tasks = [task for vertex in vertices for task in vertex._tasks]
-    for task in tasks:
+    async for task in sliced(tasks):
         task.cancel()
     if tasks:
         # Their cancellations run in the order they were asked: once the last has ended,
@@ -824,12 +835,13 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
         await asyncio.wait([tasks[-1]])
         await asyncio.gather(*(t for t in tasks if not t.done()), return_exceptions=True)
     waits = []
-    for vertex in vertices:
+    async for vertex in sliced(vertices):
         if vertex._needs_cleanup():
-            waits.append(vertex)
+            if vertex.status is not STOPPED:
+                waits.append(asyncio.ensure_future(vertex._stopped()))
         elif vertex.status is not STOPPED:
             vertex._ended()  # nothing to wait for: no task, nor coroutine, needed
-    await asyncio.gather(*(v._stopped() for v in waits if v.status is not STOPPED))
+    await asyncio.gather(*waits)
 
 
 def _twin(res: Resource) -> Resource:
@@ -841,8 +853,9 @@ def _twin(res: Resource) -> Resource:
 
 
 async def _start(vertices: list[Vertex]) -> None:
-    """Start `vertices` and wait until each has run init() (or stopped)."""
-    for vertex in vertices:
+    """Start `vertices` (in slices: engine/slices.py) and wait until each has run init() (or
+    stopped)."""
+    async for vertex in sliced(vertices):
         vertex.start()
     for vertex in vertices:
         if not vertex.ready.is_set():  # at most a few waits: the others are ready by then
@@ -1000,9 +1013,11 @@ class Engine:
         self._clock = itertools.count(1)
         self._startups: list[Vertex] = []  # listening vertices owed their startup event
         self._raw: _Raw | None = None  # the last graph as given, before prepare()
-        self._first_pass: set[Key] | None = None  # the first graph's vertices yet to process
+        self._first_pass: set[Key] | None = (
+            None  # the started vertices yet to process (_track_pass)
+        )
         self._rewatchers: set[Key] = set()  # vertices with meta rewatch
-        self._gc = _NO_GC_STATE  # what _first_run_gc() changed, for _gc_resume()
+        self._gc = _NO_GC_STATE  # what _pause_gc() changed, for _gc_resume()
         self._gc_bound: asyncio.TimerHandle | None = None  # ends the pause (FIRST_PASS_GC_BOUND)
         self._first_progress = 0.0  # loop time of the first pass's last first outcome
         # The automatic edges' UIDs of the last graph as given (made by prepare(), then kept
@@ -1128,6 +1143,15 @@ class Engine:
         (the caller vouches for it): then not even the kept resources are looked at.
         """
         self._gc_resume()
+        self._pause_gc()
+        try:
+            await self._swap(graph, since)
+        except BaseException:
+            self._gc_resume()
+            raise
+
+    async def _swap(self, graph: Graph, since: Since | None) -> None:
+        """apply()'s work, the collector paused (`_pause_gc`)."""
         # meta rewatch (mgmt's): a vertex failed for good is replaced, changed or not.
         rewatch = {k for k in self._rewatchers if self.vertices[k].failed}
         small = None if rewatch else self._small_swap(graph, since)
@@ -1137,21 +1161,20 @@ class Engine:
         raw = _Raw(graph, graph.name, graph.vertices, graph.succ, graph.pred)
         graph = graph.copy()
         self.prepare(graph)
-        if not self.vertices:
-            self._first_run_gc()
         old = self.vertices
-        kept = {
-            k
-            for k, v in old.items()
-            if k in graph.vertices
-            and k not in rewatch
-            # The same object given again: its params are as given, but autogroup has just
-            # set its group afresh (a member may have come or gone).
-            and (
-                (graph.vertices[k] is v.res and same_group(v.pristine, v.res))
-                or same(v.pristine, graph.vertices[k])
-            )
-        }
+        kept: set[Key] = set()
+        async for k, v in sliced(list(old.items())):
+            if (
+                k in graph.vertices
+                and k not in rewatch
+                # The same object given again: its params are as given, but autogroup has
+                # just set its group afresh (a member may have come or gone).
+                and (
+                    (graph.vertices[k] is v.res and same_group(v.pristine, v.res))
+                    or same(v.pristine, graph.vertices[k])
+                )
+            ):
+                kept.add(k)
         removed = [v for k, v in old.items() if k not in kept]
         await self._realize(removed)
         await stop_all(removed)
@@ -1161,7 +1184,7 @@ class Engine:
         await self.reverser.undo(gone, {v.key: v.res for v in removed}, self.graph)
         vertices: dict[Key, Vertex] = {}
         added: list[Vertex] = []
-        for key, res in graph.vertices.items():
+        async for key, res in sliced(list(graph.vertices.items())):
             if key in kept:
                 vertices[key] = old[key]
                 graph.vertices[key] = old[key].res  # the running (initialized) instance
@@ -1184,14 +1207,14 @@ class Engine:
             log.info(
                 "graph swap: %d kept, %d stopped, %d started", len(kept), len(removed), len(added)
             )
-        if self._first_pass is not None:
-            self._first_pass = set(vertices)
-            if not vertices:
-                self._gc_resume()
+        self._track_pass(added, first=not old)
         await _start(added)
-        for key in kept:  # a started vertex told its status itself (10,000 events less at first)
+        # a started vertex told its status itself (10,000 events less at first)
+        async for key in sliced(kept):
             self.changed(vertices[key])
         _release(released)
+        async for vertex in sliced(removed):
+            vertex.release()
         self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
 
     async def _realize(self, leaving: list[Vertex]) -> None:
@@ -1250,25 +1273,35 @@ class Engine:
 
     # the cycle collector during the first run -----------------------------------------------
 
-    def _first_run_gc(self) -> None:
-        """The first graph's first pass makes no cyclic garbage worth a collection, but it
-        makes many long-lived objects, and each full collection walked them all (at 10,000
-        files, 17 full passes took 10 of a first run's 17 s of CPU). So the collector pauses
-        until every vertex has processed once (or one failed, or the graph is swapped or
-        stopped); then what lives is frozen (gc.freeze: later passes skip it) until the next
-        swap or stop, which may make some of it garbage."""
-        if not gc.isenabled():
+    def _pause_gc(self) -> None:
+        """A swap makes many long-lived objects and almost no cyclic garbage, but each full
+        collection walked every object (at 10,000 files, 17 full passes took 10 of a first
+        run's 17 s of CPU; a swap of 20,000 resources for 20,000 others spent 16 of its 22 s
+        in six full passes that found nothing, its first one over a heap just thawed). So the
+        collector pauses for the swap, then (`_track_pass`) until each vertex it started has
+        processed once (or one failed, or the graph is swapped or stopped); then what lives is
+        frozen (gc.freeze: later passes skip it) until the next swap or stop, which may make
+        some of it garbage."""
+        if gc.isenabled():
+            gc.disable()
+            self._gc = _GcState(paused=True, frozen=False)
+
+    def _track_pass(self, started: list[Vertex], first: bool) -> None:
+        """The pause (`_pause_gc`) lasts until `started` have processed once, when they are
+        the first graph's or more than SMALL; else it ends now."""
+        if not self._gc.paused:
             return
-        gc.disable()
-        self._gc = _GcState(paused=True, frozen=False)
-        self._first_pass = set()  # its vertices, once they are made
+        if not started or (not first and len(started) <= SMALL):
+            self._gc_resume()
+            return
+        self._first_pass = {v.key for v in started}
         self._first_progress = time.monotonic()
         self._gc_bound = asyncio.get_running_loop().call_later(
             FIRST_PASS_GC_BOUND, self._first_pass_stalled
         )
 
     def processed(self, vertex: Vertex, failed: bool) -> None:
-        """`vertex` has an outcome: the first pass may be over (see _first_run_gc)."""
+        """`vertex` has an outcome: the first pass may be over (see _pause_gc)."""
         pending = self._first_pass
         if pending is None:
             return
@@ -1331,7 +1364,7 @@ class Engine:
             return None  # the first graph, or one given again (it may have been changed)
         given = last.vertices
         if since is not None and since[0] is last.graph:
-            keys: Iterable[Key] = since[1]
+            keys: Collection[Key] = since[1]
         elif graph.vertices.keys() != given.keys():
             keys = graph.vertices.keys() ^ given.keys()
             if len(keys) > SMALL or not _same_edges(graph, last, keys):
@@ -1341,6 +1374,8 @@ class Engine:
             return None
         else:
             keys = [k for k, r in graph.vertices.items() if r is not given[k]]
+        if len(keys) > SMALL and len(keys) > len(given) // 4:
+            return None  # a large part of the graph: preparing it all costs no more
         small = _Small()
         for key in keys:
             res = graph.vertices.get(key)
@@ -1502,7 +1537,7 @@ class Engine:
             if index is not None:
                 index.count(gone[key], -1)
         added = []
-        for key, res in {**replace, **small.add}.items():
+        async for key, res in sliced({**replace, **small.add}.items()):
             vertices[key] = Vertex(self, res)
             added.append(vertices[key])
             if res.meta.rewatch:
@@ -1515,10 +1550,13 @@ class Engine:
         self._raw = _Raw(given, given.name, given.vertices, given.succ, given.pred)
         kept = len(vertices) - len(added)
         log.info("graph swap: %d kept, %d stopped, %d started", kept, len(removed), len(added))
+        self._track_pass(added, first=False)
         await _start(added)
-        for vertex in added:
+        async for vertex in sliced(added):
             self.changed(vertex)
         _release(vertices[key] for key in small.release)
+        async for vertex in sliced(removed):
+            vertex.release()
         self.listeners.emit(
             GraphSwapped(
                 kept,

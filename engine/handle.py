@@ -189,6 +189,14 @@ def _message(msg: Any, args: tuple[Any, ...]) -> str | None:
         return None
 
 
+def _nothing(*_args: object) -> None:
+    """A detached handle's callbacks (Handle.detach)."""
+
+
+def _false() -> bool:
+    return False
+
+
 class Handle:
     """What the engine gives a resource in `init()`.
 
@@ -301,6 +309,16 @@ class Handle:
                 callbacks.remove(fn)
 
         return unregister
+
+    def detach(self) -> None:
+        """The engine has dropped this resource's vertex: the callbacks into it do nothing
+        from now on (they pointed back at the vertex, which holds this handle: a reference
+        cycle only a full collection freed, Vertex.release)."""
+        self._on_event = _nothing
+        self._get_refresh = _false
+        self._on_send = _nothing
+        self._get_received = dict
+        self._peers = tuple
 
     def request_stop(self) -> None:
         """The engine stops this resource: call what on_stop() registered (once)."""

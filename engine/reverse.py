@@ -33,6 +33,7 @@ from engine.graph import Graph, Key, fmt_key
 from engine.meta import Meta
 from engine.params import build
 from engine.resource import Resource, Reversible, lookup
+from engine.slices import sliced
 from engine.tasks import TaskSet
 
 log = logging.getLogger("engine")
@@ -163,9 +164,12 @@ class Reverser:
         async with self._lock:
             touched = False
             found: dict[Key, tuple[Reversible, Any]] = {}
-            for key in keys:
+            async for key in sliced(keys):
                 if not retry:
                     touched |= self.pending.pop(key, None) is not None
+                ran = running.get(key)
+                if ran is not None and not isinstance(ran, Reversible):
+                    continue  # a kind that never keeps a record: no look on disk
                 if not self.store.has(key):
                     continue
                 touched = True

@@ -1375,7 +1375,8 @@ def reparse(data: bytes, filename: str, previous: Loaded | None) -> Loaded:
     O(change) when the edit lies inside one resource (see Reuse)."""
     if previous is None or previous.reuse is None:
         return parse(data, filename, incremental=True)
-    loaded = previous.reuse.edited(data, filename, previous.graph)
+    with collector.paused():  # as parse(): a big edit makes many objects, no cycles
+        loaded = previous.reuse.edited(data, filename, previous.graph)
     if loaded is None or too_many(len(loaded.graph)) is not None:
         return parse(data, filename, incremental=True)  # (which says where it is too large)
     return loaded

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import gc
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,20 @@ def make_graph(
     for src, dst in edges:
         graph.connect(("probe", src), ("probe", dst), Edge(notify=notify))
     return graph
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """The cycle collector on and nothing frozen for the test, as it was afterwards."""
+    was = gc.isenabled()
+    gc.enable()
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+    if was:
+        gc.enable()
+    else:
+        gc.disable()
 
 
 @pytest.fixture

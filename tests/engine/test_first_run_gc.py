@@ -1,4 +1,4 @@
-"""The cycle collector around the first run (engine.Engine._first_run_gc), with real probes."""
+"""The cycle collector around the first run (engine.Engine._pause_gc), with real probes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import gc
 import itertools
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,17 +36,6 @@ def chain(names: str) -> Graph:
     for src, dst in itertools.pairwise(names):
         graph.connect(("gcprobe", src), ("gcprobe", dst), Edge())
     return graph
-
-
-@pytest.fixture
-def collector() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.enable()
-    gc.unfreeze()
-    yield
-    gc.unfreeze()
-    if was:
-        gc.enable()
 
 
 @pytest.mark.usefixtures("collector")

@@ -47,16 +47,30 @@ async def test_stopped_vertices_are_collected_in_full_now_and_then(
     engine: Engine, frozen: FrozenHeap, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(heap, "MIN_STOPPED", 3)
-    graph = make_graph([f"p{i}" for i in range(8)])
-    await engine.apply(graph)
+    names = [f"p{i}" for i in range(8)]
+    await engine.apply(make_graph(names))
     await settle(engine)
-    for round_ in range(3):  # each swap stops one vertex; a quarter of 8 is 2, at least 3
-        graph = graph.copy()
-        graph.vertices[("probe", "p1")] = ProbeRes(name="p1", tag=str(round_))
+
+    async def replace_all(tag: str) -> None:
+        graph = make_graph(names)
+        for name in names:
+            graph.vertices[("probe", name)] = ProbeRes(name=name, tag=tag)
         await engine.apply(graph)
         await settle(engine)
+
+    for round_ in range(4):  # each swap stops the 8: due once 4 times the graph (32) stopped
+        await replace_all(str(round_))
+    # Due, not made in the swap: made once the graph converged, or at the next swap if it
+    # does not.
+    assert frozen.collections == 0 and frozen.stopped == 32
+    frozen.converged()
     assert frozen.collections == 1 and frozen.stopped == 0
     assert gc.get_freeze_count() > 0  # frozen again after the collection
+    frozen.converged()
+    assert frozen.collections == 1  # once
+    for round_ in range(5):  # due again after the fourth; the fifth swap makes it
+        await replace_all(f"again {round_}")
+    assert frozen.collections == 2 and frozen.stopped == 8
 
 
 def test_closing_for_the_end_of_the_process_leaves_the_heap_frozen_and_the_collector_off(

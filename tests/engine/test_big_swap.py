@@ -1,0 +1,107 @@
+"""A swap of many vertices (issue 16): the loop gets a turn after every slice of its work
+(engine/slices.py), counted structurally (vertex changes between two turns), never timed; the
+collector stays paused through it and the first pass of what it started, then what lives is
+frozen (Engine._pause_gc)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+import pytest
+
+from engine.engine import Engine
+from engine.events import VertexChanged
+from engine.slices import SLICE, sliced
+from tests.engine.conftest import make_graph, settle
+
+N = 8 * SLICE
+
+
+class Turns:
+    """How many vertex changes the engine told between two turns of the loop's other tasks."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.counts: list[int] = []
+        self.collecting: list[bool] = []  # the collector enabled, at each turn
+        self._count = 0
+        self._unsubscribe = engine.listeners.subscribe(VertexChanged, self._changed)
+        self._task = asyncio.create_task(self._turn())
+
+    def _changed(self, _event: VertexChanged) -> None:
+        self._count += 1
+
+    async def _turn(self) -> None:
+        while True:
+            await asyncio.sleep(0)  # one step of the loop
+            self.counts.append(self._count)
+            self.collecting.append(gc.isenabled())
+            self._count = 0
+
+    async def close(self) -> None:
+        self._unsubscribe()
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def test_sliced_gives_the_loop_a_turn_after_every_slice() -> None:
+    turns = 0
+
+    async def count() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    task = asyncio.create_task(count())
+    await asyncio.sleep(0)  # it runs
+    seen = [(item, turns) async for item in sliced(range(3 * SLICE))]
+    task.cancel()
+    assert [item for item, _ in seen] == list(range(3 * SLICE))
+    # the same count of turns within a slice, one more at each slice's end
+    assert seen[SLICE - 1][1] == seen[0][1] and seen[SLICE][1] == seen[0][1] + 1
+    assert seen[-1][1] == seen[0][1] + 2
+
+
+@pytest.mark.usefixtures("collector")
+async def test_replacing_a_big_graph_gives_the_loop_turns(engine: Engine) -> None:
+    """20,000 vertices replaced by 20,000 others kept the loop for 10 s (tester11's #1): every
+    vertex stopped and started in one step of it. Now a step tells the changes of at most a
+    slice of vertices (each tells up to 3 in one step as it starts) and a slice of others
+    stopping, however big the swap."""
+    await engine.apply(make_graph([f"a{i}" for i in range(N)]))
+    await settle(engine)
+    assert gc.isenabled()
+    turns = Turns(engine)
+    try:
+        await engine.apply(make_graph([f"b{i}" for i in range(N)]))
+        await settle(engine)
+    finally:
+        await turns.close()
+    assert len(turns.counts) >= 2 * N // SLICE  # its stop and its start, in slices
+    assert max(turns.counts) <= 4 * SLICE < N, str(turns.counts)
+    assert sorted(engine.vertices) == sorted(("probe", f"b{i}") for i in range(N))
+    # paused from the swap's start until what it started has processed once, then what
+    # lives is frozen
+    assert not any(turns.collecting[: N // SLICE])
+    assert gc.isenabled() and gc.get_freeze_count() > 0
+
+
+async def test_a_vertex_a_swap_drops_is_freed_by_reference_counting(engine: Engine) -> None:
+    """Its handle's callbacks and its event pointed back at it: each vertex a swap dropped
+    waited for a full collection (frozen in the CLI's agent until one walked the whole heap).
+    Vertex.release breaks them: with the collector off, it is gone once the swap is done."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        await engine.apply(make_graph(["a", "b"]))
+        await settle(engine)
+        dropped = weakref.ref(engine.vertices[("probe", "a")].res)
+        await engine.apply(make_graph(["b", "c"]))  # `b` kept: cmp() finds it the same
+        await settle(engine)
+        assert dropped() is None
+        assert ("probe", "b") in engine.vertices and ("probe", "c") in engine.vertices
+    finally:
+        if was:
+            gc.enable()
