@@ -178,7 +178,7 @@ def test_overflow_at_run_time_is_a_function_error(expr: str, message: str) -> No
 
 def test_mod_is_exact_and_pads_overshoot_like_mgmt() -> None:
     rt = run(shown("[math.mod(9007199254740993, 10), math.mod(-7, 3)]"))
-    assert rt.evaluate()[1][0].params == (("comment", "[3 -1]"),)
+    assert rt.evaluate()[1][0].params == (("comment", "[3, -1]"),)
     rt = run(shown('strings.left_pad("x", "ab", 4) + strings.right_pad("x", "ab", 2)'))
     assert rt.evaluate()[1][0].params == (("comment", "ababxxab"),)
 
