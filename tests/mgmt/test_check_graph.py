@@ -90,6 +90,50 @@ def test_a_run_time_error_of_every_host_fails_the_check(tmp_path: Path) -> None:
         assert (code, out.strip()) == (0, f"{program}: ok")
 
 
+def test_every_error_of_a_first_graph_no_host_can_change_fails_the_check(tmp_path: Path) -> None:
+    """tester12's #2: a program that reads nothing of the host (no stream, no os/sys/world
+    function, no `$hostname`) has one first graph everywhere: a param its kind refuses, a
+    duplicate, an edge to nothing, in a loop or not, fail `check` (so `deploy`) as `run`, exit 2
+    with FILE:LINE:COL; the same program reading the host's name passes (only a host can
+    tell)."""
+    d = tmp_path
+    refused = {
+        f'import "fmt"\nfile "{d}/m" {{ state => "exists", mode => fmt.printf("%s", "zzz"), }}\n': (
+            f"2:1: file[{d}/m]: mode: expected octal like '0644' or symbolic like 'u=rw,go=r', "
+            "got 'zzz'"
+        ),
+        'class c($m) { print "same" { msg => $m, } }\nfor $i, $x in ["a", "b"] { include c($x) }\n': (
+            "1:15: incompatible duplicate resource print[same]: msg: differs: 'a' vs 'b'"
+        ),
+        f'exec "reload" {{ cmd => "/bin/true", }}\nfor $i, $n in ["a", "b"] {{ file "{d}/${{n}}" '
+        f'{{ state => "exists", }} }}\nFile["{d}/c"] -> Exec["reload"]\n': (
+            f"3:1: edge to file[{d}/c]: no such resource in the graph (nor collected)"
+        ),
+        f'import "iter"\nimport "fmt"\nfor $i, $n in iter.range(5000) {{ file fmt.printf("{d}/%d", $n) '
+        '{ state => "exists", mode => "zzz", } }\n': (
+            f"3:34: file[{d}/0]: mode: expected octal like '0644' or symbolic like 'u=rw,go=r', "
+            "got 'zzz'"
+        ),
+    }
+    for index, (text, error) in enumerate(refused.items()):
+        program = tmp_path / f"refused{index}.mcl"
+        program.write_text(text)
+        for check in (["check"], ["check", "--graph"]):
+            code, out = run_mgmt([*check, str(program)])
+            assert code == 2 and out.strip().startswith(f"{program}:{error}"), out
+    host = [
+        f'import "fmt"\nimport "sys"\nfile "{d}/m" {{ mode => fmt.printf("%s", sys.hostname()), }}\n',
+        f'file "{d}/m" {{ mode => $hostname, }}\n',
+    ]
+    for index, text in enumerate(host):
+        program = tmp_path / f"host{index}.mcl"
+        program.write_text(text)
+        code, out = run_mgmt(["check", str(program)])
+        assert (code, out.strip()) == (0, f"{program}: ok")
+        code, out = run_mgmt(["check", "--graph", "--hostname", "zzz", str(program)])
+        assert code == 2 and "mode: expected octal" in out, out
+
+
 def test_an_import_outside_the_program_directory_fails_the_check_at_the_import(
     tmp_path: Path,
 ) -> None:
