@@ -158,7 +158,8 @@ class Config:
     max_graph_size: int = field(
         default=DEFAULT_MAX_GRAPH_SIZE,
         metadata=opt(
-            "refuse a graph file larger than BYTES (also for mgmt check)", metavar="BYTES"
+            "refuse a graph or mcl program file larger than BYTES (also for mgmt check)",
+            metavar="BYTES",
         ),
     )
     max_resources: int = field(

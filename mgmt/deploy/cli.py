@@ -27,6 +27,7 @@ from mgmt import warn_misspelled_env
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode
 from mgmt.deploy import DeployError
 from mgmt.deploy.client import UNSIGNED, Timings
+from mgmt.lang import set_max_program_size
 from mgmt.usage import Parser
 
 if TYPE_CHECKING:
@@ -336,6 +337,7 @@ def _read_checked(frontend: str, path: Path, args: argparse.Namespace) -> Bundle
     from mgmt.deploy.bundle import read_checked
 
     set_max_resources(args.max_resources)
+    set_max_program_size(args.max_graph_size)
     try:
         bundle, problems = read_checked(frontend, path, args.max_graph_size)
     except DeployError as err:

@@ -17,6 +17,31 @@ if TYPE_CHECKING:
     from mgmt.lang.checker import Checked
     from mgmt.lang.modules import Module, ModuleLoader
 
+# The largest program (or module) file, in bytes: a graph file's limit, and the same option
+# (`--max-graph-size`, MGMT_MAX_GRAPH_SIZE), set once per process by each command
+# (set_max_program_size). ~10 s and ~80 MiB per MiB of mcl to check (docs/language.md).
+_max_program_size = [16 << 20]  # mgmt.config.DEFAULT_MAX_GRAPH_SIZE (not imported: cheap)
+
+
+def set_max_program_size(limit: int) -> None:
+    """This process's `--max-graph-size`, for program files too."""
+    _max_program_size[0] = limit
+
+
+def max_program_size() -> int:
+    return _max_program_size[0]
+
+
+def too_large(size: int, filename: str) -> str | None:
+    """Why a program file of `size` bytes is refused (one line naming the option), or None."""
+    limit = _max_program_size[0]
+    if size <= limit:
+        return None
+    return (
+        f"{filename}:1:1: the program file is larger than {limit:,} bytes "
+        "(--max-graph-size, MGMT_MAX_GRAPH_SIZE; or split it into modules, or loop over data)"
+    )
+
 
 def compile_text(
     text: str, filename: str = "<program>", loader: ModuleLoader | None = None
@@ -66,11 +91,15 @@ def read_program(path: Path, name: str | None = None) -> bytes:
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import read_regular
 
+    shown = path if name is None else name
     try:
-        return read_regular(path)  # a FIFO is refused, not waited on
+        data = read_regular(path, max_program_size())  # a FIFO is refused, not waited on
     except OSError as err:
-        shown = path if name is None else name
         raise CompileError([f"{shown}: cannot read: {err.strerror or err}"]) from err
+    problem = too_large(len(data), str(shown))
+    if problem is not None:
+        raise CompileError([problem])
+    return data
 
 
 def decode(data: bytes, filename: str) -> str:
