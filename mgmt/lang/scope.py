@@ -166,6 +166,10 @@ class Resolver:
             self.problems.add(stmt.pos, f'import "{stmt.module}": {err}')
             return
         if imp.system and stmt.module not in funcs.MODULES:
+            missing = funcs.mgmt_only(stmt.module)
+            if missing is not None:
+                self.problems.add(stmt.pos, f'import "{stmt.module}": {missing}')
+                return
             known = ", ".join(funcs.module_names())
             self.problems.add(
                 stmt.pos,
@@ -396,6 +400,9 @@ class Resolver:
             raise self.problems.abort(call.pos, f"unknown package {alias!r} in {name}(){hint}")
         builtin = funcs.lookup(module, short)
         if builtin is None:
+            missing = funcs.mgmt_only(f"{module}.{short}")
+            if missing is not None:
+                raise self.problems.abort(call.pos, missing)
             renamed = funcs.RENAMED.get(f"{module}.{short}")
             hint = (
                 f" (mgmt calls it {renamed})"
