@@ -375,6 +375,13 @@ def test_run_refuses_a_program_that_does_not_compile(tmp_path: Path) -> None:
     assert code == 2, out
     assert "type error: file param content: expected str, got int" in out
     assert not (tmp_path / "good").exists()
+    # A first evaluation that fails: a cron run exits 2 too, at the call (tester12 #9: the
+    # docs said 1).
+    program.write_text(
+        f'import "os"\nfile "{tmp_path}/r" {{ content => os.readfile("{tmp_path}/no"), }}\n'
+    )
+    code, out = run_mgmt(["run", "--converged-timeout=1", "--tmp-prefix", str(program)])
+    assert code == 2 and f"{program}:2:" in out and "(no graph yet)" in out, out
 
 
 def test_classes_and_loops_example_converges(tmp_path: Path) -> None:
