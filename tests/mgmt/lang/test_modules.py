@@ -157,6 +157,18 @@ def test_metadata_may_have_tabs_before_a_comment_as_mgmts_examples_do(tmp_path: 
             {"main.mcl": 'import "d/"\n', "d/metadata.yaml": "main: /x.mcl\n"},
             "d/metadata.yaml:1:1: metadata: main must be a relative file path",
         ),
+        (  # tester12 #8: at the key's own line (it said 1:1)
+            {"main.mcl": 'import "d/"\n', "d/metadata.yaml": "main: m.mcl\nbogus: 1\n"},
+            "d/metadata.yaml:2:1: metadata: unknown key 'bogus'",
+        ),
+        (
+            {"main.mcl": 'import "d/"\n', "d/metadata.yaml": "# c\nmain: m.mcl\n  \nfiles: abs\n"},
+            "d/metadata.yaml:4:1: metadata: files must be empty or a relative directory",
+        ),
+        (
+            {"main.mcl": 'import "d/"\n', "d/metadata.yaml": "main: m.mcl\t# c\npath: 3\n"},
+            "d/metadata.yaml:2:1: metadata: path must be a str",
+        ),
         (
             {"main.mcl": 'import "git://example.com/m/"\n'},
             'main.mcl:1:1: import "git://example.com/m/": remote module not found',
