@@ -112,7 +112,9 @@ class Checker:
             return None
         chain = [m.file for m in self._modules]
         if module.file in chain:
-            cycle = " -> ".join(f.name for f in [*chain[chain.index(module.file) :], module.file])
+            cycle = " -> ".join(
+                self.loader.name(f) for f in [*chain[chain.index(module.file) :], module.file]
+            )
             self.problems.add(stmt.pos, f'import "{stmt.module}": an import cycle ({cycle})')
             return None
         if module.file in self._loaded:

@@ -129,6 +129,14 @@ def test_metadata_may_have_tabs_before_a_comment_as_mgmts_examples_do(tmp_path: 
             },
             'b.mcl:1:1: import "a.mcl": an import cycle (a.mcl -> b.mcl -> a.mcl)',
         ),
+        (  # tester12 #6: each directory module is named by its file, not all `main.mcl`
+            {
+                "main.mcl": 'import "a/"\n',
+                "a/main.mcl": 'import "../b/"\n',
+                "b/main.mcl": 'import "../a/"\n',
+            },
+            'b/main.mcl:1:1: import "../a/": an import cycle (a/main.mcl -> b/main.mcl -> a/main.mcl)',
+        ),
         (
             {"main.mcl": 'import "a.mcl"\n', "a.mcl": 'noop "n" {}\n'},
             "a.mcl:1:1: a module holds only imports, bindings, funcs and classes",
