@@ -309,6 +309,8 @@ class Checker:
             for p, arg in zip(cls.params, inc.args, strict=True)
         ]
         inc.expanded = params + copy.deepcopy(cls.body)
+        if not self._including:
+            self.resources.include = inc
         self._including.append(cls)
         problems = self.problems.lines
         before = len(problems)
@@ -323,6 +325,7 @@ class Checker:
         finally:
             self._including.pop()
             if not self._including:  # say which top-level include it came through
+                self.resources.include = None
                 where = f" (in include {inc.name} at {inc.pos})"
                 problems[before:] = [p + where for p in problems[before:]]
                 self.problems.at[before:] = [inc.pos] * (len(problems) - before)

@@ -315,7 +315,14 @@ def _merge(loaded: Loaded, item: ResSpec, first: ResSpec) -> None:
             raise GraphError(f"{fmt_key(key)} is declared twice with different params")
         merged = loaded.graph.add_or_merge(_build(item, item.name))
     except GraphError as err:
-        raise FuncError(f"{err} (also at {first.pos})", item.pos) from None
+        # One statement made both (a loop's iterations, two includes of one class): say so,
+        # rather than naming its own place as the other.
+        also = (
+            "also made there, by another iteration or include"
+            if first.pos == item.pos
+            else f"also at {first.pos}"
+        )
+        raise FuncError(f"{err} ({also})", item.pos) from None
     loaded.exported = [merged if res is old else res for res in loaded.exported]
 
 
