@@ -28,6 +28,13 @@ def sized(length: int) -> int:
     return length
 
 
+def go_len(value: Any) -> int:
+    """Go's len: a str's bytes (UTF-8), a list's or a map's items, as mgmt's `len`."""
+    if isinstance(value, str):
+        return len(value) if value.isascii() else len(value.encode())
+    return len(value)
+
+
 class FrozenDict(dict[Any, Any]):
     """An immutable, hashable map (mcl's map)."""
 

@@ -296,6 +296,25 @@ def test_expand_home_and_macs_read_this_host(
     assert value_of("net.macs()", NET) == ("00:11:22:33:44:55", "00:11:22:33:44:56")
 
 
+def test_len_and_substr_count_bytes_as_mgmt() -> None:
+    """tester12 #10: mgmt's len and strings.substr are Go's, in bytes (lang/core/len.go,
+    strings/substring.go); a cut inside a character is an error here (Go makes a string
+    that is not UTF-8)."""
+    prelude = 'import "strings"'
+    assert [value_of(e, prelude) for e in ('len("héllo")', 'len("hello")', 'strings.len("é")')] == [
+        6,
+        5,
+        2,
+    ]
+    assert value_of('strings.substr("héllo", 0, 3)', prelude) == "hé"
+    assert value_of('strings.substr("héllo", 3, 6)', prelude) == "llo"
+    assert value_of('strings.substr("héllo", 0, 2) <|> "cut"', prelude) == "cut"
+    with pytest.raises(FuncError, match="inside a character"):
+        value_of('strings.substr("héllo", 2, 6)', prelude)
+    with pytest.raises(FuncError, match=r"out of range: 0, 7 \(the length is 6 bytes\)"):
+        value_of('strings.substr("héllo", 0, 7)', prelude)
+
+
 def test_mgmts_functions_missing_here_say_so() -> None:
     """tester12's #4: not a typo's close-match hint."""
     src = 'import "os"\nimport "sys"\n$a = os.readfilewait("/x")\n$b = sys.smbios()\nimport "sys/fwupd"\n'
