@@ -243,12 +243,24 @@ def duplicate_problems(graph: Graph, positions: dict[Key, str]) -> list[str]:
 
 def outside(checked: Checked, base: Path) -> list[str]:
     """Each import of a compiled program whose module lies outside the program's directory
-    `base`, at the import: a deploy carries only what is under it (`mgmt run` reads it)."""
+    `base`, at the import: a deploy carries only what is under it (`mgmt run` reads it). The
+    error names the way out: a metadata.yaml in a directory above both, whose `main:` is the
+    program's entry file, deployed (or run) as that directory."""
+    import os.path
+
+    entry = next((f.resolve() for f in checked.files if f.suffix == ".mcl"), None)
     out = []
     for pos, name, file in checked.imports:
         if not file.resolve().is_relative_to(base):
+            top = Path(os.path.commonpath([base, file.resolve()]))
+            way = (
+                f" (to deploy it: {top}/metadata.yaml with `main: {entry.relative_to(top)}`, and "
+                f"`mgmt deploy` the directory {top}/)"
+                if entry is not None and top != Path("/") and entry.is_relative_to(top)
+                else ""
+            )
             out.append(
                 f'{pos}: import "{name}": {file.resolve()} is outside the program\'s directory '
-                f"{base}: a deploy carries only what is under it"
+                f"{base}: a deploy carries only what is under it{way}"
             )
     return out

@@ -146,7 +146,9 @@ def test_an_import_outside_the_program_directory_fails_the_check_at_the_import(
     (tmp_path / "outside" / "mod.mcl").write_text('$x = "hi"\n')
     want = (
         f'{main}:1:1: import "../outside/mod.mcl": {tmp_path}/outside/mod.mcl is outside the '
-        f"program's directory {tmp_path}/prog: a deploy carries only what is under it"
+        f"program's directory {tmp_path}/prog: a deploy carries only what is under it (to "
+        f"deploy it: {tmp_path}/metadata.yaml with `main: prog/main.mcl`, and `mgmt deploy` the "
+        f"directory {tmp_path}/)"
     )
     for target in (str(main), f"{tmp_path}/prog/"):
         code, out = run_mgmt(["check", target])
@@ -156,3 +158,7 @@ def test_an_import_outside_the_program_directory_fails_the_check_at_the_import(
     assert code == 2 and out.strip() == f"mgmt: {want} (nothing deployed)", out
     code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(main)])
     assert code == 0, out
+    # The way the error names (tester12 #12): the directory above both, with its metadata.yaml.
+    (tmp_path / "metadata.yaml").write_text("main: prog/main.mcl\n")
+    code, out = run_mgmt(["check", f"{tmp_path}/"])
+    assert (code, out.strip()) == (0, f"{tmp_path}: ok"), out
