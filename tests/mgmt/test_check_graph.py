@@ -56,6 +56,18 @@ def test_a_run_time_error_of_this_machine_does_not_fail_the_check(tmp_path: Path
     assert code == 0 and out.strip() == f"{program}: ok", out
 
 
+def _refused_by_both_checks(tmp_path: Path, programs: dict[str, str]) -> None:
+    """Each program (text: its error, after `FILE:`) fails `check` and `check --graph` with
+    that one line, exit 2."""
+    for index, (text, error) in enumerate(programs.items()):
+        program = tmp_path / f"refused{index}.mcl"
+        program.write_text(text)
+        for check in (["check"], ["check", "--graph"]):
+            code, out = run_mgmt([*check, str(program)])
+            assert code == 2 and out.strip().startswith(f"{program}:{error}"), out
+            assert len(out.strip().splitlines()) == 1, out
+
+
 def test_a_run_time_error_of_every_host_fails_the_check(tmp_path: Path) -> None:
     """An error no host escapes (a pure expression evaluated whatever the values: a constant
     panic, a missing key of a constant map, a division by zero, in a class included
@@ -71,12 +83,7 @@ def test_a_run_time_error_of_every_host_fails_the_check(tmp_path: Path) -> None:
             "2:21: key 'z' not in the map"
         ),
     }
-    for index, (text, error) in enumerate(always.items()):
-        program = tmp_path / f"always{index}.mcl"
-        program.write_text(text)
-        for check in (["check"], ["check", "--graph"]):
-            code, out = run_mgmt([*check, str(program)])
-            assert (code, out.strip()) == (2, f"{program}:{error}")
+    _refused_by_both_checks(tmp_path, always)
     maybe = [
         f'import "os"\nif os.readfile("{tmp_path}/no") == "" {{ panic(true) }}\nprint "p" {{}}\n',
         f'import "os"\npanic(os.readfile("{tmp_path}/no") == "")\n',
@@ -115,12 +122,7 @@ def test_every_error_of_a_first_graph_no_host_can_change_fails_the_check(tmp_pat
             "got 'zzz'"
         ),
     }
-    for index, (text, error) in enumerate(refused.items()):
-        program = tmp_path / f"refused{index}.mcl"
-        program.write_text(text)
-        for check in (["check"], ["check", "--graph"]):
-            code, out = run_mgmt([*check, str(program)])
-            assert code == 2 and out.strip().startswith(f"{program}:{error}"), out
+    _refused_by_both_checks(tmp_path, refused)
     host = [
         f'import "fmt"\nimport "sys"\nfile "{d}/m" {{ mode => fmt.printf("%s", sys.hostname()), }}\n',
         f'file "{d}/m" {{ mode => $hostname, }}\n',
