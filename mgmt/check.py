@@ -170,7 +170,8 @@ def _first_run(path: Path, hostname: str, commands: bool) -> _First:
                 and error.pos is not None
                 and source.runtime is not None
                 and fails_everywhere(source.runtime.checked.program, error.pos),
-                program is not None and host_independent(program),
+                # walked only when it matters: a first graph that failed
+                program is not None and source.first is None and host_independent(program),
             )
         finally:
             await source.aclose()
