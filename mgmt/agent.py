@@ -37,9 +37,8 @@ from engine.tasks import TaskSet, first_done, surviving, thread_to_end
 from mgmt import log as logsetup
 from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
-from mgmt.config import Config, ExitCode
+from mgmt.config import Config, ExitCode, set_max_program_size
 from mgmt.converger import Converger
-from mgmt.lang import set_max_program_size
 from mgmt.listing import first_of, named, resource_count
 from mgmt.sdnotify import Notifier, last_words
 from mgmt.signals import Signals

@@ -35,8 +35,13 @@ from engine.errors import ValidationError
 from engine.limits import DEFAULT_MAX_RESOURCES, set_max_resources
 from engine.params import parse_int
 from mgmt import priority, warn_misspelled_env
-from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, Config, ExitCode, option_fields
-from mgmt.lang import set_max_program_size
+from mgmt.config import (
+    DEFAULT_MAX_GRAPH_SIZE,
+    Config,
+    ExitCode,
+    option_fields,
+    set_max_program_size,
+)
 
 if TYPE_CHECKING:
     import argparse

@@ -24,10 +24,9 @@ from engine.errors import ValidationError, WorldError
 from engine.limits import DEFAULT_MAX_RESOURCES, set_max_resources
 from engine.params import parse_int
 from mgmt import warn_misspelled_env
-from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode
+from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode, set_max_program_size
 from mgmt.deploy import DeployError
 from mgmt.deploy.client import UNSIGNED, Timings
-from mgmt.lang import set_max_program_size
 from mgmt.usage import Parser
 
 if TYPE_CHECKING:

@@ -17,24 +17,12 @@ if TYPE_CHECKING:
     from mgmt.lang.checker import Checked
     from mgmt.lang.modules import Module, ModuleLoader
 
-# The largest program (or module) file, in bytes: a graph file's limit, and the same option
-# (`--max-graph-size`, MGMT_MAX_GRAPH_SIZE), set once per process by each command
-# (set_max_program_size). ~10 s and ~80 MiB per MiB of mcl to check (docs/language.md).
-_max_program_size = [16 << 20]  # mgmt.config.DEFAULT_MAX_GRAPH_SIZE (not imported: cheap)
-
-
-def set_max_program_size(limit: int) -> None:
-    """This process's `--max-graph-size`, for program files too."""
-    _max_program_size[0] = limit
-
-
-def max_program_size() -> int:
-    return _max_program_size[0]
-
 
 def too_large(size: int, filename: str) -> str | None:
     """Why a program file of `size` bytes is refused (one line naming the option), or None."""
-    limit = _max_program_size[0]
+    from mgmt.config import max_program_size
+
+    limit = max_program_size()
     if size <= limit:
         return None
     return (
@@ -88,6 +76,7 @@ def _compile(module: Module, filename: str, loader: ModuleLoader | None) -> Chec
 def read_program(path: Path, name: str | None = None) -> bytes:
     """A program file's bytes; CompileError naming the file (`name`: as shown) if it cannot
     be read."""
+    from mgmt.config import max_program_size
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import read_regular
 

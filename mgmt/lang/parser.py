@@ -219,7 +219,8 @@ def parse(text: str, filename: str = "<program>") -> ast.Program:
     """Parse a program; CompileError (file:line:col) on a syntax error, a program larger than
     --max-graph-size (mgmt.lang.max_program_size) or nested deeper than MAX_DEPTH (found while
     parsing, before any recursive pass over the tree)."""
-    from mgmt.lang import max_program_size, too_large
+    from mgmt.config import max_program_size
+    from mgmt.lang import too_large
 
     if len(text) > max_program_size() // 4:  # a character is 1 to 4 bytes
         problem = too_large(len(text) if text.isascii() else len(text.encode()), filename)
