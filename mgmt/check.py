@@ -132,6 +132,7 @@ class _First(NamedTuple):
     cluster: bool  # the program reads the cluster: its graph is not known here
     positions: dict[tuple[str, str], str]  # where each resource was declared, by key
     everywhere: bool  # the error is raised on every host (mgmt.lang.certain)
+    same_everywhere: bool  # the first graph is every host's (certain.host_independent)
 
 
 # The prefix of a check's local values: nothing is read from it (no one makes files in /proc),
@@ -148,7 +149,7 @@ def _first_run(path: Path, hostname: str, commands: bool) -> _First:
     import threading
 
     from engine.local import LocalValues
-    from mgmt.lang.certain import fails_everywhere
+    from mgmt.lang.certain import fails_everywhere, host_independent
     from mgmt.lang.errors import FuncError
     from mgmt.lang.source import LangSource
 
@@ -157,6 +158,7 @@ def _first_run(path: Path, hostname: str, commands: bool) -> _First:
             path, hostname=hostname, watch=False, local=local, commands=commands
         )
         error = source.first_exception
+        program = source.runtime.checked.program if source.runtime is not None else None
         try:
             return _First(
                 source.first,
@@ -168,6 +170,8 @@ def _first_run(path: Path, hostname: str, commands: bool) -> _First:
                 and error.pos is not None
                 and source.runtime is not None
                 and fails_everywhere(source.runtime.checked.program, error.pos),
+                # walked only when it matters: a first graph that failed
+                program is not None and source.first is None and host_independent(program),
             )
         finally:
             await source.aclose()
@@ -196,14 +200,21 @@ def program_graph_problems(path: Path, hostname: str) -> list[str]:
     its statement), what the engine refuses otherwise, more than --max-resources. [] when the
     graph cannot be known here (the program reads the cluster, or runs a command: os.system is
     not run by a check) or the program fails at run
-    time for a reason of this host's (a missing file: `mgmt run` says so where it runs)."""
+    time for a reason of this host's (a missing file: `mgmt run` says so where it runs). A
+    program whose first graph is the same on every host (mgmt.lang.certain.host_independent)
+    has every error of it reported: a param its kind refuses, a duplicate, an edge to nothing,
+    in a loop or not."""
     from engine.engine import verify
     from engine.errors import GraphError
     from mgmt.lang.errors import CycleError, GraphLimitError
 
     first = _first_run(path, hostname, commands=False)  # nothing is run on this machine
     if first.loaded is None:
-        every_host = first.everywhere or isinstance(first.exception, GraphLimitError | CycleError)
+        every_host = (
+            first.everywhere
+            or first.same_everywhere
+            or isinstance(first.exception, GraphLimitError | CycleError)
+        )
         return [first.error] if every_host and first.error else []
     graph = first.loaded.graph
     found = duplicate_problems(graph, first.positions)
@@ -239,12 +250,24 @@ def duplicate_problems(graph: Graph, positions: dict[Key, str]) -> list[str]:
 
 def outside(checked: Checked, base: Path) -> list[str]:
     """Each import of a compiled program whose module lies outside the program's directory
-    `base`, at the import: a deploy carries only what is under it (`mgmt run` reads it)."""
+    `base`, at the import: a deploy carries only what is under it (`mgmt run` reads it). The
+    error names the way out: a metadata.yaml in a directory above both, whose `main:` is the
+    program's entry file, deployed (or run) as that directory."""
+    import os.path
+
+    entry = next((f.resolve() for f in checked.files if f.suffix == ".mcl"), None)
     out = []
     for pos, name, file in checked.imports:
         if not file.resolve().is_relative_to(base):
+            top = Path(os.path.commonpath([base, file.resolve()]))
+            way = (
+                f" (to deploy it: {top}/metadata.yaml with `main: {entry.relative_to(top)}`, and "
+                f"`mgmt deploy` the directory {top}/)"
+                if entry is not None and top != Path("/") and entry.is_relative_to(top)
+                else ""
+            )
             out.append(
                 f'{pos}: import "{name}": {file.resolve()} is outside the program\'s directory '
-                f"{base}: a deploy carries only what is under it"
+                f"{base}: a deploy carries only what is under it{way}"
             )
     return out

@@ -35,7 +35,13 @@ from engine.errors import ValidationError
 from engine.limits import DEFAULT_MAX_RESOURCES, set_max_resources
 from engine.params import parse_int
 from mgmt import priority, warn_misspelled_env
-from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, Config, ExitCode, option_fields
+from mgmt.config import (
+    DEFAULT_MAX_GRAPH_SIZE,
+    Config,
+    ExitCode,
+    option_fields,
+    set_max_program_size,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -285,7 +291,7 @@ options:
   --hiera-config FILE  as mgmt run's: Hiera's global hiera.yaml
   --puppet-environment DIR  as mgmt run's: the environment directory (hiera.yaml, data/)
   --no-autoedges       as mgmt run's: --graph without automatic edges
-  --max-graph-size B   as mgmt run's: the largest graph file read
+  --max-graph-size B   as mgmt run's: the largest graph (or mcl program) file read
   --max-resources N    as mgmt run's: the most resources (and edges) a graph may have"""
 
 
@@ -361,6 +367,7 @@ def check(args: list[str]) -> int:
     warn_misspelled_env()
     options, files, inline = parsed
     set_max_resources(options["max_resources"])
+    set_max_program_size(options["max_graph_size"])
     graph = options.pop("graph")
     frontend = options.pop("frontend", None)
     code = ExitCode.OK

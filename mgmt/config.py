@@ -16,6 +16,20 @@ from engine.limits import DEFAULT_MAX_RESOURCES
 
 DEFAULT_MAX_GRAPH_SIZE = 16 << 20  # bytes (docs/graph-format.md#limits)
 
+# The largest mcl program (or module) file, in bytes: `--max-graph-size` too, set once per
+# process by each command (mgmt run, check, deploy), as engine.limits' --max-resources is;
+# here, not in mgmt.lang, so that a graph file's command does not import the language.
+_max_program_size = [DEFAULT_MAX_GRAPH_SIZE]
+
+
+def set_max_program_size(limit: int) -> None:
+    """This process's `--max-graph-size`, for program files too (docs/language.md)."""
+    _max_program_size[0] = limit
+
+
+def max_program_size() -> int:
+    return _max_program_size[0]
+
 
 class ExitCode(enum.IntEnum):
     OK = 0  # converged, or stopped cleanly
@@ -162,7 +176,8 @@ class Config:
     max_graph_size: int = field(
         default=DEFAULT_MAX_GRAPH_SIZE,
         metadata=opt(
-            "refuse a graph file larger than BYTES (also for mgmt check)", metavar="BYTES"
+            "refuse a graph or mcl program file larger than BYTES (also for mgmt check)",
+            metavar="BYTES",
         ),
     )
     max_resources: int = field(

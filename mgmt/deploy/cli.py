@@ -24,7 +24,7 @@ from engine.errors import ValidationError, WorldError
 from engine.limits import DEFAULT_MAX_RESOURCES, set_max_resources
 from engine.params import parse_int
 from mgmt import warn_misspelled_env
-from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode
+from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode, set_max_program_size
 from mgmt.deploy import DeployError
 from mgmt.deploy.client import UNSIGNED, Timings
 from mgmt.usage import Parser
@@ -336,6 +336,7 @@ def _read_checked(frontend: str, path: Path, args: argparse.Namespace) -> Bundle
     from mgmt.deploy.bundle import read_checked
 
     set_max_resources(args.max_resources)
+    set_max_program_size(args.max_graph_size)
     try:
         bundle, problems = read_checked(frontend, path, args.max_graph_size)
     except DeployError as err:

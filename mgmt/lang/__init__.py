@@ -18,6 +18,19 @@ if TYPE_CHECKING:
     from mgmt.lang.modules import Module, ModuleLoader
 
 
+def too_large(size: int, filename: str) -> str | None:
+    """Why a program file of `size` bytes is refused (one line naming the option), or None."""
+    from mgmt.config import max_program_size
+
+    limit = max_program_size()
+    if size <= limit:
+        return None
+    return (
+        f"{filename}:1:1: the program file is larger than {limit:,} bytes "
+        "(--max-graph-size, MGMT_MAX_GRAPH_SIZE; or split it into modules, or loop over data)"
+    )
+
+
 def compile_text(
     text: str, filename: str = "<program>", loader: ModuleLoader | None = None
 ) -> Checked:
@@ -63,14 +76,19 @@ def _compile(module: Module, filename: str, loader: ModuleLoader | None) -> Chec
 def read_program(path: Path, name: str | None = None) -> bytes:
     """A program file's bytes; CompileError naming the file (`name`: as shown) if it cannot
     be read."""
+    from mgmt.config import max_program_size
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import read_regular
 
+    shown = path if name is None else name
     try:
-        return read_regular(path)  # a FIFO is refused, not waited on
+        data = read_regular(path, max_program_size())  # a FIFO is refused, not waited on
     except OSError as err:
-        shown = path if name is None else name
         raise CompileError([f"{shown}: cannot read: {err.strerror or err}"]) from err
+    problem = too_large(len(data), str(shown))
+    if problem is not None:
+        raise CompileError([problem])
+    return data
 
 
 def decode(data: bytes, filename: str) -> str:

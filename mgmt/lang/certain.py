@@ -123,8 +123,72 @@ def _pure(node: ast.Node, seen: set[int]) -> bool:
     return all(_pure(part, seen) for part in ast.children(expr))
 
 
-def _pure_builtin(builtin: Builtin) -> bool:
+def _pure_builtin(builtin: Builtin, also: frozenset[str] = frozenset()) -> bool:
+    """Whether a builtin is pure: of PURE_MODULES (or `also`), neither a stream nor a function
+    of the context."""
     module, _, short = builtin.name.rpartition(".")
     if builtin.impl is None or builtin.stream is not None or builtin.ctx:
         return False
+    if module in also:
+        return True
     return module in PURE_MODULES and not (module == "" and short in _IMPURE_CORE)
+
+
+# Modules whose functions are pure once every function they are handed is: `iter`'s call the
+# program's own lambdas (host_independent walks those).
+_PURE_WITH_PURE_ARGS = frozenset({"iter"})
+
+
+def host_independent(program: ast.Program) -> bool:
+    """Whether a program's first graph is the same on every host: nothing it may evaluate (any
+    branch, loop body, class included, function called, module's code) calls a builtin that
+    reads the host, the time or the world (a stream, a function of the context, one outside
+    PURE_MODULES) nor reads `$hostname`, and it collects nothing. Then every error of its first
+    graph (a param its kind refuses, a duplicate, an edge to nothing) is every host's."""
+    stack: list[ast.Node] = list(program.body)
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, ast.Resource):
+            if node.collect:
+                return False
+            stack += [node.name, *node.params, *node.metas, *node.edges]
+        elif isinstance(node, ast.ResParam | ast.ResMeta):
+            stack += [node.expr] if node.cond is None else [node.expr, node.cond]
+        elif isinstance(node, ast.ResEdge):
+            stack += [node.target] if node.cond is None else [node.target, node.cond]
+        elif isinstance(node, ast.EdgeHalf):
+            stack.append(node.name)
+        elif isinstance(node, ast.Edge):
+            stack += node.halves
+        elif isinstance(node, ast.IfStmt):
+            stack += [node.cond, *node.then, *node.other]
+        elif isinstance(node, ast.For):
+            stack += [node.expr, *node.body]
+        elif isinstance(node, ast.Include):
+            stack += [*node.args, *node.expanded]
+        elif isinstance(node, ast.Panic | ast.Bind):
+            stack.append(node.expr)
+        elif isinstance(node, ast.FuncDef):
+            stack.append(node.lam)
+        elif isinstance(node, ast.Var):
+            if isinstance(node.target, ast.ContextVar):
+                return False  # $hostname
+            if isinstance(node.target, ast.Node):
+                stack.append(node.target)
+        elif isinstance(node, ast.Call):
+            target = node.target
+            if isinstance(target, Builtin):
+                if not _pure_builtin(target, _PURE_WITH_PURE_ARGS):
+                    return False
+            elif isinstance(target, ast.Node):
+                stack.append(target)
+            stack += ast.children(node)
+        elif isinstance(node, ast.Resolved):
+            stack.append(node.inner)
+        elif isinstance(node, ast.Expr):
+            stack += ast.children(node)
+    return True

@@ -69,8 +69,12 @@ class ResourceChecker:
         self.check_expr = check_expr
         # Whether the statement being checked is made whatever the values (no if, no for).
         self.unconditional = unconditional
-        # (kind, name) -> the constant resource declared unconditionally, and where.
-        self._static: dict[tuple[str, str], tuple[Resource, Pos]] = {}
+        # (kind, name) -> the constant resource declared unconditionally, where, and the
+        # top-level include that made it (None: not in an include).
+        self._static: dict[tuple[str, str], tuple[Resource, Pos, ast.Include | None]] = {}
+        # The top-level include being checked (the checker sets it): a duplicate made by two
+        # includes of one class names both.
+        self.include: ast.Include | None = None
         # Every (kind, name) a resource statement may declare, conditionally or not; the kinds
         # whose names are known only when run, or which are collected (see the module doc).
         # (Few objects: a big program's checks run between the garbage collector's passes.)
@@ -325,12 +329,14 @@ class ResourceChecker:
         key = (built.kind, built.name)
         first = self._static.get(key)
         if first is None:
-            self._static[key] = (built, pos)
+            self._static[key] = (built, pos, self.include)
             return
         try:
-            self._static[key] = (merge_duplicate(first[0], built), first[1])
+            self._static[key] = (merge_duplicate(first[0], built), first[1], first[2])
         except GraphError as err:
-            self.problems.add(pos, f"{err} (also at {first[1]})")
+            other = first[2]
+            via = "" if other is None or other is self.include else f", {_via(other)}"
+            self.problems.add(pos, f"{err} (also at {first[1]}{via})")
 
     def _end(self, half: ast.EdgeHalf) -> None:
         """Note an end of an edge, if it is made unconditionally and constant (`finish`)."""
@@ -353,7 +359,7 @@ class ResourceChecker:
                         f"edge to {fmt_key((kind, name))}: no such resource in the program",
                     )
         together: dict[type[Resource], list[Resource]] = {}
-        for built, _pos in self._static.values():
+        for built, _pos, _include in self._static.values():
             if validates_together(type(built)):
                 together.setdefault(type(built), []).append(built)
         for res, err in refused_together(together):
@@ -430,3 +436,7 @@ def _label(res: ast.Resource) -> str:
         if name is not None and isinstance(name.value, str)
         else res.kind
     )
+
+
+def _via(include: ast.Include) -> str:
+    return f"in include {include.name} at {include.pos}"

@@ -27,7 +27,7 @@ from mgmt.lang import ast
 from mgmt.lang.check_resources import ResourceChecker
 from mgmt.lang.errors import Abort, CompileError, Pos, Problems, plural
 from mgmt.lang.infer import Inference
-from mgmt.lang.modules import ImportName, Module, ModuleLoader
+from mgmt.lang.modules import ImportName, Module, ModuleLoader, parse_import
 from mgmt.lang.parser import parse
 from mgmt.lang.scope import Binding, Orderable, Resolver, Scope
 from mgmt.lang.types import BOOL, INT, STR, TList, TMap, TVar, Type, show
@@ -112,7 +112,9 @@ class Checker:
             return None
         chain = [m.file for m in self._modules]
         if module.file in chain:
-            cycle = " -> ".join(f.name for f in [*chain[chain.index(module.file) :], module.file])
+            cycle = " -> ".join(
+                self.loader.name(f) for f in [*chain[chain.index(module.file) :], module.file]
+            )
             self.problems.add(stmt.pos, f'import "{stmt.module}": an import cycle ({cycle})')
             return None
         if module.file in self._loaded:
@@ -148,7 +150,7 @@ class Checker:
 
     def _block(self, stmts: list[ast.Stmt], scope: Scope) -> None:
         if self._loops:
-            stmts = self._loop_body(stmts)
+            stmts = self._loop_body(stmts, scope)
         binds = self.resolver.declare(stmts, scope)
         self.bindings += binds
         # `include ... as i` is ordered with the bindings: one reading `$i.x` comes after it.
@@ -257,15 +259,21 @@ class Checker:
             self._loops -= 1
             self._branches -= 1
 
-    def _loop_body(self, stmts: list[ast.Stmt]) -> list[ast.Stmt]:
+    def _loop_body(self, stmts: list[ast.Stmt], scope: Scope) -> list[ast.Stmt]:
         """What a loop's body (or an if, or a class included, inside it) may hold:
         declarations, bindings and includes, made once per element. Functions and imports are
-        made once (refused)."""
+        made once (refused: their names go in the scope's `refused`, so that a use is not an
+        error of its own)."""
         kept: list[ast.Stmt] = []
         for stmt in stmts:
             if isinstance(stmt, ast.Bind):
                 stmt.in_loop = True  # evaluated per element, not as a cell of its own
             what = LOOP_REFUSED.get(type(stmt))
+            if isinstance(stmt, ast.FuncDef):
+                scope.refused.add(stmt.name)
+            elif isinstance(stmt, ast.Import):
+                with contextlib.suppress(ValueError):
+                    scope.refused.add(stmt.alias or parse_import(stmt.module).alias)
             if what is not None:
                 self.problems.add(
                     stmt.pos,
@@ -307,6 +315,8 @@ class Checker:
             for p, arg in zip(cls.params, inc.args, strict=True)
         ]
         inc.expanded = params + copy.deepcopy(cls.body)
+        if not self._including:
+            self.resources.include = inc
         self._including.append(cls)
         problems = self.problems.lines
         before = len(problems)
@@ -321,6 +331,7 @@ class Checker:
         finally:
             self._including.pop()
             if not self._including:  # say which top-level include it came through
+                self.resources.include = None
                 where = f" (in include {inc.name} at {inc.pos})"
                 problems[before:] = [p + where for p in problems[before:]]
                 self.problems.at[before:] = [inc.pos] * (len(problems) - before)

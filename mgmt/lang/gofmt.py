@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mgmt.lang.errors import FuncError
-from mgmt.lang.values import MAX_LEN, go_str
+from mgmt.lang.values import MAX_LEN, go_float, go_quote, go_str, mcl_float, mcl_str
 
 _VERB = re.compile(r"%([-+# 0]*)(\d+)?(?:\.(\d+))?([a-zA-Z%])")
 
@@ -98,8 +99,12 @@ def verbs(fmt: str) -> list[Verb]:
     return [p for p in parse_format(fmt) if isinstance(p, Verb)]
 
 
-def sprintf(fmt: str, args: tuple[Any, ...]) -> str:
+def sprintf(fmt: str, args: tuple[Any, ...], mgmt: bool = False) -> str:
     """Go's fmt.Sprintf; ValueError if the result would be longer than a string may be.
+
+    `mgmt`: as mgmt's fmt.printf prints (lang/core/fmt/printf.go): `%f` and `%v` of a float,
+    `%v` of a list, a map or a struct as mgmt's Value.String() (mcl_str). Its printf has no
+    width, precision, flag or other verb: those (a superset) are Go's here.
 
     Widths and precisions are bounded when the format is parsed, and each verb's length is
     worked out before it is built, so a format cannot make a huge string even for a moment.
@@ -116,12 +121,20 @@ def sprintf(fmt: str, args: tuple[Any, ...]) -> str:
             except StopIteration:
                 text = f"%!{part.verb}(MISSING)"
             else:
-                text = _one(part, value, room)
+                text = _one(part, value, room, mgmt)
         room -= len(text)
         if room < 0:
             raise ValueError(f"result too large: over {MAX_LEN:,} characters (the limit)")
         out.append(text)
     return "".join(out)
+
+
+def _printed(value: Any) -> str:
+    """%v as mgmt's printf shows a value (lang/core/fmt/printf.go, valueToString): a float, a
+    list, a map or a struct as its Value.String() (mcl_str), any other as Go's %v."""
+    if isinstance(value, float | tuple | list | dict):
+        return mcl_str(value)
+    return go_str(value)
 
 
 def _fits(v: Verb, body: int, room: int) -> None:
@@ -133,7 +146,7 @@ def _fits(v: Verb, body: int, room: int) -> None:
         )
 
 
-def _one(v: Verb, value: Any, room: int = MAX_LEN) -> str:
+def _one(v: Verb, value: Any, room: int = MAX_LEN, mgmt: bool = False) -> str:
     """One verb formatted; ValueError (before building it) if it would be longer than room."""
     spec_flags = "".join(f for f in v.flags if f in "-+ 0#")
     align = "<" if "-" in spec_flags else ""
@@ -143,14 +156,21 @@ def _one(v: Verb, value: Any, room: int = MAX_LEN) -> str:
     width = str(v.width) if v.width else ""
     prec = f".{v.prec}" if v.prec is not None else ""
     if v.verb in "sv":
-        text = value if isinstance(value, str) else go_str(value)
+        if v.verb == "v" and isinstance(value, float) and v.prec is not None:
+            return _one(Verb(v.flags, v.width, v.prec, "g"), value, room)
+        text = (
+            _printed(value)
+            if v.verb == "v" and mgmt
+            else value
+            if isinstance(value, str)
+            else go_str(value)
+        )
         if v.prec is not None:
             text = text[: v.prec]
         _fits(v, len(text), room)
         return f"{text:{pad}{width}}"
     if v.verb == "q":
-        escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        quoted = '"' + escaped + '"'
+        quoted = go_quote(str(value))
         _fits(v, len(quoted), room)
         return f"{quoted:{pad}{width}}"
     if v.verb == "t":
@@ -168,8 +188,13 @@ def _one(v: Verb, value: Any, room: int = MAX_LEN) -> str:
         code = v.verb.lower() if v.verb == "F" else v.verb
         # at most the integer part's digits, the point, the precision's digits, an exponent
         _fits(v, len(f"{float(value):{sign}.0f}") + (v.prec or 6) + 8, room)
+        if not math.isfinite(value):  # Go: +Inf, -Inf, NaN whatever the verb
+            return f"{go_float(float(value)):{pad}{width}}"
+        if mgmt and v.verb == "f" and not (v.flags or v.width or prec):
+            return mcl_float(float(value))  # mgmt's printf: FloatValue.String()
         if not prec and v.verb in "gG":
-            return f"{go_str(float(value)):{pad}{width}}"
+            text = go_float(float(value))
+            return f"{text.upper() if v.verb == 'G' else text:{pad}{width}}"
         if not prec:
             prec = ".6"
         text = f"{float(value):{align}{sign}{zero}{width}{prec}{code}}"

@@ -171,7 +171,8 @@ class Inference:
 
     # unification and constraints ------------------------------------------------------------
 
-    def expect(self, actual: Type, expected: Type, pos: Pos, context: str) -> None:
+    def expect(self, actual: Type, expected: Type, pos: Pos, context: str, hint: str = "") -> None:
+        """Unify; else a type error at `pos` (`hint`: said after it, in parentheses)."""
         mark = self.u.mark()
         try:
             self.u.unify(actual, expected)
@@ -183,8 +184,9 @@ class Inference:
             detail = f" ({inner}{': ' + err.detail if err.detail else ''})"
             if inner in (f"{want} vs {got}", f"{got} vs {want}") and not err.detail:
                 detail = ""
+            hint = f" ({hint})" if hint else ""
             raise self.abort(
-                pos, f"type error: {context}: expected {want}, got {got}{detail}"
+                pos, f"type error: {context}: expected {want}, got {got}{detail}{hint}"
             ) from None
 
     def one_of(
@@ -376,7 +378,7 @@ class Inference:
         right = self.infer(e.right)
         op = e.op
         if op in ("and", "or"):
-            self.expect(left, BOOL, e.left.pos, f"the left side of {op}")
+            self.expect(left, BOOL, e.left.pos, f"the left side of {op}", _default_hint(e))
             self.expect(right, BOOL, e.right.pos, f"the right side of {op}")
             return BOOL
         if op in ("==", "!="):
@@ -486,3 +488,16 @@ def _constraint_types(c: Constraint) -> list[Type]:
     if isinstance(c, _HasField):
         return [c.obj, c.result]
     return [c.obj, c.index, c.result]
+
+
+def _default_hint(e: ast.BinOp) -> str:
+    """For `$m["k"] || "d"` (mgmt's 2024 grammar: `||` after a lookup is its default; here,
+    as in mgmt's earlier one, `||` is `or`): the way to write it here."""
+    if e.op != "or" or not isinstance(e.left, ast.Index | ast.Field):
+        return ""
+    if isinstance(e.left, ast.Index):
+        return "mgmt's `$m[key] || default` is `$m[key] <|> default` here: `||` is `or`"
+    return (
+        "mgmt's `$s->field || default`, for a field the struct may lack, has no equivalent "
+        "here: a struct's fields are known when the program is checked; `||` is `or`"
+    )

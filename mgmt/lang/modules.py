@@ -93,20 +93,31 @@ class Metadata:
     parentpathblock: bool = False  # do not look in the parents' `path`
 
 
-def _load_yaml(data: bytes) -> Any:
-    """YAML as mgmt's parser reads it: that one also takes tabs between a value and its
-    comment (`main: "x.mcl"\t# ...`, as in mgmt's own examples), which PyYAML refuses; on
-    such an error, the tabs after a line's first non-blank character are read as spaces (one
-    each: an error still found is at its line and column in the file as written)."""
+def _load_yaml(data: bytes) -> tuple[Any, dict[str, tuple[int, int]]]:
+    """YAML as mgmt's parser reads it, with the line and column of each top-level key. mgmt's
+    parser also takes tabs between a value and its comment (`main: "x.mcl"\t# ...`, as in
+    mgmt's own examples), which PyYAML refuses; on such an error, the tabs after a line's first
+    non-blank character are read as spaces (one each: an error still found is at its line and
+    column in the file as written)."""
+    text = data.decode(errors="replace")
     try:
-        return yaml.safe_load(data) or {}
+        return yaml.safe_load(data) or {}, _key_places(text)
     except yaml.YAMLError:
-        lines = data.decode(errors="replace").splitlines(keepends=True)
         spaced = []
-        for line in lines:
+        for line in text.splitlines(keepends=True):
             body = line.lstrip(" \t")
             spaced.append(line[: len(line) - len(body)] + body.replace("\t", " "))
-        return yaml.safe_load("".join(spaced)) or {}
+        return yaml.safe_load("".join(spaced)) or {}, _key_places("".join(spaced))
+
+
+def _key_places(text: str) -> dict[str, tuple[int, int]]:
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {
+        str(key.value): (key.start_mark.line + 1, key.start_mark.column + 1)
+        for key, _value in node.value
+    }
 
 
 def read_metadata(file: Path, data: bytes, name: str | None = None) -> Metadata:
@@ -117,7 +128,7 @@ def read_metadata(file: Path, data: bytes, name: str | None = None) -> Metadata:
     if len(data) > MAX_METADATA:
         raise CompileError.at(where, f"metadata is larger than {MAX_METADATA:,} bytes")
     try:
-        raw: Any = _load_yaml(data)
+        raw, places = _load_yaml(data)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         if mark is not None:
@@ -127,21 +138,26 @@ def read_metadata(file: Path, data: bytes, name: str | None = None) -> Metadata:
     if not isinstance(raw, dict):
         raise CompileError.at(where, "metadata must be a mapping (main:, files:, path:...)")
     meta = Metadata()
+
+    def at(key: str) -> Pos:
+        """Where a key is written (the file's start for a default's problem)."""
+        return Pos(shown, *places[key]) if key in places else where
+
     for key, value in raw.items():
         if key not in Metadata.__dataclass_fields__:
             known = ", ".join(Metadata.__dataclass_fields__)
-            raise CompileError.at(where, f"metadata: unknown key {key!r}; keys: {known}")
+            raise CompileError.at(at(str(key)), f"metadata: unknown key {key!r}; keys: {known}")
         wanted = bool if key == "parentpathblock" else str
         if not isinstance(value, wanted) or (wanted is str and value is None):
-            raise CompileError.at(where, f"metadata: {key} must be a {wanted.__name__}")
+            raise CompileError.at(at(key), f"metadata: {key} must be a {wanted.__name__}")
         setattr(meta, key, value)
     if meta.main.startswith("/") or meta.main.endswith("/") or not meta.main:
-        raise CompileError.at(where, "metadata: main must be a relative file path")
+        raise CompileError.at(at("main"), "metadata: main must be a relative file path")
     for key in ("path", "files"):
         value = getattr(meta, key)
         if value and (value.startswith("/") or not value.endswith("/")):
             raise CompileError.at(
-                where, f"metadata: {key} must be empty or a relative directory ending in /"
+                at(key), f"metadata: {key} must be empty or a relative directory ending in /"
             )
     return meta
 

@@ -147,7 +147,6 @@ COMMENT: /#[^\n]*/
 """
 
 EDGE_FIELDS = ("Depend", "Before", "Notify", "Listen")
-MAX_SOURCE = 256 * 1024  # characters of one program file (~130,000 tokens, ~3 s to check)
 MAX_DEPTH = 200  # nested syntax (each list, call, operator, block and statement is a level)
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "$": "$", "a": "\a"}
 _ESCAPES |= {"b": "\b", "f": "\f", "v": "\v", "0": "\0"}
@@ -218,13 +217,15 @@ def warm() -> None:
 
 def parse(text: str, filename: str = "<program>") -> ast.Program:
     """Parse a program; CompileError (file:line:col) on a syntax error, a program larger than
-    MAX_SOURCE or nested deeper than MAX_DEPTH (found while parsing, before any recursive
-    pass over the tree)."""
-    if len(text) > MAX_SOURCE:
-        raise CompileError.at(
-            Pos(filename, 1, 1),
-            f"the program is too large: {len(text):,} characters (the limit is {MAX_SOURCE:,})",
-        )
+    --max-graph-size (mgmt.lang.max_program_size) or nested deeper than MAX_DEPTH (found while
+    parsing, before any recursive pass over the tree)."""
+    from mgmt.config import max_program_size
+    from mgmt.lang import too_large
+
+    if len(text) > max_program_size() // 4:  # a character is 1 to 4 bytes
+        problem = too_large(len(text) if text.isascii() else len(text.encode()), filename)
+        if problem is not None:
+            raise CompileError([problem])
     with _PARSING:
         _BUILDER.filename, _BUILDER.origin = filename, None
         try:

@@ -45,6 +45,9 @@ class Scope:
         # The namespace of a module whose import failed (reported): its uses are not errors
         # of their own.
         self.broken = False
+        # Names of funcs and imports refused in this block (a loop's body): their uses are
+        # not errors of their own.
+        self.refused: set[str] = set()
 
     def chain(self) -> Iterable[Scope]:
         """This scope, then each enclosing one."""
@@ -78,6 +81,10 @@ class Scope:
                 return None
             space = space.namespaces.get(name)
         return space
+
+    def was_refused(self, name: str) -> bool:
+        """Whether `name` is a func or an import refused here or in an enclosing block."""
+        return any(name in scope.refused for scope in self.chain())
 
     def func(self, name: str) -> ast.FuncDef | None:
         for scope in self.chain():
@@ -166,6 +173,10 @@ class Resolver:
             self.problems.add(stmt.pos, f'import "{stmt.module}": {err}')
             return
         if imp.system and stmt.module not in funcs.MODULES:
+            missing = funcs.mgmt_only(stmt.module)
+            if missing is not None:
+                self.problems.add(stmt.pos, f'import "{stmt.module}": {missing}')
+                return
             known = ", ".join(funcs.module_names())
             self.problems.add(
                 stmt.pos,
@@ -370,6 +381,8 @@ class Resolver:
             builtin = funcs.lookup("", name)
             if builtin is not None:
                 return builtin
+            if scope.was_refused(name):
+                raise Abort()  # the func's refusal is the one error
             extra = f' (import "{name}" and call {name}.something)' if name in funcs.MODULES else ""
             names = list(funcs.MODULES[""])
             raise self.problems.abort(
@@ -392,10 +405,15 @@ class Resolver:
             alias, _, short = name.partition(".")
         module = scope.module(alias)
         if module is None:
+            if scope.was_refused(alias):
+                raise Abort()  # the import's refusal is the one error
             hint = f'; add import "{alias}"' if alias in funcs.MODULES else ""
             raise self.problems.abort(call.pos, f"unknown package {alias!r} in {name}(){hint}")
         builtin = funcs.lookup(module, short)
         if builtin is None:
+            missing = funcs.mgmt_only(f"{module}.{short}")
+            if missing is not None:
+                raise self.problems.abort(call.pos, missing)
             renamed = funcs.RENAMED.get(f"{module}.{short}")
             hint = (
                 f" (mgmt calls it {renamed})"

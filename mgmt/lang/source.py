@@ -305,6 +305,15 @@ class Output:
         return None if res.meta.export else res
 
 
+_SWAPPED = {
+    "graph": "swapping in the new program",
+    "waiting": "swapping in the new program (its graph once its streams have values)",
+    "same": "the new program gives the running graph: nothing to swap",
+    "error": "the new program fails at run time: nothing swapped (its graph follows it once "
+    "it works)",
+}
+
+
 def _merge(loaded: Loaded, item: ResSpec, first: ResSpec) -> None:
     """Merge a second, different declaration into the graph's vertex (engine.graph's rules:
     compatible ones merge, e.g. pkg installed + newest); FuncError naming both positions."""
@@ -315,7 +324,14 @@ def _merge(loaded: Loaded, item: ResSpec, first: ResSpec) -> None:
             raise GraphError(f"{fmt_key(key)} is declared twice with different params")
         merged = loaded.graph.add_or_merge(_build(item, item.name))
     except GraphError as err:
-        raise FuncError(f"{err} (also at {first.pos})", item.pos) from None
+        # One statement made both (a loop's iterations, two includes of one class): say so,
+        # rather than naming its own place as the other.
+        also = (
+            "also made there, by another iteration or include"
+            if first.pos == item.pos
+            else f"also at {first.pos}"
+        )
+        raise FuncError(f"{err} ({also})", item.pos) from None
     loaded.exported = [merged if res is old else res for res in loaded.exported]
 
 
@@ -546,31 +562,37 @@ class LangSource:
         self._compile_problem = problem
         self._set_problem()
 
-    def _evaluate(self) -> None:
+    def _evaluate(self) -> str:
+        """Evaluate the program: "graph" (a new graph handed over), "same" (the graph is the
+        last one), "error" (a run-time error, logged) or "waiting" (for a stream's value)."""
         try:
-            self._evaluate_once()
+            return self._evaluate_once()
         finally:
             self.evaluated.set()
 
-    def _evaluate_once(self) -> None:
+    def _evaluate_once(self) -> str:
         assert self.runtime is not None
         changed, items, error = self.runtime.evaluate()
         if not changed:
-            return
+            return "waiting"
         if error is None:
             try:
+                outcome = "same"
                 if items != self._last_items:
                     loaded = self._output.build(items)
                     self._last_items = items
                     self._emit(loaded)
+                    outcome = "graph"
                 self._report(None)
             except (LangError, MgmtError) as err:
                 self._report(err)
-            return
+                return "error"
+            return outcome
         if isinstance(error, NotReady):  # a world.* function before its first read
             log.debug("%s (waiting for it)", error)
-            return
+            return "waiting"
         self._report(error)
+        return "error"
 
     def _emit(self, loaded: Loaded) -> None:
         self.graphs += 1
@@ -647,7 +669,6 @@ class LangSource:
             self._commit(checked)
             self._back_to_running()
             return
-        log.info("program file changed: swapping in the new program")
         old = self.runtime
         self._start(checked)
         self._commit(checked)  # started: an error before this compiles it again next time
@@ -655,7 +676,10 @@ class LangSource:
         if old is not None:
             await old.close()
         self._last_error = None
-        self._evaluate()
+        # Said once the new program is evaluated: an edit whose graph fails, or is the running
+        # one, swaps nothing in (the program runs; its graph follows it when it changes).
+        outcome = self._evaluate()
+        log.info("program file changed: %s", _SWAPPED[outcome])
         self._set_problem()
         self._ask_for_cluster()
 

@@ -1,6 +1,7 @@
 """Go's text/template, as mgmt's golang.template runs it (a template named "template").
 
-Struct fields are Title-cased as mgmt does (`{{ .Load }}` for `struct{load => ...}`).
+A struct is a map of its Title-cased fields, as mgmt makes it (`{{ .Load }}` for
+`struct{load => ...}`).
 The language is Go's: text and actions with `{{-`/`-}}` trimming and `{{/* comments */}}`;
 operands `.`, `.Field.Sub`, `$`, `$var`, `$var.Field`, `(pipeline).Field`, "strings" (Go
 escapes), `raw strings`, 'c' (a rune: its number), numbers (Go's forms: 0x1F, 1e3, 1_000),
@@ -36,7 +37,7 @@ from mgmt.lang.template_parse import (
     compile_template,
     where,
 )
-from mgmt.lang.values import MAX_LEN, Struct, go_str, sort_key
+from mgmt.lang.values import MAX_LEN, FrozenDict, Struct, go_str, sort_key
 
 MAX_DEPTH = 100  # nested {{ template }} calls (Go allows 100000: Python's stack does not)
 
@@ -331,8 +332,9 @@ def _sprintln(*args: Any) -> str:
 def render(text: str, data: Any, funcs: Funcs) -> str:
     """Execute a template on `data`; TemplateError on a bad template or value.
 
-    As in mgmt, a struct's fields are seen Title-cased (`struct{load => 1}` is `{{ .Load }}`,
-    wherever the struct is: the data, a list's item, a map's value); a map's keys are not."""
+    As in mgmt, a struct is a map of its Title-cased fields (`struct{load => 1}` is
+    `{{ .Load }}`, wherever the struct is: the data, a list's item, a map's value); a map's keys
+    are not (go_data)."""
     tmpl = compile_template(text, frozenset(funcs))
     data = NO_VALUE if data is None else go_data(data)
     state = _State(tmpl, funcs)
@@ -351,14 +353,27 @@ def check_template(text: str, funcs: Funcs) -> None:
 
 
 def go_data(value: Any) -> Any:
-    """A value as mgmt hands it to Go's text/template: struct fields Title-cased."""
+    """A value as mgmt hands it to Go's text/template (lang/core/golang/template.go, convert):
+    a struct is a map of its Title-cased fields (so it prints as `map[Name:web Port:80]`, a
+    `range` goes over its values, and a missing field is `<no value>`, as any map's missing key);
+    as a map's key it is a Go struct of Title-cased fields (`{web 80}`)."""
     if isinstance(value, Struct):
-        return Struct({name[:1].upper() + name[1:]: go_data(v) for name, v in value.items()})
+        return FrozenDict({_title(name): go_data(v) for name, v in value.items()})
     if isinstance(value, dict):
-        return {k: go_data(v) for k, v in value.items()}
+        return FrozenDict({_go_key(k): go_data(v) for k, v in value.items()})
     if isinstance(value, tuple):
         return tuple(go_data(v) for v in value)
     return value
+
+
+def _go_key(value: Any) -> Any:
+    if isinstance(value, Struct):
+        return Struct({_title(name): _go_key(v) for name, v in value.items()})
+    return value
+
+
+def _title(name: str) -> str:
+    return name[:1].upper() + name[1:]
 
 
 # ---- Go's builtin functions ---------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # mcl's int is Go's int64
@@ -25,6 +26,13 @@ def sized(length: int) -> int:
     if length > MAX_LEN:
         raise ValueError(f"result too large: {length:,} items (the limit is {MAX_LEN:,})")
     return length
+
+
+def go_len(value: Any) -> int:
+    """Go's len: a str's bytes (UTF-8), a list's or a map's items, as mgmt's `len`."""
+    if isinstance(value, str):
+        return len(value) if value.isascii() else len(value.encode())
+    return len(value)
 
 
 class FrozenDict(dict[Any, Any]):
@@ -103,7 +111,8 @@ def go_float_exp(value: float) -> str:
 
 
 def go_str(value: Any) -> str:
-    """A value as Go's %v prints it (what templates and printf %v show; nil as `<nil>`)."""
+    """A value as Go's %v prints it (what templates show; nil as `<nil>`; a Struct as a Go
+    struct, `{web 80}`: a template sees mcl's structs as maps but for a map's key, go_data)."""
     if value is None:
         return "<nil>"
     if isinstance(value, bool):
@@ -120,6 +129,67 @@ def go_str(value: Any) -> str:
     if isinstance(value, tuple | list):
         return "[" + " ".join(go_str(v) for v in value) + "]"
     return str(value)
+
+
+def go_quote(text: str) -> str:
+    """Go's strconv.Quote: double-quoted, printable characters kept, the rest escaped."""
+    out = ['"']
+    for c in text:
+        if c in _QUOTED:
+            out.append(_QUOTED[c])
+        elif c.isprintable():
+            out.append(c)
+        elif ord(c) < 0x80:
+            out.append(f"\\x{ord(c):02x}")
+        elif ord(c) < 0x10000:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(f"\\U{ord(c):08x}")
+    out.append('"')
+    return "".join(out)
+
+
+_QUOTED = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_QUOTED |= {"\v": "\\v", "\\": "\\\\", '"': '\\"'}
+
+
+def mcl_float(value: float) -> str:
+    """A float as mgmt's FloatValue.String() prints it (Go's strconv.FormatFloat(v, 'f', -1,
+    64)): the shortest digits that read back the same, never an exponent: 0.75, 2, 1e21 as
+    1000000000000000000000."""
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    return f"{Decimal(repr(value)).normalize():f}"
+
+
+def mcl_str(value: Any) -> str:
+    """A value as mgmt's Value.String() prints it (lang/types/value.go), what its fmt.printf
+    shows for %v of a float, a list, a map or a struct: `[1, 2]`, `{"a": 1}` (keys sorted),
+    `struct{x: 1; y: "s"}`, strings quoted as Go's strconv.Quote."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return mcl_float(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return go_quote(value)
+    if isinstance(value, Struct):
+        return "struct{" + "; ".join(f"{k}: {mcl_str(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, dict):
+        keys = sorted(value, key=_mcl_order)
+        return "{" + ", ".join(f"{mcl_str(k)}: {mcl_str(value[k])}" for k in keys) + "}"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(mcl_str(v) for v in value) + "]"
+    return str(value)
+
+
+def _mcl_order(value: Any) -> Any:
+    """mgmt's Value.Less for sorting a map's keys: numbers, strings and bools (false first) as
+    themselves, the others by their String()."""
+    return value if isinstance(value, int | float | str) else mcl_str(value)
 
 
 def _sort_key(value: Any) -> Any:

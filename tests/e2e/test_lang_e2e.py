@@ -90,6 +90,34 @@ def test_go_templates_with_variables_render_and_a_bad_constant_one_fails_the_che
     assert out.strip() == f"{bad}:4:13: golang.template: template: template:2:12: unexpected EOF"
 
 
+def test_printf_and_templates_print_values_as_mgmt_does(tmp_path: Path) -> None:
+    """tester12's #1: mgmt's fmt.printf prints `%f` and `%v` of a float, and `%v` of a list, a
+    map or a struct, as its Value.String() (a ported file kept its content); explicit widths
+    and precisions (not in mgmt's printf) are Go's. A template sees a struct as a map of its
+    Title-cased fields, as mgmt hands it to Go, and prints with Go's %v."""
+    out_file, tmpl_file = tmp_path / "pf.conf", tmp_path / "t.conf"
+    program = tmp_path / "pf.mcl"
+    source = r"""import "fmt"
+import "golang"
+file "OUT" { state => "exists", content => fmt.printf(
+	"threshold = %f\nhosts = %v\nlimits = %v\ns = %v\nbig = %f %v %G\ngo = %.2f|%8.3f|%g|%q\n",
+	0.75, ["a", "b\t"], {"cpu" => 2, "a" => 1}, struct{x => 1.5, y => "s"},
+	1.0e21, 2.0, 1.0e21, 0.756, 1.5, 0.5, "q\"\\é"), }
+file "TMPL" { state => "exists", content => golang.template(
+	"{{ . }} {{ .Name }} {{ .Ports }} {{ .F }} {{ .nope }}",
+	struct{name => "web", ports => [80, 443], f => 0.5}), }
+"""
+    program.write_text(source.replace("OUT", str(out_file)).replace("TMPL", str(tmpl_file)))
+    code, out = run_once("lang", program)
+    assert code == 0, out
+    assert out_file.read_text() == (
+        'threshold = 0.75\nhosts = ["a", "b\\t"]\nlimits = {"a": 1, "cpu": 2}\n'
+        's = struct{x: 1.5; y: "s"}\nbig = 1000000000000000000000 2 1E+21\n'
+        'go = 0.76|   1.500|0.5|"q\\"\\\\é"\n'
+    )
+    assert tmpl_file.read_text() == "map[F:0.5 Name:web Ports:[80 443]] web [80 443] 0.5 <no value>"
+
+
 def test_a_string_literal_spanning_lines_is_a_file_content(tmp_path: Path) -> None:
     """As mgmt's lexer reads it: the newlines are the string's; an escape mgmt does not have
     (`\\u`) is an error at its line:col."""
@@ -347,6 +375,13 @@ def test_run_refuses_a_program_that_does_not_compile(tmp_path: Path) -> None:
     assert code == 2, out
     assert "type error: file param content: expected str, got int" in out
     assert not (tmp_path / "good").exists()
+    # A first evaluation that fails: a cron run exits 2 too, at the call (tester12 #9: the
+    # docs said 1).
+    program.write_text(
+        f'import "os"\nfile "{tmp_path}/r" {{ content => os.readfile("{tmp_path}/no"), }}\n'
+    )
+    code, out = run_mgmt(["run", "--converged-timeout=1", "--tmp-prefix", str(program)])
+    assert code == 2 and f"{program}:2:" in out and "(no graph yet)" in out, out
 
 
 def test_classes_and_loops_example_converges(tmp_path: Path) -> None:

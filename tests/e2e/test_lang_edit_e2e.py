@@ -350,3 +350,32 @@ async def test_a_module_written_again_file_by_file_is_compiled_once_done(
         await daemon.wait_log("graph swap: 1 kept, 1 stopped, 1 started")
         assert daemon.log.count("keeping the running program") == 1, daemon.log
         assert daemon.log.count("swapping in the new program") == 1, daemon.log
+
+
+async def test_an_edit_that_swaps_nothing_in_says_so(tmp_path: Path) -> None:
+    """tester12 #13: "swapping in the new program" was logged before a run-time error (the
+    last good graph kept), a cycle, and an edit back to the running graph, none of which
+    swaps anything in; each says what happened now, and a real swap still says it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    program = tmp_path / "main.mcl"
+    program.write_text(_program(out, "a"))
+    async with Daemon(["run", "--tmp-prefix", "lang", str(program)]) as daemon:
+        await daemon.wait_log("converged:")
+        program.write_text(
+            '$l = ["x",]\n$v = $l[7]\n' + _program(out, "a") + 'print "b" { msg => $v, }\n'
+        )
+        await daemon.wait_log("the new program fails at run time: nothing swapped")
+        assert "index 7 out of range" in daemon.log
+        program.write_text(_program(out, "a"))
+        await daemon.wait_log("the new program gives the running graph: nothing to swap")
+        program.write_text(
+            _program(out, "ab")
+            + f'File["{out}/a"] -> File["{out}/b"]\nFile["{out}/b"] -> File["{out}/a"]\n'
+        )
+        await daemon.wait_log("nothing swapped", count=2)
+        assert "cycle: file[" in daemon.log
+        program.write_text(_program(out, "ab"))
+        await daemon.wait_log("swapping in the new program")
+        await wait_path(out / "b", has_content("b\n"))
+        assert daemon.log.count("swapping in the new program") == 1, daemon.log

@@ -386,7 +386,7 @@ SUBPROCESS_CASES = {
     "not utf-8": (b'$x = "\xff"\n', 2),
     "control character": (b"$x = 1\x01\n", 2),
     "newline in a name": (b'import "a\\nb"\n', 2),
-    "too large": (b"$x = [" + b"1," * 200_000 + b"]\n", 2),
+    "too large": (b"$x = [" + b"1," * 9_000_000 + b"]\n", 2),  # past 16 MiB (--max-graph-size)
 }
 
 

@@ -56,6 +56,18 @@ def test_a_run_time_error_of_this_machine_does_not_fail_the_check(tmp_path: Path
     assert code == 0 and out.strip() == f"{program}: ok", out
 
 
+def _refused_by_both_checks(tmp_path: Path, programs: dict[str, str]) -> None:
+    """Each program (text: its error, after `FILE:`) fails `check` and `check --graph` with
+    that one line, exit 2."""
+    for index, (text, error) in enumerate(programs.items()):
+        program = tmp_path / f"refused{index}.mcl"
+        program.write_text(text)
+        for check in (["check"], ["check", "--graph"]):
+            code, out = run_mgmt([*check, str(program)])
+            assert code == 2 and out.strip().startswith(f"{program}:{error}"), out
+            assert len(out.strip().splitlines()) == 1, out
+
+
 def test_a_run_time_error_of_every_host_fails_the_check(tmp_path: Path) -> None:
     """An error no host escapes (a pure expression evaluated whatever the values: a constant
     panic, a missing key of a constant map, a division by zero, in a class included
@@ -71,12 +83,7 @@ def test_a_run_time_error_of_every_host_fails_the_check(tmp_path: Path) -> None:
             "2:21: key 'z' not in the map"
         ),
     }
-    for index, (text, error) in enumerate(always.items()):
-        program = tmp_path / f"always{index}.mcl"
-        program.write_text(text)
-        for check in (["check"], ["check", "--graph"]):
-            code, out = run_mgmt([*check, str(program)])
-            assert (code, out.strip()) == (2, f"{program}:{error}")
+    _refused_by_both_checks(tmp_path, always)
     maybe = [
         f'import "os"\nif os.readfile("{tmp_path}/no") == "" {{ panic(true) }}\nprint "p" {{}}\n',
         f'import "os"\npanic(os.readfile("{tmp_path}/no") == "")\n',
@@ -88,6 +95,45 @@ def test_a_run_time_error_of_every_host_fails_the_check(tmp_path: Path) -> None:
         program.write_text(text)
         code, out = run_mgmt(["check", str(program)])
         assert (code, out.strip()) == (0, f"{program}: ok")
+
+
+def test_every_error_of_a_first_graph_no_host_can_change_fails_the_check(tmp_path: Path) -> None:
+    """tester12's #2: a program that reads nothing of the host (no stream, no os/sys/world
+    function, no `$hostname`) has one first graph everywhere: a param its kind refuses, a
+    duplicate, an edge to nothing, in a loop or not, fail `check` (so `deploy`) as `run`, exit 2
+    with FILE:LINE:COL; the same program reading the host's name passes (only a host can
+    tell)."""
+    d = tmp_path
+    refused = {
+        f'import "fmt"\nfile "{d}/m" {{ state => "exists", mode => fmt.printf("%s", "zzz"), }}\n': (
+            f"2:1: file[{d}/m]: mode: expected octal like '0644' or symbolic like 'u=rw,go=r', "
+            "got 'zzz'"
+        ),
+        'class c($m) { print "same" { msg => $m, } }\nfor $i, $x in ["a", "b"] { include c($x) }\n': (
+            "1:15: incompatible duplicate resource print[same]: msg: differs: 'a' vs 'b'"
+        ),
+        f'exec "reload" {{ cmd => "/bin/true", }}\nfor $i, $n in ["a", "b"] {{ file "{d}/${{n}}" '
+        f'{{ state => "exists", }} }}\nFile["{d}/c"] -> Exec["reload"]\n': (
+            f"3:1: edge to file[{d}/c]: no such resource in the graph (nor collected)"
+        ),
+        f'import "iter"\nimport "fmt"\nfor $i, $n in iter.range(5000) {{ file fmt.printf("{d}/%d", $n) '
+        '{ state => "exists", mode => "zzz", } }\n': (
+            f"3:34: file[{d}/0]: mode: expected octal like '0644' or symbolic like 'u=rw,go=r', "
+            "got 'zzz'"
+        ),
+    }
+    _refused_by_both_checks(tmp_path, refused)
+    host = [
+        f'import "fmt"\nimport "sys"\nfile "{d}/m" {{ mode => fmt.printf("%s", sys.hostname()), }}\n',
+        f'file "{d}/m" {{ mode => $hostname, }}\n',
+    ]
+    for index, text in enumerate(host):
+        program = tmp_path / f"host{index}.mcl"
+        program.write_text(text)
+        code, out = run_mgmt(["check", str(program)])
+        assert (code, out.strip()) == (0, f"{program}: ok")
+        code, out = run_mgmt(["check", "--graph", "--hostname", "zzz", str(program)])
+        assert code == 2 and "mode: expected octal" in out, out
 
 
 def test_an_import_outside_the_program_directory_fails_the_check_at_the_import(
@@ -102,7 +148,9 @@ def test_an_import_outside_the_program_directory_fails_the_check_at_the_import(
     (tmp_path / "outside" / "mod.mcl").write_text('$x = "hi"\n')
     want = (
         f'{main}:1:1: import "../outside/mod.mcl": {tmp_path}/outside/mod.mcl is outside the '
-        f"program's directory {tmp_path}/prog: a deploy carries only what is under it"
+        f"program's directory {tmp_path}/prog: a deploy carries only what is under it (to "
+        f"deploy it: {tmp_path}/metadata.yaml with `main: prog/main.mcl`, and `mgmt deploy` the "
+        f"directory {tmp_path}/)"
     )
     for target in (str(main), f"{tmp_path}/prog/"):
         code, out = run_mgmt(["check", target])
@@ -112,3 +160,7 @@ def test_an_import_outside_the_program_directory_fails_the_check_at_the_import(
     assert code == 2 and out.strip() == f"mgmt: {want} (nothing deployed)", out
     code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(main)])
     assert code == 0, out
+    # The way the error names (tester12 #12): the directory above both, with its metadata.yaml.
+    (tmp_path / "metadata.yaml").write_text("main: prog/main.mcl\n")
+    code, out = run_mgmt(["check", f"{tmp_path}/"])
+    assert (code, out.strip()) == (0, f"{tmp_path}: ok"), out

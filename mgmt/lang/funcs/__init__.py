@@ -51,6 +51,7 @@ from mgmt.lang.funcs.registry import (
     Rule,
     Typer,
     lookup,
+    mgmt_only,
     module_names,
     template_funcs,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "lookup",
     "map",
     "math",
+    "mgmt_only",
     "module_names",
     "net",
     "net_http",

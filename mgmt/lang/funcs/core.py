@@ -9,13 +9,14 @@ from mgmt.lang import ast, streams
 from mgmt.lang.funcs.golang import golang_template, type_template
 from mgmt.lang.funcs.registry import Typer, define
 from mgmt.lang.types import Type
+from mgmt.lang.values import go_len
 
 
 def _contains(needle: Any, haystack: Any) -> bool:
     return needle in haystack
 
 
-define("len", "func(str) int", "func([]?1) int", "func(map{?1: ?2}) int", impl=len)
+define("len", "func(str) int", "func([]?1) int", "func(map{?1: ?2}) int", impl=go_len)
 define("contains", "func(?1, []?1) bool", impl=_contains, doc="needle in a list")
 define("history", "func(?1, int) ?1", stream=streams.History, doc="the value n values ago")
 define("delayed", "func(?1, int) ?1", stream=streams.Delayed, doc="the value ms ago")

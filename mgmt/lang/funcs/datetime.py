@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from typing import Any
 
 from mgmt.lang import streams
 from mgmt.lang.funcs.registry import define
@@ -30,7 +31,15 @@ class WeekdayFast(streams.Stream):
         self.later(midnight - now + 0.001, self._tick)
 
 
+class StrNow(streams.Now):
+    """datetime.str_now(): datetime.now() as a str (mgmt's)."""
+
+    def emit(self, value: Any) -> None:
+        super().emit(str(value))
+
+
 define("datetime.now", "func() int", stream=streams.Now, doc="unix seconds, every second")
+define("datetime.str_now", "func() str", stream=StrNow, doc="`now()` as a str, every second")
 define("datetime.print", "func(int) str", impl=go_time_string)
 define("datetime.format", "func(int, str) str", impl=go_time_format)
 define("datetime.hour", "func(int) int", impl=lambda t: int(go_time_format(t, "15")))

@@ -62,7 +62,7 @@ def _printf(fmt: str, *values: Any) -> str:
                 f"%{verb.verb} (verb {index + 1} of {fmt!r}) needs a value of type {type_name}"
             )
     try:
-        return sprintf(fmt, values)
+        return sprintf(fmt, values, mgmt=True)
     except ValueError as err:
         raise fail(str(err)) from None
 

@@ -6,6 +6,7 @@ import json
 
 from mgmt.lang.funcs.convert import parse_bool, parse_int
 from mgmt.lang.funcs.registry import define, fail
+from mgmt.lang.values import go_quote
 
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -21,11 +22,6 @@ def _format_int(i: int, base: int) -> str:
         if not n:
             break
     return ("-" if i < 0 else "") + "".join(reversed(digits))
-
-
-def _quote(s: str) -> str:
-    """A double-quoted Go string literal (printable characters kept, the rest escaped)."""
-    return json.dumps(s, ensure_ascii=False)
 
 
 def _unquote(s: str) -> str:
@@ -47,5 +43,5 @@ define(_M + "format_bool", "func(bool) str", impl=lambda b: "true" if b else "fa
 define(_M + "format_int", "func(int, int) str", impl=_format_int)
 define(_M + "itoa", "func(int) str", impl=str)
 define(_M + "parse_bool", "func(str) bool", impl=parse_bool)
-define(_M + "quote", "func(str) str", impl=_quote)
+define(_M + "quote", "func(str) str", impl=go_quote)
 define(_M + "unquote", "func(str) str", impl=_unquote)

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import posixpath
 import pwd
 import sys
 from collections.abc import Callable
@@ -249,11 +250,36 @@ def _home(user: str) -> str:
     return home if home.endswith("/") else home + "/"
 
 
+def _expand_home(path: str) -> str:
+    """mgmt's util.ExpandHome: `~/x` is the agent's user's home joined with `x`, `~name/x` the
+    user's (path.Join: cleaned, no trailing slash); anything else is unchanged."""
+    if path.startswith("~/"):
+        home, rest = pwd.getpwuid(os.getuid()).pw_dir, path[2:]
+    else:
+        user, slash, rest = path[1:].partition("/")
+        if not path.startswith("~") or not slash or not user:
+            return path
+        try:
+            home = pwd.getpwnam(user).pw_dir
+        except KeyError:
+            raise fail(f"can't expand ~{user}/ into home directory") from None
+    return posixpath.normpath(posixpath.join(home, rest))
+
+
+def _uid(user: str) -> str:
+    try:
+        return str(pwd.getpwnam(user).pw_uid)
+    except KeyError:
+        raise fail(f"user: unknown user {user}") from None
+
+
 define("os.readfile", "func(str) str", stream=streams.ReadFile, doc="re-emits on change")
 define("os.file_exists", "func(str) bool", stream=FileExists, doc="re-emits on change")
 define("os.system", "func(str) str", stream=System, doc="each line of the command's output")
 define("os.user_exists", "func(str) bool", stream=UserExists, doc="re-read when passwd changes")
 define("os.home", "func(str) str", impl=_home, doc="the user's home, ending with /")
+define("os.expand_home", "func(str) str", impl=_expand_home, doc="`~/x`, `~user/x`")
+define("os.uid", "func(str) str", impl=_uid, doc="the user's uid, as a str")
 define("os.family", "func() str", stream=Family, doc='"redhat", "debian", "archlinux" or ""')
 for _name, _file in FAMILY_FILES.items():
     define(

@@ -75,6 +75,26 @@ MODULES: dict[str, dict[str, Builtin]] = {}
 # function's error names it (mgmt has no alias; its examples/lang/exec_func.mcl is stale).
 RENAMED = {"os.exec": "os.system"}
 
+# mgmt's functions and modules (at the commit docs/mgmt-examples.md follows) that are not
+# implemented here: a call or an import says so (docs/language.md, "Not supported"), not a
+# close-match hint as for a typo.
+MGMT_ONLY = frozenset(
+    {
+        "os.readfilewait",
+        "os.distro",
+        "sys.smbios",
+        "sys/fwupd",
+        "golang/math/rand",
+    }
+)
+
+
+def mgmt_only(name: str) -> str | None:
+    """The error for a function or module of mgmt's that is missing here, else None."""
+    if name in MGMT_ONLY or name.startswith("test.oneinstance_"):
+        return f"mgmt has {name}; not implemented here (docs/language.md, Not supported)"
+    return None
+
 
 def define(
     name: str,

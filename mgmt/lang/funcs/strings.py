@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mgmt.lang.funcs.registry import define, fail
-from mgmt.lang.values import sized
+from mgmt.lang.values import go_len, sized
 
 
 def _pad(text: str, pad: str, length: int, left: bool) -> str:
@@ -41,14 +41,24 @@ define("strings.replace", "func(str, str, str) str", impl=lambda s, a, b: s.repl
 define("strings.repeat", "func(str, int) str", impl=_repeat)
 define("strings.left_pad", "func(str, str, int) str", impl=lambda s, p, n: _pad(s, p, n, True))
 define("strings.right_pad", "func(str, str, int) str", impl=lambda s, p, n: _pad(s, p, n, False))
-define("strings.len", "func(str) int", impl=len)
+define("strings.len", "func(str) int", impl=go_len, doc="its bytes, as `len`")
 
 
 def _substr(s: str, low: int, high: int) -> str:
-    """s[low:high]; an index out of range is an error (which `<|>` can replace)."""
-    if not 0 <= low <= len(s) or not 0 <= high <= len(s) or low > high:
-        raise fail(f"low/high out of range: {low}, {high} (the length is {len(s)})")
-    return s[low:high]
+    """s[low:high] in bytes, as mgmt's (Go's); an index out of range, or one inside a
+    character (Go would make a string that is not UTF-8), is an error (`<|>` can replace it)."""
+    if s.isascii():
+        data: str | bytes = s
+    else:
+        data = s.encode()
+    if not 0 <= low <= len(data) or not 0 <= high <= len(data) or low > high:
+        raise fail(f"low/high out of range: {low}, {high} (the length is {len(data)} bytes)")
+    if isinstance(data, str):
+        return data[low:high]
+    try:
+        return data[low:high].decode()
+    except UnicodeDecodeError:
+        raise fail(f"low/high {low}, {high}: inside a character of {s!r} (bytes, as Go)") from None
 
 
 define("strings.substr", "func(str, int, int) str", impl=_substr, doc="s[low:high]")

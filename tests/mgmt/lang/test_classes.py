@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+import resources  # noqa: F401  # the kinds
 from mgmt.lang.clock import ManualClock
+from mgmt.lang.errors import FuncError
+from mgmt.lang.source import build_graph
 from tests.mgmt.lang.helpers import compile_ok, contents, problems, run
 
 PROGRAM = """
@@ -120,3 +123,23 @@ def test_streams_in_a_class_run_per_include() -> None:
 )
 def test_errors(src: str, message: str) -> None:
     assert message in "\n".join(problems(src))
+
+
+def test_a_duplicate_made_by_two_includes_or_iterations_names_where_each_came_from() -> None:
+    """tester12 #7: "also at" named the class's statement, the same place as the problem's
+    own; it names the other include now, and a loop's iterations say so."""
+    src = 'class c($m) {\n\tprint "same" { msg => $m, }\n}\ninclude c("a")\ninclude c("b")\n'
+    assert problems(src) == [
+        "t.mcl:2:2: incompatible duplicate resource print[same]: msg: differs: 'a' vs 'b' "
+        "(also at t.mcl:2:2, in include c at t.mcl:4:1) (in include c at t.mcl:5:1)"
+    ]
+    looped = (
+        'class c($m) { print "same" { msg => $m, } }\nfor $i, $x in ["a", "b"] { include c($x) }\n'
+    )
+    _changed, items, _error = run(looped).evaluate()
+    with pytest.raises(FuncError) as err:
+        build_graph(items, "main")
+    assert str(err.value) == (
+        "t.mcl:1:15: incompatible duplicate resource print[same]: msg: differs: 'a' vs 'b' "
+        "(also made there, by another iteration or include)"
+    )

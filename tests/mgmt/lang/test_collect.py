@@ -129,7 +129,7 @@ async def test_collect_res_lists_what_this_host_may_collect(tmp_path: Path) -> N
         async with asyncio.timeout(5):
             following = await anext(aiter(source))
         comment = following.graph.vertices[("noop", "n")].comment  # type: ignore[attr-defined]
-        assert comment == "[{/a h2} {/b h2}]"
+        assert comment == '[struct{name: "/a"; host: "h2"}, struct{name: "/b"; host: "h2"}]'
     finally:
         await source.aclose()
 

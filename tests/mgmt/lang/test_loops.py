@@ -105,6 +105,25 @@ def test_errors(src: str, message: str) -> None:
     assert message in "\n".join(problems(src))
 
 
+def test_a_refused_func_or_import_in_a_loop_is_one_error() -> None:
+    """tester12 #11: its uses were a second error each (`undefined function bang`), as a
+    failed import's are not."""
+    src = (
+        'class c($x) {\n\tfunc bang($a) { $a + "!" }\n\tprint "p${x}" { msg => bang($x), }\n}\n'
+        'for $i, $x in ["a", "b"] { include c($x) }\n'
+        'for $i, $x in ["c"] {\n\timport "fmt"\n\tprint "q" { msg => fmt.printf("%s", $x), }\n}\n'
+    )
+    assert problems(src) == [
+        "t.mcl:2:2: a func cannot be inside a for loop (yet): use the loop's values directly "
+        "(in include c at t.mcl:5:28)",
+        "t.mcl:7:2: an import cannot be inside a for loop (yet): use the loop's values directly",
+    ]
+    # another undefined function is still one
+    assert "undefined function nope" in "\n".join(
+        problems('for $i, $x in ["a"] { func f() { 1 } }\n$y = nope()\n')
+    )
+
+
 def test_include_and_class_inside_for_and_forkv_per_element_as_in_mgmt() -> None:
     """tester7 (lower): `include` inside `for` was refused; mgmt's for loops hold includes
     (and class definitions), each included once per element with that element's values."""

@@ -58,6 +58,29 @@ async def test_except_follows_a_stream_into_and_out_of_its_error(tmp_path: Path)
         await rt.close()
 
 
+def test_mgmts_lookup_default_with_double_bar_says_how_to_write_it() -> None:
+    """tester12's #5: mgmt's 2024 grammar reads `$m["b"] || "d"` as a lookup's default; here
+    `||` is `or` (as in mgmt's earlier grammar), and the type error says to write `<|>`. A
+    bool lookup stays a boolean `or`."""
+    src = (
+        '$m = {"a" => "x",}\n$l = ["a",]\n$s = struct{a => "x",}\n$b = {"t" => true,}\n'
+        'print "p" { msg => $m["b"] || "d", }\nprint "q" { msg => $l[5] || "d", }\n'
+        'print "r" { msg => $s->a || "d", }\n$ok = $b["t"] || false\n'
+    )
+    index = "mgmt's `$m[key] || default` is `$m[key] <|> default` here: `||` is `or`"
+    assert problems(src) == [
+        f"t.mcl:5:20: type error: the left side of or: expected bool, got str ({index})",
+        f"t.mcl:6:20: type error: the left side of or: expected bool, got str ({index})",
+        "t.mcl:7:20: type error: the left side of or: expected bool, got str (mgmt's "
+        "`$s->field || default`, for a field the struct may lack, has no equivalent here: a "
+        "struct's fields are known when the program is checked; `||` is `or`)",
+    ]
+    assert value_of('$m["b"] <|> "d"', '$m = {"a" => "x",}') == "d"
+    assert problems("$v = 1 || true\n") == [
+        "t.mcl:1:6: type error: the left side of or: expected bool, got int"
+    ]
+
+
 def test_hostname_is_the_agents_and_a_binding_may_shadow_it() -> None:
     assert value_of('"on ${hostname}"') == "on testhost"
     assert value_of('$hostname + "!"') == "testhost!"

@@ -105,6 +105,11 @@ def test_metadata_may_have_tabs_before_a_comment_as_mgmts_examples_do(tmp_path: 
     assert names(tmp_path) == ["in m"]
 
 
+def _metadata(text: str) -> dict[str, str]:
+    """A program importing the directory module d/ whose metadata.yaml is `text`."""
+    return {"main.mcl": 'import "d/"\n', "d/metadata.yaml": text}
+
+
 @pytest.mark.parametrize(
     ("files", "expected"),
     [
@@ -129,6 +134,14 @@ def test_metadata_may_have_tabs_before_a_comment_as_mgmts_examples_do(tmp_path: 
             },
             'b.mcl:1:1: import "a.mcl": an import cycle (a.mcl -> b.mcl -> a.mcl)',
         ),
+        (  # tester12 #6: each directory module is named by its file, not all `main.mcl`
+            {
+                "main.mcl": 'import "a/"\n',
+                "a/main.mcl": 'import "../b/"\n',
+                "b/main.mcl": 'import "../a/"\n',
+            },
+            'b/main.mcl:1:1: import "../a/": an import cycle (a/main.mcl -> b/main.mcl -> a/main.mcl)',
+        ),
         (
             {"main.mcl": 'import "a.mcl"\n', "a.mcl": 'noop "n" {}\n'},
             "a.mcl:1:1: a module holds only imports, bindings, funcs and classes",
@@ -146,16 +159,28 @@ def test_metadata_may_have_tabs_before_a_comment_as_mgmts_examples_do(tmp_path: 
             "d/metadata.yaml:2:1: metadata: ",
         ),
         (  # a tab that is not between a value and its comment stays an error, at its place
-            {"main.mcl": 'import "d/"\n', "d/metadata.yaml": 'main: "m.mcl"\t# c\n\tfiles: x\n'},
+            _metadata('main: "m.mcl"\t# c\n\tfiles: x\n'),
             "d/metadata.yaml:2:1: metadata: found character '\\t' that cannot start any token",
         ),
         (
-            {"main.mcl": 'import "d/"\n', "d/metadata.yaml": "mian: x.mcl\n"},
+            _metadata("mian: x.mcl\n"),
             "d/metadata.yaml:1:1: metadata: unknown key 'mian'; keys: main, path, files, license",
         ),
         (
-            {"main.mcl": 'import "d/"\n', "d/metadata.yaml": "main: /x.mcl\n"},
+            _metadata("main: /x.mcl\n"),
             "d/metadata.yaml:1:1: metadata: main must be a relative file path",
+        ),
+        (  # tester12 #8: at the key's own line (it said 1:1)
+            _metadata("main: m.mcl\nbogus: 1\n"),
+            "d/metadata.yaml:2:1: metadata: unknown key 'bogus'",
+        ),
+        (
+            _metadata("# c\nmain: m.mcl\n  \nfiles: abs\n"),
+            "d/metadata.yaml:4:1: metadata: files must be empty or a relative directory",
+        ),
+        (
+            _metadata("main: m.mcl\t# c\npath: 3\n"),
+            "d/metadata.yaml:2:1: metadata: path must be a str",
         ),
         (
             {"main.mcl": 'import "git://example.com/m/"\n'},

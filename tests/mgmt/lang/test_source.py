@@ -262,7 +262,7 @@ async def test_an_unexpected_error_of_a_recompile_keeps_the_program_and_the_watc
     await wait_path(tmp_path / "out", has_content("HELLO\n"))
     # SIGHUP with the files unchanged compiles them again (they are not the running program's).
     bug[0] = False
-    async with logged("swapping in the new program"):
+    async with logged("the new program gives the running graph: nothing to swap"):
         agent.source.reload()
     async with asyncio.timeout(10):  # cleared after the new program's first evaluation
         while agent.source.problem:

@@ -41,7 +41,12 @@ def render(text: str, data: str = DATA) -> str:
         ("{{ $x := 1 }}{{ range .Items }}{{ $x = 2 }}{{ end }}{{ $x }}", "2"),
         ("{{ with $x := .N }}{{ $x }}{{ . }}{{ end }}", "33"),
         ("{{ range .Items }}{{ $.N }}{{ end }}", "333"),
-        ("{{ $ }}", "{Bob <b&b> map[a:b k:v] [x y z] 3 1.5 true  {7}}"),
+        # a struct is a map of its Title-cased fields, as mgmt hands it to Go
+        (
+            "{{ $ }}",
+            "map[Empty: F:1.5 Items:[x y z] M:map[a:b k:v] N:3 Name:Bob <b&b> On:true S:map[Inner:7]]",
+        ),
+        ("{{ .S.nope }}|{{ range .S }}{{ . }}{{ end }}|{{ len .S }}", "<no value>|7|1"),
         # define, template, block
         (
             '{{ define "t" }}T{{ . }}{{ end }}{{ template "t" .N }}{{ template "t" }}',
@@ -142,13 +147,13 @@ def test_a_template_known_only_at_run_time_fails_there() -> None:
     ("text", "message"),
     [
         (
-            "{{ .S.nope }}",
-            'template:1:4: executing "template": can\'t evaluate field nope in type struct',
+            "{{ .N.nope }}",
+            'template:1:4: executing "template": can\'t evaluate field nope in type int64',
         ),
         ("{{ index .Items 5 }}", "error calling index: index out of range: 5"),
         ("{{ eq .N .F }}", "error calling eq: incompatible types for comparison"),
         ("{{ slice .Name 2 1 }}", "error calling slice: invalid slice index: 2 > 1"),
-        ("{{ range .S }}{{ end }}", "range can't iterate over {7}"),
+        ("{{ range .F }}{{ end }}", "range can't iterate over 1.5"),
         ('{{ template "nope" }}', 'no template "nope" associated with template "template"'),
         (
             '{{ define "l" }}{{ template "l" }}{{ end }}{{ template "l" }}',

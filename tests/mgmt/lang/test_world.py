@@ -69,20 +69,20 @@ async def test_getval_and_kvlookup_follow_their_keys(store: MemoryStore) -> None
     me, other = MemoryWorld("h1", store), MemoryWorld("h2", store)
     driven = Driven(PROGRAM, me)
     try:
-        await driven.until(" false map[]")
+        await driven.until(" false {}")
         await other.str_set("app/mode", "blue")
-        await driven.until("blue true map[]")
+        await driven.until("blue true {}")
         await me.str_map_set("app/seen", "yes")
         await other.str_map_set("app/seen", "no")
-        await driven.until("blue true map[h1:yes h2:no]")
+        await driven.until('blue true {"h1": "yes", "h2": "no"}')
         await other.str_set("app/mode", "")  # empty, but it exists
-        await driven.until(" true map[h1:yes h2:no]")
+        await driven.until(' true {"h1": "yes", "h2": "no"}')
         await other.str_del("app/mode")
         await other.str_map_del("app/seen")
-        await driven.until(" false map[h1:yes]")
+        await driven.until(' false {"h1": "yes"}')
         await other.str_set("app/mode/deeper", "x")  # another key: no change
         await me.str_set("app/seen/h3/nested", "x")  # not a host's entry
-        await driven.until(" false map[h1:yes]")
+        await driven.until(' false {"h1": "yes"}')
     finally:
         await driven.rt.close()
     assert not driven.rt._tasks  # every watch ended
@@ -123,7 +123,7 @@ async def test_they_wait_for_the_world_and_report_a_lost_cluster(store: MemorySt
             driven.rt.evaluate()[2]
         )
         store.set_available(True)  # every watch signals once the cluster is back
-        await driven.until(" false map[]")
+        await driven.until(" false {}")
     finally:
         await driven.rt.close()
 
@@ -177,11 +177,11 @@ async def test_the_source_asks_for_the_cluster_then_applies_the_settled_graph(
         settled = await source.attach_world(world)
         assert settled is not None and settled.cluster and source.graphs == 1
         (res,) = settled.graph
-        assert res.comment == "green true map[]"  # type: ignore[attr-defined]
+        assert res.comment == "green true {}"  # type: ignore[attr-defined]
         await world.str_set("app/mode", "red")
         async with asyncio.timeout(5):
             following = await anext(aiter(source))
-        assert following.graph.vertices[("noop", "n")].comment == "red true map[]"  # type: ignore[attr-defined]
+        assert following.graph.vertices[("noop", "n")].comment == "red true {}"  # type: ignore[attr-defined]
     finally:
         await source.aclose()
 
@@ -210,12 +210,12 @@ async def test_exchange_writes_this_hosts_value_and_follows_everyones(
     driven_path.write_text("one")
     driven = Driven(textwrap.dedent(src.format(path=driven_path)), MemoryWorld("h1", store))
     try:
-        await driven.until("map[h1:one h2:theirs]")
+        await driven.until('{"h1": "one", "h2": "theirs"}')
         driven_path.write_text("two")  # a new value is written by the same stream
-        await driven.until("map[h1:two h2:theirs]")
+        await driven.until('{"h1": "two", "h2": "theirs"}')
         assert [s.name for s, _ in driven.rt.streams.values()].count("world.exchange") == 1
         await other.str_map_del("exchange/ns")
-        await driven.until("map[h1:two]")
+        await driven.until('{"h1": "two"}')
     finally:
         await driven.rt.close()
 
@@ -231,9 +231,9 @@ async def test_schedule_picks_up_to_max_hosts_in_join_order(store: MemoryStore) 
     async with early.schedule_join("pool", 10):
         driven = Driven(textwrap.dedent(src), MemoryWorld("h5", store))
         try:
-            await driven.until("[h9 h5]")
+            await driven.until('["h9", "h5"]')
             async with late.schedule_join("pool", 10):
-                await driven.until("[h9 h5]")  # joined last: not chosen
+                await driven.until('["h9", "h5"]')  # joined last: not chosen
                 assert await late.schedule_hosts("pool") == ["h9", "h5", "h0"]
         finally:
             await driven.rt.close()
@@ -266,7 +266,7 @@ async def test_schedule_alpha_and_bad_options(store: MemoryStore) -> None:
             world,
         )
         try:
-            await alpha.until("[h5 h9]")
+            await alpha.until('["h5", "h9"]')
             _changed, _items, error = bad.rt.evaluate()
             assert error is not None and "unknown strategy 'best'" in str(error)
         finally:
@@ -283,10 +283,10 @@ async def test_schedule_with_only_a_namespace_reads_without_joining(store: Memor
     try:
         await driven.until("[]")
         async with MemoryWorld("h9", store).schedule_join("pool", 10):
-            await driven.until("[h9]")
+            await driven.until('["h9"]')
             async with MemoryWorld("h0", store).schedule_join("pool", 10):
-                await driven.until("[h9 h0]")
-            await driven.until("[h9]")
+                await driven.until('["h9", "h0"]')
+            await driven.until('["h9"]')
         assert await reader.schedule_hosts("pool") == []
     finally:
         await driven.rt.close()

@@ -57,14 +57,14 @@ async def test_getval_and_kvlookup_on_etcd(tmp_path: Path) -> None:
         try:
             me, other = EtcdWorld(client, "h1"), EtcdWorld(client, "h2")
             ref.attach(me)
-            await until(" false map[]")
+            await until(" false {}")
             await other.str_set("app/mode", "blue")
-            await until("blue true map[]")
+            await until("blue true {}")
             await me.str_map_set("seen", "yes")
             await other.str_map_set("seen", "no")
-            await until("blue true map[h1:yes h2:no]")
+            await until('blue true {"h1": "yes", "h2": "no"}')
             await other.str_del("app/mode")
-            await until(" false map[h1:yes h2:no]")
+            await until(' false {"h1": "yes", "h2": "no"}')
         finally:
             await rt.close()
             await client.close()
@@ -144,7 +144,9 @@ async def test_an_edit_that_imports_world_starts_the_cluster(
         assert config.file is not None
         config.file.write_text(WITH_WORLD.replace("TMP", str(tmp_path)))
         # The program's own kv resources write the keys; its world functions see them.
-        await wait_path(tmp_path / "out", has_content("mode blue, seen: map[a1:yes]\n"), timeout=20)
+        await wait_path(
+            tmp_path / "out", has_content('mode blue, seen: {"a1": "yes"}\n'), timeout=20
+        )
         assert agent.cluster is not None
         member = agent.cluster.cluster.member
         assert member is not None and member.pid is not None
@@ -152,9 +154,11 @@ async def test_an_edit_that_imports_world_starts_the_cluster(
         # Another host's entry, written elsewhere: the program follows it.
         other = EtcdWorld(agent.cluster.world.client, "other")
         await other.str_map_set("app/seen", "hi")
-        await wait_path(tmp_path / "out", has_content("mode blue, seen: map[a1:yes other:hi]\n"))
+        await wait_path(
+            tmp_path / "out", has_content('mode blue, seen: {"a1": "yes", "other": "hi"}\n')
+        )
         await other.str_map_del("app/seen")
-        await wait_path(tmp_path / "out", has_content("mode blue, seen: map[a1:yes]\n"))
+        await wait_path(tmp_path / "out", has_content('mode blue, seen: {"a1": "yes"}\n'))
     finally:
         agent.stopping.set()
         async with asyncio.timeout(20):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import pwd
 import re
 from pathlib import Path
 
@@ -201,13 +203,136 @@ def test_net_and_util_read_the_interfaces(tmp_path: Path, monkeypatch: pytest.Mo
     assert value_of('util.hostname_mapper({"01:02:03:04:05:06" => "x"})', 'import "util"') == ""
 
 
+NET = 'import "net"\nimport "map"\nimport "os"\nimport "datetime"'
+
+
+@pytest.mark.parametrize(
+    ("expr", "value"),
+    [
+        ('net.macfmt("AA-BB-CC-DD-EE-0F")', "aa:bb:cc:dd:ee:0f"),
+        ('net.macfmt("aa:BB:cc:dd:ee:ff")', "aa:bb:cc:dd:ee:ff"),
+        ('net.oldmacfmt("AA:BB:CC:DD:EE:FF")', "aa-bb-cc-dd-ee-ff"),
+        ('net.is_mac("aa:bb:cc:dd:ee:ff")', True),
+        ('net.is_mac("AA:BB:CC:DD:EE:FF")', False),  # not the standard form
+        ('net.is_mac("aa-bb-cc-dd-ee-ff")', False),
+        ('net.is_mac("aa:bb:cc:dd:ee")', False),
+        ('net.macfmt("zz:bb:cc:dd:ee:ff") <|> "bad"', "bad"),
+        ('net.ip_in_cidr("10.1.2.3", "10.0.0.0/8")', True),
+        ('net.ip_in_cidr("10.1.2.3", "10.0.0.1/16")', False),
+        ('net.ip_in_cidr("::ffff:10.1.2.3", "10.0.0.0/8")', True),
+        ('net.ip_in_cidr("fe80::1", "fe80::/10")', True),
+        ('net.ip_in_cidr("10.1.2.3", "::/0")', False),
+        ('net.ip_in_cidr("10.1.2", "10.0.0.0/8") <|> false', False),
+        ('net.split_hostport("example.com:80")', Struct({"host": "example.com", "port": "80"})),
+        ('net.split_hostport("[::1]:443")', Struct({"host": "::1", "port": "443"})),
+        ('net.split_hostport(":80")', Struct({"host": "", "port": "80"})),
+        (
+            'net.url_parser("HTTPS://user:pw@example.com:8443/a%20b/c?x=1&y=%20#frag")',
+            Struct(
+                {
+                    "scheme": "https",
+                    "host": "example.com:8443",
+                    "path": "/a b/c",
+                    "raw_query": "x=1&y=%20",
+                }
+            ),
+        ),
+        ('map.lookup({"a" => 1}, "a")', 1),
+        ('map.lookup({"a" => 1}, "b", 7)', 7),
+        ('map.lookup({"a" => 1}, "b") <|> -1', -1),
+        ('os.expand_home("~root/x/")', "/root/x"),
+        ('os.expand_home("/a/~root/x")', "/a/~root/x"),
+        ('os.expand_home("~")', "~"),
+        ('os.uid("root")', "0"),
+    ],
+)
+def test_mgmts_net_map_and_os_helpers(expr: str, value: object) -> None:
+    """tester12's #4: mgmt's functions that were missing (lang/core/net, map/map_lookup.go,
+    os/expand_home.go, os/uid.go), with mgmt's types and results."""
+    assert value_of(expr, NET) == value
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ('net.macfmt("aa:bb")', "invalid MAC address length: aa:bb"),
+        ('net.macfmt("aa:bb-cc:dd:ee:ff")', "address aa:bb-cc:dd:ee:ff: invalid MAC address"),
+        ('net.ip_in_cidr("x", "10.0.0.0/8")', "invalid IP: x"),
+        ('net.ip_in_cidr("10.0.0.1", "10.0.0.0")', "invalid CIDR address: 10.0.0.0"),
+        ('net.split_hostport("a:b:c")', "address a:b:c: too many colons in address"),
+        ('net.split_hostport("host")', "address host: missing port in address"),
+        ('net.split_hostport("[::1:80")', "address \\[::1:80: missing ']' in address"),
+        ('net.url_parser("example.com/x")', "empty schemes are invalid"),
+        ('map.lookup({"a" => 1}, "b")', 'map key not present, got: "b"'),
+        ('os.uid("no-such-user-here")', "unknown user no-such-user-here"),
+        ('os.expand_home("~no-such-user-here/x")', "can't expand ~no-such-user-here/"),
+    ],
+)
+def test_mgmts_helpers_errors_are_run_time_errors(expr: str, message: str) -> None:
+    with pytest.raises(FuncError, match=message):
+        value_of(expr, NET)
+
+
+def test_expand_home_and_macs_read_this_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert value_of('os.expand_home("~/a/b")', NET) == str(
+        Path(pwd.getpwuid(os.getuid()).pw_dir) / "a" / "b"
+    )
+    monkeypatch.setattr(lnet.Sys, "NET", str(tmp_path))
+    for index, (name, flags, mac) in enumerate(
+        [
+            ("lo", 0x9, "00:00:00:00:00:00"),
+            ("eth9", 0x1003, "00:11:22:33:44:56"),
+            ("tun0", 0x1091, ""),
+        ],
+        start=1,
+    ):
+        _iface(tmp_path, name, flags, mac)
+        (tmp_path / name / "ifindex").write_text(f"{index}\n")
+    _iface(tmp_path, "eth0", 0x1002, "00:11:22:33:44:55")
+    (tmp_path / "eth0" / "ifindex").write_text("2\n")  # before eth9 (3), by index not name
+    (tmp_path / "eth9" / "ifindex").write_text("3\n")
+    assert value_of("net.macs()", NET) == ("00:11:22:33:44:55", "00:11:22:33:44:56")
+
+
+def test_len_and_substr_count_bytes_as_mgmt() -> None:
+    """tester12 #10: mgmt's len and strings.substr are Go's, in bytes (lang/core/len.go,
+    strings/substring.go); a cut inside a character is an error here (Go makes a string
+    that is not UTF-8)."""
+    prelude = 'import "strings"'
+    assert [value_of(e, prelude) for e in ('len("héllo")', 'len("hello")', 'strings.len("é")')] == [
+        6,
+        5,
+        2,
+    ]
+    assert value_of('strings.substr("héllo", 0, 3)', prelude) == "hé"
+    assert value_of('strings.substr("héllo", 3, 6)', prelude) == "llo"
+    assert value_of('strings.substr("héllo", 0, 2) <|> "cut"', prelude) == "cut"
+    with pytest.raises(FuncError, match="inside a character"):
+        value_of('strings.substr("héllo", 2, 6)', prelude)
+    with pytest.raises(FuncError, match=r"out of range: 0, 7 \(the length is 6 bytes\)"):
+        value_of('strings.substr("héllo", 0, 7)', prelude)
+
+
+def test_mgmts_functions_missing_here_say_so() -> None:
+    """tester12's #4: not a typo's close-match hint."""
+    src = 'import "os"\nimport "sys"\n$a = os.readfilewait("/x")\n$b = sys.smbios()\nimport "sys/fwupd"\n'
+    assert problems(src) == [
+        "t.mcl:3:6: mgmt has os.readfilewait; not implemented here (docs/language.md, Not supported)",
+        "t.mcl:4:6: mgmt has sys.smbios; not implemented here (docs/language.md, Not supported)",
+        't.mcl:5:1: import "sys/fwupd": mgmt has sys/fwupd; not implemented here (docs/language.md, Not supported)',
+    ]
+    assert problems('import "os"\n$a = os.readfil("/x")\n') == [
+        "t.mcl:2:6: module os has no function readfil (did you mean 'readfile'?)"
+    ]
+
+
 def test_printf_format_from_a_variable_or_computed_as_in_mgmt() -> None:
     """A format bound to a variable is checked at compile time like a literal; one computed at
     run time (mgmt allows it) is checked against the values when applied."""
     prelude = 'import "fmt"\nimport "strings"'
-    assert value_of('fmt.printf($f, "n", 3.5)', f'{prelude}\n$f = "a %s is: %f"') == (
-        "a n is: 3.500000"
-    )
+    assert value_of('fmt.printf($f, "n", 3.5)', f'{prelude}\n$f = "a %s is: %f"') == ("a n is: 3.5")
     computed = 'strings.to_lower("%S=%D")'
     assert value_of(f'fmt.printf({computed}, "a", 1)', prelude) == "a=1"
     with pytest.raises(FuncError, match=r"%d .*needs a value of type int"):
