@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from engine import libc
+from engine import libc, uring
 from engine.errors import Interfered, ResourceError
 
 log = logging.getLogger("engine")
@@ -556,11 +556,21 @@ def unnamed_filled(
 
 def named_new(dir_fd: int, name: str, fd: int, *, data: bytes, local: bool) -> None:
     """The second part (see unnamed_filled): fsync fd, then give it `name` (just found free);
-    fd is closed."""
+    fd is closed. Inside its group's uring.linked, both were done there: their outcome is
+    taken (a failed fsync or link raised as OSError, as here; a name taken meanwhile replaced,
+    as here)."""
     calls = _calls(data, local)
     try:
-        os.fsync(fd)
-        _name(calls, fd, dir_fd, name, True)
+        done = uring.outcome(fd)
+        if done is None:  # alone
+            os.fsync(fd)
+            _name(calls, fd, dir_fd, name, True)
+            return
+        step, code = done  # fsynced and linked with its group's (uring.linked)
+        if step == "link" and code == errno.EEXIST:  # the name appeared meanwhile: replaced
+            _name(calls, fd, dir_fd, name, False)
+        elif step:
+            raise OSError(code, os.strerror(code))  # as os.fsync's, os.link's
     finally:
         calls.close(fd)
 
