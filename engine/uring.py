@@ -38,6 +38,17 @@ log = logging.getLogger(__name__)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_MAP_FAILED = ctypes.c_void_p(-1).value
 # io_uring_setup, io_uring_enter, io_uring_register: the same numbers on x86-64 and arm64
 SETUP, ENTER, REGISTER = 425, 426, 427
 _ENTER_GETEVENTS = 1
@@ -103,6 +114,10 @@ class Sqe(ctypes.Structure):
     ]
 
 
+class _Cqe(ctypes.Structure):
+    _fields_ = [("user_data", ctypes.c_uint64), ("res", ctypes.c_int32), ("flags", ctypes.c_uint32)]
+
+
 class _ProbeOp(ctypes.Structure):
     _fields_ = [
         ("op", ctypes.c_uint8),
@@ -140,6 +155,7 @@ class Ring:
     def __init__(self, entries: int, workers: int | None = None) -> None:
         params = _Params()
         self.fd = _check(_libc.syscall(SETUP, entries, ctypes.byref(params)), "io_uring_setup")
+        self._maps: list[tuple[int, int]] = []
         try:
             self._map(params)
             if workers is not None:  # [bounded, unbounded]: fsyncs and opens are bounded
@@ -149,32 +165,42 @@ class Ring:
                     "io_uring_register(IOWQ_MAX_WORKERS)",
                 )
         except BaseException:
-            os.close(self.fd)
+            self.close()
             raise
 
     def _map(self, params: _Params) -> None:
+        """Map the rings and the SQEs (libc's mmap: Python's keeps a duplicate of the ring's
+        descriptor per map, and cannot be closed while ctypes views of it exist)."""
         if not params.features & _FEAT_SINGLE_MMAP:
             raise OSError(errno.ENOSYS, "io_uring without IORING_FEAT_SINGLE_MMAP (Linux < 5.4)")
         sq, cq = params.sq_off, params.cq_off
         size = max(sq.array + params.sq_entries * 4, cq.cqes + params.cq_entries * 16)
-        prot, flags = mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | mmap.MAP_POPULATE
-        self._rings = rings = mmap.mmap(self.fd, size, flags, prot, offset=_OFF_SQ_RING)
-        self._sqes_map = mmap.mmap(
-            self.fd, params.sq_entries * ctypes.sizeof(Sqe), flags, prot, offset=_OFF_SQES
-        )
+        sqes_size = params.sq_entries * ctypes.sizeof(Sqe)
+        base = self._mmap(size, _OFF_SQ_RING)
+        sqes = self._mmap(sqes_size, _OFF_SQES)
 
         def u32(offset: int) -> ctypes.c_uint32:
-            return ctypes.c_uint32.from_buffer(rings, offset)
+            return ctypes.c_uint32.from_address(base + offset)
 
         self._sq_tail, self._sq_mask = u32(sq.tail), u32(sq.ring_mask).value
         self._sq_head = u32(sq.head)
-        self._array = (ctypes.c_uint32 * params.sq_entries).from_buffer(rings, sq.array)
-        self._sqes = (Sqe * params.sq_entries).from_buffer(self._sqes_map)
+        self._array = (ctypes.c_uint32 * params.sq_entries).from_address(base + sq.array)
+        self._sqes = (Sqe * params.sq_entries).from_address(sqes)
         self._cq_head, self._cq_tail = u32(cq.head), u32(cq.tail)
         self._cq_mask = u32(cq.ring_mask).value
-        self._cqes = cq.cqes
+        # each CQE: user_data (u64), res (s32), flags (u32)
+        self._cqes = (_Cqe * params.cq_entries).from_address(base + cq.cqes)
         self.entries = int(params.sq_entries)
         self._pending = 0  # SQEs filled, not submitted
+
+    def _mmap(self, size: int, offset: int) -> int:
+        prot, flags = mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | mmap.MAP_POPULATE
+        address = _libc.mmap(None, size, prot, flags, self.fd, offset)
+        if address in (None, _MAP_FAILED):
+            code = ctypes.get_errno()
+            raise OSError(code, f"mmap of io_uring: {os.strerror(code)}")
+        self._maps.append((address, size))
+        return int(address)
 
     def supports(self, *ops: int) -> bool:
         """Whether the kernel runs every one of `ops` (IORING_REGISTER_PROBE)."""
@@ -222,15 +248,10 @@ class Ring:
         """Every completion there: (user_data, result)."""
         head, tail = self._cq_head.value, self._cq_tail.value
         out = []
-        rings = self._rings
+        cqes, mask = self._cqes, self._cq_mask
         while head != tail:
-            offset = self._cqes + (head & self._cq_mask) * 16
-            out.append(
-                (
-                    int.from_bytes(rings[offset : offset + 8], "little"),
-                    int.from_bytes(rings[offset + 8 : offset + 12], "little", signed=True),
-                )
-            )
+            cqe = cqes[head & mask]
+            out.append((cqe.user_data, cqe.res))
             head = (head + 1) & 0xFFFFFFFF
         self._cq_head.value = head
         return out
@@ -281,8 +302,9 @@ class Ring:
         del keep
 
     def close(self) -> None:
-        """Close the ring (its maps go with the last view of them: a slot handed out keeps
-        its map's buffer exported)."""
+        """Unmap and close the ring (no view of it is used after)."""
+        while self._maps:
+            _libc.munmap(*self._maps.pop())
         os.close(self.fd)
 
 
