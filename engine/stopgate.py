@@ -51,9 +51,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import thread as _pool
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from engine import libc, uring
+from engine import libc, safefs
+
+if TYPE_CHECKING:
+    from engine.uring import Rings
 
 T = TypeVar("T")
 # Jobs a drain of Replies runs before it lets the executor's other queued jobs go first.
@@ -256,12 +259,26 @@ class GatedExecutor(ThreadPoolExecutor):
         (engine/uring.py, where the kernel allows); False: one after another, always."""
         super().__init__(max_workers, thread_name_prefix)
         self.workers = max_workers
-        self.rings = uring.Rings() if rings else None
+        self._use_rings = rings
+        self._rings_lock = threading.Lock()
+        self.rings: Rings | None = None  # made for the first group (engine/uring.py imported)
+
+    def thread_rings(self) -> Rings | None:
+        """The rings of this executor's threads; None without (`rings=False`)."""
+        if self.rings is None and self._use_rings:
+            from engine.uring import Rings  # not at every start-up: a no-op run makes no group
+
+            with self._rings_lock:
+                if self.rings is None:
+                    self.rings = Rings()
+        return self.rings
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         super().shutdown(wait, cancel_futures=cancel_futures)
-        if self.rings is not None:
-            self.rings.close()
+        with self._rings_lock:
+            self._use_rings = False
+            if self.rings is not None:
+                self.rings.close()
 
     def _adjust_thread_count(self) -> None:
         """ThreadPoolExecutor's own (Python 3.11-3.13: a worker is started per submit while
@@ -326,7 +343,7 @@ class Later:
     the job's outcome. `durable`: (fd, dir_fd, name) of a new unnamed file that `fn` fsyncs
     and links at `name` (safefs.named_new): where the worker has an io_uring (the executor's
     `rings`), those of the group are fsynced and linked first, their fsyncs in flight together
-    (uring.linked), and `fn` finds its file's outcome there; else each `fn` fsyncs its own,
+    (safefs.named_together), and `fn` finds its file's outcome there; else each `fn` fsyncs its own,
     one after another."""
 
     __slots__ = ("durable", "fn")
@@ -515,12 +532,12 @@ class Replies:
             for _job, reply in taken
             if isinstance(reply.value, Later) and reply.value.durable is not None
         ]
-        rings = self._executor.rings
         with contextlib.ExitStack() as stack:
-            if len(durable) > 1 and rings is not None:
+            rings = self._executor.thread_rings() if len(durable) > 1 else None
+            if rings is not None:
                 ring = stack.enter_context(rings.mine())
                 if ring is not None:
-                    stack.enter_context(uring.linked(ring, durable))
+                    stack.enter_context(safefs.named_together(ring, durable))
             for _job, reply in taken:
                 later = reply.value
                 if isinstance(later, Later):

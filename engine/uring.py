@@ -400,29 +400,11 @@ class Rings:
             return len(self._rings)
 
 
-# The outcomes of the current thread's group (`linked`), for safefs.named_new: fd -> outcome.
-_done = threading.local()
-
-
-@contextlib.contextmanager
-def linked(ring: Ring, files: Sequence[tuple[int, int, str]]) -> Iterator[None]:
-    """Fsync and link `files` through `ring` (Ring.fsync_link); inside, `outcome(fd)` says
-    how each went (then the descriptors are still open: their owners close them)."""
+def fsync_link(ring: Ring, files: Sequence[tuple[int, int, str]]) -> list[tuple[str, int]]:
+    """`ring.fsync_link(files)`; a failure of the ring itself (some links may be made) is each
+    file's error ("io_uring", its errno)."""
     try:
-        outcomes = ring.fsync_link(files)
-    except OSError as err:  # the ring itself failed (some links may be made): each file's error
+        return ring.fsync_link(files)
+    except OSError as err:
         log.debug("io_uring failed a group of %d files: %s", len(files), err)
-        outcomes = [("io_uring", err.errno or errno.EIO)] * len(files)
-    _done.outcomes = {fd: outcome for (fd, _d, _n), outcome in zip(files, outcomes, strict=True)}
-    try:
-        yield
-    finally:
-        _done.outcomes = None
-
-
-def outcome(fd: int) -> tuple[str, int] | None:
-    """Inside `linked`: how fd's fsync and link went (taken: asked once), else None."""
-    outcomes: dict[int, tuple[str, int]] | None = getattr(_done, "outcomes", None)
-    if not outcomes:
-        return None
-    return outcomes.pop(fd, None)
+        return [("io_uring", err.errno or errno.EIO)] * len(files)

@@ -625,7 +625,7 @@ async def test_a_groups_first_writes_are_named_durable_each_with_its_content_and
         assert (out / f"f{i}").read_text() == f"{i}\n"
         assert (out / f"f{i}").stat().st_mode & 0o7777 == 0o640
     assert sorted(os.listdir(out)) == [f"f{i}" for i in range(5)]  # no temp file left
-    rings = one_worker_rings.rings
+    rings = one_worker_rings.thread_rings()
     assert rings is None or rings.open() == 1  # the worker's, made for its group
 
 
@@ -673,7 +673,7 @@ async def test_a_file_whose_fsync_fails_gets_no_name_and_its_own_error(
     assert sorted(os.listdir(out)) == ["f0", "f2", "f3"]
     assert all((out / f"f{i}").read_text() == f"{i}\n" for i in (0, 2, 3))
     assert len(fds) == 3
-    rings = one_worker_rings.rings
+    rings = one_worker_rings.thread_rings()
     assert rings is None or rings.open() == 1  # the group went through the worker's ring
     for fd in (*fds, write):  # every descriptor closed by its named_new
         with pytest.raises(OSError):
