@@ -541,13 +541,25 @@ async def test_first_writes_taken_together_in_a_missing_directory_make_it_once(
     ]
 
 
+async def taken_together(job: Callable[[int, object], object], count: int) -> list[object]:
+    """The outcomes of `job(i, shared)` for i in range(count), jobs of one group queued behind
+    the held worker (so that it takes them together)."""
+    replies = stopgate.replies(asyncio.get_running_loop())
+    assert replies is not None
+    hold, busy = await hold_the_worker()
+    group: stopgate.Group = ("together", contextlib.nullcontext)
+    queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(count)]
+    hold.set()
+    outcomes = await asyncio.gather(*(r.future for r in queued), return_exceptions=True)
+    await busy
+    return list(outcomes)
+
+
 @pytest.mark.usefixtures("one_worker")
 async def test_the_second_parts_of_a_groups_jobs_run_after_every_first_part() -> None:
     """A job of a group that returns a Later finishes after the group's other jobs' first
     parts, in order (a group's writes fsynced after all of them are written); a second part
     that fails fails its own job only."""
-    replies = stopgate.replies(asyncio.get_running_loop())
-    assert replies is not None
     order: list[str] = []
 
     def second(i: int) -> int:
@@ -560,12 +572,7 @@ async def test_the_second_parts_of_a_groups_jobs_run_after_every_first_part() ->
         order.append(f"first {i}")
         return stopgate.Later(functools.partial(second, i))
 
-    hold, busy = await hold_the_worker()
-    group: stopgate.Group = ("later", contextlib.nullcontext)
-    queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(3)]
-    hold.set()
-    outcomes = await asyncio.gather(*(r.future for r in queued), return_exceptions=True)
-    await busy
+    outcomes = await taken_together(job, 3)
     assert order == ["first 0", "first 1", "first 2", "second 0", "second 1", "second 2"]
     assert outcomes[0] == 0 and outcomes[2] == 2
     assert isinstance(outcomes[1], OSError)
@@ -635,8 +642,6 @@ async def test_a_file_whose_fsync_fails_gets_no_name_and_its_own_error(
     """A group's second parts (safefs.named_new, as the file kind's): a file whose fsync fails
     (its descriptor a pipe's: EINVAL) is never named and fails alone with that error; a name
     taken meanwhile is replaced (as alone); the others are named, each durable first."""
-    replies = stopgate.replies(asyncio.get_running_loop())
-    assert replies is not None
     out = tmp_path / "out"
     out.mkdir()
     (out / "f3").write_text("taken meanwhile\n")
@@ -659,12 +664,7 @@ async def test_a_file_whose_fsync_fails_gets_no_name_and_its_own_error(
         return stopgate.Later(name, (fd, directory, f"f{i}"))
 
     try:
-        hold, busy = await hold_the_worker()
-        group: stopgate.Group = ("named", contextlib.nullcontext)
-        queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(4)]
-        hold.set()
-        outcomes = await asyncio.gather(*(r.future for r in queued), return_exceptions=True)
-        await busy
+        outcomes = await taken_together(job, 4)
     finally:
         os.close(read)
         os.close(directory)
