@@ -269,7 +269,7 @@ class GatedExecutor(ThreadPoolExecutor):
             from engine.uring import Rings  # not at every start-up: a no-op run makes no group
 
             with self._rings_lock:
-                if self.rings is None:
+                if self.rings is None and self._use_rings:  # (not shut down meanwhile)
                     self.rings = Rings()
         return self.rings
 
@@ -343,8 +343,8 @@ class Later:
     the job's outcome. `durable`: (fd, dir_fd, name) of a new unnamed file that `fn` fsyncs
     and links at `name` (safefs.named_new): where the worker has an io_uring (the executor's
     `rings`), those of the group are fsynced and linked first, their fsyncs in flight together
-    (safefs.named_together), and `fn` finds its file's outcome there; else each `fn` fsyncs its own,
-    one after another."""
+    (safefs.named_together), and `fn` finds its file's outcome there; else each `fn` fsyncs
+    its own, one after another."""
 
     __slots__ = ("durable", "fn")
 
