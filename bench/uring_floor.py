@@ -7,8 +7,8 @@ once (IOSQE_IO_LINK: each step only after the last one succeeded, so each file i
 before it gets its name, as now). The kernel runs what blocks (the open, the fsync, the link)
 on its own io-wq workers (`--workers`: at most that many, as IORING_REGISTER_IOWQ_MAX_WORKERS
 sets; the kernel's default is min(entries, 4 x CPUs)). Wall, user and system CPU of this
-process (io_uring's workers are its threads), rounds interleaved, medians printed. Not used by
-the engine: pure Python through ctypes (`syscall`), Linux 5.15 or later, x86-64 or arm64.
+process (io_uring's workers are its threads), rounds interleaved, medians printed. The ring is
+the engine's (engine/uring.py's Ring: ctypes, `syscall`), Linux 5.15 or later, x86-64 or arm64.
 
     .venv/bin/python bench/uring_floor.py [--count 1000] [--rounds 5] [--workers 8,32]
 """
@@ -18,168 +18,32 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
-import mmap
 import os
 import platform
 import resource
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import run_script
+from common import ROOT, run_script
 from peers import FLOOR_THREADS, Figures, floor, interleaved, medians
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-# io_uring_setup, io_uring_enter, io_uring_register: the same numbers on x86-64 and arm64
-_SETUP, _ENTER, _REGISTER = 425, 426, 427
-_ENTER_GETEVENTS = 1
-_FEAT_SINGLE_MMAP = 1
-_OFF_SQ_RING, _OFF_CQ_RING, _OFF_SQES = 0, 0x8000000, 0x10000000
-_REGISTER_IOWQ_MAX_WORKERS = 19
-_OP_FSYNC, _OP_OPENAT, _OP_CLOSE, _OP_WRITE, _OP_LINKAT = 3, 18, 19, 23, 39
-_SQE_IO_LINK = 1 << 2
-_AT_FDCWD, _AT_SYMLINK_FOLLOW = -100, 0x400
+sys.path.insert(0, str(ROOT))
+from engine.uring import (
+    AT_FDCWD,
+    AT_SYMLINK_FOLLOW,
+    OP_CLOSE,
+    OP_FSYNC,
+    OP_LINKAT,
+    OP_OPENAT,
+    OP_WRITE,
+    SQE_IO_LINK,
+    Ring,
+    address,
+)
+
 _STEPS = 4  # write, fsync, link, close: a file's chain after its open
-
-
-class _SqOffsets(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_uint32)
-        for name in ("head", "tail", "ring_mask", "ring_entries", "flags", "dropped", "array")
-    ] + [("resv1", ctypes.c_uint32), ("user_addr", ctypes.c_uint64)]
-
-
-class _CqOffsets(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_uint32)
-        for name in ("head", "tail", "ring_mask", "ring_entries", "overflow", "cqes", "flags")
-    ] + [("resv1", ctypes.c_uint32), ("user_addr", ctypes.c_uint64)]
-
-
-class _Params(ctypes.Structure):
-    _fields_ = [
-        ("sq_entries", ctypes.c_uint32),
-        ("cq_entries", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("sq_thread_cpu", ctypes.c_uint32),
-        ("sq_thread_idle", ctypes.c_uint32),
-        ("features", ctypes.c_uint32),
-        ("wq_fd", ctypes.c_uint32),
-        ("resv", ctypes.c_uint32 * 3),
-        ("sq_off", _SqOffsets),
-        ("cq_off", _CqOffsets),
-    ]
-
-
-class _Sqe(ctypes.Structure):
-    _fields_ = [
-        ("opcode", ctypes.c_uint8),
-        ("flags", ctypes.c_uint8),
-        ("ioprio", ctypes.c_uint16),
-        ("fd", ctypes.c_int32),
-        ("off", ctypes.c_uint64),  # also addr2 (linkat's new path)
-        ("addr", ctypes.c_uint64),
-        ("len", ctypes.c_uint32),
-        ("op_flags", ctypes.c_uint32),  # open_flags, fsync_flags, hardlink_flags...
-        ("user_data", ctypes.c_uint64),
-        ("buf_index", ctypes.c_uint16),
-        ("personality", ctypes.c_uint16),
-        ("file_index", ctypes.c_int32),
-        ("addr3", ctypes.c_uint64),
-        ("pad2", ctypes.c_uint64),
-    ]
-
-
-def _check(result: int, what: str) -> int:
-    if result < 0:
-        code = ctypes.get_errno() if result == -1 else -result
-        raise OSError(code, f"{what}: {os.strerror(code)}")
-    return result
-
-
-class Ring:
-    """One io_uring: `entries` submission slots, completions read by `reap`."""
-
-    def __init__(self, entries: int, workers: int | None = None) -> None:
-        params = _Params()
-        self.fd = _check(_libc.syscall(_SETUP, entries, ctypes.byref(params)), "io_uring_setup")
-        if not params.features & _FEAT_SINGLE_MMAP:
-            raise OSError("io_uring without IORING_FEAT_SINGLE_MMAP (Linux < 5.4)")
-        sq, cq = params.sq_off, params.cq_off
-        size = max(sq.array + params.sq_entries * 4, cq.cqes + params.cq_entries * 16)
-        prot, flags = mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | mmap.MAP_POPULATE
-        self._rings = mmap.mmap(self.fd, size, flags, prot, offset=_OFF_SQ_RING)
-        self._sqes_map = mmap.mmap(
-            self.fd, params.sq_entries * ctypes.sizeof(_Sqe), flags, prot, offset=_OFF_SQES
-        )
-        rings = self._rings
-
-        def u32(offset: int) -> ctypes.c_uint32:
-            return ctypes.c_uint32.from_buffer(rings, offset)
-
-        self._sq_tail, self._sq_mask = u32(sq.tail), u32(sq.ring_mask).value
-        self._sq_head = u32(sq.head)
-        self._array = (ctypes.c_uint32 * params.sq_entries).from_buffer(rings, sq.array)
-        self._sqes = (_Sqe * params.sq_entries).from_buffer(self._sqes_map)
-        self._cq_head, self._cq_tail = u32(cq.head), u32(cq.tail)
-        self._cq_mask = u32(cq.ring_mask).value
-        self._cqes = cq.cqes
-        self.entries = int(params.sq_entries)
-        self._pending = 0  # SQEs filled, not submitted
-        if workers is not None:  # [bounded, unbounded]: the fsyncs and opens are bounded
-            limits = (ctypes.c_uint32 * 2)(workers, workers)
-            _check(
-                _libc.syscall(_REGISTER, self.fd, _REGISTER_IOWQ_MAX_WORKERS, limits, 2),
-                "io_uring_register(IOWQ_MAX_WORKERS)",
-            )
-
-    def free(self) -> int:
-        """Submission slots free now."""
-        used = int(self._sq_tail.value) - int(self._sq_head.value) + self._pending
-        return self.entries - used
-
-    def sqe(self) -> _Sqe:
-        """The next submission slot, cleared (submitted by the next `enter`)."""
-        tail = self._sq_tail.value + self._pending
-        index = tail & self._sq_mask
-        entry: _Sqe = self._sqes[index]
-        ctypes.memset(ctypes.addressof(entry), 0, ctypes.sizeof(_Sqe))
-        self._array[index] = index
-        self._pending += 1
-        return entry
-
-    def enter(self, wait: int) -> None:
-        """Submit what was filled; wait until at least `wait` completions are there."""
-        submit, self._pending = self._pending, 0
-        self._sq_tail.value = (self._sq_tail.value + submit) & 0xFFFFFFFF
-        while True:
-            done = _libc.syscall(_ENTER, self.fd, submit, wait, _ENTER_GETEVENTS, None, 0)
-            if done >= 0 or ctypes.get_errno() != 4:  # EINTR: again
-                break
-        _check(done, "io_uring_enter")
-
-    def reap(self) -> list[tuple[int, int]]:
-        """Every completion there: (user_data, result)."""
-        head, tail = self._cq_head.value, self._cq_tail.value
-        out = []
-        rings = self._rings
-        while head != tail:
-            offset = self._cqes + (head & self._cq_mask) * 16
-            out.append(
-                (
-                    int.from_bytes(rings[offset : offset + 8], "little"),
-                    int.from_bytes(rings[offset + 8 : offset + 12], "little", signed=True),
-                )
-            )
-            head = (head + 1) & 0xFFFFFFFF
-        self._cq_head.value = head
-        return out
-
-    def close(self) -> None:
-        """Close the ring (its maps go with the last view of them: a slot handed out keeps
-        its map's buffer exported)."""
-        os.close(self.fd)
 
 
 def uring_floor(out: Path, count: int, *, window: int = 256, workers: int | None = None) -> Figures:
@@ -201,9 +65,9 @@ def uring_floor(out: Path, count: int, *, window: int = 256, workers: int | None
             while opened < count and in_flight < window and ring.free() >= 1 + _STEPS:
                 sqe = ring.sqe()
                 sqe.opcode, sqe.fd, sqe.addr = (
-                    _OP_OPENAT,
+                    OP_OPENAT,
                     dir_fd,
-                    ctypes.cast(dot, ctypes.c_void_p).value or 0,
+                    address(dot),
                 )
                 sqe.len, sqe.op_flags, sqe.user_data = 0o600, flags, opened << 3
                 opened += 1
@@ -218,21 +82,21 @@ def uring_floor(out: Path, count: int, *, window: int = 256, workers: int | None
                     os.fchmod(fd, 0o644)
                     procs[i] = path = ctypes.c_char_p(b"/proc/self/fd/%d" % fd)
                     chain = [
-                        (_OP_WRITE, fd, datas[i], sizes[i], 0, 0),
-                        (_OP_FSYNC, fd, None, 0, 0, 0),
-                        (_OP_LINKAT, _AT_FDCWD, path, dir_fd, names[i], _AT_SYMLINK_FOLLOW),
-                        (_OP_CLOSE, fd, None, 0, 0, 0),
+                        (OP_WRITE, fd, datas[i], sizes[i], 0, 0),
+                        (OP_FSYNC, fd, None, 0, 0, 0),
+                        (OP_LINKAT, AT_FDCWD, path, dir_fd, names[i], AT_SYMLINK_FOLLOW),
+                        (OP_CLOSE, fd, None, 0, 0, 0),
                     ]
                     for n, (op, on, addr, length, addr2, op_flags) in enumerate(chain, 1):
                         sqe = ring.sqe()
                         sqe.opcode, sqe.fd, sqe.len, sqe.op_flags = op, on, length, op_flags
                         if addr is not None:
-                            sqe.addr = ctypes.cast(addr, ctypes.c_void_p).value or 0
+                            sqe.addr = address(addr)
                         if isinstance(addr2, ctypes.c_char_p):
-                            sqe.off = ctypes.cast(addr2, ctypes.c_void_p).value or 0
+                            sqe.off = address(addr2)
                         sqe.user_data = i << 3 | n
                         if n < _STEPS:
-                            sqe.flags = _SQE_IO_LINK
+                            sqe.flags = SQE_IO_LINK
                 elif step == _STEPS:  # closed: done
                     del procs[i]
                     made += 1

@@ -598,13 +598,54 @@ def unnamed_filled(
 
 def named_new(dir_fd: int, name: str, fd: int, *, data: bytes, local: bool) -> None:
     """The second part (see unnamed_filled): fsync fd, then give it `name` (just found free);
-    fd is closed."""
+    fd is closed. Inside its group's `named_together`, both were done there: their outcome is
+    taken (a failed fsync or link raised as OSError, as here; a name taken meanwhile replaced,
+    as here)."""
     calls = _calls(data, local)
     try:
-        os.fsync(fd)
-        _name(calls, fd, dir_fd, name, True)
+        done = _named_already(fd)
+        if done is None:  # alone
+            os.fsync(fd)
+            _name(calls, fd, dir_fd, name, True)
+            return
+        step, code = done  # fsynced and linked with its group's (named_together)
+        if step == "link" and code == errno.EEXIST:  # the name appeared meanwhile: replaced
+            _name(calls, fd, dir_fd, name, False)
+        elif step:
+            raise OSError(code, os.strerror(code))  # as os.fsync's, os.link's
     finally:
         calls.close(fd)
+
+
+# The outcomes of this thread's group (named_together), for named_new: fd -> (step, errno).
+_named_group = threading.local()
+
+
+@contextlib.contextmanager
+def named_together(ring: object, files: list[tuple[int, int, str]]) -> Iterator[None]:
+    """Fsync the complete unnamed files (fd, dir_fd, name) (see unnamed_filled) and link each
+    at its name, through `ring` (an engine.uring.Ring): their fsyncs in flight together, each
+    linked only if its fsync succeeded (uring.fsync_link). Inside, each file's `named_new`
+    takes its outcome there in place of its own fsync and link; it still closes fd."""
+    from engine import uring  # only where a ring was made: not at every start-up
+
+    assert isinstance(ring, uring.Ring)
+    outcomes = uring.fsync_link(ring, files)
+    _named_group.outcomes = {
+        fd: done for (fd, _dir, _name), done in zip(files, outcomes, strict=True)
+    }
+    try:
+        yield
+    finally:
+        _named_group.outcomes = None
+
+
+def _named_already(fd: int) -> tuple[str, int] | None:
+    """Inside named_together: how fd's fsync and link went (taken: asked once); else None."""
+    outcomes: dict[int, tuple[str, int]] | None = getattr(_named_group, "outcomes", None)
+    if not outcomes:
+        return None
+    return outcomes.pop(fd, None)
 
 
 def _calls(data: bytes, local: bool) -> _Calls:

@@ -51,9 +51,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import thread as _pool
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from engine import libc
+from engine import libc, safefs
+
+if TYPE_CHECKING:
+    from engine.uring import Rings
 
 T = TypeVar("T")
 # Jobs a drain of Replies runs before it lets the executor's other queued jobs go first.
@@ -249,9 +252,33 @@ class GatedExecutor(ThreadPoolExecutor):
     Work as they start (the loop's default executor: see the module doc), and whose workers are
     started without waiting for them to run (`_Worker`)."""
 
-    def __init__(self, max_workers: int, thread_name_prefix: str = "") -> None:
+    def __init__(
+        self, max_workers: int, thread_name_prefix: str = "", *, rings: bool = True
+    ) -> None:
+        """`rings`: a group's new files are fsynced and named through an io_uring per worker
+        (engine/uring.py, where the kernel allows); False: one after another, always."""
         super().__init__(max_workers, thread_name_prefix)
         self.workers = max_workers
+        self._use_rings = rings
+        self._rings_lock = threading.Lock()
+        self.rings: Rings | None = None  # made for the first group (engine/uring.py imported)
+
+    def thread_rings(self) -> Rings | None:
+        """The rings of this executor's threads; None without (`rings=False`)."""
+        if self.rings is None and self._use_rings:
+            from engine.uring import Rings  # not at every start-up: a no-op run makes no group
+
+            with self._rings_lock:
+                if self.rings is None and self._use_rings:  # (not shut down meanwhile)
+                    self.rings = Rings()
+        return self.rings
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait, cancel_futures=cancel_futures)
+        with self._rings_lock:
+            self._use_rings = False
+            if self.rings is not None:
+                self.rings.close()
 
     def _adjust_thread_count(self) -> None:
         """ThreadPoolExecutor's own (Python 3.11-3.13: a worker is started per submit while
@@ -312,13 +339,18 @@ Group = tuple[Hashable, Callable[[], AbstractContextManager[Any]]]
 
 class Later:
     """What a job of a group may return to finish after the group's other jobs have done their
-    first part (its writes' fsyncs one after another, after all the writes): `fn`, called
-    then, in the worker, gives the job's outcome."""
+    first part (all the writes, then their fsyncs): `fn`, called then, in the worker, gives
+    the job's outcome. `durable`: (fd, dir_fd, name) of a new unnamed file that `fn` fsyncs
+    and links at `name` (safefs.named_new): where the worker has an io_uring (the executor's
+    `rings`), those of the group are fsynced and linked first, their fsyncs in flight together
+    (safefs.named_together), and `fn` finds its file's outcome there; else each `fn` fsyncs
+    its own, one after another."""
 
-    __slots__ = ("fn",)
+    __slots__ = ("durable", "fn")
 
-    def __init__(self, fn: Callable[[], Any]) -> None:
+    def __init__(self, fn: Callable[[], Any], durable: tuple[int, int, str] | None = None) -> None:
         self.fn = fn
+        self.durable = durable
 
 
 class _Grouped:
@@ -484,20 +516,36 @@ class Replies:
                         reply.value = job(shared)
                     except BaseException as err:  # its waiter's (see _run)
                         reply.error = err
-                for _job, reply in taken:  # the second parts (Later), in the same order
-                    later = reply.value
-                    if isinstance(later, Later):
-                        reply.value = None
-                        try:
-                            reply.value = later.fn()
-                        except BaseException as err:
-                            reply.error = err
+                self._second_parts(taken)
         except BaseException as err:  # the opening failed: each job's outcome (its close
             if not opened:  # failing after them is not theirs: they are done)
                 for _job, reply in taken:
                     reply.error = err
         self._queued.extend(reply for _job, reply in taken)
         self._wake()
+
+    def _second_parts(self, taken: list[tuple[Job, Reply[Any]]]) -> None:
+        """In the worker thread: the group's second parts (Later), in order; their new files
+        fsynced and named together first where this worker has a ring (Later's doc)."""
+        durable = [
+            reply.value.durable
+            for _job, reply in taken
+            if isinstance(reply.value, Later) and reply.value.durable is not None
+        ]
+        with contextlib.ExitStack() as stack:
+            rings = self._executor.thread_rings() if len(durable) > 1 else None
+            if rings is not None:
+                ring = stack.enter_context(rings.mine())
+                if ring is not None:
+                    stack.enter_context(safefs.named_together(ring, durable))
+            for _job, reply in taken:
+                later = reply.value
+                if isinstance(later, Later):
+                    reply.value = None
+                    try:
+                        reply.value = later.fn()
+                    except BaseException as err:
+                        reply.error = err
 
     def _run(self, job: Job, reply: Reply[Any], *args: Any) -> None:
         """In the worker thread: run the job, queue its reply (the caller wakes the loop)."""

@@ -539,7 +539,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 name = functools.partial(
                     safefs.named_new, where.fd, where.name, fd, data=data, local=local
                 )
-                return Later(functools.partial(self._created, where, rename, name, local, done))
+                created = functools.partial(self._created, where, rename, name, local, done)
+                return Later(created, (fd, where.fd, where.name))
         write = functools.partial(where.write, TOP, data, mode, uid, gid, new=True)
         return self._created(where, rename, write, local, done)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import gc
 import logging
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 
 import resources.file as file_module
-from engine import safefs, stopgate
+from engine import safefs, stopgate, uring
 from engine.engine import Engine, Status
 from engine.errors import ResourceError
 from engine.graph import Graph
@@ -464,10 +465,15 @@ async def test_the_jobs_of_a_group_waiting_for_a_worker_run_together() -> None:
     assert all(isinstance(o, PermissionError) for o in outcomes)
 
 
-async def first_writes_together(run_resource: Any, out: Path, count: int) -> list[object]:
+async def first_writes_together(
+    run_resource: Any, out: Path, count: int, mode: str | None = None
+) -> list[object]:
     """The first checks of `count` files f0... in `out`, each queued behind the held worker
     (so that it takes them together); their outcomes (an exception for a failed one)."""
-    files = [FileRes(name=f"f{i}", path=str(out / f"f{i}"), content=f"{i}\n") for i in range(count)]
+    files = [
+        FileRes(name=f"f{i}", path=str(out / f"f{i}"), content=f"{i}\n", mode=mode)
+        for i in range(count)
+    ]
     for res in files:
         await run_resource(res)
     hold, busy = await hold_the_worker()
@@ -535,13 +541,25 @@ async def test_first_writes_taken_together_in_a_missing_directory_make_it_once(
     ]
 
 
+async def taken_together(job: Callable[[int, object], object], count: int) -> list[object]:
+    """The outcomes of `job(i, shared)` for i in range(count), jobs of one group queued behind
+    the held worker (so that it takes them together)."""
+    replies = stopgate.replies(asyncio.get_running_loop())
+    assert replies is not None
+    hold, busy = await hold_the_worker()
+    group: stopgate.Group = ("together", contextlib.nullcontext)
+    queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(count)]
+    hold.set()
+    outcomes = await asyncio.gather(*(r.future for r in queued), return_exceptions=True)
+    await busy
+    return list(outcomes)
+
+
 @pytest.mark.usefixtures("one_worker")
 async def test_the_second_parts_of_a_groups_jobs_run_after_every_first_part() -> None:
     """A job of a group that returns a Later finishes after the group's other jobs' first
     parts, in order (a group's writes fsynced after all of them are written); a second part
     that fails fails its own job only."""
-    replies = stopgate.replies(asyncio.get_running_loop())
-    assert replies is not None
     order: list[str] = []
 
     def second(i: int) -> int:
@@ -554,12 +572,109 @@ async def test_the_second_parts_of_a_groups_jobs_run_after_every_first_part() ->
         order.append(f"first {i}")
         return stopgate.Later(functools.partial(second, i))
 
-    hold, busy = await hold_the_worker()
-    group: stopgate.Group = ("later", contextlib.nullcontext)
-    queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(3)]
-    hold.set()
-    outcomes = await asyncio.gather(*(r.future for r in queued), return_exceptions=True)
-    await busy
+    outcomes = await taken_together(job, 3)
     assert order == ["first 0", "first 1", "first 2", "second 0", "second 1", "second 2"]
     assert outcomes[0] == 0 and outcomes[2] == 2
     assert isinstance(outcomes[1], OSError)
+
+
+# a group's new files fsynced and named through the worker's io_uring, or one after another ----
+
+
+@pytest.fixture(params=[True, False], ids=["io_uring", "sequential"])
+async def one_worker_rings(request: pytest.FixtureRequest) -> AsyncIterator[GatedExecutor]:
+    """one_worker's executor with its rings (engine/uring.py), where this kernel allows, or
+    without (`rings=False`: the sequential path); its shutdown closes them: no ring's
+    descriptor left open."""
+    rings = request.param and uring.unavailable() is None
+    if request.param and not rings:
+        pytest.skip(f"no io_uring here: {uring.unavailable()}")
+    before = ring_fds()
+    executor = GatedExecutor(max_workers=1, thread_name_prefix="gated", rings=rings)
+    stopgate.install(asyncio.get_running_loop(), executor)
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True)
+    assert executor.rings is None or executor.rings.open() == 0
+    assert ring_fds() == before
+
+
+def ring_fds() -> int:
+    """This process's io_uring descriptors."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[io_uring]"
+    return count
+
+
+async def test_a_groups_first_writes_are_named_durable_each_with_its_content_and_mode(
+    tmp_path: Path,
+    run_resource: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    one_worker_rings: GatedExecutor,
+) -> None:
+    """A first run's writes taken together by a worker: each file gets its content, mode and
+    name, with the worker's ring (then made once, kept until the shutdown) or without; a file
+    that fails (a symlink planted at its name) fails alone, the link not followed."""
+    monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("victim\n")
+    (out / "f2").symlink_to(victim)
+    outcomes = await first_writes_together(run_resource, out, 5, mode="0640")
+    assert [o for i, o in enumerate(outcomes) if i != 2] == [False] * 4
+    assert isinstance(outcomes[2], ResourceError) and "is a symlink" in str(outcomes[2])
+    assert (out / "f2").is_symlink() and victim.read_text() == "victim\n"
+    for i in (0, 1, 3, 4):
+        assert (out / f"f{i}").read_text() == f"{i}\n"
+        assert (out / f"f{i}").stat().st_mode & 0o7777 == 0o640
+    assert sorted(os.listdir(out)) == [f"f{i}" for i in range(5)]  # no temp file left
+    rings = one_worker_rings.thread_rings()
+    assert rings is None or rings.open() == 1  # the worker's, made for its group
+
+
+async def test_a_file_whose_fsync_fails_gets_no_name_and_its_own_error(
+    tmp_path: Path, one_worker_rings: GatedExecutor
+) -> None:
+    """A group's second parts (safefs.named_new, as the file kind's): a file whose fsync fails
+    (its descriptor a pipe's: EINVAL) is never named and fails alone with that error; a name
+    taken meanwhile is replaced (as alone); the others are named, each durable first."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "f3").write_text("taken meanwhile\n")
+    read, write = os.pipe()
+    directory = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    fds: list[int] = []
+
+    def job(i: int, shared: object) -> stopgate.Later:
+        if i == 1:
+            fd = write
+        else:
+            fd = safefs.unnamed_filled(
+                directory, b"%d\n" % i, mode=0o640, uid=-1, gid=-1, local=True
+            )
+            assert fd is not None
+            fds.append(fd)
+        name = functools.partial(
+            safefs.named_new, directory, f"f{i}", fd, data=b"%d\n" % i, local=True
+        )
+        return stopgate.Later(name, (fd, directory, f"f{i}"))
+
+    try:
+        outcomes = await taken_together(job, 4)
+    finally:
+        os.close(read)
+        os.close(directory)
+    assert outcomes[0] is None and outcomes[2] is None and outcomes[3] is None
+    assert isinstance(outcomes[1], OSError) and outcomes[1].errno == errno.EINVAL
+    assert sorted(os.listdir(out)) == ["f0", "f2", "f3"]
+    assert all((out / f"f{i}").read_text() == f"{i}\n" for i in (0, 2, 3))
+    assert len(fds) == 3
+    rings = one_worker_rings.thread_rings()
+    assert rings is None or rings.open() == 1  # the group went through the worker's ring
+    for fd in (*fds, write):  # every descriptor closed by its named_new
+        with pytest.raises(OSError):
+            os.fstat(fd)

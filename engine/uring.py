@@ -1,0 +1,410 @@
+"""io_uring through ctypes: a writing thread's group of new files fsynced and named with their
+fsyncs in flight together (docs/benchmarks.md, "A first run's fsyncs through io_uring").
+
+A first run's writing thread takes up to stopgate.GROUP_MOST new files of a directory at once
+(stopgate.Replies): it writes every file's inode, then fsyncs and links each in turn; each fsync
+waits for the disk alone. Through a ring, each file's fsync -> linkat is one chain
+(IOSQE_IO_LINK: the link runs only if the fsync succeeded, so a file is durable before it is
+named; a failed or cancelled step is that file's own error), the group's chains submitted with
+one io_uring_enter, which then waits for all their completions (ctypes releases the GIL there);
+the kernel runs the fsyncs on its io-wq workers side by side. The link is made as the
+sequential path makes it: /proc/self/fd/N (AT_SYMLINK_FOLLOW: the file's own descriptor)
+linked at `name` in the directory's descriptor (no other path followed).
+
+No SQPOLL: the submitting thread's own io_uring_enter makes the kernel read the ring, so the
+stores made here to the SQEs and the SQ tail are ordered by that system call (no memory
+barriers needed from Python); the CQ tail is read after io_uring_enter returned.
+
+`Rings`: a ring per thread of an executor, made on the thread's first group and closed when the
+executor shuts down. A ring is made only if `available()`: probed once per process (the ring's
+setup, and the kernel's support of FSYNC and LINKAT: Linux 5.15 or later); otherwise, or with
+`MGMT_IO_URING=0` in the environment, the sequential path runs and one debug line says why.
+x86-64 and arm64 only (the system call numbers). bench/uring_floor.py uses the same Ring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+
+log = logging.getLogger(__name__)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_MAP_FAILED = ctypes.c_void_p(-1).value
+# mmap's (Linux's, x86-64's and arm64's alike; not the mmap module's: ~1 ms of every start-up)
+_PROT_READ, _PROT_WRITE, _MAP_SHARED, _MAP_POPULATE = 1, 2, 1, 0x8000
+# io_uring_setup, io_uring_enter, io_uring_register: the same numbers on x86-64 and arm64
+SETUP, ENTER, REGISTER = 425, 426, 427
+_ENTER_GETEVENTS = 1
+_FEAT_SINGLE_MMAP = 1
+_OFF_SQ_RING, _OFF_SQES = 0, 0x10000000
+_REGISTER_PROBE = 8
+REGISTER_IOWQ_MAX_WORKERS = 19
+OP_FSYNC, OP_OPENAT, OP_CLOSE, OP_WRITE, OP_LINKAT = 3, 18, 19, 23, 39
+SQE_IO_LINK = 1 << 2
+AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
+_OP_SUPPORTED = 1
+# The knob: MGMT_IO_URING=0 makes no ring (the sequential path).
+ENV = "MGMT_IO_URING"
+# Submission slots of a thread's ring: two a file (fsync, link), stopgate.GROUP_MOST files.
+ENTRIES = 64
+
+
+class _SqOffsets(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint32)
+        for name in ("head", "tail", "ring_mask", "ring_entries", "flags", "dropped", "array")
+    ] + [("resv1", ctypes.c_uint32), ("user_addr", ctypes.c_uint64)]
+
+
+class _CqOffsets(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint32)
+        for name in ("head", "tail", "ring_mask", "ring_entries", "overflow", "cqes", "flags")
+    ] + [("resv1", ctypes.c_uint32), ("user_addr", ctypes.c_uint64)]
+
+
+class _Params(ctypes.Structure):
+    _fields_ = [
+        ("sq_entries", ctypes.c_uint32),
+        ("cq_entries", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("sq_thread_cpu", ctypes.c_uint32),
+        ("sq_thread_idle", ctypes.c_uint32),
+        ("features", ctypes.c_uint32),
+        ("wq_fd", ctypes.c_uint32),
+        ("resv", ctypes.c_uint32 * 3),
+        ("sq_off", _SqOffsets),
+        ("cq_off", _CqOffsets),
+    ]
+
+
+class Sqe(ctypes.Structure):
+    _fields_ = [
+        ("opcode", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("ioprio", ctypes.c_uint16),
+        ("fd", ctypes.c_int32),
+        ("off", ctypes.c_uint64),  # also addr2 (linkat's new path)
+        ("addr", ctypes.c_uint64),
+        ("len", ctypes.c_uint32),
+        ("op_flags", ctypes.c_uint32),  # open_flags, fsync_flags, hardlink_flags...
+        ("user_data", ctypes.c_uint64),
+        ("buf_index", ctypes.c_uint16),
+        ("personality", ctypes.c_uint16),
+        ("file_index", ctypes.c_int32),
+        ("addr3", ctypes.c_uint64),
+        ("pad2", ctypes.c_uint64),
+    ]
+
+
+class _Cqe(ctypes.Structure):
+    _fields_ = [("user_data", ctypes.c_uint64), ("res", ctypes.c_int32), ("flags", ctypes.c_uint32)]
+
+
+class _ProbeOp(ctypes.Structure):
+    _fields_ = [
+        ("op", ctypes.c_uint8),
+        ("resv", ctypes.c_uint8),
+        ("flags", ctypes.c_uint16),
+        ("resv2", ctypes.c_uint32),
+    ]
+
+
+class _Probe(ctypes.Structure):
+    _fields_ = [
+        ("last_op", ctypes.c_uint8),
+        ("ops_len", ctypes.c_uint8),
+        ("resv", ctypes.c_uint16),
+        ("resv2", ctypes.c_uint32 * 3),
+        ("ops", _ProbeOp * 256),
+    ]
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        code = ctypes.get_errno() if result == -1 else -result
+        raise OSError(code, f"{what}: {os.strerror(code)}")
+    return result
+
+
+def address(value: ctypes.c_char_p) -> int:
+    """The address of a C string kept alive by the caller until its completion."""
+    return ctypes.cast(value, ctypes.c_void_p).value or 0
+
+
+class Ring:
+    """One io_uring: `entries` submission slots, completions read by `reap`."""
+
+    def __init__(self, entries: int, workers: int | None = None) -> None:
+        params = _Params()
+        self.fd = _check(_libc.syscall(SETUP, entries, ctypes.byref(params)), "io_uring_setup")
+        self._maps: list[tuple[int, int]] = []
+        try:
+            self._map(params)
+            if workers is not None:  # [bounded, unbounded]: fsyncs and opens are bounded
+                limits = (ctypes.c_uint32 * 2)(workers, workers)
+                _check(
+                    _libc.syscall(REGISTER, self.fd, REGISTER_IOWQ_MAX_WORKERS, limits, 2),
+                    "io_uring_register(IOWQ_MAX_WORKERS)",
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def _map(self, params: _Params) -> None:
+        """Map the rings and the SQEs (libc's mmap: Python's keeps a duplicate of the ring's
+        descriptor per map, and cannot be closed while ctypes views of it exist)."""
+        if not params.features & _FEAT_SINGLE_MMAP:
+            raise OSError(errno.ENOSYS, "io_uring without IORING_FEAT_SINGLE_MMAP (Linux < 5.4)")
+        sq, cq = params.sq_off, params.cq_off
+        size = max(sq.array + params.sq_entries * 4, cq.cqes + params.cq_entries * 16)
+        sqes_size = params.sq_entries * ctypes.sizeof(Sqe)
+        base = self._mmap(size, _OFF_SQ_RING)
+        sqes = self._mmap(sqes_size, _OFF_SQES)
+
+        def u32(offset: int) -> ctypes.c_uint32:
+            return ctypes.c_uint32.from_address(base + offset)
+
+        self._sq_tail, self._sq_mask = u32(sq.tail), u32(sq.ring_mask).value
+        self._sq_head = u32(sq.head)
+        self._array = (ctypes.c_uint32 * params.sq_entries).from_address(base + sq.array)
+        self._sqes = (Sqe * params.sq_entries).from_address(sqes)
+        self._cq_head, self._cq_tail = u32(cq.head), u32(cq.tail)
+        self._cq_mask = u32(cq.ring_mask).value
+        # each CQE: user_data (u64), res (s32), flags (u32)
+        self._cqes = (_Cqe * params.cq_entries).from_address(base + cq.cqes)
+        self.entries = int(params.sq_entries)
+        self._pending = 0  # SQEs filled, not submitted
+
+    def _mmap(self, size: int, offset: int) -> int:
+        prot, flags = _PROT_READ | _PROT_WRITE, _MAP_SHARED | _MAP_POPULATE
+        address = _libc.mmap(None, size, prot, flags, self.fd, offset)
+        if address in (None, _MAP_FAILED):
+            code = ctypes.get_errno()
+            raise OSError(code, f"mmap of io_uring: {os.strerror(code)}")
+        self._maps.append((address, size))
+        return int(address)
+
+    def supports(self, *ops: int) -> bool:
+        """Whether the kernel runs every one of `ops` (IORING_REGISTER_PROBE)."""
+        probe = _Probe()
+        _check(
+            _libc.syscall(REGISTER, self.fd, _REGISTER_PROBE, ctypes.byref(probe), 256),
+            "io_uring_register(PROBE)",
+        )
+        return all(op <= probe.last_op and probe.ops[op].flags & _OP_SUPPORTED for op in ops)
+
+    def free(self) -> int:
+        """Submission slots free now."""
+        used = int(self._sq_tail.value) - int(self._sq_head.value) + self._pending
+        return self.entries - used
+
+    def sqe(self) -> Sqe:
+        """The next submission slot, cleared (submitted by the next `enter`)."""
+        tail = self._sq_tail.value + self._pending
+        index = tail & self._sq_mask
+        entry: Sqe = self._sqes[index]
+        ctypes.memset(ctypes.addressof(entry), 0, ctypes.sizeof(Sqe))
+        self._array[index] = index
+        self._pending += 1
+        return entry
+
+    def enter(self, wait: int) -> None:
+        """Submit what was filled; wait until at least `wait` completions are there (the GIL
+        released meanwhile: a ctypes call)."""
+        submit, self._pending = self._pending, 0
+        self._sq_tail.value = (self._sq_tail.value + submit) & 0xFFFFFFFF
+        while True:
+            done = _libc.syscall(ENTER, self.fd, submit, wait, _ENTER_GETEVENTS, None, 0)
+            if done >= 0 or ctypes.get_errno() != errno.EINTR:
+                break
+            # interrupted: what the kernel took is past the SQ head; the rest, and the wait, again
+            submit = (self._sq_tail.value - self._sq_head.value) & 0xFFFFFFFF
+            wait = max(0, wait - self.ready())
+        _check(done, "io_uring_enter")
+
+    def ready(self) -> int:
+        """Completions there, not reaped."""
+        return (self._cq_tail.value - self._cq_head.value) & 0xFFFFFFFF
+
+    def reap(self) -> list[tuple[int, int]]:
+        """Every completion there: (user_data, result)."""
+        head, tail = self._cq_head.value, self._cq_tail.value
+        out = []
+        cqes, mask = self._cqes, self._cq_mask
+        while head != tail:
+            cqe = cqes[head & mask]
+            out.append((cqe.user_data, cqe.res))
+            head = (head + 1) & 0xFFFFFFFF
+        self._cq_head.value = head
+        return out
+
+    def fsync_link(self, files: Sequence[tuple[int, int, str]]) -> list[tuple[str, int]]:
+        """Make each new unnamed file (fd, dir_fd, name) durable, then link it at `name` in
+        dir_fd: one fsync -> linkat chain each, all in flight together (see the module doc).
+        Each file's outcome, in order: ("", 0) once linked, else the step that failed
+        ("fsync" or "link") and its errno (a link not run after a failed fsync: the fsync's).
+        A failure of the ring itself raises OSError."""
+        outcomes: list[tuple[str, int]] = [("", 0)] * len(files)
+        most = self.entries // 2
+        for start in range(0, len(files), most):
+            self._fsync_link(start, files[start : start + most], outcomes)
+        return outcomes
+
+    def _fsync_link(
+        self,
+        start: int,
+        part: Sequence[tuple[int, int, str]],
+        outcomes: list[tuple[str, int]],
+    ) -> None:
+        keep: list[ctypes.c_char_p] = []  # the strings' buffers, alive until their completions
+        for i, (fd, dir_fd, name) in enumerate(part, start):
+            source = ctypes.c_char_p(b"/proc/self/fd/%d" % fd)
+            target = ctypes.c_char_p(os.fsencode(name))
+            keep += (source, target)
+            sqe = self.sqe()
+            sqe.opcode, sqe.fd, sqe.flags, sqe.user_data = OP_FSYNC, fd, SQE_IO_LINK, i << 1
+            sqe = self.sqe()
+            sqe.opcode, sqe.fd, sqe.addr = OP_LINKAT, AT_FDCWD, address(source)
+            sqe.len, sqe.off, sqe.op_flags = dir_fd, address(target), AT_SYMLINK_FOLLOW
+            sqe.user_data = i << 1 | 1
+        wanted = 2 * len(part)
+        self.enter(wanted)
+        results: dict[int, int] = {}
+        while True:
+            results.update(self.reap())
+            if len(results) >= wanted:
+                break
+            self.enter(wanted - len(results))
+        for i in range(start, start + len(part)):
+            fsynced, link = results[i << 1], results[i << 1 | 1]
+            if fsynced < 0:  # the link was cancelled (-ECANCELED): the file stays unnamed
+                outcomes[i] = ("fsync", -fsynced)
+            elif link < 0:
+                outcomes[i] = ("link", -link)
+        del keep
+
+    def close(self) -> None:
+        """Unmap and close the ring (no view of it is used after)."""
+        while self._maps:
+            _libc.munmap(*self._maps.pop())
+        os.close(self.fd)
+
+
+_probed: list[str | None] = []  # once per process: why no ring can be made (None: one can)
+_probe_lock = threading.Lock()
+
+
+def unavailable() -> str | None:
+    """Why this process makes no ring (probed once, said in one debug line), or None."""
+    with _probe_lock:
+        if not _probed:
+            _probed.append(_probe())
+            if _probed[0] is not None:
+                log.debug("writing without io_uring: %s", _probed[0])
+        return _probed[0]
+
+
+def _probe() -> str | None:
+    if os.environ.get(ENV) == "0":
+        return f"{ENV}=0"
+    machine = os.uname().machine
+    if machine not in ("x86_64", "aarch64"):
+        return f"no io_uring system call numbers for {machine}"
+    try:
+        ring = Ring(4)
+    except OSError as err:  # ENOSYS, EPERM (kernel.io_uring_disabled, seccomp), ENOMEM...
+        return f"io_uring_setup failed: {os.strerror(err.errno) if err.errno else err}"
+    try:
+        if not ring.supports(OP_FSYNC, OP_LINKAT):
+            return "the kernel's io_uring runs no FSYNC or LINKAT (Linux < 5.15)"
+    except OSError as err:
+        return f"io_uring's probe failed: {err}"
+    finally:
+        ring.close()
+    return None
+
+
+class Rings:
+    """A ring per thread of one executor (stopgate.GatedExecutor), made on the thread's first
+    use (`mine`) and closed by `close` (the executor's shutdown); one in use then is closed by
+    its thread after that use."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._rings: dict[Ring, bool] = {}  # each ring: whether its thread uses it now
+        self._closed = False
+
+    @contextlib.contextmanager
+    def mine(self) -> Iterator[Ring | None]:
+        """This thread's ring, made if need be; None if none can be made (`unavailable`), or
+        once closed."""
+        ring: Ring | None = getattr(self._local, "ring", None)
+        if ring is None:
+            if self._closed or unavailable() is not None:
+                yield None
+                return
+            try:
+                ring = Ring(ENTRIES)
+            except OSError as err:  # out of memory, of descriptors: this group goes on without
+                log.debug("writing without io_uring in this group: %s", err)
+                yield None
+                return
+            self._local.ring = ring
+        with self._lock:
+            if self._closed:
+                ring = None
+            else:
+                self._rings[ring] = True
+        try:
+            yield ring
+        finally:
+            if ring is not None:
+                with self._lock:
+                    if self._closed:
+                        del self._rings[ring]
+                        ring.close()
+                    else:
+                        self._rings[ring] = False
+
+    def close(self) -> None:
+        """Close every ring not in use (one in use is closed by its thread right after)."""
+        with self._lock:
+            self._closed = True
+            for ring, busy in list(self._rings.items()):
+                if not busy:
+                    del self._rings[ring]
+                    ring.close()
+
+    def open(self) -> int:
+        """How many rings are open (tests)."""
+        with self._lock:
+            return len(self._rings)
+
+
+def fsync_link(ring: Ring, files: Sequence[tuple[int, int, str]]) -> list[tuple[str, int]]:
+    """`ring.fsync_link(files)`; a failure of the ring itself (some links may be made) is each
+    file's error ("io_uring", its errno)."""
+    try:
+        return ring.fsync_link(files)
+    except OSError as err:
+        log.debug("io_uring failed a group of %d files: %s", len(files), err)
+        return [("io_uring", err.errno or errno.EIO)] * len(files)

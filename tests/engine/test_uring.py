@@ -1,0 +1,137 @@
+"""engine.uring: a group of new unnamed files fsynced and linked through a real io_uring on this
+kernel, real files in tmp_path; the probe's knob (MGMT_IO_URING=0) that makes no ring.
+
+The group path through stopgate.Replies and the file kind, with a ring and without, is in
+tests/engine/test_stopgate.py (groups)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import uring
+
+
+def unavailable_here() -> str | None:
+    return uring.unavailable()
+
+
+pytestmark = pytest.mark.skipif(
+    unavailable_here() is not None, reason=f"no io_uring here: {unavailable_here()}"
+)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def unnamed(directory: int, data: bytes) -> int:
+    """A new unnamed file in `directory` holding `data`, mode 0640, not fsynced."""
+    fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=directory)
+    os.write(fd, data)
+    os.fchmod(fd, 0o640)
+    return fd
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Iterator[int]:
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def test_each_file_is_named_only_once_its_fsync_succeeded(tmp_path: Path, directory: int) -> None:
+    """Three files in one submission: two get their names with their content and mode; the
+    middle one's fsync fails (a pipe: EINVAL), so its link never runs: no name, its own error;
+    the ring and every descriptor are closed after (none leaks)."""
+    before = open_fds()
+    ring = uring.Ring(uring.ENTRIES)
+    read, write = os.pipe()
+    fds = [unnamed(directory, b"zero\n"), write, unnamed(directory, b"two\n")]
+    try:
+        files = [(fd, directory, f"f{i}") for i, fd in enumerate(fds)]
+        assert ring.fsync_link(files) == [("", 0), ("fsync", errno.EINVAL), ("", 0)]
+    finally:
+        for fd in (*fds, read):
+            os.close(fd)
+        ring.close()
+    assert sorted(os.listdir(tmp_path)) == ["f0", "f2"]
+    assert (tmp_path / "f0").read_text() == "zero\n" and (tmp_path / "f2").read_text() == "two\n"
+    assert all((tmp_path / n).stat().st_mode & 0o777 == 0o640 for n in ("f0", "f2"))
+    assert open_fds() == before
+
+
+def test_a_name_taken_is_that_files_link_error_and_no_symlink_is_followed(
+    tmp_path: Path, directory: int
+) -> None:
+    """A link onto a name that exists (here a symlink to a file outside) fails with EEXIST for
+    that file alone: the symlink and its target are left as they were."""
+    victim = tmp_path.parent / f"{tmp_path.name}-victim"
+    victim.write_text("victim\n")
+    (tmp_path / "taken").symlink_to(victim)
+    fds = [unnamed(directory, b"mine\n"), unnamed(directory, b"new\n")]
+    ring = uring.Ring(uring.ENTRIES)
+    try:
+        outcomes = ring.fsync_link([(fds[0], directory, "taken"), (fds[1], directory, "new")])
+    finally:
+        for fd in fds:
+            os.close(fd)
+        ring.close()
+    assert outcomes == [("link", errno.EEXIST), ("", 0)]
+    assert (tmp_path / "taken").is_symlink() and victim.read_text() == "victim\n"
+    assert (tmp_path / "new").read_text() == "new\n"
+    victim.unlink()
+
+
+def test_more_files_than_the_ring_holds_go_in_turns(tmp_path: Path, directory: int) -> None:
+    ring = uring.Ring(8)  # 4 files a submission
+    fds = [unnamed(directory, b"%d\n" % i) for i in range(10)]
+    try:
+        outcomes = ring.fsync_link([(fd, directory, f"f{i}") for i, fd in enumerate(fds)])
+    finally:
+        for fd in fds:
+            os.close(fd)
+        ring.close()
+    assert outcomes == [("", 0)] * 10
+    assert all((tmp_path / f"f{i}").read_text() == f"{i}\n" for i in range(10))
+
+
+def test_the_knob_makes_no_ring_and_says_why_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MGMT_IO_URING=0: the probe (once per process) finds no ring to make, says so in one
+    debug line, and a Rings hands out none (the sequential path)."""
+    caplog.set_level(logging.DEBUG, logger="engine.uring")
+    monkeypatch.setenv(uring.ENV, "0")
+    monkeypatch.setattr(uring, "_probed", [])
+    assert uring.unavailable() == "MGMT_IO_URING=0"
+    assert uring.unavailable() == "MGMT_IO_URING=0"
+    assert caplog.messages == ["writing without io_uring: MGMT_IO_URING=0"]
+    rings = uring.Rings()
+    with rings.mine() as ring:
+        assert ring is None
+    assert rings.open() == 0
+
+
+def test_rings_are_closed_when_closed_even_one_in_use() -> None:
+    """A thread's ring is made once and kept; `close` closes the idle ones, and one in use
+    is closed by its thread as it is done with it; none is made after."""
+    before = open_fds()
+    rings = uring.Rings()
+    with rings.mine() as first:
+        assert first is not None
+    with rings.mine() as again:
+        assert again is first
+        assert open_fds() == before + 1
+        rings.close()
+        assert rings.open() == 1  # in use here
+    assert rings.open() == 0 and open_fds() == before
+    with rings.mine() as none:
+        assert none is None
