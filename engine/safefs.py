@@ -809,6 +809,31 @@ def trusted_dir(fd: int, shown: str) -> None:
     )
 
 
+def others_control(path: str) -> str:
+    """Why another user could change what the file or directory `path` holds ("" if only root
+    or this agent's user can): it, or a directory above it, owned by another user or writable
+    by others (a sticky directory owned by root, /tmp, passes above it, as in `trusted_dir`), or
+    a symlink on the way that the safe-path rule refuses. A missing path: "" (nothing to say).
+    What the agent is given to run (a graph file, a program) is checked so: mgmt trusts it as
+    root does."""
+
+    def check(fd: int, shown: str) -> None:
+        if why := _controlled_by_others(os.fstat(fd), sticky_ok=True):
+            raise UnsafePathError(f"{shown} {why}")
+
+    path = os.path.abspath(path)
+    try:
+        with closing(open_dir(os.path.dirname(path), check=check)):
+            pass
+        with closing(open_trusted(path)) as fd:
+            why = _controlled_by_others(os.fstat(fd), sticky_ok=False)
+    except UnsafePathError as err:
+        return str(err)
+    except OSError:
+        return ""  # missing or unreadable: reading it says so
+    return f"{path} {why}" if why else ""
+
+
 def check_private(path: Path) -> None:
     """What `private_dir(path)` would refuse, creating nothing: a directory above it that
     another user controls (`trusted_dir`), or `path` itself owned by another user or not a

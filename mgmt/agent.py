@@ -31,7 +31,7 @@ from engine.heap import FrozenHeap
 from engine.limits import set_max_resources
 from engine.local import LocalValues
 from engine.program import ProgramRef
-from engine.safefs import check_private, private_dir
+from engine.safefs import check_private, others_control, private_dir
 from engine.stopgate import GatedExecutor
 from engine.tasks import TaskSet, first_done, surviving, thread_to_end
 from mgmt import log as logsetup
@@ -260,6 +260,21 @@ def refusal(err: BaseException) -> ExitCode:
     return ExitCode.UNAVAILABLE if transient(err) else ExitCode.USAGE
 
 
+def warn_untrusted(path: str) -> None:
+    """One warning when another user could change the graph file or program `path` (or a
+    directory above it): the agent runs what it says, and a daemon applies each edit live.
+    A warning, not a refusal: `sudo mgmt run yaml ~/g.yaml` from one's own checkout is the
+    usual way to try a graph (docs/security.md)."""
+    if why := others_control(path):
+        log.warning(
+            "%s: %s: every edit there is applied with this agent's rights (uid %d); keep it "
+            "owned by root (or this agent's user) and writable only by them",
+            path,
+            why,
+            os.geteuid(),
+        )
+
+
 def _socket_dir(prefix: Path) -> None:
     """The prefix private (safefs.private_dir), without the status socket a killed agent may
     have left in it: what the status socket needs, in one hop to a thread before the apply."""
@@ -276,6 +291,8 @@ def lock_prefix(prefix: Path) -> int:
 async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
     source: GraphSource | None = None
     first: Loaded | None = None
+    if given is None and config.file is not None:
+        await asyncio.to_thread(warn_untrusted, str(config.file))
     deploys = given is None and (config.frontend == "empty" or config.deploy)
     # The agent's local values: the program's functions and the engine's resources share them.
     local = LocalValues(prefix)

@@ -81,6 +81,13 @@ def main(
         for problem in problems:
             print(problem, file=sys.stderr)
         return int(ExitCode.USAGE)
+    if config.file is not None:  # warned, as `mgmt run` warns at each start (docs/security.md)
+        from engine.safefs import others_control
+
+        if why := others_control(str(config.file)):
+            print(
+                f"mgmt setup: warning: {config.file}: {why}: the service runs it", file=sys.stderr
+            )
     text = unit_text(_run_args(rest, config), own.watchdog_sec)
     if own.dry_run:
         print(text, end="")

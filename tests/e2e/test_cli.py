@@ -1826,6 +1826,39 @@ def test_a_shared_prefix_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="files owned by another uid")
+def test_a_graph_file_another_user_controls_is_named_in_a_warning(tmp_path: Path) -> None:
+    """tester13 #14: a graph file uid 1001 owns (or in a directory they own, or that any user
+    may write) ran as root without a word, and a daemon applied their every edit. It still
+    runs (`sudo mgmt run` of one's own checkout is the usual try), with one warning naming who
+    controls it; a root-owned file in root's directories gets none. `mgmt setup` warns too."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 1001, 1001)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    cases = {
+        graph_file(theirs, HELLO): f"{theirs} is owned by uid 1001",
+        graph_file(mine, HELLO, "owned.yaml"): f"{mine}/owned.yaml is owned by uid 1001",
+        graph_file(mine, HELLO, "open.yaml"): f"{mine}/open.yaml can be written by others",
+        graph_file(mine, HELLO, "ok.yaml"): "",
+    }
+    os.chown(mine / "owned.yaml", 1001, 1001)
+    (mine / "open.yaml").chmod(0o666)
+    for graph, why in cases.items():
+        code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(graph)])
+        assert code == 0, out
+        warned = [line for line in out.splitlines() if "every edit there is applied" in line]
+        if not why:
+            assert not warned, out
+            continue
+        (line,) = warned
+        assert f"main: {graph}: {why}" in line and "(uid 0); keep it owned by root" in line
+    args = ["setup", "--install-service", "--dry-run", "--prefix", str(tmp_path / "p")]
+    code, out = run_mgmt([*args, "yaml", str(theirs / "graph.yaml")])
+    assert code == 0 and f"warning: {theirs}/graph.yaml: {theirs} is owned by uid 1001" in out
+
+
 def test_an_own_prefix_is_tightened_but_not_the_files_the_operator_keeps_in_it(
     tmp_path: Path,
 ) -> None:
