@@ -315,3 +315,32 @@ async def test_swap_pair_in_a_running_daemon(tmp_path: Path) -> None:
         await daemon.wait_log("graph swap: 1 kept, 1 stopped, 1 started")
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a directory owned by another uid")
+@pytest.mark.parametrize("name", ["exec-chain.yaml", "sema.yaml", "fan-in.yaml", "exec.yaml"])
+def test_examples_refuse_a_mgmt_directory_another_user_made(tmp_path: Path, name: str) -> None:
+    """tester13 #6: a user who made /tmp/mgmt first and planted a link where an example's
+    root shell appends (`echo a >> /tmp/mgmt/exec-chain/log`) had root append to any file.
+    Run with /tmp/mgmt moved to a directory uid 1001 owns, holding their links: the example
+    refuses, the victim is untouched. (The same run in a directory of ours passes: the
+    examples' own test above.)"""
+    theirs = tmp_path / "mgmt"
+    stem = name.removesuffix(".yaml")
+    (theirs / stem).mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_text("root:original\n")
+    victim.chmod(0o600)
+    made = tmp_path / "made-by-root"  # where a dangling link would have root create a file
+    for planted in ("log", "disk"):
+        (theirs / stem / planted).symlink_to(victim)
+    for planted in ("all", "greeting"):  # `creates` guards: a link to a file would skip them
+        (theirs / stem / planted).symlink_to(made)
+    for path in (theirs, theirs / stem, *(theirs / stem).iterdir()):
+        os.chown(path, 1001, 1001, follow_symlinks=False)
+    text = (ROOT / "examples" / name).read_text().replace("/tmp/mgmt", str(theirs))
+    graph = tmp_path / name
+    graph.write_text(text)
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
+    assert code != 0 and f"refusing: {theirs}/{stem} is not a directory of this user" in out, out
+    assert victim.read_text() == "root:original\n" and not made.exists()
