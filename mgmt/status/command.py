@@ -13,7 +13,9 @@ a newer deploy it refused and why (`; refused deploy 8: ...`; `deploy` in the JS
 0 when nothing has failed, 1 when a resource has failed (`failed`, or `retrying`: it failed and
 a retry is due; SINCE is when its failures began), the program has an error, the reversal
 of a resource that left the graph failed (`reversal failed: file[/x]: ...`; `reversals` in the
-JSON) or a newer deploy was refused (usable as a check: `mgmt status || alert`), 2 when no agent answers.
+JSON) or a newer deploy was refused (usable as a check: `mgmt status || alert`), 2 when no agent answers
+or when another user controls the prefix (or a directory above it): whatever answers on its
+socket could be theirs.
 
 With --cluster it reads the cluster instead (etcd at --seeds, with this host's certificate in
 `<prefix>/cluster-tls/` or --tls-*, as `mgmt deploy` does) and prints one row per host: alive,
@@ -87,6 +89,14 @@ def main(argv: list[str]) -> int:
 
         return status_main(args)
     path = args.prefix / SOCKET
+    from engine.safefs import others_control
+
+    if why := others_control(str(args.prefix)):  # their socket would say what they like
+        print(
+            f"mgmt status: --prefix: {why}: refusing to believe what answers on {path}",
+            file=sys.stderr,
+        )
+        return int(ExitCode.USAGE)
     try:
         snapshot = asyncio.run(fetch(path))
     except PermissionError as err:  # another user's agent: not "no agent answers"

@@ -90,3 +90,42 @@ async def test_status_says_the_running_agent_is_another_users(prefix: Path) -> N
         ]
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
+
+
+async def test_status_refuses_a_prefix_another_user_controls(prefix: Path) -> None:
+    """tester13 #19: `mgmt status --prefix DIR` believed whatever answered on DIR/status.sock,
+    whoever owned DIR: uid 65534's fake agent said `file[/etc/shadow] converged ... all good`,
+    exit 0. Now a prefix another user controls (or one below a directory they do) is refused,
+    exit 2, before anything is asked."""
+    import json
+
+    theirs = prefix.parent / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, NOBODY, NOBODY)
+    fake = {"host": "vm", "converged": True, "converged_since": 1, "counts": {"converged": 1}}
+    fake |= {"vertices": [{"id": "file[/etc/shadow]", "state": "converged", "since": 1}]}
+    fake["vertices"][0] |= {"error": "", "last_change": "all good, nothing to see"}
+    body = json.dumps(fake).encode()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        writer.close()
+
+    for where in (theirs, theirs / "pfx"):
+        where.mkdir(exist_ok=True)
+        server = await asyncio.start_unix_server(answer, str(where / "status.sock"))
+        try:
+            argv = [*MGMT, "status", "--prefix", str(where)]
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT
+            )
+            out = (await asyncio.wait_for(proc.communicate(), 60))[0].decode()
+        finally:
+            server.close()
+            await server.wait_closed()
+        assert proc.returncode == 2, out
+        assert out == (
+            f"mgmt status: --prefix: {theirs} is owned by uid {NOBODY}: refusing to believe "
+            f"what answers on {where}/status.sock\n"
+        )
