@@ -705,7 +705,9 @@ async def test_a_deploy_refused_for_the_trusted_keys_runs_once_the_file_is_fixed
 def fill(directory: Path) -> Path:
     """A file in `directory` written until its file system is full."""
     filler = directory / "filler"
-    with filler.open("wb") as file, contextlib.suppress(OSError):
+    # Unbuffered: a buffered file's close() flushed what the full disk refused again, and
+    # raised ENOSPC outside the suppress (a flaky failure of the test, not of the agent).
+    with filler.open("wb", buffering=0) as file, contextlib.suppress(OSError):
         while True:
             file.write(b"\0" * 65536)
             file.flush()
