@@ -548,12 +548,13 @@ class ExecRes(Refreshable, Edgeable, Resource):
                 await self._event()
 
     def _identity(self) -> dict[str, Any]:
-        """Environment and credentials shared by every command."""
+        """Environment and credentials shared by every command: the agent's environment, or
+        for `user` a fresh one (`ids.user_env`, as `runuser -l` gives); `env` on top."""
         env = dict(os.environ)
         kwargs: dict[str, Any] = {}
         if self.user is not None:
             user = ids.passwd(self.user, "user")
-            env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
+            env = ids.user_env(user)
             kwargs.update(user=user.pw_uid, group=user.pw_gid)
             kwargs["extra_groups"] = os.getgrouplist(user.pw_name, user.pw_gid)
         if self.group is not None:

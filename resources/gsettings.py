@@ -28,6 +28,7 @@ from resources._lib.ids import (
     lookup_user,
     passwd,
     resolve_gid,
+    user_env,
 )
 from resources._lib.plan import Step, apply_steps, nothing_to_do, value_change
 from resources._lib.proc import run_command, stop_group, tool_lock
@@ -126,7 +127,7 @@ class GsettingsRes(Resource):
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **self._env()},
+            env=self._env() or dict(os.environ),
             start_new_session=True,
         )
         try:
@@ -146,6 +147,7 @@ class GsettingsRes(Resource):
             self._as_user([self._tool(), "get", schema, key]),
             timeout=TIMEOUT,
             env=self._env(),
+            inherit=self.user is None,
             label=f"gsettings get {schema} {key}",
         )
         have = out.strip()
@@ -189,16 +191,16 @@ class GsettingsRes(Resource):
         return [*prefix, f"--regid={gid}", "--", *argv]
 
     def _env(self) -> dict[str, str]:
-        """The user's session bus when `user` is set (mgmt's), else the agent's environment."""
+        """With `user`, the whole environment of the tools: a fresh one (`user_env`, not the
+        agent's) with the user's session bus (mgmt's); without it {} (the agent's own)."""
         if self.user is None:
             return {}
         entry = passwd(self.user, "user")
         run = f"/run/user/{entry.pw_uid}"
         return {
+            **user_env(entry),
             "DBUS_SESSION_BUS_ADDRESS": f"unix:path={run}/bus",
             "XDG_RUNTIME_DIR": run,
-            "HOME": entry.pw_dir,
-            "USER": entry.pw_name,
         }
 
     def _no_bus(self) -> str:
@@ -221,7 +223,9 @@ def _runner(
 ) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         async with lock:
-            _code, _out, err = await run_command(argv, timeout=TIMEOUT, env=env, label=label)
+            _code, _out, err = await run_command(
+                argv, timeout=TIMEOUT, env=env, inherit=not env, label=label
+            )
         # gsettings exits 0 when its backend cannot save (dconf without a session bus logs
         # "failed to commit changes to dconf" and keeps nothing): GLib's warnings say so.
         problems = [GLIB_ALARM.sub("", line) for line in err.splitlines() if GLIB_ALARM.match(line)]

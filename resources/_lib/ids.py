@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import os
 import pwd
 import re
 from collections.abc import Callable
@@ -113,6 +114,27 @@ async def await_account(handle: Handle, lookup: Callable[[], T | None]) -> T:
                 return found
             await handle.event()
     raise AssertionError("the watch of the user database ended")
+
+
+# What a command run as another user gets of the agent's environment (as `runuser -l`): the
+# agent's own (root's tokens, root's PATH, its working directory) is not handed to their
+# process, where they could read it in /proc/PID/environ.
+USER_PATH = "/usr/local/bin:/usr/bin:/bin"
+USER_KEEP = ("LANG", "LANGUAGE", "LC_ALL", "TERM", "TZ")
+
+
+def user_env(entry: pwd.struct_passwd) -> dict[str, str]:
+    """A fresh environment for a command run as `entry`: USER_KEEP of the agent's, USER_PATH,
+    and the user's HOME, USER, LOGNAME and SHELL."""
+    env = {k: v for k, v in os.environ.items() if k in USER_KEEP}
+    env.update(
+        PATH=USER_PATH,
+        HOME=entry.pw_dir,
+        USER=entry.pw_name,
+        LOGNAME=entry.pw_name,
+        SHELL=entry.pw_shell or "/bin/sh",
+    )
+    return env
 
 
 def resolve_uid(user: str, key: str) -> int:

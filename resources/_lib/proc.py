@@ -44,11 +44,13 @@ async def run_command(
     ok: tuple[int, ...] | None = (0,),
     label: str | None = None,
     grace: float = GRACE,
+    inherit: bool = True,
 ) -> tuple[int, str, str]:
     """Run `argv` to completion; (exit code, stdout, stderr).
 
     ResourceError if it cannot start, times out, or exits with a code not in `ok` (None: any
-    code is fine). `env` is laid over the agent's environment. `label` names the command in
+    code is fine). `env` is laid over the agent's environment (without `inherit`: it is the
+    whole environment). `label` names the command in
     errors (default: argv[0]). `grace`: seconds between SIGTERM and SIGKILL when stopped.
     """
     what = label or argv[0]
@@ -58,7 +60,7 @@ async def run_command(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **(env or {})},
+            env={**(os.environ if inherit else {}), **(env or {})},
             start_new_session=True,
         )
     except OSError as error:

@@ -360,6 +360,38 @@ async def test_user_runs_with_its_ids_and_groups(run_resource: Start) -> None:
     assert (res.stdout or "").splitlines() == ["65534", "65534", "65534", home]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+async def test_user_gets_a_fresh_environment_not_the_agents(
+    run_resource: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tester13 #15: a command run as another user got the agent's whole environment (root's
+    tokens, root's PATH), readable by that user in /proc/PID/environ. Now it gets what
+    `runuser -l` gives (HOME, USER, LOGNAME, SHELL, a standard PATH, the locale), `env` on top;
+    without `user` the agent's environment is inherited as before."""
+    monkeypatch.setenv("ROOT_API_TOKEN", "tok-ROOTONLY-123")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    for name in ("LANGUAGE", "LC_ALL", "TERM", "TZ"):
+        monkeypatch.delenv(name, raising=False)
+    entry = pwd.getpwnam("nobody")
+    res = ExecRes(name="x", cmd="env", user="nobody", env={"APP": "1"})
+    running = await run_resource(res)
+    assert await running.res.check_apply(True) is False
+    seen = dict(line.split("=", 1) for line in (res.stdout or "").splitlines())
+    assert seen == {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": entry.pw_dir,
+        "USER": "nobody",
+        "LOGNAME": "nobody",
+        "SHELL": entry.pw_shell,
+        "LANG": "C.UTF-8",
+        "APP": "1",
+    }
+    mine = ExecRes(name="y", cmd="env")
+    running = await run_resource(mine)
+    assert await running.res.check_apply(True) is False
+    assert "ROOT_API_TOKEN=tok-ROOTONLY-123" in (mine.stdout or "")
+
+
 async def test_unknown_user_fails(run_resource: Start) -> None:
     running = await run_resource(ExecRes(name="x", cmd="true", user="no-such-user-here"))
     with pytest.raises(ResourceError, match="no such user"):
