@@ -818,7 +818,7 @@ def others_control(path: str) -> str:
     root does."""
 
     def check(fd: int, shown: str) -> None:
-        if why := _controlled_by_others(os.fstat(fd), sticky_ok=True):
+        if why := controlled_by_others(os.fstat(fd), sticky_ok=True):
             raise UnsafePathError(f"{shown} {why}")
 
     path = os.path.abspath(path)
@@ -826,7 +826,7 @@ def others_control(path: str) -> str:
         with closing(open_dir(os.path.dirname(path), check=check)):
             pass
         with closing(open_trusted(path)) as fd:
-            why = _controlled_by_others(os.fstat(fd), sticky_ok=False)
+            why = controlled_by_others(os.fstat(fd), sticky_ok=False)
     except UnsafePathError as err:
         return str(err)
     except OSError:
