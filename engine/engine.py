@@ -819,15 +819,17 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
     10,000 files, a task per vertex stopped cost 10,000 tasks more). Each step in slices
     (engine/slices.py): the loop serves the rest between them."""
     vertices = [v for v in vertices if v.status is not STOPPED]
-    async for vertex in sliced(vertices):
-        vertex._stopping()
+    async for some_vertices in sliced(vertices):
+        for vertex in some_vertices:
+            vertex._stopping()
     if graceful:
         for vertex in vertices:
             if vertex.busy:
                 await vertex.wait_idle()
     tasks = [task for vertex in vertices for task in vertex._tasks]
-    async for task in sliced(tasks):
-        task.cancel()
+    async for some_tasks in sliced(tasks):
+        for task in some_tasks:
+            task.cancel()
     if tasks:
         # Their cancellations run in the order they were asked: once the last has ended,
         # every other has taken its step, and most have ended too (a gather of them all
@@ -835,12 +837,13 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
         await asyncio.wait([tasks[-1]])
         await asyncio.gather(*(t for t in tasks if not t.done()), return_exceptions=True)
     waits = []
-    async for vertex in sliced(vertices):
-        if vertex._needs_cleanup():
-            if vertex.status is not STOPPED:
-                waits.append(asyncio.ensure_future(vertex._stopped()))
-        elif vertex.status is not STOPPED:
-            vertex._ended()  # nothing to wait for: no task, nor coroutine, needed
+    async for some_vertices in sliced(vertices):
+        for vertex in some_vertices:
+            if vertex._needs_cleanup():
+                if vertex.status is not STOPPED:
+                    waits.append(asyncio.ensure_future(vertex._stopped()))
+            elif vertex.status is not STOPPED:
+                vertex._ended()  # nothing to wait for: no task, nor coroutine, needed
     await asyncio.gather(*waits)
 
 
@@ -855,8 +858,9 @@ def _twin(res: Resource) -> Resource:
 async def _start(vertices: list[Vertex]) -> None:
     """Start `vertices` (in slices: engine/slices.py) and wait until each has run init() (or
     stopped)."""
-    async for vertex in sliced(vertices):
-        vertex.start()
+    async for some_vertices in sliced(vertices):
+        for vertex in some_vertices:
+            vertex.start()
     for vertex in vertices:
         if not vertex.ready.is_set():  # at most a few waits: the others are ready by then
             await vertex.ready.wait()
@@ -1163,18 +1167,19 @@ class Engine:
         self.prepare(graph)
         old = self.vertices
         kept: set[Key] = set()
-        async for k, v in sliced(list(old.items())):
-            if (
-                k in graph.vertices
-                and k not in rewatch
-                # The same object given again: its params are as given, but autogroup has
-                # just set its group afresh (a member may have come or gone).
-                and (
-                    (graph.vertices[k] is v.res and same_group(v.pristine, v.res))
-                    or same(v.pristine, graph.vertices[k])
-                )
-            ):
-                kept.add(k)
+        async for some_old in sliced(list(old.items())):
+            for k, v in some_old:
+                if (
+                    k in graph.vertices
+                    and k not in rewatch
+                    # The same object given again: its params are as given, but autogroup has
+                    # just set its group afresh (a member may have come or gone).
+                    and (
+                        (graph.vertices[k] is v.res and same_group(v.pristine, v.res))
+                        or same(v.pristine, graph.vertices[k])
+                    )
+                ):
+                    kept.add(k)
         removed = [v for k, v in old.items() if k not in kept]
         await self._realize(removed)
         await stop_all(removed)
@@ -1184,13 +1189,14 @@ class Engine:
         await self.reverser.undo(gone, {v.key: v.res for v in removed}, self.graph)
         vertices: dict[Key, Vertex] = {}
         added: list[Vertex] = []
-        async for key, res in sliced(list(graph.vertices.items())):
-            if key in kept:
-                vertices[key] = old[key]
-                graph.vertices[key] = old[key].res  # the running (initialized) instance
-            else:
-                vertices[key] = Vertex(self, res)
-                added.append(vertices[key])
+        async for some_new in sliced(list(graph.vertices.items())):
+            for key, res in some_new:
+                if key in kept:
+                    vertices[key] = old[key]
+                    graph.vertices[key] = old[key].res  # the running (initialized) instance
+                else:
+                    vertices[key] = Vertex(self, res)
+                    added.append(vertices[key])
         self._forget_retries([v.key for v in removed if v.key not in graph.vertices], added)
         # Kept vertices that lost a predecessor: one waiting for it is released.
         last_pred = self.graph.pred
@@ -1210,11 +1216,13 @@ class Engine:
         self._track_pass(added, first=not old)
         await _start(added)
         # a started vertex told its status itself (10,000 events less at first)
-        async for key in sliced(kept):
-            self.changed(vertices[key])
+        async for some_kept in sliced(kept):
+            for key in some_kept:
+                self.changed(vertices[key])
         _release(released)
-        async for vertex in sliced(removed):
-            vertex.release()
+        async for some_removed in sliced(removed):
+            for vertex in some_removed:
+                vertex.release()
         self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
 
     async def _realize(self, leaving: list[Vertex]) -> None:
@@ -1537,13 +1545,14 @@ class Engine:
             if index is not None:
                 index.count(gone[key], -1)
         added = []
-        async for key, res in sliced({**replace, **small.add}.items()):
-            vertices[key] = Vertex(self, res)
-            added.append(vertices[key])
-            if res.meta.rewatch:
-                self._rewatchers.add(key)
-            else:
-                self._rewatchers.discard(key)
+        async for some_new in sliced({**replace, **small.add}.items()):
+            for key, res in some_new:
+                vertices[key] = Vertex(self, res)
+                added.append(vertices[key])
+                if res.meta.rewatch:
+                    self._rewatchers.add(key)
+                else:
+                    self._rewatchers.discard(key)
         self._forget_retries(small.remove, added)
         self.graph = graph
         self.vertices = vertices
@@ -1552,11 +1561,13 @@ class Engine:
         log.info("graph swap: %d kept, %d stopped, %d started", kept, len(removed), len(added))
         self._track_pass(added, first=False)
         await _start(added)
-        async for vertex in sliced(added):
-            self.changed(vertex)
+        async for some_added in sliced(added):
+            for vertex in some_added:
+                self.changed(vertex)
         _release(vertices[key] for key in small.release)
-        async for vertex in sliced(removed):
-            vertex.release()
+        async for some_removed in sliced(removed):
+            for vertex in some_removed:
+                vertex.release()
         self.listeners.emit(
             GraphSwapped(
                 kept,

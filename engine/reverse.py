@@ -164,24 +164,25 @@ class Reverser:
         async with self._lock:
             touched = False
             found: dict[Key, tuple[Reversible, Any]] = {}
-            async for key in sliced(keys):
-                if not retry:
-                    touched |= self.pending.pop(key, None) is not None
-                ran = running.get(key)
-                if ran is not None and not isinstance(ran, Reversible):
-                    continue  # a kind that never keeps a record: no look on disk
-                if not self.store.has(key):
-                    continue
-                touched = True
-                try:
-                    record = await asyncio.to_thread(self.store.load, key)
-                    res = running.get(key) or _rebuild(key, record)
-                    if not isinstance(res, Reversible):
-                        raise ResourceError(f"{fmt_key(key)} cannot be reversed")
-                except Exception as err:
-                    self._failed(key, None, err)
-                    continue
-                found[key] = (res, record["data"])
+            async for some_keys in sliced(keys):
+                for key in some_keys:
+                    if not retry:
+                        touched |= self.pending.pop(key, None) is not None
+                    ran = running.get(key)
+                    if ran is not None and not isinstance(ran, Reversible):
+                        continue  # a kind that never keeps a record: no look on disk
+                    if not self.store.has(key):
+                        continue
+                    touched = True
+                    try:
+                        record = await asyncio.to_thread(self.store.load, key)
+                        res = running.get(key) or _rebuild(key, record)
+                        if not isinstance(res, Reversible):
+                            raise ResourceError(f"{fmt_key(key)} cannot be reversed")
+                    except Exception as err:
+                        self._failed(key, None, err)
+                        continue
+                    found[key] = (res, record["data"])
             resources: dict[Key, Resource] = {key: res for key, (res, _data) in found.items()}
             for key in undo_order(resources, last):
                 res, data = found[key]

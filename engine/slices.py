@@ -21,10 +21,17 @@ T = TypeVar("T")
 SLICE = 500
 
 
-async def sliced(items: Iterable[T]) -> AsyncIterator[T]:
-    """Each of `items`, the loop getting a turn (one step: what the last slice readied runs)
-    after every SLICE of them."""
-    for count, item in enumerate(items, 1):
-        yield item
-        if count % SLICE == 0:
+async def sliced(items: Iterable[T]) -> AsyncIterator[list[T]]:
+    """`items` in lists of at most SLICE, the loop getting a turn (one step: what the last
+    slice readied runs) after each full one. Callers loop over each list themselves: an async
+    generator's step per item cost a no-op run of 1,000 files ~12 K instructions a file (five
+    passes over its vertices), a step per slice costs nothing that shows."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == SLICE:
+            yield chunk
+            chunk = []
             await asyncio.sleep(0)
+    if chunk:
+        yield chunk

@@ -56,12 +56,12 @@ async def test_sliced_gives_the_loop_a_turn_after_every_slice() -> None:
 
     task = asyncio.create_task(count())
     await asyncio.sleep(0)  # it runs
-    seen = [(item, turns) async for item in sliced(range(3 * SLICE))]
+    seen = [(part, turns) async for part in sliced(range(3 * SLICE + 1))]
     task.cancel()
-    assert [item for item, _ in seen] == list(range(3 * SLICE))
-    # the same count of turns within a slice, one more at each slice's end
-    assert seen[SLICE - 1][1] == seen[0][1] and seen[SLICE][1] == seen[0][1] + 1
-    assert seen[-1][1] == seen[0][1] + 2
+    assert [item for part, _ in seen for item in part] == list(range(3 * SLICE + 1))
+    assert [len(part) for part, _ in seen] == [SLICE, SLICE, SLICE, 1]
+    # one turn of the loop after each full slice
+    assert [t - seen[0][1] for _, t in seen] == [0, 1, 2, 3]
 
 
 @pytest.mark.usefixtures("collector")
