@@ -6,6 +6,7 @@ swap waits for a running check of what it removes), so "while" is an order, not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -57,25 +58,31 @@ async def test_a_big_swap_repairs_drift_and_answers_status_while_it_runs(tmp_pat
     prefix, file, guard = tmp_path / "prefix", tmp_path / "g.yaml", tmp_path / "guard"
     os.mkfifo(tmp_path / "hold")
     file.write_text(graph(tmp_path, "n", hold=True))
-    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(file)]) as daemon:
-        await daemon.wait_log("exec[hold]: running:", timeout=60)
-        await wait_path(guard, has_content("guard\n"), timeout=60)
-        write(file, graph(tmp_path, "m", hold=False))
-        # The swap has stopped watching what it removes, and waits for the exec's command.
-        await daemon.wait_log("exec[hold]: cmd: stopping: sent SIGTERM", timeout=60)
-        guard.write_text("drift\n")
-        await wait_path(guard, has_content("guard\n"), timeout=60)
-        states = await status(prefix)
-        assert states["file[guard]"] in ("converged", "applying"), states["file[guard]"]
-        assert "noop[n0]" in states  # the old graph's, stopping: the swap goes on
-        assert not any("graph swap:" in line for line in daemon.lines)
-        fd = os.open(tmp_path / "hold", os.O_WRONLY | os.O_NONBLOCK)  # ENXIO if none reads
-        os.write(fd, b"go\n")
-        os.close(fd)
-        await daemon.wait_log(f"graph swap: 1 kept, {N + 1} stopped, {N} started", timeout=120)
-        guard.write_text("drift again\n")
-        await wait_path(guard, has_content("guard\n"), timeout=60)
-        states = await status(prefix)
-        assert "noop[n0]" not in states and f"noop[m{N - 1}]" in states
-        daemon.signal(signal.SIGTERM)
-        assert await daemon.wait(60) == 0
+    try:
+        async with Daemon(["run", "--prefix", str(prefix), "yaml", str(file)]) as daemon:
+            await daemon.wait_log("exec[hold]: running:", timeout=60)
+            await wait_path(guard, has_content("guard\n"), timeout=60)
+            write(file, graph(tmp_path, "m", hold=False))
+            # The swap has stopped watching what it removes, and waits for the exec's command.
+            await daemon.wait_log("exec[hold]: cmd: stopping: sent SIGTERM", timeout=60)
+            guard.write_text("drift\n")
+            await wait_path(guard, has_content("guard\n"), timeout=60)
+            states = await status(prefix)
+            assert states["file[guard]"] in ("converged", "applying"), states["file[guard]"]
+            assert "noop[n0]" in states  # the old graph's, stopping: the swap goes on
+            assert not any("graph swap:" in line for line in daemon.lines)
+            fd = os.open(tmp_path / "hold", os.O_WRONLY | os.O_NONBLOCK)  # ENXIO if none reads
+            os.write(fd, b"go\n")
+            os.close(fd)
+            await daemon.wait_log(f"graph swap: 1 kept, {N + 1} stopped, {N} started", timeout=120)
+            guard.write_text("drift again\n")
+            await wait_path(guard, has_content("guard\n"), timeout=60)
+            states = await status(prefix)
+            assert "noop[n0]" not in states and f"noop[m{N - 1}]" in states
+            daemon.signal(signal.SIGTERM)
+            assert await daemon.wait(60) == 0
+    finally:  # a failure midway leaves no command reading the FIFO (it ignores SIGTERM)
+        with contextlib.suppress(OSError):  # ENXIO: none reads it
+            fd = os.open(tmp_path / "hold", os.O_WRONLY | os.O_NONBLOCK)
+            os.write(fd, b"go\n")
+            os.close(fd)
