@@ -27,37 +27,37 @@ class Turns:
         self.collecting: list[bool] = []  # the collector enabled, at each turn
         self._count = 0
         self._unsubscribe = engine.listeners.subscribe(VertexChanged, self._changed)
-        self._task = asyncio.create_task(self._turn())
+        self._loop = asyncio.get_running_loop()
+        self._next = self._loop.call_soon(self._turn)
 
     def _changed(self, _event: VertexChanged) -> None:
         self._count += 1
 
-    async def _turn(self) -> None:
-        while True:
-            await asyncio.sleep(0)  # one step of the loop
-            self.counts.append(self._count)
-            self.collecting.append(gc.isenabled())
-            self._count = 0
+    def _turn(self) -> None:
+        """Once a step of the loop: a callback scheduled in a step runs in the next one."""
+        self.counts.append(self._count)
+        self.collecting.append(gc.isenabled())
+        self._count = 0
+        self._next = self._loop.call_soon(self._turn)
 
     async def close(self) -> None:
         self._unsubscribe()
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        self._next.cancel()
 
 
 async def test_sliced_gives_the_loop_a_turn_after_every_slice() -> None:
+    loop = asyncio.get_running_loop()
     turns = 0
+    ticking: asyncio.Handle
 
-    async def count() -> None:
-        nonlocal turns
-        while True:
-            await asyncio.sleep(0)
-            turns += 1
+    def count() -> None:  # once a step of the loop
+        nonlocal turns, ticking
+        turns += 1
+        ticking = loop.call_soon(count)
 
-    task = asyncio.create_task(count())
-    await asyncio.sleep(0)  # it runs
+    ticking = loop.call_soon(count)
     seen = [(part, turns) async for part in sliced(range(3 * SLICE + 1))]
-    task.cancel()
+    ticking.cancel()
     assert [item for part, _ in seen for item in part] == list(range(3 * SLICE + 1))
     assert [len(part) for part, _ in seen] == [SLICE, SLICE, SLICE, 1]
     # one turn of the loop after each full slice
