@@ -1042,7 +1042,11 @@ class Cluster:
         if await self._settle_learners(members, vols, noms):
             return
         voters = [m for m in members if not m.is_learner]
-        unvolunteered = [m for m in voters if m.name and m.name not in vols]
+        # Not this host's own member: its agent is alive (it is this one), whatever its
+        # volunteer key (not written yet, or its lease just expired under load) and its probe
+        # (slow under load) say. Removing it removed the only voter: etcd's `panic: removed
+        # all voters`, in a data dir that can never start again.
+        unvolunteered = [m for m in voters if m.name not in ("", self.host) and m.name not in vols]
         left = await self._left_hosts() if unvolunteered else set()
         for member in unvolunteered:
             if member.name in left:  # stopped cleanly: not probed (it comes back alive)
@@ -1251,6 +1255,22 @@ class Cluster:
         await self.client.put((NOMINATED + host).encode(), json.dumps(nomination).encode())
 
     async def _remove(self, member: Member, host: str) -> None:
+        """Remove `member` (and `host`'s nomination). Never this host's own member, nor the
+        last voting one (a voter's removal re-reads the member list first): etcd applies a
+        removal that leaves no voter and then panics (`removed all voters`), at once and at
+        every start from that data dir."""
+        if not member.is_learner:
+            try:
+                voters = [m for m in await self.client.members() if not m.is_learner]
+            except WorldError:
+                return  # the next pass decides again
+            if self._is_own(member) or not any(m.id != member.id for m in voters):
+                log.warning(
+                    "not removing member %s: %s",
+                    member.name or member.id,
+                    "it is this host's" if self._is_own(member) else "it is the last voter",
+                )
+                return
         with contextlib.suppress(WorldError):
             await self.client.member_remove(member.id)
         self._learners.pop(member.id, None)

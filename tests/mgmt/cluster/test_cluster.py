@@ -296,6 +296,50 @@ async def test_a_nominee_that_never_starts_is_removed(
     assert "exited (code" not in caplog.text  # the last voter stays (a learner is no quorum)
 
 
+async def test_the_leader_never_removes_the_last_voter(
+    tmp_path: Path, log_event: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sequence behind CI's `panic: removed all voters` (load 9-12): one voter, h1, the
+    leader, a learner being added, and h1's own volunteer key missing (its lease not yet
+    granted, or expired under load) while its probe of its own member timed out: it judged
+    its member gone and removed it, the only voter. etcd applied that and panicked, and its
+    data dir could never start again. Now its own member is never judged gone, and a removal
+    that would leave no voter is refused (the member list is read first)."""
+    caplog.set_level(logging.INFO, logger="cluster")
+    nominated = log_event("nominated ghost")  # type: ignore[operator]
+    cluster = Cluster(options("h1"), tmp_path)
+    (peer,) = free_ports(1)
+    volunteer = json.dumps({"peer_urls": [f"http://127.0.0.1:{peer}"], "serving": False})
+
+    async def on_lease(lease: int) -> None:
+        await cluster.client.put(b"/_mgmt/volunteers/ghost", volunteer.encode(), lease=lease)
+
+    ghost = None
+    try:
+        assert await cluster.start()
+        assert cluster.member is not None
+        ghost = asyncio.create_task(cluster.client.keep_leased(5, on_lease))
+        async with asyncio.timeout(20):
+            await nominated.wait()
+        members = await cluster.client.members()
+        (own,) = [m for m in members if not m.is_learner]
+        assert [m.name for m in members if m.is_learner] == [""]  # the ghost, never started
+        await cluster.client.delete(b"/_mgmt/volunteers/h1")
+        await cluster._reconcile()  # the leader's pass: its own member is not "gone"
+        await cluster._remove(own, "h1")  # as if it were: refused, the last voter
+        assert "not removing member h1: it is this host's" in caplog.text
+        assert own.id in {m.id for m in await cluster.client.members()}
+        await cluster.world.str_set("after", "yes")  # etcd still runs, with its quorum
+        assert not cluster.member.exited.is_set() and not cluster.member.panicked
+    finally:
+        if ghost is not None:
+            ghost.cancel()
+            await asyncio.gather(ghost, return_exceptions=True)
+        await cluster.stop()
+    assert "is gone; removing it" not in caplog.text
+    assert "removed all voters" not in caplog.text
+
+
 async def test_a_volunteer_whose_peer_url_is_taken_is_an_error_not_a_retry(
     tmp_path: Path, log_event: object, caplog: pytest.LogCaptureFixture
 ) -> None:
