@@ -49,6 +49,10 @@ BROKEN_WORDS = (
 # etcd's refusals of a request or watch under authentication: a user without the permission
 # (a client certificate's CN is its user), and no user at all (over plain HTTP).
 _DENIED = ("permission denied", "user name is empty")
+# Seconds a password check may take, at least: etcd runs bcrypt on it, CPU work that took
+# 0.5 s at load 16 (not a write caught in an election, which `call_timeout` bounds: with a
+# short --etcd-election-timeout, every check timed out and was made again, adding load).
+AUTH_TIMEOUT = 2.0
 # Keys per read of a prefix: 32 values of etcd's largest (1.5 MiB) stay under the receive limit.
 _PAGE = 32
 _CHANNEL_OPTIONS = [
@@ -144,6 +148,7 @@ class _Conn:
         self.endpoint = endpoint
         self.channel = channel
         self.metadata: tuple[tuple[str, str], ...] = ()
+        self.authenticating = asyncio.Lock()  # one password check at a time (`_authenticate`)
         self.member_id = 0
         self.kv: Any = rpc.KVStub(channel)
         self.watch: Any = rpc.WatchStub(channel)
@@ -360,11 +365,22 @@ class EtcdClient:
         conn.member_id = status.header.member_id
         return conn
 
-    async def _authenticate(self, conn: _Conn) -> None:
+    async def _authenticate(
+        self, conn: _Conn, refused: tuple[tuple[str, str], ...] | None = None
+    ) -> None:
+        """Get a token for `conn`. `refused`: the metadata a refused request carried; if
+        another request got a new token meanwhile, that one serves: one password check per
+        connection, not one per refused request (eight watches refused at once each asked
+        for one, at load 30, each timed out and asked again)."""
+        async with conn.authenticating:
+            if refused is None or conn.metadata == refused:
+                await self._token(conn)
+
+    async def _token(self, conn: _Conn) -> None:
         try:
             resp = await conn.auth.Authenticate(
                 rpc.AuthenticateRequest(name=self.user, password=self._password),
-                timeout=self.call_timeout,
+                timeout=max(self.call_timeout, AUTH_TIMEOUT),
             )
         except grpc.aio.AioRpcError as err:
             if "authentication is not enabled" in (err.details() or ""):
@@ -418,6 +434,7 @@ class EtcdClient:
                     async with asyncio.timeout(remaining):
                         await self.connected.wait()
                 continue
+            sent = conn.metadata
             try:
                 return await fn(conn)
             except asyncio.CancelledError:
@@ -428,9 +445,9 @@ class EtcdClient:
             except grpc.aio.AioRpcError as err:
                 code, details = _status(err)
                 last = f"{details} ({conn.endpoint})"
-                if self._needs_token(conn, code):
+                if self._needs_token(sent, code):
                     with contextlib.suppress(grpc.aio.AioRpcError):
-                        await self._authenticate(conn)  # the token expired: a fresh one
+                        await self._authenticate(conn, sent)  # the token expired: a fresh one
                         continue
                     self._drop(conn, details)
                     continue
@@ -457,12 +474,13 @@ class EtcdClient:
             what.decode(errors="replace"),
         )
 
-    def _needs_token(self, conn: _Conn, code: grpc.StatusCode) -> bool:
-        """Whether a refusal means our token expired, or we connected before auth was on."""
+    def _needs_token(self, sent: tuple[tuple[str, str], ...], code: grpc.StatusCode) -> bool:
+        """Whether a refusal of a request that carried `sent` means our token expired, or we
+        connected before auth was on."""
         if self.user is None:
             return False
         return code is grpc.StatusCode.UNAUTHENTICATED or (
-            code is grpc.StatusCode.PERMISSION_DENIED and not conn.metadata
+            code is grpc.StatusCode.PERMISSION_DENIED and not sent
         )
 
     def _opts(self, conn: _Conn) -> dict[str, Any]:
@@ -701,14 +719,15 @@ class EtcdClient:
 
         return await self.call("status", fn)
 
-    def probe(self, member: Member, timeout: float = 0.5) -> EtcdClient:
+    def probe(self, member: Member, timeout: float = 0.5, authenticate: bool = True) -> EtcdClient:
         """A short-lived client of one member, with this client's credentials (close it);
-        quiet: whether it answers is its caller's to say."""
+        quiet: whether it answers is its caller's to say. Not `authenticate`: its TLS
+        certificate only, no etcd user (for a status request, which etcd serves without one)."""
         probe = EtcdClient(
             member.client_urls,
             tls=self.tls,
-            user=self.user,
-            password=self._password,
+            user=self.user if authenticate else None,
+            password=self._password if authenticate else None,
             call_timeout=timeout,
             retry_for=timeout,
             name=f"probe {member.name}",
@@ -717,10 +736,12 @@ class EtcdClient:
         return probe
 
     async def member_answers(self, member: Member, timeout: float = 0.5) -> bool:
-        """Whether `member` answers a status request right now (within `timeout` s)."""
+        """Whether `member` answers a status request right now (within `timeout` s). Without
+        authenticating: etcd checks a password with bcrypt, which took longer than `timeout`
+        under load (CI, load 9-12), and a live member was judged gone (`Cluster._reconcile`)."""
         if not member.client_urls:
             return False
-        probe = self.probe(member, timeout)
+        probe = self.probe(member, timeout, authenticate=False)
         try:
             return await probe.answers()
         finally:
@@ -893,7 +914,8 @@ class _Watch:
 
     async def _stream(self, conn: _Conn) -> bool:
         """One etcd watch on `conn` until it breaks; True if it was created."""
-        metadata = (*conn.metadata, ("hasleader", "true"))
+        sent = conn.metadata
+        metadata = (*sent, ("hasleader", "true"))
         call = conn.watch.Watch(metadata=metadata)
         created = False
         try:
@@ -916,9 +938,9 @@ class _Watch:
                     self.denied = any(word in reason for word in _DENIED)
                     if self.denied:
                         self.client.denied(self.key)
-                    if self.client.user is not None and ("token" in reason or not conn.metadata):
+                    if self.client.user is not None and ("token" in reason or not sent):
                         with contextlib.suppress(grpc.aio.AioRpcError):
-                            await self.client._authenticate(conn)
+                            await self.client._authenticate(conn, sent)
                     return False  # backed off: created and canceled at once, it spun
                 self.denied = False
                 if resp.events:

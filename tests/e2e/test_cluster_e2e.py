@@ -353,7 +353,10 @@ async def test_unreachable_seeds_do_not_hold_up_the_local_graph(tmp_path: Path) 
     assert code == 0, out
     assert (tmp_path / "local").read_text() == "mine\n"
     assert "no etcd member reachable" in out
-    assert took < 5, f"{took:.1f}s"
+    # It converged and exited on that (--converged-timeout), not at --max-runtime; the bound
+    # only tells a hang (5 s was exceeded at load 25: 4.4 s from a shell at load 20).
+    assert "converged for 0s, exiting" in out
+    assert took < 25, f"{took:.1f}s"
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ Every agent is started through `start()` below (one place to pass credentials to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import WorldError
 from mgmt.cluster.client import Member
 from mgmt.cluster.cluster import LEAVING, has_member
 from mgmt.cluster.world import EtcdWorld
@@ -64,15 +66,17 @@ def voters(members: list[Member]) -> list[str]:
 async def wait_voters(hosts: list[Host], names: list[str], timeout: float) -> None:
     """Wait until the member list is exactly `names`, all started and voting: re-read it
     whenever an agent logs a line (each membership step is logged by the leader or the
-    member)."""
+    member). No member serving yet is "not yet" (an agent says when its member serves): the
+    first host served 5 s after its start at load 27, after the client had stopped retrying."""
     daemons = [h.daemon for h in hosts if h.daemon is not None]
     async with client_of(*hosts) as client, asyncio.timeout(timeout):
         while True:
             for daemon in daemons:
                 daemon._new_line.clear()
-            members = await client.members()
-            if len(members) == len(names) and voters(members) == names:
-                return
+            with contextlib.suppress(WorldError):
+                members = await client.members()
+                if len(members) == len(names) and voters(members) == names:
+                    return
             waits = [asyncio.ensure_future(d._new_line.wait()) for d in daemons]
             try:
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

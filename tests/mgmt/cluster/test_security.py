@@ -167,12 +167,15 @@ async def test_authentication_is_enabled_at_bootstrap_and_the_password_never_log
         url = opts.advertise_client_urls
         anonymous = EtcdClient(url, call_timeout=0.5, retry_for=0.5)
         wrong = EtcdClient(url, user="root", password="nope", call_timeout=0.5, retry_for=0.5)
-        right = EtcdClient(url, user="root", password=password, call_timeout=0.5, retry_for=2)
+        # Timeouts that bound a hang only: etcd checks a password with bcrypt, which took
+        # longer than 0.5 s at load 27 (and the refused client retries, a check each time).
+        right = EtcdClient(url, user="root", password=password, call_timeout=10, retry_for=30)
         try:
             with pytest.raises(WorldError):
                 await EtcdWorld(anonymous, "x").str_get("k")
             with pytest.raises(WorldError):
                 await EtcdWorld(wrong, "x").str_get("k")
+            await wrong.close()  # its reconnections check its password again and again
             assert await EtcdWorld(right, "x").str_get("k") == "v"
         finally:
             for client in (anonymous, wrong, right):
