@@ -502,12 +502,28 @@ class Cluster:
                         await client.lease_revoke(lease)
                     lease = 0
                     await changed.wait()  # its holder released it, or its lease expired
-            yield
+            # Held while this host leaves, however long that takes: a leave slower than the
+            # lease (a loaded machine) let the next host take its turn, both saw two voters and
+            # both removed themselves (no voter left: etcd's `panic: removed all voters`).
+            renew = asyncio.create_task(self._keep_turn(lease), name="leave turn")
+            try:
+                yield
+            finally:
+                renew.cancel()
+                await asyncio.gather(renew, return_exceptions=True)
         finally:
             await unsubscribe()
             if lease:
                 with contextlib.suppress(WorldError):  # releases the turn (else: its TTL does)
                     await client.lease_revoke(lease)
+
+    async def _keep_turn(self, lease: int) -> None:
+        """Renew the leave turn's lease until cancelled (or it is gone: its TTL passed)."""
+        with contextlib.suppress(WorldError):
+            while True:
+                if await self.client.lease_keepalive(lease) <= 0:
+                    return
+                await asyncio.sleep(LEAVE_WAIT / 3)  # a renewal period, not a poll
 
     async def _leave_now(self) -> bool:
         try:

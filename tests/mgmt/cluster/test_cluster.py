@@ -14,8 +14,9 @@ from engine.errors import ValidationError, WorldError
 from engine.graph import Edge, Graph
 from engine.meta import Meta
 from engine.world import Exported
+from mgmt.cluster import cluster as cluster_module
 from mgmt.cluster.client import Member
-from mgmt.cluster.cluster import Cluster
+from mgmt.cluster.cluster import LEAVING, Cluster
 from mgmt.cluster.identity import IDEAL, NOMINATED
 from mgmt.cluster.link import ClusterLink
 from mgmt.collectscope import Collect
@@ -338,6 +339,34 @@ async def test_the_leader_never_removes_the_last_voter(
         await cluster.stop()
     assert "is gone; removing it" not in caplog.text
     assert "removed all voters" not in caplog.text
+
+
+async def test_a_slow_leave_keeps_its_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The turn to leave (LEAVING, bound to a lease of LEAVE_WAIT s) is renewed while its
+    holder leaves: at load a leave outlasted the lease, the next host took the turn, both saw
+    two voters and both removed themselves (etcd: `panic: removed all voters`). Held past
+    the expiry of a lease granted with it, of the same TTL."""
+    monkeypatch.setattr(cluster_module, "LEAVE_WAIT", 2.0)
+    cluster = Cluster(options("h1"), tmp_path)
+    expired = asyncio.Event()
+    try:
+        assert await cluster.start()
+        client = cluster.client
+        unsubscribe = await client.subscribe(b"control", expired.set)
+        try:
+            async with cluster._leaving_turn():
+                await client.put(b"control", b"x", lease=await client.lease_grant(2))
+                expired.clear()  # (the put's own event)
+                async with asyncio.timeout(30):  # bounds a hang
+                    while await client.get(b"control") is not None:
+                        await expired.wait()
+                        expired.clear()
+                assert await client.get(LEAVING.encode()) == b"h1"
+        finally:
+            await unsubscribe()
+        assert await client.get(LEAVING.encode()) is None  # released
+    finally:
+        await cluster.stop()
 
 
 async def test_a_volunteer_whose_peer_url_is_taken_is_an_error_not_a_retry(
