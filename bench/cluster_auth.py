@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -23,40 +22,9 @@ from common import ROOT, fmt_ms, percentiles, run_script
 sys.path.insert(0, str(ROOT))
 from mgmt.cluster.client import EtcdClient
 from mgmt.cluster.cluster import Cluster
-from mgmt.cluster.options import Options
-from mgmt.cluster.pki import TLSFiles
+from tests.mgmt.cluster.helpers import options
 
 PASSWORD = "bench-password"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def options(prefix: Path) -> Options:
-    client = [f"http://127.0.0.1:{free_port()}"]
-    peer = [f"http://127.0.0.1:{free_port()}"]
-    return Options(
-        hostname="bench",
-        seeds=[],
-        client_urls=client,
-        server_urls=peer,
-        advertise_client_urls=client,
-        advertise_server_urls=peer,
-        ideal_cluster_size=1,
-        no_server=False,
-        tls=TLSFiles(),
-        peer_tls=TLSFiles(),
-        heartbeat_ms=10,
-        election_ms=100,
-        quota_bytes=0,
-        compaction_retention="10m",
-        user="root",
-        password=PASSWORD,
-        insecure=True,
-    )
 
 
 async def connect_times(urls: list[str], count: int, authenticate: bool) -> list[float]:
@@ -79,7 +47,8 @@ async def main() -> None:
     parser.add_argument("--count", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = Cluster(options(Path(tmp)), Path(tmp))
+        opts = options("bench", user="root", password=PASSWORD, insecure=True)
+        cluster = Cluster(opts, Path(tmp))
         try:
             if not await cluster.start():
                 raise SystemExit("bench: the etcd member did not start")
