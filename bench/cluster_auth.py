@@ -1,8 +1,8 @@
 """What a connection to an etcd member with authentication costs: one member (this tree's
 Cluster, `--cluster-user root`, short timings as the tests), then N fresh connections, each
 one status request, with a password (etcd's Authenticate: a bcrypt check) and without (the
-probe of whether a member answers, `EtcdClient.member_answers`). Prints p50 and the maximum
-of each, in ms, and the load. Figures are what the machine gives: run it beside a loaded
+probe of whether a member answers, `EtcdClient.member_answers`). Prints p50, p90, p99 and
+max of each, in ms, and the load. Figures are what the machine gives: run it beside a loaded
 machine to see what a 0.5 s request timeout leaves (docs/clustering.md, a slow cluster).
 
     .venv/bin/python bench/cluster_auth.py [--count 20]
