@@ -26,7 +26,7 @@ import contextlib
 import html
 import json
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -381,9 +381,12 @@ class HTTPServerUIInputRes(Resource):
     def shown(self) -> str:
         return self._value
 
-    async def changed(self) -> None:
-        """Until the shown value changes (or this input goes away)."""
-        await self._changed_event.wait()
+    def changed(self) -> Coroutine[Any, Any, bool]:
+        """Until the shown value changes (or this input goes away). The wait is on the event
+        of the value shown when this is called, not when the wait starts: a long poll's wait
+        starts a loop turn later (its own task), and a save in between replaced the event, so
+        the poll missed that change until the next one (a resources test, at load ~22)."""
+        return self._changed_event.wait()
 
     def save(self, value: str) -> None:
         """A value from the page: checked (ValidationError), shown, and an event."""

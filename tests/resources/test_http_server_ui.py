@@ -523,6 +523,23 @@ def test_two_inputs_of_one_ui_with_one_id_are_refused() -> None:
     assert str(err).startswith("id: 'x' is also the id of http:server:ui:input[a]")
 
 
+async def test_a_wait_for_a_change_sees_one_made_before_it_starts(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """A long poll asks for the wait (`changed()`) and starts it a loop turn later (its own
+    task): a save in between was missed (the suite's run of the test below, load ~22)."""
+    port = free_port()
+    field = HTTPServerUIInputRes(name="f", value="a")
+    await engine.apply(
+        graph_of(HTTPServerRes(name=f":{port}"), HTTPServerUIRes(name="/ui/"), field)
+    )
+    await settle(engine)
+    waiting = field.changed()
+    field.save("b")
+    async with asyncio.timeout(10):  # bounds a hang
+        await waiting
+
+
 async def test_a_watch_given_the_shown_value_answers_a_change_it_came_after(
     tmp_path: Path, engine: Engine
 ) -> None:
