@@ -962,12 +962,53 @@ class _Small:
     replace: dict[Key, Resource] = field(default_factory=dict)
     add: dict[Key, Resource] = field(default_factory=dict)
     remove: list[Key] = field(default_factory=list)
-    # The prepared graph's edge maps after the swap (_reshaped), and the kept vertices whose
-    # edges changed (`rewired`), of which `release` lost a predecessor.
-    succ: dict[Key, dict[Key, Edge]] = field(default_factory=dict)
-    pred: dict[Key, dict[Key, Edge]] = field(default_factory=dict)
+    # The given graph's edges to connect and disconnect in the prepared one (_reshaped), and
+    # the kept vertices whose edges change (`rewired`), of which `release` lose a predecessor.
+    connect: dict[Ends, Edge] = field(default_factory=dict)
+    disconnect: set[Ends] = field(default_factory=set)
     rewired: frozenset[Key] = frozenset()
     release: frozenset[Key] = frozenset()
+
+
+def _reshape(graph: Graph, small: _Small) -> Callable[[], None] | None:
+    """`small`'s vertices added and removed and edges connected and disconnected in `graph`'s
+    edge maps, in place, in O(change): the neighbour maps changed are copies (whoever holds
+    the last ones keeps them as they were). Returns what undoes it, or None (undone already)
+    when a removed vertex keeps an edge the given graph did not have (grouped, or automatic)."""
+    succ, pred = graph.succ, graph.pred
+    was: dict[Key, tuple[dict[Key, Edge], dict[Key, Edge]] | None] = {}
+
+    def own(key: Key) -> None:
+        if key not in was:
+            was[key] = (succ[key], pred[key])
+            succ[key], pred[key] = dict(succ[key]), dict(pred[key])
+
+    def undo() -> None:
+        for key, maps in was.items():
+            if maps is None:
+                del succ[key], pred[key]
+            else:
+                succ[key], pred[key] = maps
+
+    for src, dst in small.disconnect:
+        own(src)
+        own(dst)
+        del succ[src][dst], pred[dst][src]
+    for key in small.remove:
+        own(key)
+        if succ[key] or pred[key]:
+            undo()
+            return None
+        del succ[key], pred[key]
+    for key in small.add:
+        was.setdefault(key, None)
+        succ[key], pred[key] = {}, {}
+    for (src, dst), edge in small.connect.items():
+        own(src)
+        own(dst)
+        # The given edge replaces an automatic one alike: prepare() would not add that.
+        succ[src][dst] = pred[dst][src] = edge
+    return undo
 
 
 class Engine:
@@ -1415,46 +1456,26 @@ class Engine:
     def _reshaped(
         self, graph: Graph, small: _Small, connect: dict[Ends, Edge], disconnect: set[Ends]
     ) -> _Small | None:
-        """`small` with the prepared graph's edge maps after it (`graph`'s edges `connect`ed
-        and `disconnect`ed in the last ones, which are left alone); None when that could change
-        an automatic edge or a group, or makes a cycle (a full prepare() then decides)."""
+        """`small` with the edges of `graph` to `connect` and `disconnect` in the prepared
+        graph (made by the swap, `_reshape`); None when that could change an automatic edge or
+        a group, or makes a cycle (a full prepare() then decides)."""
+        small.connect, small.disconnect = connect, disconnect
         if not (small.add or small.remove or connect or disconnect):
-            small.succ, small.pred = self.graph.succ, self.graph.pred
             return small
         if (connect or disconnect) and not self._rewirable(graph, disconnect):
             return None
-        succ, pred = dict(self.graph.succ), dict(self.graph.pred)
-        owned: set[Key] = set()  # vertices whose neighbour maps are copies of the last ones
-
-        def own(*keys: Key) -> None:
-            for key in keys:
-                if key not in owned:
-                    owned.add(key)
-                    succ[key], pred[key] = dict(succ[key]), dict(pred[key])
-
-        for src, dst in disconnect:
-            own(src, dst)
-            del succ[src][dst], pred[dst][src]
-        for key in small.remove:
-            if succ[key] or pred[key]:
-                return None  # an edge the given graph did not have (grouped, or automatic)
-            del succ[key], pred[key]
-        for key in small.add:
-            succ[key], pred[key] = {}, {}
-            owned.add(key)
-        for (src, dst), edge in connect.items():
-            own(src, dst)
-            # The given edge replaces an automatic one alike: prepare() would not add that.
-            succ[src][dst] = pred[dst][src] = edge
-        shape = Graph()
-        shape.succ = succ
-        if any(shape.path(dst, src) is not None for src, dst in connect):
-            return None  # a cycle, or one that prepare() avoids by skipping an automatic edge
+        undo = _reshape(self.graph, small)  # tried, then undone: nothing else runs meanwhile
+        if undo is None:
+            return None
+        try:
+            if any(self.graph.path(dst, src) is not None for src, dst in connect):
+                return None  # a cycle, or one that prepare() avoids by skipping an automatic edge
+        finally:
+            undo()
         ends = {key for pair in [*connect, *disconnect] for key in pair}
         new = {*small.replace, *small.add, *small.remove}
         small.rewired = frozenset(k for k in ends if k in self.vertices and k not in new)
         small.release = frozenset(d for _s, d in disconnect if d in small.rewired)
-        small.succ, small.pred = succ, pred
         return small
 
     def _rewirable(self, graph: Graph, disconnect: set[Ends]) -> bool:
@@ -1527,35 +1548,41 @@ class Engine:
 
     async def _swap_replaced(self, given: Graph, small: _Small) -> None:
         """The O(change) swap: the last prepared graph with the vertices of `small` replaced,
-        added and removed."""
+        added and removed, and its edges rewired, in place (no copy of the graph's maps), at
+        once (between two awaits) once the new vertices are made."""
         replace = small.replace
         removed = [self.vertices[key] for key in [*replace, *small.remove]]
         await self._realize(removed)
         await stop_all(removed)
         gone = {key: self.vertices[key].res for key in small.remove}
         await self.reverser.undo(list(gone), gone, self.graph)
-        graph = Graph(given.name)  # shares the prepared edges: nobody changes them
-        graph.vertices = {**self.graph.vertices, **replace, **small.add}
-        graph.succ, graph.pred = small.succ, small.pred
-        vertices = dict(self.vertices)
-        index = self._autoindex
+        added: list[Vertex] = []
+        async for some_new in sliced([*replace.items(), *small.add.items()]):
+            added.extend(Vertex(self, res) for _key, res in some_new)
+        # Nothing awaited from here on: the graph changes at once.
+        _reshape(self.graph, small)
+        graph = Graph(given.name)  # a new object (the agent tells swaps apart by identity)
+        graph.vertices, graph.succ, graph.pred = (
+            self.graph.vertices,
+            self.graph.succ,
+            self.graph.pred,
+        )
+        vertices, index = self.vertices, self._autoindex
         for key in small.remove:
             del graph.vertices[key], vertices[key]
             self._rewatchers.discard(key)
             if index is not None:
                 index.count(gone[key], -1)
-        added = []
-        async for some_new in sliced({**replace, **small.add}.items()):
-            for key, res in some_new:
-                vertices[key] = Vertex(self, res)
-                added.append(vertices[key])
-                if res.meta.rewatch:
-                    self._rewatchers.add(key)
-                else:
-                    self._rewatchers.discard(key)
+        for vertex in added:
+            key = vertex.key
+            graph.vertices[key] = vertex.res
+            vertices[key] = vertex
+            if vertex.res.meta.rewatch:
+                self._rewatchers.add(key)
+            else:
+                self._rewatchers.discard(key)
         self._forget_retries(small.remove, added)
         self.graph = graph
-        self.vertices = vertices
         self._raw = _Raw(given, given.name, given.vertices, given.succ, given.pred)
         kept = len(vertices) - len(added)
         log.info("graph swap: %d kept, %d stopped, %d started", kept, len(removed), len(added))
