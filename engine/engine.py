@@ -39,6 +39,7 @@ from engine.autoedge import (
     Owners,
     add_autoedges,
     both_write,
+    by_kind,
     managed,
     may_edge,
     overwritten,
@@ -1068,9 +1069,9 @@ class Engine:
         # The automatic edges' UIDs of the last graph as given (made by prepare(), then kept
         # up to date by small swaps).
         self._autoindex: AutoIndex | None = None
-        # Who manages each UID of the last prepared graph (engine.autoedge.owners; made by
-        # prepare(), then kept up to date by small swaps).
-        self._owners: dict[tuple[str, UID], Key] | None = None  # `_reclaim`'s, made at need
+        # Who manages each UID of the last prepared graph, per kind (engine.autoedge.by_kind;
+        # made by prepare(), then kept up to date by small swaps: `_reclaim`).
+        self._owners: dict[tuple[str, UID], Key] | None = None
         # The last prepared graph has a resource autogroup could group: a path between two
         # may decide whether it does, so no edge changes without preparing again.
         self._groupable = False
@@ -1171,7 +1172,7 @@ class Engine:
             autogroup(graph)
             candidates = (r for r in graph if r.meta.autogroup and isinstance(r, Groupable))
             self._groupable = next(candidates, None) is not None
-        verify(graph, found)
+        self._owners = by_kind(verify(graph, found))
         self._autoindex = index
 
     async def apply(self, graph: Graph, since: Since | None = None) -> None:
@@ -1531,9 +1532,10 @@ class Engine:
     def _reclaim(self, small: _Small, given: dict[Key, Resource]) -> bool:
         """Whether what `small` adds manages nothing another vertex manages once what it
         removes is gone (a rename of a file resource frees its path first); `_owners` is then
-        so (a fallback's prepare() makes it again)."""
-        if self._owners is None:
-            self._owners = owned_by_kind(self.graph)  # the prepared graph: it was verified
+        so (a fallback's prepare() makes it again). Made by prepare() from what it found: made
+        here from the graph, it took the first add after a full swap ~1 s at 100,000 files."""
+        if self._owners is None:  # prepare() refused the last graph: the running one's
+            self._owners = owned_by_kind(self.graph)  # (verified when it was prepared)
         found = self._owners
         for key in small.remove:
             for uid in managed(given[key]):
