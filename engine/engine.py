@@ -1063,6 +1063,7 @@ class Engine:
             None  # the started vertices yet to process (_track_pass)
         )
         self._rewatchers: set[Key] = set()  # vertices with meta rewatch
+        self._noops: set[Key] = set()  # vertices with meta noop (`would_change`)
         self._gc = _NO_GC_STATE  # what _pause_gc() changed, for _gc_resume()
         self._gc_bound: asyncio.TimerHandle | None = None  # ends the pause (FIRST_PASS_GC_BOUND)
         self._first_progress = 0.0  # loop time of the first pass's last first outcome
@@ -1251,6 +1252,7 @@ class Engine:
         self.vertices = vertices
         self._raw = raw
         self._rewatchers = {k for k, v in vertices.items() if v.res.meta.rewatch}
+        self._noops = {k for k, v in vertices.items() if v.res.meta.noop}
         if old:
             log.info(
                 "graph swap: %d kept, %d stopped, %d started", len(kept), len(removed), len(added)
@@ -1308,6 +1310,13 @@ class Engine:
         for vertex in started:
             if vertex.res.meta.reset:
                 retries.pop(vertex.key, None)
+
+    def would_change(self) -> list[Vertex]:
+        """The vertices that would change (Vertex.would_change): in O(vertices in noop mode,
+        by --noop or their meta), not O(graph) (said at every convergence, after each swap)."""
+        vertices = self.vertices
+        maybe = vertices.values() if self.noop else (vertices[k] for k in self._noops)
+        return [v for v in maybe if v.would_change]
 
     def retry_failed(self) -> tuple[int, int]:
         """An operator's reload (SIGHUP): each DEAD vertex is revived (its watch or init()
@@ -1573,16 +1582,18 @@ class Engine:
         for key in small.remove:
             del graph.vertices[key], vertices[key]
             self._rewatchers.discard(key)
+            self._noops.discard(key)
             if index is not None:
                 index.count(gone[key], -1)
         for vertex in added:
-            key = vertex.key
+            key, meta = vertex.key, vertex.res.meta
             graph.vertices[key] = vertex.res
             vertices[key] = vertex
-            if vertex.res.meta.rewatch:
-                self._rewatchers.add(key)
-            else:
-                self._rewatchers.discard(key)
+            for marked, on in ((self._rewatchers, meta.rewatch), (self._noops, meta.noop)):
+                if on:
+                    marked.add(key)
+                else:
+                    marked.discard(key)
         self._forget_retries(small.remove, added)
         self.graph = graph
         self._raw = _Raw(given, given.name, given.vertices, given.succ, given.pred)

@@ -644,7 +644,7 @@ class Agent:
         reverser = self.engine.reverser
         if not self.config.quiet or self._changed or reverser.changes or reverser.failed():
             return True
-        return any(v.failed or v.would_change for v in self.engine.vertices.values())
+        return bool(self.converger.counts()[1] or self.engine.would_change())
 
     def _log_converged(self) -> bool:
         """The converged line (once: True), or that the agent waits for its first deploy
@@ -772,7 +772,7 @@ class Agent:
         failed = sorted(v.shown for v in self.converger.failed())
         blocked = sorted(v.shown for v in self.converger.blocked())
         # noop (--noop, or a resource's meta): checked, not changed, so not in the desired state
-        would = sorted(v.shown for v in self.engine.vertices.values() if v.would_change)
+        would = sorted(v.shown for v in self.engine.would_change())
         unreversed = sorted(fmt_key(key) for key in self.engine.reverser.failed())
         if not failed and not blocked and not would:
             summary = f"{'the' if n == 1 else 'all'} {resource_count(n)} in the desired state"
