@@ -350,14 +350,13 @@ class StatusModel:
             await asyncio.sleep(0)
         tally = _Tally()
         rows: list[str] = []
-        async for some in sliced(heapq.merge(*runs)):
-            got = [tally.add(self._vertex(k, self._info(k))) for k in some if k in vertices]
-            if got:
-                rows.append(json.dumps(got)[1:-1])
         edges: list[str] = []
-        async for ends in sliced(list(self.engine.graph.succ.items())):
-            got = [_edge_dict(s, d, e) for s, succ in ends for d, e in succ.items()]
-            if got:
+        async for some in sliced(heapq.merge(*runs)):
+            here = [k for k in some if k in vertices]
+            if got := [tally.add(self._vertex(k, self._info(k))) for k in here]:
+                rows.append(json.dumps(got)[1:-1])
+            succ = self.engine.graph.succ
+            if got := [_edge_dict(k, d, e) for k in here for d, e in succ.get(k, {}).items()]:
                 edges.append(json.dumps(got)[1:-1])
         head = json.dumps(self._head(tally))[:-1]  # without its "}"
         text = f'{head}, "vertices": [{", ".join(rows)}], "edges": [{", ".join(edges)}]}}'
