@@ -30,6 +30,15 @@ longest step) from the rename to 1 s after that end; the agent's RSS before and 
 
     .venv/bin/python bench/swap.py [--sizes 1000 10000] [--count 20]
     .venv/bin/python bench/swap.py --replace [--sizes 20000] [--count 3] [--base DIR]
+    .venv/bin/python bench/swap.py --cpu [--sizes 10000 100000] [--count 3] [--base DIR]
+
+The one-resource changes say, beside each figure, the longest the agent took to answer a probe
+of its status socket meanwhile (every 10 ms: an upper bound of the loop's longest step, with
+the machine's scheduling in it), and the time of a `GET /api/status` (`status`); `--after S`
+then makes one more edit and says the longest answer in the S seconds after it. `--base DIR`
+runs them in another checkout too, after this one. With --cpu, the same changes are made in
+one process (bench/swap_cpu.py: an engine with the agent's listeners, the graphs derived as the
+front-ends derive them), timed in CPU: the apply's, and the loop's longest step.
 """
 
 from __future__ import annotations
@@ -423,12 +432,33 @@ async def replace(sizes: list[int], rounds: int, base: Path | None) -> None:
                 print(f"N={count:6d} {name}: {figures}  (load {load:.1f})", flush=True)
 
 
+async def cpu(sizes: list[int], rounds: int, base: Path | None) -> None:
+    """bench/swap_cpu.py in this tree and `base` (if given), alternately, at each size."""
+    trees = [("this", ROOT)]
+    if base is not None:
+        trees.append(("BASE", checkout(base, "--base")))
+    script = Path(__file__).with_name("swap_cpu.py")
+    for count in sizes:
+        for name, tree in trees:
+            proc = await asyncio.create_subprocess_exec(
+                *[sys.executable, str(script), str(tree), str(count), str(rounds)],
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await proc.communicate()
+            if proc.returncode:
+                sys.exit(f"{script} in {tree}: exit {proc.returncode}")
+            load = os.getloadavg()[0]
+            for line in out.decode().splitlines():
+                print(f"{name}: {line}  (load {load:.1f})", flush=True)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--count", type=int, default=20, help="rounds of the four changes")
     parser.add_argument("--lang", action="store_true", help="from a program instead")
     parser.add_argument("--replace", action="store_true", help="the whole graph replaced")
+    parser.add_argument("--cpu", action="store_true", help="in one process, in CPU time")
     parser.add_argument("--base", type=Path, help="another checkout, alternately (not --lang)")
     parser.add_argument(
         "--after",
@@ -437,6 +467,9 @@ async def main() -> None:
         help="then the loop's longest step this long after an edit",
     )
     args = parser.parse_args()
+    if args.cpu:
+        await cpu(args.sizes, args.count, args.base)
+        return
     if args.replace:
         await replace(args.sizes, args.count, args.base)
         return
