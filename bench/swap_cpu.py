@@ -42,6 +42,24 @@ class Steps:
         self.longest, self.last = 0.0, time.thread_time()
 
 
+async def snapshot(model: Any, probe: Steps, count: int) -> None:
+    """The status snapshot's CPU, and the loop's longest step meanwhile."""
+    model._changes += 1  # a fresh snapshot
+    probe.reset()
+    start = time.process_time()
+    encoded = getattr(model, "encoded", None)
+    if encoded is not None:
+        await encoded()
+    else:  # a tree without it: made at once
+        model.snapshot_json()
+    took = time.process_time() - start
+    await asyncio.sleep(0)  # the probe's turn: its step ended with the snapshot's
+    print(
+        f"N={count:6d}, status snapshot: CPU {ms(took)}, "
+        f"the loop's longest step {ms(probe.longest)} CPU"
+    )
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
@@ -105,20 +123,7 @@ async def main(count: int, rounds: int) -> None:
             f"N={count:6d}, {kind:6s} x{len(values)}: apply CPU p50 {ms(values[len(values) // 2])}"
             f" max {ms(values[-1])}, the loop's longest step {ms(steps[kind])} CPU"
         )
-    model._changes += 1  # a fresh snapshot
-    probe.reset()
-    start = time.process_time()
-    encoded = getattr(model, "encoded", None)
-    if encoded is not None:
-        await encoded()
-    else:  # a tree without it: made at once
-        model.snapshot_json()
-    took = time.process_time() - start
-    await asyncio.sleep(0)  # the probe's turn: its step ended with the snapshot's
-    print(
-        f"N={count:6d}, status snapshot: CPU {ms(took)}, "
-        f"the loop's longest step {ms(probe.longest)} CPU"
-    )
+    await snapshot(model, probe, count)
     probe.handle.cancel()
     await engine.stop(graceful=False)
 
