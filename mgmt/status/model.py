@@ -349,18 +349,18 @@ class StatusModel:
             runs.append(sorted(keys[start : start + RUN]))
             await asyncio.sleep(0)
         tally = _Tally()
-        rows: list[str] = []
-        edges: list[str] = []
+        rows: list[bytes] = []  # each slice's, encoded: the whole is joined once, at the end
+        edges: list[bytes] = []
         async for some in sliced(heapq.merge(*runs)):
             here = [k for k in some if k in vertices]
             if got := [tally.add(self._vertex(k, self._info(k))) for k in here]:
-                rows.append(json.dumps(got)[1:-1])
+                rows.append(json.dumps(got)[1:-1].encode())
             succ = self.engine.graph.succ
             if got := [_edge_dict(k, d, e) for k in here for d, e in succ.get(k, {}).items()]:
-                edges.append(json.dumps(got)[1:-1])
-        head = json.dumps(self._head(tally))[:-1]  # without its "}"
-        text = f'{head}, "vertices": [{", ".join(rows)}], "edges": [{", ".join(edges)}]}}'
-        self._encoded = (key, text.encode())
+                edges.append(json.dumps(got)[1:-1].encode())
+        head = json.dumps(self._head(tally))[:-1].encode()  # without its "}"
+        parts = [head, b', "vertices": [', *_commas(rows), b'], "edges": [', *_commas(edges)]
+        self._encoded = (key, b"".join([*parts, b"]}"]))
         return self._encoded[1]
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
@@ -426,6 +426,13 @@ class _Tally:
         self.counts[row["state"]] += 1
         self.kinds.setdefault(row["kind"], {"count": 0})["count"] += 1
         return row
+
+
+def _commas(items: list[bytes]) -> list[bytes]:
+    """`items` with b", " between them (to be joined with the rest at once)."""
+    out = [b", "] * (2 * len(items) - 1) if items else []
+    out[::2] = items
+    return out
 
 
 def _edge_dict(src: Key, dst: Key, edge: Edge) -> dict[str, Any]:
