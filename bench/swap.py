@@ -30,6 +30,15 @@ longest step) from the rename to 1 s after that end; the agent's RSS before and 
 
     .venv/bin/python bench/swap.py [--sizes 1000 10000] [--count 20]
     .venv/bin/python bench/swap.py --replace [--sizes 20000] [--count 3] [--base DIR]
+    .venv/bin/python bench/swap.py --cpu [--sizes 10000 100000] [--count 3] [--base DIR]
+
+The one-resource changes say, beside each figure, the longest the agent took to answer a probe
+of its status socket meanwhile (every 10 ms: an upper bound of the loop's longest step, with
+the machine's scheduling in it), and the time of a `GET /api/status` (`status`); `--after S`
+then makes one more edit and says the longest answer in the S seconds after it. `--base DIR`
+runs them in another checkout too, after this one. With --cpu, the same changes are made in
+one process (bench/swap_cpu.py: an engine with the agent's listeners, the graphs derived as the
+front-ends derive them), timed in CPU: the apply's, and the loop's longest step.
 """
 
 from __future__ import annotations
@@ -46,7 +55,17 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from common import MGMT, ROOT, checkout, files_graph, fmt_ms, percentiles, run_script, terminate
+from common import (
+    MGMT,
+    ROOT,
+    base_launcher,
+    checkout,
+    files_graph,
+    fmt_ms,
+    percentiles,
+    run_script,
+    terminate,
+)
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -107,29 +126,58 @@ class Daemon:
                 await self.swapped.wait()
 
 
-async def one(count: int, rounds: int) -> None:
+class Prober:
+    """Asks the agent for a static file on its status socket every 10 ms: how long each answer
+    took is an upper bound of the loop's longest step meanwhile (`longest`)."""
+
+    def __init__(self, sock: Path) -> None:
+        self.sock = sock
+        self.answers: list[tuple[float, float]] = []  # (when asked, seconds to the answer)
+
+    async def run(self) -> None:
+        while True:
+            asked = time.perf_counter()
+            self.answers.append((asked, await ask(self.sock)))
+            await asyncio.sleep(0.01)
+
+    def longest(self, begin: float, end: float) -> float:
+        """The longest answer of a probe that overlapped [begin, end]."""
+        return max((w for a, w in self.answers if begin <= a + w and a <= end), default=0.0)
+
+
+async def get(sock: Path, path: str) -> bytes:
+    reader, writer = await asyncio.open_unix_connection(str(sock))
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: mgmt\r\n\r\n".encode())
+        return await reader.read()
+    finally:
+        writer.close()
+
+
+async def one(count: int, rounds: int, name: str, mgmt: list[str], after: float) -> None:
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-swap-"))
-    graph, files = work / "graph.yaml", work / "files"
+    graph, files, prefix = work / "graph.yaml", work / "files", work / "prefix"
     mid = count // 2
     edges = "edges:\n  - {name: e, from: {kind: file, name: f0}, to: {kind: file, name: f1}}\n"
     base = files_graph(files, count) + edges
     graph.write_text(base)
-    edge = f"  - {{from: {{kind: file, name: f{mid - 1}}}, to: {{kind: file, name: f{mid}}}}}\n"
     target, old = files / f"f{mid}", block(f"f{mid}", files / f"f{mid}", f"file number {mid}\n")
-    added, renamed = files / "added", files / "renamed"
     proc = await asyncio.create_subprocess_exec(
-        *MGMT, "run", "--tmp-prefix", "yaml", str(graph), stderr=asyncio.subprocess.PIPE
+        *mgmt, "run", "--prefix", str(prefix), "yaml", str(graph), stderr=asyncio.subprocess.PIPE
     )
     daemon = Daemon(proc)
-    samples: dict[str, list[float]] = {
-        kind: [] for kind in ("edit", "add", "remove", "rename", "edge+", "edge-")
-    }
+    kinds = ("edit", "add", "remove", "rename", "edge+", "edge-", "status")
+    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+    blocks: dict[str, list[float]] = {kind: [] for kind in kinds}
+    prober = Prober(prefix / "status.sock")
+    quiet = 0.0
     try:
         async with asyncio.TaskGroup() as group:
             reader = group.create_task(daemon.read())
-            async with asyncio.timeout(600):
+            async with asyncio.timeout(1800):
                 await daemon.converged.wait()
-            async with PathWatcher([target, added, renamed]) as watcher:
+            probing = group.create_task(prober.run())
+            async with PathWatcher([target, files / "added", files / "renamed"]) as watcher:
 
                 async def step(kind: str, text: str, done: Done) -> None:
                     seen = daemon.swaps
@@ -138,34 +186,92 @@ async def one(count: int, rounds: int) -> None:
                     await done(seen)
                     samples[kind].append(time.perf_counter() - start)
                     await daemon.next_swap(seen)  # settled before the next step
+                    blocks[kind].append(prober.longest(start, time.perf_counter()))
 
                 def on_disk(path: Path, content: str) -> Done:
                     return lambda _seen: until(watcher, path, content)
 
-                original = f"file number {mid}\n"
                 for i in range(rounds):
-                    edited = base.replace(old, block(f"f{mid}", target, f"edit {i}\n"))
-                    await step("edit", edited, on_disk(target, f"edit {i}\n"))
-                    await step("edit", base, on_disk(target, original))
-                    plus = base.replace(old, old + block("added", added, f"added {i}\n"))
-                    await step("add", plus, on_disk(added, f"added {i}\n"))
-                    await step("remove", base, daemon.next_swap)
-                    moved = base.replace(old, block(f"r{mid}", renamed, f"renamed {i}\n"))
-                    await step("rename", moved, on_disk(renamed, f"renamed {i}\n"))
-                    await step("rename", base, daemon.next_swap)  # f{mid} is on disk already
-                    await step("edge+", base + edge, daemon.next_swap)
-                    await step("edge-", base, daemon.next_swap)
+                    await edit_round(
+                        i,
+                        count,
+                        files=files,
+                        base=base,
+                        step=step,
+                        on_disk=on_disk,
+                        next_swap=daemon.next_swap,
+                    )
+                    start = time.perf_counter()
+                    await get(prefix / "status.sock", "/api/status")
+                    samples["status"].append(time.perf_counter() - start)
+                    blocks["status"].append(prober.longest(start, time.perf_counter()))
+                if after:  # one more edit, then the loop's longest step for `after` seconds
+                    edited = base.replace(old, block(f"f{mid}", target, "after\n"))
+                    start = time.perf_counter()
+                    await step("edit", edited, on_disk(target, "after\n"))
+                    await asyncio.sleep(after)
+                    quiet = prober.longest(start, time.perf_counter())
+            probing.cancel()
             reader.cancel()
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await proc.wait()
+        await terminate([proc])
         shutil.rmtree(work, ignore_errors=True)
+    say_edits(f"N={count:6d} {name}", samples, blocks)
+    if after:
+        print(
+            f"N={count:6d} {name}, the loop's longest step (status socket probe) from an edit "
+            f"to {after:.0f} s after it: {quiet * 1000:.0f} ms  (load {os.getloadavg()[0]:.1f})"
+        )
+
+
+def say_edits(what: str, samples: dict[str, list[float]], blocks: dict[str, list[float]]) -> None:
     for kind, values in samples.items():
         print(
-            f"N={count:6d}, {kind:6s} one resource x{len(values)}: {fmt_ms(percentiles(values))}"
+            f"{what}, {kind:6s} one resource x{len(values)}: "
+            f"{fmt_ms(percentiles(values))}  longest answer {max(blocks[kind]) * 1000:.0f} ms"
             f"  (load {os.getloadavg()[0]:.1f})"
         )
+
+
+async def edit_round(
+    i: int,
+    count: int,
+    *,
+    files: Path,
+    base: str,
+    step: Callable[[str, str, Done], Awaitable[None]],
+    on_disk: Callable[[Path, str], Done],
+    next_swap: Done,
+) -> None:
+    """Round `i` of the one-resource changes of files_graph(files, count) (`base`)."""
+    mid = count // 2
+    target, old = files / f"f{mid}", block(f"f{mid}", files / f"f{mid}", f"file number {mid}\n")
+    added, renamed = files / "added", files / "renamed"
+    edge = f"  - {{from: {{kind: file, name: f{mid - 1}}}, to: {{kind: file, name: f{mid}}}}}\n"
+    edited = base.replace(old, block(f"f{mid}", target, f"edit {i}\n"))
+    await step("edit", edited, on_disk(target, f"edit {i}\n"))
+    await step("edit", base, on_disk(target, f"file number {mid}\n"))
+    plus = base.replace(old, old + block("added", added, f"added {i}\n"))
+    await step("add", plus, on_disk(added, f"added {i}\n"))
+    await step("remove", base, next_swap)
+    moved = base.replace(old, block(f"r{mid}", renamed, f"renamed {i}\n"))
+    await step("rename", moved, on_disk(renamed, f"renamed {i}\n"))
+    await step("rename", base, next_swap)  # f{mid} is on disk already
+    await step("edge+", base + edge, next_swap)
+    await step("edge-", base, next_swap)
+
+
+async def edits(sizes: list[int], rounds: int, base: Path | None, after: float) -> None:
+    """The one-resource changes at each size, this tree then `base` (if given), alternately."""
+    with tempfile.TemporaryDirectory(prefix="mgmt-bench-swap-") as where:
+        trees = [("this", MGMT)]
+        if base is not None:
+            base = checkout(base, "--base")
+            trees.append(("BASE", base_launcher(base, Path(where) / "mgmt-base")))
+            print(f"BASE: {base}")
+        for count in sizes:
+            for name, mgmt in trees:
+                await one(count, rounds, name, mgmt, after)
 
 
 PROGRAM = """
@@ -236,12 +342,7 @@ def noops(count: int, prefix: str) -> str:
 async def ask(sock: Path) -> float:
     """Seconds the agent took to answer a GET of a static file on its status socket."""
     start = time.perf_counter()
-    reader, writer = await asyncio.open_unix_connection(str(sock))
-    try:
-        writer.write(b"GET /favicon.svg HTTP/1.1\r\nHost: mgmt\r\n\r\n")
-        await reader.read()
-    finally:
-        writer.close()
+    await get(sock, "/favicon.svg")
     return time.perf_counter() - start
 
 
@@ -285,13 +386,7 @@ async def replace_one(count: int, tree: Path) -> str:
         cwd=tree,  # `python -m mgmt` imports the mgmt of its directory
     )
     daemon = Daemon(proc)
-    answers: list[tuple[float, float]] = []  # (when asked, seconds to the answer)
-
-    async def probe() -> None:
-        while True:
-            asked = time.perf_counter()
-            answers.append((asked, await ask(prefix / "status.sock")))
-            await asyncio.sleep(0.01)
+    prober = Prober(prefix / "status.sock")
 
     try:
         async with asyncio.TaskGroup() as group:
@@ -299,7 +394,7 @@ async def replace_one(count: int, tree: Path) -> str:
             async with asyncio.timeout(600):
                 await daemon.converged.wait()
             started = time.perf_counter() - start
-            prober = group.create_task(probe())
+            probing = group.create_task(prober.run())
             await asyncio.sleep(1)  # its first pass's end (its heap frozen...) is not timed
             before = rss_mib(proc.pid)
             begin = time.perf_counter()
@@ -310,13 +405,13 @@ async def replace_one(count: int, tree: Path) -> str:
             done = time.perf_counter() - begin
             await asyncio.sleep(1)  # what follows the first pass (its freeze, convergence)
             after = rss_mib(proc.pid)
-            prober.cancel()
+            probing.cancel()
             reader.cancel()
     finally:
         await terminate([proc])
         shutil.rmtree(work, ignore_errors=True)
     end = begin + done + 1
-    during = [wait for asked, wait in answers if begin <= asked + wait and asked <= end]
+    during = [wait for asked, wait in prober.answers if begin <= asked + wait and asked <= end]
     return (
         f"fresh start {started:.2f}s  replace: `graph swap:` {swapped:.2f}s, first pass "
         f"{done:.2f}s, longest answer {max(during, default=0) * 1000:.0f} ms "
@@ -337,19 +432,52 @@ async def replace(sizes: list[int], rounds: int, base: Path | None) -> None:
                 print(f"N={count:6d} {name}: {figures}  (load {load:.1f})", flush=True)
 
 
+async def cpu(sizes: list[int], rounds: int, base: Path | None) -> None:
+    """bench/swap_cpu.py in this tree and `base` (if given), alternately, at each size."""
+    trees = [("this", ROOT)]
+    if base is not None:
+        trees.append(("BASE", checkout(base, "--base")))
+    script = Path(__file__).with_name("swap_cpu.py")
+    for count in sizes:
+        for name, tree in trees:
+            proc = await asyncio.create_subprocess_exec(
+                *[sys.executable, str(script), str(tree), str(count), str(rounds)],
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await proc.communicate()
+            if proc.returncode:
+                sys.exit(f"{script} in {tree}: exit {proc.returncode}")
+            load = os.getloadavg()[0]
+            for line in out.decode().splitlines():
+                print(f"{name}: {line}  (load {load:.1f})", flush=True)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--count", type=int, default=20, help="rounds of the four changes")
     parser.add_argument("--lang", action="store_true", help="from a program instead")
     parser.add_argument("--replace", action="store_true", help="the whole graph replaced")
-    parser.add_argument("--base", type=Path, help="with --replace: another checkout, alternately")
+    parser.add_argument("--cpu", action="store_true", help="in one process, in CPU time")
+    parser.add_argument("--base", type=Path, help="another checkout, alternately (not --lang)")
+    parser.add_argument(
+        "--after",
+        type=float,
+        default=0,
+        help="then the loop's longest step this long after an edit",
+    )
     args = parser.parse_args()
+    if args.cpu:
+        await cpu(args.sizes, args.count, args.base)
+        return
     if args.replace:
         await replace(args.sizes, args.count, args.base)
         return
+    if not args.lang:
+        await edits(args.sizes, args.count, args.base, args.after)
+        return
     for count in args.sizes:
-        await (lang if args.lang else one)(count, args.count)
+        await lang(count, args.count)
 
 
 if __name__ == "__main__":

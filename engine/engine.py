@@ -39,6 +39,7 @@ from engine.autoedge import (
     Owners,
     add_autoedges,
     both_write,
+    by_kind,
     managed,
     may_edge,
     overwritten,
@@ -962,12 +963,53 @@ class _Small:
     replace: dict[Key, Resource] = field(default_factory=dict)
     add: dict[Key, Resource] = field(default_factory=dict)
     remove: list[Key] = field(default_factory=list)
-    # The prepared graph's edge maps after the swap (_reshaped), and the kept vertices whose
-    # edges changed (`rewired`), of which `release` lost a predecessor.
-    succ: dict[Key, dict[Key, Edge]] = field(default_factory=dict)
-    pred: dict[Key, dict[Key, Edge]] = field(default_factory=dict)
+    # The given graph's edges to connect and disconnect in the prepared one (_reshaped), and
+    # the kept vertices whose edges change (`rewired`), of which `release` lose a predecessor.
+    connect: dict[Ends, Edge] = field(default_factory=dict)
+    disconnect: set[Ends] = field(default_factory=set)
     rewired: frozenset[Key] = frozenset()
     release: frozenset[Key] = frozenset()
+
+
+def _reshape(graph: Graph, small: _Small) -> Callable[[], None] | None:
+    """`small`'s vertices added and removed and edges connected and disconnected in `graph`'s
+    edge maps, in place, in O(change): the neighbour maps changed are copies (whoever holds
+    the last ones keeps them as they were). Returns what undoes it, or None (undone already)
+    when a removed vertex keeps an edge the given graph did not have (grouped, or automatic)."""
+    succ, pred = graph.succ, graph.pred
+    was: dict[Key, tuple[dict[Key, Edge], dict[Key, Edge]] | None] = {}
+
+    def own(key: Key) -> None:
+        if key not in was:
+            was[key] = (succ[key], pred[key])
+            succ[key], pred[key] = dict(succ[key]), dict(pred[key])
+
+    def undo() -> None:
+        for key, maps in was.items():
+            if maps is None:
+                del succ[key], pred[key]
+            else:
+                succ[key], pred[key] = maps
+
+    for src, dst in small.disconnect:
+        own(src)
+        own(dst)
+        del succ[src][dst], pred[dst][src]
+    for key in small.remove:
+        own(key)
+        if succ[key] or pred[key]:
+            undo()
+            return None
+        del succ[key], pred[key]
+    for key in small.add:
+        was.setdefault(key, None)
+        succ[key], pred[key] = {}, {}
+    for (src, dst), edge in small.connect.items():
+        own(src)
+        own(dst)
+        # The given edge replaces an automatic one alike: prepare() would not add that.
+        succ[src][dst] = pred[dst][src] = edge
+    return undo
 
 
 class Engine:
@@ -1021,15 +1063,16 @@ class Engine:
             None  # the started vertices yet to process (_track_pass)
         )
         self._rewatchers: set[Key] = set()  # vertices with meta rewatch
+        self._noops: set[Key] = set()  # vertices with meta noop (`would_change`)
         self._gc = _NO_GC_STATE  # what _pause_gc() changed, for _gc_resume()
         self._gc_bound: asyncio.TimerHandle | None = None  # ends the pause (FIRST_PASS_GC_BOUND)
         self._first_progress = 0.0  # loop time of the first pass's last first outcome
         # The automatic edges' UIDs of the last graph as given (made by prepare(), then kept
         # up to date by small swaps).
         self._autoindex: AutoIndex | None = None
-        # Who manages each UID of the last prepared graph (engine.autoedge.owners; made by
-        # prepare(), then kept up to date by small swaps).
-        self._owners: dict[tuple[str, UID], Key] | None = None  # `_reclaim`'s, made at need
+        # Who manages each UID of the last prepared graph, per kind (engine.autoedge.by_kind;
+        # made by prepare(), then kept up to date by small swaps: `_reclaim`).
+        self._owners: dict[tuple[str, UID], Key] | None = None
         # The last prepared graph has a resource autogroup could group: a path between two
         # may decide whether it does, so no edge changes without preparing again.
         self._groupable = False
@@ -1130,7 +1173,7 @@ class Engine:
             autogroup(graph)
             candidates = (r for r in graph if r.meta.autogroup and isinstance(r, Groupable))
             self._groupable = next(candidates, None) is not None
-        verify(graph, found)
+        self._owners = by_kind(verify(graph, found))
         self._autoindex = index
 
     async def apply(self, graph: Graph, since: Since | None = None) -> None:
@@ -1209,6 +1252,7 @@ class Engine:
         self.vertices = vertices
         self._raw = raw
         self._rewatchers = {k for k, v in vertices.items() if v.res.meta.rewatch}
+        self._noops = {k for k, v in vertices.items() if v.res.meta.noop}
         if old:
             log.info(
                 "graph swap: %d kept, %d stopped, %d started", len(kept), len(removed), len(added)
@@ -1266,6 +1310,13 @@ class Engine:
         for vertex in started:
             if vertex.res.meta.reset:
                 retries.pop(vertex.key, None)
+
+    def would_change(self) -> list[Vertex]:
+        """The vertices that would change (Vertex.would_change): in O(vertices in noop mode,
+        by --noop or their meta), not O(graph) (said at every convergence, after each swap)."""
+        vertices = self.vertices
+        maybe = vertices.values() if self.noop else (vertices[k] for k in self._noops)
+        return [v for v in maybe if v.would_change]
 
     def retry_failed(self) -> tuple[int, int]:
         """An operator's reload (SIGHUP): each DEAD vertex is revived (its watch or init()
@@ -1415,46 +1466,26 @@ class Engine:
     def _reshaped(
         self, graph: Graph, small: _Small, connect: dict[Ends, Edge], disconnect: set[Ends]
     ) -> _Small | None:
-        """`small` with the prepared graph's edge maps after it (`graph`'s edges `connect`ed
-        and `disconnect`ed in the last ones, which are left alone); None when that could change
-        an automatic edge or a group, or makes a cycle (a full prepare() then decides)."""
+        """`small` with the edges of `graph` to `connect` and `disconnect` in the prepared
+        graph (made by the swap, `_reshape`); None when that could change an automatic edge or
+        a group, or makes a cycle (a full prepare() then decides)."""
+        small.connect, small.disconnect = connect, disconnect
         if not (small.add or small.remove or connect or disconnect):
-            small.succ, small.pred = self.graph.succ, self.graph.pred
             return small
         if (connect or disconnect) and not self._rewirable(graph, disconnect):
             return None
-        succ, pred = dict(self.graph.succ), dict(self.graph.pred)
-        owned: set[Key] = set()  # vertices whose neighbour maps are copies of the last ones
-
-        def own(*keys: Key) -> None:
-            for key in keys:
-                if key not in owned:
-                    owned.add(key)
-                    succ[key], pred[key] = dict(succ[key]), dict(pred[key])
-
-        for src, dst in disconnect:
-            own(src, dst)
-            del succ[src][dst], pred[dst][src]
-        for key in small.remove:
-            if succ[key] or pred[key]:
-                return None  # an edge the given graph did not have (grouped, or automatic)
-            del succ[key], pred[key]
-        for key in small.add:
-            succ[key], pred[key] = {}, {}
-            owned.add(key)
-        for (src, dst), edge in connect.items():
-            own(src, dst)
-            # The given edge replaces an automatic one alike: prepare() would not add that.
-            succ[src][dst] = pred[dst][src] = edge
-        shape = Graph()
-        shape.succ = succ
-        if any(shape.path(dst, src) is not None for src, dst in connect):
-            return None  # a cycle, or one that prepare() avoids by skipping an automatic edge
+        undo = _reshape(self.graph, small)  # tried, then undone: nothing else runs meanwhile
+        if undo is None:
+            return None
+        try:
+            if any(self.graph.path(dst, src) is not None for src, dst in connect):
+                return None  # a cycle, or one that prepare() avoids by skipping an automatic edge
+        finally:
+            undo()
         ends = {key for pair in [*connect, *disconnect] for key in pair}
         new = {*small.replace, *small.add, *small.remove}
         small.rewired = frozenset(k for k in ends if k in self.vertices and k not in new)
         small.release = frozenset(d for _s, d in disconnect if d in small.rewired)
-        small.succ, small.pred = succ, pred
         return small
 
     def _rewirable(self, graph: Graph, disconnect: set[Ends]) -> bool:
@@ -1510,9 +1541,10 @@ class Engine:
     def _reclaim(self, small: _Small, given: dict[Key, Resource]) -> bool:
         """Whether what `small` adds manages nothing another vertex manages once what it
         removes is gone (a rename of a file resource frees its path first); `_owners` is then
-        so (a fallback's prepare() makes it again)."""
-        if self._owners is None:
-            self._owners = owned_by_kind(self.graph)  # the prepared graph: it was verified
+        so (a fallback's prepare() makes it again). Made by prepare() from what it found: made
+        here from the graph, it took the first add after a full swap ~1 s at 100,000 files."""
+        if self._owners is None:  # prepare() refused the last graph: the running one's
+            self._owners = owned_by_kind(self.graph)  # (verified when it was prepared)
         found = self._owners
         for key in small.remove:
             for uid in managed(given[key]):
@@ -1527,35 +1559,43 @@ class Engine:
 
     async def _swap_replaced(self, given: Graph, small: _Small) -> None:
         """The O(change) swap: the last prepared graph with the vertices of `small` replaced,
-        added and removed."""
+        added and removed, and its edges rewired, in place (no copy of the graph's maps), at
+        once (between two awaits) once the new vertices are made."""
         replace = small.replace
         removed = [self.vertices[key] for key in [*replace, *small.remove]]
         await self._realize(removed)
         await stop_all(removed)
         gone = {key: self.vertices[key].res for key in small.remove}
         await self.reverser.undo(list(gone), gone, self.graph)
-        graph = Graph(given.name)  # shares the prepared edges: nobody changes them
-        graph.vertices = {**self.graph.vertices, **replace, **small.add}
-        graph.succ, graph.pred = small.succ, small.pred
-        vertices = dict(self.vertices)
-        index = self._autoindex
+        added: list[Vertex] = []
+        async for some_new in sliced([*replace.items(), *small.add.items()]):
+            added.extend(Vertex(self, res) for _key, res in some_new)
+        # Nothing awaited from here on: the graph changes at once.
+        _reshape(self.graph, small)
+        graph = Graph(given.name)  # a new object (the agent tells swaps apart by identity)
+        graph.vertices, graph.succ, graph.pred = (
+            self.graph.vertices,
+            self.graph.succ,
+            self.graph.pred,
+        )
+        vertices, index = self.vertices, self._autoindex
         for key in small.remove:
             del graph.vertices[key], vertices[key]
             self._rewatchers.discard(key)
+            self._noops.discard(key)
             if index is not None:
                 index.count(gone[key], -1)
-        added = []
-        async for some_new in sliced({**replace, **small.add}.items()):
-            for key, res in some_new:
-                vertices[key] = Vertex(self, res)
-                added.append(vertices[key])
-                if res.meta.rewatch:
-                    self._rewatchers.add(key)
+        for vertex in added:
+            key, meta = vertex.key, vertex.res.meta
+            graph.vertices[key] = vertex.res
+            vertices[key] = vertex
+            for marked, on in ((self._rewatchers, meta.rewatch), (self._noops, meta.noop)):
+                if on:
+                    marked.add(key)
                 else:
-                    self._rewatchers.discard(key)
+                    marked.discard(key)
         self._forget_retries(small.remove, added)
         self.graph = graph
-        self.vertices = vertices
         self._raw = _Raw(given, given.name, given.vertices, given.succ, given.pred)
         kept = len(vertices) - len(added)
         log.info("graph swap: %d kept, %d stopped, %d started", kept, len(removed), len(added))

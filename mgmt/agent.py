@@ -293,7 +293,8 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
     first: Loaded | None = None
     if given is None and config.file is not None:
         await asyncio.to_thread(warn_untrusted, str(config.file))
-    deploys = given is None and (config.frontend == "empty" or config.deploy)
+    given_graph = given is not None
+    deploys = not given_graph and (config.frontend == "empty" or config.deploy)
     # The agent's local values: the program's functions and the engine's resources share them.
     local = LocalValues(prefix)
     try:
@@ -315,8 +316,11 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
         return refusal(err)
     for warning in loaded.warnings:
         log.warning("%s", warning)
+    # The first graph, handed to the agent (`pop`): not referenced here for the agent's life.
+    held = [loaded]
+    del loaded, first, given
     try:
-        if needs_cluster(config, loaded):
+        if needs_cluster(config, held[0]):
             from mgmt.cluster.options import from_config as cluster_options
 
             try:
@@ -328,22 +332,24 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
         if deploys and deploy_source is None:
             return ExitCode.USAGE
         if deploy_source is not None:  # the deploy this host ran last, if any
-            loaded = await deploy_source.start() or loaded
+            held[0] = await deploy_source.start() or held[0]
         from mgmt.program import program_ref
 
-        program = None if given is not None else program_ref(config, deploy_source)
+        program = None if given_graph else program_ref(config, deploy_source)
         agent = Agent(config, prefix, deploy_source or source, local, program)
         if deploy_source is not None:
             deploy_source.follow_convergence(agent.converger)
             agent.follow_deploys(deploy_source)
-        return await agent.run(loaded)
+        return await agent.run(held.pop())
     except GraphError as err:  # found when the engine prepares the graph, before it runs
-        for line in await _located(config, err, loaded):
+        for line in await _located(config, err, held[0] if held else agent.refused):
             log.error("%s", line)
         return ExitCode.USAGE
 
 
 class Agent:
+    refused: Loaded | None = None  # the first graph, if the engine refused it
+
     def __init__(
         self,
         config: Config,
@@ -423,9 +429,11 @@ class Agent:
         codestamp.said.on_upgraded = self._on_upgraded
         stop, hup = self._on_stop_signal, lambda _: self._on_hup()
         with Signals(loop, {signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGHUP: hup}):
-            return await self._run(loop, loaded)
+            first = [loaded]  # popped once applied: not referenced for the agent's life
+            del loaded
+            return await self._run(loop, first)
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, loaded: Loaded) -> int:
+    async def _run(self, loop: asyncio.AbstractEventLoop, first: list[Loaded]) -> int:
         reason = ""
         if not self.exit_when_converged:  # a restart shows in a shared log (tester11)
             log.info("agent starting: pid %d, prefix %s", os.getpid(), self.engine.prefix)
@@ -435,11 +443,16 @@ class Agent:
             except ValidationError as err:  # a bad --prometheus-listen: nothing applied
                 log.error("%s", err)
                 return ExitCode.USAGE
+            loaded = first.pop()
             try:
                 await self._apply(loaded)
             except NotAdmitted as err:  # before anything was applied
                 log.error("cluster: %s", err)
                 return ExitCode.USAGE
+            except GraphError:
+                self.refused = loaded  # for the lines that say where (agent._run)
+                raise
+            del loaded  # the next swap drops it (engine, front-end: the last graph only)
             if self.source is not None and not self.source.graphs and self.exit_when_converged:
                 # Cron mode: nothing to converge to. A run-time error (FILE:LINE:COL, logged
                 # by the front-end) is bad input, as in `mgmt check`: exit 2.
@@ -631,7 +644,7 @@ class Agent:
         reverser = self.engine.reverser
         if not self.config.quiet or self._changed or reverser.changes or reverser.failed():
             return True
-        return any(v.failed or v.would_change for v in self.engine.vertices.values())
+        return bool(self.converger.counts()[1] or self.engine.would_change())
 
     def _log_converged(self) -> bool:
         """The converged line (once: True), or that the agent waits for its first deploy
@@ -759,7 +772,7 @@ class Agent:
         failed = sorted(v.shown for v in self.converger.failed())
         blocked = sorted(v.shown for v in self.converger.blocked())
         # noop (--noop, or a resource's meta): checked, not changed, so not in the desired state
-        would = sorted(v.shown for v in self.engine.vertices.values() if v.would_change)
+        would = sorted(v.shown for v in self.engine.would_change())
         unreversed = sorted(fmt_key(key) for key in self.engine.reverser.failed())
         if not failed and not blocked and not would:
             summary = f"{'the' if n == 1 else 'all'} {resource_count(n)} in the desired state"

@@ -254,7 +254,7 @@ class StatusServer:
         return routes
 
     async def _status(self) -> Response:
-        return 200, "application/json", self.model.snapshot_json()
+        return 200, "application/json", await self.model.encoded()
 
     async def _metrics(self) -> Response:
         assert self.metrics is not None
@@ -268,7 +268,7 @@ class StatusServer:
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                 b"Cache-Control: no-store\r\nConnection: close\r\n\r\n"
             )
-            snapshot = self.model.snapshot_json()  # {"host": ...}
+            snapshot = await self.model.encoded()  # {"host": ...}
             writer.write(b'data: {"type": "snapshot", ' + snapshot[1:] + b"\n\n")
             await _drain(writer)
             while self.model.subscribed(queue):

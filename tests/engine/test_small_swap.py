@@ -626,3 +626,39 @@ def tree(root: Path) -> dict[str, str | None]:
         str(p.relative_to(root)): None if p.is_dir() else p.read_text()
         for p in sorted(root.rglob("*"))
     }
+
+
+async def test_a_small_swap_changes_the_running_maps_in_place(engine: Engine) -> None:
+    """Kept vertices cost nothing: the engine's maps (its vertices, the prepared graph's
+    resources and edges) are changed in place, not copied, whatever the change; a change
+    refused as a cycle leaves them as they were."""
+    first = make_graph([f"p{i}" for i in range(N)], edges=[("p0", "p1")])
+    await engine.apply(first)
+    await settle(engine)
+    maps = (engine.vertices, engine.graph.vertices, engine.graph.succ, engine.graph.pred)
+    p0, p1, p5, p9 = (("probe", f"p{i}") for i in (0, 1, 5, 9))
+    new = ("probe", "new")
+    changes = [
+        Change(put={p5: ProbeRes(name="p5", tag="x")}),
+        Change(put={new: ProbeRes(name="new")}, connect=[(new, p9, Edge())]),
+        Change(disconnect=[(p0, p1)], connect=[(p5, p9, Edge(notify=True))]),
+        Change(disconnect=[(new, p9)], remove={new}),
+    ]
+    graph = first
+    for change in changes:
+        graph, since = derived(graph, change)
+        await engine.apply(graph, since)
+        await settle(engine)
+        now = (engine.vertices, engine.graph.vertices, engine.graph.succ, engine.graph.pred)
+        assert all(a is b for a, b in zip(now, maps, strict=True))
+    assert engine.graph.succ == {k: dict(v) for k, v in graph.succ.items()}
+    assert engine.graph.pred == {k: dict(v) for k, v in graph.pred.items()}
+    assert engine.vertices.keys() == graph.vertices.keys() and new not in engine.graph.vertices
+    assert engine.vertices[p5].res.tag == "x"
+
+    before = {k: dict(v) for k, v in engine.graph.succ.items()}
+    cyclic = graph.copy()
+    cyclic.connect(p9, p5)
+    with pytest.raises(GraphError, match="cycle"):
+        await engine.apply(cyclic, (graph, frozenset({p9, p5})))
+    assert {k: dict(v) for k, v in engine.graph.succ.items()} == before

@@ -155,3 +155,43 @@ async def test_a_flood_of_requests_is_not_a_servers_last_change(
     finally:
         model.close()
         await engine.stop(graceful=False)
+
+
+async def test_the_snapshot_is_encoded_in_slices(tmp_path: Path) -> None:
+    """/api/status's JSON is made a slice of vertices at a time, the loop taking turns between
+    (at 100,000 resources it held the loop ~1 s at once): the same snapshot, shared after."""
+    import asyncio
+
+    from engine.graph import Edge
+    from engine.slices import SLICE
+    from resources.noop import NoopRes
+
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    loop = asyncio.get_running_loop()
+    turns = 0
+
+    def count() -> None:  # once a step of the loop
+        nonlocal turns, ticking
+        turns += 1
+        ticking = loop.call_soon(count)
+
+    try:
+        graph = Graph("g")
+        for i in range(4 * SLICE):
+            graph.add(NoopRes(name=f"n{i}"))
+        graph.connect(("noop", "n1"), ("noop", "n0"), Edge(notify=True))
+        await engine.apply(graph)
+        await settle(engine)
+        ticking = loop.call_soon(count)
+        encoded = await model.encoded()
+        ticking.cancel()
+        assert turns >= 4  # a turn after each slice of vertices, at least
+        assert json.loads(encoded) == json.loads(json.dumps(model.snapshot()))
+        assert json.loads(encoded)["edges"] == [
+            {"from": "noop[n1]", "to": "noop[n0]", "notify": True}
+        ]
+        assert await model.encoded() is encoded and model.snapshot_json() is encoded
+    finally:
+        model.close()
+        await engine.stop(graceful=False)
