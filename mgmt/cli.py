@@ -255,6 +255,11 @@ def parse(argv: list[str]) -> Config:
         )
     if values["tmp_prefix"] and values["prefix"] != Config.prefix:
         _usage_error("--prefix and --tmp-prefix exclude each other (as in mgmt): choose one")
+    if values["no_server"] and not values["seeds"].strip():  # as mgmt's etcd Validate
+        _usage_error(
+            "--no-server (MGMT_NO_SERVER) needs --seeds (MGMT_SEEDS), as in mgmt: a client of "
+            "the cluster runs no etcd member, so it must be told where the cluster is"
+        )
     if values["quiet"] and values["verbose"]:
         _usage_error("--quiet and --verbose exclude each other (or MGMT_QUIET, MGMT_VERBOSE)")
     why = priority.check(values["nice"])
