@@ -168,6 +168,10 @@ OTHER_ENV = frozenset(
     }
 )
 
+# mgmt's variables whose flags this project does not take (go-arg's `env:` names): `mgmt run`
+# given one refuses it as it refuses its flag (mgmt.cli), rather than run as if it were unset.
+MGMT_ENV_FLAGS = {"MGMT_NO_NETWORK": "--no-network", "MGMT_MODULE_PATH": "--module-path"}
+
 _WARNED: list[bool] = []  # [True] once it ran: the thin deploy's fallback to the CLI says it once
 
 
@@ -179,7 +183,7 @@ def warn_misspelled_env(log_format: str = "text") -> None:
     if _WARNED:
         return
     _WARNED.append(True)
-    known = FLAG_ENV | OTHER_ENV
+    known = FLAG_ENV | OTHER_ENV | MGMT_ENV_FLAGS.keys()
     unknown = sorted(name for name in os.environ if name.startswith("MGMT_") and name not in known)
     if not unknown:
         return  # the common case: nothing imported

@@ -78,18 +78,42 @@ async def _join_executor(loop: Any) -> None:
         executor.shutdown(wait=True)
 
 
+# A boolean MGMT_<FLAG>'s spellings: Go's strconv.ParseBool's (mgmt's go-arg parses its
+# variables with it), and yes/no/on/off in any case; anything else is refused (exit 2): a typo
+# must not turn a dry run (MGMT_NOOP) into a real one. Empty is "not set" (the default).
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True", "yes", "on"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False", "no", "off", ""})
+
+
+def env_bool(variable: str, value: str) -> bool:
+    """A boolean MGMT_ variable's value (_TRUE, _FALSE); exit 2 naming it otherwise."""
+    text = value.strip()
+    word = text.lower() if text.lower() in ("yes", "no", "on", "off") else text
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    _env_error(
+        variable,
+        f"expected a boolean (1, t, true, yes, on / 0, f, false, no, off), got {value!r}",
+    )
+
+
+def _env_error(variable: str, message: str) -> NoReturn:
+    print(f"mgmt: {variable}: {message}", file=sys.stderr)
+    raise SystemExit(int(ExitCode.USAGE))
+
+
 def _env_default(name: str, kind: Any, default: Any) -> Any:
-    value = os.environ.get("MGMT_" + name.upper())
+    variable = "MGMT_" + name.upper()
+    value = os.environ.get(variable)
     if value is None:
         return default
     if kind == "bool":
-        return value.strip().lower() in ("1", "true", "yes", "on")
+        return env_bool(variable, value) if value.strip() else default
     if kind == "int":
         try:
             return parse_int(value.strip())
         except ValidationError as err:
-            print(f"mgmt: MGMT_{name.upper()}: {err}", file=sys.stderr)
-            raise SystemExit(int(ExitCode.USAGE)) from None
+            _env_error(variable, str(err))
     if kind in {"Path", "Path | None"}:
         return Path(value)
     return value
@@ -165,6 +189,22 @@ def build_run_parser() -> argparse.ArgumentParser:
         "-e", "--execute", metavar="CODE", help="with `puppet`: inline Puppet code to run"
     )
     return run
+
+
+def _refuse_mgmt_env(frontend: str) -> None:
+    """Exit 2 if the environment gives one of mgmt's variables whose flag `mgmt run` refuses
+    (MGMT_NO_NETWORK true, MGMT_MODULE_PATH to a lang run, as mgmt reads it): as its flag."""
+    from mgmt import MGMT_ENV_FLAGS
+
+    for variable, flag in MGMT_ENV_FLAGS.items():
+        value = os.environ.get(variable, "")
+        if flag == "--no-network" and not (value.strip() and env_bool(variable, value)):
+            continue
+        if flag == "--module-path" and not (value and frontend == "lang"):
+            continue
+        from mgmt.usage import MGMT_FLAGS
+
+        _env_error(variable, f"{value!r}: refused, as mgmt's {flag} is: {MGMT_FLAGS[flag]}")
 
 
 FRONTENDS = ("yaml", "lang", "puppet")
@@ -255,6 +295,7 @@ def parse(argv: list[str]) -> Config:
         )
     if values["tmp_prefix"] and values["prefix"] != Config.prefix:
         _usage_error("--prefix and --tmp-prefix exclude each other (as in mgmt): choose one")
+    _refuse_mgmt_env(frontend)
     if values["no_server"] and not values["seeds"].strip():  # as mgmt's etcd Validate
         _usage_error(
             "--no-server (MGMT_NO_SERVER) needs --seeds (MGMT_SEEDS), as in mgmt: a client of "

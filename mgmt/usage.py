@@ -29,6 +29,9 @@ MGMT_FLAGS = {
     "--module-path": _NO_DOWNLOAD,
     "--no-git": "not needed: deploys are chained by id and content hash, not by git commits "
     "(docs/deploys.md)",
+    "--no-network": "not needed: a run whose graph needs no cluster starts no etcd and opens "
+    "no port (docs/clustering.md, When the cluster starts); one whose graph does (exports, "
+    "collect, kv) cannot run without it",
     "--no-pgp": _NO_PGP,
     "--pgp-key-path": _NO_PGP,
     "--pgp-identity": _NO_PGP,

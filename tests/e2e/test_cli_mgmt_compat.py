@@ -6,6 +6,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.helpers import run_mgmt
 
 
@@ -40,3 +42,80 @@ def test_no_server_without_seeds_is_refused_as_in_mgmt(tmp_path: Path) -> None:
         assert code == 2 and len(out.strip().splitlines()) == 1, out
         assert "--no-server (MGMT_NO_SERVER) needs --seeds" in out, out
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "noop"),
+    [
+        ("t", True),
+        ("T", True),
+        ("1", True),
+        ("TRUE", True),
+        ("True", True),
+        ("ON", True),
+        ("yes", True),
+        ("f", False),
+        ("False", False),
+        ("off", False),
+        ("", False),  # unset
+    ],
+)
+def test_a_boolean_variable_takes_gos_spellings(tmp_path: Path, value: str, noop: bool) -> None:
+    """MGMT_NOOP=t is a dry run, as for Go mgmt (strconv.ParseBool); it made a real run."""
+    graph = graph_file(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/f1").write_text("x\n")
+    code, out = run_mgmt(
+        ["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)],
+        env={"MGMT_NOOP": value},
+    )
+    assert code == 0, out
+    assert (tmp_path / "out/f1").read_text() == ("x\n" if noop else "hi\n"), out
+
+
+@pytest.mark.parametrize("value", ["y", "ture", "tRUE", "2", "nope"])
+def test_a_bad_boolean_variable_is_refused_naming_it(tmp_path: Path, value: str) -> None:
+    graph = graph_file(tmp_path)
+    for command in (["run", "--tmp-prefix", "--converged-timeout=0", "yaml"], ["check"]):
+        code, out = run_mgmt([*command, str(graph)], env={"MGMT_NO_AUTOEDGES": value})
+        assert code == 2 and len(out.strip().splitlines()) == 1, out
+        assert "MGMT_NO_AUTOEDGES: expected a boolean" in out and repr(value) in out, out
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "args"),
+    [
+        ("MGMT_NO_NETWORK", "true", ["yaml", "GRAPH"]),
+        ("MGMT_NO_NETWORK", "t", ["empty"]),
+        ("MGMT_MODULE_PATH", "/opt/modules", ["lang", "main.mcl"]),
+    ],
+)
+def test_mgmts_variable_of_a_refused_flag_is_refused_as_its_flag(
+    tmp_path: Path, variable: str, value: str, args: list[str]
+) -> None:
+    """MGMT_NO_NETWORK was silently ignored (etcd then listened on TCP for a kv graph)."""
+    graph = str(graph_file(tmp_path))
+    code, out = run_mgmt(
+        [
+            "run",
+            "--tmp-prefix",
+            "--converged-timeout=0",
+            *(graph if a == "GRAPH" else a for a in args),
+        ],
+        env={variable: value},
+    )
+    assert code == 2 and len(out.strip().splitlines()) == 1, out
+    flag = "--no-network" if variable == "MGMT_NO_NETWORK" else "--module-path"
+    assert f"mgmt: {variable}: {value!r}: refused, as mgmt's {flag} is: " in out, out
+    assert "did you mean" not in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_mgmt_no_network_false_is_no_refusal(tmp_path: Path) -> None:
+    code, out = run_mgmt(
+        ["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph_file(tmp_path))],
+        env={"MGMT_NO_NETWORK": "false", "MGMT_MODULE_PATH": "/opt/modules"},  # not a lang run
+    )
+    assert code == 0 and (tmp_path / "out/f1").read_text() == "hi\n", out
+    assert "MGMT_MODULE" not in out
