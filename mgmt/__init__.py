@@ -194,12 +194,19 @@ def warn_misspelled_env(log_format: str = "text") -> None:
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
         if not close:
             continue
-        text = f"{name} is not a variable mgmt reads (ignored): did you mean {close[0]}?"
-        if log_format == "json":
-            import logging
+        early_warning(
+            f"{name} is not a variable mgmt reads (ignored): did you mean {close[0]}?", log_format
+        )
 
-            from mgmt.log import JsonFormatter
 
-            print(JsonFormatter().plain_line(logging.WARNING, "main", text), file=sys.stderr)
-        else:
-            print(f"mgmt: warning: {text}", file=sys.stderr)
+def early_warning(text: str, log_format: str = "text") -> None:
+    """A warning said before logging is set up: one line on stderr, a JSON line like the
+    log's with `log_format` "json"."""
+    if log_format == "json":
+        import logging
+
+        from mgmt.log import JsonFormatter
+
+        print(JsonFormatter().plain_line(logging.WARNING, "main", text), file=sys.stderr)
+    else:
+        print(f"mgmt: warning: {text}", file=sys.stderr)

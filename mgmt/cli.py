@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from engine.errors import ValidationError
 from engine.limits import DEFAULT_MAX_RESOURCES, set_max_resources
 from engine.params import parse_int
-from mgmt import priority, warn_misspelled_env
+from mgmt import early_warning, priority, warn_misspelled_env
 from mgmt.config import (
     DEFAULT_MAX_GRAPH_SIZE,
     Config,
@@ -268,16 +268,29 @@ def _plain_run_args(argv: list[str]) -> tuple[dict[str, Any], list[str], str | N
     return (values, target, code) if target else None
 
 
+# mgmt's flags that ask for what this project does anyway: taken, and said once to change
+# nothing (mgmt's own test command lines give --no-pgp).
+NOOP_FLAGS = {
+    "--no-pgp": "--no-pgp changes nothing here: no PGP keys are made or read (deploys are "
+    "signed with SSH keys: docs/deploys.md)"
+}
+
+
 def parse(argv: list[str]) -> Config:
     """argv (without the program name) -> Config; exits 2 on a usage error."""
     if not argv or argv[0] != "run":
         build_parser().parse_args(argv[:1])  # --help, --version, or a usage error (exit 2)
+    noops = [word for word in argv[1:] if word in NOOP_FLAGS]
+    if noops:
+        argv = [word for word in argv if word not in NOOP_FLAGS]
     plain = _plain_run_args(argv[1:])
     if plain is None:
         args = build_run_parser().parse_intermixed_args(argv[1:])
         plain = {f.name: getattr(args, f.name) for f in option_fields()}, args.target, args.execute
     values, target, code = plain
     warn_misspelled_env(values["log_format"])  # a line of the format the log will have
+    for flag in dict.fromkeys(noops):
+        early_warning(NOOP_FLAGS[flag], values["log_format"])
     file: Path | None = None
     if code is not None and target != ["puppet"]:
         _usage_error("-e CODE is for Puppet code: `mgmt run [flags] puppet -e CODE`")

@@ -32,7 +32,6 @@ MGMT_FLAGS = {
     "--no-network": "not needed: a run whose graph needs no cluster starts no etcd and opens "
     "no port (docs/clustering.md, When the cluster starts); one whose graph does (exports, "
     "collect, kv) cannot run without it",
-    "--no-pgp": _NO_PGP,
     "--pgp-key-path": _NO_PGP,
     "--pgp-identity": _NO_PGP,
 }

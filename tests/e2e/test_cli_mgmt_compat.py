@@ -119,3 +119,24 @@ def test_mgmt_no_network_false_is_no_refusal(tmp_path: Path) -> None:
     )
     assert code == 0 and (tmp_path / "out/f1").read_text() == "hi\n", out
     assert "MGMT_MODULE" not in out
+
+
+def test_no_pgp_is_taken_and_said_once_to_change_nothing(tmp_path: Path) -> None:
+    """mgmt's own shell tests' command line: it was refused (exit 2)."""
+    code, out = run_mgmt(
+        [
+            "run",
+            "--converger-timeout=0",
+            "--converged-exit",
+            "--no-watch",
+            "--tmp-prefix",
+            "--no-pgp",
+            "yaml",
+            str(graph_file(tmp_path)),
+            "--no-pgp",
+        ]
+    )
+    assert code == 0 and (tmp_path / "out/f1").read_text() == "hi\n", out
+    assert out.count("--no-pgp changes nothing here") == 1, out
+    code, out = run_mgmt(["run", "--tmp-prefix", "--pgp-key-path", "/k", "empty"])
+    assert code == 2 and "mgmt's --pgp-key-path: not needed" in out, out  # asks for keys
