@@ -41,6 +41,20 @@ def full_site() -> None:
 _DISTUTILS_HACK = "_distutils_hack"
 
 
+def default_prefix() -> str:
+    """The prefix when neither --prefix nor MGMT_PREFIX gives one, as mgmt's: systemd's
+    $STATE_DIRECTORY (its first, if several), else for a user other than root
+    $XDG_CACHE_HOME/mgmt or ~/.cache/mgmt, else /var/lib/mgmt."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return state
+    if os.geteuid() != 0:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        if cache.startswith("/"):
+            return os.path.join(cache, "mgmt")
+    return "/var/lib/mgmt"
+
+
 _HELD: list[int] = []  # the read and write ends of the pipe the held signals are written to
 _STOPS: list[int] = []  # the stop signals received while held, before the agent runs
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from engine.errors import ValidationError
 from engine.limits import DEFAULT_MAX_RESOURCES, set_max_resources
 from engine.params import parse_int
-from mgmt import early_warning, priority, warn_misspelled_env
+from mgmt import default_prefix, early_warning, priority, warn_misspelled_env
 from mgmt.config import (
     DEFAULT_MAX_GRAPH_SIZE,
     Config,
@@ -306,7 +306,7 @@ def parse(argv: list[str]) -> Config:
             "expected `yaml FILE`, `lang FILE`, `puppet FILE`, `puppet -e CODE`, `FILE` or "
             f"`empty`, got {' '.join(target)!r}"
         )
-    if values["tmp_prefix"] and values["prefix"] != Config.prefix:
+    if values["tmp_prefix"] and values["prefix"] != Path(default_prefix()):
         _usage_error("--prefix and --tmp-prefix exclude each other (as in mgmt): choose one")
     _refuse_mgmt_env(frontend)
     if values["no_server"] and not values["seeds"].strip():  # as mgmt's etcd Validate

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import run_mgmt
+from tests.e2e.helpers import MGMT, NOBODY, ROOT, SETPRIV, as_nobody, run_mgmt
 
 
 def graph_file(tmp_path: Path) -> Path:
@@ -140,3 +143,31 @@ def test_no_pgp_is_taken_and_said_once_to_change_nothing(tmp_path: Path) -> None
     assert out.count("--no-pgp changes nothing here") == 1, out
     code, out = run_mgmt(["run", "--tmp-prefix", "--pgp-key-path", "/k", "empty"])
     assert code == 2 and "mgmt's --pgp-key-path: not needed" in out, out  # asks for keys
+
+
+def test_the_default_prefix_is_systemds_state_directory(tmp_path: Path) -> None:
+    """As mgmt's: $STATE_DIRECTORY (a unit's StateDirectory=) first; /var/lib/mgmt was used."""
+    state = tmp_path / "state"
+    code, out = run_mgmt(
+        ["run", "--converged-timeout=0", "yaml", str(graph_file(tmp_path))],
+        env={"STATE_DIRECTORY": f"{state}:/nonexistent"},
+    )
+    assert code == 0, out
+    assert (state / ".mgmt-agent.lock").exists() and oct(state.stat().st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.skipif(SETPRIV is None or os.geteuid() != 0, reason="needs root and setpriv")
+def test_a_non_root_users_default_prefix_is_its_cache() -> None:
+    """As mgmt's: ~/.cache/mgmt, or $XDG_CACHE_HOME/mgmt (it was /var/lib/mgmt: refused)."""
+    home = Path(tempfile.mkdtemp(prefix="mgmt-nobody-", dir="/tmp"))  # reachable by nobody
+    try:
+        (home / "a.yaml").write_text("graph: t\nresources:\n  noop:\n    - name: n\n")
+        os.chown(home, NOBODY, NOBODY)
+        command = " ".join([*MGMT, "run", "--converged-timeout=0", "yaml", "a.yaml"])
+        env = f"env -u STATE_DIRECTORY -u XDG_CACHE_HOME -u MGMT_PREFIX HOME={home}"
+        as_nobody(home, f"{env} PYTHONPATH={ROOT} {command} 2>&1")
+        assert (home / ".cache/mgmt/.mgmt-agent.lock").exists()
+        as_nobody(home, f"{env} XDG_CACHE_HOME={home}/xdg PYTHONPATH={ROOT} {command} 2>&1")
+        assert (home / "xdg/mgmt/.mgmt-agent.lock").exists()
+    finally:
+        shutil.rmtree(home)
