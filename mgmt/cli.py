@@ -21,12 +21,13 @@ mgmt deploy [flags] yaml FILE | lang FILE.mcl | lang DIR/ | --list | --status | 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import MISSING, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -213,7 +214,9 @@ SUFFIXES = {".mcl": "lang", ".pp": "puppet"}
 
 def _frontend_of(path: Path) -> str:
     """The front-end of a file by its suffix; a directory is a program (mcl modules)."""
-    return "lang" if path.is_dir() else SUFFIXES.get(path.suffix, "yaml")
+    if path.is_dir() or _is_code("lang", path):  # a program module, or mcl code inline
+        return "lang"
+    return SUFFIXES.get(path.suffix, "yaml")
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -372,7 +375,7 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
     words = iter(args)
     for word in words:
         flag, given, value = word.partition("=")
-        if not word.startswith("-"):
+        if not word.startswith("-") or word == "-":  # "-": stdin
             files.append(word)
         elif word in ("--graph", *_CHECK_FLAGS):
             options[word[2:].replace("-", "_")] = True
@@ -438,8 +441,10 @@ def check(args: list[str]) -> int:
             for f in files
         ]
     )
-    for config in configs:
-        problems = _print_graph(config) if graph else check_config(config)
+    for given in configs:
+        with _given_once(given) as config:
+            problems = _print_graph(config) if graph else check_config(config)
+        config = given
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:
@@ -641,6 +646,56 @@ def cluster(argv: list[str]) -> int:
     return int(ExitCode.OK)
 
 
+# A `lang` argument that names no file but holds one of these is mcl code given inline, as
+# mgmt's lang input takes it (a `yaml` one: a newline); a file that is missing may appear
+# (exit 75, retried), code never will.
+_CODE_CHARS = frozenset('\n{}"')
+
+
+def _is_code(frontend: str, file: Path) -> bool:
+    text = str(file)
+    if os.path.lexists(text):
+        return False
+    return "\n" in text or (frontend == "lang" and not _CODE_CHARS.isdisjoint(text))
+
+
+@contextlib.contextmanager
+def _given_once(config: Config) -> Iterator[Config]:
+    """`config`, its graph from stdin (`-`) or given inline (code) read once into a private
+    temporary file, never watched (as mgmt reads them); a graph file as it is. Larger than
+    --max-graph-size: exit 2, as a file's."""
+    file = config.file
+    if file is None or config.frontend not in ("lang", "yaml"):
+        yield config
+        return
+    if str(file) == "-":
+        data = sys.stdin.buffer.read(config.max_graph_size + 1)
+        what = "stdin"
+    elif _is_code(config.frontend, file):
+        data, what = str(file).encode(), "inline code"
+    else:
+        yield config
+        return
+    if len(data) > config.max_graph_size:
+        print(
+            f"mgmt: {file if what == 'stdin' else what}: larger than --max-graph-size "
+            f"({config.max_graph_size:,} bytes)",
+            file=sys.stderr,
+        )
+        raise SystemExit(int(ExitCode.USAGE))
+    import shutil
+    import tempfile
+
+    # 0700, this user's; its name says where the graph came from, in messages naming it
+    folder = Path(tempfile.mkdtemp(prefix=f"mgmt-{what.replace(' ', '-')}-"))
+    try:
+        path = folder / ("main.mcl" if config.frontend == "lang" else "graph.yaml")
+        path.write_bytes(data)
+        yield replace(config, file=path, no_watch=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "check":
@@ -669,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
         from mgmt import agent
 
     try:
-        code = int(run_loop(agent.run(config)))
+        with _given_once(config) as given:
+            code = int(run_loop(agent.run(given)))
     except KeyboardInterrupt:  # a signal before the agent installed its handlers
         return int(ExitCode.FAILED)
     # The run's last lines are written before it returns (the exit's flush would wait for them

@@ -171,3 +171,33 @@ def test_a_non_root_users_default_prefix_is_its_cache() -> None:
         assert (home / "xdg/mgmt/.mgmt-agent.lock").exists()
     finally:
         shutil.rmtree(home)
+
+
+def test_a_graph_from_stdin_or_inline_is_read_once_as_mgmt_reads_it(tmp_path: Path) -> None:
+    """`lang -`, `yaml -` and mcl code as the argument: they exited 75 (a missing file's
+    code, retried for ever by a unit) or 2."""
+    once = ["run", "--tmp-prefix", "--converged-timeout=0"]
+    mcl = f'file "{tmp_path}/l1" {{ content => "x\\n", }}\n'
+    assert run_mgmt([*once, "lang", "-"], stdin=mcl)[0] == 0
+    assert (tmp_path / "l1").read_text() == "x\n"
+    code, out = run_mgmt([*once, "yaml", "-"], stdin=graph_file(tmp_path).read_text())
+    assert code == 0 and (tmp_path / "out/f1").read_text() == "hi\n", out
+    code, out = run_mgmt([*once, "lang", mcl.replace("l1", "l2")])
+    assert code == 0 and (tmp_path / "l2").read_text() == "x\n", out
+    code, out = run_mgmt([*once, mcl.replace("l1", "l3")])  # told by its words, as `FILE`
+    assert code == 0 and (tmp_path / "l3").read_text() == "x\n", out
+    assert run_mgmt(["check", "lang", "-"], stdin=mcl) == (0, "-: ok\n")
+    code, out = run_mgmt(["check", mcl])
+    assert code == 0 and out.endswith(": ok\n"), out
+
+
+def test_bad_input_from_stdin_or_inline_exits_2(tmp_path: Path) -> None:
+    once = ["run", "--tmp-prefix", "--converged-timeout=0"]
+    code, out = run_mgmt([*once, "yaml", "-"], stdin="graph: [\n")
+    assert code == 2 and "YAML syntax error" in out and "mgmt-stdin-" in out, out
+    code, out = run_mgmt([*once, "lang", 'file "/x" { bogus => 1, }'])
+    assert code == 2 and "file has no param 'bogus'" in out and "mgmt-inline-code-" in out, out
+    code, out = run_mgmt([*once, "--max-graph-size=10", "lang", "-"], stdin="x" * 11)
+    assert code == 2 and "-: larger than --max-graph-size (10 bytes)" in out, out
+    code, out = run_mgmt([*once, "yaml", str(tmp_path / "missing.yaml")])
+    assert code == 75, out  # a file that may appear: still the code a unit retries on
