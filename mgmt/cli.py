@@ -144,12 +144,33 @@ def _default(f: Any) -> Any:
     return _env_default(f.name, f.type, default)
 
 
+def version() -> str:
+    """The bare version, as mgmt prints it, with `+COMMIT` when this code is a git checkout
+    whose commit git can tell (after `git pull`, which code a host runs)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return VERSION
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return VERSION
+    return f"{VERSION}+{commit}" if commit else VERSION
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: `mgmt --version`, `mgmt run ...`."""
     from mgmt.usage import Parser
 
     parser = Parser(prog="mgmt", description="Event-driven, parallel configuration management.")
-    parser.add_argument("--version", action="version", version=f"mgmt {VERSION}")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument(
         "command",
         choices=["run", "check", "setup", "status", "cluster", "deploy"],
@@ -178,7 +199,8 @@ def build_run_parser() -> argparse.ArgumentParser:
             run.add_argument(flag, action="store_true", default=default, help=f.metadata["help"])
             continue
         conv = _CONVERTERS.get(str(f.type), str)
-        run.add_argument(flag, type=conv, default=default, help=f.metadata["help"], **extra)
+        shown = "" if default in (None, "") else " (default: %(default)s)"  # argparse's
+        run.add_argument(flag, type=conv, default=default, help=f.metadata["help"] + shown, **extra)
     run.add_argument(
         "target",
         nargs="+",
@@ -190,6 +212,19 @@ def build_run_parser() -> argparse.ArgumentParser:
         "-e", "--execute", metavar="CODE", help="with `puppet`: inline Puppet code to run"
     )
     return run
+
+
+def _refuse_mgmt_flags(make: Callable[[], argparse.ArgumentParser], words: list[str]) -> None:
+    """A usage error naming the first of mgmt's flags this parser does not take, with what to
+    do instead, before argparse says something else of it (`--yaml=FILE`: "the following
+    arguments are required: FRONTEND"; `--license`: "required: command")."""
+    from mgmt.usage import MGMT_FLAGS, mgmt_flag_hint
+
+    parser = make()
+    for word in words:
+        flag = word.partition("=")[0]
+        if flag in MGMT_FLAGS and flag not in parser._option_string_actions:
+            parser.error(f"unrecognized arguments: {word}{mgmt_flag_hint(flag)}")
 
 
 def _refuse_mgmt_env(frontend: str) -> None:
@@ -281,13 +316,18 @@ NOOP_FLAGS = {
 
 def parse(argv: list[str]) -> Config:
     """argv (without the program name) -> Config; exits 2 on a usage error."""
+    if argv[:1] == ["--version"]:
+        print(version())
+        raise SystemExit(0)
     if not argv or argv[0] != "run":
+        _refuse_mgmt_flags(build_parser, argv[:1])
         build_parser().parse_args(argv[:1])  # --help, --version, or a usage error (exit 2)
     noops = [word for word in argv[1:] if word in NOOP_FLAGS]
     if noops:
         argv = [word for word in argv if word not in NOOP_FLAGS]
     plain = _plain_run_args(argv[1:])
     if plain is None:
+        _refuse_mgmt_flags(build_run_parser, argv[1:])
         args = build_run_parser().parse_intermixed_args(argv[1:])
         plain = {f.name: getattr(args, f.name) for f in option_fields()}, args.target, args.execute
     values, target, code = plain
@@ -316,6 +356,10 @@ def parse(argv: list[str]) -> Config:
         _usage_error(
             "--no-server (MGMT_NO_SERVER) needs --seeds (MGMT_SEEDS), as in mgmt: a client of "
             "the cluster runs no etcd member, so it must be told where the cluster is"
+        )
+    if values["max_runtime"] < 0:  # mgmt's is unsigned: -1 is no "no limit" there either
+        _usage_error(
+            f"--max-runtime: expected seconds >= 0 (0: no limit), got {values['max_runtime']}"
         )
     if values["quiet"] and values["verbose"]:
         _usage_error("--quiet and --verbose exclude each other (or MGMT_QUIET, MGMT_VERBOSE)")

@@ -228,7 +228,9 @@ class Config:
     ideal_cluster_size: int = field(
         default=5,
         metadata=opt(
-            "etcd members the cluster grows to from volunteers (first host only)", metavar="N"
+            "etcd members the cluster grows to from volunteers (first host only; -1: the "
+            "default, as in mgmt)",
+            metavar="N",
         ),
     )
     no_server: bool = field(

@@ -243,7 +243,9 @@ def deploy_parser() -> argparse.ArgumentParser:
         help="print when each step ended (ms since the process started): imports, check, "
         "connection, signature, transaction",
     )
-    parser.add_argument("target", nargs="*", metavar="FRONTEND", help="`yaml FILE`, `lang FILE`")
+    parser.add_argument(
+        "target", nargs="*", metavar="FRONTEND", help="`yaml FILE`, `lang FILE.mcl`, `lang DIR/`"
+    )
     return parser
 
 

@@ -201,3 +201,42 @@ def test_bad_input_from_stdin_or_inline_exits_2(tmp_path: Path) -> None:
     assert code == 2 and "-: larger than --max-graph-size (10 bytes)" in out, out
     code, out = run_mgmt([*once, "yaml", str(tmp_path / "missing.yaml")])
     assert code == 75, out  # a file that may appear: still the code a unit retries on
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["run", "lang", "--depth", "3", "f.mcl"], "mgmt's --depth: not offered"),
+        (["run", "--converged-timeout-no-exit", "empty"], "without --converged-timeout the"),
+        (["run", "empty", "--wait"], "mgmt's --wait: not offered"),
+        (["run", "--no-network", "empty"], "mgmt's --no-network: not needed"),
+        (["run", "--yaml", "/etc/mgmt.yaml"], "give `yaml FILE` after the flags"),
+        (["run", "--yaml=/etc/mgmt.yaml"], "give `yaml FILE` after the flags"),
+        (["run", "langpuppet", "--lang", "a", "--puppet", "b"], "langpuppet front-end is not"),
+        (["deploy", "--sema", "2", "lang", "x.mcl"], "give it to the hosts' `mgmt run`"),
+        (["run", "--noop=true", "empty"], "a flag takes no value here: give it alone for true"),
+        (["get"], "mgmt's `get`: not offered"),
+        (["etcd"], "mgmt's `etcd`: not needed"),
+        (["--license"], "mgmt's --license: not offered"),
+    ],
+)
+def test_mgmts_words_get_the_way_here_not_a_wrong_flag(args: list[str], hint: str) -> None:
+    """tester16 #8: these named a close flag of another meaning (`--depth`: `--deploy`)."""
+    code, out = run_mgmt(args)
+    assert code == 2 and len(out.strip().splitlines()) == 1, out
+    assert hint in out and "did you mean" not in out, out
+
+
+def test_mgmts_values_of_cluster_and_runtime_flags(tmp_path: Path) -> None:
+    """tester16 #10: `--ideal-cluster-size=-1` is mgmt's default; seeds split on `;` and
+    spaces as in mgmt; `--max-runtime=-1` is refused (mgmt's is unsigned)."""
+    graph = str(graph_file(tmp_path))
+    code, out = run_mgmt(["run", "--tmp-prefix", "--max-runtime=-1", "yaml", graph])
+    assert code == 2 and "--max-runtime: expected seconds >= 0" in out, out
+    code, out = run_mgmt(["run", "--tmp-prefix", "--ideal-cluster-size=0", "empty"])
+    assert code == 2 and "must be >= 1 (or -1: the default, 5), got 0" in out, out
+    for seeds in ("https://127.0.0.1:1;https://127.0.0.1:2", "https://127.0.0.1:1 http://x:2"):
+        code, out = run_mgmt(["run", "--tmp-prefix", "--no-server", f"--seeds={seeds}", "empty"])
+        # split as mgmt splits them: the second URL is the one refused (plain http)
+        assert code == 2 and "expected URLs like" not in out, out
+        assert "'http://x:2': plain http" in out or "needs its credentials" in out, out
