@@ -49,8 +49,7 @@ MGMT_FLAGS = {
     "--license": "not offered: the project's license is in its repository",
     "--enable": "`mgmt setup --install-service` writes and enables the unit (mgmt's `setup svc "
     "--install --enable`), --start also starts it",
-    "--binary-path": "not needed: `mgmt setup --install-service` runs the agent it is run "
-    "with",
+    "--binary-path": "not needed: `mgmt setup --install-service` runs the agent it is run with",
     "--no-network": "not needed: a run whose graph needs no cluster starts no etcd and opens "
     "no port (docs/clustering.md, When the cluster starts); one whose graph does (exports, "
     "collect, kv) cannot run without it",
