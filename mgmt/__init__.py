@@ -41,6 +41,20 @@ def full_site() -> None:
 _DISTUTILS_HACK = "_distutils_hack"
 
 
+def default_prefix() -> str:
+    """The prefix when neither --prefix nor MGMT_PREFIX gives one, as mgmt's: systemd's
+    $STATE_DIRECTORY (its first, if several), else for a user other than root
+    $XDG_CACHE_HOME/mgmt or ~/.cache/mgmt, else /var/lib/mgmt."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return state
+    if os.geteuid() != 0:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        if cache.startswith("/"):
+            return os.path.join(cache, "mgmt")
+    return "/var/lib/mgmt"
+
+
 _HELD: list[int] = []  # the read and write ends of the pipe the held signals are written to
 _STOPS: list[int] = []  # the stop signals received while held, before the agent runs
 
@@ -168,6 +182,10 @@ OTHER_ENV = frozenset(
     }
 )
 
+# mgmt's variables whose flags this project does not take (go-arg's `env:` names): `mgmt run`
+# given one refuses it as it refuses its flag (mgmt.cli), rather than run as if it were unset.
+MGMT_ENV_FLAGS = {"MGMT_NO_NETWORK": "--no-network", "MGMT_MODULE_PATH": "--module-path"}
+
 _WARNED: list[bool] = []  # [True] once it ran: the thin deploy's fallback to the CLI says it once
 
 
@@ -179,7 +197,7 @@ def warn_misspelled_env(log_format: str = "text") -> None:
     if _WARNED:
         return
     _WARNED.append(True)
-    known = FLAG_ENV | OTHER_ENV
+    known = FLAG_ENV | OTHER_ENV | MGMT_ENV_FLAGS.keys()
     unknown = sorted(name for name in os.environ if name.startswith("MGMT_") and name not in known)
     if not unknown:
         return  # the common case: nothing imported
@@ -190,12 +208,19 @@ def warn_misspelled_env(log_format: str = "text") -> None:
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
         if not close:
             continue
-        text = f"{name} is not a variable mgmt reads (ignored): did you mean {close[0]}?"
-        if log_format == "json":
-            import logging
+        early_warning(
+            f"{name} is not a variable mgmt reads (ignored): did you mean {close[0]}?", log_format
+        )
 
-            from mgmt.log import JsonFormatter
 
-            print(JsonFormatter().plain_line(logging.WARNING, "main", text), file=sys.stderr)
-        else:
-            print(f"mgmt: warning: {text}", file=sys.stderr)
+def early_warning(text: str, log_format: str = "text") -> None:
+    """A warning said before logging is set up: one line on stderr, a JSON line like the
+    log's with `log_format` "json"."""
+    if log_format == "json":
+        import logging
+
+        from mgmt.log import JsonFormatter
+
+        print(JsonFormatter().plain_line(logging.WARNING, "main", text), file=sys.stderr)
+    else:
+        print(f"mgmt: warning: {text}", file=sys.stderr)

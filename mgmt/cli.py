@@ -21,12 +21,13 @@ mgmt deploy [flags] yaml FILE | lang FILE.mcl | lang DIR/ | --list | --status | 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import MISSING, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from engine.errors import ValidationError
 from engine.limits import DEFAULT_MAX_RESOURCES, set_max_resources
 from engine.params import parse_int
-from mgmt import priority, warn_misspelled_env
+from mgmt import default_prefix, early_warning, priority, warn_misspelled_env
 from mgmt.config import (
     DEFAULT_MAX_GRAPH_SIZE,
     Config,
@@ -78,18 +79,42 @@ async def _join_executor(loop: Any) -> None:
         executor.shutdown(wait=True)
 
 
+# A boolean MGMT_<FLAG>'s spellings: Go's strconv.ParseBool's (mgmt's go-arg parses its
+# variables with it), and yes/no/on/off in any case; anything else is refused (exit 2): a typo
+# must not turn a dry run (MGMT_NOOP) into a real one. Empty is "not set" (the default).
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True", "yes", "on"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False", "no", "off", ""})
+
+
+def env_bool(variable: str, value: str) -> bool:
+    """A boolean MGMT_ variable's value (_TRUE, _FALSE); exit 2 naming it otherwise."""
+    text = value.strip()
+    word = text.lower() if text.lower() in ("yes", "no", "on", "off") else text
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    _env_error(
+        variable,
+        f"expected a boolean (1, t, true, yes, on / 0, f, false, no, off), got {value!r}",
+    )
+
+
+def _env_error(variable: str, message: str) -> NoReturn:
+    print(f"mgmt: {variable}: {message}", file=sys.stderr)
+    raise SystemExit(int(ExitCode.USAGE))
+
+
 def _env_default(name: str, kind: Any, default: Any) -> Any:
-    value = os.environ.get("MGMT_" + name.upper())
+    variable = "MGMT_" + name.upper()
+    value = os.environ.get(variable)
     if value is None:
         return default
     if kind == "bool":
-        return value.strip().lower() in ("1", "true", "yes", "on")
+        return env_bool(variable, value) if value.strip() else default
     if kind == "int":
         try:
             return parse_int(value.strip())
         except ValidationError as err:
-            print(f"mgmt: MGMT_{name.upper()}: {err}", file=sys.stderr)
-            raise SystemExit(int(ExitCode.USAGE)) from None
+            _env_error(variable, str(err))
     if kind in {"Path", "Path | None"}:
         return Path(value)
     return value
@@ -119,12 +144,33 @@ def _default(f: Any) -> Any:
     return _env_default(f.name, f.type, default)
 
 
+def version() -> str:
+    """The bare version, as mgmt prints it, with `+COMMIT` when this code is a git checkout
+    whose commit git can tell (after `git pull`, which code a host runs)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return VERSION
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return VERSION
+    return f"{VERSION}+{commit}" if commit else VERSION
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: `mgmt --version`, `mgmt run ...`."""
     from mgmt.usage import Parser
 
     parser = Parser(prog="mgmt", description="Event-driven, parallel configuration management.")
-    parser.add_argument("--version", action="version", version=f"mgmt {VERSION}")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument(
         "command",
         choices=["run", "check", "setup", "status", "cluster", "deploy"],
@@ -153,7 +199,8 @@ def build_run_parser() -> argparse.ArgumentParser:
             run.add_argument(flag, action="store_true", default=default, help=f.metadata["help"])
             continue
         conv = _CONVERTERS.get(str(f.type), str)
-        run.add_argument(flag, type=conv, default=default, help=f.metadata["help"], **extra)
+        shown = "" if default in (None, "") else " (default: %(default)s)"  # argparse's
+        run.add_argument(flag, type=conv, default=default, help=f.metadata["help"] + shown, **extra)
     run.add_argument(
         "target",
         nargs="+",
@@ -167,13 +214,44 @@ def build_run_parser() -> argparse.ArgumentParser:
     return run
 
 
+def _refuse_mgmt_flags(make: Callable[[], argparse.ArgumentParser], words: list[str]) -> None:
+    """A usage error naming the first of mgmt's flags this parser does not take, with what to
+    do instead, before argparse says something else of it (`--yaml=FILE`: "the following
+    arguments are required: FRONTEND"; `--license`: "required: command")."""
+    from mgmt.usage import MGMT_FLAGS, mgmt_flag_hint
+
+    parser = make()
+    for word in words:
+        flag = word.partition("=")[0]
+        if flag in MGMT_FLAGS and flag not in parser._option_string_actions:
+            parser.error(f"unrecognized arguments: {word}{mgmt_flag_hint(flag)}")
+
+
+def _refuse_mgmt_env(frontend: str) -> None:
+    """Exit 2 if the environment gives one of mgmt's variables whose flag `mgmt run` refuses
+    (MGMT_NO_NETWORK true, MGMT_MODULE_PATH to a lang run, as mgmt reads it): as its flag."""
+    from mgmt import MGMT_ENV_FLAGS
+
+    for variable, flag in MGMT_ENV_FLAGS.items():
+        value = os.environ.get(variable, "")
+        if flag == "--no-network" and not (value.strip() and env_bool(variable, value)):
+            continue
+        if flag == "--module-path" and not (value and frontend == "lang"):
+            continue
+        from mgmt.usage import MGMT_FLAGS
+
+        _env_error(variable, f"{value!r}: refused, as mgmt's {flag} is: {MGMT_FLAGS[flag]}")
+
+
 FRONTENDS = ("yaml", "lang", "puppet")
 SUFFIXES = {".mcl": "lang", ".pp": "puppet"}
 
 
 def _frontend_of(path: Path) -> str:
     """The front-end of a file by its suffix; a directory is a program (mcl modules)."""
-    return "lang" if path.is_dir() else SUFFIXES.get(path.suffix, "yaml")
+    if path.is_dir() or _is_code("lang", path):  # a program module, or mcl code inline
+        return "lang"
+    return SUFFIXES.get(path.suffix, "yaml")
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -228,16 +306,34 @@ def _plain_run_args(argv: list[str]) -> tuple[dict[str, Any], list[str], str | N
     return (values, target, code) if target else None
 
 
+# mgmt's flags that ask for what this project does anyway: taken, and said once to change
+# nothing (mgmt's own test command lines give --no-pgp).
+NOOP_FLAGS = {
+    "--no-pgp": "--no-pgp changes nothing here: no PGP keys are made or read (deploys are "
+    "signed with SSH keys: docs/deploys.md)"
+}
+
+
 def parse(argv: list[str]) -> Config:
     """argv (without the program name) -> Config; exits 2 on a usage error."""
+    if argv[:1] == ["--version"]:
+        print(version())
+        raise SystemExit(0)
     if not argv or argv[0] != "run":
+        _refuse_mgmt_flags(build_parser, argv[:1])
         build_parser().parse_args(argv[:1])  # --help, --version, or a usage error (exit 2)
+    noops = [word for word in argv[1:] if word in NOOP_FLAGS]
+    if noops:
+        argv = [word for word in argv if word not in NOOP_FLAGS]
     plain = _plain_run_args(argv[1:])
     if plain is None:
+        _refuse_mgmt_flags(build_run_parser, argv[1:])
         args = build_run_parser().parse_intermixed_args(argv[1:])
         plain = {f.name: getattr(args, f.name) for f in option_fields()}, args.target, args.execute
     values, target, code = plain
     warn_misspelled_env(values["log_format"])  # a line of the format the log will have
+    for flag in dict.fromkeys(noops):
+        early_warning(NOOP_FLAGS[flag], values["log_format"])
     file: Path | None = None
     if code is not None and target != ["puppet"]:
         _usage_error("-e CODE is for Puppet code: `mgmt run [flags] puppet -e CODE`")
@@ -253,8 +349,18 @@ def parse(argv: list[str]) -> Config:
             "expected `yaml FILE`, `lang FILE`, `puppet FILE`, `puppet -e CODE`, `FILE` or "
             f"`empty`, got {' '.join(target)!r}"
         )
-    if values["tmp_prefix"] and values["prefix"] != Config.prefix:
+    if values["tmp_prefix"] and values["prefix"] != Path(default_prefix()):
         _usage_error("--prefix and --tmp-prefix exclude each other (as in mgmt): choose one")
+    _refuse_mgmt_env(frontend)
+    if values["no_server"] and not values["seeds"].strip():  # as mgmt's etcd Validate
+        _usage_error(
+            "--no-server (MGMT_NO_SERVER) needs --seeds (MGMT_SEEDS), as in mgmt: a client of "
+            "the cluster runs no etcd member, so it must be told where the cluster is"
+        )
+    if values["max_runtime"] < 0:  # mgmt's is unsigned: -1 is no "no limit" there either
+        _usage_error(
+            f"--max-runtime: expected seconds >= 0 (0: no limit), got {values['max_runtime']}"
+        )
     if values["quiet"] and values["verbose"]:
         _usage_error("--quiet and --verbose exclude each other (or MGMT_QUIET, MGMT_VERBOSE)")
     why = priority.check(values["nice"])
@@ -313,7 +419,7 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
     words = iter(args)
     for word in words:
         flag, given, value = word.partition("=")
-        if not word.startswith("-"):
+        if not word.startswith("-") or word == "-":  # "-": stdin
             files.append(word)
         elif word in ("--graph", *_CHECK_FLAGS):
             options[word[2:].replace("-", "_")] = True
@@ -379,8 +485,10 @@ def check(args: list[str]) -> int:
             for f in files
         ]
     )
-    for config in configs:
-        problems = _print_graph(config) if graph else check_config(config)
+    for given in configs:
+        with _given_once(given) as config:
+            problems = _print_graph(config) if graph else check_config(config)
+        config = given
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:
@@ -582,6 +690,56 @@ def cluster(argv: list[str]) -> int:
     return int(ExitCode.OK)
 
 
+# A `lang` argument that names no file but holds one of these is mcl code given inline, as
+# mgmt's lang input takes it (a `yaml` one: a newline); a file that is missing may appear
+# (exit 75, retried), code never will.
+_CODE_CHARS = frozenset('\n{}"')
+
+
+def _is_code(frontend: str, file: Path) -> bool:
+    text = str(file)
+    if os.path.lexists(text):
+        return False
+    return "\n" in text or (frontend == "lang" and not _CODE_CHARS.isdisjoint(text))
+
+
+@contextlib.contextmanager
+def _given_once(config: Config) -> Iterator[Config]:
+    """`config`, its graph from stdin (`-`) or given inline (code) read once into a private
+    temporary file, never watched (as mgmt reads them); a graph file as it is. Larger than
+    --max-graph-size: exit 2, as a file's."""
+    file = config.file
+    if file is None or config.frontend not in ("lang", "yaml"):
+        yield config
+        return
+    if str(file) == "-":
+        data = sys.stdin.buffer.read(config.max_graph_size + 1)
+        what = "stdin"
+    elif _is_code(config.frontend, file):
+        data, what = str(file).encode(), "inline code"
+    else:
+        yield config
+        return
+    if len(data) > config.max_graph_size:
+        print(
+            f"mgmt: {file if what == 'stdin' else what}: larger than --max-graph-size "
+            f"({config.max_graph_size:,} bytes)",
+            file=sys.stderr,
+        )
+        raise SystemExit(int(ExitCode.USAGE))
+    import shutil
+    import tempfile
+
+    # 0700, this user's; its name says where the graph came from, in messages naming it
+    folder = Path(tempfile.mkdtemp(prefix=f"mgmt-{what.replace(' ', '-')}-"))
+    try:
+        path = folder / ("main.mcl" if config.frontend == "lang" else "graph.yaml")
+        path.write_bytes(data)
+        yield replace(config, file=path, no_watch=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "check":
@@ -610,7 +768,8 @@ def main(argv: list[str] | None = None) -> int:
         from mgmt import agent
 
     try:
-        code = int(run_loop(agent.run(config)))
+        with _given_once(config) as given:
+            code = int(run_loop(agent.run(given)))
     except KeyboardInterrupt:  # a signal before the agent installed its handlers
         return int(ExitCode.FAILED)
     # The run's last lines are written before it returns (the exit's flush would wait for them

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.limits import DEFAULT_MAX_RESOURCES
+from mgmt import default_prefix
 
 DEFAULT_MAX_GRAPH_SIZE = 16 << 20  # bytes (docs/graph-format.md#limits)
 
@@ -64,8 +65,13 @@ class Config:
         metadata=opt("this host's name in the cluster and in logs"),
     )
     prefix: Path = field(
-        default=Path("/var/lib/mgmt"),
-        metadata=opt("state directory (per-resource state, etcd data)", metavar="DIR"),
+        default_factory=lambda: Path(default_prefix()),
+        metadata=opt(
+            "state directory (per-resource state, etcd data); default, as mgmt's: "
+            "$STATE_DIRECTORY, else for non-root $XDG_CACHE_HOME/mgmt or ~/.cache/mgmt, else "
+            "/var/lib/mgmt",
+            metavar="DIR",
+        ),
     )
     tmp_prefix: bool = field(
         default=False, metadata=opt("use a fresh temporary directory as the prefix")
@@ -222,7 +228,9 @@ class Config:
     ideal_cluster_size: int = field(
         default=5,
         metadata=opt(
-            "etcd members the cluster grows to from volunteers (first host only)", metavar="N"
+            "etcd members the cluster grows to from volunteers (first host only; -1: the "
+            "default, as in mgmt)",
+            metavar="N",
         ),
     )
     no_server: bool = field(

@@ -59,7 +59,7 @@ from engine import safefs
 from engine.errors import ResourceError, WorldError
 from engine.tasks import TaskSet
 from engine.world import EXPORTED, ROOT, JoinInfo
-from mgmt.cluster import HostnameTaken, NotAdmitted, identity
+from mgmt.cluster import HostnameTaken, NotAdmitted, datadir, identity
 from mgmt.cluster.client import EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
 from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS
@@ -266,6 +266,8 @@ class Cluster:
                 "user (and, off loopback, anyone who can reach it) can write the cluster, and "
                 "so make this host apply what they write"
             )
+        if not self.options.no_server:  # before anything is written: Go mgmt's data dir?
+            await asyncio.to_thread(datadir.claim, self.prefix, self.data_dir)
         if self.options.ca_dir is not None:
             try:
                 await asyncio.to_thread(self._mint)
@@ -632,9 +634,11 @@ class Cluster:
             try:
                 await proc.spawn()
                 ready = await proc.wait_ready()
-            except WorldError as err:
-                log.error("%s", err)
-                ready, proc.start_failure = False, str(err)
+            except WorldError as err:  # the same again (a retry): debug
+                log.log(
+                    logging.DEBUG if str(err) == self._said_failure else logging.ERROR, "%s", err
+                )
+                ready, proc.start_failure, proc.last_error = False, str(err), str(err)
             if ready:
                 delay, failures, reported = 1.0, 0, ""
                 self.start_failure = self._said_failure = ""
@@ -697,11 +701,14 @@ class Cluster:
             return None
         await self._join_remembered()
         log.error(
-            "etcd cannot start from its data dir (%s): moved it to %s (its keys only, %.1f MB, "
-            "on the same file system; the %d newest such copies are kept); %s",
+            "etcd cannot start from its data dir (%s): moved it to %s (its keys, %.1f MB, on "
+            "the same file system: restore them with `etcdctl snapshot restore "
+            "%s/member/snap/db --skip-hash-check` (etcd >= 3.5: etcdutl); its write-ahead log "
+            "is dropped to leave etcd room; the %d newest such copies are kept); %s",
             proc.panicked,
             aside,
             kept / 1e6,
+            aside,
             KEEP_ASIDE,
             "joining the cluster as a client and volunteer"
             if self.options.seeds

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from engine import safefs
 from engine.errors import ResourceError, WorldError
+from mgmt.cluster import datadir
 from mgmt.cluster.options import Options
 from mgmt.cluster.pki import CORE_SAN
 
@@ -191,6 +192,13 @@ class EtcdProcess:
             await asyncio.to_thread(safefs.private_dir, data_dir, root=data_dir.parent)
         except (OSError, ResourceError) as err:
             raise WorldError(f"cannot use etcd's data dir: {err}") from err
+        who = await asyncio.to_thread(datadir.holder, data_dir)
+        if who is not None:  # etcd would wait for its lock, saying nothing
+            raise WorldError(
+                f"etcd's data dir {data_dir} is in use by another process ({who} holds its "
+                "lock: Go mgmt's etcd, or another etcd?): stop it, or give this agent another "
+                "--prefix"
+            )
         log.debug("starting etcd: %s", " ".join(argv))
         try:
             self.proc = await asyncio.create_subprocess_exec(

@@ -304,7 +304,30 @@ class ClusterLink:
                 self._warn_once(key, f"cannot collect %s written by {who}: {err}")
         self._built = {k: v for k, v in self._built.items() if k in out}
         self._decisions = decisions
+        self._warn_unmatched(records, {id(d[1]) for d in decisions.values()})
         return list(out.values())
+
+    def _warn_unmatched(self, records: list[Exported], chosen: set[int]) -> None:
+        """Say once per graph-file collect entry that its pattern matches none of the exports
+        of its kind there are: mgmt's `pattern` means another thing (the directory collected
+        files are written into, every export collected), so its graphs collect nothing here.
+        An entry that brings a record in (`chosen`, by id) is not looked at again."""
+        for collect in self._collect:
+            entry = ("collect", f"{collect.kind}:{collect.pattern}")
+            if collect.name is not None or not collect.pattern or id(collect) in chosen:
+                continue
+            if entry in self._warned:
+                continue
+            kind = [r for r in records if r.kind == collect.kind]
+            if kind and not any(selects(collect, r) for r in kind):
+                self._warned.add(entry)
+                log.warning(
+                    "collect %s pattern %r matches none of the %d exported %s resources (e.g. "
+                    "%r): here the pattern selects the exports whose name (a file's path) is "
+                    "under it; in mgmt it is the directory every collected file is written "
+                    "into (docs/clustering.md)",
+                    *(collect.kind, collect.pattern, len(kind), collect.kind, kind[0].name),
+                )
 
     def _decide(self, record: Exported) -> tuple[Collect | None, str]:
         """The collect entry that brings `record` in (None: none), and why it is refused ("":

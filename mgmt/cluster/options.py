@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 # Where etcd listens by default (the scheme: https, or http with --insecure-cluster).
 DEFAULT_CLIENT_ADDR = "127.0.0.1:2379"
 DEFAULT_SERVER_ADDR = "127.0.0.1:2380"
+DEFAULT_IDEAL_SIZE = 5  # --ideal-cluster-size's default (mgmt's chooser's too)
 _DURATION = re.compile(r"\d+(\.\d+)?(ns|us|ms|s|m|h)?")
 
 
@@ -90,7 +91,8 @@ class Options:
 
 
 def split_urls(text: str) -> list[str]:
-    return [u.strip() for u in text.split(",") if u.strip()]
+    """URLs separated by commas, semicolons or white space (as mgmt splits them)."""
+    return text.replace(",", " ").replace(";", " ").split()
 
 
 def check_url(url: str, flag: str, insecure: bool) -> None:
@@ -169,9 +171,12 @@ def from_config(config: Config, prefix: Path | None = None) -> Options:
         _check_https(lists["client_urls"], tls, "--client-urls", "--tls-cert")
         _check_https(lists["server_urls"], peer_tls, "--server-urls", "--peer-tls-cert")
     user, password = _credentials(config)
-    if config.ideal_cluster_size < 1:
+    ideal = DEFAULT_IDEAL_SIZE if config.ideal_cluster_size < 0 else config.ideal_cluster_size
+    if ideal < 1:  # a negative one is mgmt's "the default" (its own default is -1)
         raise ValidationError(
-            f"must be >= 1, got {config.ideal_cluster_size}", "--ideal-cluster-size"
+            f"must be >= 1 (or -1: the default, {DEFAULT_IDEAL_SIZE}), got "
+            f"{config.ideal_cluster_size}",
+            "--ideal-cluster-size",
         )
     if config.etcd_heartbeat_interval < 1 or config.etcd_election_timeout < (
         5 * config.etcd_heartbeat_interval
@@ -198,7 +203,7 @@ def from_config(config: Config, prefix: Path | None = None) -> Options:
         server_urls=lists["server_urls"],
         advertise_client_urls=lists["advertise_client_urls"],
         advertise_server_urls=lists["advertise_server_urls"],
-        ideal_cluster_size=config.ideal_cluster_size,
+        ideal_cluster_size=ideal,
         no_server=config.no_server or not core,  # a confined host runs no member
         tls=tls,
         peer_tls=peer_tls,

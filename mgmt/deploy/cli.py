@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from engine.errors import ValidationError, WorldError
 from engine.limits import DEFAULT_MAX_RESOURCES, set_max_resources
 from engine.params import parse_int
-from mgmt import warn_misspelled_env
+from mgmt import default_prefix, warn_misspelled_env
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode, set_max_program_size
 from mgmt.deploy import DeployError
 from mgmt.deploy.client import UNSIGNED, Timings
@@ -60,10 +60,11 @@ def connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefix",
         type=Path,
-        default=Path(os.environ.get("MGMT_PREFIX") or "/var/lib/mgmt"),  # as `mgmt run` reads it
+        default=Path(os.environ.get("MGMT_PREFIX") or default_prefix()),  # as `mgmt run`'s
         metavar="DIR",
         help="a host's state directory: its certificate in DIR/cluster-tls/ is used "
-        "unless --tls-* are given (default $MGMT_PREFIX, else /var/lib/mgmt)",
+        "unless --tls-* are given (default $MGMT_PREFIX, else mgmt run's: $STATE_DIRECTORY, "
+        "non-root ~/.cache/mgmt, root /var/lib/mgmt)",
     )
     parser.add_argument("--tls-ca", type=Path, metavar="FILE", help="CA (PEM) of the cluster")
     parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="client certificate (PEM)")
@@ -242,7 +243,9 @@ def deploy_parser() -> argparse.ArgumentParser:
         help="print when each step ended (ms since the process started): imports, check, "
         "connection, signature, transaction",
     )
-    parser.add_argument("target", nargs="*", metavar="FRONTEND", help="`yaml FILE`, `lang FILE`")
+    parser.add_argument(
+        "target", nargs="*", metavar="FRONTEND", help="`yaml FILE`, `lang FILE.mcl`, `lang DIR/`"
+    )
     return parser
 
 

@@ -31,7 +31,7 @@ import struct
 import sys
 import time
 
-from mgmt import warn_misspelled_env
+from mgmt import default_prefix, warn_misspelled_env
 
 TYPE_CHECKING = False  # not `typing`'s: importing it costs this command 3-4 ms
 if TYPE_CHECKING:
@@ -299,7 +299,7 @@ def _fingerprint(key: str) -> str:
 
 def push(opts: dict[str, Any], timings: Timings | None) -> int:
     """Push through the agent; the exit code, or Fallback before anything is stored."""
-    prefix = opts.get("--prefix") or os.environ.get("MGMT_PREFIX") or "/var/lib/mgmt"
+    prefix = opts.get("--prefix") or os.environ.get("MGMT_PREFIX") or default_prefix()
     sock = _connect(prefix)
     try:
         if timings:

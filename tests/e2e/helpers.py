@@ -41,9 +41,13 @@ def as_nobody(cwd: Path, script: str) -> str:
 
 
 def run_mgmt(
-    args: Sequence[str], timeout: float = 60, env: dict[str, str] | None = None
+    args: Sequence[str],
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
 ) -> tuple[int, str]:
-    """Run `mgmt ARGS` to completion (blocking); returns (exit code, stderr+stdout)."""
+    """Run `mgmt ARGS` to completion (blocking), `stdin` its input (else none); returns
+    (exit code, stderr+stdout)."""
     import subprocess
 
     proc = subprocess.run(
@@ -51,6 +55,7 @@ def run_mgmt(
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=stdin,
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         check=False,

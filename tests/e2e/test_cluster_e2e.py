@@ -326,7 +326,7 @@ async def test_bad_cluster_flags_exit_2(tmp_path: Path) -> None:
             "run",
             "--converged-timeout=0",
             "--tmp-prefix",
-            "--no-server",
+            "--client-urls=https://127.0.0.1:2379",  # a cluster flag: checked before a start
             "--cluster-user",
             "root",
             str(graph),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ValidationError
+from mgmt.cli import VERSION
 from resources.remote import HELPER, RemoteRes, Target, known_key, parse_remote, redacted, zipapp
 
 KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -77,7 +78,7 @@ def test_the_zipapp_is_deterministic_and_runs(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert done.returncode == 0 and done.stdout.startswith("mgmt "), done.stderr
+    assert done.returncode == 0 and done.stdout == f"{VERSION}\n", done  # bare: not a checkout
 
 
 def test_the_helper_finds_no_child_without_its_pid(tmp_path: Path) -> None:

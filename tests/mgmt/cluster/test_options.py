@@ -23,6 +23,12 @@ def test_defaults_are_loopback_with_mutual_tls(tmp_path: Path) -> None:
     assert opts.server_urls == ["https://127.0.0.1:2380"]
     assert opts.advertise_client_urls == opts.client_urls
     assert opts.ideal_cluster_size == 5 and opts.seeds == []
+    # mgmt's -1 is its default; URLs split on ',', ';' and white space, as mgmt splits them.
+    seeds = "https://10.0.0.1:2379; https://10.0.0.2:2379 https://10.0.0.3:2379"
+    opts = from_config(
+        Config(hostname="h", prefix=tmp_path, ideal_cluster_size=-1, client_urls=seeds)
+    )
+    assert opts.ideal_cluster_size == 5 and len(opts.client_urls) == 3
     assert opts.lease_ttl == 3 and opts.call_timeout == 2.0
     # The first host creates the cluster's CA under its prefix and mints from it.
     assert opts.ca_dir == tmp_path / "cluster-ca" and opts.create_ca and not opts.insecure
@@ -66,7 +72,8 @@ def test_cli_flags_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         ("server_urls", "https://a..b:2380", "'a..b' is neither an IP address nor a host"),
         ("seeds", f"https://{'x' * 64}.example:2379", "is neither an IP address nor a host"),
         ("advertise_server_urls", "https://-a.b:2380", "is neither an IP address nor a host"),
-        ("advertise_client_urls", "https://a b:2379", "is neither an IP address nor a host"),
+        ("advertise_client_urls", "https://a*b:2379", "is neither an IP address nor a host"),
+        ("advertise_client_urls", "https://a b:2379", "'https://a' needs an explicit port"),
         # Its etcd keys would overlap host a's (withdrawn with a's), or name an operator.
         ("hostname", "a/b", "--hostname: 'a/b' cannot be a host's identity"),
         ("hostname", "operator:x", "cannot be a host's identity"),

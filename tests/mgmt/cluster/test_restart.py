@@ -13,6 +13,7 @@ import pytest
 from engine.errors import WorldError
 from mgmt.cluster.client import EtcdClient
 from mgmt.cluster.cluster import KEEP_ASIDE, PEERS_FILE, Cluster, has_member, move_aside
+from mgmt.cluster.datadir import OWNER_FILE
 from mgmt.cluster.etcdproc import TAIL, EtcdProcess, EtcdSpec
 from mgmt.cluster.options import Options
 from tests.mgmt.cluster.helpers import members, options, pid_alive, wait_pid_gone
@@ -61,6 +62,7 @@ async def test_a_host_without_seeds_moves_the_dead_data_aside_and_starts_anew(
     prefix = tmp_path / "prefix"
     prefix.mkdir()
     data_dir.rename(prefix / "etcd")
+    (prefix / OWNER_FILE).write_text("")  # ours (mgmt.cluster.datadir)
     caplog.set_level(logging.INFO, logger="cluster")
     cluster = Cluster(options("h1"), prefix)
     try:
@@ -77,7 +79,8 @@ async def test_a_host_without_seeds_moves_the_dead_data_aside_and_starts_anew(
     # small file system the copy kept etcd from starting again).
     assert (aside / "member" / "snap" / "db").is_file() and not has_member(aside)
     said = "\n".join(r.getMessage() for r in caplog.records)
-    assert f"etcd cannot start from its data dir ({PANIC}): moved it to {aside} (its keys " in said
+    assert f"etcd cannot start from its data dir ({PANIC}): moved it to {aside} (its keys, " in said
+    assert f"etcdctl snapshot restore {aside}/member/snap/db --skip-hash-check" in said
     assert f"the {KEEP_ASIDE} newest such copies are kept" in said
     assert "starting a new cluster" in said and "started a new cluster" in said
 
