@@ -596,17 +596,19 @@ def unnamed_filled(
     return fd
 
 
-def named_new(dir_fd: int, name: str, fd: int, *, data: bytes, local: bool) -> None:
-    """The second part (see unnamed_filled): fsync fd, then give it `name` (just found free);
-    fd is closed. Inside its group's `named_together`, both were done there: their outcome is
-    taken (a failed fsync or link raised as OSError, as here; a name taken meanwhile replaced,
-    as here)."""
+def named_new(
+    dir_fd: int, name: str, fd: int, *, data: bytes, local: bool, new: bool = True
+) -> None:
+    """The second part (see unnamed_filled): fsync fd, then give it `name` (just found free;
+    `new` False: an existing file there, replaced); fd is closed. Inside its group's
+    `named_together`, both were done there: their outcome is taken (a failed fsync or link
+    raised as OSError, as here; a name taken meanwhile replaced, as here)."""
     calls = _calls(data, local)
     try:
         done = _named_already(fd)
         if done is None:  # alone
             os.fsync(fd)
-            _name(calls, fd, dir_fd, name, True)
+            _name(calls, fd, dir_fd, name, new)
             return
         step, code = done  # fsynced and linked with its group's (named_together)
         if step == "link" and code == errno.EEXIST:  # the name appeared meanwhile: replaced
