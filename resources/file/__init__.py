@@ -505,6 +505,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 _writing[0] -= 1
                 for line in done:  # (log(INFO, ...) itself: info()'s frame and a format less)
                     self.handle.logger.log(logging.INFO, line)
+        await _written()
         assert not isinstance(found, Later)  # Replies ran its second part
         if found is None or found == UPDATED:
             self._wrote = True
@@ -569,6 +570,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 return self._locate(held, writing=True)
             return where, st
         keep = (st.st_uid if uid == -1 else uid, st.st_gid if gid == -1 else gid)
+        if keep == where.new_owner():  # what the new inode gets anyway: no fchown
+            keep = (-1, -1)
         return self._fill_in(where, told, (data, mode, *keep), shared=shared, how=UPDATE)
 
     def _fill_in(
@@ -1012,6 +1015,21 @@ async def _writing_in_thread(write: functools.partial[None]) -> None:
         await in_thread(write)
     finally:
         _writing[0] -= 1
+    await _written()
+
+
+RELEASE_EACH = 32  # old inodes a thread lets go at once (_written)
+
+
+async def _written() -> None:
+    """After a write: once none is in flight any more, let go of the old inodes the writes
+    replaced (safefs._kept), in the I/O threads side by side (each close frees an inode and
+    waits for its discard: one thread took ~1 ms a file). Not on a cancel: they are let go
+    at the next write's end, or at the exit."""
+    if _writing[0] or not safefs.kept():
+        return
+    chunks = safefs.take_kept(RELEASE_EACH)
+    await asyncio.gather(*(in_thread(functools.partial(safefs.close_all, c)) for c in chunks))
 
 
 def _link_spare(where: Where, fd: int) -> None:

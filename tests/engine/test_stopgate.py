@@ -656,6 +656,9 @@ async def test_a_groups_updates_make_every_new_inode_before_renaming_any(
     for i in range(5):
         (out / f"f{i}").write_text("right\n" if i == 3 else f"old {i}\n")
         (out / f"f{i}").chmod(0o640 if i == 1 else 0o600)
+    if os.geteuid() == 0:  # another owner, kept (the others' is the new inode's: no fchown)
+        os.chown(out / "f2", 65534, 65534)
+    owners = {i: (out / f"f{i}").stat().st_uid for i in range(5)}
     order: list[str] = []
     real_filled, real_fsync, real_rename = safefs.unnamed_filled, os.fsync, safefs._RELEASING
     inodes = {i: (out / f"f{i}").stat().st_ino for i in range(5)}
@@ -700,6 +703,15 @@ async def test_a_groups_updates_make_every_new_inode_before_renaming_any(
         assert stat.S_IMODE((out / f"f{i}").stat().st_mode) == mode
     assert (out / "f3").stat().st_ino == inodes[3]  # left alone
     assert all((out / f"f{i}").stat().st_ino != inodes[i] for i in (0, 1, 2, 4))
+    assert all((out / f"f{i}").stat().st_uid == owners[i] for i in range(5))
+    # The group's old inodes are held (not freed) while a write is in flight (`_writing`):
+    # the next allocations do not pass over them; the last write's end lets them go.
+    held = [os.fstat(fd) for fd in safefs._kept]
+    assert sorted(st.st_ino for st in held) == sorted(inodes[i] for i in range(3))
+    assert all(st.st_nlink == 0 for st in held)
+    file_module._writing[0] = 0
+    await file_module._written()
+    assert not safefs.kept()
     assert sorted(os.listdir(out)) == [f"f{i}" for i in range(5)]  # no temp file left
     assert sorted(caplog.messages) == [
         *(f"file[f{i}]: content updated" for i in range(5) if i != 3),
