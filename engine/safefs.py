@@ -629,10 +629,24 @@ def named_new(
 # lookup each, fs/ext4/ialloc.c recently_deleted), and frees an inode's blocks with a
 # synchronous discard where mounted `discard`: a burst of N updates that freed as it went
 # made its own later allocations O(N) each (docs/benchmarks.md, "Updating 1,000 files").
-# Beyond KEEP_MOST, the oldest is let go at once.
+# Beyond keep_most(), the oldest is let go at once.
 _kept: collections.deque[int] = collections.deque()
 _kept_lock = threading.Lock()
 KEEP_MOST = 4096
+_keep_most: list[int] = []
+
+
+def keep_most() -> int:
+    """How many old inodes are held at most: KEEP_MOST, or a quarter of the descriptors this
+    process may open if that is fewer (as many again serve the checks: engine.check_limit)."""
+    if not _keep_most:
+        import resource  # (not at every start-up: only a burst of updates asks)
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        _keep_most.append(
+            KEEP_MOST if soft == resource.RLIM_INFINITY else min(KEEP_MOST, soft // 4)
+        )
+    return _keep_most[0]
 
 
 def _keep(dir_fd: int, name: str) -> None:
@@ -644,7 +658,7 @@ def _keep(dir_fd: int, name: str) -> None:
         return
     with _kept_lock:
         _kept.append(fd)
-        spill = _kept.popleft() if len(_kept) > KEEP_MOST else None
+        spill = _kept.popleft() if len(_kept) > keep_most() else None
     if spill is not None:
         os.close(spill)
 
