@@ -637,6 +637,31 @@ async def test_a_groups_first_writes_are_named_durable_each_with_its_content_and
     assert rings is None or rings.open() == 1  # the worker's, made for its group
 
 
+def writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The order of the writes' new inodes written (safefs.unnamed_filled), fsyncs and renames
+    (each still made)."""
+    order: list[str] = []
+    real_filled, real_fsync, real_rename = safefs.unnamed_filled, os.fsync, safefs._RELEASING
+
+    def unnamed_filled(*args: Any, **kwargs: Any) -> int | None:
+        order.append("write")
+        return real_filled(*args, **kwargs)
+
+    def fsync(fd: int) -> None:
+        order.append("fsync")
+        real_fsync(fd)
+
+    def rename(*args: Any) -> None:
+        order.append("rename")
+        real_rename.rename(*args)
+
+    monkeypatch.setattr(safefs, "unnamed_filled", unnamed_filled)
+    monkeypatch.setattr(os, "fsync", fsync)
+    for calls in ("_RELEASING", "_HOLDING"):
+        monkeypatch.setattr(safefs, calls, getattr(safefs, calls)._replace(rename=rename))
+    return order
+
+
 async def test_a_groups_updates_make_every_new_inode_before_renaming_any(
     tmp_path: Path,
     run_resource: Any,
@@ -659,33 +684,14 @@ async def test_a_groups_updates_make_every_new_inode_before_renaming_any(
     if os.geteuid() == 0:  # another owner, kept (the others' is the new inode's: no fchown)
         os.chown(out / "f2", 65534, 65534)
     owners = {i: (out / f"f{i}").stat().st_uid for i in range(5)}
-    order: list[str] = []
-    real_filled, real_fsync, real_rename = safefs.unnamed_filled, os.fsync, safefs._RELEASING
     inodes = {i: (out / f"f{i}").stat().st_ino for i in range(5)}
-
-    def unnamed_filled(*args: Any, **kwargs: Any) -> int | None:
-        order.append("write")
-        return real_filled(*args, **kwargs)
-
-    def fsync(fd: int) -> None:
-        order.append("fsync")
-        real_fsync(fd)
-
-    def rename(*args: Any) -> None:
-        order.append("rename")
-        real_rename.rename(*args)
-
-    monkeypatch.setattr(safefs, "unnamed_filled", unnamed_filled)
-    monkeypatch.setattr(os, "fsync", fsync)
-    for calls in ("_RELEASING", "_HOLDING"):
-        monkeypatch.setattr(safefs, calls, getattr(safefs, calls)._replace(rename=rename))
+    order = writes_seen(monkeypatch)
     files = [
         FileRes(name=f"f{i}", path=str(out / f"f{i}"), content="right\n" if i == 3 else f"{i}\n")
         for i in range(4)
     ]
     files.append(FileRes(name="f4", path=str(out / "f4"), content="4\n", mode="0644"))
-    for res in files:
-        await run_resource(res)
+    running = [await run_resource(res) for res in files]
     hold, busy = await hold_the_worker()
     checks = [asyncio.ensure_future(res.check_apply(True)) for res in files]
     while file_module._writing[0] < 1 + len(files):  # each has queued its lookup
@@ -712,6 +718,9 @@ async def test_a_groups_updates_make_every_new_inode_before_renaming_any(
     file_module._writing[0] = 0
     await file_module._written()
     assert not safefs.kept()
+    assert await running[0].handle.no_event()  # its own replace
+    (out / "f0").write_text("drift\n")  # the new inode's watch: a change to it is seen
+    await running[0].handle.next_event()
     assert sorted(os.listdir(out)) == [f"f{i}" for i in range(5)]  # no temp file left
     assert sorted(caplog.messages) == [
         *(f"file[f{i}]: content updated" for i in range(5) if i != 3),

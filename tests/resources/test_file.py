@@ -753,6 +753,10 @@ async def test_a_first_write_beside_others_looks_up_and_creates_in_one_hop(
     assert running_second.handle.events == events
     assert caplog.messages == ["file[g]: content updated"]
     assert other.read_text() == "new"
+    other.write_text("drift")  # the new inode's watch: a change to it is seen
+    await running_second.handle.next_event()
+    assert await second.check_apply(True) is False
+    assert other.read_text() == "new"
 
 
 async def test_a_first_write_in_one_hop_makes_missing_parents(
