@@ -602,9 +602,9 @@ def named_new(
 ) -> None:
     """The second part (see unnamed_filled): fsync fd, then give it `name` (just found free;
     `new` False: an existing file there, replaced, its old inode held until `take_kept`:
-    see _kept); fd is closed. Inside its group's
-    `named_together`, both were done there: their outcome is taken (a failed fsync or link
-    raised as OSError, as here; a name taken meanwhile replaced, as here)."""
+    see _kept); fd is closed. Inside its group's `named_together`, both were done there:
+    their outcome is taken (a failed fsync or link raised as OSError, as here; a name taken
+    meanwhile replaced, as here)."""
     calls = _calls(data, local)
     try:
         done = _named_already(fd)
