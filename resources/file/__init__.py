@@ -469,10 +469,10 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         """Whether this check looks the path up in an I/O thread, and creates the file there
         if it is absent, or replaces its content if only that differs (one hop): the first
         write of a file with content, while other writes are in flight (a first run). The
-        check's lookup of a new name on the event loop waited for the directory's lock and for the GIL that those writing threads hold
-        (cProfile of a 10,000-file first run: 1.5-6 s of the loop's time, by the load); with
-        nothing in flight (a no-op run, a repair) the lookup on the loop costs microseconds,
-        less than a hop."""
+        check's lookup of a new name on the event loop waited for the directory's lock and
+        for the GIL that those writing threads hold (cProfile of a 10,000-file first run:
+        1.5-6 s of the loop's time, by the load); with nothing in flight (a no-op run, a
+        repair) the lookup on the loop costs microseconds, less than a hop."""
         return bool(
             _writing[0]
             and self.content is not None
