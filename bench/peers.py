@@ -35,7 +35,15 @@ recently freed inodes, see `make_absent`) from one round to the next: each round
 it beside the first runs' wall and CPU (user + system, the child's), so a slow first run can be
 told from a slow kernel (docs/benchmarks.md, "Reading peers.py's floor").
 
+`--update`: the runs timed are updates, not first runs: before each, the tool's directory
+holds the N files with other content (`OLD`, mode 0644; written by a bare loop, then the file
+system synced, untimed: files written long ago), and the tool rewrites each (a template edit).
+No no-op run. The floor then replaces N existing files as this project does (a new inode
+written, fchmod'ed and fsynced, linked at a temp name, renamed over the old: whose inode is
+freed), in its own directory prepared the same way.
+
     .venv/bin/python bench/peers.py [--count 100] [--rounds 5] [--base DIR] [--delete-between]
+        [--update]
 """
 
 from __future__ import annotations
@@ -186,17 +194,55 @@ def based(base: Path, launcher: Path) -> Setup:
 
 FLOOR_THREADS = 8  # as this project's I/O threads
 _libc = ctypes.CDLL(None, use_errno=True)  # syncfs(2), which os lacks
+OLD = b"an older version of file number %d, before the edit\n"  # --update's files before
 
 
-def floor(out: Path, count: int, *, grouped: bool = False, threads: int = FLOOR_THREADS) -> Figures:
+def syncfs(fd: int, shown: Path) -> None:
+    """syncfs(2) of the file system holding the open `fd`."""
+    if _libc.syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(shown))
+
+
+def prepare(out: Path, count: int) -> None:
+    """--update's starting point: the new directory `out` holding the `count` files with other
+    content (`OLD`, mode 0644), on disk (its file system synced: files written long ago)."""
+    out.mkdir()
+    dir_fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for i in range(count):
+            fd = os.open(f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd)
+            try:
+                os.write(fd, OLD % i)
+                os.fchmod(fd, 0o644)
+            finally:
+                os.close(fd)
+        syncfs(dir_fd, out)
+    finally:
+        os.close(dir_fd)
+
+
+def floor(
+    out: Path,
+    count: int,
+    *,
+    grouped: bool = False,
+    threads: int = FLOOR_THREADS,
+    update: bool = False,
+) -> Figures:
     """The kernel's floor: `count` durable files in the new directory `out`, made by a bare loop
     on FLOOR_THREADS threads (or `threads`) as safefs makes a new file (O_TMPFILE, write, fchmod, fsync, link
     through /proc/self/fd). Wall, user and system CPU seconds of this process (the rest of it
     is idle meanwhile). `grouped`: no fsync per file; all are made, then one syncfs(2) of their
-    file system, then each is linked (a group commit: bench/fsync_floor.py)."""
+    file system, then each is linked (a group commit: bench/fsync_floor.py). `update`: `out`
+    holds the files already (`prepare`, untimed); each is replaced as safefs replaces a file
+    (the new inode linked at a temp name, renamed over the old one)."""
     flags = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
+    if update:
+        prepare(out, count)
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    out.mkdir()
+    if not update:
+        out.mkdir()
     dir_fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def make(i: int) -> int:
@@ -213,7 +259,11 @@ def floor(out: Path, count: int, *, grouped: bool = False, threads: int = FLOOR_
 
     def link(i: int, fd: int) -> None:
         try:
-            os.link(f"/proc/self/fd/{fd}", f"f{i}", dst_dir_fd=dir_fd)
+            if update:
+                os.link(f"/proc/self/fd/{fd}", f".tmp{i}", dst_dir_fd=dir_fd)
+                os.rename(f".tmp{i}", f"f{i}", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            else:
+                os.link(f"/proc/self/fd/{fd}", f"f{i}", dst_dir_fd=dir_fd)
         finally:
             os.close(fd)
 
@@ -221,9 +271,7 @@ def floor(out: Path, count: int, *, grouped: bool = False, threads: int = FLOOR_
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
             if grouped:
                 fds = list(pool.map(make, range(count)))
-                if _libc.syncfs(dir_fd) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, os.strerror(code), str(out))
+                syncfs(dir_fd, out)
                 list(pool.map(link, range(count), fds))
             else:
                 list(pool.map(lambda i: link(i, make(i)), range(count)))
@@ -266,15 +314,22 @@ def timed(argv: list[str], cwd: Path) -> Figures:
     return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
 
 
-def one_run(label: str, run: Run, count: int, delete: bool) -> tuple[Figures, Figures]:
-    """A tool's first run, its output made absent before, then its no-op run."""
+def one_run(
+    label: str, run: Run, count: int, delete: bool, update: bool
+) -> tuple[Figures, Figures | None]:
+    """A tool's first run, its output made absent before, then its no-op run; `update`: its
+    update run, its output holding other content before (`prepare`), and no no-op run."""
     argv, work, out = run
     make_absent(out, out.parent / "aside", delete)
+    if update:
+        prepare(out, count)
     first = timed(argv, work)
     made = len(list(out.iterdir())) if out.is_dir() else 0
     if made != count:  # a tool that exits 0 without doing the work
         raise SystemExit(f"{label} made {made} of {count} files: {argv}")
-    return first, timed(argv, work)
+    if update and (out / "f0").read_bytes() == OLD % 0:
+        raise SystemExit(f"{label} did not rewrite {out / 'f0'}: {argv}")
+    return first, None if update else timed(argv, work)
 
 
 def cpu(figures: Figures) -> str:
@@ -284,20 +339,24 @@ def cpu(figures: Figures) -> str:
 
 
 def report(
-    first: dict[str, list[float]], noop: dict[str, list[float]], floors: list[Figures]
+    first: dict[str, list[float]],
+    noop: dict[str, list[float]],
+    floors: list[Figures],
+    what: str = "first run",
 ) -> None:
-    """The medians of each tool's runs and of the kernel's floor, with their ratios to mgmt's."""
+    """The medians of each tool's runs and of the kernel's floor, with their ratios to mgmt's
+    (`what`: the runs timed first; no no-op column without no-op runs)."""
     base_first = statistics.median(first["mgmt"])
-    base_noop = statistics.median(noop["mgmt"])
     for label, firsts in first.items():
-        f, n = statistics.median(firsts), statistics.median(noop[label])
-        print(
-            f"  {label:18s} first run {f:7.3f}s ({f / base_first:5.1f}x mgmt)"
-            f"   no-op {n:7.3f}s ({n / base_noop:5.1f}x mgmt)"
-        )
+        f = statistics.median(firsts)
+        line = f"  {label:18s} {what} {f:7.3f}s ({f / base_first:5.1f}x mgmt)"
+        if noop[label]:
+            n, base_noop = statistics.median(noop[label]), statistics.median(noop["mgmt"])
+            line += f"   no-op {n:7.3f}s ({n / base_noop:5.1f}x mgmt)"
+        print(line)
     wall, user, system = (statistics.median(f[i] for f in floors) for i in range(3))
     print(
-        f"  {'kernel floor':18s} first run {wall:7.3f}s ({wall / base_first:5.1f}x mgmt)"
+        f"  {'kernel floor':18s} {what} {wall:7.3f}s ({wall / base_first:5.1f}x mgmt)"
         f"   cpu user {user:.3f}s system {system:.3f}s (a bare loop, {FLOOR_THREADS} threads)"
     )
 
@@ -311,6 +370,11 @@ def main() -> None:
         "--delete-between",
         action="store_true",
         help="delete each tool's last files right before its first run, not move them aside",
+    )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="time updates: the files exist with other content before each run (no no-op run)",
     )
     args = parser.parse_args()
     if args.base is not None:
@@ -339,22 +403,24 @@ def main() -> None:
     floor_out = root / "floor" / "out"
     floor_out.parent.mkdir()
     how = "deleted" if args.delete_between else "moved aside"
-    print(
-        f"{args.count} files; first runs per round, wall (cpu user+system), the last files {how}:"
-    )
+    what = "update" if args.update else "first run"
+    print(f"{args.count} files; {what}s per round, wall (cpu user+system), the last files {how}:")
     try:
         for round_ in range(args.rounds):
             make_absent(floor_out, floor_out.parent / "aside", args.delete_between)
-            floors.append(floor(floor_out, args.count))
+            floors.append(floor(floor_out, args.count, update=args.update))
             line = [f"floor {cpu(floors[-1])}"]
             for label, run in runs.items():  # interleaved: A B C, A B C, ...
-                figures = one_run(label, run, args.count, args.delete_between)
-                first[label].append(figures[0][0])
-                noop[label].append(figures[1][0])
-                line.append(f"{short(label)} {cpu(figures[0])}")
+                timed_first, timed_noop = one_run(
+                    label, run, args.count, args.delete_between, args.update
+                )
+                first[label].append(timed_first[0])
+                if timed_noop is not None:
+                    noop[label].append(timed_noop[0])
+                line.append(f"{short(label)} {cpu(timed_first)}")
             print(f"  round {round_ + 1}: " + ", ".join(line), flush=True)
         print(f"{args.rounds} rounds, load {os.getloadavg()[0]:.1f} (whole process, median):")
-        report(first, noop, floors)
+        report(first, noop, floors, what)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -22,6 +22,7 @@ later run removes them. `unnamed_at` makes such a complete, fsynced inode ahead 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import errno
@@ -596,17 +597,22 @@ def unnamed_filled(
     return fd
 
 
-def named_new(dir_fd: int, name: str, fd: int, *, data: bytes, local: bool) -> None:
-    """The second part (see unnamed_filled): fsync fd, then give it `name` (just found free);
-    fd is closed. Inside its group's `named_together`, both were done there: their outcome is
-    taken (a failed fsync or link raised as OSError, as here; a name taken meanwhile replaced,
-    as here)."""
+def named_new(
+    dir_fd: int, name: str, fd: int, *, data: bytes, local: bool, new: bool = True
+) -> None:
+    """The second part (see unnamed_filled): fsync fd, then give it `name` (just found free;
+    `new` False: an existing file there, replaced, its old inode held until `take_kept`:
+    see _kept); fd is closed. Inside its group's `named_together`, both were done there:
+    their outcome is taken (a failed fsync or link raised as OSError, as here; a name taken
+    meanwhile replaced, as here)."""
     calls = _calls(data, local)
     try:
         done = _named_already(fd)
         if done is None:  # alone
             os.fsync(fd)
-            _name(calls, fd, dir_fd, name, True)
+            if not new:
+                _keep(dir_fd, name)
+            _name(calls, fd, dir_fd, name, new)
             return
         step, code = done  # fsynced and linked with its group's (named_together)
         if step == "link" and code == errno.EEXIST:  # the name appeared meanwhile: replaced
@@ -615,6 +621,66 @@ def named_new(dir_fd: int, name: str, fd: int, *, data: bytes, local: bool) -> N
             raise OSError(code, os.strerror(code))  # as os.fsync's, os.link's
     finally:
         calls.close(fd)
+
+
+# The old inodes a burst of replacing writes renamed over (named_new, new=False), each held
+# open (O_PATH) until `take_kept`: the rename does not free it then. ext4 without a journal
+# makes every inode allocation pass over the inodes freed in the last minute (one buffer
+# lookup each, fs/ext4/ialloc.c recently_deleted), and frees an inode's blocks with a
+# synchronous discard where mounted `discard`: a burst of N updates that freed as it went
+# made its own later allocations O(N) each (docs/benchmarks.md, "Updating 1,000 files").
+# Beyond keep_most(), the oldest is let go at once.
+_kept: collections.deque[int] = collections.deque()
+_kept_lock = threading.Lock()
+KEEP_MOST = 4096
+_keep_most: list[int] = []
+
+
+def keep_most() -> int:
+    """How many old inodes are held at most: KEEP_MOST, or a quarter of the descriptors this
+    process may open if that is fewer (as many again serve the checks: engine.check_limit)."""
+    if not _keep_most:
+        import resource  # (not at every start-up: only a burst of updates asks)
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        _keep_most.append(
+            KEEP_MOST if soft == resource.RLIM_INFINITY else min(KEEP_MOST, soft // 4)
+        )
+    return _keep_most[0]
+
+
+def _keep(dir_fd: int, name: str) -> None:
+    """Hold dir_fd/name's inode (not followed: a link is held as itself) until take_kept;
+    nothing held if it is gone already."""
+    try:
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return
+    with _kept_lock:
+        _kept.append(fd)
+        spill = _kept.popleft() if len(_kept) > keep_most() else None
+    if spill is not None:
+        os.close(spill)
+
+
+def kept() -> bool:
+    """Whether old inodes are held (see _kept)."""
+    return bool(_kept)
+
+
+def take_kept(size: int) -> list[list[int]]:
+    """The held old inodes' descriptors, taken, in lists of `size` (for `close_all` in as
+    many threads: each close frees an inode, waiting for its discard)."""
+    with _kept_lock:
+        fds = list(_kept)
+        _kept.clear()
+    return [fds[i : i + size] for i in range(0, len(fds), size)]
+
+
+def close_all(fds: list[int]) -> None:
+    """Close each of `fds`."""
+    for fd in fds:
+        os.close(fd)
 
 
 # The outcomes of this thread's group (named_together), for named_new: fd -> (step, errno).

@@ -61,6 +61,7 @@ from resources.file.where import INLINE_LIMIT as INLINE_LIMIT
 if TYPE_CHECKING:
     from resources._lib.spare import Spare
 
+Found = tuple[Where, os.stat_result | None]  # a path's Where, and its lstat (None: absent)
 FILE_BASE = 0o644  # permission bits of a new file when neither mode nor source says otherwise
 
 REFUSED_NAMED = 5  # entries of a tree not replaced, named at most in the failure's message
@@ -320,12 +321,15 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         self._not_yet: list[str] | None = None if apply else []  # owners a noop cannot find
         with contextlib.ExitStack() as held:  # descriptors from the check through the changes
             try:
-                found = None
+                found: Found | None = None
                 if watcher is not None and apply and self._creates_in_thread():
-                    found = await self._create_in_thread(held, watcher)
-                    if found is None:  # it was absent, and is written now
+                    made = await self._create_in_thread(held, watcher)
+                    if made is None or made == UPDATED:  # absent or stale: written now
+                        if made == UPDATED:  # (a first write of a new name is no fight)
+                            wrote(self.handle, self._fs_path)
                         self.handle.send(content=functools.partial(read_small, self._fs_path))
                         return False
+                    found = made
                 where, steps = await self._plan(held, watcher, found)
                 if self._not_yet:  # noop: a user/group resource before it makes them
                     owners = " and ".join(self._not_yet)
@@ -463,12 +467,12 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     def _creates_in_thread(self) -> bool:
         """Whether this check looks the path up in an I/O thread, and creates the file there
-        if it is absent (one hop): the first write of a file with content, while other writes
-        are in flight (a first run). The check's lookup of a new name on the event loop
-        waited for the directory's lock and for the GIL that those writing threads hold
-        (cProfile of a 10,000-file first run: 1.5-6 s of the loop's time, by the load); with
-        nothing in flight (a no-op run, a repair) the lookup on the loop costs microseconds,
-        less than a hop."""
+        if it is absent, or replaces its content if only that differs (one hop): the first
+        write of a file with content, while other writes are in flight (a first run). The
+        check's lookup of a new name on the event loop waited for the directory's lock and
+        for the GIL that those writing threads hold (cProfile of a 10,000-file first run:
+        1.5-6 s of the loop's time, by the load); with nothing in flight (a no-op run, a
+        repair) the lookup on the loop costs microseconds, less than a hop."""
         return bool(
             _writing[0]
             and self.content is not None
@@ -479,10 +483,12 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     async def _create_in_thread(
         self, held: contextlib.ExitStack, watcher: PathWatcher
-    ) -> tuple[Where, os.stat_result] | None:
+    ) -> Found | Literal["updated"] | None:
         """Look the path up in an I/O thread and, if it is absent, create it there, as
         _plan_file's steps would (its missing parents, a crashed write's leftovers, the file);
-        their lines are logged here. What is found instead is returned, for _plan."""
+        their lines are logged here. A regular file with other content but the wanted owner
+        and mode has its content replaced there (UPDATED: _replace_found). What is found
+        instead is returned, for _plan."""
         assert self.content is not None
         uid, gid = self._ids()
         mode, data = self._want_mode(None, None, False, (uid, gid)), self.content.encode()
@@ -499,8 +505,9 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 _writing[0] -= 1
                 for line in done:  # (log(INFO, ...) itself: info()'s frame and a format less)
                     self.handle.logger.log(logging.INFO, line)
+        await _written()
         assert not isinstance(found, Later)  # Replies ran its second part
-        if found is None:
+        if found is None or found == UPDATED:
             self._wrote = True
         return found
 
@@ -511,16 +518,22 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         new: tuple[bytes, int, int, int],
         done: list[str],
         shared: SharedDir | None,
-    ) -> tuple[Where, os.stat_result] | Later | None:
+    ) -> Found | Later | Literal["updated"] | None:
         """_create_in_thread's part in the I/O thread; `shared`: the directory open for the
         other first writes there that this worker runs with it (stopgate.Replies)."""
         where = None if shared is None else shared.at(self._fs_path)
-        if where is None or not where.absent():  # not open there, or not absent: alone
+        if where is not None and not where.absent():  # there: its own, if it is to replace
+            st = where.lstat(TOP)
+            if st is not None and stat.S_ISREG(st.st_mode):
+                return self._replace_found(held, where, st, (rename, done), new, shared=shared)
+            where = None
+        if where is None:  # not open there, or not absent: alone
             where, st = self._locate(held, writing=True)
             if st is not None:
-                return where, st
-        data, mode, uid, gid = new
-        local = where.local()  # the directories made on the way are on it too
+                if not stat.S_ISREG(st.st_mode):
+                    return where, st
+                return self._replace_found(held, where, st, (rename, done), new, shared=None)
+        where.local()  # asked before: the directories made on the way are on it too
         for step in [*where.parent_steps(), *where.temp_steps()]:  # usually none
             assert step.run is not None
             try:
@@ -528,32 +541,89 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             except OSError as err:
                 raise ResourceError(f"could not {step.would}: {where.explain(err)}") from err
             done.append(step.done)
+        return self._fill_in(where, (rename, done), new, shared=shared, how=CREATE)
+
+    def _replace_found(
+        self,
+        held: contextlib.ExitStack,
+        where: Where,
+        st: os.stat_result,
+        told: tuple[Rename, list[str]],
+        new: tuple[bytes, int, int, int],
+        *,
+        shared: SharedDir | None,
+    ) -> Found | Later | Literal["updated"] | None:
+        """The regular file found at the path (st), in the I/O thread: if only its content
+        differs (its owner and mode as wanted), replaced as _plan_file's step would, and
+        UPDATED (or its Later); else (where, st), for _plan on the loop. `where`: the shared
+        directory's (valid until the group's second parts are done), or the check's own."""
+        data, _new_mode, uid, gid = new
+        mode = self._want_mode(st, None, False, (uid, gid))
+        if (
+            uid not in (-1, st.st_uid)
+            or gid not in (-1, st.st_gid)
+            or mode != stat.S_IMODE(st.st_mode)
+            or (st.st_size == len(data) and where.same(TOP, data, len(data)))
+            or where.temp_steps()  # a crashed write's leftovers: the loop's plan removes them
+        ):
+            if shared is not None:  # its Where closes with the group: the check's own
+                return self._locate(held, writing=True)
+            return where, st
+        keep = (st.st_uid if uid == -1 else uid, st.st_gid if gid == -1 else gid)
+        if keep == where.new_owner():  # what the new inode gets anyway: no fchown
+            keep = (-1, -1)
+        return self._fill_in(where, told, (data, mode, *keep), shared=shared, how=UPDATE)
+
+    def _fill_in(
+        self,
+        where: Where,
+        told: tuple[Rename, list[str]],
+        new: tuple[bytes, int, int, int],
+        *,
+        shared: SharedDir | None,
+        how: tuple[str, str, bool],
+    ) -> Later | Literal["updated"] | None:
+        """Write `new` (data, mode, uid, gid) at the path, as `how` says (CREATE: a new name,
+        None; UPDATE: an existing file replaced, UPDATED). Taken with others (`shared`):
+        written now, fsynced and named after the group's other writes (stopgate.Later; each
+        fsynced before it is named, as alone), so that the group's new inodes are all made
+        before the first old one is freed (docs/benchmarks.md, "Updating 1,000 files")."""
+        data, mode, uid, gid = new
+        is_new = how[2]
+        local = where.local()
         if shared is not None and not where.missing:
-            # Taken with others: written now, fsynced and named after the group's other writes
-            # (stopgate.Later; each fsynced before it is named, as alone).
             try:
                 fd = safefs.unnamed_filled(where.fd, data, mode=mode, uid=uid, gid=gid, local=local)
             except OSError as err:
-                raise ResourceError(f"could not create {where.path}: {where.explain(err)}") from err
+                what = how[0].format(path=where.path)
+                raise ResourceError(f"could not {what}: {where.explain(err)}") from err
             if fd is not None:
                 name = functools.partial(
-                    safefs.named_new, where.fd, where.name, fd, data=data, local=local
+                    safefs.named_new, where.fd, where.name, fd, data=data, local=local, new=is_new
                 )
-                created = functools.partial(self._created, where, rename, name, local, done)
-                return Later(created, (fd, where.fd, where.name))
-        write = functools.partial(where.write, TOP, data, mode, uid, gid, new=True)
-        return self._created(where, rename, write, local, done)
+                placed = functools.partial(self._placed, where, told, name, local, how)
+                return Later(placed, (fd, where.fd, where.name) if is_new else None)
+        write = functools.partial(where.write, TOP, data, mode, uid, gid, new=is_new)
+        return self._placed(where, told, write, local, how)
 
     @staticmethod
-    def _created(
-        where: Where, rename: Rename, write: Callable[[], None], local: bool, done: list[str]
-    ) -> None:
-        """Put the new file at the path by `write` (its own rename: the watcher expects it)."""
+    def _placed(
+        where: Where,
+        told: tuple[Rename, list[str]],
+        write: Callable[[], None],
+        local: bool,
+        how: tuple[str, str, bool],
+    ) -> Literal["updated"] | None:
+        """Put the new file at the path by `write` (its own rename: the watcher expects it,
+        `told`'s Rename), and add `how`'s line to `told`'s."""
+        rename, done = told
         try:
             rename.run(write, local)
         except OSError as err:
-            raise ResourceError(f"could not create {where.path}: {where.explain(err)}") from err
-        done.append(f"created {where.path}")
+            what = how[0].format(path=where.path)
+            raise ResourceError(f"could not {what}: {where.explain(err)}") from err
+        done.append(how[1].format(path=where.path))
+        return None if how[2] else UPDATED
 
     # planning: observe (lstat, read) and decide; nothing here writes --------------------------
 
@@ -561,7 +631,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         self,
         held: contextlib.ExitStack,
         watcher: PathWatcher | None = None,
-        found: tuple[Where, os.stat_result] | None = None,
+        found: Found | None = None,
     ) -> tuple[Where, list[Step]]:
         where, st = self._locate(held) if found is None else found
         if watcher is not None:  # not following symlinks: where.path is the watched path
@@ -930,6 +1000,12 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         return src_bits if src_bits is not None else start
 
 
+# A first write in an I/O thread (FileRes._fill_in): how its failure and its line say it
+# (formatted with the path), and whether the name is new (else an existing file is replaced).
+CREATE = ("create {path}", "created {path}", True)
+UPDATE = ("update the content of {path}", "content updated", False)
+UPDATED: Literal["updated"] = "updated"  # _create_in_thread replaced the file's content
+
 _writing = [0]  # writes of file resources in flight in I/O threads (FileRes._creates_in_thread)
 
 
@@ -939,6 +1015,21 @@ async def _writing_in_thread(write: functools.partial[None]) -> None:
         await in_thread(write)
     finally:
         _writing[0] -= 1
+    await _written()
+
+
+RELEASE_EACH = 32  # old inodes a thread lets go at once (_written)
+
+
+async def _written() -> None:
+    """After a write: once none is in flight any more, let go of the old inodes the writes
+    replaced (safefs._kept), in the I/O threads side by side (each close frees an inode and
+    waits for its discard: one thread took ~1 ms a file). Not on a cancel: they are let go
+    at the next write's end, or at the exit."""
+    if _writing[0] or not safefs.kept():
+        return
+    chunks = safefs.take_kept(RELEASE_EACH)
+    await asyncio.gather(*(in_thread(functools.partial(safefs.close_all, c)) for c in chunks))
 
 
 def _link_spare(where: Where, fd: int) -> None:

@@ -120,6 +120,7 @@ class Where:
         self.fd, self.missing = safefs.walk(parent or ".", start=start)
         self._ident: tuple[int, int, int] | None = None  # libc.file_id(fd), once asked
         self._local: bool | None = None  # local(), once asked
+        self._new_owner: tuple[int, int] | None = None  # new_owner(), once asked
 
     def ident(self) -> tuple[int, int, int]:
         """What identifies the directory open as `fd` (libc.file_id, asked once: with the
@@ -137,6 +138,16 @@ class Where:
             local = self._local = libc.local_dev(self.ident())
         return local
 
+    def new_owner(self) -> tuple[int, int]:
+        """The uid and gid a new file made in the directory gets: this process's, or the
+        directory's group where it is set-group-ID (asked once)."""
+        owner = self._new_owner
+        if owner is None:
+            st = os.fstat(self.fd)
+            gid = st.st_gid if st.st_mode & stat.S_ISGID else os.getegid()
+            owner = self._new_owner = (os.geteuid(), gid)
+        return owner
+
     def __enter__(self) -> Where:
         return self
 
@@ -145,7 +156,7 @@ class Where:
         this one's descriptor: valid while this one is open, and never closed itself."""
         other = object.__new__(Where)
         other.name, other.path, other.fd, other.missing = os.path.basename(path), path, self.fd, []
-        other._ident, other._local = self._ident, self._local
+        other._ident, other._local, other._new_owner = self._ident, self._local, self._new_owner
         return other
 
     def __exit__(self, *exc: object) -> None:
@@ -392,6 +403,7 @@ class SharedDir:
             if where.missing:
                 return None
             where.local()  # asked once for all (the identity with it)
+            where.new_owner()  # (an update's: FileRes._replace_found)
         return where.beside(path)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import textwrap
 from pathlib import Path
 
@@ -110,6 +111,44 @@ async def test_kill_9_during_writes_never_leaves_a_partial_file_or_a_temp(tmp_pa
     assert sorted(os.listdir(out)) == [f"f{i}" for i in range(FILES)], log
     for i in range(FILES):
         assert (out / f"f{i}").read_bytes() == versions[i][(KILLS - 1) % 2]
+
+
+UPDATES = 400  # files a first run replaces: many groups in flight when it is stopped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+async def test_a_first_run_of_updates_stopped_midway_leaves_each_file_old_or_new(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A first run replacing the content of many files (a template edit: their new inodes
+    written a group at a time, each renamed over its old file once fsynced, the old inodes
+    held until the writes end) stopped once some are done: each file holds its whole old or
+    new content; after SIGTERM no temp file is left; after kill -9 the next run removes any
+    (a kill between a link and its rename) and converges."""
+    out, prefix = tmp_path / "out", tmp_path / "prefix"
+    out.mkdir()
+    names = [f"f{i}" for i in range(UPDATES)]
+    for i, name in enumerate(names):
+        (out / name).write_text(f"old {i}\n")
+    graph = tmp_path / "graph.yaml"
+    files = [
+        f'    - {{name: f{i}, path: {out}/f{i}, content: "new {i}\\n"}}' for i in range(UPDATES)
+    ]
+    graph.write_text("graph: updates\nresources:\n  file:\n" + "\n".join(files) + "\n")
+    run = ["run", "--prefix", str(prefix), "--converged-timeout=0", "yaml", str(graph)]
+    async with Daemon(run) as daemon:
+        await daemon.wait_log("content updated", timeout=60, count=10)
+        daemon.signal(sig)
+        await daemon.wait()
+    for i, name in enumerate(names):
+        assert (out / name).read_text() in (f"old {i}\n", f"new {i}\n"), name
+    if sig == signal.SIGTERM:
+        assert sorted(os.listdir(out)) == sorted(names), daemon.log
+    code, log = run_mgmt(run, timeout=120)
+    assert code == 0, log
+    assert sorted(os.listdir(out)) == sorted(names), log
+    assert all((out / name).read_text() == f"new {i}\n" for i, name in enumerate(names))
 
 
 def test_a_read_only_file_system_is_named_without_a_raw_errno(tmp_path: Path) -> None:

@@ -668,3 +668,34 @@ def test_read_limited_reads_up_to_the_limit_and_no_further(tmp_path: Path) -> No
     os.mkfifo(path)  # refused at once, not waited on for a writer
     with pytest.raises(OSError, match="not a regular file"):
         safefs.read_regular(str(path), 2)
+
+
+def test_a_replaced_files_old_inode_is_held_until_let_go_the_oldest_beyond_the_most(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """named_new(new=False) renames the new file over the old one (fsynced first) and holds
+    the old inode open (not freed: its link count 0) until take_kept's lists are closed; past
+    keep_most() the oldest held is let go at once. The content and mode are the new file's."""
+    monkeypatch.setattr(safefs, "_keep_most", [2])
+    directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    old = {}
+    try:
+        for i in range(3):
+            (tmp_path / f"f{i}").write_text("old\n")
+            old[i] = (tmp_path / f"f{i}").stat().st_ino
+            fd = safefs.unnamed_filled(directory, b"new\n", mode=0o640, uid=-1, gid=-1, local=True)
+            assert fd is not None
+            safefs.named_new(directory, f"f{i}", fd, data=b"new\n", local=True, new=False)
+    finally:
+        os.close(directory)
+    for i in range(3):
+        assert (tmp_path / f"f{i}").read_text() == "new\n"
+        assert (tmp_path / f"f{i}").stat().st_mode & 0o777 == 0o640
+    held = [os.fstat(fd) for fd in safefs._kept]
+    assert [st.st_ino for st in held] == [old[1], old[2]]  # f0's let go: past the most
+    assert all(st.st_nlink == 0 for st in held)
+    chunks = safefs.take_kept(1)
+    assert len(chunks) == 2 and not safefs.kept()
+    for chunk in chunks:
+        safefs.close_all(chunk)
+    assert sorted(os.listdir(tmp_path)) == ["f0", "f1", "f2"]  # no temp name left

@@ -14,6 +14,7 @@ import functools
 import gc
 import logging
 import os
+import stat
 import sys
 import threading
 import weakref
@@ -634,6 +635,97 @@ async def test_a_groups_first_writes_are_named_durable_each_with_its_content_and
     assert sorted(os.listdir(out)) == [f"f{i}" for i in range(5)]  # no temp file left
     rings = one_worker_rings.thread_rings()
     assert rings is None or rings.open() == 1  # the worker's, made for its group
+
+
+def writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The order of the writes' new inodes written (safefs.unnamed_filled), fsyncs and renames
+    (each still made)."""
+    order: list[str] = []
+    real_filled, real_fsync, real_rename = safefs.unnamed_filled, os.fsync, safefs._RELEASING
+
+    def unnamed_filled(*args: Any, **kwargs: Any) -> int | None:
+        order.append("write")
+        return real_filled(*args, **kwargs)
+
+    def fsync(fd: int) -> None:
+        order.append("fsync")
+        real_fsync(fd)
+
+    def rename(*args: Any) -> None:
+        order.append("rename")
+        real_rename.rename(*args)
+
+    monkeypatch.setattr(safefs, "unnamed_filled", unnamed_filled)
+    monkeypatch.setattr(os, "fsync", fsync)
+    for calls in ("_RELEASING", "_HOLDING"):
+        monkeypatch.setattr(safefs, calls, getattr(safefs, calls)._replace(rename=rename))
+    return order
+
+
+async def test_a_groups_updates_make_every_new_inode_before_renaming_any(
+    tmp_path: Path,
+    run_resource: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    one_worker_rings: GatedExecutor,
+) -> None:
+    """A first run's updates (the files there with other content) taken together by a worker:
+    every new inode written before the first is renamed over its old file (whose inode that
+    frees), each fsynced before its rename; each file's mode and content as wanted, its line
+    logged; one already right is left alone, one whose mode differs is planned on the loop
+    (its chmod too); no temp file left."""
+    monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
+    caplog.set_level(logging.INFO, logger="engine")
+    out = tmp_path / "out"
+    out.mkdir()
+    for i in range(5):
+        (out / f"f{i}").write_text("right\n" if i == 3 else f"old {i}\n")
+        (out / f"f{i}").chmod(0o640 if i == 1 else 0o600)
+    if os.geteuid() == 0:  # another owner, kept (the others' is the new inode's: no fchown)
+        os.chown(out / "f2", 65534, 65534)
+    owners = {i: (out / f"f{i}").stat().st_uid for i in range(5)}
+    inodes = {i: (out / f"f{i}").stat().st_ino for i in range(5)}
+    order = writes_seen(monkeypatch)
+    files = [
+        FileRes(name=f"f{i}", path=str(out / f"f{i}"), content="right\n" if i == 3 else f"{i}\n")
+        for i in range(4)
+    ]
+    files.append(FileRes(name="f4", path=str(out / "f4"), content="4\n", mode="0644"))
+    running = [await run_resource(res) for res in files]
+    hold, busy = await hold_the_worker()
+    checks = [asyncio.ensure_future(res.check_apply(True)) for res in files]
+    while file_module._writing[0] < 1 + len(files):  # each has queued its lookup
+        await pass_ended()
+    hold.set()
+    outcomes = await asyncio.gather(*checks)
+    await busy
+    assert outcomes == [False, False, False, True, False]
+    # f0-f2 together (f3 is right); f4 alone after, planned on the loop (its mode differs)
+    assert order == ["write"] * 3 + ["fsync", "rename"] * 4
+    for i, (content, mode) in enumerate(
+        [("0\n", 0o600), ("1\n", 0o640), ("2\n", 0o600), ("right\n", 0o600), ("4\n", 0o644)]
+    ):
+        assert (out / f"f{i}").read_text() == content
+        assert stat.S_IMODE((out / f"f{i}").stat().st_mode) == mode
+    assert (out / "f3").stat().st_ino == inodes[3]  # left alone
+    assert all((out / f"f{i}").stat().st_ino != inodes[i] for i in (0, 1, 2, 4))
+    assert all((out / f"f{i}").stat().st_uid == owners[i] for i in range(5))
+    # The group's old inodes are held (not freed) while a write is in flight (`_writing`):
+    # the next allocations do not pass over them; the last write's end lets them go.
+    held = [os.fstat(fd) for fd in safefs._kept]
+    assert sorted(st.st_ino for st in held) == sorted(inodes[i] for i in range(3))
+    assert all(st.st_nlink == 0 for st in held)
+    file_module._writing[0] = 0
+    await file_module._written()
+    assert not safefs.kept()
+    assert await running[0].handle.no_event()  # its own replace
+    (out / "f0").write_text("drift\n")  # the new inode's watch: a change to it is seen
+    await running[0].handle.next_event()
+    assert sorted(os.listdir(out)) == [f"f{i}" for i in range(5)]  # no temp file left
+    assert sorted(caplog.messages) == [
+        *(f"file[f{i}]: content updated" for i in range(5) if i != 3),
+        "file[f4]: mode 0600 -> 0644",
+    ]
 
 
 async def test_a_file_whose_fsync_fails_gets_no_name_and_its_own_error(

@@ -710,7 +710,8 @@ async def test_a_first_write_beside_others_looks_up_and_creates_in_one_hop(
     """While other writes are in flight (a first run), a file's first check looks its path up
     in the I/O thread (with the GIL held: libc.absent) and creates it there: no lookup on the
     event loop, the plan's lines, the file's own rename not reported, a later change seen. A
-    file found there is planned as ever (its update logged as such)."""
+    file found there with other content (its owner and mode as wanted) is replaced there too
+    (its update logged as such), its own replace not reported."""
     monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
     looked: list[tuple[str, bool]] = []
     real, real_absent = safefs.lstat_at, libc.absent
@@ -746,12 +747,15 @@ async def test_a_first_write_beside_others_looks_up_and_creates_in_one_hop(
     caplog.clear()
     events = running_second.handle.events
     assert await second.check_apply(True) is False
-    # There: lstat says what it is; after the write, a look on the loop subsumes the events
-    # of its own write (its old inode unlinked: engine/watcher.py, settle()).
-    assert looked[-3:] == [("absent g", False), ("g", False), ("g", True)]
+    # There: lstat says what it is, and the content is replaced there, in the same hop.
+    assert looked[-2:] == [("absent g", False), ("g", False)]
     assert await running_second.handle.no_event()
     assert running_second.handle.events == events
     assert caplog.messages == ["file[g]: content updated"]
+    assert other.read_text() == "new"
+    other.write_text("drift")  # the new inode's watch: a change to it is seen
+    await running_second.handle.next_event()
+    assert await second.check_apply(True) is False
     assert other.read_text() == "new"
 
 
