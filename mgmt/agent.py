@@ -474,7 +474,7 @@ class Agent:
     async def _start_http(self) -> None:
         """Metrics, the status page (--status) and the status socket for `mgmt status`."""
         if self.metrics is not None:
-            self.metrics.start()
+            self.metrics.start(self.status)
         self.server = StatusServer(self.status, self.metrics.render if self.metrics else None)
         private = True
         try:  # the prefix first: a listener beyond loopback may keep its certificate there

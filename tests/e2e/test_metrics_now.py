@@ -1,0 +1,89 @@
+"""The gauges of what is wrong now (tester15 #1, #2, #3): a scraper sees a resource failing
+for ever (`retry: -1`), a graph file the agent refused, drift under --noop, and the process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.e2e.helpers import Daemon, signal
+from tests.e2e.test_observability import free_port, metric, scrape
+
+FOREVER = """graph: g
+resources:
+  file:
+    - name: a
+      path: {dir}/a
+      content: "a\\n"
+  exec:
+    - name: forever
+      cmd: {cmd}
+      meta: {{retry: -1, delay: 200}}
+"""
+
+
+async def scraped(url: str, ok: Callable[[str], bool], timeout: float = 30) -> str:
+    """Scrape until `ok(text)` (a bound against a hang, not a threshold)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            text = await scrape(url)
+            if ok(text):
+                return text
+            await asyncio.sleep(0.1)
+
+
+async def test_failing_now_and_a_refused_graph_file_are_gauges(tmp_path: Path) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text(FOREVER.format(dir=tmp_path, cmd="/bin/false"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    args = ["run", "--tmp-prefix", "--prometheus", "--prometheus-listen", f"127.0.0.1:{port}"]
+    async with Daemon([*args, "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("prometheus metrics on")
+        # a failure that retries for ever is failing now (soft), as `mgmt status` says
+        text = await scraped(
+            url, lambda t: metric(t, "mgmt_failures_current", kind="exec", failure="soft") == 1
+        )
+        assert metric(text, "mgmt_failures_current", kind="exec", failure="hard") == 0
+        assert metric(text, "mgmt_failures_current", kind="file", failure="soft") == 0
+        assert metric(text, "mgmt_program_error") == 0
+        assert (metric(text, "process_resident_memory_bytes") or 0) > 0
+        assert (metric(text, "process_open_fds") or 0) > 0
+        assert (metric(text, "mgmt_process_start_time_seconds") or 0) > 1e9
+        assert 'mgmt_build_info{python="' in text
+        assert "_created" not in text
+        started = metric(text, "mgmt_graph_start_time_seconds")
+
+        # a bad edit: the old graph runs on, and the scrape says so
+        graph.write_text(graph.read_text() + "  bogus-kind:\n    - name: x\n")
+        text = await scraped(url, lambda t: metric(t, "mgmt_program_error") == 1)
+        assert metric(text, "mgmt_graph_start_time_seconds") == started
+
+        # repaired: the new graph runs, nothing fails
+        graph.write_text(FOREVER.format(dir=tmp_path, cmd="/bin/true"))
+        text = await scraped(
+            url, lambda t: metric(t, "mgmt_failures_current", kind="exec", failure="soft") == 0
+        )
+        assert metric(text, "mgmt_program_error") == 0
+        assert (metric(text, "mgmt_graph_start_time_seconds") or 0) > (started or 0)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+async def test_drift_under_noop_is_a_gauge(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("old\n")
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        f'graph: g\nresources:\n  file:\n    - {{name: a, path: {tmp_path}/a, content: "a\\n"}}\n'
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    args = ["run", "--tmp-prefix", "--noop", "--prometheus", "--prometheus-listen"]
+    async with Daemon([*args, f"127.0.0.1:{port}", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("prometheus metrics on")
+        await scraped(url, lambda t: metric(t, "mgmt_differs_current", kind="file") == 1)
+        (tmp_path / "a").write_text("a\n")  # made right by hand: no drift left
+        await scraped(url, lambda t: metric(t, "mgmt_differs_current", kind="file") == 0)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
