@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
 from engine import codestamp, collector, inotify, stopgate
-from engine.engine import Engine, Vertex
+from engine.engine import RETRYING, Engine, Vertex
 from engine.errors import GraphError, MgmtError, ValidationError, path_error, transient
 from engine.events import CheckApplied
 from engine.exit import exit_request
@@ -883,8 +883,12 @@ class Agent:
         vertices = self.engine.vertices.values()
         failed = [v for v in vertices if v.failed]
         # A stop asked for by a signal is a clean stop, failures or not (docs/operations.md,
-        # "Stopping"): each failure was logged when it happened, and is not repeated here.
+        # "Stopping"): each failure was logged when it happened, and is not repeated here;
+        # but not for a one-shot run under --detailed-exitcodes (tester15: a CI runner's stop
+        # recorded success for a run with a failed resource).
         asked = reason == "signal" and not self._forced
+        if asked and self._stop_tells_failures():
+            failed, asked = [v for v in vertices if v.failed or v.outcome is RETRYING], False
         if failed and not asked:  # named, not said again: each said why when it failed
             names = sorted(v.shown for v in failed)
             log.error(
@@ -925,6 +929,12 @@ class Agent:
             log.error("cluster: this host's etcd did not start: %s", etcd_failure)
             return ExitCode.FAILED
         return self._ok(failed)
+
+    def _stop_tells_failures(self) -> bool:
+        """Whether a stop asked for exits 1 when a resource failed (or retries after a
+        failure) or a reversal did, as an end does: a one-shot run whose caller asked for its
+        outcome (--detailed-exitcodes)."""
+        return self.config.detailed_exitcodes and self.exit_when_converged
 
     def _ok(self, failed: list[Vertex]) -> int:
         """A run's success: 0, or with --detailed-exitcodes 3 when it changed something (with
