@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.helpers import Daemon, signal
 from tests.e2e.test_observability import free_port, metric, scrape
 
@@ -85,5 +87,30 @@ async def test_drift_under_noop_is_a_gauge(tmp_path: Path) -> None:
         await scraped(url, lambda t: metric(t, "mgmt_differs_current", kind="file") == 1)
         (tmp_path / "a").write_text("a\n")  # made right by hand: no drift left
         await scraped(url, lambda t: metric(t, "mgmt_differs_current", kind="file") == 0)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+async def test_a_wildcard_listener_is_reached_at_the_hosts_addresses(tmp_path: Path) -> None:
+    """tester15 #6: `0.0.0.0:PORT` minted a certificate for loopback and the host name only:
+    a scraper naming the host by an address (static targets, most discovery) failed TLS. The
+    minted certificate carries the host's addresses; curl checks the name as Prometheus does."""
+    from mgmt.address import host_addresses
+    from tests.e2e.test_status_page import _pki, curl, graph
+
+    remote = [a for a in host_addresses() if ":" not in a and not a.startswith("127.")]
+    if not remote:
+        pytest.skip("this host has no IPv4 address beyond loopback")
+    files = _pki(tmp_path)
+    port = free_port()
+    args = ["run", "--tmp-prefix", "--prometheus", "--prometheus-listen", f"0.0.0.0:{port}"]
+    args += ["--cluster-ca-dir", str(tmp_path / "ca"), "yaml", str(graph(tmp_path, 1))]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("converged:")
+        client = ["--cert", str(files["client_cert"]), "--key", str(files["client_key"])]
+        code, out = await curl(
+            "--cacert", str(files["ca"]), *client, f"https://{remote[0]}:{port}/metrics"
+        )
+        assert code == 0 and "mgmt_checkapply_total" in out, out
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
