@@ -563,6 +563,7 @@ class Agent:
         # converged timeout, as soon as every vertex is settled, not once the timeout (the
         # converged state's, and cron mode's exit) has run out (its time included the wait).
         converger = self.converger
+        converger.on_converged = self._converged_again
         if converger.timeout > 0:
             while not converger.settled.is_set():  # still settled once this task runs: not
                 await converger.settled.wait()  # a transition's moment
@@ -593,6 +594,13 @@ class Agent:
                 self.metrics.set_converged(False)
             if self.notifier is not None:
                 self.notifier.status(self._status())
+
+    def _converged_again(self) -> None:
+        """The converger converged (again): when the status still says converged, the
+        divergence before it was too short for _report_convergence to see (a swap that started
+        resources already right): `converged since` is now, the new graph's (tester15)."""
+        if self.status.converged_since is not None:
+            self.status.set_converged(True)
 
     async def _until_diverged(self, said: str) -> str:
         """Wait until the graph diverges. Meanwhile a vertex that fails (a watch that ends for

@@ -4,12 +4,13 @@ for ever (`retry: -1`), a graph file the agent refused, drift under --noop, and 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Daemon, signal
+from tests.e2e.helpers import Daemon, run_mgmt, signal
 from tests.e2e.test_observability import free_port, metric, scrape
 
 FOREVER = """graph: g
@@ -112,5 +113,34 @@ async def test_a_wildcard_listener_is_reached_at_the_hosts_addresses(tmp_path: P
             "--cacert", str(files["ca"]), *client, f"https://{remote[0]}:{port}/metrics"
         )
         assert code == 0 and "mgmt_checkapply_total" in out, out
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+async def test_a_swap_that_adds_a_resource_restarts_converged_since(tmp_path: Path) -> None:
+    """tester15 #8: a swap that added a resource already in its desired state kept the old
+    graph's `converged since` (the log said `converged:` for the new one). As mgmt's
+    converger (a new resource registers unconverged), it converges again, since then."""
+    graph = tmp_path / "g.yaml"
+    text = (
+        f'graph: g\nresources:\n  file:\n    - {{name: a, path: {tmp_path}/a, content: "a\\n"}}\n'
+    )
+    graph.write_text(text)
+    prefix = tmp_path / "prefix"
+    status = ["status", "--json", "--prefix", str(prefix)]
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("converged:")
+        code, out = await asyncio.to_thread(run_mgmt, status, 30)
+        first = json.loads(out)["converged_since"]
+        assert code == 0 and first is not None, out
+        graph.write_text(text + "  noop:\n    - name: n\n")
+        await daemon.wait_log("converged:", count=2)
+        async with asyncio.timeout(30):  # the status model hears it after the log line
+            while True:
+                code, out = await asyncio.to_thread(run_mgmt, status, 30)
+                since = json.loads(out)["converged_since"]
+                if since is not None and since > first:
+                    break
+                await asyncio.sleep(0.1)
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
