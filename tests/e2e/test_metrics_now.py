@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,3 +145,31 @@ async def test_a_swap_that_adds_a_resource_restarts_converged_since(tmp_path: Pa
                 await asyncio.sleep(0.1)
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
+
+
+def test_status_json_with_no_agent_prints_an_error_object(tmp_path: Path) -> None:
+    """tester15 #9: `mgmt status --json | jq` got nothing when no agent answered."""
+    import subprocess
+
+    from tests.e2e.helpers import MGMT, ROOT
+
+    proc = subprocess.run(
+        [*MGMT, "status", "--json", "--prefix", str(tmp_path / "none")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2, proc
+    error = json.loads(proc.stdout)["error"]
+    assert error.startswith(f"no agent answers on {tmp_path / 'none'}/"), error
+    assert f"mgmt status: {error}" in proc.stderr
+
+
+def test_since_has_its_date_on_another_day() -> None:
+    from mgmt.status.command import _clock
+
+    now = time.time()
+    assert len(_clock(now)) == len("11:14:26")
+    assert _clock(now - 3 * 86400).startswith(time.strftime("%Y-", time.localtime(now - 3 * 86400)))
