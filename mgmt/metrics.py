@@ -14,7 +14,7 @@
                                                          last one given (a program error, a
                                                          refused graph or deploy)
     mgmt_process_start_time_seconds                      when the agent started
-    mgmt_build_info{version,python}                      1
+    mgmt_build_info{version,python}                      1 (the installed package's version)
     process_*, python_info                               prometheus-client's collectors
     mgmt_event_to_converged_seconds{kind}                watch event (for a refresh: the
                                                          upstream one) -> end of the repairing
@@ -126,10 +126,8 @@ class Metrics:
             "1 while every resource is settled, failed ones included (see mgmt_failures_current)",
             registry=r,
         )
-        from mgmt.cli import VERSION
-
         info = Gauge("mgmt_build_info", "the agent's version", ["version", "python"], registry=r)
-        info.labels(VERSION, platform.python_version()).set(1)
+        info.labels(_version(), platform.python_version()).set(1)
         self.latency = Histogram(
             "mgmt_event_to_converged_seconds",
             "from a watch event to the end of the check_apply that repaired it",
@@ -266,6 +264,18 @@ class Now:
         yield GaugeMetricFamily(
             "mgmt_process_start_time_seconds", "when the agent started", value=status.started
         )
+
+
+def _version() -> str:
+    """The installed package's version (pyproject's, as `mgmt --version` says it; not
+    mgmt.cli's constant: mgmt.cli imports the agent, which imports this), "unknown" for a
+    checkout run uninstalled."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mgmt")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _b(value: bool) -> str:
