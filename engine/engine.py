@@ -742,13 +742,17 @@ class Vertex:
         count = self.engine.retries.get(self.key, 0) + 1
         self.engine.retries[self.key] = count
         previous, self.error = self.error, err
-        again = self.outcome in (RETRYING, FAILED) and str(previous) == str(err)
+        # again: it was failing already, with the same text or not (a timestamp, a temporary
+        # path in a command's stderr: each differed, and each was said: tester15)
+        again = self.outcome in (RETRYING, FAILED)
+        if again and str(previous) != str(err):
+            self.handle.logger.differed = True
         delay = meta.delay / 1000
         if meta.retry != -1 and count <= meta.retry:
             # Each failed attempt, one line (as mgmt logs each retry): its error, what is left.
             left = f"{meta.retry - count + 1} left"
             self.handle.logger.warning("failed, retrying in %gs (%s): %s", delay, left, err)
-        elif meta.retry == -1:  # for ever: said once, then counted while it stays the same
+        elif meta.retry == -1:  # for ever: said once, then counted while it keeps failing
             self._say_failure(f"failed, retrying in {delay:g}s (forever)", err, again)
         else:  # out of retries; run again by an event or a poll, it may fail again
             self._say_failure("failed", err, again and self.outcome is FAILED, logging.ERROR)
@@ -770,13 +774,18 @@ class Vertex:
             logger.repeats = set()
         now = time.monotonic()
         if not again:
-            logger.again, logger.said_at = 0, now
+            logger.again, logger.said_at, logger.differed = 0, now, False
             logger.log(level, "%s: %s", what, err)
         elif now - logger.said_at >= REPEAT_EVERY:
             times = logger.again + 1
             took = now - logger.said_at
-            logger.log(level, "%s: %s (the same %d more times in %.0fs)", what, err, times, took)
-            logger.again, logger.said_at = 0, now
+            if logger.differed:  # not "the same": each said at DEBUG, the last one here
+                line = "%s: again %d more times in %.0fs, the last: %s"
+                logger.log(level, line, what, times, took, err)
+            else:
+                line = "%s: %s (the same %d more times in %.0fs)"
+                logger.log(level, line, what, err, times, took)
+            logger.again, logger.said_at, logger.differed = 0, now, False
         else:
             logger.again += 1
             logger.debug("%s again: %s", what, err)

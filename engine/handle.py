@@ -109,6 +109,7 @@ class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
     # at DEBUG, then in one line (engine.Vertex._say_failure).
     again = 0
     said_at = 0.0
+    differed = False  # one of those failures' text differed from the one before it
 
     def traffic(self, msg: str, *args: object) -> None:
         """An INFO line about what a server was asked (a request, a transfer, a lease), not a

@@ -55,3 +55,45 @@ def split_url(url: str, flag: str) -> SplitResult:
     if host:
         check_host(host, flag, url)
     return parts
+
+
+_SIOCGIFADDR = 0x8915  # an interface's IPv4 address (netdevice(7))
+
+
+def host_addresses() -> list[str]:
+    """This host's unicast addresses now (IPv4 by each interface's SIOCGIFADDR, IPv6 from
+    /proc/net/if_inet6), link-local ones left out (a client names them with a zone): what a
+    listener on 0.0.0.0 or :: is reached at. Loopback included; [] where neither is readable."""
+    import fcntl
+    import socket
+    import struct
+
+    found: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _index, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                packed = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, request)
+            except OSError:  # no IPv4 address on it
+                continue
+            found.append(socket.inet_ntoa(packed[20:24]))
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as lines:
+            for line in lines:
+                hexed = line.split()[0]
+                found.append(str(ipaddress.IPv6Address(bytes.fromhex(hexed))))
+    except (OSError, ValueError, IndexError):
+        pass
+    usable = [a for a in found if not ipaddress.ip_address(a).is_link_local]
+    return list(dict.fromkeys(usable))
+
+
+def wildcard_addresses(url: str) -> list[str]:
+    """For a listener on every address (`https://0.0.0.0:P`, `https://[::]:P`), this host's
+    addresses (host_addresses; IPv4 only for 0.0.0.0); [] for one on a given address."""
+    host = urllib.parse.urlsplit(url).hostname
+    if host == "0.0.0.0":
+        return [a for a in host_addresses() if ":" not in a]
+    if host == "::":
+        return host_addresses()
+    return []

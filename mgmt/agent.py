@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
 from engine import codestamp, collector, inotify, stopgate
-from engine.engine import Engine, Vertex
+from engine.engine import RETRYING, Engine, Vertex
 from engine.errors import GraphError, MgmtError, ValidationError, path_error, transient
 from engine.events import CheckApplied
 from engine.exit import exit_request
@@ -487,7 +487,7 @@ class Agent:
     async def _start_http(self) -> None:
         """Metrics, the status page (--status) and the status socket for `mgmt status`."""
         if self.metrics is not None:
-            self.metrics.start()
+            self.metrics.start(self.status)
         self.server = StatusServer(self.status, self.metrics.render if self.metrics else None)
         private = True
         try:  # the prefix first: a listener beyond loopback may keep its certificate there
@@ -576,6 +576,7 @@ class Agent:
         # converged timeout, as soon as every vertex is settled, not once the timeout (the
         # converged state's, and cron mode's exit) has run out (its time included the wait).
         converger = self.converger
+        converger.on_converged = self._converged_again
         if converger.timeout > 0:
             while not converger.settled.is_set():  # still settled once this task runs: not
                 await converger.settled.wait()  # a transition's moment
@@ -606,6 +607,13 @@ class Agent:
                 self.metrics.set_converged(False)
             if self.notifier is not None:
                 self.notifier.status(self._status())
+
+    def _converged_again(self) -> None:
+        """The converger converged (again): when the status still says converged, the
+        divergence before it was too short for _report_convergence to see (a swap that started
+        resources already right): `converged since` is now, the new graph's (tester15)."""
+        if self.status.converged_since is not None:
+            self.status.set_converged(True)
 
     async def _until_diverged(self, said: str) -> str:
         """Wait until the graph diverges. Meanwhile a vertex that fails (a watch that ends for
@@ -896,8 +904,12 @@ class Agent:
         vertices = self.engine.vertices.values()
         failed = [v for v in vertices if v.failed]
         # A stop asked for by a signal is a clean stop, failures or not (docs/operations.md,
-        # "Stopping"): each failure was logged when it happened, and is not repeated here.
+        # "Stopping"): each failure was logged when it happened, and is not repeated here;
+        # but not for a one-shot run under --detailed-exitcodes (tester15: a CI runner's stop
+        # recorded success for a run with a failed resource).
         asked = reason == "signal" and not self._forced
+        if asked and self._stop_tells_failures():
+            failed, asked = [v for v in vertices if v.failed or v.outcome is RETRYING], False
         if failed and not asked:  # named, not said again: each said why when it failed
             names = sorted(v.shown for v in failed)
             log.error(
@@ -938,6 +950,12 @@ class Agent:
             log.error("cluster: this host's etcd did not start: %s", etcd_failure)
             return ExitCode.FAILED
         return self._ok(failed)
+
+    def _stop_tells_failures(self) -> bool:
+        """Whether a stop asked for exits 1 when a resource failed (or retries after a
+        failure) or a reversal did, as an end does: a one-shot run whose caller asked for its
+        outcome (--detailed-exitcodes)."""
+        return self.config.detailed_exitcodes and self.exit_when_converged
 
     def _ok(self, failed: list[Vertex]) -> int:
         """A run's success: 0, or with --detailed-exitcodes 3 when it changed something (with

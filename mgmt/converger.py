@@ -38,10 +38,14 @@ class Converger:
         self._timer: asyncio.TimerHandle | None = None
         # Called as vertices settle, fail or change (the agent's STATUS= under systemd alone).
         self.on_progress: Callable[[], None] | None = None
+        # Called at each convergence, also one that follows a divergence too short for a task
+        # awaiting `diverged` to see it cleared (a swap that started vertices already right).
+        self.on_converged: Callable[[], None] | None = None
         self._unsubscribes: list[Callable[[], None]] = [
             engine.listeners.subscribe(VertexChanged, self._changed),
             engine.listeners.subscribe(CheckApplied, self._check_applied),
             engine.listeners.subscribe(GraphSwapped, self._swapped),
+            engine.listeners.subscribe(GraphSwapped, self._started),  # after _swapped
             # a failed reversal waiting for its retry is activity, as a retrying vertex is
             engine.listeners.subscribe(ReversalsChanged, lambda _event: self._rearm()),
         ]
@@ -198,6 +202,18 @@ class Converger:
             return
         if self.engine.vertices.get(vertex.key) is not vertex:
             return
+        self._restart()
+
+    def _started(self, event: GraphSwapped) -> None:
+        """A swap that started vertices (added or replaced ones) restarts the converged
+        timeout, as mgmt's converger does (each new resource registers unconverged): the
+        converged state, and its `since`, are the new graph's, even when none of them had
+        anything to change (tester15: `converged since` stayed the old graph's)."""
+        if event.started and (event.kept or event.stopped):  # not the first graph
+            self._restart()
+
+    def _restart(self) -> None:
+        """Diverge now, and converge again once settled for the timeout."""
         if self._timer:
             self._timer.cancel()
             self._timer = None
@@ -227,3 +243,5 @@ class Converger:
         if not self._unsettled and not self.engine.reverser.retrying():
             self.converged.set()
             self.diverged.clear()
+            if self.on_converged is not None:
+                self.on_converged()

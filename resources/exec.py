@@ -50,6 +50,12 @@ from resources._lib.proc import (
 )
 
 TAIL = 10  # stderr lines quoted in a failure
+# A failure quotes at most FAILURE_STDERR characters of them (its last lines), each output line
+# logged or quoted at most SHOWN_LINE: a command writing 300 KB of stderr per failure made
+# 300 KB log lines, errors and status events (76 MB of log in 90 s, a 53 MB /api/status:
+# tester15). The whole output is still kept for send/recv (KEEP_LIMIT).
+FAILURE_STDERR = 4000
+SHOWN_LINE = 1000
 GRACE = 1.0  # seconds to wait for a killed command's pipes before closing them
 # Seconds a command sent `sig` by the resource's stop (the agent's graceful stop) has to end
 # before its group is killed (SIGKILL): well within systemd's TimeoutStopSec=90, so that a
@@ -344,7 +350,8 @@ class ExecRes(Refreshable, Edgeable, Resource):
     def _failure(self, what: str, code: int, lines: Iterable[Line]) -> str:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         tail = [text.rstrip("\n") for name, text in lines if name == "err"][-TAIL:]
-        stderr = f"; stderr: {' | '.join(tail)}" if tail else "; no stderr"
+        # redacted before they are clipped: a clip must not leave a secret's first part
+        stderr = f"; stderr: {_quoted([self._redact(t) for t in tail])}" if tail else "; no stderr"
         return self._redact(f"{what} {how}{stderr}")
 
     def _redact(self, text: str) -> str:
@@ -751,7 +758,7 @@ class _ShownOutput:
         self._left = 0
 
     def line(self, label: str, text: str) -> None:
-        shown = (label, self._redact(_printable(text.rstrip("\n"))))
+        shown = (label, _clipped(self._redact(_printable(text.rstrip("\n")))))
         if self._head is None or self._head > 0:
             if self._head is not None:
                 self._head -= 1
@@ -784,6 +791,28 @@ def _printable(text: str) -> str:
     if _BINARY.search(text):
         return f"({len(text)} characters of binary output, not shown)"
     return text
+
+
+def _clipped(text: str) -> str:
+    """`text`, or its first SHOWN_LINE characters and how many more there were."""
+    if len(text) <= SHOWN_LINE:
+        return text
+    return f"{text[:SHOWN_LINE]}... ({len(text) - SHOWN_LINE:,} more characters)"
+
+
+def _quoted(lines: list[str]) -> str:
+    """A failure's last stderr lines, each clipped, within FAILURE_STDERR characters (its
+    last lines; how many earlier ones were left out)."""
+    shown: list[str] = []
+    size = 0
+    for line in map(_clipped, reversed(lines)):
+        size += len(line) + 3
+        if shown and size > FAILURE_STDERR:
+            break
+        shown.append(line)
+    left = len(lines) - len(shown)
+    head = [f"({left} earlier lines left out)"] if left else []
+    return " | ".join(head + shown[::-1])
 
 
 def _check_id(key: str, name: str) -> None:

@@ -15,7 +15,7 @@ a retry is due; SINCE is when its failures began), the program has an error, the
 of a resource that left the graph failed (`reversal failed: file[/x]: ...`; `reversals` in the
 JSON) or a newer deploy was refused (usable as a check: `mgmt status || alert`), 2 when no agent answers
 or when another user controls the prefix (or a directory above it): whatever answers on its
-socket could be theirs.
+socket could be theirs (with --json, `{"error": why}` on stdout too).
 
 With --cluster it reads the cluster instead (etcd at --seeds, with this host's certificate in
 `<prefix>/cluster-tls/` or --tls-*, as `mgmt deploy` does) and prints one row per host: alive,
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -92,23 +93,17 @@ def main(argv: list[str]) -> int:
     from engine.safefs import others_control
 
     if why := others_control(str(args.prefix)):  # their socket would say what they like
-        print(
-            f"mgmt status: --prefix: {why}: refusing to believe what answers on {path}",
-            file=sys.stderr,
-        )
-        return int(ExitCode.USAGE)
+        return _no_answer(args, f"--prefix: {why}: refusing to believe what answers on {path}")
     try:
         snapshot = asyncio.run(fetch(path))
     except PermissionError as err:  # another user's agent: not "no agent answers"
         from mgmt.deploy.cli import denied
 
         instead = "--prefix DIR of an agent of this user"
-        print(f"mgmt status: {denied(path, err.strerror, args.prefix, instead)}", file=sys.stderr)
-        return int(ExitCode.USAGE)
+        return _no_answer(args, denied(path, err.strerror, args.prefix, instead))
     except (OSError, TimeoutError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
-        print(f"mgmt status: no agent answers on {path}: {reason}", file=sys.stderr)
-        return int(ExitCode.USAGE)
+        return _no_answer(args, f"no agent answers on {path}: {reason}")
     text = json.dumps(snapshot, indent=2) + "\n" if args.json else table(snapshot)
     try:
         sys.stdout.write(text)
@@ -198,9 +193,25 @@ def failed(snapshot: dict[str, Any]) -> bool:
 
 
 def _clock(seconds: float | None) -> str:
+    """HH:MM:SS today, with its date (YYYY-MM-DD HH:MM:SS) another day: a resource failed
+    since yesterday read as if today (tester15)."""
     if not seconds:
         return "-"
-    return time.strftime("%H:%M:%S", time.localtime(seconds))
+    when = time.localtime(seconds)
+    if time.strftime("%Y-%m-%d", when) != time.strftime("%Y-%m-%d"):
+        return time.strftime("%Y-%m-%d %H:%M:%S", when)
+    return time.strftime("%H:%M:%S", when)
+
+
+def _no_answer(args: argparse.Namespace, message: str) -> int:
+    """`mgmt status: MESSAGE` on stderr, and with --json `{"error": MESSAGE}` on stdout (a
+    `mgmt status --json | jq` reads why); exit 2."""
+    print(f"mgmt status: {message}", file=sys.stderr)
+    if args.json:
+        with contextlib.suppress(OSError):
+            sys.stdout.write(json.dumps({"error": message}) + "\n")
+            sys.stdout.flush()
+    return int(ExitCode.USAGE)
 
 
 def _printable(text: str) -> str:

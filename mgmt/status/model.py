@@ -395,6 +395,11 @@ class StatusModel:
     def subscribed(self, queue: asyncio.Queue[dict[str, Any]]) -> bool:
         return queue in self._subscribers
 
+    @property
+    def changes(self) -> int:
+        """Bumped at every change (what a reader's cache of the model is kept until)."""
+        return self._changes
+
 
 def _redacted(vertex: Vertex, text: str) -> str:
     """An error's text with the secrets its resource received as "***" (ResourceLogger.redact):

@@ -367,9 +367,10 @@ def _tls_context(config: Config, prefix: Path, url: str) -> ssl.SSLContext | Non
     """The cluster's TLS for a listener beyond loopback (None for an insecure cluster): the
     options the cluster would use (mgmt.cluster.options, refused as it would refuse them).
     With files given (--tls-*, --cluster-cert-dir) those; else a certificate minted for `url`
-    from the cluster's CA (--cluster-ca-dir, default <prefix>/cluster-ca, created first on the
+    (for 0.0.0.0 or ::, the host's addresses at the start) from the cluster's CA (--cluster-ca-dir, default <prefix>/cluster-ca, created first on the
     first host as the cluster would) into <prefix>/status-tls/. A client certificate from
     that CA is required."""
+    from mgmt.address import wildcard_addresses
     from mgmt.cluster import pki
     from mgmt.cluster.options import from_config
     from mgmt.metrics import FLAG
@@ -389,7 +390,7 @@ def _tls_context(config: Config, prefix: Path, url: str) -> ssl.SSLContext | Non
         try:
             if options.create_ca and pki.create_ca(options.ca_dir):
                 log.info("created the cluster CA in %s", options.ca_dir)
-            names = pki.san_names(config.hostname, [url])
+            names = pki.san_names(config.hostname, [url]) + wildcard_addresses(url)
             files = pki.mint(options.ca_dir, prefix / "status-tls", config.hostname, names)
         except WorldError as err:
             raise ValidationError(str(err), FLAG) from None

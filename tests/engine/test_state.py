@@ -308,6 +308,48 @@ async def test_a_notify_edge_refreshes_only_a_refreshable_kind(engine: Engine) -
     assert not engine.vertices[("plainprobe", "p")].refresh_pending
 
 
+async def test_a_failure_whose_long_output_differs_each_time_is_bounded_and_folded(
+    tmp_path: Path,
+    engine: Engine,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """tester15's finding 4: a command writing 300 KB of stderr, different at each run (a
+    timestamp), failing for ever: each failure logged its whole stderr, its error (the status
+    page's, its events') held all of it, and differing failures were not folded. Now each
+    output line is clipped, the error quotes a bounded tail, and repeats are counted, the
+    last one said (REPEAT_EVERY 0.2 s here)."""
+    import sys
+
+    from engine import engine as engine_module
+    from resources.exec import FAILURE_STDERR, ExecRes
+
+    monkeypatch.setattr(engine_module, "REPEAT_EVERY", 0.2)
+    script = tmp_path / "noisy.py"
+    script.write_text(
+        "import sys, time\n"
+        "for n in range(12): sys.stderr.write(f'{time.time()} {n} ' + 'A' * 30000 + '\\n')\n"
+        "sys.stderr.write(f'{time.time()} ' + 'B' * 300000 + '\\n')\n"
+        "sys.exit(3)\n"
+    )
+    res = ExecRes(name="x", args=[str(script)], cmd=sys.executable, meta=Meta(retry=-1, delay=10))
+    graph = Graph("t")
+    graph.add(res)
+    caplog.set_level(logging.INFO, logger="engine")
+    await engine.apply(graph)
+
+    def said(text: str) -> int:
+        return sum(text in r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+
+    await settle(engine, lambda: said("exec[x]: failed, retrying in 0.01s (forever): again") >= 2)
+    assert said("exec[x]: failed, retrying in 0.01s (forever): cmd exited with code 3") == 1
+    assert max(len(r.getMessage()) for r in caplog.records) < 2 * FAILURE_STDERR
+    error = str(engine.vertices[("exec", "x")].error)
+    assert len(error) < 2 * FAILURE_STDERR
+    assert "earlier lines left out" in error  # of the 13, the last few
+    assert "BBB... (" in error  # the last line (in chunks: over the reader's limit), clipped
+
+
 async def test_a_failure_repeated_for_ever_is_said_once_then_with_its_count(
     tmp_path: Path,
     engine: Engine,

@@ -1,0 +1,32 @@
+"""A one-shot run stopped by SIGTERM while a resource fails (tester15 #5): a clean stop, exit
+0, as mgmt's ^C is; under --detailed-exitcodes the caller asked for the run's outcome: 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import Daemon, signal
+
+GRAPH = """graph: g
+resources:
+  exec:
+    - name: forever
+      cmd: /bin/false
+      meta: {retry: -1, delay: 1000}
+"""
+
+
+@pytest.mark.parametrize(("flags", "code"), [([], 0), (["--detailed-exitcodes"], 1)])
+async def test_a_stopped_one_shot_run_with_a_failure(
+    tmp_path: Path, flags: list[str], code: int
+) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text(GRAPH)
+    args = ["run", "--tmp-prefix", "--converged-timeout=1", *flags, "yaml", str(graph)]
+    async with Daemon(args) as daemon:
+        await daemon.wait_log("exec[forever]: failed, retrying in 1s (forever)")
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == code, daemon.log
+        assert ("1 of 1 resource failed: exec[forever]" in daemon.log) == bool(code)
