@@ -409,9 +409,12 @@ class LangSource:
         local: LocalValues | None = None,
         otherwise: str = "no graph yet",
         commands: bool = True,
+        checked: Checked | None = None,
     ) -> LangSource:
         """Compile (CompileError), start, and compute the first graph (or first_error).
-        `commands`: False to check it only (Context.commands)."""
+        `commands`: False to check it only (Context.commands). `checked`: the program as
+        compiled from `path` already (`mgmt check` compiled it to check it), not compiled
+        again."""
         source = cls(
             path,
             hostname=hostname,
@@ -421,7 +424,8 @@ class LangSource:
             otherwise=otherwise,
             commands=commands,
         )
-        checked = await source._compile()
+        if checked is None:
+            checked = await source._compile()
         source._commit(checked)
         if watch:
             await source._watch(checked.files)  # then read again: no edit is missed
