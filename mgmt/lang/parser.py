@@ -559,18 +559,31 @@ def _name(text: str, first: Any) -> _Name:
     return name
 
 
+_NAMED = (Token, _Name)
+_SEQUENCE = (list, tuple)
+
+
 def _first(node: Any) -> tuple[int, int]:
     """Where the first token of some parsed items is (0, 0 if there is none)."""
-    if isinstance(node, Token | _Name):
+    if isinstance(node, _NAMED):
         return node.line or 0, node.column or 0
     if isinstance(node, ast.Node):
         return node.pos.line, node.pos.col
-    if isinstance(node, list | tuple):
+    if isinstance(node, _SEQUENCE):
         for item in node:
             where = _first(item)
             if where != (0, 0):
                 return where
     return 0, 0
+
+
+def _inner(items: list[Any], built: Any) -> list[Any]:
+    """What `built` (made of `items`) holds that may nest: not tokens and names (str), and
+    an interpolated string's expressions."""
+    inner = [i for i in items if not isinstance(i, str)]
+    if isinstance(built, ast.Interp):
+        inner += [part for part in built.parts if isinstance(part, ast.Expr)]
+    return inner
 
 
 class _Builder(Transformer[Any, Any]):
@@ -590,19 +603,19 @@ class _Builder(Transformer[Any, Any]):
     def nested(self, items: list[Any], built: Any) -> Any:
         """Record how deeply `built` nests; CompileError past MAX_DEPTH."""
         depths = self.depths
-        inner = [i for i in items if not isinstance(i, str)]  # tokens and names nest nothing
-        if isinstance(built, ast.Interp):
-            inner += [part for part in built.parts if isinstance(part, ast.Expr)]
-        depth = 1 + max((depths.get(id(i), 0) for i in inner), default=0)
-        pos = built.pos if isinstance(built, ast.Node) else self._p(items)
-        if pos.line == 0:
-            pos = next((self.type_pos[id(i)] for i in inner if id(i) in self.type_pos), pos)
-        if isinstance(built, Type):
-            self.type_pos[id(built)] = pos
-        if depth > MAX_DEPTH:
-            raise CompileError.at(
-                pos, f"the program nests too deeply (more than {MAX_DEPTH} levels)"
-            )
+        depth = 1 + max((depths.get(id(i), 0) for i in _inner(items, built)), default=0)
+        if depth > MAX_DEPTH or isinstance(built, Type):  # (where it is: only then)
+            pos = built.pos if isinstance(built, ast.Node) else self._p(items)
+            if pos.line == 0:
+                type_pos = self.type_pos
+                inner = _inner(items, built)
+                pos = next((type_pos[id(i)] for i in inner if id(i) in type_pos), pos)
+            if isinstance(built, Type):
+                self.type_pos[id(built)] = pos
+            if depth > MAX_DEPTH:
+                raise CompileError.at(
+                    pos, f"the program nests too deeply (more than {MAX_DEPTH} levels)"
+                )
         depths[id(built)] = depth
         return built
 
