@@ -214,6 +214,7 @@ def tables_source() -> str:
 
 def warm() -> None:
     """Build the parser tables now (they are built on first use otherwise)."""
+    _lark()
     _driver()
 
 
@@ -246,8 +247,9 @@ def _parse_once(text: str, filename: str, fast: bool) -> Any:
 
 
 def _parse(text: str, filename: str, start: str, line0: int, col0: int) -> Any:
-    if _BUILDER.fast:
-        return _driver().parse(text, start)  # _Fallback: parse() runs lark's own parser
+    driver = _driver() if _BUILDER.fast else None
+    if driver is not None:
+        return driver.parse(text, start)  # _Fallback: parse() runs lark's own parser
     try:
         return _lark().parse(text, start=start)
     except VisitError as err:
@@ -395,8 +397,18 @@ class _Driver:
 
 
 @functools.cache
-def _driver() -> _Driver:
-    return _Driver(_lark())
+def _driver() -> _Driver | None:
+    """The loop, or None under a lark whose insides differ from what it reads (lark's
+    parser then parses every program: slower, the same tree)."""
+    parser = _lark()
+    try:
+        driver = _Driver(parser)
+        start = driver.start_states["start"]
+        driver._actions(start)  # what it reads of lark's rows and lexers is there
+        driver._lexer(start)
+    except (AttributeError, AssertionError, KeyError, TypeError, ValueError):
+        return None
+    return driver
 
 
 def _describe(err: UnexpectedInput) -> str:
