@@ -8,6 +8,16 @@ the CPU the datetime demo uses while idle between its once-a-second updates; and
 Targets: compile <= 100 ms; event to applied <= 5 ms (small program), <= 50 ms at 10,000.
 
     .venv/bin/python bench/lang.py [--count 200] [--stream 10000] [--rounds 10]
+
+`--unrolled N [N ...]` measures big programs instead (issue 16): `mgmt check FILE` and `mgmt run
+--noop --tmp-prefix --converged-timeout=0 lang FILE` (`--no-run`: check only) of N one-line
+`file` resources written out (`unrolled`, as a generator from an inventory writes them) and of
+the same N made by a `for` over a list of N names (`loop`), each a whole process: its wall
+time, its CPU (user + system, os.wait4's) and its peak RSS, the median of `--repeat` runs (each
+round runs every side once, interleaved); with `--base DIR` the same through DIR (started as
+this tree is: `common.base_launcher`), side by side. Nothing is written (--noop).
+
+    .venv/bin/python bench/lang.py --unrolled 1000 5000 25000 [--repeat 3] [--base DIR] [--no-run]
 """
 
 from __future__ import annotations
@@ -15,13 +25,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import swap
-from common import MGMT, ROOT, fmt_ms, percentiles, run_script, terminate
+from common import (
+    MGMT,
+    ROOT,
+    base_launcher,
+    checkout,
+    fmt_ms,
+    percentiles,
+    run_script,
+    terminate,
+)
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -161,13 +182,87 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def scale_program(count: int, shape: str, out: Path) -> str:
+    """N `file` resources (under `out`, never written: the runs are --noop): one statement
+    each (`unrolled`), or one statement in a `for` over a list of the N names (`loop`)."""
+    if shape == "unrolled":
+        return "".join(
+            f'file "{out}/f{i}" {{ state => "exists", content => "hello {i}\\n", mode => "0644", }}\n'
+            for i in range(count)
+        )
+    names = ", ".join(f'"f{i}"' for i in range(count))
+    return (
+        f"$names = [{names}]\n"
+        "for $i, $n in $names {\n"
+        f'\tfile "{out}/${{n}}" {{ state => "exists", content => "hello ${{n}}\\n", '
+        'mode => "0644", }\n}\n'
+    )
+
+
+def measured(argv: list[str]) -> tuple[float, float, int]:
+    """One process to its end (its exit code must be 0): wall s, CPU s, peak RSS KiB."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()  # (a run's log: read as it comes, so the pipe never fills)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        sys.exit(f"{' '.join(argv)}: exit {proc.returncode}: {err.decode()[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+
+
+def bench_unrolled(counts: list[int], repeat: int, base: Path | None, run: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="mgmt-bench-lang-") as tmp:
+        work = Path(tmp)
+        sides = {"this": MGMT}
+        if base is not None:
+            sides["base"] = base_launcher(base, work / "base-mgmt")
+        commands = {"check": ["check"]}
+        if run:
+            commands["run"] = ["run", "--noop", "--tmp-prefix", "--converged-timeout=0", "lang"]
+        env_size = str(64 << 20)  # (--max-graph-size: 16 MiB by default, 2.4 MB at 25,000)
+        os.environ["MGMT_MAX_GRAPH_SIZE"] = env_size
+        print(f"load before: {os.getloadavg()[0]:.1f}")
+        for count in counts:
+            for shape in ("unrolled", "loop"):
+                program = work / f"{shape}{count}.mcl"
+                program.write_text(scale_program(count, shape, work / "never"))
+                size = program.stat().st_size
+                for name, command in commands.items():
+                    samples: dict[str, list[tuple[float, float, int]]] = {s: [] for s in sides}
+                    for _ in range(repeat):
+                        for side, start in sides.items():
+                            samples[side].append(measured([*start, *command, str(program)]))
+                    shown = []
+                    for side, got in samples.items():
+                        wall = statistics.median(s[0] for s in got)
+                        cpu = statistics.median(s[1] for s in got)
+                        rss = max(s[2] for s in got) / 1024
+                        shown.append(f"{side} {wall:6.2f} s wall {cpu:6.2f} s CPU {rss:5.0f} MiB")
+                    print(
+                        f"{shape:8} {count:6} ({size / 1e6:.2f} MB) {name:5}: "
+                        + "  |  ".join(shown)
+                    )
+        print(f"load after: {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--stream", type=int, default=10000, help="resources (0: skip)")
     parser.add_argument("--rounds", type=int, default=10, help="events x3 at --stream")
+    parser.add_argument("--unrolled", type=int, nargs="+", metavar="N", help="big programs only")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, at --unrolled")
+    parser.add_argument("--base", type=Path, help="another checkout, at --unrolled")
+    parser.add_argument("--no-run", action="store_true", help="mgmt check only, at --unrolled")
     args = parser.parse_args()
+    if args.unrolled:
+        base = checkout(args.base, "--base") if args.base is not None else None
+        bench_unrolled(args.unrolled, args.repeat, base, not args.no_run)
+        return
     bench_compile(args.runs)
     asyncio.run(bench_latency(args.count))
     asyncio.run(bench_idle_cpu(10))

@@ -344,4 +344,11 @@ def check(
 
     `module` is the program's file (its local imports are relative to it), `loader` reads
     them (and lists every file read)."""
-    return Checker(module, loader).check(program)
+    checker = Checker(module, loader)
+    try:
+        return checker.check(program)
+    finally:
+        # The checker and its parts refer to each other (callbacks): without the cycle, all
+        # of it is freed now, not by the cycle collector (in a big program, a resource
+        # built to validate each constant one: 8 objects each, 0.2 s at 25,000).
+        del checker.resources

@@ -28,6 +28,8 @@ from lark.exceptions import (
 )
 from lark.grammar import Rule
 from lark.lexer import TerminalDef
+from lark.parse_tree_builder import ExpandSingleChild
+from lark.parsers.lalr_analysis import Shift
 
 from mgmt.lang import ast
 from mgmt.lang.errors import CompileError, Pos
@@ -213,6 +215,7 @@ def tables_source() -> str:
 def warm() -> None:
     """Build the parser tables now (they are built on first use otherwise)."""
     _lark()
+    _driver()
 
 
 def parse(text: str, filename: str = "<program>") -> ast.Program:
@@ -227,16 +230,26 @@ def parse(text: str, filename: str = "<program>") -> ast.Program:
         if problem is not None:
             raise CompileError([problem])
     with _PARSING:
-        _BUILDER.filename, _BUILDER.origin = filename, None
         try:
-            body = _parse(text, filename, "start", 1, 1)
-        finally:
-            _BUILDER.depths.clear()
-            _BUILDER.type_pos.clear()
+            body = _parse_once(text, filename, fast=True)
+        except _Fallback:  # a syntax error: lark's parser says which
+            body = _parse_once(text, filename, fast=False)
     return ast.Program(Pos(filename, 1, 1), body, source=text)
 
 
+def _parse_once(text: str, filename: str, fast: bool) -> Any:
+    _BUILDER.filename, _BUILDER.origin, _BUILDER.fast = filename, None, fast
+    try:
+        return _parse(text, filename, "start", 1, 1)
+    finally:
+        _BUILDER.depths.clear()
+        _BUILDER.type_pos.clear()
+
+
 def _parse(text: str, filename: str, start: str, line0: int, col0: int) -> Any:
+    driver = _driver() if _BUILDER.fast else None
+    if driver is not None:
+        return driver.parse(text, start)  # _Fallback: parse() runs lark's own parser
     try:
         return _lark().parse(text, start=start)
     except VisitError as err:
@@ -248,6 +261,154 @@ def _parse(text: str, filename: str, start: str, line0: int, col0: int) -> Any:
         col = (col0 + err.column - 1 if err.line == 1 else err.column) if err.column > 0 else col0
         message = _describe(err) + _hint(text, err, line0, col0)
         raise CompileError.at(Pos(filename, line, col), message) from None
+
+
+class _Fallback(Exception):
+    """The fast driver met what it does not parse (a syntax error): lark's parser is run."""
+
+
+_Lexer = tuple[list[Any], frozenset[str], frozenset[str], dict[str, Any]]
+_Actions = dict[str, tuple[bool, Any]]
+
+
+class _Driver:
+    """lark's LALR parse loop and contextual lexer, run over lark's own tables, lexers and
+    callbacks (so the same tokens and the same tree), without lark's per-token overhead
+    (generator and method calls, the rules hashed in Python at each reduce) and with the unit
+    rules' reduces (`?sum: term`, most of them) done without a call: a third of a big
+    program's parse. It parses programs without syntax errors only: at the first one it
+    raises _Fallback, and the whole program is parsed again by lark's parser, whose error
+    (and its position) is reported. Each state's row and lexer is made on first use, as
+    lark's are (their regexes take 60 ms to compile, all of them)."""
+
+    def __init__(self, parser: Lark) -> None:
+        frontend: Any = parser.parser
+        table = frontend.parser.parser.parse_table
+        assert not frontend.lexer_conf.callbacks, "no lexer callbacks"
+        self._table: dict[int, dict[str, tuple[Any, Any]]] = table.states
+        self._callbacks: dict[Any, Any] = frontend.parser.parser.callbacks
+        assert not any(isinstance(k, str) for k in self._callbacks), "no terminal callbacks"
+        self._reduces: dict[Any, tuple[int, str, Any]] = {}
+        self._lark_lexers: dict[int, Any] = frontend.lexer.lexers
+        self.start_states: dict[str, int] = table.start_states
+        self.end_states: dict[str, int] = table.end_states
+        self.actions: dict[int, _Actions] = {}
+        self.lexers: dict[int, _Lexer] = {}
+
+    def _actions(self, state: int) -> _Actions:
+        """A state's row: by token type, (True, next state) for a shift, (False, (size, the
+        rule's name, its callback or None for a unit rule)) for a reduce."""
+        out: _Actions = {}
+        for token, (action, arg) in self._table[state].items():
+            if action is Shift:
+                out[token] = (True, arg)
+                continue
+            if arg not in self._reduces:
+                size, callback = len(arg.expansion), self._callbacks[arg]
+                if size == 1 and type(callback) is ExpandSingleChild:
+                    callback = None  # `?rule: one`: its one item, unchanged
+                self._reduces[arg] = (size, arg.origin.name, callback)
+            out[token] = (False, self._reduces[arg])
+        self.actions[state] = out
+        return out
+
+    def _lexer(self, state: int) -> _Lexer:
+        """A state's lexer: its regexes, the types it skips, those that may hold a newline,
+        and its callbacks (NAME's: a keyword's text becomes the keyword's type)."""
+        lexer = self._lark_lexers[state]
+        found = (lexer.scanner._mres, lexer.ignore_types, lexer.newline_types, lexer.callback)
+        self.lexers[state] = found
+        return found
+
+    def parse(self, text: str, start: str) -> Any:  # noqa: PLR0915 (one loop: no call a token)
+        actions, lexers = self.actions, self.lexers
+        state = self.start_states[start]
+        end_state = self.end_states[start]
+        states = [state]
+        values: list[Any] = []
+        new = str.__new__
+        pos, line, line_start, end = 0, 1, 0, len(text)
+        last = None
+        while True:
+            token: Token | None = None
+            mres, ignore, newline_types, lexer_callbacks = lexers.get(state) or self._lexer(state)
+            while pos < end:
+                for mre in mres:
+                    m = mre.match(text, pos)
+                    if m:
+                        break
+                else:
+                    raise _Fallback()
+                value, type_ = m.group(0), m.lastgroup
+                start_pos, start_line, column = pos, line, pos - line_start + 1
+                if type_ in newline_types:
+                    newlines = value.count("\n")
+                    if newlines:
+                        line += newlines
+                        line_start = pos + value.rindex("\n") + 1
+                pos += len(value)
+                if type_ in ignore:
+                    continue
+                token = new(Token, value)
+                token.type, token.value, token.start_pos = type_, value, start_pos
+                token.line, token.column = start_line, column
+                token.end_line, token.end_column, token.end_pos = line, pos - line_start + 1, pos
+                if type_ in lexer_callbacks:
+                    token = lexer_callbacks[type_](token)
+                break
+            if token is None:  # the end: reduce until the start rule is done
+                token = (
+                    Token.new_borrow_pos("$END", "", last) if last else Token("$END", "", 0, 1, 1)
+                )
+            else:
+                last = token
+            kind = token.type
+            while True:
+                try:
+                    shift, arg = (actions.get(state) or self._actions(state))[kind]
+                except KeyError:
+                    raise _Fallback() from None
+                if shift:
+                    if kind == "$END":
+                        raise _Fallback()
+                    state = arg
+                    states.append(state)
+                    values.append(token)
+                    break
+                size, origin, callback = arg
+                if callback is None:  # a unit rule (most reduces): the item stays
+                    state = (actions.get(states[-2]) or self._actions(states[-2]))[origin][1]
+                    states[-1] = state
+                    if kind == "$END" and state == end_state:
+                        return values[-1]
+                    continue
+                if size:
+                    items = values[-size:]
+                    del states[-size:]
+                    del values[-size:]
+                else:
+                    items = []
+                value = callback(items)
+                state = (actions.get(states[-1]) or self._actions(states[-1]))[origin][1]
+                states.append(state)
+                values.append(value)
+                if kind == "$END" and state == end_state:
+                    return values[-1]
+
+
+@functools.cache
+def _driver() -> _Driver | None:
+    """The loop, or None under a lark whose insides differ from what it reads (lark's
+    parser then parses every program: slower, the same tree)."""
+    parser = _lark()
+    try:
+        driver = _Driver(parser)
+        start = driver.start_states["start"]
+        driver._actions(start)  # what it reads of lark's rows and lexers is there
+        driver._lexer(start)
+    except (AttributeError, AssertionError, KeyError, TypeError, ValueError):
+        return None
+    return driver
 
 
 def _describe(err: UnexpectedInput) -> str:
@@ -410,18 +571,31 @@ def _name(text: str, first: Any) -> _Name:
     return name
 
 
+_NAMED = (Token, _Name)
+_SEQUENCE = (list, tuple)
+
+
 def _first(node: Any) -> tuple[int, int]:
     """Where the first token of some parsed items is (0, 0 if there is none)."""
-    if isinstance(node, Token | _Name):
+    if isinstance(node, _NAMED):
         return node.line or 0, node.column or 0
     if isinstance(node, ast.Node):
         return node.pos.line, node.pos.col
-    if isinstance(node, list | tuple):
+    if isinstance(node, _SEQUENCE):
         for item in node:
             where = _first(item)
             if where != (0, 0):
                 return where
     return 0, 0
+
+
+def _inner(items: list[Any], built: Any) -> list[Any]:
+    """What `built` (made of `items`) holds that may nest: not tokens and names (str), and
+    an interpolated string's expressions."""
+    inner = [i for i in items if not isinstance(i, str)]
+    if isinstance(built, ast.Interp):
+        inner += [part for part in built.parts if isinstance(part, ast.Expr)]
+    return inner
 
 
 class _Builder(Transformer[Any, Any]):
@@ -436,23 +610,24 @@ class _Builder(Transformer[Any, Any]):
         self.depths: dict[int, int] = {}
         # Where each type starts (types carry no position; `[]` has no token of its own).
         self.type_pos: dict[int, Pos] = {}
+        self.fast = True  # parsing with _Driver (else with lark's parser)
 
     def nested(self, items: list[Any], built: Any) -> Any:
         """Record how deeply `built` nests; CompileError past MAX_DEPTH."""
         depths = self.depths
-        inner = [i for i in items if not isinstance(i, str)]  # tokens and names nest nothing
-        if isinstance(built, ast.Interp):
-            inner += [part for part in built.parts if isinstance(part, ast.Expr)]
-        depth = 1 + max((depths.get(id(i), 0) for i in inner), default=0)
-        pos = built.pos if isinstance(built, ast.Node) else self._p(items)
-        if pos.line == 0:
-            pos = next((self.type_pos[id(i)] for i in inner if id(i) in self.type_pos), pos)
-        if isinstance(built, Type):
-            self.type_pos[id(built)] = pos
-        if depth > MAX_DEPTH:
-            raise CompileError.at(
-                pos, f"the program nests too deeply (more than {MAX_DEPTH} levels)"
-            )
+        depth = 1 + max((depths.get(id(i), 0) for i in _inner(items, built)), default=0)
+        if depth > MAX_DEPTH or isinstance(built, Type):  # (where it is: only then)
+            pos = built.pos if isinstance(built, ast.Node) else self._p(items)
+            if pos.line == 0:
+                type_pos = self.type_pos
+                inner = _inner(items, built)
+                pos = next((type_pos[id(i)] for i in inner if id(i) in type_pos), pos)
+            if isinstance(built, Type):
+                self.type_pos[id(built)] = pos
+            if depth > MAX_DEPTH:
+                raise CompileError.at(
+                    pos, f"the program nests too deeply (more than {MAX_DEPTH} levels)"
+                )
         depths[id(built)] = depth
         return built
 
@@ -783,6 +958,8 @@ def _at(pos: Pos, raw: str, i: int) -> Pos:
 def _string(token: Token, pos: Pos, filename: str) -> ast.Expr:
     """A string literal: escapes resolved, "${...}" parts parsed (\\$ is a literal $)."""
     raw = str(token)[1:-1]
+    if "\\" not in raw and "${" not in raw:  # most strings: the text as it is
+        return ast.Lit(pos, raw)
     parts: list[str | ast.Expr] = []
     buf: list[str] = []
     i = 0

@@ -257,3 +257,24 @@ def test_programs_compiled_in_threads_keep_their_own_names_and_lines() -> None:
         assert lines == [
             f"p{index}.mcl:{index + 1}:6: type error: operator + cannot combine int and str"
         ]
+
+
+def test_the_parsers_loop_builds_the_tree_that_larks_parser_builds() -> None:
+    """parser._Driver runs lark's tables, lexers and callbacks in a loop of its own: each of
+    the examples gives the same tree both ways, and a syntax error (here inside a string's
+    `${...}`) stops it and is reported by lark's parser, at its place."""
+    assert parser._driver() is not None
+    programs = sorted((ROOT / "examples").rglob("*.mcl"))
+    assert len(programs) >= 10
+    for path in programs:
+        text = path.read_text()
+        with parser._PARSING:
+            fast = repr(parser._parse_once(text, str(path), fast=True))
+            slow = repr(parser._parse_once(text, str(path), fast=False))
+        assert fast == slow, path
+    bad = '$x = "a"\n$y = "a ${1 +} b"\n'
+    with parser._PARSING, pytest.raises(parser._Fallback):
+        parser._parse_once(bad, "x.mcl", fast=True)
+    with pytest.raises(CompileError) as err:
+        parse(bad, "x.mcl")
+    assert err.value.problems == ["x.mcl:2:13: syntax error: unexpected end of file"]
