@@ -1278,6 +1278,35 @@ def test_a_file_name_cannot_forge_log_lines_or_reach_the_terminal(tmp_path: Path
     assert f"purged evil\\n{forged}\n" in out and "purged red\\x1b[31m\n" in out, out
 
 
+def test_purge_without_state_purges(tmp_path: Path) -> None:
+    """tester14's finding 2: `recurse: true, purge: true` and no `state` did nothing, silently
+    (`nothing to do: none of state, content, ... is set`). Purge implies `exists`, as content
+    does: the stray entry goes, the managed one stays; a missing directory is made."""
+    (tmp_path / "pur").mkdir()
+    (tmp_path / "pur" / "junk").write_text("x")
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: purge
+        resources:
+          file:
+            - name: pur
+              path: TMP/pur/
+              recurse: true
+              purge: true
+            - name: keep
+              path: TMP/pur/keep
+              content: "k\\n"
+        """,
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", str(graph)])
+    assert code == 0 and "file[pur]: purged junk" in out, out
+    assert sorted(p.name for p in (tmp_path / "pur").iterdir()) == ["keep"]
+    shutil.rmtree(tmp_path / "pur")
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", str(graph)])
+    assert code == 0 and (tmp_path / "pur" / "keep").read_text() == "k\n", out
+
+
 def test_graphviz_output(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
