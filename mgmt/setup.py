@@ -104,7 +104,7 @@ def _start_problems(config: Config) -> list[str]:
 
     try:
         try:
-            check_private(config.prefix)
+            check_private(config.prefix, parent=True)
         except (OSError, MgmtError) as err:
             raise ValidationError(path_error(err, config.prefix), "--prefix") from None
         if config.status or config.prometheus:

@@ -1917,6 +1917,25 @@ def test_a_prefix_ending_in_dot_dot_is_refused_and_left_as_it_is(tmp_path: Path)
     assert not (tmp_path / "out").exists()
 
 
+def test_a_prefix_whose_parent_is_missing_exits_75_and_makes_nothing(tmp_path: Path) -> None:
+    """tester14's finding 5: `--prefix /mnt/data/mgmt` with /mnt/data not mounted yet (or a
+    typo) made the whole tree on the disk below and ran, exit 0. The prefix is made, not its
+    parents: exit 75 (the unit retries until the mount is there), the first missing directory
+    named, nothing created, nothing applied; once it is there the run goes on as usual."""
+    graph = graph_file(tmp_path, HELLO)
+    prefix = tmp_path / "mnt" / "data" / "mgmt"
+    args = ["--converged-timeout=0", "--prefix", str(prefix), str(graph)]
+    code, out = run_mgmt(["run", *args])
+    assert code == 75, out
+    assert f"main: --prefix: {tmp_path / 'mnt'}: No such file or directory" in out, out
+    assert not (tmp_path / "mnt").exists() and not (tmp_path / "out").exists()
+    code, out = run_mgmt(["setup", "--install-service", "--dry-run", *args[1:]])
+    assert code == 2 and f"--prefix: {tmp_path / 'mnt'}: No such file" in out, out
+    (tmp_path / "mnt" / "data").mkdir(parents=True)
+    code, out = run_mgmt(["run", *args])
+    assert code == 0 and has_mode(0o700)(prefix), out
+
+
 def test_run_with_stderr_closed_applies_the_graph(tmp_path: Path) -> None:
     """Started with fd 2 closed (`2>&-`, as some cron jobs and daemons are), Python's
     sys.stderr is None: the agent still applies the graph and exits 0 (it crashed with an
