@@ -1743,6 +1743,30 @@ def test_check_takes_the_front_end_word_as_run_does(tmp_path: Path) -> None:
     assert code == 2 and "`mgmt check puppet -e CODE`" in out, out
 
 
+def test_check_warns_about_old_mgmt_keys_as_run_does(tmp_path: Path) -> None:
+    """tester14's finding 8: `mgmt run` logs `'X' is an old mgmt key with no effect` for each;
+    `mgmt check` said `ok` without a word. It shows the same lines, as warnings (exit 0)."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: g
+        hostname: h1
+        resources:
+          exec:
+            - name: e
+              cmd: "true"
+              state: present
+              pollint: 5
+        """,
+    )
+    code, out = run_mgmt(["check", str(graph)])
+    assert code == 0 and out.endswith(f"{graph}: ok\n"), out
+    warned = [line.removeprefix("warning: ") for line in out.splitlines()[:-1]]
+    assert len(warned) == 3 and all("is an old mgmt key with no effect" in w for w in warned), out
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", str(graph)])
+    assert code == 0 and all(f"main: {w}\n" in out for w in warned), out
+
+
 def test_check_refuses_a_graph_file_over_the_size_limit(tmp_path: Path) -> None:
     graph = graph_file(tmp_path, HELLO)
     code, out = run_mgmt(["check", str(graph)], env={"MGMT_MAX_GRAPH_SIZE": "100"})
