@@ -176,6 +176,29 @@ def test_the_unit_names_its_documentation_and_systemd_takes_it(tmp_path: Path) -
     assert verify.returncode == 0 and verify.stderr == "", verify.stderr
 
 
+def test_the_example_unit_is_what_dry_run_prints(tmp_path: Path) -> None:
+    """tester14's finding 4: docs/examples/mgmt.service, "what `--dry-run` prints" to install
+    by hand, lacked `MemoryHigh=50%` (the memory guard). It is the dry run's output for its
+    command, with this checkout's paths in the example's (/opt/mgmt, /etc/mgmt/graph.yaml)."""
+    example = (ROOT / "docs/examples/mgmt.service").read_text()
+    command = (
+        "mgmt setup --install-service --dry-run --prefix /var/lib/mgmt\n# yaml /etc/mgmt/graph.yaml"
+    )
+    assert command in example, example
+    path = graph(tmp_path)
+    args = ["setup", "--install-service", "--dry-run", "--prefix", "/var/lib/mgmt", "yaml"]
+    code, out = run_mgmt([*args, str(path)])
+    assert code == 0, out
+    for here, there in (
+        (str(path), "/etc/mgmt/graph.yaml"),
+        ((ROOT / "docs").as_uri(), "file:///opt/mgmt/docs"),
+        (MGMT[0], "/opt/mgmt/.venv/bin/python"),
+    ):
+        assert here in out, (here, out)
+        out = out.replace(here, there)
+    assert example[example.index("# Written by") :] == out
+
+
 @pytest.mark.slow
 def test_setup_makes_relative_paths_absolute_however_they_are_spelled() -> None:
     """The service runs in `/`: `./examples/hello.yaml` and `--prefix state` must not stay
