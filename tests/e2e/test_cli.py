@@ -1767,6 +1767,43 @@ def test_check_warns_about_old_mgmt_keys_as_run_does(tmp_path: Path) -> None:
     assert code == 0 and all(f"main: {w}\n" in out for w in warned), out
 
 
+def test_every_independent_problem_of_a_graph_is_told_in_one_run(tmp_path: Path) -> None:
+    """tester14's finding 9: a typo and a cycle (or two files of one path) were told in
+    stages: the typo, then, once fixed, the cycle. check and run tell all three at once; an
+    edge naming the resource refused for its typo is not a second problem ("no resource")."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: g
+        resources:
+          file:
+            - name: a
+              path: TMP/a
+              modee: "0644"
+            - {name: b, path: TMP/b, content: "y"}
+            - {name: c, path: TMP/b, content: "z"}
+          noop:
+            - name: n1
+            - name: n2
+        edges:
+          - {from: {kind: file, name: a}, to: {kind: noop, name: n1}}
+          - {from: {kind: noop, name: n1}, to: {kind: noop, name: n2}}
+          - {from: {kind: noop, name: n2}, to: {kind: noop, name: n1}}
+        """,
+    )
+    told = [
+        f"{graph}:7: file[a]: modee: unknown key (did you mean 'mode'?)",
+        f"{graph}:9: file[c]: file[c] and file[b] both manage file {tmp_path}/b: each would "
+        "undo the other's changes (keep one of them) (also declared at line 8)",
+        f"{graph}:16: edges: cycle: noop[n1] -> noop[n2] -> noop[n1] (edges at {graph}:15, "
+        f"{graph}:16)",
+    ]
+    code, out = run_mgmt(["check", str(graph)])
+    assert code == 2 and out.splitlines() == told, out
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", str(graph)])
+    assert code == 2 and [line.partition(" main: ")[2] for line in out.splitlines()] == told, out
+
+
 def test_check_refuses_a_graph_file_over_the_size_limit(tmp_path: Path) -> None:
     graph = graph_file(tmp_path, HELLO)
     code, out = run_mgmt(["check", str(graph)], env={"MGMT_MAX_GRAPH_SIZE": "100"})
