@@ -191,6 +191,13 @@ class Resource:
         validate, before anything is applied (`refused_together`); by default, nothing."""
         return []
 
+    @classmethod
+    def host_lacks(cls) -> str | None:
+        """What this host lacks for the kind to run here (an optional library), one line
+        saying how to get it: `mgmt check` warns with it (a run fails the resource's init);
+        None: nothing (the default)."""
+        return None
+
     def needs_world(self) -> bool:
         """Whether this resource needs the cluster's store (a kind that needs it only for some
         params, like json:edit with an etcd:// store, says so here)."""

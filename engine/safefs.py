@@ -900,15 +900,26 @@ def others_control(path: str) -> str:
     return f"{path} {why}" if why else ""
 
 
-def check_private(path: Path) -> None:
+def check_private(path: Path, *, parent: bool = False) -> None:
     """What `private_dir(path)` would refuse, creating nothing: a directory above it that
     another user controls (`trusted_dir`), or `path` itself owned by another user or not a
-    directory, or writable by others. Missing parts are fine (they will be made 0700).
-    UnsafePathError."""
+    directory, or writable by others. Missing parts are fine (they will be made 0700), but
+    with `parent` the directory above `path` must be there (the agent's prefix: one on a file
+    system not mounted yet, or a typo, is not made on the disk below): FileNotFoundError
+    naming the first missing directory. UnsafePathError."""
     _named(path)
     fd, missing = walk(str(path.parent), check=trusted_dir)
     with closing(fd):
         st = None if missing else lstat_at(fd, path.name)
+    if missing and parent:
+        first = Path(os.path.abspath(path.parent))
+        if list(first.parts[-len(missing) :]) == missing:  # else via a link: the parent named
+            first = first.parents[len(missing) - 1] / missing[0]
+        raise FileNotFoundError(
+            errno.ENOENT,
+            "No such file or directory (the prefix is made, not its parents)",
+            str(first),
+        )
     if st is None:
         return
     if not stat.S_ISDIR(st.st_mode):

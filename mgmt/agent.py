@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -235,7 +236,9 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
         finally:
             tmp.close()
     try:  # before anything is applied: a shared prefix is refused
-        await thread_to_end(check_private, config.prefix)
+        await thread_to_end(
+            functools.partial(check_private, config.prefix, parent=config.prefix_parent_required)
+        )
     except (OSError, MgmtError) as err:
         log.error("%s", ValidationError(path_error(err, config.prefix), "--prefix"))
         return refusal(err)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -13,10 +14,13 @@ if TYPE_CHECKING:
     from mgmt.yamlgraph import Loaded
 
 
-def check_program(frontend: str, data: bytes, filename: str, max_size: int) -> list[str]:
+def check_program(
+    frontend: str, data: bytes, filename: str, max_size: int, warnings: list[str] | None = None
+) -> list[str]:
     """Problems (one line each, naming file and line) of a program's bytes; [] if it is ok.
 
-    `frontend`: "lang" compiles and type-checks an mcl program, "yaml" validates a graph file.
+    `frontend`: "lang" compiles and type-checks an mcl program, "yaml" validates a graph file
+    (and adds to `warnings`, if given, what `mgmt run` warns about: graph_warnings).
     """
     import resources  # noqa: F401  # kinds load on first use
     from engine.engine import verify
@@ -40,12 +44,29 @@ def check_program(frontend: str, data: bytes, filename: str, max_size: int) -> l
             "(--max-graph-size, MGMT_MAX_GRAPH_SIZE)"
         ]
     try:
-        verify(parse(data, filename, duplicates=True).graph.copy())  # as `mgmt run` refuses
+        loaded = parse(data, filename, duplicates=True)
+        verify(loaded.graph.copy())  # as `mgmt run` refuses
     except GraphFileError as err:
         return list(err.problems)
     except GraphError as err:
         return [f"{filename}: {err}"]
+    if warnings is not None:
+        warnings += graph_warnings(loaded.graph, loaded.warnings)
     return []
+
+
+def graph_warnings(graph: Graph, loaded: list[str]) -> list[str]:
+    """What a check of `graph` warns about: the loader's warnings (`loaded`: old mgmt keys, the
+    lines `mgmt run` logs at each load), and what this host lacks for a kind of it
+    (Resource.host_lacks: libvirt for virt), which `mgmt run` finds when the resource starts."""
+    lacks = {cls: cls.host_lacks() for cls in {type(res) for res in graph}}
+    return [*loaded, *sorted(f"{cls.KIND}: {why}" for cls, why in lacks.items() if why)]
+
+
+def warn(warnings: list[str]) -> None:
+    """`mgmt check`'s (and `mgmt setup`'s) warnings: `warning: LINE` on stderr each."""
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def check_path(frontend: str, path: Path, max_size: int, hostname: str = "") -> list[str]:
@@ -62,21 +83,27 @@ def check_path(frontend: str, path: Path, max_size: int, hostname: str = "") -> 
         # Without the cycle collector's passes: the program's tree, its cells and its first
         # graph live until the check ends, and each pass walked them all (a 25,000-resource
         # program's: 1 s); what is left is collected once after.
+        warnings: list[str] = []
         try:
             with collector.paused():
                 checked = compile_file(path)  # a file, or a module's directory (as `run lang`)
                 far = outside(checked, (path if path.is_dir() else path.parent).resolve())
                 hostname = hostname or socket.gethostname()
-                return far or program_graph_problems(path, hostname, checked)
+                problems = far or program_graph_problems(path, hostname, checked, warnings)
         except (CompileError, GraphFileError) as err:
             return list(err.problems)
+        warn(warnings)
+        return problems
     from mgmt.yamlgraph import GraphFileError, read_limited
 
     try:
         data = read_limited(path, max_size)
     except GraphFileError as err:
         return list(err.problems)
-    return check_program(frontend, data, str(path), max_size)
+    warnings = []
+    problems = check_program(frontend, data, str(path), max_size, warnings)
+    warn(warnings)
+    return problems
 
 
 def graph_lines(loaded: Loaded, autoedges: bool = True) -> list[str]:
@@ -201,7 +228,12 @@ def _first_run(path: Path, hostname: str, commands: bool, checked: Checked | Non
         quiet.removeFilter(others)
 
 
-def program_graph_problems(path: Path, hostname: str, checked: Checked | None = None) -> list[str]:
+def program_graph_problems(
+    path: Path,
+    hostname: str,
+    checked: Checked | None = None,
+    warnings: list[str] | None = None,
+) -> list[str]:
     """What `mgmt check` (and so `mgmt deploy`) finds in a compiled program's first graph, as
     `check --graph` and `mgmt run` would refuse it: two resources managing one thing (each at
     its statement), what the engine refuses otherwise, more than --max-resources. [] when the
@@ -210,7 +242,7 @@ def program_graph_problems(path: Path, hostname: str, checked: Checked | None = 
     time for a reason of this host's (a missing file: `mgmt run` says so where it runs). A
     program whose first graph is the same on every host (mgmt.lang.certain.host_independent)
     has every error of it reported: a param its kind refuses, a duplicate, an edge to nothing,
-    in a loop or not."""
+    in a loop or not. `warnings`, if given, gets graph_warnings of the first graph."""
     from engine.engine import verify
     from engine.errors import GraphError
     from mgmt.lang.errors import CycleError, GraphLimitError
@@ -231,6 +263,8 @@ def program_graph_problems(path: Path, hostname: str, checked: Checked | None = 
         verify(graph.copy())
     except GraphError as err:
         return [f"{path}: {err}"]
+    if warnings is not None:  # graph_warnings: a program's are what its host lacks
+        warnings += graph_warnings(graph, [])
     return []
 
 

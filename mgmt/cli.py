@@ -559,8 +559,9 @@ def _check_puppet(config: Config) -> Loaded:
     manifest = Manifest.of(config)
     fallback = config.prefix / "puppet" if config.puppet_fallback else None  # as run's
     loaded, _ = run_loop(load(manifest, config.hostname, fallback=fallback))
-    for warning in loaded.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    from mgmt.check import warn
+
+    warn(loaded.warnings)
     return loaded
 
 

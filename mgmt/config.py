@@ -379,6 +379,13 @@ class Config:
             return self.converger_timeout
         return -1
 
+    @property
+    def prefix_parent_required(self) -> bool:
+        """Whether the prefix's parent must exist (a missing one: exit 75, nothing made): for a
+        prefix given, yes (a mount not there yet); the default one's parents are made, as mgmt
+        makes them (a fresh user's ~/.cache)."""
+        return self.prefix != Path(default_prefix())
+
 
 def option_fields() -> list[Any]:
     """The Config fields that are CLI options (those with help metadata)."""

@@ -104,7 +104,7 @@ def _start_problems(config: Config) -> list[str]:
 
     try:
         try:
-            check_private(config.prefix)
+            check_private(config.prefix, parent=config.prefix_parent_required)
         except (OSError, MgmtError) as err:
             raise ValidationError(path_error(err, config.prefix), "--prefix") from None
         if config.status or config.prometheus:
@@ -128,9 +128,12 @@ def _start_problems(config: Config) -> list[str]:
 def _run_args(rest: list[str], config: Config) -> list[str]:
     """`mgmt run`'s arguments, with the graph file's path, the prefix and every other path
     option (--trusted-keys, --cluster-ca-dir, --tls-*...) made absolute: the service runs in
-    `/`. One given in the environment (MGMT_<FLAG>) is written out, since the unit does not
-    carry the environment. The file is matched as a path: `./g.yaml` is `g.yaml`; a flag may
-    be abbreviated, as argparse takes it (`--trusted`)."""
+    `/`. Every option set in the environment (MGMT_<FLAG>) and not on the command line is
+    written out as its flag, since the unit does not carry the environment (MGMT_NICE=5:
+    `--nice 5`). The file is matched as a path: `./g.yaml` is `g.yaml`; a flag may be
+    abbreviated, as argparse takes it (`--trusted`)."""
+    from dataclasses import MISSING
+
     from mgmt.config import option_fields
 
     args = list(rest)
@@ -149,19 +152,27 @@ def _run_args(rest: list[str], config: Config) -> list[str]:
     missing: list[str] = []
     for option in option_fields():
         value = getattr(config, option.name)
-        if not isinstance(value, Path):
-            continue
-        flag, absolute = "--" + option.name.replace("_", "-"), str(value.absolute())
+        flag = "--" + option.name.replace("_", "-")
+        default = option.default if option.default is not MISSING else option.default_factory()
         given = False
         for index, arg in enumerate(args):
             if flag_of(arg) != flag:
                 continue
+            given = True
+            if not isinstance(value, Path):
+                continue
+            absolute = str(value.absolute())
             if "=" in arg:
-                args[index], given = f"{flag}={absolute}", True
+                args[index] = f"{flag}={absolute}"
             elif index + 1 < len(args):
-                args[index], args[index + 1], given = flag, absolute, True
-        if not given and (option.name == "prefix" or value != option.default):
-            missing += [flag, absolute]
+                args[index], args[index + 1] = flag, absolute
+        if given or (value == default and option.name != "prefix"):
+            continue
+        if value is True:  # a switch (each is off by default: set, it is its flag)
+            missing.append(flag)
+        else:
+            word = str(value.absolute()) if isinstance(value, Path) else str(value)
+            missing += [f"{flag}={word}"] if word.startswith("-") else [flag, word]
     return [*missing, *args]
 
 

@@ -624,6 +624,11 @@ class _Parser:
         self.parsed: list[tuple[str, int, str, Resource]] | None = [] if incremental else None
         # The edge each item of `edges` declares (None: pending, or a problem).
         self.edges: list[tuple[Key, Key, Edge] | None] = []
+        # Resources declared and refused (their problem told): an edge naming one is not
+        # a second problem ("no resource ... in the graph"), the rest is still checked.
+        self.refused: set[Key] = set()
+        self._first_lines: dict[Key, int] = {}  # where each vertex was first declared
+        self._duplicates_told = False
 
     def problem(self, line: int, where: str, message: str) -> None:
         self.problems.append(f"{self.filename}:{line}: {where}: {message}")
@@ -724,36 +729,39 @@ class _Parser:
                         edge_lines[found[:2]] = edges.lines[index]
             else:
                 self.problem(doc.lines["edges"], "edges", "expected a list of edges")
-        if not self.problems:
-            cycle = graph.find_cycle()
-            if cycle:
-                line = edge_lines.get((cycle[-2], cycle[-1]), doc.lines.get("edges", 0))
+        # Every independent problem at once (graph-format.md): a cycle among the resources and
+        # edges that are fine is told beside a typo elsewhere, and so are duplicates (which a
+        # run's parse leaves to the engine when there is no other problem: cheaper).
+        cycle = graph.find_cycle()
+        if cycle:
+            line = edge_lines.get((cycle[-2], cycle[-1]), doc.lines.get("edges", 0))
 
-                def place(src: Key, dst: Key) -> str | None:
-                    found = edge_lines.get((src, dst))
-                    return None if found is None else f"{self.filename}:{found}"
+            def place(src: Key, dst: Key) -> str | None:
+                found = edge_lines.get((src, dst))
+                return None if found is None else f"{self.filename}:{found}"
 
-                self.problem(line, "edges", cycle_text(cycle, place))
+            self.problem(line, "edges", cycle_text(cycle, place))
+        if self.problems:
+            self._duplicates(loaded)
         return loaded
 
     def _resources(self, resources: LocDict, loaded: Loaded) -> None:
         known = kinds()
         limit = max_resources()
-        first_lines: dict[Key, int] = {}  # where each vertex was first declared
+        first_lines = self._first_lines
         together: dict[type[Resource], list[Key]] = {}  # the kinds that validate_together
         for kind, items in resources.items():
             line = resources.lines[kind]
             cls = lookup(kind)
-            if cls is None and (refused := unsupported(kind)) is not None:
-                self.problem(line, f"resources.{kind}", refused)
-                continue
             if cls is None:
-                hint = close_match(kind, known)
-                self.problem(
-                    line,
-                    f"resources.{kind}",
-                    f"unknown kind '{kind}'{hint}; known kinds: {', '.join(known)}",
-                )
+                refused = unsupported(kind)
+                if refused is None:
+                    hint = close_match(kind, known)
+                    refused = f"unknown kind '{kind}'{hint}; known kinds: {', '.join(known)}"
+                self.problem(line, f"resources.{kind}", refused)
+                if isinstance(items, list):
+                    names = (item.get("name") for item in items if isinstance(item, dict))
+                    self.refused.update((kind, name) for name in names if isinstance(name, str))
                 continue
             if not isinstance(items, LocList):
                 self.problem(line, f"resources.{kind}", "expected a list of resources")
@@ -762,6 +770,8 @@ class _Parser:
             for index, item in enumerate(items):
                 res = self._resource(cls, kind, item, items.lines[index], index)
                 if res is None:
+                    if isinstance(item, dict) and isinstance(item.get("name"), str):
+                        self.refused.add((kind, item["name"].removeprefix(EXPORT_PREFIX)))
                     continue
                 if self.parsed is not None:
                     self.parsed.append((kind, index, str(item["name"]), res))
@@ -785,9 +795,15 @@ class _Parser:
         by_kind = {cls: [vertices[key] for key in keys] for cls, keys in together.items()}
         for res, refusal in refused_together(by_kind):
             self.problem(first_lines[key_of(res)], str(res), str(refusal))
-        if not self.duplicates:
+        if self.duplicates:
+            self._duplicates(loaded)
+
+    def _duplicates(self, loaded: Loaded) -> None:
+        """Two resources managing one thing, each at its line: what the engine refuses."""
+        if self._duplicates_told:
             return
-        for uid, owner, key in duplicates(loaded.graph):  # what the engine refuses, with lines
+        first_lines, self._duplicates_told = self._first_lines, True
+        for uid, owner, key in duplicates(loaded.graph):
             also = f" (also declared at line {first_lines[owner]})"
             self.problem(first_lines[key], fmt_key(key), both_manage(uid, owner, key) + also)
         for path, writer, editor in overwritten(loaded.graph):  # as the engine's verify
@@ -865,6 +881,8 @@ class _Parser:
         if (kind, name) not in loaded.graph:
             from mgmt.collectscope import collects  # only for a vertex not in the graph
 
+            if (kind, name) in self.refused:  # its own problem is told
+                return None
             if not collects(loaded.collect, kind, name):
                 self.problem(data.line, where, f"no resource {kind}[{name}] in the graph")
                 return None

@@ -72,6 +72,7 @@ MODULES = tuple(sorted(set(KINDS.values())))
 # refused at check time with "kind X is not supported by this version: <why>".
 _NO_DOCKER = "it needs a Docker engine, and none can run where this version is tested"
 _NO_FWUPD = "it needs the fwupd daemon and firmware devices, absent where this version is tested"
+_NO_BMC = "it needs a baseboard management controller (Redfish, IPMI) to test against"
 _NO_DHCP = "a DHCP server was not built: it could only be tested in network namespaces"
 UNSUPPORTED: dict[str, str] = {
     "nspawn": "it needs systemd-machined and systemd as PID 1, absent where this version is tested",
@@ -83,6 +84,21 @@ UNSUPPORTED: dict[str, str] = {
     "fwupd:system": _NO_FWUPD,
     "consul:kv": "it needs a Consul cluster; this version's cluster store is etcd (use kv)",
     "aws:ec2": "it needs AWS credentials and network access to AWS, which this version cannot test",
+    "bmc:power": _NO_BMC,
+    "bmc:firmware": _NO_BMC,
+    "cloudflare:dns": "it needs a Cloudflare account and network access, which this version "
+    "cannot test",
+    "config:etcd": "it tunes mgmt's embedded etcd; this version's cluster is configured by flags "
+    "(--ideal-cluster-size, --etcd-*: README.md)",
+    "deploy:sync": "it is not built yet",
+    "firewalld": "it needs firewalld on the system bus, absent where this version is tested",
+    "fwattr": "it needs the firmware attributes of real hardware, absent where this version is "
+    "tested",
+    "hetzner:vm": "it needs a Hetzner account and network access, which this version cannot test",
+    "panic": "it is a testing kind of mgmt's that fails on purpose (use exec or exit)",
+    "pippet": "it runs Puppet resources through mgmt's Puppet bridge; run a manifest with the "
+    "puppet front-end instead (mgmt run puppet FILE.pp: docs/puppet.md)",
+    "virt:builder": "it is not built yet (virt takes a prepared disk image)",
 }
 
 

@@ -167,7 +167,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     def _managed(self) -> bool:
         if self.state is not None or self.content is not None:  # the usual cases, at no call
             return True
-        return any(getattr(self, k) is not None for k in _MANAGED)
+        # purge too implies exists: it was ignored without a word (tester14, finding 2)
+        return self.purge or any(getattr(self, k) is not None for k in _MANAGED)
 
     def validate(self) -> None:
         super().validate()
@@ -310,7 +311,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     async def check_apply(self, apply: bool) -> bool:
         if not self._managed:
-            why = f"none of state, {', '.join(_MANAGED)} is set"
+            why = f"none of state, {', '.join(_MANAGED)}, purge is set"
             return nothing_to_do(self.handle, why)
         watcher: PathWatcher | None = getattr(self, "_watcher", None)
         if watcher is not None:

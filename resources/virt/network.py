@@ -37,7 +37,7 @@ from resources.virt import network_calls as netcalls
 from resources.virt import network_xml as nx
 from resources.virt.auth import VirtAuth
 from resources.virt.connection import Connection
-from resources.virt.lib import load_libvirt
+from resources.virt.lib import NeedsLibvirt, load_libvirt
 from resources.virt.pool import Lease
 
 STATES = ("up", "down")
@@ -130,7 +130,7 @@ class VirtNetworkRangeRes(Groupable, Resource):
 
 @register("virt:network")
 @dataclass(kw_only=True, eq=False)
-class VirtNetworkRes(Groupable, Resource):
+class VirtNetworkRes(NeedsLibvirt, Groupable, Resource):
     # libvirt connection URI. Default "qemu:///system".
     uri: str = "qemu:///system"
     # Credentials for the connection (as virt's). Default None.

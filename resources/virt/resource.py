@@ -31,7 +31,7 @@ from resources.virt.domain_xml import (
     NetworkDevice,
     build_domain_xml,
 )
-from resources.virt.lib import load_libvirt
+from resources.virt.lib import NeedsLibvirt, load_libvirt
 from resources.virt.pool import Lease
 
 STATES = ("running", "paused", "shutoff")
@@ -43,7 +43,7 @@ _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 @register("virt")
 @dataclass(kw_only=True, eq=False)
-class VirtRes(Refreshable, Resource):
+class VirtRes(NeedsLibvirt, Refreshable, Resource):
     # libvirt connection URI, e.g. "qemu:///session" or "test:///default". Default
     # "qemu:///system".
     uri: str = "qemu:///system"

@@ -63,6 +63,15 @@ def run_mgmt(
     return proc.returncode, proc.stderr + proc.stdout
 
 
+def nice_levels(pid: int) -> set[int]:
+    """The nice levels of every thread of process PID (/proc/PID/task/*/stat)."""
+    levels = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        levels.add(int(stat[stat.rindex(")") + 2 :].split()[16]))  # field 19: nice
+    return levels
+
+
 def run_once(front_end: str, path: Path) -> tuple[int, str]:
     """A one-shot `mgmt run` of PATH through FRONT_END (yaml, lang, puppet) in a temporary
     prefix, exiting once converged: (exit code, stderr+stdout)."""

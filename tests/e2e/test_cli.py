@@ -1279,6 +1279,35 @@ def test_a_file_name_cannot_forge_log_lines_or_reach_the_terminal(tmp_path: Path
     assert f"purged evil\\n{forged}\n" in out and "purged red\\x1b[31m\n" in out, out
 
 
+def test_purge_without_state_purges(tmp_path: Path) -> None:
+    """tester14's finding 2: `recurse: true, purge: true` and no `state` did nothing, silently
+    (`nothing to do: none of state, content, ... is set`). Purge implies `exists`, as content
+    does: the stray entry goes, the managed one stays; a missing directory is made."""
+    (tmp_path / "pur").mkdir()
+    (tmp_path / "pur" / "junk").write_text("x")
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: purge
+        resources:
+          file:
+            - name: pur
+              path: TMP/pur/
+              recurse: true
+              purge: true
+            - name: keep
+              path: TMP/pur/keep
+              content: "k\\n"
+        """,
+    )
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", str(graph)])
+    assert code == 0 and "file[pur]: purged junk" in out, out
+    assert sorted(p.name for p in (tmp_path / "pur").iterdir()) == ["keep"]
+    shutil.rmtree(tmp_path / "pur")
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", str(graph)])
+    assert code == 0 and (tmp_path / "pur" / "keep").read_text() == "k\n", out
+
+
 def test_graphviz_output(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
@@ -1715,6 +1744,67 @@ def test_check_takes_the_front_end_word_as_run_does(tmp_path: Path) -> None:
     assert code == 2 and "`mgmt check puppet -e CODE`" in out, out
 
 
+def test_check_warns_about_old_mgmt_keys_as_run_does(tmp_path: Path) -> None:
+    """tester14's finding 8: `mgmt run` logs `'X' is an old mgmt key with no effect` for each;
+    `mgmt check` said `ok` without a word. It shows the same lines, as warnings (exit 0)."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: g
+        hostname: h1
+        resources:
+          exec:
+            - name: e
+              cmd: "true"
+              state: present
+              pollint: 5
+        """,
+    )
+    code, out = run_mgmt(["check", str(graph)])
+    assert code == 0 and out.endswith(f"{graph}: ok\n"), out
+    warned = [line.removeprefix("warning: ") for line in out.splitlines()[:-1]]
+    assert len(warned) == 3 and all("is an old mgmt key with no effect" in w for w in warned), out
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", str(graph)])
+    assert code == 0 and all(f"main: {w}\n" in out for w in warned), out
+
+
+def test_every_independent_problem_of_a_graph_is_told_in_one_run(tmp_path: Path) -> None:
+    """tester14's finding 9: a typo and a cycle (or two files of one path) were told in
+    stages: the typo, then, once fixed, the cycle. check and run tell all three at once; an
+    edge naming the resource refused for its typo is not a second problem ("no resource")."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: g
+        resources:
+          file:
+            - name: a
+              path: TMP/a
+              modee: "0644"
+            - {name: b, path: TMP/b, content: "y"}
+            - {name: c, path: TMP/b, content: "z"}
+          noop:
+            - name: n1
+            - name: n2
+        edges:
+          - {from: {kind: file, name: a}, to: {kind: noop, name: n1}}
+          - {from: {kind: noop, name: n1}, to: {kind: noop, name: n2}}
+          - {from: {kind: noop, name: n2}, to: {kind: noop, name: n1}}
+        """,
+    )
+    told = [
+        f"{graph}:7: file[a]: modee: unknown key (did you mean 'mode'?)",
+        f"{graph}:9: file[c]: file[c] and file[b] both manage file {tmp_path}/b: each would "
+        "undo the other's changes (keep one of them) (also declared at line 8)",
+        f"{graph}:16: edges: cycle: noop[n1] -> noop[n2] -> noop[n1] (edges at {graph}:15, "
+        f"{graph}:16)",
+    ]
+    code, out = run_mgmt(["check", str(graph)])
+    assert code == 2 and out.splitlines() == told, out
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", str(graph)])
+    assert code == 2 and [line.partition(" main: ")[2] for line in out.splitlines()] == told, out
+
+
 def test_check_refuses_a_graph_file_over_the_size_limit(tmp_path: Path) -> None:
     graph = graph_file(tmp_path, HELLO)
     code, out = run_mgmt(["check", str(graph)], env={"MGMT_MAX_GRAPH_SIZE": "100"})
@@ -1887,6 +1977,25 @@ def test_a_prefix_ending_in_dot_dot_is_refused_and_left_as_it_is(tmp_path: Path)
     assert "name the directory itself" in out
     assert has_mode(0o755)(tmp_path)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_prefix_whose_parent_is_missing_exits_75_and_makes_nothing(tmp_path: Path) -> None:
+    """tester14's finding 5: `--prefix /mnt/data/mgmt` with /mnt/data not mounted yet (or a
+    typo) made the whole tree on the disk below and ran, exit 0. The prefix is made, not its
+    parents: exit 75 (the unit retries until the mount is there), the first missing directory
+    named, nothing created, nothing applied; once it is there the run goes on as usual."""
+    graph = graph_file(tmp_path, HELLO)
+    prefix = tmp_path / "mnt" / "data" / "mgmt"
+    args = ["--converged-timeout=0", "--prefix", str(prefix), str(graph)]
+    code, out = run_mgmt(["run", *args])
+    assert code == 75, out
+    assert f"main: --prefix: {tmp_path / 'mnt'}: No such file or directory" in out, out
+    assert not (tmp_path / "mnt").exists() and not (tmp_path / "out").exists()
+    code, out = run_mgmt(["setup", "--install-service", "--dry-run", *args[1:]])
+    assert code == 2 and f"--prefix: {tmp_path / 'mnt'}: No such file" in out, out
+    (tmp_path / "mnt" / "data").mkdir(parents=True)
+    code, out = run_mgmt(["run", *args])
+    assert code == 0 and has_mode(0o700)(prefix), out
 
 
 def test_run_with_stderr_closed_applies_the_graph(tmp_path: Path) -> None:

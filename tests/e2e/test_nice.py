@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import MGMT, ROOT, Daemon, has_content, run_mgmt, wait_path
+from tests.e2e.helpers import MGMT, ROOT, Daemon, has_content, nice_levels, run_mgmt, wait_path
 
 
 def _graph(tmp_path: Path) -> tuple[Path, Path]:
@@ -18,21 +18,13 @@ def _graph(tmp_path: Path) -> tuple[Path, Path]:
     return graph, out
 
 
-def _nice_levels(pid: int) -> set[int]:
-    levels = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        stat = (task / "stat").read_text()
-        levels.add(int(stat[stat.rindex(")") + 2 :].split()[16]))  # field 19: nice
-    return levels
-
-
 async def test_every_thread_of_the_agent_runs_at_the_nice_level(tmp_path: Path) -> None:
     graph, out = _graph(tmp_path)
     async with Daemon(["run", "--tmp-prefix", "--nice", "7", "yaml", str(graph)]) as daemon:
         await wait_path(out, has_content("x\n"))  # written by an I/O thread: it exists too
         await daemon.wait_log("running at nice 7")
         assert daemon.proc is not None
-        assert _nice_levels(daemon.proc.pid) == {7}
+        assert nice_levels(daemon.proc.pid) == {7}
 
 
 def test_a_nice_level_out_of_range_is_a_usage_error(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mgmt.sdnotify import Notifier
-from tests.e2e.helpers import MGMT, ROOT, has_content, run_mgmt, wait_path
+from tests.e2e.helpers import MGMT, ROOT, has_content, nice_levels, run_mgmt, wait_path
 from tests.systemd_fixture import Client, RealSystemd
 
 
@@ -128,6 +128,35 @@ def test_setup_makes_every_path_option_absolute(tmp_path: Path) -> None:
     assert code == 0 and f"--trusted-keys {where}/keys empty" in out, out
 
 
+def test_setup_writes_out_every_flag_the_environment_set(tmp_path: Path) -> None:
+    """tester14's finding 1: only path options set as MGMT_<FLAG> reached ExecStart, so
+    MGMT_NICE, MGMT_MAX_RESOURCES, MGMT_QUIET... applied to setup's check and not to the
+    service. Each is written out as its flag; one also given on the command line is the
+    command line's; one equal to its default is left out."""
+    env = {
+        "MGMT_NICE": "5",
+        "MGMT_QUIET": "1",
+        "MGMT_HOSTNAME": "h9",
+        "MGMT_MAX_RESOURCES": "100",
+        "MGMT_LOG_FORMAT": "json",
+        "MGMT_NO_AUTOEDGES": "yes",
+        "MGMT_SEMA": "3",
+        "MGMT_MODULEPATH": "-odd",  # starts with '-': written --flag=VALUE
+        "MGMT_IDEAL_CLUSTER_SIZE": "5",  # the default
+    }
+    args = ["setup", "--install-service", "--dry-run", "--prefix", str(tmp_path / "p")]
+    code, out = run_mgmt([*args, "--sema", "2", "empty"], env=env)
+    assert code == 0, out
+    exec_start = next(line for line in out.splitlines() if line.startswith("ExecStart="))
+    words = exec_start.split(" ")
+    words = words[words.index("run") + 1 :]
+    assert words == [
+        *["--hostname", "h9", "--nice", "5", "--no-autoedges", "--modulepath=-odd"],
+        *["--max-resources", "100", "--log-format", "json", "--quiet"],
+        *["--prefix", str(tmp_path / "p"), "--sema", "2", "empty"],
+    ], exec_start
+
+
 def test_the_unit_names_its_documentation_and_systemd_takes_it(tmp_path: Path) -> None:
     """`Documentation=` (`systemctl help`): this checkout's docs/operations.md, a URL that
     systemd's own check takes (an invalid one is only a warning, on stderr)."""
@@ -145,6 +174,29 @@ def test_the_unit_names_its_documentation_and_systemd_takes_it(tmp_path: Path) -
         check=False,
     )
     assert verify.returncode == 0 and verify.stderr == "", verify.stderr
+
+
+def test_the_example_unit_is_what_dry_run_prints(tmp_path: Path) -> None:
+    """tester14's finding 4: docs/examples/mgmt.service, "what `--dry-run` prints" to install
+    by hand, lacked `MemoryHigh=50%` (the memory guard). It is the dry run's output for its
+    command, with this checkout's paths in the example's (/opt/mgmt, /etc/mgmt/graph.yaml)."""
+    example = (ROOT / "docs/examples/mgmt.service").read_text()
+    command = (
+        "mgmt setup --install-service --dry-run --prefix /var/lib/mgmt\n# yaml /etc/mgmt/graph.yaml"
+    )
+    assert command in example, example
+    path = graph(tmp_path)
+    args = ["setup", "--install-service", "--dry-run", "--prefix", "/var/lib/mgmt", "yaml"]
+    code, out = run_mgmt([*args, str(path)])
+    assert code == 0, out
+    for here, there in (
+        (str(path), "/etc/mgmt/graph.yaml"),
+        ((ROOT / "docs").as_uri(), "file:///opt/mgmt/docs"),
+        (MGMT[0], "/opt/mgmt/.venv/bin/python"),
+    ):
+        assert here in out, (here, out)
+        out = out.replace(here, there)
+    assert example[example.index("# Written by") :] == out
 
 
 @pytest.mark.slow
@@ -312,6 +364,30 @@ async def stopped_unit(
 
     await sd.wait_until(stopped)
     return service, path
+
+
+@pytest.mark.slow
+async def test_the_installed_service_runs_with_the_flags_the_environment_set(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    """tester14's finding 1, through the manager: MGMT_NICE=5 when installing is the running
+    service's nice level (it was the setup's check's only)."""
+    service = f"{manager.name('envflags')}.service"
+    args = ["setup", "--install-service", "--start", "--unit", service.removesuffix(".service")]
+    args += ["--watchdog-sec", "0", "--prefix", str(tmp_path / "prefix"), "yaml"]
+    code, out = await asyncio.to_thread(
+        run_mgmt, [*args, str(graph(tmp_path))], 60, {"MGMT_NICE": "5"}
+    )
+    assert code == 0, out
+    assert " --nice 5 " in (manager.unit_dir / service).read_text()
+    assert await sd.active(service) == "active"
+    assert nice_levels(await sd.main_pid(service)) == {5}
+    await sd.manager("StopUnit", "ss", service, "replace")
+
+    async def stopped() -> bool:
+        return await sd.active(service) == "inactive"
+
+    await sd.wait_until(stopped)
 
 
 @pytest.mark.slow

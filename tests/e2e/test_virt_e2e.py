@@ -122,3 +122,21 @@ async def test_network_example_converges_and_a_new_host_is_added_live(tmp_path: 
         assert "defined the network" not in after and "started the network" not in after
         daemon.signal(signal.SIGINT)
         assert await daemon.wait() == 0, daemon.log
+
+
+def test_without_the_binding_check_warns_and_the_run_says_how_to_get_it(tmp_path: Path) -> None:
+    """tester14's finding 3: on a host without libvirt-python `mgmt check` said `ok` (only the
+    run failed), and the run's hint was `pip install 'mgmt[virt]'`, which outside the checkout
+    asks PyPI for another project. check warns (the program is fine: another host may have the
+    binding); both name this installation's own pip and the binding."""
+    hidden = tmp_path / "hide"
+    hidden.mkdir()
+    (hidden / "libvirt.py").write_text('raise ImportError("No module named libvirt")\n')
+    env = {"PYTHONPATH": str(hidden)}
+    how = "-m pip install 'libvirt-python>=9.0'"
+    for example in ("virt.yaml", "virt-network.mcl"):
+        code, out = run_mgmt(["check", str(ROOT / "examples" / example)], env=env)
+        assert code == 0 and out.endswith(f"{example}: ok\n"), out
+        assert out.startswith("warning: virt") and f"python {how}" in out, out
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", str(EXAMPLE)], env=env)
+    assert code == 1 and f"python {how}" in out and "mgmt[virt]" not in out, out
