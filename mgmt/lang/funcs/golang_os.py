@@ -66,14 +66,14 @@ def _look_path(name: str) -> str:
 _M = "golang/os."
 define(_M + "executable", "func() str", impl=executable)
 define(_M + "expand_env", "func(str) str", impl=expand_env)
-define(_M + "getegid", "func() int", impl=os.getegid)
+define(_M + "getegid", "func() int", impl=os.getegid, host=False)
 define(_M + "getenv", "func(str) str", impl=lambda key: os.environ.get(key, ""))
-define(_M + "geteuid", "func() int", impl=os.geteuid)
-define(_M + "getgid", "func() int", impl=os.getgid)
-define(_M + "getpagesize", "func() int", impl=lambda: os.sysconf("SC_PAGESIZE"))
-define(_M + "getpid", "func() int", impl=os.getpid)
-define(_M + "getppid", "func() int", impl=os.getppid)
-define(_M + "getuid", "func() int", impl=os.getuid)
+define(_M + "geteuid", "func() int", impl=os.geteuid, host=False)
+define(_M + "getgid", "func() int", impl=os.getgid, host=False)
+define(_M + "getpagesize", "func() int", impl=lambda: os.sysconf("SC_PAGESIZE"), host=False)
+define(_M + "getpid", "func() int", impl=os.getpid, host=False)
+define(_M + "getppid", "func() int", impl=os.getppid, host=False)
+define(_M + "getuid", "func() int", impl=os.getuid, host=False)
 define(
     _M + "read_file", "func(str) str", stream=ReadFileOnce, doc="read once (os.readfile follows)"
 )
