@@ -112,6 +112,10 @@ class Resource:
     # Whether the kind edits a part of files (a line, a key) that another resource may write
     # whole: `edited_files` (engine.autoedge.overwritten). False: it is not asked.
     EDITS_FILES: ClassVar[bool] = False
+    # Whether the kind holds a state that something else may change behind its back (a
+    # file, a key): its repairs of drift are watched for churn (engine.churn). False: its
+    # changes are actions (exec runs a command at each event), not repairs.
+    DRIFTS: ClassVar[bool] = False
 
     # The resource's name, unique within its kind in a graph.
     name: str

@@ -113,6 +113,7 @@ def _backing_file(source: str) -> str | None:
 @register("mount")
 @dataclass(kw_only=True, eq=False)
 class MountRes(Edgeable, Resource):
+    DRIFTS = True  # its repairs are watched for churn (engine.churn)
     # "exists" (mounted, in fstab) or "absent" (unmounted, not in fstab). Required.
     state: Literal["exists", "absent"]
     # What to mount: a device, a file (loop-mounted) or a name for tmpfs... Default "".

@@ -89,6 +89,8 @@ def _parents(directory: str) -> list[UID]:
 class FileRes(Edgeable, Reversible, Listening, Resource):
     """A file, a directory or a symlink: its content, mode, owner and state."""
 
+    DRIFTS = True  # its repairs are watched for churn (engine.churn)
+
     SENDS: ClassVar[Mapping[str, Any]] = {"content": str}
 
     # Absolute path; a trailing "/" means a directory. Default None: the resource name.
