@@ -248,12 +248,7 @@ class MountRes(Edgeable, Resource):
                 if st is None:
                     return f"the device {self.device} does not exist"
                 if not stat.S_ISLNK(st.st_mode):
-                    if st.st_uid not in (0, os.geteuid()) and os.fstat(fd).st_mode & 0o022:
-                        raise ResourceError(
-                            f"the device {path} is owned by uid {st.st_uid} in {parent}, which "
-                            "others can write: they could swap it for a symlink to another "
-                            "device or image; refusing it (make it root's)"
-                        )
+                    _refuse_theirs(fd, st, f"the device {path}", "to another device or image")
                     return ""
                 try:
                     target = safefs.safe_link(fd, name, path)
@@ -302,12 +297,7 @@ class MountRes(Edgeable, Resource):
                 )
             if not stat.S_ISDIR(st.st_mode):
                 return f"{self.name} is not a directory"
-            if st.st_uid not in (0, os.geteuid()) and os.fstat(fd).st_mode & 0o022:
-                raise ResourceError(
-                    f"the mount point {self.name} is owned by uid {st.st_uid} in {parent}, "
-                    "which others can write: they could swap it for a symlink; refusing it "
-                    "(make it root's)"
-                )
+            _refuse_theirs(fd, st, f"the mount point {self.name}", "")
         return ""
 
     @staticmethod
@@ -438,6 +428,17 @@ class MountRes(Edgeable, Resource):
 
 
 _OPPOSITE = {"ro": "rw"}
+
+
+def _refuse_theirs(dir_fd: int, st: os.stat_result, shown: str, to: str) -> None:
+    """ResourceError when `shown` (its lstat st, in the directory dir_fd) is another user's in
+    a directory others can write: its owner could rename it and put a symlink there."""
+    if st.st_uid not in (0, os.geteuid()) and os.fstat(dir_fd).st_mode & 0o022:
+        parent = os.readlink(f"/proc/self/fd/{dir_fd}")
+        raise ResourceError(
+            f"{shown} is owned by uid {st.st_uid} in {parent}, which others can write: they "
+            f"could swap it for a symlink{' ' + to if to else ''}; refusing it (make it root's)"
+        )
 
 
 def _refuse_others(fd: int, shown: str, refusing: str, choose: str) -> None:

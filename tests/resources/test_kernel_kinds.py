@@ -295,15 +295,19 @@ async def test_a_mount_point_another_user_could_redirect_is_refused(
     await run_command(["umount", str(mine)], timeout=30)
 
 
+async def _ext4_image(image: Path) -> Path:
+    """A 4 MiB ext4 image file, made at `image`."""
+    await run_command(["truncate", "-s", "4M", str(image)], timeout=60)
+    await run_command(["mkfs.ext4", "-q", "-F", str(image)], timeout=60)
+    return image
+
+
 @inside
 async def test_mount_loop_image(
     run_resource: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MGMT_FSTAB", str(tmp_path / "fstab"))
-    image = tmp_path / "fs.img"
-    image.touch()
-    os.truncate(image, 4 << 20)
-    await run_command(["mkfs.ext4", "-q", "-F", str(image)], timeout=60)
+    image = await _ext4_image(tmp_path / "fs.img")
     point = tmp_path / "loop"
     point.mkdir()
     res = MountRes(name=str(point), state="exists", device=str(image), type="ext4")
@@ -368,10 +372,7 @@ async def test_a_device_another_user_could_swap_is_refused(
     fstab = tmp_path / "fstab"
     fstab.write_text("")
     monkeypatch.setenv("MGMT_FSTAB", str(fstab))
-    image = tmp_path / "root.img"
-    image.touch()
-    os.truncate(image, 4 << 20)
-    await run_command(["mkfs.ext4", "-q", "-F", str(image)], timeout=60)
+    image = await _ext4_image(tmp_path / "root.img")
     point = tmp_path / "mnt"
     point.mkdir()
     device, why = _plant_device(tmp_path, image, plant)
