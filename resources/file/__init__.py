@@ -645,7 +645,9 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         cur = st if st is not None and stat.S_ISREG(st.st_mode) else None
         source, src = self._source(held, want_dir=False)
         uid, gid = self._ids()
-        mode = self._want_mode(cur, src, False, (uid, gid), where.new_group())
+        # A new file's group (a set-group-ID directory's) matters to a source's set-ID bit only.
+        setgid = cur is None and src is not None and src.st_mode & stat.S_ISGID
+        mode = self._want_mode(cur, src, False, (uid, gid), where.new_group() if setgid else None)
         changes = attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
         data: bytes | int | None = self.content.encode() if self.content is not None else source
         if self.fragments is not None:
@@ -721,7 +723,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         cur = st if st is not None and stat.S_ISDIR(st.st_mode) else None
         source, src = self._source(held, want_dir=True)
         uid, gid = self._ids()
-        top_group = where.new_group()
+        top_group = where.new_group() if cur is None else None  # a new directory's group
         mode = self._want_mode(cur, src, True, (uid, gid), top_group)
         if cur is None:
             make = functools.partial(where.make_dir, TOP, mode, uid, gid)
