@@ -28,6 +28,7 @@ import logging
 import math
 import resource
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ from engine.autoedge import (
     owners,
 )
 from engine.autogroup import autogroup
+from engine.churn import Churn
 from engine.errors import GraphError, ResourceError, interfered
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged, VertexFailed
 from engine.flag import Flag
@@ -141,6 +143,12 @@ class VertexStats:
     refreshes_seen: int = 0  # ... of which check_apply has seen this many
     watch_starts: int = 0  # times watch() was entered (proves that swaps keep it running)
     last_event: float = field(default_factory=time.monotonic)  # monotonic time of the last event
+    # Churn (engine.churn): `events` at the last check_apply, the times of the last repairs
+    # of drift, whether their burst was told, and the repairs counted since.
+    events_checked: int = 0
+    repairs: deque[float] | None = None
+    churn_told: bool = False
+    churn: int = 0
 
 
 def same(old: Resource, new: Resource) -> bool:
@@ -1049,6 +1057,7 @@ class Engine:
         # Live listener lists for the hot path (pokes, check_applies): no event built for nobody.
         self._on_vertex = self.listeners.of(VertexChanged)
         self._on_check = self.listeners.of(CheckApplied)
+        Churn(self.listeners)  # a resource something else keeps changing: told (engine.churn)
         self.prefix = prefix
         self.noop = noop
         self.world = world

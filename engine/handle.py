@@ -6,11 +6,15 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import re
+import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+from engine.params import secrets_pattern
 from engine.safefs import fit_name, private_dir
 
 if TYPE_CHECKING:
@@ -122,18 +126,20 @@ class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
     # error of this resource (redact). A receiver logs what it was given (exec's "running:
     # CMD"), and its errors carry it: tester13 read a received password in the log and on the
     # status page. Only the last few are kept (the latest are those in use).
+    # A short one only where it is a whole token (engine.params.SHORT_SECRET). A traceback
+    # (exception(), exc_info) is redacted too: formatted into the line, not left to logging.
     secrets: tuple[str, ...] = ()
+    _pattern: re.Pattern[str] | None = None
 
     def hide(self, secret: str) -> None:
         """Redact `secret` (a received secret value) from now on."""
         if secret and secret not in self.secrets:
             self.secrets = (*self.secrets[-7:], secret)
+            self._pattern = secrets_pattern(self.secrets)
 
     def redact(self, text: str) -> str:
         """`text` with every secret this resource received as "***"."""
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return text if self._pattern is None else self._pattern.sub("***", text)
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         """Every level's line (LoggerAdapter's info(), warning()... call it)."""
@@ -144,6 +150,8 @@ class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
             return
         if self.secrets:
             msg, args = self.redact(_message(msg, args) or f"{msg}"), ()
+            if kwargs.get("exc_info"):  # the error's text and traceback: redacted here too
+                msg = f"{msg}\n{self.redact(_traceback(kwargs.pop('exc_info')))}"
         extra: Mapping[str, object] = self.extra or {}
         if level == logging.INFO and not kwargs:
             sinks = line_sinks(logger)
@@ -188,6 +196,15 @@ def _message(msg: Any, args: tuple[Any, ...]) -> str | None:
         return text % args
     except Exception:
         return None
+
+
+def _traceback(exc_info: Any) -> str:
+    """The traceback logging would add for `exc_info` (True: the exception being handled)."""
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif not isinstance(exc_info, tuple):
+        exc_info = sys.exc_info()
+    return "".join(traceback.format_exception(*exc_info)).rstrip()
 
 
 def _nothing(*_args: object) -> None:

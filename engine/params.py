@@ -21,11 +21,12 @@ import builtins
 import dataclasses
 import functools
 import math
+import re
 import reprlib
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from engine.errors import ValidationError
@@ -410,6 +411,29 @@ SECRET = "secret"
 def is_secret(hint: Any) -> bool:
     """Whether a type hint of a kind's SENDS marks a secret (SECRET)."""
     return get_origin(hint) is Annotated and SECRET in hint.__metadata__
+
+
+# A secret value shorter than this is redacted only where it is a whole token (no letter,
+# digit or _ right before or after it): a short one ("ab", "1234", "root") is found inside
+# other words by chance, and replacing it there garbled the line and, where the text around
+# it is known ("f***ed"), showed the secret. A longer one is redacted wherever it appears.
+SHORT_SECRET = 8
+
+
+def secrets_pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
+    """What redact_secrets replaces: each non-empty secret, longest first (one that holds
+    another is replaced whole), a short one (SHORT_SECRET) only as a whole token."""
+    parts = [
+        re.escape(s) if len(s) >= SHORT_SECRET else rf"(?<!\w){re.escape(s)}(?!\w)"
+        for s in sorted({s for s in secrets if s}, key=len, reverse=True)
+    ]
+    return re.compile("|".join(parts)) if parts else None
+
+
+def redact_secrets(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each of `secrets` as "***" (secrets_pattern's rule)."""
+    pattern = secrets_pattern(secrets)
+    return text if pattern is None else pattern.sub("***", text)
 
 
 def sendable(sent: Any, param: Any) -> bool:

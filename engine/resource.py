@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
 from engine.errors import ResourceError, ValidationError
 from engine.meta import Meta
-from engine.params import convert, describe, key_hints, sendable, show, to_plain
+from engine.params import (
+    convert,
+    describe,
+    key_hints,
+    redact_secrets,
+    sendable,
+    show,
+    to_plain,
+)
 
 if TYPE_CHECKING:
     from engine.handle import Handle
@@ -104,6 +112,10 @@ class Resource:
     # Whether the kind edits a part of files (a line, a key) that another resource may write
     # whole: `edited_files` (engine.autoedge.overwritten). False: it is not asked.
     EDITS_FILES: ClassVar[bool] = False
+    # Whether the kind holds a state that something else may change behind its back (a
+    # file, a key): its repairs of drift are watched for churn (engine.churn). False: its
+    # changes are actions (exec runs a command at each event), not repairs.
+    DRIFTS: ClassVar[bool] = False
 
     # The resource's name, unique within its kind in a graph.
     name: str
@@ -449,10 +461,8 @@ def _refused(values: Mapping[str, Received], err: ValidationError) -> str:
         shown = "(a secret)" if got.secret else show(got.value)
         parts.append(f"{key} {shown} received from {got.origin}")
     text = f"refused {' and '.join(parts)}: {why}"
-    for got in values.values():
-        if got.secret and isinstance(got.value, str) and got.value:
-            text = text.replace(got.value, "***")
-    return text
+    hidden = [got.value for got in values.values() if got.secret and isinstance(got.value, str)]
+    return redact_secrets(text, hidden)
 
 
 def members(res: Resource) -> list[Resource]:

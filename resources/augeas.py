@@ -194,6 +194,7 @@ class AugeasSet:
 @register("augeas")
 @dataclass(kw_only=True, eq=False)
 class AugeasRes(Resource):
+    DRIFTS = True  # its repairs are watched for churn (engine.churn)
     # The file to edit (absolute; it must exist). Required.
     file: str
     # The lens (e.g. "Sshd.lns"); only it is loaded. Default None: Augeas picks by path.

@@ -37,6 +37,7 @@ def hosts_path() -> str:
 @register("host")
 @dataclass(kw_only=True, eq=False)
 class HostRes(Resource):
+    DRIFTS = True  # its repairs are watched for churn (engine.churn)
     # "exists": the entry is in the file, as given; "absent": no entry for the name.
     state: Literal["exists", "absent"] = "exists"
     # The address (IPv4 or IPv6). Required with state exists.

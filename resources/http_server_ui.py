@@ -367,10 +367,10 @@ class HTTPServerUIInputRes(Resource):
         value = self._value
         self.handle.send(value=value)
         if value == self._sent:
-            return nothing_to_do(self.handle, f"{value!r} was sent already")
+            return nothing_to_do(self.handle, f"field {self.ident!r}: its value was sent already")
         if apply:
             self._sent = value
-        self.handle.logger.info("sending: %r", value)
+        self.handle.logger.info("sending: field %r changed", self.ident)
         return False
 
     @property
@@ -499,13 +499,13 @@ class HTTPServerUIInputRes(Resource):
         stored = await self._get()
         where = self._where()
         if self._saves != saves:  # a save meanwhile: its own check stores it, not this one
-            return nothing_to_do(self.handle, f"a newer value than {value!r} is to be stored")
+            return nothing_to_do(self.handle, "a newer value (a later save) is to be stored")
         if saves == self._saves_stored and stored is not None:
             self._show(stored)  # no save to store: the store's value is the field's
-            return nothing_to_do(self.handle, f"{where} holds {stored!r}")
+            return nothing_to_do(self.handle, f"{where} holds the value (no save to store)")
         if stored == value:
             self._saves_stored = saves
-            return nothing_to_do(self.handle, f"{where} holds {value!r}")
+            return nothing_to_do(self.handle, f"{where} holds the saved value")
         await apply_steps(self.handle, [self._store_step(value, saves)], apply)
         if not apply:  # not stored: a later change of the store is shown again
             self._saves_stored = saves
@@ -528,7 +528,9 @@ class HTTPServerUIInputRes(Resource):
             await self._set(value)
             self._saves_stored = saves
 
-        return Step(f"store {value!r} in {where}", f"stored {value!r} in {where}", store)
+        return Step(
+            f"store the saved value in {where}", f"stored the saved value in {where}", store
+        )
 
     def _where(self) -> str:
         scheme, key = self._store_key()

@@ -178,6 +178,7 @@ def render(root: dict[str, Any]) -> str:
 @register("json:edit")
 @dataclass(kw_only=True, eq=False)
 class JSONEditRes(Edgeable, Resource):
+    DRIFTS = True  # its repairs are watched for churn (engine.churn)
     # The document: an absolute path, file:///path or etcd:///key. Default None: the name.
     store: str | None = field(default=None, metadata=EMPTY_IS_UNSET)
     # The edits, applied in order (at least one). Required.

@@ -28,6 +28,7 @@ CAS_ATTEMPTS = 10
 @register("kv")
 @dataclass(kw_only=True, eq=False)
 class KVRes(Refreshable, Resource):
+    DRIFTS = True  # its repairs are watched for churn (engine.churn)
     # The key, e.g. "app/version" (no leading or trailing "/"). Default None: the name.
     key: str | None = None
     # The value to store; None deletes the key. Default None.

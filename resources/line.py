@@ -23,6 +23,7 @@ from resources._lib.lines import edit, watch_file
 @register("line")
 @dataclass(kw_only=True, eq=False)
 class LineRes(Resource):
+    DRIFTS = True  # its repairs are watched for churn (engine.churn)
     # The file (absolute). Required.
     file: str
     # "exists": the lines are in the file; "absent": they are not. Required.

@@ -113,6 +113,7 @@ def _backing_file(source: str) -> str | None:
 @register("mount")
 @dataclass(kw_only=True, eq=False)
 class MountRes(Edgeable, Resource):
+    DRIFTS = True  # its repairs are watched for churn (engine.churn)
     # "exists" (mounted, in fstab) or "absent" (unmounted, not in fstab). Required.
     state: Literal["exists", "absent"]
     # What to mount: a device, a file (loop-mounted) or a name for tmpfs... Default "".
@@ -196,6 +197,7 @@ class MountRes(Edgeable, Resource):
         fstab = self._fstab_steps()
         if fstab and self.state == "exists":
             self._point_missing()  # nor an fstab entry that boot would mount through a link
+            self._device_missing()
         return fstab + self._mount_steps(apply, entry_changed=bool(fstab))
 
     def _fstab_steps(self) -> list[Step]:
@@ -220,10 +222,43 @@ class MountRes(Edgeable, Resource):
     def _missing(self) -> str:
         """What mounting needs and is not there ("" if nothing); ResourceError for a mount
         point another user could redirect (_point_missing)."""
-        missing = self._point_missing()
-        if self.device.startswith("/") and not os.path.exists(self.device):
-            return f"the device {self.device} does not exist"
-        return missing
+        return self._point_missing() or self._device_missing()
+
+    def _device_missing(self) -> str:
+        """The device, image or bind source, when it is a path: "the device ... does not
+        exist", or "". Refused (ResourceError), as a mount point is: a directory on the way
+        that another user controls (a root-owned sticky one such as /tmp excepted), a symlink
+        the safe-path rule does not follow (only root's, in directories only root writes:
+        /dev/disk/by-uuid/...), and in a directory others can write a file that is not root's.
+        mount(8) opens the device by name after this check: no other user can then swap what
+        the name leads to (their image, root's disk) between the two."""
+        path, links = self.device, 0
+        if not path.startswith("/"):
+            return ""  # a name (tmpfs's), UUID=..., LABEL=...: mount(8) looks it up in /dev
+        while True:
+            parent, name = os.path.split(path)
+            try:
+                fd = safefs.open_dir(parent or "/", check=self._trusted_for_device)
+            except (FileNotFoundError, NotADirectoryError):
+                return f"the device {self.device} does not exist"
+            except safefs.UnsafePathError as err:
+                raise ResourceError(f"device {self.device}: {err}") from None
+            with safefs.closing(fd):
+                st = safefs.lstat_at(fd, name)
+                if st is None:
+                    return f"the device {self.device} does not exist"
+                if not stat.S_ISLNK(st.st_mode):
+                    _refuse_theirs(fd, st, f"the device {path}", "to another device or image")
+                    return ""
+                try:
+                    target = safefs.safe_link(fd, name, path)
+                except safefs.UnsafePathError as err:
+                    raise ResourceError(f"device {self.device}: {err}") from None
+                real = os.readlink(f"/proc/self/fd/{fd}")
+            path = os.path.normpath(os.path.join(real, target))
+            links += 1
+            if links > safefs.MAX_LINKS:
+                raise ResourceError(f"device {self.device}: too many symlinks")
 
     def _point_missing(self) -> str:
         """What is missing of the mount point ("" if nothing), checked before mount(8),
@@ -262,23 +297,18 @@ class MountRes(Edgeable, Resource):
                 )
             if not stat.S_ISDIR(st.st_mode):
                 return f"{self.name} is not a directory"
-            if st.st_uid not in (0, os.geteuid()) and os.fstat(fd).st_mode & 0o022:
-                raise ResourceError(
-                    f"the mount point {self.name} is owned by uid {st.st_uid} in {parent}, "
-                    "which others can write: they could swap it for a symlink; refusing it "
-                    "(make it root's)"
-                )
+            _refuse_theirs(fd, st, f"the mount point {self.name}", "")
         return ""
 
     @staticmethod
     def _trusted(fd: int, shown: str) -> None:
         """Every directory above a mount point: not one another user controls."""
-        why = safefs.controlled_by_others(os.fstat(fd), sticky_ok=True)
-        if why:
-            raise safefs.UnsafePathError(
-                f"{shown} {why}: refusing to mount or unmount below it (another user could "
-                "put a symlink on the way and choose where the file system lands)"
-            )
+        _refuse_others(fd, shown, "to mount or unmount below it", "where the file system lands")
+
+    @staticmethod
+    def _trusted_for_device(fd: int, shown: str) -> None:
+        """Every directory above a device path: not one another user controls."""
+        _refuse_others(fd, shown, "to mount a device below it", "what is mounted")
 
     def _mount_steps(self, apply: bool, entry_changed: bool) -> list[Step]:
         here = [m for m in mounts() if m.point == self.name]
@@ -398,6 +428,28 @@ class MountRes(Edgeable, Resource):
 
 
 _OPPOSITE = {"ro": "rw"}
+
+
+def _refuse_theirs(dir_fd: int, st: os.stat_result, shown: str, to: str) -> None:
+    """ResourceError when `shown` (its lstat st, in the directory dir_fd) is another user's in
+    a directory others can write: its owner could rename it and put a symlink there."""
+    if st.st_uid not in (0, os.geteuid()) and os.fstat(dir_fd).st_mode & 0o022:
+        parent = os.readlink(f"/proc/self/fd/{dir_fd}")
+        raise ResourceError(
+            f"{shown} is owned by uid {st.st_uid} in {parent}, which others can write: they "
+            f"could swap it for a symlink{' ' + to if to else ''}; refusing it (make it root's)"
+        )
+
+
+def _refuse_others(fd: int, shown: str, refusing: str, choose: str) -> None:
+    """UnsafePathError when another user controls the directory fd (a root-owned sticky one,
+    /tmp, passes): they could put a symlink on the way and choose `choose`."""
+    why = safefs.controlled_by_others(os.fstat(fd), sticky_ok=True)
+    if why:
+        raise safefs.UnsafePathError(
+            f"{shown} {why}: refusing {refusing} (another user could put a symlink on the way "
+            f"and choose {choose})"
+        )
 
 
 def _fstab_point(line: str) -> str | None:

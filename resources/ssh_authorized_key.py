@@ -54,6 +54,7 @@ _USER = re.compile(r"[a-z_][a-z0-9_.-]*\$?", re.IGNORECASE)
 @register("ssh:authorized_key")
 @dataclass(kw_only=True, eq=False)
 class SshAuthorizedKeyRes(Edgeable, Resource):
+    DRIFTS = True  # its repairs are watched for churn (engine.churn)
     # "exists": the line is in the file; "absent": it is not. Required.
     state: Literal["exists", "absent"]
     # The authorized_keys file (absolute, or ~/..., ~user/...). Default ~/.ssh/authorized_keys

@@ -45,6 +45,7 @@ def proc_sys() -> str:
 @register("sysctl")
 @dataclass(kw_only=True, eq=False)
 class SysctlRes(Resource):
+    DRIFTS = True  # its repairs are watched for churn (engine.churn)
     # The value, as the kernel prints it back (no trailing newline). Required.
     value: str
     # Set the value in the running kernel now. Default true.

@@ -25,6 +25,7 @@ from resources._lib.plan import Step, apply_steps, nothing_to_do, value_change
 @register("value")
 @dataclass(kw_only=True, eq=False)
 class ValueRes(Resource):
+    DRIFTS = True  # its repairs are watched for churn (engine.churn)
     SENDS: ClassVar[Mapping[str, Any]] = {"any": Any}
 
     # The value: any plain data. Default None (no value: a stored one is deleted).

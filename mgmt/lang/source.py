@@ -538,9 +538,11 @@ class LangSource:
 
     # the loop -------------------------------------------------------------------------------
 
-    async def _settle(self) -> None:
-        """Give streams that start without a value (os.system's first line) up to SETTLE_WAIT
-        s to produce one, so that the first graph already has it (mgmt waits for them too)."""
+    async def _settle(self, outcome: str = "waiting") -> str:
+        """Give streams that start without a value (os.system's first line, os.readfile's
+        read in a thread) up to SETTLE_WAIT s to produce one, so that the first graph already
+        has it (mgmt waits for them too). The last evaluation's outcome (_evaluate's), else
+        `outcome`."""
         assert self.runtime is not None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SETTLE_WAIT):
@@ -548,9 +550,10 @@ class LangSource:
                     self._kick.clear()
                     if not self.runtime.pending:
                         await self._kick.wait()
-                    self._evaluate()
+                    outcome = self._evaluate()
         if self.runtime.pending or self._reload:
             self._kick.set()  # for the loop
+        return outcome
 
     async def _loop(self) -> None:
         while True:
@@ -689,6 +692,8 @@ class LangSource:
         # Said once the new program is evaluated: an edit whose graph fails, or is the running
         # one, swaps nothing in (the program runs; its graph follows it when it changes).
         outcome = self._evaluate()
+        if outcome == "waiting" and (not self.needs_cluster or self.ctx.world.world is not None):
+            outcome = await self._settle(outcome)  # as a load: the first graph has its values
         log.info("program file changed: %s", _SWAPPED[outcome])
         self._set_problem()
         self._ask_for_cluster()

@@ -26,6 +26,7 @@ import os
 import secrets
 import string
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -177,31 +178,67 @@ def read_for_program(path: str) -> str:
         raise ValueError(f"cannot read {path}: {err}") from None
 
 
+# Files a program reads are read in this many threads, not on the event loop (READERS reads
+# at once; the others wait their turn): a slow disk or a MAX_LEN file holds up only the values
+# read from it, never the loop that repairs every resource (until 2026-12-05 they were read on
+# the loop). A pool of their own: reads cannot take the threads resources block in.
+READERS = 4
+_readers: ThreadPoolExecutor | None = None
+
+
+async def read_off_loop(path: str) -> str:
+    """read_for_program(path) in one of the READERS threads (ValueError as it raises it)."""
+    global _readers  # noqa: PLW0603 (made at the first read: most programs read no file)
+    if _readers is None:
+        _readers = ThreadPoolExecutor(READERS, thread_name_prefix="lang-read")
+    return await asyncio.get_running_loop().run_in_executor(_readers, read_for_program, path)
+
+
 class ReadFile(Stream):
     """os.readfile(path): the content; re-read whenever inotify reports a change, once a
     writer in place closed it (engine.watcher.follow_writes: mgmt reads at each event, and a
     truncate then gave ''). A relative path is relative to the agent's working directory, as
-    in mgmt."""
+    in mgmt. Read off the loop (read_off_loop): the first value comes once the first read is
+    done (the program waits for it as for os.system's first line), once the watch is up; changes
+    that come during a read make one read more, after it."""
 
     def start(self) -> None:
         self.path = Path(self.args[0]).absolute()  # relative: to the agent's directory (mgmt's)
-        self._read()
+        self._stale = asyncio.Event()  # a change not read yet
         self._tasks.append(self.host.spawn(self._watch(), f"watch {self.path}"))
 
-    def _read(self) -> None:
+    async def _read(self) -> None:
         try:
-            text = read_for_program(str(self.path))
+            text = await read_off_loop(str(self.path))
         except ValueError as err:
             self.fail(str(err))
             return
         self.emit(text)
 
+    async def _reads(self) -> None:
+        while True:
+            await self._stale.wait()
+            self._stale.clear()
+            await self._read()
+
     async def _watch(self) -> None:
         from engine.watcher import PathWatcher, follow_writes
 
-        async with PathWatcher([self.path]) as watcher:
-            self._read()  # a change between the first read and the watch start is not missed
-            await follow_writes(watcher, self._read)  # not a half-written file's first half
+        watcher = PathWatcher([self.path])
+        try:
+            watcher.open()
+        except OSError as err:  # out of inotify watches: said, not a value that never comes
+            self.fail(f"cannot watch {self.path}: {err.strerror or err}")
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                # The first read once the watch is up: a change after it is an event, read at
+                # its writer's close (no read runs alongside a writer the watch has seen).
+                self._stale.set()
+                group.create_task(self._reads())
+                await follow_writes(watcher, self._stale.set)  # not a half-written file's half
+        finally:
+            await watcher.aclose()
 
 
 class History(Stream):

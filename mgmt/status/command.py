@@ -153,6 +153,8 @@ def table(snapshot: dict[str, Any]) -> str:
         detail = f"error: {v['error']}" if v["error"] else v["last_change"]
         if v.get("waits"):
             detail = "waits for " + ", ".join(f"{w['id']} ({w['state']})" for w in v["waits"])
+        if v.get("churn"):  # engine.churn
+            detail = f"changed behind our back {v['churn']} times; {detail}"
         rows.append((_printable(v["id"]), v["state"], _clock(v["since"]), _printable(detail)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:

@@ -257,6 +257,9 @@ class StatusModel:
         }
         if info.state == "pending":
             vertex["waits"] = self.waits(key)
+        running = self.engine.vertices.get(key)
+        if running is not None and running.stats.churn:  # changed behind its back (engine.churn)
+            vertex["churn"] = running.stats.churn
         return vertex
 
     def waits(self, key: Key) -> list[dict[str, str]]:

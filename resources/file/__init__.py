@@ -47,6 +47,7 @@ from resources.file.where import (
     entry_label,
     filler,
     kind_of,
+    new_group,
     owner_after,
     read_small,
     same,
@@ -88,6 +89,8 @@ def _parents(directory: str) -> list[UID]:
 @dataclass(kw_only=True, eq=False)
 class FileRes(Edgeable, Reversible, Listening, Resource):
     """A file, a directory or a symlink: its content, mode, owner and state."""
+
+    DRIFTS = True  # its repairs are watched for churn (engine.churn)
 
     SENDS: ClassVar[Mapping[str, Any]] = {"content": str}
 
@@ -713,7 +716,9 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         cur = st if st is not None and stat.S_ISREG(st.st_mode) else None
         source, src = self._source(held, want_dir=False)
         uid, gid = self._ids()
-        mode = self._want_mode(cur, src, False, (uid, gid))
+        # A new file's group (a set-group-ID directory's) matters to a source's set-ID bit only.
+        setgid = cur is None and src is not None and src.st_mode & stat.S_ISGID
+        mode = self._want_mode(cur, src, False, (uid, gid), where.new_group() if setgid else None)
         changes = attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
         data: bytes | int | None = self.content.encode() if self.content is not None else source
         if self.fragments is not None:
@@ -789,14 +794,22 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         cur = st if st is not None and stat.S_ISDIR(st.st_mode) else None
         source, src = self._source(held, want_dir=True)
         uid, gid = self._ids()
-        mode = self._want_mode(cur, src, True, (uid, gid))
+        top_group = where.new_group() if cur is None else None  # a new directory's group
+        mode = self._want_mode(cur, src, True, (uid, gid), top_group)
         if cur is None:
             make = functools.partial(where.make_dir, TOP, mode, uid, gid)
             steps.append(Step(f"create directory {path}", f"created directory {path}", make))
         steps += attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
         if source is not None:
+            inherit = new_group(mode, owner_after(uid, gid, cur, top_group)[1])
             tree = functools.partial(
-                self._plan_tree, where, (source, ()), TOP, cur is not None, (uid, gid)
+                self._plan_tree,
+                where,
+                (source, ()),
+                TOP,
+                cur is not None,
+                (uid, gid),
+                inherit=inherit,
             )
             steps += await in_thread(tree)
         elif self.purge and cur is not None:
@@ -821,9 +834,17 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         return keep
 
     def _plan_tree(
-        self, where: Where, src: Src, dst: Entry, dst_is_dir: bool, ids: tuple[int, int]
+        self,
+        where: Where,
+        src: Src,
+        dst: Entry,
+        dst_is_dir: bool,
+        ids: tuple[int, int],
+        *,
+        inherit: int,
     ) -> list[Step]:
         """Steps that make the tree below dst mirror the one below src (runs in a thread).
+        `inherit`: the group a new inode in dst gets (new_group), for the set-ID rule.
 
         Both trees are read through descriptors, one directory at a time, and no symlink in
         them is followed: a link is an entry like any other.
@@ -842,7 +863,13 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             entry = child(dst, name)
             try:
                 steps += self._plan_entry(
-                    where, (src_root, (*src_rel, name)), entry, src_st, have.get(name), ids=ids
+                    where,
+                    (src_root, (*src_rel, name)),
+                    entry,
+                    src_st,
+                    have.get(name),
+                    ids=ids,
+                    inherit=inherit,
                 )
             except ResourceError as err:  # one entry refused: its siblings are still repaired
                 self._refused.append(str(err))
@@ -862,6 +889,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         st: os.stat_result | None,
         *,
         ids: tuple[int, int],
+        inherit: int,
     ) -> list[Step]:
         src_root, src_rel = src
         rel = entry_label(entry)
@@ -877,13 +905,15 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             st = None
         uid, gid = ids
         have = (src_st.st_uid, src_st.st_gid)
-        bits = setid_kept(stat.S_IMODE(src_st.st_mode), have, owner_after(uid, gid, st))
+        want = owner_after(uid, gid, st, inherit)
+        bits = setid_kept(stat.S_IMODE(src_st.st_mode), have, want)
         if kind == "directory":
             make = functools.partial(where.make_dir, entry, bits, uid, gid)
             if st is None:
                 steps.append(Step(f"create directory {rel}/", f"created directory {rel}/", make))
             steps += attr_steps(where, entry, rel + " ", st, mode=bits, uid=uid, gid=gid)
-            return steps + self._plan_tree(where, src, entry, st is not None, ids)
+            below = new_group(bits, want[1])
+            return steps + self._plan_tree(where, src, entry, st is not None, ids, inherit=below)
         with safefs.closing(safefs.sub_dir(src_root, src_rel[:-1])) as src_dir:
             if kind == "symlink":
                 target = os.readlink(src_rel[-1], dir_fd=src_dir)
@@ -980,11 +1010,12 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         src: os.stat_result | None,
         is_dir: bool,
         ids: tuple[int, int],
+        new_gid: int | None = None,
     ) -> int:
         """The permission bits path must end with: `mode`, else the source's, else kept. The
         set-ID bits of the source, or of the current inode, are kept only for the same owner
         (setid_kept): unless `mode` sets them, root never gets a user's set-ID file."""
-        want = owner_after(*ids, cur)
+        want = owner_after(*ids, cur, new_gid)
         src_bits = None
         if src is not None:
             src_bits = setid_kept(stat.S_IMODE(src.st_mode), (src.st_uid, src.st_gid), want)

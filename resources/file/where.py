@@ -81,14 +81,25 @@ def setid_kept(bits: int, have: tuple[int, int], want: tuple[int, int]) -> int:
     return bits
 
 
-def owner_after(uid: int, gid: int, st: os.stat_result | None) -> tuple[int, int]:
+def owner_after(
+    uid: int, gid: int, st: os.stat_result | None, new_gid: int | None = None
+) -> tuple[int, int]:
     """The uid and gid an inode has after a change with ids uid, gid (-1: unmanaged): the
-    current inode's (st) where unmanaged, else a new one's, the agent's."""
+    current inode's (st) where unmanaged, else a new one's: the agent's uid, and `new_gid`
+    (new_group: a set-group-ID directory's group), by default the agent's gid."""
     if uid == -1:
         uid = st.st_uid if st is not None else os.geteuid()
     if gid == -1:
-        gid = st.st_gid if st is not None else os.getegid()
+        gid = st.st_gid if st is not None else os.getegid() if new_gid is None else new_gid
     return uid, gid
+
+
+def new_group(dir_mode: int, dir_gid: int) -> int:
+    """The group a new inode gets in a directory of this mode and group when it is given
+    none: the directory's when it is set-group-ID (the kernel's rule), else the agent's. Until
+    2026-12-05 the set-ID rule took the agent's: a set-group-ID file copied into a
+    set-group-ID directory kept its bit on the directory's group, which the source lacked."""
+    return dir_gid if dir_mode & stat.S_ISGID else os.getegid()
 
 
 # where the changes happen: descriptors, never paths ------------------------------------------
@@ -189,6 +200,14 @@ class Where:
             yield fd, entry[-1]
 
     # reading
+
+    def new_group(self) -> int:
+        """The group a new inode at the path gets when it is given none (new_group); its
+        missing parents, made with exact modes here, are not set-group-ID."""
+        if self.missing:
+            return os.getegid()
+        st = os.fstat(self.fd)
+        return new_group(st.st_mode, st.st_gid)
 
     def lstat(self, entry: Entry) -> os.stat_result | None:
         if self.missing:

@@ -203,7 +203,7 @@ def test_a_template_another_user_writes_cannot_read_roots_files_or_environment(
         as_nobody(home, f"printf '%s' 'Welcome to {{{{.}}}} {{{{ {call} }}}}' > motd.tmpl")
         code, out = run_once("lang", program)
         assert code == 2, out
-        assert "is not available in a template (it reads the agent's files or environment" in out
+        assert "is not available in a template (it reads the agent's files, environment" in out
         assert "root-only-secret" not in out and not (tmp_path / "root" / "motd").exists()
     as_nobody(home, "printf '%s' 'Welcome to {{.}}' > motd.tmpl")
     code, out = run_once("lang", program)

@@ -26,6 +26,7 @@ class ProbeState:
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     handle: Handle | None = None
     result: Any = None  # override the return value (e.g. a non-bool)
+    cleanup_fails: bool = False  # cleanup() raises, naming the probe's tag
 
 
 STATE: dict[str, ProbeState] = {}
@@ -50,6 +51,8 @@ class ProbeRes(Refreshable, Resource):
 
     async def cleanup(self) -> None:
         state(self.name).cleanups += 1
+        if state(self.name).cleanup_fails:
+            raise RuntimeError(f"cannot close {self.tag}")
 
     async def watch(self) -> None:
         state(self.name).watch_starts += 1

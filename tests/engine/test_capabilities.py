@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,9 @@ import pytest
 
 from engine.engine import Engine, Status
 from engine.graph import Edge, Graph, Key
+from engine.handle import ResourceLogger
 from engine.meta import Meta
+from engine.params import redact_secrets
 from engine.resource import UID, Listening
 from resources.exec import ExecRes
 from resources.file import FileRes
@@ -229,6 +232,39 @@ async def test_a_refused_secret_is_not_shown(tmp_path: Path, engine: Engine) -> 
         "expected an absolute path, got '***'"
     )
     assert secret not in error
+
+
+async def test_a_received_secret_is_hidden_in_a_traceback_too(
+    tmp_path: Path, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A receiver's failure logged with its traceback (a cleanup that fails: the engine's
+    `exception()`): the error's text in the traceback is redacted as the line is. Before
+    2026-12-05 only the line was: the traceback's last line named the password."""
+    state("tb").cleanup_fails = True
+    graph = graph_of(PasswordRes(name="pw", length=12), ProbeRes(name="tb"))
+    graph.connect(("password", "pw"), ("probe", "tb"), Edge(sendrecv=(("password", "tag"),)))
+    await engine.apply(graph)
+    sent = engine.vertices[("password", "pw")].sent
+    await settle(engine, lambda: "password" in sent)
+    secret = sent["password"]
+    probe = engine.vertices[("probe", "tb")].res
+    await settle(engine, lambda: isinstance(probe, ProbeRes) and probe.tag == secret)
+    await engine.apply(Graph("empty"))  # the probe goes: its cleanup fails
+    assert "probe[tb]: cleanup failed\nTraceback" in caplog.text
+    assert "RuntimeError: cannot close ***" in caplog.text and secret not in caplog.text
+
+
+def test_a_short_secret_is_redacted_only_as_a_whole_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A secret under SHORT_SECRET characters is "***" where it stands alone, not inside
+    other words (which it garbled, and showed: "f***ed" is "ail"); a longer one everywhere."""
+    logger = ResourceLogger(logging.getLogger("engine"), {"res_kind": "k", "res_name": "n"})
+    logger.hide("ab")
+    logger.hide("long-secret")
+    logger.warning("cabbage ab=ab (ab), ab_c; xlong-secrety %s", "ab")
+    assert caplog.messages == ["k[n]: cabbage ***=*** (***), ab_c; x***y ***"]
+    assert redact_secrets("ail in failed; ail", ["ail"]) == "*** in failed; ***"
 
 
 # reversal -------------------------------------------------------------------------------------

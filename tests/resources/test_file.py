@@ -399,6 +399,41 @@ async def test_a_copy_keeps_set_id_bits_for_the_same_owner_or_when_mode_asks(
     assert bits(tmp_path / "copy") == 0o4750  # root's own set-ID file, root's copy
 
 
+async def test_a_set_group_id_directorys_group_is_the_one_the_set_id_rule_compares(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    """A new file in a set-group-ID directory takes the directory's group: root's own 2755
+    file (group root) copied there keeps no set-group-ID bit, which would be on the
+    directory's group (before 2026-12-05 it did: a set-group-ID 65534 program); one whose group
+    is the directory's keeps it; a tree's new set-group-ID directory passes its group on."""
+    shared, src = tmp_path / "shared", tmp_path / "src"
+    for directory in (shared, src):
+        directory.mkdir()
+        os.chown(directory, 0, NOBODY)
+        directory.chmod(0o2775)
+    (src / "tool").write_text("root's\n")
+    os.chown(src / "tool", 0, 0)  # not the group of src, set-group-ID: root's
+    (src / "theirs").write_text("group 65534's\n")  # src's group
+    for name in ("tool", "theirs"):
+        (src / name).chmod(0o2755)
+    made = [
+        await make(run_resource, name="one", path=f"{shared}/one", source=f"{src}/tool"),
+        await make(run_resource, name="two", path=f"{shared}/two", source=f"{src}/theirs"),
+        await make(run_resource, name="t", path=f"{shared}/tree/", source=f"{src}/", recurse=True),
+    ]
+    for res in made:
+        await converges(res)
+
+    def group_and_bits(path: Path) -> tuple[int, int]:
+        return path.stat().st_gid, bits(path)
+
+    assert group_and_bits(shared / "one") == (NOBODY, 0o755)
+    assert group_and_bits(shared / "two") == (NOBODY, 0o2755)
+    assert group_and_bits(shared / "tree") == (NOBODY, 0o2775)  # its source's group: kept
+    assert group_and_bits(shared / "tree" / "tool") == (NOBODY, 0o755)
+    assert group_and_bits(shared / "tree" / "theirs") == (NOBODY, 0o2755)
+
+
 @pytest.mark.parametrize("content", [None, "new\n"], ids=["chown", "rewrite"])
 async def test_chown_to_another_owner_drops_set_id_bits(
     tmp_path: Path, run_resource: Any, content: str | None

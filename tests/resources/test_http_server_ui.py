@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -42,7 +43,23 @@ async def save(base: str, ident: str, value: str) -> tuple[int, Any]:
     return status, json.loads(body)
 
 
-async def test_the_page_the_api_and_values_sent_on(tmp_path: Path, engine: Engine) -> None:
+@pytest.fixture
+def debug_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every line, debug ones too (the "nothing to do" reasons)."""
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+def assert_not_logged(caplog: pytest.LogCaptureFixture, *values: str) -> None:
+    """No line of the ui's holds any of `values` (what was typed or stored: a field may be a
+    password; `print` prints what it was sent, its job)."""
+    lines = [line for line in caplog.messages if not line.startswith("print[")]
+    assert not [line for line in lines if any(v in line for v in values)]
+
+
+async def test_the_page_the_api_and_values_sent_on(
+    tmp_path: Path, engine: Engine, debug_log: pytest.LogCaptureFixture
+) -> None:
     port = free_port()
     shown = PrintRes(name="shown")
     graph = graph_of(
@@ -96,11 +113,14 @@ async def test_the_page_the_api_and_values_sent_on(tmp_path: Path, engine: Engin
     watch = asyncio.create_task(get_json(f"{base}/ui/watch/text1"))
     done, _ = await asyncio.wait([watch], timeout=0.3)
     assert not done  # held: nothing changed
-    assert await save(base, "text1", "hello") == (200, None)
+    assert await save(base, "text1", "hunter2-typed") == (200, None)
     async with asyncio.timeout(10):
-        assert await watch == (200, {"value": "hello"})
-    await settle(engine, lambda: shown.msg == "hello")
+        assert await watch == (200, {"value": "hunter2-typed"})
+    await settle(engine, lambda: shown.msg == "hunter2-typed")
     assert engine.vertices[("print", "shown")].status is Status.OK
+    # What was typed (a field may be a password) is in no line: the field's name is.
+    assert "http:server:ui:input[text1]: sending: field 'text1' changed" in debug_log.messages
+    assert_not_logged(debug_log, "hunter2")
 
     # Bad saves: 400 with mgmt's JSON error, nothing changes.
     assert await save(base, "range1", "9") == (400, {"error": "bad data: 9 is outside 0..5"})
@@ -159,7 +179,9 @@ async def test_watches_of_closed_pages_are_dropped(tmp_path: Path, engine: Engin
 
 
 @pytest.mark.parametrize("scheme", ["world", "local"])
-async def test_a_store_takes_saves_and_shows_its_changes(tmp_path: Path, scheme: str) -> None:
+async def test_a_store_takes_saves_and_shows_its_changes(
+    tmp_path: Path, scheme: str, debug_log: pytest.LogCaptureFixture
+) -> None:
     world = MemoryWorld("test")
     engine = Engine(hostname="test", prefix=tmp_path, world=world)
     try:
@@ -219,6 +241,7 @@ async def test_a_store_takes_saves_and_shows_its_changes(tmp_path: Path, scheme:
             assert await watch == (200, {"value": "changed elsewhere"})
         await settle(engine)
         assert await stored() == "changed elsewhere"  # the last one wins: not overwritten
+        assert_not_logged(debug_log, "'saved'", "changed elsewhere", "from the store")
     finally:
         await engine.stop(graceful=False)
 

@@ -295,15 +295,19 @@ async def test_a_mount_point_another_user_could_redirect_is_refused(
     await run_command(["umount", str(mine)], timeout=30)
 
 
+async def _ext4_image(image: Path) -> Path:
+    """A 4 MiB ext4 image file, made at `image`."""
+    await run_command(["truncate", "-s", "4M", str(image)], timeout=60)
+    await run_command(["mkfs.ext4", "-q", "-F", str(image)], timeout=60)
+    return image
+
+
 @inside
 async def test_mount_loop_image(
     run_resource: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MGMT_FSTAB", str(tmp_path / "fstab"))
-    image = tmp_path / "fs.img"
-    image.touch()
-    os.truncate(image, 4 << 20)
-    await run_command(["mkfs.ext4", "-q", "-F", str(image)], timeout=60)
+    image = await _ext4_image(tmp_path / "fs.img")
     point = tmp_path / "loop"
     point.mkdir()
     res = MountRes(name=str(point), state="exists", device=str(image), type="ext4")
@@ -326,6 +330,66 @@ async def test_mount_loop_image(
     with pytest.raises(ValidationError) as err:
         MountRes(name=str(point), state="exists", device="x", type="ext4,ro").validate()
     assert err.value.key == "type"
+
+
+def _plant_device(tmp_path: Path, image: Path, plant: str) -> tuple[Path, str]:
+    """The device path another user could swap, and the refusal expected."""
+    theirs, shared = tmp_path / "theirs", tmp_path / "shared"  # shared: like /tmp
+    theirs.mkdir()
+    shared.mkdir()
+    shared.chmod(0o1777)
+    if plant == "an image in their directory":
+        device = theirs / "fs.img"
+        shutil.copy(image, device)
+        os.chown(theirs, NOBODY, NOBODY)
+        return device, f"device {device}: {theirs} is owned by uid {NOBODY}: refusing to mount"
+    device = shared / "fs.img"
+    if plant == "their link in a shared directory":  # to root's image, or root's disk
+        device.symlink_to(image)
+        os.lchown(device, NOBODY, NOBODY)
+        return device, f"device {device}: refusing to follow the symlink {device}"
+    shutil.copy(image, device)  # their image in a shared directory: renamed, a link put there
+    os.chown(device, NOBODY, NOBODY)
+    return device, f"the device {device} is owned by uid {NOBODY} in {shared}, which others"
+
+
+@inside
+@pytest.mark.parametrize(
+    "plant",
+    [
+        "an image in their directory",
+        "their link in a shared directory",
+        "their image in a shared directory",
+    ],
+)
+async def test_a_device_another_user_could_swap_is_refused(
+    run_resource: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plant: str
+) -> None:
+    """mount(8) opens the device by name after our check: a device path that another user
+    could swap for a symlink (to root's disk, another image) meanwhile is refused, as a mount
+    point is, before fstab or mount(8). Until 2026-12-05 it was mounted. A root-owned link in
+    a root-owned directory (as /dev/disk/by-uuid/...) is followed."""
+    fstab = tmp_path / "fstab"
+    fstab.write_text("")
+    monkeypatch.setenv("MGMT_FSTAB", str(fstab))
+    image = await _ext4_image(tmp_path / "root.img")
+    point = tmp_path / "mnt"
+    point.mkdir()
+    device, why = _plant_device(tmp_path, image, plant)
+    before = _read(MOUNTINFO)
+    res = MountRes(name=str(point), state="exists", device=str(device), type="ext4")
+    await run_resource(res, watch=False)  # type: ignore[operator]
+    for apply in (False, True):
+        with pytest.raises(ResourceError, match=why):
+            await res.check_apply(apply)
+    assert _read(MOUNTINFO) == before and fstab.read_text() == ""
+    (tmp_path / "by-uuid").mkdir()
+    (tmp_path / "by-uuid" / "x").symlink_to("../root.img")  # root's link, root's directory
+    ok = MountRes(name=str(point), state="exists", device=f"{tmp_path}/by-uuid/x", type="ext4")
+    await run_resource(ok, watch=False)  # type: ignore[operator]
+    assert await ok.check_apply(True) is False
+    assert await ok.check_apply(True) is True  # the image behind the link is recognised
+    await run_command(["umount", str(point)], timeout=30)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 
+from mgmt.lang import streams
 from mgmt.lang.funcs.registry import define, fail
 
 _ENV_REF = re.compile(r"\$\{([^}]*)\}|\$([A-Za-z0-9_]+)")
@@ -40,13 +41,19 @@ def executable() -> str:
     return os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else sys.executable
 
 
-def _read_file(name: str) -> str:
-    from mgmt.lang.streams import read_for_program
+class ReadFileOnce(streams.Stream):
+    """golang/os.read_file(name): the file's content, read once per call site and name (a new
+    name reads again; os.readfile follows changes), off the event loop as os.readfile
+    (streams.read_off_loop)."""
 
-    try:
-        return read_for_program(name)
-    except ValueError as err:
-        raise fail(str(err)) from None
+    def start(self) -> None:
+        self._tasks.append(self.host.spawn(self._read(self.args[0]), f"read {self.args[0]}"))
+
+    async def _read(self, name: str) -> None:
+        try:
+            self.emit(await streams.read_off_loop(name))
+        except ValueError as err:
+            self.fail(str(err))
 
 
 def _look_path(name: str) -> str:
@@ -59,15 +66,17 @@ def _look_path(name: str) -> str:
 _M = "golang/os."
 define(_M + "executable", "func() str", impl=executable)
 define(_M + "expand_env", "func(str) str", impl=expand_env)
-define(_M + "getegid", "func() int", impl=os.getegid)
+define(_M + "getegid", "func() int", impl=os.getegid, host=False)
 define(_M + "getenv", "func(str) str", impl=lambda key: os.environ.get(key, ""))
-define(_M + "geteuid", "func() int", impl=os.geteuid)
-define(_M + "getgid", "func() int", impl=os.getgid)
-define(_M + "getpagesize", "func() int", impl=lambda: os.sysconf("SC_PAGESIZE"))
-define(_M + "getpid", "func() int", impl=os.getpid)
-define(_M + "getppid", "func() int", impl=os.getppid)
-define(_M + "getuid", "func() int", impl=os.getuid)
-define(_M + "read_file", "func(str) str", impl=_read_file, doc="read once (os.readfile follows)")
+define(_M + "geteuid", "func() int", impl=os.geteuid, host=False)
+define(_M + "getgid", "func() int", impl=os.getgid, host=False)
+define(_M + "getpagesize", "func() int", impl=lambda: os.sysconf("SC_PAGESIZE"), host=False)
+define(_M + "getpid", "func() int", impl=os.getpid, host=False)
+define(_M + "getppid", "func() int", impl=os.getppid, host=False)
+define(_M + "getuid", "func() int", impl=os.getuid, host=False)
+define(
+    _M + "read_file", "func(str) str", stream=ReadFileOnce, doc="read once (os.readfile follows)"
+)
 define(_M + "readlink", "func(str) str", impl=os.readlink)
 define(_M + "temp_dir", "func() str", impl=tempfile.gettempdir)
 define(_M + "user_cache_dir", "func() str", impl=lambda: _xdg("XDG_CACHE_HOME", ".cache"))

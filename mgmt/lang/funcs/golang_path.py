@@ -60,8 +60,8 @@ for _m in ("golang/path.", "golang/path/filepath."):
     define(_m + "is_abs", "func(str) bool", impl=posixpath.isabs)
 
 _F = "golang/path/filepath."
-define(_F + "abs", "func(str) str", impl=lambda p: clean(os.path.join(os.getcwd(), p)))
-define(_F + "eval_symlinks", "func(str) str", impl=_eval_symlinks)
+define(_F + "abs", "func(str) str", impl=lambda p: clean(os.path.join(os.getcwd(), p)), host=True)
+define(_F + "eval_symlinks", "func(str) str", impl=_eval_symlinks, host=True)
 define(_F + "from_slash", "func(str) str", impl=lambda p: p)
 define(_F + "has_prefix", "func(str, str) bool", impl=_has_prefix)
 define(_F + "is_local", "func(str) bool", impl=_is_local)

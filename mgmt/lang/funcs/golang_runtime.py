@@ -9,6 +9,11 @@ import sys
 from mgmt.lang import streams
 from mgmt.lang.funcs.registry import define
 
-define("golang/runtime.version", "func() str", impl=lambda: f"python{platform.python_version()}")
-define("golang/runtime.goroot", "func() str", impl=lambda: sys.prefix)
-define("golang/runtime.num_cpu", "func() int", impl=streams.cpu_count)
+define(
+    "golang/runtime.version",
+    "func() str",
+    impl=lambda: f"python{platform.python_version()}",
+    host=False,
+)
+define("golang/runtime.goroot", "func() str", impl=lambda: sys.prefix, host=False)
+define("golang/runtime.num_cpu", "func() int", impl=streams.cpu_count, host=False)

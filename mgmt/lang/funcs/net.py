@@ -248,7 +248,7 @@ define(
     doc='"aa:bb:..." -> "aa-bb-..."',
 )
 define("net.ip_in_cidr", "func(str, str) bool", impl=ip_in_cidr)
-define("net.macs", "func() []str", impl=macs, doc="this host's MACs, but the loopback's")
+define("net.macs", "func() []str", impl=macs, doc="this host's MACs, but the loopback's", host=True)
 define(
     "net.split_hostport",
     "func(str) struct{host str; port str}",

@@ -67,9 +67,43 @@ class Builtin:
     typing: Rule | None = None
     ctx: bool = False
     doc: str = ""
+    # It reads the agent's files, environment or process (a file's content or link, a
+    # variable, the working directory, the command line), not only its arguments: not
+    # callable from a template (template_funcs). define() derives it (PURE_MODULES).
+    host: bool = True
 
 
 MODULES: dict[str, dict[str, Builtin]] = {}
+
+# The modules whose functions compute from their arguments only. A function of any other
+# module, a new one included, reads the host unless it says otherwise (`define(host=False)`:
+# the agent's uid, the number of CPUs), and one of these that reads it says so (`host=True`):
+# so a new function that reads the agent's files or environment is kept out of templates by
+# default (tests/mgmt/lang/funcs/test_template_host.py checks every one by what it calls).
+PURE_MODULES = frozenset(
+    {
+        "",
+        "convert",
+        "datetime",
+        "encoding",
+        "example",
+        "fmt",
+        "golang",
+        "golang/html",
+        "golang/math",
+        "golang/path",
+        "golang/path/filepath",
+        "golang/strconv",
+        "golang/strings",
+        "iter",
+        "list",
+        "map",
+        "math",
+        "net",
+        "regexp",
+        "strings",
+    }
+)
 
 # Names some of mgmt's own examples still call, with mgmt's name for the function: an unknown
 # function's error names it (mgmt has no alias; its examples/lang/exec_func.mcl is stale).
@@ -104,14 +138,18 @@ def define(
     typing: Rule | None = None,
     ctx: bool = False,
     doc: str = "",
+    host: bool | None = None,
 ) -> None:
     """Register a builtin: "module.name" (the module's import path: "golang/strings.join"),
-    or a bare name for a core function that needs no import."""
+    or a bare name for a core function that needs no import. `host`: whether it reads the
+    agent's files, environment or process (Builtin.host); by default, unless its module is
+    one of PURE_MODULES."""
     module, _, short = name.rpartition(".")
     table = MODULES.setdefault(module, {})
     if short in table:
         raise ValueError(f"builtin {name} is defined twice")
-    table[short] = Builtin(name, sigs, impl, stream, typing, ctx, doc)
+    reads = module not in PURE_MODULES if host is None else host
+    table[short] = Builtin(name, sigs, impl, stream, typing, ctx, doc, reads)
 
 
 def lookup(module: str, name: str) -> Builtin | None:
@@ -138,31 +176,18 @@ def template_name(module: str, short: str) -> str:
     return f"{module.replace('/', '_')}_{short}" if module else f"_{short}"
 
 
-# Builtins that read the agent's files or environment: not callable from a template. A
-# template's text is often a file a user maintains (their motd, a vhost snippet): through these
-# it read root's files and environment into the rendered file (tester13, 2026-12-05). mgmt
-# gives a template every simple function; a program may still call them and pass the result
-# in as the template's data.
-HOST_READERS = frozenset(
-    {
-        "golang_os_read_file",
-        "golang_os_readlink",
-        "golang_path_filepath_eval_symlinks",
-        "golang_os_getenv",
-        "golang_os_expand_env",
-        "sys_getenv",
-        "sys_env",
-        "sys_defaultenv",
-        "sys_hasenv",
-    }
-)
+# A builtin that reads the agent's files or environment (Builtin.host) is not callable from a
+# template. A template's text is often a file a user maintains (their motd, a vhost snippet):
+# through these it read root's files and environment into the rendered file (tester13,
+# 2026-12-05). mgmt gives a template every simple function; a program may still call them and
+# pass the result in as the template's data.
 
 
 def _not_in_templates(name: str) -> Callable[..., Any]:
     def refused(*_args: Any) -> Any:
         raise fail(
-            f"{name} is not available in a template (it reads the agent's files or "
-            "environment, and a template may be another user's text): call it in the program "
+            f"{name} is not available in a template (it reads the agent's files, environment "
+            "or process, and a template may be another user's text): call it in the program "
             "and pass the result as the template's data"
         )
 
@@ -170,17 +195,18 @@ def _not_in_templates(name: str) -> Callable[..., Any]:
 
 
 def template_funcs() -> dict[str, Callable[..., Any]]:
-    """Functions a template may call: Go's, and every pure builtin by mgmt's template name
-    (`template_name`), except HOST_READERS (each a function that says why it is refused)."""
+    """Functions a template may call: Go's, and every builtin of a value (not a stream) by
+    mgmt's template name (`template_name`); one that reads the host (Builtin.host) is a
+    function that says why it is refused."""
     if not _TEMPLATE_FUNCS:
         _TEMPLATE_FUNCS.update(BASE_FUNCS)
         for module, table in MODULES.items():
             for short, builtin in table.items():
-                if builtin.impl is None or builtin.ctx or builtin.typing:
+                if short == "template" or builtin.ctx or builtin.typing:
                     continue
-                if short == "template":
-                    continue
-                _TEMPLATE_FUNCS.setdefault(template_name(module, short), builtin.impl)
-        for name in HOST_READERS:
-            _TEMPLATE_FUNCS[name] = _not_in_templates(name)
+                name = template_name(module, short)
+                if builtin.host:
+                    _TEMPLATE_FUNCS[name] = _not_in_templates(name)
+                elif builtin.impl is not None:
+                    _TEMPLATE_FUNCS.setdefault(name, builtin.impl)
     return _TEMPLATE_FUNCS

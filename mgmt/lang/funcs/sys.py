@@ -50,8 +50,8 @@ define(
     doc="mgmt's earlier API: the default when the variable is unset (not when empty)",
 )
 define("sys.hasenv", "func(str) bool", impl=lambda name: name in os.environ)
-define("sys.cpu_count", "func() int", impl=streams.cpu_count)
-define("sys.cpucount", "func() int", impl=streams.cpu_count, doc="mgmt's spelling")
-define("sys.fqdn", "func() str", impl=socket.getfqdn)
+define("sys.cpu_count", "func() int", impl=streams.cpu_count, host=False)
+define("sys.cpucount", "func() int", impl=streams.cpu_count, doc="mgmt's spelling", host=False)
+define("sys.fqdn", "func() str", impl=socket.getfqdn, host=False)
 define("sys.env", "func() map{str: str}", impl=lambda: FrozenDict(os.environ), doc="the agent's")
 define("sys.uptime", "func() int", stream=Uptime, doc="seconds since boot, every second")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from typing import Any
 
@@ -27,6 +28,29 @@ def problems(src: str) -> list[str]:
 
 def run(src: str, clock: ManualClock | None = None, **kwargs: Any) -> Runtime:
     return Runtime(compile_ok(src), ctx=Context("testhost"), clock=clock or ManualClock(), **kwargs)
+
+
+async def settled(rt: Runtime) -> Runtime:
+    """`rt`, evaluated until every stream it started has its first value (os.readfile's comes
+    from a thread: streams.read_off_loop), woken by its notify; a generous bound on hangs."""
+    woke = asyncio.Event()
+    notify = rt.notify
+
+    def wake() -> None:
+        woke.set()
+        notify()
+
+    rt.notify = wake
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                woke.clear()
+                rt.evaluate()
+                if not rt.waiting:
+                    return rt
+                await woke.wait()
+    finally:
+        rt.notify = notify
 
 
 def contents(rt: Runtime) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 
 from mgmt.lang.errors import FuncError
 from mgmt.lang.runtime import EdgeSpec, ResSpec
-from tests.mgmt.lang.helpers import binding, contents, problems, run, value_of
+from tests.mgmt.lang.helpers import binding, contents, problems, run, settled, value_of
 
 
 def test_except_gives_the_fallback_only_while_the_left_side_is_an_error() -> None:
@@ -49,7 +49,7 @@ async def test_except_follows_a_stream_into_and_out_of_its_error(tmp_path: Path)
         return contents(rt)
 
     try:
-        assert contents(rt) == {"/n": "default"}
+        assert contents(await settled(rt)) == {"/n": "default"}
         path.write_text("recovered\n")
         assert await next_value() == {"/n": "recovered\n"}
         path.unlink()

@@ -13,6 +13,7 @@ from mgmt.lang.errors import CompileError
 from mgmt.lang.funcs import Context
 from mgmt.lang.modules import parse_import, read_again
 from mgmt.lang.runtime import ResSpec, Runtime
+from tests.mgmt.lang.helpers import settled
 
 
 def write(root: Path, files: dict[str, str]) -> None:
@@ -299,7 +300,7 @@ async def test_deploy_readfile_is_relative_to_the_calling_module(
     prog = compile_file(tmp_path / "prog/main.mcl")
     rt = Runtime(prog, ctx=Context("h"), base_dir=tmp_path / "prog")  # as mgmt.lang.source
     try:
-        _changed, items, error = rt.evaluate()
+        _changed, items, error = (await settled(rt)).evaluate()
         assert error is None
         got = {i.name: dict(i.params)["comment"] for i in items if isinstance(i, ResSpec)}
         assert got == {"top": "program", "mod": "module", "lib": "program", "cwd": "cwd"}

@@ -11,7 +11,7 @@ from mgmt.lang.clock import ManualClock
 from mgmt.lang.errors import FuncError, NotReady
 from mgmt.lang.streams import load_average_path
 from mgmt.lang.values import FrozenDict, Struct
-from tests.mgmt.lang.helpers import binding, contents, problems, run, value_of
+from tests.mgmt.lang.helpers import binding, contents, problems, run, settled, value_of
 
 
 @pytest.mark.parametrize(
@@ -323,7 +323,7 @@ async def test_readfile_follows_the_file_and_recovers_from_errors(tmp_path: Path
         """,
         notify=woke.set,
     )
-    assert contents(rt) == {"n": None}
+    assert contents(await settled(rt)) == {"n": None}
     assert binding(rt, "load") == 1.5
 
     async def next_value() -> None:
@@ -366,17 +366,17 @@ async def test_a_stream_in_an_untaken_branch_is_not_started(tmp_path: Path) -> N
     )
     try:
         with load_average_path(str(loadavg)):
-            rt.evaluate()
+            await settled(rt)
             assert binding(rt, "v") == "none"
             assert [s.name for s, _ in rt.streams.values()] == ["os.readfile"]
             path.write_text("file")
             for stream, _cell in rt.streams.values():  # re-read now rather than wait
-                stream._read()  # type: ignore[attr-defined]
+                await stream._read()  # type: ignore[attr-defined]
             rt.evaluate()
             assert binding(rt, "v") == "0.1"
             assert sorted(s.name for s, _ in rt.streams.values()) == ["os.readfile", "sys.load"]
             path.write_text("back")
-            next(s for s, _ in rt.streams.values() if s.name == "os.readfile")._read()  # type: ignore[attr-defined]
+            await next(s for s, _ in rt.streams.values() if s.name == "os.readfile")._read()  # type: ignore[attr-defined]
             rt.evaluate()
             assert [s.name for s, _ in rt.streams.values()] == ["os.readfile"]  # load stopped
     finally:
@@ -388,14 +388,15 @@ async def test_streams_inside_lambdas_are_keyed_by_their_arguments(tmp_path: Pat
         (tmp_path / name).write_text(name.upper())
     rt = run(
         f"""
+        import "golang/strings"
         import "iter"
         import "os"
         $files = iter.map(["a", "b", "a"], func($n) {{ os.readfile("{tmp_path}/" + $n) }})
-        noop "n" {{}}
+        noop "n" {{ comment => strings.join($files, "") }}
         """
     )
     try:
-        rt.evaluate()
+        await settled(rt)
         assert binding(rt, "files") == ("A", "B", "A")
         assert len(rt.streams) == 2
     finally:
@@ -415,9 +416,9 @@ async def test_a_branch_taken_again_restarts_its_streams_and_is_current(tmp_path
         """
     )
 
-    def reread() -> None:  # what the inotify watch does, without waiting for it
+    async def reread() -> None:  # what the inotify watch does, without waiting for it
         for stream, _cell in list(rt.streams.values()):
-            stream._read()  # type: ignore[attr-defined]
+            await stream._read()  # type: ignore[attr-defined]
 
     def comments() -> list[str]:
         _changed, items, error = rt.evaluate()
@@ -425,14 +426,16 @@ async def test_a_branch_taken_again_restarts_its_streams_and_is_current(tmp_path
         return [dict(i.params)["comment"] for i in items]
 
     try:
+        await settled(rt)
         assert comments() == ["one"]
         flag.write_text("off")
-        reread()
+        await reread()
         assert comments() == []
         assert len(rt.streams) == 1  # the data file is no longer watched
         data.write_text("two")  # changed while nobody watched it
         flag.write_text("on")
-        reread()
+        await reread()
+        await settled(rt)  # the data file's stream starts again: its first read
         assert comments() == ["two"]
     finally:
         await rt.close()

@@ -231,6 +231,39 @@ async def test_an_input_written_in_place_is_read_once_its_writer_closes_it(
     assert agent.source.graphs == graphs + 1
 
 
+async def test_a_slow_read_of_an_input_holds_up_no_repair(
+    agent: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """os.readfile reads in a thread of its own (streams.read_off_loop): while a read is held
+    (a slow disk, a 16 MiB file: here the real read waits for the test), the loop repairs the
+    other resources. Until 2026-12-05 it read on the loop: the repair waited for the read."""
+    import threading
+
+    import mgmt.lang.streams
+
+    real, release = mgmt.lang.streams.read_for_program, threading.Event()
+    loop, reading, threads = asyncio.get_running_loop(), asyncio.Event(), []
+
+    def held(path: str) -> str:
+        if path.endswith("/input"):
+            threads.append(threading.current_thread().name)
+            loop.call_soon_threadsafe(reading.set)
+            release.wait(30)  # a generous bound: a failed test does not hang
+        return real(path)
+
+    monkeypatch.setattr(mgmt.lang.streams, "read_for_program", held)
+    try:
+        (tmp_path / "input").write_text("world\n")
+        async with asyncio.timeout(10):
+            await reading.wait()
+        (tmp_path / "out").unlink()  # drift while the read is held
+        await wait_path(tmp_path / "out", has_content("HELLO\n"))  # repaired meanwhile
+    finally:
+        release.set()
+    await wait_path(tmp_path / "out", has_content("WORLD\n"))  # then the value read
+    assert threads and all(name.startswith("lang-read") for name in threads)
+
+
 async def test_an_unexpected_error_of_a_recompile_keeps_the_program_and_the_watch(
     agent: Running,
     tmp_path: Path,
