@@ -16,6 +16,7 @@ by a tree without it).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import tempfile
 import time
@@ -75,57 +76,60 @@ async def main(count: int, rounds: int) -> None:
     from resources.file import FileRes
 
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-swap-cpu-"))
-    engine = Engine(hostname="bench", prefix=work / "prefix")
-    converger, model = Converger(engine, 0.05), StatusModel(engine, "bench")
-    metrics = Metrics(engine)
-    metrics.start()
-    heap = FrozenHeap(engine)
-    graph = Graph("big")
-    for i in range(count):
-        graph.add(FileRes(name=f"f{i}", path=f"{work}/files/f{i}", content=f"file {i}\n"))
-    await engine.apply(graph)
-    await converger.converged.wait()
-    heap.converged()
-    mid = count // 2
-    key, prev = ("file", f"f{mid}"), ("file", f"f{mid - 1}")
-    added, renamed = ("file", "added"), ("file", "renamed")
+    try:
+        engine = Engine(hostname="bench", prefix=work / "prefix")
+        converger, model = Converger(engine, 0.05), StatusModel(engine, "bench")
+        metrics = Metrics(engine)
+        metrics.start()
+        heap = FrozenHeap(engine)
+        graph = Graph("big")
+        for i in range(count):
+            graph.add(FileRes(name=f"f{i}", path=f"{work}/files/f{i}", content=f"file {i}\n"))
+        await engine.apply(graph)
+        await converger.converged.wait()
+        heap.converged()
+        mid = count // 2
+        key, prev = ("file", f"f{mid}"), ("file", f"f{mid - 1}")
+        added, renamed = ("file", "added"), ("file", "renamed")
 
-    def file(name: str, path: str, content: str) -> Any:
-        return FileRes(name=name, path=f"{work}/files/{path}", content=content)
+        def file(name: str, path: str, content: str) -> Any:
+            return FileRes(name=name, path=f"{work}/files/{path}", content=content)
 
-    cpu: dict[str, list[float]] = {}
-    steps: dict[str, float] = {}
-    probe = Steps()
-    for i in range(rounds):
-        changes = [
-            ("edit", Change(put={key: file(key[1], f"f{mid}", f"edit {i}\n")})),
-            ("add", Change(put={added: file("added", "added", f"added {i}\n")})),
-            ("remove", Change(remove={added})),
-            ("rename", Change(remove={key}, put={renamed: file("renamed", f"f{mid}", "r\n")})),
-            ("rename", Change(remove={renamed}, put={key: file(key[1], f"f{mid}", "b\n")})),
-            ("edge+", Change(connect=[(prev, key, Edge())])),
-            ("edge-", Change(disconnect=[(prev, key)])),
-        ]
-        for kind, change in changes:
-            derived = derive(graph, change)
-            probe.reset()
-            start = time.process_time()
-            await engine.apply(derived.graph, (derived.base, derived.touched))
-            cpu.setdefault(kind, []).append(time.process_time() - start)
-            graph = derived.graph
-            await converger.converged.wait()
-            heap.converged()
-            await asyncio.sleep(1)
-            steps[kind] = max(steps.get(kind, 0.0), probe.longest)
-    for kind, values in cpu.items():
-        values.sort()
-        print(
-            f"N={count:6d}, {kind:6s} x{len(values)}: apply CPU p50 {ms(values[len(values) // 2])}"
-            f" max {ms(values[-1])}, the loop's longest step {ms(steps[kind])} CPU"
-        )
-    await snapshot(model, probe, count)
-    probe.handle.cancel()
-    await engine.stop(graceful=False)
+        cpu: dict[str, list[float]] = {}
+        steps: dict[str, float] = {}
+        probe = Steps()
+        for i in range(rounds):
+            changes = [
+                ("edit", Change(put={key: file(key[1], f"f{mid}", f"edit {i}\n")})),
+                ("add", Change(put={added: file("added", "added", f"added {i}\n")})),
+                ("remove", Change(remove={added})),
+                ("rename", Change(remove={key}, put={renamed: file("renamed", f"f{mid}", "r\n")})),
+                ("rename", Change(remove={renamed}, put={key: file(key[1], f"f{mid}", "b\n")})),
+                ("edge+", Change(connect=[(prev, key, Edge())])),
+                ("edge-", Change(disconnect=[(prev, key)])),
+            ]
+            for kind, change in changes:
+                derived = derive(graph, change)
+                probe.reset()
+                start = time.process_time()
+                await engine.apply(derived.graph, (derived.base, derived.touched))
+                cpu.setdefault(kind, []).append(time.process_time() - start)
+                graph = derived.graph
+                await converger.converged.wait()
+                heap.converged()
+                await asyncio.sleep(1)
+                steps[kind] = max(steps.get(kind, 0.0), probe.longest)
+        for kind, values in cpu.items():
+            values.sort()
+            print(
+                f"N={count:6d}, {kind:6s} x{len(values)}: apply CPU p50 {ms(values[len(values) // 2])}"
+                f" max {ms(values[-1])}, the loop's longest step {ms(steps[kind])} CPU"
+            )
+        await snapshot(model, probe, count)
+        probe.handle.cancel()
+        await engine.stop(graceful=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the files and the prefix: never left behind
 
 
 if __name__ == "__main__":
