@@ -4,7 +4,7 @@ README.md and docs/ says what it is in its info string, and the whole ones pass 
     ```yaml check       a whole graph file          (mgmt check FILE.yaml)
     ```mcl check        a whole program             (mgmt check FILE.mcl)
     ```yaml resources   entries of `resources:`     (checked inside `graph:` / `resources:`)
-    ```yaml fragment    a part, not checked (a template, an `edges:` list)
+    ```yaml fragment    a part, not checked (a template, an `edges:` list, another tool's YAML)
 
 tester14's finding 12: snippets that did not run as written (`fmt` not imported, an undefined
 class), resource pages' entries pasted as a file.
