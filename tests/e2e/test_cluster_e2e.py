@@ -609,6 +609,14 @@ async def test_a_hostile_record_is_refused_and_nothing_is_applied(tmp_path: Path
             await daemon.wait_log(f"refused exported record {key} written by host zz (as its key")
         assert not (outside / "suid").exists() and not (shared / "evil").exists()
         assert not (shared / "leak").exists()
+
+        def dot_has_ok(path: Path) -> bool:  # --graphviz is written after the swap's apply
+            try:
+                return f"file[{shared}/ok]" in path.read_text()
+            except OSError:
+                return False
+
+        await wait_path(h1.dot, dot_has_ok, 30)
         assert f"file[{shared}/evil]" not in h1.dot.read_text()
 
 

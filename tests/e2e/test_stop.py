@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.helpers import Daemon, run_mgmt, wait_path
 
-N = 2000  # files: a first run of a few seconds here, the first ones created within ~1.5 s
+N = 10000  # files: a first run of a few seconds here (2,000 were written whole before a stop landed, once in CI, 2026-12-05)
 CREATED = re.compile(r"file\[f(\d+)\]: created (\S+)$")
 
 
