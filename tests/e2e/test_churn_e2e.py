@@ -12,22 +12,29 @@ import textwrap
 from pathlib import Path
 
 from engine.churn import REPAIRS
-from tests.e2e.helpers import Daemon, run_mgmt
+from tests.e2e.helpers import ROOT, Daemon, run_mgmt
 
 ROUNDS = REPAIRS + 5
 
 # Another process: it writes its content whenever it finds ours there, ROUNDS times (as a
 # script or another agent would: it never waits for us, it finds our repair and undoes it).
-WRITER = """
-import sys, time
-path, rounds = sys.argv[1], int(sys.argv[2])
-for _ in range(rounds):
-    while open(path).read() != "ours\\n":
-        time.sleep(0.002)
-    with open(path, "w") as f:
-        f.write("theirs\\n")
-while open(path).read() != "ours\\n":
-    time.sleep(0.002)
+WRITER = f"""
+import asyncio, sys
+from pathlib import Path
+sys.path.insert(0, {str(ROOT)!r})
+from engine.watcher import PathWatcher
+
+async def main(path: Path, rounds: int) -> None:
+    # woken by inotify on the path (watched before each read: no change missed), never a sleep
+    async with PathWatcher([path]) as watcher:
+        events = aiter(watcher)
+        for _ in range(rounds + 1):
+            while path.read_text() != "ours\\n":
+                await anext(events)
+            if _ < rounds:
+                path.write_text("theirs\\n")
+
+asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2])))
 """
 
 
