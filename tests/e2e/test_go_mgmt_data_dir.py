@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,15 +38,25 @@ def go_mgmts_etcd(prefix: Path) -> Iterator[subprocess.Popen[bytes]]:
                 f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
                 f"--initial-cluster=vm=http://127.0.0.1:{peer}",
             ],
-            stderr=out,
+            stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
         ) as proc,
     ):
+        ready = threading.Event()
+
+        def copy() -> None:  # its log to the file, read line by line: its readiness an event
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                out.write(line.decode(errors="replace"))
+                out.flush()
+                if b"ready to serve client requests" in line:
+                    ready.set()
+            ready.set()  # it ended: the assertion below says so
+
+        reader = threading.Thread(target=copy, daemon=True)
+        reader.start()
         try:
-            deadline = time.monotonic() + 60  # its readiness: its own log line (polled)
-            while "ready to serve client requests" not in log.read_text():
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
+            assert ready.wait(60) and proc.poll() is None, log.read_text()  # a hang bound
             subprocess.run(
                 ["etcdctl", f"--endpoints=http://127.0.0.1:{client}", "put", "/_mgmt/go", "x"],
                 env={**os.environ, "ETCDCTL_API": "3"},
@@ -58,6 +68,7 @@ def go_mgmts_etcd(prefix: Path) -> Iterator[subprocess.Popen[bytes]]:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+            reader.join(timeout=30)
 
 
 def run_kv(tmp_path: Path, prefix: Path, *extra: str) -> tuple[int, str]:
