@@ -28,13 +28,23 @@ resources:
 
 
 async def scraped(url: str, ok: Callable[[str], bool], timeout: float = 30) -> str:
-    """Scrape until `ok(text)` (a bound against a hang, not a threshold)."""
+    """Scrape until `ok(text)`, again at each event of the agent's status page (`/api/events`,
+    opened first: the gauges are read from the status model, whose every change the stream
+    tells), bounded against a hang, not a threshold. The agent runs with `--status`."""
+    host, port = url.removeprefix("http://").split("/")[0].rsplit(":", 1)
     async with asyncio.timeout(timeout):
-        while True:
-            text = await scrape(url)
-            if ok(text):
-                return text
-            await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(f"GET /api/events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+            while True:
+                text = await scrape(url)
+                if ok(text):
+                    return text
+                if not await reader.readline():  # the next change of the model
+                    raise AssertionError("the agent's event stream ended")
+        finally:
+            writer.close()
 
 
 async def test_failing_now_and_a_refused_graph_file_are_gauges(tmp_path: Path) -> None:
@@ -42,7 +52,14 @@ async def test_failing_now_and_a_refused_graph_file_are_gauges(tmp_path: Path) -
     graph.write_text(FOREVER.format(dir=tmp_path, cmd="/bin/false"))
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    args = ["run", "--tmp-prefix", "--prometheus", "--prometheus-listen", f"127.0.0.1:{port}"]
+    args = [
+        "run",
+        "--tmp-prefix",
+        "--status",
+        "--prometheus",
+        "--prometheus-listen",
+        f"127.0.0.1:{port}",
+    ]
     async with Daemon([*args, "yaml", str(graph)]) as daemon:
         await daemon.wait_log("prometheus metrics on")
         # a failure that retries for ever is failing now (soft), as `mgmt status` says
@@ -83,7 +100,7 @@ async def test_drift_under_noop_is_a_gauge(tmp_path: Path) -> None:
     )
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    args = ["run", "--tmp-prefix", "--noop", "--prometheus", "--prometheus-listen"]
+    args = ["run", "--tmp-prefix", "--noop", "--status", "--prometheus", "--prometheus-listen"]
     async with Daemon([*args, f"127.0.0.1:{port}", "yaml", str(graph)]) as daemon:
         await daemon.wait_log("prometheus metrics on")
         await scraped(url, lambda t: metric(t, "mgmt_differs_current", kind="file") == 1)
