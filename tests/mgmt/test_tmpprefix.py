@@ -6,6 +6,7 @@ import asyncio
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -146,6 +147,27 @@ def _wait_for_exit(pid: int, timeout: float) -> None:
         assert poller.poll(timeout * 1000), f"process {pid} still runs after {timeout} s"
     finally:
         os.close(pidfd)
+
+
+def test_a_prefix_is_removed_whole_and_no_symlink_in_it_is_followed(tmp_path: Path) -> None:
+    """Whatever a run left in its prefix goes at close: files, a socket, a tree of
+    directories (shutil's rmtree), and symlinks, never what they point to."""
+    outside = tmp_path / "outside"
+    (outside / "d").mkdir(parents=True)
+    (outside / "d" / "kept").write_text("kept\n")
+    tmp = TmpPrefix(tmp_path)
+    (tmp.path / "file").write_text("x\n")
+    (tmp.path / "state" / "deeper").mkdir(parents=True)
+    (tmp.path / "state" / "deeper" / "f").write_text("y\n")
+    (tmp.path / "state" / "link").symlink_to(outside / "d")
+    (tmp.path / "to-a-dir").symlink_to(outside / "d")
+    (tmp.path / "to-a-file").symlink_to(outside / "d" / "kept")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp.path / "sock"))
+    tmp.close()
+    assert not tmp.path.exists()
+    assert (outside / "d" / "kept").read_text() == "kept\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside"]
 
 
 def test_a_prefix_left_to_exit_is_removed_and_its_lock_held_elsewhere(tmp_path: Path) -> None:
