@@ -150,15 +150,20 @@ class _Body:
             raise _Compiled
         self.code += _unit(opcode, arg)
 
-    def const(self, value: Any) -> None:
+    def constant(self, value: Any) -> int:
+        """`value` as the next constant: its index."""
         self.consts.append(value)
-        self.op(_LOAD_CONST, len(self.consts) - 1)
+        return len(self.consts) - 1
 
-    def fast(self, name: str) -> None:
+    def local(self, name: str) -> int:
+        """The index of the argument `name`."""
         index = self._locals.get(name)
         if index is None:  # an InitVar not in __init__: the text's name is global
             raise _Compiled
-        self.op(_LOAD_FAST, index)
+        return index
+
+    def fast(self, name: str) -> None:
+        self.op(_LOAD_FAST, self.local(name))
 
     def name(self, name: str) -> int:
         return self.names.setdefault(name, len(self.names))
@@ -167,13 +172,12 @@ class _Body:
         self.op(_PRECALL, count)
         self.op(_CALL, count)
 
-    def statement(self, start: int) -> None:
-        """The code from `start` (in bytes) is the next line's."""
+    def statement(self, ops: tuple[int, ...]) -> None:
+        """The next line: the instructions `ops` (opcode, argument, opcode, argument...)."""
+        code = _code(ops)
+        self.code += code
+        self.lines += _lines(len(code) // 2)
         self.line += 1
-        delta, units = 1, (len(self.code) - start) // 2
-        while units > 0:
-            self.lines += _line_entry(min(units, 8), delta)
-            units, delta = units - 8, 0
 
 
 class _Compiled(Exception):
@@ -185,6 +189,28 @@ class _Compiled(Exception):
 def _unit(opcode: int, arg: int) -> bytes:
     """An instruction's code unit and the inline cache entries after it (zeros)."""
     return bytes((opcode, arg)) + bytes(2 * _CACHES.get(opcode, 0))
+
+
+@functools.cache
+def _code(ops: tuple[int, ...]) -> bytes:
+    """The code units of the instructions `ops` (opcode, argument, ...), with their inline
+    caches: a statement's, the same for a field at the same place in another class."""
+    out = bytearray()
+    for at in range(0, len(ops), 2):
+        if not 0 <= ops[at + 1] <= 255:
+            raise _Compiled
+        out += _unit(ops[at], ops[at + 1])
+    return bytes(out)
+
+
+@functools.cache
+def _lines(units: int) -> bytes:
+    """The line table entries of a statement of `units` code units, on the next line."""
+    out, delta = b"", 1
+    while units > 0:
+        out += _line_entry(min(units, 8), delta)
+        units, delta = units - 8, 0
+    return out
 
 
 @functools.cache
@@ -214,58 +240,47 @@ def _init_code(  # noqa: PLR0917 (dataclasses' _init_fn's own arguments)
     keyword-only). What the text reads from `__create_fn__`'s closure (a default factory, the
     factory marker, `object.__setattr__` of a frozen class) the code has as constants."""
     body = _Body([self_name, *(f.name for f in (*std_fields, *kw_only_fields))])
+    this = body.local(self_name)
     for f in fields:
-        start = len(body.code)
         if f._field_type is _FIELD_INITVAR or (  # type: ignore[attr-defined]
             not f.init
             and f.default_factory is dataclasses.MISSING
             and not (slots and f.default is not dataclasses.MISSING)
         ):
             continue  # no statement (an InitVar's factory is only called when assigned)
+        ops: tuple[int, ...] = ()
         if frozen:  # object.__setattr__(self, 'name', value)
-            body.op(_PUSH_NULL)
-            body.const(object.__setattr__)
-            body.fast(self_name)
-            body.const(f.name)
+            setattr_, named = body.constant(object.__setattr__), body.constant(f.name)
+            ops = (_PUSH_NULL, 0, _LOAD_CONST, setattr_, _LOAD_FAST, this, _LOAD_CONST, named)
         if f.default_factory is not dataclasses.MISSING:
             if f.init:  # factory() if name is _HAS_DEFAULT_FACTORY else name
-                body.fast(f.name)
-                body.const(_HAS_DEFAULT_FACTORY)
-                body.op(_IS_OP, 0)
-                body.op(_POP_JUMP_FORWARD_IF_FALSE, 10)  # to the else: 10 code units on
-            body.op(_PUSH_NULL)
-            body.const(f.default_factory)
-            body.call(0)
+                marker = body.constant(_HAS_DEFAULT_FACTORY)
+                ops += (_LOAD_FAST, body.local(f.name), _LOAD_CONST, marker, _IS_OP, 0)
+                ops += (_POP_JUMP_FORWARD_IF_FALSE, 10)  # to the else: 10 code units on
+            factory = body.constant(f.default_factory)
+            ops += (_PUSH_NULL, 0, _LOAD_CONST, factory, _PRECALL, 0, _CALL, 0)
             if f.init:
-                body.op(_JUMP_FORWARD, 1)
-                body.fast(f.name)
+                ops += (_JUMP_FORWARD, 1, _LOAD_FAST, body.local(f.name))
         elif f.init:
-            body.fast(f.name)
+            ops += (_LOAD_FAST, body.local(f.name))
         else:  # a slotted class's field not in __init__, with a default
-            body.const(f.default)
+            ops += (_LOAD_CONST, body.constant(f.default))
         if frozen:
-            body.call(3)
-            body.op(_POP_TOP)
+            ops += (_PRECALL, 3, _CALL, 3, _POP_TOP, 0)
         else:
-            body.fast(self_name)
-            body.op(_STORE_ATTR, body.name(f.name))
-        body.statement(start)
+            ops += (_LOAD_FAST, this, _STORE_ATTR, body.name(f.name))
+        body.statement(ops)
     if has_post_init:  # self.__post_init__(initvars...)
-        start = len(body.code)
         initvars = [f.name for f in fields if f._field_type is _FIELD_INITVAR]  # type: ignore[attr-defined]
-        body.fast(self_name)
-        body.op(_LOAD_METHOD, body.name("__post_init__"))
+        ops = (_LOAD_FAST, this, _LOAD_METHOD, body.name("__post_init__"))
         for name in initvars:
-            body.fast(name)
-        body.call(len(initvars))
-        body.op(_POP_TOP)
-        body.statement(start)
-    start = len(body.code)
-    body.op(_LOAD_CONST, 0)
-    body.op(_RETURN_VALUE)
+            ops += (_LOAD_FAST, body.local(name))
+        body.statement((*ops, _PRECALL, len(initvars), _CALL, len(initvars), _POP_TOP, 0))
+    end = (_LOAD_CONST, 0, _RETURN_VALUE, 0)
     if body.line == 2:  # no statement: dataclasses' `pass`
-        body.statement(start)
+        body.statement(end)
     else:  # the return is the last statement's
+        body.code += _code(end)
         body.lines += _line_entry(2, 0)
     return _TEMPLATE.replace(
         co_argcount=1 + len(std_fields),
