@@ -47,8 +47,8 @@ else:
 # (format_helpers), happy eyeballs (staggered) and its transports' socket wrapper (trsock, a
 # status socket's first client), pathlib's Windows paths (ntpath), urllib.parse (pathlib's
 # as_uri, the cluster's and the status page's URLs, reversal records' names); shutil (with the
-# zlib extension it loads: a tree's removal, a temporary prefix's at the end of a run that has
-# one: bench/peers.py's runs use it, a cron run with its prefix does not). Source modules only,
+# zlib extension it loads: a tree's removal; a temporary prefix holding files only is removed
+# without it, mgmt.tmpprefix._remove_tree). Source modules only,
 # and no packages: a thread importing a package's submodule (`import json.decoder`) while
 # another's first use runs the package took the import system's lock for the submodule and
 # this module's lock in the opposite order (a deadlock, seen by a tester in 8 of 12 runs).
