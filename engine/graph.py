@@ -305,7 +305,13 @@ def derive(base: Graph, change: Change) -> Derived:
     swaps it in O(change) too given Derived.touched (Engine.apply's `since`).
     """
     graph = Graph(base.name)
-    graph.vertices, graph.succ, graph.pred = dict(base.vertices), dict(base.succ), dict(base.pred)
+    graph.vertices = dict(base.vertices)
+    # The edges' maps are shared when no vertex comes or goes and no edge changes (an edit).
+    same = not (change.remove or change.connect or change.disconnect)
+    if same and all(key in base.vertices for key in change.put):
+        graph.succ, graph.pred = base.succ, base.pred
+    else:
+        graph.succ, graph.pred = dict(base.succ), dict(base.pred)
     keys: set[Key] = set()
     owned: set[Key] = set()  # vertices whose neighbour maps are this graph's own copies
 

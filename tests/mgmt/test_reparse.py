@@ -418,3 +418,28 @@ def test_an_edit_of_one_edge_parses_that_edge_alone(monkeypatch: pytest.MonkeyPa
     ]
     assert second.since == (first.graph, frozenset({("file", "f7"), ("file", "f8")}))
     assert outcome(after, first) == outcome(after)
+
+
+def test_a_bad_edit_of_a_big_file_is_told_at_its_line_and_changes_nothing() -> None:
+    """An edit of one of 5,000 resources that is wrong (an unknown key) is refused by the full
+    parse reparse() falls back to, at the edited key's line; the last graph is left as it
+    was, and a good edit after it is still parsed alone."""
+    count = 5000
+    lines = ["graph: g", "resources:", "  file:"]
+    for i in range(count):
+        lines += [f"    - name: f{i}", f"      path: /tmp/g/f{i}", f'      content: "n {i}"']
+    before = "\n".join(lines) + "\n"
+    first = parse(before, "g.yaml", incremental=True)
+    vertices = dict(first.graph.vertices)
+    bad = before.replace("      path: /tmp/g/f4321\n", "      pth: /tmp/g/f4321\n")
+    with pytest.raises(GraphFileError) as err:
+        reparse(bad.encode(), "g.yaml", first)
+    line = 3 + 3 * 4321 + 2  # the key's line: after the 3 header lines and 4,321 resources
+    assert err.value.problems == [
+        f"g.yaml:{line}: file[f4321]: pth: unknown key (did you mean 'path'?)"
+    ]
+    assert first.graph.vertices == vertices
+    good = before.replace('"n 4321"', '"edited"')
+    second = reparse(good.encode(), "g.yaml", first)
+    assert second.since == (first.graph, frozenset({("file", "f4321")}))
+    assert outcome(good, first) == outcome(good)
