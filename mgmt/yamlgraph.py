@@ -1536,16 +1536,17 @@ def _block_items(fragment: str, dash: int) -> bool:
 
 
 def _common_prefix(a: bytes, b: bytes, limit: int) -> int:
-    """The length of the common prefix of `a` and `b`, at most `limit`: compared by slices
-    that double while they match, then halved (memcmp-style: a few dozen comparisons, each
-    byte copied about twice, for megabytes)."""
-    return _common(lambda lo, hi: a[lo:hi] == b[lo:hi], limit)
+    """The length of the common prefix of `a` and `b`, at most `limit`: compared in place (a
+    slice of a memoryview is no copy; startswith compares with memcmp), by lengths that double
+    while they match, then halved: each byte compared about twice (~0.4 ms for 8 MB here)."""
+    view = memoryview(b)
+    return _common(lambda lo, hi: a.startswith(view[lo:hi], lo), limit)
 
 
 def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
     """The length of the common suffix of `a` and `b`, at most `limit`."""
-    la, lb = len(a), len(b)
-    return _common(lambda lo, hi: a[la - hi : la - lo] == b[lb - hi : lb - lo], limit)
+    la, lb, view = len(a), len(b), memoryview(b)
+    return _common(lambda lo, hi: a.endswith(view[lb - hi : lb - lo], 0, la - lo), limit)
 
 
 def _common(same: Callable[[int, int], bool], limit: int) -> int:
