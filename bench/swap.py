@@ -62,6 +62,8 @@ from common import (
     checkout,
     files_graph,
     fmt_ms,
+    one_changes,
+    one_file,
     percentiles,
     run_script,
     terminate,
@@ -93,12 +95,6 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.rename(tmp, path)
-
-
-def block(name: str, path: Path, content: str) -> str:
-    """One file resource as files_graph() writes them."""
-    escaped = content.replace("\n", "\\n")
-    return f'    - name: {name}\n      path: {path}\n      content: "{escaped}"\n'
 
 
 class Daemon:
@@ -161,7 +157,7 @@ async def one(count: int, rounds: int, name: str, mgmt: list[str], after: float)
     edges = "edges:\n  - {name: e, from: {kind: file, name: f0}, to: {kind: file, name: f1}}\n"
     base = files_graph(files, count) + edges
     graph.write_text(base)
-    target, old = files / f"f{mid}", block(f"f{mid}", files / f"f{mid}", f"file number {mid}\n")
+    target, old = files / f"f{mid}", one_file(f"f{mid}", files / f"f{mid}", f"file number {mid}\n")
     proc = await asyncio.create_subprocess_exec(
         *mgmt, "run", "--prefix", str(prefix), "yaml", str(graph), stderr=asyncio.subprocess.PIPE
     )
@@ -206,7 +202,7 @@ async def one(count: int, rounds: int, name: str, mgmt: list[str], after: float)
                     samples["status"].append(time.perf_counter() - start)
                     blocks["status"].append(prober.longest(start, time.perf_counter()))
                 if after:  # one more edit, then the loop's longest step for `after` seconds
-                    edited = base.replace(old, block(f"f{mid}", target, "after\n"))
+                    edited = base.replace(old, one_file(f"f{mid}", target, "after\n"))
                     start = time.perf_counter()
                     await step("edit", edited, on_disk(target, "after\n"))
                     await asyncio.sleep(after)
@@ -244,21 +240,8 @@ async def edit_round(
     next_swap: Done,
 ) -> None:
     """Round `i` of the one-resource changes of files_graph(files, count) (`base`)."""
-    mid = count // 2
-    target, old = files / f"f{mid}", block(f"f{mid}", files / f"f{mid}", f"file number {mid}\n")
-    added, renamed = files / "added", files / "renamed"
-    edge = f"  - {{from: {{kind: file, name: f{mid - 1}}}, to: {{kind: file, name: f{mid}}}}}\n"
-    edited = base.replace(old, block(f"f{mid}", target, f"edit {i}\n"))
-    await step("edit", edited, on_disk(target, f"edit {i}\n"))
-    await step("edit", base, on_disk(target, f"file number {mid}\n"))
-    plus = base.replace(old, old + block("added", added, f"added {i}\n"))
-    await step("add", plus, on_disk(added, f"added {i}\n"))
-    await step("remove", base, next_swap)
-    moved = base.replace(old, block(f"r{mid}", renamed, f"renamed {i}\n"))
-    await step("rename", moved, on_disk(renamed, f"renamed {i}\n"))
-    await step("rename", base, next_swap)  # f{mid} is on disk already
-    await step("edge+", base + edge, next_swap)
-    await step("edge-", base, next_swap)
+    for kind, text, shown, content in one_changes(i, count, files, base):
+        await step(kind, text, next_swap if shown is None else on_disk(shown, content))
 
 
 async def edits(sizes: list[int], rounds: int, base: Path | None, after: float) -> None:
