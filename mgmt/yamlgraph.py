@@ -1054,11 +1054,12 @@ class _List:
 
     def around(self, data: bytes, head: int, last: int) -> tuple[int, int]:
         """The whole items of this list (in `data`) around bytes head..last (the bytes an edit
-        changed): from the dash line at or before `head` - 1 (so an edit at an item's first
-        byte redoes the item before it too: its end may change, `|+`), to the next dash line
+        changed): from the dash line before the line of `head` (so an edit on an item's first
+        line redoes the item before it too: what ends it may change, `|+`; and the two versions
+        may have the next line's indentation in common, lines inserted), to the next dash line
         at or after `last` (or the list's end)."""
         marker = self.marker
-        target = max(head - 1, self.start)
+        target = max(data.rfind(b"\n", 0, head), self.start)
         found = data.rfind(marker, self.start - 1, target - 1 + len(marker))
         start = found + 1 if found >= 0 else self.start
         nxt = data.find(marker, max(last, start + 1) - 1, self.end)
