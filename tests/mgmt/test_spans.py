@@ -32,8 +32,8 @@ VERSIONS = st.tuples(
 def edited(length: int, edits: list[tuple[int, bytes]]) -> tuple[bytes, bytes]:
     base = bytes(i % 251 for i in range(length))
     now = base
-    for at, text in edits:
-        at = min(at, len(now))
+    for where, text in edits:
+        at = min(where, len(now))
         now = now[:at] + text + now[at + 1 :]
     return base, now
 
