@@ -31,6 +31,7 @@ longest step) from the rename to 1 s after that end; the agent's RSS before and 
     .venv/bin/python bench/swap.py [--sizes 1000 10000] [--count 20]
     .venv/bin/python bench/swap.py --replace [--sizes 20000] [--count 3] [--base DIR]
     .venv/bin/python bench/swap.py --cpu [--sizes 10000 100000] [--count 3] [--base DIR]
+    .venv/bin/python bench/swap.py --yaml-cpu [--sizes 10000 100000] [--count 3] [--base DIR]
 
 The one-resource changes say, beside each figure, the longest the agent took to answer a probe
 of its status socket meanwhile (every 10 ms: an upper bound of the loop's longest step, with
@@ -38,7 +39,9 @@ the machine's scheduling in it), and the time of a `GET /api/status` (`status`);
 then makes one more edit and says the longest answer in the S seconds after it. `--base DIR`
 runs them in another checkout too, after this one. With --cpu, the same changes are made in
 one process (bench/swap_cpu.py: an engine with the agent's listeners, the graphs derived as the
-front-ends derive them), timed in CPU: the apply's, and the loop's longest step.
+front-ends derive them), timed in CPU: the apply's, and the loop's longest step. With
+--yaml-cpu, the graph file front-end's part of the same changes (bench/yaml_cpu.py): the
+file's read, what tells an edit from a touch, the reparse and its derive, in CPU.
 """
 
 from __future__ import annotations
@@ -415,12 +418,13 @@ async def replace(sizes: list[int], rounds: int, base: Path | None) -> None:
                 print(f"N={count:6d} {name}: {figures}  (load {load:.1f})", flush=True)
 
 
-async def cpu(sizes: list[int], rounds: int, base: Path | None) -> None:
-    """bench/swap_cpu.py in this tree and `base` (if given), alternately, at each size."""
+async def cpu(sizes: list[int], rounds: int, base: Path | None, name: str) -> None:
+    """bench/`name` (swap_cpu.py, yaml_cpu.py) in this tree and `base` (if given), alternately,
+    at each size."""
     trees = [("this", ROOT)]
     if base is not None:
         trees.append(("BASE", checkout(base, "--base")))
-    script = Path(__file__).with_name("swap_cpu.py")
+    script = Path(__file__).with_name(name)
     for count in sizes:
         for name, tree in trees:
             proc = await asyncio.create_subprocess_exec(
@@ -442,6 +446,9 @@ async def main() -> None:
     parser.add_argument("--lang", action="store_true", help="from a program instead")
     parser.add_argument("--replace", action="store_true", help="the whole graph replaced")
     parser.add_argument("--cpu", action="store_true", help="in one process, in CPU time")
+    parser.add_argument(
+        "--yaml-cpu", action="store_true", help="the graph file front-end's stages, in CPU time"
+    )
     parser.add_argument("--base", type=Path, help="another checkout, alternately (not --lang)")
     parser.add_argument(
         "--after",
@@ -450,8 +457,10 @@ async def main() -> None:
         help="then the loop's longest step this long after an edit",
     )
     args = parser.parse_args()
-    if args.cpu:
-        await cpu(args.sizes, args.count, args.base)
+    if args.cpu or args.yaml_cpu:
+        await cpu(
+            args.sizes, args.count, args.base, "yaml_cpu.py" if args.yaml_cpu else "swap_cpu.py"
+        )
         return
     if args.replace:
         await replace(args.sizes, args.count, args.base)

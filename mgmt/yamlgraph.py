@@ -245,13 +245,25 @@ def read_regular(path: Path, max_size: int | None = None) -> bytes:
     opened without blocking and never read (a FIFO's open waited for a writer forever)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):  # before fdopen: it raises IsADirectoryError itself
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError(errno.EISDIR, "a directory")
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            return file.read() if max_size is None else file.read(max(max_size, 0) + 1)
+        # Read in a buffer of the size the file has (one more byte tells it grew): a buffered
+        # read(max_size + 1) made a 16 MB buffer for every read, 4 ms of a 100,000-resource
+        # file's 0.4 ms read here.
+        left = None if max_size is None else max(max_size, 0) + 1
+        parts: list[bytes] = []
+        want = info.st_size + 1
+        while left is None or left > 0:
+            part = os.read(fd, want if left is None else min(want, left))
+            if not part:
+                break
+            parts.append(part)
+            left = None if left is None else left - len(part)
+            want = 1 << 16  # it grew since fstat: the rest, by pieces
+        return parts[0] if len(parts) == 1 else b"".join(parts)  # (b"" for none)
     finally:
         os.close(fd)
 
