@@ -418,13 +418,13 @@ async def replace(sizes: list[int], rounds: int, base: Path | None) -> None:
                 print(f"N={count:6d} {name}: {figures}  (load {load:.1f})", flush=True)
 
 
-async def cpu(sizes: list[int], rounds: int, base: Path | None, name: str) -> None:
-    """bench/`name` (swap_cpu.py, yaml_cpu.py) in this tree and `base` (if given), alternately,
-    at each size."""
+async def cpu(sizes: list[int], rounds: int, base: Path | None, script_name: str) -> None:
+    """bench/`script_name` (swap_cpu.py, yaml_cpu.py) in this tree and `base` (if given),
+    alternately, at each size."""
     trees = [("this", ROOT)]
     if base is not None:
         trees.append(("BASE", checkout(base, "--base")))
-    script = Path(__file__).with_name(name)
+    script = Path(__file__).with_name(script_name)
     for count in sizes:
         for name, tree in trees:
             proc = await asyncio.create_subprocess_exec(
