@@ -32,6 +32,7 @@ longest step) from the rename to 1 s after that end; the agent's RSS before and 
     .venv/bin/python bench/swap.py --replace [--sizes 20000] [--count 3] [--base DIR]
     .venv/bin/python bench/swap.py --cpu [--sizes 10000 100000] [--count 3] [--base DIR]
     .venv/bin/python bench/swap.py --yaml-cpu [--sizes 10000 100000] [--count 3] [--base DIR]
+    .venv/bin/python bench/swap.py --output-cpu [--sizes 10000 100000] [--count 3] [--base DIR]
 
 The one-resource changes say, beside each figure, the longest the agent took to answer a probe
 of its status socket meanwhile (every 10 ms: an upper bound of the loop's longest step, with
@@ -41,7 +42,9 @@ runs them in another checkout too, after this one. With --cpu, the same changes 
 one process (bench/swap_cpu.py: an engine with the agent's listeners, the graphs derived as the
 front-ends derive them), timed in CPU: the apply's, and the loop's longest step. With
 --yaml-cpu, the graph file front-end's part of the same changes (bench/yaml_cpu.py): the
-file's read, what tells an edit from a touch, the reparse and its derive, in CPU.
+file's read, what tells an edit from a touch, the reparse and its derive, in CPU; with
+--output-cpu, the language's (bench/output_cpu.py: `source.Output.build` of an output whose
+one statement changed).
 """
 
 from __future__ import annotations
@@ -449,6 +452,9 @@ async def main() -> None:
     parser.add_argument(
         "--yaml-cpu", action="store_true", help="the graph file front-end's stages, in CPU time"
     )
+    parser.add_argument(
+        "--output-cpu", action="store_true", help="the language's Output.build, in CPU time"
+    )
     parser.add_argument("--base", type=Path, help="another checkout, alternately (not --lang)")
     parser.add_argument(
         "--after",
@@ -457,11 +463,11 @@ async def main() -> None:
         help="then the loop's longest step this long after an edit",
     )
     args = parser.parse_args()
-    if args.cpu or args.yaml_cpu:
-        await cpu(
-            args.sizes, args.count, args.base, "yaml_cpu.py" if args.yaml_cpu else "swap_cpu.py"
-        )
-        return
+    scripts = {"yaml_cpu": "yaml_cpu.py", "output_cpu": "output_cpu.py", "cpu": "swap_cpu.py"}
+    for flag, script in scripts.items():
+        if getattr(args, flag):
+            await cpu(args.sizes, args.count, args.base, script)
+            return
     if args.replace:
         await replace(args.sizes, args.count, args.base)
         return
