@@ -1246,12 +1246,12 @@ class Reuse:
         return None
 
     def _fragment(
-        self, found: _List, data: bytes, changed: tuple[int, int]
-    ) -> tuple[_List, bytes, list[bytes], dict[bytes, Any]] | None:
+        self, found: _List, data: bytes, changed: tuple[int, int], parser: _Parser
+    ) -> tuple[_List, list[bytes], dict[bytes, Any], list[tuple[yaml.Node, LocDict]]] | None:
         """Where the items of `found` an edit changed (bytes head..last of the old text) lie:
-        the list after the edit, the new text of those items (whole lines from a dash line,
-        checked to read alike on their own), its chunks, and what each old chunk declared;
-        None if it is not such an edit."""
+        the list after the edit, the chunks of the new text of those items (whole lines from
+        a dash line, checked to read alike on their own), what each old chunk declared, and
+        the new items parsed (by `parser`); None if it is not such an edit."""
         old, (head, last) = self.data, changed
         start, end = found.around(old, head, last)
         shift = len(data) - len(old)
@@ -1281,7 +1281,9 @@ class Reuse:
         if start == found.start:
             first = start + lead if body else end + shift
         after = _List(first, found.end + shift, found.dash, found.kind, found.chunks)
-        return after, body, found.split(body, 0, len(body)), known
+        chunks = found.split(body, 0, len(body))
+        items = self._parsed(found, parser, body, chunks)
+        return None if items is None else (after, chunks, known, items)
 
     def _parsed(
         self, found: _List, parser: _Parser, fragment: bytes, chunks: list[bytes]
@@ -1310,14 +1312,11 @@ class Reuse:
         cls = lookup(found.kind)
         if cls is None or validates_together(cls):
             return None  # (a kind checked together: a full parse checks them all)
-        cut = self._fragment(found, data, changed)
+        parser = _Parser(filename)
+        cut = self._fragment(found, data, changed, parser)
         if cut is None:
             return None
-        moved, fragment, chunks, known = cut
-        parser = _Parser(filename)
-        items = self._parsed(found, parser, fragment, chunks)
-        if items is None:
-            return None
+        moved, chunks, known, items = cut
         olds: list[_Item] = list(known.values())
         new: list[tuple[bytes, _Item]] = []
         for (node, item_data), chunk in zip(items, chunks, strict=True):
@@ -1370,14 +1369,11 @@ class Reuse:
         found = self.edge_list
         if found is None or self.pending:
             return None
-        cut = self._fragment(found, data, changed)
+        parser = _Parser(filename)
+        cut = self._fragment(found, data, changed, parser)
         if cut is None:
             return None
-        moved, fragment, chunks, known = cut
-        parser = _Parser(filename)
-        items = self._parsed(found, parser, fragment, chunks)
-        if items is None:
-            return None
+        moved, chunks, known, items = cut
         loaded = Loaded(base, collect=list(self.collect))  # _edge reads the graph only
         olds: list[EdgeItem] = list(known.values())
         new: list[tuple[bytes, EdgeItem]] = []
