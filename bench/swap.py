@@ -36,7 +36,8 @@ longest step) from the rename to 1 s after that end; the agent's RSS before and 
 
 The one-resource changes say, beside each figure, the longest the agent took to answer a probe
 of its status socket meanwhile (every 10 ms: an upper bound of the loop's longest step, with
-the machine's scheduling in it), and the time of a `GET /api/status` (`status`); `--after S`
+the machine's scheduling in it), the CPU the agent's threads used from the write to its swap's
+line (the probes' answers in it: `agent CPU`), and the time of a `GET /api/status` (`status`); `--after S`
 then makes one more edit and says the longest answer in the S seconds after it. `--base DIR`
 runs them in another checkout too, after this one. With --cpu, the same changes are made in
 one process (bench/swap_cpu.py: an engine with the agent's listeners, the graphs derived as the
@@ -51,10 +52,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -168,9 +171,7 @@ async def one(count: int, rounds: int, name: str, mgmt: list[str], after: float)
         *mgmt, "run", "--prefix", str(prefix), "yaml", str(graph), stderr=asyncio.subprocess.PIPE
     )
     daemon = Daemon(proc)
-    kinds = ("edit", "add", "remove", "rename", "edge+", "edge-", "status")
-    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
-    blocks: dict[str, list[float]] = {kind: [] for kind in kinds}
+    figures = Figures()
     prober = Prober(prefix / "status.sock")
     quiet = 0.0
     try:
@@ -182,13 +183,13 @@ async def one(count: int, rounds: int, name: str, mgmt: list[str], after: float)
             async with PathWatcher([target, files / "added", files / "renamed"]) as watcher:
 
                 async def step(kind: str, text: str, done: Done) -> None:
-                    seen = daemon.swaps
-                    start = time.perf_counter()
+                    seen, used, start = daemon.swaps, cpu_of(proc.pid), time.perf_counter()
                     await asyncio.to_thread(write_atomically, graph, text)
                     await done(seen)
-                    samples[kind].append(time.perf_counter() - start)
+                    took = time.perf_counter() - start
                     await daemon.next_swap(seen)  # settled before the next step
-                    blocks[kind].append(prober.longest(start, time.perf_counter()))
+                    longest = prober.longest(start, time.perf_counter())
+                    figures.add(kind, took, longest, cpu_of(proc.pid) - used)
 
                 def on_disk(path: Path, content: str) -> Done:
                     return lambda _seen: until(watcher, path, content)
@@ -203,10 +204,10 @@ async def one(count: int, rounds: int, name: str, mgmt: list[str], after: float)
                         on_disk=on_disk,
                         next_swap=daemon.next_swap,
                     )
-                    start = time.perf_counter()
+                    start, used = time.perf_counter(), cpu_of(proc.pid)
                     await get(prefix / "status.sock", "/api/status")
-                    samples["status"].append(time.perf_counter() - start)
-                    blocks["status"].append(prober.longest(start, time.perf_counter()))
+                    took, end = time.perf_counter() - start, time.perf_counter()
+                    figures.add("status", took, prober.longest(start, end), cpu_of(proc.pid) - used)
                 if after:  # one more edit, then the loop's longest step for `after` seconds
                     edited = base.replace(old, one_file(f"f{mid}", target, "after\n"))
                     start = time.perf_counter()
@@ -218,7 +219,7 @@ async def one(count: int, rounds: int, name: str, mgmt: list[str], after: float)
     finally:
         await terminate([proc])
         shutil.rmtree(work, ignore_errors=True)
-    say_edits(f"N={count:6d} {name}", samples, blocks)
+    figures.say(f"N={count:6d} {name}")
     if after:
         print(
             f"N={count:6d} {name}, the loop's longest step (status socket probe) from an edit "
@@ -226,13 +227,39 @@ async def one(count: int, rounds: int, name: str, mgmt: list[str], after: float)
         )
 
 
-def say_edits(what: str, samples: dict[str, list[float]], blocks: dict[str, list[float]]) -> None:
-    for kind, values in samples.items():
-        print(
-            f"{what}, {kind:6s} one resource x{len(values)}: "
-            f"{fmt_ms(percentiles(values))}  longest answer {max(blocks[kind]) * 1000:.0f} ms"
-            f"  (load {os.getloadavg()[0]:.1f})"
-        )
+class Figures:
+    """Per change: its times to done, the longest probe answers, the agent's CPU."""
+
+    KINDS = ("edit", "add", "remove", "rename", "edge+", "edge-", "status")
+
+    def __init__(self) -> None:
+        self.took: dict[str, list[float]] = {kind: [] for kind in self.KINDS}
+        self.longest: dict[str, list[float]] = {kind: [] for kind in self.KINDS}
+        self.cpu: dict[str, list[float]] = {kind: [] for kind in self.KINDS}
+
+    def add(self, kind: str, took: float, longest: float, cpu: float) -> None:
+        self.took[kind].append(took)
+        self.longest[kind].append(longest)
+        self.cpu[kind].append(cpu)
+
+    def say(self, what: str) -> None:
+        for kind, values in self.took.items():
+            print(
+                f"{what}, {kind:6s} one resource x{len(values)}: {fmt_ms(percentiles(values))}"
+                f"  longest answer {max(self.longest[kind]) * 1000:.0f} ms"
+                f"  agent CPU p50 {statistics.median(self.cpu[kind]) * 1000:.1f} ms"
+                f"  (load {os.getloadavg()[0]:.1f})"
+            )
+
+
+def cpu_of(pid: int) -> float:
+    """The CPU seconds the threads of process `pid` ran so far (their schedstat: ns, not
+    the 10 ms ticks of /proc/PID/stat); a thread that ended meanwhile is not counted."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):  # (ended since listed)
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 async def edit_round(
