@@ -242,19 +242,26 @@ class Figures:
         self.longest[kind].append(longest)
         self.cpu[kind].append(cpu)
 
+    def cpu_p50(self, kind: str) -> str:
+        """The agent's CPU, p50 of the changes during which none of its threads ended (one
+        that did took its time along: cpu_of)."""
+        whole = [cpu for cpu in self.cpu[kind] if cpu >= 0]
+        return f"{statistics.median(whole) * 1000:.1f} ms" if whole else "n/a"
+
     def say(self, what: str) -> None:
         for kind, values in self.took.items():
             print(
                 f"{what}, {kind:6s} one resource x{len(values)}: {fmt_ms(percentiles(values))}"
                 f"  longest answer {max(self.longest[kind]) * 1000:.0f} ms"
-                f"  agent CPU p50 {statistics.median(self.cpu[kind]) * 1000:.1f} ms"
+                f"  agent CPU p50 {self.cpu_p50(kind)}"
                 f"  (load {os.getloadavg()[0]:.1f})"
             )
 
 
 def cpu_of(pid: int) -> float:
     """The CPU seconds the threads of process `pid` ran so far (their schedstat: ns, not
-    the 10 ms ticks of /proc/PID/stat); a thread that ended meanwhile is not counted."""
+    the 10 ms ticks of /proc/PID/stat); a thread that ended since is not counted (a difference
+    may then be negative)."""
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError, ValueError, IndexError):  # (ended since listed)
