@@ -50,6 +50,51 @@ def files_graph(directory: Path, count: int, name: str = "files") -> str:
     return "\n".join(lines) + "\n"
 
 
+def one_file(name: str, path: Path, content: str) -> str:
+    """One file resource as files_graph() writes it."""
+    escaped = content.replace("\n", "\\n")
+    return f'    - name: {name}\n      path: {path}\n      content: "{escaped}"\n'
+
+
+def one_changes(
+    i: int, count: int, files: Path, base: str
+) -> list[tuple[str, str, Path | None, str]]:
+    """Round `i` of the one-resource changes of `base` (files_graph(files, count) and an
+    `edges` list): (kind, the graph file's text, the file that shows it, its content) each,
+    there and back: an edit, an add, a remove, a rename, an edge added then removed. No file
+    shows a remove, a rename back, or an edge (None: the daemon's swap line does)."""
+    mid = count // 2
+    target = files / f"f{mid}"
+    old = one_file(f"f{mid}", target, f"file number {mid}\n")
+    added, renamed = files / "added", files / "renamed"
+    edge = f"  - {{from: {{kind: file, name: f{mid - 1}}}, to: {{kind: file, name: f{mid}}}}}\n"
+    return [
+        (
+            "edit",
+            base.replace(old, one_file(f"f{mid}", target, f"edit {i}\n")),
+            target,
+            f"edit {i}\n",
+        ),
+        ("edit", base, target, f"file number {mid}\n"),
+        (
+            "add",
+            base.replace(old, old + one_file("added", added, f"added {i}\n")),
+            added,
+            f"added {i}\n",
+        ),
+        ("remove", base, None, ""),
+        (
+            "rename",
+            base.replace(old, one_file(f"r{mid}", renamed, f"renamed {i}\n")),
+            renamed,
+            f"renamed {i}\n",
+        ),
+        ("rename", base, None, ""),  # f{mid} is on disk already
+        ("edge+", base + edge, None, ""),
+        ("edge-", base, None, ""),
+    ]
+
+
 STOP_GRACE = 10.0  # seconds a child interrupted by Ctrl-C gets to stop before it is killed
 
 

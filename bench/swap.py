@@ -31,24 +31,33 @@ longest step) from the rename to 1 s after that end; the agent's RSS before and 
     .venv/bin/python bench/swap.py [--sizes 1000 10000] [--count 20]
     .venv/bin/python bench/swap.py --replace [--sizes 20000] [--count 3] [--base DIR]
     .venv/bin/python bench/swap.py --cpu [--sizes 10000 100000] [--count 3] [--base DIR]
+    .venv/bin/python bench/swap.py --yaml-cpu [--sizes 10000 100000] [--count 3] [--base DIR]
+    .venv/bin/python bench/swap.py --output-cpu [--sizes 10000 100000] [--count 3] [--base DIR]
 
 The one-resource changes say, beside each figure, the longest the agent took to answer a probe
 of its status socket meanwhile (every 10 ms: an upper bound of the loop's longest step, with
-the machine's scheduling in it), and the time of a `GET /api/status` (`status`); `--after S`
+the machine's scheduling in it), the CPU the agent's threads used from the write to its swap's
+line (the probes' answers in it: `agent CPU`), and the time of a `GET /api/status` (`status`); `--after S`
 then makes one more edit and says the longest answer in the S seconds after it. `--base DIR`
 runs them in another checkout too, after this one. With --cpu, the same changes are made in
 one process (bench/swap_cpu.py: an engine with the agent's listeners, the graphs derived as the
-front-ends derive them), timed in CPU: the apply's, and the loop's longest step.
+front-ends derive them), timed in CPU: the apply's, and the loop's longest step. With
+--yaml-cpu, the graph file front-end's part of the same changes (bench/yaml_cpu.py): the
+file's read, what tells an edit from a touch, the reparse and its derive, in CPU; with
+--output-cpu, the language's (bench/output_cpu.py: `source.Output.build` of an output whose
+one statement changed).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -62,6 +71,8 @@ from common import (
     checkout,
     files_graph,
     fmt_ms,
+    one_changes,
+    one_file,
     percentiles,
     run_script,
     terminate,
@@ -93,12 +104,6 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.rename(tmp, path)
-
-
-def block(name: str, path: Path, content: str) -> str:
-    """One file resource as files_graph() writes them."""
-    escaped = content.replace("\n", "\\n")
-    return f'    - name: {name}\n      path: {path}\n      content: "{escaped}"\n'
 
 
 class Daemon:
@@ -161,14 +166,12 @@ async def one(count: int, rounds: int, name: str, mgmt: list[str], after: float)
     edges = "edges:\n  - {name: e, from: {kind: file, name: f0}, to: {kind: file, name: f1}}\n"
     base = files_graph(files, count) + edges
     graph.write_text(base)
-    target, old = files / f"f{mid}", block(f"f{mid}", files / f"f{mid}", f"file number {mid}\n")
+    target, old = files / f"f{mid}", one_file(f"f{mid}", files / f"f{mid}", f"file number {mid}\n")
     proc = await asyncio.create_subprocess_exec(
         *mgmt, "run", "--prefix", str(prefix), "yaml", str(graph), stderr=asyncio.subprocess.PIPE
     )
     daemon = Daemon(proc)
-    kinds = ("edit", "add", "remove", "rename", "edge+", "edge-", "status")
-    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
-    blocks: dict[str, list[float]] = {kind: [] for kind in kinds}
+    figures = Figures()
     prober = Prober(prefix / "status.sock")
     quiet = 0.0
     try:
@@ -180,13 +183,13 @@ async def one(count: int, rounds: int, name: str, mgmt: list[str], after: float)
             async with PathWatcher([target, files / "added", files / "renamed"]) as watcher:
 
                 async def step(kind: str, text: str, done: Done) -> None:
-                    seen = daemon.swaps
-                    start = time.perf_counter()
+                    seen, used, start = daemon.swaps, cpu_of(proc.pid), time.perf_counter()
                     await asyncio.to_thread(write_atomically, graph, text)
                     await done(seen)
-                    samples[kind].append(time.perf_counter() - start)
+                    took = time.perf_counter() - start
                     await daemon.next_swap(seen)  # settled before the next step
-                    blocks[kind].append(prober.longest(start, time.perf_counter()))
+                    longest = prober.longest(start, time.perf_counter())
+                    figures.add(kind, took, longest, cpu_of(proc.pid) - used)
 
                 def on_disk(path: Path, content: str) -> Done:
                     return lambda _seen: until(watcher, path, content)
@@ -201,12 +204,12 @@ async def one(count: int, rounds: int, name: str, mgmt: list[str], after: float)
                         on_disk=on_disk,
                         next_swap=daemon.next_swap,
                     )
-                    start = time.perf_counter()
+                    start, used = time.perf_counter(), cpu_of(proc.pid)
                     await get(prefix / "status.sock", "/api/status")
-                    samples["status"].append(time.perf_counter() - start)
-                    blocks["status"].append(prober.longest(start, time.perf_counter()))
+                    took, end = time.perf_counter() - start, time.perf_counter()
+                    figures.add("status", took, prober.longest(start, end), cpu_of(proc.pid) - used)
                 if after:  # one more edit, then the loop's longest step for `after` seconds
-                    edited = base.replace(old, block(f"f{mid}", target, "after\n"))
+                    edited = base.replace(old, one_file(f"f{mid}", target, "after\n"))
                     start = time.perf_counter()
                     await step("edit", edited, on_disk(target, "after\n"))
                     await asyncio.sleep(after)
@@ -216,7 +219,7 @@ async def one(count: int, rounds: int, name: str, mgmt: list[str], after: float)
     finally:
         await terminate([proc])
         shutil.rmtree(work, ignore_errors=True)
-    say_edits(f"N={count:6d} {name}", samples, blocks)
+    figures.say(f"N={count:6d} {name}")
     if after:
         print(
             f"N={count:6d} {name}, the loop's longest step (status socket probe) from an edit "
@@ -224,13 +227,46 @@ async def one(count: int, rounds: int, name: str, mgmt: list[str], after: float)
         )
 
 
-def say_edits(what: str, samples: dict[str, list[float]], blocks: dict[str, list[float]]) -> None:
-    for kind, values in samples.items():
-        print(
-            f"{what}, {kind:6s} one resource x{len(values)}: "
-            f"{fmt_ms(percentiles(values))}  longest answer {max(blocks[kind]) * 1000:.0f} ms"
-            f"  (load {os.getloadavg()[0]:.1f})"
-        )
+class Figures:
+    """Per change: its times to done, the longest probe answers, the agent's CPU."""
+
+    KINDS = ("edit", "add", "remove", "rename", "edge+", "edge-", "status")
+
+    def __init__(self) -> None:
+        self.took: dict[str, list[float]] = {kind: [] for kind in self.KINDS}
+        self.longest: dict[str, list[float]] = {kind: [] for kind in self.KINDS}
+        self.cpu: dict[str, list[float]] = {kind: [] for kind in self.KINDS}
+
+    def add(self, kind: str, took: float, longest: float, cpu: float) -> None:
+        self.took[kind].append(took)
+        self.longest[kind].append(longest)
+        self.cpu[kind].append(cpu)
+
+    def cpu_p50(self, kind: str) -> str:
+        """The agent's CPU, p50 of the changes during which none of its threads ended (one
+        that did took its time along: cpu_of)."""
+        whole = [cpu for cpu in self.cpu[kind] if cpu >= 0]
+        return f"{statistics.median(whole) * 1000:.1f} ms" if whole else "n/a"
+
+    def say(self, what: str) -> None:
+        for kind, values in self.took.items():
+            print(
+                f"{what}, {kind:6s} one resource x{len(values)}: {fmt_ms(percentiles(values))}"
+                f"  longest answer {max(self.longest[kind]) * 1000:.0f} ms"
+                f"  agent CPU p50 {self.cpu_p50(kind)}"
+                f"  (load {os.getloadavg()[0]:.1f})"
+            )
+
+
+def cpu_of(pid: int) -> float:
+    """The CPU seconds the threads of process `pid` ran so far (their schedstat: ns, not
+    the 10 ms ticks of /proc/PID/stat); a thread that ended since is not counted (a difference
+    may then be negative)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):  # (ended since listed)
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 async def edit_round(
@@ -244,21 +280,8 @@ async def edit_round(
     next_swap: Done,
 ) -> None:
     """Round `i` of the one-resource changes of files_graph(files, count) (`base`)."""
-    mid = count // 2
-    target, old = files / f"f{mid}", block(f"f{mid}", files / f"f{mid}", f"file number {mid}\n")
-    added, renamed = files / "added", files / "renamed"
-    edge = f"  - {{from: {{kind: file, name: f{mid - 1}}}, to: {{kind: file, name: f{mid}}}}}\n"
-    edited = base.replace(old, block(f"f{mid}", target, f"edit {i}\n"))
-    await step("edit", edited, on_disk(target, f"edit {i}\n"))
-    await step("edit", base, on_disk(target, f"file number {mid}\n"))
-    plus = base.replace(old, old + block("added", added, f"added {i}\n"))
-    await step("add", plus, on_disk(added, f"added {i}\n"))
-    await step("remove", base, next_swap)
-    moved = base.replace(old, block(f"r{mid}", renamed, f"renamed {i}\n"))
-    await step("rename", moved, on_disk(renamed, f"renamed {i}\n"))
-    await step("rename", base, next_swap)  # f{mid} is on disk already
-    await step("edge+", base + edge, next_swap)
-    await step("edge-", base, next_swap)
+    for kind, text, shown, content in one_changes(i, count, files, base):
+        await step(kind, text, next_swap if shown is None else on_disk(shown, content))
 
 
 async def edits(sizes: list[int], rounds: int, base: Path | None, after: float) -> None:
@@ -432,12 +455,13 @@ async def replace(sizes: list[int], rounds: int, base: Path | None) -> None:
                 print(f"N={count:6d} {name}: {figures}  (load {load:.1f})", flush=True)
 
 
-async def cpu(sizes: list[int], rounds: int, base: Path | None) -> None:
-    """bench/swap_cpu.py in this tree and `base` (if given), alternately, at each size."""
+async def cpu(sizes: list[int], rounds: int, base: Path | None, script_name: str) -> None:
+    """bench/`script_name` (swap_cpu.py, yaml_cpu.py) in this tree and `base` (if given),
+    alternately, at each size."""
     trees = [("this", ROOT)]
     if base is not None:
         trees.append(("BASE", checkout(base, "--base")))
-    script = Path(__file__).with_name("swap_cpu.py")
+    script = Path(__file__).with_name(script_name)
     for count in sizes:
         for name, tree in trees:
             proc = await asyncio.create_subprocess_exec(
@@ -459,6 +483,12 @@ async def main() -> None:
     parser.add_argument("--lang", action="store_true", help="from a program instead")
     parser.add_argument("--replace", action="store_true", help="the whole graph replaced")
     parser.add_argument("--cpu", action="store_true", help="in one process, in CPU time")
+    parser.add_argument(
+        "--yaml-cpu", action="store_true", help="the graph file front-end's stages, in CPU time"
+    )
+    parser.add_argument(
+        "--output-cpu", action="store_true", help="the language's Output.build, in CPU time"
+    )
     parser.add_argument("--base", type=Path, help="another checkout, alternately (not --lang)")
     parser.add_argument(
         "--after",
@@ -467,9 +497,11 @@ async def main() -> None:
         help="then the loop's longest step this long after an edit",
     )
     args = parser.parse_args()
-    if args.cpu:
-        await cpu(args.sizes, args.count, args.base)
-        return
+    scripts = {"yaml_cpu": "yaml_cpu.py", "output_cpu": "output_cpu.py", "cpu": "swap_cpu.py"}
+    for flag, script in scripts.items():
+        if getattr(args, flag):
+            await cpu(args.sizes, args.count, args.base, script)
+            return
     if args.replace:
         await replace(args.sizes, args.count, args.base)
         return

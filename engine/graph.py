@@ -296,8 +296,10 @@ def rewired(new: Graph, old: Graph, keys: Iterable[Key]) -> Change:
 
 
 def derive(base: Graph, change: Change) -> Derived:
-    """`base` with `change` made, in O(change): the new graph shares base's structure (a copy
-    of its outer maps, the neighbour maps of untouched vertices themselves), and base is left
+    """`base` with `change` made, in O(change) but for a copy of each outer map it changes (a
+    C-level dict copy: ~1-2 ms per map at 100,000 vertices): the new graph shares base's
+    structure (the outer maps it does not change, the neighbour maps of untouched vertices
+    themselves), and base is left
     as it is (nobody changes a graph once given). GraphError for an edge to a missing vertex
     or to itself, a removed vertex with an edge left, or a cycle, which only the connected
     edges are searched for (a path back from each: the graph was a DAG). The one way the
@@ -305,7 +307,16 @@ def derive(base: Graph, change: Change) -> Derived:
     swaps it in O(change) too given Derived.touched (Engine.apply's `since`).
     """
     graph = Graph(base.name)
-    graph.vertices, graph.succ, graph.pred = dict(base.vertices), dict(base.succ), dict(base.pred)
+    # A map nothing changes is shared: the vertices when only edges change, the edges' maps
+    # when no vertex comes or goes and no edge changes (an edit of a resource).
+    edges = change.connect or change.disconnect or change.remove
+    # (dict.copy: a copy of the table as it is, ~1 ms at 100,000 here; dict() inserts each
+    # entry again unless the table is dense and has no deleted entry: ~4-7 ms.)
+    graph.vertices = base.vertices.copy() if change.put or change.remove else base.vertices
+    if edges or any(key not in base.vertices for key in change.put):
+        graph.succ, graph.pred = base.succ.copy(), base.pred.copy()
+    else:
+        graph.succ, graph.pred = base.succ, base.pred
     keys: set[Key] = set()
     owned: set[Key] = set()  # vertices whose neighbour maps are this graph's own copies
 

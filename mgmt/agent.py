@@ -49,7 +49,6 @@ from mgmt.tmpprefix import PrefixBusy, TmpPrefix, hold_prefix
 from mgmt.yamlgraph import (
     GraphFileError,
     Loaded,
-    digest,
     load_file,
     locate_refusal,
     read_limited,
@@ -79,7 +78,7 @@ INLINE_BYTES = 8192
 # A graph file found empty or missing while watched is said so only if it still is at the next
 # change or this many seconds later: a write's or an editor's save's moment (Agent._reload).
 SETTLE = 1.0
-EMPTY = digest(b"")
+EMPTY = b""  # an empty graph file's digest: its bytes (yamlgraph.load_file)
 
 
 class GraphSource(Protocol):
@@ -382,8 +381,8 @@ class Agent:
         self.stopping = asyncio.Event()
         self.reload = asyncio.Event()
         self.swapped = asyncio.Event()  # set after each graph swap (tests wait on it)
-        self._digest = ""
-        self._rejected = ""  # digest of the graph file last refused (reported once)
+        self._digest: str | bytes = ""
+        self._rejected: str | bytes = ""  # digest of the graph file last refused (told once)
         self._forced = False
         self._stop_task: asyncio.Task[None] | None = None
         self._not_converged: list[str] = []  # "kind[name] (why)", when the run ended
@@ -1179,7 +1178,8 @@ class Agent:
             self._refuse(got.error, got.digest)
             return
         if got.loaded is None:
-            if got.digest == self._digest and self._rejected:  # an edit undone
+            refused = isinstance(self._rejected, bytes) or self._rejected  # (b"": empty)
+            if got.digest == self._digest and refused:  # an edit undone
                 self._rejected = ""  # written again later, a bad file is reported again
                 self._graph_refused = ""
                 self._program_error("")
@@ -1219,7 +1219,7 @@ class Agent:
             return False
         return loop.time() >= self._settling.when()
 
-    def _refuse(self, err: GraphFileError, refused: str) -> None:
+    def _refuse(self, err: GraphFileError, refused: str | bytes) -> None:
         """Report a bad graph file once (its digest is remembered) and keep the running graph."""
         self._rejected = refused
         for problem in err.problems:
@@ -1255,7 +1255,9 @@ UNREADABLE = "unreadable"
 class _Reread:
     """What a re-read of the graph file found."""
 
-    digest: str  # of what was read (UNREADABLE: refused as such, then read back is undone)
+    # What was read: its bytes (yamlgraph.load_file's digest), or why it could not be
+    # (UNREADABLE: refused as such, then read back is undone).
+    digest: str | bytes
     loaded: Loaded | None = None  # None: not parsed (unchanged), or refused
     error: GraphFileError | None = None
 
@@ -1288,7 +1290,9 @@ def _small_file(path: Path, limit: int) -> bytes | None:
     return data if len(data) <= limit and b"&" not in data else None
 
 
-def _reread(path: Path, max_size: int, skip: tuple[str, str], last: Loaded | None) -> _Reread:
+def _reread(
+    path: Path, max_size: int, skip: tuple[str | bytes, str | bytes], last: Loaded | None
+) -> _Reread:
     """Read the graph file and parse it unless its digest is in `skip`: one hop to a thread,
     not two (each costs a wait for a core when the machine is busy: ~1 ms under load)."""
     try:
@@ -1298,10 +1302,12 @@ def _reread(path: Path, max_size: int, skip: tuple[str, str], last: Loaded | Non
     return _parsed(data, path, skip, last)
 
 
-def _parsed(data: bytes, path: Path, skip: tuple[str, str], last: Loaded | None) -> _Reread:
-    """The graph file's `data` parsed, unless its digest is in `skip`."""
-    new = digest(data)
-    if new in skip:
+def _parsed(
+    data: bytes, path: Path, skip: tuple[str | bytes, str | bytes], last: Loaded | None
+) -> _Reread:
+    """The graph file's `data` parsed, unless it is one of `skip` (bytes compared: memcmp)."""
+    new = data
+    if any(new == seen for seen in skip if isinstance(seen, bytes)):
         return _Reread(new)
     log.debug("graph file changed (%d bytes): parsing it", len(data))
     try:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import errno
 import functools
-import importlib
 import itertools
 import logging
 import operator
 import os
 import re
 import stat
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,18 @@ from typing import TYPE_CHECKING, Any
 from engine import collector
 from engine.autoedge import both_manage, both_write, duplicates, overwritten
 from engine.errors import GraphError, MgmtError, ValidationError
-from engine.graph import Change, Edge, Graph, Key, both, cycle_text, derive, fmt_key, key_of
+from engine.graph import (
+    Change,
+    Derived,
+    Edge,
+    Graph,
+    Key,
+    both,
+    cycle_text,
+    derive,
+    fmt_key,
+    key_of,
+)
 from engine.limits import max_resources, too_many
 from engine.meta import Meta, check_name
 from engine.params import build, close_match, field_names, show
@@ -44,12 +55,13 @@ from engine.resource import (
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE
 from mgmt.lazyimport import pattern_source, patterns_on_use
 from mgmt.listing import capped
+from mgmt.spans import common_ends
 
 with patterns_on_use("yaml"):  # its reader's and resolver's, mostly unused: ~7 ms of a start
     import yaml
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from engine.engine import Since
     from mgmt.collectscope import Collect
@@ -200,8 +212,9 @@ class Loaded:
     exported: list[Resource] = field(default_factory=list)
     collect: list[Collect] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    # sha256 of the text parsed (to tell a real edit from a touch).
-    digest: str = ""
+    # What tells a real edit from a touch: a digest of the sources, or a graph file's bytes
+    # themselves (compared at memcmp speed: a sha256 of 100,000 resources took 31 ms).
+    digest: str | bytes = ""
     # The front-end needs the cluster, whatever the graph holds (a program importing "world").
     cluster: bool = False
     # Edges to or from resources that will be collected: added once those are in the graph.
@@ -222,28 +235,8 @@ def load_file(path: Path, max_size: int = MAX_SIZE, incremental: bool = False) -
     """Read and parse a graph file of at most `max_size` bytes; GraphFileError on any problem."""
     data = read_limited(path, max_size)
     loaded = parse(data, str(path), incremental)
-    loaded.digest = digest(data)
+    loaded.digest = data
     return loaded
-
-
-def digest(data: bytes) -> str:
-    """What tells a real edit of a graph file from a touch: the sha256 of its bytes."""
-    hexdigest: str = _sha256()(data).hexdigest()
-    return hexdigest
-
-
-@functools.cache
-def _sha256() -> Any:
-    """The interpreter's own sha256 (the same digests): hashlib's loads OpenSSL first, ~3 ms of
-    every start measured (`-X importtime`), for a small file's hash. hashlib's if it has none."""
-    for name in ("_sha2", "_sha256"):  # Python 3.12's name, 3.11's
-        try:
-            return importlib.import_module(name).sha256
-        except ImportError:
-            pass
-    import hashlib
-
-    return hashlib.sha256
 
 
 def read_regular(path: Path, max_size: int | None = None) -> bytes:
@@ -252,13 +245,25 @@ def read_regular(path: Path, max_size: int | None = None) -> bytes:
     opened without blocking and never read (a FIFO's open waited for a writer forever)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):  # before fdopen: it raises IsADirectoryError itself
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError(errno.EISDIR, "a directory")
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            return file.read() if max_size is None else file.read(max(max_size, 0) + 1)
+        # Read in a buffer of the size the file has (one more byte tells it grew): a buffered
+        # read(max_size + 1) made a 16 MB buffer for every read, 4 ms of a 100,000-resource
+        # file's 0.4 ms read here.
+        left = None if max_size is None else max(max_size, 0) + 1
+        parts: list[bytes] = []
+        want = info.st_size + 1
+        while left is None or left > 0:
+            part = os.read(fd, want if left is None else min(want, left))
+            if not part:
+                break
+            parts.append(part)
+            left = None if left is None else left - len(part)
+            want = 1 << 16  # it grew since fstat: the rest, by pieces
+        return parts[0] if len(parts) == 1 else b"".join(parts)  # (b"" for none)
     finally:
         os.close(fd)
 
@@ -668,14 +673,14 @@ class _Parser:
             loaded.reuse = Reuse.of(data, node, self.parsed, loaded, self.edges)
         return loaded
 
-    def items(self, fragment: str, line: int) -> list[tuple[yaml.Node, LocDict]] | None:
-        """The mappings of `fragment`, whole lines of a block list of resources starting at
-        0-based `line`, with their nodes; None on any problem (or alias)."""
-        data = ("\n" * line + fragment).encode()
+    def items(self, fragment: bytes) -> list[tuple[yaml.Node, LocDict]] | None:
+        """The mappings of `fragment`, whole lines of a block list (of resources or edges), with
+        their nodes (lines and marks counted from the fragment's start); None on any problem
+        (or alias): a full parse then says it, at its line."""
         try:
-            node = _compose(data)
+            node = _compose(fragment)
             if not isinstance(node, yaml.SequenceNode) or (
-                _ANCHOR in data and _check_shape(node, data, _RESOURCES_DEPTH - 1)
+                _ANCHOR in fragment and _check_shape(node, fragment, _RESOURCES_DEPTH - 1)
             ):
                 return None
             seq = _plain(node, yaml.constructor.SafeConstructor(), "", _RESOURCES_DEPTH - 1)
@@ -982,17 +987,24 @@ class _Parser:
 
 # Incremental re-parsing (issue 16) ------------------------------------------------------------
 #
-# An edit of a few resources of a big graph file re-parses those alone: the text is compared
-# with the last version's, and when everything that changed lies within the items of one block
-# list of resources (edited, added, removed, renamed), the whole lines of those items are parsed
-# on their own, at their own line, as a list; an item whose text is unchanged, and every other
-# resource, is the very object of the last parse (so the engine keeps those vertices on an
-# identity check). Anything else, or any problem or warning at all, is a full parse: its result
-# and its messages are always those of parse().
+# An edit of a few resources (or edges) of a big graph file re-parses those alone, in
+# O(change): the new bytes are compared with the last version's (at memcmp speed), and when
+# everything that changed lies within the items of one block list (a kind's resources, or the
+# `edges`), the whole lines of those items are parsed on their own, as a list; an item whose
+# text is unchanged, and every other resource, is the very object of the last parse (so the
+# engine keeps those vertices on an identity check). Anything else, or any problem or warning at
+# all, is a full parse: its result and its messages are always those of parse().
+#
+# Where the items are is not kept per item (offsets that every edit would shift): a full parse
+# checks that in each such list the lines that start with the list's "- " at its column (its
+# "dash lines") are exactly its items' first lines, and every edit keeps it so (the new lines'
+# dash lines are their items'); so the items an edit touches are found by looking for the dash
+# lines around it in the text. What is kept per item is its text, whole lines from its dash line
+# to the next one's (its "chunk"): the same chunk is the same item.
 
 _BREAKS_BUT_NL = ("\r", "\x85", "\u2028", "\u2029")  # YAML line breaks other than "\n"
+_BYTE_BREAKS = tuple(b.encode() for b in _BREAKS_BUT_NL)
 _RESOURCES_DEPTH = 3  # lists/mappings around a resource: the file, `resources`, its kind's list
-_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -1002,9 +1014,6 @@ class _Item:
     kind: str
     name: str  # as written ("@@" for an export)
     res: Resource
-    # its mapping's text at column `col` of its line, to the next token's line (what it is
-    # read from: the same text there is the same resource)
-    text: str
 
     @property
     def key(self) -> Key:
@@ -1016,82 +1025,138 @@ class _Item:
 
 
 Ends = tuple[Key, Key]
+EdgeItem = tuple[Key, Key, Edge]
 
 
 @dataclass(frozen=True)
-class _Span:
-    """Where the `edges` block list lies in the text: its whole lines, from the one of its
-    first "-" (character offsets `start`, `end`, 0-based `line`), the "-"s at column `dash`."""
+class _List:
+    """A block list of the file whose items reparse() may redo: its whole lines (byte offsets
+    `start`, the first dash line's, and `end`, the line of the next token), the column of its
+    "-"s, its kind ("" for `edges`), and what each chunk of it declared (shared from one
+    version to the next: see Reuse.owner)."""
 
     start: int
     end: int
-    line: int
     dash: int
+    kind: str
+    chunks: dict[bytes, Any]  # _Item (resources) or EdgeItem (edges)
 
-    @staticmethod
-    def node(root: yaml.Node) -> yaml.Node | None:
-        """The top-level `edges` list of a composed file, if it is a block list of mappings."""
-        if not isinstance(root, yaml.MappingNode):
-            return None
-        lists = [value for key, value in root.value if key.value == "edges"]
-        if len(lists) != 1 or not isinstance(lists[0], yaml.SequenceNode):
-            return None
-        node = lists[0]
-        if node.flow_style or not node.value:
-            return None
-        if not all(isinstance(item, yaml.MappingNode) for item in node.value):
-            return None
-        return node
+    @property
+    def marker(self) -> bytes:
+        """What precedes each item's "-" but the first: a line break and the indentation."""
+        return b"\n" + b" " * self.dash + b"- "
 
-    @classmethod
-    def item_lines(cls, root: yaml.Node) -> list[int]:
-        """The 0-based line of each item of the `edges` list (see node())."""
-        node = cls.node(root)
-        return [item.start_mark.line for item in node.value] if node is not None else []
-
-    @classmethod
-    def of(cls, root: yaml.Node, text: str) -> _Span | None:
-        """The span of the top-level `edges` list of `text` (composed: `root`), if it is a
-        block list of mappings."""
-        node = cls.node(root)
-        if node is None:
-            return None
-        start = text.rfind("\n", 0, node.start_mark.index) + 1
-        if text[start : node.start_mark.index].strip(" "):
-            return None
-        end = node.end_mark.index - _indent_of_next(text, node.end_mark.index)
-        return cls(start, end, node.start_mark.line, node.start_mark.column)
-
-    def moved(self, at: int, shift: int, lines: int) -> _Span:
-        """This span after an edit at offset `at` (not inside it) that added `shift`
-        characters and `lines` lines."""
+    def moved(self, at: int, shift: int) -> _List:
+        """This list after an edit before `at` (not inside this list) that added `shift`
+        bytes."""
         if self.start < at:
             return self
-        return _Span(self.start + shift, self.end + shift, self.line + lines, self.dash)
+        return _List(self.start + shift, self.end + shift, self.dash, self.kind, self.chunks)
+
+    def split(self, data: bytes, start: int, end: int) -> list[bytes]:
+        """The chunks of `data[start:end]` (whole items of this list, from a dash line)."""
+        marker, out = self.marker, []
+        at = start
+        while at < end:
+            nxt = data.find(marker, at, end)
+            cut = end if nxt < 0 else nxt + 1
+            out.append(data[at:cut])
+            at = cut
+        return out
+
+    def around(self, data: bytes, head: int, last: int) -> tuple[int, int]:
+        """The whole items of this list (in `data`) around bytes head..last (the bytes an edit
+        changed): from the dash line before the line of `head` (so an edit on an item's first
+        line redoes the item before it too: what ends it may change, `|+`; and the two versions
+        may have the next line's indentation in common, lines inserted), to the next dash line
+        at or after `last` (or the list's end)."""
+        marker = self.marker
+        target = max(data.rfind(b"\n", 0, head), self.start)
+        found = data.rfind(marker, self.start - 1, target - 1 + len(marker))
+        start = found + 1 if found >= 0 else self.start
+        nxt = data.find(marker, max(last, start + 1) - 1, self.end)
+        return start, self.end if nxt < 0 else nxt + 1
+
+
+class _Owner:
+    """Which version's the chunks of a parse's lists are now: an edit changes them in place (no
+    copy of a map of N items) and hands them to its own Reuse, which keeps how to undo that
+    (`Reuse.undo`): an edit of an older version (the agent went back to the graph before, the
+    engine having refused the new one) undoes the edits since (`Reuse.hold`)."""
+
+    current: Reuse | None = None
+
+
+# A change of a map shared from version to version: the map, the entries the edit removed
+# (their values then), and the entries it set then.
+_Undo = tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any]]
+
+
+def _changed(target: dict[Any, Any], gone: Iterable[Any], came: Iterable[tuple[Any, Any]]) -> _Undo:
+    """Remove the keys `gone` from `target`, then set `came`; what undoes and redoes it."""
+    removed = {key: target.pop(key) for key in gone}
+    added = dict(came)
+    target.update(added)
+    return target, removed, added
+
+
+def _redo(changes: tuple[_Undo, ...], undo: bool) -> None:
+    """Undo (or make again) an edit's `changes` of the shared maps."""
+    for target, removed, added in changes:
+        before, after = (added, removed) if undo else (removed, added)
+        for key in before:
+            del target[key]
+        target.update(after)
 
 
 @dataclass(frozen=True)
 class Reuse:
-    """A parsed graph file, for the next parse of its edited text: its text, where each
-    resource's mapping lies (character offsets, 0-based line and column), the resources, and
-    the graph as parsed (copied before anyone can change it)."""
+    """A parsed graph file, for the next parse of its edited text: its bytes, its lists of
+    resources (and `edges`) whose items may be parsed alone, its exports, collects and
+    pending edges, and the edges its `edges` list declares (one per pair of ends, as
+    Graph.connect merges them) with how many items declare each pair."""
 
-    text: str
-    starts: list[int]
-    ends: list[int]
-    lines: list[int]
-    cols: list[int]
-    items: list[_Item]
-    graph: Graph
+    data: bytes
+    lists: tuple[_List, ...]
+    edge_list: _List | None
     exported: list[Resource]
+    export_keys: frozenset[Key]
     collect: list[Collect]
     pending: list[tuple[Key, Key, Edge]]
-    # Where the `edges` block list lies (None: no such list, or not one reparse() may redo),
-    # the edges it declares, one per pair of ends (as Graph.connect merges them), and the edge
-    # of each item's text (an item whose text is unchanged is not parsed again).
-    edge_span: _Span | None = None
-    edges: dict[Ends, Edge] = field(default_factory=dict)
-    edge_items: dict[str, tuple[Key, Key, Edge]] = field(default_factory=dict)
+    edges: dict[Ends, Edge]
+    declared: dict[Ends, int]
+    owner: _Owner
+    # The version this one was edited from (while it lives) and how to make its maps its again.
+    parent: weakref.ref[Reuse] | None = None
+    undo: tuple[_Undo, ...] = ()
+
+    def hold(self) -> bool:
+        """Make the shared maps this version's: the edits from their last common version to
+        the one that holds them are undone, the latest first, then this one's made again;
+        False if a version between is gone (then a full parse)."""
+        mine = self._lineage()
+        depth = {id(version): n for n, version in enumerate(mine)}
+        undone: list[Reuse] = []
+        current = self.owner.current
+        while current is not None and id(current) not in depth:
+            undone.append(current)
+            current = current.parent() if current.parent is not None else None
+        if current is None:
+            return False
+        for version in undone:
+            _redo(version.undo, undo=True)
+        for version in reversed(mine[: depth[id(current)]]):
+            _redo(version.undo, undo=False)
+        self.owner.current = self
+        return True
+
+    def _lineage(self) -> list[Reuse]:
+        """This version and those it was edited from that still live, back to the full
+        parse or the first gone."""
+        out: list[Reuse] = [self]
+        while (parent := out[-1].parent() if out[-1].parent is not None else None) is not None:
+            out.append(parent)
+        return out
 
     @classmethod
     def of(
@@ -1100,297 +1165,345 @@ class Reuse:
         root: yaml.Node,
         parsed: list[tuple[str, int, str, Resource]],
         loaded: Loaded,
-        edges: list[tuple[Key, Key, Edge] | None],
+        edges: list[EdgeItem | None],
     ) -> Reuse | None:
         """The reusable state of a full parse; None when a later edit must parse it all."""
         if data[:3] == b"\xef\xbb\xbf" or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
             return None  # marks count characters after a BOM, or in UTF-16
         if data[:1] == b"%" or b"\n%" in data:
             return None  # a directive (%TAG !! ...): a part read alone would read tags otherwise
-        spans = _item_nodes(root)
-        if spans is None or len(spans) != len(parsed):
-            return None  # a resource was refused, or the resources are not all in block lists
+        if any(b in data for b in _BYTE_BREAKS) or not isinstance(root, yaml.MappingNode):
+            return None  # another line break: lines are found by "\n" alone
         if len({(kind, name.removeprefix(EXPORT_PREFIX)) for kind, _, name, _ in parsed}) != len(
             parsed
         ):
             return None  # the same resource twice
-        text = data.decode("utf-8")
-        items, starts, ends, lines, cols = [], [], [], [], []
-        for (kind, _index, name, res), node in zip(parsed, spans, strict=True):
-            start, end = node.start_mark.index, node.end_mark.index
-            items.append(_Item(kind, name, res, text[start:end].rstrip(" ")))
-            starts.append(start)
-            ends.append(end)
-            lines.append(node.start_mark.line)
-            cols.append(node.start_mark.column)
-        return cls(
-            text,
-            starts,
-            ends,
-            lines,
-            cols,
-            items,
-            loaded.graph.copy(),
+        at = _Offsets(data)
+        lists: list[_List] = []
+        taken = 0
+        for key, value in root.value:
+            if key.value != "resources":
+                continue
+            if not isinstance(value, yaml.MappingNode):
+                return None
+            for kind_node, seq in value.value:
+                if not isinstance(seq, yaml.SequenceNode):
+                    return None
+                items = parsed[taken : taken + len(seq.value)]
+                taken += len(seq.value)
+                if len(items) != len(seq.value) or any(i[0] != kind_node.value for i in items):
+                    return None  # a resource was refused
+                found = _list_of(data, at, seq, [_Item(k, n, r) for k, _, n, r in items])
+                if found is None:
+                    return None
+                lists.append(found)
+        if taken != len(parsed):
+            return None
+        edge_list = None
+        node = _edges_node(root)
+        if node is not None and None not in edges and len(edges) == len(node.value):
+            edge_list = _list_of(data, at, node, edges)
+        merged: dict[Ends, Edge] = {}
+        declared: dict[Ends, int] = {}
+        if edge_list is not None:
+            for edge in edges:
+                assert edge is not None
+                merged[edge[:2]] = both(merged.get(edge[:2]), edge[2])
+                declared[edge[:2]] = declared.get(edge[:2], 0) + 1
+        owner = _Owner()
+        reuse = cls(
+            data,
+            tuple(sorted(lists, key=operator.attrgetter("start"))),
+            edge_list,
             list(loaded.exported),
+            frozenset(key_of(res) for res in loaded.exported),
             list(loaded.collect),
             list(loaded.pending),
-            *_edge_state(root, text, edges),
+            merged,
+            declared,
+            owner,
         )
-
-    def _chunk(self, k: int) -> tuple[int, int]:
-        """The whole lines of the k-th resource in the text: from its line (the one of its "-")
-        to the line of the next token."""
-        text = self.text
-        return text.rfind("\n", 0, self.starts[k]) + 1, self.ends[k] - _indent_of_next(
-            text, self.ends[k]
-        )
-
-    def _locate(self, at: int) -> int | None:
-        """The resource whose chunk holds offset `at` (or ends at it), if any."""
-        from bisect import bisect_right  # an edit's re-parse only, not a first load
-
-        k = bisect_right(self.starts, at) - 1
-        if k + 1 < len(self.starts) and at >= self._chunk(k + 1)[0]:
-            k += 1
-        if k < 0 or at > self._chunk(k)[1]:
-            return None
-        return k
+        owner.current = reuse
+        return reuse
 
     def edited(self, data: bytes, filename: str, base: Graph) -> Loaded | None:
         """The parse of `data`, an edit of this text that adds, removes, renames or changes
-        resources of one block list only (whole resources, or inside them); None if it is not
-        one, or on any problem (a full parse then reports it). `base` is the graph of this text
-        as given out: the new one is it with only the changed resources replaced, added or
-        removed (Loaded.since)."""
+        resources of one block list only, or edges of the `edges` list (whole items, or inside
+        them); None if it is not one, or on any problem (a full parse then reports it). `base`
+        is the graph of this text as given out: the new one is it with only the changed
+        resources and edges replaced, added or removed (Loaded.since)."""
+        old = self.data
+        if data == old or not self.hold():
+            return None
+        head, tail = common_ends(old, data)
+        last = len(old) - tail
+        edges = self.edge_list
+        if edges is not None and edges.start <= head and last <= edges.end:
+            return self._edges_edited(data, filename, base, (head, last))
+        for found in self.lists:
+            if found.start <= head and last <= found.end:
+                return self._resources_edited(found, data, filename, base, (head, last))
+        return None
+
+    def _fragment(
+        self, found: _List, data: bytes, changed: tuple[int, int], parser: _Parser
+    ) -> tuple[_List, list[bytes], dict[bytes, Any], list[tuple[yaml.Node, LocDict]]] | None:
+        """Where the items of `found` an edit changed (bytes head..last of the old text) lie:
+        the list after the edit, the chunks of the new text of those items (whole lines from
+        a dash line, checked to read alike on their own), what each old chunk declared, and
+        the new items parsed (by `parser`); None if it is not such an edit."""
+        old, (head, last) = self.data, changed
+        start, end = found.around(old, head, last)
+        shift = len(data) - len(old)
+        if end + shift < start:
+            return None
+        fragment = data[start : end + shift]
+        marker = found.marker
+        lead = 0  # blank and comment lines before the list's first item, at its start
+        if fragment and not fragment.startswith(marker[1:]):
+            if start != found.start:
+                return None  # they would end the item before them
+            lead = data.find(marker, start - 1, end + shift) + 1 - start
+            lead = len(fragment) if lead <= 0 else lead
         try:
-            text = data.decode("utf-8")
+            text = fragment.decode("utf-8")
         except UnicodeDecodeError:
             return None
-        old = self.text
-        head = _common_prefix(old, text, min(len(old), len(text)))
-        tail = _common_suffix(old, text, min(len(old), len(text)) - head)
-        span = self.edge_span
-        if span is not None and span.start <= head and len(old) - tail <= span.end:
-            return self._edges_edited(text, filename, base)
-        i, j = self._locate(head), self._locate(len(old) - tail)
-        if i is None or j is None:
+        if not _block_items(text, found.dash):
             return None
-        lo, hi = min(i, j), max(i, j)
-        kind = self.items[lo].kind
-        if self.items[hi].kind != kind:
-            return None  # the change spans two lists
-        if lo > 0 and self.items[lo - 1].kind == kind and head < self.starts[lo]:
-            lo -= 1  # the lines before the first one end the one before it (`|+` keeps them)
-        start, end = self._chunk(lo)[0], self._chunk(hi)[1]
-        shift = len(text) - len(old)
-        fragment = text[start : end + shift]
-        prefix = old[start : self.starts[lo]]
-        dash = len(prefix) - len(prefix.lstrip(" "))
-        if prefix[dash:].rstrip(" ") != "-" or not _block_items(fragment, dash):
+        known = {chunk: found.chunks.get(chunk) for chunk in found.split(old, start, end)}
+        if None in known.values():
             return None
-        if not fragment:  # every resource of the range removed: the list must keep one
-            first = lo == 0 or self.items[lo - 1].kind != kind
-            last = hi + 1 == len(self.items) or self.items[hi + 1].kind != kind
-            if first and last:
-                return None
-        found = _Parser(filename).items(fragment, self.lines[lo]) if fragment else []
-        if found is None:
-            return None
-        new = self._new_items(
-            found=found, lo=lo, hi=hi, filename=filename, start=start, end=end + shift, text=text
-        )
-        if new is None:
-            return None
-        moved = fragment.count("\n") - old.count("\n", start, end)
-        after = start + dash if new else end + shift + _next_indent(text, end + shift)
-        return self._replaced(
-            text=text, lo=lo, hi=hi, new=new, moves=(shift, moved, after), base=base
-        )
+        body = fragment[lead:]
+        if not body and start == found.start and end == found.end:
+            return None  # every item of the list removed: the list must keep one
+        first = found.start  # where the list's first dash line is now
+        if start == found.start:
+            first = start + lead if body else end + shift
+        after = _List(first, found.end + shift, found.dash, found.kind, found.chunks)
+        chunks = found.split(body, 0, len(body))
+        items = self._parsed(found, parser, body, chunks)
+        return None if items is None else (after, chunks, known, items)
 
-    def _new_items(
-        self,
-        *,
-        found: list[tuple[yaml.Node, LocDict]],
-        lo: int,
-        hi: int,
-        filename: str,
-        start: int,
-        end: int,
-        text: str,
-    ) -> list[tuple[_Item, int, int, int, int]] | None:
-        """The resources of the new fragment `text[start:end]` (found: its nodes and
-        mappings), each with its offsets, 0-based line and column in `text`; a resource whose
-        text is unchanged is the very object of the last parse. None on any problem."""
-        kind = self.items[lo].kind
-        cls = lookup(kind)
+    def _parsed(
+        self, found: _List, parser: _Parser, fragment: bytes, chunks: list[bytes]
+    ) -> list[tuple[yaml.Node, LocDict]] | None:
+        """The items of `fragment` (chunks: `chunks`), each checked to start on its chunk's
+        dash line; None on any problem."""
+        if not fragment:
+            return []
+        items = parser.items(fragment)
+        if items is None or len(items) != len(chunks):
+            return None
+        line = 0
+        for (node, _data), chunk in zip(items, chunks, strict=True):
+            dash = found.dash
+            if node.start_mark.line != line or node.start_mark.column < dash + 2:
+                return None  # the mapping must start on its dash line, after "- " and spaces
+            if chunk[dash + 2 : node.start_mark.column].strip(b" "):
+                return None
+            line += chunk.count(b"\n")
+        return items
+
+    def _resources_edited(
+        self, found: _List, data: bytes, filename: str, base: Graph, changed: tuple[int, int]
+    ) -> Loaded | None:
+        """An edit of the resources of the list `found` alone (see edited())."""
+        cls = lookup(found.kind)
         if cls is None or validates_together(cls):
             return None  # (a kind checked together: a full parse checks them all)
-        known = {(self.cols[k], self.items[k].text): self.items[k] for k in range(lo, hi + 1)}
-        line = self.lines[lo]  # the lines before the fragment: one character each in `data`
-        out = []
-        for n, (node, data) in enumerate(found):
-            first = start + node.start_mark.index - line
-            last = start + node.end_mark.index - line if n + 1 < len(found) else end
-            if last == end:  # the last one ends where the old range did: at the next token
-                last += _next_indent(text, end)
-            name, col = data.get("name"), node.start_mark.column
-            lead = text[text.rfind("\n", 0, first) + 1 : first]
-            if not isinstance(name, str) or lead.strip(" ") != "-" or col != len(lead):
-                return None  # the mapping must start on its "-" line
-            item = known.get((col, text[first:last].rstrip(" ")))
+        parser = _Parser(filename)
+        cut = self._fragment(found, data, changed, parser)
+        if cut is None:
+            return None
+        moved, chunks, known, items = cut
+        olds: list[_Item] = list(known.values())
+        new: list[tuple[bytes, _Item]] = []
+        for (node, item_data), chunk in zip(items, chunks, strict=True):
+            name = item_data.get("name")
+            if not isinstance(name, str):
+                return None
+            item = known.get(chunk)
             if item is None or item.name != name:
-                parser = _Parser(filename)
-                res = parser._resource(cls, kind, data, node.start_mark.line + 1, 0)
+                res = parser._resource(cls, found.kind, item_data, node.start_mark.line + 1, 0)
                 if res is None or parser.problems or parser.warnings:
                     return None
-                item = _Item(kind, name, res, text[first:last].rstrip(" "))
-            out.append((item, first, last, node.start_mark.line, col))
-        return out
-
-    def _replaced(
-        self,
-        *,
-        text: str,
-        lo: int,
-        hi: int,
-        new: list[tuple[_Item, int, int, int, int]],
-        moves: tuple[int, int, int],
-        base: Graph,
-    ) -> Loaded | None:
-        """This parse with the resources lo..hi replaced by `new` (of the edited `text`); None
-        if that changes more than those resources (a duplicate, an edge's end). `moves`: how
-        many characters and lines the text after them moved, and where the resource before
-        them now ends (the next token)."""
-        shift, moved, after = moves
-        olds = self.items[lo : hi + 1]
+                item = _Item(found.kind, name, res)
+            new.append((chunk, item))
         gone = {item.key: item for item in olds}
         came: dict[Key, _Item] = {}
-        for item, *_ in new:
+        for _chunk, item in new:
             if item.key in came:
                 return None  # the same resource twice
             came[item.key] = item
-        exports = {key_of(res) for res in self.exported}
+        if any(item.export for item in [*olds, *came.values()]):
+            return None  # (the exports' order: a full parse)
         for key in came.keys() - gone.keys():
-            if key in self.graph.vertices or key in exports:
+            if key in base.vertices or key in self.export_keys:
                 return None
         edged = {key for edge in self.pending for key in edge[:2]}
         for key in gone.keys() ^ came.keys():
-            if self.graph.succ.get(key) or self.graph.pred.get(key) or key in edged:
+            if base.succ.get(key) or base.pred.get(key) or key in edged:
                 return None  # an edge names it: a full parse says what that means
-        for key in gone.keys() & came.keys():
-            if gone[key].export != came[key].export:
-                return None
-        rest = range(hi + 1, len(self.items))
         derived = derive(
-            self.graph,
+            base,
             Change(
-                put={key: item.res for key, item in came.items() if not item.export},
-                remove={key for key, item in gone.items() if not item.export and key not in came},
+                put={key: item.res for key, item in came.items()},
+                remove={key for key in gone if key not in came},
             ),
         )
-        graph = derived.graph
-        items = [*self.items[:lo], *(n[0] for n in new), *self.items[hi + 1 :]]
-        ends = [*self.ends[:lo], *(n[2] for n in new), *(self.ends[k] + shift for k in rest)]
-        if lo > 0 and items[lo - 1].kind == olds[0].kind:  # its end was the first one's "-"
-            prev = items[lo - 1]
-            ends[lo - 1] = after
-            items[lo - 1] = _Item(
-                prev.kind, prev.name, prev.res, text[self.starts[lo - 1] : after].rstrip(" ")
-            )
-        if any(item.export for item in olds) or any(item.export for item in came.values()):
-            exported = [item.res for item in items if item.export]
-        else:
-            exported = list(self.exported)
-        loaded = Loaded(graph, exported, list(self.collect), pending=list(self.pending))
-        loaded.since = (base, derived.touched)
-        loaded.reuse = Reuse(
-            text,
-            [*self.starts[:lo], *(n[1] for n in new), *(self.starts[k] + shift for k in rest)],
-            ends,
-            [*self.lines[:lo], *(n[3] for n in new), *(self.lines[k] + moved for k in rest)],
-            [*self.cols[:lo], *(n[4] for n in new), *self.cols[hi + 1 :]],
-            items,
-            _share(graph),
-            list(exported),
-            self.collect,
-            self.pending,
-            self.edge_span.moved(self.starts[lo], shift, moved) if self.edge_span else None,
-            self.edges,
-            self.edge_items,
+        undo = (_changed(found.chunks, known, new),)  # nothing fails from here on
+        shift = len(data) - len(self.data)
+        lists = tuple(
+            moved if each is found else each.moved(found.end, shift) for each in self.lists
         )
-        return loaded
+        edge_list = self.edge_list.moved(found.end, shift) if self.edge_list is not None else None
+        return self._next(data, derived, (lists, edge_list), undo)
 
-    def _edges_edited(self, text: str, filename: str, base: Graph) -> Loaded | None:
-        """The parse of `text`, an edit inside the `edges` list alone: that list is parsed on
-        its own (the resources are the very objects of the last parse) and the graph derived
-        with the edges that changed; None on any problem (a full parse then reports it)."""
-        span = self.edge_span
-        if span is None or self.pending:
-            return None
-        shift = len(text) - len(self.text)
-        fragment = text[span.start : span.end + shift]
-        if not fragment or not _block_items(fragment, span.dash):
+    def _edges_edited(
+        self, data: bytes, filename: str, base: Graph, changed: tuple[int, int]
+    ) -> Loaded | None:
+        """An edit inside the `edges` list alone: the items it touched are parsed on their own
+        (the resources are the very objects of the last parse) and the graph derived with the
+        edges that changed; None on any problem (a full parse then reports it)."""
+        found = self.edge_list
+        if found is None or self.pending:
             return None
         parser = _Parser(filename)
-        loaded = Loaded(self.graph, collect=list(self.collect))  # _edge reads the graph only
-        items: dict[str, tuple[Key, Key, Edge]] = {}
-        edges: dict[Ends, Edge] = {}
-        for index, (offset, chunk) in enumerate(_edge_chunks(fragment, span.dash)):
-            edge = self.edge_items.get(chunk)
-            if edge is None:  # a new or edited item: parsed alone, at its line
-                found = parser.items(chunk, span.line + offset)
-                if found is None or len(found) != 1:
-                    return None
-                node, data = found[0]
-                edge = parser._edge(data, node.start_mark.line + 1, index, loaded)
+        cut = self._fragment(found, data, changed, parser)
+        if cut is None:
+            return None
+        moved, chunks, known, items = cut
+        loaded = Loaded(base, collect=list(self.collect))  # _edge reads the graph only
+        olds: list[EdgeItem] = list(known.values())
+        new: list[tuple[bytes, EdgeItem]] = []
+        for index, ((node, item_data), chunk) in enumerate(zip(items, chunks, strict=True)):
+            edge = known.get(chunk)
+            if edge is None:
+                edge = parser._edge(item_data, node.start_mark.line + 1, index, loaded)
                 if edge is None or parser.problems or parser.warnings or loaded.pending:
                     return None
-            items[chunk] = edge
-            edges[edge[:2]] = both(edges.get(edge[:2]), edge[2])
-        last = self.edges
+            new.append((chunk, edge))
+        was = {edge[:2]: edge[2] for edge in olds}
+        now = {edge[:2]: edge[2] for _chunk, edge in new}
+        if len(was) != len(olds) or len(now) != len(new):
+            return None  # two items of one pair: merged, in a full parse
+        if any(self.declared.get(ends, 0) != 1 for ends in was):
+            return None
+        if any(ends in self.declared and ends not in was for ends in now):
+            return None
+        total = sum(self.declared.values()) - len(was) + len(now)
+        if too_many(total, "edges") is not None:
+            return None  # a full parse says where
         change = Change(
-            connect=[
-                (src, dst, edge)
-                for (src, dst), edge in edges.items()
-                if last.get((src, dst)) != edge
-            ],
-            disconnect=[ends for ends, edge in last.items() if edges.get(ends) != edge],
+            connect=[(*ends, edge) for ends, edge in now.items() if was.get(ends) != edge],
+            disconnect=[ends for ends, edge in was.items() if now.get(ends) != edge],
         )
         try:
-            derived = derive(self.graph, change)
+            derived = derive(base, change)
         except GraphError:
             return None  # a cycle: a full parse says which edge closes it
-        moved = fragment.count("\n") - self.text.count("\n", span.start, span.end)
-        after = range(len(self.starts))
-        out = Loaded(derived.graph, list(self.exported), list(self.collect))
-        out.since = (base, derived.touched)
-        out.reuse = Reuse(
-            text,
-            [a + shift * (a >= span.end) for a in self.starts],
-            [
-                a + shift * (self.starts[k] >= span.end)
-                for k, a in zip(after, self.ends, strict=True)
-            ],
-            [
-                a + moved * (self.starts[k] >= span.end)
-                for k, a in zip(after, self.lines, strict=True)
-            ],
-            self.cols,
-            self.items,
-            _share(derived.graph),
-            list(self.exported),
+        undo = (  # nothing fails from here on
+            _changed(found.chunks, known, new),
+            _changed(self.edges, was, now.items()),
+            _changed(self.declared, was, dict.fromkeys(now, 1).items()),
+        )
+        shift = len(data) - len(self.data)
+        lists = tuple(each.moved(found.end, shift) for each in self.lists)
+        return self._next(data, derived, (lists, moved), undo)
+
+    def _next(
+        self,
+        data: bytes,
+        derived: Derived,
+        where: tuple[tuple[_List, ...], _List | None],
+        undo: tuple[_Undo, ...],
+    ) -> Loaded:
+        """The Loaded of the edited `data` (its graph `derived`; its lists `where`), which
+        holds the shared maps now (`undo` makes them this version's again)."""
+        lists, edge_list = where
+        loaded = Loaded(derived.graph, list(self.exported), list(self.collect))
+        loaded.pending = list(self.pending)
+        loaded.since = (derived.base, derived.touched)
+        loaded.reuse = Reuse(
+            data,
+            lists,
+            edge_list,
+            self.exported,
+            self.export_keys,
             self.collect,
             self.pending,
-            _Span(span.start, span.end + shift, span.line, span.dash),
-            edges,
-            items,
+            self.edges,
+            self.declared,
+            self.owner,
+            weakref.ref(self),
+            undo,
         )
-        return out
+        self.owner.current = loaded.reuse
+        return loaded
+
+
+class _Offsets:
+    """Byte offsets of character offsets (a mark's index) of `data`, asked in increasing
+    order (one pass); the same number for ASCII text."""
+
+    def __init__(self, data: bytes) -> None:
+        self.text = None if data.isascii() else data.decode("utf-8")
+        self.chars = self.bytes = 0
+
+    def __call__(self, index: int) -> int:
+        if self.text is None:
+            return index
+        if index < self.chars:
+            self.chars = self.bytes = 0
+        self.bytes += len(self.text[self.chars : index].encode("utf-8"))
+        self.chars = index
+        return self.bytes
+
+
+def _list_of(data: bytes, at: _Offsets, seq: yaml.Node, declared: list[Any]) -> _List | None:
+    """The _List of a block list `seq` of `data` whose items declared `declared` (in order),
+    if its dash lines are its items' first lines, one per item, and each item's text is its
+    own; else None."""
+    if not isinstance(seq, yaml.SequenceNode) or seq.flow_style:
+        return None
+    if not seq.value or len(declared) != len(seq.value):
+        return None
+    starts: list[int] = []
+    dash = -1
+    for node in seq.value:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        first = at(node.start_mark.index)
+        line = data.rfind(b"\n", 0, first) + 1
+        lead = data[line:first]
+        column = lead.find(b"-")
+        if column < 0 or lead[:column].strip(b" ") or lead[column + 1 :].strip(b" "):
+            return None  # the mapping must start on its dash line
+        if len(lead) < column + 2 or dash not in (-1, column):
+            return None
+        dash = column
+        starts.append(line)
+    last = at(seq.end_mark.index)  # the next token (a block list's end is there)
+    end = data.rfind(b"\n", 0, last) + 1
+    if data[end:last].strip(b" ") or end <= starts[-1]:
+        return None  # the next token is on the last item's line
+    kind = declared[0].kind if isinstance(declared[0], _Item) else ""
+    found = _List(starts[0], end, dash, kind, {})
+    if (b"\n" + data[found.start : end]).count(found.marker) != len(starts):
+        return None  # a line like an item's first inside an item (a quoted scalar's)
+    bounds = [*starts[1:], end]
+    for begin, stop, item in zip(starts, bounds, declared, strict=True):
+        found.chunks[data[begin:stop]] = item
+    if len(found.chunks) != len(starts):
+        return None
+    return found
 
 
 def reparse(data: bytes, filename: str, previous: Loaded | None) -> Loaded:
     """parse(data, incremental=True), reusing what `previous` (the last version) parsed: in
-    O(change) when the edit lies inside one resource (see Reuse)."""
+    O(change) when the edit lies inside the items of one list of resources, or of the edges
+    (see Reuse)."""
     if previous is None or previous.reuse is None:
         return parse(data, filename, incremental=True)
     with collector.paused():  # as parse(): a big edit makes many objects, no cycles
@@ -1400,37 +1513,14 @@ def reparse(data: bytes, filename: str, previous: Loaded | None) -> Loaded:
     return loaded
 
 
-def _item_nodes(root: yaml.Node) -> list[yaml.Node] | None:
-    """The nodes of `resources`' items in document order; None unless all are mappings in
-    block lists."""
+def _edges_node(root: yaml.Node) -> yaml.Node | None:
+    """The top-level `edges` list of a composed file, if it is a block list of mappings."""
     if not isinstance(root, yaml.MappingNode):
         return None
-    out: list[yaml.Node] = []
-    for key, value in root.value:
-        if key.value != "resources":
-            continue
-        if not isinstance(value, yaml.MappingNode):
-            return None
-        for _kind, items in value.value:
-            if not isinstance(items, yaml.SequenceNode) or items.flow_style:
-                return None
-            if not all(isinstance(item, yaml.MappingNode) for item in items.value):
-                return None
-            out += items.value
-    return out
-
-
-def _indent_of_next(text: str, end: int) -> int:
-    """How many of the characters before `end` (where a block mapping's node ends: the next
-    token) are the indentation of that token, on its line: an edit may not touch them nor the
-    line break before them (that would move the next token into the mapping)."""
-    line = text[text.rfind("\n", 0, end) + 1 : end]
-    return len(line) if not line.strip(" ") else 0
-
-
-def _next_indent(text: str, at: int) -> int:
-    """How many spaces start the line at offset `at` (the indentation of its token)."""
-    return len(text[at : at + 256]) - len(text[at : at + 256].lstrip(" "))
+    lists = [value for key, value in root.value if key.value == "edges"]
+    if len(lists) != 1 or not isinstance(lists[0], yaml.SequenceNode):
+        return None
+    return lists[0]
 
 
 def _block_items(fragment: str, dash: int) -> bool:
@@ -1451,79 +1541,3 @@ def _block_items(fragment: str, dash: int) -> bool:
         elif not started or indent <= dash or body.startswith("\t"):
             return False
     return True
-
-
-def _edge_chunks(fragment: str, dash: int) -> list[tuple[int, str]]:
-    """The items of `fragment` (whole lines of a block list whose "-" are at column `dash`,
-    checked by _block_items): each one's first line (0-based, in the fragment) and its text,
-    from its "- " line to the next one's (the blank and comment lines before the first are
-    no item's)."""
-    starts: list[tuple[int, int]] = []  # line number and offset of each item's "- " line
-    at = 0
-    for number, line in enumerate(fragment.split("\n")[:-1]):
-        if line[dash : dash + 2] == "- " and not line[:dash].strip(" "):
-            starts.append((number, at))
-        at += len(line) + 1
-    ends = [offset for _number, offset in starts[1:]] + [len(fragment)] * bool(starts)
-    return [(number, fragment[o:e]) for (number, o), e in zip(starts, ends, strict=True)]
-
-
-def _edge_state(
-    root: yaml.Node, text: str, edges: list[tuple[Key, Key, Edge] | None]
-) -> tuple[_Span | None, dict[Ends, Edge], dict[str, tuple[Key, Key, Edge]]]:
-    """Reuse's edge fields for the `edges` list of `text` (composed: `root`) whose items
-    declared `edges`: none when an item is pending, or the items are not one per "- " line."""
-    span = _Span.of(root, text)
-    if span is None or None in edges:
-        return None, {}, {}
-    chunks = _edge_chunks(text[span.start : span.end], span.dash)
-    lines = [span.line + number for number, _chunk in chunks]
-    if lines != _Span.item_lines(root):
-        return None, {}, {}
-    merged: dict[Ends, Edge] = {}
-    items: dict[str, tuple[Key, Key, Edge]] = {}
-    for (_number, chunk), edge in zip(chunks, edges, strict=True):
-        assert edge is not None
-        merged[edge[:2]] = both(merged.get(edge[:2]), edge[2])
-        items[chunk] = edge
-    return span, merged, items
-
-
-def _common_prefix(a: str, b: str, limit: int) -> int:
-    """The length of the common prefix of `a` and `b`, at most `limit` (compared by chunks)."""
-    lo = 0
-    while lo + _CHUNK <= limit and a[lo : lo + _CHUNK] == b[lo : lo + _CHUNK]:
-        lo += _CHUNK
-    hi = min(lo + _CHUNK, limit)
-    while lo < hi:  # a[:lo] == b[:lo]; the first difference is at or before hi
-        mid = (lo + hi + 1) // 2
-        if a[lo:mid] == b[lo:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _common_suffix(a: str, b: str, limit: int) -> int:
-    """The length of the common suffix of `a` and `b`, at most `limit`."""
-    la, lb = len(a), len(b)
-    lo = 0
-    while lo + _CHUNK <= limit and a[la - lo - _CHUNK : la - lo] == b[lb - lo - _CHUNK : lb - lo]:
-        lo += _CHUNK
-    hi = min(lo + _CHUNK, limit)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[la - mid : la - lo] == b[lb - mid : lb - lo]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _share(graph: Graph) -> Graph:
-    """A graph with the vertices of `graph` (to change) and its edges, shared: nobody changes
-    a graph once given (Engine.apply prepares a copy)."""
-    out = Graph(graph.name)
-    out.vertices = dict(graph.vertices)
-    out.succ, out.pred = dict(graph.succ), dict(graph.pred)
-    return out

@@ -57,6 +57,7 @@ from mgmt.lang.modules import read_again
 from mgmt.lang.runtime import CollectSpec, EdgeSpec, ResSpec, Runtime
 from mgmt.lang.values import to_plain
 from mgmt.listing import first_of
+from mgmt.spans import common_ends
 from mgmt.yamlgraph import Loaded
 
 if TYPE_CHECKING:
@@ -190,9 +191,12 @@ def _check(graph: Graph, seen: dict[Key, ResSpec], items: tuple[Any, ...]) -> No
 class Output:
     """The graphs of a program's output, each made from the last one in O(change).
 
-    The runtime hands back the very objects it declared before for whatever did not change
-    (a loop's unchanged iterations, statements not recomputed), so the items that left and
-    came are found by identity; only their vertices and edges are changed in the last graph
+    The runtime hands back the very objects it declared before, in the same order, for
+    whatever did not change (a loop's unchanged iterations, statements not recomputed), so the
+    items that left and came are found by identity between the ends the two outputs have in
+    common (found at memcmp speed, mgmt.spans: there, an item is the same object or an equal
+    one): a value's change costs what lies between the first and the last item it changed, not
+    the whole output. Only their vertices and edges are changed in the last graph
     (engine.graph.derive, the path graph files' edits take too), with a cycle check of the
     edges added only. The engine then swaps in O(change) as well (Loaded.since: the resources
     and the ends of the edges that changed). A program whose output has duplicates, exports
@@ -204,20 +208,19 @@ class Output:
         self.name = name
         self.loaded: Loaded | None = None  # the last graph made
         self.derived = 0  # graphs made from the last one (tests read it)
-        self._items: dict[int, Any] = {}  # id -> item of the last output (they are kept alive)
+        self._items: tuple[Any, ...] = ()  # the last output
         self._built: Built = {}  # its resources by key, with the statement of each
         self._edges: dict[tuple[Key, Key], EdgeSpec] = {}  # its edges by their ends
         self._plain = False  # no duplicate, export, collect: the next may be derived
 
     def build(self, items: tuple[Any, ...]) -> Loaded:
         """The graph of `items` (FuncError, with the statement's position)."""
-        ids = dict(zip(map(id, items), items, strict=True))
-        loaded = self._derive(ids) if self._plain and self.loaded is not None else None
+        loaded = self._derive(items) if self._plain and self.loaded is not None else None
         if loaded is None:
             loaded = self._full(items)
         else:
             self.derived += 1
-        self.loaded, self._items = loaded, ids
+        self.loaded, self._items = loaded, items
         return loaded
 
     def _full(self, items: tuple[Any, ...]) -> Loaded:
@@ -233,13 +236,20 @@ class Output:
         self._built, self._edges = built, edges
         return loaded
 
-    def _derive(self, ids: dict[int, Any]) -> Loaded | None:
-        """The graph of the output `ids` made from the last one, or None (build it in full)."""
+    def _derive(self, items: tuple[Any, ...]) -> Loaded | None:
+        """The graph of the output `items` made from the last one, or None (build it in
+        full)."""
         assert self.loaded is not None
-        last = self._items
+        head, tail = common_ends(self._items, items)
+        left = self._items[head : len(self._items) - tail]
+        now = items[head : len(items) - tail]
+        last, ids = (
+            dict(zip(map(id, left), left, strict=True)),
+            dict(zip(map(id, now), now, strict=True)),
+        )
         gone = [last[i] for i in last.keys() - ids.keys()]
         came = [ids[i] for i in ids.keys() - last.keys()]
-        if 2 * (len(gone) + len(came)) > len(ids) + 8 or len(ids) > max_resources():
+        if 2 * (len(gone) + len(came)) > len(items) + 8 or len(items) > max_resources():
             return None  # most of it changed: as fast in full (which also counts the graph)
         change = Change()
         removed: set[Key] = set()

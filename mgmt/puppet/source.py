@@ -78,7 +78,7 @@ class PuppetSource:
         self.first: Loaded | None = None
         self.problem = ""  # agent.GraphSource: the last edit's compile error, if it failed
         self.on_problem: Callable[[str], None] | None = None
-        self._digest = ""
+        self._digest: str | bytes = ""
         self._kick = asyncio.Event()
         self._out: asyncio.Queue[Loaded] = asyncio.Queue()
         self._tasks = TaskSet("puppet", log)

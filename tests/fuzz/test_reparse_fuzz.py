@@ -168,3 +168,48 @@ def test_reparse_after_random_edits_is_parse(chunk: int) -> None:
                 continue
             check_since(loaded)
             text, last = now, loaded
+
+
+@pytest.mark.parametrize("chunk", range(2))
+def test_reparse_of_an_older_version_is_parse(chunk: int) -> None:
+    """Edits made from any version kept (the agent goes back to the graph before when the
+    engine refuses a new one): each reparse()d from it is parse() of its text, though the
+    versions share what they keep of their lists (Reuse.hold undoes and redoes the edits
+    between); and such a reparse of a big list is incremental (`since`)."""
+    seeds = 1000 if fuzz.LONG else 100
+    for seed in range(chunk * seeds, (chunk + 1) * seeds):
+        rng = random.Random(seed)
+        text = graph_file(rng)
+        try:
+            versions = [(text, parse(text, "g.yaml", incremental=True))]
+        except GraphFileError:
+            continue
+        for _ in range(rng.randint(2, 10)):
+            text, last = rng.choice(versions)
+            now = edit(rng, text)
+            seen, loaded = outcome(now, last)
+            assert seen == outcome(now, None)[0], (seed, text, now)
+            if loaded is not None:
+                check_since(loaded)
+                versions.append((now, loaded))
+
+
+def test_edits_of_older_versions_of_a_big_list_stay_incremental() -> None:
+    names = [f"f{i}" for i in range(300)]
+
+    def render(content: dict[str, str]) -> str:
+        lines = ["graph: g", "resources:", "  file:"]
+        for name in names:
+            lines += [f"    - name: {name}", f"      path: /tmp/x/{name}"]
+            lines += [f"      content: {content[name]}"] if name in content else []
+        return "\n".join(lines) + "\n"
+
+    rng = random.Random(7)
+    versions = [({}, parse(render({}), "g.yaml", incremental=True))]
+    for step in range(60):
+        content, last = rng.choice(versions)
+        now = {**content, rng.choice(names): f"c{step}"}
+        loaded = reparse(render(now).encode(), "g.yaml", last)
+        assert loaded.since is not None, step
+        assert outcome(render(now), None)[0] == outcome(render(now), last)[0]
+        versions.append((now, loaded))

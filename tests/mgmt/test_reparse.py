@@ -323,7 +323,6 @@ def test_the_blank_lines_a_kept_block_scalar_ends_with_are_reparsed(edit: Any) -
         ("an edge added first", {"f3", "f4"}),
         ("an edge reversed", {"f1", "f2"}),
         ("an edge's end renamed", {"f1", "f2", "f9"}),
-        ("an edge twice", {"f1", "f2"}),
         ("an edge as a block mapping", {"f3", "f4"}),
         ("a comment between", set()),
     ],
@@ -332,8 +331,10 @@ def test_the_blank_lines_a_kept_block_scalar_ends_with_are_reparsed(edit: Any) -
 def test_an_edit_of_the_edges_parses_them_alone(
     monkeypatch: pytest.MonkeyPatch, edit: str, changed: set[str], first_in_file: bool
 ) -> None:
-    """An edit inside the `edges` list parses that list alone: no resource is validated, each
-    is the very object of the last parse, and `since` names the ends of the changed edges."""
+    """An edit inside the `edges` list parses the items it touched alone: no resource is
+    validated, each is the very object of the last parse, and `since` names the ends of the
+    changed edges. (A second item of one pair of ends, merged into one edge, is a full parse:
+    test_reparse_is_parse_whatever_the_edit's "an edge twice".)"""
     before = text(tail=EDGES)
     if first_in_file:
         before = text().replace("resources:\n", EDGES + "resources:\n")
@@ -417,3 +418,28 @@ def test_an_edit_of_one_edge_parses_that_edge_alone(monkeypatch: pytest.MonkeyPa
     ]
     assert second.since == (first.graph, frozenset({("file", "f7"), ("file", "f8")}))
     assert outcome(after, first) == outcome(after)
+
+
+def test_a_bad_edit_of_a_big_file_is_told_at_its_line_and_changes_nothing() -> None:
+    """An edit of one of 5,000 resources that is wrong (an unknown key) is refused by the full
+    parse reparse() falls back to, at the edited key's line; the last graph is left as it
+    was, and a good edit after it is still parsed alone."""
+    count = 5000
+    lines = ["graph: g", "resources:", "  file:"]
+    for i in range(count):
+        lines += [f"    - name: f{i}", f"      path: /tmp/g/f{i}", f'      content: "n {i}"']
+    before = "\n".join(lines) + "\n"
+    first = parse(before, "g.yaml", incremental=True)
+    vertices = dict(first.graph.vertices)
+    bad = before.replace("      path: /tmp/g/f4321\n", "      pth: /tmp/g/f4321\n")
+    with pytest.raises(GraphFileError) as err:
+        reparse(bad.encode(), "g.yaml", first)
+    line = 3 + 3 * 4321 + 2  # the key's line: after the 3 header lines and 4,321 resources
+    assert err.value.problems == [
+        f"g.yaml:{line}: file[f4321]: pth: unknown key (did you mean 'path'?)"
+    ]
+    assert first.graph.vertices == vertices
+    good = before.replace('"n 4321"', '"edited"')
+    second = reparse(good.encode(), "g.yaml", first)
+    assert second.since == (first.graph, frozenset({("file", "f4321")}))
+    assert outcome(good, first) == outcome(good)
