@@ -256,12 +256,13 @@ class Ring:
         self._cq_head.value = head
         return out
 
-    def fsync_link(self, files: Sequence[tuple[int, int, str]]) -> list[tuple[str, int]]:
+    def fsync_link(self, files: Sequence[tuple[int, int, str | None]]) -> list[tuple[str, int]]:
         """Make each new unnamed file (fd, dir_fd, name) durable, then link it at `name` in
-        dir_fd: one fsync -> linkat chain each, all in flight together (see the module doc).
-        Each file's outcome, in order: ("", 0) once linked, else the step that failed
-        ("fsync" or "link") and its errno (a link not run after a failed fsync: the fsync's).
-        A failure of the ring itself raises OSError."""
+        dir_fd: one fsync -> linkat chain each, all in flight together (see the module doc); a
+        file whose name is None is only fsynced (its caller names it: a replaced file's temp
+        name and rename). Each file's outcome, in order: ("", 0) once done, else the step that
+        failed ("fsync" or "link") and its errno (a link not run after a failed fsync: the
+        fsync's). A failure of the ring itself raises OSError."""
         outcomes: list[tuple[str, int]] = [("", 0)] * len(files)
         most = self.entries // 2
         for start in range(0, len(files), most):
@@ -271,11 +272,19 @@ class Ring:
     def _fsync_link(
         self,
         start: int,
-        part: Sequence[tuple[int, int, str]],
+        part: Sequence[tuple[int, int, str | None]],
         outcomes: list[tuple[str, int]],
     ) -> None:
         keep: list[ctypes.c_char_p] = []  # the strings' buffers, alive until their completions
+        wanted = 0
+        results: dict[int, int] = {}
         for i, (fd, dir_fd, name) in enumerate(part, start):
+            if name is None:  # fsynced only
+                sqe = self.sqe()
+                sqe.opcode, sqe.fd, sqe.user_data = OP_FSYNC, fd, i << 1
+                results[i << 1 | 1] = 0
+                wanted += 1
+                continue
             source = ctypes.c_char_p(b"/proc/self/fd/%d" % fd)
             target = ctypes.c_char_p(os.fsencode(name))
             keep += (source, target)
@@ -285,9 +294,9 @@ class Ring:
             sqe.opcode, sqe.fd, sqe.addr = OP_LINKAT, AT_FDCWD, address(source)
             sqe.len, sqe.off, sqe.op_flags = dir_fd, address(target), AT_SYMLINK_FOLLOW
             sqe.user_data = i << 1 | 1
-        wanted = 2 * len(part)
+            wanted += 2
         self.enter(wanted)
-        results: dict[int, int] = {}
+        wanted += len(results)  # (the links not asked for, done already)
         while True:
             results.update(self.reap())
             if len(results) >= wanted:
@@ -400,7 +409,7 @@ class Rings:
             return len(self._rings)
 
 
-def fsync_link(ring: Ring, files: Sequence[tuple[int, int, str]]) -> list[tuple[str, int]]:
+def fsync_link(ring: Ring, files: Sequence[tuple[int, int, str | None]]) -> list[tuple[str, int]]:
     """`ring.fsync_link(files)`; a failure of the ring itself (some links may be made) is each
     file's error ("io_uring", its errno)."""
     try:
