@@ -63,13 +63,9 @@ def uring_floor(out: Path, count: int, *, window: int = 256, workers: int | None
     try:
         while made < count:
             while opened < count and in_flight < window and ring.free() >= 1 + _STEPS:
-                sqe = ring.sqe()
-                sqe.opcode, sqe.fd, sqe.addr = (
-                    OP_OPENAT,
-                    dir_fd,
-                    address(dot),
+                ring.put(
+                    OP_OPENAT, dir_fd, opened << 3, addr=address(dot), length=0o600, op_flags=flags
                 )
-                sqe.len, sqe.op_flags, sqe.user_data = 0o600, flags, opened << 3
                 opened += 1
                 in_flight += 1
             ring.enter(1)
@@ -88,15 +84,16 @@ def uring_floor(out: Path, count: int, *, window: int = 256, workers: int | None
                         (OP_CLOSE, fd, None, 0, 0, 0),
                     ]
                     for n, (op, on, addr, length, addr2, op_flags) in enumerate(chain, 1):
-                        sqe = ring.sqe()
-                        sqe.opcode, sqe.fd, sqe.len, sqe.op_flags = op, on, length, op_flags
-                        if addr is not None:
-                            sqe.addr = address(addr)
-                        if isinstance(addr2, ctypes.c_char_p):
-                            sqe.off = address(addr2)
-                        sqe.user_data = i << 3 | n
-                        if n < _STEPS:
-                            sqe.flags = SQE_IO_LINK
+                        ring.put(
+                            op,
+                            on,
+                            i << 3 | n,
+                            flags=SQE_IO_LINK if n < _STEPS else 0,
+                            addr=0 if addr is None else address(addr),
+                            length=length,
+                            off=address(addr2) if isinstance(addr2, ctypes.c_char_p) else 0,
+                            op_flags=op_flags,
+                        )
                 elif step == _STEPS:  # closed: done
                     del procs[i]
                     made += 1

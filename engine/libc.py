@@ -13,7 +13,7 @@ The I/O threads' quick calls of a small file's durable write are made here too (
 `fchmod`, `linkat`, `renameat`, `close`; engine/safefs.py, write_at), so are the wake-up of
 the loop when a job's reply is ready and its reset by the loop (an eventfd: `signal_eventfd`,
 `read`; engine/stopgate.py, Replies), and so are the lookup
-before a first write in a writing thread (`absent`), its temp name's `getrandom`, the look
+before a first write in a writing thread (`lstat`) and the hold of the inode it replaces (`open_path`), its temp name's `getrandom`, the look
 at a watcher's other paths after its rename (`file_type`) and the read of the mounts' types
 as the threads begin (`local_dev`, a file the kernel makes as it is read): a thread that released the GIL for each of them
 waited for it after each, behind the event loop that holds it while a first run's writes
@@ -134,6 +134,19 @@ def rename(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> None:
         raise _failed(src, dst)
 
 
+_openat = _libc.openat  # (int, const char *, int): no argtypes, as close's
+_O_PATH_NOFOLLOW = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_path(dir_fd: int, name: str) -> int:
+    """An O_PATH descriptor of dir_fd/name, not followed (a link is opened as itself): a
+    lookup, as `lstat` below, on a local file system only."""
+    fd: int = _openat(dir_fd, fsencode(name), _O_PATH_NOFOLLOW)
+    if fd < 0:
+        raise _failed(name)
+    return fd
+
+
 def close(fd: int) -> None:
     """Close a descriptor whose close cannot wait: an O_PATH one, or a file already fsynced.
     Like os.close, the descriptor is gone even when the call reports an error."""
@@ -245,11 +258,17 @@ def file_id(fd: int) -> tuple[int, int, int]:
 
 
 _AT_SYMLINK_NOFOLLOW = 0x100
+_STATX_BASIC_STATS = 0x7FF
+# struct statx up to stx_mtime, then its devices: mask, blksize, attributes, nlink, uid, gid,
+# mode (and a pad), ino, size, blocks, attributes_mask, then atime, btime, ctime, mtime (each
+# seconds, nanoseconds and a pad); rdev major and minor, dev major and minor.
+_STATX = struct.Struct("=IIQIIIH2xQQQQ" + "qI4x" * 4 + "IIII")
+_BILLION = 1_000_000_000
 
 
-def absent(dir_fd: int, name: str) -> bool:
-    """Whether dir_fd/name does not exist (a symlink there is not followed): True only for
-    ENOENT; False when it exists or the lookup failed otherwise (os.stat tells why).
+def lstat(dir_fd: int, name: str) -> os.stat_result | None:
+    """os.stat(name, dir_fd=dir_fd, follow_symlinks=False), None where it does not exist
+    (ENOENT); OSError otherwise, as os.stat's.
 
     Only for a name in a directory on a local file system (`local_fs`) that this process's
     writing threads write into: the lookup of a name not in the kernel's cache waits for the
@@ -259,9 +278,22 @@ def absent(dir_fd: int, name: str) -> bool:
         buffer = _local.statx
     except AttributeError:
         buffer = _local.statx = ctypes.create_string_buffer(_STATX_SIZE)
-    if _statx(dir_fd, fsencode(name), _AT_SYMLINK_NOFOLLOW, 0, buffer) == 0:
-        return False
-    return ctypes.get_errno() == errno.ENOENT
+    if _statx(dir_fd, fsencode(name), _AT_SYMLINK_NOFOLLOW, _STATX_BASIC_STATS, buffer) < 0:
+        code = ctypes.get_errno()
+        if code == errno.ENOENT:
+            return None
+        raise OSError(code, os.strerror(code), name)
+    (_mask, blksize, _attrs, nlink, uid, gid, mode, ino, size, blocks, _amask,
+     a_s, a_ns, _b_s, _b_ns, c_s, c_ns, m_s, m_ns,
+     r_major, r_minor, major, minor) = _STATX.unpack_from(buffer)  # fmt: skip
+    return os.stat_result(
+        (
+            mode, ino, os.makedev(major, minor), nlink, uid, gid, size, a_s, m_s, c_s,
+            a_s + a_ns * 1e-9, m_s + m_ns * 1e-9, c_s + c_ns * 1e-9,
+            a_s * _BILLION + a_ns, m_s * _BILLION + m_ns, c_s * _BILLION + c_ns,
+            blksize, blocks, os.makedev(r_major, r_minor),
+        )
+    )  # fmt: skip
 
 
 _STATX_TYPE = 0x1
@@ -272,7 +304,7 @@ _NOT_THERE = (errno.ENOENT, errno.ENOTDIR)
 def file_type(path: str, follow: bool) -> int | None:
     """The file type bits of `path` (stat.S_IFMT), None if it does not exist: for a watcher's
     other paths after this thread renamed onto one (engine/watcher.py, Rename.run), as
-    `absent` on a local file system. OSError otherwise."""
+    `lstat` on a local file system. OSError otherwise."""
     try:
         buffer = _local.statx
     except AttributeError:

@@ -611,14 +611,17 @@ def named_new(
         if done is None:  # alone
             os.fsync(fd)
             if not new:
-                _keep(dir_fd, name)
+                _keep(dir_fd, name, local)
             _name(calls, fd, dir_fd, name, new)
             return
-        step, code = done  # fsynced and linked with its group's (named_together)
+        step, code = done  # fsynced (and a new one linked) with its group's (named_together)
         if step == "link" and code == errno.EEXIST:  # the name appeared meanwhile: replaced
             _name(calls, fd, dir_fd, name, False)
         elif step:
             raise OSError(code, os.strerror(code))  # as os.fsync's, os.link's
+        elif not new:  # fsynced only: put in place here, as alone
+            _keep(dir_fd, name, local)
+            _name(calls, fd, dir_fd, name, False)
     finally:
         calls.close(fd)
 
@@ -649,11 +652,15 @@ def keep_most() -> int:
     return _keep_most[0]
 
 
-def _keep(dir_fd: int, name: str) -> None:
+def _keep(dir_fd: int, name: str, local: bool) -> None:
     """Hold dir_fd/name's inode (not followed: a link is held as itself) until take_kept;
-    nothing held if it is gone already."""
+    nothing held if it is gone already. `local`: dir_fd is on a local file system, where the
+    lookup keeps the GIL (libc.open_path)."""
     try:
-        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        if local:
+            fd = libc.open_path(dir_fd, name)
+        else:
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return
     with _kept_lock:
@@ -688,11 +695,12 @@ _named_group = threading.local()
 
 
 @contextlib.contextmanager
-def named_together(ring: object, files: list[tuple[int, int, str]]) -> Iterator[None]:
+def named_together(ring: object, files: list[tuple[int, int, str | None]]) -> Iterator[None]:
     """Fsync the complete unnamed files (fd, dir_fd, name) (see unnamed_filled) and link each
     at its name, through `ring` (an engine.uring.Ring): their fsyncs in flight together, each
-    linked only if its fsync succeeded (uring.fsync_link). Inside, each file's `named_new`
-    takes its outcome there in place of its own fsync and link; it still closes fd."""
+    linked only if its fsync succeeded (uring.fsync_link); one whose name is None (a file
+    replaced: `named_new(new=False)`) is only fsynced there. Inside, each file's `named_new`
+    takes its outcome there in place of its own fsync (and link); it still closes fd."""
     from engine import uring  # only where a ring was made: not at every start-up
 
     assert isinstance(ring, uring.Ring)

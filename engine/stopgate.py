@@ -341,14 +341,17 @@ class Later:
     """What a job of a group may return to finish after the group's other jobs have done their
     first part (all the writes, then their fsyncs): `fn`, called then, in the worker, gives
     the job's outcome. `durable`: (fd, dir_fd, name) of a new unnamed file that `fn` fsyncs
-    and links at `name` (safefs.named_new): where the worker has an io_uring (the executor's
-    `rings`), those of the group are fsynced and linked first, their fsyncs in flight together
+    and links at `name` (safefs.named_new; name None: that `fn` puts in place over an
+    existing file): where the worker has an io_uring (the executor's `rings`), those of the
+    group are fsynced (and linked) first, their fsyncs in flight together
     (safefs.named_together), and `fn` finds its file's outcome there; else each `fn` fsyncs
     its own, one after another."""
 
     __slots__ = ("durable", "fn")
 
-    def __init__(self, fn: Callable[[], Any], durable: tuple[int, int, str] | None = None) -> None:
+    def __init__(
+        self, fn: Callable[[], Any], durable: tuple[int, int, str | None] | None = None
+    ) -> None:
         self.fn = fn
         self.durable = durable
 

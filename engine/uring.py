@@ -29,6 +29,7 @@ import ctypes
 import errno
 import logging
 import os
+import struct
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -95,27 +96,15 @@ class _Params(ctypes.Structure):
     ]
 
 
-class Sqe(ctypes.Structure):
-    _fields_ = [
-        ("opcode", ctypes.c_uint8),
-        ("flags", ctypes.c_uint8),
-        ("ioprio", ctypes.c_uint16),
-        ("fd", ctypes.c_int32),
-        ("off", ctypes.c_uint64),  # also addr2 (linkat's new path)
-        ("addr", ctypes.c_uint64),
-        ("len", ctypes.c_uint32),
-        ("op_flags", ctypes.c_uint32),  # open_flags, fsync_flags, hardlink_flags...
-        ("user_data", ctypes.c_uint64),
-        ("buf_index", ctypes.c_uint16),
-        ("personality", ctypes.c_uint16),
-        ("file_index", ctypes.c_int32),
-        ("addr3", ctypes.c_uint64),
-        ("pad2", ctypes.c_uint64),
-    ]
+# struct io_uring_sqe: opcode, flags (u8), ioprio (u16), fd (s32), off (u64; also addr2:
+# linkat's new path), addr (u64), len, op_flags (u32: open_flags, fsync_flags,
+# hardlink_flags...), user_data (u64), buf_index, personality (u16), file_index (s32), addr3,
+# pad (u64): packed into its slot in one call (`Ring.put`; a ctypes Structure's memset and
+# field stores cost ~10 K instructions an SQE).
+_SQE = struct.Struct("=BBHiQQIIQHHiQQ")
 
 
-class _Cqe(ctypes.Structure):
-    _fields_ = [("user_data", ctypes.c_uint64), ("res", ctypes.c_int32), ("flags", ctypes.c_uint32)]
+_CQE = struct.Struct("=QiI")  # struct io_uring_cqe: user_data (u64), res (s32), flags (u32)
 
 
 class _ProbeOp(ctypes.Structure):
@@ -175,7 +164,7 @@ class Ring:
             raise OSError(errno.ENOSYS, "io_uring without IORING_FEAT_SINGLE_MMAP (Linux < 5.4)")
         sq, cq = params.sq_off, params.cq_off
         size = max(sq.array + params.sq_entries * 4, cq.cqes + params.cq_entries * 16)
-        sqes_size = params.sq_entries * ctypes.sizeof(Sqe)
+        sqes_size = params.sq_entries * _SQE.size
         base = self._mmap(size, _OFF_SQ_RING)
         sqes = self._mmap(sqes_size, _OFF_SQES)
 
@@ -185,11 +174,11 @@ class Ring:
         self._sq_tail, self._sq_mask = u32(sq.tail), u32(sq.ring_mask).value
         self._sq_head = u32(sq.head)
         self._array = (ctypes.c_uint32 * params.sq_entries).from_address(base + sq.array)
-        self._sqes = (Sqe * params.sq_entries).from_address(sqes)
+        self._sqes = memoryview((ctypes.c_char * sqes_size).from_address(sqes)).cast("B")
         self._cq_head, self._cq_tail = u32(cq.head), u32(cq.tail)
         self._cq_mask = u32(cq.ring_mask).value
-        # each CQE: user_data (u64), res (s32), flags (u32)
-        self._cqes = (_Cqe * params.cq_entries).from_address(base + cq.cqes)
+        cqes_size = params.cq_entries * _CQE.size
+        self._cqes = memoryview((ctypes.c_char * cqes_size).from_address(base + cq.cqes)).cast("B")
         self.entries = int(params.sq_entries)
         self._pending = 0  # SQEs filled, not submitted
 
@@ -216,15 +205,27 @@ class Ring:
         used = int(self._sq_tail.value) - int(self._sq_head.value) + self._pending
         return self.entries - used
 
-    def sqe(self) -> Sqe:
-        """The next submission slot, cleared (submitted by the next `enter`)."""
+    def put(
+        self,
+        opcode: int,
+        fd: int,
+        user_data: int,
+        *,
+        flags: int = 0,
+        addr: int = 0,
+        length: int = 0,
+        off: int = 0,
+        op_flags: int = 0,
+    ) -> None:
+        """Fill the next submission slot (submitted by the next `enter`); the rest of it 0."""
         tail = self._sq_tail.value + self._pending
         index = tail & self._sq_mask
-        entry: Sqe = self._sqes[index]
-        ctypes.memset(ctypes.addressof(entry), 0, ctypes.sizeof(Sqe))
+        _SQE.pack_into(
+            self._sqes, index * _SQE.size, opcode, flags, 0, fd, off, addr, length, op_flags,
+            user_data, 0, 0, 0, 0, 0,
+        )  # fmt: skip
         self._array[index] = index
         self._pending += 1
-        return entry
 
     def enter(self, wait: int) -> None:
         """Submit what was filled; wait until at least `wait` completions are there (the GIL
@@ -248,20 +249,21 @@ class Ring:
         """Every completion there: (user_data, result)."""
         head, tail = self._cq_head.value, self._cq_tail.value
         out = []
-        cqes, mask = self._cqes, self._cq_mask
+        cqes, mask, unpack, size = self._cqes, self._cq_mask, _CQE.unpack_from, _CQE.size
         while head != tail:
-            cqe = cqes[head & mask]
-            out.append((cqe.user_data, cqe.res))
+            user_data, res, _flags = unpack(cqes, (head & mask) * size)
+            out.append((user_data, res))
             head = (head + 1) & 0xFFFFFFFF
         self._cq_head.value = head
         return out
 
-    def fsync_link(self, files: Sequence[tuple[int, int, str]]) -> list[tuple[str, int]]:
+    def fsync_link(self, files: Sequence[tuple[int, int, str | None]]) -> list[tuple[str, int]]:
         """Make each new unnamed file (fd, dir_fd, name) durable, then link it at `name` in
-        dir_fd: one fsync -> linkat chain each, all in flight together (see the module doc).
-        Each file's outcome, in order: ("", 0) once linked, else the step that failed
-        ("fsync" or "link") and its errno (a link not run after a failed fsync: the fsync's).
-        A failure of the ring itself raises OSError."""
+        dir_fd: one fsync -> linkat chain each, all in flight together (see the module doc); a
+        file whose name is None is only fsynced (its caller names it: a replaced file's temp
+        name and rename). Each file's outcome, in order: ("", 0) once done, else the step that
+        failed ("fsync" or "link") and its errno (a link not run after a failed fsync: the
+        fsync's). A failure of the ring itself raises OSError."""
         outcomes: list[tuple[str, int]] = [("", 0)] * len(files)
         most = self.entries // 2
         for start in range(0, len(files), most):
@@ -271,23 +273,29 @@ class Ring:
     def _fsync_link(
         self,
         start: int,
-        part: Sequence[tuple[int, int, str]],
+        part: Sequence[tuple[int, int, str | None]],
         outcomes: list[tuple[str, int]],
     ) -> None:
         keep: list[ctypes.c_char_p] = []  # the strings' buffers, alive until their completions
+        wanted = 0
+        results: dict[int, int] = {}
         for i, (fd, dir_fd, name) in enumerate(part, start):
+            if name is None:  # fsynced only
+                self.put(OP_FSYNC, fd, i << 1)
+                results[i << 1 | 1] = 0
+                wanted += 1
+                continue
             source = ctypes.c_char_p(b"/proc/self/fd/%d" % fd)
             target = ctypes.c_char_p(os.fsencode(name))
             keep += (source, target)
-            sqe = self.sqe()
-            sqe.opcode, sqe.fd, sqe.flags, sqe.user_data = OP_FSYNC, fd, SQE_IO_LINK, i << 1
-            sqe = self.sqe()
-            sqe.opcode, sqe.fd, sqe.addr = OP_LINKAT, AT_FDCWD, address(source)
-            sqe.len, sqe.off, sqe.op_flags = dir_fd, address(target), AT_SYMLINK_FOLLOW
-            sqe.user_data = i << 1 | 1
-        wanted = 2 * len(part)
+            self.put(OP_FSYNC, fd, i << 1, flags=SQE_IO_LINK)
+            self.put(
+                OP_LINKAT, AT_FDCWD, i << 1 | 1, addr=address(source), length=dir_fd,
+                off=address(target), op_flags=AT_SYMLINK_FOLLOW,
+            )  # fmt: skip
+            wanted += 2
         self.enter(wanted)
-        results: dict[int, int] = {}
+        wanted += len(results)  # (the links not asked for, done already)
         while True:
             results.update(self.reap())
             if len(results) >= wanted:
@@ -400,7 +408,7 @@ class Rings:
             return len(self._rings)
 
 
-def fsync_link(ring: Ring, files: Sequence[tuple[int, int, str]]) -> list[tuple[str, int]]:
+def fsync_link(ring: Ring, files: Sequence[tuple[int, int, str | None]]) -> list[tuple[str, int]]:
     """`ring.fsync_link(files)`; a failure of the ring itself (some links may be made) is each
     file's error ("io_uring", its errno)."""
     try:

@@ -526,9 +526,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         """_create_in_thread's part in the I/O thread; `shared`: the directory open for the
         other first writes there that this worker runs with it (stopgate.Replies)."""
         where = None if shared is None else shared.at(self._fs_path)
-        if where is not None and not where.absent():  # there: its own, if it is to replace
-            st = where.lstat(TOP)
-            if st is not None and stat.S_ISREG(st.st_mode):
+        if where is not None and (st := where.found()) is not None:  # its own, to replace?
+            if stat.S_ISREG(st.st_mode):
                 return self._replace_found(held, where, st, (rename, done), new, shared=shared)
             where = None
         if where is None:  # not open there, or not absent: alone
@@ -606,7 +605,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                     safefs.named_new, where.fd, where.name, fd, data=data, local=local, new=is_new
                 )
                 placed = functools.partial(self._placed, where, told, name, local, how)
-                return Later(placed, (fd, where.fd, where.name) if is_new else None)
+                return Later(placed, (fd, where.fd, where.name if is_new else None))
         write = functools.partial(where.write, TOP, data, mode, uid, gid, new=is_new)
         return self._placed(where, told, write, local, how)
 
@@ -674,7 +673,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         """Where the path to manage is (a followed symlink's target) and its lstat. `writing`:
         in a writing I/O thread, where an absent path is found with the GIL held."""
         where = held.enter_context(Where(self._fs_path))
-        st = None if writing and where.absent() else where.lstat(TOP)
+        st = where.found() if writing else where.lstat(TOP)
         if st is None or not stat.S_ISLNK(st.st_mode):
             return where, st
         if self.follow:

@@ -217,10 +217,14 @@ class Where:
         with self._at(entry) as (fd, name):
             return safefs.lstat_at(fd, name)
 
-    def absent(self) -> bool:
-        """Whether the path is absent, found with the GIL held on a local file system
-        (libc.absent: only in a writing I/O thread); False: it exists, or ask lstat."""
-        return bool(self.missing) or (self.local() and libc.absent(self.fd, self.name))
+    def found(self) -> os.stat_result | None:
+        """lstat(TOP), with the GIL held on a local file system (libc.lstat: only in a
+        writing I/O thread)."""
+        if self.missing:
+            return None
+        if self.local():
+            return libc.lstat(self.fd, self.name)
+        return safefs.lstat_at(self.fd, self.name)
 
     @contextlib.contextmanager
     def at_fd(self, entry: Entry) -> Iterator[int]:

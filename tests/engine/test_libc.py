@@ -45,18 +45,34 @@ def test_read_reports_errno(tmp_path: Path) -> None:
         os.close(writer)
 
 
-def test_absent_and_file_type_look_up_as_lstat_and_stat(tmp_path: Path) -> None:
-    """absent: True only for a missing name (a dangling symlink is there); file_type: the
-    type bits as lstat or stat give them, None for a missing path or one under a file."""
+def test_lstat_open_path_and_file_type_look_up_as_lstat_open_and_stat(tmp_path: Path) -> None:
+    """lstat: os.stat's stat_result (follow_symlinks=False), every field equal, None only for
+    a missing name (a dangling symlink is there), os.stat's error otherwise; open_path: the
+    name itself opened O_PATH (a symlink not followed); file_type: the type bits as lstat or
+    stat give them, None for a missing path or one under a file."""
     (tmp_path / "f").write_text("x")
     (tmp_path / "d").mkdir()
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     (tmp_path / "to_d").symlink_to(tmp_path / "d")
     here = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
     try:
-        assert libc.absent(here, "nowhere")
-        assert not any(libc.absent(here, name) for name in ("f", "d", "dangling", "to_d"))
-        assert not libc.absent(here, "f/under")  # ENOTDIR: not known absent, lstat says why
+        assert libc.lstat(here, "nowhere") is None
+        for name in ("f", "d", "dangling", "to_d"):
+            want = os.stat(name, dir_fd=here, follow_symlinks=False)
+            got = libc.lstat(here, name)
+            assert got == want
+            assert got is not None
+            fields = [f for f in dir(want) if f.startswith("st_")]
+            assert [getattr(got, f) for f in fields] == [getattr(want, f) for f in fields]
+            held = libc.open_path(here, name)
+            try:
+                assert os.fstat(held).st_ino == want.st_ino  # (a link: its own inode)
+            finally:
+                os.close(held)
+        with pytest.raises(NotADirectoryError):  # ENOTDIR: as os.stat's
+            libc.lstat(here, "f/under")
+        with pytest.raises(FileNotFoundError):
+            libc.open_path(here, "nowhere")
     finally:
         os.close(here)
     for name in ("f", "d", "dangling", "to_d"):

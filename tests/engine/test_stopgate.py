@@ -638,10 +638,15 @@ async def test_a_groups_first_writes_are_named_durable_each_with_its_content_and
 
 
 def writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The order of the writes' new inodes written (safefs.unnamed_filled), fsyncs and renames
-    (each still made)."""
+    """The order of the writes' new inodes written (safefs.unnamed_filled), fsyncs (alone, or
+    a group's through its ring) and renames (each still made)."""
     order: list[str] = []
     real_filled, real_fsync, real_rename = safefs.unnamed_filled, os.fsync, safefs._RELEASING
+    real_together = uring.fsync_link
+
+    def fsync_link(ring: uring.Ring, files: list[tuple[int, int, str | None]]) -> Any:
+        order.extend("fsync" if name is None else "fsync, link" for _fd, _dir, name in files)
+        return real_together(ring, files)
 
     def unnamed_filled(*args: Any, **kwargs: Any) -> int | None:
         order.append("write")
@@ -657,6 +662,7 @@ def writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(safefs, "unnamed_filled", unnamed_filled)
     monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(uring, "fsync_link", fsync_link)
     for calls in ("_RELEASING", "_HOLDING"):
         monkeypatch.setattr(safefs, calls, getattr(safefs, calls)._replace(rename=rename))
     return order
@@ -671,7 +677,8 @@ async def test_a_groups_updates_make_every_new_inode_before_renaming_any(
 ) -> None:
     """A first run's updates (the files there with other content) taken together by a worker:
     every new inode written before the first is renamed over its old file (whose inode that
-    frees), each fsynced before its rename; each file's mode and content as wanted, its line
+    frees), each fsynced before its rename (with a ring: the group's fsyncs together, then
+    the renames); each file's mode and content as wanted, its line
     logged; one already right is left alone, one whose mode differs is planned on the loop
     (its chmod too); no temp file left."""
     monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
@@ -701,7 +708,10 @@ async def test_a_groups_updates_make_every_new_inode_before_renaming_any(
     await busy
     assert outcomes == [False, False, False, True, False]
     # f0-f2 together (f3 is right); f4 alone after, planned on the loop (its mode differs)
-    assert order == ["write"] * 3 + ["fsync", "rename"] * 4
+    if one_worker_rings.thread_rings() is not None:
+        assert order == ["write"] * 3 + ["fsync"] * 3 + ["rename"] * 3 + ["fsync", "rename"]
+    else:
+        assert order == ["write"] * 3 + ["fsync", "rename"] * 4
     for i, (content, mode) in enumerate(
         [("0\n", 0o600), ("1\n", 0o640), ("2\n", 0o600), ("right\n", 0o600), ("4\n", 0o644)]
     ):

@@ -68,6 +68,23 @@ def test_each_file_is_named_only_once_its_fsync_succeeded(tmp_path: Path, direct
     assert open_fds() == before
 
 
+def test_a_file_without_a_name_is_only_fsynced(tmp_path: Path, directory: int) -> None:
+    """A file whose name is None (a replaced file's, named by its caller) is fsynced there and
+    not linked; a failed fsync is its own error; the named ones beside are linked."""
+    read, write = os.pipe()
+    fds = [unnamed(directory, b"zero\n"), write, unnamed(directory, b"two\n")]
+    ring = uring.Ring(uring.ENTRIES)
+    try:
+        files = [(fds[0], directory, None), (write, directory, None), (fds[2], directory, "f2")]
+        assert ring.fsync_link(files) == [("", 0), ("fsync", errno.EINVAL), ("", 0)]
+        assert os.fstat(fds[0]).st_nlink == 0  # fsynced, still unnamed
+    finally:
+        for fd in (*fds, read):
+            os.close(fd)
+        ring.close()
+    assert os.listdir(tmp_path) == ["f2"]
+
+
 def test_a_name_taken_is_that_files_link_error_and_no_symlink_is_followed(
     tmp_path: Path, directory: int
 ) -> None:

@@ -743,31 +743,31 @@ async def test_a_first_write_beside_others_looks_up_and_creates_in_one_hop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """While other writes are in flight (a first run), a file's first check looks its path up
-    in the I/O thread (with the GIL held: libc.absent) and creates it there: no lookup on the
+    in the I/O thread (with the GIL held: libc.lstat) and creates it there: no lookup on the
     event loop, the plan's lines, the file's own rename not reported, a later change seen. A
     file found there with other content (its owner and mode as wanted) is replaced there too
     (its update logged as such), its own replace not reported."""
     monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
     looked: list[tuple[str, bool]] = []
-    real, real_absent = safefs.lstat_at, libc.absent
+    real, real_held = safefs.lstat_at, libc.lstat
 
     def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
         looked.append((name, threading.current_thread() is threading.main_thread()))
         return real(dir_fd, name)
 
-    def absent(dir_fd: int, name: str) -> bool:
-        looked.append(("absent " + name, threading.current_thread() is threading.main_thread()))
-        return real_absent(dir_fd, name)
+    def held(dir_fd: int, name: str) -> os.stat_result | None:
+        looked.append(("held " + name, threading.current_thread() is threading.main_thread()))
+        return real_held(dir_fd, name)
 
     monkeypatch.setattr(safefs, "lstat_at", lstat_at)
-    monkeypatch.setattr(libc, "absent", absent)
+    monkeypatch.setattr(libc, "lstat", held)
     caplog.set_level(logging.INFO, logger="engine")
     (tmp_path / "d").mkdir()
     path, other = tmp_path / "d" / "f", tmp_path / "d" / "g"
     res = FileRes(name="f", path=str(path), content="x", mode="0600")
     running = await run_resource(res)
     assert await res.check_apply(True) is False
-    assert looked == [("absent f", False)]
+    assert looked == [("held f", False)]
     assert caplog.messages == [f"file[f]: created {path}"]
     assert path.read_text() == "x"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -782,8 +782,8 @@ async def test_a_first_write_beside_others_looks_up_and_creates_in_one_hop(
     caplog.clear()
     events = running_second.handle.events
     assert await second.check_apply(True) is False
-    # There: lstat says what it is, and the content is replaced there, in the same hop.
-    assert looked[-2:] == [("absent g", False), ("g", False)]
+    # There: its one lookup says what it is, and the content is replaced there, in the same hop.
+    assert looked[-2:] == [("f", True), ("held g", False)]
     assert await running_second.handle.no_event()
     assert running_second.handle.events == events
     assert caplog.messages == ["file[g]: content updated"]
