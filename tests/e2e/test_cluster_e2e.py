@@ -147,10 +147,7 @@ class Host:
     async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         assert self.daemon is not None
         self.pids()
-        self.daemon.signal(sig)
-        code = await self.daemon.wait(timeout=30)
-        await self.daemon.__aexit__(None, None, None)
-        return code
+        return await self.daemon.stop(sig)  # killed if it does not exit in time
 
     async def kill(self) -> None:
         assert self.daemon is not None and self.daemon.proc is not None
@@ -170,9 +167,15 @@ async def fleet(hosts: list[Host]) -> AsyncIterator[list[Host]]:
             print(f"----- {host.name} -----\n{host.daemon.log if host.daemon else ''}")
         raise
     finally:
-        for host in hosts:
+        errors: list[BaseException] = []
+        for host in hosts:  # each stopped (or killed), whatever became of the others
             if host.daemon and host.daemon.proc and host.daemon.proc.returncode is None:
-                await host.stop()
+                try:
+                    await host.stop()
+                except Exception as err:
+                    errors.append(err)
+        if errors:
+            raise errors[0]
         for host in hosts:
             for pid in host.etcd_pids:
                 await wait_pid_gone(pid)
