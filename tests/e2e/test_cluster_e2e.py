@@ -364,8 +364,8 @@ async def test_unreachable_seeds_do_not_hold_up_the_local_graph(tmp_path: Path) 
 
 @pytest.mark.slow
 async def test_the_seeds_three_host_demo(tmp_path: Path) -> None:
-    """Three agents started one by one; exports everywhere within a second; edits follow;
-    a clean stop withdraws the export (the file stays)."""
+    """Three agents started one by one; exports everywhere (how long each took: printed);
+    edits follow; a clean stop withdraws the export (the file stays)."""
     shared = tmp_path / "shared"
     hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3)]
     contents = {h.name: secrets.token_hex(8) for h in hosts}
