@@ -79,6 +79,10 @@ INLINE_BYTES = 8192
 # change or this many seconds later: a write's or an editor's save's moment (Agent._reload).
 SETTLE = 1.0
 EMPTY = b""  # an empty graph file's digest: its bytes (yamlgraph.load_file)
+# Under systemd (Type=notify), READY=1 is sent once the first graph has settled, or at the
+# latest this many seconds after it started (below systemd's default TimeoutStartSec, 90 s:
+# a long first run, or a resource retrying for ever, must not fail the unit's start).
+READY_WAIT = 60.0
 
 
 class GraphSource(Protocol):
@@ -467,7 +471,7 @@ class Agent:
             await self._start_background()
             self.swapped.set()
             if self.notifier is not None:
-                self.notifier.ready(self._status())
+                self._spawn(self._ready(self.notifier))
                 self._spawn(self.notifier.keep_alive())
             reason = await self._wait_for_end()
             self._not_converged = [f"{v.shown} ({why})" for v, why in self.converger.unsettled()]
@@ -730,6 +734,23 @@ class Agent:
         log.log(
             level, "temporary prefix %s (removed at exit): mgmt status --prefix %s", prefix, prefix
         )
+
+    async def _ready(self, notifier: Notifier) -> None:
+        """READY=1 once the first graph has settled (each resource in its desired state,
+        failed, or behind a failure), or after READY_WAIT s: `systemctl start` returns, and the
+        units ordered after the agent start, once the host is in its declared state, not as
+        soon as the agent runs (before 2026-12-05: a file of the graph could still be missing
+        when `mgmt setup --start` returned)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(READY_WAIT):
+                await self.converger.settled.wait()
+        if not self.converger.settled.is_set():
+            log.info(
+                "told systemd the agent is ready before its first run settled (%gs): %s",
+                READY_WAIT,
+                self._status(),
+            )
+        notifier.ready(self._status())
 
     def _status(self) -> str:
         """One line for systemd's STATUS= (and `systemctl status`), the program's error first

@@ -1,7 +1,8 @@
 """systemd's service notification protocol (sd_notify), for `Type=notify` units.
 
 Under systemd, $NOTIFY_SOCKET names a datagram socket: the agent sends READY=1 once its first
-graph runs, STATUS=<one line> as the state changes (while converging, as resources settle
+graph has settled (at most `agent.READY_WAIT` s after it began), STATUS=<one line> as the state
+changes (while converging, as resources settle
 or fail: a few lines a second at most), STOPPING=1 when it stops, and, when the unit
 sets WatchdogSec=, WATCHDOG=1 at half the interval from a task on the event loop: a loop that is
 wedged stops the pings, and systemd restarts the agent. The variables are removed from our

@@ -109,6 +109,7 @@ class HTTPClientRes(Refreshable, Resource):
         self._pending: Reply | None = None  # a long poll reply, for check_apply to take
         self._taken = asyncio.Event()  # check_apply took it: the next long poll may start
         self._seen: float | None = None  # Last-Modified of the newest reply (even under --noop)
+        self._fetches = 0  # requests check_apply made itself (the long poll's replies: stale?)
 
     async def watch(self) -> None:
         """Long poll (validate ensured it): a held request, and the file, are the events."""
@@ -149,6 +150,7 @@ class HTTPClientRes(Refreshable, Resource):
                 self._status = None
                 await apply_steps(self.handle, [Step(f"{self.method} {self._shown}", "")], apply)
                 return False  # --noop sends only GET and HEAD
+            self._fetches += 1
             reply = await self._ask(wait=False, refresh=refresh)
         self._status = reply.status
         if reply.status == 304 and old is not None:
@@ -204,7 +206,7 @@ class HTTPClientRes(Refreshable, Resource):
         A server that cannot be reached (not up yet, restarting) is asked again, backing off."""
         backoff = RETRY_MIN
         while True:
-            asked = time.monotonic()
+            asked, fetches = time.monotonic(), self._fetches
             try:
                 reply = await self._ask(wait=True)
             except ResourceError as err:
@@ -212,6 +214,11 @@ class HTTPClientRes(Refreshable, Resource):
                     self.handle.logger.warning("long poll: %s (retrying)", err)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RETRY_MAX)
+                continue
+            if self._fetches != fetches:
+                # check_apply asked for itself meanwhile: this reply may be older than the one
+                # it took (a 404 from before the file was made, after its 200: the resource
+                # failed, CI). Asked again at once, with the cursor of what it has now.
                 continue
             retry = reply.headers.get("retry-after", "")
             if reply.status == 503 and retry.isdigit():

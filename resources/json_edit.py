@@ -296,7 +296,7 @@ class JSONEditRes(Edgeable, Resource):
     async def _etcd(self, key: str, edits: list[Edit], apply: bool) -> bool:
         world = self._world()
         if apply:
-            await self._fight.pace()
+            await self._fight.pace(self.handle)
         for _ in range(CAS_ATTEMPTS):
             current = await world.str_get(key)
             new = self._edited("{}" if current is None else current, edits, f"etcd:///{key}")

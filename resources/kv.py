@@ -88,7 +88,7 @@ class KVRes(Refreshable, Resource):
         where = self._where()
         refresh = self.handle.refresh()
         if apply:
-            await self._fight.pace()
+            await self._fight.pace(self.handle)
         # A compare-and-set whose reply was lost may have written after all (the client retries
         # it, and the retry's compare fails): after a failed one, our value counts as a change.
         raced = False

@@ -8,16 +8,19 @@ and nothing said (tester9). mgmt does the same; we say it and back off instead.
 Each resource keeps a `Fight` of its writes: a write is only made when the key does not hold
 what the resource wants, so WRITES of them within WINDOW seconds means another writer undid
 them. Then one warning, and the next write waits (1 s, doubling to MAX_WAIT) until the key is
-left alone for a WINDOW (the writes space out again by themselves: the fight is over).
+left alone for a WINDOW (the writes space out again by themselves: the fight is over). The
+resource's stop ends a wait at once (`pace`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 
 from engine.handle import Handle
+from engine.stopgate import Stopped
 
 WRITES = 10  # our writes within WINDOW seconds that mean a fight
 WINDOW = 5.0
@@ -36,10 +39,26 @@ class Fight:
         """Our last write was left alone for a while: no fight (any more)."""
         return bool(self._writes) and now - self._writes[-1] > max(WINDOW, 2 * self.wait)
 
-    async def pace(self) -> None:
-        """While a fight lasts, wait before the next repair (the back-off itself)."""
-        if self.wait and not self._over(time.monotonic()):
-            await asyncio.sleep(self.wait)
+    async def pace(self, handle: Handle) -> None:
+        """While a fight lasts, wait before the next repair (the back-off itself).
+
+        The resource's stop (the agent's, graceful or not, or a swap's) ends the wait:
+        `Stopped`, the repair not made (no error, the state left unknown), as a check_apply
+        that the stop refuses before it begins. A graceful stop lets a running check_apply
+        finish, and this wait is up to MAX_WAIT: an agent sat out the rest of it (past
+        a 30 s stop bound in CI) and then wrote the key after its SIGTERM."""
+        if not self.wait or self._over(time.monotonic()):
+            return
+        stopped = asyncio.Event()
+        unregister = handle.on_stop(stopped.set)  # at once if it is stopping already
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.wait):
+                    await stopped.wait()
+        finally:
+            unregister()
+        if stopped.is_set():
+            raise Stopped
 
     def wrote(self, handle: Handle, where: str) -> None:
         """We wrote `where`: a fight is said (once), and while it lasts each write doubles the

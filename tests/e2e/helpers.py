@@ -19,6 +19,7 @@ import pytest
 from engine.watcher import PathWatcher
 
 T = TypeVar("T")
+_SIGTERM = signal.SIGTERM  # (Daemon.signal hides the module in its class body)
 
 ROOT = Path(__file__).resolve().parents[2]
 MGMT = [sys.executable, "-m", "mgmt"]
@@ -138,6 +139,15 @@ class Daemon:
         if self._reader:
             await self._reader
         return code
+
+    async def stop(self, sig: signal.Signals = _SIGTERM, timeout: float = 30) -> int:
+        """Signal it and wait for its exit code. One that does not exit in time is killed (its
+        log shown) before the TimeoutError goes on: never left running (a Popen collected
+        while it runs fails whichever later test is running: "unraisable exception")."""
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_exit(self)
+            self.signal(sig)
+            return await self.wait(timeout)
 
 
 async def wait_logs(

@@ -575,3 +575,9 @@ async def test_two_hosts_fighting_over_a_key_say_so_and_back_off(tmp_path: Path)
         for host in hosts:
             assert host.daemon is not None
             assert host.daemon.log.count(said) == 1, host.daemon.log
+        # A stop ends the wait before the next repair (up to 30 s): no write after it.
+        for host in hosts:
+            assert await host.stop() == 0
+            assert host.daemon is not None
+            after = host.daemon.log.split("SIGTERM: stopping gracefully")[1]
+            assert "fight changed" not in after, host.daemon.log

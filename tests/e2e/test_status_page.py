@@ -341,9 +341,7 @@ async def test_idle_connections_cannot_take_the_agents_descriptors(tmp_path: Pat
     finally:
         for sock in socks:
             sock.close()
-        daemon.signal(signal.SIGTERM)
-        await daemon.wait()
-        await daemon.__aexit__(None, None, None)
+        await daemon.stop()
 
 
 def _pki(tmp_path: Path) -> dict[str, Path]:

@@ -225,3 +225,22 @@ async def test_a_command_ignoring_sigterm_is_killed_after_the_stops_grace(tmp_pa
     assert "exec[stubborn]: cmd: did not end within 10s of SIGTERM: killed (SIGKILL)" in daemon.log
     undone = "stopped: 1 of 1 resource left undone (exec[stubborn] interrupted)"
     assert undone in daemon.log, daemon.log
+
+
+async def test_an_agent_that_does_not_stop_in_time_is_killed_not_left_running(
+    tmp_path: Path,
+) -> None:
+    """The tests' own bound (tests/e2e/helpers.py, Daemon.stop): an agent still running at it
+    is killed before the TimeoutError goes on. Before, it was left running and its Popen,
+    collected during a later test's setup, failed that test (CI: test_http_server_ui's
+    "unraisable exception warnings", from the cluster fight test's agent). SIGCONT is a
+    signal the agent does not stop for."""
+    daemon = Daemon(["run", "--prefix", str(tmp_path / "prefix"), "empty"])
+    await daemon.__aenter__()
+    try:
+        await daemon.wait_log("agent starting")
+        with pytest.raises(TimeoutError):
+            await daemon.stop(signal.SIGCONT, timeout=1)
+        assert daemon.proc is not None and daemon.proc.returncode == -signal.SIGKILL
+    finally:
+        await daemon.__aexit__(None, None, None)

@@ -501,13 +501,17 @@ async def test_status_follows_the_first_run_as_resources_settle_and_fail(
     async def status_is(text: str) -> bool:
         return str((await sd.props(service, "Service"))["StatusText"]) == text
 
-    # file[one] converged and exec[bad] failed while exec[wait] still runs: said.
+    # file[one] converged and exec[bad] failed while exec[wait] still runs: said. The first
+    # run has not settled: not started yet (READY=1 was sent as the first graph began, so
+    # `systemctl start` returned and units ordered after it started before it was applied).
     await sd.wait_until(lambda: status_is("converging: 2 of 3 resources settled, 1 failed"))
+    assert await sd.active(service) == "activating"
     with fifo.open("w"):  # exec[wait]'s cat reads its end and exits 0
         pass
     await sd.wait_until(
         lambda: status_is("converged: 2 of 3 resources in the desired state; failed: exec[bad]")
     )
+    assert await sd.active(service) == "active"  # a failure does not hold the start
     await sd.manager("StopUnit", "ss", service, "replace")
 
     async def stopped() -> bool:

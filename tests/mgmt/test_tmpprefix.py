@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import inotify
 from engine.safefs import private_dir
 from mgmt import agent
 from mgmt.config import Config
@@ -180,6 +181,12 @@ def test_a_prefix_left_to_exit_is_removed_and_its_lock_held_elsewhere(tmp_path: 
     holders = _holding(tmp_path)
     assert str(os.getpid()) not in holders
     assert len(holders) == 1, holders
+    # Ended here, as this process's exit would: else it ran to the end of the session, and its
+    # Popen, collected then, said "subprocess N is still running" after pytest's summary.
+    holder = inotify._EXIT.holders.pop()
+    assert holder.stdin is not None and holder.pid == int(holders[0])
+    holder.stdin.close()
+    assert holder.wait(30) == 0
 
 
 async def test_a_run_cancelled_while_its_prefix_is_made_private_leaves_none(

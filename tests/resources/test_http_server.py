@@ -579,3 +579,69 @@ async def test_a_link_on_the_way_is_said_once_per_resource_then_counted(
         f"http:server[web]: not served: {tmp_path}/root/b.txt and 4 more requests in the last "
     ), last
     assert f"refusing to follow the symlink {tmp_path}/root " in last
+
+
+async def test_a_long_poll_reply_older_than_the_clients_own_download_is_not_taken(
+    tmp_path: Path,
+) -> None:
+    """The long poll's first request is answered 404 (the file not made yet), but its reply
+    comes in after check_apply's own request got the file (200): that older 404 must not fail
+    the resource (examples/http-server.yaml in CI: `downloaded ...`, then `status 404`). A real
+    server on 127.0.0.1 whose first long poll answer the test holds back: the order forced."""
+    from resources._lib.httpd import Request, Response, http_date, serve
+    from resources.http_client import HTTPClientRes
+    from tests.conftest import RecordingHandle
+
+    content: list[bytes] = []  # the file served: none yet
+    version = 1_700_000_000.0
+    held, release, asked_again = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    polls = 0
+
+    async def handler(request: Request) -> Response:
+        nonlocal polls
+        if "prefer" not in request.headers:  # check_apply's own request
+            return Response(200, content[0], {"Last-Modified": http_date(version)})
+        polls += 1
+        if polls == 1:  # answered as things are now (404), sent once the test says so
+            answer = Response(404, b"404 page not found\n") if not content else None
+            held.set()
+            await release.wait()
+            assert answer is not None
+            return answer
+        asked_again.set()
+        await asyncio.Event().wait()  # held: nothing changes any more
+        raise AssertionError("unreachable")
+
+    listener = await serve("127.0.0.1", 0, handler)
+    dst = tmp_path / "copy"
+    res = HTTPClientRes(
+        name=str(dst),
+        url=f"http://127.0.0.1:{listener.port}/ks.cfg",
+        longpoll=True,
+        longpoll_conditional=True,
+    )
+    res.validate()
+    handle = RecordingHandle(res, tmp_path / "var")
+    await res.init(handle)
+    watch = asyncio.create_task(res.watch())
+    try:
+        await handle.next_event()  # the startup event
+        async with asyncio.timeout(10):
+            await held.wait()
+        content.append(b"text\nreboot\n")  # the file is made; check_apply gets it
+        assert await res.check_apply(True) is False
+        assert dst.read_bytes() == b"text\nreboot\n"
+        release.set()  # the long poll's 404 comes in now, after the download
+        handed = asyncio.ensure_future(handle.next_event(timeout=10))
+        again = asyncio.ensure_future(asyncio.wait_for(asked_again.wait(), 10))
+        done, pending = await asyncio.wait([handed, again], return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()  # not a timeout
+        assert await res.check_apply(True) is True  # (before: ResourceError, status 404)
+    finally:
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+        await listener.aclose()

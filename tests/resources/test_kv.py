@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ResourceError, ValidationError
+from engine.stopgate import Stopped
 from engine.world import MemoryStore, MemoryWorld, World
 from mgmt.cluster.client import EtcdClient
 from mgmt.cluster.world import EtcdWorld
+from resources._lib import fight
 from resources.kv import KVRes
 from tests.conftest import RecordingHandle
 from tests.mgmt.cluster.helpers import members
@@ -132,6 +134,35 @@ async def test_skiplessthan_races_never_lower_the_value(tmp_path: Path, start_kv
             ]
             await asyncio.gather(*(res.check_apply(True) for res, _ in started))
             assert await world.str_get("n") == "20"
+        finally:
+            await client.close()
+
+
+async def test_a_stop_ends_a_fights_wait_and_nothing_is_written(
+    tmp_path: Path, start_kv: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another host undoes each write (real etcd): the back-off's wait before the next repair
+    (1 s, doubling to 30 s) ends at the resource's stop, and the repair is not made (Stopped).
+    Before, a graceful stop sat the wait out, then wrote: two agents fighting over a key did
+    not exit within 30 s of their SIGTERM (CI, tests/e2e/test_cluster_faults.py)."""
+    monkeypatch.setattr(fight, "WINDOW", 600.0)  # the writes below a fight however slow
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url])
+        try:
+            world, other = EtcdWorld(client, "h1"), EtcdWorld(client, "h2")
+            res, handle = await start_kv(world, name="k", value="ours")
+            for _ in range(fight.WRITES):
+                await other.str_set("k", "theirs")
+                assert await res.check_apply(True) is False
+            await other.str_set("k", "theirs")
+            repair = asyncio.create_task(res.check_apply(True))
+            # Called after the task's first step, which ends in the wait (the stop's order).
+            asyncio.get_running_loop().call_soon(handle.request_stop)
+            with pytest.raises(Stopped):
+                await repair
+            assert await world.str_get("k") == "theirs"
+            with pytest.raises(Stopped):  # stopped already: no wait at all
+                await res.check_apply(True)
         finally:
             await client.close()
 
