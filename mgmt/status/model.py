@@ -28,6 +28,7 @@ from engine.events import (
     VertexFailed,
 )
 from engine.graph import Edge, Key, fmt_key
+from engine.params import redact_known
 from engine.slices import sliced
 from mgmt.status.latency import RepairClock
 
@@ -191,7 +192,7 @@ class StatusModel:
     def logged(self, key: Key, message: str) -> None:
         """A resource logged a change (what changed and why): kept as its last change."""
         info = self._info(key)
-        info.last_change, info.last_change_at = message, time.time()
+        info.last_change, info.last_change_at = redact_known(message), time.time()
         self._changes += 1
 
     def set_hosts(self, hosts: list[dict[str, Any]]) -> None:
@@ -202,16 +203,19 @@ class StatusModel:
 
     def set_cluster_note(self, note: str) -> None:
         """Say (on the page, in `mgmt status`) that the cluster has no quorum ("": it has)."""
+        note = redact_known(note)
         if note != self.cluster_note:
             self.cluster_note = note
             self._publish({"type": "cluster", "note": note})
 
     def set_member_error(self, error: str) -> None:
+        error = redact_known(error)
         if error != self.member_error:
             self.member_error = error
             self._touched()
 
     def set_program_error(self, error: str) -> None:
+        error = redact_known(error)
         if error != self.program_error:
             self.program_error = error
             self._publish({"type": "program", "error": error})
@@ -286,7 +290,7 @@ class StatusModel:
             {
                 "id": fmt_key(key),
                 "state": "failed" if pending[key].due is None else "retrying",
-                "error": pending[key].error,
+                "error": redact_known(pending[key].error),  # the engine's: no resource's
             }
             for key in sorted(pending)
             if not self.engine.graph_has(key)
@@ -405,9 +409,10 @@ class StatusModel:
 
 
 def _redacted(vertex: Vertex, text: str) -> str:
-    """An error's text with the secrets its resource received as "***" (ResourceLogger.redact):
-    the page is every local user's."""
-    return vertex.handle.logger.redact(text)
+    """An error's text with the secrets its resource received as "***" (ResourceLogger.redact),
+    and every other the process knows (engine.params.hide_secret): the page is every local
+    user's."""
+    return redact_known(vertex.handle.logger.redact(text))
 
 
 def _event_dict(event: EventParts) -> dict[str, Any]:
