@@ -57,7 +57,7 @@ from aetcd import rpc
 
 from engine import safefs
 from engine.errors import ResourceError, WorldError
-from engine.tasks import TaskSet
+from engine.tasks import TaskSet, first_done
 from engine.world import EXPORTED, ROOT, JoinInfo
 from mgmt.cluster import HostnameTaken, NotAdmitted, datadir, identity
 from mgmt.cluster.client import EtcdClient, Member, range_end
@@ -80,7 +80,16 @@ PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (E
 # together must not all remove themselves (the last voter stays).
 LEAVING = ROOT + "leaving"
 LEAVE_WAIT = 10.0  # seconds a stopping host waits for its turn to leave (then it stays)
-REMOVED_WAIT = 2.0  # seconds a failed leave waits for etcd to say the leader removed it
+# Seconds a failed leave waits, at most, for this host's etcd to say the leader removed its
+# member (its line, or its exit: Cluster._removed_as_we_left waits for either, not for a fixed
+# time). STOPPED_WAIT when the failure says this etcd stopped (`raft: stopped`: it is going
+# down, its line and exit are coming, later on a busy machine; its own stop kills it after
+# 10 s); REMOVED_WAIT for any other failure, which a removal rarely causes: a leave refused
+# for another reason (no quorum, every host stopping at once) holds no host's exit long.
+STOPPED_WAIT = 10.0
+REMOVED_WAIT = 2.0
+# What a request says when this host's etcd stopped serving (raft's ErrStopped, etcd's).
+_STOPPED = ("raft: stopped", "server stopped")
 PEERS_FILE = "cluster-peers.json"  # in the prefix: the other members a host knew last
 URLS_FILE = "cluster-urls.json"  # in the prefix: the URLs its agent reaches the cluster at
 # In the prefix: the TLS files its agent reaches the cluster with, when they were given to it
@@ -521,11 +530,13 @@ class Cluster:
         """Whether the leave failed because the leader removed this host's member meanwhile
         (its exports and volunteer key gone, its host left: `_reconcile`): etcd then stops,
         and the leave's requests to it fail (`raft: stopped`). etcd says it as it stops: a
-        request that failed waits for its exit, briefly."""
-        if isinstance(err, WorldError) and not member.removed:
+        request that failed waits for its line or its exit, whichever comes first, at most
+        STOPPED_WAIT or REMOVED_WAIT (see them)."""
+        if isinstance(err, WorldError) and not member.removed and not member.exited.is_set():
+            stopped = any(text in str(err) for text in _STOPPED)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REMOVED_WAIT):
-                    await member.exited.wait()
+                async with asyncio.timeout(STOPPED_WAIT if stopped else REMOVED_WAIT):
+                    await first_done(member.said_removed.wait(), member.exited.wait())
         return member.removed
 
     @contextlib.asynccontextmanager
