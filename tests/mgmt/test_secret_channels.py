@@ -18,7 +18,7 @@ import pytest
 
 from engine.engine import Engine
 from engine.errors import ResourceError
-from engine.graph import Edge, Graph
+from engine.graph import Graph
 from engine.meta import Meta
 from engine.params import hide_secret, redact_known
 from engine.resource import Reversible, register
@@ -29,9 +29,8 @@ from mgmt.config import Config
 from mgmt.metrics import Metrics
 from mgmt.status.model import StatusModel
 from mgmt.status.server import StatusServer
-from resources.password import PasswordRes
 from tests.engine.conftest import settle
-from tests.engine.probe import ProbeRes
+from tests.engine.probe import ProbeRes, received_password
 
 
 @register("revprobe")
@@ -97,18 +96,7 @@ async def test_a_received_secret_is_hidden_in_every_channel(
     server = StatusServer(model, metrics.render)
     await server.listen_tcp("127.0.0.1", port)
     try:
-        graph = Graph("g")
-        graph.add(PasswordRes(name="pw", length=20))
-        graph.add(RevProbe(name="rev", meta=Meta(reverse=True)))
-        graph.connect(
-            ("password", "pw"), ("revprobe", "rev"), Edge(sendrecv=(("password", "tag"),))
-        )
-        await engine.apply(graph)
-        sent = engine.vertices[("password", "pw")].sent
-        await settle(engine, lambda: "password" in sent)
-        secret = sent["password"]
-        probe = engine.vertices[("revprobe", "rev")].res
-        await settle(engine, lambda: isinstance(probe, RevProbe) and probe.tag == secret)
+        secret = await received_password(engine, RevProbe(name="rev", meta=Meta(reverse=True)))
         await settle(engine)
 
         # A task of the engine's failing unexpectedly, its error naming the secret.
