@@ -28,7 +28,7 @@ from engine.events import (
     VertexFailed,
 )
 from engine.graph import Edge, Key, fmt_key
-from engine.params import redact_known
+from engine.params import knows_secrets, redact_known
 from engine.slices import sliced
 from mgmt.status.latency import RepairClock
 
@@ -197,6 +197,7 @@ class StatusModel:
 
     def set_hosts(self, hosts: list[dict[str, Any]]) -> None:
         """Every host's row (mgmt.deploy.status.HostStatus, with its `state`), when clustered."""
+        hosts = [_redacted_texts(host) for host in hosts]
         if hosts != self.hosts:
             self.hosts = hosts
             self._publish({"type": "hosts", "hosts": hosts})
@@ -221,6 +222,7 @@ class StatusModel:
             self._publish({"type": "program", "error": error})
 
     def set_deploy(self, deploy: dict[str, Any]) -> None:
+        deploy = _redacted_texts(deploy)
         if deploy != self.deploy:
             self.deploy = deploy
             self._publish({"type": "deploy", "deploy": deploy})
@@ -413,6 +415,14 @@ def _redacted(vertex: Vertex, text: str) -> str:
     and every other the process knows (engine.params.hide_secret): the page is every local
     user's."""
     return redact_known(vertex.handle.logger.redact(text))
+
+
+def _redacted_texts(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with the secrets the process knows as "***" in each of its texts (a deploy's
+    refusal, a host's last error)."""
+    if not knows_secrets():
+        return row
+    return {key: redact_known(v) if isinstance(v, str) else v for key, v in row.items()}
 
 
 def _event_dict(event: EventParts) -> dict[str, Any]:

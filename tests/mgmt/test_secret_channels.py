@@ -111,6 +111,11 @@ async def test_a_received_secret_is_hidden_in_every_channel(
         # The receiver leaves the graph: its reversal fails, naming the secret.
         await engine.apply(Graph("empty"))
         await settle(engine, lambda: bool(engine.reverser.pending))
+        # What the agent hands the model besides the engine's events: a refused deploy's
+        # error, the program's, another host's row.
+        model.set_deploy({"running": 1, "warning": "", "refused": 2, "error": f"no {secret}"})
+        model.set_program_error(f"program: {secret}")
+        model.set_hosts([{"host": "h2", "error": f"h2: {secret}"}])
         status = await _get(port, "/api/status")
         scraped = await _get(port, "/metrics")
     finally:
@@ -125,6 +130,7 @@ async def test_a_received_secret_is_hidden_in_every_channel(
     assert "revprobe[rev]: reversal failed" in text and "cannot undo ***" in text
     assert "cannot undo ***" in jsonl and "RuntimeError: unexpected: ***" in jsonl
     assert "cannot undo ***" in status and "200 OK" in status
+    assert "no ***" in status and "program: ***" in status and "h2: ***" in status
     assert "mgmt_" in scraped
     for channel in (text, jsonl, status, scraped):
         assert secret not in channel
