@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy as _copy
 import logging
 import math
 import os
@@ -334,8 +335,9 @@ def redacted(record: logging.LogRecord) -> logging.LogRecord:
     knows as "***" (engine.params.hide_secret): what every handler of ours writes, whichever
     logger logged it (a resource's task failing unexpectedly, a reversal's error: the engine's
     own logger, which knows nothing of the resource's secrets). The traceback is formatted
-    into `exc_text` here, as logging caches it; the record others' handlers get is untouched."""
-    copy = logging.makeLogRecord(record.__dict__)
+    into `exc_text` here, as logging caches it; the record others' handlers get is untouched
+    (a shallow copy: no LogRecord made through logging's factory)."""
+    copy = _copy.copy(record)
     copy.msg, copy.args = redact_known(record.getMessage()), ()
     if record.exc_info:
         copy.exc_text = logging.Formatter().formatException(record.exc_info)

@@ -33,6 +33,16 @@ from tests.engine.conftest import settle
 from tests.engine.probe import ProbeRes, received_password
 
 
+@pytest.fixture(autouse=True)
+def _secrets_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's secret registry as it was, after each test (its secrets are these
+    tests' own: the lines of later tests in this process are theirs alone)."""
+    import engine.params
+
+    monkeypatch.setattr(engine.params, "_known", dict(engine.params._known))
+    monkeypatch.setattr(engine.params, "_known_pattern", engine.params._known_pattern)
+
+
 @register("revprobe")
 @dataclass(kw_only=True, eq=False)
 class RevProbe(Reversible, ProbeRes):
