@@ -12,12 +12,14 @@ Targets: compile <= 100 ms; event to applied <= 5 ms (small program), <= 50 ms a
 `--unrolled N [N ...]` measures big programs instead (issue 16): `mgmt check FILE` and `mgmt run
 --noop --tmp-prefix --converged-timeout=0 lang FILE` (`--no-run`: check only) of N one-line
 `file` resources written out (`unrolled`, as a generator from an inventory writes them) and of
-the same N made by a `for` over a list of N names (`loop`), each a whole process: its wall
+the same N made by a `for` over a list of N names (`loop`) (`--graph`: also `mgmt check
+--graph FILE`, which prints the first graph), each a whole process: its wall
 time, its CPU (user + system, os.wait4's) and its peak RSS, the median of `--repeat` runs (each
 round runs every side once, interleaved); with `--base DIR` the same through DIR (started as
 this tree is: `common.base_launcher`), side by side. Nothing is written (--noop).
 
     .venv/bin/python bench/lang.py --unrolled 1000 5000 25000 [--repeat 3] [--base DIR] [--no-run]
+        [--graph]
 """
 
 from __future__ import annotations
@@ -213,13 +215,17 @@ def measured(argv: list[str]) -> tuple[float, float, int]:
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
-def bench_unrolled(counts: list[int], repeat: int, base: Path | None, run: bool) -> None:
+def bench_unrolled(
+    counts: list[int], repeat: int, base: Path | None, run: bool, graph: bool = False
+) -> None:
     with tempfile.TemporaryDirectory(prefix="mgmt-bench-lang-") as tmp:
         work = Path(tmp)
         sides = {"this": MGMT}
         if base is not None:
             sides["base"] = base_launcher(base, work / "base-mgmt")
         commands = {"check": ["check"]}
+        if graph:
+            commands["graph"] = ["check", "--graph"]
         if run:
             commands["run"] = ["run", "--noop", "--tmp-prefix", "--converged-timeout=0", "lang"]
         env_size = str(64 << 20)  # (--max-graph-size: 16 MiB by default, 2.4 MB at 25,000)
@@ -258,10 +264,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each, at --unrolled")
     parser.add_argument("--base", type=Path, help="another checkout, at --unrolled")
     parser.add_argument("--no-run", action="store_true", help="mgmt check only, at --unrolled")
+    parser.add_argument("--graph", action="store_true", help="and check --graph, at --unrolled")
     args = parser.parse_args()
     if args.unrolled:
         base = checkout(args.base, "--base") if args.base is not None else None
-        bench_unrolled(args.unrolled, args.repeat, base, not args.no_run)
+        bench_unrolled(args.unrolled, args.repeat, base, not args.no_run, args.graph)
         return
     bench_compile(args.runs)
     asyncio.run(bench_latency(args.count))

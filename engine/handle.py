@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from engine.params import secrets_pattern
+from engine.params import hide_secret, secrets_pattern
 from engine.safefs import fit_name, private_dir
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ class ResourceLogger(logging.LoggerAdapter[logging.Logger]):
         if secret and secret not in self.secrets:
             self.secrets = (*self.secrets[-7:], secret)
             self._pattern = secrets_pattern(self.secrets)
+            hide_secret(secret)  # and in the lines others log of it (engine.params.hide_secret)
 
     def redact(self, text: str) -> str:
         """`text` with every secret this resource received as "***"."""

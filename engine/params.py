@@ -436,6 +436,38 @@ def redact_secrets(text: str, secrets: Iterable[str]) -> str:
     return text if pattern is None else pattern.sub("***", text)
 
 
+# The secrets this process knows (a received secret, the cluster's password): "***" in every
+# line any logger writes (mgmt.log's handlers: a task's unexpected failure and a reversal's
+# error are logged by the engine's own logger, not the resource's) and in every text the
+# status model keeps (/api/status, `mgmt status`, the page). The last KNOWN_SECRETS are kept
+# (a secret regenerated again and again must not grow the pattern for ever); none: no cost.
+KNOWN_SECRETS = 64
+_known: dict[str, None] = {}  # an ordered set, oldest first
+_known_pattern: re.Pattern[str] | None = None
+
+
+def hide_secret(secret: str) -> None:
+    """Redact `secret` from every line logged and every status text from now on."""
+    global _known_pattern  # noqa: PLW0603 (the process's one registry)
+    if not secret or secret in _known:
+        return
+    _known[secret] = None
+    while len(_known) > KNOWN_SECRETS:
+        del _known[next(iter(_known))]
+    _known_pattern = secrets_pattern(_known)
+
+
+def redact_known(text: str) -> str:
+    """`text` with every secret hide_secret() was given as "***" (secrets_pattern's rule)."""
+    pattern = _known_pattern
+    return text if pattern is None else pattern.sub("***", text)
+
+
+def knows_secrets() -> bool:
+    """Whether hide_secret() was given any (else redact_known() returns its text as is)."""
+    return _known_pattern is not None
+
+
 def sendable(sent: Any, param: Any) -> bool:
     """Whether a value of type `sent` (a hint of a kind's SENDS) fits a param of type `param`
     (its field's hint): mgmt's StructFieldCompat, checked before the graph runs. `Any` on

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy as _copy
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ from _thread import start_new_thread
 from types import TracebackType
 from typing import Any, Generic, TextIO, TypeVar
 
+from engine.params import knows_secrets, redact_known
 from resources._lib import journal
 
 # Control characters of a message, escaped in a text line (the tab kept): a newline in a name
@@ -128,7 +130,9 @@ class JsonFormatter(logging.Formatter):
         name = getattr(record, "res_name", "") if kind is not None else None
         if kind is not None:
             message = message.removeprefix(f"{kind}[{name}]: ")
-        error = self.formatException(record.exc_info) if record.exc_info else None
+        error = record.exc_text or None  # redacted() made it
+        if record.exc_info:
+            error = self.formatException(record.exc_info)
         when = self.when(record.created)
         return self._line(when, record.levelname.lower(), record.name, kind, name, message, error)
 
@@ -326,6 +330,25 @@ class _Writer(Generic[Item]):
             return  # thread goes on (an exception would end it, and the lines after wait)
 
 
+def redacted(record: logging.LogRecord) -> logging.LogRecord:
+    """A copy of `record` whose message, traceback and stack have every secret the process
+    knows as "***" (engine.params.hide_secret): what every handler of ours writes, whichever
+    logger logged it (a resource's task failing unexpectedly, a reversal's error: the engine's
+    own logger, which knows nothing of the resource's secrets). The traceback is formatted
+    into `exc_text` here, as logging caches it; the record others' handlers get is untouched
+    (a shallow copy: no LogRecord made through logging's factory)."""
+    copy = _copy.copy(record)
+    copy.msg, copy.args = redact_known(record.getMessage()), ()
+    if record.exc_info:
+        copy.exc_text = logging.Formatter().formatException(record.exc_info)
+    if copy.exc_text:
+        copy.exc_text = redact_known(copy.exc_text)
+    copy.exc_info = None
+    if copy.stack_info:
+        copy.stack_info = redact_known(copy.stack_info)
+    return copy
+
+
 class WriterHandler(logging.Handler, Generic[Item]):
     """A handler whose lines a writer thread writes to its sink, so that a sink that blocks (a
     pipe nobody reads, a full journal) never blocks the event loop. Each record is rendered
@@ -384,6 +407,8 @@ class WriterHandler(logging.Handler, Generic[Item]):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            if knows_secrets():
+                record = redacted(record)
             line = self.render(record)
         except Exception:
             self.handleError(record)
@@ -476,6 +501,8 @@ class BatchingStreamHandler(WriterHandler[str]):
         takes_lines() said so: the formatter is ours, one of _RESOURCE_LINES)."""
         # (no cast(): its union, built at each call, and the call cost ~1.5 K instructions a line)
         formatter: TextFormatter | JsonFormatter = self.formatter  # type: ignore[assignment]
+        if knows_secrets():
+            message = redact_known(message)
         self._put(formatter.resource_line(logger, created, kind, name, message) + self.terminator)
 
     def write(self, lines: list[str]) -> None:
@@ -513,6 +540,8 @@ class JournalHandler(WriterHandler[bytes]):
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + logging.Formatter().formatException(record.exc_info)
+        elif record.exc_text:  # redacted() made it
+            message += "\n" + record.exc_text
         kind = getattr(record, "res_kind", None)
         if kind is None:
             return self._datagram(message, record.levelno, record.name, None, "")
@@ -539,6 +568,8 @@ class JournalHandler(WriterHandler[bytes]):
 
     def emit_line(self, logger: str, created: float, kind: str, name: str, message: str) -> None:
         """A resource's INFO line, as render() makes the record of it (engine.handle.LineSink)."""
+        if knows_secrets():
+            message = redact_known(message)
         self._put(self._datagram(f"{kind}[{name}]: {message}", logging.INFO, logger, kind, name))
 
     def write(self, lines: list[bytes]) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from engine.errors import MgmtError, ValidationError, path_error
 from mgmt.config import Config, ExitCode
-from mgmt.usage import Parser
+from mgmt.usage import Parser, errors_of
 
 UNIT = "mgmt"
 WATCHDOG_SEC = 30
@@ -69,7 +69,8 @@ def main(
     if own.watchdog_sec < 0:
         print("mgmt setup: --watchdog-sec: 0 or more seconds", file=sys.stderr)
         return int(ExitCode.USAGE)
-    config = parse(["run", *rest])
+    with errors_of("mgmt setup"):  # its usage errors are setup's (the run flags it was given)
+        config = parse(["run", *rest])
     if config.tmp_prefix or config.converged_timeout >= 0 or config.exit_after >= 0:
         print(
             "mgmt setup: a service runs until stopped: no --tmp-prefix, --converged-timeout",
@@ -130,8 +131,8 @@ def _run_args(rest: list[str], config: Config) -> list[str]:
     option (--trusted-keys, --cluster-ca-dir, --tls-*...) made absolute: the service runs in
     `/`. Every option set in the environment (MGMT_<FLAG>) and not on the command line is
     written out as its flag, since the unit does not carry the environment (MGMT_NICE=5:
-    `--nice 5`). The file is matched as a path: `./g.yaml` is `g.yaml`; a flag may be
-    abbreviated, as argparse takes it (`--trusted`)."""
+    `--nice 5`). The file is matched as a path: `./g.yaml` is `g.yaml`; a flag by its whole
+    name (the parsers take no abbreviation: mgmt.usage.Parser)."""
     from dataclasses import MISSING
 
     from mgmt.config import option_fields
@@ -140,14 +141,9 @@ def _run_args(rest: list[str], config: Config) -> list[str]:
     if config.file is not None:
         index = max(i for i, arg in enumerate(args) if Path(arg) == config.file)
         args[index] = str(config.file.absolute())
-    flags = ["--" + option.name.replace("_", "-") for option in option_fields()]
 
     def flag_of(arg: str) -> str:
-        name = arg.split("=", 1)[0]
-        if name in flags or not name.startswith("--"):
-            return name
-        matches = [flag for flag in flags if flag.startswith(name)]
-        return matches[0] if len(matches) == 1 else name
+        return arg.split("=", 1)[0]
 
     missing: list[str] = []
     for option in option_fields():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 # mgmt's flags that this project does not take, with what to do instead, or why none is needed
 # (README, CLI): a usage error naming one of them says so.
@@ -85,12 +87,37 @@ def mgmt_flag_hint(flag: str, table: dict[str, str] | None = None) -> str:
     return f" (mgmt's {name}: {hint})" if hint else ""
 
 
+# The command whose usage errors a parser says, when it is not the parser's own: `mgmt setup`
+# hands the rest of its command line to `mgmt run`'s parser, and its errors are setup's.
+_speaking_for: list[str] = []
+
+
+@contextlib.contextmanager
+def errors_of(prog: str) -> Iterator[None]:
+    """Within it, every Parser's usage error names `prog` (its --help too) instead of its own."""
+    _speaking_for.append(prog)
+    try:
+        yield
+    finally:
+        _speaking_for.pop()
+
+
 class Parser(argparse.ArgumentParser):
     """argparse's parser, whose usage errors say what is wrong in one line and where the
     synopsis is (`--help`), instead of printing the whole synopsis first; an unknown flag that
-    is one of mgmt's says what to do here instead, another one the close flag there is."""
+    is one of mgmt's says what to do here instead, another one the close flag there is.
+
+    A flag is taken by its whole name only (allow_abbrev=False), as mgmt's (go-arg's
+    findOption matches names exactly): argparse's prefix matching took `mgmt setup --install`
+    for --install-service, and a flag added later could change what an abbreviation meant."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # (its sub-commands' parsers get it too)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        if _speaking_for:
+            self.prog = _speaking_for[-1]
         prefix = "unrecognized arguments: "
         table = {**MGMT_FLAGS, **DEPLOY_FLAGS} if self.prog == "mgmt deploy" else MGMT_FLAGS
         if message.startswith(prefix) and " (mgmt's " not in message:
@@ -101,8 +128,6 @@ class Parser(argparse.ArgumentParser):
 
                 hints = [close_match(flags[0], list(self._option_string_actions))]
             message += next((hint for hint in hints if hint), "")
-        elif message.startswith("ambiguous option: "):  # argparse's abbreviations
-            message += mgmt_flag_hint(message.split()[2], table)
         elif "ignored explicit argument" in message:  # go-arg takes --flag=true
             message += (
                 ": a flag takes no value here: give it alone for true, leave it out for false"

@@ -57,13 +57,14 @@ from aetcd import rpc
 
 from engine import safefs
 from engine.errors import ResourceError, WorldError
-from engine.tasks import TaskSet
+from engine.tasks import TaskSet, first_done
 from engine.world import EXPORTED, ROOT, JoinInfo
 from mgmt.cluster import HostnameTaken, NotAdmitted, datadir, identity
 from mgmt.cluster.client import EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
 from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS
 from mgmt.cluster.options import Options
+from mgmt.cluster.pki import TLSFiles
 from mgmt.cluster.world import EtcdWorld
 from mgmt.deploy.status import SUMMARY
 
@@ -79,9 +80,21 @@ PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (E
 # together must not all remove themselves (the last voter stays).
 LEAVING = ROOT + "leaving"
 LEAVE_WAIT = 10.0  # seconds a stopping host waits for its turn to leave (then it stays)
-REMOVED_WAIT = 2.0  # seconds a failed leave waits for etcd to say the leader removed it
+# Seconds a failed leave waits, at most, for this host's etcd to say the leader removed its
+# member (its line, or its exit: Cluster._removed_as_we_left waits for either, not for a fixed
+# time). STOPPED_WAIT when the failure says this etcd stopped (`raft: stopped`: it is going
+# down, its line and exit are coming, later on a busy machine; its own stop kills it after
+# 10 s); REMOVED_WAIT for any other failure, which a removal rarely causes: a leave refused
+# for another reason (no quorum, every host stopping at once) holds no host's exit long.
+STOPPED_WAIT = 10.0
+REMOVED_WAIT = 2.0
+# What a request says when this host's etcd stopped serving (raft's ErrStopped, etcd's).
+_STOPPED = ("raft: stopped", "server stopped")
 PEERS_FILE = "cluster-peers.json"  # in the prefix: the other members a host knew last
 URLS_FILE = "cluster-urls.json"  # in the prefix: the URLs its agent reaches the cluster at
+# In the prefix: the TLS files its agent reaches the cluster with, when they were given to it
+# (--cluster-cert-dir, --tls-*) and not minted into its own `cluster-tls/` (agent_tls).
+TLS_FILE = "cluster-tls.json"
 AGENT_ID_FILE = "cluster-agent-id"  # in the prefix: its agent's id, in its liveness key
 
 
@@ -109,6 +122,38 @@ def agent_urls(prefix: Path) -> list[str]:
         urls = []
     found = [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
     return list(dict.fromkeys([*found, *remembered_peers(prefix)]))
+
+
+def agent_tls(prefix: Path) -> TLSFiles | None:
+    """The TLS files the agent at `prefix` reaches the cluster with, when they were given to it
+    (--cluster-cert-dir, --tls-*): what `mgmt status --cluster` and `mgmt deploy` given that
+    prefix use when it holds no `cluster-tls/` of its own (each file then checked as a given
+    one: pki.check_credentials). None if the agent recorded none, or if the prefix is not
+    ours alone: another user who could write there would name their own files."""
+    try:
+        safefs.check_private(prefix)
+        data = json.loads(safefs.read_regular(str(prefix / TLS_FILE), 1 << 16))
+    except (OSError, ValueError, ResourceError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    paths = [data.get(name) for name in ("ca", "cert", "key")]
+    if not all(p is None or (isinstance(p, str) and p.startswith("/")) for p in paths):
+        return None
+    ca, cert, key = (Path(p) if p is not None else None for p in paths)
+    return TLSFiles(ca, cert, key) if cert is not None and key is not None else None
+
+
+def _publish_tls(prefix: Path, tls: TLSFiles) -> None:
+    """Record in the prefix the TLS files given to this agent (agent_tls); none (no TLS, or
+    minted into `cluster-tls/`, which the commands find anyway): the record is removed."""
+    path = prefix / TLS_FILE
+    if tls.cert is None or tls.key is None or tls.cert.parent == prefix / "cluster-tls":
+        path.unlink(missing_ok=True)
+        return
+    files = {"ca": tls.ca, "cert": tls.cert, "key": tls.key}
+    data = {name: str(p.absolute()) if p is not None else None for name, p in files.items()}
+    safefs.write_file(str(path), (json.dumps(data) + "\n").encode(), 0o600)
 
 
 def agent_id(prefix: Path) -> bytes:
@@ -258,6 +303,22 @@ class Cluster:
 
     # lifecycle ----------------------------------------------------------------------------
 
+    async def _publish_client(self) -> None:
+        """Where and how this agent reaches the cluster, in its prefix: for `mgmt status
+        --cluster --prefix` and `mgmt deploy --prefix`, without --seeds and --tls-*."""
+        own = self.options.advertise_client_urls
+        urls = json.dumps(list(dict.fromkeys([*own, *self.options.seeds]))) + "\n"
+        try:
+            await asyncio.to_thread(
+                safefs.write_file, str(self.prefix / URLS_FILE), urls.encode(), 0o600
+            )
+        except (OSError, ResourceError) as err:
+            log.warning("cannot write %s: %s", self.prefix / URLS_FILE, err)
+        try:  # with which files (--cluster-cert-dir)
+            await asyncio.to_thread(_publish_tls, self.prefix, self.options.tls)
+        except (OSError, ResourceError) as err:
+            log.warning("cannot write %s: %s", self.prefix / TLS_FILE, err)
+
     async def start(self, wait: float = 10.0) -> bool:
         """Start or join; True once connected (else it keeps trying in the background)."""
         if self.options.insecure:
@@ -281,13 +342,7 @@ class Cluster:
             log.warning("cannot keep this agent's id in %s: %s", self.prefix, err)
         if not has_data and not self.options.no_server:
             await self._join_remembered()
-        urls = json.dumps(list(dict.fromkeys([*own, *self.options.seeds]))) + "\n"
-        try:  # for `mgmt status --cluster --prefix` and `mgmt deploy --prefix`, without --seeds
-            await asyncio.to_thread(
-                safefs.write_file, str(self.prefix / URLS_FILE), urls.encode(), 0o600
-            )
-        except (OSError, ResourceError) as err:
-            log.warning("cannot write %s: %s", self.prefix / URLS_FILE, err)
+        await self._publish_client()
         if not self.options.seeds:
             self.client.set_endpoints(own, preferred=own[0])
             initial = "" if has_data else self._initial_self()
@@ -475,11 +530,13 @@ class Cluster:
         """Whether the leave failed because the leader removed this host's member meanwhile
         (its exports and volunteer key gone, its host left: `_reconcile`): etcd then stops,
         and the leave's requests to it fail (`raft: stopped`). etcd says it as it stops: a
-        request that failed waits for its exit, briefly."""
-        if isinstance(err, WorldError) and not member.removed:
+        request that failed waits for its line or its exit, whichever comes first, at most
+        STOPPED_WAIT or REMOVED_WAIT (see them)."""
+        if isinstance(err, WorldError) and not member.removed and not member.exited.is_set():
+            stopped = any(text in str(err) for text in _STOPPED)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REMOVED_WAIT):
-                    await member.exited.wait()
+                async with asyncio.timeout(STOPPED_WAIT if stopped else REMOVED_WAIT):
+                    await first_done(member.said_removed.wait(), member.exited.wait())
         return member.removed
 
     @contextlib.asynccontextmanager

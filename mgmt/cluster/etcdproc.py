@@ -161,6 +161,7 @@ class EtcdProcess:
         self.ready = asyncio.Event()
         self.exited = asyncio.Event()
         self.removed = False  # etcd said this member was removed from the cluster
+        self.said_removed = asyncio.Event()  # set as `removed` is
         self.leaving = False  # its host removes it (a clean leave): its exit then is no news
         self.leader_changed: Callable[[], None] = lambda: None
         self.last_error = ""
@@ -341,6 +342,7 @@ class EtcdProcess:
             self.leader_changed()
         if any(text in msg or text in str(entry.get("error", "")) for text in _REMOVED):
             self.removed = True
+            self.said_removed.set()
         if level in ("error", "fatal", "panic", "dpanic") and not self.panicked:
             self._fatal = level != "error"
             detail = entry.get("error", "")

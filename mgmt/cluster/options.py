@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from engine import safefs
 from engine.errors import ResourceError, ValidationError, WorldError
+from engine.params import hide_secret
 from mgmt.address import split_url
 from mgmt.cluster import OPERATOR, check_host
 from mgmt.cluster.pki import (
@@ -349,4 +350,5 @@ def _credentials(config: Config) -> tuple[str | None, str | None]:
         ) from None
     if not password:
         raise ValidationError("the password file is empty", "--cluster-password-file")
+    hide_secret(password)  # "***" in any line or status text that would show it
     return config.cluster_user, password

@@ -23,8 +23,12 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from mgmt.deploy import DeployError
+
+if TYPE_CHECKING:
+    from mgmt.lang.checker import Checked
 
 FRONTENDS = ("yaml", "lang")
 LANG_ENTRY = "main.mcl"  # the program of a `lang DIR/` deploy, as in mgmt
@@ -111,13 +115,18 @@ def check_relative(path: str) -> None:
 
 
 def program_files(
-    frontend: str, path: Path, problems: list[str] | None = None
+    frontend: str,
+    path: Path,
+    problems: list[str] | None = None,
+    compiled: list[Checked] | None = None,
 ) -> tuple[str, dict[str, Path]]:
     """The program's entry (relative name) and every file it needs, by relative name.
 
     A program file carries the local modules it imports (every file the language's module
     loader read for it), which must lie in its directory or below. Finding them compiles a
-    `lang` program as `mgmt check` does: its problems, if any, are added to `problems`.
+    `lang` program as `mgmt check` does: its problems, if any, are added to `problems`; the
+    compiled program of a file (not of a directory: compiled from its entry file here), to
+    `compiled`, if given.
     """
     if frontend == "lang" and path.is_dir():
         if not (path / LANG_ENTRY).is_file():
@@ -128,16 +137,18 @@ def program_files(
         raise DeployError(f"{path}: no such file")
     files = {path.name: path}
     if frontend == "lang":
-        files.update(_imported(path, problems))
+        files.update(_imported(path, problems, compiled))
     if (path.parent / FILES_DIR).is_dir():
         for rel, file in _tree(path.parent / FILES_DIR).items():
             files[f"{FILES_DIR}/{rel}"] = file
     return path.name, files
 
 
-def _imported(path: Path, problems: list[str] | None) -> dict[str, Path]:
+def _imported(
+    path: Path, problems: list[str] | None, compiled: list[Checked] | None = None
+) -> dict[str, Path]:
     """The files a program's `import`s read, by name relative to its directory; the compile's
-    problems into `problems`."""
+    problems into `problems`, the program compiled into `compiled` (if given)."""
     from mgmt.check import outside
     from mgmt.lang import compile_file
     from mgmt.lang.errors import CompileError
@@ -148,6 +159,8 @@ def _imported(path: Path, problems: list[str] | None) -> dict[str, Path]:
         if problems is not None:
             problems.extend(err.problems)
         return {}
+    if compiled is not None:
+        compiled.append(checked)
     base = path.parent.resolve()
     far = outside(checked, base)
     if far:
@@ -184,13 +197,19 @@ def _tree(root: Path) -> dict[str, Path]:
     return out
 
 
-def read_program(frontend: str, path: Path, problems: list[str] | None = None) -> Bundle:
+def read_program(
+    frontend: str,
+    path: Path,
+    problems: list[str] | None = None,
+    compiled: list[Checked] | None = None,
+) -> Bundle:
     """Read the program and its files into a bundle; DeployError naming the file on problems.
     A `lang` program is compiled as `mgmt check` does (`check.check_path`) to find its
-    imports: its problems go to `problems` (a `yaml` one is not checked here)."""
+    imports: its problems go to `problems` (a `yaml` one is not checked here), the compiled
+    program to `compiled` (program_files)."""
     if frontend not in FRONTENDS:
         raise DeployError(f"unknown front-end {frontend!r}: expected yaml or lang")
-    entry, paths = program_files(frontend, path, problems)
+    entry, paths = program_files(frontend, path, problems, compiled)
     files: dict[str, bytes] = {}
     total = 0
     for rel, file in paths.items():
@@ -219,9 +238,11 @@ def read_checked(frontend: str, path: Path, max_size: int) -> tuple[Bundle, list
     from mgmt.check import check_program, program_graph_problems
 
     problems: list[str] = []
-    bundle = read_program(frontend, path, problems)
-    if frontend == "lang" and not problems:
-        problems = program_graph_problems(path, socket.gethostname())
+    compiled: list[Checked] = []
+    bundle = read_program(frontend, path, problems, compiled)
+    if frontend == "lang" and not problems:  # run as compiled above (not compiled again)
+        checked = compiled[0] if compiled else None
+        problems = program_graph_problems(path, socket.gethostname(), checked)
     elif frontend != "lang":
         where = str(path / bundle.entry if path.is_dir() else path)
         problems = check_program(frontend, bundle.files[bundle.entry], where, max_size)

@@ -62,8 +62,9 @@ def connection_args(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=Path(os.environ.get("MGMT_PREFIX") or default_prefix()),  # as `mgmt run`'s
         metavar="DIR",
-        help="a host's state directory: its certificate in DIR/cluster-tls/ is used "
-        "unless --tls-* are given (default $MGMT_PREFIX, else mgmt run's: $STATE_DIRECTORY, "
+        help="a host's state directory: its certificate in DIR/cluster-tls/ (or the files its "
+        "agent was given, DIR/cluster-tls.json) is used unless --tls-* are given (default "
+        "$MGMT_PREFIX, else mgmt run's: $STATE_DIRECTORY, "
         "non-root ~/.cache/mgmt, root /var/lib/mgmt)",
     )
     parser.add_argument("--tls-ca", type=Path, metavar="FILE", help="CA (PEM) of the cluster")
@@ -134,6 +135,10 @@ def _new_client(args: argparse.Namespace) -> EtcdClient:
             args.tls_cert or own / HOST_CERT,
             args.tls_key or own / HOST_KEY,
         )
+        if not (args.tls_ca or args.tls_cert or args.tls_key or (own / "ca.pem").exists()):
+            from mgmt.cluster.cluster import agent_tls
+
+            tls = agent_tls(args.prefix) or tls  # its --cluster-cert-dir (or --tls-*) files
         for flag, path in (("--tls-ca", tls.ca), ("--tls-cert", tls.cert), ("--tls-key", tls.key)):
             if path is not None and not path.is_file():
                 if path.parent != own:

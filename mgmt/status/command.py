@@ -18,7 +18,8 @@ or when another user controls the prefix (or a directory above it): whatever ans
 socket could be theirs (with --json, `{"error": why}` on stdout too).
 
 With --cluster it reads the cluster instead (etcd at --seeds, with this host's certificate in
-`<prefix>/cluster-tls/` or --tls-*, as `mgmt deploy` does) and prints one row per host: alive,
+`<prefix>/cluster-tls/`, the files its agent was given (`<prefix>/cluster-tls.json`:
+--cluster-cert-dir) or --tls-*, as `mgmt deploy` does) and prints one row per host: alive,
 the deploy it runs (`7 (UNSIGNED)` or `7 (UNVERIFIED)` when run unverified), converged since
 when, its resources, how many failed and the last error (mgmt.deploy.status.report: what
 `mgmt deploy --status` prints too). Exit code 1 when a host is

@@ -28,6 +28,7 @@ from engine.events import (
     VertexFailed,
 )
 from engine.graph import Edge, Key, fmt_key
+from engine.params import knows_secrets, redact_known
 from engine.slices import sliced
 from mgmt.status.latency import RepairClock
 
@@ -191,32 +192,37 @@ class StatusModel:
     def logged(self, key: Key, message: str) -> None:
         """A resource logged a change (what changed and why): kept as its last change."""
         info = self._info(key)
-        info.last_change, info.last_change_at = message, time.time()
+        info.last_change, info.last_change_at = redact_known(message), time.time()
         self._changes += 1
 
     def set_hosts(self, hosts: list[dict[str, Any]]) -> None:
         """Every host's row (mgmt.deploy.status.HostStatus, with its `state`), when clustered."""
+        hosts = [_redacted_texts(host) for host in hosts]
         if hosts != self.hosts:
             self.hosts = hosts
             self._publish({"type": "hosts", "hosts": hosts})
 
     def set_cluster_note(self, note: str) -> None:
         """Say (on the page, in `mgmt status`) that the cluster has no quorum ("": it has)."""
+        note = redact_known(note)
         if note != self.cluster_note:
             self.cluster_note = note
             self._publish({"type": "cluster", "note": note})
 
     def set_member_error(self, error: str) -> None:
+        error = redact_known(error)
         if error != self.member_error:
             self.member_error = error
             self._touched()
 
     def set_program_error(self, error: str) -> None:
+        error = redact_known(error)
         if error != self.program_error:
             self.program_error = error
             self._publish({"type": "program", "error": error})
 
     def set_deploy(self, deploy: dict[str, Any]) -> None:
+        deploy = _redacted_texts(deploy)
         if deploy != self.deploy:
             self.deploy = deploy
             self._publish({"type": "deploy", "deploy": deploy})
@@ -286,7 +292,7 @@ class StatusModel:
             {
                 "id": fmt_key(key),
                 "state": "failed" if pending[key].due is None else "retrying",
-                "error": pending[key].error,
+                "error": redact_known(pending[key].error),  # the engine's: no resource's
             }
             for key in sorted(pending)
             if not self.engine.graph_has(key)
@@ -405,9 +411,18 @@ class StatusModel:
 
 
 def _redacted(vertex: Vertex, text: str) -> str:
-    """An error's text with the secrets its resource received as "***" (ResourceLogger.redact):
-    the page is every local user's."""
-    return vertex.handle.logger.redact(text)
+    """An error's text with the secrets its resource received as "***" (ResourceLogger.redact),
+    and every other the process knows (engine.params.hide_secret): the page is every local
+    user's."""
+    return redact_known(vertex.handle.logger.redact(text))
+
+
+def _redacted_texts(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with the secrets the process knows as "***" in each of its texts (a deploy's
+    refusal, a host's last error)."""
+    if not knows_secrets():
+        return row
+    return {key: redact_known(v) if isinstance(v, str) else v for key, v in row.items()}
 
 
 def _event_dict(event: EventParts) -> dict[str, Any]:

@@ -36,6 +36,12 @@ def graph_file(tmp_path: Path, text: str, name: str = "graph.yaml") -> Path:
     return path
 
 
+def run_graph(tmp_path: Path, text: str, *flags: str, timeout: float = 60) -> tuple[int, str]:
+    """`mgmt run --tmp-prefix FLAGS GRAPH` to its end, GRAPH the file graph_file makes of
+    `text`: (exit code, output)."""
+    return run_mgmt(["run", "--tmp-prefix", *flags, str(graph_file(tmp_path, text))], timeout)
+
+
 HELLO = """
 graph: hello
 resources:
@@ -340,7 +346,7 @@ def test_bad_merge_key_exits_2_naming_its_line(tmp_path: Path) -> None:
 
 
 def test_failing_resource_exits_1_naming_it_and_siblings_still_run(tmp_path: Path) -> None:
-    graph = graph_file(
+    code, out = run_graph(
         tmp_path,
         """
         graph: failing
@@ -356,9 +362,8 @@ def test_failing_resource_exits_1_naming_it_and_siblings_still_run(tmp_path: Pat
         edges:
           - {name: e, from: {kind: exec, name: broken}, to: {kind: exec, name: after}}
         """,
-    )
-    code, out = run_mgmt(
-        ["run", "--converged-timeout=1", "--max-runtime=60", "--tmp-prefix", str(graph)]
+        "--converged-timeout=1",
+        "--max-runtime=60",
     )
     assert code == 1, out
     assert "exec[broken]: failed" in out
@@ -379,7 +384,7 @@ def test_a_failing_exec_runs_once_per_attempt_though_its_successor_waits(
     """Its successor back-pokes it while it runs (it has not run yet); that asks nothing of
     it once it has failed: 1 + retry runs. (It ran once more, retry 0 too: a command with side
     effects run twice.)"""
-    graph = graph_file(
+    code, out = run_graph(
         tmp_path,
         f"""
         graph: once
@@ -395,8 +400,8 @@ def test_a_failing_exec_runs_once_per_attempt_though_its_successor_waits(
         edges:
           - {{name: e, from: {{kind: exec, name: bad}}, to: {{kind: file, name: TMP/out}}}}
         """,
+        "--converged-timeout=0",
     )
-    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(graph)])
     assert code == 1, out
     assert (tmp_path / "runs").read_text() == "run\n" * (1 + retry), out
     assert out.count("exec[bad]: running") == 1 + retry, out
@@ -417,7 +422,7 @@ async def test_the_converged_line_is_logged_when_the_graph_converges(tmp_path: P
 
 def test_polled_resources_converge(tmp_path: Path) -> None:
     """A poll tick that changes nothing is not activity: the converged timeout still fires."""
-    graph = graph_file(
+    code, out = run_graph(
         tmp_path,
         """
         graph: polled
@@ -435,9 +440,8 @@ def test_polled_resources_converge(tmp_path: Path) -> None:
         edges:
           - {name: e, from: {kind: file, name: polled}, to: {kind: exec, name: downstream}}
         """,
-    )
-    code, out = run_mgmt(
-        ["run", "--converged-timeout=3", "--max-runtime=30", "--tmp-prefix", str(graph)]
+        "--converged-timeout=3",
+        "--max-runtime=30",
     )
     assert code == 0, out
     assert "converged: all 2 resources in the desired state" in out
@@ -468,7 +472,7 @@ def test_meta_timeout_is_in_milliseconds_as_in_mgmt(tmp_path: Path) -> None:
 
 def test_exec_empty_strings_mean_not_set_as_in_mgmt(tmp_path: Path) -> None:
     """mgmt's example graphs write `shell: ''`, `ifcmd: ''` ... for "not set"."""
-    graph = graph_file(
+    code, out = run_graph(
         tmp_path,
         """
         graph: empties
@@ -483,9 +487,8 @@ def test_exec_empty_strings_mean_not_set_as_in_mgmt(tmp_path: Path) -> None:
               ifcmd: ''
               ifshell: ''
         """,
-    )
-    code, out = run_mgmt(
-        ["run", "--converged-timeout=1", "--max-runtime=60", "--tmp-prefix", str(graph)]
+        "--converged-timeout=1",
+        "--max-runtime=60",
     )
     assert code == 0, out
     assert (tmp_path / "ran").exists()
@@ -620,7 +623,7 @@ async def test_meta_rewatch_starts_a_failed_resource_again_at_the_next_swap(
 
 
 def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:
-    graph = graph_file(
+    code, out = run_graph(
         tmp_path,
         """
         graph: slow
@@ -631,9 +634,8 @@ def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:
             - name: quick
               cmd: "true"
         """,
-    )
-    code, out = run_mgmt(
-        ["run", "--converged-timeout=1", "--max-runtime=2", "--tmp-prefix", str(graph)]
+        "--converged-timeout=1",
+        "--max-runtime=2",
     )
     assert code == 1, out
     assert "did not converge: not settled: exec[slow] (running)" in out
@@ -644,7 +646,7 @@ def test_not_converged_names_the_unsettled_resources(tmp_path: Path) -> None:
 def test_max_runtime_names_what_did_not_converge(tmp_path: Path, converged: list[str]) -> None:
     """--max-runtime alone, too: exit 1, naming the resources not settled and why (the
     command is sent its sig: a graceful stop)."""
-    graph = graph_file(
+    code, out = run_graph(
         tmp_path,
         """
         graph: never
@@ -653,8 +655,10 @@ def test_max_runtime_names_what_did_not_converge(tmp_path: Path, converged: list
             - name: slow
               cmd: sleep 30
         """,
+        *converged,
+        "--max-runtime=1",
+        "yaml",
     )
-    code, out = run_mgmt(["run", *converged, "--max-runtime=1", "--tmp-prefix", "yaml", str(graph)])
     assert code == 1, out
     assert "did not converge: not settled: exec[slow] (running)" in out
     assert "exec[slow]: cmd: stopping: sent SIGTERM" in out
@@ -774,7 +778,7 @@ def test_mgmts_meta_dollar_and_async_in_a_graph(tmp_path: Path) -> None:
 
 
 def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
-    graph = graph_file(
+    code, out = run_graph(
         tmp_path,
         """
         graph: busy
@@ -783,9 +787,8 @@ def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
             - name: tick
               interval: 0.2
         """,
-    )
-    code, out = run_mgmt(
-        ["run", "--converged-timeout=5", "--max-runtime=2", "--tmp-prefix", str(graph)]
+        "--converged-timeout=5",
+        "--max-runtime=2",
     )
     assert code == 1, out
     assert "did not converge" in out
@@ -794,7 +797,7 @@ def test_max_runtime_bounds_a_run_that_never_converges(tmp_path: Path) -> None:
 def test_max_runtime_bounds_a_run_whose_command_never_ends(tmp_path: Path) -> None:
     """The flag is a bound: a command still running after its `sig` (here one that does not
     end it) gets a grace, then it is cancelled."""
-    graph = graph_file(
+    code, out = run_graph(
         tmp_path,
         """
         graph: stuck
@@ -804,8 +807,9 @@ def test_max_runtime_bounds_a_run_whose_command_never_ends(tmp_path: Path) -> No
               cmd: /bin/sleep 600
               sig: SIGCONT
         """,
+        "--max-runtime=1",
+        timeout=40,
     )
-    code, out = run_mgmt(["run", "--max-runtime=1", "--tmp-prefix", str(graph)], timeout=40)
     assert code == 1, out
     lines = out.splitlines()
     reached = next(
@@ -829,7 +833,7 @@ def test_max_runtime_bounds_a_run_whose_input_is_a_fifo(tmp_path: Path) -> None:
     SIGTERM ended the run. It is refused as not a regular file."""
     os.mkfifo(tmp_path / "in")
     os.mkfifo(tmp_path / "out.gz")
-    graph = graph_file(
+    code, out = run_graph(
         tmp_path,
         f"""
         graph: fifo
@@ -840,8 +844,9 @@ def test_max_runtime_bounds_a_run_whose_input_is_a_fifo(tmp_path: Path) -> None:
             - name: {tmp_path}/out.gz
               content: "x"
         """,
+        "--max-runtime=2",
+        timeout=40,
     )
-    code, out = run_mgmt(["run", "--max-runtime=2", "--tmp-prefix", str(graph)], timeout=40)
     assert code == 1, out
     assert f"cannot read {tmp_path}/in: not a regular file" in out
     assert f"cannot read {tmp_path}/out.gz: not a regular file" in out
@@ -1261,7 +1266,7 @@ def test_a_file_name_cannot_forge_log_lines_or_reach_the_terminal(tmp_path: Path
     forged = "00:00:00 main: converged: the 1 resource in the desired state (0.001s)"
     (tmp_path / "dst" / f"evil\n{forged}").touch()
     (tmp_path / "dst" / "red\x1b[31m").touch()
-    graph = graph_file(
+    code, out = run_graph(
         tmp_path,
         """
         graph: purge
@@ -1272,8 +1277,9 @@ def test_a_file_name_cannot_forge_log_lines_or_reach_the_terminal(tmp_path: Path
               recurse: true
               purge: true
         """,
+        "--converged-timeout",
+        "0",
     )
-    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", str(graph)])
     assert code == 0, out
     assert forged not in out.splitlines() and "\x1b" not in out, out
     assert f"purged evil\\n{forged}\n" in out and "purged red\\x1b[31m\n" in out, out
@@ -1478,7 +1484,7 @@ def test_a_file_runs_after_the_user_and_group_that_own_it_in_each_front_end(
 
 
 def test_conflicting_semaphore_sizes_exit_2(tmp_path: Path) -> None:
-    graph = graph_file(
+    code, out = run_graph(
         tmp_path,
         """
         graph: sema
@@ -1487,8 +1493,8 @@ def test_conflicting_semaphore_sizes_exit_2(tmp_path: Path) -> None:
             - {name: a, meta: {sema: ["x:1"]}}
             - {name: b, meta: {sema: ["x:2"]}}
         """,
+        "--converged-timeout=0",
     )
-    code, out = run_mgmt(["run", "--converged-timeout=0", "--tmp-prefix", str(graph)])
     assert code == 2
     assert "semaphore 'x' has size 1 in noop[a] but 2 in noop[b]" in out
 

@@ -6,11 +6,14 @@ import asyncio
 import errno
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import Interfered, ResourceError
 from engine.handle import Handle
 from engine.resource import Groupable, Refreshable, Resource, register
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
 
 
 @dataclass
@@ -97,3 +100,24 @@ class GroupProbe(Groupable, ProbeRes):
         for other in self.grouped:
             state(other.name).calls.append((apply, False))
         return True
+
+
+async def received_password(engine: Engine, probe: ProbeRes, length: int = 12) -> str:
+    """Run `password[pw] -> probe` on `engine`, the probe's `tag` receiving the password (a
+    secret: engine.params.SECRET); the password, once the probe has it."""
+    from engine.graph import Edge, Graph
+    from resources.password import PasswordRes
+    from tests.engine.conftest import settle
+
+    graph = Graph("t")
+    graph.add(PasswordRes(name="pw", length=length))
+    graph.add(probe)
+    to = (probe.kind, probe.name)
+    graph.connect(("password", "pw"), to, Edge(sendrecv=(("password", "tag"),)))
+    await engine.apply(graph)
+    sent = engine.vertices[("password", "pw")].sent
+    await settle(engine, lambda: "password" in sent)
+    secret: str = sent["password"]
+    running = engine.vertices[to].res
+    await settle(engine, lambda: isinstance(running, ProbeRes) and running.tag == secret)
+    return secret

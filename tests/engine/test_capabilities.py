@@ -20,7 +20,7 @@ from resources.exec import ExecRes
 from resources.file import FileRes
 from resources.password import PasswordRes
 from tests.engine.conftest import settle
-from tests.engine.probe import GroupProbe, ProbeRes, state
+from tests.engine.probe import GroupProbe, ProbeRes, received_password, state
 
 
 def graph_of(*resources: object) -> Graph:
@@ -241,24 +241,22 @@ async def test_a_received_secret_is_hidden_in_a_traceback_too(
     `exception()`): the error's text in the traceback is redacted as the line is. Before
     2026-12-05 only the line was: the traceback's last line named the password."""
     state("tb").cleanup_fails = True
-    graph = graph_of(PasswordRes(name="pw", length=12), ProbeRes(name="tb"))
-    graph.connect(("password", "pw"), ("probe", "tb"), Edge(sendrecv=(("password", "tag"),)))
-    await engine.apply(graph)
-    sent = engine.vertices[("password", "pw")].sent
-    await settle(engine, lambda: "password" in sent)
-    secret = sent["password"]
-    probe = engine.vertices[("probe", "tb")].res
-    await settle(engine, lambda: isinstance(probe, ProbeRes) and probe.tag == secret)
+    secret = await received_password(engine, ProbeRes(name="tb"))
     await engine.apply(Graph("empty"))  # the probe goes: its cleanup fails
     assert "probe[tb]: cleanup failed\nTraceback" in caplog.text
     assert "RuntimeError: cannot close ***" in caplog.text and secret not in caplog.text
 
 
 def test_a_short_secret_is_redacted_only_as_a_whole_token(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A secret under SHORT_SECRET characters is "***" where it stands alone, not inside
     other words (which it garbled, and showed: "f***ed" is "ail"); a longer one everywhere."""
+    import engine.params
+
+    # (the process's registry as it was, after: "ab" hidden in every later test's lines else)
+    monkeypatch.setattr(engine.params, "_known", dict(engine.params._known))
+    monkeypatch.setattr(engine.params, "_known_pattern", engine.params._known_pattern)
     logger = ResourceLogger(logging.getLogger("engine"), {"res_kind": "k", "res_name": "n"})
     logger.hide("ab")
     logger.hide("long-secret")

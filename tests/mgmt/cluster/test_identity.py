@@ -438,3 +438,35 @@ def test_mint_cert_makes_no_confined_certificate_the_peer_port_takes(
     assert err.startswith(f"mgmt cluster mint-cert: {flag}: ") and "give --core" in err, err
     assert not out.exists()
     assert cli.main([*argv, "--core"]) == 0
+
+
+async def test_status_cluster_finds_the_agents_cert_dir_in_its_prefix(tmp_path: Path) -> None:
+    """`mgmt status --cluster --prefix DIR` on a host whose agent runs with --cluster-cert-dir:
+    the agent records its files in DIR/cluster-tls.json (its prefix: ours alone), and the
+    command uses them. Before, it looked only in DIR/cluster-tls/ and asked for --tls-*.
+    A prefix another user may write is not believed (they would name their own files)."""
+    from mgmt.cluster.cluster import TLS_FILE, agent_tls
+
+    (tmp_path / "creds").mkdir(mode=0o700)
+    creds = _mint(tmp_path, "h1", core=True)
+    files = host_files(creds)
+    opts = options("h1", scheme="https", tls=files, peer_tls=files, identities=True)
+    prefix = tmp_path / "h1"
+    cluster = Cluster(opts, prefix)
+    try:
+        assert await cluster.start()
+        assert agent_tls(prefix) == files
+        code, text = await asyncio.to_thread(
+            run_mgmt, ["status", "--cluster", "--json", "--prefix", str(prefix)], 30
+        )
+        assert code in (0, 1) and "no such file" not in text, text
+        rows = json.loads(text[text.index("[") :])  # reached: the host's row
+        assert [row["host"] for row in rows] == ["h1"], text
+    finally:
+        await cluster.stop(graceful=False)
+    assert json.loads((prefix / TLS_FILE).read_text())["cert"] == str(files.cert)
+    prefix.chmod(0o777)
+    try:
+        assert agent_tls(prefix) is None
+    finally:
+        prefix.chmod(0o700)
