@@ -384,10 +384,13 @@ class Vertex:
         res = self.res
         if not isinstance(res, Listening) or res.meta.poll != 0:
             return False
+        owner = watcher.OWNER.set(self.key)  # its watchers name it (watcher.unwatched())
         try:
             unlisten = res.listen(self._on_event, self._listen_failed)
         except Exception:
             return False  # its watch() task tries again: it fails or restarts as any watch
+        finally:
+            watcher.OWNER.reset(owner)
         if unlisten is None:
             return False
         self._unlisten = unlisten
@@ -545,6 +548,7 @@ class Vertex:
         it keeps failing. `failures`: a watch without a task failed (_listen_failed)."""
         meta = self.res.meta
         backoff = REWATCH_MIN
+        watcher.OWNER.set(self.key)  # in this task's context: its watchers name it
         if failures:
             await asyncio.sleep(max(meta.delay / 1000, backoff))
             backoff = min(backoff * 2, REWATCH_MAX)
