@@ -1674,6 +1674,11 @@ class Engine:
                 why.append(f"{_few(listed)} {what}")
         return f" ({'; '.join(why)})" if why else ""
 
+    def undone(self) -> list[Vertex]:
+        """The vertices neither in their desired state, nor failed, nor found differing in
+        noop mode: what a stop leaves for the next run."""
+        return [v for v in self.vertices.values() if not (v.state_ok or v.failed or v.would_change)]
+
     async def stop(self, graceful: bool = True) -> None:
         """Stop every vertex (graceful: running check_applies finish first; one whose work
         has not begun never begins it: engine/stopgate.py)."""
@@ -1681,9 +1686,7 @@ class Engine:
         retrying = {key for key, v in self.vertices.items() if v.status is RETRYING}
         with watcher.shutting_down(), collector.paused(), self.gate.closing():
             await stop_all(list(self.vertices.values()), graceful)
-        undone = [
-            v for v in self.vertices.values() if not (v.state_ok or v.failed or v.would_change)
-        ]
+        undone = self.undone()
         if undone:
             log.info(
                 "stopped: %d of %d resource%s left undone%s; the next run applies them",

@@ -106,7 +106,8 @@ class Config:
         default=False,
         metadata=opt(
             "exit 3 when changes were made (with --noop: would be) and none failed; 0 nothing "
-            "changed, 1 a failure, 2 bad input (Puppet's name; its codes: docs/operations.md)"
+            "changed, 1 a failure or a run stopped with work undone, 2 bad input (Puppet's "
+            "name; its codes: docs/operations.md)"
         ),
     )
     sema: int = field(
