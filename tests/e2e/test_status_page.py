@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import ROOT, Daemon, run_mgmt, wait_path
+from tests.e2e.helpers import ROOT, Daemon, free_port, run_mgmt, wait_path
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,12 +40,6 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--window-size=1400,900",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def graph(tmp_path: Path, count: int = 3) -> Path:

@@ -9,7 +9,6 @@ import json
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -145,13 +144,11 @@ async def test_unwatched_resources_are_counted_and_named(tmp_path: Path, shared:
     mgmt_unwatched_current, and the log sums them up. A file whose own watch was refused in
     a watched directory (`shared`: 40 files in one) is not counted: the directory's watch sees
     its drift, which is repaired."""
-    from tests.e2e.helpers import MGMT, wait_path
+    from tests.e2e.helpers import MGMT, free_port, wait_path
 
     _user_namespaces()
     paths = _files_graph(tmp_path, shared)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     prefix = tmp_path / "prefix"
     script = 'echo 20 > /proc/sys/user/max_inotify_watches && exec "$@"'
     argv = ["unshare", "-Ur", "sh", "-c", script, "sh", *MGMT, "run", "--prefix", str(prefix)]
