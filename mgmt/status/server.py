@@ -70,6 +70,7 @@ DOT_TIMEOUT = 60.0  # seconds Graphviz may take to lay out a graph
 # Resources past which the graph is not drawn: Graphviz lays 1,001 out in 0.5-2 s, but ran
 # over DOT_TIMEOUT (a core and 350 MB) for 100,000, after each swap (docs/operations.md).
 MAX_DRAWN = 2000
+CLOSE_WAIT = 3.0  # seconds close() waits for the requests it cancelled (a `dot` stopped)
 SOCKET = "status.sock"
 COLORS = {
     "pending": "#d0d0d0",
@@ -183,9 +184,11 @@ class StatusServer:
             server.close()
         for task in list(self._streams):
             task.cancel()
-        # Awaited: a request's child (the picture's `dot`) is stopped and reaped before the
-        # agent exits, not left running under pid 1.
-        await asyncio.gather(*self._streams, return_exceptions=True)
+        # Awaited (bounded: a connection whose client reads nothing may wait to flush): a
+        # request's child (the picture's `dot`) is stopped and reaped before the agent exits,
+        # not left running under pid 1 (its stop takes 2 x GRACE at most).
+        if self._streams:
+            await asyncio.wait(list(self._streams), timeout=CLOSE_WAIT)
         for server in self.servers:
             await server.wait_closed()
         self.servers = []
