@@ -489,6 +489,8 @@ class Agent:
 
     async def _start_http(self) -> None:
         """Metrics, the status page (--status) and the status socket for `mgmt status`."""
+        if unused := self.config.unused_listen():  # once the run is known to be valid
+            log.warning("%s", unused)
         if self.metrics is not None:
             self.metrics.start(self.status)
         self.server = StatusServer(self.status, self.metrics.render if self.metrics else None)

@@ -314,24 +314,6 @@ NOOP_FLAGS = {
 }
 
 
-def _unused_listen(values: dict[str, Any]) -> str:
-    """The warning for a --prometheus-listen given (not its default) that serves less than
-    it reads as: /metrics needs --prometheus too (mgmt also ignores the address without it,
-    unsaid: a scrape then got 404s, tester17), "" when it serves what was asked."""
-    listen = values["prometheus_listen"]
-    if values["prometheus"] or listen == Config.prometheus_listen:
-        return ""
-    if values["status"]:
-        return (
-            f"--prometheus-listen {listen} without --prometheus: the status page is served "
-            "there, /metrics is not (add --prometheus)"
-        )
-    return (
-        f"--prometheus-listen {listen} without --prometheus or --status: nothing is served "
-        "there (add --prometheus for /metrics, --status for the page)"
-    )
-
-
 def parse(argv: list[str]) -> Config:
     """argv (without the program name) -> Config; exits 2 on a usage error."""
     if argv[:1] == ["--version"]:
@@ -352,8 +334,6 @@ def parse(argv: list[str]) -> Config:
     warn_misspelled_env(values["log_format"])  # a line of the format the log will have
     for flag in dict.fromkeys(noops):
         early_warning(NOOP_FLAGS[flag], values["log_format"])
-    if unused := _unused_listen(values):
-        early_warning(unused, values["log_format"])
     file: Path | None = None
     if code is not None and target != ["puppet"]:
         _usage_error("-e CODE is for Puppet code: `mgmt run [flags] puppet -e CODE`")

@@ -387,6 +387,23 @@ class Config:
         makes them (a fresh user's ~/.cache)."""
         return self.prefix != Path(default_prefix())
 
+    def unused_listen(self) -> str:
+        """The warning for a --prometheus-listen given (not its default) that serves less than
+        it reads as: /metrics needs --prometheus too (mgmt also ignores the address without it,
+        unsaid: a scrape got 404s, tester17); "" when it serves what was asked."""
+        listen = self.prometheus_listen
+        if self.prometheus or listen == Config.prometheus_listen:
+            return ""
+        if self.status:
+            return (
+                f"--prometheus-listen {listen} without --prometheus: the status page is served "
+                "there, /metrics is not (add --prometheus)"
+            )
+        return (
+            f"--prometheus-listen {listen} without --prometheus or --status: nothing is served "
+            "there (add --prometheus for /metrics, --status for the page)"
+        )
+
 
 def option_fields() -> list[Any]:
     """The Config fields that are CLI options (those with help metadata)."""

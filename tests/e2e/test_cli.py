@@ -2184,6 +2184,6 @@ def test_prometheus_listen_without_prometheus_is_said_once(
     warnings = [line for line in out.splitlines() if "--prometheus-listen" in line]
     if said:
         assert len(warnings) == 1, out
-        assert warnings[0].startswith(f"mgmt: warning: --prometheus-listen 127.0.0.1:{port} {said}")
+        assert f" main: --prometheus-listen 127.0.0.1:{port} {said}" in warnings[0], out
     else:
         assert not warnings, out
