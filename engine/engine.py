@@ -384,10 +384,13 @@ class Vertex:
         res = self.res
         if not isinstance(res, Listening) or res.meta.poll != 0:
             return False
+        owner = watcher.OWNER.set(self.key)  # its watchers name it (watcher.unwatched())
         try:
             unlisten = res.listen(self._on_event, self._listen_failed)
         except Exception:
             return False  # its watch() task tries again: it fails or restarts as any watch
+        finally:
+            watcher.OWNER.reset(owner)
         if unlisten is None:
             return False
         self._unlisten = unlisten
@@ -545,6 +548,7 @@ class Vertex:
         it keeps failing. `failures`: a watch without a task failed (_listen_failed)."""
         meta = self.res.meta
         backoff = REWATCH_MIN
+        watcher.OWNER.set(self.key)  # in this task's context: its watchers name it
         if failures:
             await asyncio.sleep(max(meta.delay / 1000, backoff))
             backoff = min(backoff * 2, REWATCH_MAX)
@@ -1670,6 +1674,11 @@ class Engine:
                 why.append(f"{_few(listed)} {what}")
         return f" ({'; '.join(why)})" if why else ""
 
+    def undone(self) -> list[Vertex]:
+        """The vertices neither in their desired state, nor failed, nor found differing in
+        noop mode: what a stop leaves for the next run."""
+        return [v for v in self.vertices.values() if not (v.state_ok or v.failed or v.would_change)]
+
     async def stop(self, graceful: bool = True) -> None:
         """Stop every vertex (graceful: running check_applies finish first; one whose work
         has not begun never begins it: engine/stopgate.py)."""
@@ -1677,9 +1686,7 @@ class Engine:
         retrying = {key for key, v in self.vertices.items() if v.status is RETRYING}
         with watcher.shutting_down(), collector.paused(), self.gate.closing():
             await stop_all(list(self.vertices.values()), graceful)
-        undone = [
-            v for v in self.vertices.values() if not (v.state_ok or v.failed or v.would_change)
-        ]
+        undone = self.undone()
         if undone:
             log.info(
                 "stopped: %d of %d resource%s left undone%s; the next run applies them",

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import logging
 import os
@@ -140,6 +141,16 @@ EVERY = frozenset((ALL,))
 Desired = dict[str, tuple[int, frozenset[str]]]  # absolute path -> (mask, entry names)
 T = TypeVar("T")
 
+# Whose watchers are made here: the engine sets its vertex's key around a resource's listen()
+# and in its watch task, so that `unwatched()` can name the resources the kernel's watch limit
+# left unwatched (None: the agent's own watches, the graph file's).
+OWNER: contextvars.ContextVar[object] = contextvars.ContextVar("watch owner", default=None)
+# How long after a change to the refused paths the `on_unwatched` callbacks are called
+# (mgmt.status.model: a summary in the log, `mgmt status`, the page): a first run that runs out
+# of watches is refused thousands, one after another; they are told together.
+UNWATCHED_SUMMARY = 2.0
+on_unwatched: list[Callable[[], None]] = []
+
 
 def _absolute(path: str | os.PathLike[str]) -> str:
     """os.path.abspath(path), at one call for an absolute path (a watch per file resource)."""
@@ -161,6 +172,7 @@ class PathWatcher:
     ) -> None:
         self.paths = [_absolute(p) for p in paths]  # str: cheaper than Path to hash
         self.recurse = recurse
+        self.owner = OWNER.get()  # the resource it watches for (see `unwatched()`)
         # A check looks the first path up after every change reported, between settle() and
         # observed(): the watcher leaves that lookup to it (see settle()).
         self.checked = checked
@@ -622,6 +634,8 @@ class Hub:
         elif watcher in hub.released:  # closed during a stop, opened again: forgotten first
             hub._forget(watcher, hub.released.pop(watcher), {})
         hub.subscribers.add(watcher)
+        if isinstance(hub.inotify, Blind):  # no instance: every watcher is blind
+            hub._unwatched_changed()
         return hub
 
     @classmethod
@@ -670,6 +684,10 @@ class Hub:
         self.absent: dict[str, str] = {}
         # The kernel's watch limit was hit, or no instance could be made (reported once).
         self.out_of_watches = isinstance(self.inotify, Blind)
+        # Paths whose watch the kernel's limit refused (ENOSPC), until watched or no longer
+        # needed; the resources left unwatched by them: `unwatched()`, summarised in the log.
+        self.refused: set[str] = set()
+        self._summary: asyncio.TimerHandle | None = None
         # Directories above a watched directory, each with how many watched directories are
         # below it (those counted: `guarding`). Each has a watch of its own move and deletion
         # (GUARD_MASK, or a watcher's own mask where it is registered too): `mv /srv/site
@@ -836,10 +854,16 @@ class Hub:
         try:
             wd = self._add_watch(path, mask)  # re-adding catches a new inode
         except OSError as err:
-            if err.errno == errno.ENOSPC and not self.out_of_watches:  # said once per hub
-                self.out_of_watches = True
-                log.error("%s: %s: changes there go unseen", path, err.strerror)
+            if err.errno == errno.ENOSPC:
+                if not self.out_of_watches:  # said once per hub; then summaries of how many
+                    self.out_of_watches = True
+                    log.error("%s: %s: changes there go unseen", path, err.strerror)
+                self.refused.add(path)
+                self._unwatched_changed()
             return  # else it vanished meanwhile: the parent's watch reports it
+        if self.refused and path in self.refused:
+            self.refused.discard(path)
+            self._unwatched_changed()
         self._map(path, wd, mask)
         if mask & DIRECTORY:
             self._guard_above(path)
@@ -956,6 +980,9 @@ class Hub:
         self._forget_watch(path)
 
     def _forget_watch(self, path: str) -> None:
+        if self.refused and path in self.refused:  # no longer needed
+            self.refused.discard(path)
+            self._unwatched_changed()
         self.moved.discard(path)
         self.kernel_mask.pop(path, None)
         wd = self.path_wd.pop(path, None)
@@ -972,6 +999,37 @@ class Hub:
             if not self.closing:
                 with contextlib.suppress(OSError):  # already gone with its inode
                     self.inotify.rm_watch(wd)
+
+    def unwatched(self) -> dict[object, list[str]]:
+        """The resources (`PathWatcher.owner`) that a path the kernel refused to watch leaves
+        blind, each with those paths: a refused directory (its entries' changes go unseen), or
+        a refused file whose directory is not watched for it (where it is, that watch sees the
+        file's writes, chmods and deletion: not counted). Without an inotify instance, every
+        watcher's first path."""
+        blind: dict[object, list[str]] = {}
+        if isinstance(self.inotify, Blind):
+            for watcher in self.subscribers:
+                blind.setdefault(watcher.owner, []).extend(watcher.paths[:1])
+            return blind
+        for path in sorted(self.refused):
+            parent, name = os.path.split(path)
+            seen = self.by_name.get(parent, {}) if self.watches_dir(parent) else {}
+            named, every = seen.get(name, ()), seen.get(ALL, ())
+            for watcher, mask in self.masks.get(path, {}).items():
+                if mask & DIRECTORY or (watcher not in named and watcher not in every):
+                    blind.setdefault(watcher.owner, []).append(path)
+        return blind
+
+    def _unwatched_changed(self) -> None:
+        """The refused paths changed: `on_unwatched` is told UNWATCHED_SUMMARY s later (what
+        changes meanwhile is told with it)."""
+        if self._summary is None:
+            self._summary = self.loop.call_later(UNWATCHED_SUMMARY, self._summarise)
+
+    def _summarise(self) -> None:
+        self._summary = None
+        for callback in list(on_unwatched):
+            callback()
 
     def report_later(self, watcher: PathWatcher) -> None:
         """Call `watcher._report()` in a later step of the loop. The reports due meanwhile
@@ -1055,6 +1113,13 @@ class Hub:
                     targets = kept
             for watcher in targets:
                 watcher.deliver(structural, mask)
+
+
+def unwatched() -> tuple[dict[object, list[str]], int]:
+    """The running loop's resources that the kernel's watch limit leaves unwatched (Hub.unwatched),
+    and how many paths it refused (some may be covered by their directory's watch)."""
+    hub = Hub.running()
+    return (hub.unwatched(), len(hub.refused)) if hub is not None else ({}, 0)
 
 
 @contextlib.contextmanager

@@ -492,6 +492,8 @@ class Agent:
 
     async def _start_http(self) -> None:
         """Metrics, the status page (--status) and the status socket for `mgmt status`."""
+        if unused := self.config.unused_listen():  # once the run is known to be valid
+            log.warning("%s", unused)
         if self.metrics is not None:
             self.metrics.start(self.status)
         self.server = StatusServer(self.status, self.metrics.render if self.metrics else None)
@@ -931,8 +933,10 @@ class Agent:
         # but not for a one-shot run under --detailed-exitcodes (tester15: a CI runner's stop
         # recorded success for a run with a failed resource).
         asked = reason == "signal" and not self._forced
+        cut_short = 0  # a one-shot run under --detailed-exitcodes stopped with work undone
         if asked and self._stop_tells_failures():
             failed, asked = [v for v in vertices if v.failed or v.outcome is RETRYING], False
+            cut_short = len(self.engine.undone())
         if failed and not asked:  # named, not said again: each said why when it failed
             names = sorted(v.shown for v in failed)
             log.error(
@@ -958,6 +962,15 @@ class Agent:
         if reason == "converged":
             logsetup.summary(log, shown, "converged for %ss, exiting", self.config.exit_after)
         elif reason == "max-runtime" and self._unconverged:
+            return ExitCode.FAILED
+        elif cut_short and not failed:  # (a failure says 1 below, named)
+            # Not 3 ("changed, none failed"), nor 0: its caller would record success for a run
+            # that did not finish (tester17).
+            log.error(
+                "stopped before converging: %d of %s left undone: exit 1 (--detailed-exitcodes)",
+                cut_short,
+                resource_count(len(vertices)),
+            )
             return ExitCode.FAILED
         if self.exit.code is not None:  # an exit resource was applied: its code, whatever ended
             code = self.exit.code

@@ -106,7 +106,8 @@ class Config:
         default=False,
         metadata=opt(
             "exit 3 when changes were made (with --noop: would be) and none failed; 0 nothing "
-            "changed, 1 a failure, 2 bad input (Puppet's name; its codes: docs/operations.md)"
+            "changed, 1 a failure or a run stopped with work undone, 2 bad input (Puppet's "
+            "name; its codes: docs/operations.md)"
         ),
     )
     sema: int = field(
@@ -385,6 +386,23 @@ class Config:
         prefix given, yes (a mount not there yet); the default one's parents are made, as mgmt
         makes them (a fresh user's ~/.cache)."""
         return self.prefix != Path(default_prefix())
+
+    def unused_listen(self) -> str:
+        """The warning for a --prometheus-listen given (not its default) that serves less than
+        it reads as: /metrics needs --prometheus too (mgmt also ignores the address without it,
+        unsaid: a scrape got 404s, tester17); "" when it serves what was asked."""
+        listen = self.prometheus_listen
+        if self.prometheus or listen == Config.prometheus_listen:
+            return ""
+        if self.status:
+            return (
+                f"--prometheus-listen {listen} without --prometheus: the status page is served "
+                "there, /metrics is not (add --prometheus)"
+            )
+        return (
+            f"--prometheus-listen {listen} without --prometheus or --status: nothing is served "
+            "there (add --prometheus for /metrics, --status for the page)"
+        )
 
 
 def option_fields() -> list[Any]:

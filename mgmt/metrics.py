@@ -13,6 +13,9 @@
     mgmt_program_error                                   1 while the running graph is not the
                                                          last one given (a program error, a
                                                          refused graph or deploy)
+    mgmt_unwatched_current                               resources the kernel's inotify
+                                                         limit leaves unwatched (their drift
+                                                         goes unseen)
     mgmt_process_start_time_seconds                      when the agent started
     mgmt_build_info{version,python}                      1 (the installed package's version)
     process_*, python_info                               prometheus-client's collectors
@@ -260,6 +263,12 @@ class Now:
             "1 while the running graph is not the last one given: a program error, a refused "
             "graph or deploy (mgmt_graph_start_time_seconds: when the running one came)",
             value=1 if status.program_error or deploy.get("refused") else 0,
+        )
+        yield GaugeMetricFamily(
+            "mgmt_unwatched_current",
+            "resources the kernel's inotify watch limit leaves unwatched: their drift is unseen "
+            "until they are checked again (the agent's log names the limit to raise)",
+            value=len(status.unwatched),
         )
         yield GaugeMetricFamily(
             "mgmt_process_start_time_seconds", "when the agent started", value=status.started

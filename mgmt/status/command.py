@@ -13,7 +13,9 @@ a newer deploy it refused and why (`; refused deploy 8: ...`; `deploy` in the JS
 0 when nothing has failed, 1 when a resource has failed (`failed`, or `retrying`: it failed and
 a retry is due; SINCE is when its failures began), the program has an error, the reversal
 of a resource that left the graph failed (`reversal failed: file[/x]: ...`; `reversals` in the
-JSON) or a newer deploy was refused (usable as a check: `mgmt status || alert`), 2 when no agent answers
+JSON), a newer deploy was refused, or the kernel's inotify limit leaves resources unwatched
+(`unwatched: N resources ...`, their STATE `converged,unwatched`; `unwatched` in the JSON:
+how many, and per resource) (usable as a check: `mgmt status || alert`), 2 when no agent answers
 or when another user controls the prefix (or a directory above it): whatever answers on its
 socket could be theirs (with --json, `{"error": why}` on stdout too).
 
@@ -145,6 +147,11 @@ def table(snapshot: dict[str, Any]) -> str:
         lines.append(f"program error: {_printable(snapshot['program_error'])}")
     if snapshot.get("cluster_note"):
         lines.append(f"cluster: {_printable(snapshot['cluster_note'])}")
+    if unwatched := snapshot.get("unwatched"):
+        lines.append(
+            f"unwatched: {resource_count(unwatched)} (out of inotify watches: their drift is "
+            "unseen until they are checked again; the agent's log says which limit to raise)"
+        )
     for rev in snapshot.get("reversals", ()):  # left the graph, not undone (yet)
         lines.append(_printable(f"reversal {rev['state']}: {rev['id']}: {rev['error']}"))
     if deploy := snapshot.get("deploy"):
@@ -156,7 +163,8 @@ def table(snapshot: dict[str, Any]) -> str:
             detail = "waits for " + ", ".join(f"{w['id']} ({w['state']})" for w in v["waits"])
         if v.get("churn"):  # engine.churn
             detail = f"changed behind our back {v['churn']} times; {detail}"
-        rows.append((_printable(v["id"]), v["state"], _clock(v["since"]), _printable(detail)))
+        state = f"{v['state']},unwatched" if v.get("unwatched") else v["state"]
+        rows.append((_printable(v["id"]), state, _clock(v["since"]), _printable(detail)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         cells = [row[i].ljust(widths[i]) for i in range(3)] + [row[3]]
@@ -182,7 +190,8 @@ def failed(snapshot: dict[str, Any]) -> bool:
     """Something has failed: a resource (`failed`, or `retrying`: its last attempt failed,
     however many retries it has left), the program, the reversal of a resource that left
     the graph, a deploy this host refused (newer than the one it runs: it does not run what
-    was pushed), or the cluster's quorum (`cluster_note`)."""
+    was pushed), the cluster's quorum (`cluster_note`), or a resource the kernel's inotify
+    limit leaves unwatched (`unwatched`: its drift goes unseen)."""
     deploy = snapshot.get("deploy") or {}
     reversals = snapshot.get("reversals", ())
     counts = snapshot["counts"]
@@ -191,6 +200,7 @@ def failed(snapshot: dict[str, Any]) -> bool:
         or snapshot.get("program_error")
         or deploy.get("refused")
         or snapshot.get("cluster_note")
+        or snapshot.get("unwatched")
         or any(rev["state"] == "failed" for rev in reversals)
     )
 

@@ -11,6 +11,7 @@ failure (latency: mgmt.status.latency). Per kind: counts and latency percentiles
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from engine import watcher
 from engine.engine import DEAD, FAILED, NEW, OK, PENDING, RETRYING, RUNNING
 from engine.events import (
     CheckApplied,
@@ -30,10 +32,13 @@ from engine.events import (
 from engine.graph import Edge, Key, fmt_key
 from engine.params import knows_secrets, redact_known
 from engine.slices import sliced
+from mgmt.listing import named, resource_count
 from mgmt.status.latency import RepairClock
 
 if TYPE_CHECKING:
     from engine.engine import Engine, Vertex
+
+log = logging.getLogger("main")
 
 EVENTS = 200  # recent events kept
 EventParts = tuple[float, Key, str, str, float | None]  # StatusModel.events: see _event_dict
@@ -122,8 +127,15 @@ class StatusModel:
         ]
         self._handler = _ChangeLog(self)
         logging.getLogger("engine").addHandler(self._handler)
+        # The resources the kernel's inotify limit leaves unwatched (engine.watcher.unwatched):
+        # their drift goes unseen until their next check. Failing, for `mgmt status`.
+        self.unwatched: set[Key] = set()
+        self._unwatched_said = ""  # the last summary logged
+        watcher.on_unwatched.append(self._unwatched_changed)
 
     def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            watcher.on_unwatched.remove(self._unwatched_changed)
         for unsubscribe in self._unsubscribes:
             unsubscribe()
         logging.getLogger("engine").removeHandler(self._handler)
@@ -188,6 +200,32 @@ class StatusModel:
         self._publish({"type": "graph", "version": self.graph_version})
         # Each vertex of the new graph has told its state already (VertexChanged: the engine
         # tells those it kept, and a started one tells its own), before GraphSwapped.
+
+    def _unwatched_changed(self) -> None:
+        """The paths the kernel refused to watch changed: which resources they leave blind,
+        said in the log (how many, the first ones) when that changed."""
+        vertices = self.engine.vertices
+        blind, refused = watcher.unwatched()
+        now = {o for o in blind if isinstance(o, tuple) and o in vertices}
+        if now:
+            ids = [fmt_key(k) for k in sorted(now)]
+            said = (
+                f"out of inotify watches: {resource_count(len(now))} not watched, their drift "
+                f"unseen until they are checked again (`mgmt status` marks them): {named(ids)}"
+            )
+        elif refused:
+            said = (
+                f"out of inotify watches: {refused:,} paths refused, each resource still "
+                "watched (by its directory's watch)"
+            )
+        else:
+            said = "every resource is watched again" if self._unwatched_said else ""
+        if said != self._unwatched_said:
+            log.log(logging.ERROR if now else logging.WARNING, "%s", said)
+            self._unwatched_said = said
+        if now != self.unwatched:
+            self.unwatched = now
+            self._publish({"type": "unwatched", "count": len(now)})
 
     def logged(self, key: Key, message: str) -> None:
         """A resource logged a change (what changed and why): kept as its last change."""
@@ -263,6 +301,8 @@ class StatusModel:
         }
         if info.state == "pending":
             vertex["waits"] = self.waits(key)
+        if self.unwatched and key in self.unwatched:
+            vertex["unwatched"] = True
         running = self.engine.vertices.get(key)
         if running is not None and running.stats.churn:  # changed behind its back (engine.churn)
             vertex["churn"] = running.stats.churn
@@ -327,6 +367,7 @@ class StatusModel:
             "graph_version": self.graph_version,
             "hosts": self.hosts,
             "cluster_note": self.cluster_note,
+            "unwatched": len(self.unwatched),
         }
 
     def _snapshot_key(self) -> tuple[int, int, int]:

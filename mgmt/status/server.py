@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ValidationError, WorldError
+from engine.errors import ResourceError, ValidationError, WorldError
 from engine.params import show
 from mgmt.status.model import StatusModel
 
@@ -67,6 +67,10 @@ MAX_CONNECTIONS = 128  # TCP connections served at once; the others wait in the 
 # nobody else's. (On loopback every local user is 127.0.0.1: the socket is `mgmt status`'s.)
 PER_PEER = 16
 DOT_TIMEOUT = 60.0  # seconds Graphviz may take to lay out a graph
+# Resources past which the graph is not drawn: Graphviz lays 1,001 out in 0.5-2 s, but ran
+# over DOT_TIMEOUT (a core and 350 MB) for 100,000, after each swap (docs/operations.md).
+MAX_DRAWN = 2000
+CLOSE_WAIT = 3.0  # seconds close() waits for the requests it cancelled (a `dot` stopped)
 SOCKET = "status.sock"
 COLORS = {
     "pending": "#d0d0d0",
@@ -85,7 +89,9 @@ class StatusServer:
         self.model = model
         self.metrics = metrics
         self.servers: list[asyncio.Server] = []
-        self._svg: tuple[int, bytes] = (-1, b"")
+        self._svg: tuple[object, bytes, str] = (None, b"", "")  # (_shape, SVG, why none)
+        self._svg_version = -1  # the model's graph_version that _svg is for
+        self._too_slow: int | None = None  # resources in a graph Graphviz did not finish
         self._svg_lock = asyncio.Lock()
         self._streams: set[asyncio.Task[Any]] = set()
         self._events = 0  # open /api/events streams
@@ -178,6 +184,11 @@ class StatusServer:
             server.close()
         for task in list(self._streams):
             task.cancel()
+        # Awaited (bounded: a connection whose client reads nothing may wait to flush): a
+        # request's child (the picture's `dot`) is stopped and reaped before the agent exits,
+        # not left running under pid 1 (its stop takes 2 x GRACE at most).
+        if self._streams:
+            await asyncio.wait(list(self._streams), timeout=CLOSE_WAIT)
         for server in self.servers:
             await server.wait_closed()
         self.servers = []
@@ -284,40 +295,64 @@ class StatusServer:
             self.model.unsubscribe(queue)
 
     async def _graph_svg(self) -> Response:
-        """The graph laid out by Graphviz, redrawn after each swap (kept until the next)."""
+        """The graph laid out by Graphviz: drawn at most once per graph (a swap that leaves
+        the resources and edges as they were draws nothing), by one `dot` at a time, and not
+        at all past MAX_DRAWN resources or for a graph as large as one Graphviz did not finish
+        (DOT_TIMEOUT): the answer then says why, and the table and search work as ever."""
         async with self._svg_lock:
             version = self.model.graph_version
-            if self._svg[0] != version:
-                self._svg = (version, await self._draw())
-        if not self._svg[1]:
-            message = b"the graph picture needs Graphviz: apt-get install graphviz\n"
-            return 503, "text/plain", message
-        return 200, "image/svg+xml", self._svg[1]
+            if self._svg_version != version:
+                count = len(self.model.engine.vertices)
+                if count > MAX_DRAWN:  # no snapshot either: ~0.2 s of the loop at 100,000
+                    self._svg = (None, b"", _too_many(count))
+                else:
+                    snapshot = self.model.snapshot()
+                    shape = _shape(snapshot)
+                    if self._svg[0] != shape:
+                        self._svg = (shape, *await self._draw(snapshot))
+                self._svg_version = version
+        _, svg, why = self._svg
+        if not svg:
+            return 503, "text/plain", f"no graph picture: {why}\n".encode()
+        return 200, "image/svg+xml", svg
 
-    async def _draw(self) -> bytes:
+    async def _draw(self, snapshot: dict[str, Any]) -> tuple[bytes, str]:
+        """(the SVG, "") or (b"", why there is none)."""
+        from resources._lib.proc import run_command  # a page's: not in a cron run's start
+
+        count = len(snapshot["vertices"])
+        if self._too_slow is not None and count >= self._too_slow:
+            return b"", (
+                f"Graphviz did not lay out {self._too_slow:,} resources within "
+                f"{DOT_TIMEOUT:.0f}s: a graph as large is not tried again; search the table below"
+            )
         dot = shutil.which("dot")
         if dot is None:
-            return b""
-        source = to_dot(self.model.snapshot())
-        proc = await asyncio.create_subprocess_exec(
-            dot,
-            "-Tsvg",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            async with asyncio.timeout(DOT_TIMEOUT):
-                out, err = await proc.communicate(source.encode())
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            log.warning("graphviz took over %.0fs to draw the graph", DOT_TIMEOUT)
-            return b""
-        if proc.returncode != 0:
-            log.warning("graphviz failed: %s", err.decode(errors="replace").strip()[:300])
-            return b""
-        return out
+            return b"", "it needs Graphviz's dot, which is not installed (apt-get install graphviz)"
+        try:  # stopped with its process group when the request is (the agent's stop)
+            _, out, _ = await run_command(
+                [dot, "-Tsvg"], timeout=DOT_TIMEOUT, stdin=to_dot(snapshot).encode()
+            )
+        except ResourceError as err:
+            if "timed out" in str(err):
+                self._too_slow = count
+            log.warning("graph picture of %d resources: %s", count, err)
+            return b"", f"Graphviz failed: {err}"
+        return out.encode(), ""
+
+
+def _too_many(count: int) -> str:
+    return (
+        f"{count:,} resources are too many to draw (the picture stops at {MAX_DRAWN:,}): "
+        "search the table below"
+    )
+
+
+def _shape(snapshot: dict[str, Any]) -> tuple[tuple[str, ...], tuple[tuple[str, str, bool], ...]]:
+    """What the picture draws, less the states (the page paints those live): its resources
+    and edges."""
+    edges = tuple(sorted((e["from"], e["to"], bool(e["notify"])) for e in snapshot["edges"]))
+    return tuple(v["id"] for v in snapshot["vertices"]), edges
 
 
 class _Listener:

@@ -45,8 +45,9 @@ async def run_command(
     label: str | None = None,
     grace: float = GRACE,
     inherit: bool = True,
+    stdin: bytes | None = None,
 ) -> tuple[int, str, str]:
-    """Run `argv` to completion; (exit code, stdout, stderr).
+    """Run `argv` to completion, given `stdin` (else /dev/null); (exit code, stdout, stderr).
 
     ResourceError if it cannot start, times out, or exits with a code not in `ok` (None: any
     code is fine). `env` is laid over the agent's environment (without `inherit`: it is the
@@ -57,7 +58,7 @@ async def run_command(
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env={**(os.environ if inherit else {}), **(env or {})},
@@ -67,7 +68,7 @@ async def run_command(
         raise ResourceError(f"{argv[0]}: cannot start: {error}") from error
     try:
         async with asyncio.timeout(timeout):
-            raw_out, raw_err = await proc.communicate()
+            raw_out, raw_err = await proc.communicate(stdin)
     except TimeoutError:
         raise ResourceError(f"{what} timed out after {timeout:g}s") from None
     finally:

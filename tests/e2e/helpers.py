@@ -41,6 +41,15 @@ def as_nobody(cwd: Path, script: str) -> str:
     return proc.stdout
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's pick)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def run_mgmt(
     args: Sequence[str],
     timeout: float = 60,

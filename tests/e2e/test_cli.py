@@ -20,6 +20,7 @@ from tests.e2e.helpers import (
     MGMT,
     ROOT,
     Daemon,
+    free_port,
     has_content,
     has_mode,
     pid_alive,
@@ -2164,3 +2165,31 @@ def test_quiet_and_detailed_exitcodes_for_cron(tmp_path: Path) -> None:
     assert code == 1 and "exec[x]: failed" in out and "1 of 1 resource failed" in out, out
     code, out = run_mgmt([*cron, "--quiet", "--verbose", str(graph)])
     assert code == 2 and "--quiet and --verbose exclude each other" in out, out
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        ([], "without --prometheus or --status: nothing is served there"),
+        (["--status"], "without --prometheus: the status page is served there, /metrics is not"),
+        (["--prometheus"], ""),
+        (["--status", "--prometheus"], ""),
+    ],
+)
+def test_prometheus_listen_without_prometheus_is_said_once(
+    tmp_path: Path, flags: list[str], said: str
+) -> None:
+    """--prometheus-listen without --prometheus served no /metrics (404 with --status), and
+    nothing said so (tester17 F4): now one warning, and the run as before."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text(f"graph: g\nresources:\n  file:\n    - name: f\n      path: {tmp_path}/f\n")
+    port = free_port()
+    args = ["run", "--tmp-prefix", "--converged-timeout=0", *flags]
+    code, out = run_mgmt([*args, "--prometheus-listen", f"127.0.0.1:{port}", "yaml", str(graph)])
+    assert code == 0, out
+    warnings = [line for line in out.splitlines() if "--prometheus-listen" in line]
+    if said:
+        assert len(warnings) == 1, out
+        assert f" main: --prometheus-listen 127.0.0.1:{port} {said}" in warnings[0], out
+    else:
+        assert not warnings, out

@@ -13,13 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Daemon, has_content, run_mgmt, signal, wait_path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.e2e.helpers import Daemon, free_port, has_content, run_mgmt, signal, wait_path
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import ROOT, Daemon, run_mgmt, wait_path
+from tests.e2e.helpers import ROOT, Daemon, free_port, run_mgmt, wait_path
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,12 +40,6 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--window-size=1400,900",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def graph(tmp_path: Path, count: int = 3) -> Path:
@@ -197,6 +191,32 @@ async def test_status_api_and_metrics_share_the_listener(tmp_path: Path) -> None
         assert status.endswith("200 OK") and b'id="file[f0]"' in body
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
+
+
+async def test_a_stop_during_the_pictures_graphviz_stops_and_reaps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the page's `dot` lays the graph out: the agent stops it and waits for it
+    before exiting (it was left running under pid 1, a core and 350 MB at 100,000 resources:
+    operator tester, 2026-12-05, F8). A `dot` first on PATH that never finishes stands in."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pids = tmp_path / "dot.pids"
+    (bin_dir / "dot").write_text(f'#!/bin/sh\necho $$ >> "{pids}"\nexec sleep 600\n')
+    (bin_dir / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    port = free_port()
+    args = ["run", "--tmp-prefix", "--status", "--prometheus-listen", f"127.0.0.1:{port}"]
+    async with Daemon([*args, "yaml", str(graph(tmp_path, 1))]) as daemon:
+        await daemon.wait_log("converged:")
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /graph.svg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await wait_path(pids, lambda p: p.exists() and p.read_text().endswith("\n"))
+        pid = int(pids.read_text())
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+        writer.close()
+        assert not await asyncio.to_thread(os.path.exists, f"/proc/{pid}"), "dot outlived it"
 
 
 async def test_event_streams_are_capped_and_drift_is_still_repaired(tmp_path: Path) -> None:

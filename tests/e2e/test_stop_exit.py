@@ -30,3 +30,30 @@ async def test_a_stopped_one_shot_run_with_a_failure(
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == code, daemon.log
         assert ("1 of 1 resource failed: exec[forever]" in daemon.log) == bool(code)
+
+
+@pytest.mark.parametrize(("flags", "code"), [([], 0), (["--detailed-exitcodes"], 1)])
+async def test_a_stopped_one_shot_run_with_work_undone(
+    tmp_path: Path, flags: list[str], code: int
+) -> None:
+    """Stopped with nothing failed but work undone: under --detailed-exitcodes it exited 3,
+    "changes made, none failed", which a CI runner records as success for a run that did not
+    finish (tester17 F10); now 1, said. Without the flag: 0, a clean stop, as before."""
+    from tests.e2e.helpers import wait_path
+
+    started = tmp_path / "started"
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        "graph: g\nresources:\n  file:\n"
+        f'    - name: f\n      path: {tmp_path}/f\n      content: "x\\n"\n'
+        "  exec:\n    - name: long\n      shell: /bin/sh\n"
+        f"      cmd: touch {started} && exec sleep 600\n"
+    )
+    args = ["run", "--tmp-prefix", "--converged-timeout=0", *flags, "yaml", str(graph)]
+    async with Daemon(args) as daemon:
+        await wait_path(started, lambda p: p.exists(), timeout=60)
+        await daemon.wait_log("file[f]: created")
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == code, daemon.log
+        said = "stopped before converging: 1 of 2 resources left undone: exit 1"
+        assert (said in daemon.log) == bool(code), daemon.log

@@ -3,11 +3,16 @@ set, instead of failing obscurely (a watch that silently was not there)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import json
 import logging
 import shutil
+import signal
 import subprocess
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,3 +99,103 @@ def test_a_real_kernel_limit_is_said_once_and_the_graph_still_applied(
     assert sorted(p.name for p in files.rglob("f*") if p.is_file()) == sorted(
         f"f{i}" for i in range(30)
     )
+
+
+def _user_namespaces() -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    if subprocess.run(["unshare", "-Ur", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("no new user namespace here (unshare -Ur true failed)")
+
+
+def _files_graph(tmp_path: Path, shared: bool) -> list[Path]:
+    """40 files, each in its own directory (`shared`: all in one), in tmp_path/g.yaml."""
+    files = tmp_path / "files"
+    paths = [files / ("d" if shared else f"d{i}") / f"f{i}" for i in range(40)]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "g.yaml").write_text(
+        "graph: g\nresources:\n  file:\n"
+        + "".join(
+            f'    - name: f{i}\n      path: {p}\n      content: "x\\n"\n'
+            for i, p in enumerate(paths)
+        )
+    )
+    return paths
+
+
+def _status(prefix: Path, port: int) -> tuple[int, str, dict[str, Any], str]:
+    """`mgmt status`'s exit code and table, its --json, and /metrics."""
+    from tests.e2e.helpers import run_mgmt
+
+    code, table = run_mgmt(["status", "--prefix", str(prefix)])
+    _, text = run_mgmt(["status", "--prefix", str(prefix), "--json"])
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        metrics = answer.read().decode()
+    return code, table, json.loads(text), metrics
+
+
+@pytest.mark.parametrize("shared", [False, True])
+async def test_unwatched_resources_are_counted_and_named(tmp_path: Path, shared: bool) -> None:
+    """Out of watches, the resources left unwatched read `converged` in `mgmt status` (exit 0),
+    the page and /metrics, and the log named only the first path (operator tester,
+    2026-12-05, F1). Now `mgmt status` says how many and marks each (exit 1), /metrics has
+    mgmt_unwatched_current, and the log sums them up. A file whose own watch was refused in
+    a watched directory (`shared`: 40 files in one) is not counted: the directory's watch sees
+    its drift, which is repaired."""
+    from tests.e2e.helpers import MGMT, free_port, wait_path
+
+    _user_namespaces()
+    paths = _files_graph(tmp_path, shared)
+    port = free_port()
+    prefix = tmp_path / "prefix"
+    script = 'echo 20 > /proc/sys/user/max_inotify_watches && exec "$@"'
+    argv = ["unshare", "-Ur", "sh", "-c", script, "sh", *MGMT, "run", "--prefix", str(prefix)]
+    argv += ["--prometheus", "--prometheus-listen", f"127.0.0.1:{port}", "yaml"]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        str(tmp_path / "g.yaml"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    log: list[str] = []
+    summary = asyncio.Event()  # the summary of the refused watches
+
+    async def read() -> None:
+        assert proc.stderr is not None
+        async for raw in proc.stderr:
+            log.append(raw.decode().rstrip("\n"))
+            if "not watched" in log[-1] or "each resource still watched" in log[-1]:
+                summary.set()
+
+    reader = asyncio.create_task(read())
+    try:
+        async with asyncio.timeout(60):
+            await summary.wait()
+        assert sum("changes there go unseen" in line for line in log) == 1, log
+        code, table, snapshot, metrics = await asyncio.to_thread(_status, prefix, port)
+        marked = [v["id"] for v in snapshot["vertices"] if v.get("unwatched")]
+        if shared:
+            assert code == 0 and "unwatched:" not in table and ",unwatched" not in table, table
+            assert snapshot["unwatched"] == 0 and not marked
+            assert "\nmgmt_unwatched_current 0.0\n" in metrics
+            paths[-1].unlink()  # its own watch refused: its directory's sees it
+            await wait_path(paths[-1], lambda p: p.exists())
+        else:
+            count = snapshot["unwatched"]
+            assert code == 1 and 20 <= count < 40 and len(marked) == count, table
+            assert f"unwatched: {count} resources (out of inotify watches" in table
+            assert table.count(",unwatched ") == count
+            assert f"\nmgmt_unwatched_current {count}.0\n" in metrics
+            said = next(line for line in log if "not watched" in line)
+            assert f"out of inotify watches: {count} resources not watched" in said
+            assert marked[0] in said
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            await proc.wait()
+            await reader
+    assert proc.returncode == 0, "\n".join(log)

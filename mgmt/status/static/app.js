@@ -131,7 +131,7 @@ function row(v) {
   tr.dataset.state = v.state;
   const waits = v.state === "pending" ? waitsFor(v.id) : "";
   tr.replaceChildren(
-    text("td", v.id), text("td", v.state, `state ${v.state}`), text("td", ago(v.since)),
+    text("td", v.id), text("td", v.unwatched ? `${v.state}, unwatched` : v.state, `state ${v.state}`), text("td", ago(v.since)),
     text("td", waits || v.last_change || ""), text("td", v.error || ""),
   );
 }
@@ -212,6 +212,12 @@ function clusterNote(note) {
   $("clusternote").textContent = note;
 }
 
+// Resources the kernel's inotify limit leaves unwatched (0: none): their drift goes unseen.
+function unwatched(count) {
+  $("unwatched").hidden = !count;
+  $("unwatched").textContent = count ? `${count} resource${count === 1 ? "" : "s"} unwatched: out of inotify watches, their drift is unseen until they are checked again (the agent's log says which limit to raise)` : "";
+}
+
 // What is wrong with the program ("": nothing): the host does not run what it was asked to.
 function program(error) {
   $("program").hidden = !error;
@@ -257,6 +263,7 @@ function onSnapshot(s) {
   counts();
   converged(s.converged, s.converged_since);
   program(s.program_error);
+  unwatched(s.unwatched);
   reversals(s.reversals);
   deploy(s.deploy);
   hosts(s.hosts);
@@ -284,7 +291,7 @@ function onUpdate(u) {
     deploy(u.deploy);
   } else if (u.type === "converged") {
     converged(u.converged, u.since);
-  } else if (u.type === "graph") {
+  } else if (u.type === "graph" || u.type === "unwatched") {  // (which ones: in the rows)
     fetch("/api/status", { cache: "no-store" }).then((r) => r.json()).then(onSnapshot);
   }
 }

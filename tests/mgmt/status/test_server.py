@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import socket
 import stat
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,22 @@ def _port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def _serving(tmp_path: Path) -> AsyncIterator[tuple[Engine, StatusModel, int]]:
+    """A real engine, its status model and a StatusServer on a loopback port: (those, port)."""
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    server = StatusServer(model)
+    port = _port()
+    await server.listen_tcp("127.0.0.1", port)
+    try:
+        yield engine, model, port
+    finally:
+        await server.close()
+        model.close()
+        await engine.stop(graceful=False)
 
 
 @pytest.mark.parametrize(
@@ -38,12 +56,7 @@ def _port() -> int:
     ],
 )
 async def test_answers(tmp_path: Path, request_bytes: bytes, status: bytes) -> None:
-    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
-    model = StatusModel(engine, "h")
-    server = StatusServer(model)
-    port = _port()
-    await server.listen_tcp("127.0.0.1", port)
-    try:
+    async with _serving(tmp_path) as (_, _, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(request_bytes)
         await writer.drain()
@@ -54,10 +67,6 @@ async def test_answers(tmp_path: Path, request_bytes: bytes, status: bytes) -> N
         assert b"Content-Security-Policy: default-src 'self'" in answer
         if status == b"405":
             assert b"\r\nAllow: GET, HEAD\r\n" in answer, answer[:200]
-    finally:
-        await server.close()
-        model.close()
-        await engine.stop(graceful=False)
 
 
 def test_a_thousand_resources_without_edges_are_laid_out_as_a_grid() -> None:
@@ -130,30 +139,125 @@ async def test_a_stream_that_is_not_read_is_reset(
     from mgmt.status import server as status_server
 
     monkeypatch.setattr(status_server, "SEND_TIMEOUT", 0.5)
-    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
-    model = StatusModel(engine, "h")
-    server = StatusServer(model)
-    port = _port()
-    await server.listen_tcp("127.0.0.1", port)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    try:
-        await asyncio.to_thread(sock.connect, ("127.0.0.1", port))
-        sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        assert (await asyncio.to_thread(sock.recv, 12)) == b"HTTP/1.1 200"
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        async with _serving(tmp_path) as (_, model, port):
+            await asyncio.to_thread(sock.connect, ("127.0.0.1", port))
+            sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert (await asyncio.to_thread(sock.recv, 12)) == b"HTTP/1.1 200"
 
-        def reset() -> bool:
-            poll = select.poll()
-            poll.register(sock, select.POLLERR | select.POLLHUP)
-            return bool(poll.poll(30_000))
+            def reset() -> bool:
+                poll = select.poll()
+                poll.register(sock, select.POLLERR | select.POLLHUP)
+                return bool(poll.poll(30_000))
 
-        waiting = asyncio.create_task(asyncio.to_thread(reset))
-        for i in range(200):  # 8 MB: more than the buffers hold (queued: QUEUE is 1,000)
-            model.set_program_error("x" * 40_000 + str(i))
-        async with asyncio.timeout(60):
-            assert await waiting
-    finally:
-        sock.close()
-        await server.close()
-        model.close()
-        await engine.stop(graceful=False)
+            waiting = asyncio.create_task(asyncio.to_thread(reset))
+            for i in range(200):  # 8 MB: more than the buffers hold (queued: QUEUE is 1,000)
+                model.set_program_error("x" * 40_000 + str(i))
+            async with asyncio.timeout(60):
+                assert await waiting
+
+
+def _fake_dot(tmp_path: Path, body: str) -> Path:
+    """A `dot` first on PATH that logs its pid to tmp_path/dot.pids, then runs `body`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    dot = bin_dir / "dot"
+    dot.write_text(f'#!/bin/sh\necho $$ >> "{tmp_path}/dot.pids"\n{body}\n')
+    dot.chmod(0o755)
+    return bin_dir
+
+
+async def _get_svg(port: int) -> tuple[bytes, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /graph.svg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await writer.drain()
+    async with asyncio.timeout(60):
+        answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b" ", 2)[1], body
+
+
+async def test_the_picture_is_drawn_once_per_graph_and_not_past_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Graphviz ran for every swap, also one that changed nothing, and at 100,000 resources
+    for 60 s of a core each time, then the page said to install it (operator tester,
+    2026-12-05, F7). Now: one `dot` per graph drawn, none past MAX_DRAWN, and the answer says
+    why there is no picture."""
+    from engine.graph import Graph
+    from mgmt.status.server import MAX_DRAWN
+    from resources.noop import NoopRes
+    from tests.engine.conftest import settle
+
+    real = shutil.which("dot")
+    assert real is not None, "graphviz is missing: scripts/install.sh --test installs it"
+    passthrough = _fake_dot(tmp_path, f'exec {real} "$@"')
+    monkeypatch.setenv("PATH", f"{passthrough}:{os.environ['PATH']}")
+    pids = tmp_path / "dot.pids"
+
+    def graph(count: int) -> Graph:
+        graph = Graph("g")
+        for i in range(count):
+            graph.add(NoopRes(name=f"n{i}"))
+        return graph
+
+    async with _serving(tmp_path) as (engine, model, port):
+        await engine.apply(graph(3))
+        await settle(engine)
+        for _ in range(2):
+            status, body = await _get_svg(port)
+            assert status == b"200" and b'id="noop[n2]"' in body
+        version = model.graph_version
+        await engine.apply(graph(3))  # a swap that leaves the graph as it was
+        await settle(engine)
+        assert model.graph_version > version
+        assert (await _get_svg(port))[0] == b"200"
+        assert len(pids.read_text().split()) == 1
+        await engine.apply(graph(MAX_DRAWN + 1))
+        await settle(engine)
+        status, body = await _get_svg(port)
+        assert status == b"503"
+        assert (
+            body
+            == (
+                f"no graph picture: {MAX_DRAWN + 1:,} resources are too many to draw (the picture "
+                f"stops at {MAX_DRAWN:,}): search the table below\n"
+            ).encode()
+        )
+        assert len(pids.read_text().split()) == 1
+
+
+async def test_a_dot_that_does_not_finish_is_killed_and_not_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past DOT_TIMEOUT, `dot` is killed and reaped; a graph as large is not tried again (each
+    swap at 100,000 started another minute of it), and the answer names the cause, not a
+    missing Graphviz (F7)."""
+    from engine.graph import Graph
+    from mgmt.status import server as status_server
+    from resources.noop import NoopRes
+    from tests.engine.conftest import settle
+
+    monkeypatch.setattr(status_server, "DOT_TIMEOUT", 0.5)
+    monkeypatch.setenv("PATH", f"{_fake_dot(tmp_path, 'exec sleep 600')}:{os.environ['PATH']}")
+    async with _serving(tmp_path) as (engine, _, port):
+        graph = Graph("g")
+        graph.add(NoopRes(name="a"))
+        graph.add(NoopRes(name="b"))
+        await engine.apply(graph)
+        await settle(engine)
+        status, body = await _get_svg(port)
+        assert status == b"503" and b"timed out after 0.5s" in body, body
+        assert b"install" not in body
+        (pid,) = (int(p) for p in (tmp_path / "dot.pids").read_text().split())
+        assert not await asyncio.to_thread(
+            os.path.exists, f"/proc/{pid}"
+        )  # killed and reaped: no zombie either
+        graph.add(NoopRes(name="c"))  # larger: not tried
+        await engine.apply(graph)
+        await settle(engine)
+        status, body = await _get_svg(port)
+        assert status == b"503" and b"Graphviz did not lay out 2 resources within" in body
+        assert len((tmp_path / "dot.pids").read_text().split()) == 1
