@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,6 +28,23 @@ settings.register_profile(
 settings.register_profile(
     "fuzz-long", max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck)
 )
+
+
+# Tests on this host's users, groups and packages take turns, across the workers of a parallel
+# run (scripts/test.sh) and other runs on the host: tests/e2e/test_examples.py and
+# tests/resources/test_pkg.py hold this lock around theirs too.
+HOST_LOCK = Path("/tmp/mgmt-test-host.lock")
+
+
+@pytest.fixture(autouse=True)
+def _host_turn(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test marked `host` runs holding HOST_LOCK (its wait bounded by pytest-timeout)."""
+    if request.node.get_closest_marker("host") is None:
+        yield
+        return
+    with HOST_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -67,6 +67,7 @@ def test_a_timer_below_the_floor_is_refused_and_ticks_are_quiet(tmp_path: Path) 
     assert "tick" not in out  # at debug level only
 
 
+@pytest.mark.host
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd)")
 def test_a_user_and_its_own_group_removed_in_one_graph_fail_nothing(tmp_path: Path) -> None:
     """The group comes first in the file; groupdel refuses a user's primary group, so before,
@@ -92,6 +93,7 @@ def test_a_user_and_its_own_group_removed_in_one_graph_fail_nothing(tmp_path: Pa
         subprocess.run(["groupdel", name], check=False, capture_output=True)
 
 
+@pytest.mark.host
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd)")
 def test_users_and_their_primary_group_of_another_name_removed_in_one_graph(
     tmp_path: Path,
@@ -125,6 +127,7 @@ def test_users_and_their_primary_group_of_another_name_removed_in_one_graph(
         subprocess.run(["groupdel", group], check=False, capture_output=True)
 
 
+@pytest.mark.host
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd)")
 def test_a_file_owned_by_a_user_the_graph_makes_under_noop_then_for_real(tmp_path: Path) -> None:
     """The file is first in the graph, its owner and group made by resources after it. Under

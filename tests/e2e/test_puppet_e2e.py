@@ -23,7 +23,7 @@ import pytest
 from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, run_once, wait_path
 from tests.systemd_fixture import Client, RealSystemd
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.host, pytest.mark.timeout(180)]
 
 SERVICE = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=default.target\n"
 _names = itertools.count()

@@ -20,6 +20,7 @@ from tests.e2e.sshd import Sshd, sshd
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.host,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd, sshd)"),
 ]
 

@@ -19,6 +19,7 @@ from tests.conftest import Running
 
 Start = Callable[..., Awaitable[Running]]
 
+pytestmark = pytest.mark.host
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (groupadd)")
 
 

@@ -25,7 +25,7 @@ from resources.exec import ExecRes
 from resources.pkg import PkgRes, usrmerge_alias, usrmerged
 from resources.pkg.apt import parse_policy, parse_status
 from resources.pkg.backend import Available, Change, Installed
-from tests.conftest import Running
+from tests.conftest import HOST_LOCK, Running
 from tests.e2e.helpers import run_mgmt
 
 Start = Callable[..., Awaitable[Running]]
@@ -37,7 +37,7 @@ PKG, OTHER = "libjs-inherits", "libjs-is-typedarray"
 MISSING = "mgmt-no-such-package"
 DEPENDENT = "mgmt-test-needs-pkg"  # built on the fly: depends on PKG, in no repository
 HISTORY = Path("/var/log/apt/history.log")
-LOCK = Path("/tmp/mgmt-test-host.lock")  # shared with tests/e2e/test_examples.py
+LOCK = HOST_LOCK  # the one tests marked `host` take (tests/conftest.py)
 APT_OK = shutil.which("apt-get") is not None and os.geteuid() == 0
 needs_apt = pytest.mark.skipif(not APT_OK, reason="needs apt-get and root")
 

@@ -166,6 +166,7 @@ def _link_theirs(keys: Path, victim: Path) -> None:
     os.link(victim, keys)
 
 
+@pytest.mark.host
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd)")
 async def test_user_keeps_its_file_and_refuses_a_planted_link(
     run_resource: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture

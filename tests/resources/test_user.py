@@ -24,6 +24,7 @@ from tests.conftest import Running
 Start = Callable[..., Awaitable[Running]]
 Names = Callable[[], str]
 
+pytestmark = pytest.mark.host
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd)")
 
 
