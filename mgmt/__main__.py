@@ -54,6 +54,12 @@ def main() -> int:
     quiet_stderr()  # first: fd 2 is not free for the pipe of the signals held
     if sys.argv[1:2] == ["run"]:
         hold_signals()  # a stop signal from now on is a clean stop (mgmt.hold_signals)
+        # A crash of the interpreter itself (SIGSEGV, SIGBUS, SIGABRT...) prints every
+        # thread's stack to stderr (the journal) before the process dies: a built-in module,
+        # no thread, a few microseconds.
+        import faulthandler
+
+        faulthandler.enable(all_threads=True)
     if sys.argv[1:2] == ["deploy"]:
         from mgmt.deploy.client import main as thin
 

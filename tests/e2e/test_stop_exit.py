@@ -57,3 +57,19 @@ async def test_a_stopped_one_shot_run_with_work_undone(
         assert await daemon.wait() == code, daemon.log
         said = "stopped before converging: 1 of 2 resources left undone: exit 1"
         assert (said in daemon.log) == bool(code), daemon.log
+
+
+async def test_a_crash_of_the_interpreter_says_where_each_thread_was(tmp_path: Path) -> None:
+    """The interpreter itself crashing (a SIGSEGV in native code: seen twice under load at an
+    agent's stop, cause unknown) prints every thread's stack on stderr before the process dies,
+    so the journal says where; a real agent, a real SIGSEGV."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        f"graph: g\nresources:\n  file:\n    - name: {tmp_path / 'f'}\n      content: x\n"
+    )
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("converged")
+        daemon.signal(signal.SIGSEGV)
+        assert await daemon.wait() == -signal.SIGSEGV
+        assert "Fatal Python error: Segmentation fault" in daemon.log, daemon.log
+        assert "Current thread" in daemon.log or "Thread 0x" in daemon.log, daemon.log
