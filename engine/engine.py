@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING, Any
 
 from engine import collector, watcher
 from engine.autoedge import (
+    MARKERS,
     AutoIndex,
     Owners,
     add_autoedges,
+    both_manage,
     both_write,
     by_kind,
     managed,
@@ -924,6 +926,11 @@ Ends = tuple[Key, Key]
 SMALL = 64  # vertices added or removed that Engine.apply looks for without `since`
 
 
+def _before(graph: Graph, one: Key, other: Key) -> bool:
+    """Whether `one` comes before `other` in `graph` (O(n): for an error's message only)."""
+    return next(k for k in graph.vertices if k in (one, other)) == one
+
+
 def _same_edges(graph: Graph, last: _Raw, keys: Iterable[Key]) -> bool:
     """Whether `graph` has the edges of `last` given, the vertices `keys` (added or removed)
     having none."""
@@ -1194,7 +1201,12 @@ class Engine:
         self._owners = by_kind(verify(graph, found))
         self._autoindex = index
 
-    async def apply(self, graph: Graph, since: Since | None = None) -> None:
+    async def apply(
+        self,
+        graph: Graph,
+        since: Since | None = None,
+        accepted: Callable[[], None] | None = None,
+    ) -> None:
         """Run `graph`: unchanged vertices keep running, removed stop, new ones start.
 
         `graph` is left as given (the engine prepares and runs a copy, `self.graph`); its
@@ -1206,26 +1218,34 @@ class Engine:
         reused and only those vertices are replaced (`_small_swap`). `since` (base, keys) says
         that `graph` is `base`, the graph given last, with only the resources of `keys` replaced
         (the caller vouches for it): then not even the kept resources are looked at.
+        `accepted` is called once the graph is checked, before anything of it runs (not when
+        a GraphError refuses it).
         """
         self._gc_resume()
         self._pause_gc()
         try:
-            await self._swap(graph, since)
+            await self._swap(graph, since, accepted)
         except BaseException:
             self._gc_resume()
             raise
 
-    async def _swap(self, graph: Graph, since: Since | None) -> None:
+    async def _swap(
+        self, graph: Graph, since: Since | None, accepted: Callable[[], None] | None
+    ) -> None:
         """apply()'s work, the collector paused (`_pause_gc`)."""
         # meta rewatch (mgmt's): a vertex failed for good is replaced, changed or not.
         rewatch = {k for k in self._rewatchers if self.vertices[k].failed}
         small = None if rewatch else self._small_swap(graph, since)
         if small is not None:
+            if accepted is not None:
+                accepted()
             await self._swap_replaced(graph, small)
             return
         raw = _Raw(graph, graph.name, graph.vertices, graph.succ, graph.pred)
         graph = graph.copy()
         self.prepare(graph)
+        if accepted is not None:
+            accepted()
         old = self.vertices
         kept: set[Key] = set()
         async for some_old in sliced(list(old.items())):
@@ -1454,32 +1474,49 @@ class Engine:
         if len(keys) > SMALL and len(keys) > len(given) // 4:
             return None  # a large part of the graph: preparing it all costs no more
         small = _Small()
+        if not self._classify(graph, keys, given, small) or (
+            (small.add or small.remove) and not self._reclaim(small, given)
+        ):
+            # A full prepare() decides; but a clash it would refuse is refused here at once
+            # (at 100,000 files, prepare() took 7-9 s to say so), nothing changed.
+            index = self._autoindex
+            if index is not None:
+                for res in small.add.values():
+                    index.count(res, -1)
+            self._refuse_clash(graph, keys)
+            return None
+        edges = rewired(graph, last.graph, keys)
+        connect = {(src, dst): edge for src, dst, edge in edges.connect}
+        return self._reshaped(graph, small, connect, set(edges.disconnect))
+
+    def _classify(
+        self, graph: Graph, keys: Collection[Key], given: dict[Key, Resource], small: _Small
+    ) -> bool:
+        """Put in `small` `_small_swap`'s vertices of `keys` to replace, add and remove; False
+        when one of them needs the whole graph prepared again."""
         for key in keys:
             res = graph.vertices.get(key)
             vertex = self.vertices.get(key)
             if key not in given:
                 if res is None or key in self.vertices or not self._alone(graph, key, res, False):
-                    return None
+                    return False
                 small.add[key] = res
                 if self._autoindex is not None:  # the next one added must be alone beside it
-                    self._autoindex.count(res, 1)  # (a fallback's prepare() drops the index)
+                    self._autoindex.count(res, 1)  # (a fallback's prepare() drops the index,
+                    # and _small_swap undoes these counts when it gives up)
             elif res is None:
                 if vertex is None or not self._alone(self.graph, key, given[key], True):
-                    return None
+                    return False
                 small.remove.append(key)
             elif vertex is None:
-                return None  # grouped into another vertex
+                return False  # grouped into another vertex
             elif same(vertex.pristine, res):
                 continue
             elif not self._in_place(vertex, res):
-                return None  # the graph's shape may change
+                return False  # the graph's shape may change
             else:
                 small.replace[key] = res
-        if (small.add or small.remove) and not self._reclaim(small, given):
-            return None  # two resources manage one thing: prepare() names them
-        edges = rewired(graph, last.graph, keys)
-        connect = {(src, dst): edge for src, dst, edge in edges.connect}
-        return self._reshaped(graph, small, connect, set(edges.disconnect))
+        return True
 
     def _reshaped(
         self, graph: Graph, small: _Small, connect: dict[Ends, Edge], disconnect: set[Ends]
@@ -1561,19 +1598,57 @@ class Engine:
         removes is gone (a rename of a file resource frees its path first); `_owners` is then
         so (a fallback's prepare() makes it again). Made by prepare() from what it found: made
         here from the graph, it took the first add after a full swap ~1 s at 100,000 files."""
-        if self._owners is None:  # prepare() refused the last graph: the running one's
-            self._owners = owned_by_kind(self.graph)  # (verified when it was prepared)
+        claims = [((key[0], uid), key) for key, res in small.add.items() for uid in managed(res)]
+        if self._claimed(claims, {*small.remove}) is not None:
+            return False  # nothing changed: _refuse_clash names them
         found = self._owners
+        assert found is not None  # made by _claimed
         for key in small.remove:
             for uid in managed(given[key]):
                 if found.get((key[0], uid)) == key:
                     del found[(key[0], uid)]
-        for key, res in small.add.items():
-            mine = [(key[0], uid) for uid in managed(res)]
-            if any(found.get(kind_uid, key) != key for kind_uid in mine):
-                return False
-            found.update(dict.fromkeys(mine, key))
+        found.update(claims)
         return True
+
+    def _claimed(
+        self, claims: list[tuple[tuple[str, UID], Key]], freed: set[Key]
+    ) -> tuple[UID, Key, Key] | None:
+        """The first of `claims` ((kind, UID), key) that a resource of that kind manages
+        already, in the running graph (`_owners`, but for those `freed`) or in an earlier
+        claim: (UID, the other, the claimant); None if none is."""
+        if self._owners is None:  # prepare() refused the last graph: the running one's
+            self._owners = owned_by_kind(self.graph)  # (verified when it was prepared)
+        found = self._owners
+        mine: dict[tuple[str, UID], Key] = {}
+        for kind_uid, key in claims:
+            other = mine.get(kind_uid)
+            if other is None and (owner := found.get(kind_uid)) not in freed:
+                other = owner
+            if other is not None and other != key:
+                return kind_uid[1], other, key
+            mine[kind_uid] = key
+        return None
+
+    def _refuse_clash(self, graph: Graph, keys: Collection[Key]) -> None:
+        """GraphError (as prepare() says it) when a resource of `keys` in `graph` manages what
+        another of its kind manages (a file's path): found in O(change) from the running
+        graph's `_owners`, where prepare() takes seconds at 100,000 resources. Not when
+        autogroup may group resources (a group's members are not in `_owners`)."""
+        if self.autogroup and self._groupable:
+            return
+        claims = [
+            ((key[0], uid), key)
+            for key in keys
+            if (res := graph.vertices.get(key)) is not None
+            for uid in managed(res)
+            if uid.kind not in MARKERS
+        ]
+        clash = self._claimed(claims, {*keys})
+        if clash is None:
+            return
+        uid, other, key = clash
+        first, second = (other, key) if _before(graph, other, key) else (key, other)
+        raise GraphError(both_manage(uid, first, second))
 
     async def _swap_replaced(self, given: Graph, small: _Small) -> None:
         """The O(change) swap: the last prepared graph with the vertices of `small` replaced,

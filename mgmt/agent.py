@@ -970,12 +970,14 @@ class Agent:
 
     # graphs -----------------------------------------------------------------------------
 
-    async def _apply(self, loaded: Loaded | None = None) -> None:
+    async def _apply(
+        self, loaded: Loaded | None = None, accepted: Callable[[], None] | None = None
+    ) -> None:
         """Swap in `loaded`, merged with what is collected; None: the latest graph loaded,
         read once the lock is held. A re-merge of the collected resources passes None: the
         graph it would have captured before waiting for the lock may have been replaced while
         it waited (a deploy switch, an edit), and applying it then ran the old program's
-        graph, with its exports, under the new one's name."""
+        graph, with its exports, under the new one's name. `accepted`: Engine.apply's."""
         async with self._apply_lock:
             if loaded is None:
                 if self._loaded is None:
@@ -998,7 +1000,7 @@ class Agent:
             if self.cluster is not None:  # publish exports, add what is collected: O(change)
                 graph, since = await self.cluster.merge(loaded)
             try:  # the converger and metrics hear GraphSwapped
-                await self.engine.apply(graph, since)
+                await self.engine.apply(graph, since, accepted)
             except GraphError:  # refused before anything ran: the running graph stays
                 self._digest, self._loaded = last_digest, last
                 if self.cluster is not None and last is not None:
@@ -1194,10 +1196,11 @@ class Agent:
         self._program_error("")
         for warning in loaded.warnings:
             log.warning("%s", warning)
-        log.info("graph file changed: swapping in the new graph")
         self.swapped.clear()
-        try:
-            await self._apply(loaded)
+        try:  # said once the engine accepts it (a refusal says why instead)
+            await self._apply(
+                loaded, lambda: log.info("graph file changed: swapping in the new graph")
+            )
         except GraphError as err:  # e.g. two resources managing one file: one line, once
             self._rejected = got.digest
             lines = await _located(self.config, err)

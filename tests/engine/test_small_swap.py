@@ -219,18 +219,24 @@ async def test_two_resources_managing_one_path_are_refused_and_a_rename_is_not(
         await engine.apply(second)
     await settle(engine)
     assert engine.vertices == before and (out / "f7").read_text() == "7\n"
-    assert len(prepares) == 1  # the small swap fell back to the prepare that refused it
+    assert not prepares  # refused in O(change) from the running graph's owners, no prepare()
+    moved = first.copy()  # f9 given f8's path: refused too, without a prepare()
+    moved.vertices[("file", "f9")] = FileRes(name="f9", path=str(out / "f8"), content="9\n")
+    with pytest.raises(GraphError, match=r"file\[f9\] and file\[f8\] both manage file"):
+        await engine.apply(moved)
+    assert not prepares and engine.vertices == before
 
     third = first.copy()  # f7 renamed g7, the same path: no clash, and still O(change)
     del third.vertices[("file", "f7")], third.succ[("file", "f7")], third.pred[("file", "f7")]
     third.add(FileRes(name="g7", path=str(out / "f7"), content="g\n"))
     await engine.apply(third)
     await settle(engine)
-    assert len(prepares) == 1 and (out / "f7").read_text() == "g\n"
+    assert not prepares and (out / "f7").read_text() == "g\n"
     fourth = third.copy()  # f8's path given to a new resource while f8 stays: refused again
     fourth.add(FileRes(name="h8", path=str(out / "f8"), content="h\n"))
     with pytest.raises(GraphError, match=r"file\[h8\] and file\[f8\] both manage file"):
         await engine.apply(fourth)
+    assert not prepares
     fifth = third.copy()  # and a path freed by the rename is free: f7's old name takes a new one
     fifth.add(FileRes(name="f7", path=str(out / "new7"), content="n\n"))
     await engine.apply(fifth)
