@@ -52,6 +52,7 @@ from mgmt.yamlgraph import (
     digest,
     load_file,
     locate_refusal,
+    located,
     read_limited,
     reparse,
 )
@@ -1203,7 +1204,7 @@ class Agent:
             )
         except GraphError as err:  # e.g. two resources managing one file: one line, once
             self._rejected = got.digest
-            lines = await _located(self.config, err)
+            lines = await _located(self.config, err, loaded)
             for line in lines:
                 log.error("%s", line)
             log.error("keeping the running graph")
@@ -1243,7 +1244,9 @@ async def _located(config: Config, err: GraphError, loaded: Loaded | None = None
         if found:
             return found
     if config.frontend == "yaml" and config.file is not None:
-        found = await asyncio.to_thread(locate_refusal, config.file, config.max_graph_size)
+        found = [] if loaded is None else located(loaded, str(config.file))
+        if not found:  # parsed again, looking for them
+            found = await asyncio.to_thread(locate_refusal, config.file, config.max_graph_size)
         if found:
             return found
     return [f"{config.file or 'graph'}: {err}"]
