@@ -675,12 +675,14 @@ class Vertex:
         refreshes_before = self.stats.refreshes
         self._set_status(RUNNING)
         try:
-            async with self.engine.locks(meta.sema) if meta.sema else self.engine.slot():
+            # A check of a vertex that has converged before (a drift's repair) goes ahead of
+            # first checks (a first run's, a swap's): in the slots and the I/O threads' queue.
+            async with self.engine.slot(meta.sema, urgent=self.ts != 0):
                 if self.status is STOPPING or self.engine.gate.closed:
                     return None  # stopping while we waited for a slot: run nothing new
                 # An event while we waited for the slot is older than the check: it sees it.
                 events_before = self.stats.events
-                with self.engine.gate.work() as self.work:  # its executor jobs: refused
+                with self.engine.gate.work(self.ts != 0) as self.work:  # its executor jobs: refused
                     if meta.timeout:  # once stopping
                         async with asyncio.timeout(meta.timeout / 1000):  # ms, as mgmt
                             result: Any = await self.res.check_apply(apply)
@@ -1077,7 +1079,7 @@ class Engine:
         # keeps its count unless its meta reset (mgmt's MetaState); dropped when it leaves.
         self.retries: dict[Key, int] = {}
         self._semas: dict[str, asyncio.Semaphore] = {}
-        self._global_sema = asyncio.Semaphore(sema) if sema > 0 else None
+        self._global_sema = Slots(sema) if sema > 0 else None
         # check_applies at once (0: from the descriptor limit, see check_limit()).
         self._checks = Slots(max_checks or check_limit())
         self.gate = Gate()  # closed by stop(): check_applies not begun then never begin
@@ -1165,22 +1167,30 @@ class Engine:
             self.vertices[k].failed for k in self.graph.ancestors(vertex.key) if k in self.vertices
         )
 
-    def slot(self) -> contextlib.AbstractAsyncContextManager[object]:
-        """What a check_apply of a vertex without named semaphores holds: the global semaphore
-        (--sema) if any, else just a check_apply slot (no exit stack: one per process)."""
-        return self._checks if self._global_sema is None else self.locks([])
+    def slot(
+        self, names: list[str], urgent: bool = False
+    ) -> contextlib.AbstractAsyncContextManager[object]:
+        """What a check_apply holds: `locks` for a vertex with named semaphores or with the
+        global semaphore (--sema), else just a check_apply slot (no exit stack: one per
+        process). `urgent`: taken ahead of the others waiting (engine.slots)."""
+        if names or self._global_sema is not None:
+            return self.locks(names, urgent)
+        return self._checks.urgent() if urgent else self._checks
 
     @contextlib.asynccontextmanager
-    async def locks(self, names: list[str]) -> AsyncIterator[None]:
+    async def locks(self, names: list[str], urgent: bool = False) -> AsyncIterator[None]:
         """Hold the global semaphore (--sema) and the named ones, in a fixed order, then a
-        check_apply slot (innermost: a vertex waiting for a named semaphore holds no slot)."""
+        check_apply slot (innermost: a vertex waiting for a named semaphore holds no slot).
+        `urgent`: the global semaphore and the slot are taken ahead of the others waiting (a
+        named semaphore is first come, first served)."""
         async with contextlib.AsyncExitStack() as stack:
             if self._global_sema is not None:
-                await stack.enter_async_context(self._global_sema)
+                sema = self._global_sema
+                await stack.enter_async_context(sema.urgent() if urgent else sema)
             for name, size in sorted(sema_size(entry) for entry in names):
                 sem = self._semas.setdefault(name, asyncio.Semaphore(size))
                 await stack.enter_async_context(sem)
-            await stack.enter_async_context(self._checks)
+            await stack.enter_async_context(self._checks.urgent() if urgent else self._checks)
             yield
 
     # graph lifecycle ----------------------------------------------------------------------
