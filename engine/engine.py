@@ -828,10 +828,60 @@ class Vertex:
         self.engine.changed(self)
 
 
-def _few(names: list[str]) -> str:
-    """At most NAMED of `names`, then how many more (the stop's summary lines)."""
-    more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
+def _few(names: list[str], count: int | None = None) -> str:
+    """At most NAMED of `names`, then how many more of `count` (all of `names` by default):
+    the stop's summary lines, the swap's."""
+    count = len(names) if count is None else count
+    more = f" and {count - NAMED} more" if count > NAMED else ""
     return ", ".join(names[:NAMED]) + more
+
+
+def _swapped_line(
+    counts: tuple[int, int, int],
+    changes: Iterable[tuple[str, Collection[Key]]],
+    edges: tuple[Collection[Ends], Collection[Ends]],
+) -> str:
+    """The swap's log line: its counts (kept, stopped, started), then what changed, each named
+    up to NAMED times ("and N more"): `changes` (what, keys), edges added (+) and removed (-)."""
+    parts = [
+        f"{what} {_few([fmt_key(k) for k in itertools.islice(keys, NAMED + 1)], len(keys))}"
+        for what, keys in changes
+        if keys
+    ]
+    for sign, ends in zip("+-", edges, strict=True):
+        if ends:
+            named = [f"{fmt_key(a)} -> {fmt_key(b)}" for a, b in itertools.islice(ends, NAMED + 1)]
+            parts.append(f"edges {sign}{len(ends)} ({_few(named, len(ends))})")
+    line = "graph swap: %d kept, %d stopped, %d started" % counts  # noqa: UP031
+    return f"{line}: {'; '.join(parts)}" if parts else line
+
+
+def _full_swap_line(
+    counts: tuple[int, int, int],
+    gone: list[Key],
+    added: list[Vertex],
+    old: dict[Key, Vertex],
+    raws: tuple[_Raw | None, _Raw],
+) -> str:
+    """_swapped_line of a full swap: what it `added` is new or changed (in `old`), and the
+    edges are those of the given graphs (`raws`: the last, this one), compared (O(edges), as
+    the swap is O(N))."""
+    new_keys = [v.key for v in added if v.key not in old]
+    changed = [v.key for v in added if v.key in old]
+    last, raw = raws
+    edges = _edges_changed(last.succ, raw.succ) if last is not None else ([], [])
+    return _swapped_line(
+        counts, (("removed", gone), ("added", new_keys), ("changed", changed)), edges
+    )
+
+
+def _edges_changed(
+    old: dict[Key, dict[Key, Edge]], new: dict[Key, dict[Key, Edge]]
+) -> tuple[list[Ends], list[Ends]]:
+    """The edges in `new` and not `old` (successor maps of two given graphs), and the reverse."""
+    added = [(a, b) for a, dsts in new.items() for b in dsts if b not in old.get(a, ())]
+    removed = [(a, b) for a, dsts in old.items() for b in dsts if b not in new.get(a, ())]
+    return added, removed
 
 
 async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
@@ -1288,7 +1338,8 @@ class Engine:
                 else:
                     vertices[key] = Vertex(self, res)
                     added.append(vertices[key])
-        self._forget_retries([v.key for v in removed if v.key not in graph.vertices], added)
+        gone_keys = [v.key for v in removed if v.key not in graph.vertices]
+        self._forget_retries(gone_keys, added)
         # Kept vertices that lost a predecessor: one waiting for it is released.
         last_pred = self.graph.pred
         released = [
@@ -1298,13 +1349,12 @@ class Engine:
         ]
         self.graph = graph
         self.vertices = vertices
-        self._raw = raw
+        last_raw, self._raw = self._raw, raw
         self._rewatchers = {k for k, v in vertices.items() if v.res.meta.rewatch}
         self._noops = {k for k, v in vertices.items() if v.res.meta.noop}
         if old:
-            log.info(
-                "graph swap: %d kept, %d stopped, %d started", len(kept), len(removed), len(added)
-            )
+            counts = (len(kept), len(removed), len(added))
+            log.info("%s", _full_swap_line(counts, gone_keys, added, old, (last_raw, raw)))
         self._track_pass(added, first=not old)
         await _start(added)
         # a started vertex told its status itself (10,000 events less at first)
@@ -1701,7 +1751,9 @@ class Engine:
         self.graph = graph
         self._raw = _Raw(given, given.name, given.vertices, given.succ, given.pred)
         kept = len(vertices) - len(added)
-        log.info("graph swap: %d kept, %d stopped, %d started", kept, len(removed), len(added))
+        changes = (("removed", small.remove), ("added", small.add), ("changed", replace))
+        edges = (small.connect, small.disconnect)
+        log.info("%s", _swapped_line((kept, len(removed), len(added)), changes, edges))
         self._track_pass(added, first=False)
         await _start(added)
         async for some_added in sliced(added):
