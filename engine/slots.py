@@ -21,20 +21,39 @@ from types import TracebackType
 URGENT_RUN = 8
 
 
-class Slots:
+class _Lane:
+    """`async with` a lane of `slots`: a slot taken in it, then released."""
+
+    def __init__(self, slots: Slots, urgent: bool) -> None:
+        self._slots = slots
+        self._is_urgent = urgent
+
+    async def __aenter__(self) -> None:
+        await self._slots.take(self._is_urgent)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._slots.release()
+
+
+class Slots(_Lane):
+    """`async with slots:` takes a slot in the ordinary lane; `slots.urgent()`'s, ahead."""
+
     def __init__(self, size: int) -> None:
+        super().__init__(self, urgent=False)
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._run = 0  # urgent hand-offs in a row while ordinary holders waited
-        self._lane = _Urgent(self)
+        self._lane = _Lane(self, urgent=True)
 
-    def urgent(self) -> _Urgent:
+    def urgent(self) -> _Lane:
         """The same slots, taken ahead of the ordinary waiters (see the module doc)."""
         return self._lane
-
-    async def __aenter__(self) -> None:
-        await self.take(urgent=False)
 
     async def take(self, urgent: bool) -> None:
         """Wait for a slot in the urgent lane or the ordinary one (`release()` gives it back)."""
@@ -49,14 +68,6 @@ class Slots:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # handed a slot, then cancelled: pass it on
             raise
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     def release(self) -> None:
         urgent, ordinary = self._urgent, self._waiters
@@ -73,23 +84,3 @@ class Slots:
     @property
     def free(self) -> int:
         return self._free
-
-
-class _Urgent:
-    """Slots.urgent()'s context."""
-
-    __slots__ = ("_slots",)
-
-    def __init__(self, slots: Slots) -> None:
-        self._slots = slots
-
-    async def __aenter__(self) -> None:
-        await self._slots.take(urgent=True)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._slots.release()
