@@ -76,6 +76,12 @@ def probe_until(path: Path, done: Callable[[], bool], pause: float) -> list[floa
     return samples
 
 
+def swapped(log: Path, skip: int) -> bool:
+    """Whether the log, from byte `skip`, has a `graph swap:` line and then `converged:`."""
+    text = log.read_text(errors="replace")[skip:]
+    return "converged:" in text.partition("graph swap:")[2]
+
+
 class Agent:
     def __init__(self, mgmt: list[str], work: Path, graph: Path) -> None:
         self.log = work / "agent.log"
@@ -131,7 +137,7 @@ def swap(mgmt: list[str], count: int, work: Path) -> str:
         skip = agent.size()
         write_graph(graph, files_graph(out, count))
         start = time.perf_counter()
-        samples = probe_until(out / "f0", lambda: "converged:" in agent.log.read_text()[skip:], 0.2)
+        samples = probe_until(out / "f0", lambda: swapped(agent.log, skip), 0.2)
         took = time.perf_counter() - start
     finally:
         agent.stop()
