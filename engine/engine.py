@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING, Any
 
 from engine import collector, watcher
 from engine.autoedge import (
+    MARKERS,
     AutoIndex,
     Owners,
     add_autoedges,
+    both_manage,
     both_write,
     by_kind,
     managed,
@@ -677,12 +679,14 @@ class Vertex:
         refreshes_before = self.stats.refreshes
         self._set_status(RUNNING)
         try:
-            async with self.engine.locks(meta.sema) if meta.sema else self.engine.slot():
+            # A check of a vertex that has converged before (a drift's repair) goes ahead of
+            # first checks (a first run's, a swap's): in the slots and the I/O threads' queue.
+            async with self.engine.slot(meta.sema, urgent=self.ts != 0):
                 if self.status is STOPPING or self.engine.gate.closed:
                     return None  # stopping while we waited for a slot: run nothing new
                 # An event while we waited for the slot is older than the check: it sees it.
                 events_before = self.stats.events
-                with self.engine.gate.work() as self.work:  # its executor jobs: refused
+                with self.engine.gate.work(self.ts != 0) as self.work:  # its executor jobs: refused
                     if meta.timeout:  # once stopping
                         async with asyncio.timeout(meta.timeout / 1000):  # ms, as mgmt
                             result: Any = await self.res.check_apply(apply)
@@ -828,10 +832,60 @@ class Vertex:
         self.engine.changed(self)
 
 
-def _few(names: list[str]) -> str:
-    """At most NAMED of `names`, then how many more (the stop's summary lines)."""
-    more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
+def _few(names: list[str], count: int | None = None) -> str:
+    """At most NAMED of `names`, then how many more of `count` (all of `names` by default):
+    the stop's summary lines, the swap's."""
+    count = len(names) if count is None else count
+    more = f" and {count - NAMED} more" if count > NAMED else ""
     return ", ".join(names[:NAMED]) + more
+
+
+def _swapped_line(
+    counts: tuple[int, int, int],
+    changes: Iterable[tuple[str, Collection[Key]]],
+    edges: tuple[Collection[Ends], Collection[Ends]],
+) -> str:
+    """The swap's log line: its counts (kept, stopped, started), then what changed, each named
+    up to NAMED times ("and N more"): `changes` (what, keys), edges added (+) and removed (-)."""
+    parts = [
+        f"{what} {_few([fmt_key(k) for k in itertools.islice(keys, NAMED + 1)], len(keys))}"
+        for what, keys in changes
+        if keys
+    ]
+    for sign, ends in zip("+-", edges, strict=True):
+        if ends:
+            named = [f"{fmt_key(a)} -> {fmt_key(b)}" for a, b in itertools.islice(ends, NAMED + 1)]
+            parts.append(f"edges {sign}{len(ends)} ({_few(named, len(ends))})")
+    line = "graph swap: %d kept, %d stopped, %d started" % counts  # noqa: UP031
+    return f"{line}: {'; '.join(parts)}" if parts else line
+
+
+def _full_swap_line(
+    counts: tuple[int, int, int],
+    gone: list[Key],
+    added: list[Vertex],
+    old: dict[Key, Vertex],
+    raws: tuple[_Raw | None, _Raw],
+) -> str:
+    """_swapped_line of a full swap: what it `added` is new or changed (in `old`), and the
+    edges are those of the given graphs (`raws`: the last, this one), compared (O(edges), as
+    the swap is O(N))."""
+    new_keys = [v.key for v in added if v.key not in old]
+    changed = [v.key for v in added if v.key in old]
+    last, raw = raws
+    edges = _edges_changed(last.succ, raw.succ) if last is not None else ([], [])
+    return _swapped_line(
+        counts, (("removed", gone), ("added", new_keys), ("changed", changed)), edges
+    )
+
+
+def _edges_changed(
+    old: dict[Key, dict[Key, Edge]], new: dict[Key, dict[Key, Edge]]
+) -> tuple[list[Ends], list[Ends]]:
+    """The edges in `new` and not `old` (successor maps of two given graphs), and the reverse."""
+    added = [(a, b) for a, dsts in new.items() for b in dsts if b not in old.get(a, ())]
+    removed = [(a, b) for a, dsts in old.items() for b in dsts if b not in new.get(a, ())]
+    return added, removed
 
 
 async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
@@ -926,6 +980,11 @@ FIRST_PASS_GC_BOUND = 30.0
 Since = tuple[Graph, frozenset[Key]]
 Ends = tuple[Key, Key]
 SMALL = 64  # vertices added or removed that Engine.apply looks for without `since`
+
+
+def _before(graph: Graph, one: Key, other: Key) -> bool:
+    """Whether `one` comes before `other` in `graph` (O(n): for an error's message only)."""
+    return next(k for k in graph.vertices if k in (one, other)) == one
 
 
 def _same_edges(graph: Graph, last: _Raw, keys: Iterable[Key]) -> bool:
@@ -1074,7 +1133,7 @@ class Engine:
         # keeps its count unless its meta reset (mgmt's MetaState); dropped when it leaves.
         self.retries: dict[Key, int] = {}
         self._semas: dict[str, asyncio.Semaphore] = {}
-        self._global_sema = asyncio.Semaphore(sema) if sema > 0 else None
+        self._global_sema = Slots(sema) if sema > 0 else None
         # check_applies at once (0: from the descriptor limit, see check_limit()).
         self._checks = Slots(max_checks or check_limit())
         self.gate = Gate()  # closed by stop(): check_applies not begun then never begin
@@ -1162,22 +1221,30 @@ class Engine:
             self.vertices[k].failed for k in self.graph.ancestors(vertex.key) if k in self.vertices
         )
 
-    def slot(self) -> contextlib.AbstractAsyncContextManager[object]:
-        """What a check_apply of a vertex without named semaphores holds: the global semaphore
-        (--sema) if any, else just a check_apply slot (no exit stack: one per process)."""
-        return self._checks if self._global_sema is None else self.locks([])
+    def slot(
+        self, names: list[str], urgent: bool = False
+    ) -> contextlib.AbstractAsyncContextManager[object]:
+        """What a check_apply holds: `locks` for a vertex with named semaphores or with the
+        global semaphore (--sema), else just a check_apply slot (no exit stack: one per
+        process). `urgent`: taken ahead of the others waiting (engine.slots)."""
+        if names or self._global_sema is not None:
+            return self.locks(names, urgent)
+        return self._checks.urgent() if urgent else self._checks
 
     @contextlib.asynccontextmanager
-    async def locks(self, names: list[str]) -> AsyncIterator[None]:
+    async def locks(self, names: list[str], urgent: bool = False) -> AsyncIterator[None]:
         """Hold the global semaphore (--sema) and the named ones, in a fixed order, then a
-        check_apply slot (innermost: a vertex waiting for a named semaphore holds no slot)."""
+        check_apply slot (innermost: a vertex waiting for a named semaphore holds no slot).
+        `urgent`: the global semaphore and the slot are taken ahead of the others waiting (a
+        named semaphore is first come, first served)."""
         async with contextlib.AsyncExitStack() as stack:
             if self._global_sema is not None:
-                await stack.enter_async_context(self._global_sema)
+                sema = self._global_sema
+                await stack.enter_async_context(sema.urgent() if urgent else sema)
             for name, size in sorted(sema_size(entry) for entry in names):
                 sem = self._semas.setdefault(name, asyncio.Semaphore(size))
                 await stack.enter_async_context(sem)
-            await stack.enter_async_context(self._checks)
+            await stack.enter_async_context(self._checks.urgent() if urgent else self._checks)
             yield
 
     # graph lifecycle ----------------------------------------------------------------------
@@ -1198,7 +1265,12 @@ class Engine:
         self._owners = by_kind(verify(graph, found))
         self._autoindex = index
 
-    async def apply(self, graph: Graph, since: Since | None = None) -> None:
+    async def apply(
+        self,
+        graph: Graph,
+        since: Since | None = None,
+        accepted: Callable[[], None] | None = None,
+    ) -> None:
         """Run `graph`: unchanged vertices keep running, removed stop, new ones start.
 
         `graph` is left as given (the engine prepares and runs a copy, `self.graph`); its
@@ -1210,26 +1282,34 @@ class Engine:
         reused and only those vertices are replaced (`_small_swap`). `since` (base, keys) says
         that `graph` is `base`, the graph given last, with only the resources of `keys` replaced
         (the caller vouches for it): then not even the kept resources are looked at.
+        `accepted` is called once the graph is checked, before anything of it runs (not when
+        a GraphError refuses it).
         """
         self._gc_resume()
         self._pause_gc()
         try:
-            await self._swap(graph, since)
+            await self._swap(graph, since, accepted)
         except BaseException:
             self._gc_resume()
             raise
 
-    async def _swap(self, graph: Graph, since: Since | None) -> None:
+    async def _swap(
+        self, graph: Graph, since: Since | None, accepted: Callable[[], None] | None
+    ) -> None:
         """apply()'s work, the collector paused (`_pause_gc`)."""
         # meta rewatch (mgmt's): a vertex failed for good is replaced, changed or not.
         rewatch = {k for k in self._rewatchers if self.vertices[k].failed}
         small = None if rewatch else self._small_swap(graph, since)
         if small is not None:
+            if accepted is not None:
+                accepted()
             await self._swap_replaced(graph, small)
             return
         raw = _Raw(graph, graph.name, graph.vertices, graph.succ, graph.pred)
         graph = graph.copy()
         self.prepare(graph)
+        if accepted is not None:
+            accepted()
         old = self.vertices
         kept: set[Key] = set()
         async for some_old in sliced(list(old.items())):
@@ -1262,7 +1342,8 @@ class Engine:
                 else:
                     vertices[key] = Vertex(self, res)
                     added.append(vertices[key])
-        self._forget_retries([v.key for v in removed if v.key not in graph.vertices], added)
+        gone_keys = [v.key for v in removed if v.key not in graph.vertices]
+        self._forget_retries(gone_keys, added)
         # Kept vertices that lost a predecessor: one waiting for it is released.
         last_pred = self.graph.pred
         released = [
@@ -1272,13 +1353,12 @@ class Engine:
         ]
         self.graph = graph
         self.vertices = vertices
-        self._raw = raw
+        last_raw, self._raw = self._raw, raw
         self._rewatchers = {k for k, v in vertices.items() if v.res.meta.rewatch}
         self._noops = {k for k, v in vertices.items() if v.res.meta.noop}
         if old:
-            log.info(
-                "graph swap: %d kept, %d stopped, %d started", len(kept), len(removed), len(added)
-            )
+            counts = (len(kept), len(removed), len(added))
+            log.info("%s", _full_swap_line(counts, gone_keys, added, old, (last_raw, raw)))
         self._track_pass(added, first=not old)
         await _start(added)
         # a started vertex told its status itself (10,000 events less at first)
@@ -1458,32 +1538,49 @@ class Engine:
         if len(keys) > SMALL and len(keys) > len(given) // 4:
             return None  # a large part of the graph: preparing it all costs no more
         small = _Small()
+        if not self._classify(graph, keys, given, small) or (
+            (small.add or small.remove) and not self._reclaim(small, given)
+        ):
+            # A full prepare() decides; but a clash it would refuse is refused here at once
+            # (at 100,000 files, prepare() took 7-9 s to say so), nothing changed.
+            index = self._autoindex
+            if index is not None:
+                for res in small.add.values():
+                    index.count(res, -1)
+            self._refuse_clash(graph, keys)
+            return None
+        edges = rewired(graph, last.graph, keys)
+        connect = {(src, dst): edge for src, dst, edge in edges.connect}
+        return self._reshaped(graph, small, connect, set(edges.disconnect))
+
+    def _classify(
+        self, graph: Graph, keys: Collection[Key], given: dict[Key, Resource], small: _Small
+    ) -> bool:
+        """Put in `small` `_small_swap`'s vertices of `keys` to replace, add and remove; False
+        when one of them needs the whole graph prepared again."""
         for key in keys:
             res = graph.vertices.get(key)
             vertex = self.vertices.get(key)
             if key not in given:
                 if res is None or key in self.vertices or not self._alone(graph, key, res, False):
-                    return None
+                    return False
                 small.add[key] = res
                 if self._autoindex is not None:  # the next one added must be alone beside it
-                    self._autoindex.count(res, 1)  # (a fallback's prepare() drops the index)
+                    self._autoindex.count(res, 1)  # (a fallback's prepare() drops the index,
+                    # and _small_swap undoes these counts when it gives up)
             elif res is None:
                 if vertex is None or not self._alone(self.graph, key, given[key], True):
-                    return None
+                    return False
                 small.remove.append(key)
             elif vertex is None:
-                return None  # grouped into another vertex
+                return False  # grouped into another vertex
             elif same(vertex.pristine, res):
                 continue
             elif not self._in_place(vertex, res):
-                return None  # the graph's shape may change
+                return False  # the graph's shape may change
             else:
                 small.replace[key] = res
-        if (small.add or small.remove) and not self._reclaim(small, given):
-            return None  # two resources manage one thing: prepare() names them
-        edges = rewired(graph, last.graph, keys)
-        connect = {(src, dst): edge for src, dst, edge in edges.connect}
-        return self._reshaped(graph, small, connect, set(edges.disconnect))
+        return True
 
     def _reshaped(
         self, graph: Graph, small: _Small, connect: dict[Ends, Edge], disconnect: set[Ends]
@@ -1565,19 +1662,57 @@ class Engine:
         removes is gone (a rename of a file resource frees its path first); `_owners` is then
         so (a fallback's prepare() makes it again). Made by prepare() from what it found: made
         here from the graph, it took the first add after a full swap ~1 s at 100,000 files."""
-        if self._owners is None:  # prepare() refused the last graph: the running one's
-            self._owners = owned_by_kind(self.graph)  # (verified when it was prepared)
+        claims = [((key[0], uid), key) for key, res in small.add.items() for uid in managed(res)]
+        if self._claimed(claims, {*small.remove}) is not None:
+            return False  # nothing changed: _refuse_clash names them
         found = self._owners
+        assert found is not None  # made by _claimed
         for key in small.remove:
             for uid in managed(given[key]):
                 if found.get((key[0], uid)) == key:
                     del found[(key[0], uid)]
-        for key, res in small.add.items():
-            mine = [(key[0], uid) for uid in managed(res)]
-            if any(found.get(kind_uid, key) != key for kind_uid in mine):
-                return False
-            found.update(dict.fromkeys(mine, key))
+        found.update(claims)
         return True
+
+    def _claimed(
+        self, claims: list[tuple[tuple[str, UID], Key]], freed: set[Key]
+    ) -> tuple[UID, Key, Key] | None:
+        """The first of `claims` ((kind, UID), key) that a resource of that kind manages
+        already, in the running graph (`_owners`, but for those `freed`) or in an earlier
+        claim: (UID, the other, the claimant); None if none is."""
+        if self._owners is None:  # prepare() refused the last graph: the running one's
+            self._owners = owned_by_kind(self.graph)  # (verified when it was prepared)
+        found = self._owners
+        mine: dict[tuple[str, UID], Key] = {}
+        for kind_uid, key in claims:
+            other = mine.get(kind_uid)
+            if other is None and (owner := found.get(kind_uid)) not in freed:
+                other = owner
+            if other is not None and other != key:
+                return kind_uid[1], other, key
+            mine[kind_uid] = key
+        return None
+
+    def _refuse_clash(self, graph: Graph, keys: Collection[Key]) -> None:
+        """GraphError (as prepare() says it) when a resource of `keys` in `graph` manages what
+        another of its kind manages (a file's path): found in O(change) from the running
+        graph's `_owners`, where prepare() takes seconds at 100,000 resources. Not when
+        autogroup may group resources (a group's members are not in `_owners`)."""
+        if self.autogroup and self._groupable:
+            return
+        claims = [
+            ((key[0], uid), key)
+            for key in keys
+            if (res := graph.vertices.get(key)) is not None
+            for uid in managed(res)
+            if uid.kind not in MARKERS
+        ]
+        clash = self._claimed(claims, {*keys})
+        if clash is None:
+            return
+        uid, other, key = clash
+        first, second = (other, key) if _before(graph, other, key) else (key, other)
+        raise GraphError(both_manage(uid, first, second))
 
     async def _swap_replaced(self, given: Graph, small: _Small) -> None:
         """The O(change) swap: the last prepared graph with the vertices of `small` replaced,
@@ -1620,7 +1755,9 @@ class Engine:
         self.graph = graph
         self._raw = _Raw(given, given.name, given.vertices, given.succ, given.pred)
         kept = len(vertices) - len(added)
-        log.info("graph swap: %d kept, %d stopped, %d started", kept, len(removed), len(added))
+        changes = (("removed", small.remove), ("added", small.add), ("changed", replace))
+        edges = (small.connect, small.disconnect)
+        log.info("%s", _swapped_line((kept, len(removed), len(added)), changes, edges))
         self._track_pass(added, first=False)
         await _start(added)
         async for some_added in sliced(added):

@@ -4,6 +4,11 @@ asyncio.Semaphore (3.11) scans its waiters on every release and removes each wok
 from the middle of its deque: O(waiters) each, so 10,000 vertices queued for the engine's
 check_apply slots cost O(N^2) (4 s of a 10,000-file first run under a profiler). Here a
 release hands its slot straight to the first waiter still waiting.
+
+Two lanes: `urgent()` waits in a lane of its own, served first (the engine's repairs of
+resources already checked, ahead of a first run's or a swap's first checks: a drift of a file
+already created waited 8-29 s behind 50,000 first checks), but after URGENT_RUN urgent hand-offs
+in a row a waiting ordinary holder is served once: neither lane starves.
 """
 
 from __future__ import annotations
@@ -12,24 +17,19 @@ import asyncio
 from collections import deque
 from types import TracebackType
 
+# Urgent holders served in a row while ordinary ones wait, before one of those is served.
+URGENT_RUN = 8
 
-class Slots:
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._waiters: deque[asyncio.Future[None]] = deque()
+
+class _Lane:
+    """`async with` a lane of `slots`: a slot taken in it, then released."""
+
+    def __init__(self, slots: Slots, urgent: bool) -> None:
+        self._slots = slots
+        self._is_urgent = urgent
 
     async def __aenter__(self) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._release()  # handed a slot, then cancelled: pass it on
-            raise
+        await self._slots.take(self._is_urgent)
 
     async def __aexit__(
         self,
@@ -37,14 +37,48 @@ class Slots:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._release()
+        self._slots.release()
 
-    def _release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():  # else it was cancelled while waiting
-                waiter.set_result(None)
-                return
+
+class Slots(_Lane):
+    """`async with slots:` takes a slot in the ordinary lane; `slots.urgent()`'s, ahead."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(self, urgent=False)
+        self._free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._run = 0  # urgent hand-offs in a row while ordinary holders waited
+        self._lane = _Lane(self, urgent=True)
+
+    def urgent(self) -> _Lane:
+        """The same slots, taken ahead of the ordinary waiters (see the module doc)."""
+        return self._lane
+
+    async def take(self, urgent: bool) -> None:
+        """Wait for a slot in the urgent lane or the ordinary one (`release()` gives it back)."""
+        if self._free > 0 and not self._waiters and not self._urgent:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._waiters).append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot, then cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        urgent, ordinary = self._urgent, self._waiters
+        lanes = (ordinary, urgent) if self._run >= URGENT_RUN else (urgent, ordinary)
+        for lane in lanes:
+            while lane:
+                waiter = lane.popleft()
+                if not waiter.done():  # else it was cancelled while waiting
+                    self._run = self._run + 1 if lane is urgent and ordinary else 0
+                    waiter.set_result(None)
+                    return
         self._free += 1
 
     @property

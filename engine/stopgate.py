@@ -54,6 +54,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from engine import libc, safefs
+from engine.slots import URGENT_RUN
 
 if TYPE_CHECKING:
     from engine.uring import Rings
@@ -84,10 +85,11 @@ class Interrupted(Stopped):
 class Work:
     """One check_apply: whether its work has begun (a job of it started)."""
 
-    __slots__ = ("_gate", "_token", "begun", "interrupted", "over", "stopping")
+    __slots__ = ("_gate", "_token", "begun", "interrupted", "over", "stopping", "urgent")
 
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, urgent: bool = False) -> None:
         self._gate = gate
+        self.urgent = urgent  # its jobs go ahead of the others queued in Replies
         self.begun = False
         self.over = False  # the check_apply returned: what it left behind is not gated
         # It ended Interrupted, or was cancelled in the middle of its work (interrupted()):
@@ -154,10 +156,10 @@ class Gate:
         self.closed = False
         self.refused = 0  # check_applies refused
 
-    def work(self) -> Work:
+    def work(self, urgent: bool = False) -> Work:
         """Around one check_apply (in its task, `with gate.work() as work:`): the jobs it
-        submits carry its Work."""
-        return Work(self)
+        submits carry its Work; `urgent`: they go ahead of others in Replies' queue."""
+        return Work(self, urgent)
 
     def close(self) -> None:
         """From now on, no check_apply begins its work (until `closing()` ends)."""
@@ -404,6 +406,12 @@ class Replies:
         self._loop = weakref.ref(loop)
         self._executor = executor
         self._jobs: collections.deque[tuple[Job, Reply[Any]] | _Grouped] = collections.deque()
+        # Jobs of urgent Work (a repair), run first, alone (a grouped one is given None), but
+        # one of _jobs after URGENT_RUN of them in a row while _jobs wait (`_urgent_run`).
+        self._urgent: collections.deque[tuple[Job, Reply[Any], tuple[None, ...]]] = (
+            collections.deque()
+        )
+        self._urgent_run = 0
         self._groups: dict[Hashable, _Grouped] = {}  # groups with jobs waiting, in _jobs
         self._lock = threading.Lock()  # _jobs with _draining: a job queued is never left
         self._draining = 0  # drains submitted and not ended
@@ -427,7 +435,9 @@ class Replies:
             job.work = work
         item = (job, reply)
         with self._lock:
-            if group is None:
+            if work is not None and work.urgent:
+                self._urgent.append((job, reply, () if group is None else (None,)))
+            elif group is None:
                 self._jobs.append(item)
             else:
                 grouped = self._groups.get(group[0])
@@ -449,6 +459,10 @@ class Replies:
 
     def _unqueue(self, item: tuple[Job, Reply[Any]], group: Group | None) -> bool:
         """With the lock: take back a job no drain has taken; True if it was still queued."""
+        for urgent in self._urgent:
+            if urgent[:2] == item:
+                self._urgent.remove(urgent)
+                return True
         if group is None:
             if item in self._jobs:
                 self._jobs.remove(item)
@@ -469,13 +483,19 @@ class Replies:
         turn = 0
         while True:
             with self._lock:
-                if not self._jobs:
-                    self._draining -= 1
-                    return
-                next_ = self._jobs.popleft()
-                if isinstance(next_, _Grouped):
-                    taken = self._share(next_)
-            if isinstance(next_, _Grouped):
+                urgent = self._next_urgent()
+                if urgent is None:
+                    if not self._jobs:
+                        self._draining -= 1
+                        return
+                    next_ = self._jobs.popleft()
+                    if isinstance(next_, _Grouped):
+                        taken = self._share(next_)
+            if urgent is not None:
+                self._run(*urgent[:2], *urgent[2])
+                self._wake()
+                turn += 1
+            elif isinstance(next_, _Grouped):
                 self._run_group(next_, taken)
                 turn += len(taken)
             else:
@@ -489,6 +509,15 @@ class Replies:
                     turn = 0
                     continue
                 return
+
+    def _next_urgent(self) -> tuple[Job, Reply[Any], tuple[None, ...]] | None:
+        """With the lock: the urgent job to run next, if any, unless URGENT_RUN of them ran in
+        a row while other jobs waited (then one of those goes first)."""
+        if not self._urgent or (self._jobs and self._urgent_run >= URGENT_RUN):
+            self._urgent_run = 0
+            return None
+        self._urgent_run = self._urgent_run + 1 if self._jobs else 0
+        return self._urgent.popleft()
 
     def _share(self, grouped: _Grouped) -> list[tuple[Job, Reply[Any]]]:
         """With the lock: the jobs of `grouped` this worker takes: a worker's share of them, at

@@ -51,6 +51,7 @@ from mgmt.yamlgraph import (
     Loaded,
     load_file,
     locate_refusal,
+    located,
     read_limited,
     reparse,
 )
@@ -1003,12 +1004,14 @@ class Agent:
 
     # graphs -----------------------------------------------------------------------------
 
-    async def _apply(self, loaded: Loaded | None = None) -> None:
+    async def _apply(
+        self, loaded: Loaded | None = None, accepted: Callable[[], None] | None = None
+    ) -> None:
         """Swap in `loaded`, merged with what is collected; None: the latest graph loaded,
         read once the lock is held. A re-merge of the collected resources passes None: the
         graph it would have captured before waiting for the lock may have been replaced while
         it waited (a deploy switch, an edit), and applying it then ran the old program's
-        graph, with its exports, under the new one's name."""
+        graph, with its exports, under the new one's name. `accepted`: Engine.apply's."""
         async with self._apply_lock:
             if loaded is None:
                 if self._loaded is None:
@@ -1031,7 +1034,7 @@ class Agent:
             if self.cluster is not None:  # publish exports, add what is collected: O(change)
                 graph, since = await self.cluster.merge(loaded)
             try:  # the converger and metrics hear GraphSwapped
-                await self.engine.apply(graph, since)
+                await self.engine.apply(graph, since, accepted)
             except GraphError:  # refused before anything ran: the running graph stays
                 self._digest, self._loaded = last_digest, last
                 if self.cluster is not None and last is not None:
@@ -1228,13 +1231,14 @@ class Agent:
         self._program_error("")
         for warning in loaded.warnings:
             log.warning("%s", warning)
-        log.info("graph file changed: swapping in the new graph")
         self.swapped.clear()
-        try:
-            await self._apply(loaded)
+        try:  # said once the engine accepts it (a refusal says why instead)
+            await self._apply(
+                loaded, lambda: log.info("graph file changed: swapping in the new graph")
+            )
         except GraphError as err:  # e.g. two resources managing one file: one line, once
             self._rejected = got.digest
-            lines = await _located(self.config, err)
+            lines = await _located(self.config, err, loaded)
             for line in lines:
                 log.error("%s", line)
             log.error("keeping the running graph")
@@ -1274,7 +1278,9 @@ async def _located(config: Config, err: GraphError, loaded: Loaded | None = None
         if found:
             return found
     if config.frontend == "yaml" and config.file is not None:
-        found = await asyncio.to_thread(locate_refusal, config.file, config.max_graph_size)
+        found = [] if loaded is None else located(loaded, str(config.file))
+        if not found:  # parsed again, looking for them
+            found = await asyncio.to_thread(locate_refusal, config.file, config.max_graph_size)
         if found:
             return found
     return [f"{config.file or 'graph'}: {err}"]

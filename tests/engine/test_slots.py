@@ -1,10 +1,11 @@
-"""engine.slots.Slots: a bound, first come first served, and a cancelled waiter's slot."""
+"""engine.slots.Slots: a bound, first come first served, and a cancelled waiter's slot; the
+urgent lane served first, the ordinary one not starved."""
 
 from __future__ import annotations
 
 import asyncio
 
-from engine.slots import Slots
+from engine.slots import URGENT_RUN, Slots
 
 
 async def test_at_most_size_holders_in_arrival_order() -> None:
@@ -52,3 +53,31 @@ async def test_a_cancelled_waiter_gives_its_slot_on() -> None:
     handed.cancel()  # before it runs: the slot goes on to `last`
     await asyncio.gather(waiting, handed, last, return_exceptions=True)
     assert got == ["last"] and slots.free == 1
+
+
+async def test_urgent_holders_go_first_and_ordinary_ones_still_get_a_turn() -> None:
+    slots = Slots(1)
+    order: list[str] = []
+    names = [f"o{i}" for i in range(20)] + [f"u{i}" for i in range(20)]
+    queued = {name: asyncio.Event() for name in names}
+
+    async def hold(name: str) -> None:
+        queued[name].set()  # in the same step as its arrival at the slots (no await between)
+        async with slots.urgent() if name[0] == "u" else slots:
+            order.append(name)
+
+    await slots.__aenter__()  # held by the test itself
+    tasks = [asyncio.create_task(hold(name)) for name in names]
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in queued.values())), 10)
+    await slots.__aexit__(None, None, None)
+    await asyncio.gather(*tasks)
+    run = URGENT_RUN
+    want = [
+        *[f"u{i}" for i in range(run)],
+        "o0",
+        *[f"u{i}" for i in range(run, 2 * run)],
+        "o1",
+        *[f"u{i}" for i in range(2 * run, 20)],
+        *[f"o{i}" for i in range(2, 20)],
+    ]
+    assert order == want and slots.free == 1

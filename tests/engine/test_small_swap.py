@@ -219,18 +219,24 @@ async def test_two_resources_managing_one_path_are_refused_and_a_rename_is_not(
         await engine.apply(second)
     await settle(engine)
     assert engine.vertices == before and (out / "f7").read_text() == "7\n"
-    assert len(prepares) == 1  # the small swap fell back to the prepare that refused it
+    assert not prepares  # refused in O(change) from the running graph's owners, no prepare()
+    moved = first.copy()  # f9 given f8's path: refused too, without a prepare()
+    moved.vertices[("file", "f9")] = FileRes(name="f9", path=str(out / "f8"), content="9\n")
+    with pytest.raises(GraphError, match=r"file\[f9\] and file\[f8\] both manage file"):
+        await engine.apply(moved)
+    assert not prepares and engine.vertices == before
 
     third = first.copy()  # f7 renamed g7, the same path: no clash, and still O(change)
     del third.vertices[("file", "f7")], third.succ[("file", "f7")], third.pred[("file", "f7")]
     third.add(FileRes(name="g7", path=str(out / "f7"), content="g\n"))
     await engine.apply(third)
     await settle(engine)
-    assert len(prepares) == 1 and (out / "f7").read_text() == "g\n"
+    assert not prepares and (out / "f7").read_text() == "g\n"
     fourth = third.copy()  # f8's path given to a new resource while f8 stays: refused again
     fourth.add(FileRes(name="h8", path=str(out / "f8"), content="h\n"))
     with pytest.raises(GraphError, match=r"file\[h8\] and file\[f8\] both manage file"):
         await engine.apply(fourth)
+    assert not prepares
     fifth = third.copy()  # and a path freed by the rename is free: f7's old name takes a new one
     fifth.add(FileRes(name="f7", path=str(out / "new7"), content="n\n"))
     await engine.apply(fifth)
@@ -662,3 +668,50 @@ async def test_a_small_swap_changes_the_running_maps_in_place(engine: Engine) ->
     with pytest.raises(GraphError, match="cycle"):
         await engine.apply(cyclic, (graph, frozenset({p9, p5})))
     assert {k: dict(v) for k, v in engine.graph.succ.items()} == before
+
+
+async def test_the_swap_line_names_what_was_removed_added_changed_and_the_edges(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tester17 F3: at 100,000 resources the counts alone do not say which resource left, or
+    that an edge was added: the line names up to NAMED of each, then "and N more"; a small swap
+    and a full one alike."""
+    caplog.set_level("INFO", logger="engine")
+    first = files(tmp_path, {f"f{i}": f"{i}\n" for i in range(N)})
+    await engine.apply(first)
+    await settle(engine)
+
+    def swap_line() -> str:
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("graph swap")]
+        caplog.clear()
+        return lines[-1]
+
+    second = first.copy()  # small swaps: a removal, an addition, a change, an edge
+    del second.vertices[("file", "f2")], second.succ[("file", "f2")], second.pred[("file", "f2")]
+    await engine.apply(second)
+    assert swap_line() == f"graph swap: {N - 1} kept, 1 stopped, 0 started: removed file[f2]"
+    third = second.copy()
+    third.add(FileRes(name="g1", path=str(tmp_path / "out" / "g1"), content="g\n"))
+    await engine.apply(third)
+    assert swap_line() == f"graph swap: {N - 1} kept, 0 stopped, 1 started: added file[g1]"
+    fourth = third.copy()
+    fourth.vertices[("file", "f3")] = FileRes(
+        name="f3", path=str(tmp_path / "out" / "f3"), content="x\n"
+    )
+    await engine.apply(fourth)
+    assert swap_line() == f"graph swap: {N - 1} kept, 1 stopped, 1 started: changed file[f3]"
+    fifth = fourth.copy()
+    fifth.connect(("file", "f4"), ("file", "f5"), Edge())
+    await engine.apply(fifth)
+    assert (
+        swap_line()
+        == f"graph swap: {N} kept, 0 stopped, 0 started: edges +1 (file[f4] -> file[f5])"
+    )
+    # A full swap (most of the graph replaced): named up to three, then how many more.
+    sixth = files(tmp_path, {f"f{i}": f"new {i}\n" for i in range(N)})
+    await engine.apply(sixth)
+    assert swap_line() == (
+        f"graph swap: 0 kept, {N} stopped, {N} started: removed file[g1]; added file[f2]; changed file[f0], "
+        f"file[f1], file[f3] and {N - 4} more; edges -1 (file[f4] -> file[f5])"
+    )
+    await settle(engine)

@@ -32,6 +32,7 @@ from engine.engine import Engine, Status
 from engine.errors import ResourceError
 from engine.graph import Graph
 from engine.resource import Resource, register
+from engine.slots import URGENT_RUN
 from engine.stopgate import Gate, GatedExecutor, Stopped
 from resources._lib.plan import DONE_NOTE, in_thread
 from resources.file import FileRes
@@ -780,3 +781,53 @@ async def test_a_file_whose_fsync_fails_gets_no_name_and_its_own_error(
     for fd in (*fds, write):  # every descriptor closed by its named_new
         with pytest.raises(OSError):
             os.fstat(fd)
+
+
+async def test_the_jobs_of_an_urgent_check_go_first_and_the_others_still_get_a_turn() -> None:
+    """stopgate.Replies: the jobs of a check_apply whose Work is urgent (a repair of a vertex
+    that has converged before) run ahead of those queued before them, alone (a grouped one is
+    given None), and after URGENT_RUN of them in a row one of the others runs."""
+    loop = asyncio.get_running_loop()
+    started, hold = threading.Event(), threading.Event()
+    order: list[str] = []
+    opened: list[str] = []
+
+    def blocker() -> None:
+        started.set()
+        hold.wait(BOUND)
+
+    def job(name: str, shared: object = None) -> None:
+        order.append(name if shared is None else f"{name} with {shared}")
+
+    @contextlib.contextmanager
+    def opening() -> Iterator[str]:
+        opened.append("group")
+        yield "group"
+
+    with GatedExecutor(max_workers=1) as executor:
+        stopgate.install(loop, executor)
+        first = asyncio.ensure_future(in_thread(blocker))
+        await in_other_thread(started)
+        calls = [
+            asyncio.ensure_future(in_thread(functools.partial(job, f"o{i}"))) for i in range(20)
+        ]
+        with Gate().work(urgent=True):  # the tasks made here carry its Work
+            for i in range(20):
+                if i == 3:  # a grouped job of an urgent Work runs alone
+                    grouped = functools.partial(job, f"u{i}")
+                    calls.append(asyncio.ensure_future(in_thread(grouped, ("dir", opening))))
+                else:
+                    calls.append(asyncio.ensure_future(in_thread(functools.partial(job, f"u{i}"))))
+        await pass_ended()  # all submitted
+        hold.set()
+        await asyncio.gather(first, *calls)
+    run = URGENT_RUN
+    assert order == [
+        *[f"u{i}" for i in range(run)],
+        "o0",
+        *[f"u{i}" for i in range(run, 2 * run)],
+        "o1",
+        *[f"u{i}" for i in range(2 * run, 20)],
+        *[f"o{i}" for i in range(2, 20)],
+    ]
+    assert not opened

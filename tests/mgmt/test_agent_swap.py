@@ -158,11 +158,12 @@ async def test_a_graph_file_written_in_place_is_read_once_its_writer_closes_it(
 
 
 async def test_an_edit_making_two_resources_manage_one_file_is_refused_in_one_line(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two file resources of one path would undo each other's changes forever: the edit is
     refused before anything runs (one line naming both, the running graph kept), and the next
-    good edit is swapped in."""
+    good edit is swapped in; "swapping in the new graph" is said of that one alone."""
+    caplog.set_level(logging.INFO)  # the engine's "graph swap" line too
     path, out = tmp_path / "graph.yaml", tmp_path / "out"
     path.write_text(graph(out))
     agent, runner = await converged_agent(path, tmp_path / "prefix")
@@ -192,6 +193,8 @@ async def test_an_edit_making_two_resources_manage_one_file_is_refused_in_one_li
         ), line
         assert "keeping the running graph" in lines[lines.index(line) + 1]
         assert agent.engine.vertices == before and (out / "f7").read_text() == "number 7\n"
+        swapping = "graph file changed: swapping in the new graph"
+        assert swapping not in lines  # said only of a graph the engine accepts
 
         swapped = asyncio.Event()
         agent.engine.listeners.subscribe(GraphSwapped, lambda _: swapped.set())
@@ -200,6 +203,8 @@ async def test_an_edit_making_two_resources_manage_one_file_is_refused_in_one_li
             await swapped.wait()
             await agent.converger.converged.wait()
         assert (out / "f7").read_text() == "edited\n"
+        assert lines.count(swapping) == 1
+        assert lines.index(swapping) < next(i for i, x in enumerate(lines) if "graph swap" in x)
     finally:
         logging.getLogger().removeHandler(seen)
     agent.stopping.set()

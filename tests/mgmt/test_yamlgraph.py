@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from mgmt.yamlgraph import MAX_ALIAS_VALUES, MAX_DEPTH, GraphFileError, load_file, parse
+from mgmt.yamlgraph import (
+    MAX_ALIAS_VALUES,
+    MAX_DEPTH,
+    MAX_SIZE,
+    GraphFileError,
+    load_file,
+    locate_refusal,
+    located,
+    parse,
+)
 from resources.pkg import PkgRes
 from tests.fuzz.hostile import BIG, LAUGHS
 
@@ -645,3 +654,26 @@ def test_what_mgmts_metaparams_validate_takes_is_taken() -> None:
     res = parse(NOOP % meta).graph.vertices[("noop", "a")]
     assert res.meta.sema == ["5:2", "a", big] and res.meta.burst == 1
     assert parse(NOOP % "burst: 0").graph.vertices[("noop", "a")].meta.limit == float("inf")
+
+
+def test_a_refusal_is_located_from_the_parse_as_a_second_parse_locates_it(tmp_path: Path) -> None:
+    """The lines of a refused graph (two resources managing one file) come from where its
+    incremental parse found each resource (`located`: no second parse at 100,000 files), and
+    say what a parse looking for them says (`locate_refusal`)."""
+    graph = tmp_path / "g.yaml"
+    blocks = [
+        f'    - name: f{i}\n      path: {tmp_path}/f{i}\n      content: "{i}"\n' for i in range(5)
+    ]
+    clash = f'    - name: x1\n      path: {tmp_path}/f1\n      content: "x"\n'
+    graph.write_text(
+        "graph: g\nresources:\n  file:\n" + "".join(blocks[:3]) + clash + "".join(blocks[3:])
+    )
+    loaded = parse(graph.read_bytes(), str(graph), incremental=True)
+    assert loaded.reuse is not None
+    want = locate_refusal(graph, MAX_SIZE)
+    assert want == [
+        f"{graph}:13: file[x1]: file[x1] and file[f1] both manage file {tmp_path}/f1: each would"
+        " undo the other's changes (keep one of them) (also declared at line 7)"
+    ]
+    assert located(loaded, str(graph)) == want
+    assert located(parse(graph.read_bytes(), str(graph)), str(graph)) == []  # no reuse kept
