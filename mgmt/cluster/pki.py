@@ -288,7 +288,7 @@ def mint(
                 sans.append(x509.DNSName(name.encode("idna").decode()))
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
         .issuer_name(ca_cert.subject)
@@ -298,15 +298,16 @@ def mint(
         .not_valid_after(min(now + VALIDITY, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(ca=False), critical=True)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(
             x509.ExtendedKeyUsage(
                 [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
             ),
             critical=False,
         )
-        .sign(ca_key, hashes.SHA256())
     )
+    if sans:  # (none: an operator's client certificate; cryptography >= 51 refuses an empty one)
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
     _private_dir(out_dir)
     files = TLSFiles(out_dir / CA_CERT, out_dir / HOST_CERT, out_dir / HOST_KEY)
     pem_key = key.private_bytes(
