@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import gc
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -65,6 +66,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A run started in the background of a script (`cmd &`: SIGINT ignored, inherited by every
+    # child) would hand that to the commands the tests run, and a command's `trap ... INT`
+    # (tests/resources/test_exec.py: exec's `sig`) is then silently void. The agent itself
+    # catches SIGINT (mgmt.hold_signals), so its commands start with the default action: the
+    # tests' process does the same.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if config.getoption("--fuzz-long", False):
         fuzz.LONG = True
 
