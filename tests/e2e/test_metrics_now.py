@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from tests.e2e.helpers import Daemon, run_mgmt, signal
-from tests.e2e.test_observability import free_port, metric, scrape
+from tests.e2e.helpers import Daemon, free_port, run_mgmt, signal
+from tests.e2e.test_observability import metric, scrape
+
+T = TypeVar("T")
 
 FOREVER = """graph: g
 resources:
@@ -27,10 +30,13 @@ resources:
 """
 
 
-async def scraped(url: str, ok: Callable[[str], bool], timeout: float = 30) -> str:
-    """Scrape until `ok(text)`, again at each event of the agent's status page (`/api/events`,
-    opened first: the gauges are read from the status model, whose every change the stream
-    tells), bounded against a hang, not a threshold. The agent runs with `--status`."""
+async def at_each_change(
+    url: str, probe: Callable[[], Awaitable[T | None]], timeout: float = 30
+) -> T:
+    """`probe()` until it returns a value, again at each event of the agent's status page
+    (`/api/events` at `url`'s host, opened first: every change of the status model, which the
+    gauges and `mgmt status` read, is told there), bounded against a hang, not a threshold. The
+    agent runs with `--status`."""
     host, port = url.removeprefix("http://").split("/")[0].rsplit(":", 1)
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(host, int(port))
@@ -38,13 +44,23 @@ async def scraped(url: str, ok: Callable[[str], bool], timeout: float = 30) -> s
             writer.write(f"GET /api/events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
             assert (await reader.readline()).startswith(b"HTTP/1.1 200")
             while True:
-                text = await scrape(url)
-                if ok(text):
-                    return text
+                found = await probe()
+                if found is not None:
+                    return found
                 if not await reader.readline():  # the next change of the model
                     raise AssertionError("the agent's event stream ended")
         finally:
             writer.close()
+
+
+async def scraped(url: str, ok: Callable[[str], bool], timeout: float = 30) -> str:
+    """Scrape `url` until `ok(text)`, again at each change of the agent's status model."""
+
+    async def probe() -> str | None:
+        text = await scrape(url)
+        return text if ok(text) else None
+
+    return await at_each_change(url, probe, timeout)
 
 
 async def test_failing_now_and_a_refused_graph_file_are_gauges(tmp_path: Path) -> None:
@@ -146,20 +162,22 @@ async def test_a_swap_that_adds_a_resource_restarts_converged_since(tmp_path: Pa
     graph.write_text(text)
     prefix = tmp_path / "prefix"
     status = ["status", "--json", "--prefix", str(prefix)]
-    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+    page = f"127.0.0.1:{free_port()}"
+    args = ["run", "--prefix", str(prefix), "--status", "--prometheus-listen", page]
+    async with Daemon([*args, "yaml", str(graph)]) as daemon:
         await daemon.wait_log("converged:")
         code, out = await asyncio.to_thread(run_mgmt, status, 30)
         first = json.loads(out)["converged_since"]
         assert code == 0 and first is not None, out
+
+        async def later() -> float | None:  # the status model hears it after the log line
+            code, out = await asyncio.to_thread(run_mgmt, status, 30)
+            since = json.loads(out)["converged_since"]
+            return since if code == 0 and since is not None and since > first else None
+
         graph.write_text(text + "  noop:\n    - name: n\n")
         await daemon.wait_log("converged:", count=2)
-        async with asyncio.timeout(30):  # the status model hears it after the log line
-            while True:
-                code, out = await asyncio.to_thread(run_mgmt, status, 30)
-                since = json.loads(out)["converged_since"]
-                if since is not None and since > first:
-                    break
-                await asyncio.sleep(0.1)
+        await at_each_change(f"http://{page}/", later)
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
 
