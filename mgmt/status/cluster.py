@@ -97,6 +97,9 @@ class ClusterStatus:
         self._changed.set()
         self._last = -math.inf  # time.monotonic() of the model's last change
         self._tasks = TaskSet("cluster status", log)
+        # The summary's put being made: a stop lets it end (not cancelled mid-request: etcd
+        # could still apply it after the stop's own put, overwriting "left"), then writes.
+        self._putting: asyncio.Future[int] | None = None
         self._unwatch = model.on_change(self._on_change)
         self._no_quorum_since: float | None = None  # time.time() the rows were first stale
 
@@ -114,6 +117,12 @@ class ClusterStatus:
         not `down`: mgmt.deploy.status), within LEAVE_WAIT s or not at all."""
         self._unwatch()
         await self._tasks.close()
+        if self._putting is not None:
+            with contextlib.suppress(WorldError, TimeoutError):  # (its error: the task's log)
+                async with asyncio.timeout(LEAVE_WAIT):
+                    await self._putting
+            self._putting.cancel()
+            await asyncio.gather(self._putting, return_exceptions=True)
         if not graceful or not self.client.connected.is_set():
             return
         data = json.dumps({**summary(self.model), "left": time.time()}, sort_keys=True)
@@ -133,7 +142,8 @@ class ClusterStatus:
             if data == published:
                 continue
             try:
-                await self.client.put(self.key, data)
+                self._putting = asyncio.ensure_future(self.client.put(self.key, data))
+                await asyncio.shield(self._putting)
                 published, delay = data, 0.05
             except WorldError as err:
                 log.debug("host status: %s", err)
