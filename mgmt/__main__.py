@@ -33,14 +33,22 @@ def quiet_stderr() -> None:
 
 
 def _exit_now(code: int) -> None:
-    """Exit with `code` now, the output flushed; returns if that cannot be done safely (another
-    thread still runs, not a daemon: the interpreter's exit waits for it)."""
+    """Exit with `code` now, the output flushed, as the interpreter's exit would but without its
+    teardown: first its wait for the other threads (executors told to end, every non-daemon
+    thread joined: `threading._shutdown`), then the `atexit` handlers. Before, a thread still
+    running made this return, and the interpreter's teardown crashed now and then (SIGSEGV
+    after "exiting", no Python frame: seen in CI under load); returns only where that wait is
+    not Python's to make (no `threading._shutdown`), leaving it to the interpreter."""
     import atexit
     import threading
 
-    main = threading.main_thread()
-    if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
-        return
+    shutdown = getattr(threading, "_shutdown", None)
+    if threading.current_thread() is not threading.main_thread() or shutdown is None:
+        main = threading.main_thread()
+        if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
+            return
+    else:
+        shutdown()
     atexit._run_exitfuncs()
     try:
         sys.stdout.flush()
