@@ -16,6 +16,8 @@ import ast
 import sys
 from pathlib import Path
 
+from tests.pysource import parse
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("engine", "resources", "mgmt")
 LIB = "resources._lib"
@@ -62,7 +64,7 @@ def imports(name: str, path: Path, known: dict[str, Path], runtime_only: bool = 
     """The modules of ours that `name` imports, wherever the import is (function bodies
     included: a lazy import is still a dependency; TYPE_CHECKING blocks unless
     `runtime_only`)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    tree = parse(path)
     is_package = path.name == "__init__.py"
     found: set[str] = set()
     for node in _import_nodes(tree, runtime_only):

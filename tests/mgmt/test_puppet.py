@@ -17,6 +17,7 @@ from engine.graph import Graph
 from mgmt.puppet.compile import MODULEPATH, CompileFailed, Manifest, compile_catalog
 from mgmt.puppet.translate import translate
 from mgmt.yamlgraph import GraphFileError
+from tests.pysource import parse
 
 pytestmark = pytest.mark.slow
 
@@ -300,7 +301,7 @@ def test_every_ignored_param_is_in_the_docs() -> None:
 
     from mgmt.puppet import translate as module
 
-    tree = ast.parse(Path(module.__file__).read_text())
+    tree = parse(Path(module.__file__))
     ignored = {
         arg.value
         for call in ast.walk(tree)

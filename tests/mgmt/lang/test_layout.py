@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 import mgmt.lang
+from tests.pysource import parse
 
 PACKAGE = Path(mgmt.lang.__file__).parent
 
@@ -29,7 +30,7 @@ def _imports(path: Path) -> set[str]:
                 if isinstance(inner, list):
                     visit(inner)
 
-    visit(ast.parse(path.read_text()).body)
+    visit(parse(path).body)
     return found
 
 
