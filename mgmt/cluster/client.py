@@ -53,6 +53,7 @@ _DENIED = ("permission denied", "user name is empty")
 # 0.5 s at load 16 (not a write caught in an election, which `call_timeout` bounds: with a
 # short --etcd-election-timeout, every check timed out and was made again, adding load).
 AUTH_TIMEOUT = 2.0
+RECONNECT_GRACE = 1.0  # seconds a stop's last writes wait for a connection between two (a failover)
 # Keys per read of a prefix: 32 values of etcd's largest (1.5 MiB) stay under the receive limit.
 _PAGE = 32
 _CHANNEL_OPTIONS = [
@@ -239,6 +240,17 @@ class EtcdClient:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self.attempted.wait()
+        return self.connected.is_set()
+
+    async def reconnected(self, grace: float) -> bool:
+        """Connected, or again within `grace` s if a member was ever tried: a stop's last
+        writes, made between two connections (a failover, or the switch to this host's own
+        member as it starts to vote), are not skipped; a cluster never reached is not waited
+        for."""
+        if self.attempted.is_set() and not self.connected.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self.connected.wait()
         return self.connected.is_set()
 
     async def close(self) -> None:

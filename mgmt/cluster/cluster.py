@@ -60,7 +60,7 @@ from engine.errors import ResourceError, WorldError
 from engine.tasks import TaskSet, first_done
 from engine.world import EXPORTED, ROOT, JoinInfo
 from mgmt.cluster import HostnameTaken, NotAdmitted, datadir, identity
-from mgmt.cluster.client import EtcdClient, Member, range_end
+from mgmt.cluster.client import RECONNECT_GRACE, EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
 from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS
 from mgmt.cluster.options import Options
@@ -469,11 +469,7 @@ class Cluster:
         await self._tasks.close()
         self.client.retry_for = 2.0  # a cluster that is gone must not hold up the exit
         left = False
-        if graceful and self.client.attempted.is_set():
-            with contextlib.suppress(TimeoutError):  # between two members after a failover
-                async with asyncio.timeout(1.0):
-                    await self.client.connected.wait()
-        if graceful and self.client.connected.is_set():
+        if graceful and await self.client.reconnected(RECONNECT_GRACE):
             with contextlib.suppress(WorldError):
                 await self.world.res_export([])
             if self._lease:

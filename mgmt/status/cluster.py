@@ -38,7 +38,7 @@ from typing import Any
 
 from engine.errors import WorldError
 from engine.tasks import TaskSet
-from mgmt.cluster.client import EtcdClient
+from mgmt.cluster.client import RECONNECT_GRACE, EtcdClient
 from mgmt.deploy.status import HOSTS, STATUS, SUMMARY, host_statuses, no_quorum_note
 from mgmt.status.model import StatusModel
 
@@ -123,7 +123,11 @@ class ClusterStatus:
                     await self._putting
             self._putting.cancel()
             await asyncio.gather(self._putting, return_exceptions=True)
-        if not graceful or not self.client.connected.is_set():
+            self._putting = None
+        # Between two connections (its agent's switch to its own member as it starts to
+        # vote): not skipped, else the leader saw no "left" and waited for its member to be
+        # gone (tests: a stop of a host that had just become a voter).
+        if not graceful or not await self.client.reconnected(RECONNECT_GRACE):
             return
         data = json.dumps({**summary(self.model), "left": time.time()}, sort_keys=True)
         try:
