@@ -192,6 +192,7 @@ class EtcdClient:
     ) -> None:
         self.endpoints = list(dict.fromkeys(endpoints))
         self.preferred: str | None = None
+        self._gave_up = -1  # the connection `generation` a `reconnected` wait gave up after
         self.tls = tls or TLSFiles()
         self.user = user
         self._password = password
@@ -246,11 +247,18 @@ class EtcdClient:
         """Connected, or again within `grace` s if a member was ever tried: a stop's last
         writes, made between two connections (a failover, or the switch to this host's own
         member as it starts to vote), are not skipped; a cluster never reached is not waited
-        for."""
-        if self.attempted.is_set() and not self.connected.is_set():
+        for, nor one that a wait of this outage already gave up on (a stop's writes one after
+        the other wait once)."""
+        if (
+            self.attempted.is_set()
+            and not self.connected.is_set()
+            and self._gave_up != self.generation
+        ):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await self.connected.wait()
+            if not self.connected.is_set():
+                self._gave_up = self.generation
         return self.connected.is_set()
 
     async def close(self) -> None:

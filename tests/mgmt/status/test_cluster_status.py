@@ -19,7 +19,7 @@ from mgmt.status import cluster as status_cluster
 from mgmt.status.cluster import ClusterStatus
 from mgmt.status.model import StatusModel
 from tests.aio import pass_ended
-from tests.mgmt.cluster.helpers import members
+from tests.mgmt.cluster.helpers import free_ports, members
 
 
 class Writes:
@@ -140,3 +140,17 @@ async def test_a_clean_stop_between_two_connections_still_says_left(tmp_path: Pa
         await status.stop(graceful=True)
         await writes.next(2)
         assert writes.written[-1].get("left"), writes.written
+
+
+async def test_a_cluster_out_of_reach_holds_a_stop_once(tmp_path: Path) -> None:
+    """The stop's writes one after the other (the summary's `left`, then the leave) wait for a
+    connection once per outage: the second does not wait again (the bound below is a hang's)."""
+    (port,) = free_ports(1)
+    client = EtcdClient([f"http://127.0.0.1:{port}"])  # nothing listens there
+    try:
+        assert not await client.wait_connected(20)
+        assert not await client.reconnected(0.05)
+        async with asyncio.timeout(60):
+            assert not await client.reconnected(3600)
+    finally:
+        await client.close()
