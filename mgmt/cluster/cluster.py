@@ -1042,7 +1042,8 @@ class Cluster:
         silently. Once the leader has had no live agent for `nominee_grace` seconds (an agent
         restarted from its data dir registers within it), every agent says so, once, and the
         first (by name) voting member with a live agent asks the leader's etcd to hand it the
-        leadership (etcd's MoveLeader); its agent then reconciles."""
+        leadership (etcd's MoveLeader); its agent then reconciles. Each agent counts the grace
+        from when it saw the key gone: one whose grace ends after the move says nothing."""
         status = await self.client.status()
         members = await self.client.members()
         leader = next((m for m in members if m.id == status.leader), None)
