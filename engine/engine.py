@@ -1005,13 +1005,24 @@ def _same_edges(graph: Graph, last: _Raw, keys: Iterable[Key]) -> bool:
 
 @dataclass(frozen=True)
 class _Raw:
-    """The last graph given to Engine.apply (as given: before prepare() added to a copy)."""
+    """The last graph given to Engine.apply (as given: before prepare() added to a copy). Its
+    maps are read through it: a front-end that derives its next graph from it changes them in
+    place, and the graph's maps then read as they were (engine.graph.derive)."""
 
     graph: Graph
     name: str
-    vertices: dict[Key, Resource]
-    succ: dict[Key, dict[Key, Edge]]
-    pred: dict[Key, dict[Key, Edge]]
+
+    @property
+    def vertices(self) -> dict[Key, Resource]:
+        return self.graph.vertices
+
+    @property
+    def succ(self) -> dict[Key, dict[Key, Edge]]:
+        return self.graph.succ
+
+    @property
+    def pred(self) -> dict[Key, dict[Key, Edge]]:
+        return self.graph.pred
 
 
 def verify(graph: Graph, found: Owners | None = None) -> Owners:
@@ -1305,7 +1316,7 @@ class Engine:
                 accepted()
             await self._swap_replaced(graph, small)
             return
-        raw = _Raw(graph, graph.name, graph.vertices, graph.succ, graph.pred)
+        raw = _Raw(graph, graph.name)
         graph = graph.copy()
         self.prepare(graph)
         if accepted is not None:
@@ -1753,7 +1764,7 @@ class Engine:
                     marked.discard(key)
         self._forget_retries(small.remove, added)
         self.graph = graph
-        self._raw = _Raw(given, given.name, given.vertices, given.succ, given.pred)
+        self._raw = _Raw(given, given.name)
         kept = len(vertices) - len(added)
         changes = (("removed", small.remove), ("added", small.add), ("changed", replace))
         edges = (small.connect, small.disconnect)

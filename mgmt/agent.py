@@ -1204,7 +1204,10 @@ class Agent:
             got = _parsed(small, file, skip, self._loaded)
         else:
             limit = self.config.max_graph_size
-            got = await asyncio.to_thread(_reread, file, limit, skip, self._loaded)
+            # The lock: a re-merge of the collected resources (_apply) reads the last graph,
+            # which the reparse's derive changes in place (engine.graph.derive).
+            async with self._apply_lock:
+                got = await asyncio.to_thread(_reread, file, limit, skip, self._loaded)
         if got.error is not None and _in_a_write(got) and not self._settled():
             log.debug("graph file %s: waiting for the write", got.error.problems[0])
             return
