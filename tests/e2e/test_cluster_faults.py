@@ -443,8 +443,11 @@ async def test_a_host_removed_by_the_leader_as_it_leaves_remembers_the_others(
 @pytest.mark.slow
 async def test_a_hung_leader_agent_hands_the_leadership_over(tmp_path: Path) -> None:
     """The agent of the raft leader's host hangs (SIGSTOP) while its etcd leads on (tester9):
-    every other agent says so once, the first live voter by name takes the leadership over
-    (etcd's MoveLeader), and its agent reconciles: a killed host's member is removed."""
+    the first live voter by name says so and takes the leadership over (etcd's MoveLeader),
+    and its agent reconciles: a killed host's member is removed. The other agents say so at
+    most once: each does if its check after the grace comes before the move (all in the same
+    second when idle; under load, CI's run of 2026-12-05: h1 and h4 said so and h1 moved the
+    leadership, h3's next check found the new leader alive, and its line never came)."""
     hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3, 4)]
     for host in hosts:
         host.graph.write_text("graph: g\nresources: {}\n")
@@ -460,10 +463,8 @@ async def test_a_hung_leader_agent_hands_the_leadership_over(tmp_path: Path) -> 
         hung.daemon.proc.send_signal(signal.SIGSTOP)
         try:
             said = f"the cluster's leader {leader} has no live agent (its liveness key is gone)"
-            for host in others:
-                assert host.daemon is not None
-                await host.daemon.wait_log(said, timeout=60)
             assert taker.daemon is not None
+            await taker.daemon.wait_log(f"{said}: ", timeout=60)
             await taker.daemon.wait_log(f"{taker.name} takes the leadership over")
             await taker.daemon.wait_log(f"moved the cluster's leadership from {leader}")
             async with client_of(taker) as client:
@@ -471,9 +472,10 @@ async def test_a_hung_leader_agent_hands_the_leadership_over(tmp_path: Path) -> 
             assert next(m.name for m in members if m.id == status.leader) == taker.name
             await rest[-1].kill()  # the new leader removes its member
             await taker.daemon.wait_log(f"member {rest[-1].name} is gone; removing it", timeout=60)
-            for host in others:
+            assert taker.daemon.log.count(said) == 1, taker.daemon.log
+            for host in rest:
                 assert host.daemon is not None
-                assert host.daemon.log.count(said) == 1, host.daemon.log
+                assert host.daemon.log.count(said) <= 1, host.daemon.log
         finally:
             hung.daemon.proc.send_signal(signal.SIGCONT)
 
