@@ -39,6 +39,7 @@ from tests.e2e.test_cluster_e2e import (
     summary_written,
     wait_any_log,
     wait_dot,
+    wait_promoted,
 )
 from tests.e2e.test_cluster_restart import remembers
 from tests.mgmt.cluster.helpers import wait_pid_gone
@@ -106,7 +107,7 @@ async def test_a_member_killed_and_restarted_rejoins_as_a_voter(tmp_path: Path) 
         for host in (h2, h3):
             await start(host, seeds=[h1])
         assert h1.daemon is not None
-        await h1.daemon.wait_log("is now a voting member", count=2, timeout=20)
+        await wait_promoted([h2, h3], 2, timeout=20)
         for host in hosts:
             await wait_dot(host, holds(*paths))
         await h3.kill()
