@@ -19,6 +19,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,13 +67,32 @@ def _lib() -> ctypes.CDLL:
 # the life of the process.
 _MODULES: dict[str, str] = {}
 
+# libaugeas is used by one handle at a time in the process, from its opening to its close.
+# Compiling a lens' regular expression (lazily: in a load, get, set or save) sets glibc's
+# process-wide `re_syntax_options`, calls re_compile_pattern, which reads it, and then puts the
+# old value back: a second handle's compile in another thread could find the first's restored
+# default (GNU Emacs syntax, where `(`, `|` and `{` are plain characters) and compile a lens'
+# pattern to one that matches nothing ("cannot parse sshd_config: Input string does not match
+# at all", seen once in CI with two augeas resources checked at the same time).
+_IN_USE = threading.Lock()
+
 
 class Augeas:
-    """One Augeas handle over a root directory (blocking calls: use from a worker thread)."""
+    """One Augeas handle over a root directory (blocking calls: use from a worker thread). It
+    holds the process' turn at libaugeas (_IN_USE) until `close()`, which must follow."""
 
     def __init__(self, root: str, lens: str | None, file: str) -> None:
         self.lib = _lib()
         self.aug = None
+        _IN_USE.acquire()
+        self._turn = True
+        try:
+            self._open(root, lens, file)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, root: str, lens: str | None, file: str) -> None:
         module = None if lens else _MODULES.get(file)
         if module is not None and not self._load_module(root, module, file):
             module = None  # not as it was: every lens, as the first time
@@ -115,11 +135,18 @@ class Augeas:
         parsed = loaded and self.get(f"/augeas/files{file}/error") is None  # else autoload says
         if parsed and self.get(f"/augeas/files{file}/lens") == f"@{module}":
             return True
-        self.close()
+        self._free()
         _MODULES.pop(file, None)
         return False
 
     def close(self) -> None:
+        """Free the handle and give up the turn at libaugeas (once)."""
+        self._free()
+        if self._turn:
+            self._turn = False
+            _IN_USE.release()
+
+    def _free(self) -> None:
         if self.aug:
             self.lib.aug_close(self.aug)
             self.aug = None

@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 # The whole suite runs on two workers (pytest-xdist): most of it waits on subprocesses, etcd
 # and fsync, not the CPU. One worker runs a test file whole, in order, as the serial run does
 # (module fixtures start once; a file's fixed paths and ports are its own); the tests marked
-# `host` take turns (tests/conftest.py). Tests named on the command line run in this one
+# `host` take turns: one worker runs all the files whose tests take the host lock
+# (tests/conftest.py, pytest_xdist_make_scheduler). Tests named on the command line run in this one
 # process, as before (`-n 2` after them runs them on workers too). The slowest 30 are listed.
 workers=(-n "${MGMT_TEST_WORKERS:-2}" --dist loadfile)
 for arg in "$@"; do

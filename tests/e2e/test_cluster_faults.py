@@ -39,6 +39,7 @@ from tests.e2e.test_cluster_e2e import (
     summary_written,
     wait_any_log,
     wait_dot,
+    wait_promoted,
 )
 from tests.e2e.test_cluster_restart import remembers
 from tests.mgmt.cluster.helpers import wait_pid_gone
@@ -106,7 +107,7 @@ async def test_a_member_killed_and_restarted_rejoins_as_a_voter(tmp_path: Path) 
         for host in (h2, h3):
             await start(host, seeds=[h1])
         assert h1.daemon is not None
-        await h1.daemon.wait_log("is now a voting member", count=2, timeout=20)
+        await wait_promoted([h2, h3], 2, timeout=20)
         for host in hosts:
             await wait_dot(host, holds(*paths))
         await h3.kill()
@@ -445,9 +446,9 @@ async def test_a_hung_leader_agent_hands_the_leadership_over(tmp_path: Path) -> 
     """The agent of the raft leader's host hangs (SIGSTOP) while its etcd leads on (tester9):
     the first live voter by name says so and takes the leadership over (etcd's MoveLeader),
     and its agent reconciles: a killed host's member is removed. The other agents say so at
-    most once: each says it when its own grace ends, if the leadership has not moved by then
-    (CI at load 42: h3 noticed later than h1, whose move came first; h3 rightly said
-    nothing, and the test, which waited for every agent to say it, timed out)."""
+    most once: each does if its check after the grace comes before the move (all in the same
+    second when idle; under load, CI's run of 2026-12-05: h1 and h4 said so and h1 moved the
+    leadership, h3's next check found the new leader alive, and its line never came)."""
     hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3, 4)]
     for host in hosts:
         host.graph.write_text("graph: g\nresources: {}\n")
@@ -464,7 +465,7 @@ async def test_a_hung_leader_agent_hands_the_leadership_over(tmp_path: Path) -> 
         try:
             said = f"the cluster's leader {leader} has no live agent (its liveness key is gone)"
             assert taker.daemon is not None
-            await taker.daemon.wait_log(said, timeout=60)
+            await taker.daemon.wait_log(f"{said}: ", timeout=60)
             await taker.daemon.wait_log(f"{taker.name} takes the leadership over")
             await taker.daemon.wait_log(f"moved the cluster's leadership from {leader}")
             async with client_of(taker) as client:

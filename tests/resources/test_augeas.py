@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,43 @@ def test_without_lens_the_file_s_module_alone_is_loaded_after_the_first_check(
     finally:
         aug.close()
     assert augeas._MODULES[file] == "Dovecot"
+
+
+def test_a_second_augeas_handle_waits_for_the_first_to_close(tmp_path: Path) -> None:
+    """libaugeas compiles a lens' patterns with glibc's process-wide `re_syntax_options` set
+    around each compile: two handles in two threads could compile one with the other's
+    restored default (a pattern then matching nothing: "Input string does not match at all",
+    once in CI). A handle opened in another thread waits until the first is closed."""
+    from resources import augeas
+
+    file = "/etc/ssh/sshd_config"
+    copy = tmp_path / file.lstrip("/")
+    copy.parent.mkdir(parents=True)
+    copy.write_text(CONFIG)
+    opened = threading.Event()
+    values: list[str | None] = []
+
+    def second() -> None:
+        aug = augeas.Augeas(str(tmp_path), "Sshd.lns", file)
+        try:
+            opened.set()
+            values.append(aug.get(f"/files{file}/Port"))
+        finally:
+            aug.close()
+
+    first = augeas.Augeas(str(tmp_path), "Sshd.lns", file)
+    thread = threading.Thread(target=second)
+    try:
+        thread.start()
+        assert not opened.wait(0.5)  # (~20 ms to open, when it may)
+        assert first.get(f"/files{file}/Port") == "22"
+    finally:
+        first.close()
+    assert opened.wait(60)
+    thread.join(60)
+    assert values == ["22"]
+    with pytest.raises(ResourceError, match="cannot parse"):  # a failed open gives up its turn
+        copy.write_text("Match\n")
+        augeas.Augeas(str(tmp_path), "Sshd.lns", file)
+    copy.write_text(CONFIG)
+    augeas.Augeas(str(tmp_path), "Sshd.lns", file).close()
