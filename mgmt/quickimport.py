@@ -1,8 +1,8 @@
-"""Two of CPython 3.11's import-system helpers made cheaper, for the `mgmt` command's start-up.
+"""Three of CPython 3.11's import-system helpers made cheaper, for the `mgmt` command's start-up.
 
 A cron run imports ~150 modules from source files; for each, the import system (its Python
-code, `importlib._bootstrap_external`) runs two helpers whose cost is in the way they are
-written, not in what they do:
+code, `importlib._bootstrap` and `_bootstrap_external`) runs three helpers whose cost is in the
+way they are written, not in what they do:
 - `FileFinder.find_spec` joins a directory and a file name for each of the five file suffixes
   (extension modules, `.py`, `.pyc`), and for a package's five `__init__` names, before it
   looks whether that name is in the directory's listing: ~10 joins a module, ~2 of them used.
@@ -12,11 +12,18 @@ written, not in what they do:
   helpers and looks up its options each call: ~12 K instructions a call. Here the common case
   (a `str` path with a directory, no optimization level, no `sys.pycache_prefix`) is one
   `rpartition` and one f-string; any other goes to CPython's function.
-Together -5.8 M instructions (-2.3%) of a 100-file cron run (docs/benchmarks.md). The answers
-are CPython's: tests/mgmt/test_quickimport.py compares both with CPython's own for every module
-a run imports, for packages, namespace packages, extension modules, and odd paths.
+- `_init_module_attrs` (a new module's `__name__`, `__loader__`, `__file__`...) asks
+  `getattr(module, name, None)` for six names, three of them missing from a new module
+  (`__path__`, `__file__`, `__cached__`): a module's missing attribute is an AttributeError
+  whose message is formatted twice in C (the object's, then the module's) before `getattr`
+  drops it, ~6 K instructions a miss. For a plain module (`types.ModuleType` itself, no
+  module-level `__getattr__`, not a reload) the same answers are its dict's: `dict.get`.
+  Any other module goes to CPython's function.
+Together -9 M instructions (-3.5%) of a 100-file cron run (docs/benchmarks.md). The answers
+are CPython's: tests/mgmt/test_quickimport.py compares all three with CPython's own for every
+module a run imports, for packages, namespace packages, extension modules, and odd paths.
 
-`install()` replaces them in `importlib._bootstrap_external` on CPython 3.11 only (the code
+`install()` replaces them in `importlib._bootstrap(_external)` on CPython 3.11 only (the code
 they follow is 3.11's), on POSIX paths, and not under `python -vv` (whose "trying ..." line
 for each suffix the replacement does not print). Installed by
 `mgmt.__main__` before the command's imports; the library API (`mgmt.agent.run`) leaves the
@@ -34,8 +41,11 @@ if TYPE_CHECKING:
 # `importlib._bootstrap_external`, as the interpreter made it at its start (frozen): the
 # `importlib` package is not imported for it.
 _external: Any = sys.modules["_frozen_importlib_external"]
+_bootstrap: Any = sys.modules["_frozen_importlib"]  # `importlib._bootstrap`, the same way
 _CACHE_FROM_SOURCE = _external.cache_from_source
 _FIND_SPEC = _external.FileFinder.find_spec
+_INIT_MODULE_ATTRS = _bootstrap._init_module_attrs
+_MODULE: Any = type(sys)  # types.ModuleType (`types` is not imported yet)
 _TAG = sys.implementation.cache_tag
 
 
@@ -86,11 +96,35 @@ def find_spec(self: Any, fullname: str, target: Any = None) -> Any:
             if _external._path_isfile(path):
                 return self._get_spec(loader, fullname, path, None, target)
     if package is not None:
-        _external._bootstrap._verbose_message("possible namespace for {}", package)
-        spec = _external._bootstrap.ModuleSpec(fullname, None)
+        _bootstrap._verbose_message("possible namespace for {}", package)
+        spec = _bootstrap.ModuleSpec(fullname, None)
         spec.submodule_search_locations = [package]
         return spec
     return None
+
+
+def init_module_attrs(spec: Any, module: Any, *, override: bool = False) -> Any:
+    """CPython 3.11's `_init_module_attrs`, a plain module's attributes read from its dict."""
+    if override or type(module) is not _MODULE:
+        return _INIT_MODULE_ATTRS(spec, module, override=override)
+    attrs = module.__dict__
+    if "__getattr__" in attrs or spec.loader is None:  # (a namespace package's loader is made)
+        return _INIT_MODULE_ATTRS(spec, module, override=override)
+    if attrs.get("__name__") is None:
+        module.__name__ = spec.name
+    if attrs.get("__loader__") is None:
+        module.__loader__ = spec.loader
+    if attrs.get("__package__") is None:
+        module.__package__ = spec.parent
+    module.__spec__ = spec
+    if attrs.get("__path__") is None and spec.submodule_search_locations is not None:
+        module.__path__ = spec.submodule_search_locations
+    if spec.has_location:
+        if attrs.get("__file__") is None:
+            module.__file__ = spec.origin
+        if attrs.get("__cached__") is None and spec.cached is not None:
+            module.__cached__ = spec.cached
+    return module
 
 
 def applies() -> bool:
@@ -104,13 +138,15 @@ def applies() -> bool:
 
 
 def install() -> None:
-    """Replace the two helpers in `importlib._bootstrap_external` (where `applies()`)."""
+    """Replace the three helpers in the import system (where `applies()`)."""
     if applies():
         _external.cache_from_source = cache_from_source
         _external.FileFinder.find_spec = find_spec
+        _bootstrap._init_module_attrs = init_module_attrs
 
 
 def uninstall() -> None:
     """CPython's own helpers again (the tests)."""
     _external.cache_from_source = _CACHE_FROM_SOURCE
     _external.FileFinder.find_spec = _FIND_SPEC
+    _bootstrap._init_module_attrs = _INIT_MODULE_ATTRS

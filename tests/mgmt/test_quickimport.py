@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.machinery import FileFinder, ModuleSpec
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,67 @@ def test_the_command_installs_them_and_a_run_imports_as_before(tmp_path: Path) -
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["mgmt.quickimport", "mgmt.quickimport"]
     assert (tmp_path / "a").read_text() == "a\n"
+
+
+_WHERE = ("_path", "path", "name")  # what a loader is made of
+
+
+def _attrs_made(
+    new_spec: Callable[[], ModuleSpec | None], make: Any = None, **preset: Any
+) -> tuple[Any, Any]:
+    """The dict of a new module after `_init_module_attrs(spec, module)`, CPython's and
+    quickimport's, each with a spec `new_spec()` makes (CPython's gives a namespace package's
+    spec its loader), and the spec (`make`: how the module is made; `preset`: attributes it
+    has first)."""
+
+    def call() -> Any:
+        spec = new_spec()
+        assert spec is not None
+        module = (make or type(sys))(spec.name)
+        for name, value in preset.items():
+            setattr(module, name, value)
+        quickimport._bootstrap._init_module_attrs(spec, module)
+        made = dict(vars(module))
+        assert made["__spec__"] is spec
+        del made["__spec__"]
+        loader = made.get("__loader__")  # (a namespace package's is made anew: compared by kind)
+        if loader is not None:
+            made["__loader__"] = (type(loader), *(getattr(loader, a, 0) for a in _WHERE))
+        return made, type(spec.loader), getattr(spec.loader, "_path", None)
+
+    return _both(call)
+
+
+def test_a_new_modules_attributes_are_cpythons(tmp_path: Path) -> None:
+    names = sorted({name for _, name in _run_modules()})
+    (tmp_path / "ns").mkdir()
+    (tmp_path / "plain.txt").write_text("")
+    loader = quickimport._external.SourceFileLoader("nowhere", "/x.py")
+    specs: list[Callable[[], ModuleSpec | None]] = [
+        *(functools.partial(importlib.util.find_spec, name) for name in names),
+        lambda: FileFinder(str(tmp_path)).find_spec("ns"),  # a namespace package: no loader
+        lambda: importlib.util.spec_from_file_location("plain", tmp_path / "plain.txt"),
+        lambda: ModuleSpec("nowhere", loader),
+        lambda: ModuleSpec("origin", None, origin="somewhere"),
+    ]
+    for new_spec in specs:
+        ours, theirs = _attrs_made(new_spec)
+        assert ours == theirs, new_spec
+    ns = _attrs_made(specs[-4])[0]
+    assert ns[0]["__file__"] is None  # (and the loader CPython gives a namespace package)
+    assert ns[1] is quickimport._external.NamespaceLoader
+    assert ns[2] == [str(tmp_path / "ns")]
+
+    def spec() -> ModuleSpec | None:
+        return importlib.util.find_spec("mgmt.quickimport")
+
+    for preset in ({"__file__": "/else"}, {"__loader__": None}, {"__getattr__": len}):
+        ours, theirs = _attrs_made(spec, **preset)
+        assert ours == theirs, preset
+
+    class Module(type(sys)):  # type: ignore[misc]
+        __file__ = property(lambda self: "/a/property")
+
+    ours, theirs = _attrs_made(spec, Module)
+    assert ours == theirs
+    assert "__file__" not in ours[0]  # (CPython's own: a subclass's attributes are asked)
