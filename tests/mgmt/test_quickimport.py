@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from importlib.machinery import FileFinder, ModuleSpec
@@ -15,8 +14,7 @@ from typing import Any
 import pytest
 
 from mgmt import quickimport
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.mgmt.test_startup import _one_file_graph, _python
 
 pytestmark = pytest.mark.skipif(not quickimport.applies(), reason="CPython 3.11 on POSIX only")
 
@@ -126,6 +124,8 @@ def _run_modules() -> list[tuple[str, str]]:
     """(directory searched, module name) of every module a cron run imports from a file."""
     script = (
         "import sys\n"
+        "from mgmt import full_site\n"
+        "full_site()\n"  # (started as the launcher starts it: -S)
         "from mgmt import agent, cli\n"
         "import resources.file\n"
         "for name, m in sorted(sys.modules.items()):\n"
@@ -133,17 +133,8 @@ def _run_modules() -> list[tuple[str, str]]:
         "    if spec is not None and spec.origin and spec.has_location:\n"
         "        print(name, spec.origin)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert out.returncode == 0, out.stderr
     found = []
-    for line in out.stdout.splitlines():
+    for line in _python(script).splitlines():
         name, origin = line.split(" ", 1)
         where = os.path.dirname(origin)
         if origin.endswith(f"{os.sep}__init__.py"):
@@ -197,11 +188,7 @@ def test_a_finder_sees_a_module_written_after_its_listing_was_read(tmp_path: Pat
 
 
 def test_the_command_installs_them_and_a_run_imports_as_before(tmp_path: Path) -> None:
-    graph = tmp_path / "g.yaml"
-    graph.write_text(
-        f"graph: g\nresources:\n  file:\n    - name: a\n      path: {tmp_path}/a\n"
-        '      content: "a\\n"\n'
-    )
+    graph = _one_file_graph(tmp_path, "a")
     script = (
         "import atexit, sys, _frozen_importlib_external as e\n"
         "from mgmt.__main__ import main\n"
@@ -210,16 +197,7 @@ def test_the_command_installs_them_and_a_run_imports_as_before(tmp_path: Path) -
         "e.FileFinder.find_spec.__module__))\n"
         "main()\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-S", "-c", script, str(graph)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["mgmt.quickimport", "mgmt.quickimport"]
+    assert _python(script, str(graph)).split() == ["mgmt.quickimport", "mgmt.quickimport"]
     assert (tmp_path / "a").read_text() == "a\n"
 
 
