@@ -80,6 +80,9 @@ def main() -> int:
                 return code  # let the interpreter say it
             os._exit(code)
     try:
+        from mgmt import quickimport
+
+        quickimport.install()  # first: the imports from here on find and load for less
         full_site()
         from engine.collector import lasting
 

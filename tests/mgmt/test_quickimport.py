@@ -1,0 +1,265 @@
+"""mgmt.quickimport: the import system's two helpers, made cheaper, answer as CPython's do."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Iterator
+from importlib.machinery import FileFinder, ModuleSpec
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mgmt import quickimport
+from tests.mgmt.test_startup import _one_file_graph, _python
+
+pytestmark = pytest.mark.skipif(not quickimport.applies(), reason="CPython 3.11 on POSIX only")
+
+ORIGINAL_FIND_SPEC = quickimport._FIND_SPEC
+ORIGINAL_CACHE_FROM_SOURCE = quickimport._CACHE_FROM_SOURCE
+
+
+@pytest.fixture(autouse=True)
+def _cpythons_own() -> Iterator[None]:
+    """Each test compares against CPython's helpers: installed or not, they are put back."""
+    before = (quickimport._external.cache_from_source, FileFinder.find_spec)
+    quickimport.uninstall()
+    yield
+    quickimport._external.cache_from_source, FileFinder.find_spec = before  # type: ignore[method-assign]
+
+
+def _both(call: Any) -> tuple[Any, Any]:
+    """`call()`'s result or exception type with CPython's helpers, then with quickimport's."""
+    out = []
+    for install in (quickimport.uninstall, quickimport.install):
+        install()
+        try:
+            out.append(call())
+        except Exception as err:  # compared: the same kind of failure
+            out.append(type(err))
+        finally:
+            quickimport.uninstall()
+    return out[0], out[1]
+
+
+PATHS = [
+    "/usr/lib/python3.11/os.py",
+    "/a/b/c.py",
+    "/a//b.py",
+    "a/b.py",
+    "a//b.py",
+    "b.py",
+    "/b.py",
+    "/a/b.c.py",
+    "/a/.hidden",
+    "/a/noext",
+    "/a/b.py/",
+    "/a/b/",
+    "",
+    "/a/b.pyw",
+    "/a/b.pyc",
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_source_files_bytecode_path_is_cpythons(path: str) -> None:
+    def call() -> Any:
+        return quickimport._external.cache_from_source(path)
+
+    ours, theirs = _both(call)
+    assert ours == theirs
+
+
+def test_bytecode_paths_off_the_common_case_are_cpythons(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes and path objects, an optimization level, debug_override and a pycache prefix
+    go to CPython's function."""
+    for path in (b"/a/b.py", Path("/a/b.py")):
+        ours, theirs = _both(lambda p=path: quickimport._external.cache_from_source(p))
+        assert ours == theirs
+    assert ours == importlib.util.cache_from_source(Path("/a/b.py"))
+    for optimization in ("", 1, 2, "x!"):
+        ours, theirs = _both(
+            lambda o=optimization: quickimport._external.cache_from_source(
+                "/a/b.py", optimization=o
+            )
+        )
+        assert ours == theirs
+    monkeypatch.setattr(sys, "pycache_prefix", "/tmp/prefix")
+    ours, theirs = _both(lambda: quickimport._external.cache_from_source("/a/b.py"))
+    assert ours == theirs == "/tmp/prefix/a/b.cpython-311.pyc"
+
+
+def _spec_fields(spec: ModuleSpec | None) -> Any:
+    if spec is None:
+        return None
+    loader = spec.loader
+    return (
+        spec.name,
+        spec.origin,
+        type(loader),
+        getattr(loader, "path", None),
+        getattr(loader, "name", None),
+        spec.submodule_search_locations,
+        spec.cached,
+        spec.has_location,
+        spec.parent,
+    )
+
+
+def _found(directory: str, name: str) -> tuple[Any, Any]:
+    """What a FileFinder of `directory` (as the import system makes one) finds for `name`,
+    with CPython's find_spec and with quickimport's: a new finder each, its listing read."""
+    hook = sys.path_hooks[-1]  # FileFinder.path_hook(...): the import system's own
+
+    def call() -> Any:
+        return _spec_fields(hook(directory).find_spec(name))
+
+    return _both(call)
+
+
+def _run_modules() -> list[tuple[str, str]]:
+    """(directory searched, module name) of every module a cron run imports from a file."""
+    script = (
+        "import sys\n"
+        "from mgmt import full_site\n"
+        "full_site()\n"  # (started as the launcher starts it: -S)
+        "from mgmt import agent, cli\n"
+        "import resources.file\n"
+        "for name, m in sorted(sys.modules.items()):\n"
+        "    spec = getattr(m, '__spec__', None)\n"
+        "    if spec is not None and spec.origin and spec.has_location:\n"
+        "        print(name, spec.origin)\n"
+    )
+    found = []
+    for line in _python(script).splitlines():
+        name, origin = line.split(" ", 1)
+        where = os.path.dirname(origin)
+        if origin.endswith(f"{os.sep}__init__.py"):
+            where = os.path.dirname(where)  # a package: found in the directory above
+        found.append((where, name))
+    return found
+
+
+def test_every_module_a_run_imports_is_found_as_cpython_finds_it() -> None:
+    modules = _run_modules()
+    assert len(modules) > 100
+    assert any(name == "yaml._yaml" for _, name in modules)  # an extension module among them
+    for directory, name in modules:
+        ours, theirs = _found(directory, name)
+        assert ours == theirs, name
+        assert ours is not None, name
+
+
+def test_packages_namespaces_bytecode_and_absent_names_are_found_as_cpython_finds_them(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "ns").mkdir()  # no __init__: a namespace package's portion
+    (tmp_path / "mod.py").write_text("")
+    (tmp_path / "both").mkdir()  # a directory without __init__ and a module of that name
+    (tmp_path / "both.py").write_text("")
+    (tmp_path / "compiled.pyc").write_bytes(b"")
+    (tmp_path / "ext.so").write_bytes(b"")
+    (tmp_path / "ext.so.py").write_text("")  # odd: a name that ends in one suffix, then another
+    (tmp_path / "Case.py").write_text("")
+    for name in ("pkg", "ns", "mod", "both", "compiled", "ext", "absent", "case", "Case", "a.mod"):
+        ours, theirs = _found(str(tmp_path), name)
+        assert ours == theirs, name
+    assert _found(str(tmp_path), "ns")[0][5] == [str(tmp_path / "ns")]
+    assert _found(str(tmp_path), "both")[0][1] == str(tmp_path / "both.py")
+
+
+def test_a_finder_sees_a_module_written_after_its_listing_was_read(tmp_path: Path) -> None:
+    """The directory's mtime is still read at each lookup: a new file is found."""
+    (tmp_path / "first.py").write_text("")
+    quickimport.install()
+    finder = sys.path_hooks[-1](str(tmp_path))
+    assert finder.find_spec("first") is not None
+    assert finder.find_spec("second") is None
+    (tmp_path / "second.py").write_text("")
+    os.utime(tmp_path, ns=(0, 0))  # (a listing read in the same mtime tick: made different)
+    spec = finder.find_spec("second")
+    assert spec is not None
+    assert spec.origin == str(tmp_path / "second.py")
+
+
+def test_the_command_installs_them_and_a_run_imports_as_before(tmp_path: Path) -> None:
+    graph = _one_file_graph(tmp_path, "a")
+    script = (
+        "import atexit, sys, _frozen_importlib_external as e\n"
+        "from mgmt.__main__ import main\n"
+        "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
+        "atexit.register(lambda: print(e.cache_from_source.__module__, "
+        "e.FileFinder.find_spec.__module__))\n"
+        "main()\n"
+    )
+    assert _python(script, str(graph)).split() == ["mgmt.quickimport", "mgmt.quickimport"]
+    assert (tmp_path / "a").read_text() == "a\n"
+
+
+_WHERE = ("_path", "path", "name")  # what a loader is made of
+
+
+def _attrs_made(
+    new_spec: Callable[[], ModuleSpec | None], make: Any = None, **preset: Any
+) -> tuple[Any, Any]:
+    """The dict of a new module after `_init_module_attrs(spec, module)`, CPython's and
+    quickimport's, each with a spec `new_spec()` makes (CPython's gives a namespace package's
+    spec its loader), and the spec (`make`: how the module is made; `preset`: attributes it
+    has first)."""
+
+    def call() -> Any:
+        spec = new_spec()
+        assert spec is not None
+        module = (make or type(sys))(spec.name)
+        for name, value in preset.items():
+            setattr(module, name, value)
+        quickimport._bootstrap._init_module_attrs(spec, module)
+        made = dict(vars(module))
+        assert made["__spec__"] is spec
+        del made["__spec__"]
+        loader = made.get("__loader__")  # (a namespace package's is made anew: compared by kind)
+        if loader is not None:
+            made["__loader__"] = (type(loader), *(getattr(loader, a, 0) for a in _WHERE))
+        return made, type(spec.loader), getattr(spec.loader, "_path", None)
+
+    return _both(call)
+
+
+def test_a_new_modules_attributes_are_cpythons(tmp_path: Path) -> None:
+    names = sorted({name for _, name in _run_modules()})
+    (tmp_path / "ns").mkdir()
+    (tmp_path / "plain.txt").write_text("")
+    loader = quickimport._external.SourceFileLoader("nowhere", "/x.py")
+    specs: list[Callable[[], ModuleSpec | None]] = [
+        *(functools.partial(importlib.util.find_spec, name) for name in names),
+        lambda: FileFinder(str(tmp_path)).find_spec("ns"),  # a namespace package: no loader
+        lambda: importlib.util.spec_from_file_location("plain", tmp_path / "plain.txt"),
+        lambda: ModuleSpec("nowhere", loader),
+        lambda: ModuleSpec("origin", None, origin="somewhere"),
+    ]
+    for new_spec in specs:
+        ours, theirs = _attrs_made(new_spec)
+        assert ours == theirs, new_spec
+    ns = _attrs_made(specs[-4])[0]
+    assert ns[0]["__file__"] is None  # (and the loader CPython gives a namespace package)
+    assert ns[1] is quickimport._external.NamespaceLoader
+    assert ns[2] == [str(tmp_path / "ns")]
+
+    def spec() -> ModuleSpec | None:
+        return importlib.util.find_spec("mgmt.quickimport")
+
+    for preset in ({"__file__": "/else"}, {"__loader__": None}, {"__getattr__": len}):
+        ours, theirs = _attrs_made(spec, **preset)
+        assert ours == theirs, preset
+
+    class Module(type(sys)):  # type: ignore[misc]
+        __file__ = property(lambda self: "/a/property")
+
+    ours, theirs = _attrs_made(spec, Module)
+    assert ours == theirs
+    assert "__file__" not in ours[0]  # (CPython's own: a subclass's attributes are asked)
