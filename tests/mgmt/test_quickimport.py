@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from mgmt import quickimport
-from tests.mgmt.test_startup import _one_file_graph, _python
+from tests.mgmt.test_startup import _one_file_graph, _python, own_tmpdir  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not quickimport.applies(), reason="CPython 3.11 on POSIX only")
 

@@ -17,6 +17,16 @@ from mgmt.config import option_fields
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def own_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runs' $TMPDIR of their own: a --tmp-prefix run removes the prefixes that killed
+    runs left in it (tmpprefix.sweep, which imports shutil): in the shared /tmp, what other
+    tests' killed agents left made a no-op run import a module it defers (seen by perfstart5)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(mode=0o700)
+    monkeypatch.setenv("TMPDIR", str(tmp))
+
+
 def _started(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run `script` in a new interpreter started as the `mgmt` launcher starts it (-S)."""
     return subprocess.run(
