@@ -950,6 +950,12 @@ def _release(vertices: Iterable[Vertex]) -> None:
             vertex.poke()
 
 
+# First checks (of vertices that never succeeded) at once, while the window is not stalled
+# (engine.slots): enough to keep the 8 I/O threads fed, few enough that what they ready on the
+# loop at once leaves its turns short for a drift's repair.
+FIRST_CHECKS = 64
+
+
 def check_limit() -> int:
     """How many check_applies may run at once: a quarter of the descriptors the process may
     open. A check may hold descriptors (a file's directory) while it waits for an I/O thread:
@@ -1134,8 +1140,9 @@ class Engine:
         self.retries: dict[Key, int] = {}
         self._semas: dict[str, asyncio.Semaphore] = {}
         self._global_sema = Slots(sema) if sema > 0 else None
-        # check_applies at once (0: from the descriptor limit, see check_limit()).
-        self._checks = Slots(max_checks or check_limit())
+        # check_applies at once (0: from the descriptor limit, see check_limit()); first checks
+        # through a window of FIRST_CHECKS (engine.slots).
+        self._checks = Slots(max_checks or check_limit(), FIRST_CHECKS)
         self.gate = Gate()  # closed by stop(): check_applies not begun then never begin
         self._clock = itertools.count(1)
         self._startups: list[Vertex] = []  # listening vertices owed their startup event

@@ -81,3 +81,68 @@ async def test_urgent_holders_go_first_and_ordinary_ones_still_get_a_turn() -> N
         *[f"o{i}" for i in range(2, 20)],
     ]
     assert order == want and slots.free == 1
+
+
+async def test_the_window_bounds_ordinary_holders_not_urgent_ones() -> None:
+    """At most `window` ordinary holders at once, each new one let in as one leaves, in their
+    order of arrival; an urgent one takes a free slot past those waiting for the window."""
+    slots = Slots(10, window=2)
+    order: list[str] = []
+    active = peak = 0
+    release = asyncio.Event()
+    names = [f"o{i}" for i in range(8)]
+    queued = {name: asyncio.Event() for name in names}
+
+    async def hold(name: str) -> None:
+        nonlocal active, peak
+        queued[name].set()  # in the same step as its arrival at the slots (no await between)
+        async with slots:
+            order.append(name)
+            active += 1
+            peak = max(peak, active)
+            await release.wait()
+            active -= 1
+
+    tasks = [asyncio.create_task(hold(name)) for name in names]
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in queued.values())), 10)
+    assert order == ["o0", "o1"] and slots.free == 8
+    async with slots.urgent():  # not held up by the window
+        assert slots.free == 7
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert order == names and peak == 2 and slots.free == 10
+
+
+async def test_a_window_held_by_slow_holders_grows() -> None:
+    """Ordinary holders that each wait for all of them to be in (as slow checks hold theirs):
+    none leaves, so the window grows (after STALL s without a leaver) until all are in."""
+    slots = Slots(100, window=2)
+    count = 7
+    inside = 0
+    all_in = asyncio.Event()
+
+    async def hold() -> None:
+        nonlocal inside
+        async with slots:
+            inside += 1
+            if inside == count:
+                all_in.set()
+            await all_in.wait()
+
+    tasks = [asyncio.create_task(hold()) for _ in range(count)]
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)  # a bound that prevents a hang
+    assert slots.free == 100
+    # back to its size: a new holder waits for the window again
+    arrived = asyncio.Event()
+
+    async def third() -> None:
+        arrived.set()  # in the same step as its arrival at the slots (no await between)
+        async with slots:
+            pass
+
+    async with slots, slots:
+        waiter = asyncio.create_task(third())
+        await asyncio.wait_for(arrived.wait(), 10)
+        assert not waiter.done()
+    await asyncio.wait_for(waiter, 10)
+    assert slots.free == 100
