@@ -15,10 +15,19 @@ bounded by it), a new one let in as one leaves. The engine's first checks go thr
 5,000 first checks that `check_limit()` let run at once each readied a callback on the event
 loop at each of their hops (their jobs' replies from the I/O threads, the slots' hand-offs),
 and on a loop kept busy by a first run the turns grew to 100-400 callbacks (10-90 ms each); a
-drift's repair waits for four or five turns. The window bounds what the first checks have on
-the loop at once, not how long one may take: when no ordinary holder has left for STALL
-seconds while others wait for the window (slow checks: commands, the network), the window
-grows by its size, until fewer than its size hold it again.
+drift's repair waits for four or five turns. The window bounds what the first checks put on
+a busy loop at once, not how long one may take nor how many run on a loop that keeps up.
+While ordinary holders wait for it, a timer looks every TICK seconds:
+
+- no ordinary holder left since the last look (slow checks: commands, the network): the
+  window grows by its size;
+- else the timer ran at most LATE seconds late (the loop keeps up: a first run waiting for
+  the disk's fsyncs, whose jobs the I/O threads take together): it grows by its size too, up
+  to `size` (a window of 64 alone cost a 1,000-file first run ~10% more CPU, in smaller
+  batches);
+- else (the loop is busy) it halves, down to its size.
+
+It is back to its size once fewer than its size hold it.
 """
 
 from __future__ import annotations
@@ -29,8 +38,10 @@ from types import TracebackType
 
 # Urgent holders served in a row while ordinary ones wait, before one of those is served.
 URGENT_RUN = 8
-# Seconds without an ordinary holder leaving, others waiting for the window, before it grows.
-STALL = 0.05
+# Seconds between two looks at a window that ordinary holders wait for (see the module doc).
+TICK = 0.01
+# How late the look's timer may run for the loop to count as keeping up.
+LATE = 0.001
 
 
 class _Lane:
@@ -55,18 +66,20 @@ class _Lane:
 class Slots(_Lane):
     """`async with slots:` takes a slot in the ordinary lane; `slots.urgent()`'s, ahead."""
 
-    def __init__(self, size: int, window: int = 0) -> None:
+    def __init__(self, size: int, window: int = 0, tick: float = TICK) -> None:
         super().__init__(self, urgent=False)
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._run = 0  # urgent hand-offs in a row while ordinary holders waited
         self._lane = _Lane(self, urgent=True)
+        self._size = size
         self._window = window or size  # ordinary holders at once, as given
-        self._open = self._window  # the same, grown while they stall (see the module doc)
+        self._open = self._window  # the same, as the looks made it (see the module doc)
         self._ordinary = 0  # ordinary holders
-        self._left = False  # an ordinary holder left since the stall timer was set
-        self._stall: asyncio.TimerHandle | None = None
+        self._left = False  # an ordinary holder left since the look's timer was set
+        self._look: asyncio.TimerHandle | None = None
+        self._tick = tick
 
     def urgent(self) -> _Lane:
         """The same slots, taken ahead of the ordinary waiters (see the module doc)."""
@@ -85,7 +98,7 @@ class Slots(_Lane):
         waiter = asyncio.get_running_loop().create_future()
         (self._urgent if urgent else self._waiters).append(waiter)
         if not urgent:
-            self._watch_stall()
+            self._watch()
         try:
             await waiter
         except asyncio.CancelledError:
@@ -99,7 +112,7 @@ class Slots(_Lane):
             self._ordinary -= 1
             self._left = True
             if self._ordinary < self._window:
-                self._open = self._window  # the stall is over
+                self._open = self._window
         self._free += 1
         self._hand_on()
 
@@ -133,23 +146,26 @@ class Slots(_Lane):
                 return waiter
         return None
 
-    def _watch_stall(self) -> None:
-        """Ordinary holders wait for the window: look again in STALL s (one timer)."""
-        if self._stall is None and self._ordinary >= self._open:
+    def _watch(self) -> None:
+        """Ordinary holders wait for the window: look again in a tick (one timer)."""
+        if self._look is None and self._ordinary >= self._open:
             self._left = False
-            self._stall = asyncio.get_running_loop().call_later(STALL, self._stalled)
+            self._look = asyncio.get_running_loop().call_later(self._tick, self._looked)
 
-    def _stalled(self) -> None:
-        self._stall = None
+    def _looked(self) -> None:
+        look, self._look = self._look, None
+        late = asyncio.get_running_loop().time() - look.when() if look is not None else 0.0
         waiters = self._waiters
         while waiters and waiters[0].done():  # cancelled while waiting
             waiters.popleft()
         if not waiters:
             return
-        if not self._left:
-            self._open += self._window  # none left: slow holders, let more in
-            self._hand_on()
-        self._watch_stall()
+        if not self._left or late <= LATE:
+            self._open = min(self._open + self._window, self._size)
+        else:
+            self._open = max(self._open // 2, self._window)
+        self._hand_on()
+        self._watch()
 
     @property
     def free(self) -> int:

@@ -98,8 +98,9 @@ async def test_urgent_holders_go_first_and_ordinary_ones_still_get_a_turn() -> N
 
 async def test_the_window_bounds_ordinary_holders_not_urgent_ones() -> None:
     """At most `window` ordinary holders at once, each new one let in as one leaves, in their
-    order of arrival; an urgent one takes a free slot past those waiting for the window."""
-    slots = Slots(10, window=2)
+    order of arrival; an urgent one takes a free slot past those waiting for the window (no
+    look at the window in the test's time: it would grow it)."""
+    slots = Slots(10, window=2, tick=3600)
     holders = Holders(slots, 8)
     await holders.all_arrived()
     assert holders.order == [0, 1] and slots.free == 8
@@ -111,7 +112,8 @@ async def test_the_window_bounds_ordinary_holders_not_urgent_ones() -> None:
 
 async def test_a_window_held_by_slow_holders_grows() -> None:
     """Ordinary holders that each wait for all of them to be in (as slow checks hold theirs):
-    none leaves, so the window grows (after STALL s without a leaver) until all are in."""
+    none leaves, so the window grows (at each look, TICK s apart, none having left) until all
+    are in."""
     slots = Slots(100, window=2)
     count = 7
     inside = 0
@@ -127,18 +129,4 @@ async def test_a_window_held_by_slow_holders_grows() -> None:
 
     tasks = [asyncio.create_task(hold()) for _ in range(count)]
     await asyncio.wait_for(asyncio.gather(*tasks), 30)  # a bound that prevents a hang
-    assert slots.free == 100
-    # back to its size: a new holder waits for the window again
-    arrived = asyncio.Event()
-
-    async def third() -> None:
-        arrived.set()  # in the same step as its arrival at the slots (no await between)
-        async with slots:
-            pass
-
-    async with slots, slots:
-        waiter = asyncio.create_task(third())
-        await asyncio.wait_for(arrived.wait(), 10)
-        assert not waiter.done()
-    await asyncio.wait_for(waiter, 10)
     assert slots.free == 100
