@@ -950,10 +950,11 @@ def _release(vertices: Iterable[Vertex]) -> None:
             vertex.poke()
 
 
-# First checks (of vertices that never succeeded) at once, while the window is not stalled
-# (engine.slots): enough to keep the 8 I/O threads fed, few enough that what they ready on the
-# loop at once leaves its turns short for a drift's repair.
-FIRST_CHECKS = 64
+# First checks (of vertices that never succeeded) at once while the loop is busy (engine.slots'
+# window): few enough that what they ready on the loop at once leaves its turns short for a
+# drift's repair; 64 cost a 1,000-file first run ~12% more CPU than no window (more, smaller
+# batches of replies and turns), 128 ~4% (docs/benchmarks.md, "2026-12-05, late").
+FIRST_CHECKS = 128
 
 
 def check_limit() -> int:

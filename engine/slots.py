@@ -23,8 +23,7 @@ While ordinary holders wait for it, a timer looks every TICK seconds:
   window grows by its size;
 - else the timer ran at most LATE seconds late (the loop keeps up: a first run waiting for
   the disk's fsyncs, whose jobs the I/O threads take together): it grows by its size too, up
-  to `size` (a window of 64 alone cost a 1,000-file first run ~10% more CPU, in smaller
-  batches);
+  to `size` (a fixed window cost a 1,000-file first run more CPU: more, smaller batches);
 - else (the loop is busy) it halves, down to its size.
 
 It is back to its size once fewer than its size hold it.
