@@ -6,15 +6,15 @@ callbacks at once, over and over, and nothing else ran meanwhile (no drift repai
 status socket silent, the service watchdog unfed). `sliced` hands out the items of such a
 batch and gives the loop a turn after each slice of them.
 
-A slice's size follows the loop: each slice and the turn after it (what the slice readied,
-such as the first steps of the vertices it started, and everything else ready) is aimed at
-TURN seconds. A fixed slice of 500 vertices started made turns of 40-100 ms during a
-20,000-file swap (a vertex's start readies a callback or two in each of the next few turns:
-its init, its startup event, its first check), and a drift's repair, which takes four or five
-turns (its inotify event, its worker, its check's hops to an I/O thread and back), waited
-for each of them. So a batch starts with LEAST items, then each slice is sized from the last
-one's turn: at most twice the last, at most SLICE, at least LEAST (a loop kept busy by other
-work still moves the batch on).
+A slice's size follows its own work: each slice is sized from the time the caller spent on the
+last one, aimed at WORK seconds. A fixed slice of 500 vertices started made turns of 40-100 ms
+during a 20,000-file swap (a vertex's start also readies a callback or two in each of the next
+few turns: its init, its startup event, its first check), and a drift's repair, which takes
+four or five turns (its inotify event, its worker, its check's hops to an I/O thread and
+back), waited for each of them. So a batch starts with LEAST items, then each slice is at most
+twice the last, at most SLICE, at least LEAST. (Sized from the turn after it too, everything
+else the loop ran included, the slices of a swap's cheap loops shrank to LEAST on a loaded
+machine, and a 40,000-file swap took twice as long.)
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ T = TypeVar("T")
 SLICE = 500
 # Items per slice, at least (the first slice's size).
 LEAST = 16
-# Seconds a slice and the loop's turn after it are aimed at.
-TURN = 0.002
+# Seconds of the caller's work a slice is aimed at.
+WORK = 0.0005
 
 
 async def sliced(items: Iterable[T]) -> AsyncIterator[list[T]]:
@@ -48,15 +48,14 @@ async def sliced(items: Iterable[T]) -> AsyncIterator[list[T]]:
         if len(chunk) == size:
             began = time.perf_counter()
             yield chunk
+            size = next_size(size, time.perf_counter() - began)
             chunk = []
             await asyncio.sleep(0)
-            took = time.perf_counter() - began
-            size = next_size(size, took)
     if chunk:
         yield chunk
 
 
 def next_size(size: int, took: float) -> int:
-    """The next slice's size, after a slice of `size` whose work and turn took `took` s."""
-    fits = int(size * TURN / took) if took > 0 else SLICE
+    """The next slice's size, after a slice of `size` whose work took `took` s."""
+    fits = int(size * WORK / took) if took > 0 else SLICE
     return max(LEAST, min(SLICE, 2 * size, fits))

@@ -15,7 +15,7 @@ import pytest
 
 from engine.engine import Engine
 from engine.events import VertexChanged
-from engine.slices import LEAST, SLICE, TURN, next_size, sliced
+from engine.slices import LEAST, SLICE, WORK, next_size, sliced
 from tests.engine.conftest import make_graph, settle
 
 N = 8 * SLICE
@@ -70,10 +70,10 @@ async def test_sliced_gives_the_loop_a_turn_after_every_slice() -> None:
 
 
 async def test_a_slice_that_takes_long_keeps_the_next_ones_small() -> None:
-    """Each item costing a millisecond of the loop, a slice and its turn take at least its
-    size in milliseconds, over TURN: the next slice is as small as may be (the load of the
-    machine only makes the slices longer, never bigger)."""
-    assert TURN <= 0.002
+    """Each item costing a millisecond of the loop, a slice's work takes at least its size in
+    milliseconds, over WORK: the next slice is as small as may be (the load of the machine
+    only makes the work longer, never the slices bigger)."""
+    assert WORK <= 0.002
     sizes = []
     async for part in sliced(range(8 * LEAST)):
         sizes.append(len(part))
@@ -85,10 +85,10 @@ async def test_a_slice_that_takes_long_keeps_the_next_ones_small() -> None:
 
 
 def test_the_next_slice_fits_the_turn() -> None:
-    assert next_size(100, TURN / 2) == 200  # twice at most
-    assert next_size(100, TURN * 4) == 25
-    assert next_size(100, TURN * 1000) == LEAST
-    assert next_size(SLICE, TURN / 10) == SLICE
+    assert next_size(100, WORK / 2) == 200  # twice at most
+    assert next_size(100, WORK * 4) == 25
+    assert next_size(100, WORK * 1000) == LEAST
+    assert next_size(SLICE, WORK / 10) == SLICE
 
 
 @pytest.mark.usefixtures("collector")
