@@ -5,6 +5,7 @@ a time."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -52,12 +53,17 @@ async def test_a_drift_during_a_first_run_is_repaired_before_it_ends(tmp_path: P
             first.unlink()  # drift of a file the run has made
             await wait_path(first, has_content("number 0\n"), timeout=120)
             assert not any("converged:" in line for line in daemon.lines)  # held by the exec
-            release(fifo)
+            # once the command has the FIFO open (a blocking open waits for its reader)
+            writer = await asyncio.wait_for(asyncio.to_thread(os.open, fifo, os.O_WRONLY), 120)
+            os.write(writer, b"go\n")
+            os.close(writer)
             await daemon.wait_log("converged:", timeout=240)
             for i in range(N):
                 assert (tmp_path / "out" / f"f{i}").read_text() == f"number {i}\n"
             daemon.signal(signal.SIGTERM)
             assert await daemon.wait(60) == 0
-    finally:  # a failure midway leaves no command reading the FIFO (it ignores SIGTERM)
+    finally:  # a failure midway leaves no command reading the FIFO (it ignores SIGTERM)...
         with contextlib.suppress(OSError):
             release(fifo)
+        with contextlib.suppress(OSError):  # ...nor the test's open waiting for a reader
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
