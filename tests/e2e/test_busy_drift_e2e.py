@@ -19,16 +19,17 @@ N = 3000
 
 
 def graph(tmp_path: Path) -> str:
-    fifo = tmp_path / "hold"
-    lines = ["graph: busy", "resources:", "  exec:", "    - name: hold"]
-    lines += [f"      cmd: \"trap '' TERM; read x < {fifo}\"", "      shell: /bin/sh", "  file:"]
-    for i in range(N):
-        lines += [
-            f"    - name: f{i}",
-            f"      path: {tmp_path}/out/f{i}",
-            f'      content: "number {i}\\n"',
-        ]
-    return "\n".join(lines) + "\n"
+    """The exec that holds the run open, then the N files."""
+    hold = f"""graph: busy
+resources:
+  exec:
+    - name: hold
+      cmd: "trap '' TERM; read x < {tmp_path}/hold"
+      shell: /bin/sh
+  file:
+"""
+    entry = '    - name: f{0}\n      path: {1}/out/f{0}\n      content: "number {0}\\n"\n'
+    return hold + "".join(entry.format(i, tmp_path) for i in range(N))
 
 
 def release(fifo: Path) -> None:
