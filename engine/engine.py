@@ -950,6 +950,13 @@ def _release(vertices: Iterable[Vertex]) -> None:
             vertex.poke()
 
 
+# First checks (of vertices that never succeeded) at once while the loop is busy (engine.slots'
+# window): few enough that what they ready on the loop at once leaves its turns short for a
+# drift's repair; 64 cost a 1,000-file first run ~12% more CPU than no window (more, smaller
+# batches of replies and turns), 128 ~4% (docs/benchmarks.md, "2026-12-05, late").
+FIRST_CHECKS = 128
+
+
 def check_limit() -> int:
     """How many check_applies may run at once: a quarter of the descriptors the process may
     open. A check may hold descriptors (a file's directory) while it waits for an I/O thread:
@@ -1145,8 +1152,9 @@ class Engine:
         self.retries: dict[Key, int] = {}
         self._semas: dict[str, asyncio.Semaphore] = {}
         self._global_sema = Slots(sema) if sema > 0 else None
-        # check_applies at once (0: from the descriptor limit, see check_limit()).
-        self._checks = Slots(max_checks or check_limit())
+        # check_applies at once (0: from the descriptor limit, see check_limit()); first checks
+        # through a window of FIRST_CHECKS (engine.slots).
+        self._checks = Slots(max_checks or check_limit(), FIRST_CHECKS)
         self.gate = Gate()  # closed by stop(): check_applies not begun then never begin
         self._clock = itertools.count(1)
         self._startups: list[Vertex] = []  # listening vertices owed their startup event

@@ -9,6 +9,24 @@ Two lanes: `urgent()` waits in a lane of its own, served first (the engine's rep
 resources already checked, ahead of a first run's or a swap's first checks: a drift of a file
 already created waited 8-29 s behind 50,000 first checks), but after URGENT_RUN urgent hand-offs
 in a row a waiting ordinary holder is served once: neither lane starves.
+
+A window: with `window`, at most that many ordinary holders at once (the urgent lane is not
+bounded by it), a new one let in as one leaves. The engine's first checks go through it: the
+5,000 first checks that `check_limit()` let run at once each readied a callback on the event
+loop at each of their hops (their jobs' replies from the I/O threads, the slots' hand-offs),
+and on a loop kept busy by a first run the turns grew to 100-400 callbacks (10-90 ms each); a
+drift's repair waits for four or five turns. The window bounds what the first checks put on
+a busy loop at once, not how long one may take nor how many run on a loop that keeps up.
+While ordinary holders wait for it, a timer looks every TICK seconds:
+
+- no ordinary holder left since the last look (slow checks: commands, the network): the
+  window grows by its size;
+- else the timer ran at most LATE seconds late (the loop keeps up: a first run waiting for
+  the disk's fsyncs, whose jobs the I/O threads take together): it grows by its size too, up
+  to `size` (a fixed window cost a 1,000-file first run more CPU: more, smaller batches);
+- else (the loop is busy) it halves, down to its size.
+
+It is back to its size once fewer than its size hold it.
 """
 
 from __future__ import annotations
@@ -19,6 +37,10 @@ from types import TracebackType
 
 # Urgent holders served in a row while ordinary ones wait, before one of those is served.
 URGENT_RUN = 8
+# Seconds between two looks at a window that ordinary holders wait for (see the module doc).
+TICK = 0.01
+# How late the look's timer may run for the loop to count as keeping up.
+LATE = 0.001
 
 
 class _Lane:
@@ -37,19 +59,26 @@ class _Lane:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._slots.release()
+        self._slots.release(self._is_urgent)
 
 
 class Slots(_Lane):
     """`async with slots:` takes a slot in the ordinary lane; `slots.urgent()`'s, ahead."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, window: int = 0, tick: float = TICK) -> None:
         super().__init__(self, urgent=False)
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._run = 0  # urgent hand-offs in a row while ordinary holders waited
         self._lane = _Lane(self, urgent=True)
+        self._size = size
+        self._window = window or size  # ordinary holders at once, as given
+        self._open = self._window  # the same, as the looks made it (see the module doc)
+        self._ordinary = 0  # ordinary holders
+        self._left = False  # an ordinary holder left since the look's timer was set
+        self._look: asyncio.TimerHandle | None = None
+        self._tick = tick
 
     def urgent(self) -> _Lane:
         """The same slots, taken ahead of the ordinary waiters (see the module doc)."""
@@ -57,29 +86,85 @@ class Slots(_Lane):
 
     async def take(self, urgent: bool) -> None:
         """Wait for a slot in the urgent lane or the ordinary one (`release()` gives it back)."""
-        if self._free > 0 and not self._waiters and not self._urgent:
-            self._free -= 1
-            return
+        if self._free > 0 and not self._urgent:
+            if urgent:  # (ordinary waiters with a slot free wait for the window)
+                self._free -= 1
+                return
+            if not self._waiters and self._ordinary < self._open:
+                self._free -= 1
+                self._ordinary += 1
+                return
         waiter = asyncio.get_running_loop().create_future()
         (self._urgent if urgent else self._waiters).append(waiter)
+        if not urgent:
+            self._watch()
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self.release()  # handed a slot, then cancelled: pass it on
+                self.release(urgent)  # handed a slot, then cancelled: pass it on
             raise
 
-    def release(self) -> None:
-        urgent, ordinary = self._urgent, self._waiters
-        lanes = (ordinary, urgent) if self._run >= URGENT_RUN else (urgent, ordinary)
-        for lane in lanes:
-            while lane:
-                waiter = lane.popleft()
-                if not waiter.done():  # else it was cancelled while waiting
-                    self._run = self._run + 1 if lane is urgent and ordinary else 0
-                    waiter.set_result(None)
-                    return
+    def release(self, urgent: bool = False) -> None:
+        """Give back a slot taken in the `urgent` lane or the ordinary one."""
+        if not urgent:
+            self._ordinary -= 1
+            self._left = True
+            if self._ordinary < self._window:
+                self._open = self._window
         self._free += 1
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        """Hand the free slots to the waiters the lanes' rules let in."""
+        urgent, ordinary = self._urgent, self._waiters
+        while self._free > 0:
+            admit = self._ordinary < self._open
+            lanes = (ordinary, urgent) if self._run >= URGENT_RUN else (urgent, ordinary)
+            for lane in lanes:
+                if lane is ordinary and not admit:
+                    continue
+                waiter = self._first(lane)
+                if waiter is None:
+                    continue
+                self._run = self._run + 1 if lane is urgent and ordinary and admit else 0
+                self._free -= 1
+                if lane is ordinary:
+                    self._ordinary += 1
+                waiter.set_result(None)
+                break
+            else:
+                return
+
+    @staticmethod
+    def _first(lane: deque[asyncio.Future[None]]) -> asyncio.Future[None] | None:
+        """The first waiter of `lane` still waiting (those cancelled while waiting dropped)."""
+        while lane:
+            waiter = lane.popleft()
+            if not waiter.done():
+                return waiter
+        return None
+
+    def _watch(self) -> None:
+        """Ordinary holders wait for the window: look again in a tick (one timer)."""
+        if self._look is None and self._ordinary >= self._open:
+            self._left = False
+            self._look = asyncio.get_running_loop().call_later(self._tick, self._looked)
+
+    def _looked(self) -> None:
+        look, self._look = self._look, None
+        late = asyncio.get_running_loop().time() - look.when() if look is not None else 0.0
+        waiters = self._waiters
+        while waiters and waiters[0].done():  # cancelled while waiting
+            waiters.popleft()
+        if not waiters:
+            return
+        if not self._left or late <= LATE:
+            self._open = min(self._open + self._window, self._size)
+        else:
+            self._open = max(self._open // 2, self._window)
+        self._hand_on()
+        self._watch()
 
     @property
     def free(self) -> int:

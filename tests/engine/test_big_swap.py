@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
+import time
 import weakref
 
 import pytest
 
 from engine.engine import Engine
 from engine.events import VertexChanged
-from engine.slices import SLICE, sliced
+from engine.slices import LEAST, SLICE, WORK, next_size, sliced
 from tests.engine.conftest import make_graph, settle
 
 N = 8 * SLICE
@@ -59,9 +61,34 @@ async def test_sliced_gives_the_loop_a_turn_after_every_slice() -> None:
     seen = [(part, turns) async for part in sliced(range(3 * SLICE + 1))]
     ticking.cancel()
     assert [item for part, _ in seen for item in part] == list(range(3 * SLICE + 1))
-    assert [len(part) for part, _ in seen] == [SLICE, SLICE, SLICE, 1]
+    sizes = [len(part) for part, _ in seen]
+    assert sizes[0] == LEAST and all(size <= SLICE for size in sizes)
+    # each at most twice the last one
+    assert all(b <= 2 * a for a, b in itertools.pairwise(sizes[:-1]))
     # one turn of the loop after each full slice
-    assert [t - seen[0][1] for _, t in seen] == [0, 1, 2, 3]
+    assert [t - seen[0][1] for _, t in seen] == list(range(len(seen)))
+
+
+async def test_a_slice_that_takes_long_keeps_the_next_ones_small() -> None:
+    """Each item costing a millisecond of the loop, a slice's work takes at least its size in
+    milliseconds, over WORK: the next slice is as small as may be (the load of the machine
+    only makes the work longer, never the slices bigger)."""
+    assert WORK <= 0.002
+    sizes = []
+    async for part in sliced(range(8 * LEAST)):
+        sizes.append(len(part))
+        for _ in part:
+            busy_until = time.perf_counter() + 0.001
+            while time.perf_counter() < busy_until:  # the item's work on the loop
+                pass
+    assert sizes == [LEAST] * 8
+
+
+def test_the_next_slice_fits_the_turn() -> None:
+    assert next_size(100, WORK / 2) == 200  # twice at most
+    assert next_size(100, WORK * 4) == 25
+    assert next_size(100, WORK * 1000) == LEAST
+    assert next_size(SLICE, WORK / 10) == SLICE
 
 
 @pytest.mark.usefixtures("collector")
