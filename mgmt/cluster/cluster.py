@@ -1053,7 +1053,13 @@ class Cluster:
         alive = set(await self._read_prefix(HOSTS, values=False))
         if leader.name in alive:
             if self._headless is not None and self._headless[2]:
-                log.info("the cluster's leader %s has a live agent again", leader.name)
+                hung = self._headless[0]
+                if hung == leader.name:
+                    log.info("the cluster's leader %s has a live agent again", hung)
+                else:  # taken over (or elected anew): the hung agent may still hang
+                    log.info(
+                        "the cluster's leader is now %s (a live agent), not %s", leader.name, hung
+                    )
             self._headless = None
             return
         now = time.monotonic()
