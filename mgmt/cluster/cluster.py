@@ -1043,15 +1043,18 @@ class Cluster:
         restarted from its data dir registers within it), every agent says so, once, and the
         first (by name) voting member with a live agent asks the leader's etcd to hand it the
         leadership (etcd's MoveLeader); its agent then reconciles. Each agent counts the grace
-        from when it saw the key gone: one whose grace ends after the move says nothing."""
+        from when it saw the key gone: one whose grace ends after the move says nothing.
+        While no leader is known (an election, the move itself), what was seen is kept: one
+        that said the leader hung names the next leader it finds alive."""
         status = await self.client.status()
         members = await self.client.members()
         leader = next((m for m in members if m.id == status.leader), None)
-        if leader is None or not leader.name or leader.name == self.host:
-            self._headless = None
+        if leader is None or not leader.name:
             return
-        alive = set(await self._read_prefix(HOSTS, values=False))
-        if leader.name in alive:
+        alive: set[str] = set()
+        if leader.name != self.host:
+            alive = set(await self._read_prefix(HOSTS, values=False))
+        if leader.name == self.host or leader.name in alive:
             if self._headless is not None and self._headless[2]:
                 hung = self._headless[0]
                 if hung == leader.name:
@@ -1099,6 +1102,7 @@ class Cluster:
             return
         finally:
             await probe.close()
+        self._headless = None  # this line says who leads now
         log.warning("moved the cluster's leadership from %s (no live agent) to this host", name)
 
     async def _reconcile(self) -> None:
