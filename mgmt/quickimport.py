@@ -24,7 +24,7 @@ Together -9 M instructions (-3.5%) of a 100-file cron run (docs/benchmarks.md). 
 are CPython's: tests/mgmt/test_quickimport.py compares all three with CPython's own for every
 module a run imports, for packages, namespace packages, extension modules, and odd paths.
 
-And `Index`, a finder put first on `sys.meta_path`: the spec of each module a run imports,
+And `Index`, a finder put before CPython's own on `sys.meta_path`: the spec of each module a run imports,
 from an index of where each is (`scripts/install.sh` records it at the end of a small run),
 without the search of the path entries (-4.5 M instructions, docs/benchmarks.md, "Start-up,
 2026-12-05, night"). Read only when trusted; an answer given only while the directories it
@@ -146,15 +146,32 @@ def applies() -> bool:
 
 
 def install() -> None:
-    """Replace the three helpers in the import system, and put the index's finder first
-    (where `applies()`; the finder only with a trusted index: `Index.load`)."""
+    """Replace the three helpers in the import system, and put the index's finder before
+    CPython's own finders (where `applies()`; the finder only with a trusted index:
+    `Index.load`)."""
     if applies():
         _external.cache_from_source = cache_from_source
         _external.FileFinder.find_spec = find_spec
         _bootstrap._init_module_attrs = init_module_attrs
-        index = Index.load(index_path())
-        if index is not None:
-            sys.meta_path.insert(0, index)
+        at = _index_place()
+        index = None if at is None else Index.load(index_path())
+        if at is not None and index is not None:
+            sys.meta_path.insert(at, index)
+
+
+def _index_place() -> int | None:
+    """Where the index's finder goes on `sys.meta_path`: right before CPython's own finders
+    that come before its `PathFinder` (builtin, frozen: never asked for a name in the index),
+    after every other (one that a `sitecustomize` or a `.pth` file put first is still asked
+    first); None without a `PathFinder` there."""
+    finders = sys.meta_path
+    path_finder = _external.PathFinder
+    if path_finder not in finders:
+        return None
+    at = finders.index(path_finder)
+    while at and finders[at - 1] in (_bootstrap.BuiltinImporter, _bootstrap.FrozenImporter):
+        at -= 1
+    return at
 
 
 def uninstall() -> None:

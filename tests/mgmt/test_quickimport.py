@@ -221,6 +221,27 @@ def test_the_command_puts_the_index_first_when_there_is_one(tmp_path: Path) -> N
     assert (tmp_path / "a").read_text() == "a\n"
 
 
+def test_the_index_comes_after_a_finder_put_first_before_the_command_started(
+    tmp_path: Path,
+) -> None:
+    """A finder a `sitecustomize` put first is still asked first (tests/e2e/test_cli.py's
+    stop signal during the imports relies on one); the index's, before CPython's own."""
+    if quickimport.Index.load(quickimport.index_path()) is None:
+        pytest.skip("no index here (scripts/install.sh records it)")
+    script = (
+        "import sys\n"
+        "class Mine:\n"
+        "    find_spec = staticmethod(lambda *args: None)\n"
+        "sys.meta_path.insert(0, Mine)\n"
+        "from mgmt import quickimport\n"
+        "quickimport.install()\n"
+        "print([getattr(f, '__name__', type(f).__name__) for f in sys.meta_path])\n"
+    )
+    assert _python(script) == str(
+        ["Mine", "Index", "BuiltinImporter", "FrozenImporter", "PathFinder"]
+    )
+
+
 # The index: recorded from what a process imported, its answers PathFinder's while nothing changed
 
 _RECORDED_AND_COMPARED = """
