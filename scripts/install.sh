@@ -130,6 +130,22 @@ printf '#!%s -SP\nimport sys\nsys.path.append(%s)\nfrom mgmt.__main__ import mai
     "$PWD/.venv/bin/python" "$(.venv/bin/python -c 'import os; print(repr(os.getcwd()))')" >.venv/bin/mgmt
 # Byte-compile now: with PYTHONDONTWRITEBYTECODE set, every run would compile from source.
 .venv/bin/python -m compileall -q engine resources mgmt >/dev/null
+# The index of where the modules a run imports are (mgmt/quickimport.py, `Index`): recorded at
+# the end of a first run of a one-file graph, in a directory of its own, with engine.uring (a
+# first run's writes of many files at once import it, not this run's one).
+index_run=$(mktemp -d)
+printf 'graph: index\nresources:\n  file:\n    - name: f\n      path: %s/f\n      content: "f\\n"\n' \
+    "$index_run" >"$index_run/g.yaml"
+.venv/bin/python -SP -c 'import sys
+sys.path.append(sys.argv[1])
+from mgmt import quickimport
+quickimport.record_at_exit()
+import engine.uring
+sys.argv[:2] = ["mgmt"]
+from mgmt.__main__ import main
+sys.exit(main())' "$PWD" run --converged-timeout=0 --tmp-prefix --no-watch --quiet yaml "$index_run/g.yaml" >/dev/null 2>&1 ||
+    echo "mgmt: the import index was not recorded (mgmt starts without it)" >&2
+rm -rf "$index_run"
 # A running agent does not pick the new code up as a whole: it imports a kind's module on first
 # use, so it would run new modules in its old engine (engine/codestamp.py says so when it does).
 echo "mgmt: installed; restart running agents (systemctl restart mgmt): until then they run the code they started with" >&2

@@ -1,4 +1,5 @@
-"""mgmt.quickimport: the import system's two helpers, made cheaper, answer as CPython's do."""
+"""mgmt.quickimport: the import system's helpers, made cheaper, and the index of a run's
+modules answer as CPython's do."""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ ORIGINAL_CACHE_FROM_SOURCE = quickimport._CACHE_FROM_SOURCE
 def _cpythons_own() -> Iterator[None]:
     """Each test compares against CPython's helpers: installed or not, they are put back."""
     before = (quickimport._external.cache_from_source, FileFinder.find_spec)
+    meta_path = sys.meta_path[:]
     quickimport.uninstall()
     yield
     quickimport._external.cache_from_source, FileFinder.find_spec = before  # type: ignore[method-assign]
+    sys.meta_path[:] = meta_path
 
 
 def _both(call: Any) -> tuple[Any, Any]:
@@ -199,6 +202,185 @@ def test_the_command_installs_them_and_a_run_imports_as_before(tmp_path: Path) -
     )
     assert _python(script, str(graph)).split() == ["mgmt.quickimport", "mgmt.quickimport"]
     assert (tmp_path / "a").read_text() == "a\n"
+
+
+def test_the_command_puts_the_index_first_when_there_is_one(tmp_path: Path) -> None:
+    """scripts/install.sh records the index (this checkout's: the tests run from it)."""
+    if quickimport.Index.load(quickimport.index_path()) is None:
+        pytest.skip("no index here (scripts/install.sh records it)")
+    graph = _one_file_graph(tmp_path, "a")
+    script = (
+        "import atexit, sys\n"
+        "from mgmt.__main__ import main\n"
+        "sys.argv[1:] = ['run', '--converged-timeout=0', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
+        "atexit.register(lambda: print([getattr(f, '__name__', type(f).__name__) for f in sys.meta_path]))\n"
+        "main()\n"
+    )
+    finders = _python(script, str(graph))
+    assert finders.index("'Index'") < finders.index("'PathFinder'"), finders
+    assert (tmp_path / "a").read_text() == "a\n"
+
+
+def test_the_index_comes_after_a_finder_put_first_before_the_command_started(
+    tmp_path: Path,
+) -> None:
+    """A finder a `sitecustomize` put first is still asked first (tests/e2e/test_cli.py's
+    stop signal during the imports relies on one); the index's, before CPython's own."""
+    if quickimport.Index.load(quickimport.index_path()) is None:
+        pytest.skip("no index here (scripts/install.sh records it)")
+    script = (
+        "import sys\n"
+        "class Mine:\n"
+        "    find_spec = staticmethod(lambda *args: None)\n"
+        "sys.meta_path.insert(0, Mine)\n"
+        "from mgmt import quickimport\n"
+        "quickimport.install()\n"
+        "print([getattr(f, '__name__', type(f).__name__) for f in sys.meta_path])\n"
+    )
+    assert _python(script) == str(
+        ["Mine", "Index", "BuiltinImporter", "FrozenImporter", "PathFinder"]
+    )
+
+
+# The index: recorded from what a process imported, its answers PathFinder's while nothing changed
+
+_RECORDED_AND_COMPARED = """
+import sys
+from importlib.machinery import PathFinder
+from mgmt import full_site
+full_site()  # (started as the launcher starts it: -S)
+from mgmt import agent, cli, quickimport
+import resources.file
+
+def shown(spec):
+    if spec is None:
+        return None
+    loader = spec.loader
+    return (spec.name, spec.origin, type(loader), loader.name, loader.path,
+            spec.submodule_search_locations, spec.cached, spec.has_location, spec.parent)
+
+quickimport.record(sys.argv[1], settled=0)
+index = quickimport.Index.load(sys.argv[1])
+for name in sorted(index.modules):
+    parent = name.rpartition(".")[0]
+    path = sys.modules[parent].__path__ if parent else None
+    ours = shown(index.find_spec(name, path))
+    print(name, ours is not None, ours == shown(PathFinder.find_spec(name, path)))
+"""
+
+
+def test_the_index_of_a_runs_modules_answers_as_the_path_finder_does(tmp_path: Path) -> None:
+    index = tmp_path / "index.txt"
+    lines = _python(_RECORDED_AND_COMPARED, str(index)).splitlines()
+    answers = {name: rest for name, rest in (line.split(" ", 1) for line in lines)}
+    assert len(answers) > 100
+    assert {"yaml._yaml", "mgmt", "asyncio", "mgmt.agent", "typing", "_asyncio"} <= set(answers)
+    assert {rest for rest in answers.values()} == {"True True"}, answers
+    for left_out in ("sys", "os", "posix", "codecs"):  # builtin or frozen: never in it
+        assert left_out not in answers
+    assert oct(index.stat().st_mode & 0o777) == oct(0o644)
+
+
+_STALE = """
+import os, sys
+from mgmt import quickimport
+early, lib, index = sys.argv[1:4]
+sys.path[:0] = [early, lib]
+for directory in (early, lib, lib + "/pkgq"):
+    os.utime(directory, (1e9, 1e9))  # (old: a change now is another time, whatever the tick)
+import alphaq, pkgq.sub
+quickimport.record(index, settled=0)
+found = quickimport.Index.load(index)
+
+def answers():
+    return [
+        found.find_spec(name, path) is not None
+        for name, path in (("alphaq", None), ("pkgq", None), ("pkgq.sub", pkgq.__path__))
+    ]
+
+print(answers())
+change = sys.argv[4]
+if change == "added":
+    open(lib + "/other.py", "w").close()
+elif change == "shadowed":
+    open(early + "/alphaq.py", "w").close()
+elif change == "package":
+    open(lib + "/pkgq/more.py", "w").close()
+elif change == "path":
+    sys.path.remove(lib)
+print(answers())
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "after"),
+    [
+        ("nothing", [True, True, True]),
+        ("added", [False, False, True]),  # a file beside the module: its directory changed
+        ("shadowed", [False, False, True]),  # an entry before it on the path changed
+        ("package", [True, False, False]),  # the package's own directory changed
+        ("path", [False, False, True]),  # its path entry gone
+    ],
+)
+def test_the_index_answers_nothing_that_depends_on_a_changed_directory(
+    tmp_path: Path, change: str, after: list[bool]
+) -> None:
+    early, lib = tmp_path / "early", tmp_path / "lib"
+    (lib / "pkgq").mkdir(parents=True)
+    early.mkdir()
+    (lib / "alphaq.py").write_text("")
+    (lib / "pkgq" / "__init__.py").write_text("")
+    (lib / "pkgq" / "sub.py").write_text("")
+    index = tmp_path / "index.txt"
+    out = _python(_STALE, str(early), str(lib), str(index), change).splitlines()
+    assert out == [str([True, True, True]), str(after)]
+
+
+def _recorded(tmp_path: Path) -> Path:
+    """An index recorded by a process that imported a module of its own (tmp_path/lib)."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "alphaq.py").write_text("")
+    os.utime(lib, (1e9, 1e9))
+    index = tmp_path / "cache" / "index.txt"
+    index.parent.mkdir(mode=0o755)
+    script = (
+        "import sys\n"
+        "from mgmt import quickimport\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import alphaq\n"
+        "quickimport.record(sys.argv[2], settled=0)\n"
+    )
+    _python(script, str(lib), str(index))
+    return index
+
+
+def test_an_index_is_read_only_when_trusted(tmp_path: Path) -> None:
+    index = _recorded(tmp_path)
+    assert quickimport.Index.load(str(index)) is not None
+    text = index.read_text()
+    assert "alphaq\ts\tm\t" in text
+    index.chmod(0o666)  # writable by others
+    assert quickimport.Index.load(str(index)) is None
+    index.chmod(0o644)
+    index.parent.chmod(0o775)  # its directory writable by the group
+    assert quickimport.Index.load(str(index)) is None
+    index.parent.chmod(0o755)
+    link = index.parent / "link.txt"
+    link.symlink_to(index)  # no symlink followed
+    assert quickimport.Index.load(str(link)) is None
+    for bad in (
+        text.replace("mgmt import index 1", "mgmt import index 0"),  # another version's
+        text + "not\tan entry\n",
+        text + "#" * (1 << 20),  # too big to be one
+    ):
+        index.write_text(bad)
+        assert quickimport.Index.load(str(index)) is None
+    index.write_text(text)
+    assert quickimport.Index.load(str(index)) is not None
+    if os.geteuid() == 0:  # another user's: not trusted (chown needs root)
+        os.chown(index, 65534, 65534)
+        assert quickimport.Index.load(str(index)) is None
 
 
 _WHERE = ("_path", "path", "name")  # what a loader is made of
