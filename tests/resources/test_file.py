@@ -1466,6 +1466,51 @@ async def test_a_first_run_checks_each_file_once(tmp_path: Path, max_checks: int
         await engine.stop(graceful=False)
 
 
+async def test_a_drift_in_a_managed_directory_checks_that_file_alone(tmp_path: Path) -> None:
+    """A managed directory's state does not depend on its entries: a file of it deleted or
+    chmod-ed is repaired without a check of the directory. Before, the directory was checked
+    for each event of the file's repair (~4), and each check poked all of its files (through
+    their automatic edges): 1,000 files in a directory made each repair ~35 ms of CPU, not 1."""
+    from engine.engine import Engine
+    from engine.events import CheckApplied
+    from engine.graph import Graph
+    from tests.engine.conftest import settle
+
+    out = tmp_path / "out"
+    graph = Graph("files")
+    graph.add(FileRes(name="dir", path=f"{out}/", mode="0755"))
+    for i in range(20):
+        graph.add(FileRes(name=f"f{i}", path=f"{out}/f{i}", content=f"number {i}\n"))
+    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+    checks: dict[str, int] = {}
+    engine.listeners.subscribe(
+        CheckApplied,
+        lambda e: checks.__setitem__(e.vertex.res.name, checks.get(e.vertex.res.name, 0) + 1),
+    )
+    try:
+        await engine.apply(graph)
+        await settle(engine)
+        assert any(len(edges) == 20 for edges in engine.graph.succ.values())  # autoedges
+        checks.clear()
+        (out / "f7").unlink()
+        await settle(engine, lambda: checks.get("f7", 0) >= 1)
+        await settle(engine)
+        # The directory's events come in order: once a later drift is repaired, those of
+        # f7's repair have been read (and their checks run, settle()).
+        os.chmod(out / "f3", 0o600)
+        await settle(engine, lambda: checks.get("f3", 0) >= 1)
+        await settle(engine)
+        assert (out / "f7").read_text() == "number 7\n"
+        assert checks == {"f7": 1, "f3": 1}
+        # The directory's own drift is still an event, and repaired.
+        os.chmod(out, 0o700)
+        await settle(engine, lambda: checks.get("dir", 0) >= 1)
+        await settle(engine)
+        assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    finally:
+        await engine.stop(graceful=False)
+
+
 def test_the_files_of_a_directory_share_their_list_of_parents() -> None:
     """autoedges() asks for the nearest managed parent directory; the list of parents is
     built once per directory, not once per file (half of add_autoedges at 10,000 files)."""
