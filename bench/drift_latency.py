@@ -34,7 +34,6 @@ the agent's; the figures say which was used.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -45,7 +44,18 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from common import MGMT, ROOT, checkout, fmt_ms, percentiles, run_script, terminate
+from common import (
+    MGMT,
+    ROOT,
+    Parser,
+    checkout,
+    fmt_ms,
+    percentiles,
+    run_script,
+    seconds,
+    terminate,
+    whole,
+)
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -164,18 +174,18 @@ async def agent(
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=200, help="drifts of each kind per round")
-    parser.add_argument("--busy", type=int, default=0, help="busy-loop processes beside it")
+    parser = Parser()
+    parser.add_argument("--count", type=whole(1), default=200, help="drifts of each kind per round")
+    parser.add_argument("--busy", type=whole(0), default=0, help="busy-loop processes beside it")
     parser.add_argument("--nice", type=int, default=-10, help="the agent's --nice under load")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds of all configurations")
+    parser.add_argument("--rounds", type=whole(1), default=1, help="rounds of all configurations")
     parser.add_argument("--observer-nice", type=int, default=0, help="this process's nice level")
     parser.add_argument("--baseline", type=Path, help="another checkout, measured alternately")
     parser.add_argument(
-        "--pause", type=float, default=0, help="ms between a repair and the next drift"
+        "--pause", type=seconds, default=0, help="ms between a repair and the next drift"
     )
     parser.add_argument(
-        "--siblings", type=int, default=0, help="N more files in its directory, managed too"
+        "--siblings", type=whole(0), default=0, help="N more files in its directory, managed too"
     )
     args = parser.parse_args()
     if args.baseline is not None:
