@@ -440,11 +440,13 @@ class PathWatcher:
             fresh = bool(new_dirs)
         hub.register(self, desired, self._registered)
         self._registered = desired
-        if fresh and hub.refused:
-            # A directory watch the kernel refused (out of watches) put nothing in place: no
-            # look again for it (each re-sync was refused again, 64 times: a first run of
-            # 10,000 files out of watches took 84 s, not 4.5).
-            fresh = any(path not in hub.refused for path in new_dirs)
+        if fresh and (hub.refused or isinstance(hub.inotify, Blind)):
+            # A directory watch the kernel refused (out of watches, or no inotify instance at
+            # all) put nothing in place: no look again for it (each re-sync was refused again,
+            # 64 times: a first run of 10,000 files out of watches took 84 s, not 4.5, and
+            # without an instance 225 s).
+            blind = isinstance(hub.inotify, Blind)
+            fresh = not blind and any(path not in hub.refused for path in new_dirs)
         return fresh
 
     def _desired(
