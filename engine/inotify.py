@@ -147,7 +147,8 @@ def _limit_hint(what: str, code: int) -> str:
     if there is not None and there < now:
         return (
             f"; this user namespace's limit {nsname} is {there:,} (the host's {name}: "
-            f"{now:,}): raise it where the namespace is made (sysctl -w {nsname}=...)"
+            f"{now:,}): raise it where the namespace is made, e.g. to the host's "
+            f"(sysctl -w {nsname}={now})"
         )
     return (
         f"; the kernel limit {name} is {now:,} (per user): raise it, e.g. "

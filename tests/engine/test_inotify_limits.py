@@ -97,6 +97,8 @@ def test_a_real_kernel_limit_is_said_once_and_the_graph_still_applied(
     errors = [line for line in out.splitlines() if says in line]
     assert len(errors) == 1, out
     assert f"this user namespace's limit user.{limit} is {value}" in errors[0]
+    host = int(Path(f"/proc/sys/fs/inotify/{limit.replace('inotify_', 'user_')}").read_text())
+    assert f"sysctl -w user.{limit}={host})" in errors[0]  # a value to set, the host's
     assert sorted(p.name for p in files.rglob("f*") if p.is_file()) == sorted(
         f"f{i}" for i in range(30)
     )
