@@ -18,7 +18,6 @@ with that checkout too, right after this tree's. Each case prints the load avera
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import tempfile
@@ -26,7 +25,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import MGMT, base_launcher, checkout, files_graph, fmt_ms, percentiles, run_script
+from common import (
+    MGMT,
+    Parser,
+    base_launcher,
+    checkout,
+    files_graph,
+    fmt_ms,
+    percentiles,
+    run_script,
+    whole,
+)
 
 BOUND = 600.0  # seconds: a hang-preventing bound for the agent's steps
 
@@ -169,8 +178,8 @@ CASES = {"first-run": first_run, "swap": swap, "clash": clash}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=20000)
+    parser = Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=whole(2), default=20000)
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--base", type=Path, help="another checkout, run after this tree's")
     args = parser.parse_args()

@@ -54,7 +54,17 @@ from asyncio.subprocess import PIPE, STDOUT, Process, create_subprocess_exec
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from common import ROOT, checkout, cluster_agent_argv, fmt_ms, percentiles, run_script, terminate
+from common import (
+    ROOT,
+    Parser,
+    checkout,
+    cluster_agent_argv,
+    fmt_ms,
+    percentiles,
+    run_script,
+    terminate,
+    whole,
+)
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -349,9 +359,9 @@ def stage_report(stages: Path, marks: Marks) -> list[str]:
 
 
 def options() -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=100, help="changes per round and tree")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser = Parser()
+    parser.add_argument("--count", type=whole(1), default=100, help="changes per round and tree")
+    parser.add_argument("--rounds", type=whole(1), default=1)
     parser.add_argument("--baseline", type=Path, help="another checkout, measured alternately")
     parser.add_argument("--nice", type=int, default=0, help="also this tree's agents at --nice N")
     parser.add_argument("--stages", action="store_true", help="also the time of each stage")

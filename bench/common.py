@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import inspect
 import os
@@ -13,11 +14,47 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_MGMT = ROOT / ".venv" / "bin" / "mgmt"
 MGMT = [str(VENV_MGMT)] if VENV_MGMT.exists() else [sys.executable, "-m", "mgmt"]
+
+
+class Parser(argparse.ArgumentParser):
+    """A script's arguments: a bad one is refused in one line, before anything starts
+    (`scale.py: argument --sizes: must be at least 1, not 0`), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def whole(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number, at least `low` (a count of 0 ended in a traceback
+    after the agents had started, or never ended)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a duration, not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:  # (NaN too)
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
 
 
 def make_absent(out: Path, aside: Path, delete: bool) -> None:

@@ -11,6 +11,10 @@ Target: p50 <= 2 ms, p99 <= 10 ms; also with `--busy 2`: two busy-loop processes
 `--pause MS` waits that long after each repair before the next drift (default 0: back to back,
 which leaves the agent no time for work it does after a repair, such as its spare copy).
 
+`--siblings N` also manages the file's directory (`mode: "0755"`) and N other files in it:
+a drift then has a managed parent and N siblings (before 2026-12-05, night, each repair checked
+the directory again and poked all N: ~40 ms of CPU at N = 1,000).
+
 `--baseline DIR` measures the agent of another checkout too (e.g. `git archive BASE | tar -x -C
 DIR`), each configuration alternately with this tree's, and prints both.
 
@@ -25,12 +29,11 @@ drift and the inotify observer) at nice M, so that its own wait for a core is no
 the agent's; the figures say which was used.
 
     .venv/bin/python bench/drift_latency.py [--count 200] [--busy 2] [--nice -10] [--rounds 2]
-        [--observer-nice -10] [--baseline DIR] [--pause MS]
+        [--observer-nice -10] [--baseline DIR] [--pause MS] [--siblings N]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -41,7 +44,18 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from common import MGMT, ROOT, checkout, fmt_ms, percentiles, run_script, terminate
+from common import (
+    MGMT,
+    ROOT,
+    Parser,
+    checkout,
+    fmt_ms,
+    percentiles,
+    run_script,
+    seconds,
+    terminate,
+    whole,
+)
 
 sys.path.insert(0, str(ROOT))
 from engine.watcher import PathWatcher
@@ -117,45 +131,61 @@ async def busy_loops(count: int, unnice: list[str]) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def agent(
-    work: Path, nice: int, unnice: list[str], tree: Path
+    work: Path, nice: int, unnice: list[str], tree: Path, siblings: int = 0
 ) -> AsyncIterator[tuple[Path, int]]:
-    """A running agent of `tree` enforcing one file (returned once it holds the content).
+    """A running agent of `tree` enforcing one file (returned once it holds the content; with
+    `siblings`, once they do too: their directory managed, and that many files beside it).
 
     The file is removed first: the content left by the previous agent would say "ready" before
     this one had started, and the first drift measured its start-up (0.2-2 s, issue 16)."""
     path = work / "out" / "hello"
     path.unlink(missing_ok=True)
+    others = [path.with_name(f"sibling{i}") for i in range(siblings)]
+    for other in others:
+        other.unlink(missing_ok=True)
     graph = work / "graph.yaml"
-    graph.write_text(
+    text = (
         f"graph: drift\nresources:\n  file:\n    - name: hello\n      path: {path}\n"
         f'      content: "hello world\\n"\n'
     )
+    if siblings:
+        text += f'    - name: dir\n      path: {path.parent}/\n      mode: "0755"\n'
+        text += "".join(
+            f'    - name: {other.name}\n      path: {other}\n      content: "hello world\\n"\n'
+            for other in others
+        )
+    graph.write_text(text)
     proc = await asyncio.create_subprocess_exec(
         *unnice, *(MGMT if tree == ROOT else [sys.executable, "-m", "mgmt"]), "run",
         "--nice", str(nice), "--tmp-prefix", "yaml", str(graph),
         stderr=asyncio.subprocess.DEVNULL, cwd=tree,
     )  # fmt: skip
     try:
-        async with asyncio.timeout(20), PathWatcher([path]) as watcher:
-            if not good(path):
-                async for _ in watcher:
-                    if good(path):
-                        break
+        async with asyncio.timeout(20), PathWatcher([path.parent]) as watcher:
+            waiting, changes = [path, *others], aiter(watcher)
+            while True:
+                waiting = [one for one in waiting if not good(one)]
+                if not waiting:
+                    break
+                await anext(changes)
         yield path, proc.pid
     finally:
         await terminate([proc])
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=200, help="drifts of each kind per round")
-    parser.add_argument("--busy", type=int, default=0, help="busy-loop processes beside it")
+    parser = Parser()
+    parser.add_argument("--count", type=whole(1), default=200, help="drifts of each kind per round")
+    parser.add_argument("--busy", type=whole(0), default=0, help="busy-loop processes beside it")
     parser.add_argument("--nice", type=int, default=-10, help="the agent's --nice under load")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds of all configurations")
+    parser.add_argument("--rounds", type=whole(1), default=1, help="rounds of all configurations")
     parser.add_argument("--observer-nice", type=int, default=0, help="this process's nice level")
     parser.add_argument("--baseline", type=Path, help="another checkout, measured alternately")
     parser.add_argument(
-        "--pause", type=float, default=0, help="ms between a repair and the next drift"
+        "--pause", type=seconds, default=0, help="ms between a repair and the next drift"
+    )
+    parser.add_argument(
+        "--siblings", type=whole(0), default=0, help="N more files in its directory, managed too"
     )
     args = parser.parse_args()
     if args.baseline is not None:
@@ -177,7 +207,10 @@ async def main() -> None:
     try:
         for _ in range(args.rounds):
             for name, busy, nice, tree in configs:  # interleaved: the machine's load moves
-                async with busy_loops(busy, unnice), agent(work, nice, unnice, tree) as (path, pid):
+                async with (
+                    busy_loops(busy, unnice),
+                    agent(work, nice, unnice, tree, args.siblings) as (path, pid),
+                ):
                     for drift in DRIFTS:
                         before, cpu = switches(pid), cpu_ns(pid)
                         got = await measure(path, args.count, drift, args.pause / 1000)
@@ -189,7 +222,9 @@ async def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"drift repair, {args.count} drifts x {args.rounds} rounds per line (target p50<=2ms "
-        f"p99<=10ms), {os.cpu_count()} cores, observer at nice {args.observer_nice}:"
+        f"p99<=10ms), {os.cpu_count()} cores, observer at nice {args.observer_nice}"
+        + (f", {args.siblings} managed siblings" if args.siblings else "")
+        + ":"
     )
     if args.baseline:
         print(f"  (base: {args.baseline})")

@@ -48,7 +48,6 @@ freed), in its own directory prepared the same way.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import ctypes
 import os
@@ -65,12 +64,14 @@ from pathlib import Path
 from common import (
     MGMT,
     ROOT,
+    Parser,
     base_launcher,
     checkout,
     files_graph,
     make_absent,
     run_child,
     run_script,
+    whole,
 )
 
 Setup = Callable[[Path, Path, int], list[str]]  # (work dir, output dir, count) -> argv
@@ -362,9 +363,9 @@ def report(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = Parser()
+    parser.add_argument("--count", type=whole(1), default=100)
+    parser.add_argument("--rounds", type=whole(1), default=5)
     parser.add_argument("--base", type=Path, help="another checkout of mgmt, interleaved")
     parser.add_argument(
         "--delete-between",

@@ -11,7 +11,6 @@ with this one's, `--rounds` times; `--busy N` runs N busy loops beside each agen
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import resource
@@ -22,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, checkout, files_graph, run_script, terminate
+from common import ROOT, Parser, checkout, files_graph, run_script, seconds, terminate, whole
 
 TICKS = os.sysconf("SC_CLK_TCK")
 BUSY = "while 1: pass"
@@ -82,7 +81,7 @@ async def one(count: int, idle: float, tree: Path, busy: int) -> str:
         await reader
         return (
             f"first convergence {converged:.2f}s  peak RSS {rss:.0f} MiB  "
-            f"idle CPU {idle_cpu:.3f}s over {idle:.0f}s ({100 * idle_cpu / idle:.2f}%)  "
+            f"idle CPU {idle_cpu:.3f}s over {idle:g}s ({100 * idle_cpu / (idle or 1):.2f}%)  "
             f"stop {stop:.2f}s (CPU {stop_cpu:.2f}s)"
         )
     finally:
@@ -91,12 +90,12 @@ async def one(count: int, idle: float, tree: Path, busy: int) -> str:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--idle", type=float, default=10.0)
+    parser = Parser()
+    parser.add_argument("--sizes", type=whole(1), nargs="+", default=[1000, 10000])
+    parser.add_argument("--idle", type=seconds, default=10.0)
     parser.add_argument("--base", type=Path, help="another checkout, measured alternately")
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--busy", type=int, default=0, help="busy loops beside each agent")
+    parser.add_argument("--rounds", type=whole(1), default=1)
+    parser.add_argument("--busy", type=whole(0), default=0, help="busy loops beside each agent")
     args = parser.parse_args()
     trees = [("this", ROOT)]
     if args.base is not None:

@@ -50,7 +50,6 @@ one statement changed).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -67,6 +66,7 @@ from pathlib import Path
 from common import (
     MGMT,
     ROOT,
+    Parser,
     base_launcher,
     checkout,
     files_graph,
@@ -75,7 +75,9 @@ from common import (
     one_file,
     percentiles,
     run_script,
+    seconds,
     terminate,
+    whole,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -477,9 +479,9 @@ async def cpu(sizes: list[int], rounds: int, base: Path | None, script_name: str
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--count", type=int, default=20, help="rounds of the four changes")
+    parser = Parser()
+    parser.add_argument("--sizes", type=whole(2), nargs="+", default=[1000, 10000])
+    parser.add_argument("--count", type=whole(1), default=20, help="rounds of the four changes")
     parser.add_argument("--lang", action="store_true", help="from a program instead")
     parser.add_argument("--replace", action="store_true", help="the whole graph replaced")
     parser.add_argument("--cpu", action="store_true", help="in one process, in CPU time")
@@ -492,7 +494,7 @@ async def main() -> None:
     parser.add_argument("--base", type=Path, help="another checkout, alternately (not --lang)")
     parser.add_argument(
         "--after",
-        type=float,
+        type=seconds,
         default=0,
         help="then the loop's longest step this long after an edit",
     )

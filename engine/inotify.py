@@ -40,6 +40,7 @@ import logging
 import os
 import struct
 import subprocess
+import time
 from _thread import start_new_thread
 from collections.abc import Callable
 from pathlib import Path
@@ -113,10 +114,28 @@ LIMITS = {
 }
 
 
+# limit_hint's last answers: (what, code) -> (when, hint). Out of watches, every watch added
+# is refused, each with its hint: two reads of /proc each (a first run of 2,000 files refused
+# ~115,000 times spent 8.3 of its 15 s reading them).
+_HINTS: dict[tuple[str, int], tuple[float, str]] = {}
+HINT_FOR = 1.0  # seconds a hint is given again without reading the limits again
+
+
 def limit_hint(what: str, code: int) -> str:
-    """What to do when `what` failed with `code` because of a kernel limit ("" otherwise)."""
+    """What to do when `what` failed with `code` because of a kernel limit ("" otherwise); the
+    limits it names are read again HINT_FOR seconds after the last time."""
     if (what, code) not in LIMITS:
         return ""
+    now = time.monotonic()
+    last = _HINTS.get((what, code))
+    if last is not None and now - last[0] < HINT_FOR:
+        return last[1]
+    hint = _limit_hint(what, code)
+    _HINTS[(what, code)] = (now, hint)
+    return hint
+
+
+def _limit_hint(what: str, code: int) -> str:
     name, suggested = LIMITS[(what, code)]
     now = _sysctl(name)
     if now is None:
@@ -128,7 +147,8 @@ def limit_hint(what: str, code: int) -> str:
     if there is not None and there < now:
         return (
             f"; this user namespace's limit {nsname} is {there:,} (the host's {name}: "
-            f"{now:,}): raise it where the namespace is made (sysctl -w {nsname}=...)"
+            f"{now:,}): raise it where the namespace is made, e.g. to the host's "
+            f"(sysctl -w {nsname}={now})"
         )
     return (
         f"; the kernel limit {name} is {now:,} (per user): raise it, e.g. "

@@ -3,7 +3,9 @@
 `PathWatcher(paths)` reports every change to each path (created, deleted, written, chmod/chown,
 moved), also when a missing parent directory appears later: it watches the deepest existing
 ancestor and moves its watches down as the path comes into existence. With `recurse=True`,
-everything below a directory path counts too. Symlinks are never followed. An ancestor above
+everything below a directory path counts too; without it, a directory path's own entries do
+(created, deleted, written...), unless `entries=False`: then only the directory itself (its mode,
+owner, move or deletion), as for a directory resource. Symlinks are never followed. An ancestor above
 the watched directories moved or removed (their watches went along with it, unseen) is seen
 too: each such directory has a watch of its own move and deletion (Hub.guarded).
 
@@ -136,6 +138,9 @@ OVERFLOW = inotify.Q_OVERFLOW
 READ_EVERY = 0.005
 UNSEEN = -1  # PathWatcher.observed(): the check did not get to look (not a file type)
 ALL = "*"  # every entry of a watched directory (or every event of a watched file) matters
+# No entry of a watched directory matters, only the directory itself (its own events come
+# without a name, and reach every watcher of the path; no entry's name is empty).
+ITSELF = ""
 EVERY = frozenset((ALL,))
 
 Desired = dict[str, tuple[int, frozenset[str]]]  # absolute path -> (mask, entry names)
@@ -167,11 +172,16 @@ class PathWatcher:
         *,
         recurse: bool = False,
         checked: bool = False,
+        entries: bool = True,
         on_change: Callable[[], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.paths = [_absolute(p) for p in paths]  # str: cheaper than Path to hash
         self.recurse = recurse
+        # Without recurse, whether a change to a watched directory's entries counts (False:
+        # only the directory itself, its mode, owner, move or deletion: a directory resource
+        # of 1,000 files was checked ~4 times for each file's repair, poking all 1,000).
+        self.entries = entries or recurse
         self.owner = OWNER.get()  # the resource it watches for (see `unwatched()`)
         # A check looks the first path up after every change reported, between settle() and
         # observed(): the watcher leaves that lookup to it (see settle()).
@@ -422,14 +432,21 @@ class PathWatcher:
         else:
             desired = self._desired()
         self._owed = owed
+        new_dirs: list[str] = []
         if fresh is None:  # a loop, not any() of a generator: ~2 K instructions less a sync
-            fresh = False
             for path, (mask, _) in desired.items():
                 if mask & DIRECTORY and not hub.watches_dir(path):
-                    fresh = True
-                    break
+                    new_dirs.append(path)
+            fresh = bool(new_dirs)
         hub.register(self, desired, self._registered)
         self._registered = desired
+        if fresh and (hub.refused or isinstance(hub.inotify, Blind)):
+            # A directory watch the kernel refused (out of watches, or no inotify instance at
+            # all) put nothing in place: no look again for it (each re-sync was refused again,
+            # 64 times: a first run of 10,000 files out of watches took 84 s, not 4.5, and
+            # without an instance 225 s).
+            blind = isinstance(hub.inotify, Blind)
+            fresh = not blind and any(path not in hub.refused for path in new_dirs)
         return fresh
 
     def _desired(
@@ -494,7 +511,7 @@ class PathWatcher:
             if kind is None or kind == stat.S_IFLNK:
                 continue
             if kind == stat.S_IFDIR:
-                add(path, DIR_MASK, ALL)
+                add(path, DIR_MASK, ALL if self.entries else ITSELF)
                 if self.recurse:
                     for root, dirs, _files in os.walk(path):
                         for name in dirs:

@@ -275,6 +275,9 @@ async def test_deploy_directory_is_the_deploys_own_copy(tmp_path: Path) -> None:
         await h1.start()
         await wait_path(out / "foo/sub/b", has_content("b\n"), 30)
         assert (out / "foo/a").read_text() == "a\n"
+        # Another resource: not necessarily written when foo's tree is (it raced under load);
+        # written whole, by a rename.
+        await wait_path(out / "where", Path.is_file, 30)
         where = Path((out / "where").read_text())
         assert where.is_relative_to(h1.prefix / "deploy") and str(where).endswith("/files/foo")
 

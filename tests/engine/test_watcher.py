@@ -100,6 +100,28 @@ async def test_unrelated_entries_are_not_events(tmp_path: Path, watch: object) -
     assert await counter.quiet()
 
 
+@pytest.mark.parametrize("entries", [True, False])
+async def test_a_directory_without_its_entries_reports_itself_only(
+    tmp_path: Path, entries: bool
+) -> None:
+    """`entries=False` (a directory resource): a change to what the directory holds is no
+    event, a change to the directory itself is; by default both are."""
+    top = tmp_path / "d"
+    top.mkdir()
+    (top / "old").write_text("x")
+    async with PathWatcher([top], entries=entries) as watcher:
+        (top / "new").write_text("x")
+        (top / "new").rename(top / "renamed")
+        os.chmod(top / "renamed", 0o600)
+        (top / "old").unlink()
+        (top / "sub").mkdir()
+        assert watcher.settle() is entries  # settle() reads what the kernel queued
+        os.chmod(top, 0o700)
+        assert watcher.settle()
+        top.rename(tmp_path / "moved")
+        assert watcher.settle()
+
+
 async def test_recurse_sees_deep_changes(tmp_path: Path, watch: object) -> None:
     root = tmp_path / "tree"
     (root / "sub").mkdir(parents=True)

@@ -1427,6 +1427,18 @@ async def test_selinux_without_selinux_is_a_clear_error(tmp_path: Path, run_reso
     assert not path.exists()  # nothing applied
 
 
+def _checks_counted(engine: Any) -> dict[str, int]:
+    """The check_applies of `engine`'s resources from now on, by name."""
+    from engine.events import CheckApplied
+
+    checks: dict[str, int] = {}
+    engine.listeners.subscribe(
+        CheckApplied,
+        lambda e: checks.__setitem__(e.vertex.res.name, checks.get(e.vertex.res.name, 0) + 1),
+    )
+    return checks
+
+
 @pytest.mark.parametrize("max_checks", [0, 4])
 async def test_a_first_run_checks_each_file_once(tmp_path: Path, max_checks: int) -> None:
     """A first run in a missing directory: one check_apply per file (and one more for the
@@ -1436,7 +1448,6 @@ async def test_a_first_run_checks_each_file_once(tmp_path: Path, max_checks: int
     slot while the directory appeared was checked twice: the event counted against a check
     that had not started yet."""
     from engine.engine import Engine
-    from engine.events import CheckApplied
     from engine.graph import Graph
     from tests.engine.conftest import settle
 
@@ -1445,11 +1456,7 @@ async def test_a_first_run_checks_each_file_once(tmp_path: Path, max_checks: int
     for i in range(40):
         graph.add(FileRes(name=f"f{i}", path=f"{out}/f{i}", content=f"number {i}\n"))
     engine = Engine(hostname="test", prefix=tmp_path / "prefix", max_checks=max_checks)
-    checks: dict[str, int] = {}
-    engine.listeners.subscribe(
-        CheckApplied,
-        lambda e: checks.__setitem__(e.vertex.res.name, checks.get(e.vertex.res.name, 0) + 1),
-    )
+    checks = _checks_counted(engine)
     try:
         await engine.apply(graph)
         await settle(engine)
@@ -1462,6 +1469,46 @@ async def test_a_first_run_checks_each_file_once(tmp_path: Path, max_checks: int
         await settle(engine)
         assert (out / "f7").read_text() == "number 7\n"
         assert sum(n for name, n in checks.items() if name != "f7") <= 40, checks
+    finally:
+        await engine.stop(graceful=False)
+
+
+async def test_a_drift_in_a_managed_directory_checks_that_file_alone(tmp_path: Path) -> None:
+    """A managed directory's state does not depend on its entries: a file of it deleted or
+    chmod-ed is repaired without a check of the directory. Before, the directory was checked
+    for each event of the file's repair (~4), and each check poked all of its files (through
+    their automatic edges): 1,000 files in a directory made each repair ~35 ms of CPU, not 1."""
+    from engine.engine import Engine
+    from engine.graph import Graph
+    from tests.engine.conftest import settle
+
+    out = tmp_path / "out"
+    graph = Graph("files")
+    graph.add(FileRes(name="dir", path=f"{out}/", mode="0755"))
+    for i in range(20):
+        graph.add(FileRes(name=f"f{i}", path=f"{out}/f{i}", content=f"number {i}\n"))
+    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+    checks = _checks_counted(engine)
+    try:
+        await engine.apply(graph)
+        await settle(engine)
+        assert any(len(edges) == 20 for edges in engine.graph.succ.values())  # autoedges
+        checks.clear()
+        (out / "f7").unlink()
+        await settle(engine, lambda: checks.get("f7", 0) >= 1)
+        await settle(engine)
+        # The directory's events come in order: once a later drift is repaired, those of
+        # f7's repair have been read (and their checks run, settle()).
+        os.chmod(out / "f3", 0o600)
+        await settle(engine, lambda: checks.get("f3", 0) >= 1)
+        await settle(engine)
+        assert (out / "f7").read_text() == "number 7\n"
+        assert checks == {"f7": 1, "f3": 1}
+        # The directory's own drift is still an event, and repaired.
+        os.chmod(out, 0o700)
+        await settle(engine, lambda: checks.get("dir", 0) >= 1)
+        await settle(engine)
+        assert stat.S_IMODE(out.stat().st_mode) == 0o755
     finally:
         await engine.stop(graceful=False)
 
