@@ -39,17 +39,17 @@ from engine.autoedge import (
     MARKERS,
     AutoIndex,
     Owners,
-    add_autoedges,
+    autoedge_steps,
     both_manage,
     both_write,
-    by_kind,
+    by_kind_steps,
     managed,
     may_edge,
     overwritten,
     owned_by_kind,
-    owners,
+    owners_steps,
 )
-from engine.autogroup import autogroup
+from engine.autogroup import autogroup, groupable_steps
 from engine.churn import Churn
 from engine.errors import GraphError, ResourceError, interfered
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged, VertexFailed
@@ -73,8 +73,9 @@ from engine.resource import (
     receive,
 )
 from engine.reverse import Reverser, ReverseStore
-from engine.slices import sliced
+from engine.slices import sliced, stepped
 from engine.slots import Slots
+from engine.steps import STRIDE, Steps, finish
 from engine.stopgate import Gate, Stopped, Work
 from engine.tasks import TaskSet
 
@@ -1037,12 +1038,20 @@ def verify(graph: Graph, found: Owners | None = None) -> Owners:
     managing the same thing (`engine.autoedge.owners`, returned; `found`: the providers that
     add_autoedges found), one size per semaphore. GraphError if not. `prepare()` runs it after
     the automatic edges and groups."""
-    graph.check()
-    found = owners(graph, found)
+    return finish(verify_steps(graph, found))
+
+
+def verify_steps(graph: Graph, found: Owners | None = None) -> Steps[Owners]:
+    """verify() in steps (engine.steps)."""
+    yield from graph.check_steps()
+    found = yield from owners_steps(graph, found)
     for path, writer, editor in overwritten(graph):
         raise GraphError(both_write(path, writer, editor))
+    yield
     sizes: dict[str, tuple[int, Resource]] = {}
-    for res in graph:
+    for i, res in enumerate(graph):
+        if not i % STRIDE:
+            yield
         if not res.meta.sema:
             continue  # most resources: no generator
         for name, size in (sema_size(entry) for entry in res.meta.sema):
@@ -1176,6 +1185,7 @@ class Engine:
         # The last prepared graph has a resource autogroup could group: a path between two
         # may decide whether it does, so no edge changes without preparing again.
         self._groupable = False
+        self._swapping = asyncio.Lock()  # held by a swap (apply)
 
     def tick(self) -> int:
         return next(self._clock)
@@ -1270,19 +1280,29 @@ class Engine:
 
     def prepare(self, graph: Graph) -> None:
         """Add automatic edges and merge groups (in place), then check cycles and semaphores."""
+        finish(self.prepare_steps(graph))
+
+    def prepare_steps(self, graph: Graph) -> Steps[None]:
+        """prepare() in steps (engine.steps): a full swap runs them on the loop, a turn given
+        between them (`_swap`). `graph` is the swap's own copy: nothing else changes it."""
         index = AutoIndex() if self.autoedges else None
         self._autoindex = None
         self._owners = None
         found: Owners | None = None
         if index is not None:
             found = Owners()
-            add_autoedges(graph, index, found)  # GraphError if two resources manage one thing
+            # GraphError if two resources manage one thing
+            yield from autoedge_steps(graph, index, found)
+        groupable = False
         if self.autogroup:
-            autogroup(graph)
-            candidates = (r for r in graph if r.meta.autogroup and isinstance(r, Groupable))
-            self._groupable = next(candidates, None) is not None
-        self._owners = by_kind(verify(graph, found))
+            candidates = yield from groupable_steps(graph)
+            if candidates:  # (at once: it sets the groups of resources that may be running)
+                autogroup(graph, candidates)
+                groupable = True
+        found = yield from verify_steps(graph, found)
+        self._owners = yield from by_kind_steps(found)
         self._autoindex = index
+        self._groupable = groupable
 
     async def apply(
         self,
@@ -1304,13 +1324,14 @@ class Engine:
         `accepted` is called once the graph is checked, before anything of it runs (not when
         a GraphError refuses it).
         """
-        self._gc_resume()
-        self._pause_gc()
-        try:
-            await self._swap(graph, since, accepted)
-        except BaseException:
+        async with self._swapping:  # one swap at a time (its preparation gives turns)
             self._gc_resume()
-            raise
+            self._pause_gc()
+            try:
+                await self._swap(graph, since, accepted)
+            except BaseException:
+                self._gc_resume()
+                raise
 
     async def _swap(
         self, graph: Graph, since: Since | None, accepted: Callable[[], None] | None
@@ -1325,10 +1346,14 @@ class Engine:
             await self._swap_replaced(graph, small)
             return
         raw = _Raw(graph, graph.name)
-        graph = graph.copy()
-        self.prepare(graph)
+        # Prepared on the loop in steps, a turn given between them: the running graph runs on
+        # meanwhile (a drift is repaired); the copy is the swap's own, and the given graph is
+        # not changed while it is applied (Engine.apply's caller).
+        graph = await stepped(graph.copy_steps())
+        await stepped(self.prepare_steps(graph))
         if accepted is not None:
             accepted()
+        rewatch = {k for k in self._rewatchers if self.vertices[k].failed}  # failed meanwhile
         old = self.vertices
         kept: set[Key] = set()
         async for some_old in sliced(list(old.items())):
