@@ -861,32 +861,70 @@ def _swapped_line(
     return f"{line}: {'; '.join(parts)}" if parts else line
 
 
-def _full_swap_line(
+def _full_swap_line_steps(
     counts: tuple[int, int, int],
     gone: list[Key],
     added: list[Vertex],
     old: dict[Key, Vertex],
     raws: tuple[_Raw | None, _Raw],
-) -> str:
-    """_swapped_line of a full swap: what it `added` is new or changed (in `old`), and the
-    edges are those of the given graphs (`raws`: the last, this one), compared (O(edges), as
-    the swap is O(N))."""
+) -> Steps[str]:
+    """_swapped_line of a full swap, in steps (engine.steps): what it `added` is new or
+    changed (in `old`), and the edges are those of the given graphs (`raws`: the last, this
+    one), compared (O(edges), as the swap is O(N))."""
     new_keys = [v.key for v in added if v.key not in old]
     changed = [v.key for v in added if v.key in old]
     last, raw = raws
-    edges = _edges_changed(last.succ, raw.succ) if last is not None else ([], [])
+    edges: tuple[list[Ends], list[Ends]] = ([], [])
+    if last is not None:
+        edges = yield from _edges_changed_steps(last.succ, raw.succ)
     return _swapped_line(
         counts, (("removed", gone), ("added", new_keys), ("changed", changed)), edges
     )
 
 
-def _edges_changed(
+def _edges_changed_steps(
     old: dict[Key, dict[Key, Edge]], new: dict[Key, dict[Key, Edge]]
-) -> tuple[list[Ends], list[Ends]]:
-    """The edges in `new` and not `old` (successor maps of two given graphs), and the reverse."""
-    added = [(a, b) for a, dsts in new.items() for b in dsts if b not in old.get(a, ())]
-    removed = [(a, b) for a, dsts in old.items() for b in dsts if b not in new.get(a, ())]
-    return added, removed
+) -> Steps[tuple[list[Ends], list[Ends]]]:
+    """The edges in `new` and not `old` (successor maps of two given graphs), and the reverse,
+    in steps (engine.steps)."""
+    found: tuple[list[Ends], list[Ends]] = ([], [])
+    for one, other, out in ((new, old, found[0]), (old, new, found[1])):
+        for i, (a, dsts) in enumerate(one.items()):
+            if not i % STRIDE:
+                yield
+            if dsts:
+                there = other.get(a, {})
+                out.extend((a, b) for b in dsts if b not in there)
+    return found
+
+
+def _lost_steps(
+    kept: Iterable[Key], last: dict[Key, dict[Key, Edge]], now: dict[Key, dict[Key, Edge]]
+) -> Steps[list[Key]]:
+    """The `kept` vertices that lost a predecessor from the `last` predecessor maps to `now`
+    (a full swap: one waiting for it is released), in steps (engine.steps)."""
+    lost: list[Key] = []
+    for i, key in enumerate(kept):
+        if not i % STRIDE:
+            yield
+        if (was := last.get(key)) and not was.keys() <= now[key].keys():
+            lost.append(key)
+    return lost
+
+
+def _marked_steps(vertices: dict[Key, Vertex]) -> Steps[tuple[set[Key], set[Key]]]:
+    """The vertices with meta rewatch, and those with meta noop, in steps (engine.steps)."""
+    rewatchers: set[Key] = set()
+    noops: set[Key] = set()
+    for i, (key, vertex) in enumerate(vertices.items()):
+        if not i % STRIDE:
+            yield
+        meta = vertex.res.meta
+        if meta.rewatch:
+            rewatchers.add(key)
+        if meta.noop:
+            noops.add(key)
+    return rewatchers, noops
 
 
 async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
@@ -1353,23 +1391,8 @@ class Engine:
         await stepped(self.prepare_steps(graph))
         if accepted is not None:
             accepted()
-        rewatch = {k for k in self._rewatchers if self.vertices[k].failed}  # failed meanwhile
         old = self.vertices
-        kept: set[Key] = set()
-        async for some_old in sliced(list(old.items())):
-            for k, v in some_old:
-                if (
-                    k in graph.vertices
-                    and k not in rewatch
-                    # The same object given again: its params are as given, but autogroup has
-                    # just set its group afresh (a member may have come or gone).
-                    and (
-                        (graph.vertices[k] is v.res and same_group(v.pristine, v.res))
-                        or same(v.pristine, graph.vertices[k])
-                    )
-                ):
-                    kept.add(k)
-        removed = [v for k, v in old.items() if k not in kept]
+        kept, removed = await self._kept(graph)
         await self._realize(removed)
         await stop_all(removed)
         gone = [v.key for v in removed if v.key not in graph.vertices]
@@ -1389,31 +1412,54 @@ class Engine:
         gone_keys = [v.key for v in removed if v.key not in graph.vertices]
         self._forget_retries(gone_keys, added)
         # Kept vertices that lost a predecessor: one waiting for it is released.
-        last_pred = self.graph.pred
-        released = [
-            vertices[k]
-            for k in kept
-            if (lost := last_pred.get(k)) and not lost.keys() <= graph.pred[k].keys()
-        ]
-        self.graph = graph
-        self.vertices = vertices
-        last_raw, self._raw = self._raw, raw
-        self._rewatchers = {k for k, v in vertices.items() if v.res.meta.rewatch}
-        self._noops = {k for k, v in vertices.items() if v.res.meta.noop}
+        released = await stepped(_lost_steps(kept, self.graph.pred, graph.pred))
+        rewatchers, noops = await stepped(_marked_steps(vertices))
+        line = ""
         if old:
             counts = (len(kept), len(removed), len(added))
-            log.info("%s", _full_swap_line(counts, gone_keys, added, old, (last_raw, raw)))
+            raws = (self._raw, raw)
+            line = await stepped(_full_swap_line_steps(counts, gone_keys, added, old, raws))
+        # Nothing awaited from here on until the new graph runs: it changes at once.
+        self.graph = graph
+        self.vertices = vertices
+        self._raw = raw
+        self._rewatchers, self._noops = rewatchers, noops
+        if line:
+            log.info("%s", line)
         self._track_pass(added, first=not old)
         await _start(added)
         # a started vertex told its status itself (10,000 events less at first)
         async for some_kept in sliced(kept):
             for key in some_kept:
                 self.changed(vertices[key])
-        _release(released)
+        _release(vertices[key] for key in released)
         async for some_removed in sliced(removed):
             for vertex in some_removed:
                 vertex.release()
         self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
+
+    async def _kept(self, graph: Graph) -> tuple[set[Key], list[Vertex]]:
+        """The running vertices that a full swap to the prepared `graph` keeps, and the others
+        (those of meta rewatch failed for good are replaced, changed or not)."""
+        rewatch = {k for k in self._rewatchers if self.vertices[k].failed}
+        kept: set[Key] = set()
+        removed: list[Vertex] = []
+        async for some_old in sliced(list(self.vertices.items())):
+            for k, v in some_old:
+                if (
+                    k in graph.vertices
+                    and k not in rewatch
+                    # The same object given again: its params are as given, but autogroup has
+                    # just set its group afresh (a member may have come or gone).
+                    and (
+                        (graph.vertices[k] is v.res and same_group(v.pristine, v.res))
+                        or same(v.pristine, graph.vertices[k])
+                    )
+                ):
+                    kept.add(k)
+                else:
+                    removed.append(v)
+        return kept, removed
 
     async def _realize(self, leaving: list[Vertex]) -> None:
         """Meta realize (mgmt's): before a swap stops the vertices it removes or replaces

@@ -1,0 +1,95 @@
+"""A small change that needs the whole graph prepared again, in one process: `bench/swap.py
+--prepare-cpu` runs this in each tree it compares.
+
+An engine with the agent's converger and heap freezer runs N file resources; then, `--count`
+rounds, the path of one of them is changed and changed back (derived from the last graph as
+the front-ends do, applied with its `since`): what a resource manages changes, so its
+automatic edges may, and the swap prepares the whole graph again (`Engine.prepare`: the
+automatic edges, groups and checks of all N). Printed per change: the CPU from the apply to
+the graph's acceptance (`accepted`: the preparation), the apply's CPU, and the loop's longest
+step in CPU (bench/swap_cpu.py's probe) during the apply, and from the apply to the graph
+converged again.
+
+    python bench/prepare_cpu.py TREE N COUNT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from swap_cpu import Steps, ms
+
+
+async def main(count: int, rounds: int) -> None:
+    import resources  # noqa: F401  (the kinds)
+    from engine.engine import Engine
+    from engine.graph import Change, Graph, derive
+    from engine.heap import FrozenHeap
+    from mgmt.converger import Converger
+    from resources.file import FileRes
+
+    work = Path(tempfile.mkdtemp(prefix="mgmt-bench-prepare-cpu-"))
+    try:
+        engine = Engine(hostname="bench", prefix=work / "prefix")
+        converger, heap = Converger(engine, 0.05), FrozenHeap(engine)  # the agent's
+        graph = Graph("big")
+        for i in range(count):
+            graph.add(FileRes(name=f"f{i}", path=f"{work}/files/f{i}", content=f"file {i}\n"))
+        await engine.apply(graph)
+        await converger.converged.wait()
+        heap.converged()
+        mid = count // 2
+        key = ("file", f"f{mid}")
+        prepared: dict[str, list[float]] = {}
+        applied: dict[str, list[float]] = {}
+        steps: dict[str, float] = {}
+        during: dict[str, float] = {}
+        probe = Steps()
+        for i in range(rounds):
+            moved = FileRes(name=key[1], path=f"{work}/files/moved", content=f"moved {i}\n")
+            back = FileRes(name=key[1], path=f"{work}/files/f{mid}", content=f"back {i}\n")
+            for kind, change in (
+                ("move", Change(put={key: moved})),
+                ("back", Change(put={key: back})),
+            ):
+                derived = derive(graph, change)
+                accepted: list[float] = []
+                probe.reset()
+                start = time.process_time()
+                await engine.apply(
+                    derived.graph,
+                    (derived.base, derived.touched),
+                    lambda: accepted.append(time.process_time()),  # noqa: B023  (called here)
+                )
+                applied.setdefault(kind, []).append(time.process_time() - start)
+                await asyncio.sleep(0)  # the probe's turn: its step ended with the apply's
+                during[kind] = max(during.get(kind, 0.0), probe.longest)
+                prepared.setdefault(kind, []).append(accepted[0] - start)
+                graph = derived.graph
+                await converger.converged.wait()
+                heap.converged()
+                await asyncio.sleep(0.5)
+                steps[kind] = max(steps.get(kind, 0.0), probe.longest)
+        for kind, values in applied.items():
+            values.sort()
+            before = sorted(prepared[kind])
+            print(
+                f"N={count:6d}, {kind:6s} x{len(values)}: prepared in CPU p50 "
+                f"{ms(before[len(before) // 2])}, apply CPU p50 {ms(values[len(values) // 2])} "
+                f"max {ms(values[-1])}, the loop's longest step {ms(during[kind])} CPU in "
+                f"the apply, {ms(steps[kind])} until converged"
+            )
+        probe.handle.cancel()
+        await engine.stop(graceful=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the files and the prefix: never left behind
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, sys.argv[1])  # the tree measured: its engine and mgmt
+    asyncio.run(main(int(sys.argv[2]), int(sys.argv[3])))
