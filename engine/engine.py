@@ -1360,7 +1360,9 @@ class Engine:
         that `graph` is `base`, the graph given last, with only the resources of `keys` replaced
         (the caller vouches for it): then not even the kept resources are looked at.
         `accepted` is called once the graph is checked, before anything of it runs (not when
-        a GraphError refuses it).
+        a GraphError refuses it). A whole graph is prepared in steps, the loop given turns
+        between them (`prepare_steps`); one swap runs at a time: another asked for meanwhile
+        waits for it.
         """
         async with self._swapping:  # one swap at a time (its preparation gives turns)
             self._gc_resume()
