@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from swap_cpu import Steps, ms
+from swap_cpu import Steps, child, converged, files, ms, settled
 
 
 async def main(count: int, rounds: int) -> None:
     import resources  # noqa: F401  (the kinds)
     from engine.engine import Engine
-    from engine.graph import Change, Graph, derive
+    from engine.graph import Change, derive
     from engine.heap import FrozenHeap
     from mgmt.converger import Converger
     from resources.file import FileRes
@@ -37,12 +36,7 @@ async def main(count: int, rounds: int) -> None:
     try:
         engine = Engine(hostname="bench", prefix=work / "prefix")
         converger, heap = Converger(engine, 0.05), FrozenHeap(engine)  # the agent's
-        graph = Graph("big")
-        for i in range(count):
-            graph.add(FileRes(name=f"f{i}", path=f"{work}/files/f{i}", content=f"file {i}\n"))
-        await engine.apply(graph)
-        await converger.converged.wait()
-        heap.converged()
+        graph = await converged(engine, files(work, count), converger, heap)
         mid = count // 2
         key = ("file", f"f{mid}")
         prepared: dict[str, list[float]] = {}
@@ -71,9 +65,7 @@ async def main(count: int, rounds: int) -> None:
                 during[kind] = max(during.get(kind, 0.0), probe.longest)
                 prepared.setdefault(kind, []).append(accepted[0] - start)
                 graph = derived.graph
-                await converger.converged.wait()
-                heap.converged()
-                await asyncio.sleep(0.5)
+                await settled(converger, heap, 0.5)
                 steps[kind] = max(steps.get(kind, 0.0), probe.longest)
         for kind, values in applied.items():
             values.sort()
@@ -91,5 +83,4 @@ async def main(count: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, sys.argv[1])  # the tree measured: its engine and mgmt
-    asyncio.run(main(int(sys.argv[2]), int(sys.argv[3])))
+    child(main)

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TypeVar
 
-from engine.steps import Steps
+from engine.steps import Steps, run
 
 T = TypeVar("T")
 
@@ -68,13 +68,9 @@ async def stepped(steps: Steps[T]) -> T:
     runs) whenever WORK seconds of them have run; their result. Whatever they read must not
     change meanwhile but by them (their caller's to ensure)."""
     clock = time.perf_counter
-    until = clock() + WORK
     while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            result: T = stop.value
+        until = clock() + WORK
+        ended, result = run(steps, lambda: clock() < until)  # noqa: B023  (called here)
+        if ended:
             return result
-        if clock() >= until:
-            await asyncio.sleep(0)
-            until = clock() + WORK
+        await asyncio.sleep(0)

@@ -8,8 +8,8 @@ automatic edges and checks of a 20,000-resource graph held the loop for 0.25-1.3
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import TypeVar
+from collections.abc import Callable, Generator
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 
@@ -21,9 +21,16 @@ STRIDE = 32
 
 def finish(steps: Steps[T]) -> T:
     """Run `steps` to their end at once; their result."""
+    return run(steps, lambda: True)[1]
+
+
+def run(steps: Steps[T], more: Callable[[], bool]) -> tuple[bool, T]:
+    """Run `steps` while `more()`, asked after each: (True, their result) once they ended,
+    else (False, None: they are to go on)."""
     while True:
         try:
             next(steps)
         except StopIteration as stop:
-            result: T = stop.value
-            return result
+            return True, stop.value
+        if not more():
+            return False, cast(T, None)
