@@ -13,7 +13,6 @@ only when the graph has a package and something asking for a path, never for oth
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 from collections.abc import Hashable, Iterable, Iterator
 from typing import TypeVar
@@ -21,7 +20,7 @@ from typing import TypeVar
 from engine.errors import GraphError
 from engine.graph import Edge, Graph, Key, fmt_key
 from engine.resource import LAZY_PROVIDERS, UID, Edgeable, Resource
-from engine.steps import STRIDE, Steps, finish
+from engine.steps import Steps, chunks, finish
 
 log = logging.getLogger("engine")
 
@@ -63,27 +62,27 @@ def autoedge_steps(
         asked = ((key, res.autoedges()) for key, res in wanting)
     added = skipped = 0
     succ = graph.succ
-    for i, (key, requests) in enumerate(asked):
-        if not i % STRIDE:
-            yield
-        for request in requests:
-            wanted += request
-            first = _first(lookup, request, key)
-            if first is None:
-                continue
-            for provider in _also(markers, request, first, key) if markers else (first,):
-                if key in succ[provider]:
+    for chunk in chunks(asked):
+        yield
+        for key, requests in chunk:
+            for request in requests:
+                wanted += request
+                first = _first(lookup, request, key)
+                if first is None:
                     continue
-                if graph.has_path(key, provider):
-                    log.debug(
-                        "autoedge %s -> %s skipped: it would make a cycle",
-                        fmt_key(provider),
-                        fmt_key(key),
-                    )
-                    skipped += 1
-                    continue
-                graph.connect(provider, key, AUTO)
-                added += 1
+                for provider in _also(markers, request, first, key) if markers else (first,):
+                    if key in succ[provider]:
+                        continue
+                    if graph.has_path(key, provider):
+                        log.debug(
+                            "autoedge %s -> %s skipped: it would make a cycle",
+                            fmt_key(provider),
+                            fmt_key(key),
+                        )
+                        skipped += 1
+                        continue
+                    graph.connect(provider, key, AUTO)
+                    added += 1
     if index is not None:
         yield from index.counting(taking.provided, index.provides)
         yield from index.counting(wanted, index.wants)
@@ -106,23 +105,23 @@ class _Provided:
         """Find them in `graph`, in steps; `providers` gets who provides each UID (`claim`)."""
         lazy_types = LAZY_PROVIDERS
         markers, provided = self.markers, self.provided
-        for i, (key, res) in enumerate(graph.vertices.items()):
-            if not i % STRIDE:
-                yield
-            if not res.meta.autoedge or not isinstance(res, Edgeable):
-                continue
-            uids = res.uids()
-            for uid in uids:
-                owner = providers.setdefault(uid, key)
-                if owner != key:  # rare: another resource manages it too, or a marker
-                    if uid.kind in MARKERS:
-                        markers.setdefault(uid, [owner]).append(key)
-                    else:
-                        claim(providers, owner, uid, key)
-            provided += uids
-            self.wanting.append((key, res))
-            if lazy_types and type(res) in lazy_types:
-                self.lazy.append((key, res))
+        for chunk in chunks(graph.vertices.items()):
+            yield
+            for key, res in chunk:
+                if not res.meta.autoedge or not isinstance(res, Edgeable):
+                    continue
+                uids = res.uids()
+                for uid in uids:
+                    owner = providers.setdefault(uid, key)
+                    if owner != key:  # rare: another resource manages it too, or a marker
+                        if uid.kind in MARKERS:
+                            markers.setdefault(uid, [owner]).append(key)
+                        else:
+                            claim(providers, owner, uid, key)
+                provided += uids
+                self.wanting.append((key, res))
+                if lazy_types and type(res) in lazy_types:
+                    self.lazy.append((key, res))
 
 
 def _lazy_providers(
@@ -165,15 +164,15 @@ def owners_steps(graph: Graph, found: Owners | None = None) -> Steps[Owners]:
     """owners() in steps (engine.steps)."""
     autoedged = found is not None
     found = Owners() if found is None else found
-    for i, (key, res) in enumerate(graph.vertices.items()):
-        if not i % STRIDE:
-            yield
-        if autoedged and res.meta.autoedge:
-            continue  # counted by add_autoedges, if Edgeable
-        for uid in managed(res):
-            owner = found.setdefault(uid, key)
-            if owner != key:
-                claim(found, owner, uid, key)
+    for chunk in chunks(graph.vertices.items()):
+        yield
+        for key, res in chunk:
+            if autoedged and res.meta.autoedge:
+                continue  # counted by add_autoedges, if Edgeable
+            for uid in managed(res):
+                owner = found.setdefault(uid, key)
+                if owner != key:
+                    claim(found, owner, uid, key)
     return found
 
 
@@ -229,10 +228,10 @@ def by_kind(found: Owners) -> dict[tuple[str, UID], Key]:
 def by_kind_steps(found: Owners) -> Steps[dict[tuple[str, UID], Key]]:
     """by_kind() in steps (engine.steps)."""
     out: dict[tuple[str, UID], Key] = {}
-    items = iter(found.items())
-    while chunk := list(itertools.islice(items, COUNTED)):
+    for chunk in chunks(found.items(), COUNTED):
         yield
-        out.update({(owner[0], uid): owner for uid, owner in chunk})
+        for uid, owner in chunk:
+            out[(owner[0], uid)] = owner
     out.update(found.kinds)
     return out
 

@@ -14,7 +14,7 @@ import logging
 
 from engine.graph import Graph, Key, fmt_key, key_of
 from engine.resource import Groupable
-from engine.steps import STRIDE, Steps, finish
+from engine.steps import Steps, chunks, finish
 
 log = logging.getLogger("engine")
 
@@ -56,11 +56,11 @@ def groupable(graph: Graph) -> list[Groupable]:
 def groupable_steps(graph: Graph) -> Steps[list[Groupable]]:
     """groupable() in steps (engine.steps)."""
     found: list[Groupable] = []
-    for i, res in enumerate(graph):
-        if not i % STRIDE:
-            yield
-        if res.meta.autogroup and isinstance(res, Groupable):
-            found.append(res)
+    for chunk in chunks(graph):
+        yield
+        for res in chunk:
+            if res.meta.autogroup and isinstance(res, Groupable):
+                found.append(res)
     return found
 
 

@@ -75,7 +75,7 @@ from engine.resource import (
 from engine.reverse import Reverser, ReverseStore
 from engine.slices import sliced, stepped
 from engine.slots import Slots
-from engine.steps import STRIDE, Steps, finish
+from engine.steps import Steps, chunks, finish
 from engine.stopgate import Gate, Stopped, Work
 from engine.tasks import TaskSet
 
@@ -889,12 +889,12 @@ def _edges_changed_steps(
     in steps (engine.steps)."""
     found: tuple[list[Ends], list[Ends]] = ([], [])
     for one, other, out in ((new, old, found[0]), (old, new, found[1])):
-        for i, (a, dsts) in enumerate(one.items()):
-            if not i % STRIDE:
-                yield
-            if dsts:
-                there = other.get(a, {})
-                out.extend((a, b) for b in dsts if b not in there)
+        for chunk in chunks(one.items()):
+            yield
+            for a, dsts in chunk:
+                if dsts:
+                    there = other.get(a, {})
+                    out.extend((a, b) for b in dsts if b not in there)
     return found
 
 
@@ -904,11 +904,11 @@ def _lost_steps(
     """The `kept` vertices that lost a predecessor from the `last` predecessor maps to `now`
     (a full swap: one waiting for it is released), in steps (engine.steps)."""
     lost: list[Key] = []
-    for i, key in enumerate(kept):
-        if not i % STRIDE:
-            yield
-        if (was := last.get(key)) and not was.keys() <= now[key].keys():
-            lost.append(key)
+    for chunk in chunks(kept):
+        yield
+        for key in chunk:
+            if (was := last.get(key)) and not was.keys() <= now[key].keys():
+                lost.append(key)
     return lost
 
 
@@ -916,14 +916,14 @@ def _marked_steps(vertices: dict[Key, Vertex]) -> Steps[tuple[set[Key], set[Key]
     """The vertices with meta rewatch, and those with meta noop, in steps (engine.steps)."""
     rewatchers: set[Key] = set()
     noops: set[Key] = set()
-    for i, (key, vertex) in enumerate(vertices.items()):
-        if not i % STRIDE:
-            yield
-        meta = vertex.res.meta
-        if meta.rewatch:
-            rewatchers.add(key)
-        if meta.noop:
-            noops.add(key)
+    for chunk in chunks(vertices.items()):
+        yield
+        for key, vertex in chunk:
+            meta = vertex.res.meta
+            if meta.rewatch:
+                rewatchers.add(key)
+            if meta.noop:
+                noops.add(key)
     return rewatchers, noops
 
 
@@ -1087,17 +1087,17 @@ def verify_steps(graph: Graph, found: Owners | None = None) -> Steps[Owners]:
         raise GraphError(both_write(path, writer, editor))
     yield
     sizes: dict[str, tuple[int, Resource]] = {}
-    for i, res in enumerate(graph):
-        if not i % STRIDE:
-            yield
-        if not res.meta.sema:
-            continue  # most resources: no generator
-        for name, size in (sema_size(entry) for entry in res.meta.sema):
-            first = sizes.setdefault(name, (size, res))
-            if first[0] != size:
-                raise GraphError(
-                    f"semaphore {name!r} has size {first[0]} in {first[1]} but {size} in {res}"
-                )
+    for chunk in chunks(graph):
+        yield
+        for res in chunk:
+            if not res.meta.sema:
+                continue  # most resources: no generator
+            for name, size in (sema_size(entry) for entry in res.meta.sema):
+                first = sizes.setdefault(name, (size, res))
+                if first[0] != size:
+                    raise GraphError(
+                        f"semaphore {name!r} has size {first[0]} in {first[1]} but {size} in {res}"
+                    )
     return found
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from engine.errors import GraphError, ValidationError
 from engine.params import to_plain
 from engine.resource import Resource
-from engine.steps import STRIDE, Steps, finish
+from engine.steps import STRIDE, Steps, chunks, finish
 
 Key = tuple[str, str]  # (kind, name)
 COPIED = 8 * STRIDE  # neighbour maps copied in one step (Graph.copy_steps): ~0.1 us each
@@ -157,10 +157,10 @@ class Graph:
         for name in ("succ", "pred"):
             mine: dict[Key, dict[Key, Edge]] = getattr(self, name)
             copied: dict[Key, dict[Key, Edge]] = {}
-            for i, (key, ends) in enumerate(mine.items()):
-                if not i % COPIED:
-                    yield
-                copied[key] = dict(ends)
+            for chunk in chunks(mine.items(), COPIED):
+                yield
+                for key, ends in chunk:
+                    copied[key] = dict(ends)
             setattr(out, name, copied)
         return out
 
@@ -174,29 +174,28 @@ class Graph:
         color = dict.fromkeys(self.vertices, white)
         succ = self.succ
         seen = 0
-        for root in self.vertices:
-            seen += 1
-            if not seen % STRIDE:
-                yield
-            if color[root] != white or not succ[root]:
-                continue  # seen, or no edge out: on no cycle (most vertices: no DFS)
-            path: list[Key] = [root]
-            stack: list[Iterator[Key]] = [iter(self.succ[root])]
-            color[root] = grey
-            while stack:
-                seen += 1
-                if not seen % STRIDE:
-                    yield
-                nxt = next(stack[-1], None)
-                if nxt is None:
-                    color[path.pop()] = black
-                    stack.pop()
-                elif color[nxt] == grey:
-                    return [*path[path.index(nxt) :], nxt]
-                elif color[nxt] == white:
-                    color[nxt] = grey
-                    path.append(nxt)
-                    stack.append(iter(self.succ[nxt]))
+        for roots in chunks(self.vertices):
+            yield
+            for root in roots:
+                if color[root] != white or not succ[root]:
+                    continue  # seen, or no edge out: on no cycle (most vertices: no DFS)
+                path: list[Key] = [root]
+                stack: list[Iterator[Key]] = [iter(self.succ[root])]
+                color[root] = grey
+                while stack:
+                    seen += 1
+                    if not seen % STRIDE:
+                        yield
+                    nxt = next(stack[-1], None)
+                    if nxt is None:
+                        color[path.pop()] = black
+                        stack.pop()
+                    elif color[nxt] == grey:
+                        return [*path[path.index(nxt) :], nxt]
+                    elif color[nxt] == white:
+                        color[nxt] = grey
+                        path.append(nxt)
+                        stack.append(iter(self.succ[nxt]))
         return None
 
     def check(self) -> None:
