@@ -5,7 +5,8 @@ An engine with the agent's converger and heap freezer runs N file resources; the
 rounds, the path of one of them is changed and changed back (derived from the last graph as
 the front-ends do, applied with its `since`): what a resource manages changes, so its
 automatic edges may, and the swap prepares the whole graph again (`Engine.prepare`: the
-automatic edges, groups and checks of all N). Printed per change: the CPU from the apply to
+automatic edges, groups and checks of all N). Printed first: `Engine.prepare` of a copy of
+the N, at once, in the CPU of the loop's thread (5 times); then per change: the CPU from the apply to
 the graph's acceptance (`accepted`: the preparation), the apply's CPU, and the loop's longest
 step in CPU (bench/swap_cpu.py's probe) during the apply, and from the apply to the graph
 converged again.
@@ -37,6 +38,14 @@ async def main(count: int, rounds: int) -> None:
         engine = Engine(hostname="bench", prefix=work / "prefix")
         converger, heap = Converger(engine, 0.05), FrozenHeap(engine)  # the agent's
         graph = await converged(engine, files(work, count), converger, heap)
+        alone = []
+        for _ in range(5):  # Engine.prepare of a copy, at once: the preparation's own CPU
+            copy = graph.copy()
+            start = time.thread_time()
+            engine.prepare(copy)
+            alone.append(time.thread_time() - start)
+        alone.sort()
+        print(f"N={count:6d}, Engine.prepare at once x5: CPU p50 {ms(alone[2])} min {ms(alone[0])}")
         mid = count // 2
         key = ("file", f"f{mid}")
         prepared: dict[str, list[float]] = {}
