@@ -41,7 +41,9 @@ line (the probes' answers in it: `agent CPU`), and the time of a `GET /api/statu
 then makes one more edit and says the longest answer in the S seconds after it. `--base DIR`
 runs them in another checkout too, after this one. With --cpu, the same changes are made in
 one process (bench/swap_cpu.py: an engine with the agent's listeners, the graphs derived as the
-front-ends derive them), timed in CPU: the apply's, and the loop's longest step. With
+front-ends derive them), timed in CPU: the apply's, and the loop's longest step; with
+--prepare-cpu, a file added to a directory resource of N files and removed again, each a swap
+that prepares the whole graph again (bench/prepare_cpu.py), timed so. With
 --yaml-cpu, the graph file front-end's part of the same changes (bench/yaml_cpu.py): the
 file's read, what tells an edit from a touch, the reparse and its derive, in CPU; with
 --output-cpu, the language's (bench/output_cpu.py: `source.Output.build` of an output whose
@@ -491,6 +493,11 @@ async def main() -> None:
     parser.add_argument(
         "--output-cpu", action="store_true", help="the language's Output.build, in CPU time"
     )
+    parser.add_argument(
+        "--prepare-cpu",
+        action="store_true",
+        help="a change that prepares the whole graph again, in one process, in CPU time",
+    )
     parser.add_argument("--base", type=Path, help="another checkout, alternately (not --lang)")
     parser.add_argument(
         "--after",
@@ -499,7 +506,12 @@ async def main() -> None:
         help="then the loop's longest step this long after an edit",
     )
     args = parser.parse_args()
-    scripts = {"yaml_cpu": "yaml_cpu.py", "output_cpu": "output_cpu.py", "cpu": "swap_cpu.py"}
+    scripts = {
+        "yaml_cpu": "yaml_cpu.py",
+        "output_cpu": "output_cpu.py",
+        "cpu": "swap_cpu.py",
+        "prepare_cpu": "prepare_cpu.py",
+    }
     for flag, script in scripts.items():
         if getattr(args, flag):
             await cpu(args.sizes, args.count, args.base, script)

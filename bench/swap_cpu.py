@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,32 @@ async def snapshot(model: Any, probe: Steps, count: int) -> None:
     )
 
 
+def files(work: Path, count: int) -> Any:
+    """A graph of `count` file resources under `work`/files."""
+    from engine.graph import Graph
+    from resources.file import FileRes
+
+    graph = Graph("big")
+    for i in range(count):
+        graph.add(FileRes(name=f"f{i}", path=f"{work}/files/f{i}", content=f"file {i}\n"))
+    return graph
+
+
+async def converged(engine: Any, graph: Any, converger: Any, heap: Any) -> Any:
+    """`graph` applied and converged, what lives then frozen (the agent's FrozenHeap)."""
+    await engine.apply(graph)
+    await settled(converger, heap, 0)
+    return graph
+
+
+async def settled(converger: Any, heap: Any, pause: float) -> None:
+    """Until the graph has converged, what lives then frozen (the agent's FrozenHeap), and
+    `pause` s more."""
+    await converger.converged.wait()
+    heap.converged()
+    await asyncio.sleep(pause)
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
@@ -68,7 +95,7 @@ def ms(seconds: float) -> str:
 async def main(count: int, rounds: int) -> None:
     import resources  # noqa: F401  (the kinds)
     from engine.engine import Engine
-    from engine.graph import Change, Edge, Graph, derive
+    from engine.graph import Change, Edge, derive
     from engine.heap import FrozenHeap
     from mgmt.converger import Converger
     from mgmt.metrics import Metrics
@@ -82,12 +109,7 @@ async def main(count: int, rounds: int) -> None:
         metrics = Metrics(engine)
         metrics.start()
         heap = FrozenHeap(engine)
-        graph = Graph("big")
-        for i in range(count):
-            graph.add(FileRes(name=f"f{i}", path=f"{work}/files/f{i}", content=f"file {i}\n"))
-        await engine.apply(graph)
-        await converger.converged.wait()
-        heap.converged()
+        graph = await converged(engine, files(work, count), converger, heap)
         mid = count // 2
         key, prev = ("file", f"f{mid}"), ("file", f"f{mid - 1}")
         added, renamed = ("file", "added"), ("file", "renamed")
@@ -115,9 +137,7 @@ async def main(count: int, rounds: int) -> None:
                 await engine.apply(derived.graph, (derived.base, derived.touched))
                 cpu.setdefault(kind, []).append(time.process_time() - start)
                 graph = derived.graph
-                await converger.converged.wait()
-                heap.converged()
-                await asyncio.sleep(1)
+                await settled(converger, heap, 1)
                 steps[kind] = max(steps.get(kind, 0.0), probe.longest)
         for kind, values in cpu.items():
             values.sort()
@@ -132,6 +152,12 @@ async def main(count: int, rounds: int) -> None:
         shutil.rmtree(work, ignore_errors=True)  # the files and the prefix: never left behind
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, sys.argv[1])  # the tree measured: its engine and mgmt
+def child(main: Callable[[int, int], Coroutine[Any, Any, None]]) -> None:
+    """A script of one tree's figures, run as `TREE N COUNT`: `main(N, COUNT)` with TREE's
+    engine and mgmt (first on the path)."""
+    sys.path.insert(0, sys.argv[1])
     asyncio.run(main(int(sys.argv[2]), int(sys.argv[3])))
+
+
+if __name__ == "__main__":
+    child(main)

@@ -20,10 +20,12 @@ from typing import TypeVar
 from engine.errors import GraphError
 from engine.graph import Edge, Graph, Key, fmt_key
 from engine.resource import LAZY_PROVIDERS, UID, Edgeable, Resource
+from engine.steps import Steps, chunks, finish
 
 log = logging.getLogger("engine")
 
 AUTO = Edge(name="autoedge")
+COUNTED = 4096  # UIDs counted in one step (AutoIndex.counting)
 
 H = TypeVar("H", bound=Hashable)
 
@@ -35,28 +37,19 @@ def add_autoedges(
     given, counts what each resource provides and asks for (AutoIndex), at no extra call.
     `providers`, if given, gets who provides each UID (`owners` of the resources taking part:
     GraphError if two of one kind provide one: `claim`)."""
+    return finish(autoedge_steps(graph, index, providers))
+
+
+def autoedge_steps(
+    graph: Graph, index: AutoIndex | None = None, providers: Owners | None = None
+) -> Steps[int]:
+    """add_autoedges() in steps (engine.steps: Engine.prepare runs them on the loop, a turn
+    given between them); `graph` is changed by them alone meanwhile."""
     providers = Owners() if providers is None else providers
-    wanting: list[tuple[Key, Edgeable]] = []
-    lazy: list[tuple[Key, Edgeable]] = []  # those providing some UIDs only when asked
-    lazy_types = LAZY_PROVIDERS
-    markers: dict[UID, list[Key]] = {}  # a MARKERS UID several provide: all of them
-    provided: list[UID] = []  # every UID provided, and asked for, counted at the end
-    wanted: list[UID] = []
-    for key, res in graph.vertices.items():
-        if not res.meta.autoedge or not isinstance(res, Edgeable):
-            continue
-        uids = res.uids()
-        for uid in uids:
-            owner = providers.setdefault(uid, key)
-            if owner != key:  # rare: another resource manages it too, or a marker
-                if uid.kind in MARKERS:
-                    markers.setdefault(uid, [owner]).append(key)
-                else:
-                    claim(providers, owner, uid, key)
-        provided += uids
-        wanting.append((key, res))
-        if lazy_types and type(res) in lazy_types:
-            lazy.append((key, res))
+    taking = _Provided()
+    yield from taking.steps(graph, providers)
+    wanting, lazy, markers = taking.wanting, taking.lazy, taking.markers
+    wanted: list[UID] = []  # every UID asked for, counted at the end
     asked: Iterable[tuple[Key, list[list[UID]]]]
     lookup: dict[UID, Key] = providers
     if lazy:  # all the requests first, with those of the lazy kinds
@@ -69,31 +62,66 @@ def add_autoedges(
         asked = ((key, res.autoedges()) for key, res in wanting)
     added = skipped = 0
     succ = graph.succ
-    for key, requests in asked:
-        for request in requests:
-            wanted += request
-            first = _first(lookup, request, key)
-            if first is None:
-                continue
-            for provider in _also(markers, request, first, key) if markers else (first,):
-                if key in succ[provider]:
+    for chunk in chunks(asked):
+        yield
+        for key, requests in chunk:
+            for request in requests:
+                wanted += request
+                first = _first(lookup, request, key)
+                if first is None:
                     continue
-                if graph.has_path(key, provider):
-                    log.debug(
-                        "autoedge %s -> %s skipped: it would make a cycle",
-                        fmt_key(provider),
-                        fmt_key(key),
-                    )
-                    skipped += 1
-                    continue
-                graph.connect(provider, key, AUTO)
-                added += 1
+                for provider in _also(markers, request, first, key) if markers else (first,):
+                    if key in succ[provider]:
+                        continue
+                    if graph.has_path(key, provider):
+                        log.debug(
+                            "autoedge %s -> %s skipped: it would make a cycle",
+                            fmt_key(provider),
+                            fmt_key(key),
+                        )
+                        skipped += 1
+                        continue
+                    graph.connect(provider, key, AUTO)
+                    added += 1
     if index is not None:
-        index.counted(provided, index.provides)
-        index.counted(wanted, index.wants)
+        yield from index.counting(taking.provided, index.provides)
+        yield from index.counting(wanted, index.wants)
         index.counted([kind for _key, res in lazy for kind in res.LAZY], index.lazy)
         index.skipped = skipped
     return added
+
+
+class _Provided:
+    """What the resources of a graph taking part in automatic edges provide (add_autoedges'
+    first pass)."""
+
+    def __init__(self) -> None:
+        self.wanting: list[tuple[Key, Edgeable]] = []  # every resource taking part
+        self.lazy: list[tuple[Key, Edgeable]] = []  # those providing some UIDs only when asked
+        self.markers: dict[UID, list[Key]] = {}  # a MARKERS UID several provide: all of them
+        self.provided: list[UID] = []  # every UID provided
+
+    def steps(self, graph: Graph, providers: Owners) -> Steps[None]:
+        """Find them in `graph`, in steps; `providers` gets who provides each UID (`claim`)."""
+        lazy_types = LAZY_PROVIDERS
+        markers, provided = self.markers, self.provided
+        for chunk in chunks(graph.vertices.items()):
+            yield
+            for key, res in chunk:
+                if not res.meta.autoedge or not isinstance(res, Edgeable):
+                    continue
+                uids = res.uids()
+                for uid in uids:
+                    owner = providers.setdefault(uid, key)
+                    if owner != key:  # rare: another resource manages it too, or a marker
+                        if uid.kind in MARKERS:
+                            markers.setdefault(uid, [owner]).append(key)
+                        else:
+                            claim(providers, owner, uid, key)
+                provided += uids
+                self.wanting.append((key, res))
+                if lazy_types and type(res) in lazy_types:
+                    self.lazy.append((key, res))
 
 
 def _lazy_providers(
@@ -129,15 +157,22 @@ def owners(graph: Graph, found: Owners | None = None) -> Owners:
     kinds do); GraphError when two resources of one kind manage the same thing (`claim`).
     `found`: what `add_autoedges` found already (its `providers`: those taking part are not
     asked again)."""
+    return finish(owners_steps(graph, found))
+
+
+def owners_steps(graph: Graph, found: Owners | None = None) -> Steps[Owners]:
+    """owners() in steps (engine.steps)."""
     autoedged = found is not None
     found = Owners() if found is None else found
-    for key, res in graph.vertices.items():
-        if autoedged and res.meta.autoedge:
-            continue  # counted by add_autoedges, if Edgeable
-        for uid in managed(res):
-            owner = found.setdefault(uid, key)
-            if owner != key:
-                claim(found, owner, uid, key)
+    for chunk in chunks(graph.vertices.items()):
+        yield
+        for key, res in chunk:
+            if autoedged and res.meta.autoedge:
+                continue  # counted by add_autoedges, if Edgeable
+            for uid in managed(res):
+                owner = found.setdefault(uid, key)
+                if owner != key:
+                    claim(found, owner, uid, key)
     return found
 
 
@@ -187,7 +222,16 @@ def by_kind(found: Owners) -> dict[tuple[str, UID], Key]:
     """owned_by_kind() of a graph whose `owners` are `found` (it refused no clash), made from
     them in O(UIDs), not by asking each resource again (`uids()`); of a MARKERS UID several
     resources of one kind provide, the first one."""
-    out = {(owner[0], uid): owner for uid, owner in found.items()}
+    return finish(by_kind_steps(found))
+
+
+def by_kind_steps(found: Owners) -> Steps[dict[tuple[str, UID], Key]]:
+    """by_kind() in steps (engine.steps)."""
+    out: dict[tuple[str, UID], Key] = {}
+    for chunk in chunks(found.items(), COUNTED):
+        yield
+        for uid, owner in chunk:
+            out[(owner[0], uid)] = owner
     out.update(found.kinds)
     return out
 
@@ -302,6 +346,14 @@ class AutoIndex:
                 table[uid] = left
             else:
                 del table[uid]
+
+    @staticmethod
+    def counting(uids: list[H], table: dict[H, int]) -> Steps[None]:
+        """counted() of `uids` into `table`, in steps of a few thousand (a count of 40,000
+        UIDs at once took ~5 ms)."""
+        for start in range(0, len(uids), COUNTED):
+            yield
+            AutoIndex.counted(uids[start : start + COUNTED], table)
 
     @staticmethod
     def sides(res: Resource) -> tuple[list[UID], list[UID]]:

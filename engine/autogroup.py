@@ -14,14 +14,16 @@ import logging
 
 from engine.graph import Graph, Key, fmt_key, key_of
 from engine.resource import Groupable
+from engine.steps import Steps, chunks, finish
 
 log = logging.getLogger("engine")
 
 
-def autogroup(graph: Graph) -> int:
-    """Merge groupable resources of `graph` in place; returns how many were merged away."""
+def autogroup(graph: Graph, candidates: list[Groupable] | None = None) -> int:
+    """Merge groupable resources of `graph` in place; returns how many were merged away.
+    `candidates`: `groupable(graph)`, when known."""
     merged = 0
-    candidates = [r for r in graph if r.meta.autogroup and isinstance(r, Groupable)]
+    candidates = groupable(graph) if candidates is None else list(candidates)
     # A kind may take in another (mgmt's hierarchical grouping: virt:network:host into
     # virt:network): the outer kinds (fewer ':') lead, so they come first.
     candidates.sort(key=lambda r: r.kind.count(":"))
@@ -44,6 +46,22 @@ def autogroup(graph: Graph) -> int:
         else:
             leaders.append(res)
     return merged
+
+
+def groupable(graph: Graph) -> list[Groupable]:
+    """The resources of `graph` that autogroup may group, in graph order."""
+    return finish(groupable_steps(graph))
+
+
+def groupable_steps(graph: Graph) -> Steps[list[Groupable]]:
+    """groupable() in steps (engine.steps)."""
+    found: list[Groupable] = []
+    for chunk in chunks(graph):
+        yield
+        for res in chunk:
+            if res.meta.autogroup and isinstance(res, Groupable):
+                found.append(res)
+    return found
 
 
 def _merge(graph: Graph, into: Key, other: Key) -> None:

@@ -39,17 +39,17 @@ from engine.autoedge import (
     MARKERS,
     AutoIndex,
     Owners,
-    add_autoedges,
+    autoedge_steps,
     both_manage,
     both_write,
-    by_kind,
+    by_kind_steps,
     managed,
     may_edge,
     overwritten,
     owned_by_kind,
-    owners,
+    owners_steps,
 )
-from engine.autogroup import autogroup
+from engine.autogroup import autogroup, groupable_steps
 from engine.churn import Churn
 from engine.errors import GraphError, ResourceError, interfered
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged, VertexFailed
@@ -73,8 +73,9 @@ from engine.resource import (
     receive,
 )
 from engine.reverse import Reverser, ReverseStore
-from engine.slices import sliced
+from engine.slices import sliced, stepped
 from engine.slots import Slots
+from engine.steps import Steps, chunks, finish
 from engine.stopgate import Gate, Stopped, Work
 from engine.tasks import TaskSet
 
@@ -860,32 +861,70 @@ def _swapped_line(
     return f"{line}: {'; '.join(parts)}" if parts else line
 
 
-def _full_swap_line(
+def _full_swap_line_steps(
     counts: tuple[int, int, int],
     gone: list[Key],
     added: list[Vertex],
     old: dict[Key, Vertex],
     raws: tuple[_Raw | None, _Raw],
-) -> str:
-    """_swapped_line of a full swap: what it `added` is new or changed (in `old`), and the
-    edges are those of the given graphs (`raws`: the last, this one), compared (O(edges), as
-    the swap is O(N))."""
+) -> Steps[str]:
+    """_swapped_line of a full swap, in steps (engine.steps): what it `added` is new or
+    changed (in `old`), and the edges are those of the given graphs (`raws`: the last, this
+    one), compared (O(edges), as the swap is O(N))."""
     new_keys = [v.key for v in added if v.key not in old]
     changed = [v.key for v in added if v.key in old]
     last, raw = raws
-    edges = _edges_changed(last.succ, raw.succ) if last is not None else ([], [])
+    edges: tuple[list[Ends], list[Ends]] = ([], [])
+    if last is not None:
+        edges = yield from _edges_changed_steps(last.succ, raw.succ)
     return _swapped_line(
         counts, (("removed", gone), ("added", new_keys), ("changed", changed)), edges
     )
 
 
-def _edges_changed(
+def _edges_changed_steps(
     old: dict[Key, dict[Key, Edge]], new: dict[Key, dict[Key, Edge]]
-) -> tuple[list[Ends], list[Ends]]:
-    """The edges in `new` and not `old` (successor maps of two given graphs), and the reverse."""
-    added = [(a, b) for a, dsts in new.items() for b in dsts if b not in old.get(a, ())]
-    removed = [(a, b) for a, dsts in old.items() for b in dsts if b not in new.get(a, ())]
-    return added, removed
+) -> Steps[tuple[list[Ends], list[Ends]]]:
+    """The edges in `new` and not `old` (successor maps of two given graphs), and the reverse,
+    in steps (engine.steps)."""
+    found: tuple[list[Ends], list[Ends]] = ([], [])
+    for one, other, out in ((new, old, found[0]), (old, new, found[1])):
+        for chunk in chunks(one.items()):
+            yield
+            for a, dsts in chunk:
+                if dsts:
+                    there = other.get(a, {})
+                    out.extend((a, b) for b in dsts if b not in there)
+    return found
+
+
+def _lost_steps(
+    kept: Iterable[Key], last: dict[Key, dict[Key, Edge]], now: dict[Key, dict[Key, Edge]]
+) -> Steps[list[Key]]:
+    """The `kept` vertices that lost a predecessor from the `last` predecessor maps to `now`
+    (a full swap: one waiting for it is released), in steps (engine.steps)."""
+    lost: list[Key] = []
+    for chunk in chunks(kept):
+        yield
+        for key in chunk:
+            if (was := last.get(key)) and not was.keys() <= now[key].keys():
+                lost.append(key)
+    return lost
+
+
+def _marked_steps(vertices: dict[Key, Vertex]) -> Steps[tuple[set[Key], set[Key]]]:
+    """The vertices with meta rewatch, and those with meta noop, in steps (engine.steps)."""
+    rewatchers: set[Key] = set()
+    noops: set[Key] = set()
+    for chunk in chunks(vertices.items()):
+        yield
+        for key, vertex in chunk:
+            meta = vertex.res.meta
+            if meta.rewatch:
+                rewatchers.add(key)
+            if meta.noop:
+                noops.add(key)
+    return rewatchers, noops
 
 
 async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
@@ -1037,20 +1076,28 @@ def verify(graph: Graph, found: Owners | None = None) -> Owners:
     managing the same thing (`engine.autoedge.owners`, returned; `found`: the providers that
     add_autoedges found), one size per semaphore. GraphError if not. `prepare()` runs it after
     the automatic edges and groups."""
-    graph.check()
-    found = owners(graph, found)
+    return finish(verify_steps(graph, found))
+
+
+def verify_steps(graph: Graph, found: Owners | None = None) -> Steps[Owners]:
+    """verify() in steps (engine.steps)."""
+    yield from graph.check_steps()
+    found = yield from owners_steps(graph, found)
     for path, writer, editor in overwritten(graph):
         raise GraphError(both_write(path, writer, editor))
+    yield
     sizes: dict[str, tuple[int, Resource]] = {}
-    for res in graph:
-        if not res.meta.sema:
-            continue  # most resources: no generator
-        for name, size in (sema_size(entry) for entry in res.meta.sema):
-            first = sizes.setdefault(name, (size, res))
-            if first[0] != size:
-                raise GraphError(
-                    f"semaphore {name!r} has size {first[0]} in {first[1]} but {size} in {res}"
-                )
+    for chunk in chunks(graph):
+        yield
+        for res in chunk:
+            if not res.meta.sema:
+                continue  # most resources: no generator
+            for name, size in (sema_size(entry) for entry in res.meta.sema):
+                first = sizes.setdefault(name, (size, res))
+                if first[0] != size:
+                    raise GraphError(
+                        f"semaphore {name!r} has size {first[0]} in {first[1]} but {size} in {res}"
+                    )
     return found
 
 
@@ -1176,6 +1223,7 @@ class Engine:
         # The last prepared graph has a resource autogroup could group: a path between two
         # may decide whether it does, so no edge changes without preparing again.
         self._groupable = False
+        self._swapping = asyncio.Lock()  # held by a swap (apply)
 
     def tick(self) -> int:
         return next(self._clock)
@@ -1270,19 +1318,29 @@ class Engine:
 
     def prepare(self, graph: Graph) -> None:
         """Add automatic edges and merge groups (in place), then check cycles and semaphores."""
+        finish(self.prepare_steps(graph))
+
+    def prepare_steps(self, graph: Graph) -> Steps[None]:
+        """prepare() in steps (engine.steps): a full swap runs them on the loop, a turn given
+        between them (`_swap`). `graph` is the swap's own copy: nothing else changes it."""
         index = AutoIndex() if self.autoedges else None
         self._autoindex = None
         self._owners = None
         found: Owners | None = None
         if index is not None:
             found = Owners()
-            add_autoedges(graph, index, found)  # GraphError if two resources manage one thing
+            # GraphError if two resources manage one thing
+            yield from autoedge_steps(graph, index, found)
+        groupable = False
         if self.autogroup:
-            autogroup(graph)
-            candidates = (r for r in graph if r.meta.autogroup and isinstance(r, Groupable))
-            self._groupable = next(candidates, None) is not None
-        self._owners = by_kind(verify(graph, found))
+            candidates = yield from groupable_steps(graph)
+            if candidates:  # (at once: it sets the groups of resources that may be running)
+                autogroup(graph, candidates)
+                groupable = True
+        found = yield from verify_steps(graph, found)
+        self._owners = yield from by_kind_steps(found)
         self._autoindex = index
+        self._groupable = groupable
 
     async def apply(
         self,
@@ -1302,15 +1360,18 @@ class Engine:
         that `graph` is `base`, the graph given last, with only the resources of `keys` replaced
         (the caller vouches for it): then not even the kept resources are looked at.
         `accepted` is called once the graph is checked, before anything of it runs (not when
-        a GraphError refuses it).
+        a GraphError refuses it). A whole graph is prepared in steps, the loop given turns
+        between them (`prepare_steps`); one swap runs at a time: another asked for meanwhile
+        waits for it.
         """
-        self._gc_resume()
-        self._pause_gc()
-        try:
-            await self._swap(graph, since, accepted)
-        except BaseException:
+        async with self._swapping:  # one swap at a time (its preparation gives turns)
             self._gc_resume()
-            raise
+            self._pause_gc()
+            try:
+                await self._swap(graph, since, accepted)
+            except BaseException:
+                self._gc_resume()
+                raise
 
     async def _swap(
         self, graph: Graph, since: Since | None, accepted: Callable[[], None] | None
@@ -1325,26 +1386,15 @@ class Engine:
             await self._swap_replaced(graph, small)
             return
         raw = _Raw(graph, graph.name)
-        graph = graph.copy()
-        self.prepare(graph)
+        # Prepared on the loop in steps, a turn given between them: the running graph runs on
+        # meanwhile (a drift is repaired); the copy is the swap's own, and the given graph is
+        # not changed while it is applied (Engine.apply's caller).
+        graph = await stepped(graph.copy_steps())
+        await stepped(self.prepare_steps(graph))
         if accepted is not None:
             accepted()
         old = self.vertices
-        kept: set[Key] = set()
-        async for some_old in sliced(list(old.items())):
-            for k, v in some_old:
-                if (
-                    k in graph.vertices
-                    and k not in rewatch
-                    # The same object given again: its params are as given, but autogroup has
-                    # just set its group afresh (a member may have come or gone).
-                    and (
-                        (graph.vertices[k] is v.res and same_group(v.pristine, v.res))
-                        or same(v.pristine, graph.vertices[k])
-                    )
-                ):
-                    kept.add(k)
-        removed = [v for k, v in old.items() if k not in kept]
+        kept, removed = await self._kept(graph)
         await self._realize(removed)
         await stop_all(removed)
         gone = [v.key for v in removed if v.key not in graph.vertices]
@@ -1364,31 +1414,54 @@ class Engine:
         gone_keys = [v.key for v in removed if v.key not in graph.vertices]
         self._forget_retries(gone_keys, added)
         # Kept vertices that lost a predecessor: one waiting for it is released.
-        last_pred = self.graph.pred
-        released = [
-            vertices[k]
-            for k in kept
-            if (lost := last_pred.get(k)) and not lost.keys() <= graph.pred[k].keys()
-        ]
-        self.graph = graph
-        self.vertices = vertices
-        last_raw, self._raw = self._raw, raw
-        self._rewatchers = {k for k, v in vertices.items() if v.res.meta.rewatch}
-        self._noops = {k for k, v in vertices.items() if v.res.meta.noop}
+        released = await stepped(_lost_steps(kept, self.graph.pred, graph.pred))
+        rewatchers, noops = await stepped(_marked_steps(vertices))
+        line = ""
         if old:
             counts = (len(kept), len(removed), len(added))
-            log.info("%s", _full_swap_line(counts, gone_keys, added, old, (last_raw, raw)))
+            raws = (self._raw, raw)
+            line = await stepped(_full_swap_line_steps(counts, gone_keys, added, old, raws))
+        # Nothing awaited from here on until the new graph runs: it changes at once.
+        self.graph = graph
+        self.vertices = vertices
+        self._raw = raw
+        self._rewatchers, self._noops = rewatchers, noops
+        if line:
+            log.info("%s", line)
         self._track_pass(added, first=not old)
         await _start(added)
         # a started vertex told its status itself (10,000 events less at first)
         async for some_kept in sliced(kept):
             for key in some_kept:
                 self.changed(vertices[key])
-        _release(released)
+        _release(vertices[key] for key in released)
         async for some_removed in sliced(removed):
             for vertex in some_removed:
                 vertex.release()
         self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
+
+    async def _kept(self, graph: Graph) -> tuple[set[Key], list[Vertex]]:
+        """The running vertices that a full swap to the prepared `graph` keeps, and the others
+        (those of meta rewatch failed for good are replaced, changed or not)."""
+        rewatch = {k for k in self._rewatchers if self.vertices[k].failed}
+        kept: set[Key] = set()
+        removed: list[Vertex] = []
+        async for some_old in sliced(list(self.vertices.items())):
+            for k, v in some_old:
+                if (
+                    k in graph.vertices
+                    and k not in rewatch
+                    # The same object given again: its params are as given, but autogroup has
+                    # just set its group afresh (a member may have come or gone).
+                    and (
+                        (graph.vertices[k] is v.res and same_group(v.pristine, v.res))
+                        or same(v.pristine, graph.vertices[k])
+                    )
+                ):
+                    kept.add(k)
+                else:
+                    removed.append(v)
+        return kept, removed
 
     async def _realize(self, leaving: list[Vertex]) -> None:
         """Meta realize (mgmt's): before a swap stops the vertices it removes or replaces

@@ -16,8 +16,10 @@ from typing import Any
 from engine.errors import GraphError, ValidationError
 from engine.params import to_plain
 from engine.resource import Resource
+from engine.steps import STRIDE, Steps, chunks, finish
 
 Key = tuple[str, str]  # (kind, name)
+COPIED = 8 * STRIDE  # neighbour maps copied in one step (Graph.copy_steps): ~0.1 us each
 
 
 def key_of(res: Resource) -> Key:
@@ -147,33 +149,62 @@ class Graph:
         out.pred = {k: dict(v) for k, v in self.pred.items()}
         return out
 
+    def copy_steps(self) -> Steps[Graph]:
+        """copy() in steps (engine.steps); the graph must not change meanwhile."""
+        out = Graph(self.name)
+        out.vertices = dict(self.vertices)  # (C speed: ~1 ms at 20,000)
+        yield
+        for name in ("succ", "pred"):
+            mine: dict[Key, dict[Key, Edge]] = getattr(self, name)
+            copied: dict[Key, dict[Key, Edge]] = {}
+            for chunk in chunks(mine.items(), COPIED):
+                yield
+                for key, ends in chunk:
+                    copied[key] = dict(ends)
+            setattr(out, name, copied)
+        return out
+
     def find_cycle(self) -> list[Key] | None:
         """One cycle as [a, b, ..., a], or None if the graph is a DAG (iterative DFS)."""
+        return finish(self.cycle_steps())
+
+    def cycle_steps(self) -> Steps[list[Key] | None]:
+        """find_cycle() in steps (engine.steps); the graph must not change meanwhile."""
         white, grey, black = 0, 1, 2
         color = dict.fromkeys(self.vertices, white)
         succ = self.succ
-        for root in self.vertices:
-            if color[root] != white or not succ[root]:
-                continue  # seen, or no edge out: on no cycle (most vertices: no DFS)
-            path: list[Key] = [root]
-            stack: list[Iterator[Key]] = [iter(self.succ[root])]
-            color[root] = grey
-            while stack:
-                nxt = next(stack[-1], None)
-                if nxt is None:
-                    color[path.pop()] = black
-                    stack.pop()
-                elif color[nxt] == grey:
-                    return [*path[path.index(nxt) :], nxt]
-                elif color[nxt] == white:
-                    color[nxt] = grey
-                    path.append(nxt)
-                    stack.append(iter(self.succ[nxt]))
+        seen = 0
+        for roots in chunks(self.vertices):
+            yield
+            for root in roots:
+                if color[root] != white or not succ[root]:
+                    continue  # seen, or no edge out: on no cycle (most vertices: no DFS)
+                path: list[Key] = [root]
+                stack: list[Iterator[Key]] = [iter(self.succ[root])]
+                color[root] = grey
+                while stack:
+                    seen += 1
+                    if not seen % STRIDE:
+                        yield
+                    nxt = next(stack[-1], None)
+                    if nxt is None:
+                        color[path.pop()] = black
+                        stack.pop()
+                    elif color[nxt] == grey:
+                        return [*path[path.index(nxt) :], nxt]
+                    elif color[nxt] == white:
+                        color[nxt] = grey
+                        path.append(nxt)
+                        stack.append(iter(self.succ[nxt]))
         return None
 
     def check(self) -> None:
         """Raise GraphError naming the cycle if there is one."""
-        cycle = self.find_cycle()
+        finish(self.check_steps())
+
+    def check_steps(self) -> Steps[None]:
+        """check() in steps (engine.steps)."""
+        cycle = yield from self.cycle_steps()
         if cycle:
             raise GraphError(cycle_text(cycle))
 

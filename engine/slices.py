@@ -24,6 +24,8 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TypeVar
 
+from engine.steps import Steps, run
+
 T = TypeVar("T")
 
 # Items per slice, at most: a vertex started or stopped costs 20-100 us of the loop's time
@@ -59,3 +61,16 @@ def next_size(size: int, took: float) -> int:
     """The next slice's size, after a slice of `size` whose work took `took` s."""
     fits = int(size * WORK / took) if took > 0 else SLICE
     return max(LEAST, min(SLICE, 2 * size, fits))
+
+
+async def stepped(steps: Steps[T]) -> T:
+    """Run `steps` (engine.steps) on the loop, giving it a turn (one step: what is ready
+    runs) whenever WORK seconds of them have run; their result. Whatever they read must not
+    change meanwhile but by them (their caller's to ensure)."""
+    clock = time.perf_counter
+    while True:
+        until = clock() + WORK
+        ended, result = run(steps, lambda: clock() < until)  # noqa: B023  (called here)
+        if ended:
+            return result
+        await asyncio.sleep(0)

@@ -77,7 +77,7 @@ async def test_one_changed_resource_replaces_one_vertex_only(
     before = dict(engine.vertices)
     swaps: list[GraphSwapped] = []
     engine.listeners.subscribe(GraphSwapped, swaps.append)
-    prepares = count_calls(monkeypatch, engine, "prepare")
+    prepares = count_calls(monkeypatch, engine, "prepare_steps")
     cmps = count_calls(monkeypatch, ProbeRes, "cmp")
 
     second = Graph("test")
@@ -125,7 +125,7 @@ async def test_shape_changes_prepare_the_whole_graph(
     graph = files(tmp_path, {"a": "1\n", "b": "2\n"})
     await engine.apply(graph)
     await settle(engine)
-    prepares = count_calls(monkeypatch, engine, "prepare")
+    prepares = count_calls(monkeypatch, engine, "prepare_steps")
 
     content = files(tmp_path, {"a": "1\n", "b": "3\n"})  # same path: same automatic edges
     content.vertices[("file", "a")] = graph.vertices[("file", "a")]
@@ -158,7 +158,7 @@ async def test_a_vertex_added_or_removed_alone_is_swapped_alone(
     before = dict(engine.vertices)
     swaps: list[GraphSwapped] = []
     engine.listeners.subscribe(GraphSwapped, swaps.append)
-    prepares = count_calls(monkeypatch, engine, "prepare")
+    prepares = count_calls(monkeypatch, engine, "prepare_steps")
 
     second = first.copy()  # one added, one removed (a rename), without `since`
     del second.vertices[("file", "f7")], second.succ[("file", "f7")], second.pred[("file", "f7")]
@@ -212,7 +212,7 @@ async def test_two_resources_managing_one_path_are_refused_and_a_rename_is_not(
     await engine.apply(first)
     await settle(engine)
     before = dict(engine.vertices)
-    prepares = count_calls(monkeypatch, engine, "prepare")
+    prepares = count_calls(monkeypatch, engine, "prepare_steps")
     second = first.copy()  # f7's path under another name, beside f7
     second.add(FileRes(name="g7", path=str(out / "f7"), content="g\n"))
     with pytest.raises(GraphError, match=r"file\[g7\] and file\[f7\] both manage file"):
@@ -251,7 +251,7 @@ async def test_the_same_graph_object_given_again_is_compared_in_full(
     await engine.apply(graph)
     await settle(engine)
     graph.add(ProbeRes(name="c"))  # changed in place (not allowed, but it must not be missed)
-    prepares = count_calls(monkeypatch, engine, "prepare")
+    prepares = count_calls(monkeypatch, engine, "prepare_steps")
     await engine.apply(graph)
     await settle(engine)
     assert len(prepares) == 1 and ("probe", "c") in engine.vertices
@@ -433,7 +433,7 @@ async def test_an_edge_connected_or_disconnected_is_swapped_alone(
     before = dict(engine.vertices)
     swaps: list[GraphSwapped] = []
     engine.listeners.subscribe(GraphSwapped, swaps.append)
-    prepares = count_calls(monkeypatch, engine, "prepare")
+    prepares = count_calls(monkeypatch, engine, "prepare_steps")
     p0, p1, p5, p9 = (("probe", f"p{i}") for i in (0, 1, 5, 9))
 
     second, since = derived(
@@ -477,7 +477,7 @@ async def test_an_edge_that_prepare_would_change_prepares_the_whole_graph(
     graph.add(FileRes(name="dir", path=str(tmp_path / "out") + "/", state="exists"))
     await engine.apply(graph)
     await settle(engine)
-    prepares = count_calls(monkeypatch, engine, "prepare")
+    prepares = count_calls(monkeypatch, engine, "prepare_steps")
     d, a = ("file", "dir"), ("file", "a")
     assert engine.graph.succ[d] == {a: AUTO}
     given, since = derived(graph, Change(connect=[(d, a, Edge(notify=True))]))
@@ -493,7 +493,7 @@ async def test_a_new_dependency_holds_a_vertex_back_a_removed_one_releases_it(
 ) -> None:
     """mgmt's semantics across swaps, small or full: a vertex given a predecessor that has
     not processed since it last did waits for it; one that loses it stops waiting."""
-    prepares = count_calls(monkeypatch, engine, "prepare")
+    prepares = count_calls(monkeypatch, engine, "prepare_steps")
     first = make_graph("ab")
     await engine.apply(first)
     await settle(engine)

@@ -100,8 +100,8 @@ async def test_an_edge_added_to_the_edges_list_rewires_those_two_alone(
     before = dict(agent.engine.vertices)
     validated = counted(monkeypatch)
     prepared: list[int] = []
-    original = agent.engine.prepare
-    monkeypatch.setattr(agent.engine, "prepare", lambda g: prepared.append(1) or original(g))
+    original = agent.engine.prepare_steps
+    monkeypatch.setattr(agent.engine, "prepare_steps", lambda g: prepared.append(1) or original(g))
     swapped: list[GraphSwapped] = []
     done = asyncio.Event()
     agent.engine.listeners.subscribe(GraphSwapped, lambda e: swapped.append(e) or done.set())

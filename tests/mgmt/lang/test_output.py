@@ -16,6 +16,7 @@ import pytest
 from engine.engine import Engine
 from engine.events import GraphSwapped
 from engine.graph import Graph
+from engine.steps import Steps
 from mgmt.lang.source import LangSource
 from mgmt.yamlgraph import Loaded
 from tests.engine.conftest import settle
@@ -133,14 +134,14 @@ async def test_the_engine_swaps_an_edge_of_the_stream_alone(
         await engine.apply(source.first.graph)
         await settle(engine)
         prepares = 0
-        original = engine.prepare
+        original = engine.prepare_steps
 
-        def counted(graph: Graph) -> None:
+        def counted(graph: Graph) -> Steps[None]:
             nonlocal prepares
             prepares += 1
-            original(graph)
+            return original(graph)
 
-        monkeypatch.setattr(engine, "prepare", counted)
+        monkeypatch.setattr(engine, "prepare_steps", counted)
         for value in ("edge", "1", "edge"):
             loaded = await change(source, tmp_path, value)
             await engine.apply(loaded.graph, loaded.since)
