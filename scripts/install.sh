@@ -132,7 +132,10 @@ printf '#!%s -SP\nimport sys\nsys.path.append(%s)\nfrom mgmt.__main__ import mai
 .venv/bin/python -m compileall -q engine resources mgmt >/dev/null
 # The index of where the modules a run imports are (mgmt/quickimport.py, `Index`): recorded at
 # the end of a first run of a one-file graph, in a directory of its own, with engine.uring (a
-# first run's writes of many files at once import it, not this run's one).
+# first run's writes of many files at once import it, not this run's one). A directory changed
+# in the last 2 s is left out of it (its time could be an older listing's): the byte-compile
+# above has just made __pycache__ in every package directory of a new checkout, so wait.
+sleep 2
 index_run=$(mktemp -d)
 printf 'graph: index\nresources:\n  file:\n    - name: f\n      path: %s/f\n      content: "f\\n"\n' \
     "$index_run" >"$index_run/g.yaml"
