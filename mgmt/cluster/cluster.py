@@ -505,6 +505,8 @@ class Cluster:
         """Remove our member unless it is the last voting one (which keeps the data for a
         restart); one host at a time (LEAVING)."""
         member = self.member
+        if member is not None:  # its removal from here on, by us or the leader, is expected
+            member.leaving = True
         try:
             async with self._leaving_turn():
                 return await self._leave_now()
@@ -597,8 +599,6 @@ class Cluster:
         others = await self._remember_others(members)
         if others:  # our own member stops as it is removed: what follows goes elsewhere
             self.client.set_endpoints(others, preferred=others[0])
-        if self.member is not None:
-            self.member.leaving = True  # its exit on removal is expected (said at debug)
         try:
             await self.client.member_remove(own.id)
         except WorldError as err:

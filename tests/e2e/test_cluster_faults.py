@@ -412,7 +412,8 @@ async def test_a_host_removed_by_the_leader_as_it_leaves_remembers_the_others(
     leader removes its member first (the "left" path of a clean leave). Its leave saves the
     other members (cluster-peers.json) as a leave of its own does: restarted without
     --seeds, it joins them (before 2026-12-05 only through --seeds)."""
-    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3)]
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2)]
+    hosts.append(Host("h3", tmp_path, extra_args=["--verbose"]))
     for host in hosts:
         host.graph.write_text(f"graph: {host.name}\nresources: {{}}\n")
     h1, h2, h3 = hosts
@@ -429,6 +430,10 @@ async def test_a_host_removed_by_the_leader_as_it_leaves_remembers_the_others(
             await client.put(LEAVING.encode(), b"another host")
             h3.daemon.signal(signal.SIGTERM)
             await wait_any_log([h1, h2], "member h3: its host left the cluster; removing it")
+            # That line comes before the removal: the turn handed back at it let h3 remove
+            # itself first (CI of 2026-12-06). Its etcd's exit (said under --verbose) is the
+            # removal applied.
+            await h3.daemon.wait_log("etcd member h3 was removed from its cluster", timeout=30)
             await client.delete(LEAVING.encode())
         assert await h3.daemon.wait(30) == 0
         await h3.daemon.__aexit__(None, None, None)
