@@ -135,25 +135,44 @@ def one_changes(
 STOP_GRACE = 10.0  # seconds a child interrupted by Ctrl-C gets to stop before it is killed
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken as a first Ctrl-C (a `kill`, a CI's timeout): what the script started
+    is stopped and its files removed all the same."""
+
+
 def run_script(main: Callable[[], object]) -> None:
-    """Run a script's `main` (a function, or a coroutine function). Ctrl-C stops it: its
-    `finally` blocks stop what it started and remove its files, then one line instead of a
-    traceback, and exit 130. A second Ctrl-C while they run only says so (a third leaves
-    them: the processes and files of a half-done teardown)."""
+    """Run a script's `main` (a function, or a coroutine function). Ctrl-C or SIGTERM stops
+    it: its `finally` blocks stop what it started and remove its files, then one line instead
+    of a traceback, and exit 130 (143 for SIGTERM). A second Ctrl-C while they run only says
+    so (a third leaves them: the processes and files of a half-done teardown)."""
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         result = main()
         if inspect.iscoroutine(result):
             _run_async(result)
+    except Terminated:
+        print(f"{Path(sys.argv[0]).name}: terminated", file=sys.stderr)
+        sys.exit(143)
     except KeyboardInterrupt:
         print(f"{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM outside an event loop: unwinds as Ctrl-C does; only once (a second SIGTERM
+    during the teardown is ignored)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
 
 
 def _run_async(main: Coroutine[Any, Any, object]) -> None:
     """asyncio.run(main), with run_script's Ctrl-C: the first cancels `main` (asyncio.run's
     own handler cancels it on the first and raises KeyboardInterrupt on the next, wherever the
-    teardown is)."""
+    teardown is). SIGTERM is a first Ctrl-C (later ones are ignored)."""
     interrupts = 0
+    terminated = False
     task: asyncio.Task[object] | None = None
 
     async def run() -> object:
@@ -161,7 +180,14 @@ def _run_async(main: Coroutine[Any, Any, object]) -> None:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         signal.signal(signal.SIGINT, lambda *_: loop.call_soon_threadsafe(interrupted))
+        loop.add_signal_handler(signal.SIGTERM, terminate)
         return await main
+
+    def terminate() -> None:
+        nonlocal terminated
+        if not terminated and not interrupts:
+            terminated = True
+            interrupted()
 
     def interrupted() -> None:
         nonlocal interrupts
@@ -181,6 +207,8 @@ def _run_async(main: Coroutine[Any, Any, object]) -> None:
             raise
     finally:
         signal.signal(signal.SIGINT, previous)
+    if terminated:
+        raise Terminated
     if interrupts:
         raise KeyboardInterrupt
 
