@@ -1332,13 +1332,20 @@ class Engine:
             # GraphError if two resources manage one thing
             yield from autoedge_steps(graph, index, found)
         groupable = False
+        before: list[tuple[Groupable, list[Resource]]] = []
         if self.autogroup:
             candidates = yield from groupable_steps(graph)
             if candidates:  # (at once: it sets the groups of resources that may be running)
+                before = [(res, res.grouped) for res in candidates]
                 autogroup(graph, candidates)
                 groupable = True
-        found = yield from verify_steps(graph, found)
-        self._owners = yield from by_kind_steps(found)
+        try:
+            found = yield from verify_steps(graph, found)
+            self._owners = yield from by_kind_steps(found)
+        except BaseException:  # refused (or the swap cancelled): running groups as they were
+            for res, grouped in before:
+                res.grouped = grouped
+            raise
         self._autoindex = index
         self._groupable = groupable
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.engine import Engine, Status
+from engine.errors import GraphError
 from engine.graph import Edge, Graph, Key
 from engine.handle import ResourceLogger
 from engine.meta import Meta
@@ -122,6 +123,23 @@ async def test_a_member_joining_a_kept_group_restarts_its_vertex(engine: Engine)
     await settle(engine)
     assert [r.name for r in engine.vertices[("gprobe", "a")].res.grouped] == ["b", "c"]
     assert state("c").calls == [(True, False)]
+
+
+async def test_a_refused_graph_leaves_the_running_groups_as_they_were(engine: Engine) -> None:
+    """Groups are formed before the graph's checks: one they refuse (a cycle) must not leave
+    a running leader with the refused graph's members (before 2026-12-06 it did: a member
+    never applied, or one applied that no graph holds)."""
+    a, b = GroupProbe(name="a"), GroupProbe(name="b")
+    await engine.apply(graph_of(a, b))
+    await settle(engine)
+    x, y = ProbeRes(name="x"), ProbeRes(name="y")
+    refused = graph_of(a, b, GroupProbe(name="c"), x, y)
+    refused.connect(("probe", "x"), ("probe", "y"))
+    refused.connect(("probe", "y"), ("probe", "x"))
+    with pytest.raises(GraphError, match="cycle"):
+        await engine.apply(refused)
+    assert [r.name for r in engine.vertices[("gprobe", "a")].res.grouped] == ["b"]
+    assert a.grouped == [b]
 
 
 def test_autogroup_can_be_turned_off(tmp_path: Path) -> None:
