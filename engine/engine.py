@@ -51,7 +51,7 @@ from engine.autoedge import (
 )
 from engine.autogroup import autogroup, groupable_steps
 from engine.churn import Churn
-from engine.errors import GraphError, ResourceError, interfered
+from engine.errors import EngineStopped, GraphError, ResourceError, interfered
 from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged, VertexFailed
 from engine.flag import Flag
 from engine.graph import Edge, Graph, Key, fmt_key, key_of, rewired
@@ -1224,6 +1224,7 @@ class Engine:
         # may decide whether it does, so no edge changes without preparing again.
         self._groupable = False
         self._swapping = asyncio.Lock()  # held by a swap (apply)
+        self._closing = False  # stop() was called: no graph is applied from then on
 
     def tick(self) -> int:
         return next(self._clock)
@@ -1372,6 +1373,7 @@ class Engine:
         waits for it.
         """
         async with self._swapping:  # one swap at a time (its preparation gives turns)
+            self._refuse_if_stopping()
             self._gc_resume()
             self._pause_gc()
             try:
@@ -1379,6 +1381,12 @@ class Engine:
             except BaseException:
                 self._gc_resume()
                 raise
+
+    def _refuse_if_stopping(self) -> None:
+        """A graph is not applied once stop() was called: stop() stops the vertices there
+        are; one started after it would run on (its watch, its retries) in a stopped engine."""
+        if self._closing:
+            raise EngineStopped("the engine is stopping: the graph is not applied")
 
     async def _swap(
         self, graph: Graph, since: Since | None, accepted: Callable[[], None] | None
@@ -1398,6 +1406,7 @@ class Engine:
         # not changed while it is applied (Engine.apply's caller).
         graph = await stepped(graph.copy_steps())
         await stepped(self.prepare_steps(graph))
+        self._refuse_if_stopping()  # stopped while it prepared: the running graph stays
         if accepted is not None:
             accepted()
         old = self.vertices
@@ -1917,7 +1926,9 @@ class Engine:
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop every vertex (graceful: running check_applies finish first; one whose work
-        has not begun never begins it: engine/stopgate.py)."""
+        has not begun never begins it: engine/stopgate.py). A swap still preparing then
+        applies nothing (EngineStopped)."""
+        self._closing = True
         self._gc_resume(thaw=False)
         retrying = {key for key, v in self.vertices.items() if v.status is RETRYING}
         with watcher.shutting_down(), collector.paused(), self.gate.closing():

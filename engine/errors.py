@@ -51,6 +51,11 @@ def interfered(err: BaseException | None) -> bool:
     return False
 
 
+class EngineStopped(MgmtError):
+    """A graph given to an engine that stops (Engine.stop called before or while it was
+    prepared): not applied, nothing of it runs."""
+
+
 class WorldError(MgmtError):
     """The cluster (World) could not answer."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine.engine import Engine, Status
-from engine.errors import GraphError
+from engine.errors import EngineStopped, GraphError
 from engine.events import CheckApplied, GraphSwapped, VertexChanged
 from engine.graph import Edge, Graph
 from engine.meta import Meta
@@ -163,3 +163,31 @@ def test_the_steps_of_a_preparation_are_its_whole_work_at_once(tmp_path: Path) -
     graph.connect(("file", "f1"), ("file", "f2"))
     graph.connect(("file", "f2"), ("file", "f1"))
     assert finish(graph.cycle_steps()) == [("file", "f1"), ("file", "f2"), ("file", "f1")]
+
+
+@pytest.mark.slow  # a few seconds: 20,000 resources made and (partly) prepared
+async def test_a_stop_while_a_big_swap_prepares_applies_nothing_of_it(
+    running: tuple[Engine, Path, FileRes],
+) -> None:
+    """stop() during the preparation (it gives the loop turns): the swap ends refused once
+    prepared, none of its vertices ever started (before 2026-12-06 they started in the stopped
+    engine and ran on)."""
+    engine, out, f0 = running
+    told = Told(engine)
+    try:
+        (out / "f0").unlink()
+        swap = asyncio.create_task(
+            engine.apply(bulk(out, f0), accepted=lambda: told.accepted("big"))
+        )
+        await settle(engine, lambda: "f0 checking" in told.order, timeout=60)  # it prepares
+        assert not swap.done()
+        await engine.stop()
+        with pytest.raises(EngineStopped, match="the engine is stopping"):
+            await swap
+        assert "big accepted" not in told.order, told.order
+        assert list(engine.vertices) == [("file", "f0")]
+        assert engine.vertices[("file", "f0")].status is Status.STOPPED
+        with pytest.raises(EngineStopped):
+            await engine.apply(one(f0))
+    finally:
+        await engine.stop(graceful=False)
