@@ -631,10 +631,11 @@ class Agent:
         summary (`tail -f`); not the line `said` last again (a timer's ticks beside a failed
         resource repeated it every few seconds: tester11). Returns the last line said."""
         converger = self.converger
-        while not converger.diverged.is_set():
+        diverged = converger.next_divergence()  # (not `diverged.wait()`: see there)
+        while not diverged.done():
             converger.failures.clear()
-            await first_done(converger.failures.wait(), converger.diverged.wait())
-            if converger.diverged.is_set():
+            await first_done(converger.failures.wait(), asyncio.shield(diverged))
+            if diverged.done():
                 return said
             summary = self._convergence_summary() if self._said_converged else said
             if summary != said:
@@ -644,7 +645,7 @@ class Agent:
                 self.notifier.status(self._status())
             with contextlib.suppress(TimeoutError):  # the next such line a second later
                 async with asyncio.timeout(1.0):
-                    await converger.diverged.wait()
+                    await asyncio.shield(diverged)
         return said
 
     def _check_applied(self, event: CheckApplied) -> None:

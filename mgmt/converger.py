@@ -41,6 +41,9 @@ class Converger:
         # Called at each convergence, also one that follows a divergence too short for a task
         # awaiting `diverged` to see it cleared (a swap that started vertices already right).
         self.on_converged: Callable[[], None] | None = None
+        # Futures done at the next divergence (next_divergence): made before their waiter
+        # awaits, so a divergence that is over (converged again) before it runs is not missed.
+        self._divergence_waiters: list[asyncio.Future[None]] = []
         self._unsubscribes: list[Callable[[], None]] = [
             engine.listeners.subscribe(VertexChanged, self._changed),
             engine.listeners.subscribe(CheckApplied, self._check_applied),
@@ -63,8 +66,7 @@ class Converger:
         self.close()
         if self.engine.vertices:  # an empty graph stays as it is (no vertex would stop)
             self._unsettled.update(self.engine.vertices)
-            self.converged.clear()
-            self.diverged.set()
+            self._diverge()
 
     def failed(self) -> list[Vertex]:
         vertices = self.engine.vertices
@@ -217,9 +219,29 @@ class Converger:
         if self._timer:
             self._timer.cancel()
             self._timer = None
+        self._diverge()
+        self._rearm()
+
+    def next_divergence(self) -> asyncio.Future[None]:
+        """A future done at the next divergence, or when it is already diverged: whoever
+        awaits `diverged` while converged misses one that is over before its task runs (a
+        swap whose new vertices were right: `diverged` set, then cleared)."""
+        future = asyncio.get_running_loop().create_future()
+        if self.diverged.is_set():
+            future.set_result(None)
+        else:
+            waiters = self._divergence_waiters
+            waiters[:] = [w for w in waiters if not w.done()]  # (cancelled ones: gone)
+            waiters.append(future)
+        return future
+
+    def _diverge(self) -> None:
         self.converged.clear()
         self.diverged.set()
-        self._rearm()
+        waiters, self._divergence_waiters = self._divergence_waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
 
     def _rearm(self) -> None:
         if self.on_progress is not None:
@@ -230,8 +252,7 @@ class Converger:
                 self._timer = None
             self.settled.clear()
             if self.converged.is_set() or not self.diverged.is_set():  # once per divergence
-                self.converged.clear()
-                self.diverged.set()
+                self._diverge()
             return
         self.settled.set()
         if self._timer is None and not self.converged.is_set():

@@ -305,3 +305,38 @@ async def test_the_first_graph_is_dropped_once_swapped_out(tmp_path: Path) -> No
     agent.stopping.set()
     async with asyncio.timeout(20):
         assert await runner == ExitCode.OK
+
+
+async def test_a_divergence_over_before_the_report_runs_is_still_seen(tmp_path: Path) -> None:
+    """The converger diverges and converges again within one turn of the loop (a swap whose
+    new vertices were right at once, under load): the agent's report of the convergence
+    still sees it and reports the convergence again (it awaited `diverged`, set and cleared
+    before its task ran: a deploy's first graph never got its converged line, CI of
+    2026-12-06). The divergence is the converger's own, driven directly."""
+    path, out = tmp_path / "graph.yaml", tmp_path / "out"
+    path.write_text(graph(out))
+    main = logging.getLogger("main")
+    first, again = LogWaiter(f"converged: all {N} resources"), LogWaiter("converged again:")
+    level = main.level
+    main.setLevel(logging.DEBUG)
+    main.addHandler(first)
+    main.addHandler(again)
+    try:
+        agent, runner = await converged_agent(path, tmp_path / "prefix")
+        async with asyncio.timeout(20):
+            await first.seen.wait()  # said: the report now awaits a divergence
+        converger = agent.converger
+        converger._restart()  # diverged, settled: converged again once its timer fires ...
+        assert converger._timer is not None
+        converger._timer.cancel()
+        converger._fire()  # ... here, before any other task runs
+        assert converger.converged.is_set() and not converger.diverged.is_set()
+        async with asyncio.timeout(20):
+            await again.seen.wait()
+        agent.stopping.set()
+        async with asyncio.timeout(20):
+            assert await runner == ExitCode.OK
+    finally:
+        main.removeHandler(first)
+        main.removeHandler(again)
+        main.setLevel(level)
