@@ -759,13 +759,14 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     ) -> None:
         """Write the file; a repair links in the spare made after the last one and makes the
         next (resources/_lib/spare.py)."""
-        want = None
-        wrote = getattr(self, "_wrote", False)  # before the first (a first run): no spare
-        if wrote and isinstance(data, bytes) and not self.follow:
-            from resources._lib.spare import Spare  # a repair's: a first write makes none
-
-            want = Spare.want(where.fd, data, mode, uid, gid)
+        # Before the first write (a first run): no spare. The first repair writes, then
+        # imports the spare's module and makes one: its import is not on that repair's path.
+        spares = getattr(self, "_wrote", False) and isinstance(data, bytes) and not self.follow
         spare: Spare | None = getattr(self, "_spare", None)
+        want = None
+        if spare is not None and spares:
+            assert isinstance(data, bytes)
+            want = spare.want(where.fd, data, mode, uid, gid)
         fd = None if spare is None or want is None else await spare.take(want)
         if fd is None:
             await self._rename_in(functools.partial(where.write, TOP, filler(data), mode, uid, gid))
@@ -773,12 +774,19 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             # A link and a rename, no fsync: on the loop.
             await self._rename_in(functools.partial(_link_spare, where, fd), inline=True)
         self._wrote = True
-        if want is None:
+        if not spares:
             return
+        assert isinstance(data, bytes)
         if spare is None:
+            from resources._lib.spare import Spare  # a repair's: a first write makes none
+
+            want = Spare.want(where.fd, data, mode, uid, gid)
+            if want is None:
+                return
             spare = self._spare = Spare()
             self.handle.on_cleanup(self._drop_spare)
-        spare.prepare(where.fd, want)
+        if want is not None:
+            spare.prepare(where.fd, want)
 
     async def _drop_spare(self) -> None:
         spare: Spare | None = getattr(self, "_spare", None)

@@ -31,7 +31,7 @@ async def ready_spare(res: FileRes) -> int:
     """The inode of the spare the resource made after its last repair."""
     spare: Spare = res._spare
     assert spare._job is not None
-    fd = await spare._job
+    fd = await spare.ready()
     assert fd is not None
     return os.fstat(fd).st_ino
 
