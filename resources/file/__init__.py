@@ -746,7 +746,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         if cur is not None:
             uid = cur.st_uid if uid == -1 else uid
             gid = cur.st_gid if gid == -1 else gid
-        write = functools.partial(self._write, where, data, mode, uid, gid)
+        write = functools.partial(self._write, where, data, mode, uid, gid, new=st is None)
         if cur is None:
             create = Step(f"create {where.path}", f"created {where.path}", write)
             return [*steps, create, *after]
@@ -755,10 +755,18 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         return [*steps, Step(what, "content updated", write), *quiet]
 
     async def _write(
-        self, where: Where, data: bytes | int | None, mode: int, uid: int, gid: int
+        self,
+        where: Where,
+        data: bytes | int | None,
+        mode: int,
+        uid: int,
+        gid: int,
+        *,
+        new: bool = False,
     ) -> None:
         """Write the file; a repair links in the spare made after the last one and makes the
-        next (resources/_lib/spare.py)."""
+        next (resources/_lib/spare.py). `new`: the path was found absent (the spare is linked
+        at it directly: no temp name, no rename, unless it appeared meanwhile)."""
         # Before the first write (a first run): no spare. The first repair writes, then
         # imports the spare's module and makes one: its import is not on that repair's path.
         spares = getattr(self, "_wrote", False) and isinstance(data, bytes) and not self.follow
@@ -772,7 +780,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             await self._rename_in(functools.partial(where.write, TOP, filler(data), mode, uid, gid))
         else:
             # A link and a rename, no fsync: on the loop.
-            await self._rename_in(functools.partial(_link_spare, where, fd), inline=True)
+            await self._rename_in(functools.partial(_link_spare, where, fd, new), inline=True)
         self._wrote = True
         if not spares:
             return
@@ -1087,11 +1095,12 @@ async def _written() -> None:
     await asyncio.gather(*(in_thread(functools.partial(safefs.close_all, c)) for c in chunks))
 
 
-def _link_spare(where: Where, fd: int) -> None:
-    """Put the spare fd in place, and close it before its inode is watched: it was written
-    through fd, so its close would be a change to check again (a second check per repair)."""
+def _link_spare(where: Where, fd: int, new: bool) -> None:
+    """Put the spare fd in place (`new`: the path was absent), and close it before its inode
+    is watched: it was written through fd, so its close would be a change to check again (a
+    second check per repair)."""
     try:
-        where.link(TOP, fd)
+        where.link(TOP, fd, new=new)
     finally:
         os.close(fd)
 

@@ -9,9 +9,12 @@ from typing import Any
 
 import pytest
 
+from engine.inotify import Event, Inotify
 from resources._lib import spare as spare_mod
 from resources._lib.spare import Spare
 from resources.file import FileRes
+
+IN_MOVED_TO, IN_CREATE = 0x80, 0x100  # inotify(7)
 
 
 def unnamed_files() -> set[int]:
@@ -121,3 +124,28 @@ async def test_a_repair_by_the_spare_leaves_no_event_to_check_again(
         assert await res.check_apply(True) is False
         assert path.read_text() == "x\n"
         assert await running.handle.no_event()
+
+
+async def test_a_deleted_file_gets_the_spare_linked_at_its_name(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    """A repair of a deleted file links its spare at the name itself: no temp name and no
+    rename (one journal operation; one event for whoever watches the directory, not three)."""
+    path = tmp_path / "f"
+    res = FileRes(name="f", path=str(path), content="x\n")
+    await run_resource(res, watch=False)
+    assert await res.check_apply(True) is False
+    path.unlink()
+    assert await res.check_apply(True) is False  # a repair: a spare for the next one
+    inode = await ready_spare(res)
+    events: list[Event] = []
+    watch = Inotify(events.extend)
+    try:
+        watch.add_watch(str(tmp_path), IN_CREATE | IN_MOVED_TO)
+        path.unlink()
+        assert await res.check_apply(True) is False
+        watch.drain()
+    finally:
+        watch.close()
+    assert [(e.mask & (IN_CREATE | IN_MOVED_TO), e.name) for e in events] == [(IN_CREATE, b"f")]
+    assert (path.read_text(), path.stat().st_ino) == ("x\n", inode)
