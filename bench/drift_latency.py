@@ -18,6 +18,11 @@ the directory again and poked all N: ~40 ms of CPU at N = 1,000).
 `--baseline DIR` measures the agent of another checkout too (e.g. `git archive BASE | tar -x -C
 DIR`), each configuration alternately with this tree's, and prints both.
 
+`first` is the slowest of the line's agents' first repair of that kind (counted in the
+percentiles too): an agent's first repair of its file writes and fsyncs it, as no spare was
+made before (resources/_lib/spare.py); with `--rounds 2` that is 2 of the 200 deletes, so the
+delete line's p99 (its second largest) may be one of them.
+
 Each line also says how often the agent's threads went to sleep per repair (`switches`: the
 voluntary context switches of all its threads, /proc/PID/task/*/status, over the line's drifts):
 a count the machine's load does not move, unlike the times; each is a wake-up that waits for a
@@ -201,6 +206,7 @@ async def main() -> None:
     configs = [(tag + name, busy, nice, tree) for name, busy, nice in kinds for tag, tree in trees]
     samples: dict[tuple[str, str], list[float]] = {}
     loads: dict[str, list[float]] = {}
+    firsts: dict[tuple[str, str], list[float]] = {}  # each agent's first repair of a kind
     slept: dict[tuple[str, str], list[int]] = {}  # voluntary context switches per line
     spent: dict[tuple[str, str], list[int]] = {}  # the agent's CPU ns per line
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-drift-"))
@@ -215,6 +221,7 @@ async def main() -> None:
                         before, cpu = switches(pid), cpu_ns(pid)
                         got = await measure(path, args.count, drift, args.pause / 1000)
                         samples.setdefault((name, drift), []).extend(got)
+                        firsts.setdefault((name, drift), []).append(got[0])
                         slept.setdefault((name, drift), []).append(switches(pid) - before)
                         spent.setdefault((name, drift), []).append(cpu_ns(pid) - cpu)
                     loads.setdefault(name, []).append(os.getloadavg()[0])
@@ -232,10 +239,12 @@ async def main() -> None:
         load = "-".join(f"{x:.1f}" for x in (min(loads[name]), max(loads[name])))
         for drift in DRIFTS:
             figures = fmt_ms(percentiles(samples[(name, drift)]))
+            first = max(firsts[(name, drift)]) * 1000
             per = sum(slept[(name, drift)]) / len(samples[(name, drift)])
             cpu = sum(spent[(name, drift)]) / len(samples[(name, drift)]) / 1000
             print(
-                f"  {name:21s} {drift:9s} {figures}  switches {per:.1f}  cpu {cpu:.0f}us"
+                f"  {name:21s} {drift:9s} {figures}  first={first:.2f}ms  switches {per:.1f}"
+                f"  cpu {cpu:.0f}us"
                 f"  (load {load})"
             )
 

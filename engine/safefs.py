@@ -802,12 +802,15 @@ def unnamed_at(dir_fd: int, fill: Fill, *, mode: int, uid: int = -1, gid: int = 
     return fd
 
 
-def link_at(dir_fd: int, name: str, fd: int) -> None:
+def link_at(dir_fd: int, name: str, fd: int, *, new: bool = False, local: bool = False) -> None:
     """Atomically replace dir_fd/name by the complete unnamed file `fd` (see unnamed_at): a
-    link under a temp name, renamed over name. fd stays open (the caller closes it)."""
-    with _temp(dir_fd) as tmp:
-        os.link(f"{_PROC_FD}/{fd}", tmp, dst_dir_fd=dir_fd, follow_symlinks=True)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    link under a temp name, renamed over name; `new` (the name was just found absent): linked
+    at name directly, unless it appeared meanwhile (a repair of a deleted file: one journal
+    operation and one event for the watchers of the directory instead of three). `local`
+    (dir_fd is on a local file system): the link and the rename keep the GIL (engine/libc.py).
+    fd stays open (the caller closes it)."""
+    calls = _HOLDING if local else _RELEASING
+    _name(calls, fd, dir_fd, name, new)
 
 
 def write_file(path: str, data: bytes, mode: int, *, parents: int = 0o755) -> None:

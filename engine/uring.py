@@ -19,7 +19,9 @@ barriers needed from Python); the CQ tail is read after io_uring_enter returned.
 executor shuts down. A ring is made only if `available()`: probed once per process (the ring's
 setup, and the kernel's support of FSYNC and LINKAT: Linux 5.15 or later); otherwise, or with
 `MGMT_IO_URING=0` in the environment, the sequential path runs and one debug line says why.
-x86-64 and arm64 only (the system call numbers). bench/uring_floor.py uses the same Ring.
+x86-64 and arm64 only (the system call numbers). bench/uring_floor.py uses the same Ring, and
+so do a repaired file's spares (resources/_lib/spare.py: their fsyncs, submitted from the event
+loop, one ring per loop).
 """
 
 from __future__ import annotations

@@ -28,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy as _copy
+import errno
 import logging
 import math
 import os
 import re
 import select
 import socket
+import stat
 import sys
 import threading
 import time
@@ -190,6 +192,7 @@ WRITE_WAIT = 2.0  # seconds a line logged outside the loop, or the last ones at 
 # logged after a quiet spell is handed over at the end of its pass, one of a busy stream (a
 # first run's "created" lines) waits at most this long for the lines after it.
 HAND_OVER_EVERY = 0.005
+_ATOMIC = select.PIPE_BUF  # bytes a pipe takes whole or not at all
 _stopping = threading.Event()  # set: the last lines' wait at exit is bounded (WRITE_WAIT)
 
 Item = TypeVar("Item", str, bytes)  # a line as its sink takes it: text, or a journal datagram
@@ -242,8 +245,15 @@ class _Writer(Generic[Item]):
         self._running = False  # the thread was started and has not ended
 
     def put(self, lines: list[Item]) -> None:
-        """Hand `lines` over to the thread (in order after those handed before); never waits."""
+        """Hand `lines` over to the thread (in order after those handed before); never waits.
+        When the thread has written everything before them, they are first offered to the
+        sink itself (`write_nowait`): what it takes at once needs no thread."""
         with self._cond:
+            if not self._waiting and self._done == self._handed and not self._closing:
+                taken = self.handler.write_nowait(lines)
+                if taken == len(lines):
+                    return
+                lines = lines[taken:]
             size = sum(map(len, lines))
             if self._size + size <= self.limit:
                 self._waiting += lines
@@ -378,6 +388,12 @@ class WriterHandler(logging.Handler, Generic[Item]):
         """Write `lines` to the sink, in order (in the writer thread; it may block)."""
         raise NotImplementedError
 
+    def write_nowait(self, lines: list[Item]) -> int:
+        """Write the first of `lines` that the sink takes at once, each whole, without waiting
+        (on the thread that logs: nothing is in the writer thread's hands); how many. A sink
+        that cannot be written so takes none."""
+        return 0
+
     def release(self) -> None:
         """The writer thread has ended after close(): let go of the sink."""
 
@@ -484,6 +500,7 @@ class BatchingStreamHandler(WriterHandler[str]):
         with contextlib.suppress(AttributeError, OSError, ValueError):
             fd = stream.fileno()  # StringIO: io.UnsupportedOperation (an OSError)
         self._fd = fd
+        self._nowait: str | bool | None = None  # what write_nowait may write to: not asked yet
 
     def render(self, record: logging.LogRecord) -> str:
         return self.format(record) + self.terminator
@@ -504,6 +521,45 @@ class BatchingStreamHandler(WriterHandler[str]):
         if knows_secrets():
             message = redact_known(message)
         self._put(formatter.resource_line(logger, created, kind, name, message) + self.terminator)
+
+    def write_nowait(self, lines: list[str]) -> int:
+        """All of `lines` in one write that cannot wait (RWF_NOWAIT: the file's own flags are
+        not changed, another process may share it), to a sink that takes it whole or not at
+        all: a pipe (up to PIPE_BUF bytes: atomic) or /dev/null; else none (a terminal, a
+        regular file: the thread, as before). Each hand-over to the thread woke it, and it
+        took the GIL twice: beside busy loops, the loop then waited for the GIL behind a
+        preempted writer, up to tens of ms (issue 16, docs/benchmarks.md, "Drift repair
+        beside busy loops")."""
+        nowait = self._nowait
+        if nowait is None:
+            nowait = self._nowait = self._takes_nowait()
+        if not nowait or getattr(self.stream, "closed", False):
+            return 0
+        assert self._fd is not None
+        data = "".join(lines).encode(self.stream.encoding or "utf-8", "backslashreplace")
+        if len(data) > _ATOMIC and nowait == "pipe":
+            return 0
+        try:
+            os.pwritev(self._fd, [data], -1, os.RWF_NOWAIT)
+        except OSError as err:  # full (EAGAIN), or not supported here after all
+            if err.errno != errno.EAGAIN:
+                self._nowait = False
+            return 0
+        return len(lines)
+
+    def _takes_nowait(self) -> str | bool:
+        """Where write_nowait may write: "pipe", "null" (/dev/null), or nowhere (False)."""
+        if self._fd is None or not hasattr(os, "RWF_NOWAIT"):
+            return False
+        try:
+            st = os.fstat(self._fd)
+        except OSError:
+            return False
+        if stat.S_ISFIFO(st.st_mode):
+            return "pipe"
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3):
+            return "null"
+        return False
 
     def write(self, lines: list[str]) -> None:
         text = "".join(lines)
@@ -571,6 +627,19 @@ class JournalHandler(WriterHandler[bytes]):
         if knows_secrets():
             message = redact_known(message)
         self._put(self._datagram(f"{kind}[{name}]: {message}", logging.INFO, logger, kind, name))
+
+    def write_nowait(self, lines: list[bytes]) -> int:
+        """Each datagram sent without waiting (MSG_DONTWAIT), until journald's queue is full."""
+        sent = 0
+        for data in lines:
+            try:
+                self.sock.sendto(data, socket.MSG_DONTWAIT, self.path)
+            except BlockingIOError:
+                return sent
+            except OSError:  # journald gone: the line is lost, as write() loses it
+                pass
+            sent += 1
+        return sent
 
     def write(self, lines: list[bytes]) -> None:
         for data in lines:

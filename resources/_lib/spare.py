@@ -17,19 +17,36 @@ very directory (as it was: its group and mode too, which give a new file its gro
 setgid), content, mode, owner and group it was made for; else the repair writes as
 before and the spare is dropped. A repair that comes while the spare is still being written
 waits for it: that fsync started earlier than a new one would.
+
+Where the kernel has io_uring (engine/uring.py), the spare is made on the event loop and only
+its fsync leaves it: the O_TMPFILE file is opened, filled and given its mode there (a few
+system calls that wait for no disk), its fsync submitted to a ring of the loop's
+(`_Fsyncs`), which the kernel's own workers run. No thread of ours wakes for it, and none
+takes the GIL: made in a worker thread, each repair woke it, it took the GIL ~6 times
+around its system calls, and its reply woke the loop again; beside two busy loops, a repair
+that came meanwhile waited behind it for the GIL and for a core (issue 16, docs/benchmarks.md,
+"Drift repair beside busy loops"). The completion is read from the ring's memory when the
+next repair asks for the spare (no system call); only a repair that finds its fsync still
+running has the loop watch the ring's descriptor until it is done. Without io_uring
+(`MGMT_IO_URING=0`, an older kernel), the spare is made in a worker thread, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from dataclasses import dataclass
 
-from engine import safefs
+from engine import libc, safefs, uring
 
 SIZE_MAX = 1 << 16  # bytes of content at most for a spare
 COUNT_MAX = 256  # spares held by the process at once
+RING_ENTRIES = 64  # fsyncs of spares in a loop's ring at once (more: made in threads)
+DEPTH_MAX = 4  # spares one resource keeps at most (a file drifting faster than an fsync)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,13 +62,17 @@ class Want:
 
 
 class Spare:
-    """One resource's spare copy of its file (see module docstring)."""
+    """One resource's spare copies of its file (see module docstring): one, or up to
+    DEPTH_MAX for a file that drifts faster than an fsync."""
 
     _held: int = 0  # spares of the process (ready or being made)
 
     def __init__(self) -> None:
-        self._want: Want | None = None
-        self._job: asyncio.Future[int | None] | None = None
+        self._made: list[tuple[Want, asyncio.Future[int | None]]] = []  # oldest first
+        # Spares kept: one more each time a repair found none complete (a drift came before
+        # the last one's fsync ended), up to DEPTH_MAX: their fsyncs run side by side.
+        self._depth = 1
+        self._fsyncs: _Fsyncs | None = None  # the loop's ring their fsyncs go through
 
     @staticmethod
     def want(dir_fd: int, data: bytes, mode: int, uid: int, gid: int) -> Want | None:
@@ -61,47 +82,228 @@ class Spare:
         st = os.fstat(dir_fd)
         return Want((st.st_dev, st.st_ino, st.st_gid, st.st_mode), data, mode, uid, gid)
 
-    async def take(self, want: Want) -> int | None:
-        """The spare's descriptor if it was made for `want` (the caller links it in, then
-        closes it), else None; either way the spare is used up."""
-        job, made = self._job, self._want
-        if job is None:
+    def held(self) -> int:
+        """How many spares it holds (ready or being made)."""
+        return len(self._made)
+
+    async def ready(self) -> int | None:
+        """The oldest spare's descriptor once it is complete (None: none, or making it
+        failed); the spare is kept (tests)."""
+        if not self._made:
             return None
-        self._job = self._want = None
+        job = self._made[0][1]
+        if self._fsyncs is not None:
+            self._fsyncs.wait_for(job)
+        return await _result(job)
+
+    async def take(self, want: Want) -> int | None:
+        """A complete spare's descriptor if one was made for `want` (the caller links it in,
+        then closes it), else None; the spare taken is used up, and so are those made for
+        something else. With none complete yet, the oldest is waited for (its fsync started
+        before a new write's would), and the resource keeps one more from then on."""
+        if not self._made:
+            return None
+        if self._fsyncs is not None:
+            self._fsyncs.reap()
+        index = next((i for i, (_made, job) in enumerate(self._made) if job.done()), 0)
+        made, job = self._made.pop(index)
+        if not job.done():
+            self._depth = min(self._depth + 1, DEPTH_MAX)
+            if self._fsyncs is not None:
+                self._fsyncs.wait_for(job)
         try:
             fd = await _result(job)
         finally:
             Spare._held -= 1
+        others = [one for one in self._made if one[0] != want]
+        for one in others:
+            self._made.remove(one)
+            self._abandon(one[1])
         if fd is not None and made != want:
             os.close(fd)
             return None
         return fd
 
     def prepare(self, dir_fd: int, want: Want) -> None:
-        """Start making a spare for `want` in dir_fd (a worker thread; dir_fd is duplicated),
-        unless one is held or the process holds COUNT_MAX."""
-        if self._job is not None or Spare._held >= COUNT_MAX:
-            return
+        """Start making spares for `want` in dir_fd until it holds as many as it keeps (their
+        fsyncs through the loop's ring, else each made in a worker thread; dir_fd is not
+        kept), while the process holds fewer than COUNT_MAX."""
+        loop = asyncio.get_running_loop()
+        while len(self._made) < self._depth and Spare._held < COUNT_MAX:
+            job = self._start(loop, dir_fd, want)
+            if job is None:
+                return
+            Spare._held += 1
+            self._made.append((want, job))
+
+    def _start(
+        self, loop: asyncio.AbstractEventLoop, dir_fd: int, want: Want
+    ) -> asyncio.Future[int | None] | None:
+        """A spare for `want` being made: through the ring, else in a worker thread; None if
+        none can be."""
+        fsyncs = self._fsyncs or _Fsyncs.of(loop)
+        if fsyncs is not None and fsyncs.room():
+            try:
+                fd = safefs.unnamed_filled(
+                    dir_fd, want.data, mode=want.mode, uid=want.uid, gid=want.gid,
+                    local=libc.local_fs(dir_fd),
+                )  # fmt: skip
+            except OSError:
+                return None  # no spare: the next repair writes as before
+            if fd is None:
+                return None  # no unnamed files on this file system: a thread would make none
+            job = fsyncs.start(fd)
+            if job is not None:
+                if self._fsyncs is None:
+                    self._fsyncs = fsyncs
+                    fsyncs.users += 1
+                return job
+            os.close(fd)  # the ring failed (said once): in a thread from now on
         fd = os.dup(dir_fd)
 
         def make() -> int | None:
             with safefs.closing(fd):
                 return safefs.unnamed_at(fd, want.data, mode=want.mode, uid=want.uid, gid=want.gid)
 
-        Spare._held += 1
-        self._want = want
-        self._job = asyncio.get_running_loop().run_in_executor(None, make)
+        return loop.run_in_executor(None, make)
+
+    def _abandon(self, job: asyncio.Future[int | None]) -> None:
+        """A spare not wanted any more: its file closed now, or once it is made."""
+        Spare._held -= 1
+        if self._fsyncs is not None and job in self._fsyncs:
+            self._fsyncs.abandon(job)
+        elif job.done():
+            _close_result(job)
+        else:
+            job.add_done_callback(_close_result)
 
     async def close(self) -> None:
-        """Drop the spare (waiting for one being made)."""
-        job, self._job, self._want = self._job, None, None
-        if job is None:
-            return
-        Spare._held -= 1
-        with contextlib.suppress(Exception):
-            fd = await _result(job)
-            if fd is not None:
+        """Drop the spares (waiting for those being made in a thread; one whose fsync is in
+        the ring is let go at once: the ring's request holds the file until it is done)."""
+        made, self._made = self._made, []
+        fsyncs, self._fsyncs = self._fsyncs, None
+        Spare._held -= len(made)
+        threads = []
+        for _want, job in made:
+            if fsyncs is not None and job in fsyncs:
+                fsyncs.abandon(job)
+            else:
+                threads.append(job)
+        if fsyncs is not None:
+            fsyncs.users -= 1
+            if not fsyncs.users:
+                fsyncs.close()
+        for job in threads:
+            with contextlib.suppress(Exception):
+                fd = await _result(job)
+                if fd is not None:
+                    os.close(fd)
+
+
+class _Fsyncs:
+    """The spares' fsyncs of one event loop, through an io_uring (see module docstring); made
+    by the first spare of the loop, closed when its last user is closed."""
+
+    _loops: dict[asyncio.AbstractEventLoop, _Fsyncs] = {}
+    _failed = False  # a ring could not be made or failed: spares are made in threads
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ring: uring.Ring) -> None:
+        self._loop, self._ring = loop, ring
+        self._jobs: dict[int, tuple[asyncio.Future[int | None], int]] = {}  # in the ring
+        self._next = 0
+        self._mine: set[asyncio.Future[int | None]] = set()  # jobs not resolved yet
+        self._watching = False
+        self.users = 0  # spares whose fsyncs go through this ring
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Fsyncs | None:
+        """The loop's, made if need be; None without io_uring."""
+        fsyncs = cls._loops.get(loop)
+        if fsyncs is not None or cls._failed:
+            return fsyncs
+        if uring.unavailable() is not None:
+            cls._failed = True
+            return None
+        try:
+            ring = uring.Ring(RING_ENTRIES)
+        except OSError as err:  # out of memory, of descriptors: threads for now
+            log.debug("spares without io_uring: %s", err)
+            return None
+        fsyncs = cls._loops[loop] = _Fsyncs(loop, ring)
+        return fsyncs
+
+    def room(self) -> bool:
+        """Whether another fsync can go in (each in flight holds a completion slot)."""
+        return len(self._jobs) < self._ring.entries
+
+    def start(self, fd: int) -> asyncio.Future[int | None] | None:
+        """fsync the complete unnamed file fd in the ring: a future of fd once it is durable
+        (None if the fsync failed: fd is closed then); None if the ring failed."""
+        self._next += 1
+        token = self._next
+        try:
+            self._ring.put(uring.OP_FSYNC, fd, token)
+            self._ring.enter(0)
+        except OSError as err:
+            log.debug("spares without io_uring from now on: %s", err)
+            _Fsyncs._failed = True
+            return None
+        job: asyncio.Future[int | None] = self._loop.create_future()
+        self._jobs[token] = (job, fd)
+        self._mine.add(job)
+        job.add_done_callback(self._mine.discard)
+        return job
+
+    def __contains__(self, job: object) -> bool:
+        """Whether `job` is one of this ring's (in it, or reaped already)."""
+        return isinstance(job, asyncio.Future) and job in self._mine
+
+    def wait_for(self, job: asyncio.Future[int | None]) -> None:
+        """What the ring completed is read; if `job` is not among it, the loop watches the
+        ring's descriptor until every fsync in it is done."""
+        self.reap()
+        if not job.done() and not self._watching:
+            self._loop.add_reader(self._ring.fd, self.reap)
+            self._watching = True
+
+    def abandon(self, job: asyncio.Future[int | None]) -> None:
+        """Its spare is dropped: its file is closed now, or once reaped if still in the ring."""
+        if job.done():
+            _close_result(job)
+        else:
+            job.cancel()  # _reap closes its descriptor
+
+    def reap(self) -> None:
+        """Resolve the jobs whose fsyncs the ring completed (its memory: no system call)."""
+        for token, res in self._ring.reap():
+            job, fd = self._jobs.pop(token, (None, -1))
+            if job is None:
+                continue
+            if res < 0 or job.done():  # the fsync failed (the repair writes), or abandoned
                 os.close(fd)
+                if not job.done():
+                    job.set_result(None)
+            else:
+                job.set_result(fd)
+        if self._watching and not self._jobs:
+            self._loop.remove_reader(self._ring.fd)
+            self._watching = False
+
+    def close(self) -> None:
+        """Close the ring: what is still in it keeps its file until done (the kernel's own
+        reference), ours are closed now."""
+        if _Fsyncs._loops.get(self._loop) is self:
+            del _Fsyncs._loops[self._loop]
+        self.reap()
+        if self._watching:
+            self._loop.remove_reader(self._ring.fd)
+            self._watching = False
+        for job, fd in self._jobs.values():
+            os.close(fd)
+            if not job.done():
+                job.set_result(None)
+        self._jobs.clear()
+        self._ring.close()
 
 
 async def _result(job: asyncio.Future[int | None]) -> int | None:

@@ -746,7 +746,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         if cur is not None:
             uid = cur.st_uid if uid == -1 else uid
             gid = cur.st_gid if gid == -1 else gid
-        write = functools.partial(self._write, where, data, mode, uid, gid)
+        write = functools.partial(self._write, where, data, mode, uid, gid, new=st is None)
         if cur is None:
             create = Step(f"create {where.path}", f"created {where.path}", write)
             return [*steps, create, *after]
@@ -755,30 +755,46 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         return [*steps, Step(what, "content updated", write), *quiet]
 
     async def _write(
-        self, where: Where, data: bytes | int | None, mode: int, uid: int, gid: int
+        self,
+        where: Where,
+        data: bytes | int | None,
+        mode: int,
+        uid: int,
+        gid: int,
+        *,
+        new: bool = False,
     ) -> None:
         """Write the file; a repair links in the spare made after the last one and makes the
-        next (resources/_lib/spare.py)."""
-        want = None
-        wrote = getattr(self, "_wrote", False)  # before the first (a first run): no spare
-        if wrote and isinstance(data, bytes) and not self.follow:
-            from resources._lib.spare import Spare  # a repair's: a first write makes none
-
-            want = Spare.want(where.fd, data, mode, uid, gid)
+        next (resources/_lib/spare.py). `new`: the path was found absent (the spare is linked
+        at it directly: no temp name, no rename, unless it appeared meanwhile)."""
+        # Before the first write (a first run): no spare. The first repair writes, then
+        # imports the spare's module and makes one: its import is not on that repair's path.
+        spares = getattr(self, "_wrote", False) and isinstance(data, bytes) and not self.follow
         spare: Spare | None = getattr(self, "_spare", None)
+        want = None
+        if spare is not None and spares:
+            assert isinstance(data, bytes)
+            want = spare.want(where.fd, data, mode, uid, gid)
         fd = None if spare is None or want is None else await spare.take(want)
         if fd is None:
             await self._rename_in(functools.partial(where.write, TOP, filler(data), mode, uid, gid))
         else:
             # A link and a rename, no fsync: on the loop.
-            await self._rename_in(functools.partial(_link_spare, where, fd), inline=True)
+            await self._rename_in(functools.partial(_link_spare, where, fd, new), inline=True)
         self._wrote = True
-        if want is None:
+        if not spares:
             return
+        assert isinstance(data, bytes)
         if spare is None:
+            from resources._lib.spare import Spare  # a repair's: a first write makes none
+
+            want = Spare.want(where.fd, data, mode, uid, gid)
+            if want is None:
+                return
             spare = self._spare = Spare()
             self.handle.on_cleanup(self._drop_spare)
-        spare.prepare(where.fd, want)
+        if want is not None:
+            spare.prepare(where.fd, want)
 
     async def _drop_spare(self) -> None:
         spare: Spare | None = getattr(self, "_spare", None)
@@ -1079,11 +1095,12 @@ async def _written() -> None:
     await asyncio.gather(*(in_thread(functools.partial(safefs.close_all, c)) for c in chunks))
 
 
-def _link_spare(where: Where, fd: int) -> None:
-    """Put the spare fd in place, and close it before its inode is watched: it was written
-    through fd, so its close would be a change to check again (a second check per repair)."""
+def _link_spare(where: Where, fd: int, new: bool) -> None:
+    """Put the spare fd in place (`new`: the path was absent), and close it before its inode
+    is watched: it was written through fd, so its close would be a change to check again (a
+    second check per repair)."""
     try:
-        where.link(TOP, fd)
+        where.link(TOP, fd, new=new)
     finally:
         os.close(fd)
 

@@ -337,10 +337,11 @@ class Where:
         with self._at(entry) as (fd, name):
             safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid, new=new)
 
-    def link(self, entry: Entry, fd: int) -> None:
-        """Put the complete unnamed file fd in place (safefs.link_at)."""
+    def link(self, entry: Entry, fd: int, *, new: bool = False) -> None:
+        """Put the complete unnamed file fd in place (safefs.link_at; `new`: the name was
+        found absent)."""
         with self._at(entry) as (dir_fd, name):
-            safefs.link_at(dir_fd, name, fd)
+            safefs.link_at(dir_fd, name, fd, new=new, local=self.local())
 
     def copy(
         self, entry: Entry, src: Src, mode: int, uid: int, gid: int, *, seen: os.stat_result

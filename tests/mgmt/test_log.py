@@ -231,3 +231,84 @@ def test_a_crash_traceback_comes_after_the_lines_logged_before_it() -> None:
     assert lines[1999].endswith(f" t: line 1999 {'x' * 60}"), lines[1995:2005]
     assert lines[2000].endswith(" python: unhandled exception: RuntimeError"), lines[2000]
     assert lines[2001] == "Traceback (most recent call last):"
+
+
+def _pipe_handler() -> tuple[logging.Logger, BatchingStreamHandler, int, io.TextIOWrapper]:
+    """A logger whose handler writes to a real pipe's write end; the read end's descriptor."""
+    read, write = os.pipe()
+    stream = open(write, "w", encoding="utf-8")  # noqa: SIM115 (closed by the test)
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("test.mgmt.log.pipe")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger, handler, read, stream
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        assert chunk, data[-200:]
+        data += chunk
+    return data
+
+
+async def test_a_pipe_that_takes_the_lines_at_once_needs_no_writer_thread() -> None:
+    """A loop pass's lines go to a pipe with room by one write that cannot wait (RWF_NOWAIT),
+    on the loop's thread: the writer thread is never started (its wake-up, and its takes of
+    the GIL, cost a repair beside busy loops up to tens of ms). Once the pipe is full, the
+    lines go to the thread, and every line arrives, in order, once it is read."""
+    logger, handler, read, stream = _pipe_handler()
+    try:
+        logger.info("first")
+        await pass_ended()
+        assert _read_all(read, 6) == b"first\n"
+        assert not handler._writer._running  # no thread was needed
+        line = "x" * 99
+        count = 4 * 65536 // 100  # more than the pipe holds: the rest waits for the thread
+        for i in range(count):
+            logger.info("%05d %s", i, line[6:])
+            await pass_ended()
+        assert handler._writer._running  # the full pipe's lines went to the thread
+        expected = "".join(f"{i:05d} {line[6:]}\n" for i in range(count)).encode()
+        got = await asyncio.to_thread(_read_all, read, len(expected))
+        assert got == expected
+        handler.flush()
+        logger.info("last")  # the thread wrote all it had: a pipe with room again
+        assert await asyncio.to_thread(_read_all, read, 5) == b"last\n"
+    finally:
+        logger.handlers[:] = []
+        handler.close()
+        stream.close()
+        os.close(read)
+
+
+async def test_journal_datagrams_are_sent_at_once_while_journald_takes_them(
+    tmp_path: Path,
+) -> None:
+    """Lines to the journal's socket are sent without waiting (MSG_DONTWAIT) on the loop's
+    thread while journald's queue has room: no writer thread."""
+    import socket
+
+    path = tmp_path / "journal"
+    journald = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journald.bind(str(path))
+    journald.settimeout(60)  # an anti-hang bound
+    handler = log.JournalHandler(str(path))
+    logger = logging.getLogger("test.mgmt.log.journal")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("one")
+        logger.info("two")
+        await pass_ended()
+        messages = [journald.recv(65536) for _ in range(2)]
+        assert b"MESSAGE=one" in messages[0] and b"MESSAGE=two" in messages[1]
+        assert not handler._writer._running
+    finally:
+        logger.handlers[:] = []
+        handler.close()
+        journald.close()

@@ -3,15 +3,22 @@ repairs, on a real file system, through the file resource."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.inotify import Event, Inotify
 from resources._lib import spare as spare_mod
 from resources._lib.spare import Spare
 from resources.file import FileRes
+from tests.aio import pass_ended
+
+IN_MOVED_TO, IN_CREATE = 0x80, 0x100  # inotify(7)
 
 
 def unnamed_files() -> set[int]:
@@ -30,8 +37,8 @@ def unnamed_files() -> set[int]:
 async def ready_spare(res: FileRes) -> int:
     """The inode of the spare the resource made after its last repair."""
     spare: Spare = res._spare
-    assert spare._job is not None
-    fd = await spare._job
+    assert spare.held()
+    fd = await spare.ready()
     assert fd is not None
     return os.fstat(fd).st_ino
 
@@ -121,3 +128,92 @@ async def test_a_repair_by_the_spare_leaves_no_event_to_check_again(
         assert await res.check_apply(True) is False
         assert path.read_text() == "x\n"
         assert await running.handle.no_event()
+
+
+async def test_a_deleted_file_gets_the_spare_linked_at_its_name(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    """A repair of a deleted file links its spare at the name itself: no temp name and no
+    rename (one journal operation; one event for whoever watches the directory, not three)."""
+    path = tmp_path / "f"
+    res = FileRes(name="f", path=str(path), content="x\n")
+    await run_resource(res, watch=False)
+    assert await res.check_apply(True) is False
+    path.unlink()
+    assert await res.check_apply(True) is False  # a repair: a spare for the next one
+    inode = await ready_spare(res)
+    events: list[Event] = []
+    watch = Inotify(events.extend)
+    try:
+        watch.add_watch(str(tmp_path), IN_CREATE | IN_MOVED_TO)
+        path.unlink()
+        assert await res.check_apply(True) is False
+        watch.drain()
+    finally:
+        watch.close()
+    assert [(e.mask & (IN_CREATE | IN_MOVED_TO), e.name) for e in events] == [(IN_CREATE, b"f")]
+    assert (path.read_text(), path.stat().st_ino) == ("x\n", inode)
+
+
+class HeldExecutor(ThreadPoolExecutor):
+    """A real executor whose jobs making spares each wait for a permit (`allow`) before they
+    start (the loop's default executor here: where spares are made without io_uring)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=4)
+        self.permits = threading.Semaphore(0)
+        self.started = 0
+
+    def allow(self, count: int) -> None:
+        self.permits.release(count)
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if getattr(fn, "__qualname__", "") != "Spare._start.<locals>.make":
+            return super().submit(fn, *args, **kwargs)
+
+        def held() -> Any:
+            assert self.permits.acquire(timeout=60)  # an anti-hang bound
+            return fn(*args, **kwargs)
+
+        self.started += 1
+        return super().submit(held)
+
+
+async def test_a_file_that_drifts_before_its_spare_is_complete_keeps_two(
+    tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repair that finds no spare complete (a drift before the last one's fsync ended)
+    waits for it, and from then on the resource keeps one more (up to DEPTH_MAX), made side
+    by side: the next drift finds one complete. (Spares made in threads here, as without
+    io_uring, each started by the test.)"""
+    monkeypatch.setattr(spare_mod._Fsyncs, "_failed", True)
+    executor = HeldExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+    path = tmp_path / "f"
+    res = FileRes(name="f", path=str(path), content="x\n")
+    running = await run_resource(res, watch=False)
+    before = unnamed_files()
+    try:
+        assert await res.check_apply(True) is False
+        path.unlink()
+        assert await res.check_apply(True) is False  # a repair: one spare, held back
+        spare: Spare = res._spare
+        assert (spare.held(), executor.started) == (1, 1)
+        path.unlink()
+        repair = asyncio.create_task(res.check_apply(True))
+        await pass_ended()
+        assert not repair.done()  # waiting for the spare being made
+        executor.allow(1)
+        assert await repair is False
+        assert path.read_text() == "x\n"
+        assert (spare.held(), executor.started) == (2, 3)  # two more, side by side
+        executor.allow(2)
+        await spare.ready()
+        path.unlink()
+        assert await res.check_apply(True) is False  # the oldest complete: no wait
+        assert (path.read_text(), spare.held(), executor.started) == ("x\n", 2, 4)
+    finally:
+        executor.allow(100)
+        await running.handle.run_cleanups()
+    assert unnamed_files() - before == set()
+    assert spare_mod.Spare._held == 0
