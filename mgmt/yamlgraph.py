@@ -1534,7 +1534,7 @@ class Reuse:
         loaded = Loaded(base, collect=list(self.collect))  # _edge reads the graph only
         olds: list[EdgeItem] = list(known.values())
         new: list[tuple[bytes, EdgeItem]] = []
-        fresh = False  # an edge parsed anew
+        fresh = False  # an edge parsed anew between resources the last graph did not link
         for i, ((node, item_data), chunk) in enumerate(zip(items, chunks, strict=True)):
             edge = known.get(chunk)
             if edge is None:
@@ -1544,7 +1544,7 @@ class Reuse:
                 edge = parser._edge(item_data, node.start_mark.line + 1, index, loaded)
                 if edge is None:  # refused (or pending: to a resource collected)
                     continue
-                fresh = True
+                fresh |= edge[:2] not in self.edges  # (a pair of the last graph: no cycle)
             new.append((chunk, edge))
         # (With none parsed anew, the edges kept are some of the last graph's: no cycle.)
         total = sum(self.declared.values()) - len(olds) + len(chunks)

@@ -263,7 +263,9 @@ def big_file(rng: random.Random, count: int) -> str:
                 lines += [f"      path: /tmp/x/{i}", f"      content: c{i}"]
     lines.append("edges:")
     for i in range(0, count - 1, 3):
-        lines.append(f"  - {{name: e{i}, from: {{kind: file, name: f{i}}}, to: {{kind: noop, name: n{i}}}}}")
+        lines.append(
+            f"  - {{name: e{i}, from: {{kind: file, name: f{i}}}, to: {{kind: noop, name: n{i}}}}}"
+        )
     return "\n".join(lines).replace("\n\n", "\n") + "\n"
 
 
@@ -298,7 +300,7 @@ def test_a_bad_edit_of_a_longer_list_is_refused_as_parse_refuses_it(
 ) -> None:
     """Each edit reparse()d from a graph the engine would take (`accepted`) gives exactly what
     parse() gives, and most of the refusals come from the edited items alone (no full parse)."""
-    import mgmt.yamlgraph as yamlgraph
+    from mgmt import yamlgraph
 
     whole = 0
     original = yamlgraph.parse
@@ -328,6 +330,5 @@ def test_a_bad_edit_of_a_longer_list_is_refused_as_parse_refuses_it(
         if isinstance(expected, list):
             refused += 1
             alone += whole == 0
-    print("REFUSED", refused, "ALONE", alone)
     assert refused > seeds // 3
     assert alone > refused // 2, (alone, refused)
