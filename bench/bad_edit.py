@@ -123,20 +123,19 @@ async def size(count: int, rounds: int, trees: list[tuple[str, list[str]]]) -> N
     agents = [Agent(name, mgmt, work / name, count) for name, mgmt in trees]
     try:
         async with asyncio.TaskGroup() as group:
+            readers = []
             for agent in agents:
                 agent.work.mkdir()
                 await agent.start()
-                reader = group.create_task(agent.read())
+                readers.append(group.create_task(agent.read()))
                 await agent.until(b"converged: all", 1)  # one first run at a time
             took: dict[tuple[str, str], list[float]] = {}
             for _ in range(rounds):
                 for kind in agents[0].bad:
                     for agent in agents:  # interleaved: this tree's, then BASE's
                         took.setdefault((kind, agent.name), []).append(await agent.refusal(kind))
-            for agent in agents:
-                assert agent.proc is not None
-                agent.proc.terminate()
-            reader.cancel()
+            for reader in readers:
+                reader.cancel()
     finally:
         await terminate([agent.proc for agent in agents if agent.proc is not None])
         shutil.rmtree(work, ignore_errors=True)
