@@ -8,7 +8,9 @@ agent's `back to the running graph` line awaited before the next edit (an order,
 - syntax: a YAML syntax error (`content: a: b`);
 - edge: an edge to a resource that is not in the graph (the file's `edges` list);
 - dup: a resource renamed to the name another has (involves two resources: a full parse tells
-  it, in both trees; a reference).
+  it, in both trees; a reference);
+- good: for comparison, a good edit (that resource's content) timed to the agent's `graph swap:`
+  line (its engine's swap done), then the file written back (awaited: the next swap line).
 
 Since 2026-12-06 (issue 16) the first four are refused from the edited items alone (O(change));
 before, every refusal was a full parse of the file. `--base DIR` runs another checkout's agent
@@ -44,6 +46,7 @@ from common import (
 
 REFUSED = b"keeping the running graph"
 BACK = b"graph file is back to the running graph"
+SWAP = b"graph swap:"
 
 
 def edits(count: int, files: Path) -> dict[str, Callable[[str], str]]:
@@ -56,6 +59,7 @@ def edits(count: int, files: Path) -> dict[str, Callable[[str], str]]:
         "syntax": lambda t: t.replace(old, old.replace('content: "', 'content: a: "')),
         "edge": lambda t: t.replace("name: f1}}", "name: nope}}"),
         "dup": lambda t: t.replace(old, old.replace(f"name: f{mid}\n", f"name: f{mid + 1}\n")),
+        "good": lambda t: t.replace(old, old.replace(f"number {mid}", "edited")),
     }
 
 
@@ -68,7 +72,7 @@ class Agent:
         edge = "edges:\n  - {name: e, from: {kind: file, name: f0}, to: {kind: file, name: f1}}\n"
         self.good = files_graph(self.files, count) + edge
         self.bad = {kind: edit(self.good) for kind, edit in edits(count, self.files).items()}
-        self.seen: dict[bytes, int] = {b"converged: all": 0, REFUSED: 0, BACK: 0}
+        self.seen: dict[bytes, int] = {b"converged: all": 0, REFUSED: 0, BACK: 0, SWAP: 0}
         self.changed = asyncio.Event()
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -101,14 +105,17 @@ class Agent:
                 await self.changed.wait()
 
     async def refusal(self, kind: str) -> float:
-        """Seconds from the bad file's rename to the refusal; then the good file back."""
-        refused, back = self.seen[REFUSED], self.seen[BACK]
+        """Seconds from the bad file's rename to the refusal (a good one's: to its swap); then
+        the good file back."""
+        said, back = (SWAP, SWAP) if kind == "good" else (REFUSED, BACK)
+        count = self.seen[said]
         start = time.perf_counter()
         await asyncio.to_thread(write_atomically, self.graph, self.bad[kind])
-        await self.until(REFUSED, refused + 1, timeout=600)
+        await self.until(said, count + 1, timeout=600)
         took = time.perf_counter() - start
+        count = self.seen[back]
         await asyncio.to_thread(write_atomically, self.graph, self.good)
-        await self.until(BACK, back + 1, timeout=600)
+        await self.until(back, count + 1, timeout=600)
         return took
 
 
