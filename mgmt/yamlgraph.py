@@ -12,6 +12,7 @@ line each. Keys mgmt once had and ignores today only warn.
 
 from __future__ import annotations
 
+import copy
 import errno
 import functools
 import itertools
@@ -1613,11 +1614,13 @@ class Reuse:
         offset = data.count(b"\n", 0, told.at)
         err = told.err
         if not isinstance(err, _NodeProblem):
-            line, message = _yaml_problem(err, b"", offset)
             mark = err.context_mark if isinstance(err, yaml.MarkedYAMLError) else None
             if mark is not None and (mark.line, mark.column) == (0, found.dash):  # the list's
-                first = data.count(b"\n", 0, told.first) + 1  # (its first "-", in the file)
-                message = message.replace(f" at line {offset + 1})", f" at line {first})")
+                moved: Any = copy.copy(err)  # at its first "-", in the file
+                line = data.count(b"\n", 0, told.first) - offset
+                moved.context_mark = yaml.Mark(mark.name, 0, line, found.dash, "", 0)
+                err = moved
+            line, message = _yaml_problem(err, b"", offset)
             return GraphFileError([f"{filename}:{line}: {message}"])
         if _ANCHOR in data:
             return None  # a full parse bounds the shape of the whole file first

@@ -471,6 +471,10 @@ ALONE = {
     "a key without its colon": lambda t: t.replace("path: /tmp/g/f1500\n", "path /tmp/g/f1500\n"),
     "a key without its colon, last": lambda t: t.replace('content: "n 1500"', 'content "n 1500"'),
     "an item further in": lambda t: t.replace("    - name: f1500\n", "     - name: f1500\n"),
+    "more after a flow item": lambda t: t.replace(
+        "    - name: f1500\n      path: /tmp/g/f1500\n",
+        "    - {name: f1500, path: /tmp/g/f1500} x\n",
+    ),
     "an unclosed flow mapping": lambda t: t.replace('"n 1500"', "{a: 1"),
     "a duplicate key": lambda t: t.replace('"n 1500"\n', '"n 1500"\n      content: x\n'),
     "a date that is not one": lambda t: t.replace('"n 1500"', "2001-13-45"),
