@@ -1132,6 +1132,13 @@ class Hub:
                 watcher.deliver(structural, mask)
 
 
+def no_instance() -> OSError | None:
+    """Why the running loop's hub has no inotify instance (the kernel refused one: the limit
+    of instances per user, fs.inotify.max_user_instances), None when it has one."""
+    hub = Hub.running()
+    return hub.inotify.error if hub is not None and isinstance(hub.inotify, Blind) else None
+
+
 def unwatched() -> tuple[dict[object, list[str]], int]:
     """The running loop's resources that the kernel's watch limit leaves unwatched (Hub.unwatched),
     and how many paths it refused (some may be covered by their directory's watch)."""

@@ -1036,6 +1036,7 @@ class Agent:
                 graph, since = await self.cluster.merge(loaded)
             try:  # the converger and metrics hear GraphSwapped
                 await self.engine.apply(graph, since, accepted)
+                loaded.accepted = True  # (a bad edit of it is then told from its items alone)
             except GraphError:  # refused before anything ran: the running graph stays
                 self._digest, self._loaded = last_digest, last
                 if self.cluster is not None and last is not None:

@@ -41,7 +41,10 @@ async def removed(prefix: Path, lock: str) -> None:
         if _identity(path) != held:
             gone.set()
 
-    watcher = inotify.Inotify(check)
+    try:
+        watcher = inotify.Inotify(check)
+    except OSError:  # no instance left (fs.inotify.max_user_instances: the hub's error says it)
+        await asyncio.Future()  # unwatched; before 2026-12-06 the agent stopped at once (exit 1)
     try:
         watcher.add_watch(path, inotify.ATTRIB | inotify.DELETE_SELF | inotify.MOVE_SELF)
         watcher.add_watch(prefix, inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.ONLYDIR)

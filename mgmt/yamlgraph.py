@@ -12,6 +12,7 @@ line each. Keys mgmt once had and ignores today only warn.
 
 from __future__ import annotations
 
+import copy
 import errno
 import functools
 import itertools
@@ -224,6 +225,9 @@ class Loaded:
     reuse: Reuse | None = None
     # Set by reparse(): this graph is that graph with only these resources replaced.
     since: Since | None = None
+    # The engine took this graph (the agent sets it): no two of its resources manage one thing,
+    # so a bad edit of a few of its resources is told from those alone (Reuse.edited).
+    accepted: bool = False
     # What the graph is of, when it is not the one file the agent was given ("deploy 30"):
     # a refusal of the next graph says that this one's still runs.
     origin: str = ""
@@ -356,12 +360,13 @@ class _NodeProblem(Exception):
         self.message = message
         self.where = where
 
-    def text(self, root: yaml.Node | None) -> str:
-        """The problem as reported: the value named as other problems name it (`_by_name`),
-        a path of more than _MAX_WHERE characters (a deep nesting's) cut short."""
+    def text(self, root: yaml.Node | None, where: str | None = None) -> str:
+        """The problem as reported: the value named as other problems name it (`_by_name`;
+        `where`: so named already), a path of more than _MAX_WHERE characters (a deep
+        nesting's) cut short."""
         if not self.where:
             return self.message
-        where = _by_name(root, self.where)
+        where = _by_name(root, self.where) if where is None else where
         if len(where) > _MAX_WHERE:
             where = where[: _MAX_WHERE - 3] + "..."
         return f"{where}: {self.message}"
@@ -379,14 +384,15 @@ def _compose(data: bytes) -> yaml.Node | None:
     return yaml.compose(data, Loader=_LOADER)
 
 
-def _yaml_problem(err: yaml.YAMLError, data: bytes) -> tuple[int, str]:
-    """(line, one-line message) for any error PyYAML (or libyaml) raises."""
+def _yaml_problem(err: yaml.YAMLError, data: bytes, offset: int = 0) -> tuple[int, str]:
+    """(line, one-line message) for any error PyYAML (or libyaml) raises; `offset`: lines of
+    the file before `data` (a part of it read alone: Reuse)."""
     if isinstance(err, yaml.MarkedYAMLError):
         mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark else 1
+        line = mark.line + 1 + offset if mark else 1
         what = err.problem or "invalid YAML"
-        if err.context and err.context_mark and err.context_mark.line + 1 != line:
-            what += f" ({err.context} at line {err.context_mark.line + 1})"
+        if err.context and err.context_mark and err.context_mark.line + 1 + offset != line:
+            what += f" ({err.context} at line {err.context_mark.line + 1 + offset})"
         elif err.context:
             what += f" ({err.context})"
         return line, f"YAML syntax error: {what}"
@@ -530,15 +536,20 @@ def _by_name(root: yaml.Node | None, where: str) -> str:
             index, found, rest = where[len(head) :].partition("]")
             if not found or not index.isdigit() or int(index) >= len(items.value):
                 continue
-            item = items.value[int(index)]
-            names = [
-                v.value
-                for k, v in (item.value if isinstance(item, yaml.MappingNode) else [])
-                if k.value == "name" and isinstance(v, yaml.ScalarNode) and v.tag == _STR_TAG
-            ]
-            if names and names[0]:
-                return f"{kind.value}[{names[0]}]{rest}"
+            name = _name_of(items.value[int(index)])
+            if name:
+                return f"{kind.value}[{name}]{rest}"
     return where
+
+
+def _name_of(item: yaml.Node) -> str:
+    """The name a composed resource gives itself (its first `name` key's string), or ""."""
+    names = [
+        v.value
+        for k, v in (item.value if isinstance(item, yaml.MappingNode) else [])
+        if k.value == "name" and isinstance(v, yaml.ScalarNode) and v.tag == _STR_TAG
+    ]
+    return str(names[0]) if names else ""
 
 
 def _plain(
@@ -710,10 +721,15 @@ class _Parser:
             loaded.reuse = Reuse.of(data, node, self.parsed, loaded, self.edges)
         return loaded
 
-    def items(self, fragment: bytes) -> list[tuple[yaml.Node, LocDict]] | None:
-        """The mappings of `fragment`, whole lines of a block list (of resources or edges), with
-        their nodes (lines and marks counted from the fragment's start); None on any problem
-        (or alias): a full parse then says it, at its line."""
+    def items(
+        self, fragment: bytes, found: _List, more: bool
+    ) -> list[tuple[yaml.Node, Any]] | None:
+        """The items of `fragment`, whole lines of the block list `found` (of resources or
+        edges) from an item's dash line (`more`: followed by another item's in the file), with
+        their nodes (lines and marks counted from the fragment's start); _Told for a problem a
+        full parse would tell as it is found here (`_alone`), None on any other (or an alias):
+        a full parse says it."""
+        node = None
         try:
             node = _compose(fragment)
             if not isinstance(node, yaml.SequenceNode) or (
@@ -721,9 +737,15 @@ class _Parser:
             ):
                 return None
             seq = _plain(node, yaml.constructor.SafeConstructor(), "", _RESOURCES_DEPTH - 1)
-        except (yaml.YAMLError, _NodeProblem):
+        except yaml.YAMLError as err:
+            if _alone(err, fragment, found, more):
+                raise _Told(err, None) from err
             return None
-        if not all(isinstance(item, LocDict) for item in seq):
+        except _NodeProblem as err:
+            # (not a bound of the shape, which _check_shape finds first in a file with "&")
+            told = node is not None and _ANCHOR not in fragment and err.where.startswith("[")
+            if told and not err.message.startswith("YAML:"):
+                raise _Told(err, node) from err
             return None
         return list(zip(node.value, seq, strict=True))
 
@@ -1039,6 +1061,67 @@ _BYTE_BREAKS = tuple(b.encode() for b in _BREAKS_BUT_NL)
 _RESOURCES_DEPTH = 3  # lists/mappings around a resource: the file, `resources`, its kind's list
 
 
+@functools.cache
+def _refused_char() -> re.Pattern[str]:
+    """A character YAML does not take (its reader's check: C0 controls but tab and line
+    breaks, DEL, C1 but NEL, surrogates, U+FFFE and U+FFFF); compiled on first use."""
+    return re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+class _Told(Exception):
+    """A problem of items of a list read alone (Reuse._fragment) that a full parse of the file
+    would stop at and tell just so: a YAML error, or a value's (_NodeProblem, with the list's
+    node, whose items name it); `at`: the byte of the file where those items start, `first`:
+    where the list's first item does."""
+
+    def __init__(self, err: yaml.YAMLError | _NodeProblem, node: yaml.Node | None) -> None:
+        super().__init__(str(err))
+        self.err = err
+        self.node = node
+        self.at = self.first = 0
+
+
+def _alone(err: yaml.YAMLError, fragment: bytes, found: _List, more: bool) -> bool:
+    """Whether the YAML error of `fragment`, whole items of the block list `found` read alone
+    (`more`: the next line of the file is another item's dash line), is the one a full parse of
+    the file stops at, at the same place: the text before them has none, and they read as they
+    do in the file (_block_items) up to the error, if it is
+    - the scanner's or the parser's (not about an alias: its anchor may be elsewhere);
+    - at a line of the fragment; or at its end, where the file has the next item's "-" (the
+      next token, on the same line), but for an end of the stream (an unclosed quote goes on
+      in the file) or a message naming that token (PyYAML's, not libyaml's);
+    - about the list itself (its context the fragment's first "-") only if it is `nested`:
+      then the file has the same tokens there (else a "- " further in, or a key less indented
+      than an item's, ends the list there, and the mapping of its key tells);
+    - in a fragment without a character YAML refuses: the reader tells one before a syntax
+      error up to a buffer earlier, and the buffers' bounds differ."""
+    if not isinstance(err, (yaml.scanner.ScannerError, yaml.parser.ParserError)):
+        return False
+    mark, context, problem = err.problem_mark, err.context_mark, str(err.problem)
+    if mark is None or mark.line > (lines := fragment.count(b"\n")):
+        return False
+    if mark.line == lines and (not more or "end of stream" in problem or "<" in problem):
+        return False
+    listed = context is not None and (context.line, context.column) == (0, found.dash)
+    if isinstance(err, yaml.parser.ParserError) and (
+        context is None or (listed and not found.nested)
+    ):
+        return False
+    return _refused_char().search(fragment.decode("utf-8", errors="replace")) is None
+
+
+def _refusal(parser: _Parser, offset: int) -> GraphFileError:
+    """The full parse's error for the problems `parser` found in items read alone, whose first
+    line is the file's line `offset` + 1: each at its line of the file, in their order."""
+    order = sorted(range(len(parser.problems)), key=parser._lines.__getitem__)
+    problems = []
+    for i in order:
+        line = parser._lines[i]
+        told = parser.problems[i][len(f"{parser.filename}:{line}: ") :]
+        problems.append(f"{parser.filename}:{line + offset}: {told}")
+    return GraphFileError(problems)
+
+
 @dataclass(frozen=True)
 class _Item:
     """A resource of the parsed file, as reparse() may reuse it."""
@@ -1072,6 +1155,9 @@ class _List:
     dash: int
     kind: str
     chunks: dict[bytes, Any]  # _Item (resources) or EdgeItem (edges)
+    # Its "-"s further in than its key (not YAML's "indentless" list, at the key's column):
+    # read alone, its items read as in the file, what ends it too.
+    nested: bool = False
 
     @property
     def marker(self) -> bytes:
@@ -1083,7 +1169,8 @@ class _List:
         bytes."""
         if self.start < at:
             return self
-        return _List(self.start + shift, self.end + shift, self.dash, self.kind, self.chunks)
+        start, end = self.start + shift, self.end + shift
+        return _List(start, end, self.dash, self.kind, self.chunks, self.nested)
 
     def split(self, data: bytes, start: int, end: int) -> list[bytes]:
         """The chunks of `data[start:end]` (whole items of this list, from a dash line)."""
@@ -1225,16 +1312,17 @@ class Reuse:
                 taken += len(seq.value)
                 if len(items) != len(seq.value) or any(i[0] != kind_node.value for i in items):
                     return None  # a resource was refused
-                found = _list_of(data, at, seq, [_Item(k, n, r) for k, _, n, r in items])
+                made = [_Item(k, n, r) for k, _, n, r in items]
+                found = _list_of(data, at, seq, made, kind_node.start_mark.column)
                 if found is None:
                     return None
                 lists.append(found)
         if taken != len(parsed):
             return None
         edge_list = None
-        node = _edges_node(root)
-        if node is not None and None not in edges and len(edges) == len(node.value):
-            edge_list = _list_of(data, at, node, edges)
+        pair = _edges_node(root)
+        if pair is not None and None not in edges and len(edges) == len(pair[1].value):
+            edge_list = _list_of(data, at, pair[1], edges, pair[0].start_mark.column)
         merged: dict[Ends, Edge] = {}
         declared: dict[Ends, int] = {}
         if edge_list is not None:
@@ -1258,12 +1346,16 @@ class Reuse:
         owner.current = reuse
         return reuse
 
-    def edited(self, data: bytes, filename: str, base: Graph) -> Loaded | None:
+    def edited(
+        self, data: bytes, filename: str, base: Graph, accepted: bool = False
+    ) -> Loaded | None:
         """The parse of `data`, an edit of this text that adds, removes, renames or changes
         resources of one block list only, or edges of the `edges` list (whole items, or inside
-        them); None if it is not one, or on any problem (a full parse then reports it). `base`
-        is the graph of this text as given out: the new one is it with only the changed
-        resources and edges replaced, added or removed (Loaded.since)."""
+        them); None if it is not one (a full parse then). `base` is the graph of this text as
+        given out: the new one is it with only the changed resources and edges replaced, added
+        or removed (Loaded.since). GraphFileError, as a full parse's, when what is wrong lies
+        in those items alone (`_refusal`; with `accepted`, base is a graph the engine took:
+        a full parse would find no other problem); None when it may involve more."""
         old = self.data
         if data == old or not self.hold():
             return None
@@ -1271,19 +1363,21 @@ class Reuse:
         last = len(old) - tail
         edges = self.edge_list
         if edges is not None and edges.start <= head and last <= edges.end:
-            return self._edges_edited(data, filename, base, (head, last))
+            return self._edges_edited(data, filename, base, (head, last), accepted=accepted)
         for found in self.lists:
             if found.start <= head and last <= found.end:
-                return self._resources_edited(found, data, filename, base, (head, last))
+                where = (head, last)
+                return self._resources_edited(found, data, filename, base, where, accepted=accepted)
         return None
 
     def _fragment(
         self, found: _List, data: bytes, changed: tuple[int, int], parser: _Parser
-    ) -> tuple[_List, list[bytes], dict[bytes, Any], list[tuple[yaml.Node, LocDict]]] | None:
+    ) -> tuple[_List, list[bytes], dict[bytes, Any], list[tuple[yaml.Node, Any]], int] | None:
         """Where the items of `found` an edit changed (bytes head..last of the old text) lie:
         the list after the edit, the chunks of the new text of those items (whole lines from
-        a dash line, checked to read alike on their own), what each old chunk declared, and
-        the new items parsed (by `parser`); None if it is not such an edit."""
+        a dash line, checked to read alike on their own), what each old chunk declared, the
+        new items parsed (by `parser`) and the byte where the first starts; None if it is not
+        such an edit; _Told (with that byte) for a problem in them a full parse would tell."""
         old, (head, last) = self.data, changed
         start, end = found.around(old, head, last)
         shift = len(data) - len(old)
@@ -1312,19 +1406,24 @@ class Reuse:
         first = found.start  # where the list's first dash line is now
         if start == found.start:
             first = start + lead if body else end + shift
-        after = _List(first, found.end + shift, found.dash, found.kind, found.chunks)
+        after = _List(first, found.end + shift, found.dash, found.kind, found.chunks, found.nested)
         chunks = found.split(body, 0, len(body))
-        items = self._parsed(found, parser, body, chunks)
-        return None if items is None else (after, chunks, known, items)
+        try:
+            items = self._parsed(found, parser, body, chunks, end < found.end)
+        except _Told as told:
+            told.at, told.first = start + lead, first
+            raise
+        return None if items is None else (after, chunks, known, items, start + lead)
 
     def _parsed(
-        self, found: _List, parser: _Parser, fragment: bytes, chunks: list[bytes]
-    ) -> list[tuple[yaml.Node, LocDict]] | None:
-        """The items of `fragment` (chunks: `chunks`), each checked to start on its chunk's
-        dash line; None on any problem."""
+        self, found: _List, parser: _Parser, fragment: bytes, chunks: list[bytes], more: bool
+    ) -> list[tuple[yaml.Node, Any]] | None:
+        """The items of `fragment` (chunks: `chunks`; `more`: another item follows), each
+        checked to start on its chunk's dash line; None on any problem but those items()
+        tells (_Told)."""
         if not fragment:
             return []
-        items = parser.items(fragment)
+        items = parser.items(fragment, found, more)
         if items is None or len(items) != len(chunks):
             return None
         line = 0
@@ -1338,30 +1437,53 @@ class Reuse:
         return items
 
     def _resources_edited(
-        self, found: _List, data: bytes, filename: str, base: Graph, changed: tuple[int, int]
+        self,
+        found: _List,
+        data: bytes,
+        filename: str,
+        base: Graph,
+        changed: tuple[int, int],
+        *,
+        accepted: bool,
     ) -> Loaded | None:
         """An edit of the resources of the list `found` alone (see edited())."""
         cls = lookup(found.kind)
         if cls is None or validates_together(cls):
             return None  # (a kind checked together: a full parse checks them all)
         parser = _Parser(filename)
-        cut = self._fragment(found, data, changed, parser)
+        cut = self._cut(found, data, changed, parser)
         if cut is None:
             return None
-        moved, chunks, known, items = cut
+        moved, chunks, known, items, at = cut
         olds: list[_Item] = list(known.values())
         new: list[tuple[bytes, _Item]] = []
-        for (node, item_data), chunk in zip(items, chunks, strict=True):
-            name = item_data.get("name")
-            if not isinstance(name, str):
-                return None
+        refused: set[Key] = set()  # the keys of the items refused (edges to them: no problem)
+        fresh = exports = False  # a resource parsed anew; an export among the items
+        for i, ((node, item_data), chunk) in enumerate(zip(items, chunks, strict=True)):
+            name = item_data.get("name") if isinstance(item_data, LocDict) else None
+            exports |= isinstance(name, str) and name.startswith(EXPORT_PREFIX)
             item = known.get(chunk)
             if item is None or item.name != name:
-                res = parser._resource(cls, found.kind, item_data, node.start_mark.line + 1, 0)
-                if res is None or parser.problems or parser.warnings:
-                    return None
-                item = _Item(found.kind, name, res)
+                index = i  # (a problem names an item without a name by its index in the list)
+                if not isinstance(name, str) or not name:
+                    index += self._index(found, data, at)
+                line = node.start_mark.line + 1
+                res = parser._resource(cls, found.kind, item_data, line, index)
+                if res is None:
+                    if isinstance(name, str):
+                        refused.add((found.kind, name.removeprefix(EXPORT_PREFIX)))
+                    continue
+                fresh, item = True, _Item(found.kind, str(name), res)
             new.append((chunk, item))
+        if parser.problems:
+            if not accepted or fresh or exports or any(item.export for item in olds):
+                return None  # (a new resource may clash with others: a full parse checks)
+            kept = {item.key for _chunk, item in new} | refused
+            if self._edged(base, {item.key for item in olds} - kept):
+                return None  # an edge names one gone: a full parse says where that edge is
+            raise _refusal(parser, data.count(b"\n", 0, at))
+        if parser.warnings:
+            return None
         gone = {item.key: item for item in olds}
         came: dict[Key, _Item] = {}
         for _chunk, item in new:
@@ -1373,10 +1495,8 @@ class Reuse:
         for key in came.keys() - gone.keys():
             if key in base.vertices or key in self.export_keys:
                 return None
-        edged = {key for edge in self.pending for key in edge[:2]}
-        for key in gone.keys() ^ came.keys():
-            if base.succ.get(key) or base.pred.get(key) or key in edged:
-                return None  # an edge names it: a full parse says what that means
+        if self._edged(base, gone.keys() ^ came.keys()):
+            return None  # an edge names it: a full parse says what that means
         derived = derive(
             base,
             Change(
@@ -1393,29 +1513,47 @@ class Reuse:
         return self._next(data, derived, (lists, edge_list), undo)
 
     def _edges_edited(
-        self, data: bytes, filename: str, base: Graph, changed: tuple[int, int]
+        self,
+        data: bytes,
+        filename: str,
+        base: Graph,
+        changed: tuple[int, int],
+        *,
+        accepted: bool,
     ) -> Loaded | None:
         """An edit inside the `edges` list alone: the items it touched are parsed on their own
         (the resources are the very objects of the last parse) and the graph derived with the
-        edges that changed; None on any problem (a full parse then reports it)."""
+        edges that changed; None when a full parse must say it (see edited())."""
         found = self.edge_list
         if found is None or self.pending:
             return None
         parser = _Parser(filename)
-        cut = self._fragment(found, data, changed, parser)
+        cut = self._cut(found, data, changed, parser)
         if cut is None:
             return None
-        moved, chunks, known, items = cut
+        moved, chunks, known, items, at = cut
         loaded = Loaded(base, collect=list(self.collect))  # _edge reads the graph only
         olds: list[EdgeItem] = list(known.values())
         new: list[tuple[bytes, EdgeItem]] = []
-        for index, ((node, item_data), chunk) in enumerate(zip(items, chunks, strict=True)):
+        fresh = False  # an edge parsed anew between resources the last graph did not link
+        for i, ((node, item_data), chunk) in enumerate(zip(items, chunks, strict=True)):
             edge = known.get(chunk)
             if edge is None:
+                index = i  # (a problem names an edge without a name by its index)
+                if not (isinstance(item_data, LocDict) and item_data.get("name")):
+                    index += self._index(found, data, at)
                 edge = parser._edge(item_data, node.start_mark.line + 1, index, loaded)
-                if edge is None or parser.problems or parser.warnings or loaded.pending:
-                    return None
+                if edge is None:  # refused (or pending: to a resource collected)
+                    continue
+                fresh |= edge[:2] not in self.edges  # (a pair of the last graph: no cycle)
             new.append((chunk, edge))
+        # (With none parsed anew, the edges kept are some of the last graph's: no cycle.)
+        total = sum(self.declared.values()) - len(olds) + len(chunks)
+        clean = accepted and not fresh and not loaded.pending  # (too many: a full parse says)
+        if parser.problems and clean and too_many(total, "edges") is None:
+            raise _refusal(parser, data.count(b"\n", 0, at))
+        if parser.problems or parser.warnings or loaded.pending:
+            return None
         was = {edge[:2]: edge[2] for edge in olds}
         now = {edge[:2]: edge[2] for _chunk, edge in new}
         if len(was) != len(olds) or len(now) != len(new):
@@ -1424,7 +1562,6 @@ class Reuse:
             return None
         if any(ends in self.declared and ends not in was for ends in now):
             return None
-        total = sum(self.declared.values()) - len(was) + len(now)
         if too_many(total, "edges") is not None:
             return None  # a full parse says where
         change = Change(
@@ -1443,6 +1580,59 @@ class Reuse:
         shift = len(data) - len(self.data)
         lists = tuple(each.moved(found.end, shift) for each in self.lists)
         return self._next(data, derived, (lists, moved), undo)
+
+    def _cut(
+        self, found: _List, data: bytes, changed: tuple[int, int], parser: _Parser
+    ) -> tuple[_List, list[bytes], dict[bytes, Any], list[tuple[yaml.Node, Any]], int] | None:
+        """_fragment(), or the GraphFileError of a full parse for a problem it tells."""
+        try:
+            return self._fragment(found, data, changed, parser)
+        except _Told as told:
+            refusal = self._told(told, found, data, filename=parser.filename)
+            if refusal is None:
+                return None
+            raise refusal from None
+
+    def _edged(self, base: Graph, keys: Iterable[Key]) -> bool:
+        """Whether an edge of `base`, or one pending, names one of `keys`."""
+        edged = {key for edge in self.pending for key in edge[:2]}
+        return any(base.succ.get(key) or base.pred.get(key) or key in edged for key in keys)
+
+    @staticmethod
+    def _index(found: _List, data: bytes, at: int) -> int:
+        """How many items of `found` are before byte `at` (a dash line of it) of `data` (an
+        edit of its text after `at`): counted in C, when a problem names an item by it."""
+        if at <= found.start:
+            return 0
+        marker = found.marker  # (each item's but the first, which found.start - 1 makes one)
+        return data.count(marker, found.start - 1, at - 2 + len(marker))
+
+    def _told(self, told: _Told, found: _List, data: bytes, filename: str) -> GraphFileError | None:
+        """The full parse's error for a problem of the items of `found` read alone from byte
+        `told.at` of `data`: lines counted from the file's start, the item named as a full
+        parse names it; None when a full parse might stop at another."""
+        offset = data.count(b"\n", 0, told.at)
+        err = told.err
+        if not isinstance(err, _NodeProblem):
+            mark = err.context_mark if isinstance(err, yaml.MarkedYAMLError) else None
+            if mark is not None and (mark.line, mark.column) == (0, found.dash):  # the list's
+                moved: Any = copy.copy(err)  # at its first "-", in the file
+                line = data.count(b"\n", 0, told.first) - offset
+                moved.context_mark = yaml.Mark(mark.name, 0, line, found.dash, "", 0)
+                err = moved
+            line, message = _yaml_problem(err, b"", offset)
+            return GraphFileError([f"{filename}:{line}: {message}"])
+        if _ANCHOR in data:
+            return None  # a full parse bounds the shape of the whole file first
+        assert told.node is not None
+        index, _, rest = err.where[1:].partition("]")
+        name = _name_of(told.node.value[int(index)]) if found.kind else ""
+        if name:
+            where = f"{found.kind}[{name}]{rest}"
+        else:
+            head = _path("resources", found.kind) if found.kind else "edges"
+            where = f"{head}[{self._index(found, data, told.at) + int(index)}]{rest}"
+        return GraphFileError([f"{filename}:{err.line + offset}: {err.text(None, where)}"])
 
     def _next(
         self,
@@ -1493,10 +1683,12 @@ class _Offsets:
         return self.bytes
 
 
-def _list_of(data: bytes, at: _Offsets, seq: yaml.Node, declared: list[Any]) -> _List | None:
-    """The _List of a block list `seq` of `data` whose items declared `declared` (in order),
-    if its dash lines are its items' first lines, one per item, and each item's text is its
-    own; else None."""
+def _list_of(
+    data: bytes, at: _Offsets, seq: yaml.Node, declared: list[Any], key_column: int
+) -> _List | None:
+    """The _List of a block list `seq` of `data` (the value of a key at `key_column`) whose items
+    declared `declared` (in order), if its dash lines are its items' first lines, one per
+    item, and each item's text is its own; else None."""
     if not isinstance(seq, yaml.SequenceNode) or seq.flow_style:
         return None
     if not seq.value or len(declared) != len(seq.value):
@@ -1521,7 +1713,7 @@ def _list_of(data: bytes, at: _Offsets, seq: yaml.Node, declared: list[Any]) -> 
     if data[end:last].strip(b" ") or end <= starts[-1]:
         return None  # the next token is on the last item's line
     kind = declared[0].kind if isinstance(declared[0], _Item) else ""
-    found = _List(starts[0], end, dash, kind, {})
+    found = _List(starts[0], end, dash, kind, {}, dash > key_column)
     if (b"\n" + data[found.start : end]).count(found.marker) != len(starts):
         return None  # a line like an item's first inside an item (a quoted scalar's)
     bounds = [*starts[1:], end]
@@ -1539,18 +1731,23 @@ def reparse(data: bytes, filename: str, previous: Loaded | None) -> Loaded:
     if previous is None or previous.reuse is None:
         return parse(data, filename, incremental=True)
     with collector.paused():  # as parse(): a big edit makes many objects, no cycles
-        loaded = previous.reuse.edited(data, filename, previous.graph)
+        try:
+            loaded = previous.reuse.edited(data, filename, previous.graph, previous.accepted)
+        except GraphFileError:
+            log.debug("graph file: the edit refused from the items it changed alone")
+            raise
     if loaded is None or too_many(len(loaded.graph)) is not None:
+        log.debug("graph file: parsed whole")
         return parse(data, filename, incremental=True)  # (which says where it is too large)
     return loaded
 
 
-def _edges_node(root: yaml.Node) -> yaml.Node | None:
-    """The top-level `edges` list of a composed file, if it is a block list of mappings."""
+def _edges_node(root: yaml.Node) -> tuple[yaml.Node, yaml.Node] | None:
+    """The top-level `edges` key of a composed file and its list, if it is a list."""
     if not isinstance(root, yaml.MappingNode):
         return None
-    lists = [value for key, value in root.value if key.value == "edges"]
-    if len(lists) != 1 or not isinstance(lists[0], yaml.SequenceNode):
+    lists = [(key, value) for key, value in root.value if key.value == "edges"]
+    if len(lists) != 1 or not isinstance(lists[0][1], yaml.SequenceNode):
         return None
     return lists[0]
 

@@ -263,12 +263,13 @@ class Output:
                 return None
         built: Built = {}
         edges: dict[tuple[Key, Key], EdgeSpec] = {}
+        alone = sum(isinstance(item, ResSpec) for item in came) == 1
         for item in came:
             if isinstance(item, ResSpec):
                 key = (item.kind, item.name)
                 if key in built or (key in self._built and key not in removed):
                     return None  # declared twice
-                res = self._resource(item)
+                res = self._resource(item, alone)
                 if res is None or validates_together(type(res)):
                     return None  # (a kind checked together: build_graph checks them all)
                 built[key] = (item, res)
@@ -301,9 +302,12 @@ class Output:
         loaded.since = (derived.base, derived.touched)
         return loaded
 
-    def _resource(self, item: ResSpec) -> Resource | None:
+    def _resource(self, item: ResSpec, alone: bool) -> Resource | None:
         """The resource of a statement: the last one if declared alike; None if it is exported
-        or wrong (build_graph says why)."""
+        or wrong (build_graph says why). `alone`: the only new statement, declared once: its
+        FuncError is build_graph's (every other statement built before, none can fail first),
+        raised here (since 2026-12-06: a bad value of one of 100,000 built them all again to
+        say it, ~150 ms)."""
         if item.name.startswith(EXPORT_PREFIX):
             return None
         before = self._built.get((item.kind, item.name))
@@ -312,6 +316,8 @@ class Output:
         try:
             res = _build(item, item.name)
         except FuncError:
+            if alone:
+                raise
             return None
         return None if res.meta.export else res
 

@@ -148,9 +148,12 @@ def table(snapshot: dict[str, Any]) -> str:
     if snapshot.get("cluster_note"):
         lines.append(f"cluster: {_printable(snapshot['cluster_note'])}")
     if unwatched := snapshot.get("unwatched"):
+        out = "out of inotify watches"
+        if snapshot.get("unwatched_limit") == "fs.inotify.max_user_instances":
+            out = "no inotify instance left, until the agent restarts"
         lines.append(
-            f"unwatched: {resource_count(unwatched)} (out of inotify watches: their drift is "
-            "unseen until they are checked again; the agent's log says which limit to raise)"
+            f"unwatched: {resource_count(unwatched)} ({out}: their drift is unseen until they "
+            "are checked again; the agent's log says which limit to raise)"
         )
     for rev in snapshot.get("reversals", ()):  # left the graph, not undone (yet)
         lines.append(_printable(f"reversal {rev['state']}: {rev['id']}: {rev['error']}"))

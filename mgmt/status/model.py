@@ -67,6 +67,19 @@ _STATES = {
 }
 
 
+_INSTANCES = "fs.inotify.max_user_instances"
+_WATCHES = "fs.inotify.max_user_watches"
+
+
+def _instances_hint(err: OSError) -> str:
+    """What to raise when no inotify instance could be made (`err`, the hub's): the limit, its
+    value now and one to set (engine.inotify.limit_hint), else the kernel's reason."""
+    from engine import inotify
+
+    hint = inotify.limit_hint("inotify_init1", err.errno or 0).removeprefix("; ")
+    return hint or str(err.strerror)
+
+
 @dataclass
 class Info:
     """What the model knows of one resource beyond its vertex."""
@@ -130,6 +143,7 @@ class StatusModel:
         # The resources the kernel's inotify limit leaves unwatched (engine.watcher.unwatched):
         # their drift goes unseen until their next check. Failing, for `mgmt status`.
         self.unwatched: set[Key] = set()
+        self.unwatched_limit = ""  # the limit that does it (the sysctl's name)
         self._unwatched_said = ""  # the last summary logged
         watcher.on_unwatched.append(self._unwatched_changed)
 
@@ -207,7 +221,16 @@ class StatusModel:
         vertices = self.engine.vertices
         blind, refused = watcher.unwatched()
         now = {o for o in blind if isinstance(o, tuple) and o in vertices}
-        if now:
+        none = watcher.no_instance()
+        self.unwatched_limit = _INSTANCES if none is not None else _WATCHES if now else ""
+        if now and none is not None:  # (said with its reason, once per change: not "watches")
+            ids = [fmt_key(k) for k in sorted(now)]
+            said = (
+                f"no inotify instance left: {resource_count(len(now))} not watched until the "
+                f"agent restarts, their drift unseen until they are checked again (`mgmt "
+                f"status` marks them): {named(ids)}; {_instances_hint(none)}"
+            )
+        elif now:
             ids = [fmt_key(k) for k in sorted(now)]
             said = (
                 f"out of inotify watches: {resource_count(len(now))} not watched, their drift "
@@ -368,6 +391,7 @@ class StatusModel:
             "hosts": self.hosts,
             "cluster_note": self.cluster_note,
             "unwatched": len(self.unwatched),
+            "unwatched_limit": self.unwatched_limit,
         }
 
     def _snapshot_key(self) -> tuple[int, int, int]:

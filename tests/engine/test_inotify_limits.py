@@ -275,3 +275,68 @@ def test_the_hint_reads_the_limits_once_a_second_at_most(monkeypatch: pytest.Mon
     monkeypatch.setattr(inotify, "HINT_FOR", 0.0)  # a second later: read again
     inotify.limit_hint("inotify_add_watch", errno.ENOSPC)
     assert len(reads) > seen
+
+
+def _host_instances() -> int:
+    return int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
+
+
+async def test_no_instance_left_is_said_as_such_once_per_change(tmp_path: Path) -> None:
+    """A daemon given no inotify instance (the kernel's real limit, in a user namespace): it
+    runs (before 2026-12-06 its prefix's watch, refused, stopped it at once: exit 1, nothing
+    said), its summary names the cause, the sysctl and a value to set (it said "out of inotify
+    watches"), once for the graph and once again for an edit that changes which resources,
+    and `mgmt status` says so too."""
+    from tests.e2e.helpers import MGMT, run_mgmt
+
+    _user_namespaces()
+    _files_graph(tmp_path, shared=False)
+    graph, prefix = tmp_path / "g.yaml", tmp_path / "prefix"
+    script = 'echo 0 > /proc/sys/user/max_inotify_instances && exec "$@"'
+    argv = ["unshare", "-Ur", "sh", "-c", script, "sh", *MGMT, "run", "--prefix", str(prefix)]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        "yaml",
+        str(graph),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    log: list[str] = []
+    said = asyncio.Condition()
+
+    async def read() -> None:
+        assert proc.stderr is not None
+        async for raw in proc.stderr:
+            log.append(raw.decode().rstrip("\n"))
+            async with said:
+                said.notify_all()
+
+    def summaries() -> list[str]:
+        return [line for line in log if "resources not watched" in line]
+
+    reader = asyncio.create_task(read())
+    try:
+        async with asyncio.timeout(60), said:
+            await said.wait_for(lambda: len(summaries()) == 1)
+        line = summaries()[0]
+        assert "no inotify instance left: 40 resources not watched until the agent restarts" in line
+        host = await asyncio.to_thread(_host_instances)
+        assert "user.max_inotify_instances is 0 (the host's fs.inotify.max_user_instances" in line
+        assert line.endswith(f"(sysctl -w user.max_inotify_instances={host})"), line
+        code, table = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 1 and "unwatched: 40 resources (no inotify instance left" in table, table
+        graph.write_text(graph.read_text().replace("name: f0\n", "name: a0\n"))
+        proc.send_signal(signal.SIGHUP)  # (no watch of the graph file either)
+        async with asyncio.timeout(60), said:
+            await said.wait_for(lambda: len(summaries()) == 2)
+        assert "file[a0]" in summaries()[1]
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            await proc.wait()
+            await reader
+    assert proc.returncode == 0, "\n".join(log)
+    assert not any("out of inotify watches" in line for line in log), log
+    assert len(summaries()) == 2, log

@@ -213,3 +213,122 @@ def test_edits_of_older_versions_of_a_big_list_stay_incremental() -> None:
         assert loaded.since is not None, step
         assert outcome(render(now), None)[0] == outcome(render(now), last)[0]
         versions.append((now, loaded))
+
+
+# Bad edits of one item of a longer list (issue 16's "a bad edit refused at once"): what goes
+# wrong inside an item, and what involves others (a name or path another has, an edge's end).
+BAD = [
+    "x",
+    ":",
+    ": x",
+    " #",
+    "'",
+    '"',
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "\t",
+    "@",
+    "`",
+    "%",
+    "!x ",
+    "!!int ",
+    "*a",
+    "&a ",
+    "- ",
+    "\n",
+    "\n      ",
+    "\n     x",
+    "\n       y: 1",
+    "\n    - ",
+    "\n  - x",
+    "\x01",
+    "|",
+    ">",
+    "?",
+]
+KEYS = ["pth: /x", "mode: [1]", "mode: 'abc'", "content: {a: 1}", "meta: 3", "meta: {retry: x}"]
+KEYS += ["name: ''", "name: [1]", "path: relative", "owner: 5", "state: gone", "nope: 1"]
+
+
+def big_file(rng: random.Random, count: int) -> str:
+    lines = ["graph: g", "resources:"]
+    for kind in ("file", "noop"):
+        lines.append(f"  {kind}:" if rng.random() < 0.7 else f"  {kind}:\n")
+        for i in range(count):
+            lines.append(f"    - name: {kind[0]}{i}")
+            if kind == "file":
+                lines += [f"      path: /tmp/x/{i}", f"      content: c{i}"]
+    lines.append("edges:")
+    for i in range(0, count - 1, 3):
+        lines.append(
+            f"  - {{name: e{i}, from: {{kind: file, name: f{i}}}, to: {{kind: noop, name: n{i}}}}}"
+        )
+    return "\n".join(lines).replace("\n\n", "\n") + "\n"
+
+
+def bad_edit(rng: random.Random, text: str, count: int) -> str:
+    lines = text.splitlines(keepends=True)
+    at = rng.randrange(3, len(lines))
+    op = rng.randrange(6)
+    line = lines[at]
+    if op == 0:  # a character (or a few) inserted in a line
+        where = rng.randrange(len(line))
+        lines[at] = line[:where] + rng.choice(BAD) + line[where:]
+    elif op == 1:  # a key added to an item
+        indent = " " * (len(line) - len(line.lstrip(" ").lstrip("- ")))
+        lines.insert(at + 1, f"{indent}{rng.choice(KEYS)}\n")
+    elif op == 2:  # a name or path another has, an edge's end missing
+        i, j = rng.randrange(count), rng.randrange(count)
+        pairs = [(f"name: f{i}\n", f"name: f{j}\n"), (f"/tmp/x/{i}\n", f"/tmp/x/{j}\n")]
+        pairs += [(f"name: n{i}}}}}", f"name: m{i}}}}}"), (f"name: f{i}\n", f"name: g{i}\n")]
+        old, new = rng.choice(pairs)
+        return text.replace(old, new, 1)
+    elif op == 3:  # a line cut
+        del lines[at]
+    elif op == 4:  # a line's last characters cut
+        lines[at] = line[: rng.randrange(len(line))] + "\n"
+    else:  # a line indented or unindented
+        lines[at] = rng.choice([" ", "  ", "\t"]) + line if rng.random() < 0.5 else line[1:]
+    return "".join(lines)
+
+
+def test_a_bad_edit_of_a_longer_list_is_refused_as_parse_refuses_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each edit reparse()d from a graph the engine would take (`accepted`) gives exactly what
+    parse() gives, and most of the refusals come from the edited items alone (no full parse)."""
+    from mgmt import yamlgraph
+
+    whole = 0
+    original = yamlgraph.parse
+
+    def counting(*args: Any, **kwargs: Any) -> Loaded:
+        nonlocal whole
+        whole += 1
+        return original(*args, **kwargs)
+
+    refused = alone = 0
+    seeds = 4000 if fuzz.LONG else 600
+    for seed in range(seeds):
+        rng = random.Random(seed)
+        count = rng.randint(6, 20)
+        text = big_file(rng, count)
+        last = parse(text, "g.yaml", incremental=True)
+        last.accepted = True
+        now = bad_edit(rng, text, count)
+        expected = outcome(now, None)[0]
+        monkeypatch.setattr(yamlgraph, "parse", counting)
+        whole = 0
+        try:
+            seen = outcome(now, last)[0]
+        finally:
+            monkeypatch.setattr(yamlgraph, "parse", original)
+        assert seen == expected, (seed, now)
+        if isinstance(expected, list):
+            refused += 1
+            alone += whole == 0
+    assert refused > seeds // 3
+    assert alone > refused // 2, (alone, refused)

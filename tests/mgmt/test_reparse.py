@@ -443,3 +443,118 @@ def test_a_bad_edit_of_a_big_file_is_told_at_its_line_and_changes_nothing() -> N
     second = reparse(good.encode(), "g.yaml", first)
     assert second.since == (first.graph, frozenset({("file", "f4321")}))
     assert outcome(good, first) == outcome(good)
+
+
+BIG = 3000
+
+
+def big(edit: Any = None) -> str:
+    lines = ["graph: g", "resources:", "  file:"]
+    for i in range(BIG):
+        lines += [f"    - name: f{i}", f"      path: /tmp/g/f{i}", f'      content: "n {i}"']
+    lines += ["  noop:", "    - name: n0", "edges:"]
+    lines += [f"  - {{name: e{i}, from: {{kind: file, name: f{i}}}, to: {{kind: noop, name: n0}}}}"]
+    text = "\n".join(lines) + "\n"
+    return text if edit is None else str(edit(text))
+
+
+# Bad edits in the middle of a big file that involve the edited items alone: refused from those
+# (no full parse), and told exactly as a full parse tells them (the line in the whole file).
+ALONE = {
+    "an unknown key": lambda t: t.replace("path: /tmp/g/f1500\n", "pth: /tmp/g/f1500\n"),
+    "a value of the wrong type": lambda t: t.replace('"n 1500"', "[1, 2]"),
+    "a bad mode and a bad owner": lambda t: t.replace(
+        '"n 1500"\n', "\"n 1500\"\n      mode: 'abc'\n      owner: [1]\n"
+    ),
+    "a relative path": lambda t: t.replace("path: /tmp/g/f1500\n", "path: tmp/g/f1500\n"),
+    "mapping values in a value": lambda t: t.replace('"n 1500"', "a: b"),
+    "a key without its colon": lambda t: t.replace("path: /tmp/g/f1500\n", "path /tmp/g/f1500\n"),
+    "a key without its colon, last": lambda t: t.replace('content: "n 1500"', 'content "n 1500"'),
+    "an item further in": lambda t: t.replace("    - name: f1500\n", "     - name: f1500\n"),
+    "more after a flow item": lambda t: t.replace(
+        "    - name: f1500\n      path: /tmp/g/f1500\n",
+        "    - {name: f1500, path: /tmp/g/f1500} x\n",
+    ),
+    "an unclosed flow mapping": lambda t: t.replace('"n 1500"', "{a: 1"),
+    "a duplicate key": lambda t: t.replace('"n 1500"\n', '"n 1500"\n      content: x\n'),
+    "a date that is not one": lambda t: t.replace('"n 1500"', "2001-13-45"),
+    "an item without a name": lambda t: t.replace(
+        '"n 1500"\n', '"n 1500"\n    - path: /tmp/g/new\n'
+    ),
+    "a bad resource added": lambda t: t.replace(
+        '"n 1500"\n', '"n 1500"\n    - name: x\n      nope: 1\n'
+    ),
+    "a refused resource, edged": lambda t: t.replace(
+        f"path: /tmp/g/f{BIG - 1}\n", f"path: /tmp/g/f{BIG - 1}\n      mode: 5\n"
+    ),
+    "an edge to a missing vertex": lambda t: t.replace("name: n0}}", "name: n9}}"),
+    "an edge with a bad key": lambda t: t.replace("{name: e", "{nme: e"),
+    "an edge with a bad notify": lambda t: t.replace("{name: e", "{notify: 3, name: e"),
+}
+# ... and those that involve more: a full parse says them (still exactly).
+WHOLE = {
+    "a duplicate name": lambda t: t.replace("name: f1500\n", "name: f1501\n"),
+    "a path another has, and a bad key": lambda t: t.replace(
+        "/tmp/g/f1500\n", "/tmp/g/f1502\n"
+    ).replace("path: /tmp/g/f1501\n", "pth: /tmp/g/f1501\n"),
+    "an edge's end renamed away, and a bad one": lambda t: t.replace(
+        f"name: f{BIG - 1}\n", "name: x\n      pth: 1\n"
+    ),
+    "an unclosed quote": lambda t: t.replace('"n 1500"', '"n 1500'),
+    "a line less indented": lambda t: t.replace(
+        "      path: /tmp/g/f1500", "   path: /tmp/g/f1500"
+    ),
+    "a tab": lambda t: t.replace("      path: /tmp/g/f1500", "\tpath: /tmp/g/f1500"),
+}
+
+
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The full parses reparse() makes from now on."""
+    from mgmt import yamlgraph
+
+    made: list[str] = []
+    original = yamlgraph.parse
+
+    def counting(text: str | bytes, *args: Any, **kwargs: Any) -> Loaded:
+        made.append("parse")
+        return original(text, *args, **kwargs)
+
+    monkeypatch.setattr(yamlgraph, "parse", counting)
+    return made
+
+
+@pytest.mark.parametrize("edit", sorted(ALONE) + sorted(WHOLE))
+def test_a_bad_edit_of_a_big_file_is_refused_from_its_items_alone(
+    monkeypatch: pytest.MonkeyPatch, edit: str
+) -> None:
+    """Of a graph the engine took (`accepted`): a problem of the edited items alone is told
+    from them, exactly as a full parse tells it, at its line of the whole file; one that
+    involves other resources (a name or path another has, an edge to a resource renamed) is
+    told by a full parse. The last graph is left as it was, and a good edit is still O(change)."""
+    first = parse(big(), "g.yaml", incremental=True)
+    first.accepted = True
+    vertices = dict(first.graph.vertices)
+    after = big((ALONE | WHOLE)[edit])
+    expected = outcome(after)
+    assert isinstance(expected, list), expected  # an error
+    made = parses(monkeypatch)
+    assert outcome(after, first) == expected
+    assert made == ([] if edit in ALONE else ["parse"])
+    assert first.graph.vertices == vertices
+    good = big(lambda t: t.replace('"n 1500"', '"edited"'))
+    second = reparse(good.encode(), "g.yaml", first)
+    assert second.since == (first.graph, frozenset({("file", "f1500")}))
+
+
+def test_a_bad_edit_of_a_graph_not_taken_yet_is_told_by_a_full_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A graph the engine has not taken may have two resources managing one file, which a full
+    parse tells beside any other problem: a bad edit of it is told by a full parse."""
+    before = big(lambda t: t.replace("/tmp/g/f7\n", "/tmp/g/f8\n"))
+    first = parse(before, "g.yaml", incremental=True)
+    after = before.replace("path: /tmp/g/f1500\n", "pth: /tmp/g/f1500\n")
+    made = parses(monkeypatch)
+    problems = outcome(after, first)
+    assert made == ["parse"]
+    assert len(problems) == 2 and "pth: unknown key" in problems[1], problems

@@ -213,9 +213,11 @@ function clusterNote(note) {
 }
 
 // Resources the kernel's inotify limit leaves unwatched (0: none): their drift goes unseen.
-function unwatched(count) {
+// `limit`: the sysctl that does it (fs.inotify.max_user_instances: no instance at all).
+function unwatched(count, limit) {
+  const out = limit === "fs.inotify.max_user_instances" ? "no inotify instance left, until the agent restarts" : "out of inotify watches";
   $("unwatched").hidden = !count;
-  $("unwatched").textContent = count ? `${count} resource${count === 1 ? "" : "s"} unwatched: out of inotify watches, their drift is unseen until they are checked again (the agent's log says which limit to raise)` : "";
+  $("unwatched").textContent = count ? `${count} resource${count === 1 ? "" : "s"} unwatched: ${out}, their drift is unseen until they are checked again (the agent's log says which limit to raise)` : "";
 }
 
 // What is wrong with the program ("": nothing): the host does not run what it was asked to.
@@ -263,7 +265,7 @@ function onSnapshot(s) {
   counts();
   converged(s.converged, s.converged_since);
   program(s.program_error);
-  unwatched(s.unwatched);
+  unwatched(s.unwatched, s.unwatched_limit);
   reversals(s.reversals);
   deploy(s.deploy);
   hosts(s.hosts);

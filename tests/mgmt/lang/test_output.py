@@ -17,6 +17,9 @@ from engine.engine import Engine
 from engine.events import GraphSwapped
 from engine.graph import Graph
 from engine.steps import Steps
+from mgmt.lang import source as lang_source
+from mgmt.lang.errors import FuncError
+from mgmt.lang.runtime import ResSpec
 from mgmt.lang.source import LangSource
 from mgmt.yamlgraph import Loaded
 from tests.engine.conftest import settle
@@ -152,3 +155,44 @@ async def test_the_engine_swaps_an_edge_of_the_stream_alone(
         assert prepares == 0
     finally:
         await engine.stop()
+
+
+def _specs(count: int) -> list[ResSpec]:
+    return [
+        ResSpec("file", f"/tmp/out/f{n}", (("content", f"{n}"),), (), None) for n in range(count)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bad", "alone"),
+    [
+        ({500: (("content", "x"), ("mode", "abc"))}, True),  # one statement's value
+        ({500: (("state", "gone"),)}, True),  # a value not among a param's
+        ({500: (("content", "x"), ("mode", "abc")), 900: (("content", "y"),)}, False),
+        ({500: (("content", "x"), ("mode", "abc")), 100: (("mode", "u=q"),)}, False),
+    ],
+)
+def test_a_bad_value_of_one_statement_is_told_from_it_alone(
+    monkeypatch: pytest.MonkeyPatch, bad: dict[int, tuple[tuple[str, object], ...]], alone: bool
+) -> None:
+    """A value that makes one statement's resource wrong is told from that statement (the
+    others are the last output's: none can fail first), as build_graph tells it; with two new
+    statements, build_graph tells the first in the output's order."""
+    items = _specs(1000)
+    output = lang_source.Output("g")
+    output.build(tuple(items))
+    for n, params in bad.items():
+        items[n] = ResSpec("file", f"/tmp/out/f{n}", params, (), None)
+    with pytest.raises(FuncError) as expected:
+        lang_source.build_graph(tuple(items), "g")
+    full: list[int] = []
+    original = lang_source.build_graph
+    monkeypatch.setattr(
+        lang_source, "build_graph", lambda *a, **k: full.append(1) or original(*a, **k)
+    )
+    with pytest.raises(FuncError) as told:
+        output.build(tuple(items))
+    assert (str(told.value), told.value.pos) == (str(expected.value), expected.value.pos)
+    assert full == ([] if alone else [1])
+    items = _specs(1000)  # and back: the last good graph is still the one derived from
+    assert output.build(tuple(items)).since is not None
