@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import collector, watcher
 from engine.autoedge import (
+    AUTO,
     MARKERS,
     AutoIndex,
     Owners,
@@ -61,6 +62,7 @@ from engine.meta import sema_size
 from engine.params import is_secret
 from engine.ratelimit import TokenBucket
 from engine.resource import (
+    LAZY_PROVIDERS,
     UID,
     Edgeable,
     Groupable,
@@ -1114,6 +1116,9 @@ class _Small:
     disconnect: set[Ends] = field(default_factory=set)
     rewired: frozenset[Key] = frozenset()
     release: frozenset[Key] = frozenset()
+    # The automatic edges of those added and removed (`Engine._asking`): from each provider.
+    auto: dict[Ends, Edge] = field(default_factory=dict)
+    unauto: set[Ends] = field(default_factory=set)
 
 
 def _reshape(graph: Graph, small: _Small) -> Callable[[], None] | None:
@@ -1220,6 +1225,10 @@ class Engine:
         # Who manages each UID of the last prepared graph, per kind (engine.autoedge.by_kind;
         # made by prepare(), then kept up to date by small swaps: `_reclaim`).
         self._owners: dict[tuple[str, UID], Key] | None = None
+        # Who provides each UID to automatic edges (the first, in graph order; also what the
+        # others manage), as prepare() found it, small swaps adding what they add: read only
+        # for a UID one resource provides, and checked then (`_asking`). None: not known.
+        self._providers: Owners | None = None
         # The last prepared graph has a resource autogroup could group: a path between two
         # may decide whether it does, so no edge changes without preparing again.
         self._groupable = False
@@ -1327,6 +1336,7 @@ class Engine:
         index = AutoIndex() if self.autoedges else None
         self._autoindex = None
         self._owners = None
+        self._providers = None
         found: Owners | None = None
         if index is not None:
             found = Owners()
@@ -1348,6 +1358,7 @@ class Engine:
                 res.grouped = grouped
             raise
         self._autoindex = index
+        self._providers = found if index is not None else None
         self._groupable = groupable
 
     async def apply(
@@ -1659,7 +1670,9 @@ class Engine:
             return None
         edges = rewired(graph, last.graph, keys)
         connect = {(src, dst): edge for src, dst, edge in edges.connect}
-        return self._reshaped(graph, small, connect, set(edges.disconnect))
+        for ends, edge in small.auto.items():
+            connect.setdefault(ends, edge)  # (a given edge alike: prepare() adds none)
+        return self._reshaped(graph, small, connect, {*edges.disconnect, *small.unauto})
 
     def _classify(
         self, graph: Graph, keys: Collection[Key], given: dict[Key, Resource], small: _Small
@@ -1670,15 +1683,26 @@ class Engine:
             res = graph.vertices.get(key)
             vertex = self.vertices.get(key)
             if key not in given:
-                if res is None or key in self.vertices or not self._alone(graph, key, res, False):
+                if res is None or key in self.vertices:
                     return False
+                if not self._alone(graph, key, res, False):
+                    asked = self._asking(key, res, False)
+                    if asked is None:
+                        return False
+                    small.auto.update(((provider, key), AUTO) for provider in asked)
                 small.add[key] = res
                 if self._autoindex is not None:  # the next one added must be alone beside it
                     self._autoindex.count(res, 1)  # (a fallback's prepare() drops the index,
                     # and _small_swap undoes these counts when it gives up)
             elif res is None:
-                if vertex is None or not self._alone(self.graph, key, given[key], True):
+                if vertex is None:
                     return False
+                if not self._alone(self.graph, key, given[key], True):
+                    if self._asking(key, given[key], True) is None:
+                        return False
+                    was = self._raw.pred.get(key, {}) if self._raw is not None else {}
+                    small.unauto.update((other, key) for other in self.graph.pred[key])
+                    small.unauto.difference_update((other, key) for other in was)  # (given)
                 small.remove.append(key)
             elif vertex is None:
                 return False  # grouped into another vertex
@@ -1688,7 +1712,8 @@ class Engine:
                 return False  # the graph's shape may change
             else:
                 small.replace[key] = res
-        return True
+        gone = set(small.remove)  # an automatic edge from a vertex removed: prepare() decides
+        return not any(provider in gone for provider, _key in small.auto)
 
     def _reshaped(
         self, graph: Graph, small: _Small, connect: dict[Ends, Edge], disconnect: set[Ends]
@@ -1749,6 +1774,61 @@ class Engine:
             assert self._raw is not None
             self._autoindex = AutoIndex(self._raw.vertices.values())
         return self._autoindex.alone(res, present)
+
+    def _asking(self, key: Key, res: Resource, present: bool) -> list[Key] | None:
+        """The providers of the automatic edges of `res` (of `key`), when it takes part in
+        them only by asking, each request answered by the one running resource that provides
+        it (no marker, no lazy provider, no edge that prepare() skipped for a cycle), nothing
+        asking for what it provides: the edges prepare() would give it, and no other edge of
+        the graph changes when it is added (or removed: `present`). None when that cannot be
+        told so (prepare() decides); a cycle is `_reshaped`'s to find."""
+        index, providers = self._autoindex, self._providers
+        if index is None or providers is None or index.skipped != 0 or index.lazy:
+            return None
+        if not res.meta.autoedge or not isinstance(res, Edgeable) or res.meta.sema:
+            return None
+        if self.autogroup and isinstance(res, Groupable):
+            return None
+        if (present and members(self.vertices[key].res)) or type(res) in LAZY_PROVIDERS:
+            return None
+        provides = set(res.uids())
+        if any(index.wants.get(uid, 0) for uid in provides):
+            return None  # (`res` asks for none of them: below)
+        asked: list[Key] = []
+        for request in res.autoedges():
+            for uid in request:
+                count = index.provides.get(uid, 0)
+                if uid in provides or uid.kind in MARKERS or count > 1:
+                    return None
+                if count:
+                    provider = providers.get(uid)
+                    if provider is None or not self._provides(provider, uid):
+                        return None
+                    asked.append(provider)
+                    break
+        return asked
+
+    def _provided(self, added: list[Vertex]) -> None:
+        """`_providers` told what the vertices a small swap `added` are the only ones to
+        provide (an entry left by a vertex removed since is checked, and found stale, when
+        read: `_provides`)."""
+        providers, index = self._providers, self._autoindex
+        if providers is None or index is None:
+            return
+        for vertex in added:
+            res = vertex.res
+            if res.meta.autoedge and isinstance(res, Edgeable):
+                for uid in res.uids():
+                    if index.provides.get(uid) == 1:
+                        providers[uid] = vertex.key
+
+    def _provides(self, key: Key, uid: UID) -> bool:
+        """Whether the running resource `key` provides `uid` to automatic edges."""
+        vertex = self.vertices.get(key)
+        if vertex is None:
+            return False
+        res = self.graph.vertices[key]
+        return res.meta.autoedge and isinstance(res, Edgeable) and uid in res.uids()
 
     def _in_place(self, vertex: Vertex, res: Resource) -> bool:
         """Whether `res` may replace `vertex` without preparing the graph again: the same
@@ -1860,6 +1940,7 @@ class Engine:
                 else:
                     marked.discard(key)
         self._forget_retries(small.remove, added)
+        self._provided(added)
         self.graph = graph
         self._raw = _Raw(given, given.name)
         kept = len(vertices) - len(added)

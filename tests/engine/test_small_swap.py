@@ -280,6 +280,61 @@ async def test_check_applies_at_once_are_bounded(tmp_path: Path) -> None:
     assert check_limit() >= 16
 
 
+async def test_a_file_added_in_a_managed_directory_gets_its_edge_in_o_change(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: a file added in (or removed from) a directory resource's directory asks for
+    that directory only, which one running resource provides: the automatic edge is made or
+    dropped by the small swap (no prepare() of the whole graph), as prepare() would; every
+    other vertex is kept. A resource that others ask for, or one whose request two resources
+    answer, still prepares the whole graph."""
+    first = files(tmp_path, {f"f{i}": f"{i}\n" for i in range(N)})
+    first.add(FileRes(name="dir", path=str(tmp_path / "d") + "/", state="exists"))
+    await engine.apply(first)
+    await settle(engine)
+    before = dict(engine.vertices)
+    prepares = count_calls(monkeypatch, engine, "prepare_steps")
+    swaps: list[GraphSwapped] = []
+    engine.listeners.subscribe(GraphSwapped, swaps.append)
+    d, new = ("file", "dir"), ("file", "new")
+
+    second = first.copy()
+    second.add(FileRes(name="new", path=str(tmp_path / "d" / "new"), content="in d\n"))
+    await engine.apply(second)
+    await settle(engine)
+    assert not prepares and swaps[-1].added == {new} and swaps[-1].rewired == {d}
+    assert engine.graph.succ[d] == {new: AUTO} and engine.graph.pred[new] == {d: AUTO}
+    assert all(engine.vertices[k] is v for k, v in before.items())
+    assert (tmp_path / "d" / "new").read_text() == "in d\n"
+    full = second.copy()
+    Engine(hostname="test", prefix=tmp_path / "prefix").prepare(full)
+    assert prepared_edges(engine.graph) == prepared_edges(full)
+
+    third, since = derived(second, Change(remove={new}))  # removed again, with `since`
+    await engine.apply(third, since)
+    await settle(engine)
+    assert not prepares and swaps[-1].removed == {new}
+    assert not engine.graph.succ[d] and new not in engine.graph.pred
+    assert all(engine.vertices[k] is v for k, v in before.items())
+
+    clash = third.copy()  # two files of one path in it: refused, nothing changed
+    clash.add(FileRes(name="a", path=str(tmp_path / "d" / "x"), content="1\n"))
+    clash.add(FileRes(name="b", path=str(tmp_path / "d" / "x"), content="2\n"))
+    with pytest.raises(GraphError, match="both manage"):
+        await engine.apply(clash)
+    assert engine.vertices == before and not engine.graph.succ[d]
+    assert not (tmp_path / "d" / "x").exists()
+
+    twice = third.copy()  # a second resource of the directory (another kind of UID owner)
+    twice.add(FileRes(name="sub", path=str(tmp_path / "d" / "sub") + "/", state="exists"))
+    twice.add(FileRes(name="deep", path=str(tmp_path / "d" / "sub" / "x"), content="x\n"))
+    await engine.apply(twice)  # `sub` is asked for by `deep`, added beside it: prepared
+    await settle(engine)
+    assert len(prepares) == 1
+    assert engine.graph.succ[("file", "sub")] == {("file", "deep"): AUTO}
+    assert (tmp_path / "d" / "sub" / "x").read_text() == "x\n"
+
+
 async def test_two_added_at_once_get_the_automatic_edge_between_them(
     engine: Engine, tmp_path: Path
 ) -> None:
