@@ -1116,9 +1116,12 @@ class _Small:
     disconnect: set[Ends] = field(default_factory=set)
     rewired: frozenset[Key] = frozenset()
     release: frozenset[Key] = frozenset()
-    # The automatic edges of those added and removed (`Engine._asking`): from each provider.
+    # The automatic edges of those added, removed or moved (`Engine._asking`): from each
+    # provider. `moved`: those of `replace` whose UIDs or requests change (their old version's
+    # are counted out of the index, the new one's in: undone if the swap is not small).
     auto: dict[Ends, Edge] = field(default_factory=dict)
     unauto: set[Ends] = field(default_factory=set)
+    moved: dict[Key, tuple[Resource, Resource]] = field(default_factory=dict)
 
 
 def _reshape(graph: Graph, small: _Small) -> Callable[[], None] | None:
@@ -1658,7 +1661,7 @@ class Engine:
             return None  # a large part of the graph: preparing it all costs no more
         small = _Small()
         if not self._classify(graph, keys, given, small) or (
-            (small.add or small.remove) and not self._reclaim(small, given)
+            (small.add or small.remove or small.moved) and not self._reclaim(small, given)
         ):
             # A full prepare() decides; but a clash it would refuse is refused here at once
             # (at 100,000 files, prepare() took 7-9 s to say so), nothing changed.
@@ -1666,13 +1669,17 @@ class Engine:
             if index is not None:
                 for res in small.add.values():
                     index.count(res, -1)
+                for old, new in small.moved.values():
+                    index.count(new, -1)
+                    index.count(old, 1)
             self._refuse_clash(graph, keys)
             return None
         edges = rewired(graph, last.graph, keys)
         connect = {(src, dst): edge for src, dst, edge in edges.connect}
-        for ends, edge in small.auto.items():
-            connect.setdefault(ends, edge)  # (a given edge alike: prepare() adds none)
-        return self._reshaped(graph, small, connect, {*edges.disconnect, *small.unauto})
+        for (src, dst), edge in small.auto.items():
+            if dst not in graph.succ.get(src, {}):  # (a given edge alike: prepare() adds none)
+                connect[(src, dst)] = edge
+        return self._reshaped(graph, small, connect, set(edges.disconnect))
 
     def _classify(
         self, graph: Graph, keys: Collection[Key], given: dict[Key, Resource], small: _Small
@@ -1700,15 +1707,13 @@ class Engine:
                 if not self._alone(self.graph, key, given[key], True):
                     if self._asking(key, given[key], True) is None:
                         return False
-                    was = self._raw.pred.get(key, {}) if self._raw is not None else {}
-                    small.unauto.update((other, key) for other in self.graph.pred[key])
-                    small.unauto.difference_update((other, key) for other in was)  # (given)
+                    self._unauto(key, small)
                 small.remove.append(key)
             elif vertex is None:
                 return False  # grouped into another vertex
             elif same(vertex.pristine, res):
                 continue
-            elif not self._in_place(vertex, res):
+            elif not self._in_place(vertex, res) and not self._moved(key, vertex, res, small):
                 return False  # the graph's shape may change
             else:
                 small.replace[key] = res
@@ -1721,11 +1726,12 @@ class Engine:
         """`small` with the edges of `graph` to `connect` and `disconnect` in the prepared
         graph (made by the swap, `_reshape`); None when that could change an automatic edge or
         a group, or makes a cycle (a full prepare() then decides)."""
+        if (connect or disconnect) and not self._rewirable(graph, disconnect):
+            return None  # (the automatic edges dropped, `unauto`, are prepare()'s alike)
+        disconnect |= small.unauto
         small.connect, small.disconnect = connect, disconnect
         if not (small.add or small.remove or connect or disconnect):
             return small
-        if (connect or disconnect) and not self._rewirable(graph, disconnect):
-            return None
         undo = _reshape(self.graph, small)  # tried, then undone: nothing else runs meanwhile
         if undo is None:
             return None
@@ -1802,11 +1808,39 @@ class Engine:
                     return None
                 if count:
                     provider = providers.get(uid)
-                    if provider is None or not self._provides(provider, uid):
+                    if provider in (None, key) or not self._provides(provider, uid):
                         return None
                     asked.append(provider)
                     break
         return asked
+
+    def _unauto(self, key: Key, small: _Small) -> None:
+        """The automatic edges to `key` in the prepared graph put in `small.unauto` (those
+        the given graph has too are `rewired`'s)."""
+        given = self._raw.pred.get(key, {}) if self._raw is not None else {}
+        small.unauto.update((other, key) for other in self.graph.pred[key] if other not in given)
+
+    def _moved(self, key: Key, vertex: Vertex, res: Resource, small: _Small) -> bool:
+        """Whether `res` may replace `vertex`, whose UIDs or requests it changes (a file's
+        path), as its removal and then its addition would be swapped (`_asking`, both), its
+        automatic edges put in `small` and the index counting it instead (undone by
+        `_small_swap` if it gives up)."""
+        old = vertex.pristine
+        if type(res) is not type(old) or isinstance(res, Groupable) or res.meta.sema:
+            return False
+        index = self._autoindex
+        if index is None or self._asking(key, old, True) is None:
+            return False
+        index.count(old, -1)
+        asked = self._asking(key, res, False)
+        if asked is None:
+            index.count(old, 1)
+            return False
+        index.count(res, 1)
+        self._unauto(key, small)
+        small.auto.update(((provider, key), AUTO) for provider in asked)
+        small.moved[key] = (old, res)
+        return True
 
     def _provided(self, added: list[Vertex]) -> None:
         """`_providers` told what the vertices a small swap `added` are the only ones to
@@ -1847,16 +1881,22 @@ class Engine:
 
     def _reclaim(self, small: _Small, given: dict[Key, Resource]) -> bool:
         """Whether what `small` adds manages nothing another vertex manages once what it
-        removes is gone (a rename of a file resource frees its path first); `_owners` is then
-        so (a fallback's prepare() makes it again). Made by prepare() from what it found: made
-        here from the graph, it took the first add after a full swap ~1 s at 100,000 files."""
-        claims = [((key[0], uid), key) for key, res in small.add.items() for uid in managed(res)]
-        if self._claimed(claims, {*small.remove}) is not None:
+        removes is gone (a rename of a file resource frees its path first), nor what it moves
+        (a file resource's new path, its old one freed); `_owners` is then so (a fallback's
+        prepare() makes it again). Made by prepare() from what it found: made here from the
+        graph, it took the first add after a full swap ~1 s at 100,000 files."""
+        adds = [*small.add.items(), *((key, new) for key, (_old, new) in small.moved.items())]
+        claims = [((key[0], uid), key) for key, res in adds for uid in managed(res)]
+        if self._claimed(claims, {*small.remove, *small.moved}) is not None:
             return False  # nothing changed: _refuse_clash names them
         found = self._owners
         assert found is not None  # made by _claimed
-        for key in small.remove:
-            for uid in managed(given[key]):
+        olds = [
+            *((k, given[k]) for k in small.remove),
+            *((k, o) for k, (o, _n) in small.moved.items()),
+        ]
+        for key, old in olds:
+            for uid in managed(old):
                 if found.get((key[0], uid)) == key:
                     del found[(key[0], uid)]
         found.update(claims)
