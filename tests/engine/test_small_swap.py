@@ -134,18 +134,18 @@ async def test_shape_changes_prepare_the_whole_graph(
     assert not prepares
     assert (tmp_path / "out" / "b").read_text() == "3\n"
 
-    moved = Graph("files")  # b's path changes: its automatic edges may
-    moved.add(content.vertices[("file", "a")])
-    moved.add(FileRes(name="b", path=str(tmp_path / "elsewhere"), content="3\n"))
+    moved = Graph("files")  # b's path changes: its automatic edges may (it only asks for
+    moved.add(content.vertices[("file", "a")])  # them, and nothing provides them: swapped
+    moved.add(FileRes(name="b", path=str(tmp_path / "elsewhere"), content="3\n"))  # alone)
     await engine.apply(moved)
     await settle(engine)
-    assert len(prepares) == 1
+    assert not prepares and (tmp_path / "elsewhere").read_text() == "3\n"
 
     added = moved.copy()  # a new vertex that b's automatic edges would reach
     added.add(FileRes(name="dir", path=str(tmp_path) + "/", state="exists"))
     await engine.apply(added)
     await settle(engine)
-    assert len(prepares) == 2 and ("file", "b") in engine.graph.succ[("file", "dir")]
+    assert len(prepares) == 1 and ("file", "b") in engine.graph.succ[("file", "dir")]
 
 
 async def test_a_vertex_added_or_removed_alone_is_swapped_alone(
