@@ -151,7 +151,8 @@ async def test_a_big_graph_file_is_read_again_in_one_thread_of_its_own(
         held.set()
         await asyncio.gather(*busy)
     assert agent.engine.vertices[("print", "change")].res.msg == "three"  # type: ignore[attr-defined]
-    assert len(parsed_in) == 3 and len(set(parsed_in)) == 1
+    # (an edit may be read twice: its truncation and its write are two events)
+    assert len(parsed_in) >= 3 and len(set(parsed_in)) == 1
     assert parsed_in[0] is not threading.current_thread()
     agent.stopping.set()
     async with asyncio.timeout(10):
