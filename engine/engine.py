@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import collector, watcher
 from engine.autoedge import (
+    AUTO,
     MARKERS,
     AutoIndex,
     Owners,
@@ -61,6 +62,7 @@ from engine.meta import sema_size
 from engine.params import is_secret
 from engine.ratelimit import TokenBucket
 from engine.resource import (
+    LAZY_PROVIDERS,
     UID,
     Edgeable,
     Groupable,
@@ -1114,6 +1116,12 @@ class _Small:
     disconnect: set[Ends] = field(default_factory=set)
     rewired: frozenset[Key] = frozenset()
     release: frozenset[Key] = frozenset()
+    # The automatic edges of those added, removed or moved (`Engine._asking`): from each
+    # provider. `moved`: those of `replace` whose UIDs or requests change (their old version's
+    # are counted out of the index, the new one's in: undone if the swap is not small).
+    auto: dict[Ends, Edge] = field(default_factory=dict)
+    unauto: set[Ends] = field(default_factory=set)
+    moved: dict[Key, tuple[Resource, Resource]] = field(default_factory=dict)
 
 
 def _reshape(graph: Graph, small: _Small) -> Callable[[], None] | None:
@@ -1220,6 +1228,10 @@ class Engine:
         # Who manages each UID of the last prepared graph, per kind (engine.autoedge.by_kind;
         # made by prepare(), then kept up to date by small swaps: `_reclaim`).
         self._owners: dict[tuple[str, UID], Key] | None = None
+        # Who provides each UID to automatic edges (the first, in graph order; also what the
+        # others manage), as prepare() found it, small swaps adding what they add: read only
+        # for a UID one resource provides, and checked then (`_asking`). None: not known.
+        self._providers: Owners | None = None
         # The last prepared graph has a resource autogroup could group: a path between two
         # may decide whether it does, so no edge changes without preparing again.
         self._groupable = False
@@ -1327,6 +1339,7 @@ class Engine:
         index = AutoIndex() if self.autoedges else None
         self._autoindex = None
         self._owners = None
+        self._providers = None
         found: Owners | None = None
         if index is not None:
             found = Owners()
@@ -1348,6 +1361,7 @@ class Engine:
                 res.grouped = grouped
             raise
         self._autoindex = index
+        self._providers = found if index is not None else None
         self._groupable = groupable
 
     async def apply(
@@ -1647,7 +1661,7 @@ class Engine:
             return None  # a large part of the graph: preparing it all costs no more
         small = _Small()
         if not self._classify(graph, keys, given, small) or (
-            (small.add or small.remove) and not self._reclaim(small, given)
+            (small.add or small.remove or small.moved) and not self._reclaim(small, given)
         ):
             # A full prepare() decides; but a clash it would refuse is refused here at once
             # (at 100,000 files, prepare() took 7-9 s to say so), nothing changed.
@@ -1655,10 +1669,16 @@ class Engine:
             if index is not None:
                 for res in small.add.values():
                     index.count(res, -1)
+                for old, new in small.moved.values():
+                    index.count(new, -1)
+                    index.count(old, 1)
             self._refuse_clash(graph, keys)
             return None
         edges = rewired(graph, last.graph, keys)
         connect = {(src, dst): edge for src, dst, edge in edges.connect}
+        for (src, dst), edge in small.auto.items():
+            if dst not in graph.succ.get(src, {}):  # (a given edge alike: prepare() adds none)
+                connect[(src, dst)] = edge
         return self._reshaped(graph, small, connect, set(edges.disconnect))
 
     def _classify(
@@ -1670,25 +1690,35 @@ class Engine:
             res = graph.vertices.get(key)
             vertex = self.vertices.get(key)
             if key not in given:
-                if res is None or key in self.vertices or not self._alone(graph, key, res, False):
+                if res is None or key in self.vertices:
                     return False
+                if not self._alone(graph, key, res, False):
+                    asked = self._asking(key, res, False)
+                    if asked is None:
+                        return False
+                    small.auto.update(((provider, key), AUTO) for provider in asked)
                 small.add[key] = res
                 if self._autoindex is not None:  # the next one added must be alone beside it
                     self._autoindex.count(res, 1)  # (a fallback's prepare() drops the index,
                     # and _small_swap undoes these counts when it gives up)
             elif res is None:
-                if vertex is None or not self._alone(self.graph, key, given[key], True):
+                if vertex is None:
                     return False
+                if not self._alone(self.graph, key, given[key], True):
+                    if self._asking(key, given[key], True) is None:
+                        return False
+                    self._unauto(key, small)
                 small.remove.append(key)
             elif vertex is None:
                 return False  # grouped into another vertex
             elif same(vertex.pristine, res):
                 continue
-            elif not self._in_place(vertex, res):
+            elif not self._in_place(vertex, res) and not self._moved(key, vertex, res, small):
                 return False  # the graph's shape may change
             else:
                 small.replace[key] = res
-        return True
+        gone = set(small.remove)  # an automatic edge from a vertex removed: prepare() decides
+        return not any(provider in gone for provider, _key in small.auto)
 
     def _reshaped(
         self, graph: Graph, small: _Small, connect: dict[Ends, Edge], disconnect: set[Ends]
@@ -1696,11 +1726,12 @@ class Engine:
         """`small` with the edges of `graph` to `connect` and `disconnect` in the prepared
         graph (made by the swap, `_reshape`); None when that could change an automatic edge or
         a group, or makes a cycle (a full prepare() then decides)."""
+        if (connect or disconnect) and not self._rewirable(graph, disconnect):
+            return None  # (the automatic edges dropped, `unauto`, are prepare()'s alike)
+        disconnect |= small.unauto
         small.connect, small.disconnect = connect, disconnect
         if not (small.add or small.remove or connect or disconnect):
             return small
-        if (connect or disconnect) and not self._rewirable(graph, disconnect):
-            return None
         undo = _reshape(self.graph, small)  # tried, then undone: nothing else runs meanwhile
         if undo is None:
             return None
@@ -1750,6 +1781,89 @@ class Engine:
             self._autoindex = AutoIndex(self._raw.vertices.values())
         return self._autoindex.alone(res, present)
 
+    def _asking(self, key: Key, res: Resource, present: bool) -> list[Key] | None:
+        """The providers of the automatic edges of `res` (of `key`), when it takes part in
+        them only by asking, each request answered by the one running resource that provides
+        it (no marker, no lazy provider, no edge that prepare() skipped for a cycle), nothing
+        asking for what it provides: the edges prepare() would give it, and no other edge of
+        the graph changes when it is added (or removed: `present`). None when that cannot be
+        told so (prepare() decides); a cycle is `_reshaped`'s to find."""
+        index, providers = self._autoindex, self._providers
+        if index is None or providers is None or index.skipped != 0 or index.lazy:
+            return None
+        if not res.meta.autoedge or not isinstance(res, Edgeable) or res.meta.sema:
+            return None
+        if self.autogroup and isinstance(res, Groupable):
+            return None
+        if (present and members(self.vertices[key].res)) or type(res) in LAZY_PROVIDERS:
+            return None
+        provides = set(res.uids())
+        if any(index.wants.get(uid, 0) for uid in provides):
+            return None  # (`res` asks for none of them: below)
+        asked: list[Key] = []
+        for request in res.autoedges():
+            for uid in request:
+                count = index.provides.get(uid, 0)
+                if uid in provides or uid.kind in MARKERS or count > 1:
+                    return None
+                if count:
+                    provider = providers.get(uid)
+                    if provider in (None, key) or not self._provides(provider, uid):
+                        return None
+                    asked.append(provider)
+                    break
+        return asked
+
+    def _unauto(self, key: Key, small: _Small) -> None:
+        """The automatic edges to `key` in the prepared graph put in `small.unauto` (those
+        the given graph has too are `rewired`'s)."""
+        given = self._raw.pred.get(key, {}) if self._raw is not None else {}
+        small.unauto.update((other, key) for other in self.graph.pred[key] if other not in given)
+
+    def _moved(self, key: Key, vertex: Vertex, res: Resource, small: _Small) -> bool:
+        """Whether `res` may replace `vertex`, whose UIDs or requests it changes (a file's
+        path), as its removal and then its addition would be swapped (`_asking`, both), its
+        automatic edges put in `small` and the index counting it instead (undone by
+        `_small_swap` if it gives up)."""
+        old = vertex.pristine
+        if type(res) is not type(old) or isinstance(res, Groupable) or res.meta.sema:
+            return False
+        index = self._autoindex
+        if index is None or self._asking(key, old, True) is None:
+            return False
+        index.count(old, -1)
+        asked = self._asking(key, res, False)
+        if asked is None:
+            index.count(old, 1)
+            return False
+        index.count(res, 1)
+        self._unauto(key, small)
+        small.auto.update(((provider, key), AUTO) for provider in asked)
+        small.moved[key] = (old, res)
+        return True
+
+    def _provided(self, added: list[Vertex]) -> None:
+        """`_providers` told what the vertices a small swap `added` are the only ones to
+        provide (an entry left by a vertex removed since is checked, and found stale, when
+        read: `_provides`)."""
+        providers, index = self._providers, self._autoindex
+        if providers is None or index is None:
+            return
+        for vertex in added:
+            res = vertex.res
+            if res.meta.autoedge and isinstance(res, Edgeable):
+                for uid in res.uids():
+                    if index.provides.get(uid) == 1:
+                        providers[uid] = vertex.key
+
+    def _provides(self, key: Key, uid: UID) -> bool:
+        """Whether the running resource `key` provides `uid` to automatic edges."""
+        vertex = self.vertices.get(key)
+        if vertex is None:
+            return False
+        res = self.graph.vertices[key]
+        return res.meta.autoedge and isinstance(res, Edgeable) and uid in res.uids()
+
     def _in_place(self, vertex: Vertex, res: Resource) -> bool:
         """Whether `res` may replace `vertex` without preparing the graph again: the same
         kind, semaphores, and what it manages (`managed`) and asks for automatically."""
@@ -1767,16 +1881,22 @@ class Engine:
 
     def _reclaim(self, small: _Small, given: dict[Key, Resource]) -> bool:
         """Whether what `small` adds manages nothing another vertex manages once what it
-        removes is gone (a rename of a file resource frees its path first); `_owners` is then
-        so (a fallback's prepare() makes it again). Made by prepare() from what it found: made
-        here from the graph, it took the first add after a full swap ~1 s at 100,000 files."""
-        claims = [((key[0], uid), key) for key, res in small.add.items() for uid in managed(res)]
-        if self._claimed(claims, {*small.remove}) is not None:
+        removes is gone (a rename of a file resource frees its path first), nor what it moves
+        (a file resource's new path, its old one freed); `_owners` is then so (a fallback's
+        prepare() makes it again). Made by prepare() from what it found: made here from the
+        graph, it took the first add after a full swap ~1 s at 100,000 files."""
+        adds = [*small.add.items(), *((key, new) for key, (_old, new) in small.moved.items())]
+        claims = [((key[0], uid), key) for key, res in adds for uid in managed(res)]
+        if self._claimed(claims, {*small.remove, *small.moved}) is not None:
             return False  # nothing changed: _refuse_clash names them
         found = self._owners
         assert found is not None  # made by _claimed
-        for key in small.remove:
-            for uid in managed(given[key]):
+        olds = [
+            *((k, given[k]) for k in small.remove),
+            *((k, o) for k, (o, _n) in small.moved.items()),
+        ]
+        for key, old in olds:
+            for uid in managed(old):
                 if found.get((key[0], uid)) == key:
                     del found[(key[0], uid)]
         found.update(claims)
@@ -1860,6 +1980,7 @@ class Engine:
                 else:
                     marked.discard(key)
         self._forget_retries(small.remove, added)
+        self._provided(added)
         self.graph = graph
         self._raw = _Raw(given, given.name)
         kept = len(vertices) - len(added)

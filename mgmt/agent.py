@@ -17,6 +17,7 @@ import sys
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -356,6 +357,8 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
 
 class Agent:
     refused: Loaded | None = None  # the first graph, if the engine refused it
+    # The graph file's rereads, in a thread of their own (made at the first): see _reload.
+    _reader: ThreadPoolExecutor | None = None
 
     def __init__(
         self,
@@ -895,6 +898,8 @@ class Agent:
             await self._file_watcher.aclose()
         if self._settling is not None:
             self._settling.cancel()
+        if self._reader is not None:  # a reread under way ends alone (the exit joins it)
+            self._reader.shutdown(wait=False)
         if self.metrics is not None:
             self.metrics.stop()
         if self.server is not None:
@@ -1208,8 +1213,16 @@ class Agent:
             limit = self.config.max_graph_size
             # The lock: a re-merge of the collected resources (_apply) reads the last graph,
             # which the reparse's derive changes in place (engine.graph.derive).
+            # Always the same thread: the file's new buffer (8 MB at 100,000 resources) is
+            # then taken from that thread's malloc arena, where the last versions were freed
+            # and whose pages are mapped already. Read in whichever I/O thread was free, it
+            # came from another arena's fresh pages about every other time: 2,100 pages
+            # faulted in and zeroed, ~3 of the agent's 7-10 ms of CPU per edit at 100,000.
+            if self._reader is None:
+                self._reader = ThreadPoolExecutor(1, thread_name_prefix="graph-file")
+            reread = functools.partial(_reread, file, limit, skip, self._loaded)
             async with self._apply_lock:
-                got = await asyncio.to_thread(_reread, file, limit, skip, self._loaded)
+                got = await asyncio.get_running_loop().run_in_executor(self._reader, reread)
         if got.error is not None and _in_a_write(got) and not self._settled():
             log.debug("graph file %s: waiting for the write", got.error.problems[0])
             return

@@ -134,18 +134,18 @@ async def test_shape_changes_prepare_the_whole_graph(
     assert not prepares
     assert (tmp_path / "out" / "b").read_text() == "3\n"
 
-    moved = Graph("files")  # b's path changes: its automatic edges may
-    moved.add(content.vertices[("file", "a")])
-    moved.add(FileRes(name="b", path=str(tmp_path / "elsewhere"), content="3\n"))
+    moved = Graph("files")  # b's path changes: its automatic edges may (it only asks for
+    moved.add(content.vertices[("file", "a")])  # them, and nothing provides them: swapped
+    moved.add(FileRes(name="b", path=str(tmp_path / "elsewhere"), content="3\n"))  # alone)
     await engine.apply(moved)
     await settle(engine)
-    assert len(prepares) == 1
+    assert not prepares and (tmp_path / "elsewhere").read_text() == "3\n"
 
     added = moved.copy()  # a new vertex that b's automatic edges would reach
     added.add(FileRes(name="dir", path=str(tmp_path) + "/", state="exists"))
     await engine.apply(added)
     await settle(engine)
-    assert len(prepares) == 2 and ("file", "b") in engine.graph.succ[("file", "dir")]
+    assert len(prepares) == 1 and ("file", "b") in engine.graph.succ[("file", "dir")]
 
 
 async def test_a_vertex_added_or_removed_alone_is_swapped_alone(
@@ -280,6 +280,108 @@ async def test_check_applies_at_once_are_bounded(tmp_path: Path) -> None:
     assert check_limit() >= 16
 
 
+async def in_managed_directory(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Graph, dict[Any, Any], list[object], list[GraphSwapped]]:
+    """N files in out/ and a directory resource of d/, run: (the graph, its vertices, the
+    prepares counted from now, the swaps told from now)."""
+    first = files(tmp_path, {f"f{i}": f"{i}\n" for i in range(N)})
+    first.add(FileRes(name="dir", path=str(tmp_path / "d") + "/", state="exists"))
+    await engine.apply(first)
+    await settle(engine)
+    swaps: list[GraphSwapped] = []
+    engine.listeners.subscribe(GraphSwapped, swaps.append)
+    return first, dict(engine.vertices), count_calls(monkeypatch, engine, "prepare_steps"), swaps
+
+
+async def test_a_file_added_in_a_managed_directory_gets_its_edge_in_o_change(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: a file added in (or removed from) a directory resource's directory asks for
+    that directory only, which one running resource provides: the automatic edge is made or
+    dropped by the small swap (no prepare() of the whole graph), as prepare() would; every
+    other vertex is kept. A resource that others ask for still prepares the whole graph; a
+    clash is refused."""
+    first, before, prepares, swaps = await in_managed_directory(engine, tmp_path, monkeypatch)
+    d, new = ("file", "dir"), ("file", "new")
+    second = first.copy()
+    second.add(FileRes(name="new", path=str(tmp_path / "d" / "new"), content="in d\n"))
+    await engine.apply(second)
+    await settle(engine)
+    assert not prepares and swaps[-1].added == {new} and swaps[-1].rewired == {d}
+    assert engine.graph.succ[d] == {new: AUTO} and engine.graph.pred[new] == {d: AUTO}
+    assert all(engine.vertices[k] is v for k, v in before.items())
+    assert (tmp_path / "d" / "new").read_text() == "in d\n"
+    full = second.copy()
+    Engine(hostname="test", prefix=tmp_path / "prefix").prepare(full)
+    assert prepared_edges(engine.graph) == prepared_edges(full)
+
+    third, since = derived(second, Change(remove={new}))  # removed again, with `since`
+    await engine.apply(third, since)
+    await settle(engine)
+    assert not prepares and swaps[-1].removed == {new}
+    assert not engine.graph.succ[d] and new not in engine.graph.pred
+    assert all(engine.vertices[k] is v for k, v in before.items())
+
+    clash = third.copy()  # two files of one path in it: refused, nothing changed
+    clash.add(FileRes(name="a", path=str(tmp_path / "d" / "x"), content="1\n"))
+    clash.add(FileRes(name="b", path=str(tmp_path / "d" / "x"), content="2\n"))
+    with pytest.raises(GraphError, match="both manage"):
+        await engine.apply(clash)
+    assert engine.vertices == before and not engine.graph.succ[d]
+    assert not (tmp_path / "d" / "x").exists()
+
+    twice = third.copy()  # a directory added with a file asking for it: prepared
+    twice.add(FileRes(name="sub", path=str(tmp_path / "d" / "sub") + "/", state="exists"))
+    twice.add(FileRes(name="deep", path=str(tmp_path / "d" / "sub" / "x"), content="x\n"))
+    await engine.apply(twice)
+    await settle(engine)
+    assert len(prepares) == 1
+    assert engine.graph.succ[("file", "sub")] == {("file", "deep"): AUTO}
+    assert (tmp_path / "d" / "sub" / "x").read_text() == "x\n"
+
+
+async def test_a_file_moved_into_a_managed_directory_gets_its_edge_in_o_change(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: a file whose path changes, into a directory resource's directory and out
+    again, is replaced by the small swap with its automatic edge made and dropped (its old
+    path freed, its new one claimed); moved onto another file's path, it is refused."""
+    first, before, prepares, swaps = await in_managed_directory(engine, tmp_path, monkeypatch)
+    d, f1 = ("file", "dir"), ("file", "f1")
+    into = FileRes(name="f1", path=str(tmp_path / "d" / "f1"), content="m\n")
+    moved, since = derived(first, Change(put={f1: into}))  # as a front-end's edit gives it
+    await engine.apply(moved, since)
+    await settle(engine)
+    assert not prepares and swaps[-1].replaced == {f1} and swaps[-1].rewired == {d}
+    assert engine.graph.succ[d] == {f1: AUTO} and engine.graph.pred[f1] == {d: AUTO}
+    assert (tmp_path / "d" / "f1").read_text() == "m\n"
+    assert all(engine.vertices[k] is v for k, v in before.items() if k != f1)
+
+    back, since = derived(moved, Change(put={f1: first.vertices[f1]}))  # and back out
+    await engine.apply(back, since)
+    await settle(engine)
+    assert not prepares and not engine.graph.succ[d] and not engine.graph.pred[f1]
+    full = back.copy()
+    Engine(hostname="test", prefix=tmp_path / "prefix").prepare(full)
+    assert prepared_edges(engine.graph) == prepared_edges(full)
+
+    onto = back.copy()  # moved onto f2's path: refused, nothing changed
+    onto.vertices[f1] = FileRes(name="f1", path=str(tmp_path / "out" / "f2"), content="x\n")
+    running = dict(engine.vertices)
+    with pytest.raises(GraphError, match="both manage"):
+        await engine.apply(onto)
+    assert engine.vertices == running and (tmp_path / "out" / "f2").read_text() == "2\n"
+    assert engine.graph.vertices[f1] is running[f1].res and not prepares
+
+    elsewhere = back.copy()  # ... and then elsewhere: the claims the refusal saw are gone
+    elsewhere.vertices[f1] = FileRes(name="f1", path=str(tmp_path / "d" / "g"), content="g\n")
+    await engine.apply(elsewhere)
+    await settle(engine)
+    assert not prepares and engine.graph.succ[d] == {f1: AUTO}
+    assert (tmp_path / "d" / "g").read_text() == "g\n"
+
+
 async def test_two_added_at_once_get_the_automatic_edge_between_them(
     engine: Engine, tmp_path: Path
 ) -> None:
@@ -347,12 +449,13 @@ async def refused(engine: Engine, graph: Graph, res: FileRes) -> bool:
 
 
 @pytest.mark.parametrize("seed", range(40))
-async def test_random_small_swaps_run_the_graph_a_full_prepare_would(
+async def test_random_small_swaps_run_the_graph_a_full_prepare_would(  # noqa: PLR0915
     tmp_path: Path, seed: int
 ) -> None:
     """Differential: files added, removed and replaced (one to three at a time, with and
-    without `since`) in directories whose files get automatic edges to them; after each swap
-    the running graph has the vertices and edges a full prepare() of the same graph has."""
+    without `since`; a file replaced may move to another directory) in directories whose
+    files get automatic edges to them; after each swap the running graph has the vertices and
+    edges a full prepare() of the same graph has."""
     rng = random.Random(seed)
     dirs = ["", "a/", "a/b/", "c/"]
 
@@ -395,7 +498,10 @@ async def test_random_small_swaps_run_the_graph_a_full_prepare_would(
                     old = new.vertices[key]
                     assert isinstance(old, FileRes)
                     content = None if old.content is None else f"{step}\n"
-                    new.vertices[key] = dataclasses.replace(old, content=content)
+                    path = old.path
+                    if content is not None and rng.random() < 0.5:  # moved (its edges may)
+                        path = str(tmp_path / "out" / rng.choice(dirs) / key[1])
+                    new.vertices[key] = dataclasses.replace(old, content=content, path=path)
             both = new.vertices.keys() | last.vertices.keys()
             changed = frozenset(
                 k

@@ -99,6 +99,45 @@ async def test_a_failure_re_evaluates_its_descendants_only(tmp_path: Path) -> No
         await engine.stop(graceful=False)
 
 
+async def test_a_full_swap_forgets_what_it_stopped_and_re_evaluates_no_vertex_again(
+    tmp_path: Path,
+) -> None:
+    """Issue 16: `a -> b`, a failed for good before b ran (b held back, settled). A full swap
+    (a hundred vertices added) that keeps a failed `x` and its held-back `y` and removes a:
+    b, told by the swap once the new graph is in place, runs and the graph converges; a is
+    forgotten, x is still failed and y still held back; the converger did not re-evaluate the
+    whole graph at the swap's end (each kept vertex was told by the swap)."""
+    engine = Engine(hostname="test", prefix=tmp_path)
+    converger = Converger(engine, timeout=0.1)
+    failing = {"meta": Meta(retry=0)}
+    for name in ("a", "x"):
+        probe.state(name).failures_left = 1000
+    try:
+        first = make_graph("abxy", [("a", "b"), ("x", "y")], a=failing, x=failing)
+        await engine.apply(first)
+        async with asyncio.timeout(20):  # hang-preventing bound only
+            await converger.converged.wait()
+        assert sorted(v.name for v in converger.failed()) == ["probe[a]", "probe[x]"]
+        assert sorted(v.name for v in converger.blocked()) == ["probe[b]", "probe[y]"]
+        assert not probe.state("b").calls
+        recomputes: list[None] = []
+        recompute = converger.recompute
+        converger.recompute = lambda: (recomputes.append(None), recompute())[1]  # type: ignore[method-assign]
+        names = ["b", "x", "y", *(f"n{i}" for i in range(100))]
+        await engine.apply(make_graph(names, [("x", "y")], x=failing))
+        await settle(engine, lambda: engine.vertices[("probe", "b")].status is Status.OK)
+        async with asyncio.timeout(20):
+            await converger.converged.wait()
+        assert not recomputes
+        assert [v.name for v in converger.failed()] == ["probe[x]"]
+        assert [v.name for v in converger.blocked()] == ["probe[y]"]
+        assert ("probe", "a") not in converger._failed | converger._unsettled
+        assert converger.counts() == (0, 1)
+    finally:
+        converger.close()
+        await engine.stop(graceful=False)
+
+
 async def test_stopping_says_not_converged_and_follows_no_vertex(tmp_path: Path) -> None:
     """The agent's end: not converged at once (as the first vertex stopping said), then the
     engine's stop tells the converger nothing; an empty graph stays converged."""
