@@ -131,17 +131,20 @@ async def test_persist_and_ttl_on_etcd(tmp_path: Path, start: Start) -> None:
             await persist_timeline(h1, h2, start)
             now, later = EtcdWorld(client, "h3"), EtcdWorld(client, "h4")
             res_now, _ = await start(now, "h3", name="pool", ttl=0)
-            res_later, _ = await start(later, "h4", name="pool", ttl=1)
+            # 3 s, renewed every 1 s while it runs: 1 s ran out under CI's load (a renewal
+            # late) before h3 was looked at (2026-12-06).
+            res_later, _ = await start(later, "h4", name="pool", ttl=3)
             assert await res_now.check_apply(True) is False
             assert await res_later.check_apply(True) is False
             assert await h1.schedule_entry("pool") is None
             assert await later.schedule_entry("pool") == "leased"
-            async with h1.schedule_watch("pool") as changes, asyncio.timeout(10):
-                for res in (res_now, res_later):
-                    await res.cleanup()
-                    await res.handle.run_cleanups()
+            async with h1.schedule_watch("pool") as changes, asyncio.timeout(20):
+                await res_now.cleanup()
+                await res_now.handle.run_cleanups()
                 assert await h1.schedule_hosts("pool") == ["h4"]  # h3 left at once
-                while await h1.schedule_hosts("pool"):  # h4's lease expires (1 s)
+                await res_later.cleanup()
+                await res_later.handle.run_cleanups()
+                while await h1.schedule_hosts("pool"):  # h4's lease runs out (3 s)
                     await anext(changes)
         finally:
             await client.close()
