@@ -418,6 +418,15 @@ class Replies:
         self._groups: dict[Hashable, _Grouped] = {}  # groups with jobs waiting, in _jobs
         self._lock = threading.Lock()  # _jobs with _draining: a job queued is never left
         self._draining = 0  # drains submitted and not ended
+        # Keys whose group a drain runs and still takes the later jobs of (_more): how many
+        # drains; a job of such a key starts no drain of its own (a burst's writes, taken by
+        # that drain into its round, start no thread each).
+        self._collecting: dict[Hashable, int] = {}
+        # Drains submitted that have not begun (their worker not started yet, or busy): a job
+        # of a group starts no drain while one is to begin (it takes the group when it does).
+        # A burst of 100 writes started the 8 workers (and their rings) before the first
+        # began; each took a share of one or two.
+        self._starting = 0
         self._queued: collections.deque[Reply[Any]] = collections.deque()
         self._waking = False
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -448,14 +457,18 @@ class Replies:
                     grouped = self._groups[group[0]] = _Grouped(*group)
                     self._jobs.append(grouped)
                 grouped.items.append(item)
+                if group[0] in self._collecting or self._starting:
+                    return reply  # the drain running its group, or the next one, takes it
             if self._draining >= self._executor.workers:
                 return reply  # a running drain takes it
             self._draining += 1
+            self._starting += 1
         try:
             self._executor.submit_plain(self._drain)
         except BaseException:  # shut down: not queued, unless a drain runs it already
             with self._lock:
                 self._draining -= 1
+                self._starting -= 1
                 if self._unqueue(item, group):
                     raise
         return reply
@@ -484,6 +497,8 @@ class Replies:
         """In a worker thread: run the queued jobs in turn until none is left; after
         DRAIN_TURN of them, go on in a new executor job, behind the others queued there."""
         turn = 0
+        with self._lock:
+            self._starting -= 1
         while True:
             with self._lock:
                 urgent = self._next_urgent()
@@ -505,9 +520,13 @@ class Replies:
                 self._wake()
                 turn += 1
             if turn >= DRAIN_TURN:
+                with self._lock:
+                    self._starting += 1
                 try:
                     self._executor.submit_plain(self._drain)
                 except RuntimeError:  # shut down: this one drains what is left
+                    with self._lock:
+                        self._starting -= 1
                     turn = 0
                     continue
                 return
@@ -532,6 +551,7 @@ class Replies:
             self._jobs.append(grouped)
         else:
             del self._groups[grouped.key]
+        self._collecting[grouped.key] = self._collecting.get(grouped.key, 0) + 1
         return taken
 
     def _run_group(self, grouped: _Grouped, taken: list[tuple[Job, Reply[Any]]]) -> int:
@@ -540,35 +560,42 @@ class Replies:
         written), then their second parts together; wake the loop once for all of them. A job
         taken alone, none of its key queued, opens nothing: it is called with None. Returns
         how many jobs ran."""
-        if len(taken) == 1:
-            more = self._more(grouped.key, GROUP_MOST - 1)
-            if not more:
-                self._run(*taken[0], None)
-                self._wake()
-                return 1
-            taken = taken + more
-        ran: list[tuple[Job, Reply[Any]]] = []
-        opened = False
+        key, collecting = grouped.key, True
         try:
-            with grouped.opened() as shared:
-                opened = True
-                while taken:
-                    for job, reply in taken:
-                        try:
-                            reply.value = job(shared)
-                        except BaseException as err:  # its waiter's (see _run)
-                            reply.error = err
-                    ran += taken
-                    taken = self._more(grouped.key, GROUP_MOST - len(ran))
-                self._second_parts(ran)
-        except BaseException as err:  # the opening failed: each job's outcome (its close
-            if not opened:  # failing after them is not theirs: they are done)
-                for _job, reply in taken:
-                    reply.error = err
-        done = ran if opened else taken
-        self._queued.extend(reply for _job, reply in done)
-        self._wake()
-        return len(done)
+            if len(taken) == 1:
+                more = self._more(key, GROUP_MOST - 1)
+                if not more:
+                    collecting = False
+                    self._run(*taken[0], None)
+                    self._wake()
+                    return 1
+                taken = taken + more
+            ran: list[tuple[Job, Reply[Any]]] = []
+            opened = False
+            try:
+                with grouped.opened() as shared:
+                    opened = True
+                    while taken:
+                        for job, reply in taken:
+                            try:
+                                reply.value = job(shared)
+                            except BaseException as err:  # its waiter's (see _run)
+                                reply.error = err
+                        ran += taken
+                        taken = self._more(key, GROUP_MOST - len(ran))
+                    collecting = False
+                    self._second_parts(ran)
+            except BaseException as err:  # the opening failed: each job's outcome (its close
+                if not opened:  # failing after them is not theirs: they are done)
+                    for _job, reply in taken:
+                        reply.error = err
+            done = ran if opened else taken
+            self._queued.extend(reply for _job, reply in done)
+            self._wake()
+            return len(done)
+        finally:
+            if collecting:  # (an opening that failed)
+                self._more(key, 0)
 
     def _more(self, key: Hashable, room: int) -> list[tuple[Job, Reply[Any]]]:
         """In the worker thread running a group of `key`: the jobs of `key` queued since it
@@ -576,19 +603,34 @@ class Replies:
         (the worker goes back to the queue sooner). One worker's ring then has a burst's fsyncs
         in flight together: a first run of 100 files made ~20 rounds of fsyncs, one after
         another in each worker, most of one or two files (taken as they came, a share each);
-        ~5 this way (docs/benchmarks.md, "A burst's writes")."""
-        if room <= 0:
-            return []
+        ~5 this way (docs/benchmarks.md, "A burst's writes"). None: this drain takes no more
+        of them (`_collecting`), and starts another drain for any left."""
+        start = False
         with self._lock:
             grouped = self._groups.get(key)
-            if grouped is None or self._urgent:
-                return []
-            items = grouped.items
-            taken = [items.popleft() for _ in range(min(room, len(items)))]
-            if not items:
-                del self._groups[key]
-                self._jobs.remove(grouped)
-            return taken
+            if room > 0 and grouped is not None and not self._urgent:
+                items = grouped.items
+                taken = [items.popleft() for _ in range(min(room, len(items)))]
+                if not items:
+                    del self._groups[key]
+                    self._jobs.remove(grouped)
+                return taken
+            if self._collecting[key] > 1:
+                self._collecting[key] -= 1
+            else:
+                del self._collecting[key]
+            if grouped is not None and self._draining < self._executor.workers:
+                self._draining += 1
+                self._starting += 1
+                start = True
+        if start:
+            try:
+                self._executor.submit_plain(self._drain)
+            except RuntimeError:  # shut down: this drain takes them once back in its loop
+                with self._lock:
+                    self._draining -= 1
+                    self._starting -= 1
+        return []
 
     def _second_parts(self, taken: list[tuple[Job, Reply[Any]]]) -> None:
         """In the worker thread: the group's second parts (Later), in order; their new files

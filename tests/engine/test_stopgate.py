@@ -653,6 +653,47 @@ async def test_jobs_of_a_group_queued_while_its_worker_runs_it_join_its_round(
         assert opened == ["open", "close", "open", "close"]
 
 
+async def test_jobs_of_a_group_a_drain_runs_start_no_drain_of_their_own() -> None:
+    """A burst's jobs queued while a worker runs their group's first parts start no drain on
+    the free worker (which would take them in a round of its own): the running one takes
+    them all into its round. Two workers: one runs the group, the other is free."""
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+    opened: list[str] = []
+    started, more = threading.Event(), threading.Event()
+    job = staged_job(order, started, more)
+
+    @contextlib.contextmanager
+    def opening() -> Iterator[str]:
+        opened.append("open")
+        yield "dir"
+        opened.append("close")
+
+    group: stopgate.Group = ("dir", opening)
+    with GatedExecutor(max_workers=2) as executor:
+        stopgate.install(loop, executor)
+        replies = stopgate.replies(loop)
+        assert replies is not None
+        (hold1, busy1), (hold2, busy2) = await hold_the_worker(), await hold_the_worker()
+        queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in (0, 1)]
+        hold1.set()  # its worker takes the group (job 0, then job 1: one of them would be alone)
+        await in_other_thread(started)
+        hold2.set()
+        await busy2
+        async with asyncio.timeout(BOUND):
+            while replies._draining > 1:  # the other worker's drain ends: it is free
+                await pass_ended()
+        queued += [
+            replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(2, 8)
+        ]
+        assert replies._draining == 1  # none submitted for them: the free worker takes none
+        more.set()
+        outcomes = await asyncio.gather(*(r.future for r in queued), busy1)
+    assert outcomes[:8] == list(range(8))
+    assert order == [*[f"first {i} dir" for i in range(8)], *[f"second {i}" for i in range(8)]]
+    assert opened == ["open", "close"]
+
+
 @pytest.mark.usefixtures("one_worker")
 async def test_a_groups_round_takes_no_more_jobs_once_an_urgent_one_waits() -> None:
     """An urgent job (a repair) queued while a worker runs a group's first parts: the worker
