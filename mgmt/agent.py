@@ -226,19 +226,23 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
     set_max_program_size(config.max_graph_size)  # and every program file read
     # Known before the program runs: its functions keep their files there too (local.*).
     if config.tmp_prefix:  # removed at exit; a killed run's is removed by the next one
-        try:
-            tmp = await thread_to_end(TmpPrefix, undo=TmpPrefix.close)
+        try:  # on the loop: a directory and its lock, a few system calls; before, a hop to
+            # a thread the loop waited ~1.5 ms for (its first thread started), at a cron run's
+            # start. The killed runs' prefixes (a listing of $TMPDIR) are removed beside the run.
+            tmp = TmpPrefix(swept=False)
         except (OSError, MgmtError) as err:  # e.g. $TMPDIR another user controls
             log.error("%s", ValidationError(str(err), "--tmp-prefix"))
             return refusal(err)
-        for name in tmp.removed:
-            log.debug("removed %s, the temporary prefix of a run that was killed", name)
+        sweeping = asyncio.ensure_future(_sweep(tmp))
         if config.own_process and config.exit_after >= 0:  # the process ends with this run
             tmp.leave_to_exit()
         try:
             return await _run(config, given, tmp.path, made=True)
         finally:
-            tmp.close()
+            try:
+                await sweeping
+            finally:
+                tmp.close()
     try:  # before anything is applied: a shared prefix is refused
         await thread_to_end(
             functools.partial(check_private, config.prefix, parent=config.prefix_parent_required)
@@ -258,6 +262,18 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
         return await _run(config, given, config.prefix)
     finally:
         os.close(lock)
+
+
+async def _sweep(tmp: TmpPrefix) -> None:
+    """The temporary prefixes of killed runs beside `tmp` removed, in a thread (each said at
+    debug level); one that cannot be is left for a later run, and said so."""
+    try:
+        removed = await thread_to_end(tmp.sweep)
+    except OSError as err:
+        log.debug("no sweep of %s for the prefixes of killed runs: %s", tmp.parent, err)
+        return
+    for name in removed:
+        log.debug("removed %s, the temporary prefix of a run that was killed", name)
 
 
 def refusal(err: BaseException) -> ExitCode:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import select
 import signal
@@ -189,34 +190,62 @@ def test_a_prefix_left_to_exit_is_removed_and_its_lock_held_elsewhere(tmp_path: 
     assert holder.wait(30) == 0
 
 
-async def test_a_run_cancelled_while_its_prefix_is_made_leaves_none(
+async def test_a_run_cancelled_while_it_sweeps_leaves_no_prefix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A Ctrl-C before the agent's own handlers cancels the run (asyncio.run's handler) while
-    its temporary prefix is made, in a thread: the prefix that thread made is removed once it
-    ends, none is left that no later run sweeps. (The status socket's private_dir() of the
-    prefix, in a thread of its own, made a removed prefix again; a prefix the run made itself
-    is no longer checked so: the next test.)"""
+    the killed runs' prefixes are removed, in a thread beside the run: the run ends once that
+    thread has, its own prefix removed, none left that no later run sweeps. (The status
+    socket's private_dir() of the prefix, in a thread of its own, made a removed prefix
+    again; a prefix the run made itself is no longer checked so: the next test.)"""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    entered, release = threading.Event(), threading.Event()
-    made: list[Path] = []
+    entered, release, ended = threading.Event(), threading.Event(), threading.Event()
+    real_sweep = TmpPrefix.sweep
 
-    class Held(TmpPrefix):
-        def __init__(self) -> None:
-            super().__init__()
-            made.append(self.path)
-            entered.set()
-            release.wait(30)
+    def held(tmp: TmpPrefix) -> list[str]:
+        entered.set()
+        release.wait(30)
+        try:
+            return real_sweep(tmp)
+        finally:
+            ended.set()
 
-    monkeypatch.setattr(agent, "TmpPrefix", Held)
-    config = Config(frontend="empty", tmp_prefix=True, hostname="t", converged_timeout=0)
+    monkeypatch.setattr(TmpPrefix, "sweep", held)
+    config = Config(frontend="empty", tmp_prefix=True, hostname="t", converged_timeout=-1)
     run = asyncio.ensure_future(agent.run(config))
     await asyncio.to_thread(entered.wait, 30)
     run.cancel()
     release.set()
     with pytest.raises(asyncio.CancelledError):
         await run
-    assert made and made[0].name.startswith("mgmt-")
+    assert ended.is_set()
+    assert [n for n in await asyncio.to_thread(os.listdir, tmp_path) if n.startswith("mgmt-")] == []
+
+
+async def test_a_sweep_that_fails_is_said_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The killed runs' prefixes cannot be listed ($TMPDIR unreadable): the run goes on with
+    its own prefix, the sweep's failure said at debug level; its prefix removed at its end."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+    def refused(tmp: TmpPrefix) -> list[str]:
+        raise PermissionError(13, "Permission denied", str(tmp.parent))
+
+    monkeypatch.setattr(TmpPrefix, "sweep", refused)
+    said: list[str] = []
+    heard = logging.Handler(logging.DEBUG)
+    heard.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    main = logging.getLogger("main")  # (the agent sets the root's handlers up its own way)
+    main.addHandler(heard)
+    try:
+        config = Config(
+            frontend="empty", tmp_prefix=True, hostname="t", converged_timeout=0, verbose=True
+        )
+        assert await agent.run(config) == 0
+    finally:
+        main.removeHandler(heard)
+    assert any(f"no sweep of {tmp_path} for the prefixes of killed runs" in m for m in said)
     assert [n for n in await asyncio.to_thread(os.listdir, tmp_path) if n.startswith("mgmt-")] == []
 
 
