@@ -603,8 +603,9 @@ class Replies:
         (the worker goes back to the queue sooner). One worker's ring then has a burst's fsyncs
         in flight together: a first run of 100 files made ~20 rounds of fsyncs, one after
         another in each worker, most of one or two files (taken as they came, a share each);
-        ~5 this way (docs/benchmarks.md, "A burst's writes"). None: this drain takes no more
-        of them (`_collecting`), and starts another drain for any left."""
+        4-5 this way, with `_collecting` and `_starting` (docs/benchmarks.md, "A burst's
+        writes and the start's hops"). None: this drain takes no more of them
+        (`_collecting`), and starts another drain for any left."""
         start = False
         with self._lock:
             grouped = self._groups.get(key)
