@@ -62,8 +62,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 # Jobs a drain of Replies runs before it lets the executor's other queued jobs go first.
 DRAIN_TURN = 64
-# At most how many jobs of a group a worker takes at once; else a share of those waiting, so
-# that the other workers get some too (their writes' fsyncs wait for the disk side by side).
+# At most how many jobs of a group a worker runs together (one ring's submission: ENTRIES / 2
+# in engine/uring.py); it takes a share of those waiting, so that the other workers get some
+# too (their writes' fsyncs wait for the disk side by side), and then those queued since.
 GROUP_MOST = 32
 
 
@@ -394,10 +395,12 @@ class Replies:
     Jobs of one group (`submit`'s `group`: a file's first write, grouped by its directory)
     wait in that group's own queue, which has one place in the queue: the worker that
     reaches it takes a share of what waits there (_share), opens what they share once
-    (the directory), runs them one after another, each with its own outcome, and wakes the
-    loop once for all of them. A job of a group may return a `Later`: its second part runs
-    after every job's first part. A job submitted while a worker is free runs alone, at once:
-    only jobs that would wait for a worker anyway are taken together.
+    (the directory), runs them one after another, each with its own outcome, then those of
+    the group queued meanwhile (_more; GROUP_MOST in all), and wakes the loop once for all of
+    them. A job of a group may return a `Later`: its second part runs after every job's first
+    part. A job submitted while a worker is free runs alone, at once, unless others of its
+    group wait by the time the worker takes it: only jobs that would wait for a worker anyway
+    are taken together.
 
     One per loop (`install`); it holds its loop weakly (the registry's value must not keep
     its key alive)."""
@@ -415,6 +418,15 @@ class Replies:
         self._groups: dict[Hashable, _Grouped] = {}  # groups with jobs waiting, in _jobs
         self._lock = threading.Lock()  # _jobs with _draining: a job queued is never left
         self._draining = 0  # drains submitted and not ended
+        # Keys whose group a drain runs and still takes the later jobs of (_more): how many
+        # drains; a job of such a key starts no drain of its own (a burst's writes, taken by
+        # that drain into its round, start no thread each).
+        self._collecting: dict[Hashable, int] = {}
+        # Drains submitted that have not begun (their worker not started yet, or busy): a job
+        # of a group starts no drain while one is to begin (it takes the group when it does).
+        # A burst of 100 writes started the 8 workers (and their rings) before the first
+        # began; each took a share of one or two.
+        self._starting = 0
         self._queued: collections.deque[Reply[Any]] = collections.deque()
         self._waking = False
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -445,14 +457,18 @@ class Replies:
                     grouped = self._groups[group[0]] = _Grouped(*group)
                     self._jobs.append(grouped)
                 grouped.items.append(item)
+                if group[0] in self._collecting or self._starting:
+                    return reply  # the drain running its group, or the next one, takes it
             if self._draining >= self._executor.workers:
                 return reply  # a running drain takes it
             self._draining += 1
+            self._starting += 1
         try:
             self._executor.submit_plain(self._drain)
         except BaseException:  # shut down: not queued, unless a drain runs it already
             with self._lock:
                 self._draining -= 1
+                self._starting -= 1
                 if self._unqueue(item, group):
                     raise
         return reply
@@ -481,6 +497,8 @@ class Replies:
         """In a worker thread: run the queued jobs in turn until none is left; after
         DRAIN_TURN of them, go on in a new executor job, behind the others queued there."""
         turn = 0
+        with self._lock:
+            self._starting -= 1
         while True:
             with self._lock:
                 urgent = self._next_urgent()
@@ -496,16 +514,19 @@ class Replies:
                 self._wake()
                 turn += 1
             elif isinstance(next_, _Grouped):
-                self._run_group(next_, taken)
-                turn += len(taken)
+                turn += self._run_group(next_, taken)
             else:
                 self._run(*next_)
                 self._wake()
                 turn += 1
             if turn >= DRAIN_TURN:
+                with self._lock:
+                    self._starting += 1
                 try:
                     self._executor.submit_plain(self._drain)
                 except RuntimeError:  # shut down: this one drains what is left
+                    with self._lock:
+                        self._starting -= 1
                     turn = 0
                     continue
                 return
@@ -530,31 +551,87 @@ class Replies:
             self._jobs.append(grouped)
         else:
             del self._groups[grouped.key]
+        self._collecting[grouped.key] = self._collecting.get(grouped.key, 0) + 1
         return taken
 
-    def _run_group(self, grouped: _Grouped, taken: list[tuple[Job, Reply[Any]]]) -> None:
-        """In the worker thread: open what the jobs share, run each with it, wake the loop
-        once for all of them. A job taken alone opens nothing: it is called with None."""
-        if len(taken) == 1:
-            self._run(*taken[0], None)
-            self._wake()
-            return
-        opened = False
+    def _run_group(self, grouped: _Grouped, taken: list[tuple[Job, Reply[Any]]]) -> int:
+        """In the worker thread: open what the jobs share, run each with it, then the jobs of
+        the same key queued meanwhile (`_more`: a burst's writes come while the first are
+        written), then their second parts together; wake the loop once for all of them. A job
+        taken alone, none of its key queued, opens nothing: it is called with None. Returns
+        how many jobs ran."""
+        key, collecting = grouped.key, True
         try:
-            with grouped.opened() as shared:
-                opened = True
-                for job, reply in taken:
-                    try:
-                        reply.value = job(shared)
-                    except BaseException as err:  # its waiter's (see _run)
+            if len(taken) == 1:
+                more = self._more(key, GROUP_MOST - 1)
+                if not more:
+                    collecting = False
+                    self._run(*taken[0], None)
+                    self._wake()
+                    return 1
+                taken = taken + more
+            ran: list[tuple[Job, Reply[Any]]] = []
+            opened = False
+            try:
+                with grouped.opened() as shared:
+                    opened = True
+                    while taken:
+                        for job, reply in taken:
+                            try:
+                                reply.value = job(shared)
+                            except BaseException as err:  # its waiter's (see _run)
+                                reply.error = err
+                        ran += taken
+                        taken = self._more(key, GROUP_MOST - len(ran))
+                    collecting = False
+                    self._second_parts(ran)
+            except BaseException as err:  # the opening failed: each job's outcome (its close
+                if not opened:  # failing after them is not theirs: they are done)
+                    for _job, reply in taken:
                         reply.error = err
-                self._second_parts(taken)
-        except BaseException as err:  # the opening failed: each job's outcome (its close
-            if not opened:  # failing after them is not theirs: they are done)
-                for _job, reply in taken:
-                    reply.error = err
-        self._queued.extend(reply for _job, reply in taken)
-        self._wake()
+            done = ran if opened else taken
+            self._queued.extend(reply for _job, reply in done)
+            self._wake()
+            return len(done)
+        finally:
+            if collecting:  # (an opening that failed)
+                self._more(key, 0)
+
+    def _more(self, key: Hashable, room: int) -> list[tuple[Job, Reply[Any]]]:
+        """In the worker thread running a group of `key`: the jobs of `key` queued since it
+        took its share (at most `room`), taken out of the queue; none while urgent jobs wait
+        (the worker goes back to the queue sooner). One worker's ring then has a burst's fsyncs
+        in flight together: a first run of 100 files made ~20 rounds of fsyncs, one after
+        another in each worker, most of one or two files (taken as they came, a share each);
+        4-5 this way, with `_collecting` and `_starting` (docs/benchmarks.md, "A burst's
+        writes and the start's hops"). None: this drain takes no more of them
+        (`_collecting`), and starts another drain for any left."""
+        start = False
+        with self._lock:
+            grouped = self._groups.get(key)
+            if room > 0 and grouped is not None and not self._urgent:
+                items = grouped.items
+                taken = [items.popleft() for _ in range(min(room, len(items)))]
+                if not items:
+                    del self._groups[key]
+                    self._jobs.remove(grouped)
+                return taken
+            if self._collecting[key] > 1:
+                self._collecting[key] -= 1
+            else:
+                del self._collecting[key]
+            if grouped is not None and self._draining < self._executor.workers:
+                self._draining += 1
+                self._starting += 1
+                start = True
+        if start:
+            try:
+                self._executor.submit_plain(self._drain)
+            except RuntimeError:  # shut down: this drain takes them once back in its loop
+                with self._lock:
+                    self._draining -= 1
+                    self._starting -= 1
+        return []
 
     def _second_parts(self, taken: list[tuple[Job, Reply[Any]]]) -> None:
         """In the worker thread: the group's second parts (Later), in order; their new files

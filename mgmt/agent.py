@@ -227,19 +227,23 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
     set_max_program_size(config.max_graph_size)  # and every program file read
     # Known before the program runs: its functions keep their files there too (local.*).
     if config.tmp_prefix:  # removed at exit; a killed run's is removed by the next one
-        try:
-            tmp = await thread_to_end(TmpPrefix, undo=TmpPrefix.close)
+        try:  # on the loop: a directory and its lock, a few system calls; before, a hop to
+            # a thread the loop waited ~1.5 ms for (its first thread started), at a cron run's
+            # start. The killed runs' prefixes (a listing of $TMPDIR) are removed beside the run.
+            tmp = TmpPrefix(swept=False)
         except (OSError, MgmtError) as err:  # e.g. $TMPDIR another user controls
             log.error("%s", ValidationError(str(err), "--tmp-prefix"))
             return refusal(err)
-        for name in tmp.removed:
-            log.debug("removed %s, the temporary prefix of a run that was killed", name)
+        sweeping = asyncio.ensure_future(_sweep(tmp))
         if config.own_process and config.exit_after >= 0:  # the process ends with this run
             tmp.leave_to_exit()
         try:
-            return await _run(config, given, tmp.path)
+            return await _run(config, given, tmp.path, made=True)
         finally:
-            tmp.close()
+            try:
+                await sweeping
+            finally:
+                tmp.close()
     try:  # before anything is applied: a shared prefix is refused
         await thread_to_end(
             functools.partial(check_private, config.prefix, parent=config.prefix_parent_required)
@@ -259,6 +263,18 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
         return await _run(config, given, config.prefix)
     finally:
         os.close(lock)
+
+
+async def _sweep(tmp: TmpPrefix) -> None:
+    """The temporary prefixes of killed runs beside `tmp` removed, in a thread (each said at
+    debug level); one that cannot be is left for a later run, and said so."""
+    try:
+        removed = await thread_to_end(tmp.sweep)
+    except OSError as err:
+        log.debug("no sweep of %s for the prefixes of killed runs: %s", tmp.parent, err)
+        return
+    for name in removed:
+        log.debug("removed %s, the temporary prefix of a run that was killed", name)
 
 
 def refusal(err: BaseException) -> ExitCode:
@@ -296,11 +312,14 @@ def lock_prefix(prefix: Path) -> int:
     return hold_prefix(prefix)
 
 
-async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
+async def _run(config: Config, given: Loaded | None, prefix: Path, made: bool = False) -> int:
+    """`made`: the prefix is this run's own, just made (--tmp-prefix)."""
     source: GraphSource | None = None
     first: Loaded | None = None
     if given is None and config.file is not None:
-        await asyncio.to_thread(warn_untrusted, str(config.file))
+        # On the loop, as the graph file's read below (load): a few system calls, less than
+        # a hop to a thread and back (which the loop waited ~1.5 ms for, at a cron run's start).
+        warn_untrusted(str(config.file))
     given_graph = given is not None
     deploys = not given_graph and (config.frontend == "empty" or config.deploy)
     # The agent's local values: the program's functions and the engine's resources share them.
@@ -344,7 +363,7 @@ async def _run(config: Config, given: Loaded | None, prefix: Path) -> int:
         from mgmt.program import program_ref
 
         program = None if given_graph else program_ref(config, deploy_source)
-        agent = Agent(config, prefix, deploy_source or source, local, program)
+        agent = Agent(config, prefix, deploy_source or source, local, program, made=made)
         if deploy_source is not None:
             deploy_source.follow_convergence(agent.converger)
             agent.follow_deploys(deploy_source)
@@ -367,8 +386,11 @@ class Agent:
         source: GraphSource | None = None,
         local: LocalValues | None = None,
         program: ProgramRef | None = None,
+        *,
+        made: bool = False,
     ) -> None:
-        self.config = config
+        # made: `prefix` is this run's own, just made (TmpPrefix: private, new)
+        self.config, self._prefix_made = config, made
         self.source = source  # a front-end that produces graphs itself (the language)
         self.engine = Engine(
             hostname=config.hostname,
@@ -503,7 +525,10 @@ class Agent:
         self.server = StatusServer(self.status, self.metrics.render if self.metrics else None)
         private = True
         try:  # the prefix first: a listener beyond loopback may keep its certificate there
-            await thread_to_end(_socket_dir, self.engine.prefix)
+            # (a prefix this run made is private and holds no socket: no hop to a thread, which
+            # the loop waited ~1.5 ms for at a cron run's start)
+            if not self._prefix_made:
+                await thread_to_end(_socket_dir, self.engine.prefix)
         except (OSError, MgmtError) as err:  # mgmt status cannot reach this agent, nothing else
             log.warning("no status socket in %s: %s", self.engine.prefix, err)
             private = False

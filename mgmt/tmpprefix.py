@@ -35,12 +35,19 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 class TmpPrefix:
     """A private temporary prefix, locked while this run holds it (a context manager)."""
 
-    def __init__(self, parent: Path | None = None) -> None:
+    def __init__(self, parent: Path | None = None, *, swept: bool = True) -> None:
+        """`swept`: the prefixes of killed runs beside it are removed now (`removed`: their
+        names); else by `sweep()`, later (the agent: in a thread, beside the run)."""
         self.path = make_private(parent)
         self.parent = self.path.parent
         self._lock = _hold_lock(self.path)
-        self.removed = sweep(self.parent, keep=self.path.name)
+        self.removed = self.sweep() if swept else []
         self._holding: _thread.LockType | None = None  # released once the holder started
+
+    def sweep(self) -> list[str]:
+        """Remove the temporary prefixes beside this one whose run is gone (`sweep`); their
+        names. A listing of the parent ($TMPDIR), and a removal of each: blocking."""
+        return sweep(self.parent, keep=self.path.name)
 
     def leave_to_exit(self) -> None:
         """The process ends with this run (a cron run of the `mgmt` command): a copy of the

@@ -580,6 +580,152 @@ async def test_the_second_parts_of_a_groups_jobs_run_after_every_first_part() ->
     assert isinstance(outcomes[1], OSError)
 
 
+def staged_job(
+    order: list[str], started: threading.Event, more: threading.Event
+) -> Callable[[int, object], stopgate.Later]:
+    """A group's job i: its first part (job 0's waits for `more`, after setting `started`),
+    then a Later whose second part says so; each part's line in `order`."""
+
+    def second(i: int) -> int:
+        order.append(f"second {i}")
+        return i
+
+    def job(i: int, shared: object) -> stopgate.Later:
+        order.append(f"first {i} {shared}")
+        if i == 0:
+            started.set()
+            more.wait(BOUND)
+        return stopgate.Later(functools.partial(second, i))
+
+    return job
+
+
+@pytest.mark.usefixtures("one_worker")
+@pytest.mark.parametrize("most", [32, 3])
+async def test_jobs_of_a_group_queued_while_its_worker_runs_it_join_its_round(
+    monkeypatch: pytest.MonkeyPatch, most: int
+) -> None:
+    """A burst: jobs of a group queued while a worker runs the group's first parts are run by
+    it too, with what it opened, before the second parts of them all (one round of fsyncs);
+    jobs of another group wait for their turn. At most GROUP_MOST jobs a round: the rest are
+    the next round's, opened again."""
+    monkeypatch.setattr(stopgate, "GROUP_MOST", most)
+    replies = stopgate.replies(asyncio.get_running_loop())
+    assert replies is not None
+    order: list[str] = []
+    opened: list[str] = []
+    started, more = threading.Event(), threading.Event()
+    job = staged_job(order, started, more)
+
+    @contextlib.contextmanager
+    def opening() -> Iterator[str]:
+        opened.append("open")
+        yield "dir"
+        opened.append("close")
+
+    group: stopgate.Group = ("dir", opening)
+    hold, busy = await hold_the_worker()
+    queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(2)]
+    hold.set()
+    await in_other_thread(started)  # the worker runs job 0's first part
+    other = replies.submit(
+        stopgate.Job(lambda shared: order.append(f"other {shared}")), ("x", opening)
+    )
+    queued += [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(2, 5)]
+    more.set()
+    outcomes = await asyncio.gather(*(r.future for r in queued), other.future, busy)
+    assert outcomes[:5] == list(range(5))
+    if most == 32:
+        assert order == [
+            *[f"first {i} dir" for i in range(5)],
+            *[f"second {i}" for i in range(5)],
+            "other None",  # alone: called with None
+        ]
+        assert opened == ["open", "close"]
+    else:
+        assert order == [
+            *[f"first {i} dir" for i in range(3)],
+            *[f"second {i}" for i in range(3)],
+            "other None",
+            *[f"first {i} dir" for i in (3, 4)],
+            *[f"second {i}" for i in (3, 4)],
+        ]
+        assert opened == ["open", "close", "open", "close"]
+
+
+async def test_jobs_of_a_group_a_drain_runs_start_no_drain_of_their_own() -> None:
+    """A burst's jobs queued while a worker runs their group's first parts start no drain on
+    the free worker (which would take them in a round of its own): the running one takes
+    them all into its round. Two workers: one runs the group, the other is free."""
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+    opened: list[str] = []
+    started, more = threading.Event(), threading.Event()
+    job = staged_job(order, started, more)
+
+    @contextlib.contextmanager
+    def opening() -> Iterator[str]:
+        opened.append("open")
+        yield "dir"
+        opened.append("close")
+
+    group: stopgate.Group = ("dir", opening)
+    with GatedExecutor(max_workers=2) as executor:
+        stopgate.install(loop, executor)
+        replies = stopgate.replies(loop)
+        assert replies is not None
+        (hold1, busy1), (hold2, busy2) = await hold_the_worker(), await hold_the_worker()
+        queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in (0, 1)]
+        hold1.set()  # its worker takes the group (job 0, then job 1: one of them would be alone)
+        await in_other_thread(started)
+        hold2.set()
+        await busy2
+        async with asyncio.timeout(BOUND):
+            while replies._draining > 1:  # the other worker's drain ends: it is free
+                await pass_ended()
+        queued += [
+            replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(2, 8)
+        ]
+        assert replies._draining == 1  # none submitted for them: the free worker takes none
+        more.set()
+        outcomes = await asyncio.gather(*(r.future for r in queued), busy1)
+    assert outcomes[:8] == list(range(8))
+    assert order == [*[f"first {i} dir" for i in range(8)], *[f"second {i}" for i in range(8)]]
+    assert opened == ["open", "close"]
+
+
+@pytest.mark.usefixtures("one_worker")
+async def test_a_groups_round_takes_no_more_jobs_once_an_urgent_one_waits() -> None:
+    """An urgent job (a repair) queued while a worker runs a group's first parts: the worker
+    takes none of the group's later jobs into its round, and runs the urgent one next."""
+    replies = stopgate.replies(asyncio.get_running_loop())
+    assert replies is not None
+    order: list[str] = []
+    started, more = threading.Event(), threading.Event()
+    job = staged_job(order, started, more)
+    group: stopgate.Group = ("dir", lambda: contextlib.nullcontext("dir"))
+    hold, busy = await hold_the_worker()
+    queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(2)]
+    hold.set()
+    await in_other_thread(started)
+    with Gate().work(urgent=True):
+        urgent = replies.submit(stopgate.Job(lambda: order.append("urgent")))
+    queued += [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in (2, 3)]
+    more.set()
+    await asyncio.gather(*(r.future for r in queued), urgent.future, busy)
+    assert order == [
+        "first 0 dir",
+        "first 1 dir",
+        "second 0",
+        "second 1",
+        "urgent",
+        "first 2 dir",
+        "first 3 dir",
+        "second 2",
+        "second 3",
+    ]
+
+
 # a group's new files fsynced and named through the worker's io_uring, or one after another ----
 
 
