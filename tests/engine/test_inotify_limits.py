@@ -21,6 +21,15 @@ from engine import inotify
 from engine.watcher import PathWatcher
 
 
+async def stopped(proc: asyncio.subprocess.Process, reader: asyncio.Task[None]) -> None:
+    """The agent `proc` stopped (SIGTERM, if it still runs) and its log's `reader` done."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(60):
+        await proc.wait()
+        await reader
+
+
 def test_the_hint_names_the_sysctl_its_value_and_a_higher_one() -> None:
     now = int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
     hint = inotify.limit_hint("inotify_add_watch", errno.ENOSPC)
@@ -196,11 +205,7 @@ async def test_unwatched_resources_are_counted_and_named(tmp_path: Path, shared:
             assert f"out of inotify watches: {count} resources not watched" in said
             assert marked[0] in said
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(60):
-            await proc.wait()
-            await reader
+        await stopped(proc, reader)
     assert proc.returncode == 0, "\n".join(log)
 
 
@@ -332,11 +337,7 @@ async def test_no_instance_left_is_said_as_such_once_per_change(tmp_path: Path) 
             await said.wait_for(lambda: len(summaries()) == 2)
         assert "file[a0]" in summaries()[1]
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(60):
-            await proc.wait()
-            await reader
+        await stopped(proc, reader)
     assert proc.returncode == 0, "\n".join(log)
     assert not any("out of inotify watches" in line for line in log), log
     assert len(summaries()) == 2, log

@@ -580,6 +580,19 @@ async def test_the_second_parts_of_a_groups_jobs_run_after_every_first_part() ->
     assert isinstance(outcomes[1], OSError)
 
 
+def recorded_opening(opened: list[str]) -> Callable[[], contextlib.AbstractContextManager[str]]:
+    """A group's opening of what its jobs share ("dir"), its open and close appended to
+    `opened`."""
+
+    @contextlib.contextmanager
+    def opening() -> Iterator[str]:
+        opened.append("open")
+        yield "dir"
+        opened.append("close")
+
+    return opening
+
+
 def staged_job(
     order: list[str], started: threading.Event, more: threading.Event
 ) -> Callable[[int, object], stopgate.Later]:
@@ -617,12 +630,7 @@ async def test_jobs_of_a_group_queued_while_its_worker_runs_it_join_its_round(
     started, more = threading.Event(), threading.Event()
     job = staged_job(order, started, more)
 
-    @contextlib.contextmanager
-    def opening() -> Iterator[str]:
-        opened.append("open")
-        yield "dir"
-        opened.append("close")
-
+    opening = recorded_opening(opened)
     group: stopgate.Group = ("dir", opening)
     hold, busy = await hold_the_worker()
     queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(2)]
@@ -663,12 +671,7 @@ async def test_jobs_of_a_group_a_drain_runs_start_no_drain_of_their_own() -> Non
     started, more = threading.Event(), threading.Event()
     job = staged_job(order, started, more)
 
-    @contextlib.contextmanager
-    def opening() -> Iterator[str]:
-        opened.append("open")
-        yield "dir"
-        opened.append("close")
-
+    opening = recorded_opening(opened)
     group: stopgate.Group = ("dir", opening)
     with GatedExecutor(max_workers=2) as executor:
         stopgate.install(loop, executor)
