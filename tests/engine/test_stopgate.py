@@ -580,6 +580,29 @@ async def test_the_second_parts_of_a_groups_jobs_run_after_every_first_part() ->
     assert isinstance(outcomes[1], OSError)
 
 
+def staged_group() -> tuple[
+    list[str],
+    list[str],
+    threading.Event,
+    threading.Event,
+    Callable[[int, object], stopgate.Later],
+    stopgate.Group,
+]:
+    """What the group tests share: the jobs' `order`, the group's `opened`, job 0's `started`
+    and `more` (staged_job), the job, and the group ("dir", opened with recorded_opening)."""
+    order: list[str] = []
+    opened: list[str] = []
+    started, more = threading.Event(), threading.Event()
+    return (
+        order,
+        opened,
+        started,
+        more,
+        staged_job(order, started, more),
+        ("dir", recorded_opening(opened)),
+    )
+
+
 def recorded_opening(opened: list[str]) -> Callable[[], contextlib.AbstractContextManager[str]]:
     """A group's opening of what its jobs share ("dir"), its open and close appended to
     `opened`."""
@@ -625,19 +648,13 @@ async def test_jobs_of_a_group_queued_while_its_worker_runs_it_join_its_round(
     monkeypatch.setattr(stopgate, "GROUP_MOST", most)
     replies = stopgate.replies(asyncio.get_running_loop())
     assert replies is not None
-    order: list[str] = []
-    opened: list[str] = []
-    started, more = threading.Event(), threading.Event()
-    job = staged_job(order, started, more)
-
-    opening = recorded_opening(opened)
-    group: stopgate.Group = ("dir", opening)
+    order, opened, started, more, job, group = staged_group()
     hold, busy = await hold_the_worker()
     queued = [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(2)]
     hold.set()
     await in_other_thread(started)  # the worker runs job 0's first part
     other = replies.submit(
-        stopgate.Job(lambda shared: order.append(f"other {shared}")), ("x", opening)
+        stopgate.Job(lambda shared: order.append(f"other {shared}")), ("x", group[1])
     )
     queued += [replies.submit(stopgate.Job(functools.partial(job, i)), group) for i in range(2, 5)]
     more.set()
@@ -666,13 +683,7 @@ async def test_jobs_of_a_group_a_drain_runs_start_no_drain_of_their_own() -> Non
     the free worker (which would take them in a round of its own): the running one takes
     them all into its round. Two workers: one runs the group, the other is free."""
     loop = asyncio.get_running_loop()
-    order: list[str] = []
-    opened: list[str] = []
-    started, more = threading.Event(), threading.Event()
-    job = staged_job(order, started, more)
-
-    opening = recorded_opening(opened)
-    group: stopgate.Group = ("dir", opening)
+    order, opened, started, more, job, group = staged_group()
     with GatedExecutor(max_workers=2) as executor:
         stopgate.install(loop, executor)
         replies = stopgate.replies(loop)
