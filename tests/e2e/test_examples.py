@@ -304,14 +304,20 @@ async def test_swap_pair_in_a_running_daemon(tmp_path: Path) -> None:
     """examples/swap1.yaml then swap2.yaml in one daemon: kept, stopped, started."""
     from tests.e2e.helpers import Daemon, has_content, signal, wait_path
 
-    shutil.rmtree("/tmp/mgmt/swap", ignore_errors=True)
-    graph = tmp_path / "graph.yaml"
-    shutil.copy(ROOT / "examples/swap1.yaml", graph)
+    # Under a directory of its own, as the examples' test above (before 2026-12-06 it wrote
+    # /tmp/mgmt/swap itself, and left it).
+    root, graph = tmp_path / "root", tmp_path / "graph.yaml"
+
+    def copy(name: str) -> None:
+        text = (ROOT / "examples" / name).read_text()
+        graph.write_text(text.replace("/tmp/mgmt/", f"{root}/"))
+
+    copy("swap1.yaml")
     async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
-        await wait_path(Path("/tmp/mgmt/swap/old"), has_content("old\n"))
+        await wait_path(root / "swap/old", has_content("old\n"))
         await daemon.wait_log("converged")
-        shutil.copy(ROOT / "examples/swap2.yaml", graph)
-        await wait_path(Path("/tmp/mgmt/swap/new"), has_content("new\n"))
+        copy("swap2.yaml")
+        await wait_path(root / "swap/new", has_content("new\n"))
         await daemon.wait_log("graph swap: 1 kept, 1 stopped, 1 started")
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
