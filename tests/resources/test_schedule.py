@@ -39,11 +39,24 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
         return res, handle
 
     yield begin
-    for res, handle, task in running:
+    for res, handle, task in running:  # (before `etcd`'s teardown: asked for after it)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await res.cleanup()
         await handle.run_cleanups()
+
+
+@pytest.fixture
+async def etcd(tmp_path: Path) -> AsyncIterator[EtcdClient]:
+    """A client of a one-member etcd cluster; a test asks for it before `start`, so that the
+    resources started are stopped (and leave their pools) while it still runs: stopped after,
+    each cleanup waited for a closed client (5 s in all)."""
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url])
+        try:
+            yield client
+        finally:
+            await client.close()
 
 
 async def timeline(h1: World, h2: World, start: Start) -> None:
@@ -73,13 +86,8 @@ async def test_timeline_in_memory(start: Start) -> None:
     await timeline(MemoryWorld("h1", store), MemoryWorld("h2", store), start)
 
 
-async def test_timeline_on_etcd(tmp_path: Path, start: Start) -> None:
-    async with members(tmp_path) as (node,):
-        client = EtcdClient([node.client_url])
-        try:
-            await timeline(EtcdWorld(client, "h1"), EtcdWorld(client, "h2"), start)
-        finally:
-            await client.close()
+async def test_timeline_on_etcd(etcd: EtcdClient, start: Start) -> None:
+    await timeline(EtcdWorld(etcd, "h1"), EtcdWorld(etcd, "h2"), start)
 
 
 async def test_withdraw_leaves_what_it_joined(start: Start) -> None:
@@ -121,33 +129,28 @@ async def test_persist_timeline_in_memory(start: Start) -> None:
     await persist_timeline(MemoryWorld("h1", store), MemoryWorld("h2", store), start)
 
 
-async def test_persist_and_ttl_on_etcd(tmp_path: Path, start: Start) -> None:
+async def test_persist_and_ttl_on_etcd(etcd: EtcdClient, start: Start) -> None:
     """On etcd: persist puts the key without a lease; a ttl's lease is left to run out when
     the resource stops (the host stays ttl seconds), a default one is revoked at once."""
-    async with members(tmp_path) as (node,):
-        client = EtcdClient([node.client_url])
-        try:
-            h1, h2 = EtcdWorld(client, "h1"), EtcdWorld(client, "h2")
-            await persist_timeline(h1, h2, start)
-            now, later = EtcdWorld(client, "h3"), EtcdWorld(client, "h4")
-            res_now, _ = await start(now, "h3", name="pool", ttl=0)
-            # 3 s, renewed every 1 s while it runs: 1 s ran out under CI's load (a renewal
-            # late) before h3 was looked at (2026-12-06).
-            res_later, _ = await start(later, "h4", name="pool", ttl=3)
-            assert await res_now.check_apply(True) is False
-            assert await res_later.check_apply(True) is False
-            assert await h1.schedule_entry("pool") is None
-            assert await later.schedule_entry("pool") == "leased"
-            async with h1.schedule_watch("pool") as changes, asyncio.timeout(20):
-                await res_now.cleanup()
-                await res_now.handle.run_cleanups()
-                assert await h1.schedule_hosts("pool") == ["h4"]  # h3 left at once
-                await res_later.cleanup()
-                await res_later.handle.run_cleanups()
-                while await h1.schedule_hosts("pool"):  # h4's lease runs out (3 s)
-                    await anext(changes)
-        finally:
-            await client.close()
+    h1, h2 = EtcdWorld(etcd, "h1"), EtcdWorld(etcd, "h2")
+    await persist_timeline(h1, h2, start)
+    now, later = EtcdWorld(etcd, "h3"), EtcdWorld(etcd, "h4")
+    res_now, _ = await start(now, "h3", name="pool", ttl=0)
+    # 3 s, renewed every 1 s while it runs: 1 s ran out under CI's load (a renewal late)
+    # before h3 was looked at (2026-12-06).
+    res_later, _ = await start(later, "h4", name="pool", ttl=3)
+    assert await res_now.check_apply(True) is False
+    assert await res_later.check_apply(True) is False
+    assert await h1.schedule_entry("pool") is None
+    assert await later.schedule_entry("pool") == "leased"
+    async with h1.schedule_watch("pool") as changes, asyncio.timeout(20):
+        await res_now.cleanup()
+        await res_now.handle.run_cleanups()
+        assert await h1.schedule_hosts("pool") == ["h4"]  # h3 left at once
+        await res_later.cleanup()
+        await res_later.handle.run_cleanups()
+        while await h1.schedule_hosts("pool"):  # h4's lease runs out (3 s)
+            await anext(changes)
 
 
 async def test_without_a_cluster_check_apply_says_so(start: Start) -> None:
