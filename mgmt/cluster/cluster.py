@@ -577,10 +577,11 @@ class Cluster:
     async def _keep_turn(self, lease: int) -> None:
         """Renew the leave turn's lease until cancelled (or it is gone: its TTL passed)."""
         with contextlib.suppress(WorldError):
-            while True:
-                if await self.client.lease_keepalive(lease) <= 0:
-                    return
-                await asyncio.sleep(LEAVE_WAIT / 3)  # a renewal period, not a poll
+            async with self.client.renewal(lease) as renew:
+                while True:
+                    if await renew() <= 0:
+                        return
+                    await asyncio.sleep(LEAVE_WAIT / 3)  # a renewal period, not a poll
 
     async def _leave_now(self) -> bool:
         try:

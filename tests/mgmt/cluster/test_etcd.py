@@ -174,3 +174,51 @@ async def test_a_lease_renewed_as_its_etcd_dies_is_never_a_raw_grpc_error(tmp_pa
             await node.proc.stop()
     assert not [e for e in errors if "Internal error from Core" in e], errors[:3]
     assert all(e.startswith("lease keepalive: ") for e in errors)
+
+
+async def _keepalive_streams(url: str) -> int:
+    """How many LeaseKeepAlive streams the etcd member at `url` has seen opened (its own
+    Prometheus counter, at /metrics on its client port)."""
+    import urllib.request
+
+    def read() -> str:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+            return str(resp.read().decode())
+
+    for line in (await asyncio.to_thread(read)).splitlines():
+        if line.startswith("grpc_server_started_total{") and '"LeaseKeepAlive"' in line:
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+async def test_a_lease_renewed_again_and_again_keeps_one_stream(tmp_path: Path) -> None:
+    """A held lease is renewed on one stream (etcd counts the streams opened), which is
+    opened again after a failed renewal; a revoked lease's renewal says 0 (gone)."""
+    from mgmt.cluster.client import EtcdClient
+
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url], retry_for=1.0)
+        try:
+            lease = await client.lease_grant(30)
+            first = await _keepalive_streams(node.client_url)
+            async with client.renewal(lease) as renew:
+                assert [await renew() for _ in range(5)] == [30] * 5
+                assert await _keepalive_streams(node.client_url) == first + 1
+                begun = asyncio.Event()
+
+                async def begin() -> int:
+                    begun.set()  # seen once it waits (on its request or its answer)
+                    return await renew()
+
+                task = asyncio.create_task(begin())
+                await begun.wait()
+                task.cancel()  # its answer, if any, is left on the stream
+                await asyncio.gather(task, return_exceptions=True)
+                assert await renew() == 30  # on a new stream: no answer of before read
+                assert await _keepalive_streams(node.client_url) == first + 2
+                await client.lease_revoke(lease)
+                assert await renew() == 0
+            assert await client.lease_keepalive(lease) == 0  # one-shot: a stream of its own
+            assert await _keepalive_streams(node.client_url) == first + 3
+        finally:
+            await client.close()
