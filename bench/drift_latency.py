@@ -11,6 +11,13 @@ Target: p50 <= 2 ms, p99 <= 10 ms; also with `--busy 2`: two busy-loop processes
 `--pause MS` waits that long after each repair before the next drift (default 0: back to back,
 which leaves the agent no time for work it does after a repair, such as its spare copy).
 
+`--settle MS` waits that long after the agent has put its file in place before the first drift
+(default 200: a daemon at rest, the work it does after its convergence done, as when a file
+drifts minutes or days after the agent started; since 2026-12-06, morning, that work includes
+the spares it makes before a first drift, resources/_lib/spare.py). `--settle 0` measures a
+drift right at the agent's convergence, as before (its first repair may then wait for the
+spare being made).
+
 `--siblings N` also manages the file's directory (`mode: "0755"`) and N other files in it:
 a drift then has a managed parent and N siblings (before 2026-12-05, night, each repair checked
 the directory again and poked all N: ~40 ms of CPU at N = 1,000).
@@ -34,7 +41,7 @@ drift and the inotify observer) at nice M, so that its own wait for a core is no
 the agent's; the figures say which was used.
 
     .venv/bin/python bench/drift_latency.py [--count 200] [--busy 2] [--nice -10] [--rounds 2]
-        [--observer-nice -10] [--baseline DIR] [--pause MS] [--siblings N]
+        [--observer-nice -10] [--baseline DIR] [--pause MS] [--settle MS] [--siblings N]
 """
 
 from __future__ import annotations
@@ -190,6 +197,9 @@ async def main() -> None:
         "--pause", type=seconds, default=0, help="ms between a repair and the next drift"
     )
     parser.add_argument(
+        "--settle", type=seconds, default=200, help="ms from the agent's file in place to a drift"
+    )
+    parser.add_argument(
         "--siblings", type=whole(0), default=0, help="N more files in its directory, managed too"
     )
     args = parser.parse_args()
@@ -217,6 +227,8 @@ async def main() -> None:
                     busy_loops(busy, unnice),
                     agent(work, nice, unnice, tree, args.siblings) as (path, pid),
                 ):
+                    if args.settle:
+                        await asyncio.sleep(args.settle / 1000)  # a daemon at rest
                     for drift in DRIFTS:
                         before, cpu = switches(pid), cpu_ns(pid)
                         got = await measure(path, args.count, drift, args.pause / 1000)
@@ -230,6 +242,7 @@ async def main() -> None:
     print(
         f"drift repair, {args.count} drifts x {args.rounds} rounds per line (target p50<=2ms "
         f"p99<=10ms), {os.cpu_count()} cores, observer at nice {args.observer_nice}"
+        + f", first drift {args.settle:g} ms after the agent's file is in place"
         + (f", {args.siblings} managed siblings" if args.siblings else "")
         + ":"
     )

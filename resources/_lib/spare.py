@@ -259,6 +259,12 @@ _ahead_most: list[int] = []
 _flight: collections.deque[asyncio.Future[int | None]] = collections.deque()  # made ahead
 
 
+def spent() -> bool:
+    """Whether the budget of spares made ahead is spent (by their count: no file's lookup
+    for nothing)."""
+    return Spare._ahead >= ahead_most()
+
+
 def ahead_most() -> int:
     """How many spares are made ahead at most: AHEAD_MAX, or a share of the descriptors the
     process may open if that is fewer (each holds one; the checks may use a quarter,

@@ -828,7 +828,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         (resources/_lib/spare.py, AHEAD_MAX: its first repair writes, as before)."""
         from resources._lib import spare as spares  # a daemon's: a cron run imports none
 
-        if self.handle.stopping or getattr(self, "_spare", None) is not None:
+        if self.handle.stopping or getattr(self, "_spare", None) is not None or spares.spent():
             return
         await spares.flight_room()
         if self.handle.stopping or getattr(self, "_spare", None) is not None:
