@@ -25,10 +25,12 @@ the directory again and poked all N: ~40 ms of CPU at N = 1,000).
 `--baseline DIR` measures the agent of another checkout too (e.g. `git archive BASE | tar -x -C
 DIR`), each configuration alternately with this tree's, and prints both.
 
-`first` is the slowest of the line's agents' first repair of that kind (counted in the
-percentiles too): an agent's first repair of its file writes and fsyncs it, as no spare was
-made before (resources/_lib/spare.py); with `--rounds 2` that is 2 of the 200 deletes, so the
-delete line's p99 (its second largest) may be one of them.
+`first` is the median and the slowest of the line's agents' first repair of that kind (with
+one round, the one; counted in the percentiles too). Until 2026-12-06, morning, an agent's
+first repair of its file wrote and fsynced it, as no spare was made before
+(resources/_lib/spare.py), and its first overwrite after deletes did too: with `--rounds 2`
+those were 2 of the 200 samples of each line, and the p99 (the second largest) often one of
+them. A daemon now makes the spare ahead, in its idle time after convergence (`--settle`).
 
 Each line also says how often the agent's threads went to sleep per repair (`switches`: the
 voluntary context switches of all its threads, /proc/PID/task/*/status, over the line's drifts):
@@ -143,10 +145,11 @@ async def busy_loops(count: int, unnice: list[str]) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def agent(
-    work: Path, nice: int, unnice: list[str], tree: Path, siblings: int = 0
+    work: Path, nice: int, unnice: list[str], tree: Path, siblings: int = 0, settle: float = 0
 ) -> AsyncIterator[tuple[Path, int]]:
-    """A running agent of `tree` enforcing one file (returned once it holds the content; with
-    `siblings`, once they do too: their directory managed, and that many files beside it).
+    """A running agent of `tree` enforcing one file (returned `settle` ms after it holds the
+    content; with `siblings`, once they do too: their directory managed, and that many files
+    beside it).
 
     The file is removed first: the content left by the previous agent would say "ready" before
     this one had started, and the first drift measured its start-up (0.2-2 s, issue 16)."""
@@ -180,6 +183,8 @@ async def agent(
                 if not waiting:
                     break
                 await anext(changes)
+        if settle:
+            await asyncio.sleep(settle / 1000)  # a daemon at rest
         yield path, proc.pid
     finally:
         await terminate([proc])
@@ -225,10 +230,8 @@ async def main() -> None:
             for name, busy, nice, tree in configs:  # interleaved: the machine's load moves
                 async with (
                     busy_loops(busy, unnice),
-                    agent(work, nice, unnice, tree, args.siblings) as (path, pid),
+                    agent(work, nice, unnice, tree, args.siblings, args.settle) as (path, pid),
                 ):
-                    if args.settle:
-                        await asyncio.sleep(args.settle / 1000)  # a daemon at rest
                     for drift in DRIFTS:
                         before, cpu = switches(pid), cpu_ns(pid)
                         got = await measure(path, args.count, drift, args.pause / 1000)
@@ -252,11 +255,13 @@ async def main() -> None:
         load = "-".join(f"{x:.1f}" for x in (min(loads[name]), max(loads[name])))
         for drift in DRIFTS:
             figures = fmt_ms(percentiles(samples[(name, drift)]))
-            first = max(firsts[(name, drift)]) * 1000
+            ones = sorted(firsts[(name, drift)])
+            first = f"{ones[len(ones) // 2] * 1000:.2f}/" if len(ones) > 1 else ""
+            first += f"{ones[-1] * 1000:.2f}"
             per = sum(slept[(name, drift)]) / len(samples[(name, drift)])
             cpu = sum(spent[(name, drift)]) / len(samples[(name, drift)]) / 1000
             print(
-                f"  {name:21s} {drift:9s} {figures}  first={first:.2f}ms  switches {per:.1f}"
+                f"  {name:21s} {drift:9s} {figures}  first={first}ms  switches {per:.1f}"
                 f"  cpu {cpu:.0f}us"
                 f"  (load {load})"
             )
