@@ -145,7 +145,7 @@ async def busy_loops(count: int, unnice: list[str]) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def agent(
-    work: Path, nice: int, unnice: list[str], tree: Path, siblings: int = 0, settle: float = 0
+    work: Path, nice: int, unnice: list[str], tree: Path, siblings: int = 0, *, settle: float = 0
 ) -> AsyncIterator[tuple[Path, int]]:
     """A running agent of `tree` enforcing one file (returned `settle` ms after it holds the
     content; with `siblings`, once they do too: their directory managed, and that many files
@@ -230,7 +230,10 @@ async def main() -> None:
             for name, busy, nice, tree in configs:  # interleaved: the machine's load moves
                 async with (
                     busy_loops(busy, unnice),
-                    agent(work, nice, unnice, tree, args.siblings, args.settle) as (path, pid),
+                    agent(work, nice, unnice, tree, args.siblings, settle=args.settle) as (
+                        path,
+                        pid,
+                    ),
                 ):
                     for drift in DRIFTS:
                         before, cpu = switches(pid), cpu_ns(pid)
