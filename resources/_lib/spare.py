@@ -10,9 +10,13 @@ made in a worker thread after the repair; the next repair links it in under a te
 renames it over the path (`safefs.link_at`): no fsync on the way, and after a crash the path
 holds the old or the new content, as before.
 
-Only after a repair (a file that drifted once is the one likely to drift again; a first run of
-100,000 files makes none), only for content up to `SIZE_MAX`, and at most `COUNT_MAX` spares
-in the process at once (each holds a descriptor and an inode). A spare is used only for the
+After a repair (a file that drifted once is the one likely to drift again), and in a daemon
+before the first drift too (`Spare.ahead`, run by engine.handle.Ahead in the agent's idle time
+once the graph has converged: before, a file's first repair wrote and fsynced, the slowest of
+all; a run that exits at convergence makes none); only for content up to `SIZE_MAX`; at most
+`COUNT_MAX` spares made after repairs in the process at once, and beside them at most
+`ahead_most()` made ahead, `AHEAD_BYTES` of them on disk (each holds a descriptor and an
+inode; a file past that budget gets its spare after its first repair, as before). A spare is used only for the
 very directory (as it was: its group and mode too, which give a new file its group when
 setgid), content, mode, owner and group it was made for; else the repair writes as
 before and the spare is dropped. A repair that comes while the spare is still being written
