@@ -158,6 +158,26 @@ class Spare:
             Spare._held += 1
             self._made.append((want, job, 0))
 
+    async def now(self, dir_fd: int, want: Want) -> int | None:
+        """A spare for `want` made now and awaited, for a repair that found none complete: the
+        file filled on the loop, its fsync through the loop's ring, its completion awaited on
+        the ring's descriptor (no thread of ours wakes); its descriptor (the caller links it
+        in, then closes it), or None where there is no ring, it is full, or the process holds
+        COUNT_MAX spares (the caller writes, in a thread)."""
+        loop = asyncio.get_running_loop()
+        fsyncs = self._fsyncs or _Fsyncs.of(loop)
+        if fsyncs is None or not fsyncs.room() or Spare._held >= COUNT_MAX:
+            return None
+        job = self._start(loop, dir_fd, want, threads=False)
+        if job is None:
+            return None
+        Spare._held += 1
+        try:
+            fsyncs.wait_for(job)
+            return await _result(job)
+        finally:
+            Spare._held -= 1
+
     def ahead(self, dir_fd: int, want: Want) -> asyncio.Future[int | None] | None:
         """Start making one spare for `want` in dir_fd before any drift (engine.handle.Ahead:
         a daemon's idle time), if it holds none and the spares made ahead stay within their
@@ -177,10 +197,10 @@ class Spare:
         return job
 
     def _start(
-        self, loop: asyncio.AbstractEventLoop, dir_fd: int, want: Want
+        self, loop: asyncio.AbstractEventLoop, dir_fd: int, want: Want, *, threads: bool = True
     ) -> asyncio.Future[int | None] | None:
-        """A spare for `want` being made: through the ring, else in a worker thread; None if
-        none can be."""
+        """A spare for `want` being made: through the ring, else in a worker thread (unless
+        not `threads`); None if none can be."""
         # What a new file gets anyway is not asked for (a chown to the directory's group
         # needs no membership of it then).
         uid = -1 if want.uid == os.geteuid() else want.uid
@@ -203,6 +223,8 @@ class Spare:
                     fsyncs.users += 1
                 return job
             os.close(fd)  # the ring failed (said once): in a thread from now on
+        if not threads:
+            return None
         fd = os.dup(dir_fd)
 
         def make() -> int | None:

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import stat
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
 Found = tuple[Where, os.stat_result | None]  # a path's Where, and its lstat (None: absent)
 FILE_BASE = 0o644  # permission bits of a new file when neither mode nor source says otherwise
 INLINE_SPARE = 1 << 16  # content of at most this many characters gets a spare made ahead
+_SPARE = "resources._lib.spare"
 
 REFUSED_NAMED = 5  # entries of a tree not replaced, named at most in the failure's message
 _MANAGED = ("content", "source", "fragments", "owner", "group", "mode", "selinux")
@@ -784,11 +786,20 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             and isinstance(data, bytes)
             and not self.follow
         )
+        if spare is None and spares and (module := sys.modules.get(_SPARE)) is not None:
+            spare = self._spare = module.Spare()  # imported already (a daemon's): see below
+            self.handle.on_cleanup(self._drop_spare)
         want = None
         if spare is not None and spares:
             assert isinstance(data, bytes)
             want = spare.want(where.fd, data, mode, uid, gid)
         fd = None if spare is None or want is None else await spare.take(want)
+        if fd is None and want is not None:
+            # None made before: one made now, its fsync through the loop's ring, awaited
+            # there (no hand-off to a thread and back, each waiting for a core when both
+            # are busy); without a ring, written in a thread.
+            assert spare is not None
+            fd = await spare.now(where.fd, want)
         if fd is None:
             await self._rename_in(functools.partial(where.write, TOP, filler(data), mode, uid, gid))
         else:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from engine import uring
 from engine.events import CheckApplied
 from engine.inotify import Event, Inotify
 from mgmt.agent import Agent, load
@@ -416,3 +417,44 @@ async def test_spares_made_ahead_keep_to_their_budget(
     finally:
         await stop(agent, runner)
     assert unnamed_files() - before == set()
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """A real executor that counts the jobs given to it (the loop's default: the writes)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.jobs = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.jobs += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.mark.parametrize("ring", [True, False])
+async def test_a_repair_without_a_spare_makes_one_through_the_ring_not_a_thread(
+    tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch, ring: bool
+) -> None:
+    """A file's first repair (no spare made ahead: not a daemon, or past its budget) fills a
+    new file on the loop, awaits its fsync through the loop's ring and links it in: no job
+    for a thread. Without io_uring it writes in a thread, as before."""
+    if ring and uring.unavailable() is not None:
+        pytest.skip(f"no io_uring here: {uring.unavailable()}")
+    if not ring:
+        monkeypatch.setattr(spare_mod._Fsyncs, "_failed", True)
+    executor = CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+    path = tmp_path / "f"
+    res = FileRes(name="f", path=str(path), content="x\n")
+    await run_resource(res, watch=False)
+    assert await res.check_apply(True) is False  # the first write: in a thread
+    jobs = executor.jobs
+    for drift in (Path.unlink, lambda p: p.write_text("changed")):
+        res._spare = None  # type: ignore[assignment]  # (as a file with no spare yet)
+        drift(path)
+        assert await res.check_apply(True) is False
+        assert path.read_text() == "x\n"
+        assert executor.jobs - jobs == (0 if ring else 2)  # (the write, the next spare)
+        await ready_spare(res)  # the next one's: one, the resource did not keep more
+        assert res._spare.held() == 1
+        jobs = executor.jobs
