@@ -11,6 +11,13 @@ Target: p50 <= 2 ms, p99 <= 10 ms; also with `--busy 2`: two busy-loop processes
 `--pause MS` waits that long after each repair before the next drift (default 0: back to back,
 which leaves the agent no time for work it does after a repair, such as its spare copy).
 
+`--settle MS` waits that long after the agent has put its file in place before the first drift
+(default 200: a daemon at rest, the work it does after its convergence done, as when a file
+drifts minutes or days after the agent started; since 2026-12-06, morning, that work includes
+the spares it makes before a first drift, resources/_lib/spare.py). `--settle 0` measures a
+drift right at the agent's convergence, as before (its first repair may then wait for the
+spare being made).
+
 `--siblings N` also manages the file's directory (`mode: "0755"`) and N other files in it:
 a drift then has a managed parent and N siblings (before 2026-12-05, night, each repair checked
 the directory again and poked all N: ~40 ms of CPU at N = 1,000).
@@ -18,10 +25,12 @@ the directory again and poked all N: ~40 ms of CPU at N = 1,000).
 `--baseline DIR` measures the agent of another checkout too (e.g. `git archive BASE | tar -x -C
 DIR`), each configuration alternately with this tree's, and prints both.
 
-`first` is the slowest of the line's agents' first repair of that kind (counted in the
-percentiles too): an agent's first repair of its file writes and fsyncs it, as no spare was
-made before (resources/_lib/spare.py); with `--rounds 2` that is 2 of the 200 deletes, so the
-delete line's p99 (its second largest) may be one of them.
+`first` is the median and the slowest of the line's agents' first repair of that kind (with
+one round, the one; counted in the percentiles too). Until 2026-12-06, morning, an agent's
+first repair of its file wrote and fsynced it, as no spare was made before
+(resources/_lib/spare.py), and its first overwrite after deletes did too: with `--rounds 2`
+those were 2 of the 200 samples of each line, and the p99 (the second largest) often one of
+them. A daemon now makes the spare ahead, in its idle time after convergence (`--settle`).
 
 Each line also says how often the agent's threads went to sleep per repair (`switches`: the
 voluntary context switches of all its threads, /proc/PID/task/*/status, over the line's drifts):
@@ -34,7 +43,7 @@ drift and the inotify observer) at nice M, so that its own wait for a core is no
 the agent's; the figures say which was used.
 
     .venv/bin/python bench/drift_latency.py [--count 200] [--busy 2] [--nice -10] [--rounds 2]
-        [--observer-nice -10] [--baseline DIR] [--pause MS] [--siblings N]
+        [--observer-nice -10] [--baseline DIR] [--pause MS] [--settle MS] [--siblings N]
 """
 
 from __future__ import annotations
@@ -136,10 +145,11 @@ async def busy_loops(count: int, unnice: list[str]) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def agent(
-    work: Path, nice: int, unnice: list[str], tree: Path, siblings: int = 0
+    work: Path, nice: int, unnice: list[str], tree: Path, siblings: int = 0, *, settle: float = 0
 ) -> AsyncIterator[tuple[Path, int]]:
-    """A running agent of `tree` enforcing one file (returned once it holds the content; with
-    `siblings`, once they do too: their directory managed, and that many files beside it).
+    """A running agent of `tree` enforcing one file (returned `settle` ms after it holds the
+    content; with `siblings`, once they do too: their directory managed, and that many files
+    beside it).
 
     The file is removed first: the content left by the previous agent would say "ready" before
     this one had started, and the first drift measured its start-up (0.2-2 s, issue 16)."""
@@ -173,6 +183,8 @@ async def agent(
                 if not waiting:
                     break
                 await anext(changes)
+        if settle:
+            await asyncio.sleep(settle / 1000)  # a daemon at rest
         yield path, proc.pid
     finally:
         await terminate([proc])
@@ -188,6 +200,9 @@ async def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout, measured alternately")
     parser.add_argument(
         "--pause", type=seconds, default=0, help="ms between a repair and the next drift"
+    )
+    parser.add_argument(
+        "--settle", type=seconds, default=200, help="ms from the agent's file in place to a drift"
     )
     parser.add_argument(
         "--siblings", type=whole(0), default=0, help="N more files in its directory, managed too"
@@ -215,7 +230,10 @@ async def main() -> None:
             for name, busy, nice, tree in configs:  # interleaved: the machine's load moves
                 async with (
                     busy_loops(busy, unnice),
-                    agent(work, nice, unnice, tree, args.siblings) as (path, pid),
+                    agent(work, nice, unnice, tree, args.siblings, settle=args.settle) as (
+                        path,
+                        pid,
+                    ),
                 ):
                     for drift in DRIFTS:
                         before, cpu = switches(pid), cpu_ns(pid)
@@ -230,6 +248,7 @@ async def main() -> None:
     print(
         f"drift repair, {args.count} drifts x {args.rounds} rounds per line (target p50<=2ms "
         f"p99<=10ms), {os.cpu_count()} cores, observer at nice {args.observer_nice}"
+        + f", first drift {args.settle:g} ms after the agent's file is in place"
         + (f", {args.siblings} managed siblings" if args.siblings else "")
         + ":"
     )
@@ -239,11 +258,13 @@ async def main() -> None:
         load = "-".join(f"{x:.1f}" for x in (min(loads[name]), max(loads[name])))
         for drift in DRIFTS:
             figures = fmt_ms(percentiles(samples[(name, drift)]))
-            first = max(firsts[(name, drift)]) * 1000
+            ones = sorted(firsts[(name, drift)])
+            first = f"{ones[len(ones) // 2] * 1000:.2f}/" if len(ones) > 1 else ""
+            first += f"{ones[-1] * 1000:.2f}"
             per = sum(slept[(name, drift)]) / len(samples[(name, drift)])
             cpu = sum(spent[(name, drift)]) / len(samples[(name, drift)]) / 1000
             print(
-                f"  {name:21s} {drift:9s} {figures}  first={first:.2f}ms  switches {per:.1f}"
+                f"  {name:21s} {drift:9s} {figures}  first={first}ms  switches {per:.1f}"
                 f"  cpu {cpu:.0f}us"
                 f"  (load {load})"
             )

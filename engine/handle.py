@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import logging
@@ -30,12 +31,65 @@ log = logging.getLogger("engine")
 T = TypeVar("T")
 
 
+AHEAD_SLICE = 0.0005  # s of Ahead's jobs at most between two passes of the loop
+
+
+class Ahead:
+    """Work the resources of a daemon do ahead of need, in its idle time (the file kind's
+    spares, resources/_lib/spare.py): a resource `want`s a job once, the agent `run`s the jobs
+    queued, one at a time and yielding to the loop between two, while the graph stays
+    converged; a divergence (a drift, a swap) stops it until the next convergence. Made by the
+    agent of a daemon only (`Shared.ahead`): a run that exits at convergence has none, and its
+    resources queue nothing. Nothing queued, nothing runs (no timer, no poll)."""
+
+    def __init__(self) -> None:
+        self._jobs: collections.deque[Callable[[], Awaitable[None] | None]] = collections.deque()
+        self._queued = asyncio.Event()  # jobs are waiting
+        self.drained = asyncio.Event()  # the queue ran empty (tests await it)
+        self.ran = 0  # jobs run (tests)
+
+    def want(self, job: Callable[[], Awaitable[None] | None]) -> None:
+        """Run `job` once the graph has converged (its owner checks, when it runs, that it is
+        still wanted: a resource stopped meanwhile does nothing)."""
+        self._jobs.append(job)
+        self._queued.set()
+        self.drained.clear()
+
+    async def queued(self) -> None:
+        """Return once a job waits."""
+        await self._queued.wait()
+
+    async def run(self, idle: Callable[[], bool]) -> None:
+        """Run the queued jobs while `idle()` (the graph converged); return when none is left
+        or it is not idle any more. Every AHEAD_SLICE s of them, the loop runs what is ready
+        first (an event's read, a repair): a job is short (a few system calls; one with
+        nothing left to do, ~1 us: 100,000 files past the budget of spares), or waits."""
+        jobs, loop = self._jobs, asyncio.get_running_loop()
+        end = loop.time() + AHEAD_SLICE
+        while jobs and idle():
+            job = jobs.popleft()
+            self.ran += 1
+            try:
+                result = job()
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("work ahead failed")
+            if loop.time() >= end:
+                await asyncio.sleep(0)
+                end = loop.time() + AHEAD_SLICE
+        if not jobs:
+            self._queued.clear()
+            self.drained.set()
+
+
 class Shared:
     """What the resources of one engine share (D-Bus connections, tool locks...): made on first
     use by `get`, and closed (each one's `aclose()`, newest first) when the engine stops."""
 
     def __init__(self) -> None:
         self._items: dict[str, object] = {}
+        self.ahead: Ahead | None = None  # a daemon's agent's: see Ahead
 
     def get(self, key: str, make: Callable[[], T]) -> T:
         """The object under `key` (its owner module's name), made by `make()` on first use."""

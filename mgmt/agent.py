@@ -29,6 +29,7 @@ from engine.errors import GraphError, MgmtError, ValidationError, path_error, tr
 from engine.events import CheckApplied
 from engine.exit import exit_request
 from engine.graph import Graph, fmt_key
+from engine.handle import Ahead
 from engine.heap import FrozenHeap
 from engine.limits import set_max_resources
 from engine.local import LocalValues
@@ -458,6 +459,10 @@ class Agent:
     async def run(self, loaded: Loaded) -> int:
         loop = asyncio.get_running_loop()
         io_threads(loop)
+        if not (self.exit_when_converged or self.config.noop):
+            # A daemon's resources work ahead of need in its idle time (engine.handle.Ahead:
+            # the file kind's spares); a run that exits at convergence would only pay for it.
+            self.engine.shared.ahead = Ahead()
         codestamp.said.on_upgraded = self._on_upgraded
         stop, hup = self._on_stop_signal, lambda _: self._on_hup()
         with Signals(loop, {signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGHUP: hup}):
@@ -591,6 +596,8 @@ class Agent:
             self.reload.set()  # catch an edit made between loading and watching
         self._spawn(self._reload_loop())
         self._spawn(self._report_convergence())
+        if (ahead := self.engine.shared.ahead) is not None:
+            self._spawn(self._work_ahead(ahead))
         if sys.stderr is not None and sys.stderr.isatty() and self.config.log_format == "text":
             self._spawn(self._show_progress())
 
@@ -607,6 +614,16 @@ class Agent:
             "socket and the resources' state: stopping (a restart makes them again)",
             prefix,
         )
+
+    async def _work_ahead(self, ahead: Ahead) -> None:
+        """Run what the resources queued to do ahead of need (engine.handle.Ahead) while the
+        graph is converged: a divergence (a drift, a swap) pauses it until the next
+        convergence; with nothing queued, it waits for a job, not for time."""
+        converged = self.converger.converged
+        while True:
+            await ahead.queued()
+            await converged.wait()
+            await ahead.run(converged.is_set)
 
     async def _report_convergence(self) -> None:
         # The line is logged when the graph first converges, with the time that took: with a

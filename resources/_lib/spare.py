@@ -10,9 +10,13 @@ made in a worker thread after the repair; the next repair links it in under a te
 renames it over the path (`safefs.link_at`): no fsync on the way, and after a crash the path
 holds the old or the new content, as before.
 
-Only after a repair (a file that drifted once is the one likely to drift again; a first run of
-100,000 files makes none), only for content up to `SIZE_MAX`, and at most `COUNT_MAX` spares
-in the process at once (each holds a descriptor and an inode). A spare is used only for the
+After a repair (a file that drifted once is the one likely to drift again), and in a daemon
+before the first drift too (`Spare.ahead`, run by engine.handle.Ahead in the agent's idle time
+once the graph has converged: before, a file's first repair wrote and fsynced, the slowest of
+all; a run that exits at convergence makes none); only for content up to `SIZE_MAX`; at most
+`COUNT_MAX` spares made after repairs in the process at once, and beside them at most
+`ahead_most()` made ahead, `AHEAD_BYTES` of them on disk (each holds a descriptor and an
+inode; a file past that budget gets its spare after its first repair, as before). A spare is used only for the
 very directory (as it was: its group and mode too, which give a new file its group when
 setgid), content, mode, owner and group it was made for; else the repair writes as
 before and the spare is dropped. A repair that comes while the spare is still being written
@@ -34,15 +38,22 @@ running has the loop watch the ring's descriptor until it is done. Without io_ur
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
+import stat
 from dataclasses import dataclass
 
 from engine import libc, safefs, uring
 
 SIZE_MAX = 1 << 16  # bytes of content at most for a spare
-COUNT_MAX = 256  # spares held by the process at once
+COUNT_MAX = 256  # spares made after a repair held by the process at once
+AHEAD_MAX = 2048  # spares made ahead (before a file's first drift) held at once, at most...
+AHEAD_FD_SHARE = 8  # ... and an eighth of the descriptors the process may open
+AHEAD_BYTES = 8 << 20  # their size on disk at most (each rounded up to BLOCK)
+AHEAD_FLIGHT = 16  # their fsyncs in flight at once
+BLOCK = 4096  # what a small file takes on disk at least (ext4's block)
 RING_ENTRIES = 64  # fsyncs of spares in a loop's ring at once (more: made in threads)
 DEPTH_MAX = 4  # spares one resource keeps at most (a file drifting faster than an fsync)
 
@@ -65,10 +76,14 @@ class Spare:
     """One resource's spare copies of its file (see module docstring): one, or up to
     DEPTH_MAX for a file that drifts faster than an fsync."""
 
-    _held: int = 0  # spares of the process (ready or being made)
+    _held: int = 0  # spares of the process made after a repair (ready or being made)
+    _ahead: int = 0  # spares of the process made ahead (ready or being made)
+    _ahead_bytes: int = 0  # their size on disk (each rounded up to BLOCK)
 
     def __init__(self) -> None:
-        self._made: list[tuple[Want, asyncio.Future[int | None]]] = []  # oldest first
+        # Oldest first: what each was made for, its job, and its size on disk if it was made
+        # ahead (0: after a repair).
+        self._made: list[tuple[Want, asyncio.Future[int | None], int]] = []
         # Spares kept: one more each time a repair found none complete (a drift came before
         # the last one's fsync ended), up to DEPTH_MAX: their fsyncs run side by side.
         self._depth = 1
@@ -76,10 +91,17 @@ class Spare:
 
     @staticmethod
     def want(dir_fd: int, data: bytes, mode: int, uid: int, gid: int) -> Want | None:
-        """What a write into dir_fd would make, if a spare can stand for it."""
+        """What a write into dir_fd would make, if a spare can stand for it. An owner or group
+        left as is (-1) is the one a new file gets (this process's, or the directory's group
+        where it is set-group-ID): a deleted file's repair (-1) and an overwritten one's (the
+        file's own, usually the same) then want the same spare."""
         if len(data) > SIZE_MAX:
             return None
         st = os.fstat(dir_fd)
+        if uid == -1:
+            uid = os.geteuid()
+        if gid == -1:
+            gid = _new_gid(st.st_mode, st.st_gid)
         return Want((st.st_dev, st.st_ino, st.st_gid, st.st_mode), data, mode, uid, gid)
 
     def held(self) -> int:
@@ -105,8 +127,8 @@ class Spare:
             return None
         if self._fsyncs is not None:
             self._fsyncs.reap()
-        index = next((i for i, (_made, job) in enumerate(self._made) if job.done()), 0)
-        made, job = self._made.pop(index)
+        index = next((i for i, (_made, job, _size) in enumerate(self._made) if job.done()), 0)
+        made, job, size = self._made.pop(index)
         if not job.done():
             self._depth = min(self._depth + 1, DEPTH_MAX)
             if self._fsyncs is not None:
@@ -114,11 +136,11 @@ class Spare:
         try:
             fd = await _result(job)
         finally:
-            Spare._held -= 1
+            _release(size)
         others = [one for one in self._made if one[0] != want]
         for one in others:
             self._made.remove(one)
-            self._abandon(one[1])
+            self._abandon(one[1], one[2])
         if fd is not None and made != want:
             os.close(fd)
             return None
@@ -134,18 +156,60 @@ class Spare:
             if job is None:
                 return
             Spare._held += 1
-            self._made.append((want, job))
+            self._made.append((want, job, 0))
+
+    async def now(self, dir_fd: int, want: Want) -> int | None:
+        """A spare for `want` made now and awaited, for a repair that found none complete: the
+        file filled on the loop, its fsync through the loop's ring, its completion awaited on
+        the ring's descriptor (no thread of ours wakes); its descriptor (the caller links it
+        in, then closes it), or None where there is no ring, it is full, or the process holds
+        COUNT_MAX spares (the caller writes, in a thread)."""
+        loop = asyncio.get_running_loop()
+        fsyncs = self._fsyncs or _Fsyncs.of(loop)
+        if fsyncs is None or not fsyncs.room() or Spare._held >= COUNT_MAX:
+            return None
+        job = self._start(loop, dir_fd, want, threads=False)
+        if job is None:
+            return None
+        Spare._held += 1
+        try:
+            fsyncs.wait_for(job)
+            return await _result(job)
+        finally:
+            Spare._held -= 1
+
+    def ahead(self, dir_fd: int, want: Want) -> asyncio.Future[int | None] | None:
+        """Start making one spare for `want` in dir_fd before any drift (engine.handle.Ahead:
+        a daemon's idle time), if it holds none and the spares made ahead stay within their
+        budget (AHEAD_MAX and a share of the descriptor limit, AHEAD_BYTES); its job, or None
+        if none was started. A repair takes it as one made after a repair; the next is made
+        after that repair, within COUNT_MAX."""
+        size = -(-max(len(want.data), 1) // BLOCK) * BLOCK
+        if self._made or Spare._ahead >= ahead_most() or Spare._ahead_bytes + size > AHEAD_BYTES:
+            return None
+        job = self._start(asyncio.get_running_loop(), dir_fd, want)
+        if job is None:
+            return None
+        Spare._ahead += 1
+        Spare._ahead_bytes += size
+        self._made.append((want, job, size))
+        _flight.append(job)
+        return job
 
     def _start(
-        self, loop: asyncio.AbstractEventLoop, dir_fd: int, want: Want
+        self, loop: asyncio.AbstractEventLoop, dir_fd: int, want: Want, *, threads: bool = True
     ) -> asyncio.Future[int | None] | None:
-        """A spare for `want` being made: through the ring, else in a worker thread; None if
-        none can be."""
+        """A spare for `want` being made: through the ring, else in a worker thread (unless
+        not `threads`); None if none can be."""
+        # What a new file gets anyway is not asked for (a chown to the directory's group
+        # needs no membership of it then).
+        uid = -1 if want.uid == os.geteuid() else want.uid
+        gid = -1 if want.gid == _new_gid(want.dir[3], want.dir[2]) else want.gid
         fsyncs = self._fsyncs or _Fsyncs.of(loop)
         if fsyncs is not None and fsyncs.room():
             try:
                 fd = safefs.unnamed_filled(
-                    dir_fd, want.data, mode=want.mode, uid=want.uid, gid=want.gid,
+                    dir_fd, want.data, mode=want.mode, uid=uid, gid=gid,
                     local=libc.local_fs(dir_fd),
                 )  # fmt: skip
             except OSError:
@@ -159,17 +223,19 @@ class Spare:
                     fsyncs.users += 1
                 return job
             os.close(fd)  # the ring failed (said once): in a thread from now on
+        if not threads:
+            return None
         fd = os.dup(dir_fd)
 
         def make() -> int | None:
             with safefs.closing(fd):
-                return safefs.unnamed_at(fd, want.data, mode=want.mode, uid=want.uid, gid=want.gid)
+                return safefs.unnamed_at(fd, want.data, mode=want.mode, uid=uid, gid=gid)
 
         return loop.run_in_executor(None, make)
 
-    def _abandon(self, job: asyncio.Future[int | None]) -> None:
+    def _abandon(self, job: asyncio.Future[int | None], size: int) -> None:
         """A spare not wanted any more: its file closed now, or once it is made."""
-        Spare._held -= 1
+        _release(size)
         if self._fsyncs is not None and job in self._fsyncs:
             self._fsyncs.abandon(job)
         elif job.done():
@@ -182,9 +248,9 @@ class Spare:
         the ring is let go at once: the ring's request holds the file until it is done)."""
         made, self._made = self._made, []
         fsyncs, self._fsyncs = self._fsyncs, None
-        Spare._held -= len(made)
         threads = []
-        for _want, job in made:
+        for _want, job, size in made:
+            _release(size)
             if fsyncs is not None and job in fsyncs:
                 fsyncs.abandon(job)
             else:
@@ -198,6 +264,60 @@ class Spare:
                 fd = await _result(job)
                 if fd is not None:
                     os.close(fd)
+
+
+def _new_gid(dir_mode: int, dir_gid: int) -> int:
+    """The group a new file in a directory of this mode and group gets (the set-group-ID rule)."""
+    return dir_gid if dir_mode & stat.S_ISGID else os.getegid()
+
+
+def _release(size: int) -> None:
+    """A spare is gone (taken, dropped): the budget it counted in (`size`: made ahead) has
+    room for another."""
+    if size:
+        Spare._ahead -= 1
+        Spare._ahead_bytes -= size
+    else:
+        Spare._held -= 1
+
+
+_ahead_most: list[int] = []
+_flight: collections.deque[asyncio.Future[int | None]] = collections.deque()  # made ahead
+
+
+def spent() -> bool:
+    """Whether the budget of spares made ahead is spent (by their count: no file's lookup
+    for nothing)."""
+    return Spare._ahead >= ahead_most()
+
+
+def ahead_most() -> int:
+    """How many spares are made ahead at most: AHEAD_MAX, or a share of the descriptors the
+    process may open if that is fewer (each holds one; the checks may use a quarter,
+    engine.check_limit, and the old inodes a burst replaced a quarter, safefs.keep_most)."""
+    if not _ahead_most:
+        import resource  # (only a daemon's first spare made ahead asks)
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        share = AHEAD_MAX if soft == resource.RLIM_INFINITY else soft // AHEAD_FD_SHARE
+        _ahead_most.append(min(AHEAD_MAX, share))
+    return _ahead_most[0]
+
+
+async def flight_room() -> None:
+    """Return once fewer than AHEAD_FLIGHT spares made ahead are being made (their fsyncs
+    side by side in the ring: a daemon's first convergence of thousands of files does not
+    queue thousands of journal commits at once)."""
+    while _flight and _flight[0].done():
+        _flight.popleft()
+    while len(_flight) >= AHEAD_FLIGHT:
+        job = _flight.popleft()
+        fsyncs = _Fsyncs._loops.get(asyncio.get_running_loop())
+        if fsyncs is not None and job in fsyncs:
+            fsyncs.wait_for(job)
+        await asyncio.wait([job])
+        while _flight and _flight[0].done():
+            _flight.popleft()
 
 
 class _Fsyncs:

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import stat
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,10 +61,13 @@ from resources.file.where import INLINE_LIMIT as INLINE_LIMIT
 # (resources._lib.spare) is imported where first used: a cron run of plain files imports none
 # of it (docs/architecture.md, "Allowed imports").
 if TYPE_CHECKING:
+    from engine.handle import Handle
     from resources._lib.spare import Spare
 
 Found = tuple[Where, os.stat_result | None]  # a path's Where, and its lstat (None: absent)
 FILE_BASE = 0o644  # permission bits of a new file when neither mode nor source says otherwise
+INLINE_SPARE = 1 << 16  # content of at most this many characters gets a spare made ahead
+_SPARE = "resources._lib.spare"
 
 REFUSED_NAMED = 5  # entries of a tree not replaced, named at most in the failure's message
 _MANAGED = ("content", "source", "fragments", "owner", "group", "mode", "selinux")
@@ -274,6 +278,12 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             raise ValidationError(
                 f"{source!r} and path {dst!r} must not contain each other", "source"
             )
+
+    async def init(self, handle: Handle) -> None:
+        await super().init(handle)
+        ahead = handle.shared.ahead  # a daemon's (engine.handle.Ahead)
+        if ahead is not None and self._ahead_wanted():
+            ahead.want(self._prepare_ahead)
 
     async def watch(self) -> None:
         while True:
@@ -767,15 +777,29 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         """Write the file; a repair links in the spare made after the last one and makes the
         next (resources/_lib/spare.py). `new`: the path was found absent (the spare is linked
         at it directly: no temp name, no rename, unless it appeared meanwhile)."""
-        # Before the first write (a first run): no spare. The first repair writes, then
-        # imports the spare's module and makes one: its import is not on that repair's path.
-        spares = getattr(self, "_wrote", False) and isinstance(data, bytes) and not self.follow
+        # Before the first write (a first run): no spare, unless a daemon made one ahead
+        # (_prepare_ahead). Else the first repair writes, then imports the spare's module and
+        # makes one: its import is not on that repair's path.
         spare: Spare | None = getattr(self, "_spare", None)
+        spares = (
+            (spare is not None or getattr(self, "_wrote", False))
+            and isinstance(data, bytes)
+            and not self.follow
+        )
+        if spare is None and spares and (module := sys.modules.get(_SPARE)) is not None:
+            spare = self._spare = module.Spare()  # imported already (a daemon's): see below
+            self.handle.on_cleanup(self._drop_spare)
         want = None
         if spare is not None and spares:
             assert isinstance(data, bytes)
             want = spare.want(where.fd, data, mode, uid, gid)
         fd = None if spare is None or want is None else await spare.take(want)
+        if fd is None and want is not None:
+            # None made before: one made now, its fsync through the loop's ring, awaited
+            # there (no hand-off to a thread and back, each waiting for a core when both
+            # are busy); without a ring, written in a thread.
+            assert spare is not None
+            fd = await spare.now(where.fd, want)
         if fd is None:
             await self._rename_in(functools.partial(where.write, TOP, filler(data), mode, uid, gid))
         else:
@@ -795,6 +819,50 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             self.handle.on_cleanup(self._drop_spare)
         if want is not None:
             spare.prepare(where.fd, want)
+
+    def _ahead_wanted(self) -> bool:
+        """Whether a spare of the file is worth making before its first drift: a file of
+        `content` (its bytes known before it is written) that a repair would write."""
+        return (
+            self.content is not None
+            and len(self.content) <= INLINE_SPARE
+            and self.state != "absent"
+            and not (self._is_dir or self.follow or self.symlink or self.meta.noop)
+            and self.selinux is None
+        )
+
+    async def _prepare_ahead(self) -> None:
+        """A daemon's idle time (engine.handle.Ahead): make the spare of the file before its
+        first drift, so that its first repair only links it in, as the later ones do (before,
+        the first repair wrote and fsynced: the slowest). Nothing if the resource stopped,
+        holds a spare already (it was repaired), or the budget of spares made ahead is spent
+        (resources/_lib/spare.py, AHEAD_MAX: its first repair writes, as before)."""
+        from resources._lib import spare as spares  # a daemon's: a cron run imports none
+
+        if self.handle.stopping or getattr(self, "_spare", None) is not None or spares.spent():
+            return
+        await spares.flight_room()
+        if self.handle.stopping or getattr(self, "_spare", None) is not None:
+            return  # stopped, or repaired, meanwhile
+        assert self.content is not None
+        with contextlib.ExitStack() as held:
+            try:
+                where, st = self._locate(held)
+                if st is None or not stat.S_ISREG(st.st_mode):
+                    return  # not there as wanted (its check fails, or is coming): no spare
+                uid, gid = self._ids()
+                mode = self._want_mode(st, None, False, (uid, gid))
+                uid, gid = (st.st_uid if uid == -1 else uid), (st.st_gid if gid == -1 else gid)
+                want = spares.Spare.want(where.fd, self.content.encode(), mode, uid, gid)
+            except (OSError, ResourceError):
+                return  # its check says what is wrong; a repair writes, as without a spare
+            if want is None:
+                return
+            spare = spares.Spare()
+            if spare.ahead(where.fd, want) is None:
+                return
+            self._spare = spare
+            self.handle.on_cleanup(self._drop_spare)
 
     async def _drop_spare(self) -> None:
         spare: Spare | None = getattr(self, "_spare", None)

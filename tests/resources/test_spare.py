@@ -6,17 +6,23 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine import uring
+from engine.events import CheckApplied
 from engine.inotify import Event, Inotify
+from mgmt.agent import Agent, load
+from mgmt.config import Config, ExitCode
 from resources._lib import spare as spare_mod
 from resources._lib.spare import Spare
 from resources.file import FileRes
 from tests.aio import pass_ended
+from tests.e2e.helpers import has_content, wait_path
 
 IN_MOVED_TO, IN_CREATE = 0x80, 0x100  # inotify(7)
 
@@ -217,3 +223,238 @@ async def test_a_file_that_drifts_before_its_spare_is_complete_keeps_two(
         await running.handle.run_cleanups()
     assert unnamed_files() - before == set()
     assert spare_mod.Spare._held == 0
+
+
+async def test_a_deleted_file_and_an_overwritten_one_want_the_same_spare(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    """A deleted file's repair leaves its owner to the new file (-1), an overwritten one's
+    asks for the file's own (the same): the spare made after one serves the other (before,
+    the first overwrite after deletes dropped the spare, wrote and fsynced)."""
+    path = tmp_path / "f"
+    res = FileRes(name="f", path=str(path), content="x\n")
+    await run_resource(res, watch=False)
+    assert await res.check_apply(True) is False
+
+    def overwrite(p: Path) -> object:
+        return p.write_text("changed")
+
+    for first, then in ((Path.unlink, overwrite), (overwrite, Path.unlink)):
+        first(path)
+        assert await res.check_apply(True) is False
+        inode = await ready_spare(res)
+        then(path)
+        assert await res.check_apply(True) is False
+        assert (path.read_text(), path.stat().st_ino) == ("x\n", inode)
+
+
+N_AHEAD = 5
+
+
+def ahead_graph(out: Path, edited: str = "") -> str:
+    lines = ["graph: g", "resources:", "  file:"]
+    for i in range(N_AHEAD):
+        content = edited if (edited and i == 0) else f"number {i}"
+        lines += [f"    - name: f{i}", f"      path: {out}/f{i}", f'      content: "{content}\\n"']
+    return "\n".join(lines) + "\n"
+
+
+async def daemon(tmp_path: Path, **config: Any) -> tuple[Agent, asyncio.Task[int], Path]:
+    """An agent running a graph file of N_AHEAD files (a daemon, unless `config` says
+    otherwise), once converged and done with its work ahead; and the files' directory."""
+    path, out = tmp_path / "graph.yaml", tmp_path / "out"
+    path.write_text(ahead_graph(out))
+    conf = Config(file=path, prefix=tmp_path / "prefix", hostname="t", **config)
+    agent = Agent(conf, conf.prefix)
+    runner = asyncio.create_task(agent.run(load(conf)))
+    async with asyncio.timeout(20):
+        await agent.converger.settled.wait()
+        if agent.engine.shared.ahead is not None:
+            await agent.engine.shared.ahead.drained.wait()
+    return agent, runner, out
+
+
+async def stop(agent: Agent, runner: asyncio.Task[int]) -> None:
+    agent.stopping.set()
+    async with asyncio.timeout(20):
+        assert await runner == ExitCode.OK
+
+
+async def repair(agent: Agent, name: str, drift: Callable[[], object]) -> None:
+    """`drift()`, then wait until the resource `name` has repaired it (its check_apply done)."""
+    done = asyncio.Event()
+
+    def on_check(event: CheckApplied) -> None:
+        if event.vertex.res.name == name and event.changed:
+            done.set()
+
+    unsubscribe = agent.engine.listeners.subscribe(CheckApplied, on_check)
+    try:
+        drift()
+        async with asyncio.timeout(20):
+            await done.wait()
+    finally:
+        unsubscribe()
+
+
+def resource(agent: Agent, name: str) -> FileRes:
+    res = agent.engine.vertices[("file", name)].res
+    assert isinstance(res, FileRes)
+    return res
+
+
+async def test_a_daemon_makes_each_file_a_spare_before_its_first_drift(tmp_path: Path) -> None:
+    ahead_before, held_before = spare_mod.Spare._ahead, spare_mod.Spare._held
+    before = unnamed_files()
+    agent, runner, out = await daemon(tmp_path)
+    ahead = agent.engine.shared.ahead
+    assert ahead is not None
+    try:
+        inodes = {i: await ready_spare(resource(agent, f"f{i}")) for i in range(N_AHEAD)}
+        assert set(inodes.values()) == unnamed_files() - before
+        assert spare_mod.Spare._ahead - ahead_before == N_AHEAD
+        ran = ahead.ran
+        # The first repair of f0 links in the spare made ahead: no write, no fsync of its own.
+        await repair(agent, "f0", (out / "f0").unlink)
+        assert (out / "f0").read_text() == "number 0\n"
+        assert (out / "f0").stat().st_ino == inodes[0]
+        # ... and its next spare is one made after a repair (COUNT_MAX's budget).
+        await ready_spare(resource(agent, "f0"))
+        assert spare_mod.Spare._ahead - ahead_before == N_AHEAD - 1
+        assert spare_mod.Spare._held - held_before == 1
+        # So is an overwrite's first repair.
+        await repair(agent, "f1", lambda: (out / "f1").write_text("changed\n"))
+        assert (out / "f1").read_text() == "number 1\n"
+        assert (out / "f1").stat().st_ino == inodes[1]
+        async with asyncio.timeout(20):
+            await agent.converger.converged.wait()
+        assert ahead.ran == ran  # repairs queue no work ahead: none ran since
+    finally:
+        await stop(agent, runner)
+    assert unnamed_files() - before == set()
+    assert (spare_mod.Spare._ahead, spare_mod.Spare._held) == (ahead_before, held_before)
+
+
+async def test_a_swap_that_changes_a_files_content_makes_its_spare_again(
+    tmp_path: Path,
+) -> None:
+    before = unnamed_files()
+    agent, runner, out = await daemon(tmp_path)
+    ahead = agent.engine.shared.ahead
+    assert ahead is not None
+    try:
+        old = await ready_spare(resource(agent, "f0"))
+        kept = await ready_spare(resource(agent, "f1"))
+        applied = asyncio.Event()
+
+        def on_check(event: CheckApplied) -> None:
+            if event.vertex.res.name == "f0" and event.changed:
+                applied.set()
+
+        agent.engine.listeners.subscribe(CheckApplied, on_check)
+        graph = tmp_path / "graph.yaml"
+        (tmp_path / "graph.tmp").write_text(ahead_graph(out, edited="edited"))
+        (tmp_path / "graph.tmp").rename(graph)
+        async with asyncio.timeout(20):
+            await applied.wait()
+            await agent.converger.converged.wait()
+            await ahead.drained.wait()
+        res = resource(agent, "f0")
+        spare: Spare = res._spare
+        fd = await spare.ready()
+        assert fd is not None
+        with open(f"/proc/self/fd/{fd}", "rb") as made:  # noqa: ASYNC230  # (fd: write-only)
+            assert made.read() == b"edited\n"
+        inode = os.fstat(fd).st_ino
+        assert old not in unnamed_files()  # the old content's: closed with its resource
+        assert await ready_spare(resource(agent, "f1")) == kept  # the others' kept
+        (out / "f0").unlink()
+        await wait_path(out / "f0", has_content("edited\n"))
+        assert (out / "f0").stat().st_ino == inode
+    finally:
+        await stop(agent, runner)
+    assert unnamed_files() - before == set()
+
+
+@pytest.mark.parametrize("config", [{"converged_timeout": 30}, {"noop": True}])
+async def test_a_run_that_exits_at_convergence_makes_no_spare_ahead(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
+    """Nor does a --noop daemon (it writes nothing)."""
+    before = unnamed_files()
+    agent, runner, _out = await daemon(tmp_path, **config)
+    try:
+        assert agent.engine.shared.ahead is None
+        for i in range(N_AHEAD):
+            assert getattr(resource(agent, f"f{i}"), "_spare", None) is None
+        assert unnamed_files() - before == set()
+    finally:
+        await stop(agent, runner)
+
+
+@pytest.mark.parametrize("budget", ["AHEAD_MAX", "AHEAD_BYTES"])
+async def test_spares_made_ahead_keep_to_their_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: str
+) -> None:
+    """Two spares' worth of budget, five files: two spares made ahead; a file without one is
+    repaired by a write, and then keeps a spare from the repairs' budget."""
+    monkeypatch.setattr(spare_mod, "_ahead_most", [])  # asked again, of AHEAD_MAX
+    monkeypatch.setattr(spare_mod, budget, 2 * (spare_mod.BLOCK if budget == "AHEAD_BYTES" else 1))
+    ahead_before, held_before = spare_mod.Spare._ahead, spare_mod.Spare._held
+    before = unnamed_files()
+    agent, runner, out = await daemon(tmp_path)
+    try:
+        spared = [i for i in range(N_AHEAD) if getattr(resource(agent, f"f{i}"), "_spare", None)]
+        assert len(spared) == 2
+        assert spare_mod.Spare._ahead - ahead_before == 2
+        assert len(unnamed_files() - before) == 2
+        bare = next(i for i in range(N_AHEAD) if i not in spared)
+        await repair(agent, f"f{bare}", (out / f"f{bare}").unlink)
+        assert (out / f"f{bare}").read_text() == f"number {bare}\n"
+        await ready_spare(resource(agent, f"f{bare}"))
+        assert spare_mod.Spare._ahead - ahead_before == 2
+        assert spare_mod.Spare._held - held_before == 1
+    finally:
+        await stop(agent, runner)
+    assert unnamed_files() - before == set()
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """A real executor that counts the jobs given to it (the loop's default: the writes)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.jobs = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.jobs += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.mark.parametrize("ring", [True, False])
+async def test_a_repair_without_a_spare_makes_one_through_the_ring_not_a_thread(
+    tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch, ring: bool
+) -> None:
+    """A file's first repair (no spare made ahead: not a daemon, or past its budget) fills a
+    new file on the loop, awaits its fsync through the loop's ring and links it in: no job
+    for a thread. Without io_uring it writes in a thread, as before."""
+    if ring and uring.unavailable() is not None:
+        pytest.skip(f"no io_uring here: {uring.unavailable()}")
+    if not ring:
+        monkeypatch.setattr(spare_mod._Fsyncs, "_failed", True)
+    executor = CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+    path = tmp_path / "f"
+    res = FileRes(name="f", path=str(path), content="x\n")
+    await run_resource(res, watch=False)
+    assert await res.check_apply(True) is False  # the first write: in a thread
+    jobs = executor.jobs
+    for drift in (Path.unlink, lambda p: p.write_text("changed")):
+        res._spare = None  # type: ignore[assignment]  # (as a file with no spare yet)
+        drift(path)
+        assert await res.check_apply(True) is False
+        assert path.read_text() == "x\n"
+        assert executor.jobs - jobs == (0 if ring else 2)  # (the write, the next spare)
+        await ready_spare(res)  # the next one's: one, the resource did not keep more
+        assert res._spare.held() == 1
+        jobs = executor.jobs
