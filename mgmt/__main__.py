@@ -60,6 +60,11 @@ def _exit_now(code: int) -> None:
 
 def main() -> int:
     quiet_stderr()  # first: fd 2 is not free for the pipe of the signals held
+    if sys.argv[1:2] == ["--version"]:  # as the CLI's parse answers it, without its imports
+        from mgmt.version import version
+
+        print(version())
+        return 0
     if sys.argv[1:2] == ["run"]:
         hold_signals()  # a stop signal from now on is a clean stop (mgmt.hold_signals)
         # A crash of the interpreter itself (SIGSEGV, SIGBUS, SIGABRT...) prints every
