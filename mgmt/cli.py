@@ -43,7 +43,6 @@ from mgmt.config import (
     option_fields,
     set_max_program_size,
 )
-from mgmt.version import version
 
 if TYPE_CHECKING:
     import argparse
@@ -294,7 +293,9 @@ NOOP_FLAGS = {
 
 def parse(argv: list[str]) -> Config:
     """argv (without the program name) -> Config; exits 2 on a usage error."""
-    if argv[:1] == ["--version"]:
+    if argv[:1] == ["--version"]:  # (`mgmt --version` is answered before: mgmt.__main__)
+        from mgmt.version import version
+
         print(version())
         raise SystemExit(0)
     if not argv or argv[0] != "run":
