@@ -51,8 +51,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-VERSION = "0.1.0"
-
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
     """asyncio.run(main), with asyncio imported only here: `mgmt --version` and `--help` do
@@ -142,27 +140,6 @@ def _default(f: Any) -> Any:
     """An option's default: its MGMT_<FLAG> from the environment, else the field's."""
     default = f.default if f.default is not MISSING else f.default_factory()
     return _env_default(f.name, f.type, default)
-
-
-def version() -> str:
-    """The bare version, as mgmt prints it, with `+COMMIT` when this code is a git checkout
-    whose commit git can tell (after `git pull`, which code a host runs)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    if not (root / ".git").exists():
-        return VERSION
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return VERSION
-    return f"{VERSION}+{commit}" if commit else VERSION
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,7 +293,9 @@ NOOP_FLAGS = {
 
 def parse(argv: list[str]) -> Config:
     """argv (without the program name) -> Config; exits 2 on a usage error."""
-    if argv[:1] == ["--version"]:
+    if argv[:1] == ["--version"]:  # (`mgmt --version` is answered before: mgmt.__main__)
+        from mgmt.version import version
+
         print(version())
         raise SystemExit(0)
     if not argv or argv[0] != "run":

@@ -29,8 +29,8 @@ def test_a_launcher_made_for_another_checkout_starts_that_one(tmp_path: Path) ->
     base.mkdir()
     # tar(1): tarfile's extraction filters (filter="data") are Python 3.11.4's; Debian's is 3.11.2
     subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True, timeout=60)
-    cli = base / "mgmt" / "cli.py"
-    cli.write_text(cli.read_text().replace('VERSION = "0.1.0"', 'VERSION = "base"'))
+    said = base / "mgmt" / "version.py"
+    said.write_text(said.read_text().replace('VERSION = "0.1.0"', 'VERSION = "base"'))
     ours = base_launcher(ROOT, tmp_path / "ours")
     assert (tmp_path / "ours").read_text() == VENV_MGMT.read_text()
     argv = base_launcher(base, tmp_path / "theirs")

@@ -64,12 +64,27 @@ def test_version_and_help() -> None:
 
 
 def test_version_imports_no_event_loop() -> None:
-    """`mgmt --version` answers without importing asyncio (half of its start-up); `mgmt run`
-    imports it when it starts the loop."""
+    """`mgmt --version` answers without importing asyncio, the CLI or subprocess (its start-up
+    was ~4x the bare interpreter's): `mgmt.version` alone; `mgmt run` imports them."""
     code, out = run_mgmt(["--version"], env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert code == 0 and re.search(r"^0\.\d+\.\d+", out, re.MULTILINE), out
     imported = re.findall(r"^import time:.*\|\s+(\S+)$", out, re.MULTILINE)
-    assert "mgmt.cli" in imported and "asyncio" not in imported
+    assert "mgmt.version" in imported
+    assert not {"asyncio", "mgmt.cli", "subprocess", "logging"} & set(imported), imported
+
+
+def test_version_the_same_through_the_launcher_and_the_cli() -> None:
+    """The `mgmt` command's own answer (mgmt.__main__, no CLI) is the CLI's, word for word:
+    an extra argument is ignored as the CLI's parse ignores it."""
+    from mgmt.cli import parse
+    from mgmt.version import version
+
+    for args in (["--version"], ["--version", "run"]):
+        code, out = run_mgmt(args)
+        assert (code, out) == (0, f"{version()}\n"), out
+    with pytest.raises(SystemExit) as stop:
+        parse(["--version"])
+    assert stop.value.code == 0
 
 
 def test_usage_error_exits_2() -> None:

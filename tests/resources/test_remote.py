@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ValidationError
-from mgmt.cli import VERSION
+from mgmt.version import VERSION
 from resources.remote import HELPER, RemoteRes, Target, known_key, parse_remote, redacted, zipapp
 
 KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"

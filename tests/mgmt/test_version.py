@@ -1,0 +1,65 @@
+"""mgmt.version: the version and the checkout's commit, git run without `subprocess`."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mgmt import version as said
+from mgmt.version import VERSION, _git_output, version
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_checkouts_version_names_its_commit() -> None:
+    """In a git checkout: VERSION+the commit git names (12 digits), as `git rev-parse` says."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    assert version() == f"{VERSION}+{commit}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+\+[0-9a-f]{12}", version())
+
+
+def test_git_output_is_the_commands_stdout_stripped() -> None:
+    """Its stdout only (stderr to /dev/null, stdin /dev/null: nothing read), stripped."""
+    out = _git_output(["sh", "-c", "echo '  out  '; echo err >&2; cat"])
+    assert out == "out"
+
+
+def test_a_failed_or_missing_command_is_an_oserror() -> None:
+    """Exit other than 0, or no such program: OSError, the bare version then."""
+    with pytest.raises(OSError):
+        _git_output(["sh", "-c", "echo abc; exit 3"])
+    with pytest.raises(OSError):
+        _git_output(["/nonexistent/git-of-nobody"])
+
+
+def test_a_command_outlasting_the_timeout_is_killed_and_reaped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A git that hangs (a stuck network file system): killed after TIMEOUT, reaped (no
+    zombie left), TimeoutError; its descriptors closed."""
+    monkeypatch.setattr(said, "TIMEOUT", 0.2)
+    before, children = set(os.listdir("/proc/self/fd")), set(_children())
+    with pytest.raises(TimeoutError):
+        _git_output(["sleep", "60"])
+    assert set(os.listdir("/proc/self/fd")) <= before
+    assert set(_children()) <= children  # killed and reaped (not a zombie)
+
+
+def _children() -> list[str]:
+    """The pids of this process's children (/proc/self/task/*/children)."""
+    found: list[str] = []
+    for task in Path("/proc/self/task").iterdir():
+        found += (task / "children").read_text().split()
+    return found
