@@ -1081,25 +1081,29 @@ def verify(graph: Graph, found: Owners | None = None) -> Owners:
     return finish(verify_steps(graph, found))
 
 
-def verify_steps(graph: Graph, found: Owners | None = None) -> Steps[Owners]:
-    """verify() in steps (engine.steps)."""
+def verify_steps(
+    graph: Graph, found: Owners | None = None, sizes: dict[str, int] | None = None
+) -> Steps[Owners]:
+    """verify() in steps (engine.steps); `sizes` is given each semaphore's size."""
     yield from graph.check_steps()
     found = yield from owners_steps(graph, found)
     for path, writer, editor in overwritten(graph):
         raise GraphError(both_write(path, writer, editor))
     yield
-    sizes: dict[str, tuple[int, Resource]] = {}
+    first: dict[str, tuple[int, Resource]] = {}
     for chunk in chunks(graph):
         yield
         for res in chunk:
             if not res.meta.sema:
                 continue  # most resources: no generator
             for name, size in (sema_size(entry) for entry in res.meta.sema):
-                first = sizes.setdefault(name, (size, res))
-                if first[0] != size:
+                was, by = first.setdefault(name, (size, res))
+                if was != size:
                     raise GraphError(
-                        f"semaphore {name!r} has size {first[0]} in {first[1]} but {size} in {res}"
+                        f"semaphore {name!r} has size {was} in {by} but {size} in {res}"
                     )
+    if sizes is not None:
+        sizes.update((name, size) for name, (size, _res) in first.items())
     return found
 
 
@@ -1122,6 +1126,8 @@ class _Small:
     auto: dict[Ends, Edge] = field(default_factory=dict)
     unauto: set[Ends] = field(default_factory=set)
     moved: dict[Key, tuple[Resource, Resource]] = field(default_factory=dict)
+    # The sizes of the semaphores of those added or replaced (`Engine._sema_fits`).
+    semas: dict[str, int] = field(default_factory=dict)
 
 
 def _reshape(graph: Graph, small: _Small) -> Callable[[], None] | None:
@@ -1235,6 +1241,9 @@ class Engine:
         # The last prepared graph has a resource autogroup could group: a path between two
         # may decide whether it does, so no edge changes without preparing again.
         self._groupable = False
+        # Each semaphore's size in the last prepared graph (verify()'s; kept by small swaps;
+        # None: made again from the running graph when asked, `_sema_fits`).
+        self._sema_sizes: dict[str, int] | None = None
         self._swapping = asyncio.Lock()  # held by a swap (apply)
         self._closing = False  # stop() was called: no graph is applied from then on
 
@@ -1340,6 +1349,7 @@ class Engine:
         self._autoindex = None
         self._owners = None
         self._providers = None
+        self._sema_sizes = None
         found: Owners | None = None
         if index is not None:
             found = Owners()
@@ -1354,13 +1364,15 @@ class Engine:
                 autogroup(graph, candidates)
                 groupable = True
         try:
-            found = yield from verify_steps(graph, found)
+            sizes: dict[str, int] = {}
+            found = yield from verify_steps(graph, found, sizes)
             self._owners = yield from by_kind_steps(found)
         except BaseException:  # refused (or the swap cancelled): running groups as they were
             for res, grouped in before:
                 res.grouped = grouped
             raise
         self._autoindex = index
+        self._sema_sizes = sizes
         self._providers = found if index is not None else None
         self._groupable = groupable
 
@@ -1690,7 +1702,7 @@ class Engine:
             res = graph.vertices.get(key)
             vertex = self.vertices.get(key)
             if key not in given:
-                if res is None or key in self.vertices:
+                if res is None or key in self.vertices or not self._sema_fits(res, small):
                     return False
                 if not self._alone(graph, key, res, False):
                     asked = self._asking(key, res, False)
@@ -1713,6 +1725,8 @@ class Engine:
                 return False  # grouped into another vertex
             elif same(vertex.pristine, res):
                 continue
+            elif not self._sema_fits(res, small):
+                return False  # verify() decides
             elif not self._in_place(vertex, res) and not self._moved(key, vertex, res, small):
                 return False  # the graph's shape may change
             else:
@@ -1766,13 +1780,11 @@ class Engine:
 
     def _alone(self, graph: Graph, key: Key, res: Resource, present: bool) -> bool:
         """Whether `res` (of `key`) is in `graph` (present) or may be added to it without
-        any group or semaphore, nor changing another vertex's automatic edges (its given
-        edges are `_reshaped`'s)."""
-        if res.meta.sema:
-            return False
+        any group, nor changing another vertex's automatic edges (its given edges are
+        `_reshaped`'s; its semaphores `_sema_fits`')."""
         if present and members(self.vertices[key].res):
             return False
-        if self.autogroup and isinstance(res, Groupable):
+        if self._grouping(res):
             return False
         if not self.autoedges:
             return True
@@ -1791,9 +1803,7 @@ class Engine:
         index, providers = self._autoindex, self._providers
         if index is None or providers is None or index.skipped != 0 or index.lazy:
             return None
-        if not res.meta.autoedge or not isinstance(res, Edgeable) or res.meta.sema:
-            return None
-        if self.autogroup and isinstance(res, Groupable):
+        if not res.meta.autoedge or not isinstance(res, Edgeable) or self._grouping(res):
             return None
         if (present and members(self.vertices[key].res)) or type(res) in LAZY_PROVIDERS:
             return None
@@ -1822,17 +1832,22 @@ class Engine:
 
     def _moved(self, key: Key, vertex: Vertex, res: Resource, small: _Small) -> bool:
         """Whether `res` may replace `vertex`, whose UIDs or requests it changes (a file's
-        path), as its removal and then its addition would be swapped (`_asking`, both), its
-        automatic edges put in `small` and the index counting it instead (undone by
-        `_small_swap` if it gives up)."""
+        path), as its removal and then its addition would be swapped (`_alone`, or else
+        `_asking`, both), its automatic edges put in `small` and the index counting it instead
+        (undone by `_small_swap` if it gives up). With automatic edges off, what it manages
+        is all that changes (`_reclaim`'s)."""
         old = vertex.pristine
-        if type(res) is not type(old) or isinstance(res, Groupable) or res.meta.sema:
+        if type(res) is not type(old) or members(vertex.res) or self._grouping(res, old):
+            return False
+        if not self.autoedges:
+            small.moved[key] = (old, res)
+            return True
+        if not self._alone(self.graph, key, old, True) and self._asking(key, old, True) is None:
             return False
         index = self._autoindex
-        if index is None or self._asking(key, old, True) is None:
-            return False
+        assert index is not None  # made by _alone
         index.count(old, -1)
-        asked = self._asking(key, res, False)
+        asked = [] if self._alone(self.graph, key, res, False) else self._asking(key, res, False)
         if asked is None:
             index.count(old, 1)
             return False
@@ -1840,6 +1855,30 @@ class Engine:
         self._unauto(key, small)
         small.auto.update(((provider, key), AUTO) for provider in asked)
         small.moved[key] = (old, res)
+        return True
+
+    def _grouping(self, *resources: Resource) -> bool:
+        """Whether autogroup may group one of `resources` (its kind Groupable, its meta
+        autogroup on): prepare() decides where it goes."""
+        return self.autogroup and any(
+            res.meta.autogroup and isinstance(res, Groupable) for res in resources
+        )
+
+    def _sema_fits(self, res: Resource, small: _Small) -> bool:
+        """Whether the semaphores of `res`, added or replacing another, have the sizes that
+        the running graph and the others of `small` give them (a new one: its own), as
+        verify() asks, in O(its semaphores); counted in `small.semas`. A semaphore whose
+        resources have all left may keep its size here: prepare() then decides."""
+        if not res.meta.sema:
+            return True
+        sizes = self._sema_sizes
+        if sizes is None:  # prepare() refused the last graph: the running one's (verified)
+            sizes = self._sema_sizes = {}
+            for running in self.graph.vertices.values():
+                sizes.update(sema_size(entry) for entry in running.meta.sema)
+        for name, size in (sema_size(entry) for entry in res.meta.sema):
+            if small.semas.setdefault(name, sizes.get(name, size)) != size:
+                return False
         return True
 
     def _provided(self, added: list[Vertex]) -> None:
@@ -1868,9 +1907,9 @@ class Engine:
         """Whether `res` may replace `vertex` without preparing the graph again: the same
         kind, semaphores, and what it manages (`managed`) and asks for automatically."""
         old = vertex.pristine
-        if type(res) is not type(old) or isinstance(res, Groupable) or members(vertex.res):
+        if type(res) is not type(old) or members(vertex.res) or self._grouping(res, old):
             return False
-        if res.meta.sema != old.meta.sema or res.meta.autoedge != old.meta.autoedge:
+        if res.meta.autoedge != old.meta.autoedge:
             return False
         if managed(res) != managed(old):
             return False
@@ -1981,6 +2020,8 @@ class Engine:
                     marked.discard(key)
         self._forget_retries(small.remove, added)
         self._provided(added)
+        if self._sema_sizes is not None:
+            self._sema_sizes.update(small.semas)
         self.graph = graph
         self._raw = _Raw(given, given.name)
         kept = len(vertices) - len(added)
