@@ -1128,6 +1128,10 @@ class _Small:
     moved: dict[Key, tuple[Resource, Resource]] = field(default_factory=dict)
     # The sizes of the semaphores of those added or replaced (`Engine._sema_fits`).
     semas: dict[str, int] = field(default_factory=dict)
+    # A grouped resource replaced in its group (`Engine._regrouped`): the group's vertex
+    # (in `replace`) given its members, and the resource that autogroup may group now.
+    regroup: dict[Key, list[Resource]] = field(default_factory=dict)
+    candidate: dict[Key, Groupable] = field(default_factory=dict)
 
 
 def _reshape(graph: Graph, small: _Small) -> Callable[[], None] | None:
@@ -1244,6 +1248,9 @@ class Engine:
         # Each semaphore's size in the last prepared graph (verify()'s; kept by small swaps;
         # None: made again from the running graph when asked, `_sema_fits`).
         self._sema_sizes: dict[str, int] | None = None
+        # The resources of the last graph as given that autogroup may group, in its order
+        # (prepare()'s; kept by small swaps; None: not known, `_regrouped`).
+        self._candidates: dict[Key, Groupable] | None = None
         self._swapping = asyncio.Lock()  # held by a swap (apply)
         self._closing = False  # stop() was called: no graph is applied from then on
 
@@ -1350,12 +1357,14 @@ class Engine:
         self._owners = None
         self._providers = None
         self._sema_sizes = None
+        self._candidates = None
         found: Owners | None = None
         if index is not None:
             found = Owners()
             # GraphError if two resources manage one thing
             yield from autoedge_steps(graph, index, found)
         groupable = False
+        candidates: list[Groupable] = []
         before: list[tuple[Groupable, list[Resource]]] = []
         if self.autogroup:
             candidates = yield from groupable_steps(graph)
@@ -1373,6 +1382,7 @@ class Engine:
             raise
         self._autoindex = index
         self._sema_sizes = sizes
+        self._candidates = {key_of(res): res for res in candidates} if self.autogroup else {}
         self._providers = found if index is not None else None
         self._groupable = groupable
 
@@ -1719,14 +1729,16 @@ class Engine:
                 if not self._alone(self.graph, key, given[key], True):
                     if self._asking(key, given[key], True) is None:
                         return False
-                    self._unauto(key, small)
+                    if not self._unauto(key, small):
+                        return False
                 small.remove.append(key)
-            elif vertex is None:
-                return False  # grouped into another vertex
-            elif same(vertex.pristine, res):
-                continue
             elif not self._sema_fits(res, small):
                 return False  # verify() decides
+            elif vertex is None or self._grouping(res, vertex.pristine):
+                if not self._regrouped(graph, key, given[key], res, small):
+                    return False  # grouped into another vertex, or its groups may change
+            elif same(vertex.pristine, res):
+                continue
             elif not self._in_place(vertex, res) and not self._moved(key, vertex, res, small):
                 return False  # the graph's shape may change
             else:
@@ -1824,11 +1836,17 @@ class Engine:
                     break
         return asked
 
-    def _unauto(self, key: Key, small: _Small) -> None:
+    def _unauto(self, key: Key, small: _Small) -> bool:
         """The automatic edges to `key` in the prepared graph put in `small.unauto` (those
-        the given graph has too are `rewired`'s)."""
+        the given graph has too are `rewired`'s); False when one that the given graph has
+        not may be a given edge of a resource grouped into its start (autogroup moved it
+        there: only prepare() tells them apart)."""
         given = self._raw.pred.get(key, {}) if self._raw is not None else {}
-        small.unauto.update((other, key) for other in self.graph.pred[key] if other not in given)
+        auto = [other for other in self.graph.pred[key] if other not in given]
+        if any(members(self.graph.vertices[other]) for other in auto):
+            return False
+        small.unauto.update((other, key) for other in auto)
+        return True
 
     def _moved(self, key: Key, vertex: Vertex, res: Resource, small: _Small) -> bool:
         """Whether `res` may replace `vertex`, whose UIDs or requests it changes (a file's
@@ -1844,6 +1862,8 @@ class Engine:
             return True
         if not self._alone(self.graph, key, old, True) and self._asking(key, old, True) is None:
             return False
+        if not self._unauto(key, small):
+            return False
         index = self._autoindex
         assert index is not None  # made by _alone
         index.count(old, -1)
@@ -1852,7 +1872,6 @@ class Engine:
             index.count(old, 1)
             return False
         index.count(res, 1)
-        self._unauto(key, small)
         small.auto.update(((provider, key), AUTO) for provider in asked)
         small.moved[key] = (old, res)
         return True
@@ -1909,6 +1928,10 @@ class Engine:
         old = vertex.pristine
         if type(res) is not type(old) or members(vertex.res) or self._grouping(res, old):
             return False
+        return self._same_edges(old, res)
+
+    def _same_edges(self, old: Resource, res: Resource) -> bool:
+        """Whether `res` manages (`managed`) and asks for automatically what `old` does."""
         if res.meta.autoedge != old.meta.autoedge:
             return False
         if managed(res) != managed(old):
@@ -1917,6 +1940,58 @@ class Engine:
             assert isinstance(old, Edgeable)
             return res.autoedges() == old.autoedges()
         return True
+
+    def _regrouped(
+        self, graph: Graph, key: Key, old: Resource, res: Resource, small: _Small
+    ) -> bool:
+        """Whether `res` may replace `old` (of `key`) where autogroup put it, the vertex of
+        its group replaced (`small.regroup`): autogroup would group the graph as it did, when
+        nothing else changes but this one (one per swap; its edges, automatic ones too,
+        unchanged: `_rewirable` refuses a change of edges while anything may be grouped) and
+        it groups with each other candidate both ways as `old` did. In O(the candidates):
+        autogroup compares them all."""
+        candidates = self._candidates
+        if candidates is None or small.candidate or not self.autogroup:
+            return False
+        if not (isinstance(res, Groupable) and isinstance(old, Groupable)) or type(res) is not type(
+            old
+        ):
+            return False
+        if not (res.meta.autogroup and old.meta.autogroup and self._same_edges(old, res)):
+            return False
+        if key not in candidates:
+            return False
+        for other_key, other in candidates.items():
+            if other_key != key and (
+                res.group_cmp(other) != old.group_cmp(other)
+                or other.group_cmp(res) != other.group_cmp(old)
+            ):
+                return False
+        lead = key if key in self.vertices else self._leader(key)
+        if lead is None:
+            return False
+        vertex = self.vertices[lead]
+        grouped = [res if key_of(m) == key else m for m in members(vertex.res)]
+        new = res if lead == key else graph.vertices.get(lead)
+        if new is None:
+            return False
+        twin = _twin(new)
+        assert isinstance(twin, Groupable)
+        twin.grouped = grouped
+        small.candidate[key] = res
+        if same(vertex.pristine, twin):
+            return True  # the same group: its vertex kept
+        small.regroup[lead] = grouped
+        small.replace[lead] = new
+        return True
+
+    def _leader(self, key: Key) -> Key | None:
+        """The vertex whose group has `key` (O(the candidates and their groups))."""
+        for lead in self._candidates or ():
+            vertex = self.vertices.get(lead)
+            if vertex is not None and any(key_of(m) == key for m in members(vertex.res)):
+                return lead
+        return None
 
     def _reclaim(self, small: _Small, given: dict[Key, Resource]) -> bool:
         """Whether what `small` adds manages nothing another vertex manages once what it
@@ -1991,6 +2066,10 @@ class Engine:
         await stop_all(removed)
         gone = {key: self.vertices[key].res for key in small.remove}
         await self.reverser.undo(list(gone), gone, self.graph)
+        for lead, grouped in small.regroup.items():  # (its old vertex stopped)
+            lead_res = replace[lead]
+            assert isinstance(lead_res, Groupable)
+            lead_res.grouped = grouped
         added: list[Vertex] = []
         async for some_new in sliced([*replace.items(), *small.add.items()]):
             added.extend(Vertex(self, res) for _key, res in some_new)
@@ -2022,6 +2101,8 @@ class Engine:
         self._provided(added)
         if self._sema_sizes is not None:
             self._sema_sizes.update(small.semas)
+        if self._candidates is not None:
+            self._candidates.update(small.candidate)
         self.graph = graph
         self._raw = _Raw(given, given.name)
         kept = len(vertices) - len(added)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from engine.engine import Engine
+from engine.engine import Engine, same
 from engine.errors import GraphError
 from engine.events import GraphSwapped
 from engine.graph import Change, Edge, Graph, derive, key_of
@@ -253,7 +253,7 @@ async def test_random_swaps_of_the_new_kinds_run_the_graph_a_full_prepare_would(
         sema = rng.sample(["s:1", "s:2", "t:2"], rng.choice([0, 0, 0, 1, 2]))
         if len({entry[0] for entry in sema}) < len(sema):
             sema = sema[:1]
-        return Meta(sema=sema, autoedge=rng.random() > 0.2, autogroup=rng.random() < 0.3)
+        return Meta(sema=sema, autoedge=rng.random() > 0.2, autogroup=rng.random() < 0.7)
 
     def res(name: str) -> Any:
         if rng.random() < 0.3:
@@ -298,13 +298,15 @@ async def test_random_swaps_of_the_new_kinds_run_the_graph_a_full_prepare_would(
                 else:
                     key = rng.choice(list(new.vertices))
                     old = new.vertices[key]
-                    if isinstance(old, GroupProbe):
-                        change: dict[str, Any] = {"tag": rng.choice("xyz")}
+                    if isinstance(old, GroupProbe):  # its group's or another
+                        change: dict[str, Any] = {"change": not old.change}
+                        if rng.random() < 0.3:
+                            change = {"tag": rng.choice("xyz")}
                     elif old.content is None:
                         change = {"path": f"{tmp_path / 'out' / rng.choice(dirs)}/"}
                     else:
                         change = {"path": str(tmp_path / "out" / rng.choice(dirs) / key[1])}
-                    if rng.random() < 0.5:
+                    if rng.random() < 0.3:
                         change["meta"] = meta()
                     new.vertices[key] = dataclasses.replace(old, **change)
             both = new.vertices.keys() | last.vertices.keys()
@@ -331,8 +333,69 @@ async def test_random_swaps_of_the_new_kinds_run_the_graph_a_full_prepare_would(
             assert engine.graph.vertices.keys() == full.vertices.keys(), (seed, step)
             assert prepared_edges(engine.graph) == prepared_edges(full), (seed, step)
             assert groups(engine.graph) == groups(full), (seed, step)
-            for key, made in full.vertices.items():
-                assert engine.graph.vertices[key].meta == made.meta, (seed, step)
+            for key, made in full.vertices.items():  # params, meta and groups' members
+                assert same(engine.graph.vertices[key], made), (seed, step)
+                assert same(engine.vertices[key].res, made), (seed, step)
             last = new
     finally:
         await engine.stop(graceful=False)
+
+
+async def test_a_grouped_resource_changed_in_its_group_replaces_the_groups_vertex_alone(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resource that autogroup grouped (a pkg in one apt transaction with others) changed
+    in what does not decide its group prepared the whole graph. Now, when it groups with every
+    other candidate as it did, the group's vertex alone is replaced, with it among its
+    members; one that changes its group still goes to prepare()."""
+    first = Graph("test")
+    for i in range(N):
+        first.add(ProbeRes(name=f"p{i}"))
+    for i in range(4):
+        first.add(GroupProbe(name=f"g{i}", tag="a"))
+    lead, member = ("gprobe", "g0"), ("gprobe", "g2")
+    prepares, swaps = await started(engine, first, monkeypatch)
+    assert [key_of(m) for m in engine.vertices[lead].res.grouped] == [
+        ("gprobe", f"g{i}") for i in (1, 2, 3)
+    ]
+    before = dict(engine.vertices)
+    second = await swapped(
+        engine, first, Change(put={member: GroupProbe(name="g2", tag="a", change=True)})
+    )
+    assert not prepares and swaps[-1].replaced == {lead}
+    grouped = engine.vertices[lead].res.grouped
+    assert [key_of(m) for m in grouped] == [("gprobe", f"g{i}") for i in (1, 2, 3)]
+    assert grouped[1] is second.vertices[member]
+    assert all(engine.vertices[k] is v for k, v in before.items() if k != lead)
+    as_prepared(engine, second, tmp_path)
+    third = await swapped(
+        engine, second, Change(put={lead: GroupProbe(name="g0", tag="a", change=True)})
+    )
+    assert not prepares and swaps[-1].replaced == {lead}
+    assert engine.vertices[lead].res is third.vertices[lead]
+    assert engine.vertices[lead].res.grouped == grouped
+    as_prepared(engine, third, tmp_path)
+    # Out of its group (another tag): prepare() groups the graph again.
+    fourth = await swapped(engine, third, Change(put={member: GroupProbe(name="g2", tag="b")}))
+    assert len(prepares) == 1 and member in engine.vertices
+    as_prepared(engine, fourth, tmp_path)
+
+
+async def test_a_file_moved_keeps_the_edge_from_a_grouped_resource(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that depends on a grouped resource (a config file after its pkg, grouped with
+    other pkgs) has that edge from the group's vertex (autogroup moved it there). Moved (its
+    path changed), the file was swapped alone and that edge dropped as if automatic: the
+    file could be written before its package was installed. prepare() decides now."""
+    first = in_dir(tmp_path, 3)
+    first.add(GroupProbe(name="a", tag="t"))
+    first.add(GroupProbe(name="b", tag="t"))
+    first.connect(("gprobe", "b"), ("file", "f1"))
+    await engine.apply(first)
+    await settle(engine)
+    assert engine.graph.pred[("file", "f1")] == {("gprobe", "a"): Edge()}
+    moved = FileRes(name="f1", path=str(tmp_path / "out" / "g1"), content="1\n")
+    second = await swapped(engine, first, Change(put={("file", "f1"): moved}))
+    assert ("gprobe", "a") in engine.graph.pred[("file", "f1")]
+    as_prepared(engine, second, tmp_path)
