@@ -1758,27 +1758,32 @@ class Engine:
         small.connect, small.disconnect = connect, disconnect
         if not (small.add or small.remove or connect or disconnect):
             return small
+        vertices = self.graph.vertices
+        ends = {key for pair in [*connect, *disconnect] for key in pair}
+        if any(k not in small.add and (k not in vertices or members(vertices[k])) for k in ends):
+            return None  # an edge of a group (autogroup moved its members' edges to it)
+        grouping = self.autogroup and self._groupable
+        if grouping and not self._off_paths(disconnect, {}):  # (the paths of the running graph)
+            return None
         undo = _reshape(self.graph, small)  # tried, then undone: nothing else runs meanwhile
         if undo is None:
             return None
         try:
             if any(self.graph.path(dst, src) is not None for src, dst in connect):
                 return None  # a cycle, or one that prepare() avoids by skipping an automatic edge
+            if grouping and not self._off_paths(connect, small.add):  # (the new graph's)
+                return None
         finally:
             undo()
-        ends = {key for pair in [*connect, *disconnect] for key in pair}
         new = {*small.replace, *small.add, *small.remove}
         small.rewired = frozenset(k for k in ends if k in self.vertices and k not in new)
         small.release = frozenset(d for _s, d in disconnect if d in small.rewired)
         return small
 
     def _rewirable(self, graph: Graph, disconnect: set[Ends]) -> bool:
-        """Whether edges of the given graph may change with no group nor automatic edge
-        changing: no two resources that autogroup could group (a path decides whether it
-        does), and no disconnected edge that prepare() would then add as an automatic one (or
-        an automatic edge it skipped for a cycle that may be added now)."""
-        if self.autogroup and self._groupable:
-            return False
+        """Whether edges of the given graph may change with no automatic edge changing: no
+        disconnected edge that prepare() would then add as an automatic one (or an automatic
+        edge it skipped for a cycle that may be added now). Groups: `_off_paths`."""
         if not self.autoedges or not disconnect:
             return True
         index = self._autoindex
@@ -1789,6 +1794,20 @@ class Engine:
             if provider is not None and wanter is not None and may_edge(provider, wanter):
                 return False
         return True
+
+    def _off_paths(self, edges: Iterable[Ends], added: dict[Key, Resource]) -> bool:
+        """Whether none of `edges` is on a path between two vertices of the prepared graph
+        that autogroup may group (it groups two only when no path joins them, so then no
+        group changes): each ends at a vertex with no edge out of it, or starts at one with
+        no edge into it, that autogroup leaves alone (a file added in a managed directory,
+        with an edge from it and none on; `added`: those not in it yet). In O(the edges)."""
+        succ, pred, vertices = self.graph.succ, self.graph.pred, self.graph.vertices
+
+        def alone(key: Key, edges: dict[Key, dict[Key, Edge]]) -> bool:
+            res = vertices[key] if key in vertices else added[key]
+            return not edges[key] and not members(res) and not self._grouping(res)
+
+        return all(alone(dst, succ) or alone(src, pred) for src, dst in edges)
 
     def _alone(self, graph: Graph, key: Key, res: Resource, present: bool) -> bool:
         """Whether `res` (of `key`) is in `graph` (present) or may be added to it without

@@ -399,3 +399,36 @@ async def test_a_file_moved_keeps_the_edge_from_a_grouped_resource(
     second = await swapped(engine, first, Change(put={("file", "f1"): moved}))
     assert ("gprobe", "a") in engine.graph.pred[("file", "f1")]
     as_prepared(engine, second, tmp_path)
+
+
+async def test_edges_off_the_paths_between_groupable_resources_change_alone(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One resource that autogroup may group (a pkg) in the graph made every change of an
+    edge prepare the whole graph: a file added in a managed directory (its automatic edge),
+    an edge between two files. Now an edge that no path between two groupable resources can
+    take (it ends at a vertex with nothing after it, or starts at one with nothing before)
+    changes alone; one that may join or part two of them still goes to prepare()."""
+    first = in_dir(tmp_path, N)
+    for name in ("g0", "g1", "g2"):
+        first.add(GroupProbe(name=name, tag="t"))
+    f3, f4, g0, g1 = ("file", "f3"), ("file", "f4"), ("gprobe", "g0"), ("gprobe", "g1")
+    first.connect(g0, f3)
+    first.connect(f3, g1)  # g0 -> f3 -> g1: those two are not grouped
+    prepares, swaps = await started(engine, first, monkeypatch)
+    assert g1 in engine.vertices and [key_of(m) for m in engine.vertices[g0].res.grouped] == [
+        ("gprobe", "g2")
+    ]
+    inside = ("file", "in")
+    made = FileRes(name="in", path=f"{tmp_path}/out/sub/in", content="in\n")
+    second = await swapped(engine, first, Change(put={inside: made}))
+    assert not prepares and swaps[-1].added == {inside} and swaps[-1].rewired == {("file", "sub")}
+    third = await swapped(engine, second, Change(connect=[(f4, inside, Edge())]))
+    assert not prepares and engine.graph.pred[inside].keys() == {("file", "sub"), f4}
+    fourth = await swapped(engine, third, Change(remove={inside}, disconnect=[(f4, inside)]))
+    assert not prepares and swaps[-1].removed == {inside}
+    as_prepared(engine, fourth, tmp_path)
+    # The path between g0 and g1 cut: prepare() groups them.
+    fifth = await swapped(engine, fourth, Change(disconnect=[(f3, g1)]))
+    assert len(prepares) == 1 and g1 not in engine.vertices
+    as_prepared(engine, fifth, tmp_path)
