@@ -1132,6 +1132,9 @@ class _Small:
     # (in `replace`) given its members, and the resource that autogroup may group now.
     regroup: dict[Key, list[Resource]] = field(default_factory=dict)
     candidate: dict[Key, Groupable] = field(default_factory=dict)
+    # A resource that joins a group or leaves it (`Engine._joins`, `_leaves`), no vertex.
+    joined: dict[Key, Resource] = field(default_factory=dict)
+    left: dict[Key, Resource] = field(default_factory=dict)
 
 
 def _reshape(graph: Graph, small: _Small) -> Callable[[], None] | None:
@@ -1714,6 +1717,10 @@ class Engine:
             if key not in given:
                 if res is None or key in self.vertices or not self._sema_fits(res, small):
                     return False
+                if self._grouping(res):  # into a group, the only change
+                    if len(keys) != 1 or not self._joins(graph, key, res, small):
+                        return False
+                    continue
                 if not self._alone(graph, key, res, False):
                     asked = self._asking(key, res, False)
                     if asked is None:
@@ -1724,8 +1731,10 @@ class Engine:
                     self._autoindex.count(res, 1)  # (a fallback's prepare() drops the index,
                     # and _small_swap undoes these counts when it gives up)
             elif res is None:
-                if vertex is None:
-                    return False
+                if vertex is None:  # out of a group, the only change
+                    if len(keys) != 1 or not self._leaves(graph, key, given[key], small):
+                        return False
+                    continue
                 if not self._alone(self.graph, key, given[key], True):
                     if self._asking(key, given[key], True) is None:
                         return False
@@ -2004,6 +2013,69 @@ class Engine:
         small.replace[lead] = new
         return True
 
+    def _joins(self, graph: Graph, key: Key, res: Resource, small: _Small) -> bool:
+        """Whether `res` (of `key`), added last in `graph` with no edge, given or automatic,
+        joins a group as autogroup would put it (with the first group, in autogroup's order,
+        that takes it; nothing else then changes: it leads none), that group's vertex
+        replaced (`small.regroup`). In O(the candidates)."""
+        candidates = self._candidates
+        if candidates is None or small.candidate or not isinstance(res, Groupable):
+            return False
+        if graph.succ.get(key) or graph.pred.get(key) or next(reversed(graph.vertices)) != key:
+            return False  # (last: the candidates after it in autogroup's order are deeper)
+        if not self._auto_alone(res, False):
+            return False
+        depth = res.kind.count(":")
+        order = sorted(candidates.items(), key=lambda item: item[1].kind.count(":"))
+        lead = next(
+            (
+                k
+                for k, other in order
+                if other.kind.count(":") <= depth and k in self.vertices and other.group_cmp(res)
+            ),
+            None,
+        )
+        new = graph.vertices.get(lead) if lead is not None else None
+        if lead is None or new is None:
+            return False  # it would lead a group: prepare() decides
+        grouped = members(self.vertices[lead].res)
+        before = [m for m in grouped if m.kind.count(":") <= depth]
+        small.regroup[lead] = [*before, res, *grouped[len(before) :]]
+        small.replace[lead] = new
+        small.candidate[key] = res
+        small.joined[key] = res
+        return True
+
+    def _leaves(self, graph: Graph, key: Key, old: Resource, small: _Small) -> bool:
+        """Whether `old` (of `key`), a member of a group with no edge, given or automatic, may
+        leave it with nothing else changing (its edges were its group's: it had none), that
+        group's vertex replaced (`small.regroup`)."""
+        candidates, last = self._candidates, self._raw
+        if candidates is None or last is None or key not in candidates or small.candidate:
+            return False
+        if not isinstance(old, Groupable):
+            return False
+        if last.succ.get(key) or last.pred.get(key) or not self._auto_alone(old, True):
+            return False
+        lead = self._leader(key)
+        new = graph.vertices.get(lead) if lead is not None else None
+        if lead is None or new is None:
+            return False
+        small.regroup[lead] = [m for m in members(self.vertices[lead].res) if key_of(m) != key]
+        small.replace[lead] = new
+        small.candidate[key] = old
+        small.left[key] = old
+        return True
+
+    def _auto_alone(self, res: Resource, present: bool) -> bool:
+        """Whether `res` takes part in no automatic edge (`AutoIndex.alone`)."""
+        if not self.autoedges:
+            return True
+        if self._autoindex is None:
+            assert self._raw is not None
+            self._autoindex = AutoIndex(self._raw.vertices.values())
+        return self._autoindex.alone(res, present)
+
     def _leader(self, key: Key) -> Key | None:
         """The vertex whose group has `key` (O(the candidates and their groups))."""
         for lead in self._candidates or ():
@@ -2120,8 +2192,15 @@ class Engine:
         self._provided(added)
         if self._sema_sizes is not None:
             self._sema_sizes.update(small.semas)
+        if index is not None:
+            for res in small.joined.values():
+                index.count(res, 1)
+            for res in small.left.values():
+                index.count(res, -1)
         if self._candidates is not None:
             self._candidates.update(small.candidate)
+            for key in small.left:
+                del self._candidates[key]
         self.graph = graph
         self._raw = _Raw(given, given.name)
         kept = len(vertices) - len(added)

@@ -432,3 +432,43 @@ async def test_edges_off_the_paths_between_groupable_resources_change_alone(
     fifth = await swapped(engine, fourth, Change(disconnect=[(f3, g1)]))
     assert len(prepares) == 1 and g1 not in engine.vertices
     as_prepared(engine, fifth, tmp_path)
+
+
+async def test_a_groupable_resource_added_to_a_group_or_removed_from_it_alone(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pkg added beside grouped pkgs (or removed) prepared the whole graph. Now one added
+    last, with no edge, that joins the first group autogroup would put it in, or a member
+    with no edge removed, replaces that group's vertex alone; one with an edge still goes to
+    prepare()."""
+    first = Graph("test")
+    for i in range(N):
+        first.add(ProbeRes(name=f"p{i}"))
+    for i in range(3):
+        first.add(GroupProbe(name=f"g{i}", tag="a"))
+    first.add(GroupProbe(name="other", tag="b"))
+    lead, new = ("gprobe", "g0"), ("gprobe", "n")
+    prepares, swaps = await started(engine, first, monkeypatch)
+    before = dict(engine.vertices)
+    second = await swapped(engine, first, Change(put={new: GroupProbe(name="n", tag="a")}))
+    assert not prepares and swaps[-1].replaced == {lead} and new not in engine.vertices
+    assert [key_of(m) for m in engine.vertices[lead].res.grouped] == [
+        ("gprobe", "g1"),
+        ("gprobe", "g2"),
+        new,
+    ]
+    assert all(engine.vertices[k] is v for k, v in before.items() if k != lead)
+    as_prepared(engine, second, tmp_path)
+    third = await swapped(engine, second, Change(remove={("gprobe", "g1")}))
+    assert not prepares and swaps[-1].replaced == {lead}
+    assert [key_of(m) for m in engine.vertices[lead].res.grouped] == [("gprobe", "g2"), new]
+    as_prepared(engine, third, tmp_path)
+    # One with an edge (its group's edges would change): prepare() groups it.
+    edged = GroupProbe(name="e", tag="a")
+    fourth = await swapped(
+        engine,
+        third,
+        Change(put={("gprobe", "e"): edged}, connect=[(("probe", "p1"), ("gprobe", "e"), Edge())]),
+    )
+    assert len(prepares) == 1 and ("gprobe", "e") not in engine.vertices
+    as_prepared(engine, fourth, tmp_path)
