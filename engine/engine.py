@@ -2225,6 +2225,8 @@ class Engine:
                 frozenset(small.add),
                 frozenset(small.remove),
                 small.rewired,
+                frozenset(small.joined),
+                frozenset(small.left),
             )
         )
 

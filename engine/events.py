@@ -56,7 +56,9 @@ class GraphSwapped:
     `replaced` names the vertices a small swap replaced or added (nothing else changed but
     `removed`, so a listener may update just those); None for any other swap. `added`: those of
     `replaced` that are new. `rewired`: kept vertices whose edges a small swap changed (a
-    failure upstream may now block them, or no longer).
+    failure upstream may now block them, or no longer). `joined` and `left`: the resources a
+    small swap added to a group or removed from one (no vertex of their own: their group's is
+    in `replaced`).
     """
 
     kept: int
@@ -66,6 +68,8 @@ class GraphSwapped:
     added: frozenset[tuple[str, str]] = frozenset()
     removed: frozenset[tuple[str, str]] = frozenset()
     rewired: frozenset[tuple[str, str]] = frozenset()
+    joined: frozenset[tuple[str, str]] = frozenset()
+    left: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,10 +186,10 @@ class Metrics:
         self.failures.labels(event.vertex.res.kind, "hard" if event.hard else "soft").inc()
 
     def graph_swapped(self, event: GraphSwapped) -> None:
-        if event.replaced is not None:  # a small swap: no group changed
-            for kind, count in Tally(key[0] for key in event.added).items():
+        if event.replaced is not None:  # a small swap: what came and left, grouped or not
+            for kind, count in Tally(key[0] for key in event.added | event.joined).items():
                 self.resources.labels(kind).inc(count)
-            for kind, count in Tally(key[0] for key in event.removed).items():
+            for kind, count in Tally(key[0] for key in event.removed | event.left).items():
                 self.resources.labels(kind).dec(count)
             self.graph_start.set(time.time())
             return

@@ -472,3 +472,40 @@ async def test_a_groupable_resource_added_to_a_group_or_removed_from_it_alone(
     )
     assert len(prepares) == 1 and ("gprobe", "e") not in engine.vertices
     as_prepared(engine, fourth, tmp_path)
+
+
+async def test_the_metrics_count_a_resource_that_joins_or_leaves_a_group(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mgmt_resources` counts grouped resources too: one that joins a group or leaves it in
+    a small swap (no vertex of its own) is counted in and out, as a full swap counts it."""
+    from mgmt.metrics import Metrics
+
+    metrics = Metrics(engine)
+    metrics.start()
+    try:
+        first = Graph("test")
+        for i in range(3):
+            first.add(GroupProbe(name=f"g{i}", tag="a"))
+        prepares, swaps = await started(engine, first, monkeypatch)
+
+        def count() -> float | None:
+            return metrics.registry.get_sample_value("mgmt_resources", {"kind": "gprobe"})
+
+        assert count() == 3
+        second = await swapped(
+            engine, first, Change(put={("gprobe", "n"): GroupProbe(name="n", tag="a")})
+        )
+        assert not prepares and swaps[-1].joined == {("gprobe", "n")} and count() == 4
+        await swapped(
+            engine,
+            second,
+            Change(
+                remove={
+                    ("gprobe", "g1"),
+                }
+            ),
+        )
+        assert not prepares and swaps[-1].left == {("gprobe", "g1")} and count() == 3
+    finally:
+        metrics.stop()
