@@ -28,7 +28,7 @@ import logging
 import math
 import resource
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -964,6 +964,20 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
     await asyncio.gather(*waits)
 
 
+async def _kinds(started: list[Vertex], stopped: list[Vertex]) -> tuple[tuple[str, int], ...]:
+    """How many resources of each kind (grouped ones included) `started` hold, less those
+    `stopped` held (as first given: autogroup may have set the group of a resource given
+    again since), for the kinds whose count changed; in slices (engine/slices.py)."""
+    counts: Counter[str] = Counter()
+    for vertices, sign in ((started, 1), (stopped, -1)):
+        async for some in sliced(vertices):
+            for vertex in some:
+                counts[vertex.pristine.kind] += sign
+                for member in members(vertex.pristine):
+                    counts[member.kind] += sign
+    return tuple((kind, count) for kind, count in counts.items() if count)
+
+
 def _twin(res: Resource) -> Resource:
     """A shallow copy of `res` (copy.copy's result, without its generic __reduce_ex__ path:
     a resource is a plain dataclass instance; 10,000 vertices made 10,000 copies)."""
@@ -1493,7 +1507,15 @@ class Engine:
         async for some_removed in sliced(removed):
             for vertex in some_removed:
                 vertex.release()
-        self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
+        self.listeners.emit(
+            GraphSwapped(
+                len(kept),
+                len(removed),
+                len(added),
+                gone=frozenset(gone_keys),
+                counted=await _kinds(added, removed),
+            )
+        )
 
     async def _kept(self, graph: Graph) -> tuple[set[Key], list[Vertex]]:
         """The running vertices that a full swap to the prepared `graph` keeps, and the others
