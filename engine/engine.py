@@ -2036,17 +2036,23 @@ class Engine:
         return True
 
     def _joins(self, graph: Graph, key: Key, res: Resource, small: _Small) -> bool:
-        """Whether `res` (of `key`), added last in `graph` with no edge, given or automatic,
-        joins a group as autogroup would put it (with the first group, in autogroup's order,
-        that takes it; nothing else then changes: it leads none), that group's vertex
-        replaced (`small.regroup`). In O(the candidates)."""
+        """Whether `res` (of `key`), added with no edge, given or automatic, joins a group as
+        autogroup would put it (added last in `graph`: with the first group, in autogroup's
+        order, that takes it; nothing else then changes: it leads none), that group's vertex
+        replaced (`small.regroup`), or groups with no other (a vertex of its own: the first
+        pkg of a graph). In O(the candidates)."""
         candidates = self._candidates
         if candidates is None or small.candidate or not isinstance(res, Groupable):
             return False
-        if graph.succ.get(key) or graph.pred.get(key) or next(reversed(graph.vertices)) != key:
-            return False  # (last: the candidates after it in autogroup's order are deeper)
-        if not self._auto_alone(res, False):
+        if graph.succ.get(key) or graph.pred.get(key) or not self._auto_alone(res, False):
             return False
+        if all(not res.group_cmp(c) and not c.group_cmp(res) for c in candidates.values()):
+            small.add[key] = small.candidate[key] = res
+            if self._autoindex is not None:  # (as _classify counts one added)
+                self._autoindex.count(res, 1)
+            return True
+        if next(reversed(graph.vertices)) != key:
+            return False  # (last: the candidates after it in autogroup's order are deeper)
         depth = res.kind.count(":")
         order = sorted(candidates.items(), key=lambda item: item[1].kind.count(":"))
         lead = next(
@@ -2169,6 +2175,25 @@ class Engine:
         first, second = (other, key) if _before(graph, other, key) else (key, other)
         raise GraphError(both_manage(uid, first, second))
 
+    def _counted(self, small: _Small) -> None:
+        """What the small swap changes of the engine's tallies of the graph given, beside its
+        vertices: the sizes of its semaphores, the automatic edges' index (those that joined
+        or left a group), autogroup's candidates."""
+        if self._sema_sizes is not None:
+            self._sema_sizes.update(small.semas)
+        index = self._autoindex
+        if index is not None:
+            for res in small.joined.values():
+                index.count(res, 1)
+            for res in small.left.values():
+                index.count(res, -1)
+        if small.candidate:  # (a resource autogroup may group is in the graph)
+            self._groupable = True
+        if self._candidates is not None:
+            self._candidates.update(small.candidate)
+            for key in small.left:
+                del self._candidates[key]
+
     async def _swap_replaced(self, given: Graph, small: _Small) -> None:
         """The O(change) swap: the last prepared graph with the vertices of `small` replaced,
         added and removed, and its edges rewired, in place (no copy of the graph's maps), at
@@ -2212,17 +2237,7 @@ class Engine:
                     marked.discard(key)
         self._forget_retries(small.remove, added)
         self._provided(added)
-        if self._sema_sizes is not None:
-            self._sema_sizes.update(small.semas)
-        if index is not None:
-            for res in small.joined.values():
-                index.count(res, 1)
-            for res in small.left.values():
-                index.count(res, -1)
-        if self._candidates is not None:
-            self._candidates.update(small.candidate)
-            for key in small.left:
-                del self._candidates[key]
+        self._counted(small)
         self.graph = graph
         self._raw = _Raw(given, given.name)
         kept = len(vertices) - len(added)

@@ -509,3 +509,26 @@ async def test_the_metrics_count_a_resource_that_joins_or_leaves_a_group(
         assert not prepares and swaps[-1].left == {("gprobe", "g1")} and count() == 3
     finally:
         metrics.stop()
+
+
+async def test_the_first_groupable_resource_of_a_graph_is_added_alone(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first pkg added to a graph of files (none to group it with) prepared the whole
+    graph. Now one that groups with no other resource, with no edge, is added alone, and the
+    next one like it joins its group alone; from then on an edge where it may matter goes
+    to prepare()."""
+    first = in_dir(tmp_path, N)
+    prepares, swaps = await started(engine, first, monkeypatch)
+    one, two = ("gprobe", "one"), ("gprobe", "two")
+    second = await swapped(engine, first, Change(put={one: GroupProbe(name="one", tag="t")}))
+    assert not prepares and swaps[-1].added == {one}
+    third = await swapped(engine, second, Change(put={two: GroupProbe(name="two", tag="t")}))
+    assert not prepares and swaps[-1].joined == {two} and swaps[-1].replaced == {one}
+    as_prepared(engine, third, tmp_path)
+    f1, f2 = ("file", "f1"), ("file", "f2")
+    fourth = await swapped(
+        engine, third, Change(connect=[(f1, f2, Edge()), (("gprobe", "two"), f1, Edge())])
+    )
+    assert len(prepares) == 1
+    as_prepared(engine, fourth, tmp_path)
